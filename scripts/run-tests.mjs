@@ -1,0 +1,28 @@
+// Runs the test suite with node's test runner and tsx. `cpu` runs every *.test.ts except the
+// GPU ones (CI has no GPU); `gpu` runs *.gpu.test.ts on the GPU host.
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const suite = process.argv[2] ?? 'cpu';
+const wanted = (name) =>
+  suite === 'gpu' ? name.endsWith('.gpu.test.ts') : name.endsWith('.test.ts') && !name.endsWith('.gpu.test.ts');
+
+function collect(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) return entry.name === 'node_modules' ? [] : collect(path);
+    return wanted(entry.name) ? [path] : [];
+  });
+}
+
+const files = [...collect('src'), ...collect('test')].sort();
+if (files.length === 0) {
+  console.error(`no ${suite} test files found`);
+  process.exit(1);
+}
+const extra = process.argv.slice(3);
+const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...extra, ...files], {
+  stdio: 'inherit',
+});
+process.exit(result.status ?? 1);

@@ -1,0 +1,89 @@
+import type { BatchDescription, KvCacheSpec } from '../engine/batch.ts';
+import type { WeightDType } from '../model/model-config.ts';
+
+/**
+ * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
+ * the CUDA backend a device pointer in its compute dtype. Model code never looks inside.
+ */
+export interface Tensor {
+  readonly shape: readonly number[];
+}
+
+/** Checkpoint bytes as read from safetensors: little-endian, row-major. */
+export interface HostTensor {
+  dtype: WeightDType;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/** Opaque per-layer paged K and V pools, laid out [numBlocks, blockSize, numKvHeads, headDim]. */
+export interface KvCache {
+  readonly spec: KvCacheSpec;
+}
+
+/**
+ * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, headDim / 2]
+ * (HF "rotate_half" layout: dimension i pairs with i + headDim/2). Every RoPE variant, including
+ * YaRN's attention factor, is folded into these tables on the host (see model/rope.ts).
+ */
+export interface RopeTable {
+  maxPositions: number;
+  headDim: number;
+  cos: Float32Array;
+  sin: Float32Array;
+}
+
+export interface AttentionShape {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Softmax scale, normally headDim ** -0.5. */
+  scale: number;
+  /** Keys older than `position - slidingWindow + 1` are masked; null attends to everything. */
+  slidingWindow: number | null;
+}
+
+/** A batch description uploaded for one forward step (device copies of its index arrays). */
+export interface StepInputs {
+  readonly batch: BatchDescription;
+}
+
+/**
+ * The ops every backend implements over the same batch description. Tensors returned by step ops
+ * live until the next `beginStep`; weights, rope tables and KV caches live until `dispose`.
+ *
+ * The packed `qkv` activation is [numTokens, (numHeads + 2 * numKvHeads) * headDim]: all query
+ * heads, then key heads, then value heads, each head contiguous.
+ */
+export interface Backend {
+  readonly name: 'cpu' | 'cuda';
+
+  loadWeight(t: HostTensor): Tensor;
+  uploadRopeTable(table: RopeTable): Tensor;
+  createKvCache(spec: KvCacheSpec): KvCache;
+  /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
+  copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
+
+  beginStep(batch: BatchDescription): StepInputs;
+  /** [numTokens, hidden] rows of `table` for the step's token ids. */
+  embedding(table: Tensor, step: StepInputs): Tensor;
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
+  /** residual += x (in place); returns rmsNorm(residual). */
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
+  /** x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
+  /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void;
+  /** In place: rotate query and key heads by position, then write keys and values to their slots. */
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void;
+  /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor;
+  /** gateUp [rows, 2 * n] (gate columns first) -> silu(gate) * up, [rows, n]. */
+  siluMul(gateUp: Tensor): Tensor;
+  /** Rows `step.batch.logitsIndices` of x. */
+  gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
+  /** Copy a [rows, cols] tensor to the host as float32. */
+  toHost(x: Tensor): Float32Array;
+
+  dispose(): void;
+}

@@ -1,0 +1,46 @@
+/**
+ * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
+ * map onto these fields one-to-one (`--max-num-seqs` -> maxNumSeqs).
+ */
+export interface EngineConfig {
+  /** Model directory in Hugging Face layout. Defaults to the embedded model. */
+  model: string;
+  /** `auto` picks CUDA when a GPU and its libraries are found, else the CPU backend. */
+  backend: 'auto' | 'cpu' | 'cuda';
+  /** `dummy` fills the architecture from config.json with random weights (benchmarks). */
+  loadFormat: 'auto' | 'dummy';
+  /** Tokens per KV-cache block. */
+  blockSize: number;
+  /** KV blocks in the pool; null sizes it from memory (gpuMemoryUtilization or cpuKvCacheBytes). */
+  numKvBlocks: number | null;
+  /** Fraction of GPU memory Keel may use for weights, activations and the KV pool. */
+  gpuMemoryUtilization: number;
+  /** KV pool size on the CPU backend when numKvBlocks is null. */
+  cpuKvCacheBytes: number;
+  /** Longest sequence (prompt + output); null means the model's max_position_embeddings. */
+  maxModelLen: number | null;
+  /** Most sequences in one step. */
+  maxNumSeqs: number;
+  /** Token budget of one step: decodes plus prefill chunks. */
+  maxNumBatchedTokens: number;
+  enablePrefixCaching: boolean;
+  /** Seed for requests that bring none. */
+  seed: number;
+  /** Show a progress bar while loading weights (only on a terminal). */
+  showProgress: boolean;
+}
+
+export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
+  backend: 'auto',
+  loadFormat: 'auto',
+  blockSize: 16,
+  numKvBlocks: null,
+  gpuMemoryUtilization: 0.9,
+  cpuKvCacheBytes: 512 * 1024 * 1024,
+  maxModelLen: null,
+  maxNumSeqs: 256,
+  maxNumBatchedTokens: 2048,
+  enablePrefixCaching: true,
+  seed: 0,
+  showProgress: true,
+};

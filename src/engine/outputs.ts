@@ -1,0 +1,58 @@
+/** What the engine reports per request: the library API, the CLI and the server all read this. */
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface TokenLogprob {
+  tokenId: number;
+  token: string;
+  logprob: number;
+}
+
+/** The sampled token's logprob and the top alternatives (sorted, most likely first). */
+export interface PositionLogprobs {
+  sampled: TokenLogprob;
+  top: TokenLogprob[];
+}
+
+export interface CompletionOutput {
+  index: number;
+  text: string;
+  tokenIds: number[];
+  logprobs: PositionLogprobs[] | null;
+  finishReason: FinishReason | null;
+  /** The stop string or stop token id that ended the completion, if any. */
+  stopReason: string | number | null;
+}
+
+export interface RequestMetrics {
+  arrivalTime: number;
+  firstScheduledTime: number | null;
+  firstTokenTime: number | null;
+  finishedTime: number | null;
+  /** Prompt tokens served from the prefix cache. */
+  numCachedTokens: number;
+  /** Times this request was preempted and recomputed. */
+  numPreemptions: number;
+}
+
+export interface RequestOutput {
+  requestId: string;
+  prompt: string | null;
+  promptTokenIds: number[];
+  outputs: CompletionOutput[];
+  finished: boolean;
+  metrics: RequestMetrics;
+}
+
+/**
+ * One streamed update for a request: new tokens and text since the last update, per completion
+ * index. `output` is the cumulative state.
+ */
+export interface StreamDelta {
+  index: number;
+  text: string;
+  tokenIds: number[];
+  logprobs: PositionLogprobs[] | null;
+  finishReason: FinishReason | null;
+  stopReason: string | number | null;
+}

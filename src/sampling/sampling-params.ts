@@ -1,0 +1,55 @@
+/**
+ * Per-request sampling parameters, with the semantics of vLLM / the OpenAI API. Defaults live in
+ * `DEFAULT_SAMPLING_PARAMS`; `resolveSamplingParams` (validate.ts) merges and validates user input.
+ */
+export interface SamplingParams {
+  /** Number of completions for the prompt; they share the prompt's KV blocks (copy-on-write). */
+  n: number;
+  /** 0 means greedy. */
+  temperature: number;
+  topP: number;
+  /** 0 or -1 disables. */
+  topK: number;
+  minP: number;
+  /** > 1 discourages tokens already in prompt or output (multiplicative, as in HF/vLLM). */
+  repetitionPenalty: number;
+  /** Subtracted once from the logit of every token already generated. */
+  presencePenalty: number;
+  /** Subtracted per occurrence from the logit of every token already generated. */
+  frequencyPenalty: number;
+  /** Per-request seed: the same seed gives the same tokens whatever else is in the batch. */
+  seed: number | null;
+  stop: string[];
+  stopTokenIds: number[];
+  /** Keep the matched stop string at the end of the text. */
+  includeStopStrInOutput: boolean;
+  maxTokens: number;
+  minTokens: number;
+  ignoreEos: boolean;
+  /** Number of top alternatives whose logprobs are returned per generated token; null = none. */
+  logprobs: number | null;
+  /** Number of top alternatives per prompt token; null = none. */
+  promptLogprobs: number | null;
+  skipSpecialTokens: boolean;
+}
+
+export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
+  n: 1,
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  repetitionPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  seed: null,
+  stop: [],
+  stopTokenIds: [],
+  includeStopStrInOutput: false,
+  maxTokens: 16,
+  minTokens: 0,
+  ignoreEos: false,
+  logprobs: null,
+  promptLogprobs: null,
+  skipSpecialTokens: true,
+};
