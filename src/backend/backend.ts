@@ -1,3 +1,4 @@
+import type { EngineConfig } from '../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../engine/batch.ts';
 import type { WeightDType } from '../model/model-config.ts';
 
@@ -57,6 +58,14 @@ export interface StepInputs {
  */
 export interface Backend {
   readonly name: 'cpu' | 'cuda';
+  /** Bytes of one K or V element in the KV pool (4 for float32, 2 for bf16). */
+  readonly kvElementBytes: number;
+  /**
+   * Bytes the KV pool may take, asked after the weights are loaded: the CPU backend returns
+   * `config.cpuKvCacheBytes`; the CUDA backend, free memory within `gpuMemoryUtilization` minus
+   * what the largest step's activations need.
+   */
+  kvCacheBudgetBytes(config: EngineConfig): number;
 
   loadWeight(t: HostTensor): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
