@@ -32,11 +32,15 @@ export function openCheckpoint(dir: string): Checkpoint {
 }
 
 class SafetensorsCheckpoint implements Checkpoint {
-  constructor(
-    readonly dir: string,
-    private readonly files: SafetensorsFile[],
-    private readonly fileOf: ReadonlyMap<string, SafetensorsFile>,
-  ) {}
+  readonly dir: string;
+  private readonly files: SafetensorsFile[];
+  private readonly fileOf: ReadonlyMap<string, SafetensorsFile>;
+
+  constructor(dir: string, files: SafetensorsFile[], fileOf: ReadonlyMap<string, SafetensorsFile>) {
+    this.dir = dir;
+    this.files = files;
+    this.fileOf = fileOf;
+  }
 
   get tensorNames(): string[] {
     return [...this.fileOf.keys()];

@@ -164,8 +164,9 @@ function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): { ropeT
     case 'default':
       return { ropeTheta, ropeScaling: { type: 'default' } };
     case 'linear':
+      return { ropeTheta, ropeScaling: { type: 'linear', factor: params.positiveNumber('factor') } };
     case 'dynamic':
-      return { ropeTheta, ropeScaling: { type, factor: params.positiveNumber('factor') } };
+      return { ropeTheta, ropeScaling: { type: 'dynamic', factor: params.positiveNumber('factor') } };
     case 'llama3': {
       const lowFreqFactor = params.positiveNumber('low_freq_factor');
       const highFreqFactor = params.positiveNumber('high_freq_factor');
@@ -174,7 +175,7 @@ function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): { ropeT
       }
       return {
         ropeTheta,
-        ropeScaling: { type, factor: params.positiveNumber('factor'), lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: originalMax() },
+        ropeScaling: { type: 'llama3', factor: params.positiveNumber('factor'), lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: originalMax() },
       };
     }
     case 'yarn':
@@ -217,10 +218,13 @@ function isObject(v: unknown): v is Record<string, unknown> {
  * null counts as absent, as transformers treats None.
  */
 export class ConfigFields {
-  constructor(
-    private readonly json: Record<string, unknown>,
-    readonly source: string,
-  ) {}
+  private readonly json: Record<string, unknown>;
+  readonly source: string;
+
+  constructor(json: Record<string, unknown>, source: string) {
+    this.json = json;
+    this.source = source;
+  }
 
   raw(key: string): unknown {
     return this.json[key];

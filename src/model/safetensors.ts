@@ -32,14 +32,14 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1 << 30;
 
 export class SafetensorsFile {
+  readonly path: string;
+  readonly tensors: ReadonlyMap<string, SafetensorsEntry>;
   private fd: number | null;
 
-  private constructor(
-    readonly path: string,
-    fd: number,
-    readonly tensors: ReadonlyMap<string, SafetensorsEntry>,
-  ) {
+  private constructor(path: string, fd: number, tensors: ReadonlyMap<string, SafetensorsEntry>) {
+    this.path = path;
     this.fd = fd;
+    this.tensors = tensors;
   }
 
   static open(path: string): SafetensorsFile {
