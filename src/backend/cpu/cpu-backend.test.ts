@@ -1,0 +1,107 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend } from './cpu-backend.ts';
+import type { CpuKvCache } from './cpu-tensor.ts';
+import type { Tensor } from '../backend.ts';
+import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
+import { KeelError } from '../../errors.ts';
+import { buildBatch } from '../../../test/helpers/cpu-batch.ts';
+import { TestRandom, testSeed } from '../../../test/helpers/cpu-random.ts';
+import { f32HostTensor, plainRopeTable } from '../../../test/helpers/cpu-random-llama.ts';
+
+const random = new TestRandom(testSeed('cpu-backend'));
+const backend = new CpuBackend();
+const load = (values: Float32Array, shape: number[]) => backend.loadWeight(f32HostTensor(values, shape));
+
+test('declares float32 KV elements and the configured CPU KV budget', () => {
+  assert.equal(backend.kvElementBytes, 4);
+  assert.equal(backend.kvCacheBudgetBytes({ ...DEFAULT_ENGINE_CONFIG, model: 'm', cpuKvCacheBytes: 12345 }), 12345);
+});
+
+test('loadWeight keeps the shape and decodes bf16 bytes', () => {
+  const t = backend.loadWeight({ dtype: 'bf16', shape: [1, 2], data: Uint8Array.of(0x80, 0x3f, 0x40, 0xc0) });
+  assert.deepEqual(t.shape, [1, 2]);
+  assert.deepEqual(Array.from(backend.toHost(t)), [1, -3]);
+});
+
+test('loadWeight rejects bytes that do not fill the shape with an invalid_model error', () => {
+  assert.throws(() => backend.loadWeight({ dtype: 'f32', shape: [2, 2], data: new Uint8Array(12) }), (e: unknown) => e instanceof KeelError && e.kind === 'invalid_model');
+});
+
+test('toHost returns a copy that later in-place ops do not change', () => {
+  const residual = load(Float32Array.of(1, 2, 3, 4), [1, 4]);
+  const snapshot = backend.toHost(residual);
+  backend.addRmsNorm(load(Float32Array.of(1, 1, 1, 1), [1, 4]), residual, load(new Float32Array(4).fill(1), [4]), 1e-6);
+  assert.deepEqual(Array.from(snapshot), [1, 2, 3, 4]);
+  assert.deepEqual(Array.from(backend.toHost(residual)), [2, 3, 4, 5]);
+});
+
+test('linear multiplies by the transposed weight and adds the bias', () => {
+  const x = load(Float32Array.of(1, 2, 3, 4, 5, 6), [2, 3]);
+  const w = load(Float32Array.of(1, 0, 0, 0, 1, 1), [2, 3]);
+  const y = backend.linear(x, w, load(Float32Array.of(10, 20), [2]));
+  assert.deepEqual(y.shape, [2, 2]);
+  assert.deepEqual(Array.from(backend.toHost(y)), [11, 25, 14, 31]);
+});
+
+test('linear names both shapes when they do not fit', () => {
+  assert.throws(() => backend.linear(load(new Float32Array(6), [2, 3]), load(new Float32Array(8), [2, 4]), null), /\[2, 3\].*\[2, 4\]/);
+});
+
+test('embedding and gatherLogitsRows pick rows by token id and by logits index', () => {
+  const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
+  const step = backend.beginStep(buildBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
+  const embedded = backend.embedding(table, step);
+  assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
+  assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
+});
+
+test('siluMul halves the columns', () => {
+  const y = backend.siluMul(load(Float32Array.of(0, 1, 5, 7), [1, 4]));
+  assert.deepEqual(y.shape, [1, 2]);
+  assert.deepEqual(Array.from(backend.toHost(y)), [0, 7 / (1 + Math.exp(-1))].map(Math.fround));
+});
+
+test('copyBlocks copies whole blocks in every layer, K and V, and nothing else', () => {
+  const spec = { numLayers: 3, numBlocks: 5, blockSize: 2, numKvHeads: 2, headDim: 3 };
+  const cache = backend.createKvCache(spec) as CpuKvCache;
+  for (const pool of [...cache.keys, ...cache.values]) pool.set(random.floats(pool.length));
+  const before = [...cache.keys, ...cache.values].map((p) => p.slice());
+  backend.copyBlocks(cache, Int32Array.of(1, 4), Int32Array.of(3, 0));
+  const blockWidth = spec.blockSize * spec.numKvHeads * spec.headDim;
+  const block = (pool: Float32Array, b: number) => pool.subarray(b * blockWidth, (b + 1) * blockWidth);
+  [...cache.keys, ...cache.values].forEach((pool, i) => {
+    assert.deepEqual(block(pool, 3), block(before[i], 1), `pool ${i} block 3`);
+    assert.deepEqual(block(pool, 0), block(before[i], 4), `pool ${i} block 0`);
+    for (const b of [1, 2, 4]) assert.deepEqual(block(pool, b), block(before[i], b), `pool ${i} block ${b} must be unchanged`);
+  });
+  assert.throws(() => backend.copyBlocks(cache, Int32Array.of(5), Int32Array.of(0)), /outside \[0, 5\)/);
+});
+
+test('ropeAndCacheWrite then attention: a single cached token attends only to itself', () => {
+  const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null };
+  const cache = backend.createKvCache({ numLayers: 2, numBlocks: 3, blockSize: 4, numKvHeads: 1, headDim: 4 });
+  const rope = backend.uploadRopeTable(plainRopeTable(4, 10000, 16));
+  const step = backend.beginStep(buildBatch([{ tokens: [0], startPos: 0, blockTable: [2] }], 4));
+  const qkv = load(random.floats(16), [1, 16]);
+  const value = backend.toHost(qkv).slice(12, 16);
+  backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);
+  const out = backend.toHost(backend.attention(qkv, cache, 1, step, shape));
+  assert.deepEqual(Array.from(out), [...value, ...value]);
+  assert.deepEqual(Array.from((cache as CpuKvCache).values[1].subarray(32, 36)), Array.from(value));
+  assert.ok((cache as CpuKvCache).values[0].every((v) => v === 0), 'layer 0 must be untouched');
+});
+
+test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {
+  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null };
+  const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 7), [1, 6]);
+  backend.qkNorm(qkv, load(Float32Array.of(1, 1), [2]), load(Float32Array.of(2, 2), [2]), shape, 0);
+  const qRms = Math.sqrt((3 * 3 + 4 * 4) / 2);
+  const kRms = Math.sqrt((6 * 6 + 8 * 8) / 2);
+  assert.deepEqual(Array.from(backend.toHost(qkv)), [3 / qRms, 4 / qRms, (6 / kRms) * 2, (8 / kRms) * 2, 5, 7].map(Math.fround));
+});
+
+test('rejects a tensor that is not a CPU tensor', () => {
+  const foreign: Tensor = { shape: [1, 1] };
+  assert.throws(() => backend.toHost(foreign), /not a CPU tensor/);
+});

@@ -1,0 +1,175 @@
+import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
+import type { EngineConfig } from '../../config.ts';
+import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { siluMul } from './ops/activation.ts';
+import { pagedAttention } from './ops/attention.ts';
+import { hostTensorToF32 } from './ops/dtype-conversion.ts';
+import { gatherRows } from './ops/gather-rows.ts';
+import { matmulTransposed } from './ops/matmul.ts';
+import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
+
+/**
+ * The reference backend: every tensor is float32 in a Float32Array, every reduction accumulates in
+ * float64. It is the oracle the CUDA backend is tested against and the path for machines without
+ * a GPU. Step ops allocate fresh outputs (the garbage collector reclaims them), so a step tensor
+ * stays valid after the next `beginStep` too.
+ */
+export class CpuBackend implements Backend {
+  readonly name = 'cpu' as const;
+  readonly kvElementBytes = 4;
+
+  kvCacheBudgetBytes(config: EngineConfig): number {
+    return config.cpuKvCacheBytes;
+  }
+
+  /** Decodes to a new Float32Array; `t.data` is not retained. */
+  loadWeight(t: HostTensor): Tensor {
+    return new CpuTensor([...t.shape], hostTensorToF32(t));
+  }
+
+  /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
+  uploadRopeTable(table: RopeTable): Tensor {
+    const expected = table.maxPositions * (table.headDim / 2);
+    if (table.cos.length !== expected || table.sin.length !== expected) {
+      throw new Error(`uploadRopeTable: cos/sin need ${expected} values for ${table.maxPositions} positions of head dim ${table.headDim}`);
+    }
+    return new CpuRopeTable(table.headDim, table.cos, table.sin);
+  }
+
+  createKvCache(spec: KvCacheSpec): KvCache {
+    return new CpuKvCache(spec);
+  }
+
+  copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const { numBlocks, blockSize, numKvHeads, headDim } = kv.spec;
+    if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
+    for (let i = 0; i < src.length; i++) {
+      if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
+        throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
+      }
+    }
+    const blockWidth = blockSize * numKvHeads * headDim;
+    for (const pool of [...kv.keys, ...kv.values]) {
+      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
+    }
+  }
+
+  /** The CPU reads the batch's host arrays directly: nothing to upload. */
+  beginStep(batch: BatchDescription): StepInputs {
+    return { batch };
+  }
+
+  embedding(table: Tensor, step: StepInputs): Tensor {
+    return gatherTensorRows(asCpuTensor(table, 'embedding table'), step.batch.tokenIds);
+  }
+
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asCpuTensor(x, 'rmsNorm input');
+    const w = normWeight(weight, input.cols, 'rmsNorm');
+    const out = CpuTensor.zeros(input.shape);
+    rmsNorm(input.data, input.rows, input.cols, w, eps, out.data);
+    return out;
+  }
+
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asCpuTensor(x, 'addRmsNorm input');
+    const res = asCpuTensor(residual, 'addRmsNorm residual');
+    if (input.data.length !== res.data.length || input.cols !== res.cols) {
+      throw new Error(`addRmsNorm: input [${input.shape.join(', ')}] does not match residual [${res.shape.join(', ')}]`);
+    }
+    const w = normWeight(weight, res.cols, 'addRmsNorm');
+    const out = CpuTensor.zeros(res.shape);
+    addRmsNorm(input.data, res.data, res.rows, res.cols, w, eps, out.data);
+    return out;
+  }
+
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+    const input = asCpuTensor(x, 'linear input');
+    const w = asCpuTensor(weight, 'linear weight');
+    const [outDim, inDim] = w.shape;
+    if (input.cols !== inDim) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const b = bias === null ? null : asCpuTensor(bias, 'linear bias').data;
+    if (b !== null && b.length !== outDim) throw new Error(`linear: bias of ${b.length} values for ${outDim} outputs`);
+    const out = CpuTensor.zeros([input.rows, outDim]);
+    matmulTransposed(input.data, input.rows, inDim, w.data, outDim, b, out.data);
+    return out;
+  }
+
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void {
+    const packed = asPackedQkv(qkv, shape);
+    const { numHeads, numKvHeads, headDim } = shape;
+    const qw = normWeight(qWeight, headDim, 'qkNorm');
+    const kw = normWeight(kWeight, headDim, 'qkNorm');
+    headRmsNorm(packed.data, packed.rows, packed.cols, 0, numHeads, headDim, qw, eps);
+    headRmsNorm(packed.data, packed.rows, packed.cols, numHeads, numKvHeads, headDim, kw, eps);
+  }
+
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void {
+    const packed = asPackedQkv(qkv, shape);
+    const table = asCpuRopeTable(rope);
+    if (table.headDim !== shape.headDim) throw new Error(`ropeAndCacheWrite: rope table head dim ${table.headDim} != ${shape.headDim}`);
+    const pools = layerPools(cache, layer, shape);
+    const { positions, slotMapping, numTokens } = step.batch;
+    if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
+    ropeAndCacheWrite(packed.data, positions, slotMapping, table, pools, shape);
+  }
+
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor {
+    const packed = asPackedQkv(qkv, shape);
+    const pools = layerPools(cache, layer, shape);
+    const out = CpuTensor.zeros([packed.rows, shape.numHeads * shape.headDim]);
+    pagedAttention(packed.data, pools, cache.spec.blockSize, step.batch, shape, out.data);
+    return out;
+  }
+
+  siluMul(gateUp: Tensor): Tensor {
+    const input = asCpuTensor(gateUp, 'siluMul input');
+    const n = input.cols / 2;
+    const out = CpuTensor.zeros([input.rows, n]);
+    siluMul(input.data, input.rows, n, out.data);
+    return out;
+  }
+
+  gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
+    return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
+  }
+
+  /** A copy: later in-place ops on `x` (addRmsNorm's residual) do not show through. */
+  toHost(x: Tensor): Float32Array {
+    return asCpuTensor(x, 'toHost input').data.slice();
+  }
+
+  /** Everything lives in garbage-collected arrays: nothing to release. */
+  dispose(): void {}
+}
+
+function gatherTensorRows(table: CpuTensor, indices: Int32Array): CpuTensor {
+  const out = CpuTensor.zeros([indices.length, table.cols]);
+  gatherRows(table.data, table.cols, indices, out.data);
+  return out;
+}
+
+function normWeight(weight: Tensor, width: number, op: string): Float32Array {
+  const w = asCpuTensor(weight, `${op} weight`).data;
+  if (w.length !== width) throw new Error(`${op}: weight of ${w.length} values for rows of ${width}`);
+  return w;
+}
+
+function asPackedQkv(qkv: Tensor, shape: AttentionShape): CpuTensor {
+  const packed = asCpuTensor(qkv, 'qkv');
+  const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
+  if (packed.cols !== width) throw new Error(`qkv has ${packed.cols} columns, the attention shape needs ${width}`);
+  return packed;
+}
+
+function layerPools(cache: KvCache, layer: number, shape: AttentionShape): LayerKvPools {
+  const kv = asCpuKvCache(cache);
+  if (kv.spec.numKvHeads !== shape.numKvHeads || kv.spec.headDim !== shape.headDim) {
+    throw new Error(`KV cache holds ${kv.spec.numKvHeads} heads of ${kv.spec.headDim}, attention needs ${shape.numKvHeads} of ${shape.headDim}`);
+  }
+  if (!(layer >= 0 && layer < kv.spec.numLayers)) throw new RangeError(`layer ${layer} is outside the cache's ${kv.spec.numLayers} layers`);
+  return { keys: kv.keys[layer], values: kv.values[layer] };
+}
