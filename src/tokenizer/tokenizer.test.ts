@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { KeelError } from '../errors.ts';
+import { tempDir } from '../../test/helpers/model-temp-dir.ts';
+import {
+  TINY_PLAIN_ADDED_TOKEN,
+  TINY_SPECIAL_TOKENS,
+  tinyByteLevelTokenizerJson,
+  tinyMetaspaceTokenizerJson,
+  writeTinyTokenizer,
+} from '../../test/helpers/model-tiny-tokenizer.ts';
+import { loadTokenizerIfPresent, Tokenizer } from './tokenizer.ts';
+
+const CONFIG = { bos_token: TINY_SPECIAL_TOKENS.bos, eos_token: TINY_SPECIAL_TOKENS.eos };
+const byteLevel = (config: Record<string, unknown> = CONFIG) => new Tokenizer(tinyByteLevelTokenizerJson(), config, null, 'tiny/tokenizer.json');
+
+function rejects(fn: () => unknown, kind: string, ...fragments: string[]): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof KeelError && error.kind === kind, `expected ${kind} KeelError, got ${error}`);
+    for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
+    return true;
+  });
+}
+
+test('byte-level text round-trips, multi-byte characters included, and the post-processor adds BOS', () => {
+  const t = byteLevel();
+  const text = ' hello 😀€é world!';
+  const plain = t.encode(text, { addSpecialTokens: false });
+  assert.deepEqual(t.encode(text, { addSpecialTokens: true }), [t.bosTokenId, ...plain]);
+  assert.equal(t.decode(plain, { skipSpecialTokens: false }), text);
+  assert.deepEqual(plain.map((id) => t.idToToken(id)).slice(0, 4), ['Ġhello', 'Ġ', 'ðŁ', 'ĺĢ'], 'the emoji spans two tokens');
+  assert.deepEqual(t.encode('', { addSpecialTokens: false }), []);
+  assert.equal(t.decode([], { skipSpecialTokens: true }), '');
+});
+
+test('special tokens: ids, isSpecial, and skipSpecialTokens keeps non-special added tokens', () => {
+  const t = byteLevel();
+  const ids = t.encode(`${TINY_SPECIAL_TOKENS.user}hello${TINY_SPECIAL_TOKENS.eos}${TINY_PLAIN_ADDED_TOKEN}`, { addSpecialTokens: false });
+  assert.equal(ids.length, 4);
+  assert.equal(ids[2], t.eosTokenId);
+  assert.equal(t.vocabSize, 256 + 13 + 4);
+  assert.equal(t.bosTokenId, 269);
+  assert.equal(t.eosTokenId, 270);
+  assert.deepEqual(ids.map((id) => t.isSpecial(id)), [true, false, true, false]);
+  assert.equal(t.decode(ids, { skipSpecialTokens: false }), `${TINY_SPECIAL_TOKENS.user}hello${TINY_SPECIAL_TOKENS.eos}${TINY_PLAIN_ADDED_TOKEN}`);
+  assert.equal(t.decode(ids, { skipSpecialTokens: true }), `hello${TINY_PLAIN_ADDED_TOKEN}`);
+});
+
+test('ids without a token decode to nothing; idToToken names them', () => {
+  const t = byteLevel();
+  assert.equal(t.decode([t.vocabSize, 0x68, t.vocabSize + 100], { skipSpecialTokens: false }), 'h');
+  rejects(() => t.idToToken(t.vocabSize), 'invalid_argument', `${t.vocabSize}`);
+});
+
+test('add_bos_token / add_eos_token in tokenizer_config.json override the post-processor, as transformers does', () => {
+  const text = 'hello';
+  const plain = byteLevel().encode(text, { addSpecialTokens: false });
+  assert.deepEqual(byteLevel({ ...CONFIG, add_bos_token: false }).encode(text, { addSpecialTokens: true }), plain);
+  assert.deepEqual(byteLevel({ ...CONFIG, add_eos_token: true }).encode(text, { addSpecialTokens: true }), [...plain, 270]);
+  assert.deepEqual(byteLevel({ ...CONFIG, add_bos_token: true, add_eos_token: true }).encode(text, { addSpecialTokens: true }), [269, ...plain, 270]);
+  assert.deepEqual(byteLevel({ ...CONFIG, add_eos_token: true }).encode(text, { addSpecialTokens: false }), plain);
+
+  // A Llama-class tokenizer adds BOS by default even when tokenizer.json has no post-processor.
+  const llama = (config: Record<string, unknown>) =>
+    new Tokenizer(tinyMetaspaceTokenizerJson(), { tokenizer_class: 'LlamaTokenizerFast', bos_token: '<s>', eos_token: { content: '</s>', special: true }, ...config }, null, 'm');
+  assert.equal(llama({}).encode('', { addSpecialTokens: true })[0], 1);
+  assert.equal(llama({}).eosTokenId, 2, 'special tokens may be serialized AddedToken objects');
+  assert.deepEqual(llama({ add_bos_token: false }).encode('', { addSpecialTokens: true }), []);
+});
+
+test('fromDir needs tokenizer.json; loadTokenizerIfPresent treats its absence as no tokenizer', (t) => {
+  const dir = tempDir(t);
+  assert.equal(loadTokenizerIfPresent(dir), null);
+  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', 'tokenizer.json', dir);
+  writeTinyTokenizer(dir);
+  const tokenizer = loadTokenizerIfPresent(dir);
+  assert.ok(tokenizer);
+  assert.equal(tokenizer.decode(tokenizer.encode('hello world', { addSpecialTokens: true }), { skipSpecialTokens: true }), 'hello world');
+  writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
+  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', join(dir, 'tokenizer.json'));
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ model: { type: 'Nope' }, decoder: null, post_processor: null, pre_tokenizer: null, normalizer: null, added_tokens: [] }));
+  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', 'cannot build the tokenizer');
+});
+
+const TEMPLATE = [
+  '{{ bos_token }}',
+  '{%- for message in messages %}',
+  "{%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role: ' + message['role']) }}{% endif %}",
+  '<|{{ message.role }}|>{{ message.content }}{{ eos_token }}',
+  '{%- endfor %}',
+  '{%- if add_generation_prompt %}<|assistant|>{% endif %}',
+].join('\n');
+
+test('chat templates render with bos/eos strings and add_generation_prompt', (t) => {
+  const dir = tempDir(t);
+  writeTinyTokenizer(dir, { chat_template: TEMPLATE });
+  const tokenizer = Tokenizer.fromDir(dir);
+  const messages = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'hello 😀' },
+  ];
+  assert.equal(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), '<|bos|><|system|>Be brief.<|eos|><|user|>hello 😀<|eos|><|assistant|>');
+  assert.equal(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: false }), '<|bos|><|system|>Be brief.<|eos|><|user|>hello 😀<|eos|>');
+  rejects(() => tokenizer.applyChatTemplate([{ role: 'robot', content: 'x' }], { addGenerationPrompt: true }), 'invalid_argument', 'unknown role: robot');
+});
+
+test('chat_template.jinja wins over tokenizer_config.json; named template lists use "default"', (t) => {
+  const dir = tempDir(t);
+  writeTinyTokenizer(dir, { chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: 'plain {{ messages | length }}' }] });
+  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([{ role: 'user', content: 'a' }], { addGenerationPrompt: false }), 'plain 1');
+  writeFileSync(join(dir, 'chat_template.jinja'), 'jinja file');
+  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([], { addGenerationPrompt: false }), 'jinja file');
+
+  const other = tempDir(t);
+  writeTinyTokenizer(other, { chat_template: [{ name: 'tool_use', template: 'tools' }] });
+  rejects(() => Tokenizer.fromDir(other), 'invalid_model', 'tool_use', '"default"');
+  writeTinyTokenizer(other, { chat_template: '{% for %}' });
+  rejects(() => Tokenizer.fromDir(other), 'invalid_model', 'chat template', 'tokenizer_config.json');
+  writeTinyTokenizer(other);
+  rejects(() => Tokenizer.fromDir(other).applyChatTemplate([], { addGenerationPrompt: true }), 'invalid_argument', 'no chat template');
+});

@@ -1,0 +1,137 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { invalidArgument, invalidModel } from '../errors.ts';
+import { readJsonFile } from '../model/hf-config.ts';
+import { readChatTemplate, type ChatMessage, type ChatTemplate, type SpecialTokenStrings } from './chat-template.ts';
+
+export type { ChatMessage } from './chat-template.ts';
+
+/**
+ * Tokenizer classes whose transformers implementation rebuilds the post-processor from
+ * `add_bos_token` (default true) and `add_eos_token` rather than trusting tokenizer.json's.
+ */
+const BOS_BY_DEFAULT_CLASSES = new Set(['LlamaTokenizer', 'LlamaTokenizerFast', 'CodeLlamaTokenizer', 'CodeLlamaTokenizerFast', 'GemmaTokenizer', 'GemmaTokenizerFast']);
+
+/**
+ * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`) over `@huggingface/tokenizers`,
+ * with transformers' rules for which special tokens `encode` adds and for chat templates.
+ * Decoding never applies `clean_up_tokenization_spaces`: streamed text is produced by the
+ * incremental detokenizer, which cannot undo a clean-up across token boundaries, so both agree
+ * on the plain decode (as vLLM's streamed output does).
+ */
+export class Tokenizer {
+  /** Ids 0..vocabSize-1 may have a token; the model's embedding may be larger. */
+  readonly vocabSize: number;
+  readonly bosTokenId: number | null;
+  readonly eosTokenId: number | null;
+  private readonly hf: HfTokenizer;
+  private readonly specialIds: ReadonlySet<number>;
+  private readonly specialTokens: SpecialTokenStrings;
+  /** Set when transformers would rebuild the post-processor from add_bos_token / add_eos_token. */
+  private readonly addedByConfig: { bos: boolean; eos: boolean } | null;
+  private readonly chatTemplate: ChatTemplate | null;
+
+  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown>, chatTemplate: ChatTemplate | null, source: string) {
+    const specialTokens: SpecialTokenStrings = {};
+    for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token'] as const) {
+      const content = tokenContent(tokenizerConfig[key]);
+      if (content !== null) specialTokens[key] = content;
+    }
+    const additional = Array.isArray(tokenizerConfig.additional_special_tokens)
+      ? tokenizerConfig.additional_special_tokens.map(tokenContent).filter((t): t is string => t !== null)
+      : [];
+    try {
+      this.hf = new HfTokenizer(tokenizerJson as object, { ...tokenizerConfig, ...specialTokens, additional_special_tokens: additional });
+    } catch (error) {
+      throw invalidModel(`cannot build the tokenizer from ${source}: ${(error as Error).message}`);
+    }
+    this.specialTokens = specialTokens;
+    this.chatTemplate = chatTemplate;
+    let maxId = -1;
+    for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    this.bosTokenId = this.idOf(specialTokens.bos_token);
+    this.eosTokenId = this.idOf(specialTokens.eos_token);
+    const specialIds = [...this.hf.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id);
+    for (const content of additional) {
+      const id = this.hf.token_to_id(content);
+      if (id !== undefined) specialIds.push(id);
+    }
+    this.specialIds = new Set(specialIds);
+
+    const className = typeof tokenizerConfig.tokenizer_class === 'string' ? tokenizerConfig.tokenizer_class : '';
+    const bosByDefault = BOS_BY_DEFAULT_CLASSES.has(className);
+    this.addedByConfig =
+      bosByDefault || 'add_bos_token' in tokenizerConfig || 'add_eos_token' in tokenizerConfig
+        ? {
+            bos: tokenizerConfig.add_bos_token === true || (tokenizerConfig.add_bos_token === undefined && bosByDefault),
+            eos: tokenizerConfig.add_eos_token === true,
+          }
+        : null;
+  }
+
+  /** Reads tokenizer.json (required), tokenizer_config.json and the chat template from a model directory. */
+  static fromDir(dir: string): Tokenizer {
+    const jsonPath = join(dir, 'tokenizer.json');
+    if (!existsSync(jsonPath)) {
+      throw invalidModel(`no tokenizer.json in ${dir}: Keel needs a fast (tokenizers) tokenizer; without one, prompts must be token ids`);
+    }
+    const configPath = join(dir, 'tokenizer_config.json');
+    const config = existsSync(configPath) ? readJsonFile(configPath) : {};
+    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw invalidModel(`${configPath} must hold a JSON object`);
+    const record = config as Record<string, unknown>;
+    return new Tokenizer(readJsonFile(jsonPath), record, readChatTemplate(dir, record), jsonPath);
+  }
+
+  encode(text: string, options: { addSpecialTokens: boolean }): number[] {
+    if (!this.addedByConfig) return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens }).ids;
+    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    if (!options.addSpecialTokens) return ids;
+    const bos = this.addedByConfig.bos && this.bosTokenId !== null ? [this.bosTokenId] : [];
+    const eos = this.addedByConfig.eos && this.eosTokenId !== null ? [this.eosTokenId] : [];
+    return [...bos, ...ids, ...eos];
+  }
+
+  /** Ids without a token (a padded embedding can exceed the tokenizer) decode to nothing, as in vLLM. */
+  decode(ids: readonly number[], options: { skipSpecialTokens: boolean }): string {
+    const known = ids.filter((id) => this.hf.id_to_token(id) !== undefined && !(options.skipSpecialTokens && this.specialIds.has(id)));
+    if (known.length === 0) return '';
+    return this.hf.decode(known, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+  }
+
+  idToToken(id: number): string {
+    const token = this.hf.id_to_token(id);
+    if (token === undefined) throw invalidArgument(`token id ${id} is not in the tokenizer's vocabulary (${this.vocabSize} ids)`);
+    return token;
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt: boolean }): string {
+    if (!this.chatTemplate) {
+      throw invalidArgument('this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); send a plain prompt instead');
+    }
+    return this.chatTemplate.render(messages, { addGenerationPrompt: options.addGenerationPrompt, specialTokens: this.specialTokens });
+  }
+
+  private idOf(content: string | undefined): number | null {
+    return content === undefined ? null : (this.hf.token_to_id(content) ?? null);
+  }
+}
+
+/** The model's tokenizer, or null when the directory has no tokenizer.json (token-id prompts still work). */
+export function loadTokenizerIfPresent(dir: string): Tokenizer | null {
+  return existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
+}
+
+/** tokenizer_config.json spells a special token as a string or as a serialized AddedToken `{content, ...}`. */
+function tokenContent(value: unknown): string | null {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'object' && value !== null && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return null;
+}
