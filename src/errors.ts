@@ -11,11 +11,11 @@ export type KeelErrorKind =
   | 'backend'; // CUDA / FFI failure
 
 export class KeelError extends Error {
-  constructor(
-    readonly kind: KeelErrorKind,
-    message: string,
-  ) {
+  readonly kind: KeelErrorKind;
+
+  constructor(kind: KeelErrorKind, message: string) {
     super(message);
+    this.kind = kind;
     this.name = 'KeelError';
   }
 }

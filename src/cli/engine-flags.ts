@@ -1,0 +1,75 @@
+import type { ParseArgsConfig } from 'node:util';
+import type { EngineConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG } from '../config.ts';
+import { invalidArgument } from '../errors.ts';
+
+/** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
+export const ENGINE_FLAGS = {
+  model: { type: 'string' },
+  backend: { type: 'string' },
+  'load-format': { type: 'string' },
+  'block-size': { type: 'string' },
+  'num-kv-blocks': { type: 'string' },
+  'gpu-memory-utilization': { type: 'string' },
+  'cpu-kv-cache-bytes': { type: 'string' },
+  'max-model-len': { type: 'string' },
+  'max-num-seqs': { type: 'string' },
+  'max-num-batched-tokens': { type: 'string' },
+  'no-prefix-caching': { type: 'boolean' },
+  seed: { type: 'string' },
+  'no-progress': { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+export const ENGINE_FLAGS_HELP = `Engine options:
+  --model DIR                    Hugging Face model directory (default: the embedded keel-tiny)
+  --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
+  --load-format auto|dummy       dummy: random weights with the config's architecture
+  --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
+  --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
+  --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
+  --cpu-kv-cache-bytes N         KV pool size on the CPU backend (default ${DEFAULT_ENGINE_CONFIG.cpuKvCacheBytes})
+  --max-model-len N              longest prompt + output (default: max_position_embeddings)
+  --max-num-seqs N               most sequences per step (default ${DEFAULT_ENGINE_CONFIG.maxNumSeqs})
+  --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
+  --no-prefix-caching            disable automatic prefix caching
+  --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
+  --no-progress                  no progress bar while loading`;
+
+type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+
+export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineConfig> {
+  return {
+    model: values.model,
+    backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
+    loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
+    blockSize: integerFlag('--block-size', values['block-size']),
+    numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
+    gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
+    cpuKvCacheBytes: integerFlag('--cpu-kv-cache-bytes', values['cpu-kv-cache-bytes']),
+    maxModelLen: integerFlag('--max-model-len', values['max-model-len']),
+    maxNumSeqs: integerFlag('--max-num-seqs', values['max-num-seqs']),
+    maxNumBatchedTokens: integerFlag('--max-num-batched-tokens', values['max-num-batched-tokens']),
+    enablePrefixCaching: values['no-prefix-caching'] ? false : undefined,
+    seed: integerFlag('--seed', values.seed),
+    showProgress: values['no-progress'] ? false : undefined,
+  };
+}
+
+export function numberFlag(name: string, raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(value)) throw invalidArgument(`${name} expects a number (got "${raw}")`);
+  return value;
+}
+
+export function integerFlag(name: string, raw: string | undefined): number | undefined {
+  const value = numberFlag(name, raw);
+  if (value !== undefined && !Number.isInteger(value)) throw invalidArgument(`${name} expects an integer (got "${raw}")`);
+  return value;
+}
+
+export function oneOf<T extends string>(name: string, raw: string | undefined, allowed: readonly T[]): T | undefined {
+  if (raw === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(raw)) throw invalidArgument(`${name} must be one of ${allowed.join(', ')} (got "${raw}")`);
+  return raw as T;
+}

@@ -1,0 +1,346 @@
+import { KeelError, invalidArgument } from '../errors.ts';
+import { forkStream } from '../sampling/rng.ts';
+import { sampleToken } from '../sampling/sampler.ts';
+import type { SamplingParams } from '../sampling/sampling-params.ts';
+import { StopStringMatcher } from '../sampling/stop-strings.ts';
+import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import type { KvCacheManager } from './kv-cache-manager.ts';
+import type { ModelRunner } from './model-runner.ts';
+import type { PositionLogprobs, RequestOutput } from './outputs.ts';
+import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
+import type { Scheduler } from './scheduler.ts';
+import { Sequence } from './sequence.ts';
+
+export interface EngineParts {
+  scheduler: Scheduler;
+  kv: KvCacheManager;
+  runner: ModelRunner;
+  tokenizer: Tokenizer | null;
+  vocabSize: number;
+  eosTokenIds: number[];
+  maxModelLen: number;
+  numKvBlocks: number;
+  defaultSeed: number;
+}
+
+export interface NewRequest {
+  id: string;
+  prompt: string | null;
+  promptTokenIds: number[];
+  params: SamplingParams;
+  onUpdate: (request: Request) => void;
+}
+
+export interface EngineStats {
+  numRunning: number;
+  numWaiting: number;
+  numKvBlocks: number;
+  numFreeKvBlocks: number;
+  numCachedKvBlocks: number;
+  /** Prompt tokens served from the prefix cache over prompt tokens admitted, since start. */
+  prefixCacheHitRate: number;
+  promptTokensTotal: number;
+  generationTokensTotal: number;
+  numPreemptionsTotal: number;
+}
+
+/**
+ * The synchronous heart of Keel: each `step()` asks the scheduler which tokens run, has the model
+ * runner compute them, samples the sequences that reached the end of their tokens, and applies
+ * stop conditions. It knows nothing of HTTP, streams or event loops (see llm.ts).
+ */
+export class LLMEngine {
+  private readonly requests = new Map<string, Request>();
+  private readonly bySequence = new Map<Sequence, { request: Request; completion: Completion }>();
+  private requestSeedCounter = 0;
+  private promptTokensTotal = 0;
+  private cachedPromptTokensTotal = 0;
+  private generationTokensTotal = 0;
+  private numPreemptionsTotal = 0;
+
+  private readonly parts: EngineParts;
+
+  constructor(parts: EngineParts) {
+    this.parts = parts;
+  }
+
+  get tokenizer(): Tokenizer | null {
+    return this.parts.tokenizer;
+  }
+
+  get maxModelLen(): number {
+    return this.parts.maxModelLen;
+  }
+
+  addRequest(input: NewRequest): Request {
+    const { id, promptTokenIds, params } = input;
+    if (this.requests.has(id)) throw invalidArgument(`request id ${id} is already in use`);
+    this.validatePrompt(promptTokenIds, params);
+    if (params.stop.length > 0 && this.parts.tokenizer === null) {
+      throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
+    }
+    const seed = params.seed ?? this.parts.defaultSeed * 1_000_003 + this.requestSeedCounter++;
+    const completions: Completion[] = Array.from({ length: params.n }, (_, index) => ({
+      index,
+      seq: null,
+      rng: forkStream(seed, index),
+      outputCounts: new Map(),
+      detokenizer: this.parts.tokenizer
+        ? new IncrementalDetokenizer(this.parts.tokenizer, promptTokenIds, { skipSpecialTokens: params.skipSpecialTokens })
+        : null,
+      stopMatcher: params.stop.length > 0 ? new StopStringMatcher(params.stop, params.includeStopStrInOutput) : null,
+      output: {
+        index,
+        text: '',
+        tokenIds: [],
+        logprobs: params.logprobs === null ? null : [],
+        finishReason: null,
+        stopReason: null,
+      },
+      pending: null,
+    }));
+    const request: Request = {
+      id,
+      prompt: input.prompt,
+      promptTokenIds,
+      params,
+      completions,
+      metrics: {
+        arrivalTime: Date.now(),
+        firstScheduledTime: null,
+        firstTokenTime: null,
+        finishedTime: null,
+        numCachedTokens: 0,
+        numPreemptions: 0,
+      },
+      onUpdate: input.onUpdate,
+    };
+    const seq = new Sequence(id, promptTokenIds);
+    this.parts.scheduler.add(seq);
+    completions[0].seq = seq;
+    this.bySequence.set(seq, { request, completion: completions[0] });
+    this.requests.set(id, request);
+    return request;
+  }
+
+  /** Ends a request in any state and returns its KV blocks to the pool at once. */
+  abort(id: string): boolean {
+    const request = this.requests.get(id);
+    if (!request) return false;
+    for (const c of request.completions) {
+      if (c.seq) this.releaseSequence(c.seq);
+      if (c.output.finishReason === null) finishCompletion(c, 'abort', null);
+    }
+    this.finishRequest(request);
+    return true;
+  }
+
+  hasUnfinished(): boolean {
+    return this.requests.size > 0;
+  }
+
+  stats(): EngineStats {
+    const counts = this.parts.scheduler.counts();
+    return {
+      numRunning: counts.running,
+      numWaiting: counts.waiting,
+      numKvBlocks: this.parts.numKvBlocks,
+      numFreeKvBlocks: this.parts.kv.numFreeBlocks,
+      numCachedKvBlocks: this.parts.kv.numCachedBlocks,
+      prefixCacheHitRate: this.promptTokensTotal === 0 ? 0 : this.cachedPromptTokensTotal / this.promptTokensTotal,
+      promptTokensTotal: this.promptTokensTotal,
+      generationTokensTotal: this.generationTokensTotal,
+      numPreemptionsTotal: this.numPreemptionsTotal,
+    };
+  }
+
+  /** Runs one scheduling step. Returns false when there was nothing to run. */
+  step(): boolean {
+    const output = this.parts.scheduler.schedule();
+    for (const seq of output.preempted) {
+      const owner = this.bySequence.get(seq);
+      if (owner) owner.request.metrics.numPreemptions++;
+      this.numPreemptionsTotal++;
+    }
+    if (output.scheduled.length === 0) {
+      this.failUnschedulable();
+      return false;
+    }
+    const now = Date.now();
+    for (const { seq, numCachedTokens } of output.scheduled) {
+      const owner = this.bySequence.get(seq);
+      if (owner && owner.request.metrics.firstScheduledTime === null) {
+        owner.request.metrics.firstScheduledTime = now;
+        owner.request.metrics.numCachedTokens = numCachedTokens ?? 0;
+        this.promptTokensTotal += owner.request.promptTokenIds.length;
+        this.cachedPromptTokensTotal += numCachedTokens ?? 0;
+      }
+    }
+    const { logits, samplingRows } = this.parts.runner.execute(output);
+    this.parts.scheduler.onStepComplete(output);
+
+    const vocab = this.parts.vocabSize;
+    const touched = new Set<Request>();
+    samplingRows.forEach((s, row) => {
+      const seq = output.scheduled[s].seq;
+      const owner = this.bySequence.get(seq);
+      if (!owner) return;
+      const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
+      this.sampleFor(owner.request, owner.completion, seq, rowLogits);
+      touched.add(owner.request);
+    });
+    for (const request of touched) {
+      if (isFinished(request)) this.finishRequest(request);
+      else this.emit(request);
+    }
+    return true;
+  }
+
+  private sampleFor(request: Request, completion: Completion, seq: Sequence, logits: Float32Array): void {
+    const firstSample = request.completions.some((c) => c.seq === null);
+    if (!firstSample) {
+      this.acceptToken(request, completion, seq, logits);
+      return;
+    }
+    // The prompt is prefilled once; the other completions fork from it now, each sampling from
+    // its own copy of the row with its own random stream.
+    const rowCopy = Float32Array.from(logits);
+    for (const c of request.completions) {
+      if (c.seq === null) {
+        const child = seq.fork(request.id);
+        this.parts.kv.fork(seq, child);
+        this.parts.scheduler.addForked(child);
+        c.seq = child;
+        this.bySequence.set(child, { request, completion: c });
+        this.acceptToken(request, c, child, Float32Array.from(rowCopy));
+      }
+    }
+    this.acceptToken(request, completion, seq, logits);
+  }
+
+  private acceptToken(request: Request, c: Completion, seq: Sequence, logits: Float32Array): void {
+    if (c.output.finishReason !== null) return;
+    const params = request.params;
+    const sample = sampleToken(logits, {
+      params,
+      rng: c.rng,
+      promptTokenIds: request.promptTokenIds,
+      outputTokenIds: c.output.tokenIds,
+      outputCounts: c.outputCounts,
+      eosTokenIds: this.parts.eosTokenIds,
+    });
+    const tokenId = sample.tokenId;
+    seq.appendToken(tokenId);
+    c.output.tokenIds.push(tokenId);
+    c.outputCounts.set(tokenId, (c.outputCounts.get(tokenId) ?? 0) + 1);
+    this.generationTokensTotal++;
+    request.metrics.firstTokenTime ??= Date.now();
+    const delta = pendingDelta(c);
+    delta.tokenIds.push(tokenId);
+    if (sample.logprobs) appendLogprobs(c, this.describeLogprobs(sample.logprobs));
+
+    const numOutput = c.output.tokenIds.length;
+    const mayStop = numOutput > params.minTokens;
+    // A completion ended by a token (EOS or a stop id) does not show that token in its text.
+    if (mayStop && !params.ignoreEos && this.parts.eosTokenIds.includes(tokenId)) {
+      return this.endCompletion(c, 'stop', null);
+    }
+    if (mayStop && params.stopTokenIds.includes(tokenId)) return this.endCompletion(c, 'stop', tokenId);
+    if (this.emitText(c, c.detokenizer?.push(tokenId) ?? '')) return;
+    if (numOutput >= params.maxTokens || seq.numTokens >= this.parts.maxModelLen) this.endCompletion(c, 'length', null);
+  }
+
+  /** Ends a completion, first releasing text still held back by the detokenizer or stop matcher. */
+  private endCompletion(c: Completion, reason: 'stop' | 'length', stopReason: string | number | null): void {
+    if (this.emitText(c, c.detokenizer?.flush() ?? '')) return;
+    this.appendText(c, c.stopMatcher?.flush() ?? '');
+    this.finishSequence(c, reason, stopReason);
+  }
+
+  /** Appends new text through the stop-string matcher; returns true if a stop string ended the completion. */
+  private emitText(c: Completion, text: string): boolean {
+    if (!c.stopMatcher) {
+      this.appendText(c, text);
+      return false;
+    }
+    const matched = c.stopMatcher.push(text);
+    this.appendText(c, matched.emit);
+    if (matched.stopped) this.finishSequence(c, 'stop', matched.matched);
+    return matched.stopped;
+  }
+
+  private appendText(c: Completion, text: string): void {
+    if (text.length === 0) return;
+    c.output.text += text;
+    pendingDelta(c).text += text;
+  }
+
+  private finishSequence(c: Completion, reason: 'stop' | 'length', stopReason: string | number | null): void {
+    finishCompletion(c, reason, stopReason);
+    if (c.seq) this.releaseSequence(c.seq);
+  }
+
+  private releaseSequence(seq: Sequence): void {
+    this.parts.scheduler.finish(seq);
+  }
+
+  private describeLogprobs(raw: { sampled: { tokenId: number; logprob: number }; top: { tokenId: number; logprob: number }[] }): PositionLogprobs {
+    const named = (t: { tokenId: number; logprob: number }) => ({
+      tokenId: t.tokenId,
+      token: this.parts.tokenizer?.decode([t.tokenId], { skipSpecialTokens: false }) ?? '',
+      logprob: t.logprob,
+    });
+    return { sampled: named(raw.sampled), top: raw.top.map(named) };
+  }
+
+  private finishRequest(request: Request): void {
+    request.metrics.finishedTime = Date.now();
+    for (const c of request.completions) if (c.seq) this.bySequence.delete(c.seq);
+    this.requests.delete(request.id);
+    this.emit(request);
+  }
+
+  private emit(request: Request): void {
+    request.onUpdate(request);
+    for (const c of request.completions) c.pending = null;
+  }
+
+  /**
+   * With nothing running, a waiting request that still cannot be scheduled would wait forever:
+   * fail it with a clear error instead of spinning.
+   */
+  private failUnschedulable(): void {
+    const counts = this.parts.scheduler.counts();
+    if (counts.running > 0 || counts.waiting === 0) return;
+    throw new KeelError('unavailable', 'the scheduler could not place any waiting request although nothing is running');
+  }
+
+  private validatePrompt(promptTokenIds: number[], params: SamplingParams): void {
+    if (promptTokenIds.length === 0) throw invalidArgument('the prompt is empty');
+    for (const id of promptTokenIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.parts.vocabSize) {
+        throw invalidArgument(`prompt token id ${id} is outside the vocabulary (0..${this.parts.vocabSize - 1})`);
+      }
+    }
+    const maxLen = this.parts.maxModelLen;
+    if (promptTokenIds.length + params.maxTokens > maxLen) {
+      throw new KeelError(
+        'context_overflow',
+        `this model's maximum context length is ${maxLen} tokens, but ${promptTokenIds.length + params.maxTokens} were requested ` +
+          `(${promptTokenIds.length} in the prompt, ${params.maxTokens} for the completion)`,
+      );
+    }
+  }
+}
+
+export function snapshot(request: Request, finished: boolean): RequestOutput {
+  return {
+    requestId: request.id,
+    prompt: request.prompt,
+    promptTokenIds: request.promptTokenIds,
+    outputs: request.completions.map((c) => ({ ...c.output, tokenIds: [...c.output.tokenIds], logprobs: c.output.logprobs ? [...c.output.logprobs] : null })),
+    finished,
+    metrics: { ...request.metrics },
+  };
+}

@@ -1,0 +1,233 @@
+import { randomUUID } from 'node:crypto';
+import type { EngineConfig } from '../config.ts';
+import { invalidArgument } from '../errors.ts';
+import type { ModelConfig } from '../model/model-config.ts';
+import type { SamplingParams } from '../sampling/sampling-params.ts';
+import { resolveSamplingParams } from '../sampling/validate.ts';
+import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
+import { loadEngine, type LoadedEngine } from './load-engine.ts';
+import { snapshot, type EngineStats, type LLMEngine } from './llm-engine.ts';
+import type { RequestOutput, StreamDelta } from './outputs.ts';
+import type { Request } from './request.ts';
+
+/** A prompt is text (tokenized with the model's tokenizer) or token ids. */
+export type Prompt = string | number[];
+
+export interface StreamUpdate {
+  requestId: string;
+  /** What each completion gained since the previous update. */
+  deltas: StreamDelta[];
+  /** The cumulative state of the request. */
+  output: RequestOutput;
+  finished: boolean;
+}
+
+export interface RequestOptions {
+  requestId?: string;
+  /** Aborting the signal aborts the request and frees its KV blocks at once. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Keel's library API: load a model, then `generate` a batch or `stream` one request. Every request
+ * added before the engine's next step joins the same batch (continuous batching); the engine runs
+ * on the event loop, yielding between steps so that new requests and aborts are taken at once.
+ */
+export class LLM {
+  private running = false;
+  private fatal: Error | null = null;
+  private readonly failers = new Map<string, (error: Error) => void>();
+
+  private readonly loaded: LoadedEngine;
+
+  private constructor(loaded: LoadedEngine) {
+    this.loaded = loaded;
+  }
+
+  static async load(options: Partial<EngineConfig> = {}): Promise<LLM> {
+    return new LLM(await loadEngine(options));
+  }
+
+  get config(): EngineConfig {
+    return this.loaded.config;
+  }
+  get modelConfig(): ModelConfig {
+    return this.loaded.modelConfig;
+  }
+  get tokenizer(): Tokenizer | null {
+    return this.loaded.tokenizer;
+  }
+  get backendName(): string {
+    return this.loaded.backend.name;
+  }
+  get maxModelLen(): number {
+    return this.engine.maxModelLen;
+  }
+  /** Sampling defaults from the model's generation_config.json. */
+  get samplingDefaults(): Partial<SamplingParams> {
+    return this.loaded.samplingDefaults;
+  }
+  private get engine(): LLMEngine {
+    return this.loaded.engine;
+  }
+
+  stats(): EngineStats {
+    return this.engine.stats();
+  }
+
+  /** Token ids of a prompt as the engine will see them. */
+  encode(prompt: Prompt): number[] {
+    if (typeof prompt !== 'string') return prompt;
+    return this.requireTokenizer().encode(prompt, { addSpecialTokens: true });
+  }
+
+  /** Renders messages with the model's chat template and tokenizes the result. */
+  encodeChat(messages: ChatMessage[]): number[] {
+    const tokenizer = this.requireTokenizer();
+    return tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+  }
+
+  /** Generates completions for all prompts as one batch; results come back in prompt order. */
+  async generate(prompts: Prompt | Prompt[], params: Partial<SamplingParams> = {}): Promise<RequestOutput[]> {
+    if (Array.isArray(prompts) && prompts.length === 0) return [];
+    const list = Array.isArray(prompts) && typeof prompts[0] !== 'number' ? (prompts as Prompt[]) : [prompts as Prompt];
+    const resolved = this.resolveParams(params);
+    const encoded = list.map((p) => this.encode(p));
+    const results: Promise<RequestOutput>[] = [];
+    const added: string[] = [];
+    try {
+      list.forEach((prompt, i) => {
+        const requestId = randomUUID();
+        results.push(
+          new Promise<RequestOutput>((resolve, reject) => {
+            this.failers.set(requestId, reject);
+            this.engine.addRequest({
+              id: requestId,
+              prompt: typeof prompt === 'string' ? prompt : null,
+              promptTokenIds: encoded[i],
+              params: resolved,
+              onUpdate: (request) => {
+                if (this.isDone(request)) {
+                  this.failers.delete(request.id);
+                  resolve(snapshot(request, true));
+                }
+              },
+            });
+          }),
+        );
+        added.push(requestId);
+      });
+    } catch (error) {
+      for (const id of added) this.engine.abort(id);
+      for (const id of added) this.failers.delete(id);
+      results.forEach((r) => r.catch(() => undefined));
+      throw error;
+    }
+    this.pump();
+    return Promise.all(results);
+  }
+
+  /** Streams one request's updates; breaking out of the loop or aborting the signal aborts it. */
+  async *stream(prompt: Prompt, params: Partial<SamplingParams> = {}, options: RequestOptions = {}): AsyncGenerator<StreamUpdate> {
+    const requestId = options.requestId ?? randomUUID();
+    const queue: StreamUpdate[] = [];
+    let wake: (() => void) | null = null;
+    let failure: Error | null = null;
+    let done = false;
+    this.failers.set(requestId, (error) => {
+      failure = error;
+      wake?.();
+    });
+    try {
+      this.engine.addRequest({
+        id: requestId,
+        prompt: typeof prompt === 'string' ? prompt : null,
+        promptTokenIds: this.encode(prompt),
+        params: this.resolveParams(params),
+        onUpdate: (request) => {
+          const finished = this.isDone(request);
+          const deltas = request.completions.flatMap((c) => (c.pending ? [c.pending] : []));
+          queue.push({ requestId, deltas, output: snapshot(request, finished), finished });
+          wake?.();
+        },
+      });
+    } catch (error) {
+      this.failers.delete(requestId);
+      throw error;
+    }
+    const onAbort = () => this.abort(requestId);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) this.abort(requestId);
+    this.pump();
+    try {
+      while (!done) {
+        if (queue.length === 0 && failure === null) await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+        if (failure) throw failure;
+        const update = queue.shift();
+        if (!update) continue;
+        done = update.finished;
+        yield update;
+      }
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+      this.failers.delete(requestId);
+      if (!done) this.abort(requestId);
+    }
+  }
+
+  /** Aborts a request in any state; its KV blocks return to the pool at once. */
+  abort(requestId: string): boolean {
+    return this.engine.abort(requestId);
+  }
+
+  /** Aborts everything and releases the backend's memory. */
+  async close(): Promise<void> {
+    this.fatal = new Error('the engine was closed');
+    for (const id of [...this.failers.keys()]) this.engine.abort(id);
+    while (this.running) await new Promise((resolve) => setImmediate(resolve));
+    this.loaded.backend.dispose();
+  }
+
+  private isDone(request: Request): boolean {
+    return request.completions.every((c) => c.output.finishReason !== null);
+  }
+
+  private resolveParams(params: Partial<SamplingParams>): SamplingParams {
+    if (this.fatal) throw this.fatal;
+    return resolveSamplingParams(params, this.loaded.samplingDefaults);
+  }
+
+  private requireTokenizer(): Tokenizer {
+    if (!this.loaded.tokenizer) throw invalidArgument('this model has no tokenizer.json: give the prompt as token ids');
+    return this.loaded.tokenizer;
+  }
+
+  /** Drives engine steps until no request is left, yielding to the event loop between steps. */
+  private pump(): void {
+    if (this.running) return;
+    this.running = true;
+    const loop = () => {
+      try {
+        if (this.engine.hasUnfinished()) {
+          this.engine.step();
+          setImmediate(loop);
+          return;
+        }
+      } catch (error) {
+        this.failAll(error as Error);
+      }
+      this.running = false;
+    };
+    setImmediate(loop);
+  }
+
+  /** A step failed: every request in flight fails with that error and is aborted. */
+  private failAll(error: Error): void {
+    for (const [id, fail] of [...this.failers]) {
+      this.engine.abort(id);
+      fail(error);
+    }
+    this.failers.clear();
+  }
+}

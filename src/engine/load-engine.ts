@@ -1,0 +1,111 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../backend/backend.ts';
+import { selectBackend } from '../backend/select-backend.ts';
+import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
+import { KeelError, invalidArgument } from '../errors.ts';
+import { openCheckpoint } from '../model/checkpoint.ts';
+import { dummyLlamaWeights } from '../model/dummy-weights.ts';
+import { readGenerationConfig } from '../model/generation-config.ts';
+import { readModelConfig } from '../model/hf-config.ts';
+import { LlamaModel } from '../model/llama.ts';
+import { loadModelWeights } from '../model/load-llama-weights.ts';
+import type { ModelConfig } from '../model/model-config.ts';
+import { buildRopeTable } from '../model/rope.ts';
+import type { SamplingParams } from '../sampling/sampling-params.ts';
+import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
+import { BlockPool } from './block-pool.ts';
+import { KvCacheManager } from './kv-cache-manager.ts';
+import { LLMEngine } from './llm-engine.ts';
+import { ModelRunner } from './model-runner.ts';
+import { Scheduler } from './scheduler.ts';
+
+/** The model Keel runs when none is named: trained by the project and shipped in the repo. */
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
+
+export interface LoadedEngine {
+  config: EngineConfig;
+  modelConfig: ModelConfig;
+  tokenizer: Tokenizer | null;
+  samplingDefaults: Partial<SamplingParams>;
+  backend: Backend;
+  engine: LLMEngine;
+  numKvBlocks: number;
+}
+
+export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfig {
+  const config: EngineConfig = { ...DEFAULT_ENGINE_CONFIG, model: DEFAULT_MODEL_DIR, ...stripUndefined(options) };
+  const positiveInt = (name: keyof EngineConfig) => {
+    const v = config[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidArgument(`${name} must be a positive integer (got ${v})`);
+  };
+  positiveInt('blockSize');
+  positiveInt('maxNumSeqs');
+  positiveInt('maxNumBatchedTokens');
+  if (config.numKvBlocks !== null) positiveInt('numKvBlocks');
+  if (config.maxModelLen !== null) positiveInt('maxModelLen');
+  if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
+    throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
+  }
+  if (!existsSync(config.model)) throw new KeelError('invalid_model', `model directory not found: ${config.model}`);
+  return config;
+}
+
+export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
+  const config = resolveEngineConfig(options);
+  const modelConfig = readModelConfig(config.model);
+  const generation = readGenerationConfig(config.model, modelConfig);
+  const tokenizer = loadTokenizerIfPresent(config.model);
+  const maxModelLen = Math.min(config.maxModelLen ?? modelConfig.maxPositionEmbeddings, modelConfig.maxPositionEmbeddings);
+  if (config.maxModelLen !== null && config.maxModelLen > modelConfig.maxPositionEmbeddings) {
+    throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's max_position_embeddings (${modelConfig.maxPositionEmbeddings})`);
+  }
+  const backend = await selectBackend(config.backend);
+  try {
+    const weights =
+      config.loadFormat === 'dummy'
+        ? dummyLlamaWeights(modelConfig, backend, config.seed)
+        : loadModelWeights(openCheckpoint(config.model), modelConfig, backend, { showProgress: config.showProgress });
+    const rope = backend.uploadRopeTable(buildRopeTable(modelConfig, maxModelLen));
+    const model = new LlamaModel(modelConfig, weights, backend, rope);
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, modelConfig);
+    const cache = backend.createKvCache({
+      numLayers: modelConfig.numLayers,
+      numBlocks: numKvBlocks,
+      blockSize: config.blockSize,
+      numKvHeads: modelConfig.numKvHeads,
+      headDim: modelConfig.headDim,
+    });
+    const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), config.blockSize, config.enablePrefixCaching);
+    const scheduler = new Scheduler(
+      { maxNumSeqs: config.maxNumSeqs, maxNumBatchedTokens: config.maxNumBatchedTokens, blockSize: config.blockSize, maxModelLen },
+      kv,
+    );
+    const engine = new LLMEngine({
+      scheduler,
+      kv,
+      runner: new ModelRunner(backend, model, cache, config.blockSize),
+      tokenizer,
+      vocabSize: modelConfig.vocabSize,
+      eosTokenIds: generation.eosTokenIds,
+      maxModelLen,
+      numKvBlocks,
+      defaultSeed: config.seed,
+    });
+    return { config, modelConfig, tokenizer, samplingDefaults: generation.defaults, backend, engine, numKvBlocks };
+  } catch (error) {
+    backend.dispose();
+    throw error;
+  }
+}
+
+function kvBlocksForBudget(backend: Backend, config: EngineConfig, model: ModelConfig): number {
+  const bytesPerBlock = 2 * model.numLayers * config.blockSize * model.numKvHeads * model.headDim * backend.kvElementBytes;
+  const numBlocks = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
+  if (numBlocks < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
+  return numBlocks;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,64 @@
+import type { Rng } from '../sampling/rng.ts';
+import type { SamplingParams } from '../sampling/sampling-params.ts';
+import type { StopStringMatcher } from '../sampling/stop-strings.ts';
+import type { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
+import type { CompletionOutput, FinishReason, PositionLogprobs, RequestMetrics, StreamDelta } from './outputs.ts';
+import type { Sequence } from './sequence.ts';
+
+/**
+ * One completion of a request (index 0..n-1). Until the prompt has been prefilled all completions
+ * share the first sequence; at the first sampling step the others fork from it, sharing its KV
+ * blocks copy-on-write.
+ */
+export interface Completion {
+  index: number;
+  seq: Sequence | null;
+  rng: Rng;
+  /** Output token counts, for presence/frequency penalties. */
+  outputCounts: Map<number, number>;
+  detokenizer: IncrementalDetokenizer | null;
+  stopMatcher: StopStringMatcher | null;
+  output: CompletionOutput;
+  /** What changed since the last streamed update. */
+  pending: StreamDelta | null;
+}
+
+export interface Request {
+  id: string;
+  prompt: string | null;
+  promptTokenIds: number[];
+  params: SamplingParams;
+  completions: Completion[];
+  metrics: RequestMetrics;
+  /** Called after every step that changed this request. */
+  onUpdate: (request: Request) => void;
+}
+
+export function isFinished(request: Request): boolean {
+  return request.completions.every((c) => c.output.finishReason !== null);
+}
+
+export function finishCompletion(c: Completion, reason: FinishReason, stopReason: string | number | null): void {
+  c.output.finishReason = reason;
+  c.output.stopReason = stopReason;
+  const delta = pendingDelta(c);
+  delta.finishReason = reason;
+  delta.stopReason = stopReason;
+}
+
+export function pendingDelta(c: Completion): StreamDelta {
+  c.pending ??= {
+    index: c.index,
+    text: '',
+    tokenIds: [],
+    logprobs: c.output.logprobs === null ? null : [],
+    finishReason: null,
+    stopReason: null,
+  };
+  return c.pending;
+}
+
+export function appendLogprobs(c: Completion, lp: PositionLogprobs): void {
+  c.output.logprobs?.push(lp);
+  pendingDelta(c).logprobs?.push(lp);
+}
