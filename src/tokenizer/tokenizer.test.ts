@@ -84,40 +84,10 @@ test('fromDir needs tokenizer.json; loadTokenizerIfPresent treats its absence as
   rejects(() => Tokenizer.fromDir(dir), 'invalid_model', 'cannot build the tokenizer');
 });
 
-const TEMPLATE = [
-  '{{ bos_token }}',
-  '{%- for message in messages %}',
-  "{%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role: ' + message['role']) }}{% endif %}",
-  '<|{{ message.role }}|>{{ message.content }}{{ eos_token }}',
-  '{%- endfor %}',
-  '{%- if add_generation_prompt %}<|assistant|>{% endif %}',
-].join('\n');
-
-test('chat templates render with bos/eos strings and add_generation_prompt', (t) => {
+test('applyChatTemplate renders the model template with its special tokens, and says when there is none', (t) => {
   const dir = tempDir(t);
-  writeTinyTokenizer(dir, { chat_template: TEMPLATE });
-  const tokenizer = Tokenizer.fromDir(dir);
-  const messages = [
-    { role: 'system', content: 'Be brief.' },
-    { role: 'user', content: 'hello 😀' },
-  ];
-  assert.equal(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), '<|bos|><|system|>Be brief.<|eos|><|user|>hello 😀<|eos|><|assistant|>');
-  assert.equal(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: false }), '<|bos|><|system|>Be brief.<|eos|><|user|>hello 😀<|eos|>');
-  rejects(() => tokenizer.applyChatTemplate([{ role: 'robot', content: 'x' }], { addGenerationPrompt: true }), 'invalid_argument', 'unknown role: robot');
-});
-
-test('chat_template.jinja wins over tokenizer_config.json; named template lists use "default"', (t) => {
-  const dir = tempDir(t);
-  writeTinyTokenizer(dir, { chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: 'plain {{ messages | length }}' }] });
-  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([{ role: 'user', content: 'a' }], { addGenerationPrompt: false }), 'plain 1');
-  writeFileSync(join(dir, 'chat_template.jinja'), 'jinja file');
-  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([], { addGenerationPrompt: false }), 'jinja file');
-
-  const other = tempDir(t);
-  writeTinyTokenizer(other, { chat_template: [{ name: 'tool_use', template: 'tools' }] });
-  rejects(() => Tokenizer.fromDir(other), 'invalid_model', 'tool_use', '"default"');
-  writeTinyTokenizer(other, { chat_template: '{% for %}' });
-  rejects(() => Tokenizer.fromDir(other), 'invalid_model', 'chat template', 'tokenizer_config.json');
-  writeTinyTokenizer(other);
-  rejects(() => Tokenizer.fromDir(other).applyChatTemplate([], { addGenerationPrompt: true }), 'invalid_argument', 'no chat template');
+  writeTinyTokenizer(dir, { chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}>{% endif %}' });
+  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<|bos|>hi<|eos|>>');
+  writeTinyTokenizer(dir);
+  rejects(() => Tokenizer.fromDir(dir).applyChatTemplate([], { addGenerationPrompt: true }), 'invalid_argument', 'no chat template');
 });

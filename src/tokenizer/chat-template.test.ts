@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { KeelError } from '../errors.ts';
+import { tempDir } from '../../test/helpers/model-temp-dir.ts';
+import { ChatTemplate, readChatTemplate } from './chat-template.ts';
+
+const TEMPLATE = [
+  '{{ bos_token }}',
+  '{%- for message in messages %}',
+  "{%- if message['role'] not in ['system', 'user', 'assistant'] %}{{ raise_exception('unknown role: ' + message['role']) }}{% endif %}",
+  '<|{{ message.role }}|>{{ message.content }}{{ eos_token }}',
+  '{%- endfor %}',
+  '{%- if add_generation_prompt %}<|assistant|>{% endif %}',
+].join('\n');
+
+const SPECIAL = { bos_token: '<s>', eos_token: '</s>' };
+
+function rejects(fn: () => unknown, kind: string, ...fragments: string[]): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof KeelError && error.kind === kind, `expected ${kind} KeelError, got ${error}`);
+    for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
+    return true;
+  });
+}
+
+test('renders messages with bos/eos strings and add_generation_prompt', () => {
+  const template = new ChatTemplate(TEMPLATE, 'test');
+  const messages = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'hello 😀' },
+  ];
+  assert.equal(template.render(messages, { addGenerationPrompt: true, specialTokens: SPECIAL }), '<s><|system|>Be brief.</s><|user|>hello 😀</s><|assistant|>');
+  assert.equal(template.render(messages, { addGenerationPrompt: false, specialTokens: SPECIAL }), '<s><|system|>Be brief.</s><|user|>hello 😀</s>');
+});
+
+test('raise_exception in the template becomes an invalid_argument error carrying its message', () => {
+  const template = new ChatTemplate(TEMPLATE, 'model/tokenizer_config.json');
+  rejects(() => template.render([{ role: 'robot', content: 'x' }], { addGenerationPrompt: true, specialTokens: SPECIAL }), 'invalid_argument', 'unknown role: robot', 'model/tokenizer_config.json');
+});
+
+test('a template that does not parse is an invalid model naming where it came from', () => {
+  rejects(() => new ChatTemplate('{% for %}', 'model/chat_template.jinja'), 'invalid_model', 'model/chat_template.jinja');
+});
+
+test('chat_template.jinja wins over tokenizer_config.json; named template lists use "default"', (t) => {
+  const dir = tempDir(t);
+  const render = (template: ChatTemplate | null) => template?.render([{ role: 'user', content: 'a' }], { addGenerationPrompt: false, specialTokens: {} });
+  assert.equal(readChatTemplate(dir, {}), null);
+  assert.equal(render(readChatTemplate(dir, { chat_template: 'plain' })), 'plain');
+  const named = { chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: 'default {{ messages | length }}' }] };
+  assert.equal(render(readChatTemplate(dir, named)), 'default 1');
+  rejects(() => readChatTemplate(dir, { chat_template: [{ name: 'tool_use', template: 'tools' }] }), 'invalid_model', 'tool_use', '"default"');
+  rejects(() => readChatTemplate(dir, { chat_template: 42 }), 'invalid_model', 'chat_template');
+  writeFileSync(join(dir, 'chat_template.jinja'), 'from the jinja file');
+  assert.equal(render(readChatTemplate(dir, named)), 'from the jinja file');
+});
