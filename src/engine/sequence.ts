@@ -1,0 +1,70 @@
+import type { BlockId } from './block-pool.ts';
+
+export type SequenceId = number & { readonly __brand: 'SequenceId' };
+
+export type SequenceStatus = 'waiting' | 'running' | 'finished';
+
+let sequencesCreated = 0;
+
+/**
+ * One stream of tokens: the prompt followed by the tokens sampled so far, and where their K/V
+ * live. The scheduler owns `status` and `numComputedTokens`, the KV-cache manager owns
+ * `blockTable` and `blockHashes`, the engine appends sampled tokens.
+ */
+export class Sequence {
+  readonly id: SequenceId;
+  readonly requestId: string;
+  /** Creation order: the scheduler serves the oldest first and preempts the youngest first. */
+  readonly arrivalOrder: number;
+  readonly numPromptTokens: number;
+  /** Tokens whose K/V are in the cache; the rest run in later steps. */
+  numComputedTokens = 0;
+  /** Block i holds the K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. */
+  blockTable: BlockId[] = [];
+  /** Prefix hash of each full block, filled lazily by the KV-cache manager. */
+  blockHashes: string[] = [];
+  status: SequenceStatus = 'waiting';
+  /** Prompt tokens served from the prefix cache when first scheduled. */
+  numCachedTokens = 0;
+  numPreemptions = 0;
+  private readonly tokens: number[];
+
+  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length) {
+    this.requestId = requestId;
+    this.arrivalOrder = sequencesCreated++;
+    this.id = this.arrivalOrder as SequenceId;
+    this.tokens = [...tokenIds];
+    this.numPromptTokens = numPromptTokens;
+  }
+
+  get tokenIds(): readonly number[] {
+    return this.tokens;
+  }
+
+  get numTokens(): number {
+    return this.tokens.length;
+  }
+
+  get numOutputTokens(): number {
+    return this.tokens.length - this.numPromptTokens;
+  }
+
+  get lastTokenId(): number {
+    return this.tokens[this.tokens.length - 1];
+  }
+
+  appendToken(tokenId: number): void {
+    this.tokens.push(tokenId);
+  }
+
+  /**
+   * A sibling completion of the same request with the same tokens and computed state, younger
+   * than every existing sequence. Its blocks are shared through `KvCacheManager.fork`.
+   */
+  fork(): Sequence {
+    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens);
+    child.numComputedTokens = this.numComputedTokens;
+    child.numCachedTokens = this.numCachedTokens;
+    return child;
+  }
+}
