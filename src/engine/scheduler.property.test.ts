@@ -1,0 +1,210 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { KeelError } from '../errors.ts';
+import { forkStream, type Rng } from '../sampling/rng.ts';
+import { BlockPool, type BlockId } from './block-pool.ts';
+import { KvCacheManager } from './kv-cache-manager.ts';
+import { Scheduler, type SchedulerOutput } from './scheduler.ts';
+import { Sequence } from './sequence.ts';
+
+const NUM_SEEDS = 8;
+const NUM_OPERATIONS = 500;
+const MAX_LIVE_SEQUENCES = 12;
+const MAX_DRAIN_STEPS = 20_000;
+
+class Draws {
+  private readonly rng: Rng;
+
+  constructor(seed: number) {
+    this.rng = forkStream(seed, 0);
+  }
+
+  /** Uniform integer in [lo, hi]. */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.rng.nextFloat() * (hi - lo + 1));
+  }
+
+  chance(p: number): boolean {
+    return this.rng.nextFloat() < p;
+  }
+
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(0, items.length - 1)];
+  }
+
+  tokens(count: number): number[] {
+    return Array.from({ length: count }, () => this.int(0, 50));
+  }
+}
+
+/**
+ * What a real KV cache would hold at each position: a value that depends on the token there and
+ * on every token before it, as K/V do. A stale block, a wrong prefix-cache hit or a missing
+ * copy-on-write shows up as a mismatch.
+ */
+function kvFingerprints(tokens: readonly number[], count: number): number[] {
+  const out: number[] = [];
+  let h = 0x811c9dc5;
+  for (let i = 0; i < count; i++) {
+    h = Math.imul(h ^ (tokens[i] + 1), 0x01000193) >>> 0;
+    h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> 0;
+    out.push(h | 0);
+  }
+  return out;
+}
+
+interface Coverage {
+  steps: number;
+  preemptions: number;
+  copies: number;
+  cachedTokens: number;
+  forks: number;
+  rejected: number;
+}
+
+/** Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each step. */
+function runRandomSchedule(seed: number): Coverage {
+  const draw = new Draws(seed);
+  const blockSize = draw.int(1, 4);
+  const numBlocks = draw.int(2, 16);
+  const maxModelLen = draw.int(2, numBlocks * blockSize);
+  const maxNumSeqs = draw.int(1, 6);
+  const maxNumBatchedTokens = draw.int(1, 24);
+  const caching = draw.chance(0.75);
+  const where = `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
+
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), blockSize, caching);
+  const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
+  const slots = new Int32Array(numBlocks * blockSize).fill(-1);
+  const live = new Set<Sequence>();
+  /** The length at which each sequence ends, as max_tokens would end it. */
+  const targetLength = new Map<Sequence, number>();
+  const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
+  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0 };
+
+  const slotOf = (seq: Sequence, pos: number) => seq.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
+  const end = (seq: Sequence) => {
+    scheduler.finish(seq);
+    live.delete(seq);
+  };
+
+  function arrive(): void {
+    const length = draw.int(1, maxModelLen + 1);
+    const shared = draw.int(0, Math.min(length, maxModelLen));
+    const prompt = [...draw.pick(prefixes).slice(0, shared), ...draw.tokens(length - shared)];
+    const seq = new Sequence(`r${seed}-${coverage.steps}`, prompt);
+    if (length > maxModelLen) {
+      assert.throws(() => scheduler.add(seq), (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow', where);
+      coverage.rejected++;
+      return;
+    }
+    scheduler.add(seq);
+    live.add(seq);
+    targetLength.set(seq, draw.int(length + 1, Math.max(length + 1, maxModelLen)));
+  }
+
+  /** The engine's part after a step: sample for caught-up sequences, fork some, stop some. */
+  function sample(seq: Sequence, allowFork: boolean): void {
+    if (allowFork && live.size < MAX_LIVE_SEQUENCES && draw.chance(0.15)) {
+      const child = seq.fork();
+      kv.fork(seq, child);
+      scheduler.addForked(child);
+      live.add(child);
+      targetLength.set(child, targetLength.get(seq)!);
+      coverage.forks++;
+      sample(child, false);
+    }
+    seq.appendToken(draw.int(0, 50));
+    if (seq.numTokens >= targetLength.get(seq)! || draw.chance(0.05)) end(seq);
+  }
+
+  function checkOutput(output: SchedulerOutput): void {
+    const total = output.scheduled.reduce((n, { numNewTokens }) => n + numNewTokens, 0);
+    assert.equal(output.numScheduledTokens, total, where);
+    assert.ok(total <= maxNumBatchedTokens, `${where}: ${total} tokens over the budget`);
+    assert.ok(output.scheduled.length <= maxNumSeqs, `${where}: too many sequences`);
+    assert.equal(new Set(output.scheduled.map(({ seq }) => seq)).size, output.scheduled.length, `${where}: a sequence scheduled twice`);
+    for (const { seq, numNewTokens } of output.scheduled) {
+      assert.equal(seq.status, 'running', where);
+      assert.ok(numNewTokens >= 1 && seq.numComputedTokens + numNewTokens <= seq.numTokens, `${where}: bad token count`);
+      assert.ok(seq.blockTable.length * blockSize >= seq.numComputedTokens + numNewTokens, `${where}: block table too short`);
+    }
+    for (const seq of output.preempted) {
+      assert.equal(seq.status, 'waiting', where);
+      assert.deepEqual(seq.blockTable, [], where);
+      assert.ok(!output.scheduled.some((entry) => entry.seq === seq), `${where}: a preempted sequence is scheduled`);
+    }
+    const { src, dst } = output.blockCopies;
+    const dsts = new Set(dst);
+    assert.equal(dsts.size, dst.length, `${where}: two copies into one block`);
+    assert.ok(!src.some((id) => dsts.has(id)), `${where}: a block is both a copy source and destination`);
+  }
+
+  /** The worker: copies (all read before any write, as one kernel would), then the forward's writes. */
+  function execute(output: SchedulerOutput): void {
+    const { src, dst } = output.blockCopies;
+    const rows = Array.from(src, (id) => slots.slice(id * blockSize, (id + 1) * blockSize));
+    rows.forEach((row, i) => slots.set(row, dst[i] * blockSize));
+
+    const holders = new Map<BlockId, number>();
+    for (const seq of live) for (const id of seq.blockTable) holders.set(id, (holders.get(id) ?? 0) + 1);
+    for (const { seq, numNewTokens } of output.scheduled) {
+      const end = seq.numComputedTokens + numNewTokens;
+      const expected = kvFingerprints(seq.tokenIds, end);
+      for (let pos = 0; pos < seq.numComputedTokens; pos++) {
+        assert.equal(slots[slotOf(seq, pos)], expected[pos], `${where}: sequence ${seq.id} reads wrong K/V at position ${pos}`);
+      }
+      for (let pos = seq.numComputedTokens; pos < end; pos++) {
+        const block = seq.blockTable[Math.floor(pos / blockSize)];
+        assert.equal(holders.get(block), 1, `${where}: sequence ${seq.id} writes into shared block ${block}`);
+        slots[slotOf(seq, pos)] = expected[pos];
+      }
+    }
+  }
+
+  function step(allowForks: boolean): void {
+    const output = scheduler.schedule();
+    coverage.steps++;
+    coverage.preemptions += output.preempted.length;
+    coverage.copies += output.blockCopies.src.length;
+    for (const { numCachedTokens } of output.scheduled) coverage.cachedTokens += numCachedTokens ?? 0;
+    checkOutput(output);
+    execute(output);
+    // An abort that lands while the forward runs.
+    if (live.size > 0 && draw.chance(0.05)) end(draw.pick([...live]));
+    scheduler.onStepComplete(output);
+    for (const { seq } of output.scheduled) {
+      if (seq.status === 'running' && seq.numComputedTokens === seq.numTokens) sample(seq, allowForks);
+    }
+    for (const seq of live) if (seq.status === 'waiting') assert.deepEqual(seq.blockTable, [], where);
+    kv.checkInvariants(live);
+  }
+
+  for (let op = 0; op < NUM_OPERATIONS; op++) {
+    const r = draw.int(0, 99);
+    if (r < 25 && live.size < MAX_LIVE_SEQUENCES) arrive();
+    else if (r < 30 && live.size > 0) end(draw.pick([...live]));
+    else step(true);
+  }
+  for (let drained = 0; scheduler.hasUnfinished(); drained++) {
+    assert.ok(drained < MAX_DRAIN_STEPS, `${where}: no progress after ${MAX_DRAIN_STEPS} steps`);
+    step(false);
+  }
+  assert.equal(live.size, 0, where);
+  assert.equal(kv.numFreeBlocks, numBlocks, `${where}: blocks leaked`);
+  kv.checkInvariants([]);
+  return coverage;
+}
+
+test('random schedules keep the KV cache consistent and finish everything', () => {
+  const fromEnv = process.env.KEEL_TEST_SEED;
+  const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
+  console.log(`scheduler property test: seeds ${base}..${base + NUM_SEEDS - 1} (replay with KEEL_TEST_SEED=${base})`);
+  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0 };
+  for (let i = 0; i < NUM_SEEDS; i++) {
+    const coverage = runRandomSchedule(base + i);
+    for (const key of Object.keys(total) as (keyof Coverage)[]) total[key] += coverage[key];
+  }
+  console.log(`scheduler property test: ${JSON.stringify(total)}`);
+  assert.ok(total.steps > NUM_SEEDS, 'the runs took steps');
+});

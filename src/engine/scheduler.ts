@@ -1,0 +1,216 @@
+import { KeelError } from '../errors.ts';
+import type { BlockCopies, KvCacheManager } from './kv-cache-manager.ts';
+import type { Sequence } from './sequence.ts';
+
+export interface SchedulerConfig {
+  /** Most sequences in one step. */
+  maxNumSeqs: number;
+  /** Token budget of one step: decodes plus prefill chunks. */
+  maxNumBatchedTokens: number;
+  /** Tokens per KV block; must match the KV-cache manager's. */
+  blockSize: number;
+  /** Longest sequence (prompt + output). */
+  maxModelLen: number;
+}
+
+export interface ScheduledSequence {
+  seq: Sequence;
+  /** Tokens run this step: seq.tokenIds[numComputedTokens .. numComputedTokens + numNewTokens). */
+  numNewTokens: number;
+  /** Set when the sequence was admitted this step: prompt tokens served from the prefix cache. */
+  numCachedTokens?: number;
+}
+
+/** One step's decision: plain data for the model runner. */
+export interface SchedulerOutput {
+  /** Decodes first, then prefill chunks. */
+  scheduled: ScheduledSequence[];
+  /** Sent back to waiting this step; their K/V will be recomputed. */
+  preempted: Sequence[];
+  /** Run before the forward: copy-on-write of blocks shared with a forked sibling. */
+  blockCopies: BlockCopies;
+  numScheduledTokens: number;
+}
+
+interface StepPlan {
+  scheduled: ScheduledSequence[];
+  preempted: Sequence[];
+  budget: number;
+}
+
+/**
+ * Continuous batching with chunked prefill. Each step spends a token budget on decodes, then on
+ * chunks of unfinished prefills, then on admitting waiting sequences first-come first-served.
+ * When the KV pool runs out, the youngest running sequence is preempted: its blocks are freed and
+ * it waits at the front of the queue to be recomputed.
+ *
+ * Each step: `schedule()`, run the model, `onStepComplete(output)`, then the engine appends a
+ * sampled token to every sequence it caught up (numComputedTokens === numTokens) or finishes it.
+ */
+export class Scheduler {
+  /** Oldest first. */
+  private readonly running: Sequence[] = [];
+  /** Admission order; preempted sequences re-enter at the front. */
+  private readonly waiting: Sequence[] = [];
+
+  private readonly config: SchedulerConfig;
+  private readonly kv: KvCacheManager;
+
+  constructor(config: SchedulerConfig, kv: KvCacheManager) {
+    if (config.blockSize !== kv.blockSize) {
+      throw new Error(`scheduler block size ${config.blockSize} differs from the KV-cache manager's ${kv.blockSize}`);
+    }
+    this.config = config;
+    this.kv = kv;
+  }
+
+  counts(): { running: number; waiting: number } {
+    return { running: this.running.length, waiting: this.waiting.length };
+  }
+
+  hasUnfinished(): boolean {
+    return this.running.length + this.waiting.length > 0;
+  }
+
+  /** Queues a new sequence; rejects a prompt that could never be scheduled. */
+  add(seq: Sequence): void {
+    if (seq.status !== 'waiting' || seq.blockTable.length > 0 || this.waiting.includes(seq)) {
+      throw new Error(`sequence ${seq.id} was already added`);
+    }
+    if (seq.numTokens === 0) throw new KeelError('invalid_argument', `request ${seq.requestId} has an empty prompt`);
+    if (seq.numTokens > this.config.maxModelLen) {
+      throw new KeelError(
+        'context_overflow',
+        `request ${seq.requestId}: the prompt has ${seq.numTokens} tokens, more than maxModelLen (${this.config.maxModelLen})`,
+      );
+    }
+    const { blockSize } = this.config;
+    const numBlocks = Math.ceil(seq.numTokens / blockSize);
+    if (numBlocks > this.kv.numBlocks) {
+      throw new KeelError(
+        'context_overflow',
+        `request ${seq.requestId}: the prompt has ${seq.numTokens} tokens and needs ${numBlocks} KV blocks of ${blockSize}, ` +
+          `but the KV cache has only ${this.kv.numBlocks} blocks (${this.kv.numBlocks * blockSize} tokens)`,
+      );
+    }
+    this.waiting.push(seq);
+  }
+
+  /**
+   * Adds a sequence forked from a running one, after `KvCacheManager.fork` gave it the parent's
+   * blocks. It runs as the youngest sequence.
+   */
+  addForked(child: Sequence): void {
+    if (child.status !== 'waiting' || this.running.includes(child)) throw new Error(`sequence ${child.id} was already added`);
+    if (child.blockTable.length * this.config.blockSize < child.numComputedTokens) {
+      throw new Error(`forked sequence ${child.id} has no blocks for its ${child.numComputedTokens} computed tokens; call KvCacheManager.fork first`);
+    }
+    child.status = 'running';
+    this.insertRunning(child);
+  }
+
+  /**
+   * Ends a sequence in any state (stopped, hit its length, or aborted) and returns its blocks to
+   * the pool at once. Ending a finished sequence does nothing.
+   */
+  finish(seq: Sequence): void {
+    if (seq.status === 'finished') return;
+    const queue = seq.status === 'running' ? this.running : this.waiting;
+    const index = queue.indexOf(seq);
+    if (index < 0) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
+    queue.splice(index, 1);
+    this.kv.free(seq);
+    seq.status = 'finished';
+  }
+
+  schedule(): SchedulerOutput {
+    const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens };
+    const decoding = this.running.filter((seq) => seq.numTokens - seq.numComputedTokens === 1);
+    const prefilling = this.running.filter((seq) => seq.numTokens - seq.numComputedTokens !== 1);
+    for (const seq of [...decoding, ...prefilling]) {
+      if (!this.hasRoom(plan)) break;
+      // Preempted earlier in this step to make room for an older sequence.
+      if (seq.status !== 'running') continue;
+      const numNewTokens = Math.min(seq.numTokens - seq.numComputedTokens, plan.budget);
+      if (this.allocateOrPreempt(seq, numNewTokens, plan)) {
+        plan.scheduled.push({ seq, numNewTokens });
+        plan.budget -= numNewTokens;
+      }
+    }
+    // Admitting while preempting would only trade one recompute for another.
+    if (plan.preempted.length === 0) this.admitWaiting(plan);
+    return {
+      scheduled: plan.scheduled,
+      preempted: plan.preempted,
+      blockCopies: this.kv.takePendingCopies(),
+      numScheduledTokens: this.config.maxNumBatchedTokens - plan.budget,
+    };
+  }
+
+  /** Advances the scheduled sequences past the tokens the step computed and caches full blocks. */
+  onStepComplete(output: SchedulerOutput): void {
+    for (const { seq, numNewTokens } of output.scheduled) {
+      // Finished (aborted) while the step ran: its blocks are already back in the pool.
+      if (seq.status !== 'running') continue;
+      seq.numComputedTokens += numNewTokens;
+      this.kv.cacheFullBlocks(seq);
+    }
+  }
+
+  private hasRoom(plan: StepPlan): boolean {
+    return plan.budget > 0 && plan.scheduled.length < this.config.maxNumSeqs;
+  }
+
+  /** Allocates the sequence's slots, preempting the youngest running sequences until they fit. */
+  private allocateOrPreempt(seq: Sequence, numNewTokens: number, plan: StepPlan): boolean {
+    if (numNewTokens < 1) {
+      throw new Error(`running sequence ${seq.id} has no token to compute: append the sampled token or finish it`);
+    }
+    while (!this.kv.allocateSlots(seq, numNewTokens)) {
+      if (this.preemptYoungest(plan) === seq) return false;
+    }
+    return true;
+  }
+
+  /** Frees the youngest running sequence's blocks and queues it first, to be recomputed. */
+  private preemptYoungest(plan: StepPlan): Sequence {
+    const seq = this.running.pop()!;
+    this.kv.free(seq);
+    seq.status = 'waiting';
+    seq.numComputedTokens = 0;
+    seq.numPreemptions++;
+    this.waiting.unshift(seq);
+    plan.preempted.push(seq);
+    const index = plan.scheduled.findIndex((entry) => entry.seq === seq);
+    if (index >= 0) {
+      plan.budget += plan.scheduled[index].numNewTokens;
+      plan.scheduled.splice(index, 1);
+    }
+    return seq;
+  }
+
+  /** First come, first served: a sequence that cannot get its blocks holds back those behind it. */
+  private admitWaiting(plan: StepPlan): void {
+    let numAdmitted = 0;
+    for (const seq of this.waiting) {
+      if (!this.hasRoom(plan)) break;
+      const computed = this.kv.getComputedBlocks(seq);
+      const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
+      if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
+      seq.numComputedTokens = computed.numTokens;
+      if (seq.numPreemptions === 0) seq.numCachedTokens = computed.numTokens;
+      seq.status = 'running';
+      this.insertRunning(seq);
+      plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
+      plan.budget -= numNewTokens;
+      numAdmitted++;
+    }
+    this.waiting.splice(0, numAdmitted);
+  }
+
+  private insertRunning(seq: Sequence): void {
+    let index = this.running.length;
+    while (index > 0 && this.running[index - 1].arrivalOrder > seq.arrivalOrder) index--;
+    this.running.splice(index, 0, seq);
+  }
+}
