@@ -22,7 +22,9 @@ if (files.length === 0) {
   process.exit(1);
 }
 const extra = process.argv.slice(3);
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...extra, ...files], {
+// Node 22.18+ runs TypeScript itself (the GPU host carries no tsx); older Node needs tsx's loader.
+const loader = process.features.typescript ? [] : ['--import', 'tsx'];
+const result = spawnSync(process.execPath, [...loader, '--test', '--test-concurrency=2', ...extra, ...files], {
   stdio: 'inherit',
 });
 process.exit(result.status ?? 1);

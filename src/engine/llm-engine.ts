@@ -208,7 +208,7 @@ export class LLMEngine {
     const rowCopy = Float32Array.from(logits);
     for (const c of request.completions) {
       if (c.seq === null) {
-        const child = seq.fork(request.id);
+        const child = seq.fork();
         this.parts.kv.fork(seq, child);
         this.parts.scheduler.addForked(child);
         c.seq = child;

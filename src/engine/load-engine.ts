@@ -23,12 +23,7 @@ import { Scheduler } from './scheduler.ts';
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
 
-export interface LoadedEngine {
-  config: EngineConfig;
-  modelConfig: ModelConfig;
-  tokenizer: Tokenizer | null;
-  samplingDefaults: Partial<SamplingParams>;
-  backend: Backend;
+export interface LoadedEngine extends LoadedModel {
   engine: LLMEngine;
   numKvBlocks: number;
 }
@@ -51,15 +46,27 @@ export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfi
   return config;
 }
 
-export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
+/** A model ready to run on a backend: everything but the KV pool and the scheduler. */
+export interface LoadedModel {
+  config: EngineConfig;
+  modelConfig: ModelConfig;
+  tokenizer: Tokenizer | null;
+  eosTokenIds: number[];
+  samplingDefaults: Partial<SamplingParams>;
+  maxModelLen: number;
+  backend: Backend;
+  model: LlamaModel;
+}
+
+export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
   const modelConfig = readModelConfig(config.model);
   const generation = readGenerationConfig(config.model, modelConfig);
   const tokenizer = loadTokenizerIfPresent(config.model);
-  const maxModelLen = Math.min(config.maxModelLen ?? modelConfig.maxPositionEmbeddings, modelConfig.maxPositionEmbeddings);
   if (config.maxModelLen !== null && config.maxModelLen > modelConfig.maxPositionEmbeddings) {
     throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's max_position_embeddings (${modelConfig.maxPositionEmbeddings})`);
   }
+  const maxModelLen = config.maxModelLen ?? modelConfig.maxPositionEmbeddings;
   const backend = await selectBackend(config.backend);
   try {
     const weights =
@@ -68,7 +75,33 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
         : loadModelWeights(openCheckpoint(config.model), modelConfig, backend, { showProgress: config.showProgress });
     const rope = backend.uploadRopeTable(buildRopeTable(modelConfig, maxModelLen));
     const model = new LlamaModel(modelConfig, weights, backend, rope);
+    return {
+      config,
+      modelConfig,
+      tokenizer,
+      eosTokenIds: generation.eosTokenIds,
+      samplingDefaults: generation.defaults,
+      maxModelLen,
+      backend,
+      model,
+    };
+  } catch (error) {
+    backend.dispose();
+    throw error;
+  }
+}
+
+export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
+  const loaded = await loadModel(options);
+  const { config, modelConfig, backend } = loaded;
+  try {
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, modelConfig);
+    // One sequence must fit in the pool on its own, or it would preempt itself forever.
+    const poolTokens = numKvBlocks * config.blockSize;
+    if (config.maxModelLen !== null && config.maxModelLen > poolTokens) {
+      throw invalidArgument(`maxModelLen ${config.maxModelLen} does not fit in the KV pool (${numKvBlocks} blocks of ${config.blockSize} = ${poolTokens} tokens)`);
+    }
+    const maxModelLen = Math.min(loaded.maxModelLen, poolTokens);
     const cache = backend.createKvCache({
       numLayers: modelConfig.numLayers,
       numBlocks: numKvBlocks,
@@ -78,21 +111,26 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
     });
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), config.blockSize, config.enablePrefixCaching);
     const scheduler = new Scheduler(
-      { maxNumSeqs: config.maxNumSeqs, maxNumBatchedTokens: config.maxNumBatchedTokens, blockSize: config.blockSize, maxModelLen },
+      {
+        maxNumSeqs: config.maxNumSeqs,
+        maxNumBatchedTokens: config.maxNumBatchedTokens,
+        blockSize: config.blockSize,
+        maxModelLen: maxModelLen,
+      },
       kv,
     );
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize),
-      tokenizer,
+      runner: new ModelRunner(backend, loaded.model, cache, config.blockSize),
+      tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
-      eosTokenIds: generation.eosTokenIds,
+      eosTokenIds: loaded.eosTokenIds,
       maxModelLen,
       numKvBlocks,
       defaultSeed: config.seed,
     });
-    return { config, modelConfig, tokenizer, samplingDefaults: generation.defaults, backend, engine, numKvBlocks };
+    return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {
     backend.dispose();
     throw error;

@@ -1,0 +1,39 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** A tiny random-weight checkpoint with transformers' own outputs (tools/oracle/make_fixtures.py). */
+export interface OracleFixture {
+  name: string;
+  dir: string;
+  oracle: {
+    name: string;
+    model_type: string;
+    description: string;
+    stored_dtype: 'float32' | 'bfloat16' | 'float16';
+    prompts: number[][];
+    last_logits: number[][];
+    greedy: number[][];
+    max_new_tokens: number;
+  };
+}
+
+export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures', import.meta.url));
+
+export function listOracleFixtures(): OracleFixture[] {
+  return readdirSync(FIXTURES_DIR, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && existsSync(join(FIXTURES_DIR, entry.name, 'oracle.json')))
+    .map((entry) => {
+      const dir = join(FIXTURES_DIR, entry.name);
+      return { name: entry.name, dir, oracle: JSON.parse(readFileSync(join(dir, 'oracle.json'), 'utf8')) };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** max |a - b| over two equal-length vectors. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}

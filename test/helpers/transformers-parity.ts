@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { EngineConfig } from '../../src/config.ts';
+import type { BatchDescription } from '../../src/engine/batch.ts';
+import { LLM } from '../../src/engine/llm.ts';
+import { loadModel } from '../../src/engine/load-engine.ts';
+import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
+
+export interface ParityOptions {
+  backend: 'cpu' | 'cuda';
+  /** Largest |logit - transformers' logit| accepted. */
+  logitTolerance: number;
+}
+
+/** Engine configurations that must not change a single greedy token. */
+const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; expectPreemption?: boolean }[] = [
+  { name: 'all prompts in one batch', config: {} },
+  { name: 'prefix caching off', config: { enablePrefixCaching: false } },
+  { name: 'chunked prefill, 1 token per step', config: { maxNumBatchedTokens: 1 } },
+  { name: 'chunked prefill, 7 tokens per step', config: { maxNumBatchedTokens: 7 } },
+  { name: 'chunked prefill, 64 tokens per step', config: { maxNumBatchedTokens: 64 } },
+  { name: 'block size 4 with 7-token chunks', config: { blockSize: 4, maxNumBatchedTokens: 7 } },
+  // The four prompts need 15 blocks of 16 tokens together; 8 forces preemption by recompute.
+  { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, expectPreemption: true },
+];
+
+/** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
+export function transformersParitySuite(options: ParityOptions): void {
+  const fixtures = listOracleFixtures();
+  test('oracle fixtures are present', () => assert.ok(fixtures.length >= 10, `found ${fixtures.length} fixtures`));
+  for (const fixture of fixtures) {
+    describe(`${fixture.name} (${fixture.oracle.description})`, () => {
+      test('last-token logits of every prompt, batched together', async () => {
+        await checkLogits(fixture, options);
+      });
+      for (const variant of ENGINE_VARIANTS) {
+        test(`greedy continuation: ${variant.name}`, async () => {
+          await checkGreedy(fixture, options, variant.config, variant.expectPreemption ?? false);
+        });
+      }
+      test('greedy continuation: second run served from the prefix cache', async () => {
+        await checkPrefixCacheRerun(fixture, options);
+      });
+    });
+  }
+}
+
+async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+  const blockSize = 16;
+  const loaded = await loadModel({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize });
+  try {
+    const prompts = fixture.oracle.prompts;
+    const blocksPer = prompts.map((p) => Math.ceil(p.length / blockSize));
+    const cache = loaded.backend.createKvCache({
+      numLayers: loaded.modelConfig.numLayers,
+      numBlocks: blocksPer.reduce((a, b) => a + b, 0),
+      blockSize,
+      numKvHeads: loaded.modelConfig.numKvHeads,
+      headDim: loaded.modelConfig.headDim,
+    });
+    const batch = prefillBatch(prompts, blockSize);
+    const logits = loaded.backend.toHost(loaded.model.forward(loaded.backend.beginStep(batch), cache));
+    const vocab = loaded.modelConfig.vocabSize;
+    prompts.forEach((_, i) => {
+      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      const diff = maxAbsDiff(row, fixture.oracle.last_logits[i]);
+      assert.ok(diff <= options.logitTolerance, `prompt ${i}: max |Δlogit| = ${diff.toExponential(2)} > ${options.logitTolerance}`);
+    });
+  } finally {
+    loaded.backend.dispose();
+  }
+}
+
+/** Every prompt prefilled in one step, each in its own consecutive run of blocks. */
+export function prefillBatch(prompts: number[][], blockSize: number): BatchDescription {
+  const numTokens = prompts.reduce((n, p) => n + p.length, 0);
+  const maxBlocksPerSeq = Math.max(...prompts.map((p) => Math.ceil(p.length / blockSize)));
+  const batch: BatchDescription = {
+    numTokens,
+    numSeqs: prompts.length,
+    tokenIds: Int32Array.from(prompts.flat()),
+    positions: new Int32Array(numTokens),
+    slotMapping: new Int32Array(numTokens),
+    queryStartLoc: new Int32Array(prompts.length + 1),
+    seqLens: Int32Array.from(prompts.map((p) => p.length)),
+    blockTables: new Int32Array(prompts.length * maxBlocksPerSeq),
+    maxBlocksPerSeq,
+    maxQueryLen: Math.max(...prompts.map((p) => p.length)),
+    maxSeqLen: Math.max(...prompts.map((p) => p.length)),
+    logitsIndices: new Int32Array(prompts.length),
+  };
+  let t = 0;
+  let nextBlock = 0;
+  prompts.forEach((prompt, s) => {
+    batch.queryStartLoc[s] = t;
+    const firstBlock = nextBlock;
+    nextBlock += Math.ceil(prompt.length / blockSize);
+    for (let b = firstBlock; b < nextBlock; b++) batch.blockTables[s * maxBlocksPerSeq + b - firstBlock] = b;
+    for (let pos = 0; pos < prompt.length; pos++, t++) {
+      batch.positions[t] = pos;
+      batch.slotMapping[t] = firstBlock * blockSize + pos;
+    }
+    batch.logitsIndices[s] = t - 1;
+  });
+  batch.queryStartLoc[prompts.length] = t;
+  return batch;
+}
+
+const GREEDY = { temperature: 0, ignoreEos: true } as const;
+
+async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: Partial<EngineConfig>, expectPreemption: boolean): Promise<void> {
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, ...config });
+  try {
+    const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
+    outputs.forEach((output, i) => assert.deepEqual(output.outputs[0].tokenIds, fixture.oracle.greedy[i], `prompt ${i}`));
+    if (expectPreemption) {
+      assert.ok(
+        outputs.some((o) => o.metrics.numPreemptions > 0),
+        'the pool was meant to be too small for the batch, but no request was preempted',
+      );
+    }
+    const stats = llm.stats();
+    assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
+  } finally {
+    await llm.close();
+  }
+}
+
+async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false });
+  try {
+    const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
+    await llm.generate(fixture.oracle.prompts, params);
+    const again = await llm.generate(fixture.oracle.prompts, params);
+    again.forEach((output, i) => assert.deepEqual(output.outputs[0].tokenIds, fixture.oracle.greedy[i], `prompt ${i}`));
+    assert.ok(
+      again.some((o) => o.metrics.numCachedTokens > 0),
+      'the second run should have been served from the prefix cache',
+    );
+  } finally {
+    await llm.close();
+  }
+}
