@@ -51,8 +51,11 @@ export async function generateCommand(argv: string[]): Promise<void> {
       const outputs = await llm.generate(prompts, params);
       for (const output of outputs) console.log(JSON.stringify(toJsonLine(output)));
     } else if (prompts.length === 1 && (params.n ?? 1) === 1 && typeof prompts[0] === 'string') {
-      process.stdout.write(prompts[0]);
+      // The prompt is echoed once the request is accepted, so a rejected one prints only the error.
+      let echoed = false;
       for await (const update of llm.stream(prompts[0], params)) {
+        if (!echoed) process.stdout.write(prompts[0]);
+        echoed = true;
         for (const delta of update.deltas) process.stdout.write(delta.text);
       }
       process.stdout.write('\n');
