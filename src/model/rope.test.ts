@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { forkStream } from '../sampling/rng.ts';
+import { parseHfConfig } from './hf-config.ts';
 import type { ModelConfig, RopeScaling } from './model-config.ts';
 import { buildRopeTable, inverseFrequencies } from './rope.ts';
 
@@ -127,6 +129,36 @@ test('every variant gives finite tables with cos² + sin² = attention factor²'
     for (let i = 0; i < table.cos.length; i++) {
       const norm = table.cos[i] ** 2 + table.sin[i] ** 2;
       assert.ok(Math.abs(norm - factor ** 2) < 1e-5, `${scaling.type} headDim ${headDim} entry ${i}: ${norm}`);
+    }
+  }
+});
+
+interface RopeOracleCase {
+  config: Record<string, unknown>;
+  invFreq: number[];
+  attentionScaling: number;
+  rows: Record<string, { cos: number[]; sin: number[] }>;
+}
+
+test('tables match transformers RotaryEmbedding for every rope type, from config.json through to cos/sin', () => {
+  const oracle = JSON.parse(readFileSync(new URL('../../test/helpers/model-rope-oracle.json', import.meta.url), 'utf8')) as {
+    cases: Record<string, RopeOracleCase>;
+  };
+  assert.ok(Object.keys(oracle.cases).length >= 9);
+  for (const [name, expected] of Object.entries(oracle.cases)) {
+    const c = parseHfConfig(expected.config, name);
+    // transformers computes inv_freq in float32; Keel in float64.
+    const inverse = inverseFrequencies(c, 0);
+    assert.equal(inverse.length, expected.invFreq.length);
+    expected.invFreq.forEach((f, i) => assert.ok(Math.abs(inverse[i] - f) <= 1e-6 * f, `${name} inv_freq[${i}]: ${inverse[i]} vs ${f}`));
+    assert.ok(Math.abs((c.ropeScaling.type === 'yarn' ? c.ropeScaling.attentionFactor : 1) - expected.attentionScaling) < 1e-12, `${name} attention factor`);
+    const positions = Object.keys(expected.rows).map(Number);
+    const table = buildRopeTable(c, Math.max(...positions) + 1);
+    const half = c.headDim / 2;
+    for (const p of positions) {
+      const width = expected.rows[p].cos.length;
+      assertClose(row(table.cos, p, half).slice(0, width), expected.rows[p].cos, 5e-5, `${name} cos@${p}`);
+      assertClose(row(table.sin, p, half).slice(0, width), expected.rows[p].sin, 5e-5, `${name} sin@${p}`);
     }
   }
 });
