@@ -1,0 +1,78 @@
+import type { BatchDescription } from '../../engine/batch.ts';
+
+/** Query rows per prefill CTA; must match BM in kernels/prefill-attention.cu. */
+export const PREFILL_TILE_ROWS = 64;
+/** Keys per decode tile; must match TK in kernels/decode-attention.cu. */
+export const DECODE_TILE_KEYS = 32;
+/** Fewest keys worth a partition of their own: below this the merge costs more than it saves. */
+const MIN_KEYS_PER_PARTITION = 128;
+/** Decode CTAs to aim for per multiprocessor: enough loads in flight to saturate HBM. */
+const DECODE_CTAS_PER_SM = 4;
+
+/**
+ * How one step's sequences split between the two attention kernels: single-token sequences
+ * (decodes, or a one-token final chunk) go to the split-KV decode kernel, longer chunks to the
+ * tiled prefill kernel.
+ */
+export interface AttentionPlan {
+  /** Sequence indices with exactly one query token. */
+  decodeSeqs: Int32Array;
+  /** Longest seqLen among them (0 when there are none). */
+  maxDecodeSeqLen: number;
+  /** [numTiles, 2]: (sequence, first query row of the tile within the sequence's chunk). */
+  prefillTiles: Int32Array;
+}
+
+export function planAttention(batch: BatchDescription): AttentionPlan {
+  const decode: number[] = [];
+  const tiles: { seq: number; row: number; lastPosition: number }[] = [];
+  let maxDecodeSeqLen = 0;
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const start = batch.queryStartLoc[s];
+    const len = batch.queryStartLoc[s + 1] - start;
+    if (len === 1) {
+      decode.push(s);
+      maxDecodeSeqLen = Math.max(maxDecodeSeqLen, batch.seqLens[s]);
+    } else {
+      for (let row = 0; row < len; row += PREFILL_TILE_ROWS) {
+        const last = Math.min(row + PREFILL_TILE_ROWS, len) - 1;
+        tiles.push({ seq: s, row, lastPosition: batch.positions[start + last] });
+      }
+    }
+  }
+  // Longest-running tiles (most keys) first, so the short ones fill in the tail of the grid.
+  tiles.sort((a, b) => b.lastPosition - a.lastPosition);
+  return {
+    decodeSeqs: Int32Array.from(decode),
+    maxDecodeSeqLen,
+    prefillTiles: Int32Array.from(tiles.flatMap((t) => [t.seq, t.row])),
+  };
+}
+
+export interface DecodePartitions {
+  numPartitions: number;
+  /** Keys per partition, a multiple of DECODE_TILE_KEYS. */
+  partitionSize: number;
+}
+
+/**
+ * Flash-Decoding split: enough partitions that numDecode × numKvHeads × partitions CTAs keep every
+ * multiprocessor busy, but no partition shorter than MIN_KEYS_PER_PARTITION. `maxVisibleKeys` is
+ * the longest visible span (seqLen, or the sliding window when smaller).
+ */
+export function chooseDecodePartitions(
+  numDecode: number,
+  numKvHeads: number,
+  maxVisibleKeys: number,
+  multiprocessors: number,
+): DecodePartitions {
+  const ctas = numDecode * numKvHeads;
+  const wanted = Math.ceil((DECODE_CTAS_PER_SM * multiprocessors) / Math.max(1, ctas));
+  const worthwhile = Math.ceil(maxVisibleKeys / MIN_KEYS_PER_PARTITION);
+  const parts = Math.max(1, Math.min(wanted, worthwhile));
+  const partitionSize = Math.max(
+    DECODE_TILE_KEYS,
+    Math.ceil(Math.ceil(maxVisibleKeys / parts) / DECODE_TILE_KEYS) * DECODE_TILE_KEYS,
+  );
+  return { numPartitions: Math.max(1, Math.ceil(maxVisibleKeys / partitionSize)), partitionSize };
+}

@@ -1,0 +1,79 @@
+import type { LibraryHandle } from 'koffi';
+import { cudaCallError } from './cuda-error.ts';
+import type { DevicePtr, Handle, NativeFn } from './driver-api.ts';
+
+const CUBLAS_OP_N = 0;
+const CUBLAS_OP_T = 1;
+const CUDA_R_16BF = 14;
+const CUBLAS_COMPUTE_32F = 68;
+const CUBLAS_GEMM_DEFAULT = -1;
+
+/**
+ * cuBLAS (libcublas.so.13) on one stream with a caller-owned workspace, so GEMMs can be captured
+ * into CUDA graphs (cuBLAS must not allocate during capture).
+ */
+export class Cublas {
+  private readonly fns: Record<string, NativeFn> = {};
+  private readonly statusName: NativeFn;
+  private readonly handle: Handle;
+  private readonly one = new Float32Array([1]);
+  private readonly zero = new Float32Array([0]);
+
+  constructor(lib: LibraryHandle, stream: Handle, workspace: DevicePtr, workspaceBytes: number) {
+    this.statusName = lib.func('const char *cublasGetStatusName(int status)');
+    for (const proto of [
+      'int cublasCreate_v2(_Out_ void **handle)',
+      'int cublasDestroy_v2(void *handle)',
+      'int cublasSetStream_v2(void *handle, void *stream)',
+      'int cublasSetWorkspace_v2(void *handle, uint64_t workspace, size_t bytes)',
+      'int cublasGemmEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, uint64_t B, int Btype, int ldb, const void *beta, uint64_t C, int Ctype, int ldc, int computeType, int algo)',
+    ]) {
+      this.fns[/\b(cublas\w+)\(/.exec(proto)![1]] = lib.func(proto);
+    }
+    const box: unknown[] = [null];
+    this.call('cublasCreate_v2', box);
+    this.handle = box[0] as Handle;
+    this.call('cublasSetStream_v2', this.handle, stream);
+    this.call('cublasSetWorkspace_v2', this.handle, workspace, workspaceBytes);
+  }
+
+  private call(name: string, ...args: unknown[]): void {
+    const code = this.fns[name](...args) as number;
+    if (code !== 0) throw cudaCallError(name, code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
+  }
+
+  /**
+   * Row-major y [m, n] = x [m, k] · wᵀ with w [n, k], all bf16, fp32 accumulation.
+   * cuBLAS is column-major, where a row-major [r, c] buffer reads as its [c, r] transpose: w reads
+   * as wᵀ [k, n] (so op T gives w back), x as xᵀ [k, m], and writing yᵀ [n, m] = w · xᵀ column-major
+   * leaves row-major y in memory.
+   */
+  linearBf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number): void {
+    this.call(
+      'cublasGemmEx',
+      this.handle,
+      CUBLAS_OP_T,
+      CUBLAS_OP_N,
+      n,
+      m,
+      k,
+      this.one,
+      w,
+      CUDA_R_16BF,
+      k,
+      x,
+      CUDA_R_16BF,
+      k,
+      this.zero,
+      y,
+      CUDA_R_16BF,
+      n,
+      CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT,
+    );
+  }
+
+  dispose(): void {
+    this.call('cublasDestroy_v2', this.handle);
+  }
+}

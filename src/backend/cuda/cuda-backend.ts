@@ -1,0 +1,430 @@
+import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
+import type { EngineConfig } from '../../config.ts';
+import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
+import { KeelError } from '../../errors.ts';
+import { planAttention } from './attention-plan.ts';
+import { type CudaGraph, CudaDevice } from './cuda-device.ts';
+import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
+import type { DevicePtr } from './driver-api.ts';
+import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
+import { launchCopyBlocks } from './kernels/copy-blocks.ts';
+import { launchDecodeAttention } from './kernels/decode-attention.ts';
+import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
+import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
+import { launchPrefillAttention } from './kernels/prefill-attention.ts';
+import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
+import { launchGatherRows } from './kernels/rows.ts';
+import { StepArena } from './step-arena.ts';
+import { packStepArrays } from './step-arrays.ts';
+
+export interface CudaBackendOptions {
+  /** GPU ordinal (default 0). */
+  device?: number;
+  /** Initial size of the per-step arena; it grows to the largest step seen. */
+  arenaBytes?: number;
+  /** Fill every step tensor with NaN when allocated, so an element a kernel fails to write shows (tests). */
+  poisonStepTensors?: boolean;
+}
+
+const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
+
+/**
+ * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16; every reduction
+ * (norms, GEMMs, softmax) accumulates in f32. Step tensors come from a bump arena reset by
+ * `beginStep`, so a fixed op sequence reuses fixed addresses (CUDA-graph replay); all work is
+ * queued on one stream and only `toHost` waits for it.
+ */
+export class CudaBackend implements Backend {
+  readonly name = 'cuda' as const;
+  readonly kvElementBytes = 2;
+  readonly device: CudaDevice;
+  private readonly arena: StepArena;
+  private readonly poison: boolean;
+  private readonly owned: DevicePtr[] = [];
+  private readback: { ptr: DevicePtr; bytes: number } | null = null;
+  private blockPairs: { ptr: DevicePtr; ints: number } | null = null;
+  /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
+  private weightRows = 0;
+  private largestWeightRows = 0;
+
+  constructor(options: CudaBackendOptions = {}) {
+    this.device = new CudaDevice(options.device ?? 0);
+    this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
+    this.poison = options.poisonStepTensors ?? false;
+  }
+
+  /**
+   * Free memory within `gpuMemoryUtilization`, less what the largest step's activations may take.
+   * Step tensors are not reused within a step, so a token costs about two bf16 values per output
+   * row of every weight matrix (each projection's output plus the norm/activation beside it); the
+   * largest matrix (the vocabulary) only applies to the few logits rows and is left out.
+   */
+  kvCacheBudgetBytes(config: EngineConfig): number {
+    const { free, total } = this.device.memInfo();
+    const headroom = (1 - config.gpuMemoryUtilization) * total;
+    const perToken = 2 * 2 * (this.weightRows - this.largestWeightRows);
+    const activations = Math.max(0, config.maxNumBatchedTokens * perToken - this.arena.capacityBytes);
+    return Math.max(0, Math.floor(free - headroom - activations));
+  }
+
+  loadWeight(t: HostTensor): Tensor {
+    const numel = t.shape.reduce((n, d) => n * d, 1);
+    const elementBytes = t.dtype === 'f32' ? 4 : 2;
+    if (t.data.byteLength !== numel * elementBytes) {
+      throw new KeelError('invalid_model', `weight [${t.shape.join(', ')}] ${t.dtype} holds ${t.data.byteLength} bytes, expected ${numel * elementBytes}`);
+    }
+    const ptr = this.ownedAlloc(numel * 2);
+    if (t.dtype === 'bf16') {
+      this.device.uploadSync(ptr, t.data);
+    } else {
+      const staging = this.device.alloc(t.data.byteLength);
+      this.device.uploadSync(staging, t.data);
+      launchToBf16(this.device, t.dtype, ptr, staging, numel);
+      this.device.synchronize();
+      this.device.free(staging);
+    }
+    if (t.shape.length === 2) {
+      this.weightRows += t.shape[0];
+      this.largestWeightRows = Math.max(this.largestWeightRows, t.shape[0]);
+    }
+    return new CudaTensor([...t.shape], ptr, 'bf16');
+  }
+
+  uploadRopeTable(table: RopeTable): Tensor {
+    const n = table.maxPositions * (table.headDim / 2);
+    if (table.cos.length !== n || table.sin.length !== n) {
+      throw new Error(`uploadRopeTable: cos/sin need ${n} values for ${table.maxPositions} positions of head dim ${table.headDim}`);
+    }
+    const cos = this.ownedAlloc(n * 4 * 2);
+    const sin = cos + n * 4;
+    this.device.uploadSync(cos, table.cos);
+    this.device.uploadSync(sin, table.sin);
+    return new CudaRopeTable(table.maxPositions, table.headDim, cos, sin);
+  }
+
+  createKvCache(spec: KvCacheSpec): KvCache {
+    if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
+      throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
+    }
+    const probe = new CudaKvCache(spec, 0);
+    const bytes = 2 * spec.numLayers * probe.poolBytes;
+    const base = this.ownedAlloc(bytes);
+    // Zeroed so a stray read of an unwritten slot yields zeros, never NaN patterns.
+    this.device.fillBytes(base, 0, bytes);
+    return new CudaKvCache(spec, base);
+  }
+
+  copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
+    const { numBlocks, numLayers } = kv.spec;
+    for (let i = 0; i < src.length; i++) {
+      if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
+        throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
+      }
+    }
+    if (src.length === 0) return;
+    const pairs = new Int32Array(2 * src.length);
+    pairs.set(src, 0);
+    pairs.set(dst, src.length);
+    if (this.blockPairs === null || this.blockPairs.ints < pairs.length) {
+      if (this.blockPairs !== null) this.freeOwned(this.blockPairs.ptr);
+      this.blockPairs = { ptr: this.ownedAlloc(pairs.length * 8), ints: pairs.length * 2 };
+    }
+    const srcPtr = this.blockPairs.ptr;
+    this.device.uploadAsync(srcPtr, pairs);
+    launchCopyBlocks(this.device, kv.base, 2 * numLayers, kv.poolBytes, kv.blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
+  }
+
+  beginStep(batch: BatchDescription): StepInputs {
+    this.arena.reset();
+    const plan = planAttention(batch);
+    const { data, offsets } = packStepArrays(batch, plan);
+    const base = this.arena.alloc(data.byteLength);
+    this.device.uploadAsync(base, data);
+    const at = (name: keyof StepDeviceArrays) => base + offsets[name] * 4;
+    return new CudaStepInputs(
+      batch,
+      {
+        tokenIds: at('tokenIds'),
+        positions: at('positions'),
+        slotMapping: at('slotMapping'),
+        queryStartLoc: at('queryStartLoc'),
+        seqLens: at('seqLens'),
+        blockTables: at('blockTables'),
+        logitsIndices: at('logitsIndices'),
+        decodeSeqs: at('decodeSeqs'),
+        prefillTiles: at('prefillTiles'),
+      },
+      plan,
+    );
+  }
+
+  embedding(table: Tensor, step: StepInputs): Tensor {
+    const t = asBf16(table, 'embedding table');
+    const s = asCudaStep(step);
+    for (const id of s.batch.tokenIds) {
+      if (!(id >= 0 && id < t.rows)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${t.rows}`);
+    }
+    return this.gather(t, s.device.tokenIds, s.batch.numTokens);
+  }
+
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asBf16(x, 'rmsNorm input');
+    const w = normWeight(weight, input.cols, 'rmsNorm');
+    const out = this.stepTensor(input.shape);
+    launchRmsNorm(this.device, out.ptr, input.ptr, w.ptr, input.rows, input.cols, eps);
+    return out;
+  }
+
+  addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asBf16(x, 'addRmsNorm input');
+    const res = asBf16(residual, 'addRmsNorm residual');
+    if (input.numel !== res.numel || input.cols !== res.cols) {
+      throw new Error(`addRmsNorm: input [${input.shape.join(', ')}] does not match residual [${res.shape.join(', ')}]`);
+    }
+    const w = normWeight(weight, res.cols, 'addRmsNorm');
+    const out = this.stepTensor(res.shape);
+    launchAddRmsNorm(this.device, out.ptr, res.ptr, input.ptr, w.ptr, res.rows, res.cols, eps);
+    return out;
+  }
+
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+    const input = asBf16(x, 'linear input');
+    const w = asBf16(weight, 'linear weight');
+    const [outDim, inDim] = w.shape;
+    if (w.shape.length !== 2 || input.cols !== inDim) {
+      throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    }
+    const out = this.stepTensor([input.rows, outDim]);
+    if (input.rows === 0) return out;
+    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
+    if (bias !== null) {
+      const b = asBf16(bias, 'linear bias');
+      if (b.numel !== outDim) throw new Error(`linear: bias of ${b.numel} values for ${outDim} outputs`);
+      requireMultipleOf8(outDim, 'linear output width');
+      launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
+    }
+    return out;
+  }
+
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void {
+    const packed = asPackedQkv(qkv, shape);
+    const qw = normWeight(qWeight, shape.headDim, 'qkNorm');
+    const kw = normWeight(kWeight, shape.headDim, 'qkNorm');
+    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, packed.rows, shape.numHeads, shape.numKvHeads, shape.headDim, eps);
+  }
+
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void {
+    const packed = asPackedQkv(qkv, shape);
+    const table = asRopeTable(rope);
+    if (table.headDim !== shape.headDim) throw new Error(`ropeAndCacheWrite: rope table head dim ${table.headDim} != ${shape.headDim}`);
+    const kv = layerCache(cache, layer, shape);
+    const s = asCudaStep(step);
+    const { positions, slotMapping, numTokens } = s.batch;
+    if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
+    const numSlots = kv.spec.numBlocks * kv.spec.blockSize;
+    for (let t = 0; t < numTokens; t++) {
+      if (positions[t] < 0 || positions[t] >= table.maxPositions) {
+        throw new KeelError('context_overflow', `position ${positions[t]} is outside the rotary table's ${table.maxPositions} positions`);
+      }
+      if (slotMapping[t] < 0 || slotMapping[t] >= numSlots) throw new RangeError(`ropeAndCacheWrite: slot ${slotMapping[t]} is outside [0, ${numSlots})`);
+    }
+    launchRopeCacheWrite(this.device, {
+      qkv: packed.ptr,
+      cos: table.cos,
+      sin: table.sin,
+      positions: s.device.positions,
+      slotMapping: s.device.slotMapping,
+      kPool: kv.keys(layer),
+      vPool: kv.values(layer),
+      numTokens,
+      numHeads: shape.numHeads,
+      numKvHeads: shape.numKvHeads,
+      headDim: shape.headDim,
+    });
+  }
+
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor {
+    const packed = asPackedQkv(qkv, shape);
+    const kv = layerCache(cache, layer, shape);
+    const s = asCudaStep(step);
+    if (s.checkedCache !== cache) {
+      checkBlockTables(s.batch, kv.spec.numBlocks, kv.spec.blockSize);
+      s.checkedCache = cache;
+    }
+    const out = this.stepTensor([packed.rows, shape.numHeads * shape.headDim]);
+    const common: PagedAttentionArgs = {
+      out: out.ptr,
+      qkv: packed.ptr,
+      kPool: kv.keys(layer),
+      vPool: kv.values(layer),
+      queryStartLoc: s.device.queryStartLoc,
+      positions: s.device.positions,
+      seqLens: s.device.seqLens,
+      blockTables: s.device.blockTables,
+      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+      blockSize: kv.spec.blockSize,
+      shape,
+    };
+    launchDecodeAttention(this.device, {
+      ...common,
+      decodeSeqs: s.device.decodeSeqs,
+      numDecode: s.plan.decodeSeqs.length,
+      maxDecodeSeqLen: s.plan.maxDecodeSeqLen,
+      workspace: (bytes) => this.arena.alloc(bytes),
+    });
+    launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
+    return out;
+  }
+
+  siluMul(gateUp: Tensor): Tensor {
+    const input = asBf16(gateUp, 'siluMul input');
+    const n = input.cols / 2;
+    requireMultipleOf8(n, 'siluMul width');
+    const out = this.stepTensor([input.rows, n]);
+    launchSiluMul(this.device, out.ptr, input.ptr, input.rows, n);
+    return out;
+  }
+
+  gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
+    const input = asBf16(x, 'gatherLogitsRows input');
+    const s = asCudaStep(step);
+    for (const row of s.batch.logitsIndices) {
+      if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherLogitsRows: row ${row} is outside [0, ${input.rows})`);
+    }
+    return this.gather(input, s.device.logitsIndices, s.batch.logitsIndices.length);
+  }
+
+  /** Waits for the queued work, converts on the device if needed, and copies to a new array. */
+  toHost(x: Tensor): Float32Array {
+    const t = asCudaTensor(x, 'toHost input');
+    const out = new Float32Array(t.numel);
+    if (t.numel === 0) return out;
+    if (t.dtype === 'f32') {
+      this.device.download(out, t.ptr);
+      return out;
+    }
+    if (this.readback === null || this.readback.bytes < out.byteLength) {
+      if (this.readback !== null) this.freeOwned(this.readback.ptr);
+      this.readback = { ptr: this.ownedAlloc(out.byteLength), bytes: out.byteLength };
+    }
+    launchBf16ToF32(this.device, this.readback.ptr, t.ptr, t.numel);
+    this.device.download(out, this.readback.ptr);
+    return out;
+  }
+
+  /**
+   * Records the ops that `record` issues into a CUDA graph for replay (decode steps). Call
+   * beginStep before capturing and before each replay: the replay reads that step's uploads.
+   */
+  captureGraph(record: () => void): CudaGraph {
+    return this.device.captureGraph(record);
+  }
+
+  dispose(): void {
+    this.device.synchronize();
+    for (const ptr of this.owned) this.device.free(ptr);
+    this.owned.length = 0;
+    this.arena.dispose();
+    this.device.dispose();
+  }
+
+  private gather(src: CudaTensor, indices: DevicePtr, rows: number): CudaTensor {
+    requireMultipleOf8(src.cols, 'row width');
+    const out = this.stepTensor([rows, src.cols]);
+    launchGatherRows(this.device, out.ptr, src.ptr, indices, rows, src.cols);
+    return out;
+  }
+
+  private stepTensor(shape: readonly number[]): CudaTensor {
+    const numel = shape.reduce((n, d) => n * d, 1);
+    const ptr = this.arena.alloc(numel * 2);
+    // 0xffff is a bf16 NaN.
+    if (this.poison) this.device.fillBytes(ptr, 0xff, numel * 2);
+    return new CudaTensor([...shape], ptr, 'bf16');
+  }
+
+  private ownedAlloc(bytes: number): DevicePtr {
+    const ptr = this.device.alloc(bytes);
+    this.owned.push(ptr);
+    return ptr;
+  }
+
+  private freeOwned(ptr: DevicePtr): void {
+    this.device.synchronize();
+    this.device.free(ptr);
+    this.owned.splice(this.owned.indexOf(ptr), 1);
+  }
+}
+
+// A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
+function asCudaTensor(t: Tensor, what: string): CudaTensor {
+  if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
+  return t;
+}
+
+function asBf16(t: Tensor, what: string): CudaTensor {
+  const tensor = asCudaTensor(t, what);
+  if (tensor.dtype !== 'bf16') throw new Error(`CudaBackend: ${what} is ${tensor.dtype}, expected bf16`);
+  return tensor;
+}
+
+function asRopeTable(t: Tensor): CudaRopeTable {
+  if (!(t instanceof CudaRopeTable)) throw new Error('CudaBackend: rope is not a table from uploadRopeTable');
+  return t;
+}
+
+function asCudaKvCache(c: KvCache): CudaKvCache {
+  if (!(c instanceof CudaKvCache)) throw new Error('CudaBackend: cache is not from createKvCache');
+  return c;
+}
+
+function asCudaStep(step: StepInputs): CudaStepInputs {
+  if (!(step instanceof CudaStepInputs)) throw new Error('CudaBackend: step inputs are not from beginStep');
+  return step;
+}
+
+function normWeight(weight: Tensor, width: number, op: string): CudaTensor {
+  const w = asBf16(weight, `${op} weight`);
+  if (w.numel !== width) throw new Error(`${op}: weight of ${w.numel} values for rows of ${width}`);
+  requireMultipleOf8(width, `${op} width`);
+  return w;
+}
+
+function asPackedQkv(qkv: Tensor, shape: AttentionShape): CudaTensor {
+  const packed = asBf16(qkv, 'qkv');
+  const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
+  if (packed.cols !== width) throw new Error(`qkv has ${packed.cols} columns, the attention shape needs ${width}`);
+  if (shape.numHeads % shape.numKvHeads !== 0) {
+    throw new KeelError('invalid_model', `${shape.numHeads} query heads do not split evenly over ${shape.numKvHeads} kv heads`);
+  }
+  return packed;
+}
+
+function layerCache(cache: KvCache, layer: number, shape: AttentionShape): CudaKvCache {
+  const kv = asCudaKvCache(cache);
+  if (kv.spec.numKvHeads !== shape.numKvHeads || kv.spec.headDim !== shape.headDim) {
+    throw new Error(`KV cache holds ${kv.spec.numKvHeads} heads of ${kv.spec.headDim}, attention needs ${shape.numKvHeads} of ${shape.headDim}`);
+  }
+  if (!(layer >= 0 && layer < kv.spec.numLayers)) throw new RangeError(`layer ${layer} is outside the cache's ${kv.spec.numLayers} layers`);
+  return kv;
+}
+
+// The kernels index the pools with these ids unchecked: an id past the pool is an illegal address
+// that poisons the whole CUDA context, so they are checked once per step on the host.
+function checkBlockTables(batch: BatchDescription, numBlocks: number, blockSize: number): void {
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const used = Math.ceil(batch.seqLens[s] / blockSize);
+    if (used > batch.maxBlocksPerSeq) throw new RangeError(`sequence ${s}: ${batch.seqLens[s]} tokens need ${used} blocks, the table holds ${batch.maxBlocksPerSeq}`);
+    for (let b = 0; b < used; b++) {
+      const block = batch.blockTables[s * batch.maxBlocksPerSeq + b];
+      if (!(block >= 0 && block < numBlocks)) throw new RangeError(`sequence ${s}: block ${block} is outside [0, ${numBlocks})`);
+    }
+  }
+}
+
+function requireMultipleOf8(n: number, what: string): void {
+  if (n % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs ${what} to be a multiple of 8, not ${n}`);
+}

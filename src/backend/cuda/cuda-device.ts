@@ -1,0 +1,226 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { Cublas } from './cublas.ts';
+import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
+import { HostStaging } from './host-staging.ts';
+import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
+import { LaunchParams, type KernelSignature } from './launch-params.ts';
+import { type CudaLibrary, loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
+import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
+
+export interface CudaDeviceInfo {
+  ordinal: number;
+  name: string;
+  computeCapability: { major: number; minor: number };
+  /** The NVRTC target, e.g. sm_90a. */
+  arch: string;
+  multiprocessorCount: number;
+  maxSharedMemoryPerBlockOptin: number;
+  l2CacheBytes: number;
+  /** CUDA version the driver supports, e.g. 13000 for 13.0. */
+  driverCudaVersion: number;
+}
+
+/** A compiled kernel and the layout of its parameters. */
+export interface Kernel {
+  readonly name: string;
+  readonly handle: Handle;
+  readonly signature: KernelSignature;
+}
+
+const KERNEL_DIR = new URL('./kernels/', import.meta.url);
+const DEFAULT_DYNAMIC_SHARED_LIMIT = 48 * 1024;
+const CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024;
+
+/**
+ * One GPU's primary context, the stream every op is queued on, and the libraries bound to it:
+ * NVRTC (kernels compiled on first use, cached on disk), cuBLAS, memory and copies, launches,
+ * events for timing, and CUDA-graph capture.
+ */
+export class CudaDevice {
+  readonly driver: CudaDriver;
+  readonly nvrtc: Nvrtc;
+  readonly cublas: Cublas;
+  readonly info: CudaDeviceInfo;
+  readonly libraryPaths: Record<CudaLibrary, string>;
+  readonly stream: Handle;
+  private readonly staging: HostStaging;
+  private readonly compiler: KernelCompiler;
+  private readonly params = new LaunchParams();
+  private readonly kernels = new Map<string, Kernel>();
+  private readonly modules: Handle[] = [];
+  private readonly sharedLimits = new Map<Handle, number>();
+  private readonly headers: NvrtcHeader[];
+  private readonly cublasWorkspace: DevicePtr;
+  private readonly timerStart: Handle;
+  private readonly timerEnd: Handle;
+
+  constructor(ordinal = 0) {
+    const libs = loadCudaLibraries(processDiscoveryEnv());
+    this.libraryPaths = {
+      cuda: libs.cuda.path,
+      nvrtc: libs.nvrtc.path,
+      cublas: libs.cublas.path,
+      cublasLt: libs.cublasLt.path,
+    };
+    this.driver = new CudaDriver(libs.cuda.handle);
+    this.driver.init();
+    const device = this.driver.device(ordinal);
+    const major = this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.computeCapabilityMajor);
+    const minor = this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.computeCapabilityMinor);
+    this.info = {
+      ordinal,
+      name: this.driver.deviceName(device),
+      computeCapability: { major, minor },
+      arch: archForComputeCapability(major, minor),
+      multiprocessorCount: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.multiprocessorCount),
+      maxSharedMemoryPerBlockOptin: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.maxSharedMemoryPerBlockOptin),
+      l2CacheBytes: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.l2CacheSize),
+      driverCudaVersion: this.driver.driverVersion(),
+    };
+    this.driver.retainPrimaryContext(device);
+    this.stream = this.driver.createStream();
+    this.staging = new HostStaging(this.driver, this.stream);
+    this.nvrtc = new Nvrtc(libs.nvrtc.handle);
+    this.compiler = new KernelCompiler(this.nvrtc, this.info.arch, kernelCacheDir());
+    this.headers = readdirSync(KERNEL_DIR)
+      .filter((f) => f.endsWith('.cuh'))
+      .map((name) => ({ name, source: readFileSync(new URL(name, KERNEL_DIR), 'utf8') }));
+    this.cublasWorkspace = this.driver.alloc(CUBLAS_WORKSPACE_BYTES);
+    this.cublas = new Cublas(libs.cublas.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
+    this.timerStart = this.driver.createEvent();
+    this.timerEnd = this.driver.createEvent();
+  }
+
+  /**
+   * The kernel `name` from `kernels/<file>`, compiled for this GPU with `defines` (once per
+   * process, and once per machine thanks to the on-disk cache).
+   */
+  kernel(file: string, name: string, signature: KernelSignature, defines: Readonly<Record<string, number>> = {}): Kernel {
+    const key = `${file}:${name}:${JSON.stringify(defines)}`;
+    const cached = this.kernels.get(key);
+    if (cached) return cached;
+    const source = readFileSync(new URL(file, KERNEL_DIR), 'utf8');
+    const tag = Object.entries(defines)
+      .map(([k, v]) => `${k}${v}`)
+      .join('-');
+    const cubin = this.compiler.compile(tag ? `${file}-${tag}` : file, source, this.headers, defines);
+    const module = this.driver.loadModule(cubin);
+    this.modules.push(module);
+    const kernel = { name, handle: this.driver.getFunction(module, name), signature };
+    this.kernels.set(key, kernel);
+    return kernel;
+  }
+
+  launch(kernel: Kernel, grid: readonly number[], block: readonly number[], sharedBytes: number, args: readonly number[]): void {
+    if (sharedBytes > DEFAULT_DYNAMIC_SHARED_LIMIT && (this.sharedLimits.get(kernel.handle) ?? 0) < sharedBytes) {
+      this.driver.setMaxDynamicSharedMemory(kernel.handle, sharedBytes);
+      this.sharedLimits.set(kernel.handle, sharedBytes);
+    }
+    const grid3 = [grid[0], grid[1] ?? 1, grid[2] ?? 1];
+    const block3 = [block[0], block[1] ?? 1, block[2] ?? 1];
+    this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, this.params.pack(kernel.signature, args));
+  }
+
+  alloc(bytes: number): DevicePtr {
+    return this.driver.alloc(bytes);
+  }
+
+  free(ptr: DevicePtr): void {
+    this.driver.free(ptr);
+  }
+
+  memInfo(): { free: number; total: number } {
+    return this.driver.memInfo();
+  }
+
+  /** Blocking upload from host memory; for load time (weights, tables), not for steps. */
+  uploadSync(dst: DevicePtr, data: ArrayBufferView): void {
+    this.driver.copyHtoD(dst, data, data.byteLength);
+  }
+
+  /** Stream-ordered upload through page-locked staging; returns before the copy runs. */
+  uploadAsync(dst: DevicePtr, data: Int32Array): void {
+    this.staging.upload(dst, data);
+  }
+
+  /** Waits for every queued op, then copies `dst.byteLength` bytes from `src`. */
+  download(dst: ArrayBufferView, src: DevicePtr): void {
+    this.driver.copyDtoHAsync(dst, src, dst.byteLength, this.stream);
+    this.driver.synchronizeStream(this.stream);
+  }
+
+  copyAsync(dst: DevicePtr, src: DevicePtr, bytes: number): void {
+    this.driver.copyDtoDAsync(dst, src, bytes, this.stream);
+  }
+
+  fillBytes(dst: DevicePtr, value: number, bytes: number): void {
+    this.driver.memsetD8Async(dst, value, bytes, this.stream);
+  }
+
+  synchronize(): void {
+    this.driver.synchronizeStream(this.stream);
+  }
+
+  /** Milliseconds of GPU time that the ops `run` queues take, measured with CUDA events. */
+  timeMs(run: () => void): number {
+    this.driver.recordEvent(this.timerStart, this.stream);
+    run();
+    this.driver.recordEvent(this.timerEnd, this.stream);
+    this.driver.synchronizeEvent(this.timerEnd);
+    return this.driver.elapsedMs(this.timerStart, this.timerEnd);
+  }
+
+  /**
+   * Records the ops `record` queues (kernels, cuBLAS GEMMs, device copies; no host uploads) into a
+   * CUDA graph instead of running them. Replays reuse the recorded addresses and arguments.
+   */
+  captureGraph(record: () => void): CudaGraph {
+    this.driver.beginCapture(this.stream);
+    let graph: Handle;
+    try {
+      record();
+    } finally {
+      graph = this.driver.endCapture(this.stream);
+    }
+    try {
+      return new CudaGraph(this, graph, this.driver.instantiateGraph(graph));
+    } catch (err) {
+      this.driver.destroyGraph(graph);
+      throw err;
+    }
+  }
+
+  dispose(): void {
+    this.driver.synchronizeStream(this.stream);
+    this.cublas.dispose();
+    this.staging.dispose();
+    this.params.dispose();
+    for (const module of this.modules) this.driver.unloadModule(module);
+    this.driver.free(this.cublasWorkspace);
+    this.driver.destroyEvent(this.timerStart);
+    this.driver.destroyEvent(this.timerEnd);
+    this.driver.destroyStream(this.stream);
+  }
+}
+
+/** An instantiated CUDA graph replayed on the device's stream. */
+export class CudaGraph {
+  private readonly device: CudaDevice;
+  private readonly graph: Handle;
+  private readonly exec: Handle;
+
+  constructor(device: CudaDevice, graph: Handle, exec: Handle) {
+    this.device = device;
+    this.graph = graph;
+    this.exec = exec;
+  }
+
+  replay(): void {
+    this.device.driver.launchGraph(this.exec, this.device.stream);
+  }
+
+  dispose(): void {
+    this.device.driver.destroyGraphExec(this.exec);
+    this.device.driver.destroyGraph(this.graph);
+  }
+}

@@ -1,0 +1,282 @@
+import type { LibraryHandle } from 'koffi';
+import { cudaCallError } from './cuda-error.ts';
+
+/** A device address (CUdeviceptr). Addresses stay far below 2^53, so a number holds them exactly. */
+export type DevicePtr = number;
+/** An opaque driver handle (context, stream, event, module, function, graph) as koffi returns it. */
+export type Handle = bigint;
+
+export const CU_DEVICE_ATTRIBUTE = {
+  multiprocessorCount: 16,
+  l2CacheSize: 38,
+  computeCapabilityMajor: 75,
+  computeCapabilityMinor: 76,
+  maxSharedMemoryPerBlockOptin: 97,
+} as const;
+
+const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+const CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
+const CU_STREAM_NON_BLOCKING = 1;
+const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+
+/** A koffi-bound C function. */
+export type NativeFn = (...args: unknown[]) => unknown;
+
+/**
+ * The CUDA driver API (libcuda.so.1) through koffi. Every method checks the CUresult and throws
+ * an Error naming the call and the code's name (cuGetErrorName) on failure.
+ */
+export class CudaDriver {
+  private readonly fns: Record<string, NativeFn> = {};
+  private readonly getErrorName: NativeFn;
+  readonly lib: LibraryHandle;
+
+  constructor(lib: LibraryHandle) {
+    this.lib = lib;
+    this.getErrorName = lib.func('int cuGetErrorName(int error, _Out_ const char **str)');
+    const declare = (proto: string) => {
+      const name = /\b(cu\w+)\(/.exec(proto)![1];
+      this.fns[name] = lib.func(proto);
+    };
+    [
+      'int cuInit(unsigned int flags)',
+      'int cuDriverGetVersion(_Out_ int *version)',
+      'int cuDeviceGetCount(_Out_ int *count)',
+      'int cuDeviceGet(_Out_ int *device, int ordinal)',
+      'int cuDeviceGetName(_Out_ uint8_t *name, int len, int device)',
+      'int cuDeviceGetAttribute(_Out_ int *value, int attribute, int device)',
+      'int cuDeviceTotalMem_v2(_Out_ size_t *bytes, int device)',
+      'int cuDevicePrimaryCtxRetain(_Out_ void **ctx, int device)',
+      'int cuDevicePrimaryCtxRelease_v2(int device)',
+      'int cuCtxSetCurrent(void *ctx)',
+      'int cuCtxSynchronize()',
+      'int cuMemGetInfo_v2(_Out_ size_t *free, _Out_ size_t *total)',
+      'int cuMemAlloc_v2(_Out_ uint64_t *dptr, size_t bytes)',
+      'int cuMemFree_v2(uint64_t dptr)',
+      'int cuMemAllocHost_v2(_Out_ void **pp, size_t bytes)',
+      'int cuMemFreeHost(void *p)',
+      'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
+      'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
+      'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)',
+      'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
+      'int cuMemsetD8Async(uint64_t dst, uint8_t value, size_t count, void *stream)',
+      'int cuModuleLoadData(_Out_ void **module, const void *image)',
+      'int cuModuleUnload(void *module)',
+      'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
+      'int cuFuncSetAttribute(void *fn, int attribute, int value)',
+      'int cuFuncGetAttribute(_Out_ int *value, int attribute, void *fn)',
+      'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
+      'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
+      'int cuStreamDestroy_v2(void *stream)',
+      'int cuStreamSynchronize(void *stream)',
+      'int cuEventCreate(_Out_ void **event, unsigned int flags)',
+      'int cuEventDestroy_v2(void *event)',
+      'int cuEventRecord(void *event, void *stream)',
+      'int cuEventSynchronize(void *event)',
+      'int cuStreamBeginCapture_v2(void *stream, int mode)',
+      'int cuStreamEndCapture(void *stream, _Out_ void **graph)',
+      'int cuGraphInstantiateWithFlags(_Out_ void **exec, void *graph, uint64_t flags)',
+      'int cuGraphLaunch(void *exec, void *stream)',
+      'int cuGraphExecDestroy(void *exec)',
+      'int cuGraphDestroy(void *graph)',
+    ].forEach(declare);
+    // CUDA 12.8 added cuEventElapsedTime_v2; older drivers export only the original.
+    try {
+      this.fns.cuEventElapsedTime = lib.func('int cuEventElapsedTime_v2(_Out_ float *ms, void *start, void *end)');
+    } catch {
+      this.fns.cuEventElapsedTime = lib.func('int cuEventElapsedTime(_Out_ float *ms, void *start, void *end)');
+    }
+  }
+
+  /** The driver's name for a CUresult, e.g. CUDA_ERROR_OUT_OF_MEMORY. */
+  errorName(code: number): string {
+    const out: (string | null)[] = [null];
+    return this.getErrorName(code, out) === 0 && out[0] ? out[0] : `CUresult ${code}`;
+  }
+
+  private call(name: string, ...args: unknown[]): void {
+    const code = this.fns[name](...args) as number;
+    if (code !== 0) throw cudaCallError(name, code, this.errorName(code));
+  }
+
+  private out<T>(name: string, ...args: unknown[]): T {
+    const box: unknown[] = [null];
+    this.call(name, box, ...args);
+    return box[0] as T;
+  }
+
+  init(): void {
+    this.call('cuInit', 0);
+  }
+
+  /** CUDA version the driver supports, e.g. 13000 for 13.0. */
+  driverVersion(): number {
+    return this.out<number>('cuDriverGetVersion');
+  }
+
+  deviceCount(): number {
+    return this.out<number>('cuDeviceGetCount');
+  }
+
+  device(ordinal: number): number {
+    return this.out<number>('cuDeviceGet', ordinal);
+  }
+
+  deviceName(device: number): string {
+    const buf = Buffer.alloc(256);
+    this.call('cuDeviceGetName', buf, buf.length, device);
+    return buf.toString('utf8', 0, buf.indexOf(0));
+  }
+
+  deviceAttribute(device: number, attribute: number): number {
+    return this.out<number>('cuDeviceGetAttribute', attribute, device);
+  }
+
+  deviceTotalMem(device: number): number {
+    return Number(this.out<number>('cuDeviceTotalMem_v2', device));
+  }
+
+  /** Retains the device's primary context (the one cuBLAS and the runtime API share) and makes it current. */
+  retainPrimaryContext(device: number): Handle {
+    const ctx = this.out<Handle>('cuDevicePrimaryCtxRetain', device);
+    this.call('cuCtxSetCurrent', ctx);
+    return ctx;
+  }
+
+  releasePrimaryContext(device: number): void {
+    this.call('cuDevicePrimaryCtxRelease_v2', device);
+  }
+
+  synchronizeContext(): void {
+    this.call('cuCtxSynchronize');
+  }
+
+  memInfo(): { free: number; total: number } {
+    const free: unknown[] = [0];
+    const total: unknown[] = [0];
+    this.call('cuMemGetInfo_v2', free, total);
+    return { free: Number(free[0]), total: Number(total[0]) };
+  }
+
+  alloc(bytes: number): DevicePtr {
+    return Number(this.out<number | bigint>('cuMemAlloc_v2', Math.max(bytes, 1)));
+  }
+
+  free(ptr: DevicePtr): void {
+    this.call('cuMemFree_v2', ptr);
+  }
+
+  /** Page-locked host memory: the only kind an async host-to-device copy can read without a sync. */
+  allocHost(bytes: number): Handle {
+    return this.out<Handle>('cuMemAllocHost_v2', bytes);
+  }
+
+  freeHost(ptr: Handle): void {
+    this.call('cuMemFreeHost', ptr);
+  }
+
+  /** Synchronous copy from a host array (used at load time only). */
+  copyHtoD(dst: DevicePtr, src: ArrayBufferView, bytes: number): void {
+    this.call('cuMemcpyHtoD_v2', dst, src, bytes);
+  }
+
+  /** Async copy from page-locked host memory at `src` (a pointer from allocHost). */
+  copyHtoDAsync(dst: DevicePtr, src: Handle, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyHtoDAsync_v2', dst, src, bytes, stream);
+  }
+
+  /** Device-to-host copy into a JS array; the caller synchronizes the stream before reading it. */
+  copyDtoHAsync(dst: ArrayBufferView, src: DevicePtr, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyDtoHAsync_v2', dst, src, bytes, stream);
+  }
+
+  copyDtoDAsync(dst: DevicePtr, src: DevicePtr, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyDtoDAsync_v2', dst, src, bytes, stream);
+  }
+
+  memsetD8Async(dst: DevicePtr, value: number, bytes: number, stream: Handle): void {
+    this.call('cuMemsetD8Async', dst, value, bytes, stream);
+  }
+
+  loadModule(image: Uint8Array): Handle {
+    return this.out<Handle>('cuModuleLoadData', image);
+  }
+
+  unloadModule(module: Handle): void {
+    this.call('cuModuleUnload', module);
+  }
+
+  getFunction(module: Handle, name: string): Handle {
+    return this.out<Handle>('cuModuleGetFunction', module, name);
+  }
+
+  setMaxDynamicSharedMemory(fn: Handle, bytes: number): void {
+    this.call('cuFuncSetAttribute', fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+  }
+
+  functionRegisters(fn: Handle): number {
+    return this.out<number>('cuFuncGetAttribute', CU_FUNC_ATTRIBUTE_NUM_REGS, fn);
+  }
+
+  /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */
+  launch(fn: Handle, grid: readonly number[], block: readonly number[], sharedBytes: number, stream: Handle, params: Handle): void {
+    this.call('cuLaunchKernel', fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, stream, params, null);
+  }
+
+  /** A stream that does not synchronize with the legacy default stream (required for graph capture). */
+  createStream(): Handle {
+    return this.out<Handle>('cuStreamCreate', CU_STREAM_NON_BLOCKING);
+  }
+
+  destroyStream(stream: Handle): void {
+    this.call('cuStreamDestroy_v2', stream);
+  }
+
+  synchronizeStream(stream: Handle): void {
+    this.call('cuStreamSynchronize', stream);
+  }
+
+  createEvent(): Handle {
+    return this.out<Handle>('cuEventCreate', 0);
+  }
+
+  destroyEvent(event: Handle): void {
+    this.call('cuEventDestroy_v2', event);
+  }
+
+  recordEvent(event: Handle, stream: Handle): void {
+    this.call('cuEventRecord', event, stream);
+  }
+
+  synchronizeEvent(event: Handle): void {
+    this.call('cuEventSynchronize', event);
+  }
+
+  elapsedMs(start: Handle, end: Handle): number {
+    return this.out<number>('cuEventElapsedTime', start, end);
+  }
+
+  beginCapture(stream: Handle): void {
+    this.call('cuStreamBeginCapture_v2', stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+  }
+
+  endCapture(stream: Handle): Handle {
+    return this.out<Handle>('cuStreamEndCapture', stream);
+  }
+
+  instantiateGraph(graph: Handle): Handle {
+    return this.out<Handle>('cuGraphInstantiateWithFlags', graph, 0);
+  }
+
+  launchGraph(exec: Handle, stream: Handle): void {
+    this.call('cuGraphLaunch', exec, stream);
+  }
+
+  destroyGraphExec(exec: Handle): void {
+    this.call('cuGraphExecDestroy', exec);
+  }
+
+  destroyGraph(graph: Handle): void {
+    this.call('cuGraphDestroy', graph);
+  }
+}

@@ -1,0 +1,95 @@
+// Shared device helpers. NVRTC compiles these kernels with no system headers, so bf16 is handled
+// as raw 16-bit patterns with PTX conversions instead of <cuda_bf16.h>.
+#pragma once
+
+typedef unsigned short bf16;
+
+#define NEG_INF __int_as_float(0xff800000)
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float bf16_to_f32(bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }
+
+// Round to nearest even, as PyTorch's .to(torch.bfloat16).
+__device__ __forceinline__ bf16 f32_to_bf16(float f) {
+  unsigned short r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+  return r;
+}
+
+// Two floats -> one 32-bit word holding bf16(lo) in the low half and bf16(hi) in the high half.
+__device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi) {
+  unsigned int r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+__device__ __forceinline__ float bf16x2_lo(unsigned int w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16x2_hi(unsigned int w) { return __uint_as_float(w & 0xffff0000u); }
+
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+// 2^x; ex2.approx maps -inf to +0, which masked scores rely on.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Eight bf16 values (one 16-byte access) unpacked to / packed from floats.
+__device__ __forceinline__ void unpack8(const uint4 v, float* f) {
+  f[0] = bf16x2_lo(v.x); f[1] = bf16x2_hi(v.x);
+  f[2] = bf16x2_lo(v.y); f[3] = bf16x2_hi(v.y);
+  f[4] = bf16x2_lo(v.z); f[5] = bf16x2_hi(v.z);
+  f[6] = bf16x2_lo(v.w); f[7] = bf16x2_hi(v.w);
+}
+
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  uint4 v;
+  v.x = pack_bf16x2(f[0], f[1]);
+  v.y = pack_bf16x2(f[2], f[3]);
+  v.z = pack_bf16x2(f[4], f[5]);
+  v.w = pack_bf16x2(f[6], f[7]);
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+  return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < warps ? partial[lane] : 0.f;
+  return warp_sum(v);
+}
+
+// 16-byte global -> shared copy that bypasses L1; src_bytes 0 writes zeros (rows past the end).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Slot of key `pos` of a sequence: its block from the block table, then the offset inside it.
+__device__ __forceinline__ long long kv_slot(const int* block_table, int pos, int block_size) {
+  return (long long)block_table[pos / block_size] * block_size + pos % block_size;
+}

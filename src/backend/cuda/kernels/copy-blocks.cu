@@ -1,0 +1,12 @@
+// Copy-on-write of whole KV blocks after a fork. The cache is one allocation of 2 * numLayers pools
+// (K then V per layer) of numBlocks blocks each, so (pool, block) addresses a contiguous block.
+#include "common.cuh"
+
+// grid (numPairs, 2 * numLayers); block_chunks = blockSize * numKvHeads * headDim / 8.
+extern "C" __global__ void copy_blocks_kernel(uint4* __restrict__ pools, const int* __restrict__ src,
+                                              const int* __restrict__ dst, long long pool_chunks, int block_chunks) {
+  uint4* pool = pools + blockIdx.y * pool_chunks;
+  const uint4* from = pool + (long long)src[blockIdx.x] * block_chunks;
+  uint4* to = pool + (long long)dst[blockIdx.x] * block_chunks;
+  for (int c = threadIdx.x; c < block_chunks; c += blockDim.x) to[c] = from[c];
+}

@@ -1,0 +1,21 @@
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+
+/**
+ * Copies block src[i] to dst[i] in each of `numPools` consecutive pools of `poolBytes` starting
+ * at `pools` (K and V of every layer).
+ */
+export function launchCopyBlocks(
+  device: CudaDevice,
+  pools: DevicePtr,
+  numPools: number,
+  poolBytes: number,
+  blockBytes: number,
+  src: DevicePtr,
+  dst: DevicePtr,
+  numPairs: number,
+): void {
+  if (numPairs === 0) return;
+  const kernel = device.kernel('copy-blocks.cu', 'copy_blocks_kernel', 'pppli');
+  device.launch(kernel, [numPairs, numPools], [256], 0, [pools, src, dst, poolBytes / 16, blockBytes / 16]);
+}

@@ -1,0 +1,258 @@
+// Decode attention (one query token per sequence) over the paged KV cache, Flash-Decoding style:
+// the context is cut into partitions handled by different CTAs, each writing a partial softmax
+// (max, sum, unnormalized accumulator) that decode_reduce_kernel merges. With one partition the
+// CTA writes the final output directly.
+//
+// GQA: a CTA owns one KV head and all GROUP query heads that read it, so every K/V byte is
+// loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP.
+#include "common.cuh"
+
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2
+
+#if !defined(HEAD_DIM) || !defined(GROUP)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head>"
+#endif
+
+namespace {
+constexpr int pow2_floor(int x) {
+  int p = 1;
+  while (p * 2 <= x) p *= 2;
+  return p;
+}
+constexpr int min_c(int a, int b) { return a < b ? a : b; }
+constexpr int max_c(int a, int b) { return a > b ? a : b; }
+
+constexpr int D = HEAD_DIM;
+constexpr int D8 = D / 8;       // 16-byte chunks per head row
+constexpr int NT = 128;         // threads per CTA
+constexpr int TK = 32;          // keys per tile: one per lane in the softmax step
+constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consecutive rows on different banks
+constexpr int PAIRS = GROUP * TK;
+// Scores: QK_SPLIT consecutive lanes share one (head, key) dot product when there are fewer pairs than threads.
+constexpr int QK_SPLIT = min_c(pow2_floor(D8), max_c(1, pow2_floor(NT / PAIRS)));
+// Values: an item is (head, 8-dim chunk); KS groups of threads split the keys when items are few.
+constexpr int ITEMS = GROUP * D8;
+constexpr int KS = ITEMS >= NT ? 1 : min_c(TK, pow2_floor(NT / ITEMS));
+constexpr int LANES_PER_KS = NT / KS;
+constexpr int ITEMS_PER_THREAD = (ITEMS + LANES_PER_KS - 1) / LANES_PER_KS;
+static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most 256");
+}  // namespace
+
+// grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes):
+// 2 * 2 * TK * ROW * 2 (K and V tiles, two stages) + (GROUP * D + GROUP * TK + 3 * GROUP) * 4.
+// out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
+extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
+    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
+    const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
+    const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
+    const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
+    int block_size, int num_kv_heads, float scale_log2, int window, int partition_size, int num_partitions) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
+  bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
+  float* s_q = reinterpret_cast<float*>(s_v + 2 * TK * ROW);  // [GROUP][D], pre-scaled by scale * log2(e)
+  float* s_s = s_q + GROUP * D;               // [GROUP][TK] scores, then probabilities
+  float* s_m = s_s + GROUP * TK;              // running max per head (log2 domain)
+  float* s_l = s_m + GROUP;                   // running sum per head
+  float* s_alpha = s_l + GROUP;               // rescale factor of the current tile
+
+  const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
+  const int num_heads = num_kv_heads * GROUP;
+  const int seq = decode_seqs[di];
+  const int token = query_start[seq];
+  const int qpos = positions[token];
+  const int lo = window > 0 ? max(0, qpos - window + 1) : 0;
+  const int hi = min(seq_lens[seq], qpos + 1);
+  // Partitions split the visible keys [lo, hi), so a sliding window needs no more CTAs than its width.
+  const int begin = lo + part * partition_size;
+  const int end = min(hi, begin + partition_size);
+  const long long head0 = (long long)di * num_heads + kvh * GROUP;  // first query head's row in the partials
+
+  if (begin >= end) {  // a shorter sequence of the batch: nothing visible in this partition
+    if (num_partitions > 1) {
+      if (tid < GROUP) {
+        part_ml[((head0 + tid) * num_partitions + part) * 2] = NEG_INF;
+        part_ml[((head0 + tid) * num_partitions + part) * 2 + 1] = 0.f;
+      }
+    } else {
+      for (int i = tid; i < GROUP * D; i += NT) out[(long long)token * num_heads * D + kvh * GROUP * D + i] = 0;
+    }
+    return;
+  }
+
+  const int row_width = (num_heads + 2 * num_kv_heads) * D;
+  const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
+  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * scale_log2;
+  if (tid < GROUP) {
+    s_m[tid] = NEG_INF;
+    s_l[tid] = 0.f;
+  }
+
+  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+  auto load_tile = [&](int stage, int k0) {
+    bf16* dk = s_k + stage * TK * ROW;
+    bf16* dv = s_v + stage * TK * ROW;
+    for (int c = tid; c < TK * D8; c += NT) {
+      const int r = c / D8, ch = c - r * D8;
+      const bool valid = k0 + r < end;
+      const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
+      cp_async16(dk + r * ROW + ch * 8, k_pool + src, valid ? 16 : 0);
+      cp_async16(dv + r * ROW + ch * 8, v_pool + src, valid ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+
+  const int ks = tid / LANES_PER_KS, item_lane = tid - ks * LANES_PER_KS;
+  float acc[ITEMS_PER_THREAD][8];
+#pragma unroll
+  for (int j = 0; j < ITEMS_PER_THREAD; j++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[j][i] = 0.f;
+
+  const int num_tiles = (end - begin + TK - 1) / TK;
+  load_tile(0, begin);
+  for (int t = 0; t < num_tiles; t++) {
+    const int k0 = begin + t * TK;
+    if (t + 1 < num_tiles) {
+      load_tile((t + 1) & 1, k0 + TK);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* tk = s_k + (t & 1) * TK * ROW;
+    const bf16* tv = s_v + (t & 1) * TK * ROW;
+
+    // Scores. The trip count is uniform across the block so the shuffles see full warps.
+    for (int base = 0; base < PAIRS * QK_SPLIT; base += NT) {
+      const int item = base + tid;
+      const int pair = item / QK_SPLIT, sub = item % QK_SPLIT;
+      const bool ok = pair < PAIRS;
+      const int h = ok ? pair / TK : 0, key = pair % TK;
+      float dot = 0.f;
+      if (ok) {
+        for (int c = sub; c < D8; c += QK_SPLIT) {
+          float kf[8];
+          unpack8(*reinterpret_cast<const uint4*>(tk + key * ROW + c * 8), kf);
+          const float* qh = s_q + h * D + c * 8;
+#pragma unroll
+          for (int i = 0; i < 8; i++) dot += qh[i] * kf[i];
+        }
+      }
+#pragma unroll
+      for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+      if (ok && sub == 0) s_s[h * TK + key] = k0 + key < end ? dot : NEG_INF;
+    }
+    __syncthreads();
+
+    // Online softmax, one warp per head. The tile's first key is always visible, so the max is finite.
+    const int warp = tid >> 5, lane = tid & 31;
+    for (int h = warp; h < GROUP; h += NT / 32) {
+      const float s = s_s[h * TK + lane];
+      const float m_old = s_m[h];
+      const float m_new = fmaxf(m_old, warp_max(s));
+      const float p = fast_exp2(s - m_new);
+      const float sum = warp_sum(p);
+      s_s[h * TK + lane] = p;
+      if (lane == 0) {
+        const float alpha = fast_exp2(m_old - m_new);
+        s_alpha[h] = alpha;
+        s_l[h] = s_l[h] * alpha + sum;
+        s_m[h] = m_new;
+      }
+    }
+    __syncthreads();
+
+    // acc = acc * alpha + P V over this thread's share of the keys.
+#pragma unroll
+    for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+      const int item = item_lane + j * LANES_PER_KS;
+      if (item < ITEMS) {
+        const int h = item / D8, c = item - h * D8;
+        const float alpha = s_alpha[h];
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[j][i] *= alpha;
+        for (int key = ks; key < TK; key += KS) {
+          const float p = s_s[h * TK + key];
+          float vf[8];
+          unpack8(*reinterpret_cast<const uint4*>(tv + key * ROW + c * 8), vf);
+#pragma unroll
+          for (int i = 0; i < 8; i++) acc[j][i] += p * vf[i];
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  if (KS > 1) {
+    // Merge the key splits. The K tiles are free: every copy completed and the loop ended on a barrier.
+    float* s_red = reinterpret_cast<float*>(smem);  // [KS][ITEMS][8]
+    if (item_lane < ITEMS)
+#pragma unroll
+      for (int i = 0; i < 8; i++) s_red[(ks * ITEMS + item_lane) * 8 + i] = acc[0][i];
+    __syncthreads();
+    if (ks == 0 && item_lane < ITEMS)
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        float v = 0.f;
+        for (int k = 0; k < KS; k++) v += s_red[(k * ITEMS + item_lane) * 8 + i];
+        acc[0][i] = v;
+      }
+  }
+  if (ks != 0) return;
+
+#pragma unroll
+  for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+    const int item = item_lane + j * LANES_PER_KS;
+    if (item >= ITEMS) continue;
+    const int h = item / D8, c = item - h * D8;
+    if (num_partitions == 1) {
+      const float inv = 1.f / s_l[h];
+      float o[8];
+#pragma unroll
+      for (int i = 0; i < 8; i++) o[i] = acc[j][i] * inv;
+      *reinterpret_cast<uint4*>(out + (long long)token * num_heads * D + (kvh * GROUP + h) * D + c * 8) = pack8(o);
+    } else {
+      const long long row = (head0 + h) * num_partitions + part;
+      float4* dst = reinterpret_cast<float4*>(part_acc + row * D + c * 8);
+      dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+      if (c == 0) {
+        part_ml[row * 2] = s_m[h];
+        part_ml[row * 2 + 1] = s_l[h];
+      }
+    }
+  }
+}
+
+// Merges the partitions of each (decode sequence, query head): grid (numHeads, numDecodeSeqs).
+// Empty partitions carry l = 0 and are skipped, so their accumulators are never read.
+extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
+                                                const float* __restrict__ part_ml,
+                                                const int* __restrict__ decode_seqs,
+                                                const int* __restrict__ query_start, int num_heads,
+                                                int num_partitions) {
+  const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
+  float m = NEG_INF;
+  for (int p = 0; p < num_partitions; p++)
+    if (part_ml[(row0 + p) * 2 + 1] > 0.f) m = fmaxf(m, part_ml[(row0 + p) * 2]);
+  float l = 0.f;
+  for (int p = 0; p < num_partitions; p++) {
+    const float lp = part_ml[(row0 + p) * 2 + 1];
+    if (lp > 0.f) l += fast_exp2(part_ml[(row0 + p) * 2] - m) * lp;
+  }
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  const int token = query_start[decode_seqs[blockIdx.y]];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.f;
+    for (int p = 0; p < num_partitions; p++) {
+      const float lp = part_ml[(row0 + p) * 2 + 1];
+      if (lp > 0.f) o += fast_exp2(part_ml[(row0 + p) * 2] - m) * part_acc[(row0 + p) * D + d];
+    }
+    out[(long long)token * num_heads * D + (long long)blockIdx.x * D + d] = f32_to_bf16(o * inv);
+  }
+}

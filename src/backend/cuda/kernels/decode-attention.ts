@@ -1,0 +1,76 @@
+import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+import { type PagedAttentionArgs, scaleLog2 } from './paged-attention-args.ts';
+
+const THREADS = 128;
+
+/** Dynamic shared memory of decode_attention_kernel (see the kernel's layout comment). */
+export function decodeSharedBytes(headDim: number, group: number): number {
+  const row = headDim + 8;
+  return 2 * 2 * DECODE_TILE_KEYS * row * 2 + (group * headDim + group * DECODE_TILE_KEYS + 3 * group) * 4;
+}
+
+/** Bytes of f32 workspace the partial results of a split decode need. */
+export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPartitions: number, headDim: number): number {
+  return numDecode * numHeads * numPartitions * (headDim + 2) * 4;
+}
+
+export interface DecodeAttentionArgs extends PagedAttentionArgs {
+  /** [numDecode] sequence indices with one query token. */
+  decodeSeqs: DevicePtr;
+  numDecode: number;
+  maxDecodeSeqLen: number;
+  /** Allocates the split-KV workspace (called only when the context is split). */
+  workspace: (bytes: number) => DevicePtr;
+}
+
+/** Split-KV decode attention for every single-token sequence, plus the merge when split. */
+export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
+  if (a.numDecode === 0) return;
+  const { numHeads, numKvHeads, headDim, slidingWindow } = a.shape;
+  const group = numHeads / numKvHeads;
+  const visible = slidingWindow === null ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, slidingWindow);
+  const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
+  let partAcc = 0;
+  let partMl = 0;
+  if (numPartitions > 1) {
+    const accBytes = a.numDecode * numHeads * numPartitions * headDim * 4;
+    partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
+    partMl = partAcc + accBytes;
+  }
+  const defines = { HEAD_DIM: headDim, GROUP: group };
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiifiii', defines);
+  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
+    a.out,
+    partAcc,
+    partMl,
+    a.qkv,
+    a.kPool,
+    a.vPool,
+    a.decodeSeqs,
+    a.queryStartLoc,
+    a.positions,
+    a.seqLens,
+    a.blockTables,
+    a.maxBlocksPerSeq,
+    a.blockSize,
+    numKvHeads,
+    scaleLog2(a.shape),
+    slidingWindow ?? 0,
+    partitionSize,
+    numPartitions,
+  ]);
+  if (numPartitions > 1) {
+    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
+    device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
+      a.out,
+      partAcc,
+      partMl,
+      a.decodeSeqs,
+      a.queryStartLoc,
+      numHeads,
+      numPartitions,
+    ]);
+  }
+}

@@ -1,0 +1,78 @@
+// RMSNorm variants. Sums of squares accumulate in f32; each output is rounded to bf16 once.
+#include "common.cuh"
+
+// out = x * rsqrt(mean(x^2) + eps) * w, one block per row of cols8 * 8 values.
+extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4* __restrict__ x,
+                                           const uint4* __restrict__ w, int cols8, float eps) {
+  const long long base = (long long)blockIdx.x * cols8;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
+    float v[8];
+    unpack8(x[base + c], v);
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += v[i] * v[i];
+  }
+  const float inv = rsqrtf(block_sum(ss) / (cols8 * 8) + eps);
+  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
+    float v[8], g[8];
+    unpack8(x[base + c], v);
+    unpack8(w[c], g);
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = v[i] * inv * g[i];
+    out[base + c] = pack8(v);
+  }
+}
+
+// residual = bf16(residual + x) in place, then out = rmsNorm(residual) * w. The norm reads the
+// rounded residual, as the next layer will.
+extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* __restrict__ residual,
+                                               const uint4* __restrict__ x, const uint4* __restrict__ w,
+                                               int cols8, float eps) {
+  const long long base = (long long)blockIdx.x * cols8;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
+    float r[8], v[8];
+    unpack8(residual[base + c], r);
+    unpack8(x[base + c], v);
+#pragma unroll
+    for (int i = 0; i < 8; i++) r[i] += v[i];
+    const uint4 rounded = pack8(r);
+    residual[base + c] = rounded;
+    unpack8(rounded, r);
+#pragma unroll
+    for (int i = 0; i < 8; i++) ss += r[i] * r[i];
+  }
+  const float inv = rsqrtf(block_sum(ss) / (cols8 * 8) + eps);
+  // Each thread re-reads only the chunks it wrote above, so no barrier is needed.
+  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
+    float r[8], g[8];
+    unpack8(residual[base + c], r);
+    unpack8(w[c], g);
+#pragma unroll
+    for (int i = 0; i < 8; i++) r[i] = r[i] * inv * g[i];
+    out[base + c] = pack8(r);
+  }
+}
+
+// In place per-head RMSNorm of the query heads (q_w) and key heads (k_w) of packed qkv rows.
+// One block per token; each warp normalizes whole heads, two values per lane per step.
+extern "C" __global__ void head_rms_norm_kernel(unsigned int* __restrict__ qkv, const unsigned int* __restrict__ q_w,
+                                                const unsigned int* __restrict__ k_w, int num_heads,
+                                                int num_kv_heads, int head_dim, int row_width, float eps) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int words = head_dim / 2;
+  for (int h = warp; h < num_heads + num_kv_heads; h += warps) {
+    unsigned int* head = qkv + ((long long)blockIdx.x * row_width + (long long)h * head_dim) / 2;
+    const unsigned int* w = h < num_heads ? q_w : k_w;
+    float ss = 0.f;
+    for (int i = lane; i < words; i += 32) {
+      const unsigned int v = head[i];
+      ss += bf16x2_lo(v) * bf16x2_lo(v) + bf16x2_hi(v) * bf16x2_hi(v);
+    }
+    const float inv = rsqrtf(warp_sum(ss) / head_dim + eps);
+    for (int i = lane; i < words; i += 32) {
+      const unsigned int v = head[i], g = w[i];
+      head[i] = pack_bf16x2(bf16x2_lo(v) * inv * bf16x2_lo(g), bf16x2_hi(v) * inv * bf16x2_hi(g));
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+
+/** Threads per row: one 16-byte chunk each up to 1024 threads, at least one warp. */
+function threadsForRow(cols: number): number {
+  return Math.min(1024, Math.max(32, Math.ceil(cols / 8 / 32) * 32));
+}
+
+/** out [rows, cols] = rmsNorm(x) * w; cols a multiple of 8. */
+export function launchRmsNorm(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: DevicePtr, rows: number, cols: number, eps: number): void {
+  if (rows === 0) return;
+  const kernel = device.kernel('norm.cu', 'rms_norm_kernel', 'pppif');
+  device.launch(kernel, [rows], [threadsForRow(cols)], 0, [out, x, w, cols / 8, eps]);
+}
+
+/** residual += x in place (rounded to bf16), out = rmsNorm(residual) * w. */
+export function launchAddRmsNorm(
+  device: CudaDevice,
+  out: DevicePtr,
+  residual: DevicePtr,
+  x: DevicePtr,
+  w: DevicePtr,
+  rows: number,
+  cols: number,
+  eps: number,
+): void {
+  if (rows === 0) return;
+  const kernel = device.kernel('norm.cu', 'add_rms_norm_kernel', 'ppppif');
+  device.launch(kernel, [rows], [threadsForRow(cols)], 0, [out, residual, x, w, cols / 8, eps]);
+}
+
+/** In place per-head RMSNorm of the query heads (qWeight) and key heads (kWeight) of packed qkv rows. */
+export function launchHeadRmsNorm(
+  device: CudaDevice,
+  qkv: DevicePtr,
+  qWeight: DevicePtr,
+  kWeight: DevicePtr,
+  rows: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  eps: number,
+): void {
+  if (rows === 0) return;
+  const kernel = device.kernel('norm.cu', 'head_rms_norm_kernel', 'pppiiiif');
+  const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
+  device.launch(kernel, [rows], [128], 0, [qkv, qWeight, kWeight, numHeads, numKvHeads, headDim, rowWidth, eps]);
+}

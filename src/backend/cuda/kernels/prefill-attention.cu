@@ -1,0 +1,203 @@
+// Prefill attention, FlashAttention-2 style on bf16 tensor cores (mma.sync m16n8k16): a CTA takes
+// 64 query tokens of one sequence for one query head (each of its 4 warps 16 rows), streams the
+// sequence's keys and values from the paged cache in tiles (double-buffered with cp.async), and
+// keeps a running max and sum per row (online softmax) so scores never reach global memory.
+// Keys come from the cache for the whole context, the current chunk included (ropeAndCacheWrite
+// ran first), so chunked prefill and prefix-cache hits need nothing special.
+//
+// Specialized by HEAD_DIM (a multiple of 8 up to 256; dims that are not a multiple of 16 are
+// zero-padded in shared memory to the mma's k-step).
+#include "common.cuh"
+#include "mma.cuh"
+
+// nvcc-check: -DHEAD_DIM=64
+// nvcc-check: -DHEAD_DIM=72
+// nvcc-check: -DHEAD_DIM=96
+// nvcc-check: -DHEAD_DIM=128
+// nvcc-check: -DHEAD_DIM=256
+
+#ifndef HEAD_DIM
+#error "compile with -DHEAD_DIM=<head dim>"
+#endif
+
+namespace {
+constexpr int D = HEAD_DIM;
+constexpr int DP = (D + 15) / 16 * 16;  // padded to the mma k-step
+constexpr int DCH = D / 8;              // 16-byte chunks of real data per row
+constexpr int BM = 64;                  // query rows per CTA
+constexpr int BN = D <= 128 ? 64 : 32;  // keys per tile (smaller for large heads to bound registers)
+constexpr int NT = 128;
+constexpr int ROW = DP + 8;             // smem row in bf16; the 16-byte pad keeps ldmatrix conflict-free
+static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most 256");
+}  // namespace
+
+// grid (numHeads, numTiles), block NT. tiles [numTiles, 2] = (sequence, first query row in it).
+// Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q tile, K and V tiles in two stages).
+// Query rows of a tile are assumed to have increasing positions (true of any chunk).
+extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
+    bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool,
+    const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
+    const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
+    int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float scale_log2, int window) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
+  bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
+  bf16* s_v = s_k + 2 * BN * ROW;             // [2][BN][ROW]
+
+  const int head = blockIdx.x;
+  const int seq = tiles[2 * blockIdx.y], q0 = tiles[2 * blockIdx.y + 1];
+  const int qstart = query_start[seq];
+  const int rows = min(BM, query_start[seq + 1] - qstart - q0);
+  const int kvh = head / (num_heads / num_kv_heads);
+  const int row_width = (num_heads + 2 * num_kv_heads) * D;
+  const int first_pos = positions[qstart + q0];
+  const int k_end = min(seq_lens[seq], positions[qstart + q0 + rows - 1] + 1);
+  const int k_begin = (window > 0 ? max(0, first_pos - window + 1) : 0) / BN * BN;
+  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+
+  if (DP != D) {  // zero the pad columns of every row (Q, then both K and V stages) once
+    for (int r = tid; r < BM + 4 * BN; r += NT) *reinterpret_cast<uint4*>(s_q + r * ROW + D) = make_uint4(0, 0, 0, 0);
+  }
+  for (int c = tid; c < BM * DCH; c += NT) {
+    const int r = c / DCH, ch = c - r * DCH;
+    const bool valid = r < rows;
+    const long long src = valid ? (long long)(qstart + q0 + r) * row_width + head * D + ch * 8 : 0;
+    cp_async16(s_q + r * ROW + ch * 8, qkv + src, valid ? 16 : 0);
+  }
+  auto load_kv = [&](int stage, int k0) {
+    bf16* dk = s_k + stage * BN * ROW;
+    bf16* dv = s_v + stage * BN * ROW;
+    for (int c = tid; c < BN * DCH; c += NT) {
+      const int r = c / DCH, ch = c - r * DCH;
+      const bool valid = k0 + r < k_end;
+      const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
+      cp_async16(dk + r * ROW + ch * 8, k_pool + src, valid ? 16 : 0);
+      cp_async16(dv + r * ROW + ch * 8, v_pool + src, valid ? 16 : 0);
+    }
+    cp_async_commit();
+  };
+
+  // This thread's two rows of the warp's 16 (mma accumulator layout: row g and g + 8).
+  const int g = lane >> 2, t4 = lane & 3;
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  const int qp0 = r0 < rows ? positions[qstart + q0 + r0] : -1;  // -1: padding row, every key masked
+  const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
+  const int lo0 = window > 0 ? qp0 - window + 1 : 0;
+  const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
+
+  const int num_tiles = (k_end - k_begin + BN - 1) / BN;
+  load_kv(0, k_begin);  // committed together with the Q tile
+  for (int it = 0; it < num_tiles; it++) {
+    const int k0 = k_begin + it * BN;
+    if (it + 1 < num_tiles) {
+      load_kv((it + 1) & 1, k0 + BN);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bf16* tk = s_k + (it & 1) * BN * ROW;
+    const bf16* tv = s_v + (it & 1) * BN * ROW;
+
+    // S = Q Kᵀ for the warp's 16 rows and BN keys.
+    float s[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+      unsigned int a[4];
+      ldmatrix_x4(a, s_q + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+      for (int nn = 0; nn < BN / 16; nn++) {
+        unsigned int b[4];
+        ldmatrix_x4(b, tk + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
+        mma_bf16_16816(s[2 * nn], a, b[0], b[1]);
+        mma_bf16_16816(s[2 * nn + 1], a, b[2], b[3]);
+      }
+    }
+
+    // Causal and sliding-window mask, then the online softmax update (log2 domain).
+    float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int key = k0 + n * 8 + t4 * 2 + e;
+        s[n][e] = key <= qp0 && key >= lo0 ? s[n][e] * scale_log2 : NEG_INF;
+        s[n][2 + e] = key <= qp1 && key >= lo1 ? s[n][2 + e] * scale_log2 : NEG_INF;
+        mx0 = fmaxf(mx0, s[n][e]);
+        mx1 = fmaxf(mx1, s[n][2 + e]);
+      }
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // A row with no visible key yet keeps max -inf; exponentiate against 0 so nothing becomes NaN.
+    const float ref0 = mn0 == NEG_INF ? 0.f : mn0, ref1 = mn1 == NEG_INF ? 0.f : mn1;
+    const float alpha0 = fast_exp2(m0 - ref0), alpha1 = fast_exp2(m1 - ref1);
+    m0 = mn0;
+    m1 = mn1;
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) {
+      s[n][0] = fast_exp2(s[n][0] - ref0);
+      s[n][1] = fast_exp2(s[n][1] - ref0);
+      s[n][2] = fast_exp2(s[n][2] - ref1);
+      s[n][3] = fast_exp2(s[n][3] - ref1);
+      sum0 += s[n][0] + s[n][1];
+      sum1 += s[n][2] + s[n][3];
+    }
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+#pragma unroll
+    for (int n = 0; n < DP / 8; n++) {
+      o[n][0] *= alpha0;
+      o[n][1] *= alpha0;
+      o[n][2] *= alpha1;
+      o[n][3] *= alpha1;
+    }
+
+    // O += P V: the score accumulators of two adjacent key groups form one A fragment.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      unsigned int a[4];
+      a[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int dd = 0; dd < DP / 16; dd++) {
+        unsigned int b[4];
+        ldmatrix_x4_trans(b, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
+        mma_bf16_16816(o[2 * dd], a, b[0], b[1]);
+        mma_bf16_16816(o[2 * dd + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  const long long out_row = (long long)num_heads * D;
+  bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * D;
+  bf16* out1 = out0 + 8 * out_row;
+#pragma unroll
+  for (int n = 0; n < DP / 8; n++) {
+    const int col = n * 8 + t4 * 2;
+    if (col >= D) continue;
+    if (r0 < rows) *reinterpret_cast<unsigned int*>(out0 + col) = pack_bf16x2(o[n][0] * inv0, o[n][1] * inv0);
+    if (r1 < rows) *reinterpret_cast<unsigned int*>(out1 + col) = pack_bf16x2(o[n][2] * inv1, o[n][3] * inv1);
+  }
+}

@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { HostTensor, Tensor } from '../backend.ts';
+import { CpuBackend } from '../cpu/cpu-backend.ts';
+import { CpuKvCache } from '../cpu/cpu-tensor.ts';
+import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
+import { CudaBackend } from './cuda-backend.ts';
+import { CudaKvCache } from './cuda-tensor.ts';
+import {
+  BlockAssignment,
+  bf16Tensor,
+  bf16Bits,
+  bf16Value,
+  buildBatch,
+  randInt,
+  randomBf16Values,
+  relativeError,
+  ropeTables,
+  seededRng,
+  testSeed,
+} from './gpu-test-support.ts';
+
+// Every elementwise, norm and GEMM op of the CUDA backend against the CPU backend on random shapes.
+// Inputs are bf16-representable, so both start from the same values; bf16 outputs get 1e-2.
+
+const rng = seededRng(testSeed('cuda ops'));
+const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024 });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+
+interface Pair {
+  cpu: Tensor;
+  gpu: Tensor;
+}
+
+function load(t: HostTensor): Pair {
+  return { cpu: cpu.loadWeight(t), gpu: gpu.loadWeight(t) };
+}
+
+function randomWeight(shape: number[], scale = 1): Pair {
+  return load(bf16Tensor(shape, randomBf16Values(rng, shape.reduce((a, b) => a * b, 1), scale)));
+}
+
+/**
+ * Random [rows, cols] activations. Any tensor is a valid op input, so a loaded one serves (and
+ * stays valid across the arena resets of beginStep).
+ */
+function activation(rows: number, cols: number, scale = 1): Pair {
+  return randomWeight([rows, cols], scale);
+}
+
+function assertClose(what: string, pair: Pair, tolerance = TOLERANCE): void {
+  const err = relativeError(gpu.toHost(pair.gpu), cpu.toHost(pair.cpu));
+  assert.ok(err < tolerance, `${what}: relative error ${err}`);
+}
+
+test('the KV budget leaves the activation reserve and headroom free', () => {
+  const { total } = gpu.device.memInfo();
+  const budget = gpu.kvCacheBudgetBytes({ ...DEFAULT_ENGINE_CONFIG, model: '', gpuMemoryUtilization: 0.5 });
+  assert.ok(budget > 0 && budget < 0.5 * total, `budget ${budget} of ${total}`);
+});
+
+test('loadWeight keeps bf16 exactly and rounds f32 and f16 to nearest-even bf16', () => {
+  const n = randInt(rng, 1, 5000);
+  const values = randomBf16Values(rng, n, 4);
+  assert.deepEqual(gpu.toHost(gpu.loadWeight(bf16Tensor([n], values))), values);
+
+  const raw = Float32Array.from({ length: n }, () => (rng() * 2 - 1) * 100);
+  const rounded = raw.map((v) => bf16Value(bf16Bits(v)));
+  const f32: HostTensor = { dtype: 'f32', shape: [n], data: new Uint8Array(raw.buffer) };
+  assert.deepEqual(gpu.toHost(gpu.loadWeight(f32)), rounded);
+
+  // Multiples of 1/256 below 8 are exact in f16 but need rounding to bf16.
+  const halves = Float32Array.from({ length: n }, () => randInt(rng, -2047, 2047) / 256);
+  const f16 = new Uint8Array(n * 2);
+  halves.forEach((v, i) => new DataView(f16.buffer).setUint16(i * 2, f16Bits(v), true));
+  assert.deepEqual(gpu.toHost(gpu.loadWeight({ dtype: 'f16', shape: [n], data: f16 })), halves.map((v) => bf16Value(bf16Bits(v))));
+});
+
+test('embedding and gatherLogitsRows copy rows exactly', () => {
+  for (let trial = 0; trial < 5; trial++) {
+    const vocab = randInt(rng, 10, 3000);
+    const hidden = 8 * randInt(rng, 1, 300);
+    const table = randomWeight([vocab, hidden]);
+    const specs = Array.from({ length: randInt(rng, 1, 6) }, () => ({ cached: 0, query: randInt(rng, 1, 40) }));
+    const batch = buildBatch(specs, new BlockAssignment(rng, 64, specs.length), 16);
+    batch.tokenIds = Int32Array.from({ length: batch.numTokens }, () => randInt(rng, 0, vocab - 1));
+    const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
+    const x = { cpu: cpu.embedding(table.cpu, steps[0]), gpu: gpu.embedding(table.gpu, steps[1]) };
+    assert.deepEqual(gpu.toHost(x.gpu), cpu.toHost(x.cpu), `embedding ${vocab}x${hidden}`);
+    const rows = { cpu: cpu.gatherLogitsRows(x.cpu, steps[0]), gpu: gpu.gatherLogitsRows(x.gpu, steps[1]) };
+    assert.deepEqual(gpu.toHost(rows.gpu), cpu.toHost(rows.cpu), 'logits rows');
+  }
+});
+
+test('rmsNorm and addRmsNorm (output and in-place residual)', () => {
+  for (let trial = 0; trial < 6; trial++) {
+    const rows = randInt(rng, 1, 70);
+    const cols = 8 * randInt(rng, 1, 1100);
+    const eps = 1e-6;
+    const x = activation(rows, cols, 3);
+    const residual = activation(rows, cols, 3);
+    const w = randomWeight([cols], 2);
+    assertClose(`rmsNorm ${rows}x${cols}`, { cpu: cpu.rmsNorm(x.cpu, w.cpu, eps), gpu: gpu.rmsNorm(x.gpu, w.gpu, eps) });
+    const out = { cpu: cpu.addRmsNorm(x.cpu, residual.cpu, w.cpu, eps), gpu: gpu.addRmsNorm(x.gpu, residual.gpu, w.gpu, eps) };
+    assertClose(`addRmsNorm out ${rows}x${cols}`, out);
+    assertClose(`addRmsNorm residual ${rows}x${cols}`, residual);
+  }
+});
+
+test('linear with and without bias over odd and GEMV shapes', () => {
+  const shapes = [
+    [1, 64, 128],
+    [1, 4096, 1024],
+    [3, 576, 1000],
+    [37, 2048, 3072],
+    [130, 128, 24],
+  ];
+  for (const [m, k, n] of shapes) {
+    const x = activation(m, k);
+    const w = randomWeight([n, k], 1 / Math.sqrt(k));
+    assertClose(`linear ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, null), gpu: gpu.linear(x.gpu, w.gpu, null) });
+    const b = randomWeight([n]);
+    assertClose(`linear+bias ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, b.cpu), gpu: gpu.linear(x.gpu, w.gpu, b.gpu) });
+  }
+});
+
+test('qkNorm normalizes query and key heads in place and leaves values alone', () => {
+  for (const headDim of [64, 96, 128]) {
+    const numKvHeads = randInt(rng, 1, 4);
+    const numHeads = numKvHeads * randInt(rng, 1, 4);
+    const rows = randInt(rng, 1, 50);
+    const x = activation(rows, (numHeads + 2 * numKvHeads) * headDim, 2);
+    const qw = randomWeight([headDim], 2);
+    const kw = randomWeight([headDim], 2);
+    const shape = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: null };
+    cpu.qkNorm(x.cpu, qw.cpu, kw.cpu, shape, 1e-6);
+    gpu.qkNorm(x.gpu, qw.gpu, kw.gpu, shape, 1e-6);
+    assertClose(`qkNorm d${headDim} h${numHeads}/${numKvHeads}`, x);
+  }
+});
+
+test('siluMul', () => {
+  for (let trial = 0; trial < 4; trial++) {
+    const rows = randInt(rng, 1, 40);
+    const n = 8 * randInt(rng, 1, 1500);
+    const x = activation(rows, 2 * n, 6);
+    assertClose(`siluMul ${rows}x${n}`, { cpu: cpu.siluMul(x.cpu), gpu: gpu.siluMul(x.gpu) });
+  }
+});
+
+test('copyBlocks copies whole blocks of every layer, keys and values', () => {
+  const spec = { numLayers: 3, numBlocks: 24, blockSize: 16, numKvHeads: 2, headDim: 64 };
+  const caches = { cpu: cpu.createKvCache(spec), gpu: gpu.createKvCache(spec) };
+  const shape = { numHeads: 4, numKvHeads: 2, headDim: 64, scale: 0.125, slidingWindow: null };
+  const rope = { cpu: cpu.uploadRopeTable(ropeTables(256, 64)), gpu: gpu.uploadRopeTable(ropeTables(256, 64)) };
+  const blocks = new BlockAssignment(rng, spec.numBlocks, 1);
+  const batch = buildBatch([{ cached: 0, query: 70 }], blocks, spec.blockSize);
+  const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
+  const table = randomWeight([70, 8 * 64]);
+  for (let layer = 0; layer < spec.numLayers; layer++) {
+    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0]), rope.cpu, caches.cpu, layer, steps[0], shape);
+    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1]), rope.gpu, caches.gpu, layer, steps[1], shape);
+  }
+  const used = blocks.tables[0];
+  const unused = Array.from({ length: spec.numBlocks }, (_, i) => i).filter((b) => !used.includes(b));
+  const src = Int32Array.from(used.slice(0, 3));
+  const dst = Int32Array.from(unused.slice(0, 3));
+  cpu.copyBlocks(caches.cpu, src, dst);
+  gpu.copyBlocks(caches.gpu, src, dst);
+
+  const kvGpu = caches.gpu as CudaKvCache;
+  const kvCpu = caches.cpu as CpuKvCache;
+  const width = spec.blockSize * spec.numKvHeads * spec.headDim;
+  for (let layer = 0; layer < spec.numLayers; layer++) {
+    for (const [pool, cpuPool] of [
+      [kvGpu.keys(layer), kvCpu.keys[layer]],
+      [kvGpu.values(layer), kvCpu.values[layer]],
+    ] as const) {
+      for (let i = 0; i < src.length; i++) {
+        const copied = readBf16Block(pool + dst[i] * kvGpu.blockBytes, width);
+        assert.deepEqual(copied, readBf16Block(pool + src[i] * kvGpu.blockBytes, width), `layer ${layer} block ${src[i]} -> ${dst[i]}`);
+        const err = relativeError(copied, cpuPool.subarray(dst[i] * width, (dst[i] + 1) * width));
+        assert.ok(err < TOLERANCE, `layer ${layer} block ${dst[i]} vs CPU: ${err}`);
+      }
+    }
+  }
+});
+
+function readBf16Block(ptr: number, n: number): Float32Array {
+  const bits = new Uint16Array(n);
+  gpu.device.download(bits, ptr);
+  return Float32Array.from(bits, (b) => bf16Value(b));
+}
+
+function f16Bits(x: number): number {
+  if (x === 0) return 0;
+  const sign = x < 0 ? 0x8000 : 0;
+  const a = Math.abs(x);
+  let e = Math.floor(Math.log2(a));
+  if (e < -14) e = -14;
+  const mantissa = a / 2 ** e;
+  if (mantissa < 1) return sign | Math.round(a / 2 ** -24);
+  return sign | ((e + 15) << 10) | Math.round((mantissa - 1) * 1024);
+}
+

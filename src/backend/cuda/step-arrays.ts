@@ -1,0 +1,36 @@
+import type { BatchDescription } from '../../engine/batch.ts';
+import type { AttentionPlan } from './attention-plan.ts';
+import type { StepDeviceArrays } from './cuda-tensor.ts';
+
+/** Each array starts on a 64-byte boundary inside the packed upload. */
+const ALIGN_INTS = 16;
+
+/**
+ * Concatenates a step's index arrays into one Int32Array so beginStep uploads them with a single
+ * copy. `offsets` are element offsets of each array inside `data`.
+ */
+export function packStepArrays(
+  batch: BatchDescription,
+  plan: AttentionPlan,
+): { data: Int32Array; offsets: Record<keyof StepDeviceArrays, number> } {
+  const parts: [keyof StepDeviceArrays, Int32Array][] = [
+    ['tokenIds', batch.tokenIds],
+    ['positions', batch.positions],
+    ['slotMapping', batch.slotMapping],
+    ['queryStartLoc', batch.queryStartLoc],
+    ['seqLens', batch.seqLens],
+    ['blockTables', batch.blockTables],
+    ['logitsIndices', batch.logitsIndices],
+    ['decodeSeqs', plan.decodeSeqs],
+    ['prefillTiles', plan.prefillTiles],
+  ];
+  const offsets = {} as Record<keyof StepDeviceArrays, number>;
+  let total = 0;
+  for (const [name, array] of parts) {
+    offsets[name] = total;
+    total += Math.ceil(Math.max(array.length, 1) / ALIGN_INTS) * ALIGN_INTS;
+  }
+  const data = new Int32Array(total);
+  for (const [name, array] of parts) data.set(array, offsets[name]);
+  return { data, offsets };
+}
