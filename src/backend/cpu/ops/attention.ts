@@ -24,10 +24,10 @@ export function pagedAttention(
   const kvWidth = numKvHeads * headDim;
   const headsPerKvHead = numHeads / numKvHeads;
   // Scratch reused by every (token, head): one allocation per call, none per element.
+  // `weights` holds scores, then their exponentials.
   const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
   const keyRowAt = new Int32Array(longest);
   const weights = new Float64Array(longest);
-  const acc = new Float64Array(headDim);
   const { keys, values } = pools;
 
   for (let s = 0; s < batch.numSeqs; s++) {
@@ -48,30 +48,80 @@ export function pagedAttention(
       for (let h = 0; h < numHeads; h++) {
         const qAt = t * rowWidth + h * headDim;
         const kvHeadAt = Math.floor(h / headsPerKvHead) * headDim;
+        scoreKeys(qkv, qAt, keys, keyRowAt, kvHeadAt, count, headDim, scale, weights);
         let max = -Infinity;
-        for (let j = 0; j < count; j++) {
-          const kAt = keyRowAt[j] + kvHeadAt;
-          let dot = 0;
-          for (let d = 0; d < headDim; d++) dot += qkv[qAt + d] * keys[kAt + d];
-          const score = dot * scale;
-          weights[j] = score;
-          if (score > max) max = score;
-        }
+        for (let j = 0; j < count; j++) if (weights[j] > max) max = weights[j];
         let sum = 0;
         for (let j = 0; j < count; j++) {
           const e = Math.exp(weights[j] - max);
           weights[j] = e;
           sum += e;
         }
-        acc.fill(0);
-        for (let j = 0; j < count; j++) {
-          const vAt = keyRowAt[j] + kvHeadAt;
-          const p = weights[j];
-          for (let d = 0; d < headDim; d++) acc[d] += p * values[vAt + d];
-        }
-        const outAt = (t * numHeads + h) * headDim;
-        for (let d = 0; d < headDim; d++) out[outAt + d] = acc[d] / sum;
+        sumValues(values, keyRowAt, kvHeadAt, count, headDim, weights, sum, out, (t * numHeads + h) * headDim);
       }
     }
+  }
+}
+
+// scores[j] = scale * dot(q, key j), four keys per pass so each query value is loaded once for four products.
+function scoreKeys(
+  qkv: Float32Array,
+  qAt: number,
+  keys: Float32Array,
+  keyRowAt: Int32Array,
+  kvHeadAt: number,
+  count: number,
+  headDim: number,
+  scale: number,
+  scores: Float64Array,
+): void {
+  let j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const k0 = keyRowAt[j] + kvHeadAt;
+    const k1 = keyRowAt[j + 1] + kvHeadAt;
+    const k2 = keyRowAt[j + 2] + kvHeadAt;
+    const k3 = keyRowAt[j + 3] + kvHeadAt;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let d = 0; d < headDim; d++) {
+      const q = qkv[qAt + d];
+      s0 += q * keys[k0 + d]; s1 += q * keys[k1 + d]; s2 += q * keys[k2 + d]; s3 += q * keys[k3 + d];
+    }
+    scores[j] = s0 * scale; scores[j + 1] = s1 * scale; scores[j + 2] = s2 * scale; scores[j + 3] = s3 * scale;
+  }
+  for (; j < count; j++) {
+    const k0 = keyRowAt[j] + kvHeadAt;
+    let s0 = 0;
+    for (let d = 0; d < headDim; d++) s0 += qkv[qAt + d] * keys[k0 + d];
+    scores[j] = s0 * scale;
+  }
+}
+
+// out[d] = sum_j weights[j] * value j [d] / sum, four output dimensions per pass: the sums live in
+// registers instead of a read-modify-write accumulator array.
+function sumValues(
+  values: Float32Array,
+  keyRowAt: Int32Array,
+  kvHeadAt: number,
+  count: number,
+  headDim: number,
+  weights: Float64Array,
+  sum: number,
+  out: Float32Array,
+  outAt: number,
+): void {
+  let d = 0;
+  for (; d + 4 <= headDim; d += 4) {
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (let j = 0; j < count; j++) {
+      const p = weights[j];
+      const at = keyRowAt[j] + kvHeadAt + d;
+      a0 += p * values[at]; a1 += p * values[at + 1]; a2 += p * values[at + 2]; a3 += p * values[at + 3];
+    }
+    out[outAt + d] = a0 / sum; out[outAt + d + 1] = a1 / sum; out[outAt + d + 2] = a2 / sum; out[outAt + d + 3] = a3 / sum;
+  }
+  for (; d < headDim; d++) {
+    let a = 0;
+    for (let j = 0; j < count; j++) a += weights[j] * values[keyRowAt[j] + kvHeadAt + d];
+    out[outAt + d] = a / sum;
   }
 }
