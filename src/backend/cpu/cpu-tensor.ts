@@ -61,7 +61,7 @@ export class CpuKvCache implements KvCache {
   }
 }
 
-export function elementCount(shape: readonly number[]): number {
+function elementCount(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
 
