@@ -10,6 +10,7 @@ import { readGenerationConfig } from '../model/generation-config.ts';
 import { readModelConfig } from '../model/hf-config.ts';
 import { LlamaModel } from '../model/llama.ts';
 import { loadModelWeights } from '../model/load-llama-weights.ts';
+import { modelContextLength } from '../model/context-length.ts';
 import type { ModelConfig } from '../model/model-config.ts';
 import { buildRopeTable } from '../model/rope.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
@@ -63,10 +64,11 @@ export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedM
   const modelConfig = readModelConfig(config.model);
   const generation = readGenerationConfig(config.model, modelConfig);
   const tokenizer = loadTokenizerIfPresent(config.model);
-  if (config.maxModelLen !== null && config.maxModelLen > modelConfig.maxPositionEmbeddings) {
-    throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's max_position_embeddings (${modelConfig.maxPositionEmbeddings})`);
+  const contextLength = modelContextLength(modelConfig);
+  if (config.maxModelLen !== null && config.maxModelLen > contextLength) {
+    throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's context length (${contextLength})`);
   }
-  const maxModelLen = config.maxModelLen ?? modelConfig.maxPositionEmbeddings;
+  const maxModelLen = config.maxModelLen ?? contextLength;
   const backend = await selectBackend(config.backend);
   try {
     const weights =
