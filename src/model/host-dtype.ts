@@ -1,4 +1,5 @@
 import type { HostTensor } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
 import type { WeightDType } from './model-config.ts';
 
 /**
@@ -69,7 +70,13 @@ function alignedView<T>(bytes: Uint8Array, elementBytes: number, make: (buffer: 
   return make(source.buffer, source.byteOffset, source.byteLength / elementBytes);
 }
 
+/** Decodes checkpoint bytes into a fresh Float32Array (never a view of `t.data`). */
 export function hostTensorToFloat32(t: HostTensor): Float32Array {
+  const count = t.shape.reduce((n, d) => n * d, 1);
+  const expected = count * DTYPE_BYTES[t.dtype];
+  if (t.data.length !== expected) {
+    throw invalidModel(`weight of shape [${t.shape.join(', ')}] and dtype ${t.dtype} has ${t.data.length} bytes, expected ${expected}`);
+  }
   if (t.dtype === 'f32') {
     return alignedView(t.data, 4, (b, o, n) => new Float32Array(b, o, n)).slice();
   }

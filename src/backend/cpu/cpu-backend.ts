@@ -4,7 +4,7 @@ import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { siluMul } from './ops/activation.ts';
 import { pagedAttention } from './ops/attention.ts';
-import { hostTensorToF32 } from './ops/dtype-conversion.ts';
+import { hostTensorToFloat32 } from '../../model/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
@@ -26,7 +26,7 @@ export class CpuBackend implements Backend {
 
   /** Decodes to a new Float32Array; `t.data` is not retained. */
   loadWeight(t: HostTensor): Tensor {
-    return new CpuTensor([...t.shape], hostTensorToF32(t));
+    return new CpuTensor([...t.shape], hostTensorToFloat32(t));
   }
 
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
