@@ -1,6 +1,7 @@
 import { KeelError } from '../errors.ts';
 import { CHAT_HELP, chatCommand } from './chat.ts';
 import { GENERATE_HELP, generateCommand } from './generate.ts';
+import { SERVE_HELP, serveCommand } from './serve.ts';
 
 const HELP = `Keel: an LLM inference engine and OpenAI-compatible server.
 
@@ -9,6 +10,7 @@ Usage: keel <command> [options]
 Commands:
   generate   generate completions for prompts, all in one batch
   chat       chat with a model through its chat template
+  serve      an OpenAI-compatible HTTP server with a web playground
   help CMD   options of a command
 
 Run \`keel <command> --help\` for a command's options.`;
@@ -16,6 +18,7 @@ Run \`keel <command> --help\` for a command's options.`;
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
   generate: { run: generateCommand, help: GENERATE_HELP },
   chat: { run: chatCommand, help: CHAT_HELP },
+  serve: { run: serveCommand, help: SERVE_HELP },
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { checkApiKey, needsApiKey } from './auth.ts';
+import { registerChatCompletions } from './chat-completions.ts';
+import { registerCompletions } from './completions.ts';
+import { useJsonBodies } from './json-body.ts';
+import { registerModels } from './models.ts';
+import { registerMonitoring } from './monitoring.ts';
+import { ApiError, shuttingDown } from './openai-errors.ts';
+import { registerPlayground } from './playground.ts';
+import { reportError } from './report-error.ts';
+import { logWhenDone } from './request-log.ts';
+import type { ServingContext } from './serving-context.ts';
+import { registerTokenize } from './tokenize.ts';
+
+export interface AppOptions {
+  apiKey: string | null;
+  maxBodyBytes: number;
+}
+
+/** A client may name its request (`x-request-id`) with a short token; anything else gets a fresh id. */
+const CLIENT_REQUEST_ID = /^[\w.:@/+=-]{1,128}$/;
+
+function requestId(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/**
+ * The HTTP application: hooks that every request passes (request id, log line, drain, API key),
+ * errors in OpenAI's schema, 404 and 405, and the routes.
+ */
+export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.maxBodyBytes,
+    genReqId: requestId,
+    // Draining is answered by our own hook, in OpenAI's error schema.
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+  });
+  useJsonBodies(app);
+
+  const methodsByPath = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    const methods = methodsByPath.get(route.url) ?? new Set<string>();
+    for (const method of [route.method].flat()) methods.add(method);
+    methodsByPath.set(route.url, methods);
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.raw.setHeader('x-request-id', request.id);
+    logWhenDone(ctx.logger, request, reply);
+    if (ctx.inFlight.isDraining) throw shuttingDown();
+    if (options.apiKey !== null && needsApiKey(request.url.split('?', 1)[0])) checkApiKey(request.headers.authorization, options.apiKey);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const apiError = reportError(ctx, request, error);
+    return reply.code(apiError.status).headers(apiError.headers).send(apiError.body());
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?', 1)[0];
+    const allowed = methodsByPath.get(path);
+    const apiError = allowed
+      ? new ApiError(405, `Method ${request.method} is not allowed on ${path} (allowed: ${[...allowed].join(', ')})`, {
+          code: 'method_not_allowed',
+          headers: { allow: [...allowed].join(', ') },
+        })
+      : new ApiError(404, `Invalid URL (${request.method} ${path})`, { code: 'not_found' });
+    return reply.code(apiError.status).headers(apiError.headers).send(apiError.body());
+  });
+
+  registerChatCompletions(app, ctx);
+  registerCompletions(app, ctx);
+  registerModels(app, ctx);
+  registerTokenize(app, ctx);
+  registerMonitoring(app, ctx);
+  registerPlayground(app);
+  return app;
+}

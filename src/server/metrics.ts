@@ -1,0 +1,80 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineStats } from '../engine/llm-engine.ts';
+import type { RequestOutput } from '../engine/outputs.ts';
+
+const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5];
+const E2E_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240];
+
+/**
+ * The server's Prometheus metrics, in a registry of its own (several servers may share a
+ * process). Engine state is read at scrape time; latencies are observed as requests finish.
+ */
+export class ServerMetrics {
+  readonly registry = new Registry();
+  private readonly ttft: Histogram;
+  private readonly tpot: Histogram;
+  private readonly e2e: Histogram;
+  private readonly finished: Counter<'finished_reason'>;
+
+  constructor(modelName: string, stats: () => EngineStats) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels({ model_name: modelName });
+    const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read(stats()));
+        },
+      });
+    gauge('keel_num_requests_running', 'Sequences in the running batch.', (s) => s.numRunning);
+    gauge('keel_num_requests_waiting', 'Sequences waiting to be scheduled (new or preempted).', (s) => s.numWaiting);
+    gauge('keel_kv_cache_usage_ratio', 'Fraction of KV-cache blocks in use (0..1).', (s) => (s.numKvBlocks - s.numFreeKvBlocks) / s.numKvBlocks);
+    gauge('keel_kv_cache_total_blocks', 'KV-cache blocks in the pool.', (s) => s.numKvBlocks);
+    gauge('keel_kv_cache_free_blocks', 'KV-cache blocks free to allocate (cached ones included).', (s) => s.numFreeKvBlocks);
+    gauge('keel_kv_cache_cached_blocks', 'KV-cache blocks registered in the prefix cache.', (s) => s.numCachedKvBlocks);
+    gauge('keel_prefix_cache_hit_ratio', 'Prompt tokens served from the prefix cache over prompt tokens admitted, since start.', (s) => s.prefixCacheHitRate);
+
+    // The engine keeps running totals; each scrape advances the counters by what was added since.
+    const counter = (name: string, help: string, read: (s: EngineStats) => number) => {
+      let seen = 0;
+      return new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const total = read(stats());
+          this.inc(total - seen);
+          seen = total;
+        },
+      });
+    };
+    counter('keel_prompt_tokens_total', 'Prompt tokens admitted.', (s) => s.promptTokensTotal);
+    counter('keel_generation_tokens_total', 'Tokens generated.', (s) => s.generationTokensTotal);
+    counter('keel_num_preemptions_total', 'Sequences preempted (and later recomputed) for lack of KV blocks.', (s) => s.numPreemptionsTotal);
+
+    this.ttft = new Histogram({ name: 'keel_time_to_first_token_seconds', help: 'Arrival to first generated token.', buckets: TTFT_BUCKETS, registers });
+    this.tpot = new Histogram({ name: 'keel_time_per_output_token_seconds', help: 'Mean time per output token after the first, per request.', buckets: TPOT_BUCKETS, registers });
+    this.e2e = new Histogram({ name: 'keel_e2e_request_latency_seconds', help: 'Arrival to last token.', buckets: E2E_BUCKETS, registers });
+    this.finished = new Counter({ name: 'keel_request_success_total', help: 'Engine requests finished, by finish reason of their first completion.', labelNames: ['finished_reason'], registers });
+  }
+
+  /** Records a finished engine request (one prompt, all its completions). */
+  observeFinished(output: RequestOutput): void {
+    const reason = output.outputs[0]?.finishReason ?? 'abort';
+    this.finished.inc({ finished_reason: reason });
+    const { arrivalTime, firstTokenTime, finishedTime } = output.metrics;
+    if (reason === 'abort' || firstTokenTime === null || finishedTime === null) return;
+    this.ttft.observe((firstTokenTime - arrivalTime) / 1000);
+    this.e2e.observe((finishedTime - arrivalTime) / 1000);
+    // Completions decode side by side, so the longest one paces the request.
+    const longest = Math.max(...output.outputs.map((c) => c.tokenIds.length));
+    if (longest > 1) this.tpot.observe((finishedTime - firstTokenTime) / 1000 / (longest - 1));
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,35 @@
+import type { FastifyInstance } from 'fastify';
+import type { ServingContext } from './serving-context.ts';
+
+/** GET /health, GET /metrics (Prometheus) and GET /v1/engine/stats (JSON, for the playground). */
+export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): void {
+  app.get('/health', async () => ({ status: 'ok' }));
+
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, body } = await ctx.metrics.render();
+    return reply.type(contentType).send(body);
+  });
+
+  app.get('/v1/engine/stats', async () => {
+    const s = ctx.llm.stats();
+    return {
+      model: ctx.servedModelName,
+      running: s.numRunning,
+      waiting: s.numWaiting,
+      in_flight_requests: ctx.inFlight.size,
+      kv_cache: {
+        block_size: ctx.llm.config.blockSize,
+        total_blocks: s.numKvBlocks,
+        used_blocks: s.numKvBlocks - s.numFreeKvBlocks,
+        free_blocks: s.numFreeKvBlocks,
+        cached_blocks: s.numCachedKvBlocks,
+        usage: (s.numKvBlocks - s.numFreeKvBlocks) / s.numKvBlocks,
+      },
+      prefix_cache_hit_rate: s.prefixCacheHitRate,
+      prompt_tokens_total: s.promptTokensTotal,
+      generation_tokens_total: s.generationTokensTotal,
+      preemptions_total: s.numPreemptionsTotal,
+      generation_tokens_per_second: ctx.generationRate.perSecond(),
+    };
+  });
+}

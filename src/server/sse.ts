@@ -1,0 +1,48 @@
+import type { ServerResponse } from 'node:http';
+import type { FastifyReply } from 'fastify';
+
+/**
+ * A server-sent-events response as OpenAI streams it: `data: {json}\n\n` events, then
+ * `data: [DONE]`. The reply leaves fastify's hands (hijack); writes wait for a slow client to
+ * drain, and stop quietly once the client has gone (its request is aborted elsewhere).
+ */
+export class SseWriter {
+  private readonly response: ServerResponse;
+
+  constructor(reply: FastifyReply) {
+    reply.hijack();
+    this.response = reply.raw;
+    // A write racing a disconnect errors; the disconnect itself is handled by the request's signal.
+    this.response.on('error', () => undefined);
+    this.response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    this.response.flushHeaders();
+  }
+
+  get closed(): boolean {
+    return this.response.destroyed || this.response.writableEnded;
+  }
+
+  /** One event; an error after the stream has started is sent as OpenAI's error object, which the SDK throws. */
+  async send(data: object): Promise<void> {
+    if (this.closed) return;
+    if (this.response.write(`data: ${JSON.stringify(data)}\n\n`)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.response.off('drain', done);
+        this.response.off('close', done);
+        resolve();
+      };
+      this.response.on('drain', done);
+      this.response.on('close', done);
+    });
+  }
+
+  end(): void {
+    if (!this.closed) this.response.end('data: [DONE]\n\n');
+  }
+}
