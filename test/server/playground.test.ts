@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { chromium, type Browser } from 'playwright-core';
+import { startTinyServer, type TinyServer } from './tiny-server.ts';
+
+// The web playground in headless Chromium: it loads, streams a chat reply and shows engine state.
+
+const CHROMIUM = '/usr/bin/chromium';
+const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (apt-get install -y chromium)`;
+
+let server: TinyServer;
+let browser: Browser;
+
+before(async () => {
+  if (skip) return;
+  server = await startTinyServer({ server: { servedModelName: 'tiny-playground' } });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+after(async () => {
+  if (skip) return;
+  await browser.close();
+  await server.close();
+});
+
+test('the playground streams a chat reply and shows live engine stats', { skip }, async () => {
+  const page = await browser.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  page.on('console', (message) => {
+    if (message.type() === 'error') pageErrors.push(message.text());
+  });
+  await page.goto(server.url);
+  assert.equal(await page.title(), 'Keel playground');
+  await page.locator('#model-name', { hasText: 'tiny-playground' }).waitFor();
+
+  await page.fill('#seed', '42');
+  await page.fill('#max-tokens', '24');
+  await page.fill('#prompt', 'hello world');
+  await page.click('#send');
+
+  const reply = page.locator('.message.assistant');
+  await reply.locator('xpath=self::*[@data-state="done"]').waitFor({ timeout: 10_000 });
+  const meta = await reply.locator('.meta').textContent();
+  assert.match(meta ?? '', /\d+ tokens/);
+  assert.equal(await page.locator('.message.user .content').textContent(), 'hello world');
+  // Replies are plain text, never markup.
+  assert.equal(await reply.locator('.content *').count(), 0);
+
+  await page.waitForFunction(() => Number(document.getElementById('stat-generated')?.textContent?.replace(/\D/g, '')) > 0);
+  for (const id of ['stat-running', 'stat-waiting', 'stat-free', 'stat-used', 'stat-cached']) {
+    assert.match((await page.locator(`#${id}`).textContent()) ?? '', /^\d+$/, id);
+  }
+  assert.match((await page.locator('#stat-tps').textContent()) ?? '', /^\d+\.\d$/);
+  assert.match((await page.locator('#stat-hit-rate').textContent()) ?? '', /%$/);
+  assert.match((await page.locator('#stat-kv-usage').textContent()) ?? '', /of 256 blocks/);
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a second message continues the conversation; New chat clears it', { skip }, async () => {
+  const page = await browser.newPage();
+  await page.goto(server.url);
+  for (const text of ['first', 'second']) {
+    await page.fill('#max-tokens', '4');
+    await page.fill('#prompt', text);
+    await page.press('#prompt', 'Enter');
+    await page.locator('.message.assistant[data-state="done"]').nth(text === 'first' ? 0 : 1).waitFor();
+  }
+  assert.equal(await page.locator('.message').count(), 4);
+  // The second request carried the whole conversation, so its prompt was longer.
+  const chats = server.logs.filter((l) => l.path === '/v1/chat/completions').slice(-2);
+  assert.ok(Number(chats[1].prompt_tokens) > Number(chats[0].prompt_tokens) + 4, JSON.stringify(chats));
+  await page.click('#reset');
+  assert.equal(await page.locator('.message').count(), 0);
+  assert.equal(await page.locator('#empty-state').isVisible(), true);
+});

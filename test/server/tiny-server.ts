@@ -1,0 +1,77 @@
+import { Writable } from 'node:stream';
+import type { EngineConfig } from '../../src/config.ts';
+import { LLM } from '../../src/engine/llm.ts';
+import { startServer, type ServerOptions } from '../../src/server/server.ts';
+import { tinyChatModelDir } from './tiny-chat-model.ts';
+
+export interface TinyServer {
+  url: string;
+  llm: LLM;
+  /** The server's log lines, parsed. */
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/**
+ * A server on a free loopback port over a fresh tiny random model (CPU backend), for one test
+ * file. Logs are kept in memory instead of stderr.
+ */
+export async function startTinyServer(
+  options: { engine?: Partial<EngineConfig>; server?: Partial<Omit<ServerOptions, 'llm'>>; model?: Record<string, unknown> } = {},
+): Promise<TinyServer> {
+  const model = tinyChatModelDir(options.model);
+  const llm = await LLM.load({ model: model.dir, backend: 'cpu', showProgress: false, numKvBlocks: 256, ...options.engine });
+  const logs: Record<string, unknown>[] = [];
+  const logStream = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  const server = await startServer({ llm, port: 0, logLevel: 'debug', logStream, ...options.server });
+  return {
+    url: server.url,
+    llm,
+    logs,
+    close: async () => {
+      await server.close();
+      await llm.close();
+      model.remove();
+    },
+  };
+}
+
+export interface EngineStatsBody {
+  running: number;
+  waiting: number;
+  in_flight_requests: number;
+  kv_cache: { total_blocks: number; free_blocks: number; used_blocks: number; cached_blocks: number };
+  preemptions_total: number;
+  generation_tokens_total: number;
+}
+
+export async function engineStats(url: string, headers: Record<string, string> = {}): Promise<EngineStatsBody> {
+  const response = await fetch(`${url}/v1/engine/stats`, { headers });
+  return (await response.json()) as EngineStatsBody;
+}
+
+/** Waits until nothing runs or waits and every KV block is back in the free pool. */
+export async function waitForIdleEngine(url: string, timeoutMs = 5000): Promise<EngineStatsBody> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stats = await engineStats(url);
+    const idle = stats.running === 0 && stats.waiting === 0 && stats.in_flight_requests === 0 && stats.kv_cache.free_blocks === stats.kv_cache.total_blocks;
+    if (idle || Date.now() > deadline) return stats;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The value of one Prometheus sample, e.g. metricValue(text, 'keel_num_preemptions_total'). */
+export function metricValue(metricsText: string, name: string, labels: Record<string, string> = {}): number | null {
+  for (const line of metricsText.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return null;
+}
