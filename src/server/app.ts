@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { checkApiKey, needsApiKey } from './auth.ts';
+import { checkApiKey, checkOrigin, needsApiKey } from './auth.ts';
 import { registerChatCompletions } from './chat-completions.ts';
 import { registerCompletions } from './completions.ts';
 import { useJsonBodies } from './json-body.ts';
@@ -53,7 +53,10 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
     reply.raw.setHeader('x-request-id', request.id);
     logWhenDone(ctx.logger, request, reply);
     if (ctx.inFlight.isDraining) throw shuttingDown();
-    if (options.apiKey !== null && needsApiKey(request.url.split('?', 1)[0])) checkApiKey(request.headers.authorization, options.apiKey);
+    checkOrigin(request.headers.origin, request.headers.host);
+    // The matched route, not the raw URL: the router decodes %-escapes, so /v%31/models is /v1/models.
+    const route = request.routeOptions.url;
+    if (options.apiKey !== null && route !== undefined && needsApiKey(route)) checkApiKey(request.headers.authorization, options.apiKey);
   });
 
   app.setErrorHandler((error, request, reply) => {

@@ -23,3 +23,21 @@ export function checkApiKey(authorization: string | undefined, apiKey: string): 
 function digest(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
+
+/**
+ * The server sends no CORS headers, so no other site may read its answers; refusing browser
+ * requests from other origins also stops a web page from spending this server's compute through
+ * its visitors' browsers ("simple" POSTs need no preflight). Non-browser clients send no Origin.
+ */
+export function checkOrigin(origin: string | undefined, host: string | undefined): void {
+  if (origin === undefined) return;
+  let originHost: string | null = null;
+  try {
+    originHost = new URL(origin).host;
+  } catch {
+    originHost = null;
+  }
+  if (originHost === null || originHost !== host) {
+    throw new ApiError(403, `cross-origin requests are not accepted (Origin ${JSON.stringify(origin.slice(0, 100))})`, { code: 'cross_origin' });
+  }
+}

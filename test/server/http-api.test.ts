@@ -43,10 +43,21 @@ test('the API needs the key; the playground, health and metrics do not', async (
   await expectError(await post('/v1/completions', { prompt: 'hello' }, { authorization: 'Bearer sesame2' }), 401);
   await expectError(await fetch(`${server.url}/v1/models`, { headers: { authorization: 'Basic c2VzYW1l' } }), 401);
   await expectError(await post('/tokenize', { prompt: 'hello' }, {}), 401);
+  // The router decodes %-escapes; the key check follows the route it matched, not the raw URL.
+  for (const path of ['/v%31/models', '/%761/models', '/v1/model%73']) await expectError(await fetch(`${server.url}${path}`), 401);
+  await expectError(await post('/tokeniz%65', { prompt: 'hello' }, {}), 401);
   assert.equal((await fetch(`${server.url}/v1/models`, { headers: AUTH })).status, 200);
   for (const path of ['/', '/playground/app.js', '/playground/style.css', '/health', '/metrics']) {
     assert.equal((await fetch(`${server.url}${path}`)).status, 200, path);
   }
+});
+
+test('browser requests from another origin are 403; same-origin ones pass', async () => {
+  const host = new URL(server.url).host;
+  const evil = await expectError(await post('/v1/completions', { prompt: [1], max_tokens: 1 }, { ...AUTH, origin: 'https://evil.example' }), 403);
+  assert.equal(evil.code, 'cross_origin');
+  await expectError(await post('/v1/completions', { prompt: [1], max_tokens: 1 }, { ...AUTH, origin: 'null' }), 403);
+  assert.equal((await post('/v1/completions', { prompt: [1], max_tokens: 1 }, { ...AUTH, origin: `http://${host}` })).status, 200);
 });
 
 test('unknown routes are 404 and known routes with the wrong method 405 with Allow', async () => {
