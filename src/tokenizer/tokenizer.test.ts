@@ -54,20 +54,33 @@ test('ids without a token decode to nothing; idToToken names them', () => {
   rejects(() => t.idToToken(t.vocabSize), 'invalid_argument', `${t.vocabSize}`);
 });
 
-test('add_bos_token / add_eos_token in tokenizer_config.json override the post-processor, as transformers does', () => {
-  const text = 'hello';
-  const plain = byteLevel().encode(text, { addSpecialTokens: false });
-  assert.deepEqual(byteLevel({ ...CONFIG, add_bos_token: false }).encode(text, { addSpecialTokens: true }), plain);
-  assert.deepEqual(byteLevel({ ...CONFIG, add_eos_token: true }).encode(text, { addSpecialTokens: true }), [...plain, 270]);
-  assert.deepEqual(byteLevel({ ...CONFIG, add_bos_token: true, add_eos_token: true }).encode(text, { addSpecialTokens: true }), [269, ...plain, 270]);
-  assert.deepEqual(byteLevel({ ...CONFIG, add_eos_token: true }).encode(text, { addSpecialTokens: false }), plain);
+test('encodings and decodings match transformers 5.17 on the same files', () => {
+  // AutoTokenizer.from_pretrained on writeTinyTokenizer's files gave these ids and strings.
+  const t = byteLevel();
+  assert.deepEqual(t.encode('hello world', { addSpecialTokens: true }), [269, 259, 265]);
+  assert.deepEqual(t.encode(' hello 😀€é!', { addSpecialTokens: true }), [269, 260, 32, 266, 267, 268, 172, 195, 169, 33]);
+  assert.deepEqual(t.encode('<|user|>hello<|eos|><tool> world', { addSpecialTokens: false }), [271, 259, 270, 272, 265]);
+  assert.deepEqual(t.encode('', { addSpecialTokens: true }), [269]);
+  const ids = [269, 271, 259, 270, 272, 265];
+  assert.equal(t.decode(ids, { skipSpecialTokens: false }), '<|bos|><|user|>hello<|eos|><tool> world');
+  assert.equal(t.decode(ids, { skipSpecialTokens: true }), 'hello<tool> world');
+});
 
-  // A Llama-class tokenizer adds BOS by default even when tokenizer.json has no post-processor.
-  const llama = (config: Record<string, unknown>) =>
-    new Tokenizer(tinyMetaspaceTokenizerJson(), { tokenizer_class: 'LlamaTokenizerFast', bos_token: '<s>', eos_token: { content: '</s>', special: true }, ...config }, null, 'm');
-  assert.equal(llama({}).encode('', { addSpecialTokens: true })[0], 1);
-  assert.equal(llama({}).eosTokenId, 2, 'special tokens may be serialized AddedToken objects');
-  assert.deepEqual(llama({ add_bos_token: false }).encode('', { addSpecialTokens: true }), []);
+test("tokenizer.json's post-processor alone decides the added special tokens, as in transformers 5", () => {
+  // transformers 5.17 ignores add_bos_token / add_eos_token here, for generic and Llama tokenizer classes alike.
+  const plain = byteLevel().encode('hello', { addSpecialTokens: true });
+  assert.deepEqual(byteLevel({ ...CONFIG, add_bos_token: false, add_eos_token: true }).encode('hello', { addSpecialTokens: true }), plain);
+  const llama = new Tokenizer(
+    tinyMetaspaceTokenizerJson(),
+    { tokenizer_class: 'LlamaTokenizerFast', add_bos_token: true, bos_token: '<s>', eos_token: { content: '</s>', special: true } },
+    null,
+    'm',
+  );
+  assert.deepEqual(llama.encode('', { addSpecialTokens: true }), [], 'no post-processor, no BOS');
+  assert.equal(llama.bosTokenId, 1);
+  assert.equal(llama.eosTokenId, 2, 'special tokens may be serialized AddedToken objects');
+  assert.equal(llama.decode([1, 3, 4], { skipSpecialTokens: false }), '<s> Hello world');
+  assert.equal(llama.decode([4], { skipSpecialTokens: true }), 'world');
 });
 
 test('fromDir needs tokenizer.json; loadTokenizerIfPresent treats its absence as no tokenizer', (t) => {

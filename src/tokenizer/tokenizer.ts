@@ -8,14 +8,10 @@ import { readChatTemplate, type ChatMessage, type ChatTemplate, type SpecialToke
 export type { ChatMessage } from './chat-template.ts';
 
 /**
- * Tokenizer classes whose transformers implementation rebuilds the post-processor from
- * `add_bos_token` (default true) and `add_eos_token` rather than trusting tokenizer.json's.
- */
-const BOS_BY_DEFAULT_CLASSES = new Set(['LlamaTokenizer', 'LlamaTokenizerFast', 'CodeLlamaTokenizer', 'CodeLlamaTokenizerFast', 'GemmaTokenizer', 'GemmaTokenizerFast']);
-
-/**
- * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`) over `@huggingface/tokenizers`,
- * with transformers' rules for which special tokens `encode` adds and for chat templates.
+ * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`) over `@huggingface/tokenizers`.
+ * The special tokens `encode` adds come from tokenizer.json's post-processor alone: transformers
+ * 5 ignores tokenizer_config.json's `add_bos_token` / `add_eos_token` when it loads a
+ * tokenizer.json (checked against 5.17 for generic and Llama tokenizer classes).
  * Decoding never applies `clean_up_tokenization_spaces`: streamed text is produced by the
  * incremental detokenizer, which cannot undo a clean-up across token boundaries, so both agree
  * on the plain decode (as vLLM's streamed output does).
@@ -28,8 +24,6 @@ export class Tokenizer {
   private readonly hf: HfTokenizer;
   private readonly specialIds: ReadonlySet<number>;
   private readonly specialTokens: SpecialTokenStrings;
-  /** Set when transformers would rebuild the post-processor from add_bos_token / add_eos_token. */
-  private readonly addedByConfig: { bos: boolean; eos: boolean } | null;
   private readonly chatTemplate: ChatTemplate | null;
 
   constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown>, chatTemplate: ChatTemplate | null, source: string) {
@@ -59,16 +53,6 @@ export class Tokenizer {
       if (id !== undefined) specialIds.push(id);
     }
     this.specialIds = new Set(specialIds);
-
-    const className = typeof tokenizerConfig.tokenizer_class === 'string' ? tokenizerConfig.tokenizer_class : '';
-    const bosByDefault = BOS_BY_DEFAULT_CLASSES.has(className);
-    this.addedByConfig =
-      bosByDefault || 'add_bos_token' in tokenizerConfig || 'add_eos_token' in tokenizerConfig
-        ? {
-            bos: tokenizerConfig.add_bos_token === true || (tokenizerConfig.add_bos_token === undefined && bosByDefault),
-            eos: tokenizerConfig.add_eos_token === true,
-          }
-        : null;
   }
 
   /** Reads tokenizer.json (required), tokenizer_config.json and the chat template from a model directory. */
@@ -85,12 +69,7 @@ export class Tokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens: boolean }): number[] {
-    if (!this.addedByConfig) return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens }).ids;
-    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
-    if (!options.addSpecialTokens) return ids;
-    const bos = this.addedByConfig.bos && this.bosTokenId !== null ? [this.bosTokenId] : [];
-    const eos = this.addedByConfig.eos && this.eosTokenId !== null ? [this.eosTokenId] : [];
-    return [...bos, ...ids, ...eos];
+    return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens }).ids;
   }
 
   /** Ids without a token (a padded embedding can exceed the tokenizer) decode to nothing, as in vLLM. */
