@@ -2,7 +2,7 @@ import type { StreamUpdate } from '../engine/llm.ts';
 import type { RequestOutput } from '../engine/outputs.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { AbortReason } from './in-flight.ts';
-import { ApiError, toApiError } from './openai-errors.ts';
+import { ApiError, badRequest, toApiError } from './openai-errors.ts';
 import type { ServingContext } from './serving-context.ts';
 
 /** One engine request of an HTTP request: a chat has one, a batch of completion prompts several. */
@@ -26,6 +26,9 @@ export interface PromptUpdate {
  */
 export async function startGeneration(ctx: ServingContext, prompts: PromptRequest[], signal: AbortSignal, promptParam: string): Promise<AsyncGenerator<PromptUpdate>> {
   const waiting = ctx.llm.stats().numWaiting;
+  if (ctx.maxQueuedRequests !== null && prompts.length > ctx.maxQueuedRequests) {
+    throw badRequest(`a batch of ${prompts.length} prompts is more than the server queues (--max-queued-requests ${ctx.maxQueuedRequests})`, promptParam);
+  }
   if (ctx.maxQueuedRequests !== null && waiting + prompts.length > ctx.maxQueuedRequests) {
     throw new ApiError(429, `the server's queue is full (${waiting} sequences waiting, --max-queued-requests ${ctx.maxQueuedRequests}); retry later`, {
       type: 'rate_limit_error',

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { LLM } from '../../src/engine/llm.ts';
 import { startServer } from '../../src/server/server.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from '../helpers/model-tiny-checkpoint.ts';
-import { metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
+import { engineStats, metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
 
 let server: TinyServer;
 
@@ -76,13 +76,38 @@ test('a body over --max-body-bytes is 413', async () => {
   assert.equal(error.code, 'request_too_large');
 });
 
-test('a batch that would overflow the queue is 429 with Retry-After', async () => {
-  const response = await post('/v1/completions', { prompt: [[1], [2], [3], [4], [5]], max_tokens: 1 });
-  const error = await expectError(response, 429);
-  assert.equal(error.code, 'queue_full');
-  assert.equal(response.headers.get('retry-after'), '1');
+test('a batch larger than --max-queued-requests is 400', async () => {
+  const tooBig = await expectError(await post('/v1/completions', { prompt: [[1], [2], [3], [4], [5]], max_tokens: 1 }), 400);
+  assert.equal(tooBig.param, 'prompt');
   assert.equal((await post('/v1/completions', { prompt: [[1], [2], [3], [4]], max_tokens: 1 })).status, 200);
 });
+
+test('while the queue is full, new requests are 429 with Retry-After', async () => {
+  // One running slot, taken by a long request: the next ones wait in the engine's queue.
+  const busy = await startTinyServer({ engine: { maxNumSeqs: 1 }, server: { maxQueuedRequests: 2, logLevel: 'silent' }, model: { max_position_embeddings: 2048 } });
+  try {
+    const send = (body: unknown) => fetch(`${busy.url}/v1/completions`, { method: 'POST', body: JSON.stringify(body) });
+    const long = send({ prompt: [1], max_tokens: 2000, ignore_eos: true });
+    await waitFor(async () => (await engineStats(busy.url)).running === 1);
+    const queued = [send({ prompt: [2], max_tokens: 1 }), send({ prompt: [3], max_tokens: 1 })];
+    await waitFor(async () => (await engineStats(busy.url)).waiting === 2);
+    const refused = await send({ prompt: [4], max_tokens: 1 });
+    const error = await expectError(refused, 429);
+    assert.equal(error.code, 'queue_full');
+    assert.equal(refused.headers.get('retry-after'), '1');
+    for (const response of await Promise.all([long, ...queued])) assert.equal(response.status, 200);
+  } finally {
+    await busy.close();
+  }
+});
+
+async function waitFor(condition: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!(await condition())) {
+    assert.ok(Date.now() < deadline, 'timed out');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
 
 test('request ids: a client id is echoed, a missing or unusable one replaced by a fresh one', async () => {
   const echoed = await post('/v1/completions', { prompt: [1, 2], max_tokens: 1 }, { ...AUTH, 'x-request-id': 'client-42' });
