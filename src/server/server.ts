@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { LLM } from '../engine/llm.ts';
+import { KeelError } from '../errors.ts';
 import { buildApp } from './app.ts';
 import { InFlightRequests } from './in-flight.ts';
 import { JsonLogger, type LogLevel } from './json-logger.ts';
@@ -75,6 +76,10 @@ export async function startServer(options: Partial<ServerOptions> & { llm: LLM }
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
     ctx.generationRate.stop();
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') {
+      throw new KeelError('unavailable', `cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
+    }
     throw error;
   }
   const address = app.server.address() as AddressInfo;
