@@ -182,7 +182,7 @@ test('a decode step captured as a CUDA graph replays for the next tokens', () =>
   // Fill 300 tokens of history for three sequences; then decode steps at growing positions.
   const history = [{ cached: 0, query: 300 }, { cached: 0, query: 200 }, { cached: 0, query: 250 }];
   const decodeStep = (n: number) => history.map((q) => ({ cached: q.query + n, query: 1 }));
-  const embedHost = bf16Tensor([300, hidden], randomBf16Values(rng, 300 * hidden, 1));
+  const embedHost = bf16Tensor([750, hidden], randomBf16Values(rng, 750 * hidden, 1));
   const embed: [Tensor, Tensor] = [cpu.loadWeight(embedHost), gpu.loadWeight(embedHost)];
   const forward = (backend: CpuBackend | CudaBackend, i: 0 | 1, step: ReturnType<CudaBackend['beginStep']>): Tensor => {
     const qkv = backend.linear(backend.embedding(embed[i], step), w[i], null);

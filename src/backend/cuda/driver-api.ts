@@ -99,6 +99,7 @@ export class CudaDriver {
     if (code !== 0) throw cudaCallError(name, code, this.errorName(code));
   }
 
+  /** Calls `name` with an output pointer as its first parameter and returns what was written there. */
   private out<T>(name: string, ...args: unknown[]): T {
     const box: unknown[] = [null];
     this.call(name, box, ...args);
@@ -261,7 +262,9 @@ export class CudaDriver {
   }
 
   endCapture(stream: Handle): Handle {
-    return this.out<Handle>('cuStreamEndCapture', stream);
+    const graph: unknown[] = [null];
+    this.call('cuStreamEndCapture', stream, graph);
+    return graph[0] as Handle;
   }
 
   instantiateGraph(graph: Handle): Handle {

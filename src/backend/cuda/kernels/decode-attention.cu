@@ -17,14 +17,15 @@
 #error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head>"
 #endif
 
+// NVRTC compiles device code only: helpers used in constant expressions need an execution space.
 namespace {
-constexpr int pow2_floor(int x) {
+__host__ __device__ constexpr int pow2_floor(int x) {
   int p = 1;
   while (p * 2 <= x) p *= 2;
   return p;
 }
-constexpr int min_c(int a, int b) { return a < b ? a : b; }
-constexpr int max_c(int a, int b) { return a > b ? a : b; }
+__host__ __device__ constexpr int min_c(int a, int b) { return a < b ? a : b; }
+__host__ __device__ constexpr int max_c(int a, int b) { return a > b ? a : b; }
 
 constexpr int D = HEAD_DIM;
 constexpr int D8 = D / 8;       // 16-byte chunks per head row
