@@ -16,7 +16,12 @@ function headers() {
 }
 
 function loadSettings() {
-  const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? '{}');
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) ?? '{}') ?? {};
+  } catch {
+    localStorage.removeItem(SETTINGS_KEY);
+  }
   for (const id of SETTING_IDS) if (typeof saved[id] === 'string') $(id).value = saved[id];
 }
 
@@ -186,6 +191,7 @@ async function refreshStats() {
   } catch (error) {
     $('health-dot').className = 'dot down';
     $('health-dot').title = `engine state unavailable: ${error.message}`;
+    $('model-name').textContent = `unavailable: ${error.message}`;
   } finally {
     setTimeout(refreshStats, STATS_INTERVAL_MS);
   }
@@ -194,7 +200,12 @@ async function refreshStats() {
 function start() {
   loadSettings();
   showSliderValues();
-  for (const id of SETTING_IDS) $(id).addEventListener('input', () => (saveSettings(), showSliderValues()));
+  for (const id of SETTING_IDS) {
+    $(id).addEventListener('input', () => {
+      saveSettings();
+      showSliderValues();
+    });
+  }
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
     const text = $('prompt').value.trim();
