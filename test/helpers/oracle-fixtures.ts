@@ -19,15 +19,19 @@ export interface OracleFixture {
 }
 
 export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures', import.meta.url));
+/** The models shipped in the repo carry the same oracle, written by tools/train/train_default_model.py. */
+export const MODELS_DIR = fileURLToPath(new URL('../../models', import.meta.url));
 
 export function listOracleFixtures(): OracleFixture[] {
-  return readdirSync(FIXTURES_DIR, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory() && existsSync(join(FIXTURES_DIR, entry.name, 'oracle.json')))
-    .map((entry) => {
-      const dir = join(FIXTURES_DIR, entry.name);
-      return { name: entry.name, dir, oracle: JSON.parse(readFileSync(join(dir, 'oracle.json'), 'utf8')) };
-    })
-    .sort((a, b) => a.name.localeCompare(b.name));
+  return [FIXTURES_DIR, MODELS_DIR].flatMap((root) =>
+    readdirSync(root, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory() && existsSync(join(root, entry.name, 'oracle.json')))
+      .map((entry) => {
+        const dir = join(root, entry.name);
+        return { name: entry.name, dir, oracle: JSON.parse(readFileSync(join(dir, 'oracle.json'), 'utf8')) };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name)),
+  );
 }
 
 /** max |a - b| over two equal-length vectors. */

@@ -127,7 +127,8 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
 }
 
 async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false });
+  // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4 });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
