@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { cpSync, readFileSync, truncateSync, writeFileSync, statSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { tempDir } from './helpers/model-temp-dir.ts';
+import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
+
+const BIN = fileURLToPath(new URL('../bin/keel', import.meta.url));
+
+/** Runs `keel generate` and returns its exit status and stderr. */
+function keel(args: string[]): { status: number | null; stderr: string } {
+  const result = spawnSync(BIN, ['generate', '--backend', 'cpu', '--no-progress', ...args], { encoding: 'utf8' });
+  return { status: result.status, stderr: result.stderr };
+}
+
+/** A copy of a fixture checkpoint to break. */
+function fixtureCopy(t: TestContext, name = 'llama-gqa'): string {
+  const dir = tempDir(t);
+  cpSync(join(FIXTURES_DIR, name), dir, { recursive: true });
+  return dir;
+}
+
+function assertCleanError(result: { status: number | null; stderr: string }, message: RegExp): void {
+  assert.notEqual(result.status, 0, 'exits non-zero');
+  assert.match(result.stderr, message);
+  assert.doesNotMatch(result.stderr, /^\s+at /m, 'no stack trace');
+}
+
+const PROMPT = ['--prompt-ids', '5,6,7', '--max-tokens', '4'];
+
+test('unsupported model_type lists the supported ones', (t) => {
+  const dir = fixtureCopy(t);
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'gpt2' }));
+  assertCleanError(keel(['--model', dir, ...PROMPT]), /gpt2.*llama.*mistral.*qwen2.*qwen3/s);
+});
+
+test('missing model_type is named', (t) => {
+  const dir = fixtureCopy(t);
+  const { model_type: _, ...config } = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  assertCleanError(keel(['--model', dir, ...PROMPT]), /model_type/);
+});
+
+test('a truncated safetensors file is reported with its path', (t) => {
+  const dir = fixtureCopy(t);
+  const file = join(dir, 'model.safetensors');
+  truncateSync(file, Math.floor(statSync(file).size / 2));
+  assertCleanError(keel(['--model', dir, ...PROMPT]), /model\.safetensors/);
+});
+
+test('a missing tensor is named', (t) => {
+  const dir = fixtureCopy(t, 'llama-sharded');
+  const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8'));
+  delete index.weight_map['model.layers.1.mlp.down_proj.weight'];
+  writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify(index));
+  assertCleanError(keel(['--model', dir, ...PROMPT]), /model\.layers\.1\.mlp\.down_proj\.weight/);
+});
+
+test('a prompt longer than the context is refused with both lengths', () => {
+  const ids = Array.from({ length: 130 }, (_, i) => 3 + (i % 200)).join(',');
+  assertCleanError(keel(['--model', join(FIXTURES_DIR, 'llama-gqa'), '--prompt-ids', ids]), /maximum context length is 128 tokens/);
+});
+
+test('invalid sampling parameters name the parameter', () => {
+  const model = ['--model', join(FIXTURES_DIR, 'llama-gqa')];
+  assertCleanError(keel([...model, ...PROMPT, '--top-p', '1.5']), /topP/);
+  assertCleanError(keel([...model, ...PROMPT, '--temperature=-1']), /temperature/);
+  assertCleanError(keel([...model, ...PROMPT, '--max-tokens', 'lots']), /--max-tokens/);
+});
+
+test('a missing model directory is named', (t) => {
+  const dir = tempDir(t);
+  rmSync(dir, { recursive: true });
+  assertCleanError(keel(['--model', dir, ...PROMPT]), /model directory not found/);
+});
