@@ -1,10 +1,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { KeelError } from '../../errors.ts';
 import { Cublas } from './cublas.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
 import { HostStaging } from './host-staging.ts';
 import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
 import { LaunchParams, type KernelSignature } from './launch-params.ts';
-import { type CudaLibrary, loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
+import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
 
 export interface CudaDeviceInfo {
@@ -15,7 +16,6 @@ export interface CudaDeviceInfo {
   arch: string;
   multiprocessorCount: number;
   maxSharedMemoryPerBlockOptin: number;
-  l2CacheBytes: number;
   /** CUDA version the driver supports, e.g. 13000 for 13.0. */
   driverCudaVersion: number;
 }
@@ -41,7 +41,6 @@ export class CudaDevice {
   readonly nvrtc: Nvrtc;
   readonly cublas: Cublas;
   readonly info: CudaDeviceInfo;
-  readonly libraryPaths: Record<CudaLibrary, string>;
   readonly stream: Handle;
   private readonly staging: HostStaging;
   private readonly compiler: KernelCompiler;
@@ -56,12 +55,6 @@ export class CudaDevice {
 
   constructor(ordinal = 0) {
     const libs = loadCudaLibraries(processDiscoveryEnv());
-    this.libraryPaths = {
-      cuda: libs.cuda.path,
-      nvrtc: libs.nvrtc.path,
-      cublas: libs.cublas.path,
-      cublasLt: libs.cublasLt.path,
-    };
     this.driver = new CudaDriver(libs.cuda.handle);
     this.driver.init();
     const device = this.driver.device(ordinal);
@@ -74,7 +67,6 @@ export class CudaDevice {
       arch: archForComputeCapability(major, minor),
       multiprocessorCount: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.multiprocessorCount),
       maxSharedMemoryPerBlockOptin: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.maxSharedMemoryPerBlockOptin),
-      l2CacheBytes: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.l2CacheSize),
       driverCudaVersion: this.driver.driverVersion(),
     };
     this.driver.retainPrimaryContext(device);
@@ -112,6 +104,9 @@ export class CudaDevice {
   }
 
   launch(kernel: Kernel, grid: readonly number[], block: readonly number[], sharedBytes: number, args: readonly number[]): void {
+    if (sharedBytes > this.info.maxSharedMemoryPerBlockOptin) {
+      throw new KeelError('backend', `${kernel.name} needs ${sharedBytes} bytes of shared memory; ${this.info.name} allows ${this.info.maxSharedMemoryPerBlockOptin} per block`);
+    }
     if (sharedBytes > DEFAULT_DYNAMIC_SHARED_LIMIT && (this.sharedLimits.get(kernel.handle) ?? 0) < sharedBytes) {
       this.driver.setMaxDynamicSharedMemory(kernel.handle, sharedBytes);
       this.sharedLimits.set(kernel.handle, sharedBytes);

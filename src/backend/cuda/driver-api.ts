@@ -8,14 +8,12 @@ export type Handle = bigint;
 
 export const CU_DEVICE_ATTRIBUTE = {
   multiprocessorCount: 16,
-  l2CacheSize: 38,
   computeCapabilityMajor: 75,
   computeCapabilityMinor: 76,
   maxSharedMemoryPerBlockOptin: 97,
 } as const;
 
 const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
-const CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
 const CU_STREAM_NON_BLOCKING = 1;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
@@ -45,11 +43,9 @@ export class CudaDriver {
       'int cuDeviceGet(_Out_ int *device, int ordinal)',
       'int cuDeviceGetName(_Out_ uint8_t *name, int len, int device)',
       'int cuDeviceGetAttribute(_Out_ int *value, int attribute, int device)',
-      'int cuDeviceTotalMem_v2(_Out_ size_t *bytes, int device)',
       'int cuDevicePrimaryCtxRetain(_Out_ void **ctx, int device)',
       'int cuDevicePrimaryCtxRelease_v2(int device)',
       'int cuCtxSetCurrent(void *ctx)',
-      'int cuCtxSynchronize()',
       'int cuMemGetInfo_v2(_Out_ size_t *free, _Out_ size_t *total)',
       'int cuMemAlloc_v2(_Out_ uint64_t *dptr, size_t bytes)',
       'int cuMemFree_v2(uint64_t dptr)',
@@ -64,7 +60,6 @@ export class CudaDriver {
       'int cuModuleUnload(void *module)',
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
       'int cuFuncSetAttribute(void *fn, int attribute, int value)',
-      'int cuFuncGetAttribute(_Out_ int *value, int attribute, void *fn)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamDestroy_v2(void *stream)',
@@ -133,10 +128,6 @@ export class CudaDriver {
     return this.out<number>('cuDeviceGetAttribute', attribute, device);
   }
 
-  deviceTotalMem(device: number): number {
-    return Number(this.out<number>('cuDeviceTotalMem_v2', device));
-  }
-
   /** Retains the device's primary context (the one cuBLAS and the runtime API share) and makes it current. */
   retainPrimaryContext(device: number): Handle {
     const ctx = this.out<Handle>('cuDevicePrimaryCtxRetain', device);
@@ -146,10 +137,6 @@ export class CudaDriver {
 
   releasePrimaryContext(device: number): void {
     this.call('cuDevicePrimaryCtxRelease_v2', device);
-  }
-
-  synchronizeContext(): void {
-    this.call('cuCtxSynchronize');
   }
 
   memInfo(): { free: number; total: number } {
@@ -213,10 +200,6 @@ export class CudaDriver {
 
   setMaxDynamicSharedMemory(fn: Handle, bytes: number): void {
     this.call('cuFuncSetAttribute', fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
-  }
-
-  functionRegisters(fn: Handle): number {
-    return this.out<number>('cuFuncGetAttribute', CU_FUNC_ATTRIBUTE_NUM_REGS, fn);
   }
 
   /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */

@@ -31,11 +31,6 @@ export class StepArena {
     return this.chunks[0].bytes;
   }
 
-  /** Bytes handed out since the last reset, alignment included. */
-  get usedBytes(): number {
-    return this.usedThisStep;
-  }
-
   reset(): void {
     if (this.chunks.length > 1) {
       const needed = Math.ceil((this.usedThisStep * 1.25) / ALIGN) * ALIGN;
