@@ -1,8 +1,4 @@
 import { KeelError } from '../errors.ts';
-import { CHAT_HELP, chatCommand } from './chat.ts';
-import { GENERATE_HELP, generateCommand } from './generate.ts';
-import { SERVE_HELP, serveCommand } from './serve.ts';
-
 const HELP = `Keel: an LLM inference engine and OpenAI-compatible server.
 
 Usage: keel <command> [options]
@@ -11,14 +7,34 @@ Commands:
   generate   generate completions for prompts, all in one batch
   chat       chat with a model through its chat template
   serve      an OpenAI-compatible HTTP server with a web playground
+  doctor     what Keel can run on: GPU, driver, CUDA libraries, chosen backend
   help CMD   options of a command
 
 Run \`keel <command> --help\` for a command's options.`;
 
-const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
-  generate: { run: generateCommand, help: GENERATE_HELP },
-  chat: { run: chatCommand, help: CHAT_HELP },
-  serve: { run: serveCommand, help: SERVE_HELP },
+interface Command {
+  run: (argv: string[]) => Promise<void>;
+  help: string;
+}
+
+// Loaded on demand: `keel generate` need not load the HTTP server's packages, nor `serve` the CUDA bindings.
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  generate: async () => {
+    const m = await import('./generate.ts');
+    return { run: m.generateCommand, help: m.GENERATE_HELP };
+  },
+  chat: async () => {
+    const m = await import('./chat.ts');
+    return { run: m.chatCommand, help: m.CHAT_HELP };
+  },
+  serve: async () => {
+    const m = await import('./serve.ts');
+    return { run: m.serveCommand, help: m.SERVE_HELP };
+  },
+  doctor: async () => {
+    const m = await import('./doctor.ts');
+    return { run: m.doctorCommand, help: m.DOCTOR_HELP };
+  },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -28,15 +44,16 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === 'help') {
-    console.log(rest[0] && COMMANDS[rest[0]] ? COMMANDS[rest[0]].help : HELP);
+    const topic = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
+    console.log(topic ? (await topic()).help : HELP);
     return 0;
   }
-  const command = COMMANDS[name];
-  if (!command) {
+  const load = COMMANDS[name];
+  if (!load) {
     console.error(`keel: unknown command "${name}"\n\n${HELP}`);
     return 2;
   }
-  await command.run(rest);
+  await (await load()).run(rest);
   return 0;
 }
 
