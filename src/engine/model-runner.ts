@@ -1,6 +1,6 @@
 import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
 import type { LlamaModel } from '../model/llama.ts';
-import type { BatchDescription } from './batch.ts';
+import { describeBatch, type BatchDescription, type SequenceChunk } from './batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 
 /**
@@ -35,56 +35,20 @@ export class ModelRunner {
   }
 
   describe(output: SchedulerOutput): { batch: BatchDescription; samplingRows: number[] } {
-    const scheduled = output.scheduled;
-    const numSeqs = scheduled.length;
-    const numTokens = output.numScheduledTokens;
-    const tokenIds = new Int32Array(numTokens);
-    const positions = new Int32Array(numTokens);
-    const slotMapping = new Int32Array(numTokens);
-    const queryStartLoc = new Int32Array(numSeqs + 1);
-    const seqLens = new Int32Array(numSeqs);
-    const maxBlocksPerSeq = Math.max(1, ...scheduled.map(({ seq }) => seq.blockTable.length));
-    const blockTables = new Int32Array(numSeqs * maxBlocksPerSeq);
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
-    let maxQueryLen = 0;
-    let maxSeqLen = 0;
     let t = 0;
-    scheduled.forEach(({ seq, numNewTokens }, s) => {
+    const chunks: SequenceChunk[] = output.scheduled.map(({ seq, numNewTokens }, s) => {
       const start = seq.numComputedTokens;
-      const end = start + numNewTokens;
-      queryStartLoc[s] = t;
-      for (let pos = start; pos < end; pos++, t++) {
-        tokenIds[t] = seq.tokenIds[pos];
-        positions[t] = pos;
-        slotMapping[t] = seq.blockTable[Math.floor(pos / this.blockSize)] * this.blockSize + (pos % this.blockSize);
-      }
-      seqLens[s] = end;
-      blockTables.set(seq.blockTable, s * maxBlocksPerSeq);
-      maxQueryLen = Math.max(maxQueryLen, numNewTokens);
-      maxSeqLen = Math.max(maxSeqLen, end);
+      t += numNewTokens;
       // Only a sequence whose every known token is now in the cache produces a next token;
       // an intermediate prefill chunk needs no logits.
-      if (end === seq.numTokens) {
+      if (start + numNewTokens === seq.numTokens) {
         logitsIndices.push(t - 1);
         samplingRows.push(s);
       }
+      return { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
     });
-    queryStartLoc[numSeqs] = t;
-    const batch: BatchDescription = {
-      numTokens,
-      numSeqs,
-      tokenIds,
-      positions,
-      slotMapping,
-      queryStartLoc,
-      seqLens,
-      blockTables,
-      maxBlocksPerSeq,
-      maxQueryLen,
-      maxSeqLen,
-      logitsIndices: Int32Array.from(logitsIndices),
-    };
-    return { batch, samplingRows };
+    return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows };
   }
 }

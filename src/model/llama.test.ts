@@ -5,7 +5,7 @@ import type { ModelConfig } from './model-config.ts';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import type { KvCache } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
-import { buildBatch, type SequenceChunk } from '../../test/helpers/cpu-batch.ts';
+import { describeBatch, type SequenceChunk } from '../engine/batch.ts';
 import { TestRandom, testSeed } from '../../test/helpers/cpu-random.ts';
 import { llamaConfig, plainRopeTable, randomLlamaWeights, uploadLlamaWeights, type HostLlamaWeights } from '../../test/helpers/cpu-random-llama.ts';
 import { referenceLogits } from '../../test/helpers/cpu-reference-llama.ts';
@@ -50,7 +50,7 @@ class Harness {
 
   /** Logits rows of one step, as host arrays. */
   step(cache: PagedCache, chunks: SequenceChunk[], logitsIndices?: number[]): Float32Array[] {
-    const batch = buildBatch(chunks, BLOCK_SIZE, logitsIndices);
+    const batch = describeBatch(chunks, BLOCK_SIZE, logitsIndices);
     const logits = this.backend.toHost(this.model.forward(this.backend.beginStep(batch), cache.kv));
     const vocab = this.config.vocabSize;
     return Array.from(batch.logitsIndices, (_, i) => logits.subarray(i * vocab, (i + 1) * vocab));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EngineConfig } from '../../src/config.ts';
-import type { BatchDescription } from '../../src/engine/batch.ts';
+import { describeBatch, type BatchDescription } from '../../src/engine/batch.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
@@ -72,38 +72,15 @@ async function checkLogits(fixture: OracleFixture, options: ParityOptions): Prom
 }
 
 /** Every prompt prefilled in one step, each in its own consecutive run of blocks. */
-export function prefillBatch(prompts: number[][], blockSize: number): BatchDescription {
-  const numTokens = prompts.reduce((n, p) => n + p.length, 0);
-  const maxBlocksPerSeq = Math.max(...prompts.map((p) => Math.ceil(p.length / blockSize)));
-  const batch: BatchDescription = {
-    numTokens,
-    numSeqs: prompts.length,
-    tokenIds: Int32Array.from(prompts.flat()),
-    positions: new Int32Array(numTokens),
-    slotMapping: new Int32Array(numTokens),
-    queryStartLoc: new Int32Array(prompts.length + 1),
-    seqLens: Int32Array.from(prompts.map((p) => p.length)),
-    blockTables: new Int32Array(prompts.length * maxBlocksPerSeq),
-    maxBlocksPerSeq,
-    maxQueryLen: Math.max(...prompts.map((p) => p.length)),
-    maxSeqLen: Math.max(...prompts.map((p) => p.length)),
-    logitsIndices: new Int32Array(prompts.length),
-  };
-  let t = 0;
+function prefillBatch(prompts: number[][], blockSize: number): BatchDescription {
   let nextBlock = 0;
-  prompts.forEach((prompt, s) => {
-    batch.queryStartLoc[s] = t;
-    const firstBlock = nextBlock;
-    nextBlock += Math.ceil(prompt.length / blockSize);
-    for (let b = firstBlock; b < nextBlock; b++) batch.blockTables[s * maxBlocksPerSeq + b - firstBlock] = b;
-    for (let pos = 0; pos < prompt.length; pos++, t++) {
-      batch.positions[t] = pos;
-      batch.slotMapping[t] = firstBlock * blockSize + pos;
-    }
-    batch.logitsIndices[s] = t - 1;
+  const chunks = prompts.map((tokens) => {
+    const numBlocks = Math.ceil(tokens.length / blockSize);
+    const blockTable = Array.from({ length: numBlocks }, (_, b) => nextBlock + b);
+    nextBlock += numBlocks;
+    return { tokens, startPos: 0, blockTable };
   });
-  batch.queryStartLoc[prompts.length] = t;
-  return batch;
+  return describeBatch(chunks, blockSize);
 }
 
 const GREEDY = { temperature: 0, ignoreEos: true } as const;

@@ -6,7 +6,7 @@
 import { CpuBackend } from './cpu-backend.ts';
 import { LlamaModel } from '../../model/llama.ts';
 import type { Tensor } from '../backend.ts';
-import { buildBatch } from '../../../test/helpers/cpu-batch.ts';
+import { describeBatch } from '../../engine/batch.ts';
 import { TestRandom } from '../../../test/helpers/cpu-random.ts';
 import { f32HostTensor, llamaConfig, plainRopeTable, randomLlamaWeights, uploadLlamaWeights } from '../../../test/helpers/cpu-random-llama.ts';
 
@@ -36,7 +36,7 @@ const token = () => random.int(0, config.vocabSize - 1);
 
 function runStep(tokens: number[], startPos: number): number {
   const began = performance.now();
-  const step = backend.beginStep(buildBatch([{ tokens, startPos, blockTable }], BLOCK_SIZE));
+  const step = backend.beginStep(describeBatch([{ tokens, startPos, blockTable }], BLOCK_SIZE));
   backend.toHost(model.forward(step, cache));
   return performance.now() - began;
 }

@@ -5,7 +5,7 @@ import type { CpuKvCache } from './cpu-tensor.ts';
 import type { Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
-import { buildBatch } from '../../../test/helpers/cpu-batch.ts';
+import { describeBatch } from '../../engine/batch.ts';
 import { TestRandom, testSeed } from '../../../test/helpers/cpu-random.ts';
 import { f32HostTensor, plainRopeTable } from '../../../test/helpers/cpu-random-llama.ts';
 
@@ -50,7 +50,7 @@ test('linear names both shapes when they do not fit', () => {
 
 test('embedding and gatherLogitsRows pick rows by token id and by logits index', () => {
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
-  const step = backend.beginStep(buildBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
+  const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
   const embedded = backend.embedding(table, step);
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
@@ -82,7 +82,7 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null };
   const cache = backend.createKvCache({ numLayers: 2, numBlocks: 3, blockSize: 4, numKvHeads: 1, headDim: 4 });
   const rope = backend.uploadRopeTable(plainRopeTable(4, 10000, 16));
-  const step = backend.beginStep(buildBatch([{ tokens: [0], startPos: 0, blockTable: [2] }], 4));
+  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 0, blockTable: [2] }], 4));
   const qkv = load(random.floats(16), [1, 16]);
   const value = backend.toHost(qkv).slice(12, 16);
   backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);

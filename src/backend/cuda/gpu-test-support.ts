@@ -2,7 +2,7 @@
 // bf16 (so the CPU oracle and the GPU start from identical inputs), batch construction over a
 // shuffled block pool, and the relative-error metric.
 import type { HostTensor } from '../backend.ts';
-import type { BatchDescription } from '../../engine/batch.ts';
+import { describeBatch, type BatchDescription } from '../../engine/batch.ts';
 
 export type Rng = () => number;
 
@@ -114,42 +114,13 @@ export class BlockAssignment {
  * activation (the tests' way to put data into a step).
  */
 export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): BatchDescription {
-  const numTokens = specs.reduce((n, s) => n + s.query, 0);
-  specs.forEach((s, i) => blocks.ensure(i, s.cached + s.query, blockSize));
-  const maxBlocksPerSeq = Math.max(1, ...blocks.tables.slice(0, specs.length).map((t) => t.length));
-  const positions = new Int32Array(numTokens);
-  const slotMapping = new Int32Array(numTokens);
-  const queryStartLoc = new Int32Array(specs.length + 1);
-  const seqLens = new Int32Array(specs.length);
-  const blockTables = new Int32Array(specs.length * maxBlocksPerSeq);
-  const logitsIndices = new Int32Array(specs.length);
-  let t = 0;
-  specs.forEach((s, i) => {
-    queryStartLoc[i] = t;
-    seqLens[i] = s.cached + s.query;
-    blocks.tables[i].forEach((b, j) => (blockTables[i * maxBlocksPerSeq + j] = b));
-    for (let q = 0; q < s.query; q++, t++) {
-      const pos = s.cached + q;
-      positions[t] = pos;
-      slotMapping[t] = blocks.tables[i][Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
-    }
-    logitsIndices[i] = t - 1;
+  let nextTokenId = 0;
+  const chunks = specs.map((s, i) => {
+    blocks.ensure(i, s.cached + s.query, blockSize);
+    const tokens = Array.from({ length: s.query }, () => nextTokenId++);
+    return { tokens, startPos: s.cached, blockTable: blocks.tables[i] };
   });
-  queryStartLoc[specs.length] = t;
-  return {
-    numTokens,
-    numSeqs: specs.length,
-    tokenIds: Int32Array.from({ length: numTokens }, (_, i) => i),
-    positions,
-    slotMapping,
-    queryStartLoc,
-    seqLens,
-    blockTables,
-    maxBlocksPerSeq,
-    maxQueryLen: Math.max(...specs.map((s) => s.query)),
-    maxSeqLen: Math.max(...specs.map((s) => s.cached + s.query)),
-    logitsIndices,
-  };
+  return describeBatch(chunks, blockSize);
 }
 
 /** HF default RoPE tables (theta 10000), rotate_half layout. */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pagedAttention } from './attention.ts';
 import type { AttentionShape } from '../../backend.ts';
-import { buildBatch } from '../../../../test/helpers/cpu-batch.ts';
+import { describeBatch } from '../../../engine/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
 const random = new TestRandom(testSeed('attention'));
@@ -72,7 +72,7 @@ function runCase(c: Case): void {
     contexts.push(context);
     return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTable };
   });
-  const batch = buildBatch(chunks, blockSize);
+  const batch = describeBatch(chunks, blockSize);
   const qkv = random.floats(batch.numTokens * rowWidth, c.scoreScale ?? 1);
   const out = new Float32Array(batch.numTokens * numHeads * headDim).fill(NaN);
   pagedAttention(qkv, pools, blockSize, batch, shape, out);
