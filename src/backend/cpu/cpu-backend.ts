@@ -1,3 +1,4 @@
+import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
 import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
@@ -160,16 +161,12 @@ function normWeight(weight: Tensor, width: number, op: string): Float32Array {
 
 function asPackedQkv(qkv: Tensor, shape: AttentionShape): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
-  const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
-  if (packed.cols !== width) throw new Error(`qkv has ${packed.cols} columns, the attention shape needs ${width}`);
+  assertPackedQkvWidth(packed.cols, shape);
   return packed;
 }
 
 function layerPools(cache: KvCache, layer: number, shape: AttentionShape): LayerKvPools {
   const kv = asCpuKvCache(cache);
-  if (kv.spec.numKvHeads !== shape.numKvHeads || kv.spec.headDim !== shape.headDim) {
-    throw new Error(`KV cache holds ${kv.spec.numKvHeads} heads of ${kv.spec.headDim}, attention needs ${shape.numKvHeads} of ${shape.headDim}`);
-  }
-  if (!(layer >= 0 && layer < kv.spec.numLayers)) throw new RangeError(`layer ${layer} is outside the cache's ${kv.spec.numLayers} layers`);
+  assertKvLayer(kv.spec, layer, shape);
   return { keys: kv.keys[layer], values: kv.values[layer] };
 }

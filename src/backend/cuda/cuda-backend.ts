@@ -1,4 +1,5 @@
 import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
+import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { KeelError } from '../../errors.ts';
@@ -395,8 +396,7 @@ function normWeight(weight: Tensor, width: number, op: string): CudaTensor {
 
 function asPackedQkv(qkv: Tensor, shape: AttentionShape): CudaTensor {
   const packed = asBf16(qkv, 'qkv');
-  const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
-  if (packed.cols !== width) throw new Error(`qkv has ${packed.cols} columns, the attention shape needs ${width}`);
+  assertPackedQkvWidth(packed.cols, shape);
   if (shape.numHeads % shape.numKvHeads !== 0) {
     throw new KeelError('invalid_model', `${shape.numHeads} query heads do not split evenly over ${shape.numKvHeads} kv heads`);
   }
@@ -405,10 +405,7 @@ function asPackedQkv(qkv: Tensor, shape: AttentionShape): CudaTensor {
 
 function layerCache(cache: KvCache, layer: number, shape: AttentionShape): CudaKvCache {
   const kv = asCudaKvCache(cache);
-  if (kv.spec.numKvHeads !== shape.numKvHeads || kv.spec.headDim !== shape.headDim) {
-    throw new Error(`KV cache holds ${kv.spec.numKvHeads} heads of ${kv.spec.headDim}, attention needs ${shape.numKvHeads} of ${shape.headDim}`);
-  }
-  if (!(layer >= 0 && layer < kv.spec.numLayers)) throw new RangeError(`layer ${layer} is outside the cache's ${kv.spec.numLayers} layers`);
+  assertKvLayer(kv.spec, layer, shape);
   return kv;
 }
 
