@@ -69,8 +69,12 @@ async function* merge(
     read.catch(() => undefined);
     pending.set(index, read);
   };
+  const finished = new Set<number>();
   const observed = (index: number, update: StreamUpdate): PromptUpdate => {
-    if (update.finished) ctx.metrics.observeFinished(update.output);
+    if (update.finished && !finished.has(index)) {
+      finished.add(index);
+      ctx.metrics.observeFinished(update.output);
+    }
     return { promptIndex: index, update };
   };
   try {
@@ -89,7 +93,11 @@ async function* merge(
   } finally {
     // Requests still running end now; each stream's pending read then settles and its generator can close.
     controller.abort();
-    await Promise.allSettled(pending.values());
+    // Every request not yet finished now ends with an abort update: read it, so that it is counted.
+    for (const index of streams.keys()) if (!finished.has(index) && !pending.has(index)) pull(index);
+    for (const read of await Promise.allSettled(pending.values())) {
+      if (read.status === 'fulfilled' && !read.value.result.done) observed(read.value.index, read.value.result.value);
+    }
     await Promise.allSettled(streams.map((s) => s.return(undefined)));
     release();
   }

@@ -5,7 +5,7 @@ import type { ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatC
 import type { CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
 import { engineStats, metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
 
-// The official SDK, unchanged, against a Keel server over a tiny random model. vLLM's extensions
+// The official SDK, unchanged, against a Keel server over the embedded default model. vLLM's extensions
 // (ignore_eos...) pass through the SDK as extra body fields.
 
 let server: TinyServer;
@@ -13,7 +13,7 @@ let client: OpenAI;
 const MODEL = 'tiny';
 
 before(async () => {
-  server = await startTinyServer({ server: { servedModelName: MODEL }, model: { max_position_embeddings: 1024 } });
+  server = await startTinyServer({ server: { servedModelName: MODEL }, defaultModel: true });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
 });
 after(() => server.close());
@@ -208,7 +208,7 @@ test('4xx errors surface as the SDK\'s APIError subclasses with status, param an
   await rejectsWith(client.chat.completions.create(chatParams({ temperature: -1 })), { status: 400, param: 'temperature', type: OpenAI.BadRequestError });
   await rejectsWith(client.chat.completions.create(chatParams({ top_p: 0 })), { status: 400, param: 'top_p', type: OpenAI.BadRequestError });
   await rejectsWith(client.completions.create(completionParams({ max_tokens: 10_000 })), { status: 400, param: 'max_tokens', code: 'context_length_exceeded', type: OpenAI.BadRequestError });
-  await rejectsWith(client.completions.create(completionParams({ prompt: 'x'.repeat(2000) })), { status: 400, param: 'prompt', code: 'context_length_exceeded', type: OpenAI.BadRequestError });
+  await rejectsWith(client.completions.create(completionParams({ prompt: Array.from({ length: 3000 }, () => 100) })), { status: 400, param: 'prompt', code: 'context_length_exceeded', type: OpenAI.BadRequestError });
   await rejectsWith(client.chat.completions.create(chatParams({ model: 'gpt-4o' })), { status: 404, param: 'model', code: 'model_not_found', type: OpenAI.NotFoundError });
   await rejectsWith(client.chat.completions.create(chatParams({ messages: [] })), { status: 400, param: 'messages', type: OpenAI.BadRequestError });
   await rejectsWith(client.completions.create(completionParams({ prompt: [100_000] })), { status: 400, param: 'prompt', type: OpenAI.BadRequestError });

@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import type { EngineConfig } from '../../src/config.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { startServer, type ServerOptions } from '../../src/server/server.ts';
+import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 
 export interface TinyServer {
@@ -13,13 +14,18 @@ export interface TinyServer {
 }
 
 /**
- * A server on a free loopback port over a fresh tiny random model (CPU backend), for one test
- * file. Logs are kept in memory instead of stderr.
+ * A server on a free loopback port (CPU backend), for one test file: over the embedded default
+ * model with `defaultModel`, else over a fresh tiny random model. Logs are kept in memory.
  */
 export async function startTinyServer(
-  options: { engine?: Partial<EngineConfig>; server?: Partial<Omit<ServerOptions, 'llm'>>; model?: Record<string, unknown> } = {},
+  options: {
+    engine?: Partial<EngineConfig>;
+    server?: Partial<Omit<ServerOptions, 'llm'>>;
+    model?: Record<string, unknown>;
+    defaultModel?: boolean;
+  } = {},
 ): Promise<TinyServer> {
-  const model = tinyChatModelDir(options.model);
+  const model = options.defaultModel ? { dir: DEFAULT_MODEL_DIR, remove: () => undefined } : tinyChatModelDir(options.model);
   const llm = await LLM.load({ model: model.dir, backend: 'cpu', showProgress: false, numKvBlocks: 256, ...options.engine });
   const logs: Record<string, unknown>[] = [];
   const logStream = new Writable({
