@@ -7,6 +7,7 @@ Commands:
   generate   generate completions for prompts, all in one batch
   chat       chat with a model through its chat template
   serve      an OpenAI-compatible HTTP server with a web playground
+  bench      benchmarks: latency, throughput, serve (vLLM's methodology), plot
   doctor     what Keel can run on: GPU, driver, CUDA libraries, chosen backend
   help CMD   options of a command
 
@@ -30,6 +31,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   serve: async () => {
     const m = await import('./serve.ts');
     return { run: m.serveCommand, help: m.SERVE_HELP };
+  },
+  bench: async () => {
+    const m = await import('./bench.ts');
+    return { run: m.benchCommand, help: m.BENCH_HELP };
   },
   doctor: async () => {
     const m = await import('./doctor.ts');

@@ -1,0 +1,75 @@
+import type { ParseArgsConfig } from 'node:util';
+import { integerFlag, numberFlag, oneOf } from '../../cli/engine-flags.ts';
+import { invalidArgument } from '../../errors.ts';
+import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type Workload } from '../random-dataset.ts';
+
+export function positiveIntFlag(flag: string, raw: string | undefined, fallback: number): number {
+  const value = integerFlag(flag, raw) ?? fallback;
+  if (value < 1) throw invalidArgument(`${flag} must be a positive integer (got ${value})`);
+  return value;
+}
+
+export function nonNegativeIntFlag(flag: string, raw: string | undefined, fallback: number): number {
+  const value = integerFlag(flag, raw) ?? fallback;
+  if (value < 0) throw invalidArgument(`${flag} must not be negative (got ${value})`);
+  return value;
+}
+
+/** "1,2,4" -> [1, 2, 4]. */
+export function positiveIntList(flag: string, raw: string): number[] {
+  return raw.split(',').map((part) => positiveIntFlag(flag, part.trim(), 0));
+}
+
+/** Requests per second, or "inf" (the default) to send everything at once. */
+export function requestRateFlag(raw: string | undefined): number {
+  if (raw === undefined || raw === 'inf') return Infinity;
+  const rate = numberFlag('--request-rate', raw) as number;
+  if (!(rate > 0)) throw invalidArgument(`--request-rate must be positive or inf (got ${raw})`);
+  return rate;
+}
+
+/** Flags of the random dataset, shared by `bench throughput` and `bench serve`. */
+export const DATASET_FLAGS = {
+  dataset: { type: 'string' },
+  'num-prompts': { type: 'string' },
+  'input-len': { type: 'string' },
+  'output-len': { type: 'string' },
+  'random-range-ratio': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+export type DatasetFlagValues = { [K in keyof typeof DATASET_FLAGS]?: string };
+
+/** vLLM's defaults for its random dataset. */
+export const DATASET_DEFAULTS = { numPrompts: 1000, inputLen: 1024, outputLen: 128 };
+
+export const DATASET_FLAGS_HELP = `Dataset (random token ids, lengths uniform in their range, reproducible from --seed):
+  --dataset random               the only dataset: prompts need no tokenizer
+  --num-prompts N                requests (default ${DATASET_DEFAULTS.numPrompts})
+  --input-len N                  prompt tokens (default ${DATASET_DEFAULTS.inputLen})
+  --output-len N                 tokens to generate, EOS ignored (default ${DATASET_DEFAULTS.outputLen})
+  --random-range-ratio R         lengths uniform in [len*(1-R), len*(1+R)] (default 0: fixed)`;
+
+/** The workload the dataset flags describe, or a preset; a preset and dataset flags together are an error. */
+export function workloadFromFlags(values: DatasetFlagValues, preset: string | undefined, temperature: number): Workload {
+  if (preset !== undefined) {
+    oneOf('--workload', preset, ['nano-vllm'] as const);
+    const given = Object.keys(DATASET_FLAGS).filter((k) => values[k as keyof DatasetFlagValues] !== undefined);
+    if (given.length > 0) throw invalidArgument(`--workload ${preset} fixes the dataset: drop --${given.join(', --')}`);
+    return NANO_VLLM_WORKLOAD;
+  }
+  oneOf('--dataset', values.dataset, ['random'] as const);
+  const ratio = numberFlag('--random-range-ratio', values['random-range-ratio']) ?? 0;
+  const inputLen = positiveIntFlag('--input-len', values['input-len'], DATASET_DEFAULTS.inputLen);
+  const outputLen = positiveIntFlag('--output-len', values['output-len'], DATASET_DEFAULTS.outputLen);
+  return {
+    name: 'random',
+    numPrompts: positiveIntFlag('--num-prompts', values['num-prompts'], DATASET_DEFAULTS.numPrompts),
+    inputLen: lengthRange('--input-len', inputLen, ratio),
+    outputLen: lengthRange('--output-len', outputLen, ratio),
+    temperature,
+  };
+}
+
+export function workloadRequests(workload: Workload, vocabSize: number, seed: number): BenchRequest[] {
+  return randomRequests({ numPrompts: workload.numPrompts, inputLen: workload.inputLen, outputLen: workload.outputLen, vocabSize, seed });
+}

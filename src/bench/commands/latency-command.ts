@@ -1,0 +1,101 @@
+import { parseArgs } from 'node:util';
+import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../../cli/engine-flags.ts';
+import { invalidArgument } from '../../errors.ts';
+import { latencyLine } from '../console-report.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
+import { runLatencySuite, type LatencyOptions } from '../latency-suite.ts';
+import { writeResult } from '../result-file.ts';
+import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
+
+/** vLLM's `bench latency` defaults. */
+const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
+
+export const LATENCY_HELP = `Usage: keel bench latency [options]
+
+For each batch size, starts that many random token-id prompts together and generates exactly
+--output-len tokens each (greedy, EOS ignored), --num-iters times after --num-iters-warmup
+unmeasured runs. Reports TTFT (until every sequence has its first token), TPOT (time per output
+token after the first), end-to-end latency, output tokens/s, and the fraction of the memory
+roofline a decode step reached: (weights + KV read per step) / step time / memory bandwidth.
+Writes JSON to bench/results/ (or --output).
+
+  --batch-size 1,2,4             batch sizes to measure (default ${DEFAULTS.batchSize})
+  --input-len N                  prompt tokens (default ${DEFAULTS.inputLen})
+  --output-len N                 tokens to generate, at least 2 (default ${DEFAULTS.outputLen})
+  --num-iters N                  measured runs per batch size (default ${DEFAULTS.numIters})
+  --num-iters-warmup N           unmeasured runs first (default ${DEFAULTS.numItersWarmup})
+  --bandwidth-gbps GB/S          memory bandwidth for the roofline, in GB/s (default: measured by
+                                 the backend if it can; the CPU backend times a host memory copy)
+  --output FILE                  where to write the JSON result
+
+${ENGINE_FLAGS_HELP}`;
+
+export async function latencyCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...ENGINE_FLAGS,
+      'batch-size': { type: 'string' },
+      'input-len': { type: 'string' },
+      'output-len': { type: 'string' },
+      'num-iters': { type: 'string' },
+      'num-iters-warmup': { type: 'string' },
+      'bandwidth-gbps': { type: 'string' },
+      output: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(LATENCY_HELP);
+    return;
+  }
+  const bandwidthGbps = numberFlag('--bandwidth-gbps', values['bandwidth-gbps']);
+  if (bandwidthGbps !== undefined && !(bandwidthGbps > 0)) throw invalidArgument(`--bandwidth-gbps must be positive (got ${bandwidthGbps})`);
+  const engineConfig = engineConfigFromFlags(values);
+  const flags = {
+    batchSizes: positiveIntList('--batch-size', values['batch-size'] ?? DEFAULTS.batchSize),
+    inputLen: positiveIntFlag('--input-len', values['input-len'], DEFAULTS.inputLen),
+    outputLen: positiveIntFlag('--output-len', values['output-len'], DEFAULTS.outputLen),
+    numIters: positiveIntFlag('--num-iters', values['num-iters'], DEFAULTS.numIters),
+    numItersWarmup: nonNegativeIntFlag('--num-iters-warmup', values['num-iters-warmup'], DEFAULTS.numItersWarmup),
+  };
+
+  const bench = await loadBenchEngine(engineConfig, { measure: true, gbps: bandwidthGbps });
+  const { llm, facts } = bench;
+  try {
+    const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null };
+    const bandwidth = facts.bandwidth ? `${(facts.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${facts.bandwidth.source})` : 'unknown (pass --bandwidth-gbps)';
+    console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
+    const rows = await runLatencySuite(llm, options, { config: llm.modelConfig, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes }, (row) =>
+      console.log(latencyLine(row)),
+    );
+    const path = writeResult(
+      {
+        suite: 'latency',
+        schema_version: 1,
+        status: 'ok',
+        error: null,
+        ...keelRunHeader(bench),
+        config: {
+          batch_sizes: flags.batchSizes,
+          input_len: flags.inputLen,
+          output_len: flags.outputLen,
+          num_iters: flags.numIters,
+          num_iters_warmup: flags.numItersWarmup,
+          seed: options.seed,
+          temperature: 0,
+          ignore_eos: true,
+          weight_element_bytes: facts.weightElementBytes,
+          kv_element_bytes: facts.kvElementBytes,
+          engine: engineSettings(llm),
+        },
+        results: { bandwidth_bytes_per_s: facts.bandwidth?.bytesPerSecond ?? null, bandwidth_source: facts.bandwidth?.source ?? null, batches: rows },
+      },
+      values.output,
+    );
+    console.log(`wrote ${path}`);
+  } finally {
+    await llm.close();
+  }
+}

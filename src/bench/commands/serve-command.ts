@@ -1,0 +1,134 @@
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from '../../cli/engine-flags.ts';
+import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
+import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
+import { invalidArgument } from '../../errors.ts';
+import { readModelConfig } from '../../model/hf-config.ts';
+import { serveReport } from '../console-report.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../keel-run.ts';
+import { writeResult } from '../result-file.ts';
+import type { BenchResult } from '../result-schema.ts';
+import { parameterCount } from '../roofline.ts';
+import { collectEnvironment } from '../run-environment.ts';
+import { runServeSuite } from '../serve-suite.ts';
+import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../serve-target.ts';
+import type { Workload } from '../random-dataset.ts';
+import { DATASET_FLAGS, DATASET_FLAGS_HELP, requestRateFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+
+const DEFAULT_BASE_URL = 'http://127.0.0.1:8000';
+
+export const SERVE_BENCH_HELP = `Usage: keel bench serve [options]
+
+Online serving, as \`vllm bench serve\` measures it: streamed /v1/completions requests with
+token-id prompts (greedy, EOS ignored) arrive as a Poisson process of --request-rate per second
+(inf: all at once), at most --max-concurrency in flight. Reports per-request TTFT, TPOT, ITL and
+end-to-end latency (mean, median, p90, p99), request and token throughput, duration, completed
+and failed requests. Writes JSON to bench/results/ (or --output).
+
+  --base-url URL                 a running keel serve, on this machine (default ${DEFAULT_BASE_URL})
+  --launch                       start a server in this process instead, with the engine options
+  --api-key KEY                  the server's API key (default: env KEEL_API_KEY)
+  --request-rate R               requests per second, or inf (default inf)
+  --max-concurrency N            most requests in flight (default: no limit)
+  --output FILE                  where to write the JSON result
+
+${DATASET_FLAGS_HELP}
+
+Without --launch, --model names the served model's directory (for its vocabulary size; default
+the embedded keel-tiny) and --seed the dataset's seed; the other engine options need --launch.
+
+${ENGINE_FLAGS_HELP}`;
+
+export async function serveBenchCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...ENGINE_FLAGS,
+      ...DATASET_FLAGS,
+      'base-url': { type: 'string' },
+      launch: { type: 'boolean' },
+      'api-key': { type: 'string' },
+      'request-rate': { type: 'string' },
+      'max-concurrency': { type: 'string' },
+      output: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(SERVE_BENCH_HELP);
+    return;
+  }
+  if (values.launch && values['base-url'] !== undefined) throw invalidArgument('give --base-url or --launch, not both');
+  const engineOnly = Object.keys(ENGINE_FLAGS).filter((k) => k !== 'model' && k !== 'seed' && values[k as keyof typeof ENGINE_FLAGS] !== undefined);
+  if (!values.launch && engineOnly.length > 0) throw invalidArgument(`--${engineOnly.join(', --')} configure a launched engine: add --launch`);
+  const requestRate = requestRateFlag(values['request-rate']);
+  const maxConcurrency = integerFlag('--max-concurrency', values['max-concurrency']) ?? null;
+  if (maxConcurrency !== null && maxConcurrency < 1) throw invalidArgument(`--max-concurrency must be positive (got ${maxConcurrency})`);
+  const workload = workloadFromFlags(values, undefined, 0);
+  const apiKey = values['api-key'] ?? process.env.KEEL_API_KEY ?? null;
+  const engineConfig = engineConfigFromFlags(values);
+  const seed = engineConfig.seed ?? DEFAULT_ENGINE_CONFIG.seed;
+
+  if (values.launch) {
+    const bench = await loadBenchEngine(engineConfig, { measure: false });
+    try {
+      const { startServer } = await import('../../server/server.ts');
+      const server = await startServer({ llm: bench.llm, host: '127.0.0.1', port: 0, apiKey: null, logLevel: 'warn', maxQueuedRequests: null });
+      try {
+        const discovered = await discoverServer(server.url, null);
+        const header = { ...keelRunHeader(bench), config: { server: 'launched', engine: engineSettings(bench.llm) } };
+        await run(discovered, header, bench.llm.modelConfig.vocabSize);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await bench.llm.close();
+    }
+    return;
+  }
+  const baseUrl = loopbackBaseUrl(values['base-url'] ?? DEFAULT_BASE_URL);
+  const modelDir = values.model ?? DEFAULT_MODEL_DIR;
+  const modelConfig = readModelConfig(modelDir);
+  const discovered = await discoverServer(baseUrl, apiKey);
+  const header = {
+    engine: discovered.ownedBy ?? 'unknown',
+    ...collectEnvironment({ backend: null, name: null, cuda_version: null }),
+    model: {
+      name: basename(modelDir),
+      path: repoRelative(modelDir),
+      model_type: modelConfig.modelType,
+      parameter_count: parameterCount(modelConfig),
+      load_format: 'unknown',
+      dtype: modelConfig.dtype,
+    },
+    config: { server: baseUrl },
+  };
+  await run(discovered, header, modelConfig.vocabSize);
+
+  async function run(server: DiscoveredServer, header: Omit<BenchResult, 'suite' | 'schema_version' | 'status' | 'error' | 'results'>, vocabSize: number) {
+    const requests = workloadRequests(workload, vocabSize, seed);
+    const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
+    console.log(`keel bench serve: ${requests.length} requests to ${server.target.baseUrl} (model ${server.target.model}) at ${rate}${maxConcurrency ? `, at most ${maxConcurrency} at once` : ''}`);
+    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed });
+    console.log(serveReport(results));
+    const path = writeResult(
+      {
+        ...header,
+        suite: 'serve',
+        schema_version: 1,
+        status: 'ok',
+        error: null,
+        config: { ...header.config, ...workloadConfig(workload), request_rate: rate, max_concurrency: maxConcurrency, seed, model_name: server.target.model },
+        results,
+      },
+      values.output,
+    );
+    console.log(`wrote ${path}`);
+  }
+}
+
+function workloadConfig(workload: Workload): Record<string, unknown> {
+  return { dataset: 'random', num_prompts: workload.numPrompts, input_len: workload.inputLen, output_len: workload.outputLen, temperature: 0, ignore_eos: true };
+}

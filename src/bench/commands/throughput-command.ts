@@ -1,0 +1,72 @@
+import { parseArgs } from 'node:util';
+import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../../cli/engine-flags.ts';
+import { throughputReport } from '../console-report.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
+import { NANO_VLLM_WORKLOAD } from '../random-dataset.ts';
+import { writeResult } from '../result-file.ts';
+import { runThroughputSuite } from '../throughput-suite.ts';
+import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+
+/** vLLM's offline throughput benchmark samples at temperature 1. */
+const RANDOM_TEMPERATURE = 1;
+
+export const THROUGHPUT_HELP = `Usage: keel bench throughput [options]
+
+Offline throughput, as vLLM measures it: every request of the dataset is submitted at once and
+the engine batches them continuously; reports requests/s and input, output and total tokens/s
+over the wall time. Random workloads sample at temperature ${RANDOM_TEMPERATURE}, as vLLM's do. Writes JSON
+to bench/results/ (or --output).
+
+  --workload nano-vllm           nano-vllm's bench.py: ${NANO_VLLM_WORKLOAD.numPrompts} sequences, input and output ${NANO_VLLM_WORKLOAD.inputLen.min}..${NANO_VLLM_WORKLOAD.inputLen.max}
+                                 tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
+  --output FILE                  where to write the JSON result
+
+${DATASET_FLAGS_HELP}
+
+${ENGINE_FLAGS_HELP}`;
+
+export async function throughputCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(THROUGHPUT_HELP);
+    return;
+  }
+  const workload = workloadFromFlags(values, values.workload, RANDOM_TEMPERATURE);
+  const bench = await loadBenchEngine(engineConfigFromFlags(values), { measure: false });
+  const { llm, facts } = bench;
+  try {
+    const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
+    console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
+    const results = await runThroughputSuite(llm, workload.name, requests, workload.temperature);
+    console.log(throughputReport(results));
+    const path = writeResult(
+      {
+        suite: 'throughput',
+        schema_version: 1,
+        status: 'ok',
+        error: null,
+        ...keelRunHeader(bench),
+        config: {
+          workload: workload.name,
+          dataset: 'random',
+          num_prompts: workload.numPrompts,
+          input_len: workload.inputLen,
+          output_len: workload.outputLen,
+          temperature: workload.temperature,
+          ignore_eos: true,
+          seed: llm.config.seed,
+          engine: engineSettings(llm),
+        },
+        results,
+      },
+      values.output,
+    );
+    console.log(`wrote ${path}`);
+  } finally {
+    await llm.close();
+  }
+}

@@ -1,0 +1,58 @@
+import type { LatencyBatch, ServeResults, ThroughputResults } from './result-schema.ts';
+
+const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
+const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
+
+/** One line per batch size, printed as each finishes. */
+export function latencyLine(row: LatencyBatch): string {
+  const roofline = row.roofline?.fraction == null ? '' : `, ${(row.roofline.fraction * 100).toFixed(1)}% of the memory roofline`;
+  return (
+    `batch ${row.batch_size}: TTFT ${ms(row.mean_ttft_ms)}, TPOT ${ms(row.mean_tpot_ms)}, e2e ${ms(row.mean_e2el_ms)} ` +
+    `(p99 ${ms(row.p99_e2el_ms)}), ${rate(row.output_tokens_per_s, 'output tok/s')}${roofline}` +
+    (row.preemptions ? `, ${row.preemptions} preemptions` : '')
+  );
+}
+
+export function throughputReport(r: ThroughputResults): string {
+  return [
+    `Throughput (${r.workload}, ${r.num_requests} requests, ${r.elapsed_s.toFixed(2)} s):`,
+    `  ${r.requests_per_s.toFixed(2)} requests/s, ${r.total_tokens_per_s.toFixed(1)} total tokens/s`,
+    `  ${r.input_tokens_per_s.toFixed(1)} input tokens/s, ${r.output_tokens_per_s.toFixed(1)} output tokens/s`,
+  ].join('\n');
+}
+
+const WIDTH = 50;
+
+function centered(text: string, fill: string): string {
+  const left = Math.max(0, Math.floor((WIDTH - text.length) / 2));
+  return `${fill.repeat(left)}${text}${fill.repeat(Math.max(0, WIDTH - text.length - left))}`;
+}
+
+/** The layout of vLLM's "Serving Benchmark Result" block. */
+export function serveReport(r: ServeResults): string {
+  const line = (label: string, value: string) => `${label.padEnd(40)}${value}`;
+  const block = (title: string, key: 'ttft_ms' | 'tpot_ms' | 'itl_ms' | 'e2el_ms') => {
+    const f = r as unknown as Record<string, number | null>;
+    return [
+      centered(` ${title} `, '-'),
+      ...(['mean', 'median', 'p90', 'p99'] as const).map((s) => line(`${s[0].toUpperCase()}${s.slice(1)} ${key.split('_')[0].toUpperCase()} (ms):`, f[`${s}_${key}`]?.toFixed(2) ?? 'n/a')),
+    ];
+  };
+  return [
+    centered(' Serving Benchmark Result ', '='),
+    line('Successful requests:', String(r.completed)),
+    line('Failed requests:', String(r.failed)),
+    line('Benchmark duration (s):', r.duration_s.toFixed(2)),
+    line('Total input tokens:', String(r.total_input_tokens)),
+    line('Total generated tokens:', String(r.total_output_tokens)),
+    line('Request throughput (req/s):', r.request_throughput.toFixed(2)),
+    line('Output token throughput (tok/s):', r.output_throughput.toFixed(2)),
+    line('Total token throughput (tok/s):', r.total_token_throughput.toFixed(2)),
+    ...block('Time to First Token', 'ttft_ms'),
+    ...block('Time per Output Token (excl. 1st token)', 'tpot_ms'),
+    ...block('Inter-token Latency', 'itl_ms'),
+    ...block('End-to-end Latency', 'e2el_ms'),
+    '='.repeat(WIDTH),
+    ...r.errors.map((e) => `error: ${e}`),
+  ].join('\n');
+}

@@ -1,0 +1,56 @@
+import { isAbsolute, relative, resolve, basename } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
+import { LLM } from '../engine/llm.ts';
+import { probeBackend, type BackendFacts } from './backend-probe.ts';
+import type { BenchResult, ModelInfo } from './result-schema.ts';
+import { parameterCount } from './roofline.ts';
+import { collectEnvironment, type RunEnvironment } from './run-environment.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface BenchEngine {
+  llm: LLM;
+  facts: BackendFacts;
+}
+
+/**
+ * Loads the model a Keel benchmark runs on. The backend is probed first (device name, memory
+ * bandwidth) and then named to the engine, so `--backend auto` resolves once.
+ */
+export async function loadBenchEngine(engine: Partial<EngineConfig>, bandwidth: { measure: boolean; gbps?: number }): Promise<BenchEngine> {
+  const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, { measureBandwidth: bandwidth.measure, bandwidthGbps: bandwidth.gbps });
+  const llm = await LLM.load({ ...engine, backend: facts.backend });
+  return { llm, facts };
+}
+
+/** The parts of a Keel result that describe the run rather than its figures. */
+export function keelRunHeader({ llm, facts }: BenchEngine): RunEnvironment & Pick<BenchResult, 'engine' | 'model'> {
+  return {
+    engine: 'keel',
+    ...collectEnvironment({ backend: facts.backend, name: facts.deviceName, cuda_version: facts.cudaVersion }),
+    model: modelInfo(llm),
+  };
+}
+
+/** The engine's settings as they were resolved, for a result's config. */
+export function engineSettings(llm: LLM): Record<string, unknown> {
+  return { ...llm.config, model: repoRelative(llm.config.model), max_model_len: llm.maxModelLen, num_kv_blocks: llm.stats().numKvBlocks };
+}
+
+export function modelInfo(llm: LLM): ModelInfo {
+  return {
+    name: basename(resolve(llm.config.model)),
+    path: repoRelative(llm.config.model),
+    model_type: llm.modelConfig.modelType,
+    parameter_count: parameterCount(llm.modelConfig),
+    load_format: llm.config.loadFormat,
+    dtype: llm.modelConfig.dtype,
+  };
+}
+
+/** A path inside Keel's checkout as it is written in the repo; others as given. */
+export function repoRelative(path: string): string {
+  const inside = relative(REPO_ROOT, resolve(path));
+  return inside.startsWith('..') || isAbsolute(inside) ? path : inside;
+}

@@ -1,0 +1,171 @@
+import { z } from 'zod';
+
+/**
+ * The one JSON shape every benchmark result has, Keel's commands and the peers' scripts alike
+ * (tools/peers/*.py write it too): who ran what, where, when, with which settings, and every
+ * figure. Timing keys follow `vllm bench serve` (mean_ttft_ms, p99_itl_ms...).
+ */
+export const RESULT_SCHEMA_VERSION = 1;
+
+const count = z.number().int().nonnegative();
+const figure = z.number().nonnegative();
+const optionalFigure = figure.nullable();
+
+/** mean_/median_/p90_/p99_ + metric, each null when nothing was measured. */
+function summaryFields<M extends string>(metric: M) {
+  return {
+    [`mean_${metric}`]: optionalFigure,
+    [`median_${metric}`]: optionalFigure,
+    [`p90_${metric}`]: optionalFigure,
+    [`p99_${metric}`]: optionalFigure,
+  } as Record<`${'mean' | 'median' | 'p90' | 'p99'}_${M}`, typeof optionalFigure>;
+}
+
+export const DeviceSchema = z.strictObject({
+  /** Keel's backend (cpu, cuda), a peer's device kind, or null when unknown (an external server). */
+  backend: z.string().nullable(),
+  /** GPU name, or CPU model for the CPU backend; null when unknown. */
+  name: z.string().nullable(),
+  /** NVIDIA kernel driver version, when the host has one. */
+  driver: z.string().nullable(),
+  cuda_version: z.string().nullable(),
+  /** The host running the benchmark. */
+  cpu: z.string(),
+  cpu_count: count,
+});
+
+export const ModelSchema = z.strictObject({
+  /** Directory name: keel-tiny, llama-3.1-8b... */
+  name: z.string(),
+  path: z.string(),
+  model_type: z.string(),
+  parameter_count: count,
+  /** auto: the checkpoint's weights; dummy: random weights from config.json. */
+  load_format: z.string(),
+  dtype: z.string(),
+});
+
+const RooflineSchema = z.strictObject({
+  weight_bytes_per_step: figure,
+  kv_bytes_per_step: figure,
+  bytes_per_step: figure,
+  achieved_bytes_per_s: figure,
+  bandwidth_bytes_per_s: optionalFigure,
+  fraction: optionalFigure,
+});
+
+export const LatencyBatchSchema = z.strictObject({
+  batch_size: count,
+  input_len: count,
+  output_len: count,
+  num_iters: count,
+  ...summaryFields('ttft_ms'),
+  ...summaryFields('tpot_ms'),
+  ...summaryFields('e2el_ms'),
+  /** batch × output tokens / mean end-to-end latency. */
+  output_tokens_per_s: figure,
+  /** batch / mean TPOT: tokens per second while decoding. */
+  decode_tokens_per_s: optionalFigure,
+  roofline: RooflineSchema.nullable(),
+  /** Preemptions during the measured iterations (KV pool too small for the batch). */
+  preemptions: count.nullable(),
+});
+
+export const LatencyResultsSchema = z.strictObject({
+  bandwidth_bytes_per_s: optionalFigure,
+  bandwidth_source: z.string().nullable(),
+  batches: z.array(LatencyBatchSchema),
+});
+
+export const ThroughputResultsSchema = z.strictObject({
+  workload: z.string(),
+  num_requests: count,
+  elapsed_s: figure,
+  total_input_tokens: count,
+  total_output_tokens: count,
+  requests_per_s: figure,
+  input_tokens_per_s: figure,
+  output_tokens_per_s: figure,
+  total_tokens_per_s: figure,
+});
+
+export const ServeResultsSchema = z.strictObject({
+  duration_s: figure,
+  completed: count,
+  failed: count,
+  total_input_tokens: count,
+  total_output_tokens: count,
+  request_throughput: figure,
+  output_throughput: figure,
+  total_token_throughput: figure,
+  /** How token times were observed: streamed text chunks (vLLM's way) or per-token logprobs chunks. */
+  token_timing: z.enum(['text-chunks', 'logprobs']),
+  ...summaryFields('ttft_ms'),
+  ...summaryFields('tpot_ms'),
+  ...summaryFields('itl_ms'),
+  ...summaryFields('e2el_ms'),
+  /** The first few failures' messages. */
+  errors: z.array(z.string()),
+});
+
+export const AttentionResultsSchema = z.strictObject({
+  shapes: z.array(
+    z.strictObject({
+      batch: count,
+      seq_len: count,
+      num_heads: count,
+      num_kv_heads: count,
+      head_dim: count,
+      causal: z.boolean(),
+      ms: figure,
+      tflops: figure,
+    }),
+  ),
+});
+
+export const LlamaBenchResultsSchema = z.strictObject({
+  tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
+});
+
+const base = {
+  schema_version: z.literal(RESULT_SCHEMA_VERSION),
+  /** keel, or the peer: hf-eager, hf-static-compile, hf-generate-batch, torch-sdpa, llama.cpp. */
+  engine: z.string(),
+  status: z.enum(['ok', 'failed']),
+  /** Why a failed run failed. */
+  error: z.string().nullable(),
+  date: z.iso.datetime({ offset: true }),
+  git_commit: z.string().nullable(),
+  /** Tracked files differed from the commit. */
+  git_dirty: z.boolean().nullable(),
+  /** Versions: node, or python/torch/transformers for the peers. */
+  software: z.record(z.string(), z.string()),
+  device: DeviceSchema,
+  model: ModelSchema.nullable(),
+  /** Every setting of the run: flags, engine configuration, workload. */
+  config: z.record(z.string(), z.unknown()),
+};
+
+const suite = <S extends string, R extends z.ZodType>(name: S, results: R) =>
+  z.strictObject({ ...base, suite: z.literal(name), results: results.nullable() });
+
+export const BenchResultSchema = z
+  .discriminatedUnion('suite', [
+    suite('latency', LatencyResultsSchema),
+    suite('throughput', ThroughputResultsSchema),
+    suite('serve', ServeResultsSchema),
+    suite('attention', AttentionResultsSchema),
+    suite('llama-bench', LlamaBenchResultsSchema),
+  ])
+  .refine((r) => (r.status === 'ok') === (r.results !== null) && (r.status === 'failed') === (r.error !== null), {
+    message: 'an ok result has results and no error; a failed one has an error and no results',
+  });
+
+export type BenchResult = z.infer<typeof BenchResultSchema>;
+export type BenchSuite = BenchResult['suite'];
+export type Device = z.infer<typeof DeviceSchema>;
+export type ModelInfo = z.infer<typeof ModelSchema>;
+export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
+export type LatencyResults = z.infer<typeof LatencyResultsSchema>;
+export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
+export type ServeResults = z.infer<typeof ServeResultsSchema>;

@@ -1,0 +1,28 @@
+import type { LLM } from '../engine/llm.ts';
+import type { BenchRequest } from './random-dataset.ts';
+import type { ThroughputResults } from './result-schema.ts';
+
+/**
+ * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
+ * the engine's continuous batching works through them; the figures are totals over wall time.
+ * Each request generates exactly its output length (EOS ignored), sampling at `temperature`.
+ */
+export async function runThroughputSuite(llm: LLM, workload: string, requests: BenchRequest[], temperature: number): Promise<ThroughputResults> {
+  const start = performance.now();
+  // One generate call per request (each has its own output length), all made before the engine's first step.
+  const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { temperature, maxTokens: r.outputLen, ignoreEos: true })));
+  const elapsedS = (performance.now() - start) / 1000;
+  const inputTokens = requests.reduce((n, r) => n + r.promptTokenIds.length, 0);
+  const outputTokens = outputs.reduce((n, [o]) => n + o.outputs[0].tokenIds.length, 0);
+  return {
+    workload,
+    num_requests: requests.length,
+    elapsed_s: elapsedS,
+    total_input_tokens: inputTokens,
+    total_output_tokens: outputTokens,
+    requests_per_s: requests.length / elapsedS,
+    input_tokens_per_s: inputTokens / elapsedS,
+    output_tokens_per_s: outputTokens / elapsedS,
+    total_tokens_per_s: (inputTokens + outputTokens) / elapsedS,
+  };
+}
