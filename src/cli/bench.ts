@@ -1,8 +1,4 @@
 import { KeelError } from '../errors.ts';
-import { LATENCY_HELP, latencyCommand } from '../bench/commands/latency-command.ts';
-import { PLOT_HELP, plotCommand } from '../bench/commands/plot-command.ts';
-import { SERVE_BENCH_HELP, serveBenchCommand } from '../bench/commands/serve-command.ts';
-import { THROUGHPUT_HELP, throughputCommand } from '../bench/commands/throughput-command.ts';
 
 export const BENCH_HELP = `Usage: keel bench <suite> [options]
 
@@ -19,11 +15,29 @@ Suites:
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
 Run \`keel bench <suite> --help\` for its options; docs/benchmarks.md for the methodology.`;
 
-const SUITES: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
-  latency: { run: latencyCommand, help: LATENCY_HELP },
-  throughput: { run: throughputCommand, help: THROUGHPUT_HELP },
-  serve: { run: serveBenchCommand, help: SERVE_BENCH_HELP },
-  plot: { run: plotCommand, help: PLOT_HELP },
+interface Suite {
+  run: (argv: string[]) => Promise<void>;
+  help: string;
+}
+
+// Loaded on demand: a latency run on the GPU host needs neither the plotting nor the HTTP packages.
+const SUITES: Record<string, () => Promise<Suite>> = {
+  latency: async () => {
+    const m = await import('../bench/commands/latency-command.ts');
+    return { run: m.latencyCommand, help: m.LATENCY_HELP };
+  },
+  throughput: async () => {
+    const m = await import('../bench/commands/throughput-command.ts');
+    return { run: m.throughputCommand, help: m.THROUGHPUT_HELP };
+  },
+  serve: async () => {
+    const m = await import('../bench/commands/serve-command.ts');
+    return { run: m.serveBenchCommand, help: m.SERVE_BENCH_HELP };
+  },
+  plot: async () => {
+    const m = await import('../bench/commands/plot-command.ts');
+    return { run: m.plotCommand, help: m.PLOT_HELP };
+  },
 };
 
 export async function benchCommand(argv: string[]): Promise<void> {
@@ -32,7 +46,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     console.log(BENCH_HELP);
     return;
   }
-  const suite = SUITES[name];
-  if (!suite) throw new KeelError('invalid_argument', `unknown benchmark "${name}" (suites: ${Object.keys(SUITES).join(', ')})`);
-  await suite.run(rest);
+  const load = SUITES[name];
+  if (!load) throw new KeelError('invalid_argument', `unknown benchmark "${name}" (suites: ${Object.keys(SUITES).join(', ')})`);
+  await (await load()).run(rest);
 }

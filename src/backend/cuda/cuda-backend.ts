@@ -56,6 +56,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Device memory bandwidth in bytes/s, counting bytes read and written, from the median of several
+   * timed 1 GiB device-to-device copies (benchmarks divide bytes moved per step by it).
+   */
+  measureMemoryBandwidth(): number {
+    const bytes = 1 << 30;
+    const src = this.device.alloc(bytes);
+    const dst = this.device.alloc(bytes);
+    try {
+      this.device.fillBytes(src, 0x3c, bytes);
+      this.device.copyAsync(dst, src, bytes);
+      const times = Array.from({ length: 9 }, () => this.device.timeMs(() => this.device.copyAsync(dst, src, bytes))).sort((a, b) => a - b);
+      return (2 * bytes) / (times[4] * 1e-3);
+    } finally {
+      this.device.free(src);
+      this.device.free(dst);
+    }
+  }
+
+  /**
    * Free memory within `gpuMemoryUtilization`, less what the largest step's activations may take.
    * Step tensors are not reused within a step, so a token costs about two bf16 values per output
    * row of every weight matrix (each projection's output plus the norm/activation beside it); the
