@@ -56,21 +56,16 @@ export async function chatCommand(argv: string[]): Promise<void> {
       return;
     }
     const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+    const prompt = () => process.stdout.write('> ');
     try {
-      for (;;) {
-        let line: string;
-        try {
-          line = await rl.question('> ');
-        } catch {
-          break; // Ctrl-D / closed input
-        }
+      prompt();
+      // The async iterator buffers lines typed (or piped) while a reply is still streaming.
+      for await (const line of rl) {
         const input = line.trim();
         if (input === '/exit') break;
-        if (input === '/reset') {
-          history.splice(values.system ? 1 : 0);
-          continue;
-        }
-        if (input !== '') await reply(input);
+        if (input === '/reset') history.splice(values.system ? 1 : 0);
+        else if (input !== '') await reply(input);
+        prompt();
       }
     } finally {
       rl.close();

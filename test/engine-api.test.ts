@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { LLM } from '../src/engine/llm.ts';
+
+// The library API over the embedded default model on the CPU backend.
+let llm: LLM;
+before(async () => {
+  llm = await LLM.load({ backend: 'cpu', showProgress: false, numKvBlocks: 256 });
+});
+after(() => llm.close());
+
+const PROMPT = 'def fibonacci(n):';
+const OTHERS = ['import os\n', 'class Stack:\n', '# sum a list\n'];
+
+test('a seeded request samples the same tokens alone and batched with others', async () => {
+  const params = { temperature: 1, seed: 1234, maxTokens: 16, ignoreEos: true };
+  const [alone] = await llm.generate([PROMPT], params);
+  const batched = await llm.generate([OTHERS[0], PROMPT, OTHERS[1]], { ...params, seed: 1234 });
+  assert.deepEqual(batched[1].outputs[0].tokenIds, alone.outputs[0].tokenIds);
+});
+
+test('n = 2 gives two completions, each reproducible from the seed', async () => {
+  const params = { n: 2, temperature: 1, seed: 7, maxTokens: 12, ignoreEos: true };
+  const [first] = await llm.generate([PROMPT], params);
+  const [second] = await llm.generate([PROMPT], params);
+  assert.equal(first.outputs.length, 2);
+  assert.notDeepEqual(first.outputs[0].tokenIds, first.outputs[1].tokenIds, 'completions draw from their own streams');
+  assert.deepEqual(second.outputs.map((o) => o.tokenIds), first.outputs.map((o) => o.tokenIds));
+  assert.equal(llm.stats().numFreeKvBlocks, 256, 'forked blocks all return to the pool');
+});
+
+test('aborting a stream mid-way ends it and frees its blocks at once', async () => {
+  const controller = new AbortController();
+  let updates = 0;
+  for await (const update of llm.stream(PROMPT, { maxTokens: 500, ignoreEos: true, temperature: 0 }, { signal: controller.signal })) {
+    if (++updates === 3) controller.abort();
+    if (update.finished) assert.equal(update.output.outputs[0].finishReason, 'abort');
+  }
+  assert.ok(updates < 500);
+  const stats = llm.stats();
+  assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks);
+  assert.equal(stats.numRunning + stats.numWaiting, 0);
+});
+
+test('breaking out of a stream aborts its request', async () => {
+  for await (const _ of llm.stream(PROMPT, { maxTokens: 500, ignoreEos: true })) break;
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
+});
+
+test('a stop string ends the completion before it; a stop token id ends it too', async () => {
+  const greedy = { temperature: 0, maxTokens: 32, ignoreEos: true };
+  const [full] = await llm.generate([PROMPT], greedy);
+  const text = full.outputs[0].text;
+  const stop = text.slice(8, 14);
+  const [stopped] = await llm.generate([PROMPT], { ...greedy, stop: [stop] });
+  assert.equal(stopped.outputs[0].text, text.slice(0, text.indexOf(stop)));
+  assert.equal(stopped.outputs[0].finishReason, 'stop');
+  assert.equal(stopped.outputs[0].stopReason, stop);
+
+  const stopId = full.outputs[0].tokenIds[5];
+  const [byToken] = await llm.generate([PROMPT], { ...greedy, stopTokenIds: [stopId] });
+  const firstAt = full.outputs[0].tokenIds.indexOf(stopId);
+  assert.deepEqual(byToken.outputs[0].tokenIds, full.outputs[0].tokenIds.slice(0, firstAt + 1));
+  assert.equal(byToken.outputs[0].stopReason, stopId);
+});
+
+test('logprobs: the sampled token and the top alternatives, most likely first', async () => {
+  const [out] = await llm.generate([PROMPT], { temperature: 0, maxTokens: 4, logprobs: 3 });
+  const logprobs = out.outputs[0].logprobs;
+  assert.ok(logprobs && logprobs.length === 4);
+  logprobs.forEach((position, i) => {
+    assert.equal(position.top.length, 3);
+    assert.equal(position.sampled.tokenId, out.outputs[0].tokenIds[i]);
+    // Greedy picks the most likely token of the raw distribution.
+    assert.equal(position.top[0].tokenId, position.sampled.tokenId);
+    assert.ok(position.top[0].logprob >= position.top[1].logprob && position.top[1].logprob >= position.top[2].logprob);
+    assert.ok(position.sampled.logprob <= 0);
+  });
+});
+
+test('maxTokens ends with "length"; invalid parameters and prompts are refused before anything runs', async () => {
+  const [out] = await llm.generate([PROMPT], { temperature: 0, maxTokens: 3, ignoreEos: true });
+  assert.equal(out.outputs[0].finishReason, 'length');
+  assert.equal(out.outputs[0].tokenIds.length, 3);
+  await assert.rejects(llm.generate([PROMPT], { topP: 0 }), /topP/);
+  await assert.rejects(llm.generate([[1, 2, 99_999]], {}), /outside the vocabulary/);
+  await assert.rejects(llm.generate([PROMPT], { maxTokens: 5000 }), /maximum context length/);
+  assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
+});
