@@ -14,6 +14,8 @@ export interface OracleFixture {
     prompts: number[][];
     last_logits: number[][];
     greedy: number[][];
+    /** Per prompt and greedy step, transformers' top [token id, logprob] pairs (newer oracles). */
+    greedy_top_logprobs?: [number, number][][][];
     max_new_tokens: number;
   };
 }

@@ -415,8 +415,19 @@ def top2_margin(logits: torch.Tensor) -> float:
     return float((top[..., 0] - top[..., 1]).min())
 
 
+# Candidates kept per greedy step, so that a bf16 backend whose greedy path leaves transformers'
+# at a near-tie can be checked for picking one of transformers' own top candidates there.
+GREEDY_TOP_K = 5
+
+
+def top_logprobs(step_logits: torch.Tensor, k: int = GREEDY_TOP_K) -> list[list[list[float]]]:
+    """Per step, the k most likely [token id, logprob] pairs, most likely first."""
+    values, ids = torch.topk(torch.log_softmax(step_logits.double(), dim=-1), k, dim=-1)
+    return [[[int(i), float(f"{v:.6g}")] for i, v in zip(row_ids.tolist(), row_values.tolist())] for row_ids, row_values in zip(ids, values)]
+
+
 def reference(model, prompts: list[list[int]]) -> dict:
-    last_logits, greedy, margins, cache_vs_full = [], [], [], []
+    last_logits, greedy, greedy_top, margins, cache_vs_full = [], [], [], [], []
     for prompt in prompts:
         tokens, step_logits = greedy_with_cache(model, prompt, MAX_NEW_TOKENS)
         if not torch.isfinite(step_logits).all():
@@ -424,11 +435,13 @@ def reference(model, prompts: list[list[int]]) -> dict:
         full = full_sequence_logits(model, prompt, tokens)
         last_logits.append(step_logits[0])
         greedy.append(tokens)
+        greedy_top.append(top_logprobs(step_logits))
         margins.append(top2_margin(step_logits))
         cache_vs_full.append(float((full - step_logits).abs().max()))
     return {
         "last_logits": last_logits,
         "greedy": greedy,
+        "greedy_top_logprobs": greedy_top,
         "min_greedy_margin": min(margins),
         "cache_vs_full_max_abs_diff": cache_vs_full,
     }
@@ -532,6 +545,7 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "prompts": prompts,
         "last_logits": [round_sig(row) for row in ref["last_logits"]],
         "greedy": ref["greedy"],
+        "greedy_top_logprobs": ref["greedy_top_logprobs"],
         "max_new_tokens": MAX_NEW_TOKENS,
         "versions": versions,
         # Extras for debugging a mismatch; not needed to run the comparison.

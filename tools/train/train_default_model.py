@@ -96,6 +96,8 @@ ORACLE_PROMPTS = [
     "# Compute the mean of a list\ndef mean(xs):",
 ]
 ORACLE_MAX_NEW_TOKENS = 32
+# Candidates kept per greedy step (see tools/oracle/make_fixtures.py: the bf16 parity check).
+GREEDY_TOP_K = 5
 
 TOKENIZER_CASES = [
     "def add(a, b):\n    return a + b\n",
@@ -736,25 +738,28 @@ def cached_greedy(model, prompt: list[int], new_tokens: int):
     model = copy.deepcopy(model)
     out = model(input_ids=torch.tensor([prompt]), use_cache=True)
     last = out.logits[0, -1].float().clone()
-    logits, tokens = last, []
+    logits, tokens, top = last, [], []
     for i in range(new_tokens):
         nxt = int(torch.argmax(logits))
         tokens.append(nxt)
+        values, ids = torch.topk(torch.log_softmax(logits.double(), dim=-1), GREEDY_TOP_K)
+        top.append([[int(t), float(f"{v:.6g}")] for t, v in zip(ids.tolist(), values.tolist())])
         if i == new_tokens - 1:
             break
         out = model(input_ids=torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True)
         logits = out.logits[0, -1].float()
-    return last, tokens
+    return last, tokens, top
 
 
 def write_oracle(model_dir: Path, hf_tok, description: str, versions: dict) -> dict:
     model = load_fp32_cpu(model_dir)
     prompts = [hf_tok.encode(text, add_special_tokens=False) for text in ORACLE_PROMPTS]
-    last_logits, greedy = [], []
+    last_logits, greedy, greedy_top = [], [], []
     for ids in prompts:
-        last, tokens = cached_greedy(model, ids, ORACLE_MAX_NEW_TOKENS)
+        last, tokens, top = cached_greedy(model, ids, ORACLE_MAX_NEW_TOKENS)
         last_logits.append([float(f"{v:.6g}") for v in last.tolist()])
         greedy.append(tokens)
+        greedy_top.append(top)
     oracle = {
         "name": model_dir.name,
         "model_type": model.config.model_type,
@@ -764,6 +769,7 @@ def write_oracle(model_dir: Path, hf_tok, description: str, versions: dict) -> d
         "texts": ORACLE_PROMPTS,
         "last_logits": last_logits,
         "greedy": greedy,
+        "greedy_top_logprobs": greedy_top,
         "greedy_text": [hf_tok.decode(t) for t in greedy],
         "max_new_tokens": ORACLE_MAX_NEW_TOKENS,
         "versions": versions,

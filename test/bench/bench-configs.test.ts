@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parameterCount } from '../../src/bench/roofline.ts';
+import { modelContextLength } from '../../src/model/context-length.ts';
+import { readModelConfig } from '../../src/model/hf-config.ts';
+
+const dir = (arch: string) => `bench/configs/${arch}`;
+
+test('every shipped architecture parses, with the published parameter count', () => {
+  // The counts the Hugging Face hub shows for these checkpoints.
+  const published: Record<string, number> = {
+    'llama-3.1-8b': 8_030_261_248,
+    'qwen3-0.6b': 596_049_920,
+    'qwen2.5-7b': 7_615_616_512,
+    'mistral-7b': 7_248_023_552,
+  };
+  for (const [arch, count] of Object.entries(published)) assert.equal(parameterCount(readModelConfig(dir(arch))), count, arch);
+});
+
+test('Llama-3.1-8B: GQA 32/8, llama3 RoPE scaling to 128k, untied', () => {
+  const c = readModelConfig(dir('llama-3.1-8b'));
+  assert.equal(c.modelType, 'llama');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [4096, 14336, 32, 32, 8, 128, 128256]);
+  assert.equal(c.ropeTheta, 500000);
+  assert.deepEqual(c.ropeScaling, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
+  assert.equal(c.maxPositionEmbeddings, 131072);
+  assert.equal(c.tieWordEmbeddings, false);
+  assert.equal(c.dtype, 'bf16');
+});
+
+test('Qwen3-0.6B: head_dim 128 wider than hidden/heads, q/k norm, tied, no sliding window', () => {
+  const c = readModelConfig(dir('qwen3-0.6b'));
+  assert.equal(c.modelType, 'qwen3');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [1024, 3072, 28, 16, 8, 128, 151936]);
+  assert.equal(c.qkNorm, true);
+  assert.equal(c.tieWordEmbeddings, true);
+  assert.equal(c.slidingWindow, null);
+  assert.equal(c.ropeTheta, 1_000_000);
+  assert.equal(c.maxPositionEmbeddings, 40960);
+});
+
+test('Qwen2.5-7B: q/k/v biases, GQA 28/4, sliding window unused', () => {
+  const c = readModelConfig(dir('qwen2.5-7b'));
+  assert.equal(c.modelType, 'qwen2');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [3584, 18944, 28, 28, 4, 128, 152064]);
+  assert.equal(c.attentionBias, true);
+  assert.equal(c.outputBias, false);
+  assert.equal(c.slidingWindow, null);
+  assert.equal(c.tieWordEmbeddings, false);
+});
+
+test('Mistral-7B (v0.3): 32k vocabulary, RoPE theta 1e6, sliding window null', () => {
+  const c = readModelConfig(dir('mistral-7b'));
+  assert.equal(c.modelType, 'mistral');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [4096, 14336, 32, 32, 8, 128, 32768]);
+  assert.equal(c.slidingWindow, null);
+  assert.equal(c.ropeTheta, 1_000_000);
+  assert.equal(modelContextLength(c), 32768);
+});

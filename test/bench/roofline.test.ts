@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decodeRoofline, kvBytesPerToken, parameterCount, parametersReadPerDecodeStep } from '../../src/bench/roofline.ts';
+import { readModelConfig } from '../../src/model/hf-config.ts';
+
+const llama8b = readModelConfig('bench/configs/llama-3.1-8b');
+
+test('a decode step reads every weight except an untied input embedding; a tied one is read as the LM head', () => {
+  assert.equal(parametersReadPerDecodeStep(llama8b), 8_030_261_248 - 128256 * 4096);
+  const qwen3 = readModelConfig('bench/configs/qwen3-0.6b');
+  assert.equal(parametersReadPerDecodeStep(qwen3), parameterCount(qwen3));
+});
+
+test('KV bytes per token: K and V of every layer and KV head', () => {
+  // Llama-3.1-8B in bf16: 2 × 32 layers × 8 heads × 128 dims × 2 bytes = 128 KiB.
+  assert.equal(kvBytesPerToken(llama8b, 2), 131072);
+});
+
+test('roofline: (weights + KV at the mean context) / step time / bandwidth', () => {
+  const inputs = { config: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const r = decodeRoofline(inputs, { batchSize: 4, inputLen: 128, outputLen: 256, stepSeconds: 0.01 }, 3.35e12);
+  const weights = (8_030_261_248 - 128256 * 4096) * 2;
+  // Decode steps attend over 129..383 tokens: 256 on average.
+  const kv = 4 * 256 * 131072;
+  assert.equal(r.weight_bytes_per_step, weights);
+  assert.equal(r.kv_bytes_per_step, kv);
+  assert.equal(r.bytes_per_step, weights + kv);
+  assert.ok(Math.abs(r.achieved_bytes_per_s - (weights + kv) / 0.01) < 1);
+  assert.ok(Math.abs((r.fraction as number) - (weights + kv) / 0.01 / 3.35e12) < 1e-12);
+});
+
+test('the llama.cpp bar: 166.7 tok/s on Llama-3.1-8B F16 is ~2.5 TB/s of weights read', () => {
+  const r = decodeRoofline({ config: llama8b, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 0, outputLen: 2, stepSeconds: 1 / 166.7 }, null);
+  assert.ok(Math.abs(r.achieved_bytes_per_s / 1e12 - 2.5) < 0.05, String(r.achieved_bytes_per_s));
+  assert.equal(r.fraction, null);
+  assert.equal(r.bandwidth_bytes_per_s, null);
+});
+
+test('a sliding window caps the context a step reads', () => {
+  const windowed = { ...llama8b, slidingWindow: 100 };
+  const r = decodeRoofline({ config: windowed, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
+  assert.equal(r.kv_bytes_per_step, 100 * 131072);
+});

@@ -1,0 +1,276 @@
+"""Keel's benchmark result JSON (src/bench/result-schema.ts) written from Python, and Keel's
+random dataset (src/bench/random-dataset.ts) reproduced bit for bit, so the peers run the very
+prompts Keel runs. Standard library only: it also runs where torch is absent.
+
+As a command it records llama.cpp's results (see llama_cpp.sh):
+    python3 bench_result.py llama-bench --model-dir DIR --llama-bench-json FILE [--out-dir DIR]
+    python3 bench_result.py llama-bench --model-dir DIR --failed "why it could not run"
+    python3 bench_result.py random-requests --num-prompts N --input-len A:B --output-len C:D --vocab-size V --seed S
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
+SCHEMA_VERSION = 1
+MASK = 0xFFFFFFFF
+
+
+# --- Keel's seeded generator (src/sampling/rng.ts): xoshiro128** seeded through fmix32 ---
+
+def _fmix32(x):
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & MASK
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & MASK
+    x ^= x >> 16
+    return x
+
+
+def _rotl(x, k):
+    return ((x << k) | (x >> (32 - k))) & MASK
+
+
+class Xoshiro128StarStar:
+    def __init__(self, state):
+        self.s = [w & MASK for w in state]
+
+    def next_uint32(self):
+        s0, s1, s2, s3 = self.s
+        result = (_rotl((s1 * 5) & MASK, 7) * 9) & MASK
+        t = (s1 << 9) & MASK
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = _rotl(s3, 11)
+        self.s = [s0, s1, s2, s3]
+        return result
+
+    def next_float(self):
+        high = self.next_uint32() >> 5
+        low = self.next_uint32() >> 6
+        return (high * 67108864 + low) / 9007199254740992
+
+
+def fork_stream(seed, stream_index):
+    low = seed & MASK
+    high = (seed // 4294967296) & MASK
+    rng = Xoshiro128StarStar([_fmix32(low ^ 0x9E3779B9), _fmix32(high ^ 0x85EBCA6B), _fmix32(stream_index ^ 0xC2B2AE35), 0x27D4EB2F])
+    for _ in range(16):
+        rng.next_uint32()
+    return rng
+
+
+def uniform_int(rng, lo, hi):
+    return lo + math.floor(rng.next_float() * (hi - lo + 1))
+
+
+def random_requests(num_prompts, input_len, output_len, vocab_size, seed):
+    """[(prompt_token_ids, output_len)]: Keel's randomRequests for (min, max) length ranges."""
+    lengths = fork_stream(seed, 0)
+    tokens = fork_stream(seed, 1)
+    requests = []
+    for _ in range(num_prompts):
+        n_in = uniform_int(lengths, *input_len)
+        n_out = uniform_int(lengths, *output_len)
+        requests.append(([uniform_int(tokens, 0, vocab_size - 1) for _ in range(n_in)], n_out))
+    return requests
+
+
+# --- the result envelope ---
+
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _cpu_model():
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _nvidia_driver():
+    for word in _read("/proc/driver/nvidia/version").split():
+        if word.count(".") >= 1 and word.replace(".", "").isdigit():
+            return word
+    return None
+
+
+def device(backend=None, name=None, cuda_version=None):
+    return {
+        "backend": backend,
+        "name": name,
+        "driver": _nvidia_driver(),
+        "cuda_version": cuda_version,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count() or 1,
+    }
+
+
+def parameter_count(c):
+    """Parameters a config.json implies, as src/bench/roofline.ts counts them (a tied table once)."""
+    heads = c["num_attention_heads"]
+    kv_heads = c.get("num_key_value_heads") or heads
+    head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    h, m, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    qkv_rows = (heads + 2 * kv_heads) * head_dim
+    bias = c["model_type"] == "qwen2" or (c["model_type"] in ("llama", "qwen3") and c.get("attention_bias"))
+    out_bias = c["model_type"] in ("llama", "qwen3") and c.get("attention_bias")
+    layer = 2 * h + qkv_rows * h + heads * head_dim * h + 3 * h * m
+    layer += qkv_rows if bias else 0
+    layer += h if out_bias else 0
+    layer += 2 * head_dim if c["model_type"] == "qwen3" else 0
+    return v * h + c["num_hidden_layers"] * layer + h + (0 if c.get("tie_word_embeddings") else v * h)
+
+
+def model_info(model_dir, config, parameter_count, dtype="bf16"):
+    return {
+        "name": os.path.basename(os.path.normpath(model_dir)),
+        "path": os.path.relpath(os.path.abspath(model_dir), REPO_ROOT) if os.path.abspath(model_dir).startswith(REPO_ROOT) else model_dir,
+        "model_type": config["model_type"],
+        "parameter_count": int(parameter_count),
+        "load_format": "dummy",
+        "dtype": dtype,
+    }
+
+
+def result(suite, engine, dev, model, config, software, results=None, error=None):
+    """A result as src/bench/result-schema.ts defines it: results when it ran, error when not."""
+    head = _git("rev-parse", "HEAD")
+    changes = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "engine": engine,
+        "status": "failed" if error is not None else "ok",
+        "error": error,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "git_commit": head,
+        "git_dirty": None if head is None or changes is None else changes != "",
+        "software": {"python": platform.python_version(), **software},
+        "device": dev,
+        "model": model,
+        "config": config,
+        "suite": suite,
+        "results": None if error is not None else results,
+    }
+
+
+def write(res, out_dir=RESULTS_DIR):
+    stamp = res["date"].split(".")[0].replace(":", "-") + "Z"
+    model = res["model"]["name"] if res["model"] else "none"
+    path = os.path.join(out_dir, f"{res['suite']}-{res['engine']}-{model}-{res['device']['backend'] or 'unknown'}-{stamp}.json")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+    print(f"wrote {path}" + (f" (failed: {res['error']})" if res["error"] else ""))
+    return path
+
+
+def summary(metric, values):
+    """mean_/median_/p90_/p99_<metric> with numpy's linear interpolation, as src/bench/statistics.ts."""
+    def pct(p):
+        s = sorted(values)
+        rank = p / 100 * (len(s) - 1)
+        below = math.floor(rank)
+        above = min(below + 1, len(s) - 1)
+        return s[below] + (s[above] - s[below]) * (rank - below)
+    if not values:
+        return {f"{k}_{metric}": None for k in ("mean", "median", "p90", "p99")}
+    return {f"mean_{metric}": sum(values) / len(values), f"median_{metric}": pct(50), f"p90_{metric}": pct(90), f"p99_{metric}": pct(99)}
+
+
+# --- llama.cpp ---
+
+def llama_bench_tests(entries):
+    """llama-bench -o json rows -> [{name: pp512 | tg128, tokens_per_s, stddev}]."""
+    tests = []
+    for e in entries:
+        name = f"pp{e['n_prompt']}" if e.get("n_gen", 0) == 0 else f"tg{e['n_gen']}"
+        if e.get("n_prompt", 0) and e.get("n_gen", 0):
+            name = f"pp{e['n_prompt']}+tg{e['n_gen']}"
+        tests.append({"name": name, "tokens_per_s": float(e["avg_ts"]), "stddev": float(e["stddev_ts"]) if "stddev_ts" in e else None})
+    return tests
+
+
+def _llama_bench_command(args):
+    with open(os.path.join(args.model_dir, "config.json")) as f:
+        config = json.load(f)
+    gpu = None
+    tests = None
+    error = args.failed
+    if error is None:
+        try:
+            with open(args.llama_bench_json) as f:
+                entries = json.load(f)
+            tests = llama_bench_tests(entries)
+            gpu = entries[0].get("gpu_info") if entries else None
+        except (OSError, ValueError, KeyError) as e:
+            error = f"llama-bench output unreadable: {e}"
+    params = parameter_count(config)
+    res = result(
+        "llama-bench",
+        "llama.cpp",
+        device("cuda", gpu, None),
+        model_info(args.model_dir, config, params, dtype="f16"),
+        {"gguf": args.gguf, "tests": "pp512,tg128", "flash_attn": True, "n_gpu_layers": 99, "llama_cpp_commit": args.llama_cpp_commit},
+        {"llama.cpp": args.llama_cpp_commit or "unknown"},
+        results=None if error else {"tests": tests},
+        error=error,
+    )
+    write(res, args.out_dir)
+
+
+def _random_requests_command(args):
+    span = lambda s: tuple(int(x) for x in s.split(":"))
+    reqs = random_requests(args.num_prompts, span(args.input_len), span(args.output_len), args.vocab_size, args.seed)
+    json.dump([{"promptTokenIds": ids, "outputLen": n} for ids, n in reqs], sys.stdout)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lb = sub.add_parser("llama-bench", help="record llama-bench's JSON output (or why it could not run) as a Keel result")
+    lb.add_argument("--model-dir", required=True, help="the architecture's directory (bench/configs/NAME)")
+    lb.add_argument("--llama-bench-json", help="llama-bench -o json output")
+    lb.add_argument("--failed", help="the reason llama.cpp could not run; records a failed result")
+    lb.add_argument("--gguf", help="the GGUF file that was benchmarked")
+    lb.add_argument("--llama-cpp-commit")
+    lb.add_argument("--out-dir", default=RESULTS_DIR)
+    rr = sub.add_parser("random-requests", help="print Keel's random dataset as JSON (for checking the port)")
+    rr.add_argument("--num-prompts", type=int, required=True)
+    rr.add_argument("--input-len", required=True, help="MIN:MAX")
+    rr.add_argument("--output-len", required=True, help="MIN:MAX")
+    rr.add_argument("--vocab-size", type=int, required=True)
+    rr.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.command == "llama-bench":
+        if args.failed is None and args.llama_bench_json is None:
+            parser.error("give --llama-bench-json or --failed")
+        _llama_bench_command(args)
+    else:
+        _random_requests_command(args)
+
+
+if __name__ == "__main__":
+    main()
