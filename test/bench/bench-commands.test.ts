@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { promisify } from 'node:util';
+import { randomRequests } from '../../src/bench/random-dataset.ts';
+import { readResult } from '../../src/bench/result-file.ts';
+import { startTinyServer } from '../server/tiny-server.ts';
+
+/** End to end through bin/keel on the CPU backend, over a 2-layer fixture without a tokenizer (token-id workloads). */
+const MODEL = ['--model', 'test/fixtures/llama-gqa', '--backend', 'cpu', '--no-progress'];
+const FIXTURE_VOCAB = 256;
+const dir = mkdtempSync(join(tmpdir(), 'keel-bench-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/keel without blocking the event loop, so an in-process server can answer it. */
+async function keel(args: string[]): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)('bin/keel', args, { encoding: 'utf8' });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function keelOk(args: string[]): Promise<Run> {
+  const run = await keel(args);
+  assert.equal(run.code, 0, run.stderr);
+  return run;
+}
+
+test('bench latency: one row per batch size, every figure measured, the roofline against --bandwidth-gbps', async () => {
+  const output = join(dir, 'latency.json');
+  const run = await keelOk(['bench', 'latency', ...MODEL, '--batch-size', '1,2', '--input-len', '8', '--output-len', '3', '--num-iters', '2', '--num-iters-warmup', '1', '--bandwidth-gbps', '100', '--output', output]);
+  assert.match(run.stdout, /batch 2: TTFT/);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  assert.equal(result.engine, 'keel');
+  assert.equal(result.device.backend, 'cpu');
+  assert.equal(result.model?.name, 'llama-gqa');
+  assert.equal(result.results.bandwidth_source, 'flag');
+  assert.equal(result.results.bandwidth_bytes_per_s, 100e9);
+  assert.deepEqual(result.results.batches.map((b) => b.batch_size), [1, 2]);
+  for (const b of result.results.batches) {
+    assert.equal(b.num_iters, 2);
+    assert.ok((b.mean_ttft_ms as number) > 0 && (b.mean_tpot_ms as number) > 0);
+    assert.ok((b.mean_e2el_ms as number) > (b.mean_ttft_ms as number));
+    assert.ok((b.roofline?.fraction as number) > 0);
+    assert.equal(b.preemptions, 0);
+  }
+});
+
+test('bench throughput: the seeded random dataset, every token generated', async () => {
+  const output = join(dir, 'throughput.json');
+  const run = await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--random-range-ratio', '0.5', '--seed', '3', '--output', output]);
+  assert.match(run.stdout, /requests\/s/);
+  const result = readResult(output);
+  if (result.suite !== 'throughput' || !result.results) throw new Error('expected a throughput result');
+  const requests = randomRequests({ numPrompts: 6, inputLen: { min: 4, max: 12 }, outputLen: { min: 2, max: 6 }, vocabSize: FIXTURE_VOCAB, seed: 3 });
+  assert.equal(result.results.num_requests, 6);
+  assert.equal(result.results.total_input_tokens, requests.reduce((n, r) => n + r.promptTokenIds.length, 0));
+  assert.equal(result.results.total_output_tokens, requests.reduce((n, r) => n + r.outputLen, 0));
+  assert.ok(Math.abs(result.results.output_tokens_per_s * result.results.elapsed_s - result.results.total_output_tokens) < 1e-6);
+});
+
+test('bench serve --launch: every request completes; a model without a tokenizer is timed through logprobs chunks', async () => {
+  const output = join(dir, 'serve.json');
+  const run = await keelOk(['bench', 'serve', '--launch', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--max-concurrency', '2', '--output', output]);
+  assert.match(run.stdout, /Serving Benchmark Result/);
+  const result = readResult(output);
+  if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
+  assert.equal(result.results.completed, 6);
+  assert.equal(result.results.failed, 0);
+  assert.equal(result.results.total_input_tokens, 48);
+  assert.equal(result.results.total_output_tokens, 24);
+  assert.equal(result.results.token_timing, 'logprobs');
+  assert.ok((result.results.mean_ttft_ms as number) > 0 && (result.results.mean_itl_ms as number) > 0 && (result.results.mean_tpot_ms as number) > 0);
+  assert.equal(result.config.max_concurrency, 2);
+});
+
+test('bench serve --base-url: against a running server with a tokenizer, at a Poisson rate', async () => {
+  const server = await startTinyServer();
+  try {
+    const output = join(dir, 'serve-url.json');
+    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.llm.config.model, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
+    const result = readResult(output);
+    if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
+    assert.equal(result.engine, 'keel');
+    assert.equal(result.device.backend, null);
+    assert.equal(result.results.completed, 5);
+    assert.equal(result.results.total_output_tokens, 15);
+    assert.equal(result.config.request_rate, '50/s');
+  } finally {
+    await server.close();
+  }
+});
+
+test('bench plot: one SVG per suite from the results above; suites do not mix', async () => {
+  for (const suite of ['latency', 'throughput', 'serve']) {
+    const svg = join(dir, `${suite}.svg`);
+    await keelOk(['bench', 'plot', join(dir, `${suite}.json`), '--output', svg]);
+    const text = readFileSync(svg, 'utf8');
+    assert.match(text, /^<svg/);
+    assert.match(text, /keel llama-gqa \(cpu\)/);
+  }
+  const mixed = await keel(['bench', 'plot', join(dir, 'latency.json'), join(dir, 'throughput.json'), '--output', join(dir, 'x.svg')]);
+  assert.equal(mixed.code, 1);
+  assert.match(mixed.stderr, /mix latency, throughput/);
+});
+
+test('bench flags a user gets wrong are errors that say what to change', async () => {
+  const cases: [string[], RegExp][] = [
+    [['bench', 'serve', '--base-url', 'http://example.com:8000'], /loopback/],
+    [['bench', 'serve', '--backend', 'cpu'], /--backend configure a launched engine: add --launch/],
+    [['bench', 'serve', '--launch', '--base-url', 'http://127.0.0.1:1'], /not both/],
+    [['bench', 'serve', '--base-url', 'http://127.0.0.1:1'], /no server answers at http:\/\/127\.0\.0\.1:1/],
+    [['bench', 'latency', ...MODEL, '--output-len', '1'], /--output-len must be at least 2/],
+    [['bench', 'latency', ...MODEL, '--batch-size', '1,x'], /--batch-size expects a number/],
+    [['bench', 'throughput', '--workload', 'nano-vllm', '--num-prompts', '3'], /drop --num-prompts/],
+    [['bench', 'nope'], /unknown benchmark "nope"/],
+  ];
+  for (const [args, message] of cases) {
+    const run = await keel(args);
+    assert.notEqual(run.code, 0, args.join(' '));
+    assert.match(run.stderr, message, args.join(' '));
+  }
+});
