@@ -134,6 +134,7 @@ const base = {
   status: z.enum(['ok', 'failed']),
   /** Why a failed run failed. */
   error: z.string().nullable(),
+  /** When the run started (ISO 8601). */
   date: z.iso.datetime({ offset: true }),
   git_commit: z.string().nullable(),
   /** Tracked files differed from the commit. */

@@ -154,8 +154,13 @@ def model_info(model_dir, config, parameter_count, dtype="bf16"):
     }
 
 
-def result(suite, engine, dev, model, config, software, results=None, error=None):
-    """A result as src/bench/result-schema.ts defines it: results when it ran, error when not."""
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def result(suite, engine, dev, model, config, software, results=None, error=None, started=None):
+    """A result as src/bench/result-schema.ts defines it: results when it ran, error when not;
+    dated when the run started (`started`, from now()), else now."""
     head = _git("rev-parse", "HEAD")
     changes = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -163,7 +168,7 @@ def result(suite, engine, dev, model, config, software, results=None, error=None
         "engine": engine,
         "status": "failed" if error is not None else "ok",
         "error": error,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "date": started or now(),
         "git_commit": head,
         "git_dirty": None if head is None or changes is None else changes != "",
         "software": {"python": platform.python_version(), **software},

@@ -86,13 +86,14 @@ class Peer:
 
     def record(self, suite, engine, config, run):
         """Runs `run() -> results` and writes its result, or a failed one with the error."""
+        started = bench_result.now()
         try:
             results, error = run(), None
         except Exception as e:  # a peer that cannot run is a finding, recorded as such
             traceback.print_exc()
             results, error = None, f"{type(e).__name__}: {e}"
         bench_result.write(
-            bench_result.result(suite, engine, self.device, self.model_info, {**config, "seed": self.args.seed}, self.software, results, error),
+            bench_result.result(suite, engine, self.device, self.model_info, {**config, "seed": self.args.seed}, self.software, results, error, started),
             self.args.out_dir,
         )
 

@@ -67,6 +67,8 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null };
     const bandwidth = facts.bandwidth ? `${(facts.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${facts.bandwidth.source})` : 'unknown (pass --bandwidth-gbps)';
     console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
+    // The run is dated and attributed to a commit when it starts.
+    const header = keelRunHeader(bench);
     const rows = await runLatencySuite(llm, options, { config: llm.modelConfig, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes }, (row) =>
       console.log(latencyLine(row)),
     );
@@ -76,7 +78,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
         schema_version: 1,
         status: 'ok',
         error: null,
-        ...keelRunHeader(bench),
+        ...header,
         config: {
           batch_sizes: flags.batchSizes,
           input_len: flags.inputLen,

@@ -41,6 +41,8 @@ export async function throughputCommand(argv: string[]): Promise<void> {
   try {
     const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
+    // The run is dated and attributed to a commit when it starts.
+    const header = keelRunHeader(bench);
     const results = await runThroughputSuite(llm, workload.name, requests, workload.temperature);
     console.log(throughputReport(results));
     const path = writeResult(
@@ -49,7 +51,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         schema_version: 1,
         status: 'ok',
         error: null,
-        ...keelRunHeader(bench),
+        ...header,
         config: {
           workload: workload.name,
           dataset: 'random',
