@@ -38,7 +38,7 @@ export function engineSettings(llm: LLM): Record<string, unknown> {
   return { ...llm.config, model: repoRelative(llm.config.model), max_model_len: llm.maxModelLen, num_kv_blocks: llm.stats().numKvBlocks };
 }
 
-export function modelInfo(llm: LLM): ModelInfo {
+function modelInfo(llm: LLM): ModelInfo {
   return {
     name: basename(resolve(llm.config.model)),
     path: repoRelative(llm.config.model),

@@ -54,7 +54,7 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
 }
 
 /** Runs one batch through the engine and times it from submission. */
-export async function timeBatch(llm: LLM, prompts: number[][], outputLen: number): Promise<BatchTiming> {
+async function timeBatch(llm: LLM, prompts: number[][], outputLen: number): Promise<BatchTiming> {
   const params = { temperature: 0, maxTokens: outputLen, ignoreEos: true };
   const start = performance.now();
   let lastFirstToken = start;

@@ -71,6 +71,6 @@ export function randomRequests(spec: RandomDatasetSpec): BenchRequest[] {
 }
 
 /** Uniform integer in [min, max]: the 53-bit float scaled, whose bias is far below what a benchmark sees. */
-export function uniformInt(rng: Rng, range: LengthRange): number {
+function uniformInt(rng: Rng, range: LengthRange): number {
   return range.min + Math.floor(rng.nextFloat() * (range.max - range.min + 1));
 }

@@ -8,7 +8,7 @@ import { BenchResultSchema, type BenchResult } from './result-schema.ts';
 export const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
 /** e.g. latency-keel-tiny-cpu-2026-11-23T10-00-00Z.json: suite, model, device kind, time. */
-export function defaultResultPath(result: BenchResult): string {
+function defaultResultPath(result: BenchResult): string {
   const stamp = result.date.replace(/\.\d+/, '').replaceAll(':', '-');
   const parts = [result.suite, result.engine === 'keel' ? null : result.engine, result.model?.name ?? 'server', result.device.backend ?? 'unknown', stamp];
   return join(RESULTS_DIR, `${parts.filter((p) => p !== null).join('-')}.json`);

@@ -21,7 +21,7 @@ function summaryFields<M extends string>(metric: M) {
   } as Record<`${'mean' | 'median' | 'p90' | 'p99'}_${M}`, typeof optionalFigure>;
 }
 
-export const DeviceSchema = z.strictObject({
+const DeviceSchema = z.strictObject({
   /** Keel's backend (cpu, cuda), a peer's device kind, or null when unknown (an external server). */
   backend: z.string().nullable(),
   /** GPU name, or CPU model for the CPU backend; null when unknown. */
@@ -34,7 +34,7 @@ export const DeviceSchema = z.strictObject({
   cpu_count: count,
 });
 
-export const ModelSchema = z.strictObject({
+const ModelSchema = z.strictObject({
   /** Directory name: keel-tiny, llama-3.1-8b... */
   name: z.string(),
   path: z.string(),
@@ -54,7 +54,7 @@ const RooflineSchema = z.strictObject({
   fraction: optionalFigure,
 });
 
-export const LatencyBatchSchema = z.strictObject({
+const LatencyBatchSchema = z.strictObject({
   batch_size: count,
   input_len: count,
   output_len: count,
@@ -71,13 +71,13 @@ export const LatencyBatchSchema = z.strictObject({
   preemptions: count.nullable(),
 });
 
-export const LatencyResultsSchema = z.strictObject({
+const LatencyResultsSchema = z.strictObject({
   bandwidth_bytes_per_s: optionalFigure,
   bandwidth_source: z.string().nullable(),
   batches: z.array(LatencyBatchSchema),
 });
 
-export const ThroughputResultsSchema = z.strictObject({
+const ThroughputResultsSchema = z.strictObject({
   workload: z.string(),
   num_requests: count,
   elapsed_s: figure,
@@ -89,7 +89,7 @@ export const ThroughputResultsSchema = z.strictObject({
   total_tokens_per_s: figure,
 });
 
-export const ServeResultsSchema = z.strictObject({
+const ServeResultsSchema = z.strictObject({
   duration_s: figure,
   completed: count,
   failed: count,
@@ -108,7 +108,7 @@ export const ServeResultsSchema = z.strictObject({
   errors: z.array(z.string()),
 });
 
-export const AttentionResultsSchema = z.strictObject({
+const AttentionResultsSchema = z.strictObject({
   shapes: z.array(
     z.strictObject({
       batch: count,
@@ -123,7 +123,7 @@ export const AttentionResultsSchema = z.strictObject({
   ),
 });
 
-export const LlamaBenchResultsSchema = z.strictObject({
+const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
 
@@ -163,10 +163,8 @@ export const BenchResultSchema = z
   });
 
 export type BenchResult = z.infer<typeof BenchResultSchema>;
-export type BenchSuite = BenchResult['suite'];
 export type Device = z.infer<typeof DeviceSchema>;
 export type ModelInfo = z.infer<typeof ModelSchema>;
 export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
-export type LatencyResults = z.infer<typeof LatencyResultsSchema>;
 export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeRoofline, kvBytesPerToken, parameterCount, parametersReadPerDecodeStep } from '../../src/bench/roofline.ts';
+import { measureHostCopyBandwidth } from '../../src/bench/memory-bandwidth.ts';
 import { readModelConfig } from '../../src/model/hf-config.ts';
 
 const llama8b = readModelConfig('bench/configs/llama-3.1-8b');
@@ -40,4 +41,9 @@ test('a sliding window caps the context a step reads', () => {
   const windowed = { ...llama8b, slidingWindow: 100 };
   const r = decodeRoofline({ config: windowed, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
   assert.equal(r.kv_bytes_per_step, 100 * 131072);
+});
+
+test('the host copy bandwidth is a positive, finite rate', () => {
+  const bytesPerSecond = measureHostCopyBandwidth({ bytes: 8 * 1024 * 1024, repeats: 2 });
+  assert.ok(Number.isFinite(bytesPerSecond) && bytesPerSecond > 1e8, String(bytesPerSecond));
 });

@@ -40,7 +40,7 @@ export const DATASET_FLAGS = {
 export type DatasetFlagValues = { [K in keyof typeof DATASET_FLAGS]?: string };
 
 /** vLLM's defaults for its random dataset. */
-export const DATASET_DEFAULTS = { numPrompts: 1000, inputLen: 1024, outputLen: 128 };
+const DATASET_DEFAULTS = { numPrompts: 1000, inputLen: 1024, outputLen: 128 };
 
 export const DATASET_FLAGS_HELP = `Dataset (random token ids, lengths uniform in their range, reproducible from --seed):
   --dataset random               the only dataset: prompts need no tokenizer

@@ -5,6 +5,7 @@ import { latencyLine } from '../console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
 import { runLatencySuite, type LatencyOptions } from '../latency-suite.ts';
 import { writeResult } from '../result-file.ts';
+import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
 
 /** vLLM's `bench latency` defaults. */
@@ -75,7 +76,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     const path = writeResult(
       {
         suite: 'latency',
-        schema_version: 1,
+        schema_version: RESULT_SCHEMA_VERSION,
         status: 'ok',
         error: null,
         ...header,

@@ -8,7 +8,7 @@ import { readModelConfig } from '../../model/hf-config.ts';
 import { serveReport } from '../console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../keel-run.ts';
 import { writeResult } from '../result-file.ts';
-import type { BenchResult } from '../result-schema.ts';
+import { RESULT_SCHEMA_VERSION, type BenchResult } from '../result-schema.ts';
 import { parameterCount } from '../roofline.ts';
 import { collectEnvironment } from '../run-environment.ts';
 import { runServeSuite } from '../serve-suite.ts';
@@ -117,7 +117,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       {
         ...header,
         suite: 'serve',
-        schema_version: 1,
+        schema_version: RESULT_SCHEMA_VERSION,
         status: 'ok',
         error: null,
         config: { ...header.config, ...workloadConfig(workload), request_rate: rate, max_concurrency: maxConcurrency, seed, model_name: server.target.model },

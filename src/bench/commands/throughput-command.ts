@@ -4,6 +4,7 @@ import { throughputReport } from '../console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
 import { NANO_VLLM_WORKLOAD } from '../random-dataset.ts';
 import { writeResult } from '../result-file.ts';
+import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
 import { runThroughputSuite } from '../throughput-suite.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 
@@ -48,7 +49,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     const path = writeResult(
       {
         suite: 'throughput',
-        schema_version: 1,
+        schema_version: RESULT_SCHEMA_VERSION,
         status: 'ok',
         error: null,
         ...header,
