@@ -13,7 +13,7 @@ Suites:
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
-Every suite takes the engine options; --seed (default 0) also seeds the random dataset.
+latency, throughput and serve take the engine options; --seed (default 0) also seeds the random dataset.
 Run \`keel bench <suite> --help\` for its options; docs/benchmarks.md for the methodology.`;
 
 interface Suite {
