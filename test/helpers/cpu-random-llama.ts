@@ -1,3 +1,4 @@
+import { buildRopeTable } from '../../src/model/rope.ts';
 import type { Backend, HostTensor, RopeTable, Tensor } from '../../src/backend/backend.ts';
 import type { LlamaWeights } from '../../src/model/llama-weights.ts';
 import type { ModelConfig } from '../../src/model/model-config.ts';
@@ -108,17 +109,7 @@ export function uploadLlamaWeights(backend: Backend, config: ModelConfig, host: 
   };
 }
 
-/** Plain (unscaled) RoPE tables: angle = position * theta^(-2i / headDim). */
+/** Plain (unscaled) RoPE tables, as the model builds them: angle = position * theta^(-2i / headDim). */
 export function plainRopeTable(headDim: number, theta: number, maxPositions: number): RopeTable {
-  const half = headDim / 2;
-  const cos = new Float32Array(maxPositions * half);
-  const sin = new Float32Array(maxPositions * half);
-  for (let p = 0; p < maxPositions; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = p * theta ** (-(2 * i) / headDim);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
-  }
-  return { maxPositions, headDim, cos, sin };
+  return buildRopeTable(llamaConfig({ headDim, ropeTheta: theta, ropeScaling: { type: 'default' } }), maxPositions);
 }

@@ -1,7 +1,9 @@
 // Helpers shared by the *.gpu.test.ts files: seeded random data that is exactly representable in
 // bf16 (so the CPU oracle and the GPU start from identical inputs), batch construction over a
 // shuffled block pool, and the relative-error metric.
-import type { HostTensor } from '../backend.ts';
+import type { HostTensor, RopeTable } from '../backend.ts';
+import { buildRopeTable } from '../../model/rope.ts';
+import { llamaConfig } from '../../../test/helpers/cpu-random-llama.ts';
 import { describeBatch, type BatchDescription } from '../../engine/batch.ts';
 
 export type Rng = () => number;
@@ -123,17 +125,7 @@ export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, b
   return describeBatch(chunks, blockSize);
 }
 
-/** HF default RoPE tables (theta 10000), rotate_half layout. */
-export function ropeTables(maxPositions: number, headDim: number): { maxPositions: number; headDim: number; cos: Float32Array; sin: Float32Array } {
-  const half = headDim / 2;
-  const cos = new Float32Array(maxPositions * half);
-  const sin = new Float32Array(maxPositions * half);
-  for (let p = 0; p < maxPositions; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = p / 10000 ** ((2 * i) / headDim);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
-  }
-  return { maxPositions, headDim, cos, sin };
+/** HF default RoPE tables (theta 10000), rotate_half layout, as the model builds them. */
+export function ropeTables(maxPositions: number, headDim: number): RopeTable {
+  return buildRopeTable(llamaConfig({ headDim, ropeTheta: 10000, ropeScaling: { type: 'default' } }), maxPositions);
 }
