@@ -26,7 +26,7 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** Seed for requests that bring none. */
   seed: number;
-  /** Show a progress bar while loading weights (only on a terminal). */
+  /** Show a progress bar while loading weights (on a terminal) and report the KV pool on stderr. */
   showProgress: boolean;
 }
 

@@ -33,7 +33,7 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
-  --no-progress                  no progress bar while loading`;
+  --no-progress                  no progress bar or start-up report on stderr`;
 
 type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 

@@ -104,6 +104,13 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       throw invalidArgument(`maxModelLen ${config.maxModelLen} does not fit in the KV pool (${numKvBlocks} blocks of ${config.blockSize} = ${poolTokens} tokens)`);
     }
     const maxModelLen = Math.min(loaded.maxModelLen, poolTokens);
+    if (config.showProgress) {
+      const bytes = 2 * modelConfig.numLayers * poolTokens * modelConfig.numKvHeads * modelConfig.headDim * backend.kvElementBytes;
+      process.stderr.write(
+        `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
+          `(${(bytes / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
+      );
+    }
     const cache = backend.createKvCache({
       numLayers: modelConfig.numLayers,
       numBlocks: numKvBlocks,
