@@ -2,4 +2,10 @@ import { transformersParitySuite } from './helpers/transformers-parity.ts';
 
 // bf16 weights and activations on the CUDA backend against transformers' float32 reference: a
 // near-tie may flip under bf16 rounding, so greedy paths may part where transformers itself was unsure.
-transformersParitySuite({ backend: 'cuda', logitTolerance: 0.1, greedy: 'top-candidates' });
+// Each variant loads the model onto the GPU afresh; the CPU suite runs them all, this a cross-section.
+transformersParitySuite({
+  backend: 'cuda',
+  logitTolerance: 0.1,
+  greedy: 'top-candidates',
+  variants: ['all prompts in one batch', 'chunked prefill, 7 tokens per step', 'forced preemption (8-block pool)'],
+});

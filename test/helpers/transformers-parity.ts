@@ -17,6 +17,8 @@ export interface ParityOptions {
    * context and are not compared.
    */
   greedy: 'exact' | 'top-candidates';
+  /** Names of the engine variants to run (default: all of them). */
+  variants?: readonly string[];
 }
 
 /** Engine configurations that must not change a single greedy token. */
@@ -40,7 +42,7 @@ export function transformersParitySuite(options: ParityOptions): void {
       test('last-token logits of every prompt, batched together', async () => {
         await checkLogits(fixture, options);
       });
-      for (const variant of ENGINE_VARIANTS) {
+      for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
         test(`greedy continuation: ${variant.name}`, async () => {
           await checkGreedy(fixture, options, variant.config, variant.expectPreemption ?? false);
         });
