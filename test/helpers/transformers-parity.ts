@@ -94,8 +94,14 @@ function prefillBatch(prompts: number[][], blockSize: number): BatchDescription 
 
 const GREEDY = { temperature: 0, ignoreEos: true } as const;
 
+/**
+ * Enough KV blocks for any fixture's four prompts, and no more: on CUDA the default pool takes 90 %
+ * of free GPU memory, which a test process must not hold (nor leave held if it is killed).
+ */
+const TEST_KV_BLOCKS = 256;
+
 async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: Partial<EngineConfig>, expectPreemption: boolean): Promise<void> {
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, ...config });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
     outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options.greedy));
@@ -114,7 +120,7 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
 
 async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
   // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4 });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
