@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU host's agenda in one device call (device time is scarce: one machine start for all).
+# Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
+#   bash scripts/gpu-run.sh tests latency throughput
+# Steps: tests (npm run test:gpu), latency (Llama-3.1-8B batch 1/16/64), throughput (nano-vllm
+# workload on Qwen3-0.6B), archs (latency batch 1 on all four bench/configs). Each step runs in its
+# own process group under a time limit and the whole group is killed after it, so no test process
+# keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
+# JSON go to $OUT (8 files at most come back: results are packed into one tarball).
+set -uo pipefail
+source .gpu/env.sh
+out=${OUT:-/tmp/keel-gpu}
+mkdir -p "$out/results"
+export KEEL_CACHE_DIR=/tmp/keel-cache
+
+step() { # name, seconds, command...
+  local name=$1 limit=$2
+  shift 2
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed "s/^/[$name] GPU memory in use before: /"
+  setsid timeout -k 5 "$limit" "$@" > "$out/$name.log" 2>&1 &
+  local pid=$!
+  wait "$pid"
+  local rc=$?
+  kill -9 -- "-$pid" 2>/dev/null
+  echo "[$name] rc=$rc ($(tail -1 "$out/$name.log" | cut -c1-160))"
+}
+
+# keel bench latency on random weights of bench/configs/$1 at batch sizes $2, result tagged $3.
+latency() {
+  echo node bin/keel bench latency --model "bench/configs/$1" --load-format dummy --backend cuda --no-progress \
+    --batch-size "$2" --input-len 128 --output-len 128 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
+    --output "$out/results/latency-$1-$3.json"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+for s in "$@"; do
+  case $s in
+    tests) step tests 300 node scripts/run-tests.mjs gpu ;;
+    latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
+    throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b --load-format dummy \
+      --backend cuda --no-progress --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm.json" ;;
+    archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
+    *) echo "unknown step $s (tests, latency, throughput, archs)"; exit 2 ;;
+  esac
+done
+grep -hE "^# (tests|pass|fail)" "$out/tests.log" 2>/dev/null
+tar czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"
