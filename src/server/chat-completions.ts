@@ -7,10 +7,10 @@ import { badRequest, shuttingDown } from './openai-errors.ts';
 import { chatLogprobs } from './openai-logprobs.ts';
 import { commonSamplingFields, maxTokensField, resolveRequestParams } from './openai-sampling.ts';
 import { ChatCompletionRequest, parseBody } from './openai-schemas.ts';
-import { reportError } from './report-error.ts';
 import { noteUsage } from './request-log.ts';
 import { ensureServedModel, type ServingContext } from './serving-context.ts';
 import { SseWriter } from './sse.ts';
+import { isVisibleDelta, streamThenEnd } from './stream-ending.ts';
 import { openAiUsage, usageOf } from './usage.ts';
 
 /** POST /v1/chat/completions: the prompt is the model's chat template over `messages`. */
@@ -78,34 +78,23 @@ async function streamChat(
     choices,
     ...(stream.includeUsage ? { usage } : {}),
   });
-  let final: RequestOutput | null = null;
-  try {
+  const usageChunk = stream.includeUsage ? (usage: object) => chunk([], usage) : null;
+  await streamThenEnd(ctx, request, sse, signal, usageChunk, async () => {
+    let final: RequestOutput | null = null;
     for (let index = 0; index < stream.n; index++) {
       await sse.send(chunk([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
     }
     for await (const { update } of updates) {
       final = update.output;
-      const choices = update.deltas
-        .filter((d) => d.finishReason !== 'abort' && (d.text !== '' || d.finishReason !== null || (d.logprobs?.length ?? 0) > 0))
-        .map((d) => ({
-          index: d.index,
-          delta: d.text !== '' ? { content: d.text } : {},
-          logprobs: d.logprobs ? chatLogprobs(d.logprobs) : null,
-          finish_reason: d.finishReason,
-        }));
+      const choices = update.deltas.filter(isVisibleDelta).map((d) => ({
+        index: d.index,
+        delta: d.text !== '' ? { content: d.text } : {},
+        logprobs: d.logprobs ? chatLogprobs(d.logprobs) : null,
+        finish_reason: d.finishReason,
+      }));
       if (choices.length > 0) await sse.send(chunk(choices));
       if (sse.closed) break;
     }
-  } catch (error) {
-    await sse.send(reportError(ctx, request, error).body());
-    sse.end();
-    return;
-  }
-  if (abortReason(signal) === 'shutdown') await sse.send(shuttingDown().body());
-  else if (final) {
-    const usage = usageOf([final]);
-    noteUsage(request, usage);
-    if (stream.includeUsage) await sse.send(chunk([], openAiUsage(usage)));
-  }
-  sse.end();
+    return final ? [final] : [];
+  });
 }

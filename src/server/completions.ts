@@ -8,10 +8,10 @@ import { badRequest, shuttingDown, toApiError } from './openai-errors.ts';
 import { completionLogprobs } from './openai-logprobs.ts';
 import { commonSamplingFields, maxTokensField, resolveRequestParams } from './openai-sampling.ts';
 import { CompletionRequest, parseBody, type CompletionPrompt } from './openai-schemas.ts';
-import { reportError } from './report-error.ts';
 import { noteUsage } from './request-log.ts';
 import { ensureServedModel, type ServingContext } from './serving-context.ts';
 import { SseWriter } from './sse.ts';
+import { isVisibleDelta, streamThenEnd } from './stream-ending.ts';
 import { openAiUsage, usageOf } from './usage.ts';
 
 /** A prompt of the batch: its token ids, and its text for `echo`. */
@@ -115,10 +115,11 @@ async function streamCompletions(
 ): Promise<void> {
   const sse = new SseWriter(reply);
   const chunk = (choices: object[], usage: object | null = null) => ({ ...stream.response, choices, ...(stream.includeUsage ? { usage } : {}) });
-  const finals: RequestOutput[] = [];
-  // Where the next token of each choice starts in its text, for logprobs' text_offset.
-  const offsets = new Map<number, number>();
-  try {
+  const usageChunk = stream.includeUsage ? (usage: object) => chunk([], usage) : null;
+  await streamThenEnd(ctx, request, sse, signal, usageChunk, async () => {
+    const finals: RequestOutput[] = [];
+    // Where the next token of each choice starts in its text, for logprobs' text_offset.
+    const offsets = new Map<number, number>();
     for (const [p, input] of stream.inputs.entries()) {
       for (let k = 0; k < stream.n; k++) offsets.set(p * stream.n + k, input.text.length);
       if (input.text === '') continue;
@@ -127,7 +128,7 @@ async function streamCompletions(
     for await (const { promptIndex, update } of updates) {
       finals[promptIndex] = update.output;
       const choices = update.deltas
-        .filter((d) => d.finishReason !== 'abort' && (d.text !== '' || d.finishReason !== null || (d.logprobs?.length ?? 0) > 0))
+        .filter(isVisibleDelta)
         .map((d) => {
           const index = promptIndex * stream.n + d.index;
           let logprobs = null;
@@ -141,16 +142,6 @@ async function streamCompletions(
       if (choices.length > 0) await sse.send(chunk(choices));
       if (sse.closed) break;
     }
-  } catch (error) {
-    await sse.send(reportError(ctx, request, error).body());
-    sse.end();
-    return;
-  }
-  if (abortReason(signal) === 'shutdown') await sse.send(shuttingDown().body());
-  else {
-    const usage = usageOf(finals);
-    noteUsage(request, usage);
-    if (stream.includeUsage) await sse.send(chunk([], openAiUsage(usage)));
-  }
-  sse.end();
+    return finals;
+  });
 }
