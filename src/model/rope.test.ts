@@ -5,30 +5,10 @@ import { forkStream } from '../sampling/rng.ts';
 import { parseHfConfig } from './hf-config.ts';
 import type { ModelConfig, RopeScaling } from './model-config.ts';
 import { buildRopeTable, inverseFrequencies } from './rope.ts';
+import { llamaConfig } from '../../test/helpers/cpu-random-llama.ts';
 
 function config(headDim: number, ropeScaling: RopeScaling, maxPositionEmbeddings = 2048, ropeTheta = 10000): ModelConfig {
-  return {
-    modelType: 'llama',
-    vocabSize: 16,
-    hiddenSize: headDim * 2,
-    intermediateSize: 8,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    headDim,
-    rmsNormEps: 1e-6,
-    ropeTheta,
-    ropeScaling,
-    maxPositionEmbeddings,
-    attentionBias: false,
-    outputBias: false,
-    qkNorm: false,
-    slidingWindow: null,
-    tieWordEmbeddings: false,
-    dtype: 'f32',
-    bosTokenId: null,
-    eosTokenIds: [],
-  };
+  return llamaConfig({ headDim, hiddenSize: headDim * 2, ropeScaling, maxPositionEmbeddings, ropeTheta });
 }
 
 function assertClose(actual: ArrayLike<number>, expected: number[], tolerance: number, what: string): void {
