@@ -41,6 +41,8 @@ import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from greedy_reference import greedy_with_cache, top_logprobs  # noqa: E402
+
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
 # Prompts 3 and 4 share this many leading tokens so the engine's prefix cache has
@@ -371,37 +373,6 @@ def make_prompts(seed: int, vocab_size: int, lengths: tuple[int, ...]) -> list[l
 
 
 @torch.no_grad()
-def greedy_with_cache(model, prompt: list[int], max_new_tokens: int):
-    """Prefill once, then decode one token per forward through the KV cache.
-
-    Deliberately not model.generate(): that would consult generation_config and stop at
-    EOS. A fresh deep copy per prompt matters for dynamic RoPE, whose rotary module keeps
-    the largest sequence length seen so far as state.
-    """
-    model = copy.deepcopy(model)
-    ids = torch.tensor([prompt], dtype=torch.long)
-    positions = torch.arange(len(prompt), dtype=torch.long).unsqueeze(0)
-    out = model(input_ids=ids, position_ids=positions, use_cache=True)
-    step_logits = [out.logits[0, -1].float().clone()]
-    past = out.past_key_values
-    tokens: list[int] = []
-    for i in range(max_new_tokens):
-        nxt = int(torch.argmax(step_logits[-1]))
-        tokens.append(nxt)
-        if i == max_new_tokens - 1:
-            break
-        out = model(
-            input_ids=torch.tensor([[nxt]], dtype=torch.long),
-            position_ids=torch.tensor([[len(prompt) + i]], dtype=torch.long),
-            past_key_values=past,
-            use_cache=True,
-        )
-        past = out.past_key_values
-        step_logits.append(out.logits[0, -1].float().clone())
-    return tokens, torch.stack(step_logits)
-
-
-@torch.no_grad()
 def full_sequence_logits(model, prompt: list[int], tokens: list[int]) -> torch.Tensor:
     """Logits for the same positions as the cached loop, from one uncached forward."""
     model = copy.deepcopy(model)
@@ -413,17 +384,6 @@ def full_sequence_logits(model, prompt: list[int], tokens: list[int]) -> torch.T
 def top2_margin(logits: torch.Tensor) -> float:
     top = torch.topk(logits, 2, dim=-1).values
     return float((top[..., 0] - top[..., 1]).min())
-
-
-# Candidates kept per greedy step, so that a bf16 backend whose greedy path leaves transformers'
-# at a near-tie can be checked for picking one of transformers' own top candidates there.
-GREEDY_TOP_K = 5
-
-
-def top_logprobs(step_logits: torch.Tensor, k: int = GREEDY_TOP_K) -> list[list[list[float]]]:
-    """Per step, the k most likely [token id, logprob] pairs, most likely first."""
-    values, ids = torch.topk(torch.log_softmax(step_logits.double(), dim=-1), k, dim=-1)
-    return [[[int(i), float(f"{v:.6g}")] for i, v in zip(row_ids.tolist(), row_values.tolist())] for row_ids, row_values in zip(ids, values)]
 
 
 def reference(model, prompts: list[list[int]]) -> dict:

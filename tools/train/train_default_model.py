@@ -31,7 +31,6 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
-import copy  # noqa: E402
 import hashlib  # noqa: E402
 import importlib.metadata as metadata  # noqa: E402
 import inspect  # noqa: E402
@@ -60,6 +59,9 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "oracle"))
+from greedy_reference import greedy_with_cache, top_logprobs  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # Fixed choices
@@ -96,8 +98,6 @@ ORACLE_PROMPTS = [
     "# Compute the mean of a list\ndef mean(xs):",
 ]
 ORACLE_MAX_NEW_TOKENS = 32
-# Candidates kept per greedy step (see tools/oracle/make_fixtures.py: the bf16 parity check).
-GREEDY_TOP_K = 5
 
 TOKENIZER_CASES = [
     "def add(a, b):\n    return a + b\n",
@@ -732,34 +732,15 @@ def load_fp32_cpu(path: Path):
     return model.float().eval()
 
 
-@torch.no_grad()
-def cached_greedy(model, prompt: list[int], new_tokens: int):
-    """Batch-1 KV-cached argmax loop; EOS does not stop it (same as the fixture oracles)."""
-    model = copy.deepcopy(model)
-    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-    last = out.logits[0, -1].float().clone()
-    logits, tokens, top = last, [], []
-    for i in range(new_tokens):
-        nxt = int(torch.argmax(logits))
-        tokens.append(nxt)
-        values, ids = torch.topk(torch.log_softmax(logits.double(), dim=-1), GREEDY_TOP_K)
-        top.append([[int(t), float(f"{v:.6g}")] for t, v in zip(ids.tolist(), values.tolist())])
-        if i == new_tokens - 1:
-            break
-        out = model(input_ids=torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True)
-        logits = out.logits[0, -1].float()
-    return last, tokens, top
-
-
 def write_oracle(model_dir: Path, hf_tok, description: str, versions: dict) -> dict:
     model = load_fp32_cpu(model_dir)
     prompts = [hf_tok.encode(text, add_special_tokens=False) for text in ORACLE_PROMPTS]
     last_logits, greedy, greedy_top = [], [], []
     for ids in prompts:
-        last, tokens, top = cached_greedy(model, ids, ORACLE_MAX_NEW_TOKENS)
-        last_logits.append([float(f"{v:.6g}") for v in last.tolist()])
+        tokens, step_logits = greedy_with_cache(model, ids, ORACLE_MAX_NEW_TOKENS)
+        last_logits.append([float(f"{v:.6g}") for v in step_logits[0].tolist()])
         greedy.append(tokens)
-        greedy_top.append(top)
+        greedy_top.append(top_logprobs(step_logits))
     oracle = {
         "name": model_dir.name,
         "model_type": model.config.model_type,
@@ -970,6 +951,18 @@ def draft_card(r: dict) -> str:
     return "\n".join(lines)
 
 
+def rewrite_oracles(out: Path) -> int:
+    """Recomputes both models' oracle.json from their saved files (e.g. after the oracle gains a field)."""
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("keel-tiny", "keel-tiny-draft"):
+        model_dir = out / name
+        description = json.loads((model_dir / "oracle.json").read_text())["description"]
+        hf_tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        oracle = write_oracle(model_dir, hf_tok, description, versions)
+        log(f"{name}: oracle rewritten, greedy {oracle['greedy_text']!r}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------
 
 
@@ -986,7 +979,11 @@ def main() -> int:
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="torch.compile the training forward (auto: on CUDA only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--oracle-only", action="store_true",
+                        help="only rewrite oracle.json of the models already in --out (no training)")
     args = parser.parse_args()
+    if args.oracle_only:
+        return rewrite_oracles(args.out)
 
     run_start = time.perf_counter()
     phases: dict[str, float] = {}

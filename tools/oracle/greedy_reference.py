@@ -1,0 +1,48 @@
+"""transformers' own greedy decoding, the reference Keel's greedy output is compared with."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+# Candidates kept per greedy step, so that a bf16 backend whose greedy path leaves transformers'
+# at a near-tie can be checked for picking one of transformers' own top candidates there.
+GREEDY_TOP_K = 5
+
+
+@torch.no_grad()
+def greedy_with_cache(model, prompt: list[int], max_new_tokens: int):
+    """Prefill once, then decode one token per forward through the KV cache.
+
+    Deliberately not model.generate(): that would consult generation_config and stop at
+    EOS. A fresh deep copy per prompt matters for dynamic RoPE, whose rotary module keeps
+    the largest sequence length seen so far as state. Returns the tokens and the logits of
+    every step ([max_new_tokens, vocab], float32; row 0 is the prompt's last position).
+    """
+    model = copy.deepcopy(model)
+    ids = torch.tensor([prompt], dtype=torch.long)
+    positions = torch.arange(len(prompt), dtype=torch.long).unsqueeze(0)
+    out = model(input_ids=ids, position_ids=positions, use_cache=True)
+    step_logits = [out.logits[0, -1].float().clone()]
+    past = out.past_key_values
+    tokens: list[int] = []
+    for i in range(max_new_tokens):
+        nxt = int(torch.argmax(step_logits[-1]))
+        tokens.append(nxt)
+        if i == max_new_tokens - 1:
+            break
+        out = model(
+            input_ids=torch.tensor([[nxt]], dtype=torch.long),
+            position_ids=torch.tensor([[len(prompt) + i]], dtype=torch.long),
+            past_key_values=past,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        step_logits.append(out.logits[0, -1].float().clone())
+    return tokens, torch.stack(step_logits)
+
+
+def top_logprobs(step_logits: torch.Tensor, k: int = GREEDY_TOP_K) -> list[list[list[float]]]:
+    """Per step, the k most likely [token id, logprob] pairs, most likely first."""
+    values, ids = torch.topk(torch.log_softmax(step_logits.double(), dim=-1), k, dim=-1)
+    return [[[int(i), float(f"{v:.6g}")] for i, v in zip(row_ids.tolist(), row_values.tolist())] for row_ids, row_values in zip(ids, values)]
