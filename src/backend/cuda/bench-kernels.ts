@@ -84,7 +84,7 @@ function benchCeilings() {
   const a = backend.loadWeight(bf16Tensor([n, n], randomBf16Values(rng, n * n, 1)));
   const b = backend.loadWeight(bf16Tensor([n, n], randomBf16Values(rng, n * n, 1)));
   const gemmMs = timeGraph(() => backend.linear(a, b, null), 5);
-  return { copyGbPerS: (2 * bytes) / (copyMs * 1e-3) / 1e9, gemm8192Tflops: (2 * n ** 3) / (gemmMs * 1e-3) / 1e12 };
+  return { readGbPerS: backend.measureMemoryBandwidth() / 1e9, copyGbPerS: (2 * bytes) / (copyMs * 1e-3) / 1e9, gemm8192Tflops: (2 * n ** 3) / (gemmMs * 1e-3) / 1e12 };
 }
 
 const llama8b: AttentionShape = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null };

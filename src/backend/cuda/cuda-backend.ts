@@ -8,6 +8,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
@@ -56,21 +57,22 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Device memory bandwidth in bytes/s, counting bytes read and written, from the median of several
-   * timed 1 GiB device-to-device copies (benchmarks divide bytes moved per step by it).
+   * Device memory read bandwidth in bytes/s: the median of several timed passes of a kernel that
+   * reads a 1 GiB buffer once, the pattern of a decode step streaming its weights (benchmarks divide
+   * bytes read per step by it). A copy would count writes too, which decode hardly does.
    */
   measureMemoryBandwidth(): number {
     const bytes = 1 << 30;
     const src = this.device.alloc(bytes);
-    const dst = this.device.alloc(bytes);
+    const sink = this.device.alloc(16);
     try {
-      this.device.fillBytes(src, 0x3c, bytes);
-      this.device.copyAsync(dst, src, bytes);
-      const times = Array.from({ length: 9 }, () => this.device.timeMs(() => this.device.copyAsync(dst, src, bytes))).sort((a, b) => a - b);
-      return (2 * bytes) / (times[4] * 1e-3);
+      this.device.fillBytes(src, 0, bytes);
+      launchReadBandwidth(this.device, src, bytes, sink);
+      const times = Array.from({ length: 9 }, () => this.device.timeMs(() => launchReadBandwidth(this.device, src, bytes, sink))).sort((a, b) => a - b);
+      return bytes / (times[4] * 1e-3);
     } finally {
       this.device.free(src);
-      this.device.free(dst);
+      this.device.free(sink);
     }
   }
 
