@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import { LLM } from '../../src/engine/llm.ts';
 import { startServer } from '../../src/server/server.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from '../helpers/model-tiny-checkpoint.ts';
+import { TEST_BACKEND } from './test-backend.ts';
 import { engineStats, metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
 
 let server: TinyServer;
@@ -186,8 +187,9 @@ test('GET /v1/engine/stats reports the engine in JSON', async () => {
 
 test('a model without a tokenizer serves token-id prompts; text, chat and stop strings are 400', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-server-no-tokenizer-'));
-  writeTinyCheckpoint(dir, TINY_LLAMA_CONFIG);
-  const llm = await LLM.load({ model: dir, backend: 'cpu', showProgress: false, numKvBlocks: 16 });
+  // A head dim of 8 (32 / 4 heads): the CUDA backend needs a multiple of 8.
+  writeTinyCheckpoint(dir, { ...TINY_LLAMA_CONFIG, hidden_size: 32 });
+  const llm = await LLM.load({ model: dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 16 });
   const bare = await startServer({ llm, port: 0, logLevel: 'silent' });
   try {
     const send = (path: string, body: unknown) => fetch(`${bare.url}${path}`, { method: 'POST', body: JSON.stringify(body) });

@@ -1,13 +1,22 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { startTinyServer, type TinyServer } from './tiny-server.ts';
 
 // The web playground in headless Chromium: it loads, streams a chat reply and shows engine state.
 
 const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (apt-get install -y chromium)`;
+// The GPU host carries neither playwright-core (a dev dependency) nor a browser.
+const playwright = await import('playwright-core').catch((error: NodeJS.ErrnoException) => {
+  if (error.code === 'ERR_MODULE_NOT_FOUND') return null;
+  throw error;
+});
+const skip = !playwright
+  ? 'playwright-core is not installed'
+  : existsSync(CHROMIUM)
+    ? false
+    : `${CHROMIUM} is missing (apt-get install -y chromium)`;
 
 let server: TinyServer;
 let browser: Browser;
@@ -15,7 +24,7 @@ let browser: Browser;
 before(async () => {
   if (skip) return;
   server = await startTinyServer({ server: { servedModelName: 'tiny-playground' } });
-  browser = await chromium.launch({
+  browser = await playwright!.chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });

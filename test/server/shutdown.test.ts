@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { writeTinyTokenizer } from '../helpers/model-tiny-tokenizer.ts';
 import { writeDummyConfig } from './tiny-chat-model.ts';
+import { TEST_BACKEND } from './test-backend.ts';
 
 // `keel serve` as a child process: SIGTERM stops new connections at once, lets the request in
 // flight finish (or aborts it when --shutdown-timeout is up), then the process exits 0.
@@ -27,7 +28,7 @@ after(() => rmSync(modelDir, { recursive: true, force: true }));
 async function spawnServer(extraArgs: string[]): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null> }> {
   const child = spawn(
     process.execPath,
-    [KEEL, 'serve', '--model', modelDir, '--load-format', 'dummy', '--backend', 'cpu', '--port', '0', '--num-kv-blocks', '128', '--no-progress', '--log-level', 'warn', ...extraArgs],
+    [KEEL, 'serve', '--model', modelDir, '--load-format', 'dummy', '--backend', TEST_BACKEND, '--port', '0', '--num-kv-blocks', '128', '--no-progress', '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const exited = once(child, 'exit').then(([code]) => code as number | null);

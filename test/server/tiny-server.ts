@@ -3,6 +3,7 @@ import type { EngineConfig } from '../../src/config.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { startServer, type ServerOptions } from '../../src/server/server.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
+import { TEST_BACKEND } from './test-backend.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 
 export interface TinyServer {
@@ -14,7 +15,7 @@ export interface TinyServer {
 }
 
 /**
- * A server on a free loopback port (CPU backend), for one test file: over the embedded default
+ * A server on a free loopback port (on TEST_BACKEND), for one test file: over the embedded default
  * model with `defaultModel`, else over a fresh tiny random model. Logs are kept in memory.
  */
 export async function startTinyServer(
@@ -26,7 +27,7 @@ export async function startTinyServer(
   } = {},
 ): Promise<TinyServer> {
   const model = options.defaultModel ? { dir: DEFAULT_MODEL_DIR, remove: () => undefined } : tinyChatModelDir(options.model);
-  const llm = await LLM.load({ model: model.dir, backend: 'cpu', showProgress: false, numKvBlocks: 256, ...options.engine });
+  const llm = await LLM.load({ model: model.dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 256, ...options.engine });
   const logs: Record<string, unknown>[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {
