@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
-#   bash scripts/gpu-run.sh tests latency throughput
-# Steps: tests (npm run test:gpu), latency (Llama-3.1-8B batch 1/16/64), throughput (nano-vllm
+#   bash scripts/gpu-run.sh tests server latency throughput
+# Steps: tests (npm run test:gpu), server (test/server, the HTTP server driven by the openai SDK, on
+# the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), throughput (nano-vllm
 # workload on Qwen3-0.6B), archs (latency batch 1 on all four bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -36,12 +37,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for s in "$@"; do
   case $s in
     tests) step tests 300 node scripts/run-tests.mjs gpu ;;
+    server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b --load-format dummy \
       --backend cuda --no-progress --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm.json" ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, latency, throughput, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, server, latency, throughput, archs)"; exit 2 ;;
   esac
 done
-grep -hE "^# (tests|pass|fail)" "$out/tests.log" 2>/dev/null
+for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
 tar czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"

@@ -1,5 +1,6 @@
 // Runs the test suite with node's test runner and tsx. `cpu` runs every *.test.ts except the
-// GPU ones (CI has no GPU); `gpu` runs *.gpu.test.ts on the GPU host.
+// GPU ones (CI has no GPU); `gpu` runs *.gpu.test.ts on the GPU host. Further arguments that are
+// paths narrow the search to those folders (`cpu test/server`); flags go to node (as --flag=value).
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -16,12 +17,14 @@ function collect(dir) {
   });
 }
 
-const files = [...collect('src'), ...collect('test')].sort();
+const args = process.argv.slice(3);
+const roots = args.filter((arg) => !arg.startsWith('-'));
+const extra = args.filter((arg) => arg.startsWith('-'));
+const files = (roots.length > 0 ? roots : ['src', 'test']).flatMap(collect).sort();
 if (files.length === 0) {
   console.error(`no ${suite} test files found`);
   process.exit(1);
 }
-const extra = process.argv.slice(3);
 // Node 22.18+ runs TypeScript itself (the GPU host carries no tsx); older Node needs tsx's loader.
 const loader = process.features.typescript ? [] : ['--import', 'tsx'];
 const result = spawnSync(process.execPath, [...loader, '--test', '--test-concurrency=2', ...extra, ...files], {
