@@ -24,6 +24,8 @@ export interface EngineConfig {
   /** Token budget of one step: decodes plus prefill chunks. */
   maxNumBatchedTokens: number;
   enablePrefixCaching: boolean;
+  /** Run every step op by op; otherwise decode steps replay recorded CUDA graphs (CUDA backend). */
+  enforceEager: boolean;
   /** Seed for requests that bring none. */
   seed: number;
   /** Show a progress bar while loading weights (on a terminal) and report the KV pool on stderr. */
@@ -41,6 +43,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxNumSeqs: 256,
   maxNumBatchedTokens: 2048,
   enablePrefixCaching: true,
+  enforceEager: false,
   seed: 0,
   showProgress: true,
 };

@@ -7,5 +7,5 @@ transformersParitySuite({
   backend: 'cuda',
   logitTolerance: 0.1,
   greedy: 'top-candidates',
-  variants: ['all prompts in one batch', 'chunked prefill, 7 tokens per step', 'forced preemption (8-block pool)'],
+  variants: ['all prompts in one batch', 'eager decode steps (no CUDA graphs)', 'chunked prefill, 7 tokens per step', 'forced preemption (8-block pool)'],
 });

@@ -93,6 +93,23 @@ export interface Backend {
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
+  /**
+   * Greedy choice per row of x [rows, cols]: the index of the largest value, the lowest on ties,
+   * -1 for a row whose values are all NaN or -Infinity. Waits for the step like toHost, but only
+   * the ids cross to the host.
+   */
+  argmaxRows(x: Tensor): Int32Array;
+
+  /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
+  readonly recordsGraphs: boolean;
+  /**
+   * Returns `forward()`'s result for this step: by replaying the graph `owner` (the model runner)
+   * recorded for an earlier step of the same shape (tokens, sequences, block-table width, logits
+   * rows), or by recording one now. Only for steps whose every kernel argument is fixed by that
+   * shape: the model runner's padded decode steps. After it, only toHost and argmaxRows may run
+   * before the next beginStep.
+   */
+  replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor;
 
   dispose(): void;
 }

@@ -16,6 +16,7 @@ export const ENGINE_FLAGS = {
   'max-num-seqs': { type: 'string' },
   'max-num-batched-tokens': { type: 'string' },
   'no-prefix-caching': { type: 'boolean' },
+  'enforce-eager': { type: 'boolean' },
   seed: { type: 'string' },
   'no-progress': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -32,6 +33,7 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --max-num-seqs N               most sequences per step (default ${DEFAULT_ENGINE_CONFIG.maxNumSeqs})
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
+  --enforce-eager                run decode steps op by op instead of replaying CUDA graphs
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
   --no-progress                  no progress bar or start-up report on stderr`;
 
@@ -50,6 +52,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineC
     maxNumSeqs: integerFlag('--max-num-seqs', values['max-num-seqs']),
     maxNumBatchedTokens: integerFlag('--max-num-batched-tokens', values['max-num-batched-tokens']),
     enablePrefixCaching: values['no-prefix-caching'] ? false : undefined,
+    enforceEager: values['enforce-eager'] ? true : undefined,
     seed: integerFlag('--seed', values.seed),
     showProgress: values['no-progress'] ? false : undefined,
   };

@@ -50,11 +50,12 @@ export interface SequenceChunk {
 
 /**
  * Flattens per-sequence chunks into a BatchDescription. Logits are requested for each sequence's
- * last token unless `logitsIndices` says otherwise.
+ * last token unless `logitsIndices` says otherwise. Block-table rows are as wide as the longest
+ * table, or `minBlocksPerSeq` if wider (a fixed width keeps a decode step's shape, for CUDA graphs).
  */
-export function describeBatch(chunks: SequenceChunk[], blockSize: number, logitsIndices?: number[]): BatchDescription {
+export function describeBatch(chunks: SequenceChunk[], blockSize: number, logitsIndices?: number[], minBlocksPerSeq = 1): BatchDescription {
   const numTokens = chunks.reduce((n, c) => n + c.tokens.length, 0);
-  const maxBlocksPerSeq = Math.max(1, ...chunks.map((c) => c.blockTable.length));
+  const maxBlocksPerSeq = Math.max(minBlocksPerSeq, ...chunks.map((c) => c.blockTable.length));
   const tokenIds = new Int32Array(numTokens);
   const positions = new Int32Array(numTokens);
   const slotMapping = new Int32Array(numTokens);

@@ -1,6 +1,6 @@
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { sampleToken } from '../sampling/sampler.ts';
+import { deviceGreedySample, sampleToken, samplesOnDevice } from '../sampling/sampler.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
@@ -11,6 +11,12 @@ import type { PositionLogprobs, RequestOutput } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
 import type { Scheduler } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
+
+/** One sampled row of a step: its argmax, and its logits when the sampler needs them. */
+interface SampledRow {
+  greedyToken: number;
+  logits: Float32Array | null;
+}
 
 export interface EngineParts {
   scheduler: Scheduler;
@@ -177,17 +183,20 @@ export class LLMEngine {
         this.cachedPromptTokensTotal += numCachedTokens ?? 0;
       }
     }
-    const { logits, samplingRows } = this.parts.runner.execute(output);
+    const wantsLogits = (s: number): boolean => {
+      const owner = this.bySequence.get(output.scheduled[s].seq);
+      return owner !== undefined && !samplesOnDevice(owner.request.params, owner.completion.output.tokenIds.length);
+    };
+    const result = this.parts.runner.execute(output, wantsLogits);
     this.parts.scheduler.onStepComplete(output);
 
-    const vocab = this.parts.vocabSize;
     const touched = new Set<Request>();
-    samplingRows.forEach((s, row) => {
+    result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
       if (!owner) return;
-      const rowLogits = logits.subarray(row * vocab, (row + 1) * vocab);
-      this.sampleFor(owner.request, owner.completion, seq, rowLogits);
+      const logits = result.logitsOf !== null && wantsLogits(s) ? result.logitsOf(row) : null;
+      this.sampleFor(owner.request, owner.completion, seq, { greedyToken: result.greedyTokens[row], logits });
       touched.add(owner.request);
     });
     for (const request of touched) {
@@ -197,15 +206,15 @@ export class LLMEngine {
     return true;
   }
 
-  private sampleFor(request: Request, completion: Completion, seq: Sequence, logits: Float32Array): void {
+  private sampleFor(request: Request, completion: Completion, seq: Sequence, row: SampledRow): void {
     const firstSample = request.completions.some((c) => c.seq === null);
     if (!firstSample) {
-      this.acceptToken(request, completion, seq, logits);
+      this.acceptToken(request, completion, seq, row);
       return;
     }
     // The prompt is prefilled once; the other completions fork from it now, each sampling from
     // its own copy of the row with its own random stream.
-    const rowCopy = Float32Array.from(logits);
+    const rowCopy = row.logits === null ? null : Float32Array.from(row.logits);
     for (const c of request.completions) {
       if (c.seq === null) {
         const child = seq.fork();
@@ -213,23 +222,26 @@ export class LLMEngine {
         this.parts.scheduler.addForked(child);
         c.seq = child;
         this.bySequence.set(child, { request, completion: c });
-        this.acceptToken(request, c, child, Float32Array.from(rowCopy));
+        this.acceptToken(request, c, child, { greedyToken: row.greedyToken, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
       }
     }
-    this.acceptToken(request, completion, seq, logits);
+    this.acceptToken(request, completion, seq, row);
   }
 
-  private acceptToken(request: Request, c: Completion, seq: Sequence, logits: Float32Array): void {
+  private acceptToken(request: Request, c: Completion, seq: Sequence, row: SampledRow): void {
     if (c.output.finishReason !== null) return;
     const params = request.params;
-    const sample = sampleToken(logits, {
-      params,
-      rng: c.rng,
-      promptTokenIds: request.promptTokenIds,
-      outputTokenIds: c.output.tokenIds,
-      outputCounts: c.outputCounts,
-      eosTokenIds: this.parts.eosTokenIds,
-    });
+    const sample =
+      row.logits === null
+        ? deviceGreedySample(row.greedyToken)
+        : sampleToken(row.logits, {
+            params,
+            rng: c.rng,
+            promptTokenIds: request.promptTokenIds,
+            outputTokenIds: c.output.tokenIds,
+            outputCounts: c.outputCounts,
+            eosTokenIds: this.parts.eosTokenIds,
+          });
     const tokenId = sample.tokenId;
     seq.appendToken(tokenId);
     c.output.tokenIds.push(tokenId);

@@ -111,9 +111,11 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
           `(${(bytes / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
       );
     }
+    // Graph steps pad their batch with rows that write to one block no sequence owns.
+    const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: numKvBlocks } : null;
     const cache = backend.createKvCache({
       numLayers: modelConfig.numLayers,
-      numBlocks: numKvBlocks,
+      numBlocks: numKvBlocks + (graphs === null ? 0 : 1),
       blockSize: config.blockSize,
       numKvHeads: modelConfig.numKvHeads,
       headDim: modelConfig.headDim,
@@ -131,7 +133,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, loaded.model, cache, config.blockSize),
+      runner: new ModelRunner(backend, loaded.model, cache, config.blockSize, graphs),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,

@@ -4,37 +4,84 @@ import { describeBatch, type BatchDescription, type SequenceChunk } from './batc
 import type { SchedulerOutput } from './scheduler.ts';
 
 /**
+ * Decode batch sizes recorded as graphs (vLLM's choice): a decode step of B sequences is padded up
+ * to the next of these, so a handful of recorded graphs serve every batch size.
+ */
+export const GRAPH_BATCH_SIZES: readonly number[] = [1, 2, 4, ...Array.from({ length: 64 }, (_, i) => 8 * (i + 1))];
+
+export interface GraphOptions {
+  /** Largest decode batch recorded (the engine's maxNumSeqs); larger ones run eagerly. */
+  maxBatchSize: number;
+  /** A KV block no sequence owns: padding rows write their keys and values there. */
+  scratchBlock: number;
+}
+
+/** What one step produced for the sequences that sample a token. */
+export interface StepResult {
+  /** Index into `output.scheduled` of each sampled row. */
+  samplingRows: number[];
+  /** Each sampled row's argmax token (-1 when none of its logits is finite). */
+  greedyTokens: Int32Array;
+  /** Sampled row i's logits ([vocab], a view), when the step was asked for them. */
+  logitsOf: ((row: number) => Float32Array) | null;
+}
+
+/**
  * Turns the scheduler's decision into the flattened batch description and runs the model on it.
  * It owns no policy: which tokens run, and where their K/V go, was decided before it is called.
+ * Decode steps are padded to a recorded batch size and block-table width and replayed as graphs
+ * when the backend records them.
  */
 export class ModelRunner {
   private readonly backend: Backend;
   private readonly model: LlamaModel;
   private readonly cache: KvCache;
   private readonly blockSize: number;
+  private readonly graphs: GraphOptions | null;
 
-  constructor(backend: Backend, model: LlamaModel, cache: KvCache, blockSize: number) {
+  constructor(backend: Backend, model: LlamaModel, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
+    this.graphs = backend.recordsGraphs ? graphs : null;
   }
 
   /**
-   * Runs one step. Returns logits [rows, vocab] for the sequences that reach the end of their
-   * known tokens in this step (`samplingRows[i]` is the index into `output.scheduled` of row i).
+   * Runs one step. Every sampled row gets its greedy token; logits come to the host only when
+   * `wantsLogits(s)` holds for some sampled sequence `s` (an index into `output.scheduled`).
    */
-  execute(output: SchedulerOutput): { logits: Float32Array; samplingRows: number[] } {
+  execute(output: SchedulerOutput, wantsLogits: (s: number) => boolean): StepResult {
     if (output.blockCopies.src.length > 0) {
       this.backend.copyBlocks(this.cache, output.blockCopies.src, output.blockCopies.dst);
     }
-    const { batch, samplingRows } = this.describe(output);
+    const graphBatch = this.graphBatchSize(output);
+    const { batch, samplingRows, logitsRows } = this.describe(output, graphBatch);
     const step = this.backend.beginStep(batch);
-    const logits: Tensor = this.model.forward(step, this.cache);
-    return { logits: this.backend.toHost(logits), samplingRows };
+    const forward = (): Tensor => this.model.forward(step, this.cache);
+    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    const greedy = this.backend.argmaxRows(logits);
+    const greedyTokens = Int32Array.from(logitsRows, (r) => greedy[r]);
+    if (!samplingRows.some(wantsLogits)) return { samplingRows, greedyTokens, logitsOf: null };
+    const host = this.backend.toHost(logits);
+    const vocab = host.length / greedy.length;
+    return { samplingRows, greedyTokens, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
   }
 
-  describe(output: SchedulerOutput): { batch: BatchDescription; samplingRows: number[] } {
+  /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
+  private graphBatchSize(output: SchedulerOutput): number | null {
+    if (this.graphs === null || output.scheduled.length > this.graphs.maxBatchSize) return null;
+    if (!output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
+    return GRAPH_BATCH_SIZES.find((size) => size >= output.scheduled.length) ?? null;
+  }
+
+  /**
+   * The step's batch description. `samplingRows[i]` is the scheduled index of sampled row i, and
+   * `logitsRows[i]` its row in the logits. A graph step (`graphBatch` sequences) is padded with
+   * one-token rows in the scratch block, its block tables widened to a power of two, and asks
+   * logits for every row, so that its shape stays put while its sequences grow.
+   */
+  private describe(output: SchedulerOutput, graphBatch: number | null = null): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
     let t = 0;
@@ -49,6 +96,14 @@ export class ModelRunner {
       }
       return { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
     });
-    return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows };
+    if (graphBatch === null || this.graphs === null) {
+      return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows: samplingRows.map((_, i) => i) };
+    }
+    const widest = Math.max(1, ...chunks.map((c) => c.blockTable.length));
+    while (chunks.length < graphBatch) chunks.push({ tokens: [0], startPos: 0, blockTable: [this.graphs.scratchBlock] });
+    const allRows = chunks.map((_, i) => i);
+    const batch = describeBatch(chunks, this.blockSize, allRows, 2 ** Math.ceil(Math.log2(widest)));
+    // Every row of a decode step is its own token, so sampled row i is logits row samplingRows[i].
+    return { batch, samplingRows, logitsRows: samplingRows };
   }
 }

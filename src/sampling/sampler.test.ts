@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { forkStream, type Rng } from './rng.ts';
-import { sampleToken, type SequenceSamplingState } from './sampler.ts';
+import { deviceGreedySample, sampleToken, samplesOnDevice, type SequenceSamplingState } from './sampler.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
 
 const row = (values: number[]) => Float32Array.from(values);
@@ -42,6 +42,24 @@ test('greedy picks the argmax, the lowest id among ties, without drawing', () =>
   assert.equal(sampleToken(row([1, 3, 3, 2]), state({ temperature: 0 })).tokenId, 1);
   assert.equal(sampleToken(row([-5, -1, -3]), state({ temperature: 0 })).tokenId, 1);
   assert.equal(sampleToken(row([7, 7]), state({ temperature: 0, n: 4 })).tokenId, 0);
+});
+
+test('a row samples on the device only when the argmax is the whole answer', () => {
+  const greedy = { ...DEFAULT_SAMPLING_PARAMS, temperature: 0 };
+  assert.equal(samplesOnDevice(greedy, 0), true);
+  assert.equal(samplesOnDevice({ ...greedy, temperature: 0.7 }, 0), false, 'random sampling');
+  assert.equal(samplesOnDevice({ ...greedy, logprobs: 0 }, 0), false, 'logprobs describe the whole row');
+  assert.equal(samplesOnDevice({ ...greedy, repetitionPenalty: 1.1 }, 0), false);
+  assert.equal(samplesOnDevice({ ...greedy, presencePenalty: 0.5 }, 0), false);
+  assert.equal(samplesOnDevice({ ...greedy, frequencyPenalty: -0.5 }, 0), false);
+  assert.equal(samplesOnDevice({ ...greedy, minTokens: 3 }, 2), false, 'EOS is still masked');
+  assert.equal(samplesOnDevice({ ...greedy, minTokens: 3 }, 3), true);
+});
+
+test('a device argmax of -1 (no finite logit) is the same error as on the host', () => {
+  assert.deepEqual(deviceGreedySample(42), { tokenId: 42 });
+  assert.throws(() => deviceGreedySample(-1), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
+  assert.throws(() => sampleToken(row([-Infinity, NaN]), state({ temperature: 0 })), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
 });
 
 test('greedy applies penalties first', () => {

@@ -58,12 +58,38 @@ export function sampleToken(logits: Float32Array, state: SequenceSamplingState):
     applyPresenceFrequencyPenalties(logits, params.presencePenalty, params.frequencyPenalty, counts);
   }
   if (!(maxLogit(logits) > -Infinity)) {
-    throw new KeelError('backend', 'no token can be sampled: every logit is NaN or -Infinity after masking');
+    throw noSampleableToken();
   }
 
   const tokenId = params.temperature < GREEDY_TEMPERATURE ? argmax(logits) : sampleRandom(logits, params, state.rng);
   if (rawLogits === null || topLogprobs === null) return { tokenId };
   return { tokenId, logprobs: tokenLogprobs(rawLogits, tokenId, topLogprobs) };
+}
+
+/**
+ * Whether the backend's own argmax is the sampler's whole answer for this sequence's next token:
+ * greedy, no logprobs, no penalties, and no EOS/stop-id masking left by minTokens. The logits of
+ * such a row need not leave the device.
+ */
+export function samplesOnDevice(params: SamplingParams, numOutputTokens: number): boolean {
+  return (
+    params.temperature < GREEDY_TEMPERATURE &&
+    params.logprobs === null &&
+    params.repetitionPenalty === 1 &&
+    params.presencePenalty === 0 &&
+    params.frequencyPenalty === 0 &&
+    numOutputTokens >= params.minTokens
+  );
+}
+
+/** The sample of a row chosen by the backend's argmax (-1: no logit was finite). */
+export function deviceGreedySample(tokenId: number): SampledToken {
+  if (tokenId < 0) throw noSampleableToken();
+  return { tokenId };
+}
+
+function noSampleableToken(): KeelError {
+  return new KeelError('backend', 'no token can be sampled: every logit is NaN or -Infinity after masking');
 }
 
 /** Index of the largest logit; the lowest index wins ties, so greedy decoding is deterministic. */

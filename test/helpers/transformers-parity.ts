@@ -24,6 +24,7 @@ export interface ParityOptions {
 /** Engine configurations that must not change a single greedy token. */
 const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; expectPreemption?: boolean }[] = [
   { name: 'all prompts in one batch', config: {} },
+  { name: 'eager decode steps (no CUDA graphs)', config: { enforceEager: true } },
   { name: 'prefix caching off', config: { enablePrefixCaching: false } },
   { name: 'chunked prefill, 1 token per step', config: { maxNumBatchedTokens: 1 } },
   { name: 'chunked prefill, 7 tokens per step', config: { maxNumBatchedTokens: 7 } },

@@ -143,6 +143,29 @@ export class CpuBackend implements Backend {
     return asCpuTensor(x, 'toHost input').data.slice();
   }
 
+  argmaxRows(x: Tensor): Int32Array {
+    const t = asCpuTensor(x, 'argmaxRows input');
+    const out = new Int32Array(t.rows);
+    for (let r = 0; r < t.rows; r++) {
+      let best = -1;
+      let bestValue = -Infinity;
+      for (let c = 0, at = r * t.cols; c < t.cols; c++, at++) {
+        if (t.data[at] > bestValue) {
+          best = c;
+          bestValue = t.data[at];
+        }
+      }
+      out[r] = best;
+    }
+    return out;
+  }
+
+  readonly recordsGraphs = false;
+
+  replayForward(_step: StepInputs, _owner: object, forward: () => Tensor): Tensor {
+    return forward();
+  }
+
   /** Everything lives in garbage-collected arrays: nothing to release. */
   dispose(): void {}
 }

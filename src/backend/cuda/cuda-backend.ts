@@ -8,10 +8,12 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchArgmaxRows } from './kernels/argmax.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
+import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
@@ -40,11 +42,19 @@ const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
 export class CudaBackend implements Backend {
   readonly name = 'cuda' as const;
   readonly kvElementBytes = 2;
+  readonly recordsGraphs = true;
   readonly device: CudaDevice;
   private readonly arena: StepArena;
   private readonly poison: boolean;
   private readonly owned: DevicePtr[] = [];
   private readback: { ptr: DevicePtr; bytes: number } | null = null;
+  private argmaxOut: { ptr: DevicePtr; rows: number } | null = null;
+  /** Recorded decode steps by shape, valid for one arena generation. */
+  private readonly graphs = new Map<string, { graph: CudaGraph; out: Tensor }>();
+  private graphsGeneration = 0;
+  private readonly graphOwners = new Map<object, number>();
+  /** The smallest KV pool and rope table created: what a replayed step is checked against. */
+  private limits = { blocks: Infinity, slots: Infinity, positions: Infinity };
   private blockPairs: { ptr: DevicePtr; ints: number } | null = null;
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
@@ -122,6 +132,7 @@ export class CudaBackend implements Backend {
     const sin = cos + n * 4;
     this.device.uploadSync(cos, table.cos);
     this.device.uploadSync(sin, table.sin);
+    this.limits.positions = Math.min(this.limits.positions, table.maxPositions);
     return new CudaRopeTable(table.maxPositions, table.headDim, cos, sin);
   }
 
@@ -134,6 +145,8 @@ export class CudaBackend implements Backend {
     const base = this.ownedAlloc(bytes);
     // Zeroed so a stray read of an unwritten slot yields zeros, never NaN patterns.
     this.device.fillBytes(base, 0, bytes);
+    this.limits.blocks = Math.min(this.limits.blocks, spec.numBlocks);
+    this.limits.slots = Math.min(this.limits.slots, spec.numBlocks * spec.blockSize);
     return new CudaKvCache(spec, base);
   }
 
@@ -221,10 +234,15 @@ export class CudaBackend implements Backend {
     }
     const out = this.stepTensor([input.rows, outDim]);
     if (input.rows === 0) return out;
+    const b = bias === null ? null : asBf16(bias, 'linear bias');
+    if (b !== null && b.numel !== outDim) throw new Error(`linear: bias of ${b.numel} values for ${outDim} outputs`);
+    // Decode batches are memory-bound: a GEMV streams the weights faster than cuBLAS does at a few rows.
+    if (input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim);
+      return out;
+    }
     this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
-    if (bias !== null) {
-      const b = asBf16(bias, 'linear bias');
-      if (b.numel !== outDim) throw new Error(`linear: bias of ${b.numel} values for ${outDim} outputs`);
+    if (b !== null) {
       requireMultipleOf8(outDim, 'linear output width');
       launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
     }
@@ -294,7 +312,9 @@ export class CudaBackend implements Backend {
       ...common,
       decodeSeqs: s.device.decodeSeqs,
       numDecode: s.plan.decodeSeqs.length,
-      maxDecodeSeqLen: s.plan.maxDecodeSeqLen,
+      // Split by what the block tables can hold, not the exact longest context: that keeps a
+      // decode step's launches fixed while its sequences grow, so a recorded graph stays valid.
+      maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.spec.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
     });
     launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
@@ -337,6 +357,47 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  argmaxRows(x: Tensor): Int32Array {
+    const t = asBf16(x, 'argmaxRows input');
+    const out = new Int32Array(t.rows);
+    if (t.rows === 0) return out;
+    if (this.argmaxOut === null || this.argmaxOut.rows < t.rows) {
+      if (this.argmaxOut !== null) this.freeOwned(this.argmaxOut.ptr);
+      this.argmaxOut = { ptr: this.ownedAlloc(t.rows * 4), rows: t.rows };
+    }
+    launchArgmaxRows(this.device, this.argmaxOut.ptr, t.ptr, t.rows, t.cols);
+    this.device.download(out, this.argmaxOut.ptr);
+    return out;
+  }
+
+  replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {
+    const s = asCudaStep(step);
+    checkReplayedStep(s.batch, this.limits);
+    if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
+    const b = s.batch;
+    let ownerId = this.graphOwners.get(owner);
+    if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}`;
+    const recorded = this.graphs.get(key);
+    if (recorded) {
+      recorded.graph.replay();
+      return recorded.out;
+    }
+    let out: Tensor | null = null;
+    const graph = this.device.captureGraph(() => {
+      out = forward();
+    });
+    graph.replay();
+    // A step that outgrew the arena used chunks the next reset frees: run it once, keep nothing.
+    if (this.arena.overflowed) {
+      this.device.synchronize();
+      graph.dispose();
+    } else {
+      this.graphs.set(key, { graph, out: out! });
+    }
+    return out!;
+  }
+
   /**
    * Records the ops that `record` issues into a CUDA graph for replay (decode steps). Call
    * beginStep before capturing and before each replay: the replay reads that step's uploads.
@@ -347,10 +408,18 @@ export class CudaBackend implements Backend {
 
   dispose(): void {
     this.device.synchronize();
+    this.disposeGraphs();
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
     this.arena.dispose();
     this.device.dispose();
+  }
+
+  private disposeGraphs(): void {
+    this.device.synchronize();
+    for (const { graph } of this.graphs.values()) graph.dispose();
+    this.graphs.clear();
+    this.graphsGeneration = this.arena.generation;
   }
 
   private gather(src: CudaTensor, indices: DevicePtr, rows: number): CudaTensor {
@@ -428,6 +497,21 @@ function layerCache(cache: KvCache, layer: number, shape: AttentionShape): CudaK
   const kv = asCudaKvCache(cache);
   assertKvLayer(kv.spec, layer, shape);
   return kv;
+}
+
+// A replayed graph runs none of the ops' own checks: the step's positions, slots and block ids are
+// checked here against the smallest rope table and KV pool this backend made.
+function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; slots: number; positions: number }): void {
+  for (let t = 0; t < batch.numTokens; t++) {
+    if (batch.positions[t] < 0 || batch.positions[t] >= limits.positions) {
+      throw new KeelError('context_overflow', `position ${batch.positions[t]} is outside the rotary table's ${limits.positions} positions`);
+    }
+    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= limits.slots) throw new RangeError(`replayForward: slot ${batch.slotMapping[t]} is outside [0, ${limits.slots})`);
+  }
+  for (let i = 0; i < batch.blockTables.length; i++) {
+    const block = batch.blockTables[i];
+    if (!(block >= 0 && block < limits.blocks)) throw new RangeError(`replayForward: block ${block} is outside [0, ${limits.blocks})`);
+  }
 }
 
 // The kernels index the pools with these ids unchecked: an id past the pool is an illegal address

@@ -117,6 +117,11 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     [3, 576, 1000],
     [37, 2048, 3072],
     [130, 128, 24],
+    // 1..8 rows run the GEMV kernel.
+    [2, 1024, 300],
+    [5, 14336, 64],
+    [8, 4096, 520],
+    [9, 512, 256],
   ];
   for (const [m, k, n] of shapes) {
     const x = activation(m, k);
@@ -124,6 +129,19 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     assertClose(`linear ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, null), gpu: gpu.linear(x.gpu, w.gpu, null) });
     const b = randomWeight([n]);
     assertClose(`linear+bias ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, b.cpu), gpu: gpu.linear(x.gpu, w.gpu, b.gpu) });
+  }
+});
+
+test('argmaxRows matches the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
+  for (const cols of [7, 1000, 128256]) {
+    const rows = randInt(rng, 1, 9);
+    const values = randomBf16Values(rng, rows * cols, 4);
+    // Plant ties at the maximum in row 0 and make the last row all -inf when there are several.
+    values[3 % cols] = 100;
+    values[cols - 1] = 100;
+    if (rows > 1) values.fill(-Infinity, (rows - 1) * cols, rows * cols);
+    const x = load(bf16Tensor([rows, cols], values));
+    assert.deepEqual([...gpu.argmaxRows(x.gpu)], [...cpu.argmaxRows(x.cpu)], `${rows}x${cols}`);
   }
 });
 

@@ -20,10 +20,24 @@ export class StepArena {
   private chunks: { ptr: DevicePtr; bytes: number }[] = [];
   private offset = 0;
   private usedThisStep = 0;
+  private merges = 0;
 
   constructor(memory: ArenaMemory, initialBytes: number) {
     this.memory = memory;
     this.chunks.push({ ptr: memory.alloc(initialBytes), bytes: initialBytes });
+  }
+
+  /**
+   * Changes whenever the arena's memory is replaced: addresses handed out before (such as those
+   * recorded in a CUDA graph) are no longer valid.
+   */
+  get generation(): number {
+    return this.merges;
+  }
+
+  /** Whether this step outgrew the arena: its later tensors live in chunks the next reset frees. */
+  get overflowed(): boolean {
+    return this.chunks.length > 1;
   }
 
   /** Bytes the largest single chunk holds (the arena's steady-state size). */
@@ -38,6 +52,7 @@ export class StepArena {
       this.memory.synchronize();
       for (const chunk of this.chunks) this.memory.free(chunk.ptr);
       this.chunks = [{ ptr: this.memory.alloc(needed), bytes: needed }];
+      this.merges++;
     }
     this.offset = 0;
     this.usedThisStep = 0;

@@ -1,0 +1,71 @@
+// Decode-sized GEMM: out [ROWS, n] = x [ROWS, k] · w [n, k]^T (+ bias), bf16 in and out, f32
+// accumulation. A decode step reads every weight once per token, so the job is to stream w at the
+// memory's speed: one warp per weight row, 16-byte loads, UNROLL of them in flight per lane, marked
+// not to allocate in L1 (each weight byte is read once) while x, re-read by every warp, stays cached.
+// ROWS (the batch rows, compiled per count) reuse each weight load.
+#include "common.cuh"
+
+// nvcc-check: -DROWS=1
+// nvcc-check: -DROWS=8
+
+#ifndef ROWS
+#define ROWS 1
+#endif
+#ifndef UNROLL
+#define UNROLL 4
+#endif
+
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float dot8(const float* a, const float* b) {
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; i++) s = fmaf(a[i], b[i], s);
+  return s;
+}
+
+// grid ceil(n / warps per block), block a multiple of 32; k8 = k / 8; bias may be null.
+extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
+                                                              const bf16* __restrict__ bias, int n, int k8) {
+  const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= n) return;
+  const uint4* w_row = w + (long long)row * k8;
+  float acc[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; r++) acc[r] = 0.f;
+  for (int base = 0; base < k8; base += 32 * UNROLL) {
+    uint4 wv[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32 + lane;
+      wv[u] = c < k8 ? load_streaming(w_row + c) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = base + u * 32 + lane;
+      if (c < k8) {
+        float wf[8];
+        unpack8(wv[u], wf);
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+          float xf[8];
+          unpack8(x[(long long)r * k8 + c], xf);
+          acc[r] += dot8(wf, xf);
+        }
+      }
+    }
+  }
+  const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
+#pragma unroll
+  for (int r = 0; r < ROWS; r++) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0) out[(long long)r * n + row] = f32_to_bf16(v + b);
+  }
+}
