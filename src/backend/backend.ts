@@ -87,8 +87,12 @@ export interface Backend {
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void;
   /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor;
-  /** gateUp [rows, 2 * n] (gate columns first) -> silu(gate) * up, [rows, n]. */
-  siluMul(gateUp: Tensor): Tensor;
+  /**
+   * The MLP's up projection and activation: silu(x · gateᵀ) * (x · upᵀ), [rows, n], with gateUp
+   * [2n, in] holding the gate rows then the up rows. Both products are rounded to the backend's
+   * activation dtype before the activation, as two separate ops would.
+   */
+  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor;
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */

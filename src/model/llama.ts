@@ -72,6 +72,6 @@ export class LlamaModel {
 
   private mlp(x: Tensor, layer: LayerWeights): Tensor {
     const b = this.backend;
-    return b.linear(b.siluMul(b.linear(x, layer.gateUp, null)), layer.down, null);
+    return b.linear(b.gateUpSilu(x, layer.gateUp), layer.down, null);
   }
 }

@@ -61,8 +61,9 @@ test('embedding and gatherLogitsRows pick rows by token id and by logits index',
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
 });
 
-test('siluMul halves the columns', () => {
-  const y = backend.siluMul(load(Float32Array.of(0, 1, 5, 7), [1, 4]));
+test('gateUpSilu multiplies by the gate rows and the up rows, then silu(gate) * up', () => {
+  // x = [1, 1]; gate rows give 0 and 1, up rows 5 and 7.
+  const y = backend.gateUpSilu(load(Float32Array.of(1, 1), [1, 2]), load(Float32Array.of(0, 0, 1, 0, 2, 3, 7, 0), [4, 2]));
   assert.deepEqual(y.shape, [1, 2]);
   assert.deepEqual(Array.from(backend.toHost(y)), [0, 7 / (1 + Math.exp(-1))].map(Math.fround));
 });

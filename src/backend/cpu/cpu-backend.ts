@@ -126,8 +126,8 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  siluMul(gateUp: Tensor): Tensor {
-    const input = asCpuTensor(gateUp, 'siluMul input');
+  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor {
+    const input = asCpuTensor(this.linear(x, gateUp, null), 'gateUpSilu product');
     const n = input.cols / 2;
     const out = CpuTensor.zeros([input.rows, n]);
     siluMul(input.data, input.rows, n, out.data);

@@ -321,12 +321,23 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  siluMul(gateUp: Tensor): Tensor {
-    const input = asBf16(gateUp, 'siluMul input');
-    const n = input.cols / 2;
-    requireMultipleOf8(n, 'siluMul width');
+  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor {
+    const input = asBf16(x, 'gateUpSilu input');
+    const w = asBf16(gateUp, 'gateUpSilu weight');
+    const [rows2n, inDim] = w.shape;
+    if (w.shape.length !== 2 || rows2n % 2 !== 0 || input.cols !== inDim) {
+      throw new Error(`gateUpSilu: input [${input.shape.join(', ')}] does not fit gate/up weight [${w.shape.join(', ')}]`);
+    }
+    const n = rows2n / 2;
+    if (input.rows >= 1 && input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
+      const out = this.stepTensor([input.rows, n]);
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: true });
+      return out;
+    }
+    requireMultipleOf8(n, 'gateUpSilu width');
+    const product = asBf16(this.linear(x, gateUp, null), 'gateUpSilu product');
     const out = this.stepTensor([input.rows, n]);
-    launchSiluMul(this.device, out.ptr, input.ptr, input.rows, n);
+    launchSiluMul(this.device, out.ptr, product.ptr, input.rows, n);
     return out;
   }
 

@@ -2,11 +2,13 @@
 // accumulation. A decode step reads every weight once per token, so the job is to stream w at the
 // memory's speed: one warp per weight row, 16-byte loads, UNROLL of them in flight per lane, marked
 // not to allocate in L1 (each weight byte is read once) while x, re-read by every warp, stays cached.
-// ROWS (the batch rows, compiled per count) reuse each weight load.
+// ROWS (the batch rows, compiled per count) reuse each weight load. GATED=1 is the MLP's up
+// projection fused with its activation: w is [2n, k] (gate rows, then up rows), each warp computes
+// gate row j and up row j + n and writes silu(gate) * up, rounded as the unfused ops would.
 #include "common.cuh"
 
 // nvcc-check: -DROWS=1
-// nvcc-check: -DROWS=8
+// nvcc-check: -DROWS=2 -DGATED=1
 
 #ifndef ROWS
 #define ROWS 1
@@ -14,6 +16,10 @@
 #ifndef UNROLL
 #define UNROLL 4
 #endif
+#ifndef GATED
+#define GATED 0
+#endif
+#define MATS (GATED ? 2 : 1)
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 v;
@@ -30,42 +36,60 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
-// grid ceil(n / warps per block), block a multiple of 32; k8 = k / 8; bias may be null.
+// grid ceil(n / warps per block), block a multiple of 32; n output columns; k8 = k / 8; bias (not
+// with GATED) may be null.
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8) {
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (row >= n) return;
-  const uint4* w_row = w + (long long)row * k8;
-  float acc[ROWS];
+  const uint4* w_rows[MATS];
 #pragma unroll
-  for (int r = 0; r < ROWS; r++) acc[r] = 0.f;
+  for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)row + (long long)m * n) * k8;
+  float acc[MATS][ROWS];
+#pragma unroll
+  for (int m = 0; m < MATS; m++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[m][r] = 0.f;
   for (int base = 0; base < k8; base += 32 * UNROLL) {
-    uint4 wv[UNROLL];
+    uint4 wv[MATS][UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      wv[u] = c < k8 ? load_streaming(w_row + c) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int m = 0; m < MATS; m++) wv[m][u] = c < k8 ? load_streaming(w_rows[m] + c) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
       if (c < k8) {
-        float wf[8];
-        unpack8(wv[u], wf);
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
           float xf[8];
           unpack8(x[(long long)r * k8 + c], xf);
-          acc[r] += dot8(wf, xf);
+#pragma unroll
+          for (int m = 0; m < MATS; m++) {
+            float wf[8];
+            unpack8(wv[m][u], wf);
+            acc[m][r] += dot8(wf, xf);
+          }
         }
       }
     }
   }
+#if GATED
+#pragma unroll
+  for (int r = 0; r < ROWS; r++) {
+    const float g = bf16_to_f32(f32_to_bf16(warp_sum(acc[0][r])));
+    const float up = bf16_to_f32(f32_to_bf16(warp_sum(acc[1][r])));
+    if (lane == 0) out[(long long)r * n + row] = f32_to_bf16(g / (1.f + __expf(-g)) * up);
+  }
+#else
   const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
 #pragma unroll
   for (int r = 0; r < ROWS; r++) {
-    const float v = warp_sum(acc[r]);
+    const float v = warp_sum(acc[0][r]);
     if (lane == 0) out[(long long)r * n + row] = f32_to_bf16(v + b);
   }
+#endif
 }
