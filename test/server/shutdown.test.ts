@@ -70,7 +70,11 @@ async function startLongStream(url: string, maxTokens: number): Promise<{ rest: 
   return { rest, finished: () => done };
 }
 
-/** Polls until a fresh connection is refused. */
+/**
+ * Polls until a fresh connection is refused. A connect that races the listener's close may be
+ * accepted by the kernel's backlog and then reset, or closed by the server unanswered: each of
+ * these means the request was not served.
+ */
 async function waitUntilRefused(url: string): Promise<void> {
   const deadline = Date.now() + 5000;
   for (;;) {
@@ -78,7 +82,7 @@ async function waitUntilRefused(url: string): Promise<void> {
       await fetch(`${url}/health`);
     } catch (error) {
       const code = ((error as Error).cause as { code?: string } | undefined)?.code;
-      assert.equal(code, 'ECONNREFUSED');
+      assert.ok(code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET', `connection failed with ${code}`);
       return;
     }
     assert.ok(Date.now() < deadline, 'the server still accepts connections after SIGTERM');
