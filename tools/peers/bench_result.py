@@ -208,12 +208,16 @@ def summary(metric, values):
 # --- llama.cpp ---
 
 def llama_bench_tests(entries):
-    """llama-bench -o json rows -> [{name: pp512 | tg128, tokens_per_s, stddev}]."""
+    """llama-bench -o json rows -> [{name: pp512 | tg128 | tg128@d8192, tokens_per_s, stddev}]
+    (the name as llama-bench's own table spells it: @dN when N tokens were in the KV cache first)."""
     tests = []
     for e in entries:
         name = f"pp{e['n_prompt']}" if e.get("n_gen", 0) == 0 else f"tg{e['n_gen']}"
         if e.get("n_prompt", 0) and e.get("n_gen", 0):
             name = f"pp{e['n_prompt']}+tg{e['n_gen']}"
+        depth = int(e.get("n_depth", 0))
+        if depth:
+            name += f"@d{depth}"
         tests.append({"name": name, "tokens_per_s": float(e["avg_ts"]), "stddev": float(e["stddev_ts"]) if "stddev_ts" in e else None})
     return tests
 
@@ -223,22 +227,25 @@ def _llama_bench_command(args):
         config = json.load(f)
     gpu = None
     tests = None
+    build = {}
     error = args.failed
     if error is None:
         try:
             with open(args.llama_bench_json) as f:
                 entries = json.load(f)
             tests = llama_bench_tests(entries)
-            gpu = entries[0].get("gpu_info") if entries else None
+            gpu = (entries[0].get("gpu_info") or entries[0].get("cpu_info")) if entries else None
+            build = {k: entries[0][k] for k in ("build_commit", "build_number", "backends") if entries and k in entries[0]}
         except (OSError, ValueError, KeyError) as e:
             error = f"llama-bench output unreadable: {e}"
     params = parameter_count(config)
     res = result(
         "llama-bench",
         "llama.cpp",
-        device("cuda", gpu, None),
+        device(args.backend, gpu, None),
         model_info(args.model_dir, config, params, dtype="f16"),
-        {"gguf": args.gguf, "tests": "pp512,tg128", "flash_attn": True, "n_gpu_layers": 99, "llama_cpp_commit": args.llama_cpp_commit},
+        {"gguf": args.gguf, "tests": args.tests, "flash_attn": True, "n_gpu_layers": 99, "llama_cpp_commit": args.llama_cpp_commit,
+         "llama_cpp_source": args.llama_cpp_source, **build},
         {"llama.cpp": args.llama_cpp_commit or "unknown"},
         results=None if error else {"tests": tests},
         error=error,
@@ -260,7 +267,10 @@ def main():
     lb.add_argument("--llama-bench-json", help="llama-bench -o json output")
     lb.add_argument("--failed", help="the reason llama.cpp could not run; records a failed result")
     lb.add_argument("--gguf", help="the GGUF file that was benchmarked")
-    lb.add_argument("--llama-cpp-commit")
+    lb.add_argument("--llama-cpp-commit", help="the llama.cpp version benchmarked (tag and commit)")
+    lb.add_argument("--llama-cpp-source", help="where that source came from (e.g. the npm package that bundles it)")
+    lb.add_argument("--tests", default="pp512,tg128", help="the llama-bench tests asked for, as recorded in the config")
+    lb.add_argument("--backend", default="cuda", help="device backend of the result (cpu for a CPU build)")
     lb.add_argument("--out-dir", default=RESULTS_DIR)
     rr = sub.add_parser("random-requests", help="print Keel's random dataset as JSON (for checking the port)")
     rr.add_argument("--num-prompts", type=int, required=True)
