@@ -4,12 +4,14 @@
 #   bash scripts/gpu-run.sh tests server latency throughput
 # Steps: tests (npm run test:gpu), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), throughput (nano-vllm
-# workload on Qwen3-0.6B), archs (latency batch 1 on all four bench/configs). Each step runs in its
+# workload on Qwen3-0.6B), attention (keel bench attention, then the PyTorch SDPA peer on the same
+# shapes), archs (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
 # JSON go to $OUT (8 files at most come back: results are packed into one tarball).
 set -uo pipefail
 source .gpu/env.sh
+source .gpu/source.sh
 out=${OUT:-/tmp/keel-gpu}
 mkdir -p "$out/results"
 export KEEL_CACHE_DIR=/tmp/keel-cache
@@ -41,8 +43,10 @@ for s in "$@"; do
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b --load-format dummy \
       --backend cuda --no-progress --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm.json" ;;
+    attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads.json"
+      step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, server, latency, throughput, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, server, latency, throughput, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

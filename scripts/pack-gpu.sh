@@ -41,4 +41,7 @@ if [ "$(cat .gpu/server.stamp 2>/dev/null)" != "$stamp" ]; then
   node scripts/bundle-gpu-packages.mjs .gpu/node_modules $server_packages
   echo "$stamp" > .gpu/server.stamp
 fi
+# The host's copy of the tree has no trustworthy repository: results name the commit packed here.
+{ echo "export KEEL_GIT_COMMIT=$(git rev-parse HEAD)"
+  echo "export KEEL_GIT_DIRTY=$([ -z "$(git status --porcelain --untracked-files=no)" ] && echo 0 || echo 1)"; } > .gpu/source.sh
 du -sh .gpu | sed 's/^/carry size: /'

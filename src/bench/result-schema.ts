@@ -109,6 +109,7 @@ const ServeResultsSchema = z.strictObject({
 });
 
 const AttentionResultsSchema = z.strictObject({
+  /** Prefill (causal attention over a whole prompt). */
   shapes: z.array(
     z.strictObject({
       batch: count,
@@ -121,6 +122,22 @@ const AttentionResultsSchema = z.strictObject({
       tflops: figure,
     }),
   ),
+  /** Decode (one query token per sequence over its cached context): Keel's kernels only. */
+  decode: z
+    .array(
+      z.strictObject({
+        batch: count,
+        context_len: count,
+        num_heads: count,
+        num_kv_heads: count,
+        head_dim: count,
+        us: figure,
+        gb_per_s: figure,
+      }),
+    )
+    .optional(),
+  /** The device measured alike: read and copy bandwidth, a large bf16 GEMM. */
+  ceilings: z.strictObject({ read_gb_per_s: figure, copy_gb_per_s: figure, gemm_bf16_8192_tflops: figure }).optional(),
 });
 
 const LlamaBenchResultsSchema = z.strictObject({

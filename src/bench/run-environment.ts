@@ -10,15 +10,25 @@ const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export type RunEnvironment = Pick<BenchResult, 'date' | 'git_commit' | 'git_dirty' | 'software' | 'device'>;
 
 export function collectEnvironment(device: Pick<Device, 'backend' | 'name' | 'cuda_version'>): RunEnvironment {
-  const head = git(['rev-parse', 'HEAD']);
-  const changes = git(['status', '--porcelain', '--untracked-files=no']);
   return {
     date: new Date().toISOString(),
-    git_commit: head,
-    git_dirty: head === null || changes === null ? null : changes !== '',
+    ...sourceRevision(),
     software: { node: process.version },
     device: { ...device, driver: nvidiaDriverVersion(), cpu: cpus()[0]?.model.trim() ?? 'unknown', cpu_count: cpus().length },
   };
+}
+
+/**
+ * The commit the run's source came from. A copy of the tree made elsewhere (the GPU host gets one)
+ * may carry no repository, or a stale one: KEEL_GIT_COMMIT and KEEL_GIT_DIRTY, set by whoever made
+ * the copy (scripts/pack-gpu.sh records them), then take precedence.
+ */
+function sourceRevision(): Pick<RunEnvironment, 'git_commit' | 'git_dirty'> {
+  const recorded = process.env.KEEL_GIT_COMMIT;
+  if (recorded) return { git_commit: recorded, git_dirty: process.env.KEEL_GIT_DIRTY === undefined ? null : process.env.KEEL_GIT_DIRTY === '1' };
+  const head = git(['rev-parse', 'HEAD']);
+  const changes = git(['status', '--porcelain', '--untracked-files=no']);
+  return { git_commit: head, git_dirty: head === null || changes === null ? null : changes !== '' };
 }
 
 /** A git query in Keel's own checkout; null where there is no git or no repository (an unpacked copy). */

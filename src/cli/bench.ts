@@ -10,6 +10,7 @@ Suites:
   throughput   offline throughput: a whole dataset submitted at once (--workload nano-vllm for nano-vllm's)
   serve        online serving against keel serve (--base-url, or --launch one here): Poisson arrivals,
                TTFT/TPOT/ITL/e2e percentiles, request and token throughput
+  attention    CUDA attention kernels alone: prefill TFLOP/s (beside PyTorch SDPA's), decode GB/s
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
@@ -34,6 +35,10 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   serve: async () => {
     const m = await import('../bench/commands/serve-command.ts');
     return { run: m.serveBenchCommand, help: m.SERVE_BENCH_HELP };
+  },
+  attention: async () => {
+    const m = await import('../bench/commands/attention-command.ts');
+    return { run: m.attentionCommand, help: m.ATTENTION_HELP };
   },
   plot: async () => {
     const m = await import('../bench/commands/plot-command.ts');

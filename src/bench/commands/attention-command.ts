@@ -1,0 +1,50 @@
+import { parseArgs } from 'node:util';
+import { KeelError } from '../../errors.ts';
+import { writeResult } from '../result-file.ts';
+import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
+import { collectEnvironment } from '../run-environment.ts';
+
+export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
+
+Times Keel's CUDA attention kernels alone (CUDA events over graph replays): prefill attention in
+causal TFLOP/s at batch 1 and 512 / 2048 / 8192 tokens with Llama-3.1-8B's heads (32 query, 8 KV,
+head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's flash SDPA — and
+decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 1 and 16, beside
+the device's read and copy bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
+Writes JSON to bench/results/ (or --output).
+
+  --output FILE                  where to write the JSON result`;
+
+export async function attentionCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  if (values.help) {
+    console.log(ATTENTION_HELP);
+    return;
+  }
+  const { cudaAvailability } = await import('../../backend/cuda/availability.ts');
+  const available = cudaAvailability();
+  if (!available.ok) throw new KeelError('unavailable', `keel bench attention needs the CUDA backend: ${available.reason}`);
+  const { runAttentionBenchmark } = await import('../../backend/cuda/attention-benchmark.ts');
+  const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
+  const figures = runAttentionBenchmark();
+  const v = figures.driverCudaVersion;
+  const path = writeResult(
+    {
+      schema_version: RESULT_SCHEMA_VERSION,
+      engine: 'keel',
+      status: 'ok',
+      error: null,
+      ...started,
+      device: { ...started.device, cuda_version: `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
+      model: null,
+      config: { kernels: 'prefill-attention.cu, decode-attention.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
+      suite: 'attention',
+      results: { shapes: figures.prefill, decode: figures.decode, ceilings: figures.ceilings },
+    },
+    values.output,
+  );
+  for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+  for (const d of figures.decode) console.log(`decode batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
+  console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);
+  console.log(`wrote ${path}`);
+}
