@@ -161,8 +161,13 @@ def now():
 def result(suite, engine, dev, model, config, software, results=None, error=None, started=None):
     """A result as src/bench/result-schema.ts defines it: results when it ran, error when not;
     dated when the run started (`started`, from now()), else now."""
-    head = _git("rev-parse", "HEAD")
-    changes = _git("status", "--porcelain", "--untracked-files=no")
+    # As in src/bench/run-environment.ts: a copy of the tree (the GPU host's) names its commit in
+    # KEEL_GIT_COMMIT / KEEL_GIT_DIRTY, since any repository it carries may be stale.
+    head = os.environ.get("KEEL_GIT_COMMIT") or _git("rev-parse", "HEAD")
+    if os.environ.get("KEEL_GIT_COMMIT"):
+        changes = None if "KEEL_GIT_DIRTY" not in os.environ else ("dirty" if os.environ["KEEL_GIT_DIRTY"] == "1" else "")
+    else:
+        changes = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "schema_version": SCHEMA_VERSION,
         "engine": engine,
