@@ -98,11 +98,12 @@ export interface Backend {
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
   /**
-   * Greedy choice per row of x [rows, cols]: the index of the largest value, the lowest on ties,
-   * -1 for a row whose values are all NaN or -Infinity. Waits for the step like toHost, but only
-   * the ids cross to the host.
+   * One token per row of logits x [rows, cols]: the argmax where `temperatures[r]` is 0, else a
+   * draw from softmax(x[r] / T) by Gumbel-max with the noise of `seeds[r]` (src/sampling/gumbel.ts);
+   * lowest index on ties, -1 for a row with no finite value. Waits for the step like toHost, but
+   * only the ids cross to the host.
    */
-  argmaxRows(x: Tensor): Int32Array;
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;
@@ -110,7 +111,7 @@ export interface Backend {
    * Returns `forward()`'s result for this step: by replaying the graph `owner` (the model runner)
    * recorded for an earlier step of the same shape (tokens, sequences, block-table width, logits
    * rows), or by recording one now. Only for steps whose every kernel argument is fixed by that
-   * shape: the model runner's padded decode steps. After it, only toHost and argmaxRows may run
+   * shape: the model runner's padded decode steps. After it, only toHost and sampleRows may run
    * before the next beginStep.
    */
   replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor;

@@ -1,20 +1,20 @@
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { deviceGreedySample, sampleToken, samplesOnDevice } from '../sampling/sampler.ts';
+import { deviceSample, deviceSamplingFor, sampleToken } from '../sampling/sampler.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
-import type { ModelRunner } from './model-runner.ts';
+import type { DeviceSampling, ModelRunner } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
 import type { Scheduler } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 
-/** One sampled row of a step: its argmax, and its logits when the sampler needs them. */
+/** One sampled row of a step: the device's token, or the logits when the host's sampler needs them. */
 interface SampledRow {
-  greedyToken: number;
+  deviceToken: number;
   logits: Float32Array | null;
 }
 
@@ -183,11 +183,16 @@ export class LLMEngine {
         this.cachedPromptTokensTotal += numCachedTokens ?? 0;
       }
     }
-    const wantsLogits = (s: number): boolean => {
-      const owner = this.bySequence.get(output.scheduled[s].seq);
-      return owner !== undefined && !samplesOnDevice(owner.request.params, owner.completion.output.tokenIds.length);
-    };
-    const result = this.parts.runner.execute(output, wantsLogits);
+    // Decided once per row: a device draw consumes the completion's random stream.
+    const deviceSampling = new Map<number, DeviceSampling | null>();
+    output.scheduled.forEach(({ seq }, s) => {
+      const owner = this.bySequence.get(seq);
+      if (owner === undefined) return;
+      const { request, completion } = owner;
+      const forking = request.completions.some((c) => c.seq === null);
+      deviceSampling.set(s, deviceSamplingFor(request.params, completion.output.tokenIds.length, forking, completion.rng));
+    });
+    const result = this.parts.runner.execute(output, (s) => deviceSampling.get(s) ?? null);
     this.parts.scheduler.onStepComplete(output);
 
     const touched = new Set<Request>();
@@ -195,8 +200,8 @@ export class LLMEngine {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
       if (!owner) return;
-      const logits = result.logitsOf !== null && wantsLogits(s) ? result.logitsOf(row) : null;
-      this.sampleFor(owner.request, owner.completion, seq, { greedyToken: result.greedyTokens[row], logits });
+      const logits = deviceSampling.get(s) ? null : result.logitsOf!(row);
+      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: result.deviceTokens[row], logits });
       touched.add(owner.request);
     });
     for (const request of touched) {
@@ -222,7 +227,7 @@ export class LLMEngine {
         this.parts.scheduler.addForked(child);
         c.seq = child;
         this.bySequence.set(child, { request, completion: c });
-        this.acceptToken(request, c, child, { greedyToken: row.greedyToken, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
+        this.acceptToken(request, c, child, { deviceToken: row.deviceToken, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
       }
     }
     this.acceptToken(request, completion, seq, row);
@@ -233,7 +238,7 @@ export class LLMEngine {
     const params = request.params;
     const sample =
       row.logits === null
-        ? deviceGreedySample(row.greedyToken)
+        ? deviceSample(row.deviceToken)
         : sampleToken(row.logits, {
             params,
             rng: c.rng,

@@ -16,13 +16,19 @@ export interface GraphOptions {
   scratchBlock: number;
 }
 
+/** How the backend samples a row on the device: argmax at temperature 0, else Gumbel-max with `seed`. */
+export interface DeviceSampling {
+  temperature: number;
+  seed: number;
+}
+
 /** What one step produced for the sequences that sample a token. */
 export interface StepResult {
   /** Index into `output.scheduled` of each sampled row. */
   samplingRows: number[];
-  /** Each sampled row's argmax token (-1 when none of its logits is finite). */
-  greedyTokens: Int32Array;
-  /** Sampled row i's logits ([vocab], a view), when the step was asked for them. */
+  /** Each sampled row's token as the device sampled it (-1 when none of its logits is finite). */
+  deviceTokens: Int32Array;
+  /** Sampled row i's logits ([vocab], a view), when a row needs them on the host. */
   logitsOf: ((row: number) => Float32Array) | null;
 }
 
@@ -48,10 +54,10 @@ export class ModelRunner {
   }
 
   /**
-   * Runs one step. Every sampled row gets its greedy token; logits come to the host only when
-   * `wantsLogits(s)` holds for some sampled sequence `s` (an index into `output.scheduled`).
+   * Runs one step. `sampling(s)` says how the backend samples scheduled sequence `s`'s row, or
+   * null when the host's sampler needs its logits; logits come to the host only then.
    */
-  execute(output: SchedulerOutput, wantsLogits: (s: number) => boolean): StepResult {
+  execute(output: SchedulerOutput, sampling: (s: number) => DeviceSampling | null): StepResult {
     if (output.blockCopies.src.length > 0) {
       this.backend.copyBlocks(this.cache, output.blockCopies.src, output.blockCopies.dst);
     }
@@ -60,12 +66,21 @@ export class ModelRunner {
     const step = this.backend.beginStep(batch);
     const forward = (): Tensor => this.model.forward(step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    const greedy = this.backend.argmaxRows(logits);
-    const greedyTokens = Int32Array.from(logitsRows, (r) => greedy[r]);
-    if (!samplingRows.some(wantsLogits)) return { samplingRows, greedyTokens, logitsOf: null };
+    const rows = logits.shape[0];
+    const temperatures = new Float32Array(rows);
+    const seeds = new Uint32Array(rows);
+    let hostRows = 0;
+    samplingRows.forEach((s, i) => {
+      const how = sampling(s);
+      if (how === null) hostRows++;
+      else [temperatures[logitsRows[i]], seeds[logitsRows[i]]] = [how.temperature, how.seed];
+    });
+    const sampled = this.backend.sampleRows(logits, temperatures, seeds);
+    const deviceTokens = Int32Array.from(logitsRows, (r) => sampled[r]);
+    if (hostRows === 0) return { samplingRows, deviceTokens, logitsOf: null };
     const host = this.backend.toHost(logits);
-    const vocab = host.length / greedy.length;
-    return { samplingRows, greedyTokens, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
+    const vocab = host.length / rows;
+    return { samplingRows, deviceTokens, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
   }
 
   /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */

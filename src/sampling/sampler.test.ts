@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { forkStream, type Rng } from './rng.ts';
-import { deviceGreedySample, sampleToken, samplesOnDevice, type SequenceSamplingState } from './sampler.ts';
+import { deviceSample, deviceSamplingFor, sampleToken, type SequenceSamplingState } from './sampler.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
 
 const row = (values: number[]) => Float32Array.from(values);
@@ -44,21 +44,29 @@ test('greedy picks the argmax, the lowest id among ties, without drawing', () =>
   assert.equal(sampleToken(row([7, 7]), state({ temperature: 0, n: 4 })).tokenId, 0);
 });
 
-test('a row samples on the device only when the argmax is the whole answer', () => {
+test('rows sample on the device when greedy or plain temperature sampling is the whole answer', () => {
   const greedy = { ...DEFAULT_SAMPLING_PARAMS, temperature: 0 };
-  assert.equal(samplesOnDevice(greedy, 0), true);
-  assert.equal(samplesOnDevice({ ...greedy, temperature: 0.7 }, 0), false, 'random sampling');
-  assert.equal(samplesOnDevice({ ...greedy, logprobs: 0 }, 0), false, 'logprobs describe the whole row');
-  assert.equal(samplesOnDevice({ ...greedy, repetitionPenalty: 1.1 }, 0), false);
-  assert.equal(samplesOnDevice({ ...greedy, presencePenalty: 0.5 }, 0), false);
-  assert.equal(samplesOnDevice({ ...greedy, frequencyPenalty: -0.5 }, 0), false);
-  assert.equal(samplesOnDevice({ ...greedy, minTokens: 3 }, 2), false, 'EOS is still masked');
-  assert.equal(samplesOnDevice({ ...greedy, minTokens: 3 }, 3), true);
+  const on = (params: Partial<SamplingParams>, numOutput = 0, forking = false) => deviceSamplingFor({ ...greedy, ...params }, numOutput, forking, forkStream(1, 0));
+  assert.deepEqual(on({}), { temperature: 0, seed: 0 });
+  assert.deepEqual(on({}, 0, true), { temperature: 0, seed: 0 }, 'greedy forks all take the argmax');
+  const random = on({ temperature: 0.7 });
+  assert.equal(random?.temperature, 0.7);
+  assert.ok(Number.isInteger(random?.seed), 'the seed comes from the sequence stream');
+  assert.equal(on({ temperature: 0.7 }, 0, true), null, 'n > 1 forks draw independently on the host');
+  assert.equal(on({ temperature: 0.7, topP: 0.9 }), null);
+  assert.equal(on({ temperature: 0.7, topK: 40 }), null);
+  assert.equal(on({ temperature: 0.7, minP: 0.1 }), null);
+  assert.equal(on({ logprobs: 0 }), null, 'logprobs describe the whole row');
+  assert.equal(on({ repetitionPenalty: 1.1 }), null);
+  assert.equal(on({ presencePenalty: 0.5 }), null);
+  assert.equal(on({ frequencyPenalty: -0.5 }), null);
+  assert.equal(on({ minTokens: 3 }, 2), null, 'EOS is still masked');
+  assert.deepEqual(on({ minTokens: 3 }, 3), { temperature: 0, seed: 0 });
 });
 
-test('a device argmax of -1 (no finite logit) is the same error as on the host', () => {
-  assert.deepEqual(deviceGreedySample(42), { tokenId: 42 });
-  assert.throws(() => deviceGreedySample(-1), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
+test('a device token of -1 (no finite logit) is the same error as on the host', () => {
+  assert.deepEqual(deviceSample(42), { tokenId: 42 });
+  assert.throws(() => deviceSample(-1), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
   assert.throws(() => sampleToken(row([-Infinity, NaN]), state({ temperature: 0 })), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
 });
 

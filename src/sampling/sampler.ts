@@ -67,23 +67,27 @@ export function sampleToken(logits: Float32Array, state: SequenceSamplingState):
 }
 
 /**
- * Whether the backend's own argmax is the sampler's whole answer for this sequence's next token:
- * greedy, no logprobs, no penalties, and no EOS/stop-id masking left by minTokens. The logits of
- * such a row need not leave the device.
+ * How the backend samples this sequence's next token on the device, or null when the host must:
+ * the device does greedy and plain temperature sampling (Gumbel-max, its seed drawn from the
+ * sequence's own stream), with no logprobs, penalties, top-k/top-p/min-p or EOS masking left by
+ * minTokens. A row forking into n > 1 completions needs its logits for independent draws, unless
+ * greedy. The logits of a device-sampled row never leave the device.
  */
-export function samplesOnDevice(params: SamplingParams, numOutputTokens: number): boolean {
-  return (
-    params.temperature < GREEDY_TEMPERATURE &&
+export function deviceSamplingFor(params: SamplingParams, numOutputTokens: number, forking: boolean, rng: Rng): { temperature: number; seed: number } | null {
+  const plain =
     params.logprobs === null &&
     params.repetitionPenalty === 1 &&
     params.presencePenalty === 0 &&
     params.frequencyPenalty === 0 &&
-    numOutputTokens >= params.minTokens
-  );
+    numOutputTokens >= params.minTokens;
+  if (!plain) return null;
+  if (params.temperature < GREEDY_TEMPERATURE) return { temperature: 0, seed: 0 };
+  if (forking || params.topK > 0 || params.topP < 1 || params.minP > 0) return null;
+  return { temperature: params.temperature, seed: rng.nextUint32() };
 }
 
-/** The sample of a row chosen by the backend's argmax (-1: no logit was finite). */
-export function deviceGreedySample(tokenId: number): SampledToken {
+/** The token the backend sampled for a row (-1: no logit was finite). */
+export function deviceSample(tokenId: number): SampledToken {
   if (tokenId < 0) throw noSampleableToken();
   return { tokenId };
 }

@@ -44,9 +44,9 @@ test('linear multiplies by the transposed weight and adds the bias', () => {
   assert.deepEqual(Array.from(backend.toHost(y)), [11, 25, 14, 31]);
 });
 
-test('argmaxRows: the largest value per row, the lowest index on ties, -1 when none is finite', () => {
+test('sampleRows at temperature 0: the largest value per row, the lowest index on ties, -1 when none is finite', () => {
   const x = load(Float32Array.from([1, 3, 3, 2, -Infinity, NaN, -Infinity, NaN, 0, -1, Infinity, 5]), [3, 4]);
-  assert.deepEqual([...backend.argmaxRows(x)], [1, -1, 2]);
+  assert.deepEqual([...backend.sampleRows(x, new Float32Array(3), new Uint32Array(3))], [1, -1, 2]);
 });
 
 test('linear names both shapes when they do not fit', () => {

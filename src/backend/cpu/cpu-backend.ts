@@ -4,6 +4,7 @@ import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { siluMul } from './ops/activation.ts';
+import { gumbelSample } from '../../sampling/gumbel.ts';
 import { pagedAttention } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../model/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
@@ -143,21 +144,10 @@ export class CpuBackend implements Backend {
     return asCpuTensor(x, 'toHost input').data.slice();
   }
 
-  argmaxRows(x: Tensor): Int32Array {
-    const t = asCpuTensor(x, 'argmaxRows input');
-    const out = new Int32Array(t.rows);
-    for (let r = 0; r < t.rows; r++) {
-      let best = -1;
-      let bestValue = -Infinity;
-      for (let c = 0, at = r * t.cols; c < t.cols; c++, at++) {
-        if (t.data[at] > bestValue) {
-          best = c;
-          bestValue = t.data[at];
-        }
-      }
-      out[r] = best;
-    }
-    return out;
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array {
+    const t = asCpuTensor(x, 'sampleRows input');
+    if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
+    return Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(t.data.subarray(r * t.cols, (r + 1) * t.cols), temperatures[r], seeds[r]));
   }
 
   readonly recordsGraphs = false;

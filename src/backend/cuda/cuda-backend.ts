@@ -8,7 +8,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
-import { launchArgmaxRows } from './kernels/argmax.ts';
+import { launchSampleRows } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks } from './kernels/copy-blocks.ts';
@@ -48,7 +48,7 @@ export class CudaBackend implements Backend {
   private readonly poison: boolean;
   private readonly owned: DevicePtr[] = [];
   private readback: { ptr: DevicePtr; bytes: number } | null = null;
-  private argmaxOut: { ptr: DevicePtr; rows: number } | null = null;
+  private sampling: { ptr: DevicePtr; rows: number } | null = null;
   /** Recorded decode steps by shape, valid for one arena generation. */
   private readonly graphs = new Map<string, { graph: CudaGraph; out: Tensor }>();
   private graphsGeneration = 0;
@@ -368,16 +368,23 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  argmaxRows(x: Tensor): Int32Array {
-    const t = asBf16(x, 'argmaxRows input');
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array {
+    const t = asBf16(x, 'sampleRows input');
+    if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
     const out = new Int32Array(t.rows);
     if (t.rows === 0) return out;
-    if (this.argmaxOut === null || this.argmaxOut.rows < t.rows) {
-      if (this.argmaxOut !== null) this.freeOwned(this.argmaxOut.ptr);
-      this.argmaxOut = { ptr: this.ownedAlloc(t.rows * 4), rows: t.rows };
+    // One upload per step: [inverse temperatures as f32 bits | seeds | output ids].
+    const params = new Int32Array(2 * t.rows);
+    new Float32Array(params.buffer, 0, t.rows).set(temperatures.map((temperature) => (temperature === 0 ? 0 : 1 / temperature)));
+    params.set(new Int32Array(seeds.buffer, seeds.byteOffset, t.rows), t.rows);
+    if (this.sampling === null || this.sampling.rows < t.rows) {
+      if (this.sampling !== null) this.freeOwned(this.sampling.ptr);
+      this.sampling = { ptr: this.ownedAlloc(t.rows * 12), rows: t.rows };
     }
-    launchArgmaxRows(this.device, this.argmaxOut.ptr, t.ptr, t.rows, t.cols);
-    this.device.download(out, this.argmaxOut.ptr);
+    const { ptr } = this.sampling;
+    this.device.uploadAsync(ptr, params);
+    launchSampleRows(this.device, ptr + 8 * t.rows, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
+    this.device.download(out, ptr + 8 * t.rows);
     return out;
   }
 

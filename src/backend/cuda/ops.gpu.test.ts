@@ -132,7 +132,7 @@ test('linear with and without bias over odd and GEMV shapes', () => {
   }
 });
 
-test('argmaxRows matches the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
+test('sampleRows at temperature 0 matches the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
   for (const cols of [7, 1000, 128256]) {
     const rows = randInt(rng, 1, 9);
     const values = randomBf16Values(rng, rows * cols, 4);
@@ -141,8 +141,36 @@ test('argmaxRows matches the CPU: ties to the lowest index, -1 for rows with not
     values[cols - 1] = 100;
     if (rows > 1) values.fill(-Infinity, (rows - 1) * cols, rows * cols);
     const x = load(bf16Tensor([rows, cols], values));
-    assert.deepEqual([...gpu.argmaxRows(x.gpu)], [...cpu.argmaxRows(x.cpu)], `${rows}x${cols}`);
+    const greedy = new Float32Array(rows);
+    const seeds = new Uint32Array(rows);
+    assert.deepEqual([...gpu.sampleRows(x.gpu, greedy, seeds)], [...cpu.sampleRows(x.cpu, greedy, seeds)], `${rows}x${cols}`);
   }
+});
+
+test('sampleRows with a temperature draws what the CPU draws for the same seeds, with softmax frequencies', () => {
+  // Same logits and seeds on both backends: the same Gumbel noise, so the same tokens up to logf rounding.
+  const rows = 64;
+  const cols = 5000;
+  const x = load(bf16Tensor([rows, cols], randomBf16Values(rng, rows * cols, 3)));
+  const temperatures = Float32Array.from({ length: rows }, (_, r) => 0.5 + (r % 4) * 0.25);
+  const seeds = Uint32Array.from({ length: rows }, () => Math.floor(rng() * 2 ** 32));
+  const onGpu = gpu.sampleRows(x.gpu, temperatures, seeds);
+  const onCpu = cpu.sampleRows(x.cpu, temperatures, seeds);
+  const agree = onGpu.filter((t, r) => t === onCpu[r]).length;
+  assert.ok(agree >= rows - 1, `${agree} of ${rows} rows agree`);
+  // One 4-token row drawn with 4000 seeds: frequencies follow softmax(logits / T).
+  const logits = [2, 1, 0, -1];
+  const draws = 4000;
+  const row = load(bf16Tensor([draws, 8], Float32Array.from({ length: draws * 8 }, (_, i) => (i % 8 < 4 ? logits[i % 8] : -Infinity))));
+  const tokens = gpu.sampleRows(row.gpu, new Float32Array(draws).fill(0.8), Uint32Array.from({ length: draws }, (_, i) => i * 7919 + 1));
+  const weights = logits.map((l) => Math.exp(l / 0.8));
+  const total = weights.reduce((a, b) => a + b, 0);
+  for (let t = 0; t < 4; t++) {
+    const expected = weights[t] / total;
+    const seen = tokens.filter((k) => k === t).length / draws;
+    assert.ok(Math.abs(seen - expected) < 4 * Math.sqrt((expected * (1 - expected)) / draws) + 1e-3, `token ${t}: ${seen} vs ${expected}`);
+  }
+  assert.ok(tokens.every((t) => t >= 0 && t < 4), 'masked columns are never drawn');
 });
 
 test('qkNorm normalizes query and key heads in place and leaves values alone', () => {

@@ -1,0 +1,70 @@
+// Sampling on the GPU: only one token id per row crosses to the host, not a vocabulary of logits.
+#include "common.cuh"
+
+// The noise of src/sampling/gumbel.ts, bit for bit up to logf's rounding.
+__device__ __forceinline__ unsigned int mix32(unsigned int h) {
+  h = (h ^ (h >> 16)) * 0x85ebca6bu;
+  h = (h ^ (h >> 13)) * 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+__device__ __forceinline__ float gumbel_noise(unsigned int seed, unsigned int index) {
+  const unsigned int h = mix32(mix32(seed ^ (index * 0x9e3779b9u)) ^ 0x5bd1e995u);
+  const float u = ((float)(h >> 8) + 0.5f) * 5.9604644775390625e-8f;  // 2^-24
+  return -logf(-logf(u));
+}
+
+// (value, index) pairs ordered as the host scans: larger value first, lower index on ties.
+__device__ __forceinline__ bool beats(float v, int i, float best, int best_i) { return v > best || (v == best && i < best_i); }
+
+// out[row] = argmax over c of x[row, c] * inv_temperature[row] + noise(seeds[row], c), plain argmax
+// where inv_temperature is 0 (greedy); -1 when no value is finite. grid (rows), block 1024.
+extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __restrict__ out, const bf16* __restrict__ x, int cols,
+                                                                    const float* __restrict__ inv_temperature, const unsigned int* __restrict__ seeds) {
+  __shared__ float best_values[32];
+  __shared__ int best_indices[32];
+  const bf16* row = x + (long long)blockIdx.x * cols;
+  const float inv = inv_temperature[blockIdx.x];
+  const unsigned int seed = seeds[blockIdx.x];
+  float best = NEG_INF;
+  int best_i = 0x7fffffff;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float logit = bf16_to_f32(row[c]);
+    if (!(logit > NEG_INF)) continue;  // NaN and -inf never win
+    const float v = inv == 0.f ? logit : logit * inv + gumbel_noise(seed, (unsigned int)c);
+    if (v > best) {  // a thread meets its indices in increasing order
+      best = v;
+      best_i = c;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(FULL_MASK, best, o);
+    const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
+    if (beats(v, i, best, best_i)) {
+      best = v;
+      best_i = i;
+    }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    best_values[warp] = best;
+    best_indices[warp] = best_i;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x >> 5;
+    best = lane < warps ? best_values[lane] : NEG_INF;
+    best_i = lane < warps ? best_indices[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v = __shfl_xor_sync(FULL_MASK, best, o);
+      const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
+      if (beats(v, i, best, best_i)) {
+        best = v;
+        best_i = i;
+      }
+    }
+    if (lane == 0) out[blockIdx.x] = best_i == 0x7fffffff ? -1 : best_i;
+  }
+}
