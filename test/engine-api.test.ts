@@ -19,6 +19,18 @@ test('a seeded request samples the same tokens alone and batched with others', a
   assert.deepEqual(batched[1].outputs[0].tokenIds, alone.outputs[0].tokenIds);
 });
 
+test('a seeded request samples the same tokens whether its prompt runs in one step or in chunks', async () => {
+  const params = { temperature: 1, seed: 99, maxTokens: 16, ignoreEos: true };
+  const [whole] = await llm.generate([PROMPT], params);
+  const chunked = await LLM.load({ backend: 'cpu', showProgress: false, numKvBlocks: 256, maxNumBatchedTokens: 2 });
+  try {
+    const [inChunks] = await chunked.generate([PROMPT], params);
+    assert.deepEqual(inChunks.outputs[0].tokenIds, whole.outputs[0].tokenIds);
+  } finally {
+    await chunked.close();
+  }
+});
+
 test('n = 2 gives two completions, each reproducible from the seed', async () => {
   const params = { n: 2, temperature: 1, seed: 7, maxTokens: 12, ignoreEos: true };
   const [first] = await llm.generate([PROMPT], params);

@@ -183,16 +183,16 @@ export class LLMEngine {
         this.cachedPromptTokensTotal += numCachedTokens ?? 0;
       }
     }
-    // Decided once per row: a device draw consumes the completion's random stream.
+    // Asked by the runner once per row that samples this step, and only then: a device draw
+    // consumes the completion's random stream, which must not depend on how a prompt was chunked.
     const deviceSampling = new Map<number, DeviceSampling | null>();
-    output.scheduled.forEach(({ seq }, s) => {
-      const owner = this.bySequence.get(seq);
-      if (owner === undefined) return;
-      const { request, completion } = owner;
-      const forking = request.completions.some((c) => c.seq === null);
-      deviceSampling.set(s, deviceSamplingFor(request.params, completion.output.tokenIds.length, forking, completion.rng));
+    const result = this.parts.runner.execute(output, (s) => {
+      const owner = this.bySequence.get(output.scheduled[s].seq);
+      const forking = owner !== undefined && owner.request.completions.some((c) => c.seq === null);
+      const how = owner === undefined ? null : deviceSamplingFor(owner.request.params, owner.completion.output.tokenIds.length, forking, owner.completion.rng);
+      deviceSampling.set(s, how);
+      return how;
     });
-    const result = this.parts.runner.execute(output, (s) => deviceSampling.get(s) ?? null);
     this.parts.scheduler.onStepComplete(output);
 
     const touched = new Set<Request>();

@@ -55,7 +55,8 @@ export class ModelRunner {
 
   /**
    * Runs one step. `sampling(s)` says how the backend samples scheduled sequence `s`'s row, or
-   * null when the host's sampler needs its logits; logits come to the host only then.
+   * null when the host's sampler needs its logits; logits come to the host only then. It is asked
+   * exactly once for each sequence that samples this step, and for no other.
    */
   execute(output: SchedulerOutput, sampling: (s: number) => DeviceSampling | null): StepResult {
     if (output.blockCopies.src.length > 0) {
