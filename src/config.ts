@@ -26,6 +26,11 @@ export interface EngineConfig {
   enablePrefixCaching: boolean;
   /** Run every step op by op; otherwise decode steps replay recorded CUDA graphs (CUDA backend). */
   enforceEager: boolean;
+  /**
+   * Schedule and launch step N+1 before reading step N's sampled tokens, so the GPU never waits
+   * for the host; a step whose tokens the host must see first (host sampling, forks) still waits.
+   */
+  asyncScheduling: boolean;
   /** Seed for requests that bring none. */
   seed: number;
   /** Show a progress bar while loading weights (on a terminal) and report the KV pool on stderr. */
@@ -44,6 +49,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxNumBatchedTokens: 2048,
   enablePrefixCaching: true,
   enforceEager: false,
+  asyncScheduling: true,
   seed: 0,
   showProgress: true,
 };

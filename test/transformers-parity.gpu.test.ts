@@ -7,5 +7,11 @@ transformersParitySuite({
   backend: 'cuda',
   logitTolerance: 0.1,
   greedy: 'top-candidates',
-  variants: ['all prompts in one batch', 'eager decode steps (no CUDA graphs)', 'chunked prefill, 7 tokens per step', 'forced preemption (8-block pool)'],
+  variants: [
+    'all prompts in one batch',
+    'eager decode steps (no CUDA graphs)',
+    "each step's tokens read before the next is launched",
+    'chunked prefill, 7 tokens per step',
+    'forced preemption (8-block pool)',
+  ],
 });

@@ -44,6 +44,11 @@ export interface AttentionShape {
   slidingWindow: number | null;
 }
 
+/** Token ids sampled by one step; `read()` waits for them. */
+export interface SampledTokens {
+  read(): Int32Array;
+}
+
 /** A batch description uploaded for one forward step (device copies of its index arrays). */
 export interface StepInputs {
   readonly batch: BatchDescription;
@@ -74,7 +79,10 @@ export interface Backend {
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
   beginStep(batch: BatchDescription): StepInputs;
-  /** [numTokens, hidden] rows of `table` for the step's token ids. */
+  /**
+   * [numTokens, hidden] rows of `table` for the step's token ids, those named by `tokenSources`
+   * read from the latest `sampleRows` output (an id outside the table gives a zero row there).
+   */
   embedding(table: Tensor, step: StepInputs): Tensor;
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** residual += x (in place); returns rmsNorm(residual). */
@@ -100,10 +108,11 @@ export interface Backend {
   /**
    * One token per row of logits x [rows, cols]: the argmax where `temperatures[r]` is 0, else a
    * draw from softmax(x[r] / T) by Gumbel-max with the noise of `seeds[r]` (src/sampling/gumbel.ts);
-   * lowest index on ties, -1 for a row with no finite value. Waits for the step like toHost, but
-   * only the ids cross to the host.
+   * lowest index on ties, -1 for a row with no finite value. Returns without waiting: the ids stay
+   * where the next step's `tokenSources` read them, and `read()` waits for them on the host (only
+   * the ids cross). The result of the two latest calls stays readable.
    */
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array;
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;

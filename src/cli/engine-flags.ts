@@ -17,6 +17,7 @@ export const ENGINE_FLAGS = {
   'max-num-batched-tokens': { type: 'string' },
   'no-prefix-caching': { type: 'boolean' },
   'enforce-eager': { type: 'boolean' },
+  'no-async-scheduling': { type: 'boolean' },
   seed: { type: 'string' },
   'no-progress': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -34,6 +35,7 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
   --enforce-eager                run decode steps op by op instead of replaying CUDA graphs
+  --no-async-scheduling          read each step's tokens before launching the next
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
   --no-progress                  no progress bar or start-up report on stderr`;
 
@@ -53,6 +55,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineC
     maxNumBatchedTokens: integerFlag('--max-num-batched-tokens', values['max-num-batched-tokens']),
     enablePrefixCaching: values['no-prefix-caching'] ? false : undefined,
     enforceEager: values['enforce-eager'] ? true : undefined,
+    asyncScheduling: values['no-async-scheduling'] ? false : undefined,
     seed: integerFlag('--seed', values.seed),
     showProgress: values['no-progress'] ? false : undefined,
   };

@@ -11,8 +11,13 @@
 export interface BatchDescription {
   numTokens: number;
   numSeqs: number;
-  /** [numTokens] token ids. */
+  /** [numTokens] token ids; -1 where `tokenSources` names where the device holds the token. */
   tokenIds: Int32Array;
+  /**
+   * [numTokens] -1, or the row of the backend's most recent `sampleRows` output that holds the
+   * token: a decode scheduled before the host has read the token the previous step sampled.
+   */
+  tokenSources: Int32Array;
   /** [numTokens] absolute position of each token in its sequence. */
   positions: Int32Array;
   /** [numTokens] KV-pool slot each token's K/V is written to: block * blockSize + offset. */
@@ -46,6 +51,8 @@ export interface SequenceChunk {
   startPos: number;
   /** Block ids in order; must cover positions 0 .. startPos + tokens.length - 1. */
   blockTable: number[];
+  /** Set when the last token is still on the device: its row in the latest `sampleRows` output. */
+  lastTokenSource?: number;
 }
 
 /**
@@ -57,6 +64,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const numTokens = chunks.reduce((n, c) => n + c.tokens.length, 0);
   const maxBlocksPerSeq = Math.max(minBlocksPerSeq, ...chunks.map((c) => c.blockTable.length));
   const tokenIds = new Int32Array(numTokens);
+  const tokenSources = new Int32Array(numTokens).fill(-1);
   const positions = new Int32Array(numTokens);
   const slotMapping = new Int32Array(numTokens);
   const queryStartLoc = new Int32Array(chunks.length + 1);
@@ -78,6 +86,10 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
       slotMapping[t] = chunk.blockTable[Math.floor(position / blockSize)] * blockSize + (position % blockSize);
       t++;
     });
+    if (chunk.lastTokenSource !== undefined) {
+      tokenIds[t - 1] = -1;
+      tokenSources[t - 1] = chunk.lastTokenSource;
+    }
   });
   queryStartLoc[chunks.length] = t;
   const lastTokens = chunks.map((_, s) => queryStartLoc[s + 1] - 1);
@@ -85,6 +97,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     numTokens,
     numSeqs: chunks.length,
     tokenIds,
+    tokenSources,
     positions,
     slotMapping,
     queryStartLoc,

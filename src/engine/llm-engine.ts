@@ -6,11 +6,18 @@ import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
-import type { DeviceSampling, ModelRunner } from './model-runner.ts';
+import type { DeviceSampling, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler, SchedulerOutput } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
+
+/** A launched step: what was scheduled, and how each sampled row is sampled (null: on the host). */
+interface LaunchedStep {
+  output: SchedulerOutput;
+  result: StepResult;
+  deviceSampling: Map<number, DeviceSampling | null>;
+}
 
 /** One sampled row of a step: the device's token, or the logits when the host's sampler needs them. */
 interface SampledRow {
@@ -28,6 +35,8 @@ export interface EngineParts {
   maxModelLen: number;
   numKvBlocks: number;
   defaultSeed: number;
+  /** See EngineConfig.asyncScheduling. */
+  asyncScheduling: boolean;
 }
 
 export interface NewRequest {
@@ -52,9 +61,15 @@ export interface EngineStats {
 }
 
 /**
- * The synchronous heart of Keel: each `step()` asks the scheduler which tokens run, has the model
- * runner compute them, samples the sequences that reached the end of their tokens, and applies
- * stop conditions. It knows nothing of HTTP, streams or event loops (see llm.ts).
+ * The heart of Keel: each `step()` asks the scheduler which tokens run, has the model runner
+ * compute them, samples the sequences that reached the end of their tokens, and applies stop
+ * conditions. It knows nothing of HTTP, streams or event loops (see llm.ts).
+ *
+ * With async scheduling a step whose tokens are all sampled on the device is left running: each
+ * of its sequences gets a pending token, the next `step()` schedules and launches the following
+ * step (whose inputs read those tokens on the device), and only then reads them and applies stop
+ * conditions. The host's work thus overlaps the GPU's; a sequence that stopped meanwhile had one
+ * extra token computed, which is dropped.
  */
 export class LLMEngine {
   private readonly requests = new Map<string, Request>();
@@ -64,6 +79,8 @@ export class LLMEngine {
   private cachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
+  /** The step launched by the last `step()` whose tokens are still to be read. */
+  private inFlight: LaunchedStep | null = null;
 
   private readonly parts: EngineParts;
 
@@ -170,6 +187,10 @@ export class LLMEngine {
       this.numPreemptionsTotal++;
     }
     if (output.scheduled.length === 0) {
+      if (this.inFlight !== null) {
+        this.finishStep(this.takeInFlight()!);
+        return true;
+      }
       this.failUnschedulable();
       return false;
     }
@@ -183,32 +204,80 @@ export class LLMEngine {
         this.cachedPromptTokensTotal += numCachedTokens ?? 0;
       }
     }
+    const launched = this.launch(output);
+    // The previous step's tokens are read while this one runs.
+    const previous = this.takeInFlight();
+    if (previous !== null) this.finishStep(previous);
+    this.parts.scheduler.onStepComplete(output);
+    if (this.parts.asyncScheduling && this.canLeaveRunning(launched)) this.leaveRunning(launched);
+    else this.finishStep(launched);
+    return true;
+  }
+
+  private launch(output: SchedulerOutput): LaunchedStep {
     // Asked by the runner once per row that samples this step, and only then: a device draw
     // consumes the completion's random stream, which must not depend on how a prompt was chunked.
     const deviceSampling = new Map<number, DeviceSampling | null>();
     const result = this.parts.runner.execute(output, (s) => {
-      const owner = this.bySequence.get(output.scheduled[s].seq);
+      const seq = output.scheduled[s].seq;
+      const owner = this.bySequence.get(seq);
       const forking = owner !== undefined && owner.request.completions.some((c) => c.seq === null);
-      const how = owner === undefined ? null : deviceSamplingFor(owner.request.params, owner.completion.output.tokenIds.length, forking, owner.completion.rng);
+      // The sequence's count includes a token still pending on the device; the completion's does not yet.
+      const how = owner === undefined ? null : deviceSamplingFor(owner.request.params, seq.numOutputTokens, forking, owner.completion.rng);
       deviceSampling.set(s, how);
       return how;
     });
-    this.parts.scheduler.onStepComplete(output);
+    return { output, result, deviceSampling };
+  }
 
+  private takeInFlight(): LaunchedStep | null {
+    const step = this.inFlight;
+    this.inFlight = null;
+    return step;
+  }
+
+  /**
+   * Whether the step's tokens can wait for the next step: every row is sampled on the device and
+   * none forks or reaches its length limit (a known last token is read at once, so that no
+   * sequence is scheduled past its end).
+   */
+  private canLeaveRunning({ output, result, deviceSampling }: LaunchedStep): boolean {
+    if (result.logitsOf !== null) return false;
+    return result.samplingRows.every((s) => {
+      const seq = output.scheduled[s].seq;
+      const owner = this.bySequence.get(seq);
+      if (owner === undefined || seq.status === 'finished') return true;
+      const { request, completion } = owner;
+      if (!deviceSampling.get(s) || request.completions.some((c) => c.seq === null)) return false;
+      return completion.output.tokenIds.length + 1 < request.params.maxTokens && seq.numTokens + 1 < this.parts.maxModelLen;
+    });
+  }
+
+  private leaveRunning(step: LaunchedStep): void {
+    for (const s of step.result.samplingRows) {
+      const seq = step.output.scheduled[s].seq;
+      if (seq.status !== 'finished' && this.bySequence.has(seq)) seq.appendPendingToken();
+    }
+    this.inFlight = step;
+  }
+
+  /** Reads a step's tokens (waiting for the device), samples, and applies stop conditions. */
+  private finishStep({ output, result, deviceSampling }: LaunchedStep): void {
+    const tokens = result.deviceTokens();
     const touched = new Set<Request>();
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
-      if (!owner) return;
+      // Ended (stopped or aborted) while the step ran: its token is dropped.
+      if (!owner || seq.status === 'finished') return;
       const logits = deviceSampling.get(s) ? null : result.logitsOf!(row);
-      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: result.deviceTokens[row], logits });
+      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: tokens[row], logits });
       touched.add(owner.request);
     });
     for (const request of touched) {
       if (isFinished(request)) this.finishRequest(request);
       else this.emit(request);
     }
-    return true;
   }
 
   private sampleFor(request: Request, completion: Completion, seq: Sequence, row: SampledRow): void {

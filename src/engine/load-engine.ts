@@ -140,6 +140,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       maxModelLen,
       numKvBlocks,
       defaultSeed: config.seed,
+      asyncScheduling: config.asyncScheduling,
     });
     return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {

@@ -36,7 +36,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
     const result = runner.execute(output, () => ({ temperature: 0, seed: 0 }));
     scheduler.onStepComplete(output);
     assert.equal(result.logitsOf, null, 'no row asked for logits');
-    result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.deviceTokens[row]));
+    result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.deviceTokens()[row]));
   }
   return seqs.map((s) => s.tokenIds.slice(s.numPromptTokens));
 }
@@ -73,5 +73,5 @@ test('logits reach the host only when a row\'s sampler needs them', async () => 
   assert.equal(row.length, model.modelConfig.vocabSize);
   let best = 0;
   for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  assert.equal(result.deviceTokens[1], best, 'the greedy token is the argmax of the same row');
+  assert.equal(result.deviceTokens()[1], best, 'the greedy token is the argmax of the same row');
 });

@@ -1,7 +1,8 @@
-import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, SampledTokens, Tensor } from '../backend/backend.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from './batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
+import type { Sequence } from './sequence.ts';
 
 /**
  * Decode batch sizes recorded as graphs (vLLM's choice): a decode step of B sequences is padded up
@@ -26,8 +27,11 @@ export interface DeviceSampling {
 export interface StepResult {
   /** Index into `output.scheduled` of each sampled row. */
   samplingRows: number[];
-  /** Each sampled row's token as the device sampled it (-1 when none of its logits is finite). */
-  deviceTokens: Int32Array;
+  /**
+   * Each sampled row's token as the device sampled it (-1 when none of its logits is finite);
+   * reading waits for the step. Until then the step runs on while the host goes on.
+   */
+  deviceTokens: () => Int32Array;
   /** Sampled row i's logits ([vocab], a view), when a row needs them on the host. */
   logitsOf: ((row: number) => Float32Array) | null;
 }
@@ -44,6 +48,8 @@ export class ModelRunner {
   private readonly cache: KvCache;
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
+  /** Row of each sequence in the latest step's sampled tokens: where a pending token is read. */
+  private sampledRows = new Map<Sequence, number>();
 
   constructor(backend: Backend, model: LlamaModel, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
     this.backend = backend;
@@ -77,11 +83,28 @@ export class ModelRunner {
       else [temperatures[logitsRows[i]], seeds[logitsRows[i]]] = [how.temperature, how.seed];
     });
     const sampled = this.backend.sampleRows(logits, temperatures, seeds);
-    const deviceTokens = Int32Array.from(logitsRows, (r) => sampled[r]);
+    this.sampledRows = new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]));
+    let tokens: Int32Array | null = null;
+    const deviceTokens = (): Int32Array => {
+      if (tokens === null) {
+        const ids = sampled.read();
+        tokens = Int32Array.from(logitsRows, (r) => ids[r]);
+      }
+      return tokens;
+    };
     if (hostRows === 0) return { samplingRows, deviceTokens, logitsOf: null };
     const host = this.backend.toHost(logits);
     const vocab = host.length / rows;
     return { samplingRows, deviceTokens, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
+  }
+
+  /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
+  private pendingTokenRow(seq: Sequence): number {
+    const row = this.sampledRows.get(seq);
+    if (row === undefined) {
+      throw new Error(`sequence ${seq.id}: its pending token is not in the latest step's sampled rows`);
+    }
+    return row;
   }
 
   /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
@@ -110,7 +133,9 @@ export class ModelRunner {
         logitsIndices.push(t - 1);
         samplingRows.push(s);
       }
-      return { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
+      const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
+      if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenRow(seq);
+      return chunk;
     });
     if (graphBatch === null || this.graphs === null) {
       return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows: samplingRows.map((_, i) => i) };

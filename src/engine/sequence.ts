@@ -4,6 +4,9 @@ export type SequenceId = number & { readonly __brand: 'SequenceId' };
 
 export type SequenceStatus = 'waiting' | 'running' | 'finished';
 
+/** Stands in the token list for a sampled token the host has not read from the device yet. */
+export const PENDING_TOKEN = -1;
+
 let sequencesCreated = 0;
 
 /**
@@ -53,8 +56,24 @@ export class Sequence {
     return this.tokens[this.tokens.length - 1];
   }
 
+  /** Whether the last token is PENDING_TOKEN: sampled on the device, not yet read. */
+  get hasPendingToken(): boolean {
+    return this.tokens.length > this.numPromptTokens && this.lastTokenId === PENDING_TOKEN;
+  }
+
+  /** Appends a sampled token, or puts it in the place `appendPendingToken` kept for it. */
   appendToken(tokenId: number): void {
-    this.tokens.push(tokenId);
+    if (this.hasPendingToken) this.tokens[this.tokens.length - 1] = tokenId;
+    else this.tokens.push(tokenId);
+  }
+
+  /**
+   * Counts a token the device is sampling as if known, so the next step can be scheduled (and its
+   * input read on the device) before the host sees it; `appendToken` fills it in.
+   */
+  appendPendingToken(): void {
+    if (this.hasPendingToken) throw new Error(`sequence ${this.id} already waits for a sampled token`);
+    this.tokens.push(PENDING_TOKEN);
   }
 
   /**
@@ -62,6 +81,7 @@ export class Sequence {
    * than every existing sequence. Its blocks are shared through `KvCacheManager.fork`.
    */
   fork(): Sequence {
+    if (this.hasPendingToken) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device`);
     const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens);
     child.numComputedTokens = this.numComputedTokens;
     child.numCachedTokens = this.numCachedTokens;

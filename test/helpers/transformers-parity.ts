@@ -25,6 +25,7 @@ export interface ParityOptions {
 const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; expectPreemption?: boolean }[] = [
   { name: 'all prompts in one batch', config: {} },
   { name: 'eager decode steps (no CUDA graphs)', config: { enforceEager: true } },
+  { name: 'each step\'s tokens read before the next is launched', config: { asyncScheduling: false } },
   { name: 'prefix caching off', config: { enablePrefixCaching: false } },
   { name: 'chunked prefill, 1 token per step', config: { maxNumBatchedTokens: 1 } },
   { name: 'chunked prefill, 7 tokens per step', config: { maxNumBatchedTokens: 7 } },

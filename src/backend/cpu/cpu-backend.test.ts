@@ -46,7 +46,7 @@ test('linear multiplies by the transposed weight and adds the bias', () => {
 
 test('sampleRows at temperature 0: the largest value per row, the lowest index on ties, -1 when none is finite', () => {
   const x = load(Float32Array.from([1, 3, 3, 2, -Infinity, NaN, -Infinity, NaN, 0, -1, Infinity, 5]), [3, 4]);
-  assert.deepEqual([...backend.sampleRows(x, new Float32Array(3), new Uint32Array(3))], [1, -1, 2]);
+  assert.deepEqual([...backend.sampleRows(x, new Float32Array(3), new Uint32Array(3)).read()], [1, -1, 2]);
 });
 
 test('linear names both shapes when they do not fit', () => {

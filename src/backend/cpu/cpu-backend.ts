@@ -1,5 +1,5 @@
 import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
-import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
@@ -21,6 +21,8 @@ import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts'
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly kvElementBytes = 4;
+  /** The latest sampleRows output: where a step's tokenSources point. */
+  private lastSampled = new Int32Array(0);
 
   kvCacheBudgetBytes(config: EngineConfig): number {
     return config.cpuKvCacheBytes;
@@ -65,7 +67,18 @@ export class CpuBackend implements Backend {
   }
 
   embedding(table: Tensor, step: StepInputs): Tensor {
-    return gatherTensorRows(asCpuTensor(table, 'embedding table'), step.batch.tokenIds);
+    const t = asCpuTensor(table, 'embedding table');
+    const { tokenIds, tokenSources } = step.batch;
+    if (!tokenSources.some((source) => source >= 0)) return gatherTensorRows(t, tokenIds);
+    const out = CpuTensor.zeros([tokenIds.length, t.cols]);
+    tokenIds.forEach((id, i) => {
+      const source = tokenSources[i];
+      if (source >= this.lastSampled.length) throw new RangeError(`embedding: token source ${source} is outside the last ${this.lastSampled.length} sampled rows`);
+      const token = source >= 0 ? this.lastSampled[source] : id;
+      if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
+      else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
+    });
+    return out;
   }
 
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
@@ -144,10 +157,12 @@ export class CpuBackend implements Backend {
     return asCpuTensor(x, 'toHost input').data.slice();
   }
 
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array {
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
     const t = asCpuTensor(x, 'sampleRows input');
     if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    return Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(t.data.subarray(r * t.cols, (r + 1) * t.cols), temperatures[r], seeds[r]));
+    const ids = Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(t.data.subarray(r * t.cols, (r + 1) * t.cols), temperatures[r], seeds[r]));
+    this.lastSampled = ids;
+    return { read: () => ids.slice() };
   }
 
   readonly recordsGraphs = false;

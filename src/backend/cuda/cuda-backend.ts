@@ -1,4 +1,4 @@
-import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, StepInputs, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
 import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
@@ -18,7 +18,7 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchGatherRows } from './kernels/rows.ts';
+import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
 
@@ -32,6 +32,8 @@ export interface CudaBackendOptions {
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
+/** Sampled-id rows kept for the next step's embedding before the buffer must grow. */
+const INITIAL_SAMPLED_ROWS = 4096;
 
 /**
  * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16; every reduction
@@ -48,7 +50,13 @@ export class CudaBackend implements Backend {
   private readonly poison: boolean;
   private readonly owned: DevicePtr[] = [];
   private readback: { ptr: DevicePtr; bytes: number } | null = null;
-  private sampling: { ptr: DevicePtr; rows: number } | null = null;
+  /** Per-row sampling parameters of the latest sampleRows: inverse temperatures, then seeds. */
+  private samplingParams: { ptr: DevicePtr; rows: number } | null = null;
+  /**
+   * The latest sampleRows output, where the next step's tokenSources are read. It outlives the
+   * step arena, and recorded graphs embed its address: growing it drops them.
+   */
+  private sampled: { ptr: DevicePtr; capacity: number; rows: number };
   /** Recorded decode steps by shape, valid for one arena generation. */
   private readonly graphs = new Map<string, { graph: CudaGraph; out: Tensor }>();
   private graphsGeneration = 0;
@@ -64,6 +72,7 @@ export class CudaBackend implements Backend {
     this.device = new CudaDevice(options.device ?? 0);
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
     this.poison = options.poisonStepTensors ?? false;
+    this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
   }
 
   /**
@@ -183,6 +192,7 @@ export class CudaBackend implements Backend {
       batch,
       {
         tokenIds: at('tokenIds'),
+        tokenSources: at('tokenSources'),
         positions: at('positions'),
         slotMapping: at('slotMapping'),
         queryStartLoc: at('queryStartLoc'),
@@ -199,10 +209,20 @@ export class CudaBackend implements Backend {
   embedding(table: Tensor, step: StepInputs): Tensor {
     const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
-    for (const id of s.batch.tokenIds) {
-      if (!(id >= 0 && id < t.rows)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${t.rows}`);
-    }
-    return this.gather(t, s.device.tokenIds, s.batch.numTokens);
+    checkTokens(s.batch, t.rows, this.sampled.rows);
+    requireMultipleOf8(t.cols, 'row width');
+    const out = this.stepTensor([s.batch.numTokens, t.cols]);
+    launchEmbedTokens(this.device, {
+      out: out.ptr,
+      table: t.ptr,
+      vocab: t.rows,
+      cols: t.cols,
+      tokens: s.device.tokenIds,
+      sources: s.device.tokenSources,
+      sampled: this.sampled.ptr,
+      numRows: s.batch.numTokens,
+    });
+    return out;
   }
 
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor {
@@ -368,29 +388,34 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): Int32Array {
+  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
     const t = asBf16(x, 'sampleRows input');
     if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    const out = new Int32Array(t.rows);
-    if (t.rows === 0) return out;
-    // One upload per step: [inverse temperatures as f32 bits | seeds | output ids].
+    if (t.rows === 0) return { read: () => new Int32Array(0) };
+    // One upload per step: [inverse temperatures as f32 bits | seeds].
     const params = new Int32Array(2 * t.rows);
     new Float32Array(params.buffer, 0, t.rows).set(temperatures.map((temperature) => (temperature === 0 ? 0 : 1 / temperature)));
     params.set(new Int32Array(seeds.buffer, seeds.byteOffset, t.rows), t.rows);
-    if (this.sampling === null || this.sampling.rows < t.rows) {
-      if (this.sampling !== null) this.freeOwned(this.sampling.ptr);
-      this.sampling = { ptr: this.ownedAlloc(t.rows * 12), rows: t.rows };
+    if (this.samplingParams === null || this.samplingParams.rows < t.rows) {
+      if (this.samplingParams !== null) this.freeOwned(this.samplingParams.ptr);
+      this.samplingParams = { ptr: this.ownedAlloc(t.rows * 8), rows: t.rows };
     }
-    const { ptr } = this.sampling;
+    if (this.sampled.capacity < t.rows) {
+      this.freeOwned(this.sampled.ptr);
+      this.sampled = { ptr: this.ownedAlloc(t.rows * 4), capacity: t.rows, rows: 0 };
+      this.disposeGraphs();
+    }
+    const { ptr } = this.samplingParams;
     this.device.uploadAsync(ptr, params);
-    launchSampleRows(this.device, ptr + 8 * t.rows, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
-    this.device.download(out, ptr + 8 * t.rows);
-    return out;
+    launchSampleRows(this.device, this.sampled.ptr, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
+    this.sampled.rows = t.rows;
+    return this.device.downloadAsync(this.sampled.ptr, t.rows);
   }
 
   replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {
     const s = asCudaStep(step);
     checkReplayedStep(s.batch, this.limits);
+    checkTokenSources(s.batch, this.sampled.rows);
     if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
@@ -529,6 +554,19 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
   for (let i = 0; i < batch.blockTables.length; i++) {
     const block = batch.blockTables[i];
     if (!(block >= 0 && block < limits.blocks)) throw new RangeError(`replayForward: block ${block} is outside [0, ${limits.blocks})`);
+  }
+}
+
+function checkTokens(batch: BatchDescription, vocab: number, sampledRows: number): void {
+  checkTokenSources(batch, sampledRows);
+  batch.tokenIds.forEach((id, t) => {
+    if (batch.tokenSources[t] < 0 && !(id >= 0 && id < vocab)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${vocab}`);
+  });
+}
+
+function checkTokenSources(batch: BatchDescription, sampledRows: number): void {
+  for (const source of batch.tokenSources) {
+    if (source >= sampledRows) throw new RangeError(`token source ${source} is outside the ${sampledRows} rows the last step sampled`);
   }
 }
 

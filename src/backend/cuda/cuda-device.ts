@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { KeelError } from '../../errors.ts';
 import { Cublas } from './cublas.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
-import { HostStaging } from './host-staging.ts';
+import { HostStaging, type PendingDownload } from './host-staging.ts';
 import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
 import { LaunchParams, type KernelSignature } from './launch-params.ts';
 import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
@@ -136,6 +136,11 @@ export class CudaDevice {
   /** Stream-ordered upload through page-locked staging; returns before the copy runs. */
   uploadAsync(dst: DevicePtr, data: Int32Array): void {
     this.staging.upload(dst, data);
+  }
+
+  /** Stream-ordered download of `count` int32 into page-locked memory; `read()` waits for it. */
+  downloadAsync(src: DevicePtr, count: number): PendingDownload {
+    return this.staging.download(src, count);
   }
 
   /** Waits for every queued op, then copies `dst.byteLength` bytes from `src`. */

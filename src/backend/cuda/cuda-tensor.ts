@@ -85,6 +85,7 @@ export class CudaKvCache implements KvCache {
 /** Device copies of a step's index arrays (uploaded together in beginStep) and its attention split. */
 export interface StepDeviceArrays {
   tokenIds: DevicePtr;
+  tokenSources: DevicePtr;
   positions: DevicePtr;
   slotMapping: DevicePtr;
   queryStartLoc: DevicePtr;

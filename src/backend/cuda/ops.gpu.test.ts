@@ -95,6 +95,36 @@ test('embedding and gatherLogitsRows copy rows exactly', () => {
   }
 });
 
+test('embedding reads tokens named by tokenSources from the latest sampleRows output, as the CPU does', () => {
+  const vocab = 700;
+  const hidden = 64;
+  const table = randomWeight([vocab, hidden]);
+  // Sample 5 rows greedily: row r's largest logit is at a random column.
+  const winners = Array.from({ length: 5 }, () => randInt(rng, 0, vocab - 1));
+  const logits = new Float32Array(5 * vocab).fill(-1);
+  winners.forEach((w, r) => (logits[r * vocab + w] = 5));
+  const x = load(bf16Tensor([5, vocab], logits));
+  const zeros = { t: new Float32Array(5), s: new Uint32Array(5) };
+  assert.deepEqual([...gpu.sampleRows(x.gpu, zeros.t, zeros.s).read()], winners);
+  cpu.sampleRows(x.cpu, zeros.t, zeros.s);
+  const specs = [{ cached: 3, query: 1 }, { cached: 0, query: 4 }, { cached: 7, query: 1 }];
+  const batch = buildBatch(specs, new BlockAssignment(rng, 64, specs.length), 16);
+  batch.tokenIds = Int32Array.from({ length: batch.numTokens }, () => randInt(rng, 0, vocab - 1));
+  // The two decodes read sampled rows 4 and 1 instead of their token ids.
+  batch.tokenSources = new Int32Array(batch.numTokens).fill(-1);
+  batch.tokenSources[0] = 4;
+  batch.tokenSources[batch.numTokens - 1] = 1;
+  batch.tokenIds[0] = -1;
+  batch.tokenIds[batch.numTokens - 1] = -1;
+  const embedded = { cpu: cpu.embedding(table.cpu, cpu.beginStep(batch)), gpu: gpu.embedding(table.gpu, gpu.beginStep(batch)) };
+  const host = gpu.toHost(embedded.gpu);
+  assert.deepEqual(host, cpu.toHost(embedded.cpu));
+  const tableRow = (id: number) => [...cpu.toHost(table.cpu).subarray(id * hidden, (id + 1) * hidden)];
+  assert.deepEqual([...host.subarray(0, hidden)], tableRow(winners[4]));
+  batch.tokenSources[0] = 5;
+  assert.throws(() => gpu.embedding(table.gpu, gpu.beginStep(batch)), /token source 5 is outside the 5 rows/);
+});
+
 test('rmsNorm and addRmsNorm (output and in-place residual)', () => {
   for (let trial = 0; trial < 6; trial++) {
     const rows = randInt(rng, 1, 70);
@@ -143,7 +173,7 @@ test('sampleRows at temperature 0 matches the CPU: ties to the lowest index, -1 
     const x = load(bf16Tensor([rows, cols], values));
     const greedy = new Float32Array(rows);
     const seeds = new Uint32Array(rows);
-    assert.deepEqual([...gpu.sampleRows(x.gpu, greedy, seeds)], [...cpu.sampleRows(x.cpu, greedy, seeds)], `${rows}x${cols}`);
+    assert.deepEqual([...gpu.sampleRows(x.gpu, greedy, seeds).read()], [...cpu.sampleRows(x.cpu, greedy, seeds).read()], `${rows}x${cols}`);
   }
 });
 
@@ -154,15 +184,15 @@ test('sampleRows with a temperature draws what the CPU draws for the same seeds,
   const x = load(bf16Tensor([rows, cols], randomBf16Values(rng, rows * cols, 3)));
   const temperatures = Float32Array.from({ length: rows }, (_, r) => 0.5 + (r % 4) * 0.25);
   const seeds = Uint32Array.from({ length: rows }, () => Math.floor(rng() * 2 ** 32));
-  const onGpu = gpu.sampleRows(x.gpu, temperatures, seeds);
-  const onCpu = cpu.sampleRows(x.cpu, temperatures, seeds);
+  const onGpu = gpu.sampleRows(x.gpu, temperatures, seeds).read();
+  const onCpu = cpu.sampleRows(x.cpu, temperatures, seeds).read();
   const agree = onGpu.filter((t, r) => t === onCpu[r]).length;
   assert.ok(agree >= rows - 1, `${agree} of ${rows} rows agree`);
   // One 4-token row drawn with 4000 seeds: frequencies follow softmax(logits / T).
   const logits = [2, 1, 0, -1];
   const draws = 4000;
   const row = load(bf16Tensor([draws, 8], Float32Array.from({ length: draws * 8 }, (_, i) => (i % 8 < 4 ? logits[i % 8] : -Infinity))));
-  const tokens = gpu.sampleRows(row.gpu, new Float32Array(draws).fill(0.8), Uint32Array.from({ length: draws }, (_, i) => i * 7919 + 1));
+  const tokens = gpu.sampleRows(row.gpu, new Float32Array(draws).fill(0.8), Uint32Array.from({ length: draws }, (_, i) => i * 7919 + 1)).read();
   const weights = logits.map((l) => Math.exp(l / 0.8));
   const total = weights.reduce((a, b) => a + b, 0);
   for (let t = 0; t < 4; t++) {

@@ -15,6 +15,7 @@ export function packStepArrays(
 ): { data: Int32Array; offsets: Record<keyof StepDeviceArrays, number> } {
   const parts: [keyof StepDeviceArrays, Int32Array][] = [
     ['tokenIds', batch.tokenIds],
+    ['tokenSources', batch.tokenSources],
     ['positions', batch.positions],
     ['slotMapping', batch.slotMapping],
     ['queryStartLoc', batch.queryStartLoc],

@@ -9,3 +9,20 @@ extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uin
   uint4* to = out + (long long)blockIdx.x * chunks;
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
+
+// The embedding lookup: out[r, :] = table[id, :] with id = sampled[sources[r]] where sources[r] >= 0
+// (a token the previous step sampled on the device), else tokens[r]. An id outside the table (a
+// row that had no finite logit) gives a zero row rather than a read out of bounds.
+extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const uint4* __restrict__ table,
+                                               const int* __restrict__ tokens, const int* __restrict__ sources,
+                                               const int* __restrict__ sampled, int vocab, int chunks) {
+  const int source = sources[blockIdx.x];
+  const int id = source >= 0 ? sampled[source] : tokens[blockIdx.x];
+  uint4* to = out + (long long)blockIdx.x * chunks;
+  if (id < 0 || id >= vocab) {
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  const uint4* from = table + (long long)id * chunks;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}

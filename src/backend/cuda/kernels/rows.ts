@@ -4,7 +4,36 @@ import type { DevicePtr } from '../driver-api.ts';
 /** out [numRows, cols] bf16 = src[indices[r], :]; cols a multiple of 8 (16-byte rows). */
 export function launchGatherRows(device: CudaDevice, out: DevicePtr, src: DevicePtr, indices: DevicePtr, numRows: number, cols: number): void {
   if (numRows === 0) return;
-  const chunks = cols / 8;
-  const threads = Math.min(256, Math.ceil(chunks / 32) * 32);
-  device.launch(device.kernel('rows.cu', 'gather_rows_kernel', 'pppi'), [numRows], [threads], 0, [out, src, indices, chunks]);
+  device.launch(device.kernel('rows.cu', 'gather_rows_kernel', 'pppi'), [numRows], [rowThreads(cols)], 0, [out, src, indices, cols / 8]);
+}
+
+export interface EmbedTokensArgs {
+  out: DevicePtr;
+  table: DevicePtr;
+  vocab: number;
+  /** bf16 row width, a multiple of 8. */
+  cols: number;
+  tokens: DevicePtr;
+  /** Per row: -1, or the index into `sampled` of the row's token. */
+  sources: DevicePtr;
+  sampled: DevicePtr;
+  numRows: number;
+}
+
+/** out [numRows, cols] = table rows of each token id, ids named by `sources` read from `sampled`. */
+export function launchEmbedTokens(device: CudaDevice, a: EmbedTokensArgs): void {
+  if (a.numRows === 0) return;
+  device.launch(device.kernel('rows.cu', 'embed_tokens_kernel', 'pppppii'), [a.numRows], [rowThreads(a.cols)], 0, [
+    a.out,
+    a.table,
+    a.tokens,
+    a.sources,
+    a.sampled,
+    a.vocab,
+    a.cols / 8,
+  ]);
+}
+
+function rowThreads(cols: number): number {
+  return Math.min(256, Math.ceil(cols / 8 / 32) * 32);
 }
