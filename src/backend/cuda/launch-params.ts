@@ -60,3 +60,44 @@ export class LaunchParams {
     koffi.free(this.pointers);
   }
 }
+
+const CONFIG_BYTES = 56;
+const ATTRIBUTE_BYTES = 72;
+const CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+
+/**
+ * cuLaunchKernelEx's CUlaunchConfig with one attribute, programmatic stream serialization: the
+ * kernel may begin launching before the previous kernel in the stream has finished (every kernel
+ * waits for its predecessors in begin_dependent_kernel, common.cuh). Lives in native memory
+ * allocated once, rewritten per launch.
+ */
+export class LaunchConfig {
+  private readonly config: bigint;
+  private readonly view: DataView;
+
+  constructor(stream: Handle) {
+    this.config = koffi.alloc('uint8_t', CONFIG_BYTES + ATTRIBUTE_BYTES) as bigint;
+    this.view = new DataView(koffi.view(this.config, CONFIG_BYTES + ATTRIBUTE_BYTES));
+    // struct CUlaunchConfig { unsigned grid[3], block[3], sharedMemBytes; CUstream; CUlaunchAttribute *attrs; unsigned numAttrs; }
+    this.view.setBigUint64(32, koffi.address(stream), true);
+    this.view.setBigUint64(40, this.config + BigInt(CONFIG_BYTES), true);
+    this.view.setUint32(48, 1, true);
+    // struct CUlaunchAttribute { int id; char pad[4]; union (64 bytes) { int programmaticStreamSerializationAllowed; ... } }
+    this.view.setInt32(CONFIG_BYTES, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, true);
+    this.view.setInt32(CONFIG_BYTES + 8, 1, true);
+  }
+
+  /** Writes the launch shape and returns the CUlaunchConfig pointer. */
+  pack(grid: readonly number[], block: readonly number[], sharedBytes: number): Handle {
+    for (let d = 0; d < 3; d++) {
+      this.view.setUint32(4 * d, grid[d], true);
+      this.view.setUint32(12 + 4 * d, block[d], true);
+    }
+    this.view.setUint32(24, sharedBytes, true);
+    return this.config;
+  }
+
+  dispose(): void {
+    koffi.free(this.config);
+  }
+}

@@ -6,6 +6,7 @@
 // folds them with XOR. The fold is written only if it equals `never`, which the host picks so that
 // it cannot happen in practice; the conditional store keeps the compiler from dropping the loads.
 extern "C" __global__ void read_bandwidth_kernel(const uint4* __restrict__ src, long long n16, unsigned int* __restrict__ sink, int never) {
+  begin_dependent_kernel();
   const long long stride = (long long)gridDim.x * blockDim.x;
   unsigned int fold = 0;
   long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

@@ -5,6 +5,18 @@
 typedef unsigned short bf16;
 
 #define NEG_INF __int_as_float(0xff800000)
+
+// Programmatic dependent launch (sm_90+): every kernel is launched while the previous one in the
+// stream may still run, so each calls this before touching memory an earlier kernel writes or
+// reads: it waits until the earlier kernels have finished and their writes are visible, then lets
+// the next kernel start launching (whose blocks wait here in turn). Loads of data no kernel
+// writes, such as weights, may come before it. Below sm_90 kernels run one after another anyway.
+__device__ __forceinline__ void begin_dependent_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 #define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ float bf16_to_f32(bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }
@@ -92,4 +104,20 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // Slot of key `pos` of a sequence: its block from the block table, then the offset inside it.
 __device__ __forceinline__ long long kv_slot(const int* block_table, int pos, int block_size) {
   return (long long)block_table[pos / block_size] * block_size + pos % block_size;
+}
+
+// Queues (cp.async, one commit group) the keys and values of positions k0 .. k0 + TILE_ROWS - 1 of kv
+// head `kvh` from the paged pools into shared rows `row_stride` bf16 apart, CHUNKS 16-byte chunks each,
+// shared by THREADS threads; positions at or past `end` are zero-filled.
+template <int TILE_ROWS, int CHUNKS, int THREADS>
+__device__ __forceinline__ void stage_kv_tile(bf16* dk, bf16* dv, const bf16* k_pool, const bf16* v_pool, const int* block_table,
+                                              int k0, int end, int block_size, int num_kv_heads, int kvh, int row_stride) {
+  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+    const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    const bool valid = k0 + r < end;
+    const long long src = valid ? (kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh) * (CHUNKS * 8) + ch * 8 : 0;
+    cp_async16(dk + r * row_stride + ch * 8, k_pool + src, valid ? 16 : 0);
+    cp_async16(dv + r * row_stride + ch * 8, v_pool + src, valid ? 16 : 0);
+  }
+  cp_async_commit();
 }

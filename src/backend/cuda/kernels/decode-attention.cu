@@ -52,6 +52,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float scale_log2, int window, int partition_size, int num_partitions) {
+  begin_dependent_kernel();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -95,16 +96,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
   auto load_tile = [&](int stage, int k0) {
-    bf16* dk = s_k + stage * TK * ROW;
-    bf16* dv = s_v + stage * TK * ROW;
-    for (int c = tid; c < TK * D8; c += NT) {
-      const int r = c / D8, ch = c - r * D8;
-      const bool valid = k0 + r < end;
-      const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
-      cp_async16(dk + r * ROW + ch * 8, k_pool + src, valid ? 16 : 0);
-      cp_async16(dv + r * ROW + ch * 8, v_pool + src, valid ? 16 : 0);
-    }
-    cp_async_commit();
+    stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, table, k0, end, block_size, num_kv_heads, kvh, ROW);
   };
 
   const int ks = tid / LANES_PER_KS, item_lane = tid - ks * LANES_PER_KS;
@@ -237,6 +229,7 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
                                                 const int* __restrict__ decode_seqs,
                                                 const int* __restrict__ query_start, int num_heads,
                                                 int num_partitions) {
+  begin_dependent_kernel();
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
   for (int p = 0; p < num_partitions; p++)

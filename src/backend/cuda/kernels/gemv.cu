@@ -36,29 +36,39 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
+// The 16-byte weight loads at columns base + u * 32 + lane of this warp's MATS rows.
+__device__ __forceinline__ void load_weight_tile(uint4 (&wv)[MATS][UNROLL], const uint4* const (&w_rows)[MATS], int base, int lane, int k8) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int c = base + u * 32 + lane;
+#pragma unroll
+    for (int m = 0; m < MATS; m++) wv[m][u] = c < k8 ? load_streaming(w_rows[m] + c) : make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
 // grid ceil(n / warps per block), block a multiple of 32; n output columns; k8 = k / 8; bias (not
 // with GATED) may be null.
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8) {
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
-  if (row >= n) return;
+  // A warp past the last row still waits below, so that every block waits for the kernels before.
+  const int weight_row = row < n ? row : n - 1;
   const uint4* w_rows[MATS];
 #pragma unroll
-  for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)row + (long long)m * n) * k8;
+  for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)weight_row + (long long)m * n) * k8;
+  // No kernel writes the weights: the first tile streams in while the previous kernel finishes.
+  uint4 wv[MATS][UNROLL];
+  load_weight_tile(wv, w_rows, 0, lane, k8);
+  begin_dependent_kernel();
+  if (row >= n) return;
   float acc[MATS][ROWS];
 #pragma unroll
   for (int m = 0; m < MATS; m++)
 #pragma unroll
     for (int r = 0; r < ROWS; r++) acc[m][r] = 0.f;
   for (int base = 0; base < k8; base += 32 * UNROLL) {
-    uint4 wv[MATS][UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32 + lane;
-#pragma unroll
-      for (int m = 0; m < MATS; m++) wv[m][u] = c < k8 ? load_streaming(w_rows[m] + c) : make_uint4(0u, 0u, 0u, 0u);
-    }
+    if (base > 0) load_weight_tile(wv, w_rows, base, lane, k8);
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;

@@ -1,9 +1,22 @@
 // RMSNorm variants. Sums of squares accumulate in f32; each output is rounded to bf16 once.
 #include "common.cuh"
 
+// out = x * inv * w over one row of cols8 * 8 values, each thread taking every blockDim.x-th chunk.
+__device__ __forceinline__ void scale_row(uint4* out, const uint4* x, const uint4* __restrict__ w, float inv, int cols8) {
+  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
+    float v[8], g[8];
+    unpack8(x[c], v);
+    unpack8(w[c], g);
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = v[i] * inv * g[i];
+    out[c] = pack8(v);
+  }
+}
+
 // out = x * rsqrt(mean(x^2) + eps) * w, one block per row of cols8 * 8 values.
 extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4* __restrict__ x,
                                            const uint4* __restrict__ w, int cols8, float eps) {
+  begin_dependent_kernel();
   const long long base = (long long)blockIdx.x * cols8;
   float ss = 0.f;
   for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
@@ -12,15 +25,7 @@ extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4*
 #pragma unroll
     for (int i = 0; i < 8; i++) ss += v[i] * v[i];
   }
-  const float inv = rsqrtf(block_sum(ss) / (cols8 * 8) + eps);
-  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
-    float v[8], g[8];
-    unpack8(x[base + c], v);
-    unpack8(w[c], g);
-#pragma unroll
-    for (int i = 0; i < 8; i++) v[i] = v[i] * inv * g[i];
-    out[base + c] = pack8(v);
-  }
+  scale_row(out + base, x + base, w, rsqrtf(block_sum(ss) / (cols8 * 8) + eps), cols8);
 }
 
 // residual = bf16(residual + x) in place, then out = rmsNorm(residual) * w. The norm reads the
@@ -28,6 +33,7 @@ extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4*
 extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* __restrict__ residual,
                                                const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                int cols8, float eps) {
+  begin_dependent_kernel();
   const long long base = (long long)blockIdx.x * cols8;
   float ss = 0.f;
   for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
@@ -42,16 +48,8 @@ extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* _
 #pragma unroll
     for (int i = 0; i < 8; i++) ss += r[i] * r[i];
   }
-  const float inv = rsqrtf(block_sum(ss) / (cols8 * 8) + eps);
   // Each thread re-reads only the chunks it wrote above, so no barrier is needed.
-  for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
-    float r[8], g[8];
-    unpack8(residual[base + c], r);
-    unpack8(w[c], g);
-#pragma unroll
-    for (int i = 0; i < 8; i++) r[i] = r[i] * inv * g[i];
-    out[base + c] = pack8(r);
-  }
+  scale_row(out + base, residual + base, w, rsqrtf(block_sum(ss) / (cols8 * 8) + eps), cols8);
 }
 
 // In place per-head RMSNorm of the query heads (q_w) and key heads (k_w) of packed qkv rows.
@@ -59,6 +57,7 @@ extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* _
 extern "C" __global__ void head_rms_norm_kernel(unsigned int* __restrict__ qkv, const unsigned int* __restrict__ q_w,
                                                 const unsigned int* __restrict__ k_w, int num_heads,
                                                 int num_kv_heads, int head_dim, int row_width, float eps) {
+  begin_dependent_kernel();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int words = head_dim / 2;
   for (int h = warp; h < num_heads + num_kv_heads; h += warps) {

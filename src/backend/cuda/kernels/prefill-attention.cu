@@ -39,6 +39,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float scale_log2, int window) {
+  begin_dependent_kernel();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -66,16 +67,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     cp_async16(s_q + r * ROW + ch * 8, qkv + src, valid ? 16 : 0);
   }
   auto load_kv = [&](int stage, int k0) {
-    bf16* dk = s_k + stage * BN * ROW;
-    bf16* dv = s_v + stage * BN * ROW;
-    for (int c = tid; c < BN * DCH; c += NT) {
-      const int r = c / DCH, ch = c - r * DCH;
-      const bool valid = k0 + r < k_end;
-      const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
-      cp_async16(dk + r * ROW + ch * 8, k_pool + src, valid ? 16 : 0);
-      cp_async16(dv + r * ROW + ch * 8, v_pool + src, valid ? 16 : 0);
-    }
-    cp_async_commit();
+    stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, table, k0, k_end, block_size, num_kv_heads, kvh, ROW);
   };
 
   // This thread's two rows of the warp's 16 (mma accumulator layout: row g and g + 8).

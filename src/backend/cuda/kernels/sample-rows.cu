@@ -17,10 +17,24 @@ __device__ __forceinline__ float gumbel_noise(unsigned int seed, unsigned int in
 // (value, index) pairs ordered as the host scans: larger value first, lower index on ties.
 __device__ __forceinline__ bool beats(float v, int i, float best, int best_i) { return v > best || (v == best && i < best_i); }
 
+// Leaves every lane of the warp holding the warp's best (value, index) pair.
+__device__ __forceinline__ void warp_argmax(float& best, int& best_i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v = __shfl_xor_sync(FULL_MASK, best, o);
+    const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
+    if (beats(v, i, best, best_i)) {
+      best = v;
+      best_i = i;
+    }
+  }
+}
+
 // out[row] = argmax over c of x[row, c] * inv_temperature[row] + noise(seeds[row], c), plain argmax
 // where inv_temperature is 0 (greedy); -1 when no value is finite. grid (rows), block 1024.
 extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __restrict__ out, const bf16* __restrict__ x, int cols,
                                                                     const float* __restrict__ inv_temperature, const unsigned int* __restrict__ seeds) {
+  begin_dependent_kernel();
   __shared__ float best_values[32];
   __shared__ int best_indices[32];
   const bf16* row = x + (long long)blockIdx.x * cols;
@@ -37,15 +51,7 @@ extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __res
       best_i = c;
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v = __shfl_xor_sync(FULL_MASK, best, o);
-    const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
-    if (beats(v, i, best, best_i)) {
-      best = v;
-      best_i = i;
-    }
-  }
+  warp_argmax(best, best_i);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     best_values[warp] = best;
@@ -56,15 +62,7 @@ extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __res
     const int warps = blockDim.x >> 5;
     best = lane < warps ? best_values[lane] : NEG_INF;
     best_i = lane < warps ? best_indices[lane] : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float v = __shfl_xor_sync(FULL_MASK, best, o);
-      const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
-      if (beats(v, i, best, best_i)) {
-        best = v;
-        best_i = i;
-      }
-    }
+    warp_argmax(best, best_i);
     if (lane == 0) out[blockIdx.x] = best_i == 0x7fffffff ? -1 : best_i;
   }
 }
