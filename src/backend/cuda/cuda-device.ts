@@ -4,7 +4,7 @@ import { Cublas } from './cublas.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
 import { HostStaging, type PendingDownload } from './host-staging.ts';
 import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
-import { LaunchConfig, LaunchParams, type KernelSignature } from './launch-params.ts';
+import { LaunchParams, type KernelSignature } from './launch-params.ts';
 import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
 
@@ -45,8 +45,6 @@ export class CudaDevice {
   private readonly staging: HostStaging;
   private readonly compiler: KernelCompiler;
   private readonly params = new LaunchParams();
-  /** Set on sm_90+: kernels launch programmatically dependent on the previous one (PDL). */
-  private readonly dependentLaunch: LaunchConfig | null;
   private readonly kernels = new Map<string, Kernel>();
   private readonly modules: Handle[] = [];
   private readonly sharedLimits = new Map<Handle, number>();
@@ -73,8 +71,6 @@ export class CudaDevice {
     };
     this.driver.retainPrimaryContext(device);
     this.stream = this.driver.createStream();
-    // KEEL_CUDA_SERIAL_LAUNCH=1 launches each kernel after the previous one ends (to measure PDL).
-    this.dependentLaunch = major >= 9 && process.env.KEEL_CUDA_SERIAL_LAUNCH !== '1' ? new LaunchConfig(this.stream) : null;
     this.staging = new HostStaging(this.driver, this.stream);
     this.nvrtc = new Nvrtc(libs.nvrtc.handle);
     this.compiler = new KernelCompiler(this.nvrtc, this.info.arch, kernelCacheDir());
@@ -117,9 +113,7 @@ export class CudaDevice {
     }
     const grid3 = [grid[0], grid[1] ?? 1, grid[2] ?? 1];
     const block3 = [block[0], block[1] ?? 1, block[2] ?? 1];
-    const params = this.params.pack(kernel.signature, args);
-    if (this.dependentLaunch === null) this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, params);
-    else this.driver.launchEx(this.dependentLaunch.pack(grid3, block3, sharedBytes), kernel.handle, params);
+    this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, this.params.pack(kernel.signature, args));
   }
 
   alloc(bytes: number): DevicePtr {
@@ -201,7 +195,6 @@ export class CudaDevice {
     this.cublas.dispose();
     this.staging.dispose();
     this.params.dispose();
-    this.dependentLaunch?.dispose();
     for (const module of this.modules) this.driver.unloadModule(module);
     this.driver.free(this.cublasWorkspace);
     this.driver.destroyEvent(this.timerStart);

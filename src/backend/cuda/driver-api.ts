@@ -61,7 +61,6 @@ export class CudaDriver {
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
       'int cuFuncSetAttribute(void *fn, int attribute, int value)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
-      'int cuLaunchKernelEx(void *config, void *fn, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamDestroy_v2(void *stream)',
       'int cuStreamSynchronize(void *stream)',
@@ -206,11 +205,6 @@ export class CudaDriver {
   /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */
   launch(fn: Handle, grid: readonly number[], block: readonly number[], sharedBytes: number, stream: Handle, params: Handle): void {
     this.call('cuLaunchKernel', fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, stream, params, null);
-  }
-
-  /** `config` points at a CUlaunchConfig (see LaunchConfig) naming the stream and attributes. */
-  launchEx(config: Handle, fn: Handle, params: Handle): void {
-    this.call('cuLaunchKernelEx', config, fn, params, null);
   }
 
   /** A stream that does not synchronize with the legacy default stream (required for graph capture). */

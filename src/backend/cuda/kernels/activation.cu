@@ -4,7 +4,6 @@
 // out [rows, n] = silu(gate) * up with gateUp [rows, 2n] (gate columns first); n8 = n / 8.
 // grid (ceil(n8 / blockDim), rows). Computed in f32 from the bf16 inputs, rounded once.
 extern "C" __global__ void silu_mul_kernel(uint4* __restrict__ out, const uint4* __restrict__ gate_up, int n8) {
-  begin_dependent_kernel();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
   const long long row = blockIdx.y;
@@ -18,7 +17,6 @@ extern "C" __global__ void silu_mul_kernel(uint4* __restrict__ out, const uint4*
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
 extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* __restrict__ bias, int n8) {
-  begin_dependent_kernel();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
   const long long at = (long long)blockIdx.y * n8 + c;

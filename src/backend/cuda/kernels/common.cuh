@@ -5,18 +5,6 @@
 typedef unsigned short bf16;
 
 #define NEG_INF __int_as_float(0xff800000)
-
-// Programmatic dependent launch (sm_90+): every kernel is launched while the previous one in the
-// stream may still run, so each calls this before touching memory an earlier kernel writes or
-// reads: it waits until the earlier kernels have finished and their writes are visible, then lets
-// the next kernel start launching (whose blocks wait here in turn). Loads of data no kernel
-// writes, such as weights, may come before it. Below sm_90 kernels run one after another anyway.
-__device__ __forceinline__ void begin_dependent_kernel() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 #define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ float bf16_to_f32(bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }

@@ -5,7 +5,6 @@
 // grid (numPairs, 2 * numLayers); block_chunks = blockSize * numKvHeads * headDim / 8.
 extern "C" __global__ void copy_blocks_kernel(uint4* __restrict__ pools, const int* __restrict__ src,
                                               const int* __restrict__ dst, long long pool_chunks, int block_chunks) {
-  begin_dependent_kernel();
   uint4* pool = pools + blockIdx.y * pool_chunks;
   const uint4* from = pool + (long long)src[blockIdx.x] * block_chunks;
   uint4* to = pool + (long long)dst[blockIdx.x] * block_chunks;

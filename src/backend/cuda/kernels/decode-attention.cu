@@ -52,7 +52,6 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float scale_log2, int window, int partition_size, int num_partitions) {
-  begin_dependent_kernel();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -229,7 +228,6 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
                                                 const int* __restrict__ decode_seqs,
                                                 const int* __restrict__ query_start, int num_heads,
                                                 int num_partitions) {
-  begin_dependent_kernel();
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
   for (int p = 0; p < num_partitions; p++)

@@ -39,7 +39,6 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float scale_log2, int window) {
-  begin_dependent_kernel();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]

@@ -15,9 +15,12 @@ export interface RopeCacheWriteArgs {
   headDim: number;
 }
 
+const THREADS = 128;
+
 /** Rotates query and key heads in place and writes keys and values to their KV slots. */
 export function launchRopeCacheWrite(device: CudaDevice, a: RopeCacheWriteArgs): void {
   if (a.numTokens === 0) return;
   const kernel = device.kernel('rope-cache.cu', 'rope_cache_write_kernel', 'pppppppiii');
-  device.launch(kernel, [a.numTokens], [128], 0, [a.qkv, a.cos, a.sin, a.positions, a.slotMapping, a.kPool, a.vPool, a.numHeads, a.numKvHeads, a.headDim]);
+  const perToken = Math.max((a.numHeads + a.numKvHeads) * (a.headDim / 2), a.numKvHeads * a.headDim);
+  device.launch(kernel, [a.numTokens, Math.ceil(perToken / THREADS)], [THREADS], 0, [a.qkv, a.cos, a.sin, a.positions, a.slotMapping, a.kPool, a.vPool, a.numHeads, a.numKvHeads, a.headDim]);
 }

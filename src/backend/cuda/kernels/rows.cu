@@ -4,7 +4,6 @@
 // out[r, :] = src[indices[r], :] for a row of `chunks` 16-byte chunks. One block per output row.
 extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
                                               const int* __restrict__ indices, int chunks) {
-  begin_dependent_kernel();
   const long long row = indices[blockIdx.x];
   const uint4* from = src + row * chunks;
   uint4* to = out + (long long)blockIdx.x * chunks;
@@ -17,7 +16,6 @@ extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uin
 extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const uint4* __restrict__ table,
                                                const int* __restrict__ tokens, const int* __restrict__ sources,
                                                const int* __restrict__ sampled, int vocab, int chunks) {
-  begin_dependent_kernel();
   const int source = sources[blockIdx.x];
   const int id = source >= 0 ? sampled[source] : tokens[blockIdx.x];
   uint4* to = out + (long long)blockIdx.x * chunks;

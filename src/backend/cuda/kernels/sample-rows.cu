@@ -34,7 +34,6 @@ __device__ __forceinline__ void warp_argmax(float& best, int& best_i) {
 // where inv_temperature is 0 (greedy); -1 when no value is finite. grid (rows), block 1024.
 extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __restrict__ out, const bf16* __restrict__ x, int cols,
                                                                     const float* __restrict__ inv_temperature, const unsigned int* __restrict__ seeds) {
-  begin_dependent_kernel();
   __shared__ float best_values[32];
   __shared__ int best_indices[32];
   const bf16* row = x + (long long)blockIdx.x * cols;
