@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, DECODE_TILE_KEYS, planAttention, PREFILL_TILE_ROWS } from './attention-plan.ts';
+import { chooseDecodePartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS } from './attention-plan.ts';
 import { BlockAssignment, buildBatch, randInt, seededRng, testSeed } from './gpu-test-support.ts';
 
 test('single-token sequences go to decode, longer chunks to prefill tiles covering every row', () => {
@@ -35,7 +35,7 @@ test('decode partitions cover the context in whole tiles and fill the GPU only w
     assert.equal(partitionSize % DECODE_TILE_KEYS, 0);
     assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
     assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
-    assert.ok(partitionSize >= 128 || numPartitions === 1, 'partitions not shorter than the minimum');
+    assert.ok(partitionSize >= MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
   }
   assert.equal(chooseDecodePartitions(256, 8, 500, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
   assert.ok(chooseDecodePartitions(1, 8, 32768, 132).numPartitions >= 32, 'one long sequence is split');
