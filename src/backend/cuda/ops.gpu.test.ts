@@ -147,10 +147,12 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     [3, 576, 1000],
     [37, 2048, 3072],
     [130, 128, 24],
-    // 1 and 2 rows run the GEMV kernel.
+    // 1 and 2 rows run the GEMV kernel: a warp per row from 8192 rows on, else four per row.
     [2, 1024, 300],
     [1, 14336, 64],
     [2, 4096, 520],
+    [1, 256, 8200],
+    [2, 72, 9001],
     [3, 512, 256],
   ];
   for (const [m, k, n] of shapes) {
@@ -219,12 +221,14 @@ test('qkNorm normalizes query and key heads in place and leaves values alone', (
 });
 
 test('gateUpSilu, fused (1-2 rows) and as GEMM + activation', () => {
+  // The fused GEMV shares a row among four warps below 8192 outputs, and gives each a warp above.
   for (const rows of [1, 2, 3, 40]) {
-    const n = 8 * randInt(rng, 1, 1500);
-    const k = 8 * randInt(rng, 1, 300);
-    const x = activation(rows, k);
-    const w = randomWeight([2 * n, k], 6 / Math.sqrt(k));
-    assertClose(`gateUpSilu ${rows}x${k} -> ${n}`, { cpu: cpu.gateUpSilu(x.cpu, w.cpu), gpu: gpu.gateUpSilu(x.gpu, w.gpu) });
+    for (const n of [8 * randInt(rng, 1, 1000), 8200]) {
+      const k = 8 * randInt(rng, 1, 300);
+      const x = activation(rows, k);
+      const w = randomWeight([2 * n, k], 6 / Math.sqrt(k));
+      assertClose(`gateUpSilu ${rows}x${k} -> ${n}`, { cpu: cpu.gateUpSilu(x.cpu, w.cpu), gpu: gpu.gateUpSilu(x.gpu, w.gpu) });
+    }
   }
 });
 

@@ -9,6 +9,7 @@
 
 // nvcc-check: -DROWS=1
 // nvcc-check: -DROWS=2 -DGATED=1
+// nvcc-check: -DROWS=2 -DKSPLIT=4
 
 #ifndef ROWS
 #define ROWS 1
@@ -17,6 +18,9 @@
 #define GATED 0
 #endif
 #define MATS (GATED ? 2 : 1)
+#ifndef KSPLIT
+#define KSPLIT 1
+#endif
 // Eight 16-byte weight loads in flight per lane, whatever MATS: with fewer, a matrix of few rows
 // (4096 outputs: ~31 warps per SM) leaves too few bytes in flight to cover the memory latency
 // (measured on the H100: 2.3-2.5 TB/s at 4 loads, the gated form at 2 x 4 loads 3.1 TB/s).
@@ -37,33 +41,37 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
-// grid ceil(n / warps per block), block a multiple of 32; n output columns; k8 = k / 8; bias (not
-// with GATED) may be null.
+// grid ceil(n * KSPLIT / warps per block), block a multiple of 32 * KSPLIT; n output columns;
+// k8 = k / 8; bias (not with GATED) may be null. KSPLIT warps share a row, each summing a slice of
+// k, so that a matrix of few rows still has enough warps, each with a short chain of loads.
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8) {
-  const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= n) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
+  // Slices start on whole warps of chunks, so every load of a warp stays coalesced.
+  const int span = ((k8 + KSPLIT - 1) / KSPLIT + 31) / 32 * 32;
+  const int c_begin = (warp % KSPLIT) * span, c_end = min(k8, c_begin + span);
+  const bool active = row < n;
   const uint4* w_rows[MATS];
 #pragma unroll
-  for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)row + (long long)m * n) * k8;
+  for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)(active ? row : 0) + (long long)m * n) * k8;
   float acc[MATS][ROWS];
 #pragma unroll
   for (int m = 0; m < MATS; m++)
 #pragma unroll
     for (int r = 0; r < ROWS; r++) acc[m][r] = 0.f;
-  for (int base = 0; base < k8; base += 32 * UNROLL) {
+  for (int base = c_begin; active && base < c_end; base += 32 * UNROLL) {
     uint4 wv[MATS][UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
 #pragma unroll
-      for (int m = 0; m < MATS; m++) wv[m][u] = c < k8 ? load_streaming(w_rows[m] + c) : make_uint4(0u, 0u, 0u, 0u);
+      for (int m = 0; m < MATS; m++) wv[m][u] = c < c_end ? load_streaming(w_rows[m] + c) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      if (c < k8) {
+      if (c < c_end) {
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
           float xf[8];
@@ -78,19 +86,38 @@ extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__
       }
     }
   }
+#pragma unroll
+  for (int m = 0; m < MATS; m++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[m][r] = warp_sum(acc[m][r]);
+#if KSPLIT > 1
+  // The first warp of each row adds the other slices' sums, in slice order.
+  __shared__ float partial[4][MATS][ROWS];
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < MATS; m++)
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) partial[warp][m][r] = acc[m][r];
+  }
+  __syncthreads();
+  if (warp % KSPLIT != 0) return;
+#pragma unroll
+  for (int m = 0; m < MATS; m++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+      for (int s = 1; s < KSPLIT; s++) acc[m][r] += partial[warp + s][m][r];
+#endif
+  if (!active || lane != 0) return;
 #if GATED
 #pragma unroll
   for (int r = 0; r < ROWS; r++) {
-    const float g = bf16_to_f32(f32_to_bf16(warp_sum(acc[0][r])));
-    const float up = bf16_to_f32(f32_to_bf16(warp_sum(acc[1][r])));
-    if (lane == 0) out[(long long)r * n + row] = f32_to_bf16(g / (1.f + __expf(-g)) * up);
+    const float g = bf16_to_f32(f32_to_bf16(acc[0][r]));
+    const float up = bf16_to_f32(f32_to_bf16(acc[1][r]));
+    out[(long long)r * n + row] = f32_to_bf16(g / (1.f + __expf(-g)) * up);
   }
 #else
   const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
 #pragma unroll
-  for (int r = 0; r < ROWS; r++) {
-    const float v = warp_sum(acc[0][r]);
-    if (lane == 0) out[(long long)r * n + row] = f32_to_bf16(v + b);
-  }
+  for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[0][r] + b);
 #endif
 }
