@@ -100,3 +100,17 @@ test('maxTokens ends with "length"; invalid parameters and prompts are refused b
   await assert.rejects(llm.generate([PROMPT], { maxTokens: 5000 }), /maximum context length/);
   assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
 });
+
+test('logprobs: 0 sampled on the device give the logprob the host sampler gives', async () => {
+  const params = { temperature: 0, maxTokens: 8, ignoreEos: true };
+  // logprobs: 0 stays on the device; logprobs: 1 (one alternative) goes through the host sampler.
+  const [device] = await llm.generate([PROMPT], { ...params, logprobs: 0 });
+  const [host] = await llm.generate([PROMPT], { ...params, logprobs: 1 });
+  assert.deepEqual(device.outputs[0].tokenIds, host.outputs[0].tokenIds);
+  const sampled = (o: typeof device) => o.outputs[0].logprobs!.map((p) => p.sampled);
+  sampled(device).forEach((s, i) => {
+    assert.equal(s.tokenId, sampled(host)[i].tokenId);
+    assert.ok(Math.abs(s.logprob - sampled(host)[i].logprob) < 1e-5, `token ${i}: ${s.logprob} vs ${sampled(host)[i].logprob}`);
+    assert.equal(device.outputs[0].logprobs![i].top.length, 0);
+  });
+});

@@ -44,9 +44,11 @@ export interface AttentionShape {
   slidingWindow: number | null;
 }
 
-/** Token ids sampled by one step; `read()` waits for them. */
+/** Token ids sampled by one step; reading waits for them. */
 export interface SampledTokens {
   read(): Int32Array;
+  /** Each row's token's log-probability under softmax of its raw logits (before temperature). */
+  readLogprobs(): Float32Array;
 }
 
 /** A batch description uploaded for one forward step (device copies of its index arrays). */
@@ -108,7 +110,8 @@ export interface Backend {
   /**
    * One token per row of logits x [rows, cols]: the argmax where `temperatures[r]` is 0, else a
    * draw from softmax(x[r] / T) by Gumbel-max with the noise of `seeds[r]` (src/sampling/gumbel.ts);
-   * lowest index on ties, -1 for a row with no finite value. Returns without waiting: the ids stay
+   * lowest index on ties, -1 for a row with no finite value; with each token's logprob under the
+   * raw row (what `logprobs: 0` asks). Returns without waiting: the ids stay
    * where the next step's `tokenSources` read them, and `read()` waits for them on the host (only
    * the ids cross). The result of the two latest calls stays readable.
    */

@@ -74,7 +74,7 @@ async function tracedEngine(asyncScheduling: boolean): Promise<{ loaded: LoadedE
     const step = ++launched;
     events.push(`launch ${step}`);
     const sampled = sampleRows(x, temperatures, seeds);
-    return { read: () => (events.push(`read ${step}`), sampled.read()) };
+    return { read: () => (events.push(`read ${step}`), sampled.read()), readLogprobs: () => sampled.readLogprobs() };
   };
   return { loaded, events };
 }

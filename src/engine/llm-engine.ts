@@ -19,9 +19,10 @@ interface LaunchedStep {
   deviceSampling: Map<number, DeviceSampling | null>;
 }
 
-/** One sampled row of a step: the device's token, or the logits when the host's sampler needs them. */
+/** One sampled row of a step: the device's token and its logprob, or the logits when the host's sampler needs them. */
 interface SampledRow {
   deviceToken: number;
+  deviceLogprob: number;
   logits: Float32Array | null;
 }
 
@@ -264,6 +265,7 @@ export class LLMEngine {
   /** Reads a step's tokens (waiting for the device), samples, and applies stop conditions. */
   private finishStep({ output, result, deviceSampling }: LaunchedStep): void {
     const tokens = result.deviceTokens();
+    const logprobs = result.deviceLogprobs();
     const touched = new Set<Request>();
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
@@ -271,7 +273,7 @@ export class LLMEngine {
       // Ended (stopped or aborted) while the step ran: its token is dropped.
       if (!owner || seq.status === 'finished') return;
       const logits = deviceSampling.get(s) ? null : result.logitsOf!(row);
-      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: tokens[row], logits });
+      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: tokens[row], deviceLogprob: logprobs[row], logits });
       touched.add(owner.request);
     });
     for (const request of touched) {
@@ -296,7 +298,7 @@ export class LLMEngine {
         this.parts.scheduler.addForked(child);
         c.seq = child;
         this.bySequence.set(child, { request, completion: c });
-        this.acceptToken(request, c, child, { deviceToken: row.deviceToken, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
+        this.acceptToken(request, c, child, { ...row, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
       }
     }
     this.acceptToken(request, completion, seq, row);
@@ -307,7 +309,7 @@ export class LLMEngine {
     const params = request.params;
     const sample =
       row.logits === null
-        ? deviceSample(row.deviceToken)
+        ? deviceSample(row.deviceToken, row.deviceLogprob, params)
         : sampleToken(row.logits, {
             params,
             rng: c.rng,

@@ -32,6 +32,8 @@ export interface StepResult {
    * reading waits for the step. Until then the step runs on while the host goes on.
    */
   deviceTokens: () => Int32Array;
+  /** Each sampled row's token's logprob under the raw logits, as the device computed it. */
+  deviceLogprobs: () => Float32Array;
   /** Sampled row i's logits ([vocab], a view), when a row needs them on the host. */
   logitsOf: ((row: number) => Float32Array) | null;
 }
@@ -84,18 +86,18 @@ export class ModelRunner {
     });
     const sampled = this.backend.sampleRows(logits, temperatures, seeds);
     this.sampledRows = new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]));
-    let tokens: Int32Array | null = null;
     const deviceTokens = (): Int32Array => {
-      if (tokens === null) {
-        const ids = sampled.read();
-        tokens = Int32Array.from(logitsRows, (r) => ids[r]);
-      }
-      return tokens;
+      const ids = sampled.read();
+      return Int32Array.from(logitsRows, (r) => ids[r]);
     };
-    if (hostRows === 0) return { samplingRows, deviceTokens, logitsOf: null };
+    const deviceLogprobs = (): Float32Array => {
+      const logprobs = sampled.readLogprobs();
+      return Float32Array.from(logitsRows, (r) => logprobs[r]);
+    };
+    if (hostRows === 0) return { samplingRows, deviceTokens, deviceLogprobs, logitsOf: null };
     const host = this.backend.toHost(logits);
     const vocab = host.length / rows;
-    return { samplingRows, deviceTokens, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
+    return { samplingRows, deviceTokens, deviceLogprobs, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */

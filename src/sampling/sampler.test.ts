@@ -56,7 +56,8 @@ test('rows sample on the device when greedy or plain temperature sampling is the
   assert.equal(on({ temperature: 0.7, topP: 0.9 }), null);
   assert.equal(on({ temperature: 0.7, topK: 40 }), null);
   assert.equal(on({ temperature: 0.7, minP: 0.1 }), null);
-  assert.equal(on({ logprobs: 0 }), null, 'logprobs describe the whole row');
+  assert.deepEqual(on({ logprobs: 0 }), { temperature: 0, seed: 0 }, 'the device computes the sampled token\'s logprob');
+  assert.equal(on({ logprobs: 2 }), null, 'alternatives\' logprobs need the whole row');
   assert.equal(on({ repetitionPenalty: 1.1 }), null);
   assert.equal(on({ presencePenalty: 0.5 }), null);
   assert.equal(on({ frequencyPenalty: -0.5 }), null);
@@ -65,8 +66,10 @@ test('rows sample on the device when greedy or plain temperature sampling is the
 });
 
 test('a device token of -1 (no finite logit) is the same error as on the host', () => {
-  assert.deepEqual(deviceSample(42), { tokenId: 42 });
-  assert.throws(() => deviceSample(-1), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
+  const params = state({}).params;
+  assert.deepEqual(deviceSample(42, -0.5, params), { tokenId: 42 });
+  assert.deepEqual(deviceSample(42, -0.5, { ...params, logprobs: 0 }), { tokenId: 42, logprobs: { sampled: { tokenId: 42, logprob: -0.5 }, top: [] } });
+  assert.throws(() => deviceSample(-1, -Infinity, params), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
   assert.throws(() => sampleToken(row([-Infinity, NaN]), state({ temperature: 0 })), (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message));
 });
 

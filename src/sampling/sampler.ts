@@ -69,13 +69,13 @@ export function sampleToken(logits: Float32Array, state: SequenceSamplingState):
 /**
  * How the backend samples this sequence's next token on the device, or null when the host must:
  * the device does greedy and plain temperature sampling (Gumbel-max, its seed drawn from the
- * sequence's own stream), with no logprobs, penalties, top-k/top-p/min-p or EOS masking left by
- * minTokens. A row forking into n > 1 completions needs its logits for independent draws, unless
+ * sequence's own stream), with no alternatives' logprobs (the sampled token's, `logprobs: 0`, it
+ * computes), penalties, top-k/top-p/min-p or EOS masking left by minTokens. A row forking into n > 1 completions needs its logits for independent draws, unless
  * greedy. The logits of a device-sampled row never leave the device.
  */
 export function deviceSamplingFor(params: SamplingParams, numOutputTokens: number, forking: boolean, rng: Rng): { temperature: number; seed: number } | null {
   const plain =
-    params.logprobs === null &&
+    (params.logprobs === null || params.logprobs === 0) &&
     params.repetitionPenalty === 1 &&
     params.presencePenalty === 0 &&
     params.frequencyPenalty === 0 &&
@@ -86,10 +86,14 @@ export function deviceSamplingFor(params: SamplingParams, numOutputTokens: numbe
   return { temperature: params.temperature, seed: rng.nextUint32() };
 }
 
-/** The token the backend sampled for a row (-1: no logit was finite). */
-export function deviceSample(tokenId: number): SampledToken {
+/**
+ * The token the backend sampled for a row (-1: no logit was finite), with its logprob when the
+ * request asked for logprobs (the device computes the sampled token's only: `logprobs: 0`).
+ */
+export function deviceSample(tokenId: number, logprob: number, params: SamplingParams): SampledToken {
   if (tokenId < 0) throw noSampleableToken();
-  return { tokenId };
+  if (params.logprobs === null) return { tokenId };
+  return { tokenId, logprobs: { sampled: { tokenId, logprob }, top: [] } };
 }
 
 function noSampleableToken(): KeelError {

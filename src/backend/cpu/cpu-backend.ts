@@ -5,6 +5,7 @@ import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { siluMul } from './ops/activation.ts';
 import { gumbelSample } from '../../sampling/gumbel.ts';
+import { logSumExp } from '../../sampling/logprobs.ts';
 import { pagedAttention } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../model/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
@@ -160,9 +161,11 @@ export class CpuBackend implements Backend {
   sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
     const t = asCpuTensor(x, 'sampleRows input');
     if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    const ids = Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(t.data.subarray(r * t.cols, (r + 1) * t.cols), temperatures[r], seeds[r]));
+    const row = (r: number) => t.data.subarray(r * t.cols, (r + 1) * t.cols);
+    const ids = Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(row(r), temperatures[r], seeds[r]));
+    const logprobs = Float32Array.from(ids, (id, r) => (id < 0 ? -Infinity : row(r)[id] - logSumExp(row(r))));
     this.lastSampled = ids;
-    return { read: () => ids.slice() };
+    return { read: () => ids.slice(), readLogprobs: () => logprobs.slice() };
   }
 
   readonly recordsGraphs = false;

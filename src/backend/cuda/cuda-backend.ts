@@ -53,8 +53,9 @@ export class CudaBackend implements Backend {
   /** Per-row sampling parameters of the latest sampleRows: inverse temperatures, then seeds. */
   private samplingParams: { ptr: DevicePtr; rows: number } | null = null;
   /**
-   * The latest sampleRows output, where the next step's tokenSources are read. It outlives the
-   * step arena, and recorded graphs embed its address: growing it drops them.
+   * The latest sampleRows output (ids, then their logprobs), where the next step's tokenSources
+   * are read. It outlives the step arena, and recorded graphs embed its address: growing it drops
+   * them.
    */
   private sampled: { ptr: DevicePtr; capacity: number; rows: number };
   /** Recorded decode steps by shape, valid for one arena generation. */
@@ -72,7 +73,7 @@ export class CudaBackend implements Backend {
     this.device = new CudaDevice(options.device ?? 0);
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
     this.poison = options.poisonStepTensors ?? false;
-    this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
+    this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 8), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
   }
 
   /**
@@ -391,7 +392,7 @@ export class CudaBackend implements Backend {
   sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
     const t = asBf16(x, 'sampleRows input');
     if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    if (t.rows === 0) return { read: () => new Int32Array(0) };
+    if (t.rows === 0) return { read: () => new Int32Array(0), readLogprobs: () => new Float32Array(0) };
     // One upload per step: [inverse temperatures as f32 bits | seeds].
     const params = new Int32Array(2 * t.rows);
     new Float32Array(params.buffer, 0, t.rows).set(temperatures.map((temperature) => (temperature === 0 ? 0 : 1 / temperature)));
@@ -402,14 +403,19 @@ export class CudaBackend implements Backend {
     }
     if (this.sampled.capacity < t.rows) {
       this.freeOwned(this.sampled.ptr);
-      this.sampled = { ptr: this.ownedAlloc(t.rows * 4), capacity: t.rows, rows: 0 };
+      this.sampled = { ptr: this.ownedAlloc(t.rows * 8), capacity: t.rows, rows: 0 };
       this.disposeGraphs();
     }
     const { ptr } = this.samplingParams;
     this.device.uploadAsync(ptr, params);
-    launchSampleRows(this.device, this.sampled.ptr, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
+    // Ids, then their logprobs right after: one download brings both.
+    launchSampleRows(this.device, this.sampled.ptr, this.sampled.ptr + 4 * t.rows, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
     this.sampled.rows = t.rows;
-    return this.device.downloadAsync(this.sampled.ptr, t.rows);
+    const download = this.device.downloadAsync(this.sampled.ptr, 2 * t.rows);
+    return {
+      read: () => download.read().subarray(0, t.rows),
+      readLogprobs: () => new Float32Array(download.read().buffer, 4 * t.rows, t.rows),
+    };
   }
 
   replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {

@@ -175,7 +175,10 @@ test('sampleRows at temperature 0 matches the CPU: ties to the lowest index, -1 
     const x = load(bf16Tensor([rows, cols], values));
     const greedy = new Float32Array(rows);
     const seeds = new Uint32Array(rows);
-    assert.deepEqual([...gpu.sampleRows(x.gpu, greedy, seeds).read()], [...cpu.sampleRows(x.cpu, greedy, seeds).read()], `${rows}x${cols}`);
+    const [onGpu, onCpu] = [gpu.sampleRows(x.gpu, greedy, seeds), cpu.sampleRows(x.cpu, greedy, seeds)];
+    assert.deepEqual([...onGpu.read()], [...onCpu.read()], `${rows}x${cols}`);
+    const [gpuLogprobs, cpuLogprobs] = [onGpu.readLogprobs(), onCpu.readLogprobs()];
+    cpuLogprobs.forEach((l, r) => assert.ok(l === gpuLogprobs[r] || Math.abs(l - gpuLogprobs[r]) < 1e-3, `row ${r} logprob ${gpuLogprobs[r]} vs ${l}`));
   }
 });
 
