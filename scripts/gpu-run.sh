@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
-#   bash scripts/gpu-run.sh tests server latency throughput
+#   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
 # Steps: tests (npm run test:gpu), server (test/server, the HTTP server driven by the openai SDK, on
-# the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), throughput (nano-vllm
-# workload on Qwen3-0.6B), attention (keel bench attention, then the PyTorch SDPA peer on the same
-# shapes), archs (latency batch 1 on the other three bench/configs). Each step runs in its
+# the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
+# eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
+# Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), serve (keel bench serve --launch on the four
+# configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), archs
+# (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
 # JSON go to $OUT (8 files at most come back: results are packed into one tarball).
@@ -15,6 +17,9 @@ source .gpu/source.sh
 out=${OUT:-/tmp/keel-gpu}
 mkdir -p "$out/results"
 export KEEL_CACHE_DIR=/tmp/keel-cache
+# Result names end with the GPU, e.g. h100.
+kind=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]*' | tr 'H' 'h')
+dummy="--load-format dummy --backend cuda --no-progress --max-model-len 4096"
 
 step() { # name, seconds, command...
   local name=$1 limit=$2
@@ -30,9 +35,9 @@ step() { # name, seconds, command...
 
 # keel bench latency on random weights of bench/configs/$1 at batch sizes $2, result tagged $3.
 latency() {
-  echo node bin/keel bench latency --model "bench/configs/$1" --load-format dummy --backend cuda --no-progress \
-    --batch-size "$2" --input-len 128 --output-len 128 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
-    --output "$out/results/latency-$1-$3.json"
+  echo node bin/keel bench latency --model "bench/configs/$1" $dummy \
+    --batch-size "$2" --input-len 128 --output-len 128 --num-iters 3 --num-iters-warmup 1 \
+    --output "$out/results/latency-$1-$3-$kind.json"
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -41,12 +46,22 @@ for s in "$@"; do
     tests) step tests 300 node scripts/run-tests.mjs gpu ;;
     server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
-    throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b --load-format dummy \
-      --backend cuda --no-progress --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm.json" ;;
-    attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads.json"
+    hf-latency) step hf-latency 300 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile \
+      --latency-input-len 128 --latency-output-len 128 --num-iters 2 --num-iters-warmup 1 --out-dir "$out/results" ;;
+    throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy \
+      --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm-$kind.json"
+      for a in llama-3.1-8b qwen2.5-7b mistral-7b; do
+        step "throughput-$a" 120 node bin/keel bench throughput --model "bench/configs/$a" $dummy \
+          --num-prompts 256 --input-len 512 --output-len 256 --output "$out/results/throughput-$a-random-$kind.json"
+      done ;;
+    serve) for a in llama-3.1-8b qwen3-0.6b qwen2.5-7b mistral-7b; do
+        step "serve-$a" 120 node bin/keel bench serve --launch --model "bench/configs/$a" $dummy \
+          --num-prompts 200 --input-len 1024 --output-len 128 --request-rate 16 --output "$out/results/serve-$a-rate16-$kind.json"
+      done ;;
+    attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, server, latency, throughput, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
