@@ -1,16 +1,8 @@
 // Streams a buffer through the SMs once, the access pattern of a decode step reading its weights:
 // the fastest the memory serves reads, which the decode roofline divides by. It reads the way the
-// GEMV does at its best (each warp a contiguous 4 KiB run per pass, eight 16-byte loads in flight
-// per lane, not kept in L1), so that no kernel of the engine reads faster than this "peak".
+// GEMV reads weights (each warp a contiguous 4 KiB run per pass, eight 16-byte loads in flight per
+// lane, not kept in L1).
 #include "common.cuh"
-
-__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 #define LOADS 8
 

@@ -80,6 +80,15 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
+// A 16-byte load of read-only data that is read once (weights): not kept in L1.
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 // 16-byte global -> shared copy that bypasses L1; src_bytes 0 writes zeros (rows past the end).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);

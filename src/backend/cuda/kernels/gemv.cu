@@ -1,10 +1,10 @@
 // Decode-sized GEMM: out [ROWS, n] = x [ROWS, k] · w [n, k]^T (+ bias), bf16 in and out, f32
 // accumulation. A decode step reads every weight once per token, so the job is to stream w at the
-// memory's speed: one warp per weight row, 16-byte loads, 8 of them in flight per lane, marked
-// not to allocate in L1 (each weight byte is read once) while x, re-read by every warp, stays cached.
-// ROWS (the batch rows, compiled per count) reuse each weight load. GATED=1 is the MLP's up
-// projection fused with its activation: w is [2n, k] (gate rows, then up rows), each warp computes
-// gate row j and up row j + n and writes silu(gate) * up, rounded as the unfused ops would.
+// memory's speed: KSPLIT warps per weight row (1, or 4 for matrices of few rows), 16-byte loads, 8
+// of them in flight per lane, marked not to allocate in L1 (each weight byte is read once) while x,
+// re-read by every warp, stays cached. ROWS (the batch rows, compiled per count) reuse each weight
+// load. GATED=1 is the MLP's up projection fused with its activation: w is [2n, k] (gate rows, then
+// up rows), each row pair j, j + n gives silu(gate) * up, rounded as the unfused ops would.
 #include "common.cuh"
 
 // nvcc-check: -DROWS=1
@@ -21,18 +21,9 @@
 #ifndef KSPLIT
 #define KSPLIT 1
 #endif
-// Eight 16-byte weight loads in flight per lane, whatever MATS: with fewer, a matrix of few rows
-// (4096 outputs: ~31 warps per SM) leaves too few bytes in flight to cover the memory latency
-// (measured on the H100: 2.3-2.5 TB/s at 4 loads, the gated form at 2 x 4 loads 3.1 TB/s).
+// Eight 16-byte weight loads in flight per lane, whatever MATS (on the H100 the gated form, 2 x 4,
+// streamed at 3.1 TB/s where the plain one at 4 read the 4096-row matrices at 2.3-2.5).
 #define UNROLL (8 / MATS)
-
-__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 __device__ __forceinline__ float dot8(const float* a, const float* b) {
   float s = 0.f;
