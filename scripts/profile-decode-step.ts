@@ -1,0 +1,71 @@
+// Where a decode step's GPU time goes, op by op, on the GPU host (CUDA backend, random weights):
+//
+//   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
+//
+// Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
+// each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
+// times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
+// and count, their sum, and the whole forward replayed as one graph.
+import { parseArgs } from 'node:util';
+import type { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
+import { describeBatch } from '../src/engine/batch.ts';
+import { loadModel } from '../src/engine/load-engine.ts';
+
+const { values } = parseArgs({ options: { model: { type: 'string' }, context: { type: 'string' } } });
+const context = Number(values.context ?? 200);
+const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false });
+if (loaded.backend.name !== 'cuda') throw new Error('profile-decode-step needs the CUDA backend');
+const backend = loaded.backend as CudaBackend;
+const { model, modelConfig } = loaded;
+const device = backend.device;
+
+const blockSize = 16;
+const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + 1) / blockSize)));
+const cache = backend.createKvCache({ numLayers: modelConfig.numLayers, numBlocks: width, blockSize, numKvHeads: modelConfig.numKvHeads, headDim: modelConfig.headDim });
+const blockTable = Array.from({ length: width }, (_, i) => i);
+const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
+backend.toHost(model.forward(backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable }], blockSize)), cache));
+const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTable }], blockSize, undefined, width));
+
+const OPS = ['embedding', 'rmsNorm', 'addRmsNorm', 'linear', 'qkNorm', 'ropeAndCacheWrite', 'attention', 'gateUpSilu', 'gatherLogitsRows'] as const;
+type Op = (...args: unknown[]) => unknown;
+const ops = backend as unknown as Record<(typeof OPS)[number], Op>;
+const recorded: { key: string; run: () => void }[] = [];
+const originals = OPS.map((name) => [name, ops[name]] as const);
+for (const [name, original] of originals) {
+  ops[name] = (...args: unknown[]) => {
+    // Weight ops are told apart by the weight's shape; the others are one op each.
+    const key = name === 'linear' || name === 'gateUpSilu' ? `${name} ${(args[1] as { shape: number[] }).shape.join('x')}` : name;
+    recorded.push({ key, run: () => void original.apply(backend, args) });
+    return original.apply(backend, args);
+  };
+}
+backend.toHost(model.forward(decodeStep(), cache));
+for (const [name, original] of originals) ops[name] = original;
+
+/** Milliseconds per run of `run`, replayed `reps` times in one graph (median of 5 replays). */
+function graphMs(run: () => void, reps: number): number {
+  const graph = device.captureGraph(() => {
+    for (let i = 0; i < reps; i++) run();
+  });
+  graph.replay();
+  device.synchronize();
+  const times = Array.from({ length: 5 }, () => device.timeMs(() => graph.replay())).sort((a, b) => a - b);
+  graph.dispose();
+  return times[2] / reps;
+}
+
+const perOp = new Map<string, { us: number; count: number }>();
+for (const { key, run } of recorded) {
+  const entry = perOp.get(key) ?? { us: graphMs(run, 20) * 1000, count: 0 };
+  entry.count++;
+  perOp.set(key, entry);
+}
+let sumMs = 0;
+for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].count - a[1].us * a[1].count)) {
+  sumMs += (us * count) / 1000;
+  console.log(`${key.padEnd(36)} ${String(count).padStart(4)} × ${us.toFixed(2).padStart(8)} µs = ${((us * count) / 1000).toFixed(3)} ms`);
+}
+const step = decodeStep();
+console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(step, cache), 5).toFixed(3)} ms (context ${context})`);
+backend.dispose();
