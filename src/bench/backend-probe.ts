@@ -11,6 +11,8 @@ import { measureHostCopyBandwidth } from './memory-bandwidth.ts';
 interface BackendExtras {
   /** Device memory bandwidth in bytes per second, measured by the backend on its own memory. */
   measureMemoryBandwidth?(): number;
+  /** The FLOP/s of the backend's own matrix multiply on a large square problem. */
+  measureMatmulFlops?(): number;
   /** The CUDA backend's device: its name and the CUDA version its driver supports. */
   device?: { info?: { name?: unknown; driverCudaVersion?: unknown } };
 }
@@ -31,15 +33,21 @@ export interface BackendFacts {
   weightElementBytes: number;
   kvElementBytes: number;
   bandwidth: { bytesPerSecond: number; source: BandwidthSource } | null;
+  /** Matmul FLOP/s as the backend measures it, when asked for and offered. */
+  matmulFlopsPerSecond: number | null;
 }
 
 /**
  * Opens the backend a run will use, reads its facts and, when `measureBandwidth` is set, the
  * memory bandwidth: `--bandwidth-gbps` if given, else the backend's own measurement if it offers
  * one, else (CPU backend) a host memory copy; a GPU backend without a measurement leaves it
- * unknown. The backend is released before returning, so its memory is the engine's again.
+ * unknown. `measureMatmul` adds the backend's matmul FLOP/s. The backend is released before
+ * returning, so its memory is the engine's again.
  */
-export async function probeBackend(choice: EngineConfig['backend'], options: { measureBandwidth: boolean; bandwidthGbps?: number }): Promise<BackendFacts> {
+export async function probeBackend(
+  choice: EngineConfig['backend'],
+  options: { measureBandwidth: boolean; bandwidthGbps?: number; measureMatmul?: boolean },
+): Promise<BackendFacts> {
   const backend = (await selectBackend(choice)) as Backend & BackendExtras;
   try {
     const info = backend.device?.info;
@@ -51,6 +59,7 @@ export async function probeBackend(choice: EngineConfig['backend'], options: { m
       weightElementBytes: backend.kvElementBytes,
       kvElementBytes: backend.kvElementBytes,
       bandwidth: options.measureBandwidth ? bandwidthOf(backend, options.bandwidthGbps) : null,
+      matmulFlopsPerSecond: options.measureMatmul && typeof backend.measureMatmulFlops === 'function' ? backend.measureMatmulFlops() : null,
     };
   } finally {
     backend.dispose();

@@ -18,6 +18,7 @@ export function throughputReport(r: ThroughputResults): string {
     `Throughput (${r.workload}, ${r.num_requests} requests, ${r.elapsed_s.toFixed(2)} s):`,
     `  ${r.requests_per_s.toFixed(2)} requests/s, ${r.total_tokens_per_s.toFixed(1)} total tokens/s`,
     `  ${r.input_tokens_per_s.toFixed(1)} input tokens/s, ${r.output_tokens_per_s.toFixed(1)} output tokens/s`,
+    ...(r.roofline?.fraction != null ? [`  ${(r.roofline.fraction * 100).toFixed(1)} % of the device bound (${r.roofline.bound_s!.toFixed(2)} s)`] : []),
   ].join('\n');
 }
 

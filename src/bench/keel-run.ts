@@ -16,10 +16,17 @@ export interface BenchEngine {
 
 /**
  * Loads the model a Keel benchmark runs on. The backend is probed first (device name, memory
- * bandwidth) and then named to the engine, so `--backend auto` resolves once.
+ * bandwidth, matmul rate) and then named to the engine, so `--backend auto` resolves once.
  */
-export async function loadBenchEngine(engine: Partial<EngineConfig>, bandwidth: { measure: boolean; gbps?: number }): Promise<BenchEngine> {
-  const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, { measureBandwidth: bandwidth.measure, bandwidthGbps: bandwidth.gbps });
+export async function loadBenchEngine(
+  engine: Partial<EngineConfig>,
+  measure: { bandwidth: boolean; gbps?: number; matmul?: boolean },
+): Promise<BenchEngine> {
+  const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, {
+    measureBandwidth: measure.bandwidth,
+    bandwidthGbps: measure.gbps,
+    measureMatmul: measure.matmul,
+  });
   const llm = await LLM.load({ ...engine, backend: facts.backend });
   return { llm, facts };
 }

@@ -77,6 +77,15 @@ const LatencyResultsSchema = z.strictObject({
   batches: z.array(LatencyBatchSchema),
 });
 
+const ThroughputRooflineSchema = z.strictObject({
+  flops: figure,
+  weight_bytes_lower_bound: figure,
+  peak_flops_per_s: figure.nullable(),
+  bandwidth_bytes_per_s: figure.nullable(),
+  bound_s: figure.nullable(),
+  fraction: figure.nullable(),
+});
+
 const ThroughputResultsSchema = z.strictObject({
   workload: z.string(),
   num_requests: count,
@@ -87,6 +96,8 @@ const ThroughputResultsSchema = z.strictObject({
   input_tokens_per_s: figure,
   output_tokens_per_s: figure,
   total_tokens_per_s: figure,
+  /** Keel's runs: the device bound of the workload (peers leave it out). */
+  roofline: ThroughputRooflineSchema.optional(),
 });
 
 const ServeResultsSchema = z.strictObject({

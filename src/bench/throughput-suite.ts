@@ -1,13 +1,20 @@
 import type { LLM } from '../engine/llm.ts';
 import type { BenchRequest } from './random-dataset.ts';
 import type { ThroughputResults } from './result-schema.ts';
+import { throughputRoofline, type RooflineInputs } from './roofline.ts';
 
 /**
  * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
  * the engine's continuous batching works through them; the figures are totals over wall time.
  * Each request generates exactly its output length (EOS ignored), sampling at `temperature`.
  */
-export async function runThroughputSuite(llm: LLM, workload: string, requests: BenchRequest[], temperature: number): Promise<ThroughputResults> {
+export async function runThroughputSuite(
+  llm: LLM,
+  workload: string,
+  requests: BenchRequest[],
+  temperature: number,
+  device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
+): Promise<ThroughputResults> {
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
   const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { temperature, maxTokens: r.outputLen, ignoreEos: true })));
@@ -24,5 +31,11 @@ export async function runThroughputSuite(llm: LLM, workload: string, requests: B
     input_tokens_per_s: inputTokens / elapsedS,
     output_tokens_per_s: outputTokens / elapsedS,
     total_tokens_per_s: (inputTokens + outputTokens) / elapsedS,
+    roofline: throughputRoofline(
+      device,
+      requests.map((r) => ({ inputLen: r.promptTokenIds.length, outputLen: r.outputLen })),
+      elapsedS,
+      device,
+    ),
   };
 }

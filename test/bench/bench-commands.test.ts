@@ -70,6 +70,12 @@ test('bench throughput: the seeded random dataset, every token generated', async
   assert.equal(result.results.total_input_tokens, requests.reduce((n, r) => n + r.promptTokenIds.length, 0));
   assert.equal(result.results.total_output_tokens, requests.reduce((n, r) => n + r.outputLen, 0));
   assert.ok(Math.abs(result.results.output_tokens_per_s * result.results.elapsed_s - result.results.total_output_tokens) < 1e-6);
+  // The CPU backend measures its matmul rate and the host's memory bandwidth for the bound.
+  const roofline = result.results.roofline;
+  assert.ok(roofline && roofline.peak_flops_per_s !== null && roofline.bandwidth_bytes_per_s !== null, 'both device figures measured');
+  assert.ok(roofline.fraction !== null && roofline.bound_s !== null && roofline.fraction > 0, `fraction ${roofline.fraction}`);
+  assert.ok(Math.abs(roofline.fraction - roofline.bound_s / result.results.elapsed_s) < 1e-9, 'fraction = bound / elapsed');
+  assert.match(run.stdout, /% of the device bound/);
 });
 
 test('bench serve --launch: every request completes; a model without a tokenizer is timed through logprobs chunks', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeRoofline, kvBytesPerToken, parameterCount, parametersReadPerDecodeStep } from '../../src/bench/roofline.ts';
+import { decodeRoofline, kvBytesPerToken, parameterCount, parametersReadPerDecodeStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
 import { measureHostCopyBandwidth } from '../../src/bench/memory-bandwidth.ts';
 import { readModelConfig } from '../../src/model/hf-config.ts';
 
@@ -46,4 +46,34 @@ test('a sliding window caps the context a step reads', () => {
 test('the host copy bandwidth is a positive, finite rate', () => {
   const bytesPerSecond = measureHostCopyBandwidth({ bytes: 8 * 1024 * 1024, repeats: 2 });
   assert.ok(Number.isFinite(bytesPerSecond) && bytesPerSecond > 1e8, String(bytesPerSecond));
+});
+
+test('workload FLOPs: 2 per weight multiply-add for every token that runs, the LM head per output token, attention per key', () => {
+  const head = 128256 * 4096;
+  const body = parametersReadPerDecodeStep(llama8b) - head;
+  const perKey = 4 * 32 * 32 * 128;
+  // Brute force over the positions that run: 3 prompt tokens and the first of 2 output tokens.
+  let expected = 2 * head * 2;
+  for (let position = 0; position < 4; position++) expected += 2 * body + perKey * (position + 1);
+  assert.equal(workloadFlops(llama8b, [{ inputLen: 3, outputLen: 2 }]), expected);
+  // A window of 2 keys: positions 0..3 attend to 1, 2, 2, 2 keys.
+  const windowed = { ...llama8b, slidingWindow: 2 };
+  assert.equal(workloadFlops(windowed, [{ inputLen: 3, outputLen: 2 }]), expected - perKey * (3 + 4 - 2 - 2));
+  assert.equal(workloadFlops(llama8b, [{ inputLen: 3, outputLen: 2 }, { inputLen: 3, outputLen: 2 }]), 2 * expected);
+});
+
+test('throughput roofline: the longer of compute at the matmul rate and the weight reads of the longest output', () => {
+  const inputs = { config: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const requests = Array.from({ length: 256 }, () => ({ inputLen: 512, outputLen: 256 }));
+  const flops = workloadFlops(llama8b, requests);
+  const computeBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e12, bandwidthBytesPerSecond: 3e12 });
+  assert.equal(computeBound.flops, flops);
+  assert.equal(computeBound.weight_bytes_lower_bound, 256 * parametersReadPerDecodeStep(llama8b) * 2);
+  assert.ok(Math.abs((computeBound.bound_s as number) - flops / 800e12) < 1e-9, 'at 800 TFLOP/s the FLOPs take longer');
+  assert.ok(Math.abs((computeBound.fraction as number) - flops / 800e12 / 10) < 1e-12);
+  const memoryBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e15, bandwidthBytesPerSecond: 3e12 });
+  assert.ok(Math.abs((memoryBound.bound_s as number) - memoryBound.weight_bytes_lower_bound / 3e12) < 1e-9);
+  const unknown = throughputRoofline(inputs, requests, 10, { flopsPerSecond: null, bandwidthBytesPerSecond: null });
+  assert.equal(unknown.bound_s, null);
+  assert.equal(unknown.fraction, null);
 });

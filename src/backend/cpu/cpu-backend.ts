@@ -29,6 +29,21 @@ export class CpuBackend implements Backend {
     return config.cpuKvCacheBytes;
   }
 
+  /** FLOP/s of this backend's matrix multiply on a 64 × 1024 by 1024 × 1024 product, best of three. */
+  measureMatmulFlops(): number {
+    const [rows, inDim, outDim] = [64, 1024, 1024];
+    const x = Float32Array.from({ length: rows * inDim }, (_, i) => Math.sin(i));
+    const w = Float32Array.from({ length: outDim * inDim }, (_, i) => Math.cos(i));
+    const out = new Float32Array(rows * outDim);
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const began = performance.now();
+      matmulTransposed(x, rows, inDim, w, outDim, null, out);
+      best = Math.min(best, performance.now() - began);
+    }
+    return (2 * rows * inDim * outDim) / (best / 1000);
+  }
+
   /** Decodes to a new Float32Array; `t.data` is not retained. */
   loadWeight(t: HostTensor): Tensor {
     return new CpuTensor([...t.shape], hostTensorToFloat32(t));

@@ -97,6 +97,32 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * FLOP/s of a bf16 GEMM of 8192³ through cuBLAS, the rate prefill-heavy work is bound by: the
+   * median of several timed runs on random-looking operands (constant ones run faster than real
+   * data). Benchmarks divide a workload's model FLOPs by it.
+   */
+  measureMatmulFlops(): number {
+    const n = 8192;
+    const bytes = n * n * 2;
+    const operands = this.device.alloc(3 * bytes);
+    const [a, b, out] = [operands, operands + bytes, operands + 2 * bytes];
+    try {
+      // One MiB of random bf16 values (either sign, magnitudes 2^-7 to 2), tiled over both operands.
+      const tile = 1 << 19;
+      const values = new Uint16Array(tile);
+      for (let i = 0; i < tile; i++) values[i] = ((Math.random() < 0.5 ? 0xbc00 : 0x3c00) + Math.floor(Math.random() * 0x400)) & 0xffff;
+      this.device.uploadSync(a, values);
+      for (let at = tile * 2; at < 2 * bytes; at += tile * 2) this.device.copyAsync(a + at, a, Math.min(tile * 2, 2 * bytes - at));
+      this.device.cublas.linearBf16(out, a, b, n, n, n);
+      const times = Array.from({ length: 5 }, () => this.device.timeMs(() => this.device.cublas.linearBf16(out, a, b, n, n, n))).sort((x, y) => x - y);
+      return (2 * n ** 3) / (times[2] * 1e-3);
+    } finally {
+      this.device.synchronize();
+      this.device.free(operands);
+    }
+  }
+
+  /**
    * Free memory within `gpuMemoryUtilization`, less what the largest step's activations may take.
    * Step tensors are not reused within a step, so a token costs about two bf16 values per output
    * row of every weight matrix (each projection's output plus the norm/activation beside it); the

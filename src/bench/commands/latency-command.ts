@@ -62,7 +62,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     numItersWarmup: nonNegativeIntFlag('--num-iters-warmup', values['num-iters-warmup'], DEFAULTS.numItersWarmup),
   };
 
-  const bench = await loadBenchEngine(engineConfig, { measure: true, gbps: bandwidthGbps });
+  const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps });
   const { llm, facts } = bench;
   try {
     const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null };

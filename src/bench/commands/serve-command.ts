@@ -72,7 +72,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   const seed = engineConfig.seed ?? DEFAULT_ENGINE_CONFIG.seed;
 
   if (values.launch) {
-    const bench = await loadBenchEngine(engineConfig, { measure: false });
+    const bench = await loadBenchEngine(engineConfig, { bandwidth: false });
     try {
       const { startServer } = await import('../../server/server.ts');
       const server = await startServer({ llm: bench.llm, host: '127.0.0.1', port: 0, apiKey: null, logLevel: 'warn', maxQueuedRequests: null });

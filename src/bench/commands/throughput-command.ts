@@ -15,7 +15,9 @@ export const THROUGHPUT_HELP = `Usage: keel bench throughput [options]
 
 Offline throughput, as vLLM measures it: every request of the dataset is submitted at once and
 the engine batches them continuously; reports requests/s and input, output and total tokens/s
-over the wall time. Random workloads sample at temperature ${RANDOM_TEMPERATURE}, as vLLM's do. Writes JSON
+over the wall time, and the fraction of the device's bound: the workload's model FLOPs at the
+backend's measured matmul rate, or the weights its longest output's decode steps must read at the
+measured memory bandwidth, whichever takes longer. Random workloads sample at temperature ${RANDOM_TEMPERATURE}, as vLLM's do. Writes JSON
 to bench/results/ (or --output).
 
   --workload nano-vllm           nano-vllm's bench.py: ${NANO_VLLM_WORKLOAD.numPrompts} sequences, input and output ${NANO_VLLM_WORKLOAD.inputLen.min}..${NANO_VLLM_WORKLOAD.inputLen.max}
@@ -37,14 +39,20 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     return;
   }
   const workload = workloadFromFlags(values, values.workload, RANDOM_TEMPERATURE);
-  const bench = await loadBenchEngine(engineConfigFromFlags(values), { measure: false });
+  const bench = await loadBenchEngine(engineConfigFromFlags(values), { bandwidth: true, matmul: true });
   const { llm, facts } = bench;
   try {
     const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const results = await runThroughputSuite(llm, workload.name, requests, workload.temperature);
+    const results = await runThroughputSuite(llm, workload.name, requests, workload.temperature, {
+      config: llm.modelConfig,
+      weightElementBytes: facts.weightElementBytes,
+      kvElementBytes: facts.kvElementBytes,
+      flopsPerSecond: facts.matmulFlopsPerSecond,
+      bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
+    });
     console.log(throughputReport(results));
     const path = writeResult(
       {
