@@ -2,8 +2,21 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
+
+def load_fp32(path: Path):
+    """Reload a saved checkpoint the way a user would, forced to float32 on CPU, eager attention."""
+    kwargs = dict(attn_implementation="eager", local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except TypeError:
+        # transformers < 4.56 spells it torch_dtype.
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
+    return model.float().eval()
+
 
 # Candidates kept per greedy step, so that a bf16 backend whose greedy path leaves transformers'
 # at a near-tie can be checked for picking one of transformers' own top candidates there.

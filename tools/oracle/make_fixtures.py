@@ -41,7 +41,7 @@ import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from greedy_reference import greedy_with_cache, top_logprobs  # noqa: E402
+from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
@@ -344,15 +344,9 @@ def make_model(fx: Fixture, seed: int):
     return model, rope_style, counts
 
 
-def load_fp32(path: Path):
-    """Reload a saved fixture the way a user would, forced to float32 on CPU, eager attention."""
-    kwargs = dict(attn_implementation="eager", local_files_only=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-    except TypeError:
-        # transformers < 4.56 spells it torch_dtype.
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
-    model = model.float().eval()
+def load_fixture(path: Path):
+    """A saved fixture reloaded in float32 on CPU, every attention module eager."""
+    model = load_fp32(path)
     ensure_eager(model)
     return model
 
@@ -490,7 +484,7 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
 
     # The oracle comes from the checkpoint as written, so config round-trip mistakes show
     # up here rather than as an unexplained mismatch in the engine's tests.
-    reloaded = load_fp32(out_dir)
+    reloaded = load_fixture(out_dir)
     check_rope(reloaded, reloaded.config, fx.rope)
     ref = reference(reloaded, prompts)
     logits_diff = max(float((a - b).abs().max()) for a, b in zip(ref["last_logits"], mem_ref["last_logits"]))

@@ -61,7 +61,7 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "oracle"))
-from greedy_reference import greedy_with_cache, top_logprobs  # noqa: E402
+from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # Fixed choices
@@ -723,17 +723,8 @@ def save_model(model, out_dir: Path, eot_id: int, pad_id: int, max_shard_size: s
 # 6. Oracle
 
 
-def load_fp32_cpu(path: Path):
-    kwargs = dict(attn_implementation="eager", local_files_only=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-    except TypeError:
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
-    return model.float().eval()
-
-
 def write_oracle(model_dir: Path, hf_tok, description: str, versions: dict) -> dict:
-    model = load_fp32_cpu(model_dir)
+    model = load_fp32(model_dir)
     prompts = [hf_tok.encode(text, add_special_tokens=False) for text in ORACLE_PROMPTS]
     last_logits, greedy, greedy_top = [], [], []
     for ids in prompts:
