@@ -6,7 +6,8 @@
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
-# on the 256 x 512/256 workload of the four configs: long, run it alone), serve (keel bench serve --launch on the four
+# on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
+# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), serve (keel bench serve --launch on the four
 # configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), archs
 # (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
@@ -49,7 +50,7 @@ for s in "$@"; do
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     hf-latency) step hf-latency 300 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile \
       --latency-input-len 128 --latency-output-len 128 --num-iters 2 --num-iters-warmup 1 --out-dir "$out/results" ;;
-    hf-throughput) step hf-throughput 600 python3 tools/peers/hf_peers.py --arch qwen3-0.6b,llama-3.1-8b,qwen2.5-7b,mistral-7b \
+    hf-throughput) step hf-throughput "${HF_LIMIT:-600}" python3 tools/peers/hf_peers.py --arch "${HF_ARCHS:-qwen3-0.6b,llama-3.1-8b,qwen2.5-7b,mistral-7b}" \
       --only throughput-eager,throughput-batch --out-dir "$out/results" ;;
     throughput) step throughput 240 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy \
       --workload nano-vllm --output "$out/results/throughput-qwen3-0.6b-nano-vllm-$kind.json"
@@ -63,8 +64,9 @@ for s in "$@"; do
       done ;;
     attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
+    profile) step profile 120 node scripts/profile-decode-step.ts ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, profile, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
