@@ -7,7 +7,8 @@
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
-# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), serve (keel bench serve --launch on the four
+# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), sampling (Qwen2.5-7B
+# throughput plain, then with top-p, top-k, a repetition penalty and 5 logprobs: what they cost), serve (keel bench serve --launch on the four
 # configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), archs
 # (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
@@ -20,7 +21,7 @@ out=${OUT:-/tmp/keel-gpu}
 mkdir -p "$out/results"
 export KEEL_CACHE_DIR=/tmp/keel-cache
 # Result names end with the GPU, e.g. h100.
-kind=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]*' | tr 'H' 'h')
+kind=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]\+' | head -1 | tr 'H' 'h')
 dummy="--load-format dummy --backend cuda --no-progress --max-model-len 4096"
 
 step() { # name, seconds, command...
@@ -65,8 +66,13 @@ for s in "$@"; do
     attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
+    sampling) for extra in "" "--top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5"; do
+        name=throughput-qwen2.5-7b-random${extra:+-truncated-penalized}
+        step "$name" 120 node bin/keel bench throughput --model bench/configs/qwen2.5-7b $dummy \
+          --num-prompts 256 --input-len 512 --output-len 256 $extra --output "$out/results/$name-$kind.json"
+      done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, profile, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -28,7 +28,7 @@ export interface EngineConfig {
   enforceEager: boolean;
   /**
    * Schedule and launch step N+1 before reading step N's sampled tokens, so the GPU never waits
-   * for the host; a step whose tokens the host must see first (host sampling, forks) still waits.
+   * for the host; a step whose tokens the host must see first (forks, a known last token) still waits.
    */
   asyncScheduling: boolean;
   /** Seed for requests that bring none. */

@@ -101,16 +101,20 @@ test('maxTokens ends with "length"; invalid parameters and prompts are refused b
   assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
 });
 
-test('logprobs: 0 sampled on the device give the logprob the host sampler gives', async () => {
+test('logprobs: the drawn token\'s, and as many alternatives as asked, most likely first', async () => {
   const params = { temperature: 0, maxTokens: 8, ignoreEos: true };
-  // logprobs: 0 stays on the device; logprobs: 1 (one alternative) goes through the host sampler.
-  const [device] = await llm.generate([PROMPT], { ...params, logprobs: 0 });
-  const [host] = await llm.generate([PROMPT], { ...params, logprobs: 1 });
-  assert.deepEqual(device.outputs[0].tokenIds, host.outputs[0].tokenIds);
-  const sampled = (o: typeof device) => o.outputs[0].logprobs!.map((p) => p.sampled);
-  sampled(device).forEach((s, i) => {
-    assert.equal(s.tokenId, sampled(host)[i].tokenId);
-    assert.ok(Math.abs(s.logprob - sampled(host)[i].logprob) < 1e-5, `token ${i}: ${s.logprob} vs ${sampled(host)[i].logprob}`);
-    assert.equal(device.outputs[0].logprobs![i].top.length, 0);
+  const [bare] = await llm.generate([PROMPT], { ...params, logprobs: 0 });
+  const [top3] = await llm.generate([PROMPT], { ...params, logprobs: 3 });
+  assert.deepEqual(bare.outputs[0].tokenIds, top3.outputs[0].tokenIds);
+  top3.outputs[0].logprobs!.forEach((position, i) => {
+    const sampled = bare.outputs[0].logprobs![i].sampled;
+    assert.equal(bare.outputs[0].logprobs![i].top.length, 0);
+    assert.deepEqual(position.sampled, sampled);
+    assert.equal(position.top.length, 3);
+    // Greedy: the drawn token is the most likely one.
+    assert.equal(position.top[0].tokenId, sampled.tokenId);
+    assert.equal(position.top[0].logprob, sampled.logprob);
+    for (let k = 1; k < 3; k++) assert.ok(position.top[k].logprob <= position.top[k - 1].logprob);
+    assert.ok(position.top.reduce((p, t) => p + Math.exp(t.logprob), 0) <= 1 + 1e-6);
   });
 });

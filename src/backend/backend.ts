@@ -1,6 +1,7 @@
 import type { EngineConfig } from '../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../engine/batch.ts';
 import type { WeightDType } from '../model/model-config.ts';
+import type { Draw, DrawResults } from '../sampling/draw.ts';
 
 /**
  * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
@@ -44,11 +45,9 @@ export interface AttentionShape {
   slidingWindow: number | null;
 }
 
-/** Token ids sampled by one step; reading waits for them. */
+/** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
-  read(): Int32Array;
-  /** Each row's token's log-probability under softmax of its raw logits (before temperature). */
-  readLogprobs(): Float32Array;
+  read(): DrawResults;
 }
 
 /** A batch description uploaded for one forward step (device copies of its index arrays). */
@@ -108,14 +107,13 @@ export interface Backend {
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
   /**
-   * One token per row of logits x [rows, cols]: the argmax where `temperatures[r]` is 0, else a
-   * draw from softmax(x[r] / T) by Gumbel-max with the noise of `seeds[r]` (src/sampling/gumbel.ts);
-   * lowest index on ties, -1 for a row with no finite value; with each token's logprob under the
-   * raw row (what `logprobs: 0` asks). Returns without waiting: the ids stay
-   * where the next step's `tokenSources` read them, and `read()` waits for them on the host (only
-   * the ids cross). The result of the two latest calls stays readable.
+   * The sampling pass: each draw's token from its row of logits x [rows, cols], with its logprob
+   * and top alternatives' (src/sampling/draw.ts says how; draw-sampler.ts is the reference). A
+   * draw's pending token is read from the previous pass's ids. Returns without waiting: the ids
+   * stay where the next step's `tokenSources` read them, and `read()` waits for the results on
+   * the host (only they cross). The results of the two latest calls stay readable.
    */
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens;
+  sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;

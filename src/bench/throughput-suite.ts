@@ -1,4 +1,5 @@
 import type { LLM } from '../engine/llm.ts';
+import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { BenchRequest } from './random-dataset.ts';
 import type { ThroughputResults } from './result-schema.ts';
 import { throughputRoofline, type RooflineInputs } from './roofline.ts';
@@ -6,18 +7,18 @@ import { throughputRoofline, type RooflineInputs } from './roofline.ts';
 /**
  * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
  * the engine's continuous batching works through them; the figures are totals over wall time.
- * Each request generates exactly its output length (EOS ignored), sampling at `temperature`.
+ * Each request generates exactly its output length (EOS ignored), sampling with `sampling`.
  */
 export async function runThroughputSuite(
   llm: LLM,
   workload: string,
   requests: BenchRequest[],
-  temperature: number,
+  sampling: Partial<SamplingParams>,
   device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
 ): Promise<ThroughputResults> {
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
-  const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { temperature, maxTokens: r.outputLen, ignoreEos: true })));
+  const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true })));
   const elapsedS = (performance.now() - start) / 1000;
   const inputTokens = requests.reduce((n, r) => n + r.promptTokenIds.length, 0);
   const outputTokens = outputs.reduce((n, [o]) => n + o.outputs[0].tokenIds.length, 0);

@@ -38,7 +38,7 @@ function completions(outputs: RequestOutput[]) {
   return outputs.map((o) => o.outputs.map((c) => ({ tokenIds: c.tokenIds, text: c.text, finishReason: c.finishReason, stopReason: c.stopReason })));
 }
 
-test('greedy, seeded, stopped, host-sampled and forked requests come out the same with the host overlapped', async () => {
+test('greedy, seeded, stopped, truncated, penalized and forked requests come out the same with the host overlapped', async () => {
   // A token the greedy continuation reaches after a few steps: a stop id that ends it mid-flight.
   const [probe] = await reference.generate([PROMPTS[1]], { temperature: 0, maxTokens: 12, ignoreEos: true });
   const stopId = probe.outputs[0].tokenIds[5];
@@ -48,9 +48,14 @@ test('greedy, seeded, stopped, host-sampled and forked requests come out the sam
     { temperature: 0.8, seed: 11, maxTokens: 20 },
     { temperature: 1, seed: 5, maxTokens: 16, topK: 20 },
     { temperature: 0.7, seed: 3, maxTokens: 10, n: 2 },
+    // Penalties count the token still on the device when the next step is launched.
+    { temperature: 0, maxTokens: 20, ignoreEos: true, repetitionPenalty: 1.5, frequencyPenalty: 0.7 },
+    { temperature: 0.9, seed: 8, maxTokens: 20, presencePenalty: 1.2, topP: 0.8, minP: 0.05, logprobs: 3 },
+    { temperature: 0, maxTokens: 12, minTokens: 8, stopTokenIds: [stopId] },
   ];
-  const { sync, overlapped } = await both({}, (llm) => Promise.all(PROMPTS.map((p, i) => llm.generate([p], mixed[i]).then(([o]) => o))));
+  const { sync, overlapped } = await both({}, (llm) => Promise.all(mixed.map((params, i) => llm.generate([PROMPTS[i % PROMPTS.length]], params).then(([o]) => o))));
   assert.deepEqual(completions(overlapped), completions(sync));
+  assert.deepEqual(overlapped[6].outputs[0].logprobs, sync[6].outputs[0].logprobs);
   assert.equal(sync[1].outputs[0].finishReason, 'stop', 'the stop id was reached');
 });
 
@@ -70,11 +75,11 @@ async function tracedEngine(asyncScheduling: boolean): Promise<{ loaded: LoadedE
   const backend = loaded.backend;
   const sampleRows = backend.sampleRows.bind(backend);
   let launched = 0;
-  backend.sampleRows = (x, temperatures, seeds) => {
+  backend.sampleRows = (x, draws) => {
     const step = ++launched;
     events.push(`launch ${step}`);
-    const sampled = sampleRows(x, temperatures, seeds);
-    return { read: () => (events.push(`read ${step}`), sampled.read()), readLogprobs: () => sampled.readLogprobs() };
+    const sampled = sampleRows(x, draws);
+    return { read: () => (events.push(`read ${step}`), sampled.read()) };
   };
   return { loaded, events };
 }

@@ -14,7 +14,7 @@ export interface BatchDescription {
   /** [numTokens] token ids; -1 where `tokenSources` names where the device holds the token. */
   tokenIds: Int32Array;
   /**
-   * [numTokens] -1, or the row of the backend's most recent `sampleRows` output that holds the
+   * [numTokens] -1, or the draw of the backend's most recent `sampleRows` pass that holds the
    * token: a decode scheduled before the host has read the token the previous step sampled.
    */
   tokenSources: Int32Array;
@@ -51,7 +51,7 @@ export interface SequenceChunk {
   startPos: number;
   /** Block ids in order; must cover positions 0 .. startPos + tokens.length - 1. */
   blockTable: number[];
-  /** Set when the last token is still on the device: its row in the latest `sampleRows` output. */
+  /** Set when the last token is still on the device: its draw in the latest `sampleRows` pass. */
   lastTokenSource?: number;
 }
 

@@ -1,29 +1,25 @@
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { deviceSample, deviceSamplingFor, sampleToken } from '../sampling/sampler.ts';
+import { drawFor, drawnToken, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
-import type { DeviceSampling, ModelRunner, StepResult } from './model-runner.ts';
+import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 
-/** A launched step: what was scheduled, and how each sampled row is sampled (null: on the host). */
+/**
+ * A launched step: what was scheduled, and the completions each sampled row draws for (the
+ * sequence's own first, then those forking from it), in the order of the row's draws.
+ */
 interface LaunchedStep {
   output: SchedulerOutput;
   result: StepResult;
-  deviceSampling: Map<number, DeviceSampling | null>;
-}
-
-/** One sampled row of a step: the device's token and its logprob, or the logits when the host's sampler needs them. */
-interface SampledRow {
-  deviceToken: number;
-  deviceLogprob: number;
-  logits: Float32Array | null;
+  drawers: Map<number, Completion[]>;
 }
 
 export interface EngineParts {
@@ -128,6 +124,7 @@ export class LLMEngine {
       id,
       prompt: input.prompt,
       promptTokenIds,
+      distinctPromptTokenIds: params.repetitionPenalty === 1 ? new Int32Array(0) : Int32Array.from(new Set(promptTokenIds)),
       params,
       completions,
       metrics: {
@@ -216,19 +213,31 @@ export class LLMEngine {
   }
 
   private launch(output: SchedulerOutput): LaunchedStep {
-    // Asked by the runner once per row that samples this step, and only then: a device draw
+    // Asked by the runner once per row that samples this step, and only then: a random draw
     // consumes the completion's random stream, which must not depend on how a prompt was chunked.
-    const deviceSampling = new Map<number, DeviceSampling | null>();
-    const result = this.parts.runner.execute(output, (s) => {
+    const drawers = new Map<number, Completion[]>();
+    const result = this.parts.runner.execute(output, (s, site) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
-      const forking = owner !== undefined && owner.request.completions.some((c) => c.seq === null);
-      // The sequence's count includes a token still pending on the device; the completion's does not yet.
-      const how = owner === undefined ? null : deviceSamplingFor(owner.request.params, seq.numOutputTokens, forking, owner.completion.rng);
-      deviceSampling.set(s, how);
-      return how;
+      if (owner === undefined) return [];
+      const { request, completion } = owner;
+      const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
+      drawers.set(s, completions);
+      return completions.map((c) => this.drawFor(request, c, seq, site));
     });
-    return { output, result, deviceSampling };
+    return { output, result, drawers };
+  }
+
+  private drawFor(request: Request, c: Completion, seq: Sequence, site: DrawSite): Draw {
+    return drawFor(request.params, {
+      ...site,
+      rng: c.rng,
+      distinctPromptTokenIds: request.distinctPromptTokenIds,
+      outputCounts: c.outputCounts,
+      // The sequence's count includes a token still pending on the device; the completion's does not yet.
+      numOutputTokens: seq.numOutputTokens,
+      eosTokenIds: this.parts.eosTokenIds,
+    });
   }
 
   private takeInFlight(): LaunchedStep | null {
@@ -238,18 +247,16 @@ export class LLMEngine {
   }
 
   /**
-   * Whether the step's tokens can wait for the next step: every row is sampled on the device and
-   * none forks or reaches its length limit (a known last token is read at once, so that no
-   * sequence is scheduled past its end).
+   * Whether the step's tokens can wait for the next step: no row forks or reaches its length
+   * limit (a known last token is read at once, so that no sequence is scheduled past its end).
    */
-  private canLeaveRunning({ output, result, deviceSampling }: LaunchedStep): boolean {
-    if (result.logitsOf !== null) return false;
+  private canLeaveRunning({ output, result }: LaunchedStep): boolean {
     return result.samplingRows.every((s) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
       if (owner === undefined || seq.status === 'finished') return true;
       const { request, completion } = owner;
-      if (!deviceSampling.get(s) || request.completions.some((c) => c.seq === null)) return false;
+      if (request.completions.some((c) => c.seq === null)) return false;
       return completion.output.tokenIds.length + 1 < request.params.maxTokens && seq.numTokens + 1 < this.parts.maxModelLen;
     });
   }
@@ -262,18 +269,17 @@ export class LLMEngine {
     this.inFlight = step;
   }
 
-  /** Reads a step's tokens (waiting for the device), samples, and applies stop conditions. */
-  private finishStep({ output, result, deviceSampling }: LaunchedStep): void {
-    const tokens = result.deviceTokens();
-    const logprobs = result.deviceLogprobs();
+  /** Reads a step's tokens (waiting for the device) and applies stop conditions. */
+  private finishStep({ output, result, drawers }: LaunchedStep): void {
+    const results = result.read();
     const touched = new Set<Request>();
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
+      const completions = drawers.get(s);
       // Ended (stopped or aborted) while the step ran: its token is dropped.
-      if (!owner || seq.status === 'finished') return;
-      const logits = deviceSampling.get(s) ? null : result.logitsOf!(row);
-      this.sampleFor(owner.request, owner.completion, seq, { deviceToken: tokens[row], deviceLogprob: logprobs[row], logits });
+      if (!owner || seq.status === 'finished' || completions === undefined) return;
+      this.acceptDraws(owner.request, completions, seq, results, result.firstDraw[row]);
       touched.add(owner.request);
     });
     for (const request of touched) {
@@ -282,42 +288,25 @@ export class LLMEngine {
     }
   }
 
-  private sampleFor(request: Request, completion: Completion, seq: Sequence, row: SampledRow): void {
-    const firstSample = request.completions.some((c) => c.seq === null);
-    if (!firstSample) {
-      this.acceptToken(request, completion, seq, row);
-      return;
-    }
-    // The prompt is prefilled once; the other completions fork from it now, each sampling from
-    // its own copy of the row with its own random stream.
-    const rowCopy = row.logits === null ? null : Float32Array.from(row.logits);
-    for (const c of request.completions) {
-      if (c.seq === null) {
-        const child = seq.fork();
-        this.parts.kv.fork(seq, child);
-        this.parts.scheduler.addForked(child);
-        c.seq = child;
-        this.bySequence.set(child, { request, completion: c });
-        this.acceptToken(request, c, child, { ...row, logits: rowCopy === null ? null : Float32Array.from(rowCopy) });
-      }
-    }
-    this.acceptToken(request, completion, seq, row);
+  /**
+   * Gives each completion its draw: completions[0] owns `seq`; the others (the first sample of
+   * n > 1) fork from it now, before it takes its own token, sharing its KV blocks.
+   */
+  private acceptDraws(request: Request, completions: Completion[], seq: Sequence, results: DrawResults, first: number): void {
+    completions.slice(1).forEach((c, k) => {
+      const child = seq.fork();
+      this.parts.kv.fork(seq, child);
+      this.parts.scheduler.addForked(child);
+      c.seq = child;
+      this.bySequence.set(child, { request, completion: c });
+      this.acceptToken(request, c, child, drawnToken(results, first + 1 + k, request.params));
+    });
+    this.acceptToken(request, completions[0], seq, drawnToken(results, first, request.params));
   }
 
-  private acceptToken(request: Request, c: Completion, seq: Sequence, row: SampledRow): void {
+  private acceptToken(request: Request, c: Completion, seq: Sequence, sample: SampledToken): void {
     if (c.output.finishReason !== null) return;
     const params = request.params;
-    const sample =
-      row.logits === null
-        ? deviceSample(row.deviceToken, row.deviceLogprob, params)
-        : sampleToken(row.logits, {
-            params,
-            rng: c.rng,
-            promptTokenIds: request.promptTokenIds,
-            outputTokenIds: c.output.tokenIds,
-            outputCounts: c.outputCounts,
-            eosTokenIds: this.parts.eosTokenIds,
-          });
     const tokenId = sample.tokenId;
     seq.appendToken(tokenId);
     c.output.tokenIds.push(tokenId);

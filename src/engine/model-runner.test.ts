@@ -4,7 +4,10 @@ import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { BlockPool } from './block-pool.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { loadModel, DEFAULT_MODEL_DIR } from './load-engine.ts';
-import { GRAPH_BATCH_SIZES, ModelRunner } from './model-runner.ts';
+import { GRAPH_BATCH_SIZES, ModelRunner, type DrawSite } from './model-runner.ts';
+import { drawFor, type Draw } from '../sampling/draw.ts';
+import { forkStream } from '../sampling/rng.ts';
+import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
 import { Scheduler } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
 
@@ -23,6 +26,11 @@ function recordingBackend(backend: Backend, replayed: { numSeqs: number; width: 
   return posing;
 }
 
+function greedyDraw(site: DrawSite): Draw {
+  const context = { rng: forkStream(0, 0), distinctPromptTokenIds: new Int32Array(0), outputCounts: new Map(), numOutputTokens: 0, eosTokenIds: [] };
+  return drawFor({ ...DEFAULT_SAMPLING_PARAMS, temperature: 0 }, { ...context, ...site });
+}
+
 /** Greedy tokens of each prompt, `steps` engine-like steps at a time through one runner. */
 function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>>, prompts: number[][], steps: number, graphs: boolean): number[][] {
   const cache = backend.createKvCache({ numLayers: model.modelConfig.numLayers, numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, numKvHeads: model.modelConfig.numKvHeads, headDim: model.modelConfig.headDim });
@@ -33,10 +41,9 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
     const output = scheduler.schedule();
-    const result = runner.execute(output, () => ({ temperature: 0, seed: 0 }));
+    const result = runner.execute(output, (_s, site) => [greedyDraw(site)]);
     scheduler.onStepComplete(output);
-    assert.equal(result.logitsOf, null, 'no row asked for logits');
-    result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.deviceTokens()[row]));
+    result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.read().tokenIds[result.firstDraw[row]]));
   }
   return seqs.map((s) => s.tokenIds.slice(s.numPromptTokens));
 }
@@ -58,20 +65,21 @@ test('padded graph decode steps produce the tokens of eager steps, and pad to re
   }
 });
 
-test('logits reach the host only when a row\'s sampler needs them', async () => {
+test('a row drawn n times gets n consecutive draws of its own logits; a row nobody waits for, none', async () => {
   const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
-  const cache = model.backend.createKvCache({ numLayers: model.modelConfig.numLayers, numBlocks: 8, blockSize: BLOCK_SIZE, numKvHeads: model.modelConfig.numKvHeads, headDim: model.modelConfig.headDim });
-  const kv = new KvCacheManager(new BlockPool(8, false), BLOCK_SIZE, false);
-  const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
-  const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
-  scheduler.add(new Sequence('a', [1, 2, 3]));
-  scheduler.add(new Sequence('b', [4, 5]));
-  const output = scheduler.schedule();
-  const result = runner.execute(output, (s) => (s === 1 ? null : { temperature: 0, seed: 0 }));
-  assert.ok(result.logitsOf !== null);
-  const row = result.logitsOf(1);
-  assert.equal(row.length, model.modelConfig.vocabSize);
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  assert.equal(result.deviceTokens()[1], best, 'the greedy token is the argmax of the same row');
+  const run = (drawsPerRow: number[]) => {
+    const cache = model.backend.createKvCache({ numLayers: model.modelConfig.numLayers, numBlocks: 8, blockSize: BLOCK_SIZE, numKvHeads: model.modelConfig.numKvHeads, headDim: model.modelConfig.headDim });
+    const kv = new KvCacheManager(new BlockPool(8, false), BLOCK_SIZE, false);
+    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
+    const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
+    for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
+    const result = runner.execute(scheduler.schedule(), (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)));
+    return { firstDraw: result.firstDraw, tokens: [...result.read().tokenIds] };
+  };
+  const single = run([1, 1, 1]);
+  assert.deepEqual(single.firstDraw, [0, 1, 2]);
+  const forked = run([2, 0, 3]);
+  assert.deepEqual(forked.firstDraw, [0, 2, 2]);
+  const [a, , c] = single.tokens;
+  assert.deepEqual(forked.tokens, [a, a, c, c, c]);
 });

@@ -1,5 +1,6 @@
-import type { Backend, KvCache, SampledTokens, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
 import type { LlamaModel } from '../model/llama.ts';
+import type { Draw, DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from './batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import type { Sequence } from './sequence.ts';
@@ -17,25 +18,21 @@ export interface GraphOptions {
   scratchBlock: number;
 }
 
-/** How the backend samples a row on the device: argmax at temperature 0, else Gumbel-max with `seed`. */
-export interface DeviceSampling {
-  temperature: number;
-  seed: number;
+/** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
+export interface DrawSite {
+  row: number;
+  /** -1 when the sequence has no pending token. */
+  pendingDraw: number;
 }
 
 /** What one step produced for the sequences that sample a token. */
 export interface StepResult {
   /** Index into `output.scheduled` of each sampled row. */
   samplingRows: number[];
-  /**
-   * Each sampled row's token as the device sampled it (-1 when none of its logits is finite);
-   * reading waits for the step. Until then the step runs on while the host goes on.
-   */
-  deviceTokens: () => Int32Array;
-  /** Each sampled row's token's logprob under the raw logits, as the device computed it. */
-  deviceLogprobs: () => Float32Array;
-  /** Sampled row i's logits ([vocab], a view), when a row needs them on the host. */
-  logitsOf: ((row: number) => Float32Array) | null;
+  /** Sampled row i's draws are firstDraw[i], firstDraw[i] + 1, ..., in the order they were asked. */
+  firstDraw: number[];
+  /** The draws' results: reading waits for the step. Until then the step runs on while the host goes on. */
+  read: () => DrawResults;
 }
 
 /**
@@ -50,8 +47,8 @@ export class ModelRunner {
   private readonly cache: KvCache;
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
-  /** Row of each sequence in the latest step's sampled tokens: where a pending token is read. */
-  private sampledRows = new Map<Sequence, number>();
+  /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
+  private sampledDraws = new Map<Sequence, number>();
 
   constructor(backend: Backend, model: LlamaModel, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
     this.backend = backend;
@@ -62,11 +59,11 @@ export class ModelRunner {
   }
 
   /**
-   * Runs one step. `sampling(s)` says how the backend samples scheduled sequence `s`'s row, or
-   * null when the host's sampler needs its logits; logits come to the host only then. It is asked
-   * exactly once for each sequence that samples this step, and for no other.
+   * Runs one step. `drawsFor(s, site)` gives the draws of scheduled sequence `s`'s row (n of them
+   * when a request forks into n completions; none for a row nobody waits for): it is asked exactly
+   * once for each sequence that samples this step, and for no other. Logits stay on the device.
    */
-  execute(output: SchedulerOutput, sampling: (s: number) => DeviceSampling | null): StepResult {
+  execute(output: SchedulerOutput, drawsFor: (s: number, site: DrawSite) => Draw[]): StepResult {
     if (output.blockCopies.src.length > 0) {
       this.backend.copyBlocks(this.cache, output.blockCopies.src, output.blockCopies.dst);
     }
@@ -75,38 +72,27 @@ export class ModelRunner {
     const step = this.backend.beginStep(batch);
     const forward = (): Tensor => this.model.forward(step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    const rows = logits.shape[0];
-    const temperatures = new Float32Array(rows);
-    const seeds = new Uint32Array(rows);
-    let hostRows = 0;
-    samplingRows.forEach((s, i) => {
-      const how = sampling(s);
-      if (how === null) hostRows++;
-      else [temperatures[logitsRows[i]], seeds[logitsRows[i]]] = [how.temperature, how.seed];
+    const draws: Draw[] = [];
+    const sampledDraws = new Map<Sequence, number>();
+    const firstDraw = samplingRows.map((s, i) => {
+      const seq = output.scheduled[s].seq;
+      const first = draws.length;
+      draws.push(...drawsFor(s, { row: logitsRows[i], pendingDraw: seq.hasPendingToken ? this.pendingTokenDraw(seq) : -1 }));
+      if (draws.length > first) sampledDraws.set(seq, first);
+      return first;
     });
-    const sampled = this.backend.sampleRows(logits, temperatures, seeds);
-    this.sampledRows = new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]));
-    const deviceTokens = (): Int32Array => {
-      const ids = sampled.read();
-      return Int32Array.from(logitsRows, (r) => ids[r]);
-    };
-    const deviceLogprobs = (): Float32Array => {
-      const logprobs = sampled.readLogprobs();
-      return Float32Array.from(logitsRows, (r) => logprobs[r]);
-    };
-    if (hostRows === 0) return { samplingRows, deviceTokens, deviceLogprobs, logitsOf: null };
-    const host = this.backend.toHost(logits);
-    const vocab = host.length / rows;
-    return { samplingRows, deviceTokens, deviceLogprobs, logitsOf: (row) => host.subarray(logitsRows[row] * vocab, (logitsRows[row] + 1) * vocab) };
+    const sampled = this.backend.sampleRows(logits, draws);
+    this.sampledDraws = sampledDraws;
+    return { samplingRows, firstDraw, read: () => sampled.read() };
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
-  private pendingTokenRow(seq: Sequence): number {
-    const row = this.sampledRows.get(seq);
-    if (row === undefined) {
-      throw new Error(`sequence ${seq.id}: its pending token is not in the latest step's sampled rows`);
+  private pendingTokenDraw(seq: Sequence): number {
+    const draw = this.sampledDraws.get(seq);
+    if (draw === undefined) {
+      throw new Error(`sequence ${seq.id}: its pending token is not among the latest step's draws`);
     }
-    return row;
+    return draw;
   }
 
   /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
@@ -136,7 +122,7 @@ export class ModelRunner {
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
-      if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenRow(seq);
+      if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

@@ -27,6 +27,8 @@ export interface Request {
   id: string;
   prompt: string | null;
   promptTokenIds: number[];
+  /** The prompt's distinct token ids when a repetition penalty needs them, else empty. */
+  distinctPromptTokenIds: Int32Array;
   params: SamplingParams;
   completions: Completion[];
   metrics: RequestMetrics;

@@ -1,8 +1,9 @@
 /**
- * Sampling by the Gumbel-max trick: argmax over i of (logit_i / T + g_i), with g_i independent
- * Gumbel(0, 1) noise, is a draw from softmax(logits / T) — no sort, no normalization, one pass,
- * which is how the GPU samples. The noise is a pure function of (seed, token index), the same on
- * every backend, so a row samples the same token wherever it is computed (up to float rounding).
+ * Noise for sampling by the Gumbel-max trick: argmax over i of (logit_i / T + g_i), with g_i
+ * independent Gumbel(0, 1) noise, is a draw from softmax(logits / T) — no sort, no
+ * normalization, one pass, which is how the GPU samples (draw-sampler.ts). The noise is a pure
+ * function of (seed, token index), the same on every backend, so a row samples the same token
+ * wherever it is computed (up to float rounding).
  */
 
 /** murmur3's 32-bit finalizer: a bijection that mixes every input bit into every output bit. */
@@ -18,24 +19,4 @@ export function gumbelNoise(seed: number, index: number): number {
   // 24 random bits, centred in their interval: u in (0, 1), never 0 or 1.
   const u = Math.fround((Math.fround(h >>> 8) + 0.5) * 2 ** -24);
   return Math.fround(-Math.log(Math.fround(-Math.log(u))));
-}
-
-/**
- * The token a row samples: the argmax of logits when temperature is 0, else of logits / T plus
- * the seed's noise (lowest index on ties); -1 when no logit is finite.
- */
-export function gumbelSample(logits: ArrayLike<number>, temperature: number, seed: number): number {
-  const inv = temperature === 0 ? 0 : Math.fround(1 / temperature);
-  let best = -1;
-  let bestValue = -Infinity;
-  for (let i = 0; i < logits.length; i++) {
-    const x = logits[i];
-    if (!(x > -Infinity)) continue;
-    const v = inv === 0 ? x : Math.fround(Math.fround(x * inv) + gumbelNoise(seed, i));
-    if (v > bestValue) {
-      best = i;
-      bestValue = v;
-    }
-  }
-  return best;
 }

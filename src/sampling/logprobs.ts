@@ -1,5 +1,3 @@
-import { maxLogit } from './logits-processors.ts';
-
 /** A token's log-probability; the engine adds the token's text. */
 export interface TokenIdLogprob {
   tokenId: number;
@@ -12,23 +10,27 @@ export interface TokenLogprobs {
   top: TokenIdLogprob[];
 }
 
-/** log(sum(exp(logits))), shifted by the max so no exp overflows. */
+/** log(sum(exp(logits))) over the non-NaN logits, shifted by the max so no exp overflows. */
 export function logSumExp(logits: Float32Array): number {
-  const max = maxLogit(logits);
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  if (max === -Infinity) return -Infinity;
   let total = 0;
-  for (let i = 0; i < logits.length; i++) total += Math.exp(logits[i] - max);
+  for (let i = 0; i < logits.length; i++) if (logits[i] > -Infinity) total += Math.exp(logits[i] - max);
   return max + Math.log(total);
 }
 
 /**
- * Ids of the `count` largest logits, largest first, lower id first among equals. One pass with a
- * small sorted buffer: count is at most 20, and most logits fail the first comparison.
+ * Ids of the `count` largest logits (NaN never among them), largest first, lower id first among
+ * equals. One pass with a small sorted buffer: count is at most 20, and most logits fail the
+ * first comparison.
  */
 export function topTokenIds(logits: Float32Array, count: number): number[] {
   const ids: number[] = [];
   if (count <= 0) return ids;
   for (let i = 0; i < logits.length; i++) {
     const value = logits[i];
+    if (Number.isNaN(value)) continue;
     if (ids.length === count) {
       if (!(value > logits[ids[count - 1]])) continue;
       ids.pop();
@@ -38,15 +40,4 @@ export function topTokenIds(logits: Float32Array, count: number): number[] {
     ids.splice(at, 0, i);
   }
   return ids;
-}
-
-/**
- * Logprobs of `tokenId` and of the `topN` most likely tokens under log_softmax(logits). The engine
- * passes the raw model row (vLLM's default "raw_logprobs"), so they describe the model, not the
- * penalties or truncation applied before sampling.
- */
-export function tokenLogprobs(logits: Float32Array, tokenId: number, topN: number): TokenLogprobs {
-  const normalizer = logSumExp(logits);
-  const logprobOf = (id: number): TokenIdLogprob => ({ tokenId: id, logprob: logits[id] - normalizer });
-  return { sampled: logprobOf(tokenId), top: topTokenIds(logits, topN).map(logprobOf) };
 }

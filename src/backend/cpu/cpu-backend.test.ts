@@ -8,6 +8,7 @@ import { KeelError } from '../../errors.ts';
 import { describeBatch } from '../../engine/batch.ts';
 import { TestRandom, testSeed } from '../../../test/helpers/cpu-random.ts';
 import { f32HostTensor, plainRopeTable } from '../../../test/helpers/cpu-random-llama.ts';
+import { testDraw } from '../../../test/helpers/sampling-draw.ts';
 
 const random = new TestRandom(testSeed('cpu-backend'));
 const backend = new CpuBackend();
@@ -46,7 +47,8 @@ test('linear multiplies by the transposed weight and adds the bias', () => {
 
 test('sampleRows at temperature 0: the largest value per row, the lowest index on ties, -1 when none is finite', () => {
   const x = load(Float32Array.from([1, 3, 3, 2, -Infinity, NaN, -Infinity, NaN, 0, -1, Infinity, 5]), [3, 4]);
-  assert.deepEqual([...backend.sampleRows(x, new Float32Array(3), new Uint32Array(3)).read()], [1, -1, 2]);
+  const draws = [0, 1, 2].map((row) => testDraw({ row, temperature: 0 }));
+  assert.deepEqual([...backend.sampleRows(x, draws).read().tokenIds], [1, -1, 2]);
 });
 
 test('linear names both shapes when they do not fit', () => {

@@ -4,8 +4,8 @@ import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { siluMul } from './ops/activation.ts';
-import { gumbelSample } from '../../sampling/gumbel.ts';
-import { logSumExp } from '../../sampling/logprobs.ts';
+import type { Draw } from '../../sampling/draw.ts';
+import { sampleDraws } from '../../sampling/draw-sampler.ts';
 import { pagedAttention } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../model/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
@@ -22,8 +22,8 @@ import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts'
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly kvElementBytes = 4;
-  /** The latest sampleRows output: where a step's tokenSources point. */
-  private lastSampled = new Int32Array(0);
+  /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
+  private lastSampled: Int32Array = new Int32Array(0);
 
   kvCacheBudgetBytes(config: EngineConfig): number {
     return config.cpuKvCacheBytes;
@@ -89,7 +89,7 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([tokenIds.length, t.cols]);
     tokenIds.forEach((id, i) => {
       const source = tokenSources[i];
-      if (source >= this.lastSampled.length) throw new RangeError(`embedding: token source ${source} is outside the last ${this.lastSampled.length} sampled rows`);
+      if (source >= this.lastSampled.length) throw new RangeError(`embedding: token source ${source} is outside the ${this.lastSampled.length} draws of the last sampling pass`);
       const token = source >= 0 ? this.lastSampled[source] : id;
       if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
       else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
@@ -173,14 +173,11 @@ export class CpuBackend implements Backend {
     return asCpuTensor(x, 'toHost input').data.slice();
   }
 
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
+  sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens {
     const t = asCpuTensor(x, 'sampleRows input');
-    if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    const row = (r: number) => t.data.subarray(r * t.cols, (r + 1) * t.cols);
-    const ids = Int32Array.from({ length: t.rows }, (_, r) => gumbelSample(row(r), temperatures[r], seeds[r]));
-    const logprobs = Float32Array.from(ids, (id, r) => (id < 0 ? -Infinity : row(r)[id] - logSumExp(row(r))));
-    this.lastSampled = ids;
-    return { read: () => ids.slice(), readLogprobs: () => logprobs.slice() };
+    const results = sampleDraws(t.data, t.rows, t.cols, draws, this.lastSampled);
+    this.lastSampled = results.tokenIds;
+    return { read: () => results };
   }
 
   readonly recordsGraphs = false;

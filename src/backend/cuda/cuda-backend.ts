@@ -3,12 +3,13 @@ import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { KeelError } from '../../errors.ts';
+import type { Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
-import { launchSampleRows } from './kernels/sample-rows.ts';
+import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks } from './kernels/copy-blocks.ts';
@@ -50,12 +51,13 @@ export class CudaBackend implements Backend {
   private readonly poison: boolean;
   private readonly owned: DevicePtr[] = [];
   private readback: { ptr: DevicePtr; bytes: number } | null = null;
-  /** Per-row sampling parameters of the latest sampleRows: inverse temperatures, then seeds. */
-  private samplingParams: { ptr: DevicePtr; rows: number } | null = null;
+  /** The latest sampleRows's draws, packed (kernels/sample-rows.ts), and its results before they are downloaded. */
+  private drawsBuffer: { ptr: DevicePtr; bytes: number } | null = null;
+  private drawResults: { ptr: DevicePtr; bytes: number } | null = null;
   /**
-   * The latest sampleRows output (ids, then their logprobs), where the next step's tokenSources
-   * are read. It outlives the step arena, and recorded graphs embed its address: growing it drops
-   * them.
+   * The latest sampleRows's ids, where the next step's tokenSources and the next pass's pending
+   * tokens are read. It outlives the step arena, and recorded graphs embed its address: growing
+   * it drops them.
    */
   private sampled: { ptr: DevicePtr; capacity: number; rows: number };
   /** Recorded decode steps by shape, valid for one arena generation. */
@@ -64,7 +66,7 @@ export class CudaBackend implements Backend {
   private readonly graphOwners = new Map<object, number>();
   /** The smallest KV pool and rope table created: what a replayed step is checked against. */
   private limits = { blocks: Infinity, slots: Infinity, positions: Infinity };
-  private blockPairs: { ptr: DevicePtr; ints: number } | null = null;
+  private blockPairs: { ptr: DevicePtr; bytes: number } | null = null;
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
   private largestWeightRows = 0;
@@ -73,7 +75,7 @@ export class CudaBackend implements Backend {
     this.device = new CudaDevice(options.device ?? 0);
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
     this.poison = options.poisonStepTensors ?? false;
-    this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 8), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
+    this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
   }
 
   /**
@@ -199,11 +201,7 @@ export class CudaBackend implements Backend {
     const pairs = new Int32Array(2 * src.length);
     pairs.set(src, 0);
     pairs.set(dst, src.length);
-    if (this.blockPairs === null || this.blockPairs.ints < pairs.length) {
-      if (this.blockPairs !== null) this.freeOwned(this.blockPairs.ptr);
-      this.blockPairs = { ptr: this.ownedAlloc(pairs.length * 8), ints: pairs.length * 2 };
-    }
-    const srcPtr = this.blockPairs.ptr;
+    const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
     this.device.uploadAsync(srcPtr, pairs);
     launchCopyBlocks(this.device, kv.base, 2 * numLayers, kv.poolBytes, kv.blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
   }
@@ -406,42 +404,37 @@ export class CudaBackend implements Backend {
       this.device.download(out, t.ptr);
       return out;
     }
-    if (this.readback === null || this.readback.bytes < out.byteLength) {
-      if (this.readback !== null) this.freeOwned(this.readback.ptr);
-      this.readback = { ptr: this.ownedAlloc(out.byteLength), bytes: out.byteLength };
-    }
+    this.readback = this.atLeast(this.readback, out.byteLength);
     launchBf16ToF32(this.device, this.readback.ptr, t.ptr, t.numel);
     this.device.download(out, this.readback.ptr);
     return out;
   }
 
-  sampleRows(x: Tensor, temperatures: Float32Array, seeds: Uint32Array): SampledTokens {
+  sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens {
     const t = asBf16(x, 'sampleRows input');
-    if (temperatures.length !== t.rows || seeds.length !== t.rows) throw new Error(`sampleRows: ${t.rows} rows but ${temperatures.length} temperatures and ${seeds.length} seeds`);
-    if (t.rows === 0) return { read: () => new Int32Array(0), readLogprobs: () => new Float32Array(0) };
-    // One upload per step: [inverse temperatures as f32 bits | seeds].
-    const params = new Int32Array(2 * t.rows);
-    new Float32Array(params.buffer, 0, t.rows).set(temperatures.map((temperature) => (temperature === 0 ? 0 : 1 / temperature)));
-    params.set(new Int32Array(seeds.buffer, seeds.byteOffset, t.rows), t.rows);
-    if (this.samplingParams === null || this.samplingParams.rows < t.rows) {
-      if (this.samplingParams !== null) this.freeOwned(this.samplingParams.ptr);
-      this.samplingParams = { ptr: this.ownedAlloc(t.rows * 8), rows: t.rows };
-    }
-    if (this.sampled.capacity < t.rows) {
-      this.freeOwned(this.sampled.ptr);
-      this.sampled = { ptr: this.ownedAlloc(t.rows * 8), capacity: t.rows, rows: 0 };
+    const n = draws.length;
+    const packed = packDraws(draws, t.rows, t.cols);
+    draws.forEach((draw, d) => {
+      if (draw.pendingDraw >= this.sampled.rows) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${this.sampled.rows} previous draws`);
+    });
+    if (n === 0) return { read: () => unpackDrawResults(new Int32Array(0), 0, 0) };
+    if (this.sampled.capacity < n) {
+      // The previous ids move along: this pass's pending tokens are read from them.
+      const grown = this.ownedAlloc(4 * n);
+      this.device.copyAsync(grown, this.sampled.ptr, 4 * this.sampled.rows);
       this.disposeGraphs();
+      this.freeOwned(this.sampled.ptr);
+      this.sampled = { ptr: grown, capacity: n, rows: this.sampled.rows };
     }
-    const { ptr } = this.samplingParams;
-    this.device.uploadAsync(ptr, params);
-    // Ids, then their logprobs right after: one download brings both.
-    launchSampleRows(this.device, this.sampled.ptr, this.sampled.ptr + 4 * t.rows, t.ptr, t.rows, t.cols, ptr, ptr + 4 * t.rows);
-    this.sampled.rows = t.rows;
-    const download = this.device.downloadAsync(this.sampled.ptr, 2 * t.rows);
-    return {
-      read: () => download.read().subarray(0, t.rows),
-      readLogprobs: () => new Float32Array(download.read().buffer, 4 * t.rows, t.rows),
-    };
+    const resultWords = (2 + 2 * packed.topWidth) * n;
+    const drawsBuffer = (this.drawsBuffer = this.atLeast(this.drawsBuffer, packed.words.byteLength));
+    const results = (this.drawResults = this.atLeast(this.drawResults, 4 * resultWords));
+    this.device.uploadAsync(drawsBuffer.ptr, packed.words);
+    launchSampleRows(this.device, n, packed, { out: results.ptr, x: t.ptr, cols: t.cols, packed: drawsBuffer.ptr, previousIds: this.sampled.ptr });
+    this.device.copyAsync(this.sampled.ptr, results.ptr, 4 * n);
+    this.sampled.rows = n;
+    const download = this.device.downloadAsync(results.ptr, resultWords);
+    return { read: () => unpackDrawResults(download.read(), n, packed.topWidth) };
   }
 
   replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {
@@ -510,6 +503,13 @@ export class CudaBackend implements Backend {
     // 0xffff is a bf16 NaN.
     if (this.poison) this.device.fillBytes(ptr, 0xff, numel * 2);
     return new CudaTensor([...shape], ptr, 'bf16');
+  }
+
+  /** `buffer` if it holds `bytes`, else a new owned buffer that does (the old one freed). */
+  private atLeast(buffer: { ptr: DevicePtr; bytes: number } | null, bytes: number): { ptr: DevicePtr; bytes: number } {
+    if (buffer !== null && buffer.bytes >= bytes) return buffer;
+    if (buffer !== null) this.freeOwned(buffer.ptr);
+    return { ptr: this.ownedAlloc(bytes), bytes };
   }
 
   private ownedAlloc(bytes: number): DevicePtr {
@@ -598,7 +598,7 @@ function checkTokens(batch: BatchDescription, vocab: number, sampledRows: number
 
 function checkTokenSources(batch: BatchDescription, sampledRows: number): void {
   for (const source of batch.tokenSources) {
-    if (source >= sampledRows) throw new RangeError(`token source ${source} is outside the ${sampledRows} rows the last step sampled`);
+    if (source >= sampledRows) throw new RangeError(`token source ${source} is outside the ${sampledRows} draws of the last sampling pass`);
   }
 }
 

@@ -6,6 +6,7 @@ import { CpuKvCache } from '../cpu/cpu-tensor.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { CudaBackend } from './cuda-backend.ts';
 import { CudaKvCache } from './cuda-tensor.ts';
+import { testDraw } from '../../../test/helpers/sampling-draw.ts';
 import {
   BlockAssignment,
   bf16Tensor,
@@ -95,7 +96,7 @@ test('embedding and gatherLogitsRows copy rows exactly', () => {
   }
 });
 
-test('embedding reads tokens named by tokenSources from the latest sampleRows output, as the CPU does', () => {
+test('embedding reads tokens named by tokenSources from the latest sampling pass, as the CPU does', () => {
   const vocab = 700;
   const hidden = 64;
   const table = randomWeight([vocab, hidden]);
@@ -104,13 +105,13 @@ test('embedding reads tokens named by tokenSources from the latest sampleRows ou
   const logits = new Float32Array(5 * vocab).fill(-1);
   winners.forEach((w, r) => (logits[r * vocab + w] = 5));
   const x = load(bf16Tensor([5, vocab], logits));
-  const zeros = { t: new Float32Array(5), s: new Uint32Array(5) };
-  assert.deepEqual([...gpu.sampleRows(x.gpu, zeros.t, zeros.s).read()], winners);
-  cpu.sampleRows(x.cpu, zeros.t, zeros.s);
+  const greedy = winners.map((_, row) => testDraw({ row, temperature: 0 }));
+  assert.deepEqual([...gpu.sampleRows(x.gpu, greedy).read().tokenIds], winners);
+  cpu.sampleRows(x.cpu, greedy);
   const specs = [{ cached: 3, query: 1 }, { cached: 0, query: 4 }, { cached: 7, query: 1 }];
   const batch = buildBatch(specs, new BlockAssignment(rng, 64, specs.length), 16);
   batch.tokenIds = Int32Array.from({ length: batch.numTokens }, () => randInt(rng, 0, vocab - 1));
-  // The two decodes read sampled rows 4 and 1 instead of their token ids.
+  // The two decodes read draws 4 and 1 instead of their token ids.
   batch.tokenSources = new Int32Array(batch.numTokens).fill(-1);
   batch.tokenSources[0] = 4;
   batch.tokenSources[batch.numTokens - 1] = 1;
@@ -122,7 +123,7 @@ test('embedding reads tokens named by tokenSources from the latest sampleRows ou
   const tableRow = (id: number) => [...cpu.toHost(table.cpu).subarray(id * hidden, (id + 1) * hidden)];
   assert.deepEqual([...host.subarray(0, hidden)], tableRow(winners[4]));
   batch.tokenSources[0] = 5;
-  assert.throws(() => gpu.embedding(table.gpu, gpu.beginStep(batch)), /token source 5 is outside the 5 rows/);
+  assert.throws(() => gpu.embedding(table.gpu, gpu.beginStep(batch)), /token source 5 is outside the 5 draws of the last sampling pass/);
 });
 
 test('rmsNorm and addRmsNorm (output and in-place residual)', () => {
@@ -162,50 +163,6 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     const b = randomWeight([n]);
     assertClose(`linear+bias ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, b.cpu), gpu: gpu.linear(x.gpu, w.gpu, b.gpu) });
   }
-});
-
-test('sampleRows at temperature 0 matches the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
-  for (const cols of [7, 1000, 128256]) {
-    const rows = randInt(rng, 1, 9);
-    const values = randomBf16Values(rng, rows * cols, 4);
-    // Plant ties at the maximum in row 0 and make the last row all -inf when there are several.
-    values[3 % cols] = 100;
-    values[cols - 1] = 100;
-    if (rows > 1) values.fill(-Infinity, (rows - 1) * cols, rows * cols);
-    const x = load(bf16Tensor([rows, cols], values));
-    const greedy = new Float32Array(rows);
-    const seeds = new Uint32Array(rows);
-    const [onGpu, onCpu] = [gpu.sampleRows(x.gpu, greedy, seeds), cpu.sampleRows(x.cpu, greedy, seeds)];
-    assert.deepEqual([...onGpu.read()], [...onCpu.read()], `${rows}x${cols}`);
-    const [gpuLogprobs, cpuLogprobs] = [onGpu.readLogprobs(), onCpu.readLogprobs()];
-    cpuLogprobs.forEach((l, r) => assert.ok(l === gpuLogprobs[r] || Math.abs(l - gpuLogprobs[r]) < 1e-3, `row ${r} logprob ${gpuLogprobs[r]} vs ${l}`));
-  }
-});
-
-test('sampleRows with a temperature draws what the CPU draws for the same seeds, with softmax frequencies', () => {
-  // Same logits and seeds on both backends: the same Gumbel noise, so the same tokens up to logf rounding.
-  const rows = 64;
-  const cols = 5000;
-  const x = load(bf16Tensor([rows, cols], randomBf16Values(rng, rows * cols, 3)));
-  const temperatures = Float32Array.from({ length: rows }, (_, r) => 0.5 + (r % 4) * 0.25);
-  const seeds = Uint32Array.from({ length: rows }, () => Math.floor(rng() * 2 ** 32));
-  const onGpu = gpu.sampleRows(x.gpu, temperatures, seeds).read();
-  const onCpu = cpu.sampleRows(x.cpu, temperatures, seeds).read();
-  const agree = onGpu.filter((t, r) => t === onCpu[r]).length;
-  assert.ok(agree >= rows - 1, `${agree} of ${rows} rows agree`);
-  // One 4-token row drawn with 4000 seeds: frequencies follow softmax(logits / T).
-  const logits = [2, 1, 0, -1];
-  const draws = 4000;
-  const row = load(bf16Tensor([draws, 8], Float32Array.from({ length: draws * 8 }, (_, i) => (i % 8 < 4 ? logits[i % 8] : -Infinity))));
-  const tokens = gpu.sampleRows(row.gpu, new Float32Array(draws).fill(0.8), Uint32Array.from({ length: draws }, (_, i) => i * 7919 + 1)).read();
-  const weights = logits.map((l) => Math.exp(l / 0.8));
-  const total = weights.reduce((a, b) => a + b, 0);
-  for (let t = 0; t < 4; t++) {
-    const expected = weights[t] / total;
-    const seen = tokens.filter((k) => k === t).length / draws;
-    assert.ok(Math.abs(seen - expected) < 4 * Math.sqrt((expected * (1 - expected)) / draws) + 1e-3, `token ${t}: ${seen} vs ${expected}`);
-  }
-  assert.ok(tokens.every((t) => t >= 0 && t < 4), 'masked columns are never drawn');
 });
 
 test('qkNorm normalizes query and key heads in place and leaves values alone', () => {

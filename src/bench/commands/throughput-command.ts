@@ -1,15 +1,33 @@
 import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../../cli/engine-flags.ts';
+import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../../cli/sampling-flags.ts';
 import { throughputReport } from '../console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
 import { NANO_VLLM_WORKLOAD } from '../random-dataset.ts';
 import { writeResult } from '../result-file.ts';
+import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
 import { runThroughputSuite } from '../throughput-suite.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */
 const RANDOM_TEMPERATURE = 1;
+
+const BENCH_SAMPLING_FLAGS = {
+  'top-p': SAMPLING_FLAGS['top-p'],
+  'top-k': SAMPLING_FLAGS['top-k'],
+  'min-p': SAMPLING_FLAGS['min-p'],
+  'repetition-penalty': SAMPLING_FLAGS['repetition-penalty'],
+  'presence-penalty': SAMPLING_FLAGS['presence-penalty'],
+  'frequency-penalty': SAMPLING_FLAGS['frequency-penalty'],
+  logprobs: SAMPLING_FLAGS.logprobs,
+};
+
+/** The sampling options given, snake_cased as the result's config names them. */
+function samplingConfig(sampling: Partial<SamplingParams>): Record<string, number | null> {
+  const { temperature: _, ...rest } = sampling;
+  return Object.fromEntries(Object.entries(rest).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v as number | null]));
+}
 
 export const THROUGHPUT_HELP = `Usage: keel bench throughput [options]
 
@@ -24,6 +42,11 @@ to bench/results/ (or --output).
                                  tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
   --output FILE                  where to write the JSON result
 
+Sampling beyond the temperature, to measure what it costs (default: none):
+  --top-p P  --top-k K  --min-p P
+  --repetition-penalty R  --presence-penalty P  --frequency-penalty F
+  --logprobs N                   the top-N logprobs of each generated token
+
 ${DATASET_FLAGS_HELP}
 
 ${ENGINE_FLAGS_HELP}`;
@@ -31,7 +54,7 @@ ${ENGINE_FLAGS_HELP}`;
 export async function throughputCommand(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
-    options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, ...BENCH_SAMPLING_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     strict: true,
   });
   if (values.help) {
@@ -39,6 +62,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     return;
   }
   const workload = workloadFromFlags(values, values.workload, RANDOM_TEMPERATURE);
+  const sampling = { ...samplingParamsFromFlags(values), temperature: workload.temperature };
   const bench = await loadBenchEngine(engineConfigFromFlags(values), { bandwidth: true, matmul: true });
   const { llm, facts } = bench;
   try {
@@ -46,7 +70,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const results = await runThroughputSuite(llm, workload.name, requests, workload.temperature, {
+    const results = await runThroughputSuite(llm, workload.name, requests, sampling, {
       config: llm.modelConfig,
       weightElementBytes: facts.weightElementBytes,
       kvElementBytes: facts.kvElementBytes,
@@ -68,6 +92,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
           input_len: workload.inputLen,
           output_len: workload.outputLen,
           temperature: workload.temperature,
+          ...samplingConfig(sampling),
           ignore_eos: true,
           seed: llm.config.seed,
           engine: engineSettings(llm),

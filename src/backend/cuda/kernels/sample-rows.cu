@@ -1,5 +1,30 @@
-// Sampling on the GPU: only one token id per row crosses to the host, not a vocabulary of logits.
+// The sampling pass on the GPU, one block per draw: masks and penalties, greedy argmax or
+// temperature, min-p, top-k, top-p and a Gumbel-max draw, the drawn token's raw logprob and the
+// top raw alternatives'. Only token ids and requested logprobs cross to the host, never a row of
+// logits. Its CPU twin, step for step, is src/sampling/draw-sampler.ts.
 #include "common.cuh"
+
+#define THREADS 1024
+#define NO_INDEX 0x7fffffff
+#define MAX_TOP 32
+
+// One draw as packDraws (sample-rows.ts) lays it out: 16 words.
+struct Draw {
+  int row;
+  unsigned int seed;
+  int top_k;             // 0: none
+  int pending;           // index in prev_ids of an output token the host has not read, or -1
+  float inv_temperature; // 0: greedy
+  float top_p;           // 1: none
+  float log_min_p;       // -inf: none
+  float repetition;
+  float presence;
+  float frequency;
+  int entries_begin;     // [begin, end) of the entries: (token, output count), count -1 = masked
+  int entries_end;
+  int num_top;           // raw logprobs of this many most likely tokens
+  int pad[3];
+};
 
 // The noise of src/sampling/gumbel.ts, bit for bit up to logf's rounding.
 __device__ __forceinline__ unsigned int mix32(unsigned int h) {
@@ -14,21 +39,16 @@ __device__ __forceinline__ float gumbel_noise(unsigned int seed, unsigned int in
   return -logf(-logf(u));
 }
 
+// Unsigned keys in the order of the (non-NaN) floats, so thresholds are found by bisecting keys.
+__device__ __forceinline__ unsigned int order_key(float f) {
+  const unsigned int b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+#define KEY_NEG_INF 0x007fffffu  // order_key(-inf)
+#define KEY_FINITE 0x00800000u   // order_key(-FLT_MAX): the smallest key of a finite value
+
 // (value, index) pairs ordered as the host scans: larger value first, lower index on ties.
 __device__ __forceinline__ bool beats(float v, int i, float best, int best_i) { return v > best || (v == best && i < best_i); }
-
-// Leaves every lane of the warp holding the warp's best (value, index) pair.
-__device__ __forceinline__ void warp_argmax(float& best, int& best_i) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v = __shfl_xor_sync(FULL_MASK, best, o);
-    const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
-    if (beats(v, i, best, best_i)) {
-      best = v;
-      best_i = i;
-    }
-  }
-}
 
 // Folds (max m, sum s of exp(x - m)) pairs: the running log-sum-exp of a softmax.
 __device__ __forceinline__ void merge_lse(float& m, float& s, float m2, float s2) {
@@ -38,56 +58,325 @@ __device__ __forceinline__ void merge_lse(float& m, float& s, float m2, float s2
   m = top;
 }
 
-// out[row] = argmax over c of x[row, c] * inv_temperature[row] + noise(seeds[row], c), plain argmax
-// where inv_temperature is 0 (greedy); -1 when no value is finite. logprobs[row] = the token's
-// log-probability under softmax(x[row]), the raw distribution that requested logprobs describe.
-// grid (rows), block 1024.
-extern "C" __global__ void __launch_bounds__(1024) sample_rows_kernel(int* __restrict__ out, float* __restrict__ logprobs, const bf16* __restrict__ x,
-                                                                    int cols, const float* __restrict__ inv_temperature,
-                                                                    const unsigned int* __restrict__ seeds) {
-  __shared__ float best_values[32];
-  __shared__ int best_indices[32];
-  __shared__ float lse_m[32], lse_s[32];
-  const bf16* row = x + (long long)blockIdx.x * cols;
-  const float inv = inv_temperature[blockIdx.x];
-  const unsigned int seed = seeds[blockIdx.x];
-  float best = NEG_INF;
-  int best_i = 0x7fffffff;
-  float m = NEG_INF, s = 0.f;
-  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float logit = bf16_to_f32(row[c]);
-    if (!(logit > NEG_INF)) continue;  // NaN and -inf never win
-    merge_lse(m, s, logit, 1.f);
-    const float v = inv == 0.f ? logit : logit * inv + gumbel_noise(seed, (unsigned int)c);
-    if (v > best) {  // a thread meets its indices in increasing order
-      best = v;
-      best_i = c;
+// Block-wide reductions for THREADS threads; every thread gets the result. Each combines in a
+// fixed order (a xor butterfly gives every lane the same bits), so a draw is reproducible.
+__device__ __forceinline__ void block_argmax(float& best, int& best_i) {
+  __shared__ float values[32];
+  __shared__ int indices[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int round = 0; round < 2; round++) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v = __shfl_xor_sync(FULL_MASK, best, o);
+      const int i = __shfl_xor_sync(FULL_MASK, best_i, o);
+      if (beats(v, i, best, best_i)) {
+        best = v;
+        best_i = i;
+      }
     }
+    if (round == 1) break;
+    __syncthreads();  // the shared arrays may still be read by a previous call
+    if (lane == 0) {
+      values[warp] = best;
+      indices[warp] = best_i;
+    }
+    __syncthreads();
+    best = values[lane];
+    best_i = indices[lane];
   }
-  warp_argmax(best, best_i);
+}
+
+__device__ __forceinline__ void block_lse(float& m, float& s) {
+  __shared__ float ms[32], ss[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) merge_lse(m, s, __shfl_xor_sync(FULL_MASK, m, o), __shfl_xor_sync(FULL_MASK, s, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
   if (lane == 0) {
-    best_values[warp] = best;
-    best_indices[warp] = best_i;
-    lse_m[warp] = m;
-    lse_s[warp] = s;
+    ms[warp] = m;
+    ss[warp] = s;
   }
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x >> 5;
-    best = lane < warps ? best_values[lane] : NEG_INF;
-    best_i = lane < warps ? best_indices[lane] : 0x7fffffff;
-    m = lane < warps ? lse_m[lane] : NEG_INF;
-    s = lane < warps ? lse_s[lane] : 0.f;
-    warp_argmax(best, best_i);
+  m = ms[lane];
+  s = ss[lane];
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) merge_lse(m, s, __shfl_xor_sync(FULL_MASK, m, o), __shfl_xor_sync(FULL_MASK, s, o));
-    if (lane == 0) {
-      const bool found = best_i != 0x7fffffff;
-      out[blockIdx.x] = found ? best_i : -1;
-      logprobs[blockIdx.x] = found ? bf16_to_f32(row[best_i]) - (m + logf(s)) : NEG_INF;
+  for (int o = 16; o > 0; o >>= 1) merge_lse(m, s, __shfl_xor_sync(FULL_MASK, m, o), __shfl_xor_sync(FULL_MASK, s, o));
+}
+
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  return warp_max(partial[lane]);
+}
+
+__device__ __forceinline__ int block_count(int v) { return (int)block_sum((float)v); }
+
+// A draw's row as the sampling sees it: the logits, with the entries' tokens (penalized or
+// masked) and the pending token marked in a shared-memory bitmap, their values computed apart.
+struct Row {
+  const bf16* x;
+  int cols;
+  const unsigned int* listed;  // null when the draw has no entries
+  const int2* entries;
+  int num_entries;
+  int pending_token;   // -1: none
+  bool pending_extra;  // the pending token is not among the entries: it counts as one more
+  float repetition, presence, frequency;
+};
+
+// The operations of penalizedLogit in draw.ts, each rounded alone (no fused multiply-add).
+__device__ __forceinline__ float penalized(float v, int count, const Row& r) {
+  if (count < 0) return NEG_INF;
+  v = v > 0.f ? __fdiv_rn(v, r.repetition) : __fmul_rn(v, r.repetition);
+  if (count > 0) v = __fsub_rn(v, __fadd_rn(__fmul_rn(r.frequency, (float)count), r.presence));
+  return v;
+}
+
+__device__ __forceinline__ bool is_listed(const Row& r, int c) { return r.listed != nullptr && ((r.listed[c >> 5] >> (c & 31)) & 1u); }
+
+// f(token, value) for every entry's token (and the pending one), with its penalized value.
+template <typename F>
+__device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
+  if (r.listed == nullptr) return;
+  const int n = r.num_entries + (r.pending_extra ? 1 : 0);
+  for (int e = threadIdx.x; e < n; e += THREADS) {
+    int token = r.pending_token, count = 1;
+    if (e < r.num_entries) {
+      const int2 entry = r.entries[e];
+      token = entry.x;
+      count = entry.y >= 0 && token == r.pending_token ? entry.y + 1 : entry.y;
+    }
+    f(token, penalized(bf16_to_f32(r.x[token]), count, r));
+  }
+}
+
+// f(token, value) for every token of the row, each once, with the value the sampling sees.
+template <typename F>
+__device__ __forceinline__ void for_each_value(const Row& r, F& f) {
+  for (int c = threadIdx.x; c < r.cols; c += THREADS) {
+    if (!is_listed(r, c)) f(c, bf16_to_f32(r.x[c]));
+  }
+  for_each_entry(r, f);
+}
+
+// How many tokens have a scaled value with key >= `key`.
+__device__ __noinline__ int count_at_least(const Row& r, float inv, unsigned int key) {
+  int n = 0;
+  auto f = [&](int, float v) { n += v > NEG_INF && order_key(__fmul_rn(v, inv)) >= key; };
+  for_each_value(r, f);
+  return block_count(n);
+}
+
+// Σ exp(s - max_s) over the scaled values s with key >= `key`.
+__device__ __noinline__ float mass_at_least(const Row& r, float inv, unsigned int key, float max_s) {
+  float mass = 0.f;
+  auto f = [&](int, float v) {
+    if (!(v > NEG_INF)) return;
+    const float s = __fmul_rn(v, inv);
+    if (order_key(s) >= key) mass += __expf(__fsub_rn(s, max_s));
+  };
+  for_each_value(r, f);
+  return block_sum(mass);
+}
+
+// The key of the k-th largest scaled value, or KEY_FINITE (keep all) when fewer are finite.
+__device__ unsigned int kth_largest_key(const Row& r, float inv, int k, unsigned int hi) {
+  unsigned int lo = KEY_FINITE;
+  if (count_at_least(r, inv, lo) < k) return lo;
+  while (lo < hi) {  // invariant: at least k keys >= lo, fewer than k > hi
+    const unsigned int mid = lo + (hi - lo + 1) / 2;
+    if (count_at_least(r, inv, mid) >= k) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// The largest key whose tokens at or above it hold top_p of the mass at or above `floor`.
+__device__ unsigned int nucleus_key(const Row& r, float inv, unsigned int floor, float max_s, float top_p) {
+  const float target = __fmul_rn(top_p, mass_at_least(r, inv, floor, max_s));
+  unsigned int lo = floor, hi = order_key(max_s);
+  while (lo < hi) {
+    const unsigned int mid = lo + (hi - lo + 1) / 2;
+    if (mass_at_least(r, inv, mid, max_s) >= target) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// The Gumbel-max draw among the tokens whose scaled value has key >= floor.
+__device__ int draw_above(const Row& r, float inv, unsigned int seed, unsigned int floor) {
+  float best = NEG_INF;
+  int best_i = NO_INDEX;
+  auto f = [&](int c, float v) {
+    if (!(v > NEG_INF)) return;
+    const float s = __fmul_rn(v, inv);
+    if (order_key(s) < floor) return;
+    const float g = __fadd_rn(s, gumbel_noise(seed, (unsigned int)c));
+    if (beats(g, c, best, best_i)) {
+      best = g;
+      best_i = c;
+    }
+  };
+  for_each_value(r, f);
+  block_argmax(best, best_i);
+  return best_i == NO_INDEX ? -1 : best_i;
+}
+
+// How many raw (non-NaN) logits have key >= `key`.
+__device__ __noinline__ int raw_count_at_least(const bf16* x, int cols, unsigned int key) {
+  int n = 0;
+  for (int c = threadIdx.x; c < cols; c += THREADS) {
+    const float v = bf16_to_f32(x[c]);
+    n += v == v && order_key(v) >= key;
+  }
+  return block_count(n);
+}
+
+// The `num_top` largest raw logits, largest first, lower index among equals, as ids and logprobs.
+__device__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* ids, float* logprobs) {
+  __shared__ int chosen[MAX_TOP];
+  __shared__ int num_chosen;
+  unsigned int lo = KEY_NEG_INF, hi = 0xffffffffu;
+  const int available = raw_count_at_least(x, cols, lo);
+  const int k = min(num_top, available);
+  if (k > 0) {
+    while (lo < hi) {
+      const unsigned int mid = lo + (unsigned int)(((unsigned long long)hi - lo + 1) / 2);
+      if (raw_count_at_least(x, cols, mid) >= k) lo = mid;
+      else hi = mid - 1;
+    }
+  }
+  // Fewer than k logits are above the k-th largest: take them all, then its ties by index.
+  if (threadIdx.x == 0) num_chosen = 0;
+  __syncthreads();
+  for (int c = threadIdx.x; c < cols && k > 0; c += THREADS) {
+    const float v = bf16_to_f32(x[c]);
+    if (v == v && order_key(v) > lo) chosen[atomicAdd(&num_chosen, 1)] = c;
+  }
+  __syncthreads();
+  for (int last = -1; num_chosen < k;) {
+    int next = NO_INDEX;
+    for (int c = last + 1 + threadIdx.x; c < cols; c += THREADS) {
+      const float v = bf16_to_f32(x[c]);
+      if (v == v && order_key(v) == lo) {
+        next = c;
+        break;
+      }
+    }
+    float tie = 0.f;  // equal values: block_argmax keeps the lowest index
+    block_argmax(tie, next);
+    if (next == NO_INDEX) break;
+    __syncthreads();
+    if (threadIdx.x == 0) chosen[num_chosen++] = next;
+    __syncthreads();
+    last = next;
+  }
+  if (threadIdx.x == 0) {
+    for (int i = 1; i < k; i++) {  // insertion sort of at most MAX_TOP
+      const int c = chosen[i];
+      const float v = bf16_to_f32(x[c]);
+      int j = i - 1;
+      for (; j >= 0 && beats(v, c, bf16_to_f32(x[chosen[j]]), chosen[j]); j--) chosen[j + 1] = chosen[j];
+      chosen[j + 1] = c;
+    }
+    for (int i = 0; i < num_top; i++) {
+      ids[i] = i < k ? chosen[i] : -1;
+      logprobs[i] = i < k ? bf16_to_f32(x[chosen[i]]) - lse : NEG_INF;
+    }
+  }
+}
+
+// out_ids[d], out_logprobs[d]: draw d's token (-1 when nothing is finite) and its raw logprob;
+// top_ids / top_logprobs [draws, top_width]: its top raw alternatives. prev_ids: the previous
+// pass's ids, where pending tokens are read. Dynamic shared memory: (cols + 31) / 32 words when
+// any draw has entries (the bitmap of listed tokens), else none. grid (draws), block THREADS.
+extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __restrict__ out_ids, float* __restrict__ out_logprobs,
+                                                                       int* __restrict__ top_ids, float* __restrict__ top_logprobs,
+                                                                       const bf16* __restrict__ x, int cols, const Draw* __restrict__ draws,
+                                                                       const int2* __restrict__ entries, const int* __restrict__ prev_ids,
+                                                                       int top_width) {
+  extern __shared__ unsigned int listed_bits[];
+  const Draw d = draws[blockIdx.x];
+  Row r;
+  r.x = x + (long long)d.row * cols;
+  r.cols = cols;
+  r.entries = entries + d.entries_begin;
+  r.num_entries = d.entries_end - d.entries_begin;
+  r.repetition = d.repetition;
+  r.presence = d.presence;
+  r.frequency = d.frequency;
+  const int pending = d.pending >= 0 ? prev_ids[d.pending] : -1;
+  r.pending_token = pending >= 0 && pending < cols ? pending : -1;
+  r.pending_extra = false;
+  r.listed = nullptr;
+  if (r.num_entries > 0 || r.pending_token >= 0) {
+    for (int w = threadIdx.x; w < (cols + 31) >> 5; w += THREADS) listed_bits[w] = 0u;
+    __syncthreads();
+    int pending_listed = 0;
+    for (int e = threadIdx.x; e < r.num_entries; e += THREADS) {
+      const int token = r.entries[e].x;
+      atomicOr(&listed_bits[token >> 5], 1u << (token & 31));
+      pending_listed |= token == r.pending_token;
+    }
+    r.pending_extra = r.pending_token >= 0 && !__syncthreads_or(pending_listed);
+    if (r.pending_extra && threadIdx.x == 0) atomicOr(&listed_bits[r.pending_token >> 5], 1u << (r.pending_token & 31));
+    __syncthreads();
+    r.listed = listed_bits;
+  }
+
+  // One pass: the raw log-sum-exp, the largest value, and the draw itself when nothing truncates.
+  const float inv = d.inv_temperature;
+  const bool greedy = inv == 0.f;
+  float m = NEG_INF, s = 0.f, max_v = NEG_INF, best = NEG_INF;
+  int best_i = NO_INDEX;
+  auto consider = [&](int c, float v) {
+    if (!(v > NEG_INF)) return;
+    max_v = fmaxf(max_v, v);
+    const float key = greedy ? v : __fadd_rn(__fmul_rn(v, inv), gumbel_noise(d.seed, (unsigned int)c));
+    if (beats(key, c, best, best_i)) {
+      best = key;
+      best_i = c;
+    }
+  };
+  for (int c = threadIdx.x; c < cols; c += THREADS) {
+    const float v = bf16_to_f32(r.x[c]);
+    if (v > NEG_INF) merge_lse(m, s, v, 1.f);
+    if (!is_listed(r, c)) consider(c, v);
+  }
+  for_each_entry(r, consider);
+  block_lse(m, s);
+  max_v = block_max(max_v);
+  block_argmax(best, best_i);
+  int token = best_i == NO_INDEX ? -1 : best_i;
+  const float lse = m + logf(s);
+
+  const bool truncates = d.top_k > 0 || d.top_p < 1.f || d.log_min_p > NEG_INF;
+  if (!greedy && token >= 0 && truncates) {
+    const float max_s = __fmul_rn(max_v, inv);
+    unsigned int floor = KEY_FINITE;
+    if (d.log_min_p > NEG_INF) floor = max(floor, order_key(__fadd_rn(max_s, d.log_min_p)));
+    if (d.top_k > 0) floor = max(floor, kth_largest_key(r, inv, d.top_k, order_key(max_s)));
+    if (d.top_p < 1.f) floor = max(floor, nucleus_key(r, inv, floor, max_s, d.top_p));
+    token = draw_above(r, inv, d.seed, floor);
+  }
+  if (threadIdx.x == 0) {
+    out_ids[blockIdx.x] = token;
+    out_logprobs[blockIdx.x] = token >= 0 ? bf16_to_f32(r.x[token]) - lse : NEG_INF;
+  }
+  if (top_width > 0) {
+    int* ids = top_ids + (long long)blockIdx.x * top_width;
+    float* logprobs = top_logprobs + (long long)blockIdx.x * top_width;
+    const int num_top = min(d.num_top, top_width);
+    top_raw(r.x, cols, num_top, lse, ids, logprobs);
+    if (threadIdx.x == 0) {
+      for (int i = num_top; i < top_width; i++) {
+        ids[i] = -1;
+        logprobs[i] = NEG_INF;
+      }
     }
   }
 }

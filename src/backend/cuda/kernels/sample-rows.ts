@@ -1,21 +1,105 @@
+import { drawEntries, type Draw, type DrawResults } from '../../../sampling/draw.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
-/**
- * out [rows] int32 = each row of x [rows, cols] bf16 sampled by Gumbel-max with its inverse
- * temperature (0: argmax) and seed, from f32 inverseTemperatures [rows] and u32 seeds [rows];
- * logprobs [rows] f32 = each sampled token's log-probability under the row's softmax.
- */
-export function launchSampleRows(
-  device: CudaDevice,
-  out: DevicePtr,
-  logprobs: DevicePtr,
-  x: DevicePtr,
-  rows: number,
-  cols: number,
-  inverseTemperatures: DevicePtr,
-  seeds: DevicePtr,
-): void {
-  if (rows === 0) return;
-  device.launch(device.kernel('sample-rows.cu', 'sample_rows_kernel', 'pppipp'), [rows], [1024], 0, [out, logprobs, x, cols, inverseTemperatures, seeds]);
+/** Words of one draw in sample-rows.cu's `struct Draw`. */
+const DRAW_WORDS = 16;
+/** The largest topLogprobs the kernel returns (its MAX_TOP). */
+const MAX_TOP = 32;
+/** The default dynamic shared memory a kernel may use: the bitmap of listed tokens must fit in it. */
+const MAX_BITMAP_BYTES = 48 * 1024;
+
+/** Draws in sample-rows.cu's layout: every draw's entries (int pairs), then the draws. */
+export interface PackedDraws {
+  words: Int32Array;
+  /** Word offset of the draws in `words` (the entries start at 0). */
+  drawsOffset: number;
+  hasEntries: boolean;
+  topWidth: number;
+}
+
+export function packDraws(draws: readonly Draw[], rows: number, cols: number): PackedDraws {
+  const entries = draws.map(drawEntries);
+  const entryWords = entries.reduce((n, e) => n + e.length, 0);
+  const words = new Int32Array(entryWords + DRAW_WORDS * draws.length);
+  const floats = new Float32Array(words.buffer);
+  let next = 0;
+  let topWidth = 0;
+  draws.forEach((draw, d) => {
+    checkDraw(draw, d, rows, cols);
+    words.set(entries[d], next);
+    const at = entryWords + DRAW_WORDS * d;
+    words[at] = draw.row;
+    words[at + 1] = draw.seed | 0;
+    words[at + 2] = draw.topK;
+    words[at + 3] = draw.pendingDraw;
+    floats[at + 4] = draw.temperature === 0 ? 0 : 1 / draw.temperature;
+    floats[at + 5] = draw.topP;
+    floats[at + 6] = draw.minP > 0 ? Math.log(draw.minP) : -Infinity;
+    floats[at + 7] = draw.repetitionPenalty;
+    floats[at + 8] = draw.presencePenalty;
+    floats[at + 9] = draw.frequencyPenalty;
+    words[at + 10] = next / 2;
+    words[at + 11] = (next += entries[d].length) / 2;
+    words[at + 12] = draw.topLogprobs;
+    topWidth = Math.max(topWidth, draw.topLogprobs);
+  });
+  const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0);
+  if (hasEntries && 4 * Math.ceil(cols / 32) > MAX_BITMAP_BYTES) {
+    throw new RangeError(`sampleRows: penalties and masks need a bitmap of ${cols} tokens, more than ${8 * MAX_BITMAP_BYTES} fit in shared memory`);
+  }
+  return { words, drawsOffset: entryWords, hasEntries, topWidth };
+}
+
+function checkDraw(draw: Draw, d: number, rows: number, cols: number): void {
+  if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
+  if (draw.topLogprobs > MAX_TOP) throw new RangeError(`sampleRows: draw ${d} asks ${draw.topLogprobs} top logprobs, more than ${MAX_TOP}`);
+  for (const id of [...draw.penaltyTokenIds, ...draw.maskedTokenIds]) {
+    if (!(id >= 0 && id < cols)) throw new RangeError(`sampleRows: draw ${d} names token ${id}, outside the ${cols} columns`);
+  }
+}
+
+/** Where one sampling pass reads and writes on the device. */
+export interface SampleRowsArgs {
+  /** [draws] ids, [draws] f32 logprobs, [draws, topWidth] ids, [draws, topWidth] f32 logprobs, in that order. */
+  out: DevicePtr;
+  /** bf16 logits [rows, cols]. */
+  x: DevicePtr;
+  cols: number;
+  /** `packed.words` on the device. */
+  packed: DevicePtr;
+  /** The previous pass's ids, where pending tokens are read. */
+  previousIds: DevicePtr;
+}
+
+export function launchSampleRows(device: CudaDevice, numDraws: number, packed: PackedDraws, args: SampleRowsArgs): void {
+  if (numDraws === 0) return;
+  const { out, x, cols, previousIds } = args;
+  const width = packed.topWidth;
+  const sharedBytes = packed.hasEntries ? 4 * Math.ceil(cols / 32) : 0;
+  device.launch(device.kernel('sample-rows.cu', 'sample_rows_kernel', 'pppppipppi'), [numDraws], [1024], sharedBytes, [
+    out,
+    out + 4 * numDraws,
+    out + 8 * numDraws,
+    out + (8 + 4 * width) * numDraws,
+    x,
+    cols,
+    args.packed + 4 * packed.drawsOffset,
+    args.packed,
+    previousIds,
+    width,
+  ]);
+}
+
+/** The results of `numDraws` draws from the words the kernel wrote (SampleRowsArgs.out's layout). */
+export function unpackDrawResults(words: Int32Array, numDraws: number, topWidth: number): DrawResults {
+  const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const top = numDraws * topWidth;
+  return {
+    tokenIds: words.slice(0, numDraws),
+    logprobs: floats.slice(numDraws, 2 * numDraws),
+    topIds: words.slice(2 * numDraws, 2 * numDraws + top),
+    topLogprobs: floats.slice(2 * numDraws + top, 2 * numDraws + 2 * top),
+    topWidth,
+  };
 }

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { penaltyEntries, testDraw } from '../../../../test/helpers/sampling-draw.ts';
+import { packDraws, unpackDrawResults } from './sample-rows.ts';
+
+// The layout sample-rows.cu reads (struct Draw, 16 words; int2 entries) is checked here without a GPU.
+
+test('packDraws lays out the entries, then one 16-word struct Draw per draw', () => {
+  const draws = [
+    testDraw({ row: 1, seed: 0xfedcba98, temperature: 0.5, topK: 40, topP: 0.9, minP: 0.1, repetitionPenalty: 1.2, presencePenalty: 0.3, frequencyPenalty: -0.4, pendingDraw: 3, topLogprobs: 5, ...penaltyEntries([[7, 0], [9, 2]]), maskedTokenIds: Int32Array.of(9, 11) }),
+    testDraw({ temperature: 0 }),
+  ];
+  const packed = packDraws(draws, 2, 100);
+  assert.equal(packed.drawsOffset, 6, 'three (token, count) entries: 9 is masked, 11 masked too');
+  assert.deepEqual([...packed.words.subarray(0, 6)], [7, 0, 9, -1, 11, -1]);
+  const words = packed.words.subarray(6, 22);
+  const floats = new Float32Array(packed.words.buffer, 4 * 6, 16);
+  assert.deepEqual([words[0], words[1] >>> 0, words[2], words[3]], [1, 0xfedcba98, 40, 3]);
+  assert.deepEqual([...floats.subarray(4, 10)], [2, 0.9, Math.log(0.1), 1.2, 0.3, -0.4].map(Math.fround));
+  assert.deepEqual([words[10], words[11], words[12]], [0, 3, 5], 'entries [0, 3), five top logprobs');
+  const greedy = packed.words.subarray(22, 38);
+  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[4], 0, 'greedy: inverse temperature 0');
+  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[6], -Infinity, 'no min-p');
+  assert.deepEqual([greedy[10], greedy[11]], [3, 3]);
+  assert.equal(packed.hasEntries, true);
+  assert.equal(packed.topWidth, 5);
+  assert.equal(packDraws([testDraw()], 1, 100).hasEntries, false);
+});
+
+test('packDraws rejects what the kernel would read out of bounds', () => {
+  assert.throws(() => packDraws([testDraw({ row: 3 })], 3, 10), /draw 0 reads row 3, outside \[0, 3\)/);
+  assert.throws(() => packDraws([testDraw({ maskedTokenIds: Int32Array.of(10) })], 1, 10), /names token 10, outside the 10 columns/);
+  assert.throws(() => packDraws([testDraw({ topLogprobs: 33 })], 1, 10), /33 top logprobs, more than 32/);
+  assert.throws(() => packDraws([testDraw({ pendingDraw: 0 })], 1, 400_000), /bitmap of 400000 tokens/);
+});
+
+test('unpackDrawResults splits the kernel output: ids, logprobs, top ids, top logprobs', () => {
+  const words = new Int32Array(2 + 2 + 4 + 4);
+  const floats = new Float32Array(words.buffer);
+  words.set([5, -1]);
+  floats.set([-0.25, -Infinity], 2);
+  words.set([5, 2, -1, -1], 4);
+  floats.set([-0.25, -2, -Infinity, -Infinity], 8);
+  const results = unpackDrawResults(words, 2, 2);
+  assert.deepEqual([...results.tokenIds], [5, -1]);
+  assert.deepEqual([...results.logprobs], [-0.25, -Infinity]);
+  assert.deepEqual([...results.topIds], [5, 2, -1, -1]);
+  assert.deepEqual([...results.topLogprobs], [-0.25, -2, -Infinity, -Infinity]);
+});

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { sampleDraw, sampleDraws } from './draw-sampler.ts';
+import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
+import type { Draw } from './draw.ts';
+
+const row = (values: number[]) => Float32Array.from(values);
+const fromProbs = (probs: number[]) => row(probs.map(Math.log));
+const NONE = new Int32Array(0);
+
+const draw = testDraw;
+const greedy = (fields: Partial<Draw> = {}) => draw({ temperature: 0, ...fields });
+const penalties = penaltyEntries;
+
+test('greedy takes the argmax, the lowest id among ties, and -1 when nothing is finite', () => {
+  assert.equal(sampleDraw(row([1, 3, 3, 2]), greedy(), -1).tokenId, 1);
+  assert.equal(sampleDraw(row([-5, -1, -3]), greedy(), -1).tokenId, 1);
+  assert.equal(sampleDraw(row([-Infinity, NaN]), greedy(), -1).tokenId, -1);
+  assert.equal(sampleDraw(row([-Infinity, NaN]), draw(), -1).tokenId, -1);
+});
+
+test('penalties apply before the argmax; the pending token counts as one more output token', () => {
+  const logits = row([3, 2.9, -1]);
+  assert.equal(sampleDraw(logits, greedy({ repetitionPenalty: 2, ...penalties([[0, 0]]) }), -1).tokenId, 1, 'a prompt token');
+  assert.equal(sampleDraw(logits, greedy({ presencePenalty: 0.5, ...penalties([[0, 1]]) }), -1).tokenId, 1);
+  assert.equal(sampleDraw(logits, greedy({ frequencyPenalty: 0.06, ...penalties([[0, 1]]) }), -1).tokenId, 0, '3 - 0.06 > 2.9');
+  assert.equal(sampleDraw(logits, greedy({ frequencyPenalty: 0.06, ...penalties([[0, 1]]) }), 0).tokenId, 1, 'twice: 3 - 0.12 < 2.9');
+  assert.equal(sampleDraw(logits, greedy({ presencePenalty: 0.5 }), 0).tokenId, 1, 'a pending token not yet listed');
+  // A negative logit is multiplied by the repetition penalty: -1 * 2 = -2, still the smallest.
+  assert.equal(sampleDraw(row([-1, -1.5]), greedy({ repetitionPenalty: 2, ...penalties([[0, 0]]) }), -1).tokenId, 1);
+});
+
+test('masked tokens are never drawn, even when they are penalized too', () => {
+  const masked = { maskedTokenIds: Int32Array.of(1, 2) };
+  assert.equal(sampleDraw(row([0, 5, 4, 1]), greedy(masked), -1).tokenId, 3);
+  assert.equal(sampleDraw(row([0, 5, 4, 1]), greedy({ ...masked, repetitionPenalty: 1.1, ...penalties([[1, 2]]) }), -1).tokenId, 3);
+  for (let seed = 0; seed < 200; seed++) assert.ok(![1, 2].includes(sampleDraw(row([0, 5, 4, 1]), draw({ ...masked, seed }), -1).tokenId));
+  assert.equal(sampleDraw(row([0, 1]), greedy({ maskedTokenIds: Int32Array.of(0, 1) }), -1).tokenId, -1);
+});
+
+function frequencies(logits: Float32Array, fields: Partial<Draw>, draws: number): number[] {
+  const counts = new Array<number>(logits.length).fill(0);
+  for (let i = 0; i < draws; i++) counts[sampleDraw(logits, draw({ ...fields, seed: Math.imul(i, 2654435761) >>> 0 }), -1).tokenId]++;
+  return counts.map((c) => c / draws);
+}
+
+function assertClose(observed: number[], expected: number[], draws: number): void {
+  expected.forEach((p, i) => {
+    // Five standard errors: a false alarm is a one-in-a-million event.
+    const tolerance = 5 * Math.sqrt((p * (1 - p)) / draws) + 1e-9;
+    assert.ok(Math.abs(observed[i] - p) <= tolerance, `token ${i}: frequency ${observed[i]}, expected ${p} ± ${tolerance}`);
+  });
+}
+
+test('over 20k seeds the draws follow softmax(logits / T), reshaped by top-k, top-p and min-p', () => {
+  const probs = [0.1, 0.2, 0.3, 0.4];
+  const draws = 20_000;
+  assertClose(frequencies(fromProbs(probs), {}, draws), probs, draws);
+  const squared = probs.map((p) => p * p);
+  const squaredTotal = squared.reduce((a, b) => a + b, 0);
+  assertClose(frequencies(fromProbs(probs), { temperature: 0.5 }, draws), squared.map((p) => p / squaredTotal), draws);
+  assertClose(frequencies(fromProbs(probs), { topK: 2 }, draws), [0, 0, 3 / 7, 4 / 7], draws);
+  assertClose(frequencies(fromProbs(probs), { topP: 0.8 }, draws), [0, 2 / 9, 3 / 9, 4 / 9], draws);
+  assertClose(frequencies(fromProbs(probs), { minP: 0.6 }, draws), [0, 0, 3 / 7, 4 / 7], draws);
+  // Top-p over what min-p and top-k kept: top-k 3 leaves 0.2/0.3/0.4, of which 0.7 of the mass is 0.3 + 0.4.
+  assertClose(frequencies(fromProbs(probs), { topK: 3, topP: 0.7 }, draws), [0, 0, 3 / 7, 4 / 7], draws);
+  assertClose(frequencies(row([1, 0.5, -Infinity, 0, NaN]), { temperature: 0.7 }, draws), normalized([1, 0.5, -Infinity, 0, -Infinity].map((l) => Math.exp(l / 0.7))), draws);
+});
+
+function normalized(weights: number[]): number[] {
+  const total = weights.reduce((a, b) => a + b, 0);
+  return weights.map((w) => w / total);
+}
+
+test('truncation keeps every token tied with the last one kept', () => {
+  const tied = row([2, 2, 1, 0]);
+  const draws = 4000;
+  assertClose(frequencies(tied, { topK: 1 }, draws), [0.5, 0.5, 0, 0], draws);
+  assertClose(frequencies(tied, { topP: 0.01 }, draws), [0.5, 0.5, 0, 0], draws);
+});
+
+test('a draw is a pure function of its seed, whatever else the pass draws', () => {
+  const logits = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i * 12.9898) * 4);
+  const fields = { topK: 100, topP: 0.9, temperature: 0.8 };
+  const seeds = Array.from({ length: 50 }, (_, i) => i * 7919 + 3);
+  const tokens = seeds.map((seed) => sampleDraw(logits, draw({ ...fields, seed }), -1).tokenId);
+  const batch = [logits, logits].flatMap((_, r) => seeds.map((seed) => draw({ ...fields, seed, row: r, temperature: r === 0 ? 0.8 : 1.3 })));
+  const results = sampleDraws(Float32Array.of(...logits, ...logits), 2, 1000, batch, NONE);
+  assert.deepEqual([...results.tokenIds.subarray(0, 50)], tokens);
+  assert.ok(new Set(tokens).size > 10, 'different seeds draw different tokens');
+});
+
+test('logprobs describe the raw row: the drawn token and the most likely ones, before penalties and truncation', () => {
+  const raw = [2, 1, 0, -1, NaN];
+  const logZ = Math.log(raw.slice(0, 4).reduce((s, x) => s + Math.exp(x), 0));
+  const outcome = sampleDraw(row(raw), greedy({ topLogprobs: 3, repetitionPenalty: 100, topK: 1, ...penalties([[0, 0]]) }), -1);
+  assert.equal(outcome.tokenId, 1, 'the penalty moved the choice');
+  assert.deepEqual(outcome.topIds, [0, 1, 2]);
+  outcome.topIds.forEach((id, j) => assert.ok(Math.abs(outcome.topLogprobs[j] - (raw[id] - logZ)) < 1e-6));
+  assert.ok(Math.abs(outcome.logprob - (1 - logZ)) < 1e-6);
+  assert.deepEqual(sampleDraw(row(raw), greedy({ topLogprobs: 9 }), -1).topIds, [0, 1, 2, 3], 'never NaN, never more than there are');
+});
+
+test('sampleDraws reads pending tokens from the previous pass and checks what it is given', () => {
+  const logits = row([3, 2.9, 1, 0, 0, 5]);
+  const results = sampleDraws(logits, 2, 3, [greedy({ presencePenalty: 1, pendingDraw: 1 }), greedy({ row: 1, topLogprobs: 2 }), greedy()], Int32Array.of(2, 0));
+  assert.deepEqual([...results.tokenIds], [1, 2, 0]);
+  assert.equal(results.topWidth, 2);
+  assert.deepEqual([...results.topIds], [-1, -1, 2, 0, -1, -1]);
+  assert.throws(() => sampleDraws(logits, 2, 3, [greedy({ row: 2 })], NONE), /draw 0 reads row 2, outside \[0, 2\)/);
+  assert.throws(() => sampleDraws(logits, 2, 3, [greedy({ pendingDraw: 2 })], Int32Array.of(0, 1)), /pending token 2 is outside the 2 previous draws/);
+});

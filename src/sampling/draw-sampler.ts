@@ -1,0 +1,126 @@
+import { drawEntries, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
+import { gumbelNoise } from './gumbel.ts';
+import { logSumExp, topTokenIds } from './logprobs.ts';
+
+/** One draw's outcome: the token (-1 when no logit is left finite), its raw logprob, the top raw tokens. */
+export interface DrawOutcome {
+  tokenId: number;
+  logprob: number;
+  topIds: number[];
+  topLogprobs: number[];
+}
+
+/**
+ * The CPU twin of the GPU's sampling pass (kernels/sample-rows.cu), step for step in float32:
+ * `raw` is the row's logits, untouched; `pendingToken` the token of `draw.pendingDraw` (-1: none).
+ * Truncation is a threshold on the scaled logits: min-p's, the k-th largest, then the smallest
+ * value whose tokens at or above it hold topP of the mass left; Gumbel-max draws among the rest,
+ * which is a draw from their renormalized softmax.
+ */
+export function sampleDraw(raw: Float32Array, draw: Draw, pendingToken: number): DrawOutcome {
+  const values = penalizedRow(raw, draw, pendingToken);
+  const tokenId = draw.temperature === 0 ? argmax(values, () => true, (c) => values[c]) : randomDraw(values, draw);
+  const normalizer = logSumExp(raw);
+  const topIds = topTokenIds(raw, draw.topLogprobs);
+  return {
+    tokenId,
+    logprob: tokenId < 0 ? -Infinity : raw[tokenId] - normalizer,
+    topIds,
+    topLogprobs: topIds.map((id) => raw[id] - normalizer),
+  };
+}
+
+function penalizedRow(raw: Float32Array, draw: Draw, pendingToken: number): Float32Array {
+  const values = raw.slice();
+  const entries = drawEntries(draw);
+  let pendingListed = false;
+  for (let e = 0; e < entries.length; e += 2) {
+    const [id, count] = [entries[e], entries[e + 1]];
+    const isPending = id === pendingToken;
+    pendingListed ||= isPending;
+    values[id] = penalizedLogit(raw[id], isPending && count >= 0 ? count + 1 : count, draw);
+  }
+  if (pendingToken >= 0 && !pendingListed) values[pendingToken] = penalizedLogit(raw[pendingToken], 1, draw);
+  return values;
+}
+
+function randomDraw(values: Float32Array, draw: Draw): number {
+  const inv = Math.fround(1 / draw.temperature);
+  const scaled = values.map((v) => Math.fround(v * inv));
+  const finite = (c: number) => scaled[c] > -Infinity;
+  let max = -Infinity;
+  for (const s of scaled) if (s > max) max = s;
+  let threshold = -Infinity;
+  if (draw.minP > 0) threshold = Math.fround(max + Math.fround(Math.log(draw.minP)));
+  if (draw.topK > 0) threshold = Math.max(threshold, kthLargest(scaled.filter((s) => s > -Infinity), draw.topK));
+  if (draw.topP < 1) threshold = Math.max(threshold, nucleusThreshold(scaled, threshold, max, draw.topP));
+  return argmax(
+    scaled,
+    (c) => finite(c) && scaled[c] >= threshold,
+    (c) => Math.fround(scaled[c] + gumbelNoise(draw.seed, c)),
+  );
+}
+
+/** The k-th largest of `values`, or -Infinity when there are fewer than k. */
+function kthLargest(values: Float32Array, k: number): number {
+  if (values.length < k) return -Infinity;
+  return values.sort().reverse()[k - 1];
+}
+
+/**
+ * The largest value x such that the weights exp(s - max) of the values s >= max(x, floor) hold at
+ * least topP of those of the values >= floor.
+ */
+function nucleusThreshold(scaled: Float32Array, floor: number, max: number, topP: number): number {
+  const kept = scaled.filter((s) => s >= floor && s > -Infinity).sort().reverse();
+  let total = 0;
+  for (const s of kept) total += Math.exp(s - max);
+  const target = topP * total;
+  let mass = 0;
+  for (const s of kept) {
+    mass += Math.exp(s - max);
+    if (mass >= target) return s;
+  }
+  return kept[kept.length - 1];
+}
+
+/** The index with the largest key among those `eligible`, the lowest on ties; -1 when none is finite. */
+function argmax(values: Float32Array, eligible: (c: number) => boolean, key: (c: number) => number): number {
+  let best = -1;
+  let bestKey = -Infinity;
+  for (let c = 0; c < values.length; c++) {
+    if (!(values[c] > -Infinity) || !eligible(c)) continue;
+    const k = key(c);
+    if (k > bestKey) {
+      best = c;
+      bestKey = k;
+    }
+  }
+  return best;
+}
+
+/**
+ * Every draw of a sampling pass over logits [rows, cols]; `previousIds` are the previous pass's
+ * ids, where pending tokens are read.
+ */
+export function sampleDraws(logits: Float32Array, rows: number, cols: number, draws: readonly Draw[], previousIds: Int32Array): DrawResults {
+  const topWidth = Math.max(0, ...draws.map((d) => d.topLogprobs));
+  const results: DrawResults = {
+    tokenIds: new Int32Array(draws.length),
+    logprobs: new Float32Array(draws.length),
+    topIds: new Int32Array(draws.length * topWidth).fill(-1),
+    topLogprobs: new Float32Array(draws.length * topWidth).fill(-Infinity),
+    topWidth,
+  };
+  draws.forEach((draw, d) => {
+    if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
+    if (draw.pendingDraw >= previousIds.length) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousIds.length} previous draws`);
+    const pending = draw.pendingDraw >= 0 ? previousIds[draw.pendingDraw] : -1;
+    const outcome = sampleDraw(logits.subarray(draw.row * cols, (draw.row + 1) * cols), draw, pending < cols ? pending : -1);
+    results.tokenIds[d] = outcome.tokenId;
+    results.logprobs[d] = outcome.logprob;
+    results.topIds.set(outcome.topIds, d * topWidth);
+    results.topLogprobs.set(outcome.topLogprobs, d * topWidth);
+  });
+  return results;
+}

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { KeelError } from '../errors.ts';
+import { drawEntries, drawFor, drawnToken, MASKED, penalizedLogit, type DrawContext, type DrawResults } from './draw.ts';
+import type { Rng } from './rng.ts';
+import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
+
+function countingRng(): Rng & { draws: number } {
+  const rng = { draws: 0, nextUint32: () => ++rng.draws * 1000, nextFloat: () => assert.fail('draws take seeds only') };
+  return rng;
+}
+
+function context(fields: Partial<DrawContext> = {}): DrawContext {
+  return { row: 3, rng: countingRng(), distinctPromptTokenIds: Int32Array.of(4, 5), outputCounts: new Map([[5, 2], [9, 1]]), numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], ...fields };
+}
+const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
+
+test('a greedy draw takes no seed from the stream; a random draw takes one', () => {
+  const rng = countingRng();
+  const greedy = drawFor(params({ temperature: 1e-6 }), context({ rng }));
+  assert.equal(greedy.temperature, 0);
+  assert.equal(rng.draws, 0);
+  const random = drawFor(params({ temperature: 0.7, topK: -1 }), context({ rng }));
+  assert.deepEqual([random.temperature, random.seed, random.topK, random.row], [0.7, 1000, 0, 3]);
+  assert.equal(rng.draws, 1);
+});
+
+test('penalty tokens: the prompt only with a repetition penalty, the output with its counts; the pending draw only with penalties', () => {
+  const plain = drawFor(params({}), context());
+  assert.deepEqual([plain.penaltyTokenIds.length, plain.pendingDraw], [0, -1]);
+  const presence = drawFor(params({ presencePenalty: 0.5 }), context());
+  assert.deepEqual([...presence.penaltyTokenIds], [5, 9]);
+  assert.deepEqual([...presence.penaltyCounts], [2, 1]);
+  assert.equal(presence.pendingDraw, 7);
+  const repetition = drawFor(params({ repetitionPenalty: 1.2 }), context());
+  assert.deepEqual([...repetition.penaltyTokenIds], [4, 5, 9], 'token 5 once, with its output count');
+  assert.deepEqual([...repetition.penaltyCounts], [0, 2, 1]);
+});
+
+test('below minTokens EOS and the stop ids are masked, EOS only unless ignoreEos', () => {
+  const early = { minTokens: 4, stopTokenIds: [7, 2] };
+  assert.deepEqual([...drawFor(params(early), context()).maskedTokenIds], [7, 2]);
+  assert.deepEqual([...drawFor(params({ ...early, ignoreEos: true }), context()).maskedTokenIds], [7, 2]);
+  assert.deepEqual([...drawFor(params({ minTokens: 4 }), context()).maskedTokenIds], [2]);
+  assert.deepEqual([...drawFor(params({ minTokens: 4, ignoreEos: true }), context()).maskedTokenIds], []);
+  assert.deepEqual([...drawFor(params(early), context({ numOutputTokens: 4 })).maskedTokenIds], []);
+});
+
+test('drawEntries lists each token once, a masked one as MASKED', () => {
+  const draw = drawFor(params({ presencePenalty: 1, minTokens: 9 }), context({ eosTokenIds: [9, 11] }));
+  assert.deepEqual([...drawEntries(draw)], [5, 2, 9, MASKED, 11, MASKED]);
+});
+
+test('penalizedLogit rounds each operation to float32, as the GPU does', () => {
+  const draw = drawFor(params({ repetitionPenalty: 1.3, presencePenalty: 0.25, frequencyPenalty: 0.1 }), context());
+  const f = Math.fround;
+  assert.equal(penalizedLogit(2.5, 0, draw), f(2.5 / f(1.3)));
+  assert.equal(penalizedLogit(-2.5, 3, draw), f(f(-2.5 * f(1.3)) - f(f(f(0.1) * 3) + 0.25)));
+  assert.equal(penalizedLogit(2.5, MASKED, draw), -Infinity);
+});
+
+test('drawnToken gives the logprobs asked for and fails for a draw with nothing finite', () => {
+  const results: DrawResults = {
+    tokenIds: Int32Array.of(4, -1),
+    logprobs: Float32Array.of(-0.5, -Infinity),
+    topIds: Int32Array.of(4, 1, -1, 0, 0, 0),
+    topLogprobs: Float32Array.of(-0.5, -1.5, -Infinity, 0, 0, 0),
+    topWidth: 3,
+  };
+  assert.deepEqual(drawnToken(results, 0, params({})), { tokenId: 4 });
+  assert.deepEqual(drawnToken(results, 0, params({ logprobs: 0 })).logprobs, { sampled: { tokenId: 4, logprob: -0.5 }, top: [] });
+  assert.deepEqual(drawnToken(results, 0, params({ logprobs: 3 })).logprobs?.top, [{ tokenId: 4, logprob: -0.5 }, { tokenId: 1, logprob: -1.5 }]);
+  assert.throws(() => drawnToken(results, 1, params({})), (e: unknown) => e instanceof KeelError && e.kind === 'backend' && /no token can be sampled/.test(e.message));
+});

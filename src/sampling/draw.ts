@@ -1,0 +1,172 @@
+import { KeelError } from '../errors.ts';
+import type { TokenIdLogprob, TokenLogprobs } from './logprobs.ts';
+import type { Rng } from './rng.ts';
+import type { SamplingParams } from './sampling-params.ts';
+
+/** Temperatures below this sample greedily, as in vLLM: dividing by them only overflows. */
+export const GREEDY_TEMPERATURE = 1e-5;
+
+/**
+ * One token to draw from one row of a step's logits: all the backend's sampling pass needs, so
+ * that logits never leave the device. In vLLM's order: the masked tokens are removed, the
+ * penalties applied, then a greedy draw takes the argmax, and a random one divides by the
+ * temperature, keeps the tokens that min-p, top-k and top-p keep (each keeps every token tied
+ * with its last one) and draws among them by Gumbel-max with `seed` (gumbel.ts).
+ */
+export interface Draw {
+  /** The logits row it reads. A row forking into n completions is drawn n times. */
+  row: number;
+  /** 0: greedy. */
+  temperature: number;
+  seed: number;
+  /** 0: no top-k. */
+  topK: number;
+  /** 1: no top-p. */
+  topP: number;
+  /** 0: no min-p. */
+  minP: number;
+  repetitionPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  /**
+   * The distinct tokens the penalties touch, each with its count in the output: 0 for a prompt
+   * token (repetition penalty only) and the output's other tokens. Empty when no penalty applies.
+   */
+  penaltyTokenIds: Int32Array;
+  penaltyCounts: Int32Array;
+  /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens. */
+  maskedTokenIds: Int32Array;
+  /**
+   * Where the previous sampling pass left this sequence's last token, which the host has not read
+   * yet (its draw index there), or -1. The penalties count it as one more output token.
+   */
+  pendingDraw: number;
+  /** How many of the most likely tokens' raw logprobs to return (0-20). */
+  topLogprobs: number;
+}
+
+/** What a sampling pass returns for its draws. */
+export interface DrawResults {
+  /** The drawn token of each draw; -1 where no logit was left finite. */
+  tokenIds: Int32Array;
+  /** Each drawn token's log-probability under softmax of the raw row (before penalties and temperature). */
+  logprobs: Float32Array;
+  /** [draws, topWidth]: each draw's most likely raw tokens, most likely first, lower id among equals; -1 past its topLogprobs. */
+  topIds: Int32Array;
+  topLogprobs: Float32Array;
+  topWidth: number;
+}
+
+/** What the engine knows of a sequence when it asks for its next token. */
+export interface DrawContext {
+  row: number;
+  /** The completion's own random stream: one seed per random draw. */
+  rng: Rng;
+  /** The prompt's distinct token ids (needed only with a repetition penalty). */
+  distinctPromptTokenIds: Int32Array;
+  /** Counts of the output tokens the host knows (not the pending one). */
+  outputCounts: ReadonlyMap<number, number>;
+  /** Output tokens so far, the pending one included. */
+  numOutputTokens: number;
+  pendingDraw: number;
+  eosTokenIds: readonly number[];
+}
+
+const NO_TOKENS = new Int32Array(0);
+
+export function drawFor(params: SamplingParams, context: DrawContext): Draw {
+  const greedy = params.temperature < GREEDY_TEMPERATURE;
+  const repetition = params.repetitionPenalty !== 1;
+  const penalized = repetition || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;
+  const [penaltyTokenIds, penaltyCounts] = penalized ? penaltyTokens(repetition ? context.distinctPromptTokenIds : NO_TOKENS, context.outputCounts) : [NO_TOKENS, NO_TOKENS];
+  const masked = context.numOutputTokens < params.minTokens ? [...params.stopTokenIds, ...(params.ignoreEos ? [] : context.eosTokenIds)] : [];
+  return {
+    row: context.row,
+    temperature: greedy ? 0 : params.temperature,
+    seed: greedy ? 0 : context.rng.nextUint32(),
+    topK: params.topK > 0 ? params.topK : 0,
+    topP: params.topP,
+    minP: params.minP,
+    repetitionPenalty: params.repetitionPenalty,
+    presencePenalty: params.presencePenalty,
+    frequencyPenalty: params.frequencyPenalty,
+    penaltyTokenIds,
+    penaltyCounts,
+    maskedTokenIds: Int32Array.from(new Set(masked)),
+    pendingDraw: penalized ? context.pendingDraw : -1,
+    topLogprobs: params.logprobs ?? 0,
+  };
+}
+
+/** Prompt-only tokens with count 0, then the output's tokens with their counts: each token once. */
+function penaltyTokens(promptTokenIds: Int32Array, outputCounts: ReadonlyMap<number, number>): [Int32Array, Int32Array] {
+  const ids: number[] = [];
+  const counts: number[] = [];
+  for (const id of promptTokenIds) {
+    if (!outputCounts.has(id)) {
+      ids.push(id);
+      counts.push(0);
+    }
+  }
+  for (const [id, count] of outputCounts) {
+    ids.push(id);
+    counts.push(count);
+  }
+  return [Int32Array.from(ids), Int32Array.from(counts)];
+}
+
+/** A count that marks a masked token among a draw's entries. */
+export const MASKED = -1;
+
+/**
+ * A draw's penalty tokens and masked tokens as one list of (token id, output count) pairs, each
+ * token once, MASKED for a masked token: what both backends walk.
+ */
+export function drawEntries(draw: Draw): Int32Array {
+  const masked = new Set(draw.maskedTokenIds);
+  const entries: number[] = [];
+  for (let i = 0; i < draw.penaltyTokenIds.length; i++) {
+    const id = draw.penaltyTokenIds[i];
+    entries.push(id, masked.has(id) ? MASKED : draw.penaltyCounts[i]);
+    masked.delete(id);
+  }
+  for (const id of masked) entries.push(id, MASKED);
+  return Int32Array.from(entries);
+}
+
+/**
+ * A penalized logit in float32, operation by operation as the GPU computes it: the repetition
+ * penalty divides a positive logit and multiplies a negative one of every token seen; presence
+ * and frequency subtract from a token generated `count` > 0 times.
+ */
+export function penalizedLogit(logit: number, count: number, draw: Draw): number {
+  if (count === MASKED) return -Infinity;
+  const r = Math.fround(draw.repetitionPenalty);
+  let v = logit > 0 ? Math.fround(logit / r) : Math.fround(logit * r);
+  if (count > 0) {
+    const penalty = Math.fround(Math.fround(Math.fround(draw.frequencyPenalty) * count) + Math.fround(draw.presencePenalty));
+    v = Math.fround(v - penalty);
+  }
+  return v;
+}
+
+/** A drawn token as the engine takes it. */
+export interface SampledToken {
+  tokenId: number;
+  /** Present when params.logprobs is not null. */
+  logprobs?: TokenLogprobs;
+}
+
+/** Draw `d` of a sampling pass, with the logprobs `params` asked for; an error when no logit was finite. */
+export function drawnToken(results: DrawResults, d: number, params: SamplingParams): SampledToken {
+  const tokenId = results.tokenIds[d];
+  if (tokenId < 0) throw new KeelError('backend', 'no token can be sampled: every logit is NaN or -Infinity after masking');
+  if (params.logprobs === null) return { tokenId };
+  const top: TokenIdLogprob[] = [];
+  for (let j = 0; j < params.logprobs; j++) {
+    const at = d * results.topWidth + j;
+    if (results.topIds[at] < 0) break;
+    top.push({ tokenId: results.topIds[at], logprob: results.topLogprobs[at] });
+  }
+  return { tokenId, logprobs: { sampled: { tokenId, logprob: results.logprobs[d] }, top } };
+}

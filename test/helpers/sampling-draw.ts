@@ -1,0 +1,29 @@
+import type { Draw } from '../../src/sampling/draw.ts';
+
+const NONE = new Int32Array(0);
+
+/** A draw of row 0 at temperature 1 with nothing else set, changed by `fields`. */
+export function testDraw(fields: Partial<Draw> = {}): Draw {
+  return {
+    row: 0,
+    temperature: 1,
+    seed: 0,
+    topK: 0,
+    topP: 1,
+    minP: 0,
+    repetitionPenalty: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    penaltyTokenIds: NONE,
+    penaltyCounts: NONE,
+    maskedTokenIds: NONE,
+    pendingDraw: -1,
+    topLogprobs: 0,
+    ...fields,
+  };
+}
+
+/** Penalty tokens from (token id, output count) pairs. */
+export function penaltyEntries(entries: [number, number][]): Pick<Draw, 'penaltyTokenIds' | 'penaltyCounts'> {
+  return { penaltyTokenIds: Int32Array.from(entries, ([id]) => id), penaltyCounts: Int32Array.from(entries, ([, n]) => n) };
+}
