@@ -67,7 +67,7 @@ for s in "$@"; do
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
     sampling) for extra in "" "--top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5"; do
-        name=throughput-qwen2.5-7b-random${extra:+-truncated-penalized}
+        name=throughput-qwen2.5-7b-sampling-$([ -z "$extra" ] && echo plain || echo truncated-penalized)
         step "$name" 120 node bin/keel bench throughput --model bench/configs/qwen2.5-7b $dummy \
           --num-prompts 256 --input-len 512 --output-len 256 $extra --output "$out/results/$name-$kind.json"
       done ;;
