@@ -8,7 +8,8 @@
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
 # minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), sampling (Qwen2.5-7B
-# throughput plain, then with top-p, top-k, a repetition penalty and 5 logprobs: what they cost), serve (keel bench serve --launch on the four
+# throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
+# the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
 # configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), archs
 # (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
@@ -66,10 +67,10 @@ for s in "$@"; do
     attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
-    sampling) for extra in "" "--top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5"; do
-        name=throughput-qwen2.5-7b-sampling-$([ -z "$extra" ] && echo plain || echo truncated-penalized)
+    sampling) for variant in plain "truncated-penalized --top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5" "top-p --top-p 0.9"; do
+        options=${variant#"${variant%% *}"} name=throughput-qwen2.5-7b-sampling-${variant%% *}
         step "$name" 120 node bin/keel bench throughput --model bench/configs/qwen2.5-7b $dummy \
-          --num-prompts 256 --input-len 512 --output-len 256 $extra --output "$out/results/$name-$kind.json"
+          --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
     *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;

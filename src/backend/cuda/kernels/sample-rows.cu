@@ -7,6 +7,7 @@
 #define THREADS 1024
 #define NO_INDEX 0x7fffffff
 #define MAX_TOP 32
+#define MAX_CANDIDATES 2048
 
 // One draw as packDraws (sample-rows.ts) lays it out: 16 words.
 struct Draw {
@@ -163,48 +164,151 @@ __device__ __forceinline__ void for_each_value(const Row& r, F& f) {
   for_each_entry(r, f);
 }
 
-// How many tokens have a scaled value with key >= `key`.
-__device__ __noinline__ int count_at_least(const Row& r, float inv, unsigned int key) {
-  int n = 0;
-  auto f = [&](int, float v) { n += v > NEG_INF && order_key(__fmul_rn(v, inv)) >= key; };
-  for_each_value(r, f);
-  return block_count(n);
-}
-
-// Σ exp(s - max_s) over the scaled values s with key >= `key`.
-__device__ __noinline__ float mass_at_least(const Row& r, float inv, unsigned int key, float max_s) {
-  float mass = 0.f;
-  auto f = [&](int, float v) {
-    if (!(v > NEG_INF)) return;
-    const float s = __fmul_rn(v, inv);
-    if (order_key(s) >= key) mass += __expf(__fsub_rn(s, max_s));
-  };
-  for_each_value(r, f);
-  return block_sum(mass);
+// The key of the k-th largest of the keys `for_each_key` hands its callback (key 0: the element
+// takes no part), chosen 8 bits at a time from the top with a 256-bin histogram per pass; 0 when
+// fewer than k elements take part. Counts are integers, so the result does not depend on order.
+template <typename Keys>
+__device__ unsigned int kth_largest(Keys& for_each_key, int k) {
+  __shared__ int histogram[256];
+  __shared__ unsigned int chosen_prefix;
+  __shared__ int chosen_remaining;
+  unsigned int prefix = 0u, mask = 0u;
+  int remaining = k;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += THREADS) histogram[b] = 0;
+    __syncthreads();
+    auto count = [&](unsigned int key) {
+      if (key == 0u || (key & mask) != prefix) return;
+      const unsigned int bin = (key >> shift) & 0xffu;
+      // Lanes with the same bin add once: most keys share their top bits, and 32 atomics on one
+      // address would run one after another.
+      const unsigned int peers = __match_any_sync(__activemask(), bin);
+      if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&histogram[bin], __popc(peers));
+    };
+    for_each_key(count);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int above = 0, b = 255;
+      while (b >= 0 && above + histogram[b] < remaining) above += histogram[b--];
+      chosen_prefix = b < 0 ? 0u : prefix | ((unsigned int)b << shift);
+      chosen_remaining = b < 0 ? 0 : remaining - above;
+    }
+    __syncthreads();
+    if (chosen_remaining == 0) return 0u;
+    prefix = chosen_prefix;
+    remaining = chosen_remaining;
+    mask |= 0xffu << shift;
+    __syncthreads();  // chosen_* are read before the next pass writes them
+  }
+  return prefix;
 }
 
 // The key of the k-th largest scaled value, or KEY_FINITE (keep all) when fewer are finite.
-__device__ unsigned int kth_largest_key(const Row& r, float inv, int k, unsigned int hi) {
-  unsigned int lo = KEY_FINITE;
-  if (count_at_least(r, inv, lo) < k) return lo;
-  while (lo < hi) {  // invariant: at least k keys >= lo, fewer than k > hi
+__device__ unsigned int kth_largest_key(const Row& r, float inv, int k) {
+  auto keys = [&](auto& add) {
+    auto f = [&](int, float v) { add(v > NEG_INF ? order_key(__fmul_rn(v, inv)) : 0u); };
+    for_each_value(r, f);
+  };
+  const unsigned int key = kth_largest(keys, k);
+  return key == 0u ? KEY_FINITE : key;
+}
+
+// The float whose order_key is `key`.
+__device__ __forceinline__ float key_value(unsigned int key) { return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key); }
+
+// Σ exp(s - max_s) over the scaled values s with key >= `key`, and (in `count`) how many there are.
+__device__ __noinline__ float mass_at_least(const Row& r, float inv, unsigned int key, float max_s, int& count) {
+  float mass = 0.f;
+  int n = 0;
+  auto f = [&](int, float v) {
+    if (!(v > NEG_INF)) return;
+    const float s = __fmul_rn(v, inv);
+    if (order_key(s) < key) return;
+    mass += __expf(__fsub_rn(s, max_s));
+    n++;
+  };
+  for_each_value(r, f);
+  count = block_count(n);
+  return block_sum(mass);
+}
+
+// Sorts a[0, size) (size a power of two) largest first.
+__device__ void bitonic_sort_descending(unsigned int* a, int size) {
+  for (int k = 2; k <= size; k <<= 1) {
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      for (int i = threadIdx.x; i < size; i += THREADS) {
+        const int partner = i ^ j;
+        if (partner <= i) continue;
+        const unsigned int x = a[i], y = a[partner];
+        if ((i & k) == 0 ? x < y : x > y) {
+          a[i] = y;
+          a[partner] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// nucleus_key over the whole row: bisects the keys, one pass per step.
+__device__ unsigned int nucleus_key_bisecting(const Row& r, float inv, unsigned int floor, float max_s, float target) {
+  unsigned int lo = floor, hi = order_key(max_s);
+  int unused;
+  while (lo < hi) {
     const unsigned int mid = lo + (hi - lo + 1) / 2;
-    if (count_at_least(r, inv, mid) >= k) lo = mid;
+    if (mass_at_least(r, inv, mid, max_s, unused) >= target) lo = mid;
     else hi = mid - 1;
   }
   return lo;
 }
 
-// The largest key whose tokens at or above it hold top_p of the mass at or above `floor`.
+// The largest key whose tokens at or above it hold top_p of the mass at or above `floor`. Tokens
+// lighter than (1 - top_p) * mass / count hold less than (1 - top_p) of the mass all together, so
+// the key lies among the heavier ones (half that bound leaves room for rounding): when they are
+// few, as in a peaked distribution or after top-k, they are sorted in shared memory and summed
+// largest first; else the whole row is bisected.
 __device__ unsigned int nucleus_key(const Row& r, float inv, unsigned int floor, float max_s, float top_p) {
-  const float target = __fmul_rn(top_p, mass_at_least(r, inv, floor, max_s));
-  unsigned int lo = floor, hi = order_key(max_s);
-  while (lo < hi) {
-    const unsigned int mid = lo + (hi - lo + 1) / 2;
-    if (mass_at_least(r, inv, mid, max_s) >= target) lo = mid;
-    else hi = mid - 1;
+  __shared__ unsigned int candidates[MAX_CANDIDATES];
+  __shared__ int num_candidates;
+  __shared__ unsigned int chosen;
+  int kept;
+  const float mass = mass_at_least(r, inv, floor, max_s, kept);
+  const float target = __fmul_rn(top_p, mass);
+  const float lightest = 0.5f * (1.f - top_p) * mass / (float)kept;
+  const unsigned int candidate_floor = max(floor, order_key(__fadd_rn(max_s, logf(lightest))));
+  if (threadIdx.x == 0) num_candidates = 0;
+  __syncthreads();
+  auto gather = [&](int, float v) {
+    if (!(v > NEG_INF)) return;
+    const unsigned int key = order_key(__fmul_rn(v, inv));
+    if (key < candidate_floor) return;
+    const int slot = atomicAdd(&num_candidates, 1);
+    if (slot < MAX_CANDIDATES) candidates[slot] = key;
+  };
+  for_each_value(r, gather);
+  __syncthreads();
+  const int n = num_candidates;
+  if (n > MAX_CANDIDATES) return nucleus_key_bisecting(r, inv, floor, max_s, target);
+  int size = 1;
+  while (size < n) size <<= 1;
+  for (int i = n + threadIdx.x; i < size; i += THREADS) candidates[i] = 0u;
+  __syncthreads();
+  bitonic_sort_descending(candidates, size);
+  if (threadIdx.x == 0) {
+    // Rounding can leave the target a hair out of reach: then every candidate stays.
+    unsigned int key = candidates[n - 1];
+    float sum = 0.f;
+    for (int i = 0; i < n; i++) {
+      sum += __expf(__fsub_rn(key_value(candidates[i]), max_s));
+      if (sum >= target) {
+        key = candidates[i];
+        break;
+      }
+    }
+    chosen = key;
   }
-  return lo;
+  __syncthreads();
+  return chosen;
 }
 
 // The Gumbel-max draw among the tokens whose scaled value has key >= floor.
@@ -240,15 +344,16 @@ __device__ __noinline__ int raw_count_at_least(const bf16* x, int cols, unsigned
 __device__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* ids, float* logprobs) {
   __shared__ int chosen[MAX_TOP];
   __shared__ int num_chosen;
-  unsigned int lo = KEY_NEG_INF, hi = 0xffffffffu;
-  const int available = raw_count_at_least(x, cols, lo);
-  const int k = min(num_top, available);
+  const int k = min(num_top, raw_count_at_least(x, cols, KEY_NEG_INF));
+  unsigned int lo = KEY_NEG_INF;
   if (k > 0) {
-    while (lo < hi) {
-      const unsigned int mid = lo + (unsigned int)(((unsigned long long)hi - lo + 1) / 2);
-      if (raw_count_at_least(x, cols, mid) >= k) lo = mid;
-      else hi = mid - 1;
-    }
+    auto keys = [&](auto& add) {
+      for (int c = threadIdx.x; c < cols; c += THREADS) {
+        const float v = bf16_to_f32(x[c]);
+        add(v == v ? order_key(v) : 0u);
+      }
+    };
+    lo = kth_largest(keys, k);
   }
   // Fewer than k logits are above the k-th largest: take them all, then its ties by index.
   if (threadIdx.x == 0) num_chosen = 0;
@@ -359,7 +464,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
     const float max_s = __fmul_rn(max_v, inv);
     unsigned int floor = KEY_FINITE;
     if (d.log_min_p > NEG_INF) floor = max(floor, order_key(__fadd_rn(max_s, d.log_min_p)));
-    if (d.top_k > 0) floor = max(floor, kth_largest_key(r, inv, d.top_k, order_key(max_s)));
+    if (d.top_k > 0) floor = max(floor, kth_largest_key(r, inv, d.top_k));
     if (d.top_p < 1.f) floor = max(floor, nucleus_key(r, inv, floor, max_s, d.top_p));
     token = draw_above(r, inv, d.seed, floor);
   }

@@ -6,8 +6,11 @@ import type { DevicePtr } from '../driver-api.ts';
 const DRAW_WORDS = 16;
 /** The largest topLogprobs the kernel returns (its MAX_TOP). */
 const MAX_TOP = 32;
-/** The default dynamic shared memory a kernel may use: the bitmap of listed tokens must fit in it. */
-const MAX_BITMAP_BYTES = 48 * 1024;
+/**
+ * The bitmap of listed tokens lives in dynamic shared memory beside the kernel's ~11 KB of static
+ * arrays; sm_80 lets a block have 163 KB. 96 KB covers vocabularies up to 786,432 tokens.
+ */
+const MAX_BITMAP_BYTES = 96 * 1024;
 
 /** Draws in sample-rows.cu's layout: every draw's entries (int pairs), then the draws. */
 export interface PackedDraws {
