@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
+import type { LoadedEngine } from '../src/engine/load-engine.ts';
 
 // The library API over the embedded default model on the CPU backend.
 let llm: LLM;
@@ -117,4 +118,25 @@ test('logprobs: the drawn token\'s, and as many alternatives as asked, most like
     for (let k = 1; k < 3; k++) assert.ok(position.top[k].logprob <= position.top[k - 1].logprob);
     assert.ok(position.top.reduce((p, t) => p + Math.exp(t.logprob), 0) <= 1 + 1e-6);
   });
+});
+
+test('a step that fails rejects every request in flight with its error, frees their blocks, and the engine goes on', async () => {
+  const failing = await LLM.load({ backend: 'cpu', showProgress: false, numKvBlocks: 64 });
+  try {
+    // The engine's backend, reached past LLM's privacy: its third sampling pass fails.
+    const backend = (failing as unknown as { loaded: LoadedEngine }).loaded.backend;
+    const sampleRows = backend.sampleRows.bind(backend);
+    let passes = 0;
+    backend.sampleRows = (x, draws) => {
+      if (++passes === 3) throw new Error('device lost');
+      return sampleRows(x, draws);
+    };
+    const params = { temperature: 0, maxTokens: 8, ignoreEos: true };
+    await assert.rejects(failing.generate([PROMPT, OTHERS[0]], params), /device lost/);
+    assert.equal(failing.stats().numFreeKvBlocks, failing.stats().numKvBlocks);
+    const [again] = await failing.generate([PROMPT], params);
+    assert.equal(again.outputs[0].tokenIds.length, 8);
+  } finally {
+    await failing.close();
+  }
 });

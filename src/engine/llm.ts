@@ -222,12 +222,16 @@ export class LLM {
     setImmediate(loop);
   }
 
-  /** A step failed: every request in flight fails with that error and is aborted. */
+  /**
+   * A step failed: every request in flight fails with that error, then is aborted (failing first:
+   * the abort's final update would otherwise resolve it as an aborted request).
+   */
   private failAll(error: Error): void {
-    for (const [id, fail] of [...this.failers]) {
-      this.engine.abort(id);
-      fail(error);
-    }
+    const failing = [...this.failers];
     this.failers.clear();
+    for (const [id, fail] of failing) {
+      fail(error);
+      this.engine.abort(id);
+    }
   }
 }
