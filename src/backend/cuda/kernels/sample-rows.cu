@@ -168,7 +168,7 @@ __device__ __forceinline__ void for_each_value(const Row& r, F& f) {
 // takes no part), chosen 8 bits at a time from the top with a 256-bin histogram per pass; 0 when
 // fewer than k elements take part. Counts are integers, so the result does not depend on order.
 template <typename Keys>
-__device__ unsigned int kth_largest(Keys& for_each_key, int k) {
+__device__ unsigned int kth_largest(const Keys& for_each_key, int k) {
   __shared__ int histogram[256];
   __shared__ unsigned int chosen_prefix;
   __shared__ int chosen_remaining;
@@ -203,12 +203,34 @@ __device__ unsigned int kth_largest(Keys& for_each_key, int k) {
   return prefix;
 }
 
+// Key producers for kth_largest (NVRTC compiles no generic lambdas): the scaled values of a draw's
+// row, and the raw logits.
+struct ScaledKeys {
+  const Row& r;
+  float inv;
+  template <typename F>
+  __device__ void operator()(F& add) const {
+    const float scale = inv;
+    auto f = [&](int, float v) { add(v > NEG_INF ? order_key(__fmul_rn(v, scale)) : 0u); };
+    for_each_value(r, f);
+  }
+};
+
+struct RawKeys {
+  const bf16* x;
+  int cols;
+  template <typename F>
+  __device__ void operator()(F& add) const {
+    for (int c = threadIdx.x; c < cols; c += THREADS) {
+      const float v = bf16_to_f32(x[c]);
+      add(v == v ? order_key(v) : 0u);
+    }
+  }
+};
+
 // The key of the k-th largest scaled value, or KEY_FINITE (keep all) when fewer are finite.
 __device__ unsigned int kth_largest_key(const Row& r, float inv, int k) {
-  auto keys = [&](auto& add) {
-    auto f = [&](int, float v) { add(v > NEG_INF ? order_key(__fmul_rn(v, inv)) : 0u); };
-    for_each_value(r, f);
-  };
+  ScaledKeys keys{r, inv};
   const unsigned int key = kth_largest(keys, k);
   return key == 0u ? KEY_FINITE : key;
 }
@@ -347,12 +369,7 @@ __device__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* id
   const int k = min(num_top, raw_count_at_least(x, cols, KEY_NEG_INF));
   unsigned int lo = KEY_NEG_INF;
   if (k > 0) {
-    auto keys = [&](auto& add) {
-      for (int c = threadIdx.x; c < cols; c += THREADS) {
-        const float v = bf16_to_f32(x[c]);
-        add(v == v ? order_key(v) : 0u);
-      }
-    };
+    RawKeys keys{x, cols};
     lo = kth_largest(keys, k);
   }
   // Fewer than k logits are above the k-th largest: take them all, then its ties by index.
