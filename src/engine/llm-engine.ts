@@ -1,6 +1,7 @@
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { drawFor, drawnToken, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
+import { drawFor, drawnToken, hasPenalties, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
+import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
@@ -105,7 +106,7 @@ export class LLMEngine {
       index,
       seq: null,
       rng: forkStream(seed, index),
-      outputCounts: new Map(),
+      penaltyTokens: hasPenalties(params) ? new PenaltyTokens(promptTokenIds, params.repetitionPenalty !== 1) : null,
       detokenizer: this.parts.tokenizer
         ? new IncrementalDetokenizer(this.parts.tokenizer, promptTokenIds, { skipSpecialTokens: params.skipSpecialTokens })
         : null,
@@ -124,7 +125,6 @@ export class LLMEngine {
       id,
       prompt: input.prompt,
       promptTokenIds,
-      distinctPromptTokenIds: params.repetitionPenalty === 1 ? new Int32Array(0) : Int32Array.from(new Set(promptTokenIds)),
       params,
       completions,
       metrics: {
@@ -232,8 +232,7 @@ export class LLMEngine {
     return drawFor(request.params, {
       ...site,
       rng: c.rng,
-      distinctPromptTokenIds: request.distinctPromptTokenIds,
-      outputCounts: c.outputCounts,
+      penaltyTokens: c.penaltyTokens,
       // The sequence's count includes a token still pending on the device; the completion's does not yet.
       numOutputTokens: seq.numOutputTokens,
       eosTokenIds: this.parts.eosTokenIds,
@@ -310,7 +309,7 @@ export class LLMEngine {
     const tokenId = sample.tokenId;
     seq.appendToken(tokenId);
     c.output.tokenIds.push(tokenId);
-    c.outputCounts.set(tokenId, (c.outputCounts.get(tokenId) ?? 0) + 1);
+    c.penaltyTokens?.add(tokenId);
     this.generationTokensTotal++;
     request.metrics.firstTokenTime ??= Date.now();
     const delta = pendingDelta(c);

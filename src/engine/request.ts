@@ -1,3 +1,4 @@
+import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { Rng } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { StopStringMatcher } from '../sampling/stop-strings.ts';
@@ -14,8 +15,8 @@ export interface Completion {
   index: number;
   seq: Sequence | null;
   rng: Rng;
-  /** Output token counts, for presence/frequency penalties. */
-  outputCounts: Map<number, number>;
+  /** The tokens its penalties touch, with their output counts; null when the request has no penalty. */
+  penaltyTokens: PenaltyTokens | null;
   detokenizer: IncrementalDetokenizer | null;
   stopMatcher: StopStringMatcher | null;
   output: CompletionOutput;
@@ -27,8 +28,6 @@ export interface Request {
   id: string;
   prompt: string | null;
   promptTokenIds: number[];
-  /** The prompt's distinct token ids when a repetition penalty needs them, else empty. */
-  distinctPromptTokenIds: Int32Array;
   params: SamplingParams;
   completions: Completion[];
   metrics: RequestMetrics;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { drawEntries, drawFor, drawnToken, MASKED, penalizedLogit, type DrawContext, type DrawResults } from './draw.ts';
+import { PenaltyTokens } from './penalty-tokens.ts';
 import type { Rng } from './rng.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
 
@@ -10,8 +11,15 @@ function countingRng(): Rng & { draws: number } {
   return rng;
 }
 
+/** Prompt [4, 5], output 5, 9, 5 so far. */
+function penaltyTokens(withPrompt: boolean): PenaltyTokens {
+  const tokens = new PenaltyTokens([4, 5], withPrompt);
+  for (const id of [5, 9, 5]) tokens.add(id);
+  return tokens;
+}
+
 function context(fields: Partial<DrawContext> = {}): DrawContext {
-  return { row: 3, rng: countingRng(), distinctPromptTokenIds: Int32Array.of(4, 5), outputCounts: new Map([[5, 2], [9, 1]]), numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], ...fields };
+  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], ...fields };
 }
 const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
 
@@ -25,16 +33,15 @@ test('a greedy draw takes no seed from the stream; a random draw takes one', () 
   assert.equal(rng.draws, 1);
 });
 
-test('penalty tokens: the prompt only with a repetition penalty, the output with its counts; the pending draw only with penalties', () => {
+test('a draw carries the completion\'s penalty entries, and reads the pending token only with penalties', () => {
   const plain = drawFor(params({}), context());
-  assert.deepEqual([plain.penaltyTokenIds.length, plain.pendingDraw], [0, -1]);
-  const presence = drawFor(params({ presencePenalty: 0.5 }), context());
-  assert.deepEqual([...presence.penaltyTokenIds], [5, 9]);
-  assert.deepEqual([...presence.penaltyCounts], [2, 1]);
+  assert.deepEqual([plain.penaltyEntries.length, plain.pendingDraw], [0, -1]);
+  const presence = drawFor(params({ presencePenalty: 0.5 }), context({ penaltyTokens: penaltyTokens(false) }));
+  assert.deepEqual([...presence.penaltyEntries], [5, 2, 9, 1]);
   assert.equal(presence.pendingDraw, 7);
-  const repetition = drawFor(params({ repetitionPenalty: 1.2 }), context());
-  assert.deepEqual([...repetition.penaltyTokenIds], [4, 5, 9], 'token 5 once, with its output count');
-  assert.deepEqual([...repetition.penaltyCounts], [0, 2, 1]);
+  const repetition = drawFor(params({ repetitionPenalty: 1.2 }), context({ penaltyTokens: penaltyTokens(true) }));
+  assert.deepEqual([...repetition.penaltyEntries], [4, 0, 5, 2, 9, 1], 'token 5 once, with its output count');
+  assert.throws(() => drawFor(params({ frequencyPenalty: 1 }), context()), /penalty tokens are kept exactly when a penalty applies/);
 });
 
 test('below minTokens EOS and the stop ids are masked, EOS only unless ignoreEos', () => {
@@ -47,12 +54,14 @@ test('below minTokens EOS and the stop ids are masked, EOS only unless ignoreEos
 });
 
 test('drawEntries lists each token once, a masked one as MASKED', () => {
-  const draw = drawFor(params({ presencePenalty: 1, minTokens: 9 }), context({ eosTokenIds: [9, 11] }));
+  const draw = drawFor(params({ presencePenalty: 1, minTokens: 9 }), context({ eosTokenIds: [9, 11], penaltyTokens: penaltyTokens(false) }));
   assert.deepEqual([...drawEntries(draw)], [5, 2, 9, MASKED, 11, MASKED]);
+  const unmasked = drawFor(params({ presencePenalty: 1 }), context({ penaltyTokens: penaltyTokens(false) }));
+  assert.equal(drawEntries(unmasked), unmasked.penaltyEntries, 'no masks: the entries as they are, not a copy');
 });
 
 test('penalizedLogit rounds each operation to float32, as the GPU does', () => {
-  const draw = drawFor(params({ repetitionPenalty: 1.3, presencePenalty: 0.25, frequencyPenalty: 0.1 }), context());
+  const draw = drawFor(params({ repetitionPenalty: 1.3, presencePenalty: 0.25, frequencyPenalty: 0.1 }), context({ penaltyTokens: penaltyTokens(true) }));
   const f = Math.fround;
   assert.equal(penalizedLogit(2.5, 0, draw), f(2.5 / f(1.3)));
   assert.equal(penalizedLogit(-2.5, 3, draw), f(f(-2.5 * f(1.3)) - f(f(f(0.1) * 3) + 0.25)));

@@ -1,5 +1,6 @@
 import { KeelError } from '../errors.ts';
 import type { TokenIdLogprob, TokenLogprobs } from './logprobs.ts';
+import type { PenaltyTokens } from './penalty-tokens.ts';
 import type { Rng } from './rng.ts';
 import type { SamplingParams } from './sampling-params.ts';
 
@@ -29,11 +30,11 @@ export interface Draw {
   presencePenalty: number;
   frequencyPenalty: number;
   /**
-   * The distinct tokens the penalties touch, each with its count in the output: 0 for a prompt
-   * token (repetition penalty only) and the output's other tokens. Empty when no penalty applies.
+   * (token id, output count) pairs of the distinct tokens the penalties touch: count 0 for a
+   * prompt token (repetition penalty only), then the output's tokens (penalty-tokens.ts). Empty
+   * when no penalty applies.
    */
-  penaltyTokenIds: Int32Array;
-  penaltyCounts: Int32Array;
+  penaltyEntries: Int32Array;
   /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens. */
   maskedTokenIds: Int32Array;
   /**
@@ -62,10 +63,8 @@ export interface DrawContext {
   row: number;
   /** The completion's own random stream: one seed per random draw. */
   rng: Rng;
-  /** The prompt's distinct token ids (needed only with a repetition penalty). */
-  distinctPromptTokenIds: Int32Array;
-  /** Counts of the output tokens the host knows (not the pending one). */
-  outputCounts: ReadonlyMap<number, number>;
+  /** The completion's penalty pairs, over the output tokens the host knows (not the pending one); null without penalties. */
+  penaltyTokens: PenaltyTokens | null;
   /** Output tokens so far, the pending one included. */
   numOutputTokens: number;
   pendingDraw: number;
@@ -76,9 +75,8 @@ const NO_TOKENS = new Int32Array(0);
 
 export function drawFor(params: SamplingParams, context: DrawContext): Draw {
   const greedy = params.temperature < GREEDY_TEMPERATURE;
-  const repetition = params.repetitionPenalty !== 1;
-  const penalized = repetition || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;
-  const [penaltyTokenIds, penaltyCounts] = penalized ? penaltyTokens(repetition ? context.distinctPromptTokenIds : NO_TOKENS, context.outputCounts) : [NO_TOKENS, NO_TOKENS];
+  const penalized = hasPenalties(params);
+  if (penalized !== (context.penaltyTokens !== null)) throw new Error('drawFor: penalty tokens are kept exactly when a penalty applies');
   const masked = context.numOutputTokens < params.minTokens ? [...params.stopTokenIds, ...(params.ignoreEos ? [] : context.eosTokenIds)] : [];
   return {
     row: context.row,
@@ -90,29 +88,16 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     repetitionPenalty: params.repetitionPenalty,
     presencePenalty: params.presencePenalty,
     frequencyPenalty: params.frequencyPenalty,
-    penaltyTokenIds,
-    penaltyCounts,
+    penaltyEntries: context.penaltyTokens?.entries() ?? NO_TOKENS,
     maskedTokenIds: Int32Array.from(new Set(masked)),
     pendingDraw: penalized ? context.pendingDraw : -1,
     topLogprobs: params.logprobs ?? 0,
   };
 }
 
-/** Prompt-only tokens with count 0, then the output's tokens with their counts: each token once. */
-function penaltyTokens(promptTokenIds: Int32Array, outputCounts: ReadonlyMap<number, number>): [Int32Array, Int32Array] {
-  const ids: number[] = [];
-  const counts: number[] = [];
-  for (const id of promptTokenIds) {
-    if (!outputCounts.has(id)) {
-      ids.push(id);
-      counts.push(0);
-    }
-  }
-  for (const [id, count] of outputCounts) {
-    ids.push(id);
-    counts.push(count);
-  }
-  return [Int32Array.from(ids), Int32Array.from(counts)];
+/** Whether any of the repetition, presence and frequency penalties applies. */
+export function hasPenalties(params: SamplingParams): boolean {
+  return params.repetitionPenalty !== 1 || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;
 }
 
 /** A count that marks a masked token among a draw's entries. */
@@ -123,15 +108,13 @@ export const MASKED = -1;
  * token once, MASKED for a masked token: what both backends walk.
  */
 export function drawEntries(draw: Draw): Int32Array {
+  if (draw.maskedTokenIds.length === 0) return draw.penaltyEntries;
   const masked = new Set(draw.maskedTokenIds);
-  const entries: number[] = [];
-  for (let i = 0; i < draw.penaltyTokenIds.length; i++) {
-    const id = draw.penaltyTokenIds[i];
-    entries.push(id, masked.has(id) ? MASKED : draw.penaltyCounts[i]);
-    masked.delete(id);
+  const entries = Int32Array.from(draw.penaltyEntries);
+  for (let e = 0; e < entries.length; e += 2) {
+    if (masked.delete(entries[e])) entries[e + 1] = MASKED;
   }
-  for (const id of masked) entries.push(id, MASKED);
-  return Int32Array.from(entries);
+  return Int32Array.from([...entries, ...[...masked].flatMap((id) => [id, MASKED])]);
 }
 
 /**

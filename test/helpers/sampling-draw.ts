@@ -14,8 +14,7 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
     repetitionPenalty: 1,
     presencePenalty: 0,
     frequencyPenalty: 0,
-    penaltyTokenIds: NONE,
-    penaltyCounts: NONE,
+    penaltyEntries: NONE,
     maskedTokenIds: NONE,
     pendingDraw: -1,
     topLogprobs: 0,
@@ -23,7 +22,7 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
   };
 }
 
-/** Penalty tokens from (token id, output count) pairs. */
-export function penaltyEntries(entries: [number, number][]): Pick<Draw, 'penaltyTokenIds' | 'penaltyCounts'> {
-  return { penaltyTokenIds: Int32Array.from(entries, ([id]) => id), penaltyCounts: Int32Array.from(entries, ([, n]) => n) };
+/** Penalty entries from (token id, output count) pairs. */
+export function penaltyEntries(entries: [number, number][]): Pick<Draw, 'penaltyEntries'> {
+  return { penaltyEntries: Int32Array.from(entries.flat()) };
 }

@@ -57,9 +57,10 @@ export function packDraws(draws: readonly Draw[], rows: number, cols: number): P
 function checkDraw(draw: Draw, d: number, rows: number, cols: number): void {
   if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
   if (draw.topLogprobs > MAX_TOP) throw new RangeError(`sampleRows: draw ${d} asks ${draw.topLogprobs} top logprobs, more than ${MAX_TOP}`);
-  for (const id of [...draw.penaltyTokenIds, ...draw.maskedTokenIds]) {
-    if (!(id >= 0 && id < cols)) throw new RangeError(`sampleRows: draw ${d} names token ${id}, outside the ${cols} columns`);
-  }
+  const outside = (id: number) => !(id >= 0 && id < cols);
+  let bad = draw.maskedTokenIds.find(outside);
+  for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
+  if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
 }
 
 /** Where one sampling pass reads and writes on the device. */
