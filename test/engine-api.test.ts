@@ -99,6 +99,7 @@ test('maxTokens ends with "length"; invalid parameters and prompts are refused b
   await assert.rejects(llm.generate([PROMPT], { topP: 0 }), /topP/);
   await assert.rejects(llm.generate([[1, 2, 99_999]], {}), /outside the vocabulary/);
   await assert.rejects(llm.generate([PROMPT], { maxTokens: 5000 }), /maximum context length/);
+  await assert.rejects(llm.generate([PROMPT], { promptLogprobs: 1 }), /promptLogprobs is not supported/);
   assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
 });
 

@@ -98,6 +98,7 @@ export class LLMEngine {
     const { id, promptTokenIds, params } = input;
     if (this.requests.has(id)) throw invalidArgument(`request id ${id} is already in use`);
     this.validatePrompt(promptTokenIds, params);
+    if (params.promptLogprobs !== null) throw invalidArgument('promptLogprobs is not supported: Keel returns logprobs of generated tokens only (logprobs)');
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }

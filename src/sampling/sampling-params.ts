@@ -28,7 +28,7 @@ export interface SamplingParams {
   ignoreEos: boolean;
   /** Number of top alternatives whose logprobs are returned per generated token; null = none. */
   logprobs: number | null;
-  /** Number of top alternatives per prompt token; null = none. */
+  /** Number of top alternatives per prompt token; null = none. Not supported yet: the engine rejects any other value. */
   promptLogprobs: number | null;
   skipSpecialTokens: boolean;
 }
