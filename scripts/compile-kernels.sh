@@ -11,6 +11,13 @@ verbose=0
 [ "${1:-}" = "-v" ] && verbose=1
 command -v nvcc >/dev/null || { echo "nvcc not found (install the CUDA toolkit)" >&2; exit 1; }
 
+# NVRTC compiles in JIT mode, where a generic lambda (`[&](auto ...)`) is a host function and an
+# error, while nvcc accepts it: catch that here, since nvcc alone cannot.
+if grep -nE '\[[&=]?\]\(([^)]*[(,] *)?(const )?auto' "$kernels"/*.cu "$kernels"/*.cuh >&2; then
+  echo "generic lambdas above: NVRTC rejects them (use a functor with a template operator())" >&2
+  exit 1
+fi
+
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 jobs="$out/jobs"
