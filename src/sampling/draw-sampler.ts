@@ -1,4 +1,4 @@
-import { drawEntries, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
+import { checkDraws, drawEntries, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logSumExp, topTokenIds } from './logprobs.ts';
 
@@ -112,9 +112,8 @@ export function sampleDraws(logits: Float32Array, rows: number, cols: number, dr
     topLogprobs: new Float32Array(draws.length * topWidth).fill(-Infinity),
     topWidth,
   };
+  checkDraws(draws, rows, cols, previousIds.length);
   draws.forEach((draw, d) => {
-    if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
-    if (draw.pendingDraw >= previousIds.length) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousIds.length} previous draws`);
     const pending = draw.pendingDraw >= 0 ? previousIds[draw.pendingDraw] : -1;
     const outcome = sampleDraw(logits.subarray(draw.row * cols, (draw.row + 1) * cols), draw, pending < cols ? pending : -1);
     results.tokenIds[d] = outcome.tokenId;

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
-import { drawEntries, drawFor, drawnToken, MASKED, penalizedLogit, type DrawContext, type DrawResults } from './draw.ts';
+import { checkDraws, drawEntries, drawFor, drawnToken, MASKED, penalizedLogit, type DrawContext, type DrawResults } from './draw.ts';
+import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
 import { PenaltyTokens } from './penalty-tokens.ts';
 import type { Rng } from './rng.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
@@ -80,4 +81,12 @@ test('drawnToken gives the logprobs asked for and fails for a draw with nothing 
   assert.deepEqual(drawnToken(results, 0, params({ logprobs: 0 })).logprobs, { sampled: { tokenId: 4, logprob: -0.5 }, top: [] });
   assert.deepEqual(drawnToken(results, 0, params({ logprobs: 3 })).logprobs?.top, [{ tokenId: 4, logprob: -0.5 }, { tokenId: 1, logprob: -1.5 }]);
   assert.throws(() => drawnToken(results, 1, params({})), (e: unknown) => e instanceof KeelError && e.kind === 'backend' && /no token can be sampled/.test(e.message));
+});
+
+test('checkDraws names the draw and what it reads out of bounds', () => {
+  checkDraws([testDraw({ row: 2, pendingDraw: 1, maskedTokenIds: Int32Array.of(9), ...penaltyEntries([[0, 1]]) })], 3, 10, 2);
+  assert.throws(() => checkDraws([testDraw(), testDraw({ row: 3 })], 3, 10, 0), /draw 1 reads row 3, outside \[0, 3\)/);
+  assert.throws(() => checkDraws([testDraw({ pendingDraw: 2 })], 3, 10, 2), /draw 0's pending token 2 is outside the 2 previous draws/);
+  assert.throws(() => checkDraws([testDraw({ maskedTokenIds: Int32Array.of(10) })], 1, 10, 0), /draw 0 names token 10, outside the 10 columns/);
+  assert.throws(() => checkDraws([testDraw(penaltyEntries([[3, 1], [-1, 0]]))], 1, 10, 0), /draw 0 names token -1/);
 });

@@ -95,6 +95,21 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
   };
 }
 
+/**
+ * What both backends check before a sampling pass over logits [rows, cols], whose previous pass
+ * made `previousDraws` draws: every row, token id and pending draw a draw names exists.
+ */
+export function checkDraws(draws: readonly Draw[], rows: number, cols: number, previousDraws: number): void {
+  const outside = (id: number) => !(id >= 0 && id < cols);
+  draws.forEach((draw, d) => {
+    if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
+    if (draw.pendingDraw >= previousDraws) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousDraws} previous draws`);
+    let bad = draw.maskedTokenIds.find(outside);
+    for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
+    if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
+  });
+}
+
 /** Whether any of the repetition, presence and frequency penalties applies. */
 export function hasPenalties(params: SamplingParams): boolean {
   return params.repetitionPenalty !== 1 || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;

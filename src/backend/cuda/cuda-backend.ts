@@ -3,7 +3,7 @@ import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { KeelError } from '../../errors.ts';
-import type { Draw } from '../../sampling/draw.ts';
+import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
@@ -413,10 +413,8 @@ export class CudaBackend implements Backend {
   sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens {
     const t = asBf16(x, 'sampleRows input');
     const n = draws.length;
-    const packed = packDraws(draws, t.rows, t.cols);
-    draws.forEach((draw, d) => {
-      if (draw.pendingDraw >= this.sampled.rows) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${this.sampled.rows} previous draws`);
-    });
+    checkDraws(draws, t.rows, t.cols, this.sampled.rows);
+    const packed = packDraws(draws, t.cols);
     if (n === 0) return { read: () => unpackDrawResults(new Int32Array(0), 0, 0) };
     if (this.sampled.capacity < n) {
       // The previous ids move along: this pass's pending tokens are read from them.

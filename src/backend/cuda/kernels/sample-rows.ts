@@ -21,7 +21,8 @@ export interface PackedDraws {
   topWidth: number;
 }
 
-export function packDraws(draws: readonly Draw[], rows: number, cols: number): PackedDraws {
+/** `draws` (checked: checkDraws) laid out for the kernel over rows of `cols` logits. */
+export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
   const entries = draws.map(drawEntries);
   const entryWords = entries.reduce((n, e) => n + e.length, 0);
   const words = new Int32Array(entryWords + DRAW_WORDS * draws.length);
@@ -29,7 +30,7 @@ export function packDraws(draws: readonly Draw[], rows: number, cols: number): P
   let next = 0;
   let topWidth = 0;
   draws.forEach((draw, d) => {
-    checkDraw(draw, d, rows, cols);
+    if (draw.topLogprobs > MAX_TOP) throw new RangeError(`sampleRows: draw ${d} asks ${draw.topLogprobs} top logprobs, more than ${MAX_TOP}`);
     words.set(entries[d], next);
     const at = entryWords + DRAW_WORDS * d;
     words[at] = draw.row;
@@ -52,15 +53,6 @@ export function packDraws(draws: readonly Draw[], rows: number, cols: number): P
     throw new RangeError(`sampleRows: penalties and masks need a bitmap of ${cols} tokens, more than ${8 * MAX_BITMAP_BYTES} fit in shared memory`);
   }
   return { words, drawsOffset: entryWords, hasEntries, topWidth };
-}
-
-function checkDraw(draw: Draw, d: number, rows: number, cols: number): void {
-  if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
-  if (draw.topLogprobs > MAX_TOP) throw new RangeError(`sampleRows: draw ${d} asks ${draw.topLogprobs} top logprobs, more than ${MAX_TOP}`);
-  const outside = (id: number) => !(id >= 0 && id < cols);
-  let bad = draw.maskedTokenIds.find(outside);
-  for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
-  if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
 }
 
 /** Where one sampling pass reads and writes on the device. */
