@@ -73,6 +73,7 @@ export interface DrawContext {
 
 const NO_TOKENS = new Int32Array(0);
 
+/** How a completion's next token is drawn; a random draw takes its seed from the completion's stream. */
 export function drawFor(params: SamplingParams, context: DrawContext): Draw {
   const greedy = params.temperature < GREEDY_TEMPERATURE;
   const penalized = hasPenalties(params);
@@ -89,7 +90,7 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     presencePenalty: params.presencePenalty,
     frequencyPenalty: params.frequencyPenalty,
     penaltyEntries: context.penaltyTokens?.entries() ?? NO_TOKENS,
-    maskedTokenIds: Int32Array.from(new Set(masked)),
+    maskedTokenIds: masked.length === 0 ? NO_TOKENS : Int32Array.from(new Set(masked)),
     pendingDraw: penalized ? context.pendingDraw : -1,
     topLogprobs: params.logprobs ?? 0,
   };
