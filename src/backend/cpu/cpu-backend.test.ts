@@ -63,6 +63,17 @@ test('embedding and gatherLogitsRows pick rows by token id and by logits index',
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
 });
 
+test('embedding reads a token the last sampling pass drew, and names a source past its draws', () => {
+  const cpu = new CpuBackend();
+  const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
+  const logits = load(Float32Array.of(0, 0, 0, 9, 0), [1, 5]);
+  cpu.sampleRows(logits, [testDraw({ temperature: 0 })]);
+  const batch = describeBatch([{ tokens: [1], startPos: 0, blockTable: [0], lastTokenSource: 0 }], 4);
+  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch)))), [6, 7]);
+  batch.tokenSources[0] = 1;
+  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch)), /token source 1 is outside the 1 draws of the last sampling pass/);
+});
+
 test('gateUpSilu multiplies by the gate rows and the up rows, then silu(gate) * up', () => {
   // x = [1, 1]; gate rows give 0 and 1, up rows 5 and 7.
   const y = backend.gateUpSilu(load(Float32Array.of(1, 1), [1, 2]), load(Float32Array.of(0, 0, 1, 0, 2, 3, 7, 0), [4, 2]));

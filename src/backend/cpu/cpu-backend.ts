@@ -1,4 +1,4 @@
-import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
+import { assertKvLayer, assertPackedQkvWidth, assertTokenSources } from '../shape-checks.ts';
 import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
@@ -86,10 +86,10 @@ export class CpuBackend implements Backend {
     const t = asCpuTensor(table, 'embedding table');
     const { tokenIds, tokenSources } = step.batch;
     if (!tokenSources.some((source) => source >= 0)) return gatherTensorRows(t, tokenIds);
+    assertTokenSources(step.batch, this.lastSampled.length);
     const out = CpuTensor.zeros([tokenIds.length, t.cols]);
     tokenIds.forEach((id, i) => {
       const source = tokenSources[i];
-      if (source >= this.lastSampled.length) throw new RangeError(`embedding: token source ${source} is outside the ${this.lastSampled.length} draws of the last sampling pass`);
       const token = source >= 0 ? this.lastSampled[source] : id;
       if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
       else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);

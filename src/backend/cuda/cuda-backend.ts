@@ -1,5 +1,5 @@
 import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
-import { assertKvLayer, assertPackedQkvWidth } from '../shape-checks.ts';
+import { assertKvLayer, assertPackedQkvWidth, assertTokenSources } from '../shape-checks.ts';
 import type { EngineConfig } from '../../config.ts';
 import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
 import { KeelError } from '../../errors.ts';
@@ -438,7 +438,7 @@ export class CudaBackend implements Backend {
   replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {
     const s = asCudaStep(step);
     checkReplayedStep(s.batch, this.limits);
-    checkTokenSources(s.batch, this.sampled.rows);
+    assertTokenSources(s.batch, this.sampled.rows);
     if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
@@ -588,16 +588,10 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
 }
 
 function checkTokens(batch: BatchDescription, vocab: number, sampledRows: number): void {
-  checkTokenSources(batch, sampledRows);
+  assertTokenSources(batch, sampledRows);
   batch.tokenIds.forEach((id, t) => {
     if (batch.tokenSources[t] < 0 && !(id >= 0 && id < vocab)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${vocab}`);
   });
-}
-
-function checkTokenSources(batch: BatchDescription, sampledRows: number): void {
-  for (const source of batch.tokenSources) {
-    if (source >= sampledRows) throw new RangeError(`token source ${source} is outside the ${sampledRows} draws of the last sampling pass`);
-  }
 }
 
 // The kernels index the pools with these ids unchecked: an id past the pool is an illegal address
