@@ -8,7 +8,7 @@
 // and count, their sum, and the whole forward replayed as one graph.
 import { parseArgs } from 'node:util';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
-import { describeBatch } from '../src/engine/batch.ts';
+import { describeBatch } from '../src/step/batch.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
 
 const { values } = parseArgs({ options: { model: { type: 'string' }, context: { type: 'string' } } });
@@ -21,13 +21,13 @@ const device = backend.device;
 
 const blockSize = 16;
 const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + 1) / blockSize)));
-const cache = backend.createKvCache({ numLayers: modelConfig.numLayers, numBlocks: width, blockSize, numKvHeads: modelConfig.numKvHeads, headDim: modelConfig.headDim });
+const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model.kvLayers });
 const blockTable = Array.from({ length: width }, (_, i) => i);
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
-backend.toHost(model.forward(backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable }], blockSize)), cache));
+backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable }], blockSize)), cache));
 const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTable }], blockSize, undefined, width));
 
-const OPS = ['embedding', 'rmsNorm', 'addRmsNorm', 'linear', 'qkNorm', 'ropeAndCacheWrite', 'attention', 'gateUpSilu', 'gatherLogitsRows'] as const;
+const OPS = ['embedding', 'rmsNorm', 'addRmsNorm', 'linear', 'qkNorm', 'ropeAndCacheWrite', 'attention', 'gatedLinear', 'gatherLogitsRows'] as const;
 type Op = (...args: unknown[]) => unknown;
 const ops = backend as unknown as Record<(typeof OPS)[number], Op>;
 const recorded: { key: string; run: () => void }[] = [];
@@ -35,12 +35,12 @@ const originals = OPS.map((name) => [name, ops[name]] as const);
 for (const [name, original] of originals) {
   ops[name] = (...args: unknown[]) => {
     // Weight ops are told apart by the weight's shape; the others are one op each.
-    const key = name === 'linear' || name === 'gateUpSilu' ? `${name} ${(args[1] as { shape: number[] }).shape.join('x')}` : name;
+    const key = name === 'linear' || name === 'gatedLinear' ? `${name} ${(args[1] as { shape: number[] }).shape.join('x')}` : name;
     recorded.push({ key, run: () => void original.apply(backend, args) });
     return original.apply(backend, args);
   };
 }
-backend.toHost(model.forward(decodeStep(), cache));
+backend.toHost(model.forward(backend, decodeStep(), cache));
 for (const [name, original] of originals) ops[name] = original;
 
 /** Milliseconds per run of `run`, replayed `reps` times in one graph (median of 5 replays). */
@@ -67,5 +67,5 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
   console.log(`${key.padEnd(36)} ${String(count).padStart(4)} × ${us.toFixed(2).padStart(8)} µs = ${((us * count) / 1000).toFixed(3)} ms`);
 }
 const step = decodeStep();
-console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(step, cache), 5).toFixed(3)} ms (context ${context})`);
+console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(backend, step, cache), 5).toFixed(3)} ms (context ${context})`);
 backend.dispose();

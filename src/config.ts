@@ -1,3 +1,5 @@
+import type { BackendChoice } from './backend/select-backend.ts';
+
 /**
  * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
  * map onto these fields one-to-one (`--max-num-seqs` -> maxNumSeqs).
@@ -6,7 +8,7 @@ export interface EngineConfig {
   /** Model directory in Hugging Face layout. Defaults to the embedded model. */
   model: string;
   /** `auto` picks CUDA when a GPU and its libraries are found, else the CPU backend. */
-  backend: 'auto' | 'cpu' | 'cuda';
+  backend: BackendChoice;
   /** `dummy` fills the architecture from config.json with random weights (benchmarks). */
   loadFormat: 'auto' | 'dummy';
   /** Tokens per KV-cache block. */

@@ -141,3 +141,13 @@ test('a step that fails rejects every request in flight with its error, frees th
     await failing.close();
   }
 });
+
+test('the KV pool sized from memory is capped at what max-num-seqs sequences of max-model-len tokens can use', async () => {
+  // A terabyte of budget would be 2^40 / 65,536 bytes per block: 16.8 million blocks of the default model on the CPU.
+  const capped = await LLM.load({ backend: 'cpu', showProgress: false, cpuKvCacheBytes: 2 ** 40, maxNumSeqs: 3, maxModelLen: 100 });
+  try {
+    assert.equal(capped.stats().numKvBlocks, 3 * Math.ceil(100 / 16));
+  } finally {
+    await capped.close();
+  }
+});

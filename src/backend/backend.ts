@@ -1,7 +1,7 @@
-import type { EngineConfig } from '../config.ts';
-import type { BatchDescription, KvCacheSpec } from '../engine/batch.ts';
-import type { WeightDType } from '../model/model-config.ts';
 import type { Draw, DrawResults } from '../sampling/draw.ts';
+import type { BatchDescription } from '../step/batch.ts';
+import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 
 /**
  * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
@@ -11,31 +11,26 @@ export interface Tensor {
   readonly shape: readonly number[];
 }
 
-/** Checkpoint bytes as read from safetensors: little-endian, row-major. */
-export interface HostTensor {
-  dtype: WeightDType;
-  shape: number[];
-  data: Uint8Array;
-}
-
-/** Opaque per-layer paged K and V pools, laid out [numBlocks, blockSize, numKvHeads, headDim]. */
+/** Opaque paged pools, one per layer, shaped by the layout's per-layer specs. */
 export interface KvCache {
-  readonly spec: KvCacheSpec;
+  readonly layout: KvCacheLayout;
 }
 
 /**
- * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, headDim / 2]
- * (HF "rotate_half" layout: dimension i pairs with i + headDim/2). Every RoPE variant, including
- * YaRN's attention factor, is folded into these tables on the host (see model/rope.ts).
+ * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, rotaryDim / 2]
+ * (HF "rotate_half" layout: dimension i pairs with i + rotaryDim/2; dimensions from rotaryDim on
+ * are not rotated). Every RoPE variant, including YaRN's attention factor, is folded into these
+ * tables on the host (layers/rotary.ts).
  */
 export interface RopeTable {
   maxPositions: number;
-  headDim: number;
+  rotaryDim: number;
   cos: Float32Array;
   sin: Float32Array;
 }
 
-export interface AttentionShape {
+/** One attention layer's geometry and options, as its kernels need them. */
+export interface AttentionParams {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -43,7 +38,18 @@ export interface AttentionShape {
   scale: number;
   /** Keys older than `position - slidingWindow + 1` are masked; null attends to everything. */
   slidingWindow: number | null;
+  /** Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); null leaves them. */
+  softcap: number | null;
+  /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */
+  sinks: Tensor | null;
 }
+
+/** The activation between a gated MLP's up and down projections: act(gate) * up. */
+export type Activation =
+  | { kind: 'silu' }
+  | { kind: 'gelu-tanh' }
+  /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
+  | { kind: 'clamped-swiglu'; alpha: number; limit: number };
 
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
@@ -55,53 +61,72 @@ export interface StepInputs {
   readonly batch: BatchDescription;
 }
 
+/** What bounds the KV pool's size, besides the memory left after the weights. */
+export interface KvBudgetLimits {
+  /** Fraction of GPU memory Keel may use in all. */
+  gpuMemoryUtilization: number;
+  /** Largest step, in tokens: its activations must fit beside the pool. */
+  maxNumBatchedTokens: number;
+  /** The pool's size on the CPU backend. */
+  cpuKvCacheBytes: number;
+}
+
 /**
- * The ops every backend implements over the same batch description. Tensors returned by step ops
- * live until the next `beginStep`; weights, rope tables and KV caches live until `dispose`.
+ * The ops every backend implements over the same batch description. The backend knows ops, not
+ * model families: layers (src/layers) compose them. Tensors returned by step ops live until the
+ * next `beginStep`; weights, rope tables and KV caches live until `dispose`.
  *
- * The packed `qkv` activation is [numTokens, (numHeads + 2 * numKvHeads) * headDim]: all query
- * heads, then key heads, then value heads, each head contiguous.
+ * The packed `qkv` activation of an attention layer is [numTokens, (numHeads + 2 * numKvHeads) *
+ * headDim]: all query heads, then key heads, then value heads, each head contiguous.
  */
 export interface Backend {
   readonly name: 'cpu' | 'cuda';
-  /** Bytes of one K or V element in the KV pool (4 for float32, 2 for bf16). */
+  /** Bytes of one element in the KV pool (4 for float32, 2 for bf16). */
   readonly kvElementBytes: number;
   /**
    * Bytes the KV pool may take, asked after the weights are loaded: the CPU backend returns
-   * `config.cpuKvCacheBytes`; the CUDA backend, free memory within `gpuMemoryUtilization` minus
-   * what the largest step's activations need.
+   * `cpuKvCacheBytes`; the CUDA backend, free memory within `gpuMemoryUtilization` minus what the
+   * largest step's activations need.
    */
-  kvCacheBudgetBytes(config: EngineConfig): number;
+  kvCacheBudgetBytes(limits: KvBudgetLimits): number;
 
   loadWeight(t: HostTensor): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
-  createKvCache(spec: KvCacheSpec): KvCache;
+  createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**
-   * [numTokens, hidden] rows of `table` for the step's token ids, those named by `tokenSources`
-   * read from the latest `sampleRows` output (an id outside the table gives a zero row there).
+   * [numTokens, hidden] rows of `table` times `scale`, for the step's token ids; those named by
+   * `tokenSources` are read from the latest `sampleRows` output (an id outside the table gives a
+   * zero row there).
    */
-  embedding(table: Tensor, step: StepInputs): Tensor;
+  embedding(table: Tensor, step: StepInputs, scale: number): Tensor;
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
   /** x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. */
   linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
-  /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void;
-  /** In place: rotate query and key heads by position, then write keys and values to their slots. */
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void;
-  /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
-  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor;
   /**
-   * The MLP's up projection and activation: silu(x · gateᵀ) * (x · upᵀ), [rows, n], with gateUp
+   * A gated MLP's up projection and activation: act(x · gateᵀ) * (x · upᵀ), [rows, n], with gateUp
    * [2n, in] holding the gate rows then the up rows. Both products are rounded to the backend's
    * activation dtype before the activation, as two separate ops would.
    */
-  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor;
+  gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
+  /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */
+  allReduce(x: Tensor): Tensor;
+
+  /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;
+  /**
+   * In place: rotate the leading rope.rotaryDim dimensions of query and key heads by position,
+   * then write keys and values to the layer's slots.
+   */
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void;
+  /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor;
+
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */

@@ -1,13 +1,15 @@
-import type { EngineConfig } from '../config.ts';
 import { KeelError } from '../errors.ts';
 import type { Backend } from './backend.ts';
 import { CpuBackend } from './cpu/cpu-backend.ts';
+
+/** Which backend to run on: `auto` picks CUDA when a GPU and its libraries are found, else the CPU. */
+export type BackendChoice = 'auto' | 'cpu' | 'cuda';
 
 /**
  * `cpu` and `cuda` are taken at their word (cuda fails with the reason when no GPU is usable);
  * `auto` prefers CUDA and says on stderr why it fell back to the CPU backend.
  */
-export async function selectBackend(choice: EngineConfig['backend']): Promise<Backend> {
+export async function selectBackend(choice: BackendChoice): Promise<Backend> {
   if (choice === 'cpu') return new CpuBackend();
   const cuda = await import('./cuda/availability.ts');
   const availability = cuda.cudaAvailability();

@@ -1,17 +1,22 @@
-import type { BatchDescription, KvCacheSpec } from '../engine/batch.ts';
-import type { AttentionShape } from './backend.ts';
+import type { BatchDescription } from '../step/batch.ts';
+import type { AttentionKvSpec, KvCacheLayout } from '../step/kv-cache-layout.ts';
+import type { AttentionParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
-export function assertPackedQkvWidth(cols: number, shape: AttentionShape): void {
-  const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
+export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
+  const width = (attn.numHeads + 2 * attn.numKvHeads) * attn.headDim;
   if (cols !== width) throw new Error(`qkv has ${cols} columns, the attention shape needs ${width}`);
 }
 
-export function assertKvLayer(spec: KvCacheSpec, layer: number, shape: AttentionShape): void {
-  if (spec.numKvHeads !== shape.numKvHeads || spec.headDim !== shape.headDim) {
-    throw new Error(`KV cache holds ${spec.numKvHeads} heads of ${spec.headDim}, attention needs ${shape.numKvHeads} of ${shape.headDim}`);
+/** The layer's KV spec, checked to be an attention layer holding the heads `attn` reads. */
+export function attentionKvLayer(layout: KvCacheLayout, layer: number, attn: AttentionParams): AttentionKvSpec {
+  const spec = layout.layers[layer];
+  if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${layout.layers.length} layers`);
+  if (spec.kind !== 'attention') throw new Error(`KV cache layer ${layer} holds ${spec.kind} rows, not attention keys and values`);
+  if (spec.numKvHeads !== attn.numKvHeads || spec.headDim !== attn.headDim) {
+    throw new Error(`KV cache layer ${layer} holds ${spec.numKvHeads} heads of ${spec.headDim}, attention needs ${attn.numKvHeads} of ${attn.headDim}`);
   }
-  if (!(layer >= 0 && layer < spec.numLayers)) throw new RangeError(`layer ${layer} is outside the cache's ${spec.numLayers} layers`);
+  return spec;
 }
 
 /** Every token a step reads from the previous sampling pass must be among its `previousDraws` draws. */

@@ -50,7 +50,7 @@ function modelInfo(llm: LLM): ModelInfo {
     name: basename(resolve(llm.config.model)),
     path: repoRelative(llm.config.model),
     model_type: llm.modelConfig.modelType,
-    parameter_count: parameterCount(llm.modelConfig),
+    parameter_count: parameterCount(llm.model),
     load_format: llm.config.loadFormat,
     dtype: llm.modelConfig.dtype,
   };

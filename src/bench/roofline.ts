@@ -1,28 +1,37 @@
-import { expectedTensorShapes } from '../model/load-llama-weights.ts';
-import type { ModelConfig } from '../model/model-config.ts';
+import type { ParameterSpec } from '../layers/parameters.ts';
+import type { CausalLM } from '../models/causal-lm.ts';
+import { kvBytesPerToken, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 
-/** Parameters of the model, counted from the tensors its config implies (a tied table counts once). */
-export function parameterCount(config: ModelConfig): number {
-  let count = 0;
-  for (const shape of expectedTensorShapes(config).values()) count += shape.reduce((a, b) => a * b, 1);
-  return count;
+const elements = (p: ParameterSpec) => p.shape.reduce((a, b) => a * b, 1);
+
+/** Parameters of the model, counted from the tensors its layers read (a tied table counts once). */
+export function parameterCount(model: CausalLM): number {
+  return model.parameters().reduce((n, p) => n + elements(p), 0);
 }
 
 /**
- * Parameters one decode step reads in full: all of them except an untied input embedding table,
- * of which a step gathers only its batch's rows (a tied table is read whole as the LM head).
+ * Parameters a step of `numTokens` tokens reads: every weight, except that an untied input
+ * embedding table gives only its tokens' rows (a tied one is read whole as the LM head), and an
+ * expert is read only if a token routes to it: with routing spread evenly, a share of
+ * 1 - (1 - topK / numExperts) ^ numTokens of the experts.
  */
-export function parametersReadPerDecodeStep(config: ModelConfig): number {
-  return parameterCount(config) - (config.tieWordEmbeddings ? 0 : config.vocabSize * config.hiddenSize);
+export function parametersReadPerStep(model: CausalLM, numTokens: number): number {
+  let count = 0;
+  for (const p of model.parameters()) {
+    if (p.access === undefined) count += elements(p);
+    else if (p.access.kind === 'rows') count += model.config.tieWordEmbeddings ? elements(p) : 0;
+    else count += elements(p) * (1 - (1 - p.access.topK / p.access.numExperts) ** numTokens);
+  }
+  return count;
 }
 
-/** K and V bytes one cached token holds across all layers. */
-export function kvBytesPerToken(config: ModelConfig, kvElementBytes: number): number {
-  return 2 * config.numLayers * config.numKvHeads * config.headDim * kvElementBytes;
+/** Positions a layer reads back: its sliding window, or all of them. */
+function windowOf(spec: LayerKvSpec): number {
+  return spec.kind === 'attention' && spec.slidingWindow !== null ? spec.slidingWindow : Infinity;
 }
 
 export interface RooflineInputs {
-  config: ModelConfig;
+  model: CausalLM;
   /** Bytes per weight element on the backend (CPU float32: 4, CUDA bf16: 2). */
   weightElementBytes: number;
   kvElementBytes: number;
@@ -43,18 +52,19 @@ export interface DecodeRoofline {
  * How close a decode step came to the memory-bandwidth bound. A step must read every weight once
  * and every sequence's cached keys and values; for `outputLen` tokens after an `inputLen` prompt
  * the decode steps attend over inputLen + 1 ... inputLen + outputLen - 1 tokens, inputLen +
- * outputLen / 2 on average (capped by a sliding window). Activations are left out: at decode
- * batch sizes they are orders of magnitude smaller.
+ * outputLen / 2 on average (capped by each layer's sliding window). Activations are left out: at
+ * decode batch sizes they are orders of magnitude smaller.
  */
 export function decodeRoofline(
   inputs: RooflineInputs,
   step: { batchSize: number; inputLen: number; outputLen: number; stepSeconds: number },
   bandwidthBytesPerSecond: number | null,
 ): DecodeRoofline {
-  const { config } = inputs;
-  const meanContext = Math.min(step.inputLen + step.outputLen / 2, config.slidingWindow ?? Infinity);
-  const weightBytes = parametersReadPerDecodeStep(config) * inputs.weightElementBytes;
-  const kvBytes = step.batchSize * meanContext * kvBytesPerToken(config, inputs.kvElementBytes);
+  const { model } = inputs;
+  const meanContext = step.inputLen + step.outputLen / 2;
+  const weightBytes = parametersReadPerStep(model, step.batchSize) * inputs.weightElementBytes;
+  const kvBytesPerSequence = model.kvLayers.reduce((sum, spec) => sum + kvBytesPerToken([spec], inputs.kvElementBytes) * Math.min(meanContext, windowOf(spec)), 0);
+  const kvBytes = step.batchSize * kvBytesPerSequence;
   const bytes = weightBytes + kvBytes;
   const achieved = bytes / step.stepSeconds;
   return {
@@ -75,19 +85,19 @@ export interface WorkloadRequest {
 
 /**
  * Model FLOPs of serving the requests (2 per multiply-add): every prompt token and every output
- * token but the last runs through the layers, attending over the keys up to its own (within a
- * sliding window); the LM head runs once per output token. Norms, activations and softmax are left
- * out, as in the usual 2 × parameters × tokens count.
+ * token but the last runs through the layers, attending over the keys up to its own (within each
+ * layer's sliding window); the LM head runs once per output token. Norms, activations and softmax
+ * are left out, as in the usual 2 × parameters × tokens count. An MoE layer counts its routed
+ * experts only.
  */
-export function workloadFlops(config: ModelConfig, requests: readonly WorkloadRequest[]): number {
-  const headParams = config.vocabSize * config.hiddenSize;
-  const bodyParams = parametersReadPerDecodeStep(config) - headParams;
-  const attentionPerKey = 4 * config.numLayers * config.numHeads * config.headDim;
-  const window = config.slidingWindow ?? Infinity;
+export function workloadFlops(model: CausalLM, requests: readonly WorkloadRequest[]): number {
+  const headParams = model.config.vocabSize * model.config.hiddenSize;
+  const bodyParams = parametersReadPerStep(model, 1) - headParams;
   let flops = 0;
   for (const { inputLen, outputLen } of requests) {
     const tokens = inputLen + outputLen - 1;
-    flops += 2 * bodyParams * tokens + 2 * headParams * outputLen + attentionPerKey * keysAttended(tokens, window);
+    const attention = model.kvLayers.reduce((sum, spec, i) => sum + 2 * model.attentionMacsPerKey[i] * keysAttended(tokens, windowOf(spec)), 0);
+    flops += 2 * bodyParams * tokens + 2 * headParams * outputLen + attention;
   }
   return flops;
 }
@@ -121,9 +131,9 @@ export function throughputRoofline(
   elapsedSeconds: number,
   device: { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
 ): ThroughputRoofline {
-  const flops = workloadFlops(inputs.config, requests);
+  const flops = workloadFlops(inputs.model, requests);
   const longestOutput = Math.max(0, ...requests.map((r) => r.outputLen));
-  const weightBytes = longestOutput * parametersReadPerDecodeStep(inputs.config) * inputs.weightElementBytes;
+  const weightBytes = longestOutput * parametersReadPerStep(inputs.model, 1) * inputs.weightElementBytes;
   const bounds = [
     device.flopsPerSecond === null ? null : flops / device.flopsPerSecond,
     device.bandwidthBytesPerSecond === null ? null : weightBytes / device.bandwidthBytesPerSecond,

@@ -1,71 +1,84 @@
 export type BlockId = number & { readonly __brand: 'BlockId' };
 
-const NONE = -1;
-
 /**
- * The free blocks in eviction order, front first, as a doubly linked list threaded through typed
- * arrays: O(1) append, pop and removal from the middle (a prefix-cache hit on a free block).
+ * The free blocks in eviction order, front first: blocks never handed out yet, in id order, then
+ * a doubly linked list threaded through typed arrays of those freed since (O(1) append, pop and
+ * removal from the middle, for a prefix-cache hit on a free block). Links are stored as id + 1 so
+ * that zeroed arrays mean "none": setting up a pool costs the same for any number of blocks.
  */
 class FreeBlockQueue {
-  length = 0;
-  private head = NONE;
-  private tail = NONE;
+  private readonly numBlocks: number;
+  /** Blocks from here on have never been handed out: they sit at the front, in id order. */
+  private nextFresh = 0;
+  private linkedLength = 0;
+  private head = 0;
+  private tail = 0;
   private readonly prev: Int32Array;
   private readonly next: Int32Array;
-  private readonly queued: Uint8Array;
+  private readonly linked: Uint8Array;
 
   constructor(numBlocks: number) {
-    this.prev = new Int32Array(numBlocks).fill(NONE);
-    this.next = new Int32Array(numBlocks).fill(NONE);
-    this.queued = new Uint8Array(numBlocks);
-    for (let id = 0; id < numBlocks; id++) this.append(id as BlockId);
+    this.numBlocks = numBlocks;
+    this.prev = new Int32Array(numBlocks);
+    this.next = new Int32Array(numBlocks);
+    this.linked = new Uint8Array(numBlocks);
+  }
+
+  get length(): number {
+    return this.numBlocks - this.nextFresh + this.linkedLength;
   }
 
   has(id: BlockId): boolean {
-    return this.queued[id] === 1;
+    return id >= this.nextFresh || this.linked[id] === 1;
   }
 
   append(id: BlockId): void {
     this.prev[id] = this.tail;
-    this.next[id] = NONE;
-    if (this.tail === NONE) this.head = id;
-    else this.next[this.tail] = id;
-    this.tail = id;
-    this.queued[id] = 1;
-    this.length++;
+    this.next[id] = 0;
+    if (this.tail === 0) this.head = id + 1;
+    else this.next[this.tail - 1] = id + 1;
+    this.tail = id + 1;
+    this.linked[id] = 1;
+    this.linkedLength++;
   }
 
   popFront(): BlockId {
-    const id = this.head as BlockId;
+    if (this.nextFresh < this.numBlocks) return this.nextFresh++ as BlockId;
+    const id = (this.head - 1) as BlockId;
     this.remove(id);
     return id;
   }
 
+  /** Takes a freed block out of the queue (never a fresh one: only cached blocks are revived). */
   remove(id: BlockId): void {
+    if (this.linked[id] !== 1) throw new Error(`free queue: block ${id} is not among the freed blocks`);
     const before = this.prev[id];
     const after = this.next[id];
-    if (before === NONE) this.head = after;
-    else this.next[before] = after;
-    if (after === NONE) this.tail = before;
-    else this.prev[after] = before;
-    this.prev[id] = NONE;
-    this.next[id] = NONE;
-    this.queued[id] = 0;
-    this.length--;
+    if (before === 0) this.head = after;
+    else this.next[before - 1] = after;
+    if (after === 0) this.tail = before;
+    else this.prev[after - 1] = before;
+    this.prev[id] = 0;
+    this.next[id] = 0;
+    this.linked[id] = 0;
+    this.linkedLength--;
   }
 
   /** The queued blocks front to back, checking that the links agree both ways. */
   walk(): BlockId[] {
     const ids: BlockId[] = [];
-    let before = NONE;
-    for (let id = this.head; id !== NONE; id = this.next[id]) {
-      if (this.prev[id] !== before) throw new Error(`free queue: block ${id} links back to ${this.prev[id]}, not ${before}`);
-      if (ids.length > this.length) throw new Error('free queue: the list is longer than its length (a cycle?)');
+    for (let id = this.nextFresh; id < this.numBlocks; id++) ids.push(id as BlockId);
+    let before = 0;
+    let count = 0;
+    for (let link = this.head; link !== 0; link = this.next[link - 1]) {
+      const id = link - 1;
+      if (this.prev[id] !== before) throw new Error(`free queue: block ${id} links back to ${this.prev[id] - 1}, not ${before - 1}`);
+      if (++count > this.linkedLength) throw new Error('free queue: the list is longer than its length (a cycle?)');
       ids.push(id as BlockId);
-      before = id;
+      before = link;
     }
-    if (before !== this.tail) throw new Error(`free queue: walk ends at ${before} but the tail is ${this.tail}`);
-    if (ids.length !== this.length) throw new Error(`free queue: ${ids.length} blocks linked but length is ${this.length}`);
+    if (before !== this.tail) throw new Error(`free queue: walk ends at ${before - 1} but the tail is ${this.tail - 1}`);
+    if (count !== this.linkedLength) throw new Error(`free queue: ${count} blocks linked but length is ${this.linkedLength}`);
     return ids;
   }
 }
@@ -79,7 +92,8 @@ export class BlockPool {
   readonly numBlocks: number;
   readonly enableCaching: boolean;
   private readonly refCounts: Int32Array;
-  private readonly hashes: (string | undefined)[];
+  /** Content hash of each cached block. */
+  private readonly hashes = new Map<BlockId, string>();
   private readonly freeQueue: FreeBlockQueue;
   /** Invariant: cachedBlocks.get(h) === b exactly when hashes[b] === h. */
   private readonly cachedBlocks = new Map<string, BlockId>();
@@ -89,7 +103,6 @@ export class BlockPool {
     this.numBlocks = numBlocks;
     this.enableCaching = enableCaching;
     this.refCounts = new Int32Array(numBlocks);
-    this.hashes = new Array<string | undefined>(numBlocks).fill(undefined);
     this.freeQueue = new FreeBlockQueue(numBlocks);
   }
 
@@ -108,7 +121,7 @@ export class BlockPool {
   }
 
   hashOf(id: BlockId): string | undefined {
-    return this.hashes[id];
+    return this.hashes.get(id);
   }
 
   lookup(hash: string): BlockId | undefined {
@@ -155,13 +168,13 @@ export class BlockPool {
    */
   cacheBlock(id: BlockId, hash: string): void {
     if (!this.enableCaching) return;
-    const current = this.hashes[id];
+    const current = this.hashes.get(id);
     if (current !== undefined) {
       if (current !== hash) throw new Error(`KV block ${id} is cached as ${current}, cannot re-cache it as ${hash}`);
       return;
     }
     if (this.cachedBlocks.has(hash)) return;
-    this.hashes[id] = hash;
+    this.hashes.set(id, hash);
     this.cachedBlocks.set(hash, id);
   }
 
@@ -176,19 +189,19 @@ export class BlockPool {
       if ((this.refCounts[id] === 0) !== this.freeQueue.has(id)) {
         throw new Error(`block ${id} has ${this.refCounts[id]} references but is ${this.freeQueue.has(id) ? '' : 'not '}in the free queue`);
       }
-      const hash = this.hashes[id];
+      const hash = this.hashes.get(id);
       if (hash !== undefined && this.cachedBlocks.get(hash) !== id) throw new Error(`block ${id} has hash ${hash} but the cache map disagrees`);
     }
     for (const [hash, id] of this.cachedBlocks) {
-      if (this.hashes[id] !== hash) throw new Error(`cache map sends ${hash} to block ${id}, which holds ${this.hashes[id]}`);
+      if (this.hashes.get(id) !== hash) throw new Error(`cache map sends ${hash} to block ${id}, which holds ${this.hashes.get(id)}`);
     }
     if (!this.enableCaching && this.cachedBlocks.size > 0) throw new Error('a pool without caching has cached blocks');
   }
 
   private uncache(id: BlockId): void {
-    const hash = this.hashes[id];
+    const hash = this.hashes.get(id);
     if (hash === undefined) return;
     this.cachedBlocks.delete(hash);
-    this.hashes[id] = undefined;
+    this.hashes.delete(id);
   }
 }

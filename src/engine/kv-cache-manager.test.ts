@@ -7,7 +7,7 @@ import { Sequence } from './sequence.ts';
 const BLOCK_SIZE = 4;
 
 function manager(numBlocks: number, caching = true): KvCacheManager {
-  return new KvCacheManager(new BlockPool(numBlocks, caching), BLOCK_SIZE, caching);
+  return new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize: BLOCK_SIZE, enablePrefixCaching: caching, retentionWindow: null, nullBlock: numBlocks });
 }
 
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
@@ -221,5 +221,63 @@ test('freeing every sequence returns every block', () => {
   kv.checkInvariants([a, b, c]);
   for (const seq of [b, a, c]) kv.free(seq);
   assert.equal(kv.numFreeBlocks, 6);
+  kv.checkInvariants([]);
+});
+
+function windowedManager(numBlocks: number, retentionWindow: number): KvCacheManager {
+  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retentionWindow, nullBlock: numBlocks });
+}
+
+test('with a retention window, blocks wholly behind the window of the next token are freed and named by the null block', () => {
+  const kv = windowedManager(16, 6);
+  const seq = new Sequence('s', range(0, 30));
+  runTokens(kv, seq, 10);
+  assert.equal(seq.blockTable.length, 3);
+  // The token at position 10 reads positions 5..10: block 0 (0..3) is behind, block 1 (4..7) is not.
+  runTokens(kv, seq, 1);
+  assert.equal(seq.blockTable[0], 16, 'block 0 became the null block');
+  assert.ok(seq.blockTable.slice(1).every((id) => id < 16));
+  assert.equal(kv.numFreeBlocks, 16 - 2);
+  // Up to position 29, one step at a time: at most three blocks held at any moment.
+  for (let p = 11; p < 30; p++) {
+    runTokens(kv, seq, 1);
+    assert.ok(seq.blockTable.filter((id) => id !== 16).length <= kv.blocksHeldAtOnce(30, 1));
+  }
+  assert.equal(kv.blocksHeldAtOnce(30, 1), 3);
+  kv.checkInvariants([seq]);
+  kv.free(seq);
+  assert.equal(kv.numFreeBlocks, 16);
+  kv.checkInvariants([]);
+});
+
+test('freed window blocks stay in the prefix cache, and hits behind a new sequence\'s window are not taken', () => {
+  const kv = windowedManager(16, 4);
+  const first = new Sequence('a', range(0, 20));
+  runTokens(kv, first, 20);
+  runTokens(kv, first, 0);
+  assert.equal(first.blockTable.filter((id) => id === 16).length, 4, 'positions 0..15 are behind the window of 20');
+  const second = new Sequence('b', range(0, 21));
+  const computed = kv.getComputedBlocks(second);
+  assert.equal(computed.numTokens, 20, 'all five full blocks are still cached');
+  const freeBefore = kv.numFreeBlocks;
+  assert.equal(kv.allocateSlots(second, 1, computed), true);
+  // Position 20 reads 17..20: hits 0..3 (positions 0..15) are left behind, hit 4 is taken, plus one new block.
+  assert.deepEqual(second.blockTable.slice(0, 4), [16, 16, 16, 16]);
+  assert.equal(second.blockTable[4], first.blockTable[4]);
+  assert.equal(kv.numFreeBlocks, freeBefore - 1);
+  kv.checkInvariants([first, second]);
+});
+
+test('a fork shares the parent\'s live blocks; null entries are neither shared nor freed', () => {
+  const kv = windowedManager(16, 4);
+  const parent = new Sequence('p', range(0, 12));
+  runTokens(kv, parent, 12);
+  runTokens(kv, parent, 0);
+  const child = new Sequence('c', range(0, 12));
+  kv.fork(parent, child);
+  kv.checkInvariants([parent, child]);
+  kv.free(parent);
+  kv.free(child);
+  assert.equal(kv.numFreeBlocks, 16);
   kv.checkInvariants([]);
 });

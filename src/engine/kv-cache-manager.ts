@@ -16,6 +16,18 @@ export interface BlockCopies {
 
 const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0 };
 
+export interface KvCacheManagerOptions {
+  blockSize: number;
+  enablePrefixCaching: boolean;
+  /**
+   * When every layer reads only the latest this-many positions (sliding windows), blocks wholly
+   * behind that are freed as a sequence advances; null keeps every block.
+   */
+  retentionWindow: number | null;
+  /** A block id outside the pool that block tables hold in place of freed blocks (never read). */
+  nullBlock: number;
+}
+
 /**
  * Gives each sequence the blocks its tokens need: reuses cached full blocks of a matching prefix,
  * shares blocks between forked sequences, and copies a shared block before a sequence writes into
@@ -25,17 +37,22 @@ const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0 };
 export class KvCacheManager {
   readonly blockSize: number;
   readonly enablePrefixCaching: boolean;
+  private readonly retentionWindow: number | null;
+  private readonly nullBlock: BlockId;
   private readonly pool: BlockPool;
   /** Per sequence, how many of its leading blocks were already offered to the prefix cache. */
   private readonly numRegisteredBlocks = new Map<SequenceId, number>();
   /** Each source keeps the reference of the sequence that moved off it until the copy is taken. */
   private pendingCopies: { src: BlockId; dst: BlockId }[] = [];
 
-  constructor(pool: BlockPool, blockSize: number, enablePrefixCaching: boolean) {
-    if (enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
+  constructor(pool: BlockPool, options: KvCacheManagerOptions) {
+    if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
+    if (options.nullBlock >= 0 && options.nullBlock < pool.numBlocks) throw new Error(`the null block ${options.nullBlock} is inside the pool`);
     this.pool = pool;
-    this.blockSize = blockSize;
-    this.enablePrefixCaching = enablePrefixCaching;
+    this.blockSize = options.blockSize;
+    this.enablePrefixCaching = options.enablePrefixCaching;
+    this.retentionWindow = options.retentionWindow;
+    this.nullBlock = options.nullBlock as BlockId;
   }
 
   get numBlocks(): number {
@@ -48,6 +65,18 @@ export class KvCacheManager {
 
   get numCachedBlocks(): number {
     return this.pool.numCachedBlocks;
+  }
+
+  /**
+   * The most blocks a sequence of `numTokens` tokens holds at once when steps run at most
+   * `maxChunk` of its tokens: all of them, or with a retention window, those covering the window
+   * behind a step's first token and the step's chunk (plus one for a window that does not start at
+   * a block boundary).
+   */
+  blocksHeldAtOnce(numTokens: number, maxChunk: number): number {
+    const all = Math.ceil(numTokens / this.blockSize);
+    if (this.retentionWindow === null) return all;
+    return Math.min(all, Math.ceil((this.retentionWindow - 1 + maxChunk) / this.blockSize) + 1);
   }
 
   /**
@@ -69,8 +98,9 @@ export class KvCacheManager {
   /**
    * Makes the block table cover the next `numNewTokens` tokens after the computed ones (after
    * `computed`, the prefix hits of a sequence that holds no blocks yet). A shared block the new
-   * tokens would write into is replaced by a private copy. Returns false, changing nothing, when
-   * the pool cannot supply the blocks.
+   * tokens would write into is replaced by a private copy. Blocks (and hits) that no layer's window
+   * reaches any more are released first, their entries the null block. Returns false, allocating
+   * nothing, when the pool cannot supply the blocks.
    */
   allocateSlots(seq: Sequence, numNewTokens: number, computed: ComputedBlocks = NO_COMPUTED_BLOCKS): boolean {
     if (computed.blocks.length > 0 && (seq.blockTable.length > 0 || seq.numComputedTokens > 0)) {
@@ -78,16 +108,20 @@ export class KvCacheManager {
     }
     const start = seq.numComputedTokens + computed.numTokens;
     const end = start + numNewTokens;
-    const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - computed.blocks.length);
+    const numBehind = this.numBlocksBehindWindow(start);
+    this.freeBehindWindow(seq, numBehind);
+    const hits = computed.blocks.map((id, i) => (i < numBehind ? this.nullBlock : id));
+    const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - hits.length);
     const toCopy = this.sharedBlocksWritten(seq, start, end);
-    const numRevived = computed.blocks.filter((id) => this.pool.refCount(id) === 0).length;
+    const held = hits.filter((id) => id !== this.nullBlock);
+    const numRevived = held.filter((id) => this.pool.refCount(id) === 0).length;
     if (numNewBlocks + toCopy.length + numRevived > this.pool.numFreeBlocks) return false;
 
     // Hits are taken before allocating, which could otherwise evict them from the free queue.
-    this.pool.touch(computed.blocks);
-    if (computed.blocks.length > 0) {
-      seq.blockTable = [...computed.blocks];
-      this.numRegisteredBlocks.set(seq.id, computed.blocks.length);
+    this.pool.touch(held);
+    if (hits.length > 0) {
+      seq.blockTable = hits;
+      this.numRegisteredBlocks.set(seq.id, hits.length);
     }
     for (const index of toCopy) {
       const [dst] = this.pool.allocate(1);
@@ -103,14 +137,36 @@ export class KvCacheManager {
     if (!this.enablePrefixCaching) return;
     const numFull = Math.floor(seq.numComputedTokens / this.blockSize);
     for (let i = this.numRegisteredBlocks.get(seq.id) ?? 0; i < numFull; i++) {
-      this.pool.cacheBlock(seq.blockTable[i], this.blockHash(seq, i));
+      if (seq.blockTable[i] !== this.nullBlock) this.pool.cacheBlock(seq.blockTable[i], this.blockHash(seq, i));
     }
     this.numRegisteredBlocks.set(seq.id, numFull);
   }
 
+  /**
+   * Leading blocks no layer reads again once tokens from position `start` on run: those wholly
+   * older than the retention window of `start` (none without a window).
+   */
+  private numBlocksBehindWindow(start: number): number {
+    if (this.retentionWindow === null) return 0;
+    return Math.floor(Math.max(0, start - this.retentionWindow + 1) / this.blockSize);
+  }
+
+  /**
+   * Frees the sequence's first `numBehind` blocks; their entries become the null block. Cached
+   * content stays findable by other sequences until evicted.
+   */
+  private freeBehindWindow(seq: Sequence, numBehind: number): void {
+    const behind = seq.blockTable.slice(0, numBehind).filter((id) => id !== this.nullBlock);
+    if (behind.length === 0) return;
+    // Offered to the prefix cache first: a null entry is never registered.
+    this.cacheFullBlocks(seq);
+    for (let i = 0; i < Math.min(numBehind, seq.blockTable.length); i++) seq.blockTable[i] = this.nullBlock;
+    this.pool.free(behind);
+  }
+
   /** Releases all the sequence's blocks, tail first so that its tail is evicted first. */
   free(seq: Sequence): void {
-    this.pool.free([...seq.blockTable].reverse());
+    this.pool.free(seq.blockTable.filter((id) => id !== this.nullBlock).reverse());
     seq.blockTable = [];
     this.numRegisteredBlocks.delete(seq.id);
     // A copy into a block that nobody holds any more would only race with the block's next owner.
@@ -122,7 +178,7 @@ export class KvCacheManager {
 
   /** Gives `child` the parent's blocks (shared, copy-on-write) and block hashes. */
   fork(parent: Sequence, child: Sequence): void {
-    this.pool.touch(parent.blockTable);
+    this.pool.touch(parent.blockTable.filter((id) => id !== this.nullBlock));
     child.blockTable = [...parent.blockTable];
     child.blockHashes = [...parent.blockHashes];
     const numRegistered = this.numRegisteredBlocks.get(parent.id);
@@ -148,11 +204,13 @@ export class KvCacheManager {
   checkInvariants(sequences: Iterable<Sequence>): void {
     const holders = new Int32Array(this.pool.numBlocks);
     for (const seq of sequences) {
-      if (new Set(seq.blockTable).size !== seq.blockTable.length) throw new Error(`sequence ${seq.id} holds a block twice`);
+      const held = seq.blockTable.filter((id) => id !== this.nullBlock);
+      if (new Set(held).size !== held.length) throw new Error(`sequence ${seq.id} holds a block twice`);
       if (seq.blockTable.length * this.blockSize < seq.numComputedTokens) {
         throw new Error(`sequence ${seq.id} has ${seq.numComputedTokens} computed tokens but only ${seq.blockTable.length} blocks`);
       }
       seq.blockTable.forEach((id, i) => {
+        if (id === this.nullBlock) return;
         holders[id]++;
         const hash = this.pool.hashOf(id);
         if (hash !== undefined && i < seq.blockHashes.length && hash !== seq.blockHashes[i]) {

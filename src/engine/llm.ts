@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { EngineConfig } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
-import type { ModelConfig } from '../model/model-config.ts';
+import type { CausalLM } from '../models/causal-lm.ts';
+import type { ModelConfig } from '../models/model-config.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { resolveSamplingParams } from '../sampling/validate.ts';
 import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -53,6 +54,10 @@ export class LLM {
   }
   get modelConfig(): ModelConfig {
     return this.loaded.modelConfig;
+  }
+  /** The model's layers, for cost models (benchmarks). */
+  get model(): CausalLM {
+    return this.loaded.model;
   }
   get tokenizer(): Tokenizer | null {
     return this.loaded.tokenizer;

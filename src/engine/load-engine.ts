@@ -4,16 +4,15 @@ import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
-import { openCheckpoint } from '../model/checkpoint.ts';
-import { dummyLlamaWeights } from '../model/dummy-weights.ts';
-import { readGenerationConfig } from '../model/generation-config.ts';
-import { readModelConfig } from '../model/hf-config.ts';
-import { LlamaModel } from '../model/llama.ts';
-import { loadModelWeights } from '../model/load-llama-weights.ts';
-import { modelContextLength } from '../model/context-length.ts';
-import type { ModelConfig } from '../model/model-config.ts';
-import { buildRopeTable } from '../model/rope.ts';
+import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import type { CausalLM } from '../models/causal-lm.ts';
+import { loadDummyWeights } from '../models/dummy-weights.ts';
+import { readGenerationConfig } from '../models/generation-config.ts';
+import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import type { ModelConfig } from '../models/model-config.ts';
+import { createModel, readModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
+import { kvBytesPerBlock, kvRetentionWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
@@ -56,27 +55,25 @@ export interface LoadedModel {
   samplingDefaults: Partial<SamplingParams>;
   maxModelLen: number;
   backend: Backend;
-  model: LlamaModel;
+  model: CausalLM;
 }
 
 export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
-  const modelConfig = readModelConfig(config.model);
+  const architecture = readModelArchitecture(config.model);
+  const modelConfig = architecture.config;
   const generation = readGenerationConfig(config.model, modelConfig);
   const tokenizer = loadTokenizerIfPresent(config.model);
-  const contextLength = modelContextLength(modelConfig);
+  const contextLength = modelConfig.contextLength;
   if (config.maxModelLen !== null && config.maxModelLen > contextLength) {
     throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's context length (${contextLength})`);
   }
   const maxModelLen = config.maxModelLen ?? contextLength;
+  const model = createModel(architecture, maxModelLen);
   const backend = await selectBackend(config.backend);
   try {
-    const weights =
-      config.loadFormat === 'dummy'
-        ? dummyLlamaWeights(modelConfig, backend, config.seed)
-        : loadModelWeights(openCheckpoint(config.model), modelConfig, backend, { showProgress: config.showProgress });
-    const rope = backend.uploadRopeTable(buildRopeTable(modelConfig, maxModelLen));
-    const model = new LlamaModel(modelConfig, weights, backend, rope);
+    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed);
+    else loadWeightsWithProgress(model, openCheckpoint(config.model), backend, { showProgress: config.showProgress });
     return {
       config,
       modelConfig,
@@ -95,32 +92,34 @@ export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedM
 
 export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
   const loaded = await loadModel(options);
-  const { config, modelConfig, backend } = loaded;
+  const { config, modelConfig, backend, model } = loaded;
   try {
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, modelConfig);
-    // One sequence must fit in the pool on its own, or it would preempt itself forever.
+    const bytesPerBlock = kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes);
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
-    if (config.maxModelLen !== null && config.maxModelLen > poolTokens) {
+    // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
+    // write there, and block tables name it in place of blocks freed behind a sliding window.
+    const nullBlock = numKvBlocks;
+    const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
+      blockSize: config.blockSize,
+      enablePrefixCaching: config.enablePrefixCaching,
+      retentionWindow: kvRetentionWindow(model.kvLayers),
+      nullBlock,
+    });
+    // One sequence must fit in the pool on its own, or it would preempt itself forever.
+    const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
+    if (config.maxModelLen !== null && !fits(config.maxModelLen)) {
       throw invalidArgument(`maxModelLen ${config.maxModelLen} does not fit in the KV pool (${numKvBlocks} blocks of ${config.blockSize} = ${poolTokens} tokens)`);
     }
-    const maxModelLen = Math.min(loaded.maxModelLen, poolTokens);
+    const maxModelLen = fits(loaded.maxModelLen) ? loaded.maxModelLen : Math.min(loaded.maxModelLen, poolTokens);
     if (config.showProgress) {
-      const bytes = 2 * modelConfig.numLayers * poolTokens * modelConfig.numKvHeads * modelConfig.headDim * backend.kvElementBytes;
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
-          `(${(bytes / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
+          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
       );
     }
-    // Graph steps pad their batch with rows that write to one block no sequence owns.
-    const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: numKvBlocks } : null;
-    const cache = backend.createKvCache({
-      numLayers: modelConfig.numLayers,
-      numBlocks: numKvBlocks + (graphs === null ? 0 : 1),
-      blockSize: config.blockSize,
-      numKvHeads: modelConfig.numKvHeads,
-      headDim: modelConfig.headDim,
-    });
-    const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), config.blockSize, config.enablePrefixCaching);
+    const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    const cache = backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers: model.kvLayers });
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -133,7 +132,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, loaded.model, cache, config.blockSize, graphs),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -149,11 +148,14 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
   }
 }
 
-function kvBlocksForBudget(backend: Backend, config: EngineConfig, model: ModelConfig): number {
-  const bytesPerBlock = 2 * model.numLayers * config.blockSize * model.numKvHeads * model.headDim * backend.kvElementBytes;
-  const numBlocks = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
-  if (numBlocks < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
-  return numBlocks;
+/**
+ * Blocks the memory budget holds, but no more than `maxNumSeqs` sequences of `maxModelLen` tokens
+ * can use: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
+ */
+function kvBlocksForBudget(backend: Backend, config: EngineConfig, maxModelLen: number, bytesPerBlock: number): number {
+  const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
+  if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
+  return Math.min(affordable, config.maxNumSeqs * Math.ceil(maxModelLen / config.blockSize));
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

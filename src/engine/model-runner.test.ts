@@ -33,8 +33,8 @@ function greedyDraw(site: DrawSite): Draw {
 
 /** Greedy tokens of each prompt, `steps` engine-like steps at a time through one runner. */
 function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>>, prompts: number[][], steps: number, graphs: boolean): number[][] {
-  const cache = backend.createKvCache({ numLayers: model.modelConfig.numLayers, numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, numKvHeads: model.modelConfig.numKvHeads, headDim: model.modelConfig.headDim });
-  const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), BLOCK_SIZE, true);
+  const cache = backend.createKvCache({ numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers });
+  const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retentionWindow: null, nullBlock: NUM_BLOCKS });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
   const runner = new ModelRunner(backend, model.model, cache, BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null);
   const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
@@ -68,8 +68,8 @@ test('padded graph decode steps produce the tokens of eager steps, and pad to re
 test('a row drawn n times gets n consecutive draws of its own logits; a row nobody waits for, none', async () => {
   const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
   const run = (drawsPerRow: number[]) => {
-    const cache = model.backend.createKvCache({ numLayers: model.modelConfig.numLayers, numBlocks: 8, blockSize: BLOCK_SIZE, numKvHeads: model.modelConfig.numKvHeads, headDim: model.modelConfig.headDim });
-    const kv = new KvCacheManager(new BlockPool(8, false), BLOCK_SIZE, false);
+    const cache = model.backend.createKvCache({ numBlocks: 9, blockSize: BLOCK_SIZE, layers: model.model.kvLayers });
+    const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, retentionWindow: null, nullBlock: 8 });
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));

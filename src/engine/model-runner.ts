@@ -1,7 +1,7 @@
 import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
-import type { LlamaModel } from '../model/llama.ts';
+import type { CausalLM } from '../models/causal-lm.ts';
 import type { Draw, DrawResults } from '../sampling/draw.ts';
-import { describeBatch, type BatchDescription, type SequenceChunk } from './batch.ts';
+import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import type { Sequence } from './sequence.ts';
 
@@ -43,14 +43,14 @@ export interface StepResult {
  */
 export class ModelRunner {
   private readonly backend: Backend;
-  private readonly model: LlamaModel;
+  private readonly model: CausalLM;
   private readonly cache: KvCache;
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
-  constructor(backend: Backend, model: LlamaModel, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
+  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
     this.backend = backend;
     this.model = model;
     this.cache = cache;
@@ -70,7 +70,7 @@ export class ModelRunner {
     const graphBatch = this.graphBatchSize(output);
     const { batch, samplingRows, logitsRows } = this.describe(output, graphBatch);
     const step = this.backend.beginStep(batch);
-    const forward = (): Tensor => this.model.forward(step, this.cache);
+    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
     const draws: Draw[] = [];
     const sampledDraws = new Map<Sequence, number>();

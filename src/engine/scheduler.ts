@@ -85,7 +85,7 @@ export class Scheduler {
       );
     }
     const { blockSize } = this.config;
-    const numBlocks = Math.ceil(seq.numTokens / blockSize);
+    const numBlocks = this.kv.blocksHeldAtOnce(seq.numTokens, this.config.maxNumBatchedTokens);
     if (numBlocks > this.kv.numBlocks) {
       throw new KeelError(
         'context_overflow',

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
-import { readJsonFile } from '../model/hf-config.ts';
+import { readJsonFile } from '../checkpoint/json-file.ts';
 import { readChatTemplate, type ChatMessage, type ChatTemplate, type SpecialTokenStrings } from './chat-template.ts';
 
 export type { ChatMessage } from './chat-template.ts';

@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parameterCount } from '../../src/bench/roofline.ts';
-import { modelContextLength } from '../../src/model/context-length.ts';
-import { readModelConfig } from '../../src/model/hf-config.ts';
+import type { LlamaConfig } from '../../src/models/llama.ts';
+import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
 
 const dir = (arch: string) => `bench/configs/${arch}`;
+const readModelConfig = (path: string) => readModelArchitecture(path).config as LlamaConfig;
+const modelOf = (path: string) => {
+  const architecture = readModelArchitecture(path);
+  return createModel(architecture, architecture.config.contextLength);
+};
 
 test('every shipped architecture parses, with the published parameter count', () => {
   // The counts the Hugging Face hub shows for these checkpoints.
@@ -14,7 +19,7 @@ test('every shipped architecture parses, with the published parameter count', ()
     'qwen2.5-7b': 7_615_616_512,
     'mistral-7b': 7_248_023_552,
   };
-  for (const [arch, count] of Object.entries(published)) assert.equal(parameterCount(readModelConfig(dir(arch))), count, arch);
+  for (const [arch, count] of Object.entries(published)) assert.equal(parameterCount(modelOf(dir(arch))), count, arch);
 });
 
 test('Llama-3.1-8B: GQA 32/8, llama3 RoPE scaling to 128k, untied', () => {
@@ -34,7 +39,7 @@ test('Qwen3-0.6B: head_dim 128 wider than hidden/heads, q/k norm, tied, no slidi
   assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [1024, 3072, 28, 16, 8, 128, 151936]);
   assert.equal(c.qkNorm, true);
   assert.equal(c.tieWordEmbeddings, true);
-  assert.equal(c.slidingWindow, null);
+  assert.ok(c.slidingWindows.every((w) => w === null));
   assert.equal(c.ropeTheta, 1_000_000);
   assert.equal(c.maxPositionEmbeddings, 40960);
 });
@@ -45,7 +50,7 @@ test('Qwen2.5-7B: q/k/v biases, GQA 28/4, sliding window unused', () => {
   assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [3584, 18944, 28, 28, 4, 128, 152064]);
   assert.equal(c.attentionBias, true);
   assert.equal(c.outputBias, false);
-  assert.equal(c.slidingWindow, null);
+  assert.ok(c.slidingWindows.every((w) => w === null));
   assert.equal(c.tieWordEmbeddings, false);
 });
 
@@ -53,7 +58,7 @@ test('Mistral-7B (v0.3): 32k vocabulary, RoPE theta 1e6, sliding window null', (
   const c = readModelConfig(dir('mistral-7b'));
   assert.equal(c.modelType, 'mistral');
   assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [4096, 14336, 32, 32, 8, 128, 32768]);
-  assert.equal(c.slidingWindow, null);
+  assert.ok(c.slidingWindows.every((w) => w === null));
   assert.equal(c.ropeTheta, 1_000_000);
-  assert.equal(modelContextLength(c), 32768);
+  assert.equal(c.contextLength, 32768);
 });

@@ -1,24 +1,31 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeRoofline, kvBytesPerToken, parameterCount, parametersReadPerDecodeStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
+import { decodeRoofline, parameterCount, parametersReadPerStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
 import { measureHostCopyBandwidth } from '../../src/bench/memory-bandwidth.ts';
-import { readModelConfig } from '../../src/model/hf-config.ts';
+import type { LlamaConfig } from '../../src/models/llama.ts';
+import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { kvBytesPerToken } from '../../src/step/kv-cache-layout.ts';
 
-const llama8b = readModelConfig('bench/configs/llama-3.1-8b');
+const modelOf = (dir: string, edit: (c: LlamaConfig) => LlamaConfig = (c) => c) => {
+  const architecture = readModelArchitecture(dir);
+  return createModel({ ...architecture, config: edit(architecture.config as LlamaConfig) }, 4096);
+};
+const llama8b = modelOf('bench/configs/llama-3.1-8b');
+const windowed = (window: number) => modelOf('bench/configs/llama-3.1-8b', (c) => ({ ...c, slidingWindows: c.slidingWindows.map(() => window) }));
 
 test('a decode step reads every weight except an untied input embedding; a tied one is read as the LM head', () => {
-  assert.equal(parametersReadPerDecodeStep(llama8b), 8_030_261_248 - 128256 * 4096);
-  const qwen3 = readModelConfig('bench/configs/qwen3-0.6b');
-  assert.equal(parametersReadPerDecodeStep(qwen3), parameterCount(qwen3));
+  assert.equal(parametersReadPerStep(llama8b, 1), 8_030_261_248 - 128256 * 4096);
+  const qwen3 = modelOf('bench/configs/qwen3-0.6b');
+  assert.equal(parametersReadPerStep(qwen3, 1), parameterCount(qwen3));
 });
 
 test('KV bytes per token: K and V of every layer and KV head', () => {
   // Llama-3.1-8B in bf16: 2 × 32 layers × 8 heads × 128 dims × 2 bytes = 128 KiB.
-  assert.equal(kvBytesPerToken(llama8b, 2), 131072);
+  assert.equal(kvBytesPerToken(llama8b.kvLayers, 2), 131072);
 });
 
 test('roofline: (weights + KV at the mean context) / step time / bandwidth', () => {
-  const inputs = { config: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
   const r = decodeRoofline(inputs, { batchSize: 4, inputLen: 128, outputLen: 256, stepSeconds: 0.01 }, 3.35e12);
   const weights = (8_030_261_248 - 128256 * 4096) * 2;
   // Decode steps attend over 129..383 tokens: 256 on average.
@@ -31,15 +38,14 @@ test('roofline: (weights + KV at the mean context) / step time / bandwidth', () 
 });
 
 test('the llama.cpp bar: 166.7 tok/s on Llama-3.1-8B F16 is ~2.5 TB/s of weights read', () => {
-  const r = decodeRoofline({ config: llama8b, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 0, outputLen: 2, stepSeconds: 1 / 166.7 }, null);
+  const r = decodeRoofline({ model: llama8b, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 0, outputLen: 2, stepSeconds: 1 / 166.7 }, null);
   assert.ok(Math.abs(r.achieved_bytes_per_s / 1e12 - 2.5) < 0.05, String(r.achieved_bytes_per_s));
   assert.equal(r.fraction, null);
   assert.equal(r.bandwidth_bytes_per_s, null);
 });
 
 test('a sliding window caps the context a step reads', () => {
-  const windowed = { ...llama8b, slidingWindow: 100 };
-  const r = decodeRoofline({ config: windowed, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
+  const r = decodeRoofline({ model: windowed(100), weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
   assert.equal(r.kv_bytes_per_step, 100 * 131072);
 });
 
@@ -50,25 +56,24 @@ test('the host copy bandwidth is a positive, finite rate', () => {
 
 test('workload FLOPs: 2 per weight multiply-add for every token that runs, the LM head per output token, attention per key', () => {
   const head = 128256 * 4096;
-  const body = parametersReadPerDecodeStep(llama8b) - head;
+  const body = parametersReadPerStep(llama8b, 1) - head;
   const perKey = 4 * 32 * 32 * 128;
   // Brute force over the positions that run: 3 prompt tokens and the first of 2 output tokens.
   let expected = 2 * head * 2;
   for (let position = 0; position < 4; position++) expected += 2 * body + perKey * (position + 1);
   assert.equal(workloadFlops(llama8b, [{ inputLen: 3, outputLen: 2 }]), expected);
   // A window of 2 keys: positions 0..3 attend to 1, 2, 2, 2 keys.
-  const windowed = { ...llama8b, slidingWindow: 2 };
-  assert.equal(workloadFlops(windowed, [{ inputLen: 3, outputLen: 2 }]), expected - perKey * (3 + 4 - 2 - 2));
+  assert.equal(workloadFlops(windowed(2), [{ inputLen: 3, outputLen: 2 }]), expected - perKey * (3 + 4 - 2 - 2));
   assert.equal(workloadFlops(llama8b, [{ inputLen: 3, outputLen: 2 }, { inputLen: 3, outputLen: 2 }]), 2 * expected);
 });
 
 test('throughput roofline: the longer of compute at the matmul rate and the weight reads of the longest output', () => {
-  const inputs = { config: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
   const requests = Array.from({ length: 256 }, () => ({ inputLen: 512, outputLen: 256 }));
   const flops = workloadFlops(llama8b, requests);
   const computeBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e12, bandwidthBytesPerSecond: 3e12 });
   assert.equal(computeBound.flops, flops);
-  assert.equal(computeBound.weight_bytes_lower_bound, 256 * parametersReadPerDecodeStep(llama8b) * 2);
+  assert.equal(computeBound.weight_bytes_lower_bound, 256 * parametersReadPerStep(llama8b, 1) * 2);
   assert.ok(Math.abs((computeBound.bound_s as number) - flops / 800e12) < 1e-9, 'at 800 TFLOP/s the FLOPs take longer');
   assert.ok(Math.abs((computeBound.fraction as number) - flops / 800e12 / 10) < 1e-12);
   const memoryBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e15, bandwidthBytesPerSecond: 3e12 });

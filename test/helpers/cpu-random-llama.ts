@@ -1,10 +1,11 @@
-import { buildRopeTable } from '../../src/model/rope.ts';
-import type { Backend, HostTensor, RopeTable, Tensor } from '../../src/backend/backend.ts';
-import type { LlamaWeights } from '../../src/model/llama-weights.ts';
-import type { ModelConfig } from '../../src/model/model-config.ts';
+import type { Backend, RopeTable } from '../../src/backend/backend.ts';
+import type { WeightSource } from '../../src/layers/parameters.ts';
+import { buildRopeTable } from '../../src/layers/rotary.ts';
+import { LlamaModel, type LlamaConfig } from '../../src/models/llama.ts';
+import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 import type { TestRandom } from './cpu-random.ts';
 
-/** A layer's weights as host float32 arrays, in the merged layout of LayerWeights. */
+/** A layer's weights as host float32 arrays, q/k/v and gate/up stacked as the layers load them. */
 export interface HostLayerWeights {
   inputNorm: Float32Array;
   qkv: Float32Array;
@@ -25,14 +26,16 @@ export interface HostLlamaWeights {
   lmHead: Float32Array;
 }
 
-/** A small llama config; `overrides` switch on the variants (GQA, qk-norm, biases, sliding window...). */
-export function llamaConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
+/** A small llama config; `overrides` switch on the variants (GQA, qk-norm, biases, sliding windows...). */
+export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
+  const numLayers = overrides.numLayers ?? 2;
   return {
     modelType: 'llama',
+    contextLength: 256,
     vocabSize: 61,
     hiddenSize: 32,
     intermediateSize: 48,
-    numLayers: 2,
+    numLayers,
     numHeads: 4,
     numKvHeads: 2,
     headDim: 8,
@@ -43,7 +46,7 @@ export function llamaConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
     attentionBias: false,
     outputBias: false,
     qkNorm: false,
-    slidingWindow: null,
+    slidingWindows: new Array<number | null>(numLayers).fill(null),
     tieWordEmbeddings: false,
     dtype: 'f32',
     bosTokenId: null,
@@ -53,7 +56,7 @@ export function llamaConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
 }
 
 /** Random weights scaled so activations stay O(1) through every layer. */
-export function randomLlamaWeights(config: ModelConfig, random: TestRandom): HostLlamaWeights {
+export function randomLlamaWeights(config: LlamaConfig, random: TestRandom): HostLlamaWeights {
   const { hiddenSize: hidden, intermediateSize: inter, headDim } = config;
   const qkvRows = (config.numHeads + 2 * config.numKvHeads) * headDim;
   const attnWidth = config.numHeads * headDim;
@@ -83,33 +86,51 @@ export function f32HostTensor(values: Float32Array, shape: number[]): HostTensor
   return { dtype: 'f32', shape, data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
 }
 
-/** Loads host weights through `backend.loadWeight`; a tied lm head shares the embedding's tensor. */
-export function uploadLlamaWeights(backend: Backend, config: ModelConfig, host: HostLlamaWeights): LlamaWeights {
+/** The host weights under their Hugging Face checkpoint names, q/k/v and gate/up split again. */
+export function llamaWeightSource(config: LlamaConfig, host: HostLlamaWeights): WeightSource {
   const { hiddenSize: hidden, intermediateSize: inter, headDim } = config;
-  const qkvRows = (config.numHeads + 2 * config.numKvHeads) * headDim;
-  const load = (values: Float32Array, shape: number[]) => backend.loadWeight(f32HostTensor(values, shape));
-  const loadOptional = (values: Float32Array | null, shape: number[]): Tensor | null => (values === null ? null : load(values, shape));
-  const embedding = load(host.embedding, [config.vocabSize, hidden]);
-  return {
-    embedding,
-    layers: host.layers.map((l) => ({
-      inputNorm: load(l.inputNorm, [hidden]),
-      qkv: load(l.qkv, [qkvRows, hidden]),
-      qkvBias: loadOptional(l.qkvBias, [qkvRows]),
-      qNorm: loadOptional(l.qNorm, [headDim]),
-      kNorm: loadOptional(l.kNorm, [headDim]),
-      o: load(l.o, [hidden, config.numHeads * headDim]),
-      oBias: loadOptional(l.oBias, [hidden]),
-      postAttentionNorm: load(l.postAttentionNorm, [hidden]),
-      gateUp: load(l.gateUp, [2 * inter, hidden]),
-      down: load(l.down, [hidden, inter]),
-    })),
-    finalNorm: load(host.finalNorm, [hidden]),
-    lmHead: host.lmHead === host.embedding ? embedding : load(host.lmHead, [config.vocabSize, hidden]),
+  const tensors = new Map<string, HostTensor>();
+  const put = (name: string, values: Float32Array | null, shape: number[]) => {
+    if (values !== null) tensors.set(name, f32HostTensor(values, shape));
   };
+  const rows = (values: Float32Array | null, width: number, first: number, count: number) => values?.subarray(first * width, (first + count) * width) ?? null;
+  put('model.embed_tokens.weight', host.embedding, [config.vocabSize, hidden]);
+  const [q, kv] = [config.numHeads * headDim, config.numKvHeads * headDim];
+  host.layers.forEach((l, i) => {
+    const p = `model.layers.${i}`;
+    put(`${p}.input_layernorm.weight`, l.inputNorm, [hidden]);
+    for (const [name, first, count] of [['q', 0, q], ['k', q, kv], ['v', q + kv, kv]] as const) {
+      put(`${p}.self_attn.${name}_proj.weight`, rows(l.qkv, hidden, first, count), [count, hidden]);
+      put(`${p}.self_attn.${name}_proj.bias`, rows(l.qkvBias, 1, first, count), [count]);
+    }
+    put(`${p}.self_attn.q_norm.weight`, l.qNorm, [headDim]);
+    put(`${p}.self_attn.k_norm.weight`, l.kNorm, [headDim]);
+    put(`${p}.self_attn.o_proj.weight`, l.o, [hidden, config.numHeads * headDim]);
+    put(`${p}.self_attn.o_proj.bias`, l.oBias, [hidden]);
+    put(`${p}.post_attention_layernorm.weight`, l.postAttentionNorm, [hidden]);
+    put(`${p}.mlp.gate_proj.weight`, rows(l.gateUp, hidden, 0, inter), [inter, hidden]);
+    put(`${p}.mlp.up_proj.weight`, rows(l.gateUp, hidden, inter, inter), [inter, hidden]);
+    put(`${p}.mlp.down_proj.weight`, l.down, [hidden, inter]);
+  });
+  put('model.norm.weight', host.finalNorm, [hidden]);
+  if (!config.tieWordEmbeddings) put('lm_head.weight', host.lmHead, [config.vocabSize, hidden]);
+  return {
+    read: (name) => {
+      const t = tensors.get(name);
+      if (t === undefined) throw new Error(`test weights have no tensor ${name}`);
+      return t;
+    },
+  };
+}
+
+/** A Llama model with the host weights loaded on `backend`, rotary tables for `maxPositions`. */
+export function loadLlamaModel(backend: Backend, config: LlamaConfig, host: HostLlamaWeights, maxPositions = config.maxPositionEmbeddings): LlamaModel {
+  const model = new LlamaModel(config, maxPositions);
+  model.load(llamaWeightSource(config, host), backend);
+  return model;
 }
 
 /** Plain (unscaled) RoPE tables, as the model builds them: angle = position * theta^(-2i / headDim). */
 export function plainRopeTable(headDim: number, theta: number, maxPositions: number): RopeTable {
-  return buildRopeTable(llamaConfig({ headDim, ropeTheta: theta, ropeScaling: { type: 'default' } }), maxPositions);
+  return buildRopeTable({ rotaryDim: headDim, theta, scaling: { type: 'default' }, maxPositionEmbeddings: maxPositions }, maxPositions);
 }

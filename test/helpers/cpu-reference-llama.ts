@@ -1,5 +1,5 @@
 import type { RopeTable } from '../../src/backend/backend.ts';
-import type { ModelConfig } from '../../src/model/model-config.ts';
+import type { LlamaConfig } from '../../src/models/llama.ts';
 import type { HostLlamaWeights } from './cpu-random-llama.ts';
 
 /**
@@ -7,11 +7,12 @@ import type { HostLlamaWeights } from './cpu-random-llama.ts';
  * no fused ops, no batching; the attention scores of every position are built from full K/V
  * lists. Returns logits for every position. It checks the model's wiring, not its speed.
  */
-export function referenceLogits(config: ModelConfig, w: HostLlamaWeights, rope: RopeTable, tokens: number[]): number[][] {
+export function referenceLogits(config: LlamaConfig, w: HostLlamaWeights, rope: RopeTable, tokens: number[]): number[][] {
   const { hiddenSize: hidden, headDim, numHeads, numKvHeads, rmsNormEps: eps } = config;
   const group = numHeads / numKvHeads;
   let stream = tokens.map((id) => Array.from(w.embedding.subarray(id * hidden, (id + 1) * hidden)));
-  for (const layer of w.layers) {
+  for (const [index, layer] of w.layers.entries()) {
+    const window = config.slidingWindows[index];
     const qs: number[][][] = [];
     const ks: number[][][] = [];
     const vs: number[][][] = [];
@@ -35,7 +36,7 @@ export function referenceLogits(config: ModelConfig, w: HostLlamaWeights, rope: 
         const kv = Math.floor(h / group);
         const visible: number[] = [];
         for (let j = 0; j <= position; j++) {
-          if (config.slidingWindow === null || position - j < config.slidingWindow) visible.push(j);
+          if (window === null || position - j < window) visible.push(j);
         }
         const scores = visible.map((j) => dot(qs[position][h], ks[j][kv]) * headDim ** -0.5);
         const probs = softmax(scores);

@@ -1,14 +1,21 @@
-import type { HostTensor, Tensor } from '../../src/backend/backend.ts';
-import type { WeightUploader } from '../../src/model/load-llama-weights.ts';
+import type { RopeTable, Tensor } from '../../src/backend/backend.ts';
+import type { WeightUploader } from '../../src/layers/parameters.ts';
+import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 
-/** A backend stand-in that keeps the host tensors it is asked to upload. */
+/** A backend stand-in that keeps the host tensors (and rotary tables) it is asked to upload. */
 export class RecordingUploader implements WeightUploader {
   readonly uploaded: HostTensor[] = [];
+  readonly ropeTables: RopeTable[] = [];
 
   loadWeight(t: HostTensor): Tensor {
     this.uploaded.push(t);
     const tensor: RecordedTensor = { shape: t.shape, host: t };
     return tensor;
+  }
+
+  uploadRopeTable(table: RopeTable): Tensor {
+    this.ropeTables.push(table);
+    return { shape: [table.maxPositions, table.rotaryDim / 2] };
   }
 }
 

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import type { HostTensor } from '../../src/backend/backend.ts';
+import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 
 /** Writes a safetensors file from host tensors, in the given order, with the header padded to 8 bytes as the reference writer does. */
 export function writeSafetensors(path: string, tensors: Record<string, HostTensor>, metadata?: Record<string, string>): void {

@@ -1,10 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { HostTensor } from '../../src/backend/backend.ts';
-import { parseHfConfig } from '../../src/model/hf-config.ts';
-import { float32ToHostTensor } from '../../src/model/host-dtype.ts';
-import { expectedTensorShapes } from '../../src/model/load-llama-weights.ts';
-import type { WeightDType } from '../../src/model/model-config.ts';
+import type { HostTensor } from '../../src/tensor/host-tensor.ts';
+import { createModel, parseModelArchitecture } from '../../src/models/registry.ts';
+import { float32ToHostTensor } from '../../src/tensor/host-dtype.ts';
+import type { WeightDType } from '../../src/tensor/host-tensor.ts';
 import { forkStream } from '../../src/sampling/rng.ts';
 import { writeSafetensors } from './model-safetensors-writer.ts';
 
@@ -35,15 +34,17 @@ export interface TinyCheckpointOptions {
 }
 
 /**
- * Writes config.json and safetensors for `hfConfig` with random values; returns the tensors
- * written, by Hugging Face name, for comparing against what the loader produces.
+ * Writes config.json and safetensors for `hfConfig` (any supported family) with random values of
+ * the shapes its layers read; returns the tensors written, by Hugging Face name, for comparing
+ * against what the loader produces.
  */
 export function writeTinyCheckpoint(dir: string, hfConfig: Record<string, unknown>, options: TinyCheckpointOptions = {}): Map<string, HostTensor> {
   writeFileSync(join(dir, 'config.json'), JSON.stringify(hfConfig));
-  const config = parseHfConfig(hfConfig, join(dir, 'config.json'));
+  const architecture = parseModelArchitecture(hfConfig, join(dir, 'config.json'));
+  const config = architecture.config;
   const tensors = new Map<string, HostTensor>();
   let stream = 0;
-  for (const [name, shape] of expectedTensorShapes(config)) {
+  for (const { name, shape } of createModel(architecture, config.contextLength).parameters()) {
     if (options.omit?.includes(name)) continue;
     const rng = forkStream(options.seed ?? 1, stream++);
     const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.nextFloat() * 2 - 1);

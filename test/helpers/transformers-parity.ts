@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EngineConfig } from '../../src/config.ts';
-import { describeBatch, type BatchDescription } from '../../src/engine/batch.ts';
+import { describeBatch, type BatchDescription } from '../../src/step/batch.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
+import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { kvRetentionWindow } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -21,8 +23,13 @@ export interface ParityOptions {
   variants?: readonly string[];
 }
 
-/** Engine configurations that must not change a single greedy token. */
-const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; expectPreemption?: boolean }[] = [
+/**
+ * Engine configurations that must not change a single greedy token. `preemption`: whether the
+ * pool is small enough to force preemption: 'always', or 'unless-windowed' for a pool that only a
+ * model whose every layer slides a window fits without (its blocks behind the window are freed),
+ * or 'windowed' for a pool small enough to force even such a model to preempt.
+ */
+const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; preemption?: 'unless-windowed' | 'windowed' }[] = [
   { name: 'all prompts in one batch', config: {} },
   { name: 'eager decode steps (no CUDA graphs)', config: { enforceEager: true } },
   { name: 'each step\'s tokens read before the next is launched', config: { asyncScheduling: false } },
@@ -31,8 +38,11 @@ const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; expectPree
   { name: 'chunked prefill, 7 tokens per step', config: { maxNumBatchedTokens: 7 } },
   { name: 'chunked prefill, 64 tokens per step', config: { maxNumBatchedTokens: 64 } },
   { name: 'block size 4 with 7-token chunks', config: { blockSize: 4, maxNumBatchedTokens: 7 } },
-  // The four prompts need 15 blocks of 16 tokens together; 8 forces preemption by recompute.
-  { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, expectPreemption: true },
+  // The four prompts need 15 blocks of 16 tokens together; 8 forces preemption by recompute
+  // unless blocks behind a sliding window are freed.
+  { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, preemption: 'unless-windowed' },
+  // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
+  { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
 ];
 
 /** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
@@ -44,9 +54,11 @@ export function transformersParitySuite(options: ParityOptions): void {
       test('last-token logits of every prompt, batched together', async () => {
         await checkLogits(fixture, options);
       });
+      const windowed = fixtureSlidesEveryLayer(fixture);
       for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
+        if (variant.preemption === 'windowed' && !windowed) continue;
         test(`greedy continuation: ${variant.name}`, async () => {
-          await checkGreedy(fixture, options, variant.config, variant.expectPreemption ?? false);
+          await checkGreedy(fixture, options, variant.config, variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed));
         });
       }
       test('greedy continuation: second run served from the prefix cache', async () => {
@@ -56,21 +68,21 @@ export function transformersParitySuite(options: ParityOptions): void {
   }
 }
 
+/** Whether every layer of the fixture's model reads only a window of recent positions. */
+function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
+  const architecture = readModelArchitecture(fixture.dir);
+  return kvRetentionWindow(createModel(architecture, architecture.config.contextLength).kvLayers) !== null;
+}
+
 async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
   const blockSize = 16;
   const loaded = await loadModel({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize });
   try {
     const prompts = fixture.oracle.prompts;
     const blocksPer = prompts.map((p) => Math.ceil(p.length / blockSize));
-    const cache = loaded.backend.createKvCache({
-      numLayers: loaded.modelConfig.numLayers,
-      numBlocks: blocksPer.reduce((a, b) => a + b, 0),
-      blockSize,
-      numKvHeads: loaded.modelConfig.numKvHeads,
-      headDim: loaded.modelConfig.headDim,
-    });
+    const cache = loaded.backend.createKvCache({ numBlocks: blocksPer.reduce((a, b) => a + b, 0), blockSize, layers: loaded.model.kvLayers });
     const batch = prefillBatch(prompts, blockSize);
-    const logits = loaded.backend.toHost(loaded.model.forward(loaded.backend.beginStep(batch), cache));
+    const logits = loaded.backend.toHost(loaded.model.forward(loaded.backend, loaded.backend.beginStep(batch), cache));
     const vocab = loaded.modelConfig.vocabSize;
     prompts.forEach((_, i) => {
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
@@ -107,12 +119,9 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
     outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options.greedy));
-    if (expectPreemption) {
-      assert.ok(
-        outputs.some((o) => o.metrics.numPreemptions > 0),
-        'the pool was meant to be too small for the batch, but no request was preempted',
-      );
-    }
+    const preempted = outputs.some((o) => o.metrics.numPreemptions > 0);
+    if (expectPreemption) assert.ok(preempted, 'the pool was meant to be too small for the batch, but no request was preempted');
+    else if (config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
   } finally {

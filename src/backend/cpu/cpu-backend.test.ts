@@ -5,7 +5,7 @@ import type { CpuKvCache } from './cpu-tensor.ts';
 import type { Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
-import { describeBatch } from '../../engine/batch.ts';
+import { describeBatch } from '../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../test/helpers/cpu-random.ts';
 import { f32HostTensor, plainRopeTable } from '../../../test/helpers/cpu-random-llama.ts';
 import { testDraw } from '../../../test/helpers/sampling-draw.ts';
@@ -16,7 +16,7 @@ const load = (values: Float32Array, shape: number[]) => backend.loadWeight(f32Ho
 
 test('declares float32 KV elements and the configured CPU KV budget', () => {
   assert.equal(backend.kvElementBytes, 4);
-  assert.equal(backend.kvCacheBudgetBytes({ ...DEFAULT_ENGINE_CONFIG, model: 'm', cpuKvCacheBytes: 12345 }), 12345);
+  assert.equal(backend.kvCacheBudgetBytes({ ...DEFAULT_ENGINE_CONFIG, cpuKvCacheBytes: 12345 }), 12345);
 });
 
 test('loadWeight keeps the shape and decodes bf16 bytes', () => {
@@ -55,12 +55,13 @@ test('linear names both shapes when they do not fit', () => {
   assert.throws(() => backend.linear(load(new Float32Array(6), [2, 3]), load(new Float32Array(8), [2, 4]), null), /\[2, 3\].*\[2, 4\]/);
 });
 
-test('embedding and gatherLogitsRows pick rows by token id and by logits index', () => {
+test('embedding and gatherLogitsRows pick rows by token id and by logits index; embedding scales its rows', () => {
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
   const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
-  const embedded = backend.embedding(table, step);
+  const embedded = backend.embedding(table, step, 1);
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
+  assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5))), [3, 3.5, 1, 1.5, 4, 4.5]);
 });
 
 test('embedding reads a token the last sampling pass drew, and names a source past its draws', () => {
@@ -69,27 +70,29 @@ test('embedding reads a token the last sampling pass drew, and names a source pa
   const logits = load(Float32Array.of(0, 0, 0, 9, 0), [1, 5]);
   cpu.sampleRows(logits, [testDraw({ temperature: 0 })]);
   const batch = describeBatch([{ tokens: [1], startPos: 0, blockTable: [0], lastTokenSource: 0 }], 4);
-  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch)))), [6, 7]);
+  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1))), [6, 7]);
   batch.tokenSources[0] = 1;
-  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch)), /token source 1 is outside the 1 draws of the last sampling pass/);
+  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1), /token source 1 is outside the 1 draws of the last sampling pass/);
 });
 
-test('gateUpSilu multiplies by the gate rows and the up rows, then silu(gate) * up', () => {
+test('gatedLinear multiplies by the gate rows and the up rows, then silu(gate) * up', () => {
   // x = [1, 1]; gate rows give 0 and 1, up rows 5 and 7.
-  const y = backend.gateUpSilu(load(Float32Array.of(1, 1), [1, 2]), load(Float32Array.of(0, 0, 1, 0, 2, 3, 7, 0), [4, 2]));
+  const y = backend.gatedLinear(load(Float32Array.of(1, 1), [1, 2]), load(Float32Array.of(0, 0, 1, 0, 2, 3, 7, 0), [4, 2]), { kind: 'silu' });
   assert.deepEqual(y.shape, [1, 2]);
   assert.deepEqual(Array.from(backend.toHost(y)), [0, 7 / (1 + Math.exp(-1))].map(Math.fround));
 });
 
-test('copyBlocks copies whole blocks in every layer, K and V, and nothing else', () => {
-  const spec = { numLayers: 3, numBlocks: 5, blockSize: 2, numKvHeads: 2, headDim: 3 };
-  const cache = backend.createKvCache(spec) as CpuKvCache;
-  for (const pool of [...cache.keys, ...cache.values]) pool.set(random.floats(pool.length));
-  const before = [...cache.keys, ...cache.values].map((p) => p.slice());
+test('copyBlocks copies whole blocks in every layer, K and V, whatever each layer holds, and nothing else', () => {
+  const attention = (numKvHeads: number, headDim: number) => ({ kind: 'attention' as const, numKvHeads, headDim, slidingWindow: null });
+  const layout = { numBlocks: 5, blockSize: 2, layers: [attention(2, 3), attention(1, 4), { kind: 'mla' as const, latentDim: 6, ropeDim: 2 }] };
+  const cache = backend.createKvCache(layout) as CpuKvCache;
+  const pools = cache.pools.flat();
+  assert.equal(pools.length, 5);
+  for (const pool of pools) pool.set(random.floats(pool.length));
+  const before = pools.map((p) => p.slice());
   backend.copyBlocks(cache, Int32Array.of(1, 4), Int32Array.of(3, 0));
-  const blockWidth = spec.blockSize * spec.numKvHeads * spec.headDim;
-  const block = (pool: Float32Array, b: number) => pool.subarray(b * blockWidth, (b + 1) * blockWidth);
-  [...cache.keys, ...cache.values].forEach((pool, i) => {
+  const block = (pool: Float32Array, b: number) => pool.subarray((b * pool.length) / layout.numBlocks, ((b + 1) * pool.length) / layout.numBlocks);
+  pools.forEach((pool, i) => {
     assert.deepEqual(block(pool, 3), block(before[i], 1), `pool ${i} block 3`);
     assert.deepEqual(block(pool, 0), block(before[i], 4), `pool ${i} block 0`);
     for (const b of [1, 2, 4]) assert.deepEqual(block(pool, b), block(before[i], b), `pool ${i} block ${b} must be unchanged`);
@@ -98,8 +101,9 @@ test('copyBlocks copies whole blocks in every layer, K and V, and nothing else',
 });
 
 test('ropeAndCacheWrite then attention: a single cached token attends only to itself', () => {
-  const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null };
-  const cache = backend.createKvCache({ numLayers: 2, numBlocks: 3, blockSize: 4, numKvHeads: 1, headDim: 4 });
+  const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null, softcap: null, sinks: null };
+  const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
+  const cache = backend.createKvCache({ numBlocks: 3, blockSize: 4, layers: [layer, layer] });
   const rope = backend.uploadRopeTable(plainRopeTable(4, 10000, 16));
   const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 0, blockTable: [2] }], 4));
   const qkv = load(random.floats(16), [1, 16]);
@@ -107,12 +111,12 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);
   const out = backend.toHost(backend.attention(qkv, cache, 1, step, shape));
   assert.deepEqual(Array.from(out), [...value, ...value]);
-  assert.deepEqual(Array.from((cache as CpuKvCache).values[1].subarray(32, 36)), Array.from(value));
-  assert.ok((cache as CpuKvCache).values[0].every((v) => v === 0), 'layer 0 must be untouched');
+  assert.deepEqual(Array.from((cache as CpuKvCache).pools[1][1].subarray(32, 36)), Array.from(value));
+  assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.every((v) => v === 0)), 'layer 0 must be untouched');
 });
 
 test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {
-  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null };
+  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null };
   const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 7), [1, 6]);
   backend.qkNorm(qkv, load(Float32Array.of(1, 1), [2]), load(Float32Array.of(2, 2), [2]), shape, 0);
   const qRms = Math.sqrt((3 * 3 + 4 * 4) / 2);
@@ -123,4 +127,18 @@ test('qkNorm normalizes q heads and k heads with their own weights and leaves v 
 test('rejects a tensor that is not a CPU tensor', () => {
   const foreign: Tensor = { shape: [1, 1] };
   assert.throws(() => backend.toHost(foreign), /not a CPU tensor/);
+});
+
+test('ropeAndCacheWrite rotates only the leading rotary dims of each head (partial rotary)', () => {
+  const attn = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null, softcap: null, sinks: null };
+  const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
+  const cache = backend.createKvCache({ numBlocks: 1, blockSize: 4, layers: [layer] });
+  const rope = backend.uploadRopeTable(plainRopeTable(2, 10000, 8));
+  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 3, blockTable: [0] }], 4));
+  const qkv = load(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), [1, 12]);
+  backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, attn);
+  const [c, s] = [Math.cos(3), Math.sin(3)];
+  const expected = [1 * c - 2 * s, 2 * c + 1 * s, 3, 4, 5 * c - 6 * s, 6 * c + 5 * s, 7, 8, 9, 10, 11, 12];
+  const out = backend.toHost(qkv);
+  expected.forEach((v, i) => assert.ok(Math.abs(out[i] - v) < 1e-6, `[${i}] ${out[i]} vs ${v}`));
 });

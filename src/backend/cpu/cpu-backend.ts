@@ -1,13 +1,14 @@
-import { assertKvLayer, assertPackedQkvWidth, assertTokenSources } from '../shape-checks.ts';
-import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
-import type { EngineConfig } from '../../config.ts';
-import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
+import { assertPackedQkvWidth, assertTokenSources, attentionKvLayer } from '../shape-checks.ts';
+import type { Activation, AttentionParams, Backend, KvBudgetLimits, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
+import type { HostTensor } from '../../tensor/host-tensor.ts';
+import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
-import { siluMul } from './ops/activation.ts';
+import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
-import { pagedAttention } from './ops/attention.ts';
-import { hostTensorToFloat32 } from '../../model/host-dtype.ts';
+import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
+import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
@@ -25,8 +26,8 @@ export class CpuBackend implements Backend {
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
 
-  kvCacheBudgetBytes(config: EngineConfig): number {
-    return config.cpuKvCacheBytes;
+  kvCacheBudgetBytes(limits: KvBudgetLimits): number {
+    return limits.cpuKvCacheBytes;
   }
 
   /** FLOP/s of this backend's matrix multiply on a 64 × 1024 by 1024 × 1024 product, best of three. */
@@ -51,28 +52,28 @@ export class CpuBackend implements Backend {
 
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
   uploadRopeTable(table: RopeTable): Tensor {
-    const expected = table.maxPositions * (table.headDim / 2);
+    const expected = table.maxPositions * (table.rotaryDim / 2);
     if (table.cos.length !== expected || table.sin.length !== expected) {
-      throw new Error(`uploadRopeTable: cos/sin need ${expected} values for ${table.maxPositions} positions of head dim ${table.headDim}`);
+      throw new Error(`uploadRopeTable: cos/sin need ${expected} values for ${table.maxPositions} positions of rotary dim ${table.rotaryDim}`);
     }
-    return new CpuRopeTable(table.headDim, table.cos, table.sin);
+    return new CpuRopeTable(table.rotaryDim, table.cos, table.sin);
   }
 
-  createKvCache(spec: KvCacheSpec): KvCache {
-    return new CpuKvCache(spec);
+  createKvCache(layout: KvCacheLayout): KvCache {
+    return new CpuKvCache(layout);
   }
 
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCpuKvCache(cache);
-    const { numBlocks, blockSize, numKvHeads, headDim } = kv.spec;
+    const { numBlocks } = kv.layout;
     if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
     for (let i = 0; i < src.length; i++) {
       if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
-    const blockWidth = blockSize * numKvHeads * headDim;
-    for (const pool of [...kv.keys, ...kv.values]) {
+    for (const pool of kv.pools.flat()) {
+      const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
     }
   }
@@ -82,18 +83,23 @@ export class CpuBackend implements Backend {
     return { batch };
   }
 
-  embedding(table: Tensor, step: StepInputs): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
     const t = asCpuTensor(table, 'embedding table');
     const { tokenIds, tokenSources } = step.batch;
-    if (!tokenSources.some((source) => source >= 0)) return gatherTensorRows(t, tokenIds);
-    assertTokenSources(step.batch, this.lastSampled.length);
-    const out = CpuTensor.zeros([tokenIds.length, t.cols]);
-    tokenIds.forEach((id, i) => {
-      const source = tokenSources[i];
-      const token = source >= 0 ? this.lastSampled[source] : id;
-      if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
-      else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
-    });
+    let out: CpuTensor;
+    if (!tokenSources.some((source) => source >= 0)) {
+      out = gatherTensorRows(t, tokenIds);
+    } else {
+      assertTokenSources(step.batch, this.lastSampled.length);
+      out = CpuTensor.zeros([tokenIds.length, t.cols]);
+      tokenIds.forEach((id, i) => {
+        const source = tokenSources[i];
+        const token = source >= 0 ? this.lastSampled[source] : id;
+        if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
+        else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
+      });
+    }
+    if (scale !== 1) for (let i = 0; i < out.data.length; i++) out.data[i] *= scale;
     return out;
   }
 
@@ -129,39 +135,47 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void {
-    const packed = asPackedQkv(qkv, shape);
-    const { numHeads, numKvHeads, headDim } = shape;
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+    const packed = asPackedQkv(qkv, attn);
+    const { numHeads, numKvHeads, headDim } = attn;
     const qw = normWeight(qWeight, headDim, 'qkNorm');
     const kw = normWeight(kWeight, headDim, 'qkNorm');
     headRmsNorm(packed.data, packed.rows, packed.cols, 0, numHeads, headDim, qw, eps);
     headRmsNorm(packed.data, packed.rows, packed.cols, numHeads, numKvHeads, headDim, kw, eps);
   }
 
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void {
-    const packed = asPackedQkv(qkv, shape);
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
+    const packed = asPackedQkv(qkv, attn);
     const table = asCpuRopeTable(rope);
-    if (table.headDim !== shape.headDim) throw new Error(`ropeAndCacheWrite: rope table head dim ${table.headDim} != ${shape.headDim}`);
-    const pools = layerPools(cache, layer, shape);
+    if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
+    const pools = layerPools(cache, layer, attn);
     const { positions, slotMapping, numTokens } = step.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    ropeAndCacheWrite(packed.data, positions, slotMapping, table, pools, shape);
+    ropeAndCacheWrite(packed.data, positions, slotMapping, table, pools, attn);
   }
 
-  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor {
-    const packed = asPackedQkv(qkv, shape);
-    const pools = layerPools(cache, layer, shape);
-    const out = CpuTensor.zeros([packed.rows, shape.numHeads * shape.headDim]);
-    pagedAttention(packed.data, pools, cache.spec.blockSize, step.batch, shape, out.data);
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
+    const packed = asPackedQkv(qkv, attn);
+    const pools = layerPools(cache, layer, attn);
+    const out = CpuTensor.zeros([packed.rows, attn.numHeads * attn.headDim]);
+    const sinks = attn.sinks === null ? null : asCpuTensor(attn.sinks, 'attention sinks').data;
+    if (sinks !== null && sinks.length !== attn.numHeads) throw new Error(`attention: ${sinks.length} sinks for ${attn.numHeads} heads`);
+    const params: CpuAttentionParams = { ...attn, sinks };
+    pagedAttention(packed.data, pools, cache.layout.blockSize, step.batch, params, out.data);
     return out;
   }
 
-  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor {
-    const input = asCpuTensor(this.linear(x, gateUp, null), 'gateUpSilu product');
+  gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    const input = asCpuTensor(this.linear(x, gateUp, null), 'gatedLinear product');
     const n = input.cols / 2;
     const out = CpuTensor.zeros([input.rows, n]);
-    siluMul(input.data, input.rows, n, out.data);
+    gatedActivation(activation, input.data, input.rows, n, out.data);
     return out;
+  }
+
+  /** One device holds every shard. */
+  allReduce(x: Tensor): Tensor {
+    return x;
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
@@ -202,14 +216,15 @@ function normWeight(weight: Tensor, width: number, op: string): Float32Array {
   return w;
 }
 
-function asPackedQkv(qkv: Tensor, shape: AttentionShape): CpuTensor {
+function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
-  assertPackedQkvWidth(packed.cols, shape);
+  assertPackedQkvWidth(packed.cols, attn);
   return packed;
 }
 
-function layerPools(cache: KvCache, layer: number, shape: AttentionShape): LayerKvPools {
+function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
-  assertKvLayer(kv.spec, layer, shape);
-  return { keys: kv.keys[layer], values: kv.values[layer] };
+  attentionKvLayer(kv.layout, layer, attn);
+  const [keys, values] = kv.pools[layer];
+  return { keys, values };
 }

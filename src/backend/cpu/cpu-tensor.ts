@@ -1,5 +1,5 @@
 import type { KvCache, Tensor } from '../backend.ts';
-import type { KvCacheSpec } from '../../engine/batch.ts';
+import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
 export class CpuTensor implements Tensor {
@@ -28,16 +28,16 @@ export class CpuTensor implements Tensor {
   }
 }
 
-/** Rotary tables as uploaded: `cos`/`sin` are [maxPositions, headDim / 2]. */
+/** Rotary tables as uploaded: `cos`/`sin` are [maxPositions, rotaryDim / 2]. */
 export class CpuRopeTable implements Tensor {
   readonly shape: readonly number[];
-  readonly headDim: number;
+  readonly rotaryDim: number;
   readonly cos: Float32Array;
   readonly sin: Float32Array;
 
-  constructor(headDim: number, cos: Float32Array, sin: Float32Array) {
-    this.shape = [cos.length / (headDim / 2), headDim / 2];
-    this.headDim = headDim;
+  constructor(rotaryDim: number, cos: Float32Array, sin: Float32Array) {
+    this.shape = [cos.length / (rotaryDim / 2), rotaryDim / 2];
+    this.rotaryDim = rotaryDim;
     this.cos = cos;
     this.sin = sin;
   }
@@ -47,17 +47,28 @@ export class CpuRopeTable implements Tensor {
   }
 }
 
-/** Paged K and V pools, one Float32Array per layer each, laid out [numBlocks, blockSize, numKvHeads, headDim]. */
+/**
+ * Each layer's paged pools: an attention layer has a key pool and a value pool, each [numBlocks,
+ * blockSize, numKvHeads, headDim]; an MLA layer one pool of rows [numBlocks, blockSize, latentDim + ropeDim].
+ */
 export class CpuKvCache implements KvCache {
-  readonly spec: KvCacheSpec;
-  readonly keys: Float32Array[];
-  readonly values: Float32Array[];
+  readonly layout: KvCacheLayout;
+  readonly pools: Float32Array[][];
 
-  constructor(spec: KvCacheSpec) {
-    this.spec = spec;
-    const perLayer = spec.numBlocks * spec.blockSize * spec.numKvHeads * spec.headDim;
-    this.keys = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
-    this.values = Array.from({ length: spec.numLayers }, () => new Float32Array(perLayer));
+  constructor(layout: KvCacheLayout) {
+    this.layout = layout;
+    const slots = layout.numBlocks * layout.blockSize;
+    this.pools = layout.layers.map((spec) =>
+      spec.kind === 'attention'
+        ? [new Float32Array(slots * spec.numKvHeads * spec.headDim), new Float32Array(slots * spec.numKvHeads * spec.headDim)]
+        : [new Float32Array(slots * (spec.latentDim + spec.ropeDim))],
+    );
+  }
+
+  spec(layer: number): LayerKvSpec {
+    const spec = this.layout.layers[layer];
+    if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${this.layout.layers.length} layers`);
+    return spec;
   }
 }
 

@@ -1,4 +1,4 @@
-import type { BatchDescription } from '../../engine/batch.ts';
+import type { BatchDescription } from '../../step/batch.ts';
 
 /** Query rows per prefill CTA; must match BM in kernels/prefill-attention.cu. */
 export const PREFILL_TILE_ROWS = 64;

@@ -1,7 +1,8 @@
-import type { AttentionShape, Backend, HostTensor, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
-import { assertKvLayer, assertPackedQkvWidth, assertTokenSources } from '../shape-checks.ts';
-import type { EngineConfig } from '../../config.ts';
-import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
+import type { Activation, AttentionParams, Backend, KvBudgetLimits, KvCache, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
+import type { HostTensor } from '../../tensor/host-tensor.ts';
+import { assertPackedQkvWidth, assertTokenSources, attentionKvLayer } from '../shape-checks.ts';
+import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
@@ -130,11 +131,11 @@ export class CudaBackend implements Backend {
    * row of every weight matrix (each projection's output plus the norm/activation beside it); the
    * largest matrix (the vocabulary) only applies to the few logits rows and is left out.
    */
-  kvCacheBudgetBytes(config: EngineConfig): number {
+  kvCacheBudgetBytes(limits: KvBudgetLimits): number {
     const { free, total } = this.device.memInfo();
-    const headroom = (1 - config.gpuMemoryUtilization) * total;
+    const headroom = (1 - limits.gpuMemoryUtilization) * total;
     const perToken = 2 * 2 * (this.weightRows - this.largestWeightRows);
-    const activations = Math.max(0, config.maxNumBatchedTokens * perToken - this.arena.capacityBytes);
+    const activations = Math.max(0, limits.maxNumBatchedTokens * perToken - this.arena.capacityBytes);
     return Math.max(0, Math.floor(free - headroom - activations));
   }
 
@@ -162,36 +163,38 @@ export class CudaBackend implements Backend {
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
-    const n = table.maxPositions * (table.headDim / 2);
+    const n = table.maxPositions * (table.rotaryDim / 2);
     if (table.cos.length !== n || table.sin.length !== n) {
-      throw new Error(`uploadRopeTable: cos/sin need ${n} values for ${table.maxPositions} positions of head dim ${table.headDim}`);
+      throw new Error(`uploadRopeTable: cos/sin need ${n} values for ${table.maxPositions} positions of rotary dim ${table.rotaryDim}`);
     }
     const cos = this.ownedAlloc(n * 4 * 2);
     const sin = cos + n * 4;
     this.device.uploadSync(cos, table.cos);
     this.device.uploadSync(sin, table.sin);
     this.limits.positions = Math.min(this.limits.positions, table.maxPositions);
-    return new CudaRopeTable(table.maxPositions, table.headDim, cos, sin);
+    return new CudaRopeTable(table.maxPositions, table.rotaryDim, cos, sin);
   }
 
-  createKvCache(spec: KvCacheSpec): KvCache {
-    if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
-      throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
+  createKvCache(layout: KvCacheLayout): KvCache {
+    for (const spec of layout.layers) {
+      if (spec.kind !== 'attention') throw new KeelError('invalid_model', `the CUDA backend has no kernels for ${spec.kind} KV cache layers yet`);
+      if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
+        throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
+      }
     }
-    const probe = new CudaKvCache(spec, 0);
-    const bytes = 2 * spec.numLayers * probe.poolBytes;
+    const bytes = new CudaKvCache(layout, 0).totalBytes;
     const base = this.ownedAlloc(bytes);
     // Zeroed so a stray read of an unwritten slot yields zeros, never NaN patterns.
     this.device.fillBytes(base, 0, bytes);
-    this.limits.blocks = Math.min(this.limits.blocks, spec.numBlocks);
-    this.limits.slots = Math.min(this.limits.slots, spec.numBlocks * spec.blockSize);
-    return new CudaKvCache(spec, base);
+    this.limits.blocks = Math.min(this.limits.blocks, layout.numBlocks);
+    this.limits.slots = Math.min(this.limits.slots, layout.numBlocks * layout.blockSize);
+    return new CudaKvCache(layout, base);
   }
 
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCudaKvCache(cache);
     if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
-    const { numBlocks, numLayers } = kv.spec;
+    const { numBlocks } = kv.layout;
     for (let i = 0; i < src.length; i++) {
       if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
@@ -203,7 +206,15 @@ export class CudaBackend implements Backend {
     pairs.set(dst, src.length);
     const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
     this.device.uploadAsync(srcPtr, pairs);
-    launchCopyBlocks(this.device, kv.base, 2 * numLayers, kv.poolBytes, kv.blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
+    // One launch per run of consecutive pools of the same block size (every pool, for most models).
+    const pools = kv.pools;
+    for (let first = 0; first < pools.length; ) {
+      let end = first + 1;
+      while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
+      const { offset, blockBytes } = pools[first];
+      launchCopyBlocks(this.device, kv.base + offset, end - first, numBlocks * blockBytes, blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
+      first = end;
+    }
   }
 
   beginStep(batch: BatchDescription): StepInputs {
@@ -231,7 +242,7 @@ export class CudaBackend implements Backend {
     );
   }
 
-  embedding(table: Tensor, step: StepInputs): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
     const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
     checkTokens(s.batch, t.rows, this.sampled.rows);
@@ -246,6 +257,7 @@ export class CudaBackend implements Backend {
       sources: s.device.tokenSources,
       sampled: this.sampled.ptr,
       numRows: s.batch.numTokens,
+      scale,
     });
     return out;
   }
@@ -294,22 +306,24 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, shape: AttentionShape, eps: number): void {
-    const packed = asPackedQkv(qkv, shape);
-    const qw = normWeight(qWeight, shape.headDim, 'qkNorm');
-    const kw = normWeight(kWeight, shape.headDim, 'qkNorm');
-    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, packed.rows, shape.numHeads, shape.numKvHeads, shape.headDim, eps);
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+    const packed = asPackedQkv(qkv, attn);
+    const qw = normWeight(qWeight, attn.headDim, 'qkNorm');
+    const kw = normWeight(kWeight, attn.headDim, 'qkNorm');
+    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
   }
 
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): void {
-    const packed = asPackedQkv(qkv, shape);
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
+    const packed = asPackedQkv(qkv, attn);
     const table = asRopeTable(rope);
-    if (table.headDim !== shape.headDim) throw new Error(`ropeAndCacheWrite: rope table head dim ${table.headDim} != ${shape.headDim}`);
-    const kv = layerCache(cache, layer, shape);
+    if (table.rotaryDim !== attn.headDim) {
+      throw new KeelError('invalid_model', `the CUDA backend rotates whole heads: rotary dim ${table.rotaryDim} != head dim ${attn.headDim} is not supported yet`);
+    }
+    const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
     const { positions, slotMapping, numTokens } = s.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    const numSlots = kv.spec.numBlocks * kv.spec.blockSize;
+    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     for (let t = 0; t < numTokens; t++) {
       if (positions[t] < 0 || positions[t] >= table.maxPositions) {
         throw new KeelError('context_overflow', `position ${positions[t]} is outside the rotary table's ${table.maxPositions} positions`);
@@ -325,21 +339,24 @@ export class CudaBackend implements Backend {
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
       numTokens,
-      numHeads: shape.numHeads,
-      numKvHeads: shape.numKvHeads,
-      headDim: shape.headDim,
+      numHeads: attn.numHeads,
+      numKvHeads: attn.numKvHeads,
+      headDim: attn.headDim,
     });
   }
 
-  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, shape: AttentionShape): Tensor {
-    const packed = asPackedQkv(qkv, shape);
-    const kv = layerCache(cache, layer, shape);
+  attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
+    const packed = asPackedQkv(qkv, attn);
+    if (attn.softcap !== null || attn.sinks !== null) {
+      throw new KeelError('invalid_model', 'the CUDA backend has no attention kernels with soft-capping or sinks yet');
+    }
+    const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
     if (s.checkedCache !== cache) {
-      checkBlockTables(s.batch, kv.spec.numBlocks, kv.spec.blockSize);
+      checkBlockTables(s.batch, kv.layout.numBlocks, kv.layout.blockSize);
       s.checkedCache = cache;
     }
-    const out = this.stepTensor([packed.rows, shape.numHeads * shape.headDim]);
+    const out = this.stepTensor([packed.rows, attn.numHeads * attn.headDim]);
     const common: PagedAttentionArgs = {
       out: out.ptr,
       qkv: packed.ptr,
@@ -350,8 +367,8 @@ export class CudaBackend implements Backend {
       seqLens: s.device.seqLens,
       blockTables: s.device.blockTables,
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
-      blockSize: kv.spec.blockSize,
-      shape,
+      blockSize: kv.layout.blockSize,
+      shape: attn,
     };
     launchDecodeAttention(this.device, {
       ...common,
@@ -359,31 +376,37 @@ export class CudaBackend implements Backend {
       numDecode: s.plan.decodeSeqs.length,
       // Split by what the block tables can hold, not the exact longest context: that keeps a
       // decode step's launches fixed while its sequences grow, so a recorded graph stays valid.
-      maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.spec.blockSize,
+      maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
     });
     launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
     return out;
   }
 
-  gateUpSilu(x: Tensor, gateUp: Tensor): Tensor {
-    const input = asBf16(x, 'gateUpSilu input');
-    const w = asBf16(gateUp, 'gateUpSilu weight');
+  gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    const input = asBf16(x, 'gatedLinear input');
+    const w = asBf16(gateUp, 'gatedLinear weight');
     const [rows2n, inDim] = w.shape;
     if (w.shape.length !== 2 || rows2n % 2 !== 0 || input.cols !== inDim) {
-      throw new Error(`gateUpSilu: input [${input.shape.join(', ')}] does not fit gate/up weight [${w.shape.join(', ')}]`);
+      throw new Error(`gatedLinear: input [${input.shape.join(', ')}] does not fit gate/up weight [${w.shape.join(', ')}]`);
     }
+    if (activation.kind !== 'silu') throw new KeelError('invalid_model', `the CUDA backend has no ${activation.kind} activation kernel yet`);
     const n = rows2n / 2;
     if (input.rows >= 1 && input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
       const out = this.stepTensor([input.rows, n]);
       launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: true });
       return out;
     }
-    requireMultipleOf8(n, 'gateUpSilu width');
-    const product = asBf16(this.linear(x, gateUp, null), 'gateUpSilu product');
+    requireMultipleOf8(n, 'gatedLinear width');
+    const product = asBf16(this.linear(x, gateUp, null), 'gatedLinear product');
     const out = this.stepTensor([input.rows, n]);
     launchSiluMul(this.device, out.ptr, product.ptr, input.rows, n);
     return out;
+  }
+
+  /** One device holds every shard. */
+  allReduce(x: Tensor): Tensor {
+    return x;
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
@@ -557,18 +580,18 @@ function normWeight(weight: Tensor, width: number, op: string): CudaTensor {
   return w;
 }
 
-function asPackedQkv(qkv: Tensor, shape: AttentionShape): CudaTensor {
+function asPackedQkv(qkv: Tensor, attn: AttentionParams): CudaTensor {
   const packed = asBf16(qkv, 'qkv');
-  assertPackedQkvWidth(packed.cols, shape);
-  if (shape.numHeads % shape.numKvHeads !== 0) {
-    throw new KeelError('invalid_model', `${shape.numHeads} query heads do not split evenly over ${shape.numKvHeads} kv heads`);
+  assertPackedQkvWidth(packed.cols, attn);
+  if (attn.numHeads % attn.numKvHeads !== 0) {
+    throw new KeelError('invalid_model', `${attn.numHeads} query heads do not split evenly over ${attn.numKvHeads} kv heads`);
   }
   return packed;
 }
 
-function layerCache(cache: KvCache, layer: number, shape: AttentionShape): CudaKvCache {
+function layerCache(cache: KvCache, layer: number, attn: AttentionParams): CudaKvCache {
   const kv = asCudaKvCache(cache);
-  assertKvLayer(kv.spec, layer, shape);
+  attentionKvLayer(kv.layout, layer, attn);
   return kv;
 }
 

@@ -1,5 +1,6 @@
 import type { KvCache, StepInputs, Tensor } from '../backend.ts';
-import type { BatchDescription, KvCacheSpec } from '../../engine/batch.ts';
+import type { BatchDescription } from '../../step/batch.ts';
+import { kvElementsPerToken, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 
@@ -31,16 +32,16 @@ export class CudaTensor implements Tensor {
   }
 }
 
-/** Rotary tables on the device: f32 cos then sin, each [maxPositions, headDim / 2]. */
+/** Rotary tables on the device: f32 cos then sin, each [maxPositions, rotaryDim / 2]. */
 export class CudaRopeTable implements Tensor {
   readonly shape: readonly number[];
   readonly cos: DevicePtr;
   readonly sin: DevicePtr;
-  readonly headDim: number;
+  readonly rotaryDim: number;
 
-  constructor(maxPositions: number, headDim: number, cos: DevicePtr, sin: DevicePtr) {
-    this.shape = [2, maxPositions, headDim / 2];
-    this.headDim = headDim;
+  constructor(maxPositions: number, rotaryDim: number, cos: DevicePtr, sin: DevicePtr) {
+    this.shape = [2, maxPositions, rotaryDim / 2];
+    this.rotaryDim = rotaryDim;
     this.cos = cos;
     this.sin = sin;
   }
@@ -51,34 +52,42 @@ export class CudaRopeTable implements Tensor {
 }
 
 /**
- * Every layer's K and V pools in one allocation: pool 2l is layer l's keys, 2l + 1 its values,
- * each bf16 [numBlocks, blockSize, numKvHeads, headDim].
+ * Every layer's pools in one allocation, one after another: an attention layer's key pool then its
+ * value pool, each bf16 [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of
+ * rows [numBlocks, blockSize, latentDim + ropeDim].
  */
 export class CudaKvCache implements KvCache {
-  readonly spec: KvCacheSpec;
+  readonly layout: KvCacheLayout;
   readonly base: DevicePtr;
+  /** Each pool's byte offset from `base` and its bytes per block, in layer order. */
+  readonly pools: { offset: number; blockBytes: number }[];
+  readonly totalBytes: number;
+  private readonly firstPool: number[];
 
-  constructor(spec: KvCacheSpec, base: DevicePtr) {
-    this.spec = spec;
+  constructor(layout: KvCacheLayout, base: DevicePtr) {
+    this.layout = layout;
     this.base = base;
-  }
-
-  get poolBytes(): number {
-    const { numBlocks, blockSize, numKvHeads, headDim } = this.spec;
-    return numBlocks * blockSize * numKvHeads * headDim * 2;
-  }
-
-  get blockBytes(): number {
-    const { blockSize, numKvHeads, headDim } = this.spec;
-    return blockSize * numKvHeads * headDim * 2;
+    this.pools = [];
+    this.firstPool = [];
+    let offset = 0;
+    for (const spec of layout.layers) {
+      this.firstPool.push(this.pools.length);
+      const perPool = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
+      for (const elements of perPool) {
+        const blockBytes = layout.blockSize * elements * 2;
+        this.pools.push({ offset, blockBytes });
+        offset += layout.numBlocks * blockBytes;
+      }
+    }
+    this.totalBytes = offset;
   }
 
   keys(layer: number): DevicePtr {
-    return this.base + 2 * layer * this.poolBytes;
+    return this.base + this.pools[this.firstPool[layer]].offset;
   }
 
   values(layer: number): DevicePtr {
-    return this.base + (2 * layer + 1) * this.poolBytes;
+    return this.base + this.pools[this.firstPool[layer] + 1].offset;
   }
 }
 

@@ -1,4 +1,4 @@
-import type { BatchDescription } from '../../engine/batch.ts';
+import type { BatchDescription } from '../../step/batch.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { StepDeviceArrays } from './cuda-tensor.ts';
 

@@ -24,7 +24,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
   const { cudaAvailability } = await import('../../backend/cuda/availability.ts');
   const available = cudaAvailability();
   if (!available.ok) throw new KeelError('unavailable', `keel bench attention needs the CUDA backend: ${available.reason}`);
-  const { runAttentionBenchmark } = await import('../../backend/cuda/attention-benchmark.ts');
+  const { runAttentionBenchmark } = await import('../attention-benchmark.ts');
   const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
   const figures = runAttentionBenchmark();
   const v = figures.driverCudaVersion;

@@ -70,7 +70,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const rows = await runLatencySuite(llm, options, { config: llm.modelConfig, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes }, (row) =>
+    const rows = await runLatencySuite(llm, options, { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes }, (row) =>
       console.log(latencyLine(row)),
     );
     const path = writeResult(

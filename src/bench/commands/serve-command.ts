@@ -4,7 +4,7 @@ import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } f
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
 import { invalidArgument } from '../../errors.ts';
-import { readModelConfig } from '../../model/hf-config.ts';
+import { createModel, readModelArchitecture } from '../../models/registry.ts';
 import { serveReport } from '../console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../keel-run.ts';
 import { writeResult } from '../result-file.ts';
@@ -90,7 +90,8 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   }
   const baseUrl = loopbackBaseUrl(values['base-url'] ?? DEFAULT_BASE_URL);
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
-  const modelConfig = readModelConfig(modelDir);
+  const architecture = readModelArchitecture(modelDir);
+  const modelConfig = architecture.config;
   const discovered = await discoverServer(baseUrl, apiKey);
   const header = {
     engine: discovered.ownedBy ?? 'unknown',
@@ -99,7 +100,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       name: basename(modelDir),
       path: repoRelative(modelDir),
       model_type: modelConfig.modelType,
-      parameter_count: parameterCount(modelConfig),
+      parameter_count: parameterCount(createModel(architecture, modelConfig.contextLength)),
       load_format: 'unknown',
       dtype: modelConfig.dtype,
     },

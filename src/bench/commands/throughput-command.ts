@@ -71,7 +71,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
     const results = await runThroughputSuite(llm, workload.name, requests, sampling, {
-      config: llm.modelConfig,
+      model: llm.model,
       weightElementBytes: facts.weightElementBytes,
       kvElementBytes: facts.kvElementBytes,
       flopsPerSecond: facts.matmulFlopsPerSecond,

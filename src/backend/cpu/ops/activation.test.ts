@@ -1,27 +1,43 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { siluMul } from './activation.ts';
+import { gatedActivation } from './activation.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
 const random = new TestRandom(testSeed('activation'));
 
-test('siluMul multiplies silu(gate) by up, row by row', () => {
+function checkRows(activation: Parameters<typeof gatedActivation>[0], expected: (g: number, u: number) => number): void {
   const rows = 4, n = 37;
   const gateUp = random.floats(rows * 2 * n, 8);
   const out = new Float32Array(rows * n);
-  siluMul(gateUp, rows, n, out);
+  gatedActivation(activation, gateUp, rows, n, out);
   for (let r = 0; r < rows; r++) {
     for (let i = 0; i < n; i++) {
-      const g = gateUp[r * 2 * n + i];
-      const u = gateUp[r * 2 * n + n + i];
-      const expected = (g * u) / (1 + Math.exp(-g));
-      assert.ok(Math.abs(out[r * n + i] - expected) <= 1e-6 * Math.max(1, Math.abs(expected)), `[${r}, ${i}]`);
+      const want = expected(gateUp[r * 2 * n + i], gateUp[r * 2 * n + n + i]);
+      assert.ok(Math.abs(out[r * n + i] - want) <= 1e-6 * Math.max(1, Math.abs(want)), `[${r}, ${i}]: ${out[r * n + i]} vs ${want}`);
     }
   }
+}
+
+test('silu multiplies silu(gate) by up, row by row', () => {
+  checkRows({ kind: 'silu' }, (g, u) => (g * u) / (1 + Math.exp(-g)));
 });
 
-test('siluMul stays finite at extreme gates: silu(-1000) = 0, silu(1000) = 1000', () => {
+test('gelu-tanh is PyTorch\'s tanh approximation of gelu(gate), times up', () => {
+  const c = Math.sqrt(2 / Math.PI);
+  checkRows({ kind: 'gelu-tanh' }, (g, u) => 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g ** 3))) * u);
+});
+
+test('clamped swiglu clamps gate above and up on both sides, then (up + 1) · gate · σ(alpha · gate)', () => {
+  const limit = 3, alpha = 1.702;
+  checkRows({ kind: 'clamped-swiglu', alpha, limit }, (g, u) => {
+    const gc = Math.min(g, limit);
+    const uc = Math.max(-limit, Math.min(limit, u));
+    return (uc + 1) * (gc / (1 + Math.exp(-alpha * gc)));
+  });
+});
+
+test('silu stays finite at extreme gates: silu(-1000) = 0, silu(1000) = 1000', () => {
   const out = new Float32Array(3);
-  siluMul(Float32Array.of(-1000, 1000, 0, 2, 3, 5), 1, 3, out);
+  gatedActivation({ kind: 'silu' }, Float32Array.of(-1000, 1000, 0, 2, 3, 5), 1, 3, out);
   assert.deepEqual(Array.from(out), [-0, 3000, 0]);
 });

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pagedAttention } from './attention.ts';
-import type { AttentionShape } from '../../backend.ts';
-import { describeBatch } from '../../../engine/batch.ts';
+import { pagedAttention, type CpuAttentionParams } from './attention.ts';
+import { describeBatch } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
 const random = new TestRandom(testSeed('attention'));
@@ -14,9 +13,10 @@ interface Context {
   queryLen: number; // the last queryLen positions are this step's tokens
 }
 
-// Straight from the definition, on contiguous per-sequence K/V (no block tables).
-function naiveAttention(q: Float32Array, position: number, context: Context, shape: AttentionShape): number[] {
-  const { numHeads, numKvHeads, headDim, scale, slidingWindow } = shape;
+// Straight from the definition, on contiguous per-sequence K/V (no block tables): a sink is one more
+// score in the softmax, whose value is zero.
+function naiveAttention(q: Float32Array, position: number, context: Context, shape: CpuAttentionParams): number[] {
+  const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks } = shape;
   const out: number[] = [];
   for (let h = 0; h < numHeads; h++) {
     const kv = Math.floor(h / (numHeads / numKvHeads));
@@ -25,11 +25,12 @@ function naiveAttention(q: Float32Array, position: number, context: Context, sha
     const scores = visible.map((j) => {
       let s = 0;
       for (let d = 0; d < headDim; d++) s += q[h * headDim + d] * context.keys[j][kv * headDim + d];
-      return s * scale;
+      return softcap === null ? s * scale : softcap * Math.tanh((s * scale) / softcap);
     });
-    const max = Math.max(...scores);
+    const withSink = sinks === null ? scores : [...scores, sinks[h]];
+    const max = Math.max(...withSink);
     const exps = scores.map((s) => Math.exp(s - max));
-    const sum = exps.reduce((a, b) => a + b, 0);
+    const sum = withSink.reduce((a, s) => a + Math.exp(s - max), 0);
     for (let d = 0; d < headDim; d++) out.push(visible.reduce((acc, j, i) => acc + (exps[i] / sum) * context.values[j][kv * headDim + d], 0));
   }
   return out;
@@ -44,11 +45,14 @@ interface Case {
   /** [context length, query length] per sequence. */
   seqs: [number, number][];
   scoreScale?: number;
+  softcap?: number;
+  withSinks?: boolean;
 }
 
 function runCase(c: Case): void {
   const { headDim, numHeads, numKvHeads, blockSize } = c;
-  const shape: AttentionShape = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: c.slidingWindow };
+  const sinks = c.withSinks ? random.floats(numHeads, 3) : null;
+  const shape: CpuAttentionParams = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: c.slidingWindow, softcap: c.softcap ?? null, sinks };
   const kvWidth = numKvHeads * headDim;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const blocksNeeded = c.seqs.map(([len]) => Math.ceil(len / blockSize));
@@ -126,4 +130,16 @@ test('mixed batch: decodes, a whole prompt and a mid-prompt chunk in one step', 
 
 test('softmax stays finite when scores are huge (max is subtracted before exp)', () => {
   runCase({ headDim: 16, ...gqa(1, 2), blockSize: 4, slidingWindow: null, seqs: [[13, 3]], scoreScale: 40 });
+});
+
+test('soft-capping bends every score to cap · tanh(score / cap) before the softmax', () => {
+  for (const softcap of [0.5, 4, 50]) {
+    runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[19, 1], [11, 11]], scoreScale: 6, softcap });
+    runCase({ headDim: 8, ...gqa(1, 4), blockSize: 16, slidingWindow: 5, seqs: [[23, 3]], scoreScale: 6, softcap });
+  }
+});
+
+test('a sink logit per head joins the softmax denominator, with and without a window', () => {
+  runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[19, 1], [11, 11]], withSinks: true });
+  runCase({ headDim: 8, ...gqa(1, 4), blockSize: 1, slidingWindow: 3, seqs: [[12, 4], [1, 1]], withSinks: true, scoreScale: 3 });
 });

@@ -1,12 +1,19 @@
-import type { AttentionShape } from '../../backend.ts';
-import type { BatchDescription } from '../../../engine/batch.ts';
+import type { AttentionParams } from '../../backend.ts';
+import type { BatchDescription } from '../../../step/batch.ts';
 import type { LayerKvPools } from './rope-cache-write.ts';
+
+/** AttentionParams with the sink logits as host values. */
+export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks'> {
+  sinks: Float32Array | null;
+}
 
 /**
  * Paged causal attention. The query heads of token t (position p, sequence s) attend to keys and
  * values at positions max(0, p - slidingWindow + 1) .. p of sequence s, where position j lives in
  * block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)] at offset j % blockSize. Query head
  * h reads kv head floor(h / (numHeads / numKvHeads)). out is [numTokens, numHeads * headDim].
+ * Scores are soft-capped (cap · tanh(score / cap)) when a cap is given, and a head's sink logit, if
+ * any, joins the softmax's denominator (as an extra key whose value is zero).
  *
  * Scores, softmax and the weighted sum of values are in float64 with the max subtracted before
  * exponentiating; each output is rounded to float32 once.
@@ -16,10 +23,10 @@ export function pagedAttention(
   pools: LayerKvPools,
   blockSize: number,
   batch: BatchDescription,
-  shape: AttentionShape,
+  params: CpuAttentionParams,
   out: Float32Array,
 ): void {
-  const { numHeads, numKvHeads, headDim, scale, slidingWindow } = shape;
+  const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks } = params;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
   const headsPerKvHead = numHeads / numKvHeads;
@@ -49,9 +56,11 @@ export function pagedAttention(
         const qAt = t * rowWidth + h * headDim;
         const kvHeadAt = Math.floor(h / headsPerKvHead) * headDim;
         scoreKeys(qkv, qAt, keys, keyRowAt, kvHeadAt, count, headDim, scale, weights);
-        let max = -Infinity;
+        if (softcap !== null) for (let j = 0; j < count; j++) weights[j] = softcap * Math.tanh(weights[j] / softcap);
+        const sink = sinks === null ? -Infinity : sinks[h];
+        let max = sink;
         for (let j = 0; j < count; j++) if (weights[j] > max) max = weights[j];
-        let sum = 0;
+        let sum = sinks === null ? 0 : Math.exp(sink - max);
         for (let j = 0; j < count; j++) {
           const e = Math.exp(weights[j] - max);
           weights[j] = e;

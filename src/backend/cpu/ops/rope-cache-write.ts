@@ -1,9 +1,10 @@
-import type { AttentionShape } from '../../backend.ts';
+import type { AttentionParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 
-/** Rotary tables [maxPositions, headDim / 2], HF rotate_half layout. */
+/** Rotary tables [maxPositions, rotaryDim / 2], HF rotate_half layout over a head's leading rotaryDim dimensions. */
 export interface RopeTables {
   maxPositions: number;
+  rotaryDim: number;
   cos: Float32Array;
   sin: Float32Array;
 }
@@ -16,7 +17,7 @@ export interface LayerKvPools {
 
 /**
  * For each token t of the packed qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim]: rotate
- * its query and key heads in place by `positions[t]`, then copy its (rotated) key heads and value
+ * the leading rope.rotaryDim dimensions of its query and key heads in place by `positions[t]`, then copy its (rotated) key heads and value
  * heads to KV slot `slotMapping[t]` (slot = block * blockSize + offset, so a slot's heads start at
  * slot * numKvHeads * headDim).
  */
@@ -26,10 +27,10 @@ export function ropeAndCacheWrite(
   slotMapping: Int32Array,
   rope: RopeTables,
   pools: LayerKvPools,
-  shape: AttentionShape,
+  shape: Pick<AttentionParams, 'numHeads' | 'numKvHeads' | 'headDim'>,
 ): void {
   const { numHeads, numKvHeads, headDim } = shape;
-  const half = headDim / 2;
+  const half = rope.rotaryDim / 2;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
   const numSlots = pools.keys.length / kvWidth;

@@ -1,4 +1,4 @@
-import type { AttentionShape } from '../../backend.ts';
+import type { AttentionParams } from '../../backend.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /** Device inputs both attention kernels read: the packed qkv, one layer's pools and the step's index arrays. */
@@ -15,10 +15,10 @@ export interface PagedAttentionArgs {
   blockTables: DevicePtr;
   maxBlocksPerSeq: number;
   blockSize: number;
-  shape: AttentionShape;
+  shape: AttentionParams;
 }
 
 /** Softmax scale folded with log2(e), since the kernels exponentiate with exp2. */
-export function scaleLog2(shape: AttentionShape): number {
+export function scaleLog2(shape: AttentionParams): number {
   return shape.scale * Math.LOG2E;
 }

@@ -10,12 +10,12 @@ extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uin
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
-// The embedding lookup: out[r, :] = table[id, :] with id = sampled[sources[r]] where sources[r] >= 0
-// (a token the previous step sampled on the device), else tokens[r]. An id outside the table (a
-// row that had no finite logit) gives a zero row rather than a read out of bounds.
+// The embedding lookup: out[r, :] = table[id, :] * scale with id = sampled[sources[r]] where
+// sources[r] >= 0 (a token the previous step sampled on the device), else tokens[r]. An id outside
+// the table (a row that had no finite logit) gives a zero row rather than a read out of bounds.
 extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const uint4* __restrict__ table,
                                                const int* __restrict__ tokens, const int* __restrict__ sources,
-                                               const int* __restrict__ sampled, int vocab, int chunks) {
+                                               const int* __restrict__ sampled, int vocab, int chunks, float scale) {
   const int source = sources[blockIdx.x];
   const int id = source >= 0 ? sampled[source] : tokens[blockIdx.x];
   uint4* to = out + (long long)blockIdx.x * chunks;
@@ -24,5 +24,14 @@ extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const ui
     return;
   }
   const uint4* from = table + (long long)id * chunks;
-  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+  if (scale == 1.0f) {
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+    return;
+  }
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    float f[8];
+    unpack8(from[c], f);
+    for (int i = 0; i < 8; i++) f[i] *= scale;
+    to[c] = pack8(f);
+  }
 }

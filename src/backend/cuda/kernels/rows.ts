@@ -18,12 +18,14 @@ export interface EmbedTokensArgs {
   sources: DevicePtr;
   sampled: DevicePtr;
   numRows: number;
+  /** Multiplies every value (Gemma scales embeddings by √hidden); 1 copies the rows as they are. */
+  scale: number;
 }
 
-/** out [numRows, cols] = table rows of each token id, ids named by `sources` read from `sampled`. */
+/** out [numRows, cols] = table rows of each token id times `scale`, ids named by `sources` read from `sampled`. */
 export function launchEmbedTokens(device: CudaDevice, a: EmbedTokensArgs): void {
   if (a.numRows === 0) return;
-  device.launch(device.kernel('rows.cu', 'embed_tokens_kernel', 'pppppii'), [a.numRows], [rowThreads(a.cols)], 0, [
+  device.launch(device.kernel('rows.cu', 'embed_tokens_kernel', 'pppppiif'), [a.numRows], [rowThreads(a.cols)], 0, [
     a.out,
     a.table,
     a.tokens,
@@ -31,6 +33,7 @@ export function launchEmbedTokens(device: CudaDevice, a: EmbedTokensArgs): void 
     a.sampled,
     a.vocab,
     a.cols / 8,
+    a.scale,
   ]);
 }
 

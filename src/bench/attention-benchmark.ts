@@ -1,0 +1,142 @@
+// The attention kernels timed on the GPU (what `keel bench attention` reports), with CUDA events
+// over CUDA-graph replays so host launch cost stays out: decode attention as KV bytes read per
+// second at 1k / 8k / 32k context, prefill attention as causal TFLOP/s on the shapes the PyTorch
+// SDPA peer runs (tools/peers/hf_peers.py --only sdpa), and the device's ceilings measured alike.
+import type { AttentionParams } from '../backend/backend.ts';
+import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
+import type { CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
+
+/** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
+export const PREFILL_SEQ_LENS = [512, 2048, 8192];
+export const DECODE_CONTEXTS = [1024, 8192, 32768];
+export const DECODE_BATCHES = [1, 16];
+const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null, softcap: null, sinks: null };
+const BLOCK_SIZE = 16;
+
+export interface PrefillFigure {
+  batch: number;
+  seq_len: number;
+  num_heads: number;
+  num_kv_heads: number;
+  head_dim: number;
+  causal: boolean;
+  ms: number;
+  tflops: number;
+}
+
+export interface DecodeFigure {
+  batch: number;
+  context_len: number;
+  num_heads: number;
+  num_kv_heads: number;
+  head_dim: number;
+  us: number;
+  /** K and V bytes read per second. */
+  gb_per_s: number;
+}
+
+export interface AttentionBenchmark {
+  deviceName: string;
+  driverCudaVersion: number;
+  ceilings: { read_gb_per_s: number; copy_gb_per_s: number; gemm_bf16_8192_tflops: number };
+  prefill: PrefillFigure[];
+  decode: DecodeFigure[];
+}
+
+/** Runs every figure on GPU `ordinal`, with its own backend released at the end. */
+export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
+  const bench = new KernelTimer(ordinal);
+  try {
+    return {
+      deviceName: bench.backend.device.info.name,
+      driverCudaVersion: bench.backend.device.info.driverCudaVersion,
+      ceilings: bench.ceilings(),
+      prefill: PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B)),
+      decode: DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
+    };
+  } finally {
+    bench.backend.dispose();
+  }
+}
+
+class KernelTimer {
+  readonly backend: CudaBackend;
+  private readonly rng = seededRng(1234);
+
+  constructor(ordinal: number) {
+    this.backend = new CudaBackend({ device: ordinal, arenaBytes: 1 << 30 });
+  }
+
+  ceilings(): AttentionBenchmark['ceilings'] {
+    const device = this.backend.device;
+    const bytes = 1 << 30;
+    const src = device.alloc(bytes);
+    const dst = device.alloc(bytes);
+    this.fillRandom(src, bytes);
+    const copyMs = this.timeGraph(() => device.copyAsync(dst, src, bytes), 5);
+    device.free(src);
+    device.free(dst);
+    return {
+      read_gb_per_s: this.backend.measureMemoryBandwidth() / 1e9,
+      copy_gb_per_s: (2 * bytes) / (copyMs * 1e-3) / 1e9,
+      gemm_bf16_8192_tflops: this.backend.measureMatmulFlops() / 1e12,
+    };
+  }
+
+  decode(contextLen: number, batch: number, shape: AttentionParams): DecodeFigure {
+    const seqs = Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 }));
+    const { cache, step, qkv } = this.setup(shape, seqs);
+    const ms = this.timeGraph(() => this.backend.attention(qkv, cache, 0, step, shape), 20);
+    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * 2;
+    return { batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
+  }
+
+  prefill(seqLen: number, shape: AttentionParams): PrefillFigure {
+    const { cache, step, qkv, rope } = this.setup(shape, [{ cached: 0, query: seqLen }]);
+    this.backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, shape);
+    const ms = this.timeGraph(() => this.backend.attention(qkv, cache, 0, step, shape), 5);
+    // QKᵀ and PV, 2 FLOPs per multiply-add each, over the causal half of the square (as the SDPA peer counts).
+    const flops = (4 * shape.numHeads * shape.headDim * seqLen * seqLen) / 2;
+    return { batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
+  }
+
+  /** Median milliseconds of one `run`, each sample replaying a graph of `reps` runs. */
+  private timeGraph(run: () => void, reps: number, samples = 7): number {
+    run(); // compiles and loads kernels before capture
+    const graph = this.backend.captureGraph(() => {
+      for (let i = 0; i < reps; i++) run();
+    });
+    graph.replay();
+    const times: number[] = [];
+    for (let s = 0; s < samples; s++) times.push(this.backend.device.timeMs(() => graph.replay()) / reps);
+    graph.dispose();
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
+  }
+
+  /** Fills device memory with random bf16 (never zeros: they can run faster than real data). */
+  private fillRandom(ptr: number, bytes: number): void {
+    const chunk = bf16Tensor([1 << 22], randomBf16Values(this.rng, 1 << 22, 1)).data; // 8 MiB
+    for (let at = 0; at < bytes; at += chunk.byteLength) {
+      this.backend.device.uploadSync(ptr + at, chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)));
+    }
+  }
+
+  private setup(shape: AttentionParams, seqs: SeqSpec[]) {
+    const longest = Math.max(...seqs.map((s) => s.cached + s.query));
+    const numBlocks = seqs.reduce((n, s) => n + Math.ceil((s.cached + s.query) / BLOCK_SIZE), 0) + 1;
+    const layers = [{ kind: 'attention' as const, numKvHeads: shape.numKvHeads, headDim: shape.headDim, slidingWindow: shape.slidingWindow }];
+    const cache = this.backend.createKvCache({ numBlocks, blockSize: BLOCK_SIZE, layers }) as CudaKvCache;
+    this.fillRandom(cache.base, cache.totalBytes);
+    const batch = buildBatch(seqs, new BlockAssignment(this.rng, numBlocks, seqs.length), BLOCK_SIZE);
+    const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
+    const qkv = this.backend.loadWeight(bf16Tensor([batch.numTokens, width], randomBf16Values(this.rng, batch.numTokens * width, 1)));
+    const rope = this.backend.uploadRopeTable(ropeTables(longest + 1, shape.headDim));
+    return { cache, step: this.backend.beginStep(batch), qkv, rope };
+  }
+}
+
+function heads(shape: AttentionParams) {
+  return { num_heads: shape.numHeads, num_kv_heads: shape.numKvHeads, head_dim: shape.headDim };
+}

@@ -1,0 +1,94 @@
+// Synthetic steps for kernel benchmarks and GPU tests: seeded random data that is exactly
+// representable in bf16 (so the CPU oracle and the GPU start from identical inputs) and batches
+// over a shuffled block pool.
+import type { RopeTable } from '../backend/backend.ts';
+import { buildRopeTable } from '../layers/rotary.ts';
+import { describeBatch, type BatchDescription } from '../step/batch.ts';
+import { floatToBf16Bits } from '../tensor/host-dtype.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+
+export type Rng = () => number;
+
+/** mulberry32: small, fast, and reproducible from a printed seed. */
+export function seededRng(seed: number): Rng {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The float value of bf16 bits. */
+export function bf16Value(bits: number): number {
+  return new Float32Array(new Uint32Array([bits << 16]).buffer)[0];
+}
+
+/** Uniform values in [-scale, scale), already rounded to bf16. */
+export function randomBf16Values(rng: Rng, n: number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = bf16Value(floatToBf16Bits((rng() * 2 - 1) * scale));
+  return out;
+}
+
+/** A checkpoint-style bf16 tensor holding `values` (which should be bf16-representable). */
+export function bf16Tensor(shape: number[], values: Float32Array): HostTensor {
+  const data = new Uint8Array(values.length * 2);
+  const view = new DataView(data.buffer);
+  for (let i = 0; i < values.length; i++) view.setUint16(i * 2, floatToBf16Bits(values[i]), true);
+  return { dtype: 'bf16', shape, data };
+}
+
+/** One sequence of a step: tokens already cached, and tokens this step runs. */
+export interface SeqSpec {
+  cached: number;
+  query: number;
+}
+
+/**
+ * Block tables for sequences whose blocks are drawn from a shuffled pool (so the kernels must
+ * follow the table, not assume contiguity). Reused across steps by passing the same tables.
+ */
+export class BlockAssignment {
+  readonly tables: number[][];
+  private readonly free: number[];
+
+  constructor(rng: Rng, numBlocks: number, numSeqs: number) {
+    this.free = Array.from({ length: numBlocks }, (_, i) => i);
+    for (let i = this.free.length - 1; i > 0; i--) {
+      const j = Math.floor(rng() * (i + 1));
+      [this.free[i], this.free[j]] = [this.free[j], this.free[i]];
+    }
+    this.tables = Array.from({ length: numSeqs }, () => []);
+  }
+
+  ensure(seq: number, tokens: number, blockSize: number): void {
+    while (this.tables[seq].length * blockSize < tokens) {
+      const block = this.free.pop();
+      if (block === undefined) throw new Error('test KV pool too small');
+      this.tables[seq].push(block);
+    }
+  }
+}
+
+/**
+ * The batch for running `specs[s].query` new tokens of each sequence after `specs[s].cached`
+ * cached ones. Token ids are 0..numTokens-1, so an embedding table of random rows supplies any
+ * activation (the tests' way to put data into a step).
+ */
+export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): BatchDescription {
+  let nextTokenId = 0;
+  const chunks = specs.map((s, i) => {
+    blocks.ensure(i, s.cached + s.query, blockSize);
+    const tokens = Array.from({ length: s.query }, () => nextTokenId++);
+    return { tokens, startPos: s.cached, blockTable: blocks.tables[i] };
+  });
+  return describeBatch(chunks, blockSize);
+}
+
+/** HF default RoPE tables (theta 10000), rotate_half layout over whole heads, as the model builds them. */
+export function ropeTables(maxPositions: number, headDim: number): RopeTable {
+  return buildRopeTable({ rotaryDim: headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: maxPositions }, maxPositions);
+}

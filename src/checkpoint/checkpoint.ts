@@ -1,0 +1,121 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+import { invalidModel } from '../errors.ts';
+import { SafetensorsFile, type SafetensorsEntry } from './safetensors.ts';
+
+const SINGLE_FILE = 'model.safetensors';
+const INDEX_FILE = 'model.safetensors.index.json';
+
+/**
+ * The tensors of a Hugging Face model directory: one `model.safetensors`, or shards listed by
+ * `model.safetensors.index.json` (`weight_map`: tensor name -> shard file). Holds one file
+ * descriptor per shard until `close`.
+ */
+export interface Checkpoint {
+  readonly dir: string;
+  readonly tensorNames: string[];
+  has(name: string): boolean;
+  /** dtype (as the file spells it) and shape from the header, without reading the data. */
+  info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'>;
+  read(name: string): HostTensor;
+  close(): void;
+}
+
+export function openCheckpoint(dir: string): Checkpoint {
+  if (existsSync(join(dir, INDEX_FILE))) return openSharded(dir);
+  if (existsSync(join(dir, SINGLE_FILE))) {
+    const file = SafetensorsFile.open(join(dir, SINGLE_FILE));
+    return new SafetensorsCheckpoint(dir, [file], new Map([...file.tensors.keys()].map((name) => [name, file])));
+  }
+  throw invalidModel(`no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir}${describeOtherWeights(dir)}`);
+}
+
+class SafetensorsCheckpoint implements Checkpoint {
+  readonly dir: string;
+  private readonly files: SafetensorsFile[];
+  private readonly fileOf: ReadonlyMap<string, SafetensorsFile>;
+
+  constructor(dir: string, files: SafetensorsFile[], fileOf: ReadonlyMap<string, SafetensorsFile>) {
+    this.dir = dir;
+    this.files = files;
+    this.fileOf = fileOf;
+  }
+
+  get tensorNames(): string[] {
+    return [...this.fileOf.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.fileOf.has(name);
+  }
+
+  info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'> {
+    const { dtype, shape } = this.fileFor(name).entry(name);
+    return { dtype, shape };
+  }
+
+  read(name: string): HostTensor {
+    return this.fileFor(name).read(name);
+  }
+
+  close(): void {
+    for (const file of this.files) file.close();
+  }
+
+  private fileFor(name: string): SafetensorsFile {
+    const file = this.fileOf.get(name);
+    if (!file) throw invalidModel(`checkpoint ${this.dir} has no tensor "${name}"`);
+    return file;
+  }
+}
+
+function openSharded(dir: string): Checkpoint {
+  const indexPath = join(dir, INDEX_FILE);
+  const weightMap = readWeightMap(indexPath);
+  const shards = new Map<string, SafetensorsFile>();
+  try {
+    const fileOf = new Map<string, SafetensorsFile>();
+    for (const [name, shardName] of Object.entries(weightMap)) {
+      let shard = shards.get(shardName);
+      if (!shard) {
+        const shardPath = join(dir, shardName);
+        if (!existsSync(shardPath)) throw invalidModel(`${indexPath} lists shard ${shardName}, which is missing from ${dir}`);
+        shard = SafetensorsFile.open(shardPath);
+        shards.set(shardName, shard);
+      }
+      if (!shard.tensors.has(name)) throw invalidModel(`${indexPath} places tensor "${name}" in ${shardName}, which does not contain it`);
+      fileOf.set(name, shard);
+    }
+    return new SafetensorsCheckpoint(dir, [...shards.values()], fileOf);
+  } catch (error) {
+    for (const shard of shards.values()) shard.close();
+    throw error;
+  }
+}
+
+function readWeightMap(indexPath: string): Record<string, string> {
+  let index: unknown;
+  try {
+    index = JSON.parse(readFileSync(indexPath, 'utf8'));
+  } catch (error) {
+    throw invalidModel(`cannot read ${indexPath}: ${(error as Error).message}`);
+  }
+  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof weightMap !== 'object' || weightMap === null || !Object.values(weightMap).every((v) => typeof v === 'string')) {
+    throw invalidModel(`${indexPath} has no "weight_map" object of tensor name -> shard file`);
+  }
+  return weightMap as Record<string, string>;
+}
+
+function describeOtherWeights(dir: string): string {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return ' (the directory cannot be read)';
+  }
+  const pytorch = names.filter((n) => n.endsWith('.bin') || n.endsWith('.pt') || n.endsWith('.pth'));
+  const found = pytorch.length > 0 ? `; found ${pytorch.slice(0, 3).join(', ')}` : '';
+  return `${found}. Keel loads safetensors only: PyTorch .bin/.pt checkpoints are not supported (convert them with safetensors' convert script or save_pretrained(safe_serialization=True))`;
+}

@@ -1,0 +1,134 @@
+import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
+import { Linear } from './linear.ts';
+import type { RmsNorm } from './norm.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import type { RotaryEmbedding } from './rotary.ts';
+
+export interface AttentionOptions {
+  /** This layer's index in the KV cache layout. */
+  layer: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  scale: number;
+  slidingWindow: number | null;
+  softcap: number | null;
+  /** Checkpoint name of the [numHeads] learned sink logits (gpt-oss), or null. */
+  sinks: string | null;
+  rotary: RotaryEmbedding;
+  /** Per-head norms of queries and keys before rotation (Qwen3, Gemma 3), or null. */
+  qkNorm: { q: RmsNorm; k: RmsNorm } | null;
+}
+
+/**
+ * The paged attention core of one layer: optional q/k norms, rotary embedding and the cache write,
+ * then causal attention over the sequence's cached keys and values. It declares what the layer
+ * keeps in the KV cache.
+ */
+export class PagedAttention implements Layer {
+  readonly layer: number;
+  private readonly options: AttentionOptions;
+  private sinks: Tensor | null = null;
+
+  constructor(options: AttentionOptions) {
+    if (options.numHeads % options.numKvHeads !== 0) {
+      throw new Error(`${options.numHeads} query heads do not split evenly over ${options.numKvHeads} kv heads`);
+    }
+    if (options.rotary.config.rotaryDim > options.headDim) {
+      throw new Error(`rotary dim ${options.rotary.config.rotaryDim} exceeds head dim ${options.headDim}`);
+    }
+    this.layer = options.layer;
+    this.options = options;
+  }
+
+  get kvSpec(): AttentionKvSpec {
+    const { numKvHeads, headDim, slidingWindow } = this.options;
+    return { kind: 'attention', numKvHeads, headDim, slidingWindow };
+  }
+
+  /** Width of the packed q/k/v activation this layer reads. */
+  get qkvWidth(): number {
+    return (this.options.numHeads + 2 * this.options.numKvHeads) * this.options.headDim;
+  }
+
+  get outputWidth(): number {
+    return this.options.numHeads * this.options.headDim;
+  }
+
+  parameters(): ParameterSpec[] {
+    const { sinks, qkNorm, numHeads } = this.options;
+    return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(qkNorm === null ? [] : [qkNorm.q, qkNorm.k])];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    const { sinks, qkNorm } = this.options;
+    if (sinks !== null) this.sinks = uploader.loadWeight(source.read(sinks));
+    if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+  }
+
+  private get params(): AttentionParams {
+    const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap } = this.options;
+    const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks };
+  }
+
+  /** qkv [numTokens, qkvWidth] is rotated in place; returns [numTokens, outputWidth]. */
+  forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
+    const params = this.params;
+    const { qkNorm } = this.options;
+    if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps);
+    b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
+    return b.attention(qkv, cache, this.layer, step, params);
+  }
+}
+
+/** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
+export type QkvNames = { q: string; k: string; v: string } | { qkv: string };
+
+export interface SelfAttentionOptions extends AttentionOptions {
+  hiddenSize: number;
+  qkv: QkvNames;
+  o: string;
+  qkvBias: boolean;
+  oBias: boolean;
+}
+
+/** q/k/v projection (one matmul), the paged attention core, and the output projection. */
+export class SelfAttention implements Layer {
+  readonly core: PagedAttention;
+  private readonly qkv: Linear;
+  private readonly o: Linear;
+
+  constructor(options: SelfAttentionOptions) {
+    this.core = new PagedAttention(options);
+    const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
+    const parts =
+      'qkv' in qkv
+        ? [{ name: qkv.qkv, rows: (numHeads + 2 * numKvHeads) * headDim }]
+        : [
+            { name: qkv.q, rows: numHeads * headDim },
+            { name: qkv.k, rows: numKvHeads * headDim },
+            { name: qkv.v, rows: numKvHeads * headDim },
+          ];
+    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column' });
+    this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
+  }
+
+  get kvSpec(): AttentionKvSpec {
+    return this.core.kvSpec;
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf([this.qkv, this.core, this.o]);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers([this.qkv, this.core, this.o], source, uploader);
+  }
+
+  forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
+    const heads = this.core.forward(b, this.qkv.forward(b, x), step, cache);
+    return b.allReduce(this.o.forward(b, heads));
+  }
+}

@@ -1,0 +1,38 @@
+import type { Activation, Backend, Tensor } from '../backend/backend.ts';
+import { Linear, type LinearPart } from './linear.ts';
+import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+
+/** Checkpoint names of a gated MLP: separate gate and up tensors, or one fused gate-then-up tensor (Phi-3). */
+export type GatedMlpNames = { gate: string; up: string; down: string } | { gateUp: string; down: string };
+
+/** down(act(gate(x)) * up(x)), gate and up run as one matmul fused with the activation. */
+export class GatedMlp implements Layer {
+  private readonly gateUp: Linear;
+  private readonly down: Linear;
+  private readonly activation: Activation;
+
+  constructor(names: GatedMlpNames, hiddenSize: number, intermediateSize: number, activation: Activation) {
+    const parts: LinearPart[] =
+      'gateUp' in names
+        ? [{ name: names.gateUp, rows: 2 * intermediateSize }]
+        : [
+            { name: names.gate, rows: intermediateSize },
+            { name: names.up, rows: intermediateSize },
+          ];
+    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column' });
+    this.down = Linear.single(names.down, hiddenSize, intermediateSize, 'row');
+    this.activation = activation;
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf([this.gateUp, this.down]);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers([this.gateUp, this.down], source, uploader);
+  }
+
+  forward(b: Backend, x: Tensor): Tensor {
+    return b.allReduce(this.down.forward(b, b.gatedLinear(x, this.gateUp.weight, this.activation)));
+  }
+}

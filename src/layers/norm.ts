@@ -1,0 +1,45 @@
+import type { Backend, Tensor } from '../backend/backend.ts';
+import { mapValues } from '../tensor/host-ops.ts';
+import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+
+/**
+ * RMSNorm over `size` values: x / rms(x) · w. Gemma's variant multiplies by (1 + w) instead; its
+ * weight is stored with the 1 added at load (`offset: 1`), so both run as the same op.
+ */
+export class RmsNorm implements Layer {
+  readonly name: string;
+  readonly size: number;
+  readonly eps: number;
+  private readonly offset: number;
+  private weightTensor: Tensor | null = null;
+
+  constructor(name: string, size: number, eps: number, options: { offset?: 0 | 1 } = {}) {
+    this.name = name;
+    this.size = size;
+    this.eps = eps;
+    this.offset = options.offset ?? 0;
+  }
+
+  parameters(): ParameterSpec[] {
+    return [{ name: this.name, shape: [this.size] }];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    const weight = source.read(this.name);
+    const offset = this.offset;
+    this.weightTensor = uploader.loadWeight(offset === 0 ? weight : mapValues(weight, (w) => w + offset));
+  }
+
+  get weight(): Tensor {
+    return loaded(this.weightTensor, this.name);
+  }
+
+  forward(b: Backend, x: Tensor): Tensor {
+    return b.rmsNorm(x, this.weight, this.eps);
+  }
+
+  /** residual += x; returns the norm of the new residual. */
+  addAndForward(b: Backend, x: Tensor, residual: Tensor): Tensor {
+    return b.addRmsNorm(x, residual, this.weight, this.eps);
+  }
+}

@@ -1,0 +1,46 @@
+import type { Backend } from '../backend/backend.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+
+/** A checkpoint tensor a layer reads, with the shape its config implies. */
+export interface ParameterSpec {
+  name: string;
+  shape: number[];
+  /**
+   * How much of it a step reads, for cost models: `rows`, only its tokens' rows (an embedding
+   * table); `expert`, all of it but only when a token routes to this expert. Absent: all of it.
+   */
+  access?: { kind: 'rows' } | { kind: 'expert'; numExperts: number; topK: number };
+}
+
+/** Where loading reads checkpoint tensors (a checkpoint, or random weights of the same shapes). */
+export interface WeightSource {
+  read(name: string): HostTensor;
+}
+
+/** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'uploadRopeTable'>;
+
+/**
+ * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),
+ * then reads them and puts them on the device in the format its kernels want.
+ */
+export interface Layer {
+  parameters(): ParameterSpec[];
+  load(source: WeightSource, uploader: WeightUploader): void;
+}
+
+/** The parameters of several layers, in load order. */
+export function parametersOf(layers: readonly Layer[]): ParameterSpec[] {
+  return layers.flatMap((layer) => layer.parameters());
+}
+
+/** Loads several layers in order. */
+export function loadLayers(layers: readonly Layer[], source: WeightSource, uploader: WeightUploader): void {
+  for (const layer of layers) layer.load(source, uploader);
+}
+
+/** A weight of a layer that has not been loaded yet: reading it is a wiring bug. */
+export function loaded<T>(value: T | null, what: string): T {
+  if (value === null) throw new Error(`${what} is used before its weights were loaded`);
+  return value;
+}

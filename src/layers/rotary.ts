@@ -1,0 +1,173 @@
+import type { RopeTable, Tensor } from '../backend/backend.ts';
+import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+
+/** RoPE scaling variants, as transformers' `ROPE_INIT_FUNCTIONS` define them. */
+export type RopeScaling =
+  | { type: 'default' }
+  | { type: 'linear'; factor: number }
+  | { type: 'dynamic'; factor: number }
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    }
+  | {
+      type: 'yarn';
+      factor: number;
+      originalMaxPositionEmbeddings: number;
+      betaFast: number;
+      betaSlow: number;
+      /** Multiplies cos/sin; HF's `attention_factor`, derived from `mscale` when absent. */
+      attentionFactor: number;
+      /** HF's `truncate` (default true): round the correction range to whole dimensions. */
+      truncate: boolean;
+    };
+
+/** One rotary embedding: which dimensions of a head rotate, at which frequencies. */
+export interface RotaryConfig {
+  /** Leading dimensions of each head that rotate (the head dim, unless partial_rotary_factor < 1). */
+  rotaryDim: number;
+  theta: number;
+  scaling: RopeScaling;
+  maxPositionEmbeddings: number;
+}
+
+/**
+ * A rotary embedding shared by the attention layers that use it: its table, built on the host for
+ * `maxPositions` positions, is uploaded with the weights.
+ */
+export class RotaryEmbedding implements Layer {
+  readonly config: RotaryConfig;
+  private readonly maxPositions: number;
+  private tableTensor: Tensor | null = null;
+
+  constructor(config: RotaryConfig, maxPositions: number) {
+    if (config.rotaryDim % 2 !== 0) throw new Error(`rotary dim must be even (got ${config.rotaryDim})`);
+    this.config = config;
+    this.maxPositions = maxPositions;
+  }
+
+  parameters(): ParameterSpec[] {
+    return [];
+  }
+
+  load(_source: WeightSource, uploader: WeightUploader): void {
+    this.tableTensor = uploader.uploadRopeTable(buildRopeTable(this.config, this.maxPositions));
+  }
+
+  get table(): Tensor {
+    return loaded(this.tableTensor, 'the rotary table');
+  }
+}
+
+/**
+ * The longest sequence a rotary embedding supports. Scaling that stretches positions (linear,
+ * dynamic NTK, YaRN) extends the trained context by its factor, as vLLM derives it; llama3
+ * checkpoints already declare their extended length in max_position_embeddings.
+ */
+export function ropeContextLength(config: Pick<RotaryConfig, 'scaling' | 'maxPositionEmbeddings'>): number {
+  const scaling = config.scaling;
+  switch (scaling.type) {
+    case 'linear':
+    case 'dynamic':
+      return Math.floor(config.maxPositionEmbeddings * scaling.factor);
+    case 'yarn':
+      return Math.max(config.maxPositionEmbeddings, Math.floor(scaling.originalMaxPositionEmbeddings * scaling.factor));
+    case 'default':
+    case 'llama3':
+      return config.maxPositionEmbeddings;
+  }
+}
+
+/**
+ * Host-side rotary tables reproducing transformers' `ROPE_INIT_FUNCTIONS` (default, linear,
+ * dynamic, llama3, yarn). Computed in float64 and stored as float32; YaRN's attention factor is
+ * folded into cos and sin so backends apply every variant the same way.
+ */
+export function buildRopeTable(config: RotaryConfig, maxPositions: number): RopeTable {
+  const half = config.rotaryDim / 2;
+  const cos = new Float32Array(maxPositions * half);
+  const sin = new Float32Array(maxPositions * half);
+  const scale = config.scaling.type === 'yarn' ? config.scaling.attentionFactor : 1;
+  let inverse = inverseFrequencies(config, 0);
+  for (let p = 0; p < maxPositions; p++) {
+    // Dynamic NTK rescales once a position passes max_position_embeddings (see inverseFrequencies).
+    if (config.scaling.type === 'dynamic' && p + 1 > config.maxPositionEmbeddings) inverse = inverseFrequencies(config, p);
+    for (let i = 0; i < half; i++) {
+      const angle = p * inverse[i];
+      cos[p * half + i] = Math.cos(angle) * scale;
+      sin[p * half + i] = Math.sin(angle) * scale;
+    }
+  }
+  return { maxPositions, rotaryDim: config.rotaryDim, cos, sin };
+}
+
+/**
+ * Inverse frequency of each rotated pair [headDim / 2] for the token at `position`. Only dynamic
+ * NTK depends on the position: transformers recomputes its base from seq_len = max(position_ids) + 1,
+ * and with a KV cache each decoded token is rotated with seq_len = its position + 1 while earlier
+ * keys keep theirs, so Keel uses seq_len = max(position + 1, max_position_embeddings) per position.
+ */
+export function inverseFrequencies(config: RotaryConfig, position: number): Float64Array {
+  const dim = config.rotaryDim;
+  const scaling = config.scaling;
+  switch (scaling.type) {
+    case 'default':
+      return baseInverseFrequencies(config.theta, dim);
+    case 'linear':
+      return baseInverseFrequencies(config.theta, dim).map((f) => f / scaling.factor);
+    case 'dynamic': {
+      const maxPositions = config.maxPositionEmbeddings;
+      const seqLen = Math.max(position + 1, maxPositions);
+      const base = config.theta * ((scaling.factor * seqLen) / maxPositions - (scaling.factor - 1)) ** (dim / (dim - 2));
+      return baseInverseFrequencies(base, dim);
+    }
+    case 'llama3': {
+      const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: oldContext } = scaling;
+      const lowFreqWavelength = oldContext / lowFreqFactor;
+      const highFreqWavelength = oldContext / highFreqFactor;
+      return baseInverseFrequencies(config.theta, dim).map((f) => {
+        const wavelength = (2 * Math.PI) / f;
+        if (wavelength < highFreqWavelength) return f;
+        if (wavelength > lowFreqWavelength) return f / factor;
+        const smooth = (oldContext / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+        return ((1 - smooth) * f) / factor + smooth * f;
+      });
+    }
+    case 'yarn': {
+      const [low, high] = yarnCorrectionRange(config.theta, dim, scaling);
+      const span = low === high ? 0.001 : high - low;
+      return baseInverseFrequencies(config.theta, dim).map((extrapolated, i) => {
+        // Pairs below `low` rotate many times within the original context: keep them (extrapolate);
+        // pairs above `high` rotate less than once: interpolate them by the factor; ramp in between.
+        const interpolationWeight = Math.min(1, Math.max(0, (i - low) / span));
+        return (extrapolated / scaling.factor) * interpolationWeight + extrapolated * (1 - interpolationWeight);
+      });
+    }
+  }
+}
+
+function baseInverseFrequencies(base: number, dim: number): Float64Array {
+  const inverse = new Float64Array(dim / 2);
+  for (let i = 0; i < dim / 2; i++) inverse[i] = 1 / base ** ((2 * i) / dim);
+  return inverse;
+}
+
+/** Pair indices where YaRN's ramp starts and ends: the dims that complete beta_fast and beta_slow rotations in the original context. */
+function yarnCorrectionRange(
+  base: number,
+  dim: number,
+  s: { betaFast: number; betaSlow: number; originalMaxPositionEmbeddings: number; truncate: boolean },
+): [number, number] {
+  const correctionDim = (rotations: number) =>
+    (dim * Math.log(s.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(base));
+  let low = correctionDim(s.betaFast);
+  let high = correctionDim(s.betaSlow);
+  if (s.truncate) {
+    low = Math.floor(low);
+    high = Math.ceil(high);
+  }
+  return [Math.max(low, 0), Math.min(high, dim - 1)];
+}

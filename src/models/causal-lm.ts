@@ -1,0 +1,26 @@
+import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Layer } from '../layers/parameters.ts';
+import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { ModelConfig } from './model-config.ts';
+
+/** A decoder-only language model composed of layers: what the engine runs. */
+export interface CausalLM extends Layer {
+  readonly config: ModelConfig;
+  /** What each layer keeps per cached token, in layer order. */
+  readonly kvLayers: readonly LayerKvSpec[];
+  /** Each layer's multiply-adds per token for each key it attends to (scores and values). */
+  readonly attentionMacsPerKey: readonly number[];
+  /** Runs one step; returns logits [logitsIndices.length, vocab] (the backend's tensor). */
+  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor;
+}
+
+/** A model family: how its config.json reads and how its layers compose. */
+export interface ModelFamily<C extends ModelConfig = ModelConfig> {
+  /** Shown when a model is not supported. */
+  readonly name: string;
+  /** The config.json model_type values it reads. */
+  readonly modelTypes: readonly string[];
+  parseConfig(json: Record<string, unknown>, source: string): C;
+  /** The model's layers, not yet loaded; rotary tables will cover `maxPositions` positions. */
+  create(config: C, maxPositions: number): CausalLM;
+}

@@ -1,0 +1,223 @@
+import { invalidModel } from '../errors.ts';
+import type { RopeScaling } from '../layers/rotary.ts';
+import type { WeightDType } from '../tensor/host-tensor.ts';
+import type { ModelConfig } from './model-config.ts';
+
+/*
+ * Reading Hugging Face config.json keys shared by every family, with transformers' defaults where
+ * a key is absent. Accepts both transformers 4.x spellings (`rope_theta`, `rope_scaling`,
+ * `torch_dtype`) and 5.x ones (`rope_parameters`, `dtype`); RoPE parameters follow transformers 5
+ * (`standardize_rope_params` and the `_compute_*_parameters` functions).
+ */
+
+const DEFAULT_ROPE_THETA = 10000;
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'];
+const DTYPES: Record<string, WeightDType> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
+
+/** The keys every family shares; `contextLength` is the family's to derive. */
+export function parseCommonFields(fields: ConfigFields, modelType: string): Omit<ModelConfig, 'contextLength'> {
+  return {
+    modelType,
+    vocabSize: fields.positiveInt('vocab_size'),
+    hiddenSize: fields.positiveInt('hidden_size'),
+    numLayers: fields.positiveInt('num_hidden_layers'),
+    tieWordEmbeddings: fields.boolean('tie_word_embeddings', false),
+    dtype: parseDtype(fields),
+    bosTokenId: fields.tokenIds('bos_token_id')[0] ?? null,
+    eosTokenIds: fields.tokenIds('eos_token_id'),
+  };
+}
+
+/** `num_attention_heads` and `num_key_value_heads` (default: as many as query heads), checked to group evenly. */
+export function parseHeads(fields: ConfigFields): { numHeads: number; numKvHeads: number } {
+  const numHeads = fields.positiveInt('num_attention_heads');
+  const numKvHeads = fields.positiveInt('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw invalidModel(`${fields.source}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+  }
+  return { numHeads, numKvHeads };
+}
+
+/** `head_dim`, defaulting to hidden_size / num_attention_heads, or `fallback` where the family's config class has one. */
+export function parseHeadDim(fields: ConfigFields, hiddenSize: number, numHeads: number, fallback?: number): number {
+  if (fallback === undefined) {
+    if (hiddenSize % numHeads !== 0 && fields.raw('head_dim') == null) {
+      throw invalidModel(`${fields.source}: hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and no head_dim is given`);
+    }
+    fallback = hiddenSize / numHeads;
+  }
+  const headDim = fields.positiveInt('head_dim', fallback);
+  if (headDim % 2 !== 0) throw invalidModel(`${fields.source}: head_dim must be even for rotary embeddings (got ${headDim})`);
+  return headDim;
+}
+
+/** The activation a family supports, named in the error if the config asks for another. */
+export function requireActivation(fields: ConfigFields, key: string, supported: string, fallback: string): void {
+  const act = fields.string(key, fallback);
+  if (act !== supported) throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements ${supported} for ${fields.raw('model_type')})`);
+}
+
+function parseDtype(fields: ConfigFields): WeightDType {
+  const key = fields.raw('dtype') != null ? 'dtype' : 'torch_dtype';
+  const name = fields.string(key, 'float32');
+  const dtype = DTYPES[name];
+  if (!dtype) throw invalidModel(`${fields.source}: ${key} "${name}" is not supported (expected ${Object.keys(DTYPES).join(', ')})`);
+  return dtype;
+}
+
+/** RoPE settings from `rope_parameters` (5.x, holds rope_theta too) or `rope_scaling` + `rope_theta` (4.x). */
+export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): { ropeTheta: number; ropeScaling: RopeScaling } {
+  const key = fields.raw('rope_parameters') != null ? 'rope_parameters' : 'rope_scaling';
+  const dict = fields.raw(key);
+  if (dict != null && !isObject(dict)) throw invalidModel(`${fields.source}: ${key} must be an object or null`);
+  const params = new ConfigFields(dict ?? {}, `${fields.source} ${key}`);
+  if (isObject(dict) && Object.values(dict).some(isObject)) {
+    throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported (Keel uses one RoPE for all layers)`);
+  }
+
+  const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', DEFAULT_ROPE_THETA);
+  for (const where of [params, fields]) {
+    const partial = where.raw('partial_rotary_factor');
+    if (partial != null && partial !== 1) throw invalidModel(`${where.source}: partial_rotary_factor ${partial} is not supported (Keel rotates the whole head)`);
+  }
+  const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
+  // transformers 5 prefers a top-level original_max_position_embeddings (Phi-3 style) over the one in the dict.
+  const originalMax = () =>
+    fields.raw('original_max_position_embeddings') != null
+      ? fields.positiveInt('original_max_position_embeddings')
+      : params.positiveInt('original_max_position_embeddings', maxPositionEmbeddings);
+
+  switch (type) {
+    case 'default':
+      return { ropeTheta, ropeScaling: { type: 'default' } };
+    case 'linear':
+      return { ropeTheta, ropeScaling: { type: 'linear', factor: params.positiveNumber('factor') } };
+    case 'dynamic':
+      return { ropeTheta, ropeScaling: { type: 'dynamic', factor: params.positiveNumber('factor') } };
+    case 'llama3': {
+      const lowFreqFactor = params.positiveNumber('low_freq_factor');
+      const highFreqFactor = params.positiveNumber('high_freq_factor');
+      if (highFreqFactor <= lowFreqFactor) {
+        throw invalidModel(`${params.source}: high_freq_factor (${highFreqFactor}) must be greater than low_freq_factor (${lowFreqFactor})`);
+      }
+      return {
+        ropeTheta,
+        ropeScaling: { type: 'llama3', factor: params.positiveNumber('factor'), lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: originalMax() },
+      };
+    }
+    case 'yarn':
+      return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings) };
+    default:
+      throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
+  }
+}
+
+/** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor, beta_fast/slow and truncate. */
+function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number): RopeScaling {
+  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / originalMaxPositionEmbeddings;
+  const mscale = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+  let attentionFactor: number;
+  if (params.raw('attention_factor') != null) {
+    attentionFactor = params.positiveNumber('attention_factor');
+  } else {
+    const m = params.finiteNumber('mscale', 0);
+    const mAllDim = params.finiteNumber('mscale_all_dim', 0);
+    attentionFactor = m && mAllDim ? mscale(factor, m) / mscale(factor, mAllDim) : mscale(factor, 1);
+  }
+  return {
+    type: 'yarn',
+    factor,
+    originalMaxPositionEmbeddings,
+    // `or` defaults, as transformers does: an explicit 0 also means the default.
+    betaFast: params.finiteNumber('beta_fast', 32) || 32,
+    betaSlow: params.finiteNumber('beta_slow', 1) || 1,
+    attentionFactor,
+    truncate: params.boolean('truncate', true),
+  };
+}
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Typed access to the keys of one JSON object; errors name the key and the file. A key set to
+ * null counts as absent, as transformers treats None.
+ */
+export class ConfigFields {
+  private readonly json: Record<string, unknown>;
+  readonly source: string;
+
+  constructor(json: Record<string, unknown>, source: string) {
+    this.json = json;
+    this.source = source;
+  }
+
+  raw(key: string): unknown {
+    return this.json[key];
+  }
+
+  positiveInt(key: string, fallback?: number): number {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw this.invalid(key, 'a positive integer');
+    return v;
+  }
+
+  /** Absent -> fallback; explicit null -> null (e.g. `"sliding_window": null` disables the window). */
+  optionalPositiveInt(key: string, fallback: number | null): number | null {
+    if (!(key in this.json)) return fallback;
+    return this.json[key] === null ? null : this.positiveInt(key);
+  }
+
+  nonNegativeInt(key: string, fallback: number): number {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw this.invalid(key, 'a non-negative integer');
+    return v;
+  }
+
+  positiveNumber(key: string, fallback?: number): number {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw this.invalid(key, 'a positive number');
+    return v;
+  }
+
+  finiteNumber(key: string, fallback: number): number {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw this.invalid(key, 'a number');
+    return v;
+  }
+
+  boolean(key: string, fallback: boolean): boolean {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'boolean') throw this.invalid(key, 'true or false');
+    return v;
+  }
+
+  string(key: string, fallback: string): string {
+    const v = this.present(key, fallback);
+    if (typeof v !== 'string') throw this.invalid(key, 'a string');
+    return v;
+  }
+
+  /** A token id or a list of them (`eos_token_id` is either); absent -> []. */
+  tokenIds(key: string): number[] {
+    const v = this.json[key];
+    if (v == null) return [];
+    const ids = Array.isArray(v) ? v : [v];
+    if (!ids.every((id) => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0)) {
+      throw this.invalid(key, 'a token id or a list of token ids');
+    }
+    return ids as number[];
+  }
+
+  private present(key: string, fallback: unknown): unknown {
+    const v = this.json[key];
+    if (v != null) return v;
+    if (fallback === undefined) throw invalidModel(`${this.source}: required key "${key}" is missing`);
+    return fallback;
+  }
+
+  private invalid(key: string, expected: string): Error {
+    return invalidModel(`${this.source}: "${key}" must be ${expected} (got ${JSON.stringify(this.json[key])})`);
+  }
+}

@@ -1,0 +1,51 @@
+import { Presets, SingleBar } from 'cli-progress';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { invalidModel } from '../errors.ts';
+import type { Layer, WeightUploader } from '../layers/parameters.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+
+export interface LoadProgress {
+  /** Called after each checkpoint tensor is read; `total` counts the tensors the model uses. */
+  onProgress?(done: number, total: number): void;
+}
+
+/**
+ * Loads a model's layers from a checkpoint. Every tensor the layers name is checked against the
+ * shape their config implies before any data is read. Tensors no layer names (a tied checkpoint's
+ * `lm_head.weight`, old `rotary_emb.inv_freq` buffers) are ignored.
+ */
+export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUploader, opts: LoadProgress = {}): void {
+  const expected = model.parameters();
+  for (const { name, shape } of expected) {
+    if (!ckpt.has(name)) throw invalidModel(`checkpoint ${ckpt.dir} is missing tensor "${name}" (expected shape [${shape.join(', ')}])`);
+    const actual = ckpt.info(name).shape;
+    if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
+      throw invalidModel(`checkpoint ${ckpt.dir}: tensor "${name}" has shape [${actual.join(', ')}] but config.json implies [${shape.join(', ')}]`);
+    }
+  }
+  let done = 0;
+  const read = (name: string): HostTensor => {
+    const t = ckpt.read(name);
+    opts.onProgress?.(++done, expected.length);
+    return t;
+  };
+  model.load({ read }, uploader);
+}
+
+/**
+ * `loadWeights` with a progress bar on stderr (when it is a terminal and `showProgress` is set);
+ * closes the checkpoint when done.
+ */
+export function loadWeightsWithProgress(model: Layer, ckpt: Checkpoint, uploader: WeightUploader, options: { showProgress: boolean }): void {
+  const bar =
+    options.showProgress && process.stderr.isTTY
+      ? new SingleBar({ stream: process.stderr, format: 'loading weights [{bar}] {value}/{total} tensors {duration}s', hideCursor: true }, Presets.shades_classic)
+      : null;
+  try {
+    const onProgress = bar ? (done: number, total: number) => (done === 1 ? bar.start(total, done) : bar.update(done)) : undefined;
+    loadWeights(model, ckpt, uploader, { onProgress });
+  } finally {
+    bar?.stop();
+    ckpt.close();
+  }
+}

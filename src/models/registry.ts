@@ -1,0 +1,47 @@
+import { join } from 'node:path';
+import { invalidModel } from '../errors.ts';
+import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import { readJsonFile } from '../checkpoint/json-file.ts';
+import { isObject } from './hf-config.ts';
+import { llamaFamily } from './llama.ts';
+import type { ModelConfig } from './model-config.ts';
+
+/** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
+const FAMILIES: readonly ModelFamily[] = [family(llamaFamily)];
+
+/**
+ * A family as the registry holds it: its parser makes the config its `create` takes, which the
+ * registry only ever passes back unchanged, so the config type can be forgotten here.
+ */
+function family<C extends ModelConfig>(f: ModelFamily<C>): ModelFamily {
+  return f as unknown as ModelFamily;
+}
+
+/** A parsed config.json and the family that reads it. */
+export interface ModelArchitecture {
+  family: ModelFamily;
+  config: ModelConfig;
+}
+
+/** Reads `dir/config.json` with the parser of its model_type's family. */
+export function readModelArchitecture(dir: string): ModelArchitecture {
+  const path = join(dir, 'config.json');
+  return parseModelArchitecture(readJsonFile(path), path);
+}
+
+export function parseModelArchitecture(json: unknown, source: string): ModelArchitecture {
+  if (!isObject(json)) throw invalidModel(`${source} must hold a JSON object`);
+  const modelType = json.model_type;
+  const family = FAMILIES.find((f) => f.modelTypes.includes(modelType as string));
+  if (family === undefined) {
+    const got = modelType === undefined ? 'no model_type' : `model_type ${JSON.stringify(modelType)}`;
+    const supported = FAMILIES.map((f) => f.modelTypes.join(', ')).join('; ');
+    throw invalidModel(`${source}: ${got} is not supported; Keel supports model_type ${supported}`);
+  }
+  return { family, config: family.parseConfig(json, source) };
+}
+
+/** The model of an architecture, its layers built but not loaded. */
+export function createModel(architecture: ModelArchitecture, maxPositions: number): CausalLM {
+  return architecture.family.create(architecture.config, maxPositions);
+}

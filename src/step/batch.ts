@@ -1,0 +1,102 @@
+/**
+ * The one description of a forward step that crosses the model/backend boundary. The scheduler
+ * decides which tokens run; the model runner flattens that decision into these arrays; every
+ * backend (CPU reference, CUDA) consumes exactly this.
+ *
+ * Tokens of all sequences are concatenated: sequence `s` owns flattened tokens
+ * `queryStartLoc[s] .. queryStartLoc[s+1]`. A decode contributes one token, a prefill chunk many.
+ * Earlier context of every sequence is already in the paged KV cache and is read through
+ * `blockTables`, so a chunk of a long prompt or a prefix-cache hit costs no recompute.
+ */
+export interface BatchDescription {
+  numTokens: number;
+  numSeqs: number;
+  /** [numTokens] token ids; -1 where `tokenSources` names where the device holds the token. */
+  tokenIds: Int32Array;
+  /**
+   * [numTokens] -1, or the draw of the backend's most recent `sampleRows` pass that holds the
+   * token: a decode scheduled before the host has read the token the previous step sampled.
+   */
+  tokenSources: Int32Array;
+  /** [numTokens] absolute position of each token in its sequence. */
+  positions: Int32Array;
+  /** [numTokens] KV-pool slot each token's K/V is written to: block * blockSize + offset. */
+  slotMapping: Int32Array;
+  /** [numSeqs + 1] offsets of each sequence's tokens in the flattened arrays. */
+  queryStartLoc: Int32Array;
+  /** [numSeqs] tokens in the KV cache for the sequence once this step's tokens are written. */
+  seqLens: Int32Array;
+  /** [numSeqs * maxBlocksPerSeq] row-major; entries past a sequence's blocks are 0 and never read. */
+  blockTables: Int32Array;
+  maxBlocksPerSeq: number;
+  /** Largest per-sequence query length (1 for a decode-only batch). */
+  maxQueryLen: number;
+  maxSeqLen: number;
+  /** Flattened token indices whose logits are wanted, in output-row order (one per sampled sequence). */
+  logitsIndices: Int32Array;
+}
+
+/** One sequence's share of a step: `tokens` run at positions startPos, startPos + 1, ... */
+export interface SequenceChunk {
+  tokens: number[];
+  startPos: number;
+  /** Block ids in order; must cover positions 0 .. startPos + tokens.length - 1. */
+  blockTable: number[];
+  /** Set when the last token is still on the device: its draw in the latest `sampleRows` pass. */
+  lastTokenSource?: number;
+}
+
+/**
+ * Flattens per-sequence chunks into a BatchDescription. Logits are requested for each sequence's
+ * last token unless `logitsIndices` says otherwise. Block-table rows are as wide as the longest
+ * table, or `minBlocksPerSeq` if wider (a fixed width keeps a decode step's shape, for CUDA graphs).
+ */
+export function describeBatch(chunks: SequenceChunk[], blockSize: number, logitsIndices?: number[], minBlocksPerSeq = 1): BatchDescription {
+  const numTokens = chunks.reduce((n, c) => n + c.tokens.length, 0);
+  const maxBlocksPerSeq = Math.max(minBlocksPerSeq, ...chunks.map((c) => c.blockTable.length));
+  const tokenIds = new Int32Array(numTokens);
+  const tokenSources = new Int32Array(numTokens).fill(-1);
+  const positions = new Int32Array(numTokens);
+  const slotMapping = new Int32Array(numTokens);
+  const queryStartLoc = new Int32Array(chunks.length + 1);
+  const seqLens = new Int32Array(chunks.length);
+  const blockTables = new Int32Array(chunks.length * maxBlocksPerSeq);
+  let t = 0;
+  chunks.forEach((chunk, s) => {
+    const seqLen = chunk.startPos + chunk.tokens.length;
+    if (chunk.blockTable.length * blockSize < seqLen) {
+      throw new Error(`sequence ${s}: ${chunk.blockTable.length} blocks of ${blockSize} cannot hold ${seqLen} tokens`);
+    }
+    queryStartLoc[s] = t;
+    seqLens[s] = seqLen;
+    blockTables.set(chunk.blockTable, s * maxBlocksPerSeq);
+    chunk.tokens.forEach((token, i) => {
+      const position = chunk.startPos + i;
+      tokenIds[t] = token;
+      positions[t] = position;
+      slotMapping[t] = chunk.blockTable[Math.floor(position / blockSize)] * blockSize + (position % blockSize);
+      t++;
+    });
+    if (chunk.lastTokenSource !== undefined) {
+      tokenIds[t - 1] = -1;
+      tokenSources[t - 1] = chunk.lastTokenSource;
+    }
+  });
+  queryStartLoc[chunks.length] = t;
+  const lastTokens = chunks.map((_, s) => queryStartLoc[s + 1] - 1);
+  return {
+    numTokens,
+    numSeqs: chunks.length,
+    tokenIds,
+    tokenSources,
+    positions,
+    slotMapping,
+    queryStartLoc,
+    seqLens,
+    blockTables,
+    maxBlocksPerSeq,
+    maxQueryLen: Math.max(0, ...chunks.map((c) => c.tokens.length)),
+    maxSeqLen: Math.max(0, ...seqLens),
+    logitsIndices: Int32Array.from(logitsIndices ?? lastTokens),
+  };
+}

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { chooseDecodePartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
+
+test('single-token sequences go to decode, longer chunks to prefill tiles covering every row', () => {
+  const rng = seededRng(testSeed('attention plan'));
+  for (let trial = 0; trial < 50; trial++) {
+    const specs = Array.from({ length: randInt(rng, 1, 8) }, () => ({ cached: randInt(rng, 0, 500), query: rng() < 0.5 ? 1 : randInt(rng, 2, 300) }));
+    const batch = buildBatch(specs, new BlockAssignment(rng, 1000, specs.length), 16);
+    const plan = planAttention(batch);
+    const decodes = specs.flatMap((s, i) => (s.query === 1 ? [i] : []));
+    assert.deepEqual([...plan.decodeSeqs], decodes);
+    assert.equal(plan.maxDecodeSeqLen, Math.max(0, ...decodes.map((i) => specs[i].cached + 1)));
+    const covered = specs.map(() => new Set<number>());
+    for (let t = 0; t < plan.prefillTiles.length; t += 2) {
+      const [seq, row] = [plan.prefillTiles[t], plan.prefillTiles[t + 1]];
+      assert.equal(row % PREFILL_TILE_ROWS, 0);
+      for (let r = row; r < Math.min(row + PREFILL_TILE_ROWS, specs[seq].query); r++) covered[seq].add(r);
+    }
+    specs.forEach((s, i) => assert.equal(covered[i].size, s.query === 1 ? 0 : s.query, `sequence ${i} rows`));
+  }
+});
+
+test('prefill tiles are ordered longest context first', () => {
+  const batch = buildBatch([{ cached: 0, query: 100 }, { cached: 900, query: 70 }], new BlockAssignment(seededRng(1), 200, 2), 16);
+  const seqs = [];
+  for (let t = 0; t < planAttention(batch).prefillTiles.length; t += 2) seqs.push(planAttention(batch).prefillTiles[t]);
+  assert.deepEqual(seqs, [1, 1, 0, 0]);
+});
+
+test('decode partitions cover the context in whole tiles and fill the GPU only when worthwhile', () => {
+  for (const [numDecode, numKvHeads, keys] of [[1, 8, 1024], [1, 8, 32768], [16, 8, 8192], [256, 8, 500], [1, 1, 1], [3, 2, 4000]]) {
+    const { numPartitions, partitionSize } = chooseDecodePartitions(numDecode, numKvHeads, keys, 132);
+    assert.equal(partitionSize % DECODE_TILE_KEYS, 0);
+    assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
+    assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
+    assert.ok(partitionSize >= MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
+  }
+  assert.equal(chooseDecodePartitions(256, 8, 500, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
+  assert.ok(chooseDecodePartitions(1, 8, 32768, 132).numPartitions >= 32, 'one long sequence is split');
+});

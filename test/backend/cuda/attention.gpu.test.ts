@@ -1,0 +1,209 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { AttentionParams, KvCache, Tensor } from '../../../src/backend/backend.ts';
+import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
+import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// RoPE + paged KV write and both attention kernels (split-KV decode, tiled prefill) against the
+// CPU backend: head dims, GQA ratios, block sizes, contexts that cross blocks and decode
+// partitions, mixed decode/prefill batches and sliding windows. Step tensors are poisoned with
+// NaN, so any output element a kernel fails to write fails the comparison.
+
+const rng = seededRng(testSeed('cuda attention'));
+const gpu = new CudaBackend({ poisonStepTensors: true });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+const LAYER = 1; // not layer 0, so per-layer pool offsets are exercised
+
+interface Scenario {
+  name: string;
+  headDim: number;
+  numKvHeads: number;
+  group: number;
+  blockSize: number;
+  window: number | null;
+  /** Per step: each sequence's cached and new tokens. */
+  steps: SeqSpec[][];
+  /** Steps whose attention output is compared (others only fill the cache). */
+  attend: boolean[];
+}
+
+function runScenario(s: Scenario): void {
+  const shape: AttentionParams = plainAttention({
+    numHeads: s.numKvHeads * s.group,
+    numKvHeads: s.numKvHeads,
+    headDim: s.headDim,
+    scale: s.headDim ** -0.5,
+    slidingWindow: s.window,
+  });
+  const numSeqs = Math.max(...s.steps.map((step) => step.length));
+  const longest = Math.max(...s.steps.flat().map((q) => q.cached + q.query));
+  const numBlocks = numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
+  const spec = attentionLayout({ numLayers: 2, numBlocks, blockSize: s.blockSize, numKvHeads: s.numKvHeads, headDim: s.headDim });
+  const caches: [KvCache, KvCache] = [cpu.createKvCache(spec), gpu.createKvCache(spec)];
+  const table = ropeTables(longest + 1, s.headDim);
+  const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+  const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
+  const width = (shape.numHeads + 2 * shape.numKvHeads) * s.headDim;
+
+  s.steps.forEach((specs, i) => {
+    const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
+    const batch = buildBatch(specs, blocks, s.blockSize);
+    const qkvHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
+    const qkv: [Tensor, Tensor] = [cpu.loadWeight(qkvHost), gpu.loadWeight(qkvHost)];
+    const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
+    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shape);
+    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shape);
+    const ropeErr = relativeError(gpu.toHost(qkv[1]), cpu.toHost(qkv[0]));
+    assert.ok(ropeErr < TOLERANCE, `${label}: rotated qkv relative error ${ropeErr}`);
+    if (!s.attend[i]) return;
+    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], shape), gpu.attention(qkv[1], caches[1], LAYER, steps[1], shape)];
+    const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
+    assert.ok(err < TOLERANCE, `${label}: attention relative error ${err}`);
+  });
+}
+
+function randomChunks(r: Rng, numSeqs: number, maxQuery: number): SeqSpec[] {
+  return Array.from({ length: numSeqs }, () => ({ cached: 0, query: randInt(r, 1, maxQuery) }));
+}
+
+/** The next step after `prev`: each sequence either decodes one token or runs another chunk. */
+function continueSeqs(r: Rng, prev: SeqSpec[], maxQuery: number): SeqSpec[] {
+  return prev.map((q) => ({ cached: q.cached + q.query, query: r() < 0.5 ? 1 : randInt(r, 2, maxQuery) }));
+}
+
+for (const headDim of [64, 96, 128]) {
+  test(`prefill chunks then a mixed decode/chunk step, head dim ${headDim}`, () => {
+    for (let trial = 0; trial < 3; trial++) {
+      const first = randomChunks(rng, randInt(rng, 1, 5), 200);
+      const second = continueSeqs(rng, first, 150);
+      runScenario({
+        name: `d${headDim} trial ${trial}`,
+        headDim,
+        numKvHeads: randInt(rng, 1, 2),
+        group: pick(rng, [1, 2, 4, 8]),
+        blockSize: pick(rng, [8, 16, 32]),
+        window: rng() < 0.3 ? randInt(rng, 16, 120) : null,
+        steps: [first, second],
+        attend: [true, true],
+      });
+    }
+  });
+}
+
+test('head dims 72 and 256 (padded and largest tiles)', () => {
+  for (const headDim of [72, 256]) {
+    const first = randomChunks(rng, 3, 150);
+    runScenario({
+      name: `d${headDim}`,
+      headDim,
+      numKvHeads: 2,
+      group: 2,
+      blockSize: 16,
+      window: null,
+      steps: [first, continueSeqs(rng, first, 100)],
+      attend: [true, true],
+    });
+  }
+});
+
+test('long-context decode split over many partitions, with and without a sliding window', () => {
+  for (const window of [null, 1500]) {
+    const history = [4000, 2500, 1000, 37].map((n) => ({ cached: 0, query: n }));
+    runScenario({
+      name: `long decode window ${window}`,
+      headDim: 128,
+      numKvHeads: 2,
+      group: 4,
+      blockSize: 16,
+      window,
+      steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))],
+      attend: [false, true],
+    });
+  }
+});
+
+test('many decodes in one step (a single partition per sequence)', () => {
+  const history = Array.from({ length: 96 }, () => ({ cached: 0, query: randInt(rng, 1, 400) }));
+  runScenario({
+    name: 'wide decode',
+    headDim: 128,
+    numKvHeads: 8,
+    group: 4,
+    blockSize: 16,
+    window: null,
+    steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))],
+    attend: [false, true],
+  });
+});
+
+test('a long chunk after cached context, with a sliding window inside the chunk', () => {
+  runScenario({
+    name: 'windowed chunk',
+    headDim: 64,
+    numKvHeads: 1,
+    group: 2,
+    blockSize: 16,
+    window: 256,
+    steps: [[{ cached: 0, query: 700 }], [{ cached: 700, query: 600 }]],
+    attend: [false, true],
+  });
+});
+
+test('a decode step captured as a CUDA graph replays for the next tokens', () => {
+  const headDim = 128;
+  const shape = plainAttention({ numHeads: 8, numKvHeads: 2, headDim, scale: headDim ** -0.5, slidingWindow: null });
+  const spec = attentionLayout({ numLayers: 1, numBlocks: 64, blockSize: 16, numKvHeads: 2, headDim });
+  const caches: [KvCache, KvCache] = [cpu.createKvCache(spec), gpu.createKvCache(spec)];
+  const table = ropeTables(1024, headDim);
+  const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+  const blocks = new BlockAssignment(rng, spec.numBlocks, 3);
+  const width = (shape.numHeads + 2 * shape.numKvHeads) * headDim;
+  const hidden = 256;
+  const wHost = bf16Tensor([width, hidden], randomBf16Values(rng, width * hidden, 1 / 16));
+  const w: [Tensor, Tensor] = [cpu.loadWeight(wHost), gpu.loadWeight(wHost)];
+
+  // Fill 300 tokens of history for three sequences; then decode steps at growing positions.
+  const history = [{ cached: 0, query: 300 }, { cached: 0, query: 200 }, { cached: 0, query: 250 }];
+  const decodeStep = (n: number) => history.map((q) => ({ cached: q.query + n, query: 1 }));
+  const embedHost = bf16Tensor([750, hidden], randomBf16Values(rng, 750 * hidden, 1));
+  const embed: [Tensor, Tensor] = [cpu.loadWeight(embedHost), gpu.loadWeight(embedHost)];
+  const forward = (backend: CpuBackend | CudaBackend, i: 0 | 1, step: ReturnType<CudaBackend['beginStep']>): Tensor => {
+    const qkv = backend.linear(backend.embedding(embed[i], step, 1), w[i], null);
+    backend.ropeAndCacheWrite(qkv, rope[i], caches[i], 0, step, shape);
+    return backend.attention(qkv, caches[i], 0, step, shape);
+  };
+  const fill = buildBatch(history, blocks, spec.blockSize);
+  forward(cpu, 0, cpu.beginStep(fill));
+  forward(gpu, 1, gpu.beginStep(fill));
+
+  // Capture at the longest context the replays will see, so the decode split covers them all.
+  // One eager run first: kernels must be compiled and loaded before capture (module loads are not
+  // stream work). It writes position 303, which no replay reads.
+  const capturedAt = buildBatch(decodeStep(3), blocks, spec.blockSize);
+  forward(gpu, 1, gpu.beginStep(capturedAt));
+  const captureStep = gpu.beginStep(capturedAt);
+  const captured: { out?: Tensor } = {};
+  const graph = gpu.captureGraph(() => {
+    captured.out = forward(gpu, 1, captureStep);
+  });
+  try {
+    for (let n = 0; n < 3; n++) {
+      const batch = buildBatch(decodeStep(n), blocks, spec.blockSize);
+      batch.tokenIds = Int32Array.from([n, n + 1, n + 2]);
+      assert.equal(batch.maxBlocksPerSeq, capturedAt.maxBlocksPerSeq, 'replay needs the captured table width');
+      const expected = cpu.toHost(forward(cpu, 0, cpu.beginStep(batch)));
+      gpu.beginStep(batch);
+      graph.replay();
+      const err = relativeError(gpu.toHost(captured.out!), expected);
+      assert.ok(err < TOLERANCE, `replay ${n}: relative error ${err}`);
+    }
+  } finally {
+    graph.dispose();
+  }
+});

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import type { Draw, DrawResults } from '../../../src/sampling/draw.ts';
+import { penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
+import { bf16Tensor, bf16Value, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// The GPU's sampling pass against its CPU twin (src/sampling/draw-sampler.ts) on the same bf16
+// logits and draws. Greedy draws and the penalties' float32 arithmetic match exactly; random draws
+// may differ where logf's rounding of the Gumbel noise (or the order of a top-p sum) decides.
+
+const rng = seededRng(testSeed('cuda sampling'));
+const gpu = new CudaBackend({ arenaBytes: 16 * 1024 * 1024 });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+function logits(rows: number, cols: number, values: Float32Array): { cpu: Tensor; gpu: Tensor } {
+  const t = bf16Tensor([rows, cols], values);
+  return { cpu: cpu.loadWeight(t), gpu: gpu.loadWeight(t) };
+}
+
+function both(x: { cpu: Tensor; gpu: Tensor }, draws: Draw[]): { gpu: DrawResults; cpu: DrawResults } {
+  return { gpu: gpu.sampleRows(x.gpu, draws).read(), cpu: cpu.sampleRows(x.cpu, draws).read() };
+}
+
+function agreeing(a: Int32Array, b: Int32Array): number {
+  return a.filter((t, i) => t === b[i]).length;
+}
+
+function assertLogprobsClose(results: { gpu: DrawResults; cpu: DrawResults }, what: string): void {
+  // A row with nothing finite has NaN logprobs (-inf minus -inf) on both backends.
+  const close = (a: number, b: number) => Object.is(a, b) || Math.abs(a - b) < 2e-3;
+  results.cpu.logprobs.forEach((l, d) => assert.ok(close(l, results.gpu.logprobs[d]), `${what}: draw ${d} logprob ${results.gpu.logprobs[d]} vs ${l}`));
+  results.cpu.topLogprobs.forEach((l, i) => assert.ok(close(l, results.gpu.topLogprobs[i]), `${what}: top logprob ${i}: ${results.gpu.topLogprobs[i]} vs ${l}`));
+}
+
+const seed = () => Math.floor(rng() * 2 ** 32);
+
+test('greedy draws and top logprobs match the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
+  for (const cols of [7, 1000, 128256, 152064]) {
+    const rows = randInt(rng, 2, 9);
+    const values = randomBf16Values(rng, rows * cols, 4);
+    // Ties at the maximum in row 0 (for the argmax and the top logprobs); the last row all -inf.
+    values[3 % cols] = 100;
+    values[cols - 1] = 100;
+    values[(5 % cols) + cols] = 50;
+    values.fill(-Infinity, (rows - 1) * cols, rows * cols);
+    const draws = Array.from({ length: rows }, (_, row) => testDraw({ row, temperature: 0, topLogprobs: row % 3 === 0 ? 5 : 0 }));
+    const results = both(logits(rows, cols, values), draws);
+    assert.deepEqual([...results.gpu.tokenIds], [...results.cpu.tokenIds], `${rows}x${cols}`);
+    assert.equal(results.gpu.topWidth, 5);
+    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], `${rows}x${cols} top ids`);
+    assertLogprobsClose(results, `${rows}x${cols}`);
+  }
+});
+
+test('penalties, masks and pending tokens change greedy draws exactly as on the CPU', () => {
+  for (const cols of [1000, 152064]) {
+    const rows = 12;
+    const values = randomBf16Values(rng, rows * cols, 2);
+    // A first pass leaves known tokens where the second pass's pending reads find them.
+    const first = Array.from({ length: rows }, (_, row) => testDraw({ row, temperature: 0 }));
+    const x = logits(rows, cols, values);
+    const previous = both(x, first);
+    assert.deepEqual([...previous.gpu.tokenIds], [...previous.cpu.tokenIds]);
+    const topOf = (row: number, n: number) =>
+      Array.from(values.subarray(row * cols, (row + 1) * cols).keys())
+        .sort((a, b) => values[row * cols + b] - values[row * cols + a])
+        .slice(0, n);
+    const draws = Array.from({ length: rows }, (_, row) => {
+      // Penalize the row's leading tokens, so that the penalties decide the argmax.
+      const leaders = topOf(row, 6);
+      const listed = leaders.slice(0, 4).map((id, i): [number, number] => [id, i % 3]);
+      return testDraw({
+        row,
+        temperature: 0,
+        repetitionPenalty: 1 + (row % 4) * 0.4,
+        presencePenalty: (row % 3) * 0.3,
+        frequencyPenalty: (row % 2) * 0.25,
+        ...penaltyEntries(listed),
+        maskedTokenIds: row % 2 === 0 ? Int32Array.of(leaders[4]) : Int32Array.of(leaders[0], leaders[5]),
+        pendingDraw: row % 3 === 2 ? -1 : (row + 1) % rows,
+        topLogprobs: 2,
+      });
+    });
+    const results = both(x, draws);
+    assert.deepEqual([...results.gpu.tokenIds], [...results.cpu.tokenIds], `${cols} columns`);
+    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
+    assertLogprobsClose(results, `${cols} columns`);
+    const unpenalized = both(x, draws.map((d) => testDraw({ row: d.row, temperature: 0 })));
+    assert.ok(agreeing(results.gpu.tokenIds, unpenalized.gpu.tokenIds) < rows, 'the penalties changed some draws');
+  }
+});
+
+test('random draws with min-p, top-k, top-p and penalties draw what the CPU draws for the same seeds', () => {
+  for (const cols of [5000, 152064]) {
+    const rows = 48;
+    const x = logits(rows, cols, randomBf16Values(rng, rows * cols, 6));
+    const draws = Array.from({ length: rows }, (_, row) =>
+      testDraw({
+        row,
+        seed: seed(),
+        temperature: 0.5 + (row % 4) * 0.25,
+        topK: [0, 1, 40, 1000][row % 4],
+        topP: [1, 0.9, 0.5, 0.95][(row >> 2) % 4],
+        minP: [0, 0, 0.05, 0.2][(row >> 4) % 3],
+        presencePenalty: row % 5 === 0 ? 0.5 : 0,
+        ...(row % 5 === 0 ? penaltyEntries([[row, 1], [row + 7, 3]]) : {}),
+      }),
+    );
+    const results = both(x, draws);
+    const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
+    assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
+    assertLogprobsClose(results, `${cols} columns`);
+    assert.deepEqual([...gpu.sampleRows(x.gpu, draws).read().tokenIds], [...results.gpu.tokenIds], 'the same pass draws the same tokens again');
+  }
+});
+
+test('many draws of one row follow softmax(logits / T) after top-k, top-p and min-p', () => {
+  const probs = [0.1, 0.2, 0.3, 0.4];
+  const cols = 4096;
+  const values = new Float32Array(cols).fill(-Infinity);
+  probs.forEach((p, i) => (values[i * 1000] = bf16Value(floatToBf16Bits(Math.log(p)))));
+  const x = logits(1, cols, values);
+  const weights = probs.map((_, i) => Math.exp(values[i * 1000]));
+  const cases: [Partial<Draw>, number[]][] = [
+    [{}, weights],
+    [{ topK: 2 }, [0, 0, weights[2], weights[3]]],
+    [{ topP: 0.8 }, [0, weights[1], weights[2], weights[3]]],
+    [{ minP: 0.6 }, [0, 0, weights[2], weights[3]]],
+    [{ temperature: 0.5 }, weights.map((w) => w * w)],
+  ];
+  const draws = 4000;
+  for (const [fields, expectedWeights] of cases) {
+    const total = expectedWeights.reduce((a, b) => a + b, 0);
+    const tokens = gpu.sampleRows(x.gpu, Array.from({ length: draws }, (_, i) => testDraw({ ...fields, seed: i * 7919 + 1 }))).read().tokenIds;
+    assert.ok(tokens.every((t) => t % 1000 === 0 && t < 4000), `${JSON.stringify(fields)}: only the finite columns are drawn`);
+    expectedWeights.forEach((w, i) => {
+      const expected = w / total;
+      const seen = tokens.filter((t) => t === i * 1000).length / draws;
+      const tolerance = 5 * Math.sqrt((expected * (1 - expected)) / draws) + 1e-3;
+      assert.ok(Math.abs(seen - expected) <= tolerance, `${JSON.stringify(fields)} token ${i}: ${seen} vs ${expected}`);
+    });
+  }
+});
+
+test('sampleRows rejects draws outside the logits or the previous pass', () => {
+  const x = logits(2, 16, randomBf16Values(rng, 32));
+  gpu.sampleRows(x.gpu, [testDraw({ temperature: 0 })]);
+  assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ row: 2 })]), /draw 0 reads row 2, outside \[0, 2\)/);
+  assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ pendingDraw: 1 })]), /pending token 1 is outside the 1 previous draws/);
+  assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ maskedTokenIds: Int32Array.of(16) })]), /names token 16, outside the 16 columns/);
+});

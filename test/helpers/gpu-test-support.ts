@@ -1,0 +1,31 @@
+// Helpers shared by the *.gpu.test.ts files (data and batches come from src/bench/synthetic-batch.ts).
+import type { Rng } from '../../src/bench/synthetic-batch.ts';
+
+/** A seed from the environment (KEEL_TEST_SEED) or the clock, printed so a failure can be replayed. */
+export function testSeed(name: string): number {
+  const seed = process.env.KEEL_TEST_SEED ? Number(process.env.KEEL_TEST_SEED) : Date.now() % 1_000_000;
+  console.log(`${name}: seed ${seed}`);
+  return seed;
+}
+
+export function randInt(rng: Rng, lo: number, hi: number): number {
+  return lo + Math.floor(rng() * (hi - lo + 1));
+}
+
+export function pick<T>(rng: Rng, items: readonly T[]): T {
+  return items[Math.floor(rng() * items.length)];
+}
+
+/** ‖out − ref‖ / ‖ref‖, Infinity when out holds a NaN or the sizes differ. */
+export function relativeError(out: Float32Array, ref: Float32Array): number {
+  if (out.length !== ref.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < out.length; i++) {
+    if (Number.isNaN(out[i])) return Infinity;
+    num += (out[i] - ref[i]) ** 2;
+    den += ref[i] ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
