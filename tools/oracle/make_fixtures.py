@@ -10,8 +10,10 @@ Usage:
     python3 tools/oracle/make_fixtures.py --out DIR [--only NAME ...]
 
 For every fixture NAME this writes DIR/NAME/ (config.json, safetensors weights,
-generation_config.json, oracle.json) and finally DIR/MANIFEST.json. It exits non-zero if
-any fixture failed; the others are still written.
+generation_config.json, oracle.json) and finally DIR/MANIFEST.json (with --only, merged into
+the existing one). It exits non-zero if any fixture failed; the others are still written.
+MoE routing, feature probes and checkpoint-layout checks live in fixture_probes.py;
+docs/oracle-fixtures.md lists every fixture and what a re-implementation must copy.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -42,6 +45,9 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
+from fixture_probes import (  # noqa: E402
+    check_hub_layout, evidence, routing_stats, saved_tensors, softcap_stats,
+)
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
@@ -54,7 +60,13 @@ FIRST_PROMPT_ID = 3
 # The engine matches logits to ~1e-4; a greedy step whose top-2 logits are closer than
 # this could legitimately flip, so such weights are re-drawn with another seed.
 MIN_GREEDY_MARGIN = 1e-3
+# Likewise for MoE routing: a token whose k-th and (k+1)-th router scores are closer than this
+# (in the space the choice is made in, see fixture_probes.route) could pick another expert in
+# another implementation, so such weights are re-drawn too.
+MIN_ROUTING_MARGIN = 1e-3
 MAX_SEED_ATTEMPTS = 8
+# MoE fixtures must satisfy both margins and use every expert, which takes more draws.
+MOE_SEED_ATTEMPTS = 32
 INIT_STD = 0.1
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -63,7 +75,19 @@ CONFIG_CLASS_NAMES = {
     "mistral": "MistralConfig",
     "qwen2": "Qwen2Config",
     "qwen3": "Qwen3Config",
+    "mixtral": "MixtralConfig",
+    "qwen2_moe": "Qwen2MoeConfig",
+    "qwen3_moe": "Qwen3MoeConfig",
+    "deepseek_v2": "DeepseekV2Config",
+    "deepseek_v3": "DeepseekV3Config",
+    "gemma2": "Gemma2Config",
+    "gemma3_text": "Gemma3TextConfig",
+    "phi3": "Phi3Config",
+    "gpt_oss": "GptOssConfig",
 }
+# The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
+FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -96,6 +120,12 @@ class Fixture:
     stored_dtype: str = "float32"
     max_shard_size: str | None = None
     prompt_lengths: tuple[int, ...] = PROMPT_LENGTHS
+    # Centre of the random norm weights: 1 for x * w norms, 0 for Gemma's x * (1 + w).
+    norm_center: float = 1.0
+    # (regex on the parameter/buffer name, centre, std) overriding the default draw; first match wins.
+    init_overrides: tuple[tuple[str, float, float], ...] = ()
+    # Names from fixture_probes.PROBES: features whose removal must change the logits.
+    probes: tuple[str, ...] = ()
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -205,6 +235,219 @@ FIXTURES = [
         _rope(),
         max_shard_size="100KB",
     ),
+    # --- Families beyond Llama/Mistral/Qwen. Routers are drawn wider than INIT_STD so that
+    # top-k choices are decisive (see MIN_ROUTING_MARGIN) yet still vary from token to token.
+    Fixture(
+        "mixtral-moe", "mixtral",
+        "Mixtral sparse MoE in every layer: 4 experts (intermediate 32), top-2. Router logits "
+        "x @ gate.T, softmax over all 4 experts in float32, top-2 of the probabilities, those 2 "
+        "renormalised to sum 1; each expert is down(silu(w1 x) * w3 x) with w1=gate, w3=up, "
+        "w2=down. Hub layout: block_sparse_moe.gate.weight, block_sparse_moe.experts.E.w1/w2/w3.weight. "
+        "GQA 4 query / 2 KV heads, RoPE theta 1e6, no sliding window.",
+        _fields(num_key_value_heads=2, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                sliding_window=None),
+        _rope(theta=1000000.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    ),
+    Fixture(
+        "qwen2-moe", "qwen2_moe",
+        "Qwen1.5/2-MoE: 3 layers, layers 0 and 2 sparse, layer 1 a dense MLP (intermediate 64) via "
+        "mlp_only_layers=[1] (decoder_sparse_step 1). Sparse layer: 4 routed experts (moe_intermediate "
+        "32), top-2 of softmax(x @ gate.T) in float32 with norm_topk_prob=False (the 2 probabilities "
+        "are used as they are, not renormalised), plus a shared expert (intermediate 48) scaled by "
+        "sigmoid(shared_expert_gate(x)) and added. q/k/v biases (randomised), o_proj without bias, "
+        "GQA 2 KV heads, RoPE theta 1e6.",
+        _fields(num_key_value_heads=2, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=32,
+                shared_expert_intermediate_size=48, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+                decoder_sparse_step=1, mlp_only_layers=[1], qkv_bias=True, use_sliding_window=False,
+                rms_norm_eps=1e-6),
+        _rope(theta=1000000.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+        probes=("shared_expert_ungated", "norm_topk_flipped"),
+    ),
+    Fixture(
+        "qwen3-moe", "qwen3_moe",
+        "Qwen3-MoE: 3 layers, layers 0 and 2 sparse, layer 1 dense (mlp_only_layers=[1], intermediate "
+        "64). Sparse layer: 8 experts (moe_intermediate 16), top-2 of softmax(x @ gate.T) in float32, "
+        "norm_topk_prob=True (the 2 probabilities renormalised to sum 1), no shared expert. Per-head "
+        "q_norm/k_norm RMSNorm before RoPE, no attention biases, GQA 2 KV heads, RoPE theta 1e6. "
+        "transformers 5 writes the expert count as num_local_experts in config.json (Hub configs "
+        "spell it num_experts; both are accepted).",
+        _fields(num_key_value_heads=2, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
+                num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1,
+                mlp_only_layers=[1], use_sliding_window=False, sliding_window=None, rms_norm_eps=1e-6),
+        _rope(theta=1000000.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+        probes=("norm_topk_flipped", "qk_norm_off"),
+    ),
+    Fixture(
+        "deepseek-v2-lite", "deepseek_v2",
+        "DeepSeek-V2-Lite-like MLA + MoE, 3 layers. Attention: q_lora_rank None (plain q_proj to "
+        "4 heads x (16 nope + 8 rope)), kv_a_proj_with_mqa -> [32-dim latent | 8-dim shared k_rope], "
+        "kv_a_layernorm on the latent, kv_b_proj -> per head [16 k_nope | 16 v]; RoPE on the 8 rope "
+        "dims in interleaved pairs (x[2i], x[2i+1]) (DeepSeek-V2 has no rope_interleave flag). YaRN "
+        "factor 4, original_max_position_embeddings 32, mscale = mscale_all_dim = 0.707: cos/sin "
+        "factor mscale(4,0.707)/mscale(4,0.707) = 1 and softmax scale (24^-0.5) * mscale(4,0.707)^2 "
+        "with mscale(s,m) = 0.1*m*ln(s)+1. Layer 0 dense MLP (first_k_dense_replace 1); layers 1-2: "
+        "8 routed experts (moe_intermediate 16), topk_method greedy: top-2 of softmax(x @ gate.T) in "
+        "float32, not renormalised (norm_topk_prob False), times routed_scaling_factor 1.5; plus 1 "
+        "shared expert (intermediate 16), ungated.",
+        _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
+                n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                topk_method="greedy", norm_topk_prob=False, routed_scaling_factor=1.5, q_lora_rank=None,
+                kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6),
+        _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=0.707,
+              mscale_all_dim=0.707, beta_fast=32.0, beta_slow=1.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+        probes=("mscale_off", "routed_scale_one"),
+    ),
+    Fixture(
+        "deepseek-v2-group", "deepseek_v2",
+        "DeepSeek-V2-like MLA with q_lora_rank 24 (q_a_proj -> q_a_layernorm -> q_b_proj), kv_lora_rank "
+        "32, 16 nope + 8 rope / 16 v head dims, interleaved-pair RoPE, 3 layers (layer 0 dense). "
+        "MoE: 8 routed experts in n_group 2 groups of 4, topk_method group_limited_greedy: group "
+        "score = max softmax probability in the group, keep topk_group 1 group, top-2 experts among "
+        "its 4 (others masked to 0), weights = those probabilities (not renormalised) times "
+        "routed_scaling_factor 16; 1 shared expert. YaRN factor 4 / original 32 with mscale 1.0 and "
+        "mscale_all_dim 0.707, so cos/sin are multiplied by mscale(4,1)/mscale(4,0.707) != 1 and the "
+        "softmax scale by mscale(4,0.707)^2.",
+        _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
+                n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                topk_method="group_limited_greedy", n_group=2, topk_group=1, norm_topk_prob=False,
+                routed_scaling_factor=16.0, q_lora_rank=24, kv_lora_rank=32, qk_nope_head_dim=16,
+                qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6),
+        _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
+              mscale_all_dim=0.707, beta_fast=32.0, beta_slow=1.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+        probes=("mscale_off", "rope_attention_factor_one"),
+    ),
+    Fixture(
+        "deepseek-v3", "deepseek_v3",
+        "DeepSeek-V3-like MLA (q_lora_rank 24, kv_lora_rank 32, 16 nope + 8 rope / 16 v head dims) "
+        "+ MoE, 3 layers (layer 0 dense, first_k_dense_replace 1). Router: s = sigmoid(x @ gate.T) in "
+        "float32; choice scores s + e_score_correction_bias (a persistent buffer, randomised and "
+        "saved as mlp.gate.e_score_correction_bias); 8 experts in n_group 4 groups of 2, group score "
+        "= sum of the group's top-2 choice scores, keep topk_group 2 groups, top-2 experts by choice "
+        "score among them; weights = s (without the bias) of those experts, divided by their sum "
+        "(+1e-20) as norm_topk_prob=True, times routed_scaling_factor 2.5; plus 1 shared expert. "
+        "rope_interleave True (the config default): RoPE rotates adjacent pairs (x[2i], x[2i+1]) and "
+        "emits [rotated evens | rotated odds]. YaRN factor 4 / original 32, mscale = mscale_all_dim "
+        "= 1: cos/sin factor 1, softmax scale 24^-0.5 * (0.1*ln4+1)^2. No MTP layer "
+        "(num_nextn_predict_layers 0).",
+        _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
+                n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24,
+                kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6,
+                num_nextn_predict_layers=0),
+        _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
+              mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                        (r"\.e_score_correction_bias$", 0.0, 0.1)),
+        probes=("e_score_bias_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+    ),
+    Fixture(
+        "gemma2-softcap", "gemma2",
+        "Gemma 2: 4 layers alternating sliding (0, 2; sliding_window 16: query i sees keys j with "
+        "i - 16 < j <= i) and global (1, 3) attention; attention-logit soft-capping "
+        "cap*tanh(s/cap) on the scaled scores before the mask, final-logit soft-capping on the "
+        "lm_head output; scale query_pre_attn_scalar^-0.5 with query_pre_attn_scalar 24 != head_dim "
+        "16; RMSNorm x*(1+w) (norm weights randomised around 0); input, post-attention, "
+        "pre-feed-forward and post-feed-forward norms (the post norms are applied to the sublayer "
+        "output before the residual add); gelu_pytorch_tanh MLP; embeddings multiplied by "
+        "sqrt(64) = 8; lm_head tied to the embedding. Drawn so that both caps bend the largest values "
+        "(see softcap in oracle.json): attention cap 20 with q/k_proj std 0.25, final cap 10 with the "
+        "final norm weight ~2 (scale ~3); post norms "
+        "~1 (scale ~2) keep the tied embedding from dominating the residual stream.",
+        _fields(num_key_value_heads=2, num_hidden_layers=4, head_dim=16, intermediate_size=64,
+                hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=16,
+                attn_logit_softcapping=20.0, final_logit_softcapping=10.0, tie_word_embeddings=True,
+                rms_norm_eps=1e-6),
+        _rope(),
+        norm_center=0.0,
+        init_overrides=((r"self_attn\.[qk]_proj\.weight$", 0.0, 0.25),
+                        (r"^model\.norm\.weight$", 2.0, 0.1),
+                        (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
+        probes=("attn_softcap_off", "final_softcap_off", "sliding_window_off", "embed_scale_off",
+                "scaling_head_dim"),
+    ),
+    Fixture(
+        "gemma3-text", "gemma3_text",
+        "Gemma 3 text: 6 layers, 5 sliding (0-4, sliding_window 16) : 1 global (5); per-head "
+        "q_norm/k_norm (Gemma RMSNorm x*(1+w)) before RoPE; sliding layers RoPE theta 1e4 "
+        "(rope_parameters.sliding_attention, the Hub's rope_local_base_freq), the global layer theta "
+        "1e6 with linear scaling factor 8 (rope_parameters.full_attention, the Hub's rope_scaling); "
+        "scale query_pre_attn_scalar^-0.5 with 24 != head_dim 16; no soft-capping; four norms per "
+        "layer as Gemma 2, norm weights randomised around 0 (post norms around 1 and the final "
+        "norm around 2, for varied greedy output); gelu_pytorch_tanh; embeddings times sqrt(64); "
+        "lm_head tied.",
+        _fields(num_key_value_heads=2, num_hidden_layers=6, head_dim=16, intermediate_size=48,
+                hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=16,
+                final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True,
+                rms_norm_eps=1e-6),
+        {"sliding_attention": _rope("default", 10000.0),
+         "full_attention": _rope("linear", 1000000.0, factor=8.0)},
+        norm_center=0.0,
+        init_overrides=((r"^model\.norm\.weight$", 2.0, 0.1),
+                        (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
+        probes=("sliding_window_off", "global_rope_unscaled", "local_rope_global_base", "qk_norm_off",
+                "scaling_head_dim", "embed_scale_off"),
+    ),
+    Fixture(
+        "phi3-longrope", "phi3",
+        "Phi-3: fused qkv_proj ([q 4x16 | k 2x16 | v 2x16] rows) and gate_up_proj ([gate | up] rows, "
+        "down(up * silu(gate))); LongRoPE with original_max_position_embeddings 32, "
+        "max_position_embeddings 128, short_factor/long_factor lists (8 values, inv_freq divided "
+        "elementwise) and cos/sin scaled by sqrt(1 + ln(128/32)/ln(32)). transformers chooses the "
+        "factors in every forward from seq_len = max(position_ids) + 1: long if seq_len > 32, else "
+        "short, and does NOT re-rotate keys already in the KV cache. So the 40- and 70-token prompts "
+        "are prefilled with long factors at every position (0-31 included), the 5-token prompt uses "
+        "short factors throughout, and the 17-token prompt is prefilled short and switches to long "
+        "at its first decode step at position 32, keeping its short-rotated cached keys. Per token: "
+        "long iff its position >= 32 or the prompt is longer than 32 tokens. No sliding window.",
+        _fields(num_key_value_heads=2, original_max_position_embeddings=32, sliding_window=None),
+        _rope("longrope", 10000.0, short_factor=[1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3],
+              long_factor=[1.0, 1.3, 1.8, 2.4, 3.2, 4.0, 5.0, 6.0], original_max_position_embeddings=32,
+              partial_rotary_factor=1.0),
+        probes=("longrope_short_only", "rope_attention_factor_one"),
+    ),
+    Fixture(
+        "phi3-partial-rotary", "phi3",
+        "Phi-4-mini-like Phi-3: partial_rotary_factor 0.75, so RoPE (LongRoPE, 6-value factor lists, "
+        "same short/long rule as phi3-longrope) rotates only the first 12 of 16 head dims (rotate_half "
+        "within those 12) and the last 4 pass through; fused qkv_proj/gate_up_proj; lm_head tied to "
+        "the embedding; GQA 2 KV heads.",
+        _fields(num_key_value_heads=2, original_max_position_embeddings=32, sliding_window=None,
+                tie_word_embeddings=True),
+        _rope("longrope", 10000.0, short_factor=[1.0, 1.03, 1.08, 1.15, 1.22, 1.3],
+              long_factor=[1.0, 1.5, 2.2, 3.1, 4.3, 6.0], original_max_position_embeddings=32,
+              partial_rotary_factor=0.75),
+        probes=("longrope_short_only",),
+    ),
+    Fixture(
+        "gpt-oss", "gpt_oss",
+        "gpt-oss in float32 (not MXFP4): 2 layers, layer 0 sliding (window 16), layer 1 full; learned "
+        "per-head attention sinks (self_attn.sinks, randomised): softmax over [scores | sink] per "
+        "head, the sink column dropped afterwards, so rows sum to < 1; q/k/v/o biases; RoPE "
+        "rotate_half pairing, YaRN factor 4 / original 32 / theta 150000 / beta_fast 32 / beta_slow "
+        "1 / truncate False with cos/sin factor 0.1*ln4+1. MoE every layer: router logits = x @ W.T "
+        "+ b over 4 experts, top-2 by logit, softmax over the 2 chosen logits only. Experts (Hub "
+        "layout, fused): gate_up = x @ gate_up_proj[e] + gate_up_proj_bias[e] with gate = columns "
+        "0,2,4,... and up = 1,3,5,... (interleaved), gate clamped to <= 7, up to [-7, 7], out = "
+        "((up + 1) * gate * sigmoid(1.702 * gate)) @ down_proj[e] + down_proj_bias[e] (limit 7 and alpha "
+        "1.702 are constants in transformers; config.json carries the Hub's swiglu_limit 7.0). Expert "
+        "weights are drawn wide enough that the clamp is hit (swiglu_clamp_off probe).",
+        _fields(num_key_value_heads=2, head_dim=16, intermediate_size=32, num_local_experts=4,
+                num_experts_per_tok=2, sliding_window=16, attention_bias=True,
+                # As in the Hub config; transformers 5.17 ignores it and hard-codes limit 7.0.
+                swiglu_limit=7.0),
+        _rope("yarn", 150000.0, factor=4.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
+              original_max_position_embeddings=32),
+        init_overrides=((r"\.mlp\.router\.weight$", 0.0, 0.3),
+                        (r"\.self_attn\.sinks$", 0.0, 1.0),
+                        (r"\.mlp\.experts\.gate_up_proj$", 0.0, 0.6),
+                        (r"\.mlp\.experts\.down_proj$", 0.0, 0.02)),
+        probes=("sinks_off", "sliding_window_off", "swiglu_clamp_off", "rope_attention_factor_one"),
+    ),
 ]
 
 
@@ -233,9 +476,12 @@ def build_config(model_type: str, fields: dict, rope: dict):
     errors = []
     if _init_accepts(cls, "rope_parameters"):
         try:
-            return cls(rope_parameters=dict(rope), **fields), "rope_parameters"
+            # Deep copy: configs fill in defaults in place, and per-layer-type dicts are nested.
+            return cls(rope_parameters=copy.deepcopy(rope), **copy.deepcopy(fields)), "rope_parameters"
         except Exception as exc:  # noqa: BLE001 - report and try the legacy spelling
             errors.append(f"rope_parameters: {exc!r}")
+    if not _is_flat_rope(rope):
+        raise RuntimeError(f"{cls.__name__} does not take rope_parameters; per-layer-type RoPE needs transformers 5")
     scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
     if scaling.get("rope_type") == "default":
         scaling = None
@@ -256,21 +502,39 @@ def effective_rope(config) -> dict:
         theta = getattr(config, "rope_theta", None)
         if theta is not None:
             out.setdefault("rope_theta", theta)
-    out.setdefault("rope_type", out.get("type", "default"))
+    if _is_flat_rope(out) or not out:
+        out.setdefault("rope_type", out.get("type", "default"))
     return out
 
 
+def _is_flat_rope(rope: dict) -> bool:
+    """True for one RoPE dict; False for Gemma 3's {layer_type: RoPE dict}."""
+    return "rope_type" in rope or "type" in rope or "rope_theta" in rope
+
+
+def _rope_by_layer_type(rope: dict) -> dict[str, dict]:
+    return {"": rope} if _is_flat_rope(rope) else rope
+
+
 def check_rope(model, config, expected: dict) -> None:
-    got = effective_rope(config)
-    if got.get("rope_type") != expected["rope_type"]:
-        raise RuntimeError(f"config rope_type {got.get('rope_type')!r} != {expected['rope_type']!r}")
-    theta = got.get("rope_theta")
-    if theta is None or not math.isclose(float(theta), expected["rope_theta"], rel_tol=1e-9):
-        raise RuntimeError(f"config rope_theta {theta!r} != {expected['rope_theta']!r}")
+    got_all = _rope_by_layer_type(effective_rope(config))
     rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
-    rotary_type = getattr(rotary, "rope_type", None)
-    if rotary_type is not None and rotary_type != expected["rope_type"]:
-        raise RuntimeError(f"model rotary_emb.rope_type {rotary_type!r} != {expected['rope_type']!r}")
+    rotary_types = getattr(rotary, "rope_type", None)
+    for layer_type, want in _rope_by_layer_type(expected).items():
+        where = f" ({layer_type})" if layer_type else ""
+        got = got_all.get(layer_type) or {}
+        got_type = got.get("rope_type", got.get("type", "default"))
+        if got_type != want["rope_type"]:
+            raise RuntimeError(f"config rope_type{where} {got_type!r} != {want['rope_type']!r}")
+        theta = got.get("rope_theta")
+        if theta is None or not math.isclose(float(theta), want["rope_theta"], rel_tol=1e-9):
+            raise RuntimeError(f"config rope_theta{where} {theta!r} != {want['rope_theta']!r}")
+        for key, value in want.items():
+            if key not in ("rope_type", "rope_theta") and got.get(key) != value:
+                raise RuntimeError(f"config rope {key}{where} {got.get(key)!r} != {value!r}")
+        rotary_type = rotary_types.get(layer_type) if isinstance(rotary_types, dict) else rotary_types
+        if rotary_type is not None and rotary_type != want["rope_type"]:
+            raise RuntimeError(f"model rotary_emb.rope_type{where} {rotary_type!r} != {want['rope_type']!r}")
 
 
 def ensure_eager(model) -> None:
@@ -290,29 +554,57 @@ def _is_norm_weight(name: str) -> bool:
     return len(parts) >= 2 and "norm" in parts[-2]
 
 
+def persistent_buffers(model) -> list[tuple[str, torch.Tensor]]:
+    """Floating-point buffers that are saved with the weights (e.g. DeepSeek-V3's
+    e_score_correction_bias), sorted by name; non-persistent ones (inv_freq, Gemma's
+    embed_scale) are recomputed from the config and left alone."""
+    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    saved = set(model.state_dict().keys()) - params
+    return [(name, model.get_buffer(name)) for name in sorted(saved)
+            if torch.is_floating_point(model.get_buffer(name))]
+
+
 @torch.no_grad()
-def randomize_parameters(model, seed: int) -> dict:
-    """Overwrite every parameter with seeded values.
+def randomize_parameters(model, seed: int, norm_center: float = 1.0,
+                         overrides: tuple[tuple[str, float, float], ...] = ()) -> dict:
+    """Overwrite every parameter, and every persistent floating-point buffer, with seeded values.
 
     transformers' own init already draws N(0, initializer_range), but it zeroes biases,
     sets norm weights to 1, and its ordering/scheme may change between releases. Drawing
     everything here keeps fixtures reproducible across versions and makes biases and norm
-    weights carry information the engine must actually load.
+    weights carry information the engine must actually load. Buffers are drawn after all
+    parameters (the Llama/Mistral/Qwen fixtures have none, so their draws are unchanged).
+    `norm_center` is 0 for Gemma, whose RMSNorm multiplies by (1 + w); `overrides` widen or
+    narrow the draw for particular tensors (routers, sinks, experts) without changing the
+    noise any other tensor gets.
     """
     gen = torch.Generator().manual_seed(seed)
-    counts = {"norm": 0, "bias": 0, "matrix": 0}
+    counts = {"norm": 0, "bias": 0, "matrix": 0, "buffer": 0, "override": 0}
+
+    def draw(name: str, tensor: torch.Tensor, kind: str) -> None:
+        noise = torch.randn(tuple(tensor.shape), generator=gen, dtype=torch.float32)
+        for pattern, center, std in overrides:
+            if re.search(pattern, name):
+                tensor.copy_(center + std * noise)
+                counts["override"] += 1
+                return
+        if kind == "buffer":
+            tensor.copy_(0.1 * noise)
+        elif _is_norm_weight(name):
+            tensor.copy_(norm_center + 0.1 * noise)
+            kind = "norm"
+        elif name.endswith(".bias") or name.endswith("_bias"):
+            tensor.copy_(0.1 * noise)
+            kind = "bias"
+        else:
+            tensor.copy_(INIT_STD * noise)
+        counts[kind] += 1
+
     # named_parameters() yields a tied embedding/lm_head only once, so ties survive.
     for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        noise = torch.randn(tuple(param.shape), generator=gen, dtype=torch.float32)
-        if _is_norm_weight(name):
-            param.copy_(1.0 + 0.1 * noise)
-            counts["norm"] += 1
-        elif name.endswith(".bias"):
-            param.copy_(0.1 * noise)
-            counts["bias"] += 1
-        else:
-            param.copy_(INIT_STD * noise)
-            counts["matrix"] += 1
+        draw(name, param, "matrix")
+    for name, buf in persistent_buffers(model):
+        draw(name, buf, "buffer")
     return counts
 
 
@@ -323,6 +615,24 @@ def round_to_dtype(model, dtype: torch.dtype) -> None:
         return
     for param in model.parameters():
         param.copy_(param.to(dtype).to(torch.float32))
+    for _, buf in persistent_buffers(model):
+        buf.copy_(buf.to(dtype).to(torch.float32))
+
+
+def ensure_eager_experts(model) -> None:
+    """MoE models run their experts with the plain per-expert loop, like attention with eager.
+
+    transformers 5 defaults to "grouped_mm" where torch supports it; the eager loop is the
+    literal reading of the modeling code (and what fixture_probes' routing check mirrors).
+    """
+    if not hasattr(model.config, "_experts_implementation"):
+        return
+    can_set = getattr(model, "_can_set_experts_implementation", None)
+    if callable(can_set) and can_set():
+        model.set_experts_implementation("eager")
+        impl = model.config._experts_implementation
+        if impl != "eager":
+            raise RuntimeError(f"model uses experts implementation {impl!r}, expected 'eager'")
 
 
 def make_model(fx: Fixture, seed: int):
@@ -331,10 +641,17 @@ def make_model(fx: Fixture, seed: int):
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     model = model.float().eval()
     ensure_eager(model)
+    ensure_eager_experts(model)
     check_rope(model, model.config, fx.rope)
-    counts = randomize_parameters(model, seed)
-    if fx.model_type == "qwen2" and counts["bias"] == 0:
-        raise RuntimeError("qwen2 model has no bias parameters; the fixture would not test them")
+    counts = randomize_parameters(model, seed, fx.norm_center, fx.init_overrides)
+    if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and counts["bias"] == 0:
+        raise RuntimeError(f"{fx.model_type} model has no bias parameters; the fixture would not test them")
+    if fx.model_type == "deepseek_v3" and counts["buffer"] + counts["override"] == 0:
+        raise RuntimeError("deepseek_v3 e_score_correction_bias was not randomised")
+    for pattern, _, _ in fx.init_overrides:
+        names = [n for n, _ in model.named_parameters()] + [n for n, _ in persistent_buffers(model)]
+        if not any(re.search(pattern, n) for n in names):
+            raise RuntimeError(f"init override {pattern!r} matches no tensor")
     if fx.fields.get("tie_word_embeddings"):
         out_w = model.get_output_embeddings().weight
         in_w = model.get_input_embeddings().weight
@@ -348,6 +665,7 @@ def load_fixture(path: Path):
     """A saved fixture reloaded in float32 on CPU, every attention module eager."""
     model = load_fp32(path)
     ensure_eager(model)
+    ensure_eager_experts(model)
     return model
 
 
@@ -447,13 +765,28 @@ def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
     if saved.get("model_type") != fx.model_type:
         raise RuntimeError(f"saved model_type {saved.get('model_type')!r} != {fx.model_type!r}")
     rope = saved.get("rope_parameters") or saved.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != fx.rope["rope_type"]:
-        raise RuntimeError(f"saved config has rope_type {rope_type!r}, expected {fx.rope['rope_type']!r}")
+    saved_by_type = _rope_by_layer_type(rope) if rope else {"": {}}
+    for layer_type, want in _rope_by_layer_type(fx.rope).items():
+        got = saved_by_type.get(layer_type) or {}
+        rope_type = got.get("rope_type", got.get("type", "default"))
+        if rope_type != want["rope_type"]:
+            raise RuntimeError(f"saved config has rope_type {rope_type!r} for {layer_type or 'all layers'}, "
+                               f"expected {want['rope_type']!r}")
     return saved
 
 
 # ---------------------------------------------------------------------------------------
+
+
+def draw_quality(fx: Fixture, ref: dict, routing: dict | None) -> float:
+    """>= 1 when a draw is acceptable; otherwise larger is closer. For dense fixtures this is
+    the greedy margin alone, so their choice of seed is what it always was."""
+    quality = ref["min_greedy_margin"] / MIN_GREEDY_MARGIN
+    if routing is not None:
+        quality = min(quality, routing["min_routing_margin"] / MIN_ROUTING_MARGIN)
+        if not routing["every_expert_used"]:
+            quality = min(quality, 0.0)
+    return quality
 
 
 def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
@@ -462,18 +795,24 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
     base_seed = 1000 * (index + 1)
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
+    is_moe = fx.model_type in MOE_MODEL_TYPES
 
-    # Re-draw weights until no greedy step is a near-tie; keep the best draw otherwise.
+    # Re-draw weights until no greedy step is a near-tie (and, for MoE, no routing choice is
+    # one and every expert is used); keep the best draw otherwise.
     best = None
-    for attempt in range(MAX_SEED_ATTEMPTS):
+    for attempt in range(MOE_SEED_ATTEMPTS if is_moe else MAX_SEED_ATTEMPTS):
         seed = base_seed + attempt
         model, rope_style, counts = make_model(fx, seed)
         ref = reference(model, prompts)
-        if best is None or ref["min_greedy_margin"] > best[3]["min_greedy_margin"]:
-            best = (seed, model, rope_style, ref, counts)
-        if ref["min_greedy_margin"] >= MIN_GREEDY_MARGIN:
+        routing = routing_stats(model, fx.model_type, prompts, ref["greedy"]) if is_moe else None
+        if is_moe and routing is None:
+            raise RuntimeError("MoE fixture has no MoE layer")
+        quality = draw_quality(fx, ref, routing)
+        if best is None or quality > best[0]:
+            best = (quality, seed, model, rope_style, ref, counts)
+        if quality >= 1.0:
             break
-    seed, model, rope_style, mem_ref, counts = best
+    _, seed, model, rope_style, mem_ref, counts = best
     if mem_ref["min_greedy_margin"] < MIN_GREEDY_MARGIN:
         print(f"  WARNING: best min greedy margin {mem_ref['min_greedy_margin']:.2e} < {MIN_GREEDY_MARGIN}",
               flush=True)
@@ -481,6 +820,8 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
     save_checkpoint(model, fx, out_dir)
     saved_config = check_saved_config(fx, out_dir)
     print(f"  config.json ({rope_style}): {json.dumps(saved_config, sort_keys=True)}", flush=True)
+    tensors = saved_tensors(out_dir)
+    check_hub_layout(fx.model_type, tensors, model.config)
 
     # The oracle comes from the checkpoint as written, so config round-trip mistakes show
     # up here rather than as an unexplained mismatch in the engine's tests.
@@ -490,6 +831,36 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
     logits_diff = max(float((a - b).abs().max()) for a, b in zip(ref["last_logits"], mem_ref["last_logits"]))
     if ref["greedy"] != mem_ref["greedy"] or logits_diff > 1e-5:
         raise RuntimeError(f"reloaded checkpoint disagrees with the in-memory model (max |dlogit| {logits_diff:.3e})")
+
+    extras: dict = {}
+    if is_moe:
+        routing = routing_stats(reloaded, fx.model_type, prompts, ref["greedy"])
+        agree = routing["recomputed_vs_transformers"]
+        if agree["token_choices_disagreeing"] or agree["max_abs_weight_diff"] > 1e-5:
+            raise RuntimeError(f"fixture_probes.route disagrees with transformers' routing: {agree}")
+        if not routing["every_expert_used"]:
+            print("  WARNING: some expert is never chosen, or every token picks the same experts", flush=True)
+        if routing["min_routing_margin"] < MIN_ROUTING_MARGIN:
+            print(f"  WARNING: min routing margin {routing['min_routing_margin']:.2e} < {MIN_ROUTING_MARGIN}",
+                  flush=True)
+        extras["expert_usage"] = routing
+        extras["min_routing_margin"] = routing["min_routing_margin"]
+    if fx.probes:
+        extras["evidence"] = evidence(reloaded, prompts, fx.probes)
+        for name, result in extras["evidence"].items():
+            if result["max_abs_dlogit"] < 1e-3:
+                raise RuntimeError(f"probe {name} changes the logits by only {result['max_abs_dlogit']:.2e}: "
+                                   "the fixture does not exercise it")
+    if fx.model_type in ("gemma2", "gemma3_text"):
+        extras["softcap"] = softcap_stats(reloaded, prompts, ref["greedy"])
+    if fx.model_type not in FIRST_MODEL_TYPES:
+        # Newer fixtures also list their checkpoint's tensors, so the layout is reviewable here;
+        # the first fixtures' oracle.json keep their original fields.
+        extras["checkpoint_tensors"] = tensors
+        extras["randomized"] = counts
+        extras["init_overrides"] = [list(o) for o in fx.init_overrides]
+        extras["norm_center"] = fx.norm_center
+        extras["experts_implementation"] = getattr(reloaded.config, "_experts_implementation", None)
 
     oracle = {
         "name": fx.name,
@@ -510,11 +881,14 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "cache_vs_full_max_abs_diff": ref["cache_vs_full_max_abs_diff"],
         "reference": "transformers on CPU, float32, attn_implementation=eager, batch 1, "
                      "KV-cached greedy loop (EOS does not stop generation)",
+        **extras,
     }
+    if is_moe:
+        oracle["reference"] += ", experts_implementation=eager"
     (out_dir / "oracle.json").write_text(json.dumps(oracle, separators=(",", ":")) + "\n")
 
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
-    return {
+    result = {
         "seed": seed,
         "rope_style": rope_style,
         "min_greedy_margin": ref["min_greedy_margin"],
@@ -523,6 +897,12 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "files": files,
         "bytes": dir_bytes(out_dir),
     }
+    if is_moe:
+        result["min_routing_margin"] = extras["min_routing_margin"]
+    if "checkpoint_tensors" in extras:
+        result["tensor_count"] = len(tensors)
+        result["versions"] = versions
+    return result
 
 
 def configure_torch() -> None:
@@ -571,37 +951,52 @@ def main() -> int:
             failures.append(fx.name)
         fx.result["seconds"] = round(time.perf_counter() - start, 2)
 
-    manifest = {
-        "generated_by": "tools/oracle/make_fixtures.py",
-        "versions": {**versions, "python": sys.version.split()[0]},
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "prompt_lengths": list(PROMPT_LENGTHS),
-        "shared_prefix_len": SHARED_PREFIX_LEN,
-        "fixtures": [
-            {
-                "name": fx.name,
-                "model_type": fx.model_type,
-                "stored_dtype": fx.stored_dtype,
-                "description": fx.description,
-                **{k: v for k, v in fx.result.items() if k != "randomized"},
-            }
-            for fx in selected
-        ],
-        "failed": failures,
+    entries = {
+        fx.name: {
+            "name": fx.name,
+            "model_type": fx.model_type,
+            "stored_dtype": fx.stored_dtype,
+            "description": fx.description,
+            **{k: v for k, v in fx.result.items() if k != "randomized"},
+        }
+        for fx in selected
     }
-    (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    run_versions = {**versions, "python": sys.version.split()[0]}
+    manifest_path = root / "MANIFEST.json"
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if args.only and previous is not None:
+        # A partial run keeps the other fixtures' entries (and the top-level versions, which
+        # describe the entries without their own "versions") exactly as they were.
+        kept = {e["name"]: e for e in previous.get("fixtures", []) if e["name"] not in entries}
+        merged = {**kept, **entries}
+        order = [fx.name for fx in FIXTURES if fx.name in merged] + sorted(set(merged) - {f.name for f in FIXTURES})
+        manifest = {**previous, "fixtures": [merged[name] for name in order],
+                    "failed": sorted((set(previous.get("failed", [])) - set(entries)) | set(failures))}
+    else:
+        manifest = {
+            "generated_by": "tools/oracle/make_fixtures.py",
+            "versions": run_versions,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "prompt_lengths": list(PROMPT_LENGTHS),
+            "shared_prefix_len": SHARED_PREFIX_LEN,
+            "fixtures": list(entries.values()),
+            "failed": failures,
+        }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
     print()
-    header = f"{'fixture':<20} {'type':<8} {'dtype':<9} {'status':<7} {'KB':>7} {'margin':>9} {'cache-vs-full':>13}"
+    header = (f"{'fixture':<20} {'type':<12} {'dtype':<9} {'status':<7} {'KB':>7} {'margin':>9} "
+              f"{'routing':>9} {'cache-vs-full':>13}")
     print(header)
     print("-" * len(header))
     for fx in selected:
         r = fx.result
         if r.get("status") == "ok":
-            print(f"{fx.name:<20} {fx.model_type:<8} {fx.stored_dtype:<9} {'ok':<7} {r['bytes'] / 1024:7.1f} "
-                  f"{r['min_greedy_margin']:9.2e} {r['cache_vs_full_max_abs_diff']:13.2e}")
+            routing = f"{r['min_routing_margin']:9.2e}" if "min_routing_margin" in r else f"{'-':>9}"
+            print(f"{fx.name:<20} {fx.model_type:<12} {fx.stored_dtype:<9} {'ok':<7} {r['bytes'] / 1024:7.1f} "
+                  f"{r['min_greedy_margin']:9.2e} {routing} {r['cache_vs_full_max_abs_diff']:13.2e}")
         else:
-            print(f"{fx.name:<20} {fx.model_type:<8} {fx.stored_dtype:<9} {'FAILED':<7}  {r.get('error', '')[:60]}")
+            print(f"{fx.name:<20} {fx.model_type:<12} {fx.stored_dtype:<9} {'FAILED':<7}  {r.get('error', '')[:60]}")
     total_kb = dir_bytes(root) / 1024
     print(f"\n{len(selected) - len(failures)}/{len(selected)} fixtures ok, {total_kb:.0f} KB in {root}", flush=True)
     if failures:

@@ -1,0 +1,531 @@
+"""Checks that a fixture exercises what its description claims, for tools/oracle/make_fixtures.py.
+
+- MoE routing: every router's top-k choice is recomputed here from its input, independently of
+  transformers' code, and must agree with what transformers chose (so docs/oracle-fixtures.md
+  describes the routing a re-implementation must copy, not a guess). From the same numbers come
+  the routing margin (how far the k-th choice is from the (k+1)-th, in the space the choice is
+  made in) and how often each expert was used.
+- Evidence probes: the same model with one feature switched off (sliding window, sinks,
+  soft-capping, ...) must give different logits, or the fixture would not test that feature.
+- Soft-capping statistics: the largest |value| before the cap, for logits and attention scores.
+- Checkpoint layout: the tensor names written are those of real Hub checkpoints of the family.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import math
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------
+# MoE routing, recomputed
+
+
+def _sorted_gap(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row, values' k-th largest minus the (k+1)-th largest (inf if there is no (k+1)-th)."""
+    if values.shape[-1] <= k:
+        return torch.full(values.shape[:-1], math.inf)
+    top = torch.topk(values, k + 1, dim=-1).values
+    return top[..., k - 1] - top[..., k]
+
+
+def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
+    """_sorted_gap over the finite entries only (masked-out experts are -inf)."""
+    gaps = []
+    for row in values:
+        finite = row[torch.isfinite(row)]
+        gaps.append(_sorted_gap(finite.unsqueeze(0), k)[0])
+    return torch.stack(gaps)
+
+
+def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
+    """transformers' routing decision for each token, recomputed from the router's input.
+
+    Returns the chosen expert ids [tokens, k], their weights [tokens, k] and the margin per token:
+    the gap between the k-th and (k+1)-th candidate in the space the choice is made in (and, for
+    grouped routing, the gap between the last chosen and the first rejected group, whichever is
+    smaller). For softmax routers the margin is taken on the logits: softmax is monotone, so the
+    order is the same, and logits are where a re-implementation's rounding error is absolute.
+    """
+    k = config.num_experts_per_tok
+    h = hidden.reshape(-1, hidden.shape[-1])
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+        logits = F.linear(h, router.weight)
+        probs = torch.softmax(logits.float(), dim=-1)
+        weights, idx = torch.topk(probs, k, dim=-1)
+        # Mixtral always renormalises the k probabilities; Qwen only with norm_topk_prob.
+        if model_type == "mixtral" or config.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
+    if model_type == "deepseek_v2":
+        logits = F.linear(h.float(), router.weight.float())
+        probs = logits.softmax(dim=-1, dtype=torch.float32)
+        if config.topk_method == "greedy":
+            weights, idx = torch.topk(probs, k, dim=-1)
+            margin = _sorted_gap(logits, k)
+        elif config.topk_method == "group_limited_greedy":
+            n_group, per = config.n_group, config.n_routed_experts // config.n_group
+            group_scores = probs.view(-1, n_group, per).max(dim=-1).values
+            group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+            allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+            allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+            masked = probs.masked_fill(~allowed, 0.0)
+            weights, idx = torch.topk(masked, k, dim=-1)
+            group_logits = logits.view(-1, n_group, per).max(dim=-1).values
+            margin = torch.minimum(_sorted_gap(group_logits, config.topk_group),
+                                   _finite_gap(logits.masked_fill(~allowed, -math.inf), k))
+        else:
+            raise ValueError(f"unknown topk_method {config.topk_method!r}")
+        weights = weights * config.routed_scaling_factor
+        return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "deepseek_v3":
+        logits = F.linear(h.float(), router.weight.float())
+        scores = logits.sigmoid()
+        choice = scores + router.e_score_correction_bias
+        n_group, per = config.n_group, config.n_routed_experts // config.n_group
+        group_scores = choice.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
+        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        masked = choice.masked_fill(~allowed, -math.inf)
+        idx = torch.topk(masked, k, dim=-1).indices
+        weights = scores.gather(1, idx)  # the bias picks experts but does not weight them
+        if config.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * config.routed_scaling_factor
+        margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
+        return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "gpt_oss":
+        logits = F.linear(h, router.weight, router.bias)
+        top, idx = torch.topk(logits, k, dim=-1)
+        weights = torch.softmax(top, dim=-1)  # softmax over the k chosen logits only
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits, k)}
+    raise ValueError(f"no routing rule for {model_type!r}")
+
+
+def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
+    """(layer index, router module) for every sparse MoE layer."""
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        mlp = layer.mlp
+        if not hasattr(mlp, "experts"):
+            continue
+        router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
+        if router is None:
+            raise RuntimeError(f"layer {i} has experts but no router")
+        out.append((i, router))
+    return out
+
+
+def _as_sets(idx: torch.Tensor) -> list[tuple[int, ...]]:
+    return [tuple(sorted(row)) for row in idx.tolist()]
+
+
+@torch.no_grad()
+def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list[list[int]]) -> dict | None:
+    """Routing over every token the reference fed (each prompt and its greedy tokens but the last).
+
+    Runs one uncached forward per sequence with hooks on the routers; the cached greedy loop
+    routes the same tokens from hidden states equal to ~1e-6, far inside the margin required.
+    """
+    routers = moe_routers(model)
+    if not routers:
+        return None
+    seen: dict[int, list[dict]] = {i: [] for i, _ in routers}
+
+    def make_hook(layer: int):
+        def hook(module, args, output):
+            mine = route(model_type, module, model.config, args[0])
+            _, their_weights, their_idx = output
+            seen[layer].append({"mine": mine, "idx": their_idx.detach(), "weights": their_weights.detach()})
+        return hook
+
+    handles = [router.register_forward_hook(make_hook(i)) for i, router in routers]
+    try:
+        for prompt, tokens in zip(prompts, greedy):
+            model(input_ids=torch.tensor([prompt + tokens[:-1]], dtype=torch.long), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    k = model.config.num_experts_per_tok
+    n_experts = routers[0][1].weight.shape[0]
+    layers = {}
+    worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
+    for layer, calls in seen.items():
+        counts = torch.zeros(n_experts, dtype=torch.long)
+        sets: set[tuple[int, ...]] = set()
+        tokens = 0
+        layer_margin = math.inf
+        for call in calls:
+            mine, their_idx, their_w = call["mine"], call["idx"], call["weights"].float()
+            mine_sets, their_sets = _as_sets(mine["idx"]), _as_sets(their_idx)
+            for t, (a, b) in enumerate(zip(mine_sets, their_sets)):
+                if a != b:
+                    disagreements += 1
+                    continue
+                # Compare weights expert by expert (either side may be unsorted).
+                order_m = torch.argsort(mine["idx"][t])
+                order_t = torch.argsort(their_idx[t])
+                diff = float((mine["weights"][t][order_m].float() - their_w[t][order_t]).abs().max())
+                worst_weight_diff = max(worst_weight_diff, diff)
+            counts += torch.bincount(their_idx.reshape(-1).cpu(), minlength=n_experts)
+            sets.update(their_sets)
+            tokens += their_idx.shape[0]
+            layer_margin = min(layer_margin, float(mine["margin"].min()))
+        worst_margin = min(worst_margin, layer_margin)
+        layers[str(layer)] = {
+            "tokens": tokens,
+            "expert_counts": counts.tolist(),
+            "distinct_topk_sets": len(sets),
+            "min_routing_margin": layer_margin,
+        }
+    usage_ok = all(min(v["expert_counts"]) > 0 and v["distinct_topk_sets"] > 1 for v in layers.values())
+    return {
+        "top_k": k,
+        "num_experts": n_experts,
+        "layers": layers,
+        "min_routing_margin": worst_margin,
+        "every_expert_used": usage_ok,
+        "recomputed_vs_transformers": {"token_choices_disagreeing": disagreements,
+                                       "max_abs_weight_diff": worst_weight_diff},
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Evidence that features matter: switch one off, compare prefill logits
+
+
+@torch.no_grad()
+def last_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
+    out = []
+    for prompt in prompts:
+        m = copy.deepcopy(model)  # stateful rotary modules (dynamic/longrope) start fresh
+        logits = m(input_ids=torch.tensor([prompt], dtype=torch.long), use_cache=False).logits[0, -1]
+        out.append(logits.float())
+    return out
+
+
+def _layers(model):
+    return model.model.layers
+
+
+def _no_sliding_window(model):
+    model.config.sliding_window = 1 << 20
+    for layer in _layers(model):
+        if getattr(layer.self_attn, "sliding_window", None):
+            layer.self_attn.sliding_window = 1 << 20
+
+
+def _no_sinks(model):
+    for layer in _layers(model):
+        layer.self_attn.sinks.data.fill_(-1e30)
+
+
+def _no_attn_softcap(model):
+    for layer in _layers(model):
+        layer.self_attn.attn_logit_softcapping = None
+
+
+def _no_final_softcap(model):
+    model.config.final_logit_softcapping = None
+
+
+def _no_embed_scale(model):
+    model.model.embed_tokens.embed_scale.fill_(1.0)
+
+
+def _scale_head_dim(model):
+    for layer in _layers(model):
+        layer.self_attn.scaling = layer.self_attn.head_dim ** -0.5
+
+
+def _no_mscale_on_softmax(model):
+    for layer in _layers(model):
+        layer.self_attn.scaling = layer.self_attn.qk_head_dim ** -0.5
+
+
+def _no_e_score_bias(model):
+    for _, router in moe_routers(model):
+        router.e_score_correction_bias.zero_()
+
+
+def _routed_scale_one(model):
+    for _, router in moe_routers(model):
+        router.routed_scaling_factor = 1.0
+
+
+def _flip_norm_topk(model):
+    for _, router in moe_routers(model):
+        router.norm_topk_prob = not router.norm_topk_prob
+
+
+def _shared_expert_ungated(model):
+    """Replace sigmoid(shared_expert_gate(x)) by 1, i.e. the shared expert added as is."""
+    for layer in _layers(model):
+        mlp = layer.mlp
+        if hasattr(mlp, "shared_expert_gate"):
+            mlp.shared_expert_gate = _ConstantOne()
+
+
+class _ConstantOne(torch.nn.Module):
+    def forward(self, x):
+        return torch.full((*x.shape[:-1], 1), 1e4, dtype=x.dtype)  # sigmoid(1e4) == 1
+
+
+def _no_swiglu_clamp(model):
+    for layer in _layers(model):
+        layer.mlp.experts.limit = math.inf
+
+
+def _rope_not_interleaved(model):
+    model.config.rope_interleave = False
+
+
+def _longrope_short_only(model):
+    params = model.config.rope_parameters
+    params["long_factor"] = list(params["short_factor"])
+
+
+def _global_rope_unscaled(model):
+    rotary = model.model.rotary_emb
+    factor = model.config.rope_parameters["full_attention"]["factor"]
+    rotary.full_attention_inv_freq = rotary.full_attention_inv_freq * factor
+    rotary.full_attention_original_inv_freq = rotary.full_attention_original_inv_freq * factor
+
+
+def _local_rope_as_global(model):
+    rotary = model.model.rotary_emb
+    theta = model.config.rope_parameters["full_attention"]["rope_theta"]
+    dim = rotary.sliding_attention_inv_freq.shape[0] * 2
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    rotary.sliding_attention_inv_freq = inv
+    rotary.sliding_attention_original_inv_freq = inv.clone()
+
+
+def _no_qk_norm(model):
+    for layer in _layers(model):
+        layer.self_attn.q_norm = torch.nn.Identity()
+        layer.self_attn.k_norm = torch.nn.Identity()
+
+
+def _rope_yarn_attention_factor_one(model):
+    model.model.rotary_emb.attention_scaling = 1.0
+
+
+PROBES = {
+    "sliding_window_off": ("sliding window ignored (every layer attends to the whole prefix)", _no_sliding_window),
+    "sinks_off": ("attention sinks removed (sink logit -inf)", _no_sinks),
+    "attn_softcap_off": ("attention-logit soft-capping removed", _no_attn_softcap),
+    "final_softcap_off": ("final-logit soft-capping removed", _no_final_softcap),
+    "embed_scale_off": ("embedding not multiplied by sqrt(hidden_size)", _no_embed_scale),
+    "scaling_head_dim": ("attention scale head_dim^-0.5 instead of query_pre_attn_scalar^-0.5", _scale_head_dim),
+    "mscale_off": ("softmax scale without the YaRN mscale(factor, mscale_all_dim)^2 correction", _no_mscale_on_softmax),
+    "e_score_bias_off": ("e_score_correction_bias zeroed", _no_e_score_bias),
+    "routed_scale_one": ("routed_scaling_factor replaced by 1", _routed_scale_one),
+    "norm_topk_flipped": ("norm_topk_prob flipped", _flip_norm_topk),
+    "shared_expert_ungated": ("shared expert added without its sigmoid gate", _shared_expert_ungated),
+    "swiglu_clamp_off": ("SwiGLU clamp (limit 7) removed", _no_swiglu_clamp),
+    "rope_not_interleaved": ("rope_interleave=False (rotate_half pairing instead of adjacent pairs)", _rope_not_interleaved),
+    "longrope_short_only": ("long_factor replaced by short_factor", _longrope_short_only),
+    "global_rope_unscaled": ("linear RoPE scaling on the global layers removed", _global_rope_unscaled),
+    "local_rope_global_base": ("sliding layers use the global rope_theta", _local_rope_as_global),
+    "qk_norm_off": ("q_norm/k_norm removed", _no_qk_norm),
+    "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
+}
+
+
+@torch.no_grad()
+def evidence(model, prompts: list[list[int]], names: tuple[str, ...]) -> dict:
+    """max |Δ last-token logit| over the prompts when one feature is switched off."""
+    base = last_logits(model, prompts)
+    out = {}
+    for name in names:
+        label, mutate = PROBES[name]
+        m = copy.deepcopy(model)
+        mutate(m)
+        other = last_logits(m, prompts)
+        out[name] = {"what": label,
+                     "max_abs_dlogit": float(max((a - b).abs().max() for a, b in zip(base, other)))}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Soft-capping and attention-score statistics
+
+
+@contextlib.contextmanager
+def _record_attention_scores(model, sink: dict):
+    """Wrap the modeling module's eager_attention_forward to record max |q.k * scaling| (pre-cap, unmasked)."""
+    module = importlib.import_module(type(model).__module__)
+    original = module.eager_attention_forward
+
+    def wrapped(attn, query, key, value, attention_mask, *args, **kwargs):
+        scaling = kwargs.get("scaling", args[1] if len(args) > 1 else None)
+        if scaling is None:
+            scaling = attn.head_dim ** -0.5
+        k = module.repeat_kv(key, attn.num_key_value_groups)
+        scores = torch.matmul(query, k.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            allowed = attention_mask[..., : k.shape[-2]] == 0
+            scores = scores.masked_fill(~allowed, 0.0)
+        sink["max_abs_attn_score_before_cap"] = max(sink.get("max_abs_attn_score_before_cap", 0.0),
+                                                    float(scores.abs().max()))
+        return original(attn, query, key, value, attention_mask, *args, **kwargs)
+
+    module.eager_attention_forward = wrapped
+    try:
+        yield
+    finally:
+        module.eager_attention_forward = original
+
+
+@torch.no_grad()
+def softcap_stats(model, prompts: list[list[int]], greedy: list[list[int]]) -> dict:
+    cfg = model.config
+    stats: dict = {
+        "attn_logit_softcapping": getattr(cfg, "attn_logit_softcapping", None),
+        "final_logit_softcapping": getattr(cfg, "final_logit_softcapping", None),
+    }
+    pre = {"max": 0.0}
+    post = {"max": 0.0}
+
+    def head_hook(module, args, output):
+        pre["max"] = max(pre["max"], float(output.abs().max()))
+
+    handle = model.lm_head.register_forward_hook(head_hook)
+    try:
+        with _record_attention_scores(model, stats):
+            for prompt, tokens in zip(prompts, greedy):
+                out = model(input_ids=torch.tensor([prompt + tokens[:-1]], dtype=torch.long), use_cache=False)
+                post["max"] = max(post["max"], float(out.logits.abs().max()))
+    finally:
+        handle.remove()
+    stats["max_abs_logit_before_cap"] = pre["max"]
+    stats["max_abs_logit_after_cap"] = post["max"]
+    for key, cap, value in (("attn", stats["attn_logit_softcapping"], stats.get("max_abs_attn_score_before_cap")),
+                            ("final", stats["final_logit_softcapping"], pre["max"])):
+        if cap and value is not None:
+            # How much the largest value is pulled in: cap*tanh(v/cap) vs v.
+            stats[f"{key}_largest_value_bent_to"] = cap * math.tanh(value / cap)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoint layout: the names real Hub checkpoints of each family use
+
+# (regexes every checkpoint of the family must contain at least once, regexes none may match)
+HUB_LAYOUT = {
+    "mixtral": (
+        [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w1\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w2\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w3\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj"],
+    ),
+    "qwen2_moe": (
+        [r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_expert\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_expert_gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate_proj\.weight$",  # the dense (mlp_only) layer
+         r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$"],
+    ),
+    "qwen3_moe": (
+        [r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert"],
+    ),
+    "deepseek_v2": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_layernorm\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$"],
+    ),
+    "deepseek_v3": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_layernorm\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_b_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "gemma2": (
+        [r"^model\.layers\.\d+\.(pre|post)_feedforward_layernorm\.weight$",
+         r"^model\.layers\.\d+\.post_attention_layernorm\.weight$"],
+        [r"^lm_head\."],
+    ),
+    "gemma3_text": (
+        [r"^model\.layers\.\d+\.(pre|post)_feedforward_layernorm\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"^lm_head\.", r"language_model"],
+    ),
+    "phi3": (
+        [r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$"],
+        [r"self_attn\.[qkv]_proj", r"mlp\.(gate|up)_proj"],
+    ),
+    "gpt_oss": (
+        [r"^model\.layers\.\d+\.self_attn\.sinks$",
+         r"^model\.layers\.\d+\.self_attn\.[qkvo]_proj\.bias$",
+         r"^model\.layers\.\d+\.mlp\.router\.(weight|bias)$",
+         r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj$",
+         r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.layers\.\d+\.mlp\.experts\.down_proj_bias$"],
+        [r"experts\.\d+\.", r"_blocks$", r"_scales$"],
+    ),
+}
+
+
+def saved_tensors(out_dir: Path) -> dict[str, list]:
+    """{name: [shape, dtype]} over every .safetensors file in out_dir."""
+    from safetensors import safe_open
+
+    names: dict[str, list] = {}
+    for path in sorted(out_dir.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                t = f.get_slice(name)
+                names[name] = [list(t.get_shape()), t.get_dtype()]
+    return dict(sorted(names.items(), key=lambda kv: _natural_key(kv[0])))
+
+
+def _natural_key(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def check_hub_layout(model_type: str, tensors: dict[str, list], config) -> None:
+    rules = HUB_LAYOUT.get(model_type)
+    if rules is None:
+        return
+    required, forbidden = rules
+    names = list(tensors)
+    missing = [r for r in required if not any(re.search(r, n) for n in names)]
+    bad = sorted({n for n in names for r in forbidden if re.search(r, n)})
+    if missing or bad:
+        raise RuntimeError(f"{model_type} checkpoint is not in the Hub layout: missing {missing}, unexpected {bad[:8]}")
+    if model_type == "gpt_oss":
+        e, h, i = config.num_local_experts, config.hidden_size, config.intermediate_size
+        want = {"gate_up_proj": [e, h, 2 * i], "gate_up_proj_bias": [e, 2 * i], "down_proj": [e, i, h],
+                "down_proj_bias": [e, h]}
+        for name, (shape, _) in tensors.items():
+            tail = name.rsplit(".", 1)[-1]
+            if ".mlp.experts." in name and shape != want[tail]:
+                raise RuntimeError(f"{name} has shape {shape}, the Hub layout is {want[tail]}")
