@@ -16,7 +16,7 @@ export interface CausalLM extends Layer {
 
 /** A model family: how its config.json reads and how its layers compose. */
 export interface ModelFamily<C extends ModelConfig = ModelConfig> {
-  /** Shown when a model is not supported. */
+  /** The family's name, listed with its model types when a model is not supported. */
   readonly name: string;
   /** The config.json model_type values it reads. */
   readonly modelTypes: readonly string[];

@@ -207,7 +207,7 @@ test('llama3 rope takes original_max_position_embeddings from the dict, else max
 
 test('unsupported or malformed configs are rejected with messages naming the key', () => {
   rejects(withoutKeys(TINY, ['model_type']), 'no model_type', 'llama, mistral, qwen2, qwen3');
-  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2"', 'llama, mistral, qwen2, qwen3');
+  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2" is not supported', 'Llama (llama, mistral, qwen2, qwen3)');
   rejects([TINY], 'JSON object');
   rejects(withoutKeys(TINY, ['hidden_size']), '"hidden_size"', 'missing');
   rejects({ ...TINY, vocab_size: -5 }, '"vocab_size"', 'positive integer', '-5');

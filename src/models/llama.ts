@@ -203,7 +203,7 @@ export class LlamaModel implements CausalLM {
 }
 
 export const llamaFamily: ModelFamily<LlamaConfig> = {
-  name: 'llama (llama, mistral, qwen2, qwen3)',
+  name: 'Llama',
   modelTypes: MODEL_TYPES,
   parseConfig: parseLlamaConfig,
   create: (config, maxPositions) => new LlamaModel(config, maxPositions),

@@ -35,8 +35,8 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
   const family = FAMILIES.find((f) => f.modelTypes.includes(modelType as string));
   if (family === undefined) {
     const got = modelType === undefined ? 'no model_type' : `model_type ${JSON.stringify(modelType)}`;
-    const supported = FAMILIES.map((f) => f.modelTypes.join(', ')).join('; ');
-    throw invalidModel(`${source}: ${got} is not supported; Keel supports model_type ${supported}`);
+    const supported = FAMILIES.map((f) => `${f.name} (${f.modelTypes.join(', ')})`).join(', ');
+    throw invalidModel(`${source}: ${got} is not supported; Keel supports the families (model_type): ${supported}`);
   }
   return { family, config: family.parseConfig(json, source) };
 }
