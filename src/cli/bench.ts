@@ -25,23 +25,23 @@ interface Suite {
 // Loaded on demand: a latency run on the GPU host needs neither the plotting nor the HTTP packages.
 const SUITES: Record<string, () => Promise<Suite>> = {
   latency: async () => {
-    const m = await import('../bench/commands/latency-command.ts');
+    const m = await import('./bench/latency-command.ts');
     return { run: m.latencyCommand, help: m.LATENCY_HELP };
   },
   throughput: async () => {
-    const m = await import('../bench/commands/throughput-command.ts');
+    const m = await import('./bench/throughput-command.ts');
     return { run: m.throughputCommand, help: m.THROUGHPUT_HELP };
   },
   serve: async () => {
-    const m = await import('../bench/commands/serve-command.ts');
+    const m = await import('./bench/serve-command.ts');
     return { run: m.serveBenchCommand, help: m.SERVE_BENCH_HELP };
   },
   attention: async () => {
-    const m = await import('../bench/commands/attention-command.ts');
+    const m = await import('./bench/attention-command.ts');
     return { run: m.attentionCommand, help: m.ATTENTION_HELP };
   },
   plot: async () => {
-    const m = await import('../bench/commands/plot-command.ts');
+    const m = await import('./bench/plot-command.ts');
     return { run: m.plotCommand, help: m.PLOT_HELP };
   },
 };

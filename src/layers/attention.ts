@@ -47,15 +47,6 @@ export class PagedAttention implements Layer {
     return { kind: 'attention', numKvHeads, headDim, slidingWindow };
   }
 
-  /** Width of the packed q/k/v activation this layer reads. */
-  get qkvWidth(): number {
-    return (this.options.numHeads + 2 * this.options.numKvHeads) * this.options.headDim;
-  }
-
-  get outputWidth(): number {
-    return this.options.numHeads * this.options.headDim;
-  }
-
   parameters(): ParameterSpec[] {
     const { sinks, qkNorm, numHeads } = this.options;
     return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(qkNorm === null ? [] : [qkNorm.q, qkNorm.k])];
@@ -73,7 +64,7 @@ export class PagedAttention implements Layer {
     return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks };
   }
 
-  /** qkv [numTokens, qkvWidth] is rotated in place; returns [numTokens, outputWidth]. */
+  /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
   forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
     const { qkNorm } = this.options;

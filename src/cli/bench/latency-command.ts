@@ -1,11 +1,11 @@
 import { parseArgs } from 'node:util';
-import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../../cli/engine-flags.ts';
+import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
-import { latencyLine } from '../console-report.ts';
-import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
-import { runLatencySuite, type LatencyOptions } from '../latency-suite.ts';
-import { writeResult } from '../result-file.ts';
-import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
+import { latencyLine } from '../../bench/console-report.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
+import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
+import { writeResult } from '../../bench/result-file.ts';
+import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
 
 /** vLLM's `bench latency` defaults. */

@@ -1,13 +1,13 @@
 import { parseArgs } from 'node:util';
-import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../../cli/engine-flags.ts';
-import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../../cli/sampling-flags.ts';
-import { throughputReport } from '../console-report.ts';
-import { engineSettings, keelRunHeader, loadBenchEngine } from '../keel-run.ts';
-import { NANO_VLLM_WORKLOAD } from '../random-dataset.ts';
-import { writeResult } from '../result-file.ts';
+import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../engine-flags.ts';
+import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../sampling-flags.ts';
+import { throughputReport } from '../../bench/console-report.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
+import { NANO_VLLM_WORKLOAD } from '../../bench/random-dataset.ts';
+import { writeResult } from '../../bench/result-file.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
-import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
-import { runThroughputSuite } from '../throughput-suite.ts';
+import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
+import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */

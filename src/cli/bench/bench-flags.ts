@@ -1,7 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
-import { integerFlag, numberFlag, oneOf } from '../../cli/engine-flags.ts';
+import { integerFlag, numberFlag, oneOf } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
-import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type Workload } from '../random-dataset.ts';
+import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type Workload } from '../../bench/random-dataset.ts';
 
 export function positiveIntFlag(flag: string, raw: string | undefined, fallback: number): number {
   const value = integerFlag(flag, raw) ?? fallback;

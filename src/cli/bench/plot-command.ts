@@ -2,8 +2,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { invalidArgument } from '../../errors.ts';
-import { plotSpec } from '../plot-specs.ts';
-import { readResult } from '../result-file.ts';
+import { plotSpec } from '../../bench/plot-specs.ts';
+import { readResult } from '../../bench/result-file.ts';
 
 export const PLOT_HELP = `Usage: keel bench plot RESULT.json... --output FILE.svg
 
@@ -30,7 +30,7 @@ export async function plotCommand(argv: string[]): Promise<void> {
   if (!values.output) throw invalidArgument('give --output FILE.svg');
   const spec = plotSpec(positionals.map(readResult));
   // Loaded here only: vega is needed by this command alone.
-  const { renderSvg } = await import('../render-svg.ts');
+  const { renderSvg } = await import('../../bench/render-svg.ts');
   const svg = await renderSvg(spec);
   mkdirSync(dirname(values.output), { recursive: true });
   writeFileSync(values.output, svg);

@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 import { KeelError } from '../../errors.ts';
-import { writeResult } from '../result-file.ts';
-import { RESULT_SCHEMA_VERSION } from '../result-schema.ts';
-import { collectEnvironment } from '../run-environment.ts';
+import { writeResult } from '../../bench/result-file.ts';
+import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
+import { collectEnvironment } from '../../bench/run-environment.ts';
 
 export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
@@ -24,7 +24,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
   const { cudaAvailability } = await import('../../backend/cuda/availability.ts');
   const available = cudaAvailability();
   if (!available.ok) throw new KeelError('unavailable', `keel bench attention needs the CUDA backend: ${available.reason}`);
-  const { runAttentionBenchmark } = await import('../attention-benchmark.ts');
+  const { runAttentionBenchmark } = await import('../../bench/attention-benchmark.ts');
   const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
   const figures = runAttentionBenchmark();
   const v = figures.driverCudaVersion;
