@@ -99,7 +99,6 @@ test('maxTokens ends with "length"; invalid parameters and prompts are refused b
   await assert.rejects(llm.generate([PROMPT], { topP: 0 }), /topP/);
   await assert.rejects(llm.generate([[1, 2, 99_999]], {}), /outside the vocabulary/);
   await assert.rejects(llm.generate([PROMPT], { maxTokens: 5000 }), /maximum context length/);
-  await assert.rejects(llm.generate([PROMPT], { promptLogprobs: 1 }), /promptLogprobs is not supported/);
   assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks);
 });
 
@@ -149,5 +148,35 @@ test('the KV pool sized from memory is capped at what max-num-seqs sequences of 
     assert.equal(capped.stats().numKvBlocks, 3 * Math.ceil(100 / 16));
   } finally {
     await capped.close();
+  }
+});
+
+test('prompt logprobs score each prompt token as generation logprobs score the same tokens, in any chunking, with no prefix-cache hit', async () => {
+  const greedy = { temperature: 0, maxTokens: 12, ignoreEos: true, logprobs: 3 };
+  const [generated] = await llm.generate([PROMPT], greedy);
+  const continuation = generated.outputs[0];
+  const prompt = [...generated.promptTokenIds, ...continuation.tokenIds];
+  const scoreWith = async (engine: LLM) => (await engine.generate([prompt], { temperature: 0, maxTokens: 1, promptLogprobs: 3 }))[0];
+  const whole = await scoreWith(llm);
+  const scores = whole.promptLogprobs;
+  assert.ok(scores);
+  assert.equal(scores.length, prompt.length);
+  assert.equal(scores[0], null, 'the first token has no context');
+  assert.ok(scores.slice(1).every((s, i) => s !== null && s.sampled.tokenId === prompt[i + 1]));
+  // The generated tokens' own logprobs, computed one decode step at a time.
+  continuation.logprobs!.forEach((lp, i) => {
+    const scored = scores[generated.promptTokenIds.length + i]!;
+    assert.ok(Math.abs(scored.sampled.logprob - lp.sampled.logprob) < 1e-4, `token ${i}: ${scored.sampled.logprob} vs ${lp.sampled.logprob}`);
+    assert.deepEqual(scored.top.map((t) => t.tokenId), lp.top.map((t) => t.tokenId));
+  });
+  const again = await scoreWith(llm);
+  assert.equal(again.metrics.numCachedTokens, 0, 'scored prompts take no prefix-cache hits');
+  assert.deepEqual(again.promptLogprobs, scores);
+  const chunked = await LLM.load({ backend: 'cpu', showProgress: false, numKvBlocks: 256, maxNumBatchedTokens: 5 });
+  try {
+    const inChunks = (await scoreWith(chunked)).promptLogprobs!;
+    inChunks.forEach((s, i) => assert.ok(i === 0 ? s === null : Math.abs(s!.sampled.logprob - scores[i]!.sampled.logprob) < 1e-5, `position ${i}`));
+  } finally {
+    await chunked.close();
   }
 });

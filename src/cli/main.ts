@@ -8,6 +8,7 @@ Commands:
   chat       chat with a model through its chat template
   serve      an OpenAI-compatible HTTP server with a web playground
   bench      benchmarks: latency, throughput, serve (vLLM's methodology), plot
+  perplexity perplexity of a text file under the model (sliding windows)
   doctor     what Keel can run on: GPU, driver, CUDA libraries, chosen backend
   help CMD   options of a command
 
@@ -35,6 +36,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   bench: async () => {
     const m = await import('./bench.ts');
     return { run: m.benchCommand, help: m.BENCH_HELP };
+  },
+  perplexity: async () => {
+    const m = await import('./perplexity.ts');
+    return { run: m.perplexityCommand, help: m.PERPLEXITY_HELP };
   },
   doctor: async () => {
     const m = await import('./doctor.ts');

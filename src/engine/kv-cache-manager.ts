@@ -14,7 +14,7 @@ export interface BlockCopies {
   dst: Int32Array;
 }
 
-const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0 };
+export const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0 };
 
 export interface KvCacheManagerOptions {
   blockSize: number;

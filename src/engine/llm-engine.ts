@@ -98,7 +98,6 @@ export class LLMEngine {
     const { id, promptTokenIds, params } = input;
     if (this.requests.has(id)) throw invalidArgument(`request id ${id} is already in use`);
     this.validatePrompt(promptTokenIds, params);
-    if (params.promptLogprobs !== null) throw invalidArgument('promptLogprobs is not supported: Keel returns logprobs of generated tokens only (logprobs)');
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }
@@ -127,6 +126,7 @@ export class LLMEngine {
       prompt: input.prompt,
       promptTokenIds,
       params,
+      promptLogprobs: params.promptLogprobs === null ? null : new Array<PositionLogprobs | null>(promptTokenIds.length).fill(null),
       completions,
       metrics: {
         arrivalTime: Date.now(),
@@ -139,6 +139,7 @@ export class LLMEngine {
       onUpdate: input.onUpdate,
     };
     const seq = new Sequence(id, promptTokenIds);
+    seq.needsPromptLogits = params.promptLogprobs !== null;
     this.parts.scheduler.add(seq);
     completions[0].seq = seq;
     this.bySequence.set(seq, { request, completion: completions[0] });
@@ -217,14 +218,17 @@ export class LLMEngine {
     // Asked by the runner once per row that samples this step, and only then: a random draw
     // consumes the completion's random stream, which must not depend on how a prompt was chunked.
     const drawers = new Map<number, Completion[]>();
-    const result = this.parts.runner.execute(output, (s, site) => {
-      const seq = output.scheduled[s].seq;
-      const owner = this.bySequence.get(seq);
-      if (owner === undefined) return [];
-      const { request, completion } = owner;
-      const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
-      drawers.set(s, completions);
-      return completions.map((c) => this.drawFor(request, c, seq, site));
+    const result = this.parts.runner.execute(output, {
+      drawsFor: (s, site) => {
+        const seq = output.scheduled[s].seq;
+        const owner = this.bySequence.get(seq);
+        if (owner === undefined) return [];
+        const { request, completion } = owner;
+        const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
+        drawers.set(s, completions);
+        return completions.map((c) => this.drawFor(request, c, seq, site));
+      },
+      promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers };
   }
@@ -273,6 +277,14 @@ export class LLMEngine {
   private finishStep({ output, result, drawers }: LaunchedStep): void {
     const results = result.read();
     const touched = new Set<Request>();
+    for (const { s, position, draw } of result.promptScores) {
+      const request = this.bySequence.get(output.scheduled[s].seq)?.request;
+      // A prompt recomputed after preemption scores its positions again: the first scores stand.
+      if (request?.promptLogprobs && request.promptLogprobs[position + 1] === null) {
+        const scored = drawnToken(results, draw, { ...request.params, logprobs: request.params.promptLogprobs });
+        request.promptLogprobs[position + 1] = this.describeLogprobs(scored.logprobs!);
+      }
+    }
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
@@ -416,6 +428,7 @@ export function snapshot(request: Request, finished: boolean): RequestOutput {
     requestId: request.id,
     prompt: request.prompt,
     promptTokenIds: request.promptTokenIds,
+    promptLogprobs: request.promptLogprobs && [...request.promptLogprobs],
     outputs: request.completions.map((c) => ({ ...c.output, tokenIds: [...c.output.tokenIds], logprobs: c.output.logprobs ? [...c.output.logprobs] : null })),
     finished,
     metrics: { ...request.metrics },

@@ -41,7 +41,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
     const output = scheduler.schedule();
-    const result = runner.execute(output, (_s, site) => [greedyDraw(site)]);
+    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], promptTopLogprobs: () => 0 });
     scheduler.onStepComplete(output);
     result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.read().tokenIds[result.firstDraw[row]]));
   }
@@ -73,7 +73,7 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
-    const result = runner.execute(scheduler.schedule(), (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)));
+    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), promptTopLogprobs: () => 0 });
     return { firstDraw: result.firstDraw, tokens: [...result.read().tokenIds] };
   };
   const single = run([1, 1, 1]);

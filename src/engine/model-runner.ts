@@ -1,6 +1,6 @@
 import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
-import type { Draw, DrawResults } from '../sampling/draw.ts';
+import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import type { Sequence } from './sequence.ts';
@@ -25,14 +25,38 @@ export interface DrawSite {
   pendingDraw: number;
 }
 
-/** What one step produced for the sequences that sample a token. */
+/** A scored prompt position: draw `draw` holds the logprob of the token after `position`. */
+export interface PromptScore {
+  /** Index into `output.scheduled`. */
+  s: number;
+  position: number;
+  draw: number;
+}
+
+/** What one step produced for the sequences that sample a token, and the prompt positions it scored. */
 export interface StepResult {
   /** Index into `output.scheduled` of each sampled row. */
   samplingRows: number[];
   /** Sampled row i's draws are firstDraw[i], firstDraw[i] + 1, ..., in the order they were asked. */
   firstDraw: number[];
+  promptScores: PromptScore[];
   /** The draws' results: reading waits for the step. Until then the step runs on while the host goes on. */
   read: () => DrawResults;
+}
+
+/** What the engine asks of each step's rows. */
+export interface StepDraws {
+  /**
+   * The draws of scheduled sequence `s`'s row (n of them when a request forks into n
+   * completions; none for a row nobody waits for): asked exactly once for each sequence that
+   * samples this step, and for no other.
+   */
+  drawsFor(s: number, site: DrawSite): Draw[];
+  /**
+   * For a sequence whose prompt positions are scored (`Sequence.needsPromptLogits`): how many top
+   * alternatives each prompt logprob carries.
+   */
+  promptTopLogprobs(s: number): number;
 }
 
 /**
@@ -59,31 +83,35 @@ export class ModelRunner {
   }
 
   /**
-   * Runs one step. `drawsFor(s, site)` gives the draws of scheduled sequence `s`'s row (n of them
-   * when a request forks into n completions; none for a row nobody waits for): it is asked exactly
-   * once for each sequence that samples this step, and for no other. Logits stay on the device.
+   * Runs one step: the forward, then one sampling pass over the rows `draws` asks for and the
+   * prompt positions it scores. Logits stay on the device.
    */
-  execute(output: SchedulerOutput, drawsFor: (s: number, site: DrawSite) => Draw[]): StepResult {
+  execute(output: SchedulerOutput, draws: StepDraws): StepResult {
     if (output.blockCopies.src.length > 0) {
       this.backend.copyBlocks(this.cache, output.blockCopies.src, output.blockCopies.dst);
     }
     const graphBatch = this.graphBatchSize(output);
-    const { batch, samplingRows, logitsRows } = this.describe(output, graphBatch);
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch);
     const step = this.backend.beginStep(batch);
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    const draws: Draw[] = [];
+    const all: Draw[] = [];
+    const promptScores = scoredRows.map(({ s, position, row }) => {
+      const seq = output.scheduled[s].seq;
+      all.push(scoreDraw(row, seq.tokenIds[position + 1], draws.promptTopLogprobs(s)));
+      return { s, position, draw: all.length - 1 };
+    });
     const sampledDraws = new Map<Sequence, number>();
     const firstDraw = samplingRows.map((s, i) => {
       const seq = output.scheduled[s].seq;
-      const first = draws.length;
-      draws.push(...drawsFor(s, { row: logitsRows[i], pendingDraw: seq.hasPendingToken ? this.pendingTokenDraw(seq) : -1 }));
-      if (draws.length > first) sampledDraws.set(seq, first);
+      const first = all.length;
+      all.push(...draws.drawsFor(s, { row: logitsRows[i], pendingDraw: seq.hasPendingToken ? this.pendingTokenDraw(seq) : -1 }));
+      if (all.length > first) sampledDraws.set(seq, first);
       return first;
     });
-    const sampled = this.backend.sampleRows(logits, draws);
+    const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
-    return { samplingRows, firstDraw, read: () => sampled.read() };
+    return { samplingRows, firstDraw, promptScores, read: () => sampled.read() };
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
@@ -104,20 +132,31 @@ export class ModelRunner {
 
   /**
    * The step's batch description. `samplingRows[i]` is the scheduled index of sampled row i, and
-   * `logitsRows[i]` its row in the logits. A graph step (`graphBatch` sequences) is padded with
-   * one-token rows in the scratch block, its block tables widened to a power of two, and asks
-   * logits for every row, so that its shape stays put while its sequences grow.
+   * `logitsRows[i]` its row in the logits; `scoredRows` are the prompt positions scored this step.
+   * A graph step (`graphBatch` sequences) is padded with one-token rows in the scratch block, its
+   * block tables widened to a power of two, and asks logits for every row, so that its shape
+   * stays put while its sequences grow.
    */
-  private describe(output: SchedulerOutput, graphBatch: number | null = null): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[] } {
+  private describe(
+    output: SchedulerOutput,
+    graphBatch: number | null = null,
+  ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
+    const logitsRows: number[] = [];
+    const scored: { s: number; position: number; token: number }[] = [];
     let t = 0;
     const chunks: SequenceChunk[] = output.scheduled.map(({ seq, numNewTokens }, s) => {
       const start = seq.numComputedTokens;
+      // A scored prompt position's logits give the logprob of the prompt token after it.
+      if (seq.needsPromptLogits) {
+        for (let p = start; p < Math.min(start + numNewTokens, seq.numPromptTokens - 1); p++) scored.push({ s, position: p, token: t + p - start });
+      }
       t += numNewTokens;
       // Only a sequence whose every known token is now in the cache produces a next token;
       // an intermediate prefill chunk needs no logits.
       if (start + numNewTokens === seq.numTokens) {
+        logitsRows.push(logitsIndices.length);
         logitsIndices.push(t - 1);
         samplingRows.push(s);
       }
@@ -126,13 +165,15 @@ export class ModelRunner {
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {
-      return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows: samplingRows.map((_, i) => i) };
+      const scoredRows = scored.map(({ s, position, token }) => ({ s, position, row: logitsIndices.push(token) - 1 }));
+      return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows, scoredRows };
     }
     const widest = Math.max(1, ...chunks.map((c) => c.blockTable.length));
     while (chunks.length < graphBatch) chunks.push({ tokens: [0], startPos: 0, blockTable: [this.graphs.scratchBlock] });
     const allRows = chunks.map((_, i) => i);
     const batch = describeBatch(chunks, this.blockSize, allRows, 2 ** Math.ceil(Math.log2(widest)));
-    // Every row of a decode step is its own token, so sampled row i is logits row samplingRows[i].
-    return { batch, samplingRows, logitsRows: samplingRows };
+    // Every row of a decode step is its own token, so a sequence's logits row is its index.
+    const scoredRows = scored.map(({ s, position }) => ({ s, position, row: s }));
+    return { batch, samplingRows, logitsRows: samplingRows, scoredRows };
   }
 }

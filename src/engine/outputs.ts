@@ -39,6 +39,11 @@ export interface RequestOutput {
   requestId: string;
   prompt: string | null;
   promptTokenIds: number[];
+  /**
+   * With promptLogprobs: each prompt token's logprob given the tokens before it and the top
+   * alternatives there; null for the first token, which has no context.
+   */
+  promptLogprobs: (PositionLogprobs | null)[] | null;
   outputs: CompletionOutput[];
   finished: boolean;
   metrics: RequestMetrics;

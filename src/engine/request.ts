@@ -29,6 +29,8 @@ export interface Request {
   prompt: string | null;
   promptTokenIds: number[];
   params: SamplingParams;
+  /** Filled as prompt positions are scored (params.promptLogprobs); index 0 stays null. */
+  promptLogprobs: (PositionLogprobs | null)[] | null;
   completions: Completion[];
   metrics: RequestMetrics;
   /** Called after every step that changed this request. */

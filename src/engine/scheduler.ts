@@ -1,5 +1,5 @@
 import { KeelError } from '../errors.ts';
-import type { BlockCopies, KvCacheManager } from './kv-cache-manager.ts';
+import { NO_COMPUTED_BLOCKS, type BlockCopies, type KvCacheManager } from './kv-cache-manager.ts';
 import type { Sequence } from './sequence.ts';
 
 export interface SchedulerConfig {
@@ -194,7 +194,7 @@ export class Scheduler {
     let numAdmitted = 0;
     for (const seq of this.waiting) {
       if (!this.hasRoom(plan)) break;
-      const computed = this.kv.getComputedBlocks(seq);
+      const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
       const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
       seq.numComputedTokens = computed.numTokens;

@@ -29,6 +29,11 @@ export class Sequence {
   status: SequenceStatus = 'waiting';
   /** Prompt tokens served from the prefix cache when first scheduled. */
   numCachedTokens = 0;
+  /**
+   * Every prompt position's logits are wanted (prompt logprobs), so prefix-cache hits, which
+   * would skip computing them, are not taken.
+   */
+  needsPromptLogits = false;
   numPreemptions = 0;
   private readonly tokens: number[];
 

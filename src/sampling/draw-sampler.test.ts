@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { sampleDraw, sampleDraws } from './draw-sampler.ts';
 import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
-import type { Draw } from './draw.ts';
+import { scoreDraw, type Draw } from './draw.ts';
 
 const row = (values: number[]) => Float32Array.from(values);
 const fromProbs = (probs: number[]) => row(probs.map(Math.log));
@@ -99,6 +99,16 @@ test('logprobs describe the raw row: the drawn token and the most likely ones, b
   outcome.topIds.forEach((id, j) => assert.ok(Math.abs(outcome.topLogprobs[j] - (raw[id] - logZ)) < 1e-6));
   assert.ok(Math.abs(outcome.logprob - (1 - logZ)) < 1e-6);
   assert.deepEqual(sampleDraw(row(raw), greedy({ topLogprobs: 9 }), -1).topIds, [0, 1, 2, 3], 'never NaN, never more than there are');
+});
+
+test('a scored draw reports its token with the raw logprob and top alternatives, whatever else the row holds', () => {
+  const raw = [2, 1, 0, -1];
+  const logZ = Math.log(raw.reduce((s, x) => s + Math.exp(x), 0));
+  const scored = sampleDraw(row(raw), scoreDraw(0, 3, 2), -1);
+  assert.equal(scored.tokenId, 3);
+  assert.ok(Math.abs(scored.logprob - (-1 - logZ)) < 1e-6);
+  assert.deepEqual(scored.topIds, [0, 1]);
+  assert.throws(() => sampleDraws(row(raw), 1, 4, [scoreDraw(0, 4, 0)], NONE), /draw 0 names token 4, outside the 4 columns/);
 });
 
 test('sampleDraws reads pending tokens from the previous pass and checks what it is given', () => {

@@ -13,13 +13,15 @@ export interface DrawOutcome {
 /**
  * The CPU twin of the GPU's sampling pass (kernels/sample-rows.cu), step for step in float32:
  * `raw` is the row's logits, untouched; `pendingToken` the token of `draw.pendingDraw` (-1: none).
+ * A draw with a scored token reports that token instead of drawing.
  * Truncation is a threshold on the scaled logits: min-p's, the k-th largest, then the smallest
  * value whose tokens at or above it hold topP of the mass left; Gumbel-max draws among the rest,
  * which is a draw from their renormalized softmax.
  */
 export function sampleDraw(raw: Float32Array, draw: Draw, pendingToken: number): DrawOutcome {
   const values = penalizedRow(raw, draw, pendingToken);
-  const tokenId = draw.temperature === 0 ? argmax(values, () => true, (c) => values[c]) : randomDraw(values, draw);
+  const drawn = () => (draw.temperature === 0 ? argmax(values, () => true, (c) => values[c]) : randomDraw(values, draw));
+  const tokenId = draw.scoredToken >= 0 ? draw.scoredToken : drawn();
   const normalizer = logSumExp(raw);
   const topIds = topTokenIds(raw, draw.topLogprobs);
   return {

@@ -44,6 +44,11 @@ export interface Draw {
   pendingDraw: number;
   /** How many of the most likely tokens' raw logprobs to return (0-20). */
   topLogprobs: number;
+  /**
+   * -1, or a token that is reported instead of drawing one, with its raw logprob and the top
+   * alternatives': how a prompt position's next token is scored (prompt logprobs, perplexity).
+   */
+  scoredToken: number;
 }
 
 /** What a sampling pass returns for its draws. */
@@ -93,6 +98,30 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     maskedTokenIds: masked.length === 0 ? NO_TOKENS : Int32Array.from(new Set(masked)),
     pendingDraw: penalized ? context.pendingDraw : -1,
     topLogprobs: params.logprobs ?? 0,
+    scoredToken: -1,
+  };
+}
+
+/**
+ * Scores `token` at logits row `row`: its raw logprob and the `topLogprobs` most likely raw tokens',
+ * with nothing drawn (a prompt position whose next token is known).
+ */
+export function scoreDraw(row: number, token: number, topLogprobs: number): Draw {
+  return {
+    row,
+    temperature: 0,
+    seed: 0,
+    topK: 0,
+    topP: 1,
+    minP: 0,
+    repetitionPenalty: 1,
+    presencePenalty: 0,
+    frequencyPenalty: 0,
+    penaltyEntries: NO_TOKENS,
+    maskedTokenIds: NO_TOKENS,
+    pendingDraw: -1,
+    topLogprobs,
+    scoredToken: token,
   };
 }
 
@@ -105,7 +134,7 @@ export function checkDraws(draws: readonly Draw[], rows: number, cols: number, p
   draws.forEach((draw, d) => {
     if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
     if (draw.pendingDraw >= previousDraws) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousDraws} previous draws`);
-    let bad = draw.maskedTokenIds.find(outside);
+    let bad = draw.scoredToken >= 0 && outside(draw.scoredToken) ? draw.scoredToken : draw.maskedTokenIds.find(outside);
     for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
     if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
   });

@@ -18,6 +18,7 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
     maskedTokenIds: NONE,
     pendingDraw: -1,
     topLogprobs: 0,
+    scoredToken: -1,
     ...fields,
   };
 }

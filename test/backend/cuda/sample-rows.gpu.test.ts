@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import type { Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
-import type { Draw, DrawResults } from '../../../src/sampling/draw.ts';
+import { scoreDraw, type Draw, type DrawResults } from '../../../src/sampling/draw.ts';
 import { penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
@@ -55,6 +55,18 @@ test('greedy draws and top logprobs match the CPU: ties to the lowest index, -1 
     assert.equal(results.gpu.topWidth, 5);
     assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], `${rows}x${cols} top ids`);
     assertLogprobsClose(results, `${rows}x${cols}`);
+  }
+});
+
+test('scored draws report their token, its raw logprob and the top alternatives as the CPU does', () => {
+  for (const cols of [1000, 152064]) {
+    const rows = randInt(rng, 1, 40);
+    const values = randomBf16Values(rng, rows * cols, 4);
+    const draws = Array.from({ length: rows }, (_, row) => scoreDraw(row, randInt(rng, 0, cols - 1), row % 2 === 0 ? 5 : 0));
+    const results = both(logits(rows, cols, values), draws);
+    assert.deepEqual([...results.gpu.tokenIds], draws.map((d) => d.scoredToken), `${rows}x${cols}`);
+    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], `${rows}x${cols} top ids`);
+    assertLogprobsClose(results, `scored ${rows}x${cols}`);
   }
 });
 

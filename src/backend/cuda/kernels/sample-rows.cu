@@ -24,7 +24,8 @@ struct Draw {
   int entries_begin;     // [begin, end) of the entries: (token, output count), count -1 = masked
   int entries_end;
   int num_top;           // raw logprobs of this many most likely tokens
-  int pad[3];
+  int scored;            // >= 0: report this token (a known prompt token) instead of a draw
+  int pad[2];
 };
 
 // The noise of src/sampling/gumbel.ts, bit for bit up to logf's rounding.
@@ -473,11 +474,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   block_lse(m, s);
   max_v = block_max(max_v);
   block_argmax(best, best_i);
-  int token = best_i == NO_INDEX ? -1 : best_i;
+  int token = d.scored >= 0 ? d.scored : best_i == NO_INDEX ? -1 : best_i;
   const float lse = m + logf(s);
 
   const bool truncates = d.top_k > 0 || d.top_p < 1.f || d.log_min_p > NEG_INF;
-  if (!greedy && token >= 0 && truncates) {
+  if (!greedy && d.scored < 0 && token >= 0 && truncates) {
     const float max_s = __fmul_rn(max_v, inv);
     unsigned int floor = KEY_FINITE;
     if (d.log_min_p > NEG_INF) floor = max(floor, order_key(__fadd_rn(max_s, d.log_min_p)));

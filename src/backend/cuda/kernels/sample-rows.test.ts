@@ -8,7 +8,7 @@ import { packDraws, unpackDrawResults } from './sample-rows.ts';
 test('packDraws lays out the entries, then one 16-word struct Draw per draw', () => {
   const draws = [
     testDraw({ row: 1, seed: 0xfedcba98, temperature: 0.5, topK: 40, topP: 0.9, minP: 0.1, repetitionPenalty: 1.2, presencePenalty: 0.3, frequencyPenalty: -0.4, pendingDraw: 3, topLogprobs: 5, ...penaltyEntries([[7, 0], [9, 2]]), maskedTokenIds: Int32Array.of(9, 11) }),
-    testDraw({ temperature: 0 }),
+    testDraw({ temperature: 0, scoredToken: 42 }),
   ];
   const packed = packDraws(draws, 100);
   assert.equal(packed.drawsOffset, 6, 'three (token, count) entries: 9 is masked, 11 masked too');
@@ -22,6 +22,7 @@ test('packDraws lays out the entries, then one 16-word struct Draw per draw', ()
   assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[4], 0, 'greedy: inverse temperature 0');
   assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[6], -Infinity, 'no min-p');
   assert.deepEqual([greedy[10], greedy[11]], [3, 3]);
+  assert.deepEqual([words[13], greedy[13]], [-1, 42], 'the scored token');
   assert.equal(packed.hasEntries, true);
   assert.equal(packed.topWidth, 5);
   assert.equal(packDraws([testDraw()], 100).hasEntries, false);

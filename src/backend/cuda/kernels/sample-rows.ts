@@ -46,6 +46,7 @@ export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
     words[at + 10] = next / 2;
     words[at + 11] = (next += entries[d].length) / 2;
     words[at + 12] = draw.topLogprobs;
+    words[at + 13] = draw.scoredToken;
     topWidth = Math.max(topWidth, draw.topLogprobs);
   });
   const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0);
