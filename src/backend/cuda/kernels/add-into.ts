@@ -7,5 +7,5 @@ const THREADS = 128;
 export function launchAddInto(device: CudaDevice, target: DevicePtr, x: DevicePtr, gate: DevicePtr, rows: number, cols: number): void {
   if (rows === 0) return;
   const cols8 = cols / 8;
-  device.launch(device.kernel('add-into.cu', 'add_into_kernel', 'pppi'), [Math.ceil(cols8 / THREADS), rows], [THREADS], 0, [target, x, gate, cols8]);
+  device.launch(device.kernel('add-into.cu', 'add_into_kernel', 'pppi'), [rows, Math.ceil(cols8 / THREADS)], [THREADS], 0, [target, x, gate, cols8]);
 }

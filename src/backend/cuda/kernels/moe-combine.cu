@@ -2,15 +2,15 @@
 // (token, slot) pair's output in expert-sorted order.
 #include "common.cuh"
 
-// grid (ceil(hidden8 / blockDim), tokens): out[t] = Σ over t's slots held here (experts first ..
+// grid (tokens, ceil(hidden8 / blockDim)): out[t] = Σ over t's slots held here (experts first ..
 // first + count - 1), in increasing expert order, of weight · y[place], summed in f32 and rounded
 // once. y [pairs, hidden]; ids, weights, pair_pos [tokens, top_k]; hidden8 = hidden / 8.
 extern "C" __global__ void moe_combine_kernel(uint4* __restrict__ out, const uint4* __restrict__ y, const int* __restrict__ ids,
                                               const float* __restrict__ weights, const int* __restrict__ pair_pos, int first, int count,
                                               int top_k, int hidden8) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const int c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= hidden8) return;
-  const int t = blockIdx.y;
+  const int t = blockIdx.x;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   for (int s = 0; s < top_k; s++) {
     const int pair = t * top_k + s;

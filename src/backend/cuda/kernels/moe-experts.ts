@@ -1,4 +1,5 @@
 import type { Activation } from '../../backend.ts';
+import { KeelError } from '../../../errors.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { GEMV_MAX_TOKENS, tileCapacity, type CudaExpertRouting } from './moe-route.ts';
@@ -7,6 +8,8 @@ const GEMV_WARPS = 4;
 const GEMM_TILE_COLS = 64;
 const GEMM_THREADS = 128;
 const COMBINE_THREADS = 128;
+/** CUDA's limit on a grid's y dimension, where the GEMMs put their tiles. */
+const MAX_GRID_Y = 65535;
 
 /** Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40 bf16 each. */
 export function expertGemmSharedBytes(tileRows: number, gated: boolean): number {
@@ -80,6 +83,7 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     return;
   }
   const tiles = tileCapacity(pairs, tileRows, count);
+  if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
   const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
     const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT } : { BM: tileRows, GATED: 0 });
     device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated), [
@@ -97,7 +101,7 @@ function launchCombine(device: CudaDevice, out: DevicePtr, y: DevicePtr, routing
   const { ids, weights, pairPos } = routing.buffers;
   const hidden8 = hidden / 8;
   const kernel = device.kernel('moe-combine.cu', 'moe_combine_kernel', 'pppppiiii');
-  device.launch(kernel, [Math.ceil(hidden8 / COMBINE_THREADS), routing.numTokens], [COMBINE_THREADS], 0, [
+  device.launch(kernel, [routing.numTokens, Math.ceil(hidden8 / COMBINE_THREADS)], [COMBINE_THREADS], 0, [
     out, y, ids, weights, pairPos, first, count, routing.topK, hidden8,
   ]);
 }
