@@ -111,6 +111,7 @@ export class ModelRunner {
   private describe(output: SchedulerOutput, graphBatch: number | null = null): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
+    const rotaryRow = this.model.rotaryRow?.bind(this.model);
     let t = 0;
     const chunks: SequenceChunk[] = output.scheduled.map(({ seq, numNewTokens }, s) => {
       const start = seq.numComputedTokens;
@@ -123,6 +124,8 @@ export class ModelRunner {
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
+      // The original prompt length, which a preempted sequence keeps while it recomputes.
+      if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {
