@@ -114,6 +114,8 @@ export interface Backend {
    * activation dtype before the activation, as two separate ops would.
    */
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
+  /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
+  softcap(x: Tensor, cap: number): void;
   /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */
   allReduce(x: Tensor): Tensor;
 

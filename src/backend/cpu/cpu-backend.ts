@@ -173,6 +173,11 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  softcap(x: Tensor, cap: number): void {
+    const data = asCpuTensor(x, 'softcap input').data;
+    for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
+  }
+
   /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
     return x;

@@ -9,7 +9,8 @@ import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
-import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchGatedActivation } from './kernels/activation.ts';
+import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
@@ -347,9 +348,8 @@ export class CudaBackend implements Backend {
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
     const packed = asPackedQkv(qkv, attn);
-    if (attn.softcap !== null || attn.sinks !== null) {
-      throw new KeelError('invalid_model', 'the CUDA backend has no attention kernels with soft-capping or sinks yet');
-    }
+    const sinks = attn.sinks === null ? null : asBf16(attn.sinks, 'attention sinks');
+    if (sinks !== null && sinks.numel !== attn.numHeads) throw new Error(`attention: ${sinks.numel} sinks for ${attn.numHeads} heads`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
     if (s.checkedCache !== cache) {
@@ -369,6 +369,7 @@ export class CudaBackend implements Backend {
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       shape: attn,
+      sinks: sinks?.ptr ?? 0,
     };
     launchDecodeAttention(this.device, {
       ...common,
@@ -390,18 +391,22 @@ export class CudaBackend implements Backend {
     if (w.shape.length !== 2 || rows2n % 2 !== 0 || input.cols !== inDim) {
       throw new Error(`gatedLinear: input [${input.shape.join(', ')}] does not fit gate/up weight [${w.shape.join(', ')}]`);
     }
-    if (activation.kind !== 'silu') throw new KeelError('invalid_model', `the CUDA backend has no ${activation.kind} activation kernel yet`);
     const n = rows2n / 2;
     if (input.rows >= 1 && input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
       const out = this.stepTensor([input.rows, n]);
-      launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: true });
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: activation });
       return out;
     }
     requireMultipleOf8(n, 'gatedLinear width');
     const product = asBf16(this.linear(x, gateUp, null), 'gatedLinear product');
     const out = this.stepTensor([input.rows, n]);
-    launchSiluMul(this.device, out.ptr, product.ptr, input.rows, n);
+    launchGatedActivation(this.device, out.ptr, product.ptr, input.rows, n, activation);
     return out;
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    const t = asBf16(x, 'softcap input');
+    launchSoftcap(this.device, t.ptr, t.numel, cap);
   }
 
   /** One device holds every shard. */
