@@ -3,11 +3,12 @@ import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { isObject } from './hf-config.ts';
+import { gemmaFamily } from './gemma.ts';
 import { llamaFamily } from './llama.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
-const FAMILIES: readonly ModelFamily[] = [family(llamaFamily)];
+const FAMILIES: readonly ModelFamily[] = [family(llamaFamily), family(gemmaFamily)];
 
 /**
  * A family as the registry holds it: its parser makes the config its `create` takes, which the
