@@ -10,6 +10,7 @@ import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
+import { preNormDecoder, type PreNormDecoderLayer } from './pre-norm-decoder.ts';
 
 /** The Llama family: llama, mistral, qwen2 and qwen3 differ only in biases, q/k norms and windows. */
 export interface LlamaConfig extends ModelConfig {
@@ -93,7 +94,7 @@ function parseSlidingWindows(fields: ConfigFields, modelType: LlamaModelType, nu
   return Array.from({ length: numLayers }, (_, i) => (i >= firstSliding ? window : null));
 }
 
-class LlamaDecoderLayer implements Layer {
+class LlamaDecoderLayer implements Layer, PreNormDecoderLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -144,10 +145,7 @@ class LlamaDecoderLayer implements Layer {
   }
 }
 
-/**
- * The Llama-family decoder. The residual stream is summed in HF's order (embeddings + attention
- * out + mlp out + ...); each sublayer's output is added inside the next fused addRmsNorm.
- */
+/** The Llama-family decoder: pre-norm layers (preNormDecoder) between the embedding and the LM head. */
 export class LlamaModel implements CausalLM {
   readonly config: LlamaConfig;
   private readonly rotary: RotaryEmbedding;
@@ -187,18 +185,7 @@ export class LlamaModel implements CausalLM {
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    const residual = this.embedding.forward(b, step);
-    // A sublayer's output waits here until the next norm adds it to the residual stream.
-    let pending: Tensor | null = null;
-    for (const layer of this.layers) {
-      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-      const attnOut = layer.attention.forward(b, attnIn, step, cache);
-      pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
-    }
-    // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
-    const rows = b.gatherLogitsRows(residual, step);
-    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-    return this.lmHead.forward(b, hidden);
+    return this.lmHead.forward(b, preNormDecoder(b, step, cache, this.embedding.forward(b, step), this.layers, this.finalNorm));
   }
 }
 

@@ -1,0 +1,198 @@
+import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { SelfAttention } from '../layers/attention.ts';
+import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import { RmsNorm } from '../layers/norm.ts';
+import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { RotaryEmbedding, type RopeScaling } from '../layers/rotary.ts';
+import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
+import type { ModelConfig } from './model-config.ts';
+import { preNormDecoder, type PreNormDecoderLayer } from './pre-norm-decoder.ts';
+
+/**
+ * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
+ * fused tensor, LongRoPE, and a rotary dim that may be a fraction of the head.
+ */
+export interface Phi3Config extends ModelConfig {
+  intermediateSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Leading dims of each head that rotate: head_dim · partial_rotary_factor. */
+  rotaryDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  maxPositionEmbeddings: number;
+  /** Every layer's window (`sliding_window`, Phi-3-mini-4k), or null. */
+  slidingWindow: number | null;
+}
+
+/** Phi3Config's defaults. */
+const DEFAULT_MAX_POSITIONS = 4096;
+const DEFAULT_ORIGINAL_MAX_POSITIONS = 4096;
+const DEFAULT_ROPE_THETA = 10000;
+
+function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Config {
+  const fields = new ConfigFields(json, source);
+  const common = parseCommonFields(fields, 'phi3');
+  const { numHeads, numKvHeads } = parseHeads(fields);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS);
+  requireActivation(fields, 'hidden_act', 'silu', 'silu');
+  const headDim = parseHeadDim(fields, common.hiddenSize, numHeads);
+  const params = ropeParameterFields(fields);
+  // The dict's factor wins over the top-level one (transformers' setdefault), default 1.
+  const partial = params.raw('partial_rotary_factor') != null ? params.positiveNumber('partial_rotary_factor') : fields.positiveNumber('partial_rotary_factor', 1);
+  const rotaryDim = Math.floor(headDim * partial);
+  if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    throw invalidModel(`${source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
+  }
+  return {
+    ...common,
+    contextLength: maxPositionEmbeddings,
+    intermediateSize: fields.positiveInt('intermediate_size'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    rotaryDim,
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-5),
+    ...parsePhi3Rope(fields, params, rotaryDim, maxPositionEmbeddings),
+    maxPositionEmbeddings,
+    slidingWindow: fields.optionalPositiveInt('sliding_window', null),
+  };
+}
+
+/**
+ * Phi-3's RoPE: default, or LongRoPE (also spelled "su", and "yarn" in early Phi-3 configs, which
+ * transformers reads as LongRoPE). LongRoPE's original context is the top-level
+ * original_max_position_embeddings (Phi3Config default 4096), which transformers puts above the
+ * one in the dict; its attention factor is the dict's, or √(1 + ln(factor) / ln(original)) with
+ * factor = max_position_embeddings / original unless the dict sets one.
+ */
+function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: number, maxPositionEmbeddings: number): { ropeTheta: number; ropeScaling: RopeScaling } {
+  const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
+  if (type === 'default') return parseRopeParameters(params, fields, maxPositionEmbeddings, DEFAULT_ROPE_THETA);
+  if (type !== 'longrope' && type !== 'su' && type !== 'yarn') {
+    throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported for phi3 (supported: default, longrope)`);
+  }
+  const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', DEFAULT_ROPE_THETA);
+  const original = fields.positiveInt('original_max_position_embeddings', DEFAULT_ORIGINAL_MAX_POSITIONS);
+  const factors = (key: string) => {
+    const list = params.numberList(key);
+    if (list.length !== rotaryDim / 2) throw invalidModel(`${params.source}: ${key} has ${list.length} entries; rotary dim ${rotaryDim} needs ${rotaryDim / 2}`);
+    return list;
+  };
+  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / original;
+  const attentionFactor =
+    params.raw('attention_factor') != null ? params.positiveNumber('attention_factor') : factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original));
+  return {
+    ropeTheta,
+    ropeScaling: { type: 'longrope', shortFactor: factors('short_factor'), longFactor: factors('long_factor'), originalMaxPositionEmbeddings: original, attentionFactor },
+  };
+}
+
+class Phi3DecoderLayer implements Layer, PreNormDecoderLayer {
+  readonly inputNorm: RmsNorm;
+  readonly attention: SelfAttention;
+  readonly postAttentionNorm: RmsNorm;
+  readonly mlp: GatedMlp;
+
+  constructor(config: Phi3Config, index: number, rotary: RotaryEmbedding) {
+    const p = `model.layers.${index}`;
+    const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
+    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
+    this.attention = new SelfAttention({
+      layer: index,
+      hiddenSize,
+      numHeads,
+      numKvHeads,
+      headDim,
+      scale: headDim ** -0.5,
+      slidingWindow: config.slidingWindow,
+      softcap: null,
+      sinks: null,
+      rotary,
+      qkNorm: null,
+      qkv: { qkv: `${p}.self_attn.qkv_proj.weight` },
+      o: `${p}.self_attn.o_proj.weight`,
+      qkvBias: false,
+      oBias: false,
+    });
+    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
+    this.mlp = new GatedMlp({ gateUp: `${p}.mlp.gate_up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, { kind: 'silu' });
+  }
+
+  private get sublayers(): Layer[] {
+    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+}
+
+/** Pre-norm layers as Llama's; the rotary embedding decides each token's rotary row and each prompt's cache salt (LongRoPE). */
+export class Phi3Model implements CausalLM {
+  readonly config: Phi3Config;
+  private readonly rotary: RotaryEmbedding;
+  private readonly embedding: VocabEmbedding;
+  private readonly layers: Phi3DecoderLayer[];
+  private readonly finalNorm: RmsNorm;
+  private readonly lmHead: LmHead;
+
+  constructor(config: Phi3Config, maxPositions: number) {
+    this.config = config;
+    const rotary = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    this.rotary = new RotaryEmbedding(rotary, maxPositions);
+    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => new Phi3DecoderLayer(config, i, this.rotary));
+    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps);
+    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
+  }
+
+  get kvLayers(): LayerKvSpec[] {
+    return this.layers.map((l) => l.attention.kvSpec);
+  }
+
+  get attentionMacsPerKey(): number[] {
+    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
+  }
+
+  rotaryRow(position: number, promptLength: number): number {
+    return this.rotary.rotaryRow(position, promptLength);
+  }
+
+  prefixCacheSalt(promptLength: number): string | null {
+    return this.rotary.prefixCacheSalt(promptLength);
+  }
+
+  private get sublayers(): Layer[] {
+    return [this.rotary, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+
+  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
+    return this.lmHead.forward(b, preNormDecoder(b, step, cache, this.embedding.forward(b, step), this.layers, this.finalNorm));
+  }
+}
+
+export const phi3Family: ModelFamily<Phi3Config> = {
+  name: 'phi3',
+  modelTypes: ['phi3'],
+  parseConfig: parsePhi3Config,
+  create: (config, maxPositions) => new Phi3Model(config, maxPositions),
+};
