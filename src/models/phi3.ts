@@ -1,34 +1,16 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
-import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
-import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
-import { RotaryEmbedding, type RopeScaling } from '../layers/rotary.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
-import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import type { RopeScaling } from '../layers/rotary.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderModel, type DecoderConfig } from './decoder.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
-import type { ModelConfig } from './model-config.ts';
-import { preNormDecoder, type PreNormDecoderLayer } from './pre-norm-decoder.ts';
 
 /**
  * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
  * fused tensor, LongRoPE, and a rotary dim that may be a fraction of the head.
  */
-export interface Phi3Config extends ModelConfig {
+export interface Phi3Config extends DecoderConfig {
   intermediateSize: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  /** Leading dims of each head that rotate: head_dim · partial_rotary_factor. */
-  rotaryDim: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  ropeScaling: RopeScaling;
-  maxPositionEmbeddings: number;
-  /** Every layer's window (`sliding_window`, Phi-3-mini-4k), or null. */
-  slidingWindow: number | null;
 }
 
 /** Phi3Config's defaults. */
@@ -61,7 +43,13 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-5),
     ...parsePhi3Rope(fields, params, rotaryDim, maxPositionEmbeddings),
     maxPositionEmbeddings,
-    slidingWindow: fields.optionalPositiveInt('sliding_window', null),
+    attentionBias: false,
+    outputBias: false,
+    qkNorm: false,
+    // Phi-3-mini-4k slides every layer.
+    slidingWindows: new Array<number | null>(common.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
+    fusedQkv: true,
+    attentionSinks: false,
   };
 }
 
@@ -94,75 +82,16 @@ function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: nu
   };
 }
 
-class Phi3DecoderLayer implements Layer, PreNormDecoderLayer {
-  readonly inputNorm: RmsNorm;
-  readonly attention: SelfAttention;
-  readonly postAttentionNorm: RmsNorm;
-  readonly mlp: GatedMlp;
-
-  constructor(config: Phi3Config, index: number, rotary: RotaryEmbedding) {
-    const p = `model.layers.${index}`;
-    const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
-    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
-    this.attention = new SelfAttention({
-      layer: index,
-      hiddenSize,
-      numHeads,
-      numKvHeads,
-      headDim,
-      scale: headDim ** -0.5,
-      slidingWindow: config.slidingWindow,
-      softcap: null,
-      sinks: null,
-      rotary,
-      qkNorm: null,
-      qkv: { qkv: `${p}.self_attn.qkv_proj.weight` },
-      o: `${p}.self_attn.o_proj.weight`,
-      qkvBias: false,
-      oBias: false,
-    });
-    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
-    this.mlp = new GatedMlp({ gateUp: `${p}.mlp.gate_up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, { kind: 'silu' });
-  }
-
-  private get sublayers(): Layer[] {
-    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
-  }
-}
-
-/** Pre-norm layers as Llama's; the rotary embedding decides each token's rotary row and each prompt's cache salt (LongRoPE). */
-export class Phi3Model implements CausalLM {
-  readonly config: Phi3Config;
-  private readonly rotary: RotaryEmbedding;
-  private readonly embedding: VocabEmbedding;
-  private readonly layers: Phi3DecoderLayer[];
-  private readonly finalNorm: RmsNorm;
-  private readonly lmHead: LmHead;
-
+/**
+ * Llama's decoder with fused q/k/v and gate/up tensors; the rotary embedding decides each token's
+ * rotary row and each prompt's cache salt (LongRoPE).
+ */
+export class Phi3Model extends DecoderModel {
   constructor(config: Phi3Config, maxPositions: number) {
-    this.config = config;
-    const rotary = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    this.rotary = new RotaryEmbedding(rotary, maxPositions);
-    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    this.layers = Array.from({ length: config.numLayers }, (_, i) => new Phi3DecoderLayer(config, i, this.rotary));
-    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps);
-    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
-  }
-
-  get kvLayers(): LayerKvSpec[] {
-    return this.layers.map((l) => l.attention.kvSpec);
-  }
-
-  get attentionMacsPerKey(): number[] {
-    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
+    super(config, maxPositions, (i) => {
+      const p = `model.layers.${i}.mlp`;
+      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
+    });
   }
 
   rotaryRow(position: number, promptLength: number): number {
@@ -171,22 +100,6 @@ export class Phi3Model implements CausalLM {
 
   prefixCacheSalt(promptLength: number): string | null {
     return this.rotary.prefixCacheSalt(promptLength);
-  }
-
-  private get sublayers(): Layer[] {
-    return [this.rotary, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
-  }
-
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return this.lmHead.forward(b, preNormDecoder(b, step, cache, this.embedding.forward(b, step), this.layers, this.finalNorm));
   }
 }
 
