@@ -54,9 +54,10 @@ export interface GemmaConfig extends ModelConfig {
   attnLogitSoftcap: number | null;
   /** Final logits become cap · tanh(logit / cap) (`final_logit_softcapping`); null for none. */
   finalLogitSoftcap: number | null;
-  /** RoPE of the global layers, and of the sliding ones (Gemma 2: both the same). */
+  /** RoPE of the global layers. */
   globalRope: RopeSettings;
-  localRope: RopeSettings;
+  /** RoPE of the sliding layers when they have their own (Gemma 3); null: the global one (Gemma 2). */
+  localRope: RopeSettings | null;
 }
 
 const MODEL_TYPES: readonly GemmaModelType[] = ['gemma2', 'gemma3_text'];
@@ -82,8 +83,8 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   if (fields.boolean('use_bidirectional_attention', false)) {
     throw invalidModel(`${source}: use_bidirectional_attention=true (an embedding model's attention) is not supported; Keel runs causal Gemma models`);
   }
-  const rope = modelType === 'gemma2' ? parseRope(fields, maxPositionEmbeddings) : null;
-  const { globalRope, localRope } = rope === null ? parseGemma3Rope(fields, maxPositionEmbeddings) : { globalRope: rope, localRope: rope };
+  const { globalRope, localRope } =
+    modelType === 'gemma2' ? { globalRope: parseRope(fields, maxPositionEmbeddings), localRope: null } : parseGemma3Rope(fields, maxPositionEmbeddings);
   const attentionBias = fields.boolean('attention_bias', false);
   return {
     ...common,
@@ -231,8 +232,7 @@ export class GemmaModel implements CausalLM {
     const rotary = (rope: RopeSettings) =>
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions);
     const global = rotary(config.globalRope);
-    // Gemma 2's layers share one table; Gemma 3's sliding layers have their own.
-    const local = config.localRope === config.globalRope ? global : rotary(config.localRope);
+    const local = config.localRope === null ? global : rotary(config.localRope);
     this.rotaries = global === local ? [global] : [global, local];
     this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
     this.layers = Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local }));

@@ -40,6 +40,8 @@ interface Scenario {
   sinks?: Float32Array;
   /** Leading dims of each head that rotate; the whole head by default. */
   rotaryDim?: number;
+  /** Rotate each token by a random row of the table rather than its position's (LongRoPE's rows). */
+  randomRotaryRows?: boolean;
 }
 
 function runScenario(s: Scenario): void {
@@ -66,6 +68,7 @@ function runScenario(s: Scenario): void {
   s.steps.forEach((specs, i) => {
     const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
     const batch = buildBatch(specs, blocks, s.blockSize);
+    if (s.randomRotaryRows) batch.rotaryRows = batch.rotaryRows.map(() => randInt(rng, 0, table.maxPositions - 1));
     const qkvHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
     const qkv: [Tensor, Tensor] = [cpu.loadWeight(qkvHost), gpu.loadWeight(qkvHost)];
     const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
@@ -234,7 +237,7 @@ test('learned sinks (gpt-oss) join each head\'s denominator once: prefill, singl
   });
 });
 
-test('a rotary dim below the head dim rotates the leading dims and caches the rest as they are', () => {
+test('a rotary dim below the head dim rotates the leading dims and caches the rest as they are; tokens read their rotary rows', () => {
   for (const [headDim, rotaryDim] of [[16, 12], [128, 96], [96, 32]] as const) {
     const first = randomChunks(rng, 3, 120);
     runScenario({
@@ -247,6 +250,7 @@ test('a rotary dim below the head dim rotates the leading dims and caches the re
       steps: [first, continueSeqs(rng, first, 50)],
       attend: [true, true],
       rotaryDim,
+      randomRotaryRows: true,
     });
   }
 });
