@@ -22,6 +22,6 @@ extern "C" __global__ void gated_activation_kernel(uint4* __restrict__ out, cons
   unpack8(gate_up[row * 2 * n8 + c], g);
   unpack8(gate_up[row * 2 * n8 + n8 + c], u);
 #pragma unroll
-  for (int i = 0; i < 8; i++) o[i] = gated_activation<ACT>(g[i], u[i], alpha, limit);
+  for (int i = 0; i < 8; i++) o[i] = gated_activation(g[i], u[i], alpha, limit);
   out[row * n8 + c] = pack8(o);
 }

@@ -4,15 +4,18 @@ import type { DevicePtr } from '../driver-api.ts';
 
 const THREADS = 128;
 
-/** ACT of gated-activation.cuh, the kernel's compile-time choice, and the clamped SwiGLU's runtime constants. */
-export function activationArgs(activation: Activation): { act: number; alpha: number; limit: number } {
+/**
+ * ACT of gated-activation.cuh, the compile-time choice of every kernel that applies the activation
+ * (this file's, the gated GEMV's, the MoE experts'), and the clamped SwiGLU's runtime constants.
+ */
+export function activationDefines(activation: Activation): { ACT: number; alpha: number; limit: number } {
   switch (activation.kind) {
     case 'silu':
-      return { act: 0, alpha: 0, limit: 0 };
+      return { ACT: 0, alpha: 0, limit: 0 };
     case 'gelu-tanh':
-      return { act: 1, alpha: 0, limit: 0 };
+      return { ACT: 1, alpha: 0, limit: 0 };
     case 'clamped-swiglu':
-      return { act: 2, alpha: activation.alpha, limit: activation.limit };
+      return { ACT: 2, alpha: activation.alpha, limit: activation.limit };
   }
 }
 
@@ -20,7 +23,7 @@ export function activationArgs(activation: Activation): { act: number; alpha: nu
 export function launchGatedActivation(device: CudaDevice, out: DevicePtr, gateUp: DevicePtr, rows: number, n: number, activation: Activation): void {
   if (rows === 0) return;
   const n8 = n / 8;
-  const { act, alpha, limit } = activationArgs(activation);
-  const kernel = device.kernel('activation.cu', 'gated_activation_kernel', 'ppiff', { ACT: act });
+  const { ACT, alpha, limit } = activationDefines(activation);
+  const kernel = device.kernel('activation.cu', 'gated_activation_kernel', 'ppiff', { ACT });
   device.launch(kernel, [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [out, gateUp, n8, alpha, limit]);
 }

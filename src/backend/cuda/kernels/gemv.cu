@@ -112,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__
   for (int r = 0; r < ROWS; r++) {
     const float g = bf16_to_f32(f32_to_bf16(acc[0][r]));
     const float up = bf16_to_f32(f32_to_bf16(acc[1][r]));
-    out[(long long)r * n + row] = f32_to_bf16(gated_activation<ACT>(g, up, alpha, limit));
+    out[(long long)r * n + row] = f32_to_bf16(gated_activation(g, up, alpha, limit));
   }
 #else
   const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);

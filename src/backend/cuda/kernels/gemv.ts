@@ -1,7 +1,7 @@
 import type { Activation } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { activationArgs } from './activation.ts';
+import { activationDefines } from './activation.ts';
 
 /**
  * Most batch rows the GEMV kernel takes; larger batches are cuBLAS GEMMs. Measured on the H100 (8B
@@ -37,8 +37,8 @@ export function launchGemv(
   const gated = options.gated;
   if (gated !== undefined && bias !== 0) throw new Error('launchGemv: the gated form takes no bias');
   const kSplit = n < SPLIT_BELOW_ROWS ? WARPS_PER_BLOCK : 1;
-  const { act, alpha, limit } = gated === undefined ? { act: null, alpha: 0, limit: 0 } : activationArgs(gated);
-  const defines = { ROWS: rows, GATED: act === null ? 0 : 1, KSPLIT: kSplit, ...(act !== null && { ACT: act }) };
+  const { ACT, alpha, limit } = gated === undefined ? { ACT: null, alpha: 0, limit: 0 } : activationDefines(gated);
+  const defines = { ROWS: rows, GATED: ACT === null ? 0 : 1, KSPLIT: kSplit, ...(ACT !== null && { ACT }) };
   const kernel = device.kernel('gemv.cu', 'gemv_kernel', 'ppppiiff', defines);
   device.launch(kernel, [Math.ceil((n * kSplit) / WARPS_PER_BLOCK)], [32 * WARPS_PER_BLOCK], 0, [out, x, w, bias, n, k / 8, alpha, limit]);
 }
