@@ -4,6 +4,7 @@ import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
+import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -17,6 +18,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(qwenMoeFamily),
   family(gemmaFamily),
   family(phi3Family),
+  family(gptOssFamily),
 ];
 
 /**
