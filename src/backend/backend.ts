@@ -166,6 +166,8 @@ export interface Backend {
    * activation dtype before the activation, as two separate ops would.
    */
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
+  /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
+  softcap(x: Tensor, cap: number): void;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */

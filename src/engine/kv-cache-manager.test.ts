@@ -42,6 +42,25 @@ test('a sequence sharing a prefix reuses the cached full blocks', () => {
   kv.checkInvariants([first, second]);
 });
 
+test('sequences of different cache salts never share blocks; equal salts do, forks keep theirs', () => {
+  const kv = manager(16);
+  const long = new Sequence('long', range(0, 10), 10, 'long');
+  assert.equal(admit(kv, long), 0);
+  // Same leading tokens, no salt (a short prompt): none of the long prompt's blocks are its own.
+  const short = new Sequence('short', range(0, 9));
+  assert.equal(admit(kv, short), 0);
+  assert.ok(short.blockTable.every((id) => !long.blockTable.includes(id)));
+  assert.notEqual(short.blockHashes[0], long.blockHashes[0]);
+  // Another salted sequence shares the salted blocks, and a fork's child hashes under its parent's salt.
+  const again = new Sequence('again', range(0, 9), 9, 'long');
+  assert.equal(admit(kv, again), 8);
+  assert.deepEqual(again.blockTable.slice(0, 2), long.blockTable.slice(0, 2));
+  const child = again.fork();
+  assert.equal(child.cacheSalt, 'long');
+  kv.fork(again, child);
+  kv.checkInvariants([long, short, again, child]);
+});
+
 test('prefix hits stop at the first differing block, even if later blocks match', () => {
   const kv = manager(8);
   admit(kv, new Sequence('a', range(0, 12)));

@@ -1,5 +1,5 @@
 import type { BlockId, BlockPool } from './block-pool.ts';
-import { hashBlock } from './prefix-hash.ts';
+import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
 
 /** A run of cached full blocks matching a sequence's first tokens. */
@@ -238,12 +238,13 @@ export class KvCacheManager {
     return indices;
   }
 
-  /** The prefix hash of the sequence's full block `index`, extending the chain as needed. */
+  /** The prefix hash of the sequence's full block `index`, extending the chain (from its salt) as needed. */
   private blockHash(seq: Sequence, index: number): string {
     const hashes = seq.blockHashes;
     while (hashes.length <= index) {
       const start = hashes.length * this.blockSize;
-      hashes.push(hashBlock(hashes.length === 0 ? null : hashes[hashes.length - 1], seq.tokenIds.slice(start, start + this.blockSize)));
+      const parent = hashes.length === 0 ? chainStart(seq.cacheSalt) : hashes[hashes.length - 1];
+      hashes.push(hashBlock(parent, seq.tokenIds.slice(start, start + this.blockSize)));
     }
     return hashes[index];
   }

@@ -35,6 +35,8 @@ export interface EngineParts {
   defaultSeed: number;
   /** See EngineConfig.asyncScheduling. */
   asyncScheduling: boolean;
+  /** The prefix-cache salt of a new sequence with a prompt of this length (CausalLM.prefixCacheSalt). */
+  prefixCacheSalt: (promptLength: number) => string | null;
 }
 
 export interface NewRequest {
@@ -138,7 +140,7 @@ export class LLMEngine {
       },
       onUpdate: input.onUpdate,
     };
-    const seq = new Sequence(id, promptTokenIds);
+    const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, this.parts.prefixCacheSalt(promptTokenIds.length));
     seq.needsPromptLogits = params.promptLogprobs !== null;
     this.parts.scheduler.add(seq);
     completions[0].seq = seq;

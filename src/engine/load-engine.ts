@@ -140,6 +140,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       numKvBlocks,
       defaultSeed: config.seed,
       asyncScheduling: config.asyncScheduling,
+      prefixCacheSalt: (promptLength) => model.prefixCacheSalt?.(promptLength) ?? null,
     });
     return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {

@@ -83,3 +83,34 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
   const [a, , c] = single.tokens;
   assert.deepEqual(forked.tokens, [a, a, c, c, c]);
 });
+
+test('rotary rows come from the model\'s hook with each sequence\'s original prompt length, also when a preempted sequence recomputes', async () => {
+  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
+  const batches: { positions: number[]; rotaryRows: number[] }[] = [];
+  const backend = Object.create(model.backend) as Backend;
+  backend.beginStep = (batch) => {
+    batches.push({ positions: [...batch.positions], rotaryRows: [...batch.rotaryRows] });
+    return model.backend.beginStep(batch);
+  };
+  // A row that depends on the prompt length, as LongRoPE's does; small enough for the table.
+  const hooked = Object.assign(Object.create(model.model) as typeof model.model, { rotaryRow: (position: number, promptLength: number) => position + promptLength });
+  const cache = backend.createKvCache({ numBlocks: 9, blockSize: BLOCK_SIZE, layers: hooked.kvLayers });
+  const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, retentionWindow: null, nullBlock: 8 });
+  const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
+  const runner = new ModelRunner(backend, hooked, cache, BLOCK_SIZE);
+  // The second sequence stands for one preempted after two tokens: all five run again, rotated by its 3-token prompt.
+  const recomputed = new Sequence('recomputed', [7, 8, 9]);
+  recomputed.appendToken(10);
+  recomputed.appendToken(11);
+  scheduler.add(new Sequence('fresh', [1, 2]));
+  scheduler.add(recomputed);
+  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], promptTopLogprobs: () => 0 });
+  assert.deepEqual(batches, [{ positions: [0, 1, 0, 1, 2, 3, 4], rotaryRows: [2, 3, 3, 4, 5, 6, 7] }]);
+
+  batches.length = 0;
+  new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
+    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTable: [0] }), numNewTokens: 3 }], preempted: [], blockCopies: { src: new Int32Array(0), dst: new Int32Array(0) }, numScheduledTokens: 3 },
+    { drawsFor: () => [], promptTopLogprobs: () => 0 },
+  );
+  assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');
+});

@@ -145,6 +145,7 @@ export class ModelRunner {
     const samplingRows: number[] = [];
     const logitsRows: number[] = [];
     const scored: { s: number; position: number; token: number }[] = [];
+    const rotaryRow = this.model.rotaryRow?.bind(this.model);
     let t = 0;
     const chunks: SequenceChunk[] = output.scheduled.map(({ seq, numNewTokens }, s) => {
       const start = seq.numComputedTokens;
@@ -162,6 +163,8 @@ export class ModelRunner {
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
+      // The original prompt length, which a preempted sequence keeps while it recomputes.
+      if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

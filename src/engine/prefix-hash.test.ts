@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { hashBlock } from './prefix-hash.ts';
+import { chainStart, hashBlock } from './prefix-hash.ts';
 
 test('equal prefixes hash equal, whatever array type carries the tokens', () => {
   const first = hashBlock(null, [1, 2, 3, 4]);
@@ -20,4 +20,12 @@ test('a block hash depends on its tokens, their order and everything before it',
     hashBlock(parentA, [7, 8, 0]),
   ];
   assert.equal(new Set(hashes).size, hashes.length);
+});
+
+test('a salt starts a chain of its own; no salt starts the plain chain', () => {
+  assert.equal(chainStart(null), null);
+  assert.match(chainStart('long') as string, /^[0-9a-f]{64}$/);
+  assert.equal(chainStart('long'), chainStart('long'));
+  const starts = [null, chainStart('long'), chainStart('short'), chainStart('')];
+  assert.equal(new Set(starts.map((start) => hashBlock(start, [1, 2, 3]))).size, starts.length);
 });

@@ -15,3 +15,11 @@ export function hashBlock(parentHash: string | null, tokenIds: ArrayLike<number>
   hash.update(tokens);
   return hash.digest('hex');
 }
+
+/**
+ * The parent of a sequence's first block: null without a salt; with one, a hash of the salt, so
+ * that the same tokens under different salts chain to different block hashes everywhere.
+ */
+export function chainStart(salt: string | null): string | null {
+  return salt === null ? null : createHash('sha256').update(`salt:${salt}`).digest('hex');
+}

@@ -20,6 +20,12 @@ export class Sequence {
   /** Creation order: the scheduler serves the oldest first and preempts the youngest first. */
   readonly arrivalOrder: number;
   readonly numPromptTokens: number;
+  /**
+   * The start of this sequence's prefix-hash chain: sequences whose cached K/V would differ for
+   * the same tokens (a model's rotation regime, later an adapter) carry different salts, so they
+   * never share blocks. Null for none.
+   */
+  readonly cacheSalt: string | null;
   /** Tokens whose K/V are in the cache; the rest run in later steps. */
   numComputedTokens = 0;
   /** Block i holds the K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. */
@@ -37,12 +43,13 @@ export class Sequence {
   numPreemptions = 0;
   private readonly tokens: number[];
 
-  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length) {
+  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null) {
     this.requestId = requestId;
     this.arrivalOrder = sequencesCreated++;
     this.id = this.arrivalOrder as SequenceId;
     this.tokens = [...tokenIds];
     this.numPromptTokens = numPromptTokens;
+    this.cacheSalt = cacheSalt;
   }
 
   get tokenIds(): readonly number[] {
@@ -87,7 +94,7 @@ export class Sequence {
    */
   fork(): Sequence {
     if (this.hasPendingToken) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device`);
-    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens);
+    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt);
     child.numComputedTokens = this.numComputedTokens;
     child.numCachedTokens = this.numCachedTokens;
     return child;

@@ -12,4 +12,7 @@ test('context length follows the RoPE scaling factor', () => {
   assert.equal(ropeContextLength(withRope(yarn, 32768)), 131072);
   const llama3 = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } as const;
   assert.equal(ropeContextLength(withRope(llama3, 131072)), 131072);
+  // Phi-3's max_position_embeddings is already the extended context.
+  const longrope: RopeScaling = { type: 'longrope', shortFactor: [1], longFactor: [2], originalMaxPositionEmbeddings: 4096, attentionFactor: 1.19 };
+  assert.equal(ropeContextLength(withRope(longrope, 131072)), 131072);
 });

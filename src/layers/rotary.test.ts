@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { forkStream } from '../sampling/rng.ts';
 import type { LlamaConfig } from '../models/llama.ts';
 import { parseModelArchitecture } from '../models/registry.ts';
-import { buildRopeTable, inverseFrequencies, type RopeScaling, type RotaryConfig } from './rotary.ts';
+import { buildRopeTable, inverseFrequencies, RotaryEmbedding, type RopeScaling, type RotaryConfig } from './rotary.ts';
 
 function config(headDim: number, scaling: RopeScaling, maxPositionEmbeddings = 2048, theta = 10000): RotaryConfig {
   return { rotaryDim: headDim, scaling, maxPositionEmbeddings, theta };
@@ -105,11 +105,48 @@ test('every variant gives finite tables with cos² + sin² = attention factor²'
     const table = buildRopeTable(config(headDim, scaling, 128, 1000 + random() * 1e6), 300);
     const factor = scaling.type === 'yarn' ? scaling.attentionFactor : 1;
     assert.equal(table.cos.length, 300 * (headDim / 2));
-    for (let i = 0; i < table.cos.length; i++) {
-      const norm = table.cos[i] ** 2 + table.sin[i] ** 2;
-      assert.ok(Math.abs(norm - factor ** 2) < 1e-5, `${scaling.type} headDim ${headDim} entry ${i}: ${norm}`);
-    }
+    assertUnitCircle(table, factor, `${scaling.type} headDim ${headDim}`);
   }
+  const half = 1 + Math.floor(random() * 64);
+  const factors = () => Array.from({ length: half }, () => 1 + random() * 10);
+  const longrope: RopeScaling = { type: 'longrope', shortFactor: factors(), longFactor: factors(), originalMaxPositionEmbeddings: 64, attentionFactor: 1 + random() };
+  assertUnitCircle(buildRopeTable(config(2 * half, longrope, 256), 300), longrope.attentionFactor, `longrope headDim ${2 * half}`);
+});
+
+function assertUnitCircle(table: { cos: Float32Array; sin: Float32Array }, factor: number, what: string): void {
+  for (let i = 0; i < table.cos.length; i++) {
+    const norm = table.cos[i] ** 2 + table.sin[i] ** 2;
+    assert.ok(Math.abs(norm - factor ** 2) < 1e-5, `${what} entry ${i}: ${norm}`);
+  }
+}
+
+test('longrope: short-factor rows before the original context, then a long-factor row per position; rows follow the prompt length', () => {
+  const shortFactor = [1, 2];
+  const longFactor = [3, 5];
+  const scaling: RopeScaling = { type: 'longrope', shortFactor, longFactor, originalMaxPositionEmbeddings: 8, attentionFactor: 1.5 };
+  const c = config(4, scaling, 32);
+  assertClose(inverseFrequencies(c, 0), [1, 0.01 / 2], 1e-15, 'inv_freq (short)');
+  const table = buildRopeTable(c, 20);
+  assert.equal(table.maxPositions, 8 + 20);
+  assertClose(row(table.cos, 5, 2), [1.5 * Math.cos(5), 1.5 * Math.cos(5 * 0.005)], 1e-6, 'short row 5');
+  assertClose(row(table.sin, 8 + 5, 2), [1.5 * Math.sin(5 / 3), 1.5 * Math.sin((5 * 0.01) / 5)], 1e-6, 'long row of position 5');
+  assertClose(row(table.cos, 8 + 19, 2), [1.5 * Math.cos(19 / 3), 1.5 * Math.cos((19 * 0.01) / 5)], 1e-6, 'long row of position 19');
+
+  const rotary = new RotaryEmbedding(c, 20);
+  // A prompt within the original context: short rows for its positions, long rows from position 8 on.
+  assert.deepEqual([0, 7, 8, 12].map((p) => rotary.rotaryRow(p, 8)), [0, 7, 16, 20]);
+  assert.equal(rotary.prefixCacheSalt(8), null);
+  // A longer prompt: long rows from position 0.
+  assert.deepEqual([0, 7, 8].map((p) => rotary.rotaryRow(p, 9)), [8, 15, 16]);
+  assert.equal(rotary.prefixCacheSalt(9), 'longrope:long-factors');
+  // A table shorter than the original context holds short rows for its positions only.
+  assert.equal(buildRopeTable(c, 6).maxPositions, 12);
+  assert.equal(new RotaryEmbedding(c, 6).rotaryRow(3, 9), 9);
+
+  const plain = new RotaryEmbedding(config(4, { type: 'linear', factor: 2 }), 20);
+  assert.deepEqual([0, 9, 19].map((p) => plain.rotaryRow(p, 30)), [0, 9, 19]);
+  assert.equal(plain.prefixCacheSalt(30), null);
+  assert.throws(() => new RotaryEmbedding(config(6, scaling, 32), 20), /3 short and long factors/);
 });
 
 interface RopeOracleCase {

@@ -23,6 +23,19 @@ export type RopeScaling =
       attentionFactor: number;
       /** HF's `truncate` (default true): round the correction range to whole dimensions. */
       truncate: boolean;
+    }
+  | {
+      /**
+       * Phi-3's LongRoPE: inv_freq_i = 1 / (factor_i · theta^(2i/d)) with the short factors, or the
+       * long ones for a token at or past the original context or of a sequence whose prompt was
+       * longer than it (see RotaryEmbedding.rotaryRow).
+       */
+      type: 'longrope';
+      shortFactor: number[];
+      longFactor: number[];
+      originalMaxPositionEmbeddings: number;
+      /** Multiplies cos/sin in both regimes. */
+      attentionFactor: number;
     };
 
 /** One rotary embedding: which dimensions of a head rotate, at which frequencies. */
@@ -45,8 +58,33 @@ export class RotaryEmbedding implements Layer {
 
   constructor(config: RotaryConfig, maxPositions: number) {
     if (config.rotaryDim % 2 !== 0) throw new Error(`rotary dim must be even (got ${config.rotaryDim})`);
+    const scaling = config.scaling;
+    if (scaling.type === 'longrope' && (scaling.shortFactor.length !== config.rotaryDim / 2 || scaling.longFactor.length !== config.rotaryDim / 2)) {
+      throw new Error(`LongRoPE needs ${config.rotaryDim / 2} short and long factors for rotary dim ${config.rotaryDim}`);
+    }
     this.config = config;
     this.maxPositions = maxPositions;
+  }
+
+  /**
+   * The table row a token at `position` is rotated with, in a sequence whose original prompt had
+   * `promptLength` tokens: the position, except under LongRoPE, whose long-factor rows follow the
+   * short ones. transformers picks the long factors for a whole forward once its longest position
+   * reaches the original context; with a KV cache that means a prompt longer than the original
+   * context is rotated long from position 0, and a shorter one short, its later tokens long from
+   * the original context on (their earlier keys stay as they were cached).
+   */
+  rotaryRow(position: number, promptLength: number): number {
+    const scaling = this.config.scaling;
+    if (scaling.type !== 'longrope') return position;
+    const original = scaling.originalMaxPositionEmbeddings;
+    return position >= original || promptLength > original ? longropeShortRows(scaling, this.maxPositions) + position : position;
+  }
+
+  /** Rotation that depends on the prompt makes cached K/V depend on it too: long-factor prompts get a salt of their own. */
+  prefixCacheSalt(promptLength: number): string | null {
+    const scaling = this.config.scaling;
+    return scaling.type === 'longrope' && promptLength > scaling.originalMaxPositionEmbeddings ? 'longrope:long-factors' : null;
   }
 
   parameters(): ParameterSpec[] {
@@ -77,31 +115,53 @@ export function ropeContextLength(config: Pick<RotaryConfig, 'scaling' | 'maxPos
       return Math.max(config.maxPositionEmbeddings, Math.floor(scaling.originalMaxPositionEmbeddings * scaling.factor));
     case 'default':
     case 'llama3':
+    case 'longrope':
       return config.maxPositionEmbeddings;
   }
 }
 
+/** LongRoPE's table starts with short-factor rows for the positions before the original context. */
+function longropeShortRows(scaling: { originalMaxPositionEmbeddings: number }, maxPositions: number): number {
+  return Math.min(scaling.originalMaxPositionEmbeddings, maxPositions);
+}
+
 /**
  * Host-side rotary tables reproducing transformers' `ROPE_INIT_FUNCTIONS` (default, linear,
- * dynamic, llama3, yarn). Computed in float64 and stored as float32; YaRN's attention factor is
- * folded into cos and sin so backends apply every variant the same way.
+ * dynamic, llama3, yarn, longrope). Computed in float64 and stored as float32; YaRN's and
+ * LongRoPE's attention factors are folded into cos and sin so backends apply every variant the
+ * same way. Row p holds position p, except that LongRoPE's table holds the short-factor rows of
+ * the positions before the original context, then a long-factor row for every position
+ * (RotaryEmbedding.rotaryRow says which a token reads).
  */
 export function buildRopeTable(config: RotaryConfig, maxPositions: number): RopeTable {
   const half = config.rotaryDim / 2;
-  const cos = new Float32Array(maxPositions * half);
-  const sin = new Float32Array(maxPositions * half);
-  const scale = config.scaling.type === 'yarn' ? config.scaling.attentionFactor : 1;
+  const scaling = config.scaling;
+  const shortRows = scaling.type === 'longrope' ? longropeShortRows(scaling, maxPositions) : 0;
+  const rows = shortRows + maxPositions;
+  const cos = new Float32Array(rows * half);
+  const sin = new Float32Array(rows * half);
+  const scale = scaling.type === 'yarn' || scaling.type === 'longrope' ? scaling.attentionFactor : 1;
+  const fill = (row: number, position: number, inverse: Float64Array) => {
+    for (let i = 0; i < half; i++) {
+      const angle = position * inverse[i];
+      cos[row * half + i] = Math.cos(angle) * scale;
+      sin[row * half + i] = Math.sin(angle) * scale;
+    }
+  };
+  if (scaling.type === 'longrope') {
+    const short = inverseFrequencies(config, 0);
+    const long = factorInverseFrequencies(config.theta, config.rotaryDim, scaling.longFactor);
+    for (let p = 0; p < shortRows; p++) fill(p, p, short);
+    for (let p = 0; p < maxPositions; p++) fill(shortRows + p, p, long);
+    return { maxPositions: rows, rotaryDim: config.rotaryDim, cos, sin };
+  }
   let inverse = inverseFrequencies(config, 0);
   for (let p = 0; p < maxPositions; p++) {
     // Dynamic NTK rescales once a position passes max_position_embeddings (see inverseFrequencies).
-    if (config.scaling.type === 'dynamic' && p + 1 > config.maxPositionEmbeddings) inverse = inverseFrequencies(config, p);
-    for (let i = 0; i < half; i++) {
-      const angle = p * inverse[i];
-      cos[p * half + i] = Math.cos(angle) * scale;
-      sin[p * half + i] = Math.sin(angle) * scale;
-    }
+    if (scaling.type === 'dynamic' && p + 1 > config.maxPositionEmbeddings) inverse = inverseFrequencies(config, p);
+    fill(p, p, inverse);
   }
-  return { maxPositions, rotaryDim: config.rotaryDim, cos, sin };
+  return { maxPositions: rows, rotaryDim: config.rotaryDim, cos, sin };
 }
 
 /**
@@ -136,6 +196,9 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
         return ((1 - smooth) * f) / factor + smooth * f;
       });
     }
+    case 'longrope':
+      // The short factors: transformers' inv_freq until a sequence reaches the original context.
+      return factorInverseFrequencies(config.theta, dim, scaling.shortFactor);
     case 'yarn': {
       const [low, high] = yarnCorrectionRange(config.theta, dim, scaling);
       const span = low === high ? 0.001 : high - low;
@@ -147,6 +210,11 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
       });
     }
   }
+}
+
+/** LongRoPE's 1 / (factor_i · base^(2i/d)). */
+function factorInverseFrequencies(base: number, dim: number, factors: readonly number[]): Float64Array {
+  return baseInverseFrequencies(base, dim).map((f, i) => f / factors[i]);
 }
 
 function baseInverseFrequencies(base: number, dim: number): Float64Array {

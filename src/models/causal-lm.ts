@@ -12,6 +12,18 @@ export interface CausalLM extends Layer {
   readonly attentionMacsPerKey: readonly number[];
   /** Runs one step; returns logits [logitsIndices.length, vocab] (the backend's tensor). */
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor;
+  /**
+   * The rotary-table row of a token at `position` of a sequence whose original prompt had
+   * `promptLength` tokens, for models whose rotation depends on more than the position (LongRoPE).
+   * Absent: the row is the position.
+   */
+  rotaryRow?(position: number, promptLength: number): number;
+  /**
+   * The prefix-cache salt of a sequence whose prompt has `promptLength` tokens, for models whose
+   * cached K/V depend on more than the tokens (LongRoPE): sequences of different salts never
+   * share KV blocks. Absent: null for every sequence.
+   */
+  prefixCacheSalt?(promptLength: number): string | null;
 }
 
 /** A model family: how its config.json reads and how its layers compose. */

@@ -20,6 +20,8 @@ export interface DecoderConfig extends ModelConfig {
   numKvHeads: number;
   /** Per-head dimension; may differ from hiddenSize / numHeads (config key `head_dim`). */
   headDim: number;
+  /** Leading dims of each head that rotate: the head dim, or a fraction of it (Phi-4-mini's partial_rotary_factor). */
+  rotaryDim: number;
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling;
@@ -32,6 +34,10 @@ export interface DecoderConfig extends ModelConfig {
   qkNorm: boolean;
   /** Each layer's window: it attends to at most this many most recent tokens; null = full. */
   slidingWindows: (number | null)[];
+  /** q, k and v are stored as one `self_attn.qkv_proj` tensor (Phi-3). */
+  fusedQkv: boolean;
+  /** Each head has a learned sink logit in `self_attn.sinks` (gpt-oss). */
+  attentionSinks: boolean;
 }
 
 /** The keys every llama-like decoder reads the same way; each family adds its attention options and feed-forward. */
@@ -46,15 +52,20 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositionEmbeddings);
   const rope = parseRope(fields, maxPositionEmbeddings);
+  const headDim = parseHeadDim(fields, common.hiddenSize, numHeads, defaults.headDim);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
     numHeads,
     numKvHeads,
-    headDim: parseHeadDim(fields, common.hiddenSize, numHeads, defaults.headDim),
+    headDim,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
     ...rope,
     maxPositionEmbeddings,
+    // What most families have; the few that differ set their own.
+    rotaryDim: headDim,
+    fusedQkv: false,
+    attentionSinks: false,
   };
 }
 
@@ -85,12 +96,14 @@ export class DecoderLayer implements Layer {
       scale: headDim ** -0.5,
       slidingWindow: config.slidingWindows[index],
       softcap: null,
-      sinks: null,
+      sinks: config.attentionSinks ? `${p}.self_attn.sinks` : null,
       rotary,
       qkNorm: config.qkNorm
         ? { q: new RmsNorm(`${p}.self_attn.q_norm.weight`, headDim, eps), k: new RmsNorm(`${p}.self_attn.k_norm.weight`, headDim, eps) }
         : null,
-      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
+      qkv: config.fusedQkv
+        ? { qkv: `${p}.self_attn.qkv_proj.weight` }
+        : { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
       o: `${p}.self_attn.o_proj.weight`,
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
@@ -118,7 +131,7 @@ export class DecoderLayer implements Layer {
  */
 export class DecoderModel implements CausalLM {
   readonly config: DecoderConfig;
-  private readonly rotary: RotaryEmbedding;
+  protected readonly rotary: RotaryEmbedding;
   private readonly embedding: VocabEmbedding;
   private readonly layers: DecoderLayer[];
   private readonly finalNorm: RmsNorm;
@@ -127,7 +140,7 @@ export class DecoderModel implements CausalLM {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
   constructor(config: DecoderConfig, maxPositions: number, mlpOf: (index: number) => FeedForward) {
     this.config = config;
-    const rotary = { rotaryDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    const rotary = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     this.rotary = new RotaryEmbedding(rotary, maxPositions);
     this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     this.layers = Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, this.rotary, mlpOf(i)));

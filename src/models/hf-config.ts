@@ -65,21 +65,38 @@ function parseDtype(fields: ConfigFields): WeightDType {
   return dtype;
 }
 
-/** RoPE settings from `rope_parameters` (5.x, holds rope_theta too) or `rope_scaling` + `rope_theta` (4.x). */
-export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): { ropeTheta: number; ropeScaling: RopeScaling } {
+export interface RopeSettings {
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+}
+
+/** The RoPE dict of a config: `rope_parameters` (5.x, holds rope_theta too) or `rope_scaling` (4.x), `{}` when neither is set. */
+export function ropeParameterFields(fields: ConfigFields): ConfigFields {
   const key = fields.raw('rope_parameters') != null ? 'rope_parameters' : 'rope_scaling';
   const dict = fields.raw(key);
   if (dict != null && !isObject(dict)) throw invalidModel(`${fields.source}: ${key} must be an object or null`);
-  const params = new ConfigFields(dict ?? {}, `${fields.source} ${key}`);
-  if (isObject(dict) && Object.values(dict).some(isObject)) {
-    throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported (Keel uses one RoPE for all layers)`);
-  }
+  return new ConfigFields(dict ?? {}, `${fields.source} ${key}`);
+}
 
-  const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', DEFAULT_ROPE_THETA);
+/** RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for every layer, rotating whole heads. */
+export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): RopeSettings {
+  const params = ropeParameterFields(fields);
+  if (params.values().some(isObject)) {
+    throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported for model_type ${JSON.stringify(fields.raw('model_type'))} (Keel uses one RoPE for all its layers)`);
+  }
   for (const where of [params, fields]) {
     const partial = where.raw('partial_rotary_factor');
     if (partial != null && partial !== 1) throw invalidModel(`${where.source}: partial_rotary_factor ${partial} is not supported (Keel rotates the whole head)`);
   }
+  return parseRopeParameters(params, fields, maxPositionEmbeddings, DEFAULT_ROPE_THETA);
+}
+
+/**
+ * One RoPE dict `params` (`rope_parameters`, one of its per-layer-type entries, or `rope_scaling`):
+ * its type and scaling, its rope_theta or else the top-level one, or else `defaultTheta`.
+ */
+export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta: number): RopeSettings {
+  const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', defaultTheta);
   const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
   // transformers 5 prefers a top-level original_max_position_embeddings (Phi-3 style) over the one in the dict.
   const originalMax = () =>
@@ -169,6 +186,12 @@ export class ConfigFields {
     return this.json[key] === null ? null : this.positiveInt(key);
   }
 
+  /** Absent -> fallback; explicit null -> null (e.g. `"final_logit_softcapping": null` turns the cap off). */
+  optionalPositiveNumber(key: string, fallback: number | null): number | null {
+    if (!(key in this.json)) return fallback;
+    return this.json[key] === null ? null : this.positiveNumber(key);
+  }
+
   nonNegativeInt(key: string, fallback: number): number {
     const v = this.present(key, fallback);
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw this.invalid(key, 'a non-negative integer');
@@ -185,6 +208,18 @@ export class ConfigFields {
     const v = this.present(key, fallback);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw this.invalid(key, 'a number');
     return v;
+  }
+
+  /** A non-empty list of finite numbers (LongRoPE's factors). */
+  numberList(key: string): number[] {
+    const v = this.present(key, undefined);
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw this.invalid(key, 'a list of numbers');
+    return v as number[];
+  }
+
+  /** The values of every key, for a dict whose entries may be dicts themselves. */
+  values(): unknown[] {
+    return Object.values(this.json);
   }
 
   boolean(key: string, fallback: boolean): boolean {

@@ -3,13 +3,23 @@ import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { isObject } from './hf-config.ts';
+import { gemmaFamily } from './gemma.ts';
+import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
+import { phi3Family } from './phi3.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
-const FAMILIES: readonly ModelFamily[] = [family(llamaFamily), family(mixtralFamily), family(qwenMoeFamily)];
+const FAMILIES: readonly ModelFamily[] = [
+  family(llamaFamily),
+  family(mixtralFamily),
+  family(qwenMoeFamily),
+  family(gemmaFamily),
+  family(phi3Family),
+  family(gptOssFamily),
+];
 
 /**
  * A family as the registry holds it: its parser makes the config its `create` takes, which the

@@ -20,6 +20,12 @@ export interface BatchDescription {
   tokenSources: Int32Array;
   /** [numTokens] absolute position of each token in its sequence. */
   positions: Int32Array;
+  /**
+   * [numTokens] row of the rotary tables each token is rotated with: its position, unless its
+   * chunk maps positions to other rows (LongRoPE's long-factor rows, `SequenceChunk.rotaryRow`).
+   * Attention masks read `positions`; only the rotation reads these.
+   */
+  rotaryRows: Int32Array;
   /** [numTokens] KV-pool slot each token's K/V is written to: block * blockSize + offset. */
   slotMapping: Int32Array;
   /** [numSeqs + 1] offsets of each sequence's tokens in the flattened arrays. */
@@ -44,6 +50,8 @@ export interface SequenceChunk {
   blockTable: number[];
   /** Set when the last token is still on the device: its draw in the latest `sampleRows` pass. */
   lastTokenSource?: number;
+  /** The rotary-table row of the token at `position`; absent, the position itself. */
+  rotaryRow?: (position: number) => number;
 }
 
 /**
@@ -57,6 +65,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const tokenIds = new Int32Array(numTokens);
   const tokenSources = new Int32Array(numTokens).fill(-1);
   const positions = new Int32Array(numTokens);
+  const rotaryRows = new Int32Array(numTokens);
   const slotMapping = new Int32Array(numTokens);
   const queryStartLoc = new Int32Array(chunks.length + 1);
   const seqLens = new Int32Array(chunks.length);
@@ -74,6 +83,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
       const position = chunk.startPos + i;
       tokenIds[t] = token;
       positions[t] = position;
+      rotaryRows[t] = chunk.rotaryRow === undefined ? position : chunk.rotaryRow(position);
       slotMapping[t] = chunk.blockTable[Math.floor(position / blockSize)] * blockSize + (position % blockSize);
       t++;
     });
@@ -90,6 +100,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     tokenIds,
     tokenSources,
     positions,
+    rotaryRows,
     slotMapping,
     queryStartLoc,
     seqLens,

@@ -29,6 +29,7 @@ export interface HostLlamaWeights {
 /** A small llama config; `overrides` switch on the variants (GQA, qk-norm, biases, sliding windows...). */
 export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
   const numLayers = overrides.numLayers ?? 2;
+  const headDim = overrides.headDim ?? 8;
   return {
     modelType: 'llama',
     contextLength: 256,
@@ -38,7 +39,8 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     numLayers,
     numHeads: 4,
     numKvHeads: 2,
-    headDim: 8,
+    headDim,
+    rotaryDim: headDim,
     rmsNormEps: 1e-6,
     ropeTheta: 10000,
     ropeScaling: { type: 'default' },
@@ -47,6 +49,8 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     outputBias: false,
     qkNorm: false,
     slidingWindows: new Array<number | null>(numLayers).fill(null),
+    fusedQkv: false,
+    attentionSinks: false,
     tieWordEmbeddings: false,
     dtype: 'f32',
     bosTokenId: null,

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EngineConfig } from '../../src/config.ts';
-import { describeBatch, type BatchDescription } from '../../src/step/batch.ts';
+import { describeBatch, type BatchDescription, type SequenceChunk } from '../../src/step/batch.ts';
+import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
@@ -81,7 +82,7 @@ async function checkLogits(fixture: OracleFixture, options: ParityOptions): Prom
     const prompts = fixture.oracle.prompts;
     const blocksPer = prompts.map((p) => Math.ceil(p.length / blockSize));
     const cache = loaded.backend.createKvCache({ numBlocks: blocksPer.reduce((a, b) => a + b, 0), blockSize, layers: loaded.model.kvLayers });
-    const batch = prefillBatch(prompts, blockSize);
+    const batch = prefillBatch(prompts, blockSize, loaded.model);
     const logits = loaded.backend.toHost(loaded.model.forward(loaded.backend, loaded.backend.beginStep(batch), cache));
     const vocab = loaded.modelConfig.vocabSize;
     prompts.forEach((_, i) => {
@@ -94,14 +95,15 @@ async function checkLogits(fixture: OracleFixture, options: ParityOptions): Prom
   }
 }
 
-/** Every prompt prefilled in one step, each in its own consecutive run of blocks. */
-function prefillBatch(prompts: number[][], blockSize: number): BatchDescription {
+/** Every prompt prefilled in one step, each in its own consecutive run of blocks, rotated as the model runner would. */
+function prefillBatch(prompts: number[][], blockSize: number, model: CausalLM): BatchDescription {
   let nextBlock = 0;
-  const chunks = prompts.map((tokens) => {
+  const chunks = prompts.map((tokens): SequenceChunk => {
     const numBlocks = Math.ceil(tokens.length / blockSize);
     const blockTable = Array.from({ length: numBlocks }, (_, b) => nextBlock + b);
     nextBlock += numBlocks;
-    return { tokens, startPos: 0, blockTable };
+    const rotaryRow = model.rotaryRow?.bind(model);
+    return { tokens, startPos: 0, blockTable, ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
   });
   return describeBatch(chunks, blockSize);
 }

@@ -51,6 +51,14 @@ test('sampleRows at temperature 0: the largest value per row, the lowest index o
   assert.deepEqual([...backend.sampleRows(x, draws).read().tokenIds], [1, -1, 2]);
 });
 
+test('softcap maps x to cap · tanh(x / cap) in place: near-identity for small x, bounded by ±cap', () => {
+  const x = load(Float32Array.of(0, 0.01, -3, 30, -1000, 1e30), [2, 3]);
+  backend.softcap(x, 10);
+  const out = backend.toHost(x);
+  const expected = [0, 10 * Math.tanh(0.001), 10 * Math.tanh(-0.3), 10 * Math.tanh(3), -10, 10];
+  expected.forEach((e, i) => assert.ok(Math.abs(out[i] - e) <= 1e-6 * Math.max(1, Math.abs(e)), `[${i}]: ${out[i]} vs ${e}`));
+});
+
 test('linear names both shapes when they do not fit', () => {
   assert.throws(() => backend.linear(load(new Float32Array(6), [2, 3]), load(new Float32Array(8), [2, 4]), null), /\[2, 3\].*\[2, 4\]/);
 });

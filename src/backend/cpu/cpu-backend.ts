@@ -163,9 +163,9 @@ export class CpuBackend implements Backend {
     const table = asCpuRopeTable(rope);
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const pools = layerPools(cache, layer, attn);
-    const { positions, slotMapping, numTokens } = step.batch;
+    const { rotaryRows, slotMapping, numTokens } = step.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    ropeAndCacheWrite(packed.data, positions, slotMapping, table, pools, attn);
+    ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn);
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
@@ -185,6 +185,11 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([input.rows, n]);
     gatedActivation(activation, input.data, input.rows, n, out.data);
     return out;
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    const data = asCpuTensor(x, 'softcap input').data;
+    for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {

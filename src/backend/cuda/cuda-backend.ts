@@ -23,7 +23,8 @@ import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
-import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchGatedActivation } from './kernels/activation.ts';
+import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
@@ -83,7 +84,7 @@ export class CudaBackend implements Backend {
   private graphsGeneration = 0;
   private readonly graphOwners = new Map<object, number>();
   /** The smallest KV pool and rope table created: what a replayed step is checked against. */
-  private limits = { blocks: Infinity, slots: Infinity, positions: Infinity };
+  private limits = { blocks: Infinity, slots: Infinity, rotaryRows: Infinity };
   private blockPairs: { ptr: DevicePtr; bytes: number } | null = null;
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
@@ -197,7 +198,7 @@ export class CudaBackend implements Backend {
     const sin = cos + n * 4;
     this.device.uploadSync(cos, table.cos);
     this.device.uploadSync(sin, table.sin);
-    this.limits.positions = Math.min(this.limits.positions, table.maxPositions);
+    this.limits.rotaryRows = Math.min(this.limits.rotaryRows, table.maxPositions);
     return new CudaRopeTable(table.maxPositions, table.rotaryDim, cos, sin);
   }
 
@@ -256,6 +257,7 @@ export class CudaBackend implements Backend {
         tokenIds: at('tokenIds'),
         tokenSources: at('tokenSources'),
         positions: at('positions'),
+        rotaryRows: at('rotaryRows'),
         slotMapping: at('slotMapping'),
         queryStartLoc: at('queryStartLoc'),
         seqLens: at('seqLens'),
@@ -342,17 +344,15 @@ export class CudaBackend implements Backend {
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
     const packed = asPackedQkv(qkv, attn);
     const table = asRopeTable(rope);
-    if (table.rotaryDim !== attn.headDim) {
-      throw new KeelError('invalid_model', `the CUDA backend rotates whole heads: rotary dim ${table.rotaryDim} != head dim ${attn.headDim} is not supported yet`);
-    }
+    if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
-    const { positions, slotMapping, numTokens } = s.batch;
+    const { rotaryRows, slotMapping, numTokens } = s.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     for (let t = 0; t < numTokens; t++) {
-      if (positions[t] < 0 || positions[t] >= table.maxPositions) {
-        throw new KeelError('context_overflow', `position ${positions[t]} is outside the rotary table's ${table.maxPositions} positions`);
+      if (rotaryRows[t] < 0 || rotaryRows[t] >= table.maxPositions) {
+        throw new KeelError('context_overflow', `rotary row ${rotaryRows[t]} is outside the rotary table's ${table.maxPositions} rows`);
       }
       if (slotMapping[t] < 0 || slotMapping[t] >= numSlots) throw new RangeError(`ropeAndCacheWrite: slot ${slotMapping[t]} is outside [0, ${numSlots})`);
     }
@@ -360,7 +360,7 @@ export class CudaBackend implements Backend {
       qkv: packed.ptr,
       cos: table.cos,
       sin: table.sin,
-      positions: s.device.positions,
+      rotaryRows: s.device.rotaryRows,
       slotMapping: s.device.slotMapping,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
@@ -368,14 +368,14 @@ export class CudaBackend implements Backend {
       numHeads: attn.numHeads,
       numKvHeads: attn.numKvHeads,
       headDim: attn.headDim,
+      rotaryDim: table.rotaryDim,
     });
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
     const packed = asPackedQkv(qkv, attn);
-    if (attn.softcap !== null || attn.sinks !== null) {
-      throw new KeelError('invalid_model', 'the CUDA backend has no attention kernels with soft-capping or sinks yet');
-    }
+    const sinks = attn.sinks === null ? null : asBf16(attn.sinks, 'attention sinks');
+    if (sinks !== null && sinks.numel !== attn.numHeads) throw new Error(`attention: ${sinks.numel} sinks for ${attn.numHeads} heads`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
     if (s.checkedCache !== cache) {
@@ -395,6 +395,7 @@ export class CudaBackend implements Backend {
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       shape: attn,
+      sinks: sinks?.ptr ?? 0,
     };
     launchDecodeAttention(this.device, {
       ...common,
@@ -416,18 +417,22 @@ export class CudaBackend implements Backend {
     if (w.shape.length !== 2 || rows2n % 2 !== 0 || input.cols !== inDim) {
       throw new Error(`gatedLinear: input [${input.shape.join(', ')}] does not fit gate/up weight [${w.shape.join(', ')}]`);
     }
-    if (activation.kind !== 'silu') throw new KeelError('invalid_model', `the CUDA backend has no ${activation.kind} activation kernel yet`);
     const n = rows2n / 2;
     if (input.rows >= 1 && input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
       const out = this.stepTensor([input.rows, n]);
-      launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: true });
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, 0, input.rows, n, inDim, { gated: activation });
       return out;
     }
     requireMultipleOf8(n, 'gatedLinear width');
     const product = asBf16(this.linear(x, gateUp, null), 'gatedLinear product');
     const out = this.stepTensor([input.rows, n]);
-    launchSiluMul(this.device, out.ptr, product.ptr, input.rows, n);
+    launchGatedActivation(this.device, out.ptr, product.ptr, input.rows, n, activation);
     return out;
+  }
+
+  softcap(x: Tensor, cap: number): void {
+    const t = asBf16(x, 'softcap input');
+    launchSoftcap(this.device, t.ptr, t.numel, cap);
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
@@ -685,12 +690,12 @@ function layerCache(cache: KvCache, layer: number, attn: AttentionParams): CudaK
   return kv;
 }
 
-// A replayed graph runs none of the ops' own checks: the step's positions, slots and block ids are
+// A replayed graph runs none of the ops' own checks: the step's rotary rows, slots and block ids are
 // checked here against the smallest rope table and KV pool this backend made.
-function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; slots: number; positions: number }): void {
+function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; slots: number; rotaryRows: number }): void {
   for (let t = 0; t < batch.numTokens; t++) {
-    if (batch.positions[t] < 0 || batch.positions[t] >= limits.positions) {
-      throw new KeelError('context_overflow', `position ${batch.positions[t]} is outside the rotary table's ${limits.positions} positions`);
+    if (batch.rotaryRows[t] < 0 || batch.rotaryRows[t] >= limits.rotaryRows) {
+      throw new KeelError('context_overflow', `rotary row ${batch.rotaryRows[t]} is outside the rotary table's ${limits.rotaryRows} rows`);
     }
     if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= limits.slots) throw new RangeError(`replayForward: slot ${batch.slotMapping[t]} is outside [0, ${limits.slots})`);
   }

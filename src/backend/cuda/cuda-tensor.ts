@@ -96,6 +96,7 @@ export interface StepDeviceArrays {
   tokenIds: DevicePtr;
   tokenSources: DevicePtr;
   positions: DevicePtr;
+  rotaryRows: DevicePtr;
   slotMapping: DevicePtr;
   queryStartLoc: DevicePtr;
   seqLens: DevicePtr;

@@ -17,6 +17,7 @@ export function packStepArrays(
     ['tokenIds', batch.tokenIds],
     ['tokenSources', batch.tokenSources],
     ['positions', batch.positions],
+    ['rotaryRows', batch.rotaryRows],
     ['slotMapping', batch.slotMapping],
     ['queryStartLoc', batch.queryStartLoc],
     ['seqLens', batch.seqLens],

@@ -5,12 +5,14 @@ import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
+import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // RoPE + paged KV write and both attention kernels (split-KV decode, tiled prefill) against the
 // CPU backend: head dims, GQA ratios, block sizes, contexts that cross blocks and decode
-// partitions, mixed decode/prefill batches and sliding windows. Step tensors are poisoned with
-// NaN, so any output element a kernel fails to write fails the comparison.
+// partitions, mixed decode/prefill batches, sliding windows, soft-capped scores, learned sinks and
+// partial rotary dims. Step tensors are poisoned with NaN, so any output element a kernel fails to
+// write fails the comparison.
 
 const rng = seededRng(testSeed('cuda attention'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -31,38 +33,51 @@ interface Scenario {
   steps: SeqSpec[][];
   /** Steps whose attention output is compared (others only fill the cache). */
   attend: boolean[];
+  /** Softmax scale; headDim ** -0.5 by default. */
+  scale?: number;
+  softcap?: number;
+  /** Per-head sink logits (bf16 values), or none. */
+  sinks?: Float32Array;
+  /** Leading dims of each head that rotate; the whole head by default. */
+  rotaryDim?: number;
+  /** Rotate each token by a random row of the table rather than its position's (LongRoPE's rows). */
+  randomRotaryRows?: boolean;
 }
 
 function runScenario(s: Scenario): void {
-  const shape: AttentionParams = plainAttention({
+  const plain: AttentionParams = plainAttention({
     numHeads: s.numKvHeads * s.group,
     numKvHeads: s.numKvHeads,
     headDim: s.headDim,
-    scale: s.headDim ** -0.5,
+    scale: s.scale ?? s.headDim ** -0.5,
     slidingWindow: s.window,
   });
+  const withOptions = (sinks: Tensor | null): AttentionParams => ({ ...plain, softcap: s.softcap ?? null, sinks });
+  const sinks = s.sinks === undefined ? null : bf16Tensor([plain.numHeads], s.sinks);
+  const shapes = [withOptions(sinks && cpu.loadWeight(sinks)), withOptions(sinks && gpu.loadWeight(sinks))] as const;
   const numSeqs = Math.max(...s.steps.map((step) => step.length));
   const longest = Math.max(...s.steps.flat().map((q) => q.cached + q.query));
   const numBlocks = numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
   const spec = attentionLayout({ numLayers: 2, numBlocks, blockSize: s.blockSize, numKvHeads: s.numKvHeads, headDim: s.headDim });
   const caches: [KvCache, KvCache] = [cpu.createKvCache(spec), gpu.createKvCache(spec)];
-  const table = ropeTables(longest + 1, s.headDim);
+  const table = buildRopeTable({ rotaryDim: s.rotaryDim ?? s.headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest + 1 }, longest + 1);
   const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
   const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
-  const width = (shape.numHeads + 2 * shape.numKvHeads) * s.headDim;
+  const width = (plain.numHeads + 2 * plain.numKvHeads) * s.headDim;
 
   s.steps.forEach((specs, i) => {
     const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
     const batch = buildBatch(specs, blocks, s.blockSize);
+    if (s.randomRotaryRows) batch.rotaryRows = batch.rotaryRows.map(() => randInt(rng, 0, table.maxPositions - 1));
     const qkvHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
     const qkv: [Tensor, Tensor] = [cpu.loadWeight(qkvHost), gpu.loadWeight(qkvHost)];
     const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shape);
-    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shape);
+    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0]);
+    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1]);
     const ropeErr = relativeError(gpu.toHost(qkv[1]), cpu.toHost(qkv[0]));
     assert.ok(ropeErr < TOLERANCE, `${label}: rotated qkv relative error ${ropeErr}`);
     if (!s.attend[i]) return;
-    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], shape), gpu.attention(qkv[1], caches[1], LAYER, steps[1], shape)];
+    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], shapes[0]), gpu.attention(qkv[1], caches[1], LAYER, steps[1], shapes[1])];
     const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
     assert.ok(err < TOLERANCE, `${label}: attention relative error ${err}`);
   });
@@ -153,6 +168,91 @@ test('a long chunk after cached context, with a sliding window inside the chunk'
     steps: [[{ cached: 0, query: 700 }], [{ cached: 700, query: 600 }]],
     attend: [false, true],
   });
+});
+
+test('soft-capped scores (Gemma 2) in prefill chunks and split decodes, head dims 256 and 128', () => {
+  for (const [headDim, window] of [[256, 64], [128, null]] as const) {
+    const first = randomChunks(rng, 3, 300);
+    // Scaled up so that many scores reach the cap's bend: the cap must shape the softmax.
+    runScenario({
+      name: `softcap d${headDim}`,
+      headDim,
+      numKvHeads: 2,
+      group: 2,
+      blockSize: 16,
+      window,
+      steps: [first, continueSeqs(rng, first, 100)],
+      attend: [true, true],
+      scale: 8 * headDim ** -0.5,
+      softcap: pick(rng, [5, 20]),
+    });
+  }
+  const history = [3000, 700, 40].map((n) => ({ cached: 0, query: n }));
+  runScenario({
+    name: 'softcap long decode',
+    headDim: 256,
+    numKvHeads: 1,
+    group: 4,
+    blockSize: 16,
+    window: null,
+    steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))],
+    attend: [false, true],
+    scale: 8 / 16,
+    softcap: 10,
+  });
+});
+
+test('learned sinks (gpt-oss) join each head\'s denominator once: prefill, single and split decodes, sliding windows', () => {
+  for (const [window, sinkScale] of [[null, 3], [128, 3], [null, 12]] as const) {
+    const group = 4;
+    const numKvHeads = 2;
+    const sinks = randomBf16Values(rng, group * numKvHeads, sinkScale);
+    const history = [3000, 600, 64, 3].map((n) => ({ cached: 0, query: n }));
+    // Decodes beside chunks after cached context, then a decode of every sequence (the longest split over partitions).
+    const mixed = [{ cached: 3000, query: 1 }, { cached: 600, query: 70 }, { cached: 64, query: 1 }, { cached: 3, query: 40 }];
+    runScenario({
+      name: `sinks window ${window} scale ${sinkScale}`,
+      headDim: 64,
+      numKvHeads,
+      group,
+      blockSize: 16,
+      window,
+      steps: [history, mixed, mixed.map((q) => ({ cached: q.cached + q.query, query: 1 }))],
+      attend: [false, true, true],
+      sinks,
+    });
+  }
+  const prompts = Array.from({ length: 40 }, () => ({ cached: 0, query: randInt(rng, 1, 300) }));
+  runScenario({
+    name: 'sinks with softcap, fresh prompts then many decodes',
+    headDim: 128,
+    numKvHeads: 4,
+    group: 2,
+    blockSize: 32,
+    window: null,
+    steps: [prompts, prompts.map((q) => ({ cached: q.query, query: 1 }))],
+    attend: [true, true],
+    softcap: 20,
+    sinks: randomBf16Values(rng, 8, 4),
+  });
+});
+
+test('a rotary dim below the head dim rotates the leading dims and caches the rest as they are; tokens read their rotary rows', () => {
+  for (const [headDim, rotaryDim] of [[16, 12], [128, 96], [96, 32]] as const) {
+    const first = randomChunks(rng, 3, 120);
+    runScenario({
+      name: `d${headDim} rotary ${rotaryDim}`,
+      headDim,
+      numKvHeads: 2,
+      group: pick(rng, [1, 3]),
+      blockSize: pick(rng, [4, 16]),
+      window: null,
+      steps: [first, continueSeqs(rng, first, 50)],
+      attend: [true, true],
+      rotaryDim,
+      randomRotaryRows: true,
+    });
+  }
 });
 
 test('a decode step captured as a CUDA graph replays for the next tokens', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Tensor } from '../../../src/backend/backend.ts';
+import type { Activation, Tensor } from '../../../src/backend/backend.ts';
 import type { HostTensor } from '../../../src/tensor/host-tensor.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CpuKvCache } from '../../../src/backend/cpu/cpu-tensor.ts';
@@ -11,7 +11,7 @@ import { testDraw } from '../../helpers/sampling-draw.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
 import { BlockAssignment, bf16Tensor, bf16Value, buildBatch, randomBf16Values, ropeTables, seededRng } from '../../../src/bench/synthetic-batch.ts';
-import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // Every elementwise, norm and GEMM op of the CUDA backend against the CPU backend on random shapes.
 // Inputs are bf16-representable, so both start from the same values; bf16 outputs get 1e-2.
@@ -174,15 +174,29 @@ test('qkNorm normalizes query and key heads in place and leaves values alone', (
   }
 });
 
-test('gatedLinear with silu, fused (1-2 rows) and as GEMM + activation', () => {
-  // The fused GEMV shares a row among four warps below 8192 outputs, and gives each a warp above.
-  for (const rows of [1, 2, 3, 40]) {
-    for (const n of [8 * randInt(rng, 1, 1000), 8200]) {
-      const k = 8 * randInt(rng, 1, 300);
-      const x = activation(rows, k);
-      const w = randomWeight([2 * n, k], 6 / Math.sqrt(k));
-      assertClose(`gatedLinear ${rows}x${k} -> ${n}`, { cpu: cpu.gatedLinear(x.cpu, w.cpu, { kind: 'silu' }), gpu: gpu.gatedLinear(x.gpu, w.gpu, { kind: 'silu' }) });
+test('gatedLinear with silu, gelu-tanh and clamped SwiGLU, fused (1-2 rows) and as GEMM + activation', () => {
+  // Products reach about ±12, so the SwiGLU's clamp at 7 and gelu's negative tail are both exercised.
+  const activations: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }];
+  for (const act of activations) {
+    // The fused GEMV shares a row among four warps below 8192 outputs, and gives each a warp above.
+    for (const rows of [1, 2, 3, 40]) {
+      for (const n of [8 * randInt(rng, 1, 1000), 8200]) {
+        const k = 8 * randInt(rng, 1, 300);
+        const x = activation(rows, k);
+        const w = randomWeight([2 * n, k], 12 / Math.sqrt(k));
+        assertClose(`gatedLinear ${act.kind} ${rows}x${k} -> ${n}`, { cpu: cpu.gatedLinear(x.cpu, w.cpu, act), gpu: gpu.gatedLinear(x.gpu, w.gpu, act) });
+      }
     }
+  }
+});
+
+test('softcap caps every element in place, whatever the tensor\'s size', () => {
+  for (const [rows, cols] of [[1, 7], [3, 256], [5, 262144], [1, 1]]) {
+    const cap = pick(rng, [10, 30]);
+    const x = activation(rows, cols, 4 * cap);
+    cpu.softcap(x.cpu, cap);
+    gpu.softcap(x.gpu, cap);
+    assertClose(`softcap ${rows}x${cols} at ${cap}`, x);
   }
 });
 

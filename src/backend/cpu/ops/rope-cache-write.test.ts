@@ -4,6 +4,7 @@ import { ropeAndCacheWrite } from './rope-cache-write.ts';
 import { KeelError } from '../../../errors.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { buildRopeTable } from '../../../layers/rotary.ts';
 
 const random = new TestRandom(testSeed('rope-cache-write'));
 
@@ -77,13 +78,37 @@ test('position 0 leaves heads unrotated', () => {
   assert.deepEqual(qkv, original);
 });
 
-test('a position beyond the rotary table is a context_overflow error', () => {
+test('a rotary row beyond the table is a context_overflow error', () => {
   const shape = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null };
   const pools = { keys: new Float32Array(4), values: new Float32Array(4) };
   assert.throws(
     () => ropeAndCacheWrite(new Float32Array(12), Int32Array.of(8), Int32Array.of(0), plainRopeTable(4, 10000, 8), pools, shape),
-    (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow' && /position 8/.test(e.message),
+    (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow' && /rotary row 8/.test(e.message),
   );
+});
+
+test('a partial rotary table rotates each head\'s leading dims by its row and passes the rest through to the cache', () => {
+  const [headDim, rotaryDim, numHeads, numKvHeads] = [16, 12, 2, 1];
+  const shape = { numHeads, numKvHeads, headDim, scale: 1, slidingWindow: null };
+  const rope = buildRopeTable({ rotaryDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: 32 }, 32);
+  const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
+  const qkv = random.floats(2 * rowWidth);
+  const original = qkv.slice();
+  const pools = { keys: new Float32Array(4 * headDim), values: new Float32Array(4 * headDim) };
+  const rows = Int32Array.of(5, 29);
+  ropeAndCacheWrite(qkv, rows, Int32Array.of(3, 1), rope, pools, shape);
+  const half = rotaryDim / 2;
+  for (let t = 0; t < 2; t++) {
+    const cos = rope.cos.subarray(rows[t] * half, (rows[t] + 1) * half);
+    const sin = rope.sin.subarray(rows[t] * half, (rows[t] + 1) * half);
+    for (let h = 0; h < numHeads + numKvHeads; h++) {
+      const at = t * rowWidth + h * headDim;
+      assertClose(qkv.subarray(at, at + rotaryDim), naiveRotate(original.subarray(at, at + rotaryDim), cos, sin), `token ${t} head ${h}`);
+      assert.deepEqual(qkv.subarray(at + rotaryDim, at + headDim), original.subarray(at + rotaryDim, at + headDim), `token ${t} head ${h} tail`);
+    }
+  }
+  const keyAt = rowWidth + numHeads * headDim;
+  assert.deepEqual(pools.keys.subarray(headDim, 2 * headDim), qkv.subarray(keyAt, keyAt + headDim), 'keys of token 1, tail included');
 });
 
 test('a slot outside the pool throws instead of writing out of bounds', () => {

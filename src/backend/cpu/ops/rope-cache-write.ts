@@ -1,7 +1,7 @@
 import type { AttentionParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 
-/** Rotary tables [maxPositions, rotaryDim / 2], HF rotate_half layout over a head's leading rotaryDim dimensions. */
+/** Rotary tables [maxPositions rows, rotaryDim / 2], HF rotate_half layout over a head's leading rotaryDim dimensions. */
 export interface RopeTables {
   maxPositions: number;
   rotaryDim: number;
@@ -17,13 +17,14 @@ export interface LayerKvPools {
 
 /**
  * For each token t of the packed qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim]: rotate
- * the leading rope.rotaryDim dimensions of its query and key heads in place by `positions[t]`, then copy its (rotated) key heads and value
- * heads to KV slot `slotMapping[t]` (slot = block * blockSize + offset, so a slot's heads start at
- * slot * numKvHeads * headDim).
+ * the leading rope.rotaryDim dimensions of its query and key heads in place by table row
+ * `rotaryRows[t]` (dimension i pairs with i + rotaryDim / 2; the rest pass through), then copy its
+ * (rotated) key heads and value heads to KV slot `slotMapping[t]` (slot = block * blockSize +
+ * offset, so a slot's heads start at slot * numKvHeads * headDim).
  */
 export function ropeAndCacheWrite(
   qkv: Float32Array,
-  positions: Int32Array,
+  rotaryRows: Int32Array,
   slotMapping: Int32Array,
   rope: RopeTables,
   pools: LayerKvPools,
@@ -34,15 +35,12 @@ export function ropeAndCacheWrite(
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
   const numSlots = pools.keys.length / kvWidth;
-  for (let t = 0; t < positions.length; t++) {
-    const position = positions[t];
-    if (position < 0 || position >= rope.maxPositions) {
-      throw new KeelError(
-        'context_overflow',
-        `position ${position} is outside the rotary table's ${rope.maxPositions} positions`,
-      );
+  for (let t = 0; t < rotaryRows.length; t++) {
+    const row = rotaryRows[t];
+    if (row < 0 || row >= rope.maxPositions) {
+      throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${rope.maxPositions} rows`);
     }
-    const tableAt = position * half;
+    const tableAt = row * half;
     const rowAt = t * rowWidth;
     for (let h = 0; h < numHeads + numKvHeads; h++) {
       const at = rowAt + h * headDim;

@@ -1,18 +1,29 @@
+import type { Activation } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 const THREADS = 128;
 
-/** out [rows, n] = silu(gateUp[:, :n]) * gateUp[:, n:]; n a multiple of 8. */
-export function launchSiluMul(device: CudaDevice, out: DevicePtr, gateUp: DevicePtr, rows: number, n: number): void {
-  if (rows === 0) return;
-  const n8 = n / 8;
-  device.launch(device.kernel('activation.cu', 'silu_mul_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [out, gateUp, n8]);
+/**
+ * ACT of gated-activation.cuh, the compile-time choice of every kernel that applies the activation
+ * (this file's, the gated GEMV's, the MoE experts'), and the clamped SwiGLU's runtime constants.
+ */
+export function activationDefines(activation: Activation): { ACT: number; alpha: number; limit: number } {
+  switch (activation.kind) {
+    case 'silu':
+      return { ACT: 0, alpha: 0, limit: 0 };
+    case 'gelu-tanh':
+      return { ACT: 1, alpha: 0, limit: 0 };
+    case 'clamped-swiglu':
+      return { ACT: 2, alpha: activation.alpha, limit: activation.limit };
+  }
 }
 
-/** In place: y [rows, n] += bias [n]; n a multiple of 8. */
-export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr, rows: number, n: number): void {
+/** out [rows, n] = act(gateUp[:, :n]) * gateUp[:, n:]; n a multiple of 8. */
+export function launchGatedActivation(device: CudaDevice, out: DevicePtr, gateUp: DevicePtr, rows: number, n: number, activation: Activation): void {
   if (rows === 0) return;
   const n8 = n / 8;
-  device.launch(device.kernel('activation.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);
+  const { ACT, alpha, limit } = activationDefines(activation);
+  const kernel = device.kernel('activation.cu', 'gated_activation_kernel', 'ppiff', { ACT });
+  device.launch(kernel, [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [out, gateUp, n8, alpha, limit]);
 }

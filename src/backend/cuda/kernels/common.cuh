@@ -39,6 +39,26 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// tanh with the SFU's approximation (max relative error 2^-11, far below bf16's 2^-8): soft-capped
+// attention takes one per score, where the precise tanhf would cost several instructions.
+__device__ __forceinline__ float fast_tanh(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+#define LOG2E 1.4426950408889634f
+
+// Attention with a learned sink (gpt-oss): the sink's logit (log2 domain) joins the softmax's
+// denominator only. An accumulator of running max m and sum l (relative to m) is multiplied by
+// this to finish the softmax: 1 / (l + 2^(sink - m)), computed against max(m, sink) so that no
+// exponential overflows. m = -inf (nothing visible) gives 0.
+__device__ __forceinline__ float sink_normalizer(float m, float l, float sink) {
+  const float top = fmaxf(m, sink);
+  const float c = fast_exp2(m - top);
+  return c / (l * c + fast_exp2(sink - top));
+}
+
 // Eight bf16 values (one 16-byte access) unpacked to / packed from floats.
 __device__ __forceinline__ void unpack8(const uint4 v, float* f) {
   f[0] = bf16x2_lo(v.x); f[1] = bf16x2_hi(v.x);

@@ -4,17 +4,23 @@
 // CTA writes the final output directly.
 //
 // GQA: a CTA owns one KV head and all GROUP query heads that read it, so every K/V byte is
-// loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP.
+// loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP, and by the
+// options a model may turn on, so that plain attention pays nothing for them: SOFTCAP=1 caps
+// each score at cap · tanh(score / cap) (Gemma 2); SINKS=1 adds each head's learned sink logit to
+// its softmax's denominator (gpt-oss), once, when the partitions are merged.
 #include "common.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=1
-// nvcc-check: -DHEAD_DIM=72 -DGROUP=3
-// nvcc-check: -DHEAD_DIM=96 -DGROUP=4
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1
 
-#if !defined(HEAD_DIM) || !defined(GROUP)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head>"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
 #endif
 
 // NVRTC compiles device code only: helpers used in constant expressions need an execution space.
@@ -46,16 +52,20 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes):
 // 2 * 2 * TK * ROW * 2 (K and V tiles, two stages) + (GROUP * D + GROUP * TK + 3 * GROUP) * 4.
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
+// Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
+// capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
+// [numHeads] bf16 (natural-log logits) is read only with SINKS.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
     const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
-    int block_size, int num_kv_heads, float scale_log2, int window, int partition_size, int num_partitions) {
+    int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
+    int partition_size, int num_partitions) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
-  float* s_q = reinterpret_cast<float*>(s_v + 2 * TK * ROW);  // [GROUP][D], pre-scaled by scale * log2(e)
+  float* s_q = reinterpret_cast<float*>(s_v + 2 * TK * ROW);  // [GROUP][D], pre-scaled by q_scale
   float* s_s = s_q + GROUP * D;               // [GROUP][TK] scores, then probabilities
   float* s_m = s_s + GROUP * TK;              // running max per head (log2 domain)
   float* s_l = s_m + GROUP;                   // running sum per head
@@ -87,7 +97,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
   const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
-  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * scale_log2;
+  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale;
   if (tid < GROUP) {
     s_m[tid] = NEG_INF;
     s_l[tid] = 0.f;
@@ -137,6 +147,9 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
       }
 #pragma unroll
       for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+#if SOFTCAP
+      dot = softcap_log2 * fast_tanh(dot);
+#endif
       if (ok && sub == 0) s_s[h * TK + key] = k0 + key < end ? dot : NEG_INF;
     }
     __syncthreads();
@@ -203,7 +216,11 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     if (item >= ITEMS) continue;
     const int h = item / D8, c = item - h * D8;
     if (num_partitions == 1) {
+#if SINKS
+      const float inv = sink_normalizer(s_m[h], s_l[h], bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
+#else
       const float inv = 1.f / s_l[h];
+#endif
       float o[8];
 #pragma unroll
       for (int i = 0; i < 8; i++) o[i] = acc[j][i] * inv;
@@ -222,12 +239,13 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 }
 
 // Merges the partitions of each (decode sequence, query head): grid (numHeads, numDecodeSeqs).
-// Empty partitions carry l = 0 and are skipped, so their accumulators are never read.
+// Empty partitions carry l = 0 and are skipped, so their accumulators are never read. The sink,
+// with SINKS, joins the merged denominator here, once: the partitions' sums leave it out.
 extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
                                                 const float* __restrict__ part_ml,
                                                 const int* __restrict__ decode_seqs,
-                                                const int* __restrict__ query_start, int num_heads,
-                                                int num_partitions) {
+                                                const int* __restrict__ query_start, const bf16* __restrict__ sinks,
+                                                int num_heads, int num_partitions) {
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
   for (int p = 0; p < num_partitions; p++)
@@ -237,7 +255,11 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
     const float lp = part_ml[(row0 + p) * 2 + 1];
     if (lp > 0.f) l += fast_exp2(part_ml[(row0 + p) * 2] - m) * lp;
   }
+#if SINKS
+  const float inv = sink_normalizer(m, l, bf16_to_f32(sinks[blockIdx.x]) * LOG2E);
+#else
   const float inv = l > 0.f ? 1.f / l : 0.f;
+#endif
   const int token = query_start[decode_seqs[blockIdx.y]];
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;

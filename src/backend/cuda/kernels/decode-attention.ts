@@ -1,7 +1,7 @@
 import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { type PagedAttentionArgs, scaleLog2 } from './paged-attention-args.ts';
+import { attentionOptionDefines, type PagedAttentionArgs, scoreScales } from './paged-attention-args.ts';
 
 const THREADS = 128;
 
@@ -39,8 +39,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
     partMl = partAcc + accBytes;
   }
-  const defines = { HEAD_DIM: headDim, GROUP: group };
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiifiii', defines);
+  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a.shape) };
+  const { qScale, softcapLog2 } = scoreScales(a.shape);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiii', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -56,19 +57,22 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     a.maxBlocksPerSeq,
     a.blockSize,
     numKvHeads,
-    scaleLog2(a.shape),
+    qScale,
+    softcapLog2,
+    a.sinks,
     slidingWindow ?? 0,
     partitionSize,
     numPartitions,
   ]);
   if (numPartitions > 1) {
-    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
+    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);
     device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
       a.out,
       partAcc,
       partMl,
       a.decodeSeqs,
       a.queryStartLoc,
+      a.sinks,
       numHeads,
       numPartitions,
     ]);

@@ -1,23 +1,25 @@
-// The gated activations of an MLP's up projection, act(gate) * up, on values already rounded to
-// bf16 (as the separate projections of transformers would leave them). ACT selects the kind:
-// 0 silu; 1 gelu-tanh (PyTorch's tanh approximation); 2 gpt-oss's clamped swiglu, gate clamped to
-// at most `limit` and up to ±limit, (up + 1) · gate · σ(alpha · gate). alpha and limit are unused
-// by the first two.
+// The gated activations of an MLP's up projection, act(gate) * up, in f32 on values already
+// rounded to bf16 (as the separate projections of transformers would leave them), for the
+// Activation kinds of backend.ts. ACT is a compile-time choice (each kernel that applies it is
+// specialized by -DACT), so the silu path of most models compiles to what it was before the other
+// kinds existed: 0 silu; 1 gelu-tanh (PyTorch's tanh approximation); 2 gpt-oss's clamped swiglu,
+// gate clamped to at most `limit` and up to ±limit, (up + 1) · gate · σ(alpha · gate). alpha and
+// limit are unused by the first two. A file compiled without ACT gets no gated_activation.
 #pragma once
 
-#ifndef ACT
-#define ACT 0
-#endif
-
+#ifdef ACT
 __device__ __forceinline__ float gated_activation(float gate, float up, float alpha, float limit) {
 #if ACT == 0
   return gate / (1.f + __expf(-gate)) * up;
 #elif ACT == 1
   const float inner = 0.7978845608028654f * (gate + 0.044715f * gate * gate * gate);
   return 0.5f * gate * (1.f + tanhf(inner)) * up;
-#else
+#elif ACT == 2
   const float g = fminf(gate, limit);
   const float u = fminf(fmaxf(up, -limit), limit);
   return (u + 1.f) * (g / (1.f + __expf(-alpha * g)));
+#else
+#error "ACT must be 0 (silu), 1 (gelu-tanh) or 2 (clamped swiglu)"
 #endif
 }
+#endif

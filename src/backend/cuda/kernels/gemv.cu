@@ -4,11 +4,15 @@
 // of them in flight per lane, marked not to allocate in L1 (each weight byte is read once) while x,
 // re-read by every warp, stays cached. ROWS (the batch rows, compiled per count) reuse each weight
 // load. GATED=1 is the MLP's up projection fused with its activation: w is [2n, k] (gate rows, then
-// up rows), each row pair j, j + n gives silu(gate) * up, rounded as the unfused ops would.
+// up rows), each row pair j, j + n gives act(gate) * up (ACT, gated-activation.cuh), both products
+// rounded to bf16 first as the unfused ops would.
 #include "common.cuh"
+#include "gated-activation.cuh"
 
 // nvcc-check: -DROWS=1
-// nvcc-check: -DROWS=2 -DGATED=1
+// nvcc-check: -DROWS=2 -DGATED=1 -DACT=0
+// nvcc-check: -DROWS=1 -DGATED=1 -DACT=1 -DKSPLIT=4
+// nvcc-check: -DROWS=2 -DGATED=1 -DACT=2
 // nvcc-check: -DROWS=2 -DKSPLIT=4
 
 #ifndef ROWS
@@ -20,6 +24,9 @@
 #define MATS (GATED ? 2 : 1)
 #ifndef KSPLIT
 #define KSPLIT 1
+#endif
+#if GATED && !defined(ACT)
+#error "the gated form needs -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu> (gated-activation.cuh)"
 #endif
 // Eight 16-byte weight loads in flight per lane, whatever MATS (on the H100 the gated form, 2 x 4,
 // streamed at 3.1 TB/s where the plain one at 4 read the 4096-row matrices at 2.3-2.5).
@@ -35,8 +42,9 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
 // grid ceil(n * KSPLIT / warps per block), block a multiple of 32 * KSPLIT; n output columns;
 // k8 = k / 8; bias (not with GATED) may be null. KSPLIT warps share a row, each summing a slice of
 // k, so that a matrix of few rows still has enough warps, each with a short chain of loads.
+// alpha and limit are the clamped SwiGLU's (GATED with ACT=2 only).
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
-                                                              const bf16* __restrict__ bias, int n, int k8) {
+                                                              const bf16* __restrict__ bias, int n, int k8, float alpha, float limit) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
   // Slices start on whole warps of chunks, so every load of a warp stays coalesced.
@@ -104,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__
   for (int r = 0; r < ROWS; r++) {
     const float g = bf16_to_f32(f32_to_bf16(acc[0][r]));
     const float up = bf16_to_f32(f32_to_bf16(acc[1][r]));
-    out[(long long)r * n + row] = f32_to_bf16(g / (1.f + __expf(-g)) * up);
+    out[(long long)r * n + row] = f32_to_bf16(gated_activation(g, up, alpha, limit));
   }
 #else
   const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);

@@ -1,5 +1,7 @@
+import type { Activation } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import { activationDefines } from './activation.ts';
 
 /**
  * Most batch rows the GEMV kernel takes; larger batches are cuBLAS GEMMs. Measured on the H100 (8B
@@ -18,7 +20,7 @@ const SPLIT_BELOW_ROWS = 8192;
 /**
  * out [rows, n] = x [rows, k] · w [n, k]^T (+ bias [n], or 0 for none) for 1 ≤ rows ≤ GEMV_MAX_ROWS;
  * k a multiple of 8. One kernel per row count, each weight load serving every row. `gated`: w is
- * [2n, k] (gate rows, then up rows) and out = silu(x · gateᵀ) * (x · upᵀ); no bias.
+ * [2n, k] (gate rows, then up rows) and out = act(x · gateᵀ) * (x · upᵀ) with that activation; no bias.
  */
 export function launchGemv(
   device: CudaDevice,
@@ -29,12 +31,14 @@ export function launchGemv(
   rows: number,
   n: number,
   k: number,
-  options: { gated?: boolean } = {},
+  options: { gated?: Activation } = {},
 ): void {
   if (!(rows >= 1 && rows <= GEMV_MAX_ROWS)) throw new RangeError(`launchGemv: ${rows} rows is outside [1, ${GEMV_MAX_ROWS}]`);
-  const gated = options.gated ?? false;
-  if (gated && bias !== 0) throw new Error('launchGemv: the gated form takes no bias');
+  const gated = options.gated;
+  if (gated !== undefined && bias !== 0) throw new Error('launchGemv: the gated form takes no bias');
   const kSplit = n < SPLIT_BELOW_ROWS ? WARPS_PER_BLOCK : 1;
-  const kernel = device.kernel('gemv.cu', 'gemv_kernel', 'ppppii', { ROWS: rows, GATED: gated ? 1 : 0, KSPLIT: kSplit });
-  device.launch(kernel, [Math.ceil((n * kSplit) / WARPS_PER_BLOCK)], [32 * WARPS_PER_BLOCK], 0, [out, x, w, bias, n, k / 8]);
+  const { ACT, alpha, limit } = gated === undefined ? { ACT: null, alpha: 0, limit: 0 } : activationDefines(gated);
+  const defines = { ROWS: rows, GATED: ACT === null ? 0 : 1, KSPLIT: kSplit, ...(ACT !== null && { ACT }) };
+  const kernel = device.kernel('gemv.cu', 'gemv_kernel', 'ppppiiff', defines);
+  device.launch(kernel, [Math.ceil((n * kSplit) / WARPS_PER_BLOCK)], [32 * WARPS_PER_BLOCK], 0, [out, x, w, bias, n, k / 8, alpha, limit]);
 }

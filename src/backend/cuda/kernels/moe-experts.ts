@@ -2,6 +2,7 @@ import type { Activation } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import { activationDefines } from './activation.ts';
 import { GEMV_MAX_TOKENS, tileCapacity, type CudaExpertRouting } from './moe-route.ts';
 
 const GEMV_WARPS = 4;
@@ -35,17 +36,6 @@ export interface ExpertMlpArgs {
   activation: Activation;
   /** A step tensor of `elements` bf16 values (the per-pair intermediates). */
   scratch: (elements: number) => DevicePtr;
-}
-
-function activationDefines(activation: Activation): { ACT: number; alpha: number; limit: number } {
-  switch (activation.kind) {
-    case 'silu':
-      return { ACT: 0, alpha: 0, limit: 0 };
-    case 'gelu-tanh':
-      return { ACT: 1, alpha: 0, limit: 0 };
-    case 'clamped-swiglu':
-      return { ACT: 2, alpha: activation.alpha, limit: activation.limit };
-  }
 }
 
 /**

@@ -16,9 +16,21 @@ export interface PagedAttentionArgs {
   maxBlocksPerSeq: number;
   blockSize: number;
   shape: AttentionParams;
+  /** [numHeads] bf16 sink logits, or 0 when the layer has none (shape.sinks is null). */
+  sinks: DevicePtr;
 }
 
-/** Softmax scale folded with log2(e), since the kernels exponentiate with exp2. */
-export function scaleLog2(shape: AttentionParams): number {
-  return shape.scale * Math.LOG2E;
+/**
+ * How the kernels turn q · k into a score in the log2 domain (they exponentiate with exp2):
+ * `qScale` · q · k, or with soft-capping `softcapLog2` · tanh(`qScale` · q · k), which is
+ * cap · tanh(scale · q · k / cap) · log2(e). `softcapLog2` is 0 (unread) without a cap.
+ */
+export function scoreScales(shape: AttentionParams): { qScale: number; softcapLog2: number } {
+  if (shape.softcap === null) return { qScale: shape.scale * Math.LOG2E, softcapLog2: 0 };
+  return { qScale: shape.scale / shape.softcap, softcapLog2: shape.softcap * Math.LOG2E };
+}
+
+/** The defines that specialize both attention kernels to a layer's options (off costs nothing). */
+export function attentionOptionDefines(shape: AttentionParams): { SOFTCAP: number; SINKS: number } {
+  return { SOFTCAP: shape.softcap === null ? 0 : 1, SINKS: shape.sinks === null ? 0 : 1 };
 }

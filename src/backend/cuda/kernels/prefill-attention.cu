@@ -6,18 +6,23 @@
 // ran first), so chunked prefill and prefix-cache hits need nothing special.
 //
 // Specialized by HEAD_DIM (a multiple of 8 up to 256; dims that are not a multiple of 16 are
-// zero-padded in shared memory to the mma's k-step).
+// zero-padded in shared memory to the mma's k-step), and by the options a model may turn on, so
+// that plain attention pays nothing for them: SOFTCAP=1 caps each score at cap · tanh(score / cap)
+// (Gemma 2); SINKS=1 adds each head's learned sink logit to its softmax's denominator (gpt-oss).
 #include "common.cuh"
 #include "mma.cuh"
 
-// nvcc-check: -DHEAD_DIM=64
-// nvcc-check: -DHEAD_DIM=72
-// nvcc-check: -DHEAD_DIM=96
-// nvcc-check: -DHEAD_DIM=128
-// nvcc-check: -DHEAD_DIM=256
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1
 
-#ifndef HEAD_DIM
-#error "compile with -DHEAD_DIM=<head dim>"
+#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
 #endif
 
 namespace {
@@ -33,12 +38,15 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 
 // grid (numHeads, numTiles), block NT. tiles [numTiles, 2] = (sequence, first query row in it).
 // Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q tile, K and V tiles in two stages).
-// Query rows of a tile are assumed to have increasing positions (true of any chunk).
+// Query rows of a tile are assumed to have increasing positions (true of any chunk). Scores live
+// in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
+// = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS.
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool,
     const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
-    int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float scale_log2, int window) {
+    int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float q_scale, float softcap_log2,
+    const bf16* __restrict__ sinks, int window) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -120,8 +128,13 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int key = k0 + n * 8 + t4 * 2 + e;
-        s[n][e] = key <= qp0 && key >= lo0 ? s[n][e] * scale_log2 : NEG_INF;
-        s[n][2 + e] = key <= qp1 && key >= lo1 ? s[n][2 + e] * scale_log2 : NEG_INF;
+#if SOFTCAP
+        s[n][e] = key <= qp0 && key >= lo0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale) : NEG_INF;
+        s[n][2 + e] = key <= qp1 && key >= lo1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale) : NEG_INF;
+#else
+        s[n][e] = key <= qp0 && key >= lo0 ? s[n][e] * q_scale : NEG_INF;
+        s[n][2 + e] = key <= qp1 && key >= lo1 ? s[n][2 + e] * q_scale : NEG_INF;
+#endif
         mx0 = fmaxf(mx0, s[n][e]);
         mx1 = fmaxf(mx1, s[n][2 + e]);
       }
@@ -180,7 +193,12 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
   l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
   l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+#if SINKS
+  const float sink = bf16_to_f32(sinks[head]) * LOG2E;
+  const float inv0 = sink_normalizer(m0, l0, sink), inv1 = sink_normalizer(m1, l1, sink);
+#else
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#endif
   const long long out_row = (long long)num_heads * D;
   bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * D;
   bf16* out1 = out0 + 8 * out_row;

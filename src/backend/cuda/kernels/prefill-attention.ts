@@ -1,6 +1,6 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { type PagedAttentionArgs, scaleLog2 } from './paged-attention-args.ts';
+import { attentionOptionDefines, type PagedAttentionArgs, scoreScales } from './paged-attention-args.ts';
 
 const THREADS = 128;
 const TILE_ROWS = 64;
@@ -22,7 +22,9 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
   const { numHeads, numKvHeads, headDim, slidingWindow } = a.shape;
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiifi', { HEAD_DIM: headDim });
+  const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a.shape) };
+  const { qScale, softcapLog2 } = scoreScales(a.shape);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpi', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -37,7 +39,9 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     a.blockSize,
     numHeads,
     numKvHeads,
-    scaleLog2(a.shape),
+    qScale,
+    softcapLog2,
+    a.sinks,
     slidingWindow ?? 0,
   ]);
 }

@@ -1,17 +1,27 @@
-// RoPE on the query and key heads (in place, HF rotate_half pairing i <-> i + headDim/2), fused
-// with the paged KV write of the rotated keys and the values.
+// RoPE on the query and key heads (in place, HF rotate_half pairing i <-> i + rotaryDim/2 within
+// each head's leading rotaryDim dimensions), fused with the paged KV write of the rotated keys and
+// the values. PARTIAL_ROTARY=1 when rotaryDim < headDim (Phi-4-mini): the keys' trailing,
+// unrotated dimensions are copied to the cache as they are; whole-head rotation compiles without it.
 #include "common.cuh"
 
+// nvcc-check: -DPARTIAL_ROTARY=0
+// nvcc-check: -DPARTIAL_ROTARY=1
+
+#ifndef PARTIAL_ROTARY
+#error "compile with -DPARTIAL_ROTARY=<1 if rotary dim < head dim, else 0>"
+#endif
+
 // grid (numTokens, ceil(max(items, kvWidth) / blockDim.x)): each thread rotates one (head, i) pair
-// of its token and copies one value element, so a decode step of one token spreads over many blocks
-// instead of looping in one. cos/sin are f32 [maxPositions, headDim / 2]; the pools are
-// [numBlocks * blockSize slots, numKvHeads, headDim]. Positions and slots were range-checked on the host.
+// of its token and copies one value element (and, with PARTIAL_ROTARY, one key element past the
+// rotary dims), so a decode step of one token spreads over many blocks instead of looping in one.
+// cos/sin are f32 [table rows, rotaryDim / 2], read at each token's rotary row; the pools are
+// [numBlocks * blockSize slots, numKvHeads, headDim]. Rows and slots were range-checked on the host.
 extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const float* __restrict__ cos_table,
                                                    const float* __restrict__ sin_table,
-                                                   const int* __restrict__ positions, const int* __restrict__ slots,
+                                                   const int* __restrict__ rotary_rows, const int* __restrict__ slots,
                                                    bf16* __restrict__ k_pool, bf16* __restrict__ v_pool,
-                                                   int num_heads, int num_kv_heads, int head_dim) {
-  const int half = head_dim / 2;
+                                                   int num_heads, int num_kv_heads, int head_dim, int rotary_dim) {
+  const int half = rotary_dim / 2;
   const int kv_width = num_kv_heads * head_dim;
   const int row_width = (num_heads + 2 * num_kv_heads) * head_dim;
   bf16* row = qkv + (long long)blockIdx.x * row_width;
@@ -20,7 +30,7 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
 
   if (item < (num_heads + num_kv_heads) * half) {
     const int h = item / half, i = item - h * half;
-    const long long at = (long long)positions[blockIdx.x] * half + i;
+    const long long at = (long long)rotary_rows[blockIdx.x] * half + i;
     bf16* head = row + h * head_dim;
     const float x1 = bf16_to_f32(head[i]), x2 = bf16_to_f32(head[i + half]);
     const float c = cos_table[at], s = sin_table[at];
@@ -33,5 +43,10 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
       k[i + half] = r2;
     }
   }
-  if (item < kv_width) v_pool[slot_at + item] = row[(num_heads + num_kv_heads) * head_dim + item];
+  if (item < kv_width) {
+    v_pool[slot_at + item] = row[(num_heads + num_kv_heads) * head_dim + item];
+#if PARTIAL_ROTARY
+    if (item % head_dim >= rotary_dim) k_pool[slot_at + item] = row[num_heads * head_dim + item];
+#endif
+  }
 }

@@ -5,7 +5,8 @@ export interface RopeCacheWriteArgs {
   qkv: DevicePtr;
   cos: DevicePtr;
   sin: DevicePtr;
-  positions: DevicePtr;
+  /** [numTokens] row of the tables each token is rotated with. */
+  rotaryRows: DevicePtr;
   slotMapping: DevicePtr;
   kPool: DevicePtr;
   vPool: DevicePtr;
@@ -13,6 +14,8 @@ export interface RopeCacheWriteArgs {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  /** Leading dimensions of each head that rotate (even, at most headDim). */
+  rotaryDim: number;
 }
 
 const THREADS = 128;
@@ -20,7 +23,20 @@ const THREADS = 128;
 /** Rotates query and key heads in place and writes keys and values to their KV slots. */
 export function launchRopeCacheWrite(device: CudaDevice, a: RopeCacheWriteArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('rope-cache.cu', 'rope_cache_write_kernel', 'pppppppiii');
-  const perToken = Math.max((a.numHeads + a.numKvHeads) * (a.headDim / 2), a.numKvHeads * a.headDim);
-  device.launch(kernel, [a.numTokens, Math.ceil(perToken / THREADS)], [THREADS], 0, [a.qkv, a.cos, a.sin, a.positions, a.slotMapping, a.kPool, a.vPool, a.numHeads, a.numKvHeads, a.headDim]);
+  const partial = a.rotaryDim < a.headDim;
+  const kernel = device.kernel('rope-cache.cu', 'rope_cache_write_kernel', 'pppppppiiii', { PARTIAL_ROTARY: partial ? 1 : 0 });
+  const perToken = Math.max((a.numHeads + a.numKvHeads) * (a.rotaryDim / 2), a.numKvHeads * a.headDim);
+  device.launch(kernel, [a.numTokens, Math.ceil(perToken / THREADS)], [THREADS], 0, [
+    a.qkv,
+    a.cos,
+    a.sin,
+    a.rotaryRows,
+    a.slotMapping,
+    a.kPool,
+    a.vPool,
+    a.numHeads,
+    a.numKvHeads,
+    a.headDim,
+    a.rotaryDim,
+  ]);
 }

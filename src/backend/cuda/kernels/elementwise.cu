@@ -1,0 +1,23 @@
+// Elementwise ops on bf16 activations: a projection's bias, the final logits' soft-cap.
+#include "common.cuh"
+
+// In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
+extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* __restrict__ bias, int n8) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= n8) return;
+  const long long at = (long long)blockIdx.y * n8 + c;
+  float v[8], b[8];
+  unpack8(y[at], v);
+  unpack8(bias[c], b);
+#pragma unroll
+  for (int i = 0; i < 8; i++) v[i] += b[i];
+  y[at] = pack8(v);
+}
+
+// In place: x = cap · tanh(x / cap) over n elements (Gemma 2's final logits), in f32 and rounded
+// once. grid-stride over ceil(n / blockDim) blocks at most; any n.
+extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, float cap) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    x[i] = f32_to_bf16(cap * tanhf(bf16_to_f32(x[i]) / cap));
+  }
+}

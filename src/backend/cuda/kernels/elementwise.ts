@@ -1,0 +1,20 @@
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+
+const THREADS = 128;
+/** Enough blocks to fill an H200 several times over; larger tensors loop (grid-stride). */
+const MAX_BLOCKS = 4096;
+
+/** In place: y [rows, n] += bias [n]; n a multiple of 8. */
+export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr, rows: number, n: number): void {
+  if (rows === 0) return;
+  const n8 = n / 8;
+  device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);
+}
+
+/** In place: x = cap · tanh(x / cap) over `numel` bf16 values. */
+export function launchSoftcap(device: CudaDevice, x: DevicePtr, numel: number, cap: number): void {
+  if (numel === 0) return;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'softcap_kernel', 'plf'), [blocks], [THREADS], 0, [x, numel, cap]);
+}

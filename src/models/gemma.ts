@@ -1,0 +1,286 @@
+import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { SelfAttention } from '../layers/attention.ts';
+import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import { RmsNorm } from '../layers/norm.ts';
+import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { RotaryEmbedding } from '../layers/rotary.ts';
+import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import type { WeightDType } from '../tensor/host-tensor.ts';
+import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import {
+  ConfigFields,
+  isObject,
+  parseCommonFields,
+  parseHeadDim,
+  parseHeads,
+  parseRope,
+  parseRopeParameters,
+  requireActivation,
+  ropeParameterFields,
+  type RopeSettings,
+} from './hf-config.ts';
+import type { ModelConfig } from './model-config.ts';
+
+/*
+ * Gemma 2 and Gemma 3 (text) in one file: transformers builds Gemma 3 from Gemma 2's modules, and
+ * the two differ in a handful of config fields read side by side below (soft-caps, q/k norms, one
+ * RoPE or one per layer type). Both scale the embeddings by √hidden, multiply by (1 + w) in every
+ * RMSNorm, wrap attention and MLP in pre and post norms, scale scores by query_pre_attn_scalar^-0.5,
+ * alternate sliding-window and global layers, use gelu-tanh and tie the LM head.
+ */
+
+type GemmaModelType = 'gemma2' | 'gemma3_text';
+
+export interface GemmaConfig extends ModelConfig {
+  modelType: GemmaModelType;
+  intermediateSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  /** Scores are scaled by queryPreAttnScalar^-0.5, not headDim^-0.5. */
+  queryPreAttnScalar: number;
+  maxPositionEmbeddings: number;
+  /** q, k, v and o carry a bias (`attention_bias`). */
+  attentionBias: boolean;
+  /** Per-head (1 + w) RMSNorm of q and k before RoPE (Gemma 3). */
+  qkNorm: boolean;
+  /** Each layer's window, or null for a global layer. */
+  slidingWindows: (number | null)[];
+  /** Attention scores become cap · tanh(score / cap) (`attn_logit_softcapping`); null for none. */
+  attnLogitSoftcap: number | null;
+  /** Final logits become cap · tanh(logit / cap) (`final_logit_softcapping`); null for none. */
+  finalLogitSoftcap: number | null;
+  /** RoPE of the global layers. */
+  globalRope: RopeSettings;
+  /** RoPE of the sliding layers when they have their own (Gemma 3); null: the global one (Gemma 2). */
+  localRope: RopeSettings | null;
+}
+
+const MODEL_TYPES: readonly GemmaModelType[] = ['gemma2', 'gemma3_text'];
+/** transformers' config defaults where they differ between the two generations. */
+const DEFAULTS: Record<GemmaModelType, { maxPositions: number; attnSoftcap: number | null; finalSoftcap: number | null; windowPattern: number }> = {
+  gemma2: { maxPositions: 8192, attnSoftcap: 50, finalSoftcap: 30, windowPattern: 2 },
+  gemma3_text: { maxPositions: 131072, attnSoftcap: null, finalSoftcap: null, windowPattern: 6 },
+};
+const DEFAULT_HEAD_DIM = 256;
+const DEFAULT_QUERY_PRE_ATTN_SCALAR = 256;
+const DEFAULT_SLIDING_WINDOW = 4096;
+/** Gemma3TextConfig.default_theta. */
+const GEMMA3_THETA = { global: 1_000_000, local: 10_000 };
+
+function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaConfig {
+  const fields = new ConfigFields(json, source);
+  const modelType = fields.raw('model_type') as GemmaModelType;
+  const defaults = DEFAULTS[modelType];
+  const common = parseCommonFields(fields, modelType);
+  const { numHeads, numKvHeads } = parseHeads(fields);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
+  requireActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh', 'gelu_pytorch_tanh');
+  if (fields.boolean('use_bidirectional_attention', false)) {
+    throw invalidModel(`${source}: use_bidirectional_attention=true (an embedding model's attention) is not supported; Keel runs causal Gemma models`);
+  }
+  const { globalRope, localRope } =
+    modelType === 'gemma2' ? { globalRope: parseRope(fields, maxPositionEmbeddings), localRope: null } : parseGemma3Rope(fields, maxPositionEmbeddings);
+  const attentionBias = fields.boolean('attention_bias', false);
+  return {
+    ...common,
+    modelType,
+    // Gemma 3's max_position_embeddings already counts its global layers' linear RoPE scaling.
+    contextLength: maxPositionEmbeddings,
+    intermediateSize: fields.positiveInt('intermediate_size'),
+    numHeads,
+    numKvHeads,
+    headDim: parseHeadDim(fields, common.hiddenSize, numHeads, DEFAULT_HEAD_DIM),
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
+    queryPreAttnScalar: fields.positiveNumber('query_pre_attn_scalar', DEFAULT_QUERY_PRE_ATTN_SCALAR),
+    maxPositionEmbeddings,
+    attentionBias,
+    qkNorm: modelType === 'gemma3_text',
+    slidingWindows: parseSlidingWindows(fields, common.numLayers, defaults.windowPattern),
+    attnLogitSoftcap: fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
+    finalLogitSoftcap: fields.optionalPositiveNumber('final_logit_softcapping', defaults.finalSoftcap),
+    tieWordEmbeddings: fields.boolean('tie_word_embeddings', true),
+    globalRope,
+    localRope,
+  };
+}
+
+/**
+ * `layer_types` ("sliding_attention" / "full_attention" per layer), or else every
+ * `sliding_window_pattern`-th layer global (Gemma 3's Hub configs; Gemma 2 alternates, every
+ * second layer global). A null `sliding_window` makes every layer global.
+ */
+function parseSlidingWindows(fields: ConfigFields, numLayers: number, defaultPattern: number): (number | null)[] {
+  const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);
+  const layerTypes = fields.raw('layer_types');
+  let sliding: boolean[];
+  if (layerTypes != null) {
+    if (!Array.isArray(layerTypes) || layerTypes.length !== numLayers || !layerTypes.every((t) => t === 'sliding_attention' || t === 'full_attention')) {
+      throw invalidModel(`${fields.source}: layer_types must list "sliding_attention" or "full_attention" for each of the ${numLayers} layers`);
+    }
+    sliding = layerTypes.map((t) => t === 'sliding_attention');
+  } else {
+    const pattern = fields.raw('model_type') === 'gemma3_text' ? fields.positiveInt('sliding_window_pattern', defaultPattern) : defaultPattern;
+    sliding = Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern !== 0);
+  }
+  return sliding.map((s) => (s ? window : null));
+}
+
+/**
+ * Gemma 3's two RoPEs. transformers 5 writes `rope_parameters` per layer type ({full_attention,
+ * sliding_attention}); Hub configs write `rope_theta` and `rope_scaling` for the global layers and
+ * `rope_local_base_freq` for the sliding ones, which are never scaled.
+ */
+function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): { globalRope: RopeSettings; localRope: RopeSettings } {
+  const params = ropeParameterFields(fields);
+  const perLayerType = fields.raw('rope_parameters') != null && params.values().some(isObject);
+  if (perLayerType) {
+    const entry = (type: string, theta: number): RopeSettings => {
+      const dict = params.raw(type);
+      if (dict != null && !isObject(dict)) throw invalidModel(`${params.source}: "${type}" must be an object`);
+      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta);
+    };
+    const unknown = Object.keys(fields.raw('rope_parameters') as object).filter((k) => k !== 'full_attention' && k !== 'sliding_attention');
+    if (unknown.length > 0) throw invalidModel(`${params.source}: unknown layer types ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
+    // The top-level rope_theta would be the global one; the sliding layers default to theirs.
+    return { globalRope: entry('full_attention', GEMMA3_THETA.global), localRope: entry('sliding_attention', fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local)) };
+  }
+  const globalRope = parseRopeParameters(params, fields, maxPositionEmbeddings, GEMMA3_THETA.global);
+  const localRope: RopeSettings = { ropeTheta: fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local), ropeScaling: { type: 'default' } };
+  return { globalRope, localRope };
+}
+
+/** √hidden rounded to the checkpoint's dtype, as transformers casts the normalizer before multiplying. */
+export function embeddingScale(hiddenSize: number, dtype: WeightDType): number {
+  return hostTensorToFloat32(float32ToHostTensor(Float32Array.of(Math.sqrt(hiddenSize)), dtype, [1]))[0];
+}
+
+class GemmaDecoderLayer implements Layer {
+  readonly inputNorm: RmsNorm;
+  readonly attention: SelfAttention;
+  readonly postAttentionNorm: RmsNorm;
+  readonly preFeedforwardNorm: RmsNorm;
+  readonly mlp: GatedMlp;
+  readonly postFeedforwardNorm: RmsNorm;
+
+  constructor(config: GemmaConfig, index: number, rotary: { global: RotaryEmbedding; local: RotaryEmbedding }) {
+    const p = `model.layers.${index}`;
+    const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
+    const norm = (name: string, size = hiddenSize) => new RmsNorm(name, size, eps, { offset: 1 });
+    const window = config.slidingWindows[index];
+    this.inputNorm = norm(`${p}.input_layernorm.weight`);
+    this.attention = new SelfAttention({
+      layer: index,
+      hiddenSize,
+      numHeads,
+      numKvHeads,
+      headDim,
+      scale: config.queryPreAttnScalar ** -0.5,
+      slidingWindow: window,
+      softcap: config.attnLogitSoftcap,
+      sinks: null,
+      rotary: window === null ? rotary.global : rotary.local,
+      qkNorm: config.qkNorm ? { q: norm(`${p}.self_attn.q_norm.weight`, headDim), k: norm(`${p}.self_attn.k_norm.weight`, headDim) } : null,
+      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
+      o: `${p}.self_attn.o_proj.weight`,
+      qkvBias: config.attentionBias,
+      oBias: config.attentionBias,
+    });
+    this.postAttentionNorm = norm(`${p}.post_attention_layernorm.weight`);
+    this.preFeedforwardNorm = norm(`${p}.pre_feedforward_layernorm.weight`);
+    this.mlp = new GatedMlp(
+      { gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` },
+      hiddenSize,
+      config.intermediateSize,
+      { kind: 'gelu-tanh' },
+    );
+    this.postFeedforwardNorm = norm(`${p}.post_feedforward_layernorm.weight`);
+  }
+
+  private get sublayers(): Layer[] {
+    return [this.inputNorm, this.attention, this.postAttentionNorm, this.preFeedforwardNorm, this.mlp, this.postFeedforwardNorm];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+}
+
+/**
+ * The Gemma 2 / Gemma 3 decoder: h += post_attention_norm(attn(input_norm(h))), then h +=
+ * post_feedforward_norm(mlp(pre_feedforward_norm(h))). Each post norm's output is added to the
+ * residual inside the next fused addRmsNorm, as Llama's sublayer outputs are.
+ */
+export class GemmaModel implements CausalLM {
+  readonly config: GemmaConfig;
+  private readonly rotaries: RotaryEmbedding[];
+  private readonly embedding: VocabEmbedding;
+  private readonly layers: GemmaDecoderLayer[];
+  private readonly finalNorm: RmsNorm;
+  private readonly lmHead: LmHead;
+
+  constructor(config: GemmaConfig, maxPositions: number) {
+    this.config = config;
+    const rotary = (rope: RopeSettings) =>
+      new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions);
+    const global = rotary(config.globalRope);
+    const local = config.localRope === null ? global : rotary(config.localRope);
+    this.rotaries = global === local ? [global] : [global, local];
+    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local }));
+    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 });
+    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
+  }
+
+  get kvLayers(): LayerKvSpec[] {
+    return this.layers.map((l) => l.attention.kvSpec);
+  }
+
+  get attentionMacsPerKey(): number[] {
+    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
+  }
+
+  private get sublayers(): Layer[] {
+    return [...this.rotaries, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+
+  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
+    const residual = this.embedding.forward(b, step);
+    // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
+    let pending: Tensor | null = null;
+    for (const layer of this.layers) {
+      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+      const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
+      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual)));
+    }
+    // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
+    const rows = b.gatherLogitsRows(residual, step);
+    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+    const logits = this.lmHead.forward(b, hidden);
+    if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
+    return logits;
+  }
+}
+
+export const gemmaFamily: ModelFamily<GemmaConfig> = {
+  name: 'gemma (gemma2, gemma3_text)',
+  modelTypes: MODEL_TYPES,
+  parseConfig: parseGemmaConfig,
+  create: (config, maxPositions) => new GemmaModel(config, maxPositions),
+};

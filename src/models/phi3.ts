@@ -1,0 +1,111 @@
+import { invalidModel } from '../errors.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import type { RopeScaling } from '../layers/rotary.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderModel, type DecoderConfig } from './decoder.ts';
+import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
+
+/**
+ * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
+ * fused tensor, LongRoPE, and a rotary dim that may be a fraction of the head.
+ */
+export interface Phi3Config extends DecoderConfig {
+  intermediateSize: number;
+}
+
+/** Phi3Config's defaults. */
+const DEFAULT_MAX_POSITIONS = 4096;
+const DEFAULT_ORIGINAL_MAX_POSITIONS = 4096;
+const DEFAULT_ROPE_THETA = 10000;
+
+function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Config {
+  const fields = new ConfigFields(json, source);
+  const common = parseCommonFields(fields, 'phi3');
+  const { numHeads, numKvHeads } = parseHeads(fields);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS);
+  requireActivation(fields, 'hidden_act', 'silu', 'silu');
+  const headDim = parseHeadDim(fields, common.hiddenSize, numHeads);
+  const params = ropeParameterFields(fields);
+  // The dict's factor wins over the top-level one (transformers' setdefault), default 1.
+  const partial = params.raw('partial_rotary_factor') != null ? params.positiveNumber('partial_rotary_factor') : fields.positiveNumber('partial_rotary_factor', 1);
+  const rotaryDim = Math.floor(headDim * partial);
+  if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    throw invalidModel(`${source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
+  }
+  return {
+    ...common,
+    contextLength: maxPositionEmbeddings,
+    intermediateSize: fields.positiveInt('intermediate_size'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    rotaryDim,
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-5),
+    ...parsePhi3Rope(fields, params, rotaryDim, maxPositionEmbeddings),
+    maxPositionEmbeddings,
+    attentionBias: false,
+    outputBias: false,
+    qkNorm: false,
+    // Phi-3-mini-4k slides every layer.
+    slidingWindows: new Array<number | null>(common.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
+    fusedQkv: true,
+    attentionSinks: false,
+  };
+}
+
+/**
+ * Phi-3's RoPE: default, or LongRoPE (also spelled "su", and "yarn" in early Phi-3 configs, which
+ * transformers reads as LongRoPE). LongRoPE's original context is the top-level
+ * original_max_position_embeddings (Phi3Config default 4096), which transformers puts above the
+ * one in the dict; its attention factor is the dict's, or √(1 + ln(factor) / ln(original)) with
+ * factor = max_position_embeddings / original unless the dict sets one.
+ */
+function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: number, maxPositionEmbeddings: number): { ropeTheta: number; ropeScaling: RopeScaling } {
+  const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
+  if (type === 'default') return parseRopeParameters(params, fields, maxPositionEmbeddings, DEFAULT_ROPE_THETA);
+  if (type !== 'longrope' && type !== 'su' && type !== 'yarn') {
+    throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported for phi3 (supported: default, longrope)`);
+  }
+  const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', DEFAULT_ROPE_THETA);
+  const original = fields.positiveInt('original_max_position_embeddings', DEFAULT_ORIGINAL_MAX_POSITIONS);
+  const factors = (key: string) => {
+    const list = params.numberList(key);
+    if (list.length !== rotaryDim / 2) throw invalidModel(`${params.source}: ${key} has ${list.length} entries; rotary dim ${rotaryDim} needs ${rotaryDim / 2}`);
+    return list;
+  };
+  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / original;
+  const attentionFactor =
+    params.raw('attention_factor') != null ? params.positiveNumber('attention_factor') : factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original));
+  return {
+    ropeTheta,
+    ropeScaling: { type: 'longrope', shortFactor: factors('short_factor'), longFactor: factors('long_factor'), originalMaxPositionEmbeddings: original, attentionFactor },
+  };
+}
+
+/**
+ * Llama's decoder with fused q/k/v and gate/up tensors; the rotary embedding decides each token's
+ * rotary row and each prompt's cache salt (LongRoPE).
+ */
+export class Phi3Model extends DecoderModel {
+  constructor(config: Phi3Config, maxPositions: number) {
+    super(config, maxPositions, (i) => {
+      const p = `model.layers.${i}.mlp`;
+      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
+    });
+  }
+
+  rotaryRow(position: number, promptLength: number): number {
+    return this.rotary.rotaryRow(position, promptLength);
+  }
+
+  prefixCacheSalt(promptLength: number): string | null {
+    return this.rotary.prefixCacheSalt(promptLength);
+  }
+}
+
+export const phi3Family: ModelFamily<Phi3Config> = {
+  name: 'phi3',
+  modelTypes: ['phi3'],
+  parseConfig: parsePhi3Config,
+  create: (config, maxPositions) => new Phi3Model(config, maxPositions),
+};
