@@ -27,15 +27,29 @@ const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.
 backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable }], blockSize)), cache));
 const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTable }], blockSize, undefined, width));
 
-const OPS = ['embedding', 'rmsNorm', 'addRmsNorm', 'linear', 'qkNorm', 'ropeAndCacheWrite', 'attention', 'gatedLinear', 'gatherLogitsRows'] as const;
+const OPS = [
+  'embedding',
+  'rmsNorm',
+  'addRmsNorm',
+  'linear',
+  'qkNorm',
+  'ropeAndCacheWrite',
+  'attention',
+  'gatedLinear',
+  'routeExperts',
+  'expertMlp',
+  'addInto',
+  'gatherLogitsRows',
+] as const;
 type Op = (...args: unknown[]) => unknown;
 const ops = backend as unknown as Record<(typeof OPS)[number], Op>;
 const recorded: { key: string; run: () => void }[] = [];
 const originals = OPS.map((name) => [name, ops[name]] as const);
 for (const [name, original] of originals) {
   ops[name] = (...args: unknown[]) => {
-    // Weight ops are told apart by the weight's shape; the others are one op each.
-    const key = name === 'linear' || name === 'gatedLinear' ? `${name} ${(args[1] as { shape: number[] }).shape.join('x')}` : name;
+    // Weight ops are told apart by the weight's shape (the experts' stacked gate/up); the others are one op each.
+    const weight = name === 'linear' || name === 'gatedLinear' ? args[1] : name === 'expertMlp' ? (args[2] as { gateUp: unknown }).gateUp : null;
+    const key = weight === null ? name : `${name} ${(weight as { shape: number[] }).shape.join('x')}`;
     recorded.push({ key, run: () => void original.apply(backend, args) });
     return original.apply(backend, args);
   };

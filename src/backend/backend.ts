@@ -67,6 +67,54 @@ export type Activation =
   /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
   | { kind: 'clamped-swiglu'; alpha: number; limit: number };
 
+/** How a token picks its experts from the router's logits [numTokens, numExperts]. */
+export interface RoutingParams {
+  topK: number;
+  /**
+   * `softmax` over all experts, then the top k (Mixtral, Qwen, DeepSeek-V2); `sigmoid` per expert,
+   * then the top k (DeepSeek-V3); `topk-softmax`: the top k logits, then a softmax over them (gpt-oss).
+   */
+  scoring: 'softmax' | 'sigmoid' | 'topk-softmax';
+  /** [numExperts] added to the scores to choose experts but not to weight them (DeepSeek-V3); null for none. */
+  selectionBias: Tensor | null;
+  /**
+   * Group-limited choice (DeepSeek): the experts form `numGroups` equal contiguous groups, and only
+   * the `topkGroups` groups that score best (their best expert, or the sum of their two best) are candidates.
+   */
+  groups: { numGroups: number; topkGroups: number; score: 'max' | 'top2-sum' } | null;
+  /** Divide the chosen weights by their sum (plus 1e-20, as DeepSeek-V3 does; no other router's sum is that small). */
+  normalize: boolean;
+  /** Multiplies the final weights (routed_scaling_factor; 1 for most routers). */
+  scale: number;
+}
+
+/**
+ * A step's routing, from `routeExperts` for `expertMlp`: each token's topK experts (global ids, in
+ * increasing order, so their outputs are summed in expert order as transformers does) and weights.
+ */
+export interface ExpertRouting {
+  readonly numTokens: number;
+  readonly topK: number;
+  /** Experts the router chose among (global). */
+  readonly numExperts: number;
+}
+
+/**
+ * The experts this device holds: `count` of them starting at global expert `first` (experts are
+ * the shard axis of expert parallelism), each a gated MLP with intermediate width n.
+ */
+export interface ExpertWeights {
+  first: number;
+  count: number;
+  /** [count, 2n, hidden]: each expert's gate rows, then its up rows. */
+  gateUp: Tensor;
+  /** [count, hidden, n]. */
+  down: Tensor;
+  /** [count, 2n] (gate, then up) and [count, hidden], or null. */
+  gateUpBias: Tensor | null;
+  downBias: Tensor | null;
+}
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -106,7 +154,11 @@ export interface Backend {
    */
   kvCacheBudgetBytes(limits: KvBudgetLimits): number;
 
-  loadWeight(t: HostTensor): Tensor;
+  /**
+   * A weight in the backend's compute dtype, or in float32 on every backend with `float32` (what
+   * transformers keeps in float32 whatever the model's dtype, such as DeepSeek-V3's routing bias).
+   */
+  loadWeight(t: HostTensor, options?: { float32?: boolean }): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
@@ -135,6 +187,8 @@ export interface Backend {
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
    */
   headwiseLinear(x: Tensor, weight: Tensor): Tensor;
+  /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
+  addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */
   allReduce(x: Tensor): Tensor;
 
@@ -161,6 +215,15 @@ export interface Backend {
    * of q's head h, and returns the softmax-weighted sum of latents, [numTokens, numHeads * latentDim].
    */
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor;
+  /** Each token's experts and their weights from router logits [numTokens, numExperts]. */
+  routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting;
+  /**
+   * Σ over each token's routed experts held here of weight · down(act(gate(x)) · up(x)) (each
+   * projection plus its bias, if any), [numTokens, hidden]; experts held elsewhere contribute
+   * nothing (allReduce sums the devices' parts). Tokens are grouped by expert, so each expert's
+   * weights are read once per step, and only the chosen experts' are read.
+   */
+  expertMlp(x: Tensor, routing: ExpertRouting, experts: ExpertWeights, activation: Activation): Tensor;
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;

@@ -1,6 +1,6 @@
 import type { BatchDescription } from '../step/batch.ts';
 import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, MlaParams } from './backend.ts';
+import type { AttentionParams, ExpertWeights, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -35,4 +35,36 @@ export function mlaKvLayer(layout: KvCacheLayout, layer: number, mla: MlaParams)
     throw new Error(`KV cache layer ${layer} holds MLA rows of ${spec.latentDim} + ${spec.ropeDim}, attention needs ${mla.latentDim} + ${mla.ropeDim}`);
   }
   return spec;
+}
+
+/** Routing parameters that make sense for `numExperts` experts (a config error otherwise, caught at load). */
+export function assertRoutingParams(params: Pick<RoutingParams, 'topK' | 'groups' | 'scale'>, numExperts: number): void {
+  const { topK, groups } = params;
+  if (!(Number.isInteger(topK) && topK >= 1 && topK <= numExperts)) throw new Error(`routing: top-k ${topK} is outside [1, ${numExperts}] experts`);
+  if (!Number.isFinite(params.scale)) throw new Error(`routing: scale ${params.scale} is not finite`);
+  if (groups === null) return;
+  const { numGroups, topkGroups } = groups;
+  if (!(Number.isInteger(numGroups) && numGroups >= 1 && numExperts % numGroups === 0)) {
+    throw new Error(`routing: ${numExperts} experts do not form ${numGroups} equal groups`);
+  }
+  if (!(Number.isInteger(topkGroups) && topkGroups >= 1 && topkGroups <= numGroups)) throw new Error(`routing: ${topkGroups} kept groups of ${numGroups}`);
+  const groupSize = numExperts / numGroups;
+  if (groups.score === 'top2-sum' && groupSize < 2) throw new Error('routing: a top2-sum group score needs groups of at least 2 experts');
+  if (topK > topkGroups * groupSize) throw new Error(`routing: top-k ${topK} exceeds the ${topkGroups * groupSize} experts of the kept groups`);
+}
+
+/** The experts' intermediate width n, with every tensor checked against [count, 2n, hidden] / [count, hidden, n]. */
+export function expertWidth(experts: ExpertWeights, hidden: number, numExperts: number): number {
+  const { first, count, gateUp, down, gateUpBias, downBias } = experts;
+  const shape = (t: { shape: readonly number[] }) => `[${t.shape.join(', ')}]`;
+  if (!(Number.isInteger(first) && Number.isInteger(count) && first >= 0 && count >= 1 && first + count <= numExperts)) {
+    throw new Error(`expertMlp: experts ${first}..${first + count - 1} are outside the router's ${numExperts}`);
+  }
+  const n = gateUp.shape[1] / 2;
+  const fits = (t: { shape: readonly number[] }, dims: number[]) => t.shape.length === dims.length && t.shape.every((d, i) => d === dims[i]);
+  if (!Number.isInteger(n) || !fits(gateUp, [count, 2 * n, hidden])) throw new Error(`expertMlp: gate/up weights ${shape(gateUp)} do not fit ${count} experts of input ${hidden}`);
+  if (!fits(down, [count, hidden, n])) throw new Error(`expertMlp: down weights ${shape(down)}, expected [${count}, ${hidden}, ${n}]`);
+  if (gateUpBias !== null && !fits(gateUpBias, [count, 2 * n])) throw new Error(`expertMlp: gate/up bias ${shape(gateUpBias)}, expected [${count}, ${2 * n}]`);
+  if (downBias !== null && !fits(downBias, [count, hidden])) throw new Error(`expertMlp: down bias ${shape(downBias)}, expected [${count}, ${hidden}]`);
+  return n;
 }

@@ -4,10 +4,12 @@ import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { isObject } from './hf-config.ts';
 import { llamaFamily } from './llama.ts';
+import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
+import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
-const FAMILIES: readonly ModelFamily[] = [family(llamaFamily)];
+const FAMILIES: readonly ModelFamily[] = [family(llamaFamily), family(mixtralFamily), family(qwenMoeFamily)];
 
 /**
  * A family as the registry holds it: its parser makes the config its `create` takes, which the

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parameterCount } from '../../src/bench/roofline.ts';
+import { parameterCount, parametersReadPerStep } from '../../src/bench/roofline.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
+import type { QwenMoeConfig } from '../../src/models/qwen-moe.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
 
 const dir = (arch: string) => `bench/configs/${arch}`;
@@ -18,6 +19,7 @@ test('every shipped architecture parses, with the published parameter count', ()
     'qwen3-0.6b': 596_049_920,
     'qwen2.5-7b': 7_615_616_512,
     'mistral-7b': 7_248_023_552,
+    'qwen3-30b-a3b': 30_532_122_624,
   };
   for (const [arch, count] of Object.entries(published)) assert.equal(parameterCount(modelOf(dir(arch))), count, arch);
 });
@@ -61,4 +63,25 @@ test('Mistral-7B (v0.3): 32k vocabulary, RoPE theta 1e6, sliding window null', (
   assert.ok(c.slidingWindows.every((w) => w === null));
   assert.equal(c.ropeTheta, 1_000_000);
   assert.equal(c.contextLength, 32768);
+});
+
+test('Qwen3-30B-A3B: 128 experts of 768, top-8 renormalized, head_dim 128 over hidden 2048, every layer sparse', () => {
+  const c = readModelArchitecture(dir('qwen3-30b-a3b')).config as QwenMoeConfig;
+  assert.equal(c.modelType, 'qwen3_moe');
+  assert.deepEqual([c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize], [2048, 48, 32, 4, 128, 151936]);
+  assert.deepEqual([c.moeIntermediateSize, c.numExperts, c.numExpertsPerToken, c.normTopkProb], [768, 128, 8, true]);
+  assert.ok(c.sparseLayers.every((s) => s));
+  assert.equal(c.qkNorm, true);
+  assert.equal(c.tieWordEmbeddings, false);
+  assert.equal(c.contextLength, 40960);
+});
+
+test('Qwen3-30B-A3B reads 3.04B parameters per decoded token: everything but the input embedding and the unchosen experts', () => {
+  const model = modelOf(dir('qwen3-30b-a3b'));
+  const embedding = 151936 * 2048;
+  const expertsPerLayer = 128 * 3 * 768 * 2048;
+  const dense = parameterCount(model) - 48 * expertsPerLayer;
+  // 8 of 128 experts per layer, the LM head, attention, routers and norms.
+  assert.equal(parametersReadPerStep(model, 1), dense - embedding + 48 * expertsPerLayer * (8 / 128));
+  assert.equal(parametersReadPerStep(model, 1), 3_041_867_776);
 });

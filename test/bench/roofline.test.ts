@@ -82,3 +82,15 @@ test('throughput roofline: the longer of compute at the matmul rate and the weig
   assert.equal(unknown.bound_s, null);
   assert.equal(unknown.fraction, null);
 });
+
+test('an MoE step reads each expert with the chance that some token routes to it: 1 - (1 - topK / numExperts) ^ tokens', () => {
+  const model = modelOf('test/fixtures/qwen3-moe');
+  // 2 sparse layers (0 and 2) of 8 experts [16, 64] x 3, top-2; the rest is read whole but the untied input embedding.
+  const expertParams = 2 * 8 * 3 * 16 * 64;
+  const rest = parameterCount(model) - expertParams - 256 * 64;
+  for (const tokens of [1, 2, 5, 64]) {
+    const share = 1 - (1 - 2 / 8) ** tokens;
+    assert.ok(Math.abs(parametersReadPerStep(model, tokens) - (rest + expertParams * share)) < 1e-6, `${tokens} tokens`);
+  }
+  assert.ok(Math.abs(parametersReadPerStep(model, 1000) - (parameterCount(model) - 256 * 64)) < 1e-6, 'a large step reads every expert');
+});

@@ -1,5 +1,19 @@
-import { assertPackedQkvWidth, assertTokenSources, attentionKvLayer, mlaKvLayer } from '../shape-checks.ts';
-import type { Activation, AttentionParams, Backend, KvBudgetLimits, KvCache, MlaParams, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import type {
+  Activation,
+  AttentionParams,
+  Backend,
+  ExpertRouting,
+  ExpertWeights,
+  KvBudgetLimits,
+  KvCache,
+  MlaParams,
+  RopeTable,
+  RoutingParams,
+  SampledTokens,
+  StepInputs,
+  Tensor,
+} from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
@@ -12,6 +26,7 @@ import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
+import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
@@ -46,8 +61,8 @@ export class CpuBackend implements Backend {
     return (2 * rows * inDim * outDim) / (best / 1000);
   }
 
-  /** Decodes to a new Float32Array; `t.data` is not retained. */
-  loadWeight(t: HostTensor): Tensor {
+  /** Decodes to a new Float32Array (float32 is the compute dtype here); `t.data` is not retained. */
+  loadWeight(t: HostTensor, _options?: { float32?: boolean }): Tensor {
     return new CpuTensor([...t.shape], hostTensorToFloat32(t));
   }
 
@@ -209,9 +224,52 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
+    const t = asCpuTensor(target, 'addInto target');
+    const input = asCpuTensor(x, 'addInto input');
+    if (input.data.length !== t.data.length || input.cols !== t.cols) {
+      throw new Error(`addInto: input [${input.shape.join(', ')}] does not match target [${t.shape.join(', ')}]`);
+    }
+    const g = gate === null ? null : asCpuTensor(gate, 'addInto gate').data;
+    if (g !== null && g.length !== t.rows) throw new Error(`addInto: gate of ${g.length} values for ${t.rows} rows`);
+    addGatedRows(t.data, input.data, g, t.rows, t.cols);
+  }
+
   /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
     return x;
+  }
+
+  routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
+    const l = asCpuTensor(logits, 'routeExperts logits');
+    const numExperts = l.cols;
+    assertRoutingParams(params, numExperts);
+    const bias = params.selectionBias === null ? null : asCpuTensor(params.selectionBias, 'routing selection bias').data;
+    if (bias !== null && bias.length !== numExperts) throw new Error(`routeExperts: selection bias of ${bias.length} values for ${numExperts} experts`);
+    const routes = routeTokens(l.data, l.rows, numExperts, { ...params, selectionBias: bias });
+    return new CpuExpertRouting(l.rows, params.topK, numExperts, routes);
+  }
+
+  expertMlp(x: Tensor, routing: ExpertRouting, experts: ExpertWeights, activation: Activation): Tensor {
+    const input = asCpuTensor(x, 'expertMlp input');
+    if (!(routing instanceof CpuExpertRouting)) throw new Error('CpuBackend: routing is not from routeExperts');
+    if (routing.numTokens !== input.rows) throw new Error(`expertMlp: routing of ${routing.numTokens} tokens for ${input.rows} rows`);
+    const hidden = input.cols;
+    const n = expertWidth(experts, hidden, routing.numExperts);
+    const data = (t: Tensor | null, what: string) => (t === null ? null : asCpuTensor(t, what).data);
+    const out = CpuTensor.zeros([input.rows, hidden]);
+    const weights = {
+      first: experts.first,
+      count: experts.count,
+      n,
+      hidden,
+      gateUp: asCpuTensor(experts.gateUp, 'expert gate/up weights').data,
+      down: asCpuTensor(experts.down, 'expert down weights').data,
+      gateUpBias: data(experts.gateUpBias, 'expert gate/up bias'),
+      downBias: data(experts.downBias, 'expert down bias'),
+    };
+    expertMlpRows(input.data, input.rows, routing.routes, routing.topK, weights, activation, out.data);
+    return out;
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {

@@ -1,6 +1,21 @@
-import type { Activation, AttentionParams, Backend, KvBudgetLimits, KvCache, MlaParams, RopeTable, SampledTokens, StepInputs, Tensor } from '../backend.ts';
+import type {
+  Activation,
+  AttentionParams,
+  Backend,
+  ExpertRouting,
+  ExpertWeights,
+  KvBudgetLimits,
+  KvCache,
+  MlaParams,
+  RopeTable,
+  RoutingParams,
+  SampledTokens,
+  StepInputs,
+  Tensor,
+} from '../backend.ts';
+import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertTokenSources, attentionKvLayer, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -10,6 +25,9 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchAddBias, launchSiluMul } from './kernels/activation.ts';
+import { launchAddInto } from './kernels/add-into.ts';
+import { launchExpertMlp } from './kernels/moe-experts.ts';
+import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
@@ -74,12 +92,16 @@ export class CudaBackend implements Backend {
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
   private largestWeightRows = 0;
+  /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
+  private readonly routeDone: DevicePtr;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
     this.poison = options.poisonStepTensors ?? false;
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
+    this.routeDone = this.ownedAlloc(4);
+    this.device.fillBytes(this.routeDone, 0, 4);
   }
 
   /**
@@ -142,11 +164,16 @@ export class CudaBackend implements Backend {
     return Math.max(0, Math.floor(free - headroom - activations));
   }
 
-  loadWeight(t: HostTensor): Tensor {
+  loadWeight(t: HostTensor, options: { float32?: boolean } = {}): Tensor {
     const numel = t.shape.reduce((n, d) => n * d, 1);
     const elementBytes = t.dtype === 'f32' ? 4 : 2;
     if (t.data.byteLength !== numel * elementBytes) {
       throw new KeelError('invalid_model', `weight [${t.shape.join(', ')}] ${t.dtype} holds ${t.data.byteLength} bytes, expected ${numel * elementBytes}`);
+    }
+    if (options.float32) {
+      const ptr = this.ownedAlloc(numel * 4);
+      this.device.uploadSync(ptr, hostTensorToFloat32(t));
+      return new CudaTensor([...t.shape], ptr, 'f32');
     }
     const ptr = this.ownedAlloc(numel * 2);
     if (t.dtype === 'bf16') {
@@ -491,9 +518,73 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
+    const t = asBf16(target, 'addInto target');
+    const input = asBf16(x, 'addInto input');
+    if (input.numel !== t.numel || input.cols !== t.cols) throw new Error(`addInto: input [${input.shape.join(', ')}] does not match target [${t.shape.join(', ')}]`);
+    const g = gate === null ? null : asBf16(gate, 'addInto gate');
+    if (g !== null && g.numel !== t.rows) throw new Error(`addInto: gate of ${g.numel} values for ${t.rows} rows`);
+    requireMultipleOf8(t.cols, 'addInto width');
+    launchAddInto(this.device, t.ptr, input.ptr, g?.ptr ?? 0, t.rows, t.cols);
+  }
+
   /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
     return x;
+  }
+
+  routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
+    const l = asCudaTensor(logits, 'routeExperts logits');
+    if (l.shape.length !== 2) throw new Error(`routeExperts: logits [${l.shape.join(', ')}] are not [tokens, experts]`);
+    const [numTokens, numExperts] = l.shape;
+    assertRoutingParams(params, numExperts);
+    if (numExperts > MAX_ROUTED_EXPERTS) throw new KeelError('invalid_model', `the CUDA backend routes among at most ${MAX_ROUTED_EXPERTS} experts, not ${numExperts}`);
+    if (params.topK > MAX_TOP_K) throw new KeelError('invalid_model', `the CUDA backend routes each token to at most ${MAX_TOP_K} experts, not ${params.topK}`);
+    if (params.groups !== null && params.groups.numGroups > MAX_EXPERT_GROUPS) {
+      throw new KeelError('invalid_model', `the CUDA backend routes with at most ${MAX_EXPERT_GROUPS} expert groups, not ${params.groups.numGroups}`);
+    }
+    const bias = params.selectionBias === null ? null : asCudaTensor(params.selectionBias, 'routing selection bias');
+    if (bias !== null && bias.numel !== numExperts) throw new Error(`routeExperts: selection bias of ${bias.numel} values for ${numExperts} experts`);
+    return launchRouteExperts(this.device, {
+      logits: l.ptr,
+      logitsF32: l.dtype === 'f32',
+      bias: bias?.ptr ?? 0,
+      biasDtype: bias?.dtype ?? null,
+      numTokens,
+      numExperts,
+      params,
+      done: this.routeDone,
+      alloc: (bytes) => this.arena.alloc(bytes),
+    });
+  }
+
+  expertMlp(x: Tensor, routing: ExpertRouting, experts: ExpertWeights, activation: Activation): Tensor {
+    const input = asBf16(x, 'expertMlp input');
+    if (!(routing instanceof CudaExpertRouting)) throw new Error('CudaBackend: routing is not from routeExperts');
+    if (routing.numTokens !== input.rows) throw new Error(`expertMlp: routing of ${routing.numTokens} tokens for ${input.rows} rows`);
+    const hidden = input.cols;
+    const n = expertWidth(experts, hidden, routing.numExperts);
+    requireMultipleOf8(hidden, 'the hidden size of an expert MLP');
+    requireMultipleOf8(n, 'the intermediate size of an expert');
+    const out = this.stepTensor([input.rows, hidden]);
+    if (input.rows === 0) return out;
+    const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    launchExpertMlp(this.device, {
+      x: input.ptr,
+      out: out.ptr,
+      routing,
+      first: experts.first,
+      count: experts.count,
+      hidden,
+      n,
+      gateUp: asBf16(experts.gateUp, 'expert gate/up weights').ptr,
+      down: asBf16(experts.down, 'expert down weights').ptr,
+      gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
+      downBias: bias(experts.downBias, 'expert down bias'),
+      activation,
+      scratch: (elements) => this.stepTensor([elements]).ptr,
+    });
+    return out;
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {

@@ -1,0 +1,155 @@
+import type { Activation, ExpertRouting, RoutingParams } from '../../backend.ts';
+import { gatedActivation } from './activation.ts';
+import { matmulTransposed } from './matmul.ts';
+
+/** RoutingParams with the selection bias as host values. */
+export interface CpuRoutingParams extends Omit<RoutingParams, 'selectionBias'> {
+  selectionBias: Float32Array | null;
+}
+
+/** Each token's topK experts, in increasing id order, and their weights: [numTokens * topK] each. */
+export interface TokenRoutes {
+  experts: Int32Array;
+  weights: Float32Array;
+}
+
+/** The CPU backend's ExpertRouting: the routes as host arrays. */
+export class CpuExpertRouting implements ExpertRouting {
+  readonly numTokens: number;
+  readonly topK: number;
+  readonly numExperts: number;
+  readonly routes: TokenRoutes;
+
+  constructor(numTokens: number, topK: number, numExperts: number, routes: TokenRoutes) {
+    this.numTokens = numTokens;
+    this.topK = topK;
+    this.numExperts = numExperts;
+    this.routes = routes;
+  }
+}
+
+/**
+ * The router's choice for every token of logits [numTokens, numExperts], as transformers makes it
+ * (docs/oracle-fixtures.md): scores (softmax, sigmoid, or the logits themselves for topk-softmax),
+ * plus the selection bias to choose; if grouped, only experts of the best-scoring groups are
+ * candidates; the top k candidates (ties to the lower id); their unbiased scores (a softmax over
+ * the chosen logits for topk-softmax) as weights, normalized if asked, times the scale. Computed
+ * in float64; the weights are rounded to float32 once.
+ */
+export function routeTokens(logits: Float32Array, numTokens: number, numExperts: number, params: CpuRoutingParams): TokenRoutes {
+  const { topK } = params;
+  const experts = new Int32Array(numTokens * topK);
+  const weights = new Float32Array(numTokens * topK);
+  const scores = new Float64Array(numExperts);
+  const choice = new Float64Array(numExperts);
+  for (let t = 0; t < numTokens; t++) {
+    const row = logits.subarray(t * numExperts, (t + 1) * numExperts);
+    scoreRow(row, params.scoring, scores);
+    for (let e = 0; e < numExperts; e++) choice[e] = scores[e] + (params.selectionBias === null ? 0 : params.selectionBias[e]);
+    if (params.groups !== null) keepBestGroups(choice, params.groups);
+    const chosen = topIndices(choice, topK);
+    const w = chosen.map((e) => scores[e]);
+    if (params.scoring === 'topk-softmax') softmaxInPlace(w);
+    const sum = params.normalize ? w.reduce((a, b) => a + b, 0) + 1e-20 : 1;
+    const order = chosen.map((e, i) => ({ e, w: (w[i] / sum) * params.scale })).sort((a, b) => a.e - b.e);
+    order.forEach(({ e, w: weight }, i) => {
+      experts[t * topK + i] = e;
+      weights[t * topK + i] = weight;
+    });
+  }
+  return { experts, weights };
+}
+
+function scoreRow(row: Float32Array, scoring: RoutingParams['scoring'], out: Float64Array): void {
+  if (scoring === 'sigmoid') {
+    for (let e = 0; e < row.length; e++) out[e] = 1 / (1 + Math.exp(-row[e]));
+  } else if (scoring === 'softmax') {
+    let max = -Infinity;
+    for (let e = 0; e < row.length; e++) max = Math.max(max, row[e]);
+    let sum = 0;
+    for (let e = 0; e < row.length; e++) sum += out[e] = Math.exp(row[e] - max);
+    for (let e = 0; e < row.length; e++) out[e] /= sum;
+  } else {
+    for (let e = 0; e < row.length; e++) out[e] = row[e];
+  }
+}
+
+/** Sets the choice of every expert outside the `topkGroups` best groups to -Infinity. */
+function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams['groups']>): void {
+  const size = choice.length / groups.numGroups;
+  const groupScores = Array.from({ length: groups.numGroups }, (_, g) => {
+    const members = Array.from(choice.subarray(g * size, (g + 1) * size)).sort((a, b) => b - a);
+    return groups.score === 'max' ? members[0] : members[0] + members[1];
+  });
+  const kept = new Set(topIndices(Float64Array.from(groupScores), groups.topkGroups));
+  for (let e = 0; e < choice.length; e++) if (!kept.has(Math.floor(e / size))) choice[e] = -Infinity;
+}
+
+/** Indices of the k largest values, best first; ties go to the lower index. */
+function topIndices(values: Float64Array, k: number): number[] {
+  const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a] || a - b);
+  return order.slice(0, k);
+}
+
+function softmaxInPlace(v: number[]): void {
+  const max = Math.max(...v);
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += v[i] = Math.exp(v[i] - max);
+  for (let i = 0; i < v.length; i++) v[i] /= sum;
+}
+
+/** ExpertWeights as float32 host arrays. */
+export interface CpuExperts {
+  first: number;
+  count: number;
+  /** Intermediate width of one expert. */
+  n: number;
+  hidden: number;
+  /** [count, 2n, hidden], [count, hidden, n], [count, 2n] or null, [count, hidden] or null. */
+  gateUp: Float32Array;
+  down: Float32Array;
+  gateUpBias: Float32Array | null;
+  downBias: Float32Array | null;
+}
+
+/**
+ * out [numTokens, hidden] = Σ over each token's experts held here of weight · down(act(gateUp(x))).
+ * transformers' order, so float32 sums round alike: experts in increasing id, each expert's
+ * gate/up product and activation, its down product, the product scaled by the routing weight and
+ * rounded, then added to the token's float32 sum.
+ */
+export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenRoutes, topK: number, experts: CpuExperts, activation: Activation, out: Float32Array): void {
+  const { n, hidden } = experts;
+  for (let local = 0; local < experts.count; local++) {
+    const expert = experts.first + local;
+    const slots: number[] = [];
+    for (let s = 0; s < numTokens * topK; s++) if (routes.experts[s] === expert) slots.push(s);
+    if (slots.length === 0) continue;
+    const rows = slots.length;
+    const xs = new Float32Array(rows * hidden);
+    slots.forEach((s, r) => xs.set(x.subarray(Math.floor(s / topK) * hidden, (Math.floor(s / topK) + 1) * hidden), r * hidden));
+    const gateUp = new Float32Array(rows * 2 * n);
+    matmulTransposed(xs, rows, hidden, slice(experts.gateUp, local, 2 * n * hidden), 2 * n, experts.gateUpBias && slice(experts.gateUpBias, local, 2 * n), gateUp);
+    const h = new Float32Array(rows * n);
+    gatedActivation(activation, gateUp, rows, n, h);
+    const y = new Float32Array(rows * hidden);
+    matmulTransposed(h, rows, n, slice(experts.down, local, hidden * n), hidden, experts.downBias && slice(experts.downBias, local, hidden), y);
+    slots.forEach((s, r) => {
+      const at = Math.floor(s / topK) * hidden;
+      const w = routes.weights[s];
+      for (let i = 0; i < hidden; i++) out[at + i] += Math.fround(w * y[r * hidden + i]);
+    });
+  }
+}
+
+function slice(values: Float32Array, index: number, size: number): Float32Array {
+  return values.subarray(index * size, (index + 1) * size);
+}
+
+/** target [rows, cols] += σ(gate[r]) · x (or x when gate is null), the product rounded first as in float32 torch. */
+export function addGatedRows(target: Float32Array, x: Float32Array, gate: Float32Array | null, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const g = gate === null ? 1 : Math.fround(1 / (1 + Math.exp(-gate[r])));
+    for (let i = r * cols; i < (r + 1) * cols; i++) target[i] += Math.fround(g * x[i]);
+  }
+}

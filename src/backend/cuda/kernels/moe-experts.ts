@@ -1,0 +1,107 @@
+import type { Activation } from '../../backend.ts';
+import { KeelError } from '../../../errors.ts';
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+import { GEMV_MAX_TOKENS, tileCapacity, type CudaExpertRouting } from './moe-route.ts';
+
+const GEMV_WARPS = 4;
+const GEMM_TILE_COLS = 64;
+const GEMM_THREADS = 128;
+const COMBINE_THREADS = 128;
+/** CUDA's limit on a grid's y dimension, where the GEMMs put their tiles. */
+const MAX_GRID_Y = 65535;
+
+/** Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40 bf16 each. */
+export function expertGemmSharedBytes(tileRows: number, gated: boolean): number {
+  return 3 * (tileRows + (gated ? 2 : 1) * GEMM_TILE_COLS) * 40 * 2;
+}
+
+export interface ExpertMlpArgs {
+  /** [numTokens, hidden] */
+  x: DevicePtr;
+  /** [numTokens, hidden], written. */
+  out: DevicePtr;
+  routing: CudaExpertRouting;
+  first: number;
+  count: number;
+  hidden: number;
+  /** Each expert's intermediate width. */
+  n: number;
+  /** [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. */
+  gateUp: DevicePtr;
+  down: DevicePtr;
+  gateUpBias: DevicePtr;
+  downBias: DevicePtr;
+  activation: Activation;
+  /** A step tensor of `elements` bf16 values (the per-pair intermediates). */
+  scratch: (elements: number) => DevicePtr;
+}
+
+function activationDefines(activation: Activation): { ACT: number; alpha: number; limit: number } {
+  switch (activation.kind) {
+    case 'silu':
+      return { ACT: 0, alpha: 0, limit: 0 };
+    case 'gelu-tanh':
+      return { ACT: 1, alpha: 0, limit: 0 };
+    case 'clamped-swiglu':
+      return { ACT: 2, alpha: activation.alpha, limit: activation.limit };
+  }
+}
+
+/**
+ * The routed experts' MLPs and their weighted sum into `out`; hidden and n multiples of 8,
+ * numTokens ≥ 1. Up to GEMV_MAX_TOKENS tokens: GEMVs over the active experts (one tile each), and
+ * for a single token the down projection fused with the sum. Larger steps: grouped tensor-core
+ * GEMMs over the routing's tiles, then the sum. Every launch's grid follows from the step's shape.
+ */
+export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
+  const { routing, hidden, n, first, count } = a;
+  const { numTokens, topK, tileRows, buffers: r } = routing;
+  const pairs = numTokens * topK;
+  const { ACT, alpha, limit } = activationDefines(a.activation);
+  const h = a.scratch(pairs * n);
+  if (numTokens <= GEMV_MAX_TOKENS) {
+    // One tile per active expert held here: at most min(count, pairs).
+    const tiles = Math.min(count, pairs);
+    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'ppppppppiiiiiff', { TOK: tileRows, ACT });
+    device.launch(gateUp, [Math.ceil(n / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
+      h, a.x, a.gateUp, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / 8, alpha, limit,
+    ]);
+    if (numTokens === 1) {
+      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppiiii', { TOPK: topK });
+      device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
+        a.out, h, a.down, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / 8,
+      ]);
+      return;
+    }
+    const y = a.scratch(pairs * hidden);
+    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'pppppppiiii', { TOK: tileRows });
+    device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
+      y, h, a.down, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / 8,
+    ]);
+    launchCombine(device, a.out, y, routing, first, count, hidden);
+    return;
+  }
+  const tiles = tileCapacity(pairs, tileRows, count);
+  if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
+  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
+    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT } : { BM: tileRows, GATED: 0 });
+    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated), [
+      out, input, w, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, alpha, limit,
+    ]);
+  };
+  gemm(true, h, a.x, a.gateUp, a.gateUpBias, n, hidden);
+  const y = a.scratch(pairs * hidden);
+  gemm(false, y, h, a.down, a.downBias, hidden, n);
+  launchCombine(device, a.out, y, routing, first, count, hidden);
+}
+
+/** out [tokens, hidden] = Σ over each token's slots held here of weight · y[place]. */
+function launchCombine(device: CudaDevice, out: DevicePtr, y: DevicePtr, routing: CudaExpertRouting, first: number, count: number, hidden: number): void {
+  const { ids, weights, pairPos } = routing.buffers;
+  const hidden8 = hidden / 8;
+  const kernel = device.kernel('moe-combine.cu', 'moe_combine_kernel', 'pppppiiii');
+  device.launch(kernel, [routing.numTokens, Math.ceil(hidden8 / COMBINE_THREADS)], [COMBINE_THREADS], 0, [
+    out, y, ids, weights, pairPos, first, count, routing.topK, hidden8,
+  ]);
+}

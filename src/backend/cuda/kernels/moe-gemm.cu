@@ -1,0 +1,178 @@
+// Expert MLPs of prefill and large batches: one grouped GEMM launch over every (expert, token tile,
+// output tile) on bf16 tensor cores (mma.sync m16n8k16, as prefill-attention.cu). Tiles of BM
+// pairs come from moe_route_kernel's table; blocks past the last tile exit at once, so the grid
+// depends only on the step's shape. A and B stream through shared memory in STAGES cp.async
+// stages of BK columns.
+//
+// GATED=1, the up projection fused with the activation: A rows are the tile's tokens gathered from
+// x [tokens, k]; B is the expert's gate rows [n0, n0 + BN) and its up rows [n + n0, ...) of w
+// [count, 2n, k]; out = h [pairs, n] in expert-sorted order, act(gate + bias, up + bias), each
+// product rounded to bf16 before the activation. GATED=0, the down projection: A rows are the
+// tile's rows of h [pairs, k = n]; B rows of w [count, hidden, n]; out = y [pairs, hidden] + bias.
+#include "common.cuh"
+#include "gated-activation.cuh"
+#include "mma.cuh"
+#include "moe.cuh"
+
+// nvcc-check: -DBM=16 -DGATED=1 -DACT=0
+// nvcc-check: -DBM=32 -DGATED=1 -DACT=1
+// nvcc-check: -DBM=64 -DGATED=1 -DACT=2
+// nvcc-check: -DBM=128 -DGATED=1 -DACT=0
+// nvcc-check: -DBM=16 -DGATED=0
+// nvcc-check: -DBM=64 -DGATED=0
+// nvcc-check: -DBM=128 -DGATED=0
+
+#ifndef BM
+#error "compile with -DBM=<rows per tile: 16, 32, 64 or 128>"
+#endif
+#ifndef GATED
+#define GATED 0
+#endif
+
+namespace {
+constexpr int BN = 64;  // output columns per block (of each matrix)
+constexpr int BK = 32;  // k columns per stage
+constexpr int STAGES = 3;
+constexpr int NT = 128;
+constexpr int MATS = GATED ? 2 : 1;
+constexpr int ROW = BK + 8;  // smem row in bf16: 80 bytes puts the 8 rows an ldmatrix reads in distinct banks
+constexpr int WARPS_M = BM >= 32 ? 2 : 1;
+constexpr int WARPS_N = 4 / WARPS_M;
+constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+constexpr int MT = WM / 16, NT8 = WN / 8;
+constexpr int CHUNKS_PER_ROW = BK / 8;
+constexpr int A_CHUNKS = BM * CHUNKS_PER_ROW, B_CHUNKS = MATS * BN * CHUNKS_PER_ROW;
+constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT, B_PER_THREAD = B_CHUNKS / NT;
+constexpr int STAGE_ELEMS = (BM + MATS * BN) * ROW;
+static_assert(BM % 16 == 0 && BM <= 128, "BM is 16, 32, 64 or 128");
+static_assert(B_CHUNKS % NT == 0 && NT8 % 2 == 0, "tile shape");
+}  // namespace
+
+// grid (ceil(n_out / BN), local tile capacity), block NT, dynamic shared memory STAGES *
+// STAGE_ELEMS * 2 bytes. n_out and k_in are multiples of 8. bias: [count, MATS * n_out] or null.
+extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
+    bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w, const bf16* __restrict__ bias,
+    const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
+    const int* __restrict__ tiles, int first, int count, int top_k, int n_out, int k_in, float alpha, float limit) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* smem = reinterpret_cast<bf16*>(smem_raw);
+  int expert, start, rows;
+  if (!local_tile(tile_start, tiles, offsets, first, count, BM, expert, start, rows)) return;
+  const int n0 = blockIdx.x * BN;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+
+  // Each thread's source rows, fixed over the k loop (null: a row past the tile or the output, zero-filled).
+  const bf16* a_src[A_PER_THREAD];
+#pragma unroll
+  for (int i = 0; i < A_PER_THREAD; i++) {
+    const int r = (tid + i * NT) / CHUNKS_PER_ROW;
+    const bool valid = tid + i * NT < A_CHUNKS && r < rows;
+#if GATED
+    a_src[i] = valid ? a + (long long)(sorted_pairs[start + r] / top_k) * k_in : nullptr;
+#else
+    a_src[i] = valid ? a + (long long)(start + r) * k_in : nullptr;
+#endif
+  }
+  const bf16* b_src[B_PER_THREAD];
+#pragma unroll
+  for (int i = 0; i < B_PER_THREAD; i++) {
+    const int r = (tid + i * NT) / CHUNKS_PER_ROW;  // 0 .. MATS * BN - 1: gate rows, then up rows
+    const int m = r / BN, col = n0 + r % BN;
+    b_src[i] = col < n_out ? w + ((long long)expert * MATS * n_out + (long long)m * n_out + col) * k_in : nullptr;
+  }
+  auto load_stage = [&](int stage, int k0) {
+    bf16* sa = smem + stage * STAGE_ELEMS;
+    bf16* sb = sa + BM * ROW;
+#pragma unroll
+    for (int i = 0; i < A_PER_THREAD; i++) {
+      const int c = tid + i * NT;
+      if (c < A_CHUNKS) {
+        const int r = c / CHUNKS_PER_ROW, k = k0 + (c % CHUNKS_PER_ROW) * 8;
+        const bool valid = a_src[i] != nullptr && k < k_in;
+        cp_async16(sa + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? a_src[i] + k : a, valid ? 16 : 0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < B_PER_THREAD; i++) {
+      const int c = tid + i * NT;
+      const int r = c / CHUNKS_PER_ROW, k = k0 + (c % CHUNKS_PER_ROW) * 8;
+      const bool valid = b_src[i] != nullptr && k < k_in;
+      cp_async16(sb + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? b_src[i] + k : w, valid ? 16 : 0);
+    }
+  };
+
+  float acc[MATS][MT][NT8][4];
+#pragma unroll
+  for (int m = 0; m < MATS; m++)
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int nt = 0; nt < NT8; nt++) acc[m][mt][nt][0] = acc[m][mt][nt][1] = acc[m][mt][nt][2] = acc[m][mt][nt][3] = 0.f;
+
+  const int k_tiles = (k_in + BK - 1) / BK;
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) {
+    if (s < k_tiles) load_stage(s, s * BK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; kt++) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    // The stage refilled here was read in the previous iteration, which every thread has left.
+    const int next = kt + STAGES - 1;
+    if (next < k_tiles) load_stage(next % STAGES, next * BK);
+    cp_async_commit();
+    const bf16* sa = smem + (kt % STAGES) * STAGE_ELEMS;
+    const bf16* sb = sa + BM * ROW;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++) {
+      unsigned int af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        ldmatrix_x4(af[mt], sa + (wm * WM + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+      }
+#pragma unroll
+      for (int m = 0; m < MATS; m++)
+#pragma unroll
+        for (int nn = 0; nn < NT8 / 2; nn++) {
+          unsigned int bf[4];
+          ldmatrix_x4(bf, sb + (m * BN + wn * WN + nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+          for (int mt = 0; mt < MT; mt++) {
+            mma_bf16_16816(acc[m][mt][2 * nn], af[mt], bf[0], bf[1]);
+            mma_bf16_16816(acc[m][mt][2 * nn + 1], af[mt], bf[2], bf[3]);
+          }
+        }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Accumulator layout: element e of acc[..][mt][nt] is row g (+8 for e >= 2), column 2 * t4 + (e & 1).
+  const int g = lane >> 2, t4 = lane & 3;
+  const bf16* b_row = bias == nullptr ? nullptr : bias + (long long)expert * MATS * n_out;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int nt = 0; nt < NT8; nt++)
+#pragma unroll
+      for (int half = 0; half < 2; half++) {
+        const int r = wm * WM + mt * 16 + g + half * 8;
+        const int col = n0 + wn * WN + nt * 8 + t4 * 2;
+        if (r >= rows || col >= n_out) continue;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float b0 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[col + e]);
+#if GATED
+          const float b1 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[n_out + col + e]);
+          const float gate = bf16_to_f32(f32_to_bf16(acc[0][mt][nt][2 * half + e] + b0));
+          const float up = bf16_to_f32(f32_to_bf16(acc[1][mt][nt][2 * half + e] + b1));
+          v[e] = gated_activation(gate, up, alpha, limit);
+#else
+          v[e] = acc[0][mt][nt][2 * half + e] + b0;
+#endif
+        }
+        *reinterpret_cast<unsigned int*>(out + (long long)(start + r) * n_out + col) = pack_bf16x2(v[0], v[1]);
+      }
+}

@@ -1,0 +1,185 @@
+import type { Activation, Backend, ExpertWeights, RoutingParams, Tensor } from '../backend/backend.ts';
+import { DTYPE_BYTES } from '../tensor/host-dtype.ts';
+import { concatRows } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { GatedMlp } from './gated-mlp.ts';
+import { Linear } from './linear.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+
+/** How a checkpoint stores the routed experts. */
+export type ExpertTensors =
+  /**
+   * A gate, an up and a down matrix per expert, [n, hidden], [n, hidden] and [hidden, n]:
+   * Mixtral's `experts.E.w1/w3/w2`, Qwen's and DeepSeek's `experts.E.gate_proj/up_proj/down_proj`.
+   */
+  | { layout: 'per-expert'; name: (expert: number, projection: 'gate' | 'up' | 'down') => string }
+  /**
+   * gpt-oss: all experts in one tensor, input-major: gateUp [E, hidden, 2n] with gate and up
+   * interleaved in the last dimension (gate = [..., 0::2], up = [..., 1::2]), its bias [E, 2n]
+   * interleaved alike; down [E, n, hidden] and its bias [E, hidden].
+   */
+  | { layout: 'fused-interleaved'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
+
+export interface MoeOptions {
+  hiddenSize: number;
+  /** Each routed expert's intermediate width n. */
+  intermediateSize: number;
+  numExperts: number;
+  /** Checkpoint name of the router's [numExperts, hidden] weight; `routerBias` adds its `.bias` [numExperts] (gpt-oss). */
+  router: string;
+  routerBias: boolean;
+  /** How tokens choose experts; the selection bias is named by its checkpoint tensor [numExperts]. */
+  routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: string | null };
+  experts: ExpertTensors;
+  activation: Activation;
+  /**
+   * Dense experts every token goes through (Qwen2-MoE, DeepSeek), added to the routed ones; with
+   * a `gate` ([1, hidden] linear, Qwen2-MoE) their output is scaled per token by σ(gate · x).
+   */
+  shared: { mlp: GatedMlp; gate: string | null } | null;
+  /** The experts this device holds, the shard axis of expert parallelism (default: all of them). */
+  shard?: { first: number; count: number };
+}
+
+/**
+ * A mixture-of-experts block, in vLLM's fused_moe spirit: every router (softmax, sigmoid with a
+ * selection bias, top-k-then-softmax, group-limited) is a RoutingParams value, not a subclass, and
+ * the experts run as two backend ops. The layer owns the experts' device format: per-expert or
+ * fused checkpoint tensors are stacked at load into [count, 2n, hidden] gate-then-up rows and
+ * [count, hidden, n] down rows, the layout the kernels stream.
+ */
+export class MoeBlock implements Layer {
+  private readonly options: MoeOptions;
+  private readonly router: Linear;
+  private readonly sharedGate: Linear | null;
+  private readonly first: number;
+  private readonly count: number;
+  private selectionBias: Tensor | null = null;
+  private experts: ExpertWeights | null = null;
+
+  constructor(options: MoeOptions) {
+    const { numExperts, hiddenSize } = options;
+    const shard = options.shard ?? { first: 0, count: numExperts };
+    if (!(shard.first >= 0 && shard.count >= 1 && shard.first + shard.count <= numExperts)) {
+      throw new Error(`experts ${shard.first}..${shard.first + shard.count - 1} are outside the ${numExperts} experts`);
+    }
+    this.options = options;
+    this.first = shard.first;
+    this.count = shard.count;
+    this.router = Linear.single(options.router, numExperts, hiddenSize, 'replicated', options.routerBias);
+    this.sharedGate = options.shared?.gate ? Linear.single(options.shared.gate, 1, hiddenSize, 'replicated') : null;
+  }
+
+  private get denseLayers(): Layer[] {
+    const { shared } = this.options;
+    return [this.router, ...(shared === null ? [] : [shared.mlp]), ...(this.sharedGate === null ? [] : [this.sharedGate])];
+  }
+
+  parameters(): ParameterSpec[] {
+    const { numExperts, hiddenSize: hidden, intermediateSize: n, routing, experts } = this.options;
+    const access = { kind: 'expert', numExperts, topK: routing.topK } as const;
+    const expertTensors: ParameterSpec[] =
+      experts.layout === 'per-expert'
+        ? Array.from({ length: this.count }, (_, i) => this.first + i).flatMap((e) => [
+            { name: experts.name(e, 'gate'), shape: [n, hidden], access },
+            { name: experts.name(e, 'up'), shape: [n, hidden], access },
+            { name: experts.name(e, 'down'), shape: [hidden, n], access },
+          ])
+        : [
+            { name: experts.gateUp, shape: [numExperts, hidden, 2 * n], access },
+            ...(experts.gateUpBias === null ? [] : [{ name: experts.gateUpBias, shape: [numExperts, 2 * n], access }]),
+            { name: experts.down, shape: [numExperts, n, hidden], access },
+            ...(experts.downBias === null ? [] : [{ name: experts.downBias, shape: [numExperts, hidden], access }]),
+          ];
+    const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: [numExperts] }];
+    return [...parametersOf(this.denseLayers), ...bias, ...expertTensors];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.denseLayers, source, uploader);
+    const { routing, experts } = this.options;
+    // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
+    if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
+    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name) : this.unfuse(source, experts);
+    this.experts = {
+      first: this.first,
+      count: this.count,
+      gateUp: uploader.loadWeight(host.gateUp),
+      down: uploader.loadWeight(host.down),
+      gateUpBias: host.gateUpBias === null ? null : uploader.loadWeight(host.gateUpBias),
+      downBias: host.downBias === null ? null : uploader.loadWeight(host.downBias),
+    };
+  }
+
+  private stackPerExpert(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string): HostExperts {
+    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+    const local = Array.from({ length: this.count }, (_, i) => this.first + i);
+    const gateUp = concatRows(local.flatMap((e) => [source.read(name(e, 'gate')), source.read(name(e, 'up'))]));
+    const down = concatRows(local.map((e) => source.read(name(e, 'down'))));
+    return { gateUp: { ...gateUp, shape: [this.count, 2 * n, hidden] }, down: { ...down, shape: [this.count, hidden, n] }, gateUpBias: null, downBias: null };
+  }
+
+  private unfuse(source: WeightSource, names: Extract<ExpertTensors, { layout: 'fused-interleaved' }>): HostExperts {
+    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+    const [first, count] = [this.first, this.count];
+    // gate_up [E, hidden, 2n], column 2j gate j and 2j + 1 up j -> [count, 2n, hidden], gate rows then up rows.
+    const gateUp = rearrange(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + interleaved(row, n));
+    // down [E, n, hidden] -> [count, hidden, n].
+    const down = rearrange(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
+    const gateUpBias =
+      names.gateUpBias === null ? null : rearrange(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + interleaved(col, n));
+    const downBias = names.downBias === null ? null : rearrange(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
+    return { gateUp, down, gateUpBias, downBias };
+  }
+
+  private get routingParams(): RoutingParams {
+    const { routing } = this.options;
+    return { ...routing, selectionBias: routing.selectionBias === null ? null : loaded(this.selectionBias, routing.selectionBias) };
+  }
+
+  /** x [numTokens, hidden] -> [numTokens, hidden]. */
+  forward(b: Backend, x: Tensor): Tensor {
+    const experts = loaded(this.experts, `${this.options.router} experts`);
+    const routing = b.routeExperts(this.router.forward(b, x), this.routingParams);
+    const out = b.allReduce(b.expertMlp(x, routing, experts, this.options.activation));
+    const { shared } = this.options;
+    if (shared !== null) b.addInto(out, shared.mlp.forward(b, x), this.sharedGate === null ? null : this.sharedGate.forward(b, x));
+    return out;
+  }
+}
+
+/** The experts as host tensors in the device layout, before upload. */
+interface HostExperts {
+  gateUp: HostTensor;
+  down: HostTensor;
+  gateUpBias: HostTensor | null;
+  downBias: HostTensor | null;
+}
+
+/** Where row r of a gate-then-up block sits among interleaved columns: gate j at 2j, up j at 2j + 1. */
+function interleaved(r: number, n: number): number {
+  return r < n ? 2 * r : 2 * (r - n) + 1;
+}
+
+/**
+ * A tensor of `shape` (2 or 3 dimensions) whose element at each index is `t`'s element at
+ * `sourceIndex(...index)`, copied as raw elements so the dtype (and memory) stays as stored.
+ */
+function rearrange(t: HostTensor, shape: number[], sourceIndex: (...index: number[]) => number): HostTensor {
+  const bytes = DTYPE_BYTES[t.dtype];
+  const count = shape.reduce((a, b) => a * b, 1);
+  const data = new Uint8Array(count * bytes);
+  // Typed views need aligned offsets; a tensor read from a file may start anywhere.
+  const aligned = t.data.byteOffset % bytes === 0 ? t.data : t.data.slice();
+  const [src, dst] =
+    bytes === 2
+      ? [new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2), new Uint16Array(data.buffer)]
+      : [new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4), new Uint32Array(data.buffer)];
+  let at = 0;
+  if (shape.length === 2) {
+    for (let a = 0; a < shape[0]; a++) for (let c = 0; c < shape[1]; c++) dst[at++] = src[sourceIndex(a, c)];
+  } else {
+    for (let a = 0; a < shape[0]; a++) for (let r = 0; r < shape[1]; r++) for (let c = 0; c < shape[2]; c++) dst[at++] = src[sourceIndex(a, r, c)];
+  }
+  return { dtype: t.dtype, shape, data };
+}

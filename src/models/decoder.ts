@@ -1,0 +1,172 @@
+import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import { SelfAttention } from '../layers/attention.ts';
+import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import { RmsNorm } from '../layers/norm.ts';
+import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
+import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { CausalLM } from './causal-lm.ts';
+import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
+import type { ModelConfig } from './model-config.ts';
+
+/**
+ * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
+ * Qwen2-MoE, Qwen3-MoE): embedding, layers of RMSNorm + attention and RMSNorm + feed-forward,
+ * final norm, LM head. A family differs in its config keys, its attention options and its
+ * feed-forward (a dense gated MLP or a MoE block).
+ */
+export interface DecoderConfig extends ModelConfig {
+  numHeads: number;
+  numKvHeads: number;
+  /** Per-head dimension; may differ from hiddenSize / numHeads (config key `head_dim`). */
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  maxPositionEmbeddings: number;
+  /** q/k/v projections carry a bias. */
+  attentionBias: boolean;
+  /** o_proj carries a bias. */
+  outputBias: boolean;
+  /** Per-head RMSNorm on q and k before RoPE (Qwen3). */
+  qkNorm: boolean;
+  /** Each layer's window: it attends to at most this many most recent tokens; null = full. */
+  slidingWindows: (number | null)[];
+}
+
+/** The keys every llama-like decoder reads the same way; each family adds its attention options and feed-forward. */
+export type DecoderFields = Omit<DecoderConfig, 'attentionBias' | 'outputBias' | 'qkNorm' | 'slidingWindows'>;
+
+/**
+ * Common keys, heads, `head_dim` (default hidden_size / num_attention_heads, or `headDimFallback`
+ * where the family's config class has its own), RMSNorm epsilon, RoPE and the context length it gives.
+ */
+export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number }): DecoderFields {
+  const common = parseCommonFields(fields, fields.raw('model_type') as string);
+  const { numHeads, numKvHeads } = parseHeads(fields);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositionEmbeddings);
+  const rope = parseRope(fields, maxPositionEmbeddings);
+  return {
+    ...common,
+    contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
+    numHeads,
+    numKvHeads,
+    headDim: parseHeadDim(fields, common.hiddenSize, numHeads, defaults.headDim),
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
+    ...rope,
+    maxPositionEmbeddings,
+  };
+}
+
+/** What follows attention in a decoder layer: a dense gated MLP or a mixture of experts. */
+export interface FeedForward extends Layer {
+  /** x [numTokens, hidden] -> [numTokens, hidden]. */
+  forward(b: Backend, x: Tensor): Tensor;
+}
+
+/** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
+export class DecoderLayer implements Layer {
+  readonly inputNorm: RmsNorm;
+  readonly attention: SelfAttention;
+  readonly postAttentionNorm: RmsNorm;
+  readonly mlp: FeedForward;
+
+  /** Hugging Face's names under `model.layers.<index>`: input_layernorm, self_attn.*, post_attention_layernorm. */
+  constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, mlp: FeedForward) {
+    const p = `model.layers.${index}`;
+    const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
+    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
+    this.attention = new SelfAttention({
+      layer: index,
+      hiddenSize,
+      numHeads,
+      numKvHeads,
+      headDim,
+      scale: headDim ** -0.5,
+      slidingWindow: config.slidingWindows[index],
+      softcap: null,
+      sinks: null,
+      rotary,
+      qkNorm: config.qkNorm
+        ? { q: new RmsNorm(`${p}.self_attn.q_norm.weight`, headDim, eps), k: new RmsNorm(`${p}.self_attn.k_norm.weight`, headDim, eps) }
+        : null,
+      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
+      o: `${p}.self_attn.o_proj.weight`,
+      qkvBias: config.attentionBias,
+      oBias: config.outputBias,
+    });
+    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
+    this.mlp = mlp;
+  }
+
+  get sublayers(): Layer[] {
+    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+}
+
+/**
+ * The decoder-only model. The residual stream is summed in HF's order (embeddings + attention
+ * out + mlp out + ...); each sublayer's output is added inside the next fused addRmsNorm.
+ */
+export class DecoderModel implements CausalLM {
+  readonly config: DecoderConfig;
+  private readonly rotary: RotaryEmbedding;
+  private readonly embedding: VocabEmbedding;
+  private readonly layers: DecoderLayer[];
+  private readonly finalNorm: RmsNorm;
+  private readonly lmHead: LmHead;
+
+  /** `mlpOf(index)` is layer `index`'s feed-forward. */
+  constructor(config: DecoderConfig, maxPositions: number, mlpOf: (index: number) => FeedForward) {
+    this.config = config;
+    const rotary = { rotaryDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    this.rotary = new RotaryEmbedding(rotary, maxPositions);
+    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, this.rotary, mlpOf(i)));
+    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps);
+    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
+  }
+
+  get kvLayers(): LayerKvSpec[] {
+    return this.layers.map((l) => l.attention.kvSpec);
+  }
+
+  get attentionMacsPerKey(): number[] {
+    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
+  }
+
+  private get sublayers(): Layer[] {
+    return [this.rotary, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
+  }
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+
+  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
+    const residual = this.embedding.forward(b, step);
+    // A sublayer's output waits here until the next norm adds it to the residual stream.
+    let pending: Tensor | null = null;
+    for (const layer of this.layers) {
+      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+      const attnOut = layer.attention.forward(b, attnIn, step, cache);
+      pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
+    }
+    // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
+    const rows = b.gatherLogitsRows(residual, step);
+    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+    return this.lmHead.forward(b, hidden);
+  }
+}

@@ -1,0 +1,60 @@
+import type { Activation } from '../backend/backend.ts';
+import { MoeBlock } from '../layers/moe.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
+import { ConfigFields, requireActivation } from './hf-config.ts';
+import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
+
+/** Mixtral: Mistral's decoder with a sparse MoE block (softmax top-k, renormalized) in every layer. */
+export interface MixtralConfig extends DecoderConfig {
+  /** Each expert's intermediate width (`intermediate_size`). */
+  intermediateSize: number;
+  numExperts: number;
+  numExpertsPerToken: number;
+}
+
+const SILU: Activation = { kind: 'silu' };
+/** MixtralConfig's default, as Mistral's. */
+const DEFAULT_MAX_POSITIONS = 4096 * 32;
+
+function parseMixtralConfig(json: Record<string, unknown>, source: string): MixtralConfig {
+  const fields = new ConfigFields(json, source);
+  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS });
+  requireActivation(fields, 'hidden_act', 'silu', 'silu');
+  const numExperts = parseNumExperts(fields);
+  return {
+    ...decoder,
+    attentionBias: false,
+    outputBias: false,
+    qkNorm: false,
+    // Unlike MistralConfig, MixtralConfig has no window unless the config names one; it covers every layer.
+    slidingWindows: new Array<number | null>(decoder.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
+    intermediateSize: fields.positiveInt('intermediate_size'),
+    numExperts,
+    numExpertsPerToken: parseExpertsPerToken(fields, numExperts),
+  };
+}
+
+/** Layer `index`'s `block_sparse_moe`: router `gate`, experts `experts.E.w1` (gate), `w3` (up), `w2` (down). */
+function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
+  const p = `model.layers.${index}.block_sparse_moe`;
+  const projection = { gate: 'w1', up: 'w3', down: 'w2' } as const;
+  return new MoeBlock({
+    hiddenSize: config.hiddenSize,
+    intermediateSize: config.intermediateSize,
+    numExperts: config.numExperts,
+    router: `${p}.gate.weight`,
+    routerBias: false,
+    routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: true, scale: 1 },
+    experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${projection[proj]}.weight` },
+    activation: SILU,
+    shared: null,
+  });
+}
+
+export const mixtralFamily: ModelFamily<MixtralConfig> = {
+  name: 'mixtral',
+  modelTypes: ['mixtral'],
+  parseConfig: parseMixtralConfig,
+  create: (config, maxPositions) => new DecoderModel(config, maxPositions, (i) => mixtralMoe(config, i)),
+};

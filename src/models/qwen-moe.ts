@@ -1,0 +1,117 @@
+import type { Activation } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import { MoeBlock } from '../layers/moe.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
+import { ConfigFields, requireActivation } from './hf-config.ts';
+import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
+
+/**
+ * Qwen's mixture-of-experts decoders. qwen2_moe (Qwen1.5-MoE, Qwen2-57B-A14B) is Qwen2 with q/k/v
+ * biases and a sigmoid-gated shared expert beside the routed ones; qwen3_moe (Qwen3-30B-A3B,
+ * 235B-A22B) is Qwen3 with q/k norms and routed experts only. Both route by a softmax over all
+ * experts, renormalized only with `norm_topk_prob`, and may keep some layers dense.
+ */
+export interface QwenMoeConfig extends DecoderConfig {
+  /** Width of the dense layers' MLP (`intermediate_size`). */
+  intermediateSize: number;
+  /** Each routed expert's width (`moe_intermediate_size`). */
+  moeIntermediateSize: number;
+  numExperts: number;
+  numExpertsPerToken: number;
+  /** Divide the chosen experts' probabilities by their sum. */
+  normTopkProb: boolean;
+  /** The qwen2_moe shared expert's width; null for qwen3_moe, which has none. */
+  sharedExpertIntermediateSize: number | null;
+  /** Per layer: a MoE block (true) or a dense MLP (false). */
+  sparseLayers: boolean[];
+}
+
+type QwenMoeModelType = 'qwen2_moe' | 'qwen3_moe';
+const SILU: Activation = { kind: 'silu' };
+const DEFAULT_MAX_POSITIONS = 32768;
+const DEFAULT_SLIDING_WINDOW = 4096;
+const DEFAULT_MAX_WINDOW_LAYERS = 28;
+
+function parseQwenMoeConfig(json: Record<string, unknown>, source: string): QwenMoeConfig {
+  const fields = new ConfigFields(json, source);
+  const modelType = fields.raw('model_type') as QwenMoeModelType;
+  // head_dim defaults to hidden_size / num_attention_heads in both (not to 128 as in dense Qwen3).
+  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS });
+  requireActivation(fields, 'hidden_act', 'silu', 'silu');
+  const numExperts = parseNumExperts(fields);
+  const qwen2 = modelType === 'qwen2_moe';
+  // Qwen2-MoE biases q/k/v (`qkv_bias`, default true), never o; Qwen3-MoE's `attention_bias` covers all four.
+  const qwen3Bias = qwen2 ? false : fields.boolean('attention_bias', false);
+  return {
+    ...decoder,
+    attentionBias: qwen2 ? fields.boolean('qkv_bias', true) : qwen3Bias,
+    outputBias: qwen3Bias,
+    qkNorm: !qwen2,
+    slidingWindows: parseSlidingWindows(fields, modelType, decoder.numLayers),
+    intermediateSize: fields.positiveInt('intermediate_size'),
+    moeIntermediateSize: fields.positiveInt('moe_intermediate_size'),
+    numExperts,
+    numExpertsPerToken: parseExpertsPerToken(fields, numExperts),
+    normTopkProb: fields.boolean('norm_topk_prob', false),
+    sharedExpertIntermediateSize: qwen2 ? fields.positiveInt('shared_expert_intermediate_size') : null,
+    sparseLayers: parseSparseLayers(fields, decoder.numLayers),
+  };
+}
+
+/** transformers: layer i is sparse iff i is not in `mlp_only_layers` and (i + 1) % `decoder_sparse_step` == 0. */
+function parseSparseLayers(fields: ConfigFields, numLayers: number): boolean[] {
+  const step = fields.positiveInt('decoder_sparse_step', 1);
+  const dense = fields.raw('mlp_only_layers') ?? [];
+  if (!Array.isArray(dense) || !dense.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers)) {
+    throw invalidModel(`${fields.source}: "mlp_only_layers" must list layer indices below ${numLayers} (got ${JSON.stringify(dense)})`);
+  }
+  return Array.from({ length: numLayers }, (_, i) => !dense.includes(i) && (i + 1) % step === 0);
+}
+
+/**
+ * Windows apply only with `use_sliding_window`. Qwen3-MoE then slides every layer; Qwen2-MoE the
+ * layers `layer_types` names, by default every other layer (0, 2, ...) below `max_window_layers`.
+ */
+function parseSlidingWindows(fields: ConfigFields, modelType: QwenMoeModelType, numLayers: number): (number | null)[] {
+  const none = new Array<number | null>(numLayers).fill(null);
+  if (!fields.boolean('use_sliding_window', false)) return none;
+  const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);
+  if (window === null || modelType === 'qwen3_moe') return none.map(() => window);
+  const layerTypes = fields.raw('layer_types');
+  if (Array.isArray(layerTypes)) {
+    if (layerTypes.length !== numLayers) throw invalidModel(`${fields.source}: layer_types has ${layerTypes.length} entries for ${numLayers} layers`);
+    return layerTypes.map((t) => (t === 'sliding_attention' ? window : null));
+  }
+  const maxWindowLayers = fields.nonNegativeInt('max_window_layers', DEFAULT_MAX_WINDOW_LAYERS);
+  return none.map((_, i) => (i % 2 === 0 && i < maxWindowLayers ? window : null));
+}
+
+/** Layer `index`'s `mlp`: a MoE block (router `gate`, `experts.E.*_proj`, Qwen2's `shared_expert` + `shared_expert_gate`) or a dense MLP. */
+function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
+  const p = `model.layers.${index}.mlp`;
+  const { hiddenSize } = config;
+  const gatedMlp = (prefix: string, width: number) =>
+    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, SILU);
+  if (!config.sparseLayers[index]) return gatedMlp(p, config.intermediateSize);
+  const shared = config.sharedExpertIntermediateSize;
+  return new MoeBlock({
+    hiddenSize,
+    intermediateSize: config.moeIntermediateSize,
+    numExperts: config.numExperts,
+    router: `${p}.gate.weight`,
+    routerBias: false,
+    routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: config.normTopkProb, scale: 1 },
+    experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` },
+    activation: SILU,
+    shared: shared === null ? null : { mlp: gatedMlp(`${p}.shared_expert`, shared), gate: `${p}.shared_expert_gate.weight` },
+  });
+}
+
+export const qwenMoeFamily: ModelFamily<QwenMoeConfig> = {
+  name: 'qwen-moe (qwen2_moe, qwen3_moe)',
+  modelTypes: ['qwen2_moe', 'qwen3_moe'],
+  parseConfig: parseQwenMoeConfig,
+  create: (config, maxPositions) => new DecoderModel(config, maxPositions, (i) => qwenMlp(config, i)),
+};

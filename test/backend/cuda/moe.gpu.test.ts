@@ -1,0 +1,302 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { Activation, ExpertWeights, RoutingParams, Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import { CpuExpertRouting } from '../../../src/backend/cpu/ops/moe.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { CudaTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
+import { CudaExpertRouting, expertTileRows, GEMV_MAX_TOKENS } from '../../../src/backend/cuda/kernels/moe-route.ts';
+import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
+import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// The MoE ops of the CUDA backend against the CPU backend: routing (every scoring, selection bias,
+// grouping, normalization), the grouping of pairs by expert, the expert MLPs on each path (a
+// single token, decode-sized GEMVs, grouped GEMMs of every tile height), expert shards, both
+// biases and all activations, and a decode-sized call replayed from a CUDA graph.
+
+const rng = seededRng(testSeed('cuda moe'));
+const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, poisonStepTensors: true });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+/** Routing decisions closer than this (relative) could differ between float64 and float32: such tokens are redrawn. */
+const MIN_MARGIN = 1e-4;
+
+interface Pair {
+  cpu: Tensor;
+  gpu: Tensor;
+}
+
+function bf16Pair(shape: number[], values: Float32Array, options: { gpuFloat32?: boolean } = {}): Pair {
+  const t = bf16Tensor(shape, values);
+  return { cpu: cpu.loadWeight(t), gpu: gpu.loadWeight(t, { float32: options.gpuFloat32 ?? false }) };
+}
+
+function randomPair(shape: number[], scale: number): Pair {
+  return bf16Pair(shape, randomBf16Values(rng, shape.reduce((a, b) => a * b, 1), scale));
+}
+
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+/** The smallest relative gap at which this token's choice is made (kept groups, then the top k), by the routing rules. */
+function routingMargin(logits: Float32Array, params: RoutingParams, bias: Float32Array | null): number {
+  const E = logits.length;
+  const max = Math.max(...logits);
+  const z = logits.reduce((s, l) => s + Math.exp(l - max), 0);
+  const score = (l: number) => (params.scoring === 'softmax' ? Math.exp(l - max) / z : params.scoring === 'sigmoid' ? sigmoid(l) : l);
+  let choice = Array.from(logits, (l, e) => score(l) + (bias?.[e] ?? 0));
+  const gap = (sorted: number[], k: number) => (k >= sorted.length ? Infinity : (sorted[k - 1] - sorted[k]) / Math.max(Math.abs(sorted[k - 1]), Math.abs(sorted[k]), 1e-30));
+  let margin = Infinity;
+  if (params.groups !== null) {
+    const size = E / params.groups.numGroups;
+    const groupScore = (g: number) => {
+      const members = choice.slice(g * size, (g + 1) * size).sort((a, b) => b - a);
+      return params.groups!.score === 'max' ? members[0] : members[0] + members[1];
+    };
+    const scores = Array.from({ length: params.groups.numGroups }, (_, g) => groupScore(g));
+    margin = gap([...scores].sort((a, b) => b - a), params.groups.topkGroups);
+    const kept = new Set(scores.map((s, g) => ({ s, g })).sort((a, b) => b.s - a.s || a.g - b.g).slice(0, params.groups.topkGroups).map((x) => x.g));
+    choice = choice.filter((_, e) => kept.has(Math.floor(e / size)));
+  }
+  return Math.min(margin, gap(choice.sort((a, b) => b - a), params.topK));
+}
+
+/** [tokens, experts] bf16 logits whose every token's routing is decided by a clear margin. */
+function decisiveLogits(tokens: number, experts: number, params: RoutingParams, bias: Float32Array | null, scale: number): Float32Array {
+  const out = new Float32Array(tokens * experts);
+  for (let t = 0; t < tokens; t++) {
+    let row: Float32Array;
+    do row = randomBf16Values(rng, experts, scale);
+    while (routingMargin(row, params, bias) < MIN_MARGIN);
+    out.set(row, t * experts);
+  }
+  return out;
+}
+
+interface RoutingCase {
+  tokens: number;
+  experts: number;
+  params: RoutingParams;
+  /** The bias values, and how the GPU holds them. */
+  bias: { values: Float32Array; gpuFloat32: boolean } | null;
+  logitsFloat32: boolean;
+}
+
+function randomRoutingCase(tokens: number, experts: number, topK: number): RoutingCase {
+  const scoring = pick(rng, ['softmax', 'sigmoid', 'topk-softmax'] as const);
+  const divisors = [2, 4, 8].filter((g) => experts % g === 0 && experts / g >= 2);
+  const grouped = divisors.length > 0 && rng() < 0.4;
+  const numGroups = grouped ? pick(rng, divisors) : 1;
+  const topkGroups = grouped ? randInt(rng, Math.ceil(topK / (experts / numGroups)), numGroups) : 1;
+  const groups = grouped ? { numGroups, topkGroups, score: pick(rng, ['max', 'top2-sum'] as const) } : null;
+  const bias = rng() < 0.4 ? { values: randomBf16Values(rng, experts, 0.5), gpuFloat32: rng() < 0.7 } : null;
+  return {
+    tokens,
+    experts,
+    params: { topK, scoring, selectionBias: null, groups, normalize: rng() < 0.5, scale: pick(rng, [1, 2.5]) },
+    bias,
+    logitsFloat32: rng() < 0.3,
+  };
+}
+
+/** Routes the case on both backends from the same logits. */
+function routeBoth(c: RoutingCase): { cpu: CpuExpertRouting; gpu: CudaExpertRouting; logits: Pair } {
+  const bias = c.bias === null ? null : bf16Pair([c.experts], c.bias.values, { gpuFloat32: c.bias.gpuFloat32 });
+  const logits = bf16Pair([c.tokens, c.experts], decisiveLogits(c.tokens, c.experts, c.params, c.bias?.values ?? null, 3), { gpuFloat32: c.logitsFloat32 });
+  const routed = {
+    cpu: cpu.routeExperts(logits.cpu, { ...c.params, selectionBias: bias?.cpu ?? null }),
+    gpu: gpu.routeExperts(logits.gpu, { ...c.params, selectionBias: bias?.gpu ?? null }),
+  };
+  assert.ok(routed.cpu instanceof CpuExpertRouting && routed.gpu instanceof CudaExpertRouting);
+  return { cpu: routed.cpu, gpu: routed.gpu, logits };
+}
+
+function download(ptr: number, count: number, type: 'i32' | 'f32'): Int32Array | Float32Array {
+  const out = type === 'i32' ? new Int32Array(count) : new Float32Array(count);
+  if (count > 0) gpu.device.download(out, ptr);
+  return out;
+}
+
+function describeCase(c: RoutingCase): string {
+  const g = c.params.groups;
+  return `${c.tokens} tokens, ${c.experts} experts, top-${c.params.topK} ${c.params.scoring}${g ? ` groups ${g.numGroups}/${g.topkGroups} ${g.score}` : ''}${c.bias ? ` bias ${c.bias.gpuFloat32 ? 'f32' : 'bf16'}` : ''}${c.params.normalize ? ' normalized' : ''} scale ${c.params.scale}${c.logitsFloat32 ? ' f32 logits' : ''}`;
+}
+
+test('routeExperts chooses the CPU reference\'s experts with its weights, and groups the pairs by expert consistently', () => {
+  for (let trial = 0; trial < 40; trial++) {
+    const experts = pick(rng, [4, 6, 8, 16, 60, 64, 128, 256]);
+    const c = randomRoutingCase(pick(rng, [1, 2, 5, 8, randInt(rng, 9, 300)]), experts, randInt(rng, 1, Math.min(8, experts)));
+    const what = describeCase(c);
+    const { cpu: ref, gpu: routed } = routeBoth(c);
+    const pairs = c.tokens * c.params.topK;
+    const b = routed.buffers;
+    const ids = download(b.ids, pairs, 'i32');
+    assert.deepEqual(ids, ref.routes.experts, `${what}: experts`);
+    const weights = download(b.weights, pairs, 'f32');
+    weights.forEach((w, i) => assert.ok(Math.abs(w - ref.routes.weights[i]) <= 1e-5 * Math.max(1, Math.abs(ref.routes.weights[i])), `${what}: weight ${i} ${w} vs ${ref.routes.weights[i]}`));
+
+    // The grouping: offsets are the per-expert counts' prefix sums, pairPos inverts sortedPairs,
+    // each pair sits in its expert's run, and the tiles cover each run in steps of tileRows.
+    const offsets = download(b.offsets, c.experts + 1, 'i32');
+    const counts = new Array<number>(c.experts).fill(0);
+    ids.forEach((e) => counts[e]++);
+    counts.forEach((n, e) => assert.equal(offsets[e + 1] - offsets[e], n, `${what}: expert ${e}'s run`));
+    assert.equal(offsets[0], 0);
+    const sorted = download(b.sortedPairs, pairs, 'i32');
+    const pairPos = download(b.pairPos, pairs, 'i32');
+    for (let p = 0; p < pairs; p++) {
+      assert.equal(sorted[pairPos[p]], p, `${what}: pair ${p}'s place`);
+      const e = ids[p];
+      assert.ok(pairPos[p] >= offsets[e] && pairPos[p] < offsets[e + 1], `${what}: pair ${p} outside expert ${e}'s run`);
+    }
+    const tileRows = expertTileRows(c.tokens, c.params.topK, c.experts);
+    assert.equal(routed.tileRows, tileRows);
+    const tileStart = download(b.tileStart, c.experts + 1, 'i32');
+    const tiles = download(b.tiles, 2 * tileStart[c.experts], 'i32');
+    for (let e = 0; e < c.experts; e++) {
+      assert.equal(tileStart[e + 1] - tileStart[e], Math.ceil(counts[e] / tileRows), `${what}: expert ${e}'s tiles`);
+      for (let i = tileStart[e]; i < tileStart[e + 1]; i++) assert.deepEqual([tiles[2 * i], tiles[2 * i + 1]], [e, offsets[e] + (i - tileStart[e]) * tileRows]);
+    }
+  }
+});
+
+interface ExpertCase {
+  tokens: number;
+  experts: number;
+  topK: number;
+  hidden: number;
+  n: number;
+  biased: boolean;
+  activation: Activation;
+  /** The shard this device holds. */
+  first: number;
+  count: number;
+}
+
+const ACTIVATIONS: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 1.5 }];
+
+function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights } {
+  const { first, count, hidden, n } = c;
+  const gateUp = randomPair([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
+  const down = randomPair([count, hidden, n], 1 / Math.sqrt(n));
+  const gateUpBias = c.biased ? randomPair([count, 2 * n], 0.5) : null;
+  const downBias = c.biased ? randomPair([count, hidden], 0.5) : null;
+  return {
+    cpu: { first, count, gateUp: gateUp.cpu, down: down.cpu, gateUpBias: gateUpBias?.cpu ?? null, downBias: downBias?.cpu ?? null },
+    gpu: { first, count, gateUp: gateUp.gpu, down: down.gpu, gateUpBias: gateUpBias?.gpu ?? null, downBias: downBias?.gpu ?? null },
+  };
+}
+
+function checkExperts(c: ExpertCase): void {
+  const routing = randomRoutingCase(c.tokens, c.experts, c.topK);
+  const what = `${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
+  const { cpu: cpuRouting, gpu: gpuRouting } = routeBoth(routing);
+  const x = randomPair([c.tokens, c.hidden], 1);
+  const weights = expertWeights(c);
+  const expected = cpu.toHost(cpu.expertMlp(x.cpu, cpuRouting, weights.cpu, c.activation));
+  const actual = gpu.toHost(gpu.expertMlp(x.gpu, gpuRouting, weights.gpu, c.activation));
+  const err = relativeError(actual, expected);
+  assert.ok(err < TOLERANCE, `${what}: relative error ${err}`);
+}
+
+test('expertMlp on every path: one token, decode GEMVs, and grouped GEMMs of each tile height', () => {
+  const silu: Activation = { kind: 'silu' };
+  const cases: Omit<ExpertCase, 'first' | 'count'>[] = [
+    // One token: the down projection fused with the weighted sum (32 experts of Qwen3-30B-A3B's shape, then Mixtral-like).
+    { tokens: 1, experts: 32, topK: 8, hidden: 2048, n: 768, biased: false, activation: silu },
+    { tokens: 1, experts: 8, topK: 2, hidden: 512, n: 1024, biased: false, activation: silu },
+    // 2..8 tokens: GEMVs over the active experts, then the sum.
+    { tokens: 2, experts: 128, topK: 8, hidden: 1024, n: 384, biased: true, activation: silu },
+    { tokens: 8, experts: 4, topK: 2, hidden: 256, n: 200, biased: false, activation: ACTIVATIONS[2] },
+    // More tokens: grouped GEMMs with 16, 32, 64 and 128-row tiles (pairs per expert 2.5, 25, 50, 150).
+    { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: ACTIVATIONS[3] },
+    { tokens: 100, experts: 16, topK: 4, hidden: 264, n: 136, biased: false, activation: ACTIVATIONS[1] },
+    { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: true, activation: silu },
+    { tokens: 300, experts: 4, topK: 2, hidden: 136, n: 520, biased: false, activation: silu },
+  ];
+  for (const c of cases) checkExperts({ ...c, first: 0, count: c.experts });
+  assert.deepEqual(
+    cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)),
+    [1, 1, 2, 8, 16, 32, 64, 128],
+    'the cases cover every path',
+  );
+});
+
+test('expertMlp over random shapes, activations, biases and expert shards', () => {
+  for (let trial = 0; trial < 30; trial++) {
+    const experts = randInt(rng, 4, 128);
+    const topK = randInt(rng, 1, Math.min(8, experts));
+    const tokens = rng() < 0.4 ? randInt(rng, 1, GEMV_MAX_TOKENS) : randInt(rng, GEMV_MAX_TOKENS + 1, 300);
+    const sharded = rng() < 0.3;
+    const first = sharded ? randInt(rng, 0, experts - 1) : 0;
+    const count = sharded ? randInt(rng, 1, experts - first) : experts;
+    checkExperts({
+      tokens,
+      experts,
+      topK,
+      // Weights stay under ~50 MB: a few experts may be wide, many experts narrow.
+      hidden: 8 * randInt(rng, 1, experts > 32 ? 32 : 96),
+      n: 8 * randInt(rng, 1, experts > 32 ? 24 : 64),
+      biased: rng() < 0.5,
+      activation: pick(rng, ACTIVATIONS),
+      first,
+      count,
+    });
+  }
+});
+
+test('addInto adds the rows, scaled by σ(gate) when a gate is given', () => {
+  for (const gated of [false, true]) {
+    const rows = randInt(rng, 1, 70);
+    const cols = 8 * randInt(rng, 1, 300);
+    const target = randomPair([rows, cols], 2);
+    const x = randomPair([rows, cols], 2);
+    const gate = gated ? randomPair([rows, 1], 4) : null;
+    cpu.addInto(target.cpu, x.cpu, gate?.cpu ?? null);
+    gpu.addInto(target.gpu, x.gpu, gate?.gpu ?? null);
+    const err = relativeError(gpu.toHost(target.gpu), cpu.toHost(target.cpu));
+    assert.ok(err < TOLERANCE, `addInto ${rows}x${cols}${gated ? ' gated' : ''}: relative error ${err}`);
+  }
+});
+
+/** Overwrites a tensor made by loadWeight with new bf16 values, in place on the device. */
+function overwrite(t: Tensor, values: Float32Array): void {
+  assert.ok(t instanceof CudaTensor && t.dtype === 'bf16');
+  gpu.device.uploadSync(t.ptr, Uint16Array.from(values, (v) => floatToBf16Bits(v)));
+}
+
+test('a decode-sized MoE call replayed from a CUDA graph equals the eager call, for new inputs too', () => {
+  for (const tokens of [1, 4, 16]) {
+    const [experts, topK, hidden, n] = [64, 6, 256, 128];
+    const params: RoutingParams = { topK, scoring: 'softmax', selectionBias: null, groups: null, normalize: true, scale: 1 };
+    const weights = expertWeights({ tokens, experts, topK, hidden, n, biased: true, activation: { kind: 'silu' }, first: 0, count: experts }).gpu;
+    const logits = gpu.loadWeight(bf16Tensor([tokens, experts], decisiveLogits(tokens, experts, params, null, 3)));
+    const x = gpu.loadWeight(bf16Tensor([tokens, hidden], randomBf16Values(rng, tokens * hidden, 1)));
+    const batch = buildBatch([{ cached: 0, query: tokens }], new BlockAssignment(rng, 64, 1), 16);
+    const moe = () => gpu.expertMlp(x, gpu.routeExperts(logits, params), weights, { kind: 'silu' });
+    gpu.beginStep(batch);
+    let recorded: Tensor | null = null;
+    const graph = gpu.captureGraph(() => {
+      recorded = moe();
+    });
+    try {
+      for (let round = 0; round < 3; round++) {
+        if (round > 0) {
+          overwrite(logits, decisiveLogits(tokens, experts, params, null, 3));
+          overwrite(x, randomBf16Values(rng, tokens * hidden, 1));
+        }
+        graph.replay();
+        const replayed = gpu.toHost(recorded!);
+        // The eager call after a reset takes the same arena addresses: read the replay first.
+        gpu.beginStep(batch);
+        const eager = gpu.toHost(moe());
+        assert.ok(eager.every((v) => Number.isFinite(v)), `${tokens} tokens: eager output is finite`);
+        assert.deepEqual(replayed, eager, `${tokens} tokens, round ${round}`);
+      }
+    } finally {
+      graph.dispose();
+    }
+  }
+});
