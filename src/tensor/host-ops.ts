@@ -46,9 +46,10 @@ export function gatherElements(t: HostTensor, shape: number[], sourceOf: (i: num
   const data = new Uint8Array(count * width);
   // Typed views need aligned offsets; a tensor read from a file may start anywhere.
   const aligned = t.data.byteOffset % width === 0 ? t.data : t.data.slice();
-  const View = width === 2 ? Uint16Array : Uint32Array;
-  const src = new View(aligned.buffer, aligned.byteOffset, aligned.length / width);
-  const dst = new View(data.buffer);
+  const [src, dst] =
+    width === 2
+      ? [new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2), new Uint16Array(data.buffer)]
+      : [new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4), new Uint32Array(data.buffer)];
   for (let i = 0; i < count; i++) dst[i] = src[sourceOf(i)];
   return { dtype: t.dtype, shape, data };
 }
