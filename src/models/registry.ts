@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
+import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { llamaFamily } from './llama.ts';
 import { mixtralFamily } from './mixtral.ts';
@@ -9,7 +10,7 @@ import type { ModelConfig } from './model-config.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
-const FAMILIES: readonly ModelFamily[] = [family(llamaFamily), family(mixtralFamily), family(qwenMoeFamily)];
+const FAMILIES: readonly ModelFamily[] = [family(llamaFamily), family(mixtralFamily), family(qwenMoeFamily), family(deepseekFamily)];
 
 /**
  * A family as the registry holds it: its parser makes the config its `create` takes, which the
