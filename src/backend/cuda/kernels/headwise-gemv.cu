@@ -14,8 +14,9 @@
 #endif
 #define RW 8
 
-// grid ceil(heads * n / (RW * 4)), block 128; k8 = k / 8; width and k multiples of 8, n of RW.
-extern "C" __global__ void __launch_bounds__(128) headwise_gemv_kernel(bf16* __restrict__ out, const bf16* __restrict__ x,
+// grid ceil(heads * n / (RW * 4)), block 128; k8 = k / 8; width and k multiples of 8, n of RW. The
+// minimum of one block per multiprocessor lifts ptxas's register cap, which spilled at 4 rows (96).
+extern "C" __global__ void __launch_bounds__(128, 1) headwise_gemv_kernel(bf16* __restrict__ out, const bf16* __restrict__ x,
                                                                        const uint4* __restrict__ w, int heads, int n, int k8, int width) {
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RW;
@@ -33,17 +34,17 @@ extern "C" __global__ void __launch_bounds__(128) headwise_gemv_kernel(bf16* __r
     uint4 wv[RW];
 #pragma unroll
     for (int i = 0; i < RW; i++) wv[i] = load_streaming(wr + (long long)i * k8 + c);
-    float wf[RW][8];
+    float xf[ROWS][8];
 #pragma unroll
-    for (int i = 0; i < RW; i++) unpack8(wv[i], wf[i]);
+    for (int r = 0; r < ROWS; r++) unpack8(xh[r * x_row + c], xf[r]);
 #pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-      float xf[8];
-      unpack8(xh[r * x_row + c], xf);
+    for (int i = 0; i < RW; i++) {
+      float wf[8];
+      unpack8(wv[i], wf);
 #pragma unroll
-      for (int i = 0; i < RW; i++)
+      for (int r = 0; r < ROWS; r++)
 #pragma unroll
-        for (int e = 0; e < 8; e++) acc[r][i] = fmaf(wf[i][e], xf[e], acc[r][i]);
+        for (int e = 0; e < 8; e++) acc[r][i] = fmaf(wf[e], xf[r][e], acc[r][i]);
     }
   }
 #pragma unroll
