@@ -35,6 +35,9 @@ const OPS = [
   'qkNorm',
   'ropeAndCacheWrite',
   'attention',
+  'mlaRopeAndCacheWrite',
+  'mlaAttention',
+  'headwiseLinear',
   'gatedLinear',
   'routeExperts',
   'expertMlp',
@@ -48,7 +51,7 @@ const originals = OPS.map((name) => [name, ops[name]] as const);
 for (const [name, original] of originals) {
   ops[name] = (...args: unknown[]) => {
     // Weight ops are told apart by the weight's shape (the experts' stacked gate/up); the others are one op each.
-    const weight = name === 'linear' || name === 'gatedLinear' ? args[1] : name === 'expertMlp' ? (args[2] as { gateUp: unknown }).gateUp : null;
+    const weight = name === 'linear' || name === 'gatedLinear' || name === 'headwiseLinear' ? args[1] : name === 'expertMlp' ? (args[2] as { gateUp: unknown }).gateUp : null;
     const key = weight === null ? name : `${name} ${(weight as { shape: number[] }).shape.join('x')}`;
     recorded.push({ key, run: () => void original.apply(backend, args) });
     return original.apply(backend, args);

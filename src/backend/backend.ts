@@ -44,6 +44,22 @@ export interface AttentionParams {
   sinks: Tensor | null;
 }
 
+/**
+ * Multi-head latent attention in its absorbed form: queries are projected into the latent space,
+ * so every head attends over the one cached row per token (layers/mla-attention.ts says how).
+ */
+export interface MlaParams {
+  numHeads: number;
+  /** Cached normalized latent width (kv_lora_rank). */
+  latentDim: number;
+  /** Rotated dimensions per query head and in the cached row (qk_rope_head_dim). */
+  ropeDim: number;
+  /** Unrotated query dimensions per head, before them (qk_nope_head_dim). */
+  nopeDim: number;
+  /** Softmax scale. */
+  scale: number;
+}
+
 /** The activation between a gated MLP's up and down projections: act(gate) * up. */
 export type Activation =
   | { kind: 'silu' }
@@ -168,6 +184,11 @@ export interface Backend {
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
+  /**
+   * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
+   * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
+   */
+  headwiseLinear(x: Tensor, weight: Tensor): Tensor;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */
@@ -183,6 +204,19 @@ export interface Backend {
   /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor;
 
+  /**
+   * MLA's cache write: kv [numTokens, latentDim + ropeDim] (the latent, then the shared key's
+   * rotary part) has its latent RMS-normalized by `latentNorm` and its rotary part rotated, in
+   * place, and is written to the layer's slots; the rotary part of every head of q [numTokens,
+   * numHeads * (nopeDim + ropeDim)] is rotated in place too. `rope` covers ropeDim dimensions.
+   */
+  mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void;
+  /**
+   * Absorbed MLA: head h of token t scores cached row j (its sequence's positions up to t's) as
+   * scale · (qLatent[t, h] · latent_j + qRope[t, h] · rope_j), where qRope is the trailing ropeDim
+   * of q's head h, and returns the softmax-weighted sum of latents, [numTokens, numHeads * latentDim].
+   */
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor;
   /** Each token's experts and their weights from router logits [numTokens, numExperts]. */
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting;
   /**

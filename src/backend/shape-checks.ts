@@ -1,6 +1,6 @@
 import type { BatchDescription } from '../step/batch.ts';
-import type { AttentionKvSpec, KvCacheLayout } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, ExpertWeights, RoutingParams } from './backend.ts';
+import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec } from '../step/kv-cache-layout.ts';
+import type { AttentionParams, ExpertWeights, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -24,6 +24,17 @@ export function assertTokenSources(batch: BatchDescription, previousDraws: numbe
   for (const source of batch.tokenSources) {
     if (source >= previousDraws) throw new RangeError(`token source ${source} is outside the ${previousDraws} draws of the last sampling pass`);
   }
+}
+
+/** The layer's KV spec, checked to be an MLA layer holding rows of the widths `mla` reads. */
+export function mlaKvLayer(layout: KvCacheLayout, layer: number, mla: MlaParams): MlaKvSpec {
+  const spec = layout.layers[layer];
+  if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${layout.layers.length} layers`);
+  if (spec.kind !== 'mla') throw new Error(`KV cache layer ${layer} holds attention keys and values, not MLA rows`);
+  if (spec.latentDim !== mla.latentDim || spec.ropeDim !== mla.ropeDim) {
+    throw new Error(`KV cache layer ${layer} holds MLA rows of ${spec.latentDim} + ${spec.ropeDim}, attention needs ${mla.latentDim} + ${mla.ropeDim}`);
+  }
+  return spec;
 }
 
 /** Routing parameters that make sense for `numExperts` experts (a config error otherwise, caught at load). */

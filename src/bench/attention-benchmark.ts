@@ -2,9 +2,11 @@
 // over CUDA-graph replays so host launch cost stays out: decode attention as KV bytes read per
 // second at 1k / 8k / 32k context, prefill attention as causal TFLOP/s on the shapes the PyTorch
 // SDPA peer runs (tools/peers/hf_peers.py --only sdpa), and the device's ceilings measured alike.
-import type { AttentionParams } from '../backend/backend.ts';
+// MLA (absorbed, over the latent cache) with DeepSeek-V2-Lite's and DeepSeek-V3's head counts:
+// decode as cached rows read per second, prefill as absorbed TFLOP/s.
+import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
-import type { CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -13,6 +15,11 @@ export const DECODE_CONTEXTS = [1024, 8192, 32768];
 export const DECODE_BATCHES = [1, 16];
 const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null, softcap: null, sinks: null };
 const BLOCK_SIZE = 16;
+/** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
+export const MLA_HEADS = [16, 128];
+export const MLA_DECODE_CONTEXTS = [4096, 32768, 131072];
+export const MLA_PREFILL_SEQ_LENS = [2048, 8192];
+const mlaShape = (numHeads: number): MlaParams => ({ numHeads, latentDim: 512, ropeDim: 64, nopeDim: 128, scale: 192 ** -0.5 });
 
 export interface PrefillFigure {
   batch: number;
@@ -36,24 +43,54 @@ export interface DecodeFigure {
   gb_per_s: number;
 }
 
+export interface MlaDecodeFigure {
+  batch: number;
+  context_len: number;
+  num_heads: number;
+  latent_dim: number;
+  rope_dim: number;
+  us: number;
+  /** Cached rows (latent + rope) read per second: each once, however many heads read it. */
+  gb_per_s: number;
+  /** gb_per_s over the measured read bandwidth. */
+  read_fraction: number;
+}
+
+export interface MlaPrefillFigure {
+  seq_len: number;
+  num_heads: number;
+  latent_dim: number;
+  rope_dim: number;
+  ms: number;
+  /** Absorbed form: 2 × heads × (2 × latent + rope) FLOPs per query-key pair, over the causal half. */
+  tflops: number;
+}
+
 export interface AttentionBenchmark {
   deviceName: string;
   driverCudaVersion: number;
   ceilings: { read_gb_per_s: number; copy_gb_per_s: number; gemm_bf16_8192_tflops: number };
   prefill: PrefillFigure[];
   decode: DecodeFigure[];
+  mlaDecode: MlaDecodeFigure[];
+  mlaPrefill: MlaPrefillFigure[];
 }
 
 /** Runs every figure on GPU `ordinal`, with its own backend released at the end. */
 export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
   const bench = new KernelTimer(ordinal);
   try {
+    const ceilings = bench.ceilings();
     return {
       deviceName: bench.backend.device.info.name,
       driverCudaVersion: bench.backend.device.info.driverCudaVersion,
-      ceilings: bench.ceilings(),
+      ceilings,
       prefill: PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B)),
       decode: DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
+      mlaDecode: MLA_HEADS.flatMap((heads) =>
+        MLA_DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s))),
+      ),
+      mlaPrefill: MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads)))),
     };
   } finally {
     bench.backend.dispose();
@@ -101,6 +138,47 @@ class KernelTimer {
     return { batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
   }
 
+  mlaDecode(contextLen: number, batch: number, mla: MlaParams, readGbPerS: number): MlaDecodeFigure {
+    const setup = this.mlaSetup(mla, Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 })));
+    try {
+      const ms = this.timeGraph(() => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, setup.step, mla), 20);
+      const gbPerS = (batch * contextLen * (mla.latentDim + mla.ropeDim) * 2) / (ms * 1e-3) / 1e9;
+      return { batch, context_len: contextLen, ...mlaDims(mla), us: ms * 1e3, gb_per_s: gbPerS, read_fraction: gbPerS / readGbPerS };
+    } finally {
+      setup.release();
+    }
+  }
+
+  mlaPrefill(seqLen: number, mla: MlaParams): MlaPrefillFigure {
+    const setup = this.mlaSetup(mla, [{ cached: 0, query: seqLen }]);
+    try {
+      const ms = this.timeGraph(() => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, setup.step, mla), 5);
+      const flops = (2 * mla.numHeads * (2 * mla.latentDim + mla.ropeDim) * seqLen * seqLen) / 2;
+      return { seq_len: seqLen, ...mlaDims(mla), ms, tflops: flops / (ms * 1e-3) / 1e12 };
+    } finally {
+      setup.release();
+    }
+  }
+
+  /** One MLA layer's pool and queries, all random on the device; `release` frees them. */
+  private mlaSetup(mla: MlaParams, seqs: SeqSpec[]) {
+    const device = this.backend.device;
+    const numBlocks = seqs.reduce((n, s) => n + Math.ceil((s.cached + s.query) / BLOCK_SIZE), 0) + 1;
+    const cache = this.backend.createKvCache({ numBlocks, blockSize: BLOCK_SIZE, layers: [{ kind: 'mla', latentDim: mla.latentDim, ropeDim: mla.ropeDim }] }) as CudaKvCache;
+    this.fillRandom(cache.base, cache.totalBytes);
+    const batch = buildBatch(seqs, new BlockAssignment(this.rng, numBlocks, seqs.length), BLOCK_SIZE);
+    const owned: number[] = [];
+    const random = (cols: number) => {
+      const ptr = device.alloc(batch.numTokens * cols * 2);
+      owned.push(ptr);
+      this.fillRandom(ptr, batch.numTokens * cols * 2);
+      return new CudaTensor([batch.numTokens, cols], ptr, 'bf16');
+    };
+    const qLatent = random(mla.numHeads * mla.latentDim);
+    const q = random(mla.numHeads * (mla.nopeDim + mla.ropeDim));
+    return { cache, step: this.backend.beginStep(batch), qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
+  }
+
   /** Median milliseconds of one `run`, each sample replaying a graph of `reps` runs. */
   private timeGraph(run: () => void, reps: number, samples = 7): number {
     run(); // compiles and loads kernels before capture
@@ -135,6 +213,10 @@ class KernelTimer {
     const rope = this.backend.uploadRopeTable(ropeTables(longest + 1, shape.headDim));
     return { cache, step: this.backend.beginStep(batch), qkv, rope };
   }
+}
+
+function mlaDims(mla: MlaParams) {
+  return { num_heads: mla.numHeads, latent_dim: mla.latentDim, rope_dim: mla.ropeDim };
 }
 
 function heads(shape: AttentionParams) {

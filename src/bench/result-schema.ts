@@ -147,6 +147,25 @@ const AttentionResultsSchema = z.strictObject({
       }),
     )
     .optional(),
+  /** MLA decode (absorbed, over the latent cache): cached rows read per second. */
+  mla_decode: z
+    .array(
+      z.strictObject({
+        batch: count,
+        context_len: count,
+        num_heads: count,
+        latent_dim: count,
+        rope_dim: count,
+        us: figure,
+        gb_per_s: figure,
+        read_fraction: figure,
+      }),
+    )
+    .optional(),
+  /** MLA prefill (absorbed, causal): TFLOP/s. */
+  mla_prefill: z
+    .array(z.strictObject({ seq_len: count, num_heads: count, latent_dim: count, rope_dim: count, ms: figure, tflops: figure }))
+    .optional(),
   /** The device measured alike: read and copy bandwidth, a large bf16 GEMM. */
   ceilings: z.strictObject({ read_gb_per_s: figure, copy_gb_per_s: figure, gemm_bf16_8192_tflops: figure }).optional(),
 });

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
+import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { gptOssFamily } from './gpt-oss.ts';
@@ -19,6 +20,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(gemmaFamily),
   family(phi3Family),
   family(gptOssFamily),
+  family(deepseekFamily),
 ];
 
 /**

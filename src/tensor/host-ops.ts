@@ -1,4 +1,4 @@
-import { hostTensorToFloat32 } from './host-dtype.ts';
+import { DTYPE_BYTES, hostTensorToFloat32 } from './host-dtype.ts';
 import type { HostTensor } from './host-tensor.ts';
 
 /** Stacks tensors along their first dimension; mixed dtypes are widened to float32 first. */
@@ -34,4 +34,22 @@ export function mapValues(t: HostTensor, f: (value: number) => number): HostTens
   const values = hostTensorToFloat32(t);
   for (let i = 0; i < values.length; i++) values[i] = f(values[i]);
   return float32Tensor(values, [...t.shape]);
+}
+
+/**
+ * A tensor of `shape` whose flat element i is `t`'s flat element `sourceOf(i)`: a load-time
+ * reordering (row permutations, per-block transposes), elements copied as stored, dtype kept.
+ */
+export function gatherElements(t: HostTensor, shape: number[], sourceOf: (i: number) => number): HostTensor {
+  const width = DTYPE_BYTES[t.dtype];
+  const count = shape.reduce((n, d) => n * d, 1);
+  const data = new Uint8Array(count * width);
+  // Typed views need aligned offsets; a tensor read from a file may start anywhere.
+  const aligned = t.data.byteOffset % width === 0 ? t.data : t.data.slice();
+  const [src, dst] =
+    width === 2
+      ? [new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2), new Uint16Array(data.buffer)]
+      : [new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4), new Uint32Array(data.buffer)];
+  for (let i = 0; i < count; i++) dst[i] = src[sourceOf(i)];
+  return { dtype: t.dtype, shape, data };
 }

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parameterCount, parametersReadPerStep } from '../../src/bench/roofline.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
+import type { DeepseekConfig } from '../../src/models/deepseek.ts';
 import type { QwenMoeConfig } from '../../src/models/qwen-moe.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { kvBytesPerToken } from '../../src/step/kv-cache-layout.ts';
 
 const dir = (arch: string) => `bench/configs/${arch}`;
 const readModelConfig = (path: string) => readModelArchitecture(path).config as LlamaConfig;
@@ -20,6 +22,8 @@ test('every shipped architecture parses, with the published parameter count', ()
     'qwen2.5-7b': 7_615_616_512,
     'mistral-7b': 7_248_023_552,
     'qwen3-30b-a3b': 30_532_122_624,
+    // deepseek-ai/DeepSeek-V2-Lite's safetensors hold 15,706,484,224 values: the "15.7B" of its model card.
+    'deepseek-v2-lite': 15_706_484_224,
   };
   for (const [arch, count] of Object.entries(published)) assert.equal(parameterCount(modelOf(dir(arch))), count, arch);
 });
@@ -84,4 +88,35 @@ test('Qwen3-30B-A3B reads 3.04B parameters per decoded token: everything but the
   // 8 of 128 experts per layer, the LM head, attention, routers and norms.
   assert.equal(parametersReadPerStep(model, 1), dense - embedding + 48 * expertsPerLayer * (8 / 128));
   assert.equal(parametersReadPerStep(model, 1), 3_041_867_776);
+});
+
+test('DeepSeek-V2-Lite: MLA without q LoRA, 64 experts of 1408 (top 6) and 2 shared after one dense layer, YaRN to 160k', () => {
+  const c = readModelArchitecture(dir('deepseek-v2-lite')).config as DeepseekConfig;
+  assert.equal(c.modelType, 'deepseek_v2');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.vocabSize], [2048, 10944, 27, 16, 102400]);
+  assert.deepEqual([c.queryRank, c.latentDim, c.nopeDim, c.ropeDim, c.valueDim], [null, 512, 128, 64, 128]);
+  assert.deepEqual(c.sparseLayers, Array.from({ length: 27 }, (_, i) => i >= 1));
+  assert.deepEqual([c.moe.numExperts, c.moe.numExpertsPerToken, c.moe.expertIntermediateSize, c.moe.sharedIntermediateSize], [64, 6, 1408, 2816]);
+  assert.deepEqual(c.moe.routing, { topK: 6, scoring: 'softmax', selectionBias: false, groups: null, normalize: false, scale: 1 });
+  assert.equal(c.contextLength, 163840);
+  assert.ok(Math.abs(c.attentionScale - 192 ** -0.5 * (0.1 * 0.707 * Math.log(40) + 1) ** 2) < 1e-12);
+});
+
+test('DeepSeek-V2-Lite activates 2.45B parameters per token (the "2.4B" of its model card): all but the input embedding and 58 of 64 experts', () => {
+  const model = modelOf(dir('deepseek-v2-lite'));
+  const embedding = 102400 * 2048;
+  const expertsPerLayer = 64 * 3 * 1408 * 2048;
+  assert.equal(parametersReadPerStep(model, 1), parameterCount(model) - embedding - 26 * expertsPerLayer * (58 / 64));
+  assert.equal(parametersReadPerStep(model, 1), 2_451_435_008);
+});
+
+test('DeepSeek-V2-Lite caches 31,104 bytes per token in MLA form, 8.9x less than its 276,480 as per-head keys and values', () => {
+  const model = modelOf(dir('deepseek-v2-lite'));
+  // bf16: 27 layers of one row of latent 512 + rope 64.
+  assert.equal(kvBytesPerToken(model.kvLayers, 2), 27 * (512 + 64) * 2);
+  assert.equal(kvBytesPerToken(model.kvLayers, 2), 31_104);
+  // The same attention with keys of 16 heads x (128 nope + 64 rope) and values of 16 x 128.
+  const perHead = 27 * 16 * (192 + 128) * 2;
+  assert.equal(perHead, 276_480);
+  assert.ok(Math.abs(perHead / kvBytesPerToken(model.kvLayers, 2) - 8.89) < 0.01);
 });

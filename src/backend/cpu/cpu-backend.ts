@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -7,6 +7,7 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  MlaParams,
   RopeTable,
   RoutingParams,
   SampledTokens,
@@ -24,6 +25,7 @@ import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
+import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
@@ -192,6 +194,41 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
+  headwiseLinear(x: Tensor, weight: Tensor): Tensor {
+    const input = asCpuTensor(x, 'headwiseLinear input');
+    const w = asCpuTensor(weight, 'headwiseLinear weight');
+    const [heads, outDim, inDim] = w.shape;
+    if (w.shape.length !== 3 || input.cols % heads !== 0 || input.cols / heads < inDim) {
+      throw new Error(`headwiseLinear: input [${input.shape.join(', ')}] does not fit per-head weights [${w.shape.join(', ')}]`);
+    }
+    const out = CpuTensor.zeros([input.rows, heads * outDim]);
+    headwiseLinear(input.data, input.rows, heads, input.cols / heads, w.data, outDim, inDim, out.data);
+    return out;
+  }
+
+  mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
+    const { numTokens, rotaryRows, slotMapping } = step.batch;
+    const queries = mlaQueries(q, mla, numTokens);
+    const rows = asCpuTensor(kv, 'mlaRopeAndCacheWrite kv');
+    if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
+      throw new Error(`mlaRopeAndCacheWrite: kv [${rows.shape.join(', ')}] is not [${numTokens}, ${mla.latentDim} + ${mla.ropeDim}]`);
+    }
+    const norm = normWeight(latentNorm, mla.latentDim, 'mlaRopeAndCacheWrite');
+    mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
+  }
+
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    const { numTokens } = step.batch;
+    const queries = mlaQueries(q, mla, numTokens);
+    const latent = asCpuTensor(qLatent, 'mlaAttention qLatent');
+    if (latent.rows !== numTokens || latent.cols !== mla.numHeads * mla.latentDim) {
+      throw new Error(`mlaAttention: qLatent [${latent.shape.join(', ')}] is not [${numTokens}, ${mla.numHeads} × ${mla.latentDim}]`);
+    }
+    const out = CpuTensor.zeros([numTokens, mla.numHeads * mla.latentDim]);
+    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, step.batch, mla, out.data);
+    return out;
+  }
+
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
     const t = asCpuTensor(target, 'addInto target');
     const input = asCpuTensor(x, 'addInto input');
@@ -282,6 +319,20 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
   assertPackedQkvWidth(packed.cols, attn);
   return packed;
+}
+
+function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
+  const t = asCpuTensor(q, 'MLA queries');
+  if (t.rows !== numTokens || t.cols !== mla.numHeads * (mla.nopeDim + mla.ropeDim)) {
+    throw new Error(`MLA queries [${t.shape.join(', ')}] are not [${numTokens}, ${mla.numHeads} × (${mla.nopeDim} + ${mla.ropeDim})]`);
+  }
+  return t;
+}
+
+function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
+  const kv = asCpuKvCache(cache);
+  mlaKvLayer(kv.layout, layer, mla);
+  return kv.pools[layer][0];
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {

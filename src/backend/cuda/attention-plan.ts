@@ -80,3 +80,23 @@ export function chooseDecodePartitions(
   );
   return { numPartitions: Math.max(1, Math.ceil(maxVisibleKeys / partitionSize)), partitionSize };
 }
+
+/**
+ * Fewest keys worth an MLA decode partition of their own: a partition's CTA loads its query tile
+ * and fills its pipeline before keys stream, and a split needs the merge. Not measured yet.
+ */
+export const MLA_MIN_KEYS_PER_PARTITION = 256;
+
+/**
+ * Flash-Decoding split for MLA decode: `ctas` CTAs per partition (decodes × head blocks). An MLA
+ * CTA holds up to ~226 KB of shared memory, one per multiprocessor, so the split aims at a single
+ * wave: as many partitions as leave every multiprocessor one CTA, none shorter than
+ * MLA_MIN_KEYS_PER_PARTITION. Partition sizes are multiples of the kernel's `tileKeys`.
+ */
+export function chooseMlaPartitions(ctas: number, maxVisibleKeys: number, tileKeys: number, multiprocessors: number): DecodePartitions {
+  const wanted = Math.max(1, Math.floor(multiprocessors / Math.max(1, ctas)));
+  const worthwhile = Math.floor(maxVisibleKeys / MLA_MIN_KEYS_PER_PARTITION);
+  const parts = Math.max(1, Math.min(wanted, worthwhile));
+  const partitionSize = Math.max(tileKeys, Math.ceil(Math.ceil(maxVisibleKeys / parts) / tileKeys) * tileKeys);
+  return { numPartitions: Math.max(1, Math.ceil(maxVisibleKeys / partitionSize)), partitionSize };
+}

@@ -27,6 +27,7 @@ export class Cublas {
       'int cublasSetStream_v2(void *handle, void *stream)',
       'int cublasSetWorkspace_v2(void *handle, uint64_t workspace, size_t bytes)',
       'int cublasGemmEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, uint64_t B, int Btype, int ldb, const void *beta, uint64_t C, int Ctype, int ldc, int computeType, int algo)',
+      'int cublasGemmStridedBatchedEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, uint64_t A, int Atype, int lda, int64_t strideA, uint64_t B, int Btype, int ldb, int64_t strideB, const void *beta, uint64_t C, int Ctype, int ldc, int64_t strideC, int batchCount, int computeType, int algo)',
     ]) {
       this.fns[/\b(cublas\w+)\(/.exec(proto)![1]] = lib.func(proto);
     }
@@ -68,6 +69,42 @@ export class Cublas {
       y,
       CUDA_R_16BF,
       n,
+      CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT,
+    );
+  }
+
+  /**
+   * Per head h < heads, row-major y_h [m, n] = x_h [m, k] · w_hᵀ, all bf16 with fp32 accumulation,
+   * where w is [heads, n, k], x_h is the k leading columns of head h's `xWidth`-wide block of the
+   * rows of x [m, heads * xWidth], and y_h is head h's n-wide block of y [m, heads * n]. As in
+   * linearBf16, column-major cuBLAS computes each y_hᵀ = w_h · x_hᵀ, one GEMM per head in one call,
+   * the heads strided apart in each operand.
+   */
+  headwiseLinearBf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, heads: number, m: number, n: number, k: number, xWidth: number): void {
+    this.call(
+      'cublasGemmStridedBatchedEx',
+      this.handle,
+      CUBLAS_OP_T,
+      CUBLAS_OP_N,
+      n,
+      m,
+      k,
+      this.one,
+      w,
+      CUDA_R_16BF,
+      k,
+      n * k,
+      x,
+      CUDA_R_16BF,
+      heads * xWidth,
+      xWidth,
+      this.zero,
+      y,
+      CUDA_R_16BF,
+      heads * n,
+      n,
+      heads,
       CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT,
     );

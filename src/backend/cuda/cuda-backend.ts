@@ -6,6 +6,7 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  MlaParams,
   RopeTable,
   RoutingParams,
   SampledTokens,
@@ -14,7 +15,7 @@ import type {
 } from '../backend.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -34,6 +35,9 @@ import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
+import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
+import { launchMlaAttention } from './kernels/mla.ts';
+import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
@@ -204,8 +208,11 @@ export class CudaBackend implements Backend {
 
   createKvCache(layout: KvCacheLayout): KvCache {
     for (const spec of layout.layers) {
-      if (spec.kind !== 'attention') throw new KeelError('invalid_model', `the CUDA backend has no kernels for ${spec.kind} KV cache layers yet`);
-      if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
+      if (spec.kind === 'mla') {
+        if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
+          throw new KeelError('invalid_model', `the CUDA backend needs an MLA latent dim that is a multiple of 32 and a rope dim that is a multiple of 8, not ${spec.latentDim} and ${spec.ropeDim}`);
+        }
+      } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
         throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
       }
     }
@@ -347,15 +354,9 @@ export class CudaBackend implements Backend {
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
-    const { rotaryRows, slotMapping, numTokens } = s.batch;
+    const { numTokens } = s.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
-    for (let t = 0; t < numTokens; t++) {
-      if (rotaryRows[t] < 0 || rotaryRows[t] >= table.maxPositions) {
-        throw new KeelError('context_overflow', `rotary row ${rotaryRows[t]} is outside the rotary table's ${table.maxPositions} rows`);
-      }
-      if (slotMapping[t] < 0 || slotMapping[t] >= numSlots) throw new RangeError(`ropeAndCacheWrite: slot ${slotMapping[t]} is outside [0, ${numSlots})`);
-    }
+    checkRopeAndSlots(s.batch, table, kv, 'ropeAndCacheWrite');
     launchRopeCacheWrite(this.device, {
       qkv: packed.ptr,
       cos: table.cos,
@@ -433,6 +434,93 @@ export class CudaBackend implements Backend {
   softcap(x: Tensor, cap: number): void {
     const t = asBf16(x, 'softcap input');
     launchSoftcap(this.device, t.ptr, t.numel, cap);
+  }
+
+  headwiseLinear(x: Tensor, weight: Tensor): Tensor {
+    const input = asBf16(x, 'headwiseLinear input');
+    const w = asBf16(weight, 'headwiseLinear weight');
+    const [heads, outDim, inDim] = w.shape;
+    if (w.shape.length !== 3 || input.cols % heads !== 0 || input.cols / heads < inDim) {
+      throw new Error(`headwiseLinear: input [${input.shape.join(', ')}] does not fit per-head weights [${w.shape.join(', ')}]`);
+    }
+    const width = input.cols / heads;
+    const out = this.stepTensor([input.rows, heads * outDim]);
+    if (input.rows === 0) return out;
+    // Decode batches stream the weights: a GEMV-like kernel reads them at memory speed.
+    if (input.rows <= HEADWISE_GEMV_MAX_ROWS && inDim % 8 === 0 && width % 8 === 0 && outDim % HEADWISE_GEMV_ROWS_PER_WARP === 0) {
+      launchHeadwiseGemv(this.device, out.ptr, input.ptr, w.ptr, input.rows, heads, outDim, inDim, width);
+      return out;
+    }
+    this.device.cublas.headwiseLinearBf16(out.ptr, input.ptr, w.ptr, heads, input.rows, outDim, inDim, width);
+    return out;
+  }
+
+  mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
+    const s = asCudaStep(step);
+    const { numTokens } = s.batch;
+    const queries = mlaQueries(q, mla, numTokens);
+    const rows = asBf16(kv, 'mlaRopeAndCacheWrite kv');
+    if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
+      throw new Error(`mlaRopeAndCacheWrite: kv [${rows.shape.join(', ')}] is not [${numTokens}, ${mla.latentDim} + ${mla.ropeDim}]`);
+    }
+    const table = asRopeTable(rope);
+    if (table.rotaryDim !== mla.ropeDim) throw new Error(`mlaRopeAndCacheWrite: rotary dim ${table.rotaryDim} != rope dim ${mla.ropeDim}`);
+    const norm = normWeight(latentNorm, mla.latentDim, 'mlaRopeAndCacheWrite');
+    const kvCache = mlaLayerCache(cache, layer, mla);
+    checkRopeAndSlots(s.batch, table, kvCache, 'mlaRopeAndCacheWrite');
+    launchMlaCacheWrite(this.device, {
+      q: queries.ptr,
+      kv: rows.ptr,
+      normWeight: norm.ptr,
+      eps,
+      cos: table.cos,
+      sin: table.sin,
+      rotaryRows: s.device.rotaryRows,
+      slotMapping: s.device.slotMapping,
+      pool: kvCache.rows(layer),
+      numTokens,
+      numHeads: mla.numHeads,
+      nopeDim: mla.nopeDim,
+      latentDim: mla.latentDim,
+      ropeDim: mla.ropeDim,
+    });
+  }
+
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    const s = asCudaStep(step);
+    const { numTokens } = s.batch;
+    const queries = mlaQueries(q, mla, numTokens);
+    const latent = asBf16(qLatent, 'mlaAttention qLatent');
+    if (latent.rows !== numTokens || latent.cols !== mla.numHeads * mla.latentDim) {
+      throw new Error(`mlaAttention: qLatent [${latent.shape.join(', ')}] is not [${numTokens}, ${mla.numHeads} × ${mla.latentDim}]`);
+    }
+    const kv = mlaLayerCache(cache, layer, mla);
+    if (s.checkedCache !== cache) {
+      checkBlockTables(s.batch, kv.layout.numBlocks, kv.layout.blockSize);
+      s.checkedCache = cache;
+    }
+    const out = this.stepTensor([numTokens, mla.numHeads * mla.latentDim]);
+    launchMlaAttention(this.device, {
+      out: out.ptr,
+      qLatent: latent.ptr,
+      q: queries.ptr,
+      pool: kv.rows(layer),
+      queryStartLoc: s.device.queryStartLoc,
+      positions: s.device.positions,
+      seqLens: s.device.seqLens,
+      blockTables: s.device.blockTables,
+      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+      blockSize: kv.layout.blockSize,
+      mla,
+      decodeSeqs: s.device.decodeSeqs,
+      numDecode: s.plan.decodeSeqs.length,
+      // Split by what the block tables can hold, as attention does: a recorded decode graph stays valid.
+      maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
+      prefillTiles: s.device.prefillTiles,
+      numPrefillTiles: s.plan.prefillTiles.length / 2,
+      workspace: (bytes) => this.arena.alloc(bytes),
+    });
+    return out;
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
@@ -688,6 +776,34 @@ function layerCache(cache: KvCache, layer: number, attn: AttentionParams): CudaK
   const kv = asCudaKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
   return kv;
+}
+
+function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CudaTensor {
+  const t = asBf16(q, 'MLA queries');
+  if (t.rows !== numTokens || t.cols !== mla.numHeads * (mla.nopeDim + mla.ropeDim)) {
+    throw new Error(`MLA queries [${t.shape.join(', ')}] are not [${numTokens}, ${mla.numHeads} × (${mla.nopeDim} + ${mla.ropeDim})]`);
+  }
+  // The kernels read each head's rotary part in 16-byte chunks.
+  if (mla.nopeDim % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs an MLA nope dim that is a multiple of 8, not ${mla.nopeDim}`);
+  return t;
+}
+
+function mlaLayerCache(cache: KvCache, layer: number, mla: MlaParams): CudaKvCache {
+  const kv = asCudaKvCache(cache);
+  mlaKvLayer(kv.layout, layer, mla);
+  return kv;
+}
+
+// The cache-write kernels index the rope table by rotary row, and the pool, unchecked.
+function checkRopeAndSlots(batch: BatchDescription, table: CudaRopeTable, kv: CudaKvCache, op: string): void {
+  const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
+  for (let t = 0; t < batch.numTokens; t++) {
+    const row = batch.rotaryRows[t];
+    if (row < 0 || row >= table.maxPositions) {
+      throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${table.maxPositions} rows`);
+    }
+    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= numSlots) throw new RangeError(`${op}: slot ${batch.slotMapping[t]} is outside [0, ${numSlots})`);
+  }
 }
 
 // A replayed graph runs none of the ops' own checks: the step's rotary rows, slots and block ids are

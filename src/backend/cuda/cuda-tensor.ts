@@ -89,6 +89,11 @@ export class CudaKvCache implements KvCache {
   values(layer: number): DevicePtr {
     return this.base + this.pools[this.firstPool[layer] + 1].offset;
   }
+
+  /** An MLA layer's one pool of rows. */
+  rows(layer: number): DevicePtr {
+    return this.base + this.pools[this.firstPool[layer]].offset;
+  }
 }
 
 /** Device copies of a step's index arrays (uploaded together in beginStep) and its attention split. */

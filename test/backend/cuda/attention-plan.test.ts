@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
 
@@ -40,4 +40,17 @@ test('decode partitions cover the context in whole tiles and fill the GPU only w
   }
   assert.equal(chooseDecodePartitions(256, 8, 500, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
   assert.ok(chooseDecodePartitions(1, 8, 32768, 132).numPartitions >= 32, 'one long sequence is split');
+});
+
+test('MLA decode partitions: whole tiles, one wave of CTAs, none shorter than the minimum', () => {
+  for (const [ctas, keys, tileKeys] of [[1, 131072, 64], [2, 32768, 64], [64, 4096, 64], [200, 8000, 64], [1, 1, 16], [3, 700, 16]]) {
+    const { numPartitions, partitionSize } = chooseMlaPartitions(ctas, keys, tileKeys, 132);
+    assert.equal(partitionSize % tileKeys, 0);
+    assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
+    assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
+    assert.ok(ctas * numPartitions <= Math.max(132, ctas), 'at most one CTA per multiprocessor when split');
+    assert.ok(partitionSize >= MLA_MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
+  }
+  assert.ok(chooseMlaPartitions(1, 131072, 64, 132).numPartitions >= 0.95 * 132, 'batch 1 at long context spreads over (nearly) every multiprocessor');
+  assert.equal(chooseMlaPartitions(200, 8000, 64, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
 });

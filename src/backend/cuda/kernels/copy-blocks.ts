@@ -3,7 +3,7 @@ import type { DevicePtr } from '../driver-api.ts';
 
 /**
  * Copies block src[i] to dst[i] in each of `numPools` consecutive pools of `poolBytes` starting
- * at `pools` (K and V of every layer).
+ * at `pools` (a run of the cache's pools with one block size).
  */
 export function launchCopyBlocks(
   device: CudaDevice,

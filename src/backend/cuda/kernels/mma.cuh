@@ -13,6 +13,11 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned int (&r)[4], const void* ro
                : "r"(smem_addr(row_addr)));
 }
 
+// Two 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i (lanes 16..31 are ignored).
+__device__ __forceinline__ void ldmatrix_x2(unsigned int (&r)[2], const void* row_addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(row_addr)));
+}
+
 // As ldmatrix_x4 but each matrix transposed: lane l receives (rows 2(l%4), 2(l%4)+1, col l/4).
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned int (&r)[4], const void* row_addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"

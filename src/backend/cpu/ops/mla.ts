@@ -1,0 +1,144 @@
+import type { MlaParams } from '../../backend.ts';
+import { KeelError } from '../../../errors.ts';
+import type { BatchDescription } from '../../../step/batch.ts';
+import type { RopeTables } from './rope-cache-write.ts';
+
+/**
+ * out[r, h * outDim + o] = Σ_i x[r, h * width + i] · w[h, o, i] over i < inDim: each head's leading
+ * inDim values of x times its own [outDim, inDim] matrix. Sums in float64, rounded once.
+ */
+export function headwiseLinear(
+  x: Float32Array,
+  rows: number,
+  heads: number,
+  width: number,
+  w: Float32Array,
+  outDim: number,
+  inDim: number,
+  out: Float32Array,
+): void {
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < heads; h++) {
+      const xAt = r * heads * width + h * width;
+      const outAt = r * heads * outDim + h * outDim;
+      for (let o = 0; o < outDim; o++) {
+        const wAt = (h * outDim + o) * inDim;
+        let sum = 0;
+        for (let i = 0; i < inDim; i++) sum += x[xAt + i] * w[wAt + i];
+        out[outAt + o] = sum;
+      }
+    }
+  }
+}
+
+/**
+ * For each token t: RMS-normalize the latent kv[t, 0 .. latentDim) by `normWeight` (sum of squares
+ * in float64), rotate kv[t, latentDim ..] and the trailing ropeDim of each of q's heads by the
+ * rotary table's row rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), all in place, then copy kv's row to
+ * pool row slotMapping[t] ([slots, latentDim + ropeDim]).
+ */
+export function mlaRopeAndCacheWrite(
+  q: Float32Array,
+  kv: Float32Array,
+  rotaryRows: Int32Array,
+  slotMapping: Int32Array,
+  normWeight: Float32Array,
+  eps: number,
+  rope: RopeTables,
+  pool: Float32Array,
+  mla: MlaParams,
+): void {
+  const { numHeads, latentDim, ropeDim, nopeDim } = mla;
+  const rowWidth = latentDim + ropeDim;
+  const headWidth = nopeDim + ropeDim;
+  const numSlots = pool.length / rowWidth;
+  if (rope.rotaryDim !== ropeDim) throw new Error(`mlaRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
+  const half = ropeDim / 2;
+  for (let t = 0; t < rotaryRows.length; t++) {
+    const row = rotaryRows[t];
+    if (row < 0 || row >= rope.maxPositions) {
+      throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${rope.maxPositions} rows`);
+    }
+    const slot = slotMapping[t];
+    if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`mlaRopeAndCacheWrite: slot ${slot} is outside [0, ${numSlots})`);
+    const rowAt = t * rowWidth;
+    let sumSquares = 0;
+    for (let i = 0; i < latentDim; i++) sumSquares += kv[rowAt + i] * kv[rowAt + i];
+    const inverseRms = 1 / Math.sqrt(sumSquares / latentDim + eps);
+    for (let i = 0; i < latentDim; i++) kv[rowAt + i] = kv[rowAt + i] * inverseRms * normWeight[i];
+    const tableAt = row * half;
+    rotate(kv, rowAt + latentDim, rope, tableAt, half);
+    for (let h = 0; h < numHeads; h++) rotate(q, (t * numHeads + h) * headWidth + nopeDim, rope, tableAt, half);
+    pool.set(kv.subarray(rowAt, rowAt + rowWidth), slot * rowWidth);
+  }
+}
+
+function rotate(x: Float32Array, at: number, rope: RopeTables, tableAt: number, half: number): void {
+  for (let i = 0; i < half; i++) {
+    const c = rope.cos[tableAt + i];
+    const s = rope.sin[tableAt + i];
+    const x1 = x[at + i];
+    const x2 = x[at + half + i];
+    x[at + i] = x1 * c - x2 * s;
+    x[at + half + i] = x2 * c + x1 * s;
+  }
+}
+
+/**
+ * Absorbed multi-head latent attention over the paged pool of rows [latent | rope]
+ * ([numBlocks * blockSize, latentDim + ropeDim]). Head h of token t (position p, sequence s)
+ * scores the rows of positions 0 .. p of sequence s as scale · (qLatent[t, h] · latent_j +
+ * q[t, h, nopeDim ..] · rope_j) and returns Σ_j softmax_j · latent_j in out [numTokens, numHeads *
+ * latentDim]. Scores, softmax and sums are float64; each output is rounded to float32 once.
+ */
+export function mlaAttention(
+  qLatent: Float32Array,
+  q: Float32Array,
+  pool: Float32Array,
+  blockSize: number,
+  batch: BatchDescription,
+  mla: MlaParams,
+  out: Float32Array,
+): void {
+  const { numHeads, latentDim, ropeDim, nopeDim, scale } = mla;
+  const rowWidth = latentDim + ropeDim;
+  const headWidth = nopeDim + ropeDim;
+  const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
+  // Scratch shared by every (token, head): pool offsets of the visible rows, their weights, the output sums.
+  const rowAt = new Int32Array(longest);
+  const weights = new Float64Array(longest);
+  const sums = new Float64Array(latentDim);
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const tableAt = s * batch.maxBlocksPerSeq;
+    for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+      const position = batch.positions[t];
+      if (position >= batch.seqLens[s]) {
+        throw new RangeError(`mlaAttention: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
+      }
+      const count = position + 1;
+      for (let j = 0; j < count; j++) {
+        rowAt[j] = (batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowWidth;
+      }
+      for (let h = 0; h < numHeads; h++) {
+        const latentAt = (t * numHeads + h) * latentDim;
+        const ropeAt = (t * numHeads + h) * headWidth + nopeDim;
+        let max = -Infinity;
+        for (let j = 0; j < count; j++) {
+          let score = 0;
+          for (let d = 0; d < latentDim; d++) score += qLatent[latentAt + d] * pool[rowAt[j] + d];
+          for (let d = 0; d < ropeDim; d++) score += q[ropeAt + d] * pool[rowAt[j] + latentDim + d];
+          weights[j] = score * scale;
+          if (weights[j] > max) max = weights[j];
+        }
+        let total = 0;
+        sums.fill(0);
+        for (let j = 0; j < count; j++) {
+          const p = Math.exp(weights[j] - max);
+          total += p;
+          for (let d = 0; d < latentDim; d++) sums[d] += p * pool[rowAt[j] + d];
+        }
+        for (let d = 0; d < latentDim; d++) out[latentAt + d] = sums[d] / total;
+      }
+    }
+  }
+}

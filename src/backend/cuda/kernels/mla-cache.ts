@@ -1,0 +1,51 @@
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+
+export interface MlaCacheWriteArgs {
+  /** [numTokens, numHeads * (nopeDim + ropeDim)] bf16, rotated in place. */
+  q: DevicePtr;
+  /** [numTokens, latentDim + ropeDim] bf16, normalized and rotated in place. */
+  kv: DevicePtr;
+  normWeight: DevicePtr;
+  eps: number;
+  cos: DevicePtr;
+  sin: DevicePtr;
+  /** [numTokens] each token's row of the rotary tables (its position unless the model maps it). */
+  rotaryRows: DevicePtr;
+  slotMapping: DevicePtr;
+  /** The layer's pool of rows [slots, latentDim + ropeDim]. */
+  pool: DevicePtr;
+  numTokens: number;
+  numHeads: number;
+  nopeDim: number;
+  latentDim: number;
+  ropeDim: number;
+}
+
+/** Threads per token: enough for the latent's 16-byte chunks or the rotary pairs of every head, at most 256. */
+function threadsFor(a: MlaCacheWriteArgs): number {
+  const work = Math.max(a.latentDim / 8, (a.numHeads + 1) * (a.ropeDim / 2));
+  return Math.min(256, Math.ceil(work / 32) * 32);
+}
+
+/** Normalizes and rotates the step's cached rows, rotates the queries' rotary parts, writes the rows to their slots. */
+export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): void {
+  if (a.numTokens === 0) return;
+  const kernel = device.kernel('mla-cache.cu', 'mla_rope_cache_write_kernel', 'ppppppppiiiiif');
+  device.launch(kernel, [a.numTokens], [threadsFor(a)], 0, [
+    a.q,
+    a.kv,
+    a.normWeight,
+    a.cos,
+    a.sin,
+    a.rotaryRows,
+    a.slotMapping,
+    a.pool,
+    a.numHeads,
+    a.nopeDim + a.ropeDim,
+    a.nopeDim,
+    a.latentDim,
+    a.ropeDim,
+    a.eps,
+  ]);
+}

@@ -1,0 +1,179 @@
+import type { Backend, KvCache, MlaParams, StepInputs, Tensor } from '../backend/backend.ts';
+import type { MlaKvSpec } from '../step/kv-cache-layout.ts';
+import { gatherElements } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+import { Linear } from './linear.ts';
+import { RmsNorm } from './norm.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import type { RotaryEmbedding } from './rotary.ts';
+
+export interface MlaAttentionOptions {
+  /** This layer's index in the KV cache layout. */
+  layer: number;
+  hiddenSize: number;
+  numHeads: number;
+  /** Rank of the query's low-rank path (q_a_proj, its norm, q_b_proj), or null for one q_proj. */
+  queryRank: number | null;
+  /** Width of the cached latent (kv_lora_rank). */
+  latentDim: number;
+  /** Per head: query/key dimensions without rotation, with rotation, and the value width. */
+  nopeDim: number;
+  ropeDim: number;
+  valueDim: number;
+  scale: number;
+  /** Epsilon of q_a_layernorm and kv_a_layernorm. */
+  normEps: number;
+  /** Rotates ropeDim dimensions. */
+  rotary: RotaryEmbedding;
+  /**
+   * The checkpoint's rotary dimensions pair as (x[2i], x[2i+1]), DeepSeek's complex form, rather
+   * than rotate_half's (x[i], x[i + ropeDim/2]).
+   */
+  interleavedRope: boolean;
+  /** q_a_proj, kv_a_proj_with_mqa and o_proj carry biases (attention_bias). */
+  bias: boolean;
+  /** Checkpoint prefix of the projections, e.g. `model.layers.3.self_attn`. */
+  prefix: string;
+}
+
+/**
+ * DeepSeek's multi-head latent attention. Each token caches one row shared by every head: the
+ * RMS-normalized latent c = norm(W_DKV x) and the rotated key part k_rope. Head h's key is
+ * [W_UK[h] c | k_rope] and its value W_UV[h] c, with W_UK and W_UV the two halves of kv_b_proj;
+ * neither is ever materialized. Instead the up-projections are absorbed:
+ *
+ *   q_nope · (W_UK[h] c) = (W_UK[h]ᵀ q_nope) · c,   Σ_j p_j W_UV[h] c_j = W_UV[h] Σ_j p_j c_j,
+ *
+ * so queries are projected into the latent space (headwiseLinear by W_UK[h]ᵀ), attention runs over
+ * the cached rows themselves (mlaAttention), and its latent output is projected back per head
+ * (headwiseLinear by W_UV[h]) before o_proj. kv_b_proj is split into those two per-head matrices
+ * at load. Interleaved rotary pairs are permuted at load, in the rows of the query projection and
+ * of kv_a_proj_with_mqa that produce them, into rotate_half order: scores are dot products of
+ * query and key rope parts, which a shared permutation leaves unchanged, so the backend's rotary
+ * stays rotate_half.
+ */
+export class MlaAttention implements Layer {
+  readonly layer: number;
+  private readonly options: MlaAttentionOptions;
+  private readonly query: { proj: Linear } | { down: Linear; norm: RmsNorm; up: Linear };
+  private readonly kvDown: Linear;
+  private readonly kvNorm: RmsNorm;
+  private readonly kvUpName: string;
+  private readonly o: Linear;
+  private keyAbsorption: Tensor | null = null;
+  private valueAbsorption: Tensor | null = null;
+
+  constructor(options: MlaAttentionOptions) {
+    const { hiddenSize, numHeads, queryRank, latentDim, nopeDim, ropeDim, valueDim, normEps, prefix, bias } = options;
+    if (options.rotary.config.rotaryDim !== ropeDim) throw new Error(`MLA rotary dim ${options.rotary.config.rotaryDim} != qk_rope_head_dim ${ropeDim}`);
+    this.layer = options.layer;
+    this.options = options;
+    const queryRows = numHeads * (nopeDim + ropeDim);
+    this.query =
+      queryRank === null
+        ? { proj: Linear.single(`${prefix}.q_proj.weight`, queryRows, hiddenSize, 'column') }
+        : {
+            down: Linear.single(`${prefix}.q_a_proj.weight`, queryRank, hiddenSize, 'replicated', bias),
+            norm: new RmsNorm(`${prefix}.q_a_layernorm.weight`, queryRank, normEps),
+            up: Linear.single(`${prefix}.q_b_proj.weight`, queryRows, queryRank, 'column'),
+          };
+    this.kvDown = Linear.single(`${prefix}.kv_a_proj_with_mqa.weight`, latentDim + ropeDim, hiddenSize, 'replicated', bias);
+    this.kvNorm = new RmsNorm(`${prefix}.kv_a_layernorm.weight`, latentDim, normEps);
+    this.kvUpName = `${prefix}.kv_b_proj.weight`;
+    this.o = Linear.single(`${prefix}.o_proj.weight`, hiddenSize, numHeads * valueDim, 'row', bias);
+  }
+
+  get kvSpec(): MlaKvSpec {
+    return { kind: 'mla', latentDim: this.options.latentDim, ropeDim: this.options.ropeDim };
+  }
+
+  /** Multiply-adds per query token for each cached row it attends to, in the absorbed form Keel runs. */
+  get macsPerKey(): number {
+    const { numHeads, latentDim, ropeDim } = this.options;
+    return numHeads * (2 * latentDim + ropeDim);
+  }
+
+  private get params(): MlaParams {
+    const { numHeads, latentDim, ropeDim, nopeDim, scale } = this.options;
+    return { numHeads, latentDim, ropeDim, nopeDim, scale };
+  }
+
+  private get projections(): Layer[] {
+    const q = 'proj' in this.query ? [this.query.proj] : [this.query.down, this.query.norm, this.query.up];
+    return [...q, this.kvDown, this.kvNorm, this.o];
+  }
+
+  parameters(): ParameterSpec[] {
+    const { numHeads, nopeDim, valueDim, latentDim } = this.options;
+    return [...parametersOf(this.projections), { name: this.kvUpName, shape: [numHeads * (nopeDim + valueDim), latentDim] }];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.projections, this.options.interleavedRope ? this.ropePermuted(source) : source, uploader);
+    const kvUp = source.read(this.kvUpName);
+    this.keyAbsorption = uploader.loadWeight(this.splitKvUp(kvUp, 'key'));
+    this.valueAbsorption = uploader.loadWeight(this.splitKvUp(kvUp, 'value'));
+  }
+
+  /** x [numTokens, hidden] -> [numTokens, hidden]; caches the step's rows. */
+  forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
+    const params = this.params;
+    const q = 'proj' in this.query ? this.query.proj.forward(b, x) : this.query.up.forward(b, this.query.norm.forward(b, this.query.down.forward(b, x)));
+    const kv = this.kvDown.forward(b, x);
+    b.mlaRopeAndCacheWrite(q, kv, this.kvNorm.weight, this.kvNorm.eps, this.options.rotary.table, cache, this.layer, step, params);
+    const qLatent = b.headwiseLinear(q, loaded(this.keyAbsorption, this.kvUpName));
+    const latentOut = b.mlaAttention(qLatent, q, cache, this.layer, step, params);
+    const heads = b.headwiseLinear(latentOut, loaded(this.valueAbsorption, this.kvUpName));
+    return b.allReduce(this.o.forward(b, heads));
+  }
+
+  /**
+   * kv_b_proj [numHeads * (nopeDim + valueDim), latentDim] holds per head W_UK [nopeDim, latent]
+   * then W_UV [valueDim, latent]. `key`: W_UKᵀ per head, [numHeads, latent, nopeDim], which
+   * projects a query's nope part into the latent space; `value`: W_UV, [numHeads, valueDim, latent].
+   */
+  private splitKvUp(kvUp: HostTensor, part: 'key' | 'value'): HostTensor {
+    const { numHeads, nopeDim, valueDim, latentDim } = this.options;
+    const headRows = nopeDim + valueDim;
+    if (part === 'value') {
+      return gatherElements(kvUp, [numHeads, valueDim, latentDim], (i) => {
+        const h = Math.floor(i / (valueDim * latentDim));
+        return (h * headRows + nopeDim) * latentDim + (i - h * valueDim * latentDim);
+      });
+    }
+    return gatherElements(kvUp, [numHeads, latentDim, nopeDim], (i) => {
+      const h = Math.floor(i / (latentDim * nopeDim));
+      const within = i - h * latentDim * nopeDim;
+      const [latent, nope] = [Math.floor(within / nopeDim), within % nopeDim];
+      return (h * headRows + nope) * latentDim + latent;
+    });
+  }
+
+  /** `source` with the rotary rows of the query projection and kv_a_proj_with_mqa in rotate_half order. */
+  private ropePermuted(source: WeightSource): WeightSource {
+    const { nopeDim, ropeDim, latentDim, prefix } = this.options;
+    const half = ropeDim / 2;
+    // Rotary row k of rotate_half order is checkpoint row 2k (k < half) or 2(k - half) + 1.
+    const fromInterleaved = (k: number) => (k < half ? 2 * k : 2 * (k - half) + 1);
+    const headWidth = nopeDim + ropeDim;
+    const queryRow = (r: number) => {
+      const within = r % headWidth;
+      return within < nopeDim ? r : r - within + nopeDim + fromInterleaved(within - nopeDim);
+    };
+    const kvRow = (r: number) => (r < latentDim ? r : latentDim + fromInterleaved(r - latentDim));
+    const rowsOf: Record<string, (r: number) => number> = {
+      [`${prefix}.${'proj' in this.query ? 'q_proj' : 'q_b_proj'}.weight`]: queryRow,
+      [`${prefix}.kv_a_proj_with_mqa.weight`]: kvRow,
+      [`${prefix}.kv_a_proj_with_mqa.bias`]: kvRow,
+    };
+    return {
+      read: (name) => {
+        const t = source.read(name);
+        const rowOf = rowsOf[name];
+        if (rowOf === undefined) return t;
+        const cols = t.shape.length === 2 ? t.shape[1] : 1;
+        return gatherElements(t, [...t.shape], (i) => rowOf(Math.floor(i / cols)) * cols + (i % cols));
+      },
+    };
+  }
+}

@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import { KeelError } from '../errors.ts';
+import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
+import { FIXTURES_DIR } from '../../test/helpers/oracle-fixtures.ts';
+import type { DeepseekConfig } from './deepseek.ts';
+import { loadDummyWeights } from './dummy-weights.ts';
+import { loadWeights } from './load-weights.ts';
+import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
+
+const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as DeepseekConfig;
+const fixture = (name: string) => readModelArchitecture(`${FIXTURES_DIR}/${name}`).config as DeepseekConfig;
+
+function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
+  assert.throws(
+    () => parseModelArchitecture(json, 'test/config.json'),
+    (error: unknown) => {
+      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
+      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
+      return true;
+    },
+  );
+}
+
+/** YaRN's mscale(factor, m) = 0.1 · m · ln(factor) + 1. */
+const mscale = (factor: number, m: number) => 0.1 * m * Math.log(factor) + 1;
+
+/** deepseek-ai/DeepSeek-V3's config.json as published (transformers 4.x keys), less its fp8 quantization_config. */
+const DEEPSEEK_V3 = {
+  architectures: ['DeepseekV3ForCausalLM'],
+  attention_bias: false,
+  bos_token_id: 0,
+  eos_token_id: 1,
+  first_k_dense_replace: 3,
+  hidden_act: 'silu',
+  hidden_size: 7168,
+  intermediate_size: 18432,
+  kv_lora_rank: 512,
+  max_position_embeddings: 163840,
+  model_type: 'deepseek_v3',
+  moe_intermediate_size: 2048,
+  moe_layer_freq: 1,
+  n_group: 8,
+  n_routed_experts: 256,
+  n_shared_experts: 1,
+  norm_topk_prob: true,
+  num_attention_heads: 128,
+  num_experts_per_tok: 8,
+  num_hidden_layers: 61,
+  num_key_value_heads: 128,
+  num_nextn_predict_layers: 1,
+  q_lora_rank: 1536,
+  qk_nope_head_dim: 128,
+  qk_rope_head_dim: 64,
+  rms_norm_eps: 1e-6,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 1.0, mscale_all_dim: 1.0, original_max_position_embeddings: 4096, type: 'yarn' },
+  rope_theta: 10000,
+  routed_scaling_factor: 2.5,
+  scoring_func: 'sigmoid',
+  tie_word_embeddings: false,
+  topk_group: 4,
+  topk_method: 'noaux_tc',
+  torch_dtype: 'bfloat16',
+  v_head_dim: 128,
+  vocab_size: 129280,
+};
+
+/** A small DeepSeek-V2 config for the error cases. */
+const TINY_V2 = {
+  model_type: 'deepseek_v2',
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  q_lora_rank: null,
+  kv_lora_rank: 32,
+  qk_nope_head_dim: 16,
+  qk_rope_head_dim: 8,
+  v_head_dim: 16,
+  moe_intermediate_size: 8,
+  n_routed_experts: 8,
+  num_experts_per_tok: 2,
+  first_k_dense_replace: 1,
+};
+
+test('the oracle fixtures parse: MLA shapes, softmax scale with mscale², interleaved RoPE, dense layer 0 and three routers', () => {
+  const lite = fixture('deepseek-v2-lite');
+  assert.deepEqual([lite.numHeads, lite.queryRank, lite.latentDim, lite.nopeDim, lite.ropeDim, lite.valueDim], [4, null, 32, 16, 8, 16]);
+  assert.ok(Math.abs(lite.attentionScale - 24 ** -0.5 * mscale(4, 0.707) ** 2) < 1e-12);
+  assert.equal(lite.interleavedRope, true);
+  assert.deepEqual(lite.sparseLayers, [false, true, true]);
+  assert.deepEqual(lite.moe, {
+    numExperts: 8,
+    numExpertsPerToken: 2,
+    expertIntermediateSize: 16,
+    sharedIntermediateSize: 16,
+    routing: { topK: 2, scoring: 'softmax', selectionBias: false, groups: null, normalize: false, scale: 1.5 },
+  });
+
+  const group = fixture('deepseek-v2-group');
+  assert.equal(group.queryRank, 24);
+  assert.deepEqual(group.moe.routing, { topK: 2, scoring: 'softmax', selectionBias: false, groups: { numGroups: 2, topkGroups: 1, score: 'max' }, normalize: false, scale: 16 });
+  // The cos/sin factor mscale(4, 1) / mscale(4, 0.707) lives in the rotary table; the softmax scale takes mscale(4, 0.707)².
+  assert.equal(group.ropeScaling.type === 'yarn' && group.ropeScaling.attentionFactor, mscale(4, 1) / mscale(4, 0.707));
+  assert.ok(Math.abs(group.attentionScale - 24 ** -0.5 * mscale(4, 0.707) ** 2) < 1e-12);
+
+  const v3 = fixture('deepseek-v3');
+  assert.equal(v3.interleavedRope, true);
+  assert.ok(Math.abs(v3.attentionScale - 24 ** -0.5 * mscale(4, 1) ** 2) < 1e-12);
+  assert.deepEqual(v3.moe.routing, { topK: 2, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 4, topkGroups: 2, score: 'top2-sum' }, normalize: true, scale: 2.5 });
+});
+
+test('DeepSeek-V3 as published: Hub spellings, noaux_tc over 8 groups, three dense layers, the MTP layer left out', () => {
+  const c = parse(DEEPSEEK_V3);
+  assert.equal(c.contextLength, 163840);
+  assert.deepEqual([c.numHeads, c.queryRank, c.latentDim, c.nopeDim, c.ropeDim, c.valueDim], [128, 1536, 512, 128, 64, 128]);
+  assert.ok(Math.abs(c.attentionScale - 192 ** -0.5 * mscale(40, 1) ** 2) < 1e-12);
+  assert.deepEqual(c.sparseLayers, Array.from({ length: 61 }, (_, i) => i >= 3));
+  assert.deepEqual(c.moe.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
+  assert.equal(c.moe.sharedIntermediateSize, 2048);
+  const names = createModel(parseModelArchitecture(DEEPSEEK_V3, 'test/config.json'), 64).parameters().map((p) => p.name);
+  assert.ok(names.includes('model.layers.60.mlp.gate.e_score_correction_bias'));
+  assert.ok(!names.some((n) => n.startsWith('model.layers.61.')), 'the multi-token-prediction layer is not part of the model');
+});
+
+test('rope_interleave false (V3 only) keeps rotate_half pairing; V2 always pairs adjacent dims', () => {
+  assert.equal(parse({ ...DEEPSEEK_V3, rope_interleave: false }).interleavedRope, false);
+  assert.equal(parse({ ...TINY_V2, rope_interleave: false }).interleavedRope, true);
+});
+
+test('the softmax scale takes mscale_all_dim only under scaled RoPE, and head_dim is not read', () => {
+  assert.equal(parse(TINY_V2).attentionScale, 24 ** -0.5);
+  assert.equal(parse({ ...TINY_V2, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 64 } }).attentionScale, 24 ** -0.5);
+  // DeepSeek writes head_dim = qk_rope_head_dim, which is not a head size.
+  assert.equal(parse({ ...TINY_V2, head_dim: 8 }).ropeDim, 8);
+  assert.equal(parse({ ...TINY_V2, head_dim: 8 }).nopeDim, 16);
+});
+
+test('moe_layer_freq and first_k_dense_replace pick the sparse layers, as DeepSeek\'s code does', () => {
+  assert.deepEqual(parse({ ...TINY_V2, num_hidden_layers: 6, first_k_dense_replace: 1, moe_layer_freq: 2 }).sparseLayers, [false, false, true, false, true, false]);
+  assert.deepEqual(parse({ ...TINY_V2, first_k_dense_replace: 0 }).sparseLayers, [true, true, true]);
+});
+
+test('V2 never renormalizes, whatever norm_topk_prob says (transformers 5.17 does not read it)', () => {
+  assert.equal(parse({ ...TINY_V2, norm_topk_prob: true }).moe.routing.normalize, false);
+  assert.equal(parse({ ...DEEPSEEK_V3, norm_topk_prob: false }).moe.routing.normalize, false);
+});
+
+test('a shared-expert count of zero means no shared experts', () => {
+  const architecture = parseModelArchitecture({ ...TINY_V2, n_shared_experts: 0 }, 'test/config.json');
+  assert.equal((architecture.config as DeepseekConfig).moe.sharedIntermediateSize, 0);
+  assert.ok(!createModel(architecture, 64).parameters().some((p) => p.name.includes('shared_experts')));
+});
+
+test('unsupported or inconsistent DeepSeek configs are rejected, naming the key', () => {
+  rejects({ ...TINY_V2, num_key_value_heads: 2 }, 'num_key_value_heads (2)', 'num_attention_heads (4)');
+  rejects({ ...TINY_V2, topk_method: 'noaux_tc' }, 'topk_method "noaux_tc"', 'deepseek_v2');
+  rejects({ ...DEEPSEEK_V3, topk_method: 'greedy' }, 'topk_method "greedy"', 'deepseek_v3');
+  rejects({ ...TINY_V2, scoring_func: 'sigmoid' }, 'scoring_func "sigmoid"');
+  rejects({ ...TINY_V2, topk_method: 'group_limited_greedy' }, '"n_group"');
+  rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 3, topk_group: 1 }, 'n_group 3');
+  rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 4, topk_group: 1, num_experts_per_tok: 3 }, 'num_experts_per_tok (3)');
+  rejects({ ...TINY_V2, hidden_act: 'gelu' }, 'hidden_act "gelu"');
+  rejects({ ...TINY_V2, mlp_bias: true }, 'mlp_bias');
+  rejects({ ...TINY_V2, qk_rope_head_dim: 7 }, 'qk_rope_head_dim');
+  rejects({ ...TINY_V2, num_experts_per_tok: undefined }, '"num_experts_per_tok"');
+});
+
+test('a model reads every tensor of its fixture checkpoint, and dummy weights upload the same shapes and dtypes', (t) => {
+  for (const name of ['deepseek-v2-lite', 'deepseek-v2-group', 'deepseek-v3']) {
+    const architecture = readModelArchitecture(`${FIXTURES_DIR}/${name}`);
+    const ckpt = openCheckpoint(`${FIXTURES_DIR}/${name}`);
+    t.after(() => ckpt.close());
+    const model = createModel(architecture, 64);
+    assert.deepEqual(new Set(model.parameters().map((p) => p.name)), new Set(ckpt.tensorNames), name);
+    const real = new RecordingUploader();
+    loadWeights(model, ckpt, real);
+    const dummy = new RecordingUploader();
+    loadDummyWeights(createModel(architecture, 64), architecture.config.dtype, dummy, 1);
+    const describe = (u: RecordingUploader) => u.uploaded.map((x) => [x.shape, x.dtype]);
+    assert.deepEqual(describe(dummy), describe(real), name);
+  }
+});
