@@ -15,9 +15,10 @@ export function loadDummyWeights(model: Layer, dtype: WeightDType, uploader: Wei
 }
 
 /**
- * Random values are drawn for a pool of this many elements and the pool is tiled over larger
- * tensors: drawing 8B values one by one would dominate a benchmark's start-up. The length is odd,
- * so rows of a power-of-two width each start at a different place in the pool.
+ * Random values are drawn once, for a pool of this many elements, and every tensor is tiled from
+ * it, starting at a place of its own: drawing values per tensor would dominate the start-up of a
+ * benchmark with thousands of expert tensors (a 30B MoE model has 18,000 of a million values
+ * each). The length is odd, so rows of a power-of-two width each start at a different place.
  */
 const POOL_ELEMENTS = (1 << 20) + 1;
 const BIAS_RANGE = 0.02;
@@ -25,16 +26,20 @@ const BIAS_RANGE = 0.02;
 class RandomCheckpoint implements Checkpoint {
   readonly dir = '<dummy weights>';
   private readonly shapes: Map<string, number[]>;
-  /** Each tensor draws from its own stream, so its values do not depend on load order. */
-  private readonly streamOf: Map<string, number>;
+  /** Where each tensor starts in the pool: its values do not depend on load order. */
+  private readonly startOf: Map<string, number>;
   private readonly dtype: WeightDType;
-  private readonly seed: number;
+  private readonly unit: Float32Array;
+  /** The pool scaled to each range in use, encoded in the dtype. */
+  private readonly encodedPools = new Map<number, Uint8Array>();
 
   constructor(model: Layer, dtype: WeightDType, seed: number) {
     this.dtype = dtype;
-    this.seed = seed;
     this.shapes = new Map(model.parameters().map(({ name, shape }) => [name, shape]));
-    this.streamOf = new Map([...this.shapes.keys()].map((name, i) => [name, i]));
+    const starts = forkStream(seed, 0);
+    this.startOf = new Map([...this.shapes.keys()].map((name) => [name, starts.nextUint32() % POOL_ELEMENTS]));
+    const rng = forkStream(seed, 1);
+    this.unit = Float32Array.from({ length: POOL_ELEMENTS }, () => rng.nextUint32() / 2 ** 31 - 1);
   }
 
   get tensorNames(): string[] {
@@ -52,24 +57,32 @@ class RandomCheckpoint implements Checkpoint {
   read(name: string): HostTensor {
     const shape = this.shape(name);
     const elements = shape.reduce((a, b) => a * b, 1);
-    const pool = new Float32Array(Math.min(elements, POOL_ELEMENTS));
-    if (name.endsWith('norm.weight')) {
-      pool.fill(1);
-    } else {
-      // Uniform in ±1/sqrt(fan_in) keeps each projection's output on the scale of its input, so
-      // activations stay finite through any depth; 1-D biases get a small fixed range. Matrices
-      // are [out, in] and stacked experts [experts, out, in] or [experts, in, out]: dimension 1
-      // is near enough to fan_in for a benchmark's values.
-      const range = shape.length >= 2 ? 1 / Math.sqrt(shape[1]) : BIAS_RANGE;
-      const rng = forkStream(this.seed, this.streamOf.get(name) ?? 0);
-      for (let i = 0; i < pool.length; i++) pool[i] = (rng.nextUint32() / 2 ** 31 - 1) * range;
-    }
-    const encoded = float32ToHostTensor(pool, this.dtype, [pool.length]).data;
-    const data = new Uint8Array(elements * DTYPE_BYTES[this.dtype]);
-    for (let offset = 0; offset < data.length; offset += encoded.length) {
-      data.set(encoded.subarray(0, Math.min(encoded.length, data.length - offset)), offset);
+    // Uniform in ±1/sqrt(fan_in) keeps each projection's output on the scale of its input, so
+    // activations stay finite through any depth; 1-D biases get a small fixed range; norms are one
+    // (range 0 stands for them). Matrices are [out, in] and stacked experts [experts, out, in] or
+    // [experts, in, out]: dimension 1 is near enough to fan_in for a benchmark's values.
+    const range = name.endsWith('norm.weight') ? 0 : shape.length >= 2 ? 1 / Math.sqrt(shape[1]) : BIAS_RANGE;
+    const pool = this.encodedPool(range);
+    const elementBytes = DTYPE_BYTES[this.dtype];
+    const data = new Uint8Array(elements * elementBytes);
+    let from = (this.startOf.get(name) ?? 0) * elementBytes;
+    for (let offset = 0; offset < data.length; ) {
+      const n = Math.min(pool.length - from, data.length - offset);
+      data.set(pool.subarray(from, from + n), offset);
+      offset += n;
+      from = 0;
     }
     return { dtype: this.dtype, shape, data };
+  }
+
+  private encodedPool(range: number): Uint8Array {
+    let pool = this.encodedPools.get(range);
+    if (pool === undefined) {
+      const values = range === 0 ? new Float32Array(POOL_ELEMENTS).fill(1) : this.unit.map((u) => u * range);
+      pool = float32ToHostTensor(values, this.dtype, [POOL_ELEMENTS]).data;
+      this.encodedPools.set(range, pool);
+    }
+    return pool;
   }
 
   close(): void {}
