@@ -4,7 +4,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { checkApiKey, checkOrigin, needsApiKey } from './auth.ts';
 import { registerChatCompletions } from './chat-completions.ts';
 import { registerCompletions } from './completions.ts';
-import { useJsonBodies } from './json-body.ts';
+import { keepRawBodies } from './json-body.ts';
 import { registerModels } from './models.ts';
 import { registerMonitoring } from './monitoring.ts';
 import { ApiError, shuttingDown } from './openai-errors.ts';
@@ -40,7 +40,7 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
-  useJsonBodies(app);
+  keepRawBodies(app);
 
   const methodsByPath = new Map<string, Set<string>>();
   app.addHook('onRoute', (route) => {

@@ -4,11 +4,11 @@ import { badRequest } from './openai-errors.ts';
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Every request body is read as JSON whatever its content type (`curl -d` sends form encoding),
- * and must be valid UTF-8: a lenient decoder would turn bad bytes into U+FFFD and run a prompt
- * the client never sent.
+ * A request body read as JSON whatever its content type (`curl -d` sends form encoding), and must
+ * be valid UTF-8: a lenient decoder would turn bad bytes into U+FFFD and run a prompt the client
+ * never sent.
  */
-export function parseJsonBody(raw: Buffer): unknown {
+export function readJsonBody(raw: Uint8Array): unknown {
   if (raw.length === 0) return undefined;
   let text: string;
   try {
@@ -23,13 +23,11 @@ export function parseJsonBody(raw: Buffer): unknown {
   }
 }
 
-export function useJsonBodies(app: FastifyInstance): void {
+/**
+ * Request bodies reach the handlers as the bytes they arrived as: the preprocessing threads read
+ * them (readJsonBody), so that parsing a large body never holds up the server's event loop.
+ */
+export function keepRawBodies(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
-    try {
-      done(null, parseJsonBody(body as Buffer));
-    } catch (error) {
-      done(error as Error, undefined);
-    }
-  });
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 }

@@ -1,18 +1,20 @@
 import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
-import type { LLM } from '../engine/llm.ts';
 import { KeelError } from '../errors.ts';
+import { Admission } from './admission.ts';
 import { buildApp } from './app.ts';
+import type { EngineClient } from './engine-host/engine-client.ts';
 import { InFlightRequests } from './in-flight.ts';
 import { JsonLogger, type LogLevel } from './json-logger.ts';
 import { ServerMetrics } from './metrics.ts';
+import { PreprocessPool } from './preprocess/preprocess-pool.ts';
 import type { ServingContext } from './serving-context.ts';
 import { TokenRate } from './token-rate.ts';
 
 export interface ServerOptions {
-  /** The loaded model; the server does not close it. */
-  llm: LLM;
+  /** The engine, started (EngineClient.startThread); the server does not close it. */
+  engine: EngineClient;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -20,8 +22,18 @@ export interface ServerOptions {
   apiKey: string | null;
   /** The model name clients use; defaults to the model directory's name. */
   servedModelName: string | null;
-  /** Refuse new generation requests (429) while this many sequences wait; null = no limit. */
-  maxQueuedRequests: number | null;
+  /** Largest `n` a request may ask for. */
+  maxN: number;
+  /** Most prompts in one /v1/completions batch. */
+  maxPromptsPerRequest: number;
+  /** Largest prompt in UTF-8 bytes, refused before tokenizing; null: PROMPT_BYTES_PER_TOKEN × the model's max length. */
+  maxPromptBytes: number | null;
+  /** Refuse (429) what would make more sequences wait for the engine than this; null = no limit. */
+  maxQueuedSequences: number | null;
+  /** Refuse (429) what would make more prompt tokens wait for the engine than this; null = no limit. */
+  maxQueuedTokens: number | null;
+  /** Threads that parse, validate and tokenize request bodies. */
+  preprocessThreads: number;
   maxBodyBytes: number;
   /** How long `close` lets in-flight requests finish before aborting them. */
   shutdownTimeoutMs: number;
@@ -30,12 +42,24 @@ export interface ServerOptions {
   logStream: Writable;
 }
 
-export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'llm'> = {
+/**
+ * No prompt averages more than a few bytes per token (English text about 4, code 3 to 5, runs of
+ * spaces up to 16 in some vocabularies): a prompt of more bytes than this many per token of the
+ * context could never fit once tokenized, so it is refused before tokenizing.
+ */
+export const PROMPT_BYTES_PER_TOKEN = 32;
+
+export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   host: '127.0.0.1',
   port: 8000,
   apiKey: null,
   servedModelName: null,
-  maxQueuedRequests: 1024,
+  maxN: 128,
+  maxPromptsPerRequest: 256,
+  maxPromptBytes: null,
+  maxQueuedSequences: 1024,
+  maxQueuedTokens: 1_048_576,
+  preprocessThreads: 2,
   maxBodyBytes: 16 * 1024 * 1024,
   shutdownTimeoutMs: 30_000,
   logLevel: 'info',
@@ -56,26 +80,47 @@ export interface RunningServer {
 /** Window over which the engine-stats endpoint reports tokens per second. */
 const RATE_WINDOW_MS = 5000;
 
-/** Starts the OpenAI-compatible server over a loaded model. */
-export async function startServer(options: Partial<ServerOptions> & { llm: LLM }): Promise<RunningServer> {
+/** Starts the OpenAI-compatible server over a running engine. */
+export async function startServer(options: Partial<ServerOptions> & { engine: EngineClient }): Promise<RunningServer> {
   const config: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...options };
-  const { llm } = config;
-  const servedModelName = config.servedModelName ?? basename(llm.config.model);
+  const { engine } = config;
+  const servedModelName = config.servedModelName ?? basename(engine.info.model);
   const logger = new JsonLogger(config.logLevel, config.logStream);
+  const limits = {
+    maxN: config.maxN,
+    maxPromptsPerRequest: config.maxPromptsPerRequest,
+    maxPromptBytes: config.maxPromptBytes ?? PROMPT_BYTES_PER_TOKEN * engine.info.maxModelLen,
+    maxQueuedSequences: config.maxQueuedSequences,
+    maxQueuedTokens: config.maxQueuedTokens,
+  };
+  const preprocess = await PreprocessPool.start(
+    {
+      tokenizerDir: engine.info.hasTokenizer ? engine.info.model : null,
+      servedModelName,
+      maxModelLen: engine.info.maxModelLen,
+      vocabSize: engine.info.vocabSize,
+      samplingDefaults: engine.info.samplingDefaults,
+      limits,
+    },
+    config.preprocessThreads,
+  );
   const ctx: ServingContext = {
-    llm,
+    engine,
+    preprocess,
+    admission: new Admission(limits),
     servedModelName,
-    maxQueuedRequests: config.maxQueuedRequests,
-    metrics: new ServerMetrics(servedModelName, () => llm.stats()),
+    metrics: new ServerMetrics(servedModelName, () => engine.stats()),
     inFlight: new InFlightRequests(),
     logger,
-    generationRate: new TokenRate(() => llm.stats().generationTokensTotal, RATE_WINDOW_MS),
+    generationRate: new TokenRate(() => engine.stats().generationTokensTotal, RATE_WINDOW_MS),
   };
   const app = buildApp(ctx, { apiKey: config.apiKey, maxBodyBytes: config.maxBodyBytes });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
     ctx.generationRate.stop();
+    await preprocess.close();
+    await app.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') {
       throw new KeelError('unavailable', `cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
@@ -85,7 +130,8 @@ export async function startServer(options: Partial<ServerOptions> & { llm: LLM }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.log('info', 'listening', { url, model: servedModelName, backend: llm.backendName });
+  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend });
+  engine.stopped.then((cause) => logger.log('error', 'the engine stopped', { error: cause.stack ?? cause.message }));
 
   let giveUp: () => void = () => undefined;
   const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));
@@ -107,6 +153,7 @@ export async function startServer(options: Partial<ServerOptions> & { llm: LLM }
     app.server.closeAllConnections();
     await closed;
     ctx.generationRate.stop();
+    await preprocess.close();
     logger.log('info', 'stopped');
   };
 
