@@ -1,8 +1,9 @@
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
 import { EngineClient } from '../server/engine-host/engine-client.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
-import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions } from '../server/server.ts';
+import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
 
 const D = DEFAULT_SERVER_OPTIONS;
@@ -14,8 +15,9 @@ Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/c
 /v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
 huge prompt never holds up the other clients.
-SIGTERM or Ctrl-C stops accepting connections, lets requests in flight finish (up to
---shutdown-timeout), then exits; a second Ctrl-C aborts them at once.
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
+for up to --shutdown-timeout, then cuts the rest and exits 1 (0 when nothing was cut); a second
+signal exits at once.
 
   --host HOST                    address to bind (default ${D.host}; 0.0.0.0 for every interface)
   --port N                       port (default ${D.port}; 0 picks a free one)
@@ -56,11 +58,16 @@ const SERVE_FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function serveCommand(argv: string[]): Promise<void> {
+/** Signals that start a graceful shutdown; a second one exits at once. SIGHUP comes when the terminal goes. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+/** If a shutdown has not ended this long after its drain timeout, the process exits regardless. */
+const SHUTDOWN_WATCHDOG_MS = 15_000;
+
+export async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: SERVE_FLAGS, strict: true });
   if (values.help) {
     console.log(SERVE_HELP);
-    return;
+    return 0;
   }
   const serverOptions = serverOptionsFromFlags(values);
   const engine = await EngineClient.startThread(engineConfigFromFlags(values));
@@ -72,25 +79,46 @@ export async function serveCommand(argv: string[]): Promise<void> {
     throw error;
   }
   console.log(`Keel is serving ${engine.info.model} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals === 1) {
-          console.error(`keel: ${signal}: finishing requests in flight (again to abort them)`);
-          server.close().then(resolve, reject);
-        } else {
-          server.close({ timeoutMs: 0 });
-        }
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
-  } finally {
-    const closeError = await engine.close();
-    if (closeError) console.error(`keel: ${closeError.message}`);
+  const { report, engineFailure } = await untilShutdown(server, engine, serverOptions.shutdownTimeoutMs);
+  const closeError = await engine.close();
+  if (closeError) console.error(`keel: ${closeError.message}`);
+  if (engineFailure) {
+    console.error(`keel: the engine stopped (${engineFailure.message}); the server has shut down`);
+    return 1;
   }
+  if (report.cut > 0) {
+    console.error(`keel: the shutdown timeout cut ${report.cut} request${report.cut === 1 ? '' : 's'} still in flight`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Serves until a stop signal or the engine's death, then shuts the server down. */
+function untilShutdown(server: RunningServer, engine: EngineClient, shutdownTimeoutMs: number): Promise<{ report: ShutdownReport; engineFailure: Error | null }> {
+  return new Promise((resolve, reject) => {
+    let stopping = false;
+    const stop = (engineFailure: Error | null, timeoutMs: number) => {
+      stopping = true;
+      setTimeout(() => {
+        console.error('keel: the shutdown did not end in time; exiting');
+        process.exit(1);
+      }, timeoutMs + SHUTDOWN_WATCHDOG_MS).unref();
+      server.close({ timeoutMs }).then((report) => resolve({ report, engineFailure }), reject);
+    };
+    const onSignal = (signal: (typeof STOP_SIGNALS)[number]) => {
+      if (stopping) {
+        console.error(`keel: ${signal} again: exiting at once`);
+        process.exit(128 + constants.signals[signal]);
+      }
+      console.error(`keel: ${signal}: finishing requests in flight for up to ${seconds(shutdownTimeoutMs)} s (signal again to exit at once)`);
+      stop(null, shutdownTimeoutMs);
+    };
+    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+    // Nothing can be served any more: in-flight requests have failed with a 503 already.
+    engine.stopped.then((failure) => {
+      if (!stopping) stop(failure, 0);
+    });
+  });
 }
 
 type ServeFlagValues = ReturnType<typeof parseArgs<{ options: typeof SERVE_FLAGS }>>['values'];

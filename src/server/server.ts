@@ -35,7 +35,7 @@ export interface ServerOptions {
   /** Threads that parse, validate and tokenize request bodies. */
   preprocessThreads: number;
   maxBodyBytes: number;
-  /** How long `close` lets in-flight requests finish before aborting them. */
+  /** How long `close` lets in-flight requests finish before cutting them. */
   shutdownTimeoutMs: number;
   logLevel: LogLevel;
   /** Where log lines go (stderr by default). */
@@ -66,19 +66,28 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   logStream: process.stderr,
 };
 
+/** How a shutdown went. */
+export interface ShutdownReport {
+  /** Requests still in flight when the drain ran out of time, which were cut. */
+  cut: number;
+}
+
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8000 */
   url: string;
   /**
    * Graceful shutdown: stops accepting connections at once, lets in-flight requests finish for up
-   * to shutdownTimeoutMs (or `timeoutMs`), then aborts the rest. Calling it again with timeoutMs 0
-   * while draining aborts what is still in flight at once.
+   * to shutdownTimeoutMs (or `timeoutMs`), then cuts the rest: their generations are aborted,
+   * streams get a moment to send a `shutting_down` event, and every connection still open is
+   * closed. Calling it again with timeoutMs 0 while draining cuts at once.
    */
-  close(options?: { timeoutMs?: number }): Promise<void>;
+  close(options?: { timeoutMs?: number }): Promise<ShutdownReport>;
 }
 
 /** Window over which the engine-stats endpoint reports tokens per second. */
 const RATE_WINDOW_MS = 5000;
+/** After the drain timeout, how long cut streams get to send their error event before their connections close. */
+const CUT_GRACE_MS = 1000;
 
 /** Starts the OpenAI-compatible server over a running engine. */
 export async function startServer(options: Partial<ServerOptions> & { engine: EngineClient }): Promise<RunningServer> {
@@ -135,26 +144,35 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
 
   let giveUp: () => void = () => undefined;
   const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));
-  let closing: Promise<void> | null = null;
+  let closing: Promise<ShutdownReport> | null = null;
 
-  const shutdown = async (timeoutMs: number): Promise<void> => {
+  /** Whether the requests in flight all ended within `ms` (or before a forced close). */
+  const drainedWithin = async (ms: number): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    const drained = await Promise.race([ctx.inFlight.whenIdle().then(() => true), timedOut, gaveUp.then(() => false)]);
+    clearTimeout(timer);
+    return drained;
+  };
+
+  const shutdown = async (timeoutMs: number): Promise<ShutdownReport> => {
     ctx.inFlight.startDraining();
     const closed = app.close();
     logger.log('info', 'shutting down', { in_flight_requests: ctx.inFlight.size, timeout_ms: timeoutMs });
-    const timer = setTimeout(giveUp, timeoutMs);
-    const drained = await Promise.race([ctx.inFlight.whenIdle().then(() => true), gaveUp.then(() => false)]);
-    clearTimeout(timer);
-    if (!drained) {
-      logger.log('warn', 'aborting requests still in flight', { in_flight_requests: ctx.inFlight.size });
+    let cut = 0;
+    if (!(await drainedWithin(timeoutMs))) {
+      cut = ctx.inFlight.size;
+      logger.log('warn', 'cutting requests still in flight', { in_flight_requests: cut });
       ctx.inFlight.abortAll();
-      await ctx.inFlight.whenIdle();
+      await drainedWithin(CUT_GRACE_MS);
     }
-    // Keep-alive connections that went idle during the drain would otherwise hold the close open.
+    // Whatever is still open (a client that stopped reading, idle keep-alive) would hold the close open.
     app.server.closeAllConnections();
     await closed;
     ctx.generationRate.stop();
     await preprocess.close();
-    logger.log('info', 'stopped');
+    logger.log('info', 'stopped', { cut_requests: cut });
+    return { cut };
   };
 
   return {
