@@ -33,6 +33,12 @@ Limits (a request over one alone is a 413; one that does not fit beside those wa
   --max-queued-tokens N          most prompt tokens waiting for the engine (default ${D.maxQueuedTokens}; 0 = no limit)
   --max-body-bytes N             largest request body (default ${D.maxBodyBytes})
 
+Connections:
+  --header-timeout S             seconds for a request's headers to arrive (default ${seconds(D.headerTimeoutMs)})
+  --body-timeout S               seconds for a whole request, headers and body, to arrive (default ${seconds(D.bodyTimeoutMs)})
+  --idle-timeout S               close a keep-alive connection idle this long, and a response whose client
+                                 has read nothing for this long (default ${seconds(D.idleTimeoutMs)})
+  --max-connections N            close connections beyond this many as they arrive (default ${D.maxConnections})
   --shutdown-timeout S           seconds to let requests finish on shutdown (default ${seconds(D.shutdownTimeoutMs)})
 
   --preprocess-threads N         threads that parse, validate and tokenize requests (default ${D.preprocessThreads})
@@ -52,6 +58,10 @@ const SERVE_FLAGS = {
   'max-queued-sequences': { type: 'string' },
   'max-queued-tokens': { type: 'string' },
   'max-body-bytes': { type: 'string' },
+  'header-timeout': { type: 'string' },
+  'body-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'max-connections': { type: 'string' },
   'shutdown-timeout': { type: 'string' },
   'preprocess-threads': { type: 'string' },
   'log-level': { type: 'string' },
@@ -128,6 +138,9 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
   if (port < 0 || port > 65535) throw invalidArgument(`--port must be in [0, 65535] (got ${port})`);
   const apiKey = values['api-key'] ?? process.env.KEEL_API_KEY ?? null;
   if (apiKey === '') throw invalidArgument('the API key is empty: give --api-key KEY or unset KEEL_API_KEY');
+  const headerTimeoutMs = secondsFlag('--header-timeout', values['header-timeout'], D.headerTimeoutMs);
+  const bodyTimeoutMs = secondsFlag('--body-timeout', values['body-timeout'], D.bodyTimeoutMs);
+  if (headerTimeoutMs > bodyTimeoutMs) throw invalidArgument('--header-timeout must not be longer than --body-timeout, which counts the headers too');
   const shutdownTimeout = numberFlag('--shutdown-timeout', values['shutdown-timeout']);
   if (shutdownTimeout !== undefined && shutdownTimeout < 0) throw invalidArgument(`--shutdown-timeout must not be negative (got ${shutdownTimeout})`);
   return {
@@ -141,6 +154,10 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
     maxQueuedSequences: limitOrNone('--max-queued-sequences', values['max-queued-sequences'], D.maxQueuedSequences),
     maxQueuedTokens: limitOrNone('--max-queued-tokens', values['max-queued-tokens'], D.maxQueuedTokens),
     maxBodyBytes: positive('--max-body-bytes', values['max-body-bytes']) ?? D.maxBodyBytes,
+    headerTimeoutMs,
+    bodyTimeoutMs,
+    idleTimeoutMs: secondsFlag('--idle-timeout', values['idle-timeout'], D.idleTimeoutMs),
+    maxConnections: positive('--max-connections', values['max-connections']) ?? D.maxConnections,
     shutdownTimeoutMs: shutdownTimeout === undefined ? D.shutdownTimeoutMs : shutdownTimeout * 1000,
     preprocessThreads: positive('--preprocess-threads', values['preprocess-threads']) ?? D.preprocessThreads,
     logLevel: oneOf('--log-level', values['log-level'], LOG_LEVELS) ?? D.logLevel,
@@ -159,4 +176,12 @@ function limitOrNone(name: string, raw: string | undefined, fallback: number | n
   if (value === undefined) return fallback;
   if (value < 0) throw invalidArgument(`${name} must not be negative (got ${value}; 0 = no limit)`);
   return value === 0 ? null : value;
+}
+
+/** A positive number of seconds, in milliseconds. */
+function secondsFlag(name: string, raw: string | undefined, fallbackMs: number): number {
+  const value = numberFlag(name, raw);
+  if (value === undefined) return fallbackMs;
+  if (value <= 0) throw invalidArgument(`${name} must be a positive number of seconds (got ${value})`);
+  return value * 1000;
 }

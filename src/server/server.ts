@@ -35,6 +35,14 @@ export interface ServerOptions {
   /** Threads that parse, validate and tokenize request bodies. */
   preprocessThreads: number;
   maxBodyBytes: number;
+  /** Time for a request's headers to arrive. */
+  headerTimeoutMs: number;
+  /** Time for a whole request, headers and body, to arrive. */
+  bodyTimeoutMs: number;
+  /** A keep-alive connection idle this long, or a response whose client has read nothing for this long, is closed. */
+  idleTimeoutMs: number;
+  /** Open connections beyond this are closed as they arrive. */
+  maxConnections: number;
   /** How long `close` lets in-flight requests finish before cutting them. */
   shutdownTimeoutMs: number;
   logLevel: LogLevel;
@@ -61,6 +69,10 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   maxQueuedTokens: 1_048_576,
   preprocessThreads: 2,
   maxBodyBytes: 16 * 1024 * 1024,
+  headerTimeoutMs: 10_000,
+  bodyTimeoutMs: 60_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 4096,
   shutdownTimeoutMs: 30_000,
   logLevel: 'info',
   logStream: process.stderr,
@@ -123,7 +135,14 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     logger,
     generationRate: new TokenRate(() => engine.stats().generationTokensTotal, RATE_WINDOW_MS),
   };
-  const app = buildApp(ctx, { apiKey: config.apiKey, maxBodyBytes: config.maxBodyBytes });
+  const app = buildApp(ctx, {
+    apiKey: config.apiKey,
+    maxBodyBytes: config.maxBodyBytes,
+    headerTimeoutMs: config.headerTimeoutMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
+  });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
