@@ -36,7 +36,7 @@ export type FromEngine =
   /** `finished` carries the request's timings on its last update, null before. */
   | { type: 'update'; id: number; deltas: StreamDelta[]; finished: RequestMetrics | null }
   | { type: 'failed'; id: number; error: ThreadError }
-  /** Sent every STATS_INTERVAL_MS while serving. */
+  /** Sent every STATS_INTERVAL_MS while serving, and after a request's first and last updates. */
   | { type: 'stats'; stats: EngineStats }
   /** The engine has stopped; `error` is why freeing it failed, if it did. */
   | { type: 'closed'; error: ThreadError | null };

@@ -19,7 +19,8 @@ export function engineInfo(llm: LLM): EngineInfo {
 
 /**
  * The engine's side of the protocol: runs each request the server adds through `llm.stream`, posts
- * its updates as they come, aborts it on request, and reports the engine's stats on a timer.
+ * its updates as they come, aborts it on request, and reports the engine's stats on a timer and
+ * as each request starts and ends.
  * 'close' aborts what is left, then `onClose` (which frees the engine, when this side owns it)
  * runs before 'closed' is posted.
  */
@@ -31,12 +32,18 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LL
   const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
     const controller = new AbortController();
     running.set(id, controller);
+    let first = true;
     try {
       for await (const update of llm.stream(tokenIds, params, { signal: controller.signal })) {
         port.postMessage({ type: 'update', id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
+        // Fresh stats as a request starts and ends: whoever sees it end (its client, a test waiting
+        // for the pool to be free) then sees the KV blocks it held back in the pool.
+        if (first || update.finished) postStats();
+        first = false;
       }
     } catch (error) {
       port.postMessage({ type: 'failed', id, error: toThreadError(error) });
+      postStats();
     } finally {
       running.delete(id);
     }
