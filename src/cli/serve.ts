@@ -23,6 +23,8 @@ signal exits at once.
   --port N                       port (default ${D.port}; 0 picks a free one)
   --api-key KEY                  require "Authorization: Bearer KEY" on the API (default: env KEEL_API_KEY)
   --served-model-name NAME       the model name clients use (default: the model directory's name)
+  --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
+                                 and ::1 when bound to loopback, else any)
 
 Limits (a request over one alone is a 413; one that does not fit beside those waiting, a 429):
   --max-n N                      largest n a request may ask for (default ${D.maxN})
@@ -52,6 +54,7 @@ const SERVE_FLAGS = {
   port: { type: 'string' },
   'api-key': { type: 'string' },
   'served-model-name': { type: 'string' },
+  'allowed-hosts': { type: 'string' },
   'max-n': { type: 'string' },
   'max-prompts-per-request': { type: 'string' },
   'max-prompt-bytes': { type: 'string' },
@@ -141,6 +144,8 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
   const headerTimeoutMs = secondsFlag('--header-timeout', values['header-timeout'], D.headerTimeoutMs);
   const bodyTimeoutMs = secondsFlag('--body-timeout', values['body-timeout'], D.bodyTimeoutMs);
   if (headerTimeoutMs > bodyTimeoutMs) throw invalidArgument('--header-timeout must not be longer than --body-timeout, which counts the headers too');
+  const allowedHosts = values['allowed-hosts']?.split(',').map((h) => h.trim()).filter((h) => h !== '') ?? null;
+  if (allowedHosts !== null && allowedHosts.length === 0) throw invalidArgument('--allowed-hosts is empty: list host names, or * for any');
   const shutdownTimeout = numberFlag('--shutdown-timeout', values['shutdown-timeout']);
   if (shutdownTimeout !== undefined && shutdownTimeout < 0) throw invalidArgument(`--shutdown-timeout must not be negative (got ${shutdownTimeout})`);
   return {
@@ -148,6 +153,7 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
     port,
     apiKey,
     servedModelName: values['served-model-name'] ?? null,
+    allowedHosts,
     maxN: positive('--max-n', values['max-n']) ?? D.maxN,
     maxPromptsPerRequest: positive('--max-prompts-per-request', values['max-prompts-per-request']) ?? D.maxPromptsPerRequest,
     maxPromptBytes: positive('--max-prompt-bytes', values['max-prompt-bytes']) ?? D.maxPromptBytes,

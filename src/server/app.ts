@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { checkHost, type AllowedHosts } from './allowed-hosts.ts';
 import { checkApiKey, checkOrigin, needsApiKey } from './auth.ts';
 import { registerChatCompletions } from './chat-completions.ts';
 import { answerClientError } from './client-errors.ts';
@@ -18,6 +19,7 @@ import { registerTokenize } from './tokenize.ts';
 
 export interface AppOptions {
   apiKey: string | null;
+  allowedHosts: AllowedHosts;
   maxBodyBytes: number;
   headerTimeoutMs: number;
   bodyTimeoutMs: number;
@@ -35,7 +37,7 @@ function requestId(request: IncomingMessage): string {
 
 /**
  * The HTTP application: socket limits (header, body and idle timeouts, a connection cap), hooks
- * that every request passes (request id, log line, stall watch, drain, Origin, API key),
+ * that every request passes (request id, log line, stall watch, Host, drain, Origin, API key),
  * errors in OpenAI's schema (the HTTP parser's included), 404 and 405, and the routes.
  */
 export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInstance {
@@ -73,8 +75,9 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
     reply.raw.setHeader('x-request-id', request.id);
     logWhenDone(ctx.logger, request, reply);
     stallWatch.watch(reply.raw);
+    checkHost(request.headers.host, options.allowedHosts);
     if (ctx.inFlight.isDraining) throw shuttingDown();
-    checkOrigin(request.headers.origin, request.headers.host);
+    checkOrigin(request.headers.origin, request.headers.host, options.allowedHosts);
     // The matched route, not the raw URL: the router decodes %-escapes, so /v%31/models is /v1/models.
     const route = request.routeOptions.url;
     if (options.apiKey !== null && route !== undefined && needsApiKey(route)) checkApiKey(request.headers.authorization, options.apiKey);

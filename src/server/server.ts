@@ -3,6 +3,7 @@ import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
 import { KeelError } from '../errors.ts';
 import { Admission } from './admission.ts';
+import { resolveAllowedHosts } from './allowed-hosts.ts';
 import { buildApp } from './app.ts';
 import type { EngineClient } from './engine-host/engine-client.ts';
 import { InFlightRequests } from './in-flight.ts';
@@ -22,6 +23,8 @@ export interface ServerOptions {
   apiKey: string | null;
   /** The model name clients use; defaults to the model directory's name. */
   servedModelName: string | null;
+  /** Host names the server answers to (`*`: any); null: the loopback names when bound to loopback, else any. */
+  allowedHosts: string[] | null;
   /** Largest `n` a request may ask for. */
   maxN: number;
   /** Most prompts in one /v1/completions batch. */
@@ -62,6 +65,7 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   port: 8000,
   apiKey: null,
   servedModelName: null,
+  allowedHosts: null,
   maxN: 128,
   maxPromptsPerRequest: 256,
   maxPromptBytes: null,
@@ -137,6 +141,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   };
   const app = buildApp(ctx, {
     apiKey: config.apiKey,
+    allowedHosts: resolveAllowedHosts(config.allowedHosts, config.host),
     maxBodyBytes: config.maxBodyBytes,
     headerTimeoutMs: config.headerTimeoutMs,
     bodyTimeoutMs: config.bodyTimeoutMs,
