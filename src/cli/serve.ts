@@ -25,6 +25,7 @@ signal exits at once.
   --served-model-name NAME       the model name clients use (default: the model directory's name)
   --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
                                  and ::1 when bound to loopback, else any)
+  --allow-special-tokens         special-token strings in chat messages are control tokens (default: text)
 
 Limits (a request over one alone is a 413; one that does not fit beside those waiting, a 429):
   --max-n N                      largest n a request may ask for (default ${D.maxN})
@@ -55,6 +56,7 @@ const SERVE_FLAGS = {
   'api-key': { type: 'string' },
   'served-model-name': { type: 'string' },
   'allowed-hosts': { type: 'string' },
+  'allow-special-tokens': { type: 'boolean' },
   'max-n': { type: 'string' },
   'max-prompts-per-request': { type: 'string' },
   'max-prompt-bytes': { type: 'string' },
@@ -154,6 +156,7 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
     apiKey,
     servedModelName: values['served-model-name'] ?? null,
     allowedHosts,
+    allowSpecialTokens: values['allow-special-tokens'] === true,
     maxN: positive('--max-n', values['max-n']) ?? D.maxN,
     maxPromptsPerRequest: positive('--max-prompts-per-request', values['max-prompts-per-request']) ?? D.maxPromptsPerRequest,
     maxPromptBytes: positive('--max-prompt-bytes', values['max-prompt-bytes']) ?? D.maxPromptBytes,

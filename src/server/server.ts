@@ -35,6 +35,8 @@ export interface ServerOptions {
   maxQueuedSequences: number | null;
   /** Refuse (429) what would make more prompt tokens wait for the engine than this; null = no limit. */
   maxQueuedTokens: number | null;
+  /** Let special-token strings in chat messages be control tokens (else they are text). */
+  allowSpecialTokens: boolean;
   /** Threads that parse, validate and tokenize request bodies. */
   preprocessThreads: number;
   maxBodyBytes: number;
@@ -71,6 +73,7 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   maxPromptBytes: null,
   maxQueuedSequences: 1024,
   maxQueuedTokens: 1_048_576,
+  allowSpecialTokens: false,
   preprocessThreads: 2,
   maxBodyBytes: 16 * 1024 * 1024,
   headerTimeoutMs: 10_000,
@@ -126,6 +129,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
       vocabSize: engine.info.vocabSize,
       samplingDefaults: engine.info.samplingDefaults,
       limits,
+      allowSpecialTokens: config.allowSpecialTokens,
     },
     config.preprocessThreads,
   );

@@ -27,7 +27,7 @@ export function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): Prep
   const { limits, maxModelLen, samplingDefaults } = ctx.settings;
   const fields: RequestField[] = [...commonSamplingFields(body), { name: 'logprobs', field: 'logprobs', value: body.logprobs }];
   const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, maxModelLen)], samplingDefaults);
-  if (ctx.tokenizer === null && checked.stop.length > 0) {
+  if (ctx.chat === null && checked.stop.length > 0) {
     throw badRequest('stop strings need the model\'s tokenizer, and this model has none: use stop_token_ids', 'stop');
   }
   const texts = promptTexts(body.prompt);

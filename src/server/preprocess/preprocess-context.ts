@@ -1,24 +1,24 @@
 import { ApiError, badRequest, toApiError } from '../openai-errors.ts';
 import type { ChatMessage, Tokenizer } from '../../tokenizer/tokenizer.ts';
+import type { ChatPromptEncoder } from './chat-prompt.ts';
 import type { PreprocessSettings } from './preprocess-protocol.ts';
 
 /** What a preprocessing thread holds: its settings and the model's tokenizer, if it has one. */
 export interface PreprocessContext {
   settings: PreprocessSettings;
-  tokenizer: Tokenizer | null;
+  chat: ChatPromptEncoder | null;
 }
 
 export function requireTokenizer(ctx: PreprocessContext, param: string | null, purpose: string): Tokenizer {
-  if (ctx.tokenizer === null) throw badRequest(`this model has no tokenizer.json, so the server cannot ${purpose}: send token ids`, param);
-  return ctx.tokenizer;
+  if (ctx.chat === null) throw badRequest(`this model has no tokenizer.json, so the server cannot ${purpose}: send token ids`, param);
+  return ctx.chat.plain;
 }
 
-/** A chat's token ids: the model's chat template over the messages, with the generation prompt; template errors name `messages`. */
+/** A chat's token ids; template errors name `messages`. */
 export function encodeChat(ctx: PreprocessContext, messages: ChatMessage[]): number[] {
-  const tokenizer = ctx.tokenizer;
-  if (tokenizer === null) throw badRequest('this model has no tokenizer.json, so the server cannot build a chat prompt: use /v1/completions with token ids', 'messages');
+  if (ctx.chat === null) throw badRequest('this model has no tokenizer.json, so the server cannot build a chat prompt: use /v1/completions with token ids', 'messages');
   try {
-    return tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    return ctx.chat.encode(messages);
   } catch (error) {
     throw toApiError(error, 'messages');
   }

@@ -16,6 +16,8 @@ export interface PreprocessSettings {
   vocabSize: number;
   samplingDefaults: Partial<SamplingParams>;
   limits: RequestLimits;
+  /** Special-token strings in chat messages are control tokens (else text). */
+  allowSpecialTokens: boolean;
 }
 
 /** A prompt ready for the engine. */

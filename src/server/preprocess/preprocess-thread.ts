@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { toThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
-import { Tokenizer } from '../../tokenizer/tokenizer.ts';
+import { ChatPromptEncoder } from './chat-prompt.ts';
 import type { PreprocessContext } from './preprocess-context.ts';
 import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared, ToPreprocess } from './preprocess-protocol.ts';
 import { prepareChat } from './prepare-chat.ts';
@@ -22,7 +22,7 @@ const port = parentPort as MessageEndpoint<ToPreprocess, FromPreprocess> | null;
 if (port === null) throw new Error('preprocess-thread.ts runs as a worker thread (see preprocess-pool.ts)');
 const { settings } = workerData as { settings: PreprocessSettings };
 try {
-  const ctx: PreprocessContext = { settings, tokenizer: settings.tokenizerDir === null ? null : Tokenizer.fromDir(settings.tokenizerDir) };
+  const ctx: PreprocessContext = { settings, chat: settings.tokenizerDir === null ? null : ChatPromptEncoder.fromDir(settings.tokenizerDir, settings.allowSpecialTokens) };
   port.on('message', ({ id, kind, body }) => {
     try {
       port.postMessage({ type: 'done', id, result: PREPARERS[kind](ctx, body) });
