@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startHealthProbe } from './health-probe.ts';
+import { startHealthProbe } from '../../scripts/chaos-soak/health-probe.ts';
 import { startTinyServer, type TinyServer } from './tiny-server.ts';
 import { writeDummyConfig } from './tiny-chat-model.ts';
 
