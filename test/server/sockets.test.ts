@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
-import { startTinyServer, type TinyServer } from './tiny-server.ts';
+import { metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
 
 // Socket hygiene: requests whose headers or body arrive too slowly get a 408, a keep-alive
-// connection left idle is closed, connections over the cap are refused, and every error the HTTP
-// parser raises is answered in OpenAI's error shape.
+// connection left idle is closed, so is a response whose client stopped reading, connections over
+// the cap are refused, and every error the HTTP parser raises is answered in OpenAI's error shape.
 
 let server: TinyServer;
 let port: number;
@@ -13,6 +14,9 @@ const MAX_CONNECTIONS = 8;
 
 before(async () => {
   server = await startTinyServer({
+    // A long context and a pool to match: a stream with logprobs outruns any socket buffer.
+    model: { max_position_embeddings: 16384 },
+    engine: { numKvBlocks: 4200 },
     server: { headerTimeoutMs: 1000, bodyTimeoutMs: 1500, idleTimeoutMs: 1000, maxConnections: MAX_CONNECTIONS, logLevel: 'silent' },
   });
   port = Number(new URL(server.url).port);
@@ -85,6 +89,32 @@ test('a keep-alive connection left idle is closed after --idle-timeout', { timeo
   const raw = await closedWithin(connection, 8000);
   assert.notEqual(raw, null, 'the idle connection was still open 8 s later');
   assert.match(raw ?? '', /^HTTP\/1\.1 200/);
+});
+
+test('a response whose client stops reading is cut after --idle-timeout, and its request aborted', { timeout: 60_000 }, async () => {
+  const abortsBefore = metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'keel_request_success_total', { finished_reason: 'abort' }) ?? 0;
+  const body = JSON.stringify({ prompt: [1, 2, 3], n: 4, logprobs: 20, max_tokens: 16000, ignore_eos: true, stream: true });
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = httpRequest(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, resolve);
+    req.on('error', reject);
+    req.end(body);
+  });
+  assert.equal(response.statusCode, 200);
+  let text = '';
+  response.setEncoding('utf8');
+  response.on('data', (chunk: string) => (text += chunk));
+  response.on('error', () => undefined);
+  await new Promise((resolve) => response.once('data', resolve));
+  // A paused client does not even read the server's close: the server's side tells what happened.
+  response.pause();
+  const idle = await waitForIdleEngine(server.url, 30_000);
+  assert.equal(idle.in_flight_requests, 0, 'the stalled response was still open 30 s later');
+  assert.equal(idle.kv_cache.free_blocks, idle.kv_cache.total_blocks);
+  const abortsAfter = metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'keel_request_success_total', { finished_reason: 'abort' });
+  assert.equal(abortsAfter, abortsBefore + 1, 'the request was aborted before its end');
+  response.resume();
+  await new Promise((resolve) => response.once('close', resolve));
+  assert.ok(!text.endsWith('data: [DONE]\n\n'), 'the stream was cut, not ended');
 });
 
 test('connections over --max-connections are refused; the ones within still work', { timeout: 20_000 }, async () => {
