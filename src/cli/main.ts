@@ -15,7 +15,8 @@ Commands:
 Run \`keel <command> --help\` for a command's options.`;
 
 interface Command {
-  run: (argv: string[]) => Promise<void>;
+  /** Resolves with the process's exit code when the command has one other than 0. */
+  run: (argv: string[]) => Promise<number | void>;
   help: string;
 }
 
@@ -63,8 +64,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(`keel: unknown command "${name}"\n\n${HELP}`);
     return 2;
   }
-  await (await load()).run(rest);
-  return 0;
+  return (await (await load()).run(rest)) ?? 0;
 }
 
 try {

@@ -1,92 +1,196 @@
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
-import { LLM } from '../engine/llm.ts';
+import { EngineClient } from '../server/engine-host/engine-client.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
-import { DEFAULT_SERVER_OPTIONS, startServer } from '../server/server.ts';
+import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
+
+const D = DEFAULT_SERVER_OPTIONS;
+const seconds = (ms: number) => ms / 1000;
 
 export const SERVE_HELP = `Usage: keel serve [options]
 
 Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-/v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /.
-SIGTERM or Ctrl-C stops accepting connections, lets requests in flight finish (up to
---shutdown-timeout), then exits; a second Ctrl-C aborts them at once.
+/v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
+on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
+huge prompt never holds up the other clients.
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
+for up to --shutdown-timeout, then cuts the rest and exits 1 (0 when nothing was cut); a second
+signal exits at once.
 
-  --host HOST                    address to bind (default ${DEFAULT_SERVER_OPTIONS.host}; 0.0.0.0 for every interface)
-  --port N                       port (default ${DEFAULT_SERVER_OPTIONS.port}; 0 picks a free one)
+  --host HOST                    address to bind (default ${D.host}; 0.0.0.0 for every interface)
+  --port N                       port (default ${D.port}; 0 picks a free one)
   --api-key KEY                  require "Authorization: Bearer KEY" on the API (default: env KEEL_API_KEY)
   --served-model-name NAME       the model name clients use (default: the model directory's name)
-  --max-queued-requests N        answer 429 while N sequences wait (default ${DEFAULT_SERVER_OPTIONS.maxQueuedRequests}; 0 = no limit)
-  --shutdown-timeout S           seconds to let requests finish on shutdown (default ${DEFAULT_SERVER_OPTIONS.shutdownTimeoutMs / 1000})
-  --max-body-bytes N             largest request body (default ${DEFAULT_SERVER_OPTIONS.maxBodyBytes})
-  --log-level LEVEL              ${LOG_LEVELS.join('|')} (default ${DEFAULT_SERVER_OPTIONS.logLevel}); JSON lines on stderr
+  --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
+                                 and ::1 when bound to loopback, else any)
+  --allow-special-tokens         special-token strings in chat messages are control tokens (default: text)
+
+Limits (a request over one alone is a 413; one that does not fit beside those waiting, a 429):
+  --max-n N                      largest n a request may ask for (default ${D.maxN})
+  --max-prompts-per-request N    most prompts in one /v1/completions batch (default ${D.maxPromptsPerRequest})
+  --max-prompt-bytes N           largest prompt in UTF-8 bytes, checked before tokenizing
+                                 (default ${PROMPT_BYTES_PER_TOKEN} per token of the max model length)
+  --max-queued-sequences N       most sequences (prompts × n) waiting for the engine (default ${D.maxQueuedSequences}; 0 = no limit)
+  --max-queued-tokens N          most prompt tokens waiting for the engine (default ${D.maxQueuedTokens}; 0 = no limit)
+  --max-body-bytes N             largest request body (default ${D.maxBodyBytes})
+
+Connections:
+  --header-timeout S             seconds for a request's headers to arrive (default ${seconds(D.headerTimeoutMs)})
+  --body-timeout S               seconds for a whole request, headers and body, to arrive (default ${seconds(D.bodyTimeoutMs)})
+  --idle-timeout S               close a keep-alive connection idle this long, and a response whose client
+                                 has read nothing for this long (default ${seconds(D.idleTimeoutMs)})
+  --max-connections N            close connections beyond this many as they arrive (default ${D.maxConnections})
+  --shutdown-timeout S           seconds to let requests finish on shutdown (default ${seconds(D.shutdownTimeoutMs)})
+
+  --preprocess-threads N         threads that parse, validate and tokenize requests (default ${D.preprocessThreads})
+  --log-level LEVEL              ${LOG_LEVELS.join('|')} (default ${D.logLevel}); JSON lines on stderr
 
 ${ENGINE_FLAGS_HELP}`;
 
-export async function serveCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      ...ENGINE_FLAGS,
-      host: { type: 'string' },
-      port: { type: 'string' },
-      'api-key': { type: 'string' },
-      'served-model-name': { type: 'string' },
-      'max-queued-requests': { type: 'string' },
-      'shutdown-timeout': { type: 'string' },
-      'max-body-bytes': { type: 'string' },
-      'log-level': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  });
+const SERVE_FLAGS = {
+  ...ENGINE_FLAGS,
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'api-key': { type: 'string' },
+  'served-model-name': { type: 'string' },
+  'allowed-hosts': { type: 'string' },
+  'allow-special-tokens': { type: 'boolean' },
+  'max-n': { type: 'string' },
+  'max-prompts-per-request': { type: 'string' },
+  'max-prompt-bytes': { type: 'string' },
+  'max-queued-sequences': { type: 'string' },
+  'max-queued-tokens': { type: 'string' },
+  'max-body-bytes': { type: 'string' },
+  'header-timeout': { type: 'string' },
+  'body-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'shutdown-timeout': { type: 'string' },
+  'preprocess-threads': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Signals that start a graceful shutdown; a second one exits at once. SIGHUP comes when the terminal goes. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+/** If a shutdown has not ended this long after its drain timeout, the process exits regardless. */
+const SHUTDOWN_WATCHDOG_MS = 15_000;
+
+export async function serveCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: SERVE_FLAGS, strict: true });
   if (values.help) {
     console.log(SERVE_HELP);
-    return;
+    return 0;
   }
-  const port = integerFlag('--port', values.port) ?? DEFAULT_SERVER_OPTIONS.port;
+  const serverOptions = serverOptionsFromFlags(values);
+  const engine = await EngineClient.startThread(engineConfigFromFlags(values));
+  let server: RunningServer;
+  try {
+    server = await startServer({ engine, ...serverOptions });
+  } catch (error) {
+    await engine.close();
+    throw error;
+  }
+  console.log(`Keel is serving ${engine.info.model} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
+  const { report, engineFailure } = await untilShutdown(server, engine, serverOptions.shutdownTimeoutMs);
+  const closeError = await engine.close();
+  if (closeError) console.error(`keel: ${closeError.message}`);
+  if (engineFailure) {
+    console.error(`keel: the engine stopped (${engineFailure.message}); the server has shut down`);
+    return 1;
+  }
+  if (report.cut > 0) {
+    console.error(`keel: the shutdown timeout cut ${report.cut} request${report.cut === 1 ? '' : 's'} still in flight`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Serves until a stop signal or the engine's death, then shuts the server down. */
+function untilShutdown(server: RunningServer, engine: EngineClient, shutdownTimeoutMs: number): Promise<{ report: ShutdownReport; engineFailure: Error | null }> {
+  return new Promise((resolve, reject) => {
+    let stopping = false;
+    const stop = (engineFailure: Error | null, timeoutMs: number) => {
+      stopping = true;
+      setTimeout(() => {
+        console.error('keel: the shutdown did not end in time; exiting');
+        process.exit(1);
+      }, timeoutMs + SHUTDOWN_WATCHDOG_MS).unref();
+      server.close({ timeoutMs }).then((report) => resolve({ report, engineFailure }), reject);
+    };
+    const onSignal = (signal: (typeof STOP_SIGNALS)[number]) => {
+      if (stopping) {
+        console.error(`keel: ${signal} again: exiting at once`);
+        process.exit(128 + constants.signals[signal]);
+      }
+      console.error(`keel: ${signal}: finishing requests in flight for up to ${seconds(shutdownTimeoutMs)} s (signal again to exit at once)`);
+      stop(null, shutdownTimeoutMs);
+    };
+    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
+    // Nothing can be served any more: in-flight requests have failed with a 503 already.
+    engine.stopped.then((failure) => {
+      if (!stopping) stop(failure, 0);
+    });
+  });
+}
+
+type ServeFlagValues = ReturnType<typeof parseArgs<{ options: typeof SERVE_FLAGS }>>['values'];
+
+function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'engine' | 'logStream'> {
+  const port = integerFlag('--port', values.port) ?? D.port;
   if (port < 0 || port > 65535) throw invalidArgument(`--port must be in [0, 65535] (got ${port})`);
-  const maxQueued = nonNegative('--max-queued-requests', integerFlag('--max-queued-requests', values['max-queued-requests']));
-  const shutdownTimeout = nonNegative('--shutdown-timeout', numberFlag('--shutdown-timeout', values['shutdown-timeout']));
-  const maxBodyBytes = nonNegative('--max-body-bytes', integerFlag('--max-body-bytes', values['max-body-bytes']));
-  if (maxBodyBytes === 0) throw invalidArgument('--max-body-bytes must be positive');
   const apiKey = values['api-key'] ?? process.env.KEEL_API_KEY ?? null;
   if (apiKey === '') throw invalidArgument('the API key is empty: give --api-key KEY or unset KEEL_API_KEY');
-  const serverOptions = {
-    host: values.host ?? DEFAULT_SERVER_OPTIONS.host,
+  const headerTimeoutMs = secondsFlag('--header-timeout', values['header-timeout'], D.headerTimeoutMs);
+  const bodyTimeoutMs = secondsFlag('--body-timeout', values['body-timeout'], D.bodyTimeoutMs);
+  if (headerTimeoutMs > bodyTimeoutMs) throw invalidArgument('--header-timeout must not be longer than --body-timeout, which counts the headers too');
+  const allowedHosts = values['allowed-hosts']?.split(',').map((h) => h.trim()).filter((h) => h !== '') ?? null;
+  if (allowedHosts !== null && allowedHosts.length === 0) throw invalidArgument('--allowed-hosts is empty: list host names, or * for any');
+  const shutdownTimeout = numberFlag('--shutdown-timeout', values['shutdown-timeout']);
+  if (shutdownTimeout !== undefined && shutdownTimeout < 0) throw invalidArgument(`--shutdown-timeout must not be negative (got ${shutdownTimeout})`);
+  return {
+    host: values.host ?? D.host,
     port,
     apiKey,
     servedModelName: values['served-model-name'] ?? null,
-    maxQueuedRequests: maxQueued === undefined ? DEFAULT_SERVER_OPTIONS.maxQueuedRequests : maxQueued === 0 ? null : maxQueued,
-    shutdownTimeoutMs: shutdownTimeout === undefined ? DEFAULT_SERVER_OPTIONS.shutdownTimeoutMs : shutdownTimeout * 1000,
-    maxBodyBytes: maxBodyBytes ?? DEFAULT_SERVER_OPTIONS.maxBodyBytes,
-    logLevel: oneOf('--log-level', values['log-level'], LOG_LEVELS) ?? DEFAULT_SERVER_OPTIONS.logLevel,
+    allowedHosts,
+    allowSpecialTokens: values['allow-special-tokens'] === true,
+    maxN: positive('--max-n', values['max-n']) ?? D.maxN,
+    maxPromptsPerRequest: positive('--max-prompts-per-request', values['max-prompts-per-request']) ?? D.maxPromptsPerRequest,
+    maxPromptBytes: positive('--max-prompt-bytes', values['max-prompt-bytes']) ?? D.maxPromptBytes,
+    maxQueuedSequences: limitOrNone('--max-queued-sequences', values['max-queued-sequences'], D.maxQueuedSequences),
+    maxQueuedTokens: limitOrNone('--max-queued-tokens', values['max-queued-tokens'], D.maxQueuedTokens),
+    maxBodyBytes: positive('--max-body-bytes', values['max-body-bytes']) ?? D.maxBodyBytes,
+    headerTimeoutMs,
+    bodyTimeoutMs,
+    idleTimeoutMs: secondsFlag('--idle-timeout', values['idle-timeout'], D.idleTimeoutMs),
+    maxConnections: positive('--max-connections', values['max-connections']) ?? D.maxConnections,
+    shutdownTimeoutMs: shutdownTimeout === undefined ? D.shutdownTimeoutMs : shutdownTimeout * 1000,
+    preprocessThreads: positive('--preprocess-threads', values['preprocess-threads']) ?? D.preprocessThreads,
+    logLevel: oneOf('--log-level', values['log-level'], LOG_LEVELS) ?? D.logLevel,
   };
-
-  const llm = await LLM.load(engineConfigFromFlags(values));
-  try {
-    const server = await startServer({ llm, ...serverOptions });
-    console.log(`Keel is serving ${llm.config.model} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
-    await new Promise<void>((resolve, reject) => {
-      let signals = 0;
-      const onSignal = (signal: NodeJS.Signals) => {
-        signals++;
-        if (signals === 1) {
-          console.error(`keel: ${signal}: finishing requests in flight (again to abort them)`);
-          server.close().then(resolve, reject);
-        } else {
-          server.close({ timeoutMs: 0 });
-        }
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
-  } finally {
-    await llm.close();
-  }
 }
 
-function nonNegative(name: string, value: number | undefined): number | undefined {
-  if (value !== undefined && value < 0) throw invalidArgument(`${name} must not be negative (got ${value})`);
+function positive(name: string, raw: string | undefined): number | undefined {
+  const value = integerFlag(name, raw);
+  if (value !== undefined && value < 1) throw invalidArgument(`${name} must be positive (got ${value})`);
   return value;
+}
+
+/** A queue limit: a positive integer, or 0 for none. */
+function limitOrNone(name: string, raw: string | undefined, fallback: number | null): number | null {
+  const value = integerFlag(name, raw);
+  if (value === undefined) return fallback;
+  if (value < 0) throw invalidArgument(`${name} must not be negative (got ${value}; 0 = no limit)`);
+  return value === 0 ? null : value;
+}
+
+/** A positive number of seconds, in milliseconds. */
+function secondsFlag(name: string, raw: string | undefined, fallbackMs: number): number {
+  const value = numberFlag(name, raw);
+  if (value === undefined) return fallbackMs;
+  if (value <= 0) throw invalidArgument(`${name} must be a positive number of seconds (got ${value})`);
+  return value * 1000;
 }

@@ -1,22 +1,30 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { checkHost, type AllowedHosts } from './allowed-hosts.ts';
 import { checkApiKey, checkOrigin, needsApiKey } from './auth.ts';
 import { registerChatCompletions } from './chat-completions.ts';
+import { answerClientError } from './client-errors.ts';
 import { registerCompletions } from './completions.ts';
-import { useJsonBodies } from './json-body.ts';
+import { keepRawBodies } from './json-body.ts';
 import { registerModels } from './models.ts';
 import { registerMonitoring } from './monitoring.ts';
 import { ApiError, shuttingDown } from './openai-errors.ts';
 import { registerPlayground } from './playground.ts';
 import { reportError } from './report-error.ts';
 import { logWhenDone } from './request-log.ts';
+import { ResponseStallWatch } from './response-stall-watch.ts';
 import type { ServingContext } from './serving-context.ts';
 import { registerTokenize } from './tokenize.ts';
 
 export interface AppOptions {
   apiKey: string | null;
+  allowedHosts: AllowedHosts;
   maxBodyBytes: number;
+  headerTimeoutMs: number;
+  bodyTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
 }
 
 /** A client may name its request (`x-request-id`) with a short token; anything else gets a fresh id. */
@@ -28,8 +36,9 @@ function requestId(request: IncomingMessage): string {
 }
 
 /**
- * The HTTP application: hooks that every request passes (request id, log line, drain, API key),
- * errors in OpenAI's schema, 404 and 405, and the routes.
+ * The HTTP application: socket limits (header, body and idle timeouts, a connection cap), hooks
+ * that every request passes (request id, log line, stall watch, Host, drain, Origin, API key),
+ * errors in OpenAI's schema (the HTTP parser's included), 404 and 405, and the routes.
  */
 export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInstance {
   const app = Fastify({
@@ -39,8 +48,21 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
     // Draining is answered by our own hook, in OpenAI's error schema.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // The whole request, headers and body: a client trickling its body cannot hold a socket.
+    requestTimeout: options.bodyTimeoutMs,
+    keepAliveTimeout: options.idleTimeoutMs,
+    http: {
+      headersTimeout: options.headerTimeoutMs,
+      // Node checks those timeouts every 30 s by default, which would let them run that much late.
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, options.headerTimeoutMs / 2, options.bodyTimeoutMs / 2)),
+    },
+    clientErrorHandler: answerClientError,
   });
-  useJsonBodies(app);
+  // Connections beyond the cap are closed as they arrive, before any byte is read.
+  app.server.maxConnections = options.maxConnections;
+  keepRawBodies(app);
+  const stallWatch = new ResponseStallWatch(options.idleTimeoutMs);
+  app.addHook('onClose', async () => stallWatch.stop());
 
   const methodsByPath = new Map<string, Set<string>>();
   app.addHook('onRoute', (route) => {
@@ -52,8 +74,10 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
   app.addHook('onRequest', async (request, reply) => {
     reply.raw.setHeader('x-request-id', request.id);
     logWhenDone(ctx.logger, request, reply);
+    stallWatch.watch(reply.raw);
+    checkHost(request.headers.host, options.allowedHosts);
     if (ctx.inFlight.isDraining) throw shuttingDown();
-    checkOrigin(request.headers.origin, request.headers.host);
+    checkOrigin(request.headers.origin, request.headers.host, options.allowedHosts);
     // The matched route, not the raw URL: the router decodes %-escapes, so /v%31/models is /v1/models.
     const route = request.routeOptions.url;
     if (options.apiKey !== null && route !== undefined && needsApiKey(route)) checkApiKey(request.headers.authorization, options.apiKey);

@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { hostName, type AllowedHosts } from './allowed-hosts.ts';
 import { ApiError } from './openai-errors.ts';
 
 /** The API lives under /v1 and beside it; the playground page, health and metrics stay open. */
@@ -27,17 +28,29 @@ function digest(text: string): Buffer {
 /**
  * The server sends no CORS headers, so no other site may read its answers; refusing browser
  * requests from other origins also stops a web page from spending this server's compute through
- * its visitors' browsers ("simple" POSTs need no preflight). Non-browser clients send no Origin.
+ * its visitors' browsers ("simple" POSTs need no preflight). An Origin must be http(s), name the
+ * host the request was sent to, and be an allowed host itself (a rebound name matches its own
+ * Host header). Non-browser clients send no Origin.
  */
-export function checkOrigin(origin: string | undefined, host: string | undefined): void {
+export function checkOrigin(origin: string | undefined, host: string | undefined, allowed: AllowedHosts): void {
   if (origin === undefined) return;
-  let originHost: string | null = null;
-  try {
-    originHost = new URL(origin).host;
-  } catch {
-    originHost = null;
-  }
-  if (originHost === null || originHost !== host) {
+  if (!isAllowedOrigin(origin, host, allowed)) {
     throw new ApiError(403, `cross-origin requests are not accepted (Origin ${JSON.stringify(origin.slice(0, 100))})`, { code: 'cross_origin' });
   }
+}
+
+function isAllowedOrigin(origin: string, host: string | undefined, allowed: AllowedHosts): boolean {
+  if (host === undefined) return false;
+  let url: URL;
+  let sent: URL;
+  try {
+    url = new URL(origin);
+    // The Host header read the way the Origin is, so that case and default ports compare equal.
+    sent = new URL(`${url.protocol}//${host}`);
+  } catch {
+    return false;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  const name = hostName(url.host);
+  return url.host === sent.host && name !== null && (allowed === null || allowed.has(name));
 }

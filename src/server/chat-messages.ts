@@ -1,6 +1,4 @@
-import type { LLM } from '../engine/llm.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
-import { toApiError } from './openai-errors.ts';
 import type { ChatMessageInput } from './openai-schemas.ts';
 
 /** Text parts are joined by newlines; "developer" (OpenAI's newer name for "system") becomes "system", the role chat templates know. */
@@ -11,11 +9,3 @@ export function toChatMessages(messages: ChatMessageInput[]): ChatMessage[] {
   }));
 }
 
-/** The prompt's token ids: the model's chat template over the messages, with the generation prompt. */
-export function encodeMessages(llm: LLM, messages: ChatMessageInput[]): number[] {
-  try {
-    return llm.encodeChat(toChatMessages(messages));
-  } catch (error) {
-    throw toApiError(error, 'messages');
-  }
-}

@@ -10,7 +10,7 @@ export function registerModels(app: FastifyInstance, ctx: ServingContext): void 
     object: 'model',
     created,
     owned_by: 'keel',
-    max_model_len: ctx.llm.maxModelLen,
+    max_model_len: ctx.engine.info.maxModelLen,
   });
   app.get('/v1/models', async () => ({ object: 'list', data: [card()] }));
   app.get<{ Params: { model: string } }>('/v1/models/:model', async (request) => {

@@ -3,7 +3,11 @@ import type { ServingContext } from './serving-context.ts';
 
 /** GET /health, GET /metrics (Prometheus) and GET /v1/engine/stats (JSON, for the playground). */
 export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): void {
-  app.get('/health', async () => ({ status: 'ok' }));
+  // A dead engine is a 503, so that a load balancer stops sending here and a supervisor restarts the server.
+  app.get('/health', async () => {
+    if (ctx.engine.failure) throw ctx.engine.failure;
+    return { status: 'ok' };
+  });
 
   app.get('/metrics', async (_request, reply) => {
     const { contentType, body } = await ctx.metrics.render();
@@ -11,14 +15,14 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
   });
 
   app.get('/v1/engine/stats', async () => {
-    const s = ctx.llm.stats();
+    const s = ctx.engine.stats();
     return {
       model: ctx.servedModelName,
       running: s.numRunning,
       waiting: s.numWaiting,
       in_flight_requests: ctx.inFlight.size,
       kv_cache: {
-        block_size: ctx.llm.config.blockSize,
+        block_size: ctx.engine.info.blockSize,
         total_blocks: s.numKvBlocks,
         used_blocks: s.numKvBlocks - s.numFreeKvBlocks,
         free_blocks: s.numFreeKvBlocks,

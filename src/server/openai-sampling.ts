@@ -64,6 +64,14 @@ export function maxTokensField(name: string, value: number | null | undefined, p
 }
 
 /**
+ * `max_tokens` for validating a request before its prompt is tokenized: as given, else the most
+ * any prompt could leave. The prompt's own limit (maxTokensField) is applied once it is known.
+ */
+export function maxTokensBound(name: string, value: number | null | undefined, maxModelLen: number): RequestField {
+  return { name, field: 'maxTokens', value: value ?? maxModelLen };
+}
+
+/**
  * Validates the request's sampling fields over the model's defaults. The validator names Keel's
  * fields (`topP`); its errors are re-worded with the request's names (`top_p`), which also become
  * the error's `param`.

@@ -65,6 +65,7 @@ export const ChatCompletionRequest = z.strictObject({
   response_format: z
     .looseObject({ type: z.string() })
     .refine((format) => format.type === 'text', 'only {"type": "text"} is supported')
+    .pipe(z.strictObject({ type: z.literal('text') }))
     .nullish(),
   tools: z.array(z.unknown()).max(0, 'tool calling is not supported').nullish(),
   tool_choice: z.enum(['none', 'auto'], { error: 'tool calling is not supported' }).nullish(),
@@ -122,6 +123,6 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 /** ['messages', 0, 'role'] -> "messages[0].role" */
-function fieldPath(path: PropertyKey[]): string {
+export function fieldPath(path: PropertyKey[]): string {
   return path.map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i > 0 ? '.' : ''}${String(part)}`)).join('');
 }

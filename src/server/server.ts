@@ -1,18 +1,21 @@
 import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
-import type { LLM } from '../engine/llm.ts';
 import { KeelError } from '../errors.ts';
+import { Admission } from './admission.ts';
+import { resolveAllowedHosts } from './allowed-hosts.ts';
 import { buildApp } from './app.ts';
+import type { EngineClient } from './engine-host/engine-client.ts';
 import { InFlightRequests } from './in-flight.ts';
 import { JsonLogger, type LogLevel } from './json-logger.ts';
 import { ServerMetrics } from './metrics.ts';
+import { PreprocessPool } from './preprocess/preprocess-pool.ts';
 import type { ServingContext } from './serving-context.ts';
 import { TokenRate } from './token-rate.ts';
 
 export interface ServerOptions {
-  /** The loaded model; the server does not close it. */
-  llm: LLM;
+  /** The engine, started (EngineClient.startThread); the server does not close it. */
+  engine: EngineClient;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -20,62 +23,141 @@ export interface ServerOptions {
   apiKey: string | null;
   /** The model name clients use; defaults to the model directory's name. */
   servedModelName: string | null;
-  /** Refuse new generation requests (429) while this many sequences wait; null = no limit. */
-  maxQueuedRequests: number | null;
+  /** Host names the server answers to (`*`: any); null: the loopback names when bound to loopback, else any. */
+  allowedHosts: string[] | null;
+  /** Largest `n` a request may ask for. */
+  maxN: number;
+  /** Most prompts in one /v1/completions batch. */
+  maxPromptsPerRequest: number;
+  /** Largest prompt in UTF-8 bytes, refused before tokenizing; null: PROMPT_BYTES_PER_TOKEN × the model's max length. */
+  maxPromptBytes: number | null;
+  /** Refuse (429) what would make more sequences wait for the engine than this; null = no limit. */
+  maxQueuedSequences: number | null;
+  /** Refuse (429) what would make more prompt tokens wait for the engine than this; null = no limit. */
+  maxQueuedTokens: number | null;
+  /** Let special-token strings in chat messages be control tokens (else they are text). */
+  allowSpecialTokens: boolean;
+  /** Threads that parse, validate and tokenize request bodies. */
+  preprocessThreads: number;
   maxBodyBytes: number;
-  /** How long `close` lets in-flight requests finish before aborting them. */
+  /** Time for a request's headers to arrive. */
+  headerTimeoutMs: number;
+  /** Time for a whole request, headers and body, to arrive. */
+  bodyTimeoutMs: number;
+  /** A keep-alive connection idle this long, or a response whose client has read nothing for this long, is closed. */
+  idleTimeoutMs: number;
+  /** Open connections beyond this are closed as they arrive. */
+  maxConnections: number;
+  /** How long `close` lets in-flight requests finish before cutting them. */
   shutdownTimeoutMs: number;
   logLevel: LogLevel;
   /** Where log lines go (stderr by default). */
   logStream: Writable;
 }
 
-export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'llm'> = {
+/**
+ * No prompt averages more than a few bytes per token (English text about 4, code 3 to 5, runs of
+ * spaces up to 16 in some vocabularies): a prompt of more bytes than this many per token of the
+ * context could never fit once tokenized, so it is refused before tokenizing.
+ */
+export const PROMPT_BYTES_PER_TOKEN = 32;
+
+export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   host: '127.0.0.1',
   port: 8000,
   apiKey: null,
   servedModelName: null,
-  maxQueuedRequests: 1024,
+  allowedHosts: null,
+  maxN: 128,
+  maxPromptsPerRequest: 256,
+  maxPromptBytes: null,
+  maxQueuedSequences: 1024,
+  maxQueuedTokens: 1_048_576,
+  allowSpecialTokens: false,
+  preprocessThreads: 2,
   maxBodyBytes: 16 * 1024 * 1024,
+  headerTimeoutMs: 10_000,
+  bodyTimeoutMs: 60_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 4096,
   shutdownTimeoutMs: 30_000,
   logLevel: 'info',
   logStream: process.stderr,
 };
+
+/** How a shutdown went. */
+export interface ShutdownReport {
+  /** Requests still in flight when the drain ran out of time, which were cut. */
+  cut: number;
+}
 
 export interface RunningServer {
   /** Base URL, e.g. http://127.0.0.1:8000 */
   url: string;
   /**
    * Graceful shutdown: stops accepting connections at once, lets in-flight requests finish for up
-   * to shutdownTimeoutMs (or `timeoutMs`), then aborts the rest. Calling it again with timeoutMs 0
-   * while draining aborts what is still in flight at once.
+   * to shutdownTimeoutMs (or `timeoutMs`), then cuts the rest: their generations are aborted,
+   * streams get a moment to send a `shutting_down` event, and every connection still open is
+   * closed. Calling it again with timeoutMs 0 while draining cuts at once.
    */
-  close(options?: { timeoutMs?: number }): Promise<void>;
+  close(options?: { timeoutMs?: number }): Promise<ShutdownReport>;
 }
 
 /** Window over which the engine-stats endpoint reports tokens per second. */
 const RATE_WINDOW_MS = 5000;
+/** After the drain timeout, how long cut streams get to send their error event before their connections close. */
+const CUT_GRACE_MS = 1000;
 
-/** Starts the OpenAI-compatible server over a loaded model. */
-export async function startServer(options: Partial<ServerOptions> & { llm: LLM }): Promise<RunningServer> {
+/** Starts the OpenAI-compatible server over a running engine. */
+export async function startServer(options: Partial<ServerOptions> & { engine: EngineClient }): Promise<RunningServer> {
   const config: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...options };
-  const { llm } = config;
-  const servedModelName = config.servedModelName ?? basename(llm.config.model);
+  const { engine } = config;
+  const servedModelName = config.servedModelName ?? basename(engine.info.model);
   const logger = new JsonLogger(config.logLevel, config.logStream);
+  const limits = {
+    maxN: config.maxN,
+    maxPromptsPerRequest: config.maxPromptsPerRequest,
+    maxPromptBytes: config.maxPromptBytes ?? PROMPT_BYTES_PER_TOKEN * engine.info.maxModelLen,
+    maxQueuedSequences: config.maxQueuedSequences,
+    maxQueuedTokens: config.maxQueuedTokens,
+  };
+  const preprocess = await PreprocessPool.start(
+    {
+      tokenizerDir: engine.info.hasTokenizer ? engine.info.model : null,
+      servedModelName,
+      maxModelLen: engine.info.maxModelLen,
+      vocabSize: engine.info.vocabSize,
+      samplingDefaults: engine.info.samplingDefaults,
+      limits,
+      allowSpecialTokens: config.allowSpecialTokens,
+    },
+    config.preprocessThreads,
+  );
   const ctx: ServingContext = {
-    llm,
+    engine,
+    preprocess,
+    admission: new Admission(limits),
     servedModelName,
-    maxQueuedRequests: config.maxQueuedRequests,
-    metrics: new ServerMetrics(servedModelName, () => llm.stats()),
+    metrics: new ServerMetrics(servedModelName, () => engine.stats()),
     inFlight: new InFlightRequests(),
     logger,
-    generationRate: new TokenRate(() => llm.stats().generationTokensTotal, RATE_WINDOW_MS),
+    generationRate: new TokenRate(() => engine.stats().generationTokensTotal, RATE_WINDOW_MS),
   };
-  const app = buildApp(ctx, { apiKey: config.apiKey, maxBodyBytes: config.maxBodyBytes });
+  const app = buildApp(ctx, {
+    apiKey: config.apiKey,
+    allowedHosts: resolveAllowedHosts(config.allowedHosts, config.host),
+    maxBodyBytes: config.maxBodyBytes,
+    headerTimeoutMs: config.headerTimeoutMs,
+    bodyTimeoutMs: config.bodyTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
+  });
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (error) {
     ctx.generationRate.stop();
+    await preprocess.close();
+    await app.close();
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') {
       throw new KeelError('unavailable', `cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
@@ -85,29 +167,40 @@ export async function startServer(options: Partial<ServerOptions> & { llm: LLM }
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.log('info', 'listening', { url, model: servedModelName, backend: llm.backendName });
+  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend });
+  engine.stopped.then((cause) => logger.log('error', 'the engine stopped', { error: cause.stack ?? cause.message }));
 
   let giveUp: () => void = () => undefined;
   const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));
-  let closing: Promise<void> | null = null;
+  let closing: Promise<ShutdownReport> | null = null;
 
-  const shutdown = async (timeoutMs: number): Promise<void> => {
+  /** Whether the requests in flight all ended within `ms` (or before a forced close). */
+  const drainedWithin = async (ms: number): Promise<boolean> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    const drained = await Promise.race([ctx.inFlight.whenIdle().then(() => true), timedOut, gaveUp.then(() => false)]);
+    clearTimeout(timer);
+    return drained;
+  };
+
+  const shutdown = async (timeoutMs: number): Promise<ShutdownReport> => {
     ctx.inFlight.startDraining();
     const closed = app.close();
     logger.log('info', 'shutting down', { in_flight_requests: ctx.inFlight.size, timeout_ms: timeoutMs });
-    const timer = setTimeout(giveUp, timeoutMs);
-    const drained = await Promise.race([ctx.inFlight.whenIdle().then(() => true), gaveUp.then(() => false)]);
-    clearTimeout(timer);
-    if (!drained) {
-      logger.log('warn', 'aborting requests still in flight', { in_flight_requests: ctx.inFlight.size });
+    let cut = 0;
+    if (!(await drainedWithin(timeoutMs))) {
+      cut = ctx.inFlight.size;
+      logger.log('warn', 'cutting requests still in flight', { in_flight_requests: cut });
       ctx.inFlight.abortAll();
-      await ctx.inFlight.whenIdle();
+      await drainedWithin(CUT_GRACE_MS);
     }
-    // Keep-alive connections that went idle during the drain would otherwise hold the close open.
+    // Whatever is still open (a client that stopped reading, idle keep-alive) would hold the close open.
     app.server.closeAllConnections();
     await closed;
     ctx.generationRate.stop();
-    logger.log('info', 'stopped');
+    await preprocess.close();
+    logger.log('info', 'stopped', { cut_requests: cut });
+    return { cut };
   };
 
   return {

@@ -4,7 +4,8 @@ import type { FastifyReply } from 'fastify';
 /**
  * A server-sent-events response as OpenAI streams it: `data: {json}\n\n` events, then
  * `data: [DONE]`. The reply leaves fastify's hands (hijack); writes wait for a slow client to
- * drain, and stop quietly once the client has gone (its request is aborted elsewhere).
+ * drain, and stop quietly once the client has gone (its request is aborted elsewhere). A client
+ * that stops reading altogether is cut by the server's ResponseStallWatch, which ends the wait.
  */
 export class SseWriter {
   private readonly response: ServerResponse;

@@ -3,8 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { LLM } from '../../src/engine/llm.ts';
+import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
 import { startServer } from '../../src/server/server.ts';
+import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from '../helpers/model-tiny-checkpoint.ts';
 import { TEST_BACKEND } from './test-backend.ts';
 import { engineStats, metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
@@ -12,7 +13,7 @@ import { engineStats, metricValue, startTinyServer, type TinyServer } from './ti
 let server: TinyServer;
 
 before(async () => {
-  server = await startTinyServer({ server: { apiKey: 'sesame', maxBodyBytes: 4096, maxQueuedRequests: 4, servedModelName: 'tiny' } });
+  server = await startTinyServer({ server: { apiKey: 'sesame', maxBodyBytes: 4096, maxQueuedSequences: 4, servedModelName: 'tiny' } });
 });
 after(() => server.close());
 
@@ -77,15 +78,15 @@ test('a body over --max-body-bytes is 413', async () => {
   assert.equal(error.code, 'request_too_large');
 });
 
-test('a batch larger than --max-queued-requests is 400', async () => {
-  const tooBig = await expectError(await post('/v1/completions', { prompt: [[1], [2], [3], [4], [5]], max_tokens: 1 }), 400);
-  assert.equal(tooBig.param, 'prompt');
+test('a batch of more sequences than --max-queued-sequences is 413', async () => {
+  const tooBig = await expectError(await post('/v1/completions', { prompt: [[1], [2], [3], [4], [5]], max_tokens: 1 }), 413);
+  assert.equal(tooBig.code, 'request_too_large');
   assert.equal((await post('/v1/completions', { prompt: [[1], [2], [3], [4]], max_tokens: 1 })).status, 200);
 });
 
 test('while the queue is full, new requests are 429 with Retry-After', async () => {
   // One running slot, taken by a long request: the next ones wait in the engine's queue.
-  const busy = await startTinyServer({ engine: { maxNumSeqs: 1 }, server: { maxQueuedRequests: 2, logLevel: 'silent' }, model: { max_position_embeddings: 2048 } });
+  const busy = await startTinyServer({ engine: { maxNumSeqs: 1 }, server: { maxQueuedSequences: 2, logLevel: 'silent' }, model: { max_position_embeddings: 2048 } });
   try {
     const send = (body: unknown) => fetch(`${busy.url}/v1/completions`, { method: 'POST', body: JSON.stringify(body) });
     const long = send({ prompt: [1], max_tokens: 2000, ignore_eos: true });
@@ -165,14 +166,16 @@ test('GET /metrics exposes engine state, token counters and latency histograms i
 test('/tokenize and /detokenize round-trip; /health answers', async () => {
   const tokenized = (await (await post('/tokenize', { prompt: 'hello world' })).json()) as { tokens: number[]; count: number; max_model_len: number };
   assert.equal(tokenized.count, tokenized.tokens.length);
-  assert.equal(tokenized.max_model_len, server.llm.maxModelLen);
-  assert.deepEqual(tokenized.tokens, server.llm.encode('hello world'));
+  const tokenizer = Tokenizer.fromDir(server.engine.info.model);
+  assert.equal(tokenized.max_model_len, server.engine.info.maxModelLen);
+  assert.deepEqual(tokenized.tokens, tokenizer.encode('hello world', { addSpecialTokens: true }));
   const bare = (await (await post('/tokenize', { prompt: 'hello world', add_special_tokens: false })).json()) as { tokens: number[] };
   assert.deepEqual(bare.tokens, tokenized.tokens.slice(1));
   const detokenized = (await (await post('/detokenize', { tokens: bare.tokens })).json()) as { prompt: string };
   assert.equal(detokenized.prompt, 'hello world');
   const chat = (await (await post('/tokenize', { messages: [{ role: 'user', content: 'hi' }] })).json()) as { tokens: number[] };
-  assert.deepEqual(chat.tokens, server.llm.encodeChat([{ role: 'user', content: 'hi' }]));
+  const template = tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true });
+  assert.deepEqual(chat.tokens, tokenizer.encode(template, { addSpecialTokens: false }));
   assert.equal((await expectError(await post('/tokenize', {}), 400)).param, 'prompt');
   assert.equal((await expectError(await post('/detokenize', { tokens: [1, 99999] }), 400)).param, 'tokens[1]');
   assert.deepEqual(await (await fetch(`${server.url}/health`)).json(), { status: 'ok' });
@@ -189,8 +192,8 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
   const dir = mkdtempSync(join(tmpdir(), 'keel-server-no-tokenizer-'));
   // A head dim of 8 (32 / 4 heads): the CUDA backend needs a multiple of 8.
   writeTinyCheckpoint(dir, { ...TINY_LLAMA_CONFIG, hidden_size: 32 });
-  const llm = await LLM.load({ model: dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 16 });
-  const bare = await startServer({ llm, port: 0, logLevel: 'silent' });
+  const engine = await EngineClient.startThread({ model: dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 16 });
+  const bare = await startServer({ engine, port: 0, logLevel: 'silent' });
   try {
     const send = (path: string, body: unknown) => fetch(`${bare.url}${path}`, { method: 'POST', body: JSON.stringify(body) });
     const ok = (await (await send('/v1/completions', { prompt: [1, 2, 3], max_tokens: 3, ignore_eos: true })).json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
@@ -202,7 +205,7 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
     await expectError(await send('/tokenize', { prompt: 'hello' }), 400);
   } finally {
     await bare.close();
-    await llm.close();
+    await engine.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

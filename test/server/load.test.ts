@@ -23,7 +23,7 @@ let server: TinyServer;
 before(async () => {
   server = await startTinyServer({
     engine: { numKvBlocks: POOL_BLOCKS, blockSize: BLOCK_SIZE, maxModelLen: 48, maxNumSeqs: 32 },
-    server: { maxQueuedRequests: null, logLevel: 'warn' },
+    server: { maxQueuedSequences: null, maxQueuedTokens: null, logLevel: 'warn' },
   });
 });
 after(() => server.close());

@@ -1,33 +1,39 @@
 import { Writable } from 'node:stream';
 import type { EngineConfig } from '../../src/config.ts';
-import { LLM } from '../../src/engine/llm.ts';
-import { startServer, type ServerOptions } from '../../src/server/server.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
+import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
+import { startServer, type ServerOptions } from '../../src/server/server.ts';
 import { TEST_BACKEND } from './test-backend.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 
 export interface TinyServer {
   url: string;
-  llm: LLM;
+  engine: EngineClient;
   /** The server's log lines, parsed. */
   logs: Record<string, unknown>[];
   close(): Promise<void>;
 }
 
 /**
- * A server on a free loopback port (on TEST_BACKEND), for one test file: over the embedded default
- * model with `defaultModel`, else over a fresh tiny random model. Logs are kept in memory.
+ * A server on a free loopback port with its engine on its own thread (on TEST_BACKEND), for one
+ * test file: over the embedded default model with `defaultModel`, over `modelDir` when given, else
+ * over a fresh tiny random model. Logs are kept in memory.
  */
 export async function startTinyServer(
   options: {
     engine?: Partial<EngineConfig>;
-    server?: Partial<Omit<ServerOptions, 'llm'>>;
+    server?: Partial<Omit<ServerOptions, 'engine'>>;
     model?: Record<string, unknown>;
     defaultModel?: boolean;
+    /** A model directory the caller owns (and removes). */
+    modelDir?: string;
+    /** The engine thread's module, for tests that inject faults (default: the real one). */
+    engineEntry?: URL;
   } = {},
 ): Promise<TinyServer> {
-  const model = options.defaultModel ? { dir: DEFAULT_MODEL_DIR, remove: () => undefined } : tinyChatModelDir(options.model);
-  const llm = await LLM.load({ model: model.dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 256, ...options.engine });
+  const given = options.modelDir ?? (options.defaultModel ? DEFAULT_MODEL_DIR : null);
+  const model = given !== null ? { dir: given, remove: () => undefined } : tinyChatModelDir(options.model);
+  const engine = await EngineClient.startThread({ model: model.dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 256, ...options.engine }, options.engineEntry);
   const logs: Record<string, unknown>[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {
@@ -35,14 +41,14 @@ export async function startTinyServer(
       done();
     },
   });
-  const server = await startServer({ llm, port: 0, logLevel: 'debug', logStream, ...options.server });
+  const server = await startServer({ engine, port: 0, logLevel: 'debug', logStream, ...options.server });
   return {
     url: server.url,
-    llm,
+    engine,
     logs,
     close: async () => {
       await server.close();
-      await llm.close();
+      await engine.close();
       model.remove();
     },
   };

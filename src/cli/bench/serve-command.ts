@@ -75,13 +75,16 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     const bench = await loadBenchEngine(engineConfig, { bandwidth: false });
     try {
       const { startServer } = await import('../../server/server.ts');
-      const server = await startServer({ llm: bench.llm, host: '127.0.0.1', port: 0, apiKey: null, logLevel: 'warn', maxQueuedRequests: null });
+      const { EngineClient } = await import('../../server/engine-host/engine-client.ts');
+      const engine = await EngineClient.inThisThread(bench.llm);
+      const server = await startServer({ engine, host: '127.0.0.1', port: 0, apiKey: null, logLevel: 'warn', maxQueuedSequences: null, maxQueuedTokens: null });
       try {
         const discovered = await discoverServer(server.url, null);
         const header = { ...keelRunHeader(bench), config: { server: 'launched', engine: engineSettings(bench.llm) } };
         await run(discovered, header, bench.llm.modelConfig.vocabSize);
       } finally {
         await server.close();
+        await engine.close();
       }
     } finally {
       await bench.llm.close();

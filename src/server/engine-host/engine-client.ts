@@ -1,0 +1,212 @@
+import { MessageChannel } from 'node:worker_threads';
+import type { EngineConfig } from '../../config.ts';
+import type { LLM } from '../../engine/llm.ts';
+import type { EngineStats } from '../../engine/llm-engine.ts';
+import type { SamplingParams } from '../../sampling/sampling-params.ts';
+import { ApiError } from '../openai-errors.ts';
+import { fromThreadError } from '../thread-errors.ts';
+import { startTsWorker, type MessageEndpoint } from '../ts-worker.ts';
+import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
+import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
+import { OutputBuilder } from './output-builder.ts';
+import { serveEngine } from './serve-engine.ts';
+
+/** One engine request: a prompt's token ids and its resolved sampling parameters. */
+export interface EnginePrompt {
+  tokenIds: number[];
+  params: SamplingParams;
+}
+
+/** How long `close` waits for the engine to stop before ending its thread regardless. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+const ENGINE_THREAD = new URL('./engine-thread.ts', import.meta.url);
+
+interface PromptRun {
+  generation: EngineGeneration;
+  promptIndex: number;
+  output: OutputBuilder;
+}
+
+/** The channel to the engine, and how to end its other side. */
+interface Transport {
+  endpoint: MessageEndpoint<FromEngine, ToEngine>;
+  /** Ends the other side at once (it may be stuck in a step). */
+  terminate(): Promise<void>;
+}
+
+/**
+ * The server's handle on the engine, which runs on a thread of its own (`startThread`): the
+ * handlers' `generate`, the latest stats, and `close`. If the thread dies (an uncaught error, or
+ * the engine crashed), every request in flight fails with a 503 and `stopped` resolves with why.
+ */
+export class EngineClient {
+  readonly info: EngineInfo;
+  /** Resolves if the engine stops without being closed: the server cannot serve any more. */
+  readonly stopped: Promise<Error>;
+  private latestStats: EngineStats;
+  private readonly transport: Transport;
+  private readonly runs = new Map<number, PromptRun>();
+  private nextId = 1;
+  private deathError: ApiError | null = null;
+  private closing: Promise<Error | null> | null = null;
+  private onClosed: ((error: Error | null) => void) | null = null;
+  private reportStopped: (error: Error) => void = () => undefined;
+
+  private constructor(transport: Transport, info: EngineInfo, stats: EngineStats) {
+    this.transport = transport;
+    this.info = info;
+    this.latestStats = stats;
+    this.stopped = new Promise((resolve) => (this.reportStopped = resolve));
+    transport.endpoint.on('message', (message) => this.onMessage(message));
+  }
+
+  /** Loads the model on a new worker thread; rejects with the loading error (an unknown model...). */
+  static async startThread(config: Partial<EngineConfig>, entry: URL = ENGINE_THREAD): Promise<EngineClient> {
+    const worker = startTsWorker(entry, config, 'keel-engine');
+    const transport: Transport = { endpoint: worker, terminate: async () => void (await worker.terminate()) };
+    const loaded = await new Promise<{ info: EngineInfo; stats: EngineStats }>((resolve, reject) => {
+      const failed = (error: Error) => reject(error);
+      const exited = (code: number) => reject(new Error(`the engine thread exited with code ${code} while loading`));
+      worker.once('error', failed);
+      worker.once('exit', exited);
+      handshake(worker).then(resolve, reject).finally(() => {
+        worker.off('error', failed);
+        worker.off('exit', exited);
+      });
+    });
+    const client = new EngineClient(transport, loaded.info, loaded.stats);
+    worker.on('error', (error) => client.die(error));
+    worker.on('exit', (code) => client.die(new Error(`the engine thread exited with code ${code}`)));
+    return client;
+  }
+
+  /**
+   * Serves an engine already loaded in this thread, over the same protocol: for callers that hold
+   * the LLM themselves (`keel bench serve --launch`). Its steps then share this event loop.
+   */
+  static async inThisThread(llm: LLM): Promise<EngineClient> {
+    const { port1, port2 } = new MessageChannel();
+    serveEngine(port2, llm);
+    const transport: Transport = {
+      endpoint: port1,
+      terminate: async () => {
+        port1.close();
+        port2.close();
+      },
+    };
+    const { info, stats } = await handshake(port1);
+    return new EngineClient(transport, info, stats);
+  }
+
+  /** The engine's stats as last reported (every few tens of milliseconds, and between steps). */
+  stats(): EngineStats {
+    return this.latestStats;
+  }
+
+  /** Why the engine can no longer serve, if it cannot. */
+  get failure(): ApiError | null {
+    return this.deathError;
+  }
+
+  /** Starts one engine request per prompt; see EngineGeneration. */
+  generate(prompts: EnginePrompt[], hooks: GenerationHooks = {}): EngineGeneration {
+    if (this.deathError) throw this.deathError;
+    const ids = prompts.map(() => this.nextId++);
+    const generation = new EngineGeneration(prompts.length, (indices) => {
+      for (const i of indices) if (this.runs.has(ids[i])) this.transport.endpoint.postMessage({ type: 'abort', id: ids[i] });
+    }, hooks);
+    prompts.forEach((prompt, promptIndex) => {
+      const output = new OutputBuilder(String(ids[promptIndex]), prompt.tokenIds, prompt.params.n, prompt.params.logprobs !== null);
+      this.runs.set(ids[promptIndex], { generation, promptIndex, output });
+      this.transport.endpoint.postMessage({ type: 'add', id: ids[promptIndex], tokenIds: prompt.tokenIds, params: prompt.params });
+    });
+    return generation;
+  }
+
+  /**
+   * Aborts what is in flight, frees the engine and ends its thread, forcibly when it has not
+   * stopped within 10 s. Resolves with what went wrong on the way, if anything did.
+   */
+  close(): Promise<Error | null> {
+    this.closing ??= this.stop();
+    return this.closing;
+  }
+
+  private async stop(): Promise<Error | null> {
+    let error: Error | null = null;
+    if (this.deathError === null) {
+      const closed = new Promise<Error | null>((resolve) => (this.onClosed = resolve));
+      this.transport.endpoint.postMessage({ type: 'close' });
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<Error>((resolve) => (timer = setTimeout(() => resolve(new Error(`the engine did not stop within ${CLOSE_TIMEOUT_MS / 1000} s`)), CLOSE_TIMEOUT_MS)));
+      error = await Promise.race([closed, timedOut]);
+      clearTimeout(timer);
+      this.deathError = new ApiError(503, 'the server is shutting down; retry against another instance', { code: 'shutting_down' });
+      this.failAll(this.deathError);
+    }
+    await this.transport.terminate();
+    return error;
+  }
+
+  private onMessage(message: FromEngine): void {
+    switch (message.type) {
+      case 'update': {
+        const run = this.runs.get(message.id);
+        if (!run) return;
+        run.output.add(message.deltas);
+        if (message.finished) this.runs.delete(message.id);
+        run.generation.deliver(run.promptIndex, message.deltas, message.finished ? run.output.build(message.finished) : null);
+        return;
+      }
+      case 'failed': {
+        const run = this.runs.get(message.id);
+        if (!run) return;
+        this.runs.delete(message.id);
+        run.generation.fail(run.promptIndex, fromThreadError(message.error));
+        return;
+      }
+      case 'stats':
+        this.latestStats = message.stats;
+        return;
+      case 'closed':
+        this.onClosed?.(message.error ? fromThreadError(message.error) : null);
+        return;
+      case 'ready':
+      case 'load-failed':
+        return;
+    }
+  }
+
+  /** The engine stopped without being asked to: fail everything in flight, and say so. */
+  private die(cause: Error): void {
+    if (this.closing !== null || this.deathError !== null) return;
+    this.deathError = new ApiError(503, 'the inference engine has stopped; retry against another instance', { code: 'engine_dead' });
+    this.failAll(this.deathError);
+    this.reportStopped(cause);
+  }
+
+  private failAll(error: Error): void {
+    const runs = [...this.runs.values()];
+    this.runs.clear();
+    for (const run of runs) run.generation.fail(run.promptIndex, error);
+  }
+}
+
+/** Waits for the engine's 'ready' and first stats, or for why it could not load. */
+function handshake(endpoint: MessageEndpoint<FromEngine, ToEngine>): Promise<{ info: EngineInfo; stats: EngineStats }> {
+  return new Promise((resolve, reject) => {
+    let info: EngineInfo | null = null;
+    const listener = (message: FromEngine) => {
+      if (message.type === 'ready') info = message.info;
+      else if (message.type === 'stats' && info !== null) {
+        endpoint.off('message', listener);
+        resolve({ info, stats: message.stats });
+      } else if (message.type === 'load-failed') {
+        endpoint.off('message', listener);
+        reject(fromThreadError(message.error));
+      }
+    };
+    endpoint.on('message', listener);
+  });
+}

@@ -1,0 +1,44 @@
+import type { EngineStats } from '../../engine/llm-engine.ts';
+import type { RequestMetrics, StreamDelta } from '../../engine/outputs.ts';
+import type { SamplingParams } from '../../sampling/sampling-params.ts';
+import type { ThreadError } from '../thread-errors.ts';
+
+/**
+ * The messages between the HTTP server and the thread that owns the engine. Requests are numbered
+ * by the server; the engine answers each with updates (its new tokens and text, never the whole
+ * output again) until a finished one, or with a failure.
+ */
+
+/** What the server needs to know about the loaded engine; it does not change while serving. */
+export interface EngineInfo {
+  /** The model directory. */
+  model: string;
+  backend: string;
+  maxModelLen: number;
+  vocabSize: number;
+  blockSize: number;
+  numKvBlocks: number;
+  /** Sampling defaults from the model's generation_config.json. */
+  samplingDefaults: Partial<SamplingParams>;
+  hasTokenizer: boolean;
+}
+
+export type ToEngine =
+  | { type: 'add'; id: number; tokenIds: number[]; params: SamplingParams }
+  | { type: 'abort'; id: number }
+  /** Abort everything and stop; answered by 'closed'. */
+  | { type: 'close' };
+
+export type FromEngine =
+  | { type: 'ready'; info: EngineInfo }
+  /** The engine could not be loaded (the thread then ends). */
+  | { type: 'load-failed'; error: ThreadError }
+  /** `finished` carries the request's timings on its last update, null before. */
+  | { type: 'update'; id: number; deltas: StreamDelta[]; finished: RequestMetrics | null }
+  | { type: 'failed'; id: number; error: ThreadError }
+  /** Sent every STATS_INTERVAL_MS while serving, and after a request's first and last updates. */
+  | { type: 'stats'; stats: EngineStats }
+  /** The engine has stopped; `error` is why freeing it failed, if it did. */
+  | { type: 'closed'; error: ThreadError | null };
+
+export const STATS_INTERVAL_MS = 50;

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
+import { KeelError } from '../../errors.ts';
+import type { ChatMessage } from '../../tokenizer/tokenizer.ts';
+import { TINY_SPECIAL_TOKENS, tinyMetaspaceTokenizerJson, writeTinyTokenizer } from '../../../test/helpers/model-tiny-tokenizer.ts';
+import { ChatPromptEncoder } from './chat-prompt.ts';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+function tokenizerDir(write: (dir: string) => void): string {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-chat-prompt-'));
+  dirs.push(dir);
+  write(dir);
+  return dir;
+}
+
+const TEMPLATE = "{% for m in messages %}{{ '<|user|>' if m.role == 'user' else '' }}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+const byteLevel = tokenizerDir((dir) => writeTinyTokenizer(dir, { chat_template: TEMPLATE }));
+// SentencePiece-style: the prefix space goes to the first section only, which a tokenizer that split the text differently would get wrong.
+const metaspace = tokenizerDir((dir) => {
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tinyMetaspaceTokenizerJson()));
+  writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', chat_template: "{{ bos_token }}{% for m in messages %} {{ m.content }}</s>{% endfor %}" }));
+});
+
+const CONVERSATIONS: ChatMessage[][] = [
+  [{ role: 'user', content: 'hello world' }],
+  [
+    { role: 'system', content: 'Hello world!' },
+    { role: 'user', content: ' Hello  world ' },
+    { role: 'assistant', content: 'world!' },
+  ],
+  [{ role: 'user', content: 'é😀 €' }],
+];
+
+test('without special-token strings in the messages, the ids are the model tokenizer\'s own', () => {
+  for (const dir of [byteLevel, metaspace, DEFAULT_MODEL_DIR]) {
+    const guarded = ChatPromptEncoder.fromDir(dir, false);
+    const allowing = ChatPromptEncoder.fromDir(dir, true);
+    for (const messages of CONVERSATIONS) {
+      const plain = allowing.plain.encode(allowing.plain.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+      assert.deepEqual(guarded.encode(messages), plain, `${dir}: ${JSON.stringify(messages)}`);
+      assert.deepEqual(allowing.encode(messages), plain);
+    }
+  }
+});
+
+test('a special-token string in a message is read as its text; the template\'s own stay control tokens', () => {
+  for (const [dir, special] of [
+    [byteLevel, TINY_SPECIAL_TOKENS.eos],
+    [DEFAULT_MODEL_DIR, '<|endoftext|>'],
+  ] as const) {
+    const guarded = ChatPromptEncoder.fromDir(dir, false);
+    const tokenizer = guarded.plain;
+    const specialId = tokenizer.encode(special, { addSpecialTokens: false });
+    assert.equal(specialId.length, 1);
+    const messages = [{ role: 'user', content: `stop ${special} here${special}` }];
+    const ids = guarded.encode(messages);
+    assert.ok(!ids.includes(specialId[0]), `${dir}: the message's ${special} is not token ${specialId[0]}`);
+    // The text the ids spell is the template's text, message included.
+    assert.equal(tokenizer.decode(ids, { skipSpecialTokens: false }), tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }));
+    assert.ok(ChatPromptEncoder.fromDir(dir, true).encode(messages).includes(specialId[0]), 'allowed, it is the control token');
+  }
+  // The byte-level template opens each user turn with its <|user|> control token.
+  const userId = ChatPromptEncoder.fromDir(byteLevel, false).plain.encode(TINY_SPECIAL_TOKENS.user, { addSpecialTokens: false })[0];
+  assert.ok(ChatPromptEncoder.fromDir(byteLevel, false).encode([{ role: 'user', content: 'hi' }]).includes(userId));
+});
+
+test('messages holding the marks Keel reserves are refused', () => {
+  const guarded = ChatPromptEncoder.fromDir(byteLevel, false);
+  for (const mark of ['\uFDD0', '\uFDD1']) {
+    assert.throws(() => guarded.encode([{ role: 'user', content: `a${mark}1${mark}` }]), (error: unknown) => error instanceof KeelError && /messages\[0\]/.test(error.message));
+  }
+});

@@ -1,0 +1,97 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { invalidArgument } from '../../errors.ts';
+import { readJsonFile } from '../../checkpoint/json-file.ts';
+import { Tokenizer, type ChatMessage } from '../../tokenizer/tokenizer.ts';
+
+/**
+ * Keel's marks in the text it tokenizes: U+FDD0 around a control token's id, U+FDD1 around a
+ * message's special-token string while the template renders. Both are Unicode noncharacters,
+ * which the standard sets aside for exactly such internal use; messages may not contain them.
+ */
+const CONTROL_MARK = '\uFDD0';
+const TEXT_MARK = '\uFDD1';
+const MARKS = /[\uFDD0\uFDD1]/;
+const TEXT_PLACEHOLDER = /\uFDD1(\d+)\uFDD1/g;
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  special?: boolean;
+}
+
+/**
+ * A chat's prompt: the model's chat template over the messages, tokenized. A special-token string
+ * a message carries (`<|im_end|>` typed by a user) is tokenized as the text it is, never as the
+ * control token, unless special tokens are allowed.
+ *
+ * How: the messages' special-token strings are swapped for placeholders while the template
+ * renders, so every special-token string in the result is the template's own. Those become
+ * control placeholders, the message strings are put back, and the text is read by a copy of the
+ * tokenizer whose special tokens are spelled as the control placeholders: it splits the text at
+ * the template's control tokens exactly where the model's tokenizer would, and reads the messages'
+ * strings as plain text. Without such strings the ids are the model tokenizer's own.
+ */
+export class ChatPromptEncoder {
+  private readonly tokenizer: Tokenizer;
+  /** The tokenizer with control placeholders for special tokens; null when special strings stay control tokens. */
+  private readonly textOnly: Tokenizer | null;
+  private readonly specialString: RegExp | null;
+  private readonly controlPlaceholder: Map<string, string>;
+
+  private constructor(tokenizer: Tokenizer, textOnly: Tokenizer | null, specials: AddedTokenJson[]) {
+    this.tokenizer = tokenizer;
+    this.textOnly = textOnly;
+    // Longest first, so that a special token containing another is matched whole.
+    const contents = specials.map((t) => t.content).sort((a, b) => b.length - a.length);
+    this.specialString = contents.length > 0 ? new RegExp(contents.map(escapeRegExp).join('|'), 'g') : null;
+    this.controlPlaceholder = new Map(specials.map((t) => [t.content, controlPlaceholder(t.id)]));
+  }
+
+  /** Loads the tokenizer of the model directory `dir`; `allowSpecialTokens` keeps messages' special strings as control tokens. */
+  static fromDir(dir: string, allowSpecialTokens: boolean): ChatPromptEncoder {
+    const tokenizer = Tokenizer.fromDir(dir);
+    const jsonPath = join(dir, 'tokenizer.json');
+    const json = readJsonFile(jsonPath) as { added_tokens?: AddedTokenJson[] };
+    const specials = (json.added_tokens ?? []).filter((t) => t.special === true);
+    if (allowSpecialTokens || specials.length === 0) return new ChatPromptEncoder(tokenizer, null, []);
+    const configPath = join(dir, 'tokenizer_config.json');
+    const config = (existsSync(configPath) ? readJsonFile(configPath) : {}) as Record<string, unknown>;
+    const masked = {
+      ...json,
+      added_tokens: (json.added_tokens ?? []).map((t) => (t.special === true ? { ...t, content: controlPlaceholder(t.id) } : t)),
+    };
+    return new ChatPromptEncoder(tokenizer, new Tokenizer(masked, config, null, jsonPath), specials);
+  }
+
+  /** The prompt's token ids, with the generation prompt that opens the assistant's turn. */
+  encode(messages: ChatMessage[]): number[] {
+    if (this.textOnly === null || this.specialString === null) {
+      return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+    }
+    const specialString = this.specialString;
+    const typed: string[] = [];
+    const masked = messages.map((m, i) => {
+      if (MARKS.test(m.content)) {
+        throw invalidArgument(`messages[${i}] holds U+FDD0 or U+FDD1, Unicode noncharacters that Keel reserves to mark special tokens`);
+      }
+      return { ...m, content: m.content.replace(specialString, (s) => `${TEXT_MARK}${typed.push(s) - 1}${TEXT_MARK}`) };
+    });
+    const rendered = this.tokenizer.applyChatTemplate(masked, { addGenerationPrompt: true });
+    const text = rendered.replace(specialString, (s) => this.controlPlaceholder.get(s) ?? s).replace(TEXT_PLACEHOLDER, (_, k: string) => typed[Number(k)]);
+    return this.textOnly.encode(text, { addSpecialTokens: false });
+  }
+
+  /** The model's tokenizer, for plain prompts (whose special-token strings are control tokens). */
+  get plain(): Tokenizer {
+    return this.tokenizer;
+  }
+}
+
+function controlPlaceholder(id: number): string {
+  return `${CONTROL_MARK}${id}${CONTROL_MARK}`;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

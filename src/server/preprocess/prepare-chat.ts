@@ -1,0 +1,37 @@
+import { toChatMessages } from '../chat-messages.ts';
+import { readJsonBody } from '../json-body.ts';
+import { badRequest } from '../openai-errors.ts';
+import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
+import { ChatCompletionRequest, parseBody } from '../openai-schemas.ts';
+import { encodeChat, ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
+import type { PreparedChat } from './preprocess-protocol.ts';
+import { checkN, checkPromptBytes, checkPromptTokens, checkSequences } from './request-limits.ts';
+
+/** A /v1/chat/completions body, ready for the engine: the chat template over its messages, tokenized. */
+export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedChat {
+  const body = parseBody(ChatCompletionRequest, readJsonBody(raw));
+  ensureServedModel(ctx, body.model);
+  if (body.top_logprobs !== null && body.top_logprobs !== undefined && body.logprobs !== true) {
+    throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
+  }
+  const { limits, maxModelLen, samplingDefaults } = ctx.settings;
+  const maxTokensName = body.max_completion_tokens !== null && body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  const fields: RequestField[] = [
+    ...commonSamplingFields(body),
+    { name: 'top_logprobs', field: 'logprobs', value: body.logprobs === true ? (body.top_logprobs ?? 0) : null },
+  ];
+  const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, maxModelLen)], samplingDefaults);
+  checkN(checked.n, limits);
+  checkSequences(1, checked.n, limits);
+  const messages = toChatMessages(body.messages);
+  checkPromptBytes(
+    messages.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0),
+    limits,
+    'messages',
+  );
+  const tokenIds = encodeChat(ctx, messages);
+  const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
+  checkPromptTokens(tokenIds.length, limits, 'messages');
+  return { prompt: { tokenIds, params }, stream: body.stream === true, includeUsage: body.stream_options?.include_usage === true };
+}

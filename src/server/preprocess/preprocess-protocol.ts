@@ -1,0 +1,74 @@
+import type { SamplingParams } from '../../sampling/sampling-params.ts';
+import type { ThreadError } from '../thread-errors.ts';
+import type { RequestLimits } from './request-limits.ts';
+
+/**
+ * The messages between the HTTP server and its preprocessing threads, which turn a request's body
+ * into what the engine runs: JSON parsing, validation, chat templates and tokenization all happen
+ * there, off the server's event loop.
+ */
+
+export interface PreprocessSettings {
+  /** The model directory when it has a tokenizer.json, else null (prompts are then token ids). */
+  tokenizerDir: string | null;
+  servedModelName: string;
+  maxModelLen: number;
+  vocabSize: number;
+  samplingDefaults: Partial<SamplingParams>;
+  limits: RequestLimits;
+  /** Special-token strings in chat messages are control tokens (else text). */
+  allowSpecialTokens: boolean;
+}
+
+/** A prompt ready for the engine. */
+export interface PreparedPrompt {
+  tokenIds: number[];
+  params: SamplingParams;
+}
+
+export interface PreparedChat {
+  prompt: PreparedPrompt;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export interface PreparedCompletion {
+  /** `echoText`: what `echo` puts before each completion ('' without echo). */
+  prompts: (PreparedPrompt & { echoText: string })[];
+  n: number;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export interface TokenizeAnswer {
+  tokens: number[];
+  count: number;
+  max_model_len: number;
+}
+
+export interface DetokenizeAnswer {
+  prompt: string;
+}
+
+/** What each kind of body becomes. */
+export interface Prepared {
+  chat: PreparedChat;
+  completion: PreparedCompletion;
+  tokenize: TokenizeAnswer;
+  detokenize: DetokenizeAnswer;
+}
+
+export type PreprocessKind = keyof Prepared;
+
+export interface ToPreprocess {
+  id: number;
+  kind: PreprocessKind;
+  /** The request body's bytes, as they arrived. */
+  body: Uint8Array;
+}
+
+export type FromPreprocess =
+  | { type: 'ready' }
+  | { type: 'load-failed'; error: ThreadError }
+  | { type: 'done'; id: number; result: Prepared[PreprocessKind] }
+  | { type: 'failed'; id: number; error: ThreadError };

@@ -1,0 +1,36 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { toThreadError } from '../thread-errors.ts';
+import type { MessageEndpoint } from '../ts-worker.ts';
+import { ChatPromptEncoder } from './chat-prompt.ts';
+import type { PreprocessContext } from './preprocess-context.ts';
+import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared, ToPreprocess } from './preprocess-protocol.ts';
+import { prepareChat } from './prepare-chat.ts';
+import { prepareCompletion } from './prepare-completion.ts';
+import { detokenizeAnswer, tokenizeAnswer } from './prepare-tokenize.ts';
+
+// A preprocessing thread: it reads request bodies one at a time (parse, validate, template,
+// tokenize), however long one takes, while the server's event loop goes on serving.
+
+const PREPARERS: { [K in PreprocessKind]: (ctx: PreprocessContext, raw: Uint8Array) => Prepared[K] } = {
+  chat: prepareChat,
+  completion: prepareCompletion,
+  tokenize: tokenizeAnswer,
+  detokenize: detokenizeAnswer,
+};
+
+const port = parentPort as MessageEndpoint<ToPreprocess, FromPreprocess> | null;
+if (port === null) throw new Error('preprocess-thread.ts runs as a worker thread (see preprocess-pool.ts)');
+const { settings } = workerData as { settings: PreprocessSettings };
+try {
+  const ctx: PreprocessContext = { settings, chat: settings.tokenizerDir === null ? null : ChatPromptEncoder.fromDir(settings.tokenizerDir, settings.allowSpecialTokens) };
+  port.on('message', ({ id, kind, body }) => {
+    try {
+      port.postMessage({ type: 'done', id, result: PREPARERS[kind](ctx, body) });
+    } catch (error) {
+      port.postMessage({ type: 'failed', id, error: toThreadError(error) });
+    }
+  });
+  port.postMessage({ type: 'ready' });
+} catch (error) {
+  port.postMessage({ type: 'load-failed', error: toThreadError(error) });
+}

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { after, before, test } from 'node:test';
+import { metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
+
+// Socket hygiene: requests whose headers or body arrive too slowly get a 408, a keep-alive
+// connection left idle is closed, so is a response whose client stopped reading, connections over
+// the cap are refused, and every error the HTTP parser raises is answered in OpenAI's error shape.
+
+let server: TinyServer;
+let port: number;
+const MAX_CONNECTIONS = 8;
+
+before(async () => {
+  server = await startTinyServer({
+    // A long context and a pool to match: a stream with logprobs outruns any socket buffer.
+    model: { max_position_embeddings: 16384 },
+    engine: { numKvBlocks: 4200 },
+    server: { headerTimeoutMs: 1000, bodyTimeoutMs: 1500, idleTimeoutMs: 1000, maxConnections: MAX_CONNECTIONS, logLevel: 'silent' },
+  });
+  port = Number(new URL(server.url).port);
+});
+after(() => server.close());
+
+/** A raw connection to the server and everything it sends until it closes. */
+function rawConnection(): { socket: Socket; received: Promise<string>; closed: Promise<void> } {
+  const socket = connect(port, '127.0.0.1');
+  let text = '';
+  socket.on('data', (chunk) => (text += chunk));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return { socket, received: closed.then(() => text), closed };
+}
+
+/** Resolves with what arrived if the socket closed within `ms`, else null. */
+async function closedWithin(connection: ReturnType<typeof rawConnection>, ms: number): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)));
+  const result = await Promise.race([connection.received, timeout]);
+  clearTimeout(timer);
+  return result;
+}
+
+/** The status line and OpenAI error object of a raw HTTP response. */
+function parseErrorResponse(raw: string): { status: number; error: { message: string; type: string; param: unknown; code: unknown } } {
+  const [head, body] = raw.split('\r\n\r\n', 2);
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
+  const parsed = JSON.parse(body) as { error: { message: string; type: string; param: unknown; code: unknown } };
+  assert.deepEqual(Object.keys(parsed.error).sort(), ['code', 'message', 'param', 'type'], raw);
+  return { status, error: parsed.error };
+}
+
+const trickle = (socket: Socket, text: string, everyMs: number) => {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (socket.destroyed || i >= text.length) return clearInterval(timer);
+    socket.write(text[i++]);
+  }, everyMs);
+  return timer;
+};
+
+test('a request body that arrives too slowly is cut with a 408 in OpenAI shape', { timeout: 20_000 }, async () => {
+  const connection = rawConnection();
+  const body = JSON.stringify({ prompt: 'hello', max_tokens: 1 });
+  connection.socket.write(`POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+  const timer = trickle(connection.socket, body.slice(5), 400);
+  const raw = await closedWithin(connection, 8000);
+  clearInterval(timer);
+  assert.notEqual(raw, null, 'the server was still reading the slow body 8 s later');
+  const { status, error } = parseErrorResponse(raw ?? '');
+  assert.equal(status, 408);
+  assert.equal(error.code, 'request_timeout');
+});
+
+test('request headers that arrive too slowly are cut with a 408 in OpenAI shape', { timeout: 20_000 }, async () => {
+  const connection = rawConnection();
+  connection.socket.write('GET /health HTTP/1.1\r\n');
+  const timer = trickle(connection.socket, `Host: 127.0.0.1:${port}\r\nX-Slow: ${'a'.repeat(100)}\r\n\r\n`, 200);
+  const raw = await closedWithin(connection, 8000);
+  clearInterval(timer);
+  assert.notEqual(raw, null, 'the server was still reading the slow headers 8 s later');
+  assert.equal(parseErrorResponse(raw ?? '').status, 408);
+});
+
+test('a keep-alive connection left idle is closed after --idle-timeout', { timeout: 20_000 }, async () => {
+  const connection = rawConnection();
+  connection.socket.write(`GET /health HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  const raw = await closedWithin(connection, 8000);
+  assert.notEqual(raw, null, 'the idle connection was still open 8 s later');
+  assert.match(raw ?? '', /^HTTP\/1\.1 200/);
+});
+
+test('a response whose client stops reading is cut after --idle-timeout, and its request aborted', { timeout: 60_000 }, async () => {
+  const abortsBefore = metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'keel_request_success_total', { finished_reason: 'abort' }) ?? 0;
+  const body = JSON.stringify({ prompt: [1, 2, 3], n: 4, logprobs: 20, max_tokens: 16000, ignore_eos: true, stream: true });
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = httpRequest(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, resolve);
+    req.on('error', reject);
+    req.end(body);
+  });
+  assert.equal(response.statusCode, 200);
+  let text = '';
+  response.setEncoding('utf8');
+  response.on('data', (chunk: string) => (text += chunk));
+  response.on('error', () => undefined);
+  await new Promise((resolve) => response.once('data', resolve));
+  // A paused client does not even read the server's close: the server's side tells what happened.
+  response.pause();
+  const idle = await waitForIdleEngine(server.url, 30_000);
+  assert.equal(idle.in_flight_requests, 0, 'the stalled response was still open 30 s later');
+  assert.equal(idle.kv_cache.free_blocks, idle.kv_cache.total_blocks);
+  const abortsAfter = metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'keel_request_success_total', { finished_reason: 'abort' });
+  assert.equal(abortsAfter, abortsBefore + 1, 'the request was aborted before its end');
+  response.resume();
+  await new Promise((resolve) => response.once('close', resolve));
+  assert.ok(!text.endsWith('data: [DONE]\n\n'), 'the stream was cut, not ended');
+});
+
+test('connections over --max-connections are refused; the ones within still work', { timeout: 20_000 }, async () => {
+  const held = Array.from({ length: MAX_CONNECTIONS }, () => rawConnection());
+  await Promise.all(held.map((c) => new Promise((resolve) => c.socket.once('connect', resolve))));
+  // Each held connection has sent a partial request, so the server counts it as open.
+  for (const c of held) c.socket.write('GET /health HTTP/1.1\r\n');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const extra = rawConnection();
+  extra.socket.write(`GET /health HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+  const refused = await closedWithin(extra, 3000);
+  assert.notEqual(refused, null, 'a connection over the cap was kept open');
+  assert.doesNotMatch(refused ?? '', /^HTTP\/1\.1 200/);
+  held[0].socket.write(`Host: 127.0.0.1:${port}\r\n\r\n`);
+  const answered = await closedWithin(held[0], 8000);
+  assert.match(answered ?? '', /^HTTP\/1\.1 200/);
+  for (const c of held) c.socket.destroy();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal((await fetch(`${server.url}/health`)).status, 200);
+});
+
+test('headers larger than the parser takes are a 431 in OpenAI shape', { timeout: 20_000 }, async () => {
+  const connection = rawConnection();
+  connection.socket.write(`GET /health HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-Big: ${'b'.repeat(20_000)}\r\n\r\n`);
+  const raw = await closedWithin(connection, 5000);
+  const { status, error } = parseErrorResponse(raw ?? '');
+  assert.equal(status, 431);
+  assert.equal(error.type, 'invalid_request_error');
+});
+
+test('a request the parser cannot read is a 400 in OpenAI shape', { timeout: 20_000 }, async () => {
+  for (const garbage of ['GARBAGE\r\n\r\n', 'GET / HTTP/9.9\r\n\r\n', `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n`]) {
+    const connection = rawConnection();
+    connection.socket.write(garbage);
+    const raw = await closedWithin(connection, 5000);
+    const { status, error } = parseErrorResponse(raw ?? '');
+    assert.equal(status, 400, JSON.stringify(garbage));
+    assert.equal(error.type, 'invalid_request_error');
+  }
+});
