@@ -2,7 +2,10 @@
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
-# Steps: tests (npm run test:gpu), server (test/server, the HTTP server driven by the openai SDK, on
+# Steps: tests (npm run test:gpu), checks (the same split over four processes that run at once:
+# the kernel tests, and the CUDA parity suite over three groups of fixtures), soak (the server's
+# chaos soak on the CUDA backend, 30 s phases), moe-mla (latency of Qwen3-30B-A3B and
+# DeepSeek-V2-Lite at batch 1 and 64), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
@@ -48,6 +51,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for s in "$@"; do
   case $s in
     tests) step tests 300 node scripts/run-tests.mjs gpu ;;
+    checks)
+      step kernels 280 node --test --test-concurrency=4 $(ls test/backend/cuda/*.gpu.test.ts src/backend/cuda/*.gpu.test.ts) &
+      step parity-llama 280 env KEEL_PARITY_FIXTURES='^(llama|mistral|qwen2-bias|qwen3-qk|keel)' node --test test/transformers-parity.gpu.test.ts &
+      step parity-moe 280 env KEEL_PARITY_FIXTURES='moe|gpt-oss|deepseek' node --test test/transformers-parity.gpu.test.ts &
+      step parity-dense 280 env KEEL_PARITY_FIXTURES='gemma|phi3' node --test test/transformers-parity.gpu.test.ts &
+      wait
+      for log in kernels parity-llama parity-moe parity-dense; do
+        grep -hE "^# (tests|pass|fail)" "$out/$log.log" | tr '\n' ' ' | sed "s/^/[$log] /"; echo
+        grep -hE "^ *not ok" "$out/$log.log" | head -20 | sed "s/^/[$log] /"
+      done ;;
+    soak) step soak 150 node scripts/chaos-soak.ts --backend cuda --phase-seconds 30 --output "$out/results/soak-$kind.json" ;;
+    moe-mla) for a in qwen3-30b-a3b deepseek-v2-lite; do step "latency-$a" 170 $(latency "$a" 1,64 batched); done ;;
     server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     hf-latency) step hf-latency 300 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile \
@@ -73,7 +88,7 @@ for s in "$@"; do
           --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
