@@ -10,6 +10,9 @@
 // nvcc-check: -DTOK=1 -DTOPK=8 -DACT=0
 // nvcc-check: -DTOK=8 -DTOPK=2 -DACT=2
 // nvcc-check: -DTOK=4 -DTOPK=1 -DACT=1
+// The down kernels' builds name no activation:
+// nvcc-check: -DTOPK=6
+// nvcc-check: -DTOK=4
 
 #ifndef TOK
 #define TOK 1
@@ -27,6 +30,9 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
+// The up projection applies the activation, a compile-time choice (ACT): the down kernels' builds,
+// which name none, leave it out.
+#ifdef ACT
 // grid (ceil(n / WARPS), tiles), block THREADS. Warp j of the grid's x gives column j of every
 // row of its tile: h[place, j] = act(x_token · gate_j + bg_j, x_token · up_j + bu_j), the two
 // products rounded to bf16 first. x [tokens, k]; w [count, 2n, k]; bias [count, 2n] or null; k8 = k / 8.
@@ -92,6 +98,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
     }
   }
 }
+#endif
 
 // grid (ceil(hidden / WARPS), tiles), block THREADS: y[place, i] = h[place] · down_i + b_i for
 // every row of the tile. h [pairs, n] in expert-sorted order; w [count, hidden, n]; bias [count,
