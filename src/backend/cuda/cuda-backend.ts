@@ -334,10 +334,7 @@ export class CudaBackend implements Backend {
       return out;
     }
     this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
-    if (b !== null) {
-      requireMultipleOf8(outDim, 'linear output width');
-      launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
-    }
+    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
     return out;
   }
 

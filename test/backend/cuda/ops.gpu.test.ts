@@ -149,6 +149,9 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     [1, 256, 8200],
     [2, 72, 9001],
     [3, 512, 256],
+    // Routers over a few experts: rows too narrow for 16-byte bias chunks past the GEMV's row counts.
+    [40, 64, 4],
+    [17, 2048, 6],
   ];
   for (const [m, k, n] of shapes) {
     const x = activation(m, k);

@@ -14,6 +14,14 @@ extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* _
   y[at] = pack8(v);
 }
 
+// In place: y [rows, n] += bias [n] for any n, one element a thread (a narrow projection, such as
+// a router over a few experts, whose rows are not 16-byte aligned). Grid-stride over rows * n.
+extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(bias[i % n]));
+  }
+}
+
 // In place: x = cap · tanh(x / cap) over n elements (Gemma 2's final logits), in f32 and rounded
 // once. grid-stride over ceil(n / blockDim) blocks at most; any n.
 extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, float cap) {

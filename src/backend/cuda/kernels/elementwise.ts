@@ -5,11 +5,17 @@ const THREADS = 128;
 /** Enough blocks to fill an H200 several times over; larger tensors loop (grid-stride). */
 const MAX_BLOCKS = 4096;
 
-/** In place: y [rows, n] += bias [n]; n a multiple of 8. */
+/** In place: y [rows, n] += bias [n]: 16-byte chunks when n is a multiple of 8, else one value a thread. */
 export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr, rows: number, n: number): void {
   if (rows === 0) return;
-  const n8 = n / 8;
-  device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);
+  if (n % 8 === 0) {
+    const n8 = n / 8;
+    device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);
+    return;
+  }
+  const total = rows * n;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(total / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'add_bias_unaligned_kernel', 'ppli'), [blocks], [THREADS], 0, [y, bias, total, n]);
 }
 
 /** In place: x = cap · tanh(x / cap) over `numel` bf16 values. */
