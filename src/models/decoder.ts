@@ -75,8 +75,41 @@ export interface FeedForward extends Layer {
   forward(b: Backend, x: Tensor): Tensor;
 }
 
+/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormForward runs. */
+export interface PreNormLayer {
+  inputNorm: RmsNorm;
+  attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
+  postAttentionNorm: RmsNorm;
+  mlp: FeedForward;
+}
+
+/**
+ * The forward pass of a pre-norm decoder. The residual stream is summed in HF's order (embeddings
+ * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
+ * addRmsNorm. Returns logits [logitsIndices.length, vocab].
+ */
+export function preNormForward(
+  b: Backend,
+  step: StepInputs,
+  cache: KvCache,
+  model: { embedding: VocabEmbedding; layers: readonly PreNormLayer[]; finalNorm: RmsNorm; lmHead: LmHead },
+): Tensor {
+  const residual = model.embedding.forward(b, step);
+  // A sublayer's output waits here until the next norm adds it to the residual stream.
+  let pending: Tensor | null = null;
+  for (const layer of model.layers) {
+    const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+    const attnOut = layer.attention.forward(b, attnIn, step, cache);
+    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
+  }
+  // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
+  const rows = b.gatherLogitsRows(residual, step);
+  const hidden = pending === null ? model.finalNorm.forward(b, rows) : model.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+  return model.lmHead.forward(b, hidden);
+}
+
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
-export class DecoderLayer implements Layer {
+export class DecoderLayer implements Layer, PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -125,10 +158,7 @@ export class DecoderLayer implements Layer {
   }
 }
 
-/**
- * The decoder-only model. The residual stream is summed in HF's order (embeddings + attention
- * out + mlp out + ...); each sublayer's output is added inside the next fused addRmsNorm.
- */
+/** The decoder-only model, run by preNormForward. */
 export class DecoderModel implements CausalLM {
   readonly config: DecoderConfig;
   protected readonly rotary: RotaryEmbedding;
@@ -169,17 +199,6 @@ export class DecoderModel implements CausalLM {
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    const residual = this.embedding.forward(b, step);
-    // A sublayer's output waits here until the next norm adds it to the residual stream.
-    let pending: Tensor | null = null;
-    for (const layer of this.layers) {
-      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-      const attnOut = layer.attention.forward(b, attnIn, step, cache);
-      pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
-    }
-    // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
-    const rows = b.gatherLogitsRows(residual, step);
-    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-    return this.lmHead.forward(b, hidden);
+    return preNormForward(b, step, cache, { embedding: this.embedding, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead });
   }
 }

@@ -12,6 +12,7 @@ import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { parseExpertsPerToken } from './moe-fields.ts';
+import { preNormForward, type PreNormLayer } from './decoder.ts';
 
 /** DeepSeek-V2 and -V3: multi-head latent attention, and mixture-of-experts layers after the first dense ones. */
 export interface DeepseekConfig extends ModelConfig {
@@ -174,7 +175,7 @@ function softmaxMscale(fields: ConfigFields, scaling: RopeScaling): number {
   return 0.1 * mscaleAllDim * Math.log(factor) + 1;
 }
 
-class DeepseekDecoderLayer implements Layer {
+class DeepseekDecoderLayer implements Layer, PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: MlaAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -278,22 +279,12 @@ export class DeepseekModel implements CausalLM {
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    const residual = this.embedding.forward(b, step);
-    // A sublayer's output waits here until the next norm adds it to the residual stream.
-    let pending: Tensor | null = null;
-    for (const layer of this.layers) {
-      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-      const attnOut = layer.attention.forward(b, attnIn, step, cache);
-      pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
-    }
-    const rows = b.gatherLogitsRows(residual, step);
-    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-    return this.lmHead.forward(b, hidden);
+    return preNormForward(b, step, cache, { embedding: this.embedding, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead });
   }
 }
 
 export const deepseekFamily: ModelFamily<DeepseekConfig> = {
-  name: 'deepseek (deepseek_v2, deepseek_v3)',
+  name: 'DeepSeek',
   modelTypes: MODEL_TYPES,
   parseConfig: parseDeepseekConfig,
   create: (config, maxPositions) => new DeepseekModel(config, maxPositions),

@@ -279,7 +279,7 @@ export class GemmaModel implements CausalLM {
 }
 
 export const gemmaFamily: ModelFamily<GemmaConfig> = {
-  name: 'gemma (gemma2, gemma3_text)',
+  name: 'Gemma',
   modelTypes: MODEL_TYPES,
   parseConfig: parseGemmaConfig,
   create: (config, maxPositions) => new GemmaModel(config, maxPositions),

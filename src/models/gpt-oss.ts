@@ -102,7 +102,7 @@ function gptOssMoe(config: GptOssConfig, index: number): MoeBlock {
 }
 
 export const gptOssFamily: ModelFamily<GptOssConfig> = {
-  name: 'gpt_oss',
+  name: 'gpt-oss',
   modelTypes: ['gpt_oss'],
   parseConfig: parseGptOssConfig,
   create: (config, maxPositions) => new DecoderModel(config, maxPositions, (i) => gptOssMoe(config, i)),

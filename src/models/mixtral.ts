@@ -53,7 +53,7 @@ function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
 }
 
 export const mixtralFamily: ModelFamily<MixtralConfig> = {
-  name: 'mixtral',
+  name: 'Mixtral',
   modelTypes: ['mixtral'],
   parseConfig: parseMixtralConfig,
   create: (config, maxPositions) => new DecoderModel(config, maxPositions, (i) => mixtralMoe(config, i)),

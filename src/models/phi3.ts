@@ -104,7 +104,7 @@ export class Phi3Model extends DecoderModel {
 }
 
 export const phi3Family: ModelFamily<Phi3Config> = {
-  name: 'phi3',
+  name: 'Phi-3',
   modelTypes: ['phi3'],
   parseConfig: parsePhi3Config,
   create: (config, maxPositions) => new Phi3Model(config, maxPositions),

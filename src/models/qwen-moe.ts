@@ -110,7 +110,7 @@ function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
 }
 
 export const qwenMoeFamily: ModelFamily<QwenMoeConfig> = {
-  name: 'qwen-moe (qwen2_moe, qwen3_moe)',
+  name: 'Qwen-MoE',
   modelTypes: ['qwen2_moe', 'qwen3_moe'],
   parseConfig: parseQwenMoeConfig,
   create: (config, maxPositions) => new DecoderModel(config, maxPositions, (i) => qwenMlp(config, i)),
