@@ -136,17 +136,9 @@ export class MlaAttention implements Layer {
     const { numHeads, nopeDim, valueDim, latentDim } = this.options;
     const headRows = nopeDim + valueDim;
     if (part === 'value') {
-      return gatherElements(kvUp, [numHeads, valueDim, latentDim], (i) => {
-        const h = Math.floor(i / (valueDim * latentDim));
-        return (h * headRows + nopeDim) * latentDim + (i - h * valueDim * latentDim);
-      });
+      return gatherElements(kvUp, [numHeads, valueDim, latentDim], (h, v, latent) => (h * headRows + nopeDim + v) * latentDim + latent);
     }
-    return gatherElements(kvUp, [numHeads, latentDim, nopeDim], (i) => {
-      const h = Math.floor(i / (latentDim * nopeDim));
-      const within = i - h * latentDim * nopeDim;
-      const [latent, nope] = [Math.floor(within / nopeDim), within % nopeDim];
-      return (h * headRows + nope) * latentDim + latent;
-    });
+    return gatherElements(kvUp, [numHeads, latentDim, nopeDim], (h, latent, nope) => (h * headRows + nope) * latentDim + latent);
   }
 
   /** `source` with the rotary rows of the query projection and kv_a_proj_with_mqa in rotate_half order. */
@@ -172,7 +164,7 @@ export class MlaAttention implements Layer {
         const rowOf = rowsOf[name];
         if (rowOf === undefined) return t;
         const cols = t.shape.length === 2 ? t.shape[1] : 1;
-        return gatherElements(t, [...t.shape], (i) => rowOf(Math.floor(i / cols)) * cols + (i % cols));
+        return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
       },
     };
   }

@@ -1,6 +1,5 @@
 import type { Activation, Backend, ExpertWeights, RoutingParams, Tensor } from '../backend/backend.ts';
-import { DTYPE_BYTES } from '../tensor/host-dtype.ts';
-import { concatRows } from '../tensor/host-ops.ts';
+import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { GatedMlp } from './gated-mlp.ts';
 import { Linear } from './linear.ts';
@@ -123,12 +122,12 @@ export class MoeBlock implements Layer {
     const { hiddenSize: hidden, intermediateSize: n } = this.options;
     const [first, count] = [this.first, this.count];
     // gate_up [E, hidden, 2n], column 2j gate j and 2j + 1 up j -> [count, 2n, hidden], gate rows then up rows.
-    const gateUp = rearrange(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + interleaved(row, n));
+    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + interleaved(row, n));
     // down [E, n, hidden] -> [count, hidden, n].
-    const down = rearrange(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
+    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
     const gateUpBias =
-      names.gateUpBias === null ? null : rearrange(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + interleaved(col, n));
-    const downBias = names.downBias === null ? null : rearrange(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
+      names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + interleaved(col, n));
+    const downBias = names.downBias === null ? null : gatherElements(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
     return { gateUp, down, gateUpBias, downBias };
   }
 
@@ -161,25 +160,3 @@ function interleaved(r: number, n: number): number {
   return r < n ? 2 * r : 2 * (r - n) + 1;
 }
 
-/**
- * A tensor of `shape` (2 or 3 dimensions) whose element at each index is `t`'s element at
- * `sourceIndex(...index)`, copied as raw elements so the dtype (and memory) stays as stored.
- */
-function rearrange(t: HostTensor, shape: number[], sourceIndex: (...index: number[]) => number): HostTensor {
-  const bytes = DTYPE_BYTES[t.dtype];
-  const count = shape.reduce((a, b) => a * b, 1);
-  const data = new Uint8Array(count * bytes);
-  // Typed views need aligned offsets; a tensor read from a file may start anywhere.
-  const aligned = t.data.byteOffset % bytes === 0 ? t.data : t.data.slice();
-  const [src, dst] =
-    bytes === 2
-      ? [new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2), new Uint16Array(data.buffer)]
-      : [new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4), new Uint32Array(data.buffer)];
-  let at = 0;
-  if (shape.length === 2) {
-    for (let a = 0; a < shape[0]; a++) for (let c = 0; c < shape[1]; c++) dst[at++] = src[sourceIndex(a, c)];
-  } else {
-    for (let a = 0; a < shape[0]; a++) for (let r = 0; r < shape[1]; r++) for (let c = 0; c < shape[2]; c++) dst[at++] = src[sourceIndex(a, r, c)];
-  }
-  return { dtype: t.dtype, shape, data };
-}

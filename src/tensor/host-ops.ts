@@ -37,10 +37,12 @@ export function mapValues(t: HostTensor, f: (value: number) => number): HostTens
 }
 
 /**
- * A tensor of `shape` whose flat element i is `t`'s flat element `sourceOf(i)`: a load-time
- * reordering (row permutations, per-block transposes), elements copied as stored, dtype kept.
+ * A tensor of `shape` (1 to 3 dimensions) whose element at each index is `t`'s element at
+ * `sourceIndex(...index)`, copied as raw elements so that the dtype (and memory) stays as stored:
+ * the load-time reorderings of layers (transposed or interleaved experts, absorbed projections,
+ * permuted rotary rows).
  */
-export function gatherElements(t: HostTensor, shape: number[], sourceOf: (i: number) => number): HostTensor {
+export function gatherElements(t: HostTensor, shape: number[], sourceIndex: (...index: number[]) => number): HostTensor {
   const width = DTYPE_BYTES[t.dtype];
   const count = shape.reduce((n, d) => n * d, 1);
   const data = new Uint8Array(count * width);
@@ -50,6 +52,15 @@ export function gatherElements(t: HostTensor, shape: number[], sourceOf: (i: num
     width === 2
       ? [new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2), new Uint16Array(data.buffer)]
       : [new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4), new Uint32Array(data.buffer)];
-  for (let i = 0; i < count; i++) dst[i] = src[sourceOf(i)];
+  let at = 0;
+  if (shape.length === 1) {
+    for (let a = 0; a < shape[0]; a++) dst[at++] = src[sourceIndex(a)];
+  } else if (shape.length === 2) {
+    for (let a = 0; a < shape[0]; a++) for (let c = 0; c < shape[1]; c++) dst[at++] = src[sourceIndex(a, c)];
+  } else if (shape.length === 3) {
+    for (let a = 0; a < shape[0]; a++) for (let r = 0; r < shape[1]; r++) for (let c = 0; c < shape[2]; c++) dst[at++] = src[sourceIndex(a, r, c)];
+  } else {
+    throw new Error(`gatherElements: shape [${shape.join(', ')}] has ${shape.length} dimensions, not 1 to 3`);
+  }
   return { dtype: t.dtype, shape, data };
 }
