@@ -470,7 +470,7 @@ class PublishedConfigsTest(unittest.TestCase):
         self.assertEqual({t.name: (list(reversed(t.shape)), t.ggml_type) for t in planned}, expected_tensors(config))
         self.assertEqual(len(planned), tensors)
         self.assertEqual(sum(math.prod(t.shape) for t in planned), parameters)
-        header, size = write_gguf.layout(kvs, planned)
+        header, size, _ = write_gguf.layout(kvs, planned)
         data = sum(math.prod(t.shape) * (4 if t.ggml_type == F32 else 2) for t in planned)
         self.assertTrue(0 <= size - len(header) - data < 32 * len(planned))  # padding only
         return size
@@ -520,6 +520,17 @@ class RandomPoolTest(unittest.TestCase):
         np.testing.assert_array_equal(data[5], (pool.unit[start + 5] / 32).astype(np.float16))
         np.testing.assert_array_equal(data[p - start], (pool.unit[0] / 32).astype(np.float16))
         self.assertLessEqual(np.abs(data.astype(np.float32)).max(), 1 / 32)
+
+    def test_threads_write_the_same_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = os.path.join(tmp, "config.json")
+            with open(config, "w") as f:
+                json.dump(TINY_DEEPSEEK_V2, f)
+            files = [os.path.join(tmp, f"{n}.gguf") for n in (1, 3)]
+            for n, out in zip((1, 3), files):
+                write_gguf.write_random_gguf(config, out, name="same", workers=n)
+            with open(files[0], "rb") as a, open(files[1], "rb") as b:
+                self.assertEqual(a.read(), b.read())
 
     def test_the_same_seed_gives_the_same_values(self):
         t = write_gguf.Tensor("output.weight", F16, [64, 64], "matrix", None)
