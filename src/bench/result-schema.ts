@@ -174,6 +174,27 @@ const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
 
+/** llama.cpp's llama-batched-bench: each sequence prefills its prompt, then all decode together (tools/peers/bench_result.py). */
+const LlamaBatchedBenchResultsSchema = z.strictObject({
+  runs: z.array(
+    z.strictObject({
+      prompt_tokens: count,
+      generated_tokens: count,
+      sequences: count,
+      kv_tokens: count,
+      prefill_s: figure,
+      prefill_tokens_per_s: figure,
+      decode_s: figure,
+      /** sequences x generated_tokens over decode_s. */
+      decode_tokens_per_s: figure,
+      /** decode_s over generated_tokens: one step of every sequence (Keel's TPOT). */
+      decode_ms_per_step: figure,
+      total_s: figure,
+      tokens_per_s: figure,
+    }),
+  ),
+});
+
 const base = {
   schema_version: z.literal(RESULT_SCHEMA_VERSION),
   /** keel, or the peer: hf-eager, hf-static-compile, hf-generate-batch, torch-sdpa, llama.cpp. */
@@ -204,6 +225,7 @@ export const BenchResultSchema = z
     suite('serve', ServeResultsSchema),
     suite('attention', AttentionResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
+    suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
   ])
   .refine((r) => (r.status === 'ok') === (r.results !== null) && (r.status === 'failed') === (r.error !== null), {
     message: 'an ok result has results and no error; a failed one has an error and no results',

@@ -104,3 +104,34 @@ print(json.dumps(bench_result.result('throughput', 'hf-generate-batch', bench_re
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('llama-batched-bench results from the peers\' Python match the schema, and a missing combination fails the run', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-batched-bench-'));
+  try {
+    // As llama-batched-bench --output-format jsonl prints it: log lines, then one row per combination.
+    const row = (pl: number, tTg: number) =>
+      JSON.stringify({ n_kv_max: 16384, n_batch: 2048, n_ubatch: 512, flash_attn: 1, is_pp_shared: 0, n_gpu_layers: 99, n_threads: 16,
+        n_threads_batch: 16, pp: 128, tg: 128, pl, n_kv: pl * 256, t_pp: 0.5, speed_pp: (pl * 128) / 0.5, t_tg: tTg,
+        speed_tg: (pl * 128) / tTg, t: 0.5 + tTg, speed: (pl * 256) / (0.5 + tTg) });
+    writeFileSync(join(dir, 'out.jsonl'), ['main: loading model', row(1, 0.64), row(64, 1.28), ''].join('\n'));
+    const record = (args: string, out: string) =>
+      spawnSync('python3', ['tools/peers/bench_result.py', 'llama-batched-bench', '--model-dir', 'bench/configs/llama-3.1-8b', '--jsonl', join(dir, 'out.jsonl'),
+        '--args', args, '--backend', 'cpu', '--out-dir', join(dir, out)], { encoding: 'utf8' });
+    const ran = record('-npp 128 -ntg 128 -npl 1,64 -fa on', 'ok');
+    if (ran.error) return t.skip('python3 is not installed');
+    assert.equal(ran.status, 0, ran.stderr);
+    const ok = readResult(join(dir, 'ok', readdirSync(join(dir, 'ok'))[0]));
+    if (ok.suite !== 'llama-batched-bench' || !ok.results) throw new Error('expected llama-batched-bench results');
+    assert.equal(ok.engine, 'llama.cpp');
+    assert.equal(ok.model?.dtype, 'f16');
+    assert.equal(ok.config.args, '-npp 128 -ntg 128 -npl 1,64 -fa on');
+    assert.deepEqual(ok.results.runs.map((r) => [r.sequences, r.decode_tokens_per_s, r.decode_ms_per_step]), [[1, 200, 5], [64, 6400, 10]]);
+
+    assert.equal(record('-npp 128 -ntg 128 -npl 1,16,64', 'missing').status, 0);
+    const failed = readResult(join(dir, 'missing', readdirSync(join(dir, 'missing'))[0]));
+    assert.equal(failed.status, 'failed');
+    assert.match(failed.error as string, /no row for \(pp, tg, pl\) \[\(128, 128, 16\)\]/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -5,6 +5,8 @@ prompts Keel runs. Standard library only: it also runs where torch is absent.
 As a command it records llama.cpp's results (see llama_cpp.sh):
     python3 bench_result.py llama-bench --model-dir DIR --llama-bench-json FILE [--out-dir DIR]
     python3 bench_result.py llama-bench --model-dir DIR --failed "why it could not run"
+    python3 bench_result.py llama-batched-bench --model-dir DIR --jsonl FILE --args "-npp 128 -ntg 128 -npl 1,64"
+    python3 bench_result.py llama-batched-bench --model-dir DIR --failed "why it could not run"
     python3 bench_result.py random-requests --num-prompts N --input-len A:B --output-len C:D --vocab-size V --seed S
 """
 import argparse
@@ -128,19 +130,51 @@ def device(backend=None, name=None, cuda_version=None):
 
 
 def parameter_count(c):
-    """Parameters a config.json implies, as src/bench/roofline.ts counts them (a tied table once)."""
+    """Parameters a config.json implies, as src/bench/roofline.ts counts them (a tied table once):
+    dense Llama/Mistral/Qwen2/Qwen3, Qwen3-MoE and DeepSeek-V2 (every expert counted)."""
+    h, v = c["hidden_size"], c["vocab_size"]
     heads = c["num_attention_heads"]
+    if c["model_type"] == "qwen3_moe":
+        layers = [_qwen3_moe_layer(c, i) for i in range(c["num_hidden_layers"])]
+    elif c["model_type"] == "deepseek_v2":
+        layers = [_deepseek_v2_layer(c, i) for i in range(c["num_hidden_layers"])]
+    else:
+        kv_heads = c.get("num_key_value_heads") or heads
+        head_dim = c.get("head_dim") or h // heads
+        m = c["intermediate_size"]
+        qkv_rows = (heads + 2 * kv_heads) * head_dim
+        bias = c["model_type"] == "qwen2" or (c["model_type"] in ("llama", "qwen3") and c.get("attention_bias"))
+        out_bias = c["model_type"] in ("llama", "qwen3") and c.get("attention_bias")
+        layer = 2 * h + qkv_rows * h + heads * head_dim * h + 3 * h * m
+        layer += qkv_rows if bias else 0
+        layer += h if out_bias else 0
+        layer += 2 * head_dim if c["model_type"] == "qwen3" else 0
+        layers = [layer] * c["num_hidden_layers"]
+    return v * h + sum(layers) + h + (0 if c.get("tie_word_embeddings") else v * h)
+
+
+def _qwen3_moe_layer(c, i):
+    h, heads = c["hidden_size"], c["num_attention_heads"]
     kv_heads = c.get("num_key_value_heads") or heads
-    head_dim = c.get("head_dim") or c["hidden_size"] // heads
-    h, m, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    qkv_rows = (heads + 2 * kv_heads) * head_dim
-    bias = c["model_type"] == "qwen2" or (c["model_type"] in ("llama", "qwen3") and c.get("attention_bias"))
-    out_bias = c["model_type"] in ("llama", "qwen3") and c.get("attention_bias")
-    layer = 2 * h + qkv_rows * h + heads * head_dim * h + 3 * h * m
-    layer += qkv_rows if bias else 0
-    layer += h if out_bias else 0
-    layer += 2 * head_dim if c["model_type"] == "qwen3" else 0
-    return v * h + c["num_hidden_layers"] * layer + h + (0 if c.get("tie_word_embeddings") else v * h)
+    d = c.get("head_dim") or h // heads
+    attention = (heads + 2 * kv_heads) * d * h + heads * d * h + 2 * d
+    e = c.get("num_experts") or 0
+    sparse = e > 0 and i not in (c.get("mlp_only_layers") or []) and (i + 1) % (c.get("decoder_sparse_step") or 1) == 0
+    mlp = e * h + e * 3 * h * c["moe_intermediate_size"] if sparse else 3 * h * c["intermediate_size"]
+    return 2 * h + attention + mlp
+
+
+def _deepseek_v2_layer(c, i):
+    h, heads = c["hidden_size"], c["num_attention_heads"]
+    nope, rope, v, kv_lora, q_lora = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"], c["kv_lora_rank"], c.get("q_lora_rank")
+    q = q_lora * h + q_lora + heads * (nope + rope) * q_lora if q_lora else heads * (nope + rope) * h
+    attention = q + (kv_lora + rope) * h + kv_lora + heads * (nope + v) * kv_lora + h * heads * v
+    if i < (c.get("first_k_dense_replace") or 0):
+        mlp = 3 * h * c["intermediate_size"]
+    else:
+        e, m = c["n_routed_experts"], c["moe_intermediate_size"]
+        mlp = e * h + e * 3 * h * m + 3 * h * m * (c.get("n_shared_experts") or 0)
+    return 2 * h + attention + mlp
 
 
 def model_info(model_dir, config, parameter_count, dtype="bf16"):
@@ -240,7 +274,7 @@ def _llama_bench_command(args):
                 entries = json.load(f)
             tests = llama_bench_tests(entries)
             gpu = (entries[0].get("gpu_info") or entries[0].get("cpu_info")) if entries else None
-            build = {k: entries[0][k] for k in ("build_commit", "build_number", "backends") if entries and k in entries[0]}
+            build = {k: entries[0][k] for k in ("build_commit", "build_number", "backends", "model_n_params", "model_size") if entries and k in entries[0]}
         except (OSError, ValueError, KeyError) as e:
             error = f"llama-bench output unreadable: {e}"
     params = parameter_count(config)
@@ -253,6 +287,87 @@ def _llama_bench_command(args):
          "llama_cpp_source": args.llama_cpp_source, **build},
         {"llama.cpp": args.llama_cpp_commit or "unknown"},
         results=None if error else {"tests": tests},
+        error=error,
+    )
+    write(res, args.out_dir)
+
+
+def _int_list(args, flag):
+    """The comma-separated integers after flag in a command line, or None."""
+    words = args.split()
+    if flag not in words or words.index(flag) + 1 >= len(words):
+        return None
+    return [int(x) for x in words[words.index(flag) + 1].split(",")]
+
+
+def batched_bench_runs(rows):
+    """llama-batched-bench --output-format jsonl rows -> runs: prompt tokens per sequence (pp),
+    tokens generated per sequence (tg), sequences (pl), KV cells used (n_kv); prefill time and
+    rate over all sequences' prompts (t_pp, speed_pp); decode time, rate (t_tg, speed_tg: pl * tg
+    tokens over t_tg) and time per decode step (t_tg / tg, which Keel's latency suite calls TPOT);
+    total time and rate (t, speed)."""
+    return [{
+        "prompt_tokens": int(r["pp"]),
+        "generated_tokens": int(r["tg"]),
+        "sequences": int(r["pl"]),
+        "kv_tokens": int(r["n_kv"]),
+        "prefill_s": float(r["t_pp"]),
+        "prefill_tokens_per_s": float(r["speed_pp"]),
+        "decode_s": float(r["t_tg"]),
+        "decode_tokens_per_s": float(r["speed_tg"]),
+        "decode_ms_per_step": float(r["t_tg"]) * 1000 / int(r["tg"]) if int(r["tg"]) else 0.0,
+        "total_s": float(r["t"]),
+        "tokens_per_s": float(r["speed"]),
+    } for r in rows]
+
+
+def read_batched_bench_jsonl(path):
+    """The JSON rows of llama-batched-bench's output (its other lines are logs)."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{") and '"speed_tg"' in line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def _gpu_name():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _batched_bench_command(args):
+    with open(os.path.join(args.model_dir, "config.json")) as f:
+        config = json.load(f)
+    error, runs, settings = args.failed, None, {}
+    if error is None:
+        try:
+            rows = read_batched_bench_jsonl(args.jsonl)
+            if not rows:
+                raise ValueError("no result rows")
+            runs = batched_bench_runs(rows)
+            settings = {k: rows[0][k] for k in ("n_kv_max", "n_batch", "n_ubatch", "flash_attn", "is_pp_shared", "n_gpu_layers", "n_threads") if k in rows[0]}
+            # llama-batched-bench skips, silently, every combination its context cannot hold.
+            wanted = [_int_list(args.args, f) for f in ("-npp", "-ntg", "-npl")]
+            if all(wanted):
+                missing = [(pp, tg, pl) for pp in wanted[0] for tg in wanted[1] for pl in wanted[2]
+                           if not any((r["prompt_tokens"], r["generated_tokens"], r["sequences"]) == (pp, tg, pl) for r in runs)]
+                if missing:
+                    raise ValueError(f"no row for (pp, tg, pl) {missing} (a context smaller than pl * (pp + tg)?)")
+        except (OSError, ValueError, KeyError) as e:
+            error = f"llama-batched-bench output unreadable: {e}"
+    res = result(
+        "llama-batched-bench",
+        "llama.cpp",
+        device(args.backend, _gpu_name() if args.backend == "cuda" else _cpu_model(), None),
+        model_info(args.model_dir, config, parameter_count(config), dtype="f16"),
+        {"gguf": args.gguf, "args": args.args, "llama_cpp_commit": args.llama_cpp_commit, "llama_cpp_source": args.llama_cpp_source, **settings},
+        {"llama.cpp": args.llama_cpp_commit or "unknown"},
+        results=None if error else {"runs": runs},
         error=error,
     )
     write(res, args.out_dir)
@@ -277,6 +392,16 @@ def main():
     lb.add_argument("--tests", default="pp512,tg128", help="the llama-bench tests asked for, as recorded in the config")
     lb.add_argument("--backend", default="cuda", help="device backend of the result (cpu for a CPU build)")
     lb.add_argument("--out-dir", default=RESULTS_DIR)
+    bb = sub.add_parser("llama-batched-bench", help="record llama-batched-bench's JSONL output (or why it could not run) as a Keel result")
+    bb.add_argument("--model-dir", required=True, help="the architecture's directory (bench/configs/NAME)")
+    bb.add_argument("--jsonl", help="llama-batched-bench --output-format jsonl output (log lines are skipped)")
+    bb.add_argument("--failed", help="the reason llama.cpp could not run; records a failed result")
+    bb.add_argument("--gguf", help="the GGUF file that was benchmarked")
+    bb.add_argument("--args", default="", help="the llama-batched-bench arguments, as recorded in the config (-npp/-ntg/-npl are checked against the rows)")
+    bb.add_argument("--llama-cpp-commit", help="the llama.cpp version benchmarked (tag and commit)")
+    bb.add_argument("--llama-cpp-source", help="where that source came from")
+    bb.add_argument("--backend", default="cuda", help="device backend of the result (cpu for a CPU build)")
+    bb.add_argument("--out-dir", default=RESULTS_DIR)
     rr = sub.add_parser("random-requests", help="print Keel's random dataset as JSON (for checking the port)")
     rr.add_argument("--num-prompts", type=int, required=True)
     rr.add_argument("--input-len", required=True, help="MIN:MAX")
@@ -288,6 +413,10 @@ def main():
         if args.failed is None and args.llama_bench_json is None:
             parser.error("give --llama-bench-json or --failed")
         _llama_bench_command(args)
+    elif args.command == "llama-batched-bench":
+        if args.failed is None and args.jsonl is None:
+            parser.error("give --jsonl or --failed")
+        _batched_bench_command(args)
     else:
         _random_requests_command(args)
 

@@ -21,7 +21,6 @@ failed result with the error instead, and the others go on.
 
     python3 tools/peers/hf_peers.py                          # every architecture, every peer
     python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile
-    python3 tools/peers/hf_peers.py --arch llama-3.1-8b --save-checkpoint /tmp/llama-random --checkpoint-dtype f16   # for llama_cpp.sh
 """
 import argparse
 import gc
@@ -56,9 +55,6 @@ def parse_args():
     p.add_argument("--bandwidth-gbps", type=float, help="memory bandwidth for the roofline fraction (H100 SXM: 3350)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=bench_result.RESULTS_DIR)
-    p.add_argument("--save-checkpoint", help="save the random model of the (single) --arch here, for llama_cpp.sh, and exit")
-    p.add_argument("--checkpoint-dtype", choices=["bf16", "f16"], default="bf16",
-                   help="dtype of the saved checkpoint (llama_cpp.sh asks f16: its GGUF is F16, and the GPU converts faster than numpy)")
     return p.parse_args()
 
 
@@ -331,15 +327,6 @@ def main():
     for name in archs + runs:
         if name not in ARCHS + RUNS:
             sys.exit(f"unknown architecture or run: {name}")
-    if args.save_checkpoint:
-        if len(archs) != 1:
-            sys.exit("--save-checkpoint takes exactly one --arch")
-        peer = Peer(archs[0], args)
-        if args.checkpoint_dtype == "f16":
-            peer.model.to(peer.torch.float16)
-        peer.model.save_pretrained(args.save_checkpoint)
-        print(f"saved {archs[0]} with random {args.checkpoint_dtype} weights to {args.save_checkpoint}")
-        return
     for arch in archs:
         try:
             peer = Peer(arch, args)
