@@ -1,4 +1,5 @@
 import { KeelError } from '../errors.ts';
+import { didYouMean } from './parse-flags.ts';
 
 export const BENCH_HELP = `Usage: keel bench <suite> [options]
 
@@ -53,6 +54,6 @@ export async function benchCommand(argv: string[]): Promise<void> {
     return;
   }
   const load = SUITES[name];
-  if (!load) throw new KeelError('invalid_argument', `unknown benchmark "${name}" (suites: ${Object.keys(SUITES).join(', ')})`);
+  if (!load) throw new KeelError('invalid_argument', `unknown benchmark "${name}"${didYouMean(name, Object.keys(SUITES))} (suites: ${Object.keys(SUITES).join(', ')})`);
   await (await load()).run(rest);
 }

@@ -61,6 +61,25 @@ export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineC
   };
 }
 
+/** The EngineConfig field each flag sets, for errors the engine raises in its own field names. */
+export const ENGINE_FIELD_OF_FLAG = {
+  model: 'model',
+  backend: 'backend',
+  'load-format': 'loadFormat',
+  'block-size': 'blockSize',
+  'num-kv-blocks': 'numKvBlocks',
+  'gpu-memory-utilization': 'gpuMemoryUtilization',
+  'cpu-kv-cache-bytes': 'cpuKvCacheBytes',
+  'max-model-len': 'maxModelLen',
+  'max-num-seqs': 'maxNumSeqs',
+  'max-num-batched-tokens': 'maxNumBatchedTokens',
+  'no-prefix-caching': 'enablePrefixCaching',
+  'enforce-eager': 'enforceEager',
+  'no-async-scheduling': 'asyncScheduling',
+  seed: 'seed',
+  'no-progress': 'showProgress',
+} as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig>;
+
 export function numberFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   const value = Number(raw);

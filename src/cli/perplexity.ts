@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { LLM } from '../engine/llm.ts';
 import { invalidArgument } from '../errors.ts';
 import { perplexity } from '../eval/perplexity.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from './engine-flags.ts';
+import { parseFlags } from './parse-flags.ts';
 
 /** The default window, when the model's context allows it. */
 const DEFAULT_CONTEXT_LENGTH = 1024;
@@ -22,7 +22,7 @@ the end of the window before it, with as much context as the window gives.
 ${ENGINE_FLAGS_HELP}`;
 
 export async function perplexityCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel perplexity', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -32,7 +32,6 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(PERPLEXITY_HELP);

@@ -1,8 +1,8 @@
-import { parseArgs } from 'node:util';
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
@@ -18,7 +18,7 @@ Writes JSON to bench/results/ (or --output).
   --output FILE                  where to write the JSON result`;
 
 export async function attentionCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseFlags('keel bench attention', { args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     console.log(ATTENTION_HELP);
     return;

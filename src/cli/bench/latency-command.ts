@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
 import { latencyLine } from '../../bench/console-report.ts';
@@ -7,6 +6,7 @@ import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.
 import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 /** vLLM's `bench latency` defaults. */
 const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
@@ -32,7 +32,7 @@ Writes JSON to bench/results/ (or --output).
 ${ENGINE_FLAGS_HELP}`;
 
 export async function latencyCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench latency', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -45,7 +45,6 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(LATENCY_HELP);

@@ -1,5 +1,4 @@
 import { basename } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from '../engine-flags.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
@@ -15,6 +14,7 @@ import { runServeSuite } from '../../bench/serve-suite.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
 import type { Workload } from '../../bench/random-dataset.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, requestRateFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 const DEFAULT_BASE_URL = 'http://127.0.0.1:8000';
 
@@ -41,7 +41,7 @@ the embedded keel-tiny) and --seed the dataset's seed; the other engine options 
 ${ENGINE_FLAGS_HELP}`;
 
 export async function serveBenchCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench serve', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -54,7 +54,6 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(SERVE_BENCH_HELP);

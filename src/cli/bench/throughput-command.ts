@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../engine-flags.ts';
 import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../sampling-flags.ts';
 import { throughputReport } from '../../bench/console-report.ts';
@@ -9,6 +8,7 @@ import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */
 const RANDOM_TEMPERATURE = 1;
@@ -52,10 +52,9 @@ ${DATASET_FLAGS_HELP}
 ${ENGINE_FLAGS_HELP}`;
 
 export async function throughputCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench throughput', {
     args: argv,
     options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, ...BENCH_SAMPLING_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    strict: true,
   });
   if (values.help) {
     console.log(THROUGHPUT_HELP);
