@@ -209,3 +209,15 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('/v1/completions without max_tokens generates 16 tokens, as OpenAI does, or what room the prompt leaves', async () => {
+  const completionTokens = async (prompt: number[]) => {
+    const response = await post('/v1/completions', { prompt, ignore_eos: true });
+    assert.equal(response.status, 200);
+    return ((await response.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+  };
+  assert.equal(await completionTokens([1, 2, 3]), 16);
+  const models = (await (await fetch(`${server.url}/v1/models`, { headers: AUTH })).json()) as { data: { max_model_len: number }[] };
+  const maxModelLen = models.data[0].max_model_len;
+  assert.equal(await completionTokens(Array.from({ length: maxModelLen - 5 }, (_, i) => 1 + (i % 50))), 5);
+});
