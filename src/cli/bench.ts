@@ -4,7 +4,7 @@ import { didYouMean } from './parse-flags.ts';
 export const BENCH_HELP = `Usage: keel bench <suite> [options]
 
 The benchmarks the field runs, with vLLM's methodology and metric names; each writes a JSON
-result (device, git commit, date, full config, every figure) to bench/results/ or --output.
+result (device, git commit, date, full config, every figure) to ./bench-results/ or --output.
 
 Suites:
   latency      batch latency: TTFT, TPOT, end-to-end, tokens/s and memory-roofline fraction per batch size

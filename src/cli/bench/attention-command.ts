@@ -13,7 +13,7 @@ decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 
 (latent 512 + rope 64) with 16 and 128 heads, decode at 4k / 32k / 128k context for batch 1 and 16
 in cached bytes read per second, prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
 device's read and copy bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
-Writes JSON to bench/results/ (or --output).
+Writes JSON to ./bench-results/ (or --output).
 
   --output FILE                  where to write the JSON result`;
 

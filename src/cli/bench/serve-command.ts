@@ -11,6 +11,7 @@ import { RESULT_SCHEMA_VERSION, type BenchResult } from '../../bench/result-sche
 import { parameterCount } from '../../bench/roofline.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
 import { runServeSuite } from '../../bench/serve-suite.ts';
+import { benchProgress } from '../../bench/progress.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
 import type { Workload } from '../../bench/random-dataset.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, requestRateFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
@@ -24,7 +25,7 @@ Online serving, as \`vllm bench serve\` measures it: streamed /v1/completions re
 token-id prompts (greedy, EOS ignored) arrive as a Poisson process of --request-rate per second
 (inf: all at once), at most --max-concurrency in flight. Reports per-request TTFT, TPOT, ITL and
 end-to-end latency (mean, median, p90, p99), request and token throughput, duration, completed
-and failed requests. Writes JSON to bench/results/ (or --output).
+and failed requests. Writes JSON to ./bench-results/ (or --output).
 
   --base-url URL                 a running keel serve, on this machine (default ${DEFAULT_BASE_URL})
   --launch                       start a server in this process instead, with the engine options
@@ -36,7 +37,8 @@ and failed requests. Writes JSON to bench/results/ (or --output).
 ${DATASET_FLAGS_HELP}
 
 Without --launch, --model names the served model's directory (for its vocabulary size; default
-the embedded keel-tiny) and --seed the dataset's seed; the other engine options need --launch.
+the embedded keel-tiny), --seed the dataset's seed and --no-progress hides the progress; the
+other engine options need --launch.
 
 ${ENGINE_FLAGS_HELP}`;
 
@@ -60,7 +62,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     return;
   }
   if (values.launch && values['base-url'] !== undefined) throw invalidArgument('give --base-url or --launch, not both');
-  const engineOnly = Object.keys(ENGINE_FLAGS).filter((k) => k !== 'model' && k !== 'seed' && values[k as keyof typeof ENGINE_FLAGS] !== undefined);
+  const engineOnly = Object.keys(ENGINE_FLAGS).filter((k) => !['model', 'seed', 'no-progress'].includes(k) && values[k as keyof typeof ENGINE_FLAGS] !== undefined);
   if (!values.launch && engineOnly.length > 0) throw invalidArgument(`--${engineOnly.join(', --')} configure a launched engine: add --launch`);
   const requestRate = requestRateFlag(values['request-rate']);
   const maxConcurrency = integerFlag('--max-concurrency', values['max-concurrency']) ?? null;
@@ -114,7 +116,9 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     const requests = workloadRequests(workload, vocabSize, seed);
     const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
     console.log(`keel bench serve: ${requests.length} requests to ${server.target.baseUrl} (model ${server.target.model}) at ${rate}${maxConcurrency ? `, at most ${maxConcurrency} at once` : ''}`);
-    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed });
+    const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
+    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
+    progress.stop();
     console.log(serveReport(results));
     const path = writeResult(
       {
