@@ -5,6 +5,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { ChatMessage } from '../tokenizer/tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from './engine-flags.ts';
 import { didYouMean, parseFlags } from './parse-flags.ts';
+import { requireTokenizer } from './require-tokenizer.ts';
 import { SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, samplingParamsFromFlags } from './sampling-flags.ts';
 
 const CHAT_COMMANDS_HELP = `  /help                          these commands
@@ -48,6 +49,7 @@ export async function chatCommand(argv: string[]): Promise<void> {
   if ((params.n ?? 1) !== 1) throw invalidArgument(`--n must be 1 in keel chat, which shows one reply (got ${params.n}); keel generate --n ${params.n} gives several`);
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
+    requireTokenizer(llm, 'keel chat cannot render or read messages');
     const chat = new Conversation(llm, params, values.system ?? null);
     if (values.message !== undefined) await chat.reply(values.message, new AbortController().signal);
     else await chatLoop(chat);

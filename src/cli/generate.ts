@@ -2,6 +2,7 @@ import { invalidArgument } from '../errors.ts';
 import { LLM, type Prompt } from '../engine/llm.ts';
 import type { RequestOutput } from '../engine/outputs.ts';
 import { completionLogprobs } from '../server/openai-logprobs.ts';
+import { requireTokenizer } from './require-tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from './engine-flags.ts';
 import { SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, idList, samplingParamsFromFlags } from './sampling-flags.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -48,6 +49,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const params = samplingParamsFromFlags(values);
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
+    if (prompts.some((p) => typeof p === 'string')) requireTokenizer(llm, 'a text --prompt cannot be tokenized', 'give token ids with --prompt-ids');
     if (values.json) {
       const outputs = await llm.generate(prompts, params);
       for (const output of outputs) console.log(JSON.stringify(toJsonLine(output)));

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { LLM } from '../engine/llm.ts';
 import { invalidArgument } from '../errors.ts';
 import { perplexity } from '../eval/perplexity.ts';
+import { requireTokenizer } from './require-tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
 
@@ -43,6 +44,7 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
   const requestedStride = integerFlag('--stride', values.stride);
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
+    requireTokenizer(llm, 'the --file text cannot be tokenized');
     // A window is a prompt with one token to generate after it.
     const contextLength = requestedContext ?? Math.min(DEFAULT_CONTEXT_LENGTH, llm.maxModelLen - 1);
     if (contextLength > llm.maxModelLen - 1) {

@@ -23,7 +23,8 @@ signal exits at once.
   --host HOST                    address to bind (default ${D.host}; 0.0.0.0 for every interface)
   --port N                       port (default ${D.port}; 0 picks a free one)
   --api-key KEY                  require "Authorization: Bearer KEY" on the API (default: env KEEL_API_KEY)
-  --served-model-name NAME       the model name clients use (default: the model directory's name)
+  --served-model-name NAME       the model name clients use (default: the repo id as given, or the
+                                 model directory's name)
   --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
                                  and ::1 when bound to loopback, else any)
   --allow-special-tokens         special-token strings in chat messages are control tokens (default: text)

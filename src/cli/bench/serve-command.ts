@@ -3,6 +3,7 @@ import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } f
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
 import { invalidArgument } from '../../errors.ts';
+import { locateModel } from '../../model-source/locate-model.ts';
 import { createModel, readModelArchitecture } from '../../models/registry.ts';
 import { serveReport } from '../../bench/console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../../bench/keel-run.ts';
@@ -94,7 +95,8 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   }
   const baseUrl = loopbackBaseUrl(values['base-url'] ?? DEFAULT_BASE_URL);
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
-  const architecture = readModelArchitecture(modelDir);
+  const located = await locateModel(modelDir, { showProgress: engineConfig.showProgress ?? true });
+  const architecture = readModelArchitecture(located.dir);
   const modelConfig = architecture.config;
   const discovered = await discoverServer(baseUrl, apiKey);
   const header = {
