@@ -86,8 +86,9 @@ export async function downloadSnapshot(ref: RepoRevision, options: HubOptions): 
  * (appended to where an earlier download stopped), then a relative link from the snapshot.
  */
 async function storeFile(folder: string, snapshot: string, entry: ListFileEntry, source: Blob, progress: DownloadProgress): Promise<void> {
-  // huggingface_hub names a blob by its ETag: the LFS object's sha256, else the git blob id.
-  const blob = join(folder, 'blobs', entry.lfs?.oid ?? entry.oid ?? entry.path);
+  // huggingface_hub names a blob by its ETag: the LFS object's sha256, else the git blob id (which
+  // the tree of a model repository always gives).
+  const blob = join(folder, 'blobs', entry.lfs?.oid ?? entry.oid!);
   if (!existsSync(blob)) {
     mkdirSync(dirname(blob), { recursive: true });
     const partial = `${blob}.incomplete`;
@@ -140,7 +141,8 @@ async function asKeelError<T>(ref: RepoRevision, options: HubOptions, call: () =
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       throw new KeelError(
         'unavailable',
-        `cannot download ${ref.repo} from ${hub} (${cause?.code ?? cause?.message ?? said}): check the network, or set HF_HUB_OFFLINE=1 to use only the Hugging Face cache`,
+        `no directory ${ref.repo} here, and ${hub} cannot be reached to download it (${cause?.code ?? cause?.message ?? said}): ` +
+          'check the network, or set HF_HUB_OFFLINE=1 to use only the Hugging Face cache',
       );
     }
     throw new KeelError('unavailable', `${hub} answered ${status} for ${ref.repo}: ${said}`);
