@@ -79,7 +79,8 @@ test('invalid engine options name the flag, before any weights load', () => {
   assertCleanError(keel([...PROMPT, '--max-model-len', '99999']), /^keel: --max-model-len 99999 exceeds the model's context length/m);
 });
 
-test('an unknown flag or command is met with the nearest one', () => {
+test('an unknown flag or command is met with the nearest one, and exits 2 as usage errors do', () => {
+  assert.equal(keel([...PROMPT, '--top_p', '0.5']).status, 2);
   assertCleanError(keel([...PROMPT, '--top_p', '0.5']), /^keel: unknown option --top_p \(did you mean --top-p\?\): see keel generate --help$/m);
   assertCleanError(keel([...PROMPT, '--temp', '0']), /did you mean --temperature\?/);
   const command = spawnSync(BIN, ['genrate'], { encoding: 'utf8' });

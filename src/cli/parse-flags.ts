@@ -1,5 +1,4 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { invalidArgument } from '../errors.ts';
 
 /**
  * node's parseArgs for the command `command` (e.g. "keel generate"), strict: an unknown flag is an
@@ -12,7 +11,9 @@ export function parseFlags<T extends Omit<ParseArgsConfig, 'strict'>>(command: s
     const unknown = /^Unknown option '([^']+)'/.exec((error as Error).message)?.[1];
     if (unknown === undefined) throw error;
     const flags = Object.keys(config.options ?? {}).map((name) => `--${name}`);
-    throw invalidArgument(`unknown option ${unknown}${didYouMean(unknown, flags)}: see ${command} --help`);
+    // Still parseArgs' error (its code makes main.ts exit 2, as for any usage error), in fewer words.
+    (error as Error).message = `unknown option ${unknown}${didYouMean(unknown, flags)}: see ${command} --help`;
+    throw error;
   }
 }
 
