@@ -5,7 +5,10 @@ import type { BackendChoice } from './backend/select-backend.ts';
  * map onto these fields one-to-one (`--max-num-seqs` -> maxNumSeqs).
  */
 export interface EngineConfig {
-  /** Model directory in Hugging Face layout. Defaults to the embedded model. */
+  /**
+   * A model directory in Hugging Face layout, or a Hugging Face repo id ORG/NAME[@REVISION] (found
+   * in the Hugging Face cache, or downloaded into it). Defaults to the embedded model.
+   */
   model: string;
   /** `auto` picks CUDA when a GPU and its libraries are found, else the CPU backend. */
   backend: BackendChoice;

@@ -64,11 +64,29 @@ test('a prompt longer than the context is refused with both lengths', () => {
   assertCleanError(keel(['--model', join(FIXTURES_DIR, 'llama-gqa'), '--prompt-ids', ids]), /maximum context length is 128 tokens/);
 });
 
-test('invalid sampling parameters name the parameter', () => {
-  const model = ['--model', join(FIXTURES_DIR, 'llama-gqa')];
-  assertCleanError(keel([...model, ...PROMPT, '--top-p', '1.5']), /topP/);
-  assertCleanError(keel([...model, ...PROMPT, '--temperature=-1']), /temperature/);
-  assertCleanError(keel([...model, ...PROMPT, '--max-tokens', 'lots']), /--max-tokens/);
+test('invalid sampling parameters name the flag, before any model loads', () => {
+  // A model that does not exist: the flag's error comes first.
+  const model = ['--model', '/nonexistent/model'];
+  assertCleanError(keel([...model, ...PROMPT, '--top-p', '1.5']), /^keel: --top-p must be a number in \(0, 1\] \(got 1\.5\)$/m);
+  assertCleanError(keel([...model, ...PROMPT, '--temperature=-1']), /^keel: --temperature must be/m);
+  assertCleanError(keel([...model, ...PROMPT, '--n', '0']), /^keel: --n must be/m);
+  assertCleanError(keel([...model, ...PROMPT, '--max-tokens', 'lots']), /--max-tokens expects an integer|--max-tokens expects a number/);
+});
+
+test('invalid engine options name the flag, before any weights load', () => {
+  assertCleanError(keel([...PROMPT, '--block-size', '0']), /^keel: --block-size must be a positive integer/m);
+  assertCleanError(keel([...PROMPT, '--gpu-memory-utilization', '2']), /^keel: --gpu-memory-utilization must be in/m);
+  assertCleanError(keel([...PROMPT, '--max-model-len', '99999']), /^keel: --max-model-len 99999 exceeds the model's context length/m);
+});
+
+test('an unknown flag or command is met with the nearest one, and exits 2 as usage errors do', () => {
+  assert.equal(keel([...PROMPT, '--top_p', '0.5']).status, 2);
+  assertCleanError(keel([...PROMPT, '--top_p', '0.5']), /^keel: unknown option --top_p \(did you mean --top-p\?\): see keel generate --help$/m);
+  assertCleanError(keel([...PROMPT, '--temp', '0']), /did you mean --temperature\?/);
+  const command = spawnSync(BIN, ['genrate'], { encoding: 'utf8' });
+  assertCleanError({ status: command.status, stderr: command.stderr }, /unknown command "genrate" \(did you mean generate\?\)/);
+  const suite = spawnSync(BIN, ['bench', 'latncy'], { encoding: 'utf8' });
+  assertCleanError({ status: suite.status, stderr: suite.stderr }, /unknown benchmark "latncy" \(did you mean latency\?\)/);
 });
 
 test('a missing model directory is named', (t) => {

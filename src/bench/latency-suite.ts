@@ -29,7 +29,16 @@ export interface BatchTiming {
  * sequence of the batch has its first token (the batch's prefill); TPOT the mean time per token
  * after it, (e2e - TTFT) / (outputLen - 1): one decode step of the whole batch.
  */
-export async function runLatencySuite(llm: LLM, options: LatencyOptions, roofline: RooflineInputs, onBatch?: (row: LatencyBatch) => void): Promise<LatencyBatch[]> {
+export interface LatencyHooks {
+  /** A batch size's runs (warm-up and measured) start. */
+  onBatchStart?(batchSize: number, runs: number): void;
+  /** One run of the batch is done. */
+  onRun?(): void;
+  /** A batch size's figures. */
+  onBatch?(row: LatencyBatch): void;
+}
+
+export async function runLatencySuite(llm: LLM, options: LatencyOptions, roofline: RooflineInputs, hooks: LatencyHooks = {}): Promise<LatencyBatch[]> {
   checkOptions(llm, options);
   const rows: LatencyBatch[] = [];
   let seed = options.seed;
@@ -42,13 +51,20 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
         vocabSize: llm.modelConfig.vocabSize,
         seed: seed++,
       }).map((r) => r.promptTokenIds);
-    for (let i = 0; i < options.numItersWarmup; i++) await timeBatch(llm, promptsForIteration(), options.outputLen);
+    hooks.onBatchStart?.(batchSize, options.numItersWarmup + options.numIters);
+    for (let i = 0; i < options.numItersWarmup; i++) {
+      await timeBatch(llm, promptsForIteration(), options.outputLen);
+      hooks.onRun?.();
+    }
     const preemptionsBefore = llm.stats().numPreemptionsTotal;
     const timings: BatchTiming[] = [];
-    for (let i = 0; i < options.numIters; i++) timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen));
+    for (let i = 0; i < options.numIters; i++) {
+      timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen));
+      hooks.onRun?.();
+    }
     const row = latencyRow(batchSize, options, timings, roofline, llm.stats().numPreemptionsTotal - preemptionsBefore);
     rows.push(row);
-    onBatch?.(row);
+    hooks.onBatch?.(row);
   }
   return rows;
 }

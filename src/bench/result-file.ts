@@ -1,17 +1,19 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
 import { invalidArgument } from '../errors.ts';
 import { BenchResultSchema, type BenchResult } from './result-schema.ts';
 
-/** bench/results/ in Keel's checkout: where results go when no --output is given. */
-export const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+/**
+ * Where results go when no --output is given: bench-results/ in the current directory, wherever
+ * Keel is installed (the results this project publishes are kept in its checkout's bench/results/).
+ */
+export const DEFAULT_RESULTS_DIR = 'bench-results';
 
 /** e.g. latency-keel-tiny-cpu-2026-11-23T10-00-00Z.json: suite, model, device kind, time. */
 function defaultResultPath(result: BenchResult): string {
   const stamp = result.date.replace(/\.\d+/, '').replaceAll(':', '-');
   const parts = [result.suite, result.engine === 'keel' ? null : result.engine, result.model?.name ?? 'server', result.device.backend ?? 'unknown', stamp];
-  return join(RESULTS_DIR, `${parts.filter((p) => p !== null).join('-')}.json`);
+  return join(resolve(DEFAULT_RESULTS_DIR), `${parts.filter((p) => p !== null).join('-')}.json`);
 }
 
 /** Checks the result against the schema (a bug here must not write a file the plots reject), then writes it. */

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchResult, Device } from './result-schema.ts';
 
@@ -31,8 +32,12 @@ function sourceRevision(): Pick<RunEnvironment, 'git_commit' | 'git_dirty'> {
   return { git_commit: head, git_dirty: head === null || changes === null ? null : changes !== '' };
 }
 
-/** A git query in Keel's own checkout; null where there is no git or no repository (an unpacked copy). */
+/**
+ * A git query in Keel's own checkout; null where there is no git or no repository (an unpacked
+ * copy, the installed package: git would answer for whatever repository holds node_modules).
+ */
 function git(args: string[]): string | null {
+  if (!existsSync(join(REPO_ROOT, '.git'))) return null;
   try {
     return execFileSync('git', args, { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
   } catch {

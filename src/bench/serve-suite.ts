@@ -13,6 +13,8 @@ export interface ServeOptions {
   /** Most requests in flight at once; null for no limit. */
   maxConcurrency: number | null;
   seed: number;
+  /** Called as each request completes. */
+  onRequestDone?(): void;
 }
 
 /** Output tokens of the warm-up request: enough to see whether tokens arrive one chunk each. */
@@ -33,7 +35,13 @@ export async function runServeSuite(target: CompletionTarget, options: ServeOpti
   for (const [i, request] of options.requests.entries()) {
     const wait = start + arrivals[i] - performance.now();
     if (wait > 0) await sleep(wait);
-    inFlight.push(slots.run(() => timedCompletion(target, request, perTokenLogprobs)));
+    inFlight.push(
+      slots.run(async () => {
+        const timing = await timedCompletion(target, request, perTokenLogprobs);
+        options.onRequestDone?.();
+        return timing;
+      }),
+    );
   }
   const timings = await Promise.all(inFlight);
   return serveMetrics(timings, (performance.now() - start) / 1000, tokenTiming);

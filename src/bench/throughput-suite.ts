@@ -15,10 +15,17 @@ export async function runThroughputSuite(
   requests: BenchRequest[],
   sampling: Partial<SamplingParams>,
   device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
+  onRequestDone: () => void = () => undefined,
 ): Promise<ThroughputResults> {
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
-  const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true })));
+  const outputs = await Promise.all(
+    requests.map(async (r) => {
+      const output = await llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true });
+      onRequestDone();
+      return output;
+    }),
+  );
   const elapsedS = (performance.now() - start) / 1000;
   const inputTokens = requests.reduce((n, r) => n + r.promptTokenIds.length, 0);
   const outputTokens = outputs.reduce((n, [o]) => n + o.outputs[0].tokenIds.length, 0);

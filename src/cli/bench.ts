@@ -1,9 +1,10 @@
 import { KeelError } from '../errors.ts';
+import { didYouMean } from './parse-flags.ts';
 
 export const BENCH_HELP = `Usage: keel bench <suite> [options]
 
 The benchmarks the field runs, with vLLM's methodology and metric names; each writes a JSON
-result (device, git commit, date, full config, every figure) to bench/results/ or --output.
+result (device, git commit, date, full config, every figure) to ./bench-results/ or --output.
 
 Suites:
   latency      batch latency: TTFT, TPOT, end-to-end, tokens/s and memory-roofline fraction per batch size
@@ -53,6 +54,6 @@ export async function benchCommand(argv: string[]): Promise<void> {
     return;
   }
   const load = SUITES[name];
-  if (!load) throw new KeelError('invalid_argument', `unknown benchmark "${name}" (suites: ${Object.keys(SUITES).join(', ')})`);
+  if (!load) throw new KeelError('invalid_argument', `unknown benchmark "${name}"${didYouMean(name, Object.keys(SUITES))} (suites: ${Object.keys(SUITES).join(', ')})`);
   await (await load()).run(rest);
 }

@@ -1,6 +1,6 @@
-import { parseArgs } from 'node:util';
 import os from 'node:os';
 import { doctorReport } from '../backend/cuda/availability.ts';
+import { parseFlags } from './parse-flags.ts';
 
 export const DOCTOR_HELP = `Usage: keel doctor [--json]
 
@@ -8,7 +8,7 @@ Reports what Keel can run on: the GPU, driver, compute capability, free memory, 
 libraries were found (and where), and the backend \`--backend auto\` will pick.`;
 
 export async function doctorCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseFlags('keel doctor', { args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     console.log(DOCTOR_HELP);
     return;
@@ -21,7 +21,7 @@ export async function doctorCommand(argv: string[]): Promise<void> {
     cuda,
   };
   if (values.json) {
-    console.log(JSON.stringify(report, null, 2));
+    console.log(JSON.stringify(snakeCaseKeys(report), null, 2));
     return;
   }
   const line = (label: string, value: unknown) => console.log(`${label.padEnd(22)}${value ?? 'not found'}`);
@@ -39,6 +39,13 @@ export async function doctorCommand(argv: string[]): Promise<void> {
   line('NVRTC version', cuda.nvrtcVersion);
   for (const [name, path] of Object.entries(cuda.libraries)) line(`lib ${name}`, path);
   line('kernel cache', cuda.kernelCacheDir);
+}
+
+/** The report with its keys spelled as Keel's HTTP API and other JSON outputs spell theirs. */
+function snakeCaseKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(snakeCaseKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).map(([key, v]) => [key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeCaseKeys(v)]));
 }
 
 function gib(bytes: number): string {

@@ -23,7 +23,9 @@ export const ENGINE_FLAGS = {
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
-  --model DIR                    Hugging Face model directory (default: the embedded keel-tiny)
+  --model DIR|ORG/NAME[@REV]     a Hugging Face model directory, or a repo id: found in the Hugging
+                                 Face cache (HF_HUB_CACHE, HF_HOME), else downloaded into it
+                                 (HF_TOKEN; HF_HUB_OFFLINE=1: the cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
@@ -60,6 +62,25 @@ export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineC
     showProgress: values['no-progress'] ? false : undefined,
   };
 }
+
+/** The EngineConfig field each flag sets, for errors the engine raises in its own field names. */
+export const ENGINE_FIELD_OF_FLAG = {
+  model: 'model',
+  backend: 'backend',
+  'load-format': 'loadFormat',
+  'block-size': 'blockSize',
+  'num-kv-blocks': 'numKvBlocks',
+  'gpu-memory-utilization': 'gpuMemoryUtilization',
+  'cpu-kv-cache-bytes': 'cpuKvCacheBytes',
+  'max-model-len': 'maxModelLen',
+  'max-num-seqs': 'maxNumSeqs',
+  'max-num-batched-tokens': 'maxNumBatchedTokens',
+  'no-prefix-caching': 'enablePrefixCaching',
+  'enforce-eager': 'enforceEager',
+  'no-async-scheduling': 'asyncScheduling',
+  seed: 'seed',
+  'no-progress': 'showProgress',
+} as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;

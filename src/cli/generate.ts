@@ -1,9 +1,11 @@
-import { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
 import { LLM, type Prompt } from '../engine/llm.ts';
 import type { RequestOutput } from '../engine/outputs.ts';
+import { completionLogprobs } from '../server/openai-logprobs.ts';
+import { requireTokenizer } from './require-tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from './engine-flags.ts';
 import { SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, idList, samplingParamsFromFlags } from './sampling-flags.ts';
+import { parseFlags } from './parse-flags.ts';
 
 export const GENERATE_HELP = `Usage: keel generate [options] (--prompt TEXT | --prompt-ids 1,2,3)...
 
@@ -11,14 +13,15 @@ Generates completions for every prompt, all in one batch.
 
   --prompt TEXT                  a text prompt (repeatable)
   --prompt-ids 1,2,3             a prompt given as token ids (repeatable)
-  --json                         one JSON line per prompt, in order: {"token_ids": [...], "text": ..., ...}
+  --json                         one JSON line per prompt, in order, keyed as the HTTP API's completions:
+                                 {"text": ..., "token_ids": [...], "finish_reason": ..., "logprobs": {"tokens": ...}}
 
 ${SAMPLING_FLAGS_HELP}
 
 ${ENGINE_FLAGS_HELP}`;
 
 export async function generateCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel generate', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -28,7 +31,6 @@ export async function generateCommand(argv: string[]): Promise<void> {
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(GENERATE_HELP);
@@ -47,6 +49,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const params = samplingParamsFromFlags(values);
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
+    if (prompts.some((p) => typeof p === 'string')) requireTokenizer(llm, 'a text --prompt cannot be tokenized', 'give token ids with --prompt-ids');
     if (values.json) {
       const outputs = await llm.generate(prompts, params);
       for (const output of outputs) console.log(JSON.stringify(toJsonLine(output)));
@@ -79,7 +82,7 @@ function toJsonLine(output: RequestOutput) {
     text: c.text,
     finish_reason: c.finishReason,
     stop_reason: c.stopReason,
-    ...(c.logprobs ? { logprobs: c.logprobs } : {}),
+    ...(c.logprobs ? { logprobs: completionLogprobs(c.logprobs, 0).logprobs } : {}),
   });
   const [first, ...rest] = output.outputs;
   return {

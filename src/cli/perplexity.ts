@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { LLM } from '../engine/llm.ts';
 import { invalidArgument } from '../errors.ts';
 import { perplexity } from '../eval/perplexity.ts';
+import { requireTokenizer } from './require-tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from './engine-flags.ts';
+import { parseFlags } from './parse-flags.ts';
 
 /** The default window, when the model's context allows it. */
 const DEFAULT_CONTEXT_LENGTH = 1024;
@@ -22,7 +23,7 @@ the end of the window before it, with as much context as the window gives.
 ${ENGINE_FLAGS_HELP}`;
 
 export async function perplexityCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel perplexity', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -32,7 +33,6 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(PERPLEXITY_HELP);
@@ -44,6 +44,7 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
   const requestedStride = integerFlag('--stride', values.stride);
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
+    requireTokenizer(llm, 'the --file text cannot be tokenized');
     // A window is a prompt with one token to generate after it.
     const contextLength = requestedContext ?? Math.min(DEFAULT_CONTEXT_LENGTH, llm.maxModelLen - 1);
     if (contextLength > llm.maxModelLen - 1) {

@@ -1,6 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { invalidArgument } from '../errors.ts';
+import { resolveSamplingParams } from '../sampling/validate.ts';
 import { integerFlag, numberFlag } from './engine-flags.ts';
 
 export const SAMPLING_FLAGS = {
@@ -40,24 +41,44 @@ type SamplingFlagValues = {
       : string;
 };
 
+/** The SamplingParams field each flag sets. */
+export const SAMPLING_FIELD_OF_FLAG = {
+  'max-tokens': 'maxTokens',
+  temperature: 'temperature',
+  'top-p': 'topP',
+  'top-k': 'topK',
+  'min-p': 'minP',
+  'repetition-penalty': 'repetitionPenalty',
+  'presence-penalty': 'presencePenalty',
+  'frequency-penalty': 'frequencyPenalty',
+  'request-seed': 'seed',
+  n: 'n',
+  stop: 'stop',
+  'stop-token-ids': 'stopTokenIds',
+  'ignore-eos': 'ignoreEos',
+  logprobs: 'logprobs',
+} as const satisfies Record<keyof typeof SAMPLING_FLAGS, keyof SamplingParams>;
+
+const INTEGER_FLAGS = new Set(['max-tokens', 'top-k', 'request-seed', 'n', 'logprobs']);
+
+/**
+ * The sampling parameters the flags give, validated as the engine will (the ranges of
+ * resolveSamplingParams) before any model loads; main.ts words the errors with the flags' names.
+ */
 export function samplingParamsFromFlags(values: SamplingFlagValues): Partial<SamplingParams> {
-  const params: Partial<SamplingParams> = {
-    maxTokens: integerFlag('--max-tokens', values['max-tokens']),
-    temperature: numberFlag('--temperature', values.temperature),
-    topP: numberFlag('--top-p', values['top-p']),
-    topK: integerFlag('--top-k', values['top-k']),
-    minP: numberFlag('--min-p', values['min-p']),
-    repetitionPenalty: numberFlag('--repetition-penalty', values['repetition-penalty']),
-    presencePenalty: numberFlag('--presence-penalty', values['presence-penalty']),
-    frequencyPenalty: numberFlag('--frequency-penalty', values['frequency-penalty']),
-    seed: integerFlag('--request-seed', values['request-seed']),
-    n: integerFlag('--n', values.n),
-    stop: values.stop,
-    stopTokenIds: values['stop-token-ids'] === undefined ? undefined : idList('--stop-token-ids', values['stop-token-ids']),
-    ignoreEos: values['ignore-eos'],
-    logprobs: integerFlag('--logprobs', values.logprobs),
-  };
-  return Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined)) as Partial<SamplingParams>;
+  const params: Record<string, unknown> = {};
+  for (const [flag, field] of Object.entries(SAMPLING_FIELD_OF_FLAG) as [keyof typeof SAMPLING_FIELD_OF_FLAG, keyof SamplingParams][]) {
+    const raw = values[flag];
+    if (raw === undefined) continue;
+    const name = `--${flag}`;
+    let value: unknown;
+    if (typeof raw !== 'string') value = raw;
+    else if (flag === 'stop-token-ids') value = idList(name, raw);
+    else value = INTEGER_FLAGS.has(flag) ? integerFlag(name, raw) : numberFlag(name, raw);
+    resolveSamplingParams({ [field]: value });
+    params[field] = value;
+  }
+  return params as Partial<SamplingParams>;
 }
 
 /** "1,2,3" -> [1, 2, 3]; a bad entry names the flag and the entry. */

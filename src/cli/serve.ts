@@ -1,10 +1,11 @@
 import { constants } from 'node:os';
-import { parseArgs } from 'node:util';
+import type { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
 import { EngineClient } from '../server/engine-host/engine-client.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
 import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
+import { parseFlags } from './parse-flags.ts';
 
 const D = DEFAULT_SERVER_OPTIONS;
 const seconds = (ms: number) => ms / 1000;
@@ -22,7 +23,8 @@ signal exits at once.
   --host HOST                    address to bind (default ${D.host}; 0.0.0.0 for every interface)
   --port N                       port (default ${D.port}; 0 picks a free one)
   --api-key KEY                  require "Authorization: Bearer KEY" on the API (default: env KEEL_API_KEY)
-  --served-model-name NAME       the model name clients use (default: the model directory's name)
+  --served-model-name NAME       the model name clients use (default: the repo id as given, or the
+                                 model directory's name)
   --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
                                  and ::1 when bound to loopback, else any)
   --allow-special-tokens         special-token strings in chat messages are control tokens (default: text)
@@ -79,7 +81,7 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 const SHUTDOWN_WATCHDOG_MS = 15_000;
 
 export async function serveCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: SERVE_FLAGS, strict: true });
+  const { values } = parseFlags('keel serve', { args: argv, options: SERVE_FLAGS });
   if (values.help) {
     console.log(SERVE_HELP);
     return 0;
@@ -136,7 +138,7 @@ function untilShutdown(server: RunningServer, engine: EngineClient, shutdownTime
   });
 }
 
-type ServeFlagValues = ReturnType<typeof parseArgs<{ options: typeof SERVE_FLAGS }>>['values'];
+type ServeFlagValues = ReturnType<typeof parseArgs<{ options: typeof SERVE_FLAGS; strict: true }>>['values'];
 
 function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'engine' | 'logStream'> {
   const port = integerFlag('--port', values.port) ?? D.port;

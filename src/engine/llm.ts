@@ -52,6 +52,14 @@ export class LLM {
   get config(): EngineConfig {
     return this.loaded.config;
   }
+  /** The directory the model's files were read from (the Hugging Face cache's snapshot for a repo id). */
+  get modelDir(): string {
+    return this.loaded.modelDir;
+  }
+  /** The repo id as given, or the model directory's name. */
+  get modelName(): string {
+    return this.loaded.modelName;
+  }
   get modelConfig(): ModelConfig {
     return this.loaded.modelConfig;
   }

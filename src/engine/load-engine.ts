@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
+import { locateModel } from '../model-source/locate-model.ts';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
@@ -42,13 +42,16 @@ export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfi
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
   }
-  if (!existsSync(config.model)) throw new KeelError('invalid_model', `model directory not found: ${config.model}`);
   return config;
 }
 
 /** A model ready to run on a backend: everything but the KV pool and the scheduler. */
 export interface LoadedModel {
   config: EngineConfig;
+  /** Where the model's files were read from: config.model, or the Hugging Face cache's snapshot of the repo id it names. */
+  modelDir: string;
+  /** The repo id as given, or the model directory's name. */
+  modelName: string;
   modelConfig: ModelConfig;
   tokenizer: Tokenizer | null;
   eosTokenIds: number[];
@@ -60,10 +63,11 @@ export interface LoadedModel {
 
 export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
-  const architecture = readModelArchitecture(config.model);
+  const { dir: modelDir, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
+  const architecture = readModelArchitecture(modelDir);
   const modelConfig = architecture.config;
-  const generation = readGenerationConfig(config.model, modelConfig);
-  const tokenizer = loadTokenizerIfPresent(config.model);
+  const generation = readGenerationConfig(modelDir, modelConfig);
+  const tokenizer = loadTokenizerIfPresent(modelDir);
   const contextLength = modelConfig.contextLength;
   if (config.maxModelLen !== null && config.maxModelLen > contextLength) {
     throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's context length (${contextLength})`);
@@ -73,9 +77,11 @@ export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedM
   const backend = await selectBackend(config.backend);
   try {
     if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed);
-    else loadWeightsWithProgress(model, openCheckpoint(config.model), backend, { showProgress: config.showProgress });
+    else loadWeightsWithProgress(model, openCheckpoint(modelDir), backend, { showProgress: config.showProgress });
     return {
       config,
+      modelDir,
+      modelName,
       modelConfig,
       tokenizer,
       eosTokenIds: generation.eosTokenIds,

@@ -50,25 +50,34 @@ export function commonSamplingFields(body: CommonSamplingBody): RequestField[] {
 }
 
 /**
- * `max_tokens` as given, else all the room the context leaves after the prompt (as vLLM does).
+ * `max_tokens` as given, else the endpoint's default (`fallback`) within the room the context
+ * leaves after the prompt, or all that room when the endpoint has none (chat, as vLLM does).
  * A prompt that leaves no room is the prompt's fault (`promptParam` names its field); a
  * max_tokens beyond the room is max_tokens' fault.
  */
-export function maxTokensField(name: string, value: number | null | undefined, promptLength: number, maxModelLen: number, promptParam: string): RequestField {
+export function maxTokensField(
+  name: string,
+  value: number | null | undefined,
+  fallback: number | null,
+  promptLength: number,
+  maxModelLen: number,
+  promptParam: string,
+): RequestField {
   const room = maxModelLen - promptLength;
   const overflow = (message: string, param: string) => new ApiError(400, `this model's maximum context length is ${maxModelLen} tokens, ${message}`, { param, code: 'context_length_exceeded' });
   if (room < 1) throw overflow(`but the prompt has ${promptLength} tokens, which leaves no room for the completion`, promptParam);
-  if (value === null || value === undefined) return { name, field: 'maxTokens', value: room };
+  if (value === null || value === undefined) return { name, field: 'maxTokens', value: Math.min(fallback ?? room, room) };
   if (value > room) throw overflow(`and the prompt has ${promptLength}, which leaves room for ${room}, but ${name} is ${value}`, name);
   return { name, field: 'maxTokens', value };
 }
 
 /**
- * `max_tokens` for validating a request before its prompt is tokenized: as given, else the most
- * any prompt could leave. The prompt's own limit (maxTokensField) is applied once it is known.
+ * `max_tokens` for validating a request before its prompt is tokenized: as given, else the
+ * endpoint's default, else the most any prompt could leave. The prompt's own limit
+ * (maxTokensField) is applied once it is known.
  */
-export function maxTokensBound(name: string, value: number | null | undefined, maxModelLen: number): RequestField {
-  return { name, field: 'maxTokens', value: value ?? maxModelLen };
+export function maxTokensBound(name: string, value: number | null | undefined, fallback: number | null, maxModelLen: number): RequestField {
+  return { name, field: 'maxTokens', value: value ?? fallback ?? maxModelLen };
 }
 
 /**

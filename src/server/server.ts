@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import { basename } from 'node:path';
 import type { Writable } from 'node:stream';
 import { KeelError } from '../errors.ts';
 import { Admission } from './admission.ts';
@@ -112,7 +111,7 @@ const CUT_GRACE_MS = 1000;
 export async function startServer(options: Partial<ServerOptions> & { engine: EngineClient }): Promise<RunningServer> {
   const config: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...options };
   const { engine } = config;
-  const servedModelName = config.servedModelName ?? basename(engine.info.model);
+  const servedModelName = config.servedModelName ?? engine.info.model;
   const logger = new JsonLogger(config.logLevel, config.logStream);
   const limits = {
     maxN: config.maxN,
@@ -123,7 +122,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   };
   const preprocess = await PreprocessPool.start(
     {
-      tokenizerDir: engine.info.hasTokenizer ? engine.info.model : null,
+      tokenizerDir: engine.info.hasTokenizer ? engine.info.modelDir : null,
       servedModelName,
       maxModelLen: engine.info.maxModelLen,
       vocabSize: engine.info.vocabSize,

@@ -1,9 +1,18 @@
+import { extname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 const BOOT = new URL('./ts-worker-boot.mjs', import.meta.url);
 
 /**
- * A worker thread running the TypeScript module at `entry` (a file URL), which reads its own
+ * The module `name` beside the module at `base` (its import.meta.url), with base's own extension:
+ * `.ts` when Keel runs from its sources, `.js` from the published build.
+ */
+export function siblingModule(name: string, base: string): URL {
+  return new URL(`${name}${extname(new URL(base).pathname)}`, base);
+}
+
+/**
+ * A worker thread running the module at `entry` (a file URL, TypeScript or JavaScript), which reads its own
  * settings from `workerData.settings`. The parent's Node flags are not passed on: the thread gets
  * only what the boot module sets up.
  */

@@ -16,11 +16,10 @@ export type SpecialTokenStrings = Partial<Record<'bos_token' | 'eos_token' | 'un
  * helpers templates rely on (`raise_exception`, `strftime_now`, `tojson`...).
  */
 export class ChatTemplate {
-  readonly origin: string;
   private readonly template: Template;
 
+  /** `origin` names the file the template came from in a load-time error. */
   constructor(text: string, origin: string) {
-    this.origin = origin;
     try {
       this.template = new Template(text);
     } catch (error) {
@@ -32,8 +31,9 @@ export class ChatTemplate {
     try {
       return this.template.render({ ...options.specialTokens, messages, add_generation_prompt: options.addGenerationPrompt });
     } catch (error) {
-      // Templates reject conversations they cannot format (roles out of order, unknown roles) via raise_exception.
-      throw invalidArgument(`the model's chat template (${this.origin}) rejected the messages: ${(error as Error).message}`);
+      // Templates reject conversations they cannot format (roles out of order, unknown roles) via
+      // raise_exception. The error reaches API clients: it names no path of the server's.
+      throw invalidArgument(`the model's chat template rejected the messages: ${(error as Error).message}`);
     }
   }
 }

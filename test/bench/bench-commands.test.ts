@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { benchProgress } from '../../src/bench/progress.ts';
 import { randomRequests } from '../../src/bench/random-dataset.ts';
 import { readResult } from '../../src/bench/result-file.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
@@ -97,7 +99,7 @@ test('bench serve --base-url: against a running server with a tokenizer, at a Po
   const server = await startTinyServer();
   try {
     const output = join(dir, 'serve-url.json');
-    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.model, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
+    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.modelDir, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
     const result = readResult(output);
     if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
     assert.equal(result.engine, 'keel');
@@ -139,4 +141,33 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     assert.notEqual(run.code, 0, args.join(' '));
     assert.match(run.stderr, message, args.join(' '));
   }
+});
+
+test('without --output a result goes to ./bench-results/ of the current directory, not into Keel', async () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'keel-bench-cwd-'));
+  try {
+    const bin = fileURLToPath(new URL('../../bin/keel', import.meta.url));
+    const model = fileURLToPath(new URL('../fixtures/llama-gqa', import.meta.url));
+    const args = ['bench', 'latency', '--model', model, '--backend', 'cpu', '--no-progress', '--batch-size', '1', '--input-len', '4', '--output-len', '2', '--num-iters', '1', '--num-iters-warmup', '0'];
+    await promisify(execFile)(bin, args, { cwd, encoding: 'utf8' });
+    const [file, ...more] = readdirSync(join(cwd, 'bench-results'));
+    assert.deepEqual(more, []);
+    assert.match(file, /^latency-llama-gqa-cpu-.*\.json$/);
+    assert.equal(readResult(join(cwd, 'bench-results', file)).suite, 'latency');
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
+  }
+});
+
+test('a benchmark off a terminal reports its progress in lines', (t) => {
+  const lines: string[] = [];
+  t.mock.method(process.stderr, 'write', (text: string) => lines.push(text));
+  const progress = benchProgress('requests', 3, 'done', true, 0);
+  for (let i = 0; i < 3; i++) progress.tick();
+  progress.stop();
+  t.mock.restoreAll();
+  assert.deepEqual(lines.map((l) => l.replace(/\d+ s\n$/, 'S')), ['requests: 1/3 done, S', 'requests: 2/3 done, S', 'requests: 3/3 done, S']);
+  const silent = benchProgress('requests', 3, 'done', false, 0);
+  silent.tick();
+  assert.equal(lines.length, 3);
 });

@@ -4,10 +4,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { readResult, RESULTS_DIR, writeResult } from '../../src/bench/result-file.ts';
+import { fileURLToPath } from 'node:url';
+import { readResult, writeResult } from '../../src/bench/result-file.ts';
 import { BenchResultSchema, type BenchResult } from '../../src/bench/result-schema.ts';
 import { KeelError } from '../../src/errors.ts';
 
+/** The results this project publishes, in its checkout. */
+const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 const committed = readdirSync(RESULTS_DIR).filter((f) => f.endsWith('.json'));
 
 test('every committed result matches the schema', () => {

@@ -166,7 +166,7 @@ test('GET /metrics exposes engine state, token counters and latency histograms i
 test('/tokenize and /detokenize round-trip; /health answers', async () => {
   const tokenized = (await (await post('/tokenize', { prompt: 'hello world' })).json()) as { tokens: number[]; count: number; max_model_len: number };
   assert.equal(tokenized.count, tokenized.tokens.length);
-  const tokenizer = Tokenizer.fromDir(server.engine.info.model);
+  const tokenizer = Tokenizer.fromDir(server.engine.info.modelDir);
   assert.equal(tokenized.max_model_len, server.engine.info.maxModelLen);
   assert.deepEqual(tokenized.tokens, tokenizer.encode('hello world', { addSpecialTokens: true }));
   const bare = (await (await post('/tokenize', { prompt: 'hello world', add_special_tokens: false })).json()) as { tokens: number[] };
@@ -208,4 +208,16 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
     await engine.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('/v1/completions without max_tokens generates 16 tokens, as OpenAI does, or what room the prompt leaves', async () => {
+  const completionTokens = async (prompt: number[]) => {
+    const response = await post('/v1/completions', { prompt, ignore_eos: true });
+    assert.equal(response.status, 200);
+    return ((await response.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+  };
+  assert.equal(await completionTokens([1, 2, 3]), 16);
+  const models = (await (await fetch(`${server.url}/v1/models`, { headers: AUTH })).json()) as { data: { max_model_len: number }[] };
+  const maxModelLen = models.data[0].max_model_len;
+  assert.equal(await completionTokens(Array.from({ length: maxModelLen - 5 }, (_, i) => 1 + (i % 50))), 5);
 });

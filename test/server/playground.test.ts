@@ -86,3 +86,16 @@ test('a second message continues the conversation; New chat clears it', { skip }
   assert.equal(await page.locator('.message').count(), 0);
   assert.equal(await page.locator('#empty-state').isVisible(), true);
 });
+
+test('max tokens past the context are capped to the room the conversation leaves', { skip }, async () => {
+  const page = await browser.newPage();
+  await page.goto(server.url);
+  await page.fill('#max-tokens', '100000');
+  await page.fill('#prompt', 'hello');
+  await page.press('#prompt', 'Enter');
+  const reply = page.locator('.message.assistant');
+  await reply.locator('xpath=self::*[@data-state="done" or @data-state="error"]').waitFor({ timeout: 10_000 });
+  assert.equal(await reply.getAttribute('data-state'), 'done', (await reply.locator('.meta').textContent()) ?? '');
+  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { max_model_len: number }[] };
+  assert.equal(await page.locator('#max-tokens').getAttribute('max'), String(models.data[0].max_model_len));
+});

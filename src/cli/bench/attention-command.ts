@@ -1,8 +1,8 @@
-import { parseArgs } from 'node:util';
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
@@ -13,12 +13,12 @@ decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 
 (latent 512 + rope 64) with 16 and 128 heads, decode at 4k / 32k / 128k context for batch 1 and 16
 in cached bytes read per second, prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
 device's read and copy bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
-Writes JSON to bench/results/ (or --output).
+Writes JSON to ./bench-results/ (or --output).
 
   --output FILE                  where to write the JSON result`;
 
 export async function attentionCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseFlags('keel bench attention', { args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     console.log(ATTENTION_HELP);
     return;

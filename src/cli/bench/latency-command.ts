@@ -1,12 +1,13 @@
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
 import { latencyLine } from '../../bench/console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
 import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
+import { benchProgress, type Progress } from '../../bench/progress.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 /** vLLM's `bench latency` defaults. */
 const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
@@ -18,7 +19,7 @@ For each batch size, starts that many random token-id prompts together and gener
 unmeasured runs. Reports TTFT (until every sequence has its first token), TPOT (time per output
 token after the first), end-to-end latency, output tokens/s, and the fraction of the memory
 roofline a decode step reached: (weights + KV read per step) / step time / memory bandwidth.
-Writes JSON to bench/results/ (or --output).
+Writes JSON to ./bench-results/ (or --output).
 
   --batch-size 1,2,4             batch sizes to measure (default ${DEFAULTS.batchSize})
   --input-len N                  prompt tokens (default ${DEFAULTS.inputLen})
@@ -32,7 +33,7 @@ Writes JSON to bench/results/ (or --output).
 ${ENGINE_FLAGS_HELP}`;
 
 export async function latencyCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench latency', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -45,7 +46,6 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(LATENCY_HELP);
@@ -70,8 +70,19 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const rows = await runLatencySuite(llm, options, { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes }, (row) =>
-      console.log(latencyLine(row)),
+    let progress: Progress | null = null;
+    const rows = await runLatencySuite(
+      llm,
+      options,
+      { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes },
+      {
+        onBatchStart: (batchSize, runs) => (progress = benchProgress(`batch ${batchSize}`, runs, 'runs', llm.config.showProgress)),
+        onRun: () => progress?.tick(),
+        onBatch: (row) => {
+          progress?.stop();
+          console.log(latencyLine(row));
+        },
+      },
     );
     const path = writeResult(
       {

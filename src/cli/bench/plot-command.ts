@@ -1,9 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseArgs } from 'node:util';
 import { invalidArgument } from '../../errors.ts';
 import { plotSpec } from '../../bench/plot-specs.ts';
 import { readResult } from '../../bench/result-file.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 export const PLOT_HELP = `Usage: keel bench plot RESULT.json... --output FILE.svg
 
@@ -16,11 +16,10 @@ Results of Keel and of its peers (tools/peers) plot together; failed runs are le
   --output FILE                  the SVG to write (required)`;
 
 export async function plotCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags('keel bench plot', {
     args: argv,
     options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: true,
-    strict: true,
   });
   if (values.help) {
     console.log(PLOT_HELP);

@@ -1,9 +1,9 @@
 import { basename } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag } from '../engine-flags.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
 import { invalidArgument } from '../../errors.ts';
+import { locateModel } from '../../model-source/locate-model.ts';
 import { createModel, readModelArchitecture } from '../../models/registry.ts';
 import { serveReport } from '../../bench/console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../../bench/keel-run.ts';
@@ -12,9 +12,11 @@ import { RESULT_SCHEMA_VERSION, type BenchResult } from '../../bench/result-sche
 import { parameterCount } from '../../bench/roofline.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
 import { runServeSuite } from '../../bench/serve-suite.ts';
+import { benchProgress } from '../../bench/progress.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
 import type { Workload } from '../../bench/random-dataset.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, requestRateFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 const DEFAULT_BASE_URL = 'http://127.0.0.1:8000';
 
@@ -24,7 +26,7 @@ Online serving, as \`vllm bench serve\` measures it: streamed /v1/completions re
 token-id prompts (greedy, EOS ignored) arrive as a Poisson process of --request-rate per second
 (inf: all at once), at most --max-concurrency in flight. Reports per-request TTFT, TPOT, ITL and
 end-to-end latency (mean, median, p90, p99), request and token throughput, duration, completed
-and failed requests. Writes JSON to bench/results/ (or --output).
+and failed requests. Writes JSON to ./bench-results/ (or --output).
 
   --base-url URL                 a running keel serve, on this machine (default ${DEFAULT_BASE_URL})
   --launch                       start a server in this process instead, with the engine options
@@ -36,12 +38,13 @@ and failed requests. Writes JSON to bench/results/ (or --output).
 ${DATASET_FLAGS_HELP}
 
 Without --launch, --model names the served model's directory (for its vocabulary size; default
-the embedded keel-tiny) and --seed the dataset's seed; the other engine options need --launch.
+the embedded keel-tiny), --seed the dataset's seed and --no-progress hides the progress; the
+other engine options need --launch.
 
 ${ENGINE_FLAGS_HELP}`;
 
 export async function serveBenchCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench serve', {
     args: argv,
     options: {
       ...ENGINE_FLAGS,
@@ -54,14 +57,13 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
-    strict: true,
   });
   if (values.help) {
     console.log(SERVE_BENCH_HELP);
     return;
   }
   if (values.launch && values['base-url'] !== undefined) throw invalidArgument('give --base-url or --launch, not both');
-  const engineOnly = Object.keys(ENGINE_FLAGS).filter((k) => k !== 'model' && k !== 'seed' && values[k as keyof typeof ENGINE_FLAGS] !== undefined);
+  const engineOnly = Object.keys(ENGINE_FLAGS).filter((k) => !['model', 'seed', 'no-progress'].includes(k) && values[k as keyof typeof ENGINE_FLAGS] !== undefined);
   if (!values.launch && engineOnly.length > 0) throw invalidArgument(`--${engineOnly.join(', --')} configure a launched engine: add --launch`);
   const requestRate = requestRateFlag(values['request-rate']);
   const maxConcurrency = integerFlag('--max-concurrency', values['max-concurrency']) ?? null;
@@ -93,7 +95,8 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   }
   const baseUrl = loopbackBaseUrl(values['base-url'] ?? DEFAULT_BASE_URL);
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
-  const architecture = readModelArchitecture(modelDir);
+  const located = await locateModel(modelDir, { showProgress: engineConfig.showProgress ?? true });
+  const architecture = readModelArchitecture(located.dir);
   const modelConfig = architecture.config;
   const discovered = await discoverServer(baseUrl, apiKey);
   const header = {
@@ -115,7 +118,9 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     const requests = workloadRequests(workload, vocabSize, seed);
     const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
     console.log(`keel bench serve: ${requests.length} requests to ${server.target.baseUrl} (model ${server.target.model}) at ${rate}${maxConcurrency ? `, at most ${maxConcurrency} at once` : ''}`);
-    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed });
+    const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
+    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
+    progress.stop();
     console.log(serveReport(results));
     const path = writeResult(
       {

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../engine-flags.ts';
 import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../sampling-flags.ts';
 import { throughputReport } from '../../bench/console-report.ts';
@@ -8,7 +7,9 @@ import { writeResult } from '../../bench/result-file.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
+import { benchProgress } from '../../bench/progress.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { parseFlags } from '../parse-flags.ts';
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */
 const RANDOM_TEMPERATURE = 1;
@@ -36,7 +37,7 @@ the engine batches them continuously; reports requests/s and input, output and t
 over the wall time, and the fraction of the device's bound: the workload's model FLOPs at the
 backend's measured matmul rate, or the weights its longest output's decode steps must read at the
 measured memory bandwidth, whichever takes longer. Random workloads sample at temperature ${RANDOM_TEMPERATURE}, as vLLM's do. Writes JSON
-to bench/results/ (or --output).
+to ./bench-results/ (or --output).
 
   --workload nano-vllm           nano-vllm's bench.py: ${NANO_VLLM_WORKLOAD.numPrompts} sequences, input and output ${NANO_VLLM_WORKLOAD.inputLen.min}..${NANO_VLLM_WORKLOAD.inputLen.max}
                                  tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
@@ -52,10 +53,9 @@ ${DATASET_FLAGS_HELP}
 ${ENGINE_FLAGS_HELP}`;
 
 export async function throughputCommand(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseFlags('keel bench throughput', {
     args: argv,
     options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, ...BENCH_SAMPLING_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    strict: true,
   });
   if (values.help) {
     console.log(THROUGHPUT_HELP);
@@ -70,13 +70,22 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const results = await runThroughputSuite(llm, workload.name, requests, sampling, {
-      model: llm.model,
-      weightElementBytes: facts.weightElementBytes,
-      kvElementBytes: facts.kvElementBytes,
-      flopsPerSecond: facts.matmulFlopsPerSecond,
-      bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
-    });
+    const progress = benchProgress('requests', requests.length, 'done', llm.config.showProgress);
+    const results = await runThroughputSuite(
+      llm,
+      workload.name,
+      requests,
+      sampling,
+      {
+        model: llm.model,
+        weightElementBytes: facts.weightElementBytes,
+        kvElementBytes: facts.kvElementBytes,
+        flopsPerSecond: facts.matmulFlopsPerSecond,
+        bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
+      },
+      () => progress.tick(),
+    );
+    progress.stop();
     console.log(throughputReport(results));
     const path = writeResult(
       {

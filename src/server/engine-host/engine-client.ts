@@ -5,7 +5,7 @@ import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { ApiError } from '../openai-errors.ts';
 import { fromThreadError } from '../thread-errors.ts';
-import { startTsWorker, type MessageEndpoint } from '../ts-worker.ts';
+import { siblingModule, startTsWorker, type MessageEndpoint } from '../ts-worker.ts';
 import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
 import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
 import { OutputBuilder } from './output-builder.ts';
@@ -20,7 +20,7 @@ export interface EnginePrompt {
 /** How long `close` waits for the engine to stop before ending its thread regardless. */
 const CLOSE_TIMEOUT_MS = 10_000;
 
-const ENGINE_THREAD = new URL('./engine-thread.ts', import.meta.url);
+const ENGINE_THREAD = siblingModule('./engine-thread', import.meta.url);
 
 interface PromptRun {
   generation: EngineGeneration;

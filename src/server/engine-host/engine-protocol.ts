@@ -11,8 +11,10 @@ import type { ThreadError } from '../thread-errors.ts';
 
 /** What the server needs to know about the loaded engine; it does not change while serving. */
 export interface EngineInfo {
-  /** The model directory. */
+  /** The model's name: the repo id as given, or its directory's name. */
   model: string;
+  /** The directory its files are in. */
+  modelDir: string;
   backend: string;
   maxModelLen: number;
   vocabSize: number;

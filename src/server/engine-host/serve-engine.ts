@@ -6,7 +6,8 @@ import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } fr
 
 export function engineInfo(llm: LLM): EngineInfo {
   return {
-    model: llm.config.model,
+    model: llm.modelName,
+    modelDir: llm.modelDir,
     backend: llm.backendName,
     maxModelLen: llm.maxModelLen,
     vocabSize: llm.modelConfig.vocabSize,

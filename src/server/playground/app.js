@@ -34,11 +34,25 @@ function showSliderValues() {
   $('top-p-value').textContent = Number($('top-p').value).toFixed(2);
 }
 
-function samplingBody() {
+/**
+ * Max tokens as set, within the room the conversation leaves in the model's context (asked of
+ * /tokenize): a setting past the context would make the server refuse the request.
+ */
+async function maxTokensFor(messages) {
+  const response = await fetch('/tokenize', { method: 'POST', headers: headers(), body: JSON.stringify({ messages }) });
+  if (!response.ok) throw new Error(`${response.status}: ${await errorMessage(response)}`);
+  const { count, max_model_len: maxModelLen } = await response.json();
+  $('max-tokens').max = String(maxModelLen);
+  const room = maxModelLen - count;
+  if (room < 1) throw new Error(`the conversation fills the model's context (${count} of ${maxModelLen} tokens): start a new chat`);
+  return Math.min(Number($('max-tokens').value), room);
+}
+
+function samplingBody(maxTokens) {
   const body = {
     temperature: Number($('temperature').value),
     top_p: Number($('top-p').value),
-    max_tokens: Number($('max-tokens').value),
+    max_tokens: maxTokens,
   };
   const topK = Number($('top-k').value);
   if (topK > 0) body.top_k = topK;
@@ -110,10 +124,11 @@ async function send(text) {
   let finishReason = null;
   let usage = null;
   try {
+    const maxTokens = await maxTokensFor(messages);
     const response = await fetch('/v1/chat/completions', {
       method: 'POST',
       headers: headers(),
-      body: JSON.stringify({ messages, stream: true, stream_options: { include_usage: true }, ...samplingBody() }),
+      body: JSON.stringify({ messages, stream: true, stream_options: { include_usage: true }, ...samplingBody(maxTokens) }),
       signal: inFlight.signal,
     });
     if (!response.ok) throw new Error(`${response.status}: ${await errorMessage(response)}`);

@@ -21,7 +21,7 @@ export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedCh
     ...commonSamplingFields(body),
     { name: 'top_logprobs', field: 'logprobs', value: body.logprobs === true ? (body.top_logprobs ?? 0) : null },
   ];
-  const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, maxModelLen)], samplingDefaults);
+  const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, null, maxModelLen)], samplingDefaults);
   checkN(checked.n, limits);
   checkSequences(1, checked.n, limits);
   const messages = toChatMessages(body.messages);
@@ -31,7 +31,7 @@ export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedCh
     'messages',
   );
   const tokenIds = encodeChat(ctx, messages);
-  const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
+  const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
   checkPromptTokens(tokenIds.length, limits, 'messages');
   return { prompt: { tokenIds, params }, stream: body.stream === true, includeUsage: body.stream_options?.include_usage === true };
 }

@@ -6,6 +6,9 @@ import { ensureServedModel, requireTokenizer, type PreprocessContext } from './p
 import type { PreparedCompletion } from './preprocess-protocol.ts';
 import { checkN, checkPromptBytes, checkPromptCount, checkPromptTokens, checkSequences } from './request-limits.ts';
 
+/** OpenAI's legacy completions generate 16 tokens when a request names no max_tokens. */
+export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
 /**
  * A /v1/completions body, ready for the engine: one prompt per entry of the batch, each with its
  * token ids and sampling parameters. Whatever can be refused without tokenizing (bad fields, the
@@ -26,7 +29,7 @@ export function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): Prep
   }
   const { limits, maxModelLen, samplingDefaults } = ctx.settings;
   const fields: RequestField[] = [...commonSamplingFields(body), { name: 'logprobs', field: 'logprobs', value: body.logprobs }];
-  const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, maxModelLen)], samplingDefaults);
+  const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, maxModelLen)], samplingDefaults);
   if (ctx.chat === null && checked.stop.length > 0) {
     throw badRequest('stop strings need the model\'s tokenizer, and this model has none: use stop_token_ids', 'stop');
   }
@@ -40,7 +43,7 @@ export function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): Prep
 
   const encoded = texts.map((text) => (typeof text === 'string' ? { tokenIds: encodeText(ctx, text), text } : { tokenIds: text, text: null }));
   const prompts = encoded.map(({ tokenIds, text }) => {
-    const params = resolveRequestParams([...fields, maxTokensField('max_tokens', body.max_tokens, tokenIds.length, maxModelLen, 'prompt')], samplingDefaults);
+    const params = resolveRequestParams([...fields, maxTokensField('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, tokenIds.length, maxModelLen, 'prompt')], samplingDefaults);
     return { tokenIds, params, text };
   });
   checkPromptTokens(
