@@ -134,7 +134,7 @@ export function loadLlamaModel(backend: Backend, config: LlamaConfig, host: Host
   return model;
 }
 
-/** Plain (unscaled) RoPE tables, as the model builds them: angle = position * theta^(-2i / headDim). */
-export function plainRopeTable(headDim: number, theta: number, maxPositions: number): RopeTable {
-  return buildRopeTable({ rotaryDim: headDim, theta, scaling: { type: 'default' }, maxPositionEmbeddings: maxPositions }, maxPositions);
+/** Plain (unscaled) RoPE tables, as the model builds them: angle = position * theta^(-2i / rotaryDim); rotaryDim < headDim is partial rotary. */
+export function plainRopeTable(headDim: number, theta: number, maxPositions: number, rotaryDim = headDim): RopeTable {
+  return buildRopeTable({ rotaryDim, theta, scaling: { type: 'default' }, maxPositionEmbeddings: maxPositions }, maxPositions);
 }

@@ -4,7 +4,6 @@ import { ropeAndCacheWrite } from './rope-cache-write.ts';
 import { KeelError } from '../../../errors.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
-import { buildRopeTable } from '../../../layers/rotary.ts';
 
 const random = new TestRandom(testSeed('rope-cache-write'));
 
@@ -90,7 +89,7 @@ test('a rotary row beyond the table is a context_overflow error', () => {
 test('a partial rotary table rotates each head\'s leading dims by its row and passes the rest through to the cache', () => {
   const [headDim, rotaryDim, numHeads, numKvHeads] = [16, 12, 2, 1];
   const shape = { numHeads, numKvHeads, headDim, scale: 1, slidingWindow: null };
-  const rope = buildRopeTable({ rotaryDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: 32 }, 32);
+  const rope = plainRopeTable(headDim, 10000, 32, rotaryDim);
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const qkv = random.floats(2 * rowWidth);
   const original = qkv.slice();
