@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
@@ -28,8 +28,14 @@ export interface LoadedEngine extends LoadedModel {
   numKvBlocks: number;
 }
 
-export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfig {
-  const config: EngineConfig = { ...DEFAULT_ENGINE_CONFIG, model: DEFAULT_MODEL_DIR, ...stripUndefined(options) };
+export function resolveEngineConfig(options: EngineOptions): EngineConfig {
+  const { speculative, ...rest } = options;
+  const config: EngineConfig = {
+    ...DEFAULT_ENGINE_CONFIG,
+    model: DEFAULT_MODEL_DIR,
+    ...stripUndefined(rest),
+    speculative: speculative ? resolveSpeculativeConfig(speculative) : null,
+  };
   const positiveInt = (name: keyof EngineConfig) => {
     const v = config[name];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidArgument(`${name} must be a positive integer (got ${v})`);
@@ -46,6 +52,28 @@ export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfi
   return config;
 }
 
+/** The speculative config with its defaults; a draft model without a method means method `draft`. */
+function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
+  const given = stripUndefined(options);
+  const method = given.method ?? (given.model ? 'draft' : undefined);
+  if (method !== 'ngram' && method !== 'draft') {
+    throw invalidArgument(`speculative.method must be ngram or draft (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  }
+  const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
+  const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidArgument(`speculative.${name} must be a positive integer (got ${v})`);
+  };
+  positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
+  positiveInt('ngramMin', config.ngramMin);
+  positiveInt('ngramMax', config.ngramMax);
+  if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
+  if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
+  if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
+  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for method draft; n-gram lookup needs no model');
+  if (config.model && !existsSync(config.model)) throw new KeelError('invalid_model', `draft model directory not found: ${config.model}`);
+  return config;
+}
+
 /** A model ready to run on a backend: everything but the KV pool and the scheduler. */
 export interface LoadedModel {
   config: EngineConfig;
@@ -58,7 +86,7 @@ export interface LoadedModel {
   model: CausalLM;
 }
 
-export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedModel> {
+export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
   const architecture = readModelArchitecture(config.model);
   const modelConfig = architecture.config;
@@ -90,7 +118,8 @@ export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedM
   }
 }
 
-export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
+export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
+  if (options.speculative?.method === 'draft' || options.speculative?.model) throw invalidArgument('speculative decoding with a draft model is not implemented yet');
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model } = loaded;
   try {
@@ -141,6 +170,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       defaultSeed: config.seed,
       asyncScheduling: config.asyncScheduling,
       prefixCacheSalt: (promptLength) => model.prefixCacheSalt?.(promptLength) ?? null,
+      speculative: config.speculative,
     });
     return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {

@@ -20,6 +20,10 @@ export interface GraphOptions {
 
 /** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
 export interface DrawSite {
+  /**
+   * The logits row after the sequence's last sampled token. A sequence with drafts has one more
+   * row after each draft: row + i decides draft i, and row + numDraftTokens follows the last draft.
+   */
   row: number;
   /** -1 when the sequence has no pending token. */
   pendingDraw: number;
@@ -111,7 +115,8 @@ export class ModelRunner {
     });
     const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
-    return { samplingRows, firstDraw, promptScores, read: () => sampled.read() };
+    let results: DrawResults | null = null;
+    return { samplingRows, firstDraw, promptScores, read: () => (results ??= sampled.read()) };
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
@@ -155,10 +160,13 @@ export class ModelRunner {
       }
       t += numNewTokens;
       // Only a sequence whose every known token is now in the cache produces a next token;
-      // an intermediate prefill chunk needs no logits.
+      // an intermediate prefill chunk needs no logits. Its drafts are verified by the rows of the
+      // tokens before them.
       if (start + numNewTokens === seq.numTokens) {
+        const numDrafts = seq.numDraftTokens;
+        if (numDrafts >= numNewTokens) throw new Error(`sequence ${seq.id}: its chunk of ${numNewTokens} tokens does not hold its last sampled token and ${numDrafts} drafts`);
         logitsRows.push(logitsIndices.length);
-        logitsIndices.push(t - 1);
+        for (let i = numDrafts; i >= 0; i--) logitsIndices.push(t - 1 - i);
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };

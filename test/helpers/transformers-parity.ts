@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { EngineConfig } from '../../src/config.ts';
+import type { EngineOptions } from '../../src/config.ts';
+import type { SpeculationStats } from '../../src/engine/outputs.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../../src/step/batch.ts';
 import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
@@ -30,7 +31,16 @@ export interface ParityOptions {
  * model whose every layer slides a window fits without (its blocks behind the window are freed),
  * or 'windowed' for a pool small enough to force even such a model to preempt.
  */
-const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; preemption?: 'unless-windowed' | 'windowed' }[] = [
+interface EngineVariant {
+  name: string;
+  config: EngineOptions;
+  preemption?: 'unless-windowed' | 'windowed';
+}
+
+/** n-gram drafts that even short, repetitive continuations propose often, and reject often. */
+const NGRAM: EngineOptions['speculative'] = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 };
+
+const ENGINE_VARIANTS: EngineVariant[] = [
   { name: 'all prompts in one batch', config: {} },
   { name: 'eager decode steps (no CUDA graphs)', config: { enforceEager: true } },
   { name: 'each step\'s tokens read before the next is launched', config: { asyncScheduling: false } },
@@ -44,6 +54,12 @@ const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; preemption
   { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, preemption: 'unless-windowed' },
   // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
   { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
+  // Speculative decoding must not change a greedy token either (test/speculative-decoding.test.ts has more).
+  { name: 'speculative n-gram drafts', config: { speculative: NGRAM } },
+  { name: 'speculative n-gram drafts, block size 4 with 7-token chunks', config: { speculative: NGRAM, blockSize: 4, maxNumBatchedTokens: 7 } },
+  // Sequences with drafts finish in fewer steps, and drop their drafts before preempting anyone:
+  // 6 blocks leave the first three prompts no room to grow at all.
+  { name: 'speculative n-gram drafts, forced preemption (6-block pool)', config: { speculative: NGRAM, numKvBlocks: 6 }, preemption: 'unless-windowed' },
 ];
 
 /** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
@@ -65,7 +81,10 @@ export function transformersParitySuite(options: ParityOptions): void {
         });
       }
       test('greedy continuation: second run served from the prefix cache', async () => {
-        await checkPrefixCacheRerun(fixture, options);
+        await checkPrefixCacheRerun(fixture, options, {});
+      });
+      test('greedy continuation: second run served from the prefix cache, with n-gram drafts', async () => {
+        await checkPrefixCacheRerun(fixture, options, { speculative: NGRAM });
       });
     });
   }
@@ -118,7 +137,7 @@ const GREEDY = { temperature: 0, ignoreEos: true } as const;
  */
 const TEST_KV_BLOCKS = 256;
 
-async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: Partial<EngineConfig>, expectPreemption: boolean): Promise<void> {
+async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<void> {
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
@@ -128,14 +147,20 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
     else if (config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
+    if (config.speculative) assertSpeculated(stats.speculation);
   } finally {
     await llm.close();
   }
 }
 
-async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+/** Drafts were run, so that the equality above says something about them. */
+function assertSpeculated(speculation: SpeculationStats | null): void {
+  assert.ok(speculation !== null && speculation.numDraftTokens > 0, `no draft was verified: ${JSON.stringify(speculation)}`);
+}
+
+async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions): Promise<void> {
   // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
@@ -145,6 +170,7 @@ async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOpti
       again.some((o) => o.metrics.numCachedTokens > 0),
       'the second run should have been served from the prefix cache',
     );
+    if (config.speculative) assertSpeculated(llm.stats().speculation);
   } finally {
     await llm.close();
   }

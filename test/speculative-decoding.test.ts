@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { EngineOptions } from '../src/config.ts';
+import { LLM } from '../src/engine/llm.ts';
+import type { RequestOutput } from '../src/engine/outputs.ts';
+import type { SamplingParams } from '../src/sampling/sampling-params.ts';
+
+// Speculative decoding on the default model (CPU backend) must change no output: a greedy
+// request's tokens are the target's argmax at every position, and a seeded request draws each
+// token with the seed plain decoding gives it, whatever was drafted and accepted before.
+
+const PROMPTS = ['def fibonacci(n):', 'import os\n', 'class Stack:\n', '# sum a list\n', 'for i in range(10):', 'x = [1, 2, 3]\nx = [1, 2, 3]\n'];
+const BASE = { backend: 'cpu', showProgress: false, numKvBlocks: 256 } as const;
+const NGRAM = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } as const;
+
+let plain: LLM;
+before(async () => {
+  plain = await LLM.load({ ...BASE, asyncScheduling: false });
+});
+after(() => plain.close());
+
+/** Requests of every kind, each with its own prompt and length, all submitted together. */
+async function mixedRequests(llm: LLM, stopId: number): Promise<RequestOutput[]> {
+  const mixed: Partial<SamplingParams>[] = [
+    { temperature: 0, maxTokens: 40, ignoreEos: true },
+    { temperature: 0, maxTokens: 30, stopTokenIds: [stopId] },
+    { temperature: 0.8, seed: 11, maxTokens: 28 },
+    { temperature: 1, seed: 5, maxTokens: 24, topK: 20 },
+    { temperature: 0.7, seed: 3, maxTokens: 18, n: 2 },
+    { temperature: 0, maxTokens: 32, ignoreEos: true, repetitionPenalty: 1.5, frequencyPenalty: 0.7 },
+    { temperature: 0.9, seed: 8, maxTokens: 26, presencePenalty: 1.2, topP: 0.8, minP: 0.05, logprobs: 3 },
+    { temperature: 0, maxTokens: 20, minTokens: 12, stopTokenIds: [stopId] },
+    { temperature: 0, maxTokens: 36, ignoreEos: true, logprobs: 2 },
+    { temperature: 0, maxTokens: 1 },
+  ];
+  return Promise.all(mixed.map((params, i) => llm.generate([PROMPTS[i % PROMPTS.length]], params).then(([o]) => o)));
+}
+
+function completions(outputs: RequestOutput[]) {
+  return outputs.map((o) => o.outputs.map((c) => ({ tokenIds: c.tokenIds, text: c.text, finishReason: c.finishReason, stopReason: c.stopReason, logprobs: c.logprobs })));
+}
+
+/** The outputs of the mixed requests with `config`, checked against plain decoding's. */
+async function checkUnchanged(config: EngineOptions): Promise<{ outputs: RequestOutput[]; llm: LLM }> {
+  const [probe] = await plain.generate([PROMPTS[1]], { temperature: 0, maxTokens: 12, ignoreEos: true });
+  const stopId = probe.outputs[0].tokenIds[7];
+  const expected = await mixedRequests(plain, stopId);
+  const llm = await LLM.load({ ...BASE, ...config });
+  try {
+    const outputs = await mixedRequests(llm, stopId);
+    assert.deepEqual(completions(outputs), completions(expected));
+    assert.equal(expected[1].outputs[0].finishReason, 'stop', 'the stop id was reached');
+    const stats = llm.stats();
+    assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
+    const speculation = stats.speculation!;
+    assert.ok(speculation.numAcceptedTokens > 0 && speculation.numAcceptedTokens < speculation.numDraftTokens, `drafts were accepted and rejected: ${JSON.stringify(speculation)}`);
+    return { outputs, llm };
+  } catch (error) {
+    await llm.close();
+    throw error;
+  }
+}
+
+test('n-gram drafts change no greedy, seeded, stopped, penalized, forked or logprob request', async () => {
+  const { llm } = await checkUnchanged({ speculative: NGRAM });
+  await llm.close();
+});
+
+test('n-gram drafts change nothing with 7-token steps and 4-token blocks (drafts cut to the budget)', async () => {
+  const { llm } = await checkUnchanged({ speculative: NGRAM, maxNumBatchedTokens: 7, blockSize: 4 });
+  await llm.close();
+});
+
+test('n-gram drafts change nothing when the pool forces preemption', async () => {
+  const { outputs, llm } = await checkUnchanged({ speculative: NGRAM, numKvBlocks: 16, blockSize: 4 });
+  await llm.close();
+  assert.ok(outputs.some((o) => o.metrics.numPreemptions > 0), 'a request was preempted');
+});
+
+test('n-gram drafts change nothing when speculation turns off for large batches, with async scheduling', async () => {
+  const { llm } = await checkUnchanged({ speculative: { ...NGRAM, disableByBatchSize: 6 }, asyncScheduling: true });
+  await llm.close();
+});
