@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
+import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
+import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
+import { tempDir } from './helpers/model-temp-dir.ts';
+import { FIXTURES_DIR, MODELS_DIR } from './helpers/oracle-fixtures.ts';
 import type { RequestOutput } from '../src/engine/outputs.ts';
 import type { SamplingParams } from '../src/sampling/sampling-params.ts';
 
@@ -12,6 +18,9 @@ import type { SamplingParams } from '../src/sampling/sampling-params.ts';
 const PROMPTS = ['def fibonacci(n):', 'import os\n', 'class Stack:\n', '# sum a list\n', 'for i in range(10):', 'x = [1, 2, 3]\nx = [1, 2, 3]\n'];
 const BASE = { backend: 'cpu', showProgress: false, numKvBlocks: 256 } as const;
 const NGRAM = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } as const;
+/** keel-tiny's own draft model, distilled from it. */
+const DRAFT_DIR = join(MODELS_DIR, 'keel-tiny-draft');
+const DRAFT = { model: DRAFT_DIR, numSpeculativeTokens: 4 } as const;
 
 let plain: LLM;
 before(async () => {
@@ -80,4 +89,45 @@ test('n-gram drafts change nothing when the pool forces preemption', async () =>
 test('n-gram drafts change nothing when speculation turns off for large batches, with async scheduling', async () => {
   const { llm } = await checkUnchanged({ speculative: { ...NGRAM, disableByBatchSize: 6 }, asyncScheduling: true });
   await llm.close();
+});
+
+test("keel-tiny's draft model changes no greedy, seeded, stopped, penalized, forked or logprob request", async () => {
+  const { llm } = await checkUnchanged({ speculative: DRAFT });
+  await llm.close();
+});
+
+test('the draft model changes nothing with 7-token steps and 4-token blocks (drafts cut to the budget)', async () => {
+  const { llm } = await checkUnchanged({ speculative: DRAFT, maxNumBatchedTokens: 7, blockSize: 4 });
+  await llm.close();
+});
+
+test('the draft model changes nothing when the pool forces preemption', async () => {
+  const { outputs, llm } = await checkUnchanged({ speculative: DRAFT, numKvBlocks: 16, blockSize: 4 });
+  await llm.close();
+  assert.ok(outputs.some((o) => o.metrics.numPreemptions > 0), 'a request was preempted');
+});
+
+test('the draft model changes nothing when speculation turns off for large batches, with async scheduling', async () => {
+  const { llm } = await checkUnchanged({ speculative: { ...DRAFT, disableByBatchSize: 6 }, asyncScheduling: true });
+  await llm.close();
+});
+
+test('a draft model over another vocabulary is refused, naming the problem', async () => {
+  await assert.rejects(
+    LLM.load({ ...BASE, speculative: { model: join(FIXTURES_DIR, 'llama-gqa') } }),
+    (e: unknown) => e instanceof KeelError && /vocabulary of 256 tokens and the target 8192/.test(e.message),
+  );
+});
+
+test('a draft model whose tokenizer maps a token to another id is refused, naming the token', async (t) => {
+  const dir = tempDir(t);
+  for (const file of ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer_config.json']) symlinkSync(join(DRAFT_DIR, file), join(dir, file));
+  const tokenizer = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'tokenizer.json'), 'utf8'));
+  const vocab = tokenizer.model.vocab as Record<string, number>;
+  [vocab.def, vocab.class] = [vocab.class, vocab.def];
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  await assert.rejects(
+    LLM.load({ ...BASE, speculative: { model: dir } }),
+    (e: unknown) => e instanceof KeelError && /does not share the target's tokenizer: token "(def|class)" is id/.test(e.message),
+  );
 });

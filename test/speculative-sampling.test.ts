@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EngineOptions } from '../src/config.ts';
@@ -13,9 +13,11 @@ import { resolveSamplingParams } from '../src/sampling/validate.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from './helpers/model-tiny-checkpoint.ts';
 
 // Speculative sampling keeps the target's distribution: thousands of seeded requests to a tiny
-// model (6 tokens), each generating 4 tokens with drafts verified along the way, are tallied per
-// 4-token continuation and compared by a chi-square test with the probabilities the target's
-// processed distributions give (temperature, top-k, top-p applied as the sampler applies them).
+// model (6 tokens), each generating 4 tokens with drafts (n-gram, or another random model's)
+// verified along the way, are tallied per 4-token continuation and compared by a chi-square test
+// with the probabilities the target's processed distributions give (temperature, top-k, top-p
+// applied as the sampler applies them). Every method gives the same continuations, and so the
+// same statistic: a seeded request draws each token with the seed plain decoding gives it.
 
 const VOCAB = 6;
 const NUM_TOKENS = 4;
@@ -24,10 +26,16 @@ const NUM_SAMPLES = 4000;
 const PROMPT = [0, 1, 2, 3, 4, 5, 3, 1];
 
 let dir: string;
+/** Another random model of the same shape: a draft that often disagrees with the target. */
+let draftDir: string;
 let plain: LLM;
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'keel-spec-sampling-'));
-  writeTinyCheckpoint(dir, { ...TINY_LLAMA_CONFIG, vocab_size: VOCAB, hidden_size: 32 }, { seed: 3 });
+  draftDir = join(dir, 'draft');
+  mkdirSync(draftDir);
+  const config = { ...TINY_LLAMA_CONFIG, vocab_size: VOCAB, hidden_size: 32 };
+  writeTinyCheckpoint(dir, config, { seed: 3 });
+  writeTinyCheckpoint(draftDir, { ...config, num_hidden_layers: 1 }, { seed: 4 });
   plain = await LLM.load({ model: dir, backend: 'cpu', showProgress: false, numKvBlocks: 256 });
 });
 after(async () => {
@@ -123,4 +131,18 @@ test('n-gram drafts keep the target distribution with top-k', async () => {
 
 test('n-gram drafts keep the target distribution with top-p', async () => {
   await checkDistribution(NGRAM, { temperature: 1.3, topP: 0.8 });
+});
+
+const draftModel = () => ({ model: draftDir, numSpeculativeTokens: 3 });
+
+test('draft-model drafts keep the target distribution at temperature 1', async () => {
+  await checkDistribution(draftModel(), { temperature: 1 });
+});
+
+test('draft-model drafts keep the target distribution with top-k', async () => {
+  await checkDistribution(draftModel(), { temperature: 0.8, topK: 3 });
+});
+
+test('draft-model drafts keep the target distribution with top-p', async () => {
+  await checkDistribution(draftModel(), { temperature: 1.3, topP: 0.8 });
 });

@@ -314,6 +314,7 @@ export class LLMEngine {
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
+      draftDraw: (s, index, row) => verification(s).lookahead.draw(index, row),
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers, verifications };

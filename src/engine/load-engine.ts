@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
-import { KeelError, invalidArgument } from '../errors.ts';
+import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
@@ -118,12 +118,42 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
 }
 
+/**
+ * A draft model for speculative decoding, loaded on the target's backend: checked to give logits
+ * over the same token ids (the same vocabulary, token for token) and to cover the target's context.
+ */
+function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
+  const architecture = readModelArchitecture(dir);
+  const draftConfig = architecture.config;
+  const targetVocab = target.modelConfig.vocabSize;
+  if (draftConfig.vocabSize !== targetVocab) {
+    throw invalidModel(`the draft model ${dir} has a vocabulary of ${draftConfig.vocabSize} tokens and the target ${targetVocab}: a draft model must share the target's tokenizer`);
+  }
+  const tokenizer = loadTokenizerIfPresent(dir);
+  if ((tokenizer === null) !== (target.tokenizer === null)) {
+    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer.json, so Keel cannot check that they share their tokenizer`);
+  }
+  const difference = tokenizer && target.tokenizer!.vocabularyDifference(tokenizer);
+  if (difference) throw invalidModel(`the draft model ${dir} does not share the target's tokenizer: ${difference}`);
+  if (draftConfig.contextLength < target.maxModelLen) {
+    throw invalidArgument(`the draft model ${dir} covers ${draftConfig.contextLength} positions, fewer than the max model length ${target.maxModelLen}; lower --max-model-len`);
+  }
+  const model = createModel(architecture, target.maxModelLen);
+  const { config, backend } = target;
+  if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
+  else loadWeightsWithProgress(model, openCheckpoint(dir), backend, { showProgress: config.showProgress });
+  return model;
+}
+
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
-  if (options.speculative?.method === 'draft' || options.speculative?.model) throw invalidArgument('speculative decoding with a draft model is not implemented yet');
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model } = loaded;
   try {
-    const bytesPerBlock = kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes);
+    const speculative = config.speculative;
+    const draft = speculative?.method === 'draft' ? loadDraftModel(speculative.model!, loaded) : null;
+    // The draft model's pools hang off the same block ids: a block holds both models' K/V.
+    const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
+    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
@@ -132,7 +162,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
-      retentionWindow: kvRetentionWindow(model.kvLayers),
+      retentionWindow: kvRetentionWindow(kvLayers),
       nullBlock,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
@@ -148,7 +178,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const cache = backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers: model.kvLayers });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
+    const cache = createCache(model.kvLayers);
+    const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -161,7 +193,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -169,8 +201,12 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       numKvBlocks,
       defaultSeed: config.seed,
       asyncScheduling: config.asyncScheduling,
-      prefixCacheSalt: (promptLength) => model.prefixCacheSalt?.(promptLength) ?? null,
-      speculative: config.speculative,
+      // Cached blocks hold the draft model's K/V too: both models' salts tell them apart.
+      prefixCacheSalt: (promptLength) => {
+        const salts = [model, ...(draft ? [draft] : [])].map((m) => m.prefixCacheSalt?.(promptLength) ?? null);
+        return salts.every((salt) => salt === null) ? null : salts.join('|');
+      },
+      speculative,
     });
     return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {

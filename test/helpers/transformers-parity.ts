@@ -33,8 +33,11 @@ export interface ParityOptions {
  */
 interface EngineVariant {
   name: string;
-  config: EngineOptions;
+  /** The engine options, or a function of the fixture's directory giving them. */
+  config: EngineOptions | ((fixtureDir: string) => EngineOptions);
   preemption?: 'unless-windowed' | 'windowed';
+  /** The fixture is its own draft model: every draft must be accepted (where logits are exact). */
+  selfDraft?: true;
 }
 
 /** n-gram drafts that even short, repetitive continuations propose often, and reject often. */
@@ -60,6 +63,18 @@ const ENGINE_VARIANTS: EngineVariant[] = [
   // Sequences with drafts finish in fewer steps, and drop their drafts before preempting anyone:
   // 6 blocks leave the first three prompts no room to grow at all.
   { name: 'speculative n-gram drafts, forced preemption (6-block pool)', config: { speculative: NGRAM, numKvBlocks: 6 }, preemption: 'unless-windowed' },
+  { name: 'speculative self-draft', config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 } }), selfDraft: true },
+  {
+    name: 'speculative self-draft, block size 4 with 7-token chunks',
+    config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 }, blockSize: 4, maxNumBatchedTokens: 7 }),
+    selfDraft: true,
+  },
+  {
+    name: 'speculative self-draft, forced preemption (6-block pool)',
+    config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 }, numKvBlocks: 6 }),
+    preemption: 'unless-windowed',
+    selfDraft: true,
+  },
 ];
 
 /** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
@@ -77,7 +92,10 @@ export function transformersParitySuite(options: ParityOptions): void {
       for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
         if (variant.preemption === 'windowed' && !windowed) continue;
         test(`greedy continuation: ${variant.name}`, async () => {
-          await checkGreedy(fixture, options, variant.config, variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed));
+          const config = typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
+          const expectPreemption = variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed);
+          const speculation = await checkGreedy(fixture, options, config, expectPreemption);
+          if (variant.selfDraft && options.greedy === 'exact') assert.equal(speculation?.acceptanceRate, 1, 'a model drafting for itself has every draft accepted');
         });
       }
       test('greedy continuation: second run served from the prefix cache', async () => {
@@ -137,7 +155,8 @@ const GREEDY = { temperature: 0, ignoreEos: true } as const;
  */
 const TEST_KV_BLOCKS = 256;
 
-async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<void> {
+/** Checks the greedy continuations; returns the engine's speculative decoding figures. */
+async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<SpeculationStats | null> {
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
@@ -148,6 +167,7 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
     if (config.speculative) assertSpeculated(stats.speculation);
+    return stats.speculation;
   } finally {
     await llm.close();
   }
