@@ -42,7 +42,14 @@ export function keelRunHeader({ llm, facts }: BenchEngine): RunEnvironment & Pic
 
 /** The engine's settings as they were resolved, for a result's config. */
 export function engineSettings(llm: LLM): Record<string, unknown> {
-  return { ...llm.config, model: repoRelative(llm.config.model), max_model_len: llm.maxModelLen, num_kv_blocks: llm.stats().numKvBlocks };
+  const { speculative } = llm.config;
+  return {
+    ...llm.config,
+    model: repoRelative(llm.config.model),
+    speculative: speculative && { ...speculative, model: speculative.model && repoRelative(speculative.model) },
+    max_model_len: llm.maxModelLen,
+    num_kv_blocks: llm.stats().numKvBlocks,
+  };
 }
 
 function modelInfo(llm: LLM): ModelInfo {

@@ -3,6 +3,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { BenchRequest } from './random-dataset.ts';
 import type { ThroughputResults } from './result-schema.ts';
 import { throughputRoofline, type RooflineInputs } from './roofline.ts';
+import { speculationFigures } from './speculation-figures.ts';
 
 /**
  * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
@@ -16,6 +17,7 @@ export async function runThroughputSuite(
   sampling: Partial<SamplingParams>,
   device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
 ): Promise<ThroughputResults> {
+  const before = llm.stats().speculation;
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
   const outputs = await Promise.all(requests.map((r) => llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true })));
@@ -38,5 +40,6 @@ export async function runThroughputSuite(
       elapsedS,
       device,
     ),
+    speculation: speculationFigures(before, llm.stats().speculation),
   };
 }
