@@ -208,6 +208,17 @@ export class LLMEngine {
     };
   }
 
+  /**
+   * Throws unless the KV cache is consistent with the live sequences (KvCacheManager.checkInvariants)
+   * and no sequence keeps drafts between steps: for tests that drive the engine step by step.
+   */
+  checkInvariants(): void {
+    const live = [...this.bySequence.keys()].filter((seq) => seq.status !== 'finished');
+    const drafting = live.find((seq) => seq.numDraftTokens > 0);
+    if (drafting) throw new Error(`sequence ${drafting.id} kept ${drafting.numDraftTokens} drafts past its step`);
+    this.parts.kv.checkInvariants(live);
+  }
+
   /** Runs one scheduling step. Returns false when there was nothing to run. */
   step(): boolean {
     this.proposeDrafts();
