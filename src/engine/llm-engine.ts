@@ -1,3 +1,4 @@
+import type { SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { drawFor, drawnToken, hasPenalties, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
@@ -10,7 +11,6 @@ import type { KvCacheManager } from './kv-cache-manager.ts';
 import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
-import type { SpeculativeConfig } from '../config.ts';
 import { LookaheadDraws } from './lookahead-draws.ts';
 import { ngramDrafts } from './ngram-proposer.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';

@@ -119,9 +119,9 @@ export class ModelRunner {
       }
     }
     const graphBatch = this.graphBatchSize(output);
-    if (this.draft !== null) {
-      this.proposeDrafts(this.draft, output, draws);
-      const draft = this.draft;
+    const draft = this.draft;
+    if (draft !== null) {
+      this.proposeDrafts(draft, output, draws);
       const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model).batch);
       const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
       if (graphBatch === null) forward();
@@ -162,10 +162,10 @@ export class ModelRunner {
     if (proposing.length === 0) return;
     const pending = output.scheduled.find(({ seq }) => seq.hasPendingToken);
     if (pending) throw new Error(`sequence ${pending.seq.id} has a pending token: drafts are proposed only in steps that read every token first`);
+    const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
     for (let index = 0; ; index++) {
       const active = proposing.filter((s) => output.scheduled[s].seq.numDraftTokens > index);
       if (active.length === 0) return;
-      const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
       const chunks = active.map((s): SequenceChunk => {
         const seq = output.scheduled[s].seq;
         const position = seq.numTokens - seq.numDraftTokens - 1 + index;
