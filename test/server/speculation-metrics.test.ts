@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { EngineStats } from '../../src/engine/llm-engine.ts';
 import { SpeculationTally } from '../../src/engine/speculation-tally.ts';
 import { ServerMetrics } from '../../src/server/metrics.ts';
-import { metricValue } from './tiny-server.ts';
+import { metricValue, startTinyServer } from './tiny-server.ts';
 
 function engineStats(speculation: SpeculationTally | null): EngineStats {
   return {
@@ -45,4 +45,21 @@ test('/metrics reports speculative decoding: totals, acceptance rate, mean accep
 test('/metrics has no speculative decoding metrics when the engine does not speculate', async () => {
   const text = (await new ServerMetrics('plain', () => engineStats(null)).render()).body;
   assert.doesNotMatch(text, /keel_spec_decode/);
+});
+
+test('keel serve with n-gram drafts reports their figures in /metrics and /v1/engine/stats', async () => {
+  const server = await startTinyServer({ defaultModel: true, engine: { speculative: { method: 'ngram', ngramMin: 1 } } });
+  try {
+    const body = { prompt: 'x = [1, 2, 3]\nx = [1, 2, 3]\n', max_tokens: 24, temperature: 0 };
+    const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(response.status, 200);
+    const text = (await (await fetch(`${server.url}/metrics`)).text());
+    const drafted = metricValue(text, 'keel_spec_decode_num_draft_tokens_total') ?? 0;
+    assert.ok(drafted > 0, 'drafts were verified');
+    assert.ok((metricValue(text, 'keel_spec_decode_mean_accepted_length') ?? 0) >= 1);
+    const stats = (await (await fetch(`${server.url}/v1/engine/stats`)).json()) as { speculative_decoding: { draft_tokens: number } };
+    assert.equal(stats.speculative_decoding.draft_tokens, drafted);
+  } finally {
+    await server.close();
+  }
 });
