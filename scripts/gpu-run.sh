@@ -4,7 +4,8 @@
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
 # Steps: tests (npm run test:gpu), checks (the same split over four processes that run at once:
 # the kernel tests, and the CUDA parity suite over three groups of fixtures), soak (the server's
-# chaos soak on the CUDA backend, 30 s phases), moe-mla (latency of Qwen3-30B-A3B and
+# chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
+# parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
@@ -61,6 +62,9 @@ for s in "$@"; do
         grep -hE "^# (tests|pass|fail)" "$out/$log.log" | tr '\n' ' ' | sed "s/^/[$log] /"; echo
         grep -hE "^ *not ok" "$out/$log.log" | head -20 | sed "s/^/[$log] /"
       done ;;
+    speculative) step speculative 280 node --test test/speculative-decoding.gpu.test.ts
+      step parity-speculative 280 env KEEL_PARITY_FIXTURES='^(llama-gqa|mixtral-moe|deepseek-v2-lite|gemma2-softcap|phi3-longrope|keel-tiny)$' \
+        node --test --test-name-pattern='speculative' test/transformers-parity.gpu.test.ts ;;
     soak) step soak 150 node scripts/chaos-soak.ts --backend cuda --phase-seconds 30 --output "$out/results/soak-$kind.json" ;;
     moe-mla) for a in qwen3-30b-a3b deepseek-v2-lite; do step "latency-$a" 170 $(latency "$a" 1,64 batched); done ;;
     server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;

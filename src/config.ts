@@ -40,7 +40,39 @@ export interface EngineConfig {
   seed: number;
   /** Show a progress bar while loading weights (on a terminal) and report the KV pool on stderr. */
   showProgress: boolean;
+  /** Speculative decoding (docs/speculative-decoding.md); null decodes one token per step. */
+  speculative: SpeculativeConfig | null;
 }
+
+/**
+ * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
+ * --speculative-method, --speculative-model, --num-speculative-tokens, --ngram-min, --ngram-max,
+ * --speculative-disable-by-batch-size.
+ */
+export interface SpeculativeConfig {
+  /** `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the tokenizer. */
+  method: 'ngram' | 'draft';
+  /** The draft model's directory; only with method `draft`. */
+  model: string | null;
+  /** Most drafts a sequence proposes per step (K). */
+  numSpeculativeTokens: number;
+  /** n-gram lookup matches the last n tokens, n from ngramMax down to ngramMin. */
+  ngramMin: number;
+  ngramMax: number;
+  /** A step with at least this many running sequences does not speculate (it is compute-bound already); null never turns it off. */
+  disableByBatchSize: number | null;
+}
+
+/** What callers give: any engine field, and of the speculative config the method (or a draft model) and any other field. */
+export type EngineOptions = Partial<Omit<EngineConfig, 'speculative'>> & { speculative?: Partial<SpeculativeConfig> | null };
+
+export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
+  model: null,
+  numSpeculativeTokens: 4,
+  ngramMin: 2,
+  ngramMax: 4,
+  disableByBatchSize: null,
+};
 
 export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
@@ -57,4 +89,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   asyncScheduling: true,
   seed: 0,
   showProgress: true,
+  speculative: null,
 };

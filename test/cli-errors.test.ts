@@ -94,3 +94,24 @@ test('a missing model directory is named', (t) => {
   rmSync(dir, { recursive: true });
   assertCleanError(keel(['--model', dir, ...PROMPT]), /model directory not found/);
 });
+
+test('speculative flags a user gets wrong are errors that say what to change', () => {
+  const model = ['--model', join(FIXTURES_DIR, 'llama-gqa'), ...PROMPT];
+  assertCleanError(keel([...model, '--num-speculative-tokens', '3']), /--speculative-method ngram or --speculative-model DIR/);
+  assertCleanError(keel([...model, '--speculative-method', 'medusa']), /--speculative-method must be one of ngram, draft/);
+  assertCleanError(keel([...model, '--speculative-method', 'draft']), /needs a draft model/);
+  assertCleanError(keel([...model, '--speculative-method', 'ngram', '--ngram-min', '5', '--ngram-max', '3']), /--ngram-min 5 is more than ngramMax 3/);
+  assertCleanError(keel([...model, '--speculative-method', 'ngram', '--num-speculative-tokens', '0']), /--num-speculative-tokens must be a positive integer/);
+  assertCleanError(keel([...model, '--speculative-model', '/nonexistent/draft']), /model directory not found: \/nonexistent\/draft/);
+});
+
+test('keel generate with speculative flags prints what it prints without them', () => {
+  const args = ['generate', '--backend', 'cpu', '--no-progress', '--model', join(FIXTURES_DIR, 'llama-gqa'), '--prompt-ids', '5,6,7,5,6', '--max-tokens', '16', '--temperature', '0', '--json'];
+  const plain = spawnSync(BIN, args, { encoding: 'utf8' });
+  assert.equal(plain.status, 0, plain.stderr);
+  for (const flags of [['--speculative-method', 'ngram', '--ngram-min', '1'], ['--speculative-model', join(FIXTURES_DIR, 'llama-gqa'), '--num-speculative-tokens', '3']]) {
+    const speculative = spawnSync(BIN, [...args, ...flags], { encoding: 'utf8' });
+    assert.equal(speculative.status, 0, speculative.stderr);
+    assert.equal(speculative.stdout, plain.stdout, flags.join(' '));
+  }
+});

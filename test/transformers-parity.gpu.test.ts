@@ -13,5 +13,7 @@ transformersParitySuite({
     "each step's tokens read before the next is launched",
     'chunked prefill, 7 tokens per step',
     'forced preemption (8-block pool)',
+    'speculative n-gram drafts',
+    'speculative self-draft',
   ],
 });

@@ -1,4 +1,4 @@
-import type { LatencyBatch, ServeResults, ThroughputResults } from './result-schema.ts';
+import type { LatencyBatch, ServeResults, SpeculationFigures, ThroughputResults } from './result-schema.ts';
 
 const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
@@ -9,8 +9,15 @@ export function latencyLine(row: LatencyBatch): string {
   return (
     `batch ${row.batch_size}: TTFT ${ms(row.mean_ttft_ms)}, TPOT ${ms(row.mean_tpot_ms)}, e2e ${ms(row.mean_e2el_ms)} ` +
     `(p99 ${ms(row.p99_e2el_ms)}), ${rate(row.output_tokens_per_s, 'output tok/s')}${roofline}` +
-    (row.preemptions ? `, ${row.preemptions} preemptions` : '')
+    (row.preemptions ? `, ${row.preemptions} preemptions` : '') +
+    (row.speculation ? `, ${speculationText(row.speculation)}` : '')
   );
+}
+
+/** Speculative decoding's figures in a few words. */
+function speculationText(s: SpeculationFigures): string {
+  const figure = (v: number | null, digits: number) => (v === null ? 'n/a' : v.toFixed(digits));
+  return `${figure(s.mean_accepted_length, 2)} tokens per verification (${figure(s.acceptance_rate === null ? null : s.acceptance_rate * 100, 1)}% of ${s.draft_tokens} drafts accepted)`;
 }
 
 export function throughputReport(r: ThroughputResults): string {
@@ -19,6 +26,7 @@ export function throughputReport(r: ThroughputResults): string {
     `  ${r.requests_per_s.toFixed(2)} requests/s, ${r.total_tokens_per_s.toFixed(1)} total tokens/s`,
     `  ${r.input_tokens_per_s.toFixed(1)} input tokens/s, ${r.output_tokens_per_s.toFixed(1)} output tokens/s`,
     ...(r.roofline?.fraction != null ? [`  ${(r.roofline.fraction * 100).toFixed(1)} % of the device bound (${r.roofline.bound_s!.toFixed(2)} s)`] : []),
+    ...(r.speculation ? [`  speculative decoding: ${speculationText(r.speculation)}`] : []),
   ].join('\n');
 }
 

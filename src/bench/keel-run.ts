@@ -1,6 +1,6 @@
 import { isAbsolute, relative, resolve, basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, type EngineOptions } from '../config.ts';
 import { LLM } from '../engine/llm.ts';
 import { probeBackend, type BackendFacts } from './backend-probe.ts';
 import type { BenchResult, ModelInfo } from './result-schema.ts';
@@ -19,7 +19,7 @@ export interface BenchEngine {
  * bandwidth, matmul rate) and then named to the engine, so `--backend auto` resolves once.
  */
 export async function loadBenchEngine(
-  engine: Partial<EngineConfig>,
+  engine: EngineOptions,
   measure: { bandwidth: boolean; gbps?: number; matmul?: boolean },
 ): Promise<BenchEngine> {
   const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, {
@@ -42,7 +42,14 @@ export function keelRunHeader({ llm, facts }: BenchEngine): RunEnvironment & Pic
 
 /** The engine's settings as they were resolved, for a result's config. */
 export function engineSettings(llm: LLM): Record<string, unknown> {
-  return { ...llm.config, model: repoRelative(llm.config.model), max_model_len: llm.maxModelLen, num_kv_blocks: llm.stats().numKvBlocks };
+  const { speculative } = llm.config;
+  return {
+    ...llm.config,
+    model: repoRelative(llm.config.model),
+    speculative: speculative && { ...speculative, model: speculative.model && repoRelative(speculative.model) },
+    max_model_len: llm.maxModelLen,
+    num_kv_blocks: llm.stats().numKvBlocks,
+  };
 }
 
 function modelInfo(llm: LLM): ModelInfo {

@@ -3,6 +3,7 @@ import { invalidArgument } from '../errors.ts';
 import { randomRequests } from './random-dataset.ts';
 import type { LatencyBatch } from './result-schema.ts';
 import { decodeRoofline, type RooflineInputs } from './roofline.ts';
+import { speculationFigures } from './speculation-figures.ts';
 import { flatSummary, mean, summarize } from './statistics.ts';
 
 export interface LatencyOptions {
@@ -56,13 +57,17 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
       await timeBatch(llm, promptsForIteration(), options.outputLen);
       hooks.onRun?.();
     }
-    const preemptionsBefore = llm.stats().numPreemptionsTotal;
+    const before = llm.stats();
     const timings: BatchTiming[] = [];
     for (let i = 0; i < options.numIters; i++) {
       timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen));
       hooks.onRun?.();
     }
-    const row = latencyRow(batchSize, options, timings, roofline, llm.stats().numPreemptionsTotal - preemptionsBefore);
+    const after = llm.stats();
+    const row = {
+      ...latencyRow(batchSize, options, timings, roofline, after.numPreemptionsTotal - before.numPreemptionsTotal),
+      speculation: speculationFigures(before.speculation, after.speculation),
+    };
     rows.push(row);
     hooks.onBatch?.(row);
   }

@@ -54,6 +54,19 @@ const RooflineSchema = z.strictObject({
   fraction: optionalFigure,
 });
 
+/** Speculative decoding over the measured runs (Keel with --speculative-*; null when it does not speculate). */
+const SpeculationSchema = z.strictObject({
+  /** Verifications: sequence steps that ran drafts. */
+  drafts: count,
+  draft_tokens: count,
+  accepted_tokens: count,
+  acceptance_rate: optionalFigure,
+  /** Tokens a verification gives on average: its accepted drafts and the token after them. */
+  mean_accepted_length: optionalFigure,
+  /** [i]: of the verifications with a draft i (0-based), the fraction that accepted it. */
+  acceptance_rate_by_position: z.array(figure),
+});
+
 const LatencyBatchSchema = z.strictObject({
   batch_size: count,
   input_len: count,
@@ -69,6 +82,7 @@ const LatencyBatchSchema = z.strictObject({
   roofline: RooflineSchema.nullable(),
   /** Preemptions during the measured iterations (KV pool too small for the batch). */
   preemptions: count.nullable(),
+  speculation: SpeculationSchema.nullable().optional(),
 });
 
 const LatencyResultsSchema = z.strictObject({
@@ -98,6 +112,7 @@ const ThroughputResultsSchema = z.strictObject({
   total_tokens_per_s: figure,
   /** Keel's runs: the device bound of the workload (peers leave it out). */
   roofline: ThroughputRooflineSchema.optional(),
+  speculation: SpeculationSchema.nullable().optional(),
 });
 
 const ServeResultsSchema = z.strictObject({
@@ -236,4 +251,5 @@ export type Device = z.infer<typeof DeviceSchema>;
 export type ModelInfo = z.infer<typeof ModelSchema>;
 export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
 export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
+export type SpeculationFigures = z.infer<typeof SpeculationSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;

@@ -3,6 +3,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { BenchRequest } from './random-dataset.ts';
 import type { ThroughputResults } from './result-schema.ts';
 import { throughputRoofline, type RooflineInputs } from './roofline.ts';
+import { speculationFigures } from './speculation-figures.ts';
 
 /**
  * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
@@ -17,6 +18,7 @@ export async function runThroughputSuite(
   device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
   onRequestDone: () => void = () => undefined,
 ): Promise<ThroughputResults> {
+  const before = llm.stats().speculation;
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
   const outputs = await Promise.all(
@@ -45,5 +47,6 @@ export async function runThroughputSuite(
       elapsedS,
       device,
     ),
+    speculation: speculationFigures(before, llm.stats().speculation),
   };
 }

@@ -1,6 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
-import type { EngineConfig } from '../config.ts';
-import { DEFAULT_ENGINE_CONFIG } from '../config.ts';
+import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
@@ -20,6 +20,12 @@ export const ENGINE_FLAGS = {
   'no-async-scheduling': { type: 'boolean' },
   seed: { type: 'string' },
   'no-progress': { type: 'boolean' },
+  'speculative-method': { type: 'string' },
+  'speculative-model': { type: 'string' },
+  'num-speculative-tokens': { type: 'string' },
+  'ngram-min': { type: 'string' },
+  'ngram-max': { type: 'string' },
+  'speculative-disable-by-batch-size': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -39,11 +45,19 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --enforce-eager                run decode steps op by op instead of replaying CUDA graphs
   --no-async-scheduling          read each step's tokens before launching the next
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
-  --no-progress                  no progress bar or start-up report on stderr`;
+  --no-progress                  no progress bar or start-up report on stderr
+
+Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
+  --speculative-method ngram|draft  ngram: drafts looked up in the sequence's own tokens; draft: a draft model
+  --speculative-model DIR|ORG/NAME  the draft model, found as --model is (implies --speculative-method draft)
+  --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
+  --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
+  --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
+  --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences`;
 
 type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 
-export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineConfig> {
+export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
   return {
     model: values.model,
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
@@ -60,7 +74,25 @@ export function engineConfigFromFlags(values: EngineFlagValues): Partial<EngineC
     asyncScheduling: values['no-async-scheduling'] ? false : undefined,
     seed: integerFlag('--seed', values.seed),
     showProgress: values['no-progress'] ? false : undefined,
+    speculative: speculativeFromFlags(values),
   };
+}
+
+/** The speculative options the flags give; undefined when no speculative flag is given. */
+function speculativeFromFlags(values: EngineFlagValues): EngineOptions['speculative'] {
+  const options = {
+    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft'] as const),
+    model: values['speculative-model'],
+    numSpeculativeTokens: integerFlag('--num-speculative-tokens', values['num-speculative-tokens']),
+    ngramMin: integerFlag('--ngram-min', values['ngram-min']),
+    ngramMax: integerFlag('--ngram-max', values['ngram-max']),
+    disableByBatchSize: integerFlag('--speculative-disable-by-batch-size', values['speculative-disable-by-batch-size']),
+  };
+  if (Object.values(options).every((v) => v === undefined)) return undefined;
+  if (options.method === undefined && options.model === undefined) {
+    throw invalidArgument('speculative flags need --speculative-method ngram or --speculative-model DIR');
+  }
+  return options;
 }
 
 /** The EngineConfig field each flag sets, for errors the engine raises in its own field names. */
@@ -80,7 +112,13 @@ export const ENGINE_FIELD_OF_FLAG = {
   'no-async-scheduling': 'asyncScheduling',
   seed: 'seed',
   'no-progress': 'showProgress',
-} as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig>;
+  'speculative-method': 'speculative.method',
+  'speculative-model': 'speculative.model',
+  'num-speculative-tokens': 'speculative.numSpeculativeTokens',
+  'ngram-min': 'speculative.ngramMin',
+  'ngram-max': 'speculative.ngramMax',
+  'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
+} as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;

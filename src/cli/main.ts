@@ -99,7 +99,7 @@ function reportError(error: unknown): number {
 const FLAG_OF_FIELD = new Map(Object.entries({ ...ENGINE_FIELD_OF_FLAG, ...SAMPLING_FIELD_OF_FLAG }).map(([flag, field]) => [field as string, `--${flag}`]));
 
 function inFlagNames(message: string): string {
-  const field = /^\w+/.exec(message)?.[0];
+  const field = /^[\w.]+/.exec(message)?.[0];
   const flag = field === undefined ? undefined : FLAG_OF_FIELD.get(field);
   return flag === undefined ? message : flag + message.slice(field!.length);
 }

@@ -164,6 +164,13 @@ export class KvCacheManager {
     this.pool.free(behind);
   }
 
+  /** Frees the blocks past those the sequence's tokens fill (those of drafts it dropped). */
+  freeBlocksPastEnd(seq: Sequence): void {
+    const numNeeded = Math.ceil(seq.numTokens / this.blockSize);
+    if (seq.blockTable.length <= numNeeded) return;
+    this.pool.free(seq.blockTable.splice(numNeeded).filter((id) => id !== this.nullBlock).reverse());
+  }
+
   /** Releases all the sequence's blocks, tail first so that its tail is evicted first. */
   free(seq: Sequence): void {
     this.pool.free(seq.blockTable.filter((id) => id !== this.nullBlock).reverse());
@@ -208,6 +215,9 @@ export class KvCacheManager {
       if (new Set(held).size !== held.length) throw new Error(`sequence ${seq.id} holds a block twice`);
       if (seq.blockTable.length * this.blockSize < seq.numComputedTokens) {
         throw new Error(`sequence ${seq.id} has ${seq.numComputedTokens} computed tokens but only ${seq.blockTable.length} blocks`);
+      }
+      if (seq.blockTable.length > Math.ceil(seq.numTokens / this.blockSize)) {
+        throw new Error(`sequence ${seq.id} holds ${seq.blockTable.length} blocks, more than its ${seq.numTokens} tokens fill`);
       }
       seq.blockTable.forEach((id, i) => {
         if (id === this.nullBlock) return;

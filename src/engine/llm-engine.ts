@@ -1,3 +1,4 @@
+import type { SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { drawFor, drawnToken, hasPenalties, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
@@ -8,19 +9,31 @@ import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
 import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
-import type { PositionLogprobs, RequestOutput } from './outputs.ts';
+import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
+import { LookaheadDraws } from './lookahead-draws.ts';
+import { ngramDrafts } from './ngram-proposer.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';
-import { Sequence } from './sequence.ts';
+import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
+import { SpeculationTally } from './speculation-tally.ts';
 
 /**
- * A launched step: what was scheduled, and the completions each sampled row draws for (the
- * sequence's own first, then those forking from it), in the order of the row's draws.
+ * A launched step: what was scheduled, the completions each sampled row draws for (the
+ * sequence's own first, then those forking from it), in the order of the row's draws, and the
+ * verification of each sequence that ran drafts; all by index into `output.scheduled`.
  */
 interface LaunchedStep {
   output: SchedulerOutput;
   result: StepResult;
   drawers: Map<number, Completion[]>;
+  verifications: Map<number, Verification>;
+}
+
+/** A sequence's drafts in a step: their draws, and how many the target accepted once read. */
+interface Verification {
+  lookahead: LookaheadDraws;
+  numDrafts: number;
+  numAccepted: number;
 }
 
 export interface EngineParts {
@@ -37,6 +50,8 @@ export interface EngineParts {
   asyncScheduling: boolean;
   /** The prefix-cache salt of a new sequence with a prompt of this length (CausalLM.prefixCacheSalt). */
   prefixCacheSalt: (promptLength: number) => string | null;
+  /** How decoding sequences propose drafts; null: they do not. With method `draft` the runner holds the draft model. */
+  speculative: SpeculativeConfig | null;
 }
 
 export interface NewRequest {
@@ -58,6 +73,8 @@ export interface EngineStats {
   promptTokensTotal: number;
   generationTokensTotal: number;
   numPreemptionsTotal: number;
+  /** Speculative decoding since start; null when the engine does not speculate. */
+  speculation: SpeculationStats | null;
 }
 
 /**
@@ -70,6 +87,12 @@ export interface EngineStats {
  * step (whose inputs read those tokens on the device), and only then reads them and applies stop
  * conditions. The host's work thus overlaps the GPU's; a sequence that stopped meanwhile had one
  * extra token computed, which is dropped.
+ *
+ * With speculative decoding a decoding sequence first proposes drafts (n-gram lookup here, or
+ * the draft model in the runner once the step is scheduled); the step runs them after its last
+ * token and draws a token at every position, as plain decoding would have at each; the drafts
+ * up to the first that differs from its draw are accepted, then the draw after them. Such a step
+ * is read at once, and its rejected drafts leave the sequence before its blocks are cached.
  */
 export class LLMEngine {
   private readonly requests = new Map<string, Request>();
@@ -79,6 +102,7 @@ export class LLMEngine {
   private cachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
+  private readonly speculation: SpeculationTally | null;
   /** The step launched by the last `step()` whose tokens are still to be read. */
   private inFlight: LaunchedStep | null = null;
 
@@ -86,6 +110,7 @@ export class LLMEngine {
 
   constructor(parts: EngineParts) {
     this.parts = parts;
+    this.speculation = parts.speculative ? new SpeculationTally() : null;
   }
 
   get tokenizer(): Tokenizer | null {
@@ -137,7 +162,9 @@ export class LLMEngine {
         finishedTime: null,
         numCachedTokens: 0,
         numPreemptions: 0,
+        speculation: null,
       },
+      speculation: this.parts.speculative ? new SpeculationTally() : null,
       onUpdate: input.onUpdate,
     };
     const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, this.parts.prefixCacheSalt(promptTokenIds.length));
@@ -177,12 +204,26 @@ export class LLMEngine {
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
+      speculation: this.speculation?.summary() ?? null,
     };
+  }
+
+  /**
+   * Throws unless the KV cache is consistent with the live sequences (KvCacheManager.checkInvariants)
+   * and no sequence keeps drafts between steps: for tests that drive the engine step by step.
+   */
+  checkInvariants(): void {
+    const live = [...this.bySequence.keys()].filter((seq) => seq.status !== 'finished');
+    const drafting = live.find((seq) => seq.numDraftTokens > 0);
+    if (drafting) throw new Error(`sequence ${drafting.id} kept ${drafting.numDraftTokens} drafts past its step`);
+    this.parts.kv.checkInvariants(live);
   }
 
   /** Runs one scheduling step. Returns false when there was nothing to run. */
   step(): boolean {
+    this.proposeDrafts();
     const output = this.parts.scheduler.schedule();
+    this.dropUnscheduledDrafts(output);
     for (const seq of output.preempted) {
       const owner = this.bySequence.get(seq);
       if (owner) owner.request.metrics.numPreemptions++;
@@ -210,29 +251,103 @@ export class LLMEngine {
     // The previous step's tokens are read while this one runs.
     const previous = this.takeInFlight();
     if (previous !== null) this.finishStep(previous);
+    this.verifyDrafts(launched);
     this.parts.scheduler.onStepComplete(output);
     if (this.parts.asyncScheduling && this.canLeaveRunning(launched)) this.leaveRunning(launched);
     else this.finishStep(launched);
     return true;
   }
 
+  /**
+   * Gives every decoding sequence its drafts for this step when speculation is on: n-gram
+   * lookups, or places the draft model fills once the step is scheduled. None while a step is in
+   * flight (its sequences' last tokens are not known yet, and the draft model's passes would
+   * displace the draws the next step reads them from), and none past what the request may still
+   * generate: a step gives at most one token more than its drafts.
+   */
+  private proposeDrafts(): void {
+    const spec = this.parts.speculative;
+    if (spec === null || this.inFlight !== null || !this.speculates()) return;
+    for (const [seq, { request }] of this.bySequence) {
+      if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0) continue;
+      const maxDrafts = Math.min(
+        spec.numSpeculativeTokens,
+        request.params.maxTokens - seq.numOutputTokens - 1,
+        this.parts.maxModelLen - seq.numTokens - 1,
+      );
+      if (maxDrafts < 1) continue;
+      const drafts = spec.method === 'ngram' ? ngramDrafts(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts) : new Array<number>(maxDrafts).fill(UNPROPOSED_DRAFT);
+      if (drafts.length > 0) seq.appendDraftTokens(drafts);
+    }
+  }
+
+  /** Whether this step's decoding sequences propose drafts: speculation is on and the batch is small enough. */
+  private speculates(): boolean {
+    const spec = this.parts.speculative;
+    return spec !== null && (spec.disableByBatchSize === null || this.parts.scheduler.counts().running < spec.disableByBatchSize);
+  }
+
+  /** Drafts are proposed for one step: those of sequences it did not schedule are dropped. */
+  private dropUnscheduledDrafts(output: SchedulerOutput): void {
+    if (this.parts.speculative === null) return;
+    const scheduled = new Set(output.scheduled.map(({ seq }) => seq));
+    for (const seq of this.bySequence.keys()) if (seq.numDraftTokens > 0 && !scheduled.has(seq)) seq.dropDraftTokens(0);
+  }
+
   private launch(output: SchedulerOutput): LaunchedStep {
     // Asked by the runner once per row that samples this step, and only then: a random draw
     // consumes the completion's random stream, which must not depend on how a prompt was chunked.
     const drawers = new Map<number, Completion[]>();
+    const verifications = new Map<number, Verification>();
+    const verification = (s: number): Verification => {
+      let v = verifications.get(s);
+      if (v === undefined) {
+        const seq = output.scheduled[s].seq;
+        const { request, completion } = this.bySequence.get(seq)!;
+        const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds };
+        verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numAccepted: 0 }));
+      }
+      return v;
+    };
     const result = this.parts.runner.execute(output, {
       drawsFor: (s, site) => {
         const seq = output.scheduled[s].seq;
         const owner = this.bySequence.get(seq);
         if (owner === undefined) return [];
         const { request, completion } = owner;
+        if (seq.numDraftTokens > 0) {
+          // A sequence with drafts has forked already (at its first token): it draws for itself alone.
+          drawers.set(s, [completion]);
+          const { lookahead, numDrafts } = verification(s);
+          return Array.from({ length: numDrafts + 1 }, (_, i) => lookahead.draw(i, site.row + i));
+        }
         const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
+      draftDraw: (s, index, row) => verification(s).lookahead.draw(index, row),
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
-    return { output, result, drawers };
+    return { output, result, drawers, verifications };
+  }
+
+  /**
+   * Reads a step that ran drafts (at once: the scheduler must not count or cache rejected ones)
+   * and drops each sequence's drafts after the first its draws disagree with.
+   */
+  private verifyDrafts({ output, result, verifications }: LaunchedStep): void {
+    if (verifications.size === 0) return;
+    const { tokenIds } = result.read();
+    result.samplingRows.forEach((s, row) => {
+      const verification = verifications.get(s);
+      if (verification === undefined) return;
+      const seq = output.scheduled[s].seq;
+      const first = result.firstDraw[row];
+      let accepted = 0;
+      while (accepted < verification.numDrafts && tokenIds[first + accepted] === seq.draftTokenId(accepted)) accepted++;
+      verification.numAccepted = accepted;
+      seq.dropDraftTokens(accepted);
+    });
   }
 
   private drawFor(request: Request, c: Completion, seq: Sequence, site: DrawSite): Draw {
@@ -256,7 +371,9 @@ export class LLMEngine {
    * Whether the step's tokens can wait for the next step: no row forks or reaches its length
    * limit (a known last token is read at once, so that no sequence is scheduled past its end).
    */
-  private canLeaveRunning({ output, result }: LaunchedStep): boolean {
+  private canLeaveRunning({ output, result, verifications }: LaunchedStep): boolean {
+    // The next step's drafts are proposed from tokens the host knows.
+    if (verifications.size > 0 || this.speculates()) return false;
     return result.samplingRows.every((s) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
@@ -276,7 +393,7 @@ export class LLMEngine {
   }
 
   /** Reads a step's tokens (waiting for the device) and applies stop conditions. */
-  private finishStep({ output, result, drawers }: LaunchedStep): void {
+  private finishStep({ output, result, drawers, verifications }: LaunchedStep): void {
     const results = result.read();
     const touched = new Set<Request>();
     for (const { s, position, draw } of result.promptScores) {
@@ -293,7 +410,9 @@ export class LLMEngine {
       const completions = drawers.get(s);
       // Ended (stopped or aborted) while the step ran: its token is dropped.
       if (!owner || seq.status === 'finished' || completions === undefined) return;
-      this.acceptDraws(owner.request, completions, seq, results, result.firstDraw[row]);
+      const verification = verifications.get(s);
+      if (verification === undefined) this.acceptDraws(owner.request, completions, seq, results, result.firstDraw[row]);
+      else this.acceptVerified(owner.request, owner.completion, seq, results, result.firstDraw[row], verification);
       touched.add(owner.request);
     });
     for (const request of touched) {
@@ -318,6 +437,18 @@ export class LLMEngine {
     this.acceptToken(request, completions[0], seq, drawnToken(results, first, request.params));
   }
 
+  /**
+   * Gives a completion what its verification kept: the accepted drafts, then the token drawn after
+   * them; its random stream continues after their draws.
+   */
+  private acceptVerified(request: Request, c: Completion, seq: Sequence, results: DrawResults, first: number, verification: Verification): void {
+    const { numDrafts, numAccepted, lookahead } = verification;
+    for (let i = 0; i <= numAccepted; i++) this.acceptToken(request, c, seq, drawnToken(results, first + i, request.params));
+    c.rng = lookahead.rngAfter(numAccepted + 1);
+    this.speculation?.record(numDrafts, numAccepted);
+    request.speculation?.record(numDrafts, numAccepted);
+  }
+
   private acceptToken(request: Request, c: Completion, seq: Sequence, sample: SampledToken): void {
     if (c.output.finishReason !== null) return;
     const params = request.params;
@@ -339,7 +470,8 @@ export class LLMEngine {
     }
     if (mayStop && params.stopTokenIds.includes(tokenId)) return this.endCompletion(c, 'stop', tokenId);
     if (this.emitText(c, c.detokenizer?.push(tokenId) ?? '')) return;
-    if (numOutput >= params.maxTokens || seq.numTokens >= this.parts.maxModelLen) this.endCompletion(c, 'length', null);
+    // Drafts accepted after this token are not counted yet.
+    if (numOutput >= params.maxTokens || seq.numTokens - seq.numDraftTokens >= this.parts.maxModelLen) this.endCompletion(c, 'length', null);
   }
 
   /** Ends a completion, first releasing text still held back by the detokenizer or stop matcher. */
@@ -433,6 +565,6 @@ export function snapshot(request: Request, finished: boolean): RequestOutput {
     promptLogprobs: request.promptLogprobs && [...request.promptLogprobs],
     outputs: request.completions.map((c) => ({ ...c.output, tokenIds: [...c.output.tokenIds], logprobs: c.output.logprobs ? [...c.output.logprobs] : null })),
     finished,
-    metrics: { ...request.metrics },
+    metrics: { ...request.metrics, speculation: request.speculation?.summary() ?? null },
   };
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { EngineConfig } from '../config.ts';
+import type { EngineConfig, EngineOptions } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import type { ModelConfig } from '../models/model-config.ts';
@@ -45,7 +45,7 @@ export class LLM {
     this.loaded = loaded;
   }
 
-  static async load(options: Partial<EngineConfig> = {}): Promise<LLM> {
+  static async load(options: EngineOptions = {}): Promise<LLM> {
     return new LLM(await loadEngine(options));
   }
 

@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, type EngineConfig } from '../config.ts';
-import { KeelError, invalidArgument } from '../errors.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
+import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
@@ -28,8 +28,14 @@ export interface LoadedEngine extends LoadedModel {
   numKvBlocks: number;
 }
 
-export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfig {
-  const config: EngineConfig = { ...DEFAULT_ENGINE_CONFIG, model: DEFAULT_MODEL_DIR, ...stripUndefined(options) };
+export function resolveEngineConfig(options: EngineOptions): EngineConfig {
+  const { speculative, ...rest } = options;
+  const config: EngineConfig = {
+    ...DEFAULT_ENGINE_CONFIG,
+    model: DEFAULT_MODEL_DIR,
+    ...stripUndefined(rest),
+    speculative: speculative ? resolveSpeculativeConfig(speculative) : null,
+  };
   const positiveInt = (name: keyof EngineConfig) => {
     const v = config[name];
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidArgument(`${name} must be a positive integer (got ${v})`);
@@ -42,6 +48,27 @@ export function resolveEngineConfig(options: Partial<EngineConfig>): EngineConfi
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
   }
+  return config;
+}
+
+/** The speculative config with its defaults; a draft model without a method means method `draft`. */
+function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
+  const given = stripUndefined(options);
+  const method = given.method ?? (given.model ? 'draft' : undefined);
+  if (method !== 'ngram' && method !== 'draft') {
+    throw invalidArgument(`speculative.method must be ngram or draft (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  }
+  const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
+  const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw invalidArgument(`speculative.${name} must be a positive integer (got ${v})`);
+  };
+  positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
+  positiveInt('ngramMin', config.ngramMin);
+  positiveInt('ngramMax', config.ngramMax);
+  if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
+  if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
+  if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
+  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for method draft; n-gram lookup needs no model');
   return config;
 }
 
@@ -61,7 +88,7 @@ export interface LoadedModel {
   model: CausalLM;
 }
 
-export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedModel> {
+export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
   const { dir: modelDir, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
   const architecture = readModelArchitecture(modelDir);
@@ -96,11 +123,45 @@ export async function loadModel(options: Partial<EngineConfig>): Promise<LoadedM
   }
 }
 
-export async function loadEngine(options: Partial<EngineConfig>): Promise<LoadedEngine> {
+/**
+ * A draft model for speculative decoding, loaded on the target's backend: checked to give logits
+ * over the same token ids (the same vocabulary, token for token) and to cover the target's context.
+ */
+function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
+  const architecture = readModelArchitecture(dir);
+  const draftConfig = architecture.config;
+  const targetVocab = target.modelConfig.vocabSize;
+  if (draftConfig.vocabSize !== targetVocab) {
+    throw invalidModel(`the draft model ${dir} has a vocabulary of ${draftConfig.vocabSize} tokens and the target ${targetVocab}: a draft model must share the target's tokenizer`);
+  }
+  const tokenizer = loadTokenizerIfPresent(dir);
+  if ((tokenizer === null) !== (target.tokenizer === null)) {
+    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer.json, so Keel cannot check that they share their tokenizer`);
+  }
+  const difference = tokenizer && target.tokenizer!.vocabularyDifference(tokenizer);
+  if (difference) throw invalidModel(`the draft model ${dir} does not share the target's tokenizer: ${difference}`);
+  if (draftConfig.contextLength < target.maxModelLen) {
+    throw invalidArgument(`the draft model ${dir} covers ${draftConfig.contextLength} positions, fewer than the max model length ${target.maxModelLen}; lower --max-model-len`);
+  }
+  const model = createModel(architecture, target.maxModelLen);
+  const { config, backend } = target;
+  if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
+  else loadWeightsWithProgress(model, openCheckpoint(dir), backend, { showProgress: config.showProgress });
+  return model;
+}
+
+export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
+  // The draft model is found (a directory, or a repo id from the cache or hub) before the target
+  // loads, so a wrong name fails at once.
+  const { speculative, showProgress } = resolveEngineConfig(options);
+  const draftDir = speculative?.method === 'draft' ? (await locateModel(speculative.model!, { showProgress })).dir : null;
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model } = loaded;
   try {
-    const bytesPerBlock = kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes);
+    const draft = draftDir === null ? null : loadDraftModel(draftDir, loaded);
+    // The draft model's pools hang off the same block ids: a block holds both models' K/V.
+    const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
+    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
@@ -109,7 +170,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
-      retentionWindow: kvRetentionWindow(model.kvLayers),
+      retentionWindow: kvRetentionWindow(kvLayers),
       nullBlock,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
@@ -125,7 +186,9 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const cache = backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers: model.kvLayers });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
+    const cache = createCache(model.kvLayers);
+    const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -138,7 +201,7 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -146,7 +209,12 @@ export async function loadEngine(options: Partial<EngineConfig>): Promise<Loaded
       numKvBlocks,
       defaultSeed: config.seed,
       asyncScheduling: config.asyncScheduling,
-      prefixCacheSalt: (promptLength) => model.prefixCacheSalt?.(promptLength) ?? null,
+      // Cached blocks hold the draft model's K/V too: both models' salts tell them apart.
+      prefixCacheSalt: (promptLength) => {
+        const salts = [model, ...(draft ? [draft] : [])].map((m) => m.prefixCacheSalt?.(promptLength) ?? null);
+        return salts.every((salt) => salt === null) ? null : salts.join('|');
+      },
+      speculative,
     });
     return { ...loaded, maxModelLen, engine, numKvBlocks };
   } catch (error) {

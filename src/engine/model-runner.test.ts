@@ -41,7 +41,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
     const output = scheduler.schedule();
-    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], promptTopLogprobs: () => 0 });
+    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
     scheduler.onStepComplete(output);
     result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.read().tokenIds[result.firstDraw[row]]));
   }
@@ -73,7 +73,7 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
-    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), promptTopLogprobs: () => 0 });
+    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
     return { firstDraw: result.firstDraw, tokens: [...result.read().tokenIds] };
   };
   const single = run([1, 1, 1]);
@@ -104,13 +104,13 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   recomputed.appendToken(11);
   scheduler.add(new Sequence('fresh', [1, 2]));
   scheduler.add(recomputed);
-  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], promptTopLogprobs: () => 0 });
+  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
   assert.deepEqual(batches, [{ positions: [0, 1, 0, 1, 2, 3, 4], rotaryRows: [2, 3, 3, 4, 5, 6, 7] }]);
 
   batches.length = 0;
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
     { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTable: [0] }), numNewTokens: 3 }], preempted: [], blockCopies: { src: new Int32Array(0), dst: new Int32Array(0) }, numScheduledTokens: 3 },
-    { drawsFor: () => [], promptTopLogprobs: () => 0 },
+    { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');
 });

@@ -1,9 +1,10 @@
 import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { SchedulerOutput } from './scheduler.ts';
-import type { Sequence } from './sequence.ts';
+import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
 /**
  * Decode batch sizes recorded as graphs (vLLM's choice): a decode step of B sequences is padded up
@@ -18,8 +19,23 @@ export interface GraphOptions {
   scratchBlock: number;
 }
 
+/**
+ * A draft model for speculative decoding and its KV pools, indexed by the same block ids as the
+ * target's: the block manager's allocation, prefix caching, copy-on-write and preemption cover
+ * both at once, and every step the target runs, the draft runs too, so that its cache always holds
+ * the K/V of the tokens the target's does.
+ */
+export interface DraftModel {
+  model: CausalLM;
+  cache: KvCache;
+}
+
 /** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
 export interface DrawSite {
+  /**
+   * The logits row after the sequence's last sampled token. A sequence with drafts has one more
+   * row after each draft: row + i decides draft i, and row + numDraftTokens follows the last draft.
+   */
   row: number;
   /** -1 when the sequence has no pending token. */
   pendingDraw: number;
@@ -53,6 +69,12 @@ export interface StepDraws {
    */
   drawsFor(s: number, site: DrawSite): Draw[];
   /**
+   * The draw that gives scheduled sequence `s`'s draft `index` from the draft model's logits row
+   * `row` (the same draw verifies it on the target's logits): asked in index order, once the
+   * drafts before it are proposed.
+   */
+  draftDraw(s: number, index: number, row: number): Draw;
+  /**
    * For a sequence whose prompt positions are scored (`Sequence.needsPromptLogits`): how many top
    * alternatives each prompt logprob carries.
    */
@@ -63,7 +85,8 @@ export interface StepDraws {
  * Turns the scheduler's decision into the flattened batch description and runs the model on it.
  * It owns no policy: which tokens run, and where their K/V go, was decided before it is called.
  * Decode steps are padded to a recorded batch size and block-table width and replayed as graphs
- * when the backend records them.
+ * when the backend records them. With a draft model, it proposes the drafts the engine reserved
+ * (UNPROPOSED_DRAFT) and runs every step's tokens through the draft model too.
  */
 export class ModelRunner {
   private readonly backend: Backend;
@@ -71,27 +94,40 @@ export class ModelRunner {
   private readonly cache: KvCache;
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
+  private readonly draft: DraftModel | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
-  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null) {
+  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null, draft: DraftModel | null = null) {
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
     this.graphs = backend.recordsGraphs ? graphs : null;
+    this.draft = draft;
   }
 
   /**
-   * Runs one step: the forward, then one sampling pass over the rows `draws` asks for and the
-   * prompt positions it scores. Logits stay on the device.
+   * Runs one step: the drafts the draft model proposes, the forward (the draft model's first,
+   * keeping its cache level with the target's), then one sampling pass over the rows `draws`
+   * asks for and the prompt positions it scores. Logits stay on the device.
    */
   execute(output: SchedulerOutput, draws: StepDraws): StepResult {
     if (output.blockCopies.src.length > 0) {
-      this.backend.copyBlocks(this.cache, output.blockCopies.src, output.blockCopies.dst);
+      for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) {
+        this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
+      }
     }
     const graphBatch = this.graphBatchSize(output);
-    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch);
+    const draft = this.draft;
+    if (draft !== null) {
+      this.proposeDrafts(draft, output, draws);
+      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model).batch);
+      const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
+      if (graphBatch === null) forward();
+      else this.backend.replayForward(draftStep, draft, forward);
+    }
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model);
     const step = this.backend.beginStep(batch);
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
@@ -111,7 +147,40 @@ export class ModelRunner {
     });
     const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
-    return { samplingRows, firstDraw, promptScores, read: () => sampled.read() };
+    let results: DrawResults | null = null;
+    return { samplingRows, firstDraw, promptScores, read: () => (results ??= sampled.read()) };
+  }
+
+  /**
+   * Fills the drafts the engine reserved: pass i runs, for every sequence with a draft i, the
+   * token before it through the draft model (writing its K/V where the step will write them
+   * again) and draws draft i from the logits. The passes sample on the backend, which moves the
+   * draws that pending tokens are read from: no scheduled sequence may have one.
+   */
+  private proposeDrafts(draft: DraftModel, output: SchedulerOutput, draws: StepDraws): void {
+    const proposing = output.scheduled.flatMap(({ seq }, s) => (seq.numDraftTokens > 0 && seq.draftTokenId(0) === UNPROPOSED_DRAFT ? [s] : []));
+    if (proposing.length === 0) return;
+    const pending = output.scheduled.find(({ seq }) => seq.hasPendingToken);
+    if (pending) throw new Error(`sequence ${pending.seq.id} has a pending token: drafts are proposed only in steps that read every token first`);
+    const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
+    for (let index = 0; ; index++) {
+      const active = proposing.filter((s) => output.scheduled[s].seq.numDraftTokens > index);
+      if (active.length === 0) return;
+      const chunks = active.map((s): SequenceChunk => {
+        const seq = output.scheduled[s].seq;
+        const position = seq.numTokens - seq.numDraftTokens - 1 + index;
+        const chunk: SequenceChunk = { tokens: [seq.tokenIds[position]], startPos: position, blockTable: seq.blockTable };
+        if (rotaryRow !== undefined) chunk.rotaryRow = (p) => rotaryRow(p, seq.numPromptTokens);
+        return chunk;
+      });
+      const step = this.backend.beginStep(describeBatch(chunks, this.blockSize));
+      const logits = draft.model.forward(this.backend, step, draft.cache);
+      const { tokenIds } = this.backend.sampleRows(logits, active.map((s, row) => draws.draftDraw(s, index, row))).read();
+      active.forEach((s, row) => {
+        if (tokenIds[row] < 0) throw new KeelError('backend', 'the draft model gave no finite logit to draw a draft from');
+        output.scheduled[s].seq.setDraftToken(index, tokenIds[row]);
+      });
+    }
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
@@ -139,13 +208,14 @@ export class ModelRunner {
    */
   private describe(
     output: SchedulerOutput,
-    graphBatch: number | null = null,
+    graphBatch: number | null,
+    model: CausalLM,
   ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
     const logitsRows: number[] = [];
     const scored: { s: number; position: number; token: number }[] = [];
-    const rotaryRow = this.model.rotaryRow?.bind(this.model);
+    const rotaryRow = model.rotaryRow?.bind(model);
     let t = 0;
     const chunks: SequenceChunk[] = output.scheduled.map(({ seq, numNewTokens }, s) => {
       const start = seq.numComputedTokens;
@@ -155,10 +225,13 @@ export class ModelRunner {
       }
       t += numNewTokens;
       // Only a sequence whose every known token is now in the cache produces a next token;
-      // an intermediate prefill chunk needs no logits.
+      // an intermediate prefill chunk needs no logits. Its drafts are verified by the rows of the
+      // tokens before them.
       if (start + numNewTokens === seq.numTokens) {
+        const numDrafts = seq.numDraftTokens;
+        if (numDrafts >= numNewTokens) throw new Error(`sequence ${seq.id}: its chunk of ${numNewTokens} tokens does not hold its last sampled token and ${numDrafts} drafts`);
         logitsRows.push(logitsIndices.length);
-        logitsIndices.push(t - 1);
+        for (let i = numDrafts; i >= 0; i--) logitsIndices.push(t - 1 - i);
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };

@@ -33,6 +33,25 @@ export interface RequestMetrics {
   numCachedTokens: number;
   /** Times this request was preempted and recomputed. */
   numPreemptions: number;
+  /** How its drafts fared (all completions together); null when the engine does not speculate. */
+  speculation: SpeculationStats | null;
+}
+
+/** Speculative decoding's figures: a request's (RequestMetrics) or the engine's since start (EngineStats). */
+export interface SpeculationStats {
+  /** Verifications: a sequence's step that ran drafts after its last sampled token. */
+  numSteps: number;
+  numDraftTokens: number;
+  numAcceptedTokens: number;
+  /** Accepted drafts over drafts; null before the first. */
+  acceptanceRate: number | null;
+  /** Tokens a verification gives on average: its accepted drafts and the token drawn after them; null before the first. */
+  meanAcceptedLength: number | null;
+  /** [i]: verifications that had a draft i (0-based), and those that accepted it. */
+  draftTokensByPosition: number[];
+  acceptedTokensByPosition: number[];
+  /** [i]: the fraction of draft i's verifications that accepted it. */
+  acceptanceRateByPosition: number[];
 }
 
 export interface RequestOutput {

@@ -5,6 +5,7 @@ import type { StopStringMatcher } from '../sampling/stop-strings.ts';
 import type { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { CompletionOutput, FinishReason, PositionLogprobs, RequestMetrics, StreamDelta } from './outputs.ts';
 import type { Sequence } from './sequence.ts';
+import type { SpeculationTally } from './speculation-tally.ts';
 
 /**
  * One completion of a request (index 0..n-1). Until the prompt has been prefilled all completions
@@ -32,7 +33,10 @@ export interface Request {
   /** Filled as prompt positions are scored (params.promptLogprobs); index 0 stays null. */
   promptLogprobs: (PositionLogprobs | null)[] | null;
   completions: Completion[];
+  /** Metrics as reported; `speculation` is filled from `speculation` below when a snapshot is taken. */
   metrics: RequestMetrics;
+  /** How its drafts fared; null when the engine does not speculate. */
+  speculation: SpeculationTally | null;
   /** Called after every step that changed this request. */
   onUpdate: (request: Request) => void;
 }

@@ -60,6 +60,9 @@ interface Coverage {
   cachedTokens: number;
   forks: number;
   rejected: number;
+  /** Drafts run (speculative decoding), and of those, drafts rejected by the simulated verification. */
+  drafts: number;
+  rejectedDrafts: number;
 }
 
 /** Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each step. */
@@ -80,7 +83,7 @@ function runRandomSchedule(seed: number): Coverage {
   /** The length at which each sequence ends, as max_tokens would end it. */
   const targetLength = new Map<Sequence, number>();
   const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
-  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0 };
+  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0 };
 
   const slotOf = (seq: Sequence, pos: number) => seq.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
   const end = (seq: Sequence) => {
@@ -103,8 +106,32 @@ function runRandomSchedule(seed: number): Coverage {
     targetLength.set(seq, draw.int(length + 1, Math.max(length + 1, maxModelLen)));
   }
 
-  /** The engine's part after a step: sample for caught-up sequences, fork some, stop some. */
+  /**
+   * Speculative decoding's part before a step: some decoding sequences get drafts, no more than
+   * their length allows (a step gives one token more than its drafts).
+   */
+  function propose(): void {
+    for (const seq of live) {
+      const decoding = seq.status === 'running' && seq.numTokens - seq.numComputedTokens === 1;
+      const room = targetLength.get(seq)! - seq.numTokens - 1;
+      if (decoding && room > 0 && draw.chance(0.5)) seq.appendDraftTokens(draw.tokens(draw.int(1, Math.min(room, 5))));
+    }
+  }
+
+  /** The engine's verification once a step ran: each sequence keeps a random prefix of its drafts. */
+  function verify(output: SchedulerOutput): void {
+    for (const { seq } of output.scheduled) {
+      if (seq.status !== 'running' || seq.numDraftTokens === 0) continue;
+      const accepted = draw.int(0, seq.numDraftTokens);
+      coverage.drafts += seq.numDraftTokens;
+      coverage.rejectedDrafts += seq.numDraftTokens - accepted;
+      seq.dropDraftTokens(accepted);
+    }
+  }
+
+  /** The engine's part after a step: sample for caught-up sequences (after their accepted drafts), fork some, stop some. */
   function sample(seq: Sequence, allowFork: boolean): void {
+    while (seq.numDraftTokens > 0) seq.appendToken(seq.draftTokenId(0));
     if (allowFork && live.size < MAX_LIVE_SEQUENCES && draw.chance(0.15)) {
       const child = seq.fork();
       kv.fork(seq, child);
@@ -163,7 +190,10 @@ function runRandomSchedule(seed: number): Coverage {
   }
 
   function step(allowForks: boolean): void {
+    propose();
     const output = scheduler.schedule();
+    // Drafts are proposed for one step.
+    for (const seq of live) if (!output.scheduled.some((entry) => entry.seq === seq)) seq.dropDraftTokens(0);
     coverage.steps++;
     coverage.preemptions += output.preempted.length;
     coverage.copies += output.blockCopies.src.length;
@@ -172,6 +202,7 @@ function runRandomSchedule(seed: number): Coverage {
     execute(output);
     // An abort that lands while the forward runs.
     if (live.size > 0 && draw.chance(0.05)) end(draw.pick([...live]));
+    verify(output);
     scheduler.onStepComplete(output);
     for (const { seq } of output.scheduled) {
       if (seq.status === 'running' && seq.numComputedTokens === seq.numTokens) sample(seq, allowForks);
@@ -196,15 +227,16 @@ function runRandomSchedule(seed: number): Coverage {
   return coverage;
 }
 
-test('random schedules keep the KV cache consistent and finish everything', () => {
+test('random schedules, with drafts accepted and rejected, keep the KV cache consistent and finish everything', () => {
   const fromEnv = process.env.KEEL_TEST_SEED;
   const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
   console.log(`scheduler property test: seeds ${base}..${base + NUM_SEEDS - 1} (replay with KEEL_TEST_SEED=${base})`);
-  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0 };
+  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0 };
   for (let i = 0; i < NUM_SEEDS; i++) {
     const coverage = runRandomSchedule(base + i);
     for (const key of Object.keys(total) as (keyof Coverage)[]) total[key] += coverage[key];
   }
   console.log(`scheduler property test: ${JSON.stringify(total)}`);
   assert.ok(total.steps > NUM_SEEDS, 'the runs took steps');
+  assert.ok(total.rejectedDrafts > 0 && total.rejectedDrafts < total.drafts, 'drafts were both accepted and rejected');
 });

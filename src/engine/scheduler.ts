@@ -46,6 +46,8 @@ interface StepPlan {
  *
  * Each step: `schedule()`, run the model, `onStepComplete(output)`, then the engine appends a
  * sampled token to every sequence it caught up (numComputedTokens === numTokens) or finishes it.
+ * A decoding sequence may carry drafts (speculative decoding): it runs its last sampled token and
+ * its drafts as one chunk, and drafts that do not fit the budget or the pool are dropped first.
  */
 export class Scheduler {
   /** Oldest first. */
@@ -125,14 +127,18 @@ export class Scheduler {
 
   schedule(): SchedulerOutput {
     const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens };
-    const decoding = this.running.filter((seq) => seq.numTokens - seq.numComputedTokens === 1);
-    const prefilling = this.running.filter((seq) => seq.numTokens - seq.numComputedTokens !== 1);
+    // A sequence with drafts decodes too: its last sampled token and the drafts after it run as one chunk.
+    const isDecoding = (seq: Sequence) => seq.numTokens - seq.numDraftTokens - seq.numComputedTokens === 1;
+    const decoding = this.running.filter(isDecoding);
+    const prefilling = this.running.filter((seq) => !isDecoding(seq));
     for (const seq of [...decoding, ...prefilling]) {
       if (!this.hasRoom(plan)) break;
       // Preempted earlier in this step to make room for an older sequence.
       if (seq.status !== 'running') continue;
-      const numNewTokens = Math.min(seq.numTokens - seq.numComputedTokens, plan.budget);
-      if (this.allocateOrPreempt(seq, numNewTokens, plan)) {
+      // A verification chunk must reach the sequence's end, so drafts beyond the budget are dropped.
+      if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
+      const numNewTokens = this.allocateOrPreempt(seq, Math.min(seq.numTokens - seq.numComputedTokens, plan.budget), plan);
+      if (numNewTokens > 0) {
         plan.scheduled.push({ seq, numNewTokens });
         plan.budget -= numNewTokens;
       }
@@ -147,13 +153,19 @@ export class Scheduler {
     };
   }
 
-  /** Advances the scheduled sequences past the tokens the step computed and caches full blocks. */
+  /**
+   * Advances the scheduled sequences past the tokens the step computed and caches full blocks.
+   * Drafts that the step's verification rejected have already left their sequences (the engine
+   * drops them first, so that no block holding one is ever cached): their K/V lie past the
+   * sequence's end and do not count, and the blocks that held only them are freed.
+   */
   onStepComplete(output: SchedulerOutput): void {
     for (const { seq, numNewTokens } of output.scheduled) {
       // Finished (aborted) while the step ran: its blocks are already back in the pool.
       if (seq.status !== 'running') continue;
-      seq.numComputedTokens += numNewTokens;
+      seq.numComputedTokens = Math.min(seq.numComputedTokens + numNewTokens, seq.numTokens);
       this.kv.cacheFullBlocks(seq);
+      this.kv.freeBlocksPastEnd(seq);
     }
   }
 
@@ -161,20 +173,29 @@ export class Scheduler {
     return plan.budget > 0 && plan.scheduled.length < this.config.maxNumSeqs;
   }
 
-  /** Allocates the sequence's slots, preempting the youngest running sequences until they fit. */
-  private allocateOrPreempt(seq: Sequence, numNewTokens: number, plan: StepPlan): boolean {
+  /**
+   * Allocates slots for the sequence's next `numNewTokens` tokens, giving up its drafts and then
+   * preempting the youngest running sequences until they fit. Returns how many tokens it runs: 0
+   * when it was preempted itself.
+   */
+  private allocateOrPreempt(seq: Sequence, numNewTokens: number, plan: StepPlan): number {
     if (numNewTokens < 1) {
       throw new Error(`running sequence ${seq.id} has no token to compute: append the sampled token or finish it`);
     }
     while (!this.kv.allocateSlots(seq, numNewTokens)) {
-      if (this.preemptYoungest(plan) === seq) return false;
+      if (seq.numDraftTokens > 0) {
+        numNewTokens -= seq.numDraftTokens;
+        seq.dropDraftTokens(0);
+      } else if (this.preemptYoungest(plan) === seq) return 0;
     }
-    return true;
+    return numNewTokens;
   }
 
   /** Frees the youngest running sequence's blocks and queues it first, to be recomputed. */
   private preemptYoungest(plan: StepPlan): Sequence {
     const seq = this.running.pop()!;
+    // Its tokens are recomputed from the prompt on; drafts are not among them.
+    seq.dropDraftTokens(0);
     this.kv.free(seq);
     seq.status = 'waiting';
     seq.numComputedTokens = 0;

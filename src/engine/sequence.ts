@@ -7,12 +7,21 @@ export type SequenceStatus = 'waiting' | 'running' | 'finished';
 /** Stands in the token list for a sampled token the host has not read from the device yet. */
 export const PENDING_TOKEN = -1;
 
+/**
+ * Stands in the token list for a draft the draft model proposes once the step's blocks are
+ * allocated (model-runner.ts): its place is reserved before scheduling, so the step's budget and
+ * blocks count it.
+ */
+export const UNPROPOSED_DRAFT = -2;
+
 let sequencesCreated = 0;
 
 /**
- * One stream of tokens: the prompt followed by the tokens sampled so far, and where their K/V
- * live. The scheduler owns `status` and `numComputedTokens`, the KV-cache manager owns
- * `blockTable` and `blockHashes`, the engine appends sampled tokens.
+ * One stream of tokens: the prompt followed by the tokens sampled so far, then the drafts of a
+ * speculative step (tokens proposed but not yet verified), and where their K/V live. The
+ * scheduler owns `status` and `numComputedTokens`, the KV-cache manager owns `blockTable` and
+ * `blockHashes`, the engine appends sampled tokens and drafts (the model runner fills in drafts
+ * the draft model proposes).
  */
 export class Sequence {
   readonly id: SequenceId;
@@ -42,6 +51,7 @@ export class Sequence {
   needsPromptLogits = false;
   numPreemptions = 0;
   private readonly tokens: number[];
+  private drafts = 0;
 
   constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null) {
     this.requestId = requestId;
@@ -60,8 +70,20 @@ export class Sequence {
     return this.tokens.length;
   }
 
+  /** Sampled tokens (the pending one included); drafts are not output until verified. */
   get numOutputTokens(): number {
-    return this.tokens.length - this.numPromptTokens;
+    return this.tokens.length - this.numPromptTokens - this.drafts;
+  }
+
+  /** The drafts at the end of the token list, counted in `numTokens`. */
+  get numDraftTokens(): number {
+    return this.drafts;
+  }
+
+  /** Drafts `index` 0, 1, ... are the tokens after the last sampled one. */
+  draftTokenId(index: number): number {
+    if (!(index >= 0 && index < this.drafts)) throw new RangeError(`sequence ${this.id} has no draft ${index} (it has ${this.drafts})`);
+    return this.tokens[this.tokens.length - this.drafts + index];
   }
 
   get lastTokenId(): number {
@@ -70,13 +92,40 @@ export class Sequence {
 
   /** Whether the last token is PENDING_TOKEN: sampled on the device, not yet read. */
   get hasPendingToken(): boolean {
-    return this.tokens.length > this.numPromptTokens && this.lastTokenId === PENDING_TOKEN;
+    return this.drafts === 0 && this.tokens.length > this.numPromptTokens && this.lastTokenId === PENDING_TOKEN;
   }
 
-  /** Appends a sampled token, or puts it in the place `appendPendingToken` kept for it. */
+  /**
+   * Appends a sampled token, or puts it in the place `appendPendingToken` kept for it, or, when it
+   * equals the first draft, makes that draft a sampled token.
+   */
   appendToken(tokenId: number): void {
-    if (this.hasPendingToken) this.tokens[this.tokens.length - 1] = tokenId;
+    if (this.drafts > 0) {
+      const draft = this.draftTokenId(0);
+      if (draft !== tokenId) throw new Error(`sequence ${this.id}: token ${tokenId} is not its first draft ${draft}; drop the rejected drafts first`);
+      this.drafts--;
+    } else if (this.hasPendingToken) this.tokens[this.tokens.length - 1] = tokenId;
     else this.tokens.push(tokenId);
+  }
+
+  /** Appends proposed tokens after the last sampled one, to be verified by the next step. */
+  appendDraftTokens(tokenIds: readonly number[]): void {
+    if (this.drafts > 0 || this.hasPendingToken) throw new Error(`sequence ${this.id} cannot take drafts while it has drafts or a pending token`);
+    this.tokens.push(...tokenIds);
+    this.drafts = tokenIds.length;
+  }
+
+  /** Fills in a draft reserved as UNPROPOSED_DRAFT. */
+  setDraftToken(index: number, tokenId: number): void {
+    if (this.draftTokenId(index) !== UNPROPOSED_DRAFT) throw new Error(`sequence ${this.id}: draft ${index} was already proposed`);
+    this.tokens[this.tokens.length - this.drafts + index] = tokenId;
+  }
+
+  /** Removes the drafts after the first `numKept` (all of them with 0). */
+  dropDraftTokens(numKept: number): void {
+    if (!(numKept >= 0 && numKept <= this.drafts)) throw new RangeError(`sequence ${this.id} cannot keep ${numKept} of its ${this.drafts} drafts`);
+    this.tokens.length -= this.drafts - numKept;
+    this.drafts = numKept;
   }
 
   /**
@@ -84,7 +133,7 @@ export class Sequence {
    * input read on the device) before the host sees it; `appendToken` fills it in.
    */
   appendPendingToken(): void {
-    if (this.hasPendingToken) throw new Error(`sequence ${this.id} already waits for a sampled token`);
+    if (this.hasPendingToken || this.drafts > 0) throw new Error(`sequence ${this.id} already waits for a sampled token or has drafts`);
     this.tokens.push(PENDING_TOKEN);
   }
 
@@ -93,7 +142,7 @@ export class Sequence {
    * than every existing sequence. Its blocks are shared through `KvCacheManager.fork`.
    */
   fork(): Sequence {
-    if (this.hasPendingToken) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device`);
+    if (this.hasPendingToken || this.drafts > 0) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device or it has drafts`);
     const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt);
     child.numComputedTokens = this.numComputedTokens;
     child.numCachedTokens = this.numCachedTokens;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { sampleDraw, sampleDraws } from './draw-sampler.ts';
+import { drawDistribution, sampleDraw, sampleDraws } from './draw-sampler.ts';
 import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
 import { scoreDraw, type Draw } from './draw.ts';
 
@@ -119,4 +119,21 @@ test('sampleDraws reads pending tokens from the previous pass and checks what it
   assert.deepEqual([...results.topIds], [-1, -1, 2, 0, -1, -1]);
   assert.throws(() => sampleDraws(logits, 2, 3, [greedy({ row: 2 })], NONE), /draw 0 reads row 2, outside \[0, 2\)/);
   assert.throws(() => sampleDraws(logits, 2, 3, [greedy({ pendingDraw: 2 })], Int32Array.of(0, 1)), /pending token 2 is outside the 2 previous draws/);
+});
+
+test('drawDistribution is what the draws sample: softmax over the tokens truncation keeps, one-hot when greedy', () => {
+  const logits = fromProbs([0.4, 0.3, 0.2, 0.1]);
+  const close = (actual: Float64Array, expected: number[]) => expected.forEach((p, i) => assert.ok(Math.abs(actual[i] - p) < 1e-6, `${[...actual]} vs ${expected}`));
+  close(drawDistribution(logits, draw(), -1), [0.4, 0.3, 0.2, 0.1]);
+  close(drawDistribution(logits, draw({ topK: 2 }), -1), [4 / 7, 3 / 7, 0, 0]);
+  close(drawDistribution(logits, draw({ topP: 0.65 }), -1), [4 / 7, 3 / 7, 0, 0]);
+  close(drawDistribution(logits, draw({ minP: 0.6 }), -1), [4 / 7, 3 / 7, 0, 0]);
+  close(drawDistribution(logits, greedy(), -1), [1, 0, 0, 0]);
+  // Temperature 2 takes square roots of the probabilities before renormalizing.
+  const roots = [0.4, 0.3, 0.2, 0.1].map(Math.sqrt);
+  close(drawDistribution(logits, draw({ temperature: 2 }), -1), roots.map((r) => r / roots.reduce((a, b) => a + b)));
+  const counts = [0, 0, 0, 0];
+  const truncated = draw({ temperature: 0.7, topK: 3 });
+  for (let seed = 0; seed < 20000; seed++) counts[sampleDraw(logits, { ...truncated, seed }, -1).tokenId]++;
+  drawDistribution(logits, truncated, -1).forEach((p, i) => assert.ok(Math.abs(counts[i] / 20000 - p) < 0.015, `token ${i}: ${counts[i] / 20000} vs ${p}`));
 });

@@ -47,20 +47,47 @@ function penalizedRow(raw: Float32Array, draw: Draw, pendingToken: number): Floa
 }
 
 function randomDraw(values: Float32Array, draw: Draw): number {
+  const kept = truncatedScaled(values, draw);
+  return argmax(kept, () => true, (c) => Math.fround(kept[c] + gumbelNoise(draw.seed, c)));
+}
+
+/**
+ * What a random draw chooses among: each penalized value divided by the temperature, and
+ * -Infinity for the tokens min-p, top-k and top-p truncate. Its softmax is the distribution the
+ * draw samples from.
+ */
+function truncatedScaled(values: Float32Array, draw: Draw): Float32Array {
   const inv = Math.fround(1 / draw.temperature);
   const scaled = values.map((v) => Math.fround(v * inv));
-  const finite = (c: number) => scaled[c] > -Infinity;
   let max = -Infinity;
   for (const s of scaled) if (s > max) max = s;
   let threshold = -Infinity;
   if (draw.minP > 0) threshold = Math.fround(max + Math.fround(Math.log(draw.minP)));
   if (draw.topK > 0) threshold = Math.max(threshold, kthLargest(scaled.filter((s) => s > -Infinity), draw.topK));
   if (draw.topP < 1) threshold = Math.max(threshold, nucleusThreshold(scaled, threshold, max, draw.topP));
-  return argmax(
-    scaled,
-    (c) => finite(c) && scaled[c] >= threshold,
-    (c) => Math.fround(scaled[c] + gumbelNoise(draw.seed, c)),
-  );
+  return scaled.map((s) => (s >= threshold ? s : -Infinity));
+}
+
+/**
+ * The probability of each token that `draw` (not a scored one) gives row `raw`: one-hot on the
+ * argmax for a greedy draw, else the softmax of what the Gumbel-max draw chooses among. Statistical
+ * tests of sampling compare drawn frequencies with it.
+ */
+export function drawDistribution(raw: Float32Array, draw: Draw, pendingToken: number): Float64Array {
+  const values = penalizedRow(raw, draw, pendingToken);
+  const probabilities = new Float64Array(raw.length);
+  if (draw.temperature === 0) {
+    const best = argmax(values, () => true, (c) => values[c]);
+    if (best >= 0) probabilities[best] = 1;
+    return probabilities;
+  }
+  const kept = truncatedScaled(values, draw);
+  let max = -Infinity;
+  for (const s of kept) if (s > max) max = s;
+  if (max === -Infinity) return probabilities;
+  let total = 0;
+  kept.forEach((s, c) => (total += probabilities[c] = Math.exp(s - max)));
+  return probabilities.map((p) => p / total);
 }
 
 /** The k-th largest of `values`, or -Infinity when there are fewer than k. */

@@ -8,7 +8,7 @@ import type { Rng } from './rng.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
 
 function countingRng(): Rng & { draws: number } {
-  const rng = { draws: 0, nextUint32: () => ++rng.draws * 1000, nextFloat: () => assert.fail('draws take seeds only') };
+  const rng = { draws: 0, nextUint32: () => ++rng.draws * 1000, nextFloat: () => assert.fail('draws take seeds only'), clone: () => assert.fail('draws do not clone') };
   return rng;
 }
 

@@ -16,6 +16,15 @@ export class PenaltyTokens {
     if (withPrompt) for (const id of promptTokenIds) if (!this.at.has(id)) this.append(id, 0);
   }
 
+  /** A copy that later `add`s to either leave the other alone. */
+  clone(): PenaltyTokens {
+    const copy = new PenaltyTokens([], false);
+    copy.pairs = this.pairs.slice();
+    copy.length = this.length;
+    for (const [id, at] of this.at) copy.at.set(id, at);
+    return copy;
+  }
+
   /** One more output token. */
   add(tokenId: number): void {
     const at = this.at.get(tokenId);

@@ -7,6 +7,8 @@ export interface Rng {
   nextUint32(): number;
   /** Uniform in [0, 1) with 53 random bits. */
   nextFloat(): number;
+  /** A generator in this one's state that goes on independently (to look ahead without consuming). */
+  clone(): Rng;
 }
 
 /**
@@ -34,6 +36,12 @@ export class Xoshiro128StarStar implements Rng {
     this.s2 ^= t;
     this.s3 = rotl(this.s3, 11);
     return result;
+  }
+
+  clone(): Xoshiro128StarStar {
+    const copy = Object.create(Xoshiro128StarStar.prototype) as Xoshiro128StarStar;
+    [copy.s0, copy.s1, copy.s2, copy.s3] = [this.s0, this.s1, this.s2, this.s3];
+    return copy;
   }
 
   nextFloat(): number {

@@ -6,6 +6,9 @@ const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5
 const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5];
 const E2E_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240];
 
+/** Defines a metric read from the engine's stats at scrape time. */
+type MetricDefiner = (name: string, help: string, read: (s: EngineStats) => number) => unknown;
+
 /**
  * The server's Prometheus metrics, in a registry of its own (several servers may share a
  * process). Engine state is read at scrape time; latencies are observed as requests finish.
@@ -54,11 +57,48 @@ export class ServerMetrics {
     counter('keel_prompt_tokens_total', 'Prompt tokens admitted.', (s) => s.promptTokensTotal);
     counter('keel_generation_tokens_total', 'Tokens generated.', (s) => s.generationTokensTotal);
     counter('keel_num_preemptions_total', 'Sequences preempted (and later recomputed) for lack of KV blocks.', (s) => s.numPreemptionsTotal);
+    if (stats().speculation !== null) this.registerSpeculation(stats, gauge, counter);
 
     this.ttft = new Histogram({ name: 'keel_time_to_first_token_seconds', help: 'Arrival to first generated token.', buckets: TTFT_BUCKETS, registers });
     this.tpot = new Histogram({ name: 'keel_time_per_output_token_seconds', help: 'Mean time per output token after the first, per request.', buckets: TPOT_BUCKETS, registers });
     this.e2e = new Histogram({ name: 'keel_e2e_request_latency_seconds', help: 'Arrival to last token.', buckets: E2E_BUCKETS, registers });
     this.finished = new Counter({ name: 'keel_request_success_total', help: 'Engine requests finished, by finish reason of their first completion.', labelNames: ['finished_reason'], registers });
+  }
+
+  /**
+   * Speculative decoding's figures since start, as vLLM names them (spec_decode_*): totals as
+   * counters, the acceptance rate, mean accepted length and per-position acceptance as gauges.
+   */
+  private registerSpeculation(stats: () => EngineStats, gauge: MetricDefiner, counter: MetricDefiner): void {
+    const registers = [this.registry];
+    const spec = (s: EngineStats) => s.speculation!;
+    counter('keel_spec_decode_num_drafts_total', 'Verifications: sequence steps that ran drafts after their last token.', (s) => spec(s).numSteps);
+    counter('keel_spec_decode_num_draft_tokens_total', 'Draft tokens verified.', (s) => spec(s).numDraftTokens);
+    counter('keel_spec_decode_num_accepted_tokens_total', 'Draft tokens accepted.', (s) => spec(s).numAcceptedTokens);
+    gauge('keel_spec_decode_acceptance_ratio', 'Accepted over verified draft tokens, since start (0 before any).', (s) => spec(s).acceptanceRate ?? 0);
+    gauge('keel_spec_decode_mean_accepted_length', 'Tokens a verification gives on average (accepted drafts and the token after them), since start (0 before any).', (s) => spec(s).meanAcceptedLength ?? 0);
+    const seen: number[] = [];
+    new Counter({
+      name: 'keel_spec_decode_num_accepted_tokens_per_pos_total',
+      help: 'Draft tokens accepted, by position among the drafts (0: first).',
+      labelNames: ['position'],
+      registers,
+      collect() {
+        spec(stats()).acceptedTokensByPosition.forEach((total, i) => {
+          this.inc({ position: String(i) }, total - (seen[i] ?? 0));
+          seen[i] = total;
+        });
+      },
+    });
+    new Gauge({
+      name: 'keel_spec_decode_acceptance_ratio_per_pos',
+      help: 'Of the verifications with a draft at this position, the fraction that accepted it, since start.',
+      labelNames: ['position'],
+      registers,
+      collect() {
+        spec(stats()).acceptanceRateByPosition.forEach((rate, i) => this.set({ position: String(i) }, rate));
+      },
+    });
   }
 
   /** Records a finished engine request (one prompt, all its completions). */

@@ -34,6 +34,14 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
       generation_tokens_total: s.generationTokensTotal,
       preemptions_total: s.numPreemptionsTotal,
       generation_tokens_per_second: ctx.generationRate.perSecond(),
+      speculative_decoding: s.speculation && {
+        drafts: s.speculation.numSteps,
+        draft_tokens: s.speculation.numDraftTokens,
+        accepted_tokens: s.speculation.numAcceptedTokens,
+        acceptance_rate: s.speculation.acceptanceRate,
+        mean_accepted_length: s.speculation.meanAcceptedLength,
+        acceptance_rate_by_position: s.speculation.acceptanceRateByPosition,
+      },
     };
   });
 }

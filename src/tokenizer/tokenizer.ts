@@ -89,6 +89,18 @@ export class Tokenizer {
     return this.specialIds.has(id);
   }
 
+  /** How `other`'s vocabulary differs from this one (the first token found mapped otherwise), or null when they are the same. */
+  vocabularyDifference(other: Tokenizer): string | null {
+    const mine = this.hf.get_vocab(true);
+    const theirs = other.hf.get_vocab(true);
+    for (const [token, id] of mine) {
+      const otherId = theirs.get(token);
+      if (otherId !== id) return `token ${JSON.stringify(token)} is id ${id} in one and ${otherId === undefined ? 'absent' : `id ${otherId}`} in the other`;
+    }
+    if (theirs.size !== mine.size) return `one has ${mine.size} tokens, the other ${theirs.size}`;
+    return null;
+  }
+
   applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt: boolean }): string {
     if (!this.chatTemplate) {
       throw invalidArgument('this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); send a plain prompt instead');

@@ -61,6 +61,38 @@ test('bench latency: one row per batch size, every figure measured, the roofline
   }
 });
 
+test('bench latency and throughput report speculative decoding: the fixture drafting for itself has every draft accepted', async () => {
+  const draft = ['--speculative-model', 'test/fixtures/llama-gqa', '--num-speculative-tokens', '2'];
+  const latencyOutput = join(dir, 'latency-speculative.json');
+  const run = await keelOk(['bench', 'latency', ...MODEL, ...draft, '--batch-size', '2', '--input-len', '8', '--output-len', '6', '--num-iters', '1', '--num-iters-warmup', '0', '--output', latencyOutput]);
+  assert.match(run.stdout, /tokens per verification \(100\.0% of \d+ drafts accepted\)/);
+  const latency = readResult(latencyOutput);
+  if (latency.suite !== 'latency' || !latency.results) throw new Error('expected a latency result');
+  assert.deepEqual((latency.config.engine as { speculative: unknown }).speculative, {
+    method: 'draft',
+    model: 'test/fixtures/llama-gqa',
+    numSpeculativeTokens: 2,
+    ngramMin: 2,
+    ngramMax: 4,
+    disableByBatchSize: null,
+  });
+  // Two sequences of 6 tokens: the first from the prefill, the other five from verifications of
+  // 2 drafts (3 tokens each) and then of 1 (the last token), all accepted.
+  assert.deepEqual(latency.results.batches[0].speculation, {
+    drafts: 4,
+    draft_tokens: 6,
+    accepted_tokens: 6,
+    acceptance_rate: 1,
+    mean_accepted_length: 2.5,
+    acceptance_rate_by_position: [1, 1],
+  });
+  const throughputOutput = join(dir, 'throughput-speculative.json');
+  await keelOk(['bench', 'throughput', ...MODEL, ...draft, '--num-prompts', '3', '--input-len', '8', '--output-len', '5', '--output', throughputOutput]);
+  const throughput = readResult(throughputOutput);
+  if (throughput.suite !== 'throughput' || !throughput.results) throw new Error('expected a throughput result');
+  assert.equal(throughput.results.speculation?.acceptance_rate, 1);
+});
+
 test('bench throughput: the seeded random dataset, every token generated', async () => {
   const output = join(dir, 'throughput.json');
   const run = await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--random-range-ratio', '0.5', '--seed', '3', '--output', output]);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { EngineConfig } from '../../src/config.ts';
+import type { EngineOptions } from '../../src/config.ts';
+import type { SpeculationStats } from '../../src/engine/outputs.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../../src/step/batch.ts';
 import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
@@ -30,7 +31,19 @@ export interface ParityOptions {
  * model whose every layer slides a window fits without (its blocks behind the window are freed),
  * or 'windowed' for a pool small enough to force even such a model to preempt.
  */
-const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; preemption?: 'unless-windowed' | 'windowed' }[] = [
+interface EngineVariant {
+  name: string;
+  /** The engine options, or a function of the fixture's directory giving them. */
+  config: EngineOptions | ((fixtureDir: string) => EngineOptions);
+  preemption?: 'unless-windowed' | 'windowed';
+  /** The fixture is its own draft model: every draft must be accepted (where logits are exact). */
+  selfDraft?: true;
+}
+
+/** n-gram drafts that even short, repetitive continuations propose often, and reject often. */
+const NGRAM: EngineOptions['speculative'] = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 };
+
+const ENGINE_VARIANTS: EngineVariant[] = [
   { name: 'all prompts in one batch', config: {} },
   { name: 'eager decode steps (no CUDA graphs)', config: { enforceEager: true } },
   { name: 'each step\'s tokens read before the next is launched', config: { asyncScheduling: false } },
@@ -44,6 +57,24 @@ const ENGINE_VARIANTS: { name: string; config: Partial<EngineConfig>; preemption
   { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, preemption: 'unless-windowed' },
   // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
   { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
+  // Speculative decoding must not change a greedy token either (test/speculative-decoding.test.ts has more).
+  { name: 'speculative n-gram drafts', config: { speculative: NGRAM } },
+  { name: 'speculative n-gram drafts, block size 4 with 7-token chunks', config: { speculative: NGRAM, blockSize: 4, maxNumBatchedTokens: 7 } },
+  // Sequences with drafts finish in fewer steps, and drop their drafts before preempting anyone:
+  // 6 blocks leave the first three prompts no room to grow at all.
+  { name: 'speculative n-gram drafts, forced preemption (6-block pool)', config: { speculative: NGRAM, numKvBlocks: 6 }, preemption: 'unless-windowed' },
+  { name: 'speculative self-draft', config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 } }), selfDraft: true },
+  {
+    name: 'speculative self-draft, block size 4 with 7-token chunks',
+    config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 }, blockSize: 4, maxNumBatchedTokens: 7 }),
+    selfDraft: true,
+  },
+  {
+    name: 'speculative self-draft, forced preemption (6-block pool)',
+    config: (dir) => ({ speculative: { model: dir, numSpeculativeTokens: 3 }, numKvBlocks: 6 }),
+    preemption: 'unless-windowed',
+    selfDraft: true,
+  },
 ];
 
 /** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
@@ -61,11 +92,17 @@ export function transformersParitySuite(options: ParityOptions): void {
       for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
         if (variant.preemption === 'windowed' && !windowed) continue;
         test(`greedy continuation: ${variant.name}`, async () => {
-          await checkGreedy(fixture, options, variant.config, variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed));
+          const config = typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
+          const expectPreemption = variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed);
+          const speculation = await checkGreedy(fixture, options, config, expectPreemption);
+          if (variant.selfDraft && options.greedy === 'exact') assert.equal(speculation?.acceptanceRate, 1, 'a model drafting for itself has every draft accepted');
         });
       }
       test('greedy continuation: second run served from the prefix cache', async () => {
-        await checkPrefixCacheRerun(fixture, options);
+        await checkPrefixCacheRerun(fixture, options, {});
+      });
+      test('greedy continuation: second run served from the prefix cache, with n-gram drafts', async () => {
+        await checkPrefixCacheRerun(fixture, options, { speculative: NGRAM });
       });
     });
   }
@@ -118,7 +155,8 @@ const GREEDY = { temperature: 0, ignoreEos: true } as const;
  */
 const TEST_KV_BLOCKS = 256;
 
-async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: Partial<EngineConfig>, expectPreemption: boolean): Promise<void> {
+/** Checks the greedy continuations; returns the engine's speculative decoding figures. */
+async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<SpeculationStats | null> {
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
@@ -128,14 +166,21 @@ async function checkGreedy(fixture: OracleFixture, options: ParityOptions, confi
     else if (config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
+    if (config.speculative) assertSpeculated(stats.speculation);
+    return stats.speculation;
   } finally {
     await llm.close();
   }
 }
 
-async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+/** Drafts were run, so that the equality above says something about them. */
+function assertSpeculated(speculation: SpeculationStats | null): void {
+  assert.ok(speculation !== null && speculation.numDraftTokens > 0, `no draft was verified: ${JSON.stringify(speculation)}`);
+}
+
+async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions): Promise<void> {
   // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
@@ -145,6 +190,7 @@ async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOpti
       again.some((o) => o.metrics.numCachedTokens > 0),
       'the second run should have been served from the prefix cache',
     );
+    if (config.speculative) assertSpeculated(llm.stats().speculation);
   } finally {
     await llm.close();
   }

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import type { EngineConfig } from '../../src/config.ts';
+import type { EngineOptions } from '../../src/config.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
 import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
 import { startServer, type ServerOptions } from '../../src/server/server.ts';
@@ -21,7 +21,7 @@ export interface TinyServer {
  */
 export async function startTinyServer(
   options: {
-    engine?: Partial<EngineConfig>;
+    engine?: EngineOptions;
     server?: Partial<Omit<ServerOptions, 'engine'>>;
     model?: Record<string, unknown>;
     defaultModel?: boolean;

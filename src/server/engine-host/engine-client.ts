@@ -1,5 +1,5 @@
 import { MessageChannel } from 'node:worker_threads';
-import type { EngineConfig } from '../../config.ts';
+import type { EngineOptions } from '../../config.ts';
 import type { LLM } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
@@ -62,7 +62,7 @@ export class EngineClient {
   }
 
   /** Loads the model on a new worker thread; rejects with the loading error (an unknown model...). */
-  static async startThread(config: Partial<EngineConfig>, entry: URL = ENGINE_THREAD): Promise<EngineClient> {
+  static async startThread(config: EngineOptions, entry: URL = ENGINE_THREAD): Promise<EngineClient> {
     const worker = startTsWorker(entry, config, 'keel-engine');
     const transport: Transport = { endpoint: worker, terminate: async () => void (await worker.terminate()) };
     const loaded = await new Promise<{ info: EngineInfo; stats: EngineStats }>((resolve, reject) => {

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import type { EngineConfig } from '../../config.ts';
+import type { EngineOptions } from '../../config.ts';
 import { LLM } from '../../engine/llm.ts';
 import { toThreadError } from '../thread-errors.ts';
 import type { FromEngine, ToEngine } from './engine-protocol.ts';
@@ -11,7 +11,7 @@ import { serveEngine } from './serve-engine.ts';
 
 const port = parentPort as MessageEndpoint<ToEngine, FromEngine> | null;
 if (port === null) throw new Error('engine-thread.ts runs as a worker thread (see engine-client.ts)');
-const { settings } = workerData as { settings: Partial<EngineConfig> };
+const { settings } = workerData as { settings: EngineOptions };
 try {
   const llm = await LLM.load(settings);
   serveEngine(port, llm, () => llm.close());

@@ -1,0 +1,23 @@
+import type { SpeculationStats } from '../engine/outputs.ts';
+import type { SpeculationFigures } from './result-schema.ts';
+
+/**
+ * Speculative decoding's figures between two readings of the engine's stats (before and after the
+ * measured runs); null when the engine does not speculate.
+ */
+export function speculationFigures(before: SpeculationStats | null, after: SpeculationStats | null): SpeculationFigures | null {
+  if (before === null || after === null) return null;
+  const drafted = after.draftTokensByPosition.map((n, i) => n - (before.draftTokensByPosition[i] ?? 0));
+  const accepted = after.acceptedTokensByPosition.map((n, i) => n - (before.acceptedTokensByPosition[i] ?? 0));
+  const steps = after.numSteps - before.numSteps;
+  const draftTokens = after.numDraftTokens - before.numDraftTokens;
+  const acceptedTokens = after.numAcceptedTokens - before.numAcceptedTokens;
+  return {
+    drafts: steps,
+    draft_tokens: draftTokens,
+    accepted_tokens: acceptedTokens,
+    acceptance_rate: draftTokens === 0 ? null : acceptedTokens / draftTokens,
+    mean_accepted_length: steps === 0 ? null : 1 + acceptedTokens / steps,
+    acceptance_rate_by_position: drafted.flatMap((n, i) => (n === 0 ? [] : [accepted[i] / n])),
+  };
+}
