@@ -47,6 +47,11 @@ export class PagedAttention implements Layer {
     return { kind: 'attention', numKvHeads, headDim, slidingWindow };
   }
 
+  /** Multiply-adds per query token for each cached key it attends to: a score and a value row per head. */
+  get macsPerKey(): number {
+    return 2 * this.options.numHeads * this.options.headDim;
+  }
+
   parameters(): ParameterSpec[] {
     const { sinks, qkNorm, numHeads } = this.options;
     return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(qkNorm === null ? [] : [qkNorm.q, qkNorm.k])];
@@ -108,6 +113,10 @@ export class SelfAttention implements Layer {
 
   get kvSpec(): AttentionKvSpec {
     return this.core.kvSpec;
+  }
+
+  get macsPerKey(): number {
+    return this.core.macsPerKey;
   }
 
   parameters(): ParameterSpec[] {

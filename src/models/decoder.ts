@@ -4,8 +4,7 @@ import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
-import type { CausalLM } from './causal-lm.ts';
+import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from './decoder-stack.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 
@@ -88,24 +87,16 @@ export interface PreNormLayer {
  * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
  * addRmsNorm. Returns logits [logitsIndices.length, vocab].
  */
-export function preNormForward(
-  b: Backend,
-  step: StepInputs,
-  cache: KvCache,
-  model: { embedding: VocabEmbedding; layers: readonly PreNormLayer[]; finalNorm: RmsNorm; lmHead: LmHead },
-): Tensor {
-  const residual = model.embedding.forward(b, step);
+export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>): Tensor {
+  const residual = parts.embedding.forward(b, step);
   // A sublayer's output waits here until the next norm adds it to the residual stream.
   let pending: Tensor | null = null;
-  for (const layer of model.layers) {
+  for (const layer of parts.layers) {
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
     pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
   }
-  // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
-  const rows = b.gatherLogitsRows(residual, step);
-  const hidden = pending === null ? model.finalNorm.forward(b, rows) : model.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-  return model.lmHead.forward(b, hidden);
+  return finalLogits(b, step, parts, residual, pending);
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -159,46 +150,27 @@ export class DecoderLayer implements Layer, PreNormLayer {
 }
 
 /** The decoder-only model, run by preNormForward. */
-export class DecoderModel implements CausalLM {
-  readonly config: DecoderConfig;
-  protected readonly rotary: RotaryEmbedding;
-  private readonly embedding: VocabEmbedding;
-  private readonly layers: DecoderLayer[];
-  private readonly finalNorm: RmsNorm;
-  private readonly lmHead: LmHead;
-
+export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
   constructor(config: DecoderConfig, maxPositions: number, mlpOf: (index: number) => FeedForward) {
-    this.config = config;
-    const rotary = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    this.rotary = new RotaryEmbedding(rotary, maxPositions);
-    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    this.layers = Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, this.rotary, mlpOf(i)));
-    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps);
-    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
+    const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    const rotary = new RotaryEmbedding(rope, maxPositions);
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    super(config, {
+      rotaries: [rotary],
+      embedding,
+      layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, rotary, mlpOf(i))),
+      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
+      lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+    });
   }
 
-  get kvLayers(): LayerKvSpec[] {
-    return this.layers.map((l) => l.attention.kvSpec);
-  }
-
-  get attentionMacsPerKey(): number[] {
-    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
-  }
-
-  private get sublayers(): Layer[] {
-    return [this.rotary, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+  /** The rotary table every layer shares. */
+  protected get rotary(): RotaryEmbedding {
+    return this.parts.rotaries[0];
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return preNormForward(b, step, cache, { embedding: this.embedding, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead });
+    return preNormForward(b, step, cache, this.parts);
   }
 }

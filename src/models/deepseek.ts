@@ -7,8 +7,8 @@ import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
-import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderStack } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { parseExpertsPerToken } from './moe-fields.ts';
@@ -240,46 +240,22 @@ function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
 }
 
 /** The DeepSeek decoder: pre-norm layers of MLA and a dense or MoE feed-forward, summed in HF's order. */
-export class DeepseekModel implements CausalLM {
-  readonly config: DeepseekConfig;
-  private readonly rotary: RotaryEmbedding;
-  private readonly embedding: VocabEmbedding;
-  private readonly layers: DeepseekDecoderLayer[];
-  private readonly finalNorm: RmsNorm;
-  private readonly lmHead: LmHead;
-
+export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderLayer> {
   constructor(config: DeepseekConfig, maxPositions: number) {
-    this.config = config;
-    const rotary = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    this.rotary = new RotaryEmbedding(rotary, maxPositions);
-    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    this.layers = Array.from({ length: config.numLayers }, (_, i) => new DeepseekDecoderLayer(config, i, this.rotary));
-    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps);
-    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
-  }
-
-  get kvLayers(): LayerKvSpec[] {
-    return this.layers.map((l) => l.attention.kvSpec);
-  }
-
-  get attentionMacsPerKey(): number[] {
-    return this.layers.map((l) => l.attention.macsPerKey);
-  }
-
-  private get sublayers(): Layer[] {
-    return [this.rotary, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    const rope = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    const rotary = new RotaryEmbedding(rope, maxPositions);
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    super(config, {
+      rotaries: [rotary],
+      embedding,
+      layers: Array.from({ length: config.numLayers }, (_, i) => new DeepseekDecoderLayer(config, i, rotary)),
+      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
+      lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+    });
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return preNormForward(b, step, cache, { embedding: this.embedding, layers: this.layers, finalNorm: this.finalNorm, lmHead: this.lmHead });
+    return preNormForward(b, step, cache, this.parts);
   }
 }
 

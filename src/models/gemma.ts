@@ -6,10 +6,10 @@ import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
-import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderStack, finalLogits } from './decoder-stack.ts';
 import {
   ConfigFields,
   isObject,
@@ -219,60 +219,32 @@ class GemmaDecoderLayer implements Layer {
  * post_feedforward_norm(mlp(pre_feedforward_norm(h))). Each post norm's output is added to the
  * residual inside the next fused addRmsNorm, as Llama's sublayer outputs are.
  */
-export class GemmaModel implements CausalLM {
-  readonly config: GemmaConfig;
-  private readonly rotaries: RotaryEmbedding[];
-  private readonly embedding: VocabEmbedding;
-  private readonly layers: GemmaDecoderLayer[];
-  private readonly finalNorm: RmsNorm;
-  private readonly lmHead: LmHead;
-
+export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
   constructor(config: GemmaConfig, maxPositions: number) {
-    this.config = config;
     const rotary = (rope: RopeSettings) =>
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions);
     const global = rotary(config.globalRope);
     const local = config.localRope === null ? global : rotary(config.localRope);
-    this.rotaries = global === local ? [global] : [global, local];
-    this.embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
-    this.layers = Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local }));
-    this.finalNorm = new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 });
-    this.lmHead = new LmHead('lm_head.weight', this.embedding, config.tieWordEmbeddings);
-  }
-
-  get kvLayers(): LayerKvSpec[] {
-    return this.layers.map((l) => l.attention.kvSpec);
-  }
-
-  get attentionMacsPerKey(): number[] {
-    return this.layers.map(() => 2 * this.config.numHeads * this.config.headDim);
-  }
-
-  private get sublayers(): Layer[] {
-    return [...this.rotaries, this.embedding, ...this.layers, this.finalNorm, this.lmHead];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
+    super(config, {
+      rotaries: global === local ? [global] : [global, local],
+      embedding,
+      layers: Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local })),
+      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 }),
+      lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+    });
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    const residual = this.embedding.forward(b, step);
+    const residual = this.parts.embedding.forward(b, step);
     // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
     let pending: Tensor | null = null;
-    for (const layer of this.layers) {
+    for (const layer of this.parts.layers) {
       const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
       const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
       pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual)));
     }
-    // The final norm works row by row, so gathering the sampled rows first gives the same result for less work.
-    const rows = b.gatherLogitsRows(residual, step);
-    const hidden = pending === null ? this.finalNorm.forward(b, rows) : this.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-    const logits = this.lmHead.forward(b, hidden);
+    const logits = finalLogits(b, step, this.parts, residual, pending);
     if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
     return logits;
   }
