@@ -661,12 +661,21 @@ def make_model(fx: Fixture, seed: int):
     return model, rope_style, counts
 
 
-def load_fixture(path: Path):
-    """A saved fixture reloaded in float32 on CPU, every attention module eager."""
+def load_fixture(path: Path, dtype: torch.dtype = torch.float32):
+    """A saved fixture reloaded on CPU (float32 unless asked), every attention module eager."""
     model = load_fp32(path)
     ensure_eager(model)
     ensure_eager_experts(model)
-    return model
+    return model.to(dtype)
+
+
+@torch.no_grad()
+def bf16_deviation(path: Path, prompts: list[list[int]], last_logits: list[torch.Tensor]) -> list[float]:
+    """Per prompt, how far transformers itself lands from its float32 last-token logits when the
+    same checkpoint runs in bfloat16: the error a bf16 engine cannot be blamed for."""
+    model = load_fixture(path, torch.bfloat16)
+    return [float(f"{float((model(input_ids=torch.tensor([p])).logits[0, -1].float() - ref).abs().max()):.4g}")
+            for p, ref in zip(prompts, last_logits)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -869,6 +878,7 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "stored_dtype": fx.stored_dtype,
         "prompts": prompts,
         "last_logits": [round_sig(row) for row in ref["last_logits"]],
+        "bf16_max_abs_dlogit": bf16_deviation(out_dir, prompts, ref["last_logits"]),
         "greedy": ref["greedy"],
         "greedy_top_logprobs": ref["greedy_top_logprobs"],
         "max_new_tokens": MAX_NEW_TOKENS,
