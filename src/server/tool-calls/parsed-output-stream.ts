@@ -42,13 +42,14 @@ export interface ParsedMessage {
  */
 export class ParsedOutputStream {
   private readonly format: ToolCallFormat;
-  private readonly filter: CallFilter;
+  /** null: no tools were offered, and calls are not answered. */
+  private readonly filter: CallFilter | null;
   private text = '';
   private shownContent = 0;
   private shownReasoning = 0;
   private readonly shownCalls: { id: string; arguments: number }[] = [];
 
-  constructor(format: ToolCallFormat, filter: CallFilter) {
+  constructor(format: ToolCallFormat, filter: CallFilter | null) {
     this.format = format;
     this.filter = filter;
   }
@@ -63,7 +64,7 @@ export class ParsedOutputStream {
   }
 
   /** A whole output, read at once. */
-  static read(format: ToolCallFormat, filter: CallFilter, text: string): ParsedMessage {
+  static read(format: ToolCallFormat, filter: CallFilter | null, text: string): ParsedMessage {
     const stream = new ParsedOutputStream(format, filter);
     stream.text = text;
     return stream.message();
@@ -80,9 +81,16 @@ export class ParsedOutputStream {
     };
   }
 
+  /** Whether a call has been shown. */
+  get madeCalls(): boolean {
+    return this.shownCalls.length > 0;
+  }
+
   private kept(parse: OutputParse): OutputParse['calls'] {
-    const calls = this.filter.onlyName === null ? parse.calls : parse.calls.filter((c) => c.name === this.filter.onlyName);
-    return this.filter.parallel ? calls : calls.slice(0, 1);
+    const filter = this.filter;
+    if (filter === null) return [];
+    const calls = filter.onlyName === null ? parse.calls : parse.calls.filter((c) => c.name === filter.onlyName);
+    return filter.parallel ? calls : calls.slice(0, 1);
   }
 
   private advance(parse: OutputParse): ParsedDelta {
