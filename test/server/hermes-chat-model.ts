@@ -10,8 +10,7 @@ import { tinyChatModelDir } from './tiny-chat-model.ts';
 export const HERMES_CHAT_TEMPLATE = `{%- if tools %}<|im_start|>system
 {% if messages[0].role == 'system' %}{{ messages[0].content }}
 {% endif %}# Tools
-<tools>{% for tool in tools %}
-{{ tool | tojson }}{% endfor %}
+<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}
 </tools>
 For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags.<|im_end|>
 {% endif %}
@@ -21,8 +20,7 @@ For each function call, return a json object with function name and arguments wi
 {{ m.content }}
 </tool_response><|im_end|>
 {% elif m.role == 'assistant' %}<|im_start|>assistant
-{{ m.content }}{% if m.tool_calls %}{% for tc in m.tool_calls %}
-<tool_call>
+{{ m.content }}{% if m.tool_calls %}{% for tc in m.tool_calls %}{{ '\\n' }}<tool_call>
 {"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}
 </tool_call>{% endfor %}{% endif %}<|im_end|>
 {% elif not (m.role == 'system' and tools) %}<|im_start|>{{ m.role }}

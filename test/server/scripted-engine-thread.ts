@@ -6,6 +6,7 @@ import { LLM } from '../../src/engine/llm.ts';
 import type { FromEngine, ToEngine } from '../../src/server/engine-host/engine-protocol.ts';
 import { serveEngine } from '../../src/server/engine-host/serve-engine.ts';
 import type { MessageEndpoint } from '../../src/server/ts-worker.ts';
+import { IncrementalDetokenizer } from '../../src/tokenizer/detokenizer.ts';
 
 // The engine thread with the model's words replaced by a script, for tests of what a server does
 // with outputs a tiny random model would never write (tool calls, harmony channels). A prompt
@@ -30,16 +31,18 @@ if (parent !== null) {
   const tokenizer = llm.tokenizer;
   if (tokenizer === null) throw new Error('the scripted engine needs a model with a tokenizer');
   const toEngine = new EventEmitter();
-  const scripts = new Map<number, { tokenIds: number[]; skipSpecialTokens: boolean; shown: number[] }>();
+  const scripts = new Map<number, { tokenIds: number[]; shown: number[]; detokenizers: IncrementalDetokenizer[] }>();
 
   const rewrite = (id: number, deltas: StreamDelta[]): StreamDelta[] => {
     const script = scripts.get(id);
     if (!script) return deltas;
     return deltas.map((d) => {
-      const before = tokenizer.decode(script.tokenIds.slice(0, script.shown[d.index]), { skipSpecialTokens: script.skipSpecialTokens });
-      script.shown[d.index] += d.tokenIds.length;
-      const tokenIds = script.tokenIds.slice(script.shown[d.index] - d.tokenIds.length, script.shown[d.index]);
-      const text = tokenizer.decode(script.tokenIds.slice(0, script.shown[d.index]), { skipSpecialTokens: script.skipSpecialTokens }).slice(before.length);
+      const from = script.shown[d.index];
+      const tokenIds = script.tokenIds.slice(from, from + d.tokenIds.length);
+      script.shown[d.index] += tokenIds.length;
+      const detokenizer = script.detokenizers[d.index];
+      let text = tokenIds.map((t) => detokenizer.push(t)).join('');
+      if (d.finishReason !== null) text += detokenizer.flush();
       // The script's end is the model's EOS: a stop, not a length cut.
       const ended = script.shown[d.index] === script.tokenIds.length && d.finishReason === 'length';
       return { ...d, tokenIds, text, finishReason: ended ? 'stop' : d.finishReason };
@@ -74,8 +77,9 @@ if (parent !== null) {
     }
     const text = last[1] === undefined ? prompt : Buffer.from(last[1], 'base64').toString('utf8');
     const tokenIds = tokenizer.encode(text, { addSpecialTokens: false });
-    scripts.set(message.id, { tokenIds, skipSpecialTokens: message.params.skipSpecialTokens, shown: new Array<number>(message.params.n).fill(0) });
-    const params = { ...message.params, maxTokens: Math.min(message.params.maxTokens, tokenIds.length), ignoreEos: true, stop: [], stopTokenIds: [] };
+    const detokenizers = Array.from({ length: message.params.n }, () => new IncrementalDetokenizer(tokenizer, message.tokenIds, { skipSpecialTokens: message.params.skipSpecialTokens }));
+    scripts.set(message.id, { tokenIds, shown: new Array<number>(message.params.n).fill(0), detokenizers });
+    const params = { ...message.params, maxTokens: Math.min(message.params.maxTokens, tokenIds.length), minTokens: 0, ignoreEos: true, stop: [], stopTokenIds: [] };
     toEngine.emit('message', { ...message, params });
   });
   serveEngine(port, llm, () => llm.close());

@@ -1,16 +1,14 @@
 import type { ChatMessageInput } from '../openai-schemas.ts';
-import type { ResponsesInputItem, ResponsesRequest, ResponsesTextFormat } from './responses-schemas.ts';
+import type { ResponsesInputItem, ResponsesTextFormat } from './responses-schemas.ts';
 
 /**
- * A Responses request's input as chat messages, the form chat templates read: a string is one
- * user message; function_call items become the tool calls of an assistant message (the one just
+ * A Responses request's input items as chat messages, the form chat templates read: function_call items become the tool calls of an assistant message (the one just
  * before them, if it is the assistant's), function_call_output items tool messages; reasoning
  * items are left out, as chat templates leave out past reasoning.
  */
-export function inputMessages(input: ResponsesRequest['input']): ChatMessageInput[] {
-  if (typeof input === 'string') return [{ role: 'user', content: input }];
+export function inputMessages(input: ResponsesInputItem[]): ChatMessageInput[] {
   const messages: ChatMessageInput[] = [];
-  for (const item of input as ResponsesInputItem[]) {
+  for (const item of input) {
     switch (item.type) {
       case 'message':
         messages.push({ role: item.role, content: typeof item.content === 'string' ? item.content : item.content.map((p) => ('text' in p ? p.text : p.refusal)).join('\n') });

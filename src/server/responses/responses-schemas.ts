@@ -19,7 +19,7 @@ const status = z.enum(['in_progress', 'completed', 'incomplete']).nullish();
 const messageItem = z.strictObject({
   type: z.literal('message'),
   role: z.enum(['user', 'assistant', 'system', 'developer'], { error: 'must be "user", "assistant", "system" or "developer"' }),
-  content: z.union([z.string(), z.array(contentPart)], { error: 'must be a string or an array of text parts' }),
+  content: z.union([z.string(), z.array(contentPart)], { error: 'must be a string or an array of input_text, output_text or refusal parts (Keel reads text only: no images, files or audio)' }),
   id: z.string().nullish(),
   status,
 });
@@ -78,7 +78,8 @@ const number = z.number().nullish();
 
 export const ResponsesRequest = z.strictObject({
   model: z.string().nullish(),
-  input: z.union([z.string(), z.array(inputItem)], { error: 'must be a string or an array of input items' }),
+  /** A string is one user message. */
+  input: z.preprocess((input) => (typeof input === 'string' ? [{ role: 'user', content: input }] : input), z.array(inputItem, { error: 'must be a string or an array of input items' })),
   instructions: z.string().nullish(),
   previous_response_id: z.string().nullish(),
   tools: z.array(tool.pipe(functionTool)).nullish(),
