@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
-import { readChatTemplate, type ChatMessage, type ChatTemplate, type SpecialTokenStrings } from './chat-template.ts';
+import { readChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type SpecialTokenStrings } from './chat-template.ts';
 
-export type { ChatMessage } from './chat-template.ts';
+export type { ChatMessage, TemplateToolCall, ToolDefinition } from './chat-template.ts';
 
 /**
  * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`) over `@huggingface/tokenizers`.
@@ -101,11 +101,16 @@ export class Tokenizer {
     return null;
   }
 
-  applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt: boolean }): string {
+  applyChatTemplate(messages: ChatMessage[], options: RenderOptions): string {
     if (!this.chatTemplate) {
       throw invalidArgument('this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); send a plain prompt instead');
     }
-    return this.chatTemplate.render(messages, { addGenerationPrompt: options.addGenerationPrompt, specialTokens: this.specialTokens });
+    return this.chatTemplate.render(messages, { ...options, specialTokens: this.specialTokens });
+  }
+
+  /** The chat template's source, or null when the model has none. */
+  get chatTemplateSource(): string | null {
+    return this.chatTemplate?.source ?? null;
   }
 
   private idOf(content: string | undefined): number | null {

@@ -6,6 +6,7 @@ import type { PreprocessContext } from './preprocess-context.ts';
 import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared, ToPreprocess } from './preprocess-protocol.ts';
 import { prepareChat } from './prepare-chat.ts';
 import { prepareCompletion } from './prepare-completion.ts';
+import { prepareResponses } from './prepare-responses.ts';
 import { detokenizeAnswer, tokenizeAnswer } from './prepare-tokenize.ts';
 
 // A preprocessing thread: it reads request bodies one at a time (parse, validate, template,
@@ -14,6 +15,7 @@ import { detokenizeAnswer, tokenizeAnswer } from './prepare-tokenize.ts';
 const PREPARERS: { [K in PreprocessKind]: (ctx: PreprocessContext, raw: Uint8Array) => Prepared[K] } = {
   chat: prepareChat,
   completion: prepareCompletion,
+  responses: prepareResponses,
   tokenize: tokenizeAnswer,
   detokenize: detokenizeAnswer,
 };
