@@ -174,8 +174,13 @@ export interface Backend {
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
-  /** x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. */
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
+  /**
+   * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. With `float32` the
+   * result is float32 on every backend: the sums and the bias added unrounded, for what transformers
+   * computes in float32 whatever the model's dtype (an MoE router's logits, whose top-k choice a
+   * 16-bit rounding can flip). Of the ops, only routeExperts (and toHost) take such a tensor.
+   */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, options?: { float32?: boolean }): Tensor;
   /**
    * A gated MLP's up projection and activation: act(x · gateᵀ) * (x · upᵀ), [rows, n], with gateUp
    * [2n, in] holding the gate rows then the up rows. Both products are rounded to the backend's
@@ -217,7 +222,7 @@ export interface Backend {
    * of q's head h, and returns the softmax-weighted sum of latents, [numTokens, numHeads * latentDim].
    */
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor;
-  /** Each token's experts and their weights from router logits [numTokens, numExperts]. */
+  /** Each token's experts and their weights from router logits [numTokens, numExperts], float32 or not. */
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting;
   /**
    * Σ over each token's routed experts held here of weight · down(act(gate(x)) · up(x)) (each

@@ -24,13 +24,14 @@ export interface LinearPart {
 export interface LinearMethod {
   /** Puts the layer's stacked [out, in] weight on the device. */
   upload(weight: HostTensor, uploader: WeightUploader): Tensor;
-  apply(b: Backend, x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
+  /** `float32`: the output in float32 (Backend.linear's option). */
+  apply(b: Backend, x: Tensor, weight: Tensor, bias: Tensor | null, float32: boolean): Tensor;
 }
 
 /** 16-bit (or float32) weights, multiplied as they are. */
 export const UNQUANTIZED: LinearMethod = {
   upload: (weight, uploader) => uploader.loadWeight(weight),
-  apply: (b, x, weight, bias) => b.linear(x, weight, bias),
+  apply: (b, x, weight, bias, float32) => b.linear(x, weight, bias, { float32 }),
 };
 
 export interface LinearOptions {
@@ -40,6 +41,8 @@ export interface LinearOptions {
   bias: boolean;
   shard: ShardAxis;
   method?: LinearMethod;
+  /** The output in float32 on every backend, not the activation dtype (an MoE router's logits). */
+  float32Output?: boolean;
 }
 
 /**
@@ -53,6 +56,7 @@ export class Linear implements Layer {
   readonly hasBias: boolean;
   readonly shard: ShardAxis;
   private readonly method: LinearMethod;
+  private readonly float32Output: boolean;
   private weightTensor: Tensor | null = null;
   private biasTensor: Tensor | null = null;
 
@@ -63,6 +67,7 @@ export class Linear implements Layer {
     this.hasBias = options.bias;
     this.shard = options.shard;
     this.method = options.method ?? UNQUANTIZED;
+    this.float32Output = options.float32Output ?? false;
   }
 
   /** A layer reading one checkpoint tensor `name` of shape [rows, inFeatures]. */
@@ -87,7 +92,7 @@ export class Linear implements Layer {
   }
 
   forward(b: Backend, x: Tensor): Tensor {
-    return this.method.apply(b, x, this.weight, this.biasTensor);
+    return this.method.apply(b, x, this.weight, this.biasTensor, this.float32Output);
   }
 }
 

@@ -139,7 +139,8 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+  /** Every CPU tensor is float32, so `float32` changes nothing here. */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, _options?: { float32?: boolean }): Tensor {
     const input = asCpuTensor(x, 'linear input');
     const w = asCpuTensor(weight, 'linear weight');
     const [outDim, inDim] = w.shape;

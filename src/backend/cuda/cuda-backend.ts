@@ -22,7 +22,7 @@ import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
@@ -60,8 +60,8 @@ const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
 const INITIAL_SAMPLED_ROWS = 4096;
 
 /**
- * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16; every reduction
- * (norms, GEMMs, softmax) accumulates in f32. Step tensors come from a bump arena reset by
+ * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16 (MoE router logits
+ * f32); every reduction (norms, GEMMs, softmax) accumulates in f32. Step tensors come from a bump arena reset by
  * `beginStep`, so a fixed op sequence reuses fixed addresses (CUDA-graph replay); all work is
  * queued on one stream and only `toHost` waits for it.
  */
@@ -317,24 +317,25 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
     const input = asBf16(x, 'linear input');
     const w = asBf16(weight, 'linear weight');
     const [outDim, inDim] = w.shape;
     if (w.shape.length !== 2 || input.cols !== inDim) {
       throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     }
-    const out = this.stepTensor([input.rows, outDim]);
+    const float32 = options.float32 ?? false;
+    const out = this.stepTensor([input.rows, outDim], float32 ? 'f32' : 'bf16');
     if (input.rows === 0) return out;
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== outDim) throw new Error(`linear: bias of ${b.numel} values for ${outDim} outputs`);
     // Decode batches are memory-bound: a GEMV streams the weights faster than cuBLAS does at a few rows.
     if (input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
-      launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim);
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim, { float32 });
       return out;
     }
-    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
-    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
+    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
+    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim, { float32 });
     return out;
   }
 
@@ -698,12 +699,12 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  private stepTensor(shape: readonly number[]): CudaTensor {
-    const numel = shape.reduce((n, d) => n * d, 1);
-    const ptr = this.arena.alloc(numel * 2);
-    // 0xffff is a bf16 NaN.
-    if (this.poison) this.device.fillBytes(ptr, 0xff, numel * 2);
-    return new CudaTensor([...shape], ptr, 'bf16');
+  private stepTensor(shape: readonly number[], dtype: DeviceDType = 'bf16'): CudaTensor {
+    const bytes = shape.reduce((n, d) => n * d, 1) * (dtype === 'f32' ? 4 : 2);
+    const ptr = this.arena.alloc(bytes);
+    // All-ones bytes are a NaN in bf16 and in f32.
+    if (this.poison) this.device.fillBytes(ptr, 0xff, bytes);
+    return new CudaTensor([...shape], ptr, dtype);
   }
 
   /** `buffer` if it holds `bytes`, else a new owned buffer that does (the old one freed). */
