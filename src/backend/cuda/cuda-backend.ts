@@ -14,6 +14,7 @@ import type {
   Tensor,
 } from '../backend.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { describeQuantized, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -191,6 +192,10 @@ export class CudaBackend implements Backend {
       this.largestWeightRows = Math.max(this.largestWeightRows, t.shape[0]);
     }
     return new CudaTensor([...t.shape], ptr, 'bf16');
+  }
+
+  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    throw new KeelError('backend', `the CUDA backend has no kernels for quantized weights yet (${describeQuantized(w)}): run with --backend cpu`);
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
