@@ -65,8 +65,10 @@ export class MoeBlock implements Layer {
     this.options = options;
     this.first = shard.first;
     this.count = shard.count;
-    this.router = Linear.single(options.router, numExperts, hiddenSize, 'replicated', options.routerBias);
-    this.sharedGate = options.shared?.gate ? Linear.single(options.shared.gate, 1, hiddenSize, 'replicated') : null;
+    this.router = new Linear({ parts: [{ name: options.router, rows: numExperts }], inFeatures: hiddenSize, bias: options.routerBias, shard: 'replicated', dense: true });
+    this.sharedGate = options.shared?.gate
+      ? new Linear({ parts: [{ name: options.shared.gate, rows: 1 }], inFeatures: hiddenSize, bias: false, shard: 'replicated', dense: true })
+      : null;
   }
 
   private get denseLayers(): Layer[] {

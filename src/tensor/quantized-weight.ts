@@ -16,6 +16,9 @@
  * checkpoints) lists the input column each stored column multiplies; null is the identity.
  */
 
+import { invalidModel } from '../errors.ts';
+import type { HostTensor } from './host-tensor.ts';
+
 export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3';
 
 export interface QuantizedWeight {
@@ -38,6 +41,13 @@ export interface QuantizedWeight {
   zeros: Uint8Array | null;
   /** [cols]: the input column of each stored column, or null when they are in order. */
   perm: Int32Array | null;
+}
+
+/** A linear layer's weight [rows, cols] as a checkpoint or load-time quantization holds it. */
+export type LinearWeight = HostTensor | QuantizedWeight;
+
+export function isQuantized(w: LinearWeight): w is QuantizedWeight {
+  return 'format' in w;
 }
 
 /** Nibble slot s of an int4 word holds the word's column INT4_SLOT_COLUMN[s]. */
@@ -174,9 +184,9 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
   if (parts.length === 1) return first;
   for (const p of parts) {
     if (p.format !== first.format || p.cols !== first.cols || p.groupSize !== first.groupSize) {
-      throw new Error(`stacked quantized weights differ: ${describeQuantized(first)} and ${describeQuantized(p)}`);
+      throw invalidModel(`projections stacked into one matmul are quantized differently: ${describeQuantized(first)} and ${describeQuantized(p)}`);
     }
-    if (!samePerm(p.perm, first.perm)) throw new Error('stacked quantized weights have different act-order permutations (g_idx)');
+    if (!samePerm(p.perm, first.perm)) throw invalidModel('projections stacked into one matmul have different act-order permutations (g_idx)');
   }
   const rows = parts.reduce((n, p) => n + p.rows, 0);
   const asymmetric = parts.some((p) => p.zeros !== null);
@@ -229,24 +239,33 @@ export function fp8E4m3Values(): Float32Array {
 
 export const FP8_E4M3_MAX = 448;
 
-/** The e4m3 code nearest to `value` (ties to the even code, as a float cast does), saturating at ±448. NaN gives 0x7f. */
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/**
+ * The e4m3 code nearest to `value` (ties to the even code, as a float cast does), saturating at
+ * ±448. NaN gives 0x7f. Works on the float32 bits (load-time quantization encodes billions of
+ * values): the mantissa is rounded to 3 bits, below 2^-6 to multiples of 2^-9 (the subnormals).
+ */
 export function floatToFp8E4m3(value: number): number {
   if (Number.isNaN(value)) return 0x7f;
-  const sign = value < 0 || Object.is(value, -0) ? 0x80 : 0;
-  const magnitude = Math.min(Math.abs(value), FP8_E4M3_MAX);
-  const values = fp8E4m3Values();
-  // Positive codes 0..0x7e increase with their value: binary search for the first not below it.
-  let lo = 0;
-  let hi = 0x7e;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (values[mid] < magnitude) lo = mid + 1;
-    else hi = mid;
+  f32[0] = value;
+  const bits = f32Bits[0];
+  const sign = (bits >>> 24) & 0x80;
+  const magnitude = Math.abs(f32[0]);
+  if (magnitude >= FP8_E4M3_MAX) return sign | 0x7e;
+  if (magnitude < 2 ** -6) {
+    // Subnormal codes count 2^-9 steps; 8 steps is the smallest normal, code 0x08, so it carries over.
+    const steps = magnitude * 2 ** 9;
+    let code = Math.floor(steps);
+    const rest = steps - code;
+    if (rest > 0.5 || (rest === 0.5 && code % 2 === 1)) code++;
+    return sign | code;
   }
-  if (lo > 0) {
-    const below = values[lo - 1];
-    const above = values[lo];
-    if (magnitude - below < above - magnitude || (magnitude - below === above - magnitude && (lo - 1) % 2 === 0)) lo -= 1;
-  }
-  return sign | lo;
+  // Round the 23-bit mantissa to 3 bits, to even; a carry moves into the exponent as it should.
+  const magnitudeBits = bits & 0x7fffffff;
+  const rounded = magnitudeBits + 0x7ffff + ((magnitudeBits >>> 20) & 1);
+  const exponent = (rounded >>> 23) - 127 + 7;
+  const code = (exponent << 3) | ((rounded >>> 20) & 7);
+  return sign | Math.min(code, 0x7e);
 }

@@ -8,6 +8,7 @@ import {
   dequantizeWeight,
   emptyQuantizedWeight,
   fillInt4Padding,
+  floatToFp8E4m3,
   fp8E4m3Values,
   getCode,
   maxCode,
@@ -160,4 +161,26 @@ test('the CPU backend multiplies by a quantized weight in linear and gatedLinear
   const act = { kind: 'silu' } as const;
   assert.deepEqual(b.toHost(b.gatedLinear(x, quantized, act)), b.toHost(b.gatedLinear(x, dense, act)));
   assert.throws(() => b.rmsNorm(x, quantized, 1e-5), /quantized weight \(int4\)/);
+});
+
+test('floatToFp8E4m3 maps every code to itself, midpoints to the even neighbour, and saturates at 448', () => {
+  const values = fp8E4m3Values();
+  for (let code = 0; code < 256; code++) {
+    if (Number.isNaN(values[code]) || (code & 0x7f) === 0) continue;
+    assert.equal(floatToFp8E4m3(values[code]), code, `code ${code}`);
+  }
+  for (let code = 0; code < 0x7e; code++) {
+    const mid = (values[code] + values[code + 1]) / 2;
+    assert.equal(floatToFp8E4m3(mid), code % 2 === 0 ? code : code + 1, `midpoint above ${code}`);
+    assert.equal(floatToFp8E4m3(-mid), 0x80 | (code % 2 === 0 ? code : code + 1), `negative midpoint above ${code}`);
+  }
+  assert.equal(floatToFp8E4m3(1e6), 0x7e);
+  assert.equal(floatToFp8E4m3(-500), 0xfe);
+  for (let i = 0; i < 2000; i++) {
+    const v = random.uniform(-460, 460) * 2 ** -random.int(0, 14);
+    const code = floatToFp8E4m3(v);
+    const nearest = Math.abs(Math.min(Math.abs(v), 448));
+    const best = Math.min(...Array.from({ length: 0x7f }, (_, c) => Math.abs(values[c] - nearest)));
+    assert.equal(Math.abs(Math.abs(values[code]) - nearest), best, `value ${v} -> code ${code}`);
+  }
 });
