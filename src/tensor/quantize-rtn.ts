@@ -3,8 +3,9 @@ import {
   fillInt4Padding,
   floatToFp8E4m3,
   FP8_E4M3_MAX,
+  INT4_COLUMN_SLOT,
   numGroups,
-  putCode,
+  rowBytes,
   type QuantizedWeight,
 } from './quantized-weight.ts';
 
@@ -39,10 +40,10 @@ export function quantizeRoundToNearest(values: Float32Array, rows: number, cols:
     for (let col = 0; col < cols; col++) max = Math.max(max, Math.abs(values[at + col]));
     const scale = max === 0 ? 1 : Math.fround(max / top);
     w.scales[row] = scale;
-    for (let col = 0; col < cols; col++) {
-      const v = values[at + col] / scale;
-      putCode(w, row, col, method === 'fp8' ? floatToFp8E4m3(v) : 128 + Math.max(-127, Math.min(127, roundHalfEven(v))));
-    }
+    // One code a byte, in column order (Keel's int8 and fp8 layouts): written directly, as a
+    // checkpoint of billions of values is quantized here.
+    if (method === 'fp8') for (let col = 0; col < cols; col++) w.codes[at + col] = floatToFp8E4m3(values[at + col] / scale);
+    else for (let col = 0; col < cols; col++) w.codes[at + col] = 128 + Math.max(-127, Math.min(127, roundHalfEven(values[at + col] / scale)));
   }
   return w;
 }
@@ -52,6 +53,7 @@ function quantizeInt4(values: Float32Array, rows: number, cols: number): Quantiz
   const w = emptyQuantizedWeight('int4', rows, cols, groupSize, true);
   const groups = numGroups(w);
   for (let row = 0; row < rows; row++) {
+    const rowStart = row * rowBytes('int4', cols);
     for (let group = 0; group < groups; group++) {
       const start = row * cols + group * groupSize;
       const end = row * cols + Math.min(cols, (group + 1) * groupSize);
@@ -66,7 +68,12 @@ function quantizeInt4(values: Float32Array, rows: number, cols: number): Quantiz
       const zero = Math.max(0, Math.min(15, roundHalfEven(-min / scale)));
       w.scales[row * groups + group] = scale;
       w.zeros![row * groups + group] = zero;
-      for (let i = start; i < end; i++) putCode(w, row, i - row * cols, Math.max(0, Math.min(15, roundHalfEven(values[i] / scale) + zero)));
+      for (let i = start; i < end; i++) {
+        const col = i - row * cols;
+        const code = Math.max(0, Math.min(15, roundHalfEven(values[i] / scale) + zero));
+        const slot = INT4_COLUMN_SLOT[col & 7];
+        w.codes[rowStart + (col >> 3) * 4 + (slot >> 1)] |= code << ((slot & 1) * 4);
+      }
     }
   }
   fillInt4Padding(w);

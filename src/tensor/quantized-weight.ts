@@ -87,12 +87,18 @@ export function codePosition(format: QuantizedFormat, col: number): { byte: numb
   return { byte: (col >> 3) * 4 + (slot >> 1), shift: (slot & 1) * 4 };
 }
 
-/** Writes `code` at (row, stored column col); int4 bytes must start zeroed. */
+/** Writes `code` at (row, stored column col). */
 export function putCode(w: QuantizedWeight, row: number, col: number, code: number): void {
-  const { byte, shift } = codePosition(w.format, col);
-  const at = row * rowBytes(w.format, w.cols) + byte;
-  if (w.format === 'int4') w.codes[at] = (w.codes[at] & ~(0xf << shift)) | ((code & 0xf) << shift);
-  else w.codes[at] = code;
+  const base = row * rowBytes(w.format, w.cols);
+  if (w.format !== 'int4') {
+    w.codes[base + col] = code;
+    return;
+  }
+  // Inlined codePosition: checkpoint readers call this for every one of billions of codes.
+  const slot = INT4_COLUMN_SLOT[col & 7];
+  const at = base + (col >> 3) * 4 + (slot >> 1);
+  const shift = (slot & 1) * 4;
+  w.codes[at] = (w.codes[at] & ~(0xf << shift)) | ((code & 0xf) << shift);
 }
 
 export function getCode(w: QuantizedWeight, row: number, col: number): number {
