@@ -1,4 +1,5 @@
 import type { BackendChoice } from './backend/select-backend.ts';
+import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
 
 /**
  * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
@@ -14,6 +15,12 @@ export interface EngineConfig {
   backend: BackendChoice;
   /** `dummy` fills the architecture from config.json with random weights (benchmarks). */
   loadFormat: 'auto' | 'dummy';
+  /**
+   * Quantize a 16-bit checkpoint's linear layers at load, round to nearest (docs/quantization.md):
+   * `fp8` e4m3 and `int8` with a scale per output row, `int4` with a scale and zero per group of
+   * 128 columns. null keeps the checkpoint's format (a quantized checkpoint is read as it is).
+   */
+  quantization: LoadTimeQuantization | null;
   /** Tokens per KV-cache block. */
   blockSize: number;
   /** KV blocks in the pool; null sizes it from memory (gpuMemoryUtilization or cpuKvCacheBytes). */
@@ -77,6 +84,7 @@ export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
 export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
+  quantization: null,
   blockSize: 16,
   numKvBlocks: null,
   gpuMemoryUtilization: 0.9,

@@ -2,6 +2,7 @@ import type { Draw, DrawResults } from '../sampling/draw.ts';
 import type { BatchDescription } from '../step/batch.ts';
 import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
 
 /**
  * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
@@ -159,6 +160,12 @@ export interface Backend {
    * transformers keeps in float32 whatever the model's dtype, such as DeepSeek-V3's routing bias).
    */
   loadWeight(t: HostTensor, options?: { float32?: boolean }): Tensor;
+  /**
+   * A linear weight [rows, cols] in one of Keel's quantized layouts (int4, int8, fp8 e4m3 codes
+   * with group scales: src/tensor/quantized-weight.ts), kept in that form on the device; `linear`
+   * and `gatedLinear` multiply by it as by the weight it dequantizes to.
+   */
+  loadQuantizedWeight(w: QuantizedWeight): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
@@ -175,7 +182,9 @@ export interface Backend {
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
   /**
-   * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. With `float32` the
+   * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. The weight's format is
+   * its own: from `loadWeight` (the compute dtype) or `loadQuantizedWeight` (multiplied from its
+   * codes, equal to multiplying by its dequantized values). With `float32` (16-bit weights only) the
    * result is float32 on every backend: the sums and the bias added unrounded, for what transformers
    * computes in float32 whatever the model's dtype (an MoE router's logits, whose top-k choice a
    * 16-bit rounding can flip). Of the ops, only routeExperts (and toHost) take such a tensor.

@@ -2,12 +2,14 @@ import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
+import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
 export const ENGINE_FLAGS = {
   model: { type: 'string' },
   backend: { type: 'string' },
   'load-format': { type: 'string' },
+  quantization: { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
   'gpu-memory-utilization': { type: 'string' },
@@ -34,6 +36,9 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  (HF_TOKEN; HF_HUB_OFFLINE=1: the cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
+  --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
+                                 nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
+                                 compressed-tensors, fp8) are read as they are (docs/quantization.md)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
@@ -62,6 +67,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     model: values.model,
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
+    quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
     gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
@@ -100,6 +106,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   model: 'model',
   backend: 'backend',
   'load-format': 'loadFormat',
+  quantization: 'quantization',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
   'gpu-memory-utilization': 'gpuMemoryUtilization',

@@ -9,6 +9,8 @@ import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import { withQuantization } from '../models/model-checkpoint.ts';
+import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
@@ -45,6 +47,9 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   positiveInt('maxNumBatchedTokens');
   if (config.numKvBlocks !== null) positiveInt('numKvBlocks');
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
+  if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
+    throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
+  }
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
   }
@@ -101,10 +106,13 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
   const maxModelLen = config.maxModelLen ?? contextLength;
   const model = createModel(architecture, maxModelLen);
+  if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
+    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelDir}/config.json, and use --quantization for quantized dummy weights`);
+  }
   const backend = await selectBackend(config.backend);
   try {
-    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed);
-    else loadWeightsWithProgress(model, openCheckpoint(modelDir), backend, { showProgress: config.showProgress });
+    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
+    else loadWeightsWithProgress(model, withQuantization(openCheckpoint(modelDir), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
     return {
       config,
       modelDir,
@@ -145,8 +153,9 @@ function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
   }
   const model = createModel(architecture, target.maxModelLen);
   const { config, backend } = target;
+  // --quantization is the target's: a draft model is read in its checkpoint's own format.
   if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
-  else loadWeightsWithProgress(model, openCheckpoint(dir), backend, { showProgress: config.showProgress });
+  else loadWeightsWithProgress(model, withQuantization(openCheckpoint(dir), architecture.quantization, null), backend, { showProgress: config.showProgress });
   return model;
 }
 

@@ -304,6 +304,7 @@ test('the selection bias, and nothing else, is uploaded in float32 whatever the 
       if (options?.float32) float32Shapes.push(t.shape);
       return recorder.loadWeight(t);
     },
+    loadQuantizedWeight: recorder.loadQuantizedWeight.bind(recorder),
     uploadRopeTable: recorder.uploadRopeTable.bind(recorder),
   };
   const tensors = { ...perExpertTensors(), 'moe.gate.e_score_correction_bias': float32Tensor(random.floats(E), [E]) };

@@ -72,9 +72,12 @@ export class MoeBlock implements Layer {
       inFeatures: hiddenSize,
       bias: options.routerBias,
       shard: 'replicated',
+      dense: true,
       float32Output: true,
     });
-    this.sharedGate = options.shared?.gate ? Linear.single(options.shared.gate, 1, hiddenSize, 'replicated') : null;
+    this.sharedGate = options.shared?.gate
+      ? new Linear({ parts: [{ name: options.shared.gate, rows: 1 }], inFeatures: hiddenSize, bias: false, shard: 'replicated', dense: true })
+      : null;
   }
 
   private get denseLayers(): Layer[] {

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
+import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
@@ -35,6 +36,8 @@ function family<C extends ModelConfig>(f: ModelFamily<C>): ModelFamily {
 export interface ModelArchitecture {
   family: ModelFamily;
   config: ModelConfig;
+  /** How the checkpoint's weights are quantized (`quantization_config`); null for 16-bit ones. */
+  quantization: CheckpointQuantization | null;
 }
 
 /** Reads `dir/config.json` with the parser of its model_type's family. */
@@ -52,7 +55,7 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
     const supported = FAMILIES.map((f) => `${f.name} (${f.modelTypes.join(', ')})`).join(', ');
     throw invalidModel(`${source}: ${got} is not supported; Keel supports the families (model_type): ${supported}`);
   }
-  return { family, config: family.parseConfig(json, source) };
+  return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source) };
 }
 
 /** The model of an architecture, its layers built but not loaded. */

@@ -14,6 +14,8 @@ import type {
   Tensor,
 } from '../backend.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -22,7 +24,7 @@ import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
@@ -93,6 +95,8 @@ export class CudaBackend implements Backend {
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
   private largestWeightRows = 0;
+  /** Where quantized weights are dequantized for batches the quantized GEMV does not take. */
+  private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
 
@@ -191,6 +195,36 @@ export class CudaBackend implements Backend {
       this.largestWeightRows = Math.max(this.largestWeightRows, t.shape[0]);
     }
     return new CudaTensor([...t.shape], ptr, 'bf16');
+  }
+
+  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    const upload = (data: ArrayBufferView | null): DevicePtr => {
+      if (data === null) return 0;
+      const ptr = this.ownedAlloc(data.byteLength);
+      this.device.uploadSync(ptr, data);
+      return ptr;
+    };
+    const tensor = new CudaQuantizedTensor({
+      shape: [w.rows, w.cols],
+      format: w.format,
+      groupSize: w.groupSize,
+      groups: numGroups(w),
+      rowBytes: rowBytes(w.format, w.cols),
+      codes: upload(w.codes),
+      scales: upload(w.scales),
+      zeros: upload(w.zeros),
+      perm: upload(w.perm),
+    });
+    this.weightRows += w.rows;
+    this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
+    // Batches past the GEMV's rows multiply the weight dequantized into this one buffer, sized
+    // for the largest quantized weight (allocated here, at load: never inside a recorded graph).
+    const bytes = 2 * w.rows * w.cols;
+    if (this.dequantized === null || this.dequantized.bytes < bytes) {
+      if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
+      this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
+    }
+    return tensor;
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
@@ -318,6 +352,10 @@ export class CudaBackend implements Backend {
   }
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
+    if (weight instanceof CudaQuantizedTensor) {
+      if (options.float32) throw new Error('linear: a float32 output is for 16-bit weights (routers stay 16-bit), not a quantized one');
+      return this.quantizedLinear(x, weight, bias);
+    }
     const input = asBf16(x, 'linear input');
     const w = asBf16(weight, 'linear weight');
     const [outDim, inDim] = w.shape;
@@ -337,6 +375,31 @@ export class CudaBackend implements Backend {
     this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
     if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim, { float32 });
     return out;
+  }
+
+  /**
+   * Decode-sized batches stream the codes through the quantized GEMV (an act-order weight's
+   * activations gathered into its stored column order first); larger ones, and shapes the GEMV
+   * does not take, dequantize the weight to bf16 and take the 16-bit path.
+   */
+  private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
+    const input = asBf16(x, 'linear input');
+    if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const b = bias === null ? null : asBf16(bias, 'linear bias');
+    if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
+    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMV_MAX_ROWS && quantizedGemvFits(w)) {
+      const out = this.stepTensor([input.rows, w.rows]);
+      let xs = input.ptr;
+      if (w.perm !== 0) {
+        xs = this.stepTensor(input.shape).ptr;
+        launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
+      }
+      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows);
+      return out;
+    }
+    const scratch = this.dequantized!;
+    launchDequantize(this.device, scratch.ptr, w);
+    return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
   }
 
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
@@ -410,6 +473,14 @@ export class CudaBackend implements Backend {
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    if (gateUp instanceof CudaQuantizedTensor) {
+      const n = gateUp.rows / 2;
+      requireMultipleOf8(n, 'gatedLinear width');
+      const product = asBf16(this.quantizedLinear(x, gateUp, null), 'gatedLinear product');
+      const out = this.stepTensor([product.rows, n]);
+      launchGatedActivation(this.device, out.ptr, product.ptr, product.rows, n, activation);
+      return out;
+    }
     const input = asBf16(x, 'gatedLinear input');
     const w = asBf16(gateUp, 'gatedLinear weight');
     const [rows2n, inDim] = w.shape;
@@ -729,6 +800,7 @@ export class CudaBackend implements Backend {
 
 // A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
+  if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }
