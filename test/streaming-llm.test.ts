@@ -92,7 +92,7 @@ test('streaming in a batch with preemption: each sequence gives the tokens it gi
   const alone = await LLM.load(options);
   const crowded = await LLM.load({ ...options, numKvBlocks: 16 });
   try {
-    const expected = [];
+    const expected: number[][] = [];
     for (const prompt of prompts) expected.push((await alone.generate([prompt], { ...GREEDY, maxTokens: 60 }))[0].outputs[0].tokenIds);
     const outputs = await crowded.generate(prompts, { ...GREEDY, maxTokens: 60 });
     assert.ok(outputs.some((o) => o.metrics.numPreemptions > 0), 'the 16-block pool was meant to force preemption');
