@@ -29,7 +29,10 @@ export interface EngineConfig {
   gpuMemoryUtilization: number;
   /** KV pool size on the CPU backend when numKvBlocks is null. */
   cpuKvCacheBytes: number;
-  /** Longest sequence (prompt + output); null means the model's max_position_embeddings. */
+  /**
+   * Longest sequence (prompt + output); null means the model's max_position_embeddings, or with
+   * StreamingLLM `STREAMING_MAX_MODEL_LEN` (its rotary tables cover that many positions).
+   */
   maxModelLen: number | null;
   /** Most sequences in one step. */
   maxNumSeqs: number;
@@ -49,7 +52,17 @@ export interface EngineConfig {
   showProgress: boolean;
   /** Speculative decoding (docs/speculative-decoding.md); null decodes one token per step. */
   speculative: SpeculativeConfig | null;
+  /**
+   * StreamingLLM (docs/long-context.md): every query attends to its sequence's first
+   * `streamingSinks` tokens and latest `streamingWindow` tokens, with positions inside that cache,
+   * so a sequence runs past the model's context; the blocks between are freed. Both or neither.
+   */
+  streamingSinks: number | null;
+  streamingWindow: number | null;
 }
+
+/** The longest sequence under StreamingLLM when maxModelLen is not given. */
+export const STREAMING_MAX_MODEL_LEN = 131072;
 
 /**
  * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
@@ -98,4 +111,6 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   seed: 0,
   showProgress: true,
   speculative: null,
+  streamingSinks: null,
+  streamingWindow: null,
 };

@@ -43,6 +43,28 @@ export interface AttentionParams {
   softcap: number | null;
   /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */
   sinks: Tensor | null;
+  /**
+   * StreamingLLM (docs/long-context.md), or null. Queries then reach `attention` unrotated
+   * (`ropeAndCacheWrite` rotates and caches keys only, at their rotary rows) and `attention`
+   * rotates each with `rope` twice: at its rotary row to score the keys of its window, and at row
+   * min(position, sinks + window - 1), its position inside the cache, to score the sink keys behind
+   * the window. Keys rotated at absolute positions then score as keys at their cache positions,
+   * since a rotation at fixed frequencies depends only on the distance (the rows must be the
+   * positions, at one set of frequencies: layers/rotary.ts builds such a table).
+   * `attentionSpan` says which keys a query sees.
+   */
+  streaming: { sinks: number; window: number; rope: Tensor } | null;
+}
+
+/**
+ * The keys a query at position p of a layer sees: positions p - window + 1 .. p (all of 0 .. p for
+ * a null window), and the sequence's first `sinks` positions. StreamingLLM's sinks and window,
+ * unless the layer's own sliding window is no wider: then that window alone, as without streaming.
+ */
+export function attentionSpan(attn: { slidingWindow: number | null; streaming: { sinks: number; window: number } | null }): { window: number | null; sinks: number } {
+  const { slidingWindow, streaming } = attn;
+  if (streaming === null || (slidingWindow !== null && slidingWindow <= streaming.window)) return { window: slidingWindow, sinks: 0 };
+  return { window: streaming.window, sinks: streaming.sinks };
 }
 
 /**

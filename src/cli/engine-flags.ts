@@ -1,6 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
@@ -28,6 +28,8 @@ export const ENGINE_FLAGS = {
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
   'speculative-disable-by-batch-size': { type: 'string' },
+  'streaming-sinks': { type: 'string' },
+  'streaming-window': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -43,7 +45,8 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
   --cpu-kv-cache-bytes N         KV pool size on the CPU backend (default ${DEFAULT_ENGINE_CONFIG.cpuKvCacheBytes})
-  --max-model-len N              longest prompt + output (default: max_position_embeddings)
+  --max-model-len N              longest prompt + output (default: max_position_embeddings;
+                                 with --streaming-* ${STREAMING_MAX_MODEL_LEN})
   --max-num-seqs N               most sequences per step (default ${DEFAULT_ENGINE_CONFIG.maxNumSeqs})
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
@@ -58,7 +61,11 @@ Speculative decoding (docs/speculative-decoding.md; off unless a method or draft
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
-  --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences`;
+  --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences
+
+StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
+  --streaming-sinks S            every token attends to its sequence's first S tokens (attention sinks)
+  --streaming-window W           and to its latest W tokens; the KV blocks between are freed`;
 
 type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 
@@ -81,6 +88,8 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     seed: integerFlag('--seed', values.seed),
     showProgress: values['no-progress'] ? false : undefined,
     speculative: speculativeFromFlags(values),
+    streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
+    streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
   };
 }
 
@@ -125,6 +134,8 @@ export const ENGINE_FIELD_OF_FLAG = {
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
+  'streaming-sinks': 'streamingSinks',
+  'streaming-window': 'streamingWindow',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -11,6 +11,7 @@ import { llamaFamily } from './llama.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
@@ -58,7 +59,7 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
   return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source) };
 }
 
-/** The model of an architecture, its layers built but not loaded. */
-export function createModel(architecture: ModelArchitecture, maxPositions: number): CausalLM {
-  return architecture.family.create(architecture.config, maxPositions);
+/** The model of an architecture, its layers built but not loaded; `streaming` turns StreamingLLM on. */
+export function createModel(architecture: ModelArchitecture, maxPositions: number, streaming: StreamingWindow | null = null): CausalLM {
+  return architecture.family.create(architecture.config, maxPositions, streaming);
 }

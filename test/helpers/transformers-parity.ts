@@ -7,7 +7,7 @@ import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
-import { kvRetentionWindow } from '../../src/step/kv-cache-layout.ts';
+import { kvRetention } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -123,7 +123,7 @@ export function transformersParitySuite(options: ParityOptions): void {
 /** Whether every layer of the fixture's model reads only a window of recent positions. */
 function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
   const architecture = readModelArchitecture(fixture.dir);
-  return kvRetentionWindow(createModel(architecture, architecture.config.contextLength).kvLayers) !== null;
+  return kvRetention(createModel(architecture, architecture.config.contextLength).kvLayers, null) !== null;
 }
 
 async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {

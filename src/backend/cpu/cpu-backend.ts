@@ -175,7 +175,7 @@ export class CpuBackend implements Backend {
     const pools = layerPools(cache, layer, attn);
     const { rotaryRows, slotMapping, numTokens } = step.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn);
+    ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
@@ -184,7 +184,8 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([packed.rows, attn.numHeads * attn.headDim]);
     const sinks = attn.sinks === null ? null : asCpuTensor(attn.sinks, 'attention sinks').data;
     if (sinks !== null && sinks.length !== attn.numHeads) throw new Error(`attention: ${sinks.length} sinks for ${attn.numHeads} heads`);
-    const params: CpuAttentionParams = { ...attn, sinks };
+    const streaming = attn.streaming === null ? null : { ...attn.streaming, rope: asCpuRopeTable(attn.streaming.rope) };
+    const params: CpuAttentionParams = { ...attn, sinks, streaming };
     pagedAttention(packed.data, pools, cache.layout.blockSize, step.batch, params, out.data);
     return out;
   }

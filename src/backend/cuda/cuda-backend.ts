@@ -431,6 +431,7 @@ export class CudaBackend implements Backend {
       numKvHeads: attn.numKvHeads,
       headDim: attn.headDim,
       rotaryDim: table.rotaryDim,
+      keysOnly: attn.streaming !== null,
     });
   }
 
@@ -458,6 +459,7 @@ export class CudaBackend implements Backend {
       blockSize: kv.layout.blockSize,
       shape: attn,
       sinks: sinks?.ptr ?? 0,
+      rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
     launchDecodeAttention(this.device, {
       ...common,
@@ -470,6 +472,12 @@ export class CudaBackend implements Backend {
     });
     launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
     return out;
+  }
+
+  /** StreamingLLM's query rotation inputs: the layer's table and the step's rows (checked by ropeAndCacheWrite). */
+  private streamingRotary(rope: Tensor, step: CudaStepInputs): PagedAttentionArgs['rotary'] {
+    const table = asRopeTable(rope);
+    return { cos: table.cos, sin: table.sin, rotaryRows: step.device.rotaryRows, rotaryDim: table.rotaryDim };
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
