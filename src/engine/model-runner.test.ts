@@ -27,7 +27,7 @@ function recordingBackend(backend: Backend, replayed: { numSeqs: number; width: 
 }
 
 function greedyDraw(site: DrawSite): Draw {
-  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, eosTokenIds: [] };
+  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, eosTokenIds: [], allowedTokens: null };
   return drawFor({ ...DEFAULT_SAMPLING_PARAMS, temperature: 0 }, { ...context, ...site });
 }
 

@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { badRequest } from './openai-errors.ts';
+import { structuredOutputFields } from './structured-output-request.ts';
 
 /**
  * Request bodies of the OpenAI endpoints Keel serves. Shapes and types are checked here; value
  * ranges are the sampling validator's (openai-sampling.ts), so they have one source of truth.
  * Unknown fields are rejected as OpenAI rejects them. OpenAI fields Keel does not implement are
- * accepted where ignoring them changes nothing (`user`, `store`, `response_format` of type text...)
+ * accepted where ignoring them changes nothing (`user`, `store`...)
  * and rejected where ignoring them would silently answer a different question (logit_bias).
  */
 
@@ -38,6 +39,7 @@ const samplingFields = {
   min_tokens: number,
   include_stop_str_in_output: z.boolean().nullish(),
   skip_special_tokens: z.boolean().nullish(),
+  ...structuredOutputFields,
 };
 
 const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });
@@ -96,11 +98,6 @@ export const ChatCompletionRequest = z.strictObject({
   max_completion_tokens: number,
   logprobs: z.boolean().nullish(),
   top_logprobs: number,
-  response_format: z
-    .looseObject({ type: z.string() })
-    .refine((format) => format.type === 'text', 'only {"type": "text"} is supported')
-    .pipe(z.strictObject({ type: z.literal('text') }))
-    .nullish(),
   tools: z.array(chatTool).nullish(),
   tool_choice: chatToolChoice.nullish(),
   parallel_tool_calls: z.boolean().nullish(),

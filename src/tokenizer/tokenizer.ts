@@ -4,6 +4,7 @@ import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { readChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type SpecialTokenStrings } from './chat-template.ts';
+import { vocabularyEncoding, type GrammarVocabulary } from './grammar-vocabulary.ts';
 
 export type { ChatMessage, TemplateToolCall, ToolDefinition } from './chat-template.ts';
 
@@ -25,6 +26,7 @@ export class Tokenizer {
   private readonly specialIds: ReadonlySet<number>;
   private readonly specialTokens: SpecialTokenStrings;
   private readonly chatTemplate: ChatTemplate | null;
+  private readonly encoding: Pick<GrammarVocabulary, 'encoding' | 'prependSpace'>;
 
   constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown>, chatTemplate: ChatTemplate | null, source: string) {
     const specialTokens: SpecialTokenStrings = {};
@@ -42,6 +44,7 @@ export class Tokenizer {
     }
     this.specialTokens = specialTokens;
     this.chatTemplate = chatTemplate;
+    this.encoding = vocabularyEncoding(tokenizerJson);
     let maxId = -1;
     for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
@@ -87,6 +90,12 @@ export class Tokenizer {
 
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
+  }
+
+  /** The vocabulary as structured output's grammar engine matches it (grammar-vocabulary.ts). */
+  grammarVocabulary(): GrammarVocabulary {
+    const tokens = Array.from({ length: this.vocabSize }, (_, id) => (this.specialIds.has(id) ? '' : (this.hf.id_to_token(id) ?? '')));
+    return { tokens, ...this.encoding };
   }
 
   /** How `other`'s vocabulary differs from this one (the first token found mapped otherwise), or null when they are the same. */

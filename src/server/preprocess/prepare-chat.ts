@@ -3,6 +3,7 @@ import { readJsonBody } from '../json-body.ts';
 import { badRequest } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { ChatCompletionRequest, parseBody } from '../openai-schemas.ts';
+import { structuredOutputField } from '../structured-output-request.ts';
 import { encodeChat, ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedChat } from './preprocess-protocol.ts';
 import { toolCallFormat } from '../tool-calls/tool-call-formats.ts';
@@ -10,7 +11,7 @@ import { toolUse } from './tool-use.ts';
 import { checkN, checkPromptBytes, checkPromptTokens, checkSequences } from './request-limits.ts';
 
 /** A /v1/chat/completions body, ready for the engine: the chat template over its messages, tokenized. */
-export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedChat {
+export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Promise<PreparedChat> {
   const body = parseBody(ChatCompletionRequest, readJsonBody(raw));
   ensureServedModel(ctx, body.model);
   if (body.top_logprobs !== null && body.top_logprobs !== undefined && body.logprobs !== true) {
@@ -19,9 +20,11 @@ export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedCh
   const { limits, maxModelLen, samplingDefaults } = ctx.settings;
   const maxTokensName = body.max_completion_tokens !== null && body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  const structured = await structuredOutputField(body);
   const fields: RequestField[] = [
     ...commonSamplingFields(body),
     { name: 'top_logprobs', field: 'logprobs', value: body.logprobs === true ? (body.top_logprobs ?? 0) : null },
+    ...(structured ? [structured] : []),
   ];
   const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, null, maxModelLen)], samplingDefaults);
   checkN(checked.n, limits);
