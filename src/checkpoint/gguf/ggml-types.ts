@@ -21,6 +21,8 @@ const TYPES: readonly GgmlType[] = [
   { id: 6, name: 'Q5_0', blockElements: 32, blockBytes: 2 + 4 + 16 },
   { id: 7, name: 'Q5_1', blockElements: 32, blockBytes: 2 + 2 + 4 + 16 },
   { id: 8, name: 'Q8_0', blockElements: 32, blockBytes: 2 + 32 },
+  { id: 10, name: 'Q2_K', blockElements: QK_K, blockBytes: QK_K / 16 + QK_K / 4 + 2 + 2 },
+  { id: 11, name: 'Q3_K', blockElements: QK_K, blockBytes: QK_K / 8 + QK_K / 4 + 12 + 2 },
   { id: 12, name: 'Q4_K', blockElements: QK_K, blockBytes: 2 + 2 + 12 + QK_K / 2 },
   { id: 13, name: 'Q5_K', blockElements: QK_K, blockBytes: 2 + 2 + 12 + QK_K / 8 + QK_K / 2 },
   { id: 14, name: 'Q6_K', blockElements: QK_K, blockBytes: QK_K / 2 + QK_K / 4 + QK_K / 16 + 2 },
@@ -33,7 +35,7 @@ const TYPES: readonly GgmlType[] = [
  * (4, 5 and 31-33, 36-38 were removed from ggml; files never carry them.)
  */
 const OTHER_NAMES: Record<number, string> = {
-  9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S',
+  9: 'Q8_1', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S', 20: 'IQ4_NL', 21: 'IQ3_S',
   22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64', 29: 'IQ1_M', 34: 'TQ1_0', 35: 'TQ2_0',
   39: 'MXFP4',
 };
