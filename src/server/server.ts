@@ -122,7 +122,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   };
   const preprocess = await PreprocessPool.start(
     {
-      tokenizerDir: engine.info.hasTokenizer ? engine.info.modelDir : null,
+      tokenizerPath: engine.info.hasTokenizer ? engine.info.modelPath : null,
       servedModelName,
       maxModelLen: engine.info.maxModelLen,
       vocabSize: engine.info.vocabSize,

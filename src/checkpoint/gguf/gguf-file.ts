@@ -28,9 +28,10 @@ const READ_CHUNK_BYTES = 1 << 30;
 
 /**
  * A GGUF file (versions 2 and 3, little-endian): a header of key/value metadata and tensor infos,
- * padded to `general.alignment`, then the tensors' data. Only the header is read at open; each
- * tensor is read on demand by offset, so a multi-GB file never sits in memory whole. Every count,
- * length and offset from the file is checked against its size before it is used.
+ * padded to `general.alignment`, then the tensors' data. Only the header is read at open, and the
+ * file is closed again; the first tensor read opens it until `close`, and each tensor is read on
+ * demand by offset, so a multi-GB file never sits in memory whole. Every count, length and offset
+ * from the file is checked against its size before it is used.
  */
 export class GgufFile {
   readonly path: string;
@@ -40,11 +41,10 @@ export class GgufFile {
   readonly alignment: number;
   /** Absolute offset of the data section. */
   readonly dataOffset: number;
-  private fd: number | null;
+  private fd: number | null = null;
 
-  private constructor(path: string, fd: number, header: Header) {
+  private constructor(path: string, header: Header) {
     this.path = path;
-    this.fd = fd;
     this.version = header.version;
     this.metadata = header.metadata;
     this.tensors = header.tensors;
@@ -60,10 +60,9 @@ export class GgufFile {
       throw invalidModel(`cannot open ${path}: ${(error as Error).message}`);
     }
     try {
-      return new GgufFile(path, fd, readHeader(new FileCursor(path, fd, fstatSync(fd).size)));
-    } catch (error) {
+      return new GgufFile(path, readHeader(new FileCursor(path, fd, fstatSync(fd).size)));
+    } finally {
       closeSync(fd);
-      throw error;
     }
   }
 
@@ -73,23 +72,37 @@ export class GgufFile {
     return info;
   }
 
-  /** The tensor's bytes as stored (blocks of its type). */
-  readBytes(name: string): Uint8Array {
+  /** The tensor's bytes as stored (blocks of its type), or `length` of them from byte `begin` of the tensor. */
+  readBytes(name: string, begin = 0, length?: number): Uint8Array {
     const info = this.tensor(name);
-    if (this.fd === null) throw new Error(`${this.path} is closed`);
-    const data = new Uint8Array(info.byteLength);
+    const count = length ?? info.byteLength - begin;
+    if (begin < 0 || count < 0 || begin + count > info.byteLength) throw new Error(`bytes [${begin}, ${begin + count}) are outside tensor ${name} (${info.byteLength} bytes)`);
+    const fd = this.openForReading();
+    const data = new Uint8Array(count);
     let done = 0;
     while (done < data.length) {
-      const n = readSync(this.fd, data, done, Math.min(READ_CHUNK_BYTES, data.length - done), info.offset + done);
-      if (n === 0) throw invalidModel(`${this.path} ended early: tensor ${name} wants ${data.length} bytes at offset ${info.offset}, got ${done}`);
+      const n = readSync(fd, data, done, Math.min(READ_CHUNK_BYTES, data.length - done), info.offset + begin + done);
+      if (n === 0) throw invalidModel(`${this.path} ended early: tensor ${name} wants ${data.length} bytes at offset ${info.offset + begin}, got ${done}`);
       done += n;
     }
     return data;
   }
 
+  /** Closes the file if a read opened it; a later read opens it again. */
   close(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
+  }
+
+  private openForReading(): number {
+    if (this.fd === null) {
+      try {
+        this.fd = openSync(this.path, 'r');
+      } catch (error) {
+        throw invalidModel(`cannot open ${this.path}: ${(error as Error).message}`);
+      }
+    }
+    return this.fd;
   }
 }
 
