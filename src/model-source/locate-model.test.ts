@@ -157,3 +157,10 @@ test('a directory without config.json, a file, or a quantized checkpoint is refu
   await rejects(locateModel(dir, { showProgress: false }), /quant_method "gptq"\), which Keel does not run: use the model's unquantized release/);
   await rejects(locateModel('./no/such/dir/here', { showProgress: false }), /model directory not found: \.\/no\/such\/dir\/here/);
 });
+
+test('a .gguf file is a model as it is, named by its file; a missing one says so', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'Tiny-Q8_0.gguf'), 'GGUF');
+  assert.deepEqual(await locateModel(join(dir, 'Tiny-Q8_0.gguf'), { showProgress: false }), { path: join(dir, 'Tiny-Q8_0.gguf'), name: 'Tiny-Q8_0' });
+  await rejects(locateModel(join(dir, 'other.gguf'), { showProgress: false }), /GGUF file not found: .*other\.gguf/);
+});
