@@ -60,7 +60,6 @@ class DirectoryModelFiles implements ModelFiles {
 
   config(): JsonDocument {
     const path = join(this.path, 'config.json');
-    if (!existsSync(path)) throw invalidModel(`${this.path} has no config.json`);
     return { json: readJsonFile(path), source: path };
   }
 
