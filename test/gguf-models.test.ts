@@ -11,6 +11,7 @@ import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
 import { ggufFromCheckpoint, type GgufMatrixType } from './helpers/gguf-from-checkpoint.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
 import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
+import { startTinyServer } from './server/tiny-server.ts';
 
 /*
  * Oracle fixtures and the shipped model written as GGUF files (as llama.cpp's converter writes
@@ -127,6 +128,27 @@ describe('the shipped model\'s tokenizer rebuilt from a GGUF vocabulary', () => 
     const text = generate(gguf);
     assert.ok(text.trim().length > 0);
     assert.equal(text, generate(tiny.dir));
+  });
+
+  test('keel serve over a GGUF file answers a chat completion as over the directory, its template from the file', async () => {
+    const chat = async (model: string) => {
+      const server = await startTinyServer({ modelDir: model });
+      try {
+        const response = await fetch(`${server.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: server.engine.info.model, messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 8, temperature: 0 }),
+        });
+        assert.equal(response.status, 200);
+        const body = (await response.json()) as { model: string; choices: { message: { content: string } }[]; usage: { prompt_tokens: number } };
+        return { model: body.model, content: body.choices[0].message.content, promptTokens: body.usage.prompt_tokens };
+      } finally {
+        await server.close();
+      }
+    };
+    const [fromDir, fromFile] = [await chat(tiny.dir), await chat(gguf)];
+    assert.equal(fromFile.model, 'keel-tiny-source');
+    assert.deepEqual({ ...fromFile, model: null }, { ...fromDir, model: null });
   });
 
   test('the model loads with its name and config from the file', async () => {
