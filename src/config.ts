@@ -1,4 +1,5 @@
 import type { BackendChoice } from './backend/select-backend.ts';
+import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
 
 /**
  * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
@@ -14,6 +15,12 @@ export interface EngineConfig {
   backend: BackendChoice;
   /** `dummy` fills the architecture from config.json with random weights (benchmarks). */
   loadFormat: 'auto' | 'dummy';
+  /**
+   * Quantize a 16-bit checkpoint's linear layers at load, round to nearest (docs/quantization.md):
+   * `fp8` e4m3 and `int8` with a scale per output row, `int4` with a scale and zero per group of
+   * 128 columns. null keeps the checkpoint's format (a quantized checkpoint is read as it is).
+   */
+  quantization: LoadTimeQuantization | null;
   /** Tokens per KV-cache block. */
   blockSize: number;
   /** KV blocks in the pool; null sizes it from memory (gpuMemoryUtilization or cpuKvCacheBytes). */
@@ -22,7 +29,10 @@ export interface EngineConfig {
   gpuMemoryUtilization: number;
   /** KV pool size on the CPU backend when numKvBlocks is null. */
   cpuKvCacheBytes: number;
-  /** Longest sequence (prompt + output); null means the model's max_position_embeddings. */
+  /**
+   * Longest sequence (prompt + output); null means the model's max_position_embeddings, or with
+   * StreamingLLM `STREAMING_MAX_MODEL_LEN` (its rotary tables cover that many positions).
+   */
   maxModelLen: number | null;
   /** Most sequences in one step. */
   maxNumSeqs: number;
@@ -42,7 +52,17 @@ export interface EngineConfig {
   showProgress: boolean;
   /** Speculative decoding (docs/speculative-decoding.md); null decodes one token per step. */
   speculative: SpeculativeConfig | null;
+  /**
+   * StreamingLLM (docs/long-context.md): every query attends to its sequence's first
+   * `streamingSinks` tokens and latest `streamingWindow` tokens, with positions inside that cache,
+   * so a sequence runs past the model's context; the blocks between are freed. Both or neither.
+   */
+  streamingSinks: number | null;
+  streamingWindow: number | null;
 }
+
+/** The longest sequence under StreamingLLM when maxModelLen is not given. */
+export const STREAMING_MAX_MODEL_LEN = 131072;
 
 /**
  * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
@@ -77,6 +97,7 @@ export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
 export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
+  quantization: null,
   blockSize: 16,
   numKvBlocks: null,
   gpuMemoryUtilization: 0.9,
@@ -90,4 +111,6 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   seed: 0,
   showProgress: true,
   speculative: null,
+  streamingSinks: null,
+  streamingWindow: null,
 };

@@ -45,15 +45,17 @@ test('--model ORG/NAME runs from the Hugging Face cache with HF_HUB_OFFLINE=1, a
   assertOneLineError(keel([...args, '--model', 'keel-org/keel-tiny@v2'], { HF_HOME: home, HF_HUB_OFFLINE: '1' }), /keel-org\/keel-tiny@v2 is not in the Hugging Face cache/);
 });
 
-test('a model directory without config.json, a quantized checkpoint, a missing tokenizer: one line each, with what to do', (t) => {
+test('a model directory without config.json, a checkpoint quantized in a format Keel does not read, a missing tokenizer: one line each, with what to do', (t) => {
   const empty = tempDir(t);
   assertOneLineError(keel(['generate', '--prompt', 'x', '--model', empty]), /has no config\.json: give a Hugging Face model directory/);
 
   const quantized = tempDir(t);
   cpSync(join(FIXTURES_DIR, 'llama-gqa'), quantized, { recursive: true });
   const config = JSON.parse(readFileSync(join(quantized, 'config.json'), 'utf8'));
-  writeFileSync(join(quantized, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'awq', bits: 4 } }));
-  assertOneLineError(keel(['generate', '--prompt-ids', '1,2', '--model', quantized]), /quant_method "awq"\), which Keel does not run: use the model's unquantized release/);
+  writeFileSync(join(quantized, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'bitsandbytes', load_in_4bit: true } }));
+  assertOneLineError(keel(['generate', '--prompt-ids', '1,2', '--model', quantized]), /quant_method "bitsandbytes" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\) and fp8 checkpoints/);
+  const awq = keel(['generate', '--prompt-ids', '3,4,5', '--max-tokens', '4', '--model', join(FIXTURES_DIR, 'quant-awq-int4')]);
+  assert.equal(awq.status, 0, awq.stderr);
 
   const noTokenizer = join(FIXTURES_DIR, 'llama-gqa');
   assertOneLineError(keel(['generate', '--prompt', 'x', '--model', noTokenizer]), /llama-gqa has no tokenizer\.json, so a text --prompt cannot be tokenized: give token ids with --prompt-ids, or copy/);

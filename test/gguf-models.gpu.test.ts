@@ -10,7 +10,7 @@ import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
 // transformers' float32 reference with the CUDA parity suite's bf16 allowances.
 const work = mkdtempSync(join(tmpdir(), 'keel-gguf-gpu-'));
 after(() => rmSync(work, { recursive: true, force: true }));
-const CUDA = { backend: 'cuda', logitTolerance: 0.1, greedy: 'top-candidates' } as const;
+const CUDA = { backend: 'cuda', logitTolerance: 0.125, acceptBf16ReferenceError: true, greedy: 'top-candidates' } as const;
 
 for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source']] as const) {
   test(`${name} from a GGUF file on CUDA gives transformers' logits and greedy tokens (bf16 allowances)`, async () => {
@@ -26,7 +26,7 @@ test('keel-tiny in Q8_0 from a GGUF file on CUDA keeps transformers\' greedy tok
   const fixture = listOracleFixtures().find((f) => f.name === 'keel-tiny')!;
   const path = join(work, 'keel-tiny-q8_0.gguf');
   ggufFromCheckpoint(fixture.dir, path, { matrixType: 'Q8_0' });
-  const scale = Math.max(...fixture.oracle.last_logits.flat().map(Math.abs));
-  await checkLogits({ ...fixture, dir: path }, { ...CUDA, logitTolerance: 0.03 * scale });
+  // Q8_0's rounding (test/gguf-models.test.ts: up to 0.1 of the logits' deviation) beside bf16 activations'.
+  await checkLogits({ ...fixture, dir: path }, { ...CUDA, logitTolerance: 0.25 });
   await checkGreedy({ ...fixture, dir: path }, CUDA, {}, false);
 });

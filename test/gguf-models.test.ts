@@ -63,14 +63,13 @@ describe('a fixture written as GGUF with its F32/F16/BF16 weights as stored give
 });
 
 // Q8_0 rounds each weight to 1/254 of its block's largest, and Keel then keeps it in bfloat16 (1/256
-// relative): a few percent of the largest logit after the layers, where bfloat16 alone gives about 1 %.
-const Q8_0_TOLERANCE = 0.03;
+// relative): 0.05-0.1 of the logits' standard deviation after the layers (the CUDA suite's bf16
+// allowance is 0.125), where the weights in bfloat16 alone give about 0.02.
+const Q8_0_TOLERANCE = 0.15;
 
 test('Q8_0 GGUF files give transformers\' logits within the quantization error', async () => {
   for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'keel-tiny']) {
-    const f = fixture(name);
-    const scale = Math.max(...f.oracle.last_logits.flat().map(Math.abs));
-    await checkLogits(asGguf(f, 'Q8_0'), { backend: 'cpu', logitTolerance: Q8_0_TOLERANCE * scale, greedy: 'exact' });
+    await checkLogits(asGguf(fixture(name), 'Q8_0'), { backend: 'cpu', logitTolerance: Q8_0_TOLERANCE, greedy: 'exact' });
   }
 });
 

@@ -17,6 +17,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   layers: ['errors.ts', 'tensor', 'step', 'backend'],
   models: ['errors.ts', 'tensor', 'step', 'sampling', 'checkpoint', 'backend', 'layers'],
   tokenizer: ['errors.ts', 'checkpoint', 'sampling'],
+  structured: ['errors.ts', 'sampling', 'tokenizer'],
   'model-source': ['errors.ts', 'checkpoint'],
 };
 

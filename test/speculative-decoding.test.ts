@@ -158,7 +158,7 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
       const params = resolveSamplingParams({ ...kinds[int(0, kinds.length - 1)], maxTokens: int(1, 24), ignoreEos: true, seed: int(0, 1000) }, {});
       const id = `r${next++}`;
       live.add(id);
-      engine.addRequest({ id, prompt: null, promptTokenIds, params, onUpdate: (request) => isFinished(request) && live.delete(request.id) });
+      engine.addRequest({ id, prompt: null, promptTokenIds, params, grammar: null, onUpdate: (request) => isFinished(request) && live.delete(request.id) });
     };
     for (let op = 0; op < 160; op++) {
       const r = int(0, 99);

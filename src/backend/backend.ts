@@ -2,6 +2,7 @@ import type { Draw, DrawResults } from '../sampling/draw.ts';
 import type { BatchDescription } from '../step/batch.ts';
 import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
 
 /**
  * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
@@ -42,6 +43,28 @@ export interface AttentionParams {
   softcap: number | null;
   /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */
   sinks: Tensor | null;
+  /**
+   * StreamingLLM (docs/long-context.md), or null. Queries then reach `attention` unrotated
+   * (`ropeAndCacheWrite` rotates and caches keys only, at their rotary rows) and `attention`
+   * rotates each with `rope` twice: at its rotary row to score the keys of its window, and at row
+   * min(position, sinks + window - 1), its position inside the cache, to score the sink keys behind
+   * the window. Keys rotated at absolute positions then score as keys at their cache positions,
+   * since a rotation at fixed frequencies depends only on the distance (the rows must be the
+   * positions, at one set of frequencies: layers/rotary.ts builds such a table).
+   * `attentionSpan` says which keys a query sees.
+   */
+  streaming: { sinks: number; window: number; rope: Tensor } | null;
+}
+
+/**
+ * The keys a query at position p of a layer sees: positions p - window + 1 .. p (all of 0 .. p for
+ * a null window), and the sequence's first `sinks` positions. StreamingLLM's sinks and window,
+ * unless the layer's own sliding window is no wider: then that window alone, as without streaming.
+ */
+export function attentionSpan(attn: { slidingWindow: number | null; streaming: { sinks: number; window: number } | null }): { window: number | null; sinks: number } {
+  const { slidingWindow, streaming } = attn;
+  if (streaming === null || (slidingWindow !== null && slidingWindow <= streaming.window)) return { window: slidingWindow, sinks: 0 };
+  return { window: streaming.window, sinks: streaming.sinks };
 }
 
 /**
@@ -159,6 +182,12 @@ export interface Backend {
    * transformers keeps in float32 whatever the model's dtype, such as DeepSeek-V3's routing bias).
    */
   loadWeight(t: HostTensor, options?: { float32?: boolean }): Tensor;
+  /**
+   * A linear weight [rows, cols] in one of Keel's quantized layouts (int4, int8, fp8 e4m3 codes
+   * with group scales: src/tensor/quantized-weight.ts), kept in that form on the device; `linear`
+   * and `gatedLinear` multiply by it as by the weight it dequantizes to.
+   */
+  loadQuantizedWeight(w: QuantizedWeight): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
@@ -174,8 +203,15 @@ export interface Backend {
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
-  /** x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. */
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
+  /**
+   * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. The weight's format is
+   * its own: from `loadWeight` (the compute dtype) or `loadQuantizedWeight` (multiplied from its
+   * codes, equal to multiplying by its dequantized values). With `float32` (16-bit weights only) the
+   * result is float32 on every backend: the sums and the bias added unrounded, for what transformers
+   * computes in float32 whatever the model's dtype (an MoE router's logits, whose top-k choice a
+   * 16-bit rounding can flip). Of the ops, only routeExperts (and toHost) take such a tensor.
+   */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, options?: { float32?: boolean }): Tensor;
   /**
    * A gated MLP's up projection and activation: act(x · gateᵀ) * (x · upᵀ), [rows, n], with gateUp
    * [2n, in] holding the gate rows then the up rows. Both products are rounded to the backend's
@@ -217,7 +253,7 @@ export interface Backend {
    * of q's head h, and returns the softmax-weighted sum of latents, [numTokens, numHeads * latentDim].
    */
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor;
-  /** Each token's experts and their weights from router logits [numTokens, numExperts]. */
+  /** Each token's experts and their weights from router logits [numTokens, numExperts], float32 or not. */
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting;
   /**
    * Σ over each token's routed experts held here of weight · down(act(gate(x)) · up(x)) (each

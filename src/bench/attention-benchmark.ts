@@ -13,7 +13,7 @@ import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, 
 export const PREFILL_SEQ_LENS = [512, 2048, 8192];
 export const DECODE_CONTEXTS = [1024, 8192, 32768];
 export const DECODE_BATCHES = [1, 16];
-const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null, softcap: null, sinks: null };
+const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null, softcap: null, sinks: null, streaming: null };
 const BLOCK_SIZE = 16;
 /** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
 export const MLA_HEADS = [16, 128];

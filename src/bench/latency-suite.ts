@@ -1,5 +1,6 @@
 import type { LLM } from '../engine/llm.ts';
 import { invalidArgument } from '../errors.ts';
+import type { StructuredOutput } from '../sampling/structured-output.ts';
 import { randomRequests } from './random-dataset.ts';
 import type { LatencyBatch } from './result-schema.ts';
 import { decodeRoofline, type RooflineInputs } from './roofline.ts';
@@ -15,6 +16,8 @@ export interface LatencyOptions {
   seed: number;
   /** Bytes per second the roofline fraction is taken of; null leaves the fraction unknown. */
   bandwidthBytesPerSecond: number | null;
+  /** Every request constrained by this (structured output's overhead); null: free text. */
+  structuredOutput: StructuredOutput | null;
 }
 
 /** One batch run: when its last sequence got its first token, and when its last sequence finished. */
@@ -54,13 +57,13 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
       }).map((r) => r.promptTokenIds);
     hooks.onBatchStart?.(batchSize, options.numItersWarmup + options.numIters);
     for (let i = 0; i < options.numItersWarmup; i++) {
-      await timeBatch(llm, promptsForIteration(), options.outputLen);
+      await timeBatch(llm, promptsForIteration(), options.outputLen, options.structuredOutput);
       hooks.onRun?.();
     }
     const before = llm.stats();
     const timings: BatchTiming[] = [];
     for (let i = 0; i < options.numIters; i++) {
-      timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen));
+      timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen, options.structuredOutput));
       hooks.onRun?.();
     }
     const after = llm.stats();
@@ -74,9 +77,13 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
   return rows;
 }
 
-/** Runs one batch through the engine and times it from submission. */
-async function timeBatch(llm: LLM, prompts: number[][], outputLen: number): Promise<BatchTiming> {
-  const params = { temperature: 0, maxTokens: outputLen, ignoreEos: true };
+/**
+ * Runs one batch through the engine and times it from submission. A structured output's grammar
+ * is compiled in the warm-up runs (it is cached), so measured runs time the masks alone; a grammar
+ * that completes before outputLen allows only EOS after it, which the run ignores.
+ */
+async function timeBatch(llm: LLM, prompts: number[][], outputLen: number, structuredOutput: StructuredOutput | null): Promise<BatchTiming> {
+  const params = { temperature: 0, maxTokens: outputLen, ignoreEos: true, structuredOutput };
   const start = performance.now();
   let lastFirstToken = start;
   // Every stream adds its request before the engine's next step, so all of them share one batch.

@@ -1,8 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import { invalidModel } from '../errors.ts';
-import { SafetensorsFile, type SafetensorsEntry } from './safetensors.ts';
+import { SafetensorsFile, type RawTensor, type SafetensorsEntry } from './safetensors.ts';
 
 const SINGLE_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
@@ -19,6 +20,13 @@ export interface Checkpoint {
   /** dtype (as the file spells it) and shape from the header, without reading the data. */
   info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'>;
   read(name: string): HostTensor;
+  /** The tensor's bytes whatever its dtype (packed integers, FP8 codes). */
+  readRaw(name: string): RawTensor;
+  /**
+   * A linear layer's weight in the format the checkpoint holds it (quantized, or the 16-bit
+   * tensor); absent for plain checkpoints, where it is `read`.
+   */
+  readLinear?(name: string): LinearWeight;
   close(): void;
 }
 
@@ -57,6 +65,10 @@ class SafetensorsCheckpoint implements Checkpoint {
 
   read(name: string): HostTensor {
     return this.fileFor(name).read(name);
+  }
+
+  readRaw(name: string): RawTensor {
+    return this.fileFor(name).readRaw(name);
   }
 
   close(): void {

@@ -18,6 +18,13 @@ export interface SafetensorsEntry {
   end: number;
 }
 
+/** A tensor's bytes with its dtype as the file spells it (I32, F8_E4M3, BF16...). */
+export interface RawTensor {
+  dtype: string;
+  shape: number[];
+  data: Uint8Array;
+}
+
 const READABLE_DTYPES: Record<string, WeightDType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
 
 /** Element sizes of every dtype the format defines, so byte lengths are checked even for tensors Keel never reads. */
@@ -64,15 +71,21 @@ export class SafetensorsFile {
   }
 
   read(name: string): HostTensor {
-    const entry = this.entry(name);
-    const dtype = READABLE_DTYPES[entry.dtype];
+    const raw = this.readRaw(name);
+    const dtype = READABLE_DTYPES[raw.dtype];
     if (!dtype) {
-      throw invalidModel(`${this.path}: tensor "${name}" has dtype ${entry.dtype}; Keel reads only F32, F16 and BF16`);
+      throw invalidModel(`${this.path}: tensor "${name}" has dtype ${raw.dtype}; Keel reads only F32, F16 and BF16 as numbers`);
     }
+    return { dtype, shape: raw.shape, data: raw.data };
+  }
+
+  /** A tensor's bytes whatever its dtype (the packed integer and FP8 tensors of quantized checkpoints). */
+  readRaw(name: string): RawTensor {
+    const entry = this.entry(name);
     if (this.fd === null) throw new Error(`${this.path} is closed`);
     const data = new Uint8Array(entry.end - entry.begin);
     readFully(this.path, this.fd, data, entry.begin);
-    return { dtype, shape: entry.shape.slice(), data };
+    return { dtype: entry.dtype, shape: entry.shape.slice(), data };
   }
 
   close(): void {

@@ -1,13 +1,15 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
+import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
 export const ENGINE_FLAGS = {
   model: { type: 'string' },
   backend: { type: 'string' },
   'load-format': { type: 'string' },
+  quantization: { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
   'gpu-memory-utilization': { type: 'string' },
@@ -26,6 +28,8 @@ export const ENGINE_FLAGS = {
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
   'speculative-disable-by-batch-size': { type: 'string' },
+  'streaming-sinks': { type: 'string' },
+  'streaming-window': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -37,11 +41,15 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
+  --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
+                                 nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
+                                 compressed-tensors, fp8) are read as they are (docs/quantization.md)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
   --cpu-kv-cache-bytes N         KV pool size on the CPU backend (default ${DEFAULT_ENGINE_CONFIG.cpuKvCacheBytes})
-  --max-model-len N              longest prompt + output (default: max_position_embeddings)
+  --max-model-len N              longest prompt + output (default: max_position_embeddings;
+                                 with --streaming-* ${STREAMING_MAX_MODEL_LEN})
   --max-num-seqs N               most sequences per step (default ${DEFAULT_ENGINE_CONFIG.maxNumSeqs})
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
@@ -56,7 +64,11 @@ Speculative decoding (docs/speculative-decoding.md; off unless a method or draft
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
-  --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences`;
+  --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences
+
+StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
+  --streaming-sinks S            every token attends to its sequence's first S tokens (attention sinks)
+  --streaming-window W           and to its latest W tokens; the KV blocks between are freed`;
 
 type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 
@@ -65,6 +77,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     model: values.model,
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
+    quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
     gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
@@ -78,6 +91,8 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     seed: integerFlag('--seed', values.seed),
     showProgress: values['no-progress'] ? false : undefined,
     speculative: speculativeFromFlags(values),
+    streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
+    streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
   };
 }
 
@@ -103,6 +118,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   model: 'model',
   backend: 'backend',
   'load-format': 'loadFormat',
+  quantization: 'quantization',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
   'gpu-memory-utilization': 'gpuMemoryUtilization',
@@ -121,6 +137,8 @@ export const ENGINE_FIELD_OF_FLAG = {
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
+  'streaming-sinks': 'streamingSinks',
+  'streaming-window': 'streamingWindow',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -6,6 +6,7 @@ import { requireTokenizer } from './require-tokenizer.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from './engine-flags.ts';
 import { SAMPLING_FLAGS, SAMPLING_FLAGS_HELP, idList, samplingParamsFromFlags } from './sampling-flags.ts';
 import { parseFlags } from './parse-flags.ts';
+import { STRUCTURED_OUTPUT_FLAGS, STRUCTURED_OUTPUT_FLAGS_HELP, structuredOutputFromFlags } from './structured-output-flags.ts';
 
 export const GENERATE_HELP = `Usage: keel generate [options] (--prompt TEXT | --prompt-ids 1,2,3)...
 
@@ -18,6 +19,8 @@ Generates completions for every prompt, all in one batch.
 
 ${SAMPLING_FLAGS_HELP}
 
+${STRUCTURED_OUTPUT_FLAGS_HELP}
+
 ${ENGINE_FLAGS_HELP}`;
 
 export async function generateCommand(argv: string[]): Promise<void> {
@@ -26,6 +29,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     options: {
       ...ENGINE_FLAGS,
       ...SAMPLING_FLAGS,
+      ...STRUCTURED_OUTPUT_FLAGS,
       prompt: { type: 'string', multiple: true },
       'prompt-ids': { type: 'string', multiple: true },
       json: { type: 'boolean' },
@@ -46,7 +50,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
   }
   if (prompts.length === 0) throw invalidArgument('give at least one --prompt or --prompt-ids (see keel generate --help)');
 
-  const params = samplingParamsFromFlags(values);
+  const structuredOutput = structuredOutputFromFlags(values);
+  const params = { ...samplingParamsFromFlags(values), ...(structuredOutput ? { structuredOutput } : {}) };
   const llm = await LLM.load(engineConfigFromFlags(values));
   try {
     if (prompts.some((p) => typeof p === 'string')) requireTokenizer(llm, 'a text --prompt cannot be tokenized', 'give token ids with --prompt-ids');

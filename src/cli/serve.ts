@@ -5,6 +5,7 @@ import { EngineClient } from '../server/engine-host/engine-client.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
 import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
+import { TOOL_CALL_PARSERS } from '../server/tool-calls/tool-call-formats.ts';
 import { parseFlags } from './parse-flags.ts';
 
 const D = DEFAULT_SERVER_OPTIONS;
@@ -13,7 +14,7 @@ const seconds = (ms: number) => ms / 1000;
 export const SERVE_HELP = `Usage: keel serve [options]
 
 Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-/v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
+/v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
 huge prompt never holds up the other clients.
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
@@ -28,6 +29,14 @@ signal exits at once.
   --allowed-hosts H[,H...]       Host header names to answer, * for any (default: localhost, 127.0.0.1
                                  and ::1 when bound to loopback, else any)
   --allow-special-tokens         special-token strings in chat messages are control tokens (default: text)
+
+Applications (docs/tool-calling.md, docs/responses-api.md):
+  --tool-call-parser NAME        how the model writes tool calls: ${TOOL_CALL_PARSERS.join('|')}
+                                 (default: the one its chat template shows; without one, requests
+                                 with tools must send tool_choice "none")
+  --responses-store-size N       responses kept for GET /v1/responses/{id} and previous_response_id,
+                                 least recently used dropped first (default ${D.responsesStoreSize})
+  --enable-force-include-usage   streams end with usage even when the client did not ask for it
 
 Limits (a request over one alone is a 413; one that does not fit beside those waiting, a 429):
   --max-n N                      largest n a request may ask for (default ${D.maxN})
@@ -59,6 +68,9 @@ const SERVE_FLAGS = {
   'served-model-name': { type: 'string' },
   'allowed-hosts': { type: 'string' },
   'allow-special-tokens': { type: 'boolean' },
+  'tool-call-parser': { type: 'string' },
+  'responses-store-size': { type: 'string' },
+  'enable-force-include-usage': { type: 'boolean' },
   'max-n': { type: 'string' },
   'max-prompts-per-request': { type: 'string' },
   'max-prompt-bytes': { type: 'string' },
@@ -171,6 +183,9 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
     maxConnections: positive('--max-connections', values['max-connections']) ?? D.maxConnections,
     shutdownTimeoutMs: shutdownTimeout === undefined ? D.shutdownTimeoutMs : shutdownTimeout * 1000,
     preprocessThreads: positive('--preprocess-threads', values['preprocess-threads']) ?? D.preprocessThreads,
+    toolCallParser: oneOf('--tool-call-parser', values['tool-call-parser'], TOOL_CALL_PARSERS) ?? D.toolCallParser,
+    responsesStoreSize: positive('--responses-store-size', values['responses-store-size']) ?? D.responsesStoreSize,
+    forceIncludeUsage: values['enable-force-include-usage'] === true,
     logLevel: oneOf('--log-level', values['log-level'], LOG_LEVELS) ?? D.logLevel,
   };
 }

@@ -88,7 +88,7 @@ test('with async scheduling the next step is launched before the previous step\'
   for (const asyncScheduling of [true, false]) {
     const { loaded, events } = await tracedEngine(asyncScheduling);
     const params = resolveSamplingParams({ temperature: 0, maxTokens: 6, ignoreEos: true }, {});
-    loaded.engine.addRequest({ id: 'a', prompt: null, promptTokenIds: [5, 9, 2, 77], params, onUpdate: () => {} });
+    loaded.engine.addRequest({ id: 'a', prompt: null, promptTokenIds: [5, 9, 2, 77], params, grammar: null, onUpdate: () => {} });
     while (loaded.engine.hasUnfinished()) loaded.engine.step();
     // Step 6 samples the last token, known to end the request, so it is read at once.
     const expected = asyncScheduling
@@ -103,8 +103,8 @@ test('a request aborted while its token is on the device ends at once, and its l
   const { loaded } = await tracedEngine(true);
   const params = resolveSamplingParams({ temperature: 0, maxTokens: 50, ignoreEos: true }, {});
   const updates: number[] = [];
-  loaded.engine.addRequest({ id: 'a', prompt: null, promptTokenIds: [5, 9, 2, 77], params, onUpdate: (r) => updates.push(r.completions[0].output.tokenIds.length) });
-  loaded.engine.addRequest({ id: 'b', prompt: null, promptTokenIds: [8, 1], params: { ...params, maxTokens: 8 }, onUpdate: () => {} });
+  loaded.engine.addRequest({ id: 'a', prompt: null, promptTokenIds: [5, 9, 2, 77], params, grammar: null, onUpdate: (r) => updates.push(r.completions[0].output.tokenIds.length) });
+  loaded.engine.addRequest({ id: 'b', prompt: null, promptTokenIds: [8, 1], params: { ...params, maxTokens: 8 }, grammar: null, onUpdate: () => {} });
   for (let i = 0; i < 4; i++) loaded.engine.step();
   assert.ok(loaded.engine.abort('a'));
   const seen = updates.length;

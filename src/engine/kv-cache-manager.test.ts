@@ -7,7 +7,7 @@ import { Sequence } from './sequence.ts';
 const BLOCK_SIZE = 4;
 
 function manager(numBlocks: number, caching = true): KvCacheManager {
-  return new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize: BLOCK_SIZE, enablePrefixCaching: caching, retentionWindow: null, nullBlock: numBlocks });
+  return new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize: BLOCK_SIZE, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
 }
 
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
@@ -243,8 +243,8 @@ test('freeing every sequence returns every block', () => {
   kv.checkInvariants([]);
 });
 
-function windowedManager(numBlocks: number, retentionWindow: number): KvCacheManager {
-  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retentionWindow, nullBlock: numBlocks });
+function windowedManager(numBlocks: number, window: number, sinks = 0): KvCacheManager {
+  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retention: { sinks, window }, nullBlock: numBlocks });
 }
 
 test('with a retention window, blocks wholly behind the window of the next token are freed and named by the null block', () => {
@@ -299,4 +299,44 @@ test('a fork shares the parent\'s live blocks; null entries are neither shared n
   kv.free(child);
   assert.equal(kv.numFreeBlocks, 16);
   kv.checkInvariants([]);
+});
+
+test('with StreamingLLM sinks, the sinks\' blocks stay and only blocks between them and the window are freed', () => {
+  // Sinks 5 (blocks 0 and 1: positions 0..7), window 6.
+  const kv = windowedManager(16, 6, 5);
+  const seq = new Sequence('s', range(0, 60));
+  runTokens(kv, seq, 16);
+  let maxHeld = 0;
+  for (let p = 16; p < 60; p++) {
+    runTokens(kv, seq, 1);
+    const held = seq.blockTable.filter((id) => id !== 16);
+    maxHeld = Math.max(maxHeld, held.length);
+    const window = Math.floor((p - 6 + 1) / BLOCK_SIZE);
+    seq.blockTable.forEach((id, b) => {
+      const kept = b < 2 || b >= window;
+      assert.equal(id !== 16, kept, `position ${p}: block ${b} ${kept ? 'is kept' : 'is freed'}`);
+    });
+    kv.checkInvariants([seq]);
+  }
+  assert.ok(maxHeld <= kv.blocksHeldAtOnce(60, 1), `held ${maxHeld}, bound ${kv.blocksHeldAtOnce(60, 1)}`);
+  assert.equal(kv.blocksHeldAtOnce(60, 1), 2 + 2 + 1);
+  kv.free(seq);
+  assert.equal(kv.numFreeBlocks, 16);
+  kv.checkInvariants([]);
+});
+
+test('a prefix hit under StreamingLLM takes the sinks\' blocks and those of the window, not the ones between', () => {
+  const kv = windowedManager(16, 4, 2);
+  const first = new Sequence('a', range(0, 24));
+  runTokens(kv, first, 24);
+  runTokens(kv, first, 0);
+  const second = new Sequence('b', range(0, 25));
+  const computed = kv.getComputedBlocks(second);
+  assert.equal(computed.numTokens, 24, 'all six full blocks are still cached');
+  assert.equal(kv.allocateSlots(second, 1, computed), true);
+  // Position 24 reads 21..24 and the sinks 0..1: hit 0 and hit 5 are taken, hits 1..4 are left behind.
+  assert.equal(second.blockTable[0], computed.blocks[0]);
+  assert.deepEqual(second.blockTable.slice(1, 5), [16, 16, 16, 16]);
+  assert.equal(second.blockTable[5], computed.blocks[5]);
+  kv.checkInvariants([first, second]);
 });

@@ -1,4 +1,5 @@
 import type { BlockId, BlockPool } from './block-pool.ts';
+import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
 
@@ -20,12 +21,20 @@ export interface KvCacheManagerOptions {
   blockSize: number;
   enablePrefixCaching: boolean;
   /**
-   * When every layer reads only the latest this-many positions (sliding windows), blocks wholly
-   * behind that are freed as a sequence advances; null keeps every block.
+   * What the layers read of a sequence's past (`kvRetention`: sliding windows, StreamingLLM's sinks
+   * and window): blocks holding none of it are freed as a sequence advances; null keeps every block.
    */
-  retentionWindow: number | null;
+  retention: KvRetention | null;
   /** A block id outside the pool that block tables hold in place of freed blocks (never read). */
   nullBlock: number;
+}
+
+/** `KvCacheManager.blocksHeldAtOnce` of a manager with this retention and block size. */
+export function blocksHeldAtOnce(retention: KvRetention | null, blockSize: number, numTokens: number, maxChunk: number): number {
+  const all = Math.ceil(numTokens / blockSize);
+  if (retention === null) return all;
+  const sinkBlocks = Math.ceil(retention.sinks / blockSize);
+  return Math.min(all, sinkBlocks + Math.ceil((retention.window - 1 + maxChunk) / blockSize) + 1);
 }
 
 /**
@@ -37,7 +46,7 @@ export interface KvCacheManagerOptions {
 export class KvCacheManager {
   readonly blockSize: number;
   readonly enablePrefixCaching: boolean;
-  private readonly retentionWindow: number | null;
+  private readonly retention: KvRetention | null;
   private readonly nullBlock: BlockId;
   private readonly pool: BlockPool;
   /** Per sequence, how many of its leading blocks were already offered to the prefix cache. */
@@ -51,7 +60,7 @@ export class KvCacheManager {
     this.pool = pool;
     this.blockSize = options.blockSize;
     this.enablePrefixCaching = options.enablePrefixCaching;
-    this.retentionWindow = options.retentionWindow;
+    this.retention = options.retention;
     this.nullBlock = options.nullBlock as BlockId;
   }
 
@@ -69,14 +78,12 @@ export class KvCacheManager {
 
   /**
    * The most blocks a sequence of `numTokens` tokens holds at once when steps run at most
-   * `maxChunk` of its tokens: all of them, or with a retention window, those covering the window
-   * behind a step's first token and the step's chunk (plus one for a window that does not start at
-   * a block boundary).
+   * `maxChunk` of its tokens: all of them, or with retention, the sinks' blocks and those covering
+   * the window behind a step's first token and the step's chunk (plus one for a window that does
+   * not start at a block boundary).
    */
   blocksHeldAtOnce(numTokens: number, maxChunk: number): number {
-    const all = Math.ceil(numTokens / this.blockSize);
-    if (this.retentionWindow === null) return all;
-    return Math.min(all, Math.ceil((this.retentionWindow - 1 + maxChunk) / this.blockSize) + 1);
+    return blocksHeldAtOnce(this.retention, this.blockSize, numTokens, maxChunk);
   }
 
   /**
@@ -110,7 +117,7 @@ export class KvCacheManager {
     const end = start + numNewTokens;
     const numBehind = this.numBlocksBehindWindow(start);
     this.freeBehindWindow(seq, numBehind);
-    const hits = computed.blocks.map((id, i) => (i < numBehind ? this.nullBlock : id));
+    const hits = computed.blocks.map((id, i) => (i >= this.numSinkBlocks && i < numBehind ? this.nullBlock : id));
     const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - hits.length);
     const toCopy = this.sharedBlocksWritten(seq, start, end);
     const held = hits.filter((id) => id !== this.nullBlock);
@@ -142,25 +149,32 @@ export class KvCacheManager {
     this.numRegisteredBlocks.set(seq.id, numFull);
   }
 
-  /**
-   * Leading blocks no layer reads again once tokens from position `start` on run: those wholly
-   * older than the retention window of `start` (none without a window).
-   */
-  private numBlocksBehindWindow(start: number): number {
-    if (this.retentionWindow === null) return 0;
-    return Math.floor(Math.max(0, start - this.retentionWindow + 1) / this.blockSize);
+  /** Leading blocks that hold a sink position: kept whatever the window (none without sinks). */
+  private get numSinkBlocks(): number {
+    return this.retention === null ? 0 : Math.ceil(this.retention.sinks / this.blockSize);
   }
 
   /**
-   * Frees the sequence's first `numBehind` blocks; their entries become the null block. Cached
-   * content stays findable by other sequences until evicted.
+   * The end of the leading blocks no layer reads again once tokens from position `start` on run:
+   * those wholly older than the retention window of `start` (none without retention). Of them, the
+   * sinks' blocks are kept.
+   */
+  private numBlocksBehindWindow(start: number): number {
+    if (this.retention === null) return 0;
+    return Math.floor(Math.max(0, start - this.retention.window + 1) / this.blockSize);
+  }
+
+  /**
+   * Frees the sequence's blocks from the sinks' up to `numBehind`; their entries become the null
+   * block. Cached content stays findable by other sequences until evicted.
    */
   private freeBehindWindow(seq: Sequence, numBehind: number): void {
-    const behind = seq.blockTable.slice(0, numBehind).filter((id) => id !== this.nullBlock);
+    const from = this.numSinkBlocks;
+    const behind = seq.blockTable.slice(from, numBehind).filter((id) => id !== this.nullBlock);
     if (behind.length === 0) return;
     // Offered to the prefix cache first: a null entry is never registered.
     this.cacheFullBlocks(seq);
-    for (let i = 0; i < Math.min(numBehind, seq.blockTable.length); i++) seq.blockTable[i] = this.nullBlock;
+    for (let i = from; i < Math.min(numBehind, seq.blockTable.length); i++) seq.blockTable[i] = this.nullBlock;
     this.pool.free(behind);
   }
 

@@ -1,10 +1,12 @@
 import type { SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { drawFor, drawnToken, hasPenalties, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
+import { drawFor, drawnToken, hasPenalties, maskWords, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
+import type { CompiledGrammar } from '../structured/grammar-compiler.ts';
+import type { TokenConstraint } from '../structured/token-constraint.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
@@ -59,6 +61,8 @@ export interface NewRequest {
   prompt: string | null;
   promptTokenIds: number[];
   params: SamplingParams;
+  /** params.structuredOutput compiled (LLM compiles it); null without one. */
+  grammar: CompiledGrammar | null;
   onUpdate: (request: Request) => void;
 }
 
@@ -128,6 +132,9 @@ export class LLMEngine {
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }
+    if ((params.structuredOutput === null) !== (input.grammar === null)) {
+      throw new Error(`request ${id}: a structured output comes with its compiled grammar, and only then`);
+    }
     const seed = params.seed ?? this.parts.defaultSeed * 1_000_003 + this.requestSeedCounter++;
     const completions: Completion[] = Array.from({ length: params.n }, (_, index) => ({
       index,
@@ -138,6 +145,7 @@ export class LLMEngine {
         ? new IncrementalDetokenizer(this.parts.tokenizer, promptTokenIds, { skipSpecialTokens: params.skipSpecialTokens })
         : null,
       stopMatcher: params.stop.length > 0 ? new StopStringMatcher(params.stop, params.includeStopStrInOutput) : null,
+      constraint: input.grammar?.newConstraint() ?? null,
       output: {
         index,
         text: '',
@@ -304,7 +312,9 @@ export class LLMEngine {
       if (v === undefined) {
         const seq = output.scheduled[s].seq;
         const { request, completion } = this.bySequence.get(seq)!;
-        const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds };
+        // A speculative step follows a step that was read: the constraint catches up with known tokens alone.
+        const constraint = this.constraintAt(completion, -1);
+        const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds, constraint, vocabSize: this.parts.vocabSize };
         verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numAccepted: 0 }));
       }
       return v;
@@ -346,11 +356,15 @@ export class LLMEngine {
       let accepted = 0;
       while (accepted < verification.numDrafts && tokenIds[first + accepted] === seq.draftTokenId(accepted)) accepted++;
       verification.numAccepted = accepted;
+      verification.lookahead.releaseConstraint();
       seq.dropDraftTokens(accepted);
     });
   }
 
   private drawFor(request: Request, c: Completion, seq: Sequence, site: DrawSite): Draw {
+    const constraint = this.constraintAt(c, site.pendingDraw);
+    let allowedTokens: Int32Array | null = null;
+    if (constraint !== null) constraint.fillAllowed((allowedTokens = new Int32Array(maskWords(this.parts.vocabSize))));
     return drawFor(request.params, {
       ...site,
       rng: c.rng,
@@ -358,7 +372,25 @@ export class LLMEngine {
       // The sequence's count includes a token still pending on the device; the completion's does not yet.
       numOutputTokens: seq.numOutputTokens,
       eosTokenIds: this.parts.eosTokenIds,
+      allowedTokens,
     });
+  }
+
+  /**
+   * A completion's constraint caught up with its tokens: those the host knows, then the one
+   * pending in draw `pendingDraw` of the step still in flight (-1: none), read as soon as that
+   * step's sampling is done, while this step's forward runs. Null for free text.
+   */
+  private constraintAt(c: Completion, pendingDraw: number): TokenConstraint | null {
+    const constraint = c.constraint;
+    if (constraint === null) return null;
+    const known = c.output.tokenIds;
+    for (let i = constraint.numTokens; i < known.length; i++) constraint.accept(known[i]);
+    if (pendingDraw >= 0 && constraint.numTokens === known.length) {
+      if (this.inFlight === null) throw new Error(`a pending token in draw ${pendingDraw} with no step in flight`);
+      constraint.accept(this.inFlight.result.read().tokenIds[pendingDraw]);
+    }
+    return constraint;
   }
 
   private takeInFlight(): LaunchedStep | null {
@@ -519,7 +551,10 @@ export class LLMEngine {
 
   private finishRequest(request: Request): void {
     request.metrics.finishedTime = Date.now();
-    for (const c of request.completions) if (c.seq) this.bySequence.delete(c.seq);
+    for (const c of request.completions) {
+      if (c.seq) this.bySequence.delete(c.seq);
+      c.constraint?.dispose();
+    }
     this.requests.delete(request.id);
     this.emit(request);
   }

@@ -4,6 +4,7 @@ import { invalidArgument } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
+import { GrammarCompiler, type CompiledGrammar } from '../structured/grammar-compiler.ts';
 import { resolveSamplingParams } from '../sampling/validate.ts';
 import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
 import { loadEngine, type LoadedEngine } from './load-engine.ts';
@@ -23,6 +24,9 @@ export interface StreamUpdate {
   finished: boolean;
 }
 
+/** Compiled structured outputs kept (grammar-compiler.ts), least recently used dropped first. */
+const GRAMMAR_CACHE_SIZE = 64;
+
 export interface RequestOptions {
   requestId?: string;
   /** Aborting the signal aborts the request and frees its KV blocks at once. */
@@ -38,6 +42,8 @@ export class LLM {
   private running = false;
   private fatal: Error | null = null;
   private readonly failers = new Map<string, (error: Error) => void>();
+  /** Started by the first request with a structured output. */
+  private grammars: Promise<GrammarCompiler> | null = null;
 
   private readonly loaded: LoadedEngine;
 
@@ -106,6 +112,7 @@ export class LLM {
     const list = Array.isArray(prompts) && typeof prompts[0] !== 'number' ? (prompts as Prompt[]) : [prompts as Prompt];
     const resolved = this.resolveParams(params);
     const encoded = list.map((p) => this.encode(p));
+    const grammar = await this.compileGrammar(resolved);
     const results: Promise<RequestOutput>[] = [];
     const added: string[] = [];
     try {
@@ -119,6 +126,7 @@ export class LLM {
               prompt: typeof prompt === 'string' ? prompt : null,
               promptTokenIds: encoded[i],
               params: resolved,
+              grammar,
               onUpdate: (request) => {
                 if (this.isDone(request)) {
                   this.failers.delete(request.id);
@@ -143,6 +151,9 @@ export class LLM {
   /** Streams one request's updates; breaking out of the loop or aborting the signal aborts it. */
   async *stream(prompt: Prompt, params: Partial<SamplingParams> = {}, options: RequestOptions = {}): AsyncGenerator<StreamUpdate> {
     const requestId = options.requestId ?? randomUUID();
+    const resolved = this.resolveParams(params);
+    const promptTokenIds = this.encode(prompt);
+    const grammar = await this.compileGrammar(resolved);
     const queue: StreamUpdate[] = [];
     let wake: (() => void) | null = null;
     let failure: Error | null = null;
@@ -155,8 +166,9 @@ export class LLM {
       this.engine.addRequest({
         id: requestId,
         prompt: typeof prompt === 'string' ? prompt : null,
-        promptTokenIds: this.encode(prompt),
-        params: this.resolveParams(params),
+        promptTokenIds,
+        params: resolved,
+        grammar,
         onUpdate: (request) => {
           const finished = this.isDone(request);
           const deltas = request.completions.flatMap((c) => (c.pending ? [c.pending] : []));
@@ -209,6 +221,27 @@ export class LLM {
   private resolveParams(params: Partial<SamplingParams>): SamplingParams {
     if (this.fatal) throw this.fatal;
     return resolveSamplingParams(params, this.loaded.samplingDefaults);
+  }
+
+  /**
+   * The request's structured output compiled against the model's vocabulary (cached per distinct
+   * one); null without one. A bad schema, regex or grammar is an invalid-argument error naming
+   * what is wrong, before the request is queued.
+   */
+  private async compileGrammar(params: SamplingParams): Promise<CompiledGrammar | null> {
+    if (params.structuredOutput === null) return null;
+    const tokenizer = this.loaded.tokenizer;
+    if (tokenizer === null) throw invalidArgument('structured output needs the model\'s tokenizer (tokenizer.json), and this model has none');
+    this.grammars ??= GrammarCompiler.create({
+      vocabulary: tokenizer.grammarVocabulary(),
+      vocabSize: this.loaded.modelConfig.vocabSize,
+      stopTokenIds: this.loaded.eosTokenIds,
+      cacheSize: GRAMMAR_CACHE_SIZE,
+    }).catch((error: unknown) => {
+      this.grammars = null;
+      throw error;
+    });
+    return (await this.grammars).compile(params.structuredOutput);
   }
 
   private requireTokenizer(): Tokenizer {

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
@@ -9,13 +9,15 @@ import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import { withQuantization } from '../models/model-checkpoint.ts';
+import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { kvBytesPerBlock, kvRetentionWindow } from '../step/kv-cache-layout.ts';
+import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
-import { KvCacheManager } from './kv-cache-manager.ts';
+import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { ModelRunner } from './model-runner.ts';
 import { Scheduler } from './scheduler.ts';
@@ -45,10 +47,45 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   positiveInt('maxNumBatchedTokens');
   if (config.numKvBlocks !== null) positiveInt('numKvBlocks');
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
+  if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
+    throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
+  }
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
   }
+  if ((config.streamingSinks === null) !== (config.streamingWindow === null)) {
+    throw invalidArgument('StreamingLLM needs both streamingSinks and streamingWindow (--streaming-sinks S --streaming-window W)');
+  }
+  if (config.streamingSinks !== null && !(Number.isInteger(config.streamingSinks) && config.streamingSinks >= 0)) {
+    throw invalidArgument(`streamingSinks must be a non-negative integer (got ${config.streamingSinks})`);
+  }
+  if (config.streamingWindow !== null) positiveInt('streamingWindow');
   return config;
+}
+
+/** The StreamingLLM setting of a resolved config, or null. */
+export function streamingOf(config: EngineConfig): StreamingWindow | null {
+  const { streamingSinks: sinks, streamingWindow: window } = config;
+  return sinks === null || window === null ? null : { sinks, window };
+}
+
+/**
+ * The longest sequence the engine allows: maxModelLen as given, or the model's context, or under
+ * StreamingLLM `STREAMING_MAX_MODEL_LEN`. A model's context bounds it unless StreamingLLM keeps
+ * every attention span (sinks plus window) within that context instead.
+ */
+function resolveMaxModelLen(config: EngineConfig, contextLength: number, what: string): number {
+  const streaming = streamingOf(config);
+  if (streaming === null) {
+    if (config.maxModelLen !== null && config.maxModelLen > contextLength) {
+      throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds ${what} context length (${contextLength}); --streaming-sinks and --streaming-window run past it`);
+    }
+    return config.maxModelLen ?? contextLength;
+  }
+  if (streaming.sinks + streaming.window > contextLength) {
+    throw invalidArgument(`StreamingLLM's sinks (${streaming.sinks}) and window (${streaming.window}) exceed ${what} context length (${contextLength})`);
+  }
+  return config.maxModelLen ?? STREAMING_MAX_MODEL_LEN;
 }
 
 /** The speculative config with its defaults; a draft model without a method means method `draft`. */
@@ -96,16 +133,15 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const modelConfig = architecture.config;
   const generation = readGenerationConfig(files, modelConfig);
   const tokenizer = loadTokenizerIfPresent(files);
-  const contextLength = modelConfig.contextLength;
-  if (config.maxModelLen !== null && config.maxModelLen > contextLength) {
-    throw invalidArgument(`maxModelLen ${config.maxModelLen} exceeds the model's context length (${contextLength})`);
+  const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
+  const model = createModel(architecture, maxModelLen, streamingOf(config));
+  if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
+    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
-  const maxModelLen = config.maxModelLen ?? contextLength;
-  const model = createModel(architecture, maxModelLen);
   const backend = await selectBackend(config.backend);
   try {
-    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed);
-    else loadWeightsWithProgress(model, files.openCheckpoint(), backend, { showProgress: config.showProgress });
+    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
+    else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
     return {
       config,
       modelPath,
@@ -142,13 +178,15 @@ function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
   }
   const difference = tokenizer && target.tokenizer!.vocabularyDifference(tokenizer);
   if (difference) throw invalidModel(`the draft model ${dir} does not share the target's tokenizer: ${difference}`);
-  if (draftConfig.contextLength < target.maxModelLen) {
+  const { config, backend } = target;
+  if (streamingOf(config) === null && draftConfig.contextLength < target.maxModelLen) {
     throw invalidArgument(`the draft model ${dir} covers ${draftConfig.contextLength} positions, fewer than the max model length ${target.maxModelLen}; lower --max-model-len`);
   }
-  const model = createModel(architecture, target.maxModelLen);
-  const { config, backend } = target;
+  resolveMaxModelLen(config, draftConfig.contextLength, `the draft model ${dir}'s`);
+  const model = createModel(architecture, target.maxModelLen, streamingOf(config));
+  // --quantization is the target's: a draft model is read in its checkpoint's own format.
   if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
-  else loadWeightsWithProgress(model, files.openCheckpoint(), backend, { showProgress: config.showProgress });
+  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, null), backend, { showProgress: config.showProgress });
   return model;
 }
 
@@ -164,7 +202,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, loaded.maxModelLen, bytesPerBlock);
+    const retention = kvRetention(kvLayers, streamingOf(config));
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
@@ -172,7 +211,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
-      retentionWindow: kvRetentionWindow(kvLayers),
+      retention,
       nullBlock,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
@@ -227,12 +266,12 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
 
 /**
  * Blocks the memory budget holds, but no more than `maxNumSeqs` sequences of `maxModelLen` tokens
- * can use: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
+ * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
  */
-function kvBlocksForBudget(backend: Backend, config: EngineConfig, maxModelLen: number, bytesPerBlock: number): number {
+function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
   const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
-  return Math.min(affordable, config.maxNumSeqs * Math.ceil(maxModelLen / config.blockSize));
+  return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

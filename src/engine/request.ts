@@ -2,6 +2,7 @@ import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { Rng } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { StopStringMatcher } from '../sampling/stop-strings.ts';
+import type { TokenConstraint } from '../structured/token-constraint.ts';
 import type { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { CompletionOutput, FinishReason, PositionLogprobs, RequestMetrics, StreamDelta } from './outputs.ts';
 import type { Sequence } from './sequence.ts';
@@ -20,6 +21,11 @@ export interface Completion {
   penaltyTokens: PenaltyTokens | null;
   detokenizer: IncrementalDetokenizer | null;
   stopMatcher: StopStringMatcher | null;
+  /**
+   * Where its structured output's grammar stands (null: free text): it takes the completion's
+   * tokens lazily, when the next draw asks for its mask, so it may lag behind the output.
+   */
+  constraint: TokenConstraint | null;
   output: CompletionOutput;
   /** What changed since the last streamed update. */
   pending: StreamDelta | null;

@@ -76,7 +76,7 @@ function runRandomSchedule(seed: number): Coverage {
   const caching = draw.chance(0.75);
   const where = `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
 
-  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retentionWindow: null, nullBlock: numBlocks });
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
   const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
   const slots = new Int32Array(numBlocks * blockSize).fill(-1);
   const live = new Set<Sequence>();

@@ -22,7 +22,7 @@ class Harness {
   private readonly names = new Map<Sequence, string>();
 
   constructor({ numBlocks, maxNumBatchedTokens, maxNumSeqs = 8, blockSize = 2, maxModelLen, caching = false }: Setup) {
-    this.kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retentionWindow: null, nullBlock: numBlocks });
+    this.kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
     this.scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen: maxModelLen ?? numBlocks * blockSize }, this.kv);
   }
 

@@ -66,7 +66,9 @@ export class PagedAttention implements Layer {
   private get params(): AttentionParams {
     const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap } = this.options;
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks };
+    const { rotary } = this.options;
+    const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */

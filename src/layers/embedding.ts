@@ -44,7 +44,7 @@ export class LmHead implements Layer {
 
   constructor(name: string, embedding: VocabEmbedding, tied: boolean) {
     this.tied = embedding;
-    this.own = tied ? null : Linear.single(name, embedding.vocabSize, embedding.hiddenSize, 'column');
+    this.own = tied ? null : new Linear({ parts: [{ name, rows: embedding.vocabSize }], inFeatures: embedding.hiddenSize, bias: false, shard: 'column', dense: true });
   }
 
   parameters(): ParameterSpec[] {

@@ -1,6 +1,8 @@
 import type { Backend, Tensor } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { concatRows } from '../tensor/host-ops.ts';
+import { concatQuantizedRows, isQuantized, type LinearWeight } from '../tensor/quantized-weight.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /**
@@ -17,34 +19,27 @@ export interface LinearPart {
   rows: number;
 }
 
-/**
- * How a linear layer's weight is stored on the device and multiplied (vLLM's quant_method): a
- * weight format is one of these, chosen per layer, not an edit to every model.
- */
-export interface LinearMethod {
-  /** Puts the layer's stacked [out, in] weight on the device. */
-  upload(weight: HostTensor, uploader: WeightUploader): Tensor;
-  apply(b: Backend, x: Tensor, weight: Tensor, bias: Tensor | null): Tensor;
-}
-
-/** 16-bit (or float32) weights, multiplied as they are. */
-export const UNQUANTIZED: LinearMethod = {
-  upload: (weight, uploader) => uploader.loadWeight(weight),
-  apply: (b, x, weight, bias) => b.linear(x, weight, bias),
-};
-
 export interface LinearOptions {
   /** Checkpoint tensors stacked along the output rows, in order (q, k, v; gate, up; or just one). */
   parts: LinearPart[];
   inFeatures: number;
   bias: boolean;
   shard: ShardAxis;
-  method?: LinearMethod;
+  /**
+   * Keep the weight 16-bit whatever the checkpoint or `--quantization` holds (a quantized one is
+   * dequantized at load): the LM head and MoE routers, which vLLM also leaves unquantized.
+   */
+  dense?: boolean;
+  /** The output in float32 on every backend, not the activation dtype (an MoE router's logits). */
+  float32Output?: boolean;
 }
 
 /**
  * y = x · Wᵀ (+ b). Projections that read the same input are stacked into one weight at load time
- * (q/k/v, gate/up), so each costs one matmul.
+ * (q/k/v, gate/up), so each costs one matmul. The weight's format is the source's (`readLinear`):
+ * 16-bit, or quantized (src/tensor/quantized-weight.ts), chosen per layer by what the checkpoint
+ * holds for it (its ignore lists, vLLM's per-layer quant_method) or by `--quantization`; the
+ * backend's `linear` multiplies by either.
  */
 export class Linear implements Layer {
   readonly parts: readonly LinearPart[];
@@ -52,7 +47,8 @@ export class Linear implements Layer {
   readonly outFeatures: number;
   readonly hasBias: boolean;
   readonly shard: ShardAxis;
-  private readonly method: LinearMethod;
+  private readonly dense: boolean;
+  private readonly float32Output: boolean;
   private weightTensor: Tensor | null = null;
   private biasTensor: Tensor | null = null;
 
@@ -62,7 +58,8 @@ export class Linear implements Layer {
     this.outFeatures = options.parts.reduce((n, p) => n + p.rows, 0);
     this.hasBias = options.bias;
     this.shard = options.shard;
-    this.method = options.method ?? UNQUANTIZED;
+    this.dense = options.dense ?? false;
+    this.float32Output = options.float32Output ?? false;
   }
 
   /** A layer reading one checkpoint tensor `name` of shape [rows, inFeatures]. */
@@ -77,7 +74,8 @@ export class Linear implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    this.weightTensor = this.method.upload(concatRows(this.parts.map((p) => source.read(p.name))), uploader);
+    const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
+    this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), this.parts, uploader);
     if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
   }
 
@@ -87,8 +85,19 @@ export class Linear implements Layer {
   }
 
   forward(b: Backend, x: Tensor): Tensor {
-    return this.method.apply(b, x, this.weight, this.biasTensor);
+    return b.linear(x, this.weight, this.biasTensor, { float32: this.float32Output });
   }
+}
+
+/** The parts stacked along their rows in one format: all 16-bit, or all quantized alike. */
+function uploadStacked(weights: LinearWeight[], parts: readonly LinearPart[], uploader: WeightUploader): Tensor {
+  const quantized = weights.filter(isQuantized);
+  if (quantized.length === 0) return uploader.loadWeight(concatRows(weights as HostTensor[]));
+  if (quantized.length !== weights.length) {
+    const names = (q: boolean) => parts.filter((_, i) => isQuantized(weights[i]) === q).map((p) => p.name).join(', ');
+    throw invalidModel(`${names(true)} quantized but ${names(false)} not: projections stacked into one matmul must share a format`);
+  }
+  return uploader.loadQuantizedWeight(concatQuantizedRows(quantized));
 }
 
 function biasName(weightName: string): string {

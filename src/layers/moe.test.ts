@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Activation } from '../backend/backend.ts';
+import type { Activation, ExpertRouting, RoutingParams, Tensor } from '../backend/backend.ts';
 import { gatedValue } from '../backend/cpu/ops/activation.ts';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { CpuTensor } from '../backend/cpu/cpu-tensor.ts';
@@ -249,6 +249,44 @@ test('a gated shared expert (Qwen2-MoE) adds σ(gate · x) times the dense MLP t
   assert.ok(names.includes('shared_gate.weight') && names.includes('shared.down_proj.weight'));
 });
 
+/** A CPU backend that notes each linear's output and float32 option, and the logits routeExperts gets. */
+class LinearRecorder extends CpuBackend {
+  readonly linears: { out: Tensor; float32: boolean }[] = [];
+  readonly routed: Tensor[] = [];
+
+  override linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
+    const out = super.linear(x, weight, bias, options);
+    this.linears.push({ out, float32: options.float32 ?? false });
+    return out;
+  }
+
+  override routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
+    this.routed.push(logits);
+    return super.routeExperts(logits, params);
+  }
+}
+
+test('the router, and nothing else in the block, asks for float32 logits', () => {
+  const sharedN = 8;
+  const mlp = new GatedMlp({ gate: 'shared.gate_proj.weight', up: 'shared.up_proj.weight', down: 'shared.down_proj.weight' }, HIDDEN, sharedN, { kind: 'silu' });
+  const tensors = {
+    ...fusedTensors('f32'),
+    'shared.gate_proj.weight': float32Tensor(random.floats(sharedN * HIDDEN, 0.5), [sharedN, HIDDEN]),
+    'shared.up_proj.weight': float32Tensor(random.floats(sharedN * HIDDEN, 0.5), [sharedN, HIDDEN]),
+    'shared.down_proj.weight': float32Tensor(random.floats(HIDDEN * sharedN, 0.5), [HIDDEN, sharedN]),
+    'shared_gate.weight': float32Tensor(random.floats(HIDDEN, 1), [1, HIDDEN]),
+  };
+  const backend = new LinearRecorder();
+  const block = new MoeBlock({ ...GPT_OSS, shared: { mlp, gate: 'shared_gate.weight' } });
+  block.load(source(tensors), backend);
+  block.forward(backend, new CpuTensor([3, HIDDEN], random.floats(3 * HIDDEN, 1)));
+  const float32 = backend.linears.filter((l) => l.float32);
+  assert.equal(backend.routed.length, 1);
+  assert.equal(float32.length, 1, 'one float32 linear');
+  assert.equal(float32[0].out, backend.routed[0], 'its output is what routeExperts reads');
+  assert.ok(backend.linears.filter((l) => !l.float32).length >= 2, 'the shared expert and its gate run in the activation dtype');
+});
+
 test('parameters mark routed experts, and only them, as read per routed token', () => {
   const specs = new MoeBlock({ ...GPT_OSS, routing: { ...GPT_OSS.routing, selectionBias: 'mlp.router.e_score_correction_bias' } }).parameters();
   const routed = specs.filter((p) => p.access?.kind === 'expert');
@@ -266,6 +304,7 @@ test('the selection bias, and nothing else, is uploaded in float32 whatever the 
       if (options?.float32) float32Shapes.push(t.shape);
       return recorder.loadWeight(t);
     },
+    loadQuantizedWeight: recorder.loadQuantizedWeight.bind(recorder),
     uploadRopeTable: recorder.uploadRopeTable.bind(recorder),
   };
   const tensors = { ...perExpertTensors(), 'moe.gate.e_score_correction_bias': float32Tensor(random.floats(E), [E]) };

@@ -65,8 +65,19 @@ export class MoeBlock implements Layer {
     this.options = options;
     this.first = shard.first;
     this.count = shard.count;
-    this.router = Linear.single(options.router, numExperts, hiddenSize, 'replicated', options.routerBias);
-    this.sharedGate = options.shared?.gate ? Linear.single(options.shared.gate, 1, hiddenSize, 'replicated') : null;
+    // In float32, as transformers computes DeepSeek-V3's router (and so the float32 reference every
+    // router): two experts' scores can differ by less than a bf16 rounding of their logits.
+    this.router = new Linear({
+      parts: [{ name: options.router, rows: numExperts }],
+      inFeatures: hiddenSize,
+      bias: options.routerBias,
+      shard: 'replicated',
+      dense: true,
+      float32Output: true,
+    });
+    this.sharedGate = options.shared?.gate
+      ? new Linear({ parts: [{ name: options.shared.gate, rows: 1 }], inFeatures: hiddenSize, bias: false, shard: 'replicated', dense: true })
+      : null;
   }
 
   private get denseLayers(): Layer[] {

@@ -1,5 +1,6 @@
 import type { Backend } from '../backend/backend.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { LinearWeight } from '../tensor/quantized-weight.ts';
 
 /** A checkpoint tensor a layer reads, with the shape its config implies. */
 export interface ParameterSpec {
@@ -15,10 +16,17 @@ export interface ParameterSpec {
 /** Where loading reads checkpoint tensors (a checkpoint, or random weights of the same shapes). */
 export interface WeightSource {
   read(name: string): HostTensor;
+  /**
+   * A linear layer's weight `name` ([out, in], ending in `.weight`) in the format the source holds
+   * it: a quantized checkpoint's codes and scales (GPTQ, AWQ, compressed-tensors, FP8) repacked in
+   * Keel's layout, a 16-bit weight quantized at load (`--quantization`), or the 16-bit tensor.
+   * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
+   */
+  readLinear?(name: string): LinearWeight;
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'uploadRopeTable'>;
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

@@ -1,4 +1,5 @@
 import type { RopeTable, Tensor } from '../backend/backend.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /** RoPE scaling variants, as transformers' `ROPE_INIT_FUNCTIONS` define them. */
@@ -49,14 +50,17 @@ export interface RotaryConfig {
 
 /**
  * A rotary embedding shared by the attention layers that use it: its table, built on the host for
- * `maxPositions` positions, is uploaded with the weights.
+ * `maxPositions` positions, is uploaded with the weights. Under StreamingLLM (`streaming`) the
+ * attention layers assign positions inside the cache (docs/long-context.md): every row then rotates
+ * at the frequencies of a sequence as long as the cache, since no query sees a key farther away.
  */
 export class RotaryEmbedding implements Layer {
   readonly config: RotaryConfig;
+  readonly streaming: StreamingWindow | null;
   private readonly maxPositions: number;
   private tableTensor: Tensor | null = null;
 
-  constructor(config: RotaryConfig, maxPositions: number) {
+  constructor(config: RotaryConfig, maxPositions: number, streaming: StreamingWindow | null = null) {
     if (config.rotaryDim % 2 !== 0) throw new Error(`rotary dim must be even (got ${config.rotaryDim})`);
     const scaling = config.scaling;
     if (scaling.type === 'longrope' && (scaling.shortFactor.length !== config.rotaryDim / 2 || scaling.longFactor.length !== config.rotaryDim / 2)) {
@@ -64,6 +68,7 @@ export class RotaryEmbedding implements Layer {
     }
     this.config = config;
     this.maxPositions = maxPositions;
+    this.streaming = streaming;
   }
 
   /**
@@ -76,7 +81,7 @@ export class RotaryEmbedding implements Layer {
    */
   rotaryRow(position: number, promptLength: number): number {
     const scaling = this.config.scaling;
-    if (scaling.type !== 'longrope') return position;
+    if (scaling.type !== 'longrope' || this.streaming !== null) return position;
     const original = scaling.originalMaxPositionEmbeddings;
     return position >= original || promptLength > original ? longropeShortRows(scaling, this.maxPositions) + position : position;
   }
@@ -84,7 +89,8 @@ export class RotaryEmbedding implements Layer {
   /** Rotation that depends on the prompt makes cached K/V depend on it too: long-factor prompts get a salt of their own. */
   prefixCacheSalt(promptLength: number): string | null {
     const scaling = this.config.scaling;
-    return scaling.type === 'longrope' && promptLength > scaling.originalMaxPositionEmbeddings ? 'longrope:long-factors' : null;
+    const long = scaling.type === 'longrope' && this.streaming === null && promptLength > scaling.originalMaxPositionEmbeddings;
+    return long ? 'longrope:long-factors' : null;
   }
 
   parameters(): ParameterSpec[] {
@@ -92,7 +98,9 @@ export class RotaryEmbedding implements Layer {
   }
 
   load(_source: WeightSource, uploader: WeightUploader): void {
-    this.tableTensor = uploader.uploadRopeTable(buildRopeTable(this.config, this.maxPositions));
+    const { streaming } = this;
+    const table = streaming === null ? buildRopeTable(this.config, this.maxPositions) : buildFixedRopeTable(this.config, this.maxPositions, streaming.sinks + streaming.window);
+    this.tableTensor = uploader.uploadRopeTable(table);
   }
 
   get table(): Tensor {
@@ -162,6 +170,31 @@ export function buildRopeTable(config: RotaryConfig, maxPositions: number): Rope
     fill(p, p, inverse);
   }
   return { maxPositions: rows, rotaryDim: config.rotaryDim, cos, sin };
+}
+
+/**
+ * A table whose every row rotates at the frequencies transformers uses for a sequence of
+ * `spanLength` positions (dynamic NTK's base for that length, LongRoPE's short or long factors by
+ * it), for StreamingLLM, whose queries never see a key more than `spanLength - 1` positions away.
+ * Rotations at one set of frequencies depend only on the distance between query and key, so keys
+ * rotated at their absolute positions score as keys rotated at their positions inside the cache.
+ */
+export function buildFixedRopeTable(config: RotaryConfig, maxPositions: number, spanLength: number): RopeTable {
+  const half = config.rotaryDim / 2;
+  const scaling = config.scaling;
+  const longFactors = scaling.type === 'longrope' && spanLength > scaling.originalMaxPositionEmbeddings;
+  const inverse = longFactors ? factorInverseFrequencies(config.theta, config.rotaryDim, scaling.longFactor) : inverseFrequencies(config, spanLength - 1);
+  const scale = scaling.type === 'yarn' || scaling.type === 'longrope' ? scaling.attentionFactor : 1;
+  const cos = new Float32Array(maxPositions * half);
+  const sin = new Float32Array(maxPositions * half);
+  for (let p = 0; p < maxPositions; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = p * inverse[i];
+      cos[p * half + i] = Math.cos(angle) * scale;
+      sin[p * half + i] = Math.sin(angle) * scale;
+    }
+  }
+  return { maxPositions, rotaryDim: config.rotaryDim, cos, sin };
 }
 
 /**

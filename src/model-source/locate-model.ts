@@ -2,6 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { readJsonFile } from '../checkpoint/json-file.ts';
 import { isGgufPath } from '../checkpoint/model-files.ts';
+import { parseQuantizationConfig } from '../checkpoint/quantization/quantization-config.ts';
 import { KeelError, invalidModel } from '../errors.ts';
 import { cachedSnapshot, DEFAULT_REVISION, hubCacheDir, hubOffline, missingModelFiles, type RepoRevision } from './hf-cache.ts';
 import { downloadSnapshot } from './hub-download.ts';
@@ -61,15 +62,9 @@ async function fromHub(ref: RepoRevision, showProgress: boolean, env: NodeJS.Pro
   return snapshot;
 }
 
-/** Keel runs unquantized weights: a quantized checkpoint is refused before anything loads, by its method. */
+/** A checkpoint quantized in a format Keel does not read is refused before anything loads, by its method. */
 function checkQuantization(dir: string): void {
   const path = join(dir, 'config.json');
   const config = readJsonFile(path);
-  const quantization = (config as { quantization_config?: unknown } | null)?.quantization_config;
-  if (quantization == null) return;
-  const method = (quantization as { quant_method?: unknown }).quant_method;
-  throw invalidModel(
-    `${path}: the checkpoint is quantized (quantization_config, quant_method ${JSON.stringify(method ?? null)}), which Keel does not run: ` +
-      'use the model\'s unquantized release (bf16, fp16 or fp32 safetensors)',
-  );
+  if (typeof config === 'object' && config !== null && !Array.isArray(config)) parseQuantizationConfig(config as Record<string, unknown>, path);
 }

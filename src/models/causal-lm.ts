@@ -1,6 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { Layer } from '../layers/parameters.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /** A decoder-only language model composed of layers: what the engine runs. */
@@ -33,6 +33,9 @@ export interface ModelFamily<C extends ModelConfig = ModelConfig> {
   /** The config.json model_type values it reads. */
   readonly modelTypes: readonly string[];
   parseConfig(json: Record<string, unknown>, source: string): C;
-  /** The model's layers, not yet loaded; rotary tables will cover `maxPositions` positions. */
-  create(config: C, maxPositions: number): CausalLM;
+  /**
+   * The model's layers, not yet loaded; rotary tables will cover `maxPositions` positions. With
+   * `streaming`, attention keeps StreamingLLM's sinks and window (docs/long-context.md).
+   */
+  create(config: C, maxPositions: number, streaming: StreamingWindow | null): CausalLM;
 }

@@ -6,6 +6,7 @@ import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSo
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from './decoder-stack.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /**
@@ -152,9 +153,9 @@ export class DecoderLayer implements Layer, PreNormLayer {
 /** The decoder-only model, run by preNormForward. */
 export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
-  constructor(config: DecoderConfig, maxPositions: number, mlpOf: (index: number) => FeedForward) {
+  constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, mlpOf: (index: number) => FeedForward) {
     const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    const rotary = new RotaryEmbedding(rope, maxPositions);
+    const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     super(config, {
       rotaries: [rotary],

@@ -1,5 +1,5 @@
 import type { Activation, Backend, KvCache, RoutingParams, StepInputs, Tensor } from '../backend/backend.ts';
-import { invalidModel } from '../errors.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { MlaAttention } from '../layers/mla-attention.ts';
@@ -263,5 +263,8 @@ export const deepseekFamily: ModelFamily<DeepseekConfig> = {
   name: 'DeepSeek',
   modelTypes: MODEL_TYPES,
   parseConfig: parseDeepseekConfig,
-  create: (config, maxPositions) => new DeepseekModel(config, maxPositions),
+  create: (config, maxPositions, streaming) => {
+    if (streaming !== null) throw invalidArgument('StreamingLLM (--streaming-sinks/--streaming-window) is not supported for multi-head latent attention (DeepSeek) yet');
+    return new DeepseekModel(config, maxPositions);
+  },
 };

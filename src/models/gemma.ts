@@ -22,6 +22,7 @@ import {
   ropeParameterFields,
   type RopeSettings,
 } from './hf-config.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /*
@@ -220,9 +221,9 @@ class GemmaDecoderLayer implements Layer {
  * residual inside the next fused addRmsNorm, as Llama's sublayer outputs are.
  */
 export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
-  constructor(config: GemmaConfig, maxPositions: number) {
+  constructor(config: GemmaConfig, maxPositions: number, streaming: StreamingWindow | null) {
     const rotary = (rope: RopeSettings) =>
-      new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions);
+      new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const global = rotary(config.globalRope);
     const local = config.localRope === null ? global : rotary(config.localRope);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
@@ -254,5 +255,5 @@ export const gemmaFamily: ModelFamily<GemmaConfig> = {
   name: 'Gemma',
   modelTypes: MODEL_TYPES,
   parseConfig: parseGemmaConfig,
-  create: (config, maxPositions) => new GemmaModel(config, maxPositions),
+  create: (config, maxPositions, streaming) => new GemmaModel(config, maxPositions, streaming),
 };

@@ -2,6 +2,7 @@ import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { ConfigFields, requireActivation } from './hf-config.ts';
 
 /** The Llama family: llama, mistral, qwen2 and qwen3 differ only in biases, q/k norms and windows. */
@@ -65,8 +66,8 @@ function parseSlidingWindows(fields: ConfigFields, modelType: LlamaModelType, nu
 
 /** The Llama-family decoder: a dense gated MLP in every layer. */
 export class LlamaModel extends DecoderModel {
-  constructor(config: LlamaConfig, maxPositions: number) {
-    super(config, maxPositions, (i) => {
+  constructor(config: LlamaConfig, maxPositions: number, streaming: StreamingWindow | null) {
+    super(config, maxPositions, streaming, (i) => {
       const p = `model.layers.${i}.mlp`;
       const names = { gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
       return new GatedMlp(names, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
@@ -78,5 +79,5 @@ export const llamaFamily: ModelFamily<LlamaConfig> = {
   name: 'Llama',
   modelTypes: MODEL_TYPES,
   parseConfig: parseLlamaConfig,
-  create: (config, maxPositions) => new LlamaModel(config, maxPositions),
+  create: (config, maxPositions, streaming) => new LlamaModel(config, maxPositions, streaming),
 };

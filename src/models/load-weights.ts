@@ -1,8 +1,7 @@
 import { Presets, SingleBar } from 'cli-progress';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { invalidModel } from '../errors.ts';
-import type { Layer, WeightUploader } from '../layers/parameters.ts';
-import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Layer, WeightSource, WeightUploader } from '../layers/parameters.ts';
 
 export interface LoadProgress {
   /** Called after each checkpoint tensor is read; `total` counts the tensors the model uses. */
@@ -24,12 +23,14 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
     }
   }
   let done = 0;
-  const read = (name: string): HostTensor => {
-    const t = ckpt.read(name);
+  const counted = <T>(t: T): T => {
     opts.onProgress?.(++done, expected.length);
     return t;
   };
-  model.load({ read }, uploader);
+  const readLinear = ckpt.readLinear?.bind(ckpt);
+  const source: WeightSource = { read: (name) => counted(ckpt.read(name)) };
+  if (readLinear) source.readLinear = (name) => counted(readLinear(name));
+  model.load(source, uploader);
 }
 
 /**

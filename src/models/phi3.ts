@@ -3,6 +3,7 @@ import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { RopeScaling } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, type DecoderConfig } from './decoder.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
 
 /**
@@ -87,8 +88,8 @@ function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: nu
  * rotary row and each prompt's cache salt (LongRoPE).
  */
 export class Phi3Model extends DecoderModel {
-  constructor(config: Phi3Config, maxPositions: number) {
-    super(config, maxPositions, (i) => {
+  constructor(config: Phi3Config, maxPositions: number, streaming: StreamingWindow | null) {
+    super(config, maxPositions, streaming, (i) => {
       const p = `model.layers.${i}.mlp`;
       return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
     });
@@ -107,5 +108,5 @@ export const phi3Family: ModelFamily<Phi3Config> = {
   name: 'Phi-3',
   modelTypes: ['phi3'],
   parseConfig: parsePhi3Config,
-  create: (config, maxPositions) => new Phi3Model(config, maxPositions),
+  create: (config, maxPositions, streaming) => new Phi3Model(config, maxPositions, streaming),
 };

@@ -1,6 +1,7 @@
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
@@ -9,6 +10,7 @@ import { llamaFamily } from './llama.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
@@ -34,6 +36,8 @@ function family<C extends ModelConfig>(f: ModelFamily<C>): ModelFamily {
 export interface ModelArchitecture {
   family: ModelFamily;
   config: ModelConfig;
+  /** How the checkpoint's weights are quantized (`quantization_config`); null for 16-bit ones. */
+  quantization: CheckpointQuantization | null;
 }
 
 /** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family. */
@@ -56,10 +60,10 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
     const supported = FAMILIES.map((f) => `${f.name} (${f.modelTypes.join(', ')})`).join(', ');
     throw invalidModel(`${source}: ${got} is not supported; Keel supports the families (model_type): ${supported}`);
   }
-  return { family, config: family.parseConfig(json, source) };
+  return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source) };
 }
 
-/** The model of an architecture, its layers built but not loaded. */
-export function createModel(architecture: ModelArchitecture, maxPositions: number): CausalLM {
-  return architecture.family.create(architecture.config, maxPositions);
+/** The model of an architecture, its layers built but not loaded; `streaming` turns StreamingLLM on. */
+export function createModel(architecture: ModelArchitecture, maxPositions: number, streaming: StreamingWindow | null = null): CausalLM {
+  return architecture.family.create(architecture.config, maxPositions, streaming);
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { drawDistribution, sampleDraw, sampleDraws } from './draw-sampler.ts';
-import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
+import { allowedMask, penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
 import { scoreDraw, type Draw } from './draw.ts';
 
 const row = (values: number[]) => Float32Array.from(values);
@@ -136,4 +136,17 @@ test('drawDistribution is what the draws sample: softmax over the tokens truncat
   const truncated = draw({ temperature: 0.7, topK: 3 });
   for (let seed = 0; seed < 20000; seed++) counts[sampleDraw(logits, { ...truncated, seed }, -1).tokenId]++;
   drawDistribution(logits, truncated, -1).forEach((p, i) => assert.ok(Math.abs(counts[i] / 20000 - p) < 0.015, `token ${i}: ${counts[i] / 20000} vs ${p}`));
+});
+
+test('an allowed-token mask limits the draw to its tokens, renormalized, and leaves the raw logprobs alone', () => {
+  const logits = fromProbs([0.1, 0.2, 0.3, 0.4]);
+  const allowedTokens = allowedMask(4, [0, 2]);
+  assert.equal(sampleDraw(logits, greedy({ allowedTokens }), -1).tokenId, 2);
+  const outcome = sampleDraw(logits, greedy({ allowedTokens, topLogprobs: 2 }), -1);
+  assert.deepEqual(outcome.topIds, [3, 2], 'the top alternatives are the raw row\'s');
+  assert.ok(Math.abs(outcome.logprob - Math.log(0.3)) < 1e-6);
+  const draws = 20_000;
+  assertClose(frequencies(logits, { allowedTokens }, draws), [0.25, 0, 0.75, 0], draws);
+  assert.deepEqual([...drawDistribution(logits, draw({ allowedTokens }), -1)].map((p) => Math.round(p * 100) / 100), [0.25, 0, 0.75, 0]);
+  assert.equal(sampleDraw(logits, greedy({ allowedTokens, maskedTokenIds: Int32Array.of(0, 2) }), -1).tokenId, -1, 'nothing left');
 });

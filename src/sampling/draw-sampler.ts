@@ -1,4 +1,4 @@
-import { checkDraws, drawEntries, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
+import { checkDraws, drawEntries, isAllowed, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logSumExp, topTokenIds } from './logprobs.ts';
 
@@ -43,6 +43,7 @@ function penalizedRow(raw: Float32Array, draw: Draw, pendingToken: number): Floa
     values[id] = penalizedLogit(raw[id], isPending && count >= 0 ? count + 1 : count, draw);
   }
   if (pendingToken >= 0 && !pendingListed) values[pendingToken] = penalizedLogit(raw[pendingToken], 1, draw);
+  if (draw.allowedTokens !== null) for (let c = 0; c < values.length; c++) if (!isAllowed(draw.allowedTokens, c)) values[c] = -Infinity;
   return values;
 }
 

@@ -20,7 +20,7 @@ function penaltyTokens(withPrompt: boolean): PenaltyTokens {
 }
 
 function context(fields: Partial<DrawContext> = {}): DrawContext {
-  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], ...fields };
+  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], allowedTokens: null, ...fields };
 }
 const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
 
@@ -89,4 +89,9 @@ test('checkDraws names the draw and what it reads out of bounds', () => {
   assert.throws(() => checkDraws([testDraw({ pendingDraw: 2 })], 3, 10, 2), /draw 0's pending token 2 is outside the 2 previous draws/);
   assert.throws(() => checkDraws([testDraw({ maskedTokenIds: Int32Array.of(10) })], 1, 10, 0), /draw 0 names token 10, outside the 10 columns/);
   assert.throws(() => checkDraws([testDraw(penaltyEntries([[3, 1], [-1, 0]]))], 1, 10, 0), /draw 0 names token -1/);
+});
+
+test('checkDraws refuses an allowed-token mask whose length does not cover the columns', () => {
+  checkDraws([testDraw({ allowedTokens: new Int32Array(2) })], 1, 33, 0);
+  assert.throws(() => checkDraws([testDraw({ allowedTokens: new Int32Array(1) })], 1, 33, 0), /mask has 1 words, not the 2 of 33 columns/);
 });

@@ -38,6 +38,12 @@ export interface Draw {
   /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens. */
   maskedTokenIds: Int32Array;
   /**
+   * The only tokens that can be drawn (a grammar's mask for structured output): bit t % 32 of word
+   * floor(t / 32) set for an allowed token t, ceil(cols / 32) words; null: every token. Like the
+   * masked tokens it changes what is drawn, never the raw logprobs.
+   */
+  allowedTokens: Int32Array | null;
+  /**
    * Where the previous sampling pass left this sequence's last token, which the host has not read
    * yet (its draw index there), or -1. The penalties count it as one more output token.
    */
@@ -74,6 +80,8 @@ export interface DrawContext {
   numOutputTokens: number;
   pendingDraw: number;
   eosTokenIds: readonly number[];
+  /** See Draw.allowedTokens. */
+  allowedTokens: Int32Array | null;
 }
 
 const NO_TOKENS = new Int32Array(0);
@@ -96,6 +104,7 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     frequencyPenalty: params.frequencyPenalty,
     penaltyEntries: context.penaltyTokens?.entries() ?? NO_TOKENS,
     maskedTokenIds: masked.length === 0 ? NO_TOKENS : Int32Array.from(new Set(masked)),
+    allowedTokens: context.allowedTokens,
     pendingDraw: penalized ? context.pendingDraw : -1,
     topLogprobs: params.logprobs ?? 0,
     scoredToken: -1,
@@ -119,6 +128,7 @@ export function scoreDraw(row: number, token: number, topLogprobs: number): Draw
     frequencyPenalty: 0,
     penaltyEntries: NO_TOKENS,
     maskedTokenIds: NO_TOKENS,
+    allowedTokens: null,
     pendingDraw: -1,
     topLogprobs,
     scoredToken: token,
@@ -133,11 +143,24 @@ export function checkDraws(draws: readonly Draw[], rows: number, cols: number, p
   const outside = (id: number) => !(id >= 0 && id < cols);
   draws.forEach((draw, d) => {
     if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
+    if (draw.allowedTokens !== null && draw.allowedTokens.length !== maskWords(cols)) {
+      throw new RangeError(`sampleRows: draw ${d}'s allowed-token mask has ${draw.allowedTokens.length} words, not the ${maskWords(cols)} of ${cols} columns`);
+    }
     if (draw.pendingDraw >= previousDraws) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousDraws} previous draws`);
     let bad = draw.scoredToken >= 0 && outside(draw.scoredToken) ? draw.scoredToken : draw.maskedTokenIds.find(outside);
     for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
     if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
   });
+}
+
+/** Words of a token bitmask over `cols` tokens (Draw.allowedTokens). */
+export function maskWords(cols: number): number {
+  return Math.ceil(cols / 32);
+}
+
+/** Whether token `id` is allowed by a draw's mask (Draw.allowedTokens). */
+export function isAllowed(allowedTokens: Int32Array | null, id: number): boolean {
+  return allowedTokens === null || ((allowedTokens[id >>> 5] >>> (id & 31)) & 1) === 1;
 }
 
 /** Whether any of the repetition, presence and frequency penalties applies. */

@@ -1,3 +1,5 @@
+import type { StructuredOutput } from './structured-output.ts';
+
 /**
  * Per-request sampling parameters, with the semantics of vLLM / the OpenAI API. Defaults live in
  * `DEFAULT_SAMPLING_PARAMS`; `resolveSamplingParams` (validate.ts) merges and validates user input.
@@ -31,6 +33,8 @@ export interface SamplingParams {
   /** Number of top alternatives per prompt token; null = none. Not supported yet: the engine rejects any other value. */
   promptLogprobs: number | null;
   skipSpecialTokens: boolean;
+  /** What the output must match (a JSON schema, a regex, a choice, a grammar); null = free text. */
+  structuredOutput: StructuredOutput | null;
 }
 
 export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
@@ -52,4 +56,5 @@ export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
   logprobs: null,
   promptLogprobs: null,
   skipSpecialTokens: true,
+  structuredOutput: null,
 };

@@ -1,5 +1,6 @@
 import { invalidArgument } from '../errors.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
+import { parseStructuredOutput } from './structured-output.ts';
 
 const MAX_N = 128;
 const MAX_TEMPERATURE = 100;
@@ -42,6 +43,15 @@ const RULES: { [K in keyof SamplingParams]: Rule<SamplingParams[K]> } = {
   logprobs: nullable(integerIn(0, MAX_LOGPROBS)),
   promptLogprobs: nullable(integerIn(0, MAX_LOGPROBS)),
   skipSpecialTokens: boolean(),
+  structuredOutput: {
+    expected: 'null or {type: "json_schema", schema} | {type: "json_object"} | {type: "regex", pattern} | {type: "choice", choices} | {type: "grammar", grammar}',
+    parse: (value) => {
+      if (value === null) return null;
+      const parsed = parseStructuredOutput(value);
+      if (typeof parsed === 'string') throw invalidArgument(`structuredOutput is invalid: ${parsed}`);
+      return parsed;
+    },
+  },
 };
 
 /** Where a layer of parameters came from, for error messages. */
@@ -69,6 +79,10 @@ export function resolveSamplingParams(input: unknown, defaults: Partial<Sampling
   };
   if (resolved.minTokens > resolved.maxTokens) {
     throw invalidArgument(`minTokens must be an integer in [0, maxTokens=${resolved.maxTokens}] (got ${resolved.minTokens})`);
+  }
+  if (resolved.minTokens > 0 && resolved.structuredOutput !== null) {
+    // Its grammar may be complete before then, leaving only the EOS that minTokens forbids.
+    throw invalidArgument('minTokens must be 0 with a structuredOutput, whose grammar may end sooner');
   }
   // Fresh arrays: the caller's input and the shared defaults never alias a request's params.
   return { ...resolved, stop: [...resolved.stop], stopTokenIds: [...resolved.stopTokenIds] };

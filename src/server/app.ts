@@ -15,7 +15,9 @@ import { reportError } from './report-error.ts';
 import { logWhenDone } from './request-log.ts';
 import { ResponseStallWatch } from './response-stall-watch.ts';
 import type { ServingContext } from './serving-context.ts';
+import { registerResponses } from './responses/responses-routes.ts';
 import { registerTokenize } from './tokenize.ts';
+import { notFoundMessage } from './unsupported-endpoints.ts';
 
 export interface AppOptions {
   apiKey: string | null;
@@ -96,12 +98,13 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
           code: 'method_not_allowed',
           headers: { allow: [...allowed].join(', ') },
         })
-      : new ApiError(404, `Invalid URL (${request.method} ${path})`, { code: 'not_found' });
+      : new ApiError(404, notFoundMessage(request.method, path), { code: 'not_found' });
     return reply.code(apiError.status).headers(apiError.headers).send(apiError.body());
   });
 
   registerChatCompletions(app, ctx);
   registerCompletions(app, ctx);
+  registerResponses(app, ctx);
   registerModels(app, ctx);
   registerTokenize(app, ctx);
   registerMonitoring(app, ctx);

@@ -24,7 +24,7 @@ export function registerCompletions(app: FastifyInstance, ctx: ServingContext): 
     const response = { id: `cmpl-${randomUUID().replaceAll('-', '')}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ctx.servedModelName };
     const { n, prompts } = prepared;
     if (prepared.stream) {
-      await streamCompletions(ctx, request, reply, updates, signal, { response, n, prompts, includeUsage: prepared.includeUsage });
+      await streamCompletions(ctx, request, reply, updates, signal, { response, n, prompts, includeUsage: prepared.includeUsage || ctx.forceIncludeUsage });
       return reply;
     }
     const outputs = await collectOutputs(updates);

@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import { badRequest } from './openai-errors.ts';
+import { structuredOutputFields } from './structured-output-request.ts';
 
 /**
  * Request bodies of the OpenAI endpoints Keel serves. Shapes and types are checked here; value
  * ranges are the sampling validator's (openai-sampling.ts), so they have one source of truth.
  * Unknown fields are rejected as OpenAI rejects them. OpenAI fields Keel does not implement are
- * accepted where ignoring them changes nothing (`user`, `store`, `response_format` of type text...)
- * and rejected where ignoring them would silently answer a different question (tools, logit_bias).
+ * accepted where ignoring them changes nothing (`user`, `store`...)
+ * and rejected where ignoring them would silently answer a different question (logit_bias).
  */
 
 const number = z.number().nullish();
@@ -38,23 +39,58 @@ const samplingFields = {
   min_tokens: number,
   include_stop_str_in_output: z.boolean().nullish(),
   skip_special_tokens: z.boolean().nullish(),
+  ...structuredOutputFields,
 };
 
 const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });
 
+const FUNCTION_NAME = /^[\w.-]{1,64}$/;
+const functionName = z.string().regex(FUNCTION_NAME, 'must be 1 to 64 letters, digits, underscores, dots or dashes');
+
+/** A call an assistant message made, as the client sends it back: arguments as a JSON string. */
+const toolCallInput = z.strictObject({
+  id: z.string(),
+  type: z.literal('function', { error: 'must be "function"' }),
+  function: z.strictObject({ name: z.string(), arguments: z.string() }),
+});
+
 const message = z
   .strictObject({
-    role: z.enum(['system', 'developer', 'user', 'assistant'], {
-      error: 'must be "system", "developer", "user" or "assistant" (tool calling is not supported)',
+    role: z.enum(['system', 'developer', 'user', 'assistant', 'tool'], {
+      error: 'must be "system", "developer", "user", "assistant" or "tool"',
     }),
-    content: z.union([z.string(), z.array(textPart)], { error: 'must be a string or an array of {"type": "text", "text": ...} parts' }).nullable(),
+    content: z.union([z.string(), z.array(textPart)], { error: 'must be a string or an array of {"type": "text", "text": ...} parts' }).nullish(),
     name: z.string().nullish(),
+    tool_calls: z.array(toolCallInput).nullish(),
+    tool_call_id: z.string().nullish(),
+    refusal: z.string().nullish(),
   })
-  .refine((m) => m.content !== null || m.role === 'assistant', { message: 'content may be null only in an assistant message', path: ['content'] });
+  .refine((m) => (m.content !== null && m.content !== undefined) || m.role === 'assistant', { message: 'content may be null only in an assistant message', path: ['content'] })
+  .refine((m) => !m.tool_calls || m.role === 'assistant', { message: 'only assistant messages make tool calls', path: ['tool_calls'] })
+  .refine((m) => m.role !== 'tool' || typeof m.tool_call_id === 'string', { message: 'a tool message needs the tool_call_id of the call it answers', path: ['tool_call_id'] });
 
 export type ChatMessageInput = z.infer<typeof message>;
 
 export const chatMessages = z.array(message).min(1, 'must hold at least one message');
+
+/** A function the model may call; its parameters are a JSON Schema. */
+export const functionDefinition = z.strictObject({
+  name: functionName,
+  description: z.string().nullish(),
+  parameters: z.record(z.string(), z.unknown(), { error: 'must be a JSON Schema object' }).nullish(),
+  strict: z.boolean().nullish(),
+});
+
+const chatTool = z.strictObject({
+  type: z.literal('function', { error: 'must be "function" (the only kind of tool Keel calls)' }),
+  function: functionDefinition,
+});
+export type ChatToolInput = z.infer<typeof chatTool>;
+
+const chatToolChoice = z.union([z.enum(['none', 'auto', 'required']), z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: z.string() }) })], {
+  error: 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+});
+export type ChatToolChoice = z.infer<typeof chatToolChoice>;
 
 export const ChatCompletionRequest = z.strictObject({
   ...samplingFields,
@@ -62,13 +98,8 @@ export const ChatCompletionRequest = z.strictObject({
   max_completion_tokens: number,
   logprobs: z.boolean().nullish(),
   top_logprobs: number,
-  response_format: z
-    .looseObject({ type: z.string() })
-    .refine((format) => format.type === 'text', 'only {"type": "text"} is supported')
-    .pipe(z.strictObject({ type: z.literal('text') }))
-    .nullish(),
-  tools: z.array(z.unknown()).max(0, 'tool calling is not supported').nullish(),
-  tool_choice: z.enum(['none', 'auto'], { error: 'tool calling is not supported' }).nullish(),
+  tools: z.array(chatTool).nullish(),
+  tool_choice: chatToolChoice.nullish(),
   parallel_tool_calls: z.boolean().nullish(),
   modalities: z.array(z.literal('text', { error: 'only the "text" modality is supported' })).nullish(),
   store: z.boolean().nullish(),

@@ -10,7 +10,9 @@ import { JsonLogger, type LogLevel } from './json-logger.ts';
 import { ServerMetrics } from './metrics.ts';
 import { PreprocessPool } from './preprocess/preprocess-pool.ts';
 import type { ServingContext } from './serving-context.ts';
+import { ResponseStore } from './responses/response-store.ts';
 import { TokenRate } from './token-rate.ts';
+import { chooseToolCallFormat } from './tool-calls/tool-call-formats.ts';
 
 export interface ServerOptions {
   /** The engine, started (EngineClient.startThread); the server does not close it. */
@@ -49,6 +51,12 @@ export interface ServerOptions {
   maxConnections: number;
   /** How long `close` lets in-flight requests finish before cutting them. */
   shutdownTimeoutMs: number;
+  /** The tool-call parser by name; null picks it from the chat template. */
+  toolCallParser: string | null;
+  /** Streams send usage whether or not the client asked for it (vLLM's --enable-force-include-usage). */
+  forceIncludeUsage: boolean;
+  /** Most responses kept for GET /v1/responses/{id} and previous_response_id (least recently used go first). */
+  responsesStoreSize: number;
   logLevel: LogLevel;
   /** Where log lines go (stderr by default). */
   logStream: Writable;
@@ -80,6 +88,9 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   idleTimeoutMs: 60_000,
   maxConnections: 4096,
   shutdownTimeoutMs: 30_000,
+  toolCallParser: null,
+  forceIncludeUsage: false,
+  responsesStoreSize: 1000,
   logLevel: 'info',
   logStream: process.stderr,
 };
@@ -120,6 +131,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     maxQueuedSequences: config.maxQueuedSequences,
     maxQueuedTokens: config.maxQueuedTokens,
   };
+  const toolCallFormat = chooseToolCallFormat(config.toolCallParser, engine.info.chatTemplate);
   const preprocess = await PreprocessPool.start(
     {
       tokenizerPath: engine.info.hasTokenizer ? engine.info.modelPath : null,
@@ -129,6 +141,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
       samplingDefaults: engine.info.samplingDefaults,
       limits,
       allowSpecialTokens: config.allowSpecialTokens,
+      toolCallParser: toolCallFormat?.name ?? null,
     },
     config.preprocessThreads,
   );
@@ -141,6 +154,9 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     inFlight: new InFlightRequests(),
     logger,
     generationRate: new TokenRate(() => engine.stats().generationTokensTotal, RATE_WINDOW_MS),
+    toolCallFormat,
+    forceIncludeUsage: config.forceIncludeUsage,
+    responses: new ResponseStore(config.responsesStoreSize),
   };
   const app = buildApp(ctx, {
     apiKey: config.apiKey,
@@ -166,7 +182,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend });
+  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend, tool_call_parser: toolCallFormat?.name ?? null });
   engine.stopped.then((cause) => logger.log('error', 'the engine stopped', { error: cause.stack ?? cause.message }));
 
   let giveUp: () => void = () => undefined;

@@ -2,8 +2,8 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyReply } from 'fastify';
 
 /**
- * A server-sent-events response as OpenAI streams it: `data: {json}\n\n` events, then
- * `data: [DONE]`. The reply leaves fastify's hands (hijack); writes wait for a slow client to
+ * A server-sent-events response as OpenAI streams it: `data: {json}\n\n` events (named by an
+ * `event:` line on the Responses API), then `data: [DONE]` (not on the Responses API). The reply leaves fastify's hands (hijack); writes wait for a slow client to
  * drain, and stop quietly once the client has gone (its request is aborted elsewhere). A client
  * that stops reading altogether is cut by the server's ResponseStallWatch, which ends the wait.
  */
@@ -29,9 +29,9 @@ export class SseWriter {
   }
 
   /** One event; an error after the stream has started is sent as OpenAI's error object, which the SDK throws. */
-  async send(data: object): Promise<void> {
+  async send(data: object, event?: string): Promise<void> {
     if (this.closed) return;
-    if (this.response.write(`data: ${JSON.stringify(data)}\n\n`)) return;
+    if (this.response.write(`${event === undefined ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`)) return;
     await new Promise<void>((resolve) => {
       const done = () => {
         this.response.off('drain', done);
@@ -43,7 +43,8 @@ export class SseWriter {
     });
   }
 
-  end(): void {
-    if (!this.closed) this.response.end('data: [DONE]\n\n');
+  /** Ends the stream; `done` sends chat and completions' closing `data: [DONE]`. */
+  end(done = true): void {
+    if (!this.closed) this.response.end(done ? 'data: [DONE]\n\n' : undefined);
   }
 }

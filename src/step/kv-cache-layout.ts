@@ -44,14 +44,45 @@ export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: numbe
 }
 
 /**
- * How many latest positions some layer still reads, or null when a layer reads the whole context:
- * blocks wholly older than this are read by no layer and can be freed.
+ * StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks"): a query
+ * attends to the first `sinks` positions of its sequence and to its latest `window` positions
+ * (itself included), with positions assigned inside that cache, so a sequence can run past the
+ * model's trained context. docs/long-context.md has the whole story.
  */
-export function kvRetentionWindow(layers: readonly LayerKvSpec[]): number | null {
+export interface StreamingWindow {
+  sinks: number;
+  window: number;
+}
+
+/**
+ * The positions some layer still reads behind a token: the first `sinks` of the sequence and the
+ * latest `window` (the token's own included). Blocks holding neither can be freed.
+ */
+export interface KvRetention {
+  sinks: number;
+  window: number;
+}
+
+/**
+ * What the layers read of a sequence's past, or null when some layer reads all of it. Without
+ * streaming that is the widest sliding window when every layer slides. With streaming, a layer
+ * whose own window is no wider than the streaming window reads only its window; any other layer
+ * reads the sinks and the streaming window.
+ */
+export function kvRetention(layers: readonly LayerKvSpec[], streaming: StreamingWindow | null): KvRetention | null {
+  if (layers.length === 0) return null;
   let widest = 0;
+  let sinks = 0;
   for (const spec of layers) {
-    if (spec.kind !== 'attention' || spec.slidingWindow === null) return null;
-    widest = Math.max(widest, spec.slidingWindow);
+    const own = spec.kind === 'attention' ? spec.slidingWindow : null;
+    if (streaming !== null && (own === null || own > streaming.window)) {
+      widest = Math.max(widest, streaming.window);
+      sinks = streaming.sinks;
+    } else if (own === null) {
+      return null;
+    } else {
+      widest = Math.max(widest, own);
+    }
   }
-  return layers.length === 0 ? null : widest;
+  return { sinks, window: widest };
 }

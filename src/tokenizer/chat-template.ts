@@ -2,9 +2,35 @@ import { Template } from '@huggingface/jinja';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import type { TokenizerDocuments } from '../checkpoint/model-files.ts';
 
+/**
+ * A message as Hugging Face chat templates read it. Tool calls carry their arguments decoded (an
+ * object), as transformers passes them and templates' `tojson` expects.
+ */
 export interface ChatMessage {
   role: string;
   content: string;
+  tool_calls?: TemplateToolCall[];
+  /** A tool message: the call it answers. */
+  tool_call_id?: string;
+  name?: string;
+}
+
+export interface TemplateToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: unknown };
+}
+
+/** A tool as templates receive it (`tools`): OpenAI's chat-completions shape. */
+export interface ToolDefinition {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
+export interface RenderOptions {
+  addGenerationPrompt: boolean;
+  /** The tools the model may call; left undefined for templates when there are none. */
+  tools?: ToolDefinition[];
 }
 
 /** Special-token strings a template may reference, as transformers passes them (`bos_token`, `eos_token`, ...). */
@@ -19,6 +45,7 @@ export class ChatTemplate {
 
   /** `origin` names the file the template came from in a load-time error. */
   constructor(text: string, origin: string) {
+    this.source = text;
     try {
       this.template = new Template(text);
     } catch (error) {
@@ -26,9 +53,13 @@ export class ChatTemplate {
     }
   }
 
-  render(messages: ChatMessage[], options: { addGenerationPrompt: boolean; specialTokens: SpecialTokenStrings }): string {
+  /** The template's source, to see which tool-call markup it teaches the model. */
+  readonly source: string;
+
+  render(messages: ChatMessage[], options: RenderOptions & { specialTokens: SpecialTokenStrings }): string {
+    const tools = options.tools !== undefined && options.tools.length > 0 ? { tools: options.tools } : {};
     try {
-      return this.template.render({ ...options.specialTokens, messages, add_generation_prompt: options.addGenerationPrompt });
+      return this.template.render({ ...options.specialTokens, messages, add_generation_prompt: options.addGenerationPrompt, ...tools });
     } catch (error) {
       // Templates reject conversations they cannot format (roles out of order, unknown roles) via
       // raise_exception. The error reaches API clients: it names no path of the server's.

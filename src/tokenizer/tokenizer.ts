@@ -1,9 +1,10 @@
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { openModelFiles, type ModelFiles, type TokenizerDocuments } from '../checkpoint/model-files.ts';
-import { readChatTemplate, type ChatMessage, type ChatTemplate, type SpecialTokenStrings } from './chat-template.ts';
+import { readChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type SpecialTokenStrings } from './chat-template.ts';
+import { vocabularyEncoding, type GrammarVocabulary } from './grammar-vocabulary.ts';
 
-export type { ChatMessage } from './chat-template.ts';
+export type { ChatMessage, TemplateToolCall, ToolDefinition } from './chat-template.ts';
 
 /**
  * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`, or a GGUF file's vocabulary
@@ -24,6 +25,7 @@ export class Tokenizer {
   private readonly specialIds: ReadonlySet<number>;
   private readonly specialTokens: SpecialTokenStrings;
   private readonly chatTemplate: ChatTemplate | null;
+  private readonly encoding: Pick<GrammarVocabulary, 'encoding' | 'prependSpace'>;
 
   constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown>, chatTemplate: ChatTemplate | null, source: string) {
     const specialTokens: SpecialTokenStrings = {};
@@ -41,6 +43,7 @@ export class Tokenizer {
     }
     this.specialTokens = specialTokens;
     this.chatTemplate = chatTemplate;
+    this.encoding = vocabularyEncoding(tokenizerJson);
     let maxId = -1;
     for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
@@ -84,6 +87,12 @@ export class Tokenizer {
     return this.specialIds.has(id);
   }
 
+  /** The vocabulary as structured output's grammar engine matches it (grammar-vocabulary.ts). */
+  grammarVocabulary(): GrammarVocabulary {
+    const tokens = Array.from({ length: this.vocabSize }, (_, id) => (this.specialIds.has(id) ? '' : (this.hf.id_to_token(id) ?? '')));
+    return { tokens, ...this.encoding };
+  }
+
   /** How `other`'s vocabulary differs from this one (the first token found mapped otherwise), or null when they are the same. */
   vocabularyDifference(other: Tokenizer): string | null {
     const mine = this.hf.get_vocab(true);
@@ -96,11 +105,16 @@ export class Tokenizer {
     return null;
   }
 
-  applyChatTemplate(messages: ChatMessage[], options: { addGenerationPrompt: boolean }): string {
+  applyChatTemplate(messages: ChatMessage[], options: RenderOptions): string {
     if (!this.chatTemplate) {
       throw invalidArgument('this model has no chat template (tokenizer_config.json chat_template or chat_template.jinja); send a plain prompt instead');
     }
-    return this.chatTemplate.render(messages, { addGenerationPrompt: options.addGenerationPrompt, specialTokens: this.specialTokens });
+    return this.chatTemplate.render(messages, { ...options, specialTokens: this.specialTokens });
+  }
+
+  /** The chat template's source, or null when the model has none. */
+  get chatTemplateSource(): string | null {
+    return this.chatTemplate?.source ?? null;
   }
 
   private idOf(content: string | undefined): number | null {

@@ -4,7 +4,7 @@ import { latencyRow, type LatencyOptions } from '../../src/bench/latency-suite.t
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
 
 test('a latency row: TPOT is (e2e - TTFT) / (output - 1), throughputs follow from the means', () => {
-  const options: LatencyOptions = { batchSizes: [4], inputLen: 64, outputLen: 11, numIters: 2, numItersWarmup: 0, seed: 0, bandwidthBytesPerSecond: 1e9 };
+  const options: LatencyOptions = { batchSizes: [4], inputLen: 64, outputLen: 11, numIters: 2, numItersWarmup: 0, seed: 0, bandwidthBytesPerSecond: 1e9, structuredOutput: null };
   const model = createModel(readModelArchitecture('models/keel-tiny'), 2048);
   const row = latencyRow(4, options, [{ ttftMs: 100, e2eMs: 200 }, { ttftMs: 120, e2eMs: 240 }], { model, weightElementBytes: 4, kvElementBytes: 4 }, 0);
   assert.equal(row.mean_ttft_ms, 110);

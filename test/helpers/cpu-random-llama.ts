@@ -129,7 +129,7 @@ export function llamaWeightSource(config: LlamaConfig, host: HostLlamaWeights): 
 
 /** A Llama model with the host weights loaded on `backend`, rotary tables for `maxPositions`. */
 export function loadLlamaModel(backend: Backend, config: LlamaConfig, host: HostLlamaWeights, maxPositions = config.maxPositionEmbeddings): LlamaModel {
-  const model = new LlamaModel(config, maxPositions);
+  const model = new LlamaModel(config, maxPositions, null);
   model.load(llamaWeightSource(config, host), backend);
   return model;
 }

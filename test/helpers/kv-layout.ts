@@ -9,5 +9,5 @@ export function attentionLayout(spec: { numLayers: number; numBlocks: number; bl
 
 /** Plain attention parameters: no soft-capping, no sinks. */
 export function plainAttention(shape: Pick<AttentionParams, 'numHeads' | 'numKvHeads' | 'headDim' | 'scale' | 'slidingWindow'>): AttentionParams {
-  return { ...shape, softcap: null, sinks: null };
+  return { ...shape, softcap: null, sinks: null, streaming: null };
 }

@@ -1,6 +1,7 @@
 import type { RopeTable, Tensor } from '../../src/backend/backend.ts';
 import type { WeightUploader } from '../../src/layers/parameters.ts';
 import type { HostTensor } from '../../src/tensor/host-tensor.ts';
+import { describeQuantized, type QuantizedWeight } from '../../src/tensor/quantized-weight.ts';
 
 /** A backend stand-in that keeps the host tensors (and rotary tables) it is asked to upload. */
 export class RecordingUploader implements WeightUploader {
@@ -11,6 +12,10 @@ export class RecordingUploader implements WeightUploader {
     this.uploaded.push(t);
     const tensor: RecordedTensor = { shape: t.shape, host: t };
     return tensor;
+  }
+
+  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    throw new Error(`RecordingUploader keeps host tensors only, not a quantized weight (${describeQuantized(w)})`);
   }
 
   uploadRopeTable(table: RopeTable): Tensor {

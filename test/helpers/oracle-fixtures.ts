@@ -14,7 +14,9 @@ export interface OracleFixture {
     prompts: number[][];
     last_logits: number[][];
     greedy: number[][];
-    /** Per prompt and greedy step, transformers' top [token id, logprob] pairs (newer oracles). */
+    /** Per prompt, max |logit - last_logits| of transformers running the checkpoint in bfloat16 (newer oracles). */
+    bf16_max_abs_dlogit?: number[];
+    /** Per prompt and greedy step, transformers' candidates [token id, logprob], best first: the top 5 and any other within 1 nat of the best. */
     greedy_top_logprobs?: [number, number][][][];
     max_new_tokens: number;
   };

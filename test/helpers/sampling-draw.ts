@@ -16,6 +16,7 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
     frequencyPenalty: 0,
     penaltyEntries: NONE,
     maskedTokenIds: NONE,
+    allowedTokens: null,
     pendingDraw: -1,
     topLogprobs: 0,
     scoredToken: -1,
@@ -26,4 +27,11 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
 /** Penalty entries from (token id, output count) pairs. */
 export function penaltyEntries(entries: [number, number][]): Pick<Draw, 'penaltyEntries'> {
   return { penaltyEntries: Int32Array.from(entries.flat()) };
+}
+
+/** An allowed-token mask (Draw.allowedTokens) over `cols` tokens allowing exactly `ids`. */
+export function allowedMask(cols: number, ids: Iterable<number>): Int32Array {
+  const mask = new Int32Array(Math.ceil(cols / 32));
+  for (const id of ids) mask[id >>> 5] |= 1 << (id & 31);
+  return mask;
 }

@@ -7,18 +7,30 @@ import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
-import { kvRetentionWindow } from '../../src/step/kv-cache-layout.ts';
+import { kvRetention } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
   backend: 'cpu' | 'cuda';
-  /** Largest |logit - transformers' logit| accepted. */
+  /**
+   * Largest |logit - transformers' logit| accepted, as a fraction of the standard deviation of
+   * transformers' logits for the prompt: a bf16 backend's rounding error grows with the logits'
+   * scale, which varies threefold among the fixtures (Gemma's scaled embeddings and norms).
+   */
   logitTolerance: number;
+  /**
+   * For a bf16 backend: also accept, per prompt, as large an error as transformers' own when it runs
+   * the checkpoint in bfloat16 (oracle.json's bf16_max_abs_dlogit). Some fixtures are drawn to be
+   * ill-conditioned (Gemma 2's caps bend large values): there transformers in bf16 lands 0.74 away
+   * from its float32 logits, and no bf16 engine can be held to less.
+   */
+  acceptBf16ReferenceError?: boolean;
   /**
    * `exact`: every greedy token equals transformers'. `top-candidates` (for bf16 backends, whose
    * rounding can flip a near-tie): tokens are equal up to the first difference, and there Keel's
-   * token must be one of transformers' top candidates at that step; later tokens follow another
-   * context and are not compared.
+   * token must be one transformers nearly picked, its logprob within twice the logit tolerance of
+   * the best (both logits may be off by the tolerance, in opposite directions); later tokens follow
+   * another context and are not compared.
    */
   greedy: 'exact' | 'top-candidates';
   /** Names of the engine variants to run (default: all of them). */
@@ -111,7 +123,7 @@ export function transformersParitySuite(options: ParityOptions): void {
 /** Whether every layer of the fixture's model reads only a window of recent positions. */
 function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
   const architecture = readModelArchitecture(fixture.dir);
-  return kvRetentionWindow(createModel(architecture, architecture.config.contextLength).kvLayers) !== null;
+  return kvRetention(createModel(architecture, architecture.config.contextLength).kvLayers, null) !== null;
 }
 
 export async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
@@ -127,7 +139,8 @@ export async function checkLogits(fixture: OracleFixture, options: ParityOptions
     prompts.forEach((_, i) => {
       const row = logits.subarray(i * vocab, (i + 1) * vocab);
       const diff = maxAbsDiff(row, fixture.oracle.last_logits[i]);
-      assert.ok(diff <= options.logitTolerance, `prompt ${i}: max |Δlogit| = ${diff.toExponential(2)} > ${options.logitTolerance}`);
+      const tolerance = logitTolerance(fixture, i, options);
+      assert.ok(diff <= tolerance, `prompt ${i}: max |Δlogit| = ${diff.toExponential(2)} > ${tolerance.toExponential(2)}`);
     });
   } finally {
     loaded.backend.dispose();
@@ -160,7 +173,7 @@ export async function checkGreedy(fixture: OracleFixture, options: ParityOptions
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
-    outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options.greedy));
+    outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
     const preempted = outputs.some((o) => o.metrics.numPreemptions > 0);
     if (expectPreemption) assert.ok(preempted, 'the pool was meant to be too small for the batch, but no request was preempted');
     else if (config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
@@ -185,7 +198,7 @@ async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOpti
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
     const again = await llm.generate(fixture.oracle.prompts, params);
-    again.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options.greedy));
+    again.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
     assert.ok(
       again.some((o) => o.metrics.numCachedTokens > 0),
       'the second run should have been served from the prefix cache',
@@ -196,9 +209,18 @@ async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOpti
   }
 }
 
-function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, mode: ParityOptions['greedy']): void {
+/** The largest logit difference accepted for the prompt: options.logitTolerance standard deviations of its reference logits, or transformers' own bf16 error if larger and accepted. */
+function logitTolerance(fixture: OracleFixture, prompt: number, options: ParityOptions): number {
+  const ref = fixture.oracle.last_logits[prompt];
+  const mean = ref.reduce((a, b) => a + b, 0) / ref.length;
+  const std = Math.sqrt(ref.reduce((a, b) => a + (b - mean) ** 2, 0) / ref.length);
+  const bf16 = options.acceptBf16ReferenceError ? (fixture.oracle.bf16_max_abs_dlogit?.[prompt] ?? 0) : 0;
+  return Math.max(options.logitTolerance * std, bf16);
+}
+
+function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
   const expected = fixture.oracle.greedy[prompt];
-  if (mode === 'exact') {
+  if (options.greedy === 'exact') {
     assert.deepEqual(actual, expected, `prompt ${prompt}`);
     return;
   }
@@ -207,8 +229,10 @@ function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: n
   if (step === -1) return;
   const candidates = fixture.oracle.greedy_top_logprobs?.[prompt]?.[step];
   assert.ok(candidates, 'oracle.json has no greedy_top_logprobs: regenerate it with tools/oracle/make_fixtures.py');
+  const allowance = 2 * logitTolerance(fixture, prompt, options);
+  const picked = candidates.find(([tokenId]) => tokenId === actual[step]);
   assert.ok(
-    candidates.some(([tokenId]) => tokenId === actual[step]),
-    `prompt ${prompt}, step ${step}: token ${actual[step]} is not among transformers' candidates ${JSON.stringify(candidates)}`,
+    picked !== undefined && picked[1] >= candidates[0][1] - allowance,
+    `prompt ${prompt}, step ${step}: token ${actual[step]} is not within ${allowance.toFixed(3)} nats of transformers' best among its candidates ${JSON.stringify(candidates)}`,
   );
 }

@@ -106,6 +106,12 @@ const BAD_FIELDS: Record<string, unknown[]> = {
   logit_bias: [{ '1': 5 }, 'x'],
   user: [5],
   skip_special_tokens: ['no'],
+  response_format: [{ type: 'xml' }, { type: 'json_schema', json_schema: {} }, { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'nope' } } }, 'text'],
+  structured_outputs: [{}, { regex: '[0-9' }, { choice: [] }, { unknown: 1 }, 'x'],
+  guided_json: ['{"type": ', 5, { type: 'nope' }],
+  guided_regex: ['', '(a'],
+  guided_choice: [[], [''], 'x'],
+  guided_grammar: ['root ::= "a" |', 5],
 };
 
 const BAD_CHAT_FIELDS: Record<string, unknown[]> = {
@@ -113,7 +119,6 @@ const BAD_CHAT_FIELDS: Record<string, unknown[]> = {
   max_completion_tokens: [-1, 0, 'x'],
   logprobs: [1, 'true'],
   top_logprobs: [50, -1, 'x'],
-  response_format: [{ type: 'json_object' }, { type: 'json_schema', json_schema: {} }, 'text'],
   tools: [[{ type: 'function', function: { name: 'f' } }], 'x'],
   tool_choice: ['required', { type: 'function' }],
   modalities: [['audio'], 'text'],

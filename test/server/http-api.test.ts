@@ -64,8 +64,9 @@ test('browser requests from another origin are 403; same-origin ones pass', asyn
 
 test('unknown routes are 404 and known routes with the wrong method 405 with Allow', async () => {
   const notFound = await expectError(await fetch(`${server.url}/v1/embeddings`, { method: 'POST', headers: AUTH }), 404);
-  assert.match(notFound.message, /POST \/v1\/embeddings/);
-  await expectError(await fetch(`${server.url}/nope`), 404);
+  assert.match(notFound.message, /does not support embeddings \(POST \/v1\/embeddings\)/);
+  assert.match((await expectError(await fetch(`${server.url}/v1/audio/speech`, { method: 'POST', headers: AUTH }), 404)).message, /does not support audio/);
+  assert.match((await expectError(await fetch(`${server.url}/nope`), 404)).message, /^Invalid URL \(GET \/nope\); Keel serves \/v1\/chat\/completions/);
   const wrongMethod = await fetch(`${server.url}/v1/chat/completions`, { headers: AUTH });
   const error = await expectError(wrongMethod, 405);
   assert.equal(error.code, 'method_not_allowed');

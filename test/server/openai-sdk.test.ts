@@ -3,6 +3,7 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import type { CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
+import type { ResponseStreamEvent } from 'openai/resources/responses/responses';
 import { engineStats, metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
 
 // The official SDK, unchanged, against a Keel server over the embedded default model. vLLM's extensions
@@ -228,4 +229,57 @@ test('with an API key, the SDK needs the right one', async () => {
   } finally {
     await guarded.close();
   }
+});
+
+// The Responses API on the default model, which writes code and never stops within a few tokens:
+// its responses end incomplete at max_output_tokens. (A response that ends completed, tool calls and
+// the exact prompt of a follow-up are shown with scripted output in responses-api.test.ts.)
+test('responses on the default model: a follow-up through previous_response_id holds the first turn, served from the prefix cache', async () => {
+  const first = await client.responses.create({ model: MODEL, input: 'def fibonacci(n):', max_output_tokens: 24, temperature: 0 });
+  assert.equal(first.status, 'incomplete');
+  assert.deepEqual(first.incomplete_details, { reason: 'max_output_tokens' });
+  assert.equal(first.usage?.output_tokens, 24);
+  assert.ok(first.output_text.length > 0);
+  const follow = await client.responses.create({ model: MODEL, previous_response_id: first.id, input: 'and in C?', max_output_tokens: 8, temperature: 0 });
+  const firstUsage = first.usage;
+  const followUsage = follow.usage;
+  assert.ok(firstUsage && followUsage);
+  // The follow-up's prompt is the first's, its output and the new input: more tokens than both.
+  assert.ok(followUsage.input_tokens > firstUsage.input_tokens + firstUsage.output_tokens, JSON.stringify({ firstUsage, followUsage }));
+  assert.ok(followUsage.input_tokens_details.cached_tokens >= 16, JSON.stringify(followUsage));
+  const alone = await client.responses.create({ model: MODEL, input: 'and in C?', max_output_tokens: 8, temperature: 0 });
+  assert.ok((alone.usage?.input_tokens ?? 0) < followUsage.input_tokens);
+});
+
+test('a streamed response on the default model: created first, text deltas, then the whole response as the last event', async () => {
+  const events: ResponseStreamEvent[] = [];
+  let text = '';
+  for await (const event of await client.responses.create({ model: MODEL, input: 'def add(a, b):', max_output_tokens: 12, stream: true })) {
+    events.push(event);
+    if (event.type === 'response.output_text.delta') text += event.delta;
+  }
+  assert.equal(events[0].type, 'response.created');
+  const last = events.at(-1);
+  assert.ok(last?.type === 'response.incomplete' || last?.type === 'response.completed');
+  const [message] = last.response.output;
+  assert.ok(message.type === 'message' && message.content[0].type === 'output_text');
+  assert.equal(message.content[0].text, text);
+  if (last.type === 'response.incomplete') assert.equal(last.response.usage?.output_tokens, 12);
+  assert.deepEqual(
+    (await client.responses.retrieve(last.response.id)).output.map((item) => item.type),
+    ['message'],
+  );
+});
+
+test('tools with tool_choice "none" are accepted and ignored; calling them needs a tool-call parser, which this model\'s template does not show', async () => {
+  const tools = [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }];
+  const ignored = await client.chat.completions.create({ ...chatParams({ seed: 7 }), tools, tool_choice: 'none' });
+  const plain = await client.chat.completions.create(chatParams({ seed: 7 }));
+  assert.equal(ignored.choices[0].message.content, plain.choices[0].message.content);
+  await assert.rejects(client.chat.completions.create({ ...chatParams(), tools }), (error: unknown) => {
+    assert.ok(error instanceof OpenAI.BadRequestError);
+    assert.equal(error.param, 'tools');
+    assert.match(error.message, /--tool-call-parser/);
+    return true;
+  });
 });

@@ -19,8 +19,11 @@ def load_fp32(path: Path):
 
 
 # Candidates kept per greedy step, so that a bf16 backend whose greedy path leaves transformers'
-# at a near-tie can be checked for picking one of transformers' own top candidates there.
+# at a near-tie can be checked for picking a token transformers itself nearly picked: at least the
+# GREEDY_TOP_K best, and every token within CANDIDATE_WINDOW nats of the best (random-weight models'
+# distributions are flat, so more than five tokens can sit within a bf16 backend's logit error).
 GREEDY_TOP_K = 5
+CANDIDATE_WINDOW = 1.0
 
 
 @torch.no_grad()
@@ -55,7 +58,11 @@ def greedy_with_cache(model, prompt: list[int], max_new_tokens: int):
     return tokens, torch.stack(step_logits)
 
 
-def top_logprobs(step_logits: torch.Tensor, k: int = GREEDY_TOP_K) -> list[list[list[float]]]:
-    """Per step, the k most likely [token id, logprob] pairs, most likely first."""
-    values, ids = torch.topk(torch.log_softmax(step_logits.double(), dim=-1), k, dim=-1)
-    return [[[int(i), float(f"{v:.6g}")] for i, v in zip(row_ids.tolist(), row_values.tolist())] for row_ids, row_values in zip(ids, values)]
+def top_logprobs(step_logits: torch.Tensor) -> list[list[list[float]]]:
+    """Per step, the candidate [token id, logprob] pairs (see CANDIDATE_WINDOW), most likely first."""
+    rows = []
+    for row in torch.log_softmax(step_logits.double(), dim=-1):
+        values, ids = torch.sort(row, descending=True)
+        keep = max(GREEDY_TOP_K, int((values >= values[0] - CANDIDATE_WINDOW).sum()))
+        rows.append([[int(i), float(f"{v:.6g}")] for i, v in zip(ids[:keep].tolist(), values[:keep].tolist())])
+    return rows

@@ -48,6 +48,7 @@ from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa:
 from fixture_probes import (  # noqa: E402
     check_hub_layout, evidence, routing_stats, saved_tensors, softcap_stats,
 )
+from quantized_fixtures import dequantized_state, quantize_model, write_checkpoint  # noqa: E402
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
@@ -126,6 +127,9 @@ class Fixture:
     init_overrides: tuple[tuple[str, float, float], ...] = ()
     # Names from fixture_probes.PROBES: features whose removal must change the logits.
     probes: tuple[str, ...] = ()
+    # A scheme of quantized_fixtures.SCHEMES: the decoder's linear layers are written in that
+    # format, and the oracle is transformers on their dequantized values.
+    quantization: str | None = None
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -448,6 +452,64 @@ FIXTURES = [
                         (r"\.mlp\.experts\.down_proj$", 0.0, 0.02)),
         probes=("sinks_off", "sliding_window_off", "swiglu_clamp_off", "rope_attention_factor_one"),
     ),
+    # --- Quantized checkpoints: llama-gqa's architecture with its linear layers packed in each
+    # format Keel reads (tools/oracle/quantized_fixtures.py); other tensors bf16.
+    Fixture(
+        "quant-gptq-int4-actorder", "llama",
+        "GPTQ 4-bit (v1 checkpoint_format: zeros stored minus one), groups of 32, asymmetric, desc_act: g_idx lists a random column order, so groups are scattered over the input columns. Linear layers only; embeddings, norms and lm_head bf16. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="gptq-int4-actorder",
+    ),
+    Fixture(
+        "quant-gptq-int8-channel", "llama",
+        "GPTQ 8-bit, group_size -1 (one scale per output row), symmetric (zero 128 stored as 127), trivial g_idx. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="gptq-int8-channel",
+    ),
+    Fixture(
+        "quant-awq-int4", "llama",
+        "AWQ 4-bit GEMM layout (qweight [in, out/8] with fields in column order 0,2,4,6,1,3,5,7), groups of 32 with zero points; model.layers.1.mlp.down_proj left bf16 through modules_to_not_convert. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="awq-int4",
+    ),
+    Fixture(
+        "quant-ct-w4a16", "llama",
+        "compressed-tensors pack-quantized W4A16: weight_packed [out, in/8] (signed values + 8), bf16 weight_scale per group of 32, symmetric; lm_head ignored. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="ct-w4a16",
+    ),
+    Fixture(
+        "quant-ct-w8a16-asym", "llama",
+        "compressed-tensors pack-quantized W8A16, one scale per output channel, asymmetric: weight_zero_point packed along the output rows. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="ct-w8a16-asym",
+    ),
+    Fixture(
+        "quant-ct-fp8-channel", "llama",
+        "compressed-tensors float-quantized FP8 e4m3 weights with a float32 scale per output channel (dynamic per-token activation scales in the config, which Keel runs as bf16 activations). Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="ct-fp8-channel",
+    ),
+    Fixture(
+        "quant-fp8-block", "llama",
+        "quant_method fp8 (DeepSeek-V3 style): FP8 e4m3 weights with weight_scale_inv block scales, weight_block_size [32, 48], ragged at the edges of every matrix. Oracle: transformers on the dequantized weights.",
+        _fields(num_key_value_heads=2),
+        _rope(),
+        stored_dtype="bfloat16",
+        quantization="fp8-block",
+    ),
 ]
 
 
@@ -661,12 +723,32 @@ def make_model(fx: Fixture, seed: int):
     return model, rope_style, counts
 
 
+def load_quantized_fixture(path: Path):
+    """A quantized fixture reloaded without the format's library: its packed layers unpacked by
+    quantized_fixtures.dequantized_state into a float32 model of the same config."""
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
+    model.load_state_dict(dequantized_state(path), strict=True)
+    ensure_eager(model)
+    return model
+
+
 def load_fixture(path: Path):
     """A saved fixture reloaded in float32 on CPU, every attention module eager."""
     model = load_fp32(path)
     ensure_eager(model)
     ensure_eager_experts(model)
     return model
+
+
+@torch.no_grad()
+def bf16_deviation(model, prompts: list[list[int]], last_logits: list[torch.Tensor]) -> list[float]:
+    """Per prompt, how far transformers itself lands from its float32 last-token logits when the
+    same model runs in bfloat16: the error a bf16 engine cannot be blamed for."""
+    model = copy.deepcopy(model).to(torch.bfloat16)
+    return [float(f"{float((model(input_ids=torch.tensor([p])).logits[0, -1].float() - ref).abs().max()):.4g}")
+            for p, ref in zip(prompts, last_logits)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -803,29 +885,33 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
     for attempt in range(MOE_SEED_ATTEMPTS if is_moe else MAX_SEED_ATTEMPTS):
         seed = base_seed + attempt
         model, rope_style, counts = make_model(fx, seed)
+        packed = quantize_model(model, fx.quantization, seed) if fx.quantization else None
         ref = reference(model, prompts)
         routing = routing_stats(model, fx.model_type, prompts, ref["greedy"]) if is_moe else None
         if is_moe and routing is None:
             raise RuntimeError("MoE fixture has no MoE layer")
         quality = draw_quality(fx, ref, routing)
         if best is None or quality > best[0]:
-            best = (quality, seed, model, rope_style, ref, counts)
+            best = (quality, seed, model, rope_style, ref, counts, packed)
         if quality >= 1.0:
             break
-    _, seed, model, rope_style, mem_ref, counts = best
+    _, seed, model, rope_style, mem_ref, counts, packed = best
     if mem_ref["min_greedy_margin"] < MIN_GREEDY_MARGIN:
         print(f"  WARNING: best min greedy margin {mem_ref['min_greedy_margin']:.2e} < {MIN_GREEDY_MARGIN}",
               flush=True)
 
     save_checkpoint(model, fx, out_dir)
+    if fx.quantization:
+        write_checkpoint(out_dir, fx.quantization, packed)
     saved_config = check_saved_config(fx, out_dir)
     print(f"  config.json ({rope_style}): {json.dumps(saved_config, sort_keys=True)}", flush=True)
     tensors = saved_tensors(out_dir)
-    check_hub_layout(fx.model_type, tensors, model.config)
+    if not fx.quantization:
+        check_hub_layout(fx.model_type, tensors, model.config)
 
     # The oracle comes from the checkpoint as written, so config round-trip mistakes show
     # up here rather than as an unexplained mismatch in the engine's tests.
-    reloaded = load_fixture(out_dir)
+    reloaded = load_quantized_fixture(out_dir) if fx.quantization else load_fixture(out_dir)
     check_rope(reloaded, reloaded.config, fx.rope)
     ref = reference(reloaded, prompts)
     logits_diff = max(float((a - b).abs().max()) for a, b in zip(ref["last_logits"], mem_ref["last_logits"]))
@@ -853,7 +939,7 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
                                    "the fixture does not exercise it")
     if fx.model_type in ("gemma2", "gemma3_text"):
         extras["softcap"] = softcap_stats(reloaded, prompts, ref["greedy"])
-    if fx.model_type not in FIRST_MODEL_TYPES:
+    if fx.model_type not in FIRST_MODEL_TYPES or fx.quantization:
         # Newer fixtures also list their checkpoint's tensors, so the layout is reviewable here;
         # the first fixtures' oracle.json keep their original fields.
         extras["checkpoint_tensors"] = tensors
@@ -869,6 +955,7 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "stored_dtype": fx.stored_dtype,
         "prompts": prompts,
         "last_logits": [round_sig(row) for row in ref["last_logits"]],
+        "bf16_max_abs_dlogit": bf16_deviation(reloaded, prompts, ref["last_logits"]),
         "greedy": ref["greedy"],
         "greedy_top_logprobs": ref["greedy_top_logprobs"],
         "max_new_tokens": MAX_NEW_TOKENS,
@@ -880,7 +967,8 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         "min_greedy_margin": ref["min_greedy_margin"],
         "cache_vs_full_max_abs_diff": ref["cache_vs_full_max_abs_diff"],
         "reference": "transformers on CPU, float32, attn_implementation=eager, batch 1, "
-                     "KV-cached greedy loop (EOS does not stop generation)",
+                     "KV-cached greedy loop (EOS does not stop generation)"
+                     + (", on the dequantized weights" if fx.quantization else ""),
         **extras,
     }
     if is_moe:

@@ -109,7 +109,7 @@ test('copyBlocks copies whole blocks in every layer, K and V, whatever each laye
 });
 
 test('ropeAndCacheWrite then attention: a single cached token attends only to itself', () => {
-  const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null, softcap: null, sinks: null };
+  const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null, softcap: null, sinks: null, streaming: null };
   const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
   const cache = backend.createKvCache({ numBlocks: 3, blockSize: 4, layers: [layer, layer] });
   const rope = backend.uploadRopeTable(plainRopeTable(4, 10000, 16));
@@ -124,7 +124,7 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
 });
 
 test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {
-  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null };
+  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null, streaming: null };
   const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 7), [1, 6]);
   backend.qkNorm(qkv, load(Float32Array.of(1, 1), [2]), load(Float32Array.of(2, 2), [2]), shape, 0);
   const qRms = Math.sqrt((3 * 3 + 4 * 4) / 2);
@@ -138,7 +138,7 @@ test('rejects a tensor that is not a CPU tensor', () => {
 });
 
 test('ropeAndCacheWrite rotates only the leading rotary dims of each head (partial rotary)', () => {
-  const attn = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null, softcap: null, sinks: null };
+  const attn = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null, softcap: null, sinks: null, streaming: null };
   const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
   const cache = backend.createKvCache({ numBlocks: 1, blockSize: 4, layers: [layer] });
   const rope = backend.uploadRopeTable(plainRopeTable(2, 10000, 8));

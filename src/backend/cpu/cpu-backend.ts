@@ -17,7 +17,7 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -25,6 +25,8 @@ import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
+import { quantizedMatmul } from './ops/quantized-matmul.ts';
+import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
@@ -64,6 +66,11 @@ export class CpuBackend implements Backend {
   /** Decodes to a new Float32Array (float32 is the compute dtype here); `t.data` is not retained. */
   loadWeight(t: HostTensor, _options?: { float32?: boolean }): Tensor {
     return new CpuTensor([...t.shape], hostTensorToFloat32(t));
+  }
+
+  /** Keeps `w` by reference (codes, scales and all): do not mutate it afterwards. */
+  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    return new CpuQuantizedTensor(w);
   }
 
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
@@ -139,15 +146,16 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+  /** Every CPU tensor is float32, so `float32` changes nothing here. */
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, _options?: { float32?: boolean }): Tensor {
     const input = asCpuTensor(x, 'linear input');
-    const w = asCpuTensor(weight, 'linear weight');
-    const [outDim, inDim] = w.shape;
-    if (input.cols !== inDim) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const [outDim, inDim] = weight.shape;
+    if (input.cols !== inDim) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${weight.shape.join(', ')}]`);
     const b = bias === null ? null : asCpuTensor(bias, 'linear bias').data;
     if (b !== null && b.length !== outDim) throw new Error(`linear: bias of ${b.length} values for ${outDim} outputs`);
     const out = CpuTensor.zeros([input.rows, outDim]);
-    matmulTransposed(input.data, input.rows, inDim, w.data, outDim, b, out.data);
+    if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
+    else matmulTransposed(input.data, input.rows, inDim, asCpuTensor(weight, 'linear weight').data, outDim, b, out.data);
     return out;
   }
 
@@ -167,7 +175,7 @@ export class CpuBackend implements Backend {
     const pools = layerPools(cache, layer, attn);
     const { rotaryRows, slotMapping, numTokens } = step.batch;
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
-    ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn);
+    ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
@@ -176,7 +184,8 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([packed.rows, attn.numHeads * attn.headDim]);
     const sinks = attn.sinks === null ? null : asCpuTensor(attn.sinks, 'attention sinks').data;
     if (sinks !== null && sinks.length !== attn.numHeads) throw new Error(`attention: ${sinks.length} sinks for ${attn.numHeads} heads`);
-    const params: CpuAttentionParams = { ...attn, sinks };
+    const streaming = attn.streaming === null ? null : { ...attn.streaming, rope: asCpuRopeTable(attn.streaming.rope) };
+    const params: CpuAttentionParams = { ...attn, sinks, streaming };
     pagedAttention(packed.data, pools, cache.layout.blockSize, step.batch, params, out.data);
     return out;
   }

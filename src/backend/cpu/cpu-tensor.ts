@@ -1,5 +1,6 @@
 import type { KvCache, Tensor } from '../backend.ts';
 import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
 export class CpuTensor implements Tensor {
@@ -25,6 +26,17 @@ export class CpuTensor implements Tensor {
 
   get cols(): number {
     return this.shape[1];
+  }
+}
+
+/** A linear weight kept in its quantized layout, [rows, cols]. */
+export class CpuQuantizedTensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly weight: QuantizedWeight;
+
+  constructor(weight: QuantizedWeight) {
+    this.shape = [weight.rows, weight.cols];
+    this.weight = weight;
   }
 }
 
@@ -78,6 +90,7 @@ function elementCount(shape: readonly number[]): number {
 
 // A tensor from another backend reaching CPU ops is a wiring bug, not a user error.
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
+  if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;
 }

@@ -1,10 +1,12 @@
 import type { LibraryHandle } from 'koffi';
 import { cudaCallError } from './cuda-error.ts';
+import type { DeviceDType } from './cuda-tensor.ts';
 import type { DevicePtr, Handle, NativeFn } from './driver-api.ts';
 
 const CUBLAS_OP_N = 0;
 const CUBLAS_OP_T = 1;
 const CUDA_R_16BF = 14;
+const CUDA_R_32F = 0;
 const CUBLAS_COMPUTE_32F = 68;
 const CUBLAS_GEMM_DEFAULT = -1;
 
@@ -44,12 +46,13 @@ export class Cublas {
   }
 
   /**
-   * Row-major y [m, n] = x [m, k] · wᵀ with w [n, k], all bf16, fp32 accumulation.
+   * Row-major y [m, n] = x [m, k] · wᵀ with w [n, k], x and w bf16, fp32 accumulation, y bf16 (or
+   * f32 with `output` 'f32', the sums unrounded).
    * cuBLAS is column-major, where a row-major [r, c] buffer reads as its [c, r] transpose: w reads
    * as wᵀ [k, n] (so op T gives w back), x as xᵀ [k, m], and writing yᵀ [n, m] = w · xᵀ column-major
    * leaves row-major y in memory.
    */
-  linearBf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number): void {
+  linearBf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number, output: DeviceDType = 'bf16'): void {
     this.call(
       'cublasGemmEx',
       this.handle,
@@ -67,7 +70,7 @@ export class Cublas {
       k,
       this.zero,
       y,
-      CUDA_R_16BF,
+      output === 'f32' ? CUDA_R_32F : CUDA_R_16BF,
       n,
       CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT,

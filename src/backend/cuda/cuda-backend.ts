@@ -14,6 +14,8 @@ import type {
   Tensor,
 } from '../backend.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -22,7 +24,7 @@ import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaRopeTable, CudaStepInputs, CudaTensor, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
@@ -60,8 +62,8 @@ const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
 const INITIAL_SAMPLED_ROWS = 4096;
 
 /**
- * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16; every reduction
- * (norms, GEMMs, softmax) accumulates in f32. Step tensors come from a bump arena reset by
+ * The Backend on an NVIDIA GPU. Weights, activations and the KV cache are bf16 (MoE router logits
+ * f32); every reduction (norms, GEMMs, softmax) accumulates in f32. Step tensors come from a bump arena reset by
  * `beginStep`, so a fixed op sequence reuses fixed addresses (CUDA-graph replay); all work is
  * queued on one stream and only `toHost` waits for it.
  */
@@ -93,6 +95,8 @@ export class CudaBackend implements Backend {
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
   private largestWeightRows = 0;
+  /** Where quantized weights are dequantized for batches the quantized GEMV does not take. */
+  private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
 
@@ -191,6 +195,36 @@ export class CudaBackend implements Backend {
       this.largestWeightRows = Math.max(this.largestWeightRows, t.shape[0]);
     }
     return new CudaTensor([...t.shape], ptr, 'bf16');
+  }
+
+  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    const upload = (data: ArrayBufferView | null): DevicePtr => {
+      if (data === null) return 0;
+      const ptr = this.ownedAlloc(data.byteLength);
+      this.device.uploadSync(ptr, data);
+      return ptr;
+    };
+    const tensor = new CudaQuantizedTensor({
+      shape: [w.rows, w.cols],
+      format: w.format,
+      groupSize: w.groupSize,
+      groups: numGroups(w),
+      rowBytes: rowBytes(w.format, w.cols),
+      codes: upload(w.codes),
+      scales: upload(w.scales),
+      zeros: upload(w.zeros),
+      perm: upload(w.perm),
+    });
+    this.weightRows += w.rows;
+    this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
+    // Batches past the GEMV's rows multiply the weight dequantized into this one buffer, sized
+    // for the largest quantized weight (allocated here, at load: never inside a recorded graph).
+    const bytes = 2 * w.rows * w.cols;
+    if (this.dequantized === null || this.dequantized.bytes < bytes) {
+      if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
+      this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
+    }
+    return tensor;
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
@@ -317,25 +351,55 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  linear(x: Tensor, weight: Tensor, bias: Tensor | null): Tensor {
+  linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
+    if (weight instanceof CudaQuantizedTensor) {
+      if (options.float32) throw new Error('linear: a float32 output is for 16-bit weights (routers stay 16-bit), not a quantized one');
+      return this.quantizedLinear(x, weight, bias);
+    }
     const input = asBf16(x, 'linear input');
     const w = asBf16(weight, 'linear weight');
     const [outDim, inDim] = w.shape;
     if (w.shape.length !== 2 || input.cols !== inDim) {
       throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     }
-    const out = this.stepTensor([input.rows, outDim]);
+    const float32 = options.float32 ?? false;
+    const out = this.stepTensor([input.rows, outDim], float32 ? 'f32' : 'bf16');
     if (input.rows === 0) return out;
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== outDim) throw new Error(`linear: bias of ${b.numel} values for ${outDim} outputs`);
     // Decode batches are memory-bound: a GEMV streams the weights faster than cuBLAS does at a few rows.
     if (input.rows <= GEMV_MAX_ROWS && inDim % 8 === 0) {
-      launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim);
+      launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim, { float32 });
       return out;
     }
-    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
-    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim);
+    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
+    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim, { float32 });
     return out;
+  }
+
+  /**
+   * Decode-sized batches stream the codes through the quantized GEMV (an act-order weight's
+   * activations gathered into its stored column order first); larger ones, and shapes the GEMV
+   * does not take, dequantize the weight to bf16 and take the 16-bit path.
+   */
+  private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
+    const input = asBf16(x, 'linear input');
+    if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const b = bias === null ? null : asBf16(bias, 'linear bias');
+    if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
+    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMV_MAX_ROWS && quantizedGemvFits(w)) {
+      const out = this.stepTensor([input.rows, w.rows]);
+      let xs = input.ptr;
+      if (w.perm !== 0) {
+        xs = this.stepTensor(input.shape).ptr;
+        launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
+      }
+      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows);
+      return out;
+    }
+    const scratch = this.dequantized!;
+    launchDequantize(this.device, scratch.ptr, w);
+    return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
   }
 
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
@@ -367,6 +431,7 @@ export class CudaBackend implements Backend {
       numKvHeads: attn.numKvHeads,
       headDim: attn.headDim,
       rotaryDim: table.rotaryDim,
+      keysOnly: attn.streaming !== null,
     });
   }
 
@@ -394,6 +459,7 @@ export class CudaBackend implements Backend {
       blockSize: kv.layout.blockSize,
       shape: attn,
       sinks: sinks?.ptr ?? 0,
+      rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
     launchDecodeAttention(this.device, {
       ...common,
@@ -408,7 +474,21 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** StreamingLLM's query rotation inputs: the layer's table and the step's rows (checked by ropeAndCacheWrite). */
+  private streamingRotary(rope: Tensor, step: CudaStepInputs): PagedAttentionArgs['rotary'] {
+    const table = asRopeTable(rope);
+    return { cos: table.cos, sin: table.sin, rotaryRows: step.device.rotaryRows, rotaryDim: table.rotaryDim };
+  }
+
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    if (gateUp instanceof CudaQuantizedTensor) {
+      const n = gateUp.rows / 2;
+      requireMultipleOf8(n, 'gatedLinear width');
+      const product = asBf16(this.quantizedLinear(x, gateUp, null), 'gatedLinear product');
+      const out = this.stepTensor([product.rows, n]);
+      launchGatedActivation(this.device, out.ptr, product.ptr, product.rows, n, activation);
+      return out;
+    }
     const input = asBf16(x, 'gatedLinear input');
     const w = asBf16(gateUp, 'gatedLinear weight');
     const [rows2n, inDim] = w.shape;
@@ -698,12 +778,12 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  private stepTensor(shape: readonly number[]): CudaTensor {
-    const numel = shape.reduce((n, d) => n * d, 1);
-    const ptr = this.arena.alloc(numel * 2);
-    // 0xffff is a bf16 NaN.
-    if (this.poison) this.device.fillBytes(ptr, 0xff, numel * 2);
-    return new CudaTensor([...shape], ptr, 'bf16');
+  private stepTensor(shape: readonly number[], dtype: DeviceDType = 'bf16'): CudaTensor {
+    const bytes = shape.reduce((n, d) => n * d, 1) * (dtype === 'f32' ? 4 : 2);
+    const ptr = this.arena.alloc(bytes);
+    // All-ones bytes are a NaN in bf16 and in f32.
+    if (this.poison) this.device.fillBytes(ptr, 0xff, bytes);
+    return new CudaTensor([...shape], ptr, dtype);
   }
 
   /** `buffer` if it holds `bytes`, else a new owned buffer that does (the old one freed). */
@@ -728,6 +808,7 @@ export class CudaBackend implements Backend {
 
 // A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
+  if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }

@@ -3,6 +3,7 @@ import type { BatchDescription } from '../../step/batch.ts';
 import { kvElementsPerToken, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
+import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
 
 /** Element type on the device: weights and activations are bf16, rope tables and readbacks f32. */
 export type DeviceDType = 'bf16' | 'f32';
@@ -29,6 +30,43 @@ export class CudaTensor implements Tensor {
 
   get numel(): number {
     return this.shape.reduce((n, d) => n * d, 1);
+  }
+}
+
+/**
+ * A linear weight [rows, cols] in Keel's quantized layout (src/tensor/quantized-weight.ts) on the
+ * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
+ * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
+ */
+export class CudaQuantizedTensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly format: QuantizedFormat;
+  readonly groupSize: number;
+  readonly groups: number;
+  readonly rowBytes: number;
+  readonly codes: DevicePtr;
+  readonly scales: DevicePtr;
+  readonly zeros: DevicePtr;
+  readonly perm: DevicePtr;
+
+  constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
+    this.shape = fields.shape;
+    this.format = fields.format;
+    this.groupSize = fields.groupSize;
+    this.groups = fields.groups;
+    this.rowBytes = fields.rowBytes;
+    this.codes = fields.codes;
+    this.scales = fields.scales;
+    this.zeros = fields.zeros;
+    this.perm = fields.perm;
+  }
+
+  get rows(): number {
+    return this.shape[0];
+  }
+
+  get cols(): number {
+    return this.shape[1];
   }
 }
 

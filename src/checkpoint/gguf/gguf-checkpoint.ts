@@ -2,6 +2,7 @@ import { invalidModel } from '../../errors.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { DTYPE_BYTES } from '../../tensor/host-dtype.ts';
 import type { Checkpoint } from '../checkpoint.ts';
+import type { RawTensor } from '../safetensors.ts';
 import type { TensorSource } from './gguf-architectures.ts';
 import { toHostTensor } from './dequantize.ts';
 import type { GgufFile } from './gguf-file.ts';
@@ -36,20 +37,27 @@ export class GgufCheckpoint implements Checkpoint {
   }
 
   read(name: string): HostTensor {
-    const { tensor, shape, expert, unpairHeads } = this.source(name);
-    let bytes: Uint8Array;
-    if (expert === null) {
-      bytes = this.file.readBytes(tensor.name);
-    } else {
-      const expertBytes = tensor.byteLength / tensor.dims[2];
-      bytes = this.file.readBytes(tensor.name, expert * expertBytes, expertBytes);
-    }
-    const host = toHostTensor(tensor.type, bytes, shape.slice(), 'bf16');
+    const { tensor, shape, unpairHeads } = this.source(name);
+    const host = toHostTensor(tensor.type, this.storedBytes(name), shape.slice(), 'bf16');
     return unpairHeads === null ? host : unpairRows(host, unpairHeads, name, this.dir);
+  }
+
+  /** The tensor's blocks as the file stores them (dtype: the ggml type's name), its q/k rows in llama.cpp's order. */
+  readRaw(name: string): RawTensor {
+    const { tensor, shape } = this.source(name);
+    return { dtype: tensor.type.name, shape: shape.slice(), data: this.storedBytes(name) };
   }
 
   close(): void {
     this.file.close();
+  }
+
+  /** The whole tensor, or an expert's slice of a stacked one. */
+  private storedBytes(name: string): Uint8Array {
+    const { tensor, expert } = this.source(name);
+    if (expert === null) return this.file.readBytes(tensor.name);
+    const expertBytes = tensor.byteLength / tensor.dims[2];
+    return this.file.readBytes(tensor.name, expert * expertBytes, expertBytes);
   }
 
   private source(name: string): TensorSource {

@@ -8,6 +8,7 @@ import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
+import { structuredOutputFromFlags } from '../structured-output-flags.ts';
 
 /** vLLM's `bench latency` defaults. */
 const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
@@ -28,6 +29,9 @@ Writes JSON to ./bench-results/ (or --output).
   --num-iters-warmup N           unmeasured runs first (default ${DEFAULTS.numItersWarmup})
   --bandwidth-gbps GB/S          memory bandwidth for the roofline, in GB/s (default: measured by
                                  the backend if it can; the CPU backend times a host memory copy)
+  --json-schema FILE             constrain every request by the JSON schema in FILE (structured
+                                 output's overhead: compare TPOT with a run without it; the
+                                 model needs a tokenizer.json)
   --output FILE                  where to write the JSON result
 
 ${ENGINE_FLAGS_HELP}`;
@@ -43,6 +47,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       'num-iters': { type: 'string' },
       'num-iters-warmup': { type: 'string' },
       'bandwidth-gbps': { type: 'string' },
+      'json-schema': { type: 'string' },
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -60,6 +65,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     outputLen: positiveIntFlag('--output-len', values['output-len'], DEFAULTS.outputLen),
     numIters: positiveIntFlag('--num-iters', values['num-iters'], DEFAULTS.numIters),
     numItersWarmup: nonNegativeIntFlag('--num-iters-warmup', values['num-iters-warmup'], DEFAULTS.numItersWarmup),
+    structuredOutput: structuredOutputFromFlags({ 'json-schema': values['json-schema'] }),
   };
 
   const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps });
@@ -100,6 +106,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
           seed: options.seed,
           temperature: 0,
           ignore_eos: true,
+          structured_output: flags.structuredOutput,
           weight_element_bytes: facts.weightElementBytes,
           kv_element_bytes: facts.kvElementBytes,
           engine: engineSettings(llm),

@@ -23,6 +23,8 @@ export interface EngineInfo {
   /** Sampling defaults from the model's generation_config.json. */
   samplingDefaults: Partial<SamplingParams>;
   hasTokenizer: boolean;
+  /** The chat template's source, null when the model has none. */
+  chatTemplate: string | null;
 }
 
 export type ToEngine =

@@ -15,6 +15,7 @@ export function engineInfo(llm: LLM): EngineInfo {
     numKvBlocks: llm.stats().numKvBlocks,
     samplingDefaults: llm.samplingDefaults,
     hasTokenizer: llm.tokenizer !== null,
+    chatTemplate: llm.tokenizer?.chatTemplateSource ?? null,
   };
 }
 

@@ -1,6 +1,6 @@
 import { invalidArgument } from '../../errors.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
-import { requireTokenizerDocuments, Tokenizer, type ChatMessage } from '../../tokenizer/tokenizer.ts';
+import { requireTokenizerDocuments, Tokenizer, type ChatMessage, type ToolDefinition } from '../../tokenizer/tokenizer.ts';
 
 /**
  * Keel's marks in the text it tokenizes: U+FDD0 around a control token's id, U+FDD1 around a
@@ -63,20 +63,21 @@ export class ChatPromptEncoder {
     return new ChatPromptEncoder(tokenizer, new Tokenizer(masked, docs.config, null, docs.tokenizer.source), specials);
   }
 
-  /** The prompt's token ids, with the generation prompt that opens the assistant's turn. */
-  encode(messages: ChatMessage[]): number[] {
+  /** The prompt's token ids, with the generation prompt that opens the assistant's turn; `tools` as the template shows them. */
+  encode(messages: ChatMessage[], tools?: ToolDefinition[]): number[] {
     if (this.textOnly === null || this.specialString === null) {
-      return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
+      return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, tools }), { addSpecialTokens: false });
     }
     const specialString = this.specialString;
     const typed: string[] = [];
-    const masked = messages.map((m, i) => {
-      if (MARKS.test(m.content)) {
-        throw invalidArgument(`messages[${i}] holds U+FDD0 or U+FDD1, Unicode noncharacters that Keel reserves to mark special tokens`);
-      }
-      return { ...m, content: m.content.replace(specialString, (s) => `${TEXT_MARK}${typed.push(s) - 1}${TEXT_MARK}`) };
-    });
-    const rendered = this.tokenizer.applyChatTemplate(masked, { addGenerationPrompt: true });
+    // Every string a client wrote (contents, tool-call arguments, tool definitions) is masked.
+    const mask = (value: string, where: string) => {
+      if (MARKS.test(value)) throw invalidArgument(`${where} holds U+FDD0 or U+FDD1, Unicode noncharacters that Keel reserves to mark special tokens`);
+      return value.replace(specialString, (s) => `${TEXT_MARK}${typed.push(s) - 1}${TEXT_MARK}`);
+    };
+    const masked = messages.map((m, i) => mapStrings(m, (value) => mask(value, `messages[${i}]`)));
+    const maskedTools = tools?.map((t, i) => mapStrings(t, (value) => mask(value, `tools[${i}]`)));
+    const rendered = this.tokenizer.applyChatTemplate(masked, { addGenerationPrompt: true, tools: maskedTools });
     const text = rendered.replace(specialString, (s) => this.controlPlaceholder.get(s) ?? s).replace(TEXT_PLACEHOLDER, (_, k: string) => typed[Number(k)]);
     return this.textOnly.encode(text, { addSpecialTokens: false });
   }
@@ -85,6 +86,14 @@ export class ChatPromptEncoder {
   get plain(): Tokenizer {
     return this.tokenizer;
   }
+}
+
+/** `value` with every string in it (object keys aside) replaced by `f` of it. */
+function mapStrings<T>(value: T, f: (text: string) => string): T {
+  if (typeof value === 'string') return f(value) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => mapStrings(v, f)) as T;
+  if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mapStrings(v, f)])) as T;
+  return value;
 }
 
 function controlPlaceholder(id: number): string {

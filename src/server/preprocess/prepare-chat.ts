@@ -1,14 +1,17 @@
-import { toChatMessages } from '../chat-messages.ts';
+import { messageBytes, toChatMessages } from '../chat-messages.ts';
 import { readJsonBody } from '../json-body.ts';
 import { badRequest } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { ChatCompletionRequest, parseBody } from '../openai-schemas.ts';
+import { structuredOutputField } from '../structured-output-request.ts';
 import { encodeChat, ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedChat } from './preprocess-protocol.ts';
+import { toolCallFormat } from '../tool-calls/tool-call-formats.ts';
+import { toolUse } from './tool-use.ts';
 import { checkN, checkPromptBytes, checkPromptTokens, checkSequences } from './request-limits.ts';
 
 /** A /v1/chat/completions body, ready for the engine: the chat template over its messages, tokenized. */
-export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedChat {
+export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Promise<PreparedChat> {
   const body = parseBody(ChatCompletionRequest, readJsonBody(raw));
   ensureServedModel(ctx, body.model);
   if (body.top_logprobs !== null && body.top_logprobs !== undefined && body.logprobs !== true) {
@@ -17,21 +20,25 @@ export function prepareChat(ctx: PreprocessContext, raw: Uint8Array): PreparedCh
   const { limits, maxModelLen, samplingDefaults } = ctx.settings;
   const maxTokensName = body.max_completion_tokens !== null && body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  const structured = await structuredOutputField(body);
   const fields: RequestField[] = [
     ...commonSamplingFields(body),
     { name: 'top_logprobs', field: 'logprobs', value: body.logprobs === true ? (body.top_logprobs ?? 0) : null },
+    ...(structured ? [structured] : []),
   ];
   const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, null, maxModelLen)], samplingDefaults);
   checkN(checked.n, limits);
   checkSequences(1, checked.n, limits);
+  const tools = toolUse(body, ctx.settings.toolCallParser === null ? null : (toolCallFormat(ctx.settings.toolCallParser) ?? null));
   const messages = toChatMessages(body.messages);
-  checkPromptBytes(
-    messages.reduce((sum, m) => sum + Buffer.byteLength(m.content), 0),
-    limits,
-    'messages',
-  );
-  const tokenIds = encodeChat(ctx, messages);
+  checkPromptBytes(messageBytes(messages) + (tools.tools ? Buffer.byteLength(JSON.stringify(tools.tools)) : 0), limits, 'messages');
+  const tokenIds = encodeChat(ctx, messages, tools.tools);
   const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
   checkPromptTokens(tokenIds.length, limits, 'messages');
-  return { prompt: { tokenIds, params }, stream: body.stream === true, includeUsage: body.stream_options?.include_usage === true };
+  return {
+    prompt: { tokenIds, params: tools.keepSpecialTokens ? { ...params, skipSpecialTokens: false } : params },
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    reading: tools.reading,
+  };
 }

@@ -2,6 +2,7 @@ import { readJsonBody } from '../json-body.ts';
 import { badRequest, toApiError } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { CompletionRequest, parseBody, type CompletionPrompt } from '../openai-schemas.ts';
+import { structuredOutputField } from '../structured-output-request.ts';
 import { ensureServedModel, requireTokenizer, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedCompletion } from './preprocess-protocol.ts';
 import { checkN, checkPromptBytes, checkPromptCount, checkPromptTokens, checkSequences } from './request-limits.ts';
@@ -14,7 +15,7 @@ export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
  * token ids and sampling parameters. Whatever can be refused without tokenizing (bad fields, the
  * limits on n, prompts, sequences and prompt bytes) is refused before tokenizing.
  */
-export function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): PreparedCompletion {
+export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): Promise<PreparedCompletion> {
   const json = readJsonBody(raw);
   // Counted before the schema reads every prompt of a batch that is refused anyway.
   const batch = (json as { prompt?: unknown } | null)?.prompt;
@@ -28,7 +29,8 @@ export function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array): Prep
     throw badRequest('best_of other than n is not supported', 'best_of');
   }
   const { limits, maxModelLen, samplingDefaults } = ctx.settings;
-  const fields: RequestField[] = [...commonSamplingFields(body), { name: 'logprobs', field: 'logprobs', value: body.logprobs }];
+  const structured = await structuredOutputField(body);
+  const fields: RequestField[] = [...commonSamplingFields(body), { name: 'logprobs', field: 'logprobs', value: body.logprobs }, ...(structured ? [structured] : [])];
   const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, maxModelLen)], samplingDefaults);
   if (ctx.chat === null && checked.stop.length > 0) {
     throw badRequest('stop strings need the model\'s tokenizer, and this model has none: use stop_token_ids', 'stop');

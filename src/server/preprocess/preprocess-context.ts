@@ -1,5 +1,5 @@
 import { ApiError, badRequest, toApiError } from '../openai-errors.ts';
-import type { ChatMessage, Tokenizer } from '../../tokenizer/tokenizer.ts';
+import type { ChatMessage, Tokenizer, ToolDefinition } from '../../tokenizer/tokenizer.ts';
 import type { ChatPromptEncoder } from './chat-prompt.ts';
 import type { PreprocessSettings } from './preprocess-protocol.ts';
 
@@ -15,10 +15,10 @@ export function requireTokenizer(ctx: PreprocessContext, param: string | null, p
 }
 
 /** A chat's token ids; template errors name `messages`. */
-export function encodeChat(ctx: PreprocessContext, messages: ChatMessage[]): number[] {
+export function encodeChat(ctx: PreprocessContext, messages: ChatMessage[], tools?: ToolDefinition[]): number[] {
   if (ctx.chat === null) throw badRequest('this model has no tokenizer.json, so the server cannot build a chat prompt: use /v1/completions with token ids', 'messages');
   try {
-    return ctx.chat.encode(messages);
+    return ctx.chat.encode(messages, tools);
   } catch (error) {
     throw toApiError(error, 'messages');
   }

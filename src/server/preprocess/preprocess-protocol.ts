@@ -1,6 +1,8 @@
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import type { ThreadError } from '../thread-errors.ts';
 import type { RequestLimits } from './request-limits.ts';
+import type { PreparedResponses } from './prepare-responses.ts';
+import type { OutputReading } from './tool-use.ts';
 
 /**
  * The messages between the HTTP server and its preprocessing threads, which turn a request's body
@@ -18,6 +20,8 @@ export interface PreprocessSettings {
   limits: RequestLimits;
   /** Special-token strings in chat messages are control tokens (else text). */
   allowSpecialTokens: boolean;
+  /** The tool-call parser (--tool-call-parser, or the one the chat template shows), null if none. */
+  toolCallParser: string | null;
 }
 
 /** A prompt ready for the engine. */
@@ -30,6 +34,8 @@ export interface PreparedChat {
   prompt: PreparedPrompt;
   stream: boolean;
   includeUsage: boolean;
+  /** How the output is read (tool calls, harmony's channels); null: as plain content. */
+  reading: OutputReading | null;
 }
 
 export interface PreparedCompletion {
@@ -54,6 +60,7 @@ export interface DetokenizeAnswer {
 export interface Prepared {
   chat: PreparedChat;
   completion: PreparedCompletion;
+  responses: PreparedResponses;
   tokenize: TokenizeAnswer;
   detokenize: DetokenizeAnswer;
 }

@@ -11,7 +11,7 @@ import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-s
 // RoPE + paged KV write and both attention kernels (split-KV decode, tiled prefill) against the
 // CPU backend: head dims, GQA ratios, block sizes, contexts that cross blocks and decode
 // partitions, mixed decode/prefill batches, sliding windows, soft-capped scores, learned sinks and
-// partial rotary dims. Step tensors are poisoned with NaN, so any output element a kernel fails to
+// partial rotary dims, StreamingLLM's sinks and window. Step tensors are poisoned with NaN, so any output element a kernel fails to
 // write fails the comparison.
 
 const rng = seededRng(testSeed('cuda attention'));
@@ -42,6 +42,8 @@ interface Scenario {
   rotaryDim?: number;
   /** Rotate each token by a random row of the table rather than its position's (LongRoPE's rows). */
   randomRotaryRows?: boolean;
+  /** StreamingLLM's sinks and window: queries stay unrotated until attention rotates them. */
+  streaming?: { sinks: number; window: number };
 }
 
 function runScenario(s: Scenario): void {
@@ -52,9 +54,7 @@ function runScenario(s: Scenario): void {
     scale: s.scale ?? s.headDim ** -0.5,
     slidingWindow: s.window,
   });
-  const withOptions = (sinks: Tensor | null): AttentionParams => ({ ...plain, softcap: s.softcap ?? null, sinks });
   const sinks = s.sinks === undefined ? null : bf16Tensor([plain.numHeads], s.sinks);
-  const shapes = [withOptions(sinks && cpu.loadWeight(sinks)), withOptions(sinks && gpu.loadWeight(sinks))] as const;
   const numSeqs = Math.max(...s.steps.map((step) => step.length));
   const longest = Math.max(...s.steps.flat().map((q) => q.cached + q.query));
   const numBlocks = numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
@@ -62,6 +62,13 @@ function runScenario(s: Scenario): void {
   const caches: [KvCache, KvCache] = [cpu.createKvCache(spec), gpu.createKvCache(spec)];
   const table = buildRopeTable({ rotaryDim: s.rotaryDim ?? s.headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest + 1 }, longest + 1);
   const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+  const withOptions = (sinkLogits: Tensor | null, table: Tensor): AttentionParams => ({
+    ...plain,
+    softcap: s.softcap ?? null,
+    sinks: sinkLogits,
+    streaming: s.streaming === undefined ? null : { ...s.streaming, rope: table },
+  });
+  const shapes = [withOptions(sinks && cpu.loadWeight(sinks), rope[0]), withOptions(sinks && gpu.loadWeight(sinks), rope[1])] as const;
   const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
   const width = (plain.numHeads + 2 * plain.numKvHeads) * s.headDim;
 
@@ -253,6 +260,39 @@ test('a rotary dim below the head dim rotates the leading dims and caches the re
       randomRotaryRows: true,
     });
   }
+});
+
+test('StreamingLLM: sink keys behind the window scored at cache positions, in prefill chunks, single and split decodes, beside sliding layers', () => {
+  for (const [sinks, window, layerWindow] of [[4, 252, null], [4, 60, null], [1, 1000, null], [4, 100, 64], [4, 100, 300]] as const) {
+    const history = [3000, 600, 64, 3].map((n) => ({ cached: 0, query: n }));
+    const mixed = [{ cached: 3000, query: 1 }, { cached: 600, query: 130 }, { cached: 64, query: 1 }, { cached: 3, query: 300 }];
+    runScenario({
+      name: `streaming sinks ${sinks} window ${window} layer window ${layerWindow}`,
+      headDim: pick(rng, [64, 128]),
+      numKvHeads: 2,
+      group: pick(rng, [1, 3, 4]),
+      blockSize: 16,
+      window: layerWindow,
+      steps: [history, mixed, mixed.map((q) => ({ cached: q.cached + q.query, query: 1 }))],
+      attend: [true, true, true],
+      streaming: { sinks, window },
+    });
+  }
+  const first = randomChunks(rng, 3, 200);
+  runScenario({
+    name: 'streaming with soft-capping, learned sinks and partial rotary',
+    headDim: 128,
+    numKvHeads: 2,
+    group: 2,
+    blockSize: 16,
+    window: null,
+    steps: [first, continueSeqs(rng, first, 100)],
+    attend: [true, true],
+    softcap: 20,
+    sinks: randomBf16Values(rng, 4, 3),
+    rotaryDim: 96,
+    streaming: { sinks: 3, window: 50 },
+  });
 });
 
 test('a decode step captured as a CUDA graph replays for the next tokens', () => {

@@ -6,7 +6,7 @@ import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CpuKvCache } from '../../../src/backend/cpu/cpu-tensor.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../../src/config.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
-import { CudaKvCache } from '../../../src/backend/cuda/cuda-tensor.ts';
+import { CudaKvCache, CudaTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { testDraw } from '../../helpers/sampling-draw.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
@@ -159,6 +159,28 @@ test('linear with and without bias over odd and GEMV shapes', () => {
     assertClose(`linear ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, null), gpu: gpu.linear(x.gpu, w.gpu, null) });
     const b = randomWeight([n]);
     assertClose(`linear+bias ${m}x${k}x${n}`, { cpu: cpu.linear(x.cpu, w.cpu, b.cpu), gpu: gpu.linear(x.gpu, w.gpu, b.gpu) });
+  }
+});
+
+test('linear with a float32 output (MoE routers) keeps the f32 sums and bias unrounded on the GEMV and cuBLAS paths', () => {
+  // The CPU's sums are float64 rounded once; the GPU's f32 sums differ by accumulation order only,
+  // ~1e-6 relative, where rounding the output to bf16 alone would be ~1e-3.
+  const tolerance = 3e-5;
+  const hiddens = [2048, 64, 2880];
+  const shapes: [number, number, number][] = [];
+  for (const rows of [1, 2, 3, 64]) for (const experts of [4, 8, 60, 128, 256]) shapes.push([rows, hiddens[shapes.length % hiddens.length], experts]);
+  // A GEMV of a warp per row (8192 rows on), which no router has but the option allows.
+  shapes.push([1, 256, 8200]);
+  for (const [m, k, n] of shapes) {
+    const x = activation(m, k);
+    const w = randomWeight([n, k], 1 / Math.sqrt(k));
+    const b = randomWeight([n]);
+    for (const bias of [null, b]) {
+      const what = `f32 linear ${m}x${k}x${n}${bias === null ? '' : '+bias'}`;
+      const out = gpu.linear(x.gpu, w.gpu, bias?.gpu ?? null, { float32: true });
+      assert.ok(out instanceof CudaTensor && out.dtype === 'f32', `${what}: output dtype`);
+      assertClose(what, { cpu: cpu.linear(x.cpu, w.cpu, bias?.cpu ?? null, { float32: true }), gpu: out }, tolerance);
+    }
   }
 });
 

@@ -3,7 +3,7 @@ import { after, test } from 'node:test';
 import type { Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../../../src/sampling/draw.ts';
-import { penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
+import { allowedMask, penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
 import { bf16Tensor, bf16Value, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
@@ -132,6 +132,65 @@ test('random draws with min-p, top-k, top-p and penalties draw what the CPU draw
   }
 });
 
+test('a structured output\'s allowed-token mask limits greedy and random draws as on the CPU, leaving the raw logprobs alone', () => {
+  for (const cols of [1000, 128256, 152064]) {
+    const rows = 24;
+    const values = randomBf16Values(rng, rows * cols, 4);
+    const x = logits(rows, cols, values);
+    // Row by row: a mask of a few tokens (a JSON grammar's "{" or digits), of half the vocabulary,
+    // of one token, and none; with penalties, masked ids and top-k/top-p on some rows.
+    const masks = Array.from({ length: rows }, (_, row) => {
+      if (row % 4 === 3) return null;
+      const size = [randInt(rng, 2, 12), Math.floor(cols / 2), 1][row % 4];
+      return allowedMask(cols, Array.from({ length: size }, () => randInt(rng, 0, cols - 1)));
+    });
+    const draws = masks.map((allowedTokens, row) =>
+      testDraw({
+        row,
+        allowedTokens,
+        temperature: row % 3 === 0 ? 0 : 0.8,
+        seed: seed(),
+        topK: row % 5 === 1 ? 20 : 0,
+        topP: row % 5 === 2 ? 0.9 : 1,
+        repetitionPenalty: row % 6 === 0 ? 1.3 : 1,
+        ...(row % 6 === 0 ? penaltyEntries([[row, 0]]) : {}),
+        topLogprobs: 3,
+      }),
+    );
+    const results = both(x, draws);
+    results.gpu.tokenIds.forEach((t, d) => {
+      const mask = masks[d];
+      assert.ok(mask === null || ((mask[t >>> 5] >>> (t & 31)) & 1) === 1, `${cols} columns: draw ${d} took token ${t}, outside its mask`);
+    });
+    draws.forEach((d, i) => {
+      if (d.temperature === 0) assert.equal(results.gpu.tokenIds[i], results.cpu.tokenIds[i], `${cols} columns: greedy draw ${i}`);
+    });
+    const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
+    assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
+    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
+    assertLogprobsClose(results, `masked ${cols} columns`);
+  }
+});
+
+test('draws under a mask follow the softmax renormalized over the allowed tokens', () => {
+  const probs = [0.1, 0.2, 0.3, 0.4];
+  const cols = 4096;
+  const values = new Float32Array(cols).fill(-Infinity);
+  probs.forEach((p, i) => (values[i * 1000] = bf16Value(floatToBf16Bits(Math.log(p)))));
+  const x = logits(1, cols, values);
+  const mask = allowedMask(cols, [0, 2000, 3000, 7]);
+  const weights = [Math.exp(values[0]), 0, Math.exp(values[2000]), Math.exp(values[3000])];
+  const total = weights.reduce((a, b) => a + b, 0);
+  const draws = 4000;
+  const tokens = gpu.sampleRows(x.gpu, Array.from({ length: draws }, (_, i) => testDraw({ allowedTokens: mask, seed: i * 7919 + 1 }))).read().tokenIds;
+  weights.forEach((w, i) => {
+    const expected = w / total;
+    const seen = tokens.filter((t) => t === i * 1000).length / draws;
+    const tolerance = 5 * Math.sqrt((expected * (1 - expected)) / draws) + 1e-3;
+    assert.ok(Math.abs(seen - expected) <= tolerance, `token ${i * 1000}: ${seen} vs ${expected}`);
+  });
+});
+
 test('many draws of one row follow softmax(logits / T) after top-k, top-p and min-p', () => {
   const probs = [0.1, 0.2, 0.3, 0.4];
   const cols = 4096;
@@ -166,4 +225,5 @@ test('sampleRows rejects draws outside the logits or the previous pass', () => {
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ row: 2 })]), /draw 0 reads row 2, outside \[0, 2\)/);
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ pendingDraw: 1 })]), /pending token 1 is outside the 1 previous draws/);
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ maskedTokenIds: Int32Array.of(16) })]), /names token 16, outside the 16 columns/);
+  assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ allowedTokens: new Int32Array(2) })]), /mask has 2 words, not the 1 of 16 columns/);
 });

@@ -52,7 +52,7 @@ interface Case {
 function runCase(c: Case): void {
   const { headDim, numHeads, numKvHeads, blockSize } = c;
   const sinks = c.withSinks ? random.floats(numHeads, 3) : null;
-  const shape: CpuAttentionParams = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: c.slidingWindow, softcap: c.softcap ?? null, sinks };
+  const shape: CpuAttentionParams = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: c.slidingWindow, softcap: c.softcap ?? null, sinks, streaming: null };
   const kvWidth = numKvHeads * headDim;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const blocksNeeded = c.seqs.map(([len]) => Math.ceil(len / blockSize));

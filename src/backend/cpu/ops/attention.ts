@@ -1,19 +1,22 @@
-import type { AttentionParams } from '../../backend.ts';
+import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import type { LayerKvPools } from './rope-cache-write.ts';
+import { checkRotaryRow, rotateHead, type LayerKvPools, type RopeTables } from './rope-cache-write.ts';
 
-/** AttentionParams with the sink logits as host values. */
-export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks'> {
+/** AttentionParams with the sink logits and StreamingLLM's rotary table as host values. */
+export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'streaming'> {
   sinks: Float32Array | null;
+  streaming: { sinks: number; window: number; rope: RopeTables } | null;
 }
 
 /**
- * Paged causal attention. The query heads of token t (position p, sequence s) attend to keys and
- * values at positions max(0, p - slidingWindow + 1) .. p of sequence s, where position j lives in
- * block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)] at offset j % blockSize. Query head
- * h reads kv head floor(h / (numHeads / numKvHeads)). out is [numTokens, numHeads * headDim].
- * Scores are soft-capped (cap · tanh(score / cap)) when a cap is given, and a head's sink logit, if
- * any, joins the softmax's denominator (as an extra key whose value is zero).
+ * Paged causal attention. The query heads of token t (position p, sequence s) attend to the keys
+ * and values `attentionSpan` gives (positions max(0, p - window + 1) .. p, and the first `sinks`
+ * positions), where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
+ * at offset j % blockSize. Query head h reads kv head floor(h / (numHeads / numKvHeads)). out is
+ * [numTokens, numHeads * headDim]. Scores are soft-capped (cap · tanh(score / cap)) when a cap is
+ * given, and a head's sink logit, if any, joins the softmax's denominator (as an extra key whose
+ * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
+ * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
  *
  * Scores, softmax and the weighted sum of values are in float64 with the max subtracted before
  * exponentiating; each output is rounded to float32 once.
@@ -26,7 +29,8 @@ export function pagedAttention(
   params: CpuAttentionParams,
   out: Float32Array,
 ): void {
-  const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks } = params;
+  const { numHeads, numKvHeads, headDim, scale, softcap, sinks, streaming } = params;
+  const span = attentionSpan(params);
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
   const headsPerKvHead = numHeads / numKvHeads;
@@ -35,6 +39,9 @@ export function pagedAttention(
   const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
   const keyRowAt = new Int32Array(longest);
   const weights = new Float64Array(longest);
+  // StreamingLLM's rotated queries of one token: every head at its row, then at its sink row.
+  const windowQueries = streaming === null ? qkv : new Float32Array(numHeads * headDim);
+  const sinkQueries = new Float32Array(span.sinks > 0 ? numHeads * headDim : 0);
   const { keys, values } = pools;
 
   for (let s = 0; s < batch.numSeqs; s++) {
@@ -44,18 +51,32 @@ export function pagedAttention(
       if (position >= batch.seqLens[s]) {
         throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
       }
-      const first = slidingWindow === null ? 0 : Math.max(0, position - slidingWindow + 1);
-      const count = position - first + 1;
+      const first = span.window === null ? 0 : Math.max(0, position - span.window + 1);
+      // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
+      const numSinks = Math.min(span.sinks, first);
+      const count = numSinks + position - first + 1;
       // Slot offsets of the visible positions, shared by all heads of this token.
       for (let j = 0; j < count; j++) {
-        const pos = first + j;
+        const pos = j < numSinks ? j : first + j - numSinks;
         const block = batch.blockTables[tableAt + Math.floor(pos / blockSize)];
         keyRowAt[j] = (block * blockSize + (pos % blockSize)) * kvWidth;
       }
+      let qBase = t * rowWidth;
+      if (streaming !== null) {
+        const row = batch.rotaryRows[t];
+        const sinkRow = Math.min(row, streaming.sinks + streaming.window - 1);
+        checkRotaryRow(row, streaming.rope);
+        for (let h = 0; h < numHeads; h++) {
+          rotateHead(qkv, qBase + h * headDim, streaming.rope, row, windowQueries, h * headDim, headDim);
+          if (numSinks > 0) rotateHead(qkv, qBase + h * headDim, streaming.rope, sinkRow, sinkQueries, h * headDim, headDim);
+        }
+        qBase = 0;
+      }
       for (let h = 0; h < numHeads; h++) {
-        const qAt = t * rowWidth + h * headDim;
+        const qAt = qBase + h * headDim;
         const kvHeadAt = Math.floor(h / headsPerKvHead) * headDim;
-        scoreKeys(qkv, qAt, keys, keyRowAt, kvHeadAt, count, headDim, scale, weights);
+        scoreKeys(sinkQueries, h * headDim, keys, keyRowAt, kvHeadAt, 0, numSinks, headDim, scale, weights);
+        scoreKeys(windowQueries, qAt, keys, keyRowAt, kvHeadAt, numSinks, count, headDim, scale, weights);
         if (softcap !== null) for (let j = 0; j < count; j++) weights[j] = softcap * Math.tanh(weights[j] / softcap);
         const sink = sinks === null ? -Infinity : sinks[h];
         let max = sink;
@@ -72,20 +93,22 @@ export function pagedAttention(
   }
 }
 
-// scores[j] = scale * dot(q, key j), four keys per pass so each query value is loaded once for four products.
+// scores[j] = scale * dot(q, key j) for j in [from, to), four keys per pass so each query value is
+// loaded once for four products.
 function scoreKeys(
   qkv: Float32Array,
   qAt: number,
   keys: Float32Array,
   keyRowAt: Int32Array,
   kvHeadAt: number,
-  count: number,
+  from: number,
+  to: number,
   headDim: number,
   scale: number,
   scores: Float64Array,
 ): void {
-  let j = 0;
-  for (; j + 4 <= count; j += 4) {
+  let j = from;
+  for (; j + 4 <= to; j += 4) {
     const k0 = keyRowAt[j] + kvHeadAt;
     const k1 = keyRowAt[j + 1] + kvHeadAt;
     const k2 = keyRowAt[j + 2] + kvHeadAt;
@@ -97,7 +120,7 @@ function scoreKeys(
     }
     scores[j] = s0 * scale; scores[j + 1] = s1 * scale; scores[j + 2] = s2 * scale; scores[j + 3] = s3 * scale;
   }
-  for (; j < count; j++) {
+  for (; j < to; j++) {
     const k0 = keyRowAt[j] + kvHeadAt;
     let s0 = 0;
     for (let d = 0; d < headDim; d++) s0 += qkv[qAt + d] * keys[k0 + d];

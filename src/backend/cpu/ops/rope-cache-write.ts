@@ -16,11 +16,37 @@ export interface LayerKvPools {
 }
 
 /**
+ * Rotates the leading rope.rotaryDim dimensions of the head at x[at ..] by table row `row`
+ * (dimension i pairs with i + rotaryDim / 2; the rest pass through), into out[outAt ..], which
+ * may be the head itself. Products are summed in float64 and rounded once as they are stored.
+ */
+export function rotateHead(x: Float32Array, at: number, rope: RopeTables, row: number, out: Float32Array, outAt: number, headDim: number): void {
+  const half = rope.rotaryDim / 2;
+  const tableAt = row * half;
+  for (let d = 0; d < half; d++) {
+    const c = rope.cos[tableAt + d];
+    const s = rope.sin[tableAt + d];
+    const x1 = x[at + d];
+    const x2 = x[at + half + d];
+    out[outAt + d] = x1 * c - x2 * s;
+    out[outAt + half + d] = x2 * c + x1 * s;
+  }
+  if (out !== x || outAt !== at) for (let d = rope.rotaryDim; d < headDim; d++) out[outAt + d] = x[at + d];
+}
+
+/** Throws unless `row` is a row of the table. */
+export function checkRotaryRow(row: number, rope: RopeTables): void {
+  if (row < 0 || row >= rope.maxPositions) {
+    throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${rope.maxPositions} rows`);
+  }
+}
+
+/**
  * For each token t of the packed qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim]: rotate
- * the leading rope.rotaryDim dimensions of its query and key heads in place by table row
- * `rotaryRows[t]` (dimension i pairs with i + rotaryDim / 2; the rest pass through), then copy its
- * (rotated) key heads and value heads to KV slot `slotMapping[t]` (slot = block * blockSize +
- * offset, so a slot's heads start at slot * numKvHeads * headDim).
+ * its query heads (unless `keysOnly`: StreamingLLM rotates queries at attention) and key heads in
+ * place by table row `rotaryRows[t]` (`rotateHead`), then copy its (rotated) key heads and value
+ * heads to KV slot `slotMapping[t]` (slot = block * blockSize + offset, so a slot's heads start at
+ * slot * numKvHeads * headDim).
  */
 export function ropeAndCacheWrite(
   qkv: Float32Array,
@@ -29,29 +55,18 @@ export function ropeAndCacheWrite(
   rope: RopeTables,
   pools: LayerKvPools,
   shape: Pick<AttentionParams, 'numHeads' | 'numKvHeads' | 'headDim'>,
+  keysOnly = false,
 ): void {
   const { numHeads, numKvHeads, headDim } = shape;
-  const half = rope.rotaryDim / 2;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
   const numSlots = pools.keys.length / kvWidth;
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
-    if (row < 0 || row >= rope.maxPositions) {
-      throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${rope.maxPositions} rows`);
-    }
-    const tableAt = row * half;
+    checkRotaryRow(row, rope);
     const rowAt = t * rowWidth;
-    for (let h = 0; h < numHeads + numKvHeads; h++) {
-      const at = rowAt + h * headDim;
-      for (let d = 0; d < half; d++) {
-        const c = rope.cos[tableAt + d];
-        const s = rope.sin[tableAt + d];
-        const x1 = qkv[at + d];
-        const x2 = qkv[at + half + d];
-        qkv[at + d] = x1 * c - x2 * s;
-        qkv[at + half + d] = x2 * c + x1 * s;
-      }
+    for (let h = keysOnly ? numHeads : 0; h < numHeads + numKvHeads; h++) {
+      rotateHead(qkv, rowAt + h * headDim, rope, row, qkv, rowAt + h * headDim, headDim);
     }
     const slot = slotMapping[t];
     if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`ropeAndCacheWrite: slot ${slot} is outside [0, ${numSlots})`);

@@ -138,3 +138,17 @@ __device__ __forceinline__ void stage_kv_tile(bf16* dk, bf16* dv, const bf16* k_
   }
   cp_async_commit();
 }
+
+// StreamingLLM: element d of an unrotated query head rotated by table row `row` (rotate_half over
+// the leading rotary_dim dims; the rest pass through), rounded to bf16 as rope_cache_write_kernel
+// rounds the heads it rotates, so a query scores alike whichever kernel rotated it.
+__device__ __forceinline__ float rotated_query_element(const bf16* head, int d, int rotary_dim, const float* cos_table,
+                                                       const float* sin_table, int row) {
+  if (d >= rotary_dim) return bf16_to_f32(head[d]);
+  const int half = rotary_dim / 2;
+  const int i = d < half ? d : d - half;
+  const float x1 = bf16_to_f32(head[i]), x2 = bf16_to_f32(head[i + half]);
+  const long long at = (long long)row * half + i;
+  const float c = cos_table[at], s = sin_table[at];
+  return bf16_to_f32(f32_to_bf16(d < half ? x1 * c - x2 * s : x2 * c + x1 * s));
+}

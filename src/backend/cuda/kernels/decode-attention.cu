@@ -7,20 +7,25 @@
 // loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP, and by the
 // options a model may turn on, so that plain attention pays nothing for them: SOFTCAP=1 caps
 // each score at cap · tanh(score / cap) (Gemma 2); SINKS=1 adds each head's learned sink logit to
-// its softmax's denominator (gpt-oss), once, when the partitions are merged.
+// its softmax's denominator (gpt-oss), once, when the partitions are merged; STREAMING=1 is
+// StreamingLLM: the query arrives unrotated, is rotated at its rotary row for the window's keys,
+// and the first partition also scores the sink keys behind the window, with the query rotated at
+// its position inside the cache (min(row, sink_row_cap)).
 #include "common.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1
 
-#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1>"
 #endif
 
 // NVRTC compiles device code only: helpers used in constant expressions need an execution space.
@@ -54,14 +59,16 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
-// [numHeads] bf16 (natural-log logits) is read only with SINKS.
+// [numHeads] bf16 (natural-log logits) is read only with SINKS; cos/sin (the layer's f32 rotary
+// table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
     const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
-    int partition_size, int num_partitions) {
+    int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -97,16 +104,23 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
   const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
-  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale;
+  // s_q's writes are seen after the first tile's barrier in run_keys.
+  auto load_query = [&](int row) {
+#if STREAMING
+    for (int i = tid; i < GROUP * D; i += NT) {
+      const int h = i / D;
+      s_q[i] = rotated_query_element(q + h * D, i - h * D, rotary_dim, cos_table, sin_table, row) * q_scale;
+    }
+#else
+    for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale;
+#endif
+  };
   if (tid < GROUP) {
     s_m[tid] = NEG_INF;
     s_l[tid] = 0.f;
   }
 
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
-  auto load_tile = [&](int stage, int k0) {
-    stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, table, k0, end, block_size, num_kv_heads, kvh, ROW);
-  };
 
   const int ks = tid / LANES_PER_KS, item_lane = tid - ks * LANES_PER_KS;
   float acc[ITEMS_PER_THREAD][8];
@@ -115,83 +129,105 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[j][i] = 0.f;
 
-  const int num_tiles = (end - begin + TK - 1) / TK;
-  load_tile(0, begin);
-  for (int t = 0; t < num_tiles; t++) {
-    const int k0 = begin + t * TK;
-    if (t + 1 < num_tiles) {
-      load_tile((t + 1) & 1, k0 + TK);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const bf16* tk = s_k + (t & 1) * TK * ROW;
-    const bf16* tv = s_v + (t & 1) * TK * ROW;
-
-    // Scores. The trip count is uniform across the block so the shuffles see full warps.
-    for (int base = 0; base < PAIRS * QK_SPLIT; base += NT) {
-      const int item = base + tid;
-      const int pair = item / QK_SPLIT, sub = item % QK_SPLIT;
-      const bool ok = pair < PAIRS;
-      const int h = ok ? pair / TK : 0, key = pair % TK;
-      float dot = 0.f;
-      if (ok) {
-        for (int c = sub; c < D8; c += QK_SPLIT) {
-          float kf[8];
-          unpack8(*reinterpret_cast<const uint4*>(tk + key * ROW + c * 8), kf);
-          const float* qh = s_q + h * D + c * 8;
-#pragma unroll
-          for (int i = 0; i < 8; i++) dot += qh[i] * kf[i];
-        }
+  // Keys [from, to) into the running softmax and accumulators; ends on a barrier, so the tiles
+  // and s_q are free again.
+  auto run_keys = [&](int from, int to) {
+    auto load_tile = [&](int stage, int k0) {
+      stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+    };
+    const int num_tiles = (to - from + TK - 1) / TK;
+    load_tile(0, from);
+    for (int t = 0; t < num_tiles; t++) {
+      const int k0 = from + t * TK;
+      if (t + 1 < num_tiles) {
+        load_tile((t + 1) & 1, k0 + TK);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
       }
+      __syncthreads();
+      const bf16* tk = s_k + (t & 1) * TK * ROW;
+      const bf16* tv = s_v + (t & 1) * TK * ROW;
+
+      // Scores. The trip count is uniform across the block so the shuffles see full warps.
+      for (int base = 0; base < PAIRS * QK_SPLIT; base += NT) {
+        const int item = base + tid;
+        const int pair = item / QK_SPLIT, sub = item % QK_SPLIT;
+        const bool ok = pair < PAIRS;
+        const int h = ok ? pair / TK : 0, key = pair % TK;
+        float dot = 0.f;
+        if (ok) {
+          for (int c = sub; c < D8; c += QK_SPLIT) {
+            float kf[8];
+            unpack8(*reinterpret_cast<const uint4*>(tk + key * ROW + c * 8), kf);
+            const float* qh = s_q + h * D + c * 8;
 #pragma unroll
-      for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+            for (int i = 0; i < 8; i++) dot += qh[i] * kf[i];
+          }
+        }
+#pragma unroll
+        for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
 #if SOFTCAP
-      dot = softcap_log2 * fast_tanh(dot);
+        dot = softcap_log2 * fast_tanh(dot);
 #endif
-      if (ok && sub == 0) s_s[h * TK + key] = k0 + key < end ? dot : NEG_INF;
-    }
-    __syncthreads();
-
-    // Online softmax, one warp per head. The tile's first key is always visible, so the max is finite.
-    const int warp = tid >> 5, lane = tid & 31;
-    for (int h = warp; h < GROUP; h += NT / 32) {
-      const float s = s_s[h * TK + lane];
-      const float m_old = s_m[h];
-      const float m_new = fmaxf(m_old, warp_max(s));
-      const float p = fast_exp2(s - m_new);
-      const float sum = warp_sum(p);
-      s_s[h * TK + lane] = p;
-      if (lane == 0) {
-        const float alpha = fast_exp2(m_old - m_new);
-        s_alpha[h] = alpha;
-        s_l[h] = s_l[h] * alpha + sum;
-        s_m[h] = m_new;
+        if (ok && sub == 0) s_s[h * TK + key] = k0 + key < to ? dot : NEG_INF;
       }
-    }
-    __syncthreads();
+      __syncthreads();
 
-    // acc = acc * alpha + P V over this thread's share of the keys.
-#pragma unroll
-    for (int j = 0; j < ITEMS_PER_THREAD; j++) {
-      const int item = item_lane + j * LANES_PER_KS;
-      if (item < ITEMS) {
-        const int h = item / D8, c = item - h * D8;
-        const float alpha = s_alpha[h];
-#pragma unroll
-        for (int i = 0; i < 8; i++) acc[j][i] *= alpha;
-        for (int key = ks; key < TK; key += KS) {
-          const float p = s_s[h * TK + key];
-          float vf[8];
-          unpack8(*reinterpret_cast<const uint4*>(tv + key * ROW + c * 8), vf);
-#pragma unroll
-          for (int i = 0; i < 8; i++) acc[j][i] += p * vf[i];
+      // Online softmax, one warp per head. The tile's first key is always visible, so the max is finite.
+      const int warp = tid >> 5, lane = tid & 31;
+      for (int h = warp; h < GROUP; h += NT / 32) {
+        const float s = s_s[h * TK + lane];
+        const float m_old = s_m[h];
+        const float m_new = fmaxf(m_old, warp_max(s));
+        const float p = fast_exp2(s - m_new);
+        const float sum = warp_sum(p);
+        s_s[h * TK + lane] = p;
+        if (lane == 0) {
+          const float alpha = fast_exp2(m_old - m_new);
+          s_alpha[h] = alpha;
+          s_l[h] = s_l[h] * alpha + sum;
+          s_m[h] = m_new;
         }
       }
+      __syncthreads();
+
+      // acc = acc * alpha + P V over this thread's share of the keys.
+#pragma unroll
+      for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+        const int item = item_lane + j * LANES_PER_KS;
+        if (item < ITEMS) {
+          const int h = item / D8, c = item - h * D8;
+          const float alpha = s_alpha[h];
+#pragma unroll
+          for (int i = 0; i < 8; i++) acc[j][i] *= alpha;
+          for (int key = ks; key < TK; key += KS) {
+            const float p = s_s[h * TK + key];
+            float vf[8];
+            unpack8(*reinterpret_cast<const uint4*>(tv + key * ROW + c * 8), vf);
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[j][i] += p * vf[i];
+          }
+        }
+      }
+      __syncthreads();
     }
-    __syncthreads();
+  };
+
+#if STREAMING
+  // Sink keys behind the window, scored once (by the first partition) with the query at its
+  // position inside the cache; then the window's keys with the query at its own row.
+  const int row = rotary_rows[token];
+  const int num_sinks = part == 0 ? min(stream_sinks, lo) : 0;
+  if (num_sinks > 0) {
+    load_query(min(row, sink_row_cap));
+    run_keys(0, num_sinks);
   }
+  load_query(row);
+#else
+  load_query(0);
+#endif
+  run_keys(begin, end);
 
   if (KS > 1) {
     // Merge the key splits. The K tiles are free: every copy completed and the loop ended on a barrier.

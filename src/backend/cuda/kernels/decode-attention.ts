@@ -1,7 +1,7 @@
 import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { attentionOptionDefines, type PagedAttentionArgs, scoreScales } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 
@@ -28,9 +28,11 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
 /** Split-KV decode attention for every single-token sequence, plus the merge when split. */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;
-  const { numHeads, numKvHeads, headDim, slidingWindow } = a.shape;
+  const { numHeads, numKvHeads, headDim } = a.shape;
   const group = numHeads / numKvHeads;
-  const visible = slidingWindow === null ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, slidingWindow);
+  // Partitions split the window; StreamingLLM's sinks go to the first partition besides.
+  const window = kernelWindow(a.shape);
+  const visible = window === 0 ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, window);
   const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
@@ -41,7 +43,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   }
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a.shape) };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiii', defines);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiii', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -60,9 +62,10 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     qScale,
     softcapLog2,
     a.sinks,
-    slidingWindow ?? 0,
+    window,
     partitionSize,
     numPartitions,
+    ...streamingKernelArgs(a),
   ]);
   if (numPartitions > 1) {
     const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);

@@ -1,4 +1,4 @@
-// Elementwise ops on bf16 activations: a projection's bias, the final logits' soft-cap.
+// Elementwise ops on activations: a projection's bias (bf16 or f32 output), the final logits' soft-cap.
 #include "common.cuh"
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
@@ -19,6 +19,14 @@ extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* _
 extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(bias[i % n]));
+  }
+}
+
+// In place: y [rows, n] += bias [n] with y f32 (an MoE router's logits, kept unrounded), bias bf16.
+// Grid-stride over rows * n.
+extern "C" __global__ void add_bias_f32_kernel(float* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    y[i] += bf16_to_f32(bias[i % n]);
   }
 }
 

@@ -5,9 +5,17 @@ const THREADS = 128;
 /** Enough blocks to fill an H200 several times over; larger tensors loop (grid-stride). */
 const MAX_BLOCKS = 4096;
 
-/** In place: y [rows, n] += bias [n]: 16-byte chunks when n is a multiple of 8, else one value a thread. */
-export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr, rows: number, n: number): void {
+/**
+ * In place: y [rows, n] += bias [n] (bf16): 16-byte chunks when n is a multiple of 8, else one value
+ * a thread; `float32`: y is f32, one value a thread (the narrow rows of an MoE router's logits).
+ */
+export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr, rows: number, n: number, options: { float32?: boolean } = {}): void {
   if (rows === 0) return;
+  if (options.float32) {
+    const total = rows * n;
+    device.launch(device.kernel('elementwise.cu', 'add_bias_f32_kernel', 'ppli'), [Math.min(MAX_BLOCKS, Math.ceil(total / THREADS))], [THREADS], 0, [y, bias, total, n]);
+    return;
+  }
   if (n % 8 === 0) {
     const n8 = n / 8;
     device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);

@@ -5,7 +5,8 @@
 // re-read by every warp, stays cached. ROWS (the batch rows, compiled per count) reuse each weight
 // load. GATED=1 is the MLP's up projection fused with its activation: w is [2n, k] (gate rows, then
 // up rows), each row pair j, j + n gives act(gate) * up (ACT, gated-activation.cuh), both products
-// rounded to bf16 first as the unfused ops would.
+// rounded to bf16 first as the unfused ops would. OUT_F32=1 writes the f32 sums (plus the bias)
+// unrounded: an MoE router's logits, whose top-k choice a bf16 rounding of them can flip.
 #include "common.cuh"
 #include "gated-activation.cuh"
 
@@ -14,6 +15,7 @@
 // nvcc-check: -DROWS=1 -DGATED=1 -DACT=1 -DKSPLIT=4
 // nvcc-check: -DROWS=2 -DGATED=1 -DACT=2
 // nvcc-check: -DROWS=2 -DKSPLIT=4
+// nvcc-check: -DROWS=2 -DKSPLIT=4 -DOUT_F32=1
 
 #ifndef ROWS
 #define ROWS 1
@@ -22,6 +24,17 @@
 #define GATED 0
 #endif
 #define MATS (GATED ? 2 : 1)
+#ifndef OUT_F32
+#define OUT_F32 0
+#endif
+#if OUT_F32 && GATED
+#error "the gated form writes bf16 only"
+#endif
+#if OUT_F32
+typedef float out_t;
+#else
+typedef bf16 out_t;
+#endif
 #ifndef KSPLIT
 #define KSPLIT 1
 #endif
@@ -43,7 +56,7 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
 // k8 = k / 8; bias (not with GATED) may be null. KSPLIT warps share a row, each summing a slice of
 // k, so that a matrix of few rows still has enough warps, each with a short chain of loads.
 // alpha and limit are the clamped SwiGLU's (GATED with ACT=2 only).
-extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(128) gemv_kernel(out_t* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8, float alpha, float limit) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
@@ -117,6 +130,12 @@ extern "C" __global__ void __launch_bounds__(128) gemv_kernel(bf16* __restrict__
 #else
   const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
 #pragma unroll
-  for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[0][r] + b);
+  for (int r = 0; r < ROWS; r++) {
+#if OUT_F32
+    out[(long long)r * n + row] = acc[0][r] + b;
+#else
+    out[(long long)r * n + row] = f32_to_bf16(acc[0][r] + b);
+#endif
+  }
 #endif
 }

@@ -1,11 +1,11 @@
-import type { AttentionParams } from '../../backend.ts';
+import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /** Device inputs both attention kernels read: the packed qkv, one layer's pools and the step's index arrays. */
 export interface PagedAttentionArgs {
   /** [numTokens, numHeads * headDim] bf16. */
   out: DevicePtr;
-  /** [numTokens, (numHeads + 2 * numKvHeads) * headDim] bf16, queries already rotated. */
+  /** [numTokens, (numHeads + 2 * numKvHeads) * headDim] bf16, queries rotated unless shape.streaming is set. */
   qkv: DevicePtr;
   kPool: DevicePtr;
   vPool: DevicePtr;
@@ -18,6 +18,25 @@ export interface PagedAttentionArgs {
   shape: AttentionParams;
   /** [numHeads] bf16 sink logits, or 0 when the layer has none (shape.sinks is null). */
   sinks: DevicePtr;
+  /** With shape.streaming: the f32 rotary table the kernels rotate queries with, and each token's row. */
+  rotary: { cos: DevicePtr; sin: DevicePtr; rotaryRows: DevicePtr; rotaryDim: number } | null;
+}
+
+/**
+ * The trailing arguments both attention kernels take for StreamingLLM (read only when compiled
+ * with STREAMING): cos, sin, rotary_rows, rotary_dim, stream_sinks and sink_row_cap, the row of
+ * a query's position inside the cache once its window has left the sinks behind.
+ */
+export function streamingKernelArgs(a: PagedAttentionArgs): number[] {
+  const { streaming } = a.shape;
+  if (streaming === null || a.rotary === null) return [0, 0, 0, 0, 0, 0];
+  const { cos, sin, rotaryRows, rotaryDim } = a.rotary;
+  return [cos, sin, rotaryRows, rotaryDim, attentionSpan(a.shape).sinks, streaming.sinks + streaming.window - 1];
+}
+
+/** The window both kernels mask by: the layer's own, or StreamingLLM's (0 for none). */
+export function kernelWindow(shape: AttentionParams): number {
+  return attentionSpan(shape).window ?? 0;
 }
 
 /**
@@ -31,6 +50,6 @@ export function scoreScales(shape: AttentionParams): { qScale: number; softcapLo
 }
 
 /** The defines that specialize both attention kernels to a layer's options (off costs nothing). */
-export function attentionOptionDefines(shape: AttentionParams): { SOFTCAP: number; SINKS: number } {
-  return { SOFTCAP: shape.softcap === null ? 0 : 1, SINKS: shape.sinks === null ? 0 : 1 };
+export function attentionOptionDefines(shape: AttentionParams): { SOFTCAP: number; SINKS: number; STREAMING: number } {
+  return { SOFTCAP: shape.softcap === null ? 0 : 1, SINKS: shape.sinks === null ? 0 : 1, STREAMING: shape.streaming === null ? 0 : 1 };
 }

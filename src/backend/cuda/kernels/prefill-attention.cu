@@ -8,21 +8,26 @@
 // Specialized by HEAD_DIM (a multiple of 8 up to 256; dims that are not a multiple of 16 are
 // zero-padded in shared memory to the mma's k-step), and by the options a model may turn on, so
 // that plain attention pays nothing for them: SOFTCAP=1 caps each score at cap · tanh(score / cap)
-// (Gemma 2); SINKS=1 adds each head's learned sink logit to its softmax's denominator (gpt-oss).
+// (Gemma 2); SINKS=1 adds each head's learned sink logit to its softmax's denominator (gpt-oss);
+// STREAMING=1 is StreamingLLM: queries arrive unrotated and are rotated as the Q tile is loaded,
+// first at each row's position inside the cache (min(row, sink_row_cap)) for a pass over the sink
+// keys behind its window, then at its rotary row for the window's keys.
 #include "common.cuh"
 #include "mma.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1
-// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1
 
-#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
+#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING)
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1>"
 #endif
 
 namespace {
@@ -40,13 +45,15 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q tile, K and V tiles in two stages).
 // Query rows of a tile are assumed to have increasing positions (true of any chunk). Scores live
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
-// = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS.
+// = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
+// (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING.
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool,
     const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float q_scale, float softcap_log2,
-    const bf16* __restrict__ sinks, int window) {
+    const bf16* __restrict__ sinks, int window, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -67,15 +74,28 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   if (DP != D) {  // zero the pad columns of every row (Q, then both K and V stages) once
     for (int r = tid; r < BM + 4 * BN; r += NT) *reinterpret_cast<uint4*>(s_q + r * ROW + D) = make_uint4(0, 0, 0, 0);
   }
+#if STREAMING
+  // Rotated as they are loaded (padding rows zero); the writes are seen after run_keys' first barrier.
+  auto load_query = [&](bool at_cache_position) {
+    for (int c = tid; c < BM * D; c += NT) {
+      const int r = c / D, d = c - r * D;
+      float v = 0.f;
+      if (r < rows) {
+        const int t = qstart + q0 + r;
+        const int row = at_cache_position ? min(rotary_rows[t], sink_row_cap) : rotary_rows[t];
+        v = rotated_query_element(qkv + (long long)t * row_width + head * D, d, rotary_dim, cos_table, sin_table, row);
+      }
+      s_q[r * ROW + d] = f32_to_bf16(v);
+    }
+  };
+#else
   for (int c = tid; c < BM * DCH; c += NT) {
     const int r = c / DCH, ch = c - r * DCH;
     const bool valid = r < rows;
     const long long src = valid ? (long long)(qstart + q0 + r) * row_width + head * D + ch * 8 : 0;
     cp_async16(s_q + r * ROW + ch * 8, qkv + src, valid ? 16 : 0);
   }
-  auto load_kv = [&](int stage, int k0) {
-    stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, table, k0, k_end, block_size, num_kv_heads, kvh, ROW);
-  };
+#endif
 
   // This thread's two rows of the warp's 16 (mma accumulator layout: row g and g + 8).
   const int g = lane >> 2, t4 = lane & 3;
@@ -84,109 +104,131 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
   const int lo0 = window > 0 ? qp0 - window + 1 : 0;
   const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+  // Sink keys behind each row's window (none for a padding row).
+  const int sink_end0 = min(stream_sinks, max(0, lo0)), sink_end1 = min(stream_sinks, max(0, lo1));
 
   float o[DP / 8][4];
 #pragma unroll
   for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
 
-  const int num_tiles = (k_end - k_begin + BN - 1) / BN;
-  load_kv(0, k_begin);  // committed together with the Q tile
-  for (int it = 0; it < num_tiles; it++) {
-    const int k0 = k_begin + it * BN;
-    if (it + 1 < num_tiles) {
-      load_kv((it + 1) & 1, k0 + BN);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const bf16* tk = s_k + (it & 1) * BN * ROW;
-    const bf16* tv = s_v + (it & 1) * BN * ROW;
-
-    // S = Q Kᵀ for the warp's 16 rows and BN keys.
-    float s[BN / 8][4];
-#pragma unroll
-    for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-      unsigned int a[4];
-      ldmatrix_x4(a, s_q + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-      for (int nn = 0; nn < BN / 16; nn++) {
-        unsigned int b[4];
-        ldmatrix_x4(b, tk + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
-        mma_bf16_16816(s[2 * nn], a, b[0], b[1]);
-        mma_bf16_16816(s[2 * nn + 1], a, b[2], b[3]);
+  // Keys [from, to) into the running softmax and accumulators: the sinks behind each row's window
+  // (`sink_pass`), or its window. Ends on a barrier, so the tiles and s_q are free again.
+  auto run_keys = [&](int from, int to, bool sink_pass) {
+    auto load_kv = [&](int stage, int k0) {
+      stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+    };
+    const int num_tiles = (to - from + BN - 1) / BN;
+    load_kv(0, from);  // without STREAMING, committed together with the Q tile
+    for (int it = 0; it < num_tiles; it++) {
+      const int k0 = from + it * BN;
+      if (it + 1 < num_tiles) {
+        load_kv((it + 1) & 1, k0 + BN);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
       }
-    }
+      __syncthreads();
+      const bf16* tk = s_k + (it & 1) * BN * ROW;
+      const bf16* tv = s_v + (it & 1) * BN * ROW;
 
-    // Causal and sliding-window mask, then the online softmax update (log2 domain).
-    float mx0 = NEG_INF, mx1 = NEG_INF;
+      // S = Q Kᵀ for the warp's 16 rows and BN keys.
+      float s[BN / 8][4];
 #pragma unroll
-    for (int n = 0; n < BN / 8; n++) {
+      for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int key = k0 + n * 8 + t4 * 2 + e;
+      for (int kk = 0; kk < DP / 16; kk++) {
+        unsigned int a[4];
+        ldmatrix_x4(a, s_q + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+#pragma unroll
+        for (int nn = 0; nn < BN / 16; nn++) {
+          unsigned int b[4];
+          ldmatrix_x4(b, tk + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
+          mma_bf16_16816(s[2 * nn], a, b[0], b[1]);
+          mma_bf16_16816(s[2 * nn + 1], a, b[2], b[3]);
+        }
+      }
+
+      // Causal and sliding-window mask, then the online softmax update (log2 domain).
+      float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+      for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int key = k0 + n * 8 + t4 * 2 + e;
+          const bool seen0 = sink_pass ? key < sink_end0 : key <= qp0 && key >= lo0;
+          const bool seen1 = sink_pass ? key < sink_end1 : key <= qp1 && key >= lo1;
 #if SOFTCAP
-        s[n][e] = key <= qp0 && key >= lo0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale) : NEG_INF;
-        s[n][2 + e] = key <= qp1 && key >= lo1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale) : NEG_INF;
+          s[n][e] = seen0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale) : NEG_INF;
+          s[n][2 + e] = seen1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale) : NEG_INF;
 #else
-        s[n][e] = key <= qp0 && key >= lo0 ? s[n][e] * q_scale : NEG_INF;
-        s[n][2 + e] = key <= qp1 && key >= lo1 ? s[n][2 + e] * q_scale : NEG_INF;
+          s[n][e] = seen0 ? s[n][e] * q_scale : NEG_INF;
+          s[n][2 + e] = seen1 ? s[n][2 + e] * q_scale : NEG_INF;
 #endif
-        mx0 = fmaxf(mx0, s[n][e]);
-        mx1 = fmaxf(mx1, s[n][2 + e]);
+          mx0 = fmaxf(mx0, s[n][e]);
+          mx1 = fmaxf(mx1, s[n][2 + e]);
+        }
       }
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    // A row with no visible key yet keeps max -inf; exponentiate against 0 so nothing becomes NaN.
-    const float ref0 = mn0 == NEG_INF ? 0.f : mn0, ref1 = mn1 == NEG_INF ? 0.f : mn1;
-    const float alpha0 = fast_exp2(m0 - ref0), alpha1 = fast_exp2(m1 - ref1);
-    m0 = mn0;
-    m1 = mn1;
-    float sum0 = 0.f, sum1 = 0.f;
+      mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
+      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+      // A row with no visible key yet keeps max -inf; exponentiate against 0 so nothing becomes NaN.
+      const float ref0 = mn0 == NEG_INF ? 0.f : mn0, ref1 = mn1 == NEG_INF ? 0.f : mn1;
+      const float alpha0 = fast_exp2(m0 - ref0), alpha1 = fast_exp2(m1 - ref1);
+      m0 = mn0;
+      m1 = mn1;
+      float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
-    for (int n = 0; n < BN / 8; n++) {
-      s[n][0] = fast_exp2(s[n][0] - ref0);
-      s[n][1] = fast_exp2(s[n][1] - ref0);
-      s[n][2] = fast_exp2(s[n][2] - ref1);
-      s[n][3] = fast_exp2(s[n][3] - ref1);
-      sum0 += s[n][0] + s[n][1];
-      sum1 += s[n][2] + s[n][3];
-    }
-    l0 = l0 * alpha0 + sum0;
-    l1 = l1 * alpha1 + sum1;
+      for (int n = 0; n < BN / 8; n++) {
+        s[n][0] = fast_exp2(s[n][0] - ref0);
+        s[n][1] = fast_exp2(s[n][1] - ref0);
+        s[n][2] = fast_exp2(s[n][2] - ref1);
+        s[n][3] = fast_exp2(s[n][3] - ref1);
+        sum0 += s[n][0] + s[n][1];
+        sum1 += s[n][2] + s[n][3];
+      }
+      l0 = l0 * alpha0 + sum0;
+      l1 = l1 * alpha1 + sum1;
 #pragma unroll
-    for (int n = 0; n < DP / 8; n++) {
-      o[n][0] *= alpha0;
-      o[n][1] *= alpha0;
-      o[n][2] *= alpha1;
-      o[n][3] *= alpha1;
-    }
+      for (int n = 0; n < DP / 8; n++) {
+        o[n][0] *= alpha0;
+        o[n][1] *= alpha0;
+        o[n][2] *= alpha1;
+        o[n][3] *= alpha1;
+      }
 
-    // O += P V: the score accumulators of two adjacent key groups form one A fragment.
+      // O += P V: the score accumulators of two adjacent key groups form one A fragment.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-      unsigned int a[4];
-      a[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int kk = 0; kk < BN / 16; kk++) {
+        unsigned int a[4];
+        a[0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-      for (int dd = 0; dd < DP / 16; dd++) {
-        unsigned int b[4];
-        ldmatrix_x4_trans(b, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
-        mma_bf16_16816(o[2 * dd], a, b[0], b[1]);
-        mma_bf16_16816(o[2 * dd + 1], a, b[2], b[3]);
+        for (int dd = 0; dd < DP / 16; dd++) {
+          unsigned int b[4];
+          ldmatrix_x4_trans(b, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
+          mma_bf16_16816(o[2 * dd], a, b[0], b[1]);
+          mma_bf16_16816(o[2 * dd + 1], a, b[2], b[3]);
+        }
       }
+      __syncthreads();
     }
-    __syncthreads();
+  };
+
+#if STREAMING
+  // The tile's last row has the latest window: its sinks behind it cover every row's.
+  const int num_sinks = min(stream_sinks, max(0, (window > 0 ? positions[qstart + q0 + rows - 1] - window + 1 : 0)));
+  if (num_sinks > 0) {
+    load_query(true);
+    run_keys(0, num_sinks, true);
   }
+  load_query(false);
+#endif
+  run_keys(k_begin, k_end, false);
   cp_async_wait<0>();
 
   l0 += __shfl_xor_sync(FULL_MASK, l0, 1);

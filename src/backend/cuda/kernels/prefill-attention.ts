@@ -1,6 +1,6 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { attentionOptionDefines, type PagedAttentionArgs, scoreScales } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 const TILE_ROWS = 64;
@@ -21,10 +21,10 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 /** Tiled causal attention for every multi-token chunk of the step. */
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
-  const { numHeads, numKvHeads, headDim, slidingWindow } = a.shape;
+  const { numHeads, numKvHeads, headDim } = a.shape;
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a.shape) };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpi', defines);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiii', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -42,6 +42,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     qScale,
     softcapLog2,
     a.sinks,
-    slidingWindow ?? 0,
+    kernelWindow(a.shape),
+    ...streamingKernelArgs(a),
   ]);
 }

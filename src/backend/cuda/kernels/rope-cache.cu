@@ -2,6 +2,8 @@
 // each head's leading rotaryDim dimensions), fused with the paged KV write of the rotated keys and
 // the values. PARTIAL_ROTARY=1 when rotaryDim < headDim (Phi-4-mini): the keys' trailing,
 // unrotated dimensions are copied to the cache as they are; whole-head rotation compiles without it.
+// Heads from first_head on rotate: 0, or num_heads to leave the queries unrotated (StreamingLLM
+// rotates them at attention).
 #include "common.cuh"
 
 // nvcc-check: -DPARTIAL_ROTARY=0
@@ -20,7 +22,8 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
                                                    const float* __restrict__ sin_table,
                                                    const int* __restrict__ rotary_rows, const int* __restrict__ slots,
                                                    bf16* __restrict__ k_pool, bf16* __restrict__ v_pool,
-                                                   int num_heads, int num_kv_heads, int head_dim, int rotary_dim) {
+                                                   int num_heads, int num_kv_heads, int head_dim, int rotary_dim,
+                                                   int first_head) {
   const int half = rotary_dim / 2;
   const int kv_width = num_kv_heads * head_dim;
   const int row_width = (num_heads + 2 * num_kv_heads) * head_dim;
@@ -28,8 +31,8 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
   const long long slot_at = (long long)slots[blockIdx.x] * kv_width;
   const int item = blockIdx.y * blockDim.x + threadIdx.x;
 
-  if (item < (num_heads + num_kv_heads) * half) {
-    const int h = item / half, i = item - h * half;
+  if (item < (num_heads + num_kv_heads - first_head) * half) {
+    const int h = first_head + item / half, i = item % half;
     const long long at = (long long)rotary_rows[blockIdx.x] * half + i;
     bf16* head = row + h * head_dim;
     const float x1 = bf16_to_f32(head[i]), x2 = bf16_to_f32(head[i + half]);

@@ -25,7 +25,8 @@ struct Draw {
   int entries_end;
   int num_top;           // raw logprobs of this many most likely tokens
   int scored;            // >= 0: report this token (a known prompt token) instead of a draw
-  int pad[2];
+  int allowed_begin;     // word offset from the entries of the allowed-token bitmask, or -1: all allowed
+  int pad;
 };
 
 // The noise of src/sampling/gumbel.ts, bit for bit up to logf's rounding.
@@ -119,9 +120,12 @@ __device__ __forceinline__ int block_count(int v) { return (int)block_sum((float
 
 // A draw's row as the sampling sees it: the logits, with the entries' tokens (penalized or
 // masked) and the pending token marked in a shared-memory bitmap, their values computed apart.
+// A structured output's grammar allows only the tokens set in `allowed` (a bitmask uploaded with
+// the draws): the others are -inf for the draw, never for the raw log-sum-exp and top logprobs.
 struct Row {
   const bf16* x;
   int cols;
+  const unsigned int* allowed;  // null: every token
   const unsigned int* listed;  // null when the draw has no entries
   const int2* entries;
   int num_entries;
@@ -140,6 +144,11 @@ __device__ __forceinline__ float penalized(float v, int count, const Row& r) {
 
 __device__ __forceinline__ bool is_listed(const Row& r, int c) { return r.listed != nullptr && ((r.listed[c >> 5] >> (c & 31)) & 1u); }
 
+__device__ __forceinline__ bool is_allowed(const Row& r, int c) { return r.allowed == nullptr || ((__ldg(r.allowed + (c >> 5)) >> (c & 31)) & 1u); }
+
+// The value a draw sees for token c whose logit (or penalized value) is v.
+__device__ __forceinline__ float drawable(const Row& r, int c, float v) { return is_allowed(r, c) ? v : NEG_INF; }
+
 // f(token, value) for every entry's token (and the pending one), with its penalized value.
 template <typename F>
 __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
@@ -152,7 +161,7 @@ __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
       token = entry.x;
       count = entry.y >= 0 && token == r.pending_token ? entry.y + 1 : entry.y;
     }
-    f(token, penalized(bf16_to_f32(r.x[token]), count, r));
+    f(token, drawable(r, token, penalized(bf16_to_f32(r.x[token]), count, r)));
   }
 }
 
@@ -160,7 +169,7 @@ __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
 template <typename F>
 __device__ __forceinline__ void for_each_value(const Row& r, F& f) {
   for (int c = threadIdx.x; c < r.cols; c += THREADS) {
-    if (!is_listed(r, c)) f(c, bf16_to_f32(r.x[c]));
+    if (!is_listed(r, c)) f(c, drawable(r, c, bf16_to_f32(r.x[c])));
   }
   for_each_entry(r, f);
 }
@@ -427,6 +436,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   Row r;
   r.x = x + (long long)d.row * cols;
   r.cols = cols;
+  r.allowed = d.allowed_begin >= 0 ? reinterpret_cast<const unsigned int*>(entries) + d.allowed_begin : nullptr;
   r.entries = entries + d.entries_begin;
   r.num_entries = d.entries_end - d.entries_begin;
   r.repetition = d.repetition;
@@ -468,7 +478,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   for (int c = threadIdx.x; c < cols; c += THREADS) {
     const float v = bf16_to_f32(r.x[c]);
     if (v > NEG_INF) merge_lse(m, s, v, 1.f);
-    if (!is_listed(r, c)) consider(c, v);
+    if (!is_listed(r, c)) consider(c, drawable(r, c, v));
   }
   for_each_entry(r, consider);
   block_lse(m, s);

@@ -12,7 +12,10 @@ const MAX_TOP = 32;
  */
 const MAX_BITMAP_BYTES = 96 * 1024;
 
-/** Draws in sample-rows.cu's layout: every draw's entries (int pairs), then the draws. */
+/**
+ * Draws in sample-rows.cu's layout: every draw's entries (int pairs), then the draws, then the
+ * allowed-token masks of the draws that have one: one upload carries them all.
+ */
 export interface PackedDraws {
   words: Int32Array;
   /** Word offset of the draws in `words` (the entries start at 0). */
@@ -25,7 +28,10 @@ export interface PackedDraws {
 export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
   const entries = draws.map(drawEntries);
   const entryWords = entries.reduce((n, e) => n + e.length, 0);
-  const words = new Int32Array(entryWords + DRAW_WORDS * draws.length);
+  const masksOffset = entryWords + DRAW_WORDS * draws.length;
+  const maskWordCount = draws.reduce((n, draw) => n + (draw.allowedTokens?.length ?? 0), 0);
+  const words = new Int32Array(masksOffset + maskWordCount);
+  let nextMask = masksOffset;
   const floats = new Float32Array(words.buffer);
   let next = 0;
   let topWidth = 0;
@@ -47,6 +53,12 @@ export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
     words[at + 11] = (next += entries[d].length) / 2;
     words[at + 12] = draw.topLogprobs;
     words[at + 13] = draw.scoredToken;
+    // Word offset of the mask from the entries' start, the same buffer: -1 when every token may be drawn.
+    words[at + 14] = draw.allowedTokens === null ? -1 : nextMask;
+    if (draw.allowedTokens !== null) {
+      words.set(draw.allowedTokens, nextMask);
+      nextMask += draw.allowedTokens.length;
+    }
     topWidth = Math.max(topWidth, draw.topLogprobs);
   });
   const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0);

@@ -1,0 +1,115 @@
+import { float32Tensor } from '../../tensor/host-ops.ts';
+import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import type { HostTensor } from '../../tensor/host-tensor.ts';
+import { quantizeRoundToNearest, type LoadTimeQuantization } from '../../tensor/quantize-rtn.ts';
+import { dequantizeWeight, type LinearWeight } from '../../tensor/quantized-weight.ts';
+import type { Checkpoint } from '../checkpoint.ts';
+import type { RawTensor, SafetensorsEntry } from '../safetensors.ts';
+import { awqReader } from './awq.ts';
+import { compressedTensorsReader } from './compressed-tensors.ts';
+import { fp8Reader } from './fp8-checkpoint.ts';
+import { gptqReader } from './gptq.ts';
+import type { QuantizedLayerReader } from './layer-reader.ts';
+import type { CheckpointQuantization } from './quantization-config.ts';
+
+/**
+ * A quantized checkpoint seen as the 16-bit one it stands for: a quantized layer's `.weight` is
+ * there with its [out, in] shape, `readLinear` gives it in Keel's quantized layout, and `read`
+ * gives its dequantized values (float32), for the layers Keel keeps 16-bit (the LM head, MoE
+ * experts, DeepSeek's absorbed kv_b_proj).
+ */
+export function quantizedCheckpoint(inner: Checkpoint, config: CheckpointQuantization): Checkpoint {
+  return new ReaderCheckpoint(inner, layerReader(inner, config));
+}
+
+function layerReader(ckpt: Checkpoint, config: CheckpointQuantization): QuantizedLayerReader {
+  switch (config.method) {
+    case 'gptq':
+      return gptqReader(ckpt, config);
+    case 'awq':
+      return awqReader(ckpt, config);
+    case 'compressed-tensors':
+      return compressedTensorsReader(ckpt, config);
+    case 'fp8':
+      return fp8Reader(ckpt, config);
+  }
+}
+
+class ReaderCheckpoint implements Checkpoint {
+  private readonly inner: Checkpoint;
+  private readonly reader: QuantizedLayerReader;
+
+  constructor(inner: Checkpoint, reader: QuantizedLayerReader) {
+    this.inner = inner;
+    this.reader = reader;
+  }
+
+  get dir(): string {
+    return this.inner.dir;
+  }
+
+  get tensorNames(): string[] {
+    return this.inner.tensorNames;
+  }
+
+  has(name: string): boolean {
+    return this.quantizedBase(name) !== null || this.inner.has(name);
+  }
+
+  info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'> {
+    const base = this.quantizedBase(name);
+    return base === null ? this.inner.info(name) : { dtype: 'F32', shape: this.reader.shape(base) };
+  }
+
+  read(name: string): HostTensor {
+    const base = this.quantizedBase(name);
+    if (base === null) return this.inner.read(name);
+    const w = this.reader.read(base);
+    return float32Tensor(dequantizeWeight(w), [w.rows, w.cols]);
+  }
+
+  readLinear(name: string): LinearWeight {
+    const base = this.quantizedBase(name);
+    return base === null ? this.inner.read(name) : this.reader.read(base);
+  }
+
+  readRaw(name: string): RawTensor {
+    return this.inner.readRaw(name);
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  /** The layer `name` is the weight of, when the checkpoint holds it quantized. */
+  private quantizedBase(name: string): string | null {
+    if (!name.endsWith('.weight')) return null;
+    const base = name.slice(0, -'.weight'.length);
+    return this.reader.holds(base) ? base : null;
+  }
+}
+
+/**
+ * A 16-bit checkpoint whose linear weights are quantized as they are read (`--quantization`),
+ * round to nearest (src/tensor/quantize-rtn.ts). Every other tensor reads as stored.
+ */
+export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization): Checkpoint {
+  return {
+    get dir() {
+      return inner.dir;
+    },
+    get tensorNames() {
+      return inner.tensorNames;
+    },
+    has: (name) => inner.has(name),
+    info: (name) => inner.info(name),
+    read: (name) => inner.read(name),
+    readRaw: (name) => inner.readRaw(name),
+    readLinear(name) {
+      const t = inner.read(name);
+      const [rows, cols] = t.shape;
+      return quantizeRoundToNearest(hostTensorToFloat32(t), rows, cols, method);
+    },
+    close: () => inner.close(),
+  };
+}

@@ -1,0 +1,46 @@
+import type { ChatMessageInput } from '../openai-schemas.ts';
+
+/** A response kept for later: what GET answers, and the conversation a follow-up continues. */
+export interface StoredResponse {
+  /** The response object, as it was answered. */
+  response: Record<string, unknown> & { id: string };
+  /** The conversation through this response's output (its instructions left out: a follow-up gives its own). */
+  conversation: ChatMessageInput[];
+}
+
+/**
+ * The responses the server keeps, at most `capacity` of them: the least recently stored or read
+ * one goes first. In memory only: they are gone when the server restarts.
+ */
+export class ResponseStore {
+  private readonly capacity: number;
+  private readonly entries = new Map<string, StoredResponse>();
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(id: string): StoredResponse | undefined {
+    const entry = this.entries.get(id);
+    if (entry) {
+      // A Map keeps insertion order: moving it to the end makes it the most recently used.
+      this.entries.delete(id);
+      this.entries.set(id, entry);
+    }
+    return entry;
+  }
+
+  put(entry: StoredResponse): void {
+    this.entries.delete(entry.response.id);
+    this.entries.set(entry.response.id, entry);
+    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  delete(id: string): boolean {
+    return this.entries.delete(id);
+  }
+}

@@ -1,0 +1,89 @@
+import {
+  emptyQuantizedWeight,
+  fillInt4Padding,
+  floatToFp8E4m3,
+  FP8_E4M3_MAX,
+  INT4_COLUMN_SLOT,
+  numGroups,
+  rowBytes,
+  type QuantizedWeight,
+} from './quantized-weight.ts';
+
+/** What `--quantization` makes of a 16-bit checkpoint at load. */
+export type LoadTimeQuantization = 'fp8' | 'int8' | 'int4';
+
+export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = ['fp8', 'int8', 'int4'];
+
+/** Input columns per int4 scale group (the common choice of GPTQ and AWQ checkpoints). */
+export const INT4_GROUP_SIZE = 128;
+
+/**
+ * Round-to-nearest quantization of a weight [rows, cols] (row-major float32), with no calibration:
+ *
+ * - `fp8`: e4m3 codes, one scale per output row, max|w| / 448 (vLLM's load-time FP8 uses one per
+ *   tensor; a row's own range costs the same bytes and loses less);
+ * - `int8`: symmetric codes -127..127 (stored +128), one scale per row, max|w| / 127;
+ * - `int4`: asymmetric codes 0..15 with a zero point per group of 128 columns, scale
+ *   (max - min) / 15 and zero round(-min / scale), so each group's range maps onto all 16 codes.
+ *
+ * Values round half to even, as torch.round does. A row or group of zeros gets scale 1 (codes 0).
+ */
+export function quantizeRoundToNearest(values: Float32Array, rows: number, cols: number, method: LoadTimeQuantization): QuantizedWeight {
+  if (values.length !== rows * cols) throw new Error(`quantizeRoundToNearest: ${values.length} values for [${rows}, ${cols}]`);
+  if (method === 'int4') return quantizeInt4(values, rows, cols);
+  const format = method === 'fp8' ? 'fp8-e4m3' : 'int8';
+  const w = emptyQuantizedWeight(format, rows, cols, cols, false);
+  const top = method === 'fp8' ? FP8_E4M3_MAX : 127;
+  for (let row = 0; row < rows; row++) {
+    const at = row * cols;
+    let max = 0;
+    for (let col = 0; col < cols; col++) max = Math.max(max, Math.abs(values[at + col]));
+    const scale = max === 0 ? 1 : Math.fround(max / top);
+    w.scales[row] = scale;
+    // One code a byte, in column order (Keel's int8 and fp8 layouts): written directly, as a
+    // checkpoint of billions of values is quantized here.
+    if (method === 'fp8') for (let col = 0; col < cols; col++) w.codes[at + col] = floatToFp8E4m3(values[at + col] / scale);
+    else for (let col = 0; col < cols; col++) w.codes[at + col] = 128 + Math.max(-127, Math.min(127, roundHalfEven(values[at + col] / scale)));
+  }
+  return w;
+}
+
+function quantizeInt4(values: Float32Array, rows: number, cols: number): QuantizedWeight {
+  const groupSize = Math.min(INT4_GROUP_SIZE, cols);
+  const w = emptyQuantizedWeight('int4', rows, cols, groupSize, true);
+  const groups = numGroups(w);
+  for (let row = 0; row < rows; row++) {
+    const rowStart = row * rowBytes('int4', cols);
+    for (let group = 0; group < groups; group++) {
+      const start = row * cols + group * groupSize;
+      const end = row * cols + Math.min(cols, (group + 1) * groupSize);
+      // The range always holds 0, so that zero weights (and padding) stay exactly zero.
+      let min = 0;
+      let max = 0;
+      for (let i = start; i < end; i++) {
+        min = Math.min(min, values[i]);
+        max = Math.max(max, values[i]);
+      }
+      const scale = max === min ? 1 : Math.fround((max - min) / 15);
+      const zero = Math.max(0, Math.min(15, roundHalfEven(-min / scale)));
+      w.scales[row * groups + group] = scale;
+      w.zeros![row * groups + group] = zero;
+      for (let i = start; i < end; i++) {
+        const col = i - row * cols;
+        const code = Math.max(0, Math.min(15, roundHalfEven(values[i] / scale) + zero));
+        const slot = INT4_COLUMN_SLOT[col & 7];
+        w.codes[rowStart + (col >> 3) * 4 + (slot >> 1)] |= code << ((slot & 1) * 4);
+      }
+    }
+  }
+  fillInt4Padding(w);
+  return w;
+}
+
+function roundHalfEven(v: number): number {
+  const floor = Math.floor(v);
+  const rest = v - floor;
+  if (rest > 0.5) return floor + 1;
+  if (rest < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}

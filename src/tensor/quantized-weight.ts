@@ -1,0 +1,277 @@
+/*
+ * Keel's layouts of quantized linear weights on the host (docs/quantization.md). Every checkpoint
+ * format (GPTQ, AWQ, compressed-tensors, FP8) is repacked into one of these at load, and weights
+ * quantized at load are written in them directly, so a backend has one layout per code width.
+ *
+ * A weight W [rows, cols] (a linear layer's [out, in]) is stored row by row: each output row's
+ * codes are contiguous, packed along the input dimension, which is what a GEMV streams and what a
+ * mixed-input GEMM tile loads. Columns are cut into groups of `groupSize` (the last may be
+ * shorter; groupSize = cols is one scale per row), and each (row, group) has a float32 scale and,
+ * for asymmetric integer formats, an integer zero code:
+ *
+ *   W[row, perm[col]] = (code(row, col) - zero(row, group)) * scale(row, group)   (integers)
+ *   W[row, perm[col]] = fp8e4m3(code(row, col)) * scale(row, group)               (fp8)
+ *
+ * with group = floor(col / groupSize), each product rounded to float32 once. `perm` (act-order
+ * checkpoints) lists the input column each stored column multiplies; null is the identity.
+ */
+
+import { invalidModel } from '../errors.ts';
+import type { HostTensor } from './host-tensor.ts';
+
+export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3';
+
+export interface QuantizedWeight {
+  format: QuantizedFormat;
+  rows: number;
+  cols: number;
+  /** Stored columns per scale group (1..cols). */
+  groupSize: number;
+  /**
+   * [rows, rowBytes(format, cols)]. int8: one unsigned code a byte. fp8: one e4m3 code a byte.
+   * int4: little-endian 32-bit words of 8 codes, word w holding stored columns 8w..8w+7 with
+   * column 8w + INT4_SLOT_COLUMN[s] in bits 4s..4s+3: columns 2i and 2i+1 sit 16 bits apart, so
+   * one mask of a word yields two neighbouring values in the two halves of a register. Columns
+   * past `cols` in the last word hold their group's zero code (they dequantize to 0).
+   */
+  codes: Uint8Array;
+  /** [rows, numGroups]. */
+  scales: Float32Array;
+  /** [rows, numGroups] zero codes, or null for symmetric codes (zero at 8 for int4, 128 for int8; fp8 has none). */
+  zeros: Uint8Array | null;
+  /** [cols]: the input column of each stored column, or null when they are in order. */
+  perm: Int32Array | null;
+}
+
+/** A linear layer's weight [rows, cols] as a checkpoint or load-time quantization holds it. */
+export type LinearWeight = HostTensor | QuantizedWeight;
+
+export function isQuantized(w: LinearWeight): w is QuantizedWeight {
+  return 'format' in w;
+}
+
+/** Nibble slot s of an int4 word holds the word's column INT4_SLOT_COLUMN[s]. */
+export const INT4_SLOT_COLUMN: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
+/** The nibble slot of each of a word's 8 columns (the inverse of INT4_SLOT_COLUMN). */
+export const INT4_COLUMN_SLOT: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/** Code bits per value. */
+export function codeBits(format: QuantizedFormat): number {
+  return format === 'int4' ? 4 : 8;
+}
+
+/** The code of zero in a symmetric integer format. */
+export function symmetricZero(format: QuantizedFormat): number {
+  if (format === 'fp8-e4m3') throw new Error('fp8 codes have no zero point');
+  return format === 'int4' ? 8 : 128;
+}
+
+/** Largest code of an integer format. */
+export function maxCode(format: QuantizedFormat): number {
+  return format === 'int4' ? 15 : 255;
+}
+
+/** Bytes of one stored row of codes. */
+export function rowBytes(format: QuantizedFormat, cols: number): number {
+  return format === 'int4' ? Math.ceil(cols / 8) * 4 : cols;
+}
+
+export function numGroups(w: Pick<QuantizedWeight, 'cols' | 'groupSize'>): number {
+  return Math.ceil(w.cols / w.groupSize);
+}
+
+/** Byte of stored column `col` in a row of codes, and the shift of its code in that byte. */
+export function codePosition(format: QuantizedFormat, col: number): { byte: number; shift: number } {
+  if (format !== 'int4') return { byte: col, shift: 0 };
+  const slot = INT4_COLUMN_SLOT[col & 7];
+  return { byte: (col >> 3) * 4 + (slot >> 1), shift: (slot & 1) * 4 };
+}
+
+/** Writes `code` at (row, stored column col). */
+export function putCode(w: QuantizedWeight, row: number, col: number, code: number): void {
+  const base = row * rowBytes(w.format, w.cols);
+  if (w.format !== 'int4') {
+    w.codes[base + col] = code;
+    return;
+  }
+  // Inlined codePosition: checkpoint readers call this for every one of billions of codes.
+  const slot = INT4_COLUMN_SLOT[col & 7];
+  const at = base + (col >> 3) * 4 + (slot >> 1);
+  const shift = (slot & 1) * 4;
+  w.codes[at] = (w.codes[at] & ~(0xf << shift)) | ((code & 0xf) << shift);
+}
+
+export function getCode(w: QuantizedWeight, row: number, col: number): number {
+  const { byte, shift } = codePosition(w.format, col);
+  return (w.codes[row * rowBytes(w.format, w.cols) + byte] >> shift) & (w.format === 'int4' ? 0xf : 0xff);
+}
+
+/** The zero code of (row, group). */
+export function zeroOf(w: QuantizedWeight, row: number, group: number): number {
+  return w.zeros === null ? (w.format === 'fp8-e4m3' ? 0 : symmetricZero(w.format)) : w.zeros[row * numGroups(w) + group];
+}
+
+/** A weight of the given shape with every code zeroed, scales 0, no zeros and no permutation; fill it with putCode. */
+export function emptyQuantizedWeight(format: QuantizedFormat, rows: number, cols: number, groupSize: number, asymmetric: boolean): QuantizedWeight {
+  if (!(Number.isInteger(groupSize) && groupSize >= 1 && groupSize <= cols)) throw new Error(`group size ${groupSize} is outside [1, ${cols}]`);
+  if (asymmetric && format === 'fp8-e4m3') throw new Error('fp8 weights have no zero points');
+  const groups = Math.ceil(cols / groupSize);
+  return {
+    format,
+    rows,
+    cols,
+    groupSize,
+    codes: new Uint8Array(rows * rowBytes(format, cols)),
+    scales: new Float32Array(rows * groups),
+    zeros: asymmetric ? new Uint8Array(rows * groups) : null,
+    perm: null,
+  };
+}
+
+/** Sets the codes of an int4 row's padding columns (past `cols`) to their group's zero, so they dequantize to 0. */
+export function fillInt4Padding(w: QuantizedWeight): void {
+  if (w.format !== 'int4') return;
+  const padded = Math.ceil(w.cols / 8) * 8;
+  const lastGroup = numGroups(w) - 1;
+  for (let row = 0; row < w.rows; row++) {
+    const zero = zeroOf(w, row, lastGroup);
+    for (let col = w.cols; col < padded; col++) {
+      const { byte, shift } = codePosition('int4', col);
+      const at = row * rowBytes('int4', w.cols) + byte;
+      w.codes[at] = (w.codes[at] & ~(0xf << shift)) | (zero << shift);
+    }
+  }
+}
+
+/**
+ * Decodes stored row `row` into `into` [cols], in stored column order. `into` is a Float32Array,
+ * so each value is the formula above rounded to float32 once.
+ */
+export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): void {
+  const { cols, groupSize, codes, format } = w;
+  const groups = numGroups(w);
+  const base = row * rowBytes(format, cols);
+  const fp8 = format === 'fp8-e4m3' ? fp8E4m3Values() : null;
+  for (let group = 0, start = 0; start < cols; group++, start += groupSize) {
+    const scale = w.scales[row * groups + group];
+    const zero = zeroOf(w, row, group);
+    const end = Math.min(cols, start + groupSize);
+    if (fp8 !== null) {
+      for (let col = start; col < end; col++) into[col] = fp8[codes[base + col]] * scale;
+    } else if (format === 'int8') {
+      for (let col = start; col < end; col++) into[col] = (codes[base + col] - zero) * scale;
+    } else {
+      for (let col = start; col < end; col++) {
+        const slot = INT4_COLUMN_SLOT[col & 7];
+        into[col] = (((codes[base + (col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xf) - zero) * scale;
+      }
+    }
+  }
+}
+
+/** The dequantized weight [rows, cols] in input column order: the reference every quantized matmul must equal. */
+export function dequantizeWeight(w: QuantizedWeight): Float32Array {
+  const out = new Float32Array(w.rows * w.cols);
+  const row = new Float32Array(w.cols);
+  for (let r = 0; r < w.rows; r++) {
+    decodeRow(w, r, row);
+    for (let col = 0; col < w.cols; col++) out[r * w.cols + (w.perm === null ? col : w.perm[col])] = row[col];
+  }
+  return out;
+}
+
+/**
+ * Stacks weights with the same input columns along their rows (q/k/v, gate/up), as one matmul
+ * reads them. They must share format, group size and column permutation; symmetric and
+ * asymmetric parts mix by giving the symmetric ones their implicit zeros.
+ */
+export function concatQuantizedRows(parts: readonly QuantizedWeight[]): QuantizedWeight {
+  const [first] = parts;
+  if (parts.length === 1) return first;
+  for (const p of parts) {
+    if (p.format !== first.format || p.cols !== first.cols || p.groupSize !== first.groupSize) {
+      throw invalidModel(`projections stacked into one matmul are quantized differently: ${describeQuantized(first)} and ${describeQuantized(p)}`);
+    }
+    if (!samePerm(p.perm, first.perm)) throw invalidModel('projections stacked into one matmul have different act-order permutations (g_idx)');
+  }
+  const rows = parts.reduce((n, p) => n + p.rows, 0);
+  const asymmetric = parts.some((p) => p.zeros !== null);
+  const out = emptyQuantizedWeight(first.format, rows, first.cols, first.groupSize, asymmetric);
+  out.perm = first.perm;
+  const groups = numGroups(first);
+  let row = 0;
+  for (const p of parts) {
+    out.codes.set(p.codes, row * rowBytes(p.format, p.cols));
+    out.scales.set(p.scales, row * groups);
+    if (out.zeros !== null) {
+      if (p.zeros !== null) out.zeros.set(p.zeros, row * groups);
+      else out.zeros.fill(symmetricZero(p.format), row * groups, (row + p.rows) * groups);
+    }
+    row += p.rows;
+  }
+  return out;
+}
+
+function samePerm(a: Int32Array | null, b: Int32Array | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** e.g. "int4 [96, 64], groups of 32, asymmetric, act-order". */
+export function describeQuantized(w: QuantizedWeight): string {
+  const group = w.groupSize === w.cols ? 'per channel' : `groups of ${w.groupSize}`;
+  return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.perm ? ', act-order' : ''}`;
+}
+
+let e4m3Table: Float32Array | null = null;
+
+/**
+ * The 256 values of FP8 E4M3 ("e4m3fn": bias 7, no infinities, 0x7f and 0xff are NaN, largest
+ * finite 448), built once.
+ */
+export function fp8E4m3Values(): Float32Array {
+  if (e4m3Table) return e4m3Table;
+  e4m3Table = new Float32Array(256);
+  for (let code = 0; code < 256; code++) {
+    const sign = code & 0x80 ? -1 : 1;
+    const exponent = (code >> 3) & 0xf;
+    const mantissa = code & 0x7;
+    if (exponent === 0xf && mantissa === 0x7) e4m3Table[code] = NaN;
+    else if (exponent === 0) e4m3Table[code] = sign * (mantissa / 8) * 2 ** -6;
+    else e4m3Table[code] = sign * (1 + mantissa / 8) * 2 ** (exponent - 7);
+  }
+  return e4m3Table;
+}
+
+export const FP8_E4M3_MAX = 448;
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/**
+ * The e4m3 code nearest to `value` (ties to the even code, as a float cast does), saturating at
+ * ±448. NaN gives 0x7f. Works on the float32 bits (load-time quantization encodes billions of
+ * values): the mantissa is rounded to 3 bits, below 2^-6 to multiples of 2^-9 (the subnormals).
+ */
+export function floatToFp8E4m3(value: number): number {
+  if (Number.isNaN(value)) return 0x7f;
+  f32[0] = value;
+  const bits = f32Bits[0];
+  const sign = (bits >>> 24) & 0x80;
+  const magnitude = Math.abs(f32[0]);
+  if (magnitude >= FP8_E4M3_MAX) return sign | 0x7e;
+  if (magnitude < 2 ** -6) {
+    // Subnormal codes count 2^-9 steps; 8 steps is the smallest normal, code 0x08, so it carries over.
+    const steps = magnitude * 2 ** 9;
+    let code = Math.floor(steps);
+    const rest = steps - code;
+    if (rest > 0.5 || (rest === 0.5 && code % 2 === 1)) code++;
+    return sign | code;
+  }
+  // Round the 23-bit mantissa to 3 bits, to even; a carry moves into the exponent as it should.
+  const magnitudeBits = bits & 0x7fffffff;
+  const rounded = magnitudeBits + 0x7ffff + ((magnitudeBits >>> 20) & 1);
+  const exponent = (rounded >>> 23) - 127 + 7;
+  const code = (exponent << 3) | ((rounded >>> 20) & 7);
+  return sign | Math.min(code, 0x7e);
+}

@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { QUANTIZED_GEMV_MAX_ROWS } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
+import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { quantizeRoundToNearest } from '../../../src/tensor/quantize-rtn.ts';
+import {
+  describeQuantized,
+  emptyQuantizedWeight,
+  fillInt4Padding,
+  fp8E4m3Values,
+  maxCode,
+  numGroups,
+  putCode,
+  type QuantizedFormat,
+  type QuantizedWeight,
+} from '../../../src/tensor/quantized-weight.ts';
+import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// The CUDA quantized linear (GEMV for decode rows, dequantize + cuBLAS beyond) against the CPU
+// backend's, which equals multiplying by the dequantized weight. bf16 outputs get 1e-2.
+
+const rng = seededRng(testSeed('cuda quantized linear'));
+const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024 });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+const FORMATS: QuantizedFormat[] = ['int4', 'int8', 'fp8-e4m3'];
+
+interface Case {
+  format: QuantizedFormat;
+  rows: number;
+  cols: number;
+  groupSize: number;
+  asymmetric: boolean;
+  actOrder: boolean;
+}
+
+/** Random codes, scales, zeros and permutation: every field a checkpoint can set. */
+function randomWeight(c: Case): QuantizedWeight {
+  const w = emptyQuantizedWeight(c.format, c.rows, c.cols, c.groupSize, c.asymmetric);
+  const fp8 = fp8E4m3Values();
+  for (let r = 0; r < c.rows; r++) {
+    for (let k = 0; k < c.cols; k++) {
+      let code = randInt(rng, 0, c.format === 'fp8-e4m3' ? 255 : maxCode(c.format));
+      while (c.format === 'fp8-e4m3' && Number.isNaN(fp8[code])) code = randInt(rng, 0, 255);
+      putCode(w, r, k, code);
+    }
+  }
+  const scale = c.format === 'fp8-e4m3' ? 0.01 : c.format === 'int4' ? 0.02 : 0.002;
+  for (let i = 0; i < w.scales.length; i++) w.scales[i] = scale * (0.5 + rng());
+  if (w.zeros) for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = randInt(rng, 0, maxCode(c.format));
+  fillInt4Padding(w);
+  if (c.actOrder) {
+    const perm = Int32Array.from({ length: c.cols }, (_, i) => i);
+    for (let i = c.cols - 1; i > 0; i--) {
+      const j = randInt(rng, 0, i);
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    w.perm = perm;
+  }
+  return w;
+}
+
+function both(w: QuantizedWeight): { cpu: Tensor; gpu: Tensor } {
+  return { cpu: cpu.loadQuantizedWeight(w), gpu: gpu.loadQuantizedWeight(w) };
+}
+
+function input(rows: number, cols: number): { cpu: Tensor; gpu: Tensor } {
+  const t = bf16Tensor([rows, cols], randomBf16Values(rng, rows * cols, 1));
+  return { cpu: cpu.loadWeight(t), gpu: gpu.loadWeight(t) };
+}
+
+function check(what: string, weight: QuantizedWeight, xRows: number, withBias: boolean): void {
+  const w = both(weight);
+  const x = input(xRows, weight.cols);
+  const biasValues = withBias ? bf16Tensor([weight.rows], randomBf16Values(rng, weight.rows, 1)) : null;
+  const flatBias = biasValues && { cpu: cpu.loadWeight(biasValues), gpu: gpu.loadWeight(biasValues) };
+  const label = `${what} ${describeQuantized(weight)} x ${xRows} rows${withBias ? ' + bias' : ''}`;
+  const err = relativeError(gpu.toHost(gpu.linear(x.gpu, w.gpu, flatBias?.gpu ?? null)), cpu.toHost(cpu.linear(x.cpu, w.cpu, flatBias?.cpu ?? null)));
+  assert.ok(err < TOLERANCE, `${label}: relative error ${err}`);
+}
+
+test('the quantized GEMV matches the CPU on decode batches: every format, group layout, zeros and act-order', () => {
+  for (const format of FORMATS) {
+    const chunk = format === 'int4' ? 32 : 16;
+    for (let trial = 0; trial < 12; trial++) {
+      const cols = chunk * randInt(rng, 1, 200);
+      const groupSize = pick(rng, [cols, chunk, 4 * chunk, 128].filter((g) => g <= cols && (g % chunk === 0 || g === cols)));
+      const c = { format, rows: randInt(rng, 1, 700), cols, groupSize, asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      for (let xRows = 1; xRows <= QUANTIZED_GEMV_MAX_ROWS; xRows += randInt(rng, 1, 3)) check('GEMV', randomWeight(c), xRows, rng() < 0.3);
+    }
+  }
+});
+
+test('prefill batches and shapes the GEMV does not take dequantize and match the CPU', () => {
+  for (const format of FORMATS) {
+    for (let trial = 0; trial < 6; trial++) {
+      const cols = randInt(rng, 1, 700);
+      const c = { format, rows: randInt(rng, 1, 300), cols, groupSize: randInt(rng, 1, cols), asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      check('dequantized', randomWeight(c), pick(rng, [1, 3, QUANTIZED_GEMV_MAX_ROWS + 1, 70]), rng() < 0.3);
+    }
+  }
+});
+
+test('gatedLinear with a quantized gate/up weight matches the CPU', () => {
+  for (const format of FORMATS) {
+    for (const xRows of [1, 5, 40]) {
+      const n = 8 * randInt(rng, 1, 64);
+      const cols = 128 * randInt(rng, 1, 8);
+      const values = randomBf16Values(rng, 2 * n * cols, 0.1);
+      const w = both(quantizeRoundToNearest(values, 2 * n, cols, format === 'fp8-e4m3' ? 'fp8' : format));
+      const x = input(xRows, cols);
+      const act = { kind: 'silu' } as const;
+      const err = relativeError(gpu.toHost(gpu.gatedLinear(x.gpu, w.gpu, act)), cpu.toHost(cpu.gatedLinear(x.cpu, w.cpu, act)));
+      assert.ok(err < TOLERANCE, `gatedLinear ${format} [${2 * n}, ${cols}] x ${xRows}: relative error ${err}`);
+    }
+  }
+});
+
+test('round-to-nearest weights of every load-time format multiply as the CPU does', () => {
+  for (const method of ['fp8', 'int8', 'int4'] as const) {
+    const rows = randInt(rng, 1, 500);
+    const cols = 128 * randInt(rng, 1, 12);
+    const w = quantizeRoundToNearest(randomBf16Values(rng, rows * cols, 0.05), rows, cols, method);
+    assert.equal(numGroups(w), method === 'int4' ? cols / 128 : 1);
+    for (const xRows of [1, 2, 16]) check(`RTN ${method}`, w, xRows, false);
+  }
+});

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
+import type { Backend } from '../src/backend/backend.ts';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { quantizeAtLoad } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
+import { engineConfigFromFlags } from '../src/cli/engine-flags.ts';
+import { loadModel } from '../src/engine/load-engine.ts';
+import type { CausalLM } from '../src/models/causal-lm.ts';
+import { loadWeights } from '../src/models/load-weights.ts';
+import { createModel, readModelArchitecture } from '../src/models/registry.ts';
+import { describeBatch } from '../src/step/batch.ts';
+import { float32Tensor } from '../src/tensor/host-ops.ts';
+import { LOAD_TIME_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
+import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
+import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+
+const DRIFT_BOUND = { int8: 0.15, fp8: 0.6, int4: 1.5 };
+const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
+
+/** Last-token logits of the oracle's prompts, prefilled together. */
+function promptLogits(backend: Backend, model: CausalLM): Float32Array[] {
+  const blockSize = 16;
+  let next = 0;
+  const chunks = FIXTURE.oracle.prompts.map((tokens) => {
+    const blocks = Math.ceil(tokens.length / blockSize);
+    const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
+    next += blocks;
+    return { tokens, startPos: 0, blockTable };
+  });
+  const cache = backend.createKvCache({ numBlocks: next, blockSize, layers: model.kvLayers });
+  const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
+  const vocab = logits.length / chunks.length;
+  return chunks.map((_, i) => logits.slice(i * vocab, (i + 1) * vocab));
+}
+
+test('--quantization multiplies by the quantized weights exactly as by their dequantized values, and stays near the 16-bit logits', async () => {
+  for (const method of LOAD_TIME_QUANTIZATIONS) {
+    const quantized = await loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: method, showProgress: false });
+    const actual = promptLogits(quantized.backend, quantized.model);
+    // The same weights, dequantized on the host and loaded as float32 matrices.
+    const architecture = readModelArchitecture(FIXTURE.dir);
+    const dense = createModel(architecture, architecture.config.contextLength);
+    const backend = new CpuBackend();
+    const ckpt = quantizeAtLoad(openCheckpoint(FIXTURE.dir), method);
+    const readLinear = (name: string) => {
+      const w = ckpt.readLinear!(name);
+      return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
+    };
+    loadWeights(dense, { ...ckpt, readLinear }, backend);
+    const expected = promptLogits(backend, dense);
+    actual.forEach((row, i) => assert.deepEqual(row, expected[i], `${method}: prompt ${i}`));
+    const drift = Math.max(...actual.map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
+    // Loose bounds by each format's precision (logits here span about ±2): the quantization happened and did not break the model.
+    assert.ok(drift > 0 && drift < DRIFT_BOUND[method], `${method}: max |Δlogit| from the 16-bit model ${drift}`);
+  }
+});
+
+test('--quantization on a checkpoint that is already quantized is refused, naming its method', async () => {
+  await assert.rejects(
+    loadModel({ model: join(FIXTURES_DIR, 'quant-awq-int4'), backend: 'cpu', quantization: 'int8', showProgress: false }),
+    /--quantization int8: .*quant-awq-int4 is already quantized \(quant_method awq\); Keel reads it as it is/,
+  );
+});
+
+test('--quantization takes fp8, int8 or int4, and the library option likewise', async () => {
+  assert.equal(engineConfigFromFlags({ quantization: 'int4' }).quantization, 'int4');
+  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4 \(got "int3"\)/);
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'nf4' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4 or null \(got "nf4"\)/);
+});
+
+test('dummy weights are quantized by --quantization too', async () => {
+  const loaded = await loadModel({ model: FIXTURE.dir, backend: 'cpu', loadFormat: 'dummy', quantization: 'int4', showProgress: false });
+  const logits = promptLogits(loaded.backend, loaded.model);
+  assert.ok(logits.every((row) => row.every(Number.isFinite)));
+  await assert.rejects(loadModel({ model: join(FIXTURES_DIR, 'quant-fp8-block'), backend: 'cpu', loadFormat: 'dummy', showProgress: false }), /--load-format dummy makes 16-bit weights, not fp8 ones/);
+});

@@ -1,0 +1,303 @@
+"""Quantized checkpoints in the published layouts, written without the formats' own libraries.
+
+The host has no AutoGPTQ, AutoAWQ or llm-compressor, so each format's tensors are packed here
+from its specification (the layouts are spelled out in Keel's readers under
+src/checkpoint/quantization/ and in docs/quantization.md). A fixture's linear layers are
+quantized round to nearest, their float32 weights replaced by the dequantized values, and
+transformers runs on those: the oracle is "transformers on the dequantized weights".
+
+`pack` writes each layer's tensors; `unpack` reads them back with separate code (shifts and
+masks written the other way round), so a packing mistake cannot cancel itself out: the reloaded
+model must reproduce the in-memory one's logits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# AutoAWQ's GEMM packing writes output columns 0, 2, 4, 6, 1, 3, 5, 7 of each group of 8 into
+# 4-bit fields 0..7.
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+LINEAR_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# Each scheme: the quantization_config written to config.json, and how layers are packed.
+SCHEMES = {
+    "gptq-int4-actorder": {
+        "config": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": True, "sym": False,
+                   "checkpoint_format": "gptq", "true_sequential": True, "lm_head": False},
+        "kind": "gptq", "bits": 4, "group": 32, "act_order": True, "sym": False,
+    },
+    "gptq-int8-channel": {
+        "config": {"quant_method": "gptq", "bits": 8, "group_size": -1, "desc_act": False, "sym": True,
+                   "checkpoint_format": "gptq", "lm_head": False},
+        "kind": "gptq", "bits": 8, "group": None, "act_order": False, "sym": True,
+    },
+    "awq-int4": {
+        # One projection left 16-bit, as modules_to_not_convert does.
+        "config": {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm",
+                   "modules_to_not_convert": ["model.layers.1.mlp.down_proj"]},
+        "kind": "awq", "bits": 4, "group": 32, "skip": ("model.layers.1.mlp.down_proj",),
+    },
+    "ct-w4a16": {
+        "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                                 "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                                             "group_size": 32, "dynamic": False, "actorder": None}}},
+                   "ignore": ["lm_head"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
+    },
+    "ct-w8a16-asym": {
+        "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                                 "weights": {"num_bits": 8, "type": "int", "symmetric": False, "strategy": "channel",
+                                                             "group_size": None, "dynamic": False}}},
+                   "ignore": ["lm_head"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "ct-int", "bits": 8, "group": None, "sym": False,
+    },
+    "ct-fp8-channel": {
+        "config": {"quant_method": "compressed-tensors", "format": "float-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "output_activations": None,
+                                                 "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel",
+                                                             "dynamic": False},
+                                                 "input_activations": {"num_bits": 8, "type": "float", "symmetric": True,
+                                                                       "strategy": "token", "dynamic": True}}},
+                   "ignore": ["lm_head"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "fp8", "scales": "channel", "scale_name": "weight_scale",
+    },
+    "fp8-block": {
+        # Blocks of 32 rows x 48 columns: ragged at both edges of every matrix of these shapes.
+        "config": {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [32, 48]},
+        "kind": "fp8", "scales": "block", "block": (32, 48), "scale_name": "weight_scale_inv",
+    },
+}
+
+
+def quantized_layers(model, scheme: dict) -> list[str]:
+    """Names (less `.weight`) of the decoder's linear layers the scheme quantizes."""
+    names = [n[: -len(".weight")] for n, _ in model.named_parameters()
+             if n.endswith(".weight") and n.split(".")[-2] in LINEAR_SUFFIXES]
+    return [n for n in names if n not in scheme.get("skip", ())]
+
+
+@torch.no_grad()
+def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor]:
+    """Replaces each quantized layer's weight by its dequantized value; returns the packed tensors."""
+    scheme = SCHEMES[scheme_name]
+    gen = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    packed: dict[str, torch.Tensor] = {}
+    # Act-order permutes a layer's input columns by its Hessian, which comes from its input:
+    # projections reading the same input (q/k/v, gate/up) get the same order, as in GPTQ's output.
+    orders: dict[str, torch.Tensor] = {}
+    for base in quantized_layers(model, scheme):
+        weight = params[f"{base}.weight"]
+        same_input = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.(gate|up)_proj$", ".gate_up", base))
+        if same_input not in orders:
+            orders[same_input] = torch.randperm(weight.shape[1], generator=gen)
+        tensors, dequantized = PACKERS[scheme["kind"]](weight.data.float(), scheme, orders[same_input])
+        weight.copy_(dequantized)
+        packed.update({f"{base}.{k}": v for k, v in tensors.items()})
+    return packed
+
+
+def _round_scale(scale: torch.Tensor) -> torch.Tensor:
+    """Scales as checkpoints store them (float16), kept nonzero."""
+    return scale.clamp(min=1e-4).to(torch.float16).float()
+
+
+def _int_codes(w: torch.Tensor, group_of_col: torch.Tensor, groups: int, bits: int, sym: bool, min_zero: int = 0):
+    """Round-to-nearest codes [out, in] with scales and zeros [out, groups] (unsigned codes)."""
+    top = (1 << bits) - 1
+    out, _ = w.shape
+    scales = torch.empty(out, groups)
+    zeros = torch.empty(out, groups, dtype=torch.int64)
+    for g in range(groups):
+        cols = w[:, group_of_col == g]
+        if sym:
+            scales[:, g] = _round_scale(cols.abs().amax(dim=1) / (top // 2))
+            zeros[:, g] = (top + 1) // 2
+        else:
+            lo, hi = cols.amin(dim=1).clamp(max=0), cols.amax(dim=1).clamp(min=0)
+            scales[:, g] = _round_scale((hi - lo) / top)
+            zeros[:, g] = torch.round(-lo / scales[:, g]).clamp(min_zero, top).long()
+    s = scales[:, group_of_col]
+    z = zeros[:, group_of_col]
+    codes = (torch.round(w / s) + z).clamp(0, top).long()
+    dequantized = (codes - z).float() * s
+    return codes, scales, zeros, dequantized
+
+
+def _pack_fields(values: torch.Tensor, bits: int, dim: int, order=None) -> torch.Tensor:
+    """Packs `bits`-bit unsigned values along `dim` into int32 words, field i of a word holding
+    element order[i] of its run (natural order by default)."""
+    per = 32 // bits
+    v = values.long().movedim(dim, -1)
+    pad = (-v.shape[-1]) % per
+    v = torch.nn.functional.pad(v, (0, pad))
+    v = v.reshape(*v.shape[:-1], -1, per)
+    order = order or tuple(range(per))
+    word = torch.zeros(v.shape[:-1], dtype=torch.int64)
+    for field, element in enumerate(order):
+        word |= v[..., element] << (bits * field)
+    word = torch.where(word >= 2**31, word - 2**32, word).to(torch.int32)
+    return word.movedim(-1, dim).contiguous()
+
+
+def pack_gptq(w, scheme, act_order):
+    out, cols = w.shape
+    bits, size = scheme["bits"], scheme["group"] or cols
+    groups = math.ceil(cols / size)
+    # Act-order: GPTQ quantizes columns in a random order here (by Hessian diagonal in real
+    # runs), and each run of `size` columns of that order is a group.
+    order = act_order if scheme["act_order"] else torch.arange(cols)
+    position = torch.empty(cols, dtype=torch.int64)
+    position[order] = torch.arange(cols)
+    g_idx = position // size
+    # v1 stores zero - 1, so a zero of 0 cannot be stored: asymmetric zeros start at 1.
+    codes, scales, zeros, dequantized = _int_codes(w, g_idx, groups, bits, scheme["sym"], min_zero=1)
+    tensors = {
+        "qweight": _pack_fields(codes.t(), bits, dim=0),
+        "qzeros": _pack_fields((zeros - 1).t(), bits, dim=1),
+        "scales": scales.t().to(torch.float16).contiguous(),
+        "g_idx": g_idx.to(torch.int32),
+    }
+    return tensors, dequantized
+
+
+def pack_awq(w, scheme, _act_order):
+    out, cols = w.shape
+    size = scheme["group"]
+    group_of_col = torch.arange(cols) // size
+    codes, scales, zeros, dequantized = _int_codes(w, group_of_col, math.ceil(cols / size), 4, sym=False)
+    tensors = {
+        "qweight": _pack_fields(codes.t(), 4, dim=1, order=AWQ_ORDER),
+        "qzeros": _pack_fields(zeros.t(), 4, dim=1, order=AWQ_ORDER),
+        "scales": scales.t().to(torch.float16).contiguous(),
+    }
+    return tensors, dequantized
+
+
+def pack_ct_int(w, scheme, _act_order):
+    out, cols = w.shape
+    bits, size = scheme["bits"], scheme["group"] or cols
+    group_of_col = torch.arange(cols) // size
+    codes, scales, zeros, dequantized = _int_codes(w, group_of_col, math.ceil(cols / size), bits, scheme["sym"])
+    tensors = {
+        # Unsigned codes are the signed values plus 2^(bits-1), which is what pack-quantized stores.
+        "weight_packed": _pack_fields(codes, bits, dim=1),
+        "weight_scale": scales.to(torch.bfloat16) if bits == 4 else scales.to(torch.float16),
+        "weight_shape": torch.tensor([out, cols], dtype=torch.int64),
+    }
+    if bits == 4:
+        # bf16 scales: recompute the codes against the scales as stored.
+        s = tensors["weight_scale"].float()
+        codes = (torch.round(w / s[:, group_of_col]) + 8).clamp(0, 15).long()
+        tensors["weight_packed"] = _pack_fields(codes, bits, dim=1)
+        dequantized = (codes - 8).float() * s[:, group_of_col]
+    if not scheme["sym"]:
+        tensors["weight_zero_point"] = _pack_fields(zeros, bits, dim=0)
+    return tensors, dequantized
+
+
+def pack_fp8(w, scheme, _act_order):
+    out, cols = w.shape
+    if scheme["scales"] == "channel":
+        scale = (w.abs().amax(dim=1, keepdim=True) / 448).clamp(min=1e-6)
+        full = scale.expand(out, cols)
+    else:
+        br, bc = scheme["block"]
+        scale = torch.empty(math.ceil(out / br), math.ceil(cols / bc))
+        for i in range(scale.shape[0]):
+            for j in range(scale.shape[1]):
+                scale[i, j] = (w[i * br:(i + 1) * br, j * bc:(j + 1) * bc].abs().amax() / 448).clamp(min=1e-6)
+        full = scale.repeat_interleave(br, 0)[:out].repeat_interleave(bc, 1)[:, :cols]
+    codes = (w / full).to(torch.float8_e4m3fn)
+    dequantized = codes.float() * full
+    return {"weight": codes, scheme["scale_name"]: scale.float().contiguous()}, dequantized
+
+
+PACKERS = {"gptq": pack_gptq, "awq": pack_awq, "ct-int": pack_ct_int, "fp8": pack_fp8}
+
+
+def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Tensor]) -> None:
+    """Rewrites a saved 16-bit checkpoint with the packed tensors in place of the quantized
+    layers' weights, and the scheme's quantization_config in config.json."""
+    path = out_dir / "model.safetensors"
+    tensors = load_file(str(path))
+    bases = {name.rsplit(".", 1)[0] for name in packed}
+    for base in bases:
+        tensors.pop(f"{base}.weight", None)
+    tensors.update(packed)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    config = json.loads((out_dir / "config.json").read_text())
+    config["quantization_config"] = SCHEMES[scheme_name]["config"]
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading back, independently of the packing above.
+
+
+def _unpack(words: torch.Tensor, bits: int, dim: int, length: int, order=None) -> torch.Tensor:
+    per = 32 // bits
+    w = words.to(torch.int64) & 0xFFFFFFFF
+    w = w.movedim(dim, -1)
+    fields = torch.stack([(w >> (bits * f)) & ((1 << bits) - 1) for f in range(per)], dim=-1)
+    if order is not None:
+        # Field f holds element order[f]: put it back at its element.
+        fields = fields[..., [order.index(e) for e in range(per)]]
+    values = fields.reshape(*w.shape[:-1], -1)[..., :length]
+    return values.movedim(-1, dim)
+
+
+def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors with every quantized layer dequantized to a float32 `.weight`."""
+    config = json.loads((out_dir / "config.json").read_text())["quantization_config"]
+    t = load_file(str(out_dir / "model.safetensors"))
+    method = config["quant_method"]
+    out: dict[str, torch.Tensor] = {}
+    for name in list(t):
+        base, leaf = name.rsplit(".", 1)
+        if method in ("gptq", "awq") and leaf == "qweight":
+            bits = config["bits"]
+            scales = t[f"{base}.scales"].float()
+            groups, rows = scales.shape
+            if method == "gptq":
+                cols = t[name].shape[0] * (32 // bits)
+                q = _unpack(t[name], bits, 0, cols)  # [in, out]
+                z = _unpack(t[f"{base}.qzeros"], bits, 1, rows) + (1 if config.get("checkpoint_format", "gptq") == "gptq" else 0)
+                g = t[f"{base}.g_idx"].long()
+            else:
+                cols = t[name].shape[0]
+                q = _unpack(t[name], 4, 1, rows, AWQ_ORDER)
+                z = _unpack(t[f"{base}.qzeros"], 4, 1, rows, AWQ_ORDER)
+                g = torch.arange(cols) // config["group_size"]
+            out[f"{base}.weight"] = ((q - z[g]).float() * scales[g]).t().contiguous()
+        elif leaf == "weight_packed":
+            rows, cols = t[f"{base}.weight_shape"].tolist()
+            args = next(iter(config["config_groups"].values()))["weights"]
+            bits = args["num_bits"]
+            scales = t[f"{base}.weight_scale"].float()
+            q = _unpack(t[name], bits, 1, cols) - (1 << (bits - 1))
+            z = _unpack(t[f"{base}.weight_zero_point"], bits, 0, rows) - (1 << (bits - 1)) if f"{base}.weight_zero_point" in t else torch.zeros_like(scales, dtype=torch.int64)
+            g = torch.arange(cols) // (args["group_size"] or cols)
+            out[f"{base}.weight"] = (q - z[:, g]).float() * scales[:, g]
+        elif leaf == "weight" and t[name].dtype == torch.float8_e4m3fn:
+            scale_name = "weight_scale_inv" if method == "fp8" else "weight_scale"
+            s = t[f"{base}.{scale_name}"].float()
+            rows, cols = t[name].shape
+            if s.dim() == 2 and s.shape[1] > 1:
+                br, bc = config["weight_block_size"]
+                s = s.repeat_interleave(br, 0)[:rows].repeat_interleave(bc, 1)[:, :cols]
+            out[name] = t[name].float() * s
+        elif leaf in ("qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv", "weight_zero_point", "weight_shape"):
+            continue
+        else:
+            out[name] = t[name].float()
+    return out
