@@ -5,7 +5,7 @@ import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { GrammarCompiler } from './grammar-compiler.ts';
 
 test('a string with a length bound takes no raw control character (JSON forbids them), inside a structural tag too', async () => {
-  const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+  const tokenizer = Tokenizer.load(DEFAULT_MODEL_DIR);
   const compiler = await GrammarCompiler.create({ vocabulary: tokenizer.grammarVocabulary(), vocabSize: tokenizer.vocabSize, stopTokenIds: [0], cacheSize: 4 });
   const only = (text: string) => {
     const ids = tokenizer.encode(text, { addSpecialTokens: false });
