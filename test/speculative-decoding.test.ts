@@ -151,11 +151,11 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
   try {
     const live = new Set<string>();
     let next = 0;
-    const add = () => {
+    const add = (long = false) => {
       const alphabet = Array.from({ length: 6 }, () => int(10, 2000));
-      const promptTokenIds = Array.from({ length: int(2, 20) }, () => alphabet[int(0, alphabet.length - 1)]);
+      const promptTokenIds = Array.from({ length: long ? 20 : int(2, 20) }, () => alphabet[int(0, alphabet.length - 1)]);
       const kinds = [{ temperature: 0 }, { temperature: 0.9, topK: 40 }, { temperature: 1, n: 2 }, { temperature: 0, repetitionPenalty: 1.3 }];
-      const params = resolveSamplingParams({ ...kinds[int(0, kinds.length - 1)], maxTokens: int(1, 24), ignoreEos: true, seed: int(0, 1000) }, {});
+      const params = resolveSamplingParams({ ...kinds[int(0, kinds.length - 1)], maxTokens: long ? 24 : int(1, 24), ignoreEos: true, seed: int(0, 1000) }, {});
       const id = `r${next++}`;
       live.add(id);
       engine.addRequest({ id, prompt: null, promptTokenIds, params, grammar: null, onUpdate: (request) => isFinished(request) && live.delete(request.id) });
@@ -167,6 +167,9 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
       else engine.step();
       engine.checkInvariants();
     }
+    // A last burst of long requests, 11 blocks each at the end, so that every schedule preempts
+    // (at 17 and 18 blocks some random ones never did).
+    for (let i = 0; i < 4; i++) add(true);
     for (let drained = 0; engine.hasUnfinished(); drained++) {
       assert.ok(drained < 5000, `${where}: no end after 5,000 steps`);
       engine.step();
