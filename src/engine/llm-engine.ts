@@ -77,6 +77,12 @@ export interface EngineStats {
   promptTokensTotal: number;
   generationTokensTotal: number;
   numPreemptionsTotal: number;
+  /** Of the preemptions, those that swapped a sequence's K/V out to host memory. */
+  numSwapsTotal: number;
+  numSwapped: number;
+  /** Host blocks of the swap space (0 unless preemptionMode is swap), and those free. */
+  numSwapBlocks: number;
+  numFreeSwapBlocks: number;
   /** Speculative decoding since start; null when the engine does not speculate. */
   speculation: SpeculationStats | null;
 }
@@ -106,6 +112,7 @@ export class LLMEngine {
   private cachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
+  private numSwapsTotal = 0;
   private readonly speculation: SpeculationTally | null;
   /** The step launched by the last `step()` whose tokens are still to be read. */
   private inFlight: LaunchedStep | null = null;
@@ -170,6 +177,7 @@ export class LLMEngine {
         finishedTime: null,
         numCachedTokens: 0,
         numPreemptions: 0,
+        numSwaps: 0,
         speculation: null,
       },
       speculation: this.parts.speculative ? new SpeculationTally() : null,
@@ -212,6 +220,10 @@ export class LLMEngine {
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
+      numSwapsTotal: this.numSwapsTotal,
+      numSwapped: counts.swapped,
+      numSwapBlocks: this.parts.kv.numSwapBlocks,
+      numFreeSwapBlocks: this.parts.kv.numFreeSwapBlocks,
       speculation: this.speculation?.summary() ?? null,
     };
   }
@@ -232,10 +244,16 @@ export class LLMEngine {
     this.proposeDrafts();
     const output = this.parts.scheduler.schedule();
     this.dropUnscheduledDrafts(output);
+    this.parts.runner.transferBlocks(output);
     for (const seq of output.preempted) {
+      const swapped = seq.status === 'swapped';
       const owner = this.bySequence.get(seq);
-      if (owner) owner.request.metrics.numPreemptions++;
+      if (owner) {
+        owner.request.metrics.numPreemptions++;
+        if (swapped) owner.request.metrics.numSwaps++;
+      }
       this.numPreemptionsTotal++;
+      if (swapped) this.numSwapsTotal++;
     }
     if (output.scheduled.length === 0) {
       if (this.inFlight !== null) {

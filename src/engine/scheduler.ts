@@ -25,10 +25,16 @@ export interface ScheduledSequence {
 export interface SchedulerOutput {
   /** Decodes first, then prefill chunks. */
   scheduled: ScheduledSequence[];
-  /** Sent back to waiting this step; their K/V will be recomputed. */
+  /** Preempted this step: sent back to waiting to be recomputed, or swapped out (status `swapped`). */
   preempted: Sequence[];
   /** Run before the forward: copy-on-write of blocks shared with a forked sibling. */
   blockCopies: BlockCopies;
+  /**
+   * Run first, in this order: device blocks -> host blocks of the sequences swapped out this step,
+   * then host -> device blocks of those swapped in, which run from the next step on.
+   */
+  swapOut: BlockCopies;
+  swapIn: BlockCopies;
   numScheduledTokens: number;
 }
 
@@ -40,9 +46,12 @@ interface StepPlan {
 
 /**
  * Continuous batching with chunked prefill. Each step spends a token budget on decodes, then on
- * chunks of unfinished prefills, then on admitting waiting sequences first-come first-served.
- * When the KV pool runs out, the youngest running sequence is preempted: its blocks are freed and
- * it waits at the front of the queue to be recomputed.
+ * chunks of unfinished prefills, then on swapping sequences back in, then on admitting waiting
+ * sequences first-come first-served. When the KV pool runs out, the youngest running sequence is
+ * preempted: its blocks are freed and it waits at the front of the queue to be recomputed, or,
+ * with a swap space and a context longer than one step's token budget (its recompute would take
+ * more than one step's prefill), its K/V are swapped out to host memory and back in once the pool
+ * has room. A sequence swapped in runs from the next step, so the copies overlap this step.
  *
  * Each step: `schedule()`, run the model, `onStepComplete(output)`, then the engine appends a
  * sampled token to every sequence it caught up (numComputedTokens === numTokens) or finishes it.
@@ -54,6 +63,10 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   /** Admission order; preempted sequences re-enter at the front. */
   private readonly waiting: Sequence[] = [];
+  /** Swapped out to host memory, oldest first; they come back before any waiting sequence is admitted. */
+  private readonly swapped: Sequence[] = [];
+  /** Swapped in by the last step: running from this one, when their blocks have arrived. */
+  private arriving: Sequence[] = [];
 
   private readonly config: SchedulerConfig;
   private readonly kv: KvCacheManager;
@@ -66,12 +79,14 @@ export class Scheduler {
     this.kv = kv;
   }
 
-  counts(): { running: number; waiting: number } {
-    return { running: this.running.length, waiting: this.waiting.length };
+  /** Sequences swapped in but not yet running count as running: they hold their blocks. */
+  counts(): { running: number; waiting: number; swapped: number } {
+    return { running: this.running.length + this.arriving.length, waiting: this.waiting.length, swapped: this.swapped.length };
   }
 
   hasUnfinished(): boolean {
-    return this.running.length + this.waiting.length > 0;
+    const { running, waiting, swapped } = this.counts();
+    return running + waiting + swapped > 0;
   }
 
   /** Queues a new sequence; rejects a prompt that could never be scheduled. */
@@ -117,15 +132,17 @@ export class Scheduler {
    */
   finish(seq: Sequence): void {
     if (seq.status === 'finished') return;
-    const queue = seq.status === 'running' ? this.running : this.waiting;
-    const index = queue.indexOf(seq);
-    if (index < 0) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
-    queue.splice(index, 1);
-    this.kv.free(seq);
+    const queue = [this.running, this.arriving, this.waiting, this.swapped].find((q) => q.includes(seq));
+    if (queue === undefined) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
+    queue.splice(queue.indexOf(seq), 1);
+    if (seq.status === 'swapped') this.kv.dropSwapped(seq);
+    else this.kv.free(seq);
     seq.status = 'finished';
   }
 
   schedule(): SchedulerOutput {
+    for (const seq of this.arriving) this.insertRunning(seq);
+    this.arriving = [];
     const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens };
     // A sequence with drafts decodes too: its last sampled token and the drafts after it run as one chunk.
     const isDecoding = (seq: Sequence) => seq.numTokens - seq.numDraftTokens - seq.numComputedTokens === 1;
@@ -143,12 +160,18 @@ export class Scheduler {
         plan.budget -= numNewTokens;
       }
     }
-    // Admitting while preempting would only trade one recompute for another.
-    if (plan.preempted.length === 0) this.admitWaiting(plan);
+    // Admitting while preempting would only trade one recompute (or swap) for another.
+    if (plan.preempted.length === 0) {
+      this.swapIn();
+      if (this.swapped.length === 0) this.admitWaiting(plan);
+    }
+    const swaps = this.kv.takeSwaps();
     return {
       scheduled: plan.scheduled,
       preempted: plan.preempted,
       blockCopies: this.kv.takePendingCopies(),
+      swapOut: swaps.out,
+      swapIn: swaps.in,
       numScheduledTokens: this.config.maxNumBatchedTokens - plan.budget,
     };
   }
@@ -191,16 +214,27 @@ export class Scheduler {
     return numNewTokens;
   }
 
-  /** Frees the youngest running sequence's blocks and queues it first, to be recomputed. */
+  /**
+   * Frees the youngest running sequence's blocks: swaps its K/V out when that is the cheaper way
+   * back (`swapsOut`), else queues it first, to be recomputed.
+   */
   private preemptYoungest(plan: StepPlan): Sequence {
     const seq = this.running.pop()!;
-    // Its tokens are recomputed from the prompt on; drafts are not among them.
+    // Drafts are not computed tokens: neither swapped nor recomputed.
     seq.dropDraftTokens(0);
-    this.kv.free(seq);
-    seq.status = 'waiting';
-    seq.numComputedTokens = 0;
+    if (this.swapsOut(seq) && this.kv.swapOut(seq)) {
+      seq.status = 'swapped';
+      seq.numSwaps++;
+      let index = this.swapped.length;
+      while (index > 0 && this.swapped[index - 1].arrivalOrder > seq.arrivalOrder) index--;
+      this.swapped.splice(index, 0, seq);
+    } else {
+      this.kv.free(seq);
+      seq.status = 'waiting';
+      seq.numComputedTokens = 0;
+      this.waiting.unshift(seq);
+    }
     seq.numPreemptions++;
-    this.waiting.unshift(seq);
     plan.preempted.push(seq);
     const index = plan.scheduled.findIndex((entry) => entry.seq === seq);
     if (index >= 0) {
@@ -208,6 +242,25 @@ export class Scheduler {
       plan.scheduled.splice(index, 1);
     }
     return seq;
+  }
+
+  /**
+   * Whether a preempted sequence is swapped out rather than recomputed: with a swap space, when
+   * recomputing its context would take more than one step's token budget. A shorter context
+   * re-prefills as one chunk beside the step's decodes, which costs about one step (decode steps
+   * are bound by reading the weights, not by their token count), and holds no host memory.
+   */
+  private swapsOut(seq: Sequence): boolean {
+    return this.kv.numSwapBlocks > 0 && seq.numComputedTokens > this.config.maxNumBatchedTokens;
+  }
+
+  /** Swaps sequences back in, oldest first, while the pool has room; they run from the next step. */
+  private swapIn(): void {
+    while (this.swapped.length > 0 && this.kv.swapIn(this.swapped[0])) {
+      const seq = this.swapped.shift()!;
+      seq.status = 'running';
+      this.arriving.push(seq);
+    }
   }
 
   /** First come, first served: a sequence that cannot get its blocks holds back those behind it. */
