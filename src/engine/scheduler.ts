@@ -152,6 +152,7 @@ export class Scheduler {
       if (!this.hasRoom(plan)) break;
       // Preempted earlier in this step to make room for an older sequence.
       if (seq.status !== 'running') continue;
+      if (seq.parked && seq.numComputedTokens === seq.numTokens) continue;
       // A verification chunk must reach the sequence's end, so drafts beyond the budget are dropped.
       if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
       const numNewTokens = this.allocateOrPreempt(seq, Math.min(seq.numTokens - seq.numComputedTokens, plan.budget), plan);
@@ -161,9 +162,13 @@ export class Scheduler {
       }
     }
     // Admitting while preempting would only trade one recompute (or swap) for another.
-    if (plan.preempted.length === 0) {
-      this.swapIn();
-      if (this.swapped.length === 0) this.admitWaiting(plan);
+    if (plan.preempted.length === 0) this.admit(plan);
+    // Parked beams wait for sibling beams that may need their blocks: when nothing else runs, they
+    // give them up, youngest first, to be recomputed (their candidates are kept).
+    const blocked = () => plan.scheduled.length === 0 && this.arriving.length === 0 && (this.swapped.length > 0 || this.waiting.some((seq) => !seq.parked));
+    for (let parked = this.youngestParked(); parked !== undefined && blocked(); parked = this.youngestParked()) {
+      this.preempt(parked, plan);
+      this.admit(plan);
     }
     const swaps = this.kv.takeSwaps();
     return {
@@ -214,12 +219,23 @@ export class Scheduler {
     return numNewTokens;
   }
 
-  /**
-   * Frees the youngest running sequence's blocks: swaps its K/V out when that is the cheaper way
-   * back (`swapsOut`), else queues it first, to be recomputed.
-   */
   private preemptYoungest(plan: StepPlan): Sequence {
-    const seq = this.running.pop()!;
+    const seq = this.running[this.running.length - 1];
+    this.preempt(seq, plan);
+    return seq;
+  }
+
+  /** A running beam parked with all its tokens computed, the youngest. */
+  private youngestParked(): Sequence | undefined {
+    return [...this.running].reverse().find((seq) => seq.parked && seq.numComputedTokens === seq.numTokens);
+  }
+
+  /**
+   * Frees a running sequence's blocks: swaps its K/V out when that is the cheaper way back
+   * (`swapsOut`), else queues it first, to be recomputed.
+   */
+  private preempt(seq: Sequence, plan: StepPlan): void {
+    this.running.splice(this.running.indexOf(seq), 1);
     // Drafts are not computed tokens: neither swapped nor recomputed.
     seq.dropDraftTokens(0);
     if (this.swapsOut(seq) && this.kv.swapOut(seq)) {
@@ -241,7 +257,12 @@ export class Scheduler {
       plan.budget += plan.scheduled[index].numNewTokens;
       plan.scheduled.splice(index, 1);
     }
-    return seq;
+  }
+
+  /** Swapped sequences come back first; waiting ones are admitted once none is left. */
+  private admit(plan: StepPlan): void {
+    this.swapIn();
+    if (this.swapped.length === 0) this.admitWaiting(plan);
   }
 
   /**
@@ -251,7 +272,8 @@ export class Scheduler {
    * are bound by reading the weights, not by their token count), and holds no host memory.
    */
   private swapsOut(seq: Sequence): boolean {
-    return this.kv.numSwapBlocks > 0 && seq.numComputedTokens > this.config.maxNumBatchedTokens;
+    // A parked beam may fork at its request's next beam step, which needs its blocks on the device.
+    return this.kv.numSwapBlocks > 0 && seq.numComputedTokens > this.config.maxNumBatchedTokens && !seq.parked;
   }
 
   /** Swaps sequences back in, oldest first, while the pool has room; they run from the next step. */
@@ -263,11 +285,16 @@ export class Scheduler {
     }
   }
 
-  /** First come, first served: a sequence that cannot get its blocks holds back those behind it. */
+  /**
+   * First come, first served: a sequence that cannot get its blocks holds back those behind it.
+   * A parked beam is passed by: it has its candidates, and runs again only once its beam step
+   * gives it a token.
+   */
   private admitWaiting(plan: StepPlan): void {
-    let numAdmitted = 0;
+    const admitted = new Set<Sequence>();
     for (const seq of this.waiting) {
       if (!this.hasRoom(plan)) break;
+      if (seq.parked) continue;
       const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
       const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
@@ -277,9 +304,9 @@ export class Scheduler {
       this.insertRunning(seq);
       plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
       plan.budget -= numNewTokens;
-      numAdmitted++;
+      admitted.add(seq);
     }
-    this.waiting.splice(0, numAdmitted);
+    if (admitted.size > 0) this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((seq) => !admitted.has(seq)));
   }
 
   private insertRunning(seq: Sequence): void {

@@ -51,6 +51,11 @@ export class Sequence {
    */
   needsPromptLogits = false;
   numPreemptions = 0;
+  /**
+   * A beam that has its next-token candidates and waits for its request's other beams to reach
+   * its length: while all its tokens are computed, the scheduler passes it by.
+   */
+  parked = false;
   /** Of its preemptions, those that swapped its K/V out to host memory (the others recompute it). */
   numSwaps = 0;
   private readonly tokens: number[];
