@@ -98,3 +98,22 @@ test('beam search parameters are checked', async () => {
     await llm.close();
   }
 });
+
+test('LLM.beamSearch returns every beam, as generate with useBeamSearch and n = beamWidth', async () => {
+  const c = cases.find((x) => x.fixture === 'keel-tiny' && x.stop === 'eos')!;
+  const llm = await LLM.load({ backend: 'cpu', showProgress: false });
+  try {
+    const [output] = await llm.beamSearch([fixtures.get('keel-tiny')!.oracle.prompts[c.prompt]], {
+      beamWidth: c.num_beams,
+      maxTokens: c.max_new_tokens,
+      lengthPenalty: c.length_penalty,
+      earlyStopping: c.early_stopping,
+    });
+    assert.deepEqual(
+      output.outputs.map((o) => o.tokenIds),
+      c.beams.map((b) => b.tokens),
+    );
+  } finally {
+    await llm.close();
+  }
+});
