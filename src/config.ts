@@ -59,6 +59,14 @@ export interface EngineConfig {
    */
   streamingSinks: number | null;
   streamingWindow: number | null;
+  /**
+   * How a sequence preempted for lack of KV blocks gets its K/V back (docs/long-context.md):
+   * `recompute` reruns its tokens; `swap` copies the K/V of a context longer than one step's token
+   * budget to host memory and back (shorter ones are still recomputed, which costs less).
+   */
+  preemptionMode: 'recompute' | 'swap';
+  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
+  swapSpace: number;
 }
 
 /** The longest sequence under StreamingLLM when maxModelLen is not given. */
@@ -113,4 +121,6 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   speculative: null,
   streamingSinks: null,
   streamingWindow: null,
+  preemptionMode: 'recompute',
+  swapSpace: 4,
 };

@@ -18,6 +18,15 @@ export interface KvCache {
 }
 
 /**
+ * Host memory that KV blocks are swapped out to and back in from (preemption by swap,
+ * docs/long-context.md): `layout.numBlocks` host blocks, each holding what a device block holds
+ * in every layer of the cache it serves. The CUDA backend's is pinned memory.
+ */
+export interface SwapSpace {
+  readonly layout: KvCacheLayout;
+}
+
+/**
  * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, rotaryDim / 2]
  * (HF "rotate_half" layout: dimension i pairs with i + rotaryDim/2; dimensions from rotaryDim on
  * are not rotated). Every RoPE variant, including YaRN's attention factor, is folded into these
@@ -192,6 +201,22 @@ export interface Backend {
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
+  /** Host memory for `layout.numBlocks` blocks of caches with `layout.layers`. */
+  createSwapSpace(layout: KvCacheLayout): SwapSpace;
+  /**
+   * Copies device blocks src[i] to host blocks dst[i] in every layer, after the work queued so far
+   * (which may still be writing them); work queued afterwards (a step reusing the device blocks)
+   * runs after the copies. The host does not wait.
+   */
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
+  /**
+   * Copies host blocks src[i] to device blocks dst[i] in every layer. The copies run beside the
+   * work queued after them (on CUDA, on a transfer stream), so nothing may read the destination
+   * blocks until `awaitSwapIns`; swaps run in the order they were queued.
+   */
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
+  /** Work queued after this call runs after every swapIn queued before it. The host does not wait. */
+  awaitSwapIns(): void;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**

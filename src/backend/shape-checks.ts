@@ -68,3 +68,20 @@ export function expertWidth(experts: ExpertWeights, hidden: number, numExperts: 
   if (downBias !== null && !fits(downBias, [count, hidden])) throw new Error(`expertMlp: down bias ${shape(downBias)}, expected [${count}, ${hidden}]`);
   return n;
 }
+
+/**
+ * A swap between a device cache and a swap space: both hold the same layers with the same block
+ * size, and every pair names a block of each (`from` is where the copies read).
+ */
+export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: Int32Array, dst: Int32Array, from: 'device' | 'host'): void {
+  if (src.length !== dst.length) throw new Error(`swap: ${src.length} sources but ${dst.length} destinations`);
+  if (cache.blockSize !== swap.blockSize || JSON.stringify(cache.layers) !== JSON.stringify(swap.layers)) {
+    throw new Error('swap: the swap space was made for another cache layout');
+  }
+  const [srcBlocks, dstBlocks] = from === 'device' ? [cache.numBlocks, swap.numBlocks] : [swap.numBlocks, cache.numBlocks];
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < srcBlocks && dst[i] >= 0 && dst[i] < dstBlocks)) {
+      throw new RangeError(`swap: block pair ${src[i]} -> ${dst[i]} is outside [0, ${srcBlocks}) -> [0, ${dstBlocks})`);
+    }
+  }
+}

@@ -30,6 +30,8 @@ export const ENGINE_FLAGS = {
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
+  'preemption-mode': { type: 'string' },
+  'swap-space': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -57,6 +59,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --no-async-scheduling          read each step's tokens before launching the next
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
   --no-progress                  no progress bar or start-up report on stderr
+  --preemption-mode recompute|swap  how a sequence preempted for lack of KV blocks gets its KV back
+                                 (default ${DEFAULT_ENGINE_CONFIG.preemptionMode}); swap: contexts longer than
+                                 --max-num-batched-tokens go to host memory and back, shorter ones
+                                 are recomputed (docs/long-context.md)
+  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft  ngram: drafts looked up in the sequence's own tokens; draft: a draft model
@@ -93,6 +100,8 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     speculative: speculativeFromFlags(values),
     streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
     streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
+    preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
+    swapSpace: numberFlag('--swap-space', values['swap-space']),
   };
 }
 
@@ -139,6 +148,8 @@ export const ENGINE_FIELD_OF_FLAG = {
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',
+  'preemption-mode': 'preemptionMode',
+  'swap-space': 'swapSpace',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -1,7 +1,7 @@
 import type { SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { drawFor, drawnToken, hasPenalties, maskWords, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
+import { drawFor, drawnToken, hasPenalties, maskWords, MAX_TOP_LOGPROBS, topTokensDraw, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
@@ -9,6 +9,8 @@ import type { CompiledGrammar } from '../structured/grammar-compiler.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { BeamGroup } from './beam-group.ts';
+import { BeamSearch } from './beam-search.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
 import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
@@ -77,6 +79,12 @@ export interface EngineStats {
   promptTokensTotal: number;
   generationTokensTotal: number;
   numPreemptionsTotal: number;
+  /** Of the preemptions, those that swapped a sequence's K/V out to host memory. */
+  numSwapsTotal: number;
+  numSwapped: number;
+  /** Host blocks of the swap space (0 unless preemptionMode is swap), and those free. */
+  numSwapBlocks: number;
+  numFreeSwapBlocks: number;
   /** Speculative decoding since start; null when the engine does not speculate. */
   speculation: SpeculationStats | null;
 }
@@ -106,6 +114,7 @@ export class LLMEngine {
   private cachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
+  private numSwapsTotal = 0;
   private readonly speculation: SpeculationTally | null;
   /** The step launched by the last `step()` whose tokens are still to be read. */
   private inFlight: LaunchedStep | null = null;
@@ -170,15 +179,19 @@ export class LLMEngine {
         finishedTime: null,
         numCachedTokens: 0,
         numPreemptions: 0,
+        numSwaps: 0,
         speculation: null,
       },
       speculation: this.parts.speculative ? new SpeculationTally() : null,
+      beams: null,
       onUpdate: input.onUpdate,
     };
     const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, this.parts.prefixCacheSalt(promptTokenIds.length));
     seq.needsPromptLogits = params.promptLogprobs !== null;
+    const search = params.useBeamSearch ? this.beamSearchFor(params) : null;
     this.parts.scheduler.add(seq);
-    completions[0].seq = seq;
+    if (search === null) completions[0].seq = seq;
+    else request.beams = new BeamGroup(search, seq);
     this.bySequence.set(seq, { request, completion: completions[0] });
     this.requests.set(id, request);
     return request;
@@ -188,6 +201,7 @@ export class LLMEngine {
   abort(id: string): boolean {
     const request = this.requests.get(id);
     if (!request) return false;
+    for (const seq of request.beams?.seqs ?? []) this.releaseSequence(seq);
     for (const c of request.completions) {
       if (c.seq) this.releaseSequence(c.seq);
       if (c.output.finishReason === null) finishCompletion(c, 'abort', null);
@@ -212,6 +226,10 @@ export class LLMEngine {
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
+      numSwapsTotal: this.numSwapsTotal,
+      numSwapped: counts.swapped,
+      numSwapBlocks: this.parts.kv.numSwapBlocks,
+      numFreeSwapBlocks: this.parts.kv.numFreeSwapBlocks,
       speculation: this.speculation?.summary() ?? null,
     };
   }
@@ -232,10 +250,16 @@ export class LLMEngine {
     this.proposeDrafts();
     const output = this.parts.scheduler.schedule();
     this.dropUnscheduledDrafts(output);
+    this.parts.runner.transferBlocks(output);
     for (const seq of output.preempted) {
+      const swapped = seq.status === 'swapped';
       const owner = this.bySequence.get(seq);
-      if (owner) owner.request.metrics.numPreemptions++;
+      if (owner) {
+        owner.request.metrics.numPreemptions++;
+        if (swapped) owner.request.metrics.numSwaps++;
+      }
       this.numPreemptionsTotal++;
+      if (swapped) this.numSwapsTotal++;
     }
     if (output.scheduled.length === 0) {
       if (this.inFlight !== null) {
@@ -277,7 +301,7 @@ export class LLMEngine {
     const spec = this.parts.speculative;
     if (spec === null || this.inFlight !== null || !this.speculates()) return;
     for (const [seq, { request }] of this.bySequence) {
-      if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0) continue;
+      if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0 || request.beams !== null) continue;
       const maxDrafts = Math.min(
         spec.numSpeculativeTokens,
         request.params.maxTokens - seq.numOutputTokens - 1,
@@ -325,6 +349,10 @@ export class LLMEngine {
         const owner = this.bySequence.get(seq);
         if (owner === undefined) return [];
         const { request, completion } = owner;
+        if (request.beams !== null) {
+          drawers.set(s, []);
+          return [topTokensDraw(site.row, request.beams.search.candidatesPerBeam)];
+        }
         if (seq.numDraftTokens > 0) {
           // A sequence with drafts has forked already (at its first token): it draws for itself alone.
           drawers.set(s, [completion]);
@@ -411,7 +439,8 @@ export class LLMEngine {
       const owner = this.bySequence.get(seq);
       if (owner === undefined || seq.status === 'finished') return true;
       const { request, completion } = owner;
-      if (request.completions.some((c) => c.seq === null)) return false;
+      // Beams fork or drop at every step, as do completions yet to fork.
+      if (request.beams !== null || request.completions.some((c) => c.seq === null)) return false;
       return completion.output.tokenIds.length + 1 < request.params.maxTokens && seq.numTokens + 1 < this.parts.maxModelLen;
     });
   }
@@ -436,21 +465,110 @@ export class LLMEngine {
         request.promptLogprobs[position + 1] = this.describeLogprobs(scored.logprobs!);
       }
     }
+    const searching = new Set<Request>();
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
       const completions = drawers.get(s);
       // Ended (stopped or aborted) while the step ran: its token is dropped.
       if (!owner || seq.status === 'finished' || completions === undefined) return;
+      if (owner.request.beams !== null) {
+        owner.request.beams.offer(seq, results, result.firstDraw[row]);
+        searching.add(owner.request);
+        return;
+      }
       const verification = verifications.get(s);
       if (verification === undefined) this.acceptDraws(owner.request, completions, seq, results, result.firstDraw[row]);
       else this.acceptVerified(owner.request, owner.completion, seq, results, result.firstDraw[row], verification);
       touched.add(owner.request);
     });
+    for (const request of searching) {
+      this.advanceBeams(request);
+      // Beams are not streamed: a search reports once, when it ends.
+      if (isFinished(request)) touched.add(request);
+    }
     for (const request of touched) {
       if (isFinished(request)) this.finishRequest(request);
       else this.emit(request);
     }
+  }
+
+  /**
+   * The search for a request with useBeamSearch: its width, and every candidate a step needs
+   * fits in one draw's top tokens.
+   */
+  private beamSearchFor(params: SamplingParams): BeamSearch {
+    const stopTokenIds = [...new Set([...(params.ignoreEos ? [] : this.parts.eosTokenIds), ...params.stopTokenIds])];
+    const search = new BeamSearch({
+      width: params.beamWidth ?? params.n,
+      lengthPenalty: params.lengthPenalty,
+      earlyStopping: params.earlyStopping,
+      maxNewTokens: params.maxTokens,
+      stopTokenIds,
+    });
+    if (search.candidatesPerBeam > MAX_TOP_LOGPROBS) {
+      throw invalidArgument(
+        `beamWidth ${params.beamWidth ?? params.n} needs the best ${search.candidatesPerBeam} tokens of each beam (width × max(2, 1 + ${stopTokenIds.length} stop tokens)); at most ${MAX_TOP_LOGPROBS} are drawn`,
+      );
+    }
+    return search;
+  }
+
+  /**
+   * Once every running beam has its candidates, takes a search step: each next beam continues its
+   * parent's sequence, the first in place and the others as forks sharing its blocks
+   * copy-on-write; parents no next beam continues are dropped with their blocks. When the search
+   * ends, the completions get the best beams.
+   */
+  private advanceBeams(request: Request): void {
+    const group = request.beams!;
+    if (!group.ready()) return;
+    const { next, done } = group.search.step(group.takeCandidates());
+    request.metrics.firstTokenTime ??= Date.now();
+    const continued = new Set<Sequence>();
+    // Forks first: a fork copies its parent's tokens, before the parent takes its own next one.
+    const beams = next.map(({ parent, tokenId }) => {
+      const parentSeq = group.seqs[parent];
+      if (!continued.has(parentSeq)) {
+        continued.add(parentSeq);
+        return { seq: parentSeq, tokenId };
+      }
+      const child = parentSeq.fork();
+      this.parts.kv.fork(parentSeq, child);
+      this.parts.scheduler.addForked(child);
+      this.bySequence.set(child, { request, completion: request.completions[0] });
+      return { seq: child, tokenId };
+    });
+    for (const { seq, tokenId } of beams) {
+      seq.appendToken(tokenId);
+      seq.parked = false;
+    }
+    for (const seq of group.seqs) if (!continued.has(seq)) this.dropBeam(seq);
+    group.seqs = beams.map(({ seq }) => seq);
+    if (!done) return;
+    for (const seq of group.seqs) this.dropBeam(seq);
+    group.seqs = [];
+    const best = group.search.best(request.params.n);
+    for (const c of request.completions) {
+      const beam = best[c.index];
+      for (const tokenId of beam.tokenIds) {
+        c.output.tokenIds.push(tokenId);
+        pendingDelta(c).tokenIds.push(tokenId);
+      }
+      this.generationTokensTotal += beam.tokenIds.length;
+      // As for sampled completions, the stop token is not in the text.
+      const shown = beam.finishReason === 'stop' ? beam.tokenIds.slice(0, -1) : beam.tokenIds;
+      for (const tokenId of shown) this.appendText(c, c.detokenizer?.push(tokenId) ?? '');
+      this.appendText(c, c.detokenizer?.flush() ?? '');
+      const last = beam.tokenIds[beam.tokenIds.length - 1];
+      const stopReason = beam.finishReason === 'stop' && !this.parts.eosTokenIds.includes(last) ? last : null;
+      finishCompletion(c, beam.finishReason, stopReason);
+    }
+  }
+
+  private dropBeam(seq: Sequence): void {
+    this.releaseSequence(seq);
+    this.bySequence.delete(seq);
   }
 
   /**
@@ -551,6 +669,7 @@ export class LLMEngine {
 
   private finishRequest(request: Request): void {
     request.metrics.finishedTime = Date.now();
+    for (const seq of request.beams?.seqs ?? []) this.bySequence.delete(seq);
     for (const c of request.completions) {
       if (c.seq) this.bySequence.delete(c.seq);
       c.constraint?.dispose();

@@ -60,6 +60,10 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`streamingSinks must be a non-negative integer (got ${config.streamingSinks})`);
   }
   if (config.streamingWindow !== null) positiveInt('streamingWindow');
+  if (config.preemptionMode !== 'recompute' && config.preemptionMode !== 'swap') {
+    throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
+  }
+  if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
   return config;
 }
 
@@ -208,11 +212,13 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
+    const numSwapBlocks = config.preemptionMode === 'swap' ? swapBlocksFor(config, bytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
       retention,
       nullBlock,
+      swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -223,13 +229,17 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     if (config.showProgress) {
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
-          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
+          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
+          (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          '\n',
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
+    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
+    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -242,7 +252,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -272,6 +282,13 @@ function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: Kv
   const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
+}
+
+/** Host blocks in `swapSpace` GiB; at least one, or swapping could never happen. */
+function swapBlocksFor(config: EngineConfig, bytesPerBlock: number): number {
+  const blocks = Math.floor((config.swapSpace * 2 ** 30) / bytesPerBlock);
+  if (blocks < 1) throw invalidArgument(`swapSpace ${config.swapSpace} GiB holds no KV block of ${bytesPerBlock} bytes`);
+  return blocks;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -1,4 +1,4 @@
-import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, SwapSpace, Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
@@ -28,6 +28,12 @@ export interface GraphOptions {
 export interface DraftModel {
   model: CausalLM;
   cache: KvCache;
+}
+
+/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, then the draft model's). */
+export interface SwapSpaces {
+  target: SwapSpace;
+  draft: SwapSpace | null;
 }
 
 /** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
@@ -95,16 +101,46 @@ export class ModelRunner {
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
   private readonly draft: DraftModel | null;
+  private readonly swap: SwapSpaces | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
-  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null, draft: DraftModel | null = null) {
+  constructor(
+    backend: Backend,
+    model: CausalLM,
+    cache: KvCache,
+    blockSize: number,
+    graphs: GraphOptions | null = null,
+    draft: DraftModel | null = null,
+    swap: SwapSpaces | null = null,
+  ) {
+    if (swap !== null && (draft === null) !== (swap.draft === null)) throw new Error('a draft model swaps through a swap space of its own, and only then');
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
     this.graphs = backend.recordsGraphs ? graphs : null;
     this.draft = draft;
+    this.swap = swap;
+  }
+
+  /**
+   * Queues the step's swaps (SchedulerOutput.swapOut, swapIn) in every cache: swap-outs, then the
+   * order that makes this step's forward wait for the previous step's swap-ins, then this step's
+   * swap-ins, which overlap the forward (their sequences run from the next step). Called every
+   * step, whether or not it runs a forward.
+   */
+  transferBlocks(output: SchedulerOutput): void {
+    const pairs: [KvCache, SwapSpace][] = [];
+    if (this.swap !== null) {
+      pairs.push([this.cache, this.swap.target]);
+      if (this.draft !== null) pairs.push([this.draft.cache, this.swap.draft!]);
+    } else if (output.swapOut.src.length + output.swapIn.src.length > 0) {
+      throw new Error('the scheduler swapped blocks, but the model runner has no swap space');
+    }
+    for (const [cache, swap] of pairs) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    this.backend.awaitSwapIns();
+    for (const [cache, swap] of pairs) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
   }
 
   /**

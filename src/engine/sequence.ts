@@ -2,7 +2,8 @@ import type { BlockId } from './block-pool.ts';
 
 export type SequenceId = number & { readonly __brand: 'SequenceId' };
 
-export type SequenceStatus = 'waiting' | 'running' | 'finished';
+/** `swapped`: preempted with its K/V moved to host memory, to be swapped back in (docs/long-context.md). */
+export type SequenceStatus = 'waiting' | 'running' | 'swapped' | 'finished';
 
 /** Stands in the token list for a sampled token the host has not read from the device yet. */
 export const PENDING_TOKEN = -1;
@@ -50,6 +51,13 @@ export class Sequence {
    */
   needsPromptLogits = false;
   numPreemptions = 0;
+  /**
+   * A beam that has its next-token candidates and waits for its request's other beams to reach
+   * its length: while all its tokens are computed, the scheduler passes it by.
+   */
+  parked = false;
+  /** Of its preemptions, those that swapped its K/V out to host memory (the others recompute it). */
+  numSwaps = 0;
   private readonly tokens: number[];
   private drafts = 0;
 

@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -12,12 +12,13 @@ import type {
   RoutingParams,
   SampledTokens,
   StepInputs,
+  SwapSpace,
   Tensor,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -100,6 +101,37 @@ export class CpuBackend implements Backend {
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
     }
   }
+
+  createSwapSpace(layout: KvCacheLayout): SwapSpace {
+    return new CpuSwapSpace(layout);
+  }
+
+  /** Copies at once: the CPU backend runs every op before returning. */
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
+    const pools = kv.pools.flat();
+    for (let i = 0; i < src.length; i++) {
+      host.blocks.set(dst[i], pools.map((pool) => pool.slice(...blockRange(pool, kv.layout.numBlocks, src[i]))));
+    }
+  }
+
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
+    const pools = kv.pools.flat();
+    for (let i = 0; i < src.length; i++) {
+      const saved = host.blocks.get(src[i]);
+      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
+      pools.forEach((pool, p) => pool.set(saved[p], blockRange(pool, kv.layout.numBlocks, dst[i])[0]));
+      host.blocks.delete(src[i]);
+    }
+  }
+
+  /** Swaps are done when they return. */
+  awaitSwapIns(): void {}
 
   /** The CPU reads the batch's host arrays directly: nothing to upload. */
   beginStep(batch: BatchDescription): StepInputs {
@@ -328,6 +360,12 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
   assertPackedQkvWidth(packed.cols, attn);
   return packed;
+}
+
+/** [start, end) of block `block` in a pool of `numBlocks` equal blocks. */
+function blockRange(pool: Float32Array, numBlocks: number, block: number): [number, number] {
+  const width = pool.length / numBlocks;
+  return [block * width, (block + 1) * width];
 }
 
 function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {

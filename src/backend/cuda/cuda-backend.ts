@@ -11,13 +11,14 @@ import type {
   RoutingParams,
   SampledTokens,
   StepInputs,
+  SwapSpace,
   Tensor,
 } from '../backend.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -45,6 +46,7 @@ import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
 
@@ -99,6 +101,9 @@ export class CudaBackend implements Backend {
   private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
+  /** Created with the first swap space; its pinned allocations are freed on dispose. */
+  private swapper: KvSwapper | null = null;
+  private readonly swapSpaces: CudaSwapSpace[] = [];
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -283,6 +288,33 @@ export class CudaBackend implements Backend {
       launchCopyBlocks(this.device, kv.base + offset, end - first, numBlocks * blockBytes, blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
       first = end;
     }
+  }
+
+  /** Pinned host memory (cuMemHostAlloc), allocated now: swapping must not wait for an allocation. */
+  createSwapSpace(layout: KvCacheLayout): SwapSpace {
+    this.swapper ??= new KvSwapper(this.device);
+    const bytes = new CudaKvCache(layout, 0).totalBytes;
+    const space = new CudaSwapSpace(layout, this.device.driver.allocHostAddress(bytes));
+    this.swapSpaces.push(space);
+    return space;
+  }
+
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const host = asCudaSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
+    this.swapper!.swapOut(kv, host, src, dst);
+  }
+
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const host = asCudaSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
+    this.swapper!.swapIn(kv, host, src, dst);
+  }
+
+  awaitSwapIns(): void {
+    this.swapper?.awaitSwapIns();
   }
 
   beginStep(batch: BatchDescription): StepInputs {
@@ -757,6 +789,8 @@ export class CudaBackend implements Backend {
 
   dispose(): void {
     this.device.synchronize();
+    this.swapper?.dispose();
+    for (const space of this.swapSpaces) this.device.driver.freeHostAddress(space.address);
     this.disposeGraphs();
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
@@ -822,6 +856,11 @@ function asBf16(t: Tensor, what: string): CudaTensor {
 function asRopeTable(t: Tensor): CudaRopeTable {
   if (!(t instanceof CudaRopeTable)) throw new Error('CudaBackend: rope is not a table from uploadRopeTable');
   return t;
+}
+
+function asCudaSwapSpace(s: SwapSpace): CudaSwapSpace {
+  if (!(s instanceof CudaSwapSpace)) throw new Error('CudaBackend: swap space is not from createSwapSpace');
+  return s;
 }
 
 function asCudaKvCache(c: KvCache): CudaKvCache {
