@@ -7,6 +7,7 @@ import type {
   KvBudgetLimits,
   KvCache,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
@@ -30,6 +31,7 @@ import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
@@ -667,6 +669,10 @@ export class CudaBackend implements Backend {
       scratch: (elements) => this.stepTensor([elements]).ptr,
     });
     return out;
+  }
+
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    return composeMoe(this, x, weights);
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
