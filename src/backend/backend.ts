@@ -147,6 +147,23 @@ export interface ExpertWeights {
   downBias: Tensor | null;
 }
 
+/** A mixture-of-experts block's weights, for `moe`. */
+export interface MoeWeights {
+  /** [numExperts, hidden]: the router, whose logits are float32 (linear's `float32`), plus routerBias [numExperts] if given. */
+  router: Tensor;
+  routerBias: Tensor | null;
+  routing: RoutingParams;
+  experts: ExpertWeights;
+  /** The routed experts' activation. */
+  activation: Activation;
+  /**
+   * Dense experts every token goes through (Qwen2-MoE, DeepSeek), as one gated MLP without biases:
+   * gateUp [2m, hidden] (gate rows, then up rows), down [hidden, m]; with `gate` [1, hidden] its
+   * output is scaled per token by σ(x · gateᵀ).
+   */
+  shared: { gateUp: Tensor; down: Tensor; gate: Tensor | null; activation: Activation } | null;
+}
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -287,6 +304,13 @@ export interface Backend {
    * weights are read once per step, and only the chosen experts' are read.
    */
   expertMlp(x: Tensor, routing: ExpertRouting, experts: ExpertWeights, activation: Activation): Tensor;
+  /**
+   * A whole MoE block on x [numTokens, hidden]: what `composeMoe` (moe-composition.ts) computes
+   * from the ops above (router logits in float32, routeExperts, expertMlp, the shared expert added
+   * by addInto), which a backend may run fused (CUDA: one launch for a single token). Returns this
+   * device's part, [numTokens, hidden], for allReduce.
+   */
+  moe(x: Tensor, weights: MoeWeights): Tensor;
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;

@@ -32,6 +32,11 @@ export class GatedMlp implements Layer {
     loadLayers([this.gateUp, this.down], source, uploader);
   }
 
+  /** The loaded weights, gate-then-up [2n, hidden] and down [hidden, n], with the activation between them (an MoE's shared expert). */
+  get weights(): { gateUp: Tensor; down: Tensor; activation: Activation } {
+    return { gateUp: this.gateUp.weight, down: this.down.weight, activation: this.activation };
+  }
+
   forward(b: Backend, x: Tensor): Tensor {
     return b.allReduce(this.down.forward(b, b.gatedLinear(x, this.gateUp.weight, this.activation)));
   }

@@ -8,6 +8,7 @@ import type {
   KvBudgetLimits,
   KvCache,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
@@ -30,6 +31,7 @@ import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
@@ -316,6 +318,10 @@ export class CpuBackend implements Backend {
     };
     expertMlpRows(input.data, input.rows, routing.routes, routing.topK, weights, activation, out.data);
     return out;
+  }
+
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    return composeMoe(this, x, weights);
   }
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {

@@ -7,6 +7,7 @@ import type {
   KvBudgetLimits,
   KvCache,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
@@ -31,6 +32,8 @@ import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
+import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
@@ -57,6 +60,22 @@ export interface CudaBackendOptions {
   arenaBytes?: number;
   /** Fill every step tensor with NaN when allocated, so an element a kernel fails to write shows (tests). */
   poisonStepTensors?: boolean;
+  /**
+   * How `moe` runs a single token: `fused`, one launch for the whole block (moe-decode.cu), or
+   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else split:
+   * the fused kernel has not yet run on a GPU, and its grid barriers would hang, not fail, if wrong.
+   */
+  moeDecode?: MoeDecodePath;
+}
+
+export type MoeDecodePath = 'fused' | 'split';
+
+/** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
+function moeDecodeFromEnv(): MoeDecodePath {
+  const value = process.env.KEEL_MOE_DECODE;
+  if (value === undefined || value === '' || value === 'split') return 'split';
+  if (value === 'fused') return 'fused';
+  throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -104,6 +123,9 @@ export class CudaBackend implements Backend {
   /** Created with the first swap space; its pinned allocations are freed on dispose. */
   private swapper: KvSwapper | null = null;
   private readonly swapSpaces: CudaSwapSpace[] = [];
+  /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
+  private readonly moeSync: DevicePtr;
+  readonly moeDecode: MoeDecodePath;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -112,6 +134,9 @@ export class CudaBackend implements Backend {
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
     this.routeDone = this.ownedAlloc(4);
     this.device.fillBytes(this.routeDone, 0, 4);
+    this.moeSync = this.ownedAlloc(8);
+    this.device.fillBytes(this.moeSync, 0, 8);
+    this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
   }
 
   /**
@@ -698,6 +723,72 @@ export class CudaBackend implements Backend {
       activation,
       scratch: (elements) => this.stepTensor([elements]).ptr,
     });
+    return out;
+  }
+
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    const input = asBf16(x, 'moe input');
+    return (input.rows === 1 && this.moeDecode === 'fused' && this.fusedMoe(input, weights)) || composeMoe(this, input, weights);
+  }
+
+  /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */
+  private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
+    const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
+    const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
+    // Quantized weights, and a shared expert with an activation of its own, take the split path.
+    if (router === null || gateUp === null || down === null) return null;
+    let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
+    if (w.shared !== null) {
+      const [sharedGateUp, sharedDown, gate] = [bf16(w.shared.gateUp), bf16(w.shared.down), bf16(w.shared.gate)];
+      const sameActivation = JSON.stringify(w.shared.activation) === JSON.stringify(w.activation);
+      if (sharedGateUp === null || sharedDown === null || (w.shared.gate !== null && gate === null) || !sameActivation) return null;
+      shared = { gateUp: sharedGateUp, down: sharedDown, gate };
+    }
+    const hidden = x.cols;
+    const [numExperts, routerIn] = router.shape;
+    if (router.shape.length !== 2 || routerIn !== hidden) throw new Error(`moe: router [${router.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
+    assertRoutingParams(w.routing, numExperts);
+    const n = expertWidth(w.experts, hidden, numExperts);
+    const m = shared === null ? 0 : shared.gateUp.rows / 2;
+    if (shared !== null && (shared.gateUp.cols !== hidden || shared.down.rows !== hidden || shared.down.cols !== m || (shared.gate !== null && shared.gate.numel !== hidden))) {
+      throw new Error(`moe: shared expert [${shared.gateUp.shape.join(', ')}] / [${shared.down.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
+    }
+    const groups = w.routing.groups;
+    if (hidden % 8 !== 0 || n % 8 !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
+    const selection = w.routing.selectionBias === null ? null : asCudaTensor(w.routing.selectionBias, 'routing selection bias');
+    if (selection !== null && selection.numel !== numExperts) throw new Error(`moe: selection bias of ${selection.numel} values for ${numExperts} experts`);
+    const routerBias = w.routerBias === null ? null : asBf16(w.routerBias, 'router bias');
+    if (routerBias !== null && routerBias.numel !== numExperts) throw new Error(`moe: router bias of ${routerBias.numel} values for ${numExperts} experts`);
+    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation };
+    const blocks = moeDecodeBlocks(this.device, shape);
+    if (blocks === 0) return null;
+    const out = this.stepTensor([1, hidden]);
+    const ptr = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    launchMoeDecode(
+      this.device,
+      {
+        ...shape,
+        out: out.ptr,
+        x: x.ptr,
+        router: router.ptr,
+        routerBias: routerBias?.ptr ?? 0,
+        selectionBias: selection?.ptr ?? 0,
+        selectionBiasDtype: selection?.dtype ?? null,
+        routing: w.routing,
+        first: w.experts.first,
+        count: w.experts.count,
+        gateUp: gateUp.ptr,
+        down: down.ptr,
+        gateUpBias: ptr(w.experts.gateUpBias, 'expert gate/up bias'),
+        downBias: ptr(w.experts.downBias, 'expert down bias'),
+        sharedGateUp: shared?.gateUp.ptr ?? 0,
+        sharedDown: shared?.down.ptr ?? 0,
+        sharedGate: shared?.gate?.ptr ?? 0,
+        sync: this.moeSync,
+        alloc: (bytes) => this.arena.alloc(bytes),
+      },
+      blocks,
+    );
     return out;
   }
 

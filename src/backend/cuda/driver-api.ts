@@ -62,6 +62,7 @@ export class CudaDriver {
       'int cuModuleUnload(void *module)',
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
       'int cuFuncSetAttribute(void *fn, int attribute, int value)',
+      'int cuOccupancyMaxActiveBlocksPerMultiprocessor(_Out_ int *blocks, void *fn, int blockSize, size_t dynamicSmemBytes)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamDestroy_v2(void *stream)',
@@ -229,6 +230,11 @@ export class CudaDriver {
 
   setMaxDynamicSharedMemory(fn: Handle, bytes: number): void {
     this.call('cuFuncSetAttribute', fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+  }
+
+  /** How many blocks of `blockSize` threads and `sharedBytes` of dynamic shared memory one multiprocessor holds at once. */
+  residentBlocksPerMultiprocessor(fn: Handle, blockSize: number, sharedBytes: number): number {
+    return this.out<number>('cuOccupancyMaxActiveBlocksPerMultiprocessor', fn, blockSize, sharedBytes);
   }
 
   /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */
