@@ -8,6 +8,7 @@ import { loadTokenizerIfPresent } from '../../src/tokenizer/tokenizer.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
 import { FIXTURES_DIR } from '../helpers/oracle-fixtures.ts';
 import { startTinyServer, type TinyServer } from './tiny-server.ts';
+import { openModelFiles } from '../../src/checkpoint/model-files.ts';
 
 // vLLM's beam-search extra parameters on /v1/completions, through the official SDK: the choices
 // are transformers' beams (test/fixtures/beam-search.json) in order, streamed or not.
@@ -35,7 +36,7 @@ interface BeamCase {
 }
 const { cases } = JSON.parse(readFileSync(join(FIXTURES_DIR, 'beam-search.json'), 'utf8')) as { cases: BeamCase[] };
 const oracle = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'oracle.json'), 'utf8')) as { prompts: number[][] };
-const tokenizer = loadTokenizerIfPresent(DEFAULT_MODEL_DIR)!;
+const tokenizer = loadTokenizerIfPresent(openModelFiles(DEFAULT_MODEL_DIR))!;
 const c = cases.find((x) => x.fixture === 'keel-tiny' && x.stop === 'greedy' && x.early_stopping === true)!;
 
 const body = {
