@@ -192,6 +192,12 @@ export interface Backend {
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
+  /**
+   * Copy single slots (block * blockSize + offset) src[i] -> dst[i] in every layer, the pairs in
+   * order: pair i reads its source after pairs before it wrote theirs. Speculative tree
+   * verification moves the K/V of the accepted path into place with it.
+   */
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**
@@ -265,6 +271,8 @@ export interface Backend {
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
+  /** Rows `rows` of x [n, cols] (any order, repeats allowed): [rows.length, cols]. */
+  gatherRows(x: Tensor, rows: Int32Array): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
   /**

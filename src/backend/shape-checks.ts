@@ -68,3 +68,13 @@ export function expertWidth(experts: ExpertWeights, hidden: number, numExperts: 
   if (downBias !== null && !fits(downBias, [count, hidden])) throw new Error(`expertMlp: down bias ${shape(downBias)}, expected [${count}, ${hidden}]`);
   return n;
 }
+
+/** copySlots' pairs: as many sources as destinations, every slot inside the pool. */
+export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: number): void {
+  if (src.length !== dst.length) throw new Error(`copySlots: ${src.length} sources but ${dst.length} destinations`);
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < numSlots && dst[i] >= 0 && dst[i] < numSlots)) {
+      throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
+    }
+  }
+}

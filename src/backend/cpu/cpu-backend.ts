@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -98,6 +98,16 @@ export class CpuBackend implements Backend {
     for (const pool of kv.pools.flat()) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
+    }
+  }
+
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
+    checkSlotPairs(src, dst, numSlots);
+    for (const pool of kv.pools.flat()) {
+      const width = pool.length / numSlots;
+      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
   }
 
@@ -227,6 +237,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    if (step.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = step.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asCpuTensor(qLatent, 'mlaAttention qLatent');
@@ -288,6 +299,10 @@ export class CpuBackend implements Backend {
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    return gatherTensorRows(asCpuTensor(x, 'gatherRows input'), rows);
   }
 
   /** A copy: later in-place ops on `x` (addRmsNorm's residual) do not show through. */
