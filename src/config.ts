@@ -67,7 +67,7 @@ export const STREAMING_MAX_MODEL_LEN = 131072;
 /**
  * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
  * --speculative-method, --speculative-model, --num-speculative-tokens, --ngram-min, --ngram-max,
- * --speculative-disable-by-batch-size.
+ * --ngram-branches, --speculative-disable-by-batch-size.
  */
 export interface SpeculativeConfig {
   /** `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the tokenizer. */
@@ -79,6 +79,11 @@ export interface SpeculativeConfig {
   /** n-gram lookup matches the last n tokens, n from ngramMax down to ngramMin. */
   ngramMin: number;
   ngramMax: number;
+  /**
+   * n-gram lookup: the continuations of up to this many earlier occurrences, merged into a draft
+   * tree verified in one pass (1: the latest occurrence's, a chain).
+   */
+  ngramBranches: number;
   /** A step with at least this many running sequences does not speculate (it is compute-bound already); null never turns it off. */
   disableByBatchSize: number | null;
 }
@@ -91,6 +96,7 @@ export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
   numSpeculativeTokens: 4,
   ngramMin: 2,
   ngramMax: 4,
+  ngramBranches: 1,
   disableByBatchSize: null,
 };
 

@@ -226,6 +226,8 @@ export interface Backend {
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
+  /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
+  silu(x: Tensor): void;
   /**
    * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).

@@ -27,6 +27,7 @@ export const ENGINE_FLAGS = {
   'num-speculative-tokens': { type: 'string' },
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
+  'ngram-branches': { type: 'string' },
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
@@ -61,6 +62,7 @@ Speculative decoding (docs/speculative-decoding.md; off unless a method or draft
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
+  --ngram-branches N             continuations of up to N earlier matches, verified as one draft tree (default ${DEFAULT_SPECULATIVE_CONFIG.ngramBranches}: a chain)
   --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences
 
 StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
@@ -101,6 +103,7 @@ function speculativeFromFlags(values: EngineFlagValues): EngineOptions['speculat
     numSpeculativeTokens: integerFlag('--num-speculative-tokens', values['num-speculative-tokens']),
     ngramMin: integerFlag('--ngram-min', values['ngram-min']),
     ngramMax: integerFlag('--ngram-max', values['ngram-max']),
+    ngramBranches: integerFlag('--ngram-branches', values['ngram-branches']),
     disableByBatchSize: integerFlag('--speculative-disable-by-batch-size', values['speculative-disable-by-batch-size']),
   };
   if (Object.values(options).every((v) => v === undefined)) return undefined;
@@ -133,6 +136,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'num-speculative-tokens': 'speculative.numSpeculativeTokens',
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',
+  'ngram-branches': 'speculative.ngramBranches',
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',

@@ -102,6 +102,7 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
   positiveInt('ngramMin', config.ngramMin);
   positiveInt('ngramMax', config.ngramMax);
+  positiveInt('ngramBranches', config.ngramBranches);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
   if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');

@@ -183,6 +183,22 @@ export class ModelRunner {
     }
   }
 
+  /**
+   * Moves the K/V of a draft tree's accepted path into place before the sequence keeps it
+   * (Sequence.keepDraftPath): draft path[k] ran at cache index root + 1 + path[k] and belongs at
+   * root + 1 + k, the position it was rotated at. In order: a draft's index in the tree is at least
+   * its depth, so no move overwrites a slot a later one reads.
+   */
+  keepDraftPath(seq: Sequence, path: readonly number[]): void {
+    const root = seq.numTokens - seq.numDraftTokens - 1;
+    const slot = (index: number) => seq.blockTable[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
+    const moves = path.flatMap((draft, k) => (draft === k ? [] : [[slot(root + 1 + draft), slot(root + 1 + k)]]));
+    if (moves.length === 0) return;
+    const src = Int32Array.from(moves, ([from]) => from);
+    const dst = Int32Array.from(moves, ([, to]) => to);
+    for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) this.backend.copySlots(cache, src, dst);
+  }
+
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
   private pendingTokenDraw(seq: Sequence): number {
     const draw = this.sampledDraws.get(seq);
@@ -235,6 +251,8 @@ export class ModelRunner {
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
+      // The last sampled token is the tree's root, draft i its token i + 1.
+      if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
       // The original prompt length, which a preempted sequence keeps while it recomputes.
       if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);

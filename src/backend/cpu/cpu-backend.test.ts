@@ -180,3 +180,10 @@ test('gatherRows takes rows in any order, repeats included, and refuses a row ou
   assert.deepEqual([...backend.toHost(backend.gatherRows(x, Int32Array.of(3, 0, 3)))], [6, 7, 0, 1, 6, 7]);
   assert.throws(() => backend.gatherRows(x, Int32Array.of(4)), /row 4 is outside/);
 });
+
+test('silu is x · σ(x), in place', () => {
+  const x = load(Float32Array.of(-3, 0, 0.5, 4), [1, 4]);
+  backend.silu(x);
+  const expected = [-3, 0, 0.5, 4].map((v) => Math.fround(v / (1 + Math.exp(-v))));
+  backend.toHost(x).forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-6, `[${i}] ${v} vs ${expected[i]}`));
+});

@@ -213,6 +213,11 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
+  silu(x: Tensor): void {
+    const data = asCpuTensor(x, 'silu input').data;
+    for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));
+  }
+
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
     const input = asCpuTensor(x, 'headwiseLinear input');
     const w = asCpuTensor(weight, 'headwiseLinear weight');

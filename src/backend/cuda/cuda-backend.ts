@@ -27,7 +27,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
+import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
@@ -541,6 +541,11 @@ export class CudaBackend implements Backend {
   softcap(x: Tensor, cap: number): void {
     const t = asBf16(x, 'softcap input');
     launchSoftcap(this.device, t.ptr, t.numel, cap);
+  }
+
+  silu(x: Tensor): void {
+    const t = asBf16(x, 'silu input');
+    launchSilu(this.device, t.ptr, t.numel);
   }
 
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {

@@ -107,3 +107,12 @@ test('gatherRows picks rows in any order, repeats included', () => {
   const expected = cpu.toHost(cpu.gatherRows(cpu.loadWeight(bf16Tensor([10, 24], values)), rows));
   assert.deepEqual([...got], [...expected]);
 });
+
+test('silu matches the CPU in place', () => {
+  const values = randomBf16Values(rng, 7 * 40, 6);
+  const [x, y] = [gpu.loadWeight(bf16Tensor([7, 40], values)), cpu.loadWeight(bf16Tensor([7, 40], values))];
+  gpu.silu(x);
+  cpu.silu(y);
+  const err = relativeError(gpu.toHost(x), cpu.toHost(y));
+  assert.ok(err < TOLERANCE, `relative error ${err}`);
+});
