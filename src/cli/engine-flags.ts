@@ -24,6 +24,7 @@ export const ENGINE_FLAGS = {
   'no-progress': { type: 'boolean' },
   'speculative-method': { type: 'string' },
   'speculative-model': { type: 'string' },
+  'speculative-tree': { type: 'string' },
   'num-speculative-tokens': { type: 'string' },
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
@@ -57,8 +58,10 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --no-progress                  no progress bar or start-up report on stderr
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
-  --speculative-method ngram|draft  ngram: drafts looked up in the sequence's own tokens; draft: a draft model
-  --speculative-model DIR|ORG/NAME  the draft model, found as --model is (implies --speculative-method draft)
+  --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
+                                 model; medusa: Medusa heads drafting a tree verified in one pass
+  --speculative-model DIR|ORG/NAME  the draft model or the Medusa heads, found as --model is (alone: --speculative-method draft)
+  --speculative-tree JSON        Medusa's static tree as paths of candidate ranks, e.g. [[0],[1],[0,0]] (default: 15 drafts, 5 deep)
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
@@ -95,11 +98,27 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
   };
 }
 
+/** --speculative-tree: a JSON list of paths of ranks, as Medusa writes its trees ("[[0], [1], [0, 0]]"). */
+function treeFlag(value: string | undefined): number[][] | undefined {
+  if (value === undefined) return undefined;
+  let tree: unknown;
+  try {
+    tree = JSON.parse(value);
+  } catch {
+    throw invalidArgument(`--speculative-tree must be JSON, a list of paths of ranks such as [[0], [1], [0, 0]] (got ${value})`);
+  }
+  if (!Array.isArray(tree) || !tree.every((path) => Array.isArray(path) && path.every((r) => typeof r === 'number'))) {
+    throw invalidArgument(`--speculative-tree must be a list of paths of ranks such as [[0], [1], [0, 0]] (got ${value})`);
+  }
+  return tree as number[][];
+}
+
 /** The speculative options the flags give; undefined when no speculative flag is given. */
 function speculativeFromFlags(values: EngineFlagValues): EngineOptions['speculative'] {
   const options = {
-    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft'] as const),
+    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft', 'medusa'] as const),
     model: values['speculative-model'],
+    tree: treeFlag(values['speculative-tree']),
     numSpeculativeTokens: integerFlag('--num-speculative-tokens', values['num-speculative-tokens']),
     ngramMin: integerFlag('--ngram-min', values['ngram-min']),
     ngramMax: integerFlag('--ngram-max', values['ngram-max']),
@@ -133,6 +152,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'no-progress': 'showProgress',
   'speculative-method': 'speculative.method',
   'speculative-model': 'speculative.model',
+  'speculative-tree': 'speculative.tree',
   'num-speculative-tokens': 'speculative.numSpeculativeTokens',
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',

@@ -296,6 +296,12 @@ export class LLMEngine {
         if (tree.tokens.length > 0) seq.appendDraftTokens(tree.tokens, tree.parents);
         continue;
       }
+      if (spec.method === 'medusa') {
+        // The heads fill a static tree once the step is scheduled; its nodes take cache slots past its depth.
+        const size = Math.min(this.parts.runner.draftTreeSize(seq, maxDrafts), this.parts.maxModelLen - seq.numTokens - 1);
+        if (size > 0) seq.appendDraftTokens(new Array<number>(size).fill(UNPROPOSED_DRAFT));
+        continue;
+      }
       const drafts = spec.method === 'ngram' ? ngramDrafts(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts) : new Array<number>(maxDrafts).fill(UNPROPOSED_DRAFT);
       if (drafts.length > 0) seq.appendDraftTokens(drafts);
     }
@@ -378,12 +384,8 @@ export class LLMEngine {
       }
       verification.accepted = path;
       verification.numPositions = draftDepth(seq);
-      if (seq.hasDraftTree) {
-        this.parts.runner.keepDraftPath(seq, path);
-        seq.keepDraftPath(path);
-      } else {
-        seq.dropDraftTokens(path.length);
-      }
+      this.parts.runner.keepDraftPath(seq, path);
+      seq.keepDraftPath(path);
     });
   }
 
