@@ -234,6 +234,12 @@ export interface Backend {
   swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
   /** Work queued after this call runs after every swapIn queued before it. The host does not wait. */
   awaitSwapIns(): void;
+  /**
+   * Copy single slots (block * blockSize + offset) src[i] -> dst[i] in every layer, the pairs in
+   * order: pair i reads its source after pairs before it wrote theirs. Speculative tree
+   * verification moves the K/V of the accepted path into place with it.
+   */
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**
@@ -262,6 +268,8 @@ export interface Backend {
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
+  /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
+  silu(x: Tensor): void;
   /**
    * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
@@ -314,6 +322,8 @@ export interface Backend {
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
+  /** Rows `rows` of x [n, cols] (any order, repeats allowed): [rows.length, cols]. */
+  gatherRows(x: Tensor, rows: Int32Array): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
   /**

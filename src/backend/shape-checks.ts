@@ -85,3 +85,13 @@ export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: 
     }
   }
 }
+
+/** copySlots' pairs: as many sources as destinations, every slot inside the pool. */
+export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: number): void {
+  if (src.length !== dst.length) throw new Error(`copySlots: ${src.length} sources but ${dst.length} destinations`);
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < numSlots && dst[i] >= 0 && dst[i] < numSlots)) {
+      throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
+    }
+  }
+}

@@ -16,7 +16,7 @@ import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
 import { LookaheadDraws } from './lookahead-draws.ts';
-import { ngramDrafts } from './ngram-proposer.ts';
+import { ngramDrafts, ngramTree } from './ngram-proposer.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 import { SpeculationTally } from './speculation-tally.ts';
@@ -33,11 +33,16 @@ interface LaunchedStep {
   verifications: Map<number, Verification>;
 }
 
-/** A sequence's drafts in a step: their draws, and how many the target accepted once read. */
+/**
+ * A sequence's drafts in a step: their draws (row r of the sequence's draws follows draft r - 1,
+ * row 0 its last sampled token), and once read the accepted path: the drafts kept, in order.
+ */
 interface Verification {
   lookahead: LookaheadDraws;
   numDrafts: number;
-  numAccepted: number;
+  /** Positions drafted: the chain's length, or the tree's depth. */
+  numPositions: number;
+  accepted: number[];
 }
 
 export interface EngineParts {
@@ -308,6 +313,19 @@ export class LLMEngine {
         this.parts.maxModelLen - seq.numTokens - 1,
       );
       if (maxDrafts < 1) continue;
+      if (spec.method === 'ngram' && spec.ngramBranches > 1) {
+        // A tree's drafts take cache slots past its depth: as many as fit before maxModelLen.
+        const maxNodes = Math.min(maxDrafts * spec.ngramBranches, this.parts.maxModelLen - seq.numTokens - 1);
+        const tree = ngramTree(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts, spec.ngramBranches, maxNodes);
+        if (tree.tokens.length > 0) seq.appendDraftTokens(tree.tokens, tree.parents);
+        continue;
+      }
+      if (spec.method === 'medusa') {
+        // The heads fill a static tree once the step is scheduled; its nodes take cache slots past its depth.
+        const size = Math.min(this.parts.runner.draftTreeSize(seq, maxDrafts), this.parts.maxModelLen - seq.numTokens - 1);
+        if (size > 0) seq.appendDraftTokens(new Array<number>(size).fill(UNPROPOSED_DRAFT));
+        continue;
+      }
       const drafts = spec.method === 'ngram' ? ngramDrafts(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts) : new Array<number>(maxDrafts).fill(UNPROPOSED_DRAFT);
       if (drafts.length > 0) seq.appendDraftTokens(drafts);
     }
@@ -339,7 +357,7 @@ export class LLMEngine {
         // A speculative step follows a step that was read: the constraint catches up with known tokens alone.
         const constraint = this.constraintAt(completion, -1);
         const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds, constraint, vocabSize: this.parts.vocabSize };
-        verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numAccepted: 0 }));
+        verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numPositions: 0, accepted: [] }));
       }
       return v;
     };
@@ -357,13 +375,13 @@ export class LLMEngine {
           // A sequence with drafts has forked already (at its first token): it draws for itself alone.
           drawers.set(s, [completion]);
           const { lookahead, numDrafts } = verification(s);
-          return Array.from({ length: numDrafts + 1 }, (_, i) => lookahead.draw(i, site.row + i));
+          return Array.from({ length: numDrafts + 1 }, (_, r) => lookahead.draw(r - 1, site.row + r));
         }
         const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
-      draftDraw: (s, index, row) => verification(s).lookahead.draw(index, row),
+      draftDraw: (s, index, row) => verification(s).lookahead.draw(index - 1, row),
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers, verifications };
@@ -371,7 +389,10 @@ export class LLMEngine {
 
   /**
    * Reads a step that ran drafts (at once: the scheduler must not count or cache rejected ones)
-   * and drops each sequence's drafts after the first its draws disagree with.
+   * and keeps each sequence's accepted path: from its last sampled token, the child whose token
+   * the draw after it drew, as long as there is one (a chain's drafts up to the first its draws
+   * disagree with). The other drafts leave the sequence; a tree's accepted drafts have their K/V
+   * moved into place.
    */
   private verifyDrafts({ output, result, verifications }: LaunchedStep): void {
     if (verifications.size === 0) return;
@@ -381,11 +402,18 @@ export class LLMEngine {
       if (verification === undefined) return;
       const seq = output.scheduled[s].seq;
       const first = result.firstDraw[row];
-      let accepted = 0;
-      while (accepted < verification.numDrafts && tokenIds[first + accepted] === seq.draftTokenId(accepted)) accepted++;
-      verification.numAccepted = accepted;
-      verification.lookahead.releaseConstraint();
-      seq.dropDraftTokens(accepted);
+      const path: number[] = [];
+      for (let node = -1; ; ) {
+        const drawn = tokenIds[first + node + 1];
+        let child = node + 1;
+        while (child < verification.numDrafts && !(seq.draftParent(child) === node && seq.draftTokenId(child) === drawn)) child++;
+        if (child === verification.numDrafts) break;
+        path.push((node = child));
+      }
+      verification.accepted = path;
+      verification.numPositions = draftDepth(seq);
+      this.parts.runner.keepDraftPath(seq, path);
+      seq.keepDraftPath(path);
     });
   }
 
@@ -592,11 +620,12 @@ export class LLMEngine {
    * them; its random stream continues after their draws.
    */
   private acceptVerified(request: Request, c: Completion, seq: Sequence, results: DrawResults, first: number, verification: Verification): void {
-    const { numDrafts, numAccepted, lookahead } = verification;
-    for (let i = 0; i <= numAccepted; i++) this.acceptToken(request, c, seq, drawnToken(results, first + i, request.params));
-    c.rng = lookahead.rngAfter(numAccepted + 1);
-    this.speculation?.record(numDrafts, numAccepted);
-    request.speculation?.record(numDrafts, numAccepted);
+    const { numPositions, accepted, lookahead } = verification;
+    // The draws that gave the tokens: after the last sampled token, then after each accepted draft.
+    for (const after of [-1, ...accepted]) this.acceptToken(request, c, seq, drawnToken(results, first + after + 1, request.params));
+    c.rng = lookahead.rngAfter(accepted.length + 1);
+    this.speculation?.record(numPositions, accepted.length);
+    request.speculation?.record(numPositions, accepted.length);
   }
 
   private acceptToken(request: Request, c: Completion, seq: Sequence, sample: SampledToken): void {
@@ -709,6 +738,13 @@ export class LLMEngine {
       );
     }
   }
+}
+
+/** How many tokens deep a sequence's drafts reach: a chain's length, a tree's deepest path. */
+function draftDepth(seq: Sequence): number {
+  const depths: number[] = [];
+  for (let i = 0; i < seq.numDraftTokens; i++) depths.push(1 + (seq.draftParent(i) < 0 ? 0 : depths[seq.draftParent(i)]));
+  return Math.max(0, ...depths);
 }
 
 export function snapshot(request: Request, finished: boolean): RequestOutput {

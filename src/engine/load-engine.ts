@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
@@ -5,10 +7,12 @@ import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import { openCheckpoint, openCheckpointNamed } from '../checkpoint/checkpoint.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
 import { withQuantization } from '../models/model-checkpoint.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
@@ -19,6 +23,7 @@ import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.t
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
+import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
 import { Scheduler } from './scheduler.ts';
 
@@ -96,8 +101,8 @@ function resolveMaxModelLen(config: EngineConfig, contextLength: number, what: s
 function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
   const given = stripUndefined(options);
   const method = given.method ?? (given.model ? 'draft' : undefined);
-  if (method !== 'ngram' && method !== 'draft') {
-    throw invalidArgument(`speculative.method must be ngram or draft (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  if (method !== 'ngram' && method !== 'draft' && method !== 'medusa') {
+    throw invalidArgument(`speculative.method must be ngram, draft or medusa (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
   }
   const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
   const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
@@ -106,10 +111,14 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
   positiveInt('ngramMin', config.ngramMin);
   positiveInt('ngramMax', config.ngramMax);
+  positiveInt('ngramBranches', config.ngramBranches);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
   if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
-  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for method draft; n-gram lookup needs no model');
+  if (method === 'medusa' && !config.model) throw invalidArgument('speculative method medusa needs the heads\' directory (speculative.model, --speculative-model DIR)');
+  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for methods draft and medusa; n-gram lookup needs no model');
+  if (method !== 'medusa' && config.tree !== null) throw invalidArgument('speculative.tree (--speculative-tree) is Medusa\'s static tree: only for method medusa');
+  if (config.tree !== null) staticTree(config.tree, config.numSpeculativeTokens);
   return config;
 }
 
@@ -194,15 +203,40 @@ function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
   return model;
 }
 
+/**
+ * Medusa heads for the target, in their authors' format: config.json's medusa_num_heads and
+ * medusa_num_layers, the weights in medusa_lm_head.safetensors (or model.safetensors), checked
+ * against the target's hidden size and vocabulary.
+ */
+function loadMedusaHeads(dir: string, target: LoadedModel): MedusaHeads {
+  const configPath = join(dir, 'config.json');
+  const config = parseMedusaConfig(JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>, configPath);
+  if (!existsSync(join(dir, 'medusa_lm_head.safetensors')) && existsSync(join(dir, 'medusa_lm_head.pt'))) {
+    throw invalidModel(`${dir} holds its Medusa heads as medusa_lm_head.pt (a pickle, which Keel does not read): save the state dict as medusa_lm_head.safetensors (safetensors.torch.save_file)`);
+  }
+  const ckpt = openCheckpointNamed(dir, ['medusa_lm_head.safetensors']);
+  try {
+    const heads = MedusaHeads.forCheckpoint(config, ckpt, target.modelConfig);
+    if (target.config.loadFormat === 'dummy') loadDummyWeights(heads, target.modelConfig.dtype, target.backend, target.config.seed);
+    else loadWeightsWithProgress(heads, ckpt, target.backend, { showProgress: target.config.showProgress });
+    return heads;
+  } finally {
+    ckpt.close();
+  }
+}
+
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
   const { speculative, showProgress } = resolveEngineConfig(options);
-  const draftFiles = speculative?.method === 'draft' ? openModelFiles((await locateModel(speculative.model!, { showProgress })).path) : null;
+  const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
+  // The draft model's files are opened before the target loads, so that a bad one fails fast.
+  const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model } = loaded;
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
+    const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
@@ -252,7 +286,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,

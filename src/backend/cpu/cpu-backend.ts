@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -135,6 +135,16 @@ export class CpuBackend implements Backend {
   /** Swaps are done when they return. */
   awaitSwapIns(): void {}
 
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
+    checkSlotPairs(src, dst, numSlots);
+    for (const pool of kv.pools.flat()) {
+      const width = pool.length / numSlots;
+      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
+    }
+  }
+
   /** The CPU reads the batch's host arrays directly: nothing to upload. */
   beginStep(batch: BatchDescription): StepInputs {
     return { batch };
@@ -237,6 +247,11 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
+  silu(x: Tensor): void {
+    const data = asCpuTensor(x, 'silu input').data;
+    for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));
+  }
+
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
     const input = asCpuTensor(x, 'headwiseLinear input');
     const w = asCpuTensor(weight, 'headwiseLinear weight');
@@ -261,6 +276,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    if (step.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = step.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asCpuTensor(qLatent, 'mlaAttention qLatent');
@@ -326,6 +342,10 @@ export class CpuBackend implements Backend {
 
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    return gatherTensorRows(asCpuTensor(x, 'gatherRows input'), rows);
   }
 
   /** A copy: later in-place ops on `x` (addRmsNorm's residual) do not show through. */

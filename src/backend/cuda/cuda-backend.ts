@@ -19,7 +19,7 @@ import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -29,7 +29,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
+import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
@@ -38,7 +38,7 @@ import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EX
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
-import { launchCopyBlocks } from './kernels/copy-blocks.ts';
+import { launchCopyBlocks, launchCopySlots } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
@@ -342,6 +342,28 @@ export class CudaBackend implements Backend {
     this.swapper?.awaitSwapIns();
   }
 
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const { numBlocks, blockSize } = kv.layout;
+    checkSlotPairs(src, dst, numBlocks * blockSize);
+    if (src.length === 0) return;
+    const pairs = new Int32Array(2 * src.length);
+    pairs.set(src, 0);
+    pairs.set(dst, src.length);
+    const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
+    this.device.uploadAsync(srcPtr, pairs);
+    const pools = kv.pools;
+    for (let first = 0; first < pools.length; ) {
+      let end = first + 1;
+      while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
+      const { offset, blockBytes } = pools[first];
+      const slotBytes = blockBytes / blockSize;
+      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      launchCopySlots(this.device, kv.base + offset, end - first, numBlocks * blockBytes, slotBytes, srcPtr, srcPtr + src.length * 4, src.length);
+      first = end;
+    }
+  }
+
   beginStep(batch: BatchDescription): StepInputs {
     this.arena.reset();
     const plan = planAttention(batch);
@@ -363,6 +385,7 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
+        treeMask: at('treeMask'),
       },
       plan,
     );
@@ -498,6 +521,7 @@ export class CudaBackend implements Backend {
     if (sinks !== null && sinks.numel !== attn.numHeads) throw new Error(`attention: ${sinks.numel} sinks for ${attn.numHeads} heads`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null && attn.streaming !== null) throw new Error('attention: StreamingLLM takes no tree mask');
     if (s.checkedCache !== cache) {
       checkBlockTables(s.batch, kv.layout.numBlocks, kv.layout.blockSize);
       s.checkedCache = cache;
@@ -527,7 +551,13 @@ export class CudaBackend implements Backend {
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
     });
-    launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
+    launchPrefillAttention(this.device, {
+      ...common,
+      tiles: s.device.prefillTiles,
+      numTiles: s.plan.prefillTiles.length / 2,
+      treeMask: s.device.treeMask,
+      treeMaskWords: s.batch.treeMaskWords,
+    });
     return out;
   }
 
@@ -570,6 +600,11 @@ export class CudaBackend implements Backend {
     launchSoftcap(this.device, t.ptr, t.numel, cap);
   }
 
+  silu(x: Tensor): void {
+    const t = asBf16(x, 'silu input');
+    launchSilu(this.device, t.ptr, t.numel);
+  }
+
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
     const input = asBf16(x, 'headwiseLinear input');
     const w = asBf16(weight, 'headwiseLinear weight');
@@ -591,6 +626,7 @@ export class CudaBackend implements Backend {
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asBf16(kv, 'mlaRopeAndCacheWrite kv');
@@ -622,6 +658,7 @@ export class CudaBackend implements Backend {
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asBf16(qLatent, 'mlaAttention qLatent');
@@ -799,6 +836,14 @@ export class CudaBackend implements Backend {
       if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherLogitsRows: row ${row} is outside [0, ${input.rows})`);
     }
     return this.gather(input, s.device.logitsIndices, s.batch.logitsIndices.length);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    const input = asBf16(x, 'gatherRows input');
+    for (const row of rows) if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherRows: row ${row} is outside [0, ${input.rows})`);
+    const indices = this.arena.alloc(Math.max(rows.byteLength, 4));
+    this.device.uploadAsync(indices, rows);
+    return this.gather(input, indices, rows.length);
   }
 
   /** Waits for the queued work, converts on the device if needed, and copies to a new array. */

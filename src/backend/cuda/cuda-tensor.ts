@@ -147,6 +147,8 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
+  /** BatchDescription.treeMask (one unread word without one). */
+  treeMask: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {
