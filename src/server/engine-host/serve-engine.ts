@@ -1,10 +1,19 @@
-import type { LLM } from '../../engine/llm.ts';
+import type { LLM, StreamUpdate } from '../../engine/llm.ts';
+import type { RequestOutput } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { toThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
 
-export function engineInfo(llm: LLM): EngineInfo {
+/**
+ * What the engine's side of the protocol needs of the engine: the LLM has it, and the chaos soak's
+ * synthetic engine (scripts/chaos-soak) stands in for it to load the server without a model.
+ */
+export interface ServedLLM extends Pick<LLM, 'modelName' | 'modelPath' | 'backendName' | 'maxModelLen' | 'modelConfig' | 'config' | 'samplingDefaults' | 'tokenizer' | 'stats'> {
+  stream(tokenIds: number[], params: SamplingParams, options: { signal: AbortSignal }): AsyncIterable<Pick<StreamUpdate, 'deltas' | 'finished'> & { output: Pick<RequestOutput, 'metrics'> }>;
+}
+
+export function engineInfo(llm: ServedLLM): EngineInfo {
   return {
     model: llm.modelName,
     modelPath: llm.modelPath,
@@ -26,7 +35,7 @@ export function engineInfo(llm: LLM): EngineInfo {
  * 'close' aborts what is left, then `onClose` (which frees the engine, when this side owns it)
  * runs before 'closed' is posted.
  */
-export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LLM, onClose: () => Promise<void> = async () => undefined): void {
+export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: ServedLLM, onClose: () => Promise<void> = async () => undefined): void {
   const running = new Map<number, AbortController>();
   const postStats = () => port.postMessage({ type: 'stats', stats: llm.stats() });
   const statsTimer = setInterval(postStats, STATS_INTERVAL_MS);
