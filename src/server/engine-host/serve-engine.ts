@@ -4,6 +4,7 @@ import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { toThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
+import { UpdateOutbox } from './update-outbox.ts';
 
 /**
  * What the engine's side of the protocol needs of the engine: the LLM has it, and the chaos soak's
@@ -30,8 +31,8 @@ export function engineInfo(llm: ServedLLM): EngineInfo {
 
 /**
  * The engine's side of the protocol: runs each request the server adds through `llm.stream`, posts
- * its updates as they come, aborts it on request, and reports the engine's stats on a timer and
- * as each request starts and ends.
+ * its updates in batches (UpdateOutbox) with the stats as they stand, aborts it on request, and
+ * reports the engine's stats on a timer.
  * 'close' aborts what is left, then `onClose` (which frees the engine, when this side owns it)
  * runs before 'closed' is posted.
  */
@@ -40,17 +41,14 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
   const postStats = () => port.postMessage({ type: 'stats', stats: llm.stats() });
   const statsTimer = setInterval(postStats, STATS_INTERVAL_MS);
 
+  const outbox = new UpdateOutbox((updates) => port.postMessage({ type: 'updates', updates, stats: llm.stats() }));
+
   const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
     const controller = new AbortController();
     running.set(id, controller);
-    let first = true;
     try {
       for await (const update of llm.stream(tokenIds, params, { signal: controller.signal })) {
-        port.postMessage({ type: 'update', id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
-        // Fresh stats as a request starts and ends: whoever sees it end (its client, a test waiting
-        // for the pool to be free) then sees the KV blocks it held back in the pool.
-        if (first || update.finished) postStats();
-        first = false;
+        outbox.add({ id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
       }
     } catch (error) {
       port.postMessage({ type: 'failed', id, error: toThreadError(error) });
@@ -67,6 +65,9 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
         break;
       case 'abort':
         running.get(message.id)?.abort();
+        break;
+      case 'ack':
+        outbox.acknowledged();
         break;
       case 'close':
         clearInterval(statsTimer);
