@@ -129,6 +129,15 @@ const timelineTimer = setInterval(() => {
     .catch(() => undefined);
 }, 5000);
 
+/** Tokens the engine has generated since it started; null if the server did not answer. */
+async function generationTokensTotal(): Promise<number | null> {
+  try {
+    return ((await (await fetch(`${server.url}/v1/engine/stats`)).json()) as { generation_tokens_total: number }).generation_tokens_total;
+  } catch {
+    return null;
+  }
+}
+
 interface PhaseResult {
   outcomes: Map<string, number>;
   /** How long each completed request took, in ms. */
@@ -168,6 +177,7 @@ async function runPhase(random: SoakRandom, until: () => boolean): Promise<Phase
 
 const random = new SoakRandom(seed);
 await server.loopDelay(true);
+const tokensAtStart = { at: performance.now(), total: await generationTokensTotal() };
 const phase1End = performance.now() + phaseMs;
 const phase1 = await runPhase(random, () => performance.now() > phase1End);
 const idle = await waitForIdle(server.url, 60_000);
@@ -176,8 +186,11 @@ console.error(`phase 1 done at ${since()} s: ${JSON.stringify(tally(phase1.outco
 
 const phase2Start = performance.now();
 let loopDelay: LoopDelay | null = null;
+let streamedTokensPerS: number | null = null;
 const signalTimer = setTimeout(async () => {
   loopDelay = await server.loopDelay(false);
+  const total = await generationTokensTotal();
+  streamedTokensPerS = total === null || tokensAtStart.total === null ? null : round(((total - tokensAtStart.total) * 1000) / (performance.now() - tokensAtStart.at), 0);
   shutdownAt = performance.now();
   server.child.kill('SIGTERM');
   console.error(`SIGTERM at ${since()} s`);
@@ -219,6 +232,7 @@ const figures = {
   violation_examples: [...phase1.examples, ...phase2.examples],
   health_until_sigterm: health,
   event_loop_delay_until_sigterm: loopDelay,
+  generation_tokens_per_s_until_sigterm: streamedTokensPerS,
   kv_after_phase_1: { idle: idle.idle, free_blocks: idle.state?.kv_cache.free_blocks ?? null, total_blocks: idle.state?.kv_cache.total_blocks ?? null, waited_ms: round(idle.waitedMs) },
   rss_mib: { warm_average: rssWarmMiB === null ? null : round(rssWarmMiB), after_phase_1: rssAfterPhase1 === null ? null : round(rssAfterPhase1), max: Math.max(...rss.map((s) => s.mib)), samples: rss },
   shutdown: { sigterm_at_s: shutdownAt === null ? null : round((shutdownAt - started) / 1000), duration_ms: shutdownMs === null ? null : round(shutdownMs), exit_code: exited.code, signal: exited.signal, timeout_s: shutdownTimeoutS },

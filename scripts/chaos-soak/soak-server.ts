@@ -14,6 +14,8 @@ export interface LoopDelay {
   p99_ms: number;
   p999_ms: number;
   max_ms: number;
+  /** The share of the wall time the main thread spent on a CPU (null where /proc cannot tell). */
+  main_thread_busy: number | null;
 }
 
 export interface SoakServer {
