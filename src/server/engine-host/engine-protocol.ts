@@ -47,7 +47,7 @@ export type FromEngine =
   /** Every request's updates since the previous batch, and the stats as they stand after them; answered by 'ack'. */
   | { type: 'updates'; updates: RequestUpdate[]; stats: EngineStats }
   | { type: 'failed'; id: number; error: ThreadError }
-  /** Sent every STATS_INTERVAL_MS while serving (batches of updates carry them too). */
+  /** Sent every STATS_INTERVAL_MS while serving and no updates are held (batches of updates carry them then). */
   | { type: 'stats'; stats: EngineStats }
   /** The engine has stopped; `error` is why freeing it failed, if it did. */
   | { type: 'closed'; error: ThreadError | null };

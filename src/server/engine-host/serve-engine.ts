@@ -39,9 +39,10 @@ export function engineInfo(llm: ServedLLM): EngineInfo {
 export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: ServedLLM, onClose: () => Promise<void> = async () => undefined): void {
   const running = new Map<number, AbortController>();
   const postStats = () => port.postMessage({ type: 'stats', stats: llm.stats() });
-  const statsTimer = setInterval(postStats, STATS_INTERVAL_MS);
-
   const outbox = new UpdateOutbox((updates) => port.postMessage({ type: 'updates', updates, stats: llm.stats() }));
+  // While updates are held, the batch that takes them brings the stats: alone they would run
+  // ahead (a request counted as running whose first tokens the server has not seen).
+  const statsTimer = setInterval(() => outbox.holding || postStats(), STATS_INTERVAL_MS);
 
   const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
     const controller = new AbortController();
@@ -51,6 +52,7 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
         outbox.add({ id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
       }
     } catch (error) {
+      outbox.sendNow();
       port.postMessage({ type: 'failed', id, error: toThreadError(error) });
       postStats();
     } finally {
@@ -73,8 +75,14 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
         clearInterval(statsTimer);
         for (const controller of running.values()) controller.abort();
         onClose().then(
-          () => port.postMessage({ type: 'closed', error: null }),
-          (error: unknown) => port.postMessage({ type: 'closed', error: toThreadError(error) }),
+          () => {
+            outbox.sendNow();
+            port.postMessage({ type: 'closed', error: null });
+          },
+          (error: unknown) => {
+            outbox.sendNow();
+            port.postMessage({ type: 'closed', error: toThreadError(error) });
+          },
         );
         break;
     }

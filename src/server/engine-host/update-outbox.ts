@@ -15,7 +15,8 @@ export class UpdateOutbox {
   private readonly pending = new Map<number, RequestUpdate>();
   /** Deltas this outbox made by merging, which it may extend in place. */
   private readonly merged = new WeakSet<StreamDelta>();
-  private awaitingAck = false;
+  /** Batches sent and not yet acknowledged: one, but for those a failure sends early (sendNow). */
+  private inFlight = 0;
   private scheduled = false;
   private readonly send: (updates: RequestUpdate[]) => void;
 
@@ -33,23 +34,33 @@ export class UpdateOutbox {
     this.schedule();
   }
 
-  /** The server has handled the batch in flight. */
+  /** Whether updates wait to be sent: stats sent apart from a batch would run ahead of them. */
+  get holding(): boolean {
+    return this.pending.size > 0;
+  }
+
+  /** The server has handled a batch. */
   acknowledged(): void {
-    this.awaitingAck = false;
+    this.inFlight--;
     this.schedule();
   }
 
+  /** Sends what is held at once, acknowledged or not: before a failure, which must not overtake its request's updates. */
+  sendNow(): void {
+    if (this.pending.size === 0) return;
+    const updates = [...this.pending.values()];
+    this.pending.clear();
+    this.inFlight++;
+    this.send(updates);
+  }
+
   private schedule(): void {
-    if (this.awaitingAck || this.scheduled || this.pending.size === 0) return;
+    if (this.inFlight > 0 || this.scheduled || this.pending.size === 0) return;
     this.scheduled = true;
     // After this turn: the other requests' updates of the same step are still on their way.
     setImmediate(() => {
       this.scheduled = false;
-      if (this.awaitingAck || this.pending.size === 0) return;
-      const updates = [...this.pending.values()];
-      this.pending.clear();
-      this.awaitingAck = true;
-      this.send(updates);
+      if (this.inFlight === 0) this.sendNow();
     });
   }
 
