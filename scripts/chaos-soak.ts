@@ -36,7 +36,7 @@ p99 under 100 ms and max under 1 s, the shutdown ends within --shutdown-timeout 
                           N tokens a second (scripts/chaos-soak/synthetic-engine.ts), to put a GPU's
                           streaming load on the server's event loop without a GPU; the figures then
                           say nothing of the engine, only of the server
-  --cpu-prof DIR          write a CPU profile of the server's main thread (node --cpu-prof) into DIR
+  --cpu-prof DIR          write CPU profiles of the server (node --cpu-prof: its main thread among them) into DIR
 
 Besides /health, the server's own event-loop delay is measured inside it (perf_hooks), from the
 start of phase 1 to SIGTERM: it does not depend on how promptly the soak's clients are scheduled.`;

@@ -30,7 +30,7 @@ export interface SoakServer {
 export interface LaunchOptions {
   /** Serve with the synthetic engine at this many tokens a second instead of the model (synthetic-engine.ts). */
   syntheticTokensPerS: number | null;
-  /** Write a CPU profile of the server's main thread into this directory when it exits. */
+  /** Write CPU profiles of the server (node --cpu-prof) into this directory when it exits. */
   cpuProfDir: string | null;
 }
 
