@@ -29,7 +29,8 @@ test('a turn\'s updates leave as one batch; while it is unacknowledged, later on
   assert.deepEqual(batches[0].map((u) => u.id), [1, 2]);
 
   const engineDelta = delta(0, 'b', 2);
-  box.add({ id: 1, deltas: [engineDelta, delta(1, 'B', 20)], finished: null });
+  const engineDeltas = [engineDelta, delta(1, 'B', 20)];
+  box.add({ id: 1, deltas: engineDeltas, finished: null });
   box.add({ id: 1, deltas: [delta(0, 'c', 3), delta(1, 'C', 30, 'length')], finished: null });
   box.add({ id: 1, deltas: [delta(0, 'd', 4, 'stop')], finished: metrics });
   await turn();
@@ -48,6 +49,7 @@ test('a turn\'s updates leave as one batch; while it is unacknowledged, later on
     ],
   );
   assert.deepEqual(engineDelta.tokenIds, [2], 'the engine\'s own delta is copied, not extended');
+  assert.equal(engineDeltas[0], engineDelta, 'nor its array of deltas');
 });
 
 test('an abort\'s delta stays apart from the text before it; sendNow sends at once, acknowledged or not', async () => {

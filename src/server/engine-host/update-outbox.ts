@@ -26,7 +26,8 @@ export class UpdateOutbox {
 
   add(update: RequestUpdate): void {
     const held = this.pending.get(update.id);
-    if (held === undefined) this.pending.set(update.id, update);
+    // Held updates are the outbox's own, to merge into: the engine's arrays and deltas stay as they were.
+    if (held === undefined) this.pending.set(update.id, { ...update, deltas: [...update.deltas] });
     else {
       for (const delta of update.deltas) this.mergeDelta(held.deltas, delta);
       held.finished = update.finished;
