@@ -92,14 +92,15 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 /** If a shutdown has not ended this long after its drain timeout, the process exits regardless. */
 const SHUTDOWN_WATCHDOG_MS = 15_000;
 
-export async function serveCommand(argv: string[]): Promise<number> {
+/** `engineEntry`: the engine thread's module, for stand-ins of the engine (the chaos soak's synthetic one). */
+export async function serveCommand(argv: string[], engineEntry?: URL): Promise<number> {
   const { values } = parseFlags('keel serve', { args: argv, options: SERVE_FLAGS });
   if (values.help) {
     console.log(SERVE_HELP);
     return 0;
   }
   const serverOptions = serverOptionsFromFlags(values);
-  const engine = await EngineClient.startThread(engineConfigFromFlags(values));
+  const engine = await EngineClient.startThread(engineConfigFromFlags(values), engineEntry);
   let server: RunningServer;
   try {
     server = await startServer({ engine, ...serverOptions });

@@ -151,12 +151,20 @@ export class EngineClient {
 
   private onMessage(message: FromEngine): void {
     switch (message.type) {
-      case 'update': {
-        const run = this.runs.get(message.id);
-        if (!run) return;
-        run.output.add(message.deltas);
-        if (message.finished) this.runs.delete(message.id);
-        run.generation.deliver(run.promptIndex, message.deltas, message.finished ? run.output.build(message.finished) : null);
+      case 'updates': {
+        // Fresh stats first: whoever sees a request end (its client, a test waiting for the pool to
+        // be free) then sees the KV blocks it held back in the pool.
+        this.latestStats = message.stats;
+        for (const update of message.updates) {
+          const run = this.runs.get(update.id);
+          if (!run) continue;
+          run.output.add(update.deltas);
+          if (update.finished) this.runs.delete(update.id);
+          run.generation.deliver(run.promptIndex, update.deltas, update.finished ? run.output.build(update.finished) : null);
+        }
+        // Once the responses have written what they got (the promise jobs that run after this
+        // message), and not before: the next batch then waits for the event loop's next turn.
+        setImmediate(() => this.transport.endpoint.postMessage({ type: 'ack' }));
         return;
       }
       case 'failed': {
