@@ -84,6 +84,11 @@ export class SyntheticEngine implements ServedLLM {
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
+      // It preempts by recompute only: no swap space.
+      numSwapsTotal: 0,
+      numSwapped: 0,
+      numSwapBlocks: 0,
+      numFreeSwapBlocks: 0,
       speculation: null,
     };
   }
@@ -206,7 +211,7 @@ class SyntheticRequest {
   readonly promptLength: number;
   readonly params: SamplingParams;
   readonly completions: { generated: number; finishReason: FinishReason | null }[];
-  readonly metrics: RequestMetrics = { arrivalTime: Date.now(), firstScheduledTime: null, firstTokenTime: null, finishedTime: null, numCachedTokens: 0, numPreemptions: 0, speculation: null };
+  readonly metrics: RequestMetrics = { arrivalTime: Date.now(), firstScheduledTime: null, firstTokenTime: null, finishedTime: null, numCachedTokens: 0, numPreemptions: 0, numSwaps: 0, speculation: null };
   /** Updates not yet read: the deltas of one step each, the last one finished. */
   readonly updates: { deltas: StreamDelta[]; finished: boolean }[] = [];
   wake: (() => void) | null = null;
