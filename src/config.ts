@@ -59,7 +59,27 @@ export interface EngineConfig {
    */
   streamingSinks: number | null;
   streamingWindow: number | null;
+  /**
+   * Serve PEFT LoRA adapters (docs/lora.md): requests name one by its name as their model. Implied
+   * by `loraModules`; needed to load adapters at run time when none is given at start.
+   */
+  enableLora: boolean;
+  /** Adapters served from the start, by name. */
+  loraModules: LoraModule[];
+  /** Adapters held on the device at once (slots); a step's sequences use at most this many. */
+  maxLoras: number;
+  /** Largest adapter rank accepted (device slots are sized for it), at most MAX_LORA_RANK. */
+  maxLoraRank: number;
 }
+
+/** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
+export interface LoraModule {
+  name: string;
+  path: string;
+}
+
+/** The largest --max-lora-rank. */
+export const MAX_LORA_RANK = 256;
 
 /** The longest sequence under StreamingLLM when maxModelLen is not given. */
 export const STREAMING_MAX_MODEL_LEN = 131072;
@@ -113,4 +133,8 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   speculative: null,
   streamingSinks: null,
   streamingWindow: null,
+  enableLora: false,
+  loraModules: [],
+  maxLoras: 1,
+  maxLoraRank: 16,
 };

@@ -3,6 +3,7 @@ import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import type { LoraSlots } from './lora-slots.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -95,16 +96,18 @@ export class ModelRunner {
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
   private readonly draft: DraftModel | null;
+  private readonly lora: LoraSlots | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
-  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null, draft: DraftModel | null = null) {
+  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null, draft: DraftModel | null = null, lora: LoraSlots | null = null) {
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
     this.graphs = backend.recordsGraphs ? graphs : null;
     this.draft = draft;
+    this.lora = lora;
   }
 
   /**
@@ -119,15 +122,17 @@ export class ModelRunner {
       }
     }
     const graphBatch = this.graphBatchSize(output);
+    const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
     if (draft !== null) {
       this.proposeDrafts(draft, output, draws);
-      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model).batch);
+      // The draft model proposes from the base model: its layers hold no adapters.
+      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model, null).batch);
       const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
       if (graphBatch === null) forward();
       else this.backend.replayForward(draftStep, draft, forward);
     }
-    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model);
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
     const step = this.backend.beginStep(batch);
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
@@ -183,6 +188,14 @@ export class ModelRunner {
     }
   }
 
+  /** The LoRA slot of each adapter the step's sequences run with (put on the device if not there yet), by adapter id. */
+  private assignLoraSlots(output: SchedulerOutput): Map<number, number> | null {
+    const adapters = output.scheduled.flatMap(({ seq }) => (seq.lora === null ? [] : [seq.lora]));
+    if (adapters.length === 0) return null;
+    if (this.lora === null) throw new Error('a sequence runs with a LoRA adapter, but the model runner has no LoRA slots');
+    return this.lora.assign(adapters);
+  }
+
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
   private pendingTokenDraw(seq: Sequence): number {
     const draw = this.sampledDraws.get(seq);
@@ -210,6 +223,7 @@ export class ModelRunner {
     output: SchedulerOutput,
     graphBatch: number | null,
     model: CausalLM,
+    loraSlots: Map<number, number> | null,
   ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
@@ -238,6 +252,7 @@ export class ModelRunner {
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
       // The original prompt length, which a preempted sequence keeps while it recomputes.
       if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
+      if (loraSlots !== null && seq.lora !== null) chunk.loraSlot = loraSlots.get(seq.lora.id);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

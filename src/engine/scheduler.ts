@@ -11,6 +11,8 @@ export interface SchedulerConfig {
   blockSize: number;
   /** Longest sequence (prompt + output). */
   maxModelLen: number;
+  /** Most distinct LoRA adapters among the running sequences (the device's adapter slots); absent without LoRA. */
+  maxLoras?: number;
 }
 
 export interface ScheduledSequence {
@@ -210,11 +212,18 @@ export class Scheduler {
     return seq;
   }
 
-  /** First come, first served: a sequence that cannot get its blocks holds back those behind it. */
+  /**
+   * First come, first served: a sequence that cannot get its blocks holds back those behind it. A
+   * sequence whose LoRA adapter would make the running sequences use more adapters than there are
+   * slots waits, and those behind it with an adapter already running (or none) go first.
+   */
   private admitWaiting(plan: StepPlan): void {
-    let numAdmitted = 0;
+    const admitted = new Set<Sequence>();
+    const adapters = new Set(this.running.flatMap((seq) => (seq.lora === null ? [] : [seq.lora.id])));
     for (const seq of this.waiting) {
       if (!this.hasRoom(plan)) break;
+      const { maxLoras } = this.config;
+      if (seq.lora !== null && !adapters.has(seq.lora.id) && maxLoras !== undefined && adapters.size >= maxLoras) continue;
       const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
       const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
@@ -224,9 +233,10 @@ export class Scheduler {
       this.insertRunning(seq);
       plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
       plan.budget -= numNewTokens;
-      numAdmitted++;
+      admitted.add(seq);
+      if (seq.lora !== null) adapters.add(seq.lora.id);
     }
-    this.waiting.splice(0, numAdmitted);
+    if (admitted.size > 0) this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((seq) => !admitted.has(seq)));
   }
 
   private insertRunning(seq: Sequence): void {

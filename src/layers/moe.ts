@@ -1,4 +1,4 @@
-import type { Activation, Backend, ExpertWeights, RoutingParams, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, ExpertWeights, RoutingParams, StepInputs, Tensor } from '../backend/backend.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { GatedMlp } from './gated-mlp.ts';
@@ -148,12 +148,12 @@ export class MoeBlock implements Layer {
   }
 
   /** x [numTokens, hidden] -> [numTokens, hidden]. */
-  forward(b: Backend, x: Tensor): Tensor {
+  forward(b: Backend, x: Tensor, step: StepInputs): Tensor {
     const experts = loaded(this.experts, `${this.options.router} experts`);
     const routing = b.routeExperts(this.router.forward(b, x), this.routingParams);
     const out = b.allReduce(b.expertMlp(x, routing, experts, this.options.activation));
     const { shared } = this.options;
-    if (shared !== null) b.addInto(out, shared.mlp.forward(b, x), this.sharedGate === null ? null : this.sharedGate.forward(b, x));
+    if (shared !== null) b.addInto(out, shared.mlp.forward(b, x, step), this.sharedGate === null ? null : this.sharedGate.forward(b, x));
     return out;
   }
 }

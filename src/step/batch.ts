@@ -40,6 +40,11 @@ export interface BatchDescription {
   maxSeqLen: number;
   /** Flattened token indices whose logits are wanted, in output-row order (one per sampled sequence). */
   logitsIndices: Int32Array;
+  /**
+   * [numTokens] the LoRA adapter slot each token runs with, -1 for the base model; null when no
+   * token of the step has an adapter (docs/lora.md).
+   */
+  loraSlots: Int32Array | null;
 }
 
 /** One sequence's share of a step: `tokens` run at positions startPos, startPos + 1, ... */
@@ -52,6 +57,8 @@ export interface SequenceChunk {
   lastTokenSource?: number;
   /** The rotary-table row of the token at `position`; absent, the position itself. */
   rotaryRow?: (position: number) => number;
+  /** The LoRA adapter slot its tokens run with; absent, the base model. */
+  loraSlot?: number;
 }
 
 /**
@@ -70,6 +77,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const queryStartLoc = new Int32Array(chunks.length + 1);
   const seqLens = new Int32Array(chunks.length);
   const blockTables = new Int32Array(chunks.length * maxBlocksPerSeq);
+  const loraSlots = chunks.some((c) => c.loraSlot !== undefined) ? new Int32Array(numTokens).fill(-1) : null;
   let t = 0;
   chunks.forEach((chunk, s) => {
     const seqLen = chunk.startPos + chunk.tokens.length;
@@ -79,6 +87,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     queryStartLoc[s] = t;
     seqLens[s] = seqLen;
     blockTables.set(chunk.blockTable, s * maxBlocksPerSeq);
+    if (loraSlots !== null && chunk.loraSlot !== undefined) loraSlots.fill(chunk.loraSlot, t, t + chunk.tokens.length);
     chunk.tokens.forEach((token, i) => {
       const position = chunk.startPos + i;
       tokenIds[t] = token;
@@ -109,5 +118,6 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     maxQueryLen: Math.max(0, ...chunks.map((c) => c.tokens.length)),
     maxSeqLen: Math.max(0, ...seqLens),
     logitsIndices: Int32Array.from(logitsIndices ?? lastTokens),
+    loraSlots,
   };
 }
