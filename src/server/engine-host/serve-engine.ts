@@ -1,6 +1,6 @@
 import type { LLM } from '../../engine/llm.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
-import { toThreadError } from '../thread-errors.ts';
+import { toThreadError, type ThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
 
@@ -16,6 +16,7 @@ export function engineInfo(llm: LLM): EngineInfo {
     samplingDefaults: llm.samplingDefaults,
     hasTokenizer: llm.tokenizer !== null,
     chatTemplate: llm.tokenizer?.chatTemplateSource ?? null,
+    loraAdapters: llm.config.enableLora ? llm.loraAdapters : null,
   };
 }
 
@@ -31,12 +32,12 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LL
   const postStats = () => port.postMessage({ type: 'stats', stats: llm.stats() });
   const statsTimer = setInterval(postStats, STATS_INTERVAL_MS);
 
-  const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
+  const run = async (id: number, tokenIds: number[], params: SamplingParams, lora: string | null) => {
     const controller = new AbortController();
     running.set(id, controller);
     let first = true;
     try {
-      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal })) {
+      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal, ...(lora === null ? {} : { lora }) })) {
         port.postMessage({ type: 'update', id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
         // Fresh stats as a request starts and ends: whoever sees it end (its client, a test waiting
         // for the pool to be free) then sees the KV blocks it held back in the pool.
@@ -54,8 +55,20 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LL
   port.on('message', (message) => {
     switch (message.type) {
       case 'add':
-        void run(message.id, message.tokenIds, message.params);
+        void run(message.id, message.tokenIds, message.params, message.lora);
         break;
+      case 'load-lora':
+      case 'unload-lora': {
+        let error: ThreadError | null = null;
+        try {
+          if (message.type === 'load-lora') llm.loadLoraAdapter(message.name, message.path);
+          else llm.unloadLoraAdapter(message.name);
+        } catch (thrown) {
+          error = toThreadError(thrown);
+        }
+        port.postMessage({ type: 'lora-done', id: message.id, error, adapters: llm.loraAdapters });
+        break;
+      }
       case 'abort':
         running.get(message.id)?.abort();
         break;
