@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument } from '../errors.ts';
-import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { LoraAdapter, LoraModuleWeights } from '../tensor/lora-adapter.ts';
 import { readJsonFile } from './json-file.ts';
 import { SafetensorsFile } from './safetensors.ts';
 
@@ -10,28 +10,6 @@ const WEIGHTS_FILE = 'adapter_model.safetensors';
 /** PEFT saves its LoRA tensors under the wrapped model's names, behind this prefix. */
 const KEY_PREFIX = 'base_model.model.';
 const KEY_PATTERN = /^(.+)\.lora_([AB])\.weight$/;
-
-/** One adapted linear module: delta W = scale · B · A. */
-export interface LoraModuleWeights {
-  /** [rank, in] (PEFT's lora_A). */
-  a: HostTensor;
-  /** [out, rank] (PEFT's lora_B). */
-  b: HostTensor;
-}
-
-/**
- * A PEFT LoRA adapter read from its directory (adapter_config.json + adapter_model.safetensors):
- * each adapted module's A and B by the base model's module name (the checkpoint name of its
- * weight without `.weight`, e.g. `model.layers.0.self_attn.q_proj`), and the scale of every delta.
- */
-export interface LoraAdapter {
-  readonly path: string;
-  /** The largest rank among its modules (config `r`). */
-  readonly rank: number;
-  /** lora_alpha / r, or lora_alpha / √r with use_rslora. */
-  readonly scale: number;
-  readonly modules: ReadonlyMap<string, LoraModuleWeights>;
-}
 
 /**
  * Reads a PEFT LoRA adapter. Refused with an error naming the problem: a missing file, another

@@ -1,4 +1,5 @@
-import { readLoraAdapter, type LoraAdapter } from '../checkpoint/peft-adapter.ts';
+import { readLoraAdapter } from '../checkpoint/peft-adapter.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import { invalidArgument, KeelError } from '../errors.ts';
 import type { Linear } from '../layers/linear.ts';
 

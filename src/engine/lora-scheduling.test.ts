@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { LoraAdapter } from '../checkpoint/peft-adapter.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import { BlockPool } from './block-pool.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import type { ServedLora } from './lora-registry.ts';

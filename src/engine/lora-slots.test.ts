@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
-import type { LoraAdapter } from '../checkpoint/peft-adapter.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import { Linear } from '../layers/linear.ts';
 import type { ServedLora } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';

@@ -1,5 +1,5 @@
 import type { Backend, LoraSliceValues, LoraWeights, StepInputs, Tensor } from '../backend/backend.ts';
-import type { LoraAdapter } from '../checkpoint/peft-adapter.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';

@@ -108,6 +108,7 @@ export function loraParitySuite(options: LoraParityOptions): void {
   const variants: { name: string; config: EngineOptions }[] = [
     { name: 'one batch, a slot per adapter', config: { maxLoras: fixtures.length } },
     { name: 'one slot: adapters take turns, paged in and out', config: { maxLoras: 1 } },
+    { name: 'eager decode steps (no CUDA graphs)', config: { maxLoras: fixtures.length, enforceEager: true } },
     { name: 'chunked prefill, 7 tokens per step', config: { maxLoras: fixtures.length, maxNumBatchedTokens: 7 } },
     { name: "each step's tokens read before the next is launched", config: { maxLoras: fixtures.length, asyncScheduling: false } },
     { name: 'forced preemption (12-block pool)', config: { maxLoras: fixtures.length, numKvBlocks: 12 } },
