@@ -130,15 +130,10 @@ export class Linear implements Layer {
     return this.lora !== null && step.batch.loraSlots !== null;
   }
 
-  /** out += each token's adapter delta for input x (see Backend.addLora); nothing when not loraActive. */
-  addLora(b: Backend, out: Tensor, x: Tensor, step: StepInputs): void {
-    if (this.lora !== null && step.batch.loraSlots !== null) b.addLora(out, x, this.lora, step);
-  }
-
-  /** forward, plus the step's LoRA deltas. */
+  /** forward, plus each token's adapter delta when loraActive (Backend.addLora). */
   forwardWithLora(b: Backend, x: Tensor, step: StepInputs): Tensor {
     const out = this.forward(b, x);
-    this.addLora(b, out, x, step);
+    if (this.lora !== null && step.batch.loraSlots !== null) b.addLora(out, x, this.lora, step);
     return out;
   }
 }
