@@ -37,9 +37,12 @@ export const ENGINE_FLAGS = {
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
-  --model DIR|ORG/NAME[@REV]     a Hugging Face model directory, or a repo id: found in the Hugging
-                                 Face cache (HF_HUB_CACHE, HF_HOME), else downloaded into it
-                                 (HF_TOKEN; HF_HUB_OFFLINE=1: the cache only) (default: keel-tiny)
+  --model DIR|FILE.gguf|ORG/NAME[@REV]
+                                 a Hugging Face model directory; a GGUF file (llama, mistral,
+                                 mixtral, qwen2, qwen3, qwen MoE; quantized weights dequantized to
+                                 bf16); or a repo id: found in the Hugging Face cache (HF_HUB_CACHE,
+                                 HF_HOME), else downloaded into it (HF_TOKEN; HF_HUB_OFFLINE=1: the
+                                 cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
   --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to

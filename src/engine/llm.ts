@@ -68,9 +68,9 @@ export class LLM {
   get config(): EngineConfig {
     return this.loaded.config;
   }
-  /** The directory the model's files were read from (the Hugging Face cache's snapshot for a repo id). */
-  get modelDir(): string {
-    return this.loaded.modelDir;
+  /** Where the model's files were read from: its directory (the Hugging Face cache's snapshot for a repo id) or GGUF file. */
+  get modelPath(): string {
+    return this.loaded.modelPath;
   }
   /** The repo id as given, or the model directory's name. */
   get modelName(): string {

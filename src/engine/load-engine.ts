@@ -4,7 +4,7 @@ import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
-import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
@@ -13,7 +13,7 @@ import { loadWeightsWithProgress } from '../models/load-weights.ts';
 import { withQuantization } from '../models/model-checkpoint.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
-import { createModel, readModelArchitecture } from '../models/registry.ts';
+import { createModel, modelArchitectureOf } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -123,9 +123,9 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
 /** A model ready to run on a backend: everything but the KV pool and the scheduler. */
 export interface LoadedModel {
   config: EngineConfig;
-  /** Where the model's files were read from: config.model, or the Hugging Face cache's snapshot of the repo id it names. */
-  modelDir: string;
-  /** The repo id as given, or the model directory's name. */
+  /** Where the model's files were read from: config.model (a directory or GGUF file), or the Hugging Face cache's snapshot of the repo id it names. */
+  modelPath: string;
+  /** The repo id as given, or the model directory's or GGUF file's name. */
   modelName: string;
   modelConfig: ModelConfig;
   tokenizer: Tokenizer | null;
@@ -140,25 +140,26 @@ export interface LoadedModel {
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
-  const { dir: modelDir, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
-  const architecture = readModelArchitecture(modelDir);
+  const { path: modelPath, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
+  const files = openModelFiles(modelPath);
+  const architecture = modelArchitectureOf(files);
   const modelConfig = architecture.config;
-  const generation = readGenerationConfig(modelDir, modelConfig);
-  const tokenizer = loadTokenizerIfPresent(modelDir);
+  const generation = readGenerationConfig(files, modelConfig);
+  const tokenizer = loadTokenizerIfPresent(files);
   const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
   const model = createModel(architecture, maxModelLen, streamingOf(config));
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
-    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelDir}/config.json, and use --quantization for quantized dummy weights`);
+    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
   const backend = await selectBackend(config.backend);
   try {
     if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
-    else loadWeightsWithProgress(model, withQuantization(openCheckpoint(modelDir), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
+    else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
     // Slots are allocated before the KV pool is sized from what memory is left.
     const loraTargets = config.enableLora ? enableLora(model, backend, config) : null;
     return {
       config,
-      modelDir,
+      modelPath,
       modelName,
       modelConfig,
       tokenizer,
@@ -187,16 +188,17 @@ function enableLora(model: CausalLM, backend: Backend, config: EngineConfig): Li
  * A draft model for speculative decoding, loaded on the target's backend: checked to give logits
  * over the same token ids (the same vocabulary, token for token) and to cover the target's context.
  */
-function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
-  const architecture = readModelArchitecture(dir);
+function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
+  const dir = files.path;
+  const architecture = modelArchitectureOf(files);
   const draftConfig = architecture.config;
   const targetVocab = target.modelConfig.vocabSize;
   if (draftConfig.vocabSize !== targetVocab) {
     throw invalidModel(`the draft model ${dir} has a vocabulary of ${draftConfig.vocabSize} tokens and the target ${targetVocab}: a draft model must share the target's tokenizer`);
   }
-  const tokenizer = loadTokenizerIfPresent(dir);
+  const tokenizer = loadTokenizerIfPresent(files);
   if ((tokenizer === null) !== (target.tokenizer === null)) {
-    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer.json, so Keel cannot check that they share their tokenizer`);
+    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer, so Keel cannot check that they share their tokenizer`);
   }
   const difference = tokenizer && target.tokenizer!.vocabularyDifference(tokenizer);
   if (difference) throw invalidModel(`the draft model ${dir} does not share the target's tokenizer: ${difference}`);
@@ -208,7 +210,7 @@ function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
   const model = createModel(architecture, target.maxModelLen, streamingOf(config));
   // --quantization is the target's: a draft model is read in its checkpoint's own format.
   if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
-  else loadWeightsWithProgress(model, withQuantization(openCheckpoint(dir), architecture.quantization, null), backend, { showProgress: config.showProgress });
+  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, null), backend, { showProgress: config.showProgress });
   return model;
 }
 
@@ -216,11 +218,11 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
   const { speculative, showProgress } = resolveEngineConfig(options);
-  const draftDir = speculative?.method === 'draft' ? (await locateModel(speculative.model!, { showProgress })).dir : null;
+  const draftFiles = speculative?.method === 'draft' ? openModelFiles((await locateModel(speculative.model!, { showProgress })).path) : null;
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model, loraTargets } = loaded;
   try {
-    const draft = draftDir === null ? null : loadDraftModel(draftDir, loaded);
+    const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);

@@ -17,7 +17,7 @@ export function registerModels(app: FastifyInstance, ctx: ServingContext): void 
   const created = Math.floor(Date.now() / 1000);
   const maxModelLen = ctx.engine.info.maxModelLen;
   const cards = () => [
-    { id: ctx.servedModelName, object: 'model', created, owned_by: 'keel', root: ctx.engine.info.modelDir, parent: null, max_model_len: maxModelLen },
+    { id: ctx.servedModelName, object: 'model', created, owned_by: 'keel', root: ctx.engine.info.modelPath, parent: null, max_model_len: maxModelLen },
     ...(ctx.engine.loraAdapters ?? []).map((a) => ({ id: a.name, object: 'model', created, owned_by: 'keel', root: a.path, parent: ctx.servedModelName, max_model_len: maxModelLen })),
   ];
   app.get('/v1/models', async () => ({ object: 'list', data: cards() }));

@@ -142,7 +142,7 @@ test('bench serve --base-url: against a running server with a tokenizer, at a Po
   const server = await startTinyServer();
   try {
     const output = join(dir, 'serve-url.json');
-    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.modelDir, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
+    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.modelPath, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
     const result = readResult(output);
     if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
     assert.equal(result.engine, 'keel');

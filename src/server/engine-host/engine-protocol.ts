@@ -14,8 +14,8 @@ import type { ThreadError } from '../thread-errors.ts';
 export interface EngineInfo {
   /** The model's name: the repo id as given, or its directory's name. */
   model: string;
-  /** The directory its files are in. */
-  modelDir: string;
+  /** Where its files are: a directory, or a GGUF file. */
+  modelPath: string;
   backend: string;
   maxModelLen: number;
   vocabSize: number;

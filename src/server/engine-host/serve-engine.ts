@@ -7,7 +7,7 @@ import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } fr
 export function engineInfo(llm: LLM): EngineInfo {
   return {
     model: llm.modelName,
-    modelDir: llm.modelDir,
+    modelPath: llm.modelPath,
     backend: llm.backendName,
     maxModelLen: llm.maxModelLen,
     vocabSize: llm.modelConfig.vocabSize,

@@ -1,6 +1,7 @@
 import { readJsonBody } from '../json-body.ts';
 import type { ChatMessageInput } from '../openai-schemas.ts';
 import { parseBody } from '../openai-schemas.ts';
+import { listedInputItems, type ListedItem } from '../responses/input-items.ts';
 import { inputMessages, responseFormat } from '../responses/responses-input.ts';
 import { ResponsesRequest } from '../responses/responses-schemas.ts';
 import { servedModel, type PreprocessContext } from './preprocess-context.ts';
@@ -15,6 +16,8 @@ export interface PreparedResponses {
   chat: Record<string, unknown>;
   /** The request's input as chat messages. */
   input: ChatMessageInput[];
+  /** The request's input items, as GET /v1/responses/{id}/input_items lists them. */
+  inputItems: ListedItem[];
   instructions: string | null;
   previousResponseId: string | null;
   store: boolean;
@@ -42,6 +45,7 @@ export function prepareResponses(ctx: PreprocessContext, raw: Uint8Array): Prepa
   return {
     chat,
     input: inputMessages(body.input),
+    inputItems: listedInputItems(body.input),
     instructions: body.instructions ?? null,
     previousResponseId: body.previous_response_id ?? null,
     store: body.store ?? true,

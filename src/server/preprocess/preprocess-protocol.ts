@@ -11,8 +11,8 @@ import type { OutputReading } from './tool-use.ts';
  */
 
 export interface PreprocessSettings {
-  /** The model directory when it has a tokenizer.json, else null (prompts are then token ids). */
-  tokenizerDir: string | null;
+  /** The model (a directory or a GGUF file) when it has a tokenizer, else null (prompts are then token ids). */
+  tokenizerPath: string | null;
   servedModelName: string;
   maxModelLen: number;
   vocabSize: number;
