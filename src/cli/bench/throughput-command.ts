@@ -50,8 +50,9 @@ to ./bench-results/ (or --output).
                                  tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
   --output FILE                  where to write the JSON result
   --lora-adapters N              run the requests with N LoRA adapters, round robin, all in the batch
-                                 together (random weights on every projection; enables LoRA with
-                                 --max-loras N unless given); 0, the default, runs the base model
+                                 together (random weights on every projection, paged onto the GPU
+                                 before timing; enables LoRA with --max-loras N unless given); 0, the
+                                 default, runs the base model
   --lora-rank R                  those adapters' rank (default ${DEFAULT_LORA_RANK})
 
 Sampling beyond the temperature, to measure what it costs (default: none):
@@ -96,6 +97,9 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     if (adapterDir !== null) {
       writeRandomLoraAdapter(adapterDir, llm.model.loraTargets?.() ?? [], loraRank, llm.config.seed);
       for (const name of adapters) llm.loadLoraAdapter(name, adapterDir);
+      // Paged onto the device before the clock starts (a one-token request each): the run measures
+      // serving them, not loading them (with --max-loras below N it pages during the run too).
+      await Promise.all(adapters.map((name) => llm.generate([[0]], { maxTokens: 1 }, { lora: name })));
     }
     const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
