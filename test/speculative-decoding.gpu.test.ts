@@ -58,3 +58,7 @@ test('CUDA: keel-tiny with keel-tiny-draft and CUDA graphs off', async () => {
 test('CUDA: keel-tiny with n-gram drafts decodes greedily as plain decoding does', async () => {
   await checkGreedy({ speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } });
 });
+
+test('CUDA: keel-tiny with n-gram draft trees (tree-masked verification, accepted paths moved into place) decodes greedily as plain decoding does', async () => {
+  await checkGreedy({ speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3, ngramBranches: 3 } });
+});

@@ -93,3 +93,30 @@ export function assertLoraOperands(shape: LoraShape, x: readonly number[], out: 
   if (slots.length !== x[0]) throw new Error(`addLora: ${slots.length} LoRA slots for ${x[0]} rows`);
   for (const slot of slots) if (!(slot >= -1 && slot < shape.slots)) throw new RangeError(`addLora: LoRA slot ${slot} is outside [-1, ${shape.slots})`);
 }
+
+/**
+ * A swap between a device cache and a swap space: both hold the same layers with the same block
+ * size, and every pair names a block of each (`from` is where the copies read).
+ */
+export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: Int32Array, dst: Int32Array, from: 'device' | 'host'): void {
+  if (src.length !== dst.length) throw new Error(`swap: ${src.length} sources but ${dst.length} destinations`);
+  if (cache.blockSize !== swap.blockSize || JSON.stringify(cache.layers) !== JSON.stringify(swap.layers)) {
+    throw new Error('swap: the swap space was made for another cache layout');
+  }
+  const [srcBlocks, dstBlocks] = from === 'device' ? [cache.numBlocks, swap.numBlocks] : [swap.numBlocks, cache.numBlocks];
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < srcBlocks && dst[i] >= 0 && dst[i] < dstBlocks)) {
+      throw new RangeError(`swap: block pair ${src[i]} -> ${dst[i]} is outside [0, ${srcBlocks}) -> [0, ${dstBlocks})`);
+    }
+  }
+}
+
+/** copySlots' pairs: as many sources as destinations, every slot inside the pool. */
+export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: number): void {
+  if (src.length !== dst.length) throw new Error(`copySlots: ${src.length} sources but ${dst.length} destinations`);
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < numSlots && dst[i] >= 0 && dst[i] < numSlots)) {
+      throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
+    }
+  }
+}

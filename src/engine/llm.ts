@@ -163,6 +163,19 @@ export class LLM {
     return Promise.all(results);
   }
 
+  /**
+   * Beam search over each prompt (as vLLM's LLM.beam_search): every one of `beamWidth` beams,
+   * best first, as transformers' generate(num_beams=beamWidth, do_sample=False) returns them
+   * (lengthPenalty and earlyStopping as it defines them). The same as `generate` with
+   * useBeamSearch and n = beamWidth.
+   */
+  beamSearch(
+    prompts: Prompt | Prompt[],
+    params: { beamWidth: number } & Partial<Pick<SamplingParams, 'maxTokens' | 'lengthPenalty' | 'earlyStopping' | 'ignoreEos' | 'stopTokenIds' | 'skipSpecialTokens'>>,
+  ): Promise<RequestOutput[]> {
+    return this.generate(prompts, { ...params, useBeamSearch: true, n: params.beamWidth });
+  }
+
   /** Streams one request's updates; breaking out of the loop or aborting the signal aborts it. */
   async *stream(prompt: Prompt, params: Partial<SamplingParams> = {}, options: RequestOptions = {}): AsyncGenerator<StreamUpdate> {
     const requestId = options.requestId ?? randomUUID();

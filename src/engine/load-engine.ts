@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
@@ -5,11 +7,13 @@ import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREA
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import { openCheckpoint, openCheckpointNamed } from '../checkpoint/checkpoint.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
 import { withQuantization } from '../models/model-checkpoint.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
@@ -20,6 +24,7 @@ import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.t
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
+import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
@@ -65,6 +70,10 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`streamingSinks must be a non-negative integer (got ${config.streamingSinks})`);
   }
   if (config.streamingWindow !== null) positiveInt('streamingWindow');
+  if (config.preemptionMode !== 'recompute' && config.preemptionMode !== 'swap') {
+    throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
+  }
+  if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
   positiveInt('maxLoras');
   positiveInt('maxLoraRank');
   if (config.maxLoraRank > MAX_LORA_RANK) throw invalidArgument(`maxLoraRank must be at most ${MAX_LORA_RANK} (got ${config.maxLoraRank})`);
@@ -103,8 +112,8 @@ function resolveMaxModelLen(config: EngineConfig, contextLength: number, what: s
 function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
   const given = stripUndefined(options);
   const method = given.method ?? (given.model ? 'draft' : undefined);
-  if (method !== 'ngram' && method !== 'draft') {
-    throw invalidArgument(`speculative.method must be ngram or draft (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  if (method !== 'ngram' && method !== 'draft' && method !== 'medusa') {
+    throw invalidArgument(`speculative.method must be ngram, draft or medusa (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
   }
   const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
   const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
@@ -113,10 +122,14 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
   positiveInt('ngramMin', config.ngramMin);
   positiveInt('ngramMax', config.ngramMax);
+  positiveInt('ngramBranches', config.ngramBranches);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
   if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
-  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for method draft; n-gram lookup needs no model');
+  if (method === 'medusa' && !config.model) throw invalidArgument('speculative method medusa needs the heads\' directory (speculative.model, --speculative-model DIR)');
+  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for methods draft and medusa; n-gram lookup needs no model');
+  if (method !== 'medusa' && config.tree !== null) throw invalidArgument('speculative.tree (--speculative-tree) is Medusa\'s static tree: only for method medusa');
+  if (config.tree !== null) staticTree(config.tree, config.numSpeculativeTokens);
   return config;
 }
 
@@ -214,15 +227,40 @@ function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
   return model;
 }
 
+/**
+ * Medusa heads for the target, in their authors' format: config.json's medusa_num_heads and
+ * medusa_num_layers, the weights in medusa_lm_head.safetensors (or model.safetensors), checked
+ * against the target's hidden size and vocabulary.
+ */
+function loadMedusaHeads(dir: string, target: LoadedModel): MedusaHeads {
+  const configPath = join(dir, 'config.json');
+  const config = parseMedusaConfig(JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>, configPath);
+  if (!existsSync(join(dir, 'medusa_lm_head.safetensors')) && existsSync(join(dir, 'medusa_lm_head.pt'))) {
+    throw invalidModel(`${dir} holds its Medusa heads as medusa_lm_head.pt (a pickle, which Keel does not read): save the state dict as medusa_lm_head.safetensors (safetensors.torch.save_file)`);
+  }
+  const ckpt = openCheckpointNamed(dir, ['medusa_lm_head.safetensors']);
+  try {
+    const heads = MedusaHeads.forCheckpoint(config, ckpt, target.modelConfig);
+    if (target.config.loadFormat === 'dummy') loadDummyWeights(heads, target.modelConfig.dtype, target.backend, target.config.seed);
+    else loadWeightsWithProgress(heads, ckpt, target.backend, { showProgress: target.config.showProgress });
+    return heads;
+  } finally {
+    ckpt.close();
+  }
+}
+
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
   const { speculative, showProgress } = resolveEngineConfig(options);
-  const draftFiles = speculative?.method === 'draft' ? openModelFiles((await locateModel(speculative.model!, { showProgress })).path) : null;
+  const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
+  // The draft model's files are opened before the target loads, so that a bad one fails fast.
+  const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
   const { config, modelConfig, backend, model, loraTargets } = loaded;
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
+    const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
@@ -232,11 +270,13 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
+    const numSwapBlocks = config.preemptionMode === 'swap' ? swapBlocksFor(config, bytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
       retention,
       nullBlock,
+      swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -247,13 +287,17 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     if (config.showProgress) {
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
-          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
+          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
+          (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          '\n',
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
+    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
+    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -269,7 +313,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -300,6 +344,13 @@ function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: Kv
   const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
+}
+
+/** Host blocks in `swapSpace` GiB; at least one, or swapping could never happen. */
+function swapBlocksFor(config: EngineConfig, bytesPerBlock: number): number {
+  const blocks = Math.floor((config.swapSpace * 2 ** 30) / bytesPerBlock);
+  if (blocks < 1) throw invalidArgument(`swapSpace ${config.swapSpace} GiB holds no KV block of ${bytesPerBlock} bytes`);
+  return blocks;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -24,3 +24,29 @@ test('the scheduler keeps the running sequences to maxLoras adapters, letting ba
   const second = scheduler.schedule();
   assert.deepEqual(second.scheduled.map(({ seq }) => seq.requestId).sort(), ['A1', 'A2', 'C', 'base'], 'C runs once B has finished');
 });
+
+test('a sequence swapped back in holds its adapter: a waiting sequence of another adapter waits past maxLoras', () => {
+  const kv = new KvCacheManager(new BlockPool(12, false), { blockSize: 4, enablePrefixCaching: false, retention: null, nullBlock: 12, swapPool: new BlockPool(16, false) });
+  const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 8, blockSize: 4, maxModelLen: 64, maxLoras: 1 }, kv);
+  const prompt = Array.from({ length: 20 }, (_, i) => i + 1);
+  const base = new Sequence('base', prompt, prompt.length);
+  const swapped = new Sequence('swapped', prompt, prompt.length, null, adapter(1));
+  const other = new Sequence('other', [1, 2, 3], 3, null, adapter(2));
+  scheduler.add(base);
+  scheduler.add(swapped);
+  const step = () => {
+    const output = scheduler.schedule();
+    scheduler.onStepComplete(output);
+    for (const { seq } of output.scheduled) if (seq.status === 'running' && seq.numComputedTokens === seq.numTokens) seq.appendToken(7);
+    return output.scheduled.map(({ seq }) => seq.requestId);
+  };
+  for (let i = 0; i < 100 && swapped.status !== 'swapped'; i++) step();
+  assert.equal(swapped.status, 'swapped', 'the pool ran out and the younger, long sequence swapped out');
+  scheduler.add(other);
+  scheduler.finish(base);
+  assert.deepEqual(step(), [], 'the swapped sequence comes back in, to run from the next step');
+  assert.equal(swapped.status, 'running');
+  assert.deepEqual(step(), ['swapped'], 'the other adapter still waits: the swapped-in sequence holds the one slot');
+  scheduler.finish(swapped);
+  assert.deepEqual(step(), ['other']);
+});

@@ -3,7 +3,8 @@ import type { ServedLora } from './lora-registry.ts';
 
 export type SequenceId = number & { readonly __brand: 'SequenceId' };
 
-export type SequenceStatus = 'waiting' | 'running' | 'finished';
+/** `swapped`: preempted with its K/V moved to host memory, to be swapped back in (docs/long-context.md). */
+export type SequenceStatus = 'waiting' | 'running' | 'swapped' | 'finished';
 
 /** Stands in the token list for a sampled token the host has not read from the device yet. */
 export const PENDING_TOKEN = -1;
@@ -53,8 +54,17 @@ export class Sequence {
    */
   needsPromptLogits = false;
   numPreemptions = 0;
+  /**
+   * A beam that has its next-token candidates and waits for its request's other beams to reach
+   * its length: while all its tokens are computed, the scheduler passes it by.
+   */
+  parked = false;
+  /** Of its preemptions, those that swapped its K/V out to host memory (the others recompute it). */
+  numSwaps = 0;
   private readonly tokens: number[];
   private drafts = 0;
+  /** With a draft tree: each draft's parent draft, -1 for a child of the last sampled token; null for a chain. */
+  private parents: number[] | null = null;
 
   constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null, lora: ServedLora | null = null) {
     this.requestId = requestId;
@@ -105,6 +115,7 @@ export class Sequence {
    */
   appendToken(tokenId: number): void {
     if (this.drafts > 0) {
+      if (this.parents !== null) throw new Error(`sequence ${this.id}: keep its draft tree's accepted path before appending tokens`);
       const draft = this.draftTokenId(0);
       if (draft !== tokenId) throw new Error(`sequence ${this.id}: token ${tokenId} is not its first draft ${draft}; drop the rejected drafts first`);
       this.drafts--;
@@ -112,11 +123,28 @@ export class Sequence {
     else this.tokens.push(tokenId);
   }
 
-  /** Appends proposed tokens after the last sampled one, to be verified by the next step. */
-  appendDraftTokens(tokenIds: readonly number[]): void {
+  /**
+   * Appends proposed tokens after the last sampled one, to be verified by the next step: a chain
+   * (each draft follows the one before), or with `parents` a tree (speculative tree verification):
+   * draft i follows draft parents[i] < i, or the last sampled token for -1.
+   */
+  appendDraftTokens(tokenIds: readonly number[], parents: readonly number[] | null = null): void {
     if (this.drafts > 0 || this.hasPendingToken) throw new Error(`sequence ${this.id} cannot take drafts while it has drafts or a pending token`);
+    if (parents !== null) checkDraftTree(this.id, parents, tokenIds.length);
     this.tokens.push(...tokenIds);
     this.drafts = tokenIds.length;
+    this.parents = parents === null ? null : [...parents];
+  }
+
+  /** Whether the drafts form a tree rather than a chain. */
+  get hasDraftTree(): boolean {
+    return this.parents !== null;
+  }
+
+  /** Draft `index`'s parent draft, -1 when it follows the last sampled token. */
+  draftParent(index: number): number {
+    this.draftTokenId(index);
+    return this.parents === null ? index - 1 : this.parents[index];
   }
 
   /** Fills in a draft reserved as UNPROPOSED_DRAFT. */
@@ -125,11 +153,44 @@ export class Sequence {
     this.tokens[this.tokens.length - this.drafts + index] = tokenId;
   }
 
-  /** Removes the drafts after the first `numKept` (all of them with 0). */
+  /**
+   * Fills every draft reserved as UNPROPOSED_DRAFT at once with a tree of as many tokens (a
+   * proposer that picks its tree's shape as it drafts).
+   */
+  setDraftTree(tokenIds: readonly number[], parents: readonly number[]): void {
+    if (tokenIds.length !== this.drafts) throw new Error(`sequence ${this.id}: ${tokenIds.length} drafts proposed for its ${this.drafts} places`);
+    for (let i = 0; i < this.drafts; i++) if (this.draftTokenId(i) !== UNPROPOSED_DRAFT) throw new Error(`sequence ${this.id}: draft ${i} was already proposed`);
+    checkDraftTree(this.id, parents, tokenIds.length);
+    this.tokens.splice(this.tokens.length - this.drafts, this.drafts, ...tokenIds);
+    this.parents = [...parents];
+  }
+
+  /**
+   * Removes the drafts after the first `numKept` (all of them with 0). A tree's drafts are listed
+   * parents first, so the first ones still form a tree.
+   */
   dropDraftTokens(numKept: number): void {
     if (!(numKept >= 0 && numKept <= this.drafts)) throw new RangeError(`sequence ${this.id} cannot keep ${numKept} of its ${this.drafts} drafts`);
     this.tokens.length -= this.drafts - numKept;
     this.drafts = numKept;
+    if (this.parents !== null) this.parents.length = numKept;
+    if (numKept === 0) this.parents = null;
+  }
+
+  /**
+   * Keeps the drafts along `path` (draft indices, each a child of the one before, the first a
+   * child of the last sampled token), in that order, as a chain, and drops the others: a tree's
+   * accepted branch. The K/V of the kept drafts must be moved to match (ModelRunner.keepDraftPath).
+   */
+  keepDraftPath(path: readonly number[]): void {
+    path.forEach((index, k) => {
+      if (this.draftParent(index) !== (k === 0 ? -1 : path[k - 1])) throw new Error(`sequence ${this.id}: draft ${index} does not follow ${k === 0 ? 'the last sampled token' : `draft ${path[k - 1]}`}`);
+    });
+    const kept = path.map((index) => this.draftTokenId(index));
+    this.tokens.length -= this.drafts;
+    this.tokens.push(...kept);
+    this.drafts = kept.length;
+    this.parents = null;
   }
 
   /**
@@ -152,4 +213,11 @@ export class Sequence {
     child.numCachedTokens = this.numCachedTokens;
     return child;
   }
+}
+
+function checkDraftTree(id: SequenceId, parents: readonly number[], numDrafts: number): void {
+  if (parents.length !== numDrafts) throw new Error(`sequence ${id}: ${parents.length} draft parents for ${numDrafts} drafts`);
+  parents.forEach((parent, i) => {
+    if (!(Number.isInteger(parent) && parent >= -1 && parent < i)) throw new Error(`sequence ${id}: draft ${i}'s parent ${parent} is not an earlier draft or -1`);
+  });
 }

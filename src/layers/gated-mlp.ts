@@ -36,6 +36,11 @@ export class GatedMlp implements Layer {
     return [this.gateUp, this.down];
   }
 
+  /** The loaded weights, gate-then-up [2n, hidden] and down [hidden, n], with the activation between them (an MoE's shared expert). */
+  get weights(): { gateUp: Tensor; down: Tensor; activation: Activation } {
+    return { gateUp: this.gateUp.weight, down: this.down.weight, activation: this.activation };
+  }
+
   /** With LoRA on gate/up this step, their product takes the deltas before the activation: two ops instead of the fused one. */
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor {
     const h = this.gateUp.loraActive(step)

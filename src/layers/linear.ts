@@ -87,8 +87,13 @@ export class Linear implements Layer {
     return loaded(this.weightTensor, this.parts[0].name);
   }
 
+  /** The stacked bias [outFeatures] on the device, or null for a layer without one. */
+  get bias(): Tensor | null {
+    return this.hasBias ? loaded(this.biasTensor, `${this.parts[0].name} bias`) : null;
+  }
+
   forward(b: Backend, x: Tensor): Tensor {
-    return b.linear(x, this.weight, this.biasTensor, { float32: this.float32Output });
+    return b.linear(x, this.weight, this.bias, { float32: this.float32Output });
   }
 
   /** The module names a PEFT adapter adapts here: each part's checkpoint name without `.weight`. */

@@ -4,7 +4,6 @@ import type { Activation, ExpertRouting, RoutingParams, Tensor } from '../backen
 import { gatedValue } from '../backend/cpu/ops/activation.ts';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { CpuTensor } from '../backend/cpu/cpu-tensor.ts';
-import { describeBatch } from '../step/batch.ts';
 import { float32ToHostTensor } from '../tensor/host-dtype.ts';
 import { float32Tensor } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
@@ -159,12 +158,7 @@ function forward(options: MoeOptions, tensors: Record<string, HostTensor>, x: Fl
   const cpu = new CpuBackend();
   const block = new MoeBlock(options);
   block.load(source(tensors), cpu);
-  return cpu.toHost(block.forward(cpu, new CpuTensor([rows, HIDDEN], x), baseStep(cpu, rows)));
-}
-
-/** A step of `rows` tokens of one sequence, without adapters: all a MoE block reads of it. */
-function baseStep(cpu: CpuBackend, rows: number) {
-  return cpu.beginStep(describeBatch([{ tokens: new Array<number>(rows).fill(0), startPos: 0, blockTable: [0] }], rows));
+  return cpu.toHost(block.forward(cpu, new CpuTensor([rows, HIDDEN], x)));
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number, what: string): void {
@@ -285,7 +279,7 @@ test('the router, and nothing else in the block, asks for float32 logits', () =>
   const backend = new LinearRecorder();
   const block = new MoeBlock({ ...GPT_OSS, shared: { mlp, gate: 'shared_gate.weight' } });
   block.load(source(tensors), backend);
-  block.forward(backend, new CpuTensor([3, HIDDEN], random.floats(3 * HIDDEN, 1)), baseStep(backend, 3));
+  block.forward(backend, new CpuTensor([3, HIDDEN], random.floats(3 * HIDDEN, 1)));
   const float32 = backend.linears.filter((l) => l.float32);
   assert.equal(backend.routed.length, 1);
   assert.equal(float32.length, 1, 'one float32 linear');

@@ -9,6 +9,7 @@ import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from '.
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { HiddenStateTap } from './causal-lm.ts';
 
 /**
  * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
@@ -89,7 +90,7 @@ export interface PreNormLayer {
  * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
  * addRmsNorm. Returns logits [logitsIndices.length, vocab].
  */
-export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>): Tensor {
+export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>, tap?: HiddenStateTap): Tensor {
   const residual = parts.embedding.forward(b, step);
   // A sublayer's output waits here until the next norm adds it to the residual stream.
   let pending: Tensor | null = null;
@@ -98,7 +99,7 @@ export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, par
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
     pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
   }
-  return finalLogits(b, step, parts, residual, pending);
+  return finalLogits(b, step, parts, residual, pending, tap);
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -176,7 +177,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     return this.parts.rotaries[0];
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return preNormForward(b, step, cache, this.parts);
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
+    return preNormForward(b, step, cache, this.parts, tap);
   }
 }

@@ -9,7 +9,7 @@ import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSo
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
-import type { ModelFamily } from './causal-lm.ts';
+import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, finalLogits } from './decoder-stack.ts';
 import {
   ConfigFields,
@@ -241,7 +241,7 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     });
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
     const residual = this.parts.embedding.forward(b, step);
     // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
     let pending: Tensor | null = null;
@@ -250,7 +250,7 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
       const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
       pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
     }
-    const logits = finalLogits(b, step, this.parts, residual, pending);
+    const logits = finalLogits(b, step, this.parts, residual, pending, tap);
     if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
     return logits;
   }

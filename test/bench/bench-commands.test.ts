@@ -71,9 +71,11 @@ test('bench latency and throughput report speculative decoding: the fixture draf
   assert.deepEqual((latency.config.engine as { speculative: unknown }).speculative, {
     method: 'draft',
     model: 'test/fixtures/llama-gqa',
+    tree: null,
     numSpeculativeTokens: 2,
     ngramMin: 2,
     ngramMax: 4,
+    ngramBranches: 1,
     disableByBatchSize: null,
   });
   // Two sequences of 6 tokens: the first from the prefill, the other five from verifications of

@@ -16,6 +16,10 @@ function engineStats(speculation: SpeculationTally | null): EngineStats {
     promptTokensTotal: 0,
     generationTokensTotal: 0,
     numPreemptionsTotal: 0,
+    numSwapsTotal: 0,
+    numSwapped: 0,
+    numSwapBlocks: 0,
+    numFreeSwapBlocks: 0,
     speculation: speculation?.summary() ?? null,
   };
 }

@@ -150,3 +150,40 @@ test('ropeAndCacheWrite rotates only the leading rotary dims of each head (parti
   const out = backend.toHost(qkv);
   expected.forEach((v, i) => assert.ok(Math.abs(out[i] - v) < 1e-6, `[${i}] ${out[i]} vs ${v}`));
 });
+
+test('copySlots copies slots in every layer and pool, pairs in order; a slot outside the pool is refused', () => {
+  const attention = { kind: 'attention' as const, numKvHeads: 1, headDim: 2, slidingWindow: null };
+  const mla = { kind: 'mla' as const, latentDim: 3, ropeDim: 1 };
+  const cache = backend.createKvCache({ numBlocks: 3, blockSize: 2, layers: [attention, mla] }) as CpuKvCache;
+  // Every element holds its pool, slot and offset, so where a row came from shows.
+  cache.pools.flat().forEach((pool, p) => {
+    const width = pool.length / 6;
+    pool.forEach((_, i) => (pool[i] = p * 100 + Math.floor(i / width) * 10 + (i % width)));
+  });
+  const before = cache.pools.flat().map((pool) => pool.slice());
+  backend.copySlots(cache, Int32Array.of(4, 1, 5), Int32Array.of(1, 2, 4));
+  cache.pools.flat().forEach((pool, p) => {
+    const width = pool.length / 6;
+    const row = (slot: number) => [...pool.subarray(slot * width, (slot + 1) * width)];
+    const was = (slot: number) => [...before[p].subarray(slot * width, (slot + 1) * width)];
+    assert.deepEqual(row(1), was(4));
+    // The second pair reads slot 1 after the first pair wrote it.
+    assert.deepEqual(row(2), was(4));
+    assert.deepEqual(row(4), was(5));
+    for (const slot of [0, 3, 5]) assert.deepEqual(row(slot), was(slot));
+  });
+  assert.throws(() => backend.copySlots(cache, Int32Array.of(6), Int32Array.of(0)), /slot pair 6 -> 0 is outside \[0, 6\)/);
+});
+
+test('gatherRows takes rows in any order, repeats included, and refuses a row outside the tensor', () => {
+  const x = load(Float32Array.from({ length: 8 }, (_, i) => i), [4, 2]);
+  assert.deepEqual([...backend.toHost(backend.gatherRows(x, Int32Array.of(3, 0, 3)))], [6, 7, 0, 1, 6, 7]);
+  assert.throws(() => backend.gatherRows(x, Int32Array.of(4)), /row 4 is outside/);
+});
+
+test('silu is x · σ(x), in place', () => {
+  const x = load(Float32Array.of(-3, 0, 0.5, 4), [1, 4]);
+  backend.silu(x);
+  const expected = [-3, 0, 0.5, 4].map((v) => Math.fround(v / (1 + Math.exp(-v))));
+  backend.toHost(x).forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-6, `[${i}] ${v} vs ${expected[i]}`));
+});

@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -11,16 +11,18 @@ import type {
   LoraSliceValues,
   LoraWeights,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
   StepInputs,
+  SwapSpace,
   Tensor,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -33,6 +35,7 @@ import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
@@ -102,6 +105,47 @@ export class CpuBackend implements Backend {
     for (const pool of kv.pools.flat()) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
+    }
+  }
+
+  createSwapSpace(layout: KvCacheLayout): SwapSpace {
+    return new CpuSwapSpace(layout);
+  }
+
+  /** Copies at once: the CPU backend runs every op before returning. */
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
+    const pools = kv.pools.flat();
+    for (let i = 0; i < src.length; i++) {
+      host.blocks.set(dst[i], pools.map((pool) => pool.slice(...blockRange(pool, kv.layout.numBlocks, src[i]))));
+    }
+  }
+
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
+    const pools = kv.pools.flat();
+    for (let i = 0; i < src.length; i++) {
+      const saved = host.blocks.get(src[i]);
+      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
+      pools.forEach((pool, p) => pool.set(saved[p], blockRange(pool, kv.layout.numBlocks, dst[i])[0]));
+      host.blocks.delete(src[i]);
+    }
+  }
+
+  /** Swaps are done when they return. */
+  awaitSwapIns(): void {}
+
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
+    checkSlotPairs(src, dst, numSlots);
+    for (const pool of kv.pools.flat()) {
+      const width = pool.length / numSlots;
+      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
   }
 
@@ -244,6 +288,11 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
+  silu(x: Tensor): void {
+    const data = asCpuTensor(x, 'silu input').data;
+    for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));
+  }
+
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
     const input = asCpuTensor(x, 'headwiseLinear input');
     const w = asCpuTensor(weight, 'headwiseLinear weight');
@@ -268,6 +317,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    if (step.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = step.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asCpuTensor(qLatent, 'mlaAttention qLatent');
@@ -327,8 +377,16 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    return composeMoe(this, x, weights);
+  }
+
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    return gatherTensorRows(asCpuTensor(x, 'gatherRows input'), rows);
   }
 
   /** A copy: later in-place ops on `x` (addRmsNorm's residual) do not show through. */
@@ -374,6 +432,12 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
   assertPackedQkvWidth(packed.cols, attn);
   return packed;
+}
+
+/** [start, end) of block `block` in a pool of `numBlocks` equal blocks. */
+function blockRange(pool: Float32Array, numBlocks: number, block: number): [number, number] {
+  const width = pool.length / numBlocks;
+  return [block * width, (block + 1) * width];
 }
 
 function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {

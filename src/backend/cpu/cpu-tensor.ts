@@ -1,4 +1,4 @@
-import type { KvCache, Tensor } from '../backend.ts';
+import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
 import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 
@@ -84,6 +84,19 @@ export class CpuKvCache implements KvCache {
   }
 }
 
+/**
+ * Host blocks a CpuKvCache's blocks are swapped to: each block's slice of every pool, kept only
+ * while it is swapped out (the CPU backend's memory is host memory already).
+ */
+export class CpuSwapSpace implements SwapSpace {
+  readonly layout: KvCacheLayout;
+  readonly blocks = new Map<number, Float32Array[]>();
+
+  constructor(layout: KvCacheLayout) {
+    this.layout = layout;
+  }
+}
+
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
@@ -98,6 +111,11 @@ export function asCpuTensor(t: Tensor, what: string): CpuTensor {
 export function asCpuRopeTable(t: Tensor): CpuRopeTable {
   if (!(t instanceof CpuRopeTable)) throw new Error('CpuBackend: rope is not a table from uploadRopeTable');
   return t;
+}
+
+export function asCpuSwapSpace(s: SwapSpace): CpuSwapSpace {
+  if (!(s instanceof CpuSwapSpace)) throw new Error('CpuBackend: swap space is not from createSwapSpace');
+  return s;
 }
 
 export function asCpuKvCache(c: KvCache): CpuKvCache {

@@ -149,6 +149,8 @@ export interface StepDeviceArrays {
   prefillTiles: DevicePtr;
   /** Each token's LoRA slot (batch.loraSlots); nothing when the step has none. */
   loraSlots: DevicePtr;
+  /** BatchDescription.treeMask (one unread word without one). */
+  treeMask: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {

@@ -12,7 +12,9 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * Paged causal attention. The query heads of token t (position p, sequence s) attend to the keys
  * and values `attentionSpan` gives (positions max(0, p - window + 1) .. p, and the first `sinks`
  * positions), where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
- * at offset j % blockSize. Query head h reads kv head floor(h / (numHeads / numKvHeads)). out is
+ * at offset j % blockSize. With a tree mask (BatchDescription.treeMask), keys are counted by cache
+ * index: a tree token at cache index c sees the window's keys up to c less the chunk tokens its
+ * row hides (the window measured from its position; trees are shallower than any window). Query head h reads kv head floor(h / (numHeads / numKvHeads)). out is
  * [numTokens, numHeads * headDim]. Scores are soft-capped (cap · tanh(score / cap)) when a cap is
  * given, and a head's sink logit, if any, joins the softmax's denominator (as an extra key whose
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
@@ -44,22 +46,31 @@ export function pagedAttention(
   const sinkQueries = new Float32Array(span.sinks > 0 ? numHeads * headDim : 0);
   const { keys, values } = pools;
 
+  const { treeMask, treeMaskWords } = batch;
+  if (treeMask !== null && streaming !== null) throw new Error('pagedAttention: StreamingLLM does not take a tree mask');
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
-    for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+    const chunkStart = batch.queryStartLoc[s];
+    const chunkCacheIndex = batch.seqLens[s] - (batch.queryStartLoc[s + 1] - chunkStart);
+    for (let t = chunkStart; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
-      if (position >= batch.seqLens[s]) {
-        throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
+      // Where the token's own K/V sit: its position, unless it is a tree token deeper than the root.
+      const cacheIndex = chunkCacheIndex + t - chunkStart;
+      if (position > cacheIndex) {
+        throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its cache index ${cacheIndex} (its sequence has ${batch.seqLens[s]} cached tokens)`);
       }
       const first = span.window === null ? 0 : Math.max(0, position - span.window + 1);
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
-      const count = numSinks + position - first + 1;
-      // Slot offsets of the visible positions, shared by all heads of this token.
-      for (let j = 0; j < count; j++) {
-        const pos = j < numSinks ? j : first + j - numSinks;
-        const block = batch.blockTables[tableAt + Math.floor(pos / blockSize)];
-        keyRowAt[j] = (block * blockSize + (pos % blockSize)) * kvWidth;
+      // Slot offsets of the visible keys, shared by all heads of this token: the sinks, then the
+      // window up to the token itself, less the chunk tokens its tree row hides.
+      let count = 0;
+      const keyRow = (index: number) => (batch.blockTables[tableAt + Math.floor(index / blockSize)] * blockSize + (index % blockSize)) * kvWidth;
+      for (let index = 0; index < numSinks; index++) keyRowAt[count++] = keyRow(index);
+      for (let index = first; index <= cacheIndex; index++) {
+        const j = index - chunkCacheIndex;
+        if (treeMask !== null && j >= 0 && j < 32 * treeMaskWords && (treeMask[t * treeMaskWords + (j >> 5)] & (1 << (j & 31))) === 0) continue;
+        keyRowAt[count++] = keyRow(index);
       }
       let qBase = t * rowWidth;
       if (streaming !== null) {
