@@ -60,6 +60,17 @@ export interface EngineConfig {
   streamingSinks: number | null;
   streamingWindow: number | null;
   /**
+   * Serve PEFT LoRA adapters (docs/lora.md): requests name one by its name as their model. Implied
+   * by `loraModules`; needed to load adapters at run time when none is given at start.
+   */
+  enableLora: boolean;
+  /** Adapters served from the start, by name. */
+  loraModules: LoraModule[];
+  /** Adapters held on the device at once (slots); a step's sequences use at most this many. */
+  maxLoras: number;
+  /** Largest adapter rank accepted (device slots are sized for it), at most MAX_LORA_RANK. */
+  maxLoraRank: number;
+  /**
    * How a sequence preempted for lack of KV blocks gets its K/V back (docs/long-context.md):
    * `recompute` reruns its tokens; `swap` copies the K/V of a context longer than one step's token
    * budget to host memory and back (shorter ones are still recomputed, which costs less).
@@ -68,6 +79,15 @@ export interface EngineConfig {
   /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
   swapSpace: number;
 }
+
+/** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
+export interface LoraModule {
+  name: string;
+  path: string;
+}
+
+/** The largest --max-lora-rank. */
+export const MAX_LORA_RANK = 256;
 
 /** The longest sequence under StreamingLLM when maxModelLen is not given. */
 export const STREAMING_MAX_MODEL_LEN = 131072;
@@ -136,6 +156,10 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   speculative: null,
   streamingSinks: null,
   streamingWindow: null,
+  enableLora: false,
+  loraModules: [],
+  maxLoras: 1,
+  maxLoraRank: 16,
   preemptionMode: 'recompute',
   swapSpace: 4,
 };

@@ -71,6 +71,16 @@ export class SyntheticEngine implements ServedLLM {
   get tokenizer(): LLM['tokenizer'] {
     return this.llm.tokenizer;
   }
+  /** It serves the base model only: the soak sends no adapter requests. */
+  get loraAdapters(): LLM['loraAdapters'] {
+    return [];
+  }
+  loadLoraAdapter(name: string): ReturnType<LLM['loadLoraAdapter']> {
+    throw new Error(`the synthetic engine serves no LoRA adapters (asked to load ${name})`);
+  }
+  unloadLoraAdapter(name: string): void {
+    throw new Error(`the synthetic engine serves no LoRA adapters (asked to unload ${name})`);
+  }
 
   stats(): EngineStats {
     const sequences = (list: SyntheticRequest[]) => list.reduce((sum, r) => sum + r.completions.filter((c) => c.finishReason === null).length, 0);

@@ -147,6 +147,29 @@ export interface ExpertWeights {
   downBias: Tensor | null;
 }
 
+/**
+ * The shape of one linear layer's LoRA weights on the device: `slots` adapters of rank at most
+ * `maxRank`. A linear stacking several projections (q/k/v, gate/up) has one slice per projection,
+ * each with its own A [rank, inFeatures] and B [rows, rank]; its output is the slices' rows in order.
+ */
+export interface LoraShape {
+  slots: number;
+  maxRank: number;
+  inFeatures: number;
+  sliceRows: readonly number[];
+}
+
+/** LoRA weights of one linear layer for every adapter slot (createLoraWeights); a slot is zero until set. */
+export interface LoraWeights {
+  readonly shape: LoraShape;
+}
+
+/** One slice's LoRA matrices as float32 host values: a [rank, in], and b [rows, rank] with the adapter's scale folded in. */
+export interface LoraSliceValues {
+  a: Float32Array;
+  b: Float32Array;
+}
+
 /** A mixture-of-experts block's weights, for `moe`. */
 export interface MoeWeights {
   /** [numExperts, hidden]: the router, whose logits are float32 (linear's `float32`), plus routerBias [numExperts] if given. */
@@ -266,6 +289,26 @@ export interface Backend {
    * activation dtype before the activation, as two separate ops would.
    */
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
+  /**
+   * act(x[:, :n]) * x[:, n:] for x [rows, 2n] (gate columns, then up): the activation of
+   * `gatedLinear` alone, for a gate/up product that LoRA adds to before the activation.
+   */
+  gatedActivation(x: Tensor, activation: Activation): Tensor;
+  /** Zeroed LoRA weights for `shape.slots` adapters of one linear layer. */
+  createLoraWeights(shape: LoraShape): LoraWeights;
+  /**
+   * Puts one adapter of rank `rank` (≤ maxRank) in `slot`: each slice's matrices, or null for a
+   * slice the adapter leaves alone (zero). Queued behind the work already issued, so a step still
+   * running on the slot's previous adapter is not disturbed.
+   */
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void;
+  /**
+   * In place, the batched LoRA op (SGMV/BGMV style): for every token t whose adapter slot
+   * s = step.batch.loraSlots[t] is not -1, out[t] += (x[t] · A_sᵀ) · B_sᵀ, slice by slice (the
+   * shrink to rank dims in float32, then the expand into the slice's output rows). Tokens of
+   * different adapters, and of none, share the step. A no-op when the step has no loraSlots.
+   */
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
   /** In place: x = x · σ(x) (Medusa heads' residual blocks). */

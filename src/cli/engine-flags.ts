@@ -1,6 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
-import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN } from '../config.ts';
+import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
@@ -32,6 +32,10 @@ export const ENGINE_FLAGS = {
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
+  'enable-lora': { type: 'boolean' },
+  'lora-modules': { type: 'string', multiple: true },
+  'max-loras': { type: 'string' },
+  'max-lora-rank': { type: 'string' },
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
@@ -80,9 +84,18 @@ Speculative decoding (docs/speculative-decoding.md; off unless a method or draft
 
 StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
   --streaming-sinks S            every token attends to its sequence's first S tokens (attention sinks)
-  --streaming-window W           and to its latest W tokens; the KV blocks between are freed`;
+  --streaming-window W           and to its latest W tokens; the KV blocks between are freed
 
-type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+LoRA adapters (docs/lora.md): a request names an adapter as its model; adapters and the base model batch together
+  --lora-modules NAME=DIR ...    serve these PEFT adapters (adapter_config.json + adapter_model.safetensors),
+                                 also as JSON {"name": NAME, "path": DIR}; implies --enable-lora
+  --enable-lora                  serve adapters (loadable while serving: POST /v1/load_lora_adapter)
+  --max-loras N                  adapters held on the GPU at once, LRU-paged (default ${DEFAULT_ENGINE_CONFIG.maxLoras})
+  --max-lora-rank R              largest adapter rank accepted, at most ${MAX_LORA_RANK} (default ${DEFAULT_ENGINE_CONFIG.maxLoraRank})`;
+
+type EngineFlagValues = {
+  [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : (typeof ENGINE_FLAGS)[K] extends { multiple: true } ? string[] : string;
+};
 
 export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
   return {
@@ -105,9 +118,31 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     speculative: speculativeFromFlags(values),
     streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
     streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
+    enableLora: values['enable-lora'] ? true : undefined,
+    loraModules: values['lora-modules']?.map(loraModule),
+    maxLoras: integerFlag('--max-loras', values['max-loras']),
+    maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
   };
+}
+
+/** One --lora-modules value: NAME=DIR, or vLLM's JSON form {"name": ..., "path": ...}. */
+function loraModule(value: string): LoraModule {
+  if (value.trimStart().startsWith('{')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch (error) {
+      throw invalidArgument(`--lora-modules ${value}: not valid JSON (${(error as Error).message})`);
+    }
+    const { name, path } = parsed as { name?: unknown; path?: unknown };
+    if (typeof name !== 'string' || typeof path !== 'string') throw invalidArgument(`--lora-modules ${value}: the JSON form needs string "name" and "path"`);
+    return { name, path };
+  }
+  const at = value.indexOf('=');
+  if (at <= 0 || at === value.length - 1) throw invalidArgument(`--lora-modules expects NAME=DIR (got "${value}")`);
+  return { name: value.slice(0, at), path: value.slice(at + 1) };
 }
 
 /** --speculative-tree: a JSON list of paths of ranks, as Medusa writes its trees ("[[0], [1], [0, 0]]"). */
@@ -172,6 +207,10 @@ export const ENGINE_FIELD_OF_FLAG = {
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',
+  'enable-lora': 'enableLora',
+  'lora-modules': 'loraModules',
+  'max-loras': 'maxLoras',
+  'max-lora-rank': 'maxLoraRank',
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;

@@ -14,7 +14,8 @@ const seconds = (ms: number) => ms / 1000;
 export const SERVE_HELP = `Usage: keel serve [options]
 
 Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-/v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
+/v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics; with LoRA, /v1/load_lora_adapter
+and /v1/unload_lora_adapter) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
 huge prompt never holds up the other clients.
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish

@@ -12,6 +12,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BeamGroup } from './beam-group.ts';
 import { BeamSearch } from './beam-search.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
+import type { ServedLora } from './lora-registry.ts';
 import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
@@ -61,6 +62,8 @@ export interface EngineParts {
   prefixCacheSalt: (promptLength: number) => string | null;
   /** How decoding sequences propose drafts; null: they do not. With method `draft` the runner holds the draft model. */
   speculative: SpeculativeConfig | null;
+  /** Whether the runner holds LoRA slots, so requests may name adapters. */
+  servesLora: boolean;
 }
 
 export interface NewRequest {
@@ -70,6 +73,8 @@ export interface NewRequest {
   params: SamplingParams;
   /** params.structuredOutput compiled (LLM compiles it); null without one. */
   grammar: CompiledGrammar | null;
+  /** The LoRA adapter it runs with; absent for the base model. */
+  lora?: ServedLora;
   onUpdate: (request: Request) => void;
 }
 
@@ -191,7 +196,9 @@ export class LLMEngine {
       beams: null,
       onUpdate: input.onUpdate,
     };
-    const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, this.parts.prefixCacheSalt(promptTokenIds.length));
+    const lora = input.lora ?? null;
+    if (lora !== null && !this.parts.servesLora) throw invalidArgument('this engine serves no LoRA adapters (start it with LoRA enabled)');
+    const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, cacheSalt(this.parts.prefixCacheSalt(promptTokenIds.length), lora), lora);
     seq.needsPromptLogits = params.promptLogprobs !== null;
     const search = params.useBeamSearch ? this.beamSearchFor(params) : null;
     this.parts.scheduler.add(seq);
@@ -738,6 +745,15 @@ export class LLMEngine {
       );
     }
   }
+}
+
+/**
+ * A sequence's prefix-cache salt: the model's, and its adapter's id, since the same tokens give
+ * other keys and values under another adapter (or none). A name loaded again is a new id.
+ */
+function cacheSalt(modelSalt: string | null, lora: ServedLora | null): string | null {
+  if (lora === null) return modelSalt;
+  return modelSalt === null ? `lora:${lora.id}` : `${modelSalt}|lora:${lora.id}`;
 }
 
 /** How many tokens deep a sequence's drafts reach: a chain's length, a tree's deepest path. */

@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
 import { openCheckpoint, openCheckpointNamed } from '../checkpoint/checkpoint.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
@@ -25,6 +26,8 @@ import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
+import { LoraRegistry } from './lora-registry.ts';
+import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
@@ -33,6 +36,8 @@ export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny',
 export interface LoadedEngine extends LoadedModel {
   engine: LLMEngine;
   numKvBlocks: number;
+  /** The LoRA adapters served; null when LoRA is not enabled. */
+  loras: LoraRegistry | null;
 }
 
 export function resolveEngineConfig(options: EngineOptions): EngineConfig {
@@ -69,7 +74,13 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
   }
   if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
-  return config;
+  positiveInt('maxLoras');
+  positiveInt('maxLoraRank');
+  if (config.maxLoraRank > MAX_LORA_RANK) throw invalidArgument(`maxLoraRank must be at most ${MAX_LORA_RANK} (got ${config.maxLoraRank})`);
+  const names = config.loraModules.map((m) => m.name);
+  const repeated = names.find((name, i) => names.indexOf(name) !== i);
+  if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
+  return { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
 }
 
 /** The StreamingLLM setting of a resolved config, or null. */
@@ -136,6 +147,8 @@ export interface LoadedModel {
   maxModelLen: number;
   backend: Backend;
   model: CausalLM;
+  /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
+  loraTargets: Linear[] | null;
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
@@ -155,6 +168,8 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   try {
     if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
     else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
+    // Slots are allocated before the KV pool is sized from what memory is left.
+    const loraTargets = config.enableLora ? enableLora(model, backend, config) : null;
     return {
       config,
       modelPath,
@@ -166,11 +181,20 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       maxModelLen,
       backend,
       model,
+      loraTargets,
     };
   } catch (error) {
     backend.dispose();
     throw error;
   }
+}
+
+/** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
+function enableLora(model: CausalLM, backend: Backend, config: EngineConfig): Linear[] {
+  const targets = model.loraTargets?.() ?? [];
+  if (targets.length === 0) throw invalidArgument(`LoRA adapters are not supported for ${model.config.modelType} models`);
+  for (const target of targets) target.enableLora(backend, config.maxLoras, config.maxLoraRank);
+  return targets;
 }
 
 /**
@@ -233,7 +257,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
-  const { config, modelConfig, backend, model } = loaded;
+  const { config, modelConfig, backend, model, loraTargets } = loaded;
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
@@ -280,13 +304,16 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         maxNumBatchedTokens: config.maxNumBatchedTokens,
         blockSize: config.blockSize,
         maxModelLen: maxModelLen,
+        ...(loraTargets === null ? {} : { maxLoras: config.maxLoras }),
       },
       kv,
     );
+    const loras = loraTargets === null ? null : new LoraRegistry(loraTargets, config.maxLoraRank);
+    for (const { name, path } of config.loraModules) loras!.load(name, path);
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -300,8 +327,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         return salts.every((salt) => salt === null) ? null : salts.join('|');
       },
       speculative,
+      servesLora: loraTargets !== null,
     });
-    return { ...loaded, maxModelLen, engine, numKvBlocks };
+    return { ...loaded, maxModelLen, engine, numKvBlocks, loras };
   } catch (error) {
     backend.dispose();
     throw error;

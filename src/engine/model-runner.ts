@@ -4,6 +4,7 @@ import type { CausalLM } from '../models/causal-lm.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import type { LoraSlots } from './lora-slots.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -104,6 +105,7 @@ export class ModelRunner {
   private readonly draft: DraftModel | null;
   private readonly swap: SwapSpaces | null;
   private readonly medusa: MedusaProposer | null;
+  private readonly lora: LoraSlots | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -116,6 +118,7 @@ export class ModelRunner {
     draft: DraftModel | null = null,
     swap: SwapSpaces | null = null,
     medusa: MedusaProposer | null = null,
+    lora: LoraSlots | null = null,
   ) {
     if (swap !== null && (draft === null) !== (swap.draft === null)) throw new Error('a draft model swaps through a swap space of its own, and only then');
     this.backend = backend;
@@ -127,6 +130,7 @@ export class ModelRunner {
     this.draft = draft;
     this.swap = swap;
     this.medusa = medusa;
+    this.lora = lora;
   }
 
   /**
@@ -170,15 +174,17 @@ export class ModelRunner {
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
     const graphBatch = this.graphBatchSize(output);
+    const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
     if (draft !== null) {
       this.proposeDrafts(draft, output, draws);
-      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model).batch);
+      // The draft model proposes from the base model: its layers hold no adapters.
+      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model, null).batch);
       const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
       if (graphBatch === null) forward();
       else this.backend.replayForward(draftStep, draft, forward);
     }
-    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model);
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
     const step = this.backend.beginStep(batch);
     const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
@@ -232,6 +238,14 @@ export class ModelRunner {
         output.scheduled[s].seq.setDraftToken(index, tokenIds[row]);
       });
     }
+  }
+
+  /** The LoRA slot of each adapter the step's sequences run with (put on the device if not there yet), by adapter id. */
+  private assignLoraSlots(output: SchedulerOutput): Map<number, number> | null {
+    const adapters = output.scheduled.flatMap(({ seq }) => (seq.lora === null ? [] : [seq.lora]));
+    if (adapters.length === 0) return null;
+    if (this.lora === null) throw new Error('a sequence runs with a LoRA adapter, but the model runner has no LoRA slots');
+    return this.lora.assign(adapters);
   }
 
   /**
@@ -291,6 +305,7 @@ export class ModelRunner {
     output: SchedulerOutput,
     graphBatch: number | null,
     model: CausalLM,
+    loraSlots: Map<number, number> | null,
   ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
@@ -321,6 +336,7 @@ export class ModelRunner {
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
       // The original prompt length, which a preempted sequence keeps while it recomputes.
       if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
+      if (loraSlots !== null && seq.lora !== null) chunk.loraSlot = loraSlots.get(seq.lora.id);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

@@ -11,6 +11,8 @@ export interface SchedulerConfig {
   blockSize: number;
   /** Longest sequence (prompt + output). */
   maxModelLen: number;
+  /** Most distinct LoRA adapters among the running sequences (the device's adapter slots); absent without LoRA. */
+  maxLoras?: number;
 }
 
 export interface ScheduledSequence {
@@ -288,13 +290,19 @@ export class Scheduler {
   /**
    * First come, first served: a sequence that cannot get its blocks holds back those behind it.
    * A parked beam is passed by: it has its candidates, and runs again only once its beam step
-   * gives it a token.
+   * gives it a token. A sequence whose LoRA adapter would make the running sequences use more
+   * adapters than there are slots waits, and those behind it with an adapter already running (or
+   * none) go first.
    */
   private admitWaiting(plan: StepPlan): void {
     const admitted = new Set<Sequence>();
+    // Sequences swapped in this step run from the next one: their adapters hold slots too.
+    const adapters = new Set([...this.running, ...this.arriving].flatMap((seq) => (seq.lora === null ? [] : [seq.lora.id])));
     for (const seq of this.waiting) {
       if (!this.hasRoom(plan)) break;
       if (seq.parked) continue;
+      const { maxLoras } = this.config;
+      if (seq.lora !== null && !adapters.has(seq.lora.id) && maxLoras !== undefined && adapters.size >= maxLoras) continue;
       const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
       const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
@@ -305,6 +313,7 @@ export class Scheduler {
       plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
       plan.budget -= numNewTokens;
       admitted.add(seq);
+      if (seq.lora !== null) adapters.add(seq.lora.id);
     }
     if (admitted.size > 0) this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((seq) => !admitted.has(seq)));
   }

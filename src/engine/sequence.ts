@@ -1,4 +1,5 @@
 import type { BlockId } from './block-pool.ts';
+import type { ServedLora } from './lora-registry.ts';
 
 export type SequenceId = number & { readonly __brand: 'SequenceId' };
 
@@ -32,10 +33,12 @@ export class Sequence {
   readonly numPromptTokens: number;
   /**
    * The start of this sequence's prefix-hash chain: sequences whose cached K/V would differ for
-   * the same tokens (a model's rotation regime, later an adapter) carry different salts, so they
+   * the same tokens (a model's rotation regime, a LoRA adapter) carry different salts, so they
    * never share blocks. Null for none.
    */
   readonly cacheSalt: string | null;
+  /** The LoRA adapter it runs with; null for the base model. */
+  readonly lora: ServedLora | null;
   /** Tokens whose K/V are in the cache; the rest run in later steps. */
   numComputedTokens = 0;
   /** Block i holds the K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. */
@@ -63,13 +66,14 @@ export class Sequence {
   /** With a draft tree: each draft's parent draft, -1 for a child of the last sampled token; null for a chain. */
   private parents: number[] | null = null;
 
-  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null) {
+  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null, lora: ServedLora | null = null) {
     this.requestId = requestId;
     this.arrivalOrder = sequencesCreated++;
     this.id = this.arrivalOrder as SequenceId;
     this.tokens = [...tokenIds];
     this.numPromptTokens = numPromptTokens;
     this.cacheSalt = cacheSalt;
+    this.lora = lora;
   }
 
   get tokenIds(): readonly number[] {
@@ -204,7 +208,7 @@ export class Sequence {
    */
   fork(): Sequence {
     if (this.hasPendingToken || this.drafts > 0) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device or it has drafts`);
-    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt);
+    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt, this.lora);
     child.numComputedTokens = this.numComputedTokens;
     child.numCachedTokens = this.numCachedTokens;
     return child;

@@ -1,4 +1,5 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { Layer } from '../layers/parameters.ts';
 import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -33,6 +34,8 @@ export interface CausalLM extends Layer {
    * share KV blocks. Absent: null for every sequence.
    */
   prefixCacheSalt?(promptLength: number): string | null;
+  /** The linear layers LoRA adapters may adapt (docs/lora.md); absent or empty: the family serves no adapters. */
+  loraTargets?(): Linear[];
 }
 
 /** A model family: how its config.json reads and how its layers compose. */

@@ -1,5 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
@@ -54,6 +55,10 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
 
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.sublayers, source, uploader);
+  }
+
+  loraTargets(): Linear[] {
+    return this.parts.layers.flatMap((layer) => layer.loraTargets?.() ?? []);
   }
 
   abstract forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;

@@ -1,5 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { SelfAttention } from '../layers/attention.ts';
+import type { Linear } from '../layers/linear.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
@@ -73,7 +74,7 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
 /** What follows attention in a decoder layer: a dense gated MLP or a mixture of experts. */
 export interface FeedForward extends Layer {
   /** x [numTokens, hidden] -> [numTokens, hidden]. */
-  forward(b: Backend, x: Tensor): Tensor;
+  forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
 }
 
 /** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormForward runs. */
@@ -96,7 +97,7 @@ export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, par
   for (const layer of parts.layers) {
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
-    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
+    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
   }
   return finalLogits(b, step, parts, residual, pending, tap);
 }
@@ -148,6 +149,10 @@ export class DecoderLayer implements Layer, PreNormLayer {
 
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.sublayers, source, uploader);
+  }
+
+  loraTargets(): Linear[] {
+    return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
   }
 }
 

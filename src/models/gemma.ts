@@ -3,6 +3,7 @@ import { invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
+import type { Linear } from '../layers/linear.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
@@ -213,6 +214,10 @@ class GemmaDecoderLayer implements Layer {
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.sublayers, source, uploader);
   }
+
+  loraTargets(): Linear[] {
+    return [...this.attention.loraTargets(), ...this.mlp.loraTargets()];
+  }
 }
 
 /**
@@ -243,7 +248,7 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     for (const layer of this.parts.layers) {
       const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
       const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
-      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual)));
+      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
     }
     const logits = finalLogits(b, step, this.parts, residual, pending, tap);
     if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);

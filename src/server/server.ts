@@ -144,6 +144,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
       toolCallParser: toolCallFormat?.name ?? null,
     },
     config.preprocessThreads,
+    () => engine.loraAdapters?.map((a) => a.name) ?? [],
   );
   const ctx: ServingContext = {
     engine,

@@ -41,6 +41,11 @@ export interface BatchDescription {
   /** Flattened token indices whose logits are wanted, in output-row order (one per sampled sequence). */
   logitsIndices: Int32Array;
   /**
+   * [numTokens] the LoRA adapter slot each token runs with, -1 for the base model; null when no
+   * token of the step has an adapter (docs/lora.md).
+   */
+  loraSlots: Int32Array | null;
+  /**
    * Tree attention (speculative tree verification), or null when every chunk is causal.
    * [numTokens * treeMaskWords]: bit j (bit j & 31 of word j >> 5) of token t's row is set when t
    * sees the j-th token of its own chunk; a chunk token past the row's bits (j >= 32 *
@@ -62,6 +67,8 @@ export interface SequenceChunk {
   lastTokenSource?: number;
   /** The rotary-table row of the token at `position`; absent, the position itself. */
   rotaryRow?: (position: number) => number;
+  /** The LoRA adapter slot its tokens run with; absent, the base model. */
+  loraSlot?: number;
   /**
    * A token tree (speculative tree verification): [tokens.length] each token's parent, the index
    * of an earlier token of the chunk, -1 for the first token (the root) alone. A token then sees
@@ -99,6 +106,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const queryStartLoc = new Int32Array(chunks.length + 1);
   const seqLens = new Int32Array(chunks.length);
   const blockTables = new Int32Array(chunks.length * maxBlocksPerSeq);
+  const loraSlots = chunks.some((c) => c.loraSlot !== undefined) ? new Int32Array(numTokens).fill(-1) : null;
   const trees = chunks.filter((c) => c.treeParents !== undefined);
   const treeMaskWords = trees.length === 0 ? 0 : Math.ceil(Math.max(...trees.map((c) => c.tokens.length)) / 32);
   const treeMask = trees.length === 0 ? null : new Int32Array(numTokens * treeMaskWords).fill(-1);
@@ -123,6 +131,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     queryStartLoc[s] = t;
     seqLens[s] = seqLen;
     blockTables.set(chunk.blockTable, s * maxBlocksPerSeq);
+    if (loraSlots !== null && chunk.loraSlot !== undefined) loraSlots.fill(chunk.loraSlot, t, t + chunk.tokens.length);
     chunk.tokens.forEach((token, i) => {
       const cacheIndex = chunk.startPos + i;
       const position = depths === null ? cacheIndex : chunk.startPos + depths[i];
@@ -154,6 +163,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     maxQueryLen: Math.max(0, ...chunks.map((c) => c.tokens.length)),
     maxSeqLen: Math.max(0, ...seqLens),
     logitsIndices: Int32Array.from(logitsIndices ?? lastTokens),
+    loraSlots,
     treeMask,
     treeMaskWords,
   };

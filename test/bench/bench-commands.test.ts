@@ -114,6 +114,17 @@ test('bench throughput: the seeded random dataset, every token generated', async
   assert.match(run.stdout, /% of the device bound/);
 });
 
+test('bench throughput --lora-adapters: the requests run round robin with random adapters of --lora-rank, every token generated', async () => {
+  const output = join(dir, 'throughput-lora.json');
+  await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--lora-adapters', '3', '--lora-rank', '4', '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'throughput' || !result.results) throw new Error('expected a throughput result');
+  assert.equal(result.results.total_output_tokens, 24);
+  assert.equal(result.config.lora_adapters, 3);
+  assert.equal(result.config.lora_rank, 4);
+  assert.deepEqual([(result.config.engine as Record<string, unknown>).enableLora, (result.config.engine as Record<string, unknown>).maxLoras], [true, 3]);
+});
+
 test('bench serve --launch: every request completes; a model without a tokenizer is timed through logprobs chunks', async () => {
   const output = join(dir, 'serve.json');
   const run = await keelOk(['bench', 'serve', '--launch', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--max-concurrency', '2', '--output', output]);

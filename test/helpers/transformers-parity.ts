@@ -218,7 +218,7 @@ function logitTolerance(fixture: OracleFixture, prompt: number, options: ParityO
   return Math.max(options.logitTolerance * std, bf16);
 }
 
-function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
+export function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
   const expected = fixture.oracle.greedy[prompt];
   if (options.greedy === 'exact') {
     assert.deepEqual(actual, expected, `prompt ${prompt}`);

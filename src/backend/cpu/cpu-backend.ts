@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -7,6 +7,9 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  LoraShape,
+  LoraSliceValues,
+  LoraWeights,
   MlaParams,
   MoeWeights,
   RopeTable,
@@ -30,6 +33,7 @@ import { matmulTransposed } from './ops/matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
+import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
@@ -235,11 +239,48 @@ export class CpuBackend implements Backend {
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
-    const input = asCpuTensor(this.linear(x, gateUp, null), 'gatedLinear product');
+    return this.gatedActivation(this.linear(x, gateUp, null), activation);
+  }
+
+  gatedActivation(x: Tensor, activation: Activation): Tensor {
+    const input = asCpuTensor(x, 'gatedActivation input');
+    if (input.cols % 2 !== 0) throw new Error(`gatedActivation: ${input.cols} columns do not split into gate and up halves`);
     const n = input.cols / 2;
     const out = CpuTensor.zeros([input.rows, n]);
     gatedActivation(activation, input.data, input.rows, n, out.data);
     return out;
+  }
+
+  createLoraWeights(shape: LoraShape): LoraWeights {
+    return new CpuLoraWeights(shape);
+  }
+
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void {
+    const w = asCpuLora(weights);
+    const { maxRank: R, inFeatures: inDim, sliceRows } = w.shape;
+    assertLoraSlot(w.shape, slot, rank, slices);
+    const S = sliceRows.length;
+    const outDim = sliceRows.reduce((a, b) => a + b, 0);
+    w.a.fill(0, slot * S * R * inDim, (slot + 1) * S * R * inDim);
+    w.b.fill(0, slot * outDim * R, (slot + 1) * outDim * R);
+    let first = 0;
+    slices.forEach((slice, s) => {
+      if (slice !== null) {
+        w.a.set(slice.a, (slot * S + s) * R * inDim);
+        for (let o = 0; o < sliceRows[s]; o++) w.b.set(slice.b.subarray(o * rank, (o + 1) * rank), (slot * outDim + first + o) * R);
+      }
+      first += sliceRows[s];
+    });
+    w.ranks[slot] = rank;
+  }
+
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void {
+    const w = asCpuLora(weights);
+    const input = asCpuTensor(x, 'addLora input');
+    const target = asCpuTensor(out, 'addLora output');
+    assertLoraOperands(w.shape, input.shape, target.shape, step.batch);
+    if (step.batch.loraSlots === null) return;
+    addLoraRows(target.data, input.data, input.rows, w, step.batch.loraSlots);
   }
 
   softcap(x: Tensor, cap: number): void {
@@ -368,6 +409,11 @@ export class CpuBackend implements Backend {
 
   /** Everything lives in garbage-collected arrays: nothing to release. */
   dispose(): void {}
+}
+
+function asCpuLora(w: LoraWeights): CpuLoraWeights {
+  if (!(w instanceof CpuLoraWeights)) throw new Error('CpuBackend: LoRA weights are not from createLoraWeights');
+  return w;
 }
 
 function gatherTensorRows(table: CpuTensor, indices: Int32Array): CpuTensor {

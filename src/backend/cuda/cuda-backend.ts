@@ -6,6 +6,9 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  LoraShape,
+  LoraSliceValues,
+  LoraWeights,
   MlaParams,
   MoeWeights,
   RopeTable,
@@ -15,22 +18,23 @@ import type {
   SwapSpace,
   Tensor,
 } from '../backend.ts';
-import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
+import { launchLora, LORA_MAX_SLICES } from './kernels/lora.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
@@ -385,6 +389,7 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
+        loraSlots: at('loraSlots'),
         treeMask: at('treeMask'),
       },
       plan,
@@ -593,6 +598,66 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor([input.rows, n]);
     launchGatedActivation(this.device, out.ptr, product.ptr, input.rows, n, activation);
     return out;
+  }
+
+  gatedActivation(x: Tensor, activation: Activation): Tensor {
+    const input = asBf16(x, 'gatedActivation input');
+    if (input.cols % 2 !== 0) throw new Error(`gatedActivation: ${input.cols} columns do not split into gate and up halves`);
+    const n = input.cols / 2;
+    requireMultipleOf8(n, 'gatedActivation width');
+    const out = this.stepTensor([input.rows, n]);
+    launchGatedActivation(this.device, out.ptr, input.ptr, input.rows, n, activation);
+    return out;
+  }
+
+  createLoraWeights(shape: LoraShape): LoraWeights {
+    requireMultipleOf8(shape.inFeatures, 'the input width of a LoRA-adapted linear');
+    if (shape.sliceRows.length > LORA_MAX_SLICES) throw new Error(`createLoraWeights: ${shape.sliceRows.length} slices, the kernels take at most ${LORA_MAX_SLICES}`);
+    const rp = Math.ceil(shape.maxRank / 8) * 8;
+    const sized = new CudaLoraWeights(shape, rp, 0, 0, 0);
+    const bytes = shape.slots * (sized.slotBytesA + sized.slotBytesB) + shape.slots * 4;
+    const base = this.ownedAlloc(bytes);
+    this.device.fillBytes(base, 0, bytes);
+    const a = base;
+    const bt = a + shape.slots * sized.slotBytesA;
+    return new CudaLoraWeights(shape, rp, a, bt, bt + shape.slots * sized.slotBytesB);
+  }
+
+  /** Converted to bf16 on the host and uploaded in stream order, behind the steps already queued. */
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void {
+    const w = asCudaLora(weights);
+    assertLoraSlot(w.shape, slot, rank, slices);
+    const { inFeatures, sliceRows } = w.shape;
+    const out = w.outFeatures;
+    const a = new Uint16Array(w.slotBytesA / 2);
+    const bt = new Uint16Array(w.slotBytesB / 2);
+    let first = 0;
+    slices.forEach((slice, s) => {
+      if (slice !== null) {
+        for (let i = 0; i < rank * inFeatures; i++) a[s * w.rp * inFeatures + i] = floatToBf16Bits(slice.a[i]);
+        for (let o = 0; o < sliceRows[s]; o++) {
+          for (let k = 0; k < rank; k++) bt[k * out + first + o] = floatToBf16Bits(slice.b[o * rank + k]);
+        }
+      }
+      first += sliceRows[s];
+    });
+    this.device.uploadAsync(w.a + slot * w.slotBytesA, new Int32Array(a.buffer));
+    this.device.uploadAsync(w.bt + slot * w.slotBytesB, new Int32Array(bt.buffer));
+    w.hostRanks[slot] = rank;
+    this.device.uploadAsync(w.ranks, w.hostRanks);
+  }
+
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void {
+    const w = asCudaLora(weights);
+    const input = asBf16(x, 'addLora input');
+    const target = asBf16(out, 'addLora output');
+    const s = asCudaStep(step);
+    assertLoraOperands(w.shape, input.shape, target.shape, s.batch);
+    if (s.batch.loraSlots === null) return;
+    const numSlices = w.shape.sliceRows.length;
+    const v = this.stepTensor([input.rows, numSlices * w.rp], 'f32');
+    const sliceEnds = w.shape.sliceRows.map((_, i) => w.shape.sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
+    launchLora(this.device, { out: target.ptr, x: input.ptr, v: v.ptr, a: w.a, bt: w.bt, slots: s.device.loraSlots, ranks: w.ranks, numTokens: input.rows, inDim: w.shape.inFeatures, sliceEnds, rp: w.rp });
   }
 
   softcap(x: Tensor, cap: number): void {
@@ -894,7 +959,8 @@ export class CudaBackend implements Backend {
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
-    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}`;
+    // A step with adapters runs the LoRA launches, one without none: they are recorded apart.
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${b.loraSlots === null ? 'base' : 'lora'}`;
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();
@@ -987,6 +1053,11 @@ function asBf16(t: Tensor, what: string): CudaTensor {
   const tensor = asCudaTensor(t, what);
   if (tensor.dtype !== 'bf16') throw new Error(`CudaBackend: ${what} is ${tensor.dtype}, expected bf16`);
   return tensor;
+}
+
+function asCudaLora(w: LoraWeights): CudaLoraWeights {
+  if (!(w instanceof CudaLoraWeights)) throw new Error('CudaBackend: LoRA weights are not from createLoraWeights');
+  return w;
 }
 
 function asRopeTable(t: Tensor): CudaRopeTable {

@@ -1,3 +1,4 @@
+import type { LoraAdapterInfo } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { RequestMetrics, StreamDelta } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
@@ -30,13 +31,18 @@ export interface EngineInfo {
   hasTokenizer: boolean;
   /** The chat template's source, null when the model has none. */
   chatTemplate: string | null;
+  /** The LoRA adapters served at start; null when LoRA is not enabled (none can be loaded). */
+  loraAdapters: LoraAdapterInfo[] | null;
 }
 
 export type ToEngine =
-  | { type: 'add'; id: number; tokenIds: number[]; params: SamplingParams }
+  | { type: 'add'; id: number; tokenIds: number[]; params: SamplingParams; lora: string | null }
   | { type: 'abort'; id: number }
   /** The server has handled the last batch of updates: the engine may send the next. */
   | { type: 'ack' }
+  /** Load or unload a LoRA adapter; answered by 'lora-done' with the same id. */
+  | { type: 'load-lora'; id: number; name: string; path: string }
+  | { type: 'unload-lora'; id: number; name: string }
   /** Abort everything and stop; answered by 'closed'. */
   | { type: 'close' };
 
@@ -47,6 +53,8 @@ export type FromEngine =
   /** Every request's updates since the previous batch, and the stats as they stand after them; answered by 'ack'. */
   | { type: 'updates'; updates: RequestUpdate[]; stats: EngineStats }
   | { type: 'failed'; id: number; error: ThreadError }
+  /** A load-lora or unload-lora done (error null) or refused; the adapters served after it. */
+  | { type: 'lora-done'; id: number; error: ThreadError | null; adapters: LoraAdapterInfo[] }
   /** Sent every STATS_INTERVAL_MS while serving and no updates are held (batches of updates carry them then). */
   | { type: 'stats'; stats: EngineStats }
   /** The engine has stopped; `error` is why freeing it failed, if it did. */

@@ -1,7 +1,7 @@
 import type { LLM, StreamUpdate } from '../../engine/llm.ts';
 import type { RequestOutput } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
-import { toThreadError } from '../thread-errors.ts';
+import { toThreadError, type ThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
 import { UpdateOutbox } from './update-outbox.ts';
@@ -10,8 +10,8 @@ import { UpdateOutbox } from './update-outbox.ts';
  * What the engine's side of the protocol needs of the engine: the LLM has it, and the chaos soak's
  * synthetic engine (scripts/chaos-soak) stands in for it to load the server without a model.
  */
-export interface ServedLLM extends Pick<LLM, 'modelName' | 'modelPath' | 'backendName' | 'maxModelLen' | 'modelConfig' | 'config' | 'samplingDefaults' | 'tokenizer' | 'stats'> {
-  stream(tokenIds: number[], params: SamplingParams, options: { signal: AbortSignal }): AsyncIterable<Pick<StreamUpdate, 'deltas' | 'finished'> & { output: Pick<RequestOutput, 'metrics'> }>;
+export interface ServedLLM extends Pick<LLM, 'modelName' | 'modelPath' | 'backendName' | 'maxModelLen' | 'modelConfig' | 'config' | 'samplingDefaults' | 'tokenizer' | 'stats' | 'loraAdapters' | 'loadLoraAdapter' | 'unloadLoraAdapter'> {
+  stream(tokenIds: number[], params: SamplingParams, options: { signal: AbortSignal; lora?: string }): AsyncIterable<Pick<StreamUpdate, 'deltas' | 'finished'> & { output: Pick<RequestOutput, 'metrics'> }>;
 }
 
 export function engineInfo(llm: ServedLLM): EngineInfo {
@@ -26,6 +26,7 @@ export function engineInfo(llm: ServedLLM): EngineInfo {
     samplingDefaults: llm.samplingDefaults,
     hasTokenizer: llm.tokenizer !== null,
     chatTemplate: llm.tokenizer?.chatTemplateSource ?? null,
+    loraAdapters: llm.config.enableLora ? llm.loraAdapters : null,
   };
 }
 
@@ -44,11 +45,11 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
   // ahead (a request counted as running whose first tokens the server has not seen).
   const statsTimer = setInterval(() => outbox.holding || postStats(), STATS_INTERVAL_MS);
 
-  const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
+  const run = async (id: number, tokenIds: number[], params: SamplingParams, lora: string | null) => {
     const controller = new AbortController();
     running.set(id, controller);
     try {
-      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal })) {
+      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal, ...(lora === null ? {} : { lora }) })) {
         outbox.add({ id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
       }
     } catch (error) {
@@ -63,8 +64,20 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: Se
   port.on('message', (message) => {
     switch (message.type) {
       case 'add':
-        void run(message.id, message.tokenIds, message.params);
+        void run(message.id, message.tokenIds, message.params, message.lora);
         break;
+      case 'load-lora':
+      case 'unload-lora': {
+        let error: ThreadError | null = null;
+        try {
+          if (message.type === 'load-lora') llm.loadLoraAdapter(message.name, message.path);
+          else llm.unloadLoraAdapter(message.name);
+        } catch (thrown) {
+          error = toThreadError(thrown);
+        }
+        port.postMessage({ type: 'lora-done', id: message.id, error, adapters: llm.loraAdapters });
+        break;
+      }
       case 'abort':
         running.get(message.id)?.abort();
         break;

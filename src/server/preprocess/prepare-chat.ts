@@ -4,7 +4,7 @@ import { badRequest } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { ChatCompletionRequest, parseBody } from '../openai-schemas.ts';
 import { structuredOutputField } from '../structured-output-request.ts';
-import { encodeChat, ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
+import { encodeChat, servedModel, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedChat } from './preprocess-protocol.ts';
 import { toolCallFormat } from '../tool-calls/tool-call-formats.ts';
 import { checkCallsOnly, toolUse } from './tool-use.ts';
@@ -13,7 +13,7 @@ import { checkN, checkPromptBytes, checkPromptTokens, checkSequences } from './r
 /** A /v1/chat/completions body, ready for the engine: the chat template over its messages, tokenized. */
 export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Promise<PreparedChat> {
   const body = parseBody(ChatCompletionRequest, readJsonBody(raw));
-  ensureServedModel(ctx, body.model);
+  const lora = servedModel(ctx, body.model);
   if (body.top_logprobs !== null && body.top_logprobs !== undefined && body.logprobs !== true) {
     throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
   }
@@ -44,7 +44,7 @@ export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Prom
   const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
   checkPromptTokens(tokenIds.length, limits, 'messages');
   return {
-    prompt: { tokenIds, params: tools.keepSpecialTokens ? { ...params, skipSpecialTokens: false } : params },
+    prompt: { tokenIds, params: tools.keepSpecialTokens ? { ...params, skipSpecialTokens: false } : params, lora },
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     reading: tools.reading,

@@ -4,7 +4,7 @@ import { parseBody } from '../openai-schemas.ts';
 import { listedInputItems, type ListedItem } from '../responses/input-items.ts';
 import { inputMessages, responseFormat } from '../responses/responses-input.ts';
 import { ResponsesRequest } from '../responses/responses-schemas.ts';
-import { ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
+import { servedModel, type PreprocessContext } from './preprocess-context.ts';
 
 /**
  * A /v1/responses body, read and checked: the chat-completions request it amounts to, less the
@@ -28,10 +28,11 @@ export interface PreparedResponses {
 
 export function prepareResponses(ctx: PreprocessContext, raw: Uint8Array): PreparedResponses {
   const body = parseBody(ResponsesRequest, readJsonBody(raw));
-  ensureServedModel(ctx, body.model);
+  servedModel(ctx, body.model);
   const tools = body.tools ?? [];
   const toolChoice = body.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
   const chat = {
+    model: body.model,
     max_completion_tokens: body.max_output_tokens,
     temperature: body.temperature,
     top_p: body.top_p,

@@ -28,6 +28,8 @@ export interface PreprocessSettings {
 export interface PreparedPrompt {
   tokenIds: number[];
   params: SamplingParams;
+  /** The LoRA adapter the request named as its model; null for the base model. */
+  lora: string | null;
 }
 
 export interface PreparedChat {
@@ -70,6 +72,8 @@ export type PreprocessKind = keyof Prepared;
 export interface ToPreprocess {
   id: number;
   kind: PreprocessKind;
+  /** The LoRA adapters served now: models a request may name besides the base model. */
+  loraAdapters: readonly string[];
   /** The request body's bytes, as they arrived. */
   body: Uint8Array;
 }

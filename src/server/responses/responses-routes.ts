@@ -112,7 +112,7 @@ function pendingResponse(ctx: ServingContext, plan: PreparedResponses, prepared:
     status: 'in_progress',
     error: null,
     incomplete_details: null,
-    model: ctx.servedModelName,
+    model: prepared.prompt.lora ?? ctx.servedModelName,
     output: [],
     previous_response_id: plan.previousResponseId,
     store: plan.store,
