@@ -302,19 +302,33 @@ export class CudaBackend implements Backend {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
+    this.launchPerPoolRun(kv, src, dst, (run) => {
+      launchCopyBlocks(this.device, run.base, run.numPools, numBlocks * run.blockBytes, run.blockBytes, run.srcPtr, run.dstPtr, src.length);
+    });
+  }
+
+  /**
+   * Uploads the pairs src[i] -> dst[i] (sources, then destinations), then calls `launch` once per
+   * run of consecutive pools of the same block size (every pool, for most models).
+   */
+  private launchPerPoolRun(
+    kv: CudaKvCache,
+    src: Int32Array,
+    dst: Int32Array,
+    launch: (run: { base: DevicePtr; numPools: number; blockBytes: number; srcPtr: DevicePtr; dstPtr: DevicePtr }) => void,
+  ): void {
     if (src.length === 0) return;
     const pairs = new Int32Array(2 * src.length);
     pairs.set(src, 0);
     pairs.set(dst, src.length);
     const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
     this.device.uploadAsync(srcPtr, pairs);
-    // One launch per run of consecutive pools of the same block size (every pool, for most models).
     const pools = kv.pools;
     for (let first = 0; first < pools.length; ) {
       let end = first + 1;
       while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
       const { offset, blockBytes } = pools[first];
-      launchCopyBlocks(this.device, kv.base + offset, end - first, numBlocks * blockBytes, blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
+      launch({ base: kv.base + offset, numPools: end - first, blockBytes, srcPtr, dstPtr: srcPtr + src.length * 4 });
       first = end;
     }
   }
@@ -350,22 +364,11 @@ export class CudaBackend implements Backend {
     const kv = asCudaKvCache(cache);
     const { numBlocks, blockSize } = kv.layout;
     checkSlotPairs(src, dst, numBlocks * blockSize);
-    if (src.length === 0) return;
-    const pairs = new Int32Array(2 * src.length);
-    pairs.set(src, 0);
-    pairs.set(dst, src.length);
-    const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
-    this.device.uploadAsync(srcPtr, pairs);
-    const pools = kv.pools;
-    for (let first = 0; first < pools.length; ) {
-      let end = first + 1;
-      while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
-      const { offset, blockBytes } = pools[first];
-      const slotBytes = blockBytes / blockSize;
+    this.launchPerPoolRun(kv, src, dst, (run) => {
+      const slotBytes = run.blockBytes / blockSize;
       if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
-      launchCopySlots(this.device, kv.base + offset, end - first, numBlocks * blockBytes, slotBytes, srcPtr, srcPtr + src.length * 4, src.length);
-      first = end;
-    }
+      launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
+    });
   }
 
   beginStep(batch: BatchDescription): StepInputs {
