@@ -264,6 +264,14 @@ export interface Backend {
    */
   copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
+  /**
+   * Writes row i of `rows` [slots.length, width] to slot slots[i] of rows layer `layer` (a
+   * `RowsKvSpec` of that width): the hidden states a speculative head drafts from, kept per slot.
+   */
+  writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void;
+  /** The rows of slots `slots` of rows layer `layer`: [slots.length, width]. */
+  readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor;
+
   beginStep(batch: BatchDescription): StepInputs;
   /**
    * [numTokens, hidden] rows of `table` times `scale`, for the step's token ids; those named by
@@ -309,6 +317,8 @@ export interface Backend {
    * different adapters, and of none, share the step. A no-op when the step has no loraSlots.
    */
   addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void;
+  /** [rows, Σ cols]: each row the parts' rows side by side, in order (EAGLE's token embedding beside a hidden state). */
+  concatColumns(parts: readonly Tensor[]): Tensor;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
   /** In place: x = x · σ(x) (Medusa heads' residual blocks). */

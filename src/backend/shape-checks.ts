@@ -1,5 +1,5 @@
 import type { BatchDescription } from '../step/batch.ts';
-import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec } from '../step/kv-cache-layout.ts';
+import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec, RowsKvSpec } from '../step/kv-cache-layout.ts';
 import type { AttentionParams, ExpertWeights, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
@@ -30,10 +30,23 @@ export function assertTokenSources(batch: BatchDescription, previousDraws: numbe
 export function mlaKvLayer(layout: KvCacheLayout, layer: number, mla: MlaParams): MlaKvSpec {
   const spec = layout.layers[layer];
   if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${layout.layers.length} layers`);
-  if (spec.kind !== 'mla') throw new Error(`KV cache layer ${layer} holds attention keys and values, not MLA rows`);
+  if (spec.kind !== 'mla') throw new Error(`KV cache layer ${layer} holds ${spec.kind} rows, not MLA rows`);
   if (spec.latentDim !== mla.latentDim || spec.ropeDim !== mla.ropeDim) {
     throw new Error(`KV cache layer ${layer} holds MLA rows of ${spec.latentDim} + ${spec.ropeDim}, attention needs ${mla.latentDim} + ${mla.ropeDim}`);
   }
+  return spec;
+}
+
+/**
+ * The layer's KV spec, checked to be a rows layer (a speculative head's hidden rows), and `slots`
+ * checked to lie in the cache: what writeCacheRows and readCacheRows check on every backend.
+ */
+export function rowsKvLayer(layout: KvCacheLayout, layer: number, slots: Int32Array, op: string): RowsKvSpec {
+  const spec = layout.layers[layer];
+  if (spec === undefined) throw new RangeError(`${op}: layer ${layer} is outside the cache's ${layout.layers.length} layers`);
+  if (spec.kind !== 'rows') throw new Error(`${op}: KV cache layer ${layer} holds ${spec.kind} rows, not hidden-state rows`);
+  const numSlots = layout.numBlocks * layout.blockSize;
+  for (const slot of slots) if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`${op}: slot ${slot} is outside [0, ${numSlots})`);
   return spec;
 }
 

@@ -2,7 +2,7 @@
  * What each layer keeps in the paged KV cache, declared by its attention layer (layers/) and read
  * by the block manager and the backends alike: nobody else computes KV sizes.
  */
-export type LayerKvSpec = AttentionKvSpec | MlaKvSpec;
+export type LayerKvSpec = AttentionKvSpec | MlaKvSpec | RowsKvSpec;
 
 /** Keys and values of `numKvHeads` heads; a sliding window reads only the latest `slidingWindow` positions. */
 export interface AttentionKvSpec {
@@ -22,6 +22,16 @@ export interface MlaKvSpec {
   ropeDim: number;
 }
 
+/**
+ * One row of `width` values per token that no attention reads: the hidden states a speculative
+ * head drafts from (EAGLE, MTP), kept per slot so that they follow the tokens' blocks (copy-on-write,
+ * tree compaction, swaps) and outlive the step that computed them.
+ */
+export interface RowsKvSpec {
+  kind: 'rows';
+  width: number;
+}
+
 /** The pool every layer shares: block ids index each layer's pool alike, so a request keeps one block table. */
 export interface KvCacheLayout {
   numBlocks: number;
@@ -31,7 +41,8 @@ export interface KvCacheLayout {
 
 /** Elements one token occupies in a layer's pool (keys and values together). */
 export function kvElementsPerToken(spec: LayerKvSpec): number {
-  return spec.kind === 'attention' ? 2 * spec.numKvHeads * spec.headDim : spec.latentDim + spec.ropeDim;
+  if (spec.kind === 'attention') return 2 * spec.numKvHeads * spec.headDim;
+  return spec.kind === 'mla' ? spec.latentDim + spec.ropeDim : spec.width;
 }
 
 /** Bytes one cached token holds across all layers. */
@@ -74,6 +85,8 @@ export function kvRetention(layers: readonly LayerKvSpec[], streaming: Streaming
   let widest = 0;
   let sinks = 0;
   for (const spec of layers) {
+    // A head's rows sit beside its own attention layer, whose window decides what is kept.
+    if (spec.kind === 'rows') continue;
     const own = spec.kind === 'attention' ? spec.slidingWindow : null;
     if (streaming !== null && (own === null || own > streaming.window)) {
       widest = Math.max(widest, streaming.window);

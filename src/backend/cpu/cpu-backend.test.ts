@@ -187,3 +187,22 @@ test('silu is x · σ(x), in place', () => {
   const expected = [-3, 0, 0.5, 4].map((v) => Math.fround(v / (1 + Math.exp(-v))));
   backend.toHost(x).forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-6, `[${i}] ${v} vs ${expected[i]}`));
 });
+
+test('writeCacheRows puts rows at their slots, readCacheRows reads them back in any order; copy ops carry them', () => {
+  const cache = backend.createKvCache({ numBlocks: 3, blockSize: 2, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 2, slidingWindow: null }, { kind: 'rows', width: 3 }] });
+  backend.writeCacheRows(cache, 1, load(Float32Array.of(1, 2, 3, 4, 5, 6), [2, 3]), Int32Array.of(5, 0));
+  assert.deepEqual(Array.from(backend.toHost(backend.readCacheRows(cache, 1, Int32Array.of(0, 5, 0)))), [4, 5, 6, 1, 2, 3, 4, 5, 6]);
+  backend.copyBlocks(cache, Int32Array.of(2), Int32Array.of(1));
+  backend.copySlots(cache, Int32Array.of(0), Int32Array.of(4));
+  assert.deepEqual(Array.from(backend.toHost(backend.readCacheRows(cache, 1, Int32Array.of(3, 4)))), [1, 2, 3, 4, 5, 6]);
+  assert.throws(() => backend.readCacheRows(cache, 0, Int32Array.of(0)), /layer 0 holds attention rows, not hidden-state rows/);
+  assert.throws(() => backend.readCacheRows(cache, 1, Int32Array.of(6)), /slot 6 is outside \[0, 6\)/);
+  assert.throws(() => backend.writeCacheRows(cache, 1, load(new Float32Array(4), [2, 2]), Int32Array.of(0, 1)), /rows \[2, 2\] for 2 slots of width 3/);
+});
+
+test('concatColumns lays each row of the parts side by side, in order', () => {
+  const a = load(Float32Array.of(1, 2, 3, 4), [2, 2]);
+  const b = load(Float32Array.of(5, 6), [2, 1]);
+  assert.deepEqual(Array.from(backend.toHost(backend.concatColumns([a, b, a]))), [1, 2, 5, 1, 2, 3, 4, 6, 3, 4]);
+  assert.throws(() => backend.concatColumns([a, load(new Float32Array(3), [3, 1])]), /parts of 2, 3 rows/);
+});

@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -147,6 +147,20 @@ export class CpuBackend implements Backend {
       const width = pool.length / numSlots;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
+  }
+
+  writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void {
+    const { pool, width } = rowsPool(cache, layer, slots, 'writeCacheRows');
+    const t = asCpuTensor(rows, 'writeCacheRows rows');
+    if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} slots of width ${width}`);
+    for (let i = 0; i < slots.length; i++) pool.set(t.data.subarray(i * width, (i + 1) * width), slots[i] * width);
+  }
+
+  readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
+    const { pool, width } = rowsPool(cache, layer, slots, 'readCacheRows');
+    const out = CpuTensor.zeros([slots.length, width]);
+    gatherRows(pool, width, slots, out.data);
+    return out;
   }
 
   /** The CPU reads the batch's host arrays directly: nothing to upload. */
@@ -381,6 +395,22 @@ export class CpuBackend implements Backend {
     return composeMoe(this, x, weights);
   }
 
+  concatColumns(parts: readonly Tensor[]): Tensor {
+    const tensors = parts.map((p) => asCpuTensor(p, 'concatColumns part'));
+    const rows = tensors[0]?.rows ?? 0;
+    if (tensors.some((t) => t.rows !== rows)) throw new Error(`concatColumns: parts of ${tensors.map((t) => t.rows).join(', ')} rows`);
+    const cols = tensors.reduce((n, t) => n + t.cols, 0);
+    const out = CpuTensor.zeros([rows, cols]);
+    for (let r = 0; r < rows; r++) {
+      let at = r * cols;
+      for (const t of tensors) {
+        out.data.set(t.data.subarray(r * t.cols, (r + 1) * t.cols), at);
+        at += t.cols;
+      }
+    }
+    return out;
+  }
+
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
   }
@@ -452,6 +482,12 @@ function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
   return kv.pools[layer][0];
+}
+
+function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string): { pool: Float32Array; width: number } {
+  const kv = asCpuKvCache(cache);
+  const { width } = rowsKvLayer(kv.layout, layer, slots, op);
+  return { pool: kv.pools[layer][0], width };
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {

@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
@@ -61,7 +61,8 @@ export class CpuRopeTable implements Tensor {
 
 /**
  * Each layer's paged pools: an attention layer has a key pool and a value pool, each [numBlocks,
- * blockSize, numKvHeads, headDim]; an MLA layer one pool of rows [numBlocks, blockSize, latentDim + ropeDim].
+ * blockSize, numKvHeads, headDim]; an MLA layer one pool of rows [numBlocks, blockSize, latentDim + ropeDim], a rows layer one of
+ * [numBlocks, blockSize, width].
  */
 export class CpuKvCache implements KvCache {
   readonly layout: KvCacheLayout;
@@ -73,7 +74,7 @@ export class CpuKvCache implements KvCache {
     this.pools = layout.layers.map((spec) =>
       spec.kind === 'attention'
         ? [new Float32Array(slots * spec.numKvHeads * spec.headDim), new Float32Array(slots * spec.numKvHeads * spec.headDim)]
-        : [new Float32Array(slots * (spec.latentDim + spec.ropeDim))],
+        : [new Float32Array(slots * kvElementsPerToken(spec))],
     );
   }
 

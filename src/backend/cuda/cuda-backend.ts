@@ -22,7 +22,7 @@ import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -52,7 +52,7 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { launchCopyColumns, launchEmbedTokens, launchGatherRows, launchScatterRows } from './kernels/rows.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -280,6 +280,8 @@ export class CudaBackend implements Backend {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
           throw new KeelError('invalid_model', `the CUDA backend needs an MLA latent dim that is a multiple of 32 and a rope dim that is a multiple of 8, not ${spec.latentDim} and ${spec.ropeDim}`);
         }
+      } else if (spec.kind === 'rows') {
+        if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
       } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
         throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
       }
@@ -369,6 +371,22 @@ export class CudaBackend implements Backend {
       if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
     });
+  }
+
+  writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'writeCacheRows');
+    const t = asBf16(rows, 'writeCacheRows rows');
+    if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} slots of width ${width}`);
+    launchScatterRows(this.device, kv.rows(layer), t.ptr, this.uploadIndices(slots), slots.length, width);
+  }
+
+  readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
+    const kv = asCudaKvCache(cache);
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'readCacheRows');
+    const out = this.stepTensor([slots.length, width]);
+    launchGatherRows(this.device, out.ptr, kv.rows(layer), this.uploadIndices(slots), slots.length, width);
+    return out;
   }
 
   beginStep(batch: BatchDescription): StepInputs {
@@ -909,9 +927,29 @@ export class CudaBackend implements Backend {
   gatherRows(x: Tensor, rows: Int32Array): Tensor {
     const input = asBf16(x, 'gatherRows input');
     for (const row of rows) if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherRows: row ${row} is outside [0, ${input.rows})`);
-    const indices = this.arena.alloc(Math.max(rows.byteLength, 4));
-    this.device.uploadAsync(indices, rows);
-    return this.gather(input, indices, rows.length);
+    return this.gather(input, this.uploadIndices(rows), rows.length);
+  }
+
+  concatColumns(parts: readonly Tensor[]): Tensor {
+    const tensors = parts.map((p) => asBf16(p, 'concatColumns part'));
+    const rows = tensors[0]?.rows ?? 0;
+    if (tensors.some((t) => t.rows !== rows)) throw new Error(`concatColumns: parts of ${tensors.map((t) => t.rows).join(', ')} rows`);
+    for (const t of tensors) requireMultipleOf8(t.cols, 'concatColumns part width');
+    const cols = tensors.reduce((n, t) => n + t.cols, 0);
+    const out = this.stepTensor([rows, cols]);
+    let offset = 0;
+    for (const t of tensors) {
+      launchCopyColumns(this.device, out.ptr, cols, offset, t.ptr, rows, t.cols);
+      offset += t.cols;
+    }
+    return out;
+  }
+
+  /** Row indices in the step arena (uploaded behind the queued work). */
+  private uploadIndices(indices: Int32Array): DevicePtr {
+    const ptr = this.arena.alloc(Math.max(indices.byteLength, 4));
+    this.device.uploadAsync(ptr, indices);
+    return ptr;
   }
 
   /** Waits for the queued work, converts on the device if needed, and copies to a new array. */

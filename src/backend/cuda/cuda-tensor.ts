@@ -128,7 +128,7 @@ export class CudaKvCache implements KvCache {
     return this.base + this.pools[this.firstPool[layer] + 1].offset;
   }
 
-  /** An MLA layer's one pool of rows. */
+  /** The one pool of rows of an MLA layer or a rows layer. */
   rows(layer: number): DevicePtr {
     return this.base + this.pools[this.firstPool[layer]].offset;
   }

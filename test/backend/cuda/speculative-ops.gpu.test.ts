@@ -116,3 +116,24 @@ test('silu matches the CPU in place', () => {
   const err = relativeError(gpu.toHost(x), cpu.toHost(y));
   assert.ok(err < TOLERANCE, `relative error ${err}`);
 });
+
+test('writeCacheRows and readCacheRows put rows at slots and read them back as the CPU does, through copyBlocks and copySlots', () => {
+  const layout = { numBlocks: 5, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }] } as const;
+  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const values = randomBf16Values(rng, 6 * 48);
+  const slots = Int32Array.from([19, 0, 7, 8, 3, 12]);
+  const reads = [cpu, gpu].map((backend, i) => {
+    backend.writeCacheRows(caches[i], 1, backend.loadWeight(bf16Tensor([6, 48], values)), slots);
+    backend.copyBlocks(caches[i], Int32Array.from([1]), Int32Array.from([2]));
+    backend.copySlots(caches[i], Int32Array.from([19, 0]), Int32Array.from([16, 17]));
+    return backend.toHost(backend.readCacheRows(caches[i], 1, Int32Array.from([16, 17, 11, 8, 3, 12, 0])));
+  });
+  assert.deepEqual([...reads[1]], [...reads[0]]);
+});
+
+test('concatColumns lays the parts side by side as the CPU does', () => {
+  const shapes = [[5, 16], [5, 40], [5, 8]];
+  const parts = shapes.map((shape) => bf16Tensor(shape, randomBf16Values(rng, shape[0] * shape[1])));
+  const [got, expected] = [gpu, cpu].map((backend) => backend.toHost(backend.concatColumns(parts.map((p) => backend.loadWeight(p)))));
+  assert.deepEqual([...got], [...expected]);
+});

@@ -35,3 +35,22 @@ extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const ui
     to[c] = pack8(f);
   }
 }
+
+// The scatter of gather_rows_kernel: out[indices[r], :] = src[r, :] (a speculative head's hidden
+// rows written to their tokens' slots). One block per source row.
+extern "C" __global__ void scatter_rows_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
+                                               const int* __restrict__ indices, int chunks) {
+  const long long row = indices[blockIdx.x];
+  const uint4* from = src + (long long)blockIdx.x * chunks;
+  uint4* to = out + row * chunks;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}
+
+// out[r, offset : offset + chunks] = src[r, :] in 16-byte chunks, out rows `outChunks` wide: one
+// part of a column concatenation. One block per row.
+extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
+                                               int outChunks, int offset, int chunks) {
+  const uint4* from = src + (long long)blockIdx.x * chunks;
+  uint4* to = out + (long long)blockIdx.x * outChunks + offset;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}

@@ -7,6 +7,18 @@ export function launchGatherRows(device: CudaDevice, out: DevicePtr, src: Device
   device.launch(device.kernel('rows.cu', 'gather_rows_kernel', 'pppi'), [numRows], [rowThreads(cols)], 0, [out, src, indices, cols / 8]);
 }
 
+/** out[indices[r], :] = src [numRows, cols] bf16 row r; cols a multiple of 8. */
+export function launchScatterRows(device: CudaDevice, out: DevicePtr, src: DevicePtr, indices: DevicePtr, numRows: number, cols: number): void {
+  if (numRows === 0) return;
+  device.launch(device.kernel('rows.cu', 'scatter_rows_kernel', 'pppi'), [numRows], [rowThreads(cols)], 0, [out, src, indices, cols / 8]);
+}
+
+/** Columns offset .. offset + cols of out [numRows, outCols] = src [numRows, cols], bf16; every width and offset a multiple of 8. */
+export function launchCopyColumns(device: CudaDevice, out: DevicePtr, outCols: number, offset: number, src: DevicePtr, numRows: number, cols: number): void {
+  if (numRows === 0) return;
+  device.launch(device.kernel('rows.cu', 'copy_columns_kernel', 'ppiii'), [numRows], [rowThreads(cols)], 0, [out, src, outCols / 8, offset / 8, cols / 8]);
+}
+
 export interface EmbedTokensArgs {
   out: DevicePtr;
   table: DevicePtr;
