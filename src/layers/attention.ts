@@ -86,6 +86,8 @@ export type QkvNames = { q: string; k: string; v: string } | { qkv: string };
 
 export interface SelfAttentionOptions extends AttentionOptions {
   hiddenSize: number;
+  /** Width of the q/k/v projections' input when it is not hiddenSize (EAGLE-3: a token embedding beside a hidden state). */
+  inputSize?: number;
   qkv: QkvNames;
   o: string;
   qkvBias: boolean;
@@ -109,7 +111,7 @@ export class SelfAttention implements Layer {
             { name: qkv.k, rows: numKvHeads * headDim },
             { name: qkv.v, rows: numKvHeads * headDim },
           ];
-    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column' });
+    this.qkv = new Linear({ parts, inFeatures: options.inputSize ?? hiddenSize, bias: options.qkvBias, shard: 'column' });
     this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
   }
 

@@ -1,16 +1,24 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { Layer } from '../layers/parameters.ts';
 import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /**
- * Hidden states a forward pass hands out besides its logits, for speculative heads (Medusa's take
- * the LM head's input). A forward without one does nothing more.
+ * Hidden states a forward pass hands out besides its logits, for speculative heads. A forward
+ * without one does nothing more.
  */
 export interface HiddenStateTap {
-  /** Receives the final norm's output on the logits rows ([logitsIndices.length, hidden], the LM head's input). */
-  finalRows(hidden: Tensor): void;
+  /** Receives the final norm's output on the logits rows ([logitsIndices.length, hidden], the LM head's input: Medusa). */
+  finalRows?(hidden: Tensor): void;
+  /** Receives the final norm's output on every token of the step ([numTokens, hidden]: EAGLE, MTP). */
+  tokenFinalRows?(hidden: Tensor): void;
+  /**
+   * Receives, for each of `layers` in order, the residual stream entering that layer on every
+   * token ([numTokens, hidden] each: EAGLE-3). Only models with `tapsLayerInputs` hand it over.
+   */
+  layerInputs?: { layers: readonly number[]; receive(states: Tensor[]): void };
 }
 
 /** A decoder-only language model composed of layers: what the engine runs. */
@@ -36,6 +44,17 @@ export interface CausalLM extends Layer {
   prefixCacheSalt?(promptLength: number): string | null;
   /** The linear layers LoRA adapters may adapt (docs/lora.md); absent or empty: the family serves no adapters. */
   loraTargets?(): Linear[];
+  /** The token embedding and LM head, which speculative heads share (EAGLE, MTP). */
+  readonly embedding: VocabEmbedding;
+  readonly lmHead: LmHead;
+  /** Whether `forward` hands `HiddenStateTap.layerInputs` over (the pre-norm decoders do). */
+  readonly tapsLayerInputs: boolean;
+  /**
+   * Self-speculation's draft (LayerSkip-style early exit): the first `numLayers` layers, then this
+   * model's final norm and LM head, sharing its weights, run on this model's KV cache (its layers
+   * are this model's first ones). Absent: the family has no early exit.
+   */
+  earlyExit?(numLayers: number): CausalLM;
 }
 
 /** A model family: how its config.json reads and how its layers compose. */

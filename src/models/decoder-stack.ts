@@ -44,6 +44,18 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     return this.parts.layers.map((l) => l.attention.macsPerKey);
   }
 
+  get embedding(): VocabEmbedding {
+    return this.parts.embedding;
+  }
+
+  get lmHead(): LmHead {
+    return this.parts.lmHead;
+  }
+
+  get tapsLayerInputs(): boolean {
+    return false;
+  }
+
   private get sublayers(): Layer[] {
     const { rotaries, embedding, layers, finalNorm, lmHead } = this.parts;
     return [...rotaries, embedding, ...layers, finalNorm, lmHead];
@@ -67,7 +79,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
 /**
  * Logits of the sampled rows from the residual stream and the last sublayer's output still to be
  * added to it (null when none is pending). The final norm works row by row, so gathering the
- * sampled rows first gives the same result for less work.
+ * sampled rows first gives the same result for less work, unless the tap wants every token's.
  */
 export function finalLogits(
   b: Backend,
@@ -77,8 +89,15 @@ export function finalLogits(
   pending: Tensor | null,
   tap: HiddenStateTap | undefined,
 ): Tensor {
-  const rows = b.gatherLogitsRows(residual, step);
-  const hidden = pending === null ? parts.finalNorm.forward(b, rows) : parts.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-  tap?.finalRows(hidden);
+  let hidden: Tensor;
+  if (tap?.tokenFinalRows !== undefined) {
+    const all = pending === null ? parts.finalNorm.forward(b, residual) : parts.finalNorm.addAndForward(b, pending, residual);
+    tap.tokenFinalRows(all);
+    hidden = b.gatherLogitsRows(all, step);
+  } else {
+    const rows = b.gatherLogitsRows(residual, step);
+    hidden = pending === null ? parts.finalNorm.forward(b, rows) : parts.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+  }
+  tap?.finalRows?.(hidden);
   return parts.lmHead.forward(b, hidden);
 }

@@ -9,7 +9,8 @@ import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from '.
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
-import type { HiddenStateTap } from './causal-lm.ts';
+import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
+import { invalidArgument } from '../errors.ts';
 
 /**
  * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
@@ -92,14 +93,51 @@ export interface PreNormLayer {
  */
 export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>, tap?: HiddenStateTap): Tensor {
   const residual = parts.embedding.forward(b, step);
+  const wanted = tap?.layerInputs;
+  const bad = wanted?.layers.find((i) => !(Number.isInteger(i) && i >= 0 && i < parts.layers.length));
+  if (bad !== undefined) throw new Error(`a hidden-state tap asks for the input of layer ${bad} of ${parts.layers.length}`);
+  const inputs = new Map<number, Tensor>();
   // A sublayer's output waits here until the next norm adds it to the residual stream.
   let pending: Tensor | null = null;
-  for (const layer of parts.layers) {
+  parts.layers.forEach((layer, i) => {
+    if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, step, residual, pending));
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
     pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
-  }
+  });
+  wanted?.receive(wanted.layers.map((i) => inputs.get(i)!));
   return finalLogits(b, step, parts, residual, pending, tap);
+}
+
+/** A copy of the residual stream entering a layer (residual + the output still pending), which later layers leave alone. */
+function layerInput(b: Backend, step: StepInputs, residual: Tensor, pending: Tensor | null): Tensor {
+  const copy = b.gatherRows(residual, Int32Array.from({ length: step.batch.numTokens }, (_, i) => i));
+  if (pending !== null) b.addInto(copy, pending, null);
+  return copy;
+}
+
+/**
+ * The first `numLayers` layers of a pre-norm decoder, then its final norm and LM head, on the
+ * model's own weights and KV cache layers (CausalLM.earlyExit): it owns no parameters.
+ */
+export function earlyExit(model: CausalLM, parts: DecoderParts<StackLayer & PreNormLayer>, numLayers: number): CausalLM {
+  if (!(Number.isInteger(numLayers) && numLayers >= 1 && numLayers < parts.layers.length)) {
+    throw invalidArgument(`self-speculation drafts with the first N of the target's ${parts.layers.length} layers: N must be 1 to ${parts.layers.length - 1} (got ${numLayers})`);
+  }
+  const exit = { ...parts, layers: parts.layers.slice(0, numLayers) };
+  return {
+    config: model.config,
+    kvLayers: model.kvLayers.slice(0, numLayers),
+    attentionMacsPerKey: model.attentionMacsPerKey.slice(0, numLayers),
+    embedding: model.embedding,
+    lmHead: model.lmHead,
+    tapsLayerInputs: true,
+    parameters: () => [],
+    load: () => {},
+    forward: (b, step, cache, tap) => preNormForward(b, step, cache, exit, tap),
+    ...(model.rotaryRow === undefined ? {} : { rotaryRow: model.rotaryRow.bind(model) }),
+    ...(model.prefixCacheSalt === undefined ? {} : { prefixCacheSalt: model.prefixCacheSalt.bind(model) }),
+  };
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -177,7 +215,15 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     return this.parts.rotaries[0];
   }
 
+  override get tapsLayerInputs(): boolean {
+    return true;
+  }
+
   forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
     return preNormForward(b, step, cache, this.parts, tap);
+  }
+
+  earlyExit(numLayers: number): CausalLM {
+    return earlyExit(this, this.parts, numLayers);
   }
 }

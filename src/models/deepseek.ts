@@ -7,12 +7,12 @@ import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
+import type { CausalLM, HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { parseExpertsPerToken } from './moe-fields.ts';
-import { preNormForward, type PreNormLayer } from './decoder.ts';
+import { earlyExit, preNormForward, type PreNormLayer } from './decoder.ts';
 
 /** DeepSeek-V2 and -V3: multi-head latent attention, and mixture-of-experts layers after the first dense ones. */
 export interface DeepseekConfig extends ModelConfig {
@@ -38,8 +38,11 @@ export interface DeepseekConfig extends ModelConfig {
   /** Width of the dense layers' MLP. */
   intermediateSize: number;
   /** Per layer: a mixture of experts, or a dense MLP. */
+  /** Per layer, the MTP layers after the decoder's included: whether its feed-forward is the MoE block. */
   sparseLayers: boolean[];
   moe: DeepseekMoeConfig;
+  /** DeepSeek-V3's multi-token prediction layers, stored after the decoder's (`num_nextn_predict_layers`). */
+  numNextnPredictLayers: number;
 }
 
 /** The mixture-of-experts layers: routed experts chosen per token, shared experts every token runs through. */
@@ -89,6 +92,7 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const numLayers = common.numLayers;
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
   const moeLayerFreq = fields.positiveInt('moe_layer_freq', 1);
+  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
@@ -106,8 +110,9 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     maxPositionEmbeddings,
     intermediateSize: fields.positiveInt('intermediate_size'),
     // DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
-    sparseLayers: Array.from({ length: numLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0),
+    sparseLayers: Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0),
     moe: parseMoe(fields, modelType),
+    numNextnPredictLayers,
   };
 }
 
@@ -175,18 +180,19 @@ function softmaxMscale(fields: ConfigFields, scaling: RopeScaling): number {
   return 0.1 * mscaleAllDim * Math.log(factor) + 1;
 }
 
-class DeepseekDecoderLayer implements Layer, PreNormLayer {
+export class DeepseekDecoderLayer implements Layer, PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: MlaAttention;
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: GatedMlp | MoeBlock;
 
-  constructor(config: DeepseekConfig, index: number, rotary: RotaryEmbedding) {
+  /** Layer `index` of the checkpoint, keeping its K/V in layer `cacheLayer` of the cache it runs with (an MTP layer's own cache: 0). */
+  constructor(config: DeepseekConfig, index: number, rotary: RotaryEmbedding, cacheLayer = index) {
     const p = `model.layers.${index}`;
     const { hiddenSize, rmsNormEps: eps } = config;
     this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
     this.attention = new MlaAttention({
-      layer: index,
+      layer: cacheLayer,
       hiddenSize,
       numHeads: config.numHeads,
       queryRank: config.queryRank,
@@ -254,8 +260,16 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
     });
   }
 
+  override get tapsLayerInputs(): boolean {
+    return true;
+  }
+
   forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
     return preNormForward(b, step, cache, this.parts, tap);
+  }
+
+  earlyExit(numLayers: number): CausalLM {
+    return earlyExit(this, this.parts, numLayers);
   }
 }
 
