@@ -95,15 +95,18 @@ export const STREAMING_MAX_MODEL_LEN = 131072;
 /**
  * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
  * --speculative-method, --speculative-model, --num-speculative-tokens, --ngram-min, --ngram-max,
- * --ngram-branches, --speculative-tree, --speculative-disable-by-batch-size.
+ * --ngram-branches, --speculative-tree, --speculative-tree-width, --self-spec-layers,
+ * --speculative-disable-by-batch-size.
  */
 export interface SpeculativeConfig {
   /**
    * `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the
-   * tokenizer; `medusa`: Medusa heads on the target's hidden states, drafting a static tree.
+   * tokenizer; `medusa`: Medusa heads on the target's hidden states, drafting a static tree;
+   * `eagle`, `eagle3`: an EAGLE-1/2 or EAGLE-3 head; `mtp`: the target's own multi-token
+   * prediction layer (DeepSeek-V3); `self`: the target's first layers (early exit).
    */
-  method: 'ngram' | 'draft' | 'medusa';
-  /** The draft model's directory (method `draft`) or the heads' (method `medusa`). */
+  method: SpeculativeMethod;
+  /** The draft model's directory (method `draft`) or the heads' (methods `medusa`, `eagle`, `eagle3`). */
   model: string | null;
   /**
    * Medusa's static draft tree as its paths of candidate ranks ([0], [1], [0, 0], ...: Medusa's
@@ -120,9 +123,20 @@ export interface SpeculativeConfig {
    * tree verified in one pass (1: the latest occurrence's, a chain).
    */
   ngramBranches: number;
+  /**
+   * EAGLE and MTP heads: each depth keeps the `treeWidth` drafts of best path probability among
+   * the `treeWidth` best children of the depth before (EAGLE-2's expansion), a tree of treeWidth ×
+   * numSpeculativeTokens drafts verified in one pass; 1 drafts a chain.
+   */
+  treeWidth: number;
+  /** Method `self`: the draft is the target's first this many layers, its final norm and LM head. */
+  selfSpecLayers: number | null;
   /** A step with at least this many running sequences does not speculate (it is compute-bound already); null never turns it off. */
   disableByBatchSize: number | null;
 }
+
+export const SPECULATIVE_METHODS = ['ngram', 'draft', 'medusa', 'eagle', 'eagle3', 'mtp', 'self'] as const;
+export type SpeculativeMethod = (typeof SPECULATIVE_METHODS)[number];
 
 /** What callers give: any engine field, and of the speculative config the method (or a draft model) and any other field. */
 export type EngineOptions = Partial<Omit<EngineConfig, 'speculative'>> & { speculative?: Partial<SpeculativeConfig> | null };
@@ -134,6 +148,8 @@ export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
   ngramMin: 2,
   ngramMax: 4,
   ngramBranches: 1,
+  treeWidth: 1,
+  selfSpecLayers: null,
   disableByBatchSize: null,
 };
 

@@ -97,7 +97,7 @@ test('a missing model directory is named', (t) => {
 
 test('speculative flags a user gets wrong are errors that say what to change', () => {
   const model = ['--model', join(FIXTURES_DIR, 'llama-gqa'), ...PROMPT];
-  assertCleanError(keel([...model, '--num-speculative-tokens', '3']), /--speculative-method ngram or --speculative-model DIR/);
+  assertCleanError(keel([...model, '--num-speculative-tokens', '3']), /speculative flags need --speculative-method or --speculative-model DIR/);
   assertCleanError(keel([...model, '--speculative-method', 'lookahead']), /--speculative-method must be one of ngram, draft, medusa/);
   assertCleanError(keel([...model, '--speculative-method', 'medusa']), /medusa needs the heads' directory/);
   assertCleanError(keel([...model, '--speculative-method', 'medusa', '--speculative-model', join(FIXTURES_DIR, 'spec-heads', 'medusa-llama-gqa'), '--speculative-tree', '[0, 1]']), /--speculative-tree must be a list of paths of ranks/);

@@ -10,10 +10,9 @@ import { LLM } from '../src/engine/llm.ts';
 import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
 import { MedusaHeads, parseMedusaConfig } from '../src/models/medusa-heads.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
-import type { RequestOutput } from '../src/engine/outputs.ts';
-import type { SamplingParams } from '../src/sampling/sampling-params.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
+import { checkUnchanged } from './helpers/speculative-parity.ts';
 
 // Medusa heads (tools/oracle/make_spec_heads.py: fitted to llama-gqa's greedy continuations, in
 // the authors' format) drafting a static tree verified in one pass: every output equals plain
@@ -24,55 +23,13 @@ const MEDUSA_DIR = join(FIXTURES_DIR, 'spec-heads', 'medusa-llama-gqa');
 const BASE = { model: TARGET, backend: 'cpu', showProgress: false, numKvBlocks: 128, asyncScheduling: false } as const;
 const MEDUSA = { method: 'medusa', model: MEDUSA_DIR, numSpeculativeTokens: 3 } as const;
 
-/** Token-id prompts, some repetitive (where the heads' fitted continuations are most often right). */
-const PROMPTS = [
-  [5, 17, 99, 3, 42],
-  [200, 13, 13, 77, 5, 9, 120, 61],
-  [7, 7, 7, 8, 9, 10, 7, 7, 7, 8],
-  [31, 250, 4],
-  [90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101],
-];
-
 let plain: LLM;
 before(async () => {
   plain = await LLM.load(BASE);
 });
 after(() => plain.close());
 
-async function mixedRequests(llm: LLM): Promise<RequestOutput[]> {
-  const mixed: Partial<SamplingParams>[] = [
-    { temperature: 0, maxTokens: 40, ignoreEos: true },
-    { temperature: 0.8, seed: 11, maxTokens: 28, ignoreEos: true },
-    { temperature: 1, seed: 5, maxTokens: 24, topK: 20, ignoreEos: true },
-    { temperature: 0.7, seed: 3, maxTokens: 18, n: 2, ignoreEos: true },
-    { temperature: 0, maxTokens: 32, ignoreEos: true, repetitionPenalty: 1.5, frequencyPenalty: 0.7 },
-    { temperature: 0.9, seed: 8, maxTokens: 26, presencePenalty: 1.2, topP: 0.8, minP: 0.05, logprobs: 3, ignoreEos: true },
-    { temperature: 0, maxTokens: 36, ignoreEos: true, logprobs: 2 },
-    { temperature: 0, maxTokens: 1 },
-  ];
-  return Promise.all(mixed.map((params, i) => llm.generate([PROMPTS[i % PROMPTS.length]], params).then(([o]) => o)));
-}
-
-const completions = (outputs: RequestOutput[]) => outputs.map((o) => o.outputs.map((c) => ({ tokenIds: c.tokenIds, finishReason: c.finishReason, logprobs: c.logprobs })));
-
-async function checkUnchanged(options: EngineOptions): Promise<LLM> {
-  const expected = await mixedRequests(plain);
-  const llm = await LLM.load({ ...BASE, ...options });
-  try {
-    const outputs = await mixedRequests(llm);
-    assert.deepEqual(completions(outputs), completions(expected));
-    const stats = llm.stats();
-    assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
-    const speculation = stats.speculation!;
-    assert.ok(speculation.numAcceptedTokens > 0 && speculation.numAcceptedTokens < speculation.numDraftTokens, `drafts were accepted and rejected: ${JSON.stringify(speculation)}`);
-    assert.ok(outputs[0].metrics.speculation !== null && outputs[0].metrics.speculation.numSteps > 0, 'a request reports its speculation');
-    console.log(`medusa ${JSON.stringify(options.speculative)}: mean accepted length ${speculation.meanAcceptedLength?.toFixed(2)}, per depth ${speculation.acceptanceRateByPosition.map((r) => r.toFixed(2)).join(' ')}`);
-    return llm;
-  } catch (error) {
-    await llm.close();
-    throw error;
-  }
-}
+const checkMedusa = (options: EngineOptions) => checkUnchanged(plain, BASE, options);
 
 test("Medusa heads give PyTorch's candidates: residual blocks and LM heads read from the authors' format", () => {
   const backend = new CpuBackend();
@@ -94,17 +51,17 @@ test("Medusa heads give PyTorch's candidates: residual blocks and LM heads read 
 });
 
 test('Medusa trees change no greedy, seeded, penalized, forked or logprob request, and report acceptance', async () => {
-  const llm = await checkUnchanged({ speculative: MEDUSA });
+  const llm = await checkMedusa({ speculative: MEDUSA });
   await llm.close();
 });
 
 test('Medusa trees change nothing with 5-token steps and 4-token blocks (trees cut to the budget), or a chain tree of 3', async () => {
-  (await checkUnchanged({ speculative: MEDUSA, maxNumBatchedTokens: 5, blockSize: 4 })).close();
-  (await checkUnchanged({ speculative: { ...MEDUSA, tree: [[0], [0, 0], [0, 0, 0]] } })).close();
+  (await checkMedusa({ speculative: MEDUSA, maxNumBatchedTokens: 5, blockSize: 4 })).close();
+  (await checkMedusa({ speculative: { ...MEDUSA, tree: [[0], [0, 0], [0, 0, 0]] } })).close();
 });
 
 test('Medusa trees change nothing when the pool forces preemption', async () => {
-  const llm = await checkUnchanged({ speculative: MEDUSA, numKvBlocks: 12, blockSize: 4 });
+  const llm = await checkMedusa({ speculative: MEDUSA, numKvBlocks: 12, blockSize: 4 });
   await llm.close();
 });
 

@@ -1,5 +1,5 @@
 import type { ParseArgsConfig } from 'node:util';
-import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
+import { SPECULATIVE_METHODS, type EngineConfig, type EngineOptions, type LoraModule, type SpeculativeConfig } from '../config.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
@@ -29,6 +29,8 @@ export const ENGINE_FLAGS = {
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
   'ngram-branches': { type: 'string' },
+  'speculative-tree-width': { type: 'string' },
+  'self-spec-layers': { type: 'string' },
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
@@ -72,14 +74,20 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
-  --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
-                                 model; medusa: Medusa heads drafting a tree verified in one pass
-  --speculative-model DIR|ORG/NAME  the draft model or the Medusa heads, found as --model is (alone: --speculative-method draft)
+  --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
+                                 tokens; draft: a draft model; medusa: Medusa heads drafting a tree verified in one
+                                 pass; eagle, eagle3: an EAGLE-1/2 or EAGLE-3 head (authors' or speculators format);
+                                 mtp: the checkpoint's own multi-token prediction layer (DeepSeek-V3); self: the
+                                 target's first --self-spec-layers layers and its LM head
+  --speculative-model DIR|ORG/NAME  the draft model, Medusa heads or EAGLE head, found as --model is (alone: --speculative-method draft)
   --speculative-tree JSON        Medusa's static tree as paths of candidate ranks, e.g. [[0],[1],[0,0]] (default: 15 drafts, 5 deep)
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
   --ngram-branches N             continuations of up to N earlier matches, verified as one draft tree (default ${DEFAULT_SPECULATIVE_CONFIG.ngramBranches}: a chain)
+  --speculative-tree-width N     EAGLE/MTP heads: a tree keeping the N drafts of best path probability per depth
+                                 (default ${DEFAULT_SPECULATIVE_CONFIG.treeWidth}: a chain)
+  --self-spec-layers L           --speculative-method self: draft with the target's first L layers
   --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences
 
 StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
@@ -163,18 +171,20 @@ function treeFlag(value: string | undefined): number[][] | undefined {
 /** The speculative options the flags give; undefined when no speculative flag is given. */
 function speculativeFromFlags(values: EngineFlagValues): EngineOptions['speculative'] {
   const options = {
-    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft', 'medusa'] as const),
+    method: oneOf('--speculative-method', values['speculative-method'], SPECULATIVE_METHODS),
     model: values['speculative-model'],
     tree: treeFlag(values['speculative-tree']),
     numSpeculativeTokens: integerFlag('--num-speculative-tokens', values['num-speculative-tokens']),
     ngramMin: integerFlag('--ngram-min', values['ngram-min']),
     ngramMax: integerFlag('--ngram-max', values['ngram-max']),
     ngramBranches: integerFlag('--ngram-branches', values['ngram-branches']),
+    treeWidth: integerFlag('--speculative-tree-width', values['speculative-tree-width']),
+    selfSpecLayers: integerFlag('--self-spec-layers', values['self-spec-layers']),
     disableByBatchSize: integerFlag('--speculative-disable-by-batch-size', values['speculative-disable-by-batch-size']),
   };
   if (Object.values(options).every((v) => v === undefined)) return undefined;
   if (options.method === undefined && options.model === undefined) {
-    throw invalidArgument('speculative flags need --speculative-method ngram or --speculative-model DIR');
+    throw invalidArgument('speculative flags need --speculative-method or --speculative-model DIR');
   }
   return options;
 }
@@ -204,6 +214,8 @@ export const ENGINE_FIELD_OF_FLAG = {
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',
   'ngram-branches': 'speculative.ngramBranches',
+  'speculative-tree-width': 'speculative.treeWidth',
+  'self-spec-layers': 'speculative.selfSpecLayers',
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',

@@ -29,6 +29,14 @@ export interface KvCacheManagerOptions {
   nullBlock: number;
   /** Host blocks that preempted sequences are swapped out to (`--swap-space`); null: no swapping. */
   swapPool?: BlockPool | null;
+  /**
+   * Computed tokens before a step's first new one whose cache entries the step may write again, so
+   * their blocks are made private too (0 by default). A speculative head's entry of a position
+   * depends on the token after it (EAGLE, MTP: head-proposer.ts), so it rewrites the last
+   * computed token's once that token's successor is known; sequences sharing its block (a fork, a
+   * prefix hit) may follow it with other tokens.
+   */
+  lookback?: number;
 }
 
 /** `KvCacheManager.blocksHeldAtOnce` of a manager with this retention and block size. */
@@ -56,6 +64,7 @@ export class KvCacheManager {
   /** Each source keeps the reference of the sequence that moved off it until the copy is taken. */
   private pendingCopies: { src: BlockId; dst: BlockId }[] = [];
   private readonly swapPool: BlockPool | null;
+  private readonly lookback: number;
   /** A swapped-out sequence's table: the host block of each entry, null for the null block. */
   private readonly swappedTables = new Map<SequenceId, (BlockId | null)[]>();
   /** Swaps recorded since the last `takeSwaps`: device -> host, then host -> device. */
@@ -71,6 +80,7 @@ export class KvCacheManager {
     this.retention = options.retention;
     this.nullBlock = options.nullBlock as BlockId;
     this.swapPool = options.swapPool ?? null;
+    this.lookback = options.lookback ?? 0;
     if (this.swapPool?.enableCaching) throw new Error('a swap pool holds no prefix cache');
   }
 
@@ -138,7 +148,10 @@ export class KvCacheManager {
     this.freeBehindWindow(seq, numBehind);
     const hits = computed.blocks.map((id, i) => (i >= this.numSinkBlocks && i < numBehind ? this.nullBlock : id));
     const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - hits.length);
-    const toCopy = this.sharedBlocksWritten(seq, start, end);
+    const rewritten = Math.max(0, start - this.lookback);
+    // Of the hits, those the step writes again and other sequences hold (this one holds none yet).
+    const hitCopies = hits.flatMap((id, i) => (id !== this.nullBlock && (i + 1) * this.blockSize > rewritten && this.pool.refCount(id) > 0 ? [i] : []));
+    const toCopy = [...hitCopies, ...this.sharedBlocksWritten(seq, rewritten, end)];
     const held = hits.filter((id) => id !== this.nullBlock);
     const numRevived = held.filter((id) => this.pool.refCount(id) === 0).length;
     if (numNewBlocks + toCopy.length + numRevived > this.pool.numFreeBlocks) return false;

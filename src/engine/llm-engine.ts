@@ -60,7 +60,7 @@ export interface EngineParts {
   asyncScheduling: boolean;
   /** The prefix-cache salt of a new sequence with a prompt of this length (CausalLM.prefixCacheSalt). */
   prefixCacheSalt: (promptLength: number) => string | null;
-  /** How decoding sequences propose drafts; null: they do not. With method `draft` the runner holds the draft model. */
+  /** How decoding sequences propose drafts; null: they do not. Methods other than ngram draft in the runner. */
   speculative: SpeculativeConfig | null;
   /** Whether the runner holds LoRA slots, so requests may name adapters. */
   servesLora: boolean;
@@ -314,6 +314,9 @@ export class LLMEngine {
     if (spec === null || this.inFlight !== null || !this.speculates()) return;
     for (const [seq, { request }] of this.bySequence) {
       if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0 || request.beams !== null) continue;
+      // A prompt chunked up to its last token would verify before its completions fork, which
+      // draws for the sequence's own completion alone.
+      if (request.completions.some((c) => c.seq === null)) continue;
       const maxDrafts = Math.min(
         spec.numSpeculativeTokens,
         request.params.maxTokens - seq.numOutputTokens - 1,
@@ -327,8 +330,8 @@ export class LLMEngine {
         if (tree.tokens.length > 0) seq.appendDraftTokens(tree.tokens, tree.parents);
         continue;
       }
-      if (spec.method === 'medusa') {
-        // The heads fill a static tree once the step is scheduled; its nodes take cache slots past its depth.
+      if (spec.method === 'medusa' || spec.method === 'eagle' || spec.method === 'eagle3' || spec.method === 'mtp') {
+        // The heads fill their tree (or chain) once the step is scheduled; its nodes take cache slots past its depth.
         const size = Math.min(this.parts.runner.draftTreeSize(seq, maxDrafts), this.parts.maxModelLen - seq.numTokens - 1);
         if (size > 0) seq.appendDraftTokens(new Array<number>(size).fill(UNPROPOSED_DRAFT));
         continue;

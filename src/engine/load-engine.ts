@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
@@ -26,6 +26,10 @@ import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
+import { HeadProposer } from './head-proposer.ts';
+import { checkHeadTarget, loadEagleHead, loadMtpHead } from './load-draft-head.ts';
+import type { DraftHead } from '../models/draft-head.ts';
+import { MAX_TOP_LOGPROBS } from '../sampling/draw.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
@@ -108,12 +112,17 @@ function resolveMaxModelLen(config: EngineConfig, contextLength: number, what: s
   return config.maxModelLen ?? STREAMING_MAX_MODEL_LEN;
 }
 
+/** Methods that read a model directory given as speculative.model: a draft model, or heads. */
+const WITH_MODEL: readonly SpeculativeMethod[] = ['draft', 'medusa', 'eagle', 'eagle3'];
+/** Methods whose drafts come from a head over the target's hidden states, drafting chains or trees. */
+const HEAD_METHODS: readonly SpeculativeMethod[] = ['eagle', 'eagle3', 'mtp'];
+
 /** The speculative config with its defaults; a draft model without a method means method `draft`. */
 function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
   const given = stripUndefined(options);
   const method = given.method ?? (given.model ? 'draft' : undefined);
-  if (method !== 'ngram' && method !== 'draft' && method !== 'medusa') {
-    throw invalidArgument(`speculative.method must be ngram, draft or medusa (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  if (method === undefined || !SPECULATIVE_METHODS.includes(method)) {
+    throw invalidArgument(`speculative.method must be one of ${SPECULATIVE_METHODS.join(', ')} (got ${method}); --speculative-method METHOD, or --speculative-model DIR`);
   }
   const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
   const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
@@ -123,13 +132,21 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('ngramMin', config.ngramMin);
   positiveInt('ngramMax', config.ngramMax);
   positiveInt('ngramBranches', config.ngramBranches);
+  positiveInt('treeWidth', config.treeWidth);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
-  if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
-  if (method === 'medusa' && !config.model) throw invalidArgument('speculative method medusa needs the heads\' directory (speculative.model, --speculative-model DIR)');
-  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for methods draft and medusa; n-gram lookup needs no model');
+  if (WITH_MODEL.includes(method) && !config.model) {
+    throw invalidArgument(`speculative method ${method} needs ${method === 'draft' ? 'a draft model' : "the heads' directory"} (speculative.model, --speculative-model DIR)`);
+  }
+  if (!WITH_MODEL.includes(method) && config.model) throw invalidArgument(`speculative.model is only for methods ${WITH_MODEL.join(', ')}; method ${method} needs no model`);
   if (method !== 'medusa' && config.tree !== null) throw invalidArgument('speculative.tree (--speculative-tree) is Medusa\'s static tree: only for method medusa');
   if (config.tree !== null) staticTree(config.tree, config.numSpeculativeTokens);
+  if (config.treeWidth !== 1 && !HEAD_METHODS.includes(method)) throw invalidArgument(`speculative.treeWidth (--speculative-tree-width) is for methods ${HEAD_METHODS.join(', ')}`);
+  if (config.treeWidth > MAX_TOP_LOGPROBS) throw invalidArgument(`speculative.treeWidth must be at most ${MAX_TOP_LOGPROBS} (got ${config.treeWidth})`);
+  if ((method === 'self') !== (config.selfSpecLayers !== null)) {
+    throw invalidArgument(method === 'self' ? 'speculative method self needs the draft\'s layer count (speculative.selfSpecLayers, --self-spec-layers L)' : 'speculative.selfSpecLayers (--self-spec-layers) is only for method self');
+  }
+  if (config.selfSpecLayers !== null) positiveInt('selfSpecLayers', config.selfSpecLayers);
   return config;
 }
 
@@ -249,6 +266,29 @@ function loadMedusaHeads(dir: string, target: LoadedModel): MedusaHeads {
   }
 }
 
+/**
+ * The head of a head method (EAGLE, EAGLE-3, MTP), checked against the target; null for other
+ * methods. Heads attend to every earlier position, so StreamingLLM's window cannot bound them, and
+ * an MTP head over latent attention drafts chains (MLA has no tree attention).
+ */
+function loadHead(speculative: SpeculativeConfig, dir: string | null, target: LoadedModel): DraftHead | null {
+  const { method } = speculative;
+  if (!HEAD_METHODS.includes(method)) return null;
+  if (streamingOf(target.config) !== null) throw invalidArgument(`--speculative-method ${method} cannot run with StreamingLLM: its head attends to every earlier position`);
+  const head = method === 'mtp' ? loadMtpHead(target, () => openModelFiles(target.modelPath).openCheckpoint()) : loadEagleHead(dir!, method === 'eagle3' ? 3 : 1, target);
+  checkHeadTarget(head, target.model);
+  if (speculative.treeWidth > 1 && (head.kvLayer.kind === 'mla' || target.model.kvLayers.some((spec) => spec.kind === 'mla'))) {
+    throw invalidArgument(`--speculative-tree-width ${speculative.treeWidth}: multi-head latent attention has no tree attention, so the ${head.name} head drafts chains (width 1)`);
+  }
+  return head;
+}
+
+/** Self-speculation's draft: the target's first `numLayers` layers, its final norm and LM head. */
+function earlyExitDraft(model: CausalLM, numLayers: number): CausalLM {
+  if (model.earlyExit === undefined) throw invalidArgument(`self-speculation (--speculative-method self) is not supported for ${model.config.modelType} models`);
+  return model.earlyExit(numLayers);
+}
+
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
@@ -261,8 +301,11 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
-    // The draft model's pools hang off the same block ids: a block holds both models' K/V.
-    const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
+    const head = speculative === null ? null : loadHead(speculative, draftPath, loaded);
+    const selfDraft = speculative?.method === 'self' ? earlyExitDraft(model, speculative.selfSpecLayers!) : null;
+    const headLayers = head === null ? [] : HeadProposer.cacheLayers(head);
+    // The draft model's and the head's pools hang off the same block ids: a block holds every model's K/V.
+    const kvLayers = [...model.kvLayers, ...(draft?.kvLayers ?? []), ...headLayers];
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
     const retention = kvRetention(kvLayers, streamingOf(config));
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
@@ -277,6 +320,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       retention,
       nullBlock,
       swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
+      // A head rewrites the entry of each sequence's last computed token (head-proposer.ts).
+      lookback: head === null ? 0 : 1,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -295,9 +340,11 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
     const cache = createCache(model.kvLayers);
-    const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
+    // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
+    const draftModel = draft ? { model: draft, cache: createCache(draft.kvLayers) } : selfDraft && { model: selfDraft, cache };
+    const headProposer = head && new HeadProposer(head, createCache(headLayers), config.blockSize, speculative!.treeWidth);
     const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
-    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
+    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers), head: head && createSwapSpace(headLayers) } : null;
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -313,7 +360,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, { draft: draftModel, medusa, head: headProposer }, swap, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,

@@ -1,6 +1,7 @@
 import type { Backend, KvCache, SwapSpace, Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
+import type { HeadProposer } from './head-proposer.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
@@ -25,17 +26,27 @@ export interface GraphOptions {
  * A draft model for speculative decoding and its KV pools, indexed by the same block ids as the
  * target's: the block manager's allocation, prefix caching, copy-on-write and preemption cover
  * both at once, and every step the target runs, the draft runs too, so that its cache always holds
- * the K/V of the tokens the target's does.
+ * the K/V of the tokens the target's does. Self-speculation's draft (the target's first layers,
+ * `CausalLM.earlyExit`) runs on the target's own cache: the target's forward writes the K/V of
+ * those layers for every token, exactly as the draft would, so it runs only its proposal passes.
  */
 export interface DraftModel {
   model: CausalLM;
   cache: KvCache;
 }
 
-/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, then the draft model's). */
+/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, the draft model's, the head's). */
 export interface SwapSpaces {
   target: SwapSpace;
   draft: SwapSpace | null;
+  head: SwapSpace | null;
+}
+
+/** How decoding sequences draft in the runner: a draft model, Medusa heads, or a head over hidden states (EAGLE, MTP). */
+export interface RunnerDrafting {
+  draft?: DraftModel | null;
+  medusa?: MedusaProposer | null;
+  head?: HeadProposer | null;
 }
 
 /** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
@@ -105,7 +116,10 @@ export class ModelRunner {
   private readonly draft: DraftModel | null;
   private readonly swap: SwapSpaces | null;
   private readonly medusa: MedusaProposer | null;
+  private readonly head: HeadProposer | null;
   private readonly lora: LoraSlots | null;
+  /** Every cache block ids index (the target's, a separate draft model's, the head's): block copies and slot moves apply to each. */
+  private readonly caches: KvCache[];
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -115,22 +129,28 @@ export class ModelRunner {
     cache: KvCache,
     blockSize: number,
     graphs: GraphOptions | null = null,
-    draft: DraftModel | null = null,
+    drafting: RunnerDrafting = {},
     swap: SwapSpaces | null = null,
-    medusa: MedusaProposer | null = null,
     lora: LoraSlots | null = null,
   ) {
-    if (swap !== null && (draft === null) !== (swap.draft === null)) throw new Error('a draft model swaps through a swap space of its own, and only then');
+    const draft = drafting.draft ?? null;
+    const head = drafting.head ?? null;
+    const ownDraftCache = draft !== null && draft.cache !== cache;
+    if (swap !== null && (ownDraftCache !== (swap.draft !== null) || (head === null) !== (swap.head === null))) {
+      throw new Error('a draft model with a cache of its own, and a head, swap through a swap space of their own, and only they');
+    }
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
-    // Medusa heads read every step's hidden rows, which a replayed graph does not hand over.
-    this.graphs = backend.recordsGraphs && medusa === null ? graphs : null;
+    this.medusa = drafting.medusa ?? null;
+    this.head = head;
+    // Heads read every step's hidden rows, which a replayed graph does not hand over.
+    this.graphs = backend.recordsGraphs && this.medusa === null && head === null ? graphs : null;
     this.draft = draft;
     this.swap = swap;
-    this.medusa = medusa;
     this.lora = lora;
+    this.caches = [cache, ...(ownDraftCache ? [draft.cache] : []), ...(head === null ? [] : [head.cache])];
   }
 
   /**
@@ -143,10 +163,13 @@ export class ModelRunner {
     const pairs: [KvCache, SwapSpace][] = [];
     if (this.swap !== null) {
       pairs.push([this.cache, this.swap.target]);
-      if (this.draft !== null) pairs.push([this.draft.cache, this.swap.draft!]);
+      if (this.swap.draft !== null) pairs.push([this.draft!.cache, this.swap.draft]);
+      if (this.swap.head !== null) pairs.push([this.head!.cache, this.swap.head]);
     } else if (output.swapOut.src.length + output.swapIn.src.length > 0) {
       throw new Error('the scheduler swapped blocks, but the model runner has no swap space');
     }
+    // A sequence preempted by recompute loses its blocks, and the head entries in them.
+    for (const seq of output.preempted) if (seq.status !== 'swapped') this.head?.forget(seq);
     for (const [cache, swap] of pairs) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
     this.backend.awaitSwapIns();
     for (const [cache, swap] of pairs) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
@@ -157,6 +180,7 @@ export class ModelRunner {
    * or no heads): the engine reserves that many before scheduling, and the step fills them.
    */
   draftTreeSize(seq: Sequence, maxDepth: number): number {
+    if (this.head !== null) return this.head.treeSize(maxDepth);
     return this.medusa?.treeSize(seq, maxDepth) ?? 0;
   }
 
@@ -167,17 +191,16 @@ export class ModelRunner {
    */
   execute(output: SchedulerOutput, draws: StepDraws): StepResult {
     if (output.blockCopies.src.length > 0) {
-      for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) {
-        this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
-      }
+      for (const cache of this.caches) this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
     }
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
+    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output));
     const graphBatch = this.graphBatchSize(output);
     const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
-    if (draft !== null) {
-      this.proposeDrafts(draft, output, draws);
+    if (draft !== null) this.proposeDrafts(draft, output, draws);
+    if (draft !== null && draft.cache !== this.cache) {
       // The draft model proposes from the base model: its layers hold no adapters.
       const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model, null).batch);
       const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
@@ -186,9 +209,10 @@ export class ModelRunner {
     }
     const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
     const step = this.backend.beginStep(batch);
-    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
+    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    this.head?.storeFeatures(this.backend, batch);
     const all: Draw[] = [];
     const promptScores = scoredRows.map(({ s, position, row }) => {
       const seq = output.scheduled[s].seq;
@@ -275,7 +299,7 @@ export class ModelRunner {
     if (moves.length === 0) return;
     const src = Int32Array.from(moves, ([from]) => from);
     const dst = Int32Array.from(moves, ([, to]) => to);
-    for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) this.backend.copySlots(cache, src, dst);
+    for (const cache of this.caches) this.backend.copySlots(cache, src, dst);
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */

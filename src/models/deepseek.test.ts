@@ -7,6 +7,7 @@ import { FIXTURES_DIR } from '../../test/helpers/oracle-fixtures.ts';
 import type { DeepseekConfig } from './deepseek.ts';
 import { loadDummyWeights } from './dummy-weights.ts';
 import { loadWeights } from './load-weights.ts';
+import { MtpHead } from './mtp-head.ts';
 import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as DeepseekConfig;
@@ -117,7 +118,9 @@ test('DeepSeek-V3 as published: Hub spellings, noaux_tc over 8 groups, three den
   assert.equal(c.contextLength, 163840);
   assert.deepEqual([c.numHeads, c.queryRank, c.latentDim, c.nopeDim, c.ropeDim, c.valueDim], [128, 1536, 512, 128, 64, 128]);
   assert.ok(Math.abs(c.attentionScale - 192 ** -0.5 * mscale(40, 1) ** 2) < 1e-12);
-  assert.deepEqual(c.sparseLayers, Array.from({ length: 61 }, (_, i) => i >= 3));
+  // The MTP layer (61) is sparse too.
+  assert.equal(c.numNextnPredictLayers, 1);
+  assert.deepEqual(c.sparseLayers, Array.from({ length: 62 }, (_, i) => i >= 3));
   assert.deepEqual(c.moe.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
   assert.equal(c.moe.sharedIntermediateSize, 2048);
   const names = createModel(parseModelArchitecture(DEEPSEEK_V3, 'test/config.json'), 64).parameters().map((p) => p.name);
@@ -168,13 +171,19 @@ test('unsupported or inconsistent DeepSeek configs are rejected, naming the key'
   rejects({ ...TINY_V2, num_experts_per_tok: undefined }, '"num_experts_per_tok"');
 });
 
-test('a model reads every tensor of its fixture checkpoint, and dummy weights upload the same shapes and dtypes', (t) => {
+test('a model reads every tensor of its fixture checkpoint but the MTP layer\'s, which the MTP head reads; dummy weights upload the same shapes and dtypes', (t) => {
   for (const name of ['deepseek-v2-lite', 'deepseek-v2-group', 'deepseek-v3']) {
     const architecture = readModelArchitecture(`${FIXTURES_DIR}/${name}`);
     const ckpt = openCheckpoint(`${FIXTURES_DIR}/${name}`);
     t.after(() => ckpt.close());
     const model = createModel(architecture, 64);
-    assert.deepEqual(new Set(model.parameters().map((p) => p.name)), new Set(ckpt.tensorNames), name);
+    const config = architecture.config as DeepseekConfig;
+    const mtp = `model.layers.${config.numLayers}.`;
+    assert.deepEqual(new Set(model.parameters().map((p) => p.name)), new Set(ckpt.tensorNames.filter((n) => !n.startsWith(mtp))), name);
+    if (config.numNextnPredictLayers > 0) {
+      const head = MtpHead.forTarget(config, model.embedding, ckpt, 64);
+      assert.deepEqual(new Set(head.parameters().map((p) => p.name)), new Set(ckpt.tensorNames.filter((n) => n.startsWith(mtp))), `${name} MTP`);
+    }
     const real = new RecordingUploader();
     loadWeights(model, ckpt, real);
     const dummy = new RecordingUploader();

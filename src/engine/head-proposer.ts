@@ -1,0 +1,193 @@
+import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import { KeelError } from '../errors.ts';
+import type { HiddenStateTap } from '../models/causal-lm.ts';
+import type { DraftHead } from '../models/draft-head.ts';
+import { scoreDraw } from '../sampling/draw.ts';
+import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { Sequence } from './sequence.ts';
+
+/** The head's cache: its layer's K/V, then the feature rows it drafts from. */
+const HEAD_LAYER = 0;
+const FEATURES = 1;
+
+/** A drafted node: its token (the target's id), its parent (-1: the last sampled token) and its path's log-probability under the head. */
+interface DraftNode {
+  token: number;
+  parent: number;
+  logprob: number;
+}
+
+/** A sequence being drafted for: the index of its last sampled token, the drafts reserved for it, and the nodes so far. */
+interface Drafting {
+  seq: Sequence;
+  root: number;
+  size: number;
+  nodes: DraftNode[];
+  /** The nodes of the deepest depth, the next to expand. */
+  frontier: number[];
+}
+
+/**
+ * Drafts with a head over the target's hidden states (EAGLE, EAGLE-3, MTP), which keeps a paged
+ * cache of its own indexed by the target's block ids: its layer's K/V, and the feature row of
+ * every token the target ran (`storeFeatures`, after each forward), so a feature outlives its step
+ * and follows its token's block through copy-on-write, tree compaction and swaps.
+ *
+ * The head's entry at position p reads the token at p + 1 and the feature of p. When a sequence
+ * drafts, the head first catches up: it runs every position from the last it ran with the
+ * target's features (its earlier drafts' entries are replaced) up to the one before the last
+ * sampled token, whose output gives the first drafts. Then each depth runs the newest drafts with
+ * the outputs of their parents as features: a chain one token at a time; a tree (width > 1) as a
+ * token tree over everything drafted so far (recomputed, so that each node sees its ancestors
+ * alone), each node at cache index root + its index, keeping the `width` children of best path
+ * probability per depth (EAGLE-2's expansion). Drafts' outputs go to the feature rows of the slots
+ * after the root, which the step's forward then overwrites with the target's own.
+ *
+ * A head entry depends on the token after its position: the entry of a sequence's last computed
+ * token is written again once the next is known, so the KV manager makes that token's block
+ * private first (`KvCacheManagerOptions.lookback`), and shared blocks are only ever rewritten with
+ * the same values.
+ */
+export class HeadProposer {
+  readonly head: DraftHead;
+  readonly cache: KvCache;
+  private readonly blockSize: number;
+  private readonly width: number;
+  /** Per sequence, how many leading positions hold head entries of the target's features. */
+  private caughtUp = new WeakMap<Sequence, number>();
+  private states: Tensor[] = [];
+
+  constructor(head: DraftHead, cache: KvCache, blockSize: number, width: number) {
+    this.head = head;
+    this.cache = cache;
+    this.blockSize = blockSize;
+    this.width = width;
+  }
+
+  /** The layers of the head's cache (KvCacheLayout.layers): its attention, then its feature rows. */
+  static cacheLayers(head: DraftHead): LayerKvSpec[] {
+    return [head.kvLayer, { kind: 'rows', width: head.featureWidth }];
+  }
+
+  /** How many drafts a sequence gets at most `maxDepth` deep: a chain, or `width` per depth. */
+  treeSize(maxDepth: number): number {
+    return this.width * maxDepth;
+  }
+
+  /** What the target's next forward hands its hidden states to. */
+  tap(): HiddenStateTap {
+    this.states = [];
+    const wanted = this.head.targetStates;
+    if (wanted.kind === 'final') return { tokenFinalRows: (hidden) => (this.states = [hidden]) };
+    return { layerInputs: { layers: wanted.layers, receive: (states) => (this.states = states) } };
+  }
+
+  /** After the target's forward over `batch`: every token's feature row, at its slot. */
+  storeFeatures(b: Backend, batch: BatchDescription): void {
+    if (batch.numTokens === 0) return;
+    if (this.states.length === 0) throw new Error(`the target's forward handed the ${this.head.name} head no hidden states`);
+    b.writeCacheRows(this.cache, FEATURES, this.head.features(b, this.states), batch.slotMapping);
+  }
+
+  /** A sequence preempted by recompute: its blocks are gone, so is every head entry. */
+  forget(seq: Sequence): void {
+    this.caughtUp.delete(seq);
+  }
+
+  /** Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may have a pending token. */
+  propose(b: Backend, seqs: readonly Sequence[]): void {
+    if (seqs.length === 0) return;
+    const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens, nodes: [], frontier: [] }));
+    for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
+    this.catchUp(b, drafting);
+    for (let active = drafting.filter((d) => d.nodes.length < d.size); active.length > 0; active = active.filter((d) => d.nodes.length < d.size)) {
+      this.expand(b, active);
+    }
+    for (const { seq, nodes } of drafting) {
+      if (this.width === 1) nodes.forEach((node, i) => seq.setDraftToken(i, node.token));
+      else seq.setDraftTree(nodes.map((n) => n.token), nodes.map((n) => n.parent));
+    }
+  }
+
+  /**
+   * Runs each sequence's positions from the first without a target-fed entry through the one
+   * before its root; that position's output is the first depth's feature, its logits give the
+   * first depth's nodes.
+   */
+  private catchUp(b: Backend, drafting: Drafting[]): void {
+    const slots: number[] = [];
+    const chunks = drafting.map(({ seq, root }): SequenceChunk => {
+      const from = Math.min(this.caughtUp.get(seq) ?? 0, root - 1);
+      for (let p = from; p < root; p++) slots.push(this.slot(seq, p));
+      return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTable: seq.blockTable };
+    });
+    const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots));
+    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting, ({ seq, root }) => this.slot(seq, root)));
+    const candidates = this.candidates(b, logits, drafting.length);
+    drafting.forEach((d, i) => {
+      this.caughtUp.set(d.seq, d.root);
+      this.keep(d, candidates[i].map((c) => ({ ...c, parent: -1 })));
+    });
+  }
+
+  /** Runs the frontier of each sequence and keeps the next depth's nodes. */
+  private expand(b: Backend, drafting: Drafting[]): void {
+    const slots: number[] = [];
+    const rows: number[] = [];
+    let numTokens = 0;
+    const chunks = drafting.map(({ seq, root, nodes, frontier }): SequenceChunk => {
+      const feature = (node: number) => this.slot(seq, nodes[node].parent < 0 ? root : root + 1 + nodes[node].parent);
+      if (this.width === 1) {
+        // A chain's newest draft sees the cache before it, which holds its ancestors alone.
+        const node = frontier[0];
+        slots.push(feature(node));
+        rows.push(numTokens++);
+        return { tokens: [nodes[node].token], startPos: root + node, blockTable: seq.blockTable };
+      }
+      // A tree runs again from the root's predecessor, each node seeing its ancestors alone.
+      slots.push(this.slot(seq, root - 1), ...nodes.map((_, i) => feature(i)));
+      rows.push(...frontier.map((node) => numTokens + 1 + node));
+      numTokens += 1 + nodes.length;
+      return { tokens: [seq.tokenIds[root], ...nodes.map((n) => n.token)], startPos: root - 1, blockTable: seq.blockTable, treeParents: [-1, ...nodes.map((n) => n.parent + 1)] };
+    });
+    const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots), rows);
+    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting.flatMap(({ seq, root, frontier }) => frontier.map((node) => this.slot(seq, root + 1 + node)))));
+    const candidates = this.candidates(b, logits, rows.length);
+    let row = 0;
+    for (const d of drafting) {
+      const children = d.frontier.flatMap((node) => candidates[row++].map((c) => ({ token: c.token, parent: node, logprob: d.nodes[node].logprob + c.logprob })));
+      this.keep(d, children);
+    }
+  }
+
+  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows` (default: each chunk's last token). */
+  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows?: number[]): { hidden: Tensor; logits: Tensor } {
+    const step = b.beginStep(describeBatch(chunks, this.blockSize, logitsRows));
+    return this.head.forward(b, step, this.cache, b.readCacheRows(this.cache, FEATURES, slots));
+  }
+
+  /** The `width` most likely tokens of each logits row, as target ids with their log-probabilities. */
+  private candidates(b: Backend, logits: Tensor, numRows: number): { token: number; logprob: number }[][] {
+    const { topIds, topLogprobs, topWidth } = b.sampleRows(logits, Array.from({ length: numRows }, (_, row) => scoreDraw(row, 0, this.width))).read();
+    const map = this.head.draftToTarget;
+    return Array.from({ length: numRows }, (_, row) =>
+      Array.from({ length: this.width }, (_, rank) => {
+        const id = topIds[row * topWidth + rank];
+        if (id < 0) throw new KeelError('backend', `the ${this.head.name} head gave no candidate of rank ${rank}`);
+        return { token: map === null ? id : map[id], logprob: topLogprobs[row * topWidth + rank] };
+      }),
+    );
+  }
+
+  /** Appends the `width` best of `children` (by path probability) as the next depth, within the sequence's reserved drafts. */
+  private keep(d: Drafting, children: DraftNode[]): void {
+    const kept = [...children].sort((x, y) => y.logprob - x.logprob).slice(0, Math.min(this.width, d.size - d.nodes.length));
+    d.frontier = kept.map((_, i) => d.nodes.length + i);
+    d.nodes.push(...kept);
+  }
+
+  private slot(seq: Sequence, index: number): number {
+    return seq.blockTable[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
+  }
+}
