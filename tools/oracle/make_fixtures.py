@@ -42,6 +42,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
@@ -336,13 +337,16 @@ FIXTURES = [
         "(+1e-20) as norm_topk_prob=True, times routed_scaling_factor 2.5; plus 1 shared expert. "
         "rope_interleave True (the config default): RoPE rotates adjacent pairs (x[2i], x[2i+1]) and "
         "emits [rotated evens | rotated odds]. YaRN factor 4 / original 32, mscale = mscale_all_dim "
-        "= 1: cos/sin factor 1, softmax scale 24^-0.5 * (0.1*ln4+1)^2. No MTP layer "
-        "(num_nextn_predict_layers 0).",
+        "= 1: cos/sin factor 1, softmax scale 24^-0.5 * (0.1*ln4+1)^2. One MTP layer "
+        "(num_nextn_predict_layers 1), which transformers does not model: stored as DeepSeek "
+        "publishes it, model.layers.3.{enorm, hnorm, eh_proj, shared_head.norm, shared_head.head} "
+        "and a MoE decoder block, drawn after the model (add_mtp_layers); the oracle is the "
+        "decoder's alone.",
         _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
                 n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
                 n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24,
                 kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6,
-                num_nextn_predict_layers=0),
+                num_nextn_predict_layers=1),
         _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
               mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
         init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
@@ -842,6 +846,39 @@ def save_checkpoint(model, fx: Fixture, out_dir: Path) -> None:
             raise RuntimeError(f"expected a sharded checkpoint, got {weights}")
 
 
+@torch.no_grad()
+def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
+    """DeepSeek-V3's multi-token prediction layers, which transformers does not model, appended to
+    the saved checkpoint as DeepSeek publishes them: layer num_hidden_layers + k holds enorm, hnorm,
+    eh_proj [H, 2H], shared_head.norm, shared_head.head [vocab, H] and a decoder block named as the
+    decoder's last (MoE) layer's tensors are. Drawn as randomize_parameters draws, from their own
+    generator, after the model: the decoder's weights and oracle do not change."""
+    path = out_dir / "model.safetensors"
+    tensors = load_file(path)
+    last = config.num_hidden_layers - 1
+    prefix = f"model.layers.{last}."
+    shapes = {name[len(prefix):]: tuple(t.shape) for name, t in tensors.items() if name.startswith(prefix)}
+    if not any(name.startswith("mlp.experts.") for name in shapes):
+        raise RuntimeError("the MTP block copies the last layer's tensor names, which must be a MoE layer's")
+    h = config.hidden_size
+    shapes.update({"enorm.weight": (h,), "hnorm.weight": (h,), "eh_proj.weight": (h, 2 * h),
+                   "shared_head.norm.weight": (h,), "shared_head.head.weight": (config.vocab_size, h)})
+    gen = torch.Generator().manual_seed(seed + 500)
+    for k in range(config.num_nextn_predict_layers):
+        for name in sorted(shapes):
+            noise = torch.randn(shapes[name], generator=gen, dtype=torch.float32)
+            if _is_norm_weight(name) or name in ("enorm.weight", "hnorm.weight"):
+                value = 1.0 + 0.1 * noise
+            elif name.endswith("e_score_correction_bias"):
+                value = 0.1 * noise
+            elif name.endswith("mlp.gate.weight"):
+                value = 0.3 * noise
+            else:
+                value = INIT_STD * noise
+            tensors[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.contiguous()
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
     saved = json.loads((out_dir / "config.json").read_text())
     if saved.get("model_type") != fx.model_type:
@@ -901,6 +938,8 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
               flush=True)
 
     save_checkpoint(model, fx, out_dir)
+    if fx.fields.get("num_nextn_predict_layers"):
+        add_mtp_layers(out_dir, model.config, seed)
     if fx.quantization:
         write_checkpoint(out_dir, fx.quantization, packed)
     saved_config = check_saved_config(fx, out_dir)
