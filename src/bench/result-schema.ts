@@ -83,6 +83,8 @@ const LatencyBatchSchema = z.strictObject({
   /** Preemptions during the measured iterations (KV pool too small for the batch). */
   preemptions: count.nullable(),
   speculation: SpeculationSchema.nullable().optional(),
+  /** With --baseline: the baseline run's mean TPOT at this batch size over this run's (a decode step's speedup), null without that batch size there. */
+  speedup_vs_baseline: optionalFigure.optional(),
 });
 
 const LatencyResultsSchema = z.strictObject({

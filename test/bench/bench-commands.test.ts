@@ -76,6 +76,8 @@ test('bench latency and throughput report speculative decoding: the fixture draf
     ngramMin: 2,
     ngramMax: 4,
     ngramBranches: 1,
+    treeWidth: 1,
+    selfSpecLayers: null,
     disableByBatchSize: null,
   });
   // Two sequences of 6 tokens: the first from the prefill, the other five from verifications of
@@ -93,6 +95,27 @@ test('bench latency and throughput report speculative decoding: the fixture draf
   const throughput = readResult(throughputOutput);
   if (throughput.suite !== 'throughput' || !throughput.results) throw new Error('expected a throughput result');
   assert.equal(throughput.results.speculation?.acceptance_rate, 1);
+});
+
+test('bench latency --baseline reports each batch size\'s speedup over a run without speculation, here with an EAGLE-3 head tree', async () => {
+  const shape = ['--batch-size', '1,2', '--input-len', '8', '--output-len', '6', '--num-iters', '1', '--num-iters-warmup', '0'];
+  const baseline = join(dir, 'latency-baseline.json');
+  await keelOk(['bench', 'latency', ...MODEL, ...shape, '--output', baseline]);
+  const head = ['--speculative-method', 'eagle3', '--speculative-model', 'test/fixtures/spec-heads/eagle3-llama-gqa', '--speculative-tree-width', '2'];
+  const output = join(dir, 'latency-eagle3.json');
+  const run = await keelOk(['bench', 'latency', ...MODEL, ...head, ...shape, '--baseline', baseline, '--output', output]);
+  assert.match(run.stdout, /tokens per verification .*, \d+\.\d\dx the baseline's TPOT/);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  const before = readResult(baseline);
+  if (before.suite !== 'latency' || !before.results) throw new Error('expected a latency result');
+  result.results.batches.forEach((row, i) => {
+    assert.ok(row.speculation !== null && row.speculation !== undefined && row.speculation.drafts > 0, 'the head drafted');
+    assert.equal(row.speedup_vs_baseline, before.results!.batches[i].mean_tpot_ms! / row.mean_tpot_ms!);
+  });
+  assert.equal(result.config.baseline, baseline);
+  const wrong = await keel(['bench', 'latency', ...MODEL, ...shape, '--baseline', join(dir, 'throughput-speculative.json')]);
+  assert.match(wrong.stderr, /is not a successful latency result \(suite throughput/);
 });
 
 test('bench throughput: the seeded random dataset, every token generated', async () => {

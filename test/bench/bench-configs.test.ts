@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parameterCount, parametersReadPerStep } from '../../src/bench/roofline.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
 import type { DeepseekConfig } from '../../src/models/deepseek.ts';
 import type { QwenMoeConfig } from '../../src/models/qwen-moe.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { parseEagleConfig } from '../../src/models/eagle-config.ts';
+import { EagleHead } from '../../src/models/eagle-head.ts';
 import { kvBytesPerToken } from '../../src/step/kv-cache-layout.ts';
 
 const dir = (arch: string) => `bench/configs/${arch}`;
@@ -119,4 +122,23 @@ test('DeepSeek-V2-Lite caches 31,104 bytes per token in MLA form, 8.9x less than
   const perHead = 27 * 16 * (192 + 128) * 2;
   assert.equal(perHead, 276_480);
   assert.ok(Math.abs(perHead / kvBytesPerToken(model.kvLayers, 2) - 8.89) < 0.01);
+});
+
+test('the EAGLE head configs for Llama-3.1-8B parse against it and name the tensors the published heads hold', () => {
+  const target = modelOf(dir('llama-3.1-8b'));
+  const layers = { hiddenSize: 4096, vocabSize: 128256, numLayers: 32, embedding: target.embedding, lmHead: target.lmHead };
+  const shapes = (version: 1 | 3, arch: string) => {
+    const path = `${dir(arch)}/config.json`;
+    const config = parseEagleConfig(JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>, path, version);
+    return new Map(EagleHead.forCheckpoint(config, null, layers, 4096).parameters().map((p) => [p.name, p.shape]));
+  };
+  const eagle3 = shapes(3, 'eagle3-llama-3.1-8b');
+  assert.deepEqual(eagle3.get('fc.weight'), [4096, 3 * 4096]);
+  assert.deepEqual(eagle3.get('midlayer.self_attn.q_proj.weight'), [4096, 2 * 4096]);
+  assert.deepEqual(eagle3.get('midlayer.hidden_norm.weight'), [4096]);
+  assert.deepEqual(eagle3.get('lm_head.weight'), [32000, 4096]);
+  const eagle = shapes(1, 'eagle-llama-3.1-8b');
+  assert.deepEqual(eagle.get('fc.weight'), [4096, 2 * 4096]);
+  assert.deepEqual(eagle.get('fc.bias'), [4096]);
+  assert.ok(!eagle.has('layers.0.input_layernorm.weight') && !eagle.has('lm_head.weight'), 'EAGLE-1 has no input norm and shares the LM head');
 });

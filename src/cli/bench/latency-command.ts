@@ -2,6 +2,7 @@ import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } fr
 import { invalidArgument } from '../../errors.ts';
 import { latencyLine } from '../../bench/console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
+import { readLatencyBaseline, withSpeedup } from '../../bench/latency-baseline.ts';
 import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
 import { benchProgress, type Progress } from '../../bench/progress.ts';
 import { writeResult } from '../../bench/result-file.ts';
@@ -32,6 +33,9 @@ Writes JSON to ./bench-results/ (or --output).
   --json-schema FILE             constrain every request by the JSON schema in FILE (structured
                                  output's overhead: compare TPOT with a run without it; the
                                  model needs a tokenizer.json)
+  --baseline FILE                a latency result to compare with (the same model and flags
+                                 without speculative decoding): each batch size also reports its
+                                 speedup, the baseline's mean TPOT over this run's
   --output FILE                  where to write the JSON result
 
 ${ENGINE_FLAGS_HELP}`;
@@ -48,6 +52,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       'num-iters-warmup': { type: 'string' },
       'bandwidth-gbps': { type: 'string' },
       'json-schema': { type: 'string' },
+      baseline: { type: 'string' },
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -68,6 +73,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     structuredOutput: structuredOutputFromFlags({ 'json-schema': values['json-schema'] }),
   };
 
+  const baseline = values.baseline === undefined ? null : readLatencyBaseline(values.baseline);
   const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps });
   const { llm, facts } = bench;
   try {
@@ -77,7 +83,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
     let progress: Progress | null = null;
-    const rows = await runLatencySuite(
+    const measured = await runLatencySuite(
       llm,
       options,
       { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes },
@@ -86,10 +92,11 @@ export async function latencyCommand(argv: string[]): Promise<void> {
         onRun: () => progress?.tick(),
         onBatch: (row) => {
           progress?.stop();
-          console.log(latencyLine(row));
+          console.log(latencyLine(baseline === null ? row : withSpeedup(row, baseline)));
         },
       },
     );
+    const rows = baseline === null ? measured : measured.map((row) => withSpeedup(row, baseline));
     const path = writeResult(
       {
         suite: 'latency',
@@ -107,6 +114,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
           temperature: 0,
           ignore_eos: true,
           structured_output: flags.structuredOutput,
+          baseline: values.baseline ?? null,
           weight_element_bytes: facts.weightElementBytes,
           kv_element_bytes: facts.kvElementBytes,
           engine: engineSettings(llm),
