@@ -30,3 +30,32 @@ test('CUDA: Medusa heads on llama-gqa decode greedily as plain decoding does, ac
     await llm.close();
   }
 });
+
+// EAGLE, EAGLE-3 and MTP heads and self-speculation on CUDA: the feature rows written per slot
+// (writeCacheRows) and read back (readCacheRows), EAGLE's concatenated inputs (concatColumns), the
+// head's own paged attention (a tree-masked chunk for trees), MLA for the MTP layer.
+const HEADS = join(FIXTURES_DIR, 'spec-heads');
+for (const [label, model, speculative] of [
+  ['EAGLE chain', TARGET, { method: 'eagle', model: join(HEADS, 'eagle-llama-gqa'), numSpeculativeTokens: 3 }],
+  ['EAGLE-3 tree', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }],
+  ['EAGLE-3 speculators chain', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-speculators-llama-gqa'), numSpeculativeTokens: 3 }],
+  ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }],
+  ['self-speculation (1 of 3 layers)', join(FIXTURES_DIR, 'llama-sharded'), { method: 'self', selfSpecLayers: 1, numSpeculativeTokens: 3 }],
+] as const) {
+  test(`CUDA: ${label} decodes greedily as plain decoding does`, async () => {
+    const base = { ...BASE, model };
+    const plain = await LLM.load(base);
+    const expected = await plain.generate(PROMPTS, GREEDY);
+    await plain.close();
+    const llm = await LLM.load({ ...base, speculative });
+    try {
+      const outputs = await llm.generate(PROMPTS, GREEDY);
+      assertGreedyUpToNearTie(outputs, expected.map((e) => e.outputs[0]));
+      const stats = llm.stats();
+      assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
+      assert.ok(stats.speculation!.numDraftTokens > 0, `drafts were proposed: ${JSON.stringify(stats.speculation)}`);
+    } finally {
+      await llm.close();
+    }
+  });
+}
