@@ -144,9 +144,9 @@ export class CudaDevice {
     return this.driver.memInfo();
   }
 
-  /** Blocking upload from host memory; for load time (weights, tables), not for steps. */
+  /** Blocking upload from host memory, ordered after the queued work; for load time (weights, tables), not for steps. */
   uploadSync(dst: DevicePtr, data: ArrayBufferView): void {
-    this.driver.copyHtoD(dst, data, data.byteLength);
+    this.driver.copyHtoD(dst, data, data.byteLength, this.stream);
   }
 
   /** Stream-ordered upload through page-locked staging; returns before the copy runs. */
