@@ -192,12 +192,18 @@ export class CudaDevice {
    */
   captureGraph(record: () => void): CudaGraph {
     this.driver.beginCapture(this.stream);
-    let graph: Handle;
     try {
       record();
-    } finally {
-      graph = this.driver.endCapture(this.stream);
+    } catch (err) {
+      // The capture must end either way; its own error (invalidated by the failed call) would hide this one.
+      try {
+        this.driver.destroyGraph(this.driver.endCapture(this.stream));
+      } catch {
+        // Nothing was captured worth keeping.
+      }
+      throw err;
     }
+    const graph = this.driver.endCapture(this.stream);
     try {
       return new CudaGraph(this, graph, this.driver.instantiateGraph(graph));
     } catch (err) {
