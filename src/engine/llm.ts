@@ -261,6 +261,7 @@ export class LLM {
     for (const id of [...this.failers.keys()]) this.engine.abort(id);
     while (this.running) await new Promise((resolve) => setImmediate(resolve));
     this.loaded.backend.dispose();
+    await this.loaded.ranks?.close();
   }
 
   private requireLoras(): LoraRegistry {

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { createFailureBoard, reportFailure, type FailureBoard } from '../../src/parallel/failure-board.ts';
 import { createSharedMemoryGroup, type SharedMemoryGroup } from '../../src/parallel/shared-memory-communicator.ts';
 
-const BOOT = new URL('../../src/server/ts-worker-boot.mjs', import.meta.url);
+const BOOT = new URL('../../src/threads/ts-worker-boot.mjs', import.meta.url);
 const RANK = new URL('./communicator-rank.ts', import.meta.url);
 
 function runRank(settings: { group: SharedMemoryGroup; rank: number; failures: FailureBoard; count: number; action: string }): { worker: Worker; result: Promise<Record<string, Float32Array> & { error?: string }> } {
