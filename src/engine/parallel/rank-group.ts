@@ -1,7 +1,7 @@
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { CollectiveGroups } from '../../backend/backend.ts';
 import type { EngineConfig } from '../../config.ts';
-import { createFailureBoard } from '../../parallel/failure-board.ts';
+import { createFailureBoard, reportFailure, type FailureBoard } from '../../parallel/failure-board.ts';
 import { createSharedMemoryGroup, SharedMemoryCommunicator } from '../../parallel/shared-memory-communicator.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -24,7 +24,7 @@ export class RankGroup {
   private readonly loaded: Promise<void>;
   private failure: Error | null = null;
 
-  private constructor(localGroups: CollectiveGroups<Float32Array>, ports: MessagePort[], supervisor: Worker) {
+  private constructor(localGroups: CollectiveGroups<Float32Array>, ports: MessagePort[], supervisor: Worker, failures: FailureBoard) {
     this.localGroups = localGroups;
     this.ports = ports;
     this.supervisor = supervisor;
@@ -33,6 +33,12 @@ export class RankGroup {
       supervisor.on('message', (message: FromSupervisor) => {
         this.failure ??= new Error(`parallel rank ${message.rank} failed: ${message.reason}`);
         reject(this.failure);
+      });
+      // Without its watcher no rank's death would be noticed: that fails the run as a rank's death does.
+      supervisor.on('error', (error) => {
+        reportFailure(failures, 1, `the thread watching the ranks failed: ${error.message}`);
+        this.failure ??= error;
+        reject(error);
       });
       for (const port of ports) {
         port.on('message', (message: FromRank) => {
@@ -68,7 +74,7 @@ export class RankGroup {
       ranks.map((r) => r.port),
     );
     const localGroups = { tensor: new SharedMemoryCommunicator(tensor, 0, failures), pipeline: new SharedMemoryCommunicator(pipeline(), 0, failures) };
-    return new RankGroup(localGroups, ranks.map((r) => r.engineSide), supervisor);
+    return new RankGroup(localGroups, ranks.map((r) => r.engineSide), supervisor, failures);
   }
 
   /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
@@ -100,8 +106,9 @@ export class RankGroup {
     const message: ToSupervisor = { type: 'close' };
     const exited = new Promise((resolve) => this.supervisor.once('exit', resolve));
     this.supervisor.postMessage(message);
-    for (const port of this.ports) port.close();
+    // Closing a port closes its other end: only once the supervisor has handed them over and exited.
     await exited;
+    for (const port of this.ports) port.close();
   }
 
   private send(message: ToRank): void {
