@@ -78,6 +78,15 @@ export interface EngineConfig {
   preemptionMode: 'recompute' | 'swap';
   /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
   swapSpace: number;
+  /**
+   * Devices each layer is split over (docs/parallelism.md): attention heads, MLP columns, the
+   * vocabulary, MoE experts' intermediate size, with an all-reduce after each row-parallel layer.
+   */
+  tensorParallelSize: number;
+  /** Stages the layers are split into, consecutive layers per stage, activations passed between them. */
+  pipelineParallelSize: number;
+  /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
+  enableExpertParallel: boolean;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -162,4 +171,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxLoraRank: 16,
   preemptionMode: 'recompute',
   swapSpace: 4,
+  tensorParallelSize: 1,
+  pipelineParallelSize: 1,
+  enableExpertParallel: false,
 };

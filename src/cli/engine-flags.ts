@@ -38,6 +38,9 @@ export const ENGINE_FLAGS = {
   'max-lora-rank': { type: 'string' },
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
+  'tensor-parallel-size': { type: 'string' },
+  'pipeline-parallel-size': { type: 'string' },
+  'enable-expert-parallel': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -70,6 +73,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+
+Parallelism (docs/parallelism.md; CPU backend: ranks in worker threads):
+  --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
+  --pipeline-parallel-size N     split the layers into N consecutive stages (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
@@ -124,6 +132,9 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
+    tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
+    pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
+    enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
   };
 }
 
@@ -213,6 +224,9 @@ export const ENGINE_FIELD_OF_FLAG = {
   'max-lora-rank': 'maxLoraRank',
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
+  'tensor-parallel-size': 'tensorParallelSize',
+  'pipeline-parallel-size': 'pipelineParallelSize',
+  'enable-expert-parallel': 'enableExpertParallel',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -1,8 +1,10 @@
 import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
-import { Linear } from './linear.ts';
+import { invalidArgument } from '../errors.ts';
+import { Linear, type RowRange } from './linear.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import type { RmsNorm } from './norm.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
 export interface AttentionOptions {
@@ -30,6 +32,8 @@ export class PagedAttention implements Layer {
   readonly layer: number;
   private readonly options: AttentionOptions;
   private sinks: Tensor | null = null;
+  /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
+  private heads: { numHeads: number; numKvHeads: number };
 
   constructor(options: AttentionOptions) {
     if (options.numHeads % options.numKvHeads !== 0) {
@@ -40,16 +44,18 @@ export class PagedAttention implements Layer {
     }
     this.layer = options.layer;
     this.options = options;
+    this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
   }
 
+  /** What this device caches per token: its key/value heads. */
   get kvSpec(): AttentionKvSpec {
-    const { numKvHeads, headDim, slidingWindow } = this.options;
-    return { kind: 'attention', numKvHeads, headDim, slidingWindow };
+    const { headDim, slidingWindow } = this.options;
+    return { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow };
   }
 
   /** Multiply-adds per query token for each cached key it attends to: a score and a value row per head. */
   get macsPerKey(): number {
-    return 2 * this.options.numHeads * this.options.headDim;
+    return 2 * this.heads.numHeads * this.options.headDim;
   }
 
   parameters(): ParameterSpec[] {
@@ -58,13 +64,16 @@ export class PagedAttention implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { sinks, qkNorm } = this.options;
-    if (sinks !== null) this.sinks = uploader.loadWeight(source.read(sinks));
+    const { sinks, qkNorm, numHeads, numKvHeads } = this.options;
+    const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shardOf(source));
+    this.heads = { numHeads: q.count, numKvHeads: kv.count };
+    if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
     if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
   }
 
   private get params(): AttentionParams {
-    const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap } = this.options;
+    const { headDim, scale, slidingWindow, softcap } = this.options;
+    const { numHeads, numKvHeads } = this.heads;
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
@@ -79,6 +88,18 @@ export class PagedAttention implements Layer {
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
     return b.attention(qkv, cache, this.layer, step, params);
   }
+}
+
+/**
+ * The query heads and key/value heads a tensor-parallel shard holds: an equal part of each, or,
+ * with fewer key/value heads than devices, the one key/value head its query heads read
+ * (replicated on the devices that share it).
+ */
+export function attentionHeadShard(numHeads: number, numKvHeads: number, shard: TensorParallelShard): { q: RowRange; kv: RowRange } {
+  const q = evenPart(numHeads, shard, 'the attention heads');
+  if (numKvHeads >= shard.size) return { q, kv: evenPart(numKvHeads, shard, 'the key/value heads') };
+  if (shard.size % numKvHeads !== 0) throw invalidArgument(`tensor-parallel size ${shard.size} is not a multiple of the ${numKvHeads} key/value heads, so they cannot be replicated evenly`);
+  return { q, kv: { start: Math.floor((shard.rank * numKvHeads) / shard.size), count: 1 } };
 }
 
 /** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
@@ -109,7 +130,14 @@ export class SelfAttention implements Layer {
             { name: qkv.k, rows: numKvHeads * headDim },
             { name: qkv.v, rows: numKvHeads * headDim },
           ];
-    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column' });
+    // A shard's rows of each part: its query heads, and its key and value heads.
+    const shardRows = (index: number, shard: TensorParallelShard): RowRange[] => {
+      const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shard);
+      const rows = (first: number, heads: { start: number; count: number }) => ({ start: (first + heads.start) * headDim, count: heads.count * headDim });
+      if ('qkv' in qkv) return [rows(0, q), rows(numHeads, kv), rows(numHeads + numKvHeads, kv)];
+      return [index === 0 ? rows(0, q) : rows(0, kv)];
+    };
+    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column', shardRows });
     this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
   }
 

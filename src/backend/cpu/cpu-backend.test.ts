@@ -66,10 +66,10 @@ test('linear names both shapes when they do not fit', () => {
 test('embedding and gatherLogitsRows pick rows by token id and by logits index; embedding scales its rows', () => {
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
   const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
-  const embedded = backend.embedding(table, step, 1);
+  const embedded = backend.embedding(table, step, 1, 0);
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
-  assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5))), [3, 3.5, 1, 1.5, 4, 4.5]);
+  assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5, 0))), [3, 3.5, 1, 1.5, 4, 4.5]);
 });
 
 test('embedding reads a token the last sampling pass drew, and names a source past its draws', () => {
@@ -78,9 +78,9 @@ test('embedding reads a token the last sampling pass drew, and names a source pa
   const logits = load(Float32Array.of(0, 0, 0, 9, 0), [1, 5]);
   cpu.sampleRows(logits, [testDraw({ temperature: 0 })]);
   const batch = describeBatch([{ tokens: [1], startPos: 0, blockTable: [0], lastTokenSource: 0 }], 4);
-  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1))), [6, 7]);
+  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1, 0))), [6, 7]);
   batch.tokenSources[0] = 1;
-  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1), /token source 1 is outside the 1 draws of the last sampling pass/);
+  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1, 0), /token source 1 is outside the 1 draws of the last sampling pass/);
 });
 
 test('gatedLinear multiplies by the gate rows and the up rows, then silu(gate) * up', () => {

@@ -3,6 +3,7 @@ import type {
   Activation,
   AttentionParams,
   Backend,
+  CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
   KvBudgetLimits,
@@ -20,6 +21,7 @@ import type {
   Tensor,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
+import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
@@ -50,6 +52,12 @@ export class CpuBackend implements Backend {
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
+  /** The groups of a parallel run (ranks in worker threads sharing memory); null on one device. */
+  private readonly groups: CollectiveGroups<Float32Array> | null;
+
+  constructor(groups: CollectiveGroups<Float32Array> | null = null) {
+    this.groups = groups;
+  }
 
   kvCacheBudgetBytes(limits: KvBudgetLimits): number {
     return limits.cpuKvCacheBytes;
@@ -154,22 +162,18 @@ export class CpuBackend implements Backend {
     return { batch };
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
     const t = asCpuTensor(table, 'embedding table');
     const { tokenIds, tokenSources } = step.batch;
-    let out: CpuTensor;
-    if (!tokenSources.some((source) => source >= 0)) {
-      out = gatherTensorRows(t, tokenIds);
-    } else {
-      assertTokenSources(step.batch, this.lastSampled.length);
-      out = CpuTensor.zeros([tokenIds.length, t.cols]);
-      tokenIds.forEach((id, i) => {
-        const source = tokenSources[i];
-        const token = source >= 0 ? this.lastSampled[source] : id;
-        if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
-        else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
-      });
-    }
+    if (tokenSources.some((source) => source >= 0)) assertTokenSources(step.batch, this.lastSampled.length);
+    const out = CpuTensor.zeros([tokenIds.length, t.cols]);
+    tokenIds.forEach((id, i) => {
+      const source = tokenSources[i];
+      const token = source >= 0 ? this.lastSampled[source] : id;
+      if (source < 0 && token < 0) throw new RangeError(`embedding: token id ${token} is negative`);
+      const row = token - firstRow;
+      if (token >= 0 && row >= 0 && row < t.rows) out.data.set(t.data.subarray(row * t.cols, (row + 1) * t.cols), i * t.cols);
+    });
     if (scale !== 1) for (let i = 0; i < out.data.length; i++) out.data[i] *= scale;
     return out;
   }
@@ -340,9 +344,49 @@ export class CpuBackend implements Backend {
     addGatedRows(t.data, input.data, g, t.rows, t.cols);
   }
 
-  /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
-    return x;
+    const t = asCpuTensor(x, 'allReduce input');
+    this.groups?.tensor.allReduceSum(t.data, t.data.length);
+    return t;
+  }
+
+  allGatherColumns(x: Tensor): Tensor {
+    const t = asCpuTensor(x, 'allGatherColumns input');
+    const size = this.groups?.tensor.size ?? 1;
+    if (size === 1) return t;
+    const gathered = new Float32Array(size * t.data.length);
+    this.groups!.tensor.allGather(t.data, gathered, t.data.length);
+    const out = CpuTensor.zeros([t.rows, size * t.cols]);
+    for (let r = 0; r < size; r++) {
+      for (let row = 0; row < t.rows; row++) {
+        const from = (r * t.rows + row) * t.cols;
+        out.data.set(gathered.subarray(from, from + t.cols), (row * size + r) * t.cols);
+      }
+    }
+    return out;
+  }
+
+  sendToStage(x: Tensor, stage: number): void {
+    const t = asCpuTensor(x, 'sendToStage input');
+    this.pipeline('sendToStage').send(t.data, t.data.length, stage);
+  }
+
+  receiveFromStage(shape: readonly number[], stage: number): Tensor {
+    const out = CpuTensor.zeros(shape);
+    this.pipeline('receiveFromStage').recv(out.data, out.data.length, stage);
+    return out;
+  }
+
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
+    const pipeline = this.pipeline('broadcastFromStage');
+    const out = pipeline.rank === stage ? new CpuTensor(shape, asCpuTensor(x!, 'broadcastFromStage input').data.slice()) : CpuTensor.zeros(shape);
+    pipeline.broadcast(out.data, out.data.length, stage);
+    return out;
+  }
+
+  private pipeline(op: string): Communicator<Float32Array> {
+    if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
+    return this.groups.pipeline;
   }
 
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {

@@ -2,6 +2,7 @@ import type {
   Activation,
   AttentionParams,
   Backend,
+  CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
   KvBudgetLimits,
@@ -52,7 +53,8 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -70,6 +72,19 @@ export interface CudaBackendOptions {
    * the fused kernel has not yet run on a GPU, and its grid barriers would hang, not fail, if wrong.
    */
   moeDecode?: MoeDecodePath;
+  /**
+   * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
+   * made, the group's size and this device's rank in it. The communicators run on the backend's
+   * stream, so recorded graphs hold the collectives. Absent: one device.
+   */
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+}
+
+/** One NCCL group as a rank joins it. */
+export interface NcclGroup {
+  id: Uint8Array;
+  size: number;
+  rank: number;
 }
 
 export type MoeDecodePath = 'fused' | 'split';
@@ -130,6 +145,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** NCCL communicators of a parallel run; null on one device. */
+  private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -141,6 +158,11 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    if (options.parallel !== undefined) {
+      const scratch = this.ownedAlloc(4);
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
+    }
   }
 
   /**
@@ -399,7 +421,7 @@ export class CudaBackend implements Backend {
     );
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
     const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
     checkTokens(s.batch, t.rows, this.sampled.rows);
@@ -408,6 +430,7 @@ export class CudaBackend implements Backend {
     launchEmbedTokens(this.device, {
       out: out.ptr,
       table: t.ptr,
+      firstRow,
       vocab: t.rows,
       cols: t.cols,
       tokens: s.device.tokenIds,
@@ -772,9 +795,46 @@ export class CudaBackend implements Backend {
     launchAddInto(this.device, t.ptr, input.ptr, g?.ptr ?? 0, t.rows, t.cols);
   }
 
-  /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
-    return x;
+    const t = asCudaTensor(x, 'allReduce input');
+    this.groups?.tensor.allReduceSum({ ptr: t.ptr, dtype: t.dtype }, t.numel);
+    return t;
+  }
+
+  /** NCCL gathers the devices' [rows, cols] blocks one after another; a kernel lays them side by side. */
+  allGatherColumns(x: Tensor): Tensor {
+    const t = asBf16(x, 'allGatherColumns input');
+    const size = this.groups?.tensor.size ?? 1;
+    if (size === 1) return t;
+    requireMultipleOf8(t.cols, 'allGatherColumns width');
+    const gathered = this.stepTensor([size, t.rows, t.cols]);
+    this.groups!.tensor.allGather({ ptr: t.ptr, dtype: 'bf16' }, { ptr: gathered.ptr, dtype: 'bf16' }, t.numel);
+    const out = this.stepTensor([t.rows, size * t.cols]);
+    launchColumnBlocks(this.device, out.ptr, gathered.ptr, t.rows, t.cols, size);
+    return out;
+  }
+
+  sendToStage(x: Tensor, stage: number): void {
+    const t = asCudaTensor(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+  }
+
+  receiveFromStage(shape: readonly number[], stage: number): Tensor {
+    const out = this.stepTensor(shape);
+    this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
+    const pipeline = this.pipeline('broadcastFromStage');
+    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
+    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  private pipeline(op: string): NcclCommunicator {
+    if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
+    return this.groups.pipeline as NcclCommunicator;
   }
 
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
@@ -1000,6 +1060,8 @@ export class CudaBackend implements Backend {
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
     this.arena.dispose();
+    this.groups?.tensor.destroy();
+    this.groups?.pipeline.destroy();
     this.device.dispose();
   }
 

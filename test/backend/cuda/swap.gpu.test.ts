@@ -30,8 +30,8 @@ function writeKv(caches: { cpu: KvCache; gpu: KvCache }, rope: { cpu: Tensor; gp
   const values = randomBf16Values(rng, tokens * width, 1);
   const table = { cpu: cpu.loadWeight(bf16Tensor([tokens, width], values)), gpu: gpu.loadWeight(bf16Tensor([tokens, width], values)) };
   for (let layer = 0; layer < SPEC.numLayers; layer++) {
-    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1), rope.cpu, caches.cpu, layer, steps[0], ATTN);
-    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1), rope.gpu, caches.gpu, layer, steps[1], ATTN);
+    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1, 0), rope.cpu, caches.cpu, layer, steps[0], ATTN);
+    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1, 0), rope.gpu, caches.gpu, layer, steps[1], ATTN);
   }
 }
 
