@@ -14,7 +14,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
@@ -49,6 +49,9 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
     throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
+  }
+  if (!KV_CACHE_DTYPE_NAMES.includes(config.kvCacheDtype)) {
+    throw invalidArgument(`kvCacheDtype must be one of ${KV_CACHE_DTYPE_NAMES.join(', ')} (got ${JSON.stringify(config.kvCacheDtype)})`);
   }
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
@@ -199,7 +202,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const draft = draftDir === null ? null : loadDraftModel(draftDir, loaded);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
-    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
+    const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
+    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
     const retention = kvRetention(kvLayers, streamingOf(config));
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -220,12 +224,12 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const maxModelLen = fits(loaded.maxModelLen) ? loaded.maxModelLen : Math.min(loaded.maxModelLen, poolTokens);
     if (config.showProgress) {
       process.stderr.write(
-        `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
+        `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers, dtype: kvDtype });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
     const scheduler = new Scheduler(

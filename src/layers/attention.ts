@@ -1,5 +1,7 @@
 import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
+import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { invalidModel } from '../errors.ts';
 import { Linear } from './linear.ts';
 import type { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
@@ -19,6 +21,11 @@ export interface AttentionOptions {
   rotary: RotaryEmbedding;
   /** Per-head norms of queries and keys before rotation (Qwen3, Gemma 3), or null. */
   qkNorm: { q: RmsNorm; k: RmsNorm } | null;
+  /**
+   * Checkpoint names an fp8 KV cache's per-tensor key and value scales may have, tried in order
+   * (absent tensors leave the scale 1), or null for none.
+   */
+  kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
 }
 
 /**
@@ -30,6 +37,7 @@ export class PagedAttention implements Layer {
   readonly layer: number;
   private readonly options: AttentionOptions;
   private sinks: Tensor | null = null;
+  private kvScales = { k: 1, v: 1 };
 
   constructor(options: AttentionOptions) {
     if (options.numHeads % options.numKvHeads !== 0) {
@@ -61,6 +69,8 @@ export class PagedAttention implements Layer {
     const { sinks, qkNorm } = this.options;
     if (sinks !== null) this.sinks = uploader.loadWeight(source.read(sinks));
     if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+    const names = this.options.kvScaleNames;
+    if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
   }
 
   private get params(): AttentionParams {
@@ -68,7 +78,7 @@ export class PagedAttention implements Layer {
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming };
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
@@ -79,6 +89,19 @@ export class PagedAttention implements Layer {
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
     return b.attention(qkv, cache, this.layer, step, params);
   }
+}
+
+/** The first of `names` the source holds, as a per-tensor scale; 1 when it holds none. */
+function optionalScale(source: WeightSource, names: readonly string[]): number {
+  for (const name of names) {
+    const t = source.readOptional?.(name) ?? null;
+    if (t === null) continue;
+    const values = hostTensorToFloat32(t);
+    if (values.length !== 1) throw invalidModel(`${name} holds ${values.length} values: Keel reads one KV-cache scale per layer (per-tensor), not per head`);
+    if (!(values[0] > 0 && Number.isFinite(values[0]))) throw invalidModel(`${name} is ${values[0]}: a KV-cache scale must be a positive number`);
+    return values[0];
+  }
+  return 1;
 }
 
 /** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
@@ -99,7 +122,16 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
 
   constructor(options: SelfAttentionOptions) {
-    this.core = new PagedAttention(options);
+    // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
+    // the older `self_attn.k_proj.output_scale` (compressed-tensors, AutoFP8).
+    const module = options.o.replace(/\.[^.]+\.weight$/, '');
+    this.core = new PagedAttention({
+      ...options,
+      kvScaleNames: options.kvScaleNames ?? {
+        k: [`${module}.k_scale`, `${module}.k_proj.output_scale`],
+        v: [`${module}.v_scale`, `${module}.v_proj.output_scale`],
+      },
+    });
     const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
     const parts =
       'qkv' in qkv

@@ -23,6 +23,11 @@ export interface WeightSource {
    * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the checkpoint may hold and the model runs without (an fp8 KV cache's k_scale), or
+   * null when it does not. Absent: no such tensors (random weights).
+   */
+  readOptional?(name: string): HostTensor | null;
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */

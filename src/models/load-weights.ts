@@ -28,7 +28,7 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
     return t;
   };
   const readLinear = ckpt.readLinear?.bind(ckpt);
-  const source: WeightSource = { read: (name) => counted(ckpt.read(name)) };
+  const source: WeightSource = { read: (name) => counted(ckpt.read(name)), readOptional: (name) => (ckpt.has(name) ? ckpt.read(name) : null) };
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
   model.load(source, uploader);
 }

@@ -94,7 +94,7 @@ test('copyBlocks copies whole blocks in every layer, K and V, whatever each laye
   const attention = (numKvHeads: number, headDim: number) => ({ kind: 'attention' as const, numKvHeads, headDim, slidingWindow: null });
   const layout = { numBlocks: 5, blockSize: 2, layers: [attention(2, 3), attention(1, 4), { kind: 'mla' as const, latentDim: 6, ropeDim: 2 }] };
   const cache = backend.createKvCache(layout) as CpuKvCache;
-  const pools = cache.pools.flat();
+  const pools = cache.pools.flat().map((pool) => pool.codes as Float32Array);
   assert.equal(pools.length, 5);
   for (const pool of pools) pool.set(random.floats(pool.length));
   const before = pools.map((p) => p.slice());
@@ -119,8 +119,8 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);
   const out = backend.toHost(backend.attention(qkv, cache, 1, step, shape));
   assert.deepEqual(Array.from(out), [...value, ...value]);
-  assert.deepEqual(Array.from((cache as CpuKvCache).pools[1][1].subarray(32, 36)), Array.from(value));
-  assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.every((v) => v === 0)), 'layer 0 must be untouched');
+  assert.deepEqual(Array.from((cache as CpuKvCache).pools[1][1].codes.subarray(32, 36)), Array.from(value));
+  assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.codes.every((v) => v === 0)), 'layer 0 must be untouched');
 });
 
 test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {

@@ -30,6 +30,7 @@ import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { poolArrays, type CpuKvPool } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
 /**
@@ -40,6 +41,7 @@ import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts'
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  /** Float32 values in an `auto` cache; 8-bit caches keep their codes (and int8 scales) as they are. */
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
@@ -95,7 +97,7 @@ export class CpuBackend implements Backend {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
-    for (const pool of kv.pools.flat()) {
+    for (const pool of kv.pools.flat().flatMap(poolArrays)) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
     }
@@ -338,7 +340,7 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
   return t;
 }
 
-function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
+function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
   return kv.pools[layer][0];
@@ -348,5 +350,5 @@ function layerPools(cache: KvCache, layer: number, attn: AttentionParams): Layer
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
   const [keys, values] = kv.pools[layer];
-  return { keys, values };
+  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

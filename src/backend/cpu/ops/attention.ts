@@ -1,5 +1,6 @@
 import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { loadSlot } from './kv-codes.ts';
 import { checkRotaryRow, rotateHead, type LayerKvPools, type RopeTables } from './rope-cache-write.ts';
 
 /** AttentionParams with the sink logits and StreamingLLM's rotary table as host values. */
@@ -17,6 +18,9 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * given, and a head's sink logit, if any, joins the softmax's denominator (as an extra key whose
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
  * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
+ *
+ * An 8-bit cache is read as the values its codes stand for (kv-codes.ts `loadSlot`): each
+ * sequence's visible slots are dequantized to float32 once per call.
  *
  * Scores, softmax and the weighted sum of values are in float64 with the max subtracted before
  * exponentiating; each output is rounded to float32 once.
@@ -42,10 +46,16 @@ export function pagedAttention(
   // StreamingLLM's rotated queries of one token: every head at its row, then at its sink row.
   const windowQueries = streaming === null ? qkv : new Float32Array(numHeads * headDim);
   const sinkQueries = new Float32Array(span.sinks > 0 ? numHeads * headDim : 0);
-  const { keys, values } = pools;
+  const quantized = pools.keys.dtype !== 'auto';
+  // Float32 rows the scores read: the pools themselves (indexed by slot), or for an 8-bit cache
+  // the sequence's dequantized rows (indexed by position).
+  const keys = quantized ? new Float32Array(longest * kvWidth) : (pools.keys.codes as Float32Array);
+  const values = quantized ? new Float32Array(longest * kvWidth) : (pools.values.codes as Float32Array);
+  const slotOf = (tableAt: number, pos: number) => batch.blockTables[tableAt + Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
 
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
+    if (quantized) dequantizeVisible(pools, batch, s, span, (pos) => slotOf(tableAt, pos), keys, values, kvWidth);
     for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       if (position >= batch.seqLens[s]) {
@@ -58,8 +68,7 @@ export function pagedAttention(
       // Slot offsets of the visible positions, shared by all heads of this token.
       for (let j = 0; j < count; j++) {
         const pos = j < numSinks ? j : first + j - numSinks;
-        const block = batch.blockTables[tableAt + Math.floor(pos / blockSize)];
-        keyRowAt[j] = (block * blockSize + (pos % blockSize)) * kvWidth;
+        keyRowAt[j] = (quantized ? pos : slotOf(tableAt, pos)) * kvWidth;
       }
       let qBase = t * rowWidth;
       if (streaming !== null) {
@@ -90,6 +99,33 @@ export function pagedAttention(
         sumValues(values, keyRowAt, kvHeadAt, count, headDim, weights, sum, out, (t * numHeads + h) * headDim);
       }
     }
+  }
+}
+
+// Dequantizes the keys and values sequence s's tokens see (its sinks and every position from the
+// earliest window start on) into rows indexed by position.
+function dequantizeVisible(
+  pools: LayerKvPools,
+  batch: BatchDescription,
+  s: number,
+  span: { window: number | null; sinks: number },
+  slotOf: (pos: number) => number,
+  keys: Float32Array,
+  values: Float32Array,
+  kvWidth: number,
+): void {
+  let lo = Infinity;
+  let hi = 0;
+  for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+    const position = batch.positions[t];
+    lo = Math.min(lo, span.window === null ? 0 : Math.max(0, position - span.window + 1));
+    hi = Math.max(hi, Math.min(position + 1, batch.seqLens[s]));
+  }
+  for (let pos = 0; pos < hi; pos++) {
+    if (pos < lo && pos >= span.sinks) continue;
+    const slot = slotOf(pos);
+    loadSlot(pools.keys, slot, pools.kScale, keys, pos * kvWidth);
+    loadSlot(pools.values, slot, pools.vScale, values, pos * kvWidth);
   }
 }
 
