@@ -79,12 +79,14 @@ const VARIANTS: Record<string, Partial<LlamaConfig>> = {
 class Harness {
   readonly backend = new CpuBackend();
   readonly model: LlamaModel;
+  readonly config: LlamaConfig;
+  readonly weights: HostLlamaWeights;
+  readonly c: Case;
 
-  constructor(
-    readonly config: LlamaConfig,
-    readonly weights: HostLlamaWeights,
-    readonly c: Case,
-  ) {
+  constructor(config: LlamaConfig, weights: HostLlamaWeights, c: Case) {
+    this.config = config;
+    this.weights = weights;
+    this.c = c;
     this.model = new LlamaModel(config, config.maxPositionEmbeddings, null);
     const source = llamaWeightSource(config, weights);
     const scales = new Map<string, number>();

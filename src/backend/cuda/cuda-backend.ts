@@ -20,7 +20,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { KeelError } from '../../errors.ts';
+import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
@@ -241,6 +241,11 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
+    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
+    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
+    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
+      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
+    }
     for (const spec of layout.layers) {
       if (spec.kind === 'mla') {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
@@ -426,6 +431,10 @@ export class CudaBackend implements Backend {
       slotMapping: s.device.slotMapping,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
+      kvScales: attn.kvScales ?? { k: 1, v: 1 },
       numTokens,
       numHeads: attn.numHeads,
       numKvHeads: attn.numKvHeads,
@@ -451,6 +460,9 @@ export class CudaBackend implements Backend {
       qkv: packed.ptr,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -555,6 +567,8 @@ export class CudaBackend implements Backend {
       rotaryRows: s.device.rotaryRows,
       slotMapping: s.device.slotMapping,
       pool: kvCache.rows(layer),
+      dtype: kvCache.dtype,
+      rowScales: kvCache.rowScales(layer),
       numTokens,
       numHeads: mla.numHeads,
       nopeDim: mla.nopeDim,
@@ -582,6 +596,8 @@ export class CudaBackend implements Backend {
       qLatent: latent.ptr,
       q: queries.ptr,
       pool: kv.rows(layer),
+      dtype: kv.dtype,
+      rowScales: kv.rowScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
