@@ -27,11 +27,13 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --bits 4|8                     code width (awq: 4)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
-  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq)
+  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn: only
+                                 to measure its error)
   --num-samples N                calibration windows (default ${DEFAULTS.numSamples}, fewer if the text is short)
   --seq-len L                    tokens per window (default ${DEFAULTS.seqLen})
   --output DIR                   where the quantized checkpoint is written
-  --json                         print one JSON line: each layer's output error beside round-to-nearest's`;
+  --json                         print one JSON line: each layer's output error on sampled calibration
+                                 inputs beside round-to-nearest's`;
 
 export async function quantizeCommand(argv: string[]): Promise<void> {
   const { values } = parseFlags('keel quantize', {
@@ -62,10 +64,12 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
   const { dir } = values.model === undefined ? { dir: DEFAULT_MODEL_DIR } : await locateModel(values.model, { showProgress: true });
-  const samples = method === 'rtn' ? [] : calibrationSamples(dir, values.calibration, integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
+  const samples = method === 'rtn' && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
   const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output });
   if (values.json) {
-    console.log(JSON.stringify({ method, bits, group_size: groupFlag, output: values.output, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
+    console.log(JSON.stringify({ method, bits, group_size: groupFlag, output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
+  } else if (samples.length === 0) {
+    console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${bits}-bit`);
   } else {
     const [error, rtn] = reports.reduce(([e, r], l) => [e + l.error, r + l.rtnError], [0, 0]);
     console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${bits}-bit; summed output error ${error.toExponential(3)} (round to nearest: ${rtn.toExponential(3)})`);

@@ -64,7 +64,7 @@ function scaledRoundTrip(w: Float64Array, rows: number, cols: number, s: Float64
 }
 
 /** W·diag(s): each input column c multiplied by s[c]. */
-export function scaleColumns(w: Float64Array, rows: number, cols: number, s: Float64Array): Float64Array {
+function scaleColumns(w: Float64Array, rows: number, cols: number, s: Float64Array): Float64Array {
   const out = new Float64Array(w.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = w[r * cols + c] * s[c];
   return out;

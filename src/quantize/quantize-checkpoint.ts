@@ -25,7 +25,7 @@ export interface QuantizeOptions {
   groupSize: number | null;
   /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
   actOrder: boolean;
-  /** Calibration token windows (rtn ignores them). */
+  /** Calibration token windows; rtn needs none (given, they only measure its error). */
   samples: number[][];
   output: string;
 }
@@ -65,7 +65,9 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   const ckpt = openCheckpoint(o.model);
   try {
     const model = createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
-    const linears = calibrate(model, ckpt, o.method === 'rtn' ? [o.samples[0] ?? [0, 0]] : o.samples);
+    if (o.method !== 'rtn' && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
+    // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
+    const linears = calibrate(model, ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
     const searches = o.method === 'awq' ? foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o) : new Map<LinearInputs, AwqSearch>();

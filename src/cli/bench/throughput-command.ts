@@ -10,6 +10,7 @@ import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
+import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */
 const RANDOM_TEMPERATURE = 1;
@@ -80,6 +81,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         model: llm.model,
         weightElementBytes: facts.weightElementBytes,
         kvElementBytes: facts.kvElementBytes,
+        kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype),
         flopsPerSecond: facts.matmulFlopsPerSecond,
         bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
       },
