@@ -10,7 +10,7 @@ import { startHealthProbe, type HealthSample } from './chaos-soak/health-probe.t
 import { CLIENT_ACTIONS, type SoakTarget } from './chaos-soak/soak-clients.ts';
 import { healthFigures, latencyFigures, round, tally } from './chaos-soak/soak-figures.ts';
 import { SoakRandom } from './chaos-soak/soak-random.ts';
-import { launchServer, residentMiB, waitForIdle } from './chaos-soak/soak-server.ts';
+import { launchServer, residentMiB, waitForIdle, type LoopDelay } from './chaos-soak/soak-server.ts';
 
 const HELP = `Usage: node --import tsx scripts/chaos-soak.ts [options] [-- keel serve flags...]
 
@@ -31,7 +31,15 @@ p99 under 100 ms and max under 1 s, the shutdown ends within --shutdown-timeout 
   --idle-timeout S        keel serve's idle timeout; paused readers pause up to 3 s past it (default 5)
   --body-timeout S        keel serve's body timeout; half the slow bodies outlast it (default 5)
   --seed N                seed of the clients' choices (default 1)
-  --output FILE           where to write the figures as JSON (default: stdout only)`;
+  --output FILE           where to write the figures as JSON (default: stdout only)
+  --synthetic-tokens-per-s N  SYNTHETIC: serve with a stand-in engine that runs no model and makes up
+                          N tokens a second (scripts/chaos-soak/synthetic-engine.ts), to put a GPU's
+                          streaming load on the server's event loop without a GPU; the figures then
+                          say nothing of the engine, only of the server
+  --cpu-prof DIR          write CPU profiles of the server (node --cpu-prof: its main thread among them) into DIR
+
+Besides /health, the server's own event-loop delay is measured inside it (perf_hooks), from the
+start of phase 1 to SIGTERM: it does not depend on how promptly the soak's clients are scheduled.`;
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -47,6 +55,8 @@ const { values, positionals } = parseArgs({
     'body-timeout': { type: 'string' },
     seed: { type: 'string' },
     output: { type: 'string' },
+    'synthetic-tokens-per-s': { type: 'string' },
+    'cpu-prof': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -61,6 +71,8 @@ const shutdownTimeoutS = Number(values['shutdown-timeout'] ?? 10);
 const idleTimeoutS = Number(values['idle-timeout'] ?? 5);
 const bodyTimeoutS = Number(values['body-timeout'] ?? 5);
 const seed = Number(values.seed ?? 1);
+const syntheticTokensPerS = values['synthetic-tokens-per-s'] === undefined ? null : Number(values['synthetic-tokens-per-s']);
+if (syntheticTokensPerS !== null && !(syntheticTokensPerS > 0)) throw new Error(`--synthetic-tokens-per-s must be a positive number (got ${values['synthetic-tokens-per-s']})`);
 /** Small, so that oversize bodies cost the soak little traffic. */
 const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -78,8 +90,9 @@ const serveArgs = [
   ...positionals,
 ];
 
-console.error(`chaos soak: ${clients} clients, two phases of ${phaseMs / 1000} s, keel serve ${serveArgs.join(' ')}`);
-const server = await launchServer(serveArgs);
+const engineNote = syntheticTokensPerS === null ? '' : ` with the SYNTHETIC engine at ${syntheticTokensPerS} tokens/s`;
+console.error(`chaos soak: ${clients} clients, two phases of ${phaseMs / 1000} s, keel serve ${serveArgs.join(' ')}${engineNote}`);
+const server = await launchServer(serveArgs, { syntheticTokensPerS, cpuProfDir: values['cpu-prof'] ?? null });
 const pid = server.child.pid as number;
 const started = performance.now();
 const since = () => round((performance.now() - started) / 1000);
@@ -115,6 +128,15 @@ const timelineTimer = setInterval(() => {
     })
     .catch(() => undefined);
 }, 5000);
+
+/** Tokens the engine has generated since it started; null if the server did not answer. */
+async function generationTokensTotal(): Promise<number | null> {
+  try {
+    return ((await (await fetch(`${server.url}/v1/engine/stats`)).json()) as { generation_tokens_total: number }).generation_tokens_total;
+  } catch {
+    return null;
+  }
+}
 
 interface PhaseResult {
   outcomes: Map<string, number>;
@@ -154,6 +176,8 @@ async function runPhase(random: SoakRandom, until: () => boolean): Promise<Phase
 }
 
 const random = new SoakRandom(seed);
+await server.loopDelay(true);
+const tokensAtStart = { at: performance.now(), total: await generationTokensTotal() };
 const phase1End = performance.now() + phaseMs;
 const phase1 = await runPhase(random, () => performance.now() > phase1End);
 const idle = await waitForIdle(server.url, 60_000);
@@ -161,7 +185,12 @@ const rssAfterPhase1 = residentMiB(pid);
 console.error(`phase 1 done at ${since()} s: ${JSON.stringify(tally(phase1.outcomes))}; idle ${idle.idle} after ${round(idle.waitedMs)} ms`);
 
 const phase2Start = performance.now();
-const signalTimer = setTimeout(() => {
+let loopDelay: LoopDelay | null = null;
+let streamedTokensPerS: number | null = null;
+const signalTimer = setTimeout(async () => {
+  loopDelay = await server.loopDelay(false);
+  const total = await generationTokensTotal();
+  streamedTokensPerS = total === null || tokensAtStart.total === null ? null : round(((total - tokensAtStart.total) * 1000) / (performance.now() - tokensAtStart.at), 0);
   shutdownAt = performance.now();
   server.child.kill('SIGTERM');
   console.error(`SIGTERM at ${since()} s`);
@@ -195,13 +224,15 @@ const checks = {
   shutdown_within_timeout: shutdownMs !== null && shutdownMs <= (shutdownTimeoutS + 5) * 1000,
 };
 const figures = {
-  config: { clients, phase_seconds: phaseMs / 1000, backend, serve_args: serveArgs, seed, max_model_len: maxModelLen, node: process.version },
+  config: { clients, phase_seconds: phaseMs / 1000, backend, synthetic_tokens_per_s: syntheticTokensPerS, serve_args: serveArgs, seed, max_model_len: maxModelLen, node: process.version },
   requests: totals,
   completed_latency: { phase1: latencyFigures(phase1.completedMs), phase2: latencyFigures(phase2.completedMs) },
   engine_timeline: timeline,
   requests_by_action: Object.fromEntries([...new Set([...phase1.byAction.keys(), ...phase2.byAction.keys()])].map((name) => [name, Object.fromEntries([...(phase1.byAction.get(name) ?? []), ...(phase2.byAction.get(name) ?? [])].reduce((m, [k, n]) => m.set(k, (m.get(k) ?? 0) + n), new Map<string, number>()))])),
   violation_examples: [...phase1.examples, ...phase2.examples],
   health_until_sigterm: health,
+  event_loop_delay_until_sigterm: loopDelay,
+  generation_tokens_per_s_until_sigterm: streamedTokensPerS,
   kv_after_phase_1: { idle: idle.idle, free_blocks: idle.state?.kv_cache.free_blocks ?? null, total_blocks: idle.state?.kv_cache.total_blocks ?? null, waited_ms: round(idle.waitedMs) },
   rss_mib: { warm_average: rssWarmMiB === null ? null : round(rssWarmMiB), after_phase_1: rssAfterPhase1 === null ? null : round(rssAfterPhase1), max: Math.max(...rss.map((s) => s.mib)), samples: rss },
   shutdown: { sigterm_at_s: shutdownAt === null ? null : round((shutdownAt - started) / 1000), duration_ms: shutdownMs === null ? null : round(shutdownMs), exit_code: exited.code, signal: exited.signal, timeout_s: shutdownTimeoutS },

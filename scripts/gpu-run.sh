@@ -6,7 +6,9 @@
 # the kernel tests, and the CUDA parity suite over three groups of fixtures), soak (the server's
 # chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
-# DeepSeek-V2-Lite at batch 1 and 64), server (test/server, the HTTP server driven by the openai SDK, on
+# DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
+# default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
+# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
@@ -67,6 +69,14 @@ for s in "$@"; do
         node --test --test-name-pattern='speculative' test/transformers-parity.gpu.test.ts ;;
     soak) step soak 150 node scripts/chaos-soak.ts --backend cuda --phase-seconds 30 --output "$out/results/soak-$kind.json" ;;
     moe-mla) for a in qwen3-30b-a3b deepseek-v2-lite; do step "latency-$a" 170 $(latency "$a" 1,64 batched); done ;;
+    moe-decode) step moe-tests 150 node --test test/backend/cuda/moe.gpu.test.ts
+      for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
+        step "latency-$a-split" 170 env KEEL_MOE_DECODE=split $(latency "$a" 1 moe-split)
+        step "latency-$a-fused" 170 env KEEL_MOE_DECODE=fused $(latency "$a" 1,64 moe-fused)
+      done ;;
+    moe-profile) for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
+        for path in split fused; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a"; done
+      done ;;
     server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     hf-latency) step hf-latency 300 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile \
@@ -92,7 +102,7 @@ for s in "$@"; do
           --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 version=${NODE_VERSION:-22.23.3}
-engine_packages="koffi @huggingface/tokenizers @huggingface/jinja cli-progress zod"
+engine_packages="koffi @huggingface/tokenizers @huggingface/jinja cli-progress zod @mlc-ai/web-xgrammar"
 # Imported at run time by src/server and test/server (grep their imports when adding a package).
 server_packages="fastify prom-client openai"
 

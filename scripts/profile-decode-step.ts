@@ -5,7 +5,10 @@
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
-// and count, their sum, and the whole forward replayed as one graph.
+// and count, their sum, and the whole forward replayed as one graph. An op replayed 20 times reads
+// the same weights each time: one that fits the 50 MB L2 (an MoE layer's down rows, ~25 MB) reads
+// partly from it, so per-op figures flatter the MoE kernels; the whole forward is the honest one.
+// KEEL_MOE_DECODE=split profiles the MoE block's split path (router, routing, expert GEMVs).
 import { parseArgs } from 'node:util';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import { describeBatch } from '../src/step/batch.ts';
@@ -41,6 +44,7 @@ const OPS = [
   'gatedLinear',
   'routeExperts',
   'expertMlp',
+  'moe',
   'addInto',
   'gatherLogitsRows',
 ] as const;
@@ -48,13 +52,21 @@ type Op = (...args: unknown[]) => unknown;
 const ops = backend as unknown as Record<(typeof OPS)[number], Op>;
 const recorded: { key: string; run: () => void }[] = [];
 const originals = OPS.map((name) => [name, ops[name]] as const);
+// An op that runs others (moe on its split path) is recorded whole, not its parts again.
+let depth = 0;
 for (const [name, original] of originals) {
   ops[name] = (...args: unknown[]) => {
     // Weight ops are told apart by the weight's shape (the experts' stacked gate/up); the others are one op each.
-    const weight = name === 'linear' || name === 'gatedLinear' || name === 'headwiseLinear' ? args[1] : name === 'expertMlp' ? (args[2] as { gateUp: unknown }).gateUp : null;
+    const experts = name === 'expertMlp' ? args[2] : name === 'moe' ? (args[1] as { experts: unknown }).experts : null;
+    const weight = name === 'linear' || name === 'gatedLinear' || name === 'headwiseLinear' ? args[1] : experts === null ? null : (experts as { gateUp: unknown }).gateUp;
     const key = weight === null ? name : `${name} ${(weight as { shape: number[] }).shape.join('x')}`;
-    recorded.push({ key, run: () => void original.apply(backend, args) });
-    return original.apply(backend, args);
+    if (depth === 0) recorded.push({ key, run: () => void original.apply(backend, args) });
+    depth++;
+    try {
+      return original.apply(backend, args);
+    } finally {
+      depth--;
+    }
   };
 }
 backend.toHost(model.forward(backend, decodeStep(), cache));

@@ -67,7 +67,35 @@ export interface EngineConfig {
    */
   streamingSinks: number | null;
   streamingWindow: number | null;
+  /**
+   * Serve PEFT LoRA adapters (docs/lora.md): requests name one by its name as their model. Implied
+   * by `loraModules`; needed to load adapters at run time when none is given at start.
+   */
+  enableLora: boolean;
+  /** Adapters served from the start, by name. */
+  loraModules: LoraModule[];
+  /** Adapters held on the device at once (slots); a step's sequences use at most this many. */
+  maxLoras: number;
+  /** Largest adapter rank accepted (device slots are sized for it), at most MAX_LORA_RANK. */
+  maxLoraRank: number;
+  /**
+   * How a sequence preempted for lack of KV blocks gets its K/V back (docs/long-context.md):
+   * `recompute` reruns its tokens; `swap` copies the K/V of a context longer than one step's token
+   * budget to host memory and back (shorter ones are still recomputed, which costs less).
+   */
+  preemptionMode: 'recompute' | 'swap';
+  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
+  swapSpace: number;
 }
+
+/** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
+export interface LoraModule {
+  name: string;
+  path: string;
+}
+
+/** The largest --max-lora-rank. */
+export const MAX_LORA_RANK = 256;
 
 /** The longest sequence under StreamingLLM when maxModelLen is not given. */
 export const STREAMING_MAX_MODEL_LEN = 131072;
@@ -75,18 +103,31 @@ export const STREAMING_MAX_MODEL_LEN = 131072;
 /**
  * How a decoding sequence proposes drafts, verified by the model in its next step. Flags:
  * --speculative-method, --speculative-model, --num-speculative-tokens, --ngram-min, --ngram-max,
- * --speculative-disable-by-batch-size.
+ * --ngram-branches, --speculative-tree, --speculative-disable-by-batch-size.
  */
 export interface SpeculativeConfig {
-  /** `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the tokenizer. */
-  method: 'ngram' | 'draft';
-  /** The draft model's directory; only with method `draft`. */
+  /**
+   * `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the
+   * tokenizer; `medusa`: Medusa heads on the target's hidden states, drafting a static tree.
+   */
+  method: 'ngram' | 'draft' | 'medusa';
+  /** The draft model's directory (method `draft`) or the heads' (method `medusa`). */
   model: string | null;
+  /**
+   * Medusa's static draft tree as its paths of candidate ranks ([0], [1], [0, 0], ...: Medusa's
+   * "choices"), cut to numSpeculativeTokens deep; null: DEFAULT_MEDUSA_TREE.
+   */
+  tree: number[][] | null;
   /** Most drafts a sequence proposes per step (K). */
   numSpeculativeTokens: number;
   /** n-gram lookup matches the last n tokens, n from ngramMax down to ngramMin. */
   ngramMin: number;
   ngramMax: number;
+  /**
+   * n-gram lookup: the continuations of up to this many earlier occurrences, merged into a draft
+   * tree verified in one pass (1: the latest occurrence's, a chain).
+   */
+  ngramBranches: number;
   /** A step with at least this many running sequences does not speculate (it is compute-bound already); null never turns it off. */
   disableByBatchSize: number | null;
 }
@@ -96,9 +137,11 @@ export type EngineOptions = Partial<Omit<EngineConfig, 'speculative'>> & { specu
 
 export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
   model: null,
+  tree: null,
   numSpeculativeTokens: 4,
   ngramMin: 2,
   ngramMax: 4,
+  ngramBranches: 1,
   disableByBatchSize: null,
 };
 
@@ -122,4 +165,10 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   speculative: null,
   streamingSinks: null,
   streamingWindow: null,
+  enableLora: false,
+  loraModules: [],
+  maxLoras: 1,
+  maxLoraRank: 16,
+  preemptionMode: 'recompute',
+  swapSpace: 4,
 };

@@ -98,7 +98,9 @@ test('a missing model directory is named', (t) => {
 test('speculative flags a user gets wrong are errors that say what to change', () => {
   const model = ['--model', join(FIXTURES_DIR, 'llama-gqa'), ...PROMPT];
   assertCleanError(keel([...model, '--num-speculative-tokens', '3']), /--speculative-method ngram or --speculative-model DIR/);
-  assertCleanError(keel([...model, '--speculative-method', 'medusa']), /--speculative-method must be one of ngram, draft/);
+  assertCleanError(keel([...model, '--speculative-method', 'lookahead']), /--speculative-method must be one of ngram, draft, medusa/);
+  assertCleanError(keel([...model, '--speculative-method', 'medusa']), /medusa needs the heads' directory/);
+  assertCleanError(keel([...model, '--speculative-method', 'medusa', '--speculative-model', join(FIXTURES_DIR, 'spec-heads', 'medusa-llama-gqa'), '--speculative-tree', '[0, 1]']), /--speculative-tree must be a list of paths of ranks/);
   assertCleanError(keel([...model, '--speculative-method', 'draft']), /needs a draft model/);
   assertCleanError(keel([...model, '--speculative-method', 'ngram', '--ngram-min', '5', '--ngram-max', '3']), /--ngram-min 5 is more than ngramMax 3/);
   assertCleanError(keel([...model, '--speculative-method', 'ngram', '--num-speculative-tokens', '0']), /--num-speculative-tokens must be a positive integer/);

@@ -14,7 +14,7 @@ interface TokenizerOracle {
 }
 
 const oracle: TokenizerOracle = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'tokenizer_oracle.json'), 'utf8'));
-const tokenizer = Tokenizer.fromDir(DEFAULT_MODEL_DIR);
+const tokenizer = Tokenizer.load(DEFAULT_MODEL_DIR);
 
 test('the default model tokenizes every oracle text exactly as the Python tokenizers library', () => {
   assert.ok(oracle.cases.length >= 10);

@@ -27,7 +27,7 @@ const HELD_OUT = readFileSync(new URL('../tools/peers/write_gguf.py', import.met
 
 /** Few, short windows: the test checks the algorithms, not the best checkpoint they can make. */
 function calibrationSamples(): number[][] {
-  const tokens = Tokenizer.fromDir(DEFAULT_MODEL_DIR).encode(readFileSync(CALIBRATION, 'utf8'), { addSpecialTokens: false });
+  const tokens = Tokenizer.load(DEFAULT_MODEL_DIR).encode(readFileSync(CALIBRATION, 'utf8'), { addSpecialTokens: false });
   return Array.from({ length: 4 }, (_, i) => tokens.slice(i * 64, (i + 1) * 64));
 }
 

@@ -3,6 +3,7 @@ import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { DEFAULT_MODEL_DIR, loadEngine } from '../src/engine/load-engine.ts';
@@ -94,6 +95,41 @@ test('n-gram drafts change nothing when speculation turns off for large batches,
   await llm.close();
 });
 
+/** n-gram drafts as a tree: several earlier occurrences' continuations, verified in one pass. */
+const NGRAM_TREE = { ...NGRAM, ngramBranches: 3 } as const;
+
+/** Counts the CPU backend's K/V moves (an accepted branch other than the first runs them) while `run` runs. */
+async function countingSlotMoves<T>(run: () => Promise<T>): Promise<{ result: T; moves: number }> {
+  const original = CpuBackend.prototype.copySlots;
+  let moves = 0;
+  CpuBackend.prototype.copySlots = function (this: CpuBackend, cache, src, dst) {
+    moves += src.length;
+    return original.call(this, cache, src, dst);
+  };
+  try {
+    return { result: await run(), moves };
+  } finally {
+    CpuBackend.prototype.copySlots = original;
+  }
+}
+
+test('n-gram draft trees change no greedy, seeded, stopped, penalized, forked or logprob request, accepting other branches than the first', async () => {
+  const { result, moves } = await countingSlotMoves(() => checkUnchanged({ speculative: NGRAM_TREE }));
+  await result.llm.close();
+  assert.ok(moves > 0, 'some accepted path left the tree\'s first branch, and its K/V were moved into place');
+});
+
+test('n-gram draft trees change nothing with 7-token steps and 4-token blocks (trees cut to the budget)', async () => {
+  const { llm } = await checkUnchanged({ speculative: NGRAM_TREE, maxNumBatchedTokens: 7, blockSize: 4 });
+  await llm.close();
+});
+
+test('n-gram draft trees change nothing when the pool forces preemption', async () => {
+  const { outputs, llm } = await checkUnchanged({ speculative: NGRAM_TREE, numKvBlocks: 16, blockSize: 4 });
+  await llm.close();
+  assert.ok(outputs.some((o) => o.metrics.numPreemptions > 0), 'a request was preempted');
+});
+
 test("keel-tiny's draft model changes no greedy, seeded, stopped, penalized, forked or logprob request", async () => {
   const { llm } = await checkUnchanged({ speculative: DRAFT });
   await llm.close();
@@ -151,11 +187,11 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
   try {
     const live = new Set<string>();
     let next = 0;
-    const add = () => {
+    const add = (long = false) => {
       const alphabet = Array.from({ length: 6 }, () => int(10, 2000));
-      const promptTokenIds = Array.from({ length: int(2, 20) }, () => alphabet[int(0, alphabet.length - 1)]);
+      const promptTokenIds = Array.from({ length: long ? 20 : int(2, 20) }, () => alphabet[int(0, alphabet.length - 1)]);
       const kinds = [{ temperature: 0 }, { temperature: 0.9, topK: 40 }, { temperature: 1, n: 2 }, { temperature: 0, repetitionPenalty: 1.3 }];
-      const params = resolveSamplingParams({ ...kinds[int(0, kinds.length - 1)], maxTokens: int(1, 24), ignoreEos: true, seed: int(0, 1000) }, {});
+      const params = resolveSamplingParams({ ...kinds[int(0, kinds.length - 1)], maxTokens: long ? 24 : int(1, 24), ignoreEos: true, seed: int(0, 1000) }, {});
       const id = `r${next++}`;
       live.add(id);
       engine.addRequest({ id, prompt: null, promptTokenIds, params, grammar: null, onUpdate: (request) => isFinished(request) && live.delete(request.id) });
@@ -167,6 +203,9 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
       else engine.step();
       engine.checkInvariants();
     }
+    // A last burst of long requests, 11 blocks each at the end, so that every schedule preempts
+    // (at 17 and 18 blocks some random ones never did).
+    for (let i = 0; i < 4; i++) add(true);
     for (let drained = 0; engine.hasUnfinished(); drained++) {
       assert.ok(drained < 5000, `${where}: no end after 5,000 steps`);
       engine.step();
@@ -185,7 +224,8 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
 test('random arrivals, aborts and preemption keep the KV cache consistent after every speculative step', async () => {
   const fromEnv = process.env.KEEL_TEST_SEED;
   const seed = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
-  console.log(`speculative schedules: seeds ${seed}, ${seed + 1} (replay with KEEL_TEST_SEED=${seed})`);
+  console.log(`speculative schedules: seeds ${seed}, ${seed + 1}, ${seed + 2} (replay with KEEL_TEST_SEED=${seed})`);
   await randomSchedule({ ...NGRAM, disableByBatchSize: 4 }, seed);
   await randomSchedule({ ...DRAFT, disableByBatchSize: 4 }, seed + 1);
+  await randomSchedule({ ...NGRAM_TREE, disableByBatchSize: 4 }, seed + 2);
 });

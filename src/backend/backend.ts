@@ -18,6 +18,15 @@ export interface KvCache {
 }
 
 /**
+ * Host memory that KV blocks are swapped out to and back in from (preemption by swap,
+ * docs/long-context.md): `layout.numBlocks` host blocks, each holding what a device block holds
+ * in every layer of the cache it serves. The CUDA backend's is pinned memory.
+ */
+export interface SwapSpace {
+  readonly layout: KvCacheLayout;
+}
+
+/**
  * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, rotaryDim / 2]
  * (HF "rotate_half" layout: dimension i pairs with i + rotaryDim/2; dimensions from rotaryDim on
  * are not rotated). Every RoPE variant, including YaRN's attention factor, is folded into these
@@ -144,6 +153,46 @@ export interface ExpertWeights {
   downBias: Tensor | null;
 }
 
+/**
+ * The shape of one linear layer's LoRA weights on the device: `slots` adapters of rank at most
+ * `maxRank`. A linear stacking several projections (q/k/v, gate/up) has one slice per projection,
+ * each with its own A [rank, inFeatures] and B [rows, rank]; its output is the slices' rows in order.
+ */
+export interface LoraShape {
+  slots: number;
+  maxRank: number;
+  inFeatures: number;
+  sliceRows: readonly number[];
+}
+
+/** LoRA weights of one linear layer for every adapter slot (createLoraWeights); a slot is zero until set. */
+export interface LoraWeights {
+  readonly shape: LoraShape;
+}
+
+/** One slice's LoRA matrices as float32 host values: a [rank, in], and b [rows, rank] with the adapter's scale folded in. */
+export interface LoraSliceValues {
+  a: Float32Array;
+  b: Float32Array;
+}
+
+/** A mixture-of-experts block's weights, for `moe`. */
+export interface MoeWeights {
+  /** [numExperts, hidden]: the router, whose logits are float32 (linear's `float32`), plus routerBias [numExperts] if given. */
+  router: Tensor;
+  routerBias: Tensor | null;
+  routing: RoutingParams;
+  experts: ExpertWeights;
+  /** The routed experts' activation. */
+  activation: Activation;
+  /**
+   * Dense experts every token goes through (Qwen2-MoE, DeepSeek), as one gated MLP without biases:
+   * gateUp [2m, hidden] (gate rows, then up rows), down [hidden, m]; with `gate` [1, hidden] its
+   * output is scaled per token by σ(x · gateᵀ).
+   */
+  shared: { gateUp: Tensor; down: Tensor; gate: Tensor | null; activation: Activation } | null;
+}
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -198,6 +247,28 @@ export interface Backend {
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
+  /** Host memory for `layout.numBlocks` blocks of caches with `layout.layers`. */
+  createSwapSpace(layout: KvCacheLayout): SwapSpace;
+  /**
+   * Copies device blocks src[i] to host blocks dst[i] in every layer, after the work queued so far
+   * (which may still be writing them); work queued afterwards (a step reusing the device blocks)
+   * runs after the copies. The host does not wait.
+   */
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
+  /**
+   * Copies host blocks src[i] to device blocks dst[i] in every layer. The copies run beside the
+   * work queued after them (on CUDA, on a transfer stream), so nothing may read the destination
+   * blocks until `awaitSwapIns`; swaps run in the order they were queued.
+   */
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
+  /** Work queued after this call runs after every swapIn queued before it. The host does not wait. */
+  awaitSwapIns(): void;
+  /**
+   * Copy single slots (block * blockSize + offset) src[i] -> dst[i] in every layer, the pairs in
+   * order: pair i reads its source after pairs before it wrote theirs. Speculative tree
+   * verification moves the K/V of the accepted path into place with it.
+   */
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**
@@ -224,8 +295,30 @@ export interface Backend {
    * activation dtype before the activation, as two separate ops would.
    */
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor;
+  /**
+   * act(x[:, :n]) * x[:, n:] for x [rows, 2n] (gate columns, then up): the activation of
+   * `gatedLinear` alone, for a gate/up product that LoRA adds to before the activation.
+   */
+  gatedActivation(x: Tensor, activation: Activation): Tensor;
+  /** Zeroed LoRA weights for `shape.slots` adapters of one linear layer. */
+  createLoraWeights(shape: LoraShape): LoraWeights;
+  /**
+   * Puts one adapter of rank `rank` (≤ maxRank) in `slot`: each slice's matrices, or null for a
+   * slice the adapter leaves alone (zero). Queued behind the work already issued, so a step still
+   * running on the slot's previous adapter is not disturbed.
+   */
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void;
+  /**
+   * In place, the batched LoRA op (SGMV/BGMV style): for every token t whose adapter slot
+   * s = step.batch.loraSlots[t] is not -1, out[t] += (x[t] · A_sᵀ) · B_sᵀ, slice by slice (the
+   * shrink to rank dims in float32, then the expand into the slice's output rows). Tokens of
+   * different adapters, and of none, share the step. A no-op when the step has no loraSlots.
+   */
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
+  /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
+  silu(x: Tensor): void;
   /**
    * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
@@ -268,9 +361,18 @@ export interface Backend {
    * weights are read once per step, and only the chosen experts' are read.
    */
   expertMlp(x: Tensor, routing: ExpertRouting, experts: ExpertWeights, activation: Activation): Tensor;
+  /**
+   * A whole MoE block on x [numTokens, hidden]: what `composeMoe` (moe-composition.ts) computes
+   * from the ops above (router logits in float32, routeExperts, expertMlp, the shared expert added
+   * by addInto), which a backend may run fused (CUDA: one launch for a single token). Returns this
+   * device's part, [numTokens, hidden], for allReduce.
+   */
+  moe(x: Tensor, weights: MoeWeights): Tensor;
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;
+  /** Rows `rows` of x [n, cols] (any order, repeats allowed): [rows.length, cols]. */
+  gatherRows(x: Tensor, rows: Int32Array): Tensor;
   /** Copy a [rows, cols] tensor to the host as float32. */
   toHost(x: Tensor): Float32Array;
   /**

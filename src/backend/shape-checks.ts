@@ -1,6 +1,6 @@
 import type { BatchDescription } from '../step/batch.ts';
 import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, ExpertWeights, MlaParams, RoutingParams } from './backend.ts';
+import type { AttentionParams, ExpertWeights, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -67,4 +67,56 @@ export function expertWidth(experts: ExpertWeights, hidden: number, numExperts: 
   if (gateUpBias !== null && !fits(gateUpBias, [count, 2 * n])) throw new Error(`expertMlp: gate/up bias ${shape(gateUpBias)}, expected [${count}, ${2 * n}]`);
   if (downBias !== null && !fits(downBias, [count, hidden])) throw new Error(`expertMlp: down bias ${shape(downBias)}, expected [${count}, ${hidden}]`);
   return n;
+}
+
+/** setLoraSlot's arguments against the weights' shape: a mismatch is a bug in the caller (the layer checks adapters). */
+export function assertLoraSlot(shape: LoraShape, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void {
+  if (!(Number.isInteger(slot) && slot >= 0 && slot < shape.slots)) throw new RangeError(`LoRA slot ${slot} is outside [0, ${shape.slots})`);
+  if (!(Number.isInteger(rank) && rank >= 1 && rank <= shape.maxRank)) throw new RangeError(`LoRA rank ${rank} is outside [1, ${shape.maxRank}]`);
+  if (slices.length !== shape.sliceRows.length) throw new Error(`${slices.length} LoRA slices for a linear of ${shape.sliceRows.length}`);
+  slices.forEach((slice, s) => {
+    if (slice === null) return;
+    if (slice.a.length !== rank * shape.inFeatures || slice.b.length !== shape.sliceRows[s] * rank) {
+      throw new Error(`LoRA slice ${s}: ${slice.a.length} A and ${slice.b.length} B values for rank ${rank}, ${shape.inFeatures} inputs and ${shape.sliceRows[s]} outputs`);
+    }
+  });
+}
+
+/** addLora's operands: x [tokens, in] and out [tokens, Σ slice rows], one adapter slot (or -1) per token. */
+export function assertLoraOperands(shape: LoraShape, x: readonly number[], out: readonly number[], batch: BatchDescription): void {
+  const outFeatures = shape.sliceRows.reduce((a, b) => a + b, 0);
+  if (x.length !== 2 || out.length !== 2 || x[1] !== shape.inFeatures || out[1] !== outFeatures || x[0] !== out[0]) {
+    throw new Error(`addLora: x [${x.join(', ')}] and out [${out.join(', ')}] do not fit LoRA weights of ${shape.inFeatures} inputs and ${outFeatures} outputs`);
+  }
+  const slots = batch.loraSlots;
+  if (slots === null) return;
+  if (slots.length !== x[0]) throw new Error(`addLora: ${slots.length} LoRA slots for ${x[0]} rows`);
+  for (const slot of slots) if (!(slot >= -1 && slot < shape.slots)) throw new RangeError(`addLora: LoRA slot ${slot} is outside [-1, ${shape.slots})`);
+}
+
+/**
+ * A swap between a device cache and a swap space: both hold the same layers with the same block
+ * size, and every pair names a block of each (`from` is where the copies read).
+ */
+export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: Int32Array, dst: Int32Array, from: 'device' | 'host'): void {
+  if (src.length !== dst.length) throw new Error(`swap: ${src.length} sources but ${dst.length} destinations`);
+  if (cache.blockSize !== swap.blockSize || JSON.stringify(cache.layers) !== JSON.stringify(swap.layers)) {
+    throw new Error('swap: the swap space was made for another cache layout');
+  }
+  const [srcBlocks, dstBlocks] = from === 'device' ? [cache.numBlocks, swap.numBlocks] : [swap.numBlocks, cache.numBlocks];
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < srcBlocks && dst[i] >= 0 && dst[i] < dstBlocks)) {
+      throw new RangeError(`swap: block pair ${src[i]} -> ${dst[i]} is outside [0, ${srcBlocks}) -> [0, ${dstBlocks})`);
+    }
+  }
+}
+
+/** copySlots' pairs: as many sources as destinations, every slot inside the pool. */
+export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: number): void {
+  if (src.length !== dst.length) throw new Error(`copySlots: ${src.length} sources but ${dst.length} destinations`);
+  for (let i = 0; i < src.length; i++) {
+    if (!(src[i] >= 0 && src[i] < numSlots && dst[i] >= 0 && dst[i] < numSlots)) {
+      throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
+    }
+  }
 }

@@ -17,13 +17,16 @@ export async function runThroughputSuite(
   sampling: Partial<SamplingParams>,
   device: RooflineInputs & { flopsPerSecond: number | null; bandwidthBytesPerSecond: number | null },
   onRequestDone: () => void = () => undefined,
+  /** The LoRA adapter request i runs with (undefined: the base model). */
+  loraOf: (i: number) => string | undefined = () => undefined,
 ): Promise<ThroughputResults> {
   const before = llm.stats().speculation;
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
   const outputs = await Promise.all(
-    requests.map(async (r) => {
-      const output = await llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true });
+    requests.map(async (r, i) => {
+      const lora = loraOf(i);
+      const output = await llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true }, lora === undefined ? {} : { lora });
       onRequestDone();
       return output;
     }),

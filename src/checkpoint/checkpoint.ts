@@ -39,6 +39,17 @@ export function openCheckpoint(dir: string): Checkpoint {
   throw invalidModel(`no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir}${describeOtherWeights(dir)}`);
 }
 
+/**
+ * The tensors of one safetensors file of `dir` that is not a model's (speculative heads ship as
+ * `medusa_lm_head.safetensors`): the first of `fileNames` found, or `openCheckpoint`'s files.
+ */
+export function openCheckpointNamed(dir: string, fileNames: readonly string[]): Checkpoint {
+  const found = fileNames.find((name) => existsSync(join(dir, name)));
+  if (found === undefined) return openCheckpoint(dir);
+  const file = SafetensorsFile.open(join(dir, found));
+  return new SafetensorsCheckpoint(dir, [file], new Map([...file.tensors.keys()].map((name) => [name, file])));
+}
+
 class SafetensorsCheckpoint implements Checkpoint {
   readonly dir: string;
   private readonly files: SafetensorsFile[];

@@ -1,4 +1,5 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 
 /** A tensor as safetensors stores it: its dtype as the format spells it (BF16, F16, F32, I32...), shape and little-endian bytes. */
 export interface SafetensorsTensor {
@@ -9,10 +10,11 @@ export interface SafetensorsTensor {
 
 /**
  * Writes a safetensors file (8-byte little-endian header length, JSON header padded with spaces to
- * a multiple of 8, then the tensors' bytes in the order given), streaming each tensor to disk.
+ * a multiple of 8 as the reference writer pads it, then the tensors' bytes in the order given),
+ * streaming each tensor to disk. `__metadata__` is written only when there is metadata.
  */
 export function writeSafetensorsFile(path: string, tensors: ReadonlyMap<string, SafetensorsTensor>, metadata: Record<string, string> = {}): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  const header: Record<string, unknown> = Object.keys(metadata).length > 0 ? { __metadata__: metadata } : {};
   let offset = 0;
   for (const [name, t] of tensors) {
     const count = t.shape.reduce((n, d) => n * d, 1);
@@ -32,4 +34,10 @@ export function writeSafetensorsFile(path: string, tensors: ReadonlyMap<string, 
   } finally {
     closeSync(fd);
   }
+}
+
+/** writeSafetensorsFile for host tensors (f32/f16/bf16), in the given order. */
+export function writeSafetensors(path: string, tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): void {
+  const entries = Object.entries(tensors).map(([name, t]): [string, SafetensorsTensor] => [name, { dtype: t.dtype.toUpperCase(), shape: t.shape, data: t.data }]);
+  writeSafetensorsFile(path, new Map(entries), metadata);
 }

@@ -1,6 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
-import type { EngineConfig, EngineOptions, SpeculativeConfig } from '../config.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN } from '../config.ts';
+import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
 import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
@@ -26,18 +26,29 @@ export const ENGINE_FLAGS = {
   'no-progress': { type: 'boolean' },
   'speculative-method': { type: 'string' },
   'speculative-model': { type: 'string' },
+  'speculative-tree': { type: 'string' },
   'num-speculative-tokens': { type: 'string' },
   'ngram-min': { type: 'string' },
   'ngram-max': { type: 'string' },
+  'ngram-branches': { type: 'string' },
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
+  'enable-lora': { type: 'boolean' },
+  'lora-modules': { type: 'string', multiple: true },
+  'max-loras': { type: 'string' },
+  'max-lora-rank': { type: 'string' },
+  'preemption-mode': { type: 'string' },
+  'swap-space': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
-  --model DIR|ORG/NAME[@REV]     a Hugging Face model directory, or a repo id: found in the Hugging
-                                 Face cache (HF_HUB_CACHE, HF_HOME), else downloaded into it
-                                 (HF_TOKEN; HF_HUB_OFFLINE=1: the cache only) (default: keel-tiny)
+  --model DIR|FILE.gguf|ORG/NAME[@REV]
+                                 a Hugging Face model directory; a GGUF file (llama, mistral,
+                                 mixtral, qwen2, qwen3, qwen MoE; quantized weights dequantized to
+                                 bf16); or a repo id: found in the Hugging Face cache (HF_HUB_CACHE,
+                                 HF_HOME), else downloaded into it (HF_TOKEN; HF_HUB_OFFLINE=1: the
+                                 cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
   --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
@@ -60,20 +71,37 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --no-async-scheduling          read each step's tokens before launching the next
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
   --no-progress                  no progress bar or start-up report on stderr
+  --preemption-mode recompute|swap  how a sequence preempted for lack of KV blocks gets its KV back
+                                 (default ${DEFAULT_ENGINE_CONFIG.preemptionMode}); swap: contexts longer than
+                                 --max-num-batched-tokens go to host memory and back, shorter ones
+                                 are recomputed (docs/long-context.md)
+  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
-  --speculative-method ngram|draft  ngram: drafts looked up in the sequence's own tokens; draft: a draft model
-  --speculative-model DIR|ORG/NAME  the draft model, found as --model is (implies --speculative-method draft)
+  --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
+                                 model; medusa: Medusa heads drafting a tree verified in one pass
+  --speculative-model DIR|ORG/NAME  the draft model or the Medusa heads, found as --model is (alone: --speculative-method draft)
+  --speculative-tree JSON        Medusa's static tree as paths of candidate ranks, e.g. [[0],[1],[0,0]] (default: 15 drafts, 5 deep)
   --num-speculative-tokens K     most drafts per sequence and step (default ${DEFAULT_SPECULATIVE_CONFIG.numSpeculativeTokens})
   --ngram-min N                  shortest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMin})
   --ngram-max N                  longest suffix n-gram lookup matches (default ${DEFAULT_SPECULATIVE_CONFIG.ngramMax})
+  --ngram-branches N             continuations of up to N earlier matches, verified as one draft tree (default ${DEFAULT_SPECULATIVE_CONFIG.ngramBranches}: a chain)
   --speculative-disable-by-batch-size N  no speculation in steps with at least N running sequences
 
 StreamingLLM (docs/long-context.md; both or neither): generation runs past the model's context
   --streaming-sinks S            every token attends to its sequence's first S tokens (attention sinks)
-  --streaming-window W           and to its latest W tokens; the KV blocks between are freed`;
+  --streaming-window W           and to its latest W tokens; the KV blocks between are freed
 
-type EngineFlagValues = { [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+LoRA adapters (docs/lora.md): a request names an adapter as its model; adapters and the base model batch together
+  --lora-modules NAME=DIR ...    serve these PEFT adapters (adapter_config.json + adapter_model.safetensors),
+                                 also as JSON {"name": NAME, "path": DIR}; implies --enable-lora
+  --enable-lora                  serve adapters (loadable while serving: POST /v1/load_lora_adapter)
+  --max-loras N                  adapters held on the GPU at once, LRU-paged (default ${DEFAULT_ENGINE_CONFIG.maxLoras})
+  --max-lora-rank R              largest adapter rank accepted, at most ${MAX_LORA_RANK} (default ${DEFAULT_ENGINE_CONFIG.maxLoraRank})`;
+
+type EngineFlagValues = {
+  [K in keyof typeof ENGINE_FLAGS]?: (typeof ENGINE_FLAGS)[K]['type'] extends 'boolean' ? boolean : (typeof ENGINE_FLAGS)[K] extends { multiple: true } ? string[] : string;
+};
 
 export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
   return {
@@ -97,17 +125,58 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     speculative: speculativeFromFlags(values),
     streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
     streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
+    enableLora: values['enable-lora'] ? true : undefined,
+    loraModules: values['lora-modules']?.map(loraModule),
+    maxLoras: integerFlag('--max-loras', values['max-loras']),
+    maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
+    preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
+    swapSpace: numberFlag('--swap-space', values['swap-space']),
   };
+}
+
+/** One --lora-modules value: NAME=DIR, or vLLM's JSON form {"name": ..., "path": ...}. */
+function loraModule(value: string): LoraModule {
+  if (value.trimStart().startsWith('{')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch (error) {
+      throw invalidArgument(`--lora-modules ${value}: not valid JSON (${(error as Error).message})`);
+    }
+    const { name, path } = parsed as { name?: unknown; path?: unknown };
+    if (typeof name !== 'string' || typeof path !== 'string') throw invalidArgument(`--lora-modules ${value}: the JSON form needs string "name" and "path"`);
+    return { name, path };
+  }
+  const at = value.indexOf('=');
+  if (at <= 0 || at === value.length - 1) throw invalidArgument(`--lora-modules expects NAME=DIR (got "${value}")`);
+  return { name: value.slice(0, at), path: value.slice(at + 1) };
+}
+
+/** --speculative-tree: a JSON list of paths of ranks, as Medusa writes its trees ("[[0], [1], [0, 0]]"). */
+function treeFlag(value: string | undefined): number[][] | undefined {
+  if (value === undefined) return undefined;
+  let tree: unknown;
+  try {
+    tree = JSON.parse(value);
+  } catch {
+    throw invalidArgument(`--speculative-tree must be JSON, a list of paths of ranks such as [[0], [1], [0, 0]] (got ${value})`);
+  }
+  if (!Array.isArray(tree) || !tree.every((path) => Array.isArray(path) && path.every((r) => typeof r === 'number'))) {
+    throw invalidArgument(`--speculative-tree must be a list of paths of ranks such as [[0], [1], [0, 0]] (got ${value})`);
+  }
+  return tree as number[][];
 }
 
 /** The speculative options the flags give; undefined when no speculative flag is given. */
 function speculativeFromFlags(values: EngineFlagValues): EngineOptions['speculative'] {
   const options = {
-    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft'] as const),
+    method: oneOf('--speculative-method', values['speculative-method'], ['ngram', 'draft', 'medusa'] as const),
     model: values['speculative-model'],
+    tree: treeFlag(values['speculative-tree']),
     numSpeculativeTokens: integerFlag('--num-speculative-tokens', values['num-speculative-tokens']),
     ngramMin: integerFlag('--ngram-min', values['ngram-min']),
     ngramMax: integerFlag('--ngram-max', values['ngram-max']),
+    ngramBranches: integerFlag('--ngram-branches', values['ngram-branches']),
     disableByBatchSize: integerFlag('--speculative-disable-by-batch-size', values['speculative-disable-by-batch-size']),
   };
   if (Object.values(options).every((v) => v === undefined)) return undefined;
@@ -138,12 +207,20 @@ export const ENGINE_FIELD_OF_FLAG = {
   'no-progress': 'showProgress',
   'speculative-method': 'speculative.method',
   'speculative-model': 'speculative.model',
+  'speculative-tree': 'speculative.tree',
   'num-speculative-tokens': 'speculative.numSpeculativeTokens',
   'ngram-min': 'speculative.ngramMin',
   'ngram-max': 'speculative.ngramMax',
+  'ngram-branches': 'speculative.ngramBranches',
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',
+  'enable-lora': 'enableLora',
+  'lora-modules': 'loraModules',
+  'max-loras': 'maxLoras',
+  'max-lora-rank': 'maxLoraRank',
+  'preemption-mode': 'preemptionMode',
+  'swap-space': 'swapSpace',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -14,6 +14,7 @@ Generates completions for every prompt, all in one batch.
 
   --prompt TEXT                  a text prompt (repeatable)
   --prompt-ids 1,2,3             a prompt given as token ids (repeatable)
+  --lora NAME                    run every prompt with this LoRA adapter (one of --lora-modules)
   --json                         one JSON line per prompt, in order, keyed as the HTTP API's completions:
                                  {"text": ..., "token_ids": [...], "finish_reason": ..., "logprobs": {"tokens": ...}}
 
@@ -32,6 +33,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
       ...STRUCTURED_OUTPUT_FLAGS,
       prompt: { type: 'string', multiple: true },
       'prompt-ids': { type: 'string', multiple: true },
+      lora: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -53,22 +55,23 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const structuredOutput = structuredOutputFromFlags(values);
   const params = { ...samplingParamsFromFlags(values), ...(structuredOutput ? { structuredOutput } : {}) };
   const llm = await LLM.load(engineConfigFromFlags(values));
+  const options = values.lora === undefined ? {} : { lora: values.lora };
   try {
     if (prompts.some((p) => typeof p === 'string')) requireTokenizer(llm, 'a text --prompt cannot be tokenized', 'give token ids with --prompt-ids');
     if (values.json) {
-      const outputs = await llm.generate(prompts, params);
+      const outputs = await llm.generate(prompts, params, options);
       for (const output of outputs) console.log(JSON.stringify(toJsonLine(output)));
     } else if (prompts.length === 1 && (params.n ?? 1) === 1 && typeof prompts[0] === 'string') {
       // The prompt is echoed once the request is accepted, so a rejected one prints only the error.
       let echoed = false;
-      for await (const update of llm.stream(prompts[0], params)) {
+      for await (const update of llm.stream(prompts[0], params, options)) {
         if (!echoed) process.stdout.write(prompts[0]);
         echoed = true;
         for (const delta of update.deltas) process.stdout.write(delta.text);
       }
       process.stdout.write('\n');
     } else {
-      const outputs = await llm.generate(prompts, params);
+      const outputs = await llm.generate(prompts, params, options);
       outputs.forEach((output, i) => {
         for (const completion of output.outputs) {
           console.log(`--- prompt ${i}${output.outputs.length > 1 ? `, completion ${completion.index}` : ''} (${completion.finishReason})`);

@@ -6,7 +6,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
  */
 export function parseFlags<T extends Omit<ParseArgsConfig, 'strict'>>(command: string, config: T): ReturnType<typeof parseArgs<T & { strict: true }>> {
   try {
-    return parseArgs({ ...config, strict: true });
+    const args = config.allowPositionals || config.args === undefined ? config.args : listValues(config.args, config.options ?? {});
+    return parseArgs({ ...config, args, strict: true } as T & { strict: true });
   } catch (error) {
     const unknown = /^Unknown option '([^']+)'/.exec((error as Error).message)?.[1];
     if (unknown === undefined) throw error;
@@ -15,6 +16,27 @@ export function parseFlags<T extends Omit<ParseArgsConfig, 'strict'>>(command: s
     (error as Error).message = `unknown option ${unknown}${didYouMean(unknown, flags)}: see ${command} --help`;
     throw error;
   }
+}
+
+/** Flags that list their values after one flag, as vLLM's (nargs='+') do: `--lora-modules a=x b=y`. */
+const LIST_FLAGS: ReadonlySet<string> = new Set(['--lora-modules']);
+
+/**
+ * The words after a LIST_FLAGS flag, up to the next flag, become repeats of it. Without positionals
+ * such words were an error before, so no command line changes meaning.
+ */
+function listValues(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
+  const out: string[] = [];
+  let listing: string | null = null;
+  for (const arg of args) {
+    if (arg.startsWith('-')) {
+      listing = LIST_FLAGS.has(arg) && options[arg.slice(2)]?.multiple === true ? arg : null;
+      out.push(arg);
+    } else if (listing !== null && out[out.length - 1] !== listing) {
+      out.push(listing, arg);
+    } else out.push(arg);
+  }
+  return out;
 }
 
 /** " (did you mean X?)" for the candidate nearest to `given`, or "" when none is near. */

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isGgufPath, openModelFiles } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
@@ -63,7 +64,8 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
-  const { dir } = values.model === undefined ? { dir: DEFAULT_MODEL_DIR } : await locateModel(values.model, { showProgress: true });
+  const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
+  if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = method === 'rtn' && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
   const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output });
   if (values.json) {
@@ -86,7 +88,7 @@ function calibrationSamples(dir: string, file: string | undefined, count: number
   } catch (error) {
     throw invalidArgument(`cannot read --calibration ${file}: ${(error as Error).message}`);
   }
-  const tokenizer = loadTokenizerIfPresent(dir);
+  const tokenizer = loadTokenizerIfPresent(openModelFiles(dir));
   if (tokenizer === null) throw invalidArgument(`${dir} has no tokenizer.json to tokenize the calibration text with`);
   const tokens = tokenizer.encode(text, { addSpecialTokens: false });
   const samples: number[][] = [];

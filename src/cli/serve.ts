@@ -14,7 +14,8 @@ const seconds = (ms: number) => ms / 1000;
 export const SERVE_HELP = `Usage: keel serve [options]
 
 Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-/v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics) with a web playground at /. The engine runs
+/v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics; with LoRA, /v1/load_lora_adapter
+and /v1/unload_lora_adapter) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
 huge prompt never holds up the other clients.
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
@@ -92,14 +93,15 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 /** If a shutdown has not ended this long after its drain timeout, the process exits regardless. */
 const SHUTDOWN_WATCHDOG_MS = 15_000;
 
-export async function serveCommand(argv: string[]): Promise<number> {
+/** `engineEntry`: the engine thread's module, for stand-ins of the engine (the chaos soak's synthetic one). */
+export async function serveCommand(argv: string[], engineEntry?: URL): Promise<number> {
   const { values } = parseFlags('keel serve', { args: argv, options: SERVE_FLAGS });
   if (values.help) {
     console.log(SERVE_HELP);
     return 0;
   }
   const serverOptions = serverOptionsFromFlags(values);
-  const engine = await EngineClient.startThread(engineConfigFromFlags(values));
+  const engine = await EngineClient.startThread(engineConfigFromFlags(values), engineEntry);
   let server: RunningServer;
   try {
     server = await startServer({ engine, ...serverOptions });

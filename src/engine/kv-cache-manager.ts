@@ -27,6 +27,8 @@ export interface KvCacheManagerOptions {
   retention: KvRetention | null;
   /** A block id outside the pool that block tables hold in place of freed blocks (never read). */
   nullBlock: number;
+  /** Host blocks that preempted sequences are swapped out to (`--swap-space`); null: no swapping. */
+  swapPool?: BlockPool | null;
 }
 
 /** `KvCacheManager.blocksHeldAtOnce` of a manager with this retention and block size. */
@@ -53,6 +55,12 @@ export class KvCacheManager {
   private readonly numRegisteredBlocks = new Map<SequenceId, number>();
   /** Each source keeps the reference of the sequence that moved off it until the copy is taken. */
   private pendingCopies: { src: BlockId; dst: BlockId }[] = [];
+  private readonly swapPool: BlockPool | null;
+  /** A swapped-out sequence's table: the host block of each entry, null for the null block. */
+  private readonly swappedTables = new Map<SequenceId, (BlockId | null)[]>();
+  /** Swaps recorded since the last `takeSwaps`: device -> host, then host -> device. */
+  private pendingSwapOuts: { src: BlockId; dst: BlockId }[] = [];
+  private pendingSwapIns: { src: BlockId; dst: BlockId }[] = [];
 
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
@@ -62,6 +70,8 @@ export class KvCacheManager {
     this.enablePrefixCaching = options.enablePrefixCaching;
     this.retention = options.retention;
     this.nullBlock = options.nullBlock as BlockId;
+    this.swapPool = options.swapPool ?? null;
+    if (this.swapPool?.enableCaching) throw new Error('a swap pool holds no prefix cache');
   }
 
   get numBlocks(): number {
@@ -74,6 +84,15 @@ export class KvCacheManager {
 
   get numCachedBlocks(): number {
     return this.pool.numCachedBlocks;
+  }
+
+  /** Host blocks of the swap space (0 without one), and those free. */
+  get numSwapBlocks(): number {
+    return this.swapPool?.numBlocks ?? 0;
+  }
+
+  get numFreeSwapBlocks(): number {
+    return this.swapPool?.numFreeBlocks ?? 0;
   }
 
   /**
@@ -197,6 +216,76 @@ export class KvCacheManager {
     this.pool.free(orphaned.map(({ src }) => src));
   }
 
+  /**
+   * Moves the K/V of the sequence's computed tokens to host blocks and frees its device blocks (as
+   * `free` does); the copies are recorded for `takeSwaps`. Returns false, doing nothing, when the
+   * swap space lacks room. A block whose copy-on-write copy is still pending is read from its source.
+   */
+  swapOut(seq: Sequence): boolean {
+    if (this.swapPool === null) return false;
+    const computed = seq.blockTable.slice(0, Math.ceil(seq.numComputedTokens / this.blockSize));
+    const held = computed.filter((id) => id !== this.nullBlock);
+    if (held.length > this.swapPool.numFreeBlocks) return false;
+    const hostBlocks = this.swapPool.allocate(held.length);
+    let next = 0;
+    const table = computed.map((id) => {
+      if (id === this.nullBlock) return null;
+      const host = hostBlocks[next++];
+      this.pendingSwapOuts.push({ src: this.pendingCopies.find(({ dst }) => dst === id)?.src ?? id, dst: host });
+      return host;
+    });
+    this.free(seq);
+    this.swappedTables.set(seq.id, table);
+    return true;
+  }
+
+  /**
+   * Device blocks for a swapped-out sequence's K/V, copied back from its host blocks (recorded for
+   * `takeSwaps`), which are freed. Returns false, doing nothing, unless the pool also keeps a block
+   * for the sequence's next token when that starts a new block.
+   */
+  swapIn(seq: Sequence): boolean {
+    const table = this.swappedTables.get(seq.id);
+    if (table === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
+    const held = table.filter((id) => id !== null);
+    const nextBlock = Math.ceil(seq.numTokens / this.blockSize) > table.length ? 1 : 0;
+    if (held.length + nextBlock > this.pool.numFreeBlocks) return false;
+    const deviceBlocks = this.pool.allocate(held.length);
+    let next = 0;
+    seq.blockTable = table.map((host) => {
+      if (host === null) return this.nullBlock;
+      const device = deviceBlocks[next++];
+      this.pendingSwapIns.push({ src: host, dst: device });
+      return device;
+    });
+    // Offered to the prefix cache again under their new ids (a hash another block holds stays with it).
+    this.numRegisteredBlocks.set(seq.id, 0);
+    this.swappedTables.delete(seq.id);
+    this.swapPool!.free(held);
+    return true;
+  }
+
+  /** Frees a swapped-out sequence's host blocks (it ended while swapped out). */
+  dropSwapped(seq: Sequence): void {
+    const table = this.swappedTables.get(seq.id);
+    if (table === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
+    this.swappedTables.delete(seq.id);
+    this.swapPool!.free(table.filter((id) => id !== null));
+  }
+
+  /**
+   * The swaps recorded since the last call, to run in order before the step's forward: swap-outs
+   * first, since a swap-in may write a device block a swap-out of the same step reads, and a block
+   * freed by a swap is handed out again only after the swap is recorded.
+   */
+  takeSwaps(): { out: BlockCopies; in: BlockCopies } {
+    const pairs = (list: { src: BlockId; dst: BlockId }[]): BlockCopies => ({ src: Int32Array.from(list, ({ src }) => src), dst: Int32Array.from(list, ({ dst }) => dst) });
+    const swaps = { out: pairs(this.pendingSwapOuts), in: pairs(this.pendingSwapIns) };
+    this.pendingSwapOuts = [];
+    this.pendingSwapIns = [];
+    return swaps;
+  }
+
   /** Gives `child` the parent's blocks (shared, copy-on-write) and block hashes. */
   fork(parent: Sequence, child: Sequence): void {
     this.pool.touch(parent.blockTable.filter((id) => id !== this.nullBlock));
@@ -225,6 +314,10 @@ export class KvCacheManager {
   checkInvariants(sequences: Iterable<Sequence>): void {
     const holders = new Int32Array(this.pool.numBlocks);
     for (const seq of sequences) {
+      if (seq.status === 'swapped') {
+        if (!this.swappedTables.has(seq.id) || seq.blockTable.length > 0) throw new Error(`swapped sequence ${seq.id} holds device blocks or no host blocks`);
+        continue;
+      }
       const held = seq.blockTable.filter((id) => id !== this.nullBlock);
       if (new Set(held).size !== held.length) throw new Error(`sequence ${seq.id} holds a block twice`);
       if (seq.blockTable.length * this.blockSize < seq.numComputedTokens) {
@@ -248,6 +341,14 @@ export class KvCacheManager {
       if (refs !== holders[id]) throw new Error(`KV block ${id} has ${refs} references but ${holders[id]} holders`);
     }
     this.pool.checkInvariants();
+    if (this.swapPool === null) return;
+    const hostHolders = new Int32Array(this.swapPool.numBlocks);
+    for (const table of this.swappedTables.values()) for (const id of table) if (id !== null) hostHolders[id]++;
+    for (let id = 0; id < this.swapPool.numBlocks; id++) {
+      const refs = this.swapPool.refCount(id as BlockId);
+      if (refs !== hostHolders[id]) throw new Error(`host block ${id} has ${refs} references but ${hostHolders[id]} swapped sequences hold it`);
+    }
+    this.swapPool.checkInvariants();
   }
 
   /** Indices of table blocks in [start, end) that other sequences also hold. */

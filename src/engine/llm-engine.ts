@@ -1,7 +1,7 @@
 import type { SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { drawFor, drawnToken, hasPenalties, maskWords, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
+import { drawFor, drawnToken, hasPenalties, maskWords, MAX_TOP_LOGPROBS, topTokensDraw, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
@@ -9,12 +9,15 @@ import type { CompiledGrammar } from '../structured/grammar-compiler.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
 import { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { BeamGroup } from './beam-group.ts';
+import { BeamSearch } from './beam-search.ts';
 import type { KvCacheManager } from './kv-cache-manager.ts';
+import type { ServedLora } from './lora-registry.ts';
 import type { DrawSite, ModelRunner, StepResult } from './model-runner.ts';
 import type { PositionLogprobs, RequestOutput, SpeculationStats } from './outputs.ts';
 import { appendLogprobs, finishCompletion, isFinished, pendingDelta, type Completion, type Request } from './request.ts';
 import { LookaheadDraws } from './lookahead-draws.ts';
-import { ngramDrafts } from './ngram-proposer.ts';
+import { ngramDrafts, ngramTree } from './ngram-proposer.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 import { SpeculationTally } from './speculation-tally.ts';
@@ -31,11 +34,16 @@ interface LaunchedStep {
   verifications: Map<number, Verification>;
 }
 
-/** A sequence's drafts in a step: their draws, and how many the target accepted once read. */
+/**
+ * A sequence's drafts in a step: their draws (row r of the sequence's draws follows draft r - 1,
+ * row 0 its last sampled token), and once read the accepted path: the drafts kept, in order.
+ */
 interface Verification {
   lookahead: LookaheadDraws;
   numDrafts: number;
-  numAccepted: number;
+  /** Positions drafted: the chain's length, or the tree's depth. */
+  numPositions: number;
+  accepted: number[];
 }
 
 export interface EngineParts {
@@ -54,6 +62,8 @@ export interface EngineParts {
   prefixCacheSalt: (promptLength: number) => string | null;
   /** How decoding sequences propose drafts; null: they do not. With method `draft` the runner holds the draft model. */
   speculative: SpeculativeConfig | null;
+  /** Whether the runner holds LoRA slots, so requests may name adapters. */
+  servesLora: boolean;
 }
 
 export interface NewRequest {
@@ -63,6 +73,8 @@ export interface NewRequest {
   params: SamplingParams;
   /** params.structuredOutput compiled (LLM compiles it); null without one. */
   grammar: CompiledGrammar | null;
+  /** The LoRA adapter it runs with; absent for the base model. */
+  lora?: ServedLora;
   onUpdate: (request: Request) => void;
 }
 
@@ -77,6 +89,12 @@ export interface EngineStats {
   promptTokensTotal: number;
   generationTokensTotal: number;
   numPreemptionsTotal: number;
+  /** Of the preemptions, those that swapped a sequence's K/V out to host memory. */
+  numSwapsTotal: number;
+  numSwapped: number;
+  /** Host blocks of the swap space (0 unless preemptionMode is swap), and those free. */
+  numSwapBlocks: number;
+  numFreeSwapBlocks: number;
   /** Speculative decoding since start; null when the engine does not speculate. */
   speculation: SpeculationStats | null;
 }
@@ -106,6 +124,7 @@ export class LLMEngine {
   private cachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
+  private numSwapsTotal = 0;
   private readonly speculation: SpeculationTally | null;
   /** The step launched by the last `step()` whose tokens are still to be read. */
   private inFlight: LaunchedStep | null = null;
@@ -170,15 +189,21 @@ export class LLMEngine {
         finishedTime: null,
         numCachedTokens: 0,
         numPreemptions: 0,
+        numSwaps: 0,
         speculation: null,
       },
       speculation: this.parts.speculative ? new SpeculationTally() : null,
+      beams: null,
       onUpdate: input.onUpdate,
     };
-    const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, this.parts.prefixCacheSalt(promptTokenIds.length));
+    const lora = input.lora ?? null;
+    if (lora !== null && !this.parts.servesLora) throw invalidArgument('this engine serves no LoRA adapters (start it with LoRA enabled)');
+    const seq = new Sequence(id, promptTokenIds, promptTokenIds.length, cacheSalt(this.parts.prefixCacheSalt(promptTokenIds.length), lora), lora);
     seq.needsPromptLogits = params.promptLogprobs !== null;
+    const search = params.useBeamSearch ? this.beamSearchFor(params) : null;
     this.parts.scheduler.add(seq);
-    completions[0].seq = seq;
+    if (search === null) completions[0].seq = seq;
+    else request.beams = new BeamGroup(search, seq);
     this.bySequence.set(seq, { request, completion: completions[0] });
     this.requests.set(id, request);
     return request;
@@ -188,6 +213,7 @@ export class LLMEngine {
   abort(id: string): boolean {
     const request = this.requests.get(id);
     if (!request) return false;
+    for (const seq of request.beams?.seqs ?? []) this.releaseSequence(seq);
     for (const c of request.completions) {
       if (c.seq) this.releaseSequence(c.seq);
       if (c.output.finishReason === null) finishCompletion(c, 'abort', null);
@@ -212,6 +238,10 @@ export class LLMEngine {
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
+      numSwapsTotal: this.numSwapsTotal,
+      numSwapped: counts.swapped,
+      numSwapBlocks: this.parts.kv.numSwapBlocks,
+      numFreeSwapBlocks: this.parts.kv.numFreeSwapBlocks,
       speculation: this.speculation?.summary() ?? null,
     };
   }
@@ -232,10 +262,16 @@ export class LLMEngine {
     this.proposeDrafts();
     const output = this.parts.scheduler.schedule();
     this.dropUnscheduledDrafts(output);
+    this.parts.runner.transferBlocks(output);
     for (const seq of output.preempted) {
+      const swapped = seq.status === 'swapped';
       const owner = this.bySequence.get(seq);
-      if (owner) owner.request.metrics.numPreemptions++;
+      if (owner) {
+        owner.request.metrics.numPreemptions++;
+        if (swapped) owner.request.metrics.numSwaps++;
+      }
       this.numPreemptionsTotal++;
+      if (swapped) this.numSwapsTotal++;
     }
     if (output.scheduled.length === 0) {
       if (this.inFlight !== null) {
@@ -277,13 +313,26 @@ export class LLMEngine {
     const spec = this.parts.speculative;
     if (spec === null || this.inFlight !== null || !this.speculates()) return;
     for (const [seq, { request }] of this.bySequence) {
-      if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0) continue;
+      if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0 || request.beams !== null) continue;
       const maxDrafts = Math.min(
         spec.numSpeculativeTokens,
         request.params.maxTokens - seq.numOutputTokens - 1,
         this.parts.maxModelLen - seq.numTokens - 1,
       );
       if (maxDrafts < 1) continue;
+      if (spec.method === 'ngram' && spec.ngramBranches > 1) {
+        // A tree's drafts take cache slots past its depth: as many as fit before maxModelLen.
+        const maxNodes = Math.min(maxDrafts * spec.ngramBranches, this.parts.maxModelLen - seq.numTokens - 1);
+        const tree = ngramTree(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts, spec.ngramBranches, maxNodes);
+        if (tree.tokens.length > 0) seq.appendDraftTokens(tree.tokens, tree.parents);
+        continue;
+      }
+      if (spec.method === 'medusa') {
+        // The heads fill a static tree once the step is scheduled; its nodes take cache slots past its depth.
+        const size = Math.min(this.parts.runner.draftTreeSize(seq, maxDrafts), this.parts.maxModelLen - seq.numTokens - 1);
+        if (size > 0) seq.appendDraftTokens(new Array<number>(size).fill(UNPROPOSED_DRAFT));
+        continue;
+      }
       const drafts = spec.method === 'ngram' ? ngramDrafts(seq.tokenIds, spec.ngramMin, spec.ngramMax, maxDrafts) : new Array<number>(maxDrafts).fill(UNPROPOSED_DRAFT);
       if (drafts.length > 0) seq.appendDraftTokens(drafts);
     }
@@ -315,7 +364,7 @@ export class LLMEngine {
         // A speculative step follows a step that was read: the constraint catches up with known tokens alone.
         const constraint = this.constraintAt(completion, -1);
         const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds, constraint, vocabSize: this.parts.vocabSize };
-        verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numAccepted: 0 }));
+        verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numPositions: 0, accepted: [] }));
       }
       return v;
     };
@@ -325,17 +374,21 @@ export class LLMEngine {
         const owner = this.bySequence.get(seq);
         if (owner === undefined) return [];
         const { request, completion } = owner;
+        if (request.beams !== null) {
+          drawers.set(s, []);
+          return [topTokensDraw(site.row, request.beams.search.candidatesPerBeam)];
+        }
         if (seq.numDraftTokens > 0) {
           // A sequence with drafts has forked already (at its first token): it draws for itself alone.
           drawers.set(s, [completion]);
           const { lookahead, numDrafts } = verification(s);
-          return Array.from({ length: numDrafts + 1 }, (_, i) => lookahead.draw(i, site.row + i));
+          return Array.from({ length: numDrafts + 1 }, (_, r) => lookahead.draw(r - 1, site.row + r));
         }
         const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
-      draftDraw: (s, index, row) => verification(s).lookahead.draw(index, row),
+      draftDraw: (s, index, row) => verification(s).lookahead.draw(index - 1, row),
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers, verifications };
@@ -343,7 +396,10 @@ export class LLMEngine {
 
   /**
    * Reads a step that ran drafts (at once: the scheduler must not count or cache rejected ones)
-   * and drops each sequence's drafts after the first its draws disagree with.
+   * and keeps each sequence's accepted path: from its last sampled token, the child whose token
+   * the draw after it drew, as long as there is one (a chain's drafts up to the first its draws
+   * disagree with). The other drafts leave the sequence; a tree's accepted drafts have their K/V
+   * moved into place.
    */
   private verifyDrafts({ output, result, verifications }: LaunchedStep): void {
     if (verifications.size === 0) return;
@@ -353,11 +409,18 @@ export class LLMEngine {
       if (verification === undefined) return;
       const seq = output.scheduled[s].seq;
       const first = result.firstDraw[row];
-      let accepted = 0;
-      while (accepted < verification.numDrafts && tokenIds[first + accepted] === seq.draftTokenId(accepted)) accepted++;
-      verification.numAccepted = accepted;
-      verification.lookahead.releaseConstraint();
-      seq.dropDraftTokens(accepted);
+      const path: number[] = [];
+      for (let node = -1; ; ) {
+        const drawn = tokenIds[first + node + 1];
+        let child = node + 1;
+        while (child < verification.numDrafts && !(seq.draftParent(child) === node && seq.draftTokenId(child) === drawn)) child++;
+        if (child === verification.numDrafts) break;
+        path.push((node = child));
+      }
+      verification.accepted = path;
+      verification.numPositions = draftDepth(seq);
+      this.parts.runner.keepDraftPath(seq, path);
+      seq.keepDraftPath(path);
     });
   }
 
@@ -411,7 +474,8 @@ export class LLMEngine {
       const owner = this.bySequence.get(seq);
       if (owner === undefined || seq.status === 'finished') return true;
       const { request, completion } = owner;
-      if (request.completions.some((c) => c.seq === null)) return false;
+      // Beams fork or drop at every step, as do completions yet to fork.
+      if (request.beams !== null || request.completions.some((c) => c.seq === null)) return false;
       return completion.output.tokenIds.length + 1 < request.params.maxTokens && seq.numTokens + 1 < this.parts.maxModelLen;
     });
   }
@@ -436,21 +500,110 @@ export class LLMEngine {
         request.promptLogprobs[position + 1] = this.describeLogprobs(scored.logprobs!);
       }
     }
+    const searching = new Set<Request>();
     result.samplingRows.forEach((s, row) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
       const completions = drawers.get(s);
       // Ended (stopped or aborted) while the step ran: its token is dropped.
       if (!owner || seq.status === 'finished' || completions === undefined) return;
+      if (owner.request.beams !== null) {
+        owner.request.beams.offer(seq, results, result.firstDraw[row]);
+        searching.add(owner.request);
+        return;
+      }
       const verification = verifications.get(s);
       if (verification === undefined) this.acceptDraws(owner.request, completions, seq, results, result.firstDraw[row]);
       else this.acceptVerified(owner.request, owner.completion, seq, results, result.firstDraw[row], verification);
       touched.add(owner.request);
     });
+    for (const request of searching) {
+      this.advanceBeams(request);
+      // Beams are not streamed: a search reports once, when it ends.
+      if (isFinished(request)) touched.add(request);
+    }
     for (const request of touched) {
       if (isFinished(request)) this.finishRequest(request);
       else this.emit(request);
     }
+  }
+
+  /**
+   * The search for a request with useBeamSearch: its width, and every candidate a step needs
+   * fits in one draw's top tokens.
+   */
+  private beamSearchFor(params: SamplingParams): BeamSearch {
+    const stopTokenIds = [...new Set([...(params.ignoreEos ? [] : this.parts.eosTokenIds), ...params.stopTokenIds])];
+    const search = new BeamSearch({
+      width: params.beamWidth ?? params.n,
+      lengthPenalty: params.lengthPenalty,
+      earlyStopping: params.earlyStopping,
+      maxNewTokens: params.maxTokens,
+      stopTokenIds,
+    });
+    if (search.candidatesPerBeam > MAX_TOP_LOGPROBS) {
+      throw invalidArgument(
+        `beamWidth ${params.beamWidth ?? params.n} needs the best ${search.candidatesPerBeam} tokens of each beam (width × max(2, 1 + ${stopTokenIds.length} stop tokens)); at most ${MAX_TOP_LOGPROBS} are drawn`,
+      );
+    }
+    return search;
+  }
+
+  /**
+   * Once every running beam has its candidates, takes a search step: each next beam continues its
+   * parent's sequence, the first in place and the others as forks sharing its blocks
+   * copy-on-write; parents no next beam continues are dropped with their blocks. When the search
+   * ends, the completions get the best beams.
+   */
+  private advanceBeams(request: Request): void {
+    const group = request.beams!;
+    if (!group.ready()) return;
+    const { next, done } = group.search.step(group.takeCandidates());
+    request.metrics.firstTokenTime ??= Date.now();
+    const continued = new Set<Sequence>();
+    // Forks first: a fork copies its parent's tokens, before the parent takes its own next one.
+    const beams = next.map(({ parent, tokenId }) => {
+      const parentSeq = group.seqs[parent];
+      if (!continued.has(parentSeq)) {
+        continued.add(parentSeq);
+        return { seq: parentSeq, tokenId };
+      }
+      const child = parentSeq.fork();
+      this.parts.kv.fork(parentSeq, child);
+      this.parts.scheduler.addForked(child);
+      this.bySequence.set(child, { request, completion: request.completions[0] });
+      return { seq: child, tokenId };
+    });
+    for (const { seq, tokenId } of beams) {
+      seq.appendToken(tokenId);
+      seq.parked = false;
+    }
+    for (const seq of group.seqs) if (!continued.has(seq)) this.dropBeam(seq);
+    group.seqs = beams.map(({ seq }) => seq);
+    if (!done) return;
+    for (const seq of group.seqs) this.dropBeam(seq);
+    group.seqs = [];
+    const best = group.search.best(request.params.n);
+    for (const c of request.completions) {
+      const beam = best[c.index];
+      for (const tokenId of beam.tokenIds) {
+        c.output.tokenIds.push(tokenId);
+        pendingDelta(c).tokenIds.push(tokenId);
+      }
+      this.generationTokensTotal += beam.tokenIds.length;
+      // As for sampled completions, the stop token is not in the text.
+      const shown = beam.finishReason === 'stop' ? beam.tokenIds.slice(0, -1) : beam.tokenIds;
+      for (const tokenId of shown) this.appendText(c, c.detokenizer?.push(tokenId) ?? '');
+      this.appendText(c, c.detokenizer?.flush() ?? '');
+      const last = beam.tokenIds[beam.tokenIds.length - 1];
+      const stopReason = beam.finishReason === 'stop' && !this.parts.eosTokenIds.includes(last) ? last : null;
+      finishCompletion(c, beam.finishReason, stopReason);
+    }
+  }
+
+  private dropBeam(seq: Sequence): void {
+    this.releaseSequence(seq);
+    this.bySequence.delete(seq);
   }
 
   /**
@@ -474,11 +627,12 @@ export class LLMEngine {
    * them; its random stream continues after their draws.
    */
   private acceptVerified(request: Request, c: Completion, seq: Sequence, results: DrawResults, first: number, verification: Verification): void {
-    const { numDrafts, numAccepted, lookahead } = verification;
-    for (let i = 0; i <= numAccepted; i++) this.acceptToken(request, c, seq, drawnToken(results, first + i, request.params));
-    c.rng = lookahead.rngAfter(numAccepted + 1);
-    this.speculation?.record(numDrafts, numAccepted);
-    request.speculation?.record(numDrafts, numAccepted);
+    const { numPositions, accepted, lookahead } = verification;
+    // The draws that gave the tokens: after the last sampled token, then after each accepted draft.
+    for (const after of [-1, ...accepted]) this.acceptToken(request, c, seq, drawnToken(results, first + after + 1, request.params));
+    c.rng = lookahead.rngAfter(accepted.length + 1);
+    this.speculation?.record(numPositions, accepted.length);
+    request.speculation?.record(numPositions, accepted.length);
   }
 
   private acceptToken(request: Request, c: Completion, seq: Sequence, sample: SampledToken): void {
@@ -551,6 +705,7 @@ export class LLMEngine {
 
   private finishRequest(request: Request): void {
     request.metrics.finishedTime = Date.now();
+    for (const seq of request.beams?.seqs ?? []) this.bySequence.delete(seq);
     for (const c of request.completions) {
       if (c.seq) this.bySequence.delete(c.seq);
       c.constraint?.dispose();
@@ -590,6 +745,22 @@ export class LLMEngine {
       );
     }
   }
+}
+
+/**
+ * A sequence's prefix-cache salt: the model's, and its adapter's id, since the same tokens give
+ * other keys and values under another adapter (or none). A name loaded again is a new id.
+ */
+function cacheSalt(modelSalt: string | null, lora: ServedLora | null): string | null {
+  if (lora === null) return modelSalt;
+  return modelSalt === null ? `lora:${lora.id}` : `${modelSalt}|lora:${lora.id}`;
+}
+
+/** How many tokens deep a sequence's drafts reach: a chain's length, a tree's deepest path. */
+function draftDepth(seq: Sequence): number {
+  const depths: number[] = [];
+  for (let i = 0; i < seq.numDraftTokens; i++) depths.push(1 + (seq.draftParent(i) < 0 ? 0 : depths[seq.draftParent(i)]));
+  return Math.max(0, ...depths);
 }
 
 export function snapshot(request: Request, finished: boolean): RequestOutput {

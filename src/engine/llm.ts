@@ -10,6 +10,7 @@ import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
 import { loadEngine, type LoadedEngine } from './load-engine.ts';
 import { snapshot, type EngineStats, type LLMEngine } from './llm-engine.ts';
 import type { RequestOutput, StreamDelta } from './outputs.ts';
+import type { LoraRegistry, ServedLora } from './lora-registry.ts';
 import type { Request } from './request.ts';
 
 /** A prompt is text (tokenized with the model's tokenizer) or token ids. */
@@ -31,6 +32,15 @@ export interface RequestOptions {
   requestId?: string;
   /** Aborting the signal aborts the request and frees its KV blocks at once. */
   signal?: AbortSignal;
+  /** The name of a loaded LoRA adapter to run with (docs/lora.md); absent for the base model. */
+  lora?: string;
+}
+
+/** A LoRA adapter being served: its name and the directory it was read from. */
+export interface LoraAdapterInfo {
+  name: string;
+  path: string;
+  rank: number;
 }
 
 /**
@@ -58,9 +68,9 @@ export class LLM {
   get config(): EngineConfig {
     return this.loaded.config;
   }
-  /** The directory the model's files were read from (the Hugging Face cache's snapshot for a repo id). */
-  get modelDir(): string {
-    return this.loaded.modelDir;
+  /** Where the model's files were read from: its directory (the Hugging Face cache's snapshot for a repo id) or GGUF file. */
+  get modelPath(): string {
+    return this.loaded.modelPath;
   }
   /** The repo id as given, or the model directory's name. */
   get modelName(): string {
@@ -106,11 +116,15 @@ export class LLM {
     return tokenizer.encode(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
   }
 
-  /** Generates completions for all prompts as one batch; results come back in prompt order. */
-  async generate(prompts: Prompt | Prompt[], params: Partial<SamplingParams> = {}): Promise<RequestOutput[]> {
+  /**
+   * Generates completions for all prompts as one batch; results come back in prompt order. With
+   * `lora`, every prompt runs with that adapter (batches mixing adapters come from concurrent calls).
+   */
+  async generate(prompts: Prompt | Prompt[], params: Partial<SamplingParams> = {}, options: { lora?: string } = {}): Promise<RequestOutput[]> {
     if (Array.isArray(prompts) && prompts.length === 0) return [];
     const list = Array.isArray(prompts) && typeof prompts[0] !== 'number' ? (prompts as Prompt[]) : [prompts as Prompt];
     const resolved = this.resolveParams(params);
+    const lora = this.servedLora(options.lora);
     const encoded = list.map((p) => this.encode(p));
     const grammar = await this.compileGrammar(resolved);
     const results: Promise<RequestOutput>[] = [];
@@ -127,6 +141,7 @@ export class LLM {
               promptTokenIds: encoded[i],
               params: resolved,
               grammar,
+              lora,
               onUpdate: (request) => {
                 if (this.isDone(request)) {
                   this.failers.delete(request.id);
@@ -148,10 +163,24 @@ export class LLM {
     return Promise.all(results);
   }
 
+  /**
+   * Beam search over each prompt (as vLLM's LLM.beam_search): every one of `beamWidth` beams,
+   * best first, as transformers' generate(num_beams=beamWidth, do_sample=False) returns them
+   * (lengthPenalty and earlyStopping as it defines them). The same as `generate` with
+   * useBeamSearch and n = beamWidth.
+   */
+  beamSearch(
+    prompts: Prompt | Prompt[],
+    params: { beamWidth: number } & Partial<Pick<SamplingParams, 'maxTokens' | 'lengthPenalty' | 'earlyStopping' | 'ignoreEos' | 'stopTokenIds' | 'skipSpecialTokens'>>,
+  ): Promise<RequestOutput[]> {
+    return this.generate(prompts, { ...params, useBeamSearch: true, n: params.beamWidth });
+  }
+
   /** Streams one request's updates; breaking out of the loop or aborting the signal aborts it. */
   async *stream(prompt: Prompt, params: Partial<SamplingParams> = {}, options: RequestOptions = {}): AsyncGenerator<StreamUpdate> {
     const requestId = options.requestId ?? randomUUID();
     const resolved = this.resolveParams(params);
+    const lora = this.servedLora(options.lora);
     const promptTokenIds = this.encode(prompt);
     const grammar = await this.compileGrammar(resolved);
     const queue: StreamUpdate[] = [];
@@ -169,6 +198,7 @@ export class LLM {
         promptTokenIds,
         params: resolved,
         grammar,
+        lora,
         onUpdate: (request) => {
           const finished = this.isDone(request);
           const deltas = request.completions.flatMap((c) => (c.pending ? [c.pending] : []));
@@ -201,6 +231,25 @@ export class LLM {
     }
   }
 
+  /**
+   * Serves the PEFT LoRA adapter in directory `path` as `name` (requests then name it as their
+   * model). Refused when LoRA is not enabled, the name is taken, or the adapter does not fit the
+   * model (rank over maxLoraRank, a module Keel does not adapt, shapes that differ).
+   */
+  loadLoraAdapter(name: string, path: string): LoraAdapterInfo {
+    return describeLora(this.requireLoras().load(name, path));
+  }
+
+  /** Stops serving adapter `name` (a not_found error if none is loaded): requests running with it finish with it. */
+  unloadLoraAdapter(name: string): void {
+    this.requireLoras().unload(name);
+  }
+
+  /** The adapters being served (none when LoRA is not enabled). */
+  get loraAdapters(): LoraAdapterInfo[] {
+    return this.loaded.loras?.list().map(describeLora) ?? [];
+  }
+
   /** Aborts a request in any state; its KV blocks return to the pool at once. */
   abort(requestId: string): boolean {
     return this.engine.abort(requestId);
@@ -212,6 +261,16 @@ export class LLM {
     for (const id of [...this.failers.keys()]) this.engine.abort(id);
     while (this.running) await new Promise((resolve) => setImmediate(resolve));
     this.loaded.backend.dispose();
+  }
+
+  private requireLoras(): LoraRegistry {
+    if (this.loaded.loras === null) throw invalidArgument('LoRA is not enabled: start the engine with enableLora or loraModules (--enable-lora, --lora-modules)');
+    return this.loaded.loras;
+  }
+
+  /** The adapter a request names, undefined for the base model; an unknown name is a not_found error. */
+  private servedLora(name: string | undefined): ServedLora | undefined {
+    return name === undefined ? undefined : this.requireLoras().get(name);
   }
 
   private isDone(request: Request): boolean {
@@ -280,4 +339,8 @@ export class LLM {
       this.engine.abort(id);
     }
   }
+}
+
+function describeLora(served: ServedLora): LoraAdapterInfo {
+  return { name: served.name, path: served.adapter.path, rank: served.adapter.rank };
 }

@@ -1,25 +1,33 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
-import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import { openCheckpoint, openCheckpointNamed } from '../checkpoint/checkpoint.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
+import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
 import { withQuantization } from '../models/model-checkpoint.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
-import { createModel, readModelArchitecture } from '../models/registry.ts';
+import { createModel, modelArchitectureOf } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
+import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
+import { LoraRegistry } from './lora-registry.ts';
+import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
@@ -28,6 +36,8 @@ export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny',
 export interface LoadedEngine extends LoadedModel {
   engine: LLMEngine;
   numKvBlocks: number;
+  /** The LoRA adapters served; null when LoRA is not enabled. */
+  loras: LoraRegistry | null;
 }
 
 export function resolveEngineConfig(options: EngineOptions): EngineConfig {
@@ -63,7 +73,17 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`streamingSinks must be a non-negative integer (got ${config.streamingSinks})`);
   }
   if (config.streamingWindow !== null) positiveInt('streamingWindow');
-  return config;
+  if (config.preemptionMode !== 'recompute' && config.preemptionMode !== 'swap') {
+    throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
+  }
+  if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
+  positiveInt('maxLoras');
+  positiveInt('maxLoraRank');
+  if (config.maxLoraRank > MAX_LORA_RANK) throw invalidArgument(`maxLoraRank must be at most ${MAX_LORA_RANK} (got ${config.maxLoraRank})`);
+  const names = config.loraModules.map((m) => m.name);
+  const repeated = names.find((name, i) => names.indexOf(name) !== i);
+  if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
+  return { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
 }
 
 /** The StreamingLLM setting of a resolved config, or null. */
@@ -95,8 +115,8 @@ function resolveMaxModelLen(config: EngineConfig, contextLength: number, what: s
 function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): SpeculativeConfig {
   const given = stripUndefined(options);
   const method = given.method ?? (given.model ? 'draft' : undefined);
-  if (method !== 'ngram' && method !== 'draft') {
-    throw invalidArgument(`speculative.method must be ngram or draft (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
+  if (method !== 'ngram' && method !== 'draft' && method !== 'medusa') {
+    throw invalidArgument(`speculative.method must be ngram, draft or medusa (got ${method}); --speculative-method ngram, or --speculative-model DIR`);
   }
   const config: SpeculativeConfig = { ...DEFAULT_SPECULATIVE_CONFIG, ...given, method };
   const positiveInt = (name: keyof SpeculativeConfig, v: unknown) => {
@@ -105,19 +125,23 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('numSpeculativeTokens', config.numSpeculativeTokens);
   positiveInt('ngramMin', config.ngramMin);
   positiveInt('ngramMax', config.ngramMax);
+  positiveInt('ngramBranches', config.ngramBranches);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
   if (method === 'draft' && !config.model) throw invalidArgument('speculative method draft needs a draft model (speculative.model, --speculative-model DIR)');
-  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for method draft; n-gram lookup needs no model');
+  if (method === 'medusa' && !config.model) throw invalidArgument('speculative method medusa needs the heads\' directory (speculative.model, --speculative-model DIR)');
+  if (method === 'ngram' && config.model) throw invalidArgument('speculative.model is only for methods draft and medusa; n-gram lookup needs no model');
+  if (method !== 'medusa' && config.tree !== null) throw invalidArgument('speculative.tree (--speculative-tree) is Medusa\'s static tree: only for method medusa');
+  if (config.tree !== null) staticTree(config.tree, config.numSpeculativeTokens);
   return config;
 }
 
 /** A model ready to run on a backend: everything but the KV pool and the scheduler. */
 export interface LoadedModel {
   config: EngineConfig;
-  /** Where the model's files were read from: config.model, or the Hugging Face cache's snapshot of the repo id it names. */
-  modelDir: string;
-  /** The repo id as given, or the model directory's name. */
+  /** Where the model's files were read from: config.model (a directory or GGUF file), or the Hugging Face cache's snapshot of the repo id it names. */
+  modelPath: string;
+  /** The repo id as given, or the model directory's or GGUF file's name. */
   modelName: string;
   modelConfig: ModelConfig;
   tokenizer: Tokenizer | null;
@@ -126,27 +150,32 @@ export interface LoadedModel {
   maxModelLen: number;
   backend: Backend;
   model: CausalLM;
+  /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
+  loraTargets: Linear[] | null;
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const config = resolveEngineConfig(options);
-  const { dir: modelDir, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
-  const architecture = readModelArchitecture(modelDir);
+  const { path: modelPath, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
+  const files = openModelFiles(modelPath);
+  const architecture = modelArchitectureOf(files);
   const modelConfig = architecture.config;
-  const generation = readGenerationConfig(modelDir, modelConfig);
-  const tokenizer = loadTokenizerIfPresent(modelDir);
+  const generation = readGenerationConfig(files, modelConfig);
+  const tokenizer = loadTokenizerIfPresent(files);
   const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
   const model = createModel(architecture, maxModelLen, streamingOf(config));
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
-    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelDir}/config.json, and use --quantization for quantized dummy weights`);
+    throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
   const backend = await selectBackend(config.backend);
   try {
     if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
-    else loadWeightsWithProgress(model, withQuantization(openCheckpoint(modelDir), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
+    else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
+    // Slots are allocated before the KV pool is sized from what memory is left.
+    const loraTargets = config.enableLora ? enableLora(model, backend, config) : null;
     return {
       config,
-      modelDir,
+      modelPath,
       modelName,
       modelConfig,
       tokenizer,
@@ -155,6 +184,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       maxModelLen,
       backend,
       model,
+      loraTargets,
     };
   } catch (error) {
     backend.dispose();
@@ -162,20 +192,29 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
 }
 
+/** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
+function enableLora(model: CausalLM, backend: Backend, config: EngineConfig): Linear[] {
+  const targets = model.loraTargets?.() ?? [];
+  if (targets.length === 0) throw invalidArgument(`LoRA adapters are not supported for ${model.config.modelType} models`);
+  for (const target of targets) target.enableLora(backend, config.maxLoras, config.maxLoraRank);
+  return targets;
+}
+
 /**
  * A draft model for speculative decoding, loaded on the target's backend: checked to give logits
  * over the same token ids (the same vocabulary, token for token) and to cover the target's context.
  */
-function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
-  const architecture = readModelArchitecture(dir);
+function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
+  const dir = files.path;
+  const architecture = modelArchitectureOf(files);
   const draftConfig = architecture.config;
   const targetVocab = target.modelConfig.vocabSize;
   if (draftConfig.vocabSize !== targetVocab) {
     throw invalidModel(`the draft model ${dir} has a vocabulary of ${draftConfig.vocabSize} tokens and the target ${targetVocab}: a draft model must share the target's tokenizer`);
   }
-  const tokenizer = loadTokenizerIfPresent(dir);
+  const tokenizer = loadTokenizerIfPresent(files);
   if ((tokenizer === null) !== (target.tokenizer === null)) {
-    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer.json, so Keel cannot check that they share their tokenizer`);
+    throw invalidModel(`only one of the draft model ${dir} and the target has a tokenizer, so Keel cannot check that they share their tokenizer`);
   }
   const difference = tokenizer && target.tokenizer!.vocabularyDifference(tokenizer);
   if (difference) throw invalidModel(`the draft model ${dir} does not share the target's tokenizer: ${difference}`);
@@ -187,19 +226,44 @@ function loadDraftModel(dir: string, target: LoadedModel): CausalLM {
   const model = createModel(architecture, target.maxModelLen, streamingOf(config));
   // --quantization is the target's: a draft model is read in its checkpoint's own format.
   if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
-  else loadWeightsWithProgress(model, withQuantization(openCheckpoint(dir), architecture.quantization, null), backend, { showProgress: config.showProgress });
+  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, null), backend, { showProgress: config.showProgress });
   return model;
+}
+
+/**
+ * Medusa heads for the target, in their authors' format: config.json's medusa_num_heads and
+ * medusa_num_layers, the weights in medusa_lm_head.safetensors (or model.safetensors), checked
+ * against the target's hidden size and vocabulary.
+ */
+function loadMedusaHeads(dir: string, target: LoadedModel): MedusaHeads {
+  const configPath = join(dir, 'config.json');
+  const config = parseMedusaConfig(JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>, configPath);
+  if (!existsSync(join(dir, 'medusa_lm_head.safetensors')) && existsSync(join(dir, 'medusa_lm_head.pt'))) {
+    throw invalidModel(`${dir} holds its Medusa heads as medusa_lm_head.pt (a pickle, which Keel does not read): save the state dict as medusa_lm_head.safetensors (safetensors.torch.save_file)`);
+  }
+  const ckpt = openCheckpointNamed(dir, ['medusa_lm_head.safetensors']);
+  try {
+    const heads = MedusaHeads.forCheckpoint(config, ckpt, target.modelConfig);
+    if (target.config.loadFormat === 'dummy') loadDummyWeights(heads, target.modelConfig.dtype, target.backend, target.config.seed);
+    else loadWeightsWithProgress(heads, ckpt, target.backend, { showProgress: target.config.showProgress });
+    return heads;
+  } finally {
+    ckpt.close();
+  }
 }
 
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
   const { speculative, showProgress } = resolveEngineConfig(options);
-  const draftDir = speculative?.method === 'draft' ? (await locateModel(speculative.model!, { showProgress })).dir : null;
+  const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
+  // The draft model's files are opened before the target loads, so that a bad one fails fast.
+  const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
-  const { config, modelConfig, backend, model } = loaded;
+  const { config, modelConfig, backend, model, loraTargets } = loaded;
   try {
-    const draft = draftDir === null ? null : loadDraftModel(draftDir, loaded);
+    const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
+    const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
@@ -210,11 +274,13 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
+    const numSwapBlocks = config.preemptionMode === 'swap' ? swapBlocksFor(config, bytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
       retention,
       nullBlock,
+      swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -225,26 +291,33 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     if (config.showProgress) {
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
-          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}\n`,
+          `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
+          (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          '\n',
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers, dtype: kvDtype });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
+    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
+    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
         maxNumBatchedTokens: config.maxNumBatchedTokens,
         blockSize: config.blockSize,
         maxModelLen: maxModelLen,
+        ...(loraTargets === null ? {} : { maxLoras: config.maxLoras }),
       },
       kv,
     );
+    const loras = loraTargets === null ? null : new LoraRegistry(loraTargets, config.maxLoraRank);
+    for (const { name, path } of config.loraModules) loras!.load(name, path);
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -258,8 +331,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         return salts.every((salt) => salt === null) ? null : salts.join('|');
       },
       speculative,
+      servesLora: loraTargets !== null,
     });
-    return { ...loaded, maxModelLen, engine, numKvBlocks };
+    return { ...loaded, maxModelLen, engine, numKvBlocks, loras };
   } catch (error) {
     backend.dispose();
     throw error;
@@ -274,6 +348,13 @@ function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: Kv
   const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
+}
+
+/** Host blocks in `swapSpace` GiB; at least one, or swapping could never happen. */
+function swapBlocksFor(config: EngineConfig, bytesPerBlock: number): number {
+  const blocks = Math.floor((config.swapSpace * 2 ** 30) / bytesPerBlock);
+  if (blocks < 1) throw invalidArgument(`swapSpace ${config.swapSpace} GiB holds no KV block of ${bytesPerBlock} bytes`);
+  return blocks;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

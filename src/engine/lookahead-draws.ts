@@ -18,84 +18,88 @@ export interface LookaheadStart {
 }
 
 /**
- * A speculative step's draws for one sequence, one per token the step may give it: draw i gives
- * the token after its last sampled token and its drafts 0..i-1, exactly as plain decoding would
- * draw that token had those drafts been sampled: its seed is the one the completion's random
- * stream gives that token, and its penalties and minTokens mask count the drafts before it. The
- * draft model proposes draft i with draw i on its own logits; the target draws with draw i on its
- * row after draft i-1, and accepts the draft when both drew the same token (see
- * docs/speculative-decoding.md for why that keeps the target's distribution). The completion's
- * stream is not consumed: once the step's accepted tokens are known, it continues from `rngAfter`.
- * Under a structured output, draw i's mask is the grammar's after the drafts before it: the
- * constraint takes the drafts as the draws are made and gives them back in `releaseConstraint`.
- * A draft the grammar refuses is never accepted (the draw before it is masked), so the draws after
- * it keep the last mask: they are never taken.
+ * A speculative step's draws for one sequence: one for the token after its last sampled token,
+ * and one after each draft. The draw after draft v (its path: the drafts from the first to v,
+ * one after another; a chain's draft v follows drafts 0..v-1, a tree's its ancestors) is
+ * exactly the draw plain decoding would make for that token had the path been sampled: its seed
+ * is the one the completion's random stream gives the token at that depth, and its penalties,
+ * minTokens mask and structured-output mask count the path. The draft model proposes draft i with
+ * the draw after draft i - 1 on its own logits; the target draws with the same draw on its row
+ * after that draft, and accepts a child of it when it drew that child's token (see
+ * docs/speculative-decoding.md for why that keeps the target's distribution). Draws at one depth
+ * share their seed, so the branch kept is the one plain decoding takes. The completion's stream
+ * is not consumed: once the step's accepted tokens are known, it continues from `rngAfter`. A
+ * constraint is given each path's tokens for its mask and then rolled back; a path the grammar
+ * refuses keeps the mask before the refused draft (that draft is never accepted, so draws past
+ * it are never taken).
  */
 export class LookaheadDraws {
   private readonly start: LookaheadStart;
   private readonly seq: Sequence;
   private readonly numOutputTokens: number;
-  private readonly rng: Rng;
-  private readonly penaltyTokens: PenaltyTokens | null;
-  private readonly draws: Draw[] = [];
-  /** The stream's state after each draw. */
-  private readonly rngs: Rng[] = [];
-  /** Drafts the constraint took; once one is refused, it takes no more. */
-  private draftsInConstraint = 0;
-  private constraintRefused = false;
-  private lastMask: Int32Array | null = null;
+  /** The stream's state before the draw at each depth. */
+  private readonly rngs: Rng[];
 
   constructor(start: LookaheadStart, seq: Sequence) {
     this.start = start;
     this.seq = seq;
     this.numOutputTokens = seq.numOutputTokens;
-    this.rng = start.rng.clone();
-    this.penaltyTokens = start.penaltyTokens?.clone() ?? null;
+    this.rngs = [start.rng.clone()];
   }
 
-  /** Draw `index` reading logits row `row`; the drafts before it must be known. */
-  draw(index: number, row: number): Draw {
-    while (this.draws.length <= index) this.extend();
-    return { ...this.draws[index], row };
-  }
-
-  /** Gives back the drafts the constraint took, once the step has been verified. */
-  releaseConstraint(): void {
-    this.start.constraint?.rollback(this.draftsInConstraint);
-    this.draftsInConstraint = 0;
-  }
-
-  /** The completion's stream once `numDraws` of these draws gave it tokens. */
-  rngAfter(numDraws: number): Rng {
-    if (!(numDraws >= 1 && numDraws <= this.rngs.length)) throw new RangeError(`${numDraws} draws taken of the ${this.rngs.length} made`);
-    return this.rngs[numDraws - 1];
-  }
-
-  private extend(): void {
-    const index = this.draws.length;
-    if (index > 0) {
-      const draft = this.seq.draftTokenId(index - 1);
-      if (draft === UNPROPOSED_DRAFT) throw new Error(`sequence ${this.seq.id}: draw ${index} follows draft ${index - 1}, which is not proposed yet`);
-      this.penaltyTokens?.add(draft);
-      if (this.start.constraint !== null && !this.constraintRefused) {
-        if (this.start.constraint.tryAccept(draft)) this.draftsInConstraint++;
-        else this.constraintRefused = true;
-      }
+  /**
+   * The draw of the token after draft `after` (-1: after the last sampled token) reading logits
+   * row `row`; the drafts on its path must be known.
+   */
+  draw(after: number, row: number): Draw {
+    const path: number[] = [];
+    for (let v = after; v >= 0; v = this.seq.draftParent(v)) {
+      const draft = this.seq.draftTokenId(v);
+      if (draft === UNPROPOSED_DRAFT) throw new Error(`sequence ${this.seq.id}: a draw follows draft ${v}, which is not proposed yet`);
+      path.unshift(draft);
     }
-    if (this.start.constraint !== null && !this.constraintRefused) {
-      this.start.constraint.fillAllowed((this.lastMask = new Int32Array(maskWords(this.start.vocabSize))));
-    }
+    const depth = path.length;
+    const penaltyTokens = this.start.penaltyTokens?.clone() ?? null;
+    for (const token of path) penaltyTokens?.add(token);
+    const rng = this.rngBefore(depth).clone();
     const draw = drawFor(this.start.params, {
-      row: 0,
-      rng: this.rng,
-      penaltyTokens: this.penaltyTokens,
-      numOutputTokens: this.numOutputTokens + index,
+      row,
+      rng,
+      penaltyTokens,
+      numOutputTokens: this.numOutputTokens + depth,
       pendingDraw: -1,
       eosTokenIds: this.start.eosTokenIds,
-      allowedTokens: this.lastMask,
+      allowedTokens: this.allowedAfter(path),
     });
-    // The entries are a view of the penalty tokens, which the next draft changes.
-    this.draws.push({ ...draw, penaltyEntries: draw.penaltyEntries.slice() });
-    this.rngs.push(this.rng.clone());
+    if (this.rngs.length === depth + 1) this.rngs.push(rng);
+    return draw;
+  }
+
+  /** The completion's stream once `numDraws` of these draws (along one path) gave it tokens. */
+  rngAfter(numDraws: number): Rng {
+    if (!(numDraws >= 1)) throw new RangeError(`${numDraws} draws taken`);
+    return this.rngBefore(numDraws);
+  }
+
+  /** The stream before the draw at `depth`: each draw before it took its seed, whatever its token. */
+  private rngBefore(depth: number): Rng {
+    while (this.rngs.length <= depth) {
+      const rng = this.rngs[this.rngs.length - 1].clone();
+      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, eosTokenIds: [], allowedTokens: null });
+      this.rngs.push(rng);
+    }
+    return this.rngs[depth];
+  }
+
+  /** The constraint's mask after the path's tokens (up to the first it refuses); null for free text. */
+  private allowedAfter(path: readonly number[]): Int32Array | null {
+    const constraint = this.start.constraint;
+    if (constraint === null) return null;
+    let taken = 0;
+    while (taken < path.length && constraint.tryAccept(path[taken])) taken++;
+    const mask = new Int32Array(maskWords(this.start.vocabSize));
+    constraint.fillAllowed(mask);
+    constraint.rollback(taken);
+    return mask;
   }
 }

@@ -1,8 +1,10 @@
-import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, SwapSpace, Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
+import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import type { LoraSlots } from './lora-slots.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -28,6 +30,12 @@ export interface GraphOptions {
 export interface DraftModel {
   model: CausalLM;
   cache: KvCache;
+}
+
+/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, then the draft model's). */
+export interface SwapSpaces {
+  target: SwapSpace;
+  draft: SwapSpace | null;
 }
 
 /** Where a sampled row's draws read: its logits row, and the previous step's draw holding its pending token. */
@@ -95,16 +103,61 @@ export class ModelRunner {
   private readonly blockSize: number;
   private readonly graphs: GraphOptions | null;
   private readonly draft: DraftModel | null;
+  private readonly swap: SwapSpaces | null;
+  private readonly medusa: MedusaProposer | null;
+  private readonly lora: LoraSlots | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
-  constructor(backend: Backend, model: CausalLM, cache: KvCache, blockSize: number, graphs: GraphOptions | null = null, draft: DraftModel | null = null) {
+  constructor(
+    backend: Backend,
+    model: CausalLM,
+    cache: KvCache,
+    blockSize: number,
+    graphs: GraphOptions | null = null,
+    draft: DraftModel | null = null,
+    swap: SwapSpaces | null = null,
+    medusa: MedusaProposer | null = null,
+    lora: LoraSlots | null = null,
+  ) {
+    if (swap !== null && (draft === null) !== (swap.draft === null)) throw new Error('a draft model swaps through a swap space of its own, and only then');
     this.backend = backend;
     this.model = model;
     this.cache = cache;
     this.blockSize = blockSize;
-    this.graphs = backend.recordsGraphs ? graphs : null;
+    // Medusa heads read every step's hidden rows, which a replayed graph does not hand over.
+    this.graphs = backend.recordsGraphs && medusa === null ? graphs : null;
     this.draft = draft;
+    this.swap = swap;
+    this.medusa = medusa;
+    this.lora = lora;
+  }
+
+  /**
+   * Queues the step's swaps (SchedulerOutput.swapOut, swapIn) in every cache: swap-outs, then the
+   * order that makes this step's forward wait for the previous step's swap-ins, then this step's
+   * swap-ins, which overlap the forward (their sequences run from the next step). Called every
+   * step, whether or not it runs a forward.
+   */
+  transferBlocks(output: SchedulerOutput): void {
+    const pairs: [KvCache, SwapSpace][] = [];
+    if (this.swap !== null) {
+      pairs.push([this.cache, this.swap.target]);
+      if (this.draft !== null) pairs.push([this.draft.cache, this.swap.draft!]);
+    } else if (output.swapOut.src.length + output.swapIn.src.length > 0) {
+      throw new Error('the scheduler swapped blocks, but the model runner has no swap space');
+    }
+    for (const [cache, swap] of pairs) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    this.backend.awaitSwapIns();
+    for (const [cache, swap] of pairs) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+  }
+
+  /**
+   * How many drafts Medusa heads would propose for a sequence at most `maxDepth` deep (0: none,
+   * or no heads): the engine reserves that many before scheduling, and the step fills them.
+   */
+  draftTreeSize(seq: Sequence, maxDepth: number): number {
+    return this.medusa?.treeSize(seq, maxDepth) ?? 0;
   }
 
   /**
@@ -118,18 +171,23 @@ export class ModelRunner {
         this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
       }
     }
+    // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
+    if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
     const graphBatch = this.graphBatchSize(output);
+    const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
     if (draft !== null) {
       this.proposeDrafts(draft, output, draws);
-      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model).batch);
+      // The draft model proposes from the base model: its layers hold no adapters.
+      const draftStep = this.backend.beginStep(this.describe(output, graphBatch, draft.model, null).batch);
       const forward = (): Tensor => draft.model.forward(this.backend, draftStep, draft.cache);
       if (graphBatch === null) forward();
       else this.backend.replayForward(draftStep, draft, forward);
     }
-    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model);
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
     const step = this.backend.beginStep(batch);
-    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache);
+    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
+    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
     const all: Draw[] = [];
     const promptScores = scoredRows.map(({ s, position, row }) => {
@@ -160,8 +218,7 @@ export class ModelRunner {
   private proposeDrafts(draft: DraftModel, output: SchedulerOutput, draws: StepDraws): void {
     const proposing = output.scheduled.flatMap(({ seq }, s) => (seq.numDraftTokens > 0 && seq.draftTokenId(0) === UNPROPOSED_DRAFT ? [s] : []));
     if (proposing.length === 0) return;
-    const pending = output.scheduled.find(({ seq }) => seq.hasPendingToken);
-    if (pending) throw new Error(`sequence ${pending.seq.id} has a pending token: drafts are proposed only in steps that read every token first`);
+    this.unproposed(output);
     const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
     for (let index = 0; ; index++) {
       const active = proposing.filter((s) => output.scheduled[s].seq.numDraftTokens > index);
@@ -181,6 +238,44 @@ export class ModelRunner {
         output.scheduled[s].seq.setDraftToken(index, tokenIds[row]);
       });
     }
+  }
+
+  /** The LoRA slot of each adapter the step's sequences run with (put on the device if not there yet), by adapter id. */
+  private assignLoraSlots(output: SchedulerOutput): Map<number, number> | null {
+    const adapters = output.scheduled.flatMap(({ seq }) => (seq.lora === null ? [] : [seq.lora]));
+    if (adapters.length === 0) return null;
+    if (this.lora === null) throw new Error('a sequence runs with a LoRA adapter, but the model runner has no LoRA slots');
+    return this.lora.assign(adapters);
+  }
+
+  /**
+   * The scheduled sequences whose drafts are reserved, not yet proposed. Proposals sample on the
+   * backend, which moves the draws that pending tokens are read from: no scheduled sequence may
+   * have one then.
+   */
+  private unproposed(output: SchedulerOutput): Sequence[] {
+    const seqs = output.scheduled.flatMap(({ seq }) => (seq.numDraftTokens > 0 && seq.draftTokenId(0) === UNPROPOSED_DRAFT ? [seq] : []));
+    const pending = seqs.length > 0 && output.scheduled.find(({ seq }) => seq.hasPendingToken);
+    if (pending) throw new Error(`sequence ${pending.seq.id} has a pending token: drafts are proposed only in steps that read every token first`);
+    return seqs;
+  }
+
+  /**
+   * Moves the K/V of a draft tree's accepted path into place before the sequence keeps it
+   * (Sequence.keepDraftPath): draft path[k] ran at cache index root + 1 + path[k] and belongs at
+   * root + 1 + k, the position it was rotated at. In order: a draft's index in the tree is at least
+   * its depth, so no move overwrites a slot a later one reads.
+   */
+  keepDraftPath(seq: Sequence, path: readonly number[]): void {
+    const root = seq.numTokens - seq.numDraftTokens - 1;
+    // The sequence's logits rows are its root's, then one per draft.
+    if (path.length > 0) this.medusa?.acceptDraft(seq, path[path.length - 1]);
+    const slot = (index: number) => seq.blockTable[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
+    const moves = path.flatMap((draft, k) => (draft === k ? [] : [[slot(root + 1 + draft), slot(root + 1 + k)]]));
+    if (moves.length === 0) return;
+    const src = Int32Array.from(moves, ([from]) => from);
+    const dst = Int32Array.from(moves, ([, to]) => to);
+    for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) this.backend.copySlots(cache, src, dst);
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
@@ -210,6 +305,7 @@ export class ModelRunner {
     output: SchedulerOutput,
     graphBatch: number | null,
     model: CausalLM,
+    loraSlots: Map<number, number> | null,
   ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
@@ -235,9 +331,12 @@ export class ModelRunner {
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
+      // The last sampled token is the tree's root, draft i its token i + 1.
+      if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
       // The original prompt length, which a preempted sequence keeps while it recomputes.
       if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
+      if (loraSlots !== null && seq.lora !== null) chunk.loraSlot = loraSlots.get(seq.lora.id);
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

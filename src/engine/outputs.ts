@@ -31,8 +31,13 @@ export interface RequestMetrics {
   finishedTime: number | null;
   /** Prompt tokens served from the prefix cache. */
   numCachedTokens: number;
-  /** Times this request was preempted and recomputed. */
+  /** Times this request was preempted for lack of KV blocks (any of its completions). */
   numPreemptions: number;
+  /**
+   * Of those preemptions, the ones that swapped its K/V out to host memory and back; the others
+   * recomputed it (preemptionMode, docs/long-context.md says which is chosen when).
+   */
+  numSwaps: number;
   /** How its drafts fared (all completions together); null when the engine does not speculate. */
   speculation: SpeculationStats | null;
 }

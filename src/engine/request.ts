@@ -4,6 +4,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { StopStringMatcher } from '../sampling/stop-strings.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
 import type { IncrementalDetokenizer } from '../tokenizer/detokenizer.ts';
+import type { BeamGroup } from './beam-group.ts';
 import type { CompletionOutput, FinishReason, PositionLogprobs, RequestMetrics, StreamDelta } from './outputs.ts';
 import type { Sequence } from './sequence.ts';
 import type { SpeculationTally } from './speculation-tally.ts';
@@ -43,6 +44,8 @@ export interface Request {
   metrics: RequestMetrics;
   /** How its drafts fared; null when the engine does not speculate. */
   speculation: SpeculationTally | null;
+  /** Its running beams under beam search (params.useBeamSearch; its completions get the best at the end); null otherwise. */
+  beams: BeamGroup | null;
   /** Called after every step that changed this request. */
   onUpdate: (request: Request) => void;
 }

@@ -63,6 +63,9 @@ interface Coverage {
   /** Drafts run (speculative decoding), and of those, drafts rejected by the simulated verification. */
   drafts: number;
   rejectedDrafts: number;
+  /** Preemptions that swapped out, and swap-ins. */
+  swapOuts: number;
+  swapIns: number;
 }
 
 /** Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each step. */
@@ -74,16 +77,19 @@ function runRandomSchedule(seed: number): Coverage {
   const maxNumSeqs = draw.int(1, 6);
   const maxNumBatchedTokens = draw.int(1, 24);
   const caching = draw.chance(0.75);
-  const where = `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
+  const numSwapBlocks = draw.chance(0.5) ? draw.int(1, 2 * numBlocks) : 0;
+  const where = `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, ${numSwapBlocks} swap blocks, maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
 
-  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
+  const swapPool = numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null;
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks, swapPool });
   const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
   const slots = new Int32Array(numBlocks * blockSize).fill(-1);
+  const hostSlots = new Int32Array(numSwapBlocks * blockSize).fill(-1);
   const live = new Set<Sequence>();
   /** The length at which each sequence ends, as max_tokens would end it. */
   const targetLength = new Map<Sequence, number>();
   const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
-  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0 };
+  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0 };
 
   const slotOf = (seq: Sequence, pos: number) => seq.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
   const end = (seq: Sequence) => {
@@ -157,8 +163,9 @@ function runRandomSchedule(seed: number): Coverage {
       assert.ok(seq.blockTable.length * blockSize >= seq.numComputedTokens + numNewTokens, `${where}: block table too short`);
     }
     for (const seq of output.preempted) {
-      assert.equal(seq.status, 'waiting', where);
+      assert.ok(seq.status === 'waiting' || (seq.status === 'swapped' && numSwapBlocks > 0), `${where}: a preempted sequence is ${seq.status}`);
       assert.deepEqual(seq.blockTable, [], where);
+      if (seq.status === 'swapped') assert.ok(seq.numComputedTokens > maxNumBatchedTokens, `${where}: a context recomputed in one step was swapped`);
       assert.ok(!output.scheduled.some((entry) => entry.seq === seq), `${where}: a preempted sequence is scheduled`);
     }
     const { src, dst } = output.blockCopies;
@@ -167,8 +174,15 @@ function runRandomSchedule(seed: number): Coverage {
     assert.ok(!src.some((id) => dsts.has(id)), `${where}: a block is both a copy source and destination`);
   }
 
-  /** The worker: copies (all read before any write, as one kernel would), then the forward's writes. */
+  /**
+   * The worker: swaps out then in (block by block, in order, as the transfer stream runs them),
+   * copies (all read before any write, as one kernel would), then the forward's writes.
+   */
   function execute(output: SchedulerOutput): void {
+    const move = (from: Int32Array, to: Int32Array, pairs: SchedulerOutput['swapOut']) =>
+      pairs.src.forEach((block, i) => to.set(from.slice(block * blockSize, (block + 1) * blockSize), pairs.dst[i] * blockSize));
+    move(slots, hostSlots, output.swapOut);
+    move(hostSlots, slots, output.swapIn);
     const { src, dst } = output.blockCopies;
     const rows = Array.from(src, (id) => slots.slice(id * blockSize, (id + 1) * blockSize));
     rows.forEach((row, i) => slots.set(row, dst[i] * blockSize));
@@ -197,6 +211,8 @@ function runRandomSchedule(seed: number): Coverage {
     coverage.steps++;
     coverage.preemptions += output.preempted.length;
     coverage.copies += output.blockCopies.src.length;
+    coverage.swapOuts += output.preempted.filter((seq) => seq.status === 'swapped').length;
+    coverage.swapIns += output.swapIn.src.length;
     for (const { numCachedTokens } of output.scheduled) coverage.cachedTokens += numCachedTokens ?? 0;
     checkOutput(output);
     execute(output);
@@ -223,15 +239,16 @@ function runRandomSchedule(seed: number): Coverage {
   }
   assert.equal(live.size, 0, where);
   assert.equal(kv.numFreeBlocks, numBlocks, `${where}: blocks leaked`);
+  assert.equal(kv.numFreeSwapBlocks, numSwapBlocks, `${where}: host blocks leaked`);
   kv.checkInvariants([]);
   return coverage;
 }
 
-test('random schedules, with drafts accepted and rejected, keep the KV cache consistent and finish everything', () => {
+test('random schedules, with drafts accepted and rejected and sequences swapped out and in, keep the KV cache consistent and finish everything', () => {
   const fromEnv = process.env.KEEL_TEST_SEED;
   const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
   console.log(`scheduler property test: seeds ${base}..${base + NUM_SEEDS - 1} (replay with KEEL_TEST_SEED=${base})`);
-  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0 };
+  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0 };
   for (let i = 0; i < NUM_SEEDS; i++) {
     const coverage = runRandomSchedule(base + i);
     for (const key of Object.keys(total) as (keyof Coverage)[]) total[key] += coverage[key];
@@ -239,4 +256,13 @@ test('random schedules, with drafts accepted and rejected, keep the KV cache con
   console.log(`scheduler property test: ${JSON.stringify(total)}`);
   assert.ok(total.steps > NUM_SEEDS, 'the runs took steps');
   assert.ok(total.rejectedDrafts > 0 && total.rejectedDrafts < total.drafts, 'drafts were both accepted and rejected');
+});
+
+test('random schedules swap sequences out and back in with their K/V intact', () => {
+  const fromEnv = process.env.KEEL_TEST_SEED;
+  const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
+  console.log(`scheduler swap test: seeds from ${base} (replay with KEEL_TEST_SEED=${base})`);
+  let swapIns = 0;
+  for (let seed = base; seed < base + 200 && swapIns < 20; seed++) swapIns += runRandomSchedule(seed).swapIns;
+  assert.ok(swapIns >= 20, `random schedules swapped only ${swapIns} blocks back in`);
 });

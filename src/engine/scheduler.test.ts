@@ -13,6 +13,8 @@ interface Setup {
   blockSize?: number;
   maxModelLen?: number;
   caching?: boolean;
+  /** Host blocks for swapping out (none: preemption recomputes). */
+  swapBlocks?: number;
 }
 
 /** A scheduler with named sequences, driven the way the engine drives it. */
@@ -21,8 +23,9 @@ class Harness {
   readonly scheduler: Scheduler;
   private readonly names = new Map<Sequence, string>();
 
-  constructor({ numBlocks, maxNumBatchedTokens, maxNumSeqs = 8, blockSize = 2, maxModelLen, caching = false }: Setup) {
-    this.kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
+  constructor({ numBlocks, maxNumBatchedTokens, maxNumSeqs = 8, blockSize = 2, maxModelLen, caching = false, swapBlocks = 0 }: Setup) {
+    const swapPool = swapBlocks > 0 ? new BlockPool(swapBlocks, false) : null;
+    this.kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks, swapPool });
     this.scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen: maxModelLen ?? numBlocks * blockSize }, this.kv);
   }
 
@@ -54,7 +57,7 @@ class Harness {
 
   summarize(output: SchedulerOutput): string {
     const scheduled = output.scheduled.map(({ seq, numNewTokens }) => `${this.names.get(seq)}:${numNewTokens}`).join(' ');
-    const preempted = output.preempted.map((seq) => this.names.get(seq)).join(' ');
+    const preempted = output.preempted.map((seq) => `${this.names.get(seq)}${seq.status === 'swapped' ? ' (swapped)' : ''}`).join(' ');
     return preempted === '' ? scheduled : `${scheduled} | preempted ${preempted}`;
   }
 
@@ -125,7 +128,7 @@ test('schedules at most maxNumSeqs sequences per step', () => {
   const seqs = ['A', 'B', 'C', 'D'].map((name) => h.add(name, 3));
   assert.equal(h.step().summary, 'A:3 B:3');
   assert.equal(h.step().summary, 'A:1 B:1');
-  assert.deepEqual(h.scheduler.counts(), { running: 2, waiting: 2 });
+  assert.deepEqual(h.scheduler.counts(), { running: 2, waiting: 2, swapped: 0 });
   h.scheduler.finish(seqs[0]);
   assert.equal(h.step().summary, 'B:1 C:3');
 });
@@ -145,7 +148,7 @@ test('preempts the youngest running sequence when the pool runs out, and it comp
   assert.equal(b.numPreemptions, 1);
   assert.deepEqual(b.blockTable, []);
   assert.deepEqual(b.tokenIds, bTokens);
-  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 1 });
+  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 1, swapped: 0 });
 
   // B needs 3 blocks for its 5 tokens; A holds 3 of the 4 until it finishes.
   assert.equal(h.step().summary, 'A:1');
@@ -179,7 +182,7 @@ test('a waiting sequence that cannot get its blocks holds back those behind it',
   h.add('B', 6);
   h.add('C', 1);
   assert.equal(h.step().summary, 'A:4');
-  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 2 });
+  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 2, swapped: 0 });
 });
 
 test('reports prefix-cache hits of newly admitted sequences', () => {
@@ -230,7 +233,7 @@ test('finishing a preempted sequence removes it from the waiting queue', () => {
   h.step();
   assert.equal(h.step().summary, 'A:1 | preempted B');
   h.scheduler.finish(b);
-  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 0 });
+  assert.deepEqual(h.scheduler.counts(), { running: 1, waiting: 0, swapped: 0 });
   h.scheduler.finish(a);
   h.assertAllFree();
 });
@@ -262,4 +265,36 @@ test('a running sequence left without a new token is an engine bug, reported lou
   h.add('A', 3);
   h.step(() => {});
   assert.throws(() => h.scheduler.schedule(), /no token to compute/);
+});
+
+test('with a swap space, a preempted context longer than the step budget is swapped out, back in when there is room, and runs from the step after', () => {
+  const h = new Harness({ numBlocks: 7, maxNumBatchedTokens: 4, blockSize: 2, swapBlocks: 8 });
+  const a = h.add('A', 4);
+  const b = h.add('B', 7);
+  const c = h.add('C', 2);
+  const log: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    const { output, summary } = h.step();
+    log.push(`${summary}${output.swapOut.src.length > 0 ? ` | ${output.swapOut.src.length} blocks out` : ''}${output.swapIn.src.length > 0 ? ` | ${output.swapIn.src.length} blocks in` : ''}`);
+    h.kv.checkInvariants([a, b, c].filter((seq) => seq.status !== 'finished'));
+    if (a.numOutputTokens >= 6 && a.status === 'running') h.scheduler.finish(a);
+  }
+  assert.deepEqual(log, [
+    'A:4',
+    'A:1 B:3',
+    'A:1 B:3',
+    // B has 6 tokens computed, more than the 4-token budget recomputes in one step: its 3 blocks go to host memory.
+    'A:1 | preempted B (swapped) | 3 blocks out',
+    'A:1',
+    'A:1',
+    // A ended: B comes back before C is admitted, and decodes from the next step on, its K/V intact.
+    'C:2 | 3 blocks in',
+    'B:1 C:1',
+    'B:1 C:1',
+    // C's 3 computed tokens re-prefill within one step: recomputed.
+    'B:1 | preempted C',
+  ]);
+  assert.equal(b.numSwaps, 1);
+  assert.equal(c.numSwaps, 0);
+  assert.equal(h.kv.numFreeSwapBlocks, 8);
 });

@@ -11,6 +11,8 @@ export interface SchedulerConfig {
   blockSize: number;
   /** Longest sequence (prompt + output). */
   maxModelLen: number;
+  /** Most distinct LoRA adapters among the running sequences (the device's adapter slots); absent without LoRA. */
+  maxLoras?: number;
 }
 
 export interface ScheduledSequence {
@@ -25,10 +27,16 @@ export interface ScheduledSequence {
 export interface SchedulerOutput {
   /** Decodes first, then prefill chunks. */
   scheduled: ScheduledSequence[];
-  /** Sent back to waiting this step; their K/V will be recomputed. */
+  /** Preempted this step: sent back to waiting to be recomputed, or swapped out (status `swapped`). */
   preempted: Sequence[];
   /** Run before the forward: copy-on-write of blocks shared with a forked sibling. */
   blockCopies: BlockCopies;
+  /**
+   * Run first, in this order: device blocks -> host blocks of the sequences swapped out this step,
+   * then host -> device blocks of those swapped in, which run from the next step on.
+   */
+  swapOut: BlockCopies;
+  swapIn: BlockCopies;
   numScheduledTokens: number;
 }
 
@@ -40,9 +48,12 @@ interface StepPlan {
 
 /**
  * Continuous batching with chunked prefill. Each step spends a token budget on decodes, then on
- * chunks of unfinished prefills, then on admitting waiting sequences first-come first-served.
- * When the KV pool runs out, the youngest running sequence is preempted: its blocks are freed and
- * it waits at the front of the queue to be recomputed.
+ * chunks of unfinished prefills, then on swapping sequences back in, then on admitting waiting
+ * sequences first-come first-served. When the KV pool runs out, the youngest running sequence is
+ * preempted: its blocks are freed and it waits at the front of the queue to be recomputed, or,
+ * with a swap space and a context longer than one step's token budget (its recompute would take
+ * more than one step's prefill), its K/V are swapped out to host memory and back in once the pool
+ * has room. A sequence swapped in runs from the next step, so the copies overlap this step.
  *
  * Each step: `schedule()`, run the model, `onStepComplete(output)`, then the engine appends a
  * sampled token to every sequence it caught up (numComputedTokens === numTokens) or finishes it.
@@ -54,6 +65,10 @@ export class Scheduler {
   private readonly running: Sequence[] = [];
   /** Admission order; preempted sequences re-enter at the front. */
   private readonly waiting: Sequence[] = [];
+  /** Swapped out to host memory, oldest first; they come back before any waiting sequence is admitted. */
+  private readonly swapped: Sequence[] = [];
+  /** Swapped in by the last step: running from this one, when their blocks have arrived. */
+  private arriving: Sequence[] = [];
 
   private readonly config: SchedulerConfig;
   private readonly kv: KvCacheManager;
@@ -66,12 +81,14 @@ export class Scheduler {
     this.kv = kv;
   }
 
-  counts(): { running: number; waiting: number } {
-    return { running: this.running.length, waiting: this.waiting.length };
+  /** Sequences swapped in but not yet running count as running: they hold their blocks. */
+  counts(): { running: number; waiting: number; swapped: number } {
+    return { running: this.running.length + this.arriving.length, waiting: this.waiting.length, swapped: this.swapped.length };
   }
 
   hasUnfinished(): boolean {
-    return this.running.length + this.waiting.length > 0;
+    const { running, waiting, swapped } = this.counts();
+    return running + waiting + swapped > 0;
   }
 
   /** Queues a new sequence; rejects a prompt that could never be scheduled. */
@@ -117,15 +134,17 @@ export class Scheduler {
    */
   finish(seq: Sequence): void {
     if (seq.status === 'finished') return;
-    const queue = seq.status === 'running' ? this.running : this.waiting;
-    const index = queue.indexOf(seq);
-    if (index < 0) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
-    queue.splice(index, 1);
-    this.kv.free(seq);
+    const queue = [this.running, this.arriving, this.waiting, this.swapped].find((q) => q.includes(seq));
+    if (queue === undefined) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
+    queue.splice(queue.indexOf(seq), 1);
+    if (seq.status === 'swapped') this.kv.dropSwapped(seq);
+    else this.kv.free(seq);
     seq.status = 'finished';
   }
 
   schedule(): SchedulerOutput {
+    for (const seq of this.arriving) this.insertRunning(seq);
+    this.arriving = [];
     const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens };
     // A sequence with drafts decodes too: its last sampled token and the drafts after it run as one chunk.
     const isDecoding = (seq: Sequence) => seq.numTokens - seq.numDraftTokens - seq.numComputedTokens === 1;
@@ -135,6 +154,7 @@ export class Scheduler {
       if (!this.hasRoom(plan)) break;
       // Preempted earlier in this step to make room for an older sequence.
       if (seq.status !== 'running') continue;
+      if (seq.parked && seq.numComputedTokens === seq.numTokens) continue;
       // A verification chunk must reach the sequence's end, so drafts beyond the budget are dropped.
       if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
       const numNewTokens = this.allocateOrPreempt(seq, Math.min(seq.numTokens - seq.numComputedTokens, plan.budget), plan);
@@ -143,12 +163,22 @@ export class Scheduler {
         plan.budget -= numNewTokens;
       }
     }
-    // Admitting while preempting would only trade one recompute for another.
-    if (plan.preempted.length === 0) this.admitWaiting(plan);
+    // Admitting while preempting would only trade one recompute (or swap) for another.
+    if (plan.preempted.length === 0) this.admit(plan);
+    // Parked beams wait for sibling beams that may need their blocks: when nothing else runs, they
+    // give them up, youngest first, to be recomputed (their candidates are kept).
+    const blocked = () => plan.scheduled.length === 0 && this.arriving.length === 0 && (this.swapped.length > 0 || this.waiting.some((seq) => !seq.parked));
+    for (let parked = this.youngestParked(); parked !== undefined && blocked(); parked = this.youngestParked()) {
+      this.preempt(parked, plan);
+      this.admit(plan);
+    }
+    const swaps = this.kv.takeSwaps();
     return {
       scheduled: plan.scheduled,
       preempted: plan.preempted,
       blockCopies: this.kv.takePendingCopies(),
+      swapOut: swaps.out,
+      swapIn: swaps.in,
       numScheduledTokens: this.config.maxNumBatchedTokens - plan.budget,
     };
   }
@@ -191,30 +221,88 @@ export class Scheduler {
     return numNewTokens;
   }
 
-  /** Frees the youngest running sequence's blocks and queues it first, to be recomputed. */
   private preemptYoungest(plan: StepPlan): Sequence {
-    const seq = this.running.pop()!;
-    // Its tokens are recomputed from the prompt on; drafts are not among them.
+    const seq = this.running[this.running.length - 1];
+    this.preempt(seq, plan);
+    return seq;
+  }
+
+  /** A running beam parked with all its tokens computed, the youngest. */
+  private youngestParked(): Sequence | undefined {
+    return [...this.running].reverse().find((seq) => seq.parked && seq.numComputedTokens === seq.numTokens);
+  }
+
+  /**
+   * Frees a running sequence's blocks: swaps its K/V out when that is the cheaper way back
+   * (`swapsOut`), else queues it first, to be recomputed.
+   */
+  private preempt(seq: Sequence, plan: StepPlan): void {
+    this.running.splice(this.running.indexOf(seq), 1);
+    // Drafts are not computed tokens: neither swapped nor recomputed.
     seq.dropDraftTokens(0);
-    this.kv.free(seq);
-    seq.status = 'waiting';
-    seq.numComputedTokens = 0;
+    if (this.swapsOut(seq) && this.kv.swapOut(seq)) {
+      seq.status = 'swapped';
+      seq.numSwaps++;
+      let index = this.swapped.length;
+      while (index > 0 && this.swapped[index - 1].arrivalOrder > seq.arrivalOrder) index--;
+      this.swapped.splice(index, 0, seq);
+    } else {
+      this.kv.free(seq);
+      seq.status = 'waiting';
+      seq.numComputedTokens = 0;
+      this.waiting.unshift(seq);
+    }
     seq.numPreemptions++;
-    this.waiting.unshift(seq);
     plan.preempted.push(seq);
     const index = plan.scheduled.findIndex((entry) => entry.seq === seq);
     if (index >= 0) {
       plan.budget += plan.scheduled[index].numNewTokens;
       plan.scheduled.splice(index, 1);
     }
-    return seq;
   }
 
-  /** First come, first served: a sequence that cannot get its blocks holds back those behind it. */
+  /** Swapped sequences come back first; waiting ones are admitted once none is left. */
+  private admit(plan: StepPlan): void {
+    this.swapIn();
+    if (this.swapped.length === 0) this.admitWaiting(plan);
+  }
+
+  /**
+   * Whether a preempted sequence is swapped out rather than recomputed: with a swap space, when
+   * recomputing its context would take more than one step's token budget. A shorter context
+   * re-prefills as one chunk beside the step's decodes, which costs about one step (decode steps
+   * are bound by reading the weights, not by their token count), and holds no host memory.
+   */
+  private swapsOut(seq: Sequence): boolean {
+    // A parked beam may fork at its request's next beam step, which needs its blocks on the device.
+    return this.kv.numSwapBlocks > 0 && seq.numComputedTokens > this.config.maxNumBatchedTokens && !seq.parked;
+  }
+
+  /** Swaps sequences back in, oldest first, while the pool has room; they run from the next step. */
+  private swapIn(): void {
+    while (this.swapped.length > 0 && this.kv.swapIn(this.swapped[0])) {
+      const seq = this.swapped.shift()!;
+      seq.status = 'running';
+      this.arriving.push(seq);
+    }
+  }
+
+  /**
+   * First come, first served: a sequence that cannot get its blocks holds back those behind it.
+   * A parked beam is passed by: it has its candidates, and runs again only once its beam step
+   * gives it a token. A sequence whose LoRA adapter would make the running sequences use more
+   * adapters than there are slots waits, and those behind it with an adapter already running (or
+   * none) go first.
+   */
   private admitWaiting(plan: StepPlan): void {
-    let numAdmitted = 0;
+    const admitted = new Set<Sequence>();
+    // Sequences swapped in this step run from the next one: their adapters hold slots too.
+    const adapters = new Set([...this.running, ...this.arriving].flatMap((seq) => (seq.lora === null ? [] : [seq.lora.id])));
     for (const seq of this.waiting) {
       if (!this.hasRoom(plan)) break;
+      if (seq.parked) continue;
+      const { maxLoras } = this.config;
+      if (seq.lora !== null && !adapters.has(seq.lora.id) && maxLoras !== undefined && adapters.size >= maxLoras) continue;
       const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
       const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
@@ -224,9 +312,10 @@ export class Scheduler {
       this.insertRunning(seq);
       plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
       plan.budget -= numNewTokens;
-      numAdmitted++;
+      admitted.add(seq);
+      if (seq.lora !== null) adapters.add(seq.lora.id);
     }
-    this.waiting.splice(0, numAdmitted);
+    if (admitted.size > 0) this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((seq) => !admitted.has(seq)));
   }
 
   private insertRunning(seq: Sequence): void {

@@ -1,8 +1,10 @@
 import type { BlockId } from './block-pool.ts';
+import type { ServedLora } from './lora-registry.ts';
 
 export type SequenceId = number & { readonly __brand: 'SequenceId' };
 
-export type SequenceStatus = 'waiting' | 'running' | 'finished';
+/** `swapped`: preempted with its K/V moved to host memory, to be swapped back in (docs/long-context.md). */
+export type SequenceStatus = 'waiting' | 'running' | 'swapped' | 'finished';
 
 /** Stands in the token list for a sampled token the host has not read from the device yet. */
 export const PENDING_TOKEN = -1;
@@ -31,10 +33,12 @@ export class Sequence {
   readonly numPromptTokens: number;
   /**
    * The start of this sequence's prefix-hash chain: sequences whose cached K/V would differ for
-   * the same tokens (a model's rotation regime, later an adapter) carry different salts, so they
+   * the same tokens (a model's rotation regime, a LoRA adapter) carry different salts, so they
    * never share blocks. Null for none.
    */
   readonly cacheSalt: string | null;
+  /** The LoRA adapter it runs with; null for the base model. */
+  readonly lora: ServedLora | null;
   /** Tokens whose K/V are in the cache; the rest run in later steps. */
   numComputedTokens = 0;
   /** Block i holds the K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. */
@@ -50,16 +54,26 @@ export class Sequence {
    */
   needsPromptLogits = false;
   numPreemptions = 0;
+  /**
+   * A beam that has its next-token candidates and waits for its request's other beams to reach
+   * its length: while all its tokens are computed, the scheduler passes it by.
+   */
+  parked = false;
+  /** Of its preemptions, those that swapped its K/V out to host memory (the others recompute it). */
+  numSwaps = 0;
   private readonly tokens: number[];
   private drafts = 0;
+  /** With a draft tree: each draft's parent draft, -1 for a child of the last sampled token; null for a chain. */
+  private parents: number[] | null = null;
 
-  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null) {
+  constructor(requestId: string, tokenIds: readonly number[], numPromptTokens = tokenIds.length, cacheSalt: string | null = null, lora: ServedLora | null = null) {
     this.requestId = requestId;
     this.arrivalOrder = sequencesCreated++;
     this.id = this.arrivalOrder as SequenceId;
     this.tokens = [...tokenIds];
     this.numPromptTokens = numPromptTokens;
     this.cacheSalt = cacheSalt;
+    this.lora = lora;
   }
 
   get tokenIds(): readonly number[] {
@@ -101,6 +115,7 @@ export class Sequence {
    */
   appendToken(tokenId: number): void {
     if (this.drafts > 0) {
+      if (this.parents !== null) throw new Error(`sequence ${this.id}: keep its draft tree's accepted path before appending tokens`);
       const draft = this.draftTokenId(0);
       if (draft !== tokenId) throw new Error(`sequence ${this.id}: token ${tokenId} is not its first draft ${draft}; drop the rejected drafts first`);
       this.drafts--;
@@ -108,11 +123,28 @@ export class Sequence {
     else this.tokens.push(tokenId);
   }
 
-  /** Appends proposed tokens after the last sampled one, to be verified by the next step. */
-  appendDraftTokens(tokenIds: readonly number[]): void {
+  /**
+   * Appends proposed tokens after the last sampled one, to be verified by the next step: a chain
+   * (each draft follows the one before), or with `parents` a tree (speculative tree verification):
+   * draft i follows draft parents[i] < i, or the last sampled token for -1.
+   */
+  appendDraftTokens(tokenIds: readonly number[], parents: readonly number[] | null = null): void {
     if (this.drafts > 0 || this.hasPendingToken) throw new Error(`sequence ${this.id} cannot take drafts while it has drafts or a pending token`);
+    if (parents !== null) checkDraftTree(this.id, parents, tokenIds.length);
     this.tokens.push(...tokenIds);
     this.drafts = tokenIds.length;
+    this.parents = parents === null ? null : [...parents];
+  }
+
+  /** Whether the drafts form a tree rather than a chain. */
+  get hasDraftTree(): boolean {
+    return this.parents !== null;
+  }
+
+  /** Draft `index`'s parent draft, -1 when it follows the last sampled token. */
+  draftParent(index: number): number {
+    this.draftTokenId(index);
+    return this.parents === null ? index - 1 : this.parents[index];
   }
 
   /** Fills in a draft reserved as UNPROPOSED_DRAFT. */
@@ -121,11 +153,44 @@ export class Sequence {
     this.tokens[this.tokens.length - this.drafts + index] = tokenId;
   }
 
-  /** Removes the drafts after the first `numKept` (all of them with 0). */
+  /**
+   * Fills every draft reserved as UNPROPOSED_DRAFT at once with a tree of as many tokens (a
+   * proposer that picks its tree's shape as it drafts).
+   */
+  setDraftTree(tokenIds: readonly number[], parents: readonly number[]): void {
+    if (tokenIds.length !== this.drafts) throw new Error(`sequence ${this.id}: ${tokenIds.length} drafts proposed for its ${this.drafts} places`);
+    for (let i = 0; i < this.drafts; i++) if (this.draftTokenId(i) !== UNPROPOSED_DRAFT) throw new Error(`sequence ${this.id}: draft ${i} was already proposed`);
+    checkDraftTree(this.id, parents, tokenIds.length);
+    this.tokens.splice(this.tokens.length - this.drafts, this.drafts, ...tokenIds);
+    this.parents = [...parents];
+  }
+
+  /**
+   * Removes the drafts after the first `numKept` (all of them with 0). A tree's drafts are listed
+   * parents first, so the first ones still form a tree.
+   */
   dropDraftTokens(numKept: number): void {
     if (!(numKept >= 0 && numKept <= this.drafts)) throw new RangeError(`sequence ${this.id} cannot keep ${numKept} of its ${this.drafts} drafts`);
     this.tokens.length -= this.drafts - numKept;
     this.drafts = numKept;
+    if (this.parents !== null) this.parents.length = numKept;
+    if (numKept === 0) this.parents = null;
+  }
+
+  /**
+   * Keeps the drafts along `path` (draft indices, each a child of the one before, the first a
+   * child of the last sampled token), in that order, as a chain, and drops the others: a tree's
+   * accepted branch. The K/V of the kept drafts must be moved to match (ModelRunner.keepDraftPath).
+   */
+  keepDraftPath(path: readonly number[]): void {
+    path.forEach((index, k) => {
+      if (this.draftParent(index) !== (k === 0 ? -1 : path[k - 1])) throw new Error(`sequence ${this.id}: draft ${index} does not follow ${k === 0 ? 'the last sampled token' : `draft ${path[k - 1]}`}`);
+    });
+    const kept = path.map((index) => this.draftTokenId(index));
+    this.tokens.length -= this.drafts;
+    this.tokens.push(...kept);
+    this.drafts = kept.length;
+    this.parents = null;
   }
 
   /**
@@ -143,9 +208,16 @@ export class Sequence {
    */
   fork(): Sequence {
     if (this.hasPendingToken || this.drafts > 0) throw new Error(`sequence ${this.id} cannot fork while its last token is on the device or it has drafts`);
-    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt);
+    const child = new Sequence(this.requestId, this.tokens, this.numPromptTokens, this.cacheSalt, this.lora);
     child.numComputedTokens = this.numComputedTokens;
     child.numCachedTokens = this.numCachedTokens;
     return child;
   }
+}
+
+function checkDraftTree(id: SequenceId, parents: readonly number[], numDrafts: number): void {
+  if (parents.length !== numDrafts) throw new Error(`sequence ${id}: ${parents.length} draft parents for ${numDrafts} drafts`);
+  parents.forEach((parent, i) => {
+    if (!(Number.isInteger(parent) && parent >= -1 && parent < i)) throw new Error(`sequence ${id}: draft ${i}'s parent ${parent} is not an earlier draft or -1`);
+  });
 }

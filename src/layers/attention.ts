@@ -161,8 +161,12 @@ export class SelfAttention implements Layer {
     loadLayers([this.qkv, this.core, this.o], source, uploader);
   }
 
+  loraTargets(): Linear[] {
+    return [this.qkv, this.o];
+  }
+
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
-    const heads = this.core.forward(b, this.qkv.forward(b, x), step, cache);
-    return b.allReduce(this.o.forward(b, heads));
+    const heads = this.core.forward(b, this.qkv.forwardWithLora(b, x, step), step, cache);
+    return b.allReduce(this.o.forwardWithLora(b, heads, step));
   }
 }

@@ -1,4 +1,4 @@
-import type { Activation, Backend, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { Linear, type LinearPart } from './linear.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
@@ -32,7 +32,20 @@ export class GatedMlp implements Layer {
     loadLayers([this.gateUp, this.down], source, uploader);
   }
 
-  forward(b: Backend, x: Tensor): Tensor {
-    return b.allReduce(this.down.forward(b, b.gatedLinear(x, this.gateUp.weight, this.activation)));
+  loraTargets(): Linear[] {
+    return [this.gateUp, this.down];
+  }
+
+  /** The loaded weights, gate-then-up [2n, hidden] and down [hidden, n], with the activation between them (an MoE's shared expert). */
+  get weights(): { gateUp: Tensor; down: Tensor; activation: Activation } {
+    return { gateUp: this.gateUp.weight, down: this.down.weight, activation: this.activation };
+  }
+
+  /** With LoRA on gate/up this step, their product takes the deltas before the activation: two ops instead of the fused one. */
+  forward(b: Backend, x: Tensor, step: StepInputs): Tensor {
+    const h = this.gateUp.loraActive(step)
+      ? b.gatedActivation(this.gateUp.forwardWithLora(b, x, step), this.activation)
+      : b.gatedLinear(x, this.gateUp.weight, this.activation);
+    return b.allReduce(this.down.forwardWithLora(b, h, step));
   }
 }

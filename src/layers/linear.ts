@@ -1,5 +1,7 @@
-import type { Backend, Tensor } from '../backend/backend.ts';
-import { invalidModel } from '../errors.ts';
+import type { Backend, LoraSliceValues, LoraWeights, StepInputs, Tensor } from '../backend/backend.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
+import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { concatRows } from '../tensor/host-ops.ts';
 import { concatQuantizedRows, isQuantized, type LinearWeight } from '../tensor/quantized-weight.ts';
@@ -51,6 +53,7 @@ export class Linear implements Layer {
   private readonly float32Output: boolean;
   private weightTensor: Tensor | null = null;
   private biasTensor: Tensor | null = null;
+  private lora: LoraWeights | null = null;
 
   constructor(options: LinearOptions) {
     this.parts = options.parts;
@@ -84,9 +87,65 @@ export class Linear implements Layer {
     return loaded(this.weightTensor, this.parts[0].name);
   }
 
-  forward(b: Backend, x: Tensor): Tensor {
-    return b.linear(x, this.weight, this.biasTensor, { float32: this.float32Output });
+  /** The stacked bias [outFeatures] on the device, or null for a layer without one. */
+  get bias(): Tensor | null {
+    return this.hasBias ? loaded(this.biasTensor, `${this.parts[0].name} bias`) : null;
   }
+
+  forward(b: Backend, x: Tensor): Tensor {
+    return b.linear(x, this.weight, this.bias, { float32: this.float32Output });
+  }
+
+  /** The module names a PEFT adapter adapts here: each part's checkpoint name without `.weight`. */
+  get loraModules(): string[] {
+    return this.parts.map((p) => moduleName(p.name));
+  }
+
+  /** Zeroed LoRA weights for `slots` adapters of rank up to `maxRank`, each part a slice of its own. */
+  enableLora(b: Backend, slots: number, maxRank: number): void {
+    this.lora = b.createLoraWeights({ slots, maxRank, inFeatures: this.inFeatures, sliceRows: this.parts.map((p) => p.rows) });
+  }
+
+  /** Throws, naming the module, if the adapter's matrices for one of this layer's parts do not fit it. */
+  checkLoraAdapter(adapter: LoraAdapter, what: string): void {
+    this.parts.forEach((part) => {
+      const module = adapter.modules.get(moduleName(part.name));
+      if (module === undefined) return;
+      const [rank, inFeatures] = module.a.shape;
+      if (inFeatures !== this.inFeatures || module.b.shape[0] !== part.rows) {
+        throw invalidArgument(`${what}: ${moduleName(part.name)} is [${part.rows}, ${this.inFeatures}] in the model, but the adapter's A is [${rank}, ${inFeatures}] and B [${module.b.shape.join(', ')}]`);
+      }
+    });
+  }
+
+  /** Puts the adapter's matrices (B scaled) in LoRA slot `slot`; zeros for the parts it leaves alone. */
+  setLoraSlot(b: Backend, slot: number, adapter: LoraAdapter): void {
+    const slices = this.parts.map((part): LoraSliceValues | null => {
+      const module = adapter.modules.get(moduleName(part.name));
+      if (module === undefined) return null;
+      const bValues = hostTensorToFloat32(module.b);
+      for (let i = 0; i < bValues.length; i++) bValues[i] *= adapter.scale;
+      return { a: hostTensorToFloat32(module.a), b: bValues };
+    });
+    b.setLoraSlot(loaded(this.lora, `${this.parts[0].name}'s LoRA weights`), slot, adapter.rank, slices);
+  }
+
+  /** Whether this step adds LoRA deltas here: LoRA is enabled and some token of the step has an adapter. */
+  loraActive(step: StepInputs): boolean {
+    return this.lora !== null && step.batch.loraSlots !== null;
+  }
+
+  /** forward, plus each token's adapter delta when loraActive (Backend.addLora). */
+  forwardWithLora(b: Backend, x: Tensor, step: StepInputs): Tensor {
+    const out = this.forward(b, x);
+    if (this.lora !== null && step.batch.loraSlots !== null) b.addLora(out, x, this.lora, step);
+    return out;
+  }
+}
+
+/** A linear weight's module name, as PEFT keys its adapters: the checkpoint name without `.weight`. */
+function moduleName(weightName: string): string {
+  return weightName.slice(0, -'.weight'.length);
 }
 
 /** The parts stacked along their rows in one format: all 16-bit, or all quantized alike. */

@@ -1,4 +1,4 @@
-import type { Activation, Backend, ExpertWeights, RoutingParams, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, ExpertWeights, MoeWeights, RoutingParams, Tensor } from '../backend/backend.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { GatedMlp } from './gated-mlp.ts';
@@ -43,7 +43,8 @@ export interface MoeOptions {
 /**
  * A mixture-of-experts block, in vLLM's fused_moe spirit: every router (softmax, sigmoid with a
  * selection bias, top-k-then-softmax, group-limited) is a RoutingParams value, not a subclass, and
- * the experts run as two backend ops. The layer owns the experts' device format: per-expert or
+ * the whole block is one backend op (`moe`: router, routing, experts, shared expert), which the CUDA
+ * backend runs as one launch for a single token. The layer owns the experts' device format: per-expert or
  * fused checkpoint tensors are stacked at load into [count, 2n, hidden] gate-then-up rows and
  * [count, hidden, n] down rows, the layout the kernels stream.
  */
@@ -147,14 +148,22 @@ export class MoeBlock implements Layer {
     return { ...routing, selectionBias: routing.selectionBias === null ? null : loaded(this.selectionBias, routing.selectionBias) };
   }
 
-  /** x [numTokens, hidden] -> [numTokens, hidden]. */
+  /** What the backend's `moe` op reads, once loaded. */
+  private get weights(): MoeWeights {
+    const { shared, activation, router } = this.options;
+    return {
+      router: this.router.weight,
+      routerBias: this.router.bias,
+      routing: this.routingParams,
+      experts: loaded(this.experts, `${router} experts`),
+      activation,
+      shared: shared === null ? null : { ...shared.mlp.weights, gate: this.sharedGate?.weight ?? null },
+    };
+  }
+
+  /** x [numTokens, hidden] -> [numTokens, hidden]: the routed experts held here plus the shared expert, summed over devices. */
   forward(b: Backend, x: Tensor): Tensor {
-    const experts = loaded(this.experts, `${this.options.router} experts`);
-    const routing = b.routeExperts(this.router.forward(b, x), this.routingParams);
-    const out = b.allReduce(b.expertMlp(x, routing, experts, this.options.activation));
-    const { shared } = this.options;
-    if (shared !== null) b.addInto(out, shared.mlp.forward(b, x), this.sharedGate === null ? null : this.sharedGate.forward(b, x));
-    return out;
+    return b.allReduce(b.moe(x, this.weights));
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Backend } from '../backend/backend.ts';
+import type { Linear } from './linear.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
 
@@ -40,6 +41,8 @@ export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' 
 export interface Layer {
   parameters(): ParameterSpec[];
   load(source: WeightSource, uploader: WeightUploader): void;
+  /** The linear layers inside it that LoRA adapters may adapt (docs/lora.md); absent: none. */
+  loraTargets?(): Linear[];
 }
 
 /** The parameters of several layers, in load order. */

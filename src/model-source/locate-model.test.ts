@@ -58,14 +58,14 @@ test('a repo id resolves in the Hugging Face cache offline: refs/main, a tag, a 
   const snapshot = join(cache, `models--keel-test--tiny-llama`, 'snapshots', COMMIT);
   const offline = { HF_HUB_CACHE: cache, HF_HOME: '/nonexistent', HF_HUB_OFFLINE: '1' };
   for (const model of [REPO, `${REPO}@v1`, `${REPO}@${COMMIT}`]) {
-    assert.deepEqual(await locateModel(model, { showProgress: false, env: offline }), { dir: snapshot, name: model });
+    assert.deepEqual(await locateModel(model, { showProgress: false, env: offline }), { path: snapshot, name: model });
   }
   // HF_HOME holds hub/ beneath it.
   const home = tempDir(t, 'keel-hf-home-');
   const homeCache = pythonCache(t, MODEL_FILES, { main: COMMIT });
   symlinkSync(homeCache, join(home, 'hub'));
   const found = await locateModel(REPO, { showProgress: false, env: { HF_HOME: home, HF_HUB_OFFLINE: 'true' } });
-  assert.equal(found.dir, join(home, 'hub', 'models--keel-test--tiny-llama', 'snapshots', COMMIT));
+  assert.equal(found.path, join(home, 'hub', 'models--keel-test--tiny-llama', 'snapshots', COMMIT));
 });
 
 test('offline, a revision or a file the cache lacks is an error that says what is missing and what to do', async (t) => {
@@ -79,7 +79,7 @@ test('a model already in the cache is used without the network', async (t) => {
   const cache = pythonCache(t, MODEL_FILES, { main: COMMIT });
   // No hub answers at this address: any request would fail.
   const env = { HF_HUB_CACHE: cache, HF_ENDPOINT: 'http://127.0.0.1:9' };
-  assert.equal((await locateModel(REPO, { showProgress: false, env })).dir, join(cache, 'models--keel-test--tiny-llama', 'snapshots', COMMIT));
+  assert.equal((await locateModel(REPO, { showProgress: false, env })).path, join(cache, 'models--keel-test--tiny-llama', 'snapshots', COMMIT));
 });
 
 /** A fake hub serving `repo`, closed when the test ends, and the environment that points at it. */
@@ -95,14 +95,14 @@ test('a repo id not in the cache is downloaded from the hub: only the files Keel
   const { hub, cache, env } = await hubFor(t, { repo: REPO, refs: { main: COMMIT }, files, token: 'hf_secret' });
   const located = await locateModel(REPO, { showProgress: false, env: { ...env, HF_TOKEN: 'hf_secret' } });
   const folder = join(cache, 'models--keel-test--tiny-llama');
-  assert.equal(located.dir, join(folder, 'snapshots', COMMIT));
+  assert.equal(located.path, join(folder, 'snapshots', COMMIT));
   assert.equal(readFileSync(join(folder, 'refs', 'main'), 'utf8'), COMMIT);
   const wanted = files.filter((f) => f.path.endsWith('.safetensors') || f.path.endsWith('.json'));
-  assert.deepEqual(readdirSync(located.dir).sort(), wanted.map((f) => f.path).sort());
+  assert.deepEqual(readdirSync(located.path).sort(), wanted.map((f) => f.path).sort());
   for (const file of wanted) {
-    assert.deepEqual(readFileSync(join(located.dir, file.path)), file.bytes, file.path);
+    assert.deepEqual(readFileSync(join(located.path, file.path)), file.bytes, file.path);
     // Weights are named by their sha256, as huggingface_hub names LFS blobs; the links are relative.
-    if (file.lfs) assert.equal(readlinkSync(join(located.dir, file.path)), join('..', '..', 'blobs', sha256(file.bytes)));
+    if (file.lfs) assert.equal(readlinkSync(join(located.path, file.path)), join('..', '..', 'blobs', sha256(file.bytes)));
   }
   const downloaded = hub.requests.filter((r) => r.path.includes('/resolve/')).map((r) => r.path.split('/').pop());
   for (const unwanted of ['README.md', 'pytorch_model.bin', 'model.onnx']) assert.ok(!downloaded.includes(unwanted), `${unwanted} not downloaded`);
@@ -110,7 +110,7 @@ test('a repo id not in the cache is downloaded from the hub: only the files Keel
 
   // Now cached: a second load asks the hub nothing.
   const asked = hub.requests.length;
-  assert.equal((await locateModel(REPO, { showProgress: false, env })).dir, located.dir);
+  assert.equal((await locateModel(REPO, { showProgress: false, env })).path, located.path);
   assert.equal(hub.requests.length, asked);
 });
 
@@ -123,7 +123,7 @@ test('a download cut short resumes from its .incomplete part with a range reques
   const half = Math.floor(weights.bytes.length / 2);
   writeFileSync(join(blobs, `${sha256(weights.bytes)}.incomplete`), weights.bytes.subarray(0, half));
   const located = await locateModel(REPO, { showProgress: false, env });
-  assert.deepEqual(readFileSync(join(located.dir, 'model.safetensors')), weights.bytes);
+  assert.deepEqual(readFileSync(join(located.path, 'model.safetensors')), weights.bytes);
   assert.ok(!existsSync(join(blobs, `${sha256(weights.bytes)}.incomplete`)));
   const ranges = hub.requests.filter((r) => r.path.endsWith('/model.safetensors')).map((r) => r.range);
   assert.ok(ranges.includes(`bytes=${half}-${weights.bytes.length - 1}`), `asked for the rest only: ${JSON.stringify(ranges)}`);
@@ -131,7 +131,7 @@ test('a download cut short resumes from its .incomplete part with a range reques
 
 test('a revision, a gated repository and a repository without safetensors are clear errors', async (t) => {
   const { env } = await hubFor(t, { repo: REPO, refs: { main: COMMIT, v1: OLD_COMMIT }, files: fixtureFiles('llama-gqa') });
-  assert.equal((await locateModel(`${REPO}@v1`, { showProgress: false, env })).dir.endsWith(OLD_COMMIT), true);
+  assert.equal((await locateModel(`${REPO}@v1`, { showProgress: false, env })).path.endsWith(OLD_COMMIT), true);
   await rejects(locateModel(`${REPO}@v9`, { showProgress: false, env }), /keel-test\/tiny-llama has no revision "v9" on http:\/\/127\.0\.0\.1:\d+: give a branch, a tag or a commit/);
   await rejects(locateModel('keel-test/nothing-here', { showProgress: false, env }), /no model keel-test\/nothing-here on http/);
 
@@ -156,4 +156,11 @@ test('a directory without config.json, a file, or a quantized checkpoint is refu
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', quantization_config: { quant_method: 'bitsandbytes', load_in_4bit: true } }));
   await rejects(locateModel(dir, { showProgress: false }), /quant_method "bitsandbytes" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\) and fp8 checkpoints/);
   await rejects(locateModel('./no/such/dir/here', { showProgress: false }), /model directory not found: \.\/no\/such\/dir\/here/);
+});
+
+test('a .gguf file is a model as it is, named by its file; a missing one says so', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'Tiny-Q8_0.gguf'), 'GGUF');
+  assert.deepEqual(await locateModel(join(dir, 'Tiny-Q8_0.gguf'), { showProgress: false }), { path: join(dir, 'Tiny-Q8_0.gguf'), name: 'Tiny-Q8_0' });
+  await rejects(locateModel(join(dir, 'other.gguf'), { showProgress: false }), /GGUF file not found: .*other\.gguf/);
 });

@@ -1,25 +1,26 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { readJsonFile } from '../checkpoint/json-file.ts';
+import { isGgufPath } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig } from '../checkpoint/quantization/quantization-config.ts';
 import { KeelError, invalidModel } from '../errors.ts';
 import { cachedSnapshot, DEFAULT_REVISION, hubCacheDir, hubOffline, missingModelFiles, type RepoRevision } from './hf-cache.ts';
 import { downloadSnapshot } from './hub-download.ts';
 
-/** A model on this machine: the directory its files are in, and the name it goes by. */
+/** A model on this machine: its directory or GGUF file, and the name it goes by. */
 export interface LocatedModel {
-  dir: string;
-  /** The repo id as given (ORG/NAME[@REVISION]), or the directory's name. */
+  path: string;
+  /** The repo id as given (ORG/NAME[@REVISION]), or the directory's or file's name (without .gguf). */
   name: string;
 }
 
-const LAYOUT = 'a Hugging Face model directory (config.json, model.safetensors or its index and shards, tokenizer.json) or a repo id ORG/NAME[@REVISION]';
+const LAYOUT = 'a Hugging Face model directory (config.json, model.safetensors or its index and shards, tokenizer.json), a .gguf file or a repo id ORG/NAME[@REVISION]';
 /** A repo id as the hub spells them: ORG/NAME, then @ and a branch, tag or commit. */
 const REPO_ID = /^([A-Za-z0-9][\w.-]*\/[\w.-]+)(?:@(\S+))?$/;
 
 /**
- * Where the model `model` names is, from a directory or a Hugging Face repo id: a directory as it
- * is; a repo id in the Hugging Face cache (HF_HUB_CACHE, HF_HOME) without the network when it is
+ * Where the model `model` names is, from a directory, a GGUF file or a Hugging Face repo id: a
+ * directory or .gguf file as it is; a repo id in the Hugging Face cache (HF_HUB_CACHE, HF_HOME) without the network when it is
  * there or HF_HUB_OFFLINE=1, else downloaded into it from the hub (HF_ENDPOINT, HF_TOKEN).
  */
 export async function locateModel(model: string, options: { showProgress: boolean; env?: NodeJS.ProcessEnv }): Promise<LocatedModel> {
@@ -27,16 +28,21 @@ export async function locateModel(model: string, options: { showProgress: boolea
   const repoId = REPO_ID.exec(model);
   let located: LocatedModel;
   if (existsSync(model)) {
-    if (!statSync(model).isDirectory()) throw invalidModel(`${model} is a file: give ${LAYOUT}`);
+    if (!statSync(model).isDirectory()) {
+      if (isGgufPath(model)) return { path: model, name: basename(model).replace(/\.gguf$/i, '') };
+      throw invalidModel(`${model} is a file: give ${LAYOUT}`);
+    }
     if (!existsSync(join(model, 'config.json'))) throw invalidModel(`${model} has no config.json: give ${LAYOUT}`);
-    located = { dir: model, name: basename(resolve(model)) };
+    located = { path: model, name: basename(resolve(model)) };
+  } else if (isGgufPath(model)) {
+    throw invalidModel(`GGUF file not found: ${model}`);
   } else if (repoId === null) {
     throw invalidModel(`model directory not found: ${model} (give ${LAYOUT})`);
   } else {
     const ref = { repo: repoId[1], revision: repoId[2] ?? DEFAULT_REVISION };
-    located = { dir: await fromHub(ref, options.showProgress, env), name: model };
+    located = { path: await fromHub(ref, options.showProgress, env), name: model };
   }
-  checkQuantization(located.dir);
+  checkQuantization(located.path);
   return located;
 }
 

@@ -1,7 +1,17 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { Layer } from '../layers/parameters.ts';
 import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
+
+/**
+ * Hidden states a forward pass hands out besides its logits, for speculative heads (Medusa's take
+ * the LM head's input). A forward without one does nothing more.
+ */
+export interface HiddenStateTap {
+  /** Receives the final norm's output on the logits rows ([logitsIndices.length, hidden], the LM head's input). */
+  finalRows(hidden: Tensor): void;
+}
 
 /** A decoder-only language model composed of layers: what the engine runs. */
 export interface CausalLM extends Layer {
@@ -10,8 +20,8 @@ export interface CausalLM extends Layer {
   readonly kvLayers: readonly LayerKvSpec[];
   /** Each layer's multiply-adds per token for each key it attends to (scores and values). */
   readonly attentionMacsPerKey: readonly number[];
-  /** Runs one step; returns logits [logitsIndices.length, vocab] (the backend's tensor). */
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor;
+  /** Runs one step; returns logits [logitsIndices.length, vocab] (the backend's tensor), handing `tap` its hidden states. */
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;
   /**
    * The rotary-table row of a token at `position` of a sequence whose original prompt had
    * `promptLength` tokens, for models whose rotation depends on more than the position (LongRoPE).
@@ -24,6 +34,8 @@ export interface CausalLM extends Layer {
    * share KV blocks. Absent: null for every sequence.
    */
   prefixCacheSalt?(promptLength: number): string | null;
+  /** The linear layers LoRA adapters may adapt (docs/lora.md); absent or empty: the family serves no adapters. */
+  loraTargets?(): Linear[];
 }
 
 /** A model family: how its config.json reads and how its layers compose. */

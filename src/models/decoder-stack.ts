@@ -1,10 +1,11 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
-import type { CausalLM } from './causal-lm.ts';
+import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
@@ -56,7 +57,11 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     loadLayers(this.sublayers, source, uploader);
   }
 
-  abstract forward(b: Backend, step: StepInputs, cache: KvCache): Tensor;
+  loraTargets(): Linear[] {
+    return this.parts.layers.flatMap((layer) => layer.loraTargets?.() ?? []);
+  }
+
+  abstract forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;
 }
 
 /**
@@ -64,8 +69,16 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
  * added to it (null when none is pending). The final norm works row by row, so gathering the
  * sampled rows first gives the same result for less work.
  */
-export function finalLogits(b: Backend, step: StepInputs, parts: { finalNorm: RmsNorm; lmHead: LmHead }, residual: Tensor, pending: Tensor | null): Tensor {
+export function finalLogits(
+  b: Backend,
+  step: StepInputs,
+  parts: { finalNorm: RmsNorm; lmHead: LmHead },
+  residual: Tensor,
+  pending: Tensor | null,
+  tap: HiddenStateTap | undefined,
+): Tensor {
   const rows = b.gatherLogitsRows(residual, step);
   const hidden = pending === null ? parts.finalNorm.forward(b, rows) : parts.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+  tap?.finalRows(hidden);
   return parts.lmHead.forward(b, hidden);
 }

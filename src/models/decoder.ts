@@ -1,5 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { SelfAttention } from '../layers/attention.ts';
+import type { Linear } from '../layers/linear.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
@@ -8,6 +9,7 @@ import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from '.
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { HiddenStateTap } from './causal-lm.ts';
 
 /**
  * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
@@ -72,7 +74,7 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
 /** What follows attention in a decoder layer: a dense gated MLP or a mixture of experts. */
 export interface FeedForward extends Layer {
   /** x [numTokens, hidden] -> [numTokens, hidden]. */
-  forward(b: Backend, x: Tensor): Tensor;
+  forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
 }
 
 /** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormForward runs. */
@@ -88,16 +90,16 @@ export interface PreNormLayer {
  * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
  * addRmsNorm. Returns logits [logitsIndices.length, vocab].
  */
-export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>): Tensor {
+export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>, tap?: HiddenStateTap): Tensor {
   const residual = parts.embedding.forward(b, step);
   // A sublayer's output waits here until the next norm adds it to the residual stream.
   let pending: Tensor | null = null;
   for (const layer of parts.layers) {
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
-    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual));
+    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
   }
-  return finalLogits(b, step, parts, residual, pending);
+  return finalLogits(b, step, parts, residual, pending, tap);
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -148,6 +150,10 @@ export class DecoderLayer implements Layer, PreNormLayer {
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.sublayers, source, uploader);
   }
+
+  loraTargets(): Linear[] {
+    return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
+  }
 }
 
 /** The decoder-only model, run by preNormForward. */
@@ -171,7 +177,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     return this.parts.rotaries[0];
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return preNormForward(b, step, cache, this.parts);
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
+    return preNormForward(b, step, cache, this.parts, tap);
   }
 }

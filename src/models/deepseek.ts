@@ -7,7 +7,7 @@ import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import type { ModelFamily } from './causal-lm.ts';
+import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -254,8 +254,8 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
     });
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
-    return preNormForward(b, step, cache, this.parts);
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
+    return preNormForward(b, step, cache, this.parts, tap);
   }
 }
 

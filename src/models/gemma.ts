@@ -3,12 +3,13 @@ import { invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
+import type { Linear } from '../layers/linear.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
-import type { ModelFamily } from './causal-lm.ts';
+import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, finalLogits } from './decoder-stack.ts';
 import {
   ConfigFields,
@@ -213,6 +214,10 @@ class GemmaDecoderLayer implements Layer {
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.sublayers, source, uploader);
   }
+
+  loraTargets(): Linear[] {
+    return [...this.attention.loraTargets(), ...this.mlp.loraTargets()];
+  }
 }
 
 /**
@@ -236,16 +241,16 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     });
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache): Tensor {
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
     const residual = this.parts.embedding.forward(b, step);
     // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
     let pending: Tensor | null = null;
     for (const layer of this.parts.layers) {
       const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
       const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
-      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual)));
+      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
     }
-    const logits = finalLogits(b, step, this.parts, residual, pending);
+    const logits = finalLogits(b, step, this.parts, residual, pending, tap);
     if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
     return logits;
   }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { readGenerationConfig } from './generation-config.ts';
 import { parseModelArchitecture } from './registry.ts';
 
@@ -22,7 +23,7 @@ const modelConfig = parseModelArchitecture(
 ).config;
 
 test('without generation_config.json the ids come from config.json and there are no defaults', (t) => {
-  assert.deepEqual(readGenerationConfig(tempDir(t), modelConfig), { eosTokenIds: [2], bosTokenId: 1, defaults: {} });
+  assert.deepEqual(readGenerationConfig(openModelFiles(tempDir(t)), modelConfig), { eosTokenIds: [2], bosTokenId: 1, defaults: {} });
 });
 
 test('eos ids are the union of both files and sampling defaults are read when present', (t) => {
@@ -31,13 +32,13 @@ test('eos ids are the union of both files and sampling defaults are read when pr
     join(dir, 'generation_config.json'),
     JSON.stringify({ bos_token_id: 5, eos_token_id: [2, 7, 9], do_sample: true, temperature: 0.6, top_p: 0.9, top_k: 20, repetition_penalty: 1.05, max_new_tokens: 2048 }),
   );
-  assert.deepEqual(readGenerationConfig(dir, modelConfig), {
+  assert.deepEqual(readGenerationConfig(openModelFiles(dir), modelConfig), {
     eosTokenIds: [2, 7, 9],
     bosTokenId: 5,
     defaults: { temperature: 0.6, topP: 0.9, topK: 20, repetitionPenalty: 1.05 },
   });
   writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: 11, temperature: null }));
-  assert.deepEqual(readGenerationConfig(dir, modelConfig), { eosTokenIds: [2, 11], bosTokenId: 1, defaults: {} });
+  assert.deepEqual(readGenerationConfig(openModelFiles(dir), modelConfig), { eosTokenIds: [2, 11], bosTokenId: 1, defaults: {} });
 });
 
 test('invalid values name the file and key', (t) => {
@@ -52,10 +53,10 @@ test('invalid values name the file and key', (t) => {
   ] as const) {
     writeFileSync(path, JSON.stringify(json));
     assert.throws(
-      () => readGenerationConfig(dir, modelConfig),
+      () => readGenerationConfig(openModelFiles(dir), modelConfig),
       (e: unknown) => e instanceof KeelError && e.kind === 'invalid_model' && e.message.includes(path) && e.message.includes(`"${key}"`),
     );
   }
   writeFileSync(path, '{');
-  assert.throws(() => readGenerationConfig(dir, modelConfig), (e: unknown) => e instanceof KeelError && e.message.includes(path));
+  assert.throws(() => readGenerationConfig(openModelFiles(dir), modelConfig), (e: unknown) => e instanceof KeelError && e.message.includes(path));
 });

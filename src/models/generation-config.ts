@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { readJsonFile } from '../checkpoint/json-file.ts';
+import type { ModelFiles } from '../checkpoint/model-files.ts';
 import { ConfigFields } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 
@@ -15,10 +13,10 @@ export interface GenerationConfig {
 }
 
 /** Reads the optional `generation_config.json`; `max_new_tokens` and other keys are ignored. */
-export function readGenerationConfig(dir: string, config: ModelConfig): GenerationConfig {
-  const path = join(dir, 'generation_config.json');
-  if (!existsSync(path)) return { eosTokenIds: config.eosTokenIds.slice(), bosTokenId: config.bosTokenId, defaults: {} };
-  return parseGenerationConfig(readJsonFile(path), path, config);
+export function readGenerationConfig(files: ModelFiles, config: ModelConfig): GenerationConfig {
+  const doc = files.generationConfig();
+  if (doc === null) return { eosTokenIds: config.eosTokenIds.slice(), bosTokenId: config.bosTokenId, defaults: {} };
+  return parseGenerationConfig(doc.json, doc.source, config);
 }
 
 export function parseGenerationConfig(json: unknown, source: string, config: ModelConfig): GenerationConfig {

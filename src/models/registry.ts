@@ -1,7 +1,6 @@
-import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
-import { readJsonFile } from '../checkpoint/json-file.ts';
+import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
@@ -41,10 +40,15 @@ export interface ModelArchitecture {
   quantization: CheckpointQuantization | null;
 }
 
-/** Reads `dir/config.json` with the parser of its model_type's family. */
-export function readModelArchitecture(dir: string): ModelArchitecture {
-  const path = join(dir, 'config.json');
-  return parseModelArchitecture(readJsonFile(path), path);
+/** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family. */
+export function modelArchitectureOf(files: ModelFiles): ModelArchitecture {
+  const doc = files.config();
+  return parseModelArchitecture(doc.json, doc.source);
+}
+
+/** The architecture of the model at `path`: a model directory or a GGUF file. */
+export function readModelArchitecture(path: string): ModelArchitecture {
+  return modelArchitectureOf(openModelFiles(path));
 }
 
 export function parseModelArchitecture(json: unknown, source: string): ModelArchitecture {

@@ -4,6 +4,9 @@ import type { PenaltyTokens } from './penalty-tokens.ts';
 import type { Rng } from './rng.ts';
 import type { SamplingParams } from './sampling-params.ts';
 
+/** The most top tokens one draw returns on every backend (sample-rows.cu's MAX_TOP). */
+export const MAX_TOP_LOGPROBS = 32;
+
 /** Temperatures below this sample greedily, as in vLLM: dividing by them only overflows. */
 export const GREEDY_TEMPERATURE = 1e-5;
 
@@ -48,7 +51,7 @@ export interface Draw {
    * yet (its draw index there), or -1. The penalties count it as one more output token.
    */
   pendingDraw: number;
-  /** How many of the most likely tokens' raw logprobs to return (0-20). */
+  /** How many of the most likely tokens' raw logprobs to return (0 to MAX_TOP_LOGPROBS; the API allows 20). */
   topLogprobs: number;
   /**
    * -1, or a token that is reported instead of drawing one, with its raw logprob and the top
@@ -111,11 +114,17 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
   };
 }
 
+/** The `topLogprobs` most likely raw tokens at logits row `row` and their logprobs (beam search's candidates). */
+export function topTokensDraw(row: number, topLogprobs: number): Draw {
+  return scoreDraw(row, -1, topLogprobs);
+}
+
 /**
  * Scores `token` at logits row `row`: its raw logprob and the `topLogprobs` most likely raw tokens',
  * with nothing drawn (a prompt position whose next token is known).
  */
 export function scoreDraw(row: number, token: number, topLogprobs: number): Draw {
+  // -1 (topTokensDraw) draws greedily: the top tokens come back whatever is drawn.
   return {
     row,
     temperature: 0,

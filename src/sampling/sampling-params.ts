@@ -35,6 +35,18 @@ export interface SamplingParams {
   skipSpecialTokens: boolean;
   /** What the output must match (a JSON schema, a regex, a choice, a grammar); null = free text. */
   structuredOutput: StructuredOutput | null;
+  /**
+   * Beam search (docs/long-context.md) instead of sampling: the n best of `beamWidth` beams
+   * ranked by raw log-probability, as transformers' num_beams without sampling. Temperature,
+   * top-p/k, min-p, penalties and seed do not apply.
+   */
+  useBeamSearch: boolean;
+  /** Beams kept running; null: n. Only with useBeamSearch. */
+  beamWidth: number | null;
+  /** A finished beam scores sum(logprobs) / generatedLength ** lengthPenalty (transformers' length_penalty). */
+  lengthPenalty: number;
+  /** transformers' early_stopping: true, false (a heuristic) or `never` (the canonical search). */
+  earlyStopping: boolean | 'never';
 }
 
 export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
@@ -57,4 +69,8 @@ export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
   promptLogprobs: null,
   skipSpecialTokens: true,
   structuredOutput: null,
+  useBeamSearch: false,
+  beamWidth: null,
+  lengthPenalty: 1,
+  earlyStopping: false,
 };

@@ -7,6 +7,7 @@ const MAX_TEMPERATURE = 100;
 const MAX_REPETITION_PENALTY = 100;
 const MAX_STOP_STRINGS = 16;
 const MAX_LOGPROBS = 20;
+const MAX_LENGTH_PENALTY = 100;
 
 /** What a field accepts, in words for the error message, and how to read it (undefined = rejected). */
 interface Rule<T> {
@@ -52,6 +53,13 @@ const RULES: { [K in keyof SamplingParams]: Rule<SamplingParams[K]> } = {
       return parsed;
     },
   },
+  useBeamSearch: boolean(),
+  beamWidth: nullable(integerIn(1, MAX_N)),
+  lengthPenalty: numberIn(-MAX_LENGTH_PENALTY, MAX_LENGTH_PENALTY),
+  earlyStopping: {
+    expected: 'true, false or "never"',
+    parse: (value) => (typeof value === 'boolean' || value === 'never' ? value : undefined),
+  },
 };
 
 /** Where a layer of parameters came from, for error messages. */
@@ -84,8 +92,22 @@ export function resolveSamplingParams(input: unknown, defaults: Partial<Sampling
     // Its grammar may be complete before then, leaving only the EOS that minTokens forbids.
     throw invalidArgument('minTokens must be 0 with a structuredOutput, whose grammar may end sooner');
   }
+  checkBeamSearch(resolved);
   // Fresh arrays: the caller's input and the shared defaults never alias a request's params.
   return { ...resolved, stop: [...resolved.stop], stopTokenIds: [...resolved.stopTokenIds] };
+}
+
+/** Beam search's own fields go with useBeamSearch, which returns beams, not samples: what shapes samples is refused. */
+function checkBeamSearch(p: SamplingParams): void {
+  if (!p.useBeamSearch) {
+    const stray = p.beamWidth !== null ? 'beamWidth' : p.lengthPenalty !== 1 ? 'lengthPenalty' : p.earlyStopping !== false ? 'earlyStopping' : null;
+    if (stray !== null) throw invalidArgument(`${stray} applies to beam search only: set useBeamSearch`);
+    return;
+  }
+  const width = p.beamWidth ?? p.n;
+  if (p.n > width) throw invalidArgument(`n must be at most beamWidth (${width}) with useBeamSearch: it returns the n best beams (got ${p.n})`);
+  const refused = p.stop.length > 0 ? 'stop' : p.logprobs !== null ? 'logprobs' : p.structuredOutput !== null ? 'structuredOutput' : p.minTokens > 0 ? 'minTokens' : null;
+  if (refused !== null) throw invalidArgument(`${refused} is not supported with useBeamSearch (stop token ids are)`);
 }
 
 function parseLayer(values: unknown, layer: Layer): Partial<SamplingParams> {

@@ -56,7 +56,10 @@ export class ServerMetrics {
     };
     counter('keel_prompt_tokens_total', 'Prompt tokens admitted.', (s) => s.promptTokensTotal);
     counter('keel_generation_tokens_total', 'Tokens generated.', (s) => s.generationTokensTotal);
-    counter('keel_num_preemptions_total', 'Sequences preempted (and later recomputed) for lack of KV blocks.', (s) => s.numPreemptionsTotal);
+    counter('keel_num_preemptions_total', 'Sequences preempted (and later recomputed or swapped back in) for lack of KV blocks.', (s) => s.numPreemptionsTotal);
+    counter('keel_num_swaps_total', 'Preemptions that swapped a sequence\'s KV blocks out to host memory.', (s) => s.numSwapsTotal);
+    gauge('keel_num_requests_swapped', 'Sequences swapped out to host memory now.', (s) => s.numSwapped);
+    gauge('keel_swap_space_used_blocks', 'Host swap-space blocks holding swapped-out KV.', (s) => s.numSwapBlocks - s.numFreeSwapBlocks);
     if (stats().speculation !== null) this.registerSpeculation(stats, gauge, counter);
 
     this.ttft = new Histogram({ name: 'keel_time_to_first_token_seconds', help: 'Arrival to first generated token.', buckets: TTFT_BUCKETS, registers });

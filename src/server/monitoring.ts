@@ -33,6 +33,9 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
       prompt_tokens_total: s.promptTokensTotal,
       generation_tokens_total: s.generationTokensTotal,
       preemptions_total: s.numPreemptionsTotal,
+      swaps_total: s.numSwapsTotal,
+      swapped: s.numSwapped,
+      swap_space: { total_blocks: s.numSwapBlocks, free_blocks: s.numFreeSwapBlocks },
       generation_tokens_per_second: ctx.generationRate.perSecond(),
       speculative_decoding: s.speculation && {
         drafts: s.speculation.numSteps,

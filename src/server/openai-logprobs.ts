@@ -44,9 +44,22 @@ export function completionLogprobs(positions: PositionLogprobs[], startOffset: n
     logprobs: {
       tokens: positions.map((p) => p.sampled.token),
       token_logprobs: positions.map((p) => p.sampled.logprob),
-      top_logprobs: positions.map((p) => Object.fromEntries([...p.top, p.sampled].map((t) => [t.token, t.logprob]))),
+      top_logprobs: positions.map(topByText),
       text_offset: textOffset,
     },
     endOffset: offset,
   };
+}
+
+/**
+ * A position's alternatives and its sampled token by token text (a later one wins, as
+ * Object.fromEntries would have it). The prototype-less object takes any text as its own key,
+ * `__proto__` included, and stays in dictionary mode: a stream's thousands of such objects, each
+ * with other keys, would otherwise make as many hidden classes.
+ */
+function topByText(p: PositionLogprobs): Record<string, number> {
+  const top: Record<string, number> = Object.create(null);
+  for (const t of p.top) top[t.token] = t.logprob;
+  top[p.sampled.token] = p.sampled.logprob;
+  return top;
 }

@@ -27,6 +27,10 @@ export interface CommonSamplingBody {
   ignore_eos?: boolean | null;
   include_stop_str_in_output?: boolean | null;
   skip_special_tokens?: boolean | null;
+  use_beam_search?: boolean | null;
+  beam_width?: number | null;
+  length_penalty?: number | null;
+  early_stopping?: boolean | 'never' | null;
 }
 
 export function commonSamplingFields(body: CommonSamplingBody): RequestField[] {
@@ -46,6 +50,10 @@ export function commonSamplingFields(body: CommonSamplingBody): RequestField[] {
     { name: 'ignore_eos', field: 'ignoreEos', value: body.ignore_eos },
     { name: 'include_stop_str_in_output', field: 'includeStopStrInOutput', value: body.include_stop_str_in_output },
     { name: 'skip_special_tokens', field: 'skipSpecialTokens', value: body.skip_special_tokens },
+    { name: 'use_beam_search', field: 'useBeamSearch', value: body.use_beam_search },
+    { name: 'beam_width', field: 'beamWidth', value: body.beam_width },
+    { name: 'length_penalty', field: 'lengthPenalty', value: body.length_penalty },
+    { name: 'early_stopping', field: 'earlyStopping', value: body.early_stopping },
   ];
 }
 

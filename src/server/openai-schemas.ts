@@ -39,6 +39,10 @@ const samplingFields = {
   min_tokens: number,
   include_stop_str_in_output: z.boolean().nullish(),
   skip_special_tokens: z.boolean().nullish(),
+  use_beam_search: z.boolean().nullish(),
+  beam_width: number,
+  length_penalty: number,
+  early_stopping: z.union([z.boolean(), z.literal('never')], { error: 'must be true, false or "never"' }).nullish(),
   ...structuredOutputFields,
 };
 

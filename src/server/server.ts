@@ -134,7 +134,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   const toolCallFormat = chooseToolCallFormat(config.toolCallParser, engine.info.chatTemplate);
   const preprocess = await PreprocessPool.start(
     {
-      tokenizerDir: engine.info.hasTokenizer ? engine.info.modelDir : null,
+      tokenizerPath: engine.info.hasTokenizer ? engine.info.modelPath : null,
       servedModelName,
       maxModelLen: engine.info.maxModelLen,
       vocabSize: engine.info.vocabSize,
@@ -144,6 +144,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
       toolCallParser: toolCallFormat?.name ?? null,
     },
     config.preprocessThreads,
+    () => engine.loraAdapters?.map((a) => a.name) ?? [],
   );
   const ctx: ServingContext = {
     engine,

@@ -9,6 +9,7 @@ import type { FastifyReply } from 'fastify';
  */
 export class SseWriter {
   private readonly response: ServerResponse;
+  private corked = false;
 
   constructor(reply: FastifyReply) {
     reply.hijack();
@@ -31,6 +32,7 @@ export class SseWriter {
   /** One event; an error after the stream has started is sent as OpenAI's error object, which the SDK throws. */
   async send(data: object, event?: string): Promise<void> {
     if (this.closed) return;
+    this.corkForThisTick();
     if (this.response.write(`${event === undefined ? '' : `event: ${event}\n`}data: ${JSON.stringify(data)}\n\n`)) return;
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -40,6 +42,20 @@ export class SseWriter {
       };
       this.response.on('drain', done);
       this.response.on('close', done);
+    });
+  }
+
+  /**
+   * Holds the socket's writes until the promise jobs now running are done: the events a response
+   * sends at once (its opening chunks; its last chunk, usage and [DONE]) leave in one system call.
+   */
+  private corkForThisTick(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.response.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.response.uncork();
     });
   }
 

@@ -11,7 +11,6 @@ const UNSUPPORTED: [RegExp, string][] = [
   [/^\/v1\/vector_stores\b/, 'vector stores'],
   [/^\/v1\/realtime\b/, 'the Realtime API'],
   [/^\/v1\/conversations\b/, 'the Conversations API (chain responses with previous_response_id)'],
-  [/^\/v1\/responses\/[^/]+\/input_items\b/, "listing a response's input items"],
   [/^\/v1\/responses\/[^/]+\/cancel\b/, 'cancelling background responses (Keel answers every response in the foreground)'],
   [/^(\/v1)?\/(score|rerank|pooling|classify)\b/, 'scoring, reranking and pooling models'],
 ];

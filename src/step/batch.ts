@@ -40,6 +40,21 @@ export interface BatchDescription {
   maxSeqLen: number;
   /** Flattened token indices whose logits are wanted, in output-row order (one per sampled sequence). */
   logitsIndices: Int32Array;
+  /**
+   * [numTokens] the LoRA adapter slot each token runs with, -1 for the base model; null when no
+   * token of the step has an adapter (docs/lora.md).
+   */
+  loraSlots: Int32Array | null;
+  /**
+   * Tree attention (speculative tree verification), or null when every chunk is causal.
+   * [numTokens * treeMaskWords]: bit j (bit j & 31 of word j >> 5) of token t's row is set when t
+   * sees the j-th token of its own chunk; a chunk token past the row's bits (j >= 32 *
+   * treeMaskWords) is seen. Whatever the bits, a token sees no chunk token after itself, and every
+   * key before its chunk (within its window): a causal chunk's rows have every bit set.
+   */
+  treeMask: Int32Array | null;
+  /** Words per row of `treeMask` (0 without one). */
+  treeMaskWords: number;
 }
 
 /** One sequence's share of a step: `tokens` run at positions startPos, startPos + 1, ... */
@@ -52,6 +67,27 @@ export interface SequenceChunk {
   lastTokenSource?: number;
   /** The rotary-table row of the token at `position`; absent, the position itself. */
   rotaryRow?: (position: number) => number;
+  /** The LoRA adapter slot its tokens run with; absent, the base model. */
+  loraSlot?: number;
+  /**
+   * A token tree (speculative tree verification): [tokens.length] each token's parent, the index
+   * of an earlier token of the chunk, -1 for the first token (the root) alone. A token then sees
+   * the keys before the chunk and its ancestors' and its own, and sits at position startPos + its
+   * depth; its K/V still go to the chunk's consecutive slots (cache index startPos + i).
+   */
+  treeParents?: readonly number[];
+}
+
+/** Positions startPos + depth of a token tree's tokens, checking that each parent comes before its child. */
+function treeDepths(parents: readonly number[]): number[] {
+  const depths: number[] = [];
+  parents.forEach((parent, i) => {
+    if (i === 0 ? parent !== -1 : !(Number.isInteger(parent) && parent >= 0 && parent < i)) {
+      throw new Error(`token tree: token ${i}'s parent ${parent} is not an earlier token of the chunk${i === 0 ? ' (the root has parent -1)' : ''}`);
+    }
+    depths.push(i === 0 ? 0 : depths[parent] + 1);
+  });
+  return depths;
 }
 
 /**
@@ -70,21 +106,39 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const queryStartLoc = new Int32Array(chunks.length + 1);
   const seqLens = new Int32Array(chunks.length);
   const blockTables = new Int32Array(chunks.length * maxBlocksPerSeq);
+  const loraSlots = chunks.some((c) => c.loraSlot !== undefined) ? new Int32Array(numTokens).fill(-1) : null;
+  const trees = chunks.filter((c) => c.treeParents !== undefined);
+  const treeMaskWords = trees.length === 0 ? 0 : Math.ceil(Math.max(...trees.map((c) => c.tokens.length)) / 32);
+  const treeMask = trees.length === 0 ? null : new Int32Array(numTokens * treeMaskWords).fill(-1);
   let t = 0;
   chunks.forEach((chunk, s) => {
     const seqLen = chunk.startPos + chunk.tokens.length;
+    let depths: number[] | null = null;
+    if (chunk.treeParents !== undefined) {
+      if (chunk.treeParents.length !== chunk.tokens.length) throw new Error(`sequence ${s}: ${chunk.treeParents.length} tree parents for ${chunk.tokens.length} tokens`);
+      depths = treeDepths(chunk.treeParents);
+      // Row i: the token's ancestors and itself.
+      const parents = chunk.treeParents;
+      for (let i = 0; i < parents.length; i++) {
+        const row = (t + i) * treeMaskWords;
+        treeMask!.fill(0, row, row + treeMaskWords);
+        for (let j = i; j >= 0; j = parents[j]) treeMask![row + (j >> 5)] |= 1 << (j & 31);
+      }
+    }
     if (chunk.blockTable.length * blockSize < seqLen) {
       throw new Error(`sequence ${s}: ${chunk.blockTable.length} blocks of ${blockSize} cannot hold ${seqLen} tokens`);
     }
     queryStartLoc[s] = t;
     seqLens[s] = seqLen;
     blockTables.set(chunk.blockTable, s * maxBlocksPerSeq);
+    if (loraSlots !== null && chunk.loraSlot !== undefined) loraSlots.fill(chunk.loraSlot, t, t + chunk.tokens.length);
     chunk.tokens.forEach((token, i) => {
-      const position = chunk.startPos + i;
+      const cacheIndex = chunk.startPos + i;
+      const position = depths === null ? cacheIndex : chunk.startPos + depths[i];
       tokenIds[t] = token;
       positions[t] = position;
       rotaryRows[t] = chunk.rotaryRow === undefined ? position : chunk.rotaryRow(position);
-      slotMapping[t] = chunk.blockTable[Math.floor(position / blockSize)] * blockSize + (position % blockSize);
+      slotMapping[t] = chunk.blockTable[Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
       t++;
     });
     if (chunk.lastTokenSource !== undefined) {
@@ -109,5 +163,8 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     maxQueryLen: Math.max(0, ...chunks.map((c) => c.tokens.length)),
     maxSeqLen: Math.max(0, ...seqLens),
     logitsIndices: Int32Array.from(logitsIndices ?? lastTokens),
+    loraSlots,
+    treeMask,
+    treeMaskWords,
   };
 }

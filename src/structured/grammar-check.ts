@@ -1,6 +1,8 @@
 import { invalidArgument } from '../errors.ts';
 import type { StructuredOutput } from '../sampling/structured-output.ts';
 import { grammarInput } from './grammar-input.ts';
+import { jsonSchemaGrammar } from './json-schema-grammar.ts';
+import { structuralTagJson } from './structural-tag.ts';
 import { XGrammarModule } from './xgrammar-module.ts';
 
 /** The instance checks parse in; replaced after a check that made it abort. */
@@ -18,12 +20,12 @@ export async function checkStructuredOutput(spec: StructuredOutput): Promise<voi
   const input = grammarInput(spec);
   const { Grammar } = module.api;
   const grammar = await module.capture(
-    () => {
+    async () => {
       switch (input.kind) {
         case 'json_schema':
-          return Grammar.fromJSONSchema(input.schema, false, -1, undefined, input.strict);
+          return Grammar.fromEBNF(await jsonSchemaGrammar(module, input.schema, input.strict));
         case 'structural_tag':
-          return Grammar.fromStructuralTag(JSON.parse(input.json) as object);
+          return Grammar.fromStructuralTag(await structuralTagJson(module, input.format));
         case 'ebnf':
           return Grammar.fromEBNF(input.text);
       }
@@ -47,5 +49,7 @@ export function describeSpec(spec: StructuredOutput): string {
       return 'the choice';
     case 'grammar':
       return 'the grammar';
+    case 'structural_tag':
+      return 'the structural tag';
   }
 }

@@ -3,6 +3,8 @@ import type { StructuredOutput } from '../sampling/structured-output.ts';
 import type { GrammarVocabulary } from '../tokenizer/grammar-vocabulary.ts';
 import { checkStructuredOutput, describeSpec } from './grammar-check.ts';
 import { grammarInput, grammarKey } from './grammar-input.ts';
+import { jsonSchemaGrammar } from './json-schema-grammar.ts';
+import { structuralTagJson } from './structural-tag.ts';
 import { TokenConstraint } from './token-constraint.ts';
 import { XGrammarModule, type CompiledHandle, type CompilerHandle } from './xgrammar-module.ts';
 
@@ -111,19 +113,13 @@ export class GrammarCompiler {
     const input = grammarInput(spec);
     const handle = await module.capture(
       async () => {
-        switch (input.kind) {
-          case 'json_schema':
-            return compiler.CompileJSONSchema(input.schema, false, undefined, undefined, input.strict, undefined);
-          case 'structural_tag':
-            return compiler.CompileStructuralTag(input.json);
-          case 'ebnf': {
-            const grammar = await module.api.Grammar.fromEBNF(input.text);
-            try {
-              return compiler.CompileGrammar(grammar.handle);
-            } finally {
-              grammar.handle.delete();
-            }
-          }
+        if (input.kind === 'structural_tag') return compiler.CompileStructuralTag(await structuralTagJson(module, input.format));
+        const text = input.kind === 'ebnf' ? input.text : await jsonSchemaGrammar(module, input.schema, input.strict);
+        const grammar = await module.api.Grammar.fromEBNF(text);
+        try {
+          return compiler.CompileGrammar(grammar.handle);
+        } finally {
+          grammar.handle.delete();
         }
       },
       (reason) => invalidArgument(`${describeSpec(spec)} cannot be compiled: ${reason}`),

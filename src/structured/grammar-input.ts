@@ -1,13 +1,13 @@
-import type { StructuredOutput } from '../sampling/structured-output.ts';
+import type { StructuralTagFormat, StructuredOutput } from '../sampling/structured-output.ts';
 
 /**
- * A structured output as xgrammar takes it: a JSON schema, a structural tag (regexes and choices:
- * xgrammar's web build compiles regexes only inside one, and a choice is an "or" of constant
+ * A structured output as xgrammar takes it: a JSON schema, a structural tag (regexes and choices
+ * too: xgrammar's web build compiles regexes only inside one, and a choice is an "or" of constant
  * strings, which needs no escaping), or an EBNF grammar.
  */
 export type GrammarInput =
   | { kind: 'json_schema'; schema: string; strict: boolean }
-  | { kind: 'structural_tag'; json: string }
+  | { kind: 'structural_tag'; format: StructuralTagFormat }
   | { kind: 'ebnf'; text: string };
 
 export function grammarInput(spec: StructuredOutput): GrammarInput {
@@ -18,16 +18,14 @@ export function grammarInput(spec: StructuredOutput): GrammarInput {
     case 'json_object':
       return { kind: 'json_schema', schema: '{"type":"object"}', strict: false };
     case 'regex':
-      return structuralTag({ type: 'regex', pattern: spec.pattern });
+      return { kind: 'structural_tag', format: { type: 'regex', pattern: spec.pattern } };
     case 'choice':
-      return structuralTag({ type: 'or', elements: spec.choices.map((value) => ({ type: 'const_string', value })) });
+      return { kind: 'structural_tag', format: { type: 'or', elements: spec.choices.map((value) => ({ type: 'const_string', value })) } };
     case 'grammar':
       return { kind: 'ebnf', text: spec.grammar };
+    case 'structural_tag':
+      return { kind: 'structural_tag', format: spec.format };
   }
-}
-
-function structuralTag(format: object): GrammarInput {
-  return { kind: 'structural_tag', json: JSON.stringify({ type: 'structural_tag', format }) };
 }
 
 /** One key per distinct structured output, for caching what it compiles to. */

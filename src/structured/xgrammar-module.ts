@@ -42,7 +42,6 @@ export interface GrammarHandle extends EmbindHandle {
 }
 
 export interface CompilerHandle extends EmbindHandle {
-  CompileJSONSchema(schema: string, anyWhitespace: boolean, indent: number | undefined, separators: { first: string; second: string } | undefined, strictMode: boolean, maxWhitespace: number | undefined): CompiledHandle;
   CompileGrammar(grammar: GrammarHandle): CompiledHandle;
   CompileStructuralTag(json: string): CompiledHandle;
 }
@@ -62,7 +61,7 @@ interface PublicApi {
   Grammar: {
     fromEBNF(ebnf: string, rootRule?: string): Promise<{ handle: GrammarHandle }>;
     fromJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean): Promise<{ handle: GrammarHandle }>;
-    fromStructuralTag(tag: object): Promise<{ handle: GrammarHandle }>;
+    fromStructuralTag(tag: object | string): Promise<{ handle: GrammarHandle }>;
     builtinJSONGrammar(): Promise<{ handle: GrammarHandle }>;
   };
 }

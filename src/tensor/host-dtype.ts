@@ -13,7 +13,7 @@ const scratchBits = new Uint32Array(scratch.buffer);
 let f16Table: Float32Array | null = null;
 
 /** All 65536 half-precision values, built once: decoding becomes one table lookup per element. */
-function halfToFloatTable(): Float32Array {
+export function halfToFloatTable(): Float32Array {
   if (f16Table) return f16Table;
   f16Table = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {

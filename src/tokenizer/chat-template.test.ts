@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { ChatTemplate, readChatTemplate } from './chat-template.ts';
 
 const TEMPLATE = [
@@ -50,13 +51,18 @@ test('a template that does not parse is an invalid model naming where it came fr
 
 test('chat_template.jinja wins over tokenizer_config.json; named template lists use "default"', (t) => {
   const dir = tempDir(t);
-  const render = (template: ChatTemplate | null) => template?.render([{ role: 'user', content: 'a' }], { addGenerationPrompt: false, specialTokens: {} });
-  assert.equal(readChatTemplate(dir, {}), null);
-  assert.equal(render(readChatTemplate(dir, { chat_template: 'plain' })), 'plain');
+  writeFileSync(join(dir, 'tokenizer.json'), '{}');
+  const template = (config: Record<string, unknown>) => {
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    return readChatTemplate(openModelFiles(dir).tokenizer()!);
+  };
+  const render = (t: ChatTemplate | null) => t?.render([{ role: 'user', content: 'a' }], { addGenerationPrompt: false, specialTokens: {} });
+  assert.equal(template({}), null);
+  assert.equal(render(template({ chat_template: 'plain' })), 'plain');
   const named = { chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: 'default {{ messages | length }}' }] };
-  assert.equal(render(readChatTemplate(dir, named)), 'default 1');
-  rejects(() => readChatTemplate(dir, { chat_template: [{ name: 'tool_use', template: 'tools' }] }), 'invalid_model', 'tool_use', '"default"');
-  rejects(() => readChatTemplate(dir, { chat_template: 42 }), 'invalid_model', 'chat_template');
+  assert.equal(render(template(named)), 'default 1');
+  rejects(() => template({ chat_template: [{ name: 'tool_use', template: 'tools' }] }), 'invalid_model', 'tool_use', '"default"');
+  rejects(() => template({ chat_template: 42 }), 'invalid_model', 'chat_template');
   writeFileSync(join(dir, 'chat_template.jinja'), 'from the jinja file');
-  assert.equal(render(readChatTemplate(dir, named)), 'from the jinja file');
+  assert.equal(render(template(named)), 'from the jinja file');
 });

@@ -1,7 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { invalidArgument, invalidModel } from '../errors.ts';
+import type { TokenizerDocuments } from '../checkpoint/model-files.ts';
 
 /**
  * A message as Hugging Face chat templates read it. Tool calls carry their arguments decoded (an
@@ -74,11 +73,10 @@ export class ChatTemplate {
  * saves it there), else `chat_template` in tokenizer_config.json: a string, or a list of named
  * templates of which "default" is taken.
  */
-export function readChatTemplate(dir: string, tokenizerConfig: Record<string, unknown>): ChatTemplate | null {
-  const jinjaPath = join(dir, 'chat_template.jinja');
-  if (existsSync(jinjaPath)) return new ChatTemplate(readFileSync(jinjaPath, 'utf8'), jinjaPath);
-  const configPath = join(dir, 'tokenizer_config.json');
-  const value = tokenizerConfig.chat_template;
+export function readChatTemplate(docs: TokenizerDocuments): ChatTemplate | null {
+  if (docs.chatTemplateFile !== null) return new ChatTemplate(docs.chatTemplateFile.text, docs.chatTemplateFile.source);
+  const configPath = docs.configSource;
+  const value = docs.config.chat_template;
   if (value == null) return null;
   if (typeof value === 'string') return new ChatTemplate(value, configPath);
   if (Array.isArray(value)) {

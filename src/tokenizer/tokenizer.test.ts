@@ -11,6 +11,7 @@ import {
   tinyMetaspaceTokenizerJson,
   writeTinyTokenizer,
 } from '../../test/helpers/model-tiny-tokenizer.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { loadTokenizerIfPresent, Tokenizer } from './tokenizer.ts';
 
 const CONFIG = { bos_token: TINY_SPECIAL_TOKENS.bos, eos_token: TINY_SPECIAL_TOKENS.eos };
@@ -83,24 +84,24 @@ test("tokenizer.json's post-processor alone decides the added special tokens, as
   assert.equal(llama.decode([4], { skipSpecialTokens: true }), 'world');
 });
 
-test('fromDir needs tokenizer.json; loadTokenizerIfPresent treats its absence as no tokenizer', (t) => {
+test('load needs tokenizer.json; loadTokenizerIfPresent treats its absence as no tokenizer', (t) => {
   const dir = tempDir(t);
-  assert.equal(loadTokenizerIfPresent(dir), null);
-  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', 'tokenizer.json', dir);
+  assert.equal(loadTokenizerIfPresent(openModelFiles(dir)), null);
+  rejects(() => Tokenizer.load(dir), 'invalid_model', 'tokenizer.json', dir);
   writeTinyTokenizer(dir);
-  const tokenizer = loadTokenizerIfPresent(dir);
+  const tokenizer = loadTokenizerIfPresent(openModelFiles(dir));
   assert.ok(tokenizer);
   assert.equal(tokenizer.decode(tokenizer.encode('hello world', { addSpecialTokens: true }), { skipSpecialTokens: true }), 'hello world');
   writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
-  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', join(dir, 'tokenizer.json'));
+  rejects(() => Tokenizer.load(dir), 'invalid_model', join(dir, 'tokenizer.json'));
   writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ model: { type: 'Nope' }, decoder: null, post_processor: null, pre_tokenizer: null, normalizer: null, added_tokens: [] }));
-  rejects(() => Tokenizer.fromDir(dir), 'invalid_model', 'cannot build the tokenizer');
+  rejects(() => Tokenizer.load(dir), 'invalid_model', 'cannot build the tokenizer');
 });
 
 test('applyChatTemplate renders the model template with its special tokens, and says when there is none', (t) => {
   const dir = tempDir(t);
   writeTinyTokenizer(dir, { chat_template: '{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}>{% endif %}' });
-  assert.equal(Tokenizer.fromDir(dir).applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<|bos|>hi<|eos|>>');
+  assert.equal(Tokenizer.load(dir).applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<|bos|>hi<|eos|>>');
   writeTinyTokenizer(dir);
-  rejects(() => Tokenizer.fromDir(dir).applyChatTemplate([], { addGenerationPrompt: true }), 'invalid_argument', 'no chat template');
+  rejects(() => Tokenizer.load(dir).applyChatTemplate([], { addGenerationPrompt: true }), 'invalid_argument', 'no chat template');
 });

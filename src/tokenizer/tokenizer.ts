@@ -1,15 +1,14 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
-import { readJsonFile } from '../checkpoint/json-file.ts';
+import { openModelFiles, type ModelFiles, type TokenizerDocuments } from '../checkpoint/model-files.ts';
 import { readChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type SpecialTokenStrings } from './chat-template.ts';
 import { vocabularyEncoding, type GrammarVocabulary } from './grammar-vocabulary.ts';
 
 export type { ChatMessage, TemplateToolCall, ToolDefinition } from './chat-template.ts';
 
 /**
- * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`) over `@huggingface/tokenizers`.
+ * A model's tokenizer (`tokenizer.json` + `tokenizer_config.json`, or a GGUF file's vocabulary
+ * turned into them) over `@huggingface/tokenizers`.
  * The special tokens `encode` adds come from tokenizer.json's post-processor alone: transformers
  * 5 ignores tokenizer_config.json's `add_bos_token` / `add_eos_token` when it loads a
  * tokenizer.json (checked against 5.17 for generic and Llama tokenizer classes).
@@ -58,17 +57,13 @@ export class Tokenizer {
     this.specialIds = new Set(specialIds);
   }
 
-  /** Reads tokenizer.json (required), tokenizer_config.json and the chat template from a model directory. */
-  static fromDir(dir: string): Tokenizer {
-    const jsonPath = join(dir, 'tokenizer.json');
-    if (!existsSync(jsonPath)) {
-      throw invalidModel(`no tokenizer.json in ${dir}: Keel needs a fast (tokenizers) tokenizer; without one, prompts must be token ids`);
-    }
-    const configPath = join(dir, 'tokenizer_config.json');
-    const config = existsSync(configPath) ? readJsonFile(configPath) : {};
-    if (typeof config !== 'object' || config === null || Array.isArray(config)) throw invalidModel(`${configPath} must hold a JSON object`);
-    const record = config as Record<string, unknown>;
-    return new Tokenizer(readJsonFile(jsonPath), record, readChatTemplate(dir, record), jsonPath);
+  static fromDocuments(docs: TokenizerDocuments): Tokenizer {
+    return new Tokenizer(docs.tokenizer.json, docs.config, readChatTemplate(docs), docs.tokenizer.source);
+  }
+
+  /** The tokenizer of the model at `path` (a directory: tokenizer.json required; a GGUF file: its vocabulary). */
+  static load(path: string): Tokenizer {
+    return Tokenizer.fromDocuments(requireTokenizerDocuments(openModelFiles(path)));
   }
 
   encode(text: string, options: { addSpecialTokens: boolean }): number[] {
@@ -127,9 +122,18 @@ export class Tokenizer {
   }
 }
 
-/** The model's tokenizer, or null when the directory has no tokenizer.json (token-id prompts still work). */
-export function loadTokenizerIfPresent(dir: string): Tokenizer | null {
-  return existsSync(join(dir, 'tokenizer.json')) ? Tokenizer.fromDir(dir) : null;
+/** The model's tokenizer, or null when it has none (token-id prompts still work). */
+export function loadTokenizerIfPresent(files: ModelFiles): Tokenizer | null {
+  const docs = files.tokenizer();
+  return docs === null ? null : Tokenizer.fromDocuments(docs);
+}
+
+/** The model's tokenizer documents; a model without them is an error saying what is missing. */
+export function requireTokenizerDocuments(files: ModelFiles): TokenizerDocuments {
+  const docs = files.tokenizer();
+  if (docs !== null) return docs;
+  if (files.format === 'gguf') throw invalidModel(`${files.path} carries no vocabulary (tokenizer.ggml.*): without one, prompts must be token ids`);
+  throw invalidModel(`no tokenizer.json in ${files.path}: Keel needs a fast (tokenizers) tokenizer; without one, prompts must be token ids`);
 }
 
 /** tokenizer_config.json spells a special token as a string or as a serialized AddedToken `{content, ...}`. */

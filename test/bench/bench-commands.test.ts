@@ -71,9 +71,11 @@ test('bench latency and throughput report speculative decoding: the fixture draf
   assert.deepEqual((latency.config.engine as { speculative: unknown }).speculative, {
     method: 'draft',
     model: 'test/fixtures/llama-gqa',
+    tree: null,
     numSpeculativeTokens: 2,
     ngramMin: 2,
     ngramMax: 4,
+    ngramBranches: 1,
     disableByBatchSize: null,
   });
   // Two sequences of 6 tokens: the first from the prefill, the other five from verifications of
@@ -112,6 +114,17 @@ test('bench throughput: the seeded random dataset, every token generated', async
   assert.match(run.stdout, /% of the device bound/);
 });
 
+test('bench throughput --lora-adapters: the requests run round robin with random adapters of --lora-rank, every token generated', async () => {
+  const output = join(dir, 'throughput-lora.json');
+  await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--lora-adapters', '3', '--lora-rank', '4', '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'throughput' || !result.results) throw new Error('expected a throughput result');
+  assert.equal(result.results.total_output_tokens, 24);
+  assert.equal(result.config.lora_adapters, 3);
+  assert.equal(result.config.lora_rank, 4);
+  assert.deepEqual([(result.config.engine as Record<string, unknown>).enableLora, (result.config.engine as Record<string, unknown>).maxLoras], [true, 3]);
+});
+
 test('bench serve --launch: every request completes; a model without a tokenizer is timed through logprobs chunks', async () => {
   const output = join(dir, 'serve.json');
   const run = await keelOk(['bench', 'serve', '--launch', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--max-concurrency', '2', '--output', output]);
@@ -131,7 +144,7 @@ test('bench serve --base-url: against a running server with a tokenizer, at a Po
   const server = await startTinyServer();
   try {
     const output = join(dir, 'serve-url.json');
-    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.modelDir, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
+    await keelOk(['bench', 'serve', '--base-url', server.url, '--model', server.engine.info.modelPath, '--num-prompts', '5', '--input-len', '6', '--output-len', '3', '--request-rate', '50', '--output', output]);
     const result = readResult(output);
     if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
     assert.equal(result.engine, 'keel');

@@ -126,7 +126,7 @@ function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
   return kvRetention(createModel(architecture, architecture.config.contextLength).kvLayers, null) !== null;
 }
 
-async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+export async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
   const blockSize = 16;
   const loaded = await loadModel({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize });
   try {
@@ -169,7 +169,7 @@ const GREEDY = { temperature: 0, ignoreEos: true } as const;
 const TEST_KV_BLOCKS = 256;
 
 /** Checks the greedy continuations; returns the engine's speculative decoding figures. */
-async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<SpeculationStats | null> {
+export async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<SpeculationStats | null> {
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
@@ -218,7 +218,7 @@ function logitTolerance(fixture: OracleFixture, prompt: number, options: ParityO
   return Math.max(options.logitTolerance * std, bf16);
 }
 
-function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
+export function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
   const expected = fixture.oracle.greedy[prompt];
   if (options.greedy === 'exact') {
     assert.deepEqual(actual, expected, `prompt ${prompt}`);

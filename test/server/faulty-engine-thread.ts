@@ -24,7 +24,8 @@ if (parent !== null) {
   const running = new Set<number>();
   const port: MessageEndpoint<ToEngine, FromEngine> = {
     postMessage: (message) => {
-      if ((message.type === 'update' && message.finished) || message.type === 'failed') running.delete(message.id);
+      if (message.type === 'updates') for (const update of message.updates) if (update.finished) running.delete(update.id);
+      if (message.type === 'failed') running.delete(message.id);
       parent.postMessage(message);
     },
     on: (event, listener) => toEngine.on(event, listener),

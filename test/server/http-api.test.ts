@@ -167,7 +167,7 @@ test('GET /metrics exposes engine state, token counters and latency histograms i
 test('/tokenize and /detokenize round-trip; /health answers', async () => {
   const tokenized = (await (await post('/tokenize', { prompt: 'hello world' })).json()) as { tokens: number[]; count: number; max_model_len: number };
   assert.equal(tokenized.count, tokenized.tokens.length);
-  const tokenizer = Tokenizer.fromDir(server.engine.info.modelDir);
+  const tokenizer = Tokenizer.load(server.engine.info.modelPath);
   assert.equal(tokenized.max_model_len, server.engine.info.maxModelLen);
   assert.deepEqual(tokenized.tokens, tokenizer.encode('hello world', { addSpecialTokens: true }));
   const bare = (await (await post('/tokenize', { prompt: 'hello world', add_special_tokens: false })).json()) as { tokens: number[] };

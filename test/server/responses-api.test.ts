@@ -125,6 +125,32 @@ test('a function call is a function_call item; its output sent back as function_
   assert.ok(echoed.output_text.includes('<tool_response>\n{"temperature": 22}'), echoed.output_text);
 });
 
+test('input_items lists a response\'s own input items, newest first by default, a page at a time', async () => {
+  const input = [
+    { role: 'user' as const, content: 'Weather in Paris?' },
+    { type: 'function_call' as const, call_id: 'call_1', name: 'get_weather', arguments: '{"city": "Paris"}' },
+    { type: 'function_call_output' as const, call_id: 'call_1', output: `{"temperature": 22} ${scriptMarker('22 degrees.')}` },
+  ];
+  const response = await client.responses.create({ model: MODEL, input, tools: [WEATHER], max_output_tokens: 200 });
+  const all = [];
+  for await (const item of client.responses.inputItems.list(response.id, { order: 'asc', limit: 2 })) all.push(item);
+  assert.deepEqual(
+    all.map((item) => item.type),
+    ['message', 'function_call', 'function_call_output'],
+  );
+  assert.ok(all[0].type === 'message');
+  assert.deepEqual(all[0].content, [{ type: 'input_text', text: 'Weather in Paris?' }]);
+  assert.ok(all.every((item) => typeof item.id === 'string' && item.id !== ''));
+  const newest = await client.responses.inputItems.list(response.id);
+  assert.deepEqual(newest.data.map((item) => item.id), all.map((item) => item.id).reverse());
+  assert.equal(newest.has_more, false);
+  // A follow-up lists its own input, not the conversation it continues.
+  const next = await client.responses.create({ model: MODEL, previous_response_id: response.id, input: `And Rome? ${scriptMarker('Also 22.')}`, max_output_tokens: 200 });
+  assert.deepEqual((await client.responses.inputItems.list(next.id)).data.map((item) => item.type), ['message']);
+  await assert.rejects(client.responses.inputItems.list('resp_unknown'), (error: unknown) => error instanceof OpenAI.NotFoundError);
+  await assert.rejects(client.responses.inputItems.list(response.id, { limit: 500 }), (error: unknown) => error instanceof OpenAI.BadRequestError && error.param === 'limit');
+});
+
 function eventTypes(events: ResponseStreamEvent[]): string[] {
   // Runs of deltas collapse to one entry: how many there are depends on the tokenizer.
   return events.map((e) => e.type).filter((type, i, all) => !(type.endsWith('.delta') && all[i - 1] === type));

@@ -51,10 +51,13 @@ if (parent !== null) {
 
   const port: MessageEndpoint<ToEngine, FromEngine> = {
     postMessage: (message) => {
-      if (message.type === 'update') {
-        const deltas = rewrite(message.id, message.deltas);
-        if (message.finished) scripts.delete(message.id);
-        parent.postMessage({ ...message, deltas });
+      if (message.type === 'updates') {
+        const updates = message.updates.map((update) => {
+          const deltas = rewrite(update.id, update.deltas);
+          if (update.finished) scripts.delete(update.id);
+          return { ...update, deltas };
+        });
+        parent.postMessage({ ...message, updates });
         return;
       }
       if (message.type === 'failed') scripts.delete(message.id);

@@ -16,6 +16,10 @@ function engineStats(speculation: SpeculationTally | null): EngineStats {
     promptTokensTotal: 0,
     generationTokensTotal: 0,
     numPreemptionsTotal: 0,
+    numSwapsTotal: 0,
+    numSwapped: 0,
+    numSwapBlocks: 0,
+    numFreeSwapBlocks: 0,
     speculation: speculation?.summary() ?? null,
   };
 }
@@ -53,6 +57,10 @@ test('keel serve with n-gram drafts reports their figures in /metrics and /v1/en
     const body = { prompt: 'x = [1, 2, 3]\nx = [1, 2, 3]\n', max_tokens: 24, temperature: 0 };
     const response = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     assert.equal(response.status, 200);
+    await response.text();
+    // The engine thread sends its figures after each step, the last step's after its tokens went
+    // out: read them once it reports nothing running, so that both endpoints see the same step.
+    await engineIdle(server.url);
     const text = (await (await fetch(`${server.url}/metrics`)).text());
     const drafted = metricValue(text, 'keel_spec_decode_num_draft_tokens_total') ?? 0;
     assert.ok(drafted > 0, 'drafts were verified');
@@ -63,3 +71,12 @@ test('keel serve with n-gram drafts reports their figures in /metrics and /v1/en
     await server.close();
   }
 });
+
+async function engineIdle(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const stats = (await (await fetch(`${url}/v1/engine/stats`)).json()) as { running: number; waiting: number };
+    if (stats.running === 0 && stats.waiting === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error('the engine still reports requests running 2 s after the last response');
+}

@@ -65,6 +65,8 @@ test('tool_choice auto: the call is read from the output, with content null and 
 });
 
 test('tool_choice required and a named function: calls parse; a named choice keeps only that function\'s calls', async () => {
+  // The script stands in for the model's output, so this checks how calls are read and filtered;
+  // that required / named outputs are constrained to calls is tool-choice-enforced.test.ts's.
   const required = await client.chat.completions.create({ model: MODEL, messages: ask(scriptMarker(BOTH_CALLS)), tools: TOOLS, tool_choice: 'required', max_tokens: 300 });
   const message = required.choices[0].message;
   assert.equal(message.content, 'Let me look both up.');

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuBackend } from './cpu-backend.ts';
 import type { CpuKvCache } from './cpu-tensor.ts';
+import { poolArrays } from './ops/kv-codes.ts';
 import type { Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
@@ -149,4 +150,45 @@ test('ropeAndCacheWrite rotates only the leading rotary dims of each head (parti
   const expected = [1 * c - 2 * s, 2 * c + 1 * s, 3, 4, 5 * c - 6 * s, 6 * c + 5 * s, 7, 8, 9, 10, 11, 12];
   const out = backend.toHost(qkv);
   expected.forEach((v, i) => assert.ok(Math.abs(out[i] - v) < 1e-6, `[${i}] ${out[i]} vs ${v}`));
+});
+
+test('copySlots copies slots in every layer and pool array (int8 scales too), pairs in order; a slot outside the pool is refused', () => {
+  const attention = { kind: 'attention' as const, numKvHeads: 1, headDim: 2, slidingWindow: null };
+  const mla = { kind: 'mla' as const, latentDim: 3, ropeDim: 1 };
+  for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
+    const cache = backend.createKvCache({ numBlocks: 3, blockSize: 2, layers: [attention, mla], dtype }) as CpuKvCache;
+    const arrays = cache.pools.flat().flatMap(poolArrays);
+    assert.equal(arrays.length, dtype === 'int8' ? 6 : 3);
+    // Every element holds its array, slot and offset, so where a row came from shows.
+    arrays.forEach((array, a) => {
+      const width = array.length / 6;
+      array.forEach((_, i) => (array[i] = a * 24 + Math.floor(i / width) * 4 + (i % width)));
+    });
+    const before = arrays.map((array) => array.slice());
+    backend.copySlots(cache, Int32Array.of(4, 1, 5), Int32Array.of(1, 2, 4));
+    arrays.forEach((array, a) => {
+      const width = array.length / 6;
+      const row = (slot: number) => [...array.subarray(slot * width, (slot + 1) * width)];
+      const was = (slot: number) => [...before[a].subarray(slot * width, (slot + 1) * width)];
+      assert.deepEqual(row(1), was(4), dtype);
+      // The second pair reads slot 1 after the first pair wrote it.
+      assert.deepEqual(row(2), was(4), dtype);
+      assert.deepEqual(row(4), was(5), dtype);
+      for (const slot of [0, 3, 5]) assert.deepEqual(row(slot), was(slot), dtype);
+    });
+    assert.throws(() => backend.copySlots(cache, Int32Array.of(6), Int32Array.of(0)), /slot pair 6 -> 0 is outside \[0, 6\)/);
+  }
+});
+
+test('gatherRows takes rows in any order, repeats included, and refuses a row outside the tensor', () => {
+  const x = load(Float32Array.from({ length: 8 }, (_, i) => i), [4, 2]);
+  assert.deepEqual([...backend.toHost(backend.gatherRows(x, Int32Array.of(3, 0, 3)))], [6, 7, 0, 1, 6, 7]);
+  assert.throws(() => backend.gatherRows(x, Int32Array.of(4)), /row 4 is outside/);
+});
+
+test('silu is x · σ(x), in place', () => {
+  const x = load(Float32Array.of(-3, 0, 0.5, 4), [1, 4]);
+  backend.silu(x);
+  const expected = [-3, 0, 0.5, 4].map((v) => Math.fround(v / (1 + Math.exp(-v))));
+  backend.toHost(x).forEach((v, i) => assert.ok(Math.abs(v - expected[i]) < 1e-6, `[${i}] ${v} vs ${expected[i]}`));
 });

@@ -1,4 +1,4 @@
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -7,17 +7,22 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  LoraShape,
+  LoraSliceValues,
+  LoraWeights,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
   StepInputs,
+  SwapSpace,
   Tensor,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuTensor, CpuKvCache, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -28,9 +33,11 @@ import { matmulTransposed } from './ops/matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
+import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
-import { poolArrays, type CpuKvPool } from './ops/kv-codes.ts';
+import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
 /**
@@ -100,6 +107,47 @@ export class CpuBackend implements Backend {
     for (const pool of kv.pools.flat().flatMap(poolArrays)) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
+    }
+  }
+
+  createSwapSpace(layout: KvCacheLayout): SwapSpace {
+    return new CpuSwapSpace(layout);
+  }
+
+  /** Copies at once: the CPU backend runs every op before returning. */
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
+    const arrays = kv.pools.flat().flatMap(poolArrays);
+    for (let i = 0; i < src.length; i++) {
+      host.blocks.set(dst[i], arrays.map((array) => array.slice(...blockRange(array, kv.layout.numBlocks, src[i]))));
+    }
+  }
+
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const host = asCpuSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
+    const arrays = kv.pools.flat().flatMap(poolArrays);
+    for (let i = 0; i < src.length; i++) {
+      const saved = host.blocks.get(src[i]);
+      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
+      arrays.forEach((array, a) => array.set(saved[a], blockRange(array, kv.layout.numBlocks, dst[i])[0]));
+      host.blocks.delete(src[i]);
+    }
+  }
+
+  /** Swaps are done when they return. */
+  awaitSwapIns(): void {}
+
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
+    checkSlotPairs(src, dst, numSlots);
+    for (const array of kv.pools.flat().flatMap(poolArrays)) {
+      const width = array.length / numSlots;
+      for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
   }
 
@@ -193,16 +241,58 @@ export class CpuBackend implements Backend {
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
-    const input = asCpuTensor(this.linear(x, gateUp, null), 'gatedLinear product');
+    return this.gatedActivation(this.linear(x, gateUp, null), activation);
+  }
+
+  gatedActivation(x: Tensor, activation: Activation): Tensor {
+    const input = asCpuTensor(x, 'gatedActivation input');
+    if (input.cols % 2 !== 0) throw new Error(`gatedActivation: ${input.cols} columns do not split into gate and up halves`);
     const n = input.cols / 2;
     const out = CpuTensor.zeros([input.rows, n]);
     gatedActivation(activation, input.data, input.rows, n, out.data);
     return out;
   }
 
+  createLoraWeights(shape: LoraShape): LoraWeights {
+    return new CpuLoraWeights(shape);
+  }
+
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void {
+    const w = asCpuLora(weights);
+    const { maxRank: R, inFeatures: inDim, sliceRows } = w.shape;
+    assertLoraSlot(w.shape, slot, rank, slices);
+    const S = sliceRows.length;
+    const outDim = sliceRows.reduce((a, b) => a + b, 0);
+    w.a.fill(0, slot * S * R * inDim, (slot + 1) * S * R * inDim);
+    w.b.fill(0, slot * outDim * R, (slot + 1) * outDim * R);
+    let first = 0;
+    slices.forEach((slice, s) => {
+      if (slice !== null) {
+        w.a.set(slice.a, (slot * S + s) * R * inDim);
+        for (let o = 0; o < sliceRows[s]; o++) w.b.set(slice.b.subarray(o * rank, (o + 1) * rank), (slot * outDim + first + o) * R);
+      }
+      first += sliceRows[s];
+    });
+    w.ranks[slot] = rank;
+  }
+
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void {
+    const w = asCpuLora(weights);
+    const input = asCpuTensor(x, 'addLora input');
+    const target = asCpuTensor(out, 'addLora output');
+    assertLoraOperands(w.shape, input.shape, target.shape, step.batch);
+    if (step.batch.loraSlots === null) return;
+    addLoraRows(target.data, input.data, input.rows, w, step.batch.loraSlots);
+  }
+
   softcap(x: Tensor, cap: number): void {
     const data = asCpuTensor(x, 'softcap input').data;
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
+  }
+
+  silu(x: Tensor): void {
+    const data = asCpuTensor(x, 'silu input').data;
+    for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));
   }
 
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
@@ -229,6 +319,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+    if (step.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = step.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asCpuTensor(qLatent, 'mlaAttention qLatent');
@@ -288,8 +379,16 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    return composeMoe(this, x, weights);
+  }
+
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     return gatherTensorRows(asCpuTensor(x, 'gatherLogitsRows input'), step.batch.logitsIndices);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    return gatherTensorRows(asCpuTensor(x, 'gatherRows input'), rows);
   }
 
   /** A copy: later in-place ops on `x` (addRmsNorm's residual) do not show through. */
@@ -314,6 +413,11 @@ export class CpuBackend implements Backend {
   dispose(): void {}
 }
 
+function asCpuLora(w: LoraWeights): CpuLoraWeights {
+  if (!(w instanceof CpuLoraWeights)) throw new Error('CpuBackend: LoRA weights are not from createLoraWeights');
+  return w;
+}
+
 function gatherTensorRows(table: CpuTensor, indices: Int32Array): CpuTensor {
   const out = CpuTensor.zeros([indices.length, table.cols]);
   gatherRows(table.data, table.cols, indices, out.data);
@@ -330,6 +434,12 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
   const packed = asCpuTensor(qkv, 'qkv');
   assertPackedQkvWidth(packed.cols, attn);
   return packed;
+}
+
+/** [start, end) of block `block` in a pool of `numBlocks` equal blocks. */
+function blockRange(array: KvPoolArray, numBlocks: number, block: number): [number, number] {
+  const width = array.length / numBlocks;
+  return [block * width, (block + 1) * width];
 }
 
 function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {

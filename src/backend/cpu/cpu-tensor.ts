@@ -1,7 +1,7 @@
-import type { KvCache, Tensor } from '../backend.ts';
+import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
 import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
-import { createKvPool, type CpuKvPool } from './ops/kv-codes.ts';
+import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
 export class CpuTensor implements Tensor {
@@ -87,6 +87,20 @@ export class CpuKvCache implements KvCache {
   }
 }
 
+/**
+ * Host blocks a CpuKvCache's blocks are swapped to: each block's slice of every pool array (an int8
+ * pool's scales included, ops/kv-codes.ts `poolArrays`), kept only while it is swapped out (the
+ * CPU backend's memory is host memory already).
+ */
+export class CpuSwapSpace implements SwapSpace {
+  readonly layout: KvCacheLayout;
+  readonly blocks = new Map<number, KvPoolArray[]>();
+
+  constructor(layout: KvCacheLayout) {
+    this.layout = layout;
+  }
+}
+
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
@@ -101,6 +115,11 @@ export function asCpuTensor(t: Tensor, what: string): CpuTensor {
 export function asCpuRopeTable(t: Tensor): CpuRopeTable {
   if (!(t instanceof CpuRopeTable)) throw new Error('CpuBackend: rope is not a table from uploadRopeTable');
   return t;
+}
+
+export function asCpuSwapSpace(s: SwapSpace): CpuSwapSpace {
+  if (!(s instanceof CpuSwapSpace)) throw new Error('CpuBackend: swap space is not from createSwapSpace');
+  return s;
 }
 
 export function asCpuKvCache(c: KvCache): CpuKvCache {

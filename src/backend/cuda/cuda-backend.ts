@@ -6,35 +6,43 @@ import type {
   ExpertWeights,
   KvBudgetLimits,
   KvCache,
+  LoraShape,
+  LoraSliceValues,
+  LoraWeights,
   MlaParams,
+  MoeWeights,
   RopeTable,
   RoutingParams,
   SampledTokens,
   StepInputs,
+  SwapSpace,
   Tensor,
 } from '../backend.ts';
-import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertPackedQkvWidth, assertRoutingParams, assertTokenSources, attentionKvLayer, expertWidth, mlaKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchSoftcap } from './kernels/elementwise.ts';
+import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
+import { launchLora, LORA_MAX_SLICES } from './kernels/lora.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
+import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
+import { composeMoe } from '../moe-composition.ts';
 import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
-import { launchCopyBlocks } from './kernels/copy-blocks.ts';
+import { launchCopyBlocks, launchCopySlots } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
@@ -45,6 +53,7 @@ import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
 
@@ -55,6 +64,22 @@ export interface CudaBackendOptions {
   arenaBytes?: number;
   /** Fill every step tensor with NaN when allocated, so an element a kernel fails to write shows (tests). */
   poisonStepTensors?: boolean;
+  /**
+   * How `moe` runs a single token: `fused`, one launch for the whole block (moe-decode.cu), or
+   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else split:
+   * the fused kernel has not yet run on a GPU, and its grid barriers would hang, not fail, if wrong.
+   */
+  moeDecode?: MoeDecodePath;
+}
+
+export type MoeDecodePath = 'fused' | 'split';
+
+/** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
+function moeDecodeFromEnv(): MoeDecodePath {
+  const value = process.env.KEEL_MOE_DECODE;
+  if (value === undefined || value === '' || value === 'split') return 'split';
+  if (value === 'fused') return 'fused';
+  throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -99,6 +124,12 @@ export class CudaBackend implements Backend {
   private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
+  /** Created with the first swap space; its pinned allocations are freed on dispose. */
+  private swapper: KvSwapper | null = null;
+  private readonly swapSpaces: CudaSwapSpace[] = [];
+  /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
+  private readonly moeSync: DevicePtr;
+  readonly moeDecode: MoeDecodePath;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -107,6 +138,9 @@ export class CudaBackend implements Backend {
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
     this.routeDone = this.ownedAlloc(4);
     this.device.fillBytes(this.routeDone, 0, 4);
+    this.moeSync = this.ownedAlloc(8);
+    this.device.fillBytes(this.moeSync, 0, 8);
+    this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
   }
 
   /**
@@ -273,21 +307,73 @@ export class CudaBackend implements Backend {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
+    this.launchPerPoolRun(kv, src, dst, (run) => {
+      launchCopyBlocks(this.device, run.base, run.numPools, numBlocks * run.blockBytes, run.blockBytes, run.srcPtr, run.dstPtr, src.length);
+    });
+  }
+
+  /**
+   * Uploads the pairs src[i] -> dst[i] (sources, then destinations), then calls `launch` once per
+   * run of consecutive pools of the same block size (every pool, for most models).
+   */
+  private launchPerPoolRun(
+    kv: CudaKvCache,
+    src: Int32Array,
+    dst: Int32Array,
+    launch: (run: { base: DevicePtr; numPools: number; blockBytes: number; srcPtr: DevicePtr; dstPtr: DevicePtr }) => void,
+  ): void {
     if (src.length === 0) return;
     const pairs = new Int32Array(2 * src.length);
     pairs.set(src, 0);
     pairs.set(dst, src.length);
     const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
     this.device.uploadAsync(srcPtr, pairs);
-    // One launch per run of consecutive pools of the same block size (every pool, for most models).
     const pools = kv.pools;
     for (let first = 0; first < pools.length; ) {
       let end = first + 1;
       while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
       const { offset, blockBytes } = pools[first];
-      launchCopyBlocks(this.device, kv.base + offset, end - first, numBlocks * blockBytes, blockBytes, srcPtr, srcPtr + src.length * 4, src.length);
+      launch({ base: kv.base + offset, numPools: end - first, blockBytes, srcPtr, dstPtr: srcPtr + src.length * 4 });
       first = end;
     }
+  }
+
+  /** Pinned host memory (cuMemHostAlloc), allocated now: swapping must not wait for an allocation. */
+  createSwapSpace(layout: KvCacheLayout): SwapSpace {
+    this.swapper ??= new KvSwapper(this.device);
+    const bytes = new CudaKvCache(layout, 0).totalBytes;
+    const space = new CudaSwapSpace(layout, this.device.driver.allocHostAddress(bytes));
+    this.swapSpaces.push(space);
+    return space;
+  }
+
+  swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const host = asCudaSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
+    this.swapper!.swapOut(kv, host, src, dst);
+  }
+
+  swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const host = asCudaSwapSpace(swap);
+    assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
+    this.swapper!.swapIn(kv, host, src, dst);
+  }
+
+  awaitSwapIns(): void {
+    this.swapper?.awaitSwapIns();
+  }
+
+  copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const { numBlocks, blockSize } = kv.layout;
+    checkSlotPairs(src, dst, numBlocks * blockSize);
+    this.launchPerPoolRun(kv, src, dst, (run) => {
+      const slotBytes = run.blockBytes / blockSize;
+      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
+    });
   }
 
   beginStep(batch: BatchDescription): StepInputs {
@@ -311,6 +397,8 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
+        loraSlots: at('loraSlots'),
+        treeMask: at('treeMask'),
       },
       plan,
     );
@@ -450,6 +538,7 @@ export class CudaBackend implements Backend {
     if (sinks !== null && sinks.numel !== attn.numHeads) throw new Error(`attention: ${sinks.numel} sinks for ${attn.numHeads} heads`);
     const kv = layerCache(cache, layer, attn);
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null && attn.streaming !== null) throw new Error('attention: StreamingLLM takes no tree mask');
     if (s.checkedCache !== cache) {
       checkBlockTables(s.batch, kv.layout.numBlocks, kv.layout.blockSize);
       s.checkedCache = cache;
@@ -482,7 +571,13 @@ export class CudaBackend implements Backend {
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
     });
-    launchPrefillAttention(this.device, { ...common, tiles: s.device.prefillTiles, numTiles: s.plan.prefillTiles.length / 2 });
+    launchPrefillAttention(this.device, {
+      ...common,
+      tiles: s.device.prefillTiles,
+      numTiles: s.plan.prefillTiles.length / 2,
+      treeMask: s.device.treeMask,
+      treeMaskWords: s.batch.treeMaskWords,
+    });
     return out;
   }
 
@@ -520,9 +615,74 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  gatedActivation(x: Tensor, activation: Activation): Tensor {
+    const input = asBf16(x, 'gatedActivation input');
+    if (input.cols % 2 !== 0) throw new Error(`gatedActivation: ${input.cols} columns do not split into gate and up halves`);
+    const n = input.cols / 2;
+    requireMultipleOf8(n, 'gatedActivation width');
+    const out = this.stepTensor([input.rows, n]);
+    launchGatedActivation(this.device, out.ptr, input.ptr, input.rows, n, activation);
+    return out;
+  }
+
+  createLoraWeights(shape: LoraShape): LoraWeights {
+    requireMultipleOf8(shape.inFeatures, 'the input width of a LoRA-adapted linear');
+    if (shape.sliceRows.length > LORA_MAX_SLICES) throw new Error(`createLoraWeights: ${shape.sliceRows.length} slices, the kernels take at most ${LORA_MAX_SLICES}`);
+    const rp = Math.ceil(shape.maxRank / 8) * 8;
+    const sized = new CudaLoraWeights(shape, rp, 0, 0, 0);
+    const bytes = shape.slots * (sized.slotBytesA + sized.slotBytesB) + shape.slots * 4;
+    const base = this.ownedAlloc(bytes);
+    this.device.fillBytes(base, 0, bytes);
+    const a = base;
+    const bt = a + shape.slots * sized.slotBytesA;
+    return new CudaLoraWeights(shape, rp, a, bt, bt + shape.slots * sized.slotBytesB);
+  }
+
+  /** Converted to bf16 on the host and uploaded in stream order, behind the steps already queued. */
+  setLoraSlot(weights: LoraWeights, slot: number, rank: number, slices: readonly (LoraSliceValues | null)[]): void {
+    const w = asCudaLora(weights);
+    assertLoraSlot(w.shape, slot, rank, slices);
+    const { inFeatures, sliceRows } = w.shape;
+    const out = w.outFeatures;
+    const a = new Uint16Array(w.slotBytesA / 2);
+    const bt = new Uint16Array(w.slotBytesB / 2);
+    let first = 0;
+    slices.forEach((slice, s) => {
+      if (slice !== null) {
+        for (let i = 0; i < rank * inFeatures; i++) a[s * w.rp * inFeatures + i] = floatToBf16Bits(slice.a[i]);
+        for (let o = 0; o < sliceRows[s]; o++) {
+          for (let k = 0; k < rank; k++) bt[k * out + first + o] = floatToBf16Bits(slice.b[o * rank + k]);
+        }
+      }
+      first += sliceRows[s];
+    });
+    this.device.uploadAsync(w.a + slot * w.slotBytesA, new Int32Array(a.buffer));
+    this.device.uploadAsync(w.bt + slot * w.slotBytesB, new Int32Array(bt.buffer));
+    w.hostRanks[slot] = rank;
+    this.device.uploadAsync(w.ranks, w.hostRanks);
+  }
+
+  addLora(out: Tensor, x: Tensor, weights: LoraWeights, step: StepInputs): void {
+    const w = asCudaLora(weights);
+    const input = asBf16(x, 'addLora input');
+    const target = asBf16(out, 'addLora output');
+    const s = asCudaStep(step);
+    assertLoraOperands(w.shape, input.shape, target.shape, s.batch);
+    if (s.batch.loraSlots === null) return;
+    const numSlices = w.shape.sliceRows.length;
+    const v = this.stepTensor([input.rows, numSlices * w.rp], 'f32');
+    const sliceEnds = w.shape.sliceRows.map((_, i) => w.shape.sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
+    launchLora(this.device, { out: target.ptr, x: input.ptr, v: v.ptr, a: w.a, bt: w.bt, slots: s.device.loraSlots, ranks: w.ranks, numTokens: input.rows, inDim: w.shape.inFeatures, sliceEnds, rp: w.rp });
+  }
+
   softcap(x: Tensor, cap: number): void {
     const t = asBf16(x, 'softcap input');
     launchSoftcap(this.device, t.ptr, t.numel, cap);
+  }
+
+  silu(x: Tensor): void {
+    const t = asBf16(x, 'silu input');
+    launchSilu(this.device, t.ptr, t.numel);
   }
 
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {
@@ -546,6 +706,7 @@ export class CudaBackend implements Backend {
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asBf16(kv, 'mlaRopeAndCacheWrite kv');
@@ -579,6 +740,7 @@ export class CudaBackend implements Backend {
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
     const s = asCudaStep(step);
+    if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
     const queries = mlaQueries(q, mla, numTokens);
     const latent = asBf16(qLatent, 'mlaAttention qLatent');
@@ -685,6 +847,72 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  moe(x: Tensor, weights: MoeWeights): Tensor {
+    const input = asBf16(x, 'moe input');
+    return (input.rows === 1 && this.moeDecode === 'fused' && this.fusedMoe(input, weights)) || composeMoe(this, input, weights);
+  }
+
+  /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */
+  private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
+    const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
+    const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
+    // Quantized weights, and a shared expert with an activation of its own, take the split path.
+    if (router === null || gateUp === null || down === null) return null;
+    let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
+    if (w.shared !== null) {
+      const [sharedGateUp, sharedDown, gate] = [bf16(w.shared.gateUp), bf16(w.shared.down), bf16(w.shared.gate)];
+      const sameActivation = JSON.stringify(w.shared.activation) === JSON.stringify(w.activation);
+      if (sharedGateUp === null || sharedDown === null || (w.shared.gate !== null && gate === null) || !sameActivation) return null;
+      shared = { gateUp: sharedGateUp, down: sharedDown, gate };
+    }
+    const hidden = x.cols;
+    const [numExperts, routerIn] = router.shape;
+    if (router.shape.length !== 2 || routerIn !== hidden) throw new Error(`moe: router [${router.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
+    assertRoutingParams(w.routing, numExperts);
+    const n = expertWidth(w.experts, hidden, numExperts);
+    const m = shared === null ? 0 : shared.gateUp.rows / 2;
+    if (shared !== null && (shared.gateUp.cols !== hidden || shared.down.rows !== hidden || shared.down.cols !== m || (shared.gate !== null && shared.gate.numel !== hidden))) {
+      throw new Error(`moe: shared expert [${shared.gateUp.shape.join(', ')}] / [${shared.down.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
+    }
+    const groups = w.routing.groups;
+    if (hidden % 8 !== 0 || n % 8 !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
+    const selection = w.routing.selectionBias === null ? null : asCudaTensor(w.routing.selectionBias, 'routing selection bias');
+    if (selection !== null && selection.numel !== numExperts) throw new Error(`moe: selection bias of ${selection.numel} values for ${numExperts} experts`);
+    const routerBias = w.routerBias === null ? null : asBf16(w.routerBias, 'router bias');
+    if (routerBias !== null && routerBias.numel !== numExperts) throw new Error(`moe: router bias of ${routerBias.numel} values for ${numExperts} experts`);
+    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation };
+    const blocks = moeDecodeBlocks(this.device, shape);
+    if (blocks === 0) return null;
+    const out = this.stepTensor([1, hidden]);
+    const ptr = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    launchMoeDecode(
+      this.device,
+      {
+        ...shape,
+        out: out.ptr,
+        x: x.ptr,
+        router: router.ptr,
+        routerBias: routerBias?.ptr ?? 0,
+        selectionBias: selection?.ptr ?? 0,
+        selectionBiasDtype: selection?.dtype ?? null,
+        routing: w.routing,
+        first: w.experts.first,
+        count: w.experts.count,
+        gateUp: gateUp.ptr,
+        down: down.ptr,
+        gateUpBias: ptr(w.experts.gateUpBias, 'expert gate/up bias'),
+        downBias: ptr(w.experts.downBias, 'expert down bias'),
+        sharedGateUp: shared?.gateUp.ptr ?? 0,
+        sharedDown: shared?.down.ptr ?? 0,
+        sharedGate: shared?.gate?.ptr ?? 0,
+        sync: this.moeSync,
+        alloc: (bytes) => this.arena.alloc(bytes),
+      },
+      blocks,
+    );
+    return out;
+  }
+
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor {
     const input = asBf16(x, 'gatherLogitsRows input');
     const s = asCudaStep(step);
@@ -692,6 +920,14 @@ export class CudaBackend implements Backend {
       if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherLogitsRows: row ${row} is outside [0, ${input.rows})`);
     }
     return this.gather(input, s.device.logitsIndices, s.batch.logitsIndices.length);
+  }
+
+  gatherRows(x: Tensor, rows: Int32Array): Tensor {
+    const input = asBf16(x, 'gatherRows input');
+    for (const row of rows) if (!(row >= 0 && row < input.rows)) throw new RangeError(`gatherRows: row ${row} is outside [0, ${input.rows})`);
+    const indices = this.arena.alloc(Math.max(rows.byteLength, 4));
+    this.device.uploadAsync(indices, rows);
+    return this.gather(input, indices, rows.length);
   }
 
   /** Waits for the queued work, converts on the device if needed, and copies to a new array. */
@@ -742,7 +978,8 @@ export class CudaBackend implements Backend {
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
-    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}`;
+    // A step with adapters runs the LoRA launches, one without none: they are recorded apart.
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${b.loraSlots === null ? 'base' : 'lora'}`;
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();
@@ -773,6 +1010,8 @@ export class CudaBackend implements Backend {
 
   dispose(): void {
     this.device.synchronize();
+    this.swapper?.dispose();
+    for (const space of this.swapSpaces) this.device.driver.freeHostAddress(space.address);
     this.disposeGraphs();
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
@@ -835,9 +1074,19 @@ function asBf16(t: Tensor, what: string): CudaTensor {
   return tensor;
 }
 
+function asCudaLora(w: LoraWeights): CudaLoraWeights {
+  if (!(w instanceof CudaLoraWeights)) throw new Error('CudaBackend: LoRA weights are not from createLoraWeights');
+  return w;
+}
+
 function asRopeTable(t: Tensor): CudaRopeTable {
   if (!(t instanceof CudaRopeTable)) throw new Error('CudaBackend: rope is not a table from uploadRopeTable');
   return t;
+}
+
+function asCudaSwapSpace(s: SwapSpace): CudaSwapSpace {
+  if (!(s instanceof CudaSwapSpace)) throw new Error('CudaBackend: swap space is not from createSwapSpace');
+  return s;
 }
 
 function asCudaKvCache(c: KvCache): CudaKvCache {

@@ -104,6 +104,25 @@ export class CudaDevice {
   }
 
   launch(kernel: Kernel, grid: readonly number[], block: readonly number[], sharedBytes: number, args: readonly number[]): void {
+    this.allowSharedBytes(kernel, sharedBytes);
+    const grid3 = [grid[0], grid[1] ?? 1, grid[2] ?? 1];
+    const block3 = [block[0], block[1] ?? 1, block[2] ?? 1];
+    this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, this.params.pack(kernel.signature, args));
+  }
+
+  /**
+   * Blocks of `threads` threads with `sharedBytes` of dynamic shared memory that are resident on
+   * the whole GPU at once (0 if one does not fit): the most a grid whose blocks wait for each
+   * other may have, with nothing else running.
+   */
+  residentBlocks(kernel: Kernel, threads: number, sharedBytes: number): number {
+    if (sharedBytes > this.info.maxSharedMemoryPerBlockOptin) return 0;
+    this.allowSharedBytes(kernel, sharedBytes);
+    return this.driver.residentBlocksPerMultiprocessor(kernel.handle, threads, sharedBytes) * this.info.multiprocessorCount;
+  }
+
+  /** Raises the kernel's dynamic shared-memory limit when it needs more than the default 48 KiB. */
+  private allowSharedBytes(kernel: Kernel, sharedBytes: number): void {
     if (sharedBytes > this.info.maxSharedMemoryPerBlockOptin) {
       throw new KeelError('backend', `${kernel.name} needs ${sharedBytes} bytes of shared memory; ${this.info.name} allows ${this.info.maxSharedMemoryPerBlockOptin} per block`);
     }
@@ -111,9 +130,6 @@ export class CudaDevice {
       this.driver.setMaxDynamicSharedMemory(kernel.handle, sharedBytes);
       this.sharedLimits.set(kernel.handle, sharedBytes);
     }
-    const grid3 = [grid[0], grid[1] ?? 1, grid[2] ?? 1];
-    const block3 = [block[0], block[1] ?? 1, block[2] ?? 1];
-    this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, this.params.pack(kernel.signature, args));
   }
 
   alloc(bytes: number): DevicePtr {

@@ -1,4 +1,4 @@
-import type { KvCache, StepInputs, Tensor } from '../backend.ts';
+import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import { kvElementsPerToken, kvScalesPerToken, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
@@ -172,6 +172,10 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
+  /** Each token's LoRA slot (batch.loraSlots); nothing when the step has none. */
+  loraSlots: DevicePtr;
+  /** BatchDescription.treeMask (one unread word without one). */
+  treeMask: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {
@@ -185,5 +189,43 @@ export class CudaStepInputs implements StepInputs {
     this.batch = batch;
     this.device = device;
     this.plan = plan;
+  }
+}
+
+/**
+ * One linear layer's LoRA weights on the device, bf16: a [slots, slices, rp, in], bt [slots, rp,
+ * out] (Bᵀ, scale folded in), ranks [slots] int32, rp the max rank rounded up to 8 (kernels/lora.cu).
+ */
+export class CudaLoraWeights implements LoraWeights {
+  readonly shape: LoraShape;
+  readonly rp: number;
+  readonly a: DevicePtr;
+  readonly bt: DevicePtr;
+  readonly ranks: DevicePtr;
+  /** The ranks as uploaded. */
+  readonly hostRanks: Int32Array;
+
+  constructor(shape: LoraShape, rp: number, a: DevicePtr, bt: DevicePtr, ranks: DevicePtr) {
+    this.shape = shape;
+    this.rp = rp;
+    this.a = a;
+    this.bt = bt;
+    this.ranks = ranks;
+    this.hostRanks = new Int32Array(shape.slots);
+  }
+
+
+  get outFeatures(): number {
+    return this.shape.sliceRows.reduce((a, b) => a + b, 0);
+  }
+
+  /** Bytes of one slot's A matrices. */
+  get slotBytesA(): number {
+    return this.shape.sliceRows.length * this.rp * this.shape.inFeatures * 2;
+  }
+
+  /** Bytes of one slot's Bᵀ. */
+  get slotBytesB(): number {
+    return this.rp * this.outFeatures * 2;
   }
 }

@@ -15,6 +15,7 @@ export const CU_DEVICE_ATTRIBUTE = {
 
 const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 const CU_STREAM_NON_BLOCKING = 1;
+const CU_EVENT_DISABLE_TIMING = 2;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 
 /** A koffi-bound C function. */
@@ -51,6 +52,7 @@ export class CudaDriver {
       'int cuMemFree_v2(uint64_t dptr)',
       'int cuMemAllocHost_v2(_Out_ void **pp, size_t bytes)',
       'int cuMemFreeHost(void *p)',
+      'int cuMemHostAlloc(_Out_ uint64_t *pp, size_t bytes, unsigned int flags)',
       'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
       'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
       'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)',
@@ -60,6 +62,7 @@ export class CudaDriver {
       'int cuModuleUnload(void *module)',
       'int cuModuleGetFunction(_Out_ void **fn, void *module, const char *name)',
       'int cuFuncSetAttribute(void *fn, int attribute, int value)',
+      'int cuOccupancyMaxActiveBlocksPerMultiprocessor(_Out_ int *blocks, void *fn, int blockSize, size_t dynamicSmemBytes)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamDestroy_v2(void *stream)',
@@ -68,6 +71,7 @@ export class CudaDriver {
       'int cuEventDestroy_v2(void *event)',
       'int cuEventRecord(void *event, void *stream)',
       'int cuEventSynchronize(void *event)',
+      'int cuStreamWaitEvent(void *stream, void *event, unsigned int flags)',
       'int cuStreamBeginCapture_v2(void *stream, int mode)',
       'int cuStreamEndCapture(void *stream, _Out_ void **graph)',
       'int cuGraphInstantiateWithFlags(_Out_ void **exec, void *graph, uint64_t flags)',
@@ -75,6 +79,10 @@ export class CudaDriver {
       'int cuGraphExecDestroy(void *exec)',
       'int cuGraphDestroy(void *graph)',
     ].forEach(declare);
+    // The swap space's page-locked memory by address, so that copies can start inside it.
+    this.fns.cuMemFreeHostAddress = lib.func('cuMemFreeHost', 'int', ['uint64_t']);
+    this.fns.cuMemcpyDtoHAsyncToAddress = lib.func('cuMemcpyDtoHAsync_v2', 'int', ['uint64_t', 'uint64_t', 'size_t', 'void *']);
+    this.fns.cuMemcpyHtoDAsyncFromAddress = lib.func('cuMemcpyHtoDAsync_v2', 'int', ['uint64_t', 'uint64_t', 'size_t', 'void *']);
     // CUDA 12.8 added cuEventElapsedTime_v2; older drivers export only the original.
     try {
       this.fns.cuEventElapsedTime = lib.func('int cuEventElapsedTime_v2(_Out_ float *ms, void *start, void *end)');
@@ -163,6 +171,28 @@ export class CudaDriver {
     this.call('cuMemFreeHost', ptr);
   }
 
+  /**
+   * Page-locked host memory of any size (cuMemHostAlloc, no flags: one context uses it), for the
+   * KV swap space; returns its address, which stays far below 2^53.
+   */
+  allocHostAddress(bytes: number): number {
+    return Number(this.out<number | bigint>('cuMemHostAlloc', Math.max(bytes, 1), 0));
+  }
+
+  freeHostAddress(address: number): void {
+    this.call('cuMemFreeHostAddress', address);
+  }
+
+  /** Async device-to-host copy into page-locked memory at `address` (from allocHostAddress). */
+  copyDtoHAsyncToAddress(address: number, src: DevicePtr, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyDtoHAsyncToAddress', address, src, bytes, stream);
+  }
+
+  /** Async host-to-device copy from page-locked memory at `address` (from allocHostAddress). */
+  copyHtoDAsyncFromAddress(dst: DevicePtr, address: number, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyHtoDAsyncFromAddress', dst, address, bytes, stream);
+  }
+
   /** Synchronous copy from a host array (used at load time only). */
   copyHtoD(dst: DevicePtr, src: ArrayBufferView, bytes: number): void {
     this.call('cuMemcpyHtoD_v2', dst, src, bytes);
@@ -202,6 +232,11 @@ export class CudaDriver {
     this.call('cuFuncSetAttribute', fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
   }
 
+  /** How many blocks of `blockSize` threads and `sharedBytes` of dynamic shared memory one multiprocessor holds at once. */
+  residentBlocksPerMultiprocessor(fn: Handle, blockSize: number, sharedBytes: number): number {
+    return this.out<number>('cuOccupancyMaxActiveBlocksPerMultiprocessor', fn, blockSize, sharedBytes);
+  }
+
   /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */
   launch(fn: Handle, grid: readonly number[], block: readonly number[], sharedBytes: number, stream: Handle, params: Handle): void {
     this.call('cuLaunchKernel', fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, stream, params, null);
@@ -220,8 +255,9 @@ export class CudaDriver {
     this.call('cuStreamSynchronize', stream);
   }
 
-  createEvent(): Handle {
-    return this.out<Handle>('cuEventCreate', 0);
+  /** `timing: false` makes a lighter event that can only order and wait (CU_EVENT_DISABLE_TIMING). */
+  createEvent(timing = true): Handle {
+    return this.out<Handle>('cuEventCreate', timing ? 0 : CU_EVENT_DISABLE_TIMING);
   }
 
   destroyEvent(event: Handle): void {
@@ -234,6 +270,11 @@ export class CudaDriver {
 
   synchronizeEvent(event: Handle): void {
     this.call('cuEventSynchronize', event);
+  }
+
+  /** Work queued on `stream` after this waits for `event` on the device; the host does not wait. */
+  streamWaitEvent(stream: Handle, event: Handle): void {
+    this.call('cuStreamWaitEvent', stream, event, 0);
   }
 
   elapsedMs(start: Handle, end: Handle): number {

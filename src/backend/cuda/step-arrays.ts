@@ -25,6 +25,8 @@ export function packStepArrays(
     ['logitsIndices', batch.logitsIndices],
     ['decodeSeqs', plan.decodeSeqs],
     ['prefillTiles', plan.prefillTiles],
+    ['loraSlots', batch.loraSlots ?? new Int32Array(0)],
+    ['treeMask', batch.treeMask ?? new Int32Array(0)],
   ];
   const offsets = {} as Record<keyof StepDeviceArrays, number>;
   let total = 0;

@@ -96,7 +96,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   const baseUrl = loopbackBaseUrl(values['base-url'] ?? DEFAULT_BASE_URL);
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
   const located = await locateModel(modelDir, { showProgress: engineConfig.showProgress ?? true });
-  const architecture = readModelArchitecture(located.dir);
+  const architecture = readModelArchitecture(located.path);
   const modelConfig = architecture.config;
   const discovered = await discoverServer(baseUrl, apiKey);
   const header = {

@@ -8,9 +8,16 @@ import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
-import { DATASET_FLAGS, DATASET_FLAGS_HELP, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeRandomLoraAdapter } from '../../bench/random-lora.ts';
 import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
+
+/** Rank of the random adapters of --lora-adapters: a common fine-tuning rank. */
+const DEFAULT_LORA_RANK = 16;
 
 /** vLLM's offline throughput benchmark samples at temperature 1. */
 const RANDOM_TEMPERATURE = 1;
@@ -43,6 +50,11 @@ to ./bench-results/ (or --output).
   --workload nano-vllm           nano-vllm's bench.py: ${NANO_VLLM_WORKLOAD.numPrompts} sequences, input and output ${NANO_VLLM_WORKLOAD.inputLen.min}..${NANO_VLLM_WORKLOAD.inputLen.max}
                                  tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
   --output FILE                  where to write the JSON result
+  --lora-adapters N              run the requests with N LoRA adapters, round robin, all in the batch
+                                 together (random weights on every projection, paged onto the GPU
+                                 before timing; enables LoRA with --max-loras N unless given); 0, the
+                                 default, runs the base model
+  --lora-rank R                  those adapters' rank (default ${DEFAULT_LORA_RANK})
 
 Sampling beyond the temperature, to measure what it costs (default: none):
   --top-p P  --top-k K  --min-p P
@@ -56,7 +68,16 @@ ${ENGINE_FLAGS_HELP}`;
 export async function throughputCommand(argv: string[]): Promise<void> {
   const { values } = parseFlags('keel bench throughput', {
     args: argv,
-    options: { ...ENGINE_FLAGS, ...DATASET_FLAGS, ...BENCH_SAMPLING_FLAGS, workload: { type: 'string' }, output: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      ...ENGINE_FLAGS,
+      ...DATASET_FLAGS,
+      ...BENCH_SAMPLING_FLAGS,
+      workload: { type: 'string' },
+      output: { type: 'string' },
+      'lora-adapters': { type: 'string' },
+      'lora-rank': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) {
     console.log(THROUGHPUT_HELP);
@@ -64,9 +85,23 @@ export async function throughputCommand(argv: string[]): Promise<void> {
   }
   const workload = workloadFromFlags(values, values.workload, RANDOM_TEMPERATURE);
   const sampling = { ...samplingParamsFromFlags(values), temperature: workload.temperature };
-  const bench = await loadBenchEngine(engineConfigFromFlags(values), { bandwidth: true, matmul: true });
+  const numAdapters = nonNegativeIntFlag('--lora-adapters', values['lora-adapters'], 0);
+  const loraRank = positiveIntFlag('--lora-rank', values['lora-rank'], DEFAULT_LORA_RANK);
+  const engine = engineConfigFromFlags(values);
+  const lora = numAdapters === 0 ? {} : { enableLora: true, maxLoras: engine.maxLoras ?? numAdapters, maxLoraRank: Math.max(engine.maxLoraRank ?? 0, loraRank) };
+  const bench = await loadBenchEngine({ ...engine, ...lora }, { bandwidth: true, matmul: true });
   const { llm, facts } = bench;
+  const adapterDir = numAdapters === 0 ? null : mkdtempSync(join(tmpdir(), 'keel-bench-lora-'));
   try {
+    // One random adapter, served under N names: N adapters as the device sees them (a slot each).
+    const adapters = Array.from({ length: numAdapters }, (_, i) => `bench-lora-${i}`);
+    if (adapterDir !== null) {
+      writeRandomLoraAdapter(adapterDir, llm.model.loraTargets?.() ?? [], loraRank, llm.config.seed);
+      for (const name of adapters) llm.loadLoraAdapter(name, adapterDir);
+      // Paged onto the device before the clock starts (a one-token request each): the run measures
+      // serving them, not loading them (with --max-loras below N it pages during the run too).
+      await Promise.all(adapters.map((name) => llm.generate([[0]], { maxTokens: 1 }, { lora: name })));
+    }
     const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
     // The run is dated and attributed to a commit when it starts.
@@ -86,6 +121,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
       },
       () => progress.tick(),
+      (i) => (numAdapters === 0 ? undefined : adapters[i % numAdapters]),
     );
     progress.stop();
     console.log(throughputReport(results));
@@ -106,6 +142,8 @@ export async function throughputCommand(argv: string[]): Promise<void> {
           ...samplingConfig(sampling),
           ignore_eos: true,
           seed: llm.config.seed,
+          lora_adapters: numAdapters,
+          lora_rank: numAdapters === 0 ? null : loraRank,
           engine: engineSettings(llm),
         },
         results,
@@ -115,5 +153,6 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     console.log(`wrote ${path}`);
   } finally {
     await llm.close();
+    if (adapterDir !== null) rmSync(adapterDir, { recursive: true, force: true });
   }
 }

@@ -1,6 +1,7 @@
 import { MessageChannel } from 'node:worker_threads';
 import type { EngineOptions } from '../../config.ts';
 import type { LLM } from '../../engine/llm.ts';
+import type { LoraAdapterInfo } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { ApiError } from '../openai-errors.ts';
@@ -11,10 +12,11 @@ import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
 import { OutputBuilder } from './output-builder.ts';
 import { serveEngine } from './serve-engine.ts';
 
-/** One engine request: a prompt's token ids and its resolved sampling parameters. */
+/** One engine request: a prompt's token ids, its resolved sampling parameters and its LoRA adapter (null: none). */
 export interface EnginePrompt {
   tokenIds: number[];
   params: SamplingParams;
+  lora: string | null;
 }
 
 /** How long `close` waits for the engine to stop before ending its thread regardless. */
@@ -52,11 +54,14 @@ export class EngineClient {
   private closing: Promise<Error | null> | null = null;
   private onClosed: ((error: Error | null) => void) | null = null;
   private reportStopped: (error: Error) => void = () => undefined;
+  private adapters: LoraAdapterInfo[] | null;
+  private readonly loraCalls = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
 
   private constructor(transport: Transport, info: EngineInfo, stats: EngineStats) {
     this.transport = transport;
     this.info = info;
     this.latestStats = stats;
+    this.adapters = info.loraAdapters;
     this.stopped = new Promise((resolve) => (this.reportStopped = resolve));
     transport.endpoint.on('message', (message) => this.onMessage(message));
   }
@@ -109,6 +114,30 @@ export class EngineClient {
     return this.deathError;
   }
 
+  /** The LoRA adapters served now; null when LoRA is not enabled. */
+  get loraAdapters(): readonly LoraAdapterInfo[] | null {
+    return this.adapters;
+  }
+
+  /** Serves the PEFT adapter at `path` as `name`; rejects with the engine's reason (a KeelError) if it is refused. */
+  loadLoraAdapter(name: string, path: string): Promise<void> {
+    return this.loraCall((id) => ({ type: 'load-lora', id, name, path }));
+  }
+
+  /** Stops serving adapter `name`; rejects with a not_found KeelError if none is loaded. */
+  unloadLoraAdapter(name: string): Promise<void> {
+    return this.loraCall((id) => ({ type: 'unload-lora', id, name }));
+  }
+
+  private loraCall(message: (id: number) => ToEngine): Promise<void> {
+    if (this.deathError) return Promise.reject(this.deathError);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.loraCalls.set(id, { resolve, reject });
+      this.transport.endpoint.postMessage(message(id));
+    });
+  }
+
   /** Starts one engine request per prompt; see EngineGeneration. */
   generate(prompts: EnginePrompt[], hooks: GenerationHooks = {}): EngineGeneration {
     if (this.deathError) throw this.deathError;
@@ -119,7 +148,7 @@ export class EngineClient {
     prompts.forEach((prompt, promptIndex) => {
       const output = new OutputBuilder(String(ids[promptIndex]), prompt.tokenIds, prompt.params.n, prompt.params.logprobs !== null);
       this.runs.set(ids[promptIndex], { generation, promptIndex, output });
-      this.transport.endpoint.postMessage({ type: 'add', id: ids[promptIndex], tokenIds: prompt.tokenIds, params: prompt.params });
+      this.transport.endpoint.postMessage({ type: 'add', id: ids[promptIndex], tokenIds: prompt.tokenIds, params: prompt.params, lora: prompt.lora });
     });
     return generation;
   }
@@ -151,12 +180,20 @@ export class EngineClient {
 
   private onMessage(message: FromEngine): void {
     switch (message.type) {
-      case 'update': {
-        const run = this.runs.get(message.id);
-        if (!run) return;
-        run.output.add(message.deltas);
-        if (message.finished) this.runs.delete(message.id);
-        run.generation.deliver(run.promptIndex, message.deltas, message.finished ? run.output.build(message.finished) : null);
+      case 'updates': {
+        // Fresh stats first: whoever sees a request end (its client, a test waiting for the pool to
+        // be free) then sees the KV blocks it held back in the pool.
+        this.latestStats = message.stats;
+        for (const update of message.updates) {
+          const run = this.runs.get(update.id);
+          if (!run) continue;
+          run.output.add(update.deltas);
+          if (update.finished) this.runs.delete(update.id);
+          run.generation.deliver(run.promptIndex, update.deltas, update.finished ? run.output.build(update.finished) : null);
+        }
+        // Once the responses have written what they got (the promise jobs that run after this
+        // message), and not before: the next batch then waits for the event loop's next turn.
+        setImmediate(() => this.transport.endpoint.postMessage({ type: 'ack' }));
         return;
       }
       case 'failed': {
@@ -169,6 +206,14 @@ export class EngineClient {
       case 'stats':
         this.latestStats = message.stats;
         return;
+      case 'lora-done': {
+        const call = this.loraCalls.get(message.id);
+        this.loraCalls.delete(message.id);
+        this.adapters = message.adapters;
+        if (message.error === null) call?.resolve();
+        else call?.reject(fromThreadError(message.error));
+        return;
+      }
       case 'closed':
         this.onClosed?.(message.error ? fromThreadError(message.error) : null);
         return;
@@ -187,6 +232,8 @@ export class EngineClient {
   }
 
   private failAll(error: Error): void {
+    for (const call of this.loraCalls.values()) call.reject(error);
+    this.loraCalls.clear();
     const runs = [...this.runs.values()];
     this.runs.clear();
     for (const run of runs) run.generation.fail(run.promptIndex, error);

@@ -1,13 +1,23 @@
-import type { LLM } from '../../engine/llm.ts';
+import type { LLM, StreamUpdate } from '../../engine/llm.ts';
+import type { RequestOutput } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
-import { toThreadError } from '../thread-errors.ts';
+import { toThreadError, type ThreadError } from '../thread-errors.ts';
 import type { MessageEndpoint } from '../ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
+import { UpdateOutbox } from './update-outbox.ts';
 
-export function engineInfo(llm: LLM): EngineInfo {
+/**
+ * What the engine's side of the protocol needs of the engine: the LLM has it, and the chaos soak's
+ * synthetic engine (scripts/chaos-soak) stands in for it to load the server without a model.
+ */
+export interface ServedLLM extends Pick<LLM, 'modelName' | 'modelPath' | 'backendName' | 'maxModelLen' | 'modelConfig' | 'config' | 'samplingDefaults' | 'tokenizer' | 'stats' | 'loraAdapters' | 'loadLoraAdapter' | 'unloadLoraAdapter'> {
+  stream(tokenIds: number[], params: SamplingParams, options: { signal: AbortSignal; lora?: string }): AsyncIterable<Pick<StreamUpdate, 'deltas' | 'finished'> & { output: Pick<RequestOutput, 'metrics'> }>;
+}
+
+export function engineInfo(llm: ServedLLM): EngineInfo {
   return {
     model: llm.modelName,
-    modelDir: llm.modelDir,
+    modelPath: llm.modelPath,
     backend: llm.backendName,
     maxModelLen: llm.maxModelLen,
     vocabSize: llm.modelConfig.vocabSize,
@@ -16,34 +26,34 @@ export function engineInfo(llm: LLM): EngineInfo {
     samplingDefaults: llm.samplingDefaults,
     hasTokenizer: llm.tokenizer !== null,
     chatTemplate: llm.tokenizer?.chatTemplateSource ?? null,
+    loraAdapters: llm.config.enableLora ? llm.loraAdapters : null,
   };
 }
 
 /**
  * The engine's side of the protocol: runs each request the server adds through `llm.stream`, posts
- * its updates as they come, aborts it on request, and reports the engine's stats on a timer and
- * as each request starts and ends.
+ * its updates in batches (UpdateOutbox) with the stats as they stand, aborts it on request, and
+ * reports the engine's stats on a timer.
  * 'close' aborts what is left, then `onClose` (which frees the engine, when this side owns it)
  * runs before 'closed' is posted.
  */
-export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LLM, onClose: () => Promise<void> = async () => undefined): void {
+export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: ServedLLM, onClose: () => Promise<void> = async () => undefined): void {
   const running = new Map<number, AbortController>();
   const postStats = () => port.postMessage({ type: 'stats', stats: llm.stats() });
-  const statsTimer = setInterval(postStats, STATS_INTERVAL_MS);
+  const outbox = new UpdateOutbox((updates) => port.postMessage({ type: 'updates', updates, stats: llm.stats() }));
+  // While updates are held, the batch that takes them brings the stats: alone they would run
+  // ahead (a request counted as running whose first tokens the server has not seen).
+  const statsTimer = setInterval(() => outbox.holding || postStats(), STATS_INTERVAL_MS);
 
-  const run = async (id: number, tokenIds: number[], params: SamplingParams) => {
+  const run = async (id: number, tokenIds: number[], params: SamplingParams, lora: string | null) => {
     const controller = new AbortController();
     running.set(id, controller);
-    let first = true;
     try {
-      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal })) {
-        port.postMessage({ type: 'update', id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
-        // Fresh stats as a request starts and ends: whoever sees it end (its client, a test waiting
-        // for the pool to be free) then sees the KV blocks it held back in the pool.
-        if (first || update.finished) postStats();
-        first = false;
+      for await (const update of llm.stream(tokenIds, params, { signal: controller.signal, ...(lora === null ? {} : { lora }) })) {
+        outbox.add({ id, deltas: update.deltas, finished: update.finished ? update.output.metrics : null });
       }
     } catch (error) {
+      outbox.sendNow();
       port.postMessage({ type: 'failed', id, error: toThreadError(error) });
       postStats();
     } finally {
@@ -54,17 +64,38 @@ export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: LL
   port.on('message', (message) => {
     switch (message.type) {
       case 'add':
-        void run(message.id, message.tokenIds, message.params);
+        void run(message.id, message.tokenIds, message.params, message.lora);
         break;
+      case 'load-lora':
+      case 'unload-lora': {
+        let error: ThreadError | null = null;
+        try {
+          if (message.type === 'load-lora') llm.loadLoraAdapter(message.name, message.path);
+          else llm.unloadLoraAdapter(message.name);
+        } catch (thrown) {
+          error = toThreadError(thrown);
+        }
+        port.postMessage({ type: 'lora-done', id: message.id, error, adapters: llm.loraAdapters });
+        break;
+      }
       case 'abort':
         running.get(message.id)?.abort();
+        break;
+      case 'ack':
+        outbox.acknowledged();
         break;
       case 'close':
         clearInterval(statsTimer);
         for (const controller of running.values()) controller.abort();
         onClose().then(
-          () => port.postMessage({ type: 'closed', error: null }),
-          (error: unknown) => port.postMessage({ type: 'closed', error: toThreadError(error) }),
+          () => {
+            outbox.sendNow();
+            port.postMessage({ type: 'closed', error: null });
+          },
+          (error: unknown) => {
+            outbox.sendNow();
+            port.postMessage({ type: 'closed', error: toThreadError(error) });
+          },
         );
         break;
     }

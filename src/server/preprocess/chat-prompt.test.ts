@@ -39,8 +39,8 @@ const CONVERSATIONS: ChatMessage[][] = [
 
 test('without special-token strings in the messages, the ids are the model tokenizer\'s own', () => {
   for (const dir of [byteLevel, metaspace, DEFAULT_MODEL_DIR]) {
-    const guarded = ChatPromptEncoder.fromDir(dir, false);
-    const allowing = ChatPromptEncoder.fromDir(dir, true);
+    const guarded = ChatPromptEncoder.load(dir, false);
+    const allowing = ChatPromptEncoder.load(dir, true);
     for (const messages of CONVERSATIONS) {
       const plain = allowing.plain.encode(allowing.plain.applyChatTemplate(messages, { addGenerationPrompt: true }), { addSpecialTokens: false });
       assert.deepEqual(guarded.encode(messages), plain, `${dir}: ${JSON.stringify(messages)}`);
@@ -54,7 +54,7 @@ test('a special-token string in a message is read as its text; the template\'s o
     [byteLevel, TINY_SPECIAL_TOKENS.eos],
     [DEFAULT_MODEL_DIR, '<|endoftext|>'],
   ] as const) {
-    const guarded = ChatPromptEncoder.fromDir(dir, false);
+    const guarded = ChatPromptEncoder.load(dir, false);
     const tokenizer = guarded.plain;
     const specialId = tokenizer.encode(special, { addSpecialTokens: false });
     assert.equal(specialId.length, 1);
@@ -63,15 +63,15 @@ test('a special-token string in a message is read as its text; the template\'s o
     assert.ok(!ids.includes(specialId[0]), `${dir}: the message's ${special} is not token ${specialId[0]}`);
     // The text the ids spell is the template's text, message included.
     assert.equal(tokenizer.decode(ids, { skipSpecialTokens: false }), tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }));
-    assert.ok(ChatPromptEncoder.fromDir(dir, true).encode(messages).includes(specialId[0]), 'allowed, it is the control token');
+    assert.ok(ChatPromptEncoder.load(dir, true).encode(messages).includes(specialId[0]), 'allowed, it is the control token');
   }
   // The byte-level template opens each user turn with its <|user|> control token.
-  const userId = ChatPromptEncoder.fromDir(byteLevel, false).plain.encode(TINY_SPECIAL_TOKENS.user, { addSpecialTokens: false })[0];
-  assert.ok(ChatPromptEncoder.fromDir(byteLevel, false).encode([{ role: 'user', content: 'hi' }]).includes(userId));
+  const userId = ChatPromptEncoder.load(byteLevel, false).plain.encode(TINY_SPECIAL_TOKENS.user, { addSpecialTokens: false })[0];
+  assert.ok(ChatPromptEncoder.load(byteLevel, false).encode([{ role: 'user', content: 'hi' }]).includes(userId));
 });
 
 test('messages holding the marks Keel reserves are refused', () => {
-  const guarded = ChatPromptEncoder.fromDir(byteLevel, false);
+  const guarded = ChatPromptEncoder.load(byteLevel, false);
   for (const mark of ['\uFDD0', '\uFDD1']) {
     assert.throws(() => guarded.encode([{ role: 'user', content: `a${mark}1${mark}` }]), (error: unknown) => error instanceof KeelError && /messages\[0\]/.test(error.message));
   }

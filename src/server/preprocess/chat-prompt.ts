@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { invalidArgument } from '../../errors.ts';
-import { readJsonFile } from '../../checkpoint/json-file.ts';
-import { Tokenizer, type ChatMessage, type ToolDefinition } from '../../tokenizer/tokenizer.ts';
+import { openModelFiles } from '../../checkpoint/model-files.ts';
+import { requireTokenizerDocuments, Tokenizer, type ChatMessage, type ToolDefinition } from '../../tokenizer/tokenizer.ts';
 
 /**
  * Keel's marks in the text it tokenizes: U+FDD0 around a control token's id, U+FDD1 around a
@@ -48,20 +46,21 @@ export class ChatPromptEncoder {
     this.controlPlaceholder = new Map(specials.map((t) => [t.content, controlPlaceholder(t.id)]));
   }
 
-  /** Loads the tokenizer of the model directory `dir`; `allowSpecialTokens` keeps messages' special strings as control tokens. */
-  static fromDir(dir: string, allowSpecialTokens: boolean): ChatPromptEncoder {
-    const tokenizer = Tokenizer.fromDir(dir);
-    const jsonPath = join(dir, 'tokenizer.json');
-    const json = readJsonFile(jsonPath) as { added_tokens?: AddedTokenJson[] };
+  /**
+   * Loads the tokenizer of the model at `path` (a directory or a GGUF file); `allowSpecialTokens`
+   * keeps messages' special strings as control tokens.
+   */
+  static load(path: string, allowSpecialTokens: boolean): ChatPromptEncoder {
+    const docs = requireTokenizerDocuments(openModelFiles(path));
+    const tokenizer = Tokenizer.fromDocuments(docs);
+    const json = docs.tokenizer.json as { added_tokens?: AddedTokenJson[] };
     const specials = (json.added_tokens ?? []).filter((t) => t.special === true);
     if (allowSpecialTokens || specials.length === 0) return new ChatPromptEncoder(tokenizer, null, []);
-    const configPath = join(dir, 'tokenizer_config.json');
-    const config = (existsSync(configPath) ? readJsonFile(configPath) : {}) as Record<string, unknown>;
     const masked = {
       ...json,
       added_tokens: (json.added_tokens ?? []).map((t) => (t.special === true ? { ...t, content: controlPlaceholder(t.id) } : t)),
     };
-    return new ChatPromptEncoder(tokenizer, new Tokenizer(masked, config, null, jsonPath), specials);
+    return new ChatPromptEncoder(tokenizer, new Tokenizer(masked, docs.config, null, docs.tokenizer.source), specials);
   }
 
   /** The prompt's token ids, with the generation prompt that opens the assistant's turn; `tools` as the template shows them. */

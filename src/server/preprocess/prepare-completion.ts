@@ -3,7 +3,7 @@ import { badRequest, toApiError } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { CompletionRequest, parseBody, type CompletionPrompt } from '../openai-schemas.ts';
 import { structuredOutputField } from '../structured-output-request.ts';
-import { ensureServedModel, requireTokenizer, type PreprocessContext } from './preprocess-context.ts';
+import { servedModel, requireTokenizer, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedCompletion } from './preprocess-protocol.ts';
 import { checkN, checkPromptBytes, checkPromptCount, checkPromptTokens, checkSequences } from './request-limits.ts';
 
@@ -21,7 +21,7 @@ export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array)
   const batch = (json as { prompt?: unknown } | null)?.prompt;
   if (Array.isArray(batch) && batch.length > 0 && typeof batch[0] !== 'number') checkPromptCount(batch.length, ctx.settings.limits);
   const body = parseBody(CompletionRequest, json);
-  ensureServedModel(ctx, body.model);
+  const lora = servedModel(ctx, body.model);
   if (body.echo && body.logprobs !== null && body.logprobs !== undefined) {
     throw badRequest('echo with logprobs needs the prompt tokens\' logprobs, which Keel does not compute', 'echo');
   }
@@ -54,7 +54,7 @@ export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array)
     'prompt',
   );
   return {
-    prompts: prompts.map(({ tokenIds, params, text }) => ({ tokenIds, params, echoText: body.echo ? (text ?? decodePrompt(ctx, tokenIds, params.skipSpecialTokens)) : '' })),
+    prompts: prompts.map(({ tokenIds, params, text }) => ({ tokenIds, params, lora, echoText: body.echo ? (text ?? decodePrompt(ctx, tokenIds, params.skipSpecialTokens)) : '' })),
     n: checked.n,
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,

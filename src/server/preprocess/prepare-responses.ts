@@ -1,9 +1,10 @@
 import { readJsonBody } from '../json-body.ts';
 import type { ChatMessageInput } from '../openai-schemas.ts';
 import { parseBody } from '../openai-schemas.ts';
+import { listedInputItems, type ListedItem } from '../responses/input-items.ts';
 import { inputMessages, responseFormat } from '../responses/responses-input.ts';
 import { ResponsesRequest } from '../responses/responses-schemas.ts';
-import { ensureServedModel, type PreprocessContext } from './preprocess-context.ts';
+import { servedModel, type PreprocessContext } from './preprocess-context.ts';
 
 /**
  * A /v1/responses body, read and checked: the chat-completions request it amounts to, less the
@@ -15,6 +16,8 @@ export interface PreparedResponses {
   chat: Record<string, unknown>;
   /** The request's input as chat messages. */
   input: ChatMessageInput[];
+  /** The request's input items, as GET /v1/responses/{id}/input_items lists them. */
+  inputItems: ListedItem[];
   instructions: string | null;
   previousResponseId: string | null;
   store: boolean;
@@ -25,10 +28,11 @@ export interface PreparedResponses {
 
 export function prepareResponses(ctx: PreprocessContext, raw: Uint8Array): PreparedResponses {
   const body = parseBody(ResponsesRequest, readJsonBody(raw));
-  ensureServedModel(ctx, body.model);
+  servedModel(ctx, body.model);
   const tools = body.tools ?? [];
   const toolChoice = body.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
   const chat = {
+    model: body.model,
     max_completion_tokens: body.max_output_tokens,
     temperature: body.temperature,
     top_p: body.top_p,
@@ -41,6 +45,7 @@ export function prepareResponses(ctx: PreprocessContext, raw: Uint8Array): Prepa
   return {
     chat,
     input: inputMessages(body.input),
+    inputItems: listedInputItems(body.input),
     instructions: body.instructions ?? null,
     previousResponseId: body.previous_response_id ?? null,
     store: body.store ?? true,

@@ -7,6 +7,8 @@ import type { PreprocessSettings } from './preprocess-protocol.ts';
 export interface PreprocessContext {
   settings: PreprocessSettings;
   chat: ChatPromptEncoder | null;
+  /** The LoRA adapters served when the body being read was dispatched. */
+  loraAdapters: readonly string[];
 }
 
 export function requireTokenizer(ctx: PreprocessContext, param: string | null, purpose: string): Tokenizer {
@@ -24,9 +26,14 @@ export function encodeChat(ctx: PreprocessContext, messages: ChatMessage[], tool
   }
 }
 
-/** A request may name the model (OpenAI clients always do); naming another one is a 404, as OpenAI answers. */
-export function ensureServedModel(ctx: PreprocessContext, model: string | null | undefined): void {
+/**
+ * The LoRA adapter a request's model names, or null for the base model (named, or not named at all:
+ * OpenAI clients always name one). Any other name is a 404, as OpenAI answers.
+ */
+export function servedModel(ctx: PreprocessContext, model: string | null | undefined): string | null {
   const served = ctx.settings.servedModelName;
-  if (model === null || model === undefined || model === served) return;
-  throw new ApiError(404, `The model \`${model}\` does not exist. This server serves \`${served}\`.`, { param: 'model', code: 'model_not_found' });
+  if (model === null || model === undefined || model === served) return null;
+  if (ctx.loraAdapters.includes(model)) return model;
+  const names = [served, ...ctx.loraAdapters].map((name) => `\`${name}\``).join(', ');
+  throw new ApiError(404, `The model \`${model}\` does not exist. This server serves ${names}.`, { param: 'model', code: 'model_not_found' });
 }

@@ -25,18 +25,23 @@ interface PoolThread {
  */
 export class PreprocessPool {
   private readonly settings: PreprocessSettings;
+  private readonly loraAdapters: () => readonly string[];
   private readonly threads: PoolThread[] = [];
   private readonly waiting: Job[] = [];
   private nextId = 1;
   private closed = false;
 
-  private constructor(settings: PreprocessSettings) {
+  private constructor(settings: PreprocessSettings, loraAdapters: () => readonly string[]) {
     this.settings = settings;
+    this.loraAdapters = loraAdapters;
   }
 
-  /** Starts `size` threads and waits until each has loaded the tokenizer. */
-  static async start(settings: PreprocessSettings, size: number): Promise<PreprocessPool> {
-    const pool = new PreprocessPool(settings);
+  /**
+   * Starts `size` threads and waits until each has loaded the tokenizer. Each body goes with the
+   * names `loraAdapters` gives when it is dispatched (adapters load and unload while serving).
+   */
+  static async start(settings: PreprocessSettings, size: number, loraAdapters: () => readonly string[] = () => []): Promise<PreprocessPool> {
+    const pool = new PreprocessPool(settings, loraAdapters);
     try {
       await Promise.all(Array.from({ length: size }, () => pool.addThread()));
     } catch (error) {
@@ -96,7 +101,7 @@ export class PreprocessPool {
       thread.job = job;
       // A body that owns its whole buffer moves to the thread without a copy.
       const owns = job.body.byteOffset === 0 && job.body.byteLength === job.body.buffer.byteLength && job.body.buffer instanceof ArrayBuffer;
-      thread.worker.postMessage({ id: job.id, kind: job.kind, body: job.body }, owns ? [job.body.buffer as ArrayBuffer] : []);
+      thread.worker.postMessage({ id: job.id, kind: job.kind, body: job.body, loraAdapters: this.loraAdapters() }, owns ? [job.body.buffer as ArrayBuffer] : []);
     }
   }
 

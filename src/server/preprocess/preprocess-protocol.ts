@@ -11,8 +11,8 @@ import type { OutputReading } from './tool-use.ts';
  */
 
 export interface PreprocessSettings {
-  /** The model directory when it has a tokenizer.json, else null (prompts are then token ids). */
-  tokenizerDir: string | null;
+  /** The model (a directory or a GGUF file) when it has a tokenizer, else null (prompts are then token ids). */
+  tokenizerPath: string | null;
   servedModelName: string;
   maxModelLen: number;
   vocabSize: number;
@@ -28,6 +28,8 @@ export interface PreprocessSettings {
 export interface PreparedPrompt {
   tokenIds: number[];
   params: SamplingParams;
+  /** The LoRA adapter the request named as its model; null for the base model. */
+  lora: string | null;
 }
 
 export interface PreparedChat {
@@ -70,6 +72,8 @@ export type PreprocessKind = keyof Prepared;
 export interface ToPreprocess {
   id: number;
   kind: PreprocessKind;
+  /** The LoRA adapters served now: models a request may name besides the base model. */
+  loraAdapters: readonly string[];
   /** The request body's bytes, as they arrived. */
   body: Uint8Array;
 }

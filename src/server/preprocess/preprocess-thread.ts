@@ -24,8 +24,9 @@ const port = parentPort as MessageEndpoint<ToPreprocess, FromPreprocess> | null;
 if (port === null) throw new Error('preprocess-thread.ts runs as a worker thread (see preprocess-pool.ts)');
 const { settings } = workerData as { settings: PreprocessSettings };
 try {
-  const ctx: PreprocessContext = { settings, chat: settings.tokenizerDir === null ? null : ChatPromptEncoder.fromDir(settings.tokenizerDir, settings.allowSpecialTokens) };
-  port.on('message', ({ id, kind, body }) => {
+  const chat = settings.tokenizerPath === null ? null : ChatPromptEncoder.load(settings.tokenizerPath, settings.allowSpecialTokens);
+  port.on('message', ({ id, kind, body, loraAdapters }) => {
+    const ctx: PreprocessContext = { settings, chat, loraAdapters };
     // A structured output's grammar is parsed asynchronously (xgrammar's WebAssembly instance starts so).
     Promise.resolve()
       .then(() => PREPARERS[kind](ctx, body))

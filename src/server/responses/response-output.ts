@@ -11,7 +11,7 @@ export type OutputItem =
 /** A streamed event, less its sequence number. */
 export type ResponseEvent = { type: string } & Record<string, unknown>;
 
-function itemId(prefix: string): string {
+export function itemId(prefix: string): string {
   return `${prefix}_${randomUUID().replaceAll('-', '')}`;
 }
 

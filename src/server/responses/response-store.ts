@@ -1,4 +1,5 @@
 import type { ChatMessageInput } from '../openai-schemas.ts';
+import type { ListedItem } from './input-items.ts';
 
 /** A response kept for later: what GET answers, and the conversation a follow-up continues. */
 export interface StoredResponse {
@@ -6,6 +7,8 @@ export interface StoredResponse {
   response: Record<string, unknown> & { id: string };
   /** The conversation through this response's output (its instructions left out: a follow-up gives its own). */
   conversation: ChatMessageInput[];
+  /** The request's own input items (not those of the responses it continued), as input_items lists them. */
+  inputItems: ListedItem[];
 }
 
 /**

@@ -12,6 +12,7 @@ import { bodyBytes, type ServingContext } from '../serving-context.ts';
 import { SseWriter } from '../sse.ts';
 import { ParsedOutputStream, type ParsedDelta } from '../tool-calls/parsed-output-stream.ts';
 import { usageOf } from '../usage.ts';
+import { inputItemsPage, type InputItemsQuery } from './input-items.ts';
 import { ResponseOutput, type OutputItem, type ResponseEvent } from './response-output.ts';
 import { responsesFieldNames } from './responses-input.ts';
 
@@ -20,8 +21,8 @@ type ResponseObject = Record<string, unknown> & { id: string };
 /**
  * The Responses API: POST /v1/responses runs a request through the chat path (template, tools,
  * tool-call parsing) and answers a response object, or streams its events; GET and DELETE
- * /v1/responses/{id} read and drop a stored one. A response continues a stored one's conversation
- * when `previous_response_id` names it.
+ * /v1/responses/{id} read and drop a stored one, GET /v1/responses/{id}/input_items lists its
+ * input. A response continues a stored one's conversation when `previous_response_id` names it.
  */
 export function registerResponses(app: FastifyInstance, ctx: ServingContext): void {
   app.post('/v1/responses', async (request, reply) => {
@@ -52,6 +53,10 @@ export function registerResponses(app: FastifyInstance, ctx: ServingContext): vo
   });
 
   app.get<{ Params: { id: string } }>('/v1/responses/:id', async (request) => storedResponse(ctx, request.params.id).response);
+
+  app.get<{ Params: { id: string }; Querystring: InputItemsQuery }>('/v1/responses/:id/input_items', async (request) =>
+    inputItemsPage(storedResponse(ctx, request.params.id).inputItems, request.query),
+  );
 
   app.delete<{ Params: { id: string } }>('/v1/responses/:id', async (request) => {
     const { id } = request.params;
@@ -107,7 +112,7 @@ function pendingResponse(ctx: ServingContext, plan: PreparedResponses, prepared:
     status: 'in_progress',
     error: null,
     incomplete_details: null,
-    model: ctx.servedModelName,
+    model: prepared.prompt.lora ?? ctx.servedModelName,
     output: [],
     previous_response_id: plan.previousResponseId,
     store: plan.store,
@@ -152,7 +157,7 @@ function finish(run: ResponseRun, output: ResponseOutput, final: RequestOutput):
       total_tokens: final.promptTokenIds.length + outputTokens,
     },
   };
-  if (run.plan.store) run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)] });
+  if (run.plan.store) run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)], inputItems: run.plan.inputItems });
   return response;
 }
 

@@ -1,4 +1,5 @@
 import { openAiCallId } from './call-ids.ts';
+import { callTags, oneOrMore } from './call-markup.ts';
 import { ParseBuilder, couldBecome, scanArgumentsObject, skipWhitespace, type CallParse, type OutputParse, type ToolCallFormat } from './output-parse.ts';
 
 const CALLS_BEGIN = '<｜tool▁calls▁begin｜>';
@@ -58,6 +59,17 @@ export const deepseekFormat: ToolCallFormat = {
       if (!read.call.complete) return out.result;
       at = read.end;
     }
+  },
+  callsOnly(functions, parallel, template) {
+    // V3's template fences the arguments in ```json and puts a newline between calls.
+    if (template?.includes('```json')) {
+      const fenced = callTags(functions, (name) => `${CALL_BEGIN}function${SEP}${name}\n\`\`\`json\n`, `\n${FENCE_END}${CALL_END}`);
+      return { type: 'tag', begin: CALLS_BEGIN, content: oneOrMore(fenced, '\n', parallel), end: CALLS_END };
+    }
+    // V3.1 writes calls back to back; xgrammar needs a separator, so each call's end and the next
+    // one's begin are it (the first begin and the last end go around the calls).
+    const bare = callTags(functions, (name) => `${name}${SEP}`, '');
+    return { type: 'tag', begin: `${CALLS_BEGIN}${CALL_BEGIN}`, content: oneOrMore(bare, `${CALL_END}${CALL_BEGIN}`, parallel), end: `${CALL_END}${CALLS_END}` };
   },
 };
 

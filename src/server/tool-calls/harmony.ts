@@ -1,4 +1,5 @@
 import { openAiCallId } from './call-ids.ts';
+import { callTags } from './call-markup.ts';
 import { heldMarkerPrefix, type OutputParse, type ToolCallFormat } from './output-parse.ts';
 
 const START = '<|start|>';
@@ -44,5 +45,10 @@ export const harmonyFormat: ToolCallFormat = {
       else result.content += body;
     }
     return result;
+  },
+  callsOnly(functions) {
+    // One call, whatever `parallel` says: its stop token <|call|> ends gpt-oss's turn, so it calls
+    // one function per turn. The call comes first, without an analysis message before it.
+    return { type: 'or', elements: callTags(functions, (name) => `<|channel|>commentary to=functions.${name} <|constrain|>json${MESSAGE}`, '') };
   },
 };

@@ -1,4 +1,5 @@
 import { openAiCallId } from './call-ids.ts';
+import { callTags, jsonName, oneOrMore } from './call-markup.ts';
 import { ParseBuilder, couldBecome, scanCallObject, skipWhitespace, type OutputParse, type ToolCallFormat } from './output-parse.ts';
 
 const OPEN = '<tool_call>';
@@ -39,5 +40,9 @@ export const hermesFormat: ToolCallFormat = {
     }
     out.tail(text.slice(segmentStart), [OPEN]);
     return out.result;
+  },
+  callsOnly(functions, parallel) {
+    // As Qwen's templates write calls back: one block per call, a newline between blocks.
+    return oneOrMore(callTags(functions, (name) => `${OPEN}\n{"name": ${jsonName(name)}, "arguments": `, `}\n${CLOSE}`), '\n', parallel);
   },
 };

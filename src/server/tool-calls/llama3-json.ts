@@ -1,4 +1,5 @@
 import { openAiCallId } from './call-ids.ts';
+import { callTags, jsonName, oneOrMore } from './call-markup.ts';
 import { ParseBuilder, couldBecome, scanCallObject, skipWhitespace, type OutputParse, type ToolCallFormat } from './output-parse.ts';
 
 const PYTHON_TAG = '<|python_tag|>';
@@ -42,5 +43,8 @@ export const llama3JsonFormat: ToolCallFormat = {
       }
       if (at === text.length) return out.result;
     }
+  },
+  callsOnly(functions, parallel) {
+    return oneOrMore(callTags(functions, (name) => `{"name": ${jsonName(name)}, "parameters": `, '}'), '; ', parallel);
   },
 };

@@ -1,4 +1,5 @@
 import { nineCharCallId } from './call-ids.ts';
+import { callTags, jsonName, oneOrMore } from './call-markup.ts';
 import { ParseBuilder, scanArgumentsObject, scanCallObject, skipWhitespace, type CallParse, type OutputParse, type ToolCallFormat } from './output-parse.ts';
 
 const TOOL_CALLS = '[TOOL_CALLS]';
@@ -39,6 +40,15 @@ export const mistralFormat: ToolCallFormat = {
     }
     out.tail(text.slice(segmentStart), [TOOL_CALLS]);
     return out.result;
+  },
+  callsOnly(functions, parallel, template) {
+    // v11 templates write each call back as [TOOL_CALLS]name[ARGS]{...}; older ones as one array.
+    if (template?.includes(ARGS)) {
+      const named = callTags(functions, (name) => `${name}${ARGS}`, '');
+      return { type: 'sequence', elements: [{ type: 'const_string', value: TOOL_CALLS }, oneOrMore(named, TOOL_CALLS, parallel)] };
+    }
+    const objects = callTags(functions, (name) => `{"name": ${jsonName(name)}, "arguments": `, '}');
+    return { type: 'tag', begin: `${TOOL_CALLS}[`, content: oneOrMore(objects, ', ', parallel), end: ']' };
   },
 };
 

@@ -1,3 +1,5 @@
+import type { StructuralTagFormat } from '../../sampling/structured-output.ts';
+import type { CallableFunction } from './call-markup.ts';
 import { JsonObjectScanner } from './json-object-scanner.ts';
 
 /** A tool call read from a model's output. */
@@ -32,6 +34,13 @@ export interface ToolCallFormat {
   newCallId(): string;
   /** Reads `text`, the output so far; `final` when no more will come (nothing is held back then). */
   parse(text: string, final: boolean): OutputParse;
+  /**
+   * The shape of an output that is nothing but calls to `functions`, written in this format with
+   * each function's parameter schema inside (tool_choice "required" or a named function): one
+   * call, or one or more when `parallel`. `template` is the chat template, for formats whose
+   * markup changed between model versions. `parse` reads every output of this shape as its calls.
+   */
+  callsOnly(functions: CallableFunction[], parallel: boolean, template: string | null): StructuralTagFormat;
 }
 
 /** Builds an OutputParse from the output's pieces in order: content segments and calls. */

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Activation, ExpertWeights, RoutingParams, Tensor } from '../../../src/backend/backend.ts';
+import type { Activation, Backend, ExpertWeights, MoeWeights, RoutingParams, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CpuExpertRouting } from '../../../src/backend/cpu/ops/moe.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { CudaTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
+import { composeMoe } from '../../../src/backend/moe-composition.ts';
 import { CudaExpertRouting, expertTileRows, GEMV_MAX_TOKENS } from '../../../src/backend/cuda/kernels/moe-route.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
@@ -13,10 +14,12 @@ import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-s
 // The MoE ops of the CUDA backend against the CPU backend: routing (every scoring, selection bias,
 // grouping, normalization), the grouping of pairs by expert, the expert MLPs on each path (a
 // single token, decode-sized GEMVs, grouped GEMMs of every tile height), expert shards, both
-// biases and all activations, and a decode-sized call replayed from a CUDA graph.
+// biases and all activations, a decode-sized call replayed from a CUDA graph, and the whole block
+// (`moe`) of one token in the fused decode kernel, against the CPU and the split path.
 
 const rng = seededRng(testSeed('cuda moe'));
-const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, poisonStepTensors: true });
+// The fused single-token kernel is opt-in until it has run on a GPU: these tests ask for it.
+const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, poisonStepTensors: true, moeDecode: 'fused' });
 const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
@@ -247,6 +250,113 @@ test('expertMlp over random shapes, activations, biases and expert shards', () =
   }
 });
 
+interface MoeCase {
+  what: string;
+  experts: number;
+  topK: number;
+  hidden: number;
+  n: number;
+  /** The shared expert's width (0: none) and whether a sigmoid gate scales it. */
+  m: number;
+  sharedGate: boolean;
+  params: Omit<RoutingParams, 'selectionBias'>;
+  selectionBias: boolean;
+  routerBias: boolean;
+  biased: boolean;
+  activation: Activation;
+  first: number;
+  count: number;
+}
+
+/** A block's weights on both backends: random, with x redrawn until the routing is decided by a clear margin. */
+function moeBlock(c: MoeCase): { cpu: MoeWeights; gpu: MoeWeights; x: Pair } {
+  const { experts, hidden, m } = c;
+  const router = randomPair([experts, hidden], 3 / Math.sqrt(hidden));
+  const routerBias = c.routerBias ? randomPair([experts], 0.5) : null;
+  const biasValues = c.selectionBias ? randomBf16Values(rng, experts, 0.5) : null;
+  const selection = biasValues === null ? null : bf16Pair([experts], biasValues, { gpuFloat32: true });
+  const params: RoutingParams = { ...c.params, selectionBias: null };
+  let x: Pair;
+  let margin: number;
+  do {
+    x = randomPair([1, hidden], 1);
+    const logits = cpu.toHost(cpu.linear(x.cpu, router.cpu, routerBias?.cpu ?? null, { float32: true }));
+    margin = routingMargin(logits, params, biasValues);
+  } while (margin < MIN_MARGIN);
+  const routed = expertWeights({ tokens: 1, experts, topK: c.topK, hidden, n: c.n, biased: c.biased, activation: c.activation, first: c.first, count: c.count });
+  const sharedGateUp = m > 0 ? randomPair([2 * m, hidden], 3 / Math.sqrt(hidden)) : null;
+  const sharedDown = m > 0 ? randomPair([hidden, m], 1 / Math.sqrt(m)) : null;
+  const sharedGate = c.sharedGate ? randomPair([1, hidden], 3 / Math.sqrt(hidden)) : null;
+  const side = (k: 'cpu' | 'gpu'): MoeWeights => ({
+    router: router[k],
+    routerBias: routerBias?.[k] ?? null,
+    routing: { ...c.params, selectionBias: selection?.[k] ?? null },
+    experts: routed[k],
+    activation: c.activation,
+    shared: sharedGateUp === null ? null : { gateUp: sharedGateUp[k], down: sharedDown![k], gate: sharedGate?.[k] ?? null, activation: c.activation },
+  });
+  return { cpu: side('cpu'), gpu: side('gpu'), x };
+}
+
+const SOFTMAX = (topK: number, normalize: boolean): Omit<RoutingParams, 'selectionBias'> => ({ topK, scoring: 'softmax', groups: null, normalize, scale: 1 });
+const PLAIN = { m: 0, sharedGate: false, selectionBias: false, routerBias: false, biased: false, activation: { kind: 'silu' } as Activation };
+
+// One token through the fused kernel: the benchmark models' shapes (narrowed where weights would
+// be large: the host makes every weight), then the options each family adds. Expert counts give
+// PER_LANE 1, 2 and 4 only, and five builds of the kernel in all.
+const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
+  { ...PLAIN, what: 'Qwen3-30B-A3B rows (16 of its 128 experts)', experts: 16, topK: 8, hidden: 2048, n: 768, params: SOFTMAX(8, true) },
+  { ...PLAIN, what: 'DeepSeek-V2-Lite-like, shared experts 2n wide', experts: 8, topK: 6, hidden: 1024, n: 1408, m: 2816, params: SOFTMAX(6, false) },
+  { ...PLAIN, what: 'Qwen2-MoE-like, gated shared expert 4n wide', experts: 60, topK: 4, hidden: 512, n: 176, m: 704, sharedGate: true, params: SOFTMAX(4, false) },
+  {
+    ...PLAIN,
+    what: 'gpt-oss-like: router bias, top-k softmax, biases, clamped SwiGLU, hidden not a multiple of 256',
+    experts: 32,
+    topK: 4,
+    hidden: 360,
+    n: 360,
+    routerBias: true,
+    biased: true,
+    activation: ACTIVATIONS[2],
+    params: { topK: 4, scoring: 'topk-softmax', groups: null, normalize: false, scale: 1 },
+  },
+  {
+    ...PLAIN,
+    what: 'DeepSeek-V3-like: sigmoid, selection bias, groups, scale, shared expert',
+    experts: 64,
+    topK: 8,
+    hidden: 256,
+    n: 64,
+    m: 128,
+    selectionBias: true,
+    params: { topK: 8, scoring: 'sigmoid', groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 },
+  },
+  { ...PLAIN, what: 'a shared expert narrower than n, gelu-tanh', experts: 16, topK: 2, hidden: 264, n: 256, m: 136, activation: ACTIVATIONS[1], params: SOFTMAX(2, true) },
+  { ...PLAIN, what: 'thirteen lane groups per row (top-8 and a shared expert 5n wide)', experts: 128, topK: 8, hidden: 128, n: 32, m: 160, params: SOFTMAX(8, true) },
+];
+
+function checkMoe(c: MoeCase): void {
+  const block = moeBlock(c);
+  const expected = cpu.toHost(cpu.moe(block.x.cpu, block.cpu));
+  const fused = gpu.toHost(gpu.moe(block.x.gpu, block.gpu));
+  const split = gpu.toHost(composeMoe(gpu, block.x.gpu, block.gpu));
+  const what = `${c.what}, experts ${c.first}..${c.first + c.count - 1} held`;
+  assert.ok(relativeError(fused, expected) < TOLERANCE, `${what}: relative error ${relativeError(fused, expected)} against the CPU`);
+  // The two GPU paths round alike and differ only in f32 summation order.
+  assert.ok(relativeError(fused, split) < TOLERANCE / 4, `${what}: relative error ${relativeError(fused, split)} against the split path`);
+}
+
+test('moe of one token in the fused decode kernel equals the CPU and the split path', () => {
+  for (const c of MOE_CASES) checkMoe({ ...c, first: 0, count: c.experts });
+});
+
+test('moe of one token with an expert shard: slots held elsewhere add nothing', () => {
+  for (const c of [MOE_CASES[1], MOE_CASES[4]]) {
+    const first = randInt(rng, 1, c.experts - 2);
+    checkMoe({ ...c, what: `${c.what}, sharded`, first, count: randInt(rng, 1, c.experts - first) });
+  }
+});
+
 test('addInto adds the rows, scaled by σ(gate) when a gate is given', () => {
   for (const gated of [false, true]) {
     const rows = randInt(rng, 1, 70);
@@ -298,5 +408,31 @@ test('a decode-sized MoE call replayed from a CUDA graph equals the eager call, 
     } finally {
       graph.dispose();
     }
+  }
+});
+
+test('three fused MoE blocks replayed from one CUDA graph equal the eager calls, for new inputs too', () => {
+  // Back to back, as a model's layers run: each launch must leave its barrier counters at zero for the next.
+  const blocks = [MOE_CASES[1], MOE_CASES[4], MOE_CASES[2]].map((c) => moeBlock({ ...c, hidden: 512, first: 0, count: c.experts }).gpu);
+  const x = gpu.loadWeight(bf16Tensor([1, 512], randomBf16Values(rng, 512, 1)));
+  const forward = (b: Backend) => blocks.reduce<Tensor>((h, w) => b.moe(h, w), x);
+  const batch = buildBatch([{ cached: 0, query: 1 }], new BlockAssignment(rng, 64, 1), 16);
+  gpu.beginStep(batch);
+  let recorded: Tensor | null = null;
+  const graph = gpu.captureGraph(() => {
+    recorded = forward(gpu);
+  });
+  try {
+    for (let round = 0; round < 4; round++) {
+      if (round > 0) overwrite(x, randomBf16Values(rng, 512, 1));
+      graph.replay();
+      const replayed = gpu.toHost(recorded!);
+      gpu.beginStep(batch);
+      const eager = gpu.toHost(forward(gpu));
+      assert.ok(eager.every((v) => Number.isFinite(v)), `round ${round}: eager output is finite`);
+      assert.deepEqual(replayed, eager, `round ${round}`);
+    }
+  } finally {
+    graph.dispose();
   }
 });

@@ -13,14 +13,17 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * Paged causal attention. The query heads of token t (position p, sequence s) attend to the keys
  * and values `attentionSpan` gives (positions max(0, p - window + 1) .. p, and the first `sinks`
  * positions), where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
- * at offset j % blockSize. Query head h reads kv head floor(h / (numHeads / numKvHeads)). out is
+ * at offset j % blockSize. With a tree mask (BatchDescription.treeMask), keys are counted by cache
+ * index: a tree token at cache index c sees the window's keys up to c less the chunk tokens its
+ * row hides (the window measured from its position; trees are shallower than any window). Query
+ * head h reads kv head floor(h / (numHeads / numKvHeads)). out is
  * [numTokens, numHeads * headDim]. Scores are soft-capped (cap · tanh(score / cap)) when a cap is
  * given, and a head's sink logit, if any, joins the softmax's denominator (as an extra key whose
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
  * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
  *
  * An 8-bit cache is read as the values its codes stand for (kv-codes.ts `loadSlot`): each
- * sequence's visible slots are dequantized to float32 once per call.
+ * sequence's visible slots are dequantized to float32 once per call, into rows by cache index.
  *
  * Scores, softmax and the weighted sum of values are in float64 with the max subtracted before
  * exponentiating; each output is rounded to float32 once.
@@ -48,27 +51,37 @@ export function pagedAttention(
   const sinkQueries = new Float32Array(span.sinks > 0 ? numHeads * headDim : 0);
   const quantized = pools.keys.dtype !== 'auto';
   // Float32 rows the scores read: the pools themselves (indexed by slot), or for an 8-bit cache
-  // the sequence's dequantized rows (indexed by position).
+  // the sequence's dequantized rows (indexed by cache index: the position, except for tree tokens).
   const keys = quantized ? new Float32Array(longest * kvWidth) : (pools.keys.codes as Float32Array);
   const values = quantized ? new Float32Array(longest * kvWidth) : (pools.values.codes as Float32Array);
   const slotOf = (tableAt: number, pos: number) => batch.blockTables[tableAt + Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
 
+  const { treeMask, treeMaskWords } = batch;
+  if (treeMask !== null && streaming !== null) throw new Error('pagedAttention: StreamingLLM does not take a tree mask');
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
-    if (quantized) dequantizeVisible(pools, batch, s, span, (pos) => slotOf(tableAt, pos), keys, values, kvWidth);
-    for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+    const chunkStart = batch.queryStartLoc[s];
+    const chunkCacheIndex = batch.seqLens[s] - (batch.queryStartLoc[s + 1] - chunkStart);
+    if (quantized) dequantizeVisible(pools, batch, s, span, (index) => slotOf(tableAt, index), keys, values, kvWidth);
+    for (let t = chunkStart; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
-      if (position >= batch.seqLens[s]) {
-        throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
+      // Where the token's own K/V sit: its position, unless it is a tree token deeper than the root.
+      const cacheIndex = chunkCacheIndex + t - chunkStart;
+      if (position > cacheIndex) {
+        throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its cache index ${cacheIndex} (its sequence has ${batch.seqLens[s]} cached tokens)`);
       }
       const first = span.window === null ? 0 : Math.max(0, position - span.window + 1);
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
-      const count = numSinks + position - first + 1;
-      // Slot offsets of the visible positions, shared by all heads of this token.
-      for (let j = 0; j < count; j++) {
-        const pos = j < numSinks ? j : first + j - numSinks;
-        keyRowAt[j] = (quantized ? pos : slotOf(tableAt, pos)) * kvWidth;
+      // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the
+      // window up to the token itself, less the chunk tokens its tree row hides.
+      let count = 0;
+      const keyRow = (index: number) => (quantized ? index : slotOf(tableAt, index)) * kvWidth;
+      for (let index = 0; index < numSinks; index++) keyRowAt[count++] = keyRow(index);
+      for (let index = first; index <= cacheIndex; index++) {
+        const j = index - chunkCacheIndex;
+        if (treeMask !== null && j >= 0 && j < 32 * treeMaskWords && (treeMask[t * treeMaskWords + (j >> 5)] & (1 << (j & 31))) === 0) continue;
+        keyRowAt[count++] = keyRow(index);
       }
       let qBase = t * rowWidth;
       if (streaming !== null) {
@@ -102,30 +115,28 @@ export function pagedAttention(
   }
 }
 
-// Dequantizes the keys and values sequence s's tokens see (its sinks and every position from the
-// earliest window start on) into rows indexed by position.
+// Dequantizes the keys and values sequence s's tokens see (its sinks and every cache index from the
+// earliest window start up to its last token's) into rows indexed by cache index.
 function dequantizeVisible(
   pools: LayerKvPools,
   batch: BatchDescription,
   s: number,
   span: { window: number | null; sinks: number },
-  slotOf: (pos: number) => number,
+  slotOf: (index: number) => number,
   keys: Float32Array,
   values: Float32Array,
   kvWidth: number,
 ): void {
   let lo = Infinity;
-  let hi = 0;
   for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
-    const position = batch.positions[t];
-    lo = Math.min(lo, span.window === null ? 0 : Math.max(0, position - span.window + 1));
-    hi = Math.max(hi, Math.min(position + 1, batch.seqLens[s]));
+    lo = Math.min(lo, span.window === null ? 0 : Math.max(0, batch.positions[t] - span.window + 1));
   }
-  for (let pos = 0; pos < hi; pos++) {
-    if (pos < lo && pos >= span.sinks) continue;
-    const slot = slotOf(pos);
-    loadSlot(pools.keys, slot, pools.kScale, keys, pos * kvWidth);
-    loadSlot(pools.values, slot, pools.vScale, values, pos * kvWidth);
+  if (lo === Infinity) return;
+  for (let index = 0; index < batch.seqLens[s]; index++) {
+    if (index < lo && index >= span.sinks) continue;
+    const slot = slotOf(index);
+    loadSlot(pools.keys, slot, pools.kScale, keys, index * kvWidth);
+    loadSlot(pools.values, slot, pools.vScale, values, index * kvWidth);
   }
 }
 

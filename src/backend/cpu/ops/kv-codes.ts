@@ -1,6 +1,9 @@
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { floatToFp8E4m3, fp8E4m3Values } from '../../../tensor/quantized-weight.ts';
 
+/** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, or int8's float32 scales. */
+export type KvPoolArray = Float32Array | Uint8Array | Int8Array;
+
 /**
  * One pool of a layer's cache (its keys, its values, or an MLA layer's rows): [slots, heads, width]
  * values in the cache's dtype. `auto` keeps float32 values; `fp8_e4m3` e4m3 codes, each x / scale
@@ -11,7 +14,7 @@ export interface CpuKvPool {
   readonly dtype: KvCacheDtype;
   readonly heads: number;
   readonly width: number;
-  readonly codes: Float32Array | Uint8Array | Int8Array;
+  readonly codes: KvPoolArray;
   /** int8: [slots, heads]; empty otherwise. */
   readonly scales: Float32Array;
 }
@@ -28,8 +31,11 @@ export function float32Pool(values: Float32Array, heads: number, width: number):
   return { dtype: 'auto', heads, width, codes: values, scales: new Float32Array(0) };
 }
 
-/** The typed arrays of a pool, for copying whole blocks (copy-on-write) whatever the dtype. */
-export function poolArrays(pool: CpuKvPool): (Float32Array | Uint8Array | Int8Array)[] {
+/**
+ * The typed arrays of a pool, each indexed by slot first, for moving blocks or slots (copy-on-write,
+ * speculative slot copies, swap) whatever the dtype: int8's scales move with their codes.
+ */
+export function poolArrays(pool: CpuKvPool): KvPoolArray[] {
   return pool.dtype === 'int8' ? [pool.codes, pool.scales] : [pool.codes];
 }
 

@@ -11,3 +11,17 @@ extern "C" __global__ void copy_blocks_kernel(uint4* __restrict__ pools, const i
   uint4* to = pool + (long long)dst[blockIdx.x] * block_chunks;
   for (int c = threadIdx.x; c < block_chunks; c += blockDim.x) to[c] = from[c];
 }
+
+// Speculative tree verification moves the accepted path's K/V into place: slot src[i] to dst[i]
+// in every pool of the run, the pairs in order, each reading its source after the earlier pairs
+// wrote (a later pair may read what an earlier one wrote), so each thread runs them one after
+// another over its chunk of the slot. grid (ceil(slot_chunks / 256),
+// pools in the run); slot_chunks = a slot's bytes / 16.
+extern "C" __global__ void copy_slots_kernel(uint4* __restrict__ pools, const int* __restrict__ src,
+                                             const int* __restrict__ dst, int num_pairs, long long pool_chunks,
+                                             int slot_chunks) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= slot_chunks) return;
+  uint4* pool = pools + blockIdx.y * pool_chunks;
+  for (int i = 0; i < num_pairs; i++) pool[(long long)dst[i] * slot_chunks + c] = pool[(long long)src[i] * slot_chunks + c];
+}

@@ -1,4 +1,5 @@
-// Elementwise ops on activations: a projection's bias (bf16 or f32 output), the final logits' soft-cap.
+// Elementwise ops on activations: a projection's bias (bf16 or f32 output), the final logits' soft-cap,
+// SiLU (Medusa heads' residual blocks).
 #include "common.cuh"
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
@@ -35,5 +36,13 @@ extern "C" __global__ void add_bias_f32_kernel(float* __restrict__ y, const bf16
 extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, float cap) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     x[i] = f32_to_bf16(cap * tanhf(bf16_to_f32(x[i]) / cap));
+  }
+}
+
+// In place: x = x · σ(x) over n elements, in f32 and rounded once. Grid-stride; any n.
+extern "C" __global__ void silu_kernel(bf16* __restrict__ x, long long n) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float v = bf16_to_f32(x[i]);
+    x[i] = f32_to_bf16(v / (1.f + __expf(-v)));
   }
 }

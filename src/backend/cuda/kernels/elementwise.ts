@@ -32,3 +32,10 @@ export function launchSoftcap(device: CudaDevice, x: DevicePtr, numel: number, c
   const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
   device.launch(device.kernel('elementwise.cu', 'softcap_kernel', 'plf'), [blocks], [THREADS], 0, [x, numel, cap]);
 }
+
+/** In place: x = x · σ(x) over `numel` bf16 values. */
+export function launchSilu(device: CudaDevice, x: DevicePtr, numel: number): void {
+  if (numel === 0) return;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'silu_kernel', 'pl'), [blocks], [THREADS], 0, [x, numel]);
+}

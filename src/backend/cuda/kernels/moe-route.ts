@@ -80,10 +80,35 @@ export interface RouteArgs {
 
 const SCORING = { softmax: 0, sigmoid: 1, 'topk-softmax': 2 } as const;
 
+/**
+ * The PER_LANE build of the routing code (moe-route.cuh) for `numExperts`: experts per lane,
+ * rounded up to a power of two so that few builds serve every expert count.
+ */
+export function expertsPerLane(numExperts: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.ceil(numExperts / 32)));
+}
+
+/**
+ * RouteRule's fields (moe-route.cuh) but the logits' dtype, in kernel-argument order: scoring,
+ * bias kind, group score, groups, kept groups, normalize, scale.
+ */
+export function routeRuleArgs(params: Omit<RoutingParams, 'selectionBias'>, biasDtype: 'bf16' | 'f32' | null): number[] {
+  const { groups } = params;
+  return [
+    SCORING[params.scoring],
+    biasDtype === null ? 0 : biasDtype === 'bf16' ? 1 : 2,
+    groups === null ? 0 : groups.score === 'max' ? 1 : 2,
+    groups?.numGroups ?? 1,
+    groups?.topkGroups ?? 1,
+    params.normalize ? 1 : 0,
+    params.scale,
+  ];
+}
+
 /** Routes every token and groups the pairs by expert, in one launch (none for a step of no tokens). */
 export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpertRouting {
   const { numTokens, numExperts, params } = a;
-  const { topK, groups } = params;
+  const { topK } = params;
   const pairs = numTokens * topK;
   const tileRows = expertTileRows(numTokens, topK, numExperts);
   const buffers: RoutingBuffers = {
@@ -95,13 +120,7 @@ export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpert
     sortedPairs: a.alloc(4 * pairs),
     pairPos: a.alloc(4 * pairs),
   };
-  const kernel = device.kernel('moe-route.cu', 'moe_route_kernel', 'ppppppppppiiiiiifi', {
-    PER_LANE: Math.ceil(numExperts / 32),
-    SCORING: SCORING[params.scoring],
-    BIAS: a.biasDtype === null ? 0 : a.biasDtype === 'bf16' ? 1 : 2,
-    GROUP_SCORE: groups === null ? 0 : groups.score === 'max' ? 1 : 2,
-    LOGITS_F32: a.logitsF32 ? 1 : 0,
-  });
+  const kernel = device.kernel('moe-route.cu', 'moe_route_kernel', 'ppppppppppiiiiiiiiiifi', { PER_LANE: expertsPerLane(numExperts) });
   const b = buffers;
   if (numTokens === 0) return new CudaExpertRouting(0, topK, numExperts, tileRows, buffers);
   device.launch(kernel, [Math.ceil(numTokens / WARPS)], [32 * WARPS], 0, [
@@ -118,10 +137,8 @@ export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpert
     numTokens,
     numExperts,
     topK,
-    groups?.numGroups ?? 1,
-    groups?.topkGroups ?? 1,
-    params.normalize ? 1 : 0,
-    params.scale,
+    a.logitsF32 ? 1 : 0,
+    ...routeRuleArgs(params, a.biasDtype),
     tileRows,
   ]);
   return new CudaExpertRouting(numTokens, topK, numExperts, tileRows, buffers);

@@ -11,7 +11,10 @@
 // (Gemma 2); SINKS=1 adds each head's learned sink logit to its softmax's denominator (gpt-oss);
 // STREAMING=1 is StreamingLLM: queries arrive unrotated and are rotated as the Q tile is loaded,
 // first at each row's position inside the cache (min(row, sink_row_cap)) for a pass over the sink
-// keys behind its window, then at its rotary row for the window's keys.
+// keys behind its window, then at its rotary row for the window's keys. TREE=1 is speculative tree
+// verification: a row's own K/V sit at its cache index (the chunk's first cache index plus its row),
+// which bounds the keys it sees, and of its chunk's keys it sees those its tree_mask row sets (its
+// ancestors and itself); its position (the root's plus its depth) places its window.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -28,9 +31,19 @@
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1
 // nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DTREE=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8>"
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> [-DTREE=<0|1>]"
+#endif
+#ifndef TREE
+#define TREE 0
+#endif
+#if TREE && STREAMING
+#error "StreamingLLM takes no tree mask"
 #endif
 
 namespace {
@@ -49,7 +62,10 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // Query rows of a tile are assumed to have increasing positions (true of any chunk). Scores live
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
-// (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING.
+// (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
+// k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
+// tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
+// past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions.
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool,
     const unsigned char* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
@@ -57,7 +73,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float q_scale, float softcap_log2,
     const bf16* __restrict__ sinks, int window, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
-    const float* __restrict__ v_scales, float k_scale, float v_scale) {
+    const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -69,8 +85,15 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int rows = min(BM, query_start[seq + 1] - qstart - q0);
   const int kvh = head / (num_heads / num_kv_heads);
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
+#if TREE
+  // Every position of a tree chunk is at least its root's, the chunk's first cache index.
+  const int chunk_start = seq_lens[seq] - (query_start[seq + 1] - qstart);
+  const int first_pos = chunk_start;
+  const int k_end = min(seq_lens[seq], chunk_start + q0 + rows);
+#else
   const int first_pos = positions[qstart + q0];
   const int k_end = min(seq_lens[seq], positions[qstart + q0 + rows - 1] + 1);
+#endif
   const int k_begin = (window > 0 ? max(0, first_pos - window + 1) : 0) / BN * BN;
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -108,6 +131,19 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
   const int lo0 = window > 0 ? qp0 - window + 1 : 0;
   const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+#if TREE
+  // The last key each row sees (its cache index), and its mask row.
+  const int last0 = r0 < rows ? chunk_start + q0 + r0 : -1;
+  const int last1 = r1 < rows ? chunk_start + q0 + r1 : -1;
+  const int* mask0 = tree_mask + (long long)(qstart + q0 + min(r0, rows - 1)) * tree_words;
+  const int* mask1 = tree_mask + (long long)(qstart + q0 + min(r1, rows - 1)) * tree_words;
+  auto tree_sees = [&](const int* mask, int key) {
+    const int j = key - chunk_start;
+    return j < 0 || j >= 32 * tree_words || ((mask[j >> 5] >> (j & 31)) & 1);
+  };
+#else
+  const int last0 = qp0, last1 = qp1;
+#endif
   // Sink keys behind each row's window (none for a padding row).
   const int sink_end0 = min(stream_sinks, max(0, lo0)), sink_end1 = min(stream_sinks, max(0, lo1));
 
@@ -164,8 +200,13 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
 #pragma unroll
         for (int e = 0; e < 2; e++) {
           const int key = k0 + n * 8 + t4 * 2 + e;
-          const bool seen0 = sink_pass ? key < sink_end0 : key <= qp0 && key >= lo0;
-          const bool seen1 = sink_pass ? key < sink_end1 : key <= qp1 && key >= lo1;
+#if TREE
+          const bool seen0 = key <= last0 && key >= lo0 && tree_sees(mask0, key);
+          const bool seen1 = key <= last1 && key >= lo1 && tree_sees(mask1, key);
+#else
+          const bool seen0 = sink_pass ? key < sink_end0 : key <= last0 && key >= lo0;
+          const bool seen1 = sink_pass ? key < sink_end1 : key <= last1 && key >= lo1;
+#endif
 #if SOFTCAP
           s[n][e] = seen0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale) : NEG_INF;
           s[n][2 + e] = seen1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale) : NEG_INF;

@@ -16,15 +16,18 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
   /** [numTiles, 2] (sequence, first query row), from planAttention. */
   tiles: DevicePtr;
   numTiles: number;
+  /** The step's tree mask (BatchDescription.treeMask) and its words per row; 0 words: every chunk is causal. */
+  treeMask: DevicePtr;
+  treeMaskWords: number;
 }
 
-/** Tiled causal attention for every multi-token chunk of the step. */
+/** Tiled causal attention for every multi-token chunk of the step (tree-masked where the step has a tree mask). */
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
-  const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a) };
+  const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippff', defines);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpi', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -45,5 +48,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     kernelWindow(a.shape),
     ...streamingKernelArgs(a),
     ...kvCodeKernelArgs(a),
+    a.treeMask,
+    a.treeMaskWords,
   ]);
 }

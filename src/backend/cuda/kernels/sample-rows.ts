@@ -1,11 +1,11 @@
-import { drawEntries, type Draw, type DrawResults } from '../../../sampling/draw.ts';
+import { drawEntries, MAX_TOP_LOGPROBS, type Draw, type DrawResults } from '../../../sampling/draw.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /** Words of one draw in sample-rows.cu's `struct Draw`. */
 const DRAW_WORDS = 16;
 /** The largest topLogprobs the kernel returns (its MAX_TOP). */
-const MAX_TOP = 32;
+const MAX_TOP = MAX_TOP_LOGPROBS;
 /**
  * The bitmap of listed tokens lives in dynamic shared memory beside the kernel's ~11 KB of static
  * arrays; sm_80 lets a block have 163 KB. 96 KB covers vocabularies up to 786,432 tokens.

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { AttentionParams, KvCache, Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { buildRopeTable } from '../../../src/layers/rotary.ts';
+import { describeBatch, type SequenceChunk } from '../../../src/step/batch.ts';
+import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
+import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// The ops speculative tree verification adds, against the CPU backend: the prefill attention
+// kernel's tree-mask variant (TREE=1) on batches mixing token trees, causal chunks and decodes;
+// copySlots (moving an accepted path's K/V into place, pairs in order); gatherRows.
+
+const rng = seededRng(testSeed('cuda speculative ops'));
+const gpu = new CudaBackend({ poisonStepTensors: true });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+
+function randomTree(size: number): number[] {
+  return Array.from({ length: size }, (_, i) => (i === 0 ? -1 : randInt(rng, Math.max(0, i - 5), i - 1)));
+}
+
+for (const headDim of [64, 128]) {
+  test(`tree-masked prefill attention matches the CPU, head dim ${headDim}`, () => {
+    for (let trial = 0; trial < 4; trial++) {
+      const numKvHeads = randInt(rng, 1, 2);
+      const attn: AttentionParams = plainAttention({
+        numHeads: numKvHeads * pick(rng, [1, 4]),
+        numKvHeads,
+        headDim,
+        scale: headDim ** -0.5,
+        slidingWindow: pick(rng, [null, 256]),
+      });
+      const blockSize = pick(rng, [8, 16]);
+      const numSeqs = randInt(rng, 1, 4);
+      // Each sequence: a context written by a first (causal) step, then a tree, a chunk or a decode.
+      const contexts = Array.from({ length: numSeqs }, () => randInt(rng, 1, 300));
+      const kinds = Array.from({ length: numSeqs }, (_, s) => (s === 0 ? 'tree' : pick(rng, ['tree', 'chunk', 'decode'] as const)));
+      const sizes = kinds.map((kind) => (kind === 'tree' ? randInt(rng, 2, 90) : kind === 'chunk' ? randInt(rng, 2, 70) : 1));
+      const numBlocks = contexts.reduce((n, c, s) => n + Math.ceil((c + sizes[s]) / blockSize), 0) + 4;
+      const free = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rng() - 0.5);
+      const tables = contexts.map((c, s) => free.splice(0, Math.ceil((c + sizes[s]) / blockSize)));
+      const layout = attentionLayout({ numLayers: 1, numBlocks, blockSize, numKvHeads, headDim });
+      const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+      const longest = Math.max(...contexts.map((c, s) => c + sizes[s]));
+      const table = buildRopeTable({ rotaryDim: headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest }, longest);
+      const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+      const width = (attn.numHeads + 2 * numKvHeads) * headDim;
+      const run = (chunks: SequenceChunk[], compare: boolean) => {
+        const batch = describeBatch(chunks, blockSize);
+        const host = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
+        const qkv = [cpu.loadWeight(host), gpu.loadWeight(host)];
+        const steps = [cpu.beginStep(batch), gpu.beginStep(batch)];
+        cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], 0, steps[0], attn);
+        gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], 0, steps[1], attn);
+        if (!compare) return;
+        const err = relativeError(gpu.toHost(gpu.attention(qkv[1], caches[1], 0, steps[1], attn)), cpu.toHost(cpu.attention(qkv[0], caches[0], 0, steps[0], attn)));
+        assert.ok(err < TOLERANCE, `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
+      };
+      run(contexts.map((c, s) => ({ tokens: new Array<number>(c).fill(0), startPos: 0, blockTable: tables[s] })), false);
+      run(
+        contexts.map((c, s) => {
+          const chunk: SequenceChunk = { tokens: new Array<number>(sizes[s]).fill(0), startPos: c, blockTable: tables[s] };
+          if (kinds[s] === 'tree') chunk.treeParents = randomTree(sizes[s]);
+          return chunk;
+        }),
+        true,
+      );
+    }
+  });
+}
+
+test('copySlots moves slots in every layer, pairs in order, as the CPU does', () => {
+  const layout = attentionLayout({ numLayers: 3, numBlocks: 6, blockSize: 4, numKvHeads: 2, headDim: 64 });
+  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  // Fill both caches alike through a step over every slot.
+  const chunks: SequenceChunk[] = [{ tokens: new Array<number>(24).fill(0), startPos: 0, blockTable: [0, 1, 2, 3, 4, 5] }];
+  const batch = describeBatch(chunks, 4);
+  const attn = plainAttention({ numHeads: 2, numKvHeads: 2, headDim: 64, scale: 0.125, slidingWindow: null });
+  const table = buildRopeTable({ rotaryDim: 64, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: 24 }, 24);
+  const host = bf16Tensor([24, 6 * 64], randomBf16Values(rng, 24 * 6 * 64));
+  for (const [backend, cache] of [[cpu, caches[0]], [gpu, caches[1]]] as const) {
+    const step = backend.beginStep(batch);
+    const rope = backend.uploadRopeTable(table);
+    for (let layer = 0; layer < 3; layer++) backend.ropeAndCacheWrite(backend.loadWeight(host), rope, cache, layer, step, attn);
+    // A chain of moves where later pairs read what earlier ones wrote.
+    backend.copySlots(cache, Int32Array.from([9, 5, 17, 6]), Int32Array.from([5, 6, 7, 20]));
+  }
+  // Read both caches back through attention of one query per slot range.
+  const probe = describeBatch([{ tokens: [0], startPos: 23, blockTable: [0, 1, 2, 3, 4, 5] }], 4);
+  const q = bf16Tensor([1, 6 * 64], randomBf16Values(rng, 6 * 64));
+  for (let layer = 0; layer < 3; layer++) {
+    const outs = [cpu, gpu].map((backend, i) => backend.toHost(backend.attention(backend.loadWeight(q), caches[i], layer, backend.beginStep(probe), attn)));
+    const err = relativeError(outs[1], outs[0]);
+    assert.ok(err < TOLERANCE, `layer ${layer}: relative error ${err}`);
+  }
+});
+
+test('gatherRows picks rows in any order, repeats included', () => {
+  const values = randomBf16Values(rng, 10 * 24);
+  const rows = Int32Array.from([7, 0, 7, 3, 9]);
+  const got = gpu.toHost(gpu.gatherRows(gpu.loadWeight(bf16Tensor([10, 24], values)), rows));
+  const expected = cpu.toHost(cpu.gatherRows(cpu.loadWeight(bf16Tensor([10, 24], values)), rows));
+  assert.deepEqual([...got], [...expected]);
+});
+
+test('silu matches the CPU in place', () => {
+  const values = randomBf16Values(rng, 7 * 40, 6);
+  const [x, y] = [gpu.loadWeight(bf16Tensor([7, 40], values)), cpu.loadWeight(bf16Tensor([7, 40], values))];
+  gpu.silu(x);
+  cpu.silu(y);
+  const err = relativeError(gpu.toHost(x), cpu.toHost(y));
+  assert.ok(err < TOLERANCE, `relative error ${err}`);
+});

@@ -1,0 +1,32 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
+import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
+
+// GGUF files on the CUDA backend: the shipped model in Q8_0 and a Mixtral fixture as stored, against
+// transformers' float32 reference with the CUDA parity suite's bf16 allowances.
+const work = mkdtempSync(join(tmpdir(), 'keel-gguf-gpu-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+const CUDA = { backend: 'cuda', logitTolerance: 0.125, acceptBf16ReferenceError: true, greedy: 'top-candidates' } as const;
+
+for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source']] as const) {
+  test(`${name} from a GGUF file on CUDA gives transformers' logits and greedy tokens (bf16 allowances)`, async () => {
+    const fixture = listOracleFixtures().find((f) => f.name === name)!;
+    const path = join(work, `${name}.gguf`);
+    ggufFromCheckpoint(fixture.dir, path, { matrixType });
+    await checkLogits({ ...fixture, dir: path }, CUDA);
+    await checkGreedy({ ...fixture, dir: path }, CUDA, {}, false);
+  });
+}
+
+test('keel-tiny in Q8_0 from a GGUF file on CUDA keeps transformers\' greedy tokens up to bf16 near-ties', async () => {
+  const fixture = listOracleFixtures().find((f) => f.name === 'keel-tiny')!;
+  const path = join(work, 'keel-tiny-q8_0.gguf');
+  ggufFromCheckpoint(fixture.dir, path, { matrixType: 'Q8_0' });
+  // Q8_0's rounding (test/gguf-models.test.ts: up to 0.1 of the logits' deviation) beside bf16 activations'.
+  await checkLogits({ ...fixture, dir: path }, { ...CUDA, logitTolerance: 0.25 });
+  await checkGreedy({ ...fixture, dir: path }, CUDA, {}, false);
+});

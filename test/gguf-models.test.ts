@@ -1,0 +1,166 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { LLM } from '../src/engine/llm.ts';
+import { loadModel } from '../src/engine/load-engine.ts';
+import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
+import { ggufFromCheckpoint, type GgufMatrixType } from './helpers/gguf-from-checkpoint.ts';
+import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
+import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
+import { startTinyServer } from './server/tiny-server.ts';
+
+/*
+ * Oracle fixtures and the shipped model written as GGUF files (as llama.cpp's converter writes
+ * them: test/helpers/gguf-from-checkpoint.ts) and run from those files: transformers' logits and
+ * greedy tokens again, and the shipped model's tokenizer rebuilt from the GGUF vocabulary.
+ */
+
+const BIN = fileURLToPath(new URL('../bin/keel', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'keel-gguf-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const fixtures = new Map(listOracleFixtures().map((f) => [f.name, f]));
+const fixture = (name: string): OracleFixture => {
+  const f = fixtures.get(name);
+  assert.ok(f, `fixture ${name}`);
+  return f;
+};
+
+function asGguf(f: OracleFixture, matrixType: GgufMatrixType): OracleFixture {
+  const path = join(work, `${f.name}-${matrixType}.gguf`);
+  ggufFromCheckpoint(f.dir, path, { matrixType });
+  return { ...f, dir: path };
+}
+
+/** Every GGUF architecture Keel reads, with q/k reordering (llama, mistral, mixtral), biases, q/k norms, tied embeddings, experts and RoPE scaling. */
+const AS_STORED = [
+  'llama-gqa',
+  'llama-mha-bf16',
+  'llama-mqa-f16',
+  'mistral-headdim',
+  'llama-rope-linear',
+  'llama-rope-yarn',
+  'llama-rope-llama3',
+  'qwen2-bias-tied',
+  'qwen3-qknorm',
+  'mixtral-moe',
+  'qwen2-moe',
+  'qwen3-moe',
+];
+
+describe('a fixture written as GGUF with its F32/F16/BF16 weights as stored gives transformers\' logits and greedy tokens', () => {
+  for (const name of AS_STORED) {
+    test(name, async () => {
+      const gguf = asGguf(fixture(name), 'source');
+      await checkLogits(gguf, { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' });
+      await checkGreedy(gguf, { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' }, {}, false);
+    });
+  }
+});
+
+// Q8_0 rounds each weight to 1/254 of its block's largest, and Keel then keeps it in bfloat16 (1/256
+// relative): 0.05-0.1 of the logits' standard deviation after the layers (the CUDA suite's bf16
+// allowance is 0.125), where the weights in bfloat16 alone give about 0.02.
+const Q8_0_TOLERANCE = 0.15;
+
+test('Q8_0 GGUF files give transformers\' logits within the quantization error', async () => {
+  for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'keel-tiny']) {
+    await checkLogits(asGguf(fixture(name), 'Q8_0'), { backend: 'cpu', logitTolerance: Q8_0_TOLERANCE, greedy: 'exact' });
+  }
+});
+
+test('the shipped model in Q8_0 and Q6_K keeps every greedy token of transformers\' run (32 per prompt)', async () => {
+  for (const type of ['Q8_0', 'Q6_K'] as const) {
+    await checkGreedy(asGguf(fixture('keel-tiny'), type), { backend: 'cpu', logitTolerance: 0, greedy: 'exact' }, {}, false);
+  }
+});
+
+describe('the shipped model\'s tokenizer rebuilt from a GGUF vocabulary', () => {
+  const tiny = fixture('keel-tiny');
+  const gguf = asGguf(tiny, 'source').dir;
+
+  test('encodes, decodes and renders the chat template as the original tokenizer.json', () => {
+    const original = Tokenizer.load(tiny.dir);
+    const rebuilt = Tokenizer.load(gguf);
+    assert.equal(rebuilt.vocabSize, original.vocabSize);
+    assert.equal(rebuilt.bosTokenId, original.bosTokenId);
+    assert.equal(rebuilt.eosTokenId, original.eosTokenId);
+    const texts = ['Hello, world!', '  two  spaces\tand\ttabs\n\nlines', "it's 12345 o'clock", 'naïve café — 東京 🚀', '<|user|>hi<|endoftext|>', 'def f(x):\n    return x ** 2'];
+    for (const text of texts) {
+      for (const addSpecialTokens of [true, false]) {
+        const ids = original.encode(text, { addSpecialTokens });
+        assert.deepEqual(rebuilt.encode(text, { addSpecialTokens }), ids, JSON.stringify(text));
+        assert.equal(rebuilt.decode(ids, { skipSpecialTokens: false }), original.decode(ids, { skipSpecialTokens: false }));
+        assert.equal(rebuilt.decode(ids, { skipSpecialTokens: true }), original.decode(ids, { skipSpecialTokens: true }));
+      }
+    }
+    const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }];
+    assert.equal(rebuilt.applyChatTemplate(messages, { addGenerationPrompt: true }), original.applyChatTemplate(messages, { addGenerationPrompt: true }));
+  });
+
+  test('generates the same text from a GGUF file as from the safetensors directory', async () => {
+    const prompts = ['Once upon a time', 'The capital of France is'];
+    const run = async (model: string) => {
+      const llm = await LLM.load({ model, backend: 'cpu', showProgress: false, numKvBlocks: 64 });
+      try {
+        return (await llm.generate(prompts, { temperature: 0, maxTokens: 16 })).map((o) => o.outputs[0]);
+      } finally {
+        await llm.close();
+      }
+    };
+    const [original, rebuilt] = [await run(tiny.dir), await run(gguf)];
+    assert.deepEqual(rebuilt.map((o) => o.tokenIds), original.map((o) => o.tokenIds));
+    assert.deepEqual(rebuilt.map((o) => o.text), original.map((o) => o.text));
+    assert.ok(original.every((o) => o.text.length > 0));
+  });
+
+  test('keel generate --model file.gguf prints what the directory gives', () => {
+    const generate = (model: string) => {
+      const result = spawnSync(BIN, ['generate', '--model', model, '--backend', 'cpu', '--no-progress', '--prompt', 'Once upon a time', '--max-tokens', '8', '--temperature', '0'], { encoding: 'utf8' });
+      assert.equal(result.status, 0, result.stderr);
+      return result.stdout;
+    };
+    const text = generate(gguf);
+    assert.ok(text.trim().length > 0);
+    assert.equal(text, generate(tiny.dir));
+  });
+
+  test('keel serve over a GGUF file answers a chat completion as over the directory, its template from the file', async () => {
+    const chat = async (model: string) => {
+      const server = await startTinyServer({ modelDir: model });
+      try {
+        const response = await fetch(`${server.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: server.engine.info.model, messages: [{ role: 'user', content: 'Tell me a story.' }], max_tokens: 8, temperature: 0 }),
+        });
+        assert.equal(response.status, 200);
+        const body = (await response.json()) as { model: string; choices: { message: { content: string } }[]; usage: { prompt_tokens: number } };
+        return { model: body.model, content: body.choices[0].message.content, promptTokens: body.usage.prompt_tokens };
+      } finally {
+        await server.close();
+      }
+    };
+    const [fromDir, fromFile] = [await chat(tiny.dir), await chat(gguf)];
+    assert.equal(fromFile.model, 'keel-tiny-source');
+    assert.deepEqual({ ...fromFile, model: null }, { ...fromDir, model: null });
+  });
+
+  test('the model loads with its name and config from the file', async () => {
+    const loaded = await loadModel({ model: gguf, backend: 'cpu', showProgress: false });
+    try {
+      assert.equal(loaded.modelPath, gguf);
+      assert.equal(loaded.modelName, 'keel-tiny-source');
+      assert.equal(loaded.modelConfig.modelType, 'llama');
+      assert.equal(loaded.modelConfig.tieWordEmbeddings, true);
+      assert.equal(loaded.modelConfig.dtype, 'bf16');
+      assert.deepEqual(loaded.eosTokenIds, [0]);
+    } finally {
+      loaded.backend.dispose();
+    }
+  });
+});
