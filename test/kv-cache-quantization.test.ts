@@ -183,6 +183,40 @@ test('copy-on-write copies an int8 block with its scales: attention over the cop
   assert.deepEqual(copy, original);
 });
 
+test('swapping an int8 block out and into another block moves its scales: attention over it equals attention over the original', () => {
+  const config = llamaConfig();
+  const h = new Harness(config, randomLlamaWeights(config, random), CASES['int8 with a scale per token and kv head']);
+  const layout = { numBlocks: 4, blockSize: BLOCK_SIZE, layers: h.model.kvLayers, dtype: 'int8' as const };
+  const kv = h.backend.createKvCache(layout);
+  const swap = h.backend.createSwapSpace({ ...layout, numBlocks: 2 });
+  const tokens = [3, 9, 27, 14, 5, 8];
+  const forward = (chunk: SequenceChunk) => h.backend.toHost(h.model.forward(h.backend, h.backend.beginStep(describeBatch([chunk], BLOCK_SIZE)), kv));
+  forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTable: [2, 0] });
+  h.backend.swapOut(kv, swap, Int32Array.of(0), Int32Array.of(1));
+  const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 0] });
+  // Another sequence takes block 0 meanwhile: its codes and scales are overwritten.
+  forward({ tokens: [11, 12, 13, 14], startPos: 0, blockTable: [0] });
+  h.backend.swapIn(kv, swap, Int32Array.of(1), Int32Array.of(3));
+  h.backend.awaitSwapIns();
+  assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 3] }), original);
+  assert.throws(() => h.backend.swapOut(kv, h.backend.createSwapSpace({ ...layout, dtype: 'fp8_e4m3' }), Int32Array.of(0), Int32Array.of(0)), /swap space holds fp8_e4m3 blocks but the cache is int8/);
+});
+
+test('copySlots moves 8-bit slots with their int8 scales: attention over slots moved into other blocks equals attention over the originals', () => {
+  for (const dtype of ['fp8_e4m3', 'int8'] as const) {
+    const config = llamaConfig();
+    const h = new Harness(config, randomLlamaWeights(config, random), { dtype, checkpointScales: null });
+    const kv = h.backend.createKvCache({ numBlocks: 4, blockSize: BLOCK_SIZE, layers: h.model.kvLayers, dtype });
+    const tokens = [3, 9, 27, 14, 5, 8];
+    const forward = (chunk: SequenceChunk) => h.backend.toHost(h.model.forward(h.backend, h.backend.beginStep(describeBatch([chunk], BLOCK_SIZE)), kv));
+    forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTable: [2, 0] });
+    // Slots 8..11 and 0 (the sequence in blocks 2, 0) to 4..7 and 12 (blocks 1, 3), as tree verification moves accepted tokens.
+    h.backend.copySlots(kv, Int32Array.of(8, 9, 10, 11, 0), Int32Array.of(4, 5, 6, 7, 12));
+    const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 0] });
+    assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [1, 3] }), original, dtype);
+  }
+});
+
 test('an 8-bit cache holds twice the tokens of bf16 in the same bytes (int8 a little fewer: its scales)', () => {
   const layers = [{ kind: 'attention' as const, numKvHeads: 8, headDim: 128, slidingWindow: null }];
   const bf16 = kvBytesPerToken(layers, 2);

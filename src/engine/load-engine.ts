@@ -297,10 +297,12 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers, dtype: kvDtype });
+    // The swap space holds blocks in the cache's own dtype (int8 scales included), so swaps copy bytes as they are.
+    const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
-    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
+    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numSwapBlocks, layers));
     const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
     const scheduler = new Scheduler(
       {

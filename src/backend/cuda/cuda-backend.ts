@@ -371,7 +371,7 @@ export class CudaBackend implements Backend {
     checkSlotPairs(src, dst, numBlocks * blockSize);
     this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
-      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
     });
   }

@@ -90,11 +90,12 @@ export class CudaRopeTable implements Tensor {
 }
 
 /**
- * Every layer's pools in one allocation, one after another: an attention layer's key pool then its value pool, each [numBlocks, blockSize, numKvHeads,
- * headDim]; an MLA layer's one pool of rows [numBlocks, blockSize, latentDim + ropeDim]. Values
- * are bf16, or one byte a code in an 8-bit cache, where int8 adds float32 scale pools after the
- * layer's code pools: [numBlocks, blockSize, numKvHeads] for keys and for values, or one per MLA row.
- * Every pool is indexed by block, so copying a block copies its scales too.
+ * Every layer's pools in one allocation, one after another: an attention layer's key pool then its
+ * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
+ * [numBlocks, blockSize, latentDim + ropeDim]. Values are bf16, or one byte a code in an 8-bit
+ * cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
+ * numKvHeads] for keys and for values, or one per MLA row. Every pool is indexed by block and slot,
+ * so whatever walks `pools` (copyBlocks, copySlots, swaps) moves the scales with their codes.
  */
 export class CudaKvCache implements KvCache {
   readonly layout: KvCacheLayout;

@@ -14,8 +14,8 @@ import { plainAttention } from '../../helpers/kv-layout.ts';
 // 8-bit KV caches on the GPU against the CPU twin (backend/cpu/ops/kv-codes.ts): the quantizing
 // cache write after RoPE (fp8 with per-tensor scales, int8 with a scale per token and kv head), and
 // the decode, prefill and MLA attention kernels reading the codes back, over head dims, GQA, block
-// sizes, split decodes, windows, soft-capping, sinks and StreamingLLM; copy-on-write of quantized
-// blocks; keel-tiny's perplexity on CUDA against the CPU's with the same cache dtype. The CPU keeps
+// sizes, split decodes, windows, soft-capping, sinks and StreamingLLM; quantized blocks moved by
+// copy-on-write, by a swap out to host memory and back, and slot by slot (copySlots); keel-tiny's perplexity on CUDA against the CPU's with the same cache dtype. The CPU keeps
 // keys in float32 and the GPU in bf16 before quantizing, so a value near a rounding boundary may
 // land one code apart: the outputs are compared within a tolerance a little above bf16 attention's.
 
@@ -136,28 +136,58 @@ for (const { dtype, kvScales } of DTYPES) {
   });
 
   test(`${tag}: a copied block (copy-on-write) carries its codes and scales`, () => {
-    const specs = [{ cached: 0, query: 37 }];
-    const { caches, shapes, blocks } = attentionScenario({ name: `${tag} cow`, dtype, kvScales, headDim: 64, numKvHeads: 2, group: 2, blockSize: 16, window: null, steps: [specs] });
-    // Write a decode token, copy the sequence's blocks to unused ids on both backends, and attend through the copies.
-    const batch = buildBatch([{ cached: 37, query: 1 }], blocks, 16);
-    const width = 8 * 64;
-    const host = bf16Tensor([1, width], randomBf16Values(rng, width, 2));
-    for (const [b, cache, shape] of [[cpu, caches[0], shapes[0]], [gpu, caches[1], shapes[1]]] as const) {
-      b.ropeAndCacheWrite(b.loadWeight(host), b.uploadRopeTable(ropeTables(64, 64)), cache, LAYER, b.beginStep(batch), shape);
-    }
-    const src = batch.blockTables.slice(0, 3);
-    const unused = Array.from({ length: caches[0].layout.numBlocks }, (_, i) => i).filter((b) => !src.includes(b));
-    const dst = Int32Array.from(unused.slice(0, 3));
-    cpu.copyBlocks(caches[0], src, dst);
-    gpu.copyBlocks(caches[1], src, dst);
-    const copied = { ...batch, blockTables: Int32Array.from([...dst, ...batch.blockTables.slice(3)]) };
-    const qkv = [cpu.loadWeight(host), gpu.loadWeight(host)] as const;
-    const out = [
-      cpu.attention(qkv[0], caches[0], LAYER, cpu.beginStep(copied), shapes[0]),
-      gpu.attention(qkv[1], caches[1], LAYER, gpu.beginStep(copied), shapes[1]),
-    ];
-    assert.ok(relativeError(gpu.toHost(out[1]), cpu.toHost(out[0])) < TOLERANCE);
+    attendThroughMovedBlocks(`${tag} cow`, dtype, kvScales, (b, cache, src, dst) => b.copyBlocks(cache, src, dst));
   });
+
+  test(`${tag}: blocks swapped out to host memory and into other blocks carry their codes and scales`, () => {
+    attendThroughMovedBlocks(`${tag} swap`, dtype, kvScales, (b, cache, src, dst) => {
+      const swap = b.createSwapSpace({ ...cache.layout, numBlocks: src.length });
+      const host = Int32Array.from(src, (_, i) => i);
+      b.swapOut(cache, swap, src, host);
+      b.swapIn(cache, swap, host, dst);
+      b.awaitSwapIns();
+    });
+  });
+
+  test(`${tag}: slots moved one by one (copySlots, as tree verification moves accepted tokens) carry their codes and scales`, () => {
+    attendThroughMovedBlocks(`${tag} slots`, dtype, kvScales, (b, cache, src, dst) => {
+      const slots = (blocks: Int32Array) => Int32Array.from({ length: blocks.length * 16 }, (_, i) => blocks[Math.floor(i / 16)] * 16 + (i % 16));
+      b.copySlots(cache, slots(src), slots(dst));
+    });
+  });
+}
+
+/**
+ * Writes a sequence of 37 tokens and then a decode token, moves its three blocks to unused ids on
+ * both backends with `move`, and attends through the moved blocks: the GPU against the CPU.
+ */
+function attendThroughMovedBlocks(
+  name: string,
+  dtype: KvCacheDtype,
+  kvScales: { k: number; v: number },
+  move: (b: CpuBackend | CudaBackend, cache: KvCache, src: Int32Array, dst: Int32Array) => void,
+): void {
+  const specs = [{ cached: 0, query: 37 }];
+  const { caches, shapes, blocks } = attentionScenario({ name, dtype, kvScales, headDim: 64, numKvHeads: 2, group: 2, blockSize: 16, window: null, steps: [specs] });
+  const batch = buildBatch([{ cached: 37, query: 1 }], blocks, 16);
+  const width = 8 * 64;
+  const host = bf16Tensor([1, width], randomBf16Values(rng, width, 2));
+  for (const [b, cache, shape] of [[cpu, caches[0], shapes[0]], [gpu, caches[1], shapes[1]]] as const) {
+    b.ropeAndCacheWrite(b.loadWeight(host), b.uploadRopeTable(ropeTables(64, 64)), cache, LAYER, b.beginStep(batch), shape);
+  }
+  const src = batch.blockTables.slice(0, 3);
+  const unused = Array.from({ length: caches[0].layout.numBlocks }, (_, i) => i).filter((b) => !src.includes(b));
+  const dst = Int32Array.from(unused.slice(0, 3));
+  move(cpu, caches[0], src, dst);
+  move(gpu, caches[1], src, dst);
+  const moved = { ...batch, blockTables: Int32Array.from([...dst, ...batch.blockTables.slice(3)]) };
+  const qkv = [cpu.loadWeight(host), gpu.loadWeight(host)] as const;
+  const out = [
+    cpu.attention(qkv[0], caches[0], LAYER, cpu.beginStep(moved), shapes[0]),
+    gpu.attention(qkv[1], caches[1], LAYER, gpu.beginStep(moved), shapes[1]),
+  ];
+  const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
+  assert.ok(err < TOLERANCE, `${name}: relative error ${err}`);
 }
 
 for (const dtype of ['fp8_e4m3', 'int8'] as const) {
