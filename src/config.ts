@@ -1,4 +1,5 @@
 import type { BackendChoice } from './backend/select-backend.ts';
+import type { KvCacheDtypeName } from './step/kv-cache-layout.ts';
 import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
 
 /**
@@ -21,6 +22,13 @@ export interface EngineConfig {
    * 128 columns. null keeps the checkpoint's format (a quantized checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
+  /**
+   * How the KV cache stores keys and values (vLLM's names): `auto`, the backend's activation dtype;
+   * `fp8` / `fp8_e4m3`, e4m3 codes with a per-layer scale for keys and one for values (the
+   * checkpoint's k_scale / v_scale, else 1); `int8`, codes with a scale per token and kv head.
+   * The 8-bit dtypes fit twice the tokens of bf16 in the same memory (docs/quantization.md).
+   */
+  kvCacheDtype: KvCacheDtypeName;
   /** Tokens per KV-cache block. */
   blockSize: number;
   /** KV blocks in the pool; null sizes it from memory (gpuMemoryUtilization or cpuKvCacheBytes). */
@@ -150,6 +158,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
   quantization: null,
+  kvCacheDtype: 'auto',
   blockSize: 16,
   numKvBlocks: null,
   gpuMemoryUtilization: 0.9,

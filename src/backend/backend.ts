@@ -64,6 +64,12 @@ export interface AttentionParams {
    * `attentionSpan` says which keys a query sees.
    */
   streaming: { sinks: number; window: number; rope: Tensor } | null;
+  /**
+   * An fp8 KV cache's per-tensor scales: keys are stored as e4m3(k / k) and read as code · k,
+   * values alike with v (the checkpoint's k_scale / v_scale, else 1, as vLLM does). Absent: 1 and
+   * 1. Other dtypes ignore them (docs/quantization.md, "KV cache").
+   */
+  kvScales?: { k: number; v: number };
 }
 
 /**
@@ -228,7 +234,7 @@ export interface KvBudgetLimits {
  */
 export interface Backend {
   readonly name: 'cpu' | 'cuda';
-  /** Bytes of one element in the KV pool (4 for float32, 2 for bf16). */
+  /** Bytes of one element in a KV pool of dtype `auto` (4 for float32, 2 for bf16); the 8-bit dtypes take 1 on every backend. */
   readonly kvElementBytes: number;
   /**
    * Bytes the KV pool may take, asked after the weights are loaded: the CPU backend returns

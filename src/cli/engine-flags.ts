@@ -2,6 +2,7 @@ import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
+import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
@@ -10,6 +11,7 @@ export const ENGINE_FLAGS = {
   backend: { type: 'string' },
   'load-format': { type: 'string' },
   quantization: { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
   'gpu-memory-utilization': { type: 'string' },
@@ -55,6 +57,10 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
                                  nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
                                  compressed-tensors, fp8) are read as they are (docs/quantization.md)
+  --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
+                                 backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
+                                 checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
+                                 kv head. 8-bit fits twice the tokens of bf16 (default auto)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
@@ -111,6 +117,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
     quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
+    kvCacheDtype: oneOf('--kv-cache-dtype', values['kv-cache-dtype'], KV_CACHE_DTYPE_NAMES),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
     gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
@@ -196,6 +203,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   backend: 'backend',
   'load-format': 'loadFormat',
   quantization: 'quantization',
+  'kv-cache-dtype': 'kvCacheDtype',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
   'gpu-memory-utilization': 'gpuMemoryUtilization',

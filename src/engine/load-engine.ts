@@ -20,7 +20,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
@@ -62,6 +62,9 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
     throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
+  }
+  if (!KV_CACHE_DTYPE_NAMES.includes(config.kvCacheDtype)) {
+    throw invalidArgument(`kvCacheDtype must be one of ${KV_CACHE_DTYPE_NAMES.join(', ')} (got ${JSON.stringify(config.kvCacheDtype)})`);
   }
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
@@ -296,7 +299,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
-    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
+    const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
+    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
     const retention = kvRetention(kvLayers, streamingOf(config));
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -319,18 +323,20 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const maxModelLen = fits(loaded.maxModelLen) ? loaded.maxModelLen : Math.min(loaded.maxModelLen, poolTokens);
     if (config.showProgress) {
       process.stderr.write(
-        `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
+        `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           '\n',
       );
     }
     const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
+    // The swap space holds blocks in the cache's own dtype (int8 scales included), so swaps copy bytes as they are.
+    const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
     const cache = createCache(model.kvLayers);
     loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
-    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
+    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numSwapBlocks, layers));
     const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
     const scheduler = new Scheduler(
       {

@@ -1,6 +1,7 @@
 import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
-import { invalidArgument } from '../errors.ts';
+import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
 import type { RmsNorm } from './norm.ts';
@@ -21,6 +22,11 @@ export interface AttentionOptions {
   rotary: RotaryEmbedding;
   /** Per-head norms of queries and keys before rotation (Qwen3, Gemma 3), or null. */
   qkNorm: { q: RmsNorm; k: RmsNorm } | null;
+  /**
+   * Checkpoint names an fp8 KV cache's per-tensor key and value scales may have, tried in order
+   * (absent tensors leave the scale 1), or null for none.
+   */
+  kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
 }
 
 /**
@@ -34,6 +40,7 @@ export class PagedAttention implements Layer {
   private sinks: Tensor | null = null;
   /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
   private heads: { numHeads: number; numKvHeads: number };
+  private kvScales = { k: 1, v: 1 };
 
   constructor(options: AttentionOptions) {
     if (options.numHeads % options.numKvHeads !== 0) {
@@ -69,6 +76,8 @@ export class PagedAttention implements Layer {
     this.heads = { numHeads: q.count, numKvHeads: kv.count };
     if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
     if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+    const names = this.options.kvScaleNames;
+    if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
   }
 
   private get params(): AttentionParams {
@@ -77,7 +86,7 @@ export class PagedAttention implements Layer {
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming };
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
@@ -102,6 +111,19 @@ export function attentionHeadShard(numHeads: number, numKvHeads: number, shard: 
   return { q, kv: { start: Math.floor((shard.rank * numKvHeads) / shard.size), count: 1 } };
 }
 
+/** The first of `names` the source holds, as a per-tensor scale; 1 when it holds none. */
+function optionalScale(source: WeightSource, names: readonly string[]): number {
+  for (const name of names) {
+    const t = source.readOptional?.(name) ?? null;
+    if (t === null) continue;
+    const values = hostTensorToFloat32(t);
+    if (values.length !== 1) throw invalidModel(`${name} holds ${values.length} values: Keel reads one KV-cache scale per layer (per-tensor), not per head`);
+    if (!(values[0] > 0 && Number.isFinite(values[0]))) throw invalidModel(`${name} is ${values[0]}: a KV-cache scale must be a positive number`);
+    return values[0];
+  }
+  return 1;
+}
+
 /** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
 export type QkvNames = { q: string; k: string; v: string } | { qkv: string };
 
@@ -120,7 +142,16 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
 
   constructor(options: SelfAttentionOptions) {
-    this.core = new PagedAttention(options);
+    // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
+    // the older `self_attn.k_proj.output_scale` (compressed-tensors, AutoFP8).
+    const module = options.o.replace(/\.[^.]+\.weight$/, '');
+    this.core = new PagedAttention({
+      ...options,
+      kvScaleNames: options.kvScaleNames ?? {
+        k: [`${module}.k_scale`, `${module}.k_proj.output_scale`],
+        v: [`${module}.v_scale`, `${module}.v_proj.output_scale`],
+      },
+    });
     const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
     const parts =
       'qkv' in qkv

@@ -25,6 +25,11 @@ export interface WeightSource {
    * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the checkpoint may hold and the model runs without (an fp8 KV cache's k_scale), or
+   * null when it does not. Absent: no such tensors (random weights).
+   */
+  readOptional?(name: string): HostTensor | null;
   /** A slice of a tensor, reading only its bytes where the source can (safetensors); absent: `read` and cut (shard.ts). */
   readSlice?(name: string, slice: TensorSlice): HostTensor;
   /** The tensor-parallel shard to load (docs/parallelism.md); absent: the whole model. */

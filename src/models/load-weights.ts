@@ -31,7 +31,7 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
   };
   const readLinear = ckpt.readLinear?.bind(ckpt);
   const readSlice = ckpt.readSlice?.bind(ckpt);
-  const source: WeightSource = { read: (name) => counted(ckpt.read(name)) };
+  const source: WeightSource = { read: (name) => counted(ckpt.read(name)), readOptional: (name) => (ckpt.has(name) ? ckpt.read(name) : null) };
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
   if (readSlice) source.readSlice = (name, slice) => counted(readSlice(name, slice));
   if (opts.shard) source.shard = opts.shard;

@@ -39,6 +39,7 @@ import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
 /**
@@ -49,6 +50,7 @@ import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts'
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  /** Float32 values in an `auto` cache; 8-bit caches keep their codes (and int8 scales) as they are. */
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
@@ -110,7 +112,7 @@ export class CpuBackend implements Backend {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
-    for (const pool of kv.pools.flat()) {
+    for (const pool of kv.pools.flat().flatMap(poolArrays)) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
     }
@@ -125,9 +127,9 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const host = asCpuSwapSpace(swap);
     assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
-    const pools = kv.pools.flat();
+    const arrays = kv.pools.flat().flatMap(poolArrays);
     for (let i = 0; i < src.length; i++) {
-      host.blocks.set(dst[i], pools.map((pool) => pool.slice(...blockRange(pool, kv.layout.numBlocks, src[i]))));
+      host.blocks.set(dst[i], arrays.map((array) => array.slice(...blockRange(array, kv.layout.numBlocks, src[i]))));
     }
   }
 
@@ -135,11 +137,11 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const host = asCpuSwapSpace(swap);
     assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
-    const pools = kv.pools.flat();
+    const arrays = kv.pools.flat().flatMap(poolArrays);
     for (let i = 0; i < src.length; i++) {
       const saved = host.blocks.get(src[i]);
       if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
-      pools.forEach((pool, p) => pool.set(saved[p], blockRange(pool, kv.layout.numBlocks, dst[i])[0]));
+      arrays.forEach((array, a) => array.set(saved[a], blockRange(array, kv.layout.numBlocks, dst[i])[0]));
       host.blocks.delete(src[i]);
     }
   }
@@ -151,9 +153,9 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     checkSlotPairs(src, dst, numSlots);
-    for (const pool of kv.pools.flat()) {
-      const width = pool.length / numSlots;
-      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
+    for (const array of kv.pools.flat().flatMap(poolArrays)) {
+      const width = array.length / numSlots;
+      for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
   }
 
@@ -479,8 +481,8 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
 }
 
 /** [start, end) of block `block` in a pool of `numBlocks` equal blocks. */
-function blockRange(pool: Float32Array, numBlocks: number, block: number): [number, number] {
-  const width = pool.length / numBlocks;
+function blockRange(array: KvPoolArray, numBlocks: number, block: number): [number, number] {
+  const width = array.length / numBlocks;
   return [block * width, (block + 1) * width];
 }
 
@@ -492,7 +494,7 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
   return t;
 }
 
-function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
+function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
   return kv.pools[layer][0];
@@ -502,5 +504,5 @@ function layerPools(cache: KvCache, layer: number, attn: AttentionParams): Layer
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
   const [keys, values] = kv.pools[layer];
-  return { keys, values };
+  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

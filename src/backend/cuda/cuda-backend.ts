@@ -26,7 +26,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { KeelError } from '../../errors.ts';
+import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
@@ -297,6 +297,11 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
+    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
+    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
+    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
+      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
+    }
     for (const spec of layout.layers) {
       if (spec.kind === 'mla') {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
@@ -388,7 +393,7 @@ export class CudaBackend implements Backend {
     checkSlotPairs(src, dst, numBlocks * blockSize);
     this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
-      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
     });
   }
@@ -537,6 +542,10 @@ export class CudaBackend implements Backend {
       slotMapping: s.device.slotMapping,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
+      kvScales: attn.kvScales ?? { k: 1, v: 1 },
       numTokens,
       numHeads: attn.numHeads,
       numKvHeads: attn.numKvHeads,
@@ -563,6 +572,9 @@ export class CudaBackend implements Backend {
       qkv: packed.ptr,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -739,6 +751,8 @@ export class CudaBackend implements Backend {
       rotaryRows: s.device.rotaryRows,
       slotMapping: s.device.slotMapping,
       pool: kvCache.rows(layer),
+      dtype: kvCache.dtype,
+      rowScales: kvCache.rowScales(layer),
       numTokens,
       numHeads: mla.numHeads,
       nopeDim: mla.nopeDim,
@@ -767,6 +781,8 @@ export class CudaBackend implements Backend {
       qLatent: latent.ptr,
       q: queries.ptr,
       pool: kv.rows(layer),
+      dtype: kv.dtype,
+      rowScales: kv.rowScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,

@@ -251,8 +251,8 @@ test('copyBlocks copies whole blocks of every layer, keys and values', () => {
   const blockBytes = width * 2;
   for (let layer = 0; layer < spec.numLayers; layer++) {
     for (const [pool, cpuPool] of [
-      [kvGpu.keys(layer), kvCpu.pools[layer][0]],
-      [kvGpu.values(layer), kvCpu.pools[layer][1]],
+      [kvGpu.keys(layer), kvCpu.pools[layer][0].codes as Float32Array],
+      [kvGpu.values(layer), kvCpu.pools[layer][1].codes as Float32Array],
     ] as const) {
       for (let i = 0; i < src.length; i++) {
         const copied = readBf16Block(pool + dst[i] * blockBytes, width);

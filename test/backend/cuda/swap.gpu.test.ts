@@ -48,7 +48,7 @@ function blockContents(caches: { cpu: KvCache; gpu: KvCache }, block: number): {
   const out = { gpu: [] as Float32Array[], cpu: [] as Float32Array[] };
   for (let layer = 0; layer < SPEC.numLayers; layer++) {
     out.gpu.push(readBf16Block(kvGpu.keys(layer) + block * WIDTH * 2), readBf16Block(kvGpu.values(layer) + block * WIDTH * 2));
-    out.cpu.push(kvCpu.pools[layer][0].slice(block * WIDTH, (block + 1) * WIDTH), kvCpu.pools[layer][1].slice(block * WIDTH, (block + 1) * WIDTH));
+    out.cpu.push(kvCpu.pools[layer][0].codes.slice(block * WIDTH, (block + 1) * WIDTH) as Float32Array, kvCpu.pools[layer][1].codes.slice(block * WIDTH, (block + 1) * WIDTH) as Float32Array);
   }
   return out;
 }
