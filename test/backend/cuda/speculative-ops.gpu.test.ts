@@ -7,14 +7,14 @@ import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synt
 import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { describeBatch, type SequenceChunk } from '../../../src/step/batch.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
-import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { kvCodeTolerance, pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // The ops speculative tree verification adds, against the CPU backend: the prefill attention
 // kernel's tree-mask variant (TREE=1) on batches mixing token trees, causal chunks and decodes;
 // copySlots (moving an accepted path's K/V into place, pairs in order); gatherRows. Tree attention
 // and copySlots run on bf16 and 8-bit caches (int8 slots move with their scales); 8-bit caches
-// are compared within the tolerance of kv-cache-quantization.gpu.test.ts (a code may land one
-// apart: the CPU quantizes float32 keys, the GPU bf16 ones).
+// are compared within kvCodeTolerance (a code may land one apart: the CPU quantizes float32 keys,
+// the GPU bf16 ones).
 
 const rng = seededRng(testSeed('cuda speculative ops'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -22,7 +22,6 @@ const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
-const TOLERANCE_8BIT = 2e-2;
 const DTYPES = ['auto', 'fp8_e4m3', 'int8'] as const;
 
 function randomTree(size: number): number[] {
@@ -64,7 +63,7 @@ for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128].map((headDim)
         gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], 0, steps[1], attn);
         if (!compare) return;
         const err = relativeError(gpu.toHost(gpu.attention(qkv[1], caches[1], 0, steps[1], attn)), cpu.toHost(cpu.attention(qkv[0], caches[0], 0, steps[0], attn)));
-        assert.ok(err < (dtype === 'auto' ? TOLERANCE : TOLERANCE_8BIT), `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
+        assert.ok(err < (dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype)), `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
       };
       run(contexts.map((c, s) => ({ tokens: new Array<number>(c).fill(0), startPos: 0, blockTable: tables[s] })), false);
       run(
@@ -104,7 +103,7 @@ for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72]
     for (let layer = 0; layer < 3; layer++) {
       const outs = [cpu, gpu].map((backend, i) => backend.toHost(backend.attention(backend.loadWeight(q), caches[i], layer, backend.beginStep(probe), attn)));
       const err = relativeError(outs[1], outs[0]);
-      assert.ok(err < (dtype === 'auto' ? TOLERANCE : TOLERANCE_8BIT), `layer ${layer}: relative error ${err}`);
+      assert.ok(err < (dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype)), `layer ${layer}: relative error ${err}`);
     }
   });
 }
