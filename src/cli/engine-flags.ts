@@ -49,9 +49,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
-                                 nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8) are read as they are (docs/quantization.md)
+  --quantization fp8|int8|int4|mxfp4
+                                 quantize a 16-bit checkpoint at load (round to nearest): its linear
+                                 layers (int4 in groups of 128), or with mxfp4 its routed MoE
+                                 experts; quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8,
+                                 gpt-oss's MXFP4) are read as they are (docs/quantization.md)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})

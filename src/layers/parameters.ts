@@ -1,6 +1,7 @@
 import type { Backend } from '../backend/backend.ts';
 import type { Linear } from './linear.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
 
 /** A checkpoint tensor a layer reads, with the shape its config implies. */
@@ -24,10 +25,18 @@ export interface WeightSource {
    * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the source stores as MXFP4 (gpt-oss's fused experts), packed as stored
+   * ([...lead, out, in], src/tensor/mxfp4.ts), or null when it is 16-bit; absent: none is. `read`
+   * of such a tensor gives its dequantized values in the 16-bit checkpoint's shape.
+   */
+  readMxfp4?(name: string): Mxfp4Weight | null;
+  /** `mxfp4`: quantize routed MoE experts to MXFP4 as they load (`--quantization mxfp4`). */
+  expertQuantization?: 'mxfp4';
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

@@ -30,6 +30,14 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
   const readLinear = ckpt.readLinear?.bind(ckpt);
   const source: WeightSource = { read: (name) => counted(ckpt.read(name)) };
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
+  const readMxfp4 = ckpt.readMxfp4?.bind(ckpt);
+  if (readMxfp4) {
+    source.readMxfp4 = (name) => {
+      const w = readMxfp4(name);
+      return w === null ? null : counted(w);
+    };
+  }
+  if (ckpt.expertQuantization) source.expertQuantization = ckpt.expertQuantization;
   model.load(source, uploader);
 }
 

@@ -20,6 +20,7 @@ import type {
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
@@ -29,7 +30,7 @@ import { KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
@@ -259,6 +260,15 @@ export class CudaBackend implements Backend {
       this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
     }
     return tensor;
+  }
+
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    checkMxfp4(w, 'loadMxfp4Weight');
+    const blocks = this.ownedAlloc(w.blocks.byteLength);
+    this.device.uploadSync(blocks, w.blocks);
+    const scales = this.ownedAlloc(w.scales.byteLength);
+    this.device.uploadSync(scales, w.scales);
+    return new CudaMxfp4Tensor({ shape: [...w.shape], blocks, scales });
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
@@ -813,6 +823,11 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor([input.rows, hidden]);
     if (input.rows === 0) return out;
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    const mxfp4 = experts.gateUp instanceof CudaMxfp4Tensor;
+    if (mxfp4 !== experts.down instanceof CudaMxfp4Tensor) throw new Error('expertMlp: gate/up and down weights are in different formats (MXFP4 and bf16)');
+    const matrix = (t: Tensor, what: string) => (t instanceof CudaMxfp4Tensor ? { ptr: t.blocks, scales: t.scales } : { ptr: asBf16(t, what).ptr, scales: 0 });
+    if (mxfp4 && (hidden % 32 !== 0 || n % 32 !== 0)) throw new KeelError('invalid_model', `MXFP4 experts need a hidden size and width that are multiples of 32, not ${hidden} and ${n}`);
+    const [gateUp, down] = [matrix(experts.gateUp, 'expert gate/up weights'), matrix(experts.down, 'expert down weights')];
     launchExpertMlp(this.device, {
       x: input.ptr,
       out: out.ptr,
@@ -821,8 +836,11 @@ export class CudaBackend implements Backend {
       count: experts.count,
       hidden,
       n,
-      gateUp: asBf16(experts.gateUp, 'expert gate/up weights').ptr,
-      down: asBf16(experts.down, 'expert down weights').ptr,
+      gateUp: gateUp.ptr,
+      down: down.ptr,
+      mxfp4,
+      gateUpScales: gateUp.scales,
+      downScales: down.scales,
       gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
       downBias: bias(experts.downBias, 'expert down bias'),
       activation,
@@ -840,7 +858,7 @@ export class CudaBackend implements Backend {
   private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
     const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
     const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
-    // Quantized weights, and a shared expert with an activation of its own, take the split path.
+    // Quantized (or MXFP4) weights, and a shared expert with an activation of its own, take the split path.
     if (router === null || gateUp === null || down === null) return null;
     let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
     if (w.shared !== null) {
@@ -1048,6 +1066,7 @@ export class CudaBackend implements Backend {
 // A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
+  if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }

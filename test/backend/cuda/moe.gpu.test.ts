@@ -9,6 +9,7 @@ import { composeMoe } from '../../../src/backend/moe-composition.ts';
 import { CudaExpertRouting, expertTileRows, GEMV_MAX_TOKENS } from '../../../src/backend/cuda/kernels/moe-route.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
+import { quantizeMxfp4 } from '../../../src/tensor/mxfp4.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // The MoE ops of the CUDA backend against the CPU backend: routing (every scoring, selection bias,
@@ -176,14 +177,23 @@ interface ExpertCase {
   /** The shard this device holds. */
   first: number;
   count: number;
+  /** gate/up and down packed in MXFP4 (hidden and n multiples of 32). */
+  mxfp4?: boolean;
 }
 
 const ACTIVATIONS: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 1.5 }];
 
+/** Random weights of a shape, MXFP4-packed on both backends. */
+function mxfp4Pair(shape: number[], scale: number): Pair {
+  const w = quantizeMxfp4(randomBf16Values(rng, shape.reduce((a, b) => a * b, 1), scale), shape);
+  return { cpu: cpu.loadMxfp4Weight(w), gpu: gpu.loadMxfp4Weight(w) };
+}
+
 function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights } {
   const { first, count, hidden, n } = c;
-  const gateUp = randomPair([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
-  const down = randomPair([count, hidden, n], 1 / Math.sqrt(n));
+  const matrix = c.mxfp4 ? mxfp4Pair : randomPair;
+  const gateUp = matrix([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
+  const down = matrix([count, hidden, n], 1 / Math.sqrt(n));
   const gateUpBias = c.biased ? randomPair([count, 2 * n], 0.5) : null;
   const downBias = c.biased ? randomPair([count, hidden], 0.5) : null;
   return {
@@ -194,7 +204,7 @@ function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights 
 
 function checkExperts(c: ExpertCase): void {
   const routing = randomRoutingCase(c.tokens, c.experts, c.topK);
-  const what = `${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
+  const what = `${c.mxfp4 ? 'MXFP4, ' : ''}${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
   const { cpu: cpuRouting, gpu: gpuRouting } = routeBoth(routing);
   const x = randomPair([c.tokens, c.hidden], 1);
   const weights = expertWeights(c);
@@ -225,6 +235,37 @@ test('expertMlp on every path: one token, decode GEMVs, and grouped GEMMs of eac
     [1, 1, 2, 8, 16, 32, 64, 128],
     'the cases cover every path',
   );
+});
+
+test('MXFP4 experts on every path (the kernels decode the packed blocks) equal the CPU on their dequantized values', () => {
+  const swiglu = ACTIVATIONS[2];
+  const cases: Omit<ExpertCase, 'first' | 'count'>[] = [
+    // gpt-oss-20b's expert shape, one token (fused down + sum), then decode GEMVs and every GEMM tile height.
+    { tokens: 1, experts: 4, topK: 2, hidden: 2880, n: 2880, biased: true, activation: swiglu },
+    { tokens: 5, experts: 32, topK: 4, hidden: 640, n: 320, biased: true, activation: swiglu },
+    { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: swiglu },
+    { tokens: 100, experts: 16, topK: 4, hidden: 288, n: 160, biased: false, activation: ACTIVATIONS[0] },
+    { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: true, activation: swiglu },
+    { tokens: 300, experts: 4, topK: 2, hidden: 160, n: 544, biased: false, activation: swiglu },
+  ];
+  for (const c of cases) checkExperts({ ...c, first: 0, count: c.experts, mxfp4: true });
+  assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 5, 16, 32, 64, 128], 'the cases cover every path');
+  for (let trial = 0; trial < 12; trial++) {
+    const experts = randInt(rng, 4, 64);
+    const first = randInt(rng, 0, experts - 1);
+    checkExperts({
+      tokens: rng() < 0.5 ? randInt(rng, 1, GEMV_MAX_TOKENS) : randInt(rng, GEMV_MAX_TOKENS + 1, 200),
+      experts,
+      topK: randInt(rng, 1, Math.min(8, experts)),
+      hidden: 32 * randInt(rng, 1, 24),
+      n: 32 * randInt(rng, 1, 16),
+      biased: rng() < 0.5,
+      activation: pick(rng, ACTIVATIONS),
+      first,
+      count: randInt(rng, 1, experts - first),
+      mxfp4: true,
+    });
+  }
 });
 
 test('expertMlp over random shapes, activations, biases and expert shards', () => {

@@ -9,10 +9,17 @@
 // [count, 2n, k]; out = h [pairs, n] in expert-sorted order, act(gate + bias, up + bias), each
 // product rounded to bf16 before the activation. GATED=0, the down projection: A rows are the
 // tile's rows of h [pairs, k = n]; B rows of w [count, hidden, n]; out = y [pairs, hidden] + bias.
+//
+// MXFP4=1: w holds MXFP4 blocks (mxfp4.cuh) and w_scales their scale codes. A stage's k columns
+// (BK = 32) are then one block per B row: its 16 bytes come by cp.async and its scale code by a
+// plain load issued with them and stored to shared memory once this stage's products are done;
+// when the stage is consumed, each thread decodes B rows into one bf16 tile (exact), which the
+// same fragments as the bf16 path read.
 #include "common.cuh"
 #include "gated-activation.cuh"
 #include "mma.cuh"
 #include "moe.cuh"
+#include "mxfp4.cuh"
 
 // nvcc-check: -DBM=16 -DGATED=1 -DACT=0
 // nvcc-check: -DBM=32 -DGATED=1 -DACT=1
@@ -21,12 +28,19 @@
 // nvcc-check: -DBM=16 -DGATED=0
 // nvcc-check: -DBM=64 -DGATED=0
 // nvcc-check: -DBM=128 -DGATED=0
+// nvcc-check: -DBM=16 -DGATED=1 -DACT=2 -DMXFP4=1
+// nvcc-check: -DBM=64 -DGATED=1 -DACT=2 -DMXFP4=1
+// nvcc-check: -DBM=32 -DGATED=0 -DMXFP4=1
+// nvcc-check: -DBM=128 -DGATED=0 -DMXFP4=1
 
 #ifndef BM
 #error "compile with -DBM=<rows per tile: 16, 32, 64 or 128>"
 #endif
 #ifndef GATED
 #define GATED 0
+#endif
+#ifndef MXFP4
+#define MXFP4 0
 #endif
 
 namespace {
@@ -42,17 +56,29 @@ constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int MT = WM / 16, NT8 = WN / 8;
 constexpr int CHUNKS_PER_ROW = BK / 8;
 constexpr int A_CHUNKS = BM * CHUNKS_PER_ROW, B_CHUNKS = MATS * BN * CHUNKS_PER_ROW;
-constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT, B_PER_THREAD = B_CHUNKS / NT;
-constexpr int STAGE_ELEMS = (BM + MATS * BN) * ROW;
+constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT;
+constexpr int B_ROWS = MATS * BN;
+#if MXFP4
+// A stage: the A tile, then B_ROWS blocks of 16 bytes, then B_ROWS scale codes (a multiple of 16
+// bytes); after the stages, one decoded bf16 B tile of B_ROWS * ROW.
+constexpr int STAGE_ELEMS = BM * ROW + B_ROWS * 8 + B_ROWS / 2;
+static_assert(BK == 32, "an MXFP4 stage is one block of each B row");
+static_assert(B_ROWS % 32 == 0 && B_ROWS <= NT, "one B row a thread");
+#else
+constexpr int STAGE_ELEMS = (BM + B_ROWS) * ROW;
+constexpr int B_PER_THREAD = B_CHUNKS / NT;
+#endif
 static_assert(BM % 16 == 0 && BM <= 128, "BM is 16, 32, 64 or 128");
 static_assert(B_CHUNKS % NT == 0 && NT8 % 2 == 0, "tile shape");
 }  // namespace
 
 // grid (ceil(n_out / BN), local tile capacity), block NT, dynamic shared memory STAGES *
-// STAGE_ELEMS * 2 bytes. n_out and k_in are multiples of 8. bias: [count, MATS * n_out] or null.
+// STAGE_ELEMS * 2 bytes (MXFP4: plus the decoded tile's B_ROWS * ROW * 2). n_out and k_in are multiples of 8 (MXFP4: k_in of 32);
+// bias: [count, MATS * n_out] or null. MXFP4: w the blocks [count, MATS * n_out, k_in / 2] bytes,
+// w_scales [count, MATS * n_out, k_in / 32]; else w_scales is null.
 extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
-    bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-    const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
+    bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w, const unsigned char* __restrict__ w_scales,
+    const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
     const int* __restrict__ tiles, int first, int count, int top_k, int n_out, int k_in, float alpha, float limit) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
@@ -74,6 +100,24 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     a_src[i] = valid ? a + (long long)(start + r) * k_in : nullptr;
 #endif
   }
+#if MXFP4
+  // Thread tid < B_ROWS loads B row tid's blocks (gate rows, then up rows); null past the output.
+  const int blocks_per_row = k_in / 32;
+  const unsigned char* b_blocks = nullptr;
+  const unsigned char* b_scales = nullptr;
+  if (tid < B_ROWS) {
+    const int m = tid / BN, col = n0 + tid % BN;
+    const long long row = (long long)expert * MATS * n_out + (long long)m * n_out + col;
+    if (col < n_out) {
+      b_blocks = reinterpret_cast<const unsigned char*>(w) + row * blocks_per_row * 16;
+      b_scales = w_scales + row * blocks_per_row;
+    }
+  }
+  bf16* decoded = smem + STAGES * STAGE_ELEMS;
+  auto stage_scales = [&](int stage) { return reinterpret_cast<unsigned char*>(smem + stage * STAGE_ELEMS + BM * ROW + B_ROWS * 8); };
+  // The scale code of this thread's row for k tile kt (127, 2^0, for rows past the output: their blocks are zero).
+  auto scale_code = [&](int kt) -> unsigned char { return b_scales != nullptr ? b_scales[kt] : (unsigned char)127; };
+#else
   const bf16* b_src[B_PER_THREAD];
 #pragma unroll
   for (int i = 0; i < B_PER_THREAD; i++) {
@@ -81,6 +125,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     const int m = r / BN, col = n0 + r % BN;
     b_src[i] = col < n_out ? w + ((long long)expert * MATS * n_out + (long long)m * n_out + col) * k_in : nullptr;
   }
+#endif
   auto load_stage = [&](int stage, int k0) {
     bf16* sa = smem + stage * STAGE_ELEMS;
     bf16* sb = sa + BM * ROW;
@@ -93,6 +138,9 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
         cp_async16(sa + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? a_src[i] + k : a, valid ? 16 : 0);
       }
     }
+#if MXFP4
+    if (tid < B_ROWS) cp_async16(sb + tid * 8, b_blocks != nullptr ? b_blocks + (k0 / 32) * 16 : reinterpret_cast<const unsigned char*>(w), b_blocks != nullptr ? 16 : 0);
+#else
 #pragma unroll
     for (int i = 0; i < B_PER_THREAD; i++) {
       const int c = tid + i * NT;
@@ -100,6 +148,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
       const bool valid = b_src[i] != nullptr && k < k_in;
       cp_async16(sb + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? b_src[i] + k : w, valid ? 16 : 0);
     }
+#endif
   };
 
   float acc[MATS][MT][NT8][4];
@@ -113,7 +162,12 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
   const int k_tiles = (k_in + BK - 1) / BK;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
-    if (s < k_tiles) load_stage(s, s * BK);
+    if (s < k_tiles) {
+      load_stage(s, s * BK);
+#if MXFP4
+      if (tid < B_ROWS) stage_scales(s)[tid] = scale_code(s);
+#endif
+    }
     cp_async_commit();
   }
   for (int kt = 0; kt < k_tiles; kt++) {
@@ -124,7 +178,18 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     if (next < k_tiles) load_stage(next % STAGES, next * BK);
     cp_async_commit();
     const bf16* sa = smem + (kt % STAGES) * STAGE_ELEMS;
+#if MXFP4
+    // Issued now, stored after this stage's products (the load's latency hidden behind them).
+    const unsigned char next_scale = tid < B_ROWS && next < k_tiles ? scale_code(next) : (unsigned char)0;
+    if (tid < B_ROWS) {
+      const uint4 packed = *reinterpret_cast<const uint4*>(sa + BM * ROW + tid * 8);
+      mxfp4_block_to_bf16(packed, stage_scales(kt % STAGES)[tid], reinterpret_cast<uint4*>(decoded + tid * ROW));
+    }
+    __syncthreads();
+    const bf16* sb = decoded;
+#else
     const bf16* sb = sa + BM * ROW;
+#endif
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
       unsigned int af[MT][4];
@@ -145,6 +210,9 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
           }
         }
     }
+#if MXFP4
+    if (tid < B_ROWS && next < k_tiles) stage_scales(next % STAGES)[tid] = next_scale;
+#endif
   }
   cp_async_wait<0>();
 
