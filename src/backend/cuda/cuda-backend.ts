@@ -492,7 +492,7 @@ export class CudaBackend implements Backend {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows);
+      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }
     const scratch = this.dequantized!;

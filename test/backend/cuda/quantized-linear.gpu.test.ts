@@ -3,7 +3,8 @@ import { after, test } from 'node:test';
 import type { Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
-import { QUANTIZED_GEMV_MAX_ROWS } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
+import { QUANTIZED_GEMV_MAX_ROWS, quantizedGemvSplits } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
+import { CudaQuantizedTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { quantizeRoundToNearest } from '../../../src/tensor/quantize-rtn.ts';
 import {
@@ -92,6 +93,19 @@ test('the quantized GEMV matches the CPU on decode batches: every format, group 
       const groupSize = pick(rng, [cols, chunk, 4 * chunk, 128].filter((g) => g <= cols && (g % chunk === 0 || g === cols)));
       const c = { format, rows: randInt(rng, 1, 700), cols, groupSize, asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
       for (let xRows = 1; xRows <= QUANTIZED_GEMV_MAX_ROWS; xRows += randInt(rng, 1, 3)) check('GEMV', randomWeight(c), xRows, rng() < 0.3);
+    }
+  }
+});
+
+test('the GEMV with its columns split over the grid (few output rows, long rows) matches the CPU, and a partial last warp of rows too', () => {
+  for (const format of FORMATS) {
+    const chunk = format === 'int4' ? 32 : 16;
+    for (const [rows, cols] of [[6, 14336], [61, 8192], [130, 4096 + chunk]]) {
+      const c = { format, rows, cols, groupSize: pick(rng, [cols, 128]), asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const weight = randomWeight(c);
+      const splits = quantizedGemvSplits(gpu.loadQuantizedWeight(weight) as CudaQuantizedTensor, 132);
+      assert.ok(splits > 1, `[${rows}, ${cols}] ${format} is split (${splits})`);
+      for (const xRows of [1, 4, QUANTIZED_GEMV_MAX_ROWS]) check('split GEMV', weight, xRows, rng() < 0.5);
     }
   }
 });

@@ -26,18 +26,47 @@ export function quantizedGemvFits(w: CudaQuantizedTensor): boolean {
   return w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize === w.cols);
 }
 
+/** Output rows one warp of quantized_gemv_kernel gives (its RPW). */
+const GEMV_ROWS_PER_WARP = 4;
+/** Warps a GEMV launch should have to keep every multiprocessor streaming: below it, the columns are split. */
+const GEMV_TARGET_WARPS_PER_SM = 16;
+/** Fewest 16-byte chunks of a row one split covers (a lane's loads must stay worth their launch). */
+const GEMV_MIN_SPLIT_CHUNKS = 64;
+
+/**
+ * How many parts quantized_gemv_kernel splits each row's columns into: enough warps to fill
+ * `multiprocessors` (split-K for layers with few output rows, such as o_proj and small models'
+ * projections), none when the rows alone fill it.
+ */
+export function quantizedGemvSplits(w: CudaQuantizedTensor, multiprocessors: number): number {
+  const rowChunks = w.cols / chunkCols(w);
+  const warps = Math.ceil(w.rows / GEMV_ROWS_PER_WARP);
+  const wanted = Math.ceil((multiprocessors * GEMV_TARGET_WARPS_PER_SM) / warps);
+  return Math.max(1, Math.min(wanted, Math.floor(rowChunks / GEMV_MIN_SPLIT_CHUNKS)));
+}
+
 /**
  * out [rows, n] = x [rows, k] · Wᵀ (+ bias) for 1 ≤ rows ≤ QUANTIZED_GEMV_MAX_ROWS, x in W's
  * stored column order (an act-order weight's activations permuted first), quantizedGemvFits(w).
+ * `workspace` gives step memory for the split-K partial sums when the columns are split.
  */
-export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number): void {
+export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchQuantizedGemv: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemv: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const defines = { FORMAT: FORMAT_CODE[w.format], ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 };
-  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'ppppppiiii', defines);
-  device.launch(kernel, [Math.ceil(w.rows / WARPS_PER_BLOCK)], [32 * WARPS_PER_BLOCK], 0, [
-    out, x, w.codes, w.scales, w.zeros, bias, w.rows, w.cols / chunkCols(w), w.groups, Math.min(w.groupSize, w.cols),
+  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'pppppppiiiii', defines);
+  const rowChunks = w.cols / chunkCols(w);
+  const splits = quantizedGemvSplits(w, device.info.multiprocessorCount);
+  // Whole 32-chunk strides per split, so every lane of a split starts inside it.
+  const splitChunks = Math.ceil(rowChunks / splits / 32) * 32;
+  const grid = [Math.ceil(w.rows / (WARPS_PER_BLOCK * GEMV_ROWS_PER_WARP)), Math.ceil(rowChunks / splitChunks)];
+  const partial = grid[1] > 1 ? workspace(4 * grid[1] * rows * w.rows) : 0;
+  device.launch(kernel, grid, [32 * WARPS_PER_BLOCK], 0, [
+    out, partial, x, w.codes, w.scales, w.zeros, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
   ]);
+  if (grid[1] === 1) return;
+  const reduce = device.kernel('quantized-linear.cu', 'quantized_gemv_reduce_kernel', 'pppiii');
+  device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * w.rows) / THREADS))], [THREADS], 0, [out, partial, bias, rows, w.rows, grid[1]]);
 }
 
 /** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */
