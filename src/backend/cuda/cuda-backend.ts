@@ -22,6 +22,7 @@ import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
+import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -252,8 +253,9 @@ export class CudaBackend implements Backend {
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
-    // Batches past the GEMV's rows multiply the weight dequantized into this one buffer, sized
-    // for the largest quantized weight (allocated here, at load: never inside a recorded graph).
+    // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
+    // multiply the weight dequantized into this one buffer, sized for the largest quantized
+    // weight (allocated here, at load: never inside a recorded graph).
     const bytes = 2 * w.rows * w.cols;
     if (this.dequantized === null || this.dequantized.bytes < bytes) {
       if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
@@ -476,23 +478,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Decode-sized batches stream the codes through the quantized GEMV (an act-order weight's
-   * activations gathered into its stored column order first); larger ones, and shapes the GEMV
-   * does not take, dequantize the weight to bf16 and take the 16-bit path.
+   * Decode-sized batches stream the codes through the quantized GEMV, batches up to
+   * QUANTIZED_GEMM_MAX_ROWS through the tensor-core GEMM that decodes the weight tile by tile (an
+   * act-order weight's activations gathered into its stored column order first for both); larger
+   * ones, and shapes neither takes, dequantize the weight to bf16 and take the 16-bit path.
    */
   private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
     const input = asBf16(x, 'linear input');
     if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
-    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMV_MAX_ROWS && quantizedGemvFits(w)) {
+    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
       if (w.perm !== 0) {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
+      const launch = input.rows <= QUANTIZED_GEMV_MAX_ROWS ? launchQuantizedGemv : launchQuantizedGemm;
+      launch(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }
     const scratch = this.dequantized!;

@@ -85,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, BM, expert, start, rows)) return;
   const int n0 = blockIdx.x * BN;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = warp / WARPS_N, wn = warp % WARPS_N;
 
   // Each thread's source rows, fixed over the k loop (null: a row past the tile or the output, zero-filled).
@@ -129,15 +129,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
   auto load_stage = [&](int stage, int k0) {
     bf16* sa = smem + stage * STAGE_ELEMS;
     bf16* sb = sa + BM * ROW;
-#pragma unroll
-    for (int i = 0; i < A_PER_THREAD; i++) {
-      const int c = tid + i * NT;
-      if (c < A_CHUNKS) {
-        const int r = c / CHUNKS_PER_ROW, k = k0 + (c % CHUNKS_PER_ROW) * 8;
-        const bool valid = a_src[i] != nullptr && k < k_in;
-        cp_async16(sa + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? a_src[i] + k : a, valid ? 16 : 0);
-      }
-    }
+    stage_bf16_rows<BM, CHUNKS_PER_ROW, NT>(sa, a_src, k0, k_in, ROW, a);
 #if MXFP4
     if (tid < B_ROWS) cp_async16(sb + tid * 8, b_blocks != nullptr ? b_blocks + (k0 / 32) * 16 : reinterpret_cast<const unsigned char*>(w), b_blocks != nullptr ? 16 : 0);
 #else
@@ -193,22 +185,9 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
       unsigned int af[MT][4];
+      load_a_fragments<MT>(af, sa + wm * WM * ROW, ROW, kk);
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        ldmatrix_x4(af[mt], sa + (wm * WM + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
-      }
-#pragma unroll
-      for (int m = 0; m < MATS; m++)
-#pragma unroll
-        for (int nn = 0; nn < NT8 / 2; nn++) {
-          unsigned int bf[4];
-          ldmatrix_x4(bf, sb + (m * BN + wn * WN + nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-          for (int mt = 0; mt < MT; mt++) {
-            mma_bf16_16816(acc[m][mt][2 * nn], af[mt], bf[0], bf[1]);
-            mma_bf16_16816(acc[m][mt][2 * nn + 1], af[mt], bf[2], bf[3]);
-          }
-        }
+      for (int m = 0; m < MATS; m++) mma_k_step<MT, NT8>(acc[m], af, sb + (m * BN + wn * WN) * ROW, ROW, kk);
     }
 #if MXFP4
     if (tid < B_ROWS && next < k_tiles) stage_scales(next % STAGES)[tid] = next_scale;
@@ -216,31 +195,24 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
   }
   cp_async_wait<0>();
 
-  // Accumulator layout: element e of acc[..][mt][nt] is row g (+8 for e >= 2), column 2 * t4 + (e & 1).
-  const int g = lane >> 2, t4 = lane & 3;
   const bf16* b_row = bias == nullptr ? nullptr : bias + (long long)expert * MATS * n_out;
+  for_each_accumulator_pair<MT, NT8>([&](int mt, int nt, int half, int tr, int tc) {
+    const int r = wm * WM + tr;
+    const int col = n0 + wn * WN + tc;
+    if (r >= rows || col >= n_out) return;
+    float v[2];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-    for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-      for (int half = 0; half < 2; half++) {
-        const int r = wm * WM + mt * 16 + g + half * 8;
-        const int col = n0 + wn * WN + nt * 8 + t4 * 2;
-        if (r >= rows || col >= n_out) continue;
-        float v[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float b0 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[col + e]);
+    for (int e = 0; e < 2; e++) {
+      const float b0 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[col + e]);
 #if GATED
-          const float b1 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[n_out + col + e]);
-          const float gate = bf16_to_f32(f32_to_bf16(acc[0][mt][nt][2 * half + e] + b0));
-          const float up = bf16_to_f32(f32_to_bf16(acc[1][mt][nt][2 * half + e] + b1));
-          v[e] = gated_activation(gate, up, alpha, limit);
+      const float b1 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[n_out + col + e]);
+      const float gate = bf16_to_f32(f32_to_bf16(acc[0][mt][nt][2 * half + e] + b0));
+      const float up = bf16_to_f32(f32_to_bf16(acc[1][mt][nt][2 * half + e] + b1));
+      v[e] = gated_activation(gate, up, alpha, limit);
 #else
-          v[e] = acc[0][mt][nt][2 * half + e] + b0;
+      v[e] = acc[0][mt][nt][2 * half + e] + b0;
 #endif
-        }
-        *reinterpret_cast<unsigned int*>(out + (long long)(start + r) * n_out + col) = pack_bf16x2(v[0], v[1]);
-      }
+    }
+    *reinterpret_cast<unsigned int*>(out + (long long)(start + r) * n_out + col) = pack_bf16x2(v[0], v[1]);
+  });
 }

@@ -3,24 +3,25 @@ import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /**
- * Most batch rows the quantized GEMV takes; larger batches dequantize to bf16 and run a cuBLAS
- * GEMM. The GEMV decodes each code once for all rows but multiplies every row by it, so its cost
- * per code grows with the rows while a GEMM's stays flat: a first guess, to be set by measuring
- * on the H200 (docs/quantization.md).
+ * Most batch rows the quantized GEMV takes; larger batches go to the tensor-core GEMM
+ * (quantized-gemm.ts). The GEMV decodes each code once for all rows but multiplies every row by
+ * it on the CUDA cores, so its cost per code grows with the rows while a GEMM's stays flat: a
+ * first guess, to be set from `keel bench linear` on the H200 (docs/quantization.md).
  */
 export const QUANTIZED_GEMV_MAX_ROWS = 8;
 const WARPS_PER_BLOCK = 4;
 const THREADS = 256;
 const MAX_BLOCKS = 8192;
 
-const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2 } as const;
+/** FORMAT of the quantized kernels' builds. */
+export const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2 } as const;
 
-/** Columns of one 16-byte chunk of codes, the GEMV's unit: every chunk lies in one scale group. */
-function chunkCols(w: CudaQuantizedTensor): number {
+/** Columns of one 16-byte chunk of codes, the kernels' unit: every chunk lies in one scale group. */
+export function chunkCols(w: CudaQuantizedTensor): number {
   return w.format === 'int4' ? 32 : 16;
 }
 
-/** Whether the GEMV takes this weight: whole chunks per row, each inside one scale group. */
+/** Whether the GEMV and the tensor-core GEMM take this weight: whole chunks per row, each inside one scale group. */
 export function quantizedGemvFits(w: CudaQuantizedTensor): boolean {
   const chunk = chunkCols(w);
   return w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize === w.cols);
@@ -64,9 +65,13 @@ export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: Devic
   device.launch(kernel, grid, [32 * WARPS_PER_BLOCK], 0, [
     out, partial, x, w.codes, w.scales, w.zeros, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
   ]);
-  if (grid[1] === 1) return;
+  if (grid[1] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[1]);
+}
+
+/** out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] f32 (+ bias): the end of a split-K launch. */
+export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: DevicePtr, bias: DevicePtr, rows: number, n: number, splits: number): void {
   const reduce = device.kernel('quantized-linear.cu', 'quantized_gemv_reduce_kernel', 'pppiii');
-  device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * w.rows) / THREADS))], [THREADS], 0, [out, partial, bias, rows, w.rows, grid[1]]);
+  device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * n) / THREADS))], [THREADS], 0, [out, partial, bias, rows, n, splits]);
 }
 
 /** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */
