@@ -7,6 +7,7 @@
 import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { fillRandom, timeGraph } from './graph-timer.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -179,26 +180,12 @@ class KernelTimer {
     return { cache, step: this.backend.beginStep(batch), qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
   }
 
-  /** Median milliseconds of one `run`, each sample replaying a graph of `reps` runs. */
-  private timeGraph(run: () => void, reps: number, samples = 7): number {
-    run(); // compiles and loads kernels before capture
-    const graph = this.backend.captureGraph(() => {
-      for (let i = 0; i < reps; i++) run();
-    });
-    graph.replay();
-    const times: number[] = [];
-    for (let s = 0; s < samples; s++) times.push(this.backend.device.timeMs(() => graph.replay()) / reps);
-    graph.dispose();
-    times.sort((a, b) => a - b);
-    return times[Math.floor(times.length / 2)];
+  private timeGraph(run: () => void, reps: number): number {
+    return timeGraph(this.backend, run, reps);
   }
 
-  /** Fills device memory with random bf16 (never zeros: they can run faster than real data). */
   private fillRandom(ptr: number, bytes: number): void {
-    const chunk = bf16Tensor([1 << 22], randomBf16Values(this.rng, 1 << 22, 1)).data; // 8 MiB
-    for (let at = 0; at < bytes; at += chunk.byteLength) {
-      this.backend.device.uploadSync(ptr + at, chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)));
-    }
+    fillRandom(this.backend, this.rng, ptr, bytes);
   }
 
   private setup(shape: AttentionParams, seqs: SeqSpec[]) {
