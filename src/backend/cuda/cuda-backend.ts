@@ -861,9 +861,16 @@ export class CudaBackend implements Backend {
   /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */
   private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
     const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
-    const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
-    // Quantized (or MXFP4) weights, and a shared expert with an activation of its own, take the split path.
-    if (router === null || gateUp === null || down === null) return null;
+    const mxfp4 = w.experts.gateUp instanceof CudaMxfp4Tensor;
+    const matrix = (t: Tensor) => {
+      if (t instanceof CudaMxfp4Tensor) return mxfp4 ? { ptr: t.blocks, scales: t.scales } : null;
+      const dense = bf16(t);
+      return dense === null || mxfp4 ? null : { ptr: dense.ptr, scales: 0 };
+    };
+    const [router, gateUp, down] = [bf16(w.router), matrix(w.experts.gateUp), matrix(w.experts.down)];
+    // Quantized weights, experts of two formats, MXFP4 beside a shared expert, and a shared expert
+    // with an activation of its own take the split path (which refuses mixed formats).
+    if (router === null || gateUp === null || down === null || (mxfp4 && w.shared !== null)) return null;
     let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
     if (w.shared !== null) {
       const [sharedGateUp, sharedDown, gate] = [bf16(w.shared.gateUp), bf16(w.shared.down), bf16(w.shared.gate)];
@@ -881,12 +888,13 @@ export class CudaBackend implements Backend {
       throw new Error(`moe: shared expert [${shared.gateUp.shape.join(', ')}] / [${shared.down.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
     }
     const groups = w.routing.groups;
-    if (hidden % 8 !== 0 || n % 8 !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
+    const width = mxfp4 ? 32 : 8;
+    if (hidden % width !== 0 || n % width !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
     const selection = w.routing.selectionBias === null ? null : asCudaTensor(w.routing.selectionBias, 'routing selection bias');
     if (selection !== null && selection.numel !== numExperts) throw new Error(`moe: selection bias of ${selection.numel} values for ${numExperts} experts`);
     const routerBias = w.routerBias === null ? null : asBf16(w.routerBias, 'router bias');
     if (routerBias !== null && routerBias.numel !== numExperts) throw new Error(`moe: router bias of ${routerBias.numel} values for ${numExperts} experts`);
-    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation };
+    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation, mxfp4 };
     const blocks = moeDecodeBlocks(this.device, shape);
     if (blocks === 0) return null;
     const out = this.stepTensor([1, hidden]);
@@ -906,6 +914,8 @@ export class CudaBackend implements Backend {
         count: w.experts.count,
         gateUp: gateUp.ptr,
         down: down.ptr,
+        gateUpScales: gateUp.scales,
+        downScales: down.scales,
         gateUpBias: ptr(w.experts.gateUpBias, 'expert gate/up bias'),
         downBias: ptr(w.experts.downBias, 'expert down bias'),
         sharedGateUp: shared?.gateUp.ptr ?? 0,

@@ -307,6 +307,8 @@ interface MoeCase {
   activation: Activation;
   first: number;
   count: number;
+  /** Routed experts in MXFP4 (no shared expert). */
+  mxfp4?: boolean;
 }
 
 /** A block's weights on both backends: random, with x redrawn until the routing is decided by a clear margin. */
@@ -324,7 +326,7 @@ function moeBlock(c: MoeCase): { cpu: MoeWeights; gpu: MoeWeights; x: Pair } {
     const logits = cpu.toHost(cpu.linear(x.cpu, router.cpu, routerBias?.cpu ?? null, { float32: true }));
     margin = routingMargin(logits, params, biasValues);
   } while (margin < MIN_MARGIN);
-  const routed = expertWeights({ tokens: 1, experts, topK: c.topK, hidden, n: c.n, biased: c.biased, activation: c.activation, first: c.first, count: c.count });
+  const routed = expertWeights({ tokens: 1, experts, topK: c.topK, hidden, n: c.n, biased: c.biased, activation: c.activation, first: c.first, count: c.count, mxfp4: c.mxfp4 });
   const sharedGateUp = m > 0 ? randomPair([2 * m, hidden], 3 / Math.sqrt(hidden)) : null;
   const sharedDown = m > 0 ? randomPair([hidden, m], 1 / Math.sqrt(m)) : null;
   const sharedGate = c.sharedGate ? randomPair([1, hidden], 3 / Math.sqrt(hidden)) : null;
@@ -344,7 +346,7 @@ const PLAIN = { m: 0, sharedGate: false, selectionBias: false, routerBias: false
 
 // One token through the fused kernel: the benchmark models' shapes (narrowed where weights would
 // be large: the host makes every weight), then the options each family adds. Expert counts give
-// PER_LANE 1, 2 and 4 only, and five builds of the kernel in all.
+// PER_LANE 1, 2 and 4 only, and six builds of the kernel in all (one of them MXFP4).
 const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
   { ...PLAIN, what: 'Qwen3-30B-A3B rows (16 of its 128 experts)', experts: 16, topK: 8, hidden: 2048, n: 768, params: SOFTMAX(8, true) },
   { ...PLAIN, what: 'DeepSeek-V2-Lite-like, shared experts 2n wide', experts: 8, topK: 6, hidden: 1024, n: 1408, m: 2816, params: SOFTMAX(6, false) },
@@ -374,6 +376,19 @@ const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
   },
   { ...PLAIN, what: 'a shared expert narrower than n, gelu-tanh', experts: 16, topK: 2, hidden: 264, n: 256, m: 136, activation: ACTIVATIONS[1], params: SOFTMAX(2, true) },
   { ...PLAIN, what: 'thirteen lane groups per row (top-8 and a shared expert 5n wide)', experts: 128, topK: 8, hidden: 128, n: 32, m: 160, params: SOFTMAX(8, true) },
+  {
+    ...PLAIN,
+    what: 'gpt-oss in MXFP4: its hidden size 2880 (90 blocks), router bias, top-k softmax, biases, clamped SwiGLU',
+    experts: 8,
+    topK: 4,
+    hidden: 2880,
+    n: 1440,
+    routerBias: true,
+    biased: true,
+    activation: ACTIVATIONS[2],
+    params: { topK: 4, scoring: 'topk-softmax', groups: null, normalize: false, scale: 1 },
+    mxfp4: true,
+  },
 ];
 
 function checkMoe(c: MoeCase): void {
@@ -392,7 +407,7 @@ test('moe of one token in the fused decode kernel equals the CPU and the split p
 });
 
 test('moe of one token with an expert shard: slots held elsewhere add nothing', () => {
-  for (const c of [MOE_CASES[1], MOE_CASES[4]]) {
+  for (const c of [MOE_CASES[1], MOE_CASES[4], MOE_CASES[7]]) {
     const first = randInt(rng, 1, c.experts - 2);
     checkMoe({ ...c, what: `${c.what}, sharded`, first, count: randInt(rng, 1, c.experts - first) });
   }
