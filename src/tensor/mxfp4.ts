@@ -110,22 +110,27 @@ export function quantizeMxfp4(values: Float32Array, shape: number[]): Mxfp4Weigh
   return w;
 }
 
+/**
+ * E2M1 codes by quarter steps of magnitude, so that encoding (billions of values at load) is a
+ * lookup: every halfway point between neighbouring E2M1 magnitudes (0.25, 0.75, 1.25, 1.75, 2.5,
+ * 3.5, 5) is a whole number of quarters. CODE_BETWEEN[i]: the code of magnitudes in (i/4, (i+1)/4);
+ * CODE_AT[i]: of exactly i/4, a halfway point going to the even code. Past 8, codes saturate at 7.
+ */
+const QUARTERS = 32;
+const HALFWAY_QUARTERS = FP4_E2M1_VALUES.slice(0, 7).map((v, c) => 2 * (v + FP4_E2M1_VALUES[c + 1]));
+const CODE_BETWEEN = Uint8Array.from({ length: QUARTERS }, (_, i) => HALFWAY_QUARTERS.filter((h) => h <= i).length);
+const CODE_AT = Uint8Array.from({ length: QUARTERS }, (_, i) => {
+  const below = HALFWAY_QUARTERS.filter((h) => h < i).length;
+  return HALFWAY_QUARTERS.includes(i) && below % 2 === 1 ? below + 1 : below;
+});
+
 /** The E2M1 code nearest to v: ties to the even code, magnitudes past 6 saturate; zero and NaN give code 0. */
 export function fp4Code(v: number): number {
-  const magnitude = Math.abs(v);
-  if (!(magnitude > 0)) return 0;
-  let code = 7;
-  for (let c = 0; c < 7; c++) {
-    const midpoint = (FP4_E2M1_VALUES[c] + FP4_E2M1_VALUES[c + 1]) / 2;
-    if (magnitude < midpoint || (magnitude === midpoint && c % 2 === 0)) {
-      code = c;
-      break;
-    }
-    if (magnitude === midpoint) {
-      code = c + 1;
-      break;
-    }
-  }
+  const quarters = Math.abs(v) * 4;
+  if (!(quarters > 0)) return 0;
+  if (quarters >= QUARTERS) return v < 0 ? 15 : 7;
+  const i = quarters | 0;
+  const code = quarters === i ? CODE_AT[i] : CODE_BETWEEN[i];
   return code === 0 ? 0 : (v < 0 ? 8 : 0) | code;
 }
 
