@@ -1,7 +1,6 @@
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
-import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
-import { collectEnvironment } from '../../bench/run-environment.ts';
+import { collectEnvironment, cudaKernelRun } from '../../bench/run-environment.ts';
 import { DEFAULT_BENCH_ROWS, LINEAR_BENCH_FORMATS as FORMATS, linearShapeProblem, LLAMA_8B_SHAPES } from '../../bench/linear-bench-options.ts';
 import { parseFlags } from '../parse-flags.ts';
 
@@ -70,16 +69,9 @@ export async function linearCommand(argv: string[]): Promise<void> {
         `${f.op} [${f.n}, ${f.k}] rows ${String(f.rows).padEnd(4)} ${f.format.padEnd(5)} ${f.path.padEnd(17)} ${f.us.toFixed(1).padStart(9)} us ${f.gb_per_s.toFixed(0).padStart(6)} GB/s ${f.tflops.toFixed(1).padStart(6)} TFLOP/s  x${f.speedup_vs_bf16.toFixed(2)}`,
       ),
   });
-  const v = result.driverCudaVersion;
   const path = writeResult(
     {
-      schema_version: RESULT_SCHEMA_VERSION,
-      engine: 'keel',
-      status: 'ok',
-      error: null,
-      ...started,
-      device: { ...started.device, cuda_version: `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
-      model: null,
+      ...cudaKernelRun(started, result.driverCudaVersion),
       config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, quantized-gemm.cu, moe-gemv.cu, moe-gemm.cu', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
       suite: 'linear',
       results: { figures: result.figures, read_gb_per_s: result.read_gb_per_s },
