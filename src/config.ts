@@ -19,7 +19,8 @@ export interface EngineConfig {
   /**
    * Quantize a 16-bit checkpoint's linear layers at load, round to nearest (docs/quantization.md):
    * `fp8` e4m3 and `int8` with a scale per output row, `int4` with a scale and zero per group of
-   * 128 columns. null keeps the checkpoint's format (a quantized checkpoint is read as it is).
+   * 128 columns; `mxfp4` quantizes the routed MoE experts instead (OCP MXFP4, as gpt-oss ships
+   * them). null keeps the checkpoint's format (a quantized checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
   /**

@@ -3,6 +3,7 @@ import type { Draw, DrawResults } from '../sampling/draw.ts';
 import type { BatchDescription } from '../step/batch.ts';
 import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
 
 /**
@@ -145,9 +146,12 @@ export interface ExpertRouting {
 export interface ExpertWeights {
   first: number;
   count: number;
-  /** [count, 2n, hidden]: each expert's gate rows, then its up rows. */
+  /**
+   * [count, 2n, hidden]: each expert's gate rows, then its up rows. 16-bit (`loadWeight`), or
+   * MXFP4 (`loadMxfp4Weight`) as `down` is too: the kernels read the packed values.
+   */
   gateUp: Tensor;
-  /** [count, hidden, n]. */
+  /** [count, hidden, n], in gateUp's format. */
   down: Tensor;
   /** [count, 2n] (gate, then up) and [count, hidden], or null. */
   gateUpBias: Tensor | null;
@@ -254,6 +258,11 @@ export interface Backend {
    * and `gatedLinear` multiply by it as by the weight it dequantizes to.
    */
   loadQuantizedWeight(w: QuantizedWeight): Tensor;
+  /**
+   * Routed MoE experts [count, rows, cols] in MXFP4 (src/tensor/mxfp4.ts), kept packed on the
+   * device, for ExpertWeights' gateUp and down; multiplied as the values they dequantize to.
+   */
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */

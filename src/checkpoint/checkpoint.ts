@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import type { TensorSlice } from '../tensor/tensor-slice.ts';
 import { invalidModel } from '../errors.ts';
@@ -30,6 +31,13 @@ export interface Checkpoint {
    * tensor); absent for plain checkpoints, where it is `read`.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the checkpoint stores as MXFP4 blocks (gpt-oss's experts), packed as stored: null
+   * when it is 16-bit, absent for checkpoints with no MXFP4 tensors (src/checkpoint/quantization/mxfp4-checkpoint.ts).
+   */
+  readMxfp4?(name: string): Mxfp4Weight | null;
+  /** `--quantization mxfp4`: routed MoE experts are quantized to MXFP4 as they load; absent: loaded as stored. */
+  readonly expertQuantization?: 'mxfp4';
   close(): void;
 }
 

@@ -1,6 +1,7 @@
 import type { Backend } from '../backend/backend.ts';
 import type { Linear } from './linear.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import type { TensorSlice } from '../tensor/tensor-slice.ts';
 
@@ -34,6 +35,14 @@ export interface WeightSource {
   readSlice?(name: string, slice: TensorSlice): HostTensor;
   /** The tensor-parallel shard to load (docs/parallelism.md); absent: the whole model. */
   shard?: TensorParallelShard;
+  /**
+   * A tensor the source stores as MXFP4 (gpt-oss's fused experts), packed as stored
+   * ([...lead, out, in], src/tensor/mxfp4.ts), or null when it is 16-bit; absent: none is. `read`
+   * of such a tensor gives its dequantized values in the 16-bit checkpoint's shape.
+   */
+  readMxfp4?(name: string): Mxfp4Weight | null;
+  /** `mxfp4`: quantize routed MoE experts to MXFP4 as they load (`--quantization mxfp4`). */
+  expertQuantization?: 'mxfp4';
 }
 
 /**
@@ -48,7 +57,7 @@ export interface TensorParallelShard {
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

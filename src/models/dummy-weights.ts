@@ -12,7 +12,7 @@ import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
  * Random weights of the shapes a model's layers ask for, in `dtype`, for `--load-format dummy`
  * benchmarks. They go through the same loading as a real checkpoint (q/k/v and gate/up merging,
  * load-time format changes), one tensor at a time, so host memory never holds more than a layer's worth.
- * `quantization` quantizes their linear layers as `--quantization` does a checkpoint's.
+ * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's.
  */
 export function loadDummyWeights(
   model: Layer,

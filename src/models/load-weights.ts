@@ -35,6 +35,14 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
   if (readSlice) source.readSlice = (name, slice) => counted(readSlice(name, slice));
   if (opts.shard) source.shard = opts.shard;
+  const readMxfp4 = ckpt.readMxfp4?.bind(ckpt);
+  if (readMxfp4) {
+    source.readMxfp4 = (name) => {
+      const w = readMxfp4(name);
+      return w === null ? null : counted(w);
+    };
+  }
+  if (ckpt.expertQuantization) source.expertQuantization = ckpt.expertQuantization;
   model.load(source, uploader);
 }
 

@@ -24,7 +24,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -34,6 +34,7 @@ import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
@@ -88,6 +89,12 @@ export class CpuBackend implements Backend {
   /** Keeps `w` by reference (codes, scales and all): do not mutate it afterwards. */
   loadQuantizedWeight(w: QuantizedWeight): Tensor {
     return new CpuQuantizedTensor(w);
+  }
+
+  /** Keeps `w` by reference: do not mutate it afterwards. */
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    checkMxfp4(w, 'loadMxfp4Weight');
+    return new CpuMxfp4Tensor(w);
   }
 
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
@@ -414,8 +421,8 @@ export class CpuBackend implements Backend {
       count: experts.count,
       n,
       hidden,
-      gateUp: asCpuTensor(experts.gateUp, 'expert gate/up weights').data,
-      down: asCpuTensor(experts.down, 'expert down weights').data,
+      gateUp: expertMatrix(experts.gateUp, 'expert gate/up weights'),
+      down: expertMatrix(experts.down, 'expert down weights'),
       gateUpBias: data(experts.gateUpBias, 'expert gate/up bias'),
       downBias: data(experts.downBias, 'expert down bias'),
     };
@@ -455,6 +462,11 @@ export class CpuBackend implements Backend {
 
   /** Everything lives in garbage-collected arrays: nothing to release. */
   dispose(): void {}
+}
+
+/** An expert matrix's values: float32, or packed MXFP4 that expertMlpRows decodes an expert at a time. */
+function expertMatrix(t: Tensor, what: string): Float32Array | Mxfp4Weight {
+  return t instanceof CpuMxfp4Tensor ? t.weight : asCpuTensor(t, what).data;
 }
 
 function asCpuLora(w: LoraWeights): CpuLoraWeights {

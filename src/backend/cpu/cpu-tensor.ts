@@ -1,5 +1,6 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
 import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 
@@ -37,6 +38,17 @@ export class CpuQuantizedTensor implements Tensor {
 
   constructor(weight: QuantizedWeight) {
     this.shape = [weight.rows, weight.cols];
+    this.weight = weight;
+  }
+}
+
+/** MoE experts [count, rows, cols] kept packed in MXFP4; expertMlp decodes one expert's matrix at a time. */
+export class CpuMxfp4Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly weight: Mxfp4Weight;
+
+  constructor(weight: Mxfp4Weight) {
+    this.shape = [...weight.shape];
     this.weight = weight;
   }
 }
@@ -108,6 +120,7 @@ function elementCount(shape: readonly number[]): number {
 // A tensor from another backend reaching CPU ops is a wiring bug, not a user error.
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
   if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
+  if (t instanceof CpuMxfp4Tensor) throw new Error(`CpuBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;
 }

@@ -21,7 +21,9 @@ import type {
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
+import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -30,7 +32,7 @@ import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
@@ -273,14 +275,24 @@ export class CudaBackend implements Backend {
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
-    // Batches past the GEMV's rows multiply the weight dequantized into this one buffer, sized
-    // for the largest quantized weight (allocated here, at load: never inside a recorded graph).
+    // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
+    // multiply the weight dequantized into this one buffer, sized for the largest quantized
+    // weight (allocated here, at load: never inside a recorded graph).
     const bytes = 2 * w.rows * w.cols;
     if (this.dequantized === null || this.dequantized.bytes < bytes) {
       if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
       this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
     }
     return tensor;
+  }
+
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    checkMxfp4(w, 'loadMxfp4Weight');
+    const blocks = this.ownedAlloc(w.blocks.byteLength);
+    this.device.uploadSync(blocks, w.blocks);
+    const scales = this.ownedAlloc(w.scales.byteLength);
+    this.device.uploadSync(scales, w.scales);
+    return new CudaMxfp4Tensor({ shape: [...w.shape], blocks, scales });
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
@@ -494,23 +506,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Decode-sized batches stream the codes through the quantized GEMV (an act-order weight's
-   * activations gathered into its stored column order first); larger ones, and shapes the GEMV
-   * does not take, dequantize the weight to bf16 and take the 16-bit path.
+   * Decode-sized batches stream the codes through the quantized GEMV, batches up to
+   * QUANTIZED_GEMM_MAX_ROWS through the tensor-core GEMM that decodes the weight tile by tile (an
+   * act-order weight's activations gathered into its stored column order first for both); larger
+   * ones, and shapes neither takes, dequantize the weight to bf16 and take the 16-bit path.
    */
   private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
     const input = asBf16(x, 'linear input');
     if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
-    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMV_MAX_ROWS && quantizedGemvFits(w)) {
+    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
       if (w.perm !== 0) {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows);
+      const launch = input.rows <= QUANTIZED_GEMV_MAX_ROWS ? launchQuantizedGemv : launchQuantizedGemm;
+      launch(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }
     const scratch = this.dequantized!;
@@ -889,6 +903,11 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor([input.rows, hidden]);
     if (input.rows === 0) return out;
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    const mxfp4 = experts.gateUp instanceof CudaMxfp4Tensor;
+    if (mxfp4 !== experts.down instanceof CudaMxfp4Tensor) throw new Error('expertMlp: gate/up and down weights are in different formats (MXFP4 and bf16)');
+    const matrix = (t: Tensor, what: string) => (t instanceof CudaMxfp4Tensor ? { ptr: t.blocks, scales: t.scales } : { ptr: asBf16(t, what).ptr, scales: 0 });
+    if (mxfp4 && (hidden % 32 !== 0 || n % 32 !== 0)) throw new KeelError('invalid_model', `MXFP4 experts need a hidden size and width that are multiples of 32, not ${hidden} and ${n}`);
+    const [gateUp, down] = [matrix(experts.gateUp, 'expert gate/up weights'), matrix(experts.down, 'expert down weights')];
     launchExpertMlp(this.device, {
       x: input.ptr,
       out: out.ptr,
@@ -897,8 +916,11 @@ export class CudaBackend implements Backend {
       count: experts.count,
       hidden,
       n,
-      gateUp: asBf16(experts.gateUp, 'expert gate/up weights').ptr,
-      down: asBf16(experts.down, 'expert down weights').ptr,
+      gateUp: gateUp.ptr,
+      down: down.ptr,
+      mxfp4,
+      gateUpScales: gateUp.scales,
+      downScales: down.scales,
       gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
       downBias: bias(experts.downBias, 'expert down bias'),
       activation,
@@ -915,9 +937,16 @@ export class CudaBackend implements Backend {
   /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */
   private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
     const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
-    const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
-    // Quantized weights, and a shared expert with an activation of its own, take the split path.
-    if (router === null || gateUp === null || down === null) return null;
+    const mxfp4 = w.experts.gateUp instanceof CudaMxfp4Tensor;
+    const matrix = (t: Tensor) => {
+      if (t instanceof CudaMxfp4Tensor) return mxfp4 ? { ptr: t.blocks, scales: t.scales } : null;
+      const dense = bf16(t);
+      return dense === null || mxfp4 ? null : { ptr: dense.ptr, scales: 0 };
+    };
+    const [router, gateUp, down] = [bf16(w.router), matrix(w.experts.gateUp), matrix(w.experts.down)];
+    // Quantized weights, experts of two formats, MXFP4 beside a shared expert, and a shared expert
+    // with an activation of its own take the split path (which refuses mixed formats).
+    if (router === null || gateUp === null || down === null || (mxfp4 && w.shared !== null)) return null;
     let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
     if (w.shared !== null) {
       const [sharedGateUp, sharedDown, gate] = [bf16(w.shared.gateUp), bf16(w.shared.down), bf16(w.shared.gate)];
@@ -935,12 +964,13 @@ export class CudaBackend implements Backend {
       throw new Error(`moe: shared expert [${shared.gateUp.shape.join(', ')}] / [${shared.down.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
     }
     const groups = w.routing.groups;
-    if (hidden % 8 !== 0 || n % 8 !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
+    const width = mxfp4 ? 32 : 8;
+    if (hidden % width !== 0 || n % width !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
     const selection = w.routing.selectionBias === null ? null : asCudaTensor(w.routing.selectionBias, 'routing selection bias');
     if (selection !== null && selection.numel !== numExperts) throw new Error(`moe: selection bias of ${selection.numel} values for ${numExperts} experts`);
     const routerBias = w.routerBias === null ? null : asBf16(w.routerBias, 'router bias');
     if (routerBias !== null && routerBias.numel !== numExperts) throw new Error(`moe: router bias of ${routerBias.numel} values for ${numExperts} experts`);
-    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation };
+    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation, mxfp4 };
     const blocks = moeDecodeBlocks(this.device, shape);
     if (blocks === 0) return null;
     const out = this.stepTensor([1, hidden]);
@@ -960,6 +990,8 @@ export class CudaBackend implements Backend {
         count: w.experts.count,
         gateUp: gateUp.ptr,
         down: down.ptr,
+        gateUpScales: gateUp.scales,
+        downScales: down.scales,
         gateUpBias: ptr(w.experts.gateUpBias, 'expert gate/up bias'),
         downBias: ptr(w.experts.downBias, 'expert down bias'),
         sharedGateUp: shared?.gateUp.ptr ?? 0,
@@ -1126,6 +1158,7 @@ export class CudaBackend implements Backend {
 // A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
+  if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }

@@ -70,6 +70,21 @@ export class CudaQuantizedTensor implements Tensor {
   }
 }
 
+/**
+ * MoE experts [count, rows, cols] packed in MXFP4 (src/tensor/mxfp4.ts) on the device: `blocks`
+ * [count, rows, cols / 2] bytes (two E2M1 codes each, the even column low), `scales` u8 E8M0
+ * [count, rows, cols / 32].
+ */
+export class CudaMxfp4Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly blocks: DevicePtr;
+  readonly scales: DevicePtr;
+
+  constructor(fields: CudaMxfp4Tensor) {
+    ({ shape: this.shape, blocks: this.blocks, scales: this.scales } = fields);
+  }
+}
+
 /** Rotary tables on the device: f32 cos then sin, each [maxPositions, rotaryDim / 2]. */
 export class CudaRopeTable implements Tensor {
   readonly shape: readonly number[];
