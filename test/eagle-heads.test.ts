@@ -106,6 +106,19 @@ test('EAGLE heads change nothing with 5-token steps and 4-token blocks, with pre
   }
 });
 
+test("EAGLE heads change nothing over an 8-bit KV cache (the head's attention K/V in its dtype, its rows float32), int8 scales moved by swaps and block copies", async () => {
+  for (const kvCacheDtype of ['int8', 'fp8'] as const) {
+    const base = { ...BASE, kvCacheDtype };
+    const plain8 = await LLM.load(base);
+    try {
+      (await checkUnchanged(plain8, base, { speculative: { ...EAGLE3, treeWidth: 2 } })).close();
+      if (kvCacheDtype === 'int8') (await checkUnchanged(plain8, base, { speculative: EAGLE, numKvBlocks: 14, blockSize: 4, preemptionMode: 'swap', swapSpace: 0.01 })).close();
+    } finally {
+      await plain8.close();
+    }
+  }
+});
+
 test('EAGLE heads for another model, of the other version, pickled or missing a tensor are refused, naming the problem', async (t) => {
   const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load({ ...BASE, ...options }), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
   await refused({ model: DEFAULT_MODEL_DIR, speculative: EAGLE }, /was made for a vocabulary of 256 tokens, the target has 8192/);

@@ -61,6 +61,16 @@ test('MTP drafts change no greedy, seeded, penalized, forked or logprob request,
   (await check({ speculative: MTP, numKvBlocks: 14, blockSize: 4 })).close();
 });
 
+test("MTP drafts change nothing over an int8 KV cache (the MTP layer's latent rows in int8 with their scales, its feature rows float32)", async () => {
+  const base = { ...BASE, kvCacheDtype: 'int8' } as const;
+  const plain8 = await LLM.load(base);
+  try {
+    (await checkUnchanged(plain8, base, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false)).close();
+  } finally {
+    await plain8.close();
+  }
+});
+
 test('MTP on a target without MTP layers, and MTP trees over latent attention, are refused', async () => {
   const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load({ ...BASE, ...options }), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
   await refused({ model: join(FIXTURES_DIR, 'llama-gqa'), speculative: MTP }, /mtp reads DeepSeek-V3's multi-token prediction layers; the target is model_type llama/);

@@ -11,26 +11,29 @@ import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 // verification. EAGLE, EAGLE-3, MTP: the feature rows written per slot (writeCacheRows) and read
 // back (readCacheRows), EAGLE's concatenated inputs (concatColumns), the head's own paged
 // attention (a tree-masked chunk for trees), MLA for the MTP layer. Greedy outputs must equal
-// plain CUDA decoding's up to a near-tie (see speculative-decoding.gpu.test.ts).
+// plain CUDA decoding's up to a near-tie (see speculative-decoding.gpu.test.ts); with an 8-bit KV
+// cache, plain decoding over the same cache dtype (the head's K/V 8-bit, its feature rows bf16).
 
 const TARGET = join(FIXTURES_DIR, 'llama-gqa');
 const HEADS = join(FIXTURES_DIR, 'spec-heads');
 const PROMPTS = [[5, 17, 99, 3, 42], [7, 7, 7, 8, 9, 10, 7, 7, 7, 8], [90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101]];
 const GREEDY = { temperature: 0, maxTokens: 40, ignoreEos: true, logprobs: 2 } as const;
 
-const CASES: [string, string, EngineOptions['speculative'], boolean][] = [
+const CASES: [string, string, EngineOptions['speculative'], boolean, EngineOptions?][] = [
   // Medusa's heads are fitted to continuations like these: they must accept drafts.
   ['Medusa heads', TARGET, { method: 'medusa', model: join(HEADS, 'medusa-llama-gqa'), numSpeculativeTokens: 3 }, true],
   ['an EAGLE chain', TARGET, { method: 'eagle', model: join(HEADS, 'eagle-llama-gqa'), numSpeculativeTokens: 3 }, false],
   ['an EAGLE-3 tree', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }, false],
   ['an EAGLE-3 speculators chain', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-speculators-llama-gqa'), numSpeculativeTokens: 3 }, false],
   ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
+  ['an EAGLE-3 tree over an int8 KV cache', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }, false, { kvCacheDtype: 'int8' }],
+  ['MTP over an fp8 KV cache', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }, false, { kvCacheDtype: 'fp8' }],
   ['self-speculation (1 of 3 layers)', join(FIXTURES_DIR, 'llama-sharded'), { method: 'self', selfSpecLayers: 1, numSpeculativeTokens: 3 }, false],
 ];
 
-for (const [label, model, speculative, accepts] of CASES) {
+for (const [label, model, speculative, accepts, extra] of CASES) {
   test(`CUDA: ${label} decode greedily as plain decoding does`, async () => {
-    const base = { model, backend: 'cuda', showProgress: false, numKvBlocks: 128 } as const;
+    const base = { model, backend: 'cuda', showProgress: false, numKvBlocks: 128, ...extra } as const;
     const plain = await LLM.load(base);
     const expected = await plain.generate(PROMPTS, GREEDY);
     await plain.close();

@@ -6,6 +6,7 @@ import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
+import type { RankGroup } from './parallel/rank-group.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -120,6 +121,8 @@ export class ModelRunner {
   private readonly lora: LoraSlots | null;
   /** Every cache block ids index (the target's, a separate draft model's, the head's): block copies and slot moves apply to each. */
   private readonly caches: KvCache[];
+  /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
+  private readonly ranks: RankGroup | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -132,6 +135,7 @@ export class ModelRunner {
     drafting: RunnerDrafting = {},
     swap: SwapSpaces | null = null,
     lora: LoraSlots | null = null,
+    ranks: RankGroup | null = null,
   ) {
     const draft = drafting.draft ?? null;
     const head = drafting.head ?? null;
@@ -151,6 +155,7 @@ export class ModelRunner {
     this.swap = swap;
     this.lora = lora;
     this.caches = [cache, ...(ownDraftCache ? [draft.cache] : []), ...(head === null ? [] : [head.cache])];
+    this.ranks = ranks;
   }
 
   /**
@@ -208,11 +213,7 @@ export class ModelRunner {
       else this.backend.replayForward(draftStep, draft, forward);
     }
     const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
-    const step = this.backend.beginStep(batch);
-    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
-    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
-    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    this.head?.storeFeatures(this.backend, batch);
+    // The draws are asked before the forward: the other ranks of a parallel run get them with the step.
     const all: Draw[] = [];
     const promptScores = scoredRows.map(({ s, position, row }) => {
       const seq = output.scheduled[s].seq;
@@ -227,6 +228,12 @@ export class ModelRunner {
       if (all.length > first) sampledDraws.set(seq, first);
       return first;
     });
+    this.ranks?.step(output.blockCopies, batch, all);
+    const step = this.backend.beginStep(batch);
+    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
+    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
+    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    this.head?.storeFeatures(this.backend, batch);
     const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
     let results: DrawResults | null = null;
@@ -300,6 +307,7 @@ export class ModelRunner {
     const src = Int32Array.from(moves, ([from]) => from);
     const dst = Int32Array.from(moves, ([, to]) => to);
     for (const cache of this.caches) this.backend.copySlots(cache, src, dst);
+    this.ranks?.copySlots(src, dst);
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */
