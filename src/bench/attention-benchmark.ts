@@ -7,6 +7,7 @@
 import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -191,33 +192,12 @@ class KernelTimer {
     return () => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, step, mla);
   }
 
-  /**
-   * Median milliseconds of one run, each sample replaying a graph of `reps` runs. `prepare` begins
-   * a step and returns its run: first for `reps` runs uncaptured (the kernels compile and load, and
-   * an arena those runs outgrow grows at the next step), then for the capture, which must not
-   * allocate device memory.
-   */
-  private timeGraph(prepare: () => () => void, reps: number, samples = 7): number {
-    const warmUp = prepare();
-    for (let i = 0; i < reps; i++) warmUp();
-    const run = prepare();
-    const graph = this.backend.captureGraph(() => {
-      for (let i = 0; i < reps; i++) run();
-    });
-    graph.replay();
-    const times: number[] = [];
-    for (let s = 0; s < samples; s++) times.push(this.backend.device.timeMs(() => graph.replay()) / reps);
-    graph.dispose();
-    times.sort((a, b) => a - b);
-    return times[Math.floor(times.length / 2)];
+  private timeGraph(prepare: () => () => void, reps: number): number {
+    return medianGraphMs(this.backend, prepare, reps);
   }
 
-  /** Fills device memory with random bf16 (never zeros: they can run faster than real data). */
   private fillRandom(ptr: number, bytes: number): void {
-    const chunk = bf16Tensor([1 << 22], randomBf16Values(this.rng, 1 << 22, 1)).data; // 8 MiB
-    for (let at = 0; at < bytes; at += chunk.byteLength) {
-      this.backend.device.uploadSync(ptr + at, chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)));
-    }
+    fillRandomBf16(this.backend, this.rng, ptr, bytes);
   }
 
   private setup(shape: AttentionParams, seqs: SeqSpec[]) {

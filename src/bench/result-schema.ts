@@ -185,6 +185,22 @@ const AttentionResultsSchema = z.strictObject({
   ceilings: z.strictObject({ read_gb_per_s: figure, copy_gb_per_s: figure, gemm_bf16_8192_tflops: figure }).optional(),
 });
 
+/** `keel bench lora`: addLora on one layer of Llama-3.1-8B's adapted linears, beside their matmuls. */
+const LoraResultsSchema = z.strictObject({
+  figures: z.array(
+    z.strictObject({
+      step: z.enum(['decode', 'prefill']),
+      tokens: count,
+      adapters: count,
+      rank: count,
+      lora_us: figure,
+      base_us: figure,
+      overhead: figure,
+      adapter_gb_per_s: figure,
+    }),
+  ),
+});
+
 const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
@@ -239,6 +255,7 @@ export const BenchResultSchema = z
     suite('throughput', ThroughputResultsSchema),
     suite('serve', ServeResultsSchema),
     suite('attention', AttentionResultsSchema),
+    suite('lora', LoraResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
   ])

@@ -12,6 +12,7 @@ Suites:
   serve        online serving against keel serve (--base-url, or --launch one here): Poisson arrivals,
                TTFT/TPOT/ITL/e2e percentiles, request and token throughput
   attention    CUDA attention kernels alone: prefill TFLOP/s (beside PyTorch SDPA's), decode GB/s
+  lora         CUDA LoRA kernels alone: one 8B layer's addLora beside its matmuls, decode and prefill
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
@@ -40,6 +41,10 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   attention: async () => {
     const m = await import('./bench/attention-command.ts');
     return { run: m.attentionCommand, help: m.ATTENTION_HELP };
+  },
+  lora: async () => {
+    const m = await import('./bench/lora-command.ts');
+    return { run: m.loraCommand, help: m.LORA_HELP };
   },
   plot: async () => {
     const m = await import('./bench/plot-command.ts');

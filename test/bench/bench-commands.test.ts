@@ -180,6 +180,7 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'latency', ...MODEL, '--batch-size', '1,x'], /--batch-size expects a number/],
     [['bench', 'throughput', '--workload', 'nano-vllm', '--num-prompts', '3'], /drop --num-prompts/],
     [['bench', 'nope'], /unknown benchmark "nope"/],
+    [['bench', 'lora', '--rank', '8'], /unknown option --rank: see keel bench lora --help/],
   ];
   for (const [args, message] of cases) {
     const run = await keel(args);
