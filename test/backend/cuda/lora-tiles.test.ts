@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { loraShrinkSplit } from '../../../src/backend/cuda/kernels/lora.ts';
 import { LORA_TILE_TOKENS, loraTileCapacity, planLoraTiles } from '../../../src/backend/cuda/lora-tiles.ts';
 import { seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
@@ -48,4 +49,17 @@ test('the capacity is reached by segments that each leave a partial tile', () =>
   assert.equal(planLoraTiles(step).tiles[0], 5);
   assert.equal(loraTileCapacity(step.length, 3), 5);
   assert.equal(loraTileCapacity(4, 32), 4);
+});
+
+test("the shrink's split of the input width: whole parts of 128 inputs covering it, none empty, more for decode-sized steps", () => {
+  for (const inDim of [8, 1000, 4096, 14336]) {
+    for (const numTokens of [1, 128, 2048]) {
+      const { splits, kSplit } = loraShrinkSplit(numTokens, inDim, 3, 16, 32, 132);
+      assert.equal(kSplit % 128, 0);
+      assert.ok(splits >= 1 && splits <= 8, `${splits} splits`);
+      assert.ok(splits * kSplit >= inDim && (splits - 1) * kSplit < inDim, `${splits} x ${kSplit} for ${inDim} inputs`);
+    }
+  }
+  assert.ok(loraShrinkSplit(128, 4096, 3, 16, 32, 132).splits > 1);
+  assert.equal(loraShrinkSplit(8192, 4096, 3, 16, 32, 132).splits, 1);
 });

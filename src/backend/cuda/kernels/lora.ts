@@ -10,6 +10,8 @@ const EXPAND_BLOCK_COLS = 4 * 64;
 const SHRINK_K_STEP = 128;
 /** Shrink blocks to aim for per multiprocessor: enough loads in flight when a decode step has few tiles. */
 const SHRINK_BLOCKS_PER_SM = 4;
+/** Most parts of the input width: every expand thread reads each part's partial of its v. */
+const SHRINK_MAX_SPLITS = 8;
 /** Most slices (stacked projections) a LoRA'd linear has: q/k/v. */
 export const LORA_MAX_SLICES = 3;
 
@@ -48,7 +50,7 @@ export interface LoraShrinkSplit {
  */
 export function loraShrinkSplit(numTokens: number, inDim: number, slices: number, rp: number, slots: number, multiprocessors: number): LoraShrinkSplit {
   const blocks = loraTileCapacity(numTokens, slots) * slices * Math.ceil(rp / SHRINK_RANKS);
-  const most = Math.max(1, Math.floor(inDim / (2 * SHRINK_K_STEP)));
+  const most = Math.max(1, Math.min(SHRINK_MAX_SPLITS, Math.floor(inDim / (2 * SHRINK_K_STEP))));
   const wanted = Math.min(most, Math.max(1, Math.ceil((SHRINK_BLOCKS_PER_SM * multiprocessors) / blocks)));
   const kSplit = SHRINK_K_STEP * Math.ceil(inDim / (SHRINK_K_STEP * wanted));
   return { splits: Math.ceil(inDim / kSplit), kSplit };
