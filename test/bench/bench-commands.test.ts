@@ -185,6 +185,7 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'linear', '--shape', '4096x4100'], /k must be a multiple of 32/],
     [['bench', 'linear', '--shape', '4096by4096'], /--shape: "4096by4096" is not NxK/],
     [['bench', 'linear', '--shape', '96x4096', '--format', 'mxfp4'], /n must be a multiple of 64/],
+    [['bench', 'lora', '--rank', '8'], /unknown option --rank: see keel bench lora --help/],
   ];
   for (const [args, message] of cases) {
     const run = await keel(args);

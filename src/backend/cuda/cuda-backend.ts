@@ -37,7 +37,8 @@ import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
-import { launchLora, LORA_MAX_SLICES } from './kernels/lora.ts';
+import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
+import { planLoraTiles } from './lora-tiles.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
@@ -413,7 +414,7 @@ export class CudaBackend implements Backend {
   beginStep(batch: BatchDescription): StepInputs {
     this.arena.reset();
     const plan = planAttention(batch);
-    const { data, offsets } = packStepArrays(batch, plan);
+    const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots));
     const base = this.arena.alloc(data.byteLength);
     this.device.uploadAsync(base, data);
     const at = (name: keyof StepDeviceArrays) => base + offsets[name] * 4;
@@ -431,7 +432,8 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
-        loraSlots: at('loraSlots'),
+        loraOrder: at('loraOrder'),
+        loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
       },
       plan,
@@ -665,14 +667,14 @@ export class CudaBackend implements Backend {
   createLoraWeights(shape: LoraShape): LoraWeights {
     requireMultipleOf8(shape.inFeatures, 'the input width of a LoRA-adapted linear');
     if (shape.sliceRows.length > LORA_MAX_SLICES) throw new Error(`createLoraWeights: ${shape.sliceRows.length} slices, the kernels take at most ${LORA_MAX_SLICES}`);
-    const rp = Math.ceil(shape.maxRank / 8) * 8;
+    const rp = Math.ceil(shape.maxRank / 16) * 16;
     const sized = new CudaLoraWeights(shape, rp, 0, 0, 0);
     const bytes = shape.slots * (sized.slotBytesA + sized.slotBytesB) + shape.slots * 4;
     const base = this.ownedAlloc(bytes);
     this.device.fillBytes(base, 0, bytes);
     const a = base;
-    const bt = a + shape.slots * sized.slotBytesA;
-    return new CudaLoraWeights(shape, rp, a, bt, bt + shape.slots * sized.slotBytesB);
+    const b = a + shape.slots * sized.slotBytesA;
+    return new CudaLoraWeights(shape, rp, a, b, b + shape.slots * sized.slotBytesB);
   }
 
   /** Converted to bf16 on the host and uploaded in stream order, behind the steps already queued. */
@@ -680,21 +682,20 @@ export class CudaBackend implements Backend {
     const w = asCudaLora(weights);
     assertLoraSlot(w.shape, slot, rank, slices);
     const { inFeatures, sliceRows } = w.shape;
-    const out = w.outFeatures;
     const a = new Uint16Array(w.slotBytesA / 2);
-    const bt = new Uint16Array(w.slotBytesB / 2);
+    const b = new Uint16Array(w.slotBytesB / 2);
     let first = 0;
     slices.forEach((slice, s) => {
       if (slice !== null) {
         for (let i = 0; i < rank * inFeatures; i++) a[s * w.rp * inFeatures + i] = floatToBf16Bits(slice.a[i]);
         for (let o = 0; o < sliceRows[s]; o++) {
-          for (let k = 0; k < rank; k++) bt[k * out + first + o] = floatToBf16Bits(slice.b[o * rank + k]);
+          for (let k = 0; k < rank; k++) b[(first + o) * w.rp + k] = floatToBf16Bits(slice.b[o * rank + k]);
         }
       }
       first += sliceRows[s];
     });
     this.device.uploadAsync(w.a + slot * w.slotBytesA, new Int32Array(a.buffer));
-    this.device.uploadAsync(w.bt + slot * w.slotBytesB, new Int32Array(bt.buffer));
+    this.device.uploadAsync(w.b + slot * w.slotBytesB, new Int32Array(b.buffer));
     w.hostRanks[slot] = rank;
     this.device.uploadAsync(w.ranks, w.hostRanks);
   }
@@ -706,10 +707,26 @@ export class CudaBackend implements Backend {
     const s = asCudaStep(step);
     assertLoraOperands(w.shape, input.shape, target.shape, s.batch);
     if (s.batch.loraSlots === null) return;
-    const numSlices = w.shape.sliceRows.length;
-    const v = this.stepTensor([input.rows, numSlices * w.rp], 'f32');
-    const sliceEnds = w.shape.sliceRows.map((_, i) => w.shape.sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
-    launchLora(this.device, { out: target.ptr, x: input.ptr, v: v.ptr, a: w.a, bt: w.bt, slots: s.device.loraSlots, ranks: w.ranks, numTokens: input.rows, inDim: w.shape.inFeatures, sliceEnds, rp: w.rp });
+    const { slots, inFeatures, sliceRows } = w.shape;
+    const split = loraShrinkSplit(input.rows, inFeatures, sliceRows.length, w.rp, slots, this.device.info.multiprocessorCount);
+    const v = this.stepTensor([split.splits * input.rows, sliceRows.length * w.rp], 'f32');
+    const sliceEnds = sliceRows.map((_, i) => sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
+    launchLora(this.device, {
+      out: target.ptr,
+      x: input.ptr,
+      v: v.ptr,
+      a: w.a,
+      b: w.b,
+      ranks: w.ranks,
+      order: s.device.loraOrder,
+      tiles: s.device.loraTiles,
+      numTokens: input.rows,
+      inDim: inFeatures,
+      sliceEnds,
+      rp: w.rp,
+      slots,
+      split,
+    });
   }
 
   softcap(x: Tensor, cap: number): void {

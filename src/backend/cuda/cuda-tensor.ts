@@ -188,8 +188,9 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
-  /** Each token's LoRA slot (batch.loraSlots); nothing when the step has none. */
-  loraSlots: DevicePtr;
+  /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
+  loraOrder: DevicePtr;
+  loraTiles: DevicePtr;
   /** BatchDescription.treeMask (one unread word without one). */
   treeMask: DevicePtr;
 }
@@ -209,23 +210,23 @@ export class CudaStepInputs implements StepInputs {
 }
 
 /**
- * One linear layer's LoRA weights on the device, bf16: a [slots, slices, rp, in], bt [slots, rp,
- * out] (Bᵀ, scale folded in), ranks [slots] int32, rp the max rank rounded up to 8 (kernels/lora.cu).
+ * One linear layer's LoRA weights on the device, bf16: a [slots, slices, rp, in], b [slots, out,
+ * rp] (scale folded in), ranks [slots] int32, rp the max rank rounded up to 16 (kernels/lora.cu).
  */
 export class CudaLoraWeights implements LoraWeights {
   readonly shape: LoraShape;
   readonly rp: number;
   readonly a: DevicePtr;
-  readonly bt: DevicePtr;
+  readonly b: DevicePtr;
   readonly ranks: DevicePtr;
   /** The ranks as uploaded. */
   readonly hostRanks: Int32Array;
 
-  constructor(shape: LoraShape, rp: number, a: DevicePtr, bt: DevicePtr, ranks: DevicePtr) {
+  constructor(shape: LoraShape, rp: number, a: DevicePtr, b: DevicePtr, ranks: DevicePtr) {
     this.shape = shape;
     this.rp = rp;
     this.a = a;
-    this.bt = bt;
+    this.b = b;
     this.ranks = ranks;
     this.hostRanks = new Int32Array(shape.slots);
   }
@@ -240,7 +241,7 @@ export class CudaLoraWeights implements LoraWeights {
     return this.shape.sliceRows.length * this.rp * this.shape.inFeatures * 2;
   }
 
-  /** Bytes of one slot's Bᵀ. */
+  /** Bytes of one slot's B. */
   get slotBytesB(): number {
     return this.rp * this.outFeatures * 2;
   }
