@@ -35,6 +35,22 @@ test('a killed rank makes every request fail at once with an error naming it, an
   }
 });
 
+test('a killed rank of the last pipeline stage fails the request the engine waits on for its logits, naming it', async () => {
+  const llm = await load({ tensorParallelSize: 2, pipelineParallelSize: 2 });
+  try {
+    await llm.generate([fixture.oracle.prompts[0]], GREEDY);
+    // Rank 3: the last stage's second tensor rank (rank = stage × 2 + tensor rank).
+    llm.parallelRanks!.kill(3);
+    await assert.rejects(llm.generate([fixture.oracle.prompts[0]], GREEDY), /parallel rank 3 failed: its worker exited/);
+  } finally {
+    await llm.close();
+  }
+});
+
+test('more pipeline stages than layers are refused at load', async () => {
+  await assert.rejects(load({ pipelineParallelSize: 3 }), /pipeline-parallel size 3 exceeds the model's 2 layers/);
+});
+
 test('a tensor-parallel size that does not divide what it splits is refused at load, naming both', async () => {
   await assert.rejects(load({ tensorParallelSize: 3 }), /tensor-parallel size 3 does not divide the vocabulary of model\.embed_tokens\.weight \(256\)/);
 });

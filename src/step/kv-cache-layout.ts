@@ -26,7 +26,18 @@ export interface MlaKvSpec {
 export interface KvCacheLayout {
   numBlocks: number;
   blockSize: number;
+  /** Model layers firstLayer, firstLayer + 1, ...: a pipeline stage's cache holds only its own. */
   layers: readonly LayerKvSpec[];
+  /** Absent: 0. */
+  firstLayer?: number;
+}
+
+/** Where model layer `layer` sits in `layout.layers`; a RangeError for a layer the cache does not hold. */
+export function layoutIndex(layout: KvCacheLayout, layer: number): number {
+  const first = layout.firstLayer ?? 0;
+  const index = layer - first;
+  if (!(index >= 0 && index < layout.layers.length)) throw new RangeError(`layer ${layer} is outside the cache's layers [${first}, ${first + layout.layers.length})`);
+  return index;
 }
 
 /** Elements one token occupies in a layer's pool (keys and values together). */

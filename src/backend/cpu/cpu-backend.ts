@@ -23,7 +23,7 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
@@ -495,12 +495,12 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
 function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
-  return kv.pools[layer][0];
+  return kv.pools[layoutIndex(kv.layout, layer)][0];
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values] = kv.pools[layer];
+  const [keys, values] = kv.pools[layoutIndex(kv.layout, layer)];
   return { keys, values };
 }

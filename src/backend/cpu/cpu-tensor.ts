@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
@@ -78,9 +78,7 @@ export class CpuKvCache implements KvCache {
   }
 
   spec(layer: number): LayerKvSpec {
-    const spec = this.layout.layers[layer];
-    if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${this.layout.layers.length} layers`);
-    return spec;
+    return this.layout.layers[layoutIndex(this.layout, layer)];
   }
 }
 

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
@@ -121,16 +121,16 @@ export class CudaKvCache implements KvCache {
   }
 
   keys(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer]].offset;
+    return this.base + this.pools[this.firstPool[layoutIndex(this.layout, layer)]].offset;
   }
 
   values(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer] + 1].offset;
+    return this.base + this.pools[this.firstPool[layoutIndex(this.layout, layer)] + 1].offset;
   }
 
   /** An MLA layer's one pool of rows. */
   rows(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer]].offset;
+    return this.base + this.pools[this.firstPool[layoutIndex(this.layout, layer)]].offset;
   }
 }
 

@@ -2,6 +2,7 @@ import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threa
 import type { CollectiveGroups } from '../../backend/backend.ts';
 import type { EngineConfig } from '../../config.ts';
 import { createFailureBoard, reportFailure, type FailureBoard } from '../../parallel/failure-board.ts';
+import { placeOf, worldSize } from '../../parallel/rank-layout.ts';
 import { createSharedMemoryGroup, SharedMemoryCommunicator } from '../../parallel/shared-memory-communicator.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
@@ -23,6 +24,8 @@ export class RankGroup {
   private readonly supervisor: Worker;
   private readonly loaded: Promise<void>;
   private failure: Error | null = null;
+  /** The fewest KV blocks any other rank's memory holds for its layers; known once they loaded. */
+  private fewestKvBlocks = Infinity;
 
   private constructor(localGroups: CollectiveGroups<Float32Array>, ports: MessagePort[], supervisor: Worker, failures: FailureBoard) {
     this.localGroups = localGroups;
@@ -42,8 +45,12 @@ export class RankGroup {
       });
       for (const port of ports) {
         port.on('message', (message: FromRank) => {
-          if (message.type === 'failed') reject(new Error(message.message));
-          else if (--pending === 0) resolve();
+          if (message.type === 'failed') {
+            reject(new Error(message.message));
+            return;
+          }
+          this.fewestKvBlocks = Math.min(this.fewestKvBlocks, message.kvBlocks);
+          if (--pending === 0) resolve();
         });
       }
     });
@@ -52,19 +59,21 @@ export class RankGroup {
   }
 
   /**
-   * Starts ranks 1..N-1 loading the model at `modelPath` (N = tensorParallelSize, one stage: see
-   * docs/parallelism.md for pipeline parallelism).
+   * Starts ranks 1..N-1 loading the model at `modelPath` (N = tensorParallelSize ×
+   * pipelineParallelSize, placed as rank-layout.ts says).
    */
   static start(config: EngineConfig, modelPath: string, maxModelLen: number): RankGroup {
-    const size = config.tensorParallelSize;
+    const layout = { tensor: config.tensorParallelSize, pipeline: config.pipelineParallelSize };
     const failures = createFailureBoard();
-    const tensor = createSharedMemoryGroup(size);
-    // One stage: each rank's pipeline group is itself.
-    const pipeline = () => createSharedMemoryGroup(1, 1);
-    const ranks = Array.from({ length: size - 1 }, (_, i) => {
+    // A group of one never touches its memory: it gets a slot of one float.
+    const group = (size: number) => (size === 1 ? createSharedMemoryGroup(1, 1) : createSharedMemoryGroup(size));
+    const tensorGroups = Array.from({ length: layout.pipeline }, () => group(layout.tensor));
+    const pipelineGroups = Array.from({ length: layout.tensor }, () => group(layout.pipeline));
+    const ranks = Array.from({ length: worldSize(layout) - 1 }, (_, i) => {
       const rank = i + 1;
+      const { stage, tensorRank } = placeOf(layout, rank);
       const channel = new MessageChannel();
-      const settings: RankSettings = { config, modelPath, maxModelLen, rank, tensorRank: rank, tensor, stage: 0, pipeline: pipeline(), failures };
+      const settings: RankSettings = { config, modelPath, maxModelLen, rank, tensorRank, tensor: tensorGroups[stage], stage, pipeline: pipelineGroups[tensorRank], failures };
       return { settings, port: channel.port2, engineSide: channel.port1 };
     });
     const supervisor = startTsWorker(
@@ -73,13 +82,18 @@ export class RankGroup {
       'keel-rank-supervisor',
       ranks.map((r) => r.port),
     );
-    const localGroups = { tensor: new SharedMemoryCommunicator(tensor, 0, failures), pipeline: new SharedMemoryCommunicator(pipeline(), 0, failures) };
+    const localGroups = { tensor: new SharedMemoryCommunicator(tensorGroups[0], 0, failures), pipeline: new SharedMemoryCommunicator(pipelineGroups[0], 0, failures) };
     return new RankGroup(localGroups, ranks.map((r) => r.engineSide), supervisor, failures);
   }
 
   /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
   ready(): Promise<void> {
     return this.loaded;
+  }
+
+  /** The fewest KV blocks the other ranks' memory holds for their layers (after `ready`): the pool's block ids must exist on every rank. */
+  get kvBlocksAffordable(): number {
+    return this.fewestKvBlocks;
   }
 
   createCaches(numBlocks: number, blockSize: number): void {

@@ -4,12 +4,14 @@ import { CpuBackend } from '../../backend/cpu/cpu-backend.ts';
 import { reportFailure } from '../../parallel/failure-board.ts';
 import { SharedMemoryCommunicator } from '../../parallel/shared-memory-communicator.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
+import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { createModel, modelArchitectureOf } from '../../models/registry.ts';
+import { kvBytesPerBlock } from '../../step/kv-cache-layout.ts';
 import { loadModelWeights, streamingOf } from '../load-engine.ts';
 import type { FromRank, RankSettings, ToRank } from './rank-messages.ts';
 
-// One rank of a parallel run on the CPU backend (a worker thread): loads its shard of the model,
-// then runs, in order, each step the engine sends, on its shard. Any failure is written where the
+// One rank of a parallel run on the CPU backend (a worker thread): loads its shard of its
+// pipeline stage's layers, then runs, in order, each step the engine sends, on that shard. Any failure is written where the
 // other ranks look (failure-board.ts) before the thread ends, so none of them waits for it.
 
 const settings = workerData.settings as RankSettings & { port: MessagePort };
@@ -30,7 +32,8 @@ try {
   });
   const files = openModelFiles(settings.modelPath);
   const architecture = modelArchitectureOf(files);
-  const model = createModel(architecture, settings.maxModelLen, streamingOf(config));
+  const stage = pipelineStage(architecture.config.numLayers, settings.stage, config.pipelineParallelSize);
+  const model = createModel(architecture, settings.maxModelLen, streamingOf(config), stage);
   loadModelWeights(model, files, architecture, { ...config, showProgress: false }, backend, {
     rank: settings.tensorRank,
     size: config.tensorParallelSize,
@@ -44,20 +47,22 @@ try {
   port.on('message', (message: ToRank) => {
     try {
       if (message.type === 'create-cache') {
-        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers });
+        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, firstLayer: stage.firstLayer });
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
       } else {
         const kv = requireCache();
         if (message.blockCopies.src.length > 0) backend.copyBlocks(kv, message.blockCopies.src, message.blockCopies.dst);
-        const logits = model.forward(backend, backend.beginStep(message.batch), kv);
-        backend.sampleRows(logits, message.draws).read();
+        const step = backend.beginStep(message.batch);
+        if (isFirstStage(stage)) backend.sampleRows(model.forward(backend, step, kv), message.draws).read();
+        else model.runStage(backend, step, kv);
       }
     } catch (error) {
       fail(error);
     }
   });
-  post({ type: 'loaded' });
+  const kvBlocks = Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes));
+  post({ type: 'loaded', kvBlocks });
 } catch (error) {
   fail(error);
 }
