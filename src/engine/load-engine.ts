@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
-import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -30,7 +29,8 @@ import { ModelRunner } from './model-runner.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
-import { RankGroup } from './parallel/rank-group.ts';
+import { startRanks } from './parallel/start-ranks.ts';
+import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
 import { pipelineStage } from '../models/pipeline-stage.ts';
 
@@ -96,9 +96,6 @@ function checkParallelSupport(config: EngineConfig): void {
   if (config.enableExpertParallel && config.tensorParallelSize === 1) throw invalidArgument('enableExpertParallel places experts across the tensor-parallel devices: give tensorParallelSize > 1 too');
   if (config.tensorParallelSize === 1 && config.pipelineParallelSize === 1) return;
   const what = `tensorParallelSize ${config.tensorParallelSize} × pipelineParallelSize ${config.pipelineParallelSize}`;
-  if (config.backend !== 'cpu') {
-    throw invalidArgument(`${what}: parallel runs start their ranks on the CPU backend only so far (--backend cpu); the CUDA path has its NCCL communicator but no per-GPU worker processes yet (docs/parallelism.md)`);
-  }
   if (config.speculative !== null && config.speculative.method !== 'ngram') throw invalidArgument(`${what}: speculative decoding with a draft model or Medusa heads is not supported in parallel runs yet (n-gram drafts are)`);
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
   if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
@@ -171,7 +168,7 @@ export interface LoadedModel {
   /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
   loraTargets: Linear[] | null;
   /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
-  ranks: RankGroup | null;
+  ranks: Ranks | null;
   /**
    * Every layer's KV spec, whichever pipeline stage `model` runs (with several stages, as the
    * unsharded model declares them): what decides which blocks a sequence still needs.
@@ -195,9 +192,9 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
-  // A parallel run's other ranks load their shards in worker threads while this thread loads rank 0's.
-  const ranks = config.tensorParallelSize * stages > 1 ? RankGroup.start(config, modelPath, maxModelLen) : null;
-  const backend = ranks === null ? await selectBackend(config.backend) : new CpuBackend(ranks.localGroups);
+  // A parallel run's other ranks load their shards in worker threads or processes while this thread loads rank 0's.
+  const { ranks, backend } =
+    config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
@@ -385,7 +382,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
  * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
  * Block ids name a block on every rank of a parallel run: the tightest rank's budget bounds them.
  */
-function kvBlocksForBudget(backend: Backend, ranks: RankGroup | null, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
+function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
   const affordable = Math.min(Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));

@@ -55,6 +55,7 @@ import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
+import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -75,9 +76,10 @@ export interface CudaBackendOptions {
   /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
-   * stream, so recorded graphs hold the collectives. Absent: one device.
+   * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
+   * rank's failure recorded there makes every later collective throw it. Absent: one device.
    */
-  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup; failures?: FailureBoard };
 }
 
 /** One NCCL group as a rank joins it. */
@@ -160,9 +162,16 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
-      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      const failures = options.parallel.failures ?? null;
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize(), failures);
       this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
     }
+  }
+
+  /** The addresses of its NCCL communicators (none on one device), for whoever aborts them when a rank dies (abortNcclCommunicator). */
+  get communicatorAddresses(): bigint[] {
+    if (this.groups === null) return [];
+    return [this.groups.tensor, this.groups.pipeline].map((comm) => (comm as NcclCommunicator).address);
   }
 
   /**

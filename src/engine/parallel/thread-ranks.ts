@@ -1,13 +1,13 @@
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { CollectiveGroups } from '../../backend/backend.ts';
 import type { EngineConfig } from '../../config.ts';
-import { createFailureBoard, reportFailure, type FailureBoard } from '../../parallel/failure-board.ts';
+import { createFailureBoard, reportFailure, throwIfFailed, type FailureBoard } from '../../parallel/failure-board.ts';
 import { placeOf, worldSize } from '../../parallel/rank-layout.ts';
 import { createSharedMemoryGroup, SharedMemoryCommunicator } from '../../parallel/shared-memory-communicator.ts';
-import type { Draw } from '../../sampling/draw.ts';
-import type { BatchDescription } from '../../step/batch.ts';
 import { siblingModule, startTsWorker } from '../../threads/ts-worker.ts';
 import type { FromRank, FromSupervisor, RankSettings, ToRank, ToSupervisor } from './rank-messages.ts';
+import { RankLoading } from './rank-loading.ts';
+import { Ranks } from './ranks.ts';
 
 /**
  * The ranks of a parallel run on the CPU backend, seen from the engine: the engine's thread is
@@ -17,52 +17,35 @@ import type { FromRank, FromSupervisor, RankSettings, ToRank, ToSupervisor } fro
  * inside the step keep them in lockstep. A rank that fails makes every collective throw an error
  * naming it (the engine fails its requests; the server answers 503).
  */
-export class RankGroup {
+export class ThreadRanks extends Ranks {
   /** Rank 0's groups, for its backend. */
   readonly localGroups: CollectiveGroups<Float32Array>;
   private readonly ports: MessagePort[];
   private readonly supervisor: Worker;
-  private readonly loaded: Promise<void>;
-  private failure: Error | null = null;
-  /** The fewest KV blocks any other rank's memory holds for its layers; known once they loaded. */
-  private fewestKvBlocks = Infinity;
+  protected readonly loading: RankLoading;
+  private readonly failures: FailureBoard;
 
   private constructor(localGroups: CollectiveGroups<Float32Array>, ports: MessagePort[], supervisor: Worker, failures: FailureBoard) {
+    super();
     this.localGroups = localGroups;
     this.ports = ports;
     this.supervisor = supervisor;
-    this.loaded = new Promise<void>((resolve, reject) => {
-      let pending = ports.length;
-      supervisor.on('message', (message: FromSupervisor) => {
-        this.failure ??= new Error(`parallel rank ${message.rank} failed: ${message.reason}`);
-        reject(this.failure);
-      });
-      // Without its watcher no rank's death would be noticed: that fails the run as a rank's death does.
-      supervisor.on('error', (error) => {
-        reportFailure(failures, 1, `the thread watching the ranks failed: ${error.message}`);
-        this.failure ??= error;
-        reject(error);
-      });
-      for (const port of ports) {
-        port.on('message', (message: FromRank) => {
-          if (message.type === 'failed') {
-            reject(new Error(message.message));
-            return;
-          }
-          this.fewestKvBlocks = Math.min(this.fewestKvBlocks, message.kvBlocks);
-          if (--pending === 0) resolve();
-        });
-      }
+    this.failures = failures;
+    const loading = (this.loading = new RankLoading(ports.length));
+    supervisor.on('message', (message: FromSupervisor) => loading.failed(new Error(`parallel rank ${message.rank} failed: ${message.reason}`)));
+    // Without its watcher no rank's death would be noticed: that fails the run as a rank's death does.
+    supervisor.on('error', (error) => {
+      reportFailure(failures, 1, `the thread watching the ranks failed: ${error.message}`);
+      loading.failed(error);
     });
-    // A failure after loading is seen through the failure board by whoever waits; this only keeps it from being unhandled.
-    this.loaded.catch(() => undefined);
+    for (const port of ports) port.on('message', (message: FromRank) => loading.heard(message));
   }
 
   /**
    * Starts ranks 1..N-1 loading the model at `modelPath` (N = tensorParallelSize ×
    * pipelineParallelSize, placed as rank-layout.ts says).
    */
-  static start(config: EngineConfig, modelPath: string, maxModelLen: number): RankGroup {
+  static start(config: EngineConfig, modelPath: string, maxModelLen: number): ThreadRanks {
     const layout = { tensor: config.tensorParallelSize, pipeline: config.pipelineParallelSize };
     const failures = createFailureBoard();
     // A group of one never touches its memory: it gets a slot of one float.
@@ -83,39 +66,18 @@ export class RankGroup {
       ranks.map((r) => r.port),
     );
     const localGroups = { tensor: new SharedMemoryCommunicator(tensorGroups[0], 0, failures), pipeline: new SharedMemoryCommunicator(pipelineGroups[0], 0, failures) };
-    return new RankGroup(localGroups, ranks.map((r) => r.engineSide), supervisor, failures);
+    return new ThreadRanks(localGroups, ranks.map((r) => r.engineSide), supervisor, failures);
   }
 
-  /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
-  ready(): Promise<void> {
-    return this.loaded;
+  throwIfFailed(): void {
+    throwIfFailed(this.failures);
   }
 
-  /** The fewest KV blocks the other ranks' memory holds for their layers (after `ready`): the pool's block ids must exist on every rank. */
-  get kvBlocksAffordable(): number {
-    return this.fewestKvBlocks;
-  }
-
-  createCaches(numBlocks: number, blockSize: number): void {
-    this.send({ type: 'create-cache', numBlocks, blockSize });
-  }
-
-  /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */
-  step(blockCopies: { src: Int32Array; dst: Int32Array }, batch: BatchDescription, draws: Draw[]): void {
-    this.send({ type: 'step', blockCopies, batch, draws });
-  }
-
-  copySlots(src: Int32Array, dst: Int32Array): void {
-    this.send({ type: 'copy-slots', src, dst });
-  }
-
-  /** Ends rank `rank`'s worker as a crash would (its watcher reports it): for fault drills and tests. */
   kill(rank: number): void {
     const message: ToSupervisor = { type: 'kill', rank };
     this.supervisor.postMessage(message);
   }
 
-  /** Ends every rank's worker. */
   async close(): Promise<void> {
     const message: ToSupervisor = { type: 'close' };
     const exited = new Promise((resolve) => this.supervisor.once('exit', resolve));
@@ -125,7 +87,7 @@ export class RankGroup {
     for (const port of this.ports) port.close();
   }
 
-  private send(message: ToRank): void {
+  protected order(message: ToRank): void {
     for (const port of this.ports) port.postMessage(message);
   }
 }
