@@ -1,7 +1,8 @@
 import type { Backend } from '../../backend/backend.ts';
 import { CpuBackend } from '../../backend/cpu/cpu-backend.ts';
 import type { EngineConfig } from '../../config.ts';
-import { KeelError } from '../../errors.ts';
+import { invalidArgument, KeelError } from '../../errors.ts';
+import { multiNodeFromEnv } from '../../parallel/bootstrap.ts';
 import { worldSize } from '../../parallel/rank-layout.ts';
 import type { Ranks } from './ranks.ts';
 import { ThreadRanks } from './thread-ranks.ts';
@@ -18,6 +19,12 @@ export async function startRanks(config: EngineConfig, modelPath: string, maxMod
     const ranks = ThreadRanks.start(config, modelPath, maxModelLen);
     return { ranks, backend: new CpuBackend(ranks.localGroups) };
   };
+  const nodes = multiNodeFromEnv(process.env);
+  if (nodes !== null) {
+    throw invalidArgument(
+      `${what} over ${nodes.nnodes} nodes (NNODES): the ranks' NCCL ids can be served at MASTER_ADDR:MASTER_PORT, but the engine's step orders do not cross nodes yet (docs/parallelism.md); unset NNODES to run on this node`,
+    );
+  }
   if (config.backend === 'cpu') return onCpu();
   const availability = (await import('../../backend/cuda/availability.ts')).cudaAvailability();
   if (!availability.ok) {
