@@ -377,13 +377,6 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? new CpuTensor(shape, asCpuTensor(x!, 'broadcastFromStage input').data.slice()) : CpuTensor.zeros(shape);
-    pipeline.broadcast(out.data, out.data.length, stage);
-    return out;
-  }
-
   private pipeline(op: string): Communicator<Float32Array> {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline;

@@ -823,21 +823,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** bf16 only: the receiving stage knows the shape, not the dtype (residual streams and logits are bf16). */
   sendToStage(x: Tensor, stage: number): void {
-    const t = asCudaTensor(x, 'sendToStage input');
-    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+    const t = asBf16(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: 'bf16' }, t.numel, stage);
   }
 
   receiveFromStage(shape: readonly number[], stage: number): Tensor {
     const out = this.stepTensor(shape);
     this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
-    return out;
-  }
-
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
-    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
     return out;
   }
 
