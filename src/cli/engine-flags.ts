@@ -82,9 +82,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  are recomputed (docs/long-context.md)
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
 
-Parallelism (docs/parallelism.md; CPU backend: ranks in worker threads):
+Parallelism (docs/parallelism.md; TP × PP ranks: worker threads on the CPU backend, one worker
+process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK):
   --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
-  --pipeline-parallel-size N     split the layers into N consecutive stages (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --pipeline-parallel-size N     split the layers into N consecutive stages, each on its own devices,
+                                 activations passed from stage to stage (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
   --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):

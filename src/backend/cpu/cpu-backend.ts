@@ -23,7 +23,7 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
@@ -386,13 +386,6 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? new CpuTensor(shape, asCpuTensor(x!, 'broadcastFromStage input').data.slice()) : CpuTensor.zeros(shape);
-    pipeline.broadcast(out.data, out.data.length, stage);
-    return out;
-  }
-
   private pipeline(op: string): Communicator<Float32Array> {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline;
@@ -509,12 +502,12 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
 function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
-  return kv.pools[layer][0];
+  return kv.pools[layoutIndex(kv.layout, layer)][0];
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values] = kv.pools[layer];
+  const [keys, values] = kv.pools[layoutIndex(kv.layout, layer)];
   return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

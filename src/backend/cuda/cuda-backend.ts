@@ -58,6 +58,7 @@ import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
+import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -78,9 +79,10 @@ export interface CudaBackendOptions {
   /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
-   * stream, so recorded graphs hold the collectives. Absent: one device.
+   * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
+   * rank's failure recorded there makes every later collective throw it. Absent: one device.
    */
-  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup; failures?: FailureBoard };
 }
 
 /** One NCCL group as a rank joins it. */
@@ -163,9 +165,16 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
-      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      const failures = options.parallel.failures ?? null;
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize(), failures);
       this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
     }
+  }
+
+  /** The addresses of its NCCL communicators (none on one device), for whoever aborts them when a rank dies (abortNcclCommunicator). */
+  get communicatorAddresses(): bigint[] {
+    if (this.groups === null) return [];
+    return [this.groups.tensor, this.groups.pipeline].map((comm) => (comm as NcclCommunicator).address);
   }
 
   /**
@@ -861,21 +870,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** bf16 only: the receiving stage knows the shape, not the dtype (residual streams and logits are bf16). */
   sendToStage(x: Tensor, stage: number): void {
-    const t = asCudaTensor(x, 'sendToStage input');
-    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+    const t = asBf16(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: 'bf16' }, t.numel, stage);
   }
 
   receiveFromStage(shape: readonly number[], stage: number): Tensor {
     const out = this.stepTensor(shape);
     this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
-    return out;
-  }
-
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
-    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
     return out;
   }
 

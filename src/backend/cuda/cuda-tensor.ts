@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, kvScalesPerToken, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvScalesPerToken, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
@@ -171,7 +171,7 @@ export class CudaKvCache implements KvCache {
   }
 
   private pool(layer: number, index: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer] + index].offset;
+    return this.base + this.pools[this.firstPool[layoutIndex(this.layout, layer)] + index].offset;
   }
 }
 
