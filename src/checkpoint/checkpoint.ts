@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import type { TensorSlice } from '../tensor/tensor-slice.ts';
 import { invalidModel } from '../errors.ts';
 import { SafetensorsFile, type RawTensor, type SafetensorsEntry } from './safetensors.ts';
 
@@ -20,6 +21,8 @@ export interface Checkpoint {
   /** dtype (as the file spells it) and shape from the header, without reading the data. */
   info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'>;
   read(name: string): HostTensor;
+  /** A slice of a tensor, reading only its bytes; absent where the source cannot (then `read` and cut). */
+  readSlice?(name: string, slice: TensorSlice): HostTensor;
   /** The tensor's bytes whatever its dtype (packed integers, FP8 codes). */
   readRaw(name: string): RawTensor;
   /**
@@ -76,6 +79,10 @@ class SafetensorsCheckpoint implements Checkpoint {
 
   read(name: string): HostTensor {
     return this.fileFor(name).read(name);
+  }
+
+  readSlice(name: string, slice: TensorSlice): HostTensor {
+    return this.fileFor(name).readSlice(name, slice);
   }
 
   readRaw(name: string): RawTensor {

@@ -2,7 +2,9 @@ import type { Activation, Backend, ExpertWeights, MoeWeights, RoutingParams, Ten
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { GatedMlp } from './gated-mlp.ts';
+import { invalidArgument } from '../errors.ts';
 import { Linear } from './linear.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /** How a checkpoint stores the routed experts. */
@@ -52,8 +54,9 @@ export class MoeBlock implements Layer {
   private readonly options: MoeOptions;
   private readonly router: Linear;
   private readonly sharedGate: Linear | null;
-  private readonly first: number;
-  private readonly count: number;
+  /** The experts this device holds (set by the shard loaded, under expert parallelism). */
+  private first: number;
+  private count: number;
   private selectionBias: Tensor | null = null;
   private experts: ExpertWeights | null = null;
 
@@ -107,11 +110,20 @@ export class MoeBlock implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
+    // The shared experts split as any gated MLP does, under expert parallelism too: their parts sum in the all-reduce.
     loadLayers(this.denseLayers, source, uploader);
-    const { routing, experts } = this.options;
+    const { routing, experts, numExperts, intermediateSize } = this.options;
+    const shard = shardOf(source);
+    let intermediate = { start: 0, count: intermediateSize };
+    if (shard.size > 1 && shard.expertParallel) {
+      ({ start: this.first, count: this.count } = evenPart(numExperts, shard, `the experts of ${this.options.router}`));
+    } else if (shard.size > 1) {
+      if (experts.layout !== 'per-expert') throw invalidArgument(`${this.options.router}: fused expert tensors are not split by tensor parallelism yet; add --enable-expert-parallel`);
+      intermediate = evenPart(intermediateSize, shard, `the experts' intermediate size (${this.options.router})`);
+    }
     // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
     if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
-    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name) : this.unfuse(source, experts);
+    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts);
     this.experts = {
       first: this.first,
       count: this.count,
@@ -122,11 +134,14 @@ export class MoeBlock implements Layer {
     };
   }
 
-  private stackPerExpert(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string): HostExperts {
-    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+  /** Each held expert's gate and up rows and down columns of the intermediate part this device holds. */
+  private stackPerExpert(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string, part: { start: number; count: number }): HostExperts {
+    const { hiddenSize: hidden } = this.options;
+    const n = part.count;
     const local = Array.from({ length: this.count }, (_, i) => this.first + i);
-    const gateUp = concatRows(local.flatMap((e) => [source.read(name(e, 'gate')), source.read(name(e, 'up'))]));
-    const down = concatRows(local.map((e) => source.read(name(e, 'down'))));
+    const rows = (e: number, projection: 'gate' | 'up') => readSlice(source, name(e, projection), { dim: 0, ...part });
+    const gateUp = concatRows(local.flatMap((e) => [rows(e, 'gate'), rows(e, 'up')]));
+    const down = concatRows(local.map((e) => readSlice(source, name(e, 'down'), { dim: 1, ...part })));
     return { gateUp: { ...gateUp, shape: [this.count, 2 * n, hidden] }, down: { ...down, shape: [this.count, hidden, n] }, gateUpBias: null, downBias: null };
   }
 

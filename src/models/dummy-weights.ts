@@ -1,6 +1,6 @@
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { RawTensor } from '../checkpoint/safetensors.ts';
-import type { Layer, WeightUploader } from '../layers/parameters.ts';
+import type { Layer, TensorParallelShard, WeightUploader } from '../layers/parameters.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DTYPE_BYTES, float32ToHostTensor } from '../tensor/host-dtype.ts';
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
@@ -14,8 +14,15 @@ import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
  * load-time format changes), one tensor at a time, so host memory never holds more than a layer's worth.
  * `quantization` quantizes their linear layers as `--quantization` does a checkpoint's.
  */
-export function loadDummyWeights(model: Layer, dtype: WeightDType, uploader: WeightUploader, seed: number, quantization: LoadTimeQuantization | null = null): void {
-  loadWeights(model, withQuantization(new RandomCheckpoint(model, dtype, seed), null, quantization), uploader);
+export function loadDummyWeights(
+  model: Layer,
+  dtype: WeightDType,
+  uploader: WeightUploader,
+  seed: number,
+  quantization: LoadTimeQuantization | null = null,
+  shard?: TensorParallelShard,
+): void {
+  loadWeights(model, withQuantization(new RandomCheckpoint(model, dtype, seed), null, quantization), uploader, shard && { shard });
 }
 
 /**

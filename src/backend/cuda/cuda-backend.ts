@@ -2,6 +2,7 @@ import type {
   Activation,
   AttentionParams,
   Backend,
+  CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
   KvBudgetLimits,
@@ -25,7 +26,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { KeelError } from '../../errors.ts';
+import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
@@ -52,7 +53,8 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -66,10 +68,23 @@ export interface CudaBackendOptions {
   poisonStepTensors?: boolean;
   /**
    * How `moe` runs a single token: `fused`, one launch for the whole block (moe-decode.cu), or
-   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else split:
-   * the fused kernel has not yet run on a GPU, and its grid barriers would hang, not fail, if wrong.
+   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else fused
+   * (5-9 % faster at batch 1 on the H200, equal to transformers on every MoE fixture there).
    */
   moeDecode?: MoeDecodePath;
+  /**
+   * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
+   * made, the group's size and this device's rank in it. The communicators run on the backend's
+   * stream, so recorded graphs hold the collectives. Absent: one device.
+   */
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+}
+
+/** One NCCL group as a rank joins it. */
+export interface NcclGroup {
+  id: Uint8Array;
+  size: number;
+  rank: number;
 }
 
 export type MoeDecodePath = 'fused' | 'split';
@@ -77,8 +92,8 @@ export type MoeDecodePath = 'fused' | 'split';
 /** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
 function moeDecodeFromEnv(): MoeDecodePath {
   const value = process.env.KEEL_MOE_DECODE;
-  if (value === undefined || value === '' || value === 'split') return 'split';
-  if (value === 'fused') return 'fused';
+  if (value === undefined || value === '' || value === 'fused') return 'fused';
+  if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
 }
 
@@ -130,6 +145,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** NCCL communicators of a parallel run; null on one device. */
+  private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -141,6 +158,11 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    if (options.parallel !== undefined) {
+      const scratch = this.ownedAlloc(4);
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
+    }
   }
 
   /**
@@ -275,6 +297,11 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
+    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
+    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
+    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
+      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
+    }
     for (const spec of layout.layers) {
       if (spec.kind === 'mla') {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
@@ -366,7 +393,7 @@ export class CudaBackend implements Backend {
     checkSlotPairs(src, dst, numBlocks * blockSize);
     this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
-      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
     });
   }
@@ -399,15 +426,16 @@ export class CudaBackend implements Backend {
     );
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
     const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
-    checkTokens(s.batch, t.rows, this.sampled.rows);
+    checkTokens(s.batch, this.sampled.rows);
     requireMultipleOf8(t.cols, 'row width');
     const out = this.stepTensor([s.batch.numTokens, t.cols]);
     launchEmbedTokens(this.device, {
       out: out.ptr,
       table: t.ptr,
+      firstRow,
       vocab: t.rows,
       cols: t.cols,
       tokens: s.device.tokenIds,
@@ -514,6 +542,10 @@ export class CudaBackend implements Backend {
       slotMapping: s.device.slotMapping,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
+      kvScales: attn.kvScales ?? { k: 1, v: 1 },
       numTokens,
       numHeads: attn.numHeads,
       numKvHeads: attn.numKvHeads,
@@ -540,6 +572,9 @@ export class CudaBackend implements Backend {
       qkv: packed.ptr,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -716,6 +751,8 @@ export class CudaBackend implements Backend {
       rotaryRows: s.device.rotaryRows,
       slotMapping: s.device.slotMapping,
       pool: kvCache.rows(layer),
+      dtype: kvCache.dtype,
+      rowScales: kvCache.rowScales(layer),
       numTokens,
       numHeads: mla.numHeads,
       nopeDim: mla.nopeDim,
@@ -744,6 +781,8 @@ export class CudaBackend implements Backend {
       qLatent: latent.ptr,
       q: queries.ptr,
       pool: kv.rows(layer),
+      dtype: kv.dtype,
+      rowScales: kv.rowScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -772,9 +811,46 @@ export class CudaBackend implements Backend {
     launchAddInto(this.device, t.ptr, input.ptr, g?.ptr ?? 0, t.rows, t.cols);
   }
 
-  /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
-    return x;
+    const t = asCudaTensor(x, 'allReduce input');
+    this.groups?.tensor.allReduceSum({ ptr: t.ptr, dtype: t.dtype }, t.numel);
+    return t;
+  }
+
+  /** NCCL gathers the devices' [rows, cols] blocks one after another; a kernel lays them side by side. */
+  allGatherColumns(x: Tensor): Tensor {
+    const t = asBf16(x, 'allGatherColumns input');
+    const size = this.groups?.tensor.size ?? 1;
+    if (size === 1) return t;
+    requireMultipleOf8(t.cols, 'allGatherColumns width');
+    const gathered = this.stepTensor([size, t.rows, t.cols]);
+    this.groups!.tensor.allGather({ ptr: t.ptr, dtype: 'bf16' }, { ptr: gathered.ptr, dtype: 'bf16' }, t.numel);
+    const out = this.stepTensor([t.rows, size * t.cols]);
+    launchColumnBlocks(this.device, out.ptr, gathered.ptr, t.rows, t.cols, size);
+    return out;
+  }
+
+  sendToStage(x: Tensor, stage: number): void {
+    const t = asCudaTensor(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+  }
+
+  receiveFromStage(shape: readonly number[], stage: number): Tensor {
+    const out = this.stepTensor(shape);
+    this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
+    const pipeline = this.pipeline('broadcastFromStage');
+    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
+    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  private pipeline(op: string): NcclCommunicator {
+    if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
+    return this.groups.pipeline as NcclCommunicator;
   }
 
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
@@ -1000,6 +1076,8 @@ export class CudaBackend implements Backend {
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
     this.arena.dispose();
+    this.groups?.tensor.destroy();
+    this.groups?.pipeline.destroy();
     this.device.dispose();
   }
 
@@ -1148,10 +1226,12 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
   }
 }
 
-function checkTokens(batch: BatchDescription, vocab: number, sampledRows: number): void {
+// Ids past the table are legal (a vocab-parallel shard holds a range of rows; the kernel gives the
+// others zero rows, as the CPU twin does); the engine checks ids against the whole vocabulary.
+function checkTokens(batch: BatchDescription, sampledRows: number): void {
   assertTokenSources(batch, sampledRows);
   batch.tokenIds.forEach((id, t) => {
-    if (batch.tokenSources[t] < 0 && !(id >= 0 && id < vocab)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${vocab}`);
+    if (batch.tokenSources[t] < 0 && !(id >= 0)) throw new KeelError('invalid_argument', `token id ${id} is negative`);
   });
 }
 
