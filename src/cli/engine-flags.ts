@@ -49,9 +49,12 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
-                                 nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8) are read as they are (docs/quantization.md)
+  --quantization fp8|int8|int4|nf4|llm-int8
+                                 quantize a 16-bit checkpoint's linear layers at load (round to
+                                 nearest; int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
+                                 llm-int8: int8 weights run by LLM.int8(), outlier threshold 6);
+                                 quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8,
+                                 bitsandbytes) are read as they are (docs/quantization.md)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})

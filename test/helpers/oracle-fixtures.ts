@@ -19,6 +19,11 @@ export interface OracleFixture {
     /** Per prompt and greedy step, transformers' candidates [token id, logprob], best first: the top 5 and any other within 1 nat of the best. */
     greedy_top_logprobs?: [number, number][][][];
     max_new_tokens: number;
+    /**
+     * false where one prompt's outputs depend on what is batched beside it (LLM.int8()'s outlier
+     * columns): the oracle holds for each prompt run alone.
+     */
+    batch_invariant?: boolean;
   };
 }
 
