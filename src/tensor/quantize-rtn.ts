@@ -84,8 +84,15 @@ export function quantizeTable4(values: Float32Array, rows: number, cols: number,
       const inverse = Math.fround(1 / Math.max(absmax, 1e-38));
       for (let i = start; i < end; i++) {
         const scaled = Math.max(-1, Math.min(1, Math.fround(values[i] * inverse)));
-        let rank = 0;
-        while (rank < mids.length && mids[rank] < scaled) rank++;
+        // The number of midpoints below the value (binary search: load-time quantization codes billions).
+        let lo = 0;
+        let hi = mids.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (mids[mid] < scaled) lo = mid + 1;
+          else hi = mid;
+        }
+        const rank = lo;
         const col = i - row * cols;
         const slot = INT4_COLUMN_SLOT[col & 7];
         w.codes[row * rowBytes(format, cols) + (col >> 3) * 4 + (slot >> 1)] |= order[rank] << ((slot & 1) * 4);
