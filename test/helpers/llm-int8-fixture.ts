@@ -10,7 +10,7 @@ import { listOracleFixtures, type OracleFixture } from './oracle-fixtures.ts';
  * prompt's outliers move to 16-bit).
  */
 export function llmInt8FixtureSuite(backend: 'cpu' | 'cuda', alone: Omit<ParityOptions, 'backend'>, batched: Omit<ParityOptions, 'backend'>): void {
-  const fixture = listOracleFixtures().find((f) => f.name === 'quant-bnb-int8')!;
+  const fixture = listOracleFixtures({ batchDependent: true }).find((f) => f.name === 'quant-bnb-int8')!;
   fixture.oracle.prompts.forEach((_, i) => {
     const one = promptAlone(fixture, i);
     test(`prompt ${i} alone: last-token logits and greedy continuation as transformers'`, async () => {

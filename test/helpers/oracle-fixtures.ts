@@ -31,8 +31,12 @@ export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures', import.meta.url
 /** The models shipped in the repo carry the same oracle, written by tools/train/train_default_model.py. */
 export const MODELS_DIR = fileURLToPath(new URL('../../models', import.meta.url));
 
-export function listOracleFixtures(): OracleFixture[] {
-  return [FIXTURES_DIR, MODELS_DIR].flatMap((root) =>
+/**
+ * Every fixture and shipped model with an oracle. Those whose oracle holds only for one prompt at
+ * a time (`batch_invariant: false`) are left out unless asked for: suites batch prompts together.
+ */
+export function listOracleFixtures(options: { batchDependent?: boolean } = {}): OracleFixture[] {
+  const fixtures = [FIXTURES_DIR, MODELS_DIR].flatMap((root) =>
     readdirSync(root, { withFileTypes: true })
       .filter((entry) => entry.isDirectory() && existsSync(join(root, entry.name, 'oracle.json')))
       .map((entry) => {
@@ -41,6 +45,7 @@ export function listOracleFixtures(): OracleFixture[] {
       })
       .sort((a, b) => a.name.localeCompare(b.name)),
   );
+  return options.batchDependent ? fixtures : fixtures.filter((f: OracleFixture) => f.oracle.batch_invariant !== false);
 }
 
 /** max |a - b| over two equal-length vectors. */

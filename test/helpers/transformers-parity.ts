@@ -93,8 +93,7 @@ const ENGINE_VARIANTS: EngineVariant[] = [
 export function transformersParitySuite(options: ParityOptions): void {
   // KEEL_PARITY_FIXTURES (a regular expression over fixture names) splits the suite over processes.
   const only = process.env.KEEL_PARITY_FIXTURES;
-  // Batch-dependent fixtures have a suite of their own (test/llm-int8.test.ts).
-  const fixtures = listOracleFixtures().filter((f) => f.oracle.batch_invariant !== false && (only === undefined || new RegExp(only).test(f.name)));
+  const fixtures = listOracleFixtures().filter((f) => only === undefined || new RegExp(only).test(f.name));
   test('oracle fixtures are present', () => assert.ok(fixtures.length >= (only === undefined ? 10 : 1), `found ${fixtures.length} fixtures`));
   for (const fixture of fixtures) {
     describe(`${fixture.name} (${fixture.oracle.description})`, () => {
