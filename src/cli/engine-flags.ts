@@ -2,6 +2,7 @@ import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
+import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
@@ -10,6 +11,7 @@ export const ENGINE_FLAGS = {
   backend: { type: 'string' },
   'load-format': { type: 'string' },
   quantization: { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
   'gpu-memory-utilization': { type: 'string' },
@@ -38,6 +40,9 @@ export const ENGINE_FLAGS = {
   'max-lora-rank': { type: 'string' },
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
+  'tensor-parallel-size': { type: 'string' },
+  'pipeline-parallel-size': { type: 'string' },
+  'enable-expert-parallel': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -49,12 +54,17 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4|nf4|llm-int8
-                                 quantize a 16-bit checkpoint's linear layers at load (round to
-                                 nearest; int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
-                                 llm-int8: int8 weights run by LLM.int8(), outlier threshold 6);
-                                 quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8,
-                                 bitsandbytes) are read as they are (docs/quantization.md)
+  --quantization fp8|int8|int4|mxfp4|nf4|llm-int8
+                                 quantize a 16-bit checkpoint at load (round to nearest): its linear
+                                 layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
+                                 llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), or
+                                 with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
+                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
+                                 they are (docs/quantization.md)
+  --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
+                                 backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
+                                 checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
+                                 kv head. 8-bit fits twice the tokens of bf16 (default auto)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
@@ -73,6 +83,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+
+Parallelism (docs/parallelism.md; CPU backend: ranks in worker threads):
+  --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
+  --pipeline-parallel-size N     split the layers into N consecutive stages (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
@@ -106,6 +121,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
     quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
+    kvCacheDtype: oneOf('--kv-cache-dtype', values['kv-cache-dtype'], KV_CACHE_DTYPE_NAMES),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
     gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
@@ -127,6 +143,9 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
+    tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
+    pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
+    enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
   };
 }
 
@@ -188,6 +207,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   backend: 'backend',
   'load-format': 'loadFormat',
   quantization: 'quantization',
+  'kv-cache-dtype': 'kvCacheDtype',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
   'gpu-memory-utilization': 'gpuMemoryUtilization',
@@ -216,6 +236,9 @@ export const ENGINE_FIELD_OF_FLAG = {
   'max-lora-rank': 'maxLoraRank',
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
+  'tensor-parallel-size': 'tensorParallelSize',
+  'pipeline-parallel-size': 'pipelineParallelSize',
+  'enable-expert-parallel': 'enableExpertParallel',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -57,8 +57,12 @@ test('bitsandbytes reads 4-bit nf4/fp4 and 8-bit LLM.int8(), and refuses the var
   assert.throws(() => parse({ quant_method: 'bitsandbytes' }), /exactly one of load_in_4bit and load_in_8bit/);
 });
 
+test('quant_method mxfp4 (gpt-oss) needs no other field', () => {
+  assert.deepEqual(parse({ quant_method: 'mxfp4', modules_to_not_convert: ['model.layers.*.self_attn', 'lm_head'] }), { method: 'mxfp4' });
+});
+
 test('any other method gets one error naming it and what Keel reads', () => {
-  for (const method of ['mxfp4', 'gguf', 'hqq', 'eetq', undefined]) {
-    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8 and bitsandbytes \\(4-bit nf4/fp4, 8-bit LLM\\.int8\\(\\)\\) checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|nf4\\|llm-int8\\)`));
+  for (const method of ['gguf', 'hqq', 'eetq', undefined]) {
+    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8, mxfp4 and bitsandbytes \\(4-bit nf4/fp4, 8-bit LLM\\.int8\\(\\)\\) checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\|nf4\\|llm-int8\\)`));
   }
 });

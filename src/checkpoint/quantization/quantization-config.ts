@@ -63,9 +63,17 @@ export interface BitsAndBytesConfig {
   threshold: number;
 }
 
-export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | BitsAndBytesConfig;
+/**
+ * `quant_method: mxfp4` (gpt-oss): routed MoE experts stored as MXFP4 `*_blocks` and `*_scales`
+ * (src/tensor/mxfp4.ts); every other tensor, named in `modules_to_not_convert`, is 16-bit.
+ */
+export interface Mxfp4Config {
+  method: 'mxfp4';
+}
 
-const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8 and bitsandbytes (4-bit nf4/fp4, 8-bit LLM.int8())';
+export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | BitsAndBytesConfig | Mxfp4Config;
+
+const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8, mxfp4 and bitsandbytes (4-bit nf4/fp4, 8-bit LLM.int8())';
 
 /** The checkpoint's quantization, or null when config.json has no `quantization_config`. */
 export function parseQuantizationConfig(json: Record<string, unknown>, source: string): CheckpointQuantization | null {
@@ -86,8 +94,10 @@ export function parseQuantizationConfig(json: Record<string, unknown>, source: s
       return parseFp8(q);
     case 'bitsandbytes':
       return parseBitsAndBytes(q);
+    case 'mxfp4':
+      return { method: 'mxfp4' };
     default:
-      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|nf4|llm-int8)`);
+      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|mxfp4|nf4|llm-int8)`);
   }
 }
 
