@@ -78,10 +78,12 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
       const values = randomBf16Values(rng, n * k, 0.02);
       const dense = backend.loadWeight(bf16Tensor([n, k], values));
       const quantized = options.formats
-        .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4')
+        .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4' || f === 'nf4')
         .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
         .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
       const dequantized = quantized.length > 0 ? backend.device.alloc(2 * n * k) : 0;
+      const llmInt8Host = options.formats.includes('llm-int8') ? quantizeRoundToNearest(values, n, k, 'llm-int8') : null;
+      const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
       for (const rows of options.rows) {
         const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTable: [0] }], 16));
@@ -116,6 +118,11 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
             REPS,
           );
           add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+        }
+        if (llmInt8 !== null) {
+          // The backend's whole LLM.int8() decomposition (row stats, outlier list, activation quantizer, product), as a step runs it.
+          step();
+          add(figure('llm-int8', 'llm-int8', medianGraphMs(backend, () => () => backend.linear(x, llmInt8.tensor, null), REPS), llmInt8.bytes, cublasMs));
         }
         if (experts !== null) {
           const expertFlops = 2 * rows * (n * k + (k * n) / 2);

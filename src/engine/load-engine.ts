@@ -196,7 +196,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
   if (config.quantization === 'mxfp4' && !model.parameters().some((p) => p.access?.kind === 'expert')) {
-    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8 or int4 for its linear layers`);
+    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8, int4, nf4 or llm-int8 for its linear layers`);
   }
   // A parallel run's other ranks load their shards in worker threads or processes while this thread loads rank 0's.
   const { ranks, backend } =

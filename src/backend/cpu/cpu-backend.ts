@@ -32,6 +32,7 @@ import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
+import { llmInt8Matmul } from './ops/llm-int8-matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
@@ -215,7 +216,8 @@ export class CpuBackend implements Backend {
     const b = bias === null ? null : asCpuTensor(bias, 'linear bias').data;
     if (b !== null && b.length !== outDim) throw new Error(`linear: bias of ${b.length} values for ${outDim} outputs`);
     const out = CpuTensor.zeros([input.rows, outDim]);
-    if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
+    if (weight instanceof CpuQuantizedTensor && weight.weight.mixedInt8 !== null) llmInt8Matmul(input.data, input.rows, weight.weight, b, out.data);
+    else if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
     else matmulTransposed(input.data, input.rows, inDim, asCpuTensor(weight, 'linear weight').data, outDim, b, out.data);
     return out;
   }

@@ -20,7 +20,8 @@ import type {
   Tensor,
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
-import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
@@ -266,6 +267,7 @@ export class CudaBackend implements Backend {
   }
 
   loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
     const upload = (data: ArrayBufferView | null): DevicePtr => {
       if (data === null) return 0;
       const ptr = this.ownedAlloc(data.byteLength);
@@ -278,10 +280,12 @@ export class CudaBackend implements Backend {
       groupSize: w.groupSize,
       groups: numGroups(w),
       rowBytes: rowBytes(w.format, w.cols),
-      codes: upload(w.codes),
+      // LLM.int8()'s dot products take signed codes: the stored code less 128, one XOR a byte.
+      codes: upload(w.mixedInt8 === null ? w.codes : w.codes.map((c) => c ^ 0x80)),
       scales: upload(w.scales),
       zeros: upload(w.zeros),
       perm: upload(w.perm),
+      mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
@@ -527,6 +531,7 @@ export class CudaBackend implements Backend {
     if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
+    if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
@@ -541,6 +546,22 @@ export class CudaBackend implements Backend {
     const scratch = this.dequantized!;
     launchDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
+  }
+
+  /** LLM.int8()'s mixed decomposition (kernels/llm-int8.cu), its scratch from the step arena. */
+  private llmInt8Linear(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
+    const out = this.stepTensor([input.rows, w.rows]);
+    if (input.rows === 0) return out;
+    const bytes = llmInt8ScratchBytes(input.rows, w.cols);
+    const scratch = {
+      absmax: this.arena.alloc(bytes.absmax),
+      outlier: this.arena.alloc(bytes.outlier),
+      list: this.arena.alloc(bytes.list),
+      count: this.arena.alloc(bytes.count),
+      xq: this.arena.alloc(bytes.xq),
+    };
+    launchLlmInt8Linear(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows, scratch);
+    return out;
   }
 
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
@@ -1303,4 +1324,12 @@ function checkBlockTables(batch: BatchDescription, numBlocks: number, blockSize:
 
 function requireMultipleOf8(n: number, what: string): void {
   if (n % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs ${what} to be a multiple of 8, not ${n}`);
+}
+
+/** What the LLM.int8() kernels take: symmetric int8 codes, one scale per row, in order, 16-column chunks. */
+function checkLlmInt8Weight(w: QuantizedWeight): void {
+  if (w.format !== 'int8' || w.zeros !== null || w.perm !== null || w.groupSize !== w.cols) {
+    throw new Error(`loadQuantizedWeight: LLM.int8() needs symmetric int8 codes with one scale per row and no act-order (got ${describeQuantized(w)})`);
+  }
+  if (w.cols % 16 !== 0) throw new Error(`loadQuantizedWeight: LLM.int8() on CUDA needs input features in multiples of 16 (got [${w.rows}, ${w.cols}])`);
 }

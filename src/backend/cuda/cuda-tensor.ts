@@ -37,6 +37,8 @@ export class CudaTensor implements Tensor {
  * A linear weight [rows, cols] in Keel's quantized layout (src/tensor/quantized-weight.ts) on the
  * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
  * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
+ * An LLM.int8() weight (`mixedInt8Threshold` set) holds signed int8 codes, as the int8 dot
+ * products take them.
  */
 export class CudaQuantizedTensor implements Tensor {
   readonly shape: readonly number[];
@@ -48,6 +50,7 @@ export class CudaQuantizedTensor implements Tensor {
   readonly scales: DevicePtr;
   readonly zeros: DevicePtr;
   readonly perm: DevicePtr;
+  readonly mixedInt8Threshold: number | null;
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -59,6 +62,7 @@ export class CudaQuantizedTensor implements Tensor {
     this.scales = fields.scales;
     this.zeros = fields.zeros;
     this.perm = fields.perm;
+    this.mixedInt8Threshold = fields.mixedInt8Threshold;
   }
 
   get rows(): number {
