@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../backend/backend.ts';
-import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -20,7 +19,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type LayerKvSpec, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
@@ -34,8 +33,10 @@ import { MAX_TOP_LOGPROBS } from '../sampling/draw.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
-import { RankGroup } from './parallel/rank-group.ts';
+import { startRanks } from './parallel/start-ranks.ts';
+import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
+import { pipelineStage } from '../models/pipeline-stage.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -102,13 +103,10 @@ function checkParallelSupport(config: EngineConfig): void {
   if (config.enableExpertParallel && config.tensorParallelSize === 1) throw invalidArgument('enableExpertParallel places experts across the tensor-parallel devices: give tensorParallelSize > 1 too');
   if (config.tensorParallelSize === 1 && config.pipelineParallelSize === 1) return;
   const what = `tensorParallelSize ${config.tensorParallelSize} × pipelineParallelSize ${config.pipelineParallelSize}`;
-  if (config.pipelineParallelSize > 1) throw invalidArgument(`${what}: pipeline parallelism is not implemented yet (docs/parallelism.md)`);
-  if (config.backend !== 'cpu') {
-    throw invalidArgument(`${what}: parallel runs start their ranks on the CPU backend only so far (--backend cpu); the CUDA path has its NCCL communicator but no per-GPU worker processes yet (docs/parallelism.md)`);
-  }
   if (config.speculative !== null && config.speculative.method !== 'ngram') {
     // Draft models, heads (Medusa, EAGLE, EAGLE-3, MTP) and self-speculation all run on rank 0's
-    // backend beside the sharded target, which the other ranks would have to join step by step.
+    // backend beside the sharded or staged target: the heads read hidden states every rank or
+    // stage would have to hand over step by step.
     throw invalidArgument(
       `${what}: speculative method ${config.speculative.method} is not supported in parallel runs yet: a draft model, Medusa, EAGLE, EAGLE-3 and MTP heads and self-speculation all need one device (n-gram drafts work)`,
     );
@@ -197,7 +195,12 @@ export interface LoadedModel {
   /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
   loraTargets: Linear[] | null;
   /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
-  ranks: RankGroup | null;
+  ranks: Ranks | null;
+  /**
+   * Every layer's KV spec, whichever pipeline stage `model` runs (with several stages, as the
+   * unsharded model declares them): what decides which blocks a sequence still needs.
+   */
+  allKvLayers: readonly LayerKvSpec[];
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
@@ -209,16 +212,19 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const generation = readGenerationConfig(files, modelConfig);
   const tokenizer = loadTokenizerIfPresent(files);
   const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
-  const model = createModel(architecture, maxModelLen, streamingOf(config));
+  const stages = config.pipelineParallelSize;
+  // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
+  const model = createModel(architecture, maxModelLen, streamingOf(config), pipelineStage(modelConfig.numLayers, 0, stages));
+  const allKvLayers = stages === 1 ? model.kvLayers : createModel(architecture, maxModelLen, streamingOf(config)).kvLayers;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
   if (config.quantization === 'mxfp4' && !model.parameters().some((p) => p.access?.kind === 'expert')) {
-    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8 or int4 for its linear layers`);
+    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8, int4, nf4 or llm-int8 for its linear layers`);
   }
-  // A parallel run's other ranks load their shards in worker threads while this thread loads rank 0's.
-  const ranks = config.tensorParallelSize > 1 ? RankGroup.start(config, modelPath, maxModelLen) : null;
-  const backend = ranks === null ? await selectBackend(config.backend) : new CpuBackend(ranks.localGroups);
+  // A parallel run's other ranks load their shards in worker threads or processes while this thread loads rank 0's.
+  const { ranks, backend } =
+    config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
@@ -237,6 +243,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       model,
       loraTargets,
       ranks,
+      allKvLayers,
     };
   } catch (error) {
     backend.dispose();
@@ -354,8 +361,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
-    const retention = kvRetention(kvLayers, streamingOf(config));
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
+    // What blocks may be freed is decided from every stage's layers (and the draft's and head's), not rank 0's alone.
+    const retention = kvRetention([...loaded.allKvLayers, ...(draft?.kvLayers ?? []), ...headLayers], streamingOf(config));
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
@@ -447,9 +455,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
 /**
  * Blocks the memory budget holds, but no more than `maxNumSeqs` sequences of `maxModelLen` tokens
  * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
+ * Block ids name a block on every rank of a parallel run: the tightest rank's budget bounds them.
  */
-function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
-  const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
+function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
+  const affordable = Math.min(Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }

@@ -7,6 +7,8 @@ import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import type { ModelConfig } from './model-config.ts';
+import { isFirstStage, isLastStage, wholeModel, type PipelineStage } from './pipeline-stage.ts';
+import { invalidArgument } from '../errors.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
 export interface StackLayer extends Layer {
@@ -24,24 +26,48 @@ export interface DecoderParts<L extends StackLayer> {
 }
 
 /**
- * A decoder-only model over its parts: lists and loads their parameters and reads each layer's KV
- * spec and attention cost. A family builds the parts and writes the forward pass.
+ * The residual stream between layers: the residual itself (updated in place by each fused
+ * add-and-norm) and the last sublayer's output still to be added to it (null before the first layer).
+ */
+export interface ResidualStream {
+  residual: Tensor;
+  pending: Tensor | null;
+}
+
+/**
+ * A decoder-only model over its parts: lists and loads their parameters, reads each layer's KV
+ * spec and attention cost, and runs its pipeline stage (all of it on one stage). A family builds
+ * the parts and writes one layer's step of the forward pass.
+ *
+ * A stage runs from the embedding (first stage) or the residual stream the previous stage sent,
+ * through its layers, to the logits (last stage) or the next stage. With several stages the last
+ * sends its logits back to the first, where the engine samples (docs/parallelism.md).
  */
 export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> implements CausalLM {
   readonly config: C;
+  readonly stage: PipelineStage;
   protected readonly parts: DecoderParts<L>;
 
-  protected constructor(config: C, parts: DecoderParts<L>) {
+  protected constructor(config: C, parts: DecoderParts<L>, stage: PipelineStage) {
+    if (stage.firstLayer >= stage.endLayer || stage.endLayer > parts.layers.length) {
+      throw new Error(`pipeline stage ${stage.index} holds layers [${stage.firstLayer}, ${stage.endLayer}) of a model of ${parts.layers.length}`);
+    }
     this.config = config;
     this.parts = parts;
+    this.stage = stage;
+  }
+
+  /** The layers this stage runs. */
+  private get stageLayers(): readonly L[] {
+    return this.parts.layers.slice(this.stage.firstLayer, this.stage.endLayer);
   }
 
   get kvLayers(): LayerKvSpec[] {
-    return this.parts.layers.map((l) => l.attention.kvSpec);
+    return this.stageLayers.map((l) => l.attention.kvSpec);
   }
 
   get attentionMacsPerKey(): number[] {
-    return this.parts.layers.map((l) => l.attention.macsPerKey);
+    return this.stageLayers.map((l) => l.attention.macsPerKey);
   }
 
   get embedding(): VocabEmbedding {
@@ -52,13 +78,17 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     return this.parts.lmHead;
   }
 
+  /** The families whose EAGLE-3 taps are wired and tested override this. */
   get tapsLayerInputs(): boolean {
     return false;
   }
 
+  /** What this stage holds: every stage the rotary tables; the first the embedding, as the last does when its LM head is tied to it. */
   private get sublayers(): Layer[] {
-    const { rotaries, embedding, layers, finalNorm, lmHead } = this.parts;
-    return [...rotaries, embedding, ...layers, finalNorm, lmHead];
+    const { rotaries, embedding, finalNorm, lmHead } = this.parts;
+    const [first, last] = [isFirstStage(this.stage), isLastStage(this.stage)];
+    const withEmbedding = first || (last && lmHead.tiedToEmbedding);
+    return [...rotaries, ...(withEmbedding ? [embedding] : []), ...this.stageLayers, ...(last ? [finalNorm, lmHead] : [])];
   }
 
   parameters(): ParameterSpec[] {
@@ -70,34 +100,120 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   }
 
   loraTargets(): Linear[] {
-    return this.parts.layers.flatMap((layer) => layer.loraTargets?.() ?? []);
+    return this.stageLayers.flatMap((layer) => layer.loraTargets?.() ?? []);
   }
 
-  abstract forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;
+  /** On the first stage (or the only one): the logits [logitsIndices.length, vocab], received from the last stage when there are several. */
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
+    if (!isFirstStage(this.stage)) throw new Error(`forward runs on the first pipeline stage; stage ${this.stage.index} runs runStage`);
+    return this.runStage(b, step, cache, tap) ?? this.receiveLogits(b, step);
+  }
+
+  /**
+   * This stage's part of a step: the logits on the last stage (also sent to the first when there
+   * are several), null on the others (their residual stream sent to the next stage).
+   */
+  runStage(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor | null {
+    return this.runThrough(b, step, cache, this.stage.endLayer, tap);
+  }
+
+  /** On the first of several stages: the logits the last stage sends. */
+  receiveLogits(b: Backend, step: StepInputs): Tensor {
+    return b.receiveFromStage([step.batch.logitsIndices.length, this.config.vocabSize], this.stage.count - 1);
+  }
+
+  /**
+   * Self-speculation's draft (CausalLM.earlyExit) for the families that offer it: the first
+   * `numLayers` layers, then this model's final norm and LM head, on its own weights and KV cache
+   * layers; it owns no parameters.
+   */
+  protected earlyExitAfter(numLayers: number): CausalLM {
+    const total = this.parts.layers.length;
+    if (!(Number.isInteger(numLayers) && numLayers >= 1 && numLayers < total)) {
+      throw invalidArgument(`self-speculation drafts with the first N of the target's ${total} layers: N must be 1 to ${total - 1} (got ${numLayers})`);
+    }
+    // The draft runs the target's first layers and its LM head: both on one stage only.
+    if (this.stage.count > 1) throw invalidArgument('self-speculation is not supported with pipeline parallelism');
+    const model: CausalLM = this;
+    return {
+      config: this.config,
+      stage: wholeModel(numLayers),
+      kvLayers: this.kvLayers.slice(0, numLayers),
+      attentionMacsPerKey: this.attentionMacsPerKey.slice(0, numLayers),
+      embedding: this.embedding,
+      lmHead: this.lmHead,
+      tapsLayerInputs: this.tapsLayerInputs,
+      parameters: () => [],
+      load: () => {},
+      forward: (b, step, cache, tap) => this.runThrough(b, step, cache, numLayers, tap)!,
+      runStage: (b, step, cache, tap) => this.runThrough(b, step, cache, numLayers, tap),
+      ...(model.rotaryRow === undefined ? {} : { rotaryRow: model.rotaryRow.bind(model) }),
+      ...(model.prefixCacheSalt === undefined ? {} : { prefixCacheSalt: model.prefixCacheSalt.bind(model) }),
+    };
+  }
+
+  /**
+   * This stage's layers up to model layer `endLayer` (the stage's end, or an early exit's), then
+   * the logits on the last stage or the residual stream sent to the next.
+   */
+  private runThrough(b: Backend, step: StepInputs, cache: KvCache, endLayer: number, tap: HiddenStateTap | undefined): Tensor | null {
+    const { index, firstLayer } = this.stage;
+    // Heads read hidden states of the whole model on one device; parallel runs refuse them at load.
+    if (tap !== undefined && this.stage.count > 1) throw new Error('hidden-state taps need the whole model on one pipeline stage');
+    const stream = isFirstStage(this.stage) ? { residual: this.parts.embedding.forward(b, step), pending: null } : this.receiveStream(b, step);
+    const wanted = tap?.layerInputs;
+    const bad = wanted?.layers.find((i) => !(Number.isInteger(i) && i >= firstLayer && i < endLayer));
+    if (bad !== undefined) throw new Error(`a hidden-state tap asks for the input of layer ${bad}; this forward runs layers [${firstLayer}, ${endLayer})`);
+    const inputs = new Map<number, Tensor>();
+    for (let i = firstLayer; i < endLayer; i++) {
+      if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, step, stream));
+      stream.pending = this.layerForward(b, this.parts.layers[i], stream, step, cache);
+    }
+    wanted?.receive(wanted.layers.map((i) => inputs.get(i)!));
+    if (!isLastStage(this.stage)) {
+      b.sendToStage(stream.residual, index + 1);
+      b.sendToStage(stream.pending!, index + 1);
+      return null;
+    }
+    const logits = this.finalLogits(b, step, stream, tap);
+    if (this.stage.count > 1) b.sendToStage(logits, 0);
+    return logits;
+  }
+
+  /** The residual stream the previous stage sent: every stage's layers leave a sublayer output pending. */
+  private receiveStream(b: Backend, step: StepInputs): ResidualStream {
+    const shape = [step.batch.numTokens, this.config.hiddenSize];
+    const residual = b.receiveFromStage(shape, this.stage.index - 1);
+    return { residual, pending: b.receiveFromStage(shape, this.stage.index - 1) };
+  }
+
+  /** One layer's step: updates `stream.residual` in place and returns the sublayer output it leaves pending. */
+  protected abstract layerForward(b: Backend, layer: L, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor;
+
+  /**
+   * Logits of the sampled rows from the residual stream. The final norm works row by row, so
+   * gathering the sampled rows first gives the same result for less work, unless the tap wants
+   * every token's.
+   */
+  protected finalLogits(b: Backend, step: StepInputs, { residual, pending }: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
+    const { finalNorm, lmHead } = this.parts;
+    let hidden: Tensor;
+    if (tap?.tokenFinalRows !== undefined) {
+      const all = pending === null ? finalNorm.forward(b, residual) : finalNorm.addAndForward(b, pending, residual);
+      tap.tokenFinalRows(all);
+      hidden = b.gatherLogitsRows(all, step);
+    } else {
+      const rows = b.gatherLogitsRows(residual, step);
+      hidden = pending === null ? finalNorm.forward(b, rows) : finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+    }
+    tap?.finalRows?.(hidden);
+    return lmHead.forward(b, hidden);
+  }
 }
 
-/**
- * Logits of the sampled rows from the residual stream and the last sublayer's output still to be
- * added to it (null when none is pending). The final norm works row by row, so gathering the
- * sampled rows first gives the same result for less work, unless the tap wants every token's.
- */
-export function finalLogits(
-  b: Backend,
-  step: StepInputs,
-  parts: { finalNorm: RmsNorm; lmHead: LmHead },
-  residual: Tensor,
-  pending: Tensor | null,
-  tap: HiddenStateTap | undefined,
-): Tensor {
-  let hidden: Tensor;
-  if (tap?.tokenFinalRows !== undefined) {
-    const all = pending === null ? parts.finalNorm.forward(b, residual) : parts.finalNorm.addAndForward(b, pending, residual);
-    tap.tokenFinalRows(all);
-    hidden = b.gatherLogitsRows(all, step);
-  } else {
-    const rows = b.gatherLogitsRows(residual, step);
-    hidden = pending === null ? parts.finalNorm.forward(b, rows) : parts.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-  }
-  tap?.finalRows?.(hidden);
-  return parts.lmHead.forward(b, hidden);
+/** A copy of the residual stream entering a layer (residual + the output still pending), which later layers leave alone. */
+function layerInput(b: Backend, step: StepInputs, { residual, pending }: ResidualStream): Tensor {
+  const copy = b.gatherRows(residual, Int32Array.from({ length: step.batch.numTokens }, (_, i) => i));
+  if (pending !== null) b.addInto(copy, pending, null);
+  return copy;
 }

@@ -5,12 +5,12 @@ import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from './decoder-stack.ts';
+import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
-import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
-import { invalidArgument } from '../errors.ts';
+import type { CausalLM } from './causal-lm.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
  * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
@@ -78,7 +78,7 @@ export interface FeedForward extends Layer {
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
 }
 
-/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormForward runs. */
+/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormLayerForward runs. */
 export interface PreNormLayer {
   inputNorm: RmsNorm;
   attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
@@ -87,57 +87,14 @@ export interface PreNormLayer {
 }
 
 /**
- * The forward pass of a pre-norm decoder. The residual stream is summed in HF's order (embeddings
- * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
- * addRmsNorm. Returns logits [logitsIndices.length, vocab].
+ * One layer of a pre-norm decoder. The residual stream is summed in HF's order (embeddings +
+ * attention out + mlp out + ...); each sublayer's output is added inside the next fused
+ * addRmsNorm, so the MLP's output is left pending.
  */
-export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>, tap?: HiddenStateTap): Tensor {
-  const residual = parts.embedding.forward(b, step);
-  const wanted = tap?.layerInputs;
-  const bad = wanted?.layers.find((i) => !(Number.isInteger(i) && i >= 0 && i < parts.layers.length));
-  if (bad !== undefined) throw new Error(`a hidden-state tap asks for the input of layer ${bad} of ${parts.layers.length}`);
-  const inputs = new Map<number, Tensor>();
-  // A sublayer's output waits here until the next norm adds it to the residual stream.
-  let pending: Tensor | null = null;
-  parts.layers.forEach((layer, i) => {
-    if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, step, residual, pending));
-    const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-    const attnOut = layer.attention.forward(b, attnIn, step, cache);
-    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
-  });
-  wanted?.receive(wanted.layers.map((i) => inputs.get(i)!));
-  return finalLogits(b, step, parts, residual, pending, tap);
-}
-
-/** A copy of the residual stream entering a layer (residual + the output still pending), which later layers leave alone. */
-function layerInput(b: Backend, step: StepInputs, residual: Tensor, pending: Tensor | null): Tensor {
-  const copy = b.gatherRows(residual, Int32Array.from({ length: step.batch.numTokens }, (_, i) => i));
-  if (pending !== null) b.addInto(copy, pending, null);
-  return copy;
-}
-
-/**
- * The first `numLayers` layers of a pre-norm decoder, then its final norm and LM head, on the
- * model's own weights and KV cache layers (CausalLM.earlyExit): it owns no parameters.
- */
-export function earlyExit(model: CausalLM, parts: DecoderParts<StackLayer & PreNormLayer>, numLayers: number): CausalLM {
-  if (!(Number.isInteger(numLayers) && numLayers >= 1 && numLayers < parts.layers.length)) {
-    throw invalidArgument(`self-speculation drafts with the first N of the target's ${parts.layers.length} layers: N must be 1 to ${parts.layers.length - 1} (got ${numLayers})`);
-  }
-  const exit = { ...parts, layers: parts.layers.slice(0, numLayers) };
-  return {
-    config: model.config,
-    kvLayers: model.kvLayers.slice(0, numLayers),
-    attentionMacsPerKey: model.attentionMacsPerKey.slice(0, numLayers),
-    embedding: model.embedding,
-    lmHead: model.lmHead,
-    tapsLayerInputs: true,
-    parameters: () => [],
-    load: () => {},
-    forward: (b, step, cache, tap) => preNormForward(b, step, cache, exit, tap),
-    ...(model.rotaryRow === undefined ? {} : { rotaryRow: model.rotaryRow.bind(model) }),
-    ...(model.prefixCacheSalt === undefined ? {} : { prefixCacheSalt: model.prefixCacheSalt.bind(model) }),
-  };
+export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+  const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+  const attnOut = layer.attention.forward(b, attnIn, step, cache);
+  return layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -194,10 +151,10 @@ export class DecoderLayer implements Layer, PreNormLayer {
   }
 }
 
-/** The decoder-only model, run by preNormForward. */
+/** The pre-norm decoder-only model. */
 export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
-  constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, mlpOf: (index: number) => FeedForward) {
+  constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage, mlpOf: (index: number) => FeedForward) {
     const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
@@ -207,7 +164,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
       layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, rotary, mlpOf(i))),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
-    });
+    }, stage);
   }
 
   /** The rotary table every layer shares. */
@@ -219,11 +176,11 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     return true;
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    return preNormForward(b, step, cache, this.parts, tap);
+  protected layerForward(b: Backend, layer: DecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+    return preNormLayerForward(b, layer, stream, step, cache);
   }
 
   earlyExit(numLayers: number): CausalLM {
-    return earlyExit(this, this.parts, numLayers);
+    return this.earlyExitAfter(numLayers);
   }
 }

@@ -205,6 +205,15 @@ test('writeCacheRows puts rows at their slots, readCacheRows reads them back in 
   assert.throws(() => backend.writeCacheRows(cache, 1, load(new Float32Array(4), [2, 2]), Int32Array.of(0, 1)), /rows \[2, 2\] for 2 slots of width 3/);
 });
 
+test("a pipeline stage's cache holds rows under their model layer (firstLayer), and no other layer", () => {
+  const layers = [{ kind: 'attention', numKvHeads: 1, headDim: 2, slidingWindow: null }, { kind: 'rows', width: 2 }] as const;
+  const cache = backend.createKvCache({ numBlocks: 2, blockSize: 2, layers, firstLayer: 4 });
+  backend.writeCacheRows(cache, 5, load(Float32Array.of(1, 2, 3, 4), [2, 2]), Int32Array.of(3, 1));
+  assert.deepEqual(Array.from(backend.toHost(backend.readCacheRows(cache, 5, Int32Array.of(1, 3)))), [3, 4, 1, 2]);
+  assert.throws(() => backend.readCacheRows(cache, 1, Int32Array.of(0)), /layer 1 is outside the cache's layers \[4, 6\)/);
+  assert.throws(() => backend.readCacheRows(cache, 4, Int32Array.of(0)), /layer 4 holds attention rows, not hidden-state rows/);
+});
+
 test('concatColumns lays each row of the parts side by side, in order', () => {
   const a = load(Float32Array.of(1, 2, 3, 4), [2, 2]);
   const b = load(Float32Array.of(5, 6), [2, 1]);
