@@ -78,6 +78,12 @@ export interface EngineConfig {
   preemptionMode: 'recompute' | 'swap';
   /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
   swapSpace: number;
+  /**
+   * GiB of host memory (pinned, on CUDA) for the prefix cache's host tier (docs/long-context.md):
+   * blocks evicted from the device prefix cache are kept there and copied back on a later hit,
+   * instead of being recomputed. 0: no host tier. Needs prefix caching.
+   */
+  kvOffloadGb: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -162,4 +168,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxLoraRank: 16,
   preemptionMode: 'recompute',
   swapSpace: 4,
+  kvOffloadGb: 0,
 };

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import type { RequestOutput } from '../src/engine/outputs.ts';
 import { forkStream } from '../src/sampling/rng.ts';
+import { crowd } from './helpers/crowd.ts';
 
 // Preemption by swap (docs/long-context.md) end to end on the CPU backend: under a pool far too
 // small for the batch, with requests aborted midway, swapping and recomputing give every request
@@ -16,24 +16,6 @@ const BASE = { backend: 'cpu', showProgress: false, blockSize: 8, maxNumBatchedT
 function prompts(seed: number): number[][] {
   const rng = forkStream(seed, 0);
   return Array.from({ length: 10 }, (_, k) => Array.from({ length: 12 + Math.floor(rng.nextFloat() * 78) }, () => 5 + Math.floor(rng.nextFloat() * 8000) + k));
-}
-
-/**
- * Runs every prompt at once, each streamed; request k of those picked is aborted once it has
- * `abortAfter[k]` tokens. Returns each request's last output.
- */
-async function crowd(llm: LLM, list: number[][], abortAfter: (number | null)[]): Promise<RequestOutput[]> {
-  return Promise.all(
-    list.map(async (prompt, k) => {
-      let last: RequestOutput | null = null;
-      for await (const update of llm.stream(prompt, GREEDY)) {
-        last = update.output;
-        const limit = abortAfter[k];
-        if (limit !== null && update.output.outputs[0].tokenIds.length >= limit) break;
-      }
-      return last!;
-    }),
-  );
 }
 
 test('under forced memory pressure with random aborts, swap and recompute preemption give each request its tokens alone, and the pool and swap space end full', async () => {
@@ -54,7 +36,7 @@ test('under forced memory pressure with random aborts, swap and recompute preemp
   for (const preemptionMode of ['recompute', 'swap'] as const) {
     const llm = await LLM.load({ ...BASE, numKvBlocks: NUM_KV_BLOCKS, preemptionMode, swapSpace: 0.01 });
     try {
-      const outputs = await crowd(llm, list, abortAfter);
+      const outputs = await crowd(llm, list, GREEDY, abortAfter);
       outputs.forEach((out, k) => {
         const tokens = out.outputs[0].tokenIds;
         if (abortAfter[k] === null) assert.deepEqual(tokens, expected[k], `${preemptionMode}: prompt ${k}`);

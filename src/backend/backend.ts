@@ -18,9 +18,10 @@ export interface KvCache {
 }
 
 /**
- * Host memory that KV blocks are swapped out to and back in from (preemption by swap,
- * docs/long-context.md): `layout.numBlocks` host blocks, each holding what a device block holds
- * in every layer of the cache it serves. The CUDA backend's is pinned memory.
+ * Host memory that KV blocks are copied out to and back in from (preemption by swap, and the
+ * prefix cache's host tier; docs/long-context.md): `layout.numBlocks` host blocks, each holding
+ * what a device block holds in every pool of the cache it serves, whatever pools its layout has.
+ * The CUDA backend's is pinned memory.
  */
 export interface SwapSpace {
   readonly layout: KvCacheLayout;
@@ -250,9 +251,10 @@ export interface Backend {
    */
   swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
   /**
-   * Copies host blocks src[i] to device blocks dst[i] in every layer. The copies run beside the
-   * work queued after them (on CUDA, on a transfer stream), so nothing may read the destination
-   * blocks until `awaitSwapIns`; swaps run in the order they were queued.
+   * Copies host blocks src[i] to device blocks dst[i] in every layer; the host blocks keep their
+   * content. The copies run beside the work queued after them (on CUDA, on a transfer stream), so
+   * nothing may read the destination blocks until `awaitSwapIns`; swaps run in the order they
+   * were queued.
    */
   swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
   /** Work queued after this call runs after every swapIn queued before it. The host does not wait. */

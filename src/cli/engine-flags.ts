@@ -38,6 +38,7 @@ export const ENGINE_FLAGS = {
   'max-lora-rank': { type: 'string' },
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
+  'kv-offload-gb': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -70,6 +71,9 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+  --kv-offload-gb GiB            host memory (pinned on CUDA) for a host tier of the prefix cache: blocks
+                                 evicted from the GPU's are kept there and copied back on a hit
+                                 instead of recomputed (default ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
@@ -124,6 +128,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
+    kvOffloadGb: numberFlag('--kv-offload-gb', values['kv-offload-gb']),
   };
 }
 
@@ -213,6 +218,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'max-lora-rank': 'maxLoraRank',
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
+  'kv-offload-gb': 'kvOffloadGb',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

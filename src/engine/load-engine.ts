@@ -22,6 +22,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
+import { HostPrefixCache } from './host-prefix-cache.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
@@ -74,6 +75,8 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
   }
   if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
+  if (!(Number.isFinite(config.kvOffloadGb) && config.kvOffloadGb >= 0)) throw invalidArgument(`kvOffloadGb must be a non-negative number of GiB (got ${config.kvOffloadGb})`);
+  if (config.kvOffloadGb > 0 && !config.enablePrefixCaching) throw invalidArgument('kvOffloadGb is a tier of the prefix cache: it needs prefix caching (drop --no-prefix-caching)');
   positiveInt('maxLoras');
   positiveInt('maxLoraRank');
   if (config.maxLoraRank > MAX_LORA_RANK) throw invalidArgument(`maxLoraRank must be at most ${MAX_LORA_RANK} (got ${config.maxLoraRank})`);
@@ -270,13 +273,15 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
-    const numSwapBlocks = config.preemptionMode === 'swap' ? swapBlocksFor(config, bytesPerBlock) : 0;
+    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, bytesPerBlock) : 0;
+    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, bytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
       retention,
       nullBlock,
       swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
+      hostCache: numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -289,6 +294,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           '\n',
       );
     }
@@ -296,8 +302,14 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
-    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks: numSwapBlocks, blockSize: config.blockSize, layers });
-    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers) } : null;
+    // One host space per cache, each block holding what a device block holds in all its pools.
+    const hostSpaces = (numBlocks: number) => {
+      if (numBlocks === 0) return null;
+      const create = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks, blockSize: config.blockSize, layers });
+      return { target: create(model.kvLayers), draft: draft && create(draft.kvLayers) };
+    };
+    const swap = hostSpaces(numSwapBlocks);
+    const hostCache = hostSpaces(numHostCacheBlocks);
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -313,7 +325,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras)),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras), hostCache),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -346,10 +358,10 @@ function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: Kv
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }
 
-/** Host blocks in `swapSpace` GiB; at least one, or swapping could never happen. */
-function swapBlocksFor(config: EngineConfig, bytesPerBlock: number): number {
-  const blocks = Math.floor((config.swapSpace * 2 ** 30) / bytesPerBlock);
-  if (blocks < 1) throw invalidArgument(`swapSpace ${config.swapSpace} GiB holds no KV block of ${bytesPerBlock} bytes`);
+/** Host blocks in `gib` GiB of host memory (option `name`); at least one, or it would never be used. */
+function hostBlocksFor(name: 'swapSpace' | 'kvOffloadGb', gib: number, bytesPerBlock: number): number {
+  const blocks = Math.floor((gib * 2 ** 30) / bytesPerBlock);
+  if (blocks < 1) throw invalidArgument(`${name} ${gib} GiB holds no KV block of ${bytesPerBlock} bytes`);
   return blocks;
 }
 

@@ -130,9 +130,8 @@ export class CpuBackend implements Backend {
     const pools = kv.pools.flat();
     for (let i = 0; i < src.length; i++) {
       const saved = host.blocks.get(src[i]);
-      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
+      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing copied out`);
       pools.forEach((pool, p) => pool.set(saved[p], blockRange(pool, kv.layout.numBlocks, dst[i])[0]));
-      host.blocks.delete(src[i]);
     }
   }
 
