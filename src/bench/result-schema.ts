@@ -115,6 +115,21 @@ const ThroughputResultsSchema = z.strictObject({
   speculation: SpeculationSchema.nullable().optional(),
 });
 
+/** `bench serve --dataset multi-turn`: turns re-send their conversation's history. */
+const MultiTurnSchema = z.strictObject({
+  num_conversations: count,
+  num_turns: count,
+  ...summaryFields('first_turn_ttft_ms'),
+  ...summaryFields('later_turns_ttft_ms'),
+  /** Mean TTFT of each turn's completed requests (turn 1 first); null where none completed. */
+  mean_ttft_ms_by_turn: z.array(optionalFigure),
+  /**
+   * Prompt tokens the server served from its prefix cache over prompt tokens admitted during the
+   * run, by tier (device pool, host tier); null when the server reports no such counters.
+   */
+  prefix_cache_hit_rate: z.strictObject({ device: figure, host: figure }).nullable(),
+});
+
 const ServeResultsSchema = z.strictObject({
   duration_s: figure,
   completed: count,
@@ -132,6 +147,7 @@ const ServeResultsSchema = z.strictObject({
   ...summaryFields('e2el_ms'),
   /** The first few failures' messages. */
   errors: z.array(z.string()),
+  multi_turn: MultiTurnSchema.optional(),
 });
 
 const AttentionResultsSchema = z.strictObject({
@@ -253,3 +269,4 @@ export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
 export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
 export type SpeculationFigures = z.infer<typeof SpeculationSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;
+export type MultiTurnResults = z.infer<typeof MultiTurnSchema>;
