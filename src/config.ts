@@ -84,6 +84,12 @@ export interface EngineConfig {
    * instead of being recomputed. 0: no host tier. Needs prefix caching.
    */
   kvOffloadGb: number;
+  /**
+   * GiB of decoder-layer weights (counted at 16 bits a parameter; whole layers, evenly spaced) kept
+   * in host memory (pinned, on CUDA) and streamed to the device before each use, double-buffered
+   * (docs/long-context.md). 0: every weight on the device. Decode steps then run eagerly (no CUDA graphs).
+   */
+  cpuOffloadGb: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -169,4 +175,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   preemptionMode: 'recompute',
   swapSpace: 4,
   kvOffloadGb: 0,
+  cpuOffloadGb: 0,
 };

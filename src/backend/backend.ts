@@ -28,6 +28,19 @@ export interface SwapSpace {
 }
 
 /**
+ * Weights kept in host memory (pinned, on CUDA) and copied to the device just before use (weight
+ * offload, docs/long-context.md): numbered groups of weights (a model's layers), fetched in
+ * order. Group g's weights are read from device buffers that the groups of g's parity share, so
+ * two groups are on the device at once: the one in use and the next, being copied.
+ */
+export interface WeightStream {
+  /** Bytes of the groups' weights kept in host memory. */
+  readonly hostBytes: number;
+  /** Bytes of the device buffers the groups are fetched into. */
+  readonly deviceBytes: number;
+}
+
+/**
  * Rotary tables indexed by absolute position: `cos`/`sin` are [maxPositions, rotaryDim / 2]
  * (HF "rotate_half" layout: dimension i pairs with i + rotaryDim/2; dimensions from rotaryDim on
  * are not rotated). Every RoPE variant, including YaRN's attention factor, is folded into these
@@ -244,6 +257,22 @@ export interface Backend {
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
   /** Host memory for `layout.numBlocks` blocks of caches with `layout.layers`. */
   createSwapSpace(layout: KvCacheLayout): SwapSpace;
+  createWeightStream(): WeightStream;
+  /**
+   * Loads weights as group `group` of the stream: their values stay in host memory, and the
+   * tensors returned read device buffers shared with the other groups of the group's parity,
+   * holding this group's values only between its `fetchWeights` and the next fetch of a group of
+   * that parity. Groups are loaded in order from 0.
+   */
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
+  /**
+   * Copies group `group`'s weights into its device buffers once the work queued so far (which may
+   * read the buffers' previous group) is done; work queued afterwards runs beside the copies until
+   * `awaitWeights`. The host does not wait. A group without weights copies nothing.
+   */
+  fetchWeights(stream: WeightStream, group: number): void;
+  /** Work queued after this call reads group `group`'s weights: it runs after their latest fetch. */
+  awaitWeights(stream: WeightStream, group: number): void;
   /**
    * Copies device blocks src[i] to host blocks dst[i] in every layer, after the work queued so far
    * (which may still be writing them); work queued afterwards (a step reusing the device blocks)

@@ -39,6 +39,7 @@ export const ENGINE_FLAGS = {
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
   'kv-offload-gb': { type: 'string' },
+  'cpu-offload-gb': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -74,6 +75,9 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --kv-offload-gb GiB            host memory (pinned on CUDA) for a host tier of the prefix cache: blocks
                                  evicted from the GPU's are kept there and copied back on a hit
                                  instead of recomputed (default ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
+  --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
+                                 counted at 16 bits) in host memory, each layer copied to the GPU while
+                                 the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
@@ -129,6 +133,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
     kvOffloadGb: numberFlag('--kv-offload-gb', values['kv-offload-gb']),
+    cpuOffloadGb: numberFlag('--cpu-offload-gb', values['cpu-offload-gb']),
   };
 }
 
@@ -219,6 +224,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
   'kv-offload-gb': 'kvOffloadGb',
+  'cpu-offload-gb': 'cpuOffloadGb',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

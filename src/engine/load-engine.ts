@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../backend/backend.ts';
+import type { Backend, WeightStream } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -30,6 +30,7 @@ import { ModelRunner } from './model-runner.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
+import { layersToOffload } from './weight-offload.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -76,6 +77,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   }
   if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
   if (!(Number.isFinite(config.kvOffloadGb) && config.kvOffloadGb >= 0)) throw invalidArgument(`kvOffloadGb must be a non-negative number of GiB (got ${config.kvOffloadGb})`);
+  if (!(Number.isFinite(config.cpuOffloadGb) && config.cpuOffloadGb >= 0)) throw invalidArgument(`cpuOffloadGb must be a non-negative number of GiB (got ${config.cpuOffloadGb})`);
   if (config.kvOffloadGb > 0 && !config.enablePrefixCaching) throw invalidArgument('kvOffloadGb is a tier of the prefix cache: it needs prefix caching (drop --no-prefix-caching)');
   positiveInt('maxLoras');
   positiveInt('maxLoraRank');
@@ -152,6 +154,8 @@ export interface LoadedModel {
   model: CausalLM;
   /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
   loraTargets: Linear[] | null;
+  /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`), and their stream; null: none. */
+  offload: { layers: number[]; stream: WeightStream } | null;
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
@@ -169,6 +173,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
   const backend = await selectBackend(config.backend);
   try {
+    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
     if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
     else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
     // Slots are allocated before the KV pool is sized from what memory is left.
@@ -185,11 +190,19 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       backend,
       model,
       loraTargets,
+      offload,
     };
   } catch (error) {
     backend.dispose();
     throw error;
   }
+}
+
+/** Marks the decoder layers `gib` GiB of host memory holds to stream from there (before loading). */
+function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedModel['offload'] {
+  if (model.layerParameters === undefined || model.offloadLayers === undefined) throw invalidArgument(`weight offload (cpuOffloadGb) is not supported for ${model.config.modelType} models`);
+  const layers = layersToOffload(model.layerParameters(), gib);
+  return { layers, stream: model.offloadLayers(backend, layers) };
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
@@ -260,7 +273,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
-  const { config, modelConfig, backend, model, loraTargets } = loaded;
+  const { config, modelConfig, backend, model, loraTargets, offload } = loaded;
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
@@ -295,10 +308,15 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          (offload === null
+            ? ''
+            : `, layers ${offload.layers.join(', ')} of ${modelConfig.numLayers} streamed from host memory ` +
+              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers)`) +
           '\n',
       );
     }
-    const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
+    const graphs = backend.recordsGraphs && !config.enforceEager && offload === null ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
     const cache = createCache(model.kvLayers);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };

@@ -1,4 +1,4 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
@@ -6,6 +6,7 @@ import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSo
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
+import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
@@ -30,6 +31,7 @@ export interface DecoderParts<L extends StackLayer> {
 export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> implements CausalLM {
   readonly config: C;
   protected readonly parts: DecoderParts<L>;
+  private offload: LayerOffload | null = null;
 
   protected constructor(config: C, parts: DecoderParts<L>) {
     this.config = config;
@@ -53,8 +55,29 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     return parametersOf(this.sublayers);
   }
 
+  layerParameters(): ParameterSpec[][] {
+    return this.parts.layers.map((layer) => layer.parameters());
+  }
+
+  offloadLayers(b: Backend, layers: readonly number[]): WeightStream {
+    if (layers.some((i) => !(Number.isInteger(i) && i >= 0 && i < this.parts.layers.length))) {
+      throw new Error(`offloadLayers: layers [${layers.join(', ')}] are not all among the model's ${this.parts.layers.length}`);
+    }
+    this.offload = new LayerOffload(b, layers);
+    return this.offload.stream;
+  }
+
+  /** Every sublayer in order; offloaded decoder layers load through their weight stream's uploaders. */
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    const { rotaries, embedding, layers, finalNorm, lmHead } = this.parts;
+    loadLayers([...rotaries, embedding], source, uploader);
+    layers.forEach((layer, index) => layer.load(source, this.offload?.uploaderFor(index, uploader) ?? uploader));
+    loadLayers([finalNorm, lmHead], source, uploader);
+  }
+
+  /** The decoder layers in order for a forward pass, offloaded ones fetched and awaited as they come. */
+  protected layersInOrder(b: Backend): Iterable<L> {
+    return this.offload === null ? this.parts.layers : this.offload.inOrder(b, this.parts.layers);
   }
 
   loraTargets(): Linear[] {

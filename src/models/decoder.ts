@@ -88,13 +88,21 @@ export interface PreNormLayer {
 /**
  * The forward pass of a pre-norm decoder. The residual stream is summed in HF's order (embeddings
  * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
- * addRmsNorm. Returns logits [logitsIndices.length, vocab].
+ * addRmsNorm. `layers` are `parts.layers` in order (DecoderStack.layersInOrder). Returns logits
+ * [logitsIndices.length, vocab].
  */
-export function preNormForward(b: Backend, step: StepInputs, cache: KvCache, parts: DecoderParts<StackLayer & PreNormLayer>, tap?: HiddenStateTap): Tensor {
+export function preNormForward<L extends StackLayer & PreNormLayer>(
+  b: Backend,
+  step: StepInputs,
+  cache: KvCache,
+  parts: DecoderParts<L>,
+  layers: Iterable<L>,
+  tap?: HiddenStateTap,
+): Tensor {
   const residual = parts.embedding.forward(b, step);
   // A sublayer's output waits here until the next norm adds it to the residual stream.
   let pending: Tensor | null = null;
-  for (const layer of parts.layers) {
+  for (const layer of layers) {
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
     const attnOut = layer.attention.forward(b, attnIn, step, cache);
     pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
@@ -178,6 +186,6 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    return preNormForward(b, step, cache, this.parts, tap);
+    return preNormForward(b, step, cache, this.parts, this.layersInOrder(b), tap);
   }
 }

@@ -255,7 +255,7 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
   }
 
   forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    return preNormForward(b, step, cache, this.parts, tap);
+    return preNormForward(b, step, cache, this.parts, this.layersInOrder(b), tap);
   }
 }
 

@@ -245,7 +245,7 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     const residual = this.parts.embedding.forward(b, step);
     // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
     let pending: Tensor | null = null;
-    for (const layer of this.parts.layers) {
+    for (const layer of this.layersInOrder(b)) {
       const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
       const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
       pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));

@@ -70,6 +70,8 @@ const ENGINE_VARIANTS: EngineVariant[] = [
   // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
   { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
   // Speculative decoding must not change a greedy token either (test/speculative-decoding.test.ts has more).
+  // Every decoder layer's weights streamed from host memory through two sets of device buffers.
+  { name: 'weight offload: every decoder layer streamed from host memory', config: { cpuOffloadGb: 64 } },
   { name: 'speculative n-gram drafts', config: { speculative: NGRAM } },
   { name: 'speculative n-gram drafts, block size 4 with 7-token chunks', config: { speculative: NGRAM, blockSize: 4, maxNumBatchedTokens: 7 } },
   // Sequences with drafts finish in fewer steps, and drop their drafts before preempting anyone:

@@ -18,11 +18,13 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  WeightStream,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -110,6 +112,40 @@ export class CpuBackend implements Backend {
 
   createSwapSpace(layout: KvCacheLayout): SwapSpace {
     return new CpuSwapSpace(layout);
+  }
+
+  createWeightStream(): WeightStream {
+    return new CpuWeightStream();
+  }
+
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'> {
+    const weights = asCpuWeightStream(stream);
+    return {
+      loadWeight: (t, options) => {
+        const loaded = asCpuTensor(this.loadWeight(t, options), 'weight');
+        return new CpuTensor(loaded.shape, weights.place(group, loaded.data));
+      },
+      loadQuantizedWeight: (w) =>
+        this.loadQuantizedWeight({
+          ...w,
+          codes: weights.place(group, w.codes),
+          scales: weights.place(group, w.scales),
+          zeros: w.zeros && weights.place(group, w.zeros),
+          perm: w.perm && weights.place(group, w.perm),
+        }),
+      // Rotary tables are shared by every layer: they stay where they are.
+      uploadRopeTable: (table) => this.uploadRopeTable(table),
+    };
+  }
+
+  /** Copies at once: the CPU backend runs every op before returning. */
+  fetchWeights(stream: WeightStream, group: number): void {
+    asCpuWeightStream(stream).fetch(group);
+  }
+
+  /** Nothing to wait for: a fetch has copied when it returns. */
+  awaitWeights(stream: WeightStream): void {
+    asCpuWeightStream(stream);
   }
 
   /** Copies at once: the CPU backend runs every op before returning. */
