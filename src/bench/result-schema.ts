@@ -54,6 +54,14 @@ const RooflineSchema = z.strictObject({
   fraction: optionalFigure,
 });
 
+/** With weight offload (--cpu-offload-gb): a decode step's copies of the offloaded layers against the host-to-device bandwidth. */
+const OffloadBoundSchema = z.strictObject({
+  host_bytes_per_step: figure,
+  host_to_device_bytes_per_s: optionalFigure,
+  bound_step_s: optionalFigure,
+  fraction: optionalFigure,
+});
+
 /** Speculative decoding over the measured runs (Keel with --speculative-*; null when it does not speculate). */
 const SpeculationSchema = z.strictObject({
   /** Verifications: sequence steps that ran drafts. */
@@ -80,6 +88,8 @@ const LatencyBatchSchema = z.strictObject({
   /** batch / mean TPOT: tokens per second while decoding. */
   decode_tokens_per_s: optionalFigure,
   roofline: RooflineSchema.nullable(),
+  /** Keel with --cpu-offload-gb; absent or null without weight offload. */
+  offload: OffloadBoundSchema.nullable().optional(),
   /** Preemptions during the measured iterations (KV pool too small for the batch). */
   preemptions: count.nullable(),
   speculation: SpeculationSchema.nullable().optional(),

@@ -61,6 +61,17 @@ test('bench latency: one row per batch size, every figure measured, the roofline
   }
 });
 
+test('bench latency --cpu-offload-gb: each row has the offloaded bytes a step copies (no host-to-device rate on the CPU backend)', async () => {
+  const output = join(dir, 'latency-offload.json');
+  await keelOk(['bench', 'latency', ...MODEL, '--batch-size', '1', '--input-len', '8', '--output-len', '3', '--num-iters', '1', '--num-iters-warmup', '0', '--cpu-offload-gb', '1', '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  const offload = result.results.batches[0].offload;
+  assert.ok(offload && offload.host_bytes_per_step > 0, 'every decoder layer of the fixture is offloaded');
+  assert.equal(offload.host_to_device_bytes_per_s, null);
+  assert.equal(offload.fraction, null);
+});
+
 test('bench latency and throughput report speculative decoding: the fixture drafting for itself has every draft accepted', async () => {
   const draft = ['--speculative-model', 'test/fixtures/llama-gqa', '--num-speculative-tokens', '2'];
   const latencyOutput = join(dir, 'latency-speculative.json');

@@ -167,6 +167,26 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Host-to-device copy bandwidth in bytes/s from pinned memory: the median of several timed
+   * copies of 256 MiB, what weight offload's copies run at (benchmarks divide the offloaded bytes
+   * a decode step copies by it).
+   */
+  measureHostToDeviceBandwidth(): number {
+    const bytes = 256 << 20;
+    const host = this.device.driver.allocHostAddress(bytes);
+    const dst = this.device.alloc(bytes);
+    try {
+      const copy = () => this.device.driver.copyHtoDAsyncFromAddress(dst, host, bytes, this.device.stream);
+      copy();
+      const times = Array.from({ length: 5 }, () => this.device.timeMs(copy)).sort((a, b) => a - b);
+      return bytes / (times[2] * 1e-3);
+    } finally {
+      this.device.free(dst);
+      this.device.driver.freeHostAddress(host);
+    }
+  }
+
+  /**
    * FLOP/s of a bf16 GEMM of 8192³ through cuBLAS, the rate prefill-heavy work is bound by: the
    * median of several timed runs on random-looking operands (constant ones run faster than real
    * data). Benchmarks divide a workload's model FLOPs by it.
