@@ -19,7 +19,7 @@ if [ "$size" -ge $((40 * 1024 * 1024)) ]; then echo "the tarball is over 40 MiB"
 
 contents=$(tar -tzf "$tarball")
 for needed in package/LICENSE package/README.md package/bin/keel package/dist/index.js package/dist/index.d.ts \
-  package/dist/server/ts-worker-boot.mjs package/dist/server/playground/index.html package/dist/backend/cuda/kernels/common.cuh \
+  package/dist/threads/ts-worker-boot.mjs package/dist/server/playground/index.html package/dist/backend/cuda/kernels/common.cuh \
   package/models/keel-tiny/config.json package/models/keel-tiny/tokenizer.json; do
   grep -qx "$needed" <<<"$contents" || { echo "the tarball lacks $needed" >&2; exit 1; }
 done

@@ -1,4 +1,5 @@
 import type { BackendChoice } from './backend/select-backend.ts';
+import type { KvCacheDtypeName } from './step/kv-cache-layout.ts';
 import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
 
 /**
@@ -18,9 +19,17 @@ export interface EngineConfig {
   /**
    * Quantize a 16-bit checkpoint's linear layers at load, round to nearest (docs/quantization.md):
    * `fp8` e4m3 and `int8` with a scale per output row, `int4` with a scale and zero per group of
-   * 128 columns. null keeps the checkpoint's format (a quantized checkpoint is read as it is).
+   * 128 columns; `mxfp4` quantizes the routed MoE experts instead (OCP MXFP4, as gpt-oss ships
+   * them). null keeps the checkpoint's format (a quantized checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
+  /**
+   * How the KV cache stores keys and values (vLLM's names): `auto`, the backend's activation dtype;
+   * `fp8` / `fp8_e4m3`, e4m3 codes with a per-layer scale for keys and one for values (the
+   * checkpoint's k_scale / v_scale, else 1); `int8`, codes with a scale per token and kv head.
+   * The 8-bit dtypes fit twice the tokens of bf16 in the same memory (docs/quantization.md).
+   */
+  kvCacheDtype: KvCacheDtypeName;
   /** Tokens per KV-cache block. */
   blockSize: number;
   /** KV blocks in the pool; null sizes it from memory (gpuMemoryUtilization or cpuKvCacheBytes). */
@@ -90,6 +99,15 @@ export interface EngineConfig {
    * (docs/long-context.md). 0: every weight on the device. Decode steps then run eagerly (no CUDA graphs).
    */
   cpuOffloadGb: number;
+  /**
+   * Devices each layer is split over (docs/parallelism.md): attention heads, MLP columns, the
+   * vocabulary, MoE experts' intermediate size, with an all-reduce after each row-parallel layer.
+   */
+  tensorParallelSize: number;
+  /** Stages the layers are split into, consecutive layers per stage, activations passed between them. */
+  pipelineParallelSize: number;
+  /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
+  enableExpertParallel: boolean;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -153,6 +171,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
   quantization: null,
+  kvCacheDtype: 'auto',
   blockSize: 16,
   numKvBlocks: null,
   gpuMemoryUtilization: 0.9,
@@ -176,4 +195,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   swapSpace: 4,
   kvOffloadGb: 0,
   cpuOffloadGb: 0,
+  tensorParallelSize: 1,
+  pipelineParallelSize: 1,
+  enableExpertParallel: false,
 };

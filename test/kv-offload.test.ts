@@ -78,6 +78,23 @@ test('multi-turn conversations outgrowing the pool give the same tokens with the
   assert.ok(tiered.outputs.every((turns) => turns[0].metrics.numCachedTokens === 0));
 });
 
+test('with an int8 KV cache, the host tier moves the scales with the codes: the same tokens as the int8 cache without caching', async () => {
+  const int8 = { ...BASE, numKvBlocks: 32, kvCacheDtype: 'int8' } as const;
+  const llm = await LLM.load({ ...int8, kvOffloadGb: 0.05 });
+  try {
+    const reference = await LLM.load({ ...int8, enablePrefixCaching: false });
+    try {
+      const seed = 11;
+      assert.deepEqual(generated(await converse(llm, seed, 4, 3)), generated(await converse(reference, seed, 4, 3)));
+    } finally {
+      await reference.close();
+    }
+    assert.ok(llm.stats().hostCachedPromptTokensTotal > 0, 'later turns found their history on the host');
+  } finally {
+    await llm.close();
+  }
+});
+
 test('a host tier smaller than the conversations fills to its capacity and no further, changing no token', async () => {
   // 32 KiB blocks (4 layers, 2 KV heads of 64 in float32, 8 tokens): 0.0005 GiB holds 16.
   const llm = await LLM.load({ ...BASE, numKvBlocks: 32, kvOffloadGb: 0.0005 });

@@ -12,7 +12,8 @@ import { loadWeights } from '../src/models/load-weights.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
-import { LOAD_TIME_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
+import { LINEAR_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
+import { dequantizeMxfp4, type Mxfp4Weight } from '../src/tensor/mxfp4.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
 
@@ -20,10 +21,10 @@ const DRIFT_BOUND = { int8: 0.15, fp8: 0.6, int4: 1.5 };
 const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
 
 /** Last-token logits of the oracle's prompts, prefilled together. */
-function promptLogits(backend: Backend, model: CausalLM): Float32Array[] {
+function promptLogits(backend: Backend, model: CausalLM, fixture = FIXTURE): Float32Array[] {
   const blockSize = 16;
   let next = 0;
-  const chunks = FIXTURE.oracle.prompts.map((tokens) => {
+  const chunks = fixture.oracle.prompts.map((tokens) => {
     const blocks = Math.ceil(tokens.length / blockSize);
     const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
     next += blocks;
@@ -36,7 +37,7 @@ function promptLogits(backend: Backend, model: CausalLM): Float32Array[] {
 }
 
 test('--quantization multiplies by the quantized weights exactly as by their dequantized values, and stays near the 16-bit logits', async () => {
-  for (const method of LOAD_TIME_QUANTIZATIONS) {
+  for (const method of LINEAR_QUANTIZATIONS) {
     const quantized = await loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: method, showProgress: false });
     const actual = promptLogits(quantized.backend, quantized.model);
     // The same weights, dequantized on the host and loaded as float32 matrices.
@@ -64,10 +65,41 @@ test('--quantization on a checkpoint that is already quantized is refused, namin
   );
 });
 
-test('--quantization takes fp8, int8 or int4, and the library option likewise', async () => {
+test('--quantization mxfp4 packs the routed experts, which multiply exactly as their dequantized values, near the 16-bit logits', async () => {
+  const fixture = listOracleFixtures().find((f) => f.name === 'gpt-oss')!;
+  const quantized = await loadModel({ model: fixture.dir, backend: 'cpu', quantization: 'mxfp4', showProgress: false });
+  const actual = promptLogits(quantized.backend, quantized.model, fixture);
+  // The same experts dequantized on the host: a backend whose MXFP4 upload keeps the decoded values as float32.
+  const architecture = readModelArchitecture(fixture.dir);
+  const dense = createModel(architecture, architecture.config.contextLength);
+  const backend = new CpuBackend();
+  let packed = 0;
+  const uploader = {
+    loadWeight: backend.loadWeight.bind(backend),
+    loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+    uploadRopeTable: backend.uploadRopeTable.bind(backend),
+    loadMxfp4Weight: (w: Mxfp4Weight) => {
+      packed++;
+      return backend.loadWeight(float32Tensor(dequantizeMxfp4(w), w.shape));
+    },
+  };
+  loadWeights(dense, quantizeAtLoad(openCheckpoint(fixture.dir), 'mxfp4'), uploader);
+  assert.equal(packed, 2 * architecture.config.numLayers, 'gate/up and down of every layer');
+  const expected = promptLogits(backend, dense, fixture);
+  actual.forEach((row, i) => assert.deepEqual(row, expected[i], `prompt ${i}`));
+  const drift = Math.max(...actual.map((row, i) => maxAbsDiff(row, fixture.oracle.last_logits[i])));
+  assert.ok(drift > 0 && drift < 1.5, `max |Δlogit| from the 16-bit model ${drift}`);
+});
+
+test('--quantization mxfp4 on a model without routed experts is refused, naming the alternatives', async () => {
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'mxfp4', showProgress: false }), /--quantization mxfp4 quantizes routed MoE experts, and .*llama-gqa has none; use fp8, int8 or int4/);
+});
+
+test('--quantization takes fp8, int8, int4 or mxfp4, and the library option likewise', async () => {
   assert.equal(engineConfigFromFlags({ quantization: 'int4' }).quantization, 'int4');
-  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4 \(got "int3"\)/);
-  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'nf4' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4 or null \(got "nf4"\)/);
+  assert.equal(engineConfigFromFlags({ quantization: 'mxfp4' }).quantization, 'mxfp4');
+  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4, mxfp4 \(got "int3"\)/);
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'nf4' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4, mxfp4 or null \(got "nf4"\)/);
 });
 
 test('dummy weights are quantized by --quantization too', async () => {

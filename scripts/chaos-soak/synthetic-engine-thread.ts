@@ -3,7 +3,7 @@ import type { EngineOptions } from '../../src/config.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import type { FromEngine, ToEngine } from '../../src/server/engine-host/engine-protocol.ts';
 import { serveEngine } from '../../src/server/engine-host/serve-engine.ts';
-import type { MessageEndpoint } from '../../src/server/ts-worker.ts';
+import type { MessageEndpoint } from '../../src/threads/ts-worker.ts';
 import { SyntheticEngine } from './synthetic-engine.ts';
 
 // The engine thread of `synthetic-serve.ts`: the model is loaded for its facts (tokenizer, context,

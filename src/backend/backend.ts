@@ -1,7 +1,9 @@
+import type { Communicator } from '../parallel/communicator.ts';
 import type { Draw, DrawResults } from '../sampling/draw.ts';
 import type { BatchDescription } from '../step/batch.ts';
 import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
 
 /**
@@ -77,6 +79,12 @@ export interface AttentionParams {
    * `attentionSpan` says which keys a query sees.
    */
   streaming: { sinks: number; window: number; rope: Tensor } | null;
+  /**
+   * An fp8 KV cache's per-tensor scales: keys are stored as e4m3(k / k) and read as code · k,
+   * values alike with v (the checkpoint's k_scale / v_scale, else 1, as vLLM does). Absent: 1 and
+   * 1. Other dtypes ignore them (docs/quantization.md, "KV cache").
+   */
+  kvScales?: { k: number; v: number };
 }
 
 /**
@@ -152,9 +160,12 @@ export interface ExpertRouting {
 export interface ExpertWeights {
   first: number;
   count: number;
-  /** [count, 2n, hidden]: each expert's gate rows, then its up rows. */
+  /**
+   * [count, 2n, hidden]: each expert's gate rows, then its up rows. 16-bit (`loadWeight`), or
+   * MXFP4 (`loadMxfp4Weight`) as `down` is too: the kernels read the packed values.
+   */
   gateUp: Tensor;
-  /** [count, hidden, n]. */
+  /** [count, hidden, n], in gateUp's format. */
   down: Tensor;
   /** [count, 2n] (gate, then up) and [count, hidden], or null. */
   gateUpBias: Tensor | null;
@@ -211,6 +222,16 @@ export interface StepInputs {
   readonly batch: BatchDescription;
 }
 
+/**
+ * The groups a backend's collective ops run over in a parallel run: its tensor-parallel group,
+ * and its pipeline group (the devices of its tensor-parallel rank, one per stage: rank = stage).
+ * Buffers are the backend's own (a Float32Array on the CPU, a device buffer on CUDA).
+ */
+export interface CollectiveGroups<B> {
+  tensor: Communicator<B>;
+  pipeline: Communicator<B>;
+}
+
 /** What bounds the KV pool's size, besides the memory left after the weights. */
 export interface KvBudgetLimits {
   /** Fraction of GPU memory Keel may use in all. */
@@ -231,7 +252,7 @@ export interface KvBudgetLimits {
  */
 export interface Backend {
   readonly name: 'cpu' | 'cuda';
-  /** Bytes of one element in the KV pool (4 for float32, 2 for bf16). */
+  /** Bytes of one element in a KV pool of dtype `auto` (4 for float32, 2 for bf16); the 8-bit dtypes take 1 on every backend. */
   readonly kvElementBytes: number;
   /**
    * Bytes the KV pool may take, asked after the weights are loaded: the CPU backend returns
@@ -251,6 +272,11 @@ export interface Backend {
    * and `gatedLinear` multiply by it as by the weight it dequantizes to.
    */
   loadQuantizedWeight(w: QuantizedWeight): Tensor;
+  /**
+   * Routed MoE experts [count, rows, cols] in MXFP4 (src/tensor/mxfp4.ts), kept packed on the
+   * device, for ExpertWeights' gateUp and down; multiplied as the values they dequantize to.
+   */
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
@@ -264,7 +290,7 @@ export interface Backend {
    * holding this group's values only between its `fetchWeights` and the next fetch of a group of
    * that parity. Groups are loaded in order from 0.
    */
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
   /**
    * Copies group `group`'s weights into its device buffers once the work queued so far (which may
    * read the buffers' previous group) is done; work queued afterwards runs beside the copies until
@@ -298,10 +324,10 @@ export interface Backend {
   beginStep(batch: BatchDescription): StepInputs;
   /**
    * [numTokens, hidden] rows of `table` times `scale`, for the step's token ids; those named by
-   * `tokenSources` are read from the latest `sampleRows` output (an id outside the table gives a
-   * zero row there).
+   * `tokenSources` are read from the latest `sampleRows` output. The table holds the rows of ids
+   * `firstRow` on (a vocab-parallel shard); an id outside them gives a zero row.
    */
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor;
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor;
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
@@ -351,8 +377,22 @@ export interface Backend {
   headwiseLinear(x: Tensor, weight: Tensor): Tensor;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
-  /** Sums x over the devices holding shards of a row-parallel layer; the identity on one device. */
+  /**
+   * Sums x over the tensor-parallel group (the devices holding shards of a row-parallel layer),
+   * in place, and returns it; the identity on one device (docs/parallelism.md).
+   */
   allReduce(x: Tensor): Tensor;
+  /**
+   * x [rows, cols] of every device of the tensor-parallel group side by side, [rows, size · cols],
+   * device r's at columns r · cols (the logits of a vocab-parallel LM head); x on one device.
+   */
+  allGatherColumns(x: Tensor): Tensor;
+  /** Pipeline parallel: sends x to the device of the same tensor-parallel rank in pipeline stage `stage`. */
+  sendToStage(x: Tensor, stage: number): void;
+  /** Receives the tensor [shape] that stage `stage` sends with sendToStage. */
+  receiveFromStage(shape: readonly number[], stage: number): Tensor;
+  /** x [shape] on stage `stage` (null on the others), copied to every stage's device of this tensor-parallel rank. */
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor;
 
   /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;

@@ -103,6 +103,9 @@ export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: 
   if (cache.blockSize !== swap.blockSize || JSON.stringify(cache.layers) !== JSON.stringify(swap.layers)) {
     throw new Error('swap: the swap space was made for another cache layout');
   }
+  if ((cache.dtype ?? 'auto') !== (swap.dtype ?? 'auto')) {
+    throw new Error(`swap: the swap space holds ${swap.dtype ?? 'auto'} blocks but the cache is ${cache.dtype ?? 'auto'}`);
+  }
   const [srcBlocks, dstBlocks] = from === 'device' ? [cache.numBlocks, swap.numBlocks] : [swap.numBlocks, cache.numBlocks];
   for (let i = 0; i < src.length; i++) {
     if (!(src[i] >= 0 && src[i] < srcBlocks && dst[i] >= 0 && dst[i] < dstBlocks)) {

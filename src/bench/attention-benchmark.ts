@@ -7,6 +7,7 @@
 import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { fillRandom, timeGraph } from './graph-timer.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -111,7 +112,7 @@ class KernelTimer {
     const src = device.alloc(bytes);
     const dst = device.alloc(bytes);
     this.fillRandom(src, bytes);
-    const copyMs = this.timeGraph(() => device.copyAsync(dst, src, bytes), 5);
+    const copyMs = this.timeGraph(() => () => device.copyAsync(dst, src, bytes), 5);
     device.free(src);
     device.free(dst);
     return {
@@ -123,16 +124,22 @@ class KernelTimer {
 
   decode(contextLen: number, batch: number, shape: AttentionParams): DecodeFigure {
     const seqs = Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 }));
-    const { cache, step, qkv } = this.setup(shape, seqs);
-    const ms = this.timeGraph(() => this.backend.attention(qkv, cache, 0, step, shape), 20);
+    const { cache, batch: described, qkv } = this.setup(shape, seqs);
+    const ms = this.timeGraph(() => {
+      const step = this.backend.beginStep(described);
+      return () => this.backend.attention(qkv, cache, 0, step, shape);
+    }, 20);
     const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * 2;
     return { batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
   }
 
   prefill(seqLen: number, shape: AttentionParams): PrefillFigure {
-    const { cache, step, qkv, rope } = this.setup(shape, [{ cached: 0, query: seqLen }]);
-    this.backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, shape);
-    const ms = this.timeGraph(() => this.backend.attention(qkv, cache, 0, step, shape), 5);
+    const { cache, batch, qkv, rope } = this.setup(shape, [{ cached: 0, query: seqLen }]);
+    this.backend.ropeAndCacheWrite(qkv, rope, cache, 0, this.backend.beginStep(batch), shape);
+    const ms = this.timeGraph(() => {
+      const step = this.backend.beginStep(batch);
+      return () => this.backend.attention(qkv, cache, 0, step, shape);
+    }, 5);
     // QKᵀ and PV, 2 FLOPs per multiply-add each, over the causal half of the square (as the SDPA peer counts).
     const flops = (4 * shape.numHeads * shape.headDim * seqLen * seqLen) / 2;
     return { batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
@@ -141,7 +148,7 @@ class KernelTimer {
   mlaDecode(contextLen: number, batch: number, mla: MlaParams, readGbPerS: number): MlaDecodeFigure {
     const setup = this.mlaSetup(mla, Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 })));
     try {
-      const ms = this.timeGraph(() => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, setup.step, mla), 20);
+      const ms = this.timeGraph(() => this.mlaRun(setup, mla), 20);
       const gbPerS = (batch * contextLen * (mla.latentDim + mla.ropeDim) * 2) / (ms * 1e-3) / 1e9;
       return { batch, context_len: contextLen, ...mlaDims(mla), us: ms * 1e3, gb_per_s: gbPerS, read_fraction: gbPerS / readGbPerS };
     } finally {
@@ -152,7 +159,7 @@ class KernelTimer {
   mlaPrefill(seqLen: number, mla: MlaParams): MlaPrefillFigure {
     const setup = this.mlaSetup(mla, [{ cached: 0, query: seqLen }]);
     try {
-      const ms = this.timeGraph(() => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, setup.step, mla), 5);
+      const ms = this.timeGraph(() => this.mlaRun(setup, mla), 5);
       const flops = (2 * mla.numHeads * (2 * mla.latentDim + mla.ropeDim) * seqLen * seqLen) / 2;
       return { seq_len: seqLen, ...mlaDims(mla), ms, tflops: flops / (ms * 1e-3) / 1e12 };
     } finally {
@@ -176,29 +183,21 @@ class KernelTimer {
     };
     const qLatent = random(mla.numHeads * mla.latentDim);
     const q = random(mla.numHeads * (mla.nopeDim + mla.ropeDim));
-    return { cache, step: this.backend.beginStep(batch), qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
+    return { cache, batch, qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
   }
 
-  /** Median milliseconds of one `run`, each sample replaying a graph of `reps` runs. */
-  private timeGraph(run: () => void, reps: number, samples = 7): number {
-    run(); // compiles and loads kernels before capture
-    const graph = this.backend.captureGraph(() => {
-      for (let i = 0; i < reps; i++) run();
-    });
-    graph.replay();
-    const times: number[] = [];
-    for (let s = 0; s < samples; s++) times.push(this.backend.device.timeMs(() => graph.replay()) / reps);
-    graph.dispose();
-    times.sort((a, b) => a - b);
-    return times[Math.floor(times.length / 2)];
+  /** Begins a step over the MLA setup's batch; returns one layer's MLA attention over it. */
+  private mlaRun(setup: ReturnType<KernelTimer['mlaSetup']>, mla: MlaParams): () => void {
+    const step = this.backend.beginStep(setup.batch);
+    return () => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, step, mla);
   }
 
-  /** Fills device memory with random bf16 (never zeros: they can run faster than real data). */
+  private timeGraph(prepare: () => () => void, reps: number): number {
+    return timeGraph(this.backend, prepare, reps);
+  }
+
   private fillRandom(ptr: number, bytes: number): void {
-    const chunk = bf16Tensor([1 << 22], randomBf16Values(this.rng, 1 << 22, 1)).data; // 8 MiB
-    for (let at = 0; at < bytes; at += chunk.byteLength) {
-      this.backend.device.uploadSync(ptr + at, chunk.subarray(0, Math.min(chunk.byteLength, bytes - at)));
-    }
+    fillRandom(this.backend, this.rng, ptr, bytes);
   }
 
   private setup(shape: AttentionParams, seqs: SeqSpec[]) {
@@ -211,7 +210,7 @@ class KernelTimer {
     const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;
     const qkv = this.backend.loadWeight(bf16Tensor([batch.numTokens, width], randomBf16Values(this.rng, batch.numTokens * width, 1)));
     const rope = this.backend.uploadRopeTable(ropeTables(longest + 1, shape.headDim));
-    return { cache, step: this.backend.beginStep(batch), qkv, rope };
+    return { cache, batch, qkv, rope };
   }
 }
 

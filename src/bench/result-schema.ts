@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LINEAR_BENCH_FORMATS, LINEAR_BENCH_PATHS } from './linear-bench-options.ts';
 
 /**
  * The one JSON shape every benchmark result has, Keel's commands and the peers' scripts alike
@@ -211,6 +212,27 @@ const AttentionResultsSchema = z.strictObject({
   ceilings: z.strictObject({ read_gb_per_s: figure, copy_gb_per_s: figure, gemm_bf16_8192_tflops: figure }).optional(),
 });
 
+/** `keel bench linear`: each format's linear kernels (and MXFP4 expert MLPs) against bf16 cuBLAS. */
+const LinearResultsSchema = z.strictObject({
+  figures: z.array(
+    z.strictObject({
+      op: z.enum(['linear', 'expert-mlp']),
+      n: count,
+      k: count,
+      rows: count,
+      format: z.enum(LINEAR_BENCH_FORMATS),
+      path: z.enum(LINEAR_BENCH_PATHS),
+      us: figure,
+      weight_bytes: count,
+      gb_per_s: figure,
+      tflops: figure,
+      speedup_vs_bf16: figure,
+    }),
+  ),
+  /** The device's read bandwidth, measured alike: the roofline of the GB/s figures. */
+  read_gb_per_s: figure,
+});
+
 const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
@@ -265,6 +287,7 @@ export const BenchResultSchema = z
     suite('throughput', ThroughputResultsSchema),
     suite('serve', ServeResultsSchema),
     suite('attention', AttentionResultsSchema),
+    suite('linear', LinearResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
   ])

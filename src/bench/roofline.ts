@@ -1,6 +1,6 @@
 import type { ParameterSpec } from '../layers/parameters.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
-import { kvBytesPerToken, type LayerKvSpec } from '../step/kv-cache-layout.ts';
+import { kvBytesPerToken, type KvCacheDtype, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 
 const elements = (p: ParameterSpec) => p.shape.reduce((a, b) => a * b, 1);
 
@@ -34,7 +34,9 @@ export interface RooflineInputs {
   model: CausalLM;
   /** Bytes per weight element on the backend (CPU float32: 4, CUDA bf16: 2). */
   weightElementBytes: number;
+  /** Bytes per KV element of an `auto` cache; `kvCacheDtype` (absent: auto) says what the cache holds. */
   kvElementBytes: number;
+  kvCacheDtype?: KvCacheDtype;
 }
 
 export interface DecodeRoofline {
@@ -63,7 +65,7 @@ export function decodeRoofline(
   const { model } = inputs;
   const meanContext = step.inputLen + step.outputLen / 2;
   const weightBytes = parametersReadPerStep(model, step.batchSize) * inputs.weightElementBytes;
-  const kvBytesPerSequence = model.kvLayers.reduce((sum, spec) => sum + kvBytesPerToken([spec], inputs.kvElementBytes) * Math.min(meanContext, windowOf(spec)), 0);
+  const kvBytesPerSequence = model.kvLayers.reduce((sum, spec) => sum + kvBytesPerToken([spec], inputs.kvElementBytes, inputs.kvCacheDtype) * Math.min(meanContext, windowOf(spec)), 0);
   const kvBytes = step.batchSize * kvBytesPerSequence;
   const bytes = weightBytes + kvBytes;
   const achieved = bytes / step.stepSeconds;

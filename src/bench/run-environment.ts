@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchResult, Device } from './result-schema.ts';
+import { RESULT_SCHEMA_VERSION, type BenchResult, type Device } from './result-schema.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -52,4 +52,21 @@ function nvidiaDriverVersion(): string | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The envelope of a kernel benchmark's result (`keel bench attention`, `keel bench linear`): Keel on
+ * the CUDA backend, no model, the driver's CUDA version (as cuDriverGetVersion gives it, e.g. 12080).
+ */
+export function cudaKernelRun(started: RunEnvironment, driverCudaVersion: number): Omit<BenchResult, 'suite' | 'results' | 'config'> {
+  const v = driverCudaVersion;
+  return {
+    schema_version: RESULT_SCHEMA_VERSION,
+    engine: 'keel',
+    status: 'ok',
+    error: null,
+    ...started,
+    device: { ...started.device, cuda_version: `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
+    model: null,
+  };
 }

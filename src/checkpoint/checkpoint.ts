@@ -1,7 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import type { TensorSlice } from '../tensor/tensor-slice.ts';
 import { invalidModel } from '../errors.ts';
 import { SafetensorsFile, type RawTensor, type SafetensorsEntry } from './safetensors.ts';
 
@@ -20,6 +22,8 @@ export interface Checkpoint {
   /** dtype (as the file spells it) and shape from the header, without reading the data. */
   info(name: string): Pick<SafetensorsEntry, 'dtype' | 'shape'>;
   read(name: string): HostTensor;
+  /** A slice of a tensor, reading only its bytes; absent where the source cannot (then `read` and cut). */
+  readSlice?(name: string, slice: TensorSlice): HostTensor;
   /** The tensor's bytes whatever its dtype (packed integers, FP8 codes). */
   readRaw(name: string): RawTensor;
   /**
@@ -27,6 +31,13 @@ export interface Checkpoint {
    * tensor); absent for plain checkpoints, where it is `read`.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the checkpoint stores as MXFP4 blocks (gpt-oss's experts), packed as stored: null
+   * when it is 16-bit, absent for checkpoints with no MXFP4 tensors (src/checkpoint/quantization/mxfp4-checkpoint.ts).
+   */
+  readMxfp4?(name: string): Mxfp4Weight | null;
+  /** `--quantization mxfp4`: routed MoE experts are quantized to MXFP4 as they load; absent: loaded as stored. */
+  readonly expertQuantization?: 'mxfp4';
   close(): void;
 }
 
@@ -76,6 +87,10 @@ class SafetensorsCheckpoint implements Checkpoint {
 
   read(name: string): HostTensor {
     return this.fileFor(name).read(name);
+  }
+
+  readSlice(name: string, slice: TensorSlice): HostTensor {
+    return this.fileFor(name).readSlice(name, slice);
   }
 
   readRaw(name: string): RawTensor {

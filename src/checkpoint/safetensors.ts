@@ -1,4 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { DTYPE_BYTES } from '../tensor/host-dtype.ts';
+import { sliceRuns, type TensorSlice } from '../tensor/tensor-slice.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { invalidModel } from '../errors.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
@@ -77,6 +79,23 @@ export class SafetensorsFile {
       throw invalidModel(`${this.path}: tensor "${name}" has dtype ${raw.dtype}; Keel reads only F32, F16 and BF16 as numbers`);
     }
     return { dtype, shape: raw.shape, data: raw.data };
+  }
+
+  /**
+   * A slice of a tensor (a tensor-parallel shard), reading only its bytes: one positioned read per
+   * run of contiguous elements (one in all for a slice of rows).
+   */
+  readSlice(name: string, slice: TensorSlice): HostTensor {
+    const entry = this.entry(name);
+    const dtype = READABLE_DTYPES[entry.dtype];
+    if (!dtype) throw invalidModel(`${this.path}: tensor "${name}" has dtype ${entry.dtype}; Keel reads only F32, F16 and BF16 as numbers`);
+    if (this.fd === null) throw new Error(`${this.path} is closed`);
+    const { runs, runBytes, strideBytes, firstByte } = sliceRuns(entry.shape, DTYPE_BYTES[dtype], slice);
+    const data = new Uint8Array(runs * runBytes);
+    for (let i = 0; i < runs; i++) readFully(this.path, this.fd, data.subarray(i * runBytes, (i + 1) * runBytes), entry.begin + firstByte + i * strideBytes);
+    const shape = entry.shape.slice();
+    shape[slice.dim] = slice.count;
+    return { dtype, shape, data };
   }
 
   /** A tensor's bytes whatever its dtype (the packed integer and FP8 tensors of quantized checkpoints). */

@@ -12,6 +12,8 @@ Suites:
   serve        online serving against keel serve (--base-url, or --launch one here): Poisson arrivals,
                TTFT/TPOT/ITL/e2e percentiles, request and token throughput
   attention    CUDA attention kernels alone: prefill TFLOP/s (beside PyTorch SDPA's), decode GB/s
+  linear       CUDA linear kernels alone, per weight format (bf16, fp8, int8, int4, mxfp4 experts) and
+               batch rows: GB/s and TFLOP/s against bf16 cuBLAS
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
@@ -40,6 +42,10 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   attention: async () => {
     const m = await import('./bench/attention-command.ts');
     return { run: m.attentionCommand, help: m.ATTENTION_HELP };
+  },
+  linear: async () => {
+    const m = await import('./bench/linear-command.ts');
+    return { run: m.linearCommand, help: m.LINEAR_HELP };
   },
   plot: async () => {
     const m = await import('./bench/plot-command.ts');

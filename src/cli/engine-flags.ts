@@ -2,6 +2,7 @@ import type { ParseArgsConfig } from 'node:util';
 import type { EngineConfig, EngineOptions, LoraModule, SpeculativeConfig } from '../config.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN } from '../config.ts';
 import { invalidArgument } from '../errors.ts';
+import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
@@ -10,6 +11,7 @@ export const ENGINE_FLAGS = {
   backend: { type: 'string' },
   'load-format': { type: 'string' },
   quantization: { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
   'gpu-memory-utilization': { type: 'string' },
@@ -40,6 +42,9 @@ export const ENGINE_FLAGS = {
   'swap-space': { type: 'string' },
   'kv-offload-gb': { type: 'string' },
   'cpu-offload-gb': { type: 'string' },
+  'tensor-parallel-size': { type: 'string' },
+  'pipeline-parallel-size': { type: 'string' },
+  'enable-expert-parallel': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -51,9 +56,15 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4   quantize a 16-bit checkpoint's linear layers at load (round to
-                                 nearest; int4 in groups of 128); quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8) are read as they are (docs/quantization.md)
+  --quantization fp8|int8|int4|mxfp4
+                                 quantize a 16-bit checkpoint at load (round to nearest): its linear
+                                 layers (int4 in groups of 128), or with mxfp4 its routed MoE
+                                 experts; quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8,
+                                 gpt-oss's MXFP4) are read as they are (docs/quantization.md)
+  --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
+                                 backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
+                                 checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
+                                 kv head. 8-bit fits twice the tokens of bf16 (default auto)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})
@@ -78,6 +89,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
                                  counted at 16 bits) in host memory, each layer copied to the GPU while
                                  the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
+
+Parallelism (docs/parallelism.md; CPU backend: ranks in worker threads):
+  --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
+  --pipeline-parallel-size N     split the layers into N consecutive stages (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa  ngram: drafts looked up in the sequence's own tokens; draft: a draft
@@ -111,6 +127,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
     quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
+    kvCacheDtype: oneOf('--kv-cache-dtype', values['kv-cache-dtype'], KV_CACHE_DTYPE_NAMES),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
     gpuMemoryUtilization: numberFlag('--gpu-memory-utilization', values['gpu-memory-utilization']),
@@ -134,6 +151,9 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     swapSpace: numberFlag('--swap-space', values['swap-space']),
     kvOffloadGb: numberFlag('--kv-offload-gb', values['kv-offload-gb']),
     cpuOffloadGb: numberFlag('--cpu-offload-gb', values['cpu-offload-gb']),
+    tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
+    pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
+    enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
   };
 }
 
@@ -195,6 +215,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   backend: 'backend',
   'load-format': 'loadFormat',
   quantization: 'quantization',
+  'kv-cache-dtype': 'kvCacheDtype',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
   'gpu-memory-utilization': 'gpuMemoryUtilization',
@@ -225,6 +246,9 @@ export const ENGINE_FIELD_OF_FLAG = {
   'swap-space': 'swapSpace',
   'kv-offload-gb': 'kvOffloadGb',
   'cpu-offload-gb': 'cpuOffloadGb',
+  'tensor-parallel-size': 'tensorParallelSize',
+  'pipeline-parallel-size': 'pipelineParallelSize',
+  'enable-expert-parallel': 'enableExpertParallel',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

@@ -14,6 +14,7 @@ Commands:
   serve      an OpenAI-compatible HTTP server with a web playground
   bench      benchmarks: latency, throughput, serve (vLLM's methodology), plot
   perplexity perplexity of a text file under the model (sliding windows)
+  quantize   quantize a 16-bit checkpoint with GPTQ, AWQ or round to nearest
   doctor     what Keel can run on: GPU, driver, CUDA libraries, chosen backend
   help CMD   options of a command
 
@@ -48,6 +49,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   perplexity: async () => {
     const m = await import('./perplexity.ts');
     return { run: m.perplexityCommand, help: m.PERPLEXITY_HELP };
+  },
+  quantize: async () => {
+    const m = await import('./quantize.ts');
+    return { run: m.quantizeCommand, help: m.QUANTIZE_HELP };
   },
   doctor: async () => {
     const m = await import('./doctor.ts');

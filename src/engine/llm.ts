@@ -8,6 +8,7 @@ import { GrammarCompiler, type CompiledGrammar } from '../structured/grammar-com
 import { resolveSamplingParams } from '../sampling/validate.ts';
 import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
 import { loadEngine, type LoadedEngine } from './load-engine.ts';
+import type { RankGroup } from './parallel/rank-group.ts';
 import { snapshot, type EngineStats, type LLMEngine } from './llm-engine.ts';
 import type { RequestOutput, StreamDelta } from './outputs.ts';
 import type { LoraRegistry, ServedLora } from './lora-registry.ts';
@@ -67,6 +68,11 @@ export class LLM {
 
   get config(): EngineConfig {
     return this.loaded.config;
+  }
+
+  /** The other ranks of a parallel run (docs/parallelism.md), or null on one device: for fault drills (`kill`). */
+  get parallelRanks(): RankGroup | null {
+    return this.loaded.ranks;
   }
   /** Where the model's files were read from: its directory (the Hugging Face cache's snapshot for a repo id) or GGUF file. */
   get modelPath(): string {
@@ -266,6 +272,7 @@ export class LLM {
     for (const id of [...this.failers.keys()]) this.engine.abort(id);
     while (this.running) await new Promise((resolve) => setImmediate(resolve));
     this.loaded.backend.dispose();
+    await this.loaded.ranks?.close();
   }
 
   private requireLoras(): LoraRegistry {

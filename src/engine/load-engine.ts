@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, WeightStream } from '../backend/backend.ts';
+import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -17,9 +18,9 @@ import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
 import { withQuantization } from '../models/model-checkpoint.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
-import { createModel, modelArchitectureOf } from '../models/registry.ts';
+import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { kvBytesPerBlock, kvRetention, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
@@ -31,6 +32,8 @@ import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
 import { layersToOffload } from './weight-offload.ts';
+import { RankGroup } from './parallel/rank-group.ts';
+import type { TensorParallelShard } from '../layers/parameters.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -62,6 +65,9 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
     throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
   }
+  if (!KV_CACHE_DTYPE_NAMES.includes(config.kvCacheDtype)) {
+    throw invalidArgument(`kvCacheDtype must be one of ${KV_CACHE_DTYPE_NAMES.join(', ')} (got ${JSON.stringify(config.kvCacheDtype)})`);
+  }
   if (!(config.gpuMemoryUtilization > 0 && config.gpuMemoryUtilization <= 1)) {
     throw invalidArgument(`gpuMemoryUtilization must be in (0, 1] (got ${config.gpuMemoryUtilization})`);
   }
@@ -85,7 +91,28 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   const names = config.loraModules.map((m) => m.name);
   const repeated = names.find((name, i) => names.indexOf(name) !== i);
   if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
-  return { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
+  positiveInt('tensorParallelSize');
+  positiveInt('pipelineParallelSize');
+  const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
+  checkParallelSupport(resolved);
+  return resolved;
+}
+
+/** What a parallel run does not combine with yet, each refused by name (docs/parallelism.md). */
+function checkParallelSupport(config: EngineConfig): void {
+  if (config.enableExpertParallel && config.tensorParallelSize === 1) throw invalidArgument('enableExpertParallel places experts across the tensor-parallel devices: give tensorParallelSize > 1 too');
+  if (config.tensorParallelSize === 1 && config.pipelineParallelSize === 1) return;
+  const what = `tensorParallelSize ${config.tensorParallelSize} × pipelineParallelSize ${config.pipelineParallelSize}`;
+  if (config.pipelineParallelSize > 1) throw invalidArgument(`${what}: pipeline parallelism is not implemented yet (docs/parallelism.md)`);
+  if (config.backend !== 'cpu') {
+    throw invalidArgument(`${what}: parallel runs start their ranks on the CPU backend only so far (--backend cpu); the CUDA path has its NCCL communicator but no per-GPU worker processes yet (docs/parallelism.md)`);
+  }
+  if (config.speculative !== null && config.speculative.method !== 'ngram') throw invalidArgument(`${what}: speculative decoding with a draft model or Medusa heads is not supported in parallel runs yet (n-gram drafts are)`);
+  if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
+  if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
+  // Each rank holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
+  if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
+  if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
 
 /** The StreamingLLM setting of a resolved config, or null. */
@@ -156,6 +183,8 @@ export interface LoadedModel {
   loraTargets: Linear[] | null;
   /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`), and their stream; null: none. */
   offload: { layers: number[]; stream: WeightStream } | null;
+  /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
+  ranks: RankGroup | null;
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
@@ -171,11 +200,16 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
-  const backend = await selectBackend(config.backend);
+  if (config.quantization === 'mxfp4' && !model.parameters().some((p) => p.access?.kind === 'expert')) {
+    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8 or int4 for its linear layers`);
+  }
+  // A parallel run's other ranks load their shards in worker threads while this thread loads rank 0's.
+  const ranks = config.tensorParallelSize > 1 ? RankGroup.start(config, modelPath, maxModelLen) : null;
+  const backend = ranks === null ? await selectBackend(config.backend) : new CpuBackend(ranks.localGroups);
   try {
     const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
-    if (config.loadFormat === 'dummy') loadDummyWeights(model, modelConfig.dtype, backend, config.seed, config.quantization);
-    else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress });
+    loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
+    await ranks?.ready();
     // Slots are allocated before the KV pool is sized from what memory is left.
     const loraTargets = config.enableLora ? enableLora(model, backend, config) : null;
     return {
@@ -191,9 +225,11 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       model,
       loraTargets,
       offload,
+      ranks,
     };
   } catch (error) {
     backend.dispose();
+    await ranks?.close();
     throw error;
   }
 }
@@ -203,6 +239,12 @@ function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedMo
   if (model.layerParameters === undefined || model.offloadLayers === undefined) throw invalidArgument(`weight offload (cpuOffloadGb) is not supported for ${model.config.modelType} models`);
   const layers = layersToOffload(model.layerParameters(), gib);
   return { layers, stream: model.offloadLayers(backend, layers) };
+}
+
+/** Reads `model`'s weights (its tensor-parallel shard of them) from the model's checkpoint, or random ones (--load-format dummy). */
+export function loadModelWeights(model: CausalLM, files: ModelFiles, architecture: ModelArchitecture, config: EngineConfig, backend: Backend, shard: TensorParallelShard): void {
+  if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard);
+  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress, shard });
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
@@ -279,7 +321,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     // The draft model's pools hang off the same block ids: a block holds both models' K/V.
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
-    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes);
+    const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
+    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
     const retention = kvRetention(kvLayers, streamingOf(config));
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -304,7 +347,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const maxModelLen = fits(loaded.maxModelLen) ? loaded.maxModelLen : Math.min(loaded.maxModelLen, poolTokens);
     if (config.showProgress) {
       process.stderr.write(
-        `keel: ${backend.name} backend, KV cache ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
+        `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
@@ -317,13 +360,16 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     }
     // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
     const graphs = backend.recordsGraphs && !config.enforceEager && offload === null ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache({ numBlocks: numKvBlocks + 1, blockSize: config.blockSize, layers });
+    // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
+    const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
+    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
     const cache = createCache(model.kvLayers);
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
-    // One host space per cache, each block holding what a device block holds in all its pools.
+    // One host space per cache, each block holding what a device block holds in all its pool arrays.
     const hostSpaces = (numBlocks: number) => {
       if (numBlocks === 0) return null;
-      const create = (layers: CausalLM['kvLayers']) => backend.createSwapSpace({ numBlocks, blockSize: config.blockSize, layers });
+      const create = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numBlocks, layers));
       return { target: create(model.kvLayers), draft: draft && create(draft.kvLayers) };
     };
     const swap = hostSpaces(numSwapBlocks);
@@ -343,7 +389,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const engine = new LLMEngine({
       scheduler,
       kv,
-      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras), hostCache),
+      runner: new ModelRunner(backend, model, cache, config.blockSize, graphs, draftModel, swap, medusa, loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras), hostCache, loaded.ranks),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
       eosTokenIds: loaded.eosTokenIds,
@@ -362,6 +408,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     return { ...loaded, maxModelLen, engine, numKvBlocks, loras };
   } catch (error) {
     backend.dispose();
+    await loaded.ranks?.close();
     throw error;
   }
 }

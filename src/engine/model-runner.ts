@@ -5,6 +5,7 @@ import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
+import type { RankGroup } from './parallel/rank-group.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -110,6 +111,8 @@ export class ModelRunner {
   private readonly medusa: MedusaProposer | null;
   private readonly lora: LoraSlots | null;
   private readonly hostCache: SwapSpaces | null;
+  /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
+  private readonly ranks: RankGroup | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -124,6 +127,7 @@ export class ModelRunner {
     medusa: MedusaProposer | null = null,
     lora: LoraSlots | null = null,
     hostCache: SwapSpaces | null = null,
+    ranks: RankGroup | null = null,
   ) {
     for (const spaces of [swap, hostCache]) {
       if (spaces !== null && (draft === null) !== (spaces.draft === null)) throw new Error('a draft model copies blocks to host memory of its own, and only then');
@@ -139,6 +143,7 @@ export class ModelRunner {
     this.medusa = medusa;
     this.lora = lora;
     this.hostCache = hostCache;
+    this.ranks = ranks;
   }
 
   /**
@@ -205,10 +210,7 @@ export class ModelRunner {
       else this.backend.replayForward(draftStep, draft, forward);
     }
     const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
-    const step = this.backend.beginStep(batch);
-    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
-    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
-    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    // The draws are asked before the forward: the other ranks of a parallel run get them with the step.
     const all: Draw[] = [];
     const promptScores = scoredRows.map(({ s, position, row }) => {
       const seq = output.scheduled[s].seq;
@@ -223,6 +225,11 @@ export class ModelRunner {
       if (all.length > first) sampledDraws.set(seq, first);
       return first;
     });
+    this.ranks?.step(output.blockCopies, batch, all);
+    const step = this.backend.beginStep(batch);
+    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
+    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
+    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
     const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
     let results: DrawResults | null = null;
@@ -296,6 +303,7 @@ export class ModelRunner {
     const src = Int32Array.from(moves, ([from]) => from);
     const dst = Int32Array.from(moves, ([, to]) => to);
     for (const cache of this.draft ? [this.cache, this.draft.cache] : [this.cache]) this.backend.copySlots(cache, src, dst);
+    this.ranks?.copySlots(src, dst);
   }
 
   /** Where the latest step left a sequence's pending token: only that step's ids are kept. */

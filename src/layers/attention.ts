@@ -1,8 +1,11 @@
 import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
-import { Linear } from './linear.ts';
+import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
+import { Linear, type RowRange } from './linear.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import type { RmsNorm } from './norm.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
 export interface AttentionOptions {
@@ -19,6 +22,11 @@ export interface AttentionOptions {
   rotary: RotaryEmbedding;
   /** Per-head norms of queries and keys before rotation (Qwen3, Gemma 3), or null. */
   qkNorm: { q: RmsNorm; k: RmsNorm } | null;
+  /**
+   * Checkpoint names an fp8 KV cache's per-tensor key and value scales may have, tried in order
+   * (absent tensors leave the scale 1), or null for none.
+   */
+  kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
 }
 
 /**
@@ -30,6 +38,9 @@ export class PagedAttention implements Layer {
   readonly layer: number;
   private readonly options: AttentionOptions;
   private sinks: Tensor | null = null;
+  /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
+  private heads: { numHeads: number; numKvHeads: number };
+  private kvScales = { k: 1, v: 1 };
 
   constructor(options: AttentionOptions) {
     if (options.numHeads % options.numKvHeads !== 0) {
@@ -40,16 +51,18 @@ export class PagedAttention implements Layer {
     }
     this.layer = options.layer;
     this.options = options;
+    this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
   }
 
+  /** What this device caches per token: its key/value heads. */
   get kvSpec(): AttentionKvSpec {
-    const { numKvHeads, headDim, slidingWindow } = this.options;
-    return { kind: 'attention', numKvHeads, headDim, slidingWindow };
+    const { headDim, slidingWindow } = this.options;
+    return { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow };
   }
 
   /** Multiply-adds per query token for each cached key it attends to: a score and a value row per head. */
   get macsPerKey(): number {
-    return 2 * this.options.numHeads * this.options.headDim;
+    return 2 * this.heads.numHeads * this.options.headDim;
   }
 
   parameters(): ParameterSpec[] {
@@ -58,17 +71,22 @@ export class PagedAttention implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { sinks, qkNorm } = this.options;
-    if (sinks !== null) this.sinks = uploader.loadWeight(source.read(sinks));
+    const { sinks, qkNorm, numHeads, numKvHeads } = this.options;
+    const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shardOf(source));
+    this.heads = { numHeads: q.count, numKvHeads: kv.count };
+    if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
     if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+    const names = this.options.kvScaleNames;
+    if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
   }
 
   private get params(): AttentionParams {
-    const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap } = this.options;
+    const { headDim, scale, slidingWindow, softcap } = this.options;
+    const { numHeads, numKvHeads } = this.heads;
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming };
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
@@ -79,6 +97,31 @@ export class PagedAttention implements Layer {
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
     return b.attention(qkv, cache, this.layer, step, params);
   }
+}
+
+/**
+ * The query heads and key/value heads a tensor-parallel shard holds: an equal part of each, or,
+ * with fewer key/value heads than devices, the one key/value head its query heads read
+ * (replicated on the devices that share it).
+ */
+export function attentionHeadShard(numHeads: number, numKvHeads: number, shard: TensorParallelShard): { q: RowRange; kv: RowRange } {
+  const q = evenPart(numHeads, shard, 'the attention heads');
+  if (numKvHeads >= shard.size) return { q, kv: evenPart(numKvHeads, shard, 'the key/value heads') };
+  if (shard.size % numKvHeads !== 0) throw invalidArgument(`tensor-parallel size ${shard.size} is not a multiple of the ${numKvHeads} key/value heads, so they cannot be replicated evenly`);
+  return { q, kv: { start: Math.floor((shard.rank * numKvHeads) / shard.size), count: 1 } };
+}
+
+/** The first of `names` the source holds, as a per-tensor scale; 1 when it holds none. */
+function optionalScale(source: WeightSource, names: readonly string[]): number {
+  for (const name of names) {
+    const t = source.readOptional?.(name) ?? null;
+    if (t === null) continue;
+    const values = hostTensorToFloat32(t);
+    if (values.length !== 1) throw invalidModel(`${name} holds ${values.length} values: Keel reads one KV-cache scale per layer (per-tensor), not per head`);
+    if (!(values[0] > 0 && Number.isFinite(values[0]))) throw invalidModel(`${name} is ${values[0]}: a KV-cache scale must be a positive number`);
+    return values[0];
+  }
+  return 1;
 }
 
 /** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
@@ -99,7 +142,16 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
 
   constructor(options: SelfAttentionOptions) {
-    this.core = new PagedAttention(options);
+    // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
+    // the older `self_attn.k_proj.output_scale` (compressed-tensors, AutoFP8).
+    const module = options.o.replace(/\.[^.]+\.weight$/, '');
+    this.core = new PagedAttention({
+      ...options,
+      kvScaleNames: options.kvScaleNames ?? {
+        k: [`${module}.k_scale`, `${module}.k_proj.output_scale`],
+        v: [`${module}.v_scale`, `${module}.v_proj.output_scale`],
+      },
+    });
     const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
     const parts =
       'qkv' in qkv
@@ -109,7 +161,14 @@ export class SelfAttention implements Layer {
             { name: qkv.k, rows: numKvHeads * headDim },
             { name: qkv.v, rows: numKvHeads * headDim },
           ];
-    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column' });
+    // A shard's rows of each part: its query heads, and its key and value heads.
+    const shardRows = (index: number, shard: TensorParallelShard): RowRange[] => {
+      const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shard);
+      const rows = (first: number, heads: { start: number; count: number }) => ({ start: (first + heads.start) * headDim, count: heads.count * headDim });
+      if ('qkv' in qkv) return [rows(0, q), rows(numHeads, kv), rows(numHeads + numKvHeads, kv)];
+      return [index === 0 ? rows(0, q) : rows(0, kv)];
+    };
+    this.qkv = new Linear({ parts, inFeatures: hiddenSize, bias: options.qkvBias, shard: 'column', shardRows });
     this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
   }
 

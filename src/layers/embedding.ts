@@ -1,14 +1,21 @@
 import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { Linear } from './linear.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
-/** The token embedding table [vocab, hidden]; rows are scaled by `scale` as they are gathered (Gemma: √hidden). */
+/**
+ * The token embedding table [vocab, hidden]; rows are scaled by `scale` as they are gathered
+ * (Gemma: √hidden). Vocab-parallel: a device holds an equal part of the rows, looks up the tokens
+ * it holds (zero rows for the others), and the all-reduce puts every row together.
+ */
 export class VocabEmbedding implements Layer {
   readonly name: string;
   readonly vocabSize: number;
   readonly hiddenSize: number;
   private readonly scale: number;
   private table: ReturnType<WeightUploader['loadWeight']> | null = null;
+  /** The vocabulary id of this device's first row. */
+  private firstRow = 0;
 
   constructor(name: string, vocabSize: number, hiddenSize: number, scale = 1) {
     this.name = name;
@@ -22,7 +29,9 @@ export class VocabEmbedding implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    this.table = uploader.loadWeight(source.read(this.name));
+    const rows = evenPart(this.vocabSize, shardOf(source), `the vocabulary of ${this.name}`);
+    this.firstRow = rows.start;
+    this.table = uploader.loadWeight(readSlice(source, this.name, { dim: 0, ...rows }));
   }
 
   get weight(): Tensor {
@@ -30,13 +39,14 @@ export class VocabEmbedding implements Layer {
   }
 
   forward(b: Backend, step: StepInputs): Tensor {
-    return b.embedding(this.weight, step, this.scale);
+    return b.allReduce(b.embedding(this.weight, step, this.scale, this.firstRow));
   }
 }
 
 /**
  * The LM head: its own [vocab, hidden] matrix, or the embedding table itself when the checkpoint
- * ties them (then it has no parameters of its own and reads the table unscaled).
+ * ties them (then it has no parameters of its own and reads the table unscaled). Vocab-parallel:
+ * each device computes the logits of its part of the vocabulary, gathered side by side.
  */
 export class LmHead implements Layer {
   private readonly own: Linear | null;
@@ -56,6 +66,6 @@ export class LmHead implements Layer {
   }
 
   forward(b: Backend, hidden: Tensor): Tensor {
-    return this.own === null ? b.linear(hidden, this.tied.weight, null) : this.own.forward(b, hidden);
+    return b.allGatherColumns(this.own === null ? b.linear(hidden, this.tied.weight, null) : this.own.forward(b, hidden));
   }
 }

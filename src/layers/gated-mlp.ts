@@ -1,6 +1,7 @@
 import type { Activation, Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { Linear, type LinearPart } from './linear.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { evenPart } from './shard.ts';
+import { loadLayers, parametersOf, type Layer, type TensorParallelShard, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /** Checkpoint names of a gated MLP: separate gate and up tensors, or one fused gate-then-up tensor (Phi-3). */
 export type GatedMlpNames = { gate: string; up: string; down: string } | { gateUp: string; down: string };
@@ -19,7 +20,12 @@ export class GatedMlp implements Layer {
             { name: names.gate, rows: intermediateSize },
             { name: names.up, rows: intermediateSize },
           ];
-    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column' });
+    // A shard holds the same part of the gate rows and of the up rows (of a fused tensor's two halves too).
+    const shardRows = (index: number, shard: TensorParallelShard) => {
+      const part = evenPart(intermediateSize, shard, `the intermediate size of ${names.down}`);
+      return 'gateUp' in names ? [part, { start: intermediateSize + part.start, count: part.count }] : [part];
+    };
+    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column', shardRows });
     this.down = Linear.single(names.down, hiddenSize, intermediateSize, 'row');
     this.activation = activation;
   }

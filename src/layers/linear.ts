@@ -5,7 +5,8 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { concatRows } from '../tensor/host-ops.ts';
 import { concatQuantizedRows, isQuantized, type LinearWeight } from '../tensor/quantized-weight.ts';
-import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
+import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
 
 /**
  * How a linear layer would be split over tensor-parallel devices: `column` splits the output rows
@@ -34,6 +35,18 @@ export interface LinearOptions {
   dense?: boolean;
   /** The output in float32 on every backend, not the activation dtype (an MoE router's logits). */
   float32Output?: boolean;
+  /**
+   * For a column-parallel layer, the rows of part `index` that a shard holds, in order; default:
+   * its equal part of the part's rows. Attention overrides it (key/value heads replicated when
+   * fewer than the devices; a fused q/k/v tensor's three parts).
+   */
+  shardRows?: (index: number, shard: TensorParallelShard) => RowRange[];
+}
+
+/** Rows start .. start + count - 1. */
+export interface RowRange {
+  start: number;
+  count: number;
 }
 
 /**
@@ -51,9 +64,12 @@ export class Linear implements Layer {
   readonly shard: ShardAxis;
   private readonly dense: boolean;
   private readonly float32Output: boolean;
+  private readonly shardRows: (index: number, shard: TensorParallelShard) => RowRange[];
   private weightTensor: Tensor | null = null;
   private biasTensor: Tensor | null = null;
   private lora: LoraWeights | null = null;
+  /** A row-parallel layer's bias is added on one device only. */
+  private biasOnThisDevice = true;
 
   constructor(options: LinearOptions) {
     this.parts = options.parts;
@@ -63,6 +79,7 @@ export class Linear implements Layer {
     this.shard = options.shard;
     this.dense = options.dense ?? false;
     this.float32Output = options.float32Output ?? false;
+    this.shardRows = options.shardRows ?? ((index, shard) => [evenPart(this.parts[index].rows, shard, `the rows of ${this.parts[index].name}`)]);
   }
 
   /** A layer reading one checkpoint tensor `name` of shape [rows, inFeatures]. */
@@ -76,10 +93,32 @@ export class Linear implements Layer {
     return [...weights, ...biases];
   }
 
+  /**
+   * Reads the layer's shard (layers/shard.ts): all of it on one device or when replicated; a
+   * column-parallel layer's rows of each part; a row-parallel layer's equal part of the input
+   * columns, with the bias on rank 0 alone (the all-reduce after it adds it once).
+   */
   load(source: WeightSource, uploader: WeightUploader): void {
-    const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
-    this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), this.parts, uploader);
-    if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
+    const shard = shardOf(source);
+    if (shard.size === 1 || this.shard === 'replicated') {
+      const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
+      this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), this.parts, uploader);
+      if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
+      return;
+    }
+    if (!this.dense && source.readLinear !== undefined) {
+      throw invalidArgument(`tensor parallelism over quantized weights is not supported yet (${this.parts[0].name}): run a 16-bit checkpoint without --quantization`);
+    }
+    if (this.shard === 'column') {
+      const rows = this.parts.map((_, i) => this.shardRows(i, shard));
+      this.weightTensor = uploader.loadWeight(concatRows(this.parts.map((p, i) => readRowRanges(source, p.name, rows[i]))));
+      if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p, i) => readRowRanges(source, biasName(p.name), rows[i]))));
+      return;
+    }
+    const columns = evenPart(this.inFeatures, shard, `the input columns of ${this.parts[0].name}`);
+    this.weightTensor = uploader.loadWeight(concatRows(this.parts.map((p) => readSlice(source, p.name, { dim: 1, ...columns }))));
+    this.biasOnThisDevice = shard.rank === 0;
+    if (this.hasBias && this.biasOnThisDevice) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
   }
 
   /** The stacked [outFeatures, inFeatures] weight on the device. */
@@ -89,7 +128,7 @@ export class Linear implements Layer {
 
   /** The stacked bias [outFeatures] on the device, or null for a layer without one. */
   get bias(): Tensor | null {
-    return this.hasBias ? loaded(this.biasTensor, `${this.parts[0].name} bias`) : null;
+    return this.hasBias && this.biasOnThisDevice ? loaded(this.biasTensor, `${this.parts[0].name} bias`) : null;
   }
 
   forward(b: Backend, x: Tensor): Tensor {

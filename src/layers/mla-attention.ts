@@ -4,7 +4,8 @@ import { gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { Linear } from './linear.ts';
 import { RmsNorm } from './norm.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
 export interface MlaAttentionOptions {
@@ -60,6 +61,8 @@ export class MlaAttention implements Layer {
   private readonly kvNorm: RmsNorm;
   private readonly kvUpName: string;
   private readonly o: Linear;
+  /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
+  private numHeads: number;
   private keyAbsorption: Tensor | null = null;
   private valueAbsorption: Tensor | null = null;
 
@@ -68,14 +71,22 @@ export class MlaAttention implements Layer {
     if (options.rotary.config.rotaryDim !== ropeDim) throw new Error(`MLA rotary dim ${options.rotary.config.rotaryDim} != qk_rope_head_dim ${ropeDim}`);
     this.layer = options.layer;
     this.options = options;
-    const queryRows = numHeads * (nopeDim + ropeDim);
+    this.numHeads = numHeads;
+    const headWidth = nopeDim + ropeDim;
+    // Tensor parallel: a device holds its heads' query rows, kv_b_proj rows and o_proj columns.
+    const shardRows = (_index: number, shard: TensorParallelShard) => {
+      const heads = evenPart(numHeads, shard, 'the MLA heads');
+      return [{ start: heads.start * headWidth, count: heads.count * headWidth }];
+    };
+    const queryUp = (name: string, inFeatures: number) =>
+      new Linear({ parts: [{ name, rows: numHeads * headWidth }], inFeatures, bias: false, shard: 'column', shardRows });
     this.query =
       queryRank === null
-        ? { proj: Linear.single(`${prefix}.q_proj.weight`, queryRows, hiddenSize, 'column') }
+        ? { proj: queryUp(`${prefix}.q_proj.weight`, hiddenSize) }
         : {
             down: Linear.single(`${prefix}.q_a_proj.weight`, queryRank, hiddenSize, 'replicated', bias),
             norm: new RmsNorm(`${prefix}.q_a_layernorm.weight`, queryRank, normEps),
-            up: Linear.single(`${prefix}.q_b_proj.weight`, queryRows, queryRank, 'column'),
+            up: queryUp(`${prefix}.q_b_proj.weight`, queryRank),
           };
     this.kvDown = Linear.single(`${prefix}.kv_a_proj_with_mqa.weight`, latentDim + ropeDim, hiddenSize, 'replicated', bias);
     this.kvNorm = new RmsNorm(`${prefix}.kv_a_layernorm.weight`, latentDim, normEps);
@@ -89,13 +100,13 @@ export class MlaAttention implements Layer {
 
   /** Multiply-adds per query token for each cached row it attends to, in the absorbed form Keel runs. */
   get macsPerKey(): number {
-    const { numHeads, latentDim, ropeDim } = this.options;
-    return numHeads * (2 * latentDim + ropeDim);
+    const { latentDim, ropeDim } = this.options;
+    return this.numHeads * (2 * latentDim + ropeDim);
   }
 
   private get params(): MlaParams {
-    const { numHeads, latentDim, ropeDim, nopeDim, scale } = this.options;
-    return { numHeads, latentDim, ropeDim, nopeDim, scale };
+    const { latentDim, ropeDim, nopeDim, scale } = this.options;
+    return { numHeads: this.numHeads, latentDim, ropeDim, nopeDim, scale };
   }
 
   private get projections(): Layer[] {
@@ -110,7 +121,11 @@ export class MlaAttention implements Layer {
 
   load(source: WeightSource, uploader: WeightUploader): void {
     loadLayers(this.projections, this.options.interleavedRope ? this.ropePermuted(source) : source, uploader);
-    const kvUp = source.read(this.kvUpName);
+    const { numHeads, nopeDim, valueDim } = this.options;
+    const heads = evenPart(numHeads, shardOf(source), 'the MLA heads');
+    this.numHeads = heads.count;
+    const headRows = nopeDim + valueDim;
+    const kvUp = readSlice(source, this.kvUpName, { dim: 0, start: heads.start * headRows, count: heads.count * headRows });
     this.keyAbsorption = uploader.loadWeight(this.splitKvUp(kvUp, 'key'));
     this.valueAbsorption = uploader.loadWeight(this.splitKvUp(kvUp, 'value'));
   }
@@ -128,12 +143,13 @@ export class MlaAttention implements Layer {
   }
 
   /**
-   * kv_b_proj [numHeads * (nopeDim + valueDim), latentDim] holds per head W_UK [nopeDim, latent]
+   * kv_b_proj's rows of this device's heads, [numHeads * (nopeDim + valueDim), latentDim], hold per head W_UK [nopeDim, latent]
    * then W_UV [valueDim, latent]. `key`: W_UKᵀ per head, [numHeads, latent, nopeDim], which
    * projects a query's nope part into the latent space; `value`: W_UV, [numHeads, valueDim, latent].
    */
   private splitKvUp(kvUp: HostTensor, part: 'key' | 'value'): HostTensor {
-    const { numHeads, nopeDim, valueDim, latentDim } = this.options;
+    const { nopeDim, valueDim, latentDim } = this.options;
+    const numHeads = this.numHeads;
     const headRows = nopeDim + valueDim;
     if (part === 'value') {
       return gatherElements(kvUp, [numHeads, valueDim, latentDim], (h, v, latent) => (h * headRows + nopeDim + v) * latentDim + latent);
@@ -159,6 +175,7 @@ export class MlaAttention implements Layer {
       [`${prefix}.kv_a_proj_with_mqa.bias`]: kvRow,
     };
     return {
+      ...(source.shard === undefined ? {} : { shard: source.shard }),
       read: (name) => {
         const t = source.read(name);
         const rowOf = rowsOf[name];

@@ -1,8 +1,12 @@
 import type { Activation, Backend, ExpertWeights, MoeWeights, RoutingParams, Tensor } from '../backend/backend.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
+import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import { gatherMxfp4Rows, isMxfp4, MXFP4_BLOCK, quantizeMxfp4, type Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { GatedMlp } from './gated-mlp.ts';
 import { Linear } from './linear.ts';
+import { evenPart, readSlice, shardOf } from './shard.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /** How a checkpoint stores the routed experts. */
@@ -46,14 +50,17 @@ export interface MoeOptions {
  * the whole block is one backend op (`moe`: router, routing, experts, shared expert), which the CUDA
  * backend runs as one launch for a single token. The layer owns the experts' device format: per-expert or
  * fused checkpoint tensors are stacked at load into [count, 2n, hidden] gate-then-up rows and
- * [count, hidden, n] down rows, the layout the kernels stream.
+ * [count, hidden, n] down rows, the layout the kernels stream, 16-bit or MXFP4 (packed along the
+ * input dimension: gpt-oss's stored blocks have their rows moved, nothing decoded, and
+ * `--quantization mxfp4` quantizes the stacked 16-bit experts).
  */
 export class MoeBlock implements Layer {
   private readonly options: MoeOptions;
   private readonly router: Linear;
   private readonly sharedGate: Linear | null;
-  private readonly first: number;
-  private readonly count: number;
+  /** The experts this device holds (set by the shard loaded, under expert parallelism). */
+  private first: number;
+  private count: number;
   private selectionBias: Tensor | null = null;
   private experts: ExpertWeights | null = null;
 
@@ -107,40 +114,80 @@ export class MoeBlock implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
+    // The shared experts split as any gated MLP does, under expert parallelism too: their parts sum in the all-reduce.
     loadLayers(this.denseLayers, source, uploader);
-    const { routing, experts } = this.options;
+    const { routing, experts, numExperts, intermediateSize } = this.options;
+    const shard = shardOf(source);
+    let intermediate = { start: 0, count: intermediateSize };
+    if (shard.size > 1 && shard.expertParallel) {
+      ({ start: this.first, count: this.count } = evenPart(numExperts, shard, `the experts of ${this.options.router}`));
+    } else if (shard.size > 1) {
+      if (experts.layout !== 'per-expert') throw invalidArgument(`${this.options.router}: fused expert tensors are not split by tensor parallelism yet; add --enable-expert-parallel`);
+      intermediate = evenPart(intermediateSize, shard, `the experts' intermediate size (${this.options.router})`);
+    }
     // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
     if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
-    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name) : this.unfuse(source, experts);
+    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts);
+    const matrix = (m: HostTensor | Mxfp4Weight) => (isMxfp4(m) ? uploader.loadMxfp4Weight(m) : uploader.loadWeight(m));
     this.experts = {
       first: this.first,
       count: this.count,
-      gateUp: uploader.loadWeight(host.gateUp),
-      down: uploader.loadWeight(host.down),
+      gateUp: matrix(host.gateUp),
+      down: matrix(host.down),
       gateUpBias: host.gateUpBias === null ? null : uploader.loadWeight(host.gateUpBias),
       downBias: host.downBias === null ? null : uploader.loadWeight(host.downBias),
     };
   }
 
-  private stackPerExpert(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string): HostExperts {
-    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+  /** 16-bit experts in the device layout, quantized to MXFP4 when the source asks for it (`--quantization mxfp4`). */
+  private atLoad(source: WeightSource, gateUp: HostTensor, down: HostTensor): Pick<HostExperts, 'gateUp' | 'down'> {
+    if (source.expertQuantization !== 'mxfp4') return { gateUp, down };
+    const hidden = this.options.hiddenSize;
+    const n = down.shape[down.shape.length - 1];
+    if (hidden % MXFP4_BLOCK !== 0 || n % MXFP4_BLOCK !== 0) {
+      throw invalidModel(`--quantization mxfp4 needs a hidden size and expert width that are multiples of ${MXFP4_BLOCK}, not ${hidden} and ${n}`);
+    }
+    return { gateUp: quantizeMxfp4(hostTensorToFloat32(gateUp), gateUp.shape), down: quantizeMxfp4(hostTensorToFloat32(down), down.shape) };
+  }
+
+  /** Each held expert's gate and up rows and down columns of the intermediate part this device holds. */
+  private stackPerExpert(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string, part: { start: number; count: number }): HostExperts {
+    const { hiddenSize: hidden } = this.options;
+    const n = part.count;
     const local = Array.from({ length: this.count }, (_, i) => this.first + i);
-    const gateUp = concatRows(local.flatMap((e) => [source.read(name(e, 'gate')), source.read(name(e, 'up'))]));
-    const down = concatRows(local.map((e) => source.read(name(e, 'down'))));
-    return { gateUp: { ...gateUp, shape: [this.count, 2 * n, hidden] }, down: { ...down, shape: [this.count, hidden, n] }, gateUpBias: null, downBias: null };
+    const rows = (e: number, projection: 'gate' | 'up') => readSlice(source, name(e, projection), { dim: 0, ...part });
+    const gateUp = concatRows(local.flatMap((e) => [rows(e, 'gate'), rows(e, 'up')]));
+    const down = concatRows(local.map((e) => readSlice(source, name(e, 'down'), { dim: 1, ...part })));
+    return { ...this.atLoad(source, { ...gateUp, shape: [this.count, 2 * n, hidden] }, { ...down, shape: [this.count, hidden, n] }), gateUpBias: null, downBias: null };
   }
 
   private unfuse(source: WeightSource, names: Extract<ExpertTensors, { layout: 'fused-interleaved' }>): HostExperts {
     const { hiddenSize: hidden, intermediateSize: n } = this.options;
     const [first, count] = [this.first, this.count];
+    const biases = this.fusedBiases(source, names);
+    const local = Array.from({ length: count }, (_, i) => first + i);
+    const [packedGateUp, packedDown] = [source.readMxfp4?.(names.gateUp) ?? null, source.readMxfp4?.(names.down) ?? null];
+    if (packedGateUp !== null && packedDown !== null) {
+      // Stored output-major ([E, 2n, hidden] with gate j in row 2j, up j in 2j + 1; [E, hidden, n]): only rows move.
+      const gateUpRows = Array.from({ length: 2 * n }, (_, r) => interleaved(r, n));
+      return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, Array.from({ length: hidden }, (_, r) => r)), ...biases };
+    }
+    if (packedGateUp !== null || packedDown !== null) throw invalidModel(`${names.gateUp} and ${names.down} must both be MXFP4 or both 16-bit`);
     // gate_up [E, hidden, 2n], column 2j gate j and 2j + 1 up j -> [count, 2n, hidden], gate rows then up rows.
     const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + interleaved(row, n));
     // down [E, n, hidden] -> [count, hidden, n].
     const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
+    return { ...this.atLoad(source, gateUp, down), ...biases };
+  }
+
+  /** A fused checkpoint's expert biases in the device layout: [count, 2n] gate then up, [count, hidden]. */
+  private fusedBiases(source: WeightSource, names: Extract<ExpertTensors, { layout: 'fused-interleaved' }>): Pick<HostExperts, 'gateUpBias' | 'downBias'> {
+    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+    const [first, count] = [this.first, this.count];
     const gateUpBias =
       names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + interleaved(col, n));
     const downBias = names.downBias === null ? null : gatherElements(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
-    return { gateUp, down, gateUpBias, downBias };
+    return { gateUpBias, downBias };
   }
 
   private get routingParams(): RoutingParams {
@@ -167,10 +214,10 @@ export class MoeBlock implements Layer {
   }
 }
 
-/** The experts as host tensors in the device layout, before upload. */
+/** The experts as host tensors (16-bit or MXFP4) in the device layout, before upload. */
 interface HostExperts {
-  gateUp: HostTensor;
-  down: HostTensor;
+  gateUp: HostTensor | Mxfp4Weight;
+  down: HostTensor | Mxfp4Weight;
   gateUpBias: HostTensor | null;
   downBias: HostTensor | null;
 }

@@ -1,7 +1,9 @@
 import type { Backend } from '../backend/backend.ts';
 import type { Linear } from './linear.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import type { TensorSlice } from '../tensor/tensor-slice.ts';
 
 /** A checkpoint tensor a layer reads, with the shape its config implies. */
 export interface ParameterSpec {
@@ -24,10 +26,38 @@ export interface WeightSource {
    * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A tensor the checkpoint may hold and the model runs without (an fp8 KV cache's k_scale), or
+   * null when it does not. Absent: no such tensors (random weights).
+   */
+  readOptional?(name: string): HostTensor | null;
+  /** A slice of a tensor, reading only its bytes where the source can (safetensors); absent: `read` and cut (shard.ts). */
+  readSlice?(name: string, slice: TensorSlice): HostTensor;
+  /** The tensor-parallel shard to load (docs/parallelism.md); absent: the whole model. */
+  shard?: TensorParallelShard;
+  /**
+   * A tensor the source stores as MXFP4 (gpt-oss's fused experts), packed as stored
+   * ([...lead, out, in], src/tensor/mxfp4.ts), or null when it is 16-bit; absent: none is. `read`
+   * of such a tensor gives its dequantized values in the 16-bit checkpoint's shape.
+   */
+  readMxfp4?(name: string): Mxfp4Weight | null;
+  /** `mxfp4`: quantize routed MoE experts to MXFP4 as they load (`--quantization mxfp4`). */
+  expertQuantization?: 'mxfp4';
+}
+
+/**
+ * Which part of each layer a device holds: rank `rank` of `size` devices splits every layer along
+ * its shard axis (layers/shard.ts), and with `expertParallel` places whole MoE experts on devices
+ * instead of splitting each expert.
+ */
+export interface TensorParallelShard {
+  rank: number;
+  size: number;
+  expertParallel: boolean;
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'>;
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

@@ -154,7 +154,7 @@ test('a directory without config.json, a file, or a quantized checkpoint is refu
   writeFileSync(join(dir, 'weights.safetensors'), '');
   await rejects(locateModel(join(dir, 'weights.safetensors'), { showProgress: false }), /is a file: give/);
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', quantization_config: { quant_method: 'bitsandbytes', load_in_4bit: true } }));
-  await rejects(locateModel(dir, { showProgress: false }), /quant_method "bitsandbytes" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\) and fp8 checkpoints/);
+  await rejects(locateModel(dir, { showProgress: false }), /quant_method "bitsandbytes" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8 and mxfp4 checkpoints/);
   await rejects(locateModel('./no/such/dir/here', { showProgress: false }), /model directory not found: \.\/no\/such\/dir\/here/);
 });
 

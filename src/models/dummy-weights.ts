@@ -1,6 +1,6 @@
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { RawTensor } from '../checkpoint/safetensors.ts';
-import type { Layer, WeightUploader } from '../layers/parameters.ts';
+import type { Layer, TensorParallelShard, WeightUploader } from '../layers/parameters.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DTYPE_BYTES, float32ToHostTensor } from '../tensor/host-dtype.ts';
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
@@ -12,10 +12,17 @@ import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
  * Random weights of the shapes a model's layers ask for, in `dtype`, for `--load-format dummy`
  * benchmarks. They go through the same loading as a real checkpoint (q/k/v and gate/up merging,
  * load-time format changes), one tensor at a time, so host memory never holds more than a layer's worth.
- * `quantization` quantizes their linear layers as `--quantization` does a checkpoint's.
+ * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's.
  */
-export function loadDummyWeights(model: Layer, dtype: WeightDType, uploader: WeightUploader, seed: number, quantization: LoadTimeQuantization | null = null): void {
-  loadWeights(model, withQuantization(new RandomCheckpoint(model, dtype, seed), null, quantization), uploader);
+export function loadDummyWeights(
+  model: Layer,
+  dtype: WeightDType,
+  uploader: WeightUploader,
+  seed: number,
+  quantization: LoadTimeQuantization | null = null,
+  shard?: TensorParallelShard,
+): void {
+  loadWeights(model, withQuantization(new RandomCheckpoint(model, dtype, seed), null, quantization), uploader, shard && { shard });
 }
 
 /**

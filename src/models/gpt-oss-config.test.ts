@@ -52,11 +52,8 @@ const GPT_OSS_20B = {
 };
 const { quantization_config: _mxfp4, ...BF16_20B } = GPT_OSS_20B;
 
-test('an MXFP4 checkpoint is refused, naming quantization_config', () => {
-  rejects(GPT_OSS_20B, 'quantization_config', '"mxfp4"', 'bf16');
-});
-
-test('gpt-oss-20b dequantized to bf16: biased attention with sinks, alternating windows, YaRN, 32 experts top-4', () => {
+test('gpt-oss-20b, in MXFP4 as published or dequantized to bf16: biased attention with sinks, alternating windows, YaRN, 32 experts top-4', () => {
+  assert.deepEqual(parse(GPT_OSS_20B), parse(BF16_20B));
   const c = parse(BF16_20B);
   assert.deepEqual([c.numHeads, c.numKvHeads, c.headDim, c.rotaryDim], [64, 8, 64, 64]);
   assert.deepEqual([c.attentionBias, c.outputBias, c.attentionSinks, c.qkNorm, c.fusedQkv], [true, true, true, false, false]);

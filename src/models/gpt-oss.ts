@@ -4,14 +4,15 @@ import { MoeBlock } from '../layers/moe.ts';
 import { ropeContextLength } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
-import { ConfigFields, isObject, parseRopeParameters, ropeParameterFields, type RopeSettings } from './hf-config.ts';
+import { ConfigFields, parseRopeParameters, ropeParameterFields, type RopeSettings } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 
 /**
  * gpt-oss: the pre-norm decoder with biased q/k/v/o projections, a learned sink logit per head,
  * sliding and full layers alternating, YaRN, and a MoE block in every layer (router with a bias,
  * softmax over the top k logits, all experts in one interleaved gate/up tensor with biases, clamped
- * SwiGLU). Runs from bf16 (or f32) weights; the Hub's MXFP4 checkpoints are refused.
+ * SwiGLU). Runs from bf16 (or f32) weights, or from the Hub's checkpoints with MXFP4 experts
+ * (`quant_method: mxfp4`, read by the registry's quantization_config parsing).
  */
 export interface GptOssConfig extends DecoderConfig {
   /** Each expert's intermediate width (`intermediate_size`). */
@@ -34,14 +35,6 @@ const DEFAULT_ROPE_PARAMETERS = { rope_type: 'yarn', factor: 32.0, beta_fast: 32
 
 function parseGptOssConfig(json: Record<string, unknown>, source: string): GptOssConfig {
   const fields = new ConfigFields(json, source);
-  const quantization = fields.raw('quantization_config');
-  if (quantization != null) {
-    const method = isObject(quantization) ? quantization.quant_method : undefined;
-    throw invalidModel(
-      `${source}: quantization_config (quant_method ${JSON.stringify(method)}) is not supported: Keel runs gpt-oss from bf16 weights, ` +
-        'not from MXFP4 experts yet; use a checkpoint dequantized to bf16',
-    );
-  }
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS, headDim: DEFAULT_HEAD_DIM });
   const rope = parseGptOssRope(fields, decoder.maxPositionEmbeddings);
   const numExperts = parseNumExperts(fields);

@@ -1,11 +1,13 @@
 import { Presets, SingleBar } from 'cli-progress';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { invalidModel } from '../errors.ts';
-import type { Layer, WeightSource, WeightUploader } from '../layers/parameters.ts';
+import type { Layer, TensorParallelShard, WeightSource, WeightUploader } from '../layers/parameters.ts';
 
 export interface LoadProgress {
   /** Called after each checkpoint tensor is read; `total` counts the tensors the model uses. */
   onProgress?(done: number, total: number): void;
+  /** The tensor-parallel shard to load (layers/shard.ts); absent: all of the model. */
+  shard?: TensorParallelShard;
 }
 
 /**
@@ -28,8 +30,19 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
     return t;
   };
   const readLinear = ckpt.readLinear?.bind(ckpt);
-  const source: WeightSource = { read: (name) => counted(ckpt.read(name)) };
+  const readSlice = ckpt.readSlice?.bind(ckpt);
+  const source: WeightSource = { read: (name) => counted(ckpt.read(name)), readOptional: (name) => (ckpt.has(name) ? ckpt.read(name) : null) };
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
+  if (readSlice) source.readSlice = (name, slice) => counted(readSlice(name, slice));
+  if (opts.shard) source.shard = opts.shard;
+  const readMxfp4 = ckpt.readMxfp4?.bind(ckpt);
+  if (readMxfp4) {
+    source.readMxfp4 = (name) => {
+      const w = readMxfp4(name);
+      return w === null ? null : counted(w);
+    };
+  }
+  if (ckpt.expertQuantization) source.expertQuantization = ckpt.expertQuantization;
   model.load(source, uploader);
 }
 
@@ -37,14 +50,14 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
  * `loadWeights` with a progress bar on stderr (when it is a terminal and `showProgress` is set);
  * closes the checkpoint when done.
  */
-export function loadWeightsWithProgress(model: Layer, ckpt: Checkpoint, uploader: WeightUploader, options: { showProgress: boolean }): void {
+export function loadWeightsWithProgress(model: Layer, ckpt: Checkpoint, uploader: WeightUploader, options: { showProgress: boolean; shard?: TensorParallelShard }): void {
   const bar =
     options.showProgress && process.stderr.isTTY
       ? new SingleBar({ stream: process.stderr, format: 'loading weights [{bar}] {value}/{total} tensors {duration}s', hideCursor: true }, Presets.shades_classic)
       : null;
   try {
     const onProgress = bar ? (done: number, total: number) => (done === 1 ? bar.start(total, done) : bar.update(done)) : undefined;
-    loadWeights(model, ckpt, uploader, { onProgress });
+    loadWeights(model, ckpt, uploader, { onProgress, ...(options.shard && { shard: options.shard }) });
   } finally {
     bar?.stop();
     ckpt.close();

@@ -48,14 +48,17 @@ export class SseWriter {
   /**
    * Holds the socket's writes until the promise jobs now running are done: the events a response
    * sends at once (its opening chunks; its last chunk, usage and [DONE]) leave in one system call.
+   * The socket, not the response: Node 22's ServerResponse.cork() buffers chunked writes apart and
+   * its end() sends the terminating chunk ahead of them, so the stream lost its last events.
    */
   private corkForThisTick(): void {
-    if (this.corked) return;
+    const socket = this.response.socket;
+    if (this.corked || socket === null) return;
     this.corked = true;
-    this.response.cork();
+    socket.cork();
     process.nextTick(() => {
       this.corked = false;
-      this.response.uncork();
+      socket.uncork();
     });
   }
 

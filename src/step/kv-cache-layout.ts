@@ -22,11 +22,40 @@ export interface MlaKvSpec {
   ropeDim: number;
 }
 
+/**
+ * How cached keys and values are stored (docs/quantization.md, "KV cache"):
+ *
+ * - `auto`: the backend's activation dtype (float32 on the CPU backend, bf16 on CUDA);
+ * - `fp8_e4m3`: one e4m3 code a value, x / scale rounded to nearest even and saturated at ±448,
+ *   with one float32 scale per layer for keys and one for values (`AttentionParams.kvScales`: the
+ *   checkpoint's `k_scale` / `v_scale`, else 1, as vLLM does);
+ * - `int8`: one symmetric code −127..127 a value, with a float32 scale max|x| / 127 per (token,
+ *   kv head) for keys and for values each (per token for an MLA row), computed as the token is
+ *   written, so it needs no calibration.
+ */
+export type KvCacheDtype = 'auto' | 'fp8_e4m3' | 'int8';
+
+/** What `--kv-cache-dtype` accepts (vLLM's names; `fp8` means `fp8_e4m3`). */
+export const KV_CACHE_DTYPE_NAMES = ['auto', 'fp8', 'fp8_e4m3', 'int8'] as const;
+export type KvCacheDtypeName = (typeof KV_CACHE_DTYPE_NAMES)[number];
+
+export function resolveKvCacheDtype(name: KvCacheDtypeName): KvCacheDtype {
+  return name === 'fp8' ? 'fp8_e4m3' : name;
+}
+
 /** The pool every layer shares: block ids index each layer's pool alike, so a request keeps one block table. */
 export interface KvCacheLayout {
   numBlocks: number;
   blockSize: number;
   layers: readonly LayerKvSpec[];
+  /** How every layer stores its keys and values; absent means `auto`. */
+  dtype?: KvCacheDtype;
+}
+
+/** Float32 scales int8 keeps per token in a layer's pool: one per kv head for keys and one for values, or one per MLA row. */
+export function kvScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
+  if (dtype !== 'int8') return 0;
+  return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1;
 }
 
 /** Elements one token occupies in a layer's pool (keys and values together). */
@@ -34,13 +63,17 @@ export function kvElementsPerToken(spec: LayerKvSpec): number {
   return spec.kind === 'attention' ? 2 * spec.numKvHeads * spec.headDim : spec.latentDim + spec.ropeDim;
 }
 
-/** Bytes one cached token holds across all layers. */
-export function kvBytesPerToken(layers: readonly LayerKvSpec[], elementBytes: number): number {
-  return layers.reduce((bytes, spec) => bytes + kvElementsPerToken(spec) * elementBytes, 0);
+/**
+ * Bytes one cached token holds across all layers: `autoElementBytes` (the backend's activation
+ * dtype) a value with `auto`, one byte a code with the 8-bit dtypes plus int8's scales.
+ */
+export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
+  const elementBytes = dtype === 'auto' ? autoElementBytes : 1;
+  return layers.reduce((bytes, spec) => bytes + kvElementsPerToken(spec) * elementBytes + kvScalesPerToken(spec, dtype) * 4, 0);
 }
 
-export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, elementBytes: number): number {
-  return blockSize * kvBytesPerToken(layers, elementBytes);
+export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
+  return blockSize * kvBytesPerToken(layers, autoElementBytes, dtype);
 }
 
 /**

@@ -9,10 +9,17 @@ import {
   type QuantizedWeight,
 } from './quantized-weight.ts';
 
-/** What `--quantization` makes of a 16-bit checkpoint at load. */
-export type LoadTimeQuantization = 'fp8' | 'int8' | 'int4';
+/** What `--quantization` makes of a 16-bit checkpoint's linear layers at load. */
+export type LinearQuantization = 'fp8' | 'int8' | 'int4';
 
-export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = ['fp8', 'int8', 'int4'];
+/**
+ * What `--quantization` makes of a 16-bit checkpoint at load: its linear layers in one of Keel's
+ * layouts, or (`mxfp4`) its routed MoE experts in MXFP4, as gpt-oss ships them (src/tensor/mxfp4.ts).
+ */
+export type LoadTimeQuantization = LinearQuantization | 'mxfp4';
+
+export const LINEAR_QUANTIZATIONS: readonly LinearQuantization[] = ['fp8', 'int8', 'int4'];
+export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = [...LINEAR_QUANTIZATIONS, 'mxfp4'];
 
 /** Input columns per int4 scale group (the common choice of GPTQ and AWQ checkpoints). */
 export const INT4_GROUP_SIZE = 128;
@@ -28,7 +35,7 @@ export const INT4_GROUP_SIZE = 128;
  *
  * Values round half to even, as torch.round does. A row or group of zeros gets scale 1 (codes 0).
  */
-export function quantizeRoundToNearest(values: Float32Array, rows: number, cols: number, method: LoadTimeQuantization): QuantizedWeight {
+export function quantizeRoundToNearest(values: Float32Array, rows: number, cols: number, method: LinearQuantization): QuantizedWeight {
   if (values.length !== rows * cols) throw new Error(`quantizeRoundToNearest: ${values.length} values for [${rows}, ${cols}]`);
   if (method === 'int4') return quantizeInt4(values, rows, cols);
   const format = method === 'fp8' ? 'fp8-e4m3' : 'int8';

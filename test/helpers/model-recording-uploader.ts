@@ -1,11 +1,13 @@
 import type { RopeTable, Tensor } from '../../src/backend/backend.ts';
 import type { WeightUploader } from '../../src/layers/parameters.ts';
 import type { HostTensor } from '../../src/tensor/host-tensor.ts';
+import type { Mxfp4Weight } from '../../src/tensor/mxfp4.ts';
 import { describeQuantized, type QuantizedWeight } from '../../src/tensor/quantized-weight.ts';
 
 /** A backend stand-in that keeps the host tensors (and rotary tables) it is asked to upload. */
 export class RecordingUploader implements WeightUploader {
   readonly uploaded: HostTensor[] = [];
+  readonly mxfp4: Mxfp4Weight[] = [];
   readonly ropeTables: RopeTable[] = [];
 
   loadWeight(t: HostTensor): Tensor {
@@ -16,6 +18,11 @@ export class RecordingUploader implements WeightUploader {
 
   loadQuantizedWeight(w: QuantizedWeight): Tensor {
     throw new Error(`RecordingUploader keeps host tensors only, not a quantized weight (${describeQuantized(w)})`);
+  }
+
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    this.mxfp4.push(w);
+    return { shape: w.shape };
   }
 
   uploadRopeTable(table: RopeTable): Tensor {

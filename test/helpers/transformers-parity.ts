@@ -196,7 +196,7 @@ function assertSpeculated(speculation: SpeculationStats | null): void {
   assert.ok(speculation !== null && speculation.numDraftTokens > 0, `no draft was verified: ${JSON.stringify(speculation)}`);
 }
 
-async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions): Promise<void> {
+export async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions): Promise<void> {
   // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS, ...config });
   try {

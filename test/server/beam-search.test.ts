@@ -37,7 +37,9 @@ interface BeamCase {
 const { cases } = JSON.parse(readFileSync(join(FIXTURES_DIR, 'beam-search.json'), 'utf8')) as { cases: BeamCase[] };
 const oracle = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'oracle.json'), 'utf8')) as { prompts: number[][] };
 const tokenizer = loadTokenizerIfPresent(openModelFiles(DEFAULT_MODEL_DIR))!;
-const c = cases.find((x) => x.fixture === 'keel-tiny' && x.stop === 'greedy' && x.early_stopping === true)!;
+// Prompt 2: its four beams score at least 0.09 apart, so bf16 backends (KEEL_TEST_BACKEND=cuda)
+// return them too; on prompt 0 the last two lie 0.008 apart under the H200's arithmetic.
+const c = cases.find((x) => x.fixture === 'keel-tiny' && x.prompt === 2 && x.stop === 'greedy' && x.early_stopping === true)!;
 
 const body = {
   model: MODEL,

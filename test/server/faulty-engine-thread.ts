@@ -6,7 +6,7 @@ import { KeelError } from '../../src/errors.ts';
 import type { FromEngine, ToEngine } from '../../src/server/engine-host/engine-protocol.ts';
 import { serveEngine } from '../../src/server/engine-host/serve-engine.ts';
 import { toThreadError } from '../../src/server/thread-errors.ts';
-import type { MessageEndpoint } from '../../src/server/ts-worker.ts';
+import type { MessageEndpoint } from '../../src/threads/ts-worker.ts';
 
 // The engine thread with faults on demand, for test/server/engine-failures.test.ts: a prompt whose
 // first token is STEP_FAILURE_TOKEN fails every request in flight as a failing engine step does

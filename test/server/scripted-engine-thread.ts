@@ -5,7 +5,7 @@ import type { StreamDelta } from '../../src/engine/outputs.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import type { FromEngine, ToEngine } from '../../src/server/engine-host/engine-protocol.ts';
 import { serveEngine } from '../../src/server/engine-host/serve-engine.ts';
-import type { MessageEndpoint } from '../../src/server/ts-worker.ts';
+import type { MessageEndpoint } from '../../src/threads/ts-worker.ts';
 import { IncrementalDetokenizer } from '../../src/tokenizer/detokenizer.ts';
 
 // The engine thread with the model's words replaced by a script, for tests of what a server does

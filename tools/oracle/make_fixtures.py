@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -511,6 +512,20 @@ FIXTURES = [
         quantization="fp8-block",
     ),
 ]
+# gpt-oss as the Hub ships it: the gpt-oss fixture's architecture and draws, its experts in MXFP4.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "gpt-oss"),
+    name="gpt-oss-mxfp4",
+    description="gpt-oss as the Hub ships it: quant_method mxfp4, the routed experts' gate_up_proj and down_proj stored as "
+    "MXFP4 *_blocks U8 [E, out, in/32, 16] (two E2M1 codes a byte, the even element low) and *_scales U8 "
+    "[E, out, in/32] (E8M0, 2^(s-127)), transposed from the 16-bit [E, in, out]; attention, router, "
+    "embedding and lm_head bf16 (modules_to_not_convert). The gpt-oss fixture's architecture. Oracle: "
+    "transformers' own MXFP4 loading, which on CPU dequantizes the experts (integrations/mxfp4.py), checked "
+    "against the in-memory model on the dequantized weights.",
+    stored_dtype="bfloat16",
+    quantization="mxfp4",
+    probes=(),
+))
 
 
 # ---------------------------------------------------------------------------------------
@@ -725,8 +740,16 @@ def make_model(fx: Fixture, seed: int):
 
 def load_quantized_fixture(path: Path):
     """A quantized fixture reloaded without the format's library: its packed layers unpacked by
-    quantized_fixtures.dequantized_state into a float32 model of the same config."""
+    quantized_fixtures.dequantized_state into a float32 model of the same config. MXFP4 is read by
+    transformers itself (its integration's dequantizing path, which CPU hosts take)."""
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.quantization_config.get("quant_method") == "mxfp4":
+        # dequantize=True: the integration's CPU path, taken without the accelerate/triton checks.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", local_files_only=True,
+                                                     quantization_config=transformers.Mxfp4Config(dequantize=True)).float().eval()
+        ensure_eager(model)
+        ensure_eager_experts(model)
+        return model
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
     model.load_state_dict(dequantized_state(path), strict=True)

@@ -75,7 +75,19 @@ SCHEMES = {
         "config": {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [32, 48]},
         "kind": "fp8", "scales": "block", "block": (32, 48), "scale_name": "weight_scale_inv",
     },
+    "mxfp4": {
+        # gpt-oss's published layout: the routed experts' fused tensors in MXFP4, the rest 16-bit.
+        "config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                                       "model.embed_tokens", "lm_head"]},
+        "kind": "mxfp4",
+    },
 }
+
+# FP4 E2M1 magnitudes of codes 0..7 (code + 8: the same, negative), OCP Microscaling spec 5.3.3.
+E2M1_MAGNITUDES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+MX_BLOCK = 32
+# gpt-oss keeps these 3-D expert tensors [experts, in, out] in MXFP4.
+MXFP4_EXPERT_SUFFIXES = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def quantized_layers(model, scheme: dict) -> list[str]:
@@ -92,6 +104,15 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
     gen = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     packed: dict[str, torch.Tensor] = {}
+    if scheme["kind"] == "mxfp4":
+        for name, param in params.items():
+            if name.endswith(MXFP4_EXPERT_SUFFIXES):
+                blocks, scales, dequantized = pack_mxfp4(param.data.float().transpose(1, 2))
+                param.copy_(dequantized.transpose(1, 2))
+                packed[f"{name}_blocks"], packed[f"{name}_scales"] = blocks, scales
+        if not packed:
+            raise RuntimeError("mxfp4: the model has no gpt-oss expert tensors")
+        return packed
     # Act-order permutes a layer's input columns by its Hessian, which comes from its input:
     # projections reading the same input (q/k/v, gate/up) get the same order, as in GPTQ's output.
     orders: dict[str, torch.Tensor] = {}
@@ -222,6 +243,27 @@ def pack_fp8(w, scheme, _act_order):
     return {"weight": codes, scheme["scale_name"]: scale.float().contiguous()}, dequantized
 
 
+def pack_mxfp4(w: torch.Tensor):
+    """MXFP4 of w [..., rows, cols] along cols, from the OCP Microscaling spec (6.3): a block of 32
+    shares the scale 2^(floor(log2(max|v|)) - 2) (E8M0 code + 127), each value divided by it goes
+    to the nearest E2M1 magnitude (the lower one at a tie: any code is a valid checkpoint, and the
+    oracle runs on what was written), saturating at 6. Returns blocks U8 [..., rows, cols / 32, 16]
+    with two codes a byte (element 2i low nibble), scales U8 [..., rows, cols / 32], and the
+    dequantized w."""
+    *lead, rows, cols = w.shape
+    v = w.reshape(*lead, rows, cols // MX_BLOCK, MX_BLOCK)
+    amax = v.abs().amax(dim=-1)
+    exponent = torch.where(amax > 0, torch.floor(torch.log2(amax.clamp(min=1e-38))) - 2, torch.zeros_like(amax)).clamp(-127, 127)
+    scale = torch.pow(2.0, exponent).unsqueeze(-1)
+    magnitudes = torch.tensor(E2M1_MAGNITUDES)
+    nearest = ((v / scale).abs().unsqueeze(-1) - magnitudes).abs().argmin(dim=-1)
+    codes = torch.where((v < 0) & (nearest > 0), nearest + 8, nearest)
+    dequantized = (magnitudes[nearest] * torch.sign(v) * scale).reshape(w.shape)
+    pairs = codes.reshape(*lead, rows, cols // MX_BLOCK, MX_BLOCK // 2, 2)
+    blocks = (pairs[..., 0] | (pairs[..., 1] << 4)).to(torch.uint8)
+    return blocks.contiguous(), (exponent + 127).to(torch.uint8).contiguous(), dequantized
+
+
 PACKERS = {"gptq": pack_gptq, "awq": pack_awq, "ct-int": pack_ct_int, "fp8": pack_fp8}
 
 
@@ -233,6 +275,11 @@ def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Te
     bases = {name.rsplit(".", 1)[0] for name in packed}
     for base in bases:
         tensors.pop(f"{base}.weight", None)
+    for name in packed:
+        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales.
+        for suffix in ("_blocks", "_scales"):
+            if name.endswith(suffix):
+                tensors.pop(name[: -len(suffix)], None)
     tensors.update(packed)
     save_file(tensors, str(path), metadata={"format": "pt"})
     config = json.loads((out_dir / "config.json").read_text())
@@ -296,6 +343,17 @@ def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
                 br, bc = config["weight_block_size"]
                 s = s.repeat_interleave(br, 0)[:rows].repeat_interleave(bc, 1)[:, :cols]
             out[name] = t[name].float() * s
+        elif method == "mxfp4" and leaf.endswith("_blocks"):
+            name16 = name[: -len("_blocks")]
+            b = t[name].to(torch.int64)
+            exponent = t[f"{name16}_scales"].to(torch.int64) - 127
+            nibbles = torch.stack([b & 0xF, b >> 4], dim=-1).reshape(*b.shape[:-1], MX_BLOCK)
+            sign = torch.where(nibbles >= 8, -1.0, 1.0)
+            value = sign * torch.tensor(E2M1_MAGNITUDES)[nibbles & 7] * torch.pow(2.0, exponent.float()).unsqueeze(-1)
+            *lead, rows, blocks, _ = value.shape
+            out[name16] = value.reshape(*lead, rows, blocks * MX_BLOCK).transpose(-1, -2).contiguous()
+        elif method == "mxfp4" and leaf.endswith("_scales"):
+            continue
         elif leaf in ("qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv", "weight_zero_point", "weight_shape"):
             continue
         else:

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuBackend } from './cpu-backend.ts';
 import type { CpuKvCache } from './cpu-tensor.ts';
+import { poolArrays } from './ops/kv-codes.ts';
 import type { Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
@@ -66,10 +67,10 @@ test('linear names both shapes when they do not fit', () => {
 test('embedding and gatherLogitsRows pick rows by token id and by logits index; embedding scales its rows', () => {
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
   const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
-  const embedded = backend.embedding(table, step, 1);
+  const embedded = backend.embedding(table, step, 1, 0);
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
-  assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5))), [3, 3.5, 1, 1.5, 4, 4.5]);
+  assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5, 0))), [3, 3.5, 1, 1.5, 4, 4.5]);
 });
 
 test('embedding reads a token the last sampling pass drew, and names a source past its draws', () => {
@@ -78,9 +79,9 @@ test('embedding reads a token the last sampling pass drew, and names a source pa
   const logits = load(Float32Array.of(0, 0, 0, 9, 0), [1, 5]);
   cpu.sampleRows(logits, [testDraw({ temperature: 0 })]);
   const batch = describeBatch([{ tokens: [1], startPos: 0, blockTable: [0], lastTokenSource: 0 }], 4);
-  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1))), [6, 7]);
+  assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1, 0))), [6, 7]);
   batch.tokenSources[0] = 1;
-  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1), /token source 1 is outside the 1 draws of the last sampling pass/);
+  assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1, 0), /token source 1 is outside the 1 draws of the last sampling pass/);
 });
 
 test('gatedLinear multiplies by the gate rows and the up rows, then silu(gate) * up', () => {
@@ -94,7 +95,7 @@ test('copyBlocks copies whole blocks in every layer, K and V, whatever each laye
   const attention = (numKvHeads: number, headDim: number) => ({ kind: 'attention' as const, numKvHeads, headDim, slidingWindow: null });
   const layout = { numBlocks: 5, blockSize: 2, layers: [attention(2, 3), attention(1, 4), { kind: 'mla' as const, latentDim: 6, ropeDim: 2 }] };
   const cache = backend.createKvCache(layout) as CpuKvCache;
-  const pools = cache.pools.flat();
+  const pools = cache.pools.flat().map((pool) => pool.codes as Float32Array);
   assert.equal(pools.length, 5);
   for (const pool of pools) pool.set(random.floats(pool.length));
   const before = pools.map((p) => p.slice());
@@ -119,8 +120,8 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);
   const out = backend.toHost(backend.attention(qkv, cache, 1, step, shape));
   assert.deepEqual(Array.from(out), [...value, ...value]);
-  assert.deepEqual(Array.from((cache as CpuKvCache).pools[1][1].subarray(32, 36)), Array.from(value));
-  assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.every((v) => v === 0)), 'layer 0 must be untouched');
+  assert.deepEqual(Array.from((cache as CpuKvCache).pools[1][1].codes.subarray(32, 36)), Array.from(value));
+  assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.codes.every((v) => v === 0)), 'layer 0 must be untouched');
 });
 
 test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {
@@ -151,28 +152,32 @@ test('ropeAndCacheWrite rotates only the leading rotary dims of each head (parti
   expected.forEach((v, i) => assert.ok(Math.abs(out[i] - v) < 1e-6, `[${i}] ${out[i]} vs ${v}`));
 });
 
-test('copySlots copies slots in every layer and pool, pairs in order; a slot outside the pool is refused', () => {
+test('copySlots copies slots in every layer and pool array (int8 scales too), pairs in order; a slot outside the pool is refused', () => {
   const attention = { kind: 'attention' as const, numKvHeads: 1, headDim: 2, slidingWindow: null };
   const mla = { kind: 'mla' as const, latentDim: 3, ropeDim: 1 };
-  const cache = backend.createKvCache({ numBlocks: 3, blockSize: 2, layers: [attention, mla] }) as CpuKvCache;
-  // Every element holds its pool, slot and offset, so where a row came from shows.
-  cache.pools.flat().forEach((pool, p) => {
-    const width = pool.length / 6;
-    pool.forEach((_, i) => (pool[i] = p * 100 + Math.floor(i / width) * 10 + (i % width)));
-  });
-  const before = cache.pools.flat().map((pool) => pool.slice());
-  backend.copySlots(cache, Int32Array.of(4, 1, 5), Int32Array.of(1, 2, 4));
-  cache.pools.flat().forEach((pool, p) => {
-    const width = pool.length / 6;
-    const row = (slot: number) => [...pool.subarray(slot * width, (slot + 1) * width)];
-    const was = (slot: number) => [...before[p].subarray(slot * width, (slot + 1) * width)];
-    assert.deepEqual(row(1), was(4));
-    // The second pair reads slot 1 after the first pair wrote it.
-    assert.deepEqual(row(2), was(4));
-    assert.deepEqual(row(4), was(5));
-    for (const slot of [0, 3, 5]) assert.deepEqual(row(slot), was(slot));
-  });
-  assert.throws(() => backend.copySlots(cache, Int32Array.of(6), Int32Array.of(0)), /slot pair 6 -> 0 is outside \[0, 6\)/);
+  for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
+    const cache = backend.createKvCache({ numBlocks: 3, blockSize: 2, layers: [attention, mla], dtype }) as CpuKvCache;
+    const arrays = cache.pools.flat().flatMap(poolArrays);
+    assert.equal(arrays.length, dtype === 'int8' ? 6 : 3);
+    // Every element holds its array, slot and offset, so where a row came from shows.
+    arrays.forEach((array, a) => {
+      const width = array.length / 6;
+      array.forEach((_, i) => (array[i] = a * 24 + Math.floor(i / width) * 4 + (i % width)));
+    });
+    const before = arrays.map((array) => array.slice());
+    backend.copySlots(cache, Int32Array.of(4, 1, 5), Int32Array.of(1, 2, 4));
+    arrays.forEach((array, a) => {
+      const width = array.length / 6;
+      const row = (slot: number) => [...array.subarray(slot * width, (slot + 1) * width)];
+      const was = (slot: number) => [...before[a].subarray(slot * width, (slot + 1) * width)];
+      assert.deepEqual(row(1), was(4), dtype);
+      // The second pair reads slot 1 after the first pair wrote it.
+      assert.deepEqual(row(2), was(4), dtype);
+      assert.deepEqual(row(4), was(5), dtype);
+      for (const slot of [0, 3, 5]) assert.deepEqual(row(slot), was(slot), dtype);
+    });
+    assert.throws(() => backend.copySlots(cache, Int32Array.of(6), Int32Array.of(0)), /slot pair 6 -> 0 is outside \[0, 6\)/);
+  }
 });
 
 test('gatherRows takes rows in any order, repeats included, and refuses a row outside the tensor', () => {

@@ -3,6 +3,7 @@ import type {
   Activation,
   AttentionParams,
   Backend,
+  CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
   KvBudgetLimits,
@@ -21,9 +22,10 @@ import type {
   WeightStream,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
+import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
@@ -34,11 +36,13 @@ import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
 /**
@@ -49,9 +53,16 @@ import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts'
  */
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  /** Float32 values in an `auto` cache; 8-bit caches keep their codes (and int8 scales) as they are. */
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
+  /** The groups of a parallel run (ranks in worker threads sharing memory); null on one device. */
+  private readonly groups: CollectiveGroups<Float32Array> | null;
+
+  constructor(groups: CollectiveGroups<Float32Array> | null = null) {
+    this.groups = groups;
+  }
 
   kvCacheBudgetBytes(limits: KvBudgetLimits): number {
     return limits.cpuKvCacheBytes;
@@ -82,6 +93,12 @@ export class CpuBackend implements Backend {
     return new CpuQuantizedTensor(w);
   }
 
+  /** Keeps `w` by reference: do not mutate it afterwards. */
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    checkMxfp4(w, 'loadMxfp4Weight');
+    return new CpuMxfp4Tensor(w);
+  }
+
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
   uploadRopeTable(table: RopeTable): Tensor {
     const expected = table.maxPositions * (table.rotaryDim / 2);
@@ -104,7 +121,7 @@ export class CpuBackend implements Backend {
         throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
       }
     }
-    for (const pool of kv.pools.flat()) {
+    for (const pool of kv.pools.flat().flatMap(poolArrays)) {
       const blockWidth = pool.length / numBlocks;
       for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
     }
@@ -118,7 +135,7 @@ export class CpuBackend implements Backend {
     return new CpuWeightStream();
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCpuWeightStream(stream);
     return {
       loadWeight: (t, options) => {
@@ -133,6 +150,7 @@ export class CpuBackend implements Backend {
           zeros: w.zeros && weights.place(group, w.zeros),
           perm: w.perm && weights.place(group, w.perm),
         }),
+      loadMxfp4Weight: (w) => this.loadMxfp4Weight({ ...w, blocks: weights.place(group, w.blocks), scales: weights.place(group, w.scales) }),
       // Rotary tables are shared by every layer: they stay where they are.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
     };
@@ -153,9 +171,9 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const host = asCpuSwapSpace(swap);
     assertSwapPairs(kv.layout, host.layout, src, dst, 'device');
-    const pools = kv.pools.flat();
+    const arrays = kv.pools.flat().flatMap(poolArrays);
     for (let i = 0; i < src.length; i++) {
-      host.blocks.set(dst[i], pools.map((pool) => pool.slice(...blockRange(pool, kv.layout.numBlocks, src[i]))));
+      host.blocks.set(dst[i], arrays.map((array) => array.slice(...blockRange(array, kv.layout.numBlocks, src[i]))));
     }
   }
 
@@ -163,11 +181,11 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const host = asCpuSwapSpace(swap);
     assertSwapPairs(kv.layout, host.layout, src, dst, 'host');
-    const pools = kv.pools.flat();
+    const arrays = kv.pools.flat().flatMap(poolArrays);
     for (let i = 0; i < src.length; i++) {
       const saved = host.blocks.get(src[i]);
       if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing copied out`);
-      pools.forEach((pool, p) => pool.set(saved[p], blockRange(pool, kv.layout.numBlocks, dst[i])[0]));
+      arrays.forEach((array, a) => array.set(saved[a], blockRange(array, kv.layout.numBlocks, dst[i])[0]));
     }
   }
 
@@ -178,9 +196,9 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     checkSlotPairs(src, dst, numSlots);
-    for (const pool of kv.pools.flat()) {
-      const width = pool.length / numSlots;
-      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
+    for (const array of kv.pools.flat().flatMap(poolArrays)) {
+      const width = array.length / numSlots;
+      for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
     }
   }
 
@@ -189,22 +207,18 @@ export class CpuBackend implements Backend {
     return { batch };
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
     const t = asCpuTensor(table, 'embedding table');
     const { tokenIds, tokenSources } = step.batch;
-    let out: CpuTensor;
-    if (!tokenSources.some((source) => source >= 0)) {
-      out = gatherTensorRows(t, tokenIds);
-    } else {
-      assertTokenSources(step.batch, this.lastSampled.length);
-      out = CpuTensor.zeros([tokenIds.length, t.cols]);
-      tokenIds.forEach((id, i) => {
-        const source = tokenSources[i];
-        const token = source >= 0 ? this.lastSampled[source] : id;
-        if (token >= 0 && token < t.rows) out.data.set(t.data.subarray(token * t.cols, (token + 1) * t.cols), i * t.cols);
-        else if (source < 0) throw new RangeError(`embedding: token id ${token} is outside [0, ${t.rows})`);
-      });
-    }
+    if (tokenSources.some((source) => source >= 0)) assertTokenSources(step.batch, this.lastSampled.length);
+    const out = CpuTensor.zeros([tokenIds.length, t.cols]);
+    tokenIds.forEach((id, i) => {
+      const source = tokenSources[i];
+      const token = source >= 0 ? this.lastSampled[source] : id;
+      if (source < 0 && token < 0) throw new RangeError(`embedding: token id ${token} is negative`);
+      const row = token - firstRow;
+      if (token >= 0 && row >= 0 && row < t.rows) out.data.set(t.data.subarray(row * t.cols, (row + 1) * t.cols), i * t.cols);
+    });
     if (scale !== 1) for (let i = 0; i < out.data.length; i++) out.data[i] *= scale;
     return out;
   }
@@ -375,9 +389,49 @@ export class CpuBackend implements Backend {
     addGatedRows(t.data, input.data, g, t.rows, t.cols);
   }
 
-  /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
-    return x;
+    const t = asCpuTensor(x, 'allReduce input');
+    this.groups?.tensor.allReduceSum(t.data, t.data.length);
+    return t;
+  }
+
+  allGatherColumns(x: Tensor): Tensor {
+    const t = asCpuTensor(x, 'allGatherColumns input');
+    const size = this.groups?.tensor.size ?? 1;
+    if (size === 1) return t;
+    const gathered = new Float32Array(size * t.data.length);
+    this.groups!.tensor.allGather(t.data, gathered, t.data.length);
+    const out = CpuTensor.zeros([t.rows, size * t.cols]);
+    for (let r = 0; r < size; r++) {
+      for (let row = 0; row < t.rows; row++) {
+        const from = (r * t.rows + row) * t.cols;
+        out.data.set(gathered.subarray(from, from + t.cols), (row * size + r) * t.cols);
+      }
+    }
+    return out;
+  }
+
+  sendToStage(x: Tensor, stage: number): void {
+    const t = asCpuTensor(x, 'sendToStage input');
+    this.pipeline('sendToStage').send(t.data, t.data.length, stage);
+  }
+
+  receiveFromStage(shape: readonly number[], stage: number): Tensor {
+    const out = CpuTensor.zeros(shape);
+    this.pipeline('receiveFromStage').recv(out.data, out.data.length, stage);
+    return out;
+  }
+
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
+    const pipeline = this.pipeline('broadcastFromStage');
+    const out = pipeline.rank === stage ? new CpuTensor(shape, asCpuTensor(x!, 'broadcastFromStage input').data.slice()) : CpuTensor.zeros(shape);
+    pipeline.broadcast(out.data, out.data.length, stage);
+    return out;
+  }
+
+  private pipeline(op: string): Communicator<Float32Array> {
+    if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
+    return this.groups.pipeline;
   }
 
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
@@ -403,8 +457,8 @@ export class CpuBackend implements Backend {
       count: experts.count,
       n,
       hidden,
-      gateUp: asCpuTensor(experts.gateUp, 'expert gate/up weights').data,
-      down: asCpuTensor(experts.down, 'expert down weights').data,
+      gateUp: expertMatrix(experts.gateUp, 'expert gate/up weights'),
+      down: expertMatrix(experts.down, 'expert down weights'),
       gateUpBias: data(experts.gateUpBias, 'expert gate/up bias'),
       downBias: data(experts.downBias, 'expert down bias'),
     };
@@ -446,6 +500,11 @@ export class CpuBackend implements Backend {
   dispose(): void {}
 }
 
+/** An expert matrix's values: float32, or packed MXFP4 that expertMlpRows decodes an expert at a time. */
+function expertMatrix(t: Tensor, what: string): Float32Array | Mxfp4Weight {
+  return t instanceof CpuMxfp4Tensor ? t.weight : asCpuTensor(t, what).data;
+}
+
 function asCpuLora(w: LoraWeights): CpuLoraWeights {
   if (!(w instanceof CpuLoraWeights)) throw new Error('CpuBackend: LoRA weights are not from createLoraWeights');
   return w;
@@ -470,8 +529,8 @@ function asPackedQkv(qkv: Tensor, attn: AttentionParams): CpuTensor {
 }
 
 /** [start, end) of block `block` in a pool of `numBlocks` equal blocks. */
-function blockRange(pool: Float32Array, numBlocks: number, block: number): [number, number] {
-  const width = pool.length / numBlocks;
+function blockRange(array: KvPoolArray, numBlocks: number, block: number): [number, number] {
+  const width = array.length / numBlocks;
   return [block * width, (block + 1) * width];
 }
 
@@ -483,7 +542,7 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
   return t;
 }
 
-function mlaPool(cache: KvCache, layer: number, mla: MlaParams): Float32Array {
+function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
   return kv.pools[layer][0];
@@ -493,5 +552,5 @@ function layerPools(cache: KvCache, layer: number, attn: AttentionParams): Layer
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
   const [keys, values] = kv.pools[layer];
-  return { keys, values };
+  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

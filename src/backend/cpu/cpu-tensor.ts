@@ -1,6 +1,8 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
 import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 
 /** The CPU backend's tensor: row-major float32 values in `data`, exactly `shape`'s element count. */
 export class CpuTensor implements Tensor {
@@ -40,6 +42,17 @@ export class CpuQuantizedTensor implements Tensor {
   }
 }
 
+/** MoE experts [count, rows, cols] kept packed in MXFP4; expertMlp decodes one expert's matrix at a time. */
+export class CpuMxfp4Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly weight: Mxfp4Weight;
+
+  constructor(weight: Mxfp4Weight) {
+    this.shape = [...weight.shape];
+    this.weight = weight;
+  }
+}
+
 /** Rotary tables as uploaded: `cos`/`sin` are [maxPositions, rotaryDim / 2]. */
 export class CpuRopeTable implements Tensor {
   readonly shape: readonly number[];
@@ -60,20 +73,22 @@ export class CpuRopeTable implements Tensor {
 }
 
 /**
- * Each layer's paged pools: an attention layer has a key pool and a value pool, each [numBlocks,
- * blockSize, numKvHeads, headDim]; an MLA layer one pool of rows [numBlocks, blockSize, latentDim + ropeDim].
+ * Each layer's paged pools in the layout's dtype (ops/kv-codes.ts): an attention layer has a key
+ * pool and a value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer one pool
+ * of rows [numBlocks, blockSize, latentDim + ropeDim].
  */
 export class CpuKvCache implements KvCache {
   readonly layout: KvCacheLayout;
-  readonly pools: Float32Array[][];
+  readonly pools: CpuKvPool[][];
 
   constructor(layout: KvCacheLayout) {
     this.layout = layout;
     const slots = layout.numBlocks * layout.blockSize;
+    const dtype = layout.dtype ?? 'auto';
     this.pools = layout.layers.map((spec) =>
       spec.kind === 'attention'
-        ? [new Float32Array(slots * spec.numKvHeads * spec.headDim), new Float32Array(slots * spec.numKvHeads * spec.headDim)]
-        : [new Float32Array(slots * (spec.latentDim + spec.ropeDim))],
+        ? [createKvPool(dtype, slots, spec.numKvHeads, spec.headDim), createKvPool(dtype, slots, spec.numKvHeads, spec.headDim)]
+        : [createKvPool(dtype, slots, 1, spec.latentDim + spec.ropeDim)],
     );
   }
 
@@ -85,12 +100,13 @@ export class CpuKvCache implements KvCache {
 }
 
 /**
- * Host blocks a CpuKvCache's blocks are copied out to: each block's slice of every pool, made on
- * its first copy and kept until overwritten (the CPU backend's memory is host memory already).
+ * Host blocks a CpuKvCache's blocks are copied out to: each block's slice of every pool array (an
+ * int8 pool's scales included, ops/kv-codes.ts `poolArrays`), made on its first copy and kept until
+ * overwritten (the CPU backend's memory is host memory already).
  */
 export class CpuSwapSpace implements SwapSpace {
   readonly layout: KvCacheLayout;
-  readonly blocks = new Map<number, Float32Array[]>();
+  readonly blocks = new Map<number, KvPoolArray[]>();
 
   constructor(layout: KvCacheLayout) {
     this.layout = layout;
@@ -104,6 +120,7 @@ function elementCount(shape: readonly number[]): number {
 // A tensor from another backend reaching CPU ops is a wiring bug, not a user error.
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
   if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
+  if (t instanceof CpuMxfp4Tensor) throw new Error(`CpuBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver } from './driver-api.ts';
 import { archForComputeCapability, kernelCacheDir } from './kernel-cache.ts';
-import { type CudaLibrary, CUDA_SONAMES, loadCudaLibraries, openLibrary, processDiscoveryEnv } from './library-discovery.ts';
+import { type CudaLibrary, type RequiredCudaLibrary, CUDA_SONAMES, loadCudaLibraries, openLibrary, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc } from './nvrtc.ts';
 
 /** bf16 tensor-core mma and cp.async need Ampere (8.0) or newer. */
@@ -14,7 +14,7 @@ export type CudaAvailability =
       /** Device 0, the one the backend uses by default. */
       deviceName: string;
       computeCapability: string;
-      libraries: Record<CudaLibrary, string>;
+      libraries: Record<RequiredCudaLibrary, string>;
     }
   | { ok: false; reason: string };
 
@@ -72,7 +72,7 @@ export interface CudaDoctorReport {
   /** The NVIDIA kernel module's version (e.g. "580.95.05"), from /proc/driver/nvidia/version. */
   driverVersion: string | null;
   nvrtcVersion: string | null;
-  /** The file each library was loaded from, or null when none was found. */
+  /** The file each library was loaded from, or null when none was found (NCCL is needed only for parallel runs). */
   libraries: Record<CudaLibrary, string | null>;
   kernelCacheDir: string;
 }
@@ -88,7 +88,7 @@ export function doctorReport(): CudaDoctorReport {
     driverCudaVersion: null,
     driverVersion: kernelModuleVersion(),
     nvrtcVersion: null,
-    libraries: { cuda: null, nvrtc: null, cublas: null, cublasLt: null },
+    libraries: { cuda: null, nvrtc: null, cublas: null, cublasLt: null, nccl: null },
     kernelCacheDir: kernelCacheDir(),
   };
   for (const library of Object.keys(CUDA_SONAMES) as CudaLibrary[]) {

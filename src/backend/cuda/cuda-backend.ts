@@ -2,6 +2,7 @@ import type {
   Activation,
   AttentionParams,
   Backend,
+  CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
   KvBudgetLimits,
@@ -21,16 +22,18 @@ import type {
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
+import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer } from '../shape-checks.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { KeelError } from '../../errors.ts';
+import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
@@ -53,7 +56,8 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
+import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { CudaWeightStream } from './weight-stream.ts';
 import { StepArena } from './step-arena.ts';
@@ -68,10 +72,23 @@ export interface CudaBackendOptions {
   poisonStepTensors?: boolean;
   /**
    * How `moe` runs a single token: `fused`, one launch for the whole block (moe-decode.cu), or
-   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else split:
-   * the fused kernel has not yet run on a GPU, and its grid barriers would hang, not fail, if wrong.
+   * `split`, the ops of composeMoe (four to six launches). Default: $KEEL_MOE_DECODE, else fused
+   * (5-9 % faster at batch 1 on the H200, equal to transformers on every MoE fixture there).
    */
   moeDecode?: MoeDecodePath;
+  /**
+   * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
+   * made, the group's size and this device's rank in it. The communicators run on the backend's
+   * stream, so recorded graphs hold the collectives. Absent: one device.
+   */
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+}
+
+/** One NCCL group as a rank joins it. */
+export interface NcclGroup {
+  id: Uint8Array;
+  size: number;
+  rank: number;
 }
 
 export type MoeDecodePath = 'fused' | 'split';
@@ -79,8 +96,8 @@ export type MoeDecodePath = 'fused' | 'split';
 /** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
 function moeDecodeFromEnv(): MoeDecodePath {
   const value = process.env.KEEL_MOE_DECODE;
-  if (value === undefined || value === '' || value === 'split') return 'split';
-  if (value === 'fused') return 'fused';
+  if (value === undefined || value === '' || value === 'fused') return 'fused';
+  if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
 }
 
@@ -133,6 +150,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** NCCL communicators of a parallel run; null on one device. */
+  private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0);
@@ -144,6 +163,11 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    if (options.parallel !== undefined) {
+      const scratch = this.ownedAlloc(4);
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
+    }
   }
 
   /**
@@ -284,14 +308,29 @@ export class CudaBackend implements Backend {
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
-    // Batches past the GEMV's rows multiply the weight dequantized into this one buffer, sized
-    // for the largest quantized weight (allocated here, at load: never inside a recorded graph).
+    // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
+    // multiply the weight dequantized into this one buffer, sized for the largest quantized
+    // weight (allocated here, at load: never inside a recorded graph).
     const bytes = 2 * w.rows * w.cols;
     if (this.dequantized === null || this.dequantized.bytes < bytes) {
       if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
       this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
     }
     return tensor;
+  }
+
+  loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    return this.loadMxfp4WeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /** `loadMxfp4Weight` into the device memory `alloc` gives. */
+  private loadMxfp4WeightInto(w: Mxfp4Weight, alloc: (bytes: number) => DevicePtr): Tensor {
+    checkMxfp4(w, 'loadMxfp4Weight');
+    const blocks = alloc(w.blocks.byteLength);
+    this.device.uploadSync(blocks, w.blocks);
+    const scales = alloc(w.scales.byteLength);
+    this.device.uploadSync(scales, w.scales);
+    return new CudaMxfp4Tensor({ shape: [...w.shape], blocks, scales });
   }
 
   uploadRopeTable(table: RopeTable): Tensor {
@@ -308,6 +347,11 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
+    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
+    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
+    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
+      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
+    }
     for (const spec of layout.layers) {
       if (spec.kind === 'mla') {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
@@ -382,7 +426,7 @@ export class CudaBackend implements Backend {
     return stream;
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCudaWeightStream(stream);
     const alloc = (bytes: number) => weights.buffer(group, bytes);
     const kept = (tensor: Tensor): Tensor => {
@@ -392,6 +436,7 @@ export class CudaBackend implements Backend {
     return {
       loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
       loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      loadMxfp4Weight: (w) => kept(this.loadMxfp4WeightInto(w, alloc)),
       // Rotary tables are shared by every layer: they stay on the device.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
     };
@@ -429,7 +474,7 @@ export class CudaBackend implements Backend {
     checkSlotPairs(src, dst, numBlocks * blockSize);
     this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
-      if (slotBytes % 16 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 16-byte chunks`);
+      if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
     });
   }
@@ -462,15 +507,16 @@ export class CudaBackend implements Backend {
     );
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
     const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
-    checkTokens(s.batch, t.rows, this.sampled.rows);
+    checkTokens(s.batch, this.sampled.rows);
     requireMultipleOf8(t.cols, 'row width');
     const out = this.stepTensor([s.batch.numTokens, t.cols]);
     launchEmbedTokens(this.device, {
       out: out.ptr,
       table: t.ptr,
+      firstRow,
       vocab: t.rows,
       cols: t.cols,
       tokens: s.device.tokenIds,
@@ -529,23 +575,25 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Decode-sized batches stream the codes through the quantized GEMV (an act-order weight's
-   * activations gathered into its stored column order first); larger ones, and shapes the GEMV
-   * does not take, dequantize the weight to bf16 and take the 16-bit path.
+   * Decode-sized batches stream the codes through the quantized GEMV, batches up to
+   * QUANTIZED_GEMM_MAX_ROWS through the tensor-core GEMM that decodes the weight tile by tile (an
+   * act-order weight's activations gathered into its stored column order first for both); larger
+   * ones, and shapes neither takes, dequantize the weight to bf16 and take the 16-bit path.
    */
   private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
     const input = asBf16(x, 'linear input');
     if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
-    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMV_MAX_ROWS && quantizedGemvFits(w)) {
+    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
       if (w.perm !== 0) {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      launchQuantizedGemv(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows);
+      const launch = input.rows <= QUANTIZED_GEMV_MAX_ROWS ? launchQuantizedGemv : launchQuantizedGemm;
+      launch(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }
     const scratch = this.dequantized!;
@@ -577,6 +625,10 @@ export class CudaBackend implements Backend {
       slotMapping: s.device.slotMapping,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
+      kvScales: attn.kvScales ?? { k: 1, v: 1 },
       numTokens,
       numHeads: attn.numHeads,
       numKvHeads: attn.numKvHeads,
@@ -603,6 +655,9 @@ export class CudaBackend implements Backend {
       qkv: packed.ptr,
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
+      dtype: kv.dtype,
+      kScales: kv.keyScales(layer),
+      vScales: kv.valueScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -779,6 +834,8 @@ export class CudaBackend implements Backend {
       rotaryRows: s.device.rotaryRows,
       slotMapping: s.device.slotMapping,
       pool: kvCache.rows(layer),
+      dtype: kvCache.dtype,
+      rowScales: kvCache.rowScales(layer),
       numTokens,
       numHeads: mla.numHeads,
       nopeDim: mla.nopeDim,
@@ -807,6 +864,8 @@ export class CudaBackend implements Backend {
       qLatent: latent.ptr,
       q: queries.ptr,
       pool: kv.rows(layer),
+      dtype: kv.dtype,
+      rowScales: kv.rowScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
@@ -835,9 +894,46 @@ export class CudaBackend implements Backend {
     launchAddInto(this.device, t.ptr, input.ptr, g?.ptr ?? 0, t.rows, t.cols);
   }
 
-  /** One device holds every shard. */
   allReduce(x: Tensor): Tensor {
-    return x;
+    const t = asCudaTensor(x, 'allReduce input');
+    this.groups?.tensor.allReduceSum({ ptr: t.ptr, dtype: t.dtype }, t.numel);
+    return t;
+  }
+
+  /** NCCL gathers the devices' [rows, cols] blocks one after another; a kernel lays them side by side. */
+  allGatherColumns(x: Tensor): Tensor {
+    const t = asBf16(x, 'allGatherColumns input');
+    const size = this.groups?.tensor.size ?? 1;
+    if (size === 1) return t;
+    requireMultipleOf8(t.cols, 'allGatherColumns width');
+    const gathered = this.stepTensor([size, t.rows, t.cols]);
+    this.groups!.tensor.allGather({ ptr: t.ptr, dtype: 'bf16' }, { ptr: gathered.ptr, dtype: 'bf16' }, t.numel);
+    const out = this.stepTensor([t.rows, size * t.cols]);
+    launchColumnBlocks(this.device, out.ptr, gathered.ptr, t.rows, t.cols, size);
+    return out;
+  }
+
+  sendToStage(x: Tensor, stage: number): void {
+    const t = asCudaTensor(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+  }
+
+  receiveFromStage(shape: readonly number[], stage: number): Tensor {
+    const out = this.stepTensor(shape);
+    this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
+    const pipeline = this.pipeline('broadcastFromStage');
+    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
+    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
+    return out;
+  }
+
+  private pipeline(op: string): NcclCommunicator {
+    if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
+    return this.groups.pipeline as NcclCommunicator;
   }
 
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting {
@@ -876,6 +972,11 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor([input.rows, hidden]);
     if (input.rows === 0) return out;
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    const mxfp4 = experts.gateUp instanceof CudaMxfp4Tensor;
+    if (mxfp4 !== experts.down instanceof CudaMxfp4Tensor) throw new Error('expertMlp: gate/up and down weights are in different formats (MXFP4 and bf16)');
+    const matrix = (t: Tensor, what: string) => (t instanceof CudaMxfp4Tensor ? { ptr: t.blocks, scales: t.scales } : { ptr: asBf16(t, what).ptr, scales: 0 });
+    if (mxfp4 && (hidden % 32 !== 0 || n % 32 !== 0)) throw new KeelError('invalid_model', `MXFP4 experts need a hidden size and width that are multiples of 32, not ${hidden} and ${n}`);
+    const [gateUp, down] = [matrix(experts.gateUp, 'expert gate/up weights'), matrix(experts.down, 'expert down weights')];
     launchExpertMlp(this.device, {
       x: input.ptr,
       out: out.ptr,
@@ -884,8 +985,11 @@ export class CudaBackend implements Backend {
       count: experts.count,
       hidden,
       n,
-      gateUp: asBf16(experts.gateUp, 'expert gate/up weights').ptr,
-      down: asBf16(experts.down, 'expert down weights').ptr,
+      gateUp: gateUp.ptr,
+      down: down.ptr,
+      mxfp4,
+      gateUpScales: gateUp.scales,
+      downScales: down.scales,
       gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
       downBias: bias(experts.downBias, 'expert down bias'),
       activation,
@@ -902,9 +1006,16 @@ export class CudaBackend implements Backend {
   /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */
   private fusedMoe(x: CudaTensor, w: MoeWeights): CudaTensor | null {
     const bf16 = (t: Tensor | null) => (t instanceof CudaTensor && t.dtype === 'bf16' ? t : null);
-    const [router, gateUp, down] = [bf16(w.router), bf16(w.experts.gateUp), bf16(w.experts.down)];
-    // Quantized weights, and a shared expert with an activation of its own, take the split path.
-    if (router === null || gateUp === null || down === null) return null;
+    const mxfp4 = w.experts.gateUp instanceof CudaMxfp4Tensor;
+    const matrix = (t: Tensor) => {
+      if (t instanceof CudaMxfp4Tensor) return mxfp4 ? { ptr: t.blocks, scales: t.scales } : null;
+      const dense = bf16(t);
+      return dense === null || mxfp4 ? null : { ptr: dense.ptr, scales: 0 };
+    };
+    const [router, gateUp, down] = [bf16(w.router), matrix(w.experts.gateUp), matrix(w.experts.down)];
+    // Quantized weights, experts of two formats, MXFP4 beside a shared expert, and a shared expert
+    // with an activation of its own take the split path (which refuses mixed formats).
+    if (router === null || gateUp === null || down === null || (mxfp4 && w.shared !== null)) return null;
     let shared: { gateUp: CudaTensor; down: CudaTensor; gate: CudaTensor | null } | null = null;
     if (w.shared !== null) {
       const [sharedGateUp, sharedDown, gate] = [bf16(w.shared.gateUp), bf16(w.shared.down), bf16(w.shared.gate)];
@@ -922,12 +1033,13 @@ export class CudaBackend implements Backend {
       throw new Error(`moe: shared expert [${shared.gateUp.shape.join(', ')}] / [${shared.down.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
     }
     const groups = w.routing.groups;
-    if (hidden % 8 !== 0 || n % 8 !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
+    const width = mxfp4 ? 32 : 8;
+    if (hidden % width !== 0 || n % width !== 0 || m % 8 !== 0 || numExperts > MAX_ROUTED_EXPERTS || w.routing.topK > MAX_TOP_K || (groups !== null && groups.numGroups > MAX_EXPERT_GROUPS)) return null;
     const selection = w.routing.selectionBias === null ? null : asCudaTensor(w.routing.selectionBias, 'routing selection bias');
     if (selection !== null && selection.numel !== numExperts) throw new Error(`moe: selection bias of ${selection.numel} values for ${numExperts} experts`);
     const routerBias = w.routerBias === null ? null : asBf16(w.routerBias, 'router bias');
     if (routerBias !== null && routerBias.numel !== numExperts) throw new Error(`moe: router bias of ${routerBias.numel} values for ${numExperts} experts`);
-    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation };
+    const shape = { hidden, n, m, numExperts, topK: w.routing.topK, activation: w.activation, mxfp4 };
     const blocks = moeDecodeBlocks(this.device, shape);
     if (blocks === 0) return null;
     const out = this.stepTensor([1, hidden]);
@@ -947,6 +1059,8 @@ export class CudaBackend implements Backend {
         count: w.experts.count,
         gateUp: gateUp.ptr,
         down: down.ptr,
+        gateUpScales: gateUp.scales,
+        downScales: down.scales,
         gateUpBias: ptr(w.experts.gateUpBias, 'expert gate/up bias'),
         downBias: ptr(w.experts.downBias, 'expert down bias'),
         sharedGateUp: shared?.gateUp.ptr ?? 0,
@@ -1064,6 +1178,8 @@ export class CudaBackend implements Backend {
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
     this.arena.dispose();
+    this.groups?.tensor.destroy();
+    this.groups?.pipeline.destroy();
     this.device.dispose();
   }
 
@@ -1112,6 +1228,7 @@ export class CudaBackend implements Backend {
 // A tensor from another backend reaching CUDA ops is a wiring bug, not a user error.
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
+  if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }
@@ -1217,10 +1334,12 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
   }
 }
 
-function checkTokens(batch: BatchDescription, vocab: number, sampledRows: number): void {
+// Ids past the table are legal (a vocab-parallel shard holds a range of rows; the kernel gives the
+// others zero rows, as the CPU twin does); the engine checks ids against the whole vocabulary.
+function checkTokens(batch: BatchDescription, sampledRows: number): void {
   assertTokenSources(batch, sampledRows);
   batch.tokenIds.forEach((id, t) => {
-    if (batch.tokenSources[t] < 0 && !(id >= 0 && id < vocab)) throw new KeelError('invalid_argument', `token id ${id} is outside the vocabulary of ${vocab}`);
+    if (batch.tokenSources[t] < 0 && !(id >= 0)) throw new KeelError('invalid_argument', `token id ${id} is negative`);
   });
 }
 

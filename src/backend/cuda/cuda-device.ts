@@ -144,9 +144,9 @@ export class CudaDevice {
     return this.driver.memInfo();
   }
 
-  /** Blocking upload from host memory; for load time (weights, tables), not for steps. */
+  /** Blocking upload from host memory, ordered after the queued work; for load time (weights, tables), not for steps. */
   uploadSync(dst: DevicePtr, data: ArrayBufferView): void {
-    this.driver.copyHtoD(dst, data, data.byteLength);
+    this.driver.copyHtoD(dst, data, data.byteLength, this.stream);
   }
 
   /** Stream-ordered upload through page-locked staging; returns before the copy runs. */
@@ -192,12 +192,18 @@ export class CudaDevice {
    */
   captureGraph(record: () => void): CudaGraph {
     this.driver.beginCapture(this.stream);
-    let graph: Handle;
     try {
       record();
-    } finally {
-      graph = this.driver.endCapture(this.stream);
+    } catch (err) {
+      // The capture must end either way; its own error (invalidated by the failed call) would hide this one.
+      try {
+        this.driver.destroyGraph(this.driver.endCapture(this.stream));
+      } catch {
+        // Nothing was captured worth keeping.
+      }
+      throw err;
     }
+    const graph = this.driver.endCapture(this.stream);
     try {
       return new CudaGraph(this, graph, this.driver.instantiateGraph(graph));
     } catch (err) {

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvScalesPerToken, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
@@ -70,6 +70,21 @@ export class CudaQuantizedTensor implements Tensor {
   }
 }
 
+/**
+ * MoE experts [count, rows, cols] packed in MXFP4 (src/tensor/mxfp4.ts) on the device: `blocks`
+ * [count, rows, cols / 2] bytes (two E2M1 codes each, the even column low), `scales` u8 E8M0
+ * [count, rows, cols / 32].
+ */
+export class CudaMxfp4Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly blocks: DevicePtr;
+  readonly scales: DevicePtr;
+
+  constructor(fields: CudaMxfp4Tensor) {
+    ({ shape: this.shape, blocks: this.blocks, scales: this.scales } = fields);
+  }
+}
+
 /** Rotary tables on the device: f32 cos then sin, each [maxPositions, rotaryDim / 2]. */
 export class CudaRopeTable implements Tensor {
   readonly shape: readonly number[];
@@ -91,11 +106,15 @@ export class CudaRopeTable implements Tensor {
 
 /**
  * Every layer's pools in one allocation, one after another: an attention layer's key pool then its
- * value pool, each bf16 [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of
- * rows [numBlocks, blockSize, latentDim + ropeDim].
+ * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
+ * [numBlocks, blockSize, latentDim + ropeDim]. Values are bf16, or one byte a code in an 8-bit
+ * cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
+ * numKvHeads] for keys and for values, or one per MLA row. Every pool is indexed by block and slot,
+ * so whatever walks `pools` (copyBlocks, copySlots, swaps) moves the scales with their codes.
  */
 export class CudaKvCache implements KvCache {
   readonly layout: KvCacheLayout;
+  readonly dtype: KvCacheDtype;
   readonly base: DevicePtr;
   /** Each pool's byte offset from `base` and its bytes per block, in layer order. */
   readonly pools: { offset: number; blockBytes: number }[];
@@ -104,33 +123,55 @@ export class CudaKvCache implements KvCache {
 
   constructor(layout: KvCacheLayout, base: DevicePtr) {
     this.layout = layout;
+    this.dtype = layout.dtype ?? 'auto';
     this.base = base;
     this.pools = [];
     this.firstPool = [];
+    const elementBytes = this.dtype === 'auto' ? 2 : 1;
     let offset = 0;
+    const add = (blockBytes: number) => {
+      this.pools.push({ offset, blockBytes });
+      offset += layout.numBlocks * blockBytes;
+    };
     for (const spec of layout.layers) {
       this.firstPool.push(this.pools.length);
-      const perPool = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
-      for (const elements of perPool) {
-        const blockBytes = layout.blockSize * elements * 2;
-        this.pools.push({ offset, blockBytes });
-        offset += layout.numBlocks * blockBytes;
-      }
+      const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
+      for (const elements of codePools) add(layout.blockSize * elements * elementBytes);
+      const scales = kvScalesPerToken(spec, this.dtype);
+      for (const perPool of spec.kind === 'attention' ? [scales / 2, scales / 2] : [scales]) if (perPool > 0) add(layout.blockSize * perPool * 4);
     }
     this.totalBytes = offset;
   }
 
   keys(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer]].offset;
+    return this.pool(layer, 0);
   }
 
   values(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer] + 1].offset;
+    return this.pool(layer, 1);
+  }
+
+  /** int8: the float32 scale pools of keys and values [slots, numKvHeads]; 0 for other dtypes. */
+  keyScales(layer: number): DevicePtr {
+    return this.dtype === 'int8' ? this.pool(layer, 2) : 0;
+  }
+
+  valueScales(layer: number): DevicePtr {
+    return this.dtype === 'int8' ? this.pool(layer, 3) : 0;
   }
 
   /** An MLA layer's one pool of rows. */
   rows(layer: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer]].offset;
+    return this.pool(layer, 0);
+  }
+
+  /** int8: an MLA layer's scale per row [slots]; 0 for other dtypes. */
+  rowScales(layer: number): DevicePtr {
+    return this.dtype === 'int8' ? this.pool(layer, 1) : 0;
+  }
+
+  private pool(layer: number, index: number): DevicePtr {
+    return this.base + this.pools[this.firstPool[layer] + index].offset;
   }
 }
 

@@ -53,7 +53,6 @@ export class CudaDriver {
       'int cuMemAllocHost_v2(_Out_ void **pp, size_t bytes)',
       'int cuMemFreeHost(void *p)',
       'int cuMemHostAlloc(_Out_ uint64_t *pp, size_t bytes, unsigned int flags)',
-      'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
       'int cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t bytes, void *stream)',
       'int cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t bytes, void *stream)',
       'int cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t bytes, void *stream)',
@@ -193,9 +192,15 @@ export class CudaDriver {
     this.call('cuMemcpyHtoDAsyncFromAddress', dst, address, bytes, stream);
   }
 
-  /** Synchronous copy from a host array (used at load time only). */
-  copyHtoD(dst: DevicePtr, src: ArrayBufferView, bytes: number): void {
-    this.call('cuMemcpyHtoD_v2', dst, src, bytes);
+  /**
+   * Copy from a host array, queued on `stream` and waited for (load time only). Not cuMemcpyHtoD:
+   * that runs on the legacy stream, which the non-blocking compute stream does not wait for, and
+   * it may return before its DMA from pageable memory lands, so a kernel queued next could read
+   * the old bytes (seen on a shared GPU as random wrong results).
+   */
+  copyHtoD(dst: DevicePtr, src: ArrayBufferView, bytes: number, stream: Handle): void {
+    this.call('cuMemcpyHtoDAsync_v2', dst, src, bytes, stream);
+    this.synchronizeStream(stream);
   }
 
   /** Async copy from page-locked host memory at `src` (a pointer from allocHost). */

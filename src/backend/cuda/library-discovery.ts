@@ -4,8 +4,10 @@ import { basename, join } from 'node:path';
 import koffi, { type LibraryHandle } from 'koffi';
 import { KeelError } from '../../errors.ts';
 
-/** The shared libraries the CUDA backend loads. */
-export type CudaLibrary = 'cuda' | 'nvrtc' | 'cublas' | 'cublasLt';
+/** The shared libraries the CUDA backend loads (NCCL only for parallel runs: nccl.ts). */
+export type CudaLibrary = 'cuda' | 'nvrtc' | 'cublas' | 'cublasLt' | 'nccl';
+/** Those every CUDA run loads. */
+export type RequiredCudaLibrary = Exclude<CudaLibrary, 'nccl'>;
 
 /** Sonames in preference order: CUDA 13 first, CUDA 12 as a fallback (the driver has one). */
 export const CUDA_SONAMES: Record<CudaLibrary, readonly string[]> = {
@@ -13,6 +15,8 @@ export const CUDA_SONAMES: Record<CudaLibrary, readonly string[]> = {
   nvrtc: ['libnvrtc.so.13', 'libnvrtc.so.12'],
   cublas: ['libcublas.so.13', 'libcublas.so.12'],
   cublasLt: ['libcublasLt.so.13', 'libcublasLt.so.12'],
+  // pip's nvidia-nccl-cu12/cu13 wheels install it as site-packages/nvidia/nccl/lib/libnccl.so.2.
+  nccl: ['libnccl.so.2'],
 };
 
 /** Where a candidate came from: a file in a toolkit or wheel directory, or the dynamic loader's own search. */
@@ -140,10 +144,10 @@ function mappedPath(soname: string): string | null {
 }
 
 /** Library load order: cuBLASLt before cuBLAS, so cuBLAS's dependency resolves to the same file. */
-const LOAD_ORDER: readonly CudaLibrary[] = ['cuda', 'nvrtc', 'cublasLt', 'cublas'];
+const LOAD_ORDER: readonly RequiredCudaLibrary[] = ['cuda', 'nvrtc', 'cublasLt', 'cublas'];
 
-/** Loads all four libraries or throws a KeelError naming the first that no candidate satisfied. */
-export function loadCudaLibraries(env: DiscoveryEnv): Record<CudaLibrary, LoadedLibrary> {
+/** Loads the four libraries every CUDA run needs or throws a KeelError naming the first that no candidate satisfied. */
+export function loadCudaLibraries(env: DiscoveryEnv): Record<RequiredCudaLibrary, LoadedLibrary> {
   const loaded: Partial<Record<CudaLibrary, LoadedLibrary>> = {};
   for (const library of LOAD_ORDER) {
     const result = openLibrary(library, env);
@@ -156,5 +160,5 @@ export function loadCudaLibraries(env: DiscoveryEnv): Record<CudaLibrary, Loaded
     }
     loaded[library] = result;
   }
-  return loaded as Record<CudaLibrary, LoadedLibrary>;
+  return loaded as Record<RequiredCudaLibrary, LoadedLibrary>;
 }

@@ -44,8 +44,12 @@ test('quant_method fp8 reads block scales or one scale per tensor', () => {
   assert.throws(() => parse({ quant_method: 'fp8', fmt: 'e5m2' }), /fp8 fmt "e5m2" is not supported/);
 });
 
+test('quant_method mxfp4 (gpt-oss) needs no other field', () => {
+  assert.deepEqual(parse({ quant_method: 'mxfp4', modules_to_not_convert: ['model.layers.*.self_attn', 'lm_head'] }), { method: 'mxfp4' });
+});
+
 test('any other method gets one error naming it and what Keel reads', () => {
-  for (const method of ['bitsandbytes', 'mxfp4', 'gguf', 'hqq', 'eetq', undefined]) {
-    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\) and fp8 checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\)`));
+  for (const method of ['bitsandbytes', 'gguf', 'hqq', 'eetq', undefined]) {
+    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8 and mxfp4 checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\)`));
   }
 });

@@ -50,9 +50,17 @@ export interface Fp8Config {
   blockSize: [number, number] | null;
 }
 
-export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config;
+/**
+ * `quant_method: mxfp4` (gpt-oss): routed MoE experts stored as MXFP4 `*_blocks` and `*_scales`
+ * (src/tensor/mxfp4.ts); every other tensor, named in `modules_to_not_convert`, is 16-bit.
+ */
+export interface Mxfp4Config {
+  method: 'mxfp4';
+}
 
-const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized) and fp8';
+export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | Mxfp4Config;
+
+const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8 and mxfp4';
 
 /** The checkpoint's quantization, or null when config.json has no `quantization_config`. */
 export function parseQuantizationConfig(json: Record<string, unknown>, source: string): CheckpointQuantization | null {
@@ -71,8 +79,10 @@ export function parseQuantizationConfig(json: Record<string, unknown>, source: s
       return parseCompressedTensors(q);
     case 'fp8':
       return parseFp8(q);
+    case 'mxfp4':
+      return { method: 'mxfp4' };
     default:
-      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4)`);
+      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|mxfp4)`);
   }
 }
 

@@ -9,6 +9,7 @@ import { awqReader } from './awq.ts';
 import { compressedTensorsReader } from './compressed-tensors.ts';
 import { fp8Reader } from './fp8-checkpoint.ts';
 import { gptqReader } from './gptq.ts';
+import { mxfp4Checkpoint } from './mxfp4-checkpoint.ts';
 import type { QuantizedLayerReader } from './layer-reader.ts';
 import type { CheckpointQuantization } from './quantization-config.ts';
 
@@ -19,10 +20,10 @@ import type { CheckpointQuantization } from './quantization-config.ts';
  * experts, DeepSeek's absorbed kv_b_proj).
  */
 export function quantizedCheckpoint(inner: Checkpoint, config: CheckpointQuantization): Checkpoint {
-  return new ReaderCheckpoint(inner, layerReader(inner, config));
+  return config.method === 'mxfp4' ? mxfp4Checkpoint(inner) : new ReaderCheckpoint(inner, layerReader(inner, config));
 }
 
-function layerReader(ckpt: Checkpoint, config: CheckpointQuantization): QuantizedLayerReader {
+function layerReader(ckpt: Checkpoint, config: Exclude<CheckpointQuantization, { method: 'mxfp4' }>): QuantizedLayerReader {
   switch (config.method) {
     case 'gptq':
       return gptqReader(ckpt, config);
@@ -90,11 +91,13 @@ class ReaderCheckpoint implements Checkpoint {
 }
 
 /**
- * A 16-bit checkpoint whose linear weights are quantized as they are read (`--quantization`),
- * round to nearest (src/tensor/quantize-rtn.ts). Every other tensor reads as stored.
+ * A 16-bit checkpoint quantized as it is read (`--quantization`), round to nearest: its linear
+ * weights (src/tensor/quantize-rtn.ts), or with `mxfp4` its routed MoE experts, which the MoE
+ * layer quantizes once it has them in its own layout (`expertQuantization`). Every other tensor
+ * reads as stored.
  */
 export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization): Checkpoint {
-  return {
+  const stored: Checkpoint = {
     get dir() {
       return inner.dir;
     },
@@ -105,11 +108,14 @@ export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization):
     info: (name) => inner.info(name),
     read: (name) => inner.read(name),
     readRaw: (name) => inner.readRaw(name),
-    readLinear(name) {
+    close: () => inner.close(),
+  };
+  if (method === 'mxfp4') return Object.assign(stored, { expertQuantization: 'mxfp4' as const });
+  return Object.assign(stored, {
+    readLinear(name: string) {
       const t = inner.read(name);
       const [rows, cols] = t.shape;
       return quantizeRoundToNearest(hostTensorToFloat32(t), rows, cols, method);
     },
-    close: () => inner.close(),
-  };
+  });
 }

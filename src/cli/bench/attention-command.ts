@@ -1,7 +1,6 @@
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
-import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
-import { collectEnvironment } from '../../bench/run-environment.ts';
+import { collectEnvironment, cudaKernelRun } from '../../bench/run-environment.ts';
 import { parseFlags } from '../parse-flags.ts';
 
 export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
@@ -29,16 +28,9 @@ export async function attentionCommand(argv: string[]): Promise<void> {
   const { runAttentionBenchmark } = await import('../../bench/attention-benchmark.ts');
   const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
   const figures = runAttentionBenchmark();
-  const v = figures.driverCudaVersion;
   const path = writeResult(
     {
-      schema_version: RESULT_SCHEMA_VERSION,
-      engine: 'keel',
-      status: 'ok',
-      error: null,
-      ...started,
-      device: { ...started.device, cuda_version: `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
-      model: null,
+      ...cudaKernelRun(started, figures.driverCudaVersion),
       config: { kernels: 'prefill-attention.cu, decode-attention.cu, mla.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
       suite: 'attention',
       results: { shapes: figures.prefill, decode: figures.decode, mla_decode: figures.mlaDecode, mla_prefill: figures.mlaPrefill, ceilings: figures.ceilings },

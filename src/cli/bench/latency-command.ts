@@ -9,6 +9,7 @@ import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
 import { structuredOutputFromFlags } from '../structured-output-flags.ts';
+import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** vLLM's `bench latency` defaults. */
 const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
@@ -83,7 +84,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     const rows = await runLatencySuite(
       llm,
       options,
-      { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes },
+      { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype) },
       {
         onBatchStart: (batchSize, runs) => (progress = benchProgress(`batch ${batchSize}`, runs, 'runs', llm.config.showProgress)),
         onRun: () => progress?.tick(),

@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeRandomLoraAdapter } from '../../bench/random-lora.ts';
+import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** Rank of the random adapters of --lora-adapters: a common fine-tuning rank. */
 const DEFAULT_LORA_RANK = 16;
@@ -115,6 +116,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         model: llm.model,
         weightElementBytes: facts.weightElementBytes,
         kvElementBytes: facts.kvElementBytes,
+        kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype),
         flopsPerSecond: facts.matmulFlopsPerSecond,
         bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
       },

@@ -6,7 +6,7 @@ import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { ApiError } from '../openai-errors.ts';
 import { fromThreadError } from '../thread-errors.ts';
-import { siblingModule, startTsWorker, type MessageEndpoint } from '../ts-worker.ts';
+import { siblingModule, startTsWorker, type MessageEndpoint } from '../../threads/ts-worker.ts';
 import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
 import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
 import { OutputBuilder } from './output-builder.ts';

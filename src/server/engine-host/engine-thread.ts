@@ -3,7 +3,7 @@ import type { EngineOptions } from '../../config.ts';
 import { LLM } from '../../engine/llm.ts';
 import { toThreadError } from '../thread-errors.ts';
 import type { FromEngine, ToEngine } from './engine-protocol.ts';
-import type { MessageEndpoint } from '../ts-worker.ts';
+import type { MessageEndpoint } from '../../threads/ts-worker.ts';
 import { serveEngine } from './serve-engine.ts';
 
 // The engine's own thread: it loads the model and runs every engine step here, so that no step

@@ -2,7 +2,7 @@ import type { LLM, StreamUpdate } from '../../engine/llm.ts';
 import type { RequestOutput } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { toThreadError, type ThreadError } from '../thread-errors.ts';
-import type { MessageEndpoint } from '../ts-worker.ts';
+import type { MessageEndpoint } from '../../threads/ts-worker.ts';
 import { STATS_INTERVAL_MS, type EngineInfo, type FromEngine, type ToEngine } from './engine-protocol.ts';
 import { UpdateOutbox } from './update-outbox.ts';
 

@@ -1,7 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import { shuttingDown } from '../openai-errors.ts';
 import { fromThreadError } from '../thread-errors.ts';
-import { siblingModule, startTsWorker } from '../ts-worker.ts';
+import { siblingModule, startTsWorker } from '../../threads/ts-worker.ts';
 import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared } from './preprocess-protocol.ts';
 
 const PREPROCESS_THREAD = siblingModule('./preprocess-thread', import.meta.url);

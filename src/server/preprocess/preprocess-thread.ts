@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { toThreadError } from '../thread-errors.ts';
-import type { MessageEndpoint } from '../ts-worker.ts';
+import type { MessageEndpoint } from '../../threads/ts-worker.ts';
 import { ChatPromptEncoder } from './chat-prompt.ts';
 import type { PreprocessContext } from './preprocess-context.ts';
 import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared, ToPreprocess } from './preprocess-protocol.ts';

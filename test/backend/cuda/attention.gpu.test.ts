@@ -314,7 +314,7 @@ test('a decode step captured as a CUDA graph replays for the next tokens', () =>
   const embedHost = bf16Tensor([750, hidden], randomBf16Values(rng, 750 * hidden, 1));
   const embed: [Tensor, Tensor] = [cpu.loadWeight(embedHost), gpu.loadWeight(embedHost)];
   const forward = (backend: CpuBackend | CudaBackend, i: 0 | 1, step: ReturnType<CudaBackend['beginStep']>): Tensor => {
-    const qkv = backend.linear(backend.embedding(embed[i], step, 1), w[i], null);
+    const qkv = backend.linear(backend.embedding(embed[i], step, 1, 0), w[i], null);
     backend.ropeAndCacheWrite(qkv, rope[i], caches[i], 0, step, shape);
     return backend.attention(qkv, caches[i], 0, step, shape);
   };

@@ -226,8 +226,8 @@ test('a decode step captured as a CUDA graph replays for the next tokens', () =>
   const forward = (i: 0 | 1, step: StepInputs): Tensor => {
     const b = backends[i];
     const on = (p: Pair) => (i === 0 ? p.cpu : p.gpu);
-    const q = b.embedding(on(qTable), step, 1);
-    const kv = b.embedding(on(kvTable), step, 1);
+    const q = b.embedding(on(qTable), step, 1, 0);
+    const kv = b.embedding(on(kvTable), step, 1, 0);
     b.mlaRopeAndCacheWrite(q, kv, on(norm), 1e-6, ropeTable[i], caches[i], LAYER, step, mla);
     const latentOut = b.mlaAttention(b.headwiseLinear(q, on(keyAbsorption)), q, caches[i], LAYER, step, mla);
     return b.headwiseLinear(latentOut, on(valueAbsorption));

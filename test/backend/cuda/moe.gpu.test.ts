@@ -9,6 +9,7 @@ import { composeMoe } from '../../../src/backend/moe-composition.ts';
 import { CudaExpertRouting, expertTileRows, GEMV_MAX_TOKENS } from '../../../src/backend/cuda/kernels/moe-route.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
+import { quantizeMxfp4 } from '../../../src/tensor/mxfp4.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // The MoE ops of the CUDA backend against the CPU backend: routing (every scoring, selection bias,
@@ -176,14 +177,23 @@ interface ExpertCase {
   /** The shard this device holds. */
   first: number;
   count: number;
+  /** gate/up and down packed in MXFP4 (hidden and n multiples of 32). */
+  mxfp4?: boolean;
 }
 
 const ACTIVATIONS: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 1.5 }];
 
+/** Random weights of a shape, MXFP4-packed on both backends. */
+function mxfp4Pair(shape: number[], scale: number): Pair {
+  const w = quantizeMxfp4(randomBf16Values(rng, shape.reduce((a, b) => a * b, 1), scale), shape);
+  return { cpu: cpu.loadMxfp4Weight(w), gpu: gpu.loadMxfp4Weight(w) };
+}
+
 function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights } {
   const { first, count, hidden, n } = c;
-  const gateUp = randomPair([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
-  const down = randomPair([count, hidden, n], 1 / Math.sqrt(n));
+  const matrix = c.mxfp4 ? mxfp4Pair : randomPair;
+  const gateUp = matrix([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
+  const down = matrix([count, hidden, n], 1 / Math.sqrt(n));
   const gateUpBias = c.biased ? randomPair([count, 2 * n], 0.5) : null;
   const downBias = c.biased ? randomPair([count, hidden], 0.5) : null;
   return {
@@ -194,7 +204,7 @@ function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights 
 
 function checkExperts(c: ExpertCase): void {
   const routing = randomRoutingCase(c.tokens, c.experts, c.topK);
-  const what = `${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
+  const what = `${c.mxfp4 ? 'MXFP4, ' : ''}${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
   const { cpu: cpuRouting, gpu: gpuRouting } = routeBoth(routing);
   const x = randomPair([c.tokens, c.hidden], 1);
   const weights = expertWeights(c);
@@ -225,6 +235,37 @@ test('expertMlp on every path: one token, decode GEMVs, and grouped GEMMs of eac
     [1, 1, 2, 8, 16, 32, 64, 128],
     'the cases cover every path',
   );
+});
+
+test('MXFP4 experts on every path (the kernels decode the packed blocks) equal the CPU on their dequantized values', () => {
+  const swiglu = ACTIVATIONS[2];
+  const cases: Omit<ExpertCase, 'first' | 'count'>[] = [
+    // gpt-oss-20b's expert shape, one token (fused down + sum), then decode GEMVs and every GEMM tile height.
+    { tokens: 1, experts: 4, topK: 2, hidden: 2880, n: 2880, biased: true, activation: swiglu },
+    { tokens: 5, experts: 32, topK: 4, hidden: 640, n: 320, biased: true, activation: swiglu },
+    { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: swiglu },
+    { tokens: 100, experts: 16, topK: 4, hidden: 288, n: 160, biased: false, activation: ACTIVATIONS[0] },
+    { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: true, activation: swiglu },
+    { tokens: 300, experts: 4, topK: 2, hidden: 160, n: 544, biased: false, activation: swiglu },
+  ];
+  for (const c of cases) checkExperts({ ...c, first: 0, count: c.experts, mxfp4: true });
+  assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 5, 16, 32, 64, 128], 'the cases cover every path');
+  for (let trial = 0; trial < 12; trial++) {
+    const experts = randInt(rng, 4, 64);
+    const first = randInt(rng, 0, experts - 1);
+    checkExperts({
+      tokens: rng() < 0.5 ? randInt(rng, 1, GEMV_MAX_TOKENS) : randInt(rng, GEMV_MAX_TOKENS + 1, 200),
+      experts,
+      topK: randInt(rng, 1, Math.min(8, experts)),
+      hidden: 32 * randInt(rng, 1, 24),
+      n: 32 * randInt(rng, 1, 16),
+      biased: rng() < 0.5,
+      activation: pick(rng, ACTIVATIONS),
+      first,
+      count: randInt(rng, 1, experts - first),
+      mxfp4: true,
+    });
+  }
 });
 
 test('expertMlp over random shapes, activations, biases and expert shards', () => {
@@ -266,6 +307,8 @@ interface MoeCase {
   activation: Activation;
   first: number;
   count: number;
+  /** Routed experts in MXFP4 (no shared expert). */
+  mxfp4?: boolean;
 }
 
 /** A block's weights on both backends: random, with x redrawn until the routing is decided by a clear margin. */
@@ -283,7 +326,7 @@ function moeBlock(c: MoeCase): { cpu: MoeWeights; gpu: MoeWeights; x: Pair } {
     const logits = cpu.toHost(cpu.linear(x.cpu, router.cpu, routerBias?.cpu ?? null, { float32: true }));
     margin = routingMargin(logits, params, biasValues);
   } while (margin < MIN_MARGIN);
-  const routed = expertWeights({ tokens: 1, experts, topK: c.topK, hidden, n: c.n, biased: c.biased, activation: c.activation, first: c.first, count: c.count });
+  const routed = expertWeights({ tokens: 1, experts, topK: c.topK, hidden, n: c.n, biased: c.biased, activation: c.activation, first: c.first, count: c.count, mxfp4: c.mxfp4 });
   const sharedGateUp = m > 0 ? randomPair([2 * m, hidden], 3 / Math.sqrt(hidden)) : null;
   const sharedDown = m > 0 ? randomPair([hidden, m], 1 / Math.sqrt(m)) : null;
   const sharedGate = c.sharedGate ? randomPair([1, hidden], 3 / Math.sqrt(hidden)) : null;
@@ -303,7 +346,7 @@ const PLAIN = { m: 0, sharedGate: false, selectionBias: false, routerBias: false
 
 // One token through the fused kernel: the benchmark models' shapes (narrowed where weights would
 // be large: the host makes every weight), then the options each family adds. Expert counts give
-// PER_LANE 1, 2 and 4 only, and five builds of the kernel in all.
+// PER_LANE 1, 2 and 4 only, and six builds of the kernel in all (one of them MXFP4).
 const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
   { ...PLAIN, what: 'Qwen3-30B-A3B rows (16 of its 128 experts)', experts: 16, topK: 8, hidden: 2048, n: 768, params: SOFTMAX(8, true) },
   { ...PLAIN, what: 'DeepSeek-V2-Lite-like, shared experts 2n wide', experts: 8, topK: 6, hidden: 1024, n: 1408, m: 2816, params: SOFTMAX(6, false) },
@@ -333,6 +376,19 @@ const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
   },
   { ...PLAIN, what: 'a shared expert narrower than n, gelu-tanh', experts: 16, topK: 2, hidden: 264, n: 256, m: 136, activation: ACTIVATIONS[1], params: SOFTMAX(2, true) },
   { ...PLAIN, what: 'thirteen lane groups per row (top-8 and a shared expert 5n wide)', experts: 128, topK: 8, hidden: 128, n: 32, m: 160, params: SOFTMAX(8, true) },
+  {
+    ...PLAIN,
+    what: 'gpt-oss in MXFP4: its hidden size 2880 (90 blocks), router bias, top-k softmax, biases, clamped SwiGLU',
+    experts: 8,
+    topK: 4,
+    hidden: 2880,
+    n: 1440,
+    routerBias: true,
+    biased: true,
+    activation: ACTIVATIONS[2],
+    params: { topK: 4, scoring: 'topk-softmax', groups: null, normalize: false, scale: 1 },
+    mxfp4: true,
+  },
 ];
 
 function checkMoe(c: MoeCase): void {
@@ -351,7 +407,7 @@ test('moe of one token in the fused decode kernel equals the CPU and the split p
 });
 
 test('moe of one token with an expert shard: slots held elsewhere add nothing', () => {
-  for (const c of [MOE_CASES[1], MOE_CASES[4]]) {
+  for (const c of [MOE_CASES[1], MOE_CASES[4], MOE_CASES[7]]) {
     const first = randInt(rng, 1, c.experts - 2);
     checkMoe({ ...c, what: `${c.what}, sharded`, first, count: randInt(rng, 1, c.experts - first) });
   }

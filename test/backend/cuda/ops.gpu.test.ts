@@ -81,8 +81,8 @@ test('embedding and gatherLogitsRows copy rows exactly', () => {
     const batch = buildBatch(specs, new BlockAssignment(rng, 64, specs.length), 16);
     batch.tokenIds = Int32Array.from({ length: batch.numTokens }, () => randInt(rng, 0, vocab - 1));
     const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-    const x = { cpu: cpu.embedding(table.cpu, steps[0], 1), gpu: gpu.embedding(table.gpu, steps[1], 1) };
-    const scaled = { cpu: cpu.embedding(table.cpu, steps[0], 1.5), gpu: gpu.embedding(table.gpu, steps[1], 1.5) };
+    const x = { cpu: cpu.embedding(table.cpu, steps[0], 1, 0), gpu: gpu.embedding(table.gpu, steps[1], 1, 0) };
+    const scaled = { cpu: cpu.embedding(table.cpu, steps[0], 1.5, 0), gpu: gpu.embedding(table.gpu, steps[1], 1.5, 0) };
     assertClose(`scaled embedding ${vocab}x${hidden}`, scaled);
     assert.deepEqual(gpu.toHost(x.gpu), cpu.toHost(x.cpu), `embedding ${vocab}x${hidden}`);
     const rows = { cpu: cpu.gatherLogitsRows(x.cpu, steps[0]), gpu: gpu.gatherLogitsRows(x.gpu, steps[1]) };
@@ -111,13 +111,13 @@ test('embedding reads tokens named by tokenSources from the latest sampling pass
   batch.tokenSources[batch.numTokens - 1] = 1;
   batch.tokenIds[0] = -1;
   batch.tokenIds[batch.numTokens - 1] = -1;
-  const embedded = { cpu: cpu.embedding(table.cpu, cpu.beginStep(batch), 1), gpu: gpu.embedding(table.gpu, gpu.beginStep(batch), 1) };
+  const embedded = { cpu: cpu.embedding(table.cpu, cpu.beginStep(batch), 1, 0), gpu: gpu.embedding(table.gpu, gpu.beginStep(batch), 1, 0) };
   const host = gpu.toHost(embedded.gpu);
   assert.deepEqual(host, cpu.toHost(embedded.cpu));
   const tableRow = (id: number) => [...cpu.toHost(table.cpu).subarray(id * hidden, (id + 1) * hidden)];
   assert.deepEqual([...host.subarray(0, hidden)], tableRow(winners[4]));
   batch.tokenSources[0] = 5;
-  assert.throws(() => gpu.embedding(table.gpu, gpu.beginStep(batch), 1), /token source 5 is outside the 5 draws of the last sampling pass/);
+  assert.throws(() => gpu.embedding(table.gpu, gpu.beginStep(batch), 1, 0), /token source 5 is outside the 5 draws of the last sampling pass/);
 });
 
 test('rmsNorm and addRmsNorm (output and in-place residual)', () => {
@@ -235,8 +235,8 @@ test('copyBlocks copies whole blocks of every layer, keys and values', () => {
   const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
   const table = randomWeight([70, 8 * 64]);
   for (let layer = 0; layer < spec.numLayers; layer++) {
-    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1), rope.cpu, caches.cpu, layer, steps[0], shape);
-    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1), rope.gpu, caches.gpu, layer, steps[1], shape);
+    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1, 0), rope.cpu, caches.cpu, layer, steps[0], shape);
+    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1, 0), rope.gpu, caches.gpu, layer, steps[1], shape);
   }
   const used = blocks.tables[0];
   const unused = Array.from({ length: spec.numBlocks }, (_, i) => i).filter((b) => !used.includes(b));
@@ -251,8 +251,8 @@ test('copyBlocks copies whole blocks of every layer, keys and values', () => {
   const blockBytes = width * 2;
   for (let layer = 0; layer < spec.numLayers; layer++) {
     for (const [pool, cpuPool] of [
-      [kvGpu.keys(layer), kvCpu.pools[layer][0]],
-      [kvGpu.values(layer), kvCpu.pools[layer][1]],
+      [kvGpu.keys(layer), kvCpu.pools[layer][0].codes as Float32Array],
+      [kvGpu.values(layer), kvCpu.pools[layer][1].codes as Float32Array],
     ] as const) {
       for (let i = 0; i < src.length; i++) {
         const copied = readBf16Block(pool + dst[i] * blockBytes, width);

@@ -3,7 +3,9 @@ import { after, test } from 'node:test';
 import type { Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
-import { QUANTIZED_GEMV_MAX_ROWS } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
+import { QUANTIZED_GEMV_MAX_ROWS, quantizedGemvSplits } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
+import { QUANTIZED_GEMM_MAX_ROWS, quantizedGemmSplits } from '../../../src/backend/cuda/kernels/quantized-gemm.ts';
+import { CudaQuantizedTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { quantizeRoundToNearest } from '../../../src/tensor/quantize-rtn.ts';
 import {
@@ -19,8 +21,9 @@ import {
 } from '../../../src/tensor/quantized-weight.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
-// The CUDA quantized linear (GEMV for decode rows, dequantize + cuBLAS beyond) against the CPU
-// backend's, which equals multiplying by the dequantized weight. bf16 outputs get 1e-2.
+// The CUDA quantized linear (GEMV for decode rows, the tensor-core GEMM for batches up to
+// QUANTIZED_GEMM_MAX_ROWS, dequantize + cuBLAS beyond) against the CPU backend's, which equals
+// multiplying by the dequantized weight. bf16 outputs get 1e-2.
 
 const rng = seededRng(testSeed('cuda quantized linear'));
 const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024 });
@@ -96,7 +99,48 @@ test('the quantized GEMV matches the CPU on decode batches: every format, group 
   }
 });
 
-test('prefill batches and shapes the GEMV does not take dequantize and match the CPU', () => {
+test('the GEMV with its columns split over the grid (few output rows, long rows) matches the CPU, and a partial last warp of rows too', () => {
+  for (const format of FORMATS) {
+    const chunk = format === 'int4' ? 32 : 16;
+    for (const [rows, cols] of [[6, 14336], [61, 8192], [130, 4096 + chunk]]) {
+      const c = { format, rows, cols, groupSize: pick(rng, [cols, 128]), asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const weight = randomWeight(c);
+      const splits = quantizedGemvSplits(gpu.loadQuantizedWeight(weight) as CudaQuantizedTensor, 132);
+      assert.ok(splits > 1, `[${rows}, ${cols}] ${format} is split (${splits})`);
+      for (const xRows of [1, 4, QUANTIZED_GEMV_MAX_ROWS]) check('split GEMV', weight, xRows, rng() < 0.5);
+    }
+  }
+});
+
+test('the tensor-core GEMM matches the CPU over random batches, shapes (ragged tiles, k tails), formats, groups, zeros and act-order', () => {
+  for (const format of FORMATS) {
+    const chunk = format === 'int4' ? 32 : 16;
+    for (let trial = 0; trial < 10; trial++) {
+      const cols = chunk * randInt(rng, 1, 160);
+      const groupSize = pick(rng, [cols, chunk, 4 * chunk, 128].filter((g) => g <= cols && (g % chunk === 0 || g === cols)));
+      const c = { format, rows: randInt(rng, 1, 400), cols, groupSize, asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const weight = randomWeight(c);
+      for (const xRows of [QUANTIZED_GEMV_MAX_ROWS + 1, randInt(rng, 17, 64), randInt(rng, 65, QUANTIZED_GEMM_MAX_ROWS), QUANTIZED_GEMM_MAX_ROWS]) {
+        check('GEMM', weight, xRows, rng() < 0.3);
+      }
+    }
+  }
+});
+
+test('the tensor-core GEMM with k split over the grid matches the CPU', () => {
+  for (const format of FORMATS) {
+    const [rows, cols] = [96, 8192];
+    assert.ok(quantizedGemmSplits(Math.ceil(rows / 64), cols / 64, 132, 40) > 1, 'the shape is split');
+    const weight = randomWeight({ format, rows, cols, groupSize: 128, asymmetric: format !== 'fp8-e4m3', actOrder: false });
+    for (const xRows of [9, 16, 40]) check('split GEMM', weight, xRows, true);
+  }
+});
+
+test('prefill batches past the GEMM, and shapes the quantized kernels do not take, dequantize and match the CPU', () => {
+  for (const format of FORMATS) {
+    const cols = 256;
+    check('dequantized', randomWeight({ format, rows: 200, cols, groupSize: 128, asymmetric: format !== 'fp8-e4m3', actOrder: true }), QUANTIZED_GEMM_MAX_ROWS + 7, true);
+  }
   for (const format of FORMATS) {
     for (let trial = 0; trial < 6; trial++) {
       const cols = randInt(rng, 1, 700);

@@ -7,11 +7,14 @@ import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synt
 import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { describeBatch, type SequenceChunk } from '../../../src/step/batch.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
-import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { kvCodeTolerance, pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // The ops speculative tree verification adds, against the CPU backend: the prefill attention
 // kernel's tree-mask variant (TREE=1) on batches mixing token trees, causal chunks and decodes;
-// copySlots (moving an accepted path's K/V into place, pairs in order); gatherRows.
+// copySlots (moving an accepted path's K/V into place, pairs in order); gatherRows. Tree attention
+// and copySlots run on bf16 and 8-bit caches (int8 slots move with their scales); 8-bit caches
+// are compared within kvCodeTolerance (a code may land one apart: the CPU quantizes float32 keys,
+// the GPU bf16 ones).
 
 const rng = seededRng(testSeed('cuda speculative ops'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -19,13 +22,14 @@ const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
+const DTYPES = ['auto', 'fp8_e4m3', 'int8'] as const;
 
 function randomTree(size: number): number[] {
   return Array.from({ length: size }, (_, i) => (i === 0 ? -1 : randInt(rng, Math.max(0, i - 5), i - 1)));
 }
 
-for (const headDim of [64, 128]) {
-  test(`tree-masked prefill attention matches the CPU, head dim ${headDim}`, () => {
+for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128].map((headDim) => [headDim, dtype] as const))) {
+  test(`tree-masked prefill attention matches the CPU, head dim ${headDim}, ${dtype} cache`, () => {
     for (let trial = 0; trial < 4; trial++) {
       const numKvHeads = randInt(rng, 1, 2);
       const attn: AttentionParams = plainAttention({
@@ -44,7 +48,7 @@ for (const headDim of [64, 128]) {
       const numBlocks = contexts.reduce((n, c, s) => n + Math.ceil((c + sizes[s]) / blockSize), 0) + 4;
       const free = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rng() - 0.5);
       const tables = contexts.map((c, s) => free.splice(0, Math.ceil((c + sizes[s]) / blockSize)));
-      const layout = attentionLayout({ numLayers: 1, numBlocks, blockSize, numKvHeads, headDim });
+      const layout = { ...attentionLayout({ numLayers: 1, numBlocks, blockSize, numKvHeads, headDim }), dtype };
       const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
       const longest = Math.max(...contexts.map((c, s) => c + sizes[s]));
       const table = buildRopeTable({ rotaryDim: headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest }, longest);
@@ -59,7 +63,7 @@ for (const headDim of [64, 128]) {
         gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], 0, steps[1], attn);
         if (!compare) return;
         const err = relativeError(gpu.toHost(gpu.attention(qkv[1], caches[1], 0, steps[1], attn)), cpu.toHost(cpu.attention(qkv[0], caches[0], 0, steps[0], attn)));
-        assert.ok(err < TOLERANCE, `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
+        assert.ok(err < (dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype)), `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
       };
       run(contexts.map((c, s) => ({ tokens: new Array<number>(c).fill(0), startPos: 0, blockTable: tables[s] })), false);
       run(
@@ -74,31 +78,35 @@ for (const headDim of [64, 128]) {
   });
 }
 
-test('copySlots moves slots in every layer, pairs in order, as the CPU does', () => {
-  const layout = attentionLayout({ numLayers: 3, numBlocks: 6, blockSize: 4, numKvHeads: 2, headDim: 64 });
-  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
-  // Fill both caches alike through a step over every slot.
-  const chunks: SequenceChunk[] = [{ tokens: new Array<number>(24).fill(0), startPos: 0, blockTable: [0, 1, 2, 3, 4, 5] }];
-  const batch = describeBatch(chunks, 4);
-  const attn = plainAttention({ numHeads: 2, numKvHeads: 2, headDim: 64, scale: 0.125, slidingWindow: null });
-  const table = buildRopeTable({ rotaryDim: 64, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: 24 }, 24);
-  const host = bf16Tensor([24, 6 * 64], randomBf16Values(rng, 24 * 6 * 64));
-  for (const [backend, cache] of [[cpu, caches[0]], [gpu, caches[1]]] as const) {
-    const step = backend.beginStep(batch);
-    const rope = backend.uploadRopeTable(table);
-    for (let layer = 0; layer < 3; layer++) backend.ropeAndCacheWrite(backend.loadWeight(host), rope, cache, layer, step, attn);
-    // A chain of moves where later pairs read what earlier ones wrote.
-    backend.copySlots(cache, Int32Array.from([9, 5, 17, 6]), Int32Array.from([5, 6, 7, 20]));
-  }
-  // Read both caches back through attention of one query per slot range.
-  const probe = describeBatch([{ tokens: [0], startPos: 23, blockTable: [0, 1, 2, 3, 4, 5] }], 4);
-  const q = bf16Tensor([1, 6 * 64], randomBf16Values(rng, 6 * 64));
-  for (let layer = 0; layer < 3; layer++) {
-    const outs = [cpu, gpu].map((backend, i) => backend.toHost(backend.attention(backend.loadWeight(q), caches[i], layer, backend.beginStep(probe), attn)));
-    const err = relativeError(outs[1], outs[0]);
-    assert.ok(err < TOLERANCE, `layer ${layer}: relative error ${err}`);
-  }
-});
+// Head dim 72 with one kv head: an 8-bit slot is 72 bytes and an int8 scale slot 4, not 16-byte multiples.
+for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72], ['int8', 1, 72], ['int8', 2, 64]] as const) {
+  test(`copySlots moves slots in every layer, pairs in order, as the CPU does: ${dtype} cache, ${numKvHeads} kv heads of ${headDim}`, () => {
+    const layout = { ...attentionLayout({ numLayers: 3, numBlocks: 6, blockSize: 4, numKvHeads, headDim }), dtype };
+    const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+    // Fill both caches alike through a step over every slot.
+    const chunks: SequenceChunk[] = [{ tokens: new Array<number>(24).fill(0), startPos: 0, blockTable: [0, 1, 2, 3, 4, 5] }];
+    const batch = describeBatch(chunks, 4);
+    const attn = plainAttention({ numHeads: 2, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: null });
+    const width = (2 + 2 * numKvHeads) * headDim;
+    const table = buildRopeTable({ rotaryDim: headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: 24 }, 24);
+    const host = bf16Tensor([24, width], randomBf16Values(rng, 24 * width));
+    for (const [backend, cache] of [[cpu, caches[0]], [gpu, caches[1]]] as const) {
+      const step = backend.beginStep(batch);
+      const rope = backend.uploadRopeTable(table);
+      for (let layer = 0; layer < 3; layer++) backend.ropeAndCacheWrite(backend.loadWeight(host), rope, cache, layer, step, attn);
+      // A chain of moves where later pairs read what earlier ones wrote.
+      backend.copySlots(cache, Int32Array.from([9, 5, 17, 6]), Int32Array.from([5, 6, 7, 20]));
+    }
+    // Read both caches back through attention of one query per slot range.
+    const probe = describeBatch([{ tokens: [0], startPos: 23, blockTable: [0, 1, 2, 3, 4, 5] }], 4);
+    const q = bf16Tensor([1, width], randomBf16Values(rng, width));
+    for (let layer = 0; layer < 3; layer++) {
+      const outs = [cpu, gpu].map((backend, i) => backend.toHost(backend.attention(backend.loadWeight(q), caches[i], layer, backend.beginStep(probe), attn)));
+      const err = relativeError(outs[1], outs[0]);
+      assert.ok(err < (dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype)), `layer ${layer}: relative error ${err}`);
+    }
+  });
+}
 
 test('gatherRows picks rows in any order, repeats included', () => {
   const values = randomBf16Values(rng, 10 * 24);

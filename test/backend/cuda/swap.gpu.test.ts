@@ -30,8 +30,8 @@ function writeKv(caches: { cpu: KvCache; gpu: KvCache }, rope: { cpu: Tensor; gp
   const values = randomBf16Values(rng, tokens * width, 1);
   const table = { cpu: cpu.loadWeight(bf16Tensor([tokens, width], values)), gpu: gpu.loadWeight(bf16Tensor([tokens, width], values)) };
   for (let layer = 0; layer < SPEC.numLayers; layer++) {
-    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1), rope.cpu, caches.cpu, layer, steps[0], ATTN);
-    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1), rope.gpu, caches.gpu, layer, steps[1], ATTN);
+    cpu.ropeAndCacheWrite(cpu.embedding(table.cpu, steps[0], 1, 0), rope.cpu, caches.cpu, layer, steps[0], ATTN);
+    gpu.ropeAndCacheWrite(gpu.embedding(table.gpu, steps[1], 1, 0), rope.gpu, caches.gpu, layer, steps[1], ATTN);
   }
 }
 
@@ -48,7 +48,7 @@ function blockContents(caches: { cpu: KvCache; gpu: KvCache }, block: number): {
   const out = { gpu: [] as Float32Array[], cpu: [] as Float32Array[] };
   for (let layer = 0; layer < SPEC.numLayers; layer++) {
     out.gpu.push(readBf16Block(kvGpu.keys(layer) + block * WIDTH * 2), readBf16Block(kvGpu.values(layer) + block * WIDTH * 2));
-    out.cpu.push(kvCpu.pools[layer][0].slice(block * WIDTH, (block + 1) * WIDTH), kvCpu.pools[layer][1].slice(block * WIDTH, (block + 1) * WIDTH));
+    out.cpu.push(kvCpu.pools[layer][0].codes.slice(block * WIDTH, (block + 1) * WIDTH) as Float32Array, kvCpu.pools[layer][1].codes.slice(block * WIDTH, (block + 1) * WIDTH) as Float32Array);
   }
   return out;
 }

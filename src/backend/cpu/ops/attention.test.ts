@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { pagedAttention, type CpuAttentionParams } from './attention.ts';
 import { describeBatch } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { float32Pool } from './kv-codes.ts';
 
 const random = new TestRandom(testSeed('attention'));
 
@@ -79,7 +80,7 @@ function runCase(c: Case): void {
   const batch = describeBatch(chunks, blockSize);
   const qkv = random.floats(batch.numTokens * rowWidth, c.scoreScale ?? 1);
   const out = new Float32Array(batch.numTokens * numHeads * headDim).fill(NaN);
-  pagedAttention(qkv, pools, blockSize, batch, shape, out);
+  pagedAttention(qkv, { keys: float32Pool(pools.keys, numKvHeads, headDim), values: float32Pool(pools.values, numKvHeads, headDim), kScale: 1, vScale: 1 }, blockSize, batch, shape, out);
 
   const label = JSON.stringify(c);
   for (let s = 0; s < c.seqs.length; s++) {

@@ -1,5 +1,6 @@
 import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { loadSlot } from './kv-codes.ts';
 import { checkRotaryRow, rotateHead, type LayerKvPools, type RopeTables } from './rope-cache-write.ts';
 
 /** AttentionParams with the sink logits and StreamingLLM's rotary table as host values. */
@@ -14,11 +15,15 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * positions), where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
  * at offset j % blockSize. With a tree mask (BatchDescription.treeMask), keys are counted by cache
  * index: a tree token at cache index c sees the window's keys up to c less the chunk tokens its
- * row hides (the window measured from its position; trees are shallower than any window). Query head h reads kv head floor(h / (numHeads / numKvHeads)). out is
+ * row hides (the window measured from its position; trees are shallower than any window). Query
+ * head h reads kv head floor(h / (numHeads / numKvHeads)). out is
  * [numTokens, numHeads * headDim]. Scores are soft-capped (cap · tanh(score / cap)) when a cap is
  * given, and a head's sink logit, if any, joins the softmax's denominator (as an extra key whose
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
  * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
+ *
+ * An 8-bit cache is read as the values its codes stand for (kv-codes.ts `loadSlot`): each
+ * sequence's visible slots are dequantized to float32 once per call, into rows by cache index.
  *
  * Scores, softmax and the weighted sum of values are in float64 with the max subtracted before
  * exponentiating; each output is rounded to float32 once.
@@ -44,7 +49,12 @@ export function pagedAttention(
   // StreamingLLM's rotated queries of one token: every head at its row, then at its sink row.
   const windowQueries = streaming === null ? qkv : new Float32Array(numHeads * headDim);
   const sinkQueries = new Float32Array(span.sinks > 0 ? numHeads * headDim : 0);
-  const { keys, values } = pools;
+  const quantized = pools.keys.dtype !== 'auto';
+  // Float32 rows the scores read: the pools themselves (indexed by slot), or for an 8-bit cache
+  // the sequence's dequantized rows (indexed by cache index: the position, except for tree tokens).
+  const keys = quantized ? new Float32Array(longest * kvWidth) : (pools.keys.codes as Float32Array);
+  const values = quantized ? new Float32Array(longest * kvWidth) : (pools.values.codes as Float32Array);
+  const slotOf = (tableAt: number, pos: number) => batch.blockTables[tableAt + Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
 
   const { treeMask, treeMaskWords } = batch;
   if (treeMask !== null && streaming !== null) throw new Error('pagedAttention: StreamingLLM does not take a tree mask');
@@ -52,6 +62,7 @@ export function pagedAttention(
     const tableAt = s * batch.maxBlocksPerSeq;
     const chunkStart = batch.queryStartLoc[s];
     const chunkCacheIndex = batch.seqLens[s] - (batch.queryStartLoc[s + 1] - chunkStart);
+    if (quantized) dequantizeVisible(pools, batch, s, span, (index) => slotOf(tableAt, index), keys, values, kvWidth);
     for (let t = chunkStart; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       // Where the token's own K/V sit: its position, unless it is a tree token deeper than the root.
@@ -62,10 +73,10 @@ export function pagedAttention(
       const first = span.window === null ? 0 : Math.max(0, position - span.window + 1);
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
-      // Slot offsets of the visible keys, shared by all heads of this token: the sinks, then the
+      // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the
       // window up to the token itself, less the chunk tokens its tree row hides.
       let count = 0;
-      const keyRow = (index: number) => (batch.blockTables[tableAt + Math.floor(index / blockSize)] * blockSize + (index % blockSize)) * kvWidth;
+      const keyRow = (index: number) => (quantized ? index : slotOf(tableAt, index)) * kvWidth;
       for (let index = 0; index < numSinks; index++) keyRowAt[count++] = keyRow(index);
       for (let index = first; index <= cacheIndex; index++) {
         const j = index - chunkCacheIndex;
@@ -101,6 +112,31 @@ export function pagedAttention(
         sumValues(values, keyRowAt, kvHeadAt, count, headDim, weights, sum, out, (t * numHeads + h) * headDim);
       }
     }
+  }
+}
+
+// Dequantizes the keys and values sequence s's tokens see (its sinks and every cache index from the
+// earliest window start up to its last token's) into rows indexed by cache index.
+function dequantizeVisible(
+  pools: LayerKvPools,
+  batch: BatchDescription,
+  s: number,
+  span: { window: number | null; sinks: number },
+  slotOf: (index: number) => number,
+  keys: Float32Array,
+  values: Float32Array,
+  kvWidth: number,
+): void {
+  let lo = Infinity;
+  for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+    lo = Math.min(lo, span.window === null ? 0 : Math.max(0, batch.positions[t] - span.window + 1));
+  }
+  if (lo === Infinity) return;
+  for (let index = 0; index < batch.seqLens[s]; index++) {
+    if (index < lo && index >= span.sinks) continue;
+    const slot = slotOf(index);
+    loadSlot(pools.keys, slot, pools.kScale, keys, index * kvWidth);
+    loadSlot(pools.values, slot, pools.vScale, values, index * kvWidth);
   }
 }
 

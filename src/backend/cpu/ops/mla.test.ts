@@ -6,6 +6,7 @@ import { describeBatch } from '../../../step/batch.ts';
 import { KeelError } from '../../../errors.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { float32Pool } from './kv-codes.ts';
 
 const random = new TestRandom(testSeed('mla ops'));
 
@@ -69,7 +70,7 @@ test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rop
     const slots = Int32Array.from(random.shuffled(Array.from({ length: numSlots }, (_, i) => i)).slice(0, numTokens));
     const pool = new Float32Array(numSlots * rowWidth);
     const [q0, kv0] = [q.slice(), kv.slice()];
-    mlaRopeAndCacheWrite(q, kv, positions, slots, weight, eps, rope, pool, mla);
+    mlaRopeAndCacheWrite(q, kv, positions, slots, weight, eps, rope, float32Pool(pool, 1, rowWidth), mla);
 
     for (let t = 0; t < numTokens; t++) {
       const tableRow = (table: Float32Array) => table.subarray(positions[t] * (ropeDim / 2), (positions[t] + 1) * (ropeDim / 2));
@@ -95,7 +96,7 @@ test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rop
 test('mlaRopeAndCacheWrite rejects rotary rows past the table and slots outside the pool', () => {
   const mla: MlaParams = { numHeads: 1, latentDim: 4, ropeDim: 2, nopeDim: 2, scale: 1 };
   const call = (row: number, slot: number) =>
-    mlaRopeAndCacheWrite(new Float32Array(4), new Float32Array(6), Int32Array.of(row), Int32Array.of(slot), new Float32Array(4).fill(1), 1e-6, plainRopeTable(2, 10000, 8), new Float32Array(12), mla);
+    mlaRopeAndCacheWrite(new Float32Array(4), new Float32Array(6), Int32Array.of(row), Int32Array.of(slot), new Float32Array(4).fill(1), 1e-6, plainRopeTable(2, 10000, 8), float32Pool(new Float32Array(12), 1, 6), mla);
   assert.throws(() => call(8, 0), (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow' && /rotary row 8/.test(e.message));
   assert.throws(() => call(0, 2), /slot 2/);
 });
@@ -150,7 +151,7 @@ test('mlaAttention matches the definition over paged rows: decodes, whole prompt
     const qLatent = random.floats(batch.numTokens * numHeads * latentDim, 2);
     const q = random.floats(batch.numTokens * numHeads * headWidth, 2);
     const out = new Float32Array(batch.numTokens * numHeads * latentDim).fill(NaN);
-    mlaAttention(qLatent, q, pool, blockSize, batch, mla, out);
+    mlaAttention(qLatent, q, float32Pool(pool, 1, rowWidth), blockSize, batch, mla, out);
     for (let s = 0; s < seqs.length; s++) {
       for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
         for (let h = 0; h < numHeads; h++) {

@@ -1,6 +1,7 @@
 import type { MlaParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { loadSlot, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import type { RopeTables } from './rope-cache-write.ts';
 
 /**
@@ -35,7 +36,8 @@ export function headwiseLinear(
  * For each token t: RMS-normalize the latent kv[t, 0 .. latentDim) by `normWeight` (sum of squares
  * in float64), rotate kv[t, latentDim ..] and the trailing ropeDim of each of q's heads by the
  * rotary table's row rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), all in place, then copy kv's row to
- * pool row slotMapping[t] ([slots, latentDim + ropeDim]).
+ * pool row slotMapping[t] ([slots, latentDim + ropeDim], in the cache's dtype: an fp8 row with
+ * scale 1, an int8 row with one scale for the row).
  */
 export function mlaRopeAndCacheWrite(
   q: Float32Array,
@@ -45,13 +47,13 @@ export function mlaRopeAndCacheWrite(
   normWeight: Float32Array,
   eps: number,
   rope: RopeTables,
-  pool: Float32Array,
+  pool: CpuKvPool,
   mla: MlaParams,
 ): void {
   const { numHeads, latentDim, ropeDim, nopeDim } = mla;
   const rowWidth = latentDim + ropeDim;
   const headWidth = nopeDim + ropeDim;
-  const numSlots = pool.length / rowWidth;
+  const numSlots = pool.codes.length / rowWidth;
   if (rope.rotaryDim !== ropeDim) throw new Error(`mlaRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
   const half = ropeDim / 2;
   for (let t = 0; t < rotaryRows.length; t++) {
@@ -69,7 +71,7 @@ export function mlaRopeAndCacheWrite(
     const tableAt = row * half;
     rotate(kv, rowAt + latentDim, rope, tableAt, half);
     for (let h = 0; h < numHeads; h++) rotate(q, (t * numHeads + h) * headWidth + nopeDim, rope, tableAt, half);
-    pool.set(kv.subarray(rowAt, rowAt + rowWidth), slot * rowWidth);
+    storeSlot(pool, slot, kv, rowAt, 1);
   }
 }
 
@@ -89,12 +91,14 @@ function rotate(x: Float32Array, at: number, rope: RopeTables, tableAt: number, 
  * ([numBlocks * blockSize, latentDim + ropeDim]). Head h of token t (position p, sequence s)
  * scores the rows of positions 0 .. p of sequence s as scale · (qLatent[t, h] · latent_j +
  * q[t, h, nopeDim ..] · rope_j) and returns Σ_j softmax_j · latent_j in out [numTokens, numHeads *
- * latentDim]. Scores, softmax and sums are float64; each output is rounded to float32 once.
+ * latentDim]. An 8-bit pool is read as the values its codes stand for (each sequence's rows
+ * dequantized once per call). Scores, softmax and sums are float64; each output is rounded to
+ * float32 once.
  */
 export function mlaAttention(
   qLatent: Float32Array,
   q: Float32Array,
-  pool: Float32Array,
+  kvPool: CpuKvPool,
   blockSize: number,
   batch: BatchDescription,
   mla: MlaParams,
@@ -108,8 +112,17 @@ export function mlaAttention(
   const rowAt = new Int32Array(longest);
   const weights = new Float64Array(longest);
   const sums = new Float64Array(latentDim);
+  const quantized = kvPool.dtype !== 'auto';
+  // The rows scores read: the float32 pool (by slot), or an 8-bit pool's rows dequantized (by position).
+  const pool = quantized ? new Float32Array(longest * rowWidth) : (kvPool.codes as Float32Array);
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
+    const slotOf = (j: number) => batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+    if (quantized) {
+      let visible = 0;
+      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) visible = Math.max(visible, Math.min(batch.positions[t] + 1, batch.seqLens[s]));
+      for (let j = 0; j < visible; j++) loadSlot(kvPool, slotOf(j), 1, pool, j * rowWidth);
+    }
     for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       if (position >= batch.seqLens[s]) {
@@ -117,7 +130,7 @@ export function mlaAttention(
       }
       const count = position + 1;
       for (let j = 0; j < count; j++) {
-        rowAt[j] = (batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowWidth;
+        rowAt[j] = (quantized ? j : slotOf(j)) * rowWidth;
       }
       for (let h = 0; h < numHeads; h++) {
         const latentAt = (t * numHeads + h) * latentDim;

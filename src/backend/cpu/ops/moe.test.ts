@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import type { Activation } from '../../backend.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { gatedValue } from './activation.ts';
+import { dequantizeMxfp4, gatherMxfp4Rows, quantizeMxfp4 } from '../../../tensor/mxfp4.ts';
 import { addGatedRows, expertMlpRows, routeTokens, type CpuExperts, type CpuRoutingParams } from './moe.ts';
 
 const random = new TestRandom(testSeed('cpu moe'));
@@ -123,7 +124,10 @@ test('random routings satisfy the definition for every scoring, bias, grouping a
   }
 });
 
-function randomExperts(numExperts: number, hidden: number, n: number, biased: boolean): CpuExperts {
+/** CpuExperts with float32 matrices. */
+type DenseExperts = CpuExperts & { gateUp: Float32Array; down: Float32Array };
+
+function randomExperts(numExperts: number, hidden: number, n: number, biased: boolean): DenseExperts {
   return {
     first: 0,
     count: numExperts,
@@ -137,7 +141,7 @@ function randomExperts(numExperts: number, hidden: number, n: number, biased: bo
 }
 
 /** The expert MLP by its definition, one token and one chosen expert at a time, in float64. */
-function naiveExpertMlp(x: Float32Array, numTokens: number, experts: Int32Array, weights: Float32Array, topK: number, w: CpuExperts, activation: Activation): Float64Array {
+function naiveExpertMlp(x: Float32Array, numTokens: number, experts: Int32Array, weights: Float32Array, topK: number, w: DenseExperts, activation: Activation): Float64Array {
   const { n, hidden } = w;
   const out = new Float64Array(numTokens * hidden);
   for (let t = 0; t < numTokens; t++) {
@@ -189,7 +193,7 @@ test('experts sharded over devices: each shard adds only its own experts, and th
   const x = random.floats(numTokens * hidden, 2);
   const whole = new Float32Array(numTokens * hidden);
   expertMlpRows(x, numTokens, routes, topK, experts, { kind: 'silu' }, whole);
-  const shard = (first: number, count: number): CpuExperts => ({
+  const shard = (first: number, count: number): DenseExperts => ({
     first,
     count,
     n,
@@ -216,3 +220,25 @@ test('addGatedRows adds σ(gate) times each row, or the rows as they are without
   addGatedRows(target, Float32Array.of(1, 1, 1, 1), null, 2, 2);
   assertWeights([...target], [7, 13, 26.5, 35]);
 });
+
+test('MXFP4 experts multiply exactly as their dequantized weights do, sharded or not', () => {
+  const [numExperts, topK, numTokens, hidden, n] = [6, 2, 7, 64, 32];
+  const dense = randomExperts(numExperts, hidden, n, true);
+  const gateUp = quantizeMxfp4(dense.gateUp, [numExperts, 2 * n, hidden]);
+  const down = quantizeMxfp4(dense.down, [numExperts, hidden, n]);
+  const routes = routeTokens(random.floats(numTokens * numExperts, 2), numTokens, numExperts, { ...PLAIN, topK });
+  const x = random.floats(numTokens * hidden, 2);
+  for (const [first, count] of [[0, numExperts], [2, 3]]) {
+    const packed = { ...dense, first, count, gateUp: gatherMxfp4Rows(gateUp, range(first, count), range(0, 2 * n)), down: gatherMxfp4Rows(down, range(first, count), range(0, hidden)) };
+    const decoded = { ...packed, gateUp: dequantizeMxfp4(packed.gateUp), down: dequantizeMxfp4(packed.down), gateUpBias: dense.gateUpBias!.slice(first * 2 * n, (first + count) * 2 * n), downBias: dense.downBias!.slice(first * hidden, (first + count) * hidden) };
+    const [actual, expected] = [new Float32Array(numTokens * hidden), new Float32Array(numTokens * hidden)];
+    expertMlpRows(x, numTokens, routes, topK, { ...packed, gateUpBias: decoded.gateUpBias, downBias: decoded.downBias }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, actual);
+    expertMlpRows(x, numTokens, routes, topK, decoded, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, expected);
+    assert.deepEqual(actual, expected, `experts ${first}..${first + count - 1}`);
+    assert.ok(expected.some((v) => v !== 0));
+  }
+});
+
+function range(start: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => start + i);
+}

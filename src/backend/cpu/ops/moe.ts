@@ -1,4 +1,5 @@
 import type { Activation, ExpertRouting, RoutingParams } from '../../backend.ts';
+import { decodeMxfp4, type Mxfp4Weight } from '../../../tensor/mxfp4.ts';
 import { gatedActivation } from './activation.ts';
 import { matmulTransposed } from './matmul.ts';
 
@@ -98,7 +99,7 @@ function softmaxInPlace(v: number[]): void {
   for (let i = 0; i < v.length; i++) v[i] /= sum;
 }
 
-/** ExpertWeights as float32 host arrays. */
+/** ExpertWeights as float32 host arrays, the matrices possibly packed in MXFP4. */
 export interface CpuExperts {
   first: number;
   count: number;
@@ -106,8 +107,8 @@ export interface CpuExperts {
   n: number;
   hidden: number;
   /** [count, 2n, hidden], [count, hidden, n], [count, 2n] or null, [count, hidden] or null. */
-  gateUp: Float32Array;
-  down: Float32Array;
+  gateUp: Float32Array | Mxfp4Weight;
+  down: Float32Array | Mxfp4Weight;
   gateUpBias: Float32Array | null;
   downBias: Float32Array | null;
 }
@@ -116,7 +117,8 @@ export interface CpuExperts {
  * out [numTokens, hidden] = Σ over each token's experts held here of weight · down(act(gateUp(x))).
  * transformers' order, so float32 sums round alike: experts in increasing id, each expert's
  * gate/up product and activation, its down product, the product scaled by the routing weight and
- * rounded, then added to the token's float32 sum.
+ * rounded, then added to the token's float32 sum. An MXFP4 expert is decoded (exactly) before
+ * its products, so it multiplies as its dequantized weights do.
  */
 export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenRoutes, topK: number, experts: CpuExperts, activation: Activation, out: Float32Array): void {
   const { n, hidden } = experts;
@@ -142,8 +144,11 @@ export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenR
   }
 }
 
-function slice(values: Float32Array, index: number, size: number): Float32Array {
-  return values.subarray(index * size, (index + 1) * size);
+function slice(values: Float32Array | Mxfp4Weight, index: number, size: number): Float32Array {
+  if (values instanceof Float32Array) return values.subarray(index * size, (index + 1) * size);
+  const out = new Float32Array(size);
+  decodeMxfp4(values, index * size, size, out);
+  return out;
 }
 
 /** target [rows, cols] += σ(gate[r]) · x (or x when gate is null), the product rounded first as in float32 torch. */

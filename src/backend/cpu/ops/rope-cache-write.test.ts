@@ -4,6 +4,7 @@ import { ropeAndCacheWrite } from './rope-cache-write.ts';
 import { KeelError } from '../../../errors.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { float32Pool } from './kv-codes.ts';
 
 const random = new TestRandom(testSeed('rope-cache-write'));
 
@@ -41,7 +42,7 @@ for (const headDim of [2, 8, 64, 96, 128]) {
       const positions = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
       const slotMapping = Int32Array.from(random.shuffled(Array.from({ length: numSlots }, (_, i) => i)).slice(0, numTokens));
       const pools = { keys: new Float32Array(numSlots * kvWidth), values: new Float32Array(numSlots * kvWidth) };
-      ropeAndCacheWrite(qkv, positions, slotMapping, rope, pools, shape);
+      ropeAndCacheWrite(qkv, positions, slotMapping, rope, floatPools(pools, shape), shape);
 
       for (let t = 0; t < numTokens; t++) {
         const cos = rope.cos.subarray(positions[t] * half, (positions[t] + 1) * half);
@@ -73,7 +74,7 @@ test('position 0 leaves heads unrotated', () => {
   const qkv = random.floats(12);
   const original = qkv.slice();
   const pools = { keys: new Float32Array(4), values: new Float32Array(4) };
-  ropeAndCacheWrite(qkv, Int32Array.of(0), Int32Array.of(0), plainRopeTable(4, 10000, 8), pools, shape);
+  ropeAndCacheWrite(qkv, Int32Array.of(0), Int32Array.of(0), plainRopeTable(4, 10000, 8), floatPools(pools, shape), shape);
   assert.deepEqual(qkv, original);
 });
 
@@ -81,7 +82,7 @@ test('a rotary row beyond the table is a context_overflow error', () => {
   const shape = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null };
   const pools = { keys: new Float32Array(4), values: new Float32Array(4) };
   assert.throws(
-    () => ropeAndCacheWrite(new Float32Array(12), Int32Array.of(8), Int32Array.of(0), plainRopeTable(4, 10000, 8), pools, shape),
+    () => ropeAndCacheWrite(new Float32Array(12), Int32Array.of(8), Int32Array.of(0), plainRopeTable(4, 10000, 8), floatPools(pools, shape), shape),
     (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow' && /rotary row 8/.test(e.message),
   );
 });
@@ -95,7 +96,7 @@ test('a partial rotary table rotates each head\'s leading dims by its row and pa
   const original = qkv.slice();
   const pools = { keys: new Float32Array(4 * headDim), values: new Float32Array(4 * headDim) };
   const rows = Int32Array.of(5, 29);
-  ropeAndCacheWrite(qkv, rows, Int32Array.of(3, 1), rope, pools, shape);
+  ropeAndCacheWrite(qkv, rows, Int32Array.of(3, 1), rope, floatPools(pools, shape), shape);
   const half = rotaryDim / 2;
   for (let t = 0; t < 2; t++) {
     const cos = rope.cos.subarray(rows[t] * half, (rows[t] + 1) * half);
@@ -113,5 +114,9 @@ test('a partial rotary table rotates each head\'s leading dims by its row and pa
 test('a slot outside the pool throws instead of writing out of bounds', () => {
   const shape = { numHeads: 1, numKvHeads: 1, headDim: 4, scale: 1, slidingWindow: null };
   const pools = { keys: new Float32Array(8), values: new Float32Array(8) };
-  assert.throws(() => ropeAndCacheWrite(new Float32Array(12), Int32Array.of(0), Int32Array.of(2), plainRopeTable(4, 10000, 8), pools, shape), /slot 2/);
+  assert.throws(() => ropeAndCacheWrite(new Float32Array(12), Int32Array.of(0), Int32Array.of(2), plainRopeTable(4, 10000, 8), floatPools(pools, shape), shape), /slot 2/);
 });
+
+function floatPools(pools: { keys: Float32Array; values: Float32Array }, shape: { numKvHeads: number; headDim: number }) {
+  return { keys: float32Pool(pools.keys, shape.numKvHeads, shape.headDim), values: float32Pool(pools.values, shape.numKvHeads, shape.headDim), kScale: 1, vScale: 1 };
+}

@@ -1,5 +1,6 @@
 import type { AttentionParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
+import { storeSlot, type CpuKvPool } from './kv-codes.ts';
 
 /** Rotary tables [maxPositions rows, rotaryDim / 2], HF rotate_half layout over a head's leading rotaryDim dimensions. */
 export interface RopeTables {
@@ -9,10 +10,15 @@ export interface RopeTables {
   sin: Float32Array;
 }
 
-/** One layer's paged pools, [numBlocks, blockSize, numKvHeads, headDim] each. */
+/**
+ * One layer's paged pools, [numBlocks, blockSize, numKvHeads, headDim] each, in the cache's dtype,
+ * and the per-tensor scales an fp8 cache divides keys and values by (1 otherwise).
+ */
 export interface LayerKvPools {
-  keys: Float32Array;
-  values: Float32Array;
+  keys: CpuKvPool;
+  values: CpuKvPool;
+  kScale: number;
+  vScale: number;
 }
 
 /**
@@ -46,7 +52,7 @@ export function checkRotaryRow(row: number, rope: RopeTables): void {
  * its query heads (unless `keysOnly`: StreamingLLM rotates queries at attention) and key heads in
  * place by table row `rotaryRows[t]` (`rotateHead`), then copy its (rotated) key heads and value
  * heads to KV slot `slotMapping[t]` (slot = block * blockSize + offset, so a slot's heads start at
- * slot * numKvHeads * headDim).
+ * slot * numKvHeads * headDim), quantized to the cache's dtype (kv-codes.ts).
  */
 export function ropeAndCacheWrite(
   qkv: Float32Array,
@@ -60,7 +66,7 @@ export function ropeAndCacheWrite(
   const { numHeads, numKvHeads, headDim } = shape;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
-  const numSlots = pools.keys.length / kvWidth;
+  const numSlots = pools.keys.codes.length / kvWidth;
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
     checkRotaryRow(row, rope);
@@ -72,10 +78,7 @@ export function ropeAndCacheWrite(
     if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`ropeAndCacheWrite: slot ${slot} is outside [0, ${numSlots})`);
     const keyAt = rowAt + numHeads * headDim;
     const valueAt = keyAt + kvWidth;
-    const slotAt = slot * kvWidth;
-    for (let i = 0; i < kvWidth; i++) {
-      pools.keys[slotAt + i] = qkv[keyAt + i];
-      pools.values[slotAt + i] = qkv[valueAt + i];
-    }
+    storeSlot(pools.keys, slot, qkv, keyAt, pools.kScale);
+    storeSlot(pools.values, slot, qkv, valueAt, pools.vScale);
   }
 }

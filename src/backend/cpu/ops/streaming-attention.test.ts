@@ -5,6 +5,7 @@ import { rotateHead } from './rope-cache-write.ts';
 import { describeBatch } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { float32Pool } from './kv-codes.ts';
 
 const random = new TestRandom(testSeed('streaming-attention'));
 const THETA = 10000;
@@ -102,7 +103,7 @@ function runCase(c: Case): void {
   const batch = describeBatch(chunks, blockSize);
   const qkv = random.floats(batch.numTokens * rowWidth);
   const out = new Float32Array(batch.numTokens * numHeads * headDim).fill(NaN);
-  pagedAttention(qkv, pools, blockSize, batch, params, out);
+  pagedAttention(qkv, { keys: float32Pool(pools.keys, numKvHeads, headDim), values: float32Pool(pools.values, numKvHeads, headDim), kScale: 1, vScale: 1 }, blockSize, batch, params, out);
 
   const label = JSON.stringify(c);
   c.seqs.forEach((_, s) => {

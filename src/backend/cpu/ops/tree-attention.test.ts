@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pagedAttention, type CpuAttentionParams } from './attention.ts';
+import { createKvPool, poolArrays, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import type { LayerKvPools } from './rope-cache-write.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { describeBatch, type SequenceChunk } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
@@ -19,6 +22,22 @@ interface TreeCase {
   slidingWindow: number | null;
   /** Per sequence: cached tokens before the chunk, and the chunk's tree parents (null: a causal chunk of `causalLen`). */
   seqs: { context: number; parents: number[] | null; causalLen?: number }[];
+  /** The cache's dtype; absent: auto (float32). */
+  dtype?: KvCacheDtype;
+}
+
+/** A layer's key and value pools of `slots` slots in `dtype` (fp8 with per-tensor scales other than 1). */
+function emptyPools(dtype: KvCacheDtype, slots: number, numKvHeads: number, headDim: number): LayerKvPools {
+  return { keys: createKvPool(dtype, slots, numKvHeads, headDim), values: createKvPool(dtype, slots, numKvHeads, headDim), kScale: 0.5, vScale: 2 };
+}
+
+/** Copies slot `from` of `src` to slot `to` of `dst` as stored (an int8 pool's scales too). */
+function copySlot(src: CpuKvPool, from: number, dst: CpuKvPool, to: number): void {
+  const dstArrays = poolArrays(dst);
+  poolArrays(src).forEach((array, a) => {
+    const width = src.heads * (a === 0 ? src.width : 1);
+    dstArrays[a].set(array.subarray(from * width, (from + 1) * width), to * width);
+  });
 }
 
 /**
@@ -34,7 +53,12 @@ function runTreeCase(c: TreeCase): void {
   const lengths = c.seqs.map((s) => s.context + (s.parents?.length ?? s.causalLen!));
   const numBlocks = lengths.reduce((n, len) => n + Math.ceil(len / blockSize), 0) + 2;
   const freeBlocks = random.shuffled(Array.from({ length: numBlocks }, (_, i) => i));
-  const pools = { keys: random.floats(numBlocks * blockSize * kvWidth), values: random.floats(numBlocks * blockSize * kvWidth) };
+  const dtype = c.dtype ?? 'auto';
+  const pools = emptyPools(dtype, numBlocks * blockSize, numKvHeads, headDim);
+  for (let slot = 0; slot < numBlocks * blockSize; slot++) {
+    storeSlot(pools.keys, slot, random.floats(kvWidth), 0, pools.kScale);
+    storeSlot(pools.values, slot, random.floats(kvWidth), 0, pools.vScale);
+  }
   const chunks: SequenceChunk[] = c.seqs.map((s, i) => {
     const len = lengths[i];
     const chunk: SequenceChunk = { tokens: new Array<number>(len - s.context).fill(0), startPos: s.context, blockTable: freeBlocks.splice(0, Math.ceil(len / blockSize)) };
@@ -58,11 +82,10 @@ function runTreeCase(c: TreeCase): void {
       const linear = [...Array.from({ length: s.context }, (_, j) => j), ...path];
       assert.equal(batch.positions[t], linear.length - 1, `token ${t}'s position is its depth after the context`);
       const linearBlocks = Math.ceil(linear.length / blockSize);
-      const linearPools = { keys: new Float32Array(linearBlocks * blockSize * kvWidth), values: new Float32Array(linearBlocks * blockSize * kvWidth) };
+      const linearPools = emptyPools(dtype, linearBlocks * blockSize, numKvHeads, headDim);
       linear.forEach((index, j) => {
-        const from = slotOf(chunk, index) * kvWidth;
-        linearPools.keys.set(pools.keys.subarray(from, from + kvWidth), j * kvWidth);
-        linearPools.values.set(pools.values.subarray(from, from + kvWidth), j * kvWidth);
+        copySlot(pools.keys, slotOf(chunk, index), linearPools.keys, j);
+        copySlot(pools.values, slotOf(chunk, index), linearPools.values, j);
       });
       const single = describeBatch([{ tokens: [0], startPos: linear.length - 1, blockTable: Array.from({ length: linearBlocks }, (_, b) => b) }], blockSize);
       const expected = new Float32Array(numHeads * headDim);
@@ -91,6 +114,16 @@ test('a tree token attends to the context, its ancestors and itself, at position
       slidingWindow: random.pick([null, 48, 64]),
       seqs,
     });
+  }
+});
+
+test("with an 8-bit cache, a tree token reads the dequantized keys and values at its path's cache indices", () => {
+  for (const dtype of ['fp8_e4m3', 'int8'] as const) {
+    for (let i = 0; i < 8; i++) {
+      const numKvHeads = random.pick([1, 2]);
+      const seqs = Array.from({ length: random.int(1, 3) }, () => ({ context: random.int(0, 30), parents: randomTree(random.int(1, 24)) }));
+      runTreeCase({ headDim: 8, numHeads: 2 * numKvHeads, numKvHeads, blockSize: random.pick([4, 16]), slidingWindow: random.pick([null, 40]), seqs, dtype });
+    }
   }
 });
 

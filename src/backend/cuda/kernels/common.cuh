@@ -152,3 +152,66 @@ __device__ __forceinline__ float rotated_query_element(const bf16* head, int d, 
   const float c = cos_table[at], s = sin_table[at];
   return bf16_to_f32(f32_to_bf16(d < half ? x1 * c - x2 * s : x2 * c + x1 * s));
 }
+
+// 8-bit KV caches (step/kv-cache-layout.ts; backend/cpu/ops/kv-codes.ts is the CPU twin). Kernels
+// that read or write the cache are compiled with KV_DTYPE: 0 bf16, 1 fp8 e4m3 (one scale per pool),
+// 2 int8 (a float32 scale per (slot, head)).
+
+// The e4m3 code nearest x (ties to even), saturating at ±448; NaN gives 0x7f. Bit arithmetic on
+// the float32, so it runs on every architecture (the cvt to e4m3 needs sm_89) and equals the
+// CPU's floatToFp8E4m3 code for code.
+__device__ __forceinline__ unsigned int f32_to_e4m3(float x) {
+  const unsigned int bits = __float_as_uint(x);
+  const unsigned int sign = (bits >> 24) & 0x80u;
+  const float a = fabsf(x);
+  if (a != a) return 0x7fu;
+  if (a >= 448.f) return sign | 0x7eu;
+  // Below 2^-6 the codes are subnormal steps of 2^-9; 8 steps is the smallest normal code.
+  if (a < 0.015625f) return sign | (unsigned int)__float2int_rn(a * 512.f);
+  // Round the 23-bit mantissa to 3 bits, to even; a carry moves into the exponent.
+  const unsigned int magnitude = bits & 0x7fffffffu;
+  const unsigned int rounded = magnitude + 0x7ffffu + ((magnitude >> 20) & 1u);
+  const unsigned int code = ((((rounded >> 23) - 127u + 7u)) << 3) | ((rounded >> 20) & 7u);
+  return sign | min(code, 0x7eu);
+}
+
+// An e4m3 code's value / 2^8, exactly: its bits moved into a half's (normal and subnormal alike).
+__device__ __forceinline__ float e4m3_over_256(unsigned int b) {
+  return f16_to_f32((unsigned short)(((b & 0x7fu) << 7) | ((b & 0x80u) << 8)));
+}
+
+// Eight 8-bit codes (one 8-byte access) as bf16 values code · scale, packed for shared memory.
+// The product is the float32 the CPU keeps (fp8: (v / 2^8) · (2^8 · scale) rounds once, as v · scale).
+template <int KV>
+__device__ __forceinline__ uint4 dequantize8(const uint2 codes, float scale) {
+  float f[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const unsigned int b = ((i < 4 ? codes.x : codes.y) >> (8 * (i & 3))) & 0xffu;
+    f[i] = KV == 1 ? e4m3_over_256(b) * (scale * 256.f) : (float)(signed char)b * scale;
+  }
+  return pack8(f);
+}
+
+// stage_kv_tile for an 8-bit cache (KV 1 or 2): the codes of kv head `kvh` are read and written to
+// the shared tiles dequantized to bf16, so the attention math after staging is the bf16 path's.
+// Loads go through registers, not cp.async; one (empty) commit group keeps the callers' group counts.
+template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
+__device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const unsigned char* k_pool, const unsigned char* v_pool,
+                                                    const float* k_scales, const float* v_scales, float k_scale, float v_scale,
+                                                    const int* block_table, int k0, int end, int block_size, int num_kv_heads,
+                                                    int kvh, int row_stride) {
+  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+    const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    uint4 k = make_uint4(0, 0, 0, 0), v = k;
+    if (k0 + r < end) {
+      const long long head = kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh;
+      const long long at = head * (CHUNKS * 8) + ch * 8;
+      k = dequantize8<KV>(*reinterpret_cast<const uint2*>(k_pool + at), KV == 2 ? k_scales[head] : k_scale);
+      v = dequantize8<KV>(*reinterpret_cast<const uint2*>(v_pool + at), KV == 2 ? v_scales[head] : v_scale);
+    }
+    *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = k;
+    *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = v;
+  }
+  cp_async_commit();
+}

@@ -22,7 +22,7 @@ export function launchCopyBlocks(
 
 /**
  * Copies slot src[i] to dst[i], pairs in order, in each of `numPools` consecutive pools of
- * `poolBytes` starting at `pools` whose slots are `slotBytes` (a multiple of 16) wide.
+ * `poolBytes` starting at `pools` whose slots are `slotBytes` (a multiple of 4) wide.
  */
 export function launchCopySlots(
   device: CudaDevice,
@@ -36,6 +36,6 @@ export function launchCopySlots(
 ): void {
   if (numPairs === 0) return;
   const kernel = device.kernel('copy-blocks.cu', 'copy_slots_kernel', 'pppili');
-  const slotChunks = slotBytes / 16;
-  device.launch(kernel, [Math.ceil(slotChunks / 256), numPools], [256], 0, [pools, src, dst, numPairs, poolBytes / 16, slotChunks]);
+  const slotWords = slotBytes / 4;
+  device.launch(kernel, [Math.ceil(slotWords / 256), numPools], [256], 0, [pools, src, dst, numPairs, poolBytes / 4, slotWords]);
 }

@@ -13,19 +13,22 @@
 // its position inside the cache (min(row, sink_row_cap)).
 #include "common.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2
 
-#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1>"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8>"
 #endif
 
 // NVRTC compiles device code only: helpers used in constant expressions need an execution space.
@@ -63,12 +66,13 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
-    const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
+    const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
     const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
     int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap) {
+    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, float k_scale, float v_scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -133,7 +137,11 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   // and s_q are free again.
   auto run_keys = [&](int from, int to) {
     auto load_tile = [&](int stage, int k0) {
-      stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#if KV_DTYPE == 0
+      stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#else
+      stage_kv_codes_tile<KV_DTYPE, TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, k_scales, v_scales, k_scale, v_scale, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#endif
     };
     const int num_tiles = (to - from + TK - 1) / TK;
     load_tile(0, from);

@@ -1,7 +1,7 @@
 import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { attentionOptionDefines, kernelWindow, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 
@@ -41,9 +41,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
     partMl = partAcc + accBytes;
   }
-  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a.shape) };
+  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a) };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiii', defines);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippff', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -66,6 +66,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     partitionSize,
     numPartitions,
     ...streamingKernelArgs(a),
+    ...kvCodeKernelArgs(a),
   ]);
   if (numPartitions > 1) {
     const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);

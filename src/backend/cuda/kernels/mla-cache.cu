@@ -1,7 +1,15 @@
 // MLA's cache write (layers/mla-attention.ts): the shared key row's latent is RMS-normalized and
 // its rotary part rotated, the queries' rotary parts rotated, and the row written to the paged pool,
-// in one kernel.
+// in one kernel. With an 8-bit cache (KV_DTYPE 1 or 2) the row is only normalized and rotated in
+// place here, and kv_quantize_write_kernel then writes it to the pool (`pool` is unread).
 #include "common.cuh"
+
+// nvcc-check: -DKV_DTYPE=0
+// nvcc-check: -DKV_DTYPE=1
+
+#ifndef KV_DTYPE
+#error "compile with -DKV_DTYPE=<0 bf16 | 1 fp8 | 2 int8>"
+#endif
 
 // One block per token (blockDim a multiple of 32). kv [numTokens, latent + rope]: the latent is
 // RMS-normalized by norm_w and the rotary part rotated (rotate_half pairs i, i + rope / 2), in
@@ -37,7 +45,7 @@ extern "C" __global__ void mla_rope_cache_write_kernel(bf16* __restrict__ q, bf1
     for (int i = 0; i < 8; i++) v[i] = v[i] * inv * gain[i];
     const uint4 packed = pack8(v);
     row[c] = packed;
-    reinterpret_cast<uint4*>(slot_row)[c] = packed;
+    if (KV_DTYPE == 0) reinterpret_cast<uint4*>(slot_row)[c] = packed;
   }
   const int half = rope / 2;
   const long long table_at = (long long)rotary_rows[t] * half;
@@ -50,7 +58,7 @@ extern "C" __global__ void mla_rope_cache_write_kernel(bf16* __restrict__ q, bf1
     const bf16 r1 = f32_to_bf16(x1 * c - x2 * s), r2 = f32_to_bf16(x2 * c + x1 * s);
     x[j] = r1;
     x[j + half] = r2;
-    if (h == num_heads) {
+    if (KV_DTYPE == 0 && h == num_heads) {
       slot_row[latent + j] = r1;
       slot_row[latent + j + half] = r2;
     }

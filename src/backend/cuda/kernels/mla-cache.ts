@@ -1,5 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import { kvDtypeDefine, launchKvQuantizeWrite } from './kv-quantize.ts';
 
 export interface MlaCacheWriteArgs {
   /** [numTokens, numHeads * (nopeDim + ropeDim)] bf16, rotated in place. */
@@ -13,8 +15,11 @@ export interface MlaCacheWriteArgs {
   /** [numTokens] each token's row of the rotary tables (its position unless the model maps it). */
   rotaryRows: DevicePtr;
   slotMapping: DevicePtr;
-  /** The layer's pool of rows [slots, latentDim + ropeDim]. */
+  /** The layer's pool of rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
   pool: DevicePtr;
+  dtype: KvCacheDtype;
+  /** int8: the pool's float32 scale per row; 0 otherwise. */
+  rowScales: DevicePtr;
   numTokens: number;
   numHeads: number;
   nopeDim: number;
@@ -28,10 +33,13 @@ function threadsFor(a: MlaCacheWriteArgs): number {
   return Math.min(256, Math.ceil(work / 32) * 32);
 }
 
-/** Normalizes and rotates the step's cached rows, rotates the queries' rotary parts, writes the rows to their slots. */
+/**
+ * Normalizes and rotates the step's cached rows, rotates the queries' rotary parts, writes the
+ * rows to their slots (an 8-bit cache's by kv_quantize_write_kernel after it).
+ */
 export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('mla-cache.cu', 'mla_rope_cache_write_kernel', 'ppppppppiiiiif');
+  const kernel = device.kernel('mla-cache.cu', 'mla_rope_cache_write_kernel', 'ppppppppiiiiif', { KV_DTYPE: kvDtypeDefine(a.dtype) });
   device.launch(kernel, [a.numTokens], [threadsFor(a)], 0, [
     a.q,
     a.kv,
@@ -48,4 +56,7 @@ export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): v
     a.ropeDim,
     a.eps,
   ]);
+  if (a.dtype === 'auto') return;
+  const width = a.latentDim + a.ropeDim;
+  launchKvQuantizeWrite(device, { src: a.kv, srcStride: width, slotMapping: a.slotMapping, pool: a.pool, scales: a.rowScales, numTokens: a.numTokens, heads: 1, width, tensorScale: 1, dtype: a.dtype });
 }

@@ -15,15 +15,17 @@
 #include "common.cuh"
 #include "mma.cuh"
 
-// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=1 -DSTAGES=2
-// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=4 -DSTAGES=2
-// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=4 -DSTAGES=1
-// nvcc-check: -DLATENT=32 -DROPE=8 -DMT=1 -DSTAGES=2
-// nvcc-check: -DLATENT=64 -DROPE=16 -DMT=2 -DSTAGES=2
-// nvcc-check: -DLATENT=256 -DROPE=32 -DMT=3 -DSTAGES=2
+// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=1 -DSTAGES=2 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=4 -DSTAGES=2 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=4 -DSTAGES=1 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=32 -DROPE=8 -DMT=1 -DSTAGES=2 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=64 -DROPE=16 -DMT=2 -DSTAGES=2 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=256 -DROPE=32 -DMT=3 -DSTAGES=2 -DKV_DTYPE=0
+// nvcc-check: -DLATENT=512 -DROPE=64 -DMT=4 -DSTAGES=2 -DKV_DTYPE=1
+// nvcc-check: -DLATENT=64 -DROPE=16 -DMT=2 -DSTAGES=1 -DKV_DTYPE=2
 
-#if !defined(LATENT) || !defined(ROPE) || !defined(MT) || !defined(STAGES)
-#error "compile with -DLATENT=<latent dim> -DROPE=<rope dim> -DMT=<16-row query tiles per CTA> -DSTAGES=<1 or 2>"
+#if !defined(LATENT) || !defined(ROPE) || !defined(MT) || !defined(STAGES) || !defined(KV_DTYPE)
+#error "compile with -DLATENT=<latent dim> -DROPE=<rope dim> -DMT=<16-row query tiles per CTA> -DSTAGES=<1 or 2> -DKV_DTYPE=<0 bf16|1 fp8|2 int8>"
 #endif
 
 namespace {
@@ -69,11 +71,11 @@ using RowsP = SmemRows<BN / 8>;    // probabilities [BM x BN]
 // part_ml [..., 2] when split (decode items only: one token each).
 extern "C" __global__ void __launch_bounds__(NT) mla_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
-    const bf16* __restrict__ q_latent, const bf16* __restrict__ q, const bf16* __restrict__ pool,
+    const bf16* __restrict__ q_latent, const bf16* __restrict__ q, const unsigned char* __restrict__ pool,
     const int* __restrict__ items, int item_stride, int tokens_per_item, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int q_width, int nope, float scale_log2,
-    int partition_size, int num_partitions) {
+    int partition_size, int num_partitions, const float* __restrict__ row_scales, float row_scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);                 // [BM] rows
   bf16* s_kv = s_q + BM * RowsKV::STRIDE * 8;                // [STAGES][BN] rows
@@ -123,8 +125,18 @@ extern "C" __global__ void __launch_bounds__(NT) mla_attention_kernel(
     for (int i = tid; i < BN * DCH; i += NT) {
       const int r = i / DCH, c = i - r * DCH;
       const bool valid = k0 + r < k_stop;
+#if KV_DTYPE == 0
       const long long src = valid ? kv_slot(table, k0 + r, block_size) * D + c * 8 : 0;
-      cp_async16(dst + RowsKV::at(r, c), pool + src, valid ? 16 : 0);
+      cp_async16(dst + RowsKV::at(r, c), reinterpret_cast<const bf16*>(pool) + src, valid ? 16 : 0);
+#else
+      // An 8-bit row is dequantized to bf16 on its way in (through registers: cp.async cannot convert).
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (valid) {
+        const long long slot = kv_slot(table, k0 + r, block_size);
+        v = dequantize8<KV_DTYPE>(*reinterpret_cast<const uint2*>(pool + slot * D + c * 8), KV_DTYPE == 2 ? row_scales[slot] : row_scale);
+      }
+      *reinterpret_cast<uint4*>(dst + RowsKV::at(r, c)) = v;
+#endif
     }
     cp_async_commit();
   };

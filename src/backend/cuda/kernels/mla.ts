@@ -2,6 +2,8 @@ import type { MlaParams } from '../../backend.ts';
 import { chooseMlaPartitions, PREFILL_TILE_ROWS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import { kvDtypeDefine } from './kv-quantize.ts';
 
 /** Warps of mla_attention_kernel for a latent width: its warps_for(). */
 export function mlaWarps(latentDim: number): number {
@@ -36,8 +38,11 @@ export interface MlaAttentionArgs {
   qLatent: DevicePtr;
   /** [numTokens, numHeads * (nopeDim + ropeDim)] bf16, rotary parts already rotated. */
   q: DevicePtr;
-  /** The layer's pool of rows [slots, latentDim + ropeDim]. */
+  /** The layer's pool of rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
   pool: DevicePtr;
+  dtype: KvCacheDtype;
+  /** int8: the pool's float32 scale per row; 0 otherwise. */
+  rowScales: DevicePtr;
   queryStartLoc: DevicePtr;
   positions: DevicePtr;
   seqLens: DevicePtr;
@@ -75,14 +80,14 @@ function fitTiles(device: CudaDevice, mla: MlaParams, most: number): { rowTiles:
 export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = a.mla;
   const threads = 32 * mlaWarps(latentDim);
-  const defines = (fit: { rowTiles: number; stages: number }) => ({ LATENT: latentDim, ROPE: ropeDim, MT: fit.rowTiles, STAGES: fit.stages });
+  const defines = (fit: { rowTiles: number; stages: number }) => ({ LATENT: latentDim, ROPE: ropeDim, MT: fit.rowTiles, STAGES: fit.stages, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const shared = (fit: { rowTiles: number; stages: number }) => mlaSharedBytes(latentDim, ropeDim, fit.rowTiles, fit.stages);
   const tail = [a.queryStartLoc, a.positions, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E];
 
   if (a.numDecode > 0) {
     // A decode's rows are its heads: as few 16-row tiles as hold them, at most four per CTA.
     const fit = fitTiles(device, a.mla, Math.min(4, Math.ceil(numHeads / 16)));
-    const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifii', defines(fit));
+    const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifiipf', defines(fit));
     const headBlocks = Math.ceil(numHeads / (16 * fit.rowTiles));
     const { numPartitions, partitionSize } = chooseMlaPartitions(a.numDecode * headBlocks, a.maxDecodeSeqLen, mlaTileKeys(latentDim), device.info.multiprocessorCount);
     let partAcc = 0;
@@ -93,7 +98,7 @@ export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): voi
       partMl = partAcc + rows * latentDim * 4;
     }
     device.launch(kernel, [headBlocks, a.numDecode, numPartitions], [threads], shared(fit), [
-      a.out, partAcc, partMl, a.qLatent, a.q, a.pool, a.decodeSeqs, 1, 1, ...tail, partitionSize, numPartitions,
+      a.out, partAcc, partMl, a.qLatent, a.q, a.pool, a.decodeSeqs, 1, 1, ...tail, partitionSize, numPartitions, a.rowScales, 1,
     ]);
     if (numPartitions > 1) {
       const reduce = device.kernel('mla.cu', 'mla_reduce_kernel', 'pppppii', defines(fit));
@@ -103,11 +108,11 @@ export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): voi
 
   if (a.numPrefillTiles > 0) {
     const fit = fitTiles(device, a.mla, 4);
-    const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifii', defines(fit));
+    const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifiipf', defines(fit));
     const rowBlocks = Math.ceil((PREFILL_TILE_ROWS * numHeads) / (16 * fit.rowTiles));
     // Unsplit: one partition spanning any context.
     device.launch(kernel, [rowBlocks, a.numPrefillTiles, 1], [threads], shared(fit), [
-      a.out, 0, 0, a.qLatent, a.q, a.pool, a.prefillTiles, 2, PREFILL_TILE_ROWS, ...tail, 2 ** 30, 1,
+      a.out, 0, 0, a.qLatent, a.q, a.pool, a.prefillTiles, 2, PREFILL_TILE_ROWS, ...tail, 2 ** 30, 1, a.rowScales, 1,
     ]);
   }
 }

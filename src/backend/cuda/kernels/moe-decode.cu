@@ -18,18 +18,27 @@
 // Rounding follows the split path: products to bf16 before the activation, h to bf16, each
 // expert's down product to bf16, the weighted sum in f32 rounded once, the shared expert's down
 // product rounded, then added with fmaf and rounded. Only the f32 summation order differs.
+//
+// MXFP4=1 (gpt-oss): the routed experts' gate/up and down rows are MXFP4 (mxfp4.cuh), a 16-byte
+// chunk one block of 32 values with its scale code in gate_up_scales / down_scales, as in
+// moe-gemv.cu; the router stays bf16, and there is no shared expert (m = 0).
 #include "common.cuh"
 #include "gated-activation.cuh"
 #include "moe-route.cuh"
+#include "mxfp4.cuh"
 
 // nvcc-check: -DPER_LANE=4 -DACT=0
 // nvcc-check: -DPER_LANE=2 -DACT=1
 // nvcc-check: -DPER_LANE=1 -DACT=2
+// nvcc-check: -DPER_LANE=1 -DACT=2 -DMXFP4=1
 
 #ifndef ACT
 #error "compile with -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu> (gated-activation.cuh)"
 #endif
 
+#ifndef MXFP4
+#define MXFP4 0
+#endif
 #define WARPS 8
 #define THREADS (32 * WARPS)
 // 16-byte weight loads in flight per lane and matrix.
@@ -45,6 +54,32 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
 }
 
 __device__ __forceinline__ float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// A 16-byte chunk of weights as floats: 8 bf16, or (FP4) 32 MXFP4 values times 2^-14.
+template <bool FP4>
+__device__ __forceinline__ void decode_chunk(const uint4 v, float* w) {
+  if (FP4) mxfp4_decode32(v, w);
+  else unpack8(v, w);
+}
+
+// Σ over a chunk of w · x, x the VALS / 8 16-byte chunks of bf16 values at xc.
+template <int VALS>
+__device__ __forceinline__ float dot_chunk(const float* w, const uint4* xc) {
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < VALS / 8; j++) {
+    float xf[8];
+    unpack8(xc[j], xf);
+    s += dot8(w + 8 * j, xf);
+  }
+  return s;
+}
+
+// acc + sum, times chunk c's scale (2^14 undoing the decoding's 2^-14) for MXFP4.
+template <bool FP4>
+__device__ __forceinline__ float add_chunk(float acc, float sum, const unsigned char* scales, int c) {
+  return FP4 ? fmaf(sum, mxfp4_scale_2p14(scales[c]), acc) : acc + sum;
+}
 
 __device__ __forceinline__ uint4 load_cg_v4(const uint4* p) {
   uint4 v;
@@ -76,32 +111,34 @@ __device__ __forceinline__ void grid_barrier(unsigned int* arrived, unsigned int
   __syncthreads();
 }
 
-// The warp's sums of one or two weight rows (k8 16-byte chunks each) times x (shared memory),
+// The warp's sums of one or two weight rows (chunks 16-byte chunks each) times x (shared memory),
 // returned on every lane. MATS = 2: a gate row and an up row, loads of both in flight together.
-template <int MATS>
-__device__ __forceinline__ void rows_dot_x(const uint4* w0, const uint4* w1, const uint4* xs, int k8, float& a0, float& a1) {
+// FP4: the rows are MXFP4 (a chunk 32 values, its scale code at s0[c] / s1[c]); else bf16 (8 values).
+template <int MATS, bool FP4>
+__device__ __forceinline__ void rows_dot_x(const uint4* w0, const uint4* w1, const unsigned char* s0, const unsigned char* s1, const uint4* xs, int chunks,
+                                           float& a0, float& a1) {
+  constexpr int VALS = FP4 ? 32 : 8;
   const int lane = threadIdx.x & 31;
   a0 = 0.f;
   a1 = 0.f;
-  for (int base = 0; base < k8; base += 32 * UNROLL) {
+  for (int base = 0; base < chunks; base += 32 * UNROLL) {
     uint4 v0[UNROLL], v1[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      v0[u] = c < k8 ? load_streaming(w0 + c) : make_uint4(0u, 0u, 0u, 0u);
-      if (MATS == 2) v1[u] = c < k8 ? load_streaming(w1 + c) : make_uint4(0u, 0u, 0u, 0u);
+      v0[u] = c < chunks ? load_streaming(w0 + c) : make_uint4(0u, 0u, 0u, 0u);
+      if (MATS == 2) v1[u] = c < chunks ? load_streaming(w1 + c) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      if (c < k8) {
-        float xf[8], wf[8];
-        unpack8(xs[c], xf);
-        unpack8(v0[u], wf);
-        a0 += dot8(wf, xf);
+      if (c < chunks) {
+        float wf[VALS];
+        decode_chunk<FP4>(v0[u], wf);
+        a0 = add_chunk<FP4>(a0, dot_chunk<VALS>(wf, xs + c * (VALS / 8)), s0, c);
         if (MATS == 2) {
-          unpack8(v1[u], wf);
-          a1 += dot8(wf, xf);
+          decode_chunk<FP4>(v1[u], wf);
+          a1 = add_chunk<FP4>(a1, dot_chunk<VALS>(wf, xs + c * (VALS / 8)), s1, c);
         }
       }
     }
@@ -110,24 +147,28 @@ __device__ __forceinline__ void rows_dot_x(const uint4* w0, const uint4* w1, con
   if (MATS == 2) a1 = warp_sum(a1);
 }
 
-// One segment of an output row's down products: `len` chunks of a weight row and of h.
+// One segment of an output row's down products: `len` 16-byte chunks of a weight row (MXFP4 for
+// routed slots of an MXFP4 build: their scale codes at s) and the h values they multiply.
 struct Segment {
   const uint4* w;
-  int h_offset;  // in chunks, into the staged h
+  const unsigned char* s;
+  int h_offset;  // in 16-byte chunks, into the staged h
   int len;       // 0: nothing here (a slot held by another device, or past the last segment)
 };
 
 // Segment g of output row i. Segments 0 .. top_k - 1 are the routed slots (expert ids in shared
-// memory); the rest are the shared expert's row split in pieces of n8 chunks.
-__device__ __forceinline__ Segment row_segment(int g, int i, const int* ids, const uint4* down, const uint4* shared_down, int first,
-                                               int count, int top_k, int segments, int hidden, int n8, int m8) {
-  Segment seg = {nullptr, 0, 0};
+// memory; rows of nc chunks); the rest are the shared expert's row split in pieces of n8 chunks.
+__device__ __forceinline__ Segment row_segment(int g, int i, const int* ids, const uint4* down, const unsigned char* down_scales,
+                                               const uint4* shared_down, int first, int count, int top_k, int segments, int hidden, int n8,
+                                               int nc, int m8) {
+  Segment seg = {nullptr, nullptr, 0, 0};
   if (g < top_k) {
     const int e = ids[g] - first;
-    if (e >= 0 && e < count) seg = {down + ((long long)e * hidden + i) * n8, g * n8, n8};
+    const long long row = (long long)e * hidden + i;
+    if (e >= 0 && e < count) seg = {down + row * nc, MXFP4 ? down_scales + row * nc : nullptr, g * n8, nc};
   } else if (g < segments) {
     const int q = g - top_k;
-    seg = {shared_down + (long long)i * m8 + q * n8, top_k * n8 + q * n8, min(n8, m8 - q * n8)};
+    seg = {shared_down + (long long)i * m8 + q * n8, nullptr, top_k * n8 + q * n8, min(n8, m8 - q * n8)};
   }
   return seg;
 }
@@ -139,11 +180,13 @@ __device__ __forceinline__ Segment row_segment(int g, int i, const int* ids, con
 // [2m, hidden] and shared_down [hidden, m], or null with m = 0; shared_gate [hidden] or null.
 // Scratch: logits f32 [E + 1] (the last: the shared gate's value), h bf16 [top_k · n + m].
 // sync: two counters, zero before the launch and left zero after it. hidden, n, m multiples of 8;
-// top_k plus the shared expert's pieces at most MAX_SEGMENTS.
+// top_k plus the shared expert's pieces at most MAX_SEGMENTS. MXFP4: gate_up and down are the
+// blocks, their scale codes gate_up_scales [count, 2n, hidden / 32] and down_scales [count, hidden,
+// n / 32] (else null); hidden and n multiples of 32, m = 0.
 extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     bf16* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ router, const bf16* __restrict__ router_bias,
     const void* __restrict__ selection_bias, const uint4* __restrict__ gate_up, const uint4* __restrict__ down,
-    const bf16* __restrict__ gate_up_bias, const bf16* __restrict__ down_bias, const uint4* __restrict__ shared_gate_up,
+    const unsigned char* __restrict__ gate_up_scales, const unsigned char* __restrict__ down_scales, const bf16* __restrict__ gate_up_bias, const bf16* __restrict__ down_bias, const uint4* __restrict__ shared_gate_up,
     const uint4* __restrict__ shared_down, const uint4* __restrict__ shared_gate, float* logits, bf16* h, unsigned int* sync, int hidden,
     int n, int m, int num_experts, int top_k, int first, int count, int scoring, int bias_kind, int group_score, int num_groups,
     int topk_groups, int normalize, float scale, float alpha, float limit) {
@@ -151,6 +194,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
   __shared__ int ids[MAX_SEGMENTS];
   __shared__ float weights[MAX_SEGMENTS];
   const int hidden8 = hidden / 8, n8 = n / 8, m8 = m / 8;
+  // 16-byte chunks of a routed expert's gate/up row and down row.
+  constexpr int ROUTED_VALS = MXFP4 ? 32 : 8;
+  const int kc = hidden / ROUTED_VALS, nc = n / ROUTED_VALS;
   uint4* xs = smem;
   uint4* hs = smem + hidden8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -163,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
   for (int item = gw; item < gate_item; item += num_warps) {
     float a, unused;
     const bool is_gate = item == num_experts;
-    rows_dot_x<1>(is_gate ? shared_gate : router + (long long)item * hidden8, nullptr, xs, hidden8, a, unused);
+    rows_dot_x<1, false>(is_gate ? shared_gate : router + (long long)item * hidden8, nullptr, nullptr, nullptr, xs, hidden8, a, unused);
     if (lane == 0) logits[item] = is_gate ? round_bf16(a) : a + (router_bias == nullptr ? 0.f : bf16_to_f32(router_bias[item]));
   }
   grid_barrier(sync, gridDim.x);
@@ -178,7 +224,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     for (int j = blockIdx.x * (WARPS - 1) + warp - 1; j < m; j += helpers) {
       float g, u;
       const uint4* wg = shared_gate_up + (long long)j * hidden8;
-      rows_dot_x<2>(wg, wg + (long long)m * hidden8, xs, hidden8, g, u);
+      rows_dot_x<2, false>(wg, wg + (long long)m * hidden8, nullptr, nullptr, xs, hidden8, g, u);
       if (lane == 0) h[top_k * n + j] = f32_to_bf16(gated_activation(round_bf16(g), round_bf16(u), alpha, limit));
     }
   }
@@ -188,8 +234,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     const int e = ids[s] - first;
     if (e < 0 || e >= count) continue;
     float g, u;
-    const uint4* wg = gate_up + ((long long)e * 2 * n + j) * hidden8;
-    rows_dot_x<2>(wg, wg + (long long)n * hidden8, xs, hidden8, g, u);
+    const long long gate_row = (long long)e * 2 * n + j, up_row = gate_row + n;
+    const unsigned char* sg = MXFP4 ? gate_up_scales + gate_row * kc : nullptr;
+    const unsigned char* su = MXFP4 ? gate_up_scales + up_row * kc : nullptr;
+    rows_dot_x<2, MXFP4 != 0>(gate_up + gate_row * kc, gate_up + up_row * kc, sg, su, xs, kc, g, u);
     if (lane == 0) {
       const float bg = gate_up_bias == nullptr ? 0.f : bf16_to_f32(gate_up_bias[(long long)e * 2 * n + j]);
       const float bu = gate_up_bias == nullptr ? 0.f : bf16_to_f32(gate_up_bias[(long long)e * 2 * n + n + j]);
@@ -203,7 +251,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
   while (lanes_per_segment * segments > 32) lanes_per_segment >>= 1;
   const int g = lane / lanes_per_segment, r = lane % lanes_per_segment;
   for (int i = gw; i < hidden; i += num_warps) {
-    const Segment seg = row_segment(g, i, ids, down, shared_down, first, count, top_k, segments, hidden, n8, m8);
+    const Segment seg = row_segment(g, i, ids, down, down_scales, shared_down, first, count, top_k, segments, hidden, n8, nc, m8);
     for (int c = r * 8; c < seg.len; c += lanes_per_segment * 8) prefetch_l2(seg.w + c);
     if (r == 0 && seg.len > 0) prefetch_l2(seg.w + seg.len - 1);
   }
@@ -216,7 +264,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
   const float shared_scale = shared_gate == nullptr ? 1.f : 1.f / (1.f + __expf(-load_cg(logits + num_experts)));
   __syncthreads();
   for (int i = gw; i < hidden; i += num_warps) {
-    const Segment seg = row_segment(g, i, ids, down, shared_down, first, count, top_k, segments, hidden, n8, m8);
+    const Segment seg = row_segment(g, i, ids, down, down_scales, shared_down, first, count, top_k, segments, hidden, n8, nc, m8);
     const uint4* hseg = hs + seg.h_offset;
     float partial = 0.f;
     for (int base = r; base < seg.len; base += lanes_per_segment * UNROLL) {
@@ -230,10 +278,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
       for (int u = 0; u < UNROLL; u++) {
         const int c = base + u * lanes_per_segment;
         if (c < seg.len) {
-          float wf[8], hf[8];
-          unpack8(v[u], wf);
-          unpack8(hseg[c], hf);
-          partial += dot8(wf, hf);
+          // Shared-expert segments are bf16; routed ones are MXFP4 in an MXFP4 build (which has no shared expert).
+          float wf[ROUTED_VALS];
+          decode_chunk<MXFP4 != 0>(v[u], wf);
+          partial = add_chunk<MXFP4 != 0>(partial, dot_chunk<ROUTED_VALS>(wf, hseg + c * (ROUTED_VALS / 8)), seg.s, c);
         }
       }
     }

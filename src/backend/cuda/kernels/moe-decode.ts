@@ -24,6 +24,8 @@ export interface MoeDecodeShape {
   numExperts: number;
   topK: number;
   activation: Activation;
+  /** The routed experts are MXFP4 (then m = 0, and hidden and n are multiples of 32). */
+  mxfp4: boolean;
 }
 
 export interface MoeDecodeArgs extends MoeDecodeShape {
@@ -40,9 +42,11 @@ export interface MoeDecodeArgs extends MoeDecodeShape {
   routing: Omit<RoutingParams, 'selectionBias'>;
   first: number;
   count: number;
-  /** [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. */
+  /** [count, 2n, hidden], [count, hidden, n] (MXFP4: the blocks, with their scale codes; else scales 0); biases [count, 2n] and [count, hidden], or 0. */
   gateUp: DevicePtr;
   down: DevicePtr;
+  gateUpScales: DevicePtr;
+  downScales: DevicePtr;
   gateUpBias: DevicePtr;
   downBias: DevicePtr;
   /** [2m, hidden], [hidden, m] and the gate [1, hidden], or 0. */
@@ -57,7 +61,7 @@ export interface MoeDecodeArgs extends MoeDecodeShape {
 
 function decodeKernel(device: CudaDevice, s: MoeDecodeShape): Kernel {
   const { ACT } = activationDefines(s.activation);
-  return device.kernel('moe-decode.cu', 'moe_decode_kernel', 'pppppppppppppppiiiiiiiiiiiiifff', { PER_LANE: expertsPerLane(s.numExperts), ACT });
+  return device.kernel('moe-decode.cu', 'moe_decode_kernel', 'pppppppppppppppppiiiiiiiiiiiiifff', { PER_LANE: expertsPerLane(s.numExperts), ACT, MXFP4: s.mxfp4 ? 1 : 0 });
 }
 
 function sharedBytes(s: MoeDecodeShape): number {
@@ -89,6 +93,8 @@ export function launchMoeDecode(device: CudaDevice, a: MoeDecodeArgs, blocks: nu
     a.selectionBias,
     a.gateUp,
     a.down,
+    a.gateUpScales,
+    a.downScales,
     a.gateUpBias,
     a.downBias,
     a.sharedGateUp,

@@ -12,9 +12,15 @@ const COMBINE_THREADS = 128;
 /** CUDA's limit on a grid's y dimension, where the GEMMs put their tiles. */
 const MAX_GRID_Y = 65535;
 
-/** Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40 bf16 each. */
-export function expertGemmSharedBytes(tileRows: number, gated: boolean): number {
-  return 3 * (tileRows + (gated ? 2 : 1) * GEMM_TILE_COLS) * 40 * 2;
+/**
+ * Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40
+ * bf16 each; with MXFP4 weights a stage's B rows are 16-byte blocks and a scale byte each, and
+ * one decoded bf16 B tile follows the stages.
+ */
+export function expertGemmSharedBytes(tileRows: number, gated: boolean, mxfp4: boolean): number {
+  const bRows = (gated ? 2 : 1) * GEMM_TILE_COLS;
+  if (!mxfp4) return 3 * (tileRows + bRows) * 40 * 2;
+  return 3 * (tileRows * 40 * 2 + bRows * 17) + bRows * 40 * 2;
 }
 
 export interface ExpertMlpArgs {
@@ -28,9 +34,15 @@ export interface ExpertMlpArgs {
   hidden: number;
   /** Each expert's intermediate width. */
   n: number;
-  /** [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. */
+  /**
+   * [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. bf16,
+   * or (`mxfp4`) MXFP4 blocks with their scale codes in gateUpScales and downScales (else 0).
+   */
   gateUp: DevicePtr;
   down: DevicePtr;
+  mxfp4: boolean;
+  gateUpScales: DevicePtr;
+  downScales: DevicePtr;
   gateUpBias: DevicePtr;
   downBias: DevicePtr;
   activation: Activation;
@@ -40,9 +52,10 @@ export interface ExpertMlpArgs {
 
 /**
  * The routed experts' MLPs and their weighted sum into `out`; hidden and n multiples of 8,
- * numTokens ≥ 1. Up to GEMV_MAX_TOKENS tokens: GEMVs over the active experts (one tile each), and
- * for a single token the down projection fused with the sum. Larger steps: grouped tensor-core
- * GEMMs over the routing's tiles, then the sum. Every launch's grid follows from the step's shape.
+ * numTokens ≥ 1 (MXFP4: multiples of 32). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active
+ * experts (one tile each), and for a single token the down projection fused with the sum. Larger
+ * steps: grouped tensor-core GEMMs over the routing's tiles, then the sum. Every launch's grid
+ * follows from the step's shape.
  */
 export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const { routing, hidden, n, first, count } = a;
@@ -50,39 +63,41 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const pairs = numTokens * topK;
   const { ACT, alpha, limit } = activationDefines(a.activation);
   const h = a.scratch(pairs * n);
+  const MXFP4 = a.mxfp4 ? 1 : 0;
   if (numTokens <= GEMV_MAX_TOKENS) {
-    // One tile per active expert held here: at most min(count, pairs).
+    // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights holds 8 bf16 or 32 MXFP4 values.
     const tiles = Math.min(count, pairs);
-    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'ppppppppiiiiiff', { TOK: tileRows, ACT });
+    const chunk = a.mxfp4 ? 32 : 8;
+    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'pppppppppiiiiiff', { TOK: tileRows, ACT, MXFP4 });
     device.launch(gateUp, [Math.ceil(n / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      h, a.x, a.gateUp, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / 8, alpha, limit,
+      h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk, alpha, limit,
     ]);
     if (numTokens === 1) {
-      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppiiii', { TOPK: topK });
+      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'ppppppppiiii', { TOPK: topK, MXFP4 });
       device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
-        a.out, h, a.down, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / 8,
+        a.out, h, a.down, a.downScales, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk,
       ]);
       return;
     }
     const y = a.scratch(pairs * hidden);
-    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'pppppppiiii', { TOK: tileRows });
+    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'ppppppppiiii', { TOK: tileRows, MXFP4 });
     device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      y, h, a.down, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / 8,
+      y, h, a.down, a.downScales, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk,
     ]);
     launchCombine(device, a.out, y, routing, first, count, hidden);
     return;
   }
   const tiles = tileCapacity(pairs, tileRows, count);
   if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
-  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
-    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT } : { BM: tileRows, GATED: 0 });
-    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated), [
-      out, input, w, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, alpha, limit,
+  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
+    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'pppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT, MXFP4 } : { BM: tileRows, GATED: 0, MXFP4 });
+    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, a.mxfp4), [
+      out, input, w, scales, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, alpha, limit,
     ]);
   };
-  gemm(true, h, a.x, a.gateUp, a.gateUpBias, n, hidden);
+  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, n, hidden);
   const y = a.scratch(pairs * hidden);
-  gemm(false, y, h, a.down, a.downBias, hidden, n);
+  gemm(false, y, h, a.down, a.downScales, a.downBias, hidden, n);
   launchCombine(device, a.out, y, routing, first, count, hidden);
 }
 

@@ -9,10 +9,17 @@
 // [count, 2n, k]; out = h [pairs, n] in expert-sorted order, act(gate + bias, up + bias), each
 // product rounded to bf16 before the activation. GATED=0, the down projection: A rows are the
 // tile's rows of h [pairs, k = n]; B rows of w [count, hidden, n]; out = y [pairs, hidden] + bias.
+//
+// MXFP4=1: w holds MXFP4 blocks (mxfp4.cuh) and w_scales their scale codes. A stage's k columns
+// (BK = 32) are then one block per B row: its 16 bytes come by cp.async and its scale code by a
+// plain load issued with them and stored to shared memory once this stage's products are done;
+// when the stage is consumed, each thread decodes B rows into one bf16 tile (exact), which the
+// same fragments as the bf16 path read.
 #include "common.cuh"
 #include "gated-activation.cuh"
 #include "mma.cuh"
 #include "moe.cuh"
+#include "mxfp4.cuh"
 
 // nvcc-check: -DBM=16 -DGATED=1 -DACT=0
 // nvcc-check: -DBM=32 -DGATED=1 -DACT=1
@@ -21,12 +28,19 @@
 // nvcc-check: -DBM=16 -DGATED=0
 // nvcc-check: -DBM=64 -DGATED=0
 // nvcc-check: -DBM=128 -DGATED=0
+// nvcc-check: -DBM=16 -DGATED=1 -DACT=2 -DMXFP4=1
+// nvcc-check: -DBM=64 -DGATED=1 -DACT=2 -DMXFP4=1
+// nvcc-check: -DBM=32 -DGATED=0 -DMXFP4=1
+// nvcc-check: -DBM=128 -DGATED=0 -DMXFP4=1
 
 #ifndef BM
 #error "compile with -DBM=<rows per tile: 16, 32, 64 or 128>"
 #endif
 #ifndef GATED
 #define GATED 0
+#endif
+#ifndef MXFP4
+#define MXFP4 0
 #endif
 
 namespace {
@@ -42,24 +56,36 @@ constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int MT = WM / 16, NT8 = WN / 8;
 constexpr int CHUNKS_PER_ROW = BK / 8;
 constexpr int A_CHUNKS = BM * CHUNKS_PER_ROW, B_CHUNKS = MATS * BN * CHUNKS_PER_ROW;
-constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT, B_PER_THREAD = B_CHUNKS / NT;
-constexpr int STAGE_ELEMS = (BM + MATS * BN) * ROW;
+constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT;
+constexpr int B_ROWS = MATS * BN;
+#if MXFP4
+// A stage: the A tile, then B_ROWS blocks of 16 bytes, then B_ROWS scale codes (a multiple of 16
+// bytes); after the stages, one decoded bf16 B tile of B_ROWS * ROW.
+constexpr int STAGE_ELEMS = BM * ROW + B_ROWS * 8 + B_ROWS / 2;
+static_assert(BK == 32, "an MXFP4 stage is one block of each B row");
+static_assert(B_ROWS % 32 == 0 && B_ROWS <= NT, "one B row a thread");
+#else
+constexpr int STAGE_ELEMS = (BM + B_ROWS) * ROW;
+constexpr int B_PER_THREAD = B_CHUNKS / NT;
+#endif
 static_assert(BM % 16 == 0 && BM <= 128, "BM is 16, 32, 64 or 128");
 static_assert(B_CHUNKS % NT == 0 && NT8 % 2 == 0, "tile shape");
 }  // namespace
 
 // grid (ceil(n_out / BN), local tile capacity), block NT, dynamic shared memory STAGES *
-// STAGE_ELEMS * 2 bytes. n_out and k_in are multiples of 8. bias: [count, MATS * n_out] or null.
+// STAGE_ELEMS * 2 bytes (MXFP4: plus the decoded tile's B_ROWS * ROW * 2). n_out and k_in are multiples of 8 (MXFP4: k_in of 32);
+// bias: [count, MATS * n_out] or null. MXFP4: w the blocks [count, MATS * n_out, k_in / 2] bytes,
+// w_scales [count, MATS * n_out, k_in / 32]; else w_scales is null.
 extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
-    bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w, const bf16* __restrict__ bias,
-    const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
+    bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ w, const unsigned char* __restrict__ w_scales,
+    const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
     const int* __restrict__ tiles, int first, int count, int top_k, int n_out, int k_in, float alpha, float limit) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, BM, expert, start, rows)) return;
   const int n0 = blockIdx.x * BN;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = warp / WARPS_N, wn = warp % WARPS_N;
 
   // Each thread's source rows, fixed over the k loop (null: a row past the tile or the output, zero-filled).
@@ -74,6 +100,24 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     a_src[i] = valid ? a + (long long)(start + r) * k_in : nullptr;
 #endif
   }
+#if MXFP4
+  // Thread tid < B_ROWS loads B row tid's blocks (gate rows, then up rows); null past the output.
+  const int blocks_per_row = k_in / 32;
+  const unsigned char* b_blocks = nullptr;
+  const unsigned char* b_scales = nullptr;
+  if (tid < B_ROWS) {
+    const int m = tid / BN, col = n0 + tid % BN;
+    const long long row = (long long)expert * MATS * n_out + (long long)m * n_out + col;
+    if (col < n_out) {
+      b_blocks = reinterpret_cast<const unsigned char*>(w) + row * blocks_per_row * 16;
+      b_scales = w_scales + row * blocks_per_row;
+    }
+  }
+  bf16* decoded = smem + STAGES * STAGE_ELEMS;
+  auto stage_scales = [&](int stage) { return reinterpret_cast<unsigned char*>(smem + stage * STAGE_ELEMS + BM * ROW + B_ROWS * 8); };
+  // The scale code of this thread's row for k tile kt (127, 2^0, for rows past the output: their blocks are zero).
+  auto scale_code = [&](int kt) -> unsigned char { return b_scales != nullptr ? b_scales[kt] : (unsigned char)127; };
+#else
   const bf16* b_src[B_PER_THREAD];
 #pragma unroll
   for (int i = 0; i < B_PER_THREAD; i++) {
@@ -81,18 +125,14 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     const int m = r / BN, col = n0 + r % BN;
     b_src[i] = col < n_out ? w + ((long long)expert * MATS * n_out + (long long)m * n_out + col) * k_in : nullptr;
   }
+#endif
   auto load_stage = [&](int stage, int k0) {
     bf16* sa = smem + stage * STAGE_ELEMS;
     bf16* sb = sa + BM * ROW;
-#pragma unroll
-    for (int i = 0; i < A_PER_THREAD; i++) {
-      const int c = tid + i * NT;
-      if (c < A_CHUNKS) {
-        const int r = c / CHUNKS_PER_ROW, k = k0 + (c % CHUNKS_PER_ROW) * 8;
-        const bool valid = a_src[i] != nullptr && k < k_in;
-        cp_async16(sa + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? a_src[i] + k : a, valid ? 16 : 0);
-      }
-    }
+    stage_bf16_rows<BM, CHUNKS_PER_ROW, NT>(sa, a_src, k0, k_in, ROW, a);
+#if MXFP4
+    if (tid < B_ROWS) cp_async16(sb + tid * 8, b_blocks != nullptr ? b_blocks + (k0 / 32) * 16 : reinterpret_cast<const unsigned char*>(w), b_blocks != nullptr ? 16 : 0);
+#else
 #pragma unroll
     for (int i = 0; i < B_PER_THREAD; i++) {
       const int c = tid + i * NT;
@@ -100,6 +140,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
       const bool valid = b_src[i] != nullptr && k < k_in;
       cp_async16(sb + r * ROW + (c % CHUNKS_PER_ROW) * 8, valid ? b_src[i] + k : w, valid ? 16 : 0);
     }
+#endif
   };
 
   float acc[MATS][MT][NT8][4];
@@ -113,7 +154,12 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
   const int k_tiles = (k_in + BK - 1) / BK;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
-    if (s < k_tiles) load_stage(s, s * BK);
+    if (s < k_tiles) {
+      load_stage(s, s * BK);
+#if MXFP4
+      if (tid < B_ROWS) stage_scales(s)[tid] = scale_code(s);
+#endif
+    }
     cp_async_commit();
   }
   for (int kt = 0; kt < k_tiles; kt++) {
@@ -124,55 +170,49 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     if (next < k_tiles) load_stage(next % STAGES, next * BK);
     cp_async_commit();
     const bf16* sa = smem + (kt % STAGES) * STAGE_ELEMS;
+#if MXFP4
+    // Issued now, stored after this stage's products (the load's latency hidden behind them).
+    const unsigned char next_scale = tid < B_ROWS && next < k_tiles ? scale_code(next) : (unsigned char)0;
+    if (tid < B_ROWS) {
+      const uint4 packed = *reinterpret_cast<const uint4*>(sa + BM * ROW + tid * 8);
+      mxfp4_block_to_bf16(packed, stage_scales(kt % STAGES)[tid], reinterpret_cast<uint4*>(decoded + tid * ROW));
+    }
+    __syncthreads();
+    const bf16* sb = decoded;
+#else
     const bf16* sb = sa + BM * ROW;
+#endif
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
       unsigned int af[MT][4];
+      load_a_fragments<MT>(af, sa + wm * WM * ROW, ROW, kk);
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++) {
-        ldmatrix_x4(af[mt], sa + (wm * WM + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
-      }
-#pragma unroll
-      for (int m = 0; m < MATS; m++)
-#pragma unroll
-        for (int nn = 0; nn < NT8 / 2; nn++) {
-          unsigned int bf[4];
-          ldmatrix_x4(bf, sb + (m * BN + wn * WN + nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-          for (int mt = 0; mt < MT; mt++) {
-            mma_bf16_16816(acc[m][mt][2 * nn], af[mt], bf[0], bf[1]);
-            mma_bf16_16816(acc[m][mt][2 * nn + 1], af[mt], bf[2], bf[3]);
-          }
-        }
+      for (int m = 0; m < MATS; m++) mma_k_step<MT, NT8>(acc[m], af, sb + (m * BN + wn * WN) * ROW, ROW, kk);
     }
+#if MXFP4
+    if (tid < B_ROWS && next < k_tiles) stage_scales(next % STAGES)[tid] = next_scale;
+#endif
   }
   cp_async_wait<0>();
 
-  // Accumulator layout: element e of acc[..][mt][nt] is row g (+8 for e >= 2), column 2 * t4 + (e & 1).
-  const int g = lane >> 2, t4 = lane & 3;
   const bf16* b_row = bias == nullptr ? nullptr : bias + (long long)expert * MATS * n_out;
+  for_each_accumulator_pair<MT, NT8>([&](int mt, int nt, int half, int tr, int tc) {
+    const int r = wm * WM + tr;
+    const int col = n0 + wn * WN + tc;
+    if (r >= rows || col >= n_out) return;
+    float v[2];
 #pragma unroll
-  for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-    for (int nt = 0; nt < NT8; nt++)
-#pragma unroll
-      for (int half = 0; half < 2; half++) {
-        const int r = wm * WM + mt * 16 + g + half * 8;
-        const int col = n0 + wn * WN + nt * 8 + t4 * 2;
-        if (r >= rows || col >= n_out) continue;
-        float v[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float b0 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[col + e]);
+    for (int e = 0; e < 2; e++) {
+      const float b0 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[col + e]);
 #if GATED
-          const float b1 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[n_out + col + e]);
-          const float gate = bf16_to_f32(f32_to_bf16(acc[0][mt][nt][2 * half + e] + b0));
-          const float up = bf16_to_f32(f32_to_bf16(acc[1][mt][nt][2 * half + e] + b1));
-          v[e] = gated_activation(gate, up, alpha, limit);
+      const float b1 = b_row == nullptr ? 0.f : bf16_to_f32(b_row[n_out + col + e]);
+      const float gate = bf16_to_f32(f32_to_bf16(acc[0][mt][nt][2 * half + e] + b0));
+      const float up = bf16_to_f32(f32_to_bf16(acc[1][mt][nt][2 * half + e] + b1));
+      v[e] = gated_activation(gate, up, alpha, limit);
 #else
-          v[e] = acc[0][mt][nt][2 * half + e] + b0;
+      v[e] = acc[0][mt][nt][2 * half + e] + b0;
 #endif
-        }
-        *reinterpret_cast<unsigned int*>(out + (long long)(start + r) * n_out + col) = pack_bf16x2(v[0], v[1]);
-      }
+    }
+    *reinterpret_cast<unsigned int*>(out + (long long)(start + r) * n_out + col) = pack_bf16x2(v[0], v[1]);
+  });
 }

@@ -3,16 +3,25 @@
 // flight per lane, and applies it to every row of its tile, so an expert's weights are read once
 // per step and only the chosen experts' are read at all. Tiles come from moe_route_kernel: one
 // per active expert, holding every pair routed to it (TOK = the step's token count bounds them).
+//
+// MXFP4=1 reads experts packed in MXFP4 (mxfp4.cuh): a 16-byte chunk is then one block of 32
+// values with its scale code in w_scales (the chunk's index), instead of 8 bf16 values; a chunk's
+// products are summed before its scale multiplies them (a power of two: exact).
 #include "common.cuh"
 #include "gated-activation.cuh"
 #include "moe.cuh"
+#include "mxfp4.cuh"
 
 // nvcc-check: -DTOK=1 -DTOPK=8 -DACT=0
 // nvcc-check: -DTOK=8 -DTOPK=2 -DACT=2
 // nvcc-check: -DTOK=4 -DTOPK=1 -DACT=1
+// nvcc-check: -DTOK=1 -DACT=2 -DMXFP4=1
+// nvcc-check: -DTOK=8 -DACT=2 -DMXFP4=1
 // The down kernels' builds name no activation:
 // nvcc-check: -DTOPK=6
 // nvcc-check: -DTOK=4
+// nvcc-check: -DTOPK=4 -DMXFP4=1
+// nvcc-check: -DTOK=3 -DMXFP4=1
 
 #ifndef TOK
 #define TOK 1
@@ -20,8 +29,14 @@
 #ifndef TOPK
 #define TOPK 1
 #endif
+#ifndef MXFP4
+#define MXFP4 0
+#endif
 #define WARPS 4
 #define THREADS (32 * WARPS)
+// Weight values in one 16-byte chunk, and the 16-byte chunks of activations they multiply.
+#define VALS (MXFP4 ? 32 : 8)
+#define X_CHUNKS (VALS / 8)
 
 __device__ __forceinline__ float dot8(const float* a, const float* b) {
   float s = 0.f;
@@ -30,53 +45,83 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
+// A chunk of weights as floats (MXFP4: times 2^-14, which chunk_scale undoes).
+__device__ __forceinline__ void decode_chunk(const uint4 v, float* w) {
+#if MXFP4
+  mxfp4_decode32(v, w);
+#else
+  unpack8(v, w);
+#endif
+}
+
+// Σ over a chunk of w · x, x the X_CHUNKS 16-byte chunks of bf16 activations at xc.
+__device__ __forceinline__ float dot_chunk(const float* w, const uint4* xc) {
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < X_CHUNKS; j++) {
+    float xf[8];
+    unpack8(xc[j], xf);
+    s += dot8(w + 8 * j, xf);
+  }
+  return s;
+}
+
+// acc += sum times the chunk's scale (MXFP4), or acc += sum (bf16, as the kernels always added).
+__device__ __forceinline__ float add_scaled(float acc, float sum, const unsigned char* scales, long long chunk) {
+#if MXFP4
+  return fmaf(sum, mxfp4_scale_2p14(scales[chunk]), acc);
+#else
+  return acc + sum;
+#endif
+}
+
 // The up projection applies the activation, a compile-time choice (ACT): the down kernels' builds,
 // which name none, leave it out.
 #ifdef ACT
 // grid (ceil(n / WARPS), tiles), block THREADS. Warp j of the grid's x gives column j of every
 // row of its tile: h[place, j] = act(x_token · gate_j + bg_j, x_token · up_j + bu_j), the two
-// products rounded to bf16 first. x [tokens, k]; w [count, 2n, k]; bias [count, 2n] or null; k8 = k / 8.
+// products rounded to bf16 first. x [tokens, k]; w [count, 2n, k] (MXFP4: its blocks, w_scales
+// [count, 2n, k / 32]; else null); bias [count, 2n] or null; kc = k / VALS chunks a row.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
-    bf16* __restrict__ h, const uint4* __restrict__ x, const uint4* __restrict__ w, const bf16* __restrict__ bias,
-    const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
-    const int* __restrict__ tiles, int first, int count, int top_k, int n, int k8, float alpha, float limit) {
+    bf16* __restrict__ h, const uint4* __restrict__ x, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
+    const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
+    const int* __restrict__ tiles, int first, int count, int top_k, int n, int kc, float alpha, float limit) {
   constexpr int UNROLL = 4;  // x 2 matrices: 8 weight loads in flight per lane
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int j = blockIdx.x * WARPS + warp;
   if (j >= n) return;
-  const uint4* wg = w + ((long long)expert * 2 * n + j) * k8;
-  const uint4* wu = wg + (long long)n * k8;
+  const long long gate_row = (long long)expert * 2 * n + j, up_row = gate_row + n;
+  const uint4* wg = w + gate_row * kc;
+  const uint4* wu = w + up_row * kc;
   const uint4* xr[TOK];
   float ag[TOK], au[TOK];
 #pragma unroll
   for (int r = 0; r < TOK; r++) {
-    xr[r] = x + (long long)(r < rows ? sorted_pairs[start + r] / top_k : 0) * k8;
+    xr[r] = x + (long long)(r < rows ? sorted_pairs[start + r] / top_k : 0) * kc * X_CHUNKS;
     ag[r] = au[r] = 0.f;
   }
-  for (int base = 0; base < k8; base += 32 * UNROLL) {
+  for (int base = 0; base < kc; base += 32 * UNROLL) {
     uint4 vg[UNROLL], vu[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      vg[u] = c < k8 ? load_streaming(wg + c) : make_uint4(0u, 0u, 0u, 0u);
-      vu[u] = c < k8 ? load_streaming(wu + c) : make_uint4(0u, 0u, 0u, 0u);
+      vg[u] = c < kc ? load_streaming(wg + c) : make_uint4(0u, 0u, 0u, 0u);
+      vu[u] = c < kc ? load_streaming(wu + c) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      if (c < k8) {
-        float fg[8], fu[8];
-        unpack8(vg[u], fg);
-        unpack8(vu[u], fu);
+      if (c < kc) {
+        float fg[VALS], fu[VALS];
+        decode_chunk(vg[u], fg);
+        decode_chunk(vu[u], fu);
 #pragma unroll
         for (int r = 0; r < TOK; r++) {
           if (r < rows) {
-            float xf[8];
-            unpack8(xr[r][c], xf);
-            ag[r] += dot8(fg, xf);
-            au[r] += dot8(fu, xf);
+            ag[r] = add_scaled(ag[r], dot_chunk(fg, xr[r] + (long long)c * X_CHUNKS), w_scales, gate_row * kc + c);
+            au[r] = add_scaled(au[r], dot_chunk(fu, xr[r] + (long long)c * X_CHUNKS), w_scales, up_row * kc + c);
           }
         }
       }
@@ -101,42 +146,39 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
 #endif
 
 // grid (ceil(hidden / WARPS), tiles), block THREADS: y[place, i] = h[place] · down_i + b_i for
-// every row of the tile. h [pairs, n] in expert-sorted order; w [count, hidden, n]; bias [count,
-// hidden] or null; n8 = n / 8.
+// every row of the tile. h [pairs, n] in expert-sorted order; w [count, hidden, n] (MXFP4 with
+// w_scales [count, hidden, n / 32]); bias [count, hidden] or null; nc = n / VALS.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
-    bf16* __restrict__ y, const uint4* __restrict__ h, const uint4* __restrict__ w, const bf16* __restrict__ bias,
-    const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count,
-    int hidden, int n8) {
+    bf16* __restrict__ y, const uint4* __restrict__ h, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
+    const bf16* __restrict__ bias, const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles,
+    int first, int count, int hidden, int nc) {
   constexpr int UNROLL = 8;
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * WARPS + warp;
   if (i >= hidden) return;
-  const uint4* wr = w + ((long long)expert * hidden + i) * n8;
+  const long long w_row = (long long)expert * hidden + i;
+  const uint4* wr = w + w_row * nc;
   float acc[TOK];
 #pragma unroll
   for (int r = 0; r < TOK; r++) acc[r] = 0.f;
-  for (int base = 0; base < n8; base += 32 * UNROLL) {
+  for (int base = 0; base < nc; base += 32 * UNROLL) {
     uint4 v[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      v[u] = c < n8 ? load_streaming(wr + c) : make_uint4(0u, 0u, 0u, 0u);
+      v[u] = c < nc ? load_streaming(wr + c) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
-      if (c < n8) {
-        float fw[8];
-        unpack8(v[u], fw);
+      if (c < nc) {
+        float fw[VALS];
+        decode_chunk(v[u], fw);
 #pragma unroll
         for (int r = 0; r < TOK; r++) {
-          if (r < rows) {
-            float fh[8];
-            unpack8(h[(long long)(start + r) * n8 + c], fh);
-            acc[r] += dot8(fw, fh);
-          }
+          if (r < rows) acc[r] = add_scaled(acc[r], dot_chunk(fw, h + ((long long)(start + r) * nc + c) * X_CHUNKS), w_scales, w_row * nc + c);
         }
       }
     }
@@ -154,16 +196,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
 // A single token's down projections fused with the weighted sum (so no per-pair output and no
 // combine launch): grid (ceil(hidden / WARPS), tokens), block THREADS; warp i of token t gives
 // out[t, i] = Σ over its TOPK slots held here, in expert order, of weight · round(h[place] · down_i
-// + b_i). All slots' loads are issued together. ids, weights, pair_pos [tokens, TOPK] from the router.
+// + b_i). All slots' loads are issued together. ids, weights, pair_pos [tokens, TOPK] from the router;
+// w and w_scales as moe_down_gemv_kernel's.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_down_combine_gemv_kernel(
-    bf16* __restrict__ out, const uint4* __restrict__ h, const uint4* __restrict__ w, const bf16* __restrict__ bias,
-    const int* __restrict__ ids, const float* __restrict__ weights, const int* __restrict__ pair_pos, int first, int count,
-    int hidden, int n8) {
+    bf16* __restrict__ out, const uint4* __restrict__ h, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
+    const bf16* __restrict__ bias, const int* __restrict__ ids, const float* __restrict__ weights, const int* __restrict__ pair_pos,
+    int first, int count, int hidden, int nc) {
   constexpr int UNROLL = TOPK >= 8 ? 1 : 8 / TOPK;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * WARPS + warp, t = blockIdx.y;
   if (i >= hidden) return;
-  const uint4* wr[TOPK];
+  long long w_row[TOPK];
   const uint4* hr[TOPK];
   int local[TOPK];
   float acc[TOPK];
@@ -172,29 +215,28 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_combine_gemv_kern
     const int pair = t * TOPK + s;
     const int e = ids[pair] - first;
     local[s] = e >= 0 && e < count ? e : -1;
-    wr[s] = w + ((long long)(local[s] < 0 ? 0 : local[s]) * hidden + i) * n8;
-    hr[s] = h + (long long)(local[s] < 0 ? 0 : pair_pos[pair]) * n8;
+    w_row[s] = (long long)(local[s] < 0 ? 0 : local[s]) * hidden + i;
+    hr[s] = h + (long long)(local[s] < 0 ? 0 : pair_pos[pair]) * nc * X_CHUNKS;
     acc[s] = 0.f;
   }
-  for (int base = 0; base < n8; base += 32 * UNROLL) {
+  for (int base = 0; base < nc; base += 32 * UNROLL) {
     uint4 v[TOPK][UNROLL];
 #pragma unroll
     for (int s = 0; s < TOPK; s++)
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) {
         const int c = base + u * 32 + lane;
-        v[s][u] = local[s] >= 0 && c < n8 ? load_streaming(wr[s] + c) : make_uint4(0u, 0u, 0u, 0u);
+        v[s][u] = local[s] >= 0 && c < nc ? load_streaming(w + w_row[s] * nc + c) : make_uint4(0u, 0u, 0u, 0u);
       }
 #pragma unroll
     for (int s = 0; s < TOPK; s++)
 #pragma unroll
       for (int u = 0; u < UNROLL; u++) {
         const int c = base + u * 32 + lane;
-        if (local[s] >= 0 && c < n8) {
-          float fw[8], fh[8];
-          unpack8(v[s][u], fw);
-          unpack8(hr[s][c], fh);
-          acc[s] += dot8(fw, fh);
+        if (local[s] >= 0 && c < nc) {
+          float fw[VALS];
+          decode_chunk(v[s][u], fw);
+          acc[s] = add_scaled(acc[s], dot_chunk(fw, hr[s] + (long long)c * X_CHUNKS), w_scales, w_row[s] * nc + c);
         }
       }
   }

@@ -1,5 +1,7 @@
 import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import { kvDtypeDefine } from './kv-quantize.ts';
 
 /** Device inputs both attention kernels read: the packed qkv, one layer's pools and the step's index arrays. */
 export interface PagedAttentionArgs {
@@ -7,8 +9,13 @@ export interface PagedAttentionArgs {
   out: DevicePtr;
   /** [numTokens, (numHeads + 2 * numKvHeads) * headDim] bf16, queries rotated unless shape.streaming is set. */
   qkv: DevicePtr;
+  /** The layer's key and value pools: bf16, or 8-bit codes (`dtype`). */
   kPool: DevicePtr;
   vPool: DevicePtr;
+  dtype: KvCacheDtype;
+  /** int8: the pools' float32 scales [slots, numKvHeads]; 0 otherwise. */
+  kScales: DevicePtr;
+  vScales: DevicePtr;
   queryStartLoc: DevicePtr;
   positions: DevicePtr;
   seqLens: DevicePtr;
@@ -49,7 +56,13 @@ export function scoreScales(shape: AttentionParams): { qScale: number; softcapLo
   return { qScale: shape.scale / shape.softcap, softcapLog2: shape.softcap * Math.LOG2E };
 }
 
-/** The defines that specialize both attention kernels to a layer's options (off costs nothing). */
-export function attentionOptionDefines(shape: AttentionParams): { SOFTCAP: number; SINKS: number; STREAMING: number } {
-  return { SOFTCAP: shape.softcap === null ? 0 : 1, SINKS: shape.sinks === null ? 0 : 1, STREAMING: shape.streaming === null ? 0 : 1 };
+/** The defines that specialize both attention kernels to a layer's options and its cache's dtype (off costs nothing). */
+export function attentionOptionDefines(a: PagedAttentionArgs): { SOFTCAP: number; SINKS: number; STREAMING: number; KV_DTYPE: number } {
+  const { shape } = a;
+  return { SOFTCAP: shape.softcap === null ? 0 : 1, SINKS: shape.sinks === null ? 0 : 1, STREAMING: shape.streaming === null ? 0 : 1, KV_DTYPE: kvDtypeDefine(a.dtype) };
+}
+
+/** The trailing arguments both attention kernels take for an 8-bit cache: k_scales, v_scales (int8), k_scale, v_scale (fp8). */
+export function kvCodeKernelArgs(a: PagedAttentionArgs): number[] {
+  return [a.kScales, a.vScales, a.shape.kvScales?.k ?? 1, a.shape.kvScales?.v ?? 1];
 }

@@ -18,21 +18,26 @@
 #include "common.cuh"
 #include "mma.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1
-// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1
-// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DTREE=1
-// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DTREE=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
 
-#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING)
-#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> [-DTREE=<0|1>]"
+#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> [-DTREE=<0|1>]"
 #endif
 #ifndef TREE
 #define TREE 0
@@ -58,16 +63,17 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
 // (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
+// k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
 // tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
 // past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions.
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
-    bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool,
-    const bf16* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
+    bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool,
+    const unsigned char* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float q_scale, float softcap_log2,
     const bf16* __restrict__ sinks, int window, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap,
-    const int* __restrict__ tree_mask, int tree_words) {
+    const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
+    const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -150,7 +156,11 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   // (`sink_pass`), or its window. Ends on a barrier, so the tiles and s_q are free again.
   auto run_keys = [&](int from, int to, bool sink_pass) {
     auto load_kv = [&](int stage, int k0) {
-      stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#if KV_DTYPE == 0
+      stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#else
+      stage_kv_codes_tile<KV_DTYPE, BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, k_scales, v_scales, k_scale, v_scale, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+#endif
     };
     const int num_tiles = (to - from + BN - 1) / BN;
     load_kv(0, from);  // without STREAMING, committed together with the Q tile

@@ -1,6 +1,6 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { attentionOptionDefines, kernelWindow, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 const TILE_ROWS = 64;
@@ -25,9 +25,9 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
-  const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a.shape), TREE: a.treeMaskWords > 0 ? 1 : 0 };
+  const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiipi', defines);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpi', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -47,6 +47,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     a.sinks,
     kernelWindow(a.shape),
     ...streamingKernelArgs(a),
+    ...kvCodeKernelArgs(a),
     a.treeMask,
     a.treeMaskWords,
   ]);

@@ -2,13 +2,20 @@
 // output row's codes contiguous, FORMAT 0 int4 (32-bit words of 8 codes, columns 0,2,4,6,1,3,5,7 in
 // nibbles 0..7), 1 int8, 2 fp8 e4m3; a float32 scale and (ZEROS=1) a u8 zero code per (row, group).
 //
-// quantized_gemv_kernel is the decode path: a warp per output row streams its codes in 16-byte
-// chunks (32 int4 or 16 8-bit codes, all in one scale group), so an int4 weight costs a quarter of
-// bf16's bytes. Codes become floats exactly, without integer conversions: OR-ing a code into the
-// mantissa of 2^23 gives 2^23 + q, and subtracting 2^23 + zero leaves q - zero. An fp8 code's bits
-// moved into a half's exponent and mantissa give its value / 2^8, the 2^8 folded into the scale.
-// Each chunk's sum over its codes is multiplied by the chunk's scale once, so a row reads ROWS
-// activations per code and one scale per chunk.
+// quantized_gemv_kernel is the decode path (1..8 batch rows), built to stream codes at the memory
+// roofline rather than be bound by its per-code arithmetic:
+// - a warp gives RPW = 4 output rows at once: each lane loads 16 bytes (32 int4 or 16 8-bit codes,
+//   all in one scale group) of each of the 4 rows per step, two steps in flight (8 independent
+//   128-bit loads), and every activation it loads and unpacks serves all 4 rows;
+// - int4 codes become floats in two ops per pair: (word >> 4s) & 0x000f000f | 0x43004300 is the
+//   bf16 pair (128 + q[2s], 128 + q[2s+1]), whose halves are floats after a shift or a mask. The
+//   zero point is not subtracted per code: Σ (q - z) x = Σ (128 + q) x - (128 + z) Σ x, with Σ x
+//   taken once per 8 columns for all 4 rows (each product is exact in f32, so only the sums round);
+// - int8 codes become 2^23 + q in one byte permute, less 2^23 + zero; an fp8 code's bits moved
+//   into a half's give its value / 2^8, the 2^8 folded into the scale;
+// - each chunk's sum is multiplied by its scale once; the lanes' sums are reduced by shuffles.
+// With too few output rows to fill the GPU (SPLITS > 1) the columns are split over gridDim.y and
+// each split writes f32 partial sums, which quantized_gemv_reduce_kernel adds (with the bias).
 //
 // dequantize_kernel writes the bf16 weight in input column order (act-order permutation applied),
 // for prefill GEMMs through cuBLAS and for shapes the GEMV does not take. permute_columns_kernel
@@ -16,11 +23,11 @@
 #include "common.cuh"
 
 // nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=1
-// nvcc-check: -DFORMAT=0 -DROWS=4 -DZEROS=0
+// nvcc-check: -DFORMAT=0 -DROWS=8 -DZEROS=0
 // nvcc-check: -DFORMAT=1 -DROWS=2 -DZEROS=0
 // nvcc-check: -DFORMAT=1 -DROWS=8 -DZEROS=1
 // nvcc-check: -DFORMAT=2 -DROWS=1 -DZEROS=0
-// nvcc-check: -DFORMAT=2 -DROWS=3 -DZEROS=0
+// nvcc-check: -DFORMAT=2 -DROWS=5 -DZEROS=0
 
 #ifndef FORMAT
 #define FORMAT 0
@@ -31,99 +38,165 @@
 #ifndef ZEROS
 #define ZEROS 0
 #endif
-// Columns of one 16-byte chunk of codes.
+// Columns of one 16-byte chunk of codes, and of the 4-byte words it is decoded by.
 #define CHUNK_COLS (FORMAT == 0 ? 32 : 16)
-// Chunks in flight per lane.
-#define UNROLL 4
+#define WORD_COLS (FORMAT == 0 ? 8 : 4)
+// Output rows per warp, and chunk steps in flight per lane (one past 4 batch rows, whose
+// activations and sums take the registers).
+#define RPW 4
+#define STEPS (ROWS > 4 ? 1 : 2)
 #define MAGIC 8388608.f  // 2^23
-
-__device__ __forceinline__ float int_code(unsigned int q, float zero_magic) { return __uint_as_float(0x4B000000u | q) - zero_magic; }
 
 // e4m3 code -> its value / 2^8, exactly (normal and subnormal codes alike; no NaN codes in weights).
 __device__ __forceinline__ float fp8_code(unsigned int b) {
   return f16_to_f32((unsigned short)(((b & 0x7fu) << 7) | ((b & 0x80u) << 8)));
 }
 
-// The chunk's codes as floats (q - zero, or fp8 value / 2^8), in column order.
-__device__ __forceinline__ void decode_chunk(const uint4 v, float zero_magic, float* w) {
-  const unsigned int words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
+// The WORD_COLS codes of one word as floats, in column order: int4 128 + q (the zero is taken off
+// through Σ x), int8 q - zero (zero_magic = 2^23 + zero), fp8 value / 2^8.
+__device__ __forceinline__ void decode_word(unsigned int word, float zero_magic, float* w) {
 #if FORMAT == 0
 #pragma unroll
-    for (int s = 0; s < 4; s++) {
-      const unsigned int t = (words[i] >> (4 * s)) & 0x000f000fu;
-      w[8 * i + 2 * s] = int_code(t & 0xffffu, zero_magic);
-      w[8 * i + 2 * s + 1] = int_code(t >> 16, zero_magic);
-    }
+  for (int s = 0; s < 4; s++) {
+    const unsigned int t = ((word >> (4 * s)) & 0x000f000fu) | 0x43004300u;
+    w[2 * s] = __uint_as_float(t << 16);
+    w[2 * s + 1] = __uint_as_float(t & 0xffff0000u);
+  }
 #elif FORMAT == 1
 #pragma unroll
-    for (int b = 0; b < 4; b++) w[4 * i + b] = int_code((words[i] >> (8 * b)) & 0xffu, zero_magic);
+  for (int b = 0; b < 4; b++) w[b] = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540u + b)) - zero_magic;
 #else
 #pragma unroll
-    for (int b = 0; b < 4; b++) w[4 * i + b] = fp8_code((words[i] >> (8 * b)) & 0xffu);
+  for (int b = 0; b < 4; b++) w[b] = fp8_code((word >> (8 * b)) & 0xffu);
 #endif
+}
+
+// grid (ceil(n / (RPW · warps per block)), splits), block a multiple of 32. Split y covers chunks
+// [y · split_chunks, min(row_chunks, (y + 1) · split_chunks)) of every row; row_chunks = k / CHUNK_COLS.
+// One split: out [ROWS, n] bf16 = x [ROWS, k] · Wᵀ (+ bias). More: partial [splits, ROWS, n] f32
+// (no bias). k and group_size multiples of CHUNK_COLS (or group_size = k).
+extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
+                                                                        const uint4* __restrict__ codes, const float* __restrict__ scales,
+                                                                        const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int n,
+                                                                        int row_chunks, int groups, int group_size, int split_chunks) {
+  const int lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RPW;
+  if (row0 >= n) return;
+  const int c_begin = blockIdx.y * split_chunks, c_end = min(row_chunks, c_begin + split_chunks);
+  const int k = row_chunks * CHUNK_COLS;
+  // Rows past n read row n - 1 again and write nothing.
+  const uint4* w_row[RPW];
+#pragma unroll
+  for (int i = 0; i < RPW; i++) w_row[i] = codes + (long long)min(row0 + i, n - 1) * row_chunks;
+  float acc[RPW][ROWS];
+#pragma unroll
+  for (int i = 0; i < RPW; i++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[i][r] = 0.f;
+
+  for (int base = c_begin + lane; base < c_end; base += 32 * STEPS) {
+    uint4 wv[STEPS][RPW];
+#pragma unroll
+    for (int u = 0; u < STEPS; u++)
+#pragma unroll
+      for (int i = 0; i < RPW; i++) {
+        const int c = base + 32 * u;
+        wv[u][i] = c < c_end ? load_streaming(w_row[i] + c) : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+    for (int u = 0; u < STEPS; u++) {
+      const int c = base + 32 * u;
+      if (c >= c_end) continue;
+      const int group = c * CHUNK_COLS / group_size;
+      float scale[RPW], zero_magic[RPW];
+#pragma unroll
+      for (int i = 0; i < RPW; i++) {
+        const long long g = (long long)min(row0 + i, n - 1) * groups + group;
+#if FORMAT == 2
+        scale[i] = scales[g] * 256.f;
+        zero_magic[i] = 0.f;
+#else
+        scale[i] = scales[g];
+        const float zero = ZEROS ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
+        zero_magic[i] = FORMAT == 0 ? 128.f + zero : MAGIC + zero;
+#endif
+      }
+      float sum[RPW][ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++)
+#pragma unroll
+        for (int i = 0; i < RPW; i++) sum[i][r] = 0.f;
+#if FORMAT == 0
+      float sum_x[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) sum_x[r] = 0.f;
+#endif
+      // Eight activation columns at a time (one 16-byte load per batch row), against the one
+      // (int4) or two (8-bit) words of each output row that cover them.
+#pragma unroll
+      for (int j = 0; j < CHUNK_COLS / 8; j++) {
+        float xf[ROWS][8];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+          unpack8(reinterpret_cast<const uint4*>(x + (long long)r * k + (long long)c * CHUNK_COLS)[j], xf[r]);
+#if FORMAT == 0
+#pragma unroll
+          for (int e = 0; e < 8; e++) sum_x[r] += xf[r][e];
+#endif
+        }
+#pragma unroll
+        for (int i = 0; i < RPW; i++) {
+          const unsigned int words[4] = {wv[u][i].x, wv[u][i].y, wv[u][i].z, wv[u][i].w};
+          float w[8];
+#pragma unroll
+          for (int h = 0; h < 8 / WORD_COLS; h++) decode_word(words[j * (8 / WORD_COLS) + h], zero_magic[i], w + h * WORD_COLS);
+#pragma unroll
+          for (int r = 0; r < ROWS; r++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) sum[i][r] = fmaf(w[e], xf[r][e], sum[i][r]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < RPW; i++)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+#if FORMAT == 0
+          acc[i][r] = fmaf(scale[i], fmaf(-zero_magic[i], sum_x[r], sum[i][r]), acc[i][r]);
+#else
+          acc[i][r] = fmaf(scale[i], sum[i][r], acc[i][r]);
+#endif
+        }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < RPW; i++)
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[i][r] = warp_sum(acc[i][r]);
+  if (lane != 0) return;
+#pragma unroll
+  for (int i = 0; i < RPW; i++) {
+    const int row = row0 + i;
+    if (row >= n) continue;
+    if (gridDim.y > 1) {
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) partial[((long long)blockIdx.y * ROWS + r) * n + row] = acc[i][r];
+    } else {
+      const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
+#pragma unroll
+      for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[i][r] + b);
+    }
   }
 }
 
-// grid ceil(n / warps per block), block a multiple of 32; out [ROWS, n] = x [ROWS, k] · Wᵀ (+ bias).
-// k a multiple of CHUNK_COLS, group_size a multiple of CHUNK_COLS (or k); row_chunks = k / CHUNK_COLS.
-extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const uint4* __restrict__ codes,
-                                                                        const float* __restrict__ scales, const unsigned char* __restrict__ zeros,
-                                                                        const bf16* __restrict__ bias, int n, int row_chunks, int groups, int group_size) {
-  const int lane = threadIdx.x & 31;
-  const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (row >= n) return;
-  const uint4* w_row = codes + (long long)row * row_chunks;
-  const int k = row_chunks * CHUNK_COLS;
-  float acc[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; r++) acc[r] = 0.f;
-  for (int base = 0; base < row_chunks; base += 32 * UNROLL) {
-    uint4 wv[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32 + lane;
-      wv[u] = c < row_chunks ? load_streaming(w_row + c) : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int c = base + u * 32 + lane;
-      if (c >= row_chunks) continue;
-      const int group = c * CHUNK_COLS / group_size;
-#if FORMAT == 2
-      const float scale = scales[(long long)row * groups + group] * 256.f;
-      const float zero_magic = 0.f;
-#elif ZEROS
-      const float scale = scales[(long long)row * groups + group];
-      const float zero_magic = MAGIC + (float)zeros[(long long)row * groups + group];
-#else
-      const float scale = scales[(long long)row * groups + group];
-      const float zero_magic = MAGIC + (FORMAT == 0 ? 8.f : 128.f);
-#endif
-      float w[CHUNK_COLS];
-      decode_chunk(wv[u], zero_magic, w);
-#pragma unroll
-      for (int r = 0; r < ROWS; r++) {
-        const uint4* xr = reinterpret_cast<const uint4*>(x + (long long)r * k + c * CHUNK_COLS);
-        float sum = 0.f;
-#pragma unroll
-        for (int j = 0; j < CHUNK_COLS / 8; j++) {
-          float xf[8];
-          unpack8(xr[j], xf);
-#pragma unroll
-          for (int e = 0; e < 8; e++) sum = fmaf(xf[e], w[8 * j + e], sum);
-        }
-        acc[r] = fmaf(sum, scale, acc[r]);
-      }
-    }
+// out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] (+ bias), the splits in order.
+extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ partial, const bf16* __restrict__ bias,
+                                                        int rows, int n, int splits) {
+  const long long total = (long long)rows * n;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    float v = 0.f;
+    for (int s = 0; s < splits; s++) v += partial[s * total + i];
+    out[i] = f32_to_bf16(v + (bias == nullptr ? 0.f : bf16_to_f32(bias[i % n])));
   }
-#pragma unroll
-  for (int r = 0; r < ROWS; r++) acc[r] = warp_sum(acc[r]);
-  if (lane != 0) return;
-  const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
-#pragma unroll
-  for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[r] + b);
 }
 
 // out [rows, cols] bf16 in input column order: out[r, perm[c]] = value of stored column c (perm

@@ -3,41 +3,75 @@ import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /**
- * Most batch rows the quantized GEMV takes; larger batches dequantize to bf16 and run a cuBLAS
- * GEMM. The GEMV decodes each code once for all rows but multiplies every row by it, so its cost
- * per code grows with the rows while a GEMM's stays flat: a first guess, to be set by measuring
- * on the H200 (docs/quantization.md).
+ * Most batch rows the quantized GEMV takes; larger batches go to the tensor-core GEMM
+ * (quantized-gemm.ts). The GEMV decodes each code once for all rows but multiplies every row by
+ * it on the CUDA cores, so its cost per code grows with the rows while a GEMM's stays flat: a
+ * first guess, to be set from `keel bench linear` on the H200 (docs/quantization.md).
  */
 export const QUANTIZED_GEMV_MAX_ROWS = 8;
 const WARPS_PER_BLOCK = 4;
 const THREADS = 256;
 const MAX_BLOCKS = 8192;
 
-const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2 } as const;
+/** FORMAT of the quantized kernels' builds. */
+export const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2 } as const;
 
-/** Columns of one 16-byte chunk of codes, the GEMV's unit: every chunk lies in one scale group. */
-function chunkCols(w: CudaQuantizedTensor): number {
+/** Columns of one 16-byte chunk of codes, the kernels' unit: every chunk lies in one scale group. */
+export function chunkCols(w: CudaQuantizedTensor): number {
   return w.format === 'int4' ? 32 : 16;
 }
 
-/** Whether the GEMV takes this weight: whole chunks per row, each inside one scale group. */
+/** Whether the GEMV and the tensor-core GEMM take this weight: whole chunks per row, each inside one scale group. */
 export function quantizedGemvFits(w: CudaQuantizedTensor): boolean {
   const chunk = chunkCols(w);
   return w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize === w.cols);
 }
 
+/** Output rows one warp of quantized_gemv_kernel gives (its RPW). */
+const GEMV_ROWS_PER_WARP = 4;
+/** Warps a GEMV launch should have to keep every multiprocessor streaming: below it, the columns are split. */
+const GEMV_TARGET_WARPS_PER_SM = 16;
+/** Fewest 16-byte chunks of a row one split covers (a lane's loads must stay worth their launch). */
+const GEMV_MIN_SPLIT_CHUNKS = 64;
+
+/**
+ * How many parts quantized_gemv_kernel splits each row's columns into: enough warps to fill
+ * `multiprocessors` (split-K for layers with few output rows, such as o_proj and small models'
+ * projections), none when the rows alone fill it.
+ */
+export function quantizedGemvSplits(w: CudaQuantizedTensor, multiprocessors: number): number {
+  const rowChunks = w.cols / chunkCols(w);
+  const warps = Math.ceil(w.rows / GEMV_ROWS_PER_WARP);
+  const wanted = Math.ceil((multiprocessors * GEMV_TARGET_WARPS_PER_SM) / warps);
+  return Math.max(1, Math.min(wanted, Math.floor(rowChunks / GEMV_MIN_SPLIT_CHUNKS)));
+}
+
 /**
  * out [rows, n] = x [rows, k] · Wᵀ (+ bias) for 1 ≤ rows ≤ QUANTIZED_GEMV_MAX_ROWS, x in W's
  * stored column order (an act-order weight's activations permuted first), quantizedGemvFits(w).
+ * `workspace` gives step memory for the split-K partial sums when the columns are split.
  */
-export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number): void {
+export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchQuantizedGemv: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemv: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const defines = { FORMAT: FORMAT_CODE[w.format], ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 };
-  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'ppppppiiii', defines);
-  device.launch(kernel, [Math.ceil(w.rows / WARPS_PER_BLOCK)], [32 * WARPS_PER_BLOCK], 0, [
-    out, x, w.codes, w.scales, w.zeros, bias, w.rows, w.cols / chunkCols(w), w.groups, Math.min(w.groupSize, w.cols),
+  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'pppppppiiiii', defines);
+  const rowChunks = w.cols / chunkCols(w);
+  const splits = quantizedGemvSplits(w, device.info.multiprocessorCount);
+  // Whole 32-chunk strides per split, so every lane of a split starts inside it.
+  const splitChunks = Math.ceil(rowChunks / splits / 32) * 32;
+  const grid = [Math.ceil(w.rows / (WARPS_PER_BLOCK * GEMV_ROWS_PER_WARP)), Math.ceil(rowChunks / splitChunks)];
+  const partial = grid[1] > 1 ? workspace(4 * grid[1] * rows * w.rows) : 0;
+  device.launch(kernel, grid, [32 * WARPS_PER_BLOCK], 0, [
+    out, partial, x, w.codes, w.scales, w.zeros, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
   ]);
+  if (grid[1] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[1]);
+}
+
+/** out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] f32 (+ bias): the end of a split-K launch. */
+export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: DevicePtr, bias: DevicePtr, rows: number, n: number, splits: number): void {
+  const reduce = device.kernel('quantized-linear.cu', 'quantized_gemv_reduce_kernel', 'pppiii');
+  device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * n) / THREADS))], [THREADS], 0, [out, partial, bias, rows, n, splits]);
 }
 
 /** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */

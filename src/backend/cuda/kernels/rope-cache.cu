@@ -3,14 +3,17 @@
 // the values. PARTIAL_ROTARY=1 when rotaryDim < headDim (Phi-4-mini): the keys' trailing,
 // unrotated dimensions are copied to the cache as they are; whole-head rotation compiles without it.
 // Heads from first_head on rotate: 0, or num_heads to leave the queries unrotated (StreamingLLM
-// rotates them at attention).
+// rotates them at attention). KV_DTYPE=0 writes the bf16 pools here; with an 8-bit cache
+// (KV_DTYPE 1 or 2) this kernel only rotates, and kv_quantize_write_kernel then writes the keys
+// and values from qkv (the pool arguments are unread).
 #include "common.cuh"
 
-// nvcc-check: -DPARTIAL_ROTARY=0
-// nvcc-check: -DPARTIAL_ROTARY=1
+// nvcc-check: -DPARTIAL_ROTARY=0 -DKV_DTYPE=0
+// nvcc-check: -DPARTIAL_ROTARY=1 -DKV_DTYPE=0
+// nvcc-check: -DPARTIAL_ROTARY=1 -DKV_DTYPE=2
 
-#ifndef PARTIAL_ROTARY
-#error "compile with -DPARTIAL_ROTARY=<1 if rotary dim < head dim, else 0>"
+#if !defined(PARTIAL_ROTARY) || !defined(KV_DTYPE)
+#error "compile with -DPARTIAL_ROTARY=<1 if rotary dim < head dim, else 0> -DKV_DTYPE=<0 bf16 | 1 fp8 | 2 int8>"
 #endif
 
 // grid (numTokens, ceil(max(items, kvWidth) / blockDim.x)): each thread rotates one (head, i) pair
@@ -40,16 +43,18 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
     const bf16 r1 = f32_to_bf16(x1 * c - x2 * s), r2 = f32_to_bf16(x2 * c + x1 * s);
     head[i] = r1;
     head[i + half] = r2;
-    if (h >= num_heads) {
+    if (KV_DTYPE == 0 && h >= num_heads) {
       bf16* k = k_pool + slot_at + (h - num_heads) * head_dim;
       k[i] = r1;
       k[i + half] = r2;
     }
   }
+#if KV_DTYPE == 0
   if (item < kv_width) {
     v_pool[slot_at + item] = row[(num_heads + num_kv_heads) * head_dim + item];
 #if PARTIAL_ROTARY
     if (item % head_dim >= rotary_dim) k_pool[slot_at + item] = row[num_heads * head_dim + item];
 #endif
   }
+#endif
 }

@@ -10,14 +10,17 @@ extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uin
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
-// The embedding lookup: out[r, :] = table[id, :] * scale with id = sampled[sources[r]] where
-// sources[r] >= 0 (a token the previous step sampled on the device), else tokens[r]. An id outside
-// the table (a row that had no finite logit) gives a zero row rather than a read out of bounds.
+// The embedding lookup: out[r, :] = table[id - first_row, :] * scale with id = sampled[sources[r]]
+// where sources[r] >= 0 (a token the previous step sampled on the device), else tokens[r]. The table
+// holds the `vocab` rows from id first_row on (a vocab-parallel shard); an id outside them (another
+// shard's, or a row that had no finite logit) gives a zero row rather than a read out of bounds.
 extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const uint4* __restrict__ table,
                                                const int* __restrict__ tokens, const int* __restrict__ sources,
-                                               const int* __restrict__ sampled, int vocab, int chunks, float scale) {
+                                               const int* __restrict__ sampled, int first_row, int vocab, int chunks,
+                                               float scale) {
   const int source = sources[blockIdx.x];
-  const int id = source >= 0 ? sampled[source] : tokens[blockIdx.x];
+  const int token = source >= 0 ? sampled[source] : tokens[blockIdx.x];
+  const int id = token < 0 ? -1 : token - first_row;
   uint4* to = out + (long long)blockIdx.x * chunks;
   if (id < 0 || id >= vocab) {
     for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = make_uint4(0, 0, 0, 0);
@@ -34,4 +37,16 @@ extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const ui
     for (int i = 0; i < 8; i++) f[i] *= scale;
     to[c] = pack8(f);
   }
+}
+
+// An all-gather's blocks [blocks, rows, chunks] (device b's [rows, chunks] at block b) laid side by
+// side: out[r, b * chunks + c] = in[b, r, c], a vocab-parallel LM head's logits in vocabulary
+// order. One block per (output row, gathered block).
+extern "C" __global__ void column_blocks_kernel(uint4* __restrict__ out, const uint4* __restrict__ in, int rows,
+                                                int chunks, int blocks) {
+  const long long row = blockIdx.x;
+  const long long b = blockIdx.y;
+  const uint4* from = in + (b * rows + row) * chunks;
+  uint4* to = out + (row * blocks + b) * chunks;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }

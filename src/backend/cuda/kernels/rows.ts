@@ -10,6 +10,8 @@ export function launchGatherRows(device: CudaDevice, out: DevicePtr, src: Device
 export interface EmbedTokensArgs {
   out: DevicePtr;
   table: DevicePtr;
+  /** The vocabulary id of the table's first row (a vocab-parallel shard's), and its rows. */
+  firstRow: number;
   vocab: number;
   /** bf16 row width, a multiple of 8. */
   cols: number;
@@ -25,16 +27,23 @@ export interface EmbedTokensArgs {
 /** out [numRows, cols] = table rows of each token id times `scale`, ids named by `sources` read from `sampled`. */
 export function launchEmbedTokens(device: CudaDevice, a: EmbedTokensArgs): void {
   if (a.numRows === 0) return;
-  device.launch(device.kernel('rows.cu', 'embed_tokens_kernel', 'pppppiif'), [a.numRows], [rowThreads(a.cols)], 0, [
+  device.launch(device.kernel('rows.cu', 'embed_tokens_kernel', 'pppppiiif'), [a.numRows], [rowThreads(a.cols)], 0, [
     a.out,
     a.table,
     a.tokens,
     a.sources,
     a.sampled,
+    a.firstRow,
     a.vocab,
     a.cols / 8,
     a.scale,
   ]);
+}
+
+/** out [rows, blocks · cols] bf16 from in [blocks, rows, cols]: block b's rows at columns b · cols; cols a multiple of 8. */
+export function launchColumnBlocks(device: CudaDevice, out: DevicePtr, input: DevicePtr, rows: number, cols: number, blocks: number): void {
+  if (rows === 0) return;
+  device.launch(device.kernel('rows.cu', 'column_blocks_kernel', 'ppiii'), [rows, blocks], [rowThreads(cols)], 0, [out, input, rows, cols / 8, blocks]);
 }
 
 function rowThreads(cols: number): number {

@@ -1,5 +1,5 @@
 import { extname } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { Worker, type Transferable } from 'node:worker_threads';
 
 const BOOT = new URL('./ts-worker-boot.mjs', import.meta.url);
 
@@ -13,11 +13,11 @@ export function siblingModule(name: string, base: string): URL {
 
 /**
  * A worker thread running the module at `entry` (a file URL, TypeScript or JavaScript), which reads its own
- * settings from `workerData.settings`. The parent's Node flags are not passed on: the thread gets
+ * settings from `workerData.settings` (holding any MessagePort of `transferList`). The parent's Node flags are not passed on: the thread gets
  * only what the boot module sets up.
  */
-export function startTsWorker(entry: URL, settings: unknown, name: string): Worker {
-  return new Worker(BOOT, { workerData: { entry: entry.href, settings }, execArgv: [], name });
+export function startTsWorker(entry: URL, settings: unknown, name: string, transferList: Transferable[] = []): Worker {
+  return new Worker(BOOT, { workerData: { entry: entry.href, settings }, execArgv: [], name, transferList });
 }
 
 /** Either end of a channel between threads: a worker's parentPort, a Worker, or a MessagePort. */

@@ -1,0 +1,166 @@
+// The linear-layer kernels timed on the GPU (what `keel bench linear` reports): every weight
+// format at every batch size on the given [n, k] shapes (a weight [out, in]), as achieved weight
+// GB/s and TFLOP/s, against bf16 cuBLAS on the same shape. Timing: CUDA events over CUDA-graph
+// replays (graph-timer.ts). Random weights: the kernels' speed does not depend on the values.
+//
+// Quantized formats (fp8, int8, int4, round to nearest as --quantization makes them) are timed on
+// each kernel that can take the batch, not only the one the backend picks, so that the thresholds
+// between them (QUANTIZED_GEMV_MAX_ROWS, QUANTIZED_GEMM_MAX_ROWS) can be set from the figures:
+// the decode GEMV up to its rows, then the tensor-core GEMM and dequantize + cuBLAS. mxfp4 only
+// exists for MoE experts: it is timed as one expert's MLP (gate/up [n, k], down [k, n / 2], every
+// row routed to it) beside the same MLP in bf16.
+import type { Tensor } from '../backend/backend.ts';
+import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
+import type { CudaQuantizedTensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
+import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
+import { describeBatch } from '../step/batch.ts';
+import { float32Tensor } from '../tensor/host-ops.ts';
+import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
+import { quantizeRoundToNearest, type LinearQuantization } from '../tensor/quantize-rtn.ts';
+import { numGroups, rowBytes, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { timeGraph } from './graph-timer.ts';
+import { linearShapeProblem, type LinearBenchFormat, type LinearPath } from './linear-bench-options.ts';
+import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
+
+export interface LinearFigure {
+  /** `linear`: x [rows, k] · Wᵀ with W [n, k]; `expert-mlp`: one MoE expert, gate/up [n, k] and down [k, n / 2]. */
+  op: 'linear' | 'expert-mlp';
+  n: number;
+  k: number;
+  rows: number;
+  format: LinearBenchFormat;
+  path: LinearPath;
+  us: number;
+  /** Bytes of the weight (codes, scales, zeros) the call reads. */
+  weight_bytes: number;
+  /** weight_bytes per second. */
+  gb_per_s: number;
+  tflops: number;
+  /** The same op's bf16 time over this one: cuBLAS for linear, the bf16 expert MLP for experts. */
+  speedup_vs_bf16: number;
+}
+
+export interface LinearBenchmark {
+  deviceName: string;
+  driverCudaVersion: number;
+  read_gb_per_s: number;
+  figures: LinearFigure[];
+}
+
+export interface LinearBenchOptions {
+  formats: readonly LinearBenchFormat[];
+  rows: readonly number[];
+  shapes: readonly [number, number][];
+  /** Called with each figure as it is measured. */
+  onFigure?: (f: LinearFigure) => void;
+}
+
+const REPS = 20;
+/** Split-K partial sums of the directly launched kernels (at most 8 splits × 256 rows × the widest n of f32 use far less). */
+const WORKSPACE_BYTES = 256 << 20;
+
+export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): LinearBenchmark {
+  for (const [n, k] of options.shapes) {
+    const problem = linearShapeProblem(n, k, options.formats);
+    if (problem !== null) throw new Error(problem);
+  }
+  const backend = new CudaBackend({ device: ordinal, arenaBytes: 1 << 30 });
+  const rng = seededRng(4321);
+  const workspace = backend.device.alloc(WORKSPACE_BYTES);
+  const figures: LinearFigure[] = [];
+  const add = (f: LinearFigure) => {
+    figures.push(f);
+    options.onFigure?.(f);
+  };
+  try {
+    for (const [n, k] of options.shapes) {
+      const values = randomBf16Values(rng, n * k, 0.02);
+      const dense = backend.loadWeight(bf16Tensor([n, k], values));
+      const quantized = options.formats
+        .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4')
+        .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
+        .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
+      const dequantized = quantized.length > 0 ? backend.device.alloc(2 * n * k) : 0;
+      const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
+      for (const rows of options.rows) {
+        const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTable: [0] }], 16));
+        step();
+        const x = backend.loadWeight(bf16Tensor([rows, k], randomBf16Values(rng, rows * k, 1)));
+        const xPtr = (x as CudaTensor).ptr;
+        const out = backend.device.alloc(2 * rows * n);
+        const flops = 2 * rows * n * k;
+        const figure = (format: LinearBenchFormat, path: LinearPath, ms: number, bytes: number, bf16Ms: number, op: LinearFigure['op'] = 'linear', f = flops): LinearFigure => ({
+          op, n, k, rows, format, path, us: ms * 1e3, weight_bytes: bytes, gb_per_s: bytes / (ms * 1e-3) / 1e9, tflops: f / (ms * 1e-3) / 1e12, speedup_vs_bf16: bf16Ms / ms,
+        });
+        const densePtr = (dense as CudaTensor).ptr;
+        const cublasMs = timeGraph(backend, () => () => backend.device.cublas.linearBf16(out, xPtr, densePtr, rows, n, k), REPS);
+        add(figure('bf16', 'cublas', cublasMs, 2 * n * k, cublasMs));
+        if (options.formats.includes('bf16')) {
+          step();
+          add(figure('bf16', 'keel-bf16', timeGraph(backend, () => () => backend.linear(x, dense, null), REPS), 2 * n * k, cublasMs));
+        }
+        const ws = () => workspace;
+        for (const q of quantized) {
+          if (rows <= QUANTIZED_GEMV_MAX_ROWS) {
+            add(figure(q.format, 'gemv', timeGraph(backend, () => () => launchQuantizedGemv(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+            continue;
+          }
+          add(figure(q.format, 'gemm', timeGraph(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+          const dequantizeMs = timeGraph(
+            backend,
+            () => () => {
+              launchDequantize(backend.device, dequantized, q.tensor);
+              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
+            },
+            REPS,
+          );
+          add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+        }
+        if (experts !== null) {
+          const expertFlops = 2 * rows * (n * k + (k * n) / 2);
+          const time = (weights: { gateUp: Tensor; down: Tensor }) => {
+            step();
+            const logits = backend.loadWeight(float32Tensor(new Float32Array(rows), [rows, 1]), { float32: true });
+            const routing = backend.routeExperts(logits, { topK: 1, scoring: 'softmax', selectionBias: null, groups: null, normalize: false, scale: 1 });
+            const w = { first: 0, count: 1, gateUp: weights.gateUp, down: weights.down, gateUpBias: null, downBias: null };
+            return timeGraph(backend, () => () => backend.expertMlp(x, routing, w, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }), REPS);
+          };
+          const bf16Ms = time(experts.bf16);
+          add(figure('bf16', 'expert-mlp', bf16Ms, experts.bf16Bytes, bf16Ms, 'expert-mlp', expertFlops));
+          add(figure('mxfp4', 'expert-mlp', time(experts.mxfp4), experts.mxfp4Bytes, bf16Ms, 'expert-mlp', expertFlops));
+        }
+        backend.device.free(out);
+      }
+      if (dequantized !== 0) backend.device.free(dequantized);
+    }
+    return {
+      deviceName: backend.device.info.name,
+      driverCudaVersion: backend.device.info.driverCudaVersion,
+      read_gb_per_s: backend.measureMemoryBandwidth() / 1e9,
+      figures,
+    };
+  } finally {
+    backend.device.free(workspace);
+    backend.dispose();
+  }
+}
+
+/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros. */
+function quantizedBytes(w: QuantizedWeight): number {
+  const groups = w.rows * numGroups(w);
+  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups);
+}
+
+/** One expert of intermediate width n / 2 over hidden size k, in bf16 and in MXFP4. */
+function expertPair(backend: CudaBackend, rng: () => number, n: number, k: number) {
+  const gateUpValues = randomBf16Values(rng, n * k, 0.02);
+  const downValues = randomBf16Values(rng, (k * n) / 2, 0.02);
+  const bf16 = { gateUp: backend.loadWeight(bf16Tensor([1, n, k], gateUpValues)), down: backend.loadWeight(bf16Tensor([1, k, n / 2], downValues)) };
+  const mxfp4 = {
+    gateUp: backend.loadMxfp4Weight(quantizeMxfp4(gateUpValues, [1, n, k])),
+    down: backend.loadMxfp4Weight(quantizeMxfp4(downValues, [1, k, n / 2])),
+  };
+  const elements = n * k + (k * n) / 2;
+  return { bf16, mxfp4, bf16Bytes: 2 * elements, mxfp4Bytes: elements / 2 + elements / 32 };
+}

@@ -1,0 +1,71 @@
+import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type QuantizerOptions } from './group-quantizer.ts';
+
+/** α of s = mean|x|^α tried by the search (the paper's grid of 20 points in [0, 1)). */
+export const AWQ_GRID = 20;
+
+export interface AwqSearch {
+  /** Per input column: the weight's columns are multiplied by it, the input divided by it. */
+  scales: Float64Array;
+  alpha: number;
+  /** Output error (outputError) at the chosen α, and with no scaling (α = 0). */
+  error: number;
+  unscaledError: number;
+}
+
+/**
+ * AWQ's activation-aware scale search (Lin et al., "AWQ: Activation-aware Weight Quantization for
+ * LLM Compression and Acceleration", 2023): the input channels that carry large activations
+ * matter most, and scaling a weight column up by s (the input down by s) shrinks its relative
+ * rounding error. For α on a grid in [0, 1), s = mean|x|^α per input channel (normalized by
+ * √(max · min) so the scales straddle 1, as AutoAWQ does); the weight W·diag(s) is quantized
+ * round-to-nearest, and the α whose Q(W·diag(s))·diag(1/s) gives the smallest output error on
+ * the calibration inputs x [n, cols] wins. The caller folds 1/s into the op before the layer.
+ */
+export function awqSearchScales(
+  w: Float64Array,
+  rows: number,
+  cols: number,
+  x: Float32Array,
+  n: number,
+  meanAbs: Float64Array,
+  groupSize: number | null,
+  o: QuantizerOptions,
+): AwqSearch {
+  let best: AwqSearch | null = null;
+  let unscaledError = NaN;
+  for (let step = 0; step < AWQ_GRID; step++) {
+    const alpha = step / AWQ_GRID;
+    const scales = channelScales(meanAbs, alpha);
+    const error = outputError(x, n, w, scaledRoundTrip(w, rows, cols, scales, groupSize, o), rows, cols);
+    if (step === 0) unscaledError = error;
+    if (best === null || error < best.error) best = { scales, alpha, error, unscaledError: NaN };
+  }
+  return { ...best!, unscaledError };
+}
+
+function channelScales(meanAbs: Float64Array, alpha: number): Float64Array {
+  const s = meanAbs.map((m) => Math.max(m, 1e-4) ** alpha);
+  let lo = Infinity;
+  let hi = 0;
+  for (const v of s) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  const norm = Math.sqrt(lo * hi);
+  return s.map((v) => v / norm);
+}
+
+/** The weight AWQ's quantization of W·diag(s) stands for, back in the unscaled input space. */
+function scaledRoundTrip(w: Float64Array, rows: number, cols: number, s: Float64Array, groupSize: number | null, o: QuantizerOptions): Float64Array {
+  const q = quantizeRoundToNearestGroups(scaleColumns(w, rows, cols, s), rows, cols, groupSize, o);
+  const back = dequantizeGroups(q);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) back[r * cols + c] /= s[c];
+  return back;
+}
+
+/** W·diag(s): each input column c multiplied by s[c]. */
+function scaleColumns(w: Float64Array, rows: number, cols: number, s: Float64Array): Float64Array {
+  const out = new Float64Array(w.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = w[r * cols + c] * s[c];
+  return out;
+}

@@ -1,0 +1,223 @@
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import { readJsonFile } from '../checkpoint/json-file.ts';
+import { writeSafetensorsFile, type SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
+import { invalidArgument } from '../errors.ts';
+import { createModel, readModelArchitecture } from '../models/registry.ts';
+import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
+import { awqSearchScales, type AwqSearch } from './awq.ts';
+import { calibrate, type LinearInputs } from './calibration.ts';
+import { gptqQuantize } from './gptq.ts';
+import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
+import { packAwqGemm, packGptq } from './pack.ts';
+
+export type QuantizeMethod = 'gptq' | 'awq' | 'rtn';
+export const QUANTIZE_METHODS: readonly QuantizeMethod[] = ['gptq', 'awq', 'rtn'];
+
+export interface QuantizeOptions {
+  /** A 16-bit model directory. */
+  model: string;
+  method: QuantizeMethod;
+  bits: 4 | 8;
+  /** Input columns per group; null (`-1`) for one group per row. */
+  groupSize: number | null;
+  /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
+  actOrder: boolean;
+  /** Calibration token windows; rtn needs none (given, they only measure its error). */
+  samples: number[][];
+  output: string;
+}
+
+/**
+ * One quantized layer's output error Σ‖x (W − Ŵ)ᵀ‖² over the sampled calibration inputs
+ * (calibration.ts SAMPLE_ROWS), beside round-to-nearest's on the same grid.
+ */
+export interface LayerReport {
+  names: string[];
+  error: number;
+  rtnError: number;
+  /** AWQ: the α its search chose. */
+  alpha?: number;
+}
+
+/** Model types whose decoder layout AWQ's scale folding knows (llama's names, plain RMSNorm weights). */
+const AWQ_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
+
+/**
+ * `keel quantize`: quantizes the linear layers Keel runs quantized (attention and dense MLP
+ * projections; embeddings, norms and the LM head stay 16-bit) and writes the checkpoint to
+ * `output` with config.json's `quantization_config`, the other files of the model directory
+ * copied: GPTQ's layout for `gptq` and `rtn` (symmetric, `checkpoint_format: gptq`), AutoAWQ's
+ * GEMM layout for `awq` (4-bit, zero points). docs/quantization.md says how each method works.
+ */
+export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
+  const architecture = readModelArchitecture(o.model);
+  if (architecture.quantization !== null) throw invalidArgument(`${o.model} is already quantized (quant_method ${architecture.quantization.method}): keel quantize reads 16-bit checkpoints`);
+  if (o.method === 'awq' && o.bits !== 4) throw invalidArgument('AWQ writes the 4-bit GEMM layout: use --bits 4 with --method awq');
+  const modelType = architecture.config.modelType;
+  if (o.method === 'awq' && !AWQ_MODEL_TYPES.includes(modelType)) {
+    throw invalidArgument(`AWQ folds its scales into the layers before each projection, which Keel knows for ${AWQ_MODEL_TYPES.join(', ')}, not model_type ${modelType}`);
+  }
+  if (o.groupSize !== null && !(Number.isInteger(o.groupSize) && o.groupSize > 0)) throw invalidArgument(`the group size must be a positive integer or -1 (got ${o.groupSize})`);
+  if (resolve(o.output) === resolve(o.model)) throw invalidArgument('--output must be a new directory, not the model directory');
+  const ckpt = openCheckpoint(o.model);
+  try {
+    const model = createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
+    if (o.method !== 'rtn' && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
+    // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
+    const linears = calibrate(model, ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
+    const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
+    const replaced = new Map<string, Float32Array>();
+    const searches = o.method === 'awq' ? foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o) : new Map<LinearInputs, AwqSearch>();
+    const tensors = new Map<string, SafetensorsTensor>();
+    const reports: LayerReport[] = [];
+    for (const linear of linears) {
+      const rows = linear.names.map((n) => ckpt.info(n).shape[0]);
+      const stacked = concat(linear.names.map((n) => weights.get(n)!));
+      const total = rows.reduce((a, b) => a + b, 0);
+      const { quantized, report } = quantizeLinear(stacked, total, linear, o, searches.get(linear) ?? null);
+      reports.push(report);
+      let first = 0;
+      linear.names.forEach((name, i) => {
+        const part = sliceRows(quantized, first, rows[i]);
+        first += rows[i];
+        const base = name.slice(0, -'.weight'.length);
+        const packed = o.method === 'awq' ? packAwqGemm(part) : packGptq(part);
+        for (const [key, t] of Object.entries(packed)) tensors.set(`${base}.${key}`, t);
+      });
+    }
+    const quantizedNames = new Set(linears.flatMap((l) => l.names));
+    for (const name of ckpt.tensorNames) {
+      if (quantizedNames.has(name)) continue;
+      const raw = ckpt.readRaw(name);
+      const values = replaced.get(name);
+      const data = values === undefined ? raw.data : float32ToHostTensor(values, raw.dtype.toLowerCase() as WeightDType, raw.shape).data;
+      tensors.set(name, { dtype: raw.dtype, shape: raw.shape, data });
+    }
+    writeOutput(o, tensors);
+    return reports;
+  } finally {
+    ckpt.close();
+  }
+}
+
+function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: QuantizeOptions, search: AwqSearch | null): { quantized: GroupQuantized; report: LayerReport } {
+  const { cols, hessian } = linear;
+  const grid = { bits: o.bits, symmetric: o.method !== 'awq' };
+  const error = (q: GroupQuantized) => outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
+  const rtn = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
+  const rtnError = error(rtn);
+  if (o.method === 'rtn') return { quantized: rtn, report: { names: linear.names, error: rtnError, rtnError } };
+  if (o.method === 'gptq') {
+    const quantized = gptqQuantize(w.slice(), rows, cols, hessian, { ...grid, groupSize: o.groupSize, actOrder: o.actOrder, damp: 0.01 });
+    return { quantized, report: { names: linear.names, error: error(quantized), rtnError } };
+  }
+  // AWQ: the weight arrives scaled (foldAwqScales) and is rounded to nearest; its error and
+  // round-to-nearest's are the search's, on the sampled inputs (a layer without a search is RTN).
+  const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
+  if (search === null) return { quantized, report: { names: linear.names, error: rtnError, rtnError, alpha: 0 } };
+  return { quantized, report: { names: linear.names, error: search.error, rtnError: search.unscaledError, alpha: search.alpha } };
+}
+
+/**
+ * AWQ: searches each layer's input-channel scales s and folds them into the model so that its
+ * function is unchanged: the weight's columns × s, and the op before ÷ s: the RMSNorm before
+ * q/k/v (input_layernorm) and before gate/up (post_attention_layernorm), and up_proj's rows before
+ * down_proj (act(gate) · up feeds down channel by channel). o_proj keeps s = 1: with grouped
+ * kv heads v_proj's rows do not map one-to-one onto o_proj's inputs (AutoAWQ skips it then too).
+ */
+function foldAwqScales(
+  linears: LinearInputs[],
+  weights: Map<string, Float64Array>,
+  replaced: Map<string, Float32Array>,
+  read: (name: string) => HostTensor,
+  o: QuantizeOptions,
+): Map<LinearInputs, AwqSearch> {
+  const grid = { bits: o.bits, symmetric: false };
+  const searches = new Map<LinearInputs, AwqSearch>();
+  for (const linear of linears) {
+    const { names, cols } = linear;
+    const last = names[names.length - 1];
+    const layer = last.replace(/\.(self_attn|mlp)\.[a-z_]+\.weight$/, '');
+    let before: { kind: 'norm'; name: string } | { kind: 'rows'; name: string } | null;
+    if (/self_attn\.v_proj\.weight$/.test(last)) before = { kind: 'norm', name: `${layer}.input_layernorm.weight` };
+    else if (/mlp\.up_proj\.weight$/.test(last)) before = { kind: 'norm', name: `${layer}.post_attention_layernorm.weight` };
+    else if (/mlp\.down_proj\.weight$/.test(last)) before = { kind: 'rows', name: `${layer}.mlp.up_proj.weight` };
+    else if (/self_attn\.o_proj\.weight$/.test(last)) before = null;
+    else throw invalidArgument(`AWQ does not know which layer feeds ${names.join(', ')}`);
+    if (before === null) continue;
+    const rowsOf = names.map((n) => weights.get(n)!.length / cols);
+    const total = rowsOf.reduce((a, b) => a + b, 0);
+    const stacked = concat(names.map((n) => weights.get(n)!));
+    const search = awqSearchScales(stacked, total, cols, linear.sample, linear.sampleRows, linear.meanAbs, o.groupSize, grid);
+    for (const n of names) {
+      const w = weights.get(n)!;
+      for (let r = 0; r < w.length / cols; r++) for (let c = 0; c < cols; c++) w[r * cols + c] *= search.scales[c];
+    }
+    if (before.kind === 'norm') {
+      const norm = replaced.get(before.name) ?? hostTensorToFloat32(read(before.name));
+      replaced.set(before.name, norm.map((v, c) => v / search.scales[c]));
+    } else {
+      const up = weights.get(before.name)!;
+      const upCols = up.length / cols;
+      for (let r = 0; r < cols; r++) for (let c = 0; c < upCols; c++) up[r * upCols + c] /= search.scales[r];
+    }
+    searches.set(linear, search);
+  }
+  return searches;
+}
+
+function concat(parts: Float64Array[]): Float64Array {
+  const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function sliceRows(q: GroupQuantized, first: number, count: number): GroupQuantized {
+  const groups = q.scales.length / q.rows;
+  return {
+    ...q,
+    rows: count,
+    codes: q.codes.slice(first * q.cols, (first + count) * q.cols),
+    scales: q.scales.slice(first * groups, (first + count) * groups),
+    zeros: q.zeros.slice(first * groups, (first + count) * groups),
+  };
+}
+
+function writeOutput(o: QuantizeOptions, tensors: Map<string, SafetensorsTensor>): void {
+  mkdirSync(o.output, { recursive: true });
+  if (existsSync(join(o.output, 'model.safetensors.index.json'))) throw invalidArgument(`${o.output} already holds a sharded checkpoint`);
+  writeSafetensorsFile(join(o.output, 'model.safetensors'), tensors, { format: 'pt' });
+  // The files a model loads besides its weights and config: tokenizer, chat template, generation defaults.
+  for (const file of readdirSync(o.model)) {
+    if (/^(tokenizer|special_tokens_map|generation_config|chat_template|vocab|merges|added_tokens)/.test(file)) copyFileSync(join(o.model, file), join(o.output, file));
+  }
+  const config = readJsonFile(join(o.model, 'config.json')) as Record<string, unknown>;
+  config.quantization_config = quantizationConfig(o);
+  writeFileSync(join(o.output, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** config.json's quantization_config, as AutoGPTQ / AutoAWQ write it (and transformers, vLLM and Keel read it). */
+function quantizationConfig(o: QuantizeOptions): Record<string, unknown> {
+  const groupSize = o.groupSize ?? -1;
+  const meta = { quantizer: [`keel quantize --method ${o.method}`] };
+  if (o.method === 'awq') return { quant_method: 'awq', bits: 4, group_size: groupSize, zero_point: true, version: 'gemm', modules_to_not_convert: null, meta };
+  return {
+    quant_method: 'gptq',
+    bits: o.bits,
+    group_size: groupSize,
+    desc_act: o.method === 'gptq' && o.actOrder,
+    sym: true,
+    checkpoint_format: 'gptq',
+    damp_percent: 0.01,
+    static_groups: false,
+    true_sequential: false,
+    meta,
+  };
+}

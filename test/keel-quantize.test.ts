@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { quantizedCheckpoint } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
+import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
+import { LLM } from '../src/engine/llm.ts';
+import { perplexity } from '../src/eval/perplexity.ts';
+import { readModelArchitecture } from '../src/models/registry.ts';
+import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
+import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
+import { quantizeCheckpoint, type QuantizeOptions } from '../src/quantize/quantize-checkpoint.ts';
+import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
+import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
+import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
+import { TestRandom, testSeed } from './helpers/cpu-random.ts';
+import { tempDir } from './helpers/model-temp-dir.ts';
+
+const random = new TestRandom(testSeed('keel quantize'));
+const BIN = fileURLToPath(new URL('../bin/keel', import.meta.url));
+const CALIBRATION = fileURLToPath(new URL('../tools/oracle/make_fixtures.py', import.meta.url));
+// Code the model never saw, and not the calibration text.
+const HELD_OUT = readFileSync(new URL('../tools/peers/write_gguf.py', import.meta.url), 'utf8').slice(0, 4000);
+
+/** Few, short windows: the test checks the algorithms, not the best checkpoint they can make. */
+function calibrationSamples(): number[][] {
+  const tokens = Tokenizer.load(DEFAULT_MODEL_DIR).encode(readFileSync(CALIBRATION, 'utf8'), { addSpecialTokens: false });
+  return Array.from({ length: 4 }, (_, i) => tokens.slice(i * 64, (i + 1) * 64));
+}
+
+function options(output: string, o: Partial<QuantizeOptions>): QuantizeOptions {
+  return { model: DEFAULT_MODEL_DIR, method: 'gptq', bits: 4, groupSize: 128, actOrder: false, samples: calibrationSamples(), output, ...o };
+}
+
+/** Inputs whose channels differ in scale and are correlated, as a layer's activations are. */
+function correlatedInputs(n: number, cols: number): Float32Array {
+  const x = new Float32Array(n * cols);
+  const gain = Float32Array.from({ length: cols }, () => Math.exp(random.uniform(-2, 2)));
+  for (let t = 0; t < n; t++) {
+    const shared = random.uniform(-1, 1);
+    for (let c = 0; c < cols; c++) x[t * cols + c] = gain[c] * (0.7 * shared + 0.3 * random.uniform(-1, 1));
+  }
+  return x;
+}
+
+test('GPTQ on a random layer: lower output error than round to nearest on the same grid; with H = I (no correlations) it is round to nearest', () => {
+  const [rows, cols, n] = [24, 64, 256];
+  const w = Float64Array.from({ length: rows * cols }, () => random.uniform(-1, 1));
+  const x = correlatedInputs(n, cols);
+  for (const grid of [{ bits: 4 as const, symmetric: true }, { bits: 8 as const, symmetric: false }]) {
+    for (const groupSize of [16, null]) {
+      for (const actOrder of [false, true]) {
+        const rtn = quantizeRoundToNearestGroups(w, rows, cols, groupSize, grid);
+        const gptq = gptqQuantize(w.slice(), rows, cols, hessianOf(x, n, cols), { ...grid, groupSize, actOrder, damp: 0.01 });
+        const [eRtn, eGptq] = [outputError(x, n, w, dequantizeGroups(rtn), rows, cols), outputError(x, n, w, dequantizeGroups(gptq), rows, cols)];
+        assert.ok(eGptq < 0.8 * eRtn, `${JSON.stringify({ grid, groupSize, actOrder })}: GPTQ ${eGptq} vs RTN ${eRtn}`);
+      }
+    }
+  }
+  // With H = I the inverse Hessian's Cholesky factor is diagonal: no error is carried forward.
+  const identity = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) identity[i * cols + i] = 1;
+  const plain = gptqQuantize(w.slice(), rows, cols, identity, { bits: 4, symmetric: true, groupSize: 16, actOrder: false, damp: 0 });
+  assert.deepEqual(plain.codes, quantizeRoundToNearestGroups(w, rows, cols, 16, { bits: 4, symmetric: true }).codes);
+});
+
+test('keel quantize --method gptq on keel-tiny: every layer reconstructs its calibration outputs better than round to nearest, and the checkpoint loads in Keel', async (t) => {
+  const output = tempDir(t);
+  const reports = quantizeCheckpoint(options(output, { method: 'gptq', actOrder: true }));
+  assert.equal(reports.length, 16, 'q/k/v, o, gate/up and down of 4 layers');
+  for (const r of reports) assert.ok(r.error < r.rtnError, `${r.names[0]}: GPTQ ${r.error} vs RTN ${r.rtnError}`);
+  const config = JSON.parse(readFileSync(join(output, 'config.json'), 'utf8')).quantization_config;
+  assert.deepEqual([config.quant_method, config.bits, config.group_size, config.desc_act, config.sym, config.checkpoint_format], ['gptq', 4, 128, true, true, 'gptq']);
+  // Act-order: the columns of a layer are listed by group in the order GPTQ quantized them.
+  const raw = openCheckpoint(output).readRaw('model.layers.0.mlp.down_proj.g_idx');
+  const gIdx = new Int32Array(raw.data.slice().buffer);
+  assert.ok(gIdx.some((g, i) => g !== Math.floor(i / 128)), 'g_idx follows the activation order');
+  await assertRunsNearBf16(output, 1.25);
+});
+
+test('keel quantize --method rtn --bits 8: Keel reads back exactly the round-to-nearest weights', (t) => {
+  const output = tempDir(t);
+  quantizeCheckpoint(options(output, { method: 'rtn', bits: 8, groupSize: null, samples: [] }));
+  const original = openCheckpoint(DEFAULT_MODEL_DIR);
+  const written = quantizedCheckpoint(openCheckpoint(output), readModelArchitecture(output).quantization!);
+  for (const name of ['model.layers.1.self_attn.k_proj.weight', 'model.layers.2.mlp.down_proj.weight']) {
+    const w = Float64Array.from(hostTensorToFloat32(original.read(name)));
+    const [rows, cols] = original.info(name).shape;
+    const expected = dequantizeGroups(quantizeRoundToNearestGroups(w, rows, cols, null, { bits: 8, symmetric: true }));
+    const read = written.readLinear!(name);
+    assert.ok(isQuantized(read) && read.format === 'int8', name);
+    assert.deepEqual(Array.from(dequantizeWeight(read)), Array.from(expected, Math.fround), name);
+  }
+});
+
+test('keel quantize --method awq on keel-tiny: the searched scales never do worse than none, the norms absorb them, and the checkpoint loads in Keel', async (t) => {
+  const output = tempDir(t);
+  const reports = quantizeCheckpoint(options(output, { method: 'awq' }));
+  const searched = reports.filter((r) => !r.names[0].endsWith('o_proj.weight'));
+  assert.equal(searched.length, 12);
+  for (const r of searched) assert.ok(r.error <= r.rtnError, `${r.names[0]}: AWQ ${r.error} vs unscaled ${r.rtnError}`);
+  assert.ok(searched.some((r) => r.alpha! > 0 && r.error < r.rtnError), 'some layer gains from scaling');
+  const config = JSON.parse(readFileSync(join(output, 'config.json'), 'utf8')).quantization_config;
+  assert.deepEqual([config.quant_method, config.bits, config.version, config.zero_point], ['awq', 4, 'gemm', true]);
+  const norm = (dir: string) => hostTensorToFloat32(openCheckpoint(dir).read('model.layers.0.input_layernorm.weight'));
+  assert.notDeepEqual(norm(output), norm(DEFAULT_MODEL_DIR), 'input_layernorm divided by the q/k/v scales');
+  await assertRunsNearBf16(output, 1.25);
+});
+
+test('keel quantize names what is wrong: no method, AWQ at 8 bits, no calibration text, a quantized model', (t) => {
+  const run = (args: string[]) => spawnSync(BIN, ['quantize', ...args], { encoding: 'utf8' });
+  const out = join(tempDir(t), 'out');
+  assert.match(run(['--bits', '4', '--output', out]).stderr, /--method must be one of gptq, awq, rtn/);
+  assert.match(run(['--method', 'awq', '--bits', '8', '--calibration', CALIBRATION, '--output', out]).stderr, /AWQ writes the 4-bit GEMM layout/);
+  assert.match(run(['--method', 'gptq', '--bits', '4', '--output', out]).stderr, /need calibration text: --calibration FILE/);
+  const fixture = fileURLToPath(new URL('./fixtures/quant-awq-int4', import.meta.url));
+  assert.match(run(['--model', fixture, '--method', 'rtn', '--bits', '4', '--output', out]).stderr, /already quantized \(quant_method awq\)/);
+});
+
+async function heldOutPerplexity(model: string): Promise<number> {
+  const llm = await LLM.load({ model, backend: 'cpu', showProgress: false });
+  try {
+    return (await perplexity(llm, llm.encode(HELD_OUT), { contextLength: 512, stride: 256 })).perplexity;
+  } finally {
+    await llm.close();
+  }
+}
+
+let bf16Perplexity: Promise<number> | null = null;
+
+/** The written checkpoint runs in Keel, with a held-out perplexity within `factor` of the bf16 model's. */
+async function assertRunsNearBf16(dir: string, factor: number): Promise<void> {
+  bf16Perplexity ??= heldOutPerplexity(DEFAULT_MODEL_DIR);
+  const [quantized, bf16] = [await heldOutPerplexity(dir), await bf16Perplexity];
+  assert.ok(quantized < factor * bf16 && quantized > bf16 / factor, `perplexity ${quantized} vs bf16 ${bf16}`);
+}

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { EngineOptions } from '../src/config.ts';
+import { LLM } from '../src/engine/llm.ts';
+import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
+import { checkGreedy, checkPrefixCacheRerun, type ParityOptions } from './helpers/transformers-parity.ts';
+
+// Tensor and expert parallel on the CPU backend (ranks in worker threads, docs/parallelism.md):
+// every fixture family's greedy continuations equal transformers' (and so one device's), every
+// prompt batched, under preemption and from the prefix cache; the logprobs of the first tokens
+// equal one device's within the reordering of float sums.
+
+const PARITY: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
+
+const RUNS: { fixture: string; parallel: EngineOptions }[] = [
+  { fixture: 'llama-gqa', parallel: { tensorParallelSize: 2 } },
+  // 4 query heads over 4 devices: the 2 key/value heads are replicated, one per pair of devices.
+  { fixture: 'llama-gqa', parallel: { tensorParallelSize: 4 } },
+  { fixture: 'qwen3-qknorm', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  { fixture: 'mixtral-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  { fixture: 'qwen2-moe', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+];
+
+/** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */
+const LOGPROB_TOLERANCE = 1e-5;
+
+function fixtureNamed(name: string): OracleFixture {
+  const fixture = listOracleFixtures().find((f) => f.name === name);
+  assert.ok(fixture, `fixture ${name}`);
+  return fixture;
+}
+
+for (const { fixture: name, parallel } of RUNS) {
+  const fixture = fixtureNamed(name);
+  const label = `${name}, TP ${parallel.tensorParallelSize}${parallel.enableExpertParallel ? ' with expert parallel' : ''}`;
+  describe(label, () => {
+    test('greedy continuation of every prompt, batched, equals transformers\'', async () => {
+      await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu' }, false);
+    });
+    test('greedy continuation under forced preemption (8-block pool) equals transformers\'', async () => {
+      await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu', numKvBlocks: 8 }, true);
+    });
+    test('greedy continuation served from the prefix cache equals transformers\'', async () => {
+      await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });
+    });
+    test(`the first tokens' top logprobs equal one device's within ${LOGPROB_TOLERANCE}`, async () => {
+      const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
+      const run = async (options: EngineOptions) => {
+        const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...options });
+        try {
+          return await llm.generate(fixture.oracle.prompts, params);
+        } finally {
+          await llm.close();
+        }
+      };
+      const [single, split] = [await run({}), await run(parallel)];
+      let worst = 0;
+      single.forEach((output, i) => {
+        const [a, b] = [output.outputs[0].logprobs!, split[i].outputs[0].logprobs!];
+        assert.equal(a.length, b.length);
+        a.forEach((position, p) => {
+          assert.deepEqual(b[p].top.map((t) => t.tokenId), position.top.map((t) => t.tokenId), `prompt ${i}, token ${p}: the same top tokens`);
+          position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
+        });
+      });
+      assert.ok(worst <= LOGPROB_TOLERANCE, `max |Δlogprob| ${worst} > ${LOGPROB_TOLERANCE}`);
+    });
+  });
+}
