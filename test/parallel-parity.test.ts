@@ -28,6 +28,30 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */
 const LOGPROB_TOLERANCE = 1e-5;
 
+/** The first tokens' top candidates and logprobs under `parallel` equal one device's, both with `common`. */
+async function checkLogprobsMatchOneDevice(fixture: OracleFixture, parallel: EngineOptions, common: EngineOptions): Promise<void> {
+  const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
+  const run = async (options: EngineOptions) => {
+    const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...common, ...options });
+    try {
+      return await llm.generate(fixture.oracle.prompts, params);
+    } finally {
+      await llm.close();
+    }
+  };
+  const [single, split] = [await run({}), await run(parallel)];
+  let worst = 0;
+  single.forEach((output, i) => {
+    const [a, b] = [output.outputs[0].logprobs!, split[i].outputs[0].logprobs!];
+    assert.equal(a.length, b.length);
+    a.forEach((position, p) => {
+      assert.deepEqual(b[p].top.map((t) => t.tokenId), position.top.map((t) => t.tokenId), `prompt ${i}, token ${p}: the same top tokens`);
+      position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
+    });
+  });
+  assert.ok(worst <= LOGPROB_TOLERANCE, `max |Δlogprob| ${worst} > ${LOGPROB_TOLERANCE}`);
+}
+
 function fixtureNamed(name: string): OracleFixture {
   const fixture = listOracleFixtures().find((f) => f.name === name);
   assert.ok(fixture, `fixture ${name}`);
@@ -48,26 +72,13 @@ for (const { fixture: name, parallel } of RUNS) {
       await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });
     });
     test(`the first tokens' top logprobs equal one device's within ${LOGPROB_TOLERANCE}`, async () => {
-      const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
-      const run = async (options: EngineOptions) => {
-        const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...options });
-        try {
-          return await llm.generate(fixture.oracle.prompts, params);
-        } finally {
-          await llm.close();
-        }
-      };
-      const [single, split] = [await run({}), await run(parallel)];
-      let worst = 0;
-      single.forEach((output, i) => {
-        const [a, b] = [output.outputs[0].logprobs!, split[i].outputs[0].logprobs!];
-        assert.equal(a.length, b.length);
-        a.forEach((position, p) => {
-          assert.deepEqual(b[p].top.map((t) => t.tokenId), position.top.map((t) => t.tokenId), `prompt ${i}, token ${p}: the same top tokens`);
-          position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
-        });
-      });
-      assert.ok(worst <= LOGPROB_TOLERANCE, `max |Δlogprob| ${worst} > ${LOGPROB_TOLERANCE}`);
+      await checkLogprobsMatchOneDevice(fixture, parallel, {});
     });
   });
 }
+
+// Every rank's KV shard is stored in the dtype asked for: int8 keeps a scale per token and kv head,
+// so a rank's heads quantize as they do on one device.
+test(`with an int8 KV cache on every rank, llama-gqa at TP 2 gives one int8 device's first top logprobs within ${LOGPROB_TOLERANCE}`, async () => {
+  await checkLogprobsMatchOneDevice(fixtureNamed('llama-gqa'), { tensorParallelSize: 2 }, { kvCacheDtype: 'int8' });
+});

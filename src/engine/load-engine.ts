@@ -364,7 +364,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
     const cache = createCache(model.kvLayers);
-    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize);
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype);
     const draftModel = draft && { model: draft, cache: createCache(draft.kvLayers) };
     // One host space per cache, each block holding what a device block holds in all its pool arrays.
     const hostSpaces = (numBlocks: number) => {

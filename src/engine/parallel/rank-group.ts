@@ -5,6 +5,7 @@ import { createFailureBoard, reportFailure, type FailureBoard } from '../../para
 import { createSharedMemoryGroup, SharedMemoryCommunicator } from '../../parallel/shared-memory-communicator.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
 import { siblingModule, startTsWorker } from '../../threads/ts-worker.ts';
 import type { FromRank, FromSupervisor, RankSettings, ToRank, ToSupervisor } from './rank-messages.ts';
 
@@ -82,8 +83,9 @@ export class RankGroup {
     return this.loaded;
   }
 
-  createCaches(numBlocks: number, blockSize: number): void {
-    this.send({ type: 'create-cache', numBlocks, blockSize });
+  /** Every other rank makes its KV cache, its own heads' shard, of the same blocks and dtype as rank 0's. */
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype): void {
+    this.send({ type: 'create-cache', numBlocks, blockSize, dtype });
   }
 
   /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */

@@ -3,6 +3,7 @@ import type { FailureBoard } from '../../parallel/failure-board.ts';
 import type { SharedMemoryGroup } from '../../parallel/shared-memory-communicator.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** What a rank's worker needs to load its shard and join its groups (it crosses threads in workerData). */
 export interface RankSettings {
@@ -25,7 +26,7 @@ export interface RankSettings {
  * runs the same step on its shard (docs/parallelism.md).
  */
 export type ToRank =
-  | { type: 'create-cache'; numBlocks: number; blockSize: number }
+  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype }
   /** A step: copy-on-write block copies first, then the forward pass, then the sampling pass (each rank samples the gathered logits alike, so the next step's pending tokens are on every rank). */
   | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
   | { type: 'copy-slots'; src: Int32Array; dst: Int32Array };

@@ -44,7 +44,7 @@ try {
   port.on('message', (message: ToRank) => {
     try {
       if (message.type === 'create-cache') {
-        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers });
+        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, dtype: message.dtype });
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
       } else {
