@@ -16,7 +16,9 @@
 # minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), sampling (Qwen2.5-7B
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
-# configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), archs
+# configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), lora (the
+# LoRA GPU tests, then keel bench lora), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
+# and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
 # (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -95,6 +97,16 @@ for s in "$@"; do
       done ;;
     attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
+    lora) step lora-tests 280 node --test test/backend/cuda/lora.gpu.test.ts test/backend/cuda/graphs.gpu.test.ts test/lora.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/lora-tests.log" | head -20 | sed "s/^/[lora-tests] /"
+      step lora-kernels 200 node bin/keel bench lora --output "$out/results/lora-kernels-llama-3.1-8b-$kind.json"
+      grep -hE "^(decode|prefill) " "$out/lora-kernels.log" ;;
+    lora-throughput) for r in ${LORA_RANKS:-16 64}; do for n in 0 1 8 32; do
+        [ "$n" = 0 ] && [ "$r" != 16 ] && continue
+        step "throughput-lora$n-r$r" 150 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy --num-prompts 128 --input-len 512 \
+          --output-len 256 --lora-adapters "$n" --lora-rank "$r" --output "$out/results/throughput-llama-3.1-8b-lora$n-r$r-$kind.json"
+        grep -hE "^Throughput|output tokens/s" "$out/throughput-lora$n-r$r.log" | sed "s/^/[lora$n-r$r] /"
+      done; done ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
     sampling) for variant in plain "truncated-penalized --top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5" "top-p --top-p 0.9"; do
         options=${variant#"${variant%% *}"} name=throughput-qwen2.5-7b-sampling-${variant%% *}
@@ -102,7 +114,7 @@ for s in "$@"; do
           --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -6,6 +6,7 @@ import { LLM } from '../src/engine/llm.ts';
 import { loadEngine } from '../src/engine/load-engine.ts';
 import { perplexity } from '../src/eval/perplexity.ts';
 import { LlamaModel, type LlamaConfig } from '../src/models/llama.ts';
+import { wholeModel } from '../src/models/pipeline-stage.ts';
 import { describeBatch, type SequenceChunk } from '../src/step/batch.ts';
 import { kvBytesPerToken, type KvCacheDtype } from '../src/step/kv-cache-layout.ts';
 import { TestRandom, testSeed } from './helpers/cpu-random.ts';
@@ -87,7 +88,7 @@ class Harness {
     this.config = config;
     this.weights = weights;
     this.c = c;
-    this.model = new LlamaModel(config, config.maxPositionEmbeddings, null);
+    this.model = new LlamaModel(config, config.maxPositionEmbeddings, null, wholeModel(config.numLayers));
     const source = llamaWeightSource(config, weights);
     const scales = new Map<string, number>();
     c.checkpointScales?.k.forEach((s, i) => scales.set(`model.layers.${i}.self_attn.k_scale`, s));

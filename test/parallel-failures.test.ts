@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import { EngineClient } from '../src/server/engine-host/engine-client.ts';
-import { startServer } from '../src/server/server.ts';
+import { assertKilledRankFailsLoudly } from './helpers/killed-rank.ts';
 import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
 
 // A parallel run fails loudly, never hangs: a rank that dies makes the engine's next step fail
@@ -13,26 +12,23 @@ const load = (options: Parameters<typeof LLM.load>[0]) => LLM.load({ model: fixt
 const GREEDY = { temperature: 0, ignoreEos: true, maxTokens: 4 };
 
 test('a killed rank makes every request fail at once with an error naming it, and the server answer 503', async () => {
-  const llm = await load({ tensorParallelSize: 2 });
-  const engine = await EngineClient.inThisThread(llm);
-  const server = await startServer({ engine, host: '127.0.0.1', port: 0, logLevel: 'error' });
+  await assertKilledRankFailsLoudly(await load({ tensorParallelSize: 2 }), 1, fixture.oracle.prompts[0], /parallel rank 1 failed: its worker exited/);
+});
+
+test('a killed rank of the last pipeline stage fails the request the engine waits on for its logits, naming it', async () => {
+  const llm = await load({ tensorParallelSize: 2, pipelineParallelSize: 2 });
   try {
-    const complete = () => fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 4 }), signal: AbortSignal.timeout(20_000) });
-    assert.equal((await complete()).status, 200, 'both ranks serve');
-    llm.parallelRanks!.kill(1);
-    // The supervisor reports the exit; until then a step could still be waiting on the rank, which must not hang either.
-    await assert.rejects(llm.generate([fixture.oracle.prompts[0]], GREEDY), (error: Error & { kind?: string }) => {
-      assert.match(error.message, /parallel rank 1 failed: its worker exited/);
-      assert.equal(error.kind, 'unavailable');
-      return true;
-    });
-    const response = await complete();
-    assert.equal(response.status, 503, await response.text());
+    await llm.generate([fixture.oracle.prompts[0]], GREEDY);
+    // Rank 3: the last stage's second tensor rank (rank = stage × 2 + tensor rank).
+    llm.parallelRanks!.kill(3);
+    await assert.rejects(llm.generate([fixture.oracle.prompts[0]], GREEDY), /parallel rank 3 failed: its worker exited/);
   } finally {
-    await server.close();
-    await engine.close();
     await llm.close();
   }
+});
+
+test('more pipeline stages than layers are refused at load', async () => {
+  await assert.rejects(load({ pipelineParallelSize: 3 }), /pipeline-parallel size 3 exceeds the model's 2 layers/);
 });
 
 test('a tensor-parallel size that does not divide what it splits is refused at load, naming both', async () => {
@@ -44,6 +40,8 @@ test('combinations a parallel run does not support yet are refused by name', asy
   await assert.rejects(load({ tensorParallelSize: 2, preemptionMode: 'swap' }), /preemption by swap is not supported in parallel runs yet/);
   await assert.rejects(load({ tensorParallelSize: 2, kvOffloadGb: 1 }), /host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ tensorParallelSize: 2, cpuOffloadGb: 1 }), /weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
+  // Pipeline stages each hold their own layers' KV blocks and weights: the host tiers are refused there too.
+  await assert.rejects(load({ pipelineParallelSize: 2, kvOffloadGb: 1 }), /pipelineParallelSize 2: the prefix cache's host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
+  await assert.rejects(load({ pipelineParallelSize: 2, cpuOffloadGb: 1 }), /pipelineParallelSize 2: weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ enableExpertParallel: true }), /give tensorParallelSize > 1 too/);
-  await assert.rejects(load({ tensorParallelSize: 2, backend: 'cuda' }), /CPU backend only so far/);
 });

@@ -5,10 +5,11 @@ import { LLM } from '../src/engine/llm.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
 import { checkGreedy, checkPrefixCacheRerun, type ParityOptions } from './helpers/transformers-parity.ts';
 
-// Tensor and expert parallel on the CPU backend (ranks in worker threads, docs/parallelism.md):
-// every fixture family's greedy continuations equal transformers' (and so one device's), every
-// prompt batched, under preemption and from the prefix cache; the logprobs of the first tokens
-// equal one device's within the reordering of float sums.
+// Tensor, expert and pipeline parallel on the CPU backend (ranks in worker threads,
+// docs/parallelism.md): every fixture family's greedy continuations equal transformers' (and so
+// one device's), every prompt batched, under preemption and from the prefix cache; the logprobs of
+// the first tokens equal one device's within the reordering of float sums (exactly, with pipeline
+// stages alone: they pass activations, they do not split sums).
 
 const PARITY: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
 
@@ -23,13 +24,27 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'qwen2-moe', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // Two stages of one layer each (the first holds the embedding, the last the tied LM head too).
+  { fixture: 'llama-gqa', parallel: { pipelineParallelSize: 2 } },
+  { fixture: 'llama-gqa', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  { fixture: 'qwen3-qknorm', parallel: { pipelineParallelSize: 2 } },
+  { fixture: 'qwen3-qknorm', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // Three layers: two on the first stage, one on the last; and one per stage.
+  { fixture: 'qwen3-moe', parallel: { pipelineParallelSize: 2 } },
+  { fixture: 'qwen3-moe', parallel: { pipelineParallelSize: 3 } },
+  { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  // MLA: the dense first layer and a MoE layer on the first stage, a MoE layer on the last.
+  { fixture: 'deepseek-v2-lite', parallel: { pipelineParallelSize: 2 } },
+  { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // The final logit softcap runs on the last stage.
+  { fixture: 'gemma2-softcap', parallel: { pipelineParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */
 const LOGPROB_TOLERANCE = 1e-5;
 
-/** The first tokens' top candidates and logprobs under `parallel` equal one device's, both with `common`. */
-async function checkLogprobsMatchOneDevice(fixture: OracleFixture, parallel: EngineOptions, common: EngineOptions): Promise<void> {
+/** The first tokens' top candidates under `parallel` equal one device's, and their logprobs within `tolerance`, both with `common`. */
+async function checkLogprobsMatchOneDevice(fixture: OracleFixture, parallel: EngineOptions, common: EngineOptions, tolerance: number): Promise<void> {
   const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
   const run = async (options: EngineOptions) => {
     const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...common, ...options });
@@ -49,7 +64,7 @@ async function checkLogprobsMatchOneDevice(fixture: OracleFixture, parallel: Eng
       position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
     });
   });
-  assert.ok(worst <= LOGPROB_TOLERANCE, `max |Δlogprob| ${worst} > ${LOGPROB_TOLERANCE}`);
+  assert.ok(worst <= tolerance, `max |Δlogprob| ${worst} > ${tolerance}`);
 }
 
 function fixtureNamed(name: string): OracleFixture {
@@ -60,7 +75,8 @@ function fixtureNamed(name: string): OracleFixture {
 
 for (const { fixture: name, parallel } of RUNS) {
   const fixture = fixtureNamed(name);
-  const label = `${name}, TP ${parallel.tensorParallelSize}${parallel.enableExpertParallel ? ' with expert parallel' : ''}`;
+  const sizes = [`TP ${parallel.tensorParallelSize ?? 1}`, ...(parallel.pipelineParallelSize ? [`PP ${parallel.pipelineParallelSize}`] : [])];
+  const label = `${name}, ${sizes.join(' × ')}${parallel.enableExpertParallel ? ' with expert parallel' : ''}`;
   describe(label, () => {
     test('greedy continuation of every prompt, batched, equals transformers\'', async () => {
       await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu' }, false);
@@ -71,14 +87,18 @@ for (const { fixture: name, parallel } of RUNS) {
     test('greedy continuation served from the prefix cache equals transformers\'', async () => {
       await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });
     });
-    test(`the first tokens' top logprobs equal one device's within ${LOGPROB_TOLERANCE}`, async () => {
-      await checkLogprobsMatchOneDevice(fixture, parallel, {});
+    // Stages alone pass activations whole: nothing is summed in another order.
+    const tolerance = (parallel.tensorParallelSize ?? 1) === 1 ? 0 : LOGPROB_TOLERANCE;
+    test(`the first tokens' top logprobs equal one device's within ${tolerance}`, async () => {
+      await checkLogprobsMatchOneDevice(fixture, parallel, {}, tolerance);
     });
   });
 }
 
-// Every rank's KV shard is stored in the dtype asked for: int8 keeps a scale per token and kv head,
-// so a rank's heads quantize as they do on one device.
-test(`with an int8 KV cache on every rank, llama-gqa at TP 2 gives one int8 device's first top logprobs within ${LOGPROB_TOLERANCE}`, async () => {
-  await checkLogprobsMatchOneDevice(fixtureNamed('llama-gqa'), { tensorParallelSize: 2 }, { kvCacheDtype: 'int8' });
-});
+// Every rank's KV shard, of every stage, is stored in the dtype asked for: int8 keeps a scale per
+// token and kv head, so a rank's heads of a stage's layers quantize as they do on one device.
+for (const parallel of [{ tensorParallelSize: 2 }, { tensorParallelSize: 2, pipelineParallelSize: 2 }]) {
+  test(`with an int8 KV cache on every rank, llama-gqa at ${JSON.stringify(parallel)} gives one int8 device's first top logprobs within ${LOGPROB_TOLERANCE}`, async () => {
+    await checkLogprobsMatchOneDevice(fixtureNamed('llama-gqa'), parallel, { kvCacheDtype: 'int8' }, LOGPROB_TOLERANCE);
+  });
+}

@@ -17,7 +17,7 @@ import { dequantizeMxfp4, type Mxfp4Weight } from '../src/tensor/mxfp4.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
 
-const DRIFT_BOUND = { int8: 0.15, fp8: 0.6, int4: 1.5 };
+const DRIFT_BOUND = { int8: 0.15, fp8: 0.6, int4: 1.5, nf4: 1.5, 'llm-int8': 0.3 };
 const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
 
 /** Last-token logits of the oracle's prompts, prefilled together. */
@@ -37,7 +37,8 @@ function promptLogits(backend: Backend, model: CausalLM, fixture = FIXTURE): Flo
 }
 
 test('--quantization multiplies by the quantized weights exactly as by their dequantized values, and stays near the 16-bit logits', async () => {
-  for (const method of LINEAR_QUANTIZATIONS) {
+  // llm-int8 quantizes the activations too (its own tests: src/backend/cpu/ops/llm-int8-matmul.test.ts, test/llm-int8.test.ts).
+  for (const method of LINEAR_QUANTIZATIONS.filter((m) => m !== 'llm-int8')) {
     const quantized = await loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: method, showProgress: false });
     const actual = promptLogits(quantized.backend, quantized.model);
     // The same weights, dequantized on the host and loaded as float32 matrices.
@@ -56,6 +57,15 @@ test('--quantization multiplies by the quantized weights exactly as by their deq
     // Loose bounds by each format's precision (logits here span about ±2): the quantization happened and did not break the model.
     assert.ok(drift > 0 && drift < DRIFT_BOUND[method], `${method}: max |Δlogit| from the 16-bit model ${drift}`);
   }
+});
+
+test('--quantization llm-int8 keeps int8 weights with LLM.int8() outlier columns at 6, near the 16-bit logits', async () => {
+  const quantized = await loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'llm-int8', showProgress: false });
+  const ckpt = quantizeAtLoad(openCheckpoint(FIXTURE.dir), 'llm-int8');
+  const w = ckpt.readLinear!('model.layers.0.mlp.down_proj.weight');
+  assert.ok(isQuantized(w) && w.format === 'int8' && w.mixedInt8?.threshold === 6);
+  const drift = Math.max(...promptLogits(quantized.backend, quantized.model).map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
+  assert.ok(drift > 0 && drift < DRIFT_BOUND['llm-int8'], `llm-int8: max |Δlogit| from the 16-bit model ${drift}`);
 });
 
 test('--quantization on a checkpoint that is already quantized is refused, naming its method', async () => {
@@ -92,14 +102,15 @@ test('--quantization mxfp4 packs the routed experts, which multiply exactly as t
 });
 
 test('--quantization mxfp4 on a model without routed experts is refused, naming the alternatives', async () => {
-  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'mxfp4', showProgress: false }), /--quantization mxfp4 quantizes routed MoE experts, and .*llama-gqa has none; use fp8, int8 or int4/);
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'mxfp4', showProgress: false }), /--quantization mxfp4 quantizes routed MoE experts, and .*llama-gqa has none; use fp8, int8, int4, nf4 or llm-int8/);
 });
 
-test('--quantization takes fp8, int8, int4 or mxfp4, and the library option likewise', async () => {
+test('--quantization takes fp8, int8, int4, mxfp4, nf4 or llm-int8, and the library option likewise', async () => {
   assert.equal(engineConfigFromFlags({ quantization: 'int4' }).quantization, 'int4');
   assert.equal(engineConfigFromFlags({ quantization: 'mxfp4' }).quantization, 'mxfp4');
-  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4, mxfp4 \(got "int3"\)/);
-  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'nf4' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4, mxfp4 or null \(got "nf4"\)/);
+  assert.equal(engineConfigFromFlags({ quantization: 'nf4' }).quantization, 'nf4');
+  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8 \(got "int3"\)/);
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'int3' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8 or null \(got "int3"\)/);
 });
 
 test('dummy weights are quantized by --quantization too', async () => {

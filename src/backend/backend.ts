@@ -391,8 +391,6 @@ export interface Backend {
   sendToStage(x: Tensor, stage: number): void;
   /** Receives the tensor [shape] that stage `stage` sends with sendToStage. */
   receiveFromStage(shape: readonly number[], stage: number): Tensor;
-  /** x [shape] on stage `stage` (null on the others), copied to every stage's device of this tensor-parallel rank. */
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor;
 
   /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;

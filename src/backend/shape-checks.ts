@@ -1,5 +1,5 @@
 import type { BatchDescription } from '../step/batch.ts';
-import type { AttentionKvSpec, KvCacheLayout, MlaKvSpec } from '../step/kv-cache-layout.ts';
+import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec } from '../step/kv-cache-layout.ts';
 import type { AttentionParams, ExpertWeights, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
@@ -10,8 +10,7 @@ export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void 
 
 /** The layer's KV spec, checked to be an attention layer holding the heads `attn` reads. */
 export function attentionKvLayer(layout: KvCacheLayout, layer: number, attn: AttentionParams): AttentionKvSpec {
-  const spec = layout.layers[layer];
-  if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${layout.layers.length} layers`);
+  const spec = layout.layers[layoutIndex(layout, layer)];
   if (spec.kind !== 'attention') throw new Error(`KV cache layer ${layer} holds ${spec.kind} rows, not attention keys and values`);
   if (spec.numKvHeads !== attn.numKvHeads || spec.headDim !== attn.headDim) {
     throw new Error(`KV cache layer ${layer} holds ${spec.numKvHeads} heads of ${spec.headDim}, attention needs ${attn.numKvHeads} of ${attn.headDim}`);
@@ -28,8 +27,7 @@ export function assertTokenSources(batch: BatchDescription, previousDraws: numbe
 
 /** The layer's KV spec, checked to be an MLA layer holding rows of the widths `mla` reads. */
 export function mlaKvLayer(layout: KvCacheLayout, layer: number, mla: MlaParams): MlaKvSpec {
-  const spec = layout.layers[layer];
-  if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${layout.layers.length} layers`);
+  const spec = layout.layers[layoutIndex(layout, layer)];
   if (spec.kind !== 'mla') throw new Error(`KV cache layer ${layer} holds attention keys and values, not MLA rows`);
   if (spec.latentDim !== mla.latentDim || spec.ropeDim !== mla.ropeDim) {
     throw new Error(`KV cache layer ${layer} holds MLA rows of ${spec.latentDim} + ${spec.ropeDim}, attention needs ${mla.latentDim} + ${mla.ropeDim}`);

@@ -7,7 +7,7 @@
 import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
-import { fillRandom, timeGraph } from './graph-timer.ts';
+import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -193,11 +193,11 @@ class KernelTimer {
   }
 
   private timeGraph(prepare: () => () => void, reps: number): number {
-    return timeGraph(this.backend, prepare, reps);
+    return medianGraphMs(this.backend, prepare, reps);
   }
 
   private fillRandom(ptr: number, bytes: number): void {
-    fillRandom(this.backend, this.rng, ptr, bytes);
+    fillRandomBf16(this.backend, this.rng, ptr, bytes);
   }
 
   private setup(shape: AttentionParams, seqs: SeqSpec[]) {

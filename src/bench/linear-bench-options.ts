@@ -1,11 +1,11 @@
 // What `keel bench linear` measures, apart from the GPU code that measures it (linear-benchmark.ts),
 // so that the command's flags and the result schema read it without loading the CUDA backend.
 
-export const LINEAR_BENCH_FORMATS = ['bf16', 'fp8', 'int8', 'int4', 'mxfp4'] as const;
+export const LINEAR_BENCH_FORMATS = ['bf16', 'fp8', 'int8', 'int4', 'nf4', 'llm-int8', 'mxfp4'] as const;
 export type LinearBenchFormat = (typeof LINEAR_BENCH_FORMATS)[number];
 
 /** The kernel a figure timed. */
-export const LINEAR_BENCH_PATHS = ['cublas', 'keel-bf16', 'gemv', 'gemm', 'dequantize+cublas', 'expert-mlp'] as const;
+export const LINEAR_BENCH_PATHS = ['cublas', 'keel-bf16', 'gemv', 'gemm', 'dequantize+cublas', 'llm-int8', 'expert-mlp'] as const;
 export type LinearPath = (typeof LINEAR_BENCH_PATHS)[number];
 
 /** Llama-3.1-8B's projections [out, in]: q/k/v stacked, o, gate/up stacked, down. */

@@ -1,7 +1,7 @@
 // The linear-layer kernels timed on the GPU (what `keel bench linear` reports): every weight
 // format at every batch size on the given [n, k] shapes (a weight [out, in]), as achieved weight
 // GB/s and TFLOP/s, against bf16 cuBLAS on the same shape. Timing: CUDA events over CUDA-graph
-// replays (graph-timer.ts). Random weights: the kernels' speed does not depend on the values.
+// replays (graph-timing.ts). Random weights: the kernels' speed does not depend on the values.
 //
 // Quantized formats (fp8, int8, int4, round to nearest as --quantization makes them) are timed on
 // each kernel that can take the batch, not only the one the backend picks, so that the thresholds
@@ -19,7 +19,7 @@ import { float32Tensor } from '../tensor/host-ops.ts';
 import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../tensor/quantize-rtn.ts';
 import { numGroups, rowBytes, type QuantizedWeight } from '../tensor/quantized-weight.ts';
-import { timeGraph } from './graph-timer.ts';
+import { medianGraphMs } from './graph-timing.ts';
 import { linearShapeProblem, type LinearBenchFormat, type LinearPath } from './linear-bench-options.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
 
@@ -78,10 +78,12 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
       const values = randomBf16Values(rng, n * k, 0.02);
       const dense = backend.loadWeight(bf16Tensor([n, k], values));
       const quantized = options.formats
-        .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4')
+        .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4' || f === 'nf4')
         .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
         .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
       const dequantized = quantized.length > 0 ? backend.device.alloc(2 * n * k) : 0;
+      const llmInt8Host = options.formats.includes('llm-int8') ? quantizeRoundToNearest(values, n, k, 'llm-int8') : null;
+      const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
       for (const rows of options.rows) {
         const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTable: [0] }], 16));
@@ -94,20 +96,20 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           op, n, k, rows, format, path, us: ms * 1e3, weight_bytes: bytes, gb_per_s: bytes / (ms * 1e-3) / 1e9, tflops: f / (ms * 1e-3) / 1e12, speedup_vs_bf16: bf16Ms / ms,
         });
         const densePtr = (dense as CudaTensor).ptr;
-        const cublasMs = timeGraph(backend, () => () => backend.device.cublas.linearBf16(out, xPtr, densePtr, rows, n, k), REPS);
+        const cublasMs = medianGraphMs(backend, () => () => backend.device.cublas.linearBf16(out, xPtr, densePtr, rows, n, k), REPS);
         add(figure('bf16', 'cublas', cublasMs, 2 * n * k, cublasMs));
         if (options.formats.includes('bf16')) {
           step();
-          add(figure('bf16', 'keel-bf16', timeGraph(backend, () => () => backend.linear(x, dense, null), REPS), 2 * n * k, cublasMs));
+          add(figure('bf16', 'keel-bf16', medianGraphMs(backend, () => () => backend.linear(x, dense, null), REPS), 2 * n * k, cublasMs));
         }
         const ws = () => workspace;
         for (const q of quantized) {
           if (rows <= QUANTIZED_GEMV_MAX_ROWS) {
-            add(figure(q.format, 'gemv', timeGraph(backend, () => () => launchQuantizedGemv(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+            add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchQuantizedGemv(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
             continue;
           }
-          add(figure(q.format, 'gemm', timeGraph(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
-          const dequantizeMs = timeGraph(
+          add(figure(q.format, 'gemm', medianGraphMs(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+          const dequantizeMs = medianGraphMs(
             backend,
             () => () => {
               launchDequantize(backend.device, dequantized, q.tensor);
@@ -117,6 +119,11 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           );
           add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
         }
+        if (llmInt8 !== null) {
+          // The backend's whole LLM.int8() decomposition (row stats, outlier list, activation quantizer, product), as a step runs it.
+          step();
+          add(figure('llm-int8', 'llm-int8', medianGraphMs(backend, () => () => backend.linear(x, llmInt8.tensor, null), REPS), llmInt8.bytes, cublasMs));
+        }
         if (experts !== null) {
           const expertFlops = 2 * rows * (n * k + (k * n) / 2);
           const time = (weights: { gateUp: Tensor; down: Tensor }) => {
@@ -124,7 +131,7 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
             const logits = backend.loadWeight(float32Tensor(new Float32Array(rows), [rows, 1]), { float32: true });
             const routing = backend.routeExperts(logits, { topK: 1, scoring: 'softmax', selectionBias: null, groups: null, normalize: false, scale: 1 });
             const w = { first: 0, count: 1, gateUp: weights.gateUp, down: weights.down, gateUpBias: null, downBias: null };
-            return timeGraph(backend, () => () => backend.expertMlp(x, routing, w, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }), REPS);
+            return medianGraphMs(backend, () => () => backend.expertMlp(x, routing, w, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }), REPS);
           };
           const bf16Ms = time(experts.bf16);
           add(figure('bf16', 'expert-mlp', bf16Ms, experts.bf16Bytes, bf16Ms, 'expert-mlp', expertFlops));

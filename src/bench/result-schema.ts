@@ -233,6 +233,22 @@ const LinearResultsSchema = z.strictObject({
   read_gb_per_s: figure,
 });
 
+/** `keel bench lora`: addLora on one layer of Llama-3.1-8B's adapted linears, beside their matmuls. */
+const LoraResultsSchema = z.strictObject({
+  figures: z.array(
+    z.strictObject({
+      step: z.enum(['decode', 'prefill']),
+      tokens: count,
+      adapters: count,
+      rank: count,
+      lora_us: figure,
+      base_us: figure,
+      overhead: figure,
+      adapter_gb_per_s: figure,
+    }),
+  ),
+});
+
 const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
@@ -288,6 +304,7 @@ export const BenchResultSchema = z
     suite('serve', ServeResultsSchema),
     suite('attention', AttentionResultsSchema),
     suite('linear', LinearResultsSchema),
+    suite('lora', LoraResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
   ])

@@ -14,6 +14,7 @@ Suites:
   attention    CUDA attention kernels alone: prefill TFLOP/s (beside PyTorch SDPA's), decode GB/s
   linear       CUDA linear kernels alone, per weight format (bf16, fp8, int8, int4, mxfp4 experts) and
                batch rows: GB/s and TFLOP/s against bf16 cuBLAS
+  lora         CUDA LoRA kernels alone: one 8B layer's addLora beside its matmuls, decode and prefill
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
@@ -46,6 +47,10 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   linear: async () => {
     const m = await import('./bench/linear-command.ts');
     return { run: m.linearCommand, help: m.LINEAR_HELP };
+  },
+  lora: async () => {
+    const m = await import('./bench/lora-command.ts');
+    return { run: m.loraCommand, help: m.LORA_HELP };
   },
   plot: async () => {
     const m = await import('./bench/plot-command.ts');

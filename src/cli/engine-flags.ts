@@ -56,11 +56,13 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4|mxfp4
+  --quantization fp8|int8|int4|mxfp4|nf4|llm-int8
                                  quantize a 16-bit checkpoint at load (round to nearest): its linear
-                                 layers (int4 in groups of 128), or with mxfp4 its routed MoE
-                                 experts; quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8,
-                                 gpt-oss's MXFP4) are read as they are (docs/quantization.md)
+                                 layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
+                                 llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), or
+                                 with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
+                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
+                                 they are (docs/quantization.md)
   --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
                                  backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
                                  checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
@@ -90,9 +92,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  counted at 16 bits) in host memory, each layer copied to the GPU while
                                  the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
 
-Parallelism (docs/parallelism.md; CPU backend: ranks in worker threads):
+Parallelism (docs/parallelism.md; TP × PP ranks: worker threads on the CPU backend, one worker
+process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK):
   --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
-  --pipeline-parallel-size N     split the layers into N consecutive stages (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --pipeline-parallel-size N     split the layers into N consecutive stages, each on its own devices,
+                                 activations passed from stage to stage (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
   --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):

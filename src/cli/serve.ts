@@ -61,7 +61,7 @@ Connections:
 
 ${ENGINE_FLAGS_HELP}`;
 
-const SERVE_FLAGS = {
+export const SERVE_FLAGS = {
   ...ENGINE_FLAGS,
   host: { type: 'string' },
   port: { type: 'string' },

@@ -8,7 +8,7 @@ import { GrammarCompiler, type CompiledGrammar } from '../structured/grammar-com
 import { resolveSamplingParams } from '../sampling/validate.ts';
 import type { ChatMessage, Tokenizer } from '../tokenizer/tokenizer.ts';
 import { loadEngine, type LoadedEngine } from './load-engine.ts';
-import type { RankGroup } from './parallel/rank-group.ts';
+import type { Ranks } from './parallel/ranks.ts';
 import { snapshot, type EngineStats, type LLMEngine } from './llm-engine.ts';
 import type { RequestOutput, StreamDelta } from './outputs.ts';
 import type { LoraRegistry, ServedLora } from './lora-registry.ts';
@@ -71,7 +71,7 @@ export class LLM {
   }
 
   /** The other ranks of a parallel run (docs/parallelism.md), or null on one device: for fault drills (`kill`). */
-  get parallelRanks(): RankGroup | null {
+  get parallelRanks(): Ranks | null {
     return this.loaded.ranks;
   }
   /** Where the model's files were read from: its directory (the Hugging Face cache's snapshot for a repo id) or GGUF file. */

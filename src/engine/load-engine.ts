@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, WeightStream } from '../backend/backend.ts';
-import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -20,7 +19,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type LayerKvSpec, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
@@ -32,8 +31,10 @@ import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
 import { layersToOffload } from './weight-offload.ts';
-import { RankGroup } from './parallel/rank-group.ts';
+import { startRanks } from './parallel/start-ranks.ts';
+import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
+import { pipelineStage } from '../models/pipeline-stage.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -103,14 +104,10 @@ function checkParallelSupport(config: EngineConfig): void {
   if (config.enableExpertParallel && config.tensorParallelSize === 1) throw invalidArgument('enableExpertParallel places experts across the tensor-parallel devices: give tensorParallelSize > 1 too');
   if (config.tensorParallelSize === 1 && config.pipelineParallelSize === 1) return;
   const what = `tensorParallelSize ${config.tensorParallelSize} × pipelineParallelSize ${config.pipelineParallelSize}`;
-  if (config.pipelineParallelSize > 1) throw invalidArgument(`${what}: pipeline parallelism is not implemented yet (docs/parallelism.md)`);
-  if (config.backend !== 'cpu') {
-    throw invalidArgument(`${what}: parallel runs start their ranks on the CPU backend only so far (--backend cpu); the CUDA path has its NCCL communicator but no per-GPU worker processes yet (docs/parallelism.md)`);
-  }
   if (config.speculative !== null && config.speculative.method !== 'ngram') throw invalidArgument(`${what}: speculative decoding with a draft model or Medusa heads is not supported in parallel runs yet (n-gram drafts are)`);
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
   if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
-  // Each rank holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
+  // Each rank (of every tensor group and pipeline stage) holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
   if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
   if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
@@ -184,7 +181,12 @@ export interface LoadedModel {
   /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`), and their stream; null: none. */
   offload: { layers: number[]; stream: WeightStream } | null;
   /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
-  ranks: RankGroup | null;
+  ranks: Ranks | null;
+  /**
+   * Every layer's KV spec, whichever pipeline stage `model` runs (with several stages, as the
+   * unsharded model declares them): what decides which blocks a sequence still needs.
+   */
+  allKvLayers: readonly LayerKvSpec[];
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
@@ -196,16 +198,19 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const generation = readGenerationConfig(files, modelConfig);
   const tokenizer = loadTokenizerIfPresent(files);
   const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
-  const model = createModel(architecture, maxModelLen, streamingOf(config));
+  const stages = config.pipelineParallelSize;
+  // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
+  const model = createModel(architecture, maxModelLen, streamingOf(config), pipelineStage(modelConfig.numLayers, 0, stages));
+  const allKvLayers = stages === 1 ? model.kvLayers : createModel(architecture, maxModelLen, streamingOf(config)).kvLayers;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
   if (config.quantization === 'mxfp4' && !model.parameters().some((p) => p.access?.kind === 'expert')) {
-    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8 or int4 for its linear layers`);
+    throw invalidArgument(`--quantization mxfp4 quantizes routed MoE experts, and ${modelPath} has none; use fp8, int8, int4, nf4 or llm-int8 for its linear layers`);
   }
-  // A parallel run's other ranks load their shards in worker threads while this thread loads rank 0's.
-  const ranks = config.tensorParallelSize > 1 ? RankGroup.start(config, modelPath, maxModelLen) : null;
-  const backend = ranks === null ? await selectBackend(config.backend) : new CpuBackend(ranks.localGroups);
+  // A parallel run's other ranks load their shards in worker threads or processes while this thread loads rank 0's.
+  const { ranks, backend } =
+    config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
     const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
@@ -226,6 +231,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       loraTargets,
       offload,
       ranks,
+      allKvLayers,
     };
   } catch (error) {
     backend.dispose();
@@ -323,8 +329,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kvLayers = draft ? [...model.kvLayers, ...draft.kvLayers] : model.kvLayers;
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
-    const retention = kvRetention(kvLayers, streamingOf(config));
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, config, retention, loaded.maxModelLen, bytesPerBlock);
+    const retention = kvRetention(draft ? [...loaded.allKvLayers, ...draft.kvLayers] : loaded.allKvLayers, streamingOf(config));
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retention, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
@@ -416,9 +422,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
 /**
  * Blocks the memory budget holds, but no more than `maxNumSeqs` sequences of `maxModelLen` tokens
  * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
+ * Block ids name a block on every rank of a parallel run: the tightest rank's budget bounds them.
  */
-function kvBlocksForBudget(backend: Backend, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
-  const affordable = Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock);
+function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
+  const affordable = Math.min(Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }

@@ -5,7 +5,7 @@ import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
-import type { RankGroup } from './parallel/rank-group.ts';
+import type { Ranks } from './parallel/ranks.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 
@@ -112,7 +112,7 @@ export class ModelRunner {
   private readonly lora: LoraSlots | null;
   private readonly hostCache: SwapSpaces | null;
   /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
-  private readonly ranks: RankGroup | null;
+  private readonly ranks: Ranks | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -127,7 +127,7 @@ export class ModelRunner {
     medusa: MedusaProposer | null = null,
     lora: LoraSlots | null = null,
     hostCache: SwapSpaces | null = null,
-    ranks: RankGroup | null = null,
+    ranks: Ranks | null = null,
   ) {
     for (const spaces of [swap, hostCache]) {
       if (spaces !== null && (draft === null) !== (spaces.draft === null)) throw new Error('a draft model copies blocks to host memory of its own, and only then');
@@ -233,7 +233,17 @@ export class ModelRunner {
     const sampled = this.backend.sampleRows(logits, all);
     this.sampledDraws = sampledDraws;
     let results: DrawResults | null = null;
-    return { samplingRows, firstDraw, promptScores, read: () => (results ??= sampled.read()) };
+    const read = (): DrawResults => {
+      let drawn: DrawResults;
+      try {
+        drawn = sampled.read();
+      } finally {
+        // A wait that a dead rank cut short (its collectives aborted) read nothing worth keeping, nor failed for any other reason.
+        this.ranks?.throwIfFailed();
+      }
+      return drawn;
+    };
+    return { samplingRows, firstDraw, promptScores, read: () => (results ??= read()) };
   }
 
   /**

@@ -57,6 +57,11 @@ export class LmHead implements Layer {
     this.own = tied ? null : new Linear({ parts: [{ name, rows: embedding.vocabSize }], inFeatures: embedding.hiddenSize, bias: false, shard: 'column', dense: true });
   }
 
+  /** Whether it reads the embedding table (which must then be loaded wherever the head runs). */
+  get tiedToEmbedding(): boolean {
+    return this.own === null;
+  }
+
   parameters(): ParameterSpec[] {
     return this.own?.parameters() ?? [];
   }

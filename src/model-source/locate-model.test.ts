@@ -153,8 +153,8 @@ test('a directory without config.json, a file, or a quantized checkpoint is refu
   await rejects(locateModel(dir, { showProgress: false }), /has no config\.json: give a Hugging Face model directory .* or a repo id ORG\/NAME\[@REVISION\]/);
   writeFileSync(join(dir, 'weights.safetensors'), '');
   await rejects(locateModel(join(dir, 'weights.safetensors'), { showProgress: false }), /is a file: give/);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', quantization_config: { quant_method: 'bitsandbytes', load_in_4bit: true } }));
-  await rejects(locateModel(dir, { showProgress: false }), /quant_method "bitsandbytes" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8 and mxfp4 checkpoints/);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', quantization_config: { quant_method: 'hqq', nbits: 4 } }));
+  await rejects(locateModel(dir, { showProgress: false }), /quant_method "hqq" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8, mxfp4 and bitsandbytes/);
   await rejects(locateModel('./no/such/dir/here', { showProgress: false }), /model directory not found: \.\/no\/such\/dir\/here/);
 });
 

@@ -3,6 +3,7 @@ import type { Linear } from '../layers/linear.ts';
 import type { Layer, ParameterSpec } from '../layers/parameters.ts';
 import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
  * Hidden states a forward pass hands out besides its logits, for speculative heads (Medusa's take
@@ -16,12 +17,22 @@ export interface HiddenStateTap {
 /** A decoder-only language model composed of layers: what the engine runs. */
 export interface CausalLM extends Layer {
   readonly config: ModelConfig;
-  /** What each layer keeps per cached token, in layer order. */
+  /** The layers this model runs: all of them, or one pipeline stage's (docs/parallelism.md). */
+  readonly stage: PipelineStage;
+  /** What each of the stage's layers keeps per cached token, in layer order (its cache's layout starts at stage.firstLayer). */
   readonly kvLayers: readonly LayerKvSpec[];
   /** Each layer's multiply-adds per token for each key it attends to (scores and values). */
   readonly attentionMacsPerKey: readonly number[];
-  /** Runs one step; returns logits [logitsIndices.length, vocab] (the backend's tensor), handing `tap` its hidden states. */
+  /**
+   * Runs one step on the first pipeline stage (or the only one); returns logits
+   * [logitsIndices.length, vocab] (the backend's tensor), handing `tap` its hidden states.
+   */
   forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;
+  /**
+   * Runs this stage's part of a step, as every rank of a pipeline-parallel run does: the logits
+   * on the last stage (sent back to the first when there are several), null on the others.
+   */
+  runStage(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor | null;
   /**
    * The rotary-table row of a token at `position` of a sequence whose original prompt had
    * `promptLength` tokens, for models whose rotation depends on more than the position (LongRoPE).
@@ -36,11 +47,15 @@ export interface CausalLM extends Layer {
   prefixCacheSalt?(promptLength: number): string | null;
   /** The linear layers LoRA adapters may adapt (docs/lora.md); absent or empty: the family serves no adapters. */
   loraTargets?(): Linear[];
-  /** Each decoder layer's parameters, in layer order: what weight offload chooses from. Absent: no layer can be offloaded. */
+  /**
+   * Each decoder layer's parameters of this pipeline stage (the whole model on one stage), in layer
+   * order: what weight offload chooses from. Absent: no layer can be offloaded.
+   */
   layerParameters?(): ParameterSpec[][];
   /**
-   * Keeps these decoder layers' weights in host memory (`--cpu-offload-gb`), each streamed to the
-   * device before it runs, on the returned stream; called before the weights are loaded.
+   * Keeps these decoder layers' weights (indices into layerParameters()) in host memory
+   * (`--cpu-offload-gb`), each streamed to the device before it runs, on the returned stream;
+   * called before the weights are loaded.
    */
   offloadLayers?(b: Backend, layers: readonly number[]): WeightStream;
 }
@@ -54,7 +69,8 @@ export interface ModelFamily<C extends ModelConfig = ModelConfig> {
   parseConfig(json: Record<string, unknown>, source: string): C;
   /**
    * The model's layers, not yet loaded; rotary tables will cover `maxPositions` positions. With
-   * `streaming`, attention keeps StreamingLLM's sinks and window (docs/long-context.md).
+   * `streaming`, attention keeps StreamingLLM's sinks and window (docs/long-context.md). The model
+   * runs (and loads) `stage`'s layers only.
    */
-  create(config: C, maxPositions: number, streaming: StreamingWindow | null): CausalLM;
+  create(config: C, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage): CausalLM;
 }

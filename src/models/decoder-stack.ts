@@ -2,12 +2,13 @@ import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../back
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
+import { isFirstStage, isLastStage, type PipelineStage } from './pipeline-stage.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
 export interface StackLayer extends Layer {
@@ -25,30 +26,57 @@ export interface DecoderParts<L extends StackLayer> {
 }
 
 /**
- * A decoder-only model over its parts: lists and loads their parameters and reads each layer's KV
- * spec and attention cost. A family builds the parts and writes the forward pass.
+ * The residual stream between layers: the residual itself (updated in place by each fused
+ * add-and-norm) and the last sublayer's output still to be added to it (null before the first layer).
+ */
+export interface ResidualStream {
+  residual: Tensor;
+  pending: Tensor | null;
+}
+
+/**
+ * A decoder-only model over its parts: lists and loads their parameters, reads each layer's KV
+ * spec and attention cost, and runs its pipeline stage (all of it on one stage). A family builds
+ * the parts and writes one layer's step of the forward pass.
+ *
+ * A stage runs from the embedding (first stage) or the residual stream the previous stage sent,
+ * through its layers, to the logits (last stage) or the next stage. With several stages the last
+ * sends its logits back to the first, where the engine samples (docs/parallelism.md).
  */
 export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> implements CausalLM {
   readonly config: C;
+  readonly stage: PipelineStage;
   protected readonly parts: DecoderParts<L>;
   private offload: LayerOffload | null = null;
 
-  protected constructor(config: C, parts: DecoderParts<L>) {
+  protected constructor(config: C, parts: DecoderParts<L>, stage: PipelineStage) {
+    if (stage.firstLayer >= stage.endLayer || stage.endLayer > parts.layers.length) {
+      throw new Error(`pipeline stage ${stage.index} holds layers [${stage.firstLayer}, ${stage.endLayer}) of a model of ${parts.layers.length}`);
+    }
     this.config = config;
     this.parts = parts;
+    this.stage = stage;
+  }
+
+  /** The layers this stage runs. */
+  private get stageLayers(): readonly L[] {
+    return this.parts.layers.slice(this.stage.firstLayer, this.stage.endLayer);
   }
 
   get kvLayers(): LayerKvSpec[] {
-    return this.parts.layers.map((l) => l.attention.kvSpec);
+    return this.stageLayers.map((l) => l.attention.kvSpec);
   }
 
   get attentionMacsPerKey(): number[] {
-    return this.parts.layers.map((l) => l.attention.macsPerKey);
+    return this.stageLayers.map((l) => l.attention.macsPerKey);
   }
 
+  /** What this stage holds: every stage the rotary tables; the first the embedding, as the last does when its LM head is tied to it. */
   private get sublayers(): Layer[] {
-    const { rotaries, embedding, layers, finalNorm, lmHead } = this.parts;
-    return [...rotaries, embedding, ...layers, finalNorm, lmHead];
+    const { rotaries, embedding, finalNorm, lmHead } = this.parts;
+    const [first, last] = [isFirstStage(this.stage), isLastStage(this.stage)];
+    const withEmbedding = first || (last && lmHead.tiedToEmbedding);
+    return [...rotaries, ...(withEmbedding ? [embedding] : []), ...this.stageLayers, ...(last ? [finalNorm, lmHead] : [])];
   }
 
   parameters(): ParameterSpec[] {
@@ -56,52 +84,80 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   }
 
   layerParameters(): ParameterSpec[][] {
-    return this.parts.layers.map((layer) => layer.parameters());
+    return this.stageLayers.map((layer) => layer.parameters());
   }
 
   offloadLayers(b: Backend, layers: readonly number[]): WeightStream {
-    if (layers.some((i) => !(Number.isInteger(i) && i >= 0 && i < this.parts.layers.length))) {
-      throw new Error(`offloadLayers: layers [${layers.join(', ')}] are not all among the model's ${this.parts.layers.length}`);
+    const count = this.stageLayers.length;
+    if (layers.some((i) => !(Number.isInteger(i) && i >= 0 && i < count))) {
+      throw new Error(`offloadLayers: layers [${layers.join(', ')}] are not all among the stage's ${count}`);
     }
     this.offload = new LayerOffload(b, layers);
     return this.offload.stream;
   }
 
-  /** Every sublayer in order; offloaded decoder layers load through their weight stream's uploaders. */
+  /** This stage's sublayers in order; offloaded decoder layers load through their weight stream's uploaders. */
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { rotaries, embedding, layers, finalNorm, lmHead } = this.parts;
-    loadLayers([...rotaries, embedding], source, uploader);
-    layers.forEach((layer, index) => layer.load(source, this.offload?.uploaderFor(index, uploader) ?? uploader));
-    loadLayers([finalNorm, lmHead], source, uploader);
-  }
-
-  /** The decoder layers in order for a forward pass, offloaded ones fetched and awaited as they come. */
-  protected layersInOrder(b: Backend): Iterable<L> {
-    return this.offload === null ? this.parts.layers : this.offload.inOrder(b, this.parts.layers);
+    const stageLayers: readonly Layer[] = this.stageLayers;
+    for (const layer of this.sublayers) {
+      const index = stageLayers.indexOf(layer);
+      layer.load(source, this.offload === null || index < 0 ? uploader : this.offload.uploaderFor(index, uploader));
+    }
   }
 
   loraTargets(): Linear[] {
-    return this.parts.layers.flatMap((layer) => layer.loraTargets?.() ?? []);
+    return this.stageLayers.flatMap((layer) => layer.loraTargets?.() ?? []);
   }
 
-  abstract forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor;
-}
+  /** On the first stage (or the only one): the logits [logitsIndices.length, vocab], received from the last stage when there are several. */
+  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
+    if (!isFirstStage(this.stage)) throw new Error(`forward runs on the first pipeline stage; stage ${this.stage.index} runs runStage`);
+    return this.runStage(b, step, cache, tap) ?? this.receiveLogits(b, step);
+  }
 
-/**
- * Logits of the sampled rows from the residual stream and the last sublayer's output still to be
- * added to it (null when none is pending). The final norm works row by row, so gathering the
- * sampled rows first gives the same result for less work.
- */
-export function finalLogits(
-  b: Backend,
-  step: StepInputs,
-  parts: { finalNorm: RmsNorm; lmHead: LmHead },
-  residual: Tensor,
-  pending: Tensor | null,
-  tap: HiddenStateTap | undefined,
-): Tensor {
-  const rows = b.gatherLogitsRows(residual, step);
-  const hidden = pending === null ? parts.finalNorm.forward(b, rows) : parts.finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
-  tap?.finalRows(hidden);
-  return parts.lmHead.forward(b, hidden);
+  /**
+   * This stage's part of a step: the logits on the last stage (also sent to the first when there
+   * are several), null on the others (their residual stream sent to the next stage).
+   */
+  runStage(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor | null {
+    const { index } = this.stage;
+    const stream = isFirstStage(this.stage) ? { residual: this.parts.embedding.forward(b, step), pending: null } : this.receiveStream(b, step);
+    const layers = this.offload === null ? this.stageLayers : this.offload.inOrder(b, this.stageLayers);
+    for (const layer of layers) stream.pending = this.layerForward(b, layer, stream, step, cache);
+    if (!isLastStage(this.stage)) {
+      b.sendToStage(stream.residual, index + 1);
+      b.sendToStage(stream.pending!, index + 1);
+      return null;
+    }
+    const logits = this.finalLogits(b, step, stream, tap);
+    if (this.stage.count > 1) b.sendToStage(logits, 0);
+    return logits;
+  }
+
+  /** On the first of several stages: the logits the last stage sends. */
+  receiveLogits(b: Backend, step: StepInputs): Tensor {
+    return b.receiveFromStage([step.batch.logitsIndices.length, this.config.vocabSize], this.stage.count - 1);
+  }
+
+  /** The residual stream the previous stage sent: every stage's layers leave a sublayer output pending. */
+  private receiveStream(b: Backend, step: StepInputs): ResidualStream {
+    const shape = [step.batch.numTokens, this.config.hiddenSize];
+    const residual = b.receiveFromStage(shape, this.stage.index - 1);
+    return { residual, pending: b.receiveFromStage(shape, this.stage.index - 1) };
+  }
+
+  /** One layer's step: updates `stream.residual` in place and returns the sublayer output it leaves pending. */
+  protected abstract layerForward(b: Backend, layer: L, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor;
+
+  /**
+   * Logits of the sampled rows from the residual stream. The final norm works row by row, so
+   * gathering the sampled rows first gives the same result for less work.
+   */
+  protected finalLogits(b: Backend, step: StepInputs, { residual, pending }: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
+    const { finalNorm, lmHead } = this.parts;
+    const rows = b.gatherLogitsRows(residual, step);
+    const hidden = pending === null ? finalNorm.forward(b, rows) : finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
+    tap?.finalRows(hidden);
+    return lmHead.forward(b, hidden);
+  }
 }

@@ -5,11 +5,11 @@ import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import { DecoderStack, finalLogits, type DecoderParts, type StackLayer } from './decoder-stack.ts';
+import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
-import type { HiddenStateTap } from './causal-lm.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
  * The pre-norm decoder shared by the Llama family and its mixture-of-experts relatives (Mixtral,
@@ -77,7 +77,7 @@ export interface FeedForward extends Layer {
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
 }
 
-/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormForward runs. */
+/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormLayerForward runs. */
 export interface PreNormLayer {
   inputNorm: RmsNorm;
   attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
@@ -86,28 +86,14 @@ export interface PreNormLayer {
 }
 
 /**
- * The forward pass of a pre-norm decoder. The residual stream is summed in HF's order (embeddings
- * + attention out + mlp out + ...); each sublayer's output is added inside the next fused
- * addRmsNorm. `layers` are `parts.layers` in order (DecoderStack.layersInOrder). Returns logits
- * [logitsIndices.length, vocab].
+ * One layer of a pre-norm decoder. The residual stream is summed in HF's order (embeddings +
+ * attention out + mlp out + ...); each sublayer's output is added inside the next fused
+ * addRmsNorm, so the MLP's output is left pending.
  */
-export function preNormForward<L extends StackLayer & PreNormLayer>(
-  b: Backend,
-  step: StepInputs,
-  cache: KvCache,
-  parts: DecoderParts<L>,
-  layers: Iterable<L>,
-  tap?: HiddenStateTap,
-): Tensor {
-  const residual = parts.embedding.forward(b, step);
-  // A sublayer's output waits here until the next norm adds it to the residual stream.
-  let pending: Tensor | null = null;
-  for (const layer of layers) {
-    const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-    const attnOut = layer.attention.forward(b, attnIn, step, cache);
-    pending = layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
-  }
-  return finalLogits(b, step, parts, residual, pending, tap);
+export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+  const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+  const attnOut = layer.attention.forward(b, attnIn, step, cache);
+  return layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -164,10 +150,10 @@ export class DecoderLayer implements Layer, PreNormLayer {
   }
 }
 
-/** The decoder-only model, run by preNormForward. */
+/** The pre-norm decoder-only model. */
 export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
-  constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, mlpOf: (index: number) => FeedForward) {
+  constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage, mlpOf: (index: number) => FeedForward) {
     const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
@@ -177,7 +163,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
       layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, rotary, mlpOf(i))),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
-    });
+    }, stage);
   }
 
   /** The rotary table every layer shares. */
@@ -185,7 +171,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     return this.parts.rotaries[0];
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    return preNormForward(b, step, cache, this.parts, this.layersInOrder(b), tap);
+  protected layerForward(b: Backend, layer: DecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+    return preNormLayerForward(b, layer, stream, step, cache);
   }
 }

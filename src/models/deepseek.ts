@@ -7,12 +7,13 @@ import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
-import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
-import { DecoderStack } from './decoder-stack.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { parseExpertsPerToken } from './moe-fields.ts';
-import { preNormForward, type PreNormLayer } from './decoder.ts';
+import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 
 /** DeepSeek-V2 and -V3: multi-head latent attention, and mixture-of-experts layers after the first dense ones. */
 export interface DeepseekConfig extends ModelConfig {
@@ -241,7 +242,7 @@ function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
 
 /** The DeepSeek decoder: pre-norm layers of MLA and a dense or MoE feed-forward, summed in HF's order. */
 export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderLayer> {
-  constructor(config: DeepseekConfig, maxPositions: number) {
+  constructor(config: DeepseekConfig, maxPositions: number, stage: PipelineStage) {
     const rope = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
@@ -251,11 +252,11 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
       layers: Array.from({ length: config.numLayers }, (_, i) => new DeepseekDecoderLayer(config, i, rotary)),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
-    });
+    }, stage);
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    return preNormForward(b, step, cache, this.parts, this.layersInOrder(b), tap);
+  protected layerForward(b: Backend, layer: DeepseekDecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+    return preNormLayerForward(b, layer, stream, step, cache);
   }
 }
 
@@ -263,8 +264,8 @@ export const deepseekFamily: ModelFamily<DeepseekConfig> = {
   name: 'DeepSeek',
   modelTypes: MODEL_TYPES,
   parseConfig: parseDeepseekConfig,
-  create: (config, maxPositions, streaming) => {
+  create: (config, maxPositions, streaming, stage) => {
     if (streaming !== null) throw invalidArgument('StreamingLLM (--streaming-sinks/--streaming-window) is not supported for multi-head latent attention (DeepSeek) yet');
-    return new DeepseekModel(config, maxPositions);
+    return new DeepseekModel(config, maxPositions, stage);
   },
 };

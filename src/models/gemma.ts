@@ -10,7 +10,8 @@ import { RotaryEmbedding } from '../layers/rotary.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
-import { DecoderStack, finalLogits } from './decoder-stack.ts';
+import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 import {
   ConfigFields,
   isObject,
@@ -226,7 +227,7 @@ class GemmaDecoderLayer implements Layer {
  * residual inside the next fused addRmsNorm, as Llama's sublayer outputs are.
  */
 export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
-  constructor(config: GemmaConfig, maxPositions: number, streaming: StreamingWindow | null) {
+  constructor(config: GemmaConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
     const rotary = (rope: RopeSettings) =>
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const global = rotary(config.globalRope);
@@ -238,19 +239,18 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
       layers: Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local })),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 }),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
-    });
+    }, stage);
   }
 
-  forward(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor {
-    const residual = this.parts.embedding.forward(b, step);
-    // The post-feed-forward norm's output waits here until the next norm adds it to the residual stream.
-    let pending: Tensor | null = null;
-    for (const layer of this.layersInOrder(b)) {
-      const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-      const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
-      pending = layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
-    }
-    const logits = finalLogits(b, step, this.parts, residual, pending, tap);
+  /** The post-feed-forward norm's output is left pending until the next norm adds it to the residual stream. */
+  protected layerForward(b: Backend, layer: GemmaDecoderLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+    const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
+    const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
+    return layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
+  }
+
+  protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
+    const logits = super.finalLogits(b, step, stream, tap);
     if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
     return logits;
   }
@@ -260,5 +260,5 @@ export const gemmaFamily: ModelFamily<GemmaConfig> = {
   name: 'Gemma',
   modelTypes: MODEL_TYPES,
   parseConfig: parseGemmaConfig,
-  create: (config, maxPositions, streaming) => new GemmaModel(config, maxPositions, streaming),
+  create: (config, maxPositions, streaming, stage) => new GemmaModel(config, maxPositions, streaming, stage),
 };

@@ -98,5 +98,5 @@ export const gptOssFamily: ModelFamily<GptOssConfig> = {
   name: 'gpt-oss',
   modelTypes: ['gpt_oss'],
   parseConfig: parseGptOssConfig,
-  create: (config, maxPositions, streaming) => new DecoderModel(config, maxPositions, streaming, (i) => gptOssMoe(config, i)),
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => gptOssMoe(config, i)),
 };

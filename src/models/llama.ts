@@ -3,6 +3,7 @@ import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, requireActivation } from './hf-config.ts';
 
 /** The Llama family: llama, mistral, qwen2 and qwen3 differ only in biases, q/k norms and windows. */
@@ -66,8 +67,8 @@ function parseSlidingWindows(fields: ConfigFields, modelType: LlamaModelType, nu
 
 /** The Llama-family decoder: a dense gated MLP in every layer. */
 export class LlamaModel extends DecoderModel {
-  constructor(config: LlamaConfig, maxPositions: number, streaming: StreamingWindow | null) {
-    super(config, maxPositions, streaming, (i) => {
+  constructor(config: LlamaConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
+    super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
       const names = { gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
       return new GatedMlp(names, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
@@ -79,5 +80,5 @@ export const llamaFamily: ModelFamily<LlamaConfig> = {
   name: 'Llama',
   modelTypes: MODEL_TYPES,
   parseConfig: parseLlamaConfig,
-  create: (config, maxPositions, streaming) => new LlamaModel(config, maxPositions, streaming),
+  create: (config, maxPositions, streaming, stage) => new LlamaModel(config, maxPositions, streaming, stage),
 };

@@ -56,5 +56,5 @@ export const mixtralFamily: ModelFamily<MixtralConfig> = {
   name: 'Mixtral',
   modelTypes: ['mixtral'],
   parseConfig: parseMixtralConfig,
-  create: (config, maxPositions, streaming) => new DecoderModel(config, maxPositions, streaming, (i) => mixtralMoe(config, i)),
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => mixtralMoe(config, i)),
 };

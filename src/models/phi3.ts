@@ -4,6 +4,7 @@ import type { RopeScaling } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
 
 /**
@@ -88,8 +89,8 @@ function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: nu
  * rotary row and each prompt's cache salt (LongRoPE).
  */
 export class Phi3Model extends DecoderModel {
-  constructor(config: Phi3Config, maxPositions: number, streaming: StreamingWindow | null) {
-    super(config, maxPositions, streaming, (i) => {
+  constructor(config: Phi3Config, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
+    super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
       return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
     });
@@ -108,5 +109,5 @@ export const phi3Family: ModelFamily<Phi3Config> = {
   name: 'Phi-3',
   modelTypes: ['phi3'],
   parseConfig: parsePhi3Config,
-  create: (config, maxPositions, streaming) => new Phi3Model(config, maxPositions, streaming),
+  create: (config, maxPositions, streaming, stage) => new Phi3Model(config, maxPositions, streaming, stage),
 };

@@ -113,5 +113,5 @@ export const qwenMoeFamily: ModelFamily<QwenMoeConfig> = {
   name: 'Qwen-MoE',
   modelTypes: ['qwen2_moe', 'qwen3_moe'],
   parseConfig: parseQwenMoeConfig,
-  create: (config, maxPositions, streaming) => new DecoderModel(config, maxPositions, streaming, (i) => qwenMlp(config, i)),
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => qwenMlp(config, i)),
 };

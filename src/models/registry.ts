@@ -11,6 +11,7 @@ import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
+import { wholeModel, type PipelineStage } from './pipeline-stage.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
@@ -63,7 +64,15 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
   return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source) };
 }
 
-/** The model of an architecture, its layers built but not loaded; `streaming` turns StreamingLLM on. */
-export function createModel(architecture: ModelArchitecture, maxPositions: number, streaming: StreamingWindow | null = null): CausalLM {
-  return architecture.family.create(architecture.config, maxPositions, streaming);
+/**
+ * The model of an architecture, its layers built but not loaded; `streaming` turns StreamingLLM
+ * on; `stage` (pipelineStage) makes it one pipeline stage's part of the model.
+ */
+export function createModel(
+  architecture: ModelArchitecture,
+  maxPositions: number,
+  streaming: StreamingWindow | null = null,
+  stage: PipelineStage = wholeModel(architecture.config.numLayers),
+): CausalLM {
+  return architecture.family.create(architecture.config, maxPositions, streaming, stage);
 }

@@ -26,6 +26,11 @@ export function reportFailure(board: FailureBoard, rank: number, reason: string)
   Atomics.notify(words, 0);
 }
 
+/** Whether a failure was recorded. */
+export function hasFailed(board: FailureBoard): boolean {
+  return Atomics.load(new Int32Array(board.words), 0) !== 0;
+}
+
 /** Throws the recorded failure, if any. */
 export function throwIfFailed(board: FailureBoard): void {
   const words = new Int32Array(board.words);

@@ -4,7 +4,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { checkHost, type AllowedHosts } from './allowed-hosts.ts';
 import { checkApiKey, checkOrigin, needsApiKey } from './auth.ts';
 import { registerChatCompletions } from './chat-completions.ts';
-import { answerClientError } from './client-errors.ts';
+import { answerClientError, refuseOnSocket } from './client-errors.ts';
+import { isLingering } from './lingering-close.ts';
 import { registerCompletions } from './completions.ts';
 import { keepRawBodies } from './json-body.ts';
 import { registerModels } from './models.ts';
@@ -12,7 +13,7 @@ import { registerMonitoring } from './monitoring.ts';
 import { ApiError, shuttingDown } from './openai-errors.ts';
 import { registerPlayground } from './playground.ts';
 import { reportError } from './report-error.ts';
-import { logWhenDone } from './request-log.ts';
+import { logWhenDone, noteSocketStatus } from './request-log.ts';
 import { ResponseStallWatch } from './response-stall-watch.ts';
 import type { ServingContext } from './serving-context.ts';
 import { registerResponses } from './responses/responses-routes.ts';
@@ -87,7 +88,15 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
 
   app.setErrorHandler((error, request, reply) => {
     const apiError = reportError(ctx, request, error);
-    return reply.code(apiError.status).headers(apiError.headers).send(apiError.body());
+    if (request.raw.complete) return reply.code(apiError.status).headers(apiError.headers).send(apiError.body());
+    // Refused before its body was read (too large, a failed check): the client may still be
+    // writing it, so the answer goes out on the socket with a lingering close rather than through
+    // Node's response, which would close the socket under the client's writes.
+    reply.hijack();
+    const socket = request.raw.socket;
+    if (socket.destroyed || isLingering(socket)) return;
+    noteSocketStatus(request, apiError.status);
+    refuseOnSocket(socket, apiError, { 'x-request-id': request.id });
   });
 
   app.setNotFoundHandler((request, reply) => {

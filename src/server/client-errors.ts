@@ -1,5 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { closeLingering, isLingering } from './lingering-close.ts';
 import { ApiError } from './openai-errors.ts';
 
 /** Node's HTTP parser and its timeouts: what each error code means to a client. */
@@ -15,20 +16,26 @@ function describe(code: string | undefined): ApiError {
 }
 
 /**
+ * Answers `apiError` on the socket itself, outside any response object, and closes the connection
+ * lingering: the client may still be sending the request it refuses, and must get to read why.
+ */
+export function refuseOnSocket(socket: Socket, apiError: ApiError, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(apiError.body());
+  const fields = { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), ...apiError.headers, ...headers, connection: 'close' };
+  const head = Object.entries(fields).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  closeLingering(socket, `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\n${head}\r\n${body}`);
+}
+
+/**
  * Answers an error of the HTTP parser (malformed request, oversized headers, a header or body
  * timeout) in OpenAI's error shape, then closes the connection, as Node's own handler would with
- * its bare bodies. Nothing is written over a response already under way.
+ * its bare bodies. Nothing is written over a response already under way, and nothing more once
+ * the connection is closing: the parser's further errors there (the body it no longer reads) are
+ * the refused request's.
  */
 export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
-  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  if (error.code === 'ECONNRESET' || socket.destroyed || isLingering(socket)) return;
   const current = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (socket.writable && !current?.headersSent) {
-    const apiError = describe(error.code);
-    const body = JSON.stringify(apiError.body());
-    socket.write(
-      `HTTP/1.1 ${apiError.status} ${STATUS_CODES[apiError.status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
-  }
-  socket.destroy();
+  if (socket.writable && !current?.headersSent) refuseOnSocket(socket, describe(error.code));
+  else socket.destroy();
 }

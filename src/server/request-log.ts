@@ -5,6 +5,8 @@ import type { Usage } from './usage.ts';
 interface RequestNotes {
   usage?: Usage;
   error?: string;
+  /** The status of an answer written on the socket, outside the response object. */
+  socketStatus?: number;
 }
 
 const notes = new WeakMap<FastifyRequest, RequestNotes>();
@@ -17,6 +19,11 @@ export function noteUsage(request: FastifyRequest, usage: Usage): void {
 /** Why a request failed, for its log line (the client got the same message). */
 export function noteError(request: FastifyRequest, message: string): void {
   notes.set(request, { ...notes.get(request), error: message });
+}
+
+/** A request answered on its socket (a refusal before its body was read), for its log line. */
+export function noteSocketStatus(request: FastifyRequest, status: number): void {
+  notes.set(request, { ...notes.get(request), socketStatus: status });
 }
 
 /** Polled by the playground and scrapers: logged at debug so they do not drown the requests. */
@@ -38,7 +45,7 @@ export function logWhenDone(logger: JsonLogger, request: FastifyRequest, reply: 
       request_id: request.id,
       method: request.method,
       path,
-      status: reply.raw.writableFinished ? reply.raw.statusCode : 499,
+      status: reply.raw.writableFinished ? reply.raw.statusCode : (note?.socketStatus ?? 499),
       latency_ms: Math.round((performance.now() - start) * 100) / 100,
       ...(note?.usage ? { prompt_tokens: note.usage.promptTokens, completion_tokens: note.usage.completionTokens } : {}),
       ...(note?.error ? { error: note.error } : {}),

@@ -47,9 +47,20 @@ export function resolveKvCacheDtype(name: KvCacheDtypeName): KvCacheDtype {
 export interface KvCacheLayout {
   numBlocks: number;
   blockSize: number;
+  /** Model layers firstLayer, firstLayer + 1, ...: a pipeline stage's cache holds only its own. */
   layers: readonly LayerKvSpec[];
   /** How every layer stores its keys and values; absent means `auto`. */
   dtype?: KvCacheDtype;
+  /** Absent: 0. */
+  firstLayer?: number;
+}
+
+/** Where model layer `layer` sits in `layout.layers`; a RangeError for a layer the cache does not hold. */
+export function layoutIndex(layout: KvCacheLayout, layer: number): number {
+  const first = layout.firstLayer ?? 0;
+  const index = layer - first;
+  if (!(index >= 0 && index < layout.layers.length)) throw new RangeError(`layer ${layer} is outside the cache's layers [${first}, ${first + layout.layers.length})`);
+  return index;
 }
 
 /** Float32 scales int8 keeps per token in a layer's pool: one per kv head for keys and one for values, or one per MLA row. */

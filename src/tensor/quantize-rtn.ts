@@ -1,4 +1,5 @@
 import {
+  codeTable,
   emptyQuantizedWeight,
   fillInt4Padding,
   floatToFp8E4m3,
@@ -10,7 +11,7 @@ import {
 } from './quantized-weight.ts';
 
 /** What `--quantization` makes of a 16-bit checkpoint's linear layers at load. */
-export type LinearQuantization = 'fp8' | 'int8' | 'int4';
+export type LinearQuantization = 'fp8' | 'int8' | 'int4' | 'nf4' | 'llm-int8';
 
 /**
  * What `--quantization` makes of a 16-bit checkpoint at load: its linear layers in one of Keel's
@@ -18,11 +19,17 @@ export type LinearQuantization = 'fp8' | 'int8' | 'int4';
  */
 export type LoadTimeQuantization = LinearQuantization | 'mxfp4';
 
-export const LINEAR_QUANTIZATIONS: readonly LinearQuantization[] = ['fp8', 'int8', 'int4'];
-export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = [...LINEAR_QUANTIZATIONS, 'mxfp4'];
+export const LINEAR_QUANTIZATIONS: readonly LinearQuantization[] = ['fp8', 'int8', 'int4', 'nf4', 'llm-int8'];
+export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = ['fp8', 'int8', 'int4', 'mxfp4', 'nf4', 'llm-int8'];
 
 /** Input columns per int4 scale group (the common choice of GPTQ and AWQ checkpoints). */
 export const INT4_GROUP_SIZE = 128;
+
+/** Input columns per NF4 block (bitsandbytes' default blocksize). */
+export const NF4_BLOCK_SIZE = 64;
+
+/** LLM.int8()'s outlier threshold (bitsandbytes' and transformers' default llm_int8_threshold). */
+export const LLM_INT8_THRESHOLD = 6.0;
 
 /**
  * Round-to-nearest quantization of a weight [rows, cols] (row-major float32), with no calibration:
@@ -31,13 +38,17 @@ export const INT4_GROUP_SIZE = 128;
  *   tensor; a row's own range costs the same bytes and loses less);
  * - `int8`: symmetric codes -127..127 (stored +128), one scale per row, max|w| / 127;
  * - `int4`: asymmetric codes 0..15 with a zero point per group of 128 columns, scale
- *   (max - min) / 15 and zero round(-min / scale), so each group's range maps onto all 16 codes.
+ *   (max - min) / 15 and zero round(-min / scale), so each group's range maps onto all 16 codes;
+ * - `nf4`: bitsandbytes' NF4 with blocks of 64 columns (quantizeTable4);
+ * - `llm-int8`: `int8`'s codes and scales (bitsandbytes' CB and SCB / 127), multiplied by
+ *   LLM.int8()'s mixed decomposition with outlier threshold 6.
  *
  * Values round half to even, as torch.round does. A row or group of zeros gets scale 1 (codes 0).
  */
 export function quantizeRoundToNearest(values: Float32Array, rows: number, cols: number, method: LinearQuantization): QuantizedWeight {
   if (values.length !== rows * cols) throw new Error(`quantizeRoundToNearest: ${values.length} values for [${rows}, ${cols}]`);
   if (method === 'int4') return quantizeInt4(values, rows, cols);
+  if (method === 'nf4') return quantizeTable4(values, rows, cols, 'nf4', Math.min(NF4_BLOCK_SIZE, cols));
   const format = method === 'fp8' ? 'fp8-e4m3' : 'int8';
   const w = emptyQuantizedWeight(format, rows, cols, cols, false);
   const top = method === 'fp8' ? FP8_E4M3_MAX : 127;
@@ -52,6 +63,50 @@ export function quantizeRoundToNearest(values: Float32Array, rows: number, cols:
     if (method === 'fp8') for (let col = 0; col < cols; col++) w.codes[at + col] = floatToFp8E4m3(values[at + col] / scale);
     else for (let col = 0; col < cols; col++) w.codes[at + col] = 128 + Math.max(-127, Math.min(127, roundHalfEven(values[at + col] / scale)));
   }
+  if (method === 'llm-int8') w.mixedInt8 = { threshold: LLM_INT8_THRESHOLD };
+  return w;
+}
+
+/**
+ * bitsandbytes' 4-bit blockwise quantization of each row, in blocks of `blockSize` columns: the
+ * block's absmax is its scale, each value divided by it (as x · (1 / absmax) in float32, clamped
+ * to [-1, 1]) takes the table code whose value is nearest, a value exactly between two taking the
+ * lower one (torch.bucketize over the midpoints, as bitsandbytes' reference quantizer does). A
+ * block of zeros gets scale 0.
+ */
+export function quantizeTable4(values: Float32Array, rows: number, cols: number, format: 'nf4' | 'fp4', blockSize: number): QuantizedWeight {
+  const table = codeTable(format);
+  // Codes in increasing order of value, and the float32 midpoints between neighbours.
+  const order = Array.from(table.keys()).sort((a, b) => table[a] - table[b] || a - b);
+  const mids = Float32Array.from(order.slice(1), (code, i) => Math.fround(table[order[i]] + table[code]) / 2);
+  const w = emptyQuantizedWeight(format, rows, cols, blockSize, false);
+  const groups = numGroups(w);
+  for (let row = 0; row < rows; row++) {
+    for (let group = 0; group < groups; group++) {
+      const start = row * cols + group * blockSize;
+      const end = row * cols + Math.min(cols, (group + 1) * blockSize);
+      let absmax = 0;
+      for (let i = start; i < end; i++) absmax = Math.max(absmax, Math.abs(values[i]));
+      w.scales[row * groups + group] = absmax;
+      const inverse = Math.fround(1 / Math.max(absmax, 1e-38));
+      for (let i = start; i < end; i++) {
+        const scaled = Math.max(-1, Math.min(1, Math.fround(values[i] * inverse)));
+        // The number of midpoints below the value (binary search: load-time quantization codes billions).
+        let lo = 0;
+        let hi = mids.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (mids[mid] < scaled) lo = mid + 1;
+          else hi = mid;
+        }
+        const rank = lo;
+        const col = i - row * cols;
+        const slot = INT4_COLUMN_SLOT[col & 7];
+        w.codes[row * rowBytes(format, cols) + (col >> 3) * 4 + (slot >> 1)] |= order[rank] << ((slot & 1) * 4);
+      }
+    }
+  }
+  fillInt4Padding(w);
   return w;
 }
 
@@ -87,7 +142,8 @@ function quantizeInt4(values: Float32Array, rows: number, cols: number): Quantiz
   return w;
 }
 
-function roundHalfEven(v: number): number {
+/** Rounds half to even, as torch.round and CUDA's rintf do. */
+export function roundHalfEven(v: number): number {
   const floor = Math.floor(v);
   const rest = v - floor;
   if (rest > 0.5) return floor + 1;

@@ -11,15 +11,19 @@
  *
  *   W[row, perm[col]] = (code(row, col) - zero(row, group)) * scale(row, group)   (integers)
  *   W[row, perm[col]] = fp8e4m3(code(row, col)) * scale(row, group)               (fp8)
+ *   W[row, perm[col]] = TABLE[code(row, col)] * scale(row, group)                  (nf4, fp4)
  *
  * with group = floor(col / groupSize), each product rounded to float32 once. `perm` (act-order
  * checkpoints) lists the input column each stored column multiplies; null is the identity.
+ *
+ * nf4 and fp4 are bitsandbytes' 4-bit data types: 4-bit codes packed as int4's are, each an index
+ * into a table of 16 values in [-1, 1] (NF4_VALUES, FP4_VALUES), scaled by the block's absmax.
  */
 
 import { invalidModel } from '../errors.ts';
 import type { HostTensor } from './host-tensor.ts';
 
-export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3';
+export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3' | 'nf4' | 'fp4';
 
 export interface QuantizedWeight {
   format: QuantizedFormat;
@@ -29,7 +33,7 @@ export interface QuantizedWeight {
   groupSize: number;
   /**
    * [rows, rowBytes(format, cols)]. int8: one unsigned code a byte. fp8: one e4m3 code a byte.
-   * int4: little-endian 32-bit words of 8 codes, word w holding stored columns 8w..8w+7 with
+   * int4 (and nf4, fp4): little-endian 32-bit words of 8 codes, word w holding stored columns 8w..8w+7 with
    * column 8w + INT4_SLOT_COLUMN[s] in bits 4s..4s+3: columns 2i and 2i+1 sit 16 bits apart, so
    * one mask of a word yields two neighbouring values in the two halves of a register. Columns
    * past `cols` in the last word hold their group's zero code (they dequantize to 0).
@@ -37,10 +41,17 @@ export interface QuantizedWeight {
   codes: Uint8Array;
   /** [rows, numGroups]. */
   scales: Float32Array;
-  /** [rows, numGroups] zero codes, or null for symmetric codes (zero at 8 for int4, 128 for int8; fp8 has none). */
+  /** [rows, numGroups] zero codes, or null for symmetric codes (zero at 8 for int4, 128 for int8; fp8, nf4 and fp4 have none). */
   zeros: Uint8Array | null;
   /** [cols]: the input column of each stored column, or null when they are in order. */
   perm: Int32Array | null;
+  /**
+   * LLM.int8() (int8, symmetric, one scale per row, no permutation): the activations are
+   * quantized to int8 too, per row and step, except the input columns where some row's |x| reaches
+   * `threshold`, which multiply the dequantized weight in 16-bit (src/backend/cpu/ops/llm-int8-matmul.ts). null:
+   * the activations stay 16-bit.
+   */
+  mixedInt8: { threshold: number } | null;
 }
 
 /** A linear layer's weight [rows, cols] as a checkpoint or load-time quantization holds it. */
@@ -55,25 +66,56 @@ export const INT4_SLOT_COLUMN: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
 /** The nibble slot of each of a word's 8 columns (the inverse of INT4_SLOT_COLUMN). */
 export const INT4_COLUMN_SLOT: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
 
+/** Whether codes are 4 bits, packed in int4's layout (int4, nf4, fp4). */
+export function isFourBit(format: QuantizedFormat): boolean {
+  return format === 'int4' || format === 'nf4' || format === 'fp4';
+}
+
 /** Code bits per value. */
 export function codeBits(format: QuantizedFormat): number {
-  return format === 'int4' ? 4 : 8;
+  return isFourBit(format) ? 4 : 8;
+}
+
+/**
+ * bitsandbytes' NF4 values (QLoRA's NormalFloat: quantiles of a normal distribution, with an
+ * exact 0), code 0..15, as float32.
+ */
+export const NF4_VALUES: Float32Array = Float32Array.from([
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+]);
+
+/**
+ * bitsandbytes' FP4 values: code bit 3 the sign, bits 0..2 an e2m1 pattern whose values
+ * (0, 0.0625, 8, 12, 4, 6, 2, 3) are divided by their largest, 12.
+ */
+export const FP4_VALUES: Float32Array = Float32Array.from([0, 0.0625, 8, 12, 4, 6, 2, 3, -0, -0.0625, -8, -12, -4, -6, -2, -3].map((v) => v / 12));
+
+/** The value table of a table format (nf4, fp4). */
+export function codeTable(format: 'nf4' | 'fp4'): Float32Array {
+  return format === 'nf4' ? NF4_VALUES : FP4_VALUES;
 }
 
 /** The code of zero in a symmetric integer format. */
 export function symmetricZero(format: QuantizedFormat): number {
-  if (format === 'fp8-e4m3') throw new Error('fp8 codes have no zero point');
+  if (format !== 'int4' && format !== 'int8') throw new Error(`${format} codes have no zero point`);
   return format === 'int4' ? 8 : 128;
+}
+
+/** Whether codes are integers with a zero point (int4, int8), rather than values of a table or a float format. */
+export function hasZeroPoint(format: QuantizedFormat): boolean {
+  return format === 'int4' || format === 'int8';
 }
 
 /** Largest code of an integer format. */
 export function maxCode(format: QuantizedFormat): number {
-  return format === 'int4' ? 15 : 255;
+  return isFourBit(format) ? 15 : 255;
 }
 
 /** Bytes of one stored row of codes. */
 export function rowBytes(format: QuantizedFormat, cols: number): number {
-  return format === 'int4' ? Math.ceil(cols / 8) * 4 : cols;
+  return isFourBit(format) ? Math.ceil(cols / 8) * 4 : cols;
 }
 
 export function numGroups(w: Pick<QuantizedWeight, 'cols' | 'groupSize'>): number {
@@ -82,7 +124,7 @@ export function numGroups(w: Pick<QuantizedWeight, 'cols' | 'groupSize'>): numbe
 
 /** Byte of stored column `col` in a row of codes, and the shift of its code in that byte. */
 export function codePosition(format: QuantizedFormat, col: number): { byte: number; shift: number } {
-  if (format !== 'int4') return { byte: col, shift: 0 };
+  if (!isFourBit(format)) return { byte: col, shift: 0 };
   const slot = INT4_COLUMN_SLOT[col & 7];
   return { byte: (col >> 3) * 4 + (slot >> 1), shift: (slot & 1) * 4 };
 }
@@ -90,7 +132,7 @@ export function codePosition(format: QuantizedFormat, col: number): { byte: numb
 /** Writes `code` at (row, stored column col). */
 export function putCode(w: QuantizedWeight, row: number, col: number, code: number): void {
   const base = row * rowBytes(w.format, w.cols);
-  if (w.format !== 'int4') {
+  if (!isFourBit(w.format)) {
     w.codes[base + col] = code;
     return;
   }
@@ -103,18 +145,19 @@ export function putCode(w: QuantizedWeight, row: number, col: number, code: numb
 
 export function getCode(w: QuantizedWeight, row: number, col: number): number {
   const { byte, shift } = codePosition(w.format, col);
-  return (w.codes[row * rowBytes(w.format, w.cols) + byte] >> shift) & (w.format === 'int4' ? 0xf : 0xff);
+  return (w.codes[row * rowBytes(w.format, w.cols) + byte] >> shift) & (isFourBit(w.format) ? 0xf : 0xff);
 }
 
-/** The zero code of (row, group). */
+/** The zero code of (row, group); 0 for formats without zero points. */
 export function zeroOf(w: QuantizedWeight, row: number, group: number): number {
-  return w.zeros === null ? (w.format === 'fp8-e4m3' ? 0 : symmetricZero(w.format)) : w.zeros[row * numGroups(w) + group];
+  if (w.zeros !== null) return w.zeros[row * numGroups(w) + group];
+  return hasZeroPoint(w.format) ? symmetricZero(w.format) : 0;
 }
 
 /** A weight of the given shape with every code zeroed, scales 0, no zeros and no permutation; fill it with putCode. */
 export function emptyQuantizedWeight(format: QuantizedFormat, rows: number, cols: number, groupSize: number, asymmetric: boolean): QuantizedWeight {
   if (!(Number.isInteger(groupSize) && groupSize >= 1 && groupSize <= cols)) throw new Error(`group size ${groupSize} is outside [1, ${cols}]`);
-  if (asymmetric && format === 'fp8-e4m3') throw new Error('fp8 weights have no zero points');
+  if (asymmetric && !hasZeroPoint(format)) throw new Error(`${format} weights have no zero points`);
   const groups = Math.ceil(cols / groupSize);
   return {
     format,
@@ -125,16 +168,20 @@ export function emptyQuantizedWeight(format: QuantizedFormat, rows: number, cols
     scales: new Float32Array(rows * groups),
     zeros: asymmetric ? new Uint8Array(rows * groups) : null,
     perm: null,
+    mixedInt8: null,
   };
 }
 
-/** Sets the codes of an int4 row's padding columns (past `cols`) to their group's zero, so they dequantize to 0. */
+/**
+ * Sets the codes of a 4-bit row's padding columns (past `cols`) to their group's zero (int4) or to
+ * the code of 0 (nf4: 7; fp4: 0), so they dequantize to 0.
+ */
 export function fillInt4Padding(w: QuantizedWeight): void {
-  if (w.format !== 'int4') return;
+  if (!isFourBit(w.format)) return;
   const padded = Math.ceil(w.cols / 8) * 8;
   const lastGroup = numGroups(w) - 1;
   for (let row = 0; row < w.rows; row++) {
-    const zero = zeroOf(w, row, lastGroup);
+    const zero = w.format === 'nf4' ? 7 : zeroOf(w, row, lastGroup);
     for (let col = w.cols; col < padded; col++) {
       const { byte, shift } = codePosition('int4', col);
       const at = row * rowBytes('int4', w.cols) + byte;
@@ -151,13 +198,18 @@ export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): 
   const { cols, groupSize, codes, format } = w;
   const groups = numGroups(w);
   const base = row * rowBytes(format, cols);
-  const fp8 = format === 'fp8-e4m3' ? fp8E4m3Values() : null;
+  const table = format === 'fp8-e4m3' ? fp8E4m3Values() : format === 'nf4' || format === 'fp4' ? codeTable(format) : null;
   for (let group = 0, start = 0; start < cols; group++, start += groupSize) {
     const scale = w.scales[row * groups + group];
     const zero = zeroOf(w, row, group);
     const end = Math.min(cols, start + groupSize);
-    if (fp8 !== null) {
-      for (let col = start; col < end; col++) into[col] = fp8[codes[base + col]] * scale;
+    if (format === 'fp8-e4m3') {
+      for (let col = start; col < end; col++) into[col] = table![codes[base + col]] * scale;
+    } else if (table !== null) {
+      for (let col = start; col < end; col++) {
+        const slot = INT4_COLUMN_SLOT[col & 7];
+        into[col] = table[(codes[base + (col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xf] * scale;
+      }
     } else if (format === 'int8') {
       for (let col = start; col < end; col++) into[col] = (codes[base + col] - zero) * scale;
     } else {
@@ -193,11 +245,13 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
       throw invalidModel(`projections stacked into one matmul are quantized differently: ${describeQuantized(first)} and ${describeQuantized(p)}`);
     }
     if (!samePerm(p.perm, first.perm)) throw invalidModel('projections stacked into one matmul have different act-order permutations (g_idx)');
+    if (p.mixedInt8?.threshold !== first.mixedInt8?.threshold) throw invalidModel('projections stacked into one matmul have different LLM.int8() outlier thresholds');
   }
   const rows = parts.reduce((n, p) => n + p.rows, 0);
   const asymmetric = parts.some((p) => p.zeros !== null);
   const out = emptyQuantizedWeight(first.format, rows, first.cols, first.groupSize, asymmetric);
   out.perm = first.perm;
+  out.mixedInt8 = first.mixedInt8;
   const groups = numGroups(first);
   let row = 0;
   for (const p of parts) {
@@ -220,7 +274,8 @@ function samePerm(a: Int32Array | null, b: Int32Array | null): boolean {
 /** e.g. "int4 [96, 64], groups of 32, asymmetric, act-order". */
 export function describeQuantized(w: QuantizedWeight): string {
   const group = w.groupSize === w.cols ? 'per channel' : `groups of ${w.groupSize}`;
-  return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.perm ? ', act-order' : ''}`;
+  const mixed = w.mixedInt8 ? `, LLM.int8() outliers at ${w.mixedInt8.threshold}` : '';
+  return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.perm ? ', act-order' : ''}${mixed}`;
 }
 
 let e4m3Table: Float32Array | null = null;

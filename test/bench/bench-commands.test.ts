@@ -216,11 +216,12 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'latency', ...MODEL, '--batch-size', '1,x'], /--batch-size expects a number/],
     [['bench', 'throughput', '--workload', 'nano-vllm', '--num-prompts', '3'], /drop --num-prompts/],
     [['bench', 'nope'], /unknown benchmark "nope"/],
-    [['bench', 'linear', '--format', 'int4,int3'], /--format: "int3" is not one of bf16, fp8, int8, int4, mxfp4/],
+    [['bench', 'linear', '--format', 'int4,int3'], /--format: "int3" is not one of bf16, fp8, int8, int4, nf4, llm-int8, mxfp4/],
     [['bench', 'linear', '--rows', '1,0'], /--rows: "0" is not a positive integer/],
     [['bench', 'linear', '--shape', '4096x4100'], /k must be a multiple of 32/],
     [['bench', 'linear', '--shape', '4096by4096'], /--shape: "4096by4096" is not NxK/],
     [['bench', 'linear', '--shape', '96x4096', '--format', 'mxfp4'], /n must be a multiple of 64/],
+    [['bench', 'lora', '--rank', '8'], /unknown option --rank: see keel bench lora --help/],
   ];
   for (const [args, message] of cases) {
     const run = await keel(args);

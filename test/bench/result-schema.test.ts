@@ -38,7 +38,8 @@ test('a linear result holds figures of the known formats and kernels only', () =
   const figure = { op: 'linear', n: 4096, k: 4096, rows: 1, format: 'int4', path: 'gemv', us: 9.5, weight_bytes: 8519680, gb_per_s: 897, tflops: 3.5, speedup_vs_bf16: 2.9 };
   const linear = { ...sample(), suite: 'linear', config: {}, results: { figures: [figure], read_gb_per_s: 4400 } };
   assert.equal(BenchResultSchema.safeParse(linear).success, true);
-  assert.equal(BenchResultSchema.safeParse({ ...linear, results: { ...linear.results, figures: [{ ...figure, format: 'nf4' }] } }).success, false);
+  assert.equal(BenchResultSchema.safeParse({ ...linear, results: { ...linear.results, figures: [{ ...figure, format: 'nf4' }] } }).success, true);
+  assert.equal(BenchResultSchema.safeParse({ ...linear, results: { ...linear.results, figures: [{ ...figure, format: 'fp4' }] } }).success, false);
   assert.equal(BenchResultSchema.safeParse({ ...linear, results: { ...linear.results, figures: [{ ...figure, path: 'marlin' }] } }).success, false);
 });
 

@@ -4,6 +4,7 @@ import { buildRopeTable } from '../../src/layers/rotary.ts';
 import { LlamaModel, type LlamaConfig } from '../../src/models/llama.ts';
 import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 import type { TestRandom } from './cpu-random.ts';
+import { wholeModel } from '../../src/models/pipeline-stage.ts';
 
 /** A layer's weights as host float32 arrays, q/k/v and gate/up stacked as the layers load them. */
 export interface HostLayerWeights {
@@ -129,7 +130,7 @@ export function llamaWeightSource(config: LlamaConfig, host: HostLlamaWeights): 
 
 /** A Llama model with the host weights loaded on `backend`, rotary tables for `maxPositions`. */
 export function loadLlamaModel(backend: Backend, config: LlamaConfig, host: HostLlamaWeights, maxPositions = config.maxPositionEmbeddings): LlamaModel {
-  const model = new LlamaModel(config, maxPositions, null);
+  const model = new LlamaModel(config, maxPositions, null, wholeModel(config.numLayers));
   model.load(llamaWeightSource(config, host), backend);
   return model;
 }

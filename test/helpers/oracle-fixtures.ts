@@ -19,6 +19,11 @@ export interface OracleFixture {
     /** Per prompt and greedy step, transformers' candidates [token id, logprob], best first: the top 5 and any other within 1 nat of the best. */
     greedy_top_logprobs?: [number, number][][][];
     max_new_tokens: number;
+    /**
+     * false where one prompt's outputs depend on what is batched beside it (LLM.int8()'s outlier
+     * columns): the oracle holds for each prompt run alone.
+     */
+    batch_invariant?: boolean;
   };
 }
 
@@ -26,8 +31,12 @@ export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures', import.meta.url
 /** The models shipped in the repo carry the same oracle, written by tools/train/train_default_model.py. */
 export const MODELS_DIR = fileURLToPath(new URL('../../models', import.meta.url));
 
-export function listOracleFixtures(): OracleFixture[] {
-  return [FIXTURES_DIR, MODELS_DIR].flatMap((root) =>
+/**
+ * Every fixture and shipped model with an oracle. Those whose oracle holds only for one prompt at
+ * a time (`batch_invariant: false`) are left out unless asked for: suites batch prompts together.
+ */
+export function listOracleFixtures(options: { batchDependent?: boolean } = {}): OracleFixture[] {
+  const fixtures = [FIXTURES_DIR, MODELS_DIR].flatMap((root) =>
     readdirSync(root, { withFileTypes: true })
       .filter((entry) => entry.isDirectory() && existsSync(join(root, entry.name, 'oracle.json')))
       .map((entry) => {
@@ -36,6 +45,7 @@ export function listOracleFixtures(): OracleFixture[] {
       })
       .sort((a, b) => a.name.localeCompare(b.name)),
   );
+  return options.batchDependent ? fixtures : fixtures.filter((f: OracleFixture) => f.oracle.batch_invariant !== false);
 }
 
 /** max |a - b| over two equal-length vectors. */

@@ -2,30 +2,36 @@ import assert from 'node:assert/strict';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
+import { LINGER_LIMITS } from '../../src/server/lingering-close.ts';
 import { metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
 
 // Socket hygiene: requests whose headers or body arrive too slowly get a 408, a keep-alive
 // connection left idle is closed, so is a response whose client stopped reading, connections over
-// the cap are refused, and every error the HTTP parser raises is answered in OpenAI's error shape.
+// the cap are refused, every error the HTTP parser raises is answered in OpenAI's error shape, and
+// a client refused while it still sends its body gets to read the answer (a lingering close).
 
 let server: TinyServer;
 let port: number;
 const MAX_CONNECTIONS = 8;
+const MAX_BODY_BYTES = 64 * 1024;
 
 before(async () => {
   server = await startTinyServer({
     // A long context and a pool to match: a stream with logprobs outruns any socket buffer.
     model: { max_position_embeddings: 16384 },
     engine: { numKvBlocks: 4200 },
-    server: { headerTimeoutMs: 1000, bodyTimeoutMs: 1500, idleTimeoutMs: 1000, maxConnections: MAX_CONNECTIONS, logLevel: 'silent' },
+    server: { headerTimeoutMs: 1000, bodyTimeoutMs: 1500, idleTimeoutMs: 1000, maxConnections: MAX_CONNECTIONS, maxBodyBytes: MAX_BODY_BYTES, logLevel: 'silent' },
   });
   port = Number(new URL(server.url).port);
 });
 after(() => server.close());
 
-/** A raw connection to the server and everything it sends until it closes. */
-function rawConnection(): { socket: Socket; received: Promise<string>; closed: Promise<void> } {
-  const socket = connect(port, '127.0.0.1');
+/**
+ * A raw connection to the server and everything it sends until it closes. `allowHalfOpen` keeps
+ * the client's side open after the server's end, as a client that ignores it would.
+ */
+function rawConnection(allowHalfOpen = false): { socket: Socket; received: Promise<string>; closed: Promise<void> } {
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen });
   let text = '';
   socket.on('data', (chunk) => (text += chunk));
   socket.on('error', () => undefined);
@@ -154,4 +160,81 @@ test('a request the parser cannot read is a 400 in OpenAI shape', { timeout: 20_
     assert.equal(status, 400, JSON.stringify(garbage));
     assert.equal(error.type, 'invalid_request_error');
   }
+});
+
+/**
+ * A client that sends `head`, then `pieces` one every `everyMs` without reading anything, as a
+ * client writing its whole body before it reads the answer; then reads until the server closes.
+ * Resolves with what it read, the socket errors it saw (EPIPE, ECONNRESET: the server closed
+ * under its writes) and how long the server took to close after the last piece.
+ */
+async function writeThenRead(head: string, pieces: Buffer[], everyMs: number): Promise<{ raw: string; errors: string[]; closedAfterMs: number }> {
+  const socket = connect(port, '127.0.0.1');
+  const errors: string[] = [];
+  socket.on('error', (error: NodeJS.ErrnoException) => errors.push(error.code ?? error.message));
+  socket.pause();
+  socket.write(head);
+  for (const piece of pieces) {
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+    if (socket.destroyed) break;
+    socket.write(piece);
+  }
+  await new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.write(Buffer.alloc(0), () => resolve())));
+  const start = performance.now();
+  let raw = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => (raw += chunk));
+  socket.resume();
+  await new Promise((resolve) => (socket.closed ? resolve(undefined) : socket.once('close', resolve)));
+  return { raw, errors, closedAfterMs: performance.now() - start };
+}
+
+const completionHead = (contentLength: number) =>
+  `POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: ${contentLength}\r\n\r\n`;
+
+test('a client still sending an oversize body when refused reads its 413: no EPIPE or reset', { timeout: 30_000 }, async () => {
+  // Refused as its headers arrive (Content-Length over the limit), while 512 KiB follow over 0.3 s.
+  const pieces = Array.from({ length: 16 }, () => Buffer.alloc(32 * 1024, 0x20));
+  const { raw, errors, closedAfterMs } = await writeThenRead(completionHead(16 * 32 * 1024), pieces, 20);
+  assert.deepEqual(errors, [], 'the server closed the connection under the client\'s writes');
+  const { status, error } = parseErrorResponse(raw);
+  assert.equal(status, 413);
+  assert.equal(error.code, 'request_too_large');
+  assert.match(raw, /\r\nconnection: close\r\n/i);
+  assert.match(raw, /\r\nx-request-id: /i);
+  assert.ok(closedAfterMs < LINGER_LIMITS.ms + 3000, `the connection closed ${closedAfterMs} ms after the client read its answer`);
+});
+
+test('a chunked body refused once it outgrows the limit: the client reads its 413', { timeout: 30_000 }, async () => {
+  const chunk = (bytes: number) => Buffer.concat([Buffer.from(`${bytes.toString(16)}\r\n`), Buffer.alloc(bytes, 0x20), Buffer.from('\r\n')]);
+  const head = `POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
+  const pieces = [...Array.from({ length: 16 }, () => chunk(32 * 1024)), Buffer.from('0\r\n\r\n')];
+  const { raw, errors } = await writeThenRead(head, pieces, 20);
+  assert.deepEqual(errors, [], 'the server closed the connection under the client\'s writes');
+  assert.equal(parseErrorResponse(raw).status, 413);
+});
+
+test('a slow body cut with a 408 while the client still writes: the client reads its 408', { timeout: 30_000 }, async () => {
+  // 25 bytes, one every 100 ms: past the 1.5 s body timeout, and within the lingering that follows it.
+  const pieces = Array.from({ length: 25 }, () => Buffer.from(' '));
+  const { raw, errors } = await writeThenRead(completionHead(1000), pieces, 100);
+  assert.deepEqual(errors, [], 'the server closed the connection under the client\'s writes');
+  const { status, error } = parseErrorResponse(raw);
+  assert.equal(status, 408);
+  assert.equal(error.code, 'request_timeout');
+});
+
+test('a refused client that keeps sending cannot hold its connection past the lingering bound', { timeout: 30_000 }, async () => {
+  const connection = rawConnection(true);
+  connection.socket.write(completionHead(512 * 1024 * 1024));
+  const answered = new Promise<number>((resolve) => connection.socket.once('data', () => resolve(performance.now())));
+  const writer = setInterval(() => connection.socket.writable && connection.socket.write(Buffer.alloc(4096, 0x20)), 20);
+  const raw = await closedWithin(connection, LINGER_LIMITS.ms + 8000);
+  clearInterval(writer);
+  assert.notEqual(raw, null, 'the server still read the refused body long after its bound');
+  assert.equal(parseErrorResponse(raw ?? '').status, 413);
+  const lingeredMs = performance.now() - (await answered);
+  assert.ok(lingeredMs < LINGER_LIMITS.ms + 3000, `the connection lingered ${lingeredMs} ms`);
+  // Its slot is free again: the server answers.
+  assert.equal((await fetch(`${server.url}/health`)).status, 200);
 });

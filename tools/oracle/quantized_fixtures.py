@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import BitsAndBytesConfig
+
+from bnb_fixtures import install_mixed_int8, pack_bnb4, pack_bnb8, read_bnb4, read_bnb8
 
 # AutoAWQ's GEMM packing writes output columns 0, 2, 4, 6, 1, 3, 5, 7 of each group of 8 into
 # 4-bit fields 0..7.
@@ -69,6 +72,24 @@ SCHEMES = {
                                                                        "strategy": "token", "dynamic": True}}},
                    "ignore": ["lm_head"], "kv_cache_scheme": None, "sparsity_config": {}},
         "kind": "fp8", "scales": "channel", "scale_name": "weight_scale",
+    },
+    "bnb-nf4-dq": {
+        # transformers' BitsAndBytesConfig as save_pretrained writes it; one projection skipped.
+        "config": {**BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                        bnb_4bit_compute_dtype=torch.bfloat16,
+                                        llm_int8_skip_modules=["lm_head", "model.layers.1.mlp.down_proj"]).to_dict()},
+        "kind": "bnb4", "quant_type": "nf4", "blocksize": 64, "double_quant": True, "dtype": "bfloat16",
+        "skip": ("model.layers.1.mlp.down_proj",),
+    },
+    "bnb-fp4": {
+        "config": {**BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=False,
+                                        bnb_4bit_compute_dtype=torch.float16).to_dict()},
+        "kind": "bnb4", "quant_type": "fp4", "blocksize": 64, "double_quant": False, "dtype": "bfloat16",
+    },
+    "bnb-int8": {
+        # A threshold low enough that the tiny model's activations have outlier columns every step.
+        "config": {**BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=1.5).to_dict()},
+        "kind": "bnb8", "threshold": 1.5,
     },
     "fp8-block": {
         # Blocks of 32 rows x 48 columns: ragged at both edges of every matrix of these shapes.
@@ -124,7 +145,16 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
         tensors, dequantized = PACKERS[scheme["kind"]](weight.data.float(), scheme, orders[same_input])
         weight.copy_(dequantized)
         packed.update({f"{base}.{k}": v for k, v in tensors.items()})
+    install_runtime_layers(model, scheme["config"], packed)
     return packed
+
+
+def install_runtime_layers(model, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """For formats whose layers compute more than a product with the dequantized weight
+    (LLM.int8()'s int8 activations), swaps those layers in; others stay nn.Linear."""
+    if config["quant_method"] == "bitsandbytes" and config["load_in_8bit"]:
+        layers = {n[: -len(".SCB")]: (tensors[n[: -len("SCB")] + "weight"], tensors[n]) for n in tensors if n.endswith(".SCB")}
+        install_mixed_int8(model, layers, config["llm_int8_threshold"])
 
 
 def _round_scale(scale: torch.Tensor) -> torch.Tensor:
@@ -264,7 +294,7 @@ def pack_mxfp4(w: torch.Tensor):
     return blocks.contiguous(), (exponent + 127).to(torch.uint8).contiguous(), dequantized
 
 
-PACKERS = {"gptq": pack_gptq, "awq": pack_awq, "ct-int": pack_ct_int, "fp8": pack_fp8}
+PACKERS = {"gptq": pack_gptq, "awq": pack_awq, "ct-int": pack_ct_int, "fp8": pack_fp8, "bnb4": pack_bnb4, "bnb8": pack_bnb8}
 
 
 def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Tensor]) -> None:
@@ -335,6 +365,12 @@ def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
             z = _unpack(t[f"{base}.weight_zero_point"], bits, 0, rows) - (1 << (bits - 1)) if f"{base}.weight_zero_point" in t else torch.zeros_like(scales, dtype=torch.int64)
             g = torch.arange(cols) // (args["group_size"] or cols)
             out[f"{base}.weight"] = (q - z[:, g]).float() * scales[:, g]
+        elif method == "bitsandbytes" and name.endswith(".weight") and f"{base}.SCB" in t:
+            out[name] = read_bnb8(t, base)
+        elif method == "bitsandbytes" and name.endswith(".weight") and f"{name}.absmax" in t:
+            out[name] = read_bnb4(t, base)
+        elif method == "bitsandbytes" and (".weight." in name or leaf in ("SCB", "weight_format")):
+            continue
         elif leaf == "weight" and t[name].dtype == torch.float8_e4m3fn:
             scale_name = "weight_scale_inv" if method == "fp8" else "weight_scale"
             s = t[f"{base}.{scale_name}"].float()

@@ -24,7 +24,7 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
@@ -34,6 +34,7 @@ import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
+import { llmInt8Matmul } from './ops/llm-int8-matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
@@ -251,7 +252,8 @@ export class CpuBackend implements Backend {
     const b = bias === null ? null : asCpuTensor(bias, 'linear bias').data;
     if (b !== null && b.length !== outDim) throw new Error(`linear: bias of ${b.length} values for ${outDim} outputs`);
     const out = CpuTensor.zeros([input.rows, outDim]);
-    if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
+    if (weight instanceof CpuQuantizedTensor && weight.weight.mixedInt8 !== null) llmInt8Matmul(input.data, input.rows, weight.weight, b, out.data);
+    else if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
     else matmulTransposed(input.data, input.rows, inDim, asCpuTensor(weight, 'linear weight').data, outDim, b, out.data);
     return out;
   }
@@ -422,13 +424,6 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? new CpuTensor(shape, asCpuTensor(x!, 'broadcastFromStage input').data.slice()) : CpuTensor.zeros(shape);
-    pipeline.broadcast(out.data, out.data.length, stage);
-    return out;
-  }
-
   private pipeline(op: string): Communicator<Float32Array> {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline;
@@ -545,12 +540,12 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
 function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
-  return kv.pools[layer][0];
+  return kv.pools[layoutIndex(kv.layout, layer)][0];
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values] = kv.pools[layer];
+  const [keys, values] = kv.pools[layoutIndex(kv.layout, layer)];
   return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

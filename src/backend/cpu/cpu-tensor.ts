@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import type { KvCacheLayout, LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
@@ -93,9 +93,7 @@ export class CpuKvCache implements KvCache {
   }
 
   spec(layer: number): LayerKvSpec {
-    const spec = this.layout.layers[layer];
-    if (spec === undefined) throw new RangeError(`layer ${layer} is outside the cache's ${this.layout.layers.length} layers`);
-    return spec;
+    return this.layout.layers[layoutIndex(this.layout, layer)];
   }
 }
 

@@ -21,7 +21,8 @@ import type {
   WeightStream,
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
-import { numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
@@ -38,7 +39,8 @@ import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
-import { launchLora, LORA_MAX_SLICES } from './kernels/lora.ts';
+import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
+import { planLoraTiles } from './lora-tiles.ts';
 import { launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
@@ -58,6 +60,7 @@ import { launchPrefillAttention } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchEmbedTokens, launchGatherRows } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
+import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { CudaWeightStream } from './weight-stream.ts';
 import { StepArena } from './step-arena.ts';
@@ -79,9 +82,10 @@ export interface CudaBackendOptions {
   /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
-   * stream, so recorded graphs hold the collectives. Absent: one device.
+   * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
+   * rank's failure recorded there makes every later collective throw it. Absent: one device.
    */
-  parallel?: { tensor: NcclGroup; pipeline: NcclGroup };
+  parallel?: { tensor: NcclGroup; pipeline: NcclGroup; failures?: FailureBoard };
 }
 
 /** One NCCL group as a rank joins it. */
@@ -165,9 +169,16 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
-      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize());
+      const failures = options.parallel.failures ?? null;
+      const join = (g: NcclGroup) => new NcclCommunicator(g.id, g.size, g.rank, this.device.stream, scratch, () => this.device.synchronize(), failures);
       this.groups = { tensor: join(options.parallel.tensor), pipeline: join(options.parallel.pipeline) };
     }
+  }
+
+  /** The addresses of its NCCL communicators (none on one device), for whoever aborts them when a rank dies (abortNcclCommunicator). */
+  get communicatorAddresses(): bigint[] {
+    if (this.groups === null) return [];
+    return [this.groups.tensor, this.groups.pipeline].map((comm) => (comm as NcclCommunicator).address);
   }
 
   /**
@@ -289,6 +300,7 @@ export class CudaBackend implements Backend {
 
   /** `loadQuantizedWeight` into the device memory `alloc` gives. */
   private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): Tensor {
+    if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
     const upload = (data: ArrayBufferView | null): DevicePtr => {
       if (data === null) return 0;
       const ptr = alloc(data.byteLength);
@@ -301,10 +313,12 @@ export class CudaBackend implements Backend {
       groupSize: w.groupSize,
       groups: numGroups(w),
       rowBytes: rowBytes(w.format, w.cols),
-      codes: upload(w.codes),
+      // LLM.int8()'s dot products take signed codes: the stored code less 128, one XOR a byte.
+      codes: upload(w.mixedInt8 === null ? w.codes : w.codes.map((c) => c ^ 0x80)),
       scales: upload(w.scales),
       zeros: upload(w.zeros),
       perm: upload(w.perm),
+      mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
@@ -482,7 +496,7 @@ export class CudaBackend implements Backend {
   beginStep(batch: BatchDescription): StepInputs {
     this.arena.reset();
     const plan = planAttention(batch);
-    const { data, offsets } = packStepArrays(batch, plan);
+    const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots));
     const base = this.arena.alloc(data.byteLength);
     this.device.uploadAsync(base, data);
     const at = (name: keyof StepDeviceArrays) => base + offsets[name] * 4;
@@ -500,7 +514,8 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
-        loraSlots: at('loraSlots'),
+        loraOrder: at('loraOrder'),
+        loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
       },
       plan,
@@ -585,6 +600,7 @@ export class CudaBackend implements Backend {
     if (input.cols !== w.cols) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
+    if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
@@ -599,6 +615,22 @@ export class CudaBackend implements Backend {
     const scratch = this.dequantized!;
     launchDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
+  }
+
+  /** LLM.int8()'s mixed decomposition (kernels/llm-int8.cu), its scratch from the step arena. */
+  private llmInt8Linear(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
+    const out = this.stepTensor([input.rows, w.rows]);
+    if (input.rows === 0) return out;
+    const bytes = llmInt8ScratchBytes(input.rows, w.cols);
+    const scratch = {
+      absmax: this.arena.alloc(bytes.absmax),
+      outlier: this.arena.alloc(bytes.outlier),
+      list: this.arena.alloc(bytes.list),
+      count: this.arena.alloc(bytes.count),
+      xq: this.arena.alloc(bytes.xq),
+    };
+    launchLlmInt8Linear(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows, scratch);
+    return out;
   }
 
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
@@ -734,14 +766,14 @@ export class CudaBackend implements Backend {
   createLoraWeights(shape: LoraShape): LoraWeights {
     requireMultipleOf8(shape.inFeatures, 'the input width of a LoRA-adapted linear');
     if (shape.sliceRows.length > LORA_MAX_SLICES) throw new Error(`createLoraWeights: ${shape.sliceRows.length} slices, the kernels take at most ${LORA_MAX_SLICES}`);
-    const rp = Math.ceil(shape.maxRank / 8) * 8;
+    const rp = Math.ceil(shape.maxRank / 16) * 16;
     const sized = new CudaLoraWeights(shape, rp, 0, 0, 0);
     const bytes = shape.slots * (sized.slotBytesA + sized.slotBytesB) + shape.slots * 4;
     const base = this.ownedAlloc(bytes);
     this.device.fillBytes(base, 0, bytes);
     const a = base;
-    const bt = a + shape.slots * sized.slotBytesA;
-    return new CudaLoraWeights(shape, rp, a, bt, bt + shape.slots * sized.slotBytesB);
+    const b = a + shape.slots * sized.slotBytesA;
+    return new CudaLoraWeights(shape, rp, a, b, b + shape.slots * sized.slotBytesB);
   }
 
   /** Converted to bf16 on the host and uploaded in stream order, behind the steps already queued. */
@@ -749,21 +781,20 @@ export class CudaBackend implements Backend {
     const w = asCudaLora(weights);
     assertLoraSlot(w.shape, slot, rank, slices);
     const { inFeatures, sliceRows } = w.shape;
-    const out = w.outFeatures;
     const a = new Uint16Array(w.slotBytesA / 2);
-    const bt = new Uint16Array(w.slotBytesB / 2);
+    const b = new Uint16Array(w.slotBytesB / 2);
     let first = 0;
     slices.forEach((slice, s) => {
       if (slice !== null) {
         for (let i = 0; i < rank * inFeatures; i++) a[s * w.rp * inFeatures + i] = floatToBf16Bits(slice.a[i]);
         for (let o = 0; o < sliceRows[s]; o++) {
-          for (let k = 0; k < rank; k++) bt[k * out + first + o] = floatToBf16Bits(slice.b[o * rank + k]);
+          for (let k = 0; k < rank; k++) b[(first + o) * w.rp + k] = floatToBf16Bits(slice.b[o * rank + k]);
         }
       }
       first += sliceRows[s];
     });
     this.device.uploadAsync(w.a + slot * w.slotBytesA, new Int32Array(a.buffer));
-    this.device.uploadAsync(w.bt + slot * w.slotBytesB, new Int32Array(bt.buffer));
+    this.device.uploadAsync(w.b + slot * w.slotBytesB, new Int32Array(b.buffer));
     w.hostRanks[slot] = rank;
     this.device.uploadAsync(w.ranks, w.hostRanks);
   }
@@ -775,10 +806,26 @@ export class CudaBackend implements Backend {
     const s = asCudaStep(step);
     assertLoraOperands(w.shape, input.shape, target.shape, s.batch);
     if (s.batch.loraSlots === null) return;
-    const numSlices = w.shape.sliceRows.length;
-    const v = this.stepTensor([input.rows, numSlices * w.rp], 'f32');
-    const sliceEnds = w.shape.sliceRows.map((_, i) => w.shape.sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
-    launchLora(this.device, { out: target.ptr, x: input.ptr, v: v.ptr, a: w.a, bt: w.bt, slots: s.device.loraSlots, ranks: w.ranks, numTokens: input.rows, inDim: w.shape.inFeatures, sliceEnds, rp: w.rp });
+    const { slots, inFeatures, sliceRows } = w.shape;
+    const split = loraShrinkSplit(input.rows, inFeatures, sliceRows.length, w.rp, slots, this.device.info.multiprocessorCount);
+    const v = this.stepTensor([split.splits * input.rows, sliceRows.length * w.rp], 'f32');
+    const sliceEnds = sliceRows.map((_, i) => sliceRows.slice(0, i + 1).reduce((n, r) => n + r, 0));
+    launchLora(this.device, {
+      out: target.ptr,
+      x: input.ptr,
+      v: v.ptr,
+      a: w.a,
+      b: w.b,
+      ranks: w.ranks,
+      order: s.device.loraOrder,
+      tiles: s.device.loraTiles,
+      numTokens: input.rows,
+      inDim: inFeatures,
+      sliceEnds,
+      rp: w.rp,
+      slots,
+      split,
+    });
   }
 
   softcap(x: Tensor, cap: number): void {
@@ -913,21 +960,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** bf16 only: the receiving stage knows the shape, not the dtype (residual streams and logits are bf16). */
   sendToStage(x: Tensor, stage: number): void {
-    const t = asCudaTensor(x, 'sendToStage input');
-    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: t.dtype }, t.numel, stage);
+    const t = asBf16(x, 'sendToStage input');
+    this.pipeline('sendToStage').send({ ptr: t.ptr, dtype: 'bf16' }, t.numel, stage);
   }
 
   receiveFromStage(shape: readonly number[], stage: number): Tensor {
     const out = this.stepTensor(shape);
     this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
-    return out;
-  }
-
-  broadcastFromStage(x: Tensor | null, shape: readonly number[], stage: number): Tensor {
-    const pipeline = this.pipeline('broadcastFromStage');
-    const out = pipeline.rank === stage ? asBf16(x!, 'broadcastFromStage input') : this.stepTensor(shape);
-    pipeline.broadcast({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
     return out;
   }
 
@@ -1358,4 +1399,12 @@ function checkBlockTables(batch: BatchDescription, numBlocks: number, blockSize:
 
 function requireMultipleOf8(n: number, what: string): void {
   if (n % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs ${what} to be a multiple of 8, not ${n}`);
+}
+
+/** What the LLM.int8() kernels take: symmetric int8 codes, one scale per row, in order, 16-column chunks. */
+function checkLlmInt8Weight(w: QuantizedWeight): void {
+  if (w.format !== 'int8' || w.zeros !== null || w.perm !== null || w.groupSize !== w.cols) {
+    throw new Error(`loadQuantizedWeight: LLM.int8() needs symmetric int8 codes with one scale per row and no act-order (got ${describeQuantized(w)})`);
+  }
+  if (w.cols % 16 !== 0) throw new Error(`loadQuantizedWeight: LLM.int8() on CUDA needs input features in multiples of 16 (got [${w.rows}, ${w.cols}])`);
 }

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, kvScalesPerToken, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvScalesPerToken, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
@@ -37,6 +37,8 @@ export class CudaTensor implements Tensor {
  * A linear weight [rows, cols] in Keel's quantized layout (src/tensor/quantized-weight.ts) on the
  * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
  * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
+ * An LLM.int8() weight (`mixedInt8Threshold` set) holds signed int8 codes, as the int8 dot
+ * products take them.
  */
 export class CudaQuantizedTensor implements Tensor {
   readonly shape: readonly number[];
@@ -48,6 +50,7 @@ export class CudaQuantizedTensor implements Tensor {
   readonly scales: DevicePtr;
   readonly zeros: DevicePtr;
   readonly perm: DevicePtr;
+  readonly mixedInt8Threshold: number | null;
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -59,6 +62,7 @@ export class CudaQuantizedTensor implements Tensor {
     this.scales = fields.scales;
     this.zeros = fields.zeros;
     this.perm = fields.perm;
+    this.mixedInt8Threshold = fields.mixedInt8Threshold;
   }
 
   get rows(): number {
@@ -171,7 +175,7 @@ export class CudaKvCache implements KvCache {
   }
 
   private pool(layer: number, index: number): DevicePtr {
-    return this.base + this.pools[this.firstPool[layer] + index].offset;
+    return this.base + this.pools[this.firstPool[layoutIndex(this.layout, layer)] + index].offset;
   }
 }
 
@@ -188,8 +192,9 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
-  /** Each token's LoRA slot (batch.loraSlots); nothing when the step has none. */
-  loraSlots: DevicePtr;
+  /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
+  loraOrder: DevicePtr;
+  loraTiles: DevicePtr;
   /** BatchDescription.treeMask (one unread word without one). */
   treeMask: DevicePtr;
 }
@@ -209,23 +214,23 @@ export class CudaStepInputs implements StepInputs {
 }
 
 /**
- * One linear layer's LoRA weights on the device, bf16: a [slots, slices, rp, in], bt [slots, rp,
- * out] (Bᵀ, scale folded in), ranks [slots] int32, rp the max rank rounded up to 8 (kernels/lora.cu).
+ * One linear layer's LoRA weights on the device, bf16: a [slots, slices, rp, in], b [slots, out,
+ * rp] (scale folded in), ranks [slots] int32, rp the max rank rounded up to 16 (kernels/lora.cu).
  */
 export class CudaLoraWeights implements LoraWeights {
   readonly shape: LoraShape;
   readonly rp: number;
   readonly a: DevicePtr;
-  readonly bt: DevicePtr;
+  readonly b: DevicePtr;
   readonly ranks: DevicePtr;
   /** The ranks as uploaded. */
   readonly hostRanks: Int32Array;
 
-  constructor(shape: LoraShape, rp: number, a: DevicePtr, bt: DevicePtr, ranks: DevicePtr) {
+  constructor(shape: LoraShape, rp: number, a: DevicePtr, b: DevicePtr, ranks: DevicePtr) {
     this.shape = shape;
     this.rp = rp;
     this.a = a;
-    this.bt = bt;
+    this.b = b;
     this.ranks = ranks;
     this.hostRanks = new Int32Array(shape.slots);
   }
@@ -240,7 +245,7 @@ export class CudaLoraWeights implements LoraWeights {
     return this.shape.sliceRows.length * this.rp * this.shape.inFeatures * 2;
   }
 
-  /** Bytes of one slot's Bᵀ. */
+  /** Bytes of one slot's B. */
   get slotBytesB(): number {
     return this.rp * this.outFeatures * 2;
   }

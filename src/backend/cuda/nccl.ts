@@ -1,6 +1,7 @@
 import koffi, { type LibraryHandle } from 'koffi';
 import { KeelError } from '../../errors.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
+import { hasFailed, throwIfFailed, type FailureBoard } from '../../parallel/failure-board.ts';
 import { cudaCallError } from './cuda-error.ts';
 import type { DeviceDType } from './cuda-tensor.ts';
 import type { DevicePtr, Handle, NativeFn } from './driver-api.ts';
@@ -31,6 +32,8 @@ class NcclLibrary {
       'int ncclGetUniqueId(_Out_ ncclUniqueId *id)',
       'int ncclCommInitRank(_Out_ void **comm, int nranks, ncclUniqueId id, int rank)',
       'int ncclCommDestroy(void *comm)',
+      // By address: another thread than the communicator's owner aborts it (abortNcclCommunicator).
+      'int ncclCommAbort(uint64_t comm)',
       'int ncclAllReduce(uint64_t send, uint64_t recv, size_t count, int dtype, int op, void *comm, void *stream)',
       'int ncclAllGather(uint64_t send, uint64_t recv, size_t count, int dtype, void *comm, void *stream)',
       'int ncclBroadcast(uint64_t send, uint64_t recv, size_t count, int dtype, int root, void *comm, void *stream)',
@@ -69,9 +72,21 @@ export function ncclUniqueId(): Uint8Array {
 }
 
 /**
+ * Aborts the communicator at `address` (NcclCommunicator.address) from any thread of its process:
+ * its pending collectives end, so a host waiting on the stream for a peer that died stops
+ * waiting. The communicator is freed; its owner must not use it again (it sees the run's failure
+ * board first).
+ */
+export function abortNcclCommunicator(address: bigint): void {
+  nccl().call('ncclCommAbort', address);
+}
+
+/**
  * One rank's NCCL communicator, every collective queued on `stream` (the backend's): work queued
  * before it is what it reads, work after it sees its result, and a CUDA graph recording the
- * stream records the collective too. The host never waits, except in `barrier`.
+ * stream records the collective too. The host never waits, except in `barrier`. In a run with a
+ * failure board, a failed rank (reported there, the communicator aborted by whoever watches the
+ * ranks) makes every later collective throw that failure instead of touching NCCL.
  */
 export class NcclCommunicator implements Communicator<DeviceBuffer> {
   readonly rank: number;
@@ -82,12 +97,13 @@ export class NcclCommunicator implements Communicator<DeviceBuffer> {
   /** One float for `barrier`'s all-reduce. */
   private readonly scratch: DevicePtr;
   private readonly synchronize: () => void;
+  private readonly failures: FailureBoard | null;
 
   /**
    * Joins the group `id` as `rank` of `size` (blocks until every rank has joined). `scratch` is 4
    * device bytes the communicator may use; `synchronize` waits for the stream.
    */
-  constructor(id: Uint8Array, size: number, rank: number, stream: Handle, scratch: DevicePtr, synchronize: () => void) {
+  constructor(id: Uint8Array, size: number, rank: number, stream: Handle, scratch: DevicePtr, synchronize: () => void, failures: FailureBoard | null = null) {
     if (id.length !== NCCL_UNIQUE_ID_BYTES) throw new Error(`an NCCL unique id has ${NCCL_UNIQUE_ID_BYTES} bytes, not ${id.length}`);
     this.lib = nccl();
     const box: unknown[] = [null];
@@ -98,19 +114,28 @@ export class NcclCommunicator implements Communicator<DeviceBuffer> {
     this.stream = stream;
     this.scratch = scratch;
     this.synchronize = synchronize;
+    this.failures = failures;
+  }
+
+  /** The communicator's address, for abortNcclCommunicator on another thread. */
+  get address(): bigint {
+    return BigInt(koffi.address(this.comm));
   }
 
   allReduceSum(buf: DeviceBuffer, count: number): void {
+    this.throwIfFailed();
     this.lib.call('ncclAllReduce', buf.ptr, buf.ptr, count, NCCL_DTYPE[buf.dtype], NCCL_SUM, this.comm, this.stream);
   }
 
   allGather(send: DeviceBuffer, recv: DeviceBuffer, count: number): void {
+    this.throwIfFailed();
     sameDtype(send, recv, 'allGather');
     this.lib.call('ncclAllGather', send.ptr, recv.ptr, count, NCCL_DTYPE[send.dtype], this.comm, this.stream);
   }
 
   /** NCCL has no all-to-all: a send and a receive per peer, grouped so they run as one. */
   allToAll(send: DeviceBuffer, recv: DeviceBuffer, count: number): void {
+    this.throwIfFailed();
     sameDtype(send, recv, 'allToAll');
     const bytes = count * elementBytes(send.dtype);
     const dtype = NCCL_DTYPE[send.dtype];
@@ -126,14 +151,17 @@ export class NcclCommunicator implements Communicator<DeviceBuffer> {
   }
 
   broadcast(buf: DeviceBuffer, count: number, root: number): void {
+    this.throwIfFailed();
     this.lib.call('ncclBroadcast', buf.ptr, buf.ptr, count, NCCL_DTYPE[buf.dtype], root, this.comm, this.stream);
   }
 
   send(buf: DeviceBuffer, count: number, peer: number): void {
+    this.throwIfFailed();
     this.lib.call('ncclSend', buf.ptr, count, NCCL_DTYPE[buf.dtype], peer, this.comm, this.stream);
   }
 
   recv(buf: DeviceBuffer, count: number, peer: number): void {
+    this.throwIfFailed();
     this.lib.call('ncclRecv', buf.ptr, count, NCCL_DTYPE[buf.dtype], peer, this.comm, this.stream);
   }
 
@@ -142,8 +170,13 @@ export class NcclCommunicator implements Communicator<DeviceBuffer> {
     this.synchronize();
   }
 
+  /** An aborted communicator was freed by the abort. */
   destroy(): void {
-    this.lib.call('ncclCommDestroy', this.comm);
+    if (this.failures === null || !hasFailed(this.failures)) this.lib.call('ncclCommDestroy', this.comm);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failures !== null) throwIfFailed(this.failures);
   }
 }
 

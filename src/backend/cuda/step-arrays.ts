@@ -1,6 +1,7 @@
 import type { BatchDescription } from '../../step/batch.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { StepDeviceArrays } from './cuda-tensor.ts';
+import type { LoraTiles } from './lora-tiles.ts';
 
 /** Each array starts on a 64-byte boundary inside the packed upload. */
 const ALIGN_INTS = 16;
@@ -12,6 +13,7 @@ const ALIGN_INTS = 16;
 export function packStepArrays(
   batch: BatchDescription,
   plan: AttentionPlan,
+  lora: LoraTiles | null,
 ): { data: Int32Array; offsets: Record<keyof StepDeviceArrays, number> } {
   const parts: [keyof StepDeviceArrays, Int32Array][] = [
     ['tokenIds', batch.tokenIds],
@@ -25,7 +27,8 @@ export function packStepArrays(
     ['logitsIndices', batch.logitsIndices],
     ['decodeSeqs', plan.decodeSeqs],
     ['prefillTiles', plan.prefillTiles],
-    ['loraSlots', batch.loraSlots ?? new Int32Array(0)],
+    ['loraOrder', lora?.order ?? new Int32Array(0)],
+    ['loraTiles', lora?.tiles ?? new Int32Array(0)],
     ['treeMask', batch.treeMask ?? new Int32Array(0)],
   ];
   const offsets = {} as Record<keyof StepDeviceArrays, number>;

@@ -1,6 +1,6 @@
 import { invalidModel } from '../../errors.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
-import { numGroups, symmetricZero, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { hasZeroPoint, numGroups, symmetricZero, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 
 /*
@@ -70,7 +70,7 @@ export function permutationFromGroupIndex(gIdx: readonly number[], groupSize: nu
 
 /** Drops a weight's zero codes when every one is the symmetric zero (the kernels then skip reading them). */
 export function withoutSymmetricZeros(w: QuantizedWeight): QuantizedWeight {
-  if (w.zeros === null || w.format === 'fp8-e4m3') return w;
+  if (w.zeros === null || !hasZeroPoint(w.format)) return w;
   const zero = symmetricZero(w.format);
   return w.zeros.every((z) => z === zero) ? { ...w, zeros: null } : w;
 }

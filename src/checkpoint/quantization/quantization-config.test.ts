@@ -44,12 +44,25 @@ test('quant_method fp8 reads block scales or one scale per tensor', () => {
   assert.throws(() => parse({ quant_method: 'fp8', fmt: 'e5m2' }), /fp8 fmt "e5m2" is not supported/);
 });
 
+test('bitsandbytes reads 4-bit nf4/fp4 and 8-bit LLM.int8(), and refuses the variants Keel cannot run', () => {
+  const four = { quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: true, bnb_4bit_compute_dtype: 'bfloat16', bnb_4bit_quant_storage: 'uint8' };
+  assert.deepEqual(parse(four), { method: 'bitsandbytes', bits: 4, quantType: 'nf4', threshold: 0 });
+  assert.deepEqual(parse({ ...four, bnb_4bit_quant_type: 'fp4' }), { method: 'bitsandbytes', bits: 4, quantType: 'fp4', threshold: 0 });
+  const eight = { quant_method: 'bitsandbytes', load_in_4bit: false, load_in_8bit: true, llm_int8_threshold: 6.0, llm_int8_has_fp16_weight: false };
+  assert.deepEqual(parse(eight), { method: 'bitsandbytes', bits: 8, quantType: 'nf4', threshold: 6 });
+  assert.throws(() => parse({ ...eight, llm_int8_has_fp16_weight: true }), /llm_int8_has_fp16_weight true \(16-bit weights kept for training\) is not supported/);
+  assert.throws(() => parse({ ...eight, llm_int8_threshold: -1 }), /llm_int8_threshold must be a number >= 0/);
+  assert.throws(() => parse({ ...four, bnb_4bit_quant_storage: 'bfloat16' }), /bnb_4bit_quant_storage "bfloat16" is not supported \(Keel reads uint8, two codes a byte\)/);
+  assert.throws(() => parse({ ...four, bnb_4bit_quant_type: 'af4' }), /bnb_4bit_quant_type "af4" is not supported/);
+  assert.throws(() => parse({ quant_method: 'bitsandbytes' }), /exactly one of load_in_4bit and load_in_8bit/);
+});
+
 test('quant_method mxfp4 (gpt-oss) needs no other field', () => {
   assert.deepEqual(parse({ quant_method: 'mxfp4', modules_to_not_convert: ['model.layers.*.self_attn', 'lm_head'] }), { method: 'mxfp4' });
 });
 
 test('any other method gets one error naming it and what Keel reads', () => {
-  for (const method of ['bitsandbytes', 'gguf', 'hqq', 'eetq', undefined]) {
-    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8 and mxfp4 checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\)`));
+  for (const method of ['gguf', 'hqq', 'eetq', undefined]) {
+    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8, mxfp4 and bitsandbytes \\(4-bit nf4/fp4, 8-bit LLM\\.int8\\(\\)\\) checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\|nf4\\|llm-int8\\)`));
   }
 });

@@ -51,6 +51,19 @@ export interface Fp8Config {
 }
 
 /**
+ * bitsandbytes (transformers' BitsAndBytesConfig): 4-bit NF4/FP4 blocks with their quant_state, or
+ * LLM.int8() weights (int8 `weight` and `SCB` row absmax).
+ */
+export interface BitsAndBytesConfig {
+  method: 'bitsandbytes';
+  bits: 4 | 8;
+  /** 4-bit: the data type of the codes. */
+  quantType: 'nf4' | 'fp4';
+  /** 8-bit: LLM.int8()'s outlier threshold (`llm_int8_threshold`; 0: no outlier columns). */
+  threshold: number;
+}
+
+/**
  * `quant_method: mxfp4` (gpt-oss): routed MoE experts stored as MXFP4 `*_blocks` and `*_scales`
  * (src/tensor/mxfp4.ts); every other tensor, named in `modules_to_not_convert`, is 16-bit.
  */
@@ -58,9 +71,9 @@ export interface Mxfp4Config {
   method: 'mxfp4';
 }
 
-export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | Mxfp4Config;
+export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | BitsAndBytesConfig | Mxfp4Config;
 
-const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8 and mxfp4';
+const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8, mxfp4 and bitsandbytes (4-bit nf4/fp4, 8-bit LLM.int8())';
 
 /** The checkpoint's quantization, or null when config.json has no `quantization_config`. */
 export function parseQuantizationConfig(json: Record<string, unknown>, source: string): CheckpointQuantization | null {
@@ -79,10 +92,12 @@ export function parseQuantizationConfig(json: Record<string, unknown>, source: s
       return parseCompressedTensors(q);
     case 'fp8':
       return parseFp8(q);
+    case 'bitsandbytes':
+      return parseBitsAndBytes(q);
     case 'mxfp4':
       return { method: 'mxfp4' };
     default:
-      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|mxfp4)`);
+      throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|mxfp4|nf4|llm-int8)`);
   }
 }
 
@@ -173,6 +188,26 @@ function parseFp8(q: Fields): Fp8Config {
     throw invalidModel(`${q.source}: weight_block_size must be [rows, columns] (got ${JSON.stringify(block)})`);
   }
   return { method: 'fp8', blockSize: [block[0], block[1]] };
+}
+
+function parseBitsAndBytes(q: Fields): BitsAndBytesConfig {
+  const four = q.raw('load_in_4bit') === true || q.raw('_load_in_4bit') === true;
+  const eight = q.raw('load_in_8bit') === true || q.raw('_load_in_8bit') === true;
+  if (four === eight) throw invalidModel(`${q.source}: bitsandbytes needs exactly one of load_in_4bit and load_in_8bit true`);
+  if (eight) {
+    if (q.raw('llm_int8_has_fp16_weight') === true) {
+      throw invalidModel(`${q.source}: llm_int8_has_fp16_weight true (16-bit weights kept for training) is not supported; Keel reads int8 inference checkpoints (weight int8 + SCB)`);
+    }
+    const threshold = q.raw('llm_int8_threshold') ?? 6.0;
+    if (typeof threshold !== 'number' || !(threshold >= 0)) throw invalidModel(`${q.source}: llm_int8_threshold must be a number >= 0 (got ${JSON.stringify(threshold)})`);
+    return { method: 'bitsandbytes', bits: 8, quantType: 'nf4', threshold };
+  }
+  const quantType = q.string('bnb_4bit_quant_type', 'fp4');
+  if (quantType !== 'nf4' && quantType !== 'fp4') throw invalidModel(`${q.source}: bnb_4bit_quant_type "${quantType}" is not supported (Keel reads nf4 and fp4)`);
+  const storage = q.string('bnb_4bit_quant_storage', 'uint8');
+  if (storage !== 'uint8') throw invalidModel(`${q.source}: bnb_4bit_quant_storage "${storage}" is not supported (Keel reads uint8, two codes a byte)`);
+  // bnb_4bit_compute_dtype is not needed: Keel multiplies in its own activation dtype (bf16 on CUDA).
+  return { method: 'bitsandbytes', bits: 4, quantType, threshold: 0 };
 }
 
 class Fields {

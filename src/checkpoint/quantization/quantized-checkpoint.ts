@@ -6,6 +6,7 @@ import { dequantizeWeight, type LinearWeight } from '../../tensor/quantized-weig
 import type { Checkpoint } from '../checkpoint.ts';
 import type { RawTensor, SafetensorsEntry } from '../safetensors.ts';
 import { awqReader } from './awq.ts';
+import { bitsAndBytesReader } from './bitsandbytes.ts';
 import { compressedTensorsReader } from './compressed-tensors.ts';
 import { fp8Reader } from './fp8-checkpoint.ts';
 import { gptqReader } from './gptq.ts';
@@ -33,6 +34,8 @@ function layerReader(ckpt: Checkpoint, config: Exclude<CheckpointQuantization, {
       return compressedTensorsReader(ckpt, config);
     case 'fp8':
       return fp8Reader(ckpt, config);
+    case 'bitsandbytes':
+      return bitsAndBytesReader(ckpt, config);
   }
 }
 

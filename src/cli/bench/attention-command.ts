@@ -1,7 +1,4 @@
-import { KeelError } from '../../errors.ts';
-import { writeResult } from '../../bench/result-file.ts';
-import { collectEnvironment, cudaKernelRun } from '../../bench/run-environment.ts';
-import { parseFlags } from '../parse-flags.ts';
+import { kernelBench } from './kernel-bench.ts';
 
 export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
@@ -17,32 +14,25 @@ Writes JSON to ./bench-results/ (or --output).
   --output FILE                  where to write the JSON result`;
 
 export async function attentionCommand(argv: string[]): Promise<void> {
-  const { values } = parseFlags('keel bench attention', { args: argv, options: { output: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-  if (values.help) {
-    console.log(ATTENTION_HELP);
-    return;
-  }
-  const { cudaAvailability } = await import('../../backend/cuda/availability.ts');
-  const available = cudaAvailability();
-  if (!available.ok) throw new KeelError('unavailable', `keel bench attention needs the CUDA backend: ${available.reason}`);
-  const { runAttentionBenchmark } = await import('../../bench/attention-benchmark.ts');
-  const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
-  const figures = runAttentionBenchmark();
-  const path = writeResult(
-    {
-      ...cudaKernelRun(started, figures.driverCudaVersion),
+  await kernelBench(
+    'attention',
+    argv,
+    ATTENTION_HELP,
+    async () => (await import('../../bench/attention-benchmark.ts')).runAttentionBenchmark(),
+    (figures) => ({
       config: { kernels: 'prefill-attention.cu, decode-attention.cu, mla.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
       suite: 'attention',
       results: { shapes: figures.prefill, decode: figures.decode, mla_decode: figures.mlaDecode, mla_prefill: figures.mlaPrefill, ceilings: figures.ceilings },
+    }),
+    (figures, path) => {
+      for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      for (const d of figures.decode) console.log(`decode batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
+      for (const d of figures.mlaDecode) {
+        console.log(`MLA decode ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);
+      }
+      for (const p of figures.mlaPrefill) console.log(`MLA prefill ${p.num_heads} heads, ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);
+      console.log(`wrote ${path}`);
     },
-    values.output,
   );
-  for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
-  for (const d of figures.decode) console.log(`decode batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
-  for (const d of figures.mlaDecode) {
-    console.log(`MLA decode ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);
-  }
-  for (const p of figures.mlaPrefill) console.log(`MLA prefill ${p.num_heads} heads, ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
-  console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);
-  console.log(`wrote ${path}`);
 }

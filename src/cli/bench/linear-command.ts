@@ -12,9 +12,9 @@ export const LINEAR_HELP = `Usage: keel bench linear [--format LIST] [--rows LIS
 Times Keel's linear-layer kernels alone on the GPU (CUDA events over graph replays), for each weight
 [n, k] (out x in), batch rows and format: microseconds, weight GB/s (beside the device's measured read
 bandwidth), TFLOP/s and the speed-up over bf16 cuBLAS on the same shape. Quantized formats (fp8, int8,
-int4, quantized as --quantization does) are timed on every kernel that takes the batch: the decode
-GEMV up to 8 rows, past it the tensor-core GEMM and dequantize + cuBLAS, so the thresholds between
-them can be read off. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
+int4, nf4, quantized as --quantization does) are timed on every kernel that takes the batch: the
+decode GEMV up to 8 rows, past it the tensor-core GEMM and dequantize + cuBLAS, so the thresholds
+between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
 down [k, n/2]) beside the same MLP in bf16. Needs the CUDA backend. Writes JSON to ./bench-results/
 (or --output).
 

@@ -5,33 +5,66 @@ import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
 
-/** What a rank's worker needs to load its shard and join its groups (it crosses threads in workerData). */
-export interface RankSettings {
+/** Where a rank sits and what it loads: what every rank's worker needs, thread or process. */
+export interface RankPlace {
   config: EngineConfig;
   /** The model's files, located by the engine already. */
   modelPath: string;
   maxModelLen: number;
+  /** rank = stage × tensorParallelSize + tensorRank (rank 0 is the engine's; parallel/rank-layout.ts). */
   rank: number;
-  /** Its rank in its tensor-parallel group, and that group's shared memory. */
+  /** Its rank in its stage's tensor-parallel group. */
   tensorRank: number;
-  tensor: SharedMemoryGroup;
-  /** Its stage, and the shared memory of its pipeline group (one rank per stage). */
+  /** Its pipeline stage: its rank in the pipeline group of its tensor rank. */
   stage: number;
+}
+
+/** A rank in a worker thread (CPU backend): its groups' shared memory and the run's failure board cross threads in workerData. */
+export interface RankSettings extends RankPlace {
+  tensor: SharedMemoryGroup;
   pipeline: SharedMemoryGroup;
   failures: FailureBoard;
 }
 
 /**
  * The engine's orders to every other rank, in the order the engine runs them itself: every rank
- * runs the same step on its shard (docs/parallelism.md).
+ * runs the same step on its shard of its stage (docs/parallelism.md).
  */
 export type ToRank =
   | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype }
-  /** A step: copy-on-write block copies first, then the forward pass, then the sampling pass (each rank samples the gathered logits alike, so the next step's pending tokens are on every rank). */
+  /**
+   * A step: copy-on-write block copies first, then the stage's part of the forward pass; on the
+   * first stage, which embeds the next step's pending tokens, the sampling pass (each of its ranks
+   * samples the logits alike, so those tokens are on every one of them).
+   */
   | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
   | { type: 'copy-slots'; src: Int32Array; dst: Int32Array };
 
-export type FromRank = { type: 'loaded' } | { type: 'failed'; message: string };
+/** `kvBlocks`: how many KV blocks the rank's memory budget holds for its layers, once they are loaded. */
+export type FromRank = { type: 'loaded'; kvBlocks: number } | { type: 'failed'; message: string };
+
+/** A rank in a worker process (CUDA): its GPU, and the NCCL groups it joins (their unique ids made by rank 0). */
+export interface ProcessRankSettings extends RankPlace {
+  /** The GPU ordinal among those the process sees (CUDA_VISIBLE_DEVICES). */
+  device: number;
+  tensorGroup: NcclGroupId;
+  pipelineGroup: NcclGroupId;
+}
+
+/** One NCCL group as a rank joins it: the group's unique id, its size, the rank's index in it. */
+export interface NcclGroupId {
+  id: Uint8Array;
+  size: number;
+  rank: number;
+}
+
+/** To a rank's worker process: its settings first, then the engine's orders. */
+export type ToRankProcess = { type: 'start'; settings: ProcessRankSettings } | ToRank;
+
+/** From the thread that watches the worker processes to the engine: a rank's message, or its death. */
+export type FromProcessSupervisor = { type: 'rank'; rank: number; message: FromRank } | FromSupervisor;
+/** To that thread: orders for every rank, the engine's communicators to abort when a rank dies, a kill, or the end. */
+export type ToProcessSupervisor = { type: 'orders'; message: ToRank } | { type: 'watch-communicators'; addresses: bigint[] } | ToSupervisor;
 
 /** From the thread that watches the rank workers. */
 export type FromSupervisor = { type: 'rank-failed'; rank: number; reason: string };

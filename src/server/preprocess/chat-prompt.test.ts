@@ -76,3 +76,33 @@ test('messages holding the marks Keel reserves are refused', () => {
     assert.throws(() => guarded.encode([{ role: 'user', content: `a${mark}1${mark}` }]), (error: unknown) => error instanceof KeelError && /messages\[0\]/.test(error.message));
   }
 });
+
+test('a turn that continues a stored one starts with its prompt ids and the output ids as the model spelled them', () => {
+  const encoder = ChatPromptEncoder.load(DEFAULT_MODEL_DIR, false);
+  const first: ChatMessage[] = [{ role: 'user', content: 'def add(a, b):' }];
+  const promptText = encoder.render(first);
+  const promptIds = encoder.tokenize(promptText);
+  const reply = '    return a + b\n';
+  // A model may generate text in other tokens than tokenizing it gives: one token per character here.
+  const spelled = (text: string) => [...text].flatMap((c) => encoder.plain.encode(c, { addSpecialTokens: false }));
+  const outputIds = spelled(reply);
+  assert.notDeepEqual(outputIds, encoder.plain.encode(reply, { addSpecialTokens: false }));
+  const previous = { promptText, promptIds, outputIds };
+  const decoded = (ids: number[]) => encoder.plain.decode(ids, { skipSpecialTokens: false });
+
+  const follow = encoder.render([...first, { role: 'assistant', content: reply }, { role: 'user', content: 'and in C?' }]);
+  const ids = encoder.tokenizeContinuing(follow, previous);
+  assert.deepEqual(ids.slice(0, promptIds.length + outputIds.length), [...promptIds, ...outputIds]);
+  assert.equal(decoded(ids), decoded(encoder.tokenize(follow)), 'the same text');
+
+  // A reply the conversation holds otherwise (trimmed here) is carried as far as its text matches.
+  const trimmed = encoder.render([...first, { role: 'assistant', content: reply.trimEnd() }, { role: 'user', content: 'and in C?' }]);
+  const trimmedIds = encoder.tokenizeContinuing(trimmed, previous);
+  const carried = spelled(reply.trimEnd()).length;
+  assert.deepEqual(trimmedIds.slice(0, promptIds.length + carried), [...promptIds, ...outputIds.slice(0, carried)]);
+  assert.equal(decoded(trimmedIds), decoded(encoder.tokenize(trimmed)));
+
+  // A prompt that does not start with the previous one's text (instructions put first) is tokenized afresh.
+  const instructed = encoder.render([{ role: 'system', content: 'Write Python.' }, ...first, { role: 'assistant', content: reply }]);
+  assert.deepEqual(encoder.tokenizeContinuing(instructed, previous), encoder.tokenize(instructed));
+});

@@ -12,6 +12,19 @@ const TEXT_MARK = '\uFDD1';
 const MARKS = /[\uFDD0\uFDD1]/;
 const TEXT_PLACEHOLDER = /\uFDD1(\d+)\uFDD1/g;
 
+/** How many tokens before the ones decoded give their text its context (`decodeAfter`). */
+const DECODE_CONTEXT_TOKENS = 6;
+
+/**
+ * A turn of a stored conversation, as the engine ran it: its prompt's rendered text and token ids,
+ * and the token ids the model generated after them.
+ */
+export interface PreviousTurn {
+  promptText: string;
+  promptIds: number[];
+  outputIds: number[];
+}
+
 interface AddedTokenJson {
   id: number;
   content: string;
@@ -65,9 +78,15 @@ export class ChatPromptEncoder {
 
   /** The prompt's token ids, with the generation prompt that opens the assistant's turn; `tools` as the template shows them. */
   encode(messages: ChatMessage[], tools?: ToolDefinition[]): number[] {
-    if (this.textOnly === null || this.specialString === null) {
-      return this.tokenizer.encode(this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, tools }), { addSpecialTokens: false });
-    }
+    return this.tokenize(this.render(messages, tools));
+  }
+
+  /**
+   * The text a prompt's token ids are read from: the template over the messages (and the
+   * generation prompt), with the template's own special-token strings marked as control tokens.
+   */
+  render(messages: ChatMessage[], tools?: ToolDefinition[]): string {
+    if (this.specialString === null) return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, tools });
     const specialString = this.specialString;
     const typed: string[] = [];
     // Every string a client wrote (contents, tool-call arguments, tool definitions) is masked.
@@ -78,8 +97,54 @@ export class ChatPromptEncoder {
     const masked = messages.map((m, i) => mapStrings(m, (value) => mask(value, `messages[${i}]`)));
     const maskedTools = tools?.map((t, i) => mapStrings(t, (value) => mask(value, `tools[${i}]`)));
     const rendered = this.tokenizer.applyChatTemplate(masked, { addGenerationPrompt: true, tools: maskedTools });
-    const text = rendered.replace(specialString, (s) => this.controlPlaceholder.get(s) ?? s).replace(TEXT_PLACEHOLDER, (_, k: string) => typed[Number(k)]);
-    return this.textOnly.encode(text, { addSpecialTokens: false });
+    return rendered.replace(specialString, (s) => this.controlPlaceholder.get(s) ?? s).replace(TEXT_PLACEHOLDER, (_, k: string) => typed[Number(k)]);
+  }
+
+  /** The token ids of a rendered prompt. */
+  tokenize(rendered: string): number[] {
+    return this.reader.encode(rendered, { addSpecialTokens: false });
+  }
+
+  /**
+   * The token ids of a rendered prompt that continues `previous`: where the text starts with the
+   * previous prompt's text and then its output, those come as the ids the engine ran them as (the
+   * prompt's, then the tokens the model generated), and only the rest is tokenized. A follow-up's
+   * prompt so begins with exactly the tokens whose KV the prefix cache holds, where tokenizing the
+   * generated text afresh may spell it in other tokens. The output is carried as far as its text
+   * matches (a template may render a reply otherwise: tool calls, reasoning left out, trimmed).
+   */
+  tokenizeContinuing(rendered: string, previous: PreviousTurn): number[] {
+    if (!rendered.startsWith(previous.promptText)) return this.tokenize(rendered);
+    const rest = rendered.slice(previous.promptText.length);
+    const outputText = (count: number) => this.decodeAfter(previous.promptIds, previous.outputIds.slice(0, count));
+    let carried = previous.outputIds.length;
+    if (!rest.startsWith(outputText(carried))) {
+      // The longest run of output tokens whose text the rendered prompt holds (binary search).
+      let [low, high] = [0, carried - 1];
+      while (low < high) {
+        const mid = Math.ceil((low + high) / 2);
+        if (rest.startsWith(outputText(mid))) low = mid;
+        else high = mid - 1;
+      }
+      carried = low;
+    }
+    const after = rest.slice(outputText(carried).length);
+    return [...previous.promptIds, ...previous.outputIds.slice(0, carried), ...(after === '' ? [] : this.tokenize(after))];
+  }
+
+  /**
+   * The text `ids` add after `before` (its last few tokens are context enough: decoders drop or
+   * merge at the start of a sequence, as a leading space or a split UTF-8 character).
+   */
+  private decodeAfter(before: readonly number[], ids: readonly number[]): string {
+    const context = before.slice(-DECODE_CONTEXT_TOKENS);
+    const head = this.reader.decode(context, { skipSpecialTokens: false });
+    return this.reader.decode([...context, ...ids], { skipSpecialTokens: false }).slice(head.length);
+  }
+
+  /** Reads rendered prompts: the tokenizer whose special tokens are spelled as control placeholders, if messages' special strings are text. */
+  private get reader(): Tokenizer {
+    return this.textOnly ?? this.tokenizer;
   }
 
   /** The model's tokenizer, for plain prompts (whose special-token strings are control tokens). */

@@ -4,7 +4,7 @@ import { badRequest } from '../openai-errors.ts';
 import { commonSamplingFields, maxTokensBound, maxTokensField, resolveRequestParams, type RequestField } from '../openai-sampling.ts';
 import { ChatCompletionRequest, parseBody } from '../openai-schemas.ts';
 import { structuredOutputField } from '../structured-output-request.ts';
-import { encodeChat, servedModel, type PreprocessContext } from './preprocess-context.ts';
+import { encodeChat, encodeChatTurn, servedModel, type PreprocessContext } from './preprocess-context.ts';
 import type { PreparedChat } from './preprocess-protocol.ts';
 import { toolCallFormat } from '../tool-calls/tool-call-formats.ts';
 import { checkCallsOnly, toolUse } from './tool-use.ts';
@@ -40,7 +40,8 @@ export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Prom
   checkSequences(1, checked.n, limits);
   const messages = toChatMessages(body.messages);
   checkPromptBytes(messageBytes(messages) + (tools.tools ? Buffer.byteLength(JSON.stringify(tools.tools)) : 0), limits, 'messages');
-  const tokenIds = encodeChat(ctx, messages, tools.tools);
+  const turn = ctx.continuation === null ? null : encodeChatTurn(ctx, ctx.continuation.previous, messages, tools.tools);
+  const tokenIds = turn?.tokenIds ?? encodeChat(ctx, messages, tools.tools);
   const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
   checkPromptTokens(tokenIds.length, limits, 'messages');
   return {
@@ -48,5 +49,6 @@ export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Prom
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     reading: tools.reading,
+    ...(turn ? { promptText: turn.text } : {}),
   };
 }

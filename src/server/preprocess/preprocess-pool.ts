@@ -2,7 +2,7 @@ import type { Worker } from 'node:worker_threads';
 import { shuttingDown } from '../openai-errors.ts';
 import { fromThreadError } from '../thread-errors.ts';
 import { siblingModule, startTsWorker } from '../../threads/ts-worker.ts';
-import type { FromPreprocess, PreprocessKind, PreprocessSettings, Prepared } from './preprocess-protocol.ts';
+import type { ChatContinuation, FromPreprocess, PreprocessKind, PreprocessSettings, Prepared } from './preprocess-protocol.ts';
 
 const PREPROCESS_THREAD = siblingModule('./preprocess-thread', import.meta.url);
 
@@ -10,6 +10,7 @@ interface Job {
   id: number;
   kind: PreprocessKind;
   body: Uint8Array;
+  continuation: ChatContinuation | null;
   resolve(result: Prepared[PreprocessKind]): void;
   reject(error: Error): void;
 }
@@ -51,10 +52,13 @@ export class PreprocessPool {
     return pool;
   }
 
-  /** What the body becomes (see Prepared); rejects with the error to answer the request with. */
-  run<K extends PreprocessKind>(kind: K, body: Buffer): Promise<Prepared[K]> {
+  /**
+   * What the body becomes (see Prepared); rejects with the error to answer the request with. A
+   * chat body that is a turn of a stored conversation comes with its `continuation`.
+   */
+  run<K extends PreprocessKind>(kind: K, body: Buffer, continuation: ChatContinuation | null = null): Promise<Prepared[K]> {
     return new Promise<Prepared[K]>((resolve, reject) => {
-      this.waiting.push({ id: this.nextId++, kind, body, resolve: resolve as Job['resolve'], reject });
+      this.waiting.push({ id: this.nextId++, kind, body, continuation, resolve: resolve as Job['resolve'], reject });
       this.dispatch();
     });
   }
@@ -101,7 +105,7 @@ export class PreprocessPool {
       thread.job = job;
       // A body that owns its whole buffer moves to the thread without a copy.
       const owns = job.body.byteOffset === 0 && job.body.byteLength === job.body.buffer.byteLength && job.body.buffer instanceof ArrayBuffer;
-      thread.worker.postMessage({ id: job.id, kind: job.kind, body: job.body, loraAdapters: this.loraAdapters() }, owns ? [job.body.buffer as ArrayBuffer] : []);
+      thread.worker.postMessage({ id: job.id, kind: job.kind, body: job.body, loraAdapters: this.loraAdapters(), continuation: job.continuation }, owns ? [job.body.buffer as ArrayBuffer] : []);
     }
   }
 

@@ -1,4 +1,5 @@
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
+import type { PreviousTurn } from './chat-prompt.ts';
 import type { ThreadError } from '../thread-errors.ts';
 import type { RequestLimits } from './request-limits.ts';
 import type { PreparedResponses } from './prepare-responses.ts';
@@ -38,6 +39,17 @@ export interface PreparedChat {
   includeUsage: boolean;
   /** How the output is read (tool calls, harmony's channels); null: as plain content. */
   reading: OutputReading | null;
+  /** The text the prompt's ids were read from, when the chat continues a conversation (`ChatContinuation`). */
+  promptText?: string;
+}
+
+/**
+ * A chat that is a turn of a stored conversation (the Responses API): the turn before it, whose
+ * token ids its prompt starts with where its text does, or null for a first turn. The prepared
+ * chat then carries its prompt's text, for the turn after it.
+ */
+export interface ChatContinuation {
+  previous: PreviousTurn | null;
 }
 
 export interface PreparedCompletion {
@@ -76,6 +88,8 @@ export interface ToPreprocess {
   loraAdapters: readonly string[];
   /** The request body's bytes, as they arrived. */
   body: Uint8Array;
+  /** A chat body's place in a stored conversation, if it has one. */
+  continuation: ChatContinuation | null;
 }
 
 export type FromPreprocess =

@@ -25,8 +25,8 @@ if (port === null) throw new Error('preprocess-thread.ts runs as a worker thread
 const { settings } = workerData as { settings: PreprocessSettings };
 try {
   const chat = settings.tokenizerPath === null ? null : ChatPromptEncoder.load(settings.tokenizerPath, settings.allowSpecialTokens);
-  port.on('message', ({ id, kind, body, loraAdapters }) => {
-    const ctx: PreprocessContext = { settings, chat, loraAdapters };
+  port.on('message', ({ id, kind, body, loraAdapters, continuation }) => {
+    const ctx: PreprocessContext = { settings, chat, loraAdapters, continuation };
     // A structured output's grammar is parsed asynchronously (xgrammar's WebAssembly instance starts so).
     Promise.resolve()
       .then(() => PREPARERS[kind](ctx, body))

@@ -1,4 +1,5 @@
 import type { ChatMessageInput } from '../openai-schemas.ts';
+import type { PreviousTurn } from '../preprocess/chat-prompt.ts';
 import type { ListedItem } from './input-items.ts';
 
 /** A response kept for later: what GET answers, and the conversation a follow-up continues. */
@@ -9,6 +10,8 @@ export interface StoredResponse {
   conversation: ChatMessageInput[];
   /** The request's own input items (not those of the responses it continued), as input_items lists them. */
   inputItems: ListedItem[];
+  /** This turn as the engine ran it (prompt text and ids, output ids): a follow-up's prompt starts with those ids. */
+  turn: PreviousTurn;
 }
 
 /**

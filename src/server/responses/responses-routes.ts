@@ -13,6 +13,7 @@ import { SseWriter } from '../sse.ts';
 import { ParsedOutputStream, type ParsedDelta } from '../tool-calls/parsed-output-stream.ts';
 import { usageOf } from '../usage.ts';
 import { inputItemsPage, type InputItemsQuery } from './input-items.ts';
+import type { StoredResponse } from './response-store.ts';
 import { ResponseOutput, type OutputItem, type ResponseEvent } from './response-output.ts';
 import { responsesFieldNames } from './responses-input.ts';
 
@@ -28,9 +29,11 @@ export function registerResponses(app: FastifyInstance, ctx: ServingContext): vo
   app.post('/v1/responses', async (request, reply) => {
     ctx.admission.refuseWhileFull();
     const plan = await ctx.preprocess.run('responses', bodyBytes(request.body));
-    const conversation = [...previousConversation(ctx, plan.previousResponseId), ...plan.input];
+    const previous = previousResponse(ctx, plan.previousResponseId);
+    const conversation = [...(previous?.conversation ?? []), ...plan.input];
     const messages: ChatMessageInput[] = plan.instructions === null ? conversation : [{ role: 'developer', content: plan.instructions }, ...conversation];
-    const prepared = await ctx.preprocess.run('chat', Buffer.from(JSON.stringify({ ...plan.chat, messages }))).catch((error: unknown) => {
+    const body = Buffer.from(JSON.stringify({ ...plan.chat, messages }));
+    const prepared = await ctx.preprocess.run('chat', body, { previous: previous?.turn ?? null }).catch((error: unknown) => {
       throw inResponsesTerms(error);
     });
     const signal = ctx.inFlight.track(reply);
@@ -85,11 +88,11 @@ function storedResponse(ctx: ServingContext, id: string) {
   return stored;
 }
 
-function previousConversation(ctx: ServingContext, id: string | null): ChatMessageInput[] {
-  if (id === null) return [];
+function previousResponse(ctx: ServingContext, id: string | null): StoredResponse | null {
+  if (id === null) return null;
   const stored = ctx.responses.get(id);
   if (!stored) throw new ApiError(404, notFound(id).message.replace(/^Response/, 'Previous response'), { param: 'previous_response_id', code: 'previous_response_not_found' });
-  return stored.conversation;
+  return stored;
 }
 
 /** A chat-path error about a field, named as the Responses request spells it. */
@@ -157,7 +160,12 @@ function finish(run: ResponseRun, output: ResponseOutput, final: RequestOutput):
       total_tokens: final.promptTokenIds.length + outputTokens,
     },
   };
-  if (run.plan.store) run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)], inputItems: run.plan.inputItems });
+  if (run.plan.store) {
+    const promptText = run.prepared.promptText;
+    if (promptText === undefined) throw new Error('a Responses prompt is prepared as a turn (ChatContinuation), with its text');
+    const turn = { promptText, promptIds: run.prepared.prompt.tokenIds, outputIds: completion.tokenIds };
+    run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)], inputItems: run.plan.inputItems, turn });
+  }
   return response;
 }
 

@@ -13,6 +13,8 @@ import {
   emptyQuantizedWeight,
   fillInt4Padding,
   fp8E4m3Values,
+  hasZeroPoint,
+  isFourBit,
   maxCode,
   numGroups,
   putCode,
@@ -31,7 +33,7 @@ const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
-const FORMATS: QuantizedFormat[] = ['int4', 'int8', 'fp8-e4m3'];
+const FORMATS: QuantizedFormat[] = ['int4', 'int8', 'fp8-e4m3', 'nf4', 'fp4'];
 
 interface Case {
   format: QuantizedFormat;
@@ -53,7 +55,7 @@ function randomWeight(c: Case): QuantizedWeight {
       putCode(w, r, k, code);
     }
   }
-  const scale = c.format === 'fp8-e4m3' ? 0.01 : c.format === 'int4' ? 0.02 : 0.002;
+  const scale = c.format === 'fp8-e4m3' ? 0.01 : c.format === 'int4' ? 0.02 : c.format === 'int8' ? 0.002 : 0.1;
   for (let i = 0; i < w.scales.length; i++) w.scales[i] = scale * (0.5 + rng());
   if (w.zeros) for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = randInt(rng, 0, maxCode(c.format));
   fillInt4Padding(w);
@@ -89,11 +91,11 @@ function check(what: string, weight: QuantizedWeight, xRows: number, withBias: b
 
 test('the quantized GEMV matches the CPU on decode batches: every format, group layout, zeros and act-order', () => {
   for (const format of FORMATS) {
-    const chunk = format === 'int4' ? 32 : 16;
+    const chunk = isFourBit(format) ? 32 : 16;
     for (let trial = 0; trial < 12; trial++) {
       const cols = chunk * randInt(rng, 1, 200);
       const groupSize = pick(rng, [cols, chunk, 4 * chunk, 128].filter((g) => g <= cols && (g % chunk === 0 || g === cols)));
-      const c = { format, rows: randInt(rng, 1, 700), cols, groupSize, asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const c = { format, rows: randInt(rng, 1, 700), cols, groupSize, asymmetric: hasZeroPoint(format) && rng() < 0.5, actOrder: rng() < 0.3 };
       for (let xRows = 1; xRows <= QUANTIZED_GEMV_MAX_ROWS; xRows += randInt(rng, 1, 3)) check('GEMV', randomWeight(c), xRows, rng() < 0.3);
     }
   }
@@ -101,9 +103,9 @@ test('the quantized GEMV matches the CPU on decode batches: every format, group 
 
 test('the GEMV with its columns split over the grid (few output rows, long rows) matches the CPU, and a partial last warp of rows too', () => {
   for (const format of FORMATS) {
-    const chunk = format === 'int4' ? 32 : 16;
+    const chunk = isFourBit(format) ? 32 : 16;
     for (const [rows, cols] of [[6, 14336], [61, 8192], [130, 4096 + chunk]]) {
-      const c = { format, rows, cols, groupSize: pick(rng, [cols, 128]), asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const c = { format, rows, cols, groupSize: pick(rng, [cols, 128]), asymmetric: hasZeroPoint(format) && rng() < 0.5, actOrder: rng() < 0.3 };
       const weight = randomWeight(c);
       const splits = quantizedGemvSplits(gpu.loadQuantizedWeight(weight) as CudaQuantizedTensor, 132);
       assert.ok(splits > 1, `[${rows}, ${cols}] ${format} is split (${splits})`);
@@ -114,11 +116,11 @@ test('the GEMV with its columns split over the grid (few output rows, long rows)
 
 test('the tensor-core GEMM matches the CPU over random batches, shapes (ragged tiles, k tails), formats, groups, zeros and act-order', () => {
   for (const format of FORMATS) {
-    const chunk = format === 'int4' ? 32 : 16;
+    const chunk = isFourBit(format) ? 32 : 16;
     for (let trial = 0; trial < 10; trial++) {
       const cols = chunk * randInt(rng, 1, 160);
       const groupSize = pick(rng, [cols, chunk, 4 * chunk, 128].filter((g) => g <= cols && (g % chunk === 0 || g === cols)));
-      const c = { format, rows: randInt(rng, 1, 400), cols, groupSize, asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const c = { format, rows: randInt(rng, 1, 400), cols, groupSize, asymmetric: hasZeroPoint(format) && rng() < 0.5, actOrder: rng() < 0.3 };
       const weight = randomWeight(c);
       for (const xRows of [QUANTIZED_GEMV_MAX_ROWS + 1, randInt(rng, 17, 64), randInt(rng, 65, QUANTIZED_GEMM_MAX_ROWS), QUANTIZED_GEMM_MAX_ROWS]) {
         check('GEMM', weight, xRows, rng() < 0.3);
@@ -131,7 +133,7 @@ test('the tensor-core GEMM with k split over the grid matches the CPU', () => {
   for (const format of FORMATS) {
     const [rows, cols] = [96, 8192];
     assert.ok(quantizedGemmSplits(Math.ceil(rows / 64), cols / 64, 132, 40) > 1, 'the shape is split');
-    const weight = randomWeight({ format, rows, cols, groupSize: 128, asymmetric: format !== 'fp8-e4m3', actOrder: false });
+    const weight = randomWeight({ format, rows, cols, groupSize: 128, asymmetric: hasZeroPoint(format), actOrder: false });
     for (const xRows of [9, 16, 40]) check('split GEMM', weight, xRows, true);
   }
 });
@@ -139,12 +141,12 @@ test('the tensor-core GEMM with k split over the grid matches the CPU', () => {
 test('prefill batches past the GEMM, and shapes the quantized kernels do not take, dequantize and match the CPU', () => {
   for (const format of FORMATS) {
     const cols = 256;
-    check('dequantized', randomWeight({ format, rows: 200, cols, groupSize: 128, asymmetric: format !== 'fp8-e4m3', actOrder: true }), QUANTIZED_GEMM_MAX_ROWS + 7, true);
+    check('dequantized', randomWeight({ format, rows: 200, cols, groupSize: 128, asymmetric: hasZeroPoint(format), actOrder: true }), QUANTIZED_GEMM_MAX_ROWS + 7, true);
   }
   for (const format of FORMATS) {
     for (let trial = 0; trial < 6; trial++) {
       const cols = randInt(rng, 1, 700);
-      const c = { format, rows: randInt(rng, 1, 300), cols, groupSize: randInt(rng, 1, cols), asymmetric: format !== 'fp8-e4m3' && rng() < 0.5, actOrder: rng() < 0.3 };
+      const c = { format, rows: randInt(rng, 1, 300), cols, groupSize: randInt(rng, 1, cols), asymmetric: hasZeroPoint(format) && rng() < 0.5, actOrder: rng() < 0.3 };
       check('dequantized', randomWeight(c), pick(rng, [1, 3, QUANTIZED_GEMV_MAX_ROWS + 1, 70]), rng() < 0.3);
     }
   }
@@ -156,7 +158,7 @@ test('gatedLinear with a quantized gate/up weight matches the CPU', () => {
       const n = 8 * randInt(rng, 1, 64);
       const cols = 128 * randInt(rng, 1, 8);
       const values = randomBf16Values(rng, 2 * n * cols, 0.1);
-      const w = both(quantizeRoundToNearest(values, 2 * n, cols, format === 'fp8-e4m3' ? 'fp8' : format));
+      const w = both(quantizeRoundToNearest(values, 2 * n, cols, format === 'fp8-e4m3' ? 'fp8' : format === 'fp4' ? 'nf4' : format));
       const x = input(xRows, cols);
       const act = { kind: 'silu' } as const;
       const err = relativeError(gpu.toHost(gpu.gatedLinear(x.gpu, w.gpu, act)), cpu.toHost(cpu.gatedLinear(x.cpu, w.cpu, act)));
@@ -166,11 +168,11 @@ test('gatedLinear with a quantized gate/up weight matches the CPU', () => {
 });
 
 test('round-to-nearest weights of every load-time format multiply as the CPU does', () => {
-  for (const method of ['fp8', 'int8', 'int4'] as const) {
+  for (const method of ['fp8', 'int8', 'int4', 'nf4'] as const) {
     const rows = randInt(rng, 1, 500);
     const cols = 128 * randInt(rng, 1, 12);
     const w = quantizeRoundToNearest(randomBf16Values(rng, rows * cols, 0.05), rows, cols, method);
-    assert.equal(numGroups(w), method === 'int4' ? cols / 128 : 1);
+    assert.equal(numGroups(w), method === 'int4' ? cols / 128 : method === 'nf4' ? cols / 64 : 1);
     for (const xRows of [1, 2, 16]) check(`RTN ${method}`, w, xRows, false);
   }
 });

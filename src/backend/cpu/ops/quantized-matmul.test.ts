@@ -5,7 +5,9 @@ import { CpuBackend } from '../cpu-backend.ts';
 import { CpuTensor } from '../cpu-tensor.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import {
+  codeTable,
   dequantizeWeight,
+  hasZeroPoint,
   emptyQuantizedWeight,
   fillInt4Padding,
   floatToFp8E4m3,
@@ -46,7 +48,7 @@ function randomWeight(c: Case): { w: QuantizedWeight; codes: number[][]; zeros: 
     }),
   );
   const zeros = Array.from({ length: c.rows }, () =>
-    Array.from({ length: groups }, () => (c.asymmetric ? random.int(0, maxCode(c.format)) : c.format === 'fp8-e4m3' ? 0 : symmetricZero(c.format))),
+    Array.from({ length: groups }, () => (c.asymmetric ? random.int(0, maxCode(c.format)) : hasZeroPoint(c.format) ? symmetricZero(c.format) : 0)),
   );
   const scales = Array.from({ length: c.rows }, () => Array.from({ length: groups }, () => Math.fround(random.uniform(0.001, 0.1))));
   for (let r = 0; r < c.rows; r++) {
@@ -76,7 +78,8 @@ function naiveDequantize(c: Case, codes: number[][], zeros: number[][], scales: 
   for (let r = 0; r < c.rows; r++) {
     for (let k = 0; k < c.cols; k++) {
       const g = Math.floor(k / groupSize);
-      const value = c.format === 'fp8-e4m3' ? fp8[codes[r][k]] : codes[r][k] - zeros[r][g];
+      const value =
+        c.format === 'fp8-e4m3' ? fp8[codes[r][k]] : c.format === 'nf4' || c.format === 'fp4' ? codeTable(c.format)[codes[r][k]] : codes[r][k] - zeros[r][g];
       out[r * c.cols + (perm === null ? k : perm[k])] = Math.fround(value * scales[r][g]);
     }
   }
@@ -115,12 +118,12 @@ function check(c: Case, xRows: number, withBias: boolean): void {
   for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - expected[i]) <= 1e-6 * (1 + Math.abs(expected[i])), `${what}: output ${i}: ${out[i]} vs ${expected[i]}`);
 }
 
-const FORMATS: QuantizedFormat[] = ['int4', 'int8', 'fp8-e4m3'];
+const FORMATS: QuantizedFormat[] = ['int4', 'int8', 'fp8-e4m3', 'nf4', 'fp4'];
 
 test('every format equals dequantize-then-matmul on edge shapes: ragged rows and columns, K not a multiple of the group, per-channel groups', () => {
   for (const format of FORMATS) {
     for (const [rows, cols, group] of [[1, 1, -1], [3, 7, -1], [5, 9, 4], [13, 33, 8], [9, 130, 128], [8, 64, 32], [7, 100, 32], [17, 40, 40]]) {
-      for (const asymmetric of format === 'fp8-e4m3' ? [false] : [false, true]) {
+      for (const asymmetric of hasZeroPoint(format) ? [false, true] : [false]) {
         for (const actOrder of [false, true]) {
           for (const xRows of [1, 4, 6]) check({ format, rows, cols, group, asymmetric, actOrder }, xRows, xRows === 6);
         }
@@ -134,7 +137,7 @@ test('every format equals dequantize-then-matmul on random shapes', () => {
     const format = random.pick(FORMATS);
     const cols = random.int(1, 150);
     const group = random.pick([-1, random.int(1, cols)]);
-    const c = { format, rows: random.int(1, 20), cols, group, asymmetric: format !== 'fp8-e4m3' && random.int(0, 1) === 1, actOrder: random.int(0, 1) === 1 };
+    const c = { format, rows: random.int(1, 20), cols, group, asymmetric: hasZeroPoint(format) && random.int(0, 1) === 1, actOrder: random.int(0, 1) === 1 };
     check(c, random.int(1, 9), random.int(0, 1) === 1);
   }
 });

@@ -1,16 +1,16 @@
 // Batches of 9 or more rows (prefill, batched decode) times a quantized linear weight in Keel's
-// layouts (quantized-linear.cu names them: FORMAT 0 int4, 1 int8, 2 fp8 e4m3; scales f32 and
-// zero codes u8 per (output row, group)), on bf16 tensor cores (mma.sync m16n8k16, sm_80 and
-// sm_90a), without a dequantized copy of the weight in memory:
+// layouts (quantized-linear.cu names them: FORMAT 0 int4, 1 int8, 2 fp8 e4m3, 3 nf4, 4 fp4;
+// scales f32 and zero codes u8 per (output row, group)), on bf16 tensor cores (mma.sync
+// m16n8k16, sm_80 and sm_90a), without a dequantized copy of the weight in memory:
 // - a block gives a BM x BN tile of the output; k advances BK = 64 columns a stage, STAGES stages
 //   in flight by cp.async: the activations as bf16, the weight as its packed codes (a quarter or
 //   half of bf16's bytes);
 // - each 16-byte chunk of codes (32 int4 or 16 8-bit codes, in one scale group) is decoded by the
 //   thread that loaded it when its stage comes up, into a bf16 B tile in shared memory: code
 //   minus zero exactly (int4: OR-ed into the mantissa of the bf16 128, as in the GEMV), times the
-//   scale in f32, rounded to bf16 once, the value a dequantized bf16 weight would hold; the
-//   chunk's scale and zero are loaded with its codes and stored to shared memory once the
-//   previous stage's products are issued;
+//   scale in f32 (nf4, fp4: the code's table value times the scale), rounded to bf16 once, the
+//   value a dequantized bf16 weight would hold; the chunk's scale and zero are loaded with its
+//   codes and stored to shared memory once the previous stage's products are issued;
 // - the decoded tile feeds the same ldmatrix/mma fragments as moe-gemm.cu.
 // SPLITS > 1 (too few tiles to fill the GPU) splits k over gridDim.z: each split writes f32 partial
 // sums, which quantized_gemv_reduce_kernel (quantized-linear.cu) adds with the bias.
@@ -22,10 +22,13 @@
 // nvcc-check: -DFORMAT=1 -DBM=32
 // nvcc-check: -DFORMAT=1 -DBM=128
 // nvcc-check: -DFORMAT=2 -DBM=64
+// nvcc-check: -DFORMAT=3 -DBM=16
+// nvcc-check: -DFORMAT=4 -DBM=128
 
 #ifndef FORMAT
 #define FORMAT 0
 #endif
+#include "code-table.cuh"
 #ifndef BM
 #error "compile with -DBM=<rows per tile: 16, 32, 64 or 128>"
 #endif
@@ -40,7 +43,7 @@ constexpr int WARPS_M = BM >= 32 ? 2 : 1;
 constexpr int WARPS_N = 4 / WARPS_M;
 constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int MT = WM / 16, NT8 = WN / 8;
-constexpr int CHUNK_COLS = FORMAT == 0 ? 32 : 16;  // codes in 16 bytes
+constexpr int CHUNK_COLS = FOUR_BIT ? 32 : 16;     // codes in 16 bytes
 constexpr int A_CPR = BK / 8;                      // 16-byte chunks of a bf16 A row
 constexpr int B_CPR = BK / CHUNK_COLS;             // 16-byte chunks of codes of a B row
 constexpr int A_CHUNKS = BM * A_CPR, B_CHUNKS = BN * B_CPR;
@@ -58,11 +61,22 @@ __device__ __forceinline__ float fp8_value_2m8(unsigned int b) {
 }
 
 // One chunk of codes decoded to bf16 at dst (CHUNK_COLS values, column order): (code - zero) *
-// scale, or fp8 value * scale; `zero` as the float subtracted from the decoded code (int4: 128 +
-// zero, against 128 + q; int8: zero; fp8: unused).
-__device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float zero, uint4* dst) {
+// scale, fp8 value * scale, or table value * scale; `zero` as the float subtracted from the
+// decoded code (int4: 128 + zero, against 128 + q; int8: zero; fp8, nf4, fp4: unused).
+__device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float zero, const float* table, uint4* dst) {
   const unsigned int words[4] = {v.x, v.y, v.z, v.w};
-#if FORMAT == 0
+#if TABLE_CODES
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    unsigned int pairs[4];
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+      const unsigned int t = (words[i] >> (4 * s)) & 0x000f000fu;
+      pairs[s] = pack_bf16x2(table[t & 0xffffu] * scale, table[t >> 16] * scale);
+    }
+    dst[i] = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
+  }
+#elif FORMAT == 0
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     unsigned int pairs[4];
@@ -101,6 +115,8 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
                                                                        const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int m,
                                                                        int n, int k, int row_bytes, int groups, int group_size, int split_tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ float table_shared[16];
+  const float* table = load_table(table_shared);
   bf16* decoded = reinterpret_cast<bf16*>(smem + STAGES * STAGE_BYTES);
   const int n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
   const int tid = threadIdx.x, warp = tid >> 5;
@@ -195,7 +211,7 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
     for (int i = 0; i < B_PER_THREAD; i++) {
       const int c = tid + i * NT;
       const uint4 v = *reinterpret_cast<const uint4*>(sc + c * 16);
-      decode_chunk_bf16(v, sp[2 * c], sp[2 * c + 1], reinterpret_cast<uint4*>(decoded + (c / B_CPR) * ROW + (c % B_CPR) * CHUNK_COLS));
+      decode_chunk_bf16(v, sp[2 * c], sp[2 * c + 1], table, reinterpret_cast<uint4*>(decoded + (c / B_CPR) * ROW + (c % B_CPR) * CHUNK_COLS));
     }
     __syncthreads();
     const bf16* sa = a_tile(stage);

@@ -1,6 +1,8 @@
 // Linear layers with quantized weights, in Keel's layout (src/tensor/quantized-weight.ts): each
 // output row's codes contiguous, FORMAT 0 int4 (32-bit words of 8 codes, columns 0,2,4,6,1,3,5,7 in
-// nibbles 0..7), 1 int8, 2 fp8 e4m3; a float32 scale and (ZEROS=1) a u8 zero code per (row, group).
+// nibbles 0..7), 1 int8, 2 fp8 e4m3, 3 nf4 and 4 fp4 (bitsandbytes' 4-bit data types: codes packed
+// as int4's, each the index of a value in a 16-entry table, kept in shared memory); a float32
+// scale and (ZEROS=1) a u8 zero code per (row, group).
 //
 // quantized_gemv_kernel is the decode path (1..8 batch rows), built to stream codes at the memory
 // roofline rather than be bound by its per-code arithmetic:
@@ -13,6 +15,7 @@
 //   taken once per 8 columns for all 4 rows (each product is exact in f32, so only the sums round);
 // - int8 codes become 2^23 + q in one byte permute, less 2^23 + zero; an fp8 code's bits moved
 //   into a half's give its value / 2^8, the 2^8 folded into the scale;
+// - nf4 and fp4 codes (int4's packing) index their 16-value table in shared memory, with no zero;
 // - each chunk's sum is multiplied by its scale once; the lanes' sums are reduced by shuffles.
 // With too few output rows to fill the GPU (SPLITS > 1) the columns are split over gridDim.y and
 // each split writes f32 partial sums, which quantized_gemv_reduce_kernel adds (with the bias).
@@ -28,6 +31,9 @@
 // nvcc-check: -DFORMAT=1 -DROWS=8 -DZEROS=1
 // nvcc-check: -DFORMAT=2 -DROWS=1 -DZEROS=0
 // nvcc-check: -DFORMAT=2 -DROWS=5 -DZEROS=0
+// nvcc-check: -DFORMAT=3 -DROWS=1 -DZEROS=0
+// nvcc-check: -DFORMAT=3 -DROWS=8 -DZEROS=0
+// nvcc-check: -DFORMAT=4 -DROWS=5 -DZEROS=0
 
 #ifndef FORMAT
 #define FORMAT 0
@@ -38,9 +44,10 @@
 #ifndef ZEROS
 #define ZEROS 0
 #endif
+#include "code-table.cuh"
 // Columns of one 16-byte chunk of codes, and of the 4-byte words it is decoded by.
-#define CHUNK_COLS (FORMAT == 0 ? 32 : 16)
-#define WORD_COLS (FORMAT == 0 ? 8 : 4)
+#define CHUNK_COLS (FOUR_BIT ? 32 : 16)
+#define WORD_COLS (FOUR_BIT ? 8 : 4)
 // Output rows per warp, and chunk steps in flight per lane (one past 4 batch rows, whose
 // activations and sums take the registers).
 #define RPW 4
@@ -53,9 +60,16 @@ __device__ __forceinline__ float fp8_code(unsigned int b) {
 }
 
 // The WORD_COLS codes of one word as floats, in column order: int4 128 + q (the zero is taken off
-// through Σ x), int8 q - zero (zero_magic = 2^23 + zero), fp8 value / 2^8.
-__device__ __forceinline__ void decode_word(unsigned int word, float zero_magic, float* w) {
-#if FORMAT == 0
+// through Σ x), int8 q - zero (zero_magic = 2^23 + zero), fp8 value / 2^8, nf4/fp4 the table's value.
+__device__ __forceinline__ void decode_word(unsigned int word, float zero_magic, const float* table, float* w) {
+#if TABLE_CODES
+#pragma unroll
+  for (int s = 0; s < 4; s++) {
+    const unsigned int t = (word >> (4 * s)) & 0x000f000fu;
+    w[2 * s] = table[t & 0xffffu];
+    w[2 * s + 1] = table[t >> 16];
+  }
+#elif FORMAT == 0
 #pragma unroll
   for (int s = 0; s < 4; s++) {
     const unsigned int t = ((word >> (4 * s)) & 0x000f000fu) | 0x43004300u;
@@ -79,6 +93,8 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
                                                                         const uint4* __restrict__ codes, const float* __restrict__ scales,
                                                                         const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int n,
                                                                         int row_chunks, int groups, int group_size, int split_chunks) {
+  __shared__ float table_shared[16];
+  const float* table = load_table(table_shared);
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RPW;
   if (row0 >= n) return;
@@ -115,6 +131,9 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
 #if FORMAT == 2
         scale[i] = scales[g] * 256.f;
         zero_magic[i] = 0.f;
+#elif TABLE_CODES
+        scale[i] = scales[g];
+        zero_magic[i] = 0.f;
 #else
         scale[i] = scales[g];
         const float zero = ZEROS ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
@@ -149,7 +168,7 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
           const unsigned int words[4] = {wv[u][i].x, wv[u][i].y, wv[u][i].z, wv[u][i].w};
           float w[8];
 #pragma unroll
-          for (int h = 0; h < 8 / WORD_COLS; h++) decode_word(words[j * (8 / WORD_COLS) + h], zero_magic[i], w + h * WORD_COLS);
+          for (int h = 0; h < 8 / WORD_COLS; h++) decode_word(words[j * (8 / WORD_COLS) + h], zero_magic[i], table, w + h * WORD_COLS);
 #pragma unroll
           for (int r = 0; r < ROWS; r++)
 #pragma unroll
@@ -204,12 +223,14 @@ extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, 
 extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsigned char* __restrict__ codes, const float* __restrict__ scales,
                                              const unsigned char* __restrict__ zeros, const int* __restrict__ perm, int rows, int cols,
                                              int groups, int group_size, int row_bytes) {
+  __shared__ float table_shared[16];
+  const float* table = load_table(table_shared);
   const long long total = (long long)rows * cols;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int row = (int)(i / cols), col = (int)(i - (long long)row * cols);
     const long long g = (long long)row * groups + col / group_size;
     const unsigned char* row_codes = codes + (long long)row * row_bytes;
-#if FORMAT == 0
+#if FOUR_BIT
     // Nibble slot of column col within its word: columns 0,2,4,6 in slots 0..3, 1,3,5,7 in 4..7.
     const int slot = ((col & 1) << 2) | ((col & 7) >> 1);
     const unsigned int code = (row_codes[(col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xfu;
@@ -218,6 +239,8 @@ extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsig
 #endif
 #if FORMAT == 2
     const float value = fp8_code(code) * 256.f * scales[g];
+#elif TABLE_CODES
+    const float value = table[code] * scales[g];
 #else
     const float zero = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
     const float value = ((float)code - zero) * scales[g];

@@ -1,6 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import { isFourBit } from '../../../tensor/quantized-weight.ts';
 
 /**
  * Most batch rows the quantized GEMV takes; larger batches go to the tensor-core GEMM
@@ -14,11 +15,11 @@ const THREADS = 256;
 const MAX_BLOCKS = 8192;
 
 /** FORMAT of the quantized kernels' builds. */
-export const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2 } as const;
+export const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2, nf4: 3, fp4: 4 } as const;
 
 /** Columns of one 16-byte chunk of codes, the kernels' unit: every chunk lies in one scale group. */
 export function chunkCols(w: CudaQuantizedTensor): number {
-  return w.format === 'int4' ? 32 : 16;
+  return isFourBit(w.format) ? 32 : 16;
 }
 
 /** Whether the GEMV and the tensor-core GEMM take this weight: whole chunks per row, each inside one scale group. */

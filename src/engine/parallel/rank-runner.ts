@@ -1,0 +1,54 @@
+import type { Backend, KvCache } from '../../backend/backend.ts';
+import { openModelFiles } from '../../checkpoint/model-files.ts';
+import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
+import { createModel, modelArchitectureOf } from '../../models/registry.ts';
+import { kvBytesPerBlock, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
+import { loadModelWeights, streamingOf } from '../load-engine.ts';
+import type { RankPlace, ToRank } from './rank-messages.ts';
+
+/** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
+export interface RankRunner {
+  /** How many KV blocks the rank's memory budget holds for its layers. */
+  readonly kvBlocks: number;
+  handle(message: ToRank): void;
+}
+
+/**
+ * Loads `place`'s shard of its pipeline stage's layers on `backend` (already joined to its
+ * groups): the one code path of every rank besides the engine's, whether it runs in a worker
+ * thread (CPU backend) or a worker process (CUDA), whatever carries the messages.
+ */
+export function loadRank(place: RankPlace, backend: Backend): RankRunner {
+  const { config } = place;
+  const files = openModelFiles(place.modelPath);
+  const architecture = modelArchitectureOf(files);
+  const stage = pipelineStage(architecture.config.numLayers, place.stage, config.pipelineParallelSize);
+  const model = createModel(architecture, place.maxModelLen, streamingOf(config), stage);
+  loadModelWeights(model, files, architecture, { ...config, showProgress: false }, backend, {
+    rank: place.tensorRank,
+    size: config.tensorParallelSize,
+    expertParallel: config.enableExpertParallel,
+  });
+  let cache: KvCache | null = null;
+  const requireCache = () => {
+    if (cache === null) throw new Error(`rank ${place.rank} was sent a step before its KV cache`);
+    return cache;
+  };
+  return {
+    // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
+    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, resolveKvCacheDtype(config.kvCacheDtype))),
+    handle(message: ToRank): void {
+      if (message.type === 'create-cache') {
+        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, firstLayer: stage.firstLayer, dtype: message.dtype });
+      } else if (message.type === 'copy-slots') {
+        backend.copySlots(requireCache(), message.src, message.dst);
+      } else {
+        const kv = requireCache();
+        if (message.blockCopies.src.length > 0) backend.copyBlocks(kv, message.blockCopies.src, message.blockCopies.dst);
+        const step = backend.beginStep(message.batch);
+        if (isFirstStage(stage)) backend.sampleRows(model.forward(backend, step, kv), message.draws).read();
+        else model.runStage(backend, step, kv);
+      }
+    },
+  };
+}

@@ -1,0 +1,51 @@
+import type { Draw } from '../../sampling/draw.ts';
+import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
+import type { RankLoading } from './rank-loading.ts';
+import type { ToRank } from './rank-messages.ts';
+
+/**
+ * The other ranks of a parallel run, seen from the engine (rank 0): worker threads on the CPU
+ * backend (thread-ranks.ts), worker processes on CUDA (process-ranks.ts). Both carry the same
+ * orders (rank-messages.ts) to the same code (rank-runner.ts); only the transport and the
+ * communicator differ.
+ */
+export abstract class Ranks {
+  protected abstract readonly loading: RankLoading;
+
+  /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
+  ready(): Promise<void> {
+    return this.loading.done;
+  }
+
+  /** The fewest KV blocks the other ranks' memory holds for their layers (after `ready`): the pool's block ids must exist on every rank. */
+  get kvBlocksAffordable(): number {
+    return this.loading.fewestKvBlocks;
+  }
+
+  /** Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same blocks and dtype as rank 0's. */
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype): void {
+    this.order({ type: 'create-cache', numBlocks, blockSize, dtype });
+  }
+
+  /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */
+  step(blockCopies: { src: Int32Array; dst: Int32Array }, batch: BatchDescription, draws: Draw[]): void {
+    this.order({ type: 'step', blockCopies, batch, draws });
+  }
+
+  copySlots(src: Int32Array, dst: Int32Array): void {
+    this.order({ type: 'copy-slots', src, dst });
+  }
+
+  /** Sends every other rank `message`, to be run in the order sent. */
+  protected abstract order(message: ToRank): void;
+  /**
+   * Throws the run's failure if a rank failed: a step whose wait was cut short by a dead rank
+   * (its collectives aborted) read nothing worth keeping.
+   */
+  abstract throwIfFailed(): void;
+  /** Ends rank `rank`'s worker as a crash would (its watcher reports it): for fault drills and tests. */
+  abstract kill(rank: number): void;
+  /** Ends every rank's worker. */
+  abstract close(): Promise<void>;
+}
