@@ -33,7 +33,10 @@ export interface DraftModel {
   cache: KvCache;
 }
 
-/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, then the draft model's). */
+/**
+ * Host memory of one kind (swapped-out blocks, or the prefix cache's host tier): one swap space per
+ * KV cache (the target's, then the draft model's), indexed by the same host block ids.
+ */
 export interface SwapSpaces {
   target: SwapSpace;
   draft: SwapSpace | null;
@@ -107,6 +110,7 @@ export class ModelRunner {
   private readonly swap: SwapSpaces | null;
   private readonly medusa: MedusaProposer | null;
   private readonly lora: LoraSlots | null;
+  private readonly hostCache: SwapSpaces | null;
   /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
   private readonly ranks: Ranks | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
@@ -122,9 +126,12 @@ export class ModelRunner {
     swap: SwapSpaces | null = null,
     medusa: MedusaProposer | null = null,
     lora: LoraSlots | null = null,
+    hostCache: SwapSpaces | null = null,
     ranks: Ranks | null = null,
   ) {
-    if (swap !== null && (draft === null) !== (swap.draft === null)) throw new Error('a draft model swaps through a swap space of its own, and only then');
+    for (const spaces of [swap, hostCache]) {
+      if (spaces !== null && (draft === null) !== (spaces.draft === null)) throw new Error('a draft model copies blocks to host memory of its own, and only then');
+    }
     this.backend = backend;
     this.model = model;
     this.cache = cache;
@@ -135,26 +142,39 @@ export class ModelRunner {
     this.swap = swap;
     this.medusa = medusa;
     this.lora = lora;
+    this.hostCache = hostCache;
     this.ranks = ranks;
   }
 
   /**
-   * Queues the step's swaps (SchedulerOutput.swapOut, swapIn) in every cache: swap-outs, then the
-   * order that makes this step's forward wait for the previous step's swap-ins, then this step's
-   * swap-ins, which overlap the forward (their sequences run from the next step). Called every
-   * step, whether or not it runs a forward.
+   * Queues the step's copies between device and host (SchedulerOutput.swapOut, hostCache, swapIn)
+   * in every cache, in this order: swap-outs and stores into the prefix cache's host tier (both
+   * read device blocks the step may hand to others), then the order that makes this step's
+   * forward wait for the previous step's swap-ins, then the host tier's loads, which this step's
+   * forward reads and so waits for, then this step's swap-ins, which overlap the forward (their
+   * sequences run from the next step). Called every step, whether or not it runs a forward.
    */
   transferBlocks(output: SchedulerOutput): void {
-    const pairs: [KvCache, SwapSpace][] = [];
-    if (this.swap !== null) {
-      pairs.push([this.cache, this.swap.target]);
-      if (this.draft !== null) pairs.push([this.draft.cache, this.swap.draft!]);
-    } else if (output.swapOut.src.length + output.swapIn.src.length > 0) {
-      throw new Error('the scheduler swapped blocks, but the model runner has no swap space');
-    }
-    for (const [cache, swap] of pairs) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    const swaps = this.hostPairs(this.swap, 'a swap space', output.swapOut.src.length + output.swapIn.src.length);
+    const tier = this.hostPairs(this.hostCache, 'a host tier of the prefix cache', output.hostCache.store.src.length + output.hostCache.load.src.length);
+    const { store, load } = output.hostCache;
+    for (const [cache, swap] of swaps) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    for (const [cache, space] of tier) this.backend.swapOut(cache, space, store.src, store.dst);
     this.backend.awaitSwapIns();
-    for (const [cache, swap] of pairs) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+    if (load.src.length > 0) {
+      for (const [cache, space] of tier) this.backend.swapIn(cache, space, load.src, load.dst);
+      this.backend.awaitSwapIns();
+    }
+    for (const [cache, swap] of swaps) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+  }
+
+  /** Each cache with its host space of one kind; none when there is none, which `numCopies` must then be 0 for. */
+  private hostPairs(spaces: SwapSpaces | null, what: string, numCopies: number): [KvCache, SwapSpace][] {
+    if (spaces === null) {
+      if (numCopies > 0) throw new Error(`the scheduler copied blocks to host memory, but the model runner has no ${what}`);
+      return [];
+    }
+    return this.draft === null ? [[this.cache, spaces.target]] : [[this.cache, spaces.target], [this.draft.cache, spaces.draft!]];
   }
 
   /**

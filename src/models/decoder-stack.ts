@@ -1,11 +1,12 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
+import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
 import { isFirstStage, isLastStage, type PipelineStage } from './pipeline-stage.ts';
 
@@ -46,6 +47,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   readonly config: C;
   readonly stage: PipelineStage;
   protected readonly parts: DecoderParts<L>;
+  private offload: LayerOffload | null = null;
 
   protected constructor(config: C, parts: DecoderParts<L>, stage: PipelineStage) {
     if (stage.firstLayer >= stage.endLayer || stage.endLayer > parts.layers.length) {
@@ -81,8 +83,26 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     return parametersOf(this.sublayers);
   }
 
+  layerParameters(): ParameterSpec[][] {
+    return this.stageLayers.map((layer) => layer.parameters());
+  }
+
+  offloadLayers(b: Backend, layers: readonly number[]): WeightStream {
+    const count = this.stageLayers.length;
+    if (layers.some((i) => !(Number.isInteger(i) && i >= 0 && i < count))) {
+      throw new Error(`offloadLayers: layers [${layers.join(', ')}] are not all among the stage's ${count}`);
+    }
+    this.offload = new LayerOffload(b, layers);
+    return this.offload.stream;
+  }
+
+  /** This stage's sublayers in order; offloaded decoder layers load through their weight stream's uploaders. */
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    const stageLayers: readonly Layer[] = this.stageLayers;
+    for (const layer of this.sublayers) {
+      const index = stageLayers.indexOf(layer);
+      layer.load(source, this.offload === null || index < 0 ? uploader : this.offload.uploaderFor(index, uploader));
+    }
   }
 
   loraTargets(): Linear[] {
@@ -102,7 +122,8 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   runStage(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor | null {
     const { index } = this.stage;
     const stream = isFirstStage(this.stage) ? { residual: this.parts.embedding.forward(b, step), pending: null } : this.receiveStream(b, step);
-    for (const layer of this.stageLayers) stream.pending = this.layerForward(b, layer, stream, step, cache);
+    const layers = this.offload === null ? this.stageLayers : this.offload.inOrder(b, this.stageLayers);
+    for (const layer of layers) stream.pending = this.layerForward(b, layer, stream, step, cache);
     if (!isLastStage(this.stage)) {
       b.sendToStage(stream.residual, index + 1);
       b.sendToStage(stream.pending!, index + 1);
