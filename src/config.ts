@@ -90,6 +90,18 @@ export interface EngineConfig {
   /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
   swapSpace: number;
   /**
+   * GiB of host memory (pinned, on CUDA) for the prefix cache's host tier (docs/long-context.md):
+   * blocks evicted from the device prefix cache are kept there and copied back on a later hit,
+   * instead of being recomputed. 0: no host tier. Needs prefix caching.
+   */
+  kvOffloadGb: number;
+  /**
+   * GiB of decoder-layer weights (counted at 16 bits a parameter; whole layers, evenly spaced) kept
+   * in host memory (pinned, on CUDA) and streamed to the device before each use, double-buffered
+   * (docs/long-context.md). 0: every weight on the device. Decode steps then run eagerly (no CUDA graphs).
+   */
+  cpuOffloadGb: number;
+  /**
    * Devices each layer is split over (docs/parallelism.md): attention heads, MLP columns, the
    * vocabulary, MoE experts' intermediate size, with an all-reduce after each row-parallel layer.
    */
@@ -199,6 +211,8 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxLoraRank: 16,
   preemptionMode: 'recompute',
   swapSpace: 4,
+  kvOffloadGb: 0,
+  cpuOffloadGb: 0,
   tensorParallelSize: 1,
   pipelineParallelSize: 1,
   enableExpertParallel: false,

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { BEAM_CASES } from './helpers/beam-cases.ts';
 
 // Beam search on CUDA against transformers' beams (test/beam-search.test.ts is the CPU side):
 // candidates from the sampling kernel's top tokens, forks copying blocks on the device, CUDA
@@ -13,19 +12,8 @@ import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
 // backend's own logprobs, at least as well as the one it replaced, and within 0.5 % of
 // transformers' score for that rank.
 
-interface BeamCase {
-  fixture: string;
-  prompt: number;
-  num_beams: number;
-  length_penalty: number;
-  early_stopping: boolean | 'never';
-  stop: string;
-  eos_token_ids: number[];
-  max_new_tokens: number;
-  beams: { tokens: number[]; score: number }[];
-}
 
-const { cases } = JSON.parse(readFileSync(join(FIXTURES_DIR, 'beam-search.json'), 'utf8')) as { cases: BeamCase[] };
+const cases = BEAM_CASES;
 
 /** A beam's score as transformers ranks beams: its tokens' summed logprob over its length to the penalty, teacher-forced on `llm`. */
 async function beamScore(llm: LLM, prompt: number[], tokens: number[], lengthPenalty: number): Promise<number> {

@@ -1,27 +1,15 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { BEAM_CASES, type BeamCase } from './helpers/beam-cases.ts';
 
 // Beam search (docs/long-context.md) against transformers' generate(num_beams=k, do_sample=False)
 // on fixtures (tools/oracle/beam_search_oracle.py): every returned beam, in order, for several
 // widths, length penalties, early-stopping rules and stop tokens.
 
-interface BeamCase {
-  fixture: string;
-  prompt: number;
-  num_beams: number;
-  length_penalty: number;
-  early_stopping: boolean | 'never';
-  stop: 'eos' | 'greedy';
-  eos_token_ids: number[];
-  max_new_tokens: number;
-  beams: { tokens: number[]; score: number }[];
-}
 
-const { cases } = JSON.parse(readFileSync(join(FIXTURES_DIR, 'beam-search.json'), 'utf8')) as { cases: BeamCase[] };
+const cases = BEAM_CASES;
 const fixtures = new Map(listOracleFixtures().map((f) => [f.name, f]));
 
 function beamParams(c: BeamCase) {

@@ -43,6 +43,30 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */
 const LOGPROB_TOLERANCE = 1e-5;
 
+/** The first tokens' top candidates under `parallel` equal one device's, and their logprobs within `tolerance`, both with `common`. */
+async function checkLogprobsMatchOneDevice(fixture: OracleFixture, parallel: EngineOptions, common: EngineOptions, tolerance: number): Promise<void> {
+  const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
+  const run = async (options: EngineOptions) => {
+    const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...common, ...options });
+    try {
+      return await llm.generate(fixture.oracle.prompts, params);
+    } finally {
+      await llm.close();
+    }
+  };
+  const [single, split] = [await run({}), await run(parallel)];
+  let worst = 0;
+  single.forEach((output, i) => {
+    const [a, b] = [output.outputs[0].logprobs!, split[i].outputs[0].logprobs!];
+    assert.equal(a.length, b.length);
+    a.forEach((position, p) => {
+      assert.deepEqual(b[p].top.map((t) => t.tokenId), position.top.map((t) => t.tokenId), `prompt ${i}, token ${p}: the same top tokens`);
+      position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
+    });
+  });
+  assert.ok(worst <= tolerance, `max |Δlogprob| ${worst} > ${tolerance}`);
+}
+
 function fixtureNamed(name: string): OracleFixture {
   const fixture = listOracleFixtures().find((f) => f.name === name);
   assert.ok(fixture, `fixture ${name}`);
@@ -66,26 +90,15 @@ for (const { fixture: name, parallel } of RUNS) {
     // Stages alone pass activations whole: nothing is summed in another order.
     const tolerance = (parallel.tensorParallelSize ?? 1) === 1 ? 0 : LOGPROB_TOLERANCE;
     test(`the first tokens' top logprobs equal one device's within ${tolerance}`, async () => {
-      const params = { temperature: 0, ignoreEos: true, maxTokens: 3, logprobs: 5 };
-      const run = async (options: EngineOptions) => {
-        const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...options });
-        try {
-          return await llm.generate(fixture.oracle.prompts, params);
-        } finally {
-          await llm.close();
-        }
-      };
-      const [single, split] = [await run({}), await run(parallel)];
-      let worst = 0;
-      single.forEach((output, i) => {
-        const [a, b] = [output.outputs[0].logprobs!, split[i].outputs[0].logprobs!];
-        assert.equal(a.length, b.length);
-        a.forEach((position, p) => {
-          assert.deepEqual(b[p].top.map((t) => t.tokenId), position.top.map((t) => t.tokenId), `prompt ${i}, token ${p}: the same top tokens`);
-          position.top.forEach((t, k) => (worst = Math.max(worst, Math.abs(t.logprob - b[p].top[k].logprob))));
-        });
-      });
-      assert.ok(worst <= tolerance, `max |Δlogprob| ${worst} > ${tolerance}`);
+      await checkLogprobsMatchOneDevice(fixture, parallel, {}, tolerance);
     });
+  });
+}
+
+// Every rank's KV shard, of every stage, is stored in the dtype asked for: int8 keeps a scale per
+// token and kv head, so a rank's heads of a stage's layers quantize as they do on one device.
+for (const parallel of [{ tensorParallelSize: 2 }, { tensorParallelSize: 2, pipelineParallelSize: 2 }]) {
+  test(`with an int8 KV cache on every rank, llama-gqa at ${JSON.stringify(parallel)} gives one int8 device's first top logprobs within ${LOGPROB_TOLERANCE}`, async () => {
+    await checkLogprobsMatchOneDevice(fixtureNamed('llama-gqa'), parallel, { kvCacheDtype: 'int8' }, LOGPROB_TOLERANCE);
   });
 }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import type { RequestOutput } from '../src/engine/outputs.ts';
 import type { EngineConfig } from '../src/config.ts';
 import { forkStream } from '../src/sampling/rng.ts';
+import { crowd } from './helpers/crowd.ts';
 
 // Preemption by swap (docs/long-context.md) end to end on the CPU backend: under a pool far too
 // small for the batch, with requests aborted midway, swapping and recomputing give every request
@@ -17,24 +17,6 @@ const BASE = { backend: 'cpu', showProgress: false, blockSize: 8, maxNumBatchedT
 function prompts(seed: number): number[][] {
   const rng = forkStream(seed, 0);
   return Array.from({ length: 10 }, (_, k) => Array.from({ length: 12 + Math.floor(rng.nextFloat() * 78) }, () => 5 + Math.floor(rng.nextFloat() * 8000) + k));
-}
-
-/**
- * Runs every prompt at once, each streamed; request k of those picked is aborted once it has
- * `abortAfter[k]` tokens. Returns each request's last output.
- */
-async function crowd(llm: LLM, list: number[][], abortAfter: (number | null)[]): Promise<RequestOutput[]> {
-  return Promise.all(
-    list.map(async (prompt, k) => {
-      let last: RequestOutput | null = null;
-      for await (const update of llm.stream(prompt, GREEDY)) {
-        last = update.output;
-        const limit = abortAfter[k];
-        if (limit !== null && update.output.outputs[0].tokenIds.length >= limit) break;
-      }
-      return last!;
-    }),
-  );
 }
 
 /** Greedy tokens of each prompt run alone under `options`. */
@@ -58,7 +40,7 @@ async function checkCrowded(preemptionMode: 'recompute' | 'swap', options: Parti
   const label = `${preemptionMode} ${JSON.stringify(options)}`;
   const llm = await LLM.load({ ...BASE, ...options, numKvBlocks: NUM_KV_BLOCKS, preemptionMode, swapSpace: 0.01 });
   try {
-    const outputs = await crowd(llm, list, abortAfter);
+    const outputs = await crowd(llm, list, GREEDY, abortAfter);
     outputs.forEach((out, k) => {
       const tokens = out.outputs[0].tokenIds;
       if (abortAfter[k] === null) assert.deepEqual(tokens, expected[k], `${label}: prompt ${k}`);

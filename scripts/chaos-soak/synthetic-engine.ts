@@ -91,6 +91,11 @@ export class SyntheticEngine implements ServedLLM {
       numFreeKvBlocks: this.freeBlocks,
       numCachedKvBlocks: 0,
       prefixCacheHitRate: 0,
+      // No prefix cache: nothing is cached on either tier.
+      deviceCachedPromptTokensTotal: 0,
+      hostCachedPromptTokensTotal: 0,
+      numHostCacheBlocks: 0,
+      numHostCachedBlocks: 0,
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
@@ -221,7 +226,7 @@ class SyntheticRequest {
   readonly promptLength: number;
   readonly params: SamplingParams;
   readonly completions: { generated: number; finishReason: FinishReason | null }[];
-  readonly metrics: RequestMetrics = { arrivalTime: Date.now(), firstScheduledTime: null, firstTokenTime: null, finishedTime: null, numCachedTokens: 0, numPreemptions: 0, numSwaps: 0, speculation: null };
+  readonly metrics: RequestMetrics = { arrivalTime: Date.now(), firstScheduledTime: null, firstTokenTime: null, finishedTime: null, numCachedTokens: 0, numHostCachedTokens: 0, numPreemptions: 0, numSwaps: 0, speculation: null };
   /** Updates not yet read: the deltas of one step each, the last one finished. */
   readonly updates: { deltas: StreamDelta[]; finished: boolean }[] = [];
   wake: (() => void) | null = null;

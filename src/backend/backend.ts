@@ -20,12 +20,26 @@ export interface KvCache {
 }
 
 /**
- * Host memory that KV blocks are swapped out to and back in from (preemption by swap,
- * docs/long-context.md): `layout.numBlocks` host blocks, each holding what a device block holds
- * in every layer of the cache it serves. The CUDA backend's is pinned memory.
+ * Host memory that KV blocks are copied out to and back in from (preemption by swap, and the
+ * prefix cache's host tier; docs/long-context.md): `layout.numBlocks` host blocks, each holding
+ * what a device block holds in every pool of the cache it serves, whatever pools its layout has.
+ * The CUDA backend's is pinned memory.
  */
 export interface SwapSpace {
   readonly layout: KvCacheLayout;
+}
+
+/**
+ * Weights kept in host memory (pinned, on CUDA) and copied to the device just before use (weight
+ * offload, docs/long-context.md): numbered groups of weights (a model's layers), fetched in
+ * order. Group g's weights are read from device buffers that the groups of g's parity share, so
+ * two groups are on the device at once: the one in use and the next, being copied.
+ */
+export interface WeightStream {
+  /** Bytes of the groups' weights kept in host memory. */
+  readonly hostBytes: number;
+  /** Bytes of the device buffers the groups are fetched into. */
+  readonly deviceBytes: number;
 }
 
 /**
@@ -269,6 +283,22 @@ export interface Backend {
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
   /** Host memory for `layout.numBlocks` blocks of caches with `layout.layers`. */
   createSwapSpace(layout: KvCacheLayout): SwapSpace;
+  createWeightStream(): WeightStream;
+  /**
+   * Loads weights as group `group` of the stream: their values stay in host memory, and the
+   * tensors returned read device buffers shared with the other groups of the group's parity,
+   * holding this group's values only between its `fetchWeights` and the next fetch of a group of
+   * that parity. Groups are loaded in order from 0.
+   */
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
+  /**
+   * Copies group `group`'s weights into its device buffers once the work queued so far (which may
+   * read the buffers' previous group) is done; work queued afterwards runs beside the copies until
+   * `awaitWeights`. The host does not wait. A group without weights copies nothing.
+   */
+  fetchWeights(stream: WeightStream, group: number): void;
+  /** Work queued after this call reads group `group`'s weights: it runs after their latest fetch. */
+  awaitWeights(stream: WeightStream, group: number): void;
   /**
    * Copies device blocks src[i] to host blocks dst[i] in every layer, after the work queued so far
    * (which may still be writing them); work queued afterwards (a step reusing the device blocks)
@@ -276,9 +306,10 @@ export interface Backend {
    */
   swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
   /**
-   * Copies host blocks src[i] to device blocks dst[i] in every layer. The copies run beside the
-   * work queued after them (on CUDA, on a transfer stream), so nothing may read the destination
-   * blocks until `awaitSwapIns`; swaps run in the order they were queued.
+   * Copies host blocks src[i] to device blocks dst[i] in every layer; the host blocks keep their
+   * content. The copies run beside the work queued after them (on CUDA, on a transfer stream), so
+   * nothing may read the destination blocks until `awaitSwapIns`; swaps run in the order they
+   * were queued.
    */
   swapIn(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void;
   /** Work queued after this call runs after every swapIn queued before it. The host does not wait. */

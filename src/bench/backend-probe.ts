@@ -13,6 +13,8 @@ interface BackendExtras {
   measureMemoryBandwidth?(): number;
   /** The FLOP/s of the backend's own matrix multiply on a large square problem. */
   measureMatmulFlops?(): number;
+  /** Bytes per second a copy from pinned host memory to the device runs at. */
+  measureHostToDeviceBandwidth?(): number;
   /** The CUDA backend's device: its name and the CUDA version its driver supports. */
   device?: { info?: { name?: unknown; driverCudaVersion?: unknown } };
 }
@@ -35,18 +37,21 @@ export interface BackendFacts {
   bandwidth: { bytesPerSecond: number; source: BandwidthSource } | null;
   /** Matmul FLOP/s as the backend measures it, when asked for and offered. */
   matmulFlopsPerSecond: number | null;
+  /** Host-to-device copy bytes/s as the backend measures it, when asked for and offered (not on the CPU backend). */
+  hostToDeviceBytesPerSecond: number | null;
 }
 
 /**
  * Opens the backend a run will use, reads its facts and, when `measureBandwidth` is set, the
  * memory bandwidth: `--bandwidth-gbps` if given, else the backend's own measurement if it offers
  * one, else (CPU backend) a host memory copy; a GPU backend without a measurement leaves it
- * unknown. `measureMatmul` adds the backend's matmul FLOP/s. The backend is released before
+ * unknown. `measureMatmul` adds the backend's matmul FLOP/s, `measureHostToDevice` its pinned
+ * host-to-device copy rate. The backend is released before
  * returning, so its memory is the engine's again.
  */
 export async function probeBackend(
   choice: EngineConfig['backend'],
-  options: { measureBandwidth: boolean; bandwidthGbps?: number; measureMatmul?: boolean },
+  options: { measureBandwidth: boolean; bandwidthGbps?: number; measureMatmul?: boolean; measureHostToDevice?: boolean },
 ): Promise<BackendFacts> {
   const backend = (await selectBackend(choice)) as Backend & BackendExtras;
   try {
@@ -60,6 +65,7 @@ export async function probeBackend(
       kvElementBytes: backend.kvElementBytes,
       bandwidth: options.measureBandwidth ? bandwidthOf(backend, options.bandwidthGbps) : null,
       matmulFlopsPerSecond: options.measureMatmul && typeof backend.measureMatmulFlops === 'function' ? backend.measureMatmulFlops() : null,
+      hostToDeviceBytesPerSecond: options.measureHostToDevice && typeof backend.measureHostToDeviceBandwidth === 'function' ? backend.measureHostToDeviceBandwidth() : null,
     };
   } finally {
     backend.dispose();

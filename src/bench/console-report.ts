@@ -1,4 +1,4 @@
-import type { LatencyBatch, ServeResults, SpeculationFigures, ThroughputResults } from './result-schema.ts';
+import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, ThroughputResults } from './result-schema.ts';
 
 const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
@@ -9,6 +9,7 @@ export function latencyLine(row: LatencyBatch): string {
   return (
     `batch ${row.batch_size}: TTFT ${ms(row.mean_ttft_ms)}, TPOT ${ms(row.mean_tpot_ms)}, e2e ${ms(row.mean_e2el_ms)} ` +
     `(p99 ${ms(row.p99_e2el_ms)}), ${rate(row.output_tokens_per_s, 'output tok/s')}${roofline}` +
+    (row.offload?.fraction == null ? '' : `, ${(row.offload.fraction * 100).toFixed(1)}% of the host-to-device copy bound`) +
     (row.preemptions ? `, ${row.preemptions} preemptions` : '') +
     (row.speculation ? `, ${speculationText(row.speculation)}` : '') +
     (row.speedup_vs_baseline == null ? '' : `, ${row.speedup_vs_baseline.toFixed(2)}x the baseline's TPOT`)
@@ -62,7 +63,22 @@ export function serveReport(r: ServeResults): string {
     ...block('Time per Output Token (excl. 1st token)', 'tpot_ms'),
     ...block('Inter-token Latency', 'itl_ms'),
     ...block('End-to-end Latency', 'e2el_ms'),
+    ...(r.multi_turn ? multiTurnLines(r.multi_turn, line) : []),
     '='.repeat(WIDTH),
     ...r.errors.map((e) => `error: ${e}`),
   ].join('\n');
+}
+
+/** The multi-turn figures: TTFT of first and later turns, and the prefix cache's hit rates. */
+function multiTurnLines(m: MultiTurnResults, line: (label: string, value: string) => string): string[] {
+  const percent = (v: number) => `${(v * 100).toFixed(1)} %`;
+  return [
+    centered(` Multi-turn (${m.num_conversations} conversations x ${m.num_turns} turns) `, '-'),
+    line('Mean TTFT, first turns (ms):', m.mean_first_turn_ttft_ms?.toFixed(2) ?? 'n/a'),
+    line('Mean TTFT, later turns (ms):', m.mean_later_turns_ttft_ms?.toFixed(2) ?? 'n/a'),
+    line('P99 TTFT, later turns (ms):', m.p99_later_turns_ttft_ms?.toFixed(2) ?? 'n/a'),
+    line('Mean TTFT by turn (ms):', m.mean_ttft_ms_by_turn.map((v) => v?.toFixed(1) ?? 'n/a').join(' ')),
+    line('Prefix cache hit rate, GPU:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.device) : 'n/a'),
+    line('Prefix cache hit rate, host:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.host) : 'n/a'),
+  ];
 }

@@ -20,12 +20,13 @@ export interface BenchEngine {
  */
 export async function loadBenchEngine(
   engine: EngineOptions,
-  measure: { bandwidth: boolean; gbps?: number; matmul?: boolean },
+  measure: { bandwidth: boolean; gbps?: number; matmul?: boolean; hostToDevice?: boolean },
 ): Promise<BenchEngine> {
   const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, {
     measureBandwidth: measure.bandwidth,
     bandwidthGbps: measure.gbps,
     measureMatmul: measure.matmul,
+    measureHostToDevice: measure.hostToDevice,
   });
   const llm = await LLM.load({ ...engine, backend: facts.backend });
   return { llm, facts };

@@ -3,7 +3,7 @@ import { invalidArgument } from '../errors.ts';
 import type { StructuredOutput } from '../sampling/structured-output.ts';
 import { randomRequests } from './random-dataset.ts';
 import type { LatencyBatch } from './result-schema.ts';
-import { decodeRoofline, type RooflineInputs } from './roofline.ts';
+import { decodeRoofline, offloadBound, type RooflineInputs } from './roofline.ts';
 import { speculationFigures } from './speculation-figures.ts';
 import { flatSummary, mean, summarize } from './statistics.ts';
 
@@ -18,6 +18,8 @@ export interface LatencyOptions {
   bandwidthBytesPerSecond: number | null;
   /** Every request constrained by this (structured output's overhead); null: free text. */
   structuredOutput: StructuredOutput | null;
+  /** With weight offload: the bytes a step copies from host memory, and the rate they copy at (null: unknown); null without. */
+  offload?: { hostBytesPerStep: number; hostToDeviceBytesPerSecond: number | null } | null;
 }
 
 /** One batch run: when its last sequence got its first token, and when its last sequence finished. */
@@ -122,6 +124,7 @@ export function latencyRow(batchSize: number, options: LatencyOptions, timings: 
       meanTpotMs > 0
         ? decodeRoofline(roofline, { batchSize, inputLen: options.inputLen, outputLen: options.outputLen, stepSeconds: meanTpotMs / 1000 }, options.bandwidthBytesPerSecond)
         : null,
+    offload: options.offload && meanTpotMs > 0 ? offloadBound(options.offload.hostBytesPerStep, options.offload.hostToDeviceBytesPerSecond, meanTpotMs / 1000) : null,
     preemptions,
   };
 }

@@ -66,11 +66,16 @@ export function randomRequests(spec: RandomDatasetSpec): BenchRequest[] {
   return Array.from({ length: spec.numPrompts }, () => {
     const inputLen = uniformInt(lengths, spec.inputLen);
     const outputLen = uniformInt(lengths, spec.outputLen);
-    return { promptTokenIds: Array.from({ length: inputLen }, () => uniformInt(tokens, { min: 0, max: spec.vocabSize - 1 })), outputLen };
+    return { promptTokenIds: randomTokens(tokens, inputLen, spec.vocabSize), outputLen };
   });
 }
 
+/** `count` token ids uniform over the vocabulary. */
+export function randomTokens(rng: Rng, count: number, vocabSize: number): number[] {
+  return Array.from({ length: count }, () => uniformInt(rng, { min: 0, max: vocabSize - 1 }));
+}
+
 /** Uniform integer in [min, max]: the 53-bit float scaled, whose bias is far below what a benchmark sees. */
-function uniformInt(rng: Rng, range: LengthRange): number {
+export function uniformInt(rng: Rng, range: LengthRange): number {
   return range.min + Math.floor(rng.nextFloat() * (range.max - range.min + 1));
 }

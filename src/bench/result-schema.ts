@@ -55,6 +55,14 @@ const RooflineSchema = z.strictObject({
   fraction: optionalFigure,
 });
 
+/** With weight offload (--cpu-offload-gb): a decode step's copies of the offloaded layers against the host-to-device bandwidth. */
+const OffloadBoundSchema = z.strictObject({
+  host_bytes_per_step: figure,
+  host_to_device_bytes_per_s: optionalFigure,
+  bound_step_s: optionalFigure,
+  fraction: optionalFigure,
+});
+
 /** Speculative decoding over the measured runs (Keel with --speculative-*; null when it does not speculate). */
 const SpeculationSchema = z.strictObject({
   /** Verifications: sequence steps that ran drafts. */
@@ -81,6 +89,8 @@ const LatencyBatchSchema = z.strictObject({
   /** batch / mean TPOT: tokens per second while decoding. */
   decode_tokens_per_s: optionalFigure,
   roofline: RooflineSchema.nullable(),
+  /** Keel with --cpu-offload-gb; absent or null without weight offload. */
+  offload: OffloadBoundSchema.nullable().optional(),
   /** Preemptions during the measured iterations (KV pool too small for the batch). */
   preemptions: count.nullable(),
   speculation: SpeculationSchema.nullable().optional(),
@@ -118,6 +128,21 @@ const ThroughputResultsSchema = z.strictObject({
   speculation: SpeculationSchema.nullable().optional(),
 });
 
+/** `bench serve --dataset multi-turn`: turns re-send their conversation's history. */
+const MultiTurnSchema = z.strictObject({
+  num_conversations: count,
+  num_turns: count,
+  ...summaryFields('first_turn_ttft_ms'),
+  ...summaryFields('later_turns_ttft_ms'),
+  /** Mean TTFT of each turn's completed requests (turn 1 first); null where none completed. */
+  mean_ttft_ms_by_turn: z.array(optionalFigure),
+  /**
+   * Prompt tokens the server served from its prefix cache over prompt tokens admitted during the
+   * run, by tier (device pool, host tier); null when the server reports no such counters.
+   */
+  prefix_cache_hit_rate: z.strictObject({ device: figure, host: figure }).nullable(),
+});
+
 const ServeResultsSchema = z.strictObject({
   duration_s: figure,
   completed: count,
@@ -135,6 +160,7 @@ const ServeResultsSchema = z.strictObject({
   ...summaryFields('e2el_ms'),
   /** The first few failures' messages. */
   errors: z.array(z.string()),
+  multi_turn: MultiTurnSchema.optional(),
 });
 
 const AttentionResultsSchema = z.strictObject({
@@ -295,3 +321,4 @@ export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
 export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
 export type SpeculationFigures = z.infer<typeof SpeculationSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;
+export type MultiTurnResults = z.infer<typeof MultiTurnSchema>;

@@ -79,6 +79,31 @@ export function decodeRoofline(
   };
 }
 
+export interface OffloadBound {
+  /** Offloaded weight bytes every step copies to the device (`--cpu-offload-gb`). */
+  host_bytes_per_step: number;
+  host_to_device_bytes_per_s: number | null;
+  /** The least time a step can take for its copies alone: host bytes / host-to-device bandwidth. */
+  bound_step_s: number | null;
+  /** bound / measured step time: 1 means the step ran at the copies' speed. */
+  fraction: number | null;
+}
+
+/**
+ * With weight offload, how close a decode step came to the bound of copying the offloaded layers
+ * over PCIe, which every step does once whatever the batch (it then reads them from device memory
+ * as the roofline counts).
+ */
+export function offloadBound(hostBytesPerStep: number, hostToDeviceBytesPerSecond: number | null, stepSeconds: number): OffloadBound {
+  const bound = hostToDeviceBytesPerSecond === null ? null : hostBytesPerStep / hostToDeviceBytesPerSecond;
+  return {
+    host_bytes_per_step: hostBytesPerStep,
+    host_to_device_bytes_per_s: hostToDeviceBytesPerSecond,
+    bound_step_s: bound,
+    fraction: bound === null ? null : bound / stepSeconds,
+  };
+}
+
 /** One request of an offline workload: its prompt and output lengths. */
 export interface WorkloadRequest {
   inputLen: number;

@@ -3,8 +3,9 @@ import { KeelError } from '../errors.ts';
 import { timedCompletion, type CompletionTarget, type CompletionTiming } from './completion-client.ts';
 import { poissonArrivalTimesMs } from './poisson-arrivals.ts';
 import type { BenchRequest } from './random-dataset.ts';
-import type { ServeResults } from './result-schema.ts';
+import type { MultiTurnResults, ServeResults } from './result-schema.ts';
 import { serveMetrics } from './serve-metrics.ts';
+import { flatSummary, summarize } from './statistics.ts';
 
 export interface ServeOptions {
   requests: BenchRequest[];
@@ -45,6 +46,76 @@ export async function runServeSuite(target: CompletionTarget, options: ServeOpti
   }
   const timings = await Promise.all(inFlight);
   return serveMetrics(timings, (performance.now() - start) / 1000, tokenTiming);
+}
+
+export interface MultiTurnOptions {
+  /** Each conversation's turns, sent one after another: turn k once turn k - 1 completed. */
+  conversations: BenchRequest[][];
+  /** Conversations started per second (Poisson); Infinity starts them all at once. */
+  requestRate: number;
+  /** Most requests in flight at once; null for no limit. */
+  maxConcurrency: number | null;
+  seed: number;
+  /** The server's prefix-cache counters (prompt tokens, hits by tier), read before and after; null when it has none. */
+  prefixCache: () => Promise<PrefixCacheCounters | null>;
+  onRequestDone?(): void;
+}
+
+/** Totals since the server started. */
+export interface PrefixCacheCounters {
+  promptTokens: number;
+  deviceHitTokens: number;
+  hostHitTokens: number;
+}
+
+/**
+ * A multi-turn chat workload: one warm-up request, then conversations started at their Poisson
+ * arrival times, each sending its turns in order (a turn is sent when the previous one has
+ * completed), at most `maxConcurrency` requests in flight. Reports the serve figures over every
+ * request, TTFT of first turns and of later turns apart (the later ones re-send a history the
+ * server may have cached), and the server's prefix-cache hit rates by tier over the run.
+ */
+export async function runMultiTurnSuite(target: CompletionTarget, options: MultiTurnOptions): Promise<ServeResults> {
+  const first = options.conversations[0]?.[0];
+  if (first === undefined) throw new KeelError('invalid_argument', 'a multi-turn run needs at least one conversation with a turn');
+  const tokenTiming = await warmUp(target, first);
+  const perTokenLogprobs = tokenTiming === 'logprobs';
+  const before = await options.prefixCache();
+  const arrivals = poissonArrivalTimesMs(options.conversations.length, options.requestRate, options.seed);
+  const slots = new ConcurrencyLimit(options.maxConcurrency ?? Infinity);
+  const start = performance.now();
+  const byTurn: CompletionTiming[][] = options.conversations[0].map(() => []);
+  const conversations = options.conversations.map(async (turns, c) => {
+    const wait = start + arrivals[c] - performance.now();
+    if (wait > 0) await sleep(wait);
+    for (const [turn, request] of turns.entries()) {
+      const timing = await slots.run(() => timedCompletion(target, request, perTokenLogprobs));
+      options.onRequestDone?.();
+      (byTurn[turn] ??= []).push(timing);
+      // A failed turn ends its conversation: the next would re-send a history the server never saw.
+      if (!timing.ok) return;
+    }
+  });
+  await Promise.all(conversations);
+  const durationS = (performance.now() - start) / 1000;
+  const after = await options.prefixCache();
+  const ttfts = (timings: CompletionTiming[]) => timings.flatMap((t) => (t.ok && t.ttftMs !== null ? [t.ttftMs] : []));
+  const multiTurn: MultiTurnResults = {
+    num_conversations: options.conversations.length,
+    num_turns: byTurn.length,
+    ...flatSummary('first_turn_ttft_ms', summarize(ttfts(byTurn[0]))),
+    ...flatSummary('later_turns_ttft_ms', summarize(byTurn.slice(1).flatMap(ttfts))),
+    mean_ttft_ms_by_turn: byTurn.map((timings) => summarize(ttfts(timings))?.mean ?? null),
+    prefix_cache_hit_rate: before === null || after === null ? null : hitRates(before, after),
+  };
+  return { ...serveMetrics(byTurn.flat(), durationS, tokenTiming), multi_turn: multiTurn };
+}
+
+/** Hit rates over the prompt tokens admitted between two readings of the counters. */
+function hitRates(before: PrefixCacheCounters, after: PrefixCacheCounters): MultiTurnResults['prefix_cache_hit_rate'] {
+  const prompts = after.promptTokens - before.promptTokens;
+  const rate = (hits: number) => (prompts === 0 ? 0 : hits / prompts);
+  return { device: rate(after.deviceHitTokens - before.deviceHitTokens), host: rate(after.hostHitTokens - before.hostHitTokens) };
 }
 
 /**

@@ -42,6 +42,8 @@ export const ENGINE_FLAGS = {
   'max-lora-rank': { type: 'string' },
   'preemption-mode': { type: 'string' },
   'swap-space': { type: 'string' },
+  'kv-offload-gb': { type: 'string' },
+  'cpu-offload-gb': { type: 'string' },
   'tensor-parallel-size': { type: 'string' },
   'pipeline-parallel-size': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
@@ -85,6 +87,12 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
   --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+  --kv-offload-gb GiB            host memory (pinned on CUDA) for a host tier of the prefix cache: blocks
+                                 evicted from the GPU's are kept there and copied back on a hit
+                                 instead of recomputed (default ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
+  --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
+                                 counted at 16 bits) in host memory, each layer copied to the GPU while
+                                 the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
 
 Parallelism (docs/parallelism.md; TP × PP ranks: worker threads on the CPU backend, one worker
 process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK):
@@ -153,6 +161,8 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     maxLoraRank: integerFlag('--max-lora-rank', values['max-lora-rank']),
     preemptionMode: oneOf('--preemption-mode', values['preemption-mode'], ['recompute', 'swap'] as const),
     swapSpace: numberFlag('--swap-space', values['swap-space']),
+    kvOffloadGb: numberFlag('--kv-offload-gb', values['kv-offload-gb']),
+    cpuOffloadGb: numberFlag('--cpu-offload-gb', values['cpu-offload-gb']),
     tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
     pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
@@ -250,6 +260,8 @@ export const ENGINE_FIELD_OF_FLAG = {
   'max-lora-rank': 'maxLoraRank',
   'preemption-mode': 'preemptionMode',
   'swap-space': 'swapSpace',
+  'kv-offload-gb': 'kvOffloadGb',
+  'cpu-offload-gb': 'cpuOffloadGb',
   'tensor-parallel-size': 'tensorParallelSize',
   'pipeline-parallel-size': 'pipelineParallelSize',
   'enable-expert-parallel': 'enableExpertParallel',

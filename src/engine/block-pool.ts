@@ -1,5 +1,16 @@
 export type BlockId = number & { readonly __brand: 'BlockId' };
 
+/** Whole KV blocks copied src[i] -> dst[i] in every layer (between two pools, or within one). */
+export interface BlockCopies {
+  src: Int32Array;
+  dst: Int32Array;
+}
+
+/** The pairs of a list of copies as the typed arrays backends take. */
+export function blockCopies(list: readonly { src: BlockId; dst: BlockId }[]): BlockCopies {
+  return { src: Int32Array.from(list, ({ src }) => src), dst: Int32Array.from(list, ({ dst }) => dst) };
+}
+
 /**
  * The free blocks in eviction order, front first: blocks never handed out yet, in id order, then
  * a doubly linked list threaded through typed arrays of those freed since (O(1) append, pop and
@@ -128,14 +139,19 @@ export class BlockPool {
     return this.cachedBlocks.get(hash);
   }
 
-  /** Takes `count` blocks from the front of the free queue, evicting their cached content. */
-  allocate(count: number): BlockId[] {
+  /**
+   * Takes `count` blocks from the front of the free queue, evicting their cached content;
+   * `onEvict` hears of each cached block evicted, before it is handed out.
+   */
+  allocate(count: number, onEvict?: (id: BlockId, hash: string) => void): BlockId[] {
     if (count > this.freeQueue.length) {
       throw new Error(`cannot allocate ${count} KV blocks: only ${this.freeQueue.length} are free`);
     }
     const ids: BlockId[] = [];
     for (let i = 0; i < count; i++) {
       const id = this.freeQueue.popFront();
+      const hash = this.hashes.get(id);
+      if (hash !== undefined) onEvict?.(id, hash);
       this.uncache(id);
       this.refCounts[id] = 1;
       ids.push(id);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BlockPool } from './block-pool.ts';
+import { BlockPool, type BlockCopies } from './block-pool.ts';
+import { HostPrefixCache } from './host-prefix-cache.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { Sequence } from './sequence.ts';
 
@@ -339,4 +340,125 @@ test('a prefix hit under StreamingLLM takes the sinks\' blocks and those of the 
   assert.deepEqual(second.blockTable.slice(1, 5), [16, 16, 16, 16]);
   assert.equal(second.blockTable[5], computed.blocks[5]);
   kv.checkInvariants([first, second]);
+});
+
+function tieredManager(numBlocks: number, numHostBlocks: number, retention: { sinks: number; window: number } | null = null, swapPool: BlockPool | null = null): KvCacheManager {
+  const hostCache = new HostPrefixCache(numHostBlocks);
+  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retention, nullBlock: numBlocks, hostCache, swapPool });
+}
+
+/** Runs and frees a prompt of other tokens, evicting the least recently used cached blocks to the host; returns the stores. */
+function evictWithOtherTokens(kv: KvCacheManager, numTokens: number): BlockCopies {
+  const other = new Sequence('other', range(500, numTokens));
+  admit(kv, other);
+  kv.free(other);
+  return kv.takeHostCacheTransfers().store;
+}
+
+test('with a host tier, cached blocks evicted from the pool are stored on the host and found there by their hashes', () => {
+  const kv = tieredManager(3, 8);
+  const first = new Sequence('a', range(0, 9));
+  admit(kv, first);
+  kv.free(first);
+  kv.takeHostCacheTransfers();
+  // Another prompt takes all three blocks: the two cached full blocks of 'a' go to the host.
+  const stored = evictWithOtherTokens(kv, 12);
+  assert.equal(stored.src.length, 2);
+  assert.equal(kv.numHostCachedBlocks, 2);
+  assert.equal(kv.numCachedBlocks, 3, "the other prompt's blocks, none of 'a''s");
+  const again = new Sequence('b', range(0, 9));
+  assert.deepEqual(kv.getComputedBlocks(again), { blocks: [null, null], numTokens: 8, numHostTokens: 8 });
+});
+
+test('host hits get fresh device blocks registered under their hashes, loaded from the host blocks they were stored in', () => {
+  const kv = tieredManager(4, 8);
+  const first = new Sequence('a', range(0, 9));
+  admit(kv, first);
+  const hashes = [...first.blockHashes];
+  const firstTable = [...first.blockTable];
+  kv.free(first);
+  const store = evictWithOtherTokens(kv, 16);
+
+  const again = new Sequence('b', range(0, 9));
+  const computed = kv.getComputedBlocks(again);
+  assert.equal(computed.numHostTokens, 8);
+  assert.equal(kv.allocateSlots(again, 1, computed), true);
+  const { load } = kv.takeHostCacheTransfers();
+  // Each host block that was stored from block i of 'a' is loaded into block i of 'b'.
+  assert.deepEqual([...load.dst], again.blockTable.slice(0, 2));
+  const hostOf = (i: number) => store.dst[[...store.src].indexOf(firstTable[i])];
+  assert.deepEqual([...load.src], [hostOf(0), hostOf(1)]);
+  // Registered in the device prefix cache: the next hit on them is a device hit.
+  const third = new Sequence('c', range(0, 9));
+  assert.deepEqual(kv.getComputedBlocks(third), { blocks: again.blockTable.slice(0, 2), numTokens: 8, numHostTokens: 0 });
+  assert.deepEqual(again.blockHashes.slice(0, 2), hashes.slice(0, 2));
+  kv.checkInvariants([again]);
+});
+
+test('a prefix found partly on the device and partly on the host is hit across both tiers', () => {
+  const kv = tieredManager(4, 8);
+  const first = new Sequence('a', range(0, 13));
+  admit(kv, first);
+  const firstTable = [...first.blockTable];
+  kv.free(first);
+  // Freed tail first: blocks 3, 2, 1, 0 of 'a' in eviction order; a one-block prompt evicts the tail (uncached) ...
+  admit(kv, new Sequence('x', [900]));
+  // ... and a two-block prompt evicts 'a''s blocks 2 and 1: block 0 stays on the device.
+  const y = new Sequence('y', range(700, 5));
+  assert.equal(kv.allocateSlots(y, 5), true);
+  assert.equal(kv.takeHostCacheTransfers().store.src.length, 2);
+  const again = new Sequence('b', range(0, 13));
+  const computed = kv.getComputedBlocks(again);
+  assert.equal(computed.numTokens, 12);
+  assert.equal(computed.numHostTokens, 8);
+  assert.equal(computed.blocks[0], firstTable[0]);
+  assert.deepEqual(computed.blocks.map((id) => id === null), [false, true, true]);
+});
+
+test('a host hit that no longer fits the pool is refused without taking anything', () => {
+  const kv = tieredManager(3, 8);
+  const first = new Sequence('a', range(0, 9));
+  admit(kv, first);
+  kv.free(first);
+  const other = new Sequence('other', range(500, 12));
+  admit(kv, other);
+  kv.takeHostCacheTransfers();
+  // 'other' holds every block: 'b''s two host hits and its last token need three.
+  const again = new Sequence('b', range(0, 9));
+  const computed = kv.getComputedBlocks(again);
+  assert.equal(computed.numHostTokens, 8);
+  assert.equal(kv.allocateSlots(again, 1, computed), false);
+  assert.deepEqual(again.blockTable, []);
+  assert.equal(kv.takeHostCacheTransfers().load.src.length, 0);
+  kv.checkInvariants([other]);
+});
+
+test('host hits behind a new sequence\'s retention window are not loaded', () => {
+  const kv = tieredManager(6, 16, { sinks: 0, window: 4 });
+  const first = new Sequence('a', range(0, 20));
+  runTokens(kv, first, 20);
+  kv.free(first);
+  evictWithOtherTokens(kv, 24);
+  const second = new Sequence('b', range(0, 21));
+  const computed = kv.getComputedBlocks(second);
+  assert.equal(computed.numTokens, 20);
+  assert.equal(kv.allocateSlots(second, 1, computed), true);
+  // Position 20 reads 17..20: only hit 4 is loaded; hits 0..3 stay null entries.
+  assert.deepEqual(second.blockTable.slice(0, 4), [6, 6, 6, 6]);
+  assert.equal(kv.takeHostCacheTransfers().load.src.length, 1);
+  kv.checkInvariants([second]);
+});
+
+test('a sequence whose blocks are still being loaded from the host is not swapped out', () => {
+  const kv = tieredManager(4, 8, null, new BlockPool(8, false));
+  const first = new Sequence('a', range(0, 9));
+  admit(kv, first);
+  kv.free(first);
+  evictWithOtherTokens(kv, 16);
+  const again = new Sequence('b', range(0, 9));
+  assert.equal(kv.allocateSlots(again, 1, kv.getComputedBlocks(again)), true);
+  again.numComputedTokens = 8;
+  assert.equal(kv.swapOut(again), false, 'its swap-out would be queued before the load it reads');
+  kv.takeHostCacheTransfers();
+  assert.equal(kv.swapOut(again), true);
 });

@@ -1,21 +1,19 @@
-import type { BlockId, BlockPool } from './block-pool.ts';
+import { blockCopies, type BlockCopies, type BlockId, type BlockPool } from './block-pool.ts';
+import type { HostCacheTransfers, HostPrefixCache } from './host-prefix-cache.ts';
 import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
 
 /** A run of cached full blocks matching a sequence's first tokens. */
 export interface ComputedBlocks {
-  blocks: BlockId[];
+  /** The device block of each; null where only the host tier holds it (loaded into a fresh device block). */
+  blocks: (BlockId | null)[];
   numTokens: number;
+  /** Of numTokens, those in blocks found only in the host tier. */
+  numHostTokens: number;
 }
 
-/** Whole KV blocks the worker copies src[i] -> dst[i] in every layer before the step's forward. */
-export interface BlockCopies {
-  src: Int32Array;
-  dst: Int32Array;
-}
-
-export const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0 };
+export const NO_COMPUTED_BLOCKS: ComputedBlocks = { blocks: [], numTokens: 0, numHostTokens: 0 };
 
 export interface KvCacheManagerOptions {
   blockSize: number;
@@ -37,6 +35,8 @@ export interface KvCacheManagerOptions {
    * prefix hit) may follow it with other tokens.
    */
   lookback?: number;
+  /** The host-RAM tier of the prefix cache (`--kv-offload-gb`); null: evicted blocks are dropped. */
+  hostCache?: HostPrefixCache | null;
 }
 
 /** `KvCacheManager.blocksHeldAtOnce` of a manager with this retention and block size. */
@@ -70,6 +70,7 @@ export class KvCacheManager {
   /** Swaps recorded since the last `takeSwaps`: device -> host, then host -> device. */
   private pendingSwapOuts: { src: BlockId; dst: BlockId }[] = [];
   private pendingSwapIns: { src: BlockId; dst: BlockId }[] = [];
+  private readonly hostCache: HostPrefixCache | null;
 
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
@@ -82,6 +83,8 @@ export class KvCacheManager {
     this.swapPool = options.swapPool ?? null;
     this.lookback = options.lookback ?? 0;
     if (this.swapPool?.enableCaching) throw new Error('a swap pool holds no prefix cache');
+    this.hostCache = options.hostCache ?? null;
+    if (this.hostCache !== null && !options.enablePrefixCaching) throw new Error('a host tier of the prefix cache needs prefix caching');
   }
 
   get numBlocks(): number {
@@ -105,6 +108,15 @@ export class KvCacheManager {
     return this.swapPool?.numFreeBlocks ?? 0;
   }
 
+  /** Host blocks of the prefix cache's host tier (0 without one), and those holding a cached block. */
+  get numHostCacheBlocks(): number {
+    return this.hostCache?.numBlocks ?? 0;
+  }
+
+  get numHostCachedBlocks(): number {
+    return this.hostCache?.numCachedBlocks ?? 0;
+  }
+
   /**
    * The most blocks a sequence of `numTokens` tokens holds at once when steps run at most
    * `maxChunk` of its tokens: all of them, or with retention, the sinks' blocks and those covering
@@ -116,27 +128,32 @@ export class KvCacheManager {
   }
 
   /**
-   * The longest run of cached blocks matching the sequence's leading full blocks. At least one
-   * token is always left to compute, since a step must run a token to produce logits.
+   * The longest run of cached blocks matching the sequence's leading full blocks, each found in the
+   * device pool or else in the host tier. At least one token is always left to compute, since a
+   * step must run a token to produce logits.
    */
   getComputedBlocks(seq: Sequence): ComputedBlocks {
     if (!this.enablePrefixCaching) return NO_COMPUTED_BLOCKS;
     const maxBlocks = Math.floor((seq.numTokens - 1) / this.blockSize);
-    const blocks: BlockId[] = [];
+    const blocks: (BlockId | null)[] = [];
     for (let i = 0; i < maxBlocks; i++) {
-      const id = this.pool.lookup(this.blockHash(seq, i));
-      if (id === undefined) break;
-      blocks.push(id);
+      const hash = this.blockHash(seq, i);
+      const id = this.pool.lookup(hash);
+      if (id !== undefined) blocks.push(id);
+      else if (this.hostCache?.has(hash)) blocks.push(null);
+      else break;
     }
-    return { blocks, numTokens: blocks.length * this.blockSize };
+    const numHostBlocks = blocks.filter((id) => id === null).length;
+    return { blocks, numTokens: blocks.length * this.blockSize, numHostTokens: numHostBlocks * this.blockSize };
   }
 
   /**
    * Makes the block table cover the next `numNewTokens` tokens after the computed ones (after
-   * `computed`, the prefix hits of a sequence that holds no blocks yet). A shared block the new
-   * tokens would write into is replaced by a private copy. Blocks (and hits) that no layer's window
-   * reaches any more are released first, their entries the null block. Returns false, allocating
-   * nothing, when the pool cannot supply the blocks.
+   * `computed`, the prefix hits of a sequence that holds no blocks yet; those found only in the
+   * host tier get fresh device blocks, loaded from the host before the step's forward). A shared
+   * block the new tokens would write into is replaced by a private copy. Blocks (and hits) that no
+   * layer's window reaches any more are released first, their entries the null block. Returns
+   * false, allocating nothing, when the pool cannot supply the blocks.
    */
   allocateSlots(seq: Sequence, numNewTokens: number, computed: ComputedBlocks = NO_COMPUTED_BLOCKS): boolean {
     if (computed.blocks.length > 0 && (seq.blockTable.length > 0 || seq.numComputedTokens > 0)) {
@@ -149,26 +166,42 @@ export class KvCacheManager {
     const hits = computed.blocks.map((id, i) => (i >= this.numSinkBlocks && i < numBehind ? this.nullBlock : id));
     const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - hits.length);
     const rewritten = Math.max(0, start - this.lookback);
-    // Of the hits, those the step writes again and other sequences hold (this one holds none yet).
-    const hitCopies = hits.flatMap((id, i) => (id !== this.nullBlock && (i + 1) * this.blockSize > rewritten && this.pool.refCount(id) > 0 ? [i] : []));
+    // Of the device hits, those the step writes again and other sequences hold (this one holds
+    // none yet); a block loaded from the host tier is this sequence's alone.
+    const hitCopies = hits.flatMap((id, i) => (id !== null && id !== this.nullBlock && (i + 1) * this.blockSize > rewritten && this.pool.refCount(id) > 0 ? [i] : []));
     const toCopy = [...hitCopies, ...this.sharedBlocksWritten(seq, rewritten, end)];
-    const held = hits.filter((id) => id !== this.nullBlock);
+    const held = hits.filter((id): id is BlockId => id !== null && id !== this.nullBlock);
+    const toLoad = hits.flatMap((id, i) => (id === null ? [i] : []));
     const numRevived = held.filter((id) => this.pool.refCount(id) === 0).length;
-    if (numNewBlocks + toCopy.length + numRevived > this.pool.numFreeBlocks) return false;
+    if (numNewBlocks + toCopy.length + numRevived + toLoad.length > this.pool.numFreeBlocks) return false;
 
     // Hits are taken before allocating, which could otherwise evict them from the free queue.
     this.pool.touch(held);
+    if (toLoad.length > 0) {
+      const loaded = this.hostCache!.load(toLoad.map((i) => this.blockHash(seq, i)), (count) => this.allocate(count));
+      toLoad.forEach((i, k) => {
+        hits[i] = loaded[k];
+        // Registered at once: its content is the host block's, copied before any step reads it.
+        this.pool.cacheBlock(loaded[k], this.blockHash(seq, i));
+      });
+    }
     if (hits.length > 0) {
-      seq.blockTable = hits;
+      seq.blockTable = hits as BlockId[];
       this.numRegisteredBlocks.set(seq.id, hits.length);
     }
     for (const index of toCopy) {
-      const [dst] = this.pool.allocate(1);
+      const [dst] = this.allocate(1);
       this.pendingCopies.push({ src: seq.blockTable[index], dst });
       seq.blockTable[index] = dst;
     }
-    seq.blockTable.push(...this.pool.allocate(numNewBlocks));
+    seq.blockTable.push(...this.allocate(numNewBlocks));
     return true;
+  }
+
+  /** Takes blocks from the pool; cached blocks it evicts are stored in the host tier, if any. */
+  private allocate(count: number): BlockId[] {
+    const hostCache = this.hostCache;
+    return this.pool.allocate(count, hostCache === null ? undefined : (id, hash) => hostCache.store(id, hash));
   }
 
   /** Offers the sequence's newly full and fully computed blocks to the prefix cache. */
@@ -239,6 +272,8 @@ export class KvCacheManager {
     const computed = seq.blockTable.slice(0, Math.ceil(seq.numComputedTokens / this.blockSize));
     const held = computed.filter((id) => id !== this.nullBlock);
     if (held.length > this.swapPool.numFreeBlocks) return false;
+    // A swap-out is queued before the step's host-tier loads, so it would read such a block unfilled.
+    if (this.hostCache !== null && held.some((id) => this.hostCache!.isLoading(id))) return false;
     const hostBlocks = this.swapPool.allocate(held.length);
     let next = 0;
     const table = computed.map((id) => {
@@ -263,7 +298,7 @@ export class KvCacheManager {
     const held = table.filter((id) => id !== null);
     const nextBlock = Math.ceil(seq.numTokens / this.blockSize) > table.length ? 1 : 0;
     if (held.length + nextBlock > this.pool.numFreeBlocks) return false;
-    const deviceBlocks = this.pool.allocate(held.length);
+    const deviceBlocks = this.allocate(held.length);
     let next = 0;
     seq.blockTable = table.map((host) => {
       if (host === null) return this.nullBlock;
@@ -292,8 +327,7 @@ export class KvCacheManager {
    * freed by a swap is handed out again only after the swap is recorded.
    */
   takeSwaps(): { out: BlockCopies; in: BlockCopies } {
-    const pairs = (list: { src: BlockId; dst: BlockId }[]): BlockCopies => ({ src: Int32Array.from(list, ({ src }) => src), dst: Int32Array.from(list, ({ dst }) => dst) });
-    const swaps = { out: pairs(this.pendingSwapOuts), in: pairs(this.pendingSwapIns) };
+    const swaps = { out: blockCopies(this.pendingSwapOuts), in: blockCopies(this.pendingSwapIns) };
     this.pendingSwapOuts = [];
     this.pendingSwapIns = [];
     return swaps;
@@ -317,7 +351,16 @@ export class KvCacheManager {
     const copies = this.pendingCopies;
     this.pendingCopies = [];
     this.pool.free(copies.map(({ src }) => src));
-    return { src: Int32Array.from(copies, ({ src }) => src), dst: Int32Array.from(copies, ({ dst }) => dst) };
+    return blockCopies(copies);
+  }
+
+  /**
+   * The host tier's copies recorded since the last call (HostPrefixCache.takeTransfers): stores of
+   * evicted blocks, then loads of host hits, to run after the step's swap-outs and before its
+   * forward, which reads the loaded blocks.
+   */
+  takeHostCacheTransfers(): HostCacheTransfers {
+    return this.hostCache?.takeTransfers() ?? { store: blockCopies([]), load: blockCopies([]) };
   }
 
   /**
@@ -354,6 +397,7 @@ export class KvCacheManager {
       if (refs !== holders[id]) throw new Error(`KV block ${id} has ${refs} references but ${holders[id]} holders`);
     }
     this.pool.checkInvariants();
+    this.hostCache?.checkInvariants();
     if (this.swapPool === null) return;
     const hostHolders = new Int32Array(this.swapPool.numBlocks);
     for (const table of this.swappedTables.values()) for (const id of table) if (id !== null) hostHolders[id]++;

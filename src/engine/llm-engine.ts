@@ -84,8 +84,14 @@ export interface EngineStats {
   numKvBlocks: number;
   numFreeKvBlocks: number;
   numCachedKvBlocks: number;
-  /** Prompt tokens served from the prefix cache over prompt tokens admitted, since start. */
+  /** Prompt tokens served from the prefix cache (either tier) over prompt tokens admitted, since start. */
   prefixCacheHitRate: number;
+  /** Prompt tokens served from the prefix cache since start: found in the device pool, and loaded from the host tier. */
+  deviceCachedPromptTokensTotal: number;
+  hostCachedPromptTokensTotal: number;
+  /** Host blocks of the prefix cache's host tier (0 without `kvOffloadGb`), and those holding a cached block. */
+  numHostCacheBlocks: number;
+  numHostCachedBlocks: number;
   promptTokensTotal: number;
   generationTokensTotal: number;
   numPreemptionsTotal: number;
@@ -122,6 +128,7 @@ export class LLMEngine {
   private requestSeedCounter = 0;
   private promptTokensTotal = 0;
   private cachedPromptTokensTotal = 0;
+  private hostCachedPromptTokensTotal = 0;
   private generationTokensTotal = 0;
   private numPreemptionsTotal = 0;
   private numSwapsTotal = 0;
@@ -188,6 +195,7 @@ export class LLMEngine {
         firstTokenTime: null,
         finishedTime: null,
         numCachedTokens: 0,
+        numHostCachedTokens: 0,
         numPreemptions: 0,
         numSwaps: 0,
         speculation: null,
@@ -235,6 +243,10 @@ export class LLMEngine {
       numFreeKvBlocks: this.parts.kv.numFreeBlocks,
       numCachedKvBlocks: this.parts.kv.numCachedBlocks,
       prefixCacheHitRate: this.promptTokensTotal === 0 ? 0 : this.cachedPromptTokensTotal / this.promptTokensTotal,
+      deviceCachedPromptTokensTotal: this.cachedPromptTokensTotal - this.hostCachedPromptTokensTotal,
+      hostCachedPromptTokensTotal: this.hostCachedPromptTokensTotal,
+      numHostCacheBlocks: this.parts.kv.numHostCacheBlocks,
+      numHostCachedBlocks: this.parts.kv.numHostCachedBlocks,
       promptTokensTotal: this.promptTokensTotal,
       generationTokensTotal: this.generationTokensTotal,
       numPreemptionsTotal: this.numPreemptionsTotal,
@@ -282,13 +294,15 @@ export class LLMEngine {
       return false;
     }
     const now = Date.now();
-    for (const { seq, numCachedTokens } of output.scheduled) {
+    for (const { seq, numCachedTokens = 0, numHostCachedTokens = 0 } of output.scheduled) {
       const owner = this.bySequence.get(seq);
       if (owner && owner.request.metrics.firstScheduledTime === null) {
         owner.request.metrics.firstScheduledTime = now;
-        owner.request.metrics.numCachedTokens = numCachedTokens ?? 0;
+        owner.request.metrics.numCachedTokens = numCachedTokens;
+        owner.request.metrics.numHostCachedTokens = numHostCachedTokens;
         this.promptTokensTotal += owner.request.promptTokenIds.length;
-        this.cachedPromptTokensTotal += numCachedTokens ?? 0;
+        this.cachedPromptTokensTotal += numCachedTokens;
+        this.hostCachedPromptTokensTotal += numHostCachedTokens;
       }
     }
     const launched = this.launch(output);

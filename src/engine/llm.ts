@@ -92,6 +92,11 @@ export class LLM {
   get tokenizer(): Tokenizer | null {
     return this.loaded.tokenizer;
   }
+  /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`) and their bytes there; null: none. */
+  get weightOffload(): { layers: number[]; hostBytes: number } | null {
+    const offload = this.loaded.offload;
+    return offload && { layers: offload.layers, hostBytes: offload.stream.hostBytes };
+  }
   get backendName(): string {
     return this.loaded.backend.name;
   }

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../backend/backend.ts';
+import type { Backend, WeightStream } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
@@ -22,6 +22,7 @@ import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, type KvRetention, type LayerKvSpec, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
+import { HostPrefixCache } from './host-prefix-cache.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
@@ -33,6 +34,7 @@ import { MAX_TOP_LOGPROBS } from '../sampling/draw.ts';
 import { LoraRegistry } from './lora-registry.ts';
 import { LoraSlots } from './lora-slots.ts';
 import { Scheduler } from './scheduler.ts';
+import { layersToOffload } from './weight-offload.ts';
 import { startRanks } from './parallel/start-ranks.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
@@ -85,6 +87,9 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
   }
   if (!(Number.isFinite(config.swapSpace) && config.swapSpace > 0)) throw invalidArgument(`swapSpace must be a positive number of GiB (got ${config.swapSpace})`);
+  if (!(Number.isFinite(config.kvOffloadGb) && config.kvOffloadGb >= 0)) throw invalidArgument(`kvOffloadGb must be a non-negative number of GiB (got ${config.kvOffloadGb})`);
+  if (!(Number.isFinite(config.cpuOffloadGb) && config.cpuOffloadGb >= 0)) throw invalidArgument(`cpuOffloadGb must be a non-negative number of GiB (got ${config.cpuOffloadGb})`);
+  if (config.kvOffloadGb > 0 && !config.enablePrefixCaching) throw invalidArgument('kvOffloadGb is a tier of the prefix cache: it needs prefix caching (drop --no-prefix-caching)');
   positiveInt('maxLoras');
   positiveInt('maxLoraRank');
   if (config.maxLoraRank > MAX_LORA_RANK) throw invalidArgument(`maxLoraRank must be at most ${MAX_LORA_RANK} (got ${config.maxLoraRank})`);
@@ -113,6 +118,9 @@ function checkParallelSupport(config: EngineConfig): void {
   }
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
   if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
+  // Each rank (of every tensor group and pipeline stage) holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
+  if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
+  if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
 
 /** The StreamingLLM setting of a resolved config, or null. */
@@ -194,6 +202,8 @@ export interface LoadedModel {
   model: CausalLM;
   /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
   loraTargets: Linear[] | null;
+  /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`), and their stream; null: none. */
+  offload: { layers: number[]; stream: WeightStream } | null;
   /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
   ranks: Ranks | null;
   /**
@@ -226,6 +236,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const { ranks, backend } =
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
+    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
     // Slots are allocated before the KV pool is sized from what memory is left.
@@ -242,6 +253,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
       backend,
       model,
       loraTargets,
+      offload,
       ranks,
       allKvLayers,
     };
@@ -250,6 +262,13 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
     await ranks?.close();
     throw error;
   }
+}
+
+/** Marks the decoder layers `gib` GiB of host memory holds to stream from there (before loading). */
+function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedModel['offload'] {
+  if (model.layerParameters === undefined || model.offloadLayers === undefined) throw invalidArgument(`weight offload (cpuOffloadGb) is not supported for ${model.config.modelType} models`);
+  const layers = layersToOffload(model.layerParameters(), gib);
+  return { layers, stream: model.offloadLayers(backend, layers) };
 }
 
 /** Reads `model`'s weights (its tensor-parallel shard of them) from the model's checkpoint, or random ones (--load-format dummy). */
@@ -349,7 +368,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
   const loaded = await loadModel(options);
-  const { config, modelConfig, backend, model, loraTargets } = loaded;
+  const { config, modelConfig, backend, model, loraTargets, offload } = loaded;
   try {
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
@@ -368,7 +387,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
-    const numSwapBlocks = config.preemptionMode === 'swap' ? swapBlocksFor(config, bytesPerBlock) : 0;
+    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, bytesPerBlock) : 0;
+    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, bytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
@@ -377,6 +397,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
       // A head rewrites the entry of each sequence's last computed token (head-proposer.ts).
       lookback: head === null ? 0 : 1,
+      hostCache: numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -389,20 +410,32 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
+          (offload === null
+            ? ''
+            : `, layers ${offload.layers.join(', ')} of ${modelConfig.numLayers} streamed from host memory ` +
+              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers)`) +
           '\n',
       );
     }
-    const graphs = backend.recordsGraphs && !config.enforceEager ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
-    // The swap space holds blocks in the cache's own dtype (int8 scales included), so swaps copy bytes as they are.
+    // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
+    const graphs = backend.recordsGraphs && !config.enforceEager && offload === null ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
     const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
     const cache = createCache(model.kvLayers);
-    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize);
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype);
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
     const draftModel = draft ? { model: draft, cache: createCache(draft.kvLayers) } : selfDraft && { model: selfDraft, cache };
     const headProposer = head && new HeadProposer(head, createCache(headLayers), config.blockSize, speculative!.treeWidth);
-    const createSwapSpace = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numSwapBlocks, layers));
-    const swap = numSwapBlocks > 0 ? { target: createSwapSpace(model.kvLayers), draft: draft && createSwapSpace(draft.kvLayers), head: head && createSwapSpace(headLayers) } : null;
+    // One host space per cache with blocks of its own, each block holding what a device block holds in all its pool arrays.
+    const hostSpaces = (numBlocks: number) => {
+      if (numBlocks === 0) return null;
+      const create = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numBlocks, layers));
+      return { target: create(model.kvLayers), draft: draft && create(draft.kvLayers), head: head && create(headLayers) };
+    };
+    const swap = hostSpaces(numSwapBlocks);
+    const hostCache = hostSpaces(numHostCacheBlocks);
     const scheduler = new Scheduler(
       {
         maxNumSeqs: config.maxNumSeqs,
@@ -427,6 +460,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         { draft: draftModel, medusa, head: headProposer },
         swap,
         loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras),
+        hostCache,
         loaded.ranks,
       ),
       tokenizer: loaded.tokenizer,
@@ -463,10 +497,10 @@ function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: Engine
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }
 
-/** Host blocks in `swapSpace` GiB; at least one, or swapping could never happen. */
-function swapBlocksFor(config: EngineConfig, bytesPerBlock: number): number {
-  const blocks = Math.floor((config.swapSpace * 2 ** 30) / bytesPerBlock);
-  if (blocks < 1) throw invalidArgument(`swapSpace ${config.swapSpace} GiB holds no KV block of ${bytesPerBlock} bytes`);
+/** Host blocks in `gib` GiB of host memory (option `name`); at least one, or it would never be used. */
+function hostBlocksFor(name: 'swapSpace' | 'kvOffloadGb', gib: number, bytesPerBlock: number): number {
+  const blocks = Math.floor((gib * 2 ** 30) / bytesPerBlock);
+  if (blocks < 1) throw invalidArgument(`${name} ${gib} GiB holds no KV block of ${bytesPerBlock} bytes`);
   return blocks;
 }
 

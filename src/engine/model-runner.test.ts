@@ -110,7 +110,7 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   batches.length = 0;
   const NO_BLOCKS = { src: new Int32Array(0), dst: new Int32Array(0) };
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
-    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTable: [0] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, numScheduledTokens: 3 },
+    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTable: [0] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
     { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');

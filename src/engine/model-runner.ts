@@ -36,7 +36,10 @@ export interface DraftModel {
   cache: KvCache;
 }
 
-/** Host memory for swapped-out blocks: one swap space per KV cache (the target's, the draft model's, the head's). */
+/**
+ * Host memory of one kind (swapped-out blocks, or the prefix cache's host tier): one swap space per
+ * KV cache (the target's, a draft model's own, the head's), indexed by the same host block ids.
+ */
 export interface SwapSpaces {
   target: SwapSpace;
   draft: SwapSpace | null;
@@ -121,6 +124,7 @@ export class ModelRunner {
   private readonly lora: LoraSlots | null;
   /** Every cache block ids index (the target's, a separate draft model's, the head's): block copies and slot moves apply to each. */
   private readonly caches: KvCache[];
+  private readonly hostCache: SwapSpaces | null;
   /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
   private readonly ranks: Ranks | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
@@ -135,13 +139,16 @@ export class ModelRunner {
     drafting: RunnerDrafting = {},
     swap: SwapSpaces | null = null,
     lora: LoraSlots | null = null,
+    hostCache: SwapSpaces | null = null,
     ranks: Ranks | null = null,
   ) {
     const draft = drafting.draft ?? null;
     const head = drafting.head ?? null;
     const ownDraftCache = draft !== null && draft.cache !== cache;
-    if (swap !== null && (ownDraftCache !== (swap.draft !== null) || (head === null) !== (swap.head === null))) {
-      throw new Error('a draft model with a cache of its own, and a head, swap through a swap space of their own, and only they');
+    for (const spaces of [swap, hostCache]) {
+      if (spaces !== null && (ownDraftCache !== (spaces.draft !== null) || (head === null) !== (spaces.head === null))) {
+        throw new Error('a draft model with a cache of its own, and a head, copy blocks to host memory of their own, and only they');
+      }
     }
     this.backend = backend;
     this.model = model;
@@ -155,29 +162,43 @@ export class ModelRunner {
     this.swap = swap;
     this.lora = lora;
     this.caches = [cache, ...(ownDraftCache ? [draft.cache] : []), ...(head === null ? [] : [head.cache])];
+    this.hostCache = hostCache;
     this.ranks = ranks;
   }
 
   /**
-   * Queues the step's swaps (SchedulerOutput.swapOut, swapIn) in every cache: swap-outs, then the
-   * order that makes this step's forward wait for the previous step's swap-ins, then this step's
-   * swap-ins, which overlap the forward (their sequences run from the next step). Called every
-   * step, whether or not it runs a forward.
+   * Queues the step's copies between device and host (SchedulerOutput.swapOut, hostCache, swapIn)
+   * in every cache, in this order: swap-outs and stores into the prefix cache's host tier (both
+   * read device blocks the step may hand to others), then the order that makes this step's
+   * forward wait for the previous step's swap-ins, then the host tier's loads, which this step's
+   * forward reads and so waits for, then this step's swap-ins, which overlap the forward (their
+   * sequences run from the next step). Called every step, whether or not it runs a forward.
    */
   transferBlocks(output: SchedulerOutput): void {
-    const pairs: [KvCache, SwapSpace][] = [];
-    if (this.swap !== null) {
-      pairs.push([this.cache, this.swap.target]);
-      if (this.swap.draft !== null) pairs.push([this.draft!.cache, this.swap.draft]);
-      if (this.swap.head !== null) pairs.push([this.head!.cache, this.swap.head]);
-    } else if (output.swapOut.src.length + output.swapIn.src.length > 0) {
-      throw new Error('the scheduler swapped blocks, but the model runner has no swap space');
-    }
+    const swaps = this.hostPairs(this.swap, 'a swap space', output.swapOut.src.length + output.swapIn.src.length);
+    const tier = this.hostPairs(this.hostCache, 'a host tier of the prefix cache', output.hostCache.store.src.length + output.hostCache.load.src.length);
+    const { store, load } = output.hostCache;
     // A sequence preempted by recompute loses its blocks, and the head entries in them.
     for (const seq of output.preempted) if (seq.status !== 'swapped') this.head?.forget(seq);
-    for (const [cache, swap] of pairs) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    for (const [cache, swap] of swaps) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
+    for (const [cache, space] of tier) this.backend.swapOut(cache, space, store.src, store.dst);
     this.backend.awaitSwapIns();
-    for (const [cache, swap] of pairs) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+    if (load.src.length > 0) {
+      for (const [cache, space] of tier) this.backend.swapIn(cache, space, load.src, load.dst);
+      this.backend.awaitSwapIns();
+    }
+    for (const [cache, swap] of swaps) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+  }
+
+  /** Each cache with its host space of one kind; none when there is none, which `numCopies` must then be 0 for. */
+  private hostPairs(spaces: SwapSpaces | null, what: string, numCopies: number): [KvCache, SwapSpace][] {
+    if (spaces === null) {
+      if (numCopies > 0) throw new Error(`the scheduler copied blocks to host memory, but the model runner has no ${what}`);
+      return [];
+    }
+    // this.caches and the spaces list the same caches in the same order.
+    const hostSpaces = [spaces.target, ...(spaces.draft === null ? [] : [spaces.draft]), ...(spaces.head === null ? [] : [spaces.head])];
+    return this.caches.map((cache, i) => [cache, hostSpaces[i]]);
   }
 
   /**

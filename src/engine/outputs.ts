@@ -31,6 +31,8 @@ export interface RequestMetrics {
   finishedTime: number | null;
   /** Prompt tokens served from the prefix cache. */
   numCachedTokens: number;
+  /** Of those, the tokens loaded from the prefix cache's host tier (`kvOffloadGb`). */
+  numHostCachedTokens: number;
   /** Times this request was preempted for lack of KV blocks (any of its completions). */
   numPreemptions: number;
   /**

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { forkStream, type Rng } from '../sampling/rng.ts';
-import { BlockPool, type BlockId } from './block-pool.ts';
+import { BlockPool, type BlockCopies, type BlockId } from './block-pool.ts';
+import { HostPrefixCache } from './host-prefix-cache.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { Scheduler, type SchedulerOutput } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
@@ -66,6 +67,9 @@ interface Coverage {
   /** Preemptions that swapped out, and swap-ins. */
   swapOuts: number;
   swapIns: number;
+  /** Blocks stored into the prefix cache's host tier, and loaded back from it. */
+  hostStores: number;
+  hostLoads: number;
 }
 
 /** Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each step. */
@@ -78,18 +82,23 @@ function runRandomSchedule(seed: number): Coverage {
   const maxNumBatchedTokens = draw.int(1, 24);
   const caching = draw.chance(0.75);
   const numSwapBlocks = draw.chance(0.5) ? draw.int(1, 2 * numBlocks) : 0;
-  const where = `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, ${numSwapBlocks} swap blocks, maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
+  const numHostCacheBlocks = caching && draw.chance(0.5) ? draw.int(1, 3 * numBlocks) : 0;
+  const where =
+    `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, ${numSwapBlocks} swap blocks, ${numHostCacheBlocks} host cache blocks, ` +
+    `maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
 
   const swapPool = numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null;
-  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks, swapPool });
+  const hostCache = numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null;
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks, swapPool, hostCache });
   const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
   const slots = new Int32Array(numBlocks * blockSize).fill(-1);
   const hostSlots = new Int32Array(numSwapBlocks * blockSize).fill(-1);
+  const hostCacheSlots = new Int32Array(numHostCacheBlocks * blockSize).fill(-1);
   const live = new Set<Sequence>();
   /** The length at which each sequence ends, as max_tokens would end it. */
   const targetLength = new Map<Sequence, number>();
   const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
-  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0 };
+  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0 };
 
   const slotOf = (seq: Sequence, pos: number) => seq.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
   const end = (seq: Sequence) => {
@@ -175,13 +184,16 @@ function runRandomSchedule(seed: number): Coverage {
   }
 
   /**
-   * The worker: swaps out then in (block by block, in order, as the transfer stream runs them),
-   * copies (all read before any write, as one kernel would), then the forward's writes.
+   * The worker: swaps out, host-tier stores and loads, swaps in (block by block, in order, as the
+   * transfer stream runs them), copies (all read before any write, as one kernel would), then the
+   * forward's writes.
    */
   function execute(output: SchedulerOutput): void {
-    const move = (from: Int32Array, to: Int32Array, pairs: SchedulerOutput['swapOut']) =>
+    const move = (from: Int32Array, to: Int32Array, pairs: BlockCopies) =>
       pairs.src.forEach((block, i) => to.set(from.slice(block * blockSize, (block + 1) * blockSize), pairs.dst[i] * blockSize));
     move(slots, hostSlots, output.swapOut);
+    move(slots, hostCacheSlots, output.hostCache.store);
+    move(hostCacheSlots, slots, output.hostCache.load);
     move(hostSlots, slots, output.swapIn);
     const { src, dst } = output.blockCopies;
     const rows = Array.from(src, (id) => slots.slice(id * blockSize, (id + 1) * blockSize));
@@ -213,6 +225,8 @@ function runRandomSchedule(seed: number): Coverage {
     coverage.copies += output.blockCopies.src.length;
     coverage.swapOuts += output.preempted.filter((seq) => seq.status === 'swapped').length;
     coverage.swapIns += output.swapIn.src.length;
+    coverage.hostStores += output.hostCache.store.src.length;
+    coverage.hostLoads += output.hostCache.load.src.length;
     for (const { numCachedTokens } of output.scheduled) coverage.cachedTokens += numCachedTokens ?? 0;
     checkOutput(output);
     execute(output);
@@ -248,7 +262,7 @@ test('random schedules, with drafts accepted and rejected and sequences swapped 
   const fromEnv = process.env.KEEL_TEST_SEED;
   const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
   console.log(`scheduler property test: seeds ${base}..${base + NUM_SEEDS - 1} (replay with KEEL_TEST_SEED=${base})`);
-  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0 };
+  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0 };
   for (let i = 0; i < NUM_SEEDS; i++) {
     const coverage = runRandomSchedule(base + i);
     for (const key of Object.keys(total) as (keyof Coverage)[]) total[key] += coverage[key];
@@ -265,4 +279,13 @@ test('random schedules swap sequences out and back in with their K/V intact', ()
   let swapIns = 0;
   for (let seed = base; seed < base + 200 && swapIns < 20; seed++) swapIns += runRandomSchedule(seed).swapIns;
   assert.ok(swapIns >= 20, `random schedules swapped only ${swapIns} blocks back in`);
+});
+
+test('random schedules store evicted blocks in the host tier and load them back with their K/V intact', () => {
+  const fromEnv = process.env.KEEL_TEST_SEED;
+  const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
+  console.log(`scheduler host-tier test: seeds from ${base} (replay with KEEL_TEST_SEED=${base})`);
+  let hostLoads = 0;
+  for (let seed = base; seed < base + 200 && hostLoads < 20; seed++) hostLoads += runRandomSchedule(seed).hostLoads;
+  assert.ok(hostLoads >= 20, `random schedules loaded only ${hostLoads} blocks from the host tier`);
 });

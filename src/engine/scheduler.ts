@@ -1,5 +1,7 @@
 import { KeelError } from '../errors.ts';
-import { NO_COMPUTED_BLOCKS, type BlockCopies, type KvCacheManager } from './kv-cache-manager.ts';
+import type { BlockCopies } from './block-pool.ts';
+import type { HostCacheTransfers } from './host-prefix-cache.ts';
+import { NO_COMPUTED_BLOCKS, type KvCacheManager } from './kv-cache-manager.ts';
 import type { Sequence } from './sequence.ts';
 
 export interface SchedulerConfig {
@@ -21,6 +23,8 @@ export interface ScheduledSequence {
   numNewTokens: number;
   /** Set when the sequence was admitted this step: prompt tokens served from the prefix cache. */
   numCachedTokens?: number;
+  /** Of numCachedTokens, those loaded from the prefix cache's host tier. */
+  numHostCachedTokens?: number;
 }
 
 /** One step's decision: plain data for the model runner. */
@@ -37,6 +41,11 @@ export interface SchedulerOutput {
    */
   swapOut: BlockCopies;
   swapIn: BlockCopies;
+  /**
+   * Run after the swap-outs, before the forward: device blocks evicted from the prefix cache ->
+   * its host tier, then host-tier hits -> the device blocks this step's sequences read them from.
+   */
+  hostCache: HostCacheTransfers;
   numScheduledTokens: number;
 }
 
@@ -179,6 +188,7 @@ export class Scheduler {
       blockCopies: this.kv.takePendingCopies(),
       swapOut: swaps.out,
       swapIn: swaps.in,
+      hostCache: this.kv.takeHostCacheTransfers(),
       numScheduledTokens: this.config.maxNumBatchedTokens - plan.budget,
     };
   }
@@ -310,7 +320,7 @@ export class Scheduler {
       if (seq.numPreemptions === 0) seq.numCachedTokens = computed.numTokens;
       seq.status = 'running';
       this.insertRunning(seq);
-      plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens });
+      plan.scheduled.push({ seq, numNewTokens, numCachedTokens: computed.numTokens, numHostCachedTokens: computed.numHostTokens });
       plan.budget -= numNewTokens;
       admitted.add(seq);
       if (seq.lora !== null) adapters.add(seq.lora.id);

@@ -1,7 +1,7 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
-import type { Layer } from '../layers/parameters.ts';
+import type { Layer, ParameterSpec } from '../layers/parameters.ts';
 import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -66,6 +66,17 @@ export interface CausalLM extends Layer {
    * are this model's first ones). Absent: the family has no early exit.
    */
   earlyExit?(numLayers: number): CausalLM;
+  /**
+   * Each decoder layer's parameters of this pipeline stage (the whole model on one stage), in layer
+   * order: what weight offload chooses from. Absent: no layer can be offloaded.
+   */
+  layerParameters?(): ParameterSpec[][];
+  /**
+   * Keeps these decoder layers' weights (indices into layerParameters()) in host memory
+   * (`--cpu-offload-gb`), each streamed to the device before it runs, on the returned stream;
+   * called before the weights are loaded.
+   */
+  offloadLayers?(b: Backend, layers: readonly number[]): WeightStream;
 }
 
 /** A model family: how its config.json reads and how its layers compose. */

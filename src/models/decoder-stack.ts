@@ -1,11 +1,12 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
+import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
 import { isFirstStage, isLastStage, wholeModel, type PipelineStage } from './pipeline-stage.ts';
 import { invalidArgument } from '../errors.ts';
@@ -47,6 +48,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   readonly config: C;
   readonly stage: PipelineStage;
   protected readonly parts: DecoderParts<L>;
+  private offload: LayerOffload | null = null;
 
   protected constructor(config: C, parts: DecoderParts<L>, stage: PipelineStage) {
     if (stage.firstLayer >= stage.endLayer || stage.endLayer > parts.layers.length) {
@@ -95,8 +97,26 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     return parametersOf(this.sublayers);
   }
 
+  layerParameters(): ParameterSpec[][] {
+    return this.stageLayers.map((layer) => layer.parameters());
+  }
+
+  offloadLayers(b: Backend, layers: readonly number[]): WeightStream {
+    const count = this.stageLayers.length;
+    if (layers.some((i) => !(Number.isInteger(i) && i >= 0 && i < count))) {
+      throw new Error(`offloadLayers: layers [${layers.join(', ')}] are not all among the stage's ${count}`);
+    }
+    this.offload = new LayerOffload(b, layers);
+    return this.offload.stream;
+  }
+
+  /** This stage's sublayers in order; offloaded decoder layers load through their weight stream's uploaders. */
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    const stageLayers: readonly Layer[] = this.stageLayers;
+    for (const layer of this.sublayers) {
+      const index = stageLayers.indexOf(layer);
+      layer.load(source, this.offload === null || index < 0 ? uploader : this.offload.uploaderFor(index, uploader));
+    }
   }
 
   loraTargets(): Linear[] {
@@ -165,9 +185,12 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     const bad = wanted?.layers.find((i) => !(Number.isInteger(i) && i >= firstLayer && i < endLayer));
     if (bad !== undefined) throw new Error(`a hidden-state tap asks for the input of layer ${bad}; this forward runs layers [${firstLayer}, ${endLayer})`);
     const inputs = new Map<number, Tensor>();
-    for (let i = firstLayer; i < endLayer; i++) {
+    const runLayers = this.stageLayers.slice(0, endLayer - firstLayer);
+    let i = firstLayer;
+    for (const layer of this.offload === null ? runLayers : this.offload.inOrder(b, runLayers)) {
       if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, step, stream));
-      stream.pending = this.layerForward(b, this.parts.layers[i], stream, step, cache);
+      stream.pending = this.layerForward(b, layer, stream, step, cache);
+      i++;
     }
     wanted?.receive(wanted.layers.map((i) => inputs.get(i)!));
     if (!isLastStage(this.stage)) {

@@ -38,7 +38,10 @@ export class ServerMetrics {
     gauge('keel_kv_cache_total_blocks', 'KV-cache blocks in the pool.', (s) => s.numKvBlocks);
     gauge('keel_kv_cache_free_blocks', 'KV-cache blocks free to allocate (cached ones included).', (s) => s.numFreeKvBlocks);
     gauge('keel_kv_cache_cached_blocks', 'KV-cache blocks registered in the prefix cache.', (s) => s.numCachedKvBlocks);
-    gauge('keel_prefix_cache_hit_ratio', 'Prompt tokens served from the prefix cache over prompt tokens admitted, since start.', (s) => s.prefixCacheHitRate);
+    gauge('keel_prefix_cache_hit_ratio', 'Prompt tokens served from the prefix cache (either tier) over prompt tokens admitted, since start.', (s) => s.prefixCacheHitRate);
+    gauge('keel_host_kv_cache_total_blocks', 'Host blocks of the prefix cache\'s host tier (--kv-offload-gb).', (s) => s.numHostCacheBlocks);
+    gauge('keel_host_kv_cache_cached_blocks', 'Host-tier blocks holding a block evicted from the device prefix cache.', (s) => s.numHostCachedBlocks);
+    this.registerPrefixCacheTiers(stats);
 
     // The engine keeps running totals; each scrape advances the counters by what was added since.
     const counter = (name: string, help: string, read: (s: EngineStats) => number) => {
@@ -66,6 +69,39 @@ export class ServerMetrics {
     this.tpot = new Histogram({ name: 'keel_time_per_output_token_seconds', help: 'Mean time per output token after the first, per request.', buckets: TPOT_BUCKETS, registers });
     this.e2e = new Histogram({ name: 'keel_e2e_request_latency_seconds', help: 'Arrival to last token.', buckets: E2E_BUCKETS, registers });
     this.finished = new Counter({ name: 'keel_request_success_total', help: 'Engine requests finished, by finish reason of their first completion.', labelNames: ['finished_reason'], registers });
+  }
+
+  /**
+   * Prefix-cache hits by tier (`device`: found in the device pool; `host`: loaded from the host
+   * tier): prompt tokens served, as a counter, and over prompt tokens admitted, as a gauge.
+   */
+  private registerPrefixCacheTiers(stats: () => EngineStats): void {
+    const registers = [this.registry];
+    const tiers = { device: (s: EngineStats) => s.deviceCachedPromptTokensTotal, host: (s: EngineStats) => s.hostCachedPromptTokensTotal };
+    const seen = { device: 0, host: 0 };
+    new Counter({
+      name: 'keel_prefix_cache_hit_tokens_total',
+      help: 'Prompt tokens served from the prefix cache, by the tier they were found in.',
+      labelNames: ['tier'],
+      registers,
+      collect() {
+        const s = stats();
+        for (const [tier, read] of Object.entries(tiers) as [keyof typeof tiers, (s: EngineStats) => number][]) {
+          this.inc({ tier }, read(s) - seen[tier]);
+          seen[tier] = read(s);
+        }
+      },
+    });
+    new Gauge({
+      name: 'keel_prefix_cache_hit_ratio_by_tier',
+      help: 'Prompt tokens served from one tier of the prefix cache over prompt tokens admitted, since start.',
+      labelNames: ['tier'],
+      registers,
+      collect() {
+        const s = stats();
+        for (const [tier, read] of Object.entries(tiers)) this.set({ tier }, s.promptTokensTotal === 0 ? 0 : read(s) / s.promptTokensTotal);
+      },
+    });
   }
 
   /**

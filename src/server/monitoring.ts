@@ -30,6 +30,8 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
         usage: (s.numKvBlocks - s.numFreeKvBlocks) / s.numKvBlocks,
       },
       prefix_cache_hit_rate: s.prefixCacheHitRate,
+      prefix_cache_hit_tokens: { device: s.deviceCachedPromptTokensTotal, host: s.hostCachedPromptTokensTotal },
+      host_kv_cache: { total_blocks: s.numHostCacheBlocks, cached_blocks: s.numHostCachedBlocks },
       prompt_tokens_total: s.promptTokensTotal,
       generation_tokens_total: s.generationTokensTotal,
       preemptions_total: s.numPreemptionsTotal,

@@ -61,6 +61,17 @@ test('bench latency: one row per batch size, every figure measured, the roofline
   }
 });
 
+test('bench latency --cpu-offload-gb: each row has the offloaded bytes a step copies (no host-to-device rate on the CPU backend)', async () => {
+  const output = join(dir, 'latency-offload.json');
+  await keelOk(['bench', 'latency', ...MODEL, '--batch-size', '1', '--input-len', '8', '--output-len', '3', '--num-iters', '1', '--num-iters-warmup', '0', '--cpu-offload-gb', '1', '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  const offload = result.results.batches[0].offload;
+  assert.ok(offload && offload.host_bytes_per_step > 0, 'every decoder layer of the fixture is offloaded');
+  assert.equal(offload.host_to_device_bytes_per_s, null);
+  assert.equal(offload.fraction, null);
+});
+
 test('bench latency and throughput report speculative decoding: the fixture drafting for itself has every draft accepted', async () => {
   const draft = ['--speculative-model', 'test/fixtures/llama-gqa', '--num-speculative-tokens', '2'];
   const latencyOutput = join(dir, 'latency-speculative.json');
@@ -163,6 +174,29 @@ test('bench serve --launch: every request completes; a model without a tokenizer
   assert.equal(result.config.max_concurrency, 2);
 });
 
+test('bench serve --dataset multi-turn --launch: every turn completes, and with a host tier later turns find their history there', async () => {
+  // Four conversations of three turns reach 20 blocks of 4 tokens each: the 24-block pool keeps about one.
+  const args = ['--dataset', 'multi-turn', '--num-conversations', '4', '--num-turns', '3', '--input-len', '40', '--turn-len', '8', '--output-len', '4', '--block-size', '4', '--num-kv-blocks', '24'];
+  const rates: { device: number; host: number }[] = [];
+  for (const tier of [[], ['--kv-offload-gb', '0.01']]) {
+    const output = join(dir, `serve-multi-turn-${tier.length}.json`);
+    const run = await keelOk(['bench', 'serve', '--launch', ...MODEL, ...args, ...tier, '--output', output]);
+    assert.match(run.stdout, /Multi-turn \(4 conversations x 3 turns\)/);
+    const result = readResult(output);
+    if (result.suite !== 'serve' || !result.results?.multi_turn) throw new Error('expected a multi-turn serve result');
+    assert.equal(result.results.completed, 12);
+    assert.equal(result.results.failed, 0);
+    const multiTurn = result.results.multi_turn;
+    assert.equal(multiTurn.mean_ttft_ms_by_turn.length, 3);
+    assert.ok(multiTurn.mean_first_turn_ttft_ms! > 0 && multiTurn.mean_later_turns_ttft_ms! > 0);
+    assert.equal(result.config.dataset, 'multi-turn');
+    rates.push(multiTurn.prefix_cache_hit_rate!);
+  }
+  assert.equal(rates[0].host, 0, 'no host tier, no host hits');
+  assert.ok(rates[1].host > 0, 'with the tier, evicted histories are loaded from the host');
+  assert.ok(rates[1].device + rates[1].host > rates[0].device + rates[0].host);
+});
+
 test('bench serve --base-url: against a running server with a tokenizer, at a Poisson rate', async () => {
   const server = await startTinyServer();
   try {
@@ -198,6 +232,8 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'serve', '--base-url', 'http://example.com:8000'], /loopback/],
     [['bench', 'serve', '--backend', 'cpu'], /--backend configure a launched engine: add --launch/],
     [['bench', 'serve', '--launch', '--base-url', 'http://127.0.0.1:1'], /not both/],
+    [['bench', 'serve', '--turn-len', '4'], /--turn-len describe --dataset multi-turn/],
+    [['bench', 'serve', '--dataset', 'multi-turn', '--num-prompts', '4'], /not --num-prompts/],
     [['bench', 'serve', '--base-url', 'http://127.0.0.1:1'], /no server answers at http:\/\/127\.0\.0\.1:1/],
     [['bench', 'latency', ...MODEL, '--output-len', '1'], /--output-len must be at least 2/],
     [['bench', 'latency', ...MODEL, '--batch-size', '1,x'], /--batch-size expects a number/],

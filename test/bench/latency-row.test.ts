@@ -18,3 +18,16 @@ test('a latency row: TPOT is (e2e - TTFT) / (output - 1), throughputs follow fro
   assert.ok(Math.abs(roofline.achieved_bytes_per_s - roofline.bytes_per_step / 0.011) < 1e-3);
   assert.ok(Math.abs((roofline.fraction as number) - roofline.achieved_bytes_per_s / 1e9) < 1e-12);
 });
+
+test('with weight offload, a latency row compares the step with copying the offloaded bytes at the host-to-device rate', () => {
+  const model = createModel(readModelArchitecture('models/keel-tiny'), 2048);
+  const base = { batchSizes: [1], inputLen: 8, outputLen: 11, numIters: 1, numItersWarmup: 0, seed: 0, bandwidthBytesPerSecond: null, structuredOutput: null };
+  const timings = [{ ttftMs: 100, e2eMs: 300 }];
+  const inputs = { model, weightElementBytes: 4, kvElementBytes: 4 };
+  // 20 ms a step; 1 GB copied at 100 GB/s takes 10 ms: half the step.
+  const row = latencyRow(1, { ...base, offload: { hostBytesPerStep: 1e9, hostToDeviceBytesPerSecond: 1e11 } }, timings, inputs, 0);
+  assert.deepEqual(row.offload, { host_bytes_per_step: 1e9, host_to_device_bytes_per_s: 1e11, bound_step_s: 0.01, fraction: 0.5 });
+  const unknownRate = latencyRow(1, { ...base, offload: { hostBytesPerStep: 1e9, hostToDeviceBytesPerSecond: null } }, timings, inputs, 0);
+  assert.deepEqual(unknownRate.offload, { host_bytes_per_step: 1e9, host_to_device_bytes_per_s: null, bound_step_s: null, fraction: null });
+  assert.equal(latencyRow(1, base, timings, inputs, 0).offload, null, 'no offload, no figure');
+});

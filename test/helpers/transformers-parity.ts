@@ -70,6 +70,8 @@ const ENGINE_VARIANTS: EngineVariant[] = [
   // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
   { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
   // Speculative decoding must not change a greedy token either (test/speculative-decoding.test.ts has more).
+  // Every decoder layer's weights streamed from host memory through two sets of device buffers.
+  { name: 'weight offload: every decoder layer streamed from host memory', config: { cpuOffloadGb: 64 } },
   { name: 'speculative n-gram drafts', config: { speculative: NGRAM } },
   { name: 'speculative n-gram drafts, block size 4 with 7-token chunks', config: { speculative: NGRAM, blockSize: 4, maxNumBatchedTokens: 7 } },
   // Sequences with drafts finish in fewer steps, and drop their drafts before preempting anyone:
@@ -115,6 +117,9 @@ export function transformersParitySuite(options: ParityOptions): void {
       });
       test('greedy continuation: second run served from the prefix cache, with n-gram drafts', async () => {
         await checkPrefixCacheRerun(fixture, options, { speculative: NGRAM });
+      });
+      test('greedy continuation: second run loaded from the host tier of the prefix cache', async () => {
+        await checkHostTierRerun(fixture, options);
       });
     });
   }
@@ -204,6 +209,29 @@ export async function checkPrefixCacheRerun(fixture: OracleFixture, options: Par
       'the second run should have been served from the prefix cache',
     );
     if (config.speculative) assertSpeculated(llm.stats().speculation);
+  } finally {
+    await llm.close();
+  }
+}
+
+/**
+ * The prompts run, then other prompts evict all their blocks from a small device pool into the
+ * host tier (`kvOffloadGb`), then the prompts run again: loaded from the host, with the same tokens.
+ */
+async function checkHostTierRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+  const numKvBlocks = 64;
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks, kvOffloadGb: 0.01 });
+  try {
+    const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
+    const { prompts } = fixture.oracle;
+    await llm.generate(prompts, params);
+    // Each takes a fresh chain of blocks (its first token differs), least recently used first.
+    const longest = prompts.reduce((a, b) => (b.length > a.length ? b : a));
+    for (let k = 0; k * longest.length < 2 * numKvBlocks * 4; k++) await llm.generate([[prompts[k % prompts.length][0], ...longest]], { ...GREEDY, maxTokens: 1 });
+    const again = await llm.generate(prompts, params);
+    again.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
+    assert.ok(again.some((o) => o.metrics.numHostCachedTokens > 0), 'the second run should have loaded blocks from the host tier');
+    assert.equal(llm.stats().hostCachedPromptTokensTotal, again.reduce((n, o) => n + o.metrics.numHostCachedTokens, 0));
   } finally {
     await llm.close();
   }

@@ -6,9 +6,9 @@ import OpenAI from 'openai';
 import type { CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
 import { loadTokenizerIfPresent } from '../../src/tokenizer/tokenizer.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
-import { FIXTURES_DIR } from '../helpers/oracle-fixtures.ts';
 import { startTinyServer, type TinyServer } from './tiny-server.ts';
 import { openModelFiles } from '../../src/checkpoint/model-files.ts';
+import { BEAM_CASES } from '../helpers/beam-cases.ts';
 
 // vLLM's beam-search extra parameters on /v1/completions, through the official SDK: the choices
 // are transformers' beams (test/fixtures/beam-search.json) in order, streamed or not.
@@ -23,18 +23,7 @@ before(async () => {
 });
 after(() => server.close());
 
-interface BeamCase {
-  fixture: string;
-  prompt: number;
-  num_beams: number;
-  length_penalty: number;
-  early_stopping: boolean | 'never';
-  stop: string;
-  eos_token_ids: number[];
-  max_new_tokens: number;
-  beams: { tokens: number[] }[];
-}
-const { cases } = JSON.parse(readFileSync(join(FIXTURES_DIR, 'beam-search.json'), 'utf8')) as { cases: BeamCase[] };
+const cases = BEAM_CASES;
 const oracle = JSON.parse(readFileSync(join(DEFAULT_MODEL_DIR, 'oracle.json'), 'utf8')) as { prompts: number[][] };
 const tokenizer = loadTokenizerIfPresent(openModelFiles(DEFAULT_MODEL_DIR))!;
 // Prompt 2: its four beams score at least 0.09 apart, so bf16 backends (KEEL_TEST_BACKEND=cuda)

@@ -79,12 +79,5 @@ export async function waitForIdleEngine(url: string, timeoutMs = 5000): Promise<
   }
 }
 
-/** The value of one Prometheus sample, e.g. metricValue(text, 'keel_num_preemptions_total'). */
-export function metricValue(metricsText: string, name: string, labels: Record<string, string> = {}): number | null {
-  for (const line of metricsText.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
-    return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return null;
-}
+/** The value of a sample in /metrics text (the benchmark client reads them the same way). */
+export { metricSample as metricValue } from '../../src/bench/prefix-cache-scrape.ts';

@@ -19,12 +19,14 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  WeightStream,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -130,6 +132,41 @@ export class CpuBackend implements Backend {
     return new CpuSwapSpace(layout);
   }
 
+  createWeightStream(): WeightStream {
+    return new CpuWeightStream();
+  }
+
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+    const weights = asCpuWeightStream(stream);
+    return {
+      loadWeight: (t, options) => {
+        const loaded = asCpuTensor(this.loadWeight(t, options), 'weight');
+        return new CpuTensor(loaded.shape, weights.place(group, loaded.data));
+      },
+      loadQuantizedWeight: (w) =>
+        this.loadQuantizedWeight({
+          ...w,
+          codes: weights.place(group, w.codes),
+          scales: weights.place(group, w.scales),
+          zeros: w.zeros && weights.place(group, w.zeros),
+          perm: w.perm && weights.place(group, w.perm),
+        }),
+      loadMxfp4Weight: (w) => this.loadMxfp4Weight({ ...w, blocks: weights.place(group, w.blocks), scales: weights.place(group, w.scales) }),
+      // Rotary tables are shared by every layer: they stay where they are.
+      uploadRopeTable: (table) => this.uploadRopeTable(table),
+    };
+  }
+
+  /** Copies at once: the CPU backend runs every op before returning. */
+  fetchWeights(stream: WeightStream, group: number): void {
+    asCpuWeightStream(stream).fetch(group);
+  }
+
+  /** Nothing to wait for: a fetch has copied when it returns. */
+  awaitWeights(stream: WeightStream): void {
+    asCpuWeightStream(stream);
+  }
+
   /** Copies at once: the CPU backend runs every op before returning. */
   swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
     const kv = asCpuKvCache(cache);
@@ -148,9 +185,8 @@ export class CpuBackend implements Backend {
     const arrays = kv.pools.flat().flatMap(poolArrays);
     for (let i = 0; i < src.length; i++) {
       const saved = host.blocks.get(src[i]);
-      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing swapped out`);
+      if (saved === undefined) throw new Error(`swapIn: host block ${src[i]} holds nothing copied out`);
       arrays.forEach((array, a) => array.set(saved[a], blockRange(array, kv.layout.numBlocks, dst[i])[0]));
-      host.blocks.delete(src[i]);
     }
   }
 

@@ -99,9 +99,9 @@ export class CpuKvCache implements KvCache {
 }
 
 /**
- * Host blocks a CpuKvCache's blocks are swapped to: each block's slice of every pool array (an int8
- * pool's scales included, ops/kv-codes.ts `poolArrays`), kept only while it is swapped out (the
- * CPU backend's memory is host memory already).
+ * Host blocks a CpuKvCache's blocks are copied out to: each block's slice of every pool array (an
+ * int8 pool's scales included, ops/kv-codes.ts `poolArrays`), made on its first copy and kept until
+ * overwritten (the CPU backend's memory is host memory already).
  */
 export class CpuSwapSpace implements SwapSpace {
   readonly layout: KvCacheLayout;

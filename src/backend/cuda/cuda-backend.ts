@@ -18,6 +18,7 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  WeightStream,
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
@@ -61,6 +62,7 @@ import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherR
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
+import { CudaWeightStream } from './weight-stream.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
 
@@ -148,6 +150,7 @@ export class CudaBackend implements Backend {
   /** Created with the first swap space; its pinned allocations are freed on dispose. */
   private swapper: KvSwapper | null = null;
   private readonly swapSpaces: CudaSwapSpace[] = [];
+  private readonly weightStreams: CudaWeightStream[] = [];
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
@@ -199,6 +202,26 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * Host-to-device copy bandwidth in bytes/s from pinned memory: the median of several timed
+   * copies of 256 MiB, what weight offload's copies run at (benchmarks divide the offloaded bytes
+   * a decode step copies by it).
+   */
+  measureHostToDeviceBandwidth(): number {
+    const bytes = 256 << 20;
+    const host = this.device.driver.allocHostAddress(bytes);
+    const dst = this.device.alloc(bytes);
+    try {
+      const copy = () => this.device.driver.copyHtoDAsyncFromAddress(dst, host, bytes, this.device.stream);
+      copy();
+      const times = Array.from({ length: 5 }, () => this.device.timeMs(copy)).sort((a, b) => a - b);
+      return bytes / (times[2] * 1e-3);
+    } finally {
+      this.device.free(dst);
+      this.device.driver.freeHostAddress(host);
+    }
+  }
+
+  /**
    * FLOP/s of a bf16 GEMM of 8192³ through cuBLAS, the rate prefill-heavy work is bound by: the
    * median of several timed runs on random-looking operands (constant ones run faster than real
    * data). Benchmarks divide a workload's model FLOPs by it.
@@ -239,17 +262,22 @@ export class CudaBackend implements Backend {
   }
 
   loadWeight(t: HostTensor, options: { float32?: boolean } = {}): Tensor {
+    return this.loadWeightInto(t, options, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /** `loadWeight` into the device memory `alloc` gives. */
+  private loadWeightInto(t: HostTensor, options: { float32?: boolean }, alloc: (bytes: number) => DevicePtr): Tensor {
     const numel = t.shape.reduce((n, d) => n * d, 1);
     const elementBytes = t.dtype === 'f32' ? 4 : 2;
     if (t.data.byteLength !== numel * elementBytes) {
       throw new KeelError('invalid_model', `weight [${t.shape.join(', ')}] ${t.dtype} holds ${t.data.byteLength} bytes, expected ${numel * elementBytes}`);
     }
     if (options.float32) {
-      const ptr = this.ownedAlloc(numel * 4);
+      const ptr = alloc(numel * 4);
       this.device.uploadSync(ptr, hostTensorToFloat32(t));
       return new CudaTensor([...t.shape], ptr, 'f32');
     }
-    const ptr = this.ownedAlloc(numel * 2);
+    const ptr = alloc(numel * 2);
     if (t.dtype === 'bf16') {
       this.device.uploadSync(ptr, t.data);
     } else {
@@ -267,10 +295,15 @@ export class CudaBackend implements Backend {
   }
 
   loadQuantizedWeight(w: QuantizedWeight): Tensor {
+    return this.loadQuantizedWeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /** `loadQuantizedWeight` into the device memory `alloc` gives. */
+  private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): Tensor {
     if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
     const upload = (data: ArrayBufferView | null): DevicePtr => {
       if (data === null) return 0;
-      const ptr = this.ownedAlloc(data.byteLength);
+      const ptr = alloc(data.byteLength);
       this.device.uploadSync(ptr, data);
       return ptr;
     };
@@ -301,10 +334,15 @@ export class CudaBackend implements Backend {
   }
 
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
+    return this.loadMxfp4WeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /** `loadMxfp4Weight` into the device memory `alloc` gives. */
+  private loadMxfp4WeightInto(w: Mxfp4Weight, alloc: (bytes: number) => DevicePtr): Tensor {
     checkMxfp4(w, 'loadMxfp4Weight');
-    const blocks = this.ownedAlloc(w.blocks.byteLength);
+    const blocks = alloc(w.blocks.byteLength);
     this.device.uploadSync(blocks, w.blocks);
-    const scales = this.ownedAlloc(w.scales.byteLength);
+    const scales = alloc(w.scales.byteLength);
     this.device.uploadSync(scales, w.scales);
     return new CudaMxfp4Tensor({ shape: [...w.shape], blocks, scales });
   }
@@ -395,6 +433,37 @@ export class CudaBackend implements Backend {
     const space = new CudaSwapSpace(layout, this.device.driver.allocHostAddress(bytes));
     this.swapSpaces.push(space);
     return space;
+  }
+
+  /** The stream's pinned memory is allocated as groups are loaded, and freed on dispose. */
+  createWeightStream(): WeightStream {
+    const stream = new CudaWeightStream(this.device, (bytes) => this.ownedAlloc(bytes));
+    this.weightStreams.push(stream);
+    return stream;
+  }
+
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+    const weights = asCudaWeightStream(stream);
+    const alloc = (bytes: number) => weights.buffer(group, bytes);
+    const kept = (tensor: Tensor): Tensor => {
+      weights.keep(group);
+      return tensor;
+    };
+    return {
+      loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
+      loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      loadMxfp4Weight: (w) => kept(this.loadMxfp4WeightInto(w, alloc)),
+      // Rotary tables are shared by every layer: they stay on the device.
+      uploadRopeTable: (table) => this.uploadRopeTable(table),
+    };
+  }
+
+  fetchWeights(stream: WeightStream, group: number): void {
+    asCudaWeightStream(stream).fetch(group);
+  }
+
+  awaitWeights(stream: WeightStream, group: number): void {
+    asCudaWeightStream(stream).await(group);
   }
 
   swapOut(cache: KvCache, swap: SwapSpace, src: Int32Array, dst: Int32Array): void {
@@ -1183,6 +1252,7 @@ export class CudaBackend implements Backend {
     this.device.synchronize();
     this.swapper?.dispose();
     for (const space of this.swapSpaces) this.device.driver.freeHostAddress(space.address);
+    for (const stream of this.weightStreams) stream.dispose();
     this.disposeGraphs();
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
@@ -1256,6 +1326,11 @@ function asCudaLora(w: LoraWeights): CudaLoraWeights {
 function asRopeTable(t: Tensor): CudaRopeTable {
   if (!(t instanceof CudaRopeTable)) throw new Error('CudaBackend: rope is not a table from uploadRopeTable');
   return t;
+}
+
+function asCudaWeightStream(s: WeightStream): CudaWeightStream {
+  if (!(s instanceof CudaWeightStream)) throw new Error('CudaBackend: weight stream is not from createWeightStream');
+  return s;
 }
 
 function asCudaSwapSpace(s: SwapSpace): CudaSwapSpace {

@@ -1,7 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import { integerFlag, numberFlag, oneOf } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
-import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type Workload } from '../../bench/random-dataset.ts';
+import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type LengthRange, type Workload } from '../../bench/random-dataset.ts';
 
 export function positiveIntFlag(flag: string, raw: string | undefined, fallback: number): number {
   const value = integerFlag(flag, raw) ?? fallback;
@@ -39,11 +39,55 @@ export const DATASET_FLAGS = {
 
 export type DatasetFlagValues = { [K in keyof typeof DATASET_FLAGS]?: string };
 
+/** `bench serve --dataset multi-turn`'s own flags. */
+export const MULTI_TURN_FLAGS = {
+  'num-conversations': { type: 'string' },
+  'num-turns': { type: 'string' },
+  'turn-len': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+export type MultiTurnFlagValues = DatasetFlagValues & { [K in keyof typeof MULTI_TURN_FLAGS]?: string };
+
+const MULTI_TURN_DEFAULTS = { numConversations: 32, numTurns: 5, inputLen: 1024, turnLen: 128, outputLen: 128 };
+
+export const MULTI_TURN_FLAGS_HELP = `Multi-turn chat (--dataset multi-turn): conversations of random token ids; each turn re-sends
+the whole history (previous prompt, a recorded answer of --output-len tokens, --turn-len new
+tokens) once the previous turn completed; --request-rate starts conversations. Reports TTFT of
+first and later turns and the server's prefix-cache hit rate by tier (device, host) over the run.
+  --num-conversations N          conversations (default ${MULTI_TURN_DEFAULTS.numConversations})
+  --num-turns N                  turns per conversation (default ${MULTI_TURN_DEFAULTS.numTurns})
+  --input-len N                  first prompt's tokens (default ${MULTI_TURN_DEFAULTS.inputLen})
+  --turn-len N                   new user tokens per later turn (default ${MULTI_TURN_DEFAULTS.turnLen})
+  --output-len N                 tokens generated per turn, and each recorded answer's (default ${MULTI_TURN_DEFAULTS.outputLen})
+  --random-range-ratio R         lengths uniform in [len*(1-R), len*(1+R)] (default 0: fixed)`;
+
+/** The multi-turn workload the flags describe: every field but the vocabulary and the seed. */
+export interface MultiTurnWorkload {
+  numConversations: number;
+  numTurns: number;
+  inputLen: LengthRange;
+  turnLen: LengthRange;
+  outputLen: LengthRange;
+}
+
+export function multiTurnFromFlags(values: MultiTurnFlagValues): MultiTurnWorkload {
+  if (values['num-prompts'] !== undefined) throw invalidArgument('--dataset multi-turn counts --num-conversations and --num-turns, not --num-prompts');
+  const ratio = numberFlag('--random-range-ratio', values['random-range-ratio']) ?? 0;
+  const length = (flag: string, raw: string | undefined, fallback: number) => lengthRange(flag, positiveIntFlag(flag, raw, fallback), ratio);
+  return {
+    numConversations: positiveIntFlag('--num-conversations', values['num-conversations'], MULTI_TURN_DEFAULTS.numConversations),
+    numTurns: positiveIntFlag('--num-turns', values['num-turns'], MULTI_TURN_DEFAULTS.numTurns),
+    inputLen: length('--input-len', values['input-len'], MULTI_TURN_DEFAULTS.inputLen),
+    turnLen: length('--turn-len', values['turn-len'], MULTI_TURN_DEFAULTS.turnLen),
+    outputLen: length('--output-len', values['output-len'], MULTI_TURN_DEFAULTS.outputLen),
+  };
+}
+
 /** vLLM's defaults for its random dataset. */
 const DATASET_DEFAULTS = { numPrompts: 1000, inputLen: 1024, outputLen: 128 };
 
 export const DATASET_FLAGS_HELP = `Dataset (random token ids, lengths uniform in their range, reproducible from --seed):
-  --dataset random               the only dataset: prompts need no tokenizer
+  --dataset random               prompts need no tokenizer (keel bench serve also takes multi-turn)
   --num-prompts N                requests (default ${DATASET_DEFAULTS.numPrompts})
   --input-len N                  prompt tokens (default ${DATASET_DEFAULTS.inputLen})
   --output-len N                 tokens to generate, EOS ignored (default ${DATASET_DEFAULTS.outputLen})

@@ -21,7 +21,9 @@ For each batch size, starts that many random token-id prompts together and gener
 --output-len tokens each (greedy, EOS ignored), --num-iters times after --num-iters-warmup
 unmeasured runs. Reports TTFT (until every sequence has its first token), TPOT (time per output
 token after the first), end-to-end latency, output tokens/s, and the fraction of the memory
-roofline a decode step reached: (weights + KV read per step) / step time / memory bandwidth.
+roofline a decode step reached: (weights + KV read per step) / step time / memory bandwidth;
+with --cpu-offload-gb, also the fraction of the bound of copying the offloaded layers every step
+(offloaded bytes / the measured pinned host-to-device bandwidth: PCIe).
 Writes JSON to ./bench-results/ (or --output).
 
   --batch-size 1,2,4             batch sizes to measure (default ${DEFAULTS.batchSize})
@@ -75,10 +77,11 @@ export async function latencyCommand(argv: string[]): Promise<void> {
   };
 
   const baseline = values.baseline === undefined ? null : readLatencyBaseline(values.baseline);
-  const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps });
+  const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps, hostToDevice: (engineConfig.cpuOffloadGb ?? 0) > 0 });
   const { llm, facts } = bench;
   try {
-    const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null };
+    const offload = llm.weightOffload && { hostBytesPerStep: llm.weightOffload.hostBytes, hostToDeviceBytesPerSecond: facts.hostToDeviceBytesPerSecond };
+    const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null, offload };
     const bandwidth = facts.bandwidth ? `${(facts.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${facts.bandwidth.source})` : 'unknown (pass --bandwidth-gbps)';
     console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
     // The run is dated and attributed to a commit when it starts.

@@ -11,11 +11,23 @@ import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION, type BenchResult } from '../../bench/result-schema.ts';
 import { parameterCount } from '../../bench/roofline.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
-import { runServeSuite } from '../../bench/serve-suite.ts';
+import { multiTurnConversations } from '../../bench/multi-turn-dataset.ts';
+import { scrapePrefixCacheCounters } from '../../bench/prefix-cache-scrape.ts';
+import { runMultiTurnSuite, runServeSuite } from '../../bench/serve-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
 import type { Workload } from '../../bench/random-dataset.ts';
-import { DATASET_FLAGS, DATASET_FLAGS_HELP, requestRateFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import {
+  DATASET_FLAGS,
+  DATASET_FLAGS_HELP,
+  MULTI_TURN_FLAGS,
+  MULTI_TURN_FLAGS_HELP,
+  multiTurnFromFlags,
+  requestRateFlag,
+  workloadFromFlags,
+  workloadRequests,
+  type MultiTurnWorkload,
+} from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
 
 const DEFAULT_BASE_URL = 'http://127.0.0.1:8000';
@@ -37,6 +49,8 @@ and failed requests. Writes JSON to ./bench-results/ (or --output).
 
 ${DATASET_FLAGS_HELP}
 
+${MULTI_TURN_FLAGS_HELP}
+
 Without --launch, --model names the served model's directory (for its vocabulary size; default
 the embedded keel-tiny), --seed the dataset's seed and --no-progress hides the progress; the
 other engine options need --launch.
@@ -49,6 +63,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     options: {
       ...ENGINE_FLAGS,
       ...DATASET_FLAGS,
+      ...MULTI_TURN_FLAGS,
       'base-url': { type: 'string' },
       launch: { type: 'boolean' },
       'api-key': { type: 'string' },
@@ -68,7 +83,10 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   const requestRate = requestRateFlag(values['request-rate']);
   const maxConcurrency = integerFlag('--max-concurrency', values['max-concurrency']) ?? null;
   if (maxConcurrency !== null && maxConcurrency < 1) throw invalidArgument(`--max-concurrency must be positive (got ${maxConcurrency})`);
-  const workload = workloadFromFlags(values, undefined, 0);
+  const multiTurn = values.dataset === 'multi-turn' ? multiTurnFromFlags(values) : null;
+  const multiTurnOnly = Object.keys(MULTI_TURN_FLAGS).filter((k) => values[k as keyof typeof MULTI_TURN_FLAGS] !== undefined);
+  if (multiTurn === null && multiTurnOnly.length > 0) throw invalidArgument(`--${multiTurnOnly.join(', --')} describe --dataset multi-turn`);
+  const workload = multiTurn === null ? workloadFromFlags(values, undefined, 0) : null;
   const apiKey = values['api-key'] ?? process.env.KEEL_API_KEY ?? null;
   const engineConfig = engineConfigFromFlags(values);
   const seed = engineConfig.seed ?? DEFAULT_ENGINE_CONFIG.seed;
@@ -115,12 +133,25 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
   await run(discovered, header, modelConfig.vocabSize);
 
   async function run(server: DiscoveredServer, header: Omit<BenchResult, 'suite' | 'schema_version' | 'status' | 'error' | 'results'>, vocabSize: number) {
-    const requests = workloadRequests(workload, vocabSize, seed);
     const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
-    console.log(`keel bench serve: ${requests.length} requests to ${server.target.baseUrl} (model ${server.target.model}) at ${rate}${maxConcurrency ? `, at most ${maxConcurrency} at once` : ''}`);
-    const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
-    const results = await runServeSuite(server.target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
-    progress.stop();
+    const limit = maxConcurrency ? `, at most ${maxConcurrency} at once` : '';
+    const { target } = server;
+    let results;
+    if (multiTurn !== null) {
+      const conversations = multiTurnConversations({ ...multiTurn, vocabSize, seed });
+      const numRequests = multiTurn.numConversations * multiTurn.numTurns;
+      console.log(`keel bench serve: ${multiTurn.numConversations} conversations of ${multiTurn.numTurns} turns to ${target.baseUrl} (model ${target.model}), started at ${rate}${limit}`);
+      const progress = benchProgress('requests', numRequests, 'done', engineConfig.showProgress ?? true);
+      const prefixCache = () => scrapePrefixCacheCounters(target.baseUrl, target.apiKey);
+      results = await runMultiTurnSuite(target, { conversations, requestRate, maxConcurrency, seed, prefixCache, onRequestDone: () => progress.tick() });
+      progress.stop();
+    } else {
+      const requests = workloadRequests(workload!, vocabSize, seed);
+      console.log(`keel bench serve: ${requests.length} requests to ${target.baseUrl} (model ${target.model}) at ${rate}${limit}`);
+      const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
+      results = await runServeSuite(target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
+      progress.stop();
+    }
     console.log(serveReport(results));
     const path = writeResult(
       {
@@ -129,7 +160,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
         schema_version: RESULT_SCHEMA_VERSION,
         status: 'ok',
         error: null,
-        config: { ...header.config, ...workloadConfig(workload), request_rate: rate, max_concurrency: maxConcurrency, seed, model_name: server.target.model },
+        config: { ...header.config, ...(multiTurn === null ? workloadConfig(workload!) : multiTurnConfig(multiTurn)), request_rate: rate, max_concurrency: maxConcurrency, seed, model_name: server.target.model },
         results,
       },
       values.output,
@@ -140,4 +171,9 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
 
 function workloadConfig(workload: Workload): Record<string, unknown> {
   return { dataset: 'random', num_prompts: workload.numPrompts, input_len: workload.inputLen, output_len: workload.outputLen, temperature: 0, ignore_eos: true };
+}
+
+function multiTurnConfig(workload: MultiTurnWorkload): Record<string, unknown> {
+  const { numConversations, numTurns, inputLen, turnLen, outputLen } = workload;
+  return { dataset: 'multi-turn', num_conversations: numConversations, num_turns: numTurns, input_len: inputLen, turn_len: turnLen, output_len: outputLen, temperature: 0, ignore_eos: true };
 }

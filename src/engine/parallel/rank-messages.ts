@@ -3,6 +3,7 @@ import type { FailureBoard } from '../../parallel/failure-board.ts';
 import type { SharedMemoryGroup } from '../../parallel/shared-memory-communicator.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** Where a rank sits and what it loads: what every rank's worker needs, thread or process. */
 export interface RankPlace {
@@ -30,7 +31,7 @@ export interface RankSettings extends RankPlace {
  * runs the same step on its shard of its stage (docs/parallelism.md).
  */
 export type ToRank =
-  | { type: 'create-cache'; numBlocks: number; blockSize: number }
+  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype }
   /**
    * A step: copy-on-write block copies first, then the stage's part of the forward pass; on the
    * first stage, which embeds the next step's pending tokens, the sampling pass (each of its ranks

@@ -2,7 +2,7 @@ import type { Backend, KvCache } from '../../backend/backend.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { createModel, modelArchitectureOf } from '../../models/registry.ts';
-import { kvBytesPerBlock } from '../../step/kv-cache-layout.ts';
+import { kvBytesPerBlock, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 import { loadModelWeights, streamingOf } from '../load-engine.ts';
 import type { RankPlace, ToRank } from './rank-messages.ts';
 
@@ -35,10 +35,11 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
     return cache;
   };
   return {
-    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes)),
+    // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
+    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, resolveKvCacheDtype(config.kvCacheDtype))),
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
-        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, firstLayer: stage.firstLayer });
+        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, firstLayer: stage.firstLayer, dtype: message.dtype });
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
       } else {

@@ -1,5 +1,6 @@
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
+import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
 import type { RankLoading } from './rank-loading.ts';
 import type { ToRank } from './rank-messages.ts';
 
@@ -22,8 +23,9 @@ export abstract class Ranks {
     return this.loading.fewestKvBlocks;
   }
 
-  createCaches(numBlocks: number, blockSize: number): void {
-    this.order({ type: 'create-cache', numBlocks, blockSize });
+  /** Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same blocks and dtype as rank 0's. */
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype): void {
+    this.order({ type: 'create-cache', numBlocks, blockSize, dtype });
   }
 
   /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */

@@ -13,7 +13,7 @@ const delta = (index: number, text: string, tokenId: number, finishReason: Strea
   stopReason: null,
 });
 const turn = () => new Promise((resolve) => setImmediate(resolve));
-const metrics = { arrivalTime: 0, firstScheduledTime: 0, firstTokenTime: 0, finishedTime: 1, numCachedTokens: 0, numPreemptions: 0, numSwaps: 0, speculation: null };
+const metrics = { arrivalTime: 0, firstScheduledTime: 0, firstTokenTime: 0, finishedTime: 1, numCachedTokens: 0, numHostCachedTokens: 0, numPreemptions: 0, numSwaps: 0, speculation: null };
 
 function outbox() {
   const batches: RequestUpdate[][] = [];
