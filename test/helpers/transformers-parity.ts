@@ -7,7 +7,7 @@ import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
-import { kvRetention } from '../../src/step/kv-cache-layout.ts';
+import { kvCacheGroups } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -128,7 +128,7 @@ export function transformersParitySuite(options: ParityOptions): void {
 /** Whether every layer of the fixture's model reads only a window of recent positions. */
 function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
   const architecture = readModelArchitecture(fixture.dir);
-  return kvRetention(createModel(architecture, architecture.config.contextLength).kvLayers, null) !== null;
+  return kvCacheGroups(createModel(architecture, architecture.config.contextLength).kvLayers, null).retentions.every((retention) => retention !== null);
 }
 
 export async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
@@ -160,7 +160,7 @@ function prefillBatch(prompts: number[][], blockSize: number, model: CausalLM): 
     const blockTable = Array.from({ length: numBlocks }, (_, b) => nextBlock + b);
     nextBlock += numBlocks;
     const rotaryRow = model.rotaryRow?.bind(model);
-    return { tokens, startPos: 0, blockTable, ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
+    return { tokens, startPos: 0, blockTables: [blockTable], ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
   });
   return describeBatch(chunks, blockSize);
 }
