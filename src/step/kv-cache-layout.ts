@@ -119,7 +119,7 @@ export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes
 
 /**
  * The pools a cache allocates, each `numBlocks` blocks, and the pool each layer reads and writes.
- * Layers of different KV groups with the same spec share a pool: a block belongs to one group at a
+ * Layers of different KV groups that store the same (kind and dimensions) share a pool: a block belongs to one group at a
  * time, so at any block id only that group's layers touch the pool. Within a group every layer has
  * a pool of its own; a cache of one group has one pool a layer, in layer order.
  */
@@ -138,7 +138,8 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
   const seen = new Map<string, number>();
   const byRank = new Map<string, number>();
   layers.forEach((spec, i) => {
-    const shape = JSON.stringify(spec);
+    // What a pool stores, whatever window its layers read through.
+    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null } : spec);
     const groupKey = `${groups?.[i] ?? 0}/${shape}`;
     const rank = seen.get(groupKey) ?? 0;
     seen.set(groupKey, rank + 1);
