@@ -371,7 +371,7 @@ export class KvCacheManager {
     const tables = this.swappedTables.get(seq.id);
     if (tables === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
     const held = tables.flat().filter((id) => id !== null);
-    const nextBlocks = Math.ceil(seq.numTokens / this.blockSize) > tables[0].length ? tables.length : 0;
+    const nextBlocks = Math.ceil(seq.numTokens / this.blockSize) > (tables[0]?.length ?? 0) ? tables.length : 0;
     if (held.length + nextBlocks > this.pool.numFreeBlocks) return false;
     const deviceBlocks = this.allocate(held.length);
     let next = 0;

@@ -142,7 +142,7 @@ function sameMemoryKvBlocks(fixture: OracleFixture, numBlocks: number): number {
 }
 
 /** Whether every (or some) layer of the fixture's model reads only a window of recent positions. */
-function fixtureSlides(fixture: OracleFixture, layers: 'every' | 'some'): boolean {
+export function fixtureSlides(fixture: OracleFixture, layers: 'every' | 'some'): boolean {
   const architecture = readModelArchitecture(fixture.dir);
   const { retentions } = kvCacheGroups(createModel(architecture, architecture.config.contextLength).kvLayers, null);
   return layers === 'every' ? retentions.every((retention) => retention !== null) : retentions.some((retention) => retention !== null);
