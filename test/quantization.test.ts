@@ -28,7 +28,7 @@ function promptLogits(backend: Backend, model: CausalLM, fixture = FIXTURE): Flo
     const blocks = Math.ceil(tokens.length / blockSize);
     const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
     next += blocks;
-    return { tokens, startPos: 0, blockTable };
+    return { tokens, startPos: 0, blockTables: [blockTable] };
   });
   const cache = backend.createKvCache({ numBlocks: next, blockSize, layers: model.kvLayers });
   const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));

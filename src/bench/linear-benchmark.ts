@@ -86,7 +86,7 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
       const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
       for (const rows of options.rows) {
-        const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTable: [0] }], 16));
+        const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTables: [[0]] }], 16));
         step();
         const x = backend.loadWeight(bf16Tensor([rows, k], randomBf16Values(rng, rows * k, 1)));
         const xPtr = (x as CudaTensor).ptr;

@@ -87,7 +87,7 @@ export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, b
   const chunks = specs.map((s, i) => {
     blocks.ensure(i, s.cached + s.query, blockSize);
     const tokens = Array.from({ length: s.query }, () => nextTokenId++);
-    return { tokens, startPos: s.cached, blockTable: blocks.tables[i] };
+    return { tokens, startPos: s.cached, blockTables: [blocks.tables[i]] };
   });
   return describeBatch(chunks, blockSize);
 }

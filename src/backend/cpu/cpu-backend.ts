@@ -23,8 +23,8 @@ import type {
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
-import type { BatchDescription } from '../../step/batch.ts';
-import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { groupBatch, type BatchDescription } from '../../step/batch.ts';
+import { layerGroup, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
@@ -286,7 +286,7 @@ export class CpuBackend implements Backend {
     const table = asCpuRopeTable(rope);
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const pools = layerPools(cache, layer, attn);
-    const { rotaryRows, slotMapping, numTokens } = step.batch;
+    const { rotaryRows, slotMapping, numTokens } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
     ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
   }
@@ -299,7 +299,7 @@ export class CpuBackend implements Backend {
     if (sinks !== null && sinks.length !== attn.numHeads) throw new Error(`attention: ${sinks.length} sinks for ${attn.numHeads} heads`);
     const streaming = attn.streaming === null ? null : { ...attn.streaming, rope: asCpuRopeTable(attn.streaming.rope) };
     const params: CpuAttentionParams = { ...attn, sinks, streaming };
-    pagedAttention(packed.data, pools, cache.layout.blockSize, step.batch, params, out.data);
+    pagedAttention(packed.data, pools, cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), params, out.data);
     return out;
   }
 
@@ -371,7 +371,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
-    const { numTokens, rotaryRows, slotMapping } = step.batch;
+    const { numTokens, rotaryRows, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asCpuTensor(kv, 'mlaRopeAndCacheWrite kv');
     if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
@@ -390,7 +390,7 @@ export class CpuBackend implements Backend {
       throw new Error(`mlaAttention: qLatent [${latent.shape.join(', ')}] is not [${numTokens}, ${mla.numHeads} × ${mla.latentDim}]`);
     }
     const out = CpuTensor.zeros([numTokens, mla.numHeads * mla.latentDim]);
-    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, step.batch, mla, out.data);
+    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), mla, out.data);
     return out;
   }
 
@@ -570,14 +570,14 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
 function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
-  return kv.pools[layoutIndex(kv.layout, layer)][0];
+  return kv.layerPools(layer)[0];
 }
 
 function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string): { pool: Float32Array; width: number } {
   const kv = asCpuKvCache(cache);
   const { width } = rowsKvLayer(kv.layout, layer, slots, op);
   // Rows are kept in float32 whatever the cache's dtype (kvLayerDtype): anything else is a wiring bug.
-  const { codes } = kv.pools[layoutIndex(kv.layout, layer)][0];
+  const { codes } = kv.layerPools(layer)[0];
   if (!(codes instanceof Float32Array)) throw new Error(`CpuBackend: ${op}: layer ${layer}'s rows pool is not float32`);
   return { pool: codes, width };
 }
@@ -585,6 +585,6 @@ function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string):
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
   attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values] = kv.pools[layoutIndex(kv.layout, layer)];
+  const [keys, values] = kv.layerPools(layer);
   return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
 }

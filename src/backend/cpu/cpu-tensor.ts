@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import { kvElementsPerToken, kvLayerDtype, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
@@ -73,24 +73,33 @@ export class CpuRopeTable implements Tensor {
 }
 
 /**
- * Each layer's paged pools in its dtype (ops/kv-codes.ts, `kvLayerDtype`): an attention layer has
- * a key pool and a value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer one
- * pool of rows [numBlocks, blockSize, latentDim + ropeDim], a rows layer one of [numBlocks,
- * blockSize, width], always float32.
+ * The paged pools of each storage of the layout (`kvStorage`: a layer's own, or one shared with
+ * layers of other KV groups), in its dtype (ops/kv-codes.ts, `kvLayerDtype`): attention has a key
+ * pool and a value pool, each [numBlocks, blockSize, numKvHeads, headDim]; MLA one pool of rows
+ * [numBlocks, blockSize, latentDim + ropeDim], a rows layer one of [numBlocks, blockSize, width],
+ * always float32.
  */
 export class CpuKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly pools: CpuKvPool[][];
+  private readonly poolOf: number[];
 
   constructor(layout: KvCacheLayout) {
     this.layout = layout;
     const slots = layout.numBlocks * layout.blockSize;
     const dtype = layout.dtype ?? 'auto';
-    this.pools = layout.layers.map((spec) =>
+    const storage = kvStorage(layout.layers, layout.groups);
+    this.poolOf = storage.poolOf;
+    this.pools = storage.pools.map((spec) =>
       spec.kind === 'attention'
         ? [createKvPool(dtype, slots, spec.numKvHeads, spec.headDim), createKvPool(dtype, slots, spec.numKvHeads, spec.headDim)]
         : [createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec))],
     );
+  }
+
+  /** The pools model layer `layer` reads and writes. */
+  layerPools(layer: number): CpuKvPool[] {
+    return this.pools[this.poolOf[layoutIndex(this.layout, layer)]];
   }
 
   spec(layer: number): LayerKvSpec {

@@ -28,8 +28,8 @@ import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
-import type { BatchDescription } from '../../step/batch.ts';
-import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
+import { layerGroup, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
@@ -672,7 +672,7 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
-      slotMapping: s.device.slotMapping,
+      slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
       dtype: kv.dtype,
@@ -711,7 +711,7 @@ export class CudaBackend implements Backend {
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
-      blockTables: s.device.blockTables,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       shape: attn,
@@ -897,7 +897,7 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
-      slotMapping: s.device.slotMapping,
+      slotMapping: groupSlots(s, layerGroup(kvCache.layout, layer)),
       pool: kvCache.rows(layer),
       dtype: kvCache.dtype,
       rowScales: kvCache.rowScales(layer),
@@ -934,7 +934,7 @@ export class CudaBackend implements Backend {
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
-      blockTables: s.device.blockTables,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       mla,
@@ -1394,8 +1394,19 @@ function checkRopeAndSlots(batch: BatchDescription, table: CudaRopeTable, kv: Cu
     if (row < 0 || row >= table.maxPositions) {
       throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${table.maxPositions} rows`);
     }
-    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= numSlots) throw new RangeError(`${op}: slot ${batch.slotMapping[t]} is outside [0, ${numSlots})`);
   }
+  // Every group's slots: the cache's pools hold every group's blocks.
+  for (const slot of batch.slotMapping) if (slot < 0 || slot >= numSlots) throw new RangeError(`${op}: slot ${slot} is outside [0, ${numSlots})`);
+}
+
+/** The device slots of group `group`'s layers this step ([numKvGroups, numTokens] on the device). */
+function groupSlots(s: CudaStepInputs, group: number): DevicePtr {
+  return s.device.slotMapping + group * s.batch.numTokens * 4;
+}
+
+/** The device block tables of group `group`'s layers ([numKvGroups, numSeqs, maxBlocksPerSeq] on the device). */
+function groupTables(s: CudaStepInputs, group: number): DevicePtr {
+  return s.device.blockTables + group * s.batch.numSeqs * s.batch.maxBlocksPerSeq * 4;
 }
 
 // A replayed graph runs none of the ops' own checks: the step's rotary rows, slots and block ids are
@@ -1405,8 +1416,8 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
     if (batch.rotaryRows[t] < 0 || batch.rotaryRows[t] >= limits.rotaryRows) {
       throw new KeelError('context_overflow', `rotary row ${batch.rotaryRows[t]} is outside the rotary table's ${limits.rotaryRows} rows`);
     }
-    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= limits.slots) throw new RangeError(`replayForward: slot ${batch.slotMapping[t]} is outside [0, ${limits.slots})`);
   }
+  for (const slot of batch.slotMapping) if (slot < 0 || slot >= limits.slots) throw new RangeError(`replayForward: slot ${slot} is outside [0, ${limits.slots})`);
   for (let i = 0; i < batch.blockTables.length; i++) {
     const block = batch.blockTables[i];
     if (!(block >= 0 && block < limits.blocks)) throw new RangeError(`replayForward: block ${block} is outside [0, ${limits.blocks})`);
@@ -1425,12 +1436,15 @@ function checkTokens(batch: BatchDescription, sampledRows: number): void {
 // The kernels index the pools with these ids unchecked: an id past the pool is an illegal address
 // that poisons the whole CUDA context, so they are checked once per step on the host.
 function checkBlockTables(batch: BatchDescription, numBlocks: number, blockSize: number): void {
-  for (let s = 0; s < batch.numSeqs; s++) {
-    const used = Math.ceil(batch.seqLens[s] / blockSize);
-    if (used > batch.maxBlocksPerSeq) throw new RangeError(`sequence ${s}: ${batch.seqLens[s]} tokens need ${used} blocks, the table holds ${batch.maxBlocksPerSeq}`);
-    for (let b = 0; b < used; b++) {
-      const block = batch.blockTables[s * batch.maxBlocksPerSeq + b];
-      if (!(block >= 0 && block < numBlocks)) throw new RangeError(`sequence ${s}: block ${block} is outside [0, ${numBlocks})`);
+  for (let g = 0; g < batch.numKvGroups; g++) {
+    const tables = groupBlockTables(batch, g);
+    for (let s = 0; s < batch.numSeqs; s++) {
+      const used = Math.ceil(batch.seqLens[s] / blockSize);
+      if (used > batch.maxBlocksPerSeq) throw new RangeError(`sequence ${s}: ${batch.seqLens[s]} tokens need ${used} blocks, the table holds ${batch.maxBlocksPerSeq}`);
+      for (let b = 0; b < used; b++) {
+        const block = tables[s * batch.maxBlocksPerSeq + b];
+        if (!(block >= 0 && block < numBlocks)) throw new RangeError(`sequence ${s}: group ${g}'s block ${block} is outside [0, ${numBlocks})`);
+      }
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, kvLayerDtype, kvScalesPerToken, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
@@ -109,7 +109,8 @@ export class CudaRopeTable implements Tensor {
 }
 
 /**
- * Every layer's pools in one allocation, one after another: an attention layer's key pool then its
+ * Every storage's pools (`kvStorage`: a layer's own, or one shared with layers of other KV groups)
+ * in one allocation, one after another: attention's key pool then its
  * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
  * [numBlocks, blockSize, latentDim + ropeDim]; a rows layer's one pool [numBlocks, blockSize,
  * width], always bf16. Keys, values and MLA rows are bf16, or one byte a code in an 8-bit cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
@@ -120,9 +121,10 @@ export class CudaKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly dtype: KvCacheDtype;
   readonly base: DevicePtr;
-  /** Each pool's byte offset from `base` and its bytes per block, in layer order. */
+  /** Each pool's byte offset from `base` and its bytes per block, in storage order. */
   readonly pools: { offset: number; blockBytes: number }[];
   readonly totalBytes: number;
+  /** Of each layer, the index in `pools` of its storage's first pool. */
   private readonly firstPool: number[];
 
   constructor(layout: KvCacheLayout, base: DevicePtr) {
@@ -130,14 +132,15 @@ export class CudaKvCache implements KvCache {
     this.dtype = layout.dtype ?? 'auto';
     this.base = base;
     this.pools = [];
-    this.firstPool = [];
     let offset = 0;
     const add = (blockBytes: number) => {
       this.pools.push({ offset, blockBytes });
       offset += layout.numBlocks * blockBytes;
     };
-    for (const spec of layout.layers) {
-      this.firstPool.push(this.pools.length);
+    const storage = kvStorage(layout.layers, layout.groups);
+    const storageFirstPool: number[] = [];
+    for (const spec of storage.pools) {
+      storageFirstPool.push(this.pools.length);
       const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
       // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
       const elementBytes = kvLayerDtype(spec, this.dtype) === 'auto' ? 2 : 1;
@@ -146,6 +149,7 @@ export class CudaKvCache implements KvCache {
       for (const perPool of spec.kind === 'attention' ? [scales / 2, scales / 2] : [scales]) if (perPool > 0) add(layout.blockSize * perPool * 4);
     }
     this.totalBytes = offset;
+    this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
   }
 
   keys(layer: number): DevicePtr {
