@@ -1,6 +1,7 @@
 import type { BackendChoice } from './backend/select-backend.ts';
 import type { KvCacheDtypeName } from './step/kv-cache-layout.ts';
 import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
+import type { SparsityPattern } from './tensor/sparse24.ts';
 
 /**
  * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
@@ -25,6 +26,13 @@ export interface EngineConfig {
    * checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
+  /**
+   * Run the linear layers (attention and MLP projections) as 2:4 sparse (docs/sparsity.md): the
+   * CPU backend multiplies their compressed values, CUDA runs them on cuSPARSELt. Every such
+   * weight must hold at most 2 non-zeros in each group of 4 input columns. null: as the
+   * checkpoint declares (`quantization_config.sparsity_config`), else dense.
+   */
+  sparsity: SparsityPattern | null;
   /**
    * How the KV cache stores keys and values (vLLM's names): `auto`, the backend's activation dtype;
    * `fp8` / `fp8_e4m3`, e4m3 codes with a per-layer scale for keys and one for values (the
@@ -189,6 +197,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
   quantization: null,
+  sparsity: null,
   kvCacheDtype: 'auto',
   blockSize: 16,
   numKvBlocks: null,

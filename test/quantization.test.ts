@@ -87,6 +87,7 @@ test('--quantization mxfp4 packs the routed experts, which multiply exactly as t
   const uploader = {
     loadWeight: backend.loadWeight.bind(backend),
     loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+    loadSparseWeight: backend.loadSparseWeight.bind(backend),
     uploadRopeTable: backend.uploadRopeTable.bind(backend),
     loadMxfp4Weight: (w: Mxfp4Weight) => {
       packed++;

@@ -8,10 +8,15 @@
 // between them (QUANTIZED_GEMV_MAX_ROWS, QUANTIZED_GEMM_MAX_ROWS) can be set from the figures:
 // the decode GEMV up to its rows, then the tensor-core GEMM and dequantize + cuBLAS. mxfp4 only
 // exists for MoE experts: it is timed as one expert's MLP (gate/up [n, k], down [k, n / 2], every
-// row routed to it) beside the same MLP in bf16.
+// row routed to it) beside the same MLP in bf16. 2:4 prunes the weight by magnitude and times
+// cuSPARSELt alone at every row count (`cusparselt`, rows padded to a multiple of 16) and the
+// backend's linear (`keel-2:4`: the dense GEMV at decode sizes, cuSPARSELt past them).
 import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
-import type { CudaQuantizedTensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import type { CudaQuantizedTensor, CudaSparse24Tensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import { SPARSE_ROWS_MULTIPLE } from '../backend/cuda/cusparselt.ts';
+import { prune24 } from '../prune/prune24.ts';
+import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
 import { describeBatch } from '../step/batch.ts';
@@ -85,6 +90,7 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
       const llmInt8Host = options.formats.includes('llm-int8') ? quantizeRoundToNearest(values, n, k, 'llm-int8') : null;
       const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
+      const sparse = options.formats.includes('2:4') ? (backend.loadSparseWeight(compressSparse24(bf16Tensor([n, k], prune24(values, n, k, null)), `[${n}, ${k}]`)) as CudaSparse24Tensor) : null;
       for (const rows of options.rows) {
         const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTables: [[0]] }], 16));
         step();
@@ -123,6 +129,22 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           // The backend's whole LLM.int8() decomposition (row stats, outlier list, activation quantizer, product), as a step runs it.
           step();
           add(figure('llm-int8', 'llm-int8', medianGraphMs(backend, () => () => backend.linear(x, llmInt8.tensor, null), REPS), llmInt8.bytes, cublasMs));
+        }
+        if (sparse !== null && sparse.compressed !== null) {
+          // cuSPARSELt alone at every row count (rows padded to its multiple, as the backend pads
+          // them), then the backend's own choice (the dense GEMV for decode-sized batches).
+          const compressed = sparse.compressed;
+          const padded = Math.ceil(rows / SPARSE_ROWS_MULTIPLE) * SPARSE_ROWS_MULTIPLE;
+          const xs = backend.device.alloc(2 * padded * k);
+          const ys = backend.device.alloc(2 * padded * n);
+          const sparseWorkspace = Math.max(16, backend.device.cusparseLt.plan(compressed, padded).workspaceBytes);
+          const sparseWs = backend.device.alloc(sparseWorkspace);
+          backend.device.copyAsync(xs, xPtr, 2 * rows * k);
+          const bytes = compressed.compressedBytes;
+          add(figure('2:4', 'cusparselt', medianGraphMs(backend, () => () => backend.device.cusparseLt.linear(ys, xs, compressed, padded, sparseWs), REPS), bytes, cublasMs));
+          step();
+          add(figure('2:4', 'keel-2:4', medianGraphMs(backend, () => () => backend.linear(x, sparse, null), REPS), bytes, cublasMs));
+          for (const ptr of [xs, ys, sparseWs]) backend.device.free(ptr);
         }
         if (experts !== null) {
           const expertFlops = 2 * rows * (n * k + (k * n) / 2);

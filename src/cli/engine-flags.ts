@@ -4,6 +4,7 @@ import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREA
 import { invalidArgument } from '../errors.ts';
 import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
+import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
 export const ENGINE_FLAGS = {
@@ -11,6 +12,7 @@ export const ENGINE_FLAGS = {
   backend: { type: 'string' },
   'load-format': { type: 'string' },
   quantization: { type: 'string' },
+  sparsity: { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
@@ -65,6 +67,9 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
                                  compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
                                  they are (docs/quantization.md)
+  --sparsity 2:4                 run the linear layers as 2:4 sparse (cuSPARSELt on CUDA); every one
+                                 must be 2:4 (keel prune writes such checkpoints). Implied by a
+                                 checkpoint whose config declares it (docs/sparsity.md)
   --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
                                  backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
                                  checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
@@ -139,6 +144,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
     quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
+    sparsity: oneOf('--sparsity', values.sparsity, SPARSITY_PATTERNS),
     kvCacheDtype: oneOf('--kv-cache-dtype', values['kv-cache-dtype'], KV_CACHE_DTYPE_NAMES),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
@@ -229,6 +235,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   backend: 'backend',
   'load-format': 'loadFormat',
   quantization: 'quantization',
+  sparsity: 'sparsity',
   'kv-cache-dtype': 'kvCacheDtype',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',

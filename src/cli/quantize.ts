@@ -1,10 +1,9 @@
-import { readFileSync } from 'node:fs';
-import { isGgufPath, openModelFiles } from '../checkpoint/model-files.ts';
+import { isGgufPath } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { QUANTIZE_METHODS, quantizeCheckpoint, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
-import { loadTokenizerIfPresent } from '../tokenizer/tokenizer.ts';
+import { calibrationSamples } from './calibration-samples.ts';
 import { integerFlag } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
 
@@ -66,7 +65,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
-  const samples = method === 'rtn' && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
+  const samples = method === 'rtn' && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, 'gptq and awq', integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
   const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output });
   if (values.json) {
     console.log(JSON.stringify({ method, bits, group_size: groupFlag, output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
@@ -76,23 +75,4 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
     const [error, rtn] = reports.reduce(([e, r], l) => [e + l.error, r + l.rtnError], [0, 0]);
     console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${bits}-bit; summed output error ${error.toExponential(3)} (round to nearest: ${rtn.toExponential(3)})`);
   }
-}
-
-/** Up to `count` consecutive windows of `length` tokens of the calibration text. */
-function calibrationSamples(dir: string, file: string | undefined, count: number, length: number): number[][] {
-  if (file === undefined) throw invalidArgument('gptq and awq need calibration text: --calibration FILE');
-  if (!(count >= 1 && length >= 2)) throw invalidArgument('--num-samples must be at least 1 and --seq-len at least 2');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw invalidArgument(`cannot read --calibration ${file}: ${(error as Error).message}`);
-  }
-  const tokenizer = loadTokenizerIfPresent(openModelFiles(dir));
-  if (tokenizer === null) throw invalidArgument(`${dir} has no tokenizer.json to tokenize the calibration text with`);
-  const tokens = tokenizer.encode(text, { addSpecialTokens: false });
-  const samples: number[][] = [];
-  for (let at = 0; at + length <= tokens.length && samples.length < count; at += length) samples.push(tokens.slice(at, at + length));
-  if (samples.length === 0) throw invalidArgument(`--calibration ${file} holds ${tokens.length} tokens, fewer than one window of --seq-len ${length}`);
-  return samples;
 }

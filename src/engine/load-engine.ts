@@ -14,7 +14,8 @@ import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
 import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
-import { withQuantization } from '../models/model-checkpoint.ts';
+import { resolveSparsity, withQuantization, withSparsity } from '../models/model-checkpoint.ts';
+import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
@@ -69,6 +70,12 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
     throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
+  }
+  if (config.sparsity !== null && !SPARSITY_PATTERNS.includes(config.sparsity)) {
+    throw invalidArgument(`sparsity must be one of ${SPARSITY_PATTERNS.join(', ')} or null (got ${JSON.stringify(config.sparsity)})`);
+  }
+  if (config.sparsity !== null && config.quantization !== null) {
+    throw invalidArgument(`sparsity ${config.sparsity} runs 16-bit weights: it does not combine with quantization ${config.quantization}`);
   }
   if (!KV_CACHE_DTYPE_NAMES.includes(config.kvCacheDtype)) {
     throw invalidArgument(`kvCacheDtype must be one of ${KV_CACHE_DTYPE_NAMES.join(', ')} (got ${JSON.stringify(config.kvCacheDtype)})`);
@@ -273,8 +280,10 @@ function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedMo
 
 /** Reads `model`'s weights (its tensor-parallel shard of them) from the model's checkpoint, or random ones (--load-format dummy). */
 export function loadModelWeights(model: CausalLM, files: ModelFiles, architecture: ModelArchitecture, config: EngineConfig, backend: Backend, shard: TensorParallelShard): void {
-  if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard);
-  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress, shard });
+  const sparsity = resolveSparsity(architecture.sparsity, config.sparsity);
+  if (sparsity !== null && config.quantization !== null) throw invalidArgument(`${files.path} is ${sparsity.pattern} sparse, which runs 16-bit weights: leave --quantization ${config.quantization} out`);
+  if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard, sparsity);
+  else loadWeightsWithProgress(model, withSparsity(withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */

@@ -101,6 +101,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
       return tensor;
     },
     loadQuantizedWeight: (w) => backend.loadQuantizedWeight(w),
+    loadSparseWeight: (w) => backend.loadSparseWeight(w),
     loadMxfp4Weight: (w) => backend.loadMxfp4Weight(w),
     uploadRopeTable: (table) => backend.uploadRopeTable(table),
   };

@@ -1,8 +1,7 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
-import { readJsonFile } from '../checkpoint/json-file.ts';
-import { writeSafetensorsFile, type SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
+import type { SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
+import { writeModelDirectory } from '../checkpoint/write-model-directory.ts';
 import { invalidArgument } from '../errors.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
@@ -96,7 +95,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
       const data = values === undefined ? raw.data : float32ToHostTensor(values, raw.dtype.toLowerCase() as WeightDType, raw.shape).data;
       tensors.set(name, { dtype: raw.dtype, shape: raw.shape, data });
     }
-    writeOutput(o, tensors);
+    writeModelDirectory(o.model, o.output, tensors, { quantization_config: quantizationConfig(o) });
     return reports;
   } finally {
     ckpt.close();
@@ -188,19 +187,6 @@ function sliceRows(q: GroupQuantized, first: number, count: number): GroupQuanti
     scales: q.scales.slice(first * groups, (first + count) * groups),
     zeros: q.zeros.slice(first * groups, (first + count) * groups),
   };
-}
-
-function writeOutput(o: QuantizeOptions, tensors: Map<string, SafetensorsTensor>): void {
-  mkdirSync(o.output, { recursive: true });
-  if (existsSync(join(o.output, 'model.safetensors.index.json'))) throw invalidArgument(`${o.output} already holds a sharded checkpoint`);
-  writeSafetensorsFile(join(o.output, 'model.safetensors'), tensors, { format: 'pt' });
-  // The files a model loads besides its weights and config: tokenizer, chat template, generation defaults.
-  for (const file of readdirSync(o.model)) {
-    if (/^(tokenizer|special_tokens_map|generation_config|chat_template|vocab|merges|added_tokens)/.test(file)) copyFileSync(join(o.model, file), join(o.output, file));
-  }
-  const config = readJsonFile(join(o.model, 'config.json')) as Record<string, unknown>;
-  config.quantization_config = quantizationConfig(o);
-  writeFileSync(join(o.output, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /** config.json's quantization_config, as AutoGPTQ / AutoAWQ write it (and transformers, vLLM and Keel read it). */

@@ -22,6 +22,7 @@
 
 import { invalidModel } from '../errors.ts';
 import type { HostTensor } from './host-tensor.ts';
+import type { Sparse24Weight } from './sparse24.ts';
 
 export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3' | 'nf4' | 'fp4';
 
@@ -54,8 +55,8 @@ export interface QuantizedWeight {
   mixedInt8: { threshold: number } | null;
 }
 
-/** A linear layer's weight [rows, cols] as a checkpoint or load-time quantization holds it. */
-export type LinearWeight = HostTensor | QuantizedWeight;
+/** A linear layer's weight [rows, cols] as a checkpoint, load-time quantization or 2:4 sparsity holds it. */
+export type LinearWeight = HostTensor | QuantizedWeight | Sparse24Weight;
 
 export function isQuantized(w: LinearWeight): w is QuantizedWeight {
   return 'format' in w;

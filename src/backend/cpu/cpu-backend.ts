@@ -24,8 +24,10 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import { groupBatch, type BatchDescription } from '../../step/batch.ts';
-import { layerGroup, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
+import { sparse24Matmul } from './ops/sparse24-matmul.ts';
+import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
@@ -94,6 +96,11 @@ export class CpuBackend implements Backend {
     return new CpuQuantizedTensor(w);
   }
 
+  /** Keeps `w.meta` by reference: do not mutate it afterwards. */
+  loadSparseWeight(w: Sparse24Weight): Tensor {
+    return new CpuSparse24Tensor(w.rows, w.cols, hostTensorToFloat32(w.values), w.meta);
+  }
+
   /** Keeps `w` by reference: do not mutate it afterwards. */
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
     checkMxfp4(w, 'loadMxfp4Weight');
@@ -136,7 +143,7 @@ export class CpuBackend implements Backend {
     return new CpuWeightStream();
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCpuWeightStream(stream);
     return {
       loadWeight: (t, options) => {
@@ -151,6 +158,10 @@ export class CpuBackend implements Backend {
           zeros: w.zeros && weights.place(group, w.zeros),
           perm: w.perm && weights.place(group, w.perm),
         }),
+      loadSparseWeight: (w) => {
+        const loaded = this.loadSparseWeight(w) as CpuSparse24Tensor;
+        return new CpuSparse24Tensor(w.rows, w.cols, weights.place(group, loaded.values), weights.place(group, loaded.meta));
+      },
       loadMxfp4Weight: (w) => this.loadMxfp4Weight({ ...w, blocks: weights.place(group, w.blocks), scales: weights.place(group, w.scales) }),
       // Rotary tables are shared by every layer: they stay where they are.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
@@ -268,6 +279,7 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([input.rows, outDim]);
     if (weight instanceof CpuQuantizedTensor && weight.weight.mixedInt8 !== null) llmInt8Matmul(input.data, input.rows, weight.weight, b, out.data);
     else if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
+    else if (weight instanceof CpuSparse24Tensor) sparse24Matmul(input.data, input.rows, inDim, weight.values, weight.meta, outDim, b, out.data);
     else matmulTransposed(input.data, input.rows, inDim, asCpuTensor(weight, 'linear weight').data, outDim, b, out.data);
     return out;
   }

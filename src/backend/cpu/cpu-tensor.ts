@@ -42,6 +42,25 @@ export class CpuQuantizedTensor implements Tensor {
   }
 }
 
+/**
+ * A 2:4 sparse linear weight [rows, cols] kept compressed (src/tensor/sparse24.ts): its kept
+ * values [rows, cols / 2] in float32 and their column metadata [rows, cols / 8].
+ */
+export class CpuSparse24Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly values: Float32Array;
+  readonly meta: Uint8Array;
+
+  constructor(rows: number, cols: number, values: Float32Array, meta: Uint8Array) {
+    if (values.length !== (rows * cols) / 2 || meta.length !== (rows * cols) / 8) {
+      throw new Error(`CpuSparse24Tensor: ${values.length} values and ${meta.length} metadata bytes do not fit a 2:4 weight [${rows}, ${cols}]`);
+    }
+    this.shape = [rows, cols];
+    this.values = values;
+    this.meta = meta;
+  }
+}
+
 /** MoE experts [count, rows, cols] kept packed in MXFP4; expertMlp decodes one expert's matrix at a time. */
 export class CpuMxfp4Tensor implements Tensor {
   readonly shape: readonly number[];
@@ -129,6 +148,7 @@ function elementCount(shape: readonly number[]): number {
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
   if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CpuMxfp4Tensor) throw new Error(`CpuBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CpuSparse24Tensor) throw new Error(`CpuBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;
 }

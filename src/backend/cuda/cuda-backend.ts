@@ -22,6 +22,8 @@ import type {
 } from '../backend.ts';
 import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
+import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
@@ -34,7 +36,7 @@ import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
@@ -333,6 +335,21 @@ export class CudaBackend implements Backend {
     return tensor;
   }
 
+  loadSparseWeight(w: Sparse24Weight): Tensor {
+    return this.loadSparseWeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /**
+   * `loadSparseWeight` into the device memory `alloc` gives: the bf16 expansion, and cuSPARSELt's
+   * compressed copy when the shape is one it multiplies (both dimensions multiples of
+   * SPARSE_SHAPE_MULTIPLE), compressed from the expansion on the device.
+   */
+  private loadSparseWeightInto(w: Sparse24Weight, alloc: (bytes: number) => DevicePtr): Tensor {
+    const dense = asBf16(this.loadWeightInto(expandSparse24(w), {}, alloc), 'sparse weight');
+    const fits = w.rows % SPARSE_SHAPE_MULTIPLE === 0 && w.cols % SPARSE_SHAPE_MULTIPLE === 0;
+    return new CudaSparse24Tensor(dense, fits ? this.device.cusparseLt.compress(dense.ptr, w.rows, w.cols, this.device, alloc) : null);
+  }
+
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
     return this.loadMxfp4WeightInto(w, (bytes) => this.ownedAlloc(bytes));
   }
@@ -442,7 +459,7 @@ export class CudaBackend implements Backend {
     return stream;
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCudaWeightStream(stream);
     const alloc = (bytes: number) => weights.buffer(group, bytes);
     const kept = (tensor: Tensor): Tensor => {
@@ -452,6 +469,9 @@ export class CudaBackend implements Backend {
     return {
       loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
       loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      // A streamed layer's 2:4 weights stream as their dense expansion (half of what the
+      // compressed copy would add to each transfer is metadata cuSPARSELt lays out its own way).
+      loadSparseWeight: (w) => kept(this.loadWeightInto(expandSparse24(w), {}, alloc)),
       loadMxfp4Weight: (w) => kept(this.loadMxfp4WeightInto(w, alloc)),
       // Rotary tables are shared by every layer: they stay on the device.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
@@ -582,6 +602,7 @@ export class CudaBackend implements Backend {
   }
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
+    if (weight instanceof CudaSparse24Tensor) return this.sparseLinear(x, weight, bias, options);
     if (weight instanceof CudaQuantizedTensor) {
       if (options.float32) throw new Error('linear: a float32 output is for 16-bit weights (routers stay 16-bit), not a quantized one');
       return this.quantizedLinear(x, weight, bias);
@@ -605,6 +626,36 @@ export class CudaBackend implements Backend {
     this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
     if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim, { float32 });
     return out;
+  }
+
+  /**
+   * A 2:4 weight's product, chosen per shape. Decode-sized batches (up to GEMV_MAX_ROWS rows)
+   * stream the dense expansion through the GEMV: they are memory-bound, and cuSPARSELt's gain is
+   * tensor-core throughput on tiles of 16+ rows that such a batch would mostly pad
+   * (`keel bench linear --format 2:4` times both to move this line). Larger batches run on
+   * cuSPARSELt, their rows padded to a multiple of SPARSE_ROWS_MULTIPLE in a step-arena copy;
+   * shapes cuSPARSELt does not take (no compressed copy) multiply the expansion.
+   */
+  private sparseLinear(x: Tensor, w: CudaSparse24Tensor, bias: Tensor | null, options: { float32?: boolean }): Tensor {
+    const input = asBf16(x, 'linear input');
+    if (w.compressed === null || input.rows <= GEMV_MAX_ROWS || options.float32) return this.linear(input, w.dense, bias, options);
+    const [n, k] = w.shape;
+    if (input.cols !== k) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const b = bias === null ? null : asBf16(bias, 'linear bias');
+    if (b !== null && b.numel !== n) throw new Error(`linear: bias of ${b.numel} values for ${n} outputs`);
+    const rows = Math.ceil(input.rows / SPARSE_ROWS_MULTIPLE) * SPARSE_ROWS_MULTIPLE;
+    let xs = input.ptr;
+    if (rows !== input.rows) {
+      // The pad rows' products land in output rows no one reads: they need no zeroing.
+      xs = this.arena.alloc(2 * rows * k);
+      this.device.copyAsync(xs, input.ptr, 2 * input.rows * k);
+    }
+    const out = this.stepTensor([rows, n]);
+    const { workspaceBytes } = this.device.cusparseLt.plan(w.compressed, rows);
+    const workspace = workspaceBytes > 0 ? this.arena.alloc(workspaceBytes) : 0;
+    this.device.cusparseLt.linear(out.ptr, xs, w.compressed, rows, workspace);
+    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, n, { float32: false });
+    return new CudaTensor([input.rows, n], out.ptr, 'bf16');
   }
 
   /**
@@ -744,6 +795,16 @@ export class CudaBackend implements Backend {
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    if (gateUp instanceof CudaSparse24Tensor) {
+      // Decode-sized batches take the dense expansion's fused GEMV (sparseLinear says why).
+      if (gateUp.compressed === null || asBf16(x, 'gatedLinear input').rows <= GEMV_MAX_ROWS) return this.gatedLinear(x, gateUp.dense, activation);
+      const n = gateUp.shape[0] / 2;
+      requireMultipleOf8(n, 'gatedLinear width');
+      const product = asBf16(this.sparseLinear(x, gateUp, null, {}), 'gatedLinear product');
+      const out = this.stepTensor([product.rows, n]);
+      launchGatedActivation(this.device, out.ptr, product.ptr, product.rows, n, activation);
+      return out;
+    }
     if (gateUp instanceof CudaQuantizedTensor) {
       const n = gateUp.rows / 2;
       requireMultipleOf8(n, 'gatedLinear width');
@@ -1308,6 +1369,7 @@ export class CudaBackend implements Backend {
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CudaSparse24Tensor) throw new Error(`CudaBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }

@@ -3,6 +3,7 @@ import type { BatchDescription } from '../../step/batch.ts';
 import { kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
+import type { CusparseLtWeight } from './cusparselt.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
 
 /** Element type on the device: weights and activations are bf16, rope tables and readbacks f32. */
@@ -30,6 +31,23 @@ export class CudaTensor implements Tensor {
 
   get numel(): number {
     return this.shape.reduce((n, d) => n * d, 1);
+  }
+}
+
+/**
+ * A 2:4 sparse linear weight [rows, cols] on the device: `dense`, its expansion in bf16 (what
+ * decode-sized batches stream through the GEMV, and every batch multiplies when the shape is not
+ * cuSPARSELt's), and `compressed`, cuSPARSELt's compressed copy, or null for such shapes.
+ */
+export class CudaSparse24Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly dense: CudaTensor;
+  readonly compressed: CusparseLtWeight | null;
+
+  constructor(dense: CudaTensor, compressed: CusparseLtWeight | null) {
+    this.shape = dense.shape;
+    this.dense = dense;
+    this.compressed = compressed;
   }
 }
 

@@ -89,7 +89,8 @@ export function parseQuantizationConfig(json: Record<string, unknown>, source: s
     case 'awq':
       return parseAwq(q);
     case 'compressed-tensors':
-      return parseCompressedTensors(q);
+      // A sparse-only checkpoint (sparsity_config, no config_groups) holds 16-bit weights: its sparsity is read by sparsity-config.ts.
+      return isEmpty(q.raw('config_groups')) && !isEmpty(q.raw('sparsity_config')) ? null : parseCompressedTensors(q);
     case 'fp8':
       return parseFp8(q);
     case 'bitsandbytes':
@@ -130,8 +131,8 @@ function parseCompressedTensors(q: Fields): CompressedTensorsConfig {
   if (format !== 'pack-quantized' && format !== 'float-quantized') {
     throw invalidModel(`${q.source}: compressed-tensors format "${format}" is not supported (Keel reads pack-quantized and float-quantized)`);
   }
-  if (q.raw('sparsity_config') != null && Object.keys(q.raw('sparsity_config') as object).length > 0) {
-    throw invalidModel(`${q.source}: compressed-tensors sparsity_config is not supported`);
+  if (!isEmpty(q.raw('sparsity_config'))) {
+    throw invalidModel(`${q.source}: compressed-tensors sparsity_config beside quantized config_groups is not supported (Keel runs 2:4 sparse 16-bit checkpoints: docs/sparsity.md)`);
   }
   const status = q.string('quantization_status', 'compressed');
   if (status !== 'compressed') throw invalidModel(`${q.source}: compressed-tensors quantization_status "${status}" is not supported (Keel reads compressed checkpoints)`);
@@ -144,6 +145,10 @@ function parseCompressedTensors(q: Fields): CompressedTensorsConfig {
     return parseScheme(g, format);
   });
   return { method: 'compressed-tensors', format, schemes };
+}
+
+function isEmpty(value: unknown): boolean {
+  return value == null || (typeof value === 'object' && Object.keys(value).length === 0);
 }
 
 function parseScheme(g: Fields, format: CompressedTensorsConfig['format']): CompressedTensorsScheme {
