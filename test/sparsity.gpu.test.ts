@@ -6,7 +6,7 @@ import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import type { CudaSparse24Tensor } from '../src/backend/cuda/cuda-tensor.ts';
 import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
-import { prune24 } from '../src/prune/prune24.ts';
+import { prune24 } from '../src/tensor/prune24.ts';
 import { pruneCheckpoint } from '../src/prune/prune-checkpoint.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';

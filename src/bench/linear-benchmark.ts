@@ -15,7 +15,7 @@ import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import type { CudaQuantizedTensor, CudaSparse24Tensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
 import { SPARSE_ROWS_MULTIPLE } from '../backend/cuda/cusparselt.ts';
-import { prune24 } from '../prune/prune24.ts';
+import { prune24 } from '../tensor/prune24.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';

@@ -3,7 +3,7 @@ import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { pruneCheckpoint } from '../prune/prune-checkpoint.ts';
-import { PRUNE_METHODS, type PruneMethod } from '../prune/prune24.ts';
+import { PRUNE_METHODS, type PruneMethod } from '../tensor/prune24.ts';
 import { SPARSITY_PATTERNS, type SparsityPattern } from '../tensor/sparse24.ts';
 import { calibrationSamples } from './calibration-samples.ts';
 import { integerFlag } from './engine-flags.ts';

@@ -9,7 +9,7 @@ import { withQuantization } from './model-checkpoint.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { sparsityCovers, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
-import { prune24 } from '../prune/prune24.ts';
+import { prune24 } from '../tensor/prune24.ts';
 import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
 
 /**

@@ -8,7 +8,7 @@ import { calibrate } from '../quantize/calibration.ts';
 import { outputError } from '../quantize/group-quantizer.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { SparsityPattern } from '../tensor/sparse24.ts';
-import { inputNormsFromGram, prune24, type PruneMethod } from './prune24.ts';
+import { inputNormsFromGram, prune24, type PruneMethod } from '../tensor/prune24.ts';
 
 export interface PruneOptions {
   /** A 16-bit model directory. */

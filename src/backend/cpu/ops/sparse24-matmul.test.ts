@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuBackend } from '../cpu-backend.ts';
 import { CpuTensor } from '../cpu-tensor.ts';
-import { prune24 } from '../../../prune/prune24.ts';
+import { prune24 } from '../../../tensor/prune24.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../../../tensor/host-dtype.ts';
 import { compressSparse24, concatSparse24Rows, expandSparse24, keptColumns } from '../../../tensor/sparse24.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
