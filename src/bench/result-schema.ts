@@ -167,6 +167,8 @@ const AttentionResultsSchema = z.strictObject({
   /** Prefill (causal attention over a whole prompt). */
   shapes: z.array(
     z.strictObject({
+      /** Which prefill kernel (results before the Hopper kernel have one, unnamed: legacy). */
+      kernel: z.enum(['legacy', 'wgmma']).optional(),
       batch: count,
       seq_len: count,
       num_heads: count,

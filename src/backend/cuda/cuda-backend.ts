@@ -58,7 +58,7 @@ import { launchMlaAttention } from './kernels/mla.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
-import { launchPrefillAttention } from './kernels/prefill-attention.ts';
+import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchScatterRows } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
@@ -81,6 +81,12 @@ export interface CudaBackendOptions {
    * (5-9 % faster at batch 1 on the H200, equal to transformers on every MoE fixture there).
    */
   moeDecode?: MoeDecodePath;
+  /**
+   * Which prefill attention kernel runs (kernels/prefill-attention.ts): `legacy` (mma.sync), `auto`
+   * (the Hopper wgmma kernel where it covers the layer) or `wgmma` (that kernel or an error).
+   * Default: $KEEL_PREFILL_ATTENTION, else legacy until the wgmma kernel is verified on a GPU.
+   */
+  prefillAttention?: PrefillAttentionPath;
   /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
@@ -105,6 +111,15 @@ function moeDecodeFromEnv(): MoeDecodePath {
   if (value === undefined || value === '' || value === 'fused') return 'fused';
   if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
+}
+
+/** KEEL_PREFILL_ATTENTION, for comparing the prefill attention kernels without a code change. */
+function prefillAttentionFromEnv(): PrefillAttentionPath {
+  const value = process.env.KEEL_PREFILL_ATTENTION;
+  if (value === undefined || value === '') return 'legacy';
+  const path = PREFILL_ATTENTION_PATHS.find((p) => p === value);
+  if (path === undefined) throw new KeelError('invalid_argument', `KEEL_PREFILL_ATTENTION must be one of ${PREFILL_ATTENTION_PATHS.join(', ')}, not '${value}'`);
+  return path;
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -156,6 +171,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** Read at each attention call: a benchmark may switch it between recordings. */
+  prefillAttention: PrefillAttentionPath;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -169,6 +186,7 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -552,6 +570,7 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
+        wideTiles: at('wideTiles'),
         loraOrder: at('loraOrder'),
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
@@ -782,8 +801,11 @@ export class CudaBackend implements Backend {
       ...common,
       tiles: s.device.prefillTiles,
       numTiles: s.plan.prefillTiles.length / 2,
+      wideTiles: s.device.wideTiles,
+      numWideTiles: s.plan.wideTiles.length / 2,
       treeMask: s.device.treeMask,
       treeMaskWords: s.batch.treeMaskWords,
+      path: this.prefillAttention,
     });
     return out;
   }
@@ -1280,7 +1302,7 @@ export class CudaBackend implements Backend {
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
     // A step with adapters runs the LoRA launches, one without none: they are recorded apart.
-    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${b.loraSlots === null ? 'base' : 'lora'}`;
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${s.plan.wideTiles.length}/${this.prefillAttention}/${b.loraSlots === null ? 'base' : 'lora'}`;
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();

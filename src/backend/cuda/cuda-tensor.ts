@@ -215,6 +215,8 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
+  /** AttentionPlan.wideTiles: the Hopper prefill kernel's 128-row tiles. */
+  wideTiles: DevicePtr;
   /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
   loraOrder: DevicePtr;
   loraTiles: DevicePtr;
