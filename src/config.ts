@@ -110,6 +110,13 @@ export interface EngineConfig {
   pipelineParallelSize: number;
   /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
   enableExpertParallel: boolean;
+  /**
+   * Engine replicas a server runs behind its one endpoint, each with the whole model (itself split
+   * by tensorParallelSize × pipelineParallelSize) on devices of its own, and a router in the server
+   * choosing one per request by prefix affinity and load (docs/parallelism.md). One LLM is one
+   * engine: only `keel serve` (EngineReplicas) runs more than 1.
+   */
+  dataParallelSize: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -216,4 +223,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   tensorParallelSize: 1,
   pipelineParallelSize: 1,
   enableExpertParallel: false,
+  dataParallelSize: 1,
 };

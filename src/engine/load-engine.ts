@@ -98,6 +98,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
   positiveInt('tensorParallelSize');
   positiveInt('pipelineParallelSize');
+  positiveInt('dataParallelSize');
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
   checkParallelSupport(resolved);
   return resolved;
@@ -363,7 +364,10 @@ function earlyExitDraft(model: CausalLM, numLayers: number): CausalLM {
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
-  const { speculative, showProgress } = resolveEngineConfig(options);
+  const { speculative, showProgress, dataParallelSize } = resolveEngineConfig(options);
+  if (dataParallelSize > 1) {
+    throw invalidArgument(`dataParallelSize ${dataParallelSize}: one engine loads here; replicas run behind \`keel serve\` (EngineReplicas), each an engine of its own (docs/parallelism.md)`);
+  }
   const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
