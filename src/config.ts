@@ -125,6 +125,9 @@ export interface LoraModule {
   path: string;
 }
 
+/** The largest --data-parallel-size: the router keeps a bit per replica for each block it remembers (a server on one host has fewer GPUs; more replicas are more servers behind a router). */
+export const MAX_DATA_PARALLEL_SIZE = 32;
+
 /** The largest --max-lora-rank. */
 export const MAX_LORA_RANK = 256;
 

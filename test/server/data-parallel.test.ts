@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { LLM } from '../../src/engine/llm.ts';
+import { EngineReplicas } from '../../src/server/engine-host/engine-replicas.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 import { metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
 
@@ -167,4 +169,11 @@ test('a killed replica fails its own requests with a 503 while the other finishe
   assert.deepEqual(perReplica(text, 'keel_replica_up'), [1, 0]);
   assert.equal(metricValue(text, 'vllm:cache_config_info', { block_size: String(BLOCK), num_gpu_blocks: '256' }), 1, 'only the live pool counts');
   assert.ok(replicas.logs.some((l) => l.msg === 'a replica stopped; the others serve on' && l.replica === 1));
+});
+
+test('a data-parallel size that is not positive or past 32 is refused, and one LLM refuses to be several replicas', async () => {
+  const options = { model: model.dir, backend: 'cpu', showProgress: false } as const;
+  await assert.rejects(EngineReplicas.start({ ...options, dataParallelSize: 0 }), /dataParallelSize must be a positive integer \(got 0\)/);
+  await assert.rejects(EngineReplicas.start({ ...options, dataParallelSize: 33 }), /dataParallelSize must be at most 32 \(got 33\)/);
+  await assert.rejects(LLM.load({ ...options, dataParallelSize: 2 }), /dataParallelSize 2: one engine loads here; replicas run behind `keel serve`/);
 });

@@ -1,3 +1,5 @@
+import { MAX_DATA_PARALLEL_SIZE } from '../../config.ts';
+
 /**
  * Chooses the data-parallel replica that runs an engine request (docs/parallelism.md).
  *
@@ -22,8 +24,6 @@ export const MAX_AFFINITY_BLOCKS = 512;
 export const AFFINITY_TABLE_SIZE = 1 << 18;
 /** How much more pressed (in fractions of the batch or KV pool) a replica holding the prefix may be than the least pressed one. */
 export const AFFINITY_SLACK = 0.25;
-/** Replicas a router tells apart in its table (a bit each): `dataParallelSize`'s limit. */
-export const MAX_ROUTED_REPLICAS = 32;
 
 /** One replica as the router sees it when it chooses. */
 export interface ReplicaLoad {
@@ -58,7 +58,7 @@ export class ReplicaRouter {
   private nextTie = 0;
 
   constructor(numReplicas: number, blockSize: number, maxNumSeqs: number) {
-    if (!(Number.isInteger(numReplicas) && numReplicas >= 1 && numReplicas <= MAX_ROUTED_REPLICAS)) throw new RangeError(`a router serves 1 to ${MAX_ROUTED_REPLICAS} replicas (got ${numReplicas})`);
+    if (!(Number.isInteger(numReplicas) && numReplicas >= 1 && numReplicas <= MAX_DATA_PARALLEL_SIZE)) throw new RangeError(`a router serves 1 to ${MAX_DATA_PARALLEL_SIZE} replicas (got ${numReplicas})`);
     this.numReplicas = numReplicas;
     this.blockSize = blockSize;
     this.maxNumSeqs = maxNumSeqs;
