@@ -17,7 +17,10 @@ Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/c
 /v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics; with LoRA, /v1/load_lora_adapter
 and /v1/unload_lora_adapter) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
-huge prompt never holds up the other clients.
+huge prompt never holds up the other clients. With --data-parallel-size N, N engines each run in
+a process of their own and each request goes to one by prefix affinity and load; one that dies
+fails only its own requests (503) while the others serve on (docs/parallelism.md).
+/metrics also carries vLLM's names that Kubernetes' Gateway API Inference Extension reads.
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
 for up to --shutdown-timeout, then cuts the rest and exits 1 (0 when nothing was cut); a second
 signal exits at once.
