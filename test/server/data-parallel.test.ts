@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { LLM } from '../../src/engine/llm.ts';
 import { EngineReplicas } from '../../src/server/engine-host/engine-replicas.ts';
+import { TEST_BACKEND } from './test-backend.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 import { metricValue, startTinyServer, type TinyServer } from './tiny-server.ts';
 
@@ -11,11 +12,15 @@ import { metricValue, startTinyServer, type TinyServer } from './tiny-server.ts'
 // while the other serves on.
 
 const BLOCK = 16;
+// On CUDA each replica needs a GPU of its own.
+const gpus = TEST_BACKEND === 'cuda' ? (await import('../../src/backend/cuda/availability.ts')).cudaAvailability() : null;
+const skip = gpus !== null && (!gpus.ok || gpus.deviceCount < 2) ? 'two replicas on CUDA need two GPUs' : false;
 const model = tinyChatModelDir({ max_position_embeddings: 4096 });
 let single: TinyServer;
 let replicas: TinyServer;
 
 before(async () => {
+  if (skip) return;
   const engine = { numKvBlocks: 256, blockSize: BLOCK };
   [single, replicas] = await Promise.all([
     startTinyServer({ modelDir: model.dir, engine }),
@@ -51,7 +56,7 @@ function perReplica(text: string, name: string, labels: Record<string, string> =
   return ['0', '1'].map((replica) => metricValue(text, name, { replica, ...labels }) ?? 0);
 }
 
-test('two replicas give every request the same output as one engine: greedy, seeded sampling, n > 1, batched and streamed', async () => {
+test('two replicas give every request the same output as one engine: greedy, seeded sampling, n > 1, batched and streamed', { skip }, async () => {
   const bodies = [
     { prompt: tokens(1, 20), max_tokens: 12, temperature: 0, ignore_eos: true },
     { prompt: tokens(2, 37), max_tokens: 9, temperature: 0.8, seed: 11, ignore_eos: true },
@@ -83,7 +88,7 @@ test('two replicas give every request the same output as one engine: greedy, see
   assert.ok(routed.every((n) => n > 0), `both replicas ran some of the unrelated requests (${routed})`);
 });
 
-test('requests sharing a prefix go to the replica that holds it, and are served from its prefix cache', async () => {
+test('requests sharing a prefix go to the replica that holds it, and are served from its prefix cache', { skip }, async () => {
   const before = await metrics(replicas.url);
   const shared = tokens(100, 4 * BLOCK);
   for (let i = 0; i < 6; i++) await complete(replicas.url, { prompt: [...shared, 200 + i, 201 + i], max_tokens: 3, temperature: 0, ignore_eos: true });
@@ -96,7 +101,7 @@ test('requests sharing a prefix go to the replica that holds it, and are served 
   assert.equal(delta('keel_replica_prefix_cache_hit_tokens_total')[holder], 5 * 4 * BLOCK, 'each later one found the 4 shared blocks cached');
 });
 
-test('unrelated requests in flight together are spread over the replicas', async () => {
+test('unrelated requests in flight together are spread over the replicas', { skip }, async () => {
   const before = perReplica(await metrics(replicas.url), 'keel_replica_prompt_tokens_total');
   await Promise.all(Array.from({ length: 8 }, (_, i) => complete(replicas.url, { prompt: tokens(300 + 13 * i, 24), max_tokens: 24, temperature: 0, ignore_eos: true })));
   const after = perReplica(await metrics(replicas.url), 'keel_replica_prompt_tokens_total');
@@ -105,7 +110,7 @@ test('unrelated requests in flight together are spread over the replicas', async
   assert.ok(Math.abs(added[0] - added[1]) <= 2, `an even share each (${added})`);
 });
 
-test('a Responses API follow-up runs on the replica of the response it continues', async () => {
+test('a Responses API follow-up runs on the replica of the response it continues', { skip }, async () => {
   const create = async (body: Record<string, unknown>) => {
     const response = await fetch(`${replicas.url}/v1/responses`, { method: 'POST', body: JSON.stringify({ max_output_tokens: 6, temperature: 0, ...body }) });
     assert.equal(response.status, 200);
@@ -119,7 +124,7 @@ test('a Responses API follow-up runs on the replica of the response it continues
   assert.ok(follow.usage.input_tokens_details.cached_tokens >= BLOCK, 'its conversation so far came from that replica\'s prefix cache');
 });
 
-test('/metrics carries the Gateway API Inference Extension\'s names for the whole server, and each replica\'s own', async () => {
+test('/metrics carries the Gateway API Inference Extension\'s names for the whole server, and each replica\'s own', { skip }, async () => {
   const text = await metrics(replicas.url);
   for (const name of ['vllm:num_requests_waiting', 'vllm:num_requests_running']) assert.equal(metricValue(text, name), 0, name);
   for (const name of ['vllm:kv_cache_usage_perc', 'vllm:gpu_cache_usage_perc']) {
@@ -135,7 +140,7 @@ test('/metrics carries the Gateway API Inference Extension\'s names for the whol
   assert.deepEqual(stats.replicas.map((r) => r.alive), [true, true]);
 });
 
-test('a killed replica fails its own requests with a 503 while the other finishes its own and serves on', { timeout: 120_000 }, async () => {
+test('a killed replica fails its own requests with a 503 while the other finishes its own and serves on', { skip, timeout: 120_000 }, async () => {
   const send = (i: number, stream: boolean) =>
     fetch(`${replicas.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: tokens(500 + 31 * i, 20), max_tokens: 600, temperature: 0, ignore_eos: true, stream }) }).then(
       async (r) => ({ status: r.status, text: await r.text() }),
