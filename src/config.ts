@@ -118,6 +118,13 @@ export interface EngineConfig {
   pipelineParallelSize: number;
   /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
   enableExpertParallel: boolean;
+  /**
+   * Engine replicas a server runs behind its one endpoint, each with the whole model (itself split
+   * by tensorParallelSize × pipelineParallelSize) on devices of its own, and a router in the server
+   * choosing one per request by prefix affinity and load (docs/parallelism.md). One LLM is one
+   * engine: only `keel serve` (EngineReplicas) runs more than 1.
+   */
+  dataParallelSize: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -125,6 +132,9 @@ export interface LoraModule {
   name: string;
   path: string;
 }
+
+/** The largest --data-parallel-size: the router keeps a bit per replica for each block it remembers (a server on one host has fewer GPUs; more replicas are more servers behind a router). */
+export const MAX_DATA_PARALLEL_SIZE = 32;
 
 /** The largest --max-lora-rank. */
 export const MAX_LORA_RANK = 256;
@@ -225,4 +235,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   tensorParallelSize: 1,
   pipelineParallelSize: 1,
   enableExpertParallel: false,
+  dataParallelSize: 1,
 };

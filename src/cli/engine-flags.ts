@@ -49,6 +49,7 @@ export const ENGINE_FLAGS = {
   'tensor-parallel-size': { type: 'string' },
   'pipeline-parallel-size': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
+  'data-parallel-size': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -105,6 +106,9 @@ process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_
   --pipeline-parallel-size N     split the layers into N consecutive stages, each on its own devices,
                                  activations passed from stage to stage (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
   --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
+  --data-parallel-size N         keel serve: N engine replicas (each TP × PP ranks) behind one endpoint,
+                                 a process each (on CUDA, on its own TP × PP GPUs), the server routing
+                                 each request by prefix affinity and load (default ${DEFAULT_ENGINE_CONFIG.dataParallelSize})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
@@ -172,6 +176,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
     pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
+    dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
   };
 }
 
@@ -272,6 +277,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'tensor-parallel-size': 'tensorParallelSize',
   'pipeline-parallel-size': 'pipelineParallelSize',
   'enable-expert-parallel': 'enableExpertParallel',
+  'data-parallel-size': 'dataParallelSize',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

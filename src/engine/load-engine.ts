@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, WeightStream } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_DATA_PARALLEL_SIZE, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
@@ -105,6 +105,8 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
   positiveInt('tensorParallelSize');
   positiveInt('pipelineParallelSize');
+  positiveInt('dataParallelSize');
+  if (config.dataParallelSize > MAX_DATA_PARALLEL_SIZE) throw invalidArgument(`dataParallelSize must be at most ${MAX_DATA_PARALLEL_SIZE} (got ${config.dataParallelSize}): run more servers behind a router for more replicas`);
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
   checkParallelSupport(resolved);
   return resolved;
@@ -372,7 +374,10 @@ function earlyExitDraft(model: CausalLM, numLayers: number): CausalLM {
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
-  const { speculative, showProgress } = resolveEngineConfig(options);
+  const { speculative, showProgress, dataParallelSize } = resolveEngineConfig(options);
+  if (dataParallelSize > 1) {
+    throw invalidArgument(`dataParallelSize ${dataParallelSize}: one engine loads here; replicas run behind \`keel serve\` (EngineReplicas), each an engine of its own (docs/parallelism.md)`);
+  }
   const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;

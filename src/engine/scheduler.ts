@@ -95,6 +95,12 @@ export class Scheduler {
     return { running: this.running.length + this.arriving.length, waiting: this.waiting.length, swapped: this.swapped.length };
   }
 
+  /** The LoRA adapters (by name, each once) of the running sequences, and of the waiting ones. */
+  loraAdapters(): { running: string[]; waiting: string[] } {
+    const names = (seqs: Sequence[]) => [...new Set(seqs.flatMap((seq) => (seq.lora === null ? [] : [seq.lora.name])))];
+    return { running: names([...this.running, ...this.arriving]), waiting: names(this.waiting) };
+  }
+
   hasUnfinished(): boolean {
     const { running, waiting, swapped } = this.counts();
     return running + waiting + swapped > 0;
