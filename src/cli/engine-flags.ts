@@ -63,8 +63,8 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
                                  llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), or
                                  with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
-                                 they are (docs/quantization.md)
+                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes, AQLM 1x16
+                                 and 2x8) are read as they are (docs/quantization.md)
   --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
                                  backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
                                  checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
