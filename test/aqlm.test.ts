@@ -106,6 +106,17 @@ test('vq 2x8 codes a layer with fewer errors than 2-bit round to nearest in grou
   assert.ok(oneBySixteen < twoByEight, `1x16 ${oneBySixteen} (every vector its own centre here) vs 2x8 ${twoByEight}`);
 });
 
+test('keel quantize --method vq with calibration: every layer reconstructs its calibration outputs better than 2-bit round to nearest', (t) => {
+  const output = tempDir(t, 'keel-aqlm-');
+  const vocab = readModelArchitecture(FIXTURE.dir).config.vocabSize;
+  let seed = 11;
+  const token = () => (seed = (seed * 48271) % 2147483647) % vocab;
+  const samples = Array.from({ length: 4 }, () => Array.from({ length: 32 }, token));
+  const reports = quantizeCheckpoint({ model: FIXTURE.dir, method: 'vq', bits: 4, groupSize: null, actOrder: false, samples, output, codebooks: 'aqlm-2x8' });
+  assert.equal(reports.length, 8, 'q/k/v, o, gate/up and down of 2 layers');
+  for (const r of reports) assert.ok(r.error < r.rtnError, `${r.names[0]}: vq ${r.error} vs 2-bit RTN ${r.rtnError}`);
+});
+
 /** A written 2x8 checkpoint with some tensors replaced. */
 function patched(dir: string, raw: Record<string, RawTensor>): Checkpoint {
   const inner = openCheckpoint(dir);

@@ -83,7 +83,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
       const stacked = concat(linear.names.map((n) => weights.get(n)!));
       const total = rows.reduce((a, b) => a + b, 0);
       if (o.method === 'vq') {
-        reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', tensors));
+        reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
       const { quantized, report } = quantizeLinear(stacked, total, linear, o, searches.get(linear) ?? null);
@@ -131,15 +131,18 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
 }
 
 /**
- * vq: each part (q, k, v…) gets its own codebooks, as AQLM's QuantizedLinear has them. The report's
+ * vq: each part (q, k, v…) gets its own codebooks, as AQLM's QuantizedLinear has them, weighted by
+ * the calibration inputs when there are some (vq.ts). The report's
  * round-to-nearest error is 2-bit round to nearest in groups of 128 (2.125 bits a weight and more),
  * the scalar format of about the same size.
  */
-function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, tensors: Map<string, SafetensorsTensor>): LayerReport {
+function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
   const { cols } = linear;
+  // The calibration inputs' mean square per column (the Hessian's diagonal); none: every column alike.
+  const importance = calibrated ? Float64Array.from({ length: cols }, (_, c) => linear.hessian[c * cols + c]) : null;
   if (cols % AQLM_GROUP !== 0) throw invalidArgument(`vq codes groups of ${AQLM_GROUP} input columns, and ${linear.names.join(', ')} has ${cols}`);
   const parts = linear.names.map((name, i) => {
-    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS });
+    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, importance });
     for (const [key, t] of Object.entries(packAqlm(q))) tensors.set(`${name.slice(0, -'.weight'.length)}.${key}`, t);
     return Float64Array.from(dequantizeWeight(q));
   });
