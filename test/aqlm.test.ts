@@ -21,7 +21,8 @@ import { describeBatch } from '../src/step/batch.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, isQuantized, type AqlmFormat } from '../src/tensor/quantized-weight.ts';
-import { listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+import { assertOffloadKeepsTokens } from './helpers/weight-offload-runs.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 
 const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
@@ -115,6 +116,11 @@ test('keel quantize --method vq with calibration: every layer reconstructs its c
   const reports = quantizeCheckpoint({ model: FIXTURE.dir, method: 'vq', bits: 4, groupSize: null, actOrder: false, samples, output, codebooks: 'aqlm-2x8' });
   assert.equal(reports.length, 8, 'q/k/v, o, gate/up and down of 2 layers');
   for (const r of reports) assert.ok(r.error < r.rtnError, `${r.names[0]}: vq ${r.error} vs 2-bit RTN ${r.rtnError}`);
+});
+
+test('an AQLM model streamed from host memory (weight offload: codes, scales and codebooks) gives the tokens of the model kept whole', async () => {
+  const base = { model: join(FIXTURES_DIR, 'quant-aqlm-2x8'), backend: 'cpu', showProgress: false, numKvBlocks: 32, blockSize: 8 } as const;
+  await assertOffloadKeepsTokens(base, [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4]], { temperature: 0, ignoreEos: true, maxTokens: 12 });
 });
 
 /** A written 2x8 checkpoint with some tensors replaced. */

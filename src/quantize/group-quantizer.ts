@@ -1,4 +1,4 @@
-import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
 
 /**
  * A weight [rows, cols] quantized to `bits`-bit integer codes 0..2^bits − 1 in groups of input
@@ -64,7 +64,7 @@ export function roundHalfEven(v: number): number {
 
 /** The float16 value nearest v (scales are stored as float16). */
 export function toFloat16(v: number): number {
-  return hostTensorToFloat32(float32ToHostTensor(Float32Array.of(v), 'f16', [1]))[0];
+  return halfToFloatTable()[floatToF16Bits(v)];
 }
 
 /** The weight the codes stand for, [rows, cols] float64. */

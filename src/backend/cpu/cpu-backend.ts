@@ -150,6 +150,7 @@ export class CpuBackend implements Backend {
           scales: weights.place(group, w.scales),
           zeros: w.zeros && weights.place(group, w.zeros),
           perm: w.perm && weights.place(group, w.perm),
+          codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
         }),
       loadMxfp4Weight: (w) => this.loadMxfp4Weight({ ...w, blocks: weights.place(group, w.blocks), scales: weights.place(group, w.scales) }),
       // Rotary tables are shared by every layer: they stay where they are.
