@@ -62,8 +62,9 @@ test('gatedLinear with an AQLM gate/up weight (two parts, two codebook sets) mat
   for (const format of FORMATS) {
     for (const xRows of [1, 5, 40]) {
       const n = 8 * randInt(rng, 1, 64);
-      const w = both(randomAqlmWeight(format, [n, n], 128 * randInt(rng, 1, 4), rng, 65536).w);
-      const x = input(xRows, (w.cpu.shape as number[])[1]);
+      const cols = 128 * randInt(rng, 1, 4);
+      const w = both(randomAqlmWeight(format, [n, n], cols, rng, 65536).w);
+      const x = input(xRows, cols);
       const act = { kind: 'silu' } as const;
       const err = relativeError(gpu.toHost(gpu.gatedLinear(x.gpu, w.gpu, act)), cpu.toHost(cpu.gatedLinear(x.cpu, w.cpu, act)));
       assert.ok(err < TOLERANCE, `gatedLinear ${format} [${2 * n}] x ${xRows}: relative error ${err}`);
