@@ -10,7 +10,9 @@
 // exists for MoE experts: it is timed as one expert's MLP (gate/up [n, k], down [k, n / 2], every
 // row routed to it) beside the same MLP in bf16. 2:4 prunes the weight by magnitude and times
 // cuSPARSELt alone at every row count (`cusparselt`, rows padded to a multiple of 16) and the
-// backend's linear (`keel-2:4`: the dense GEMV at decode sizes, cuSPARSELt past them).
+// backend's linear (`keel-2:4`: the dense GEMV at decode sizes, cuSPARSELt past them). AQLM
+// (aqlm-2x8, aqlm-1x16: random codes over every codebook vector) is timed on its codebook-lookup
+// GEMV up to its rows, then dequantize + cuBLAS.
 import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import type { CudaQuantizedTensor, CudaSparse24Tensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
@@ -19,11 +21,14 @@ import { prune24 } from '../tensor/prune24.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
+import { AQLM_GEMV_MAX_ROWS, launchAqlmDequantize, launchAqlmGemv } from '../backend/cuda/kernels/aqlm-linear.ts';
+import { emptyAqlmWeight } from '../tensor/aqlm.ts';
+import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
 import { describeBatch } from '../step/batch.ts';
 import { float32Tensor } from '../tensor/host-ops.ts';
 import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../tensor/quantize-rtn.ts';
-import { numGroups, rowBytes, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { aqlmLayout, AQLM_GROUP, numGroups, rowBytes, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import { medianGraphMs } from './graph-timing.ts';
 import { linearShapeProblem, type LinearBenchFormat, type LinearPath } from './linear-bench-options.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
@@ -86,7 +91,11 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
         .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4' || f === 'nf4')
         .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
         .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
-      const dequantized = quantized.length > 0 ? backend.device.alloc(2 * n * k) : 0;
+      const aqlm = options.formats
+        .filter((f): f is AqlmFormat => f === 'aqlm-2x8' || f === 'aqlm-1x16')
+        .map((format) => ({ format, host: randomAqlm(format, n, k, rng) }))
+        .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
+      const dequantized = quantized.length + aqlm.length > 0 ? backend.device.alloc(2 * n * k) : 0;
       const llmInt8Host = options.formats.includes('llm-int8') ? quantizeRoundToNearest(values, n, k, 'llm-int8') : null;
       const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
@@ -119,6 +128,21 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
             backend,
             () => () => {
               launchDequantize(backend.device, dequantized, q.tensor);
+              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
+            },
+            REPS,
+          );
+          add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+        }
+        for (const q of aqlm) {
+          if (rows <= AQLM_GEMV_MAX_ROWS) {
+            add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchAqlmGemv(backend.device, out, xPtr, q.tensor, 0, rows), REPS), q.bytes, cublasMs));
+            continue;
+          }
+          const dequantizeMs = medianGraphMs(
+            backend,
+            () => () => {
+              launchAqlmDequantize(backend.device, dequantized, q.tensor);
               backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
             },
             REPS,
@@ -175,10 +199,21 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
   }
 }
 
-/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros. */
+/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros, AQLM's float16 codebooks. */
 function quantizedBytes(w: QuantizedWeight): number {
   const groups = w.rows * numGroups(w);
-  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups);
+  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups) + 2 * (w.codebooks?.values.length ?? 0);
+}
+
+/** An AQLM weight [n, k] of random codes (every codebook vector equally likely) and float16 codebooks. */
+function randomAqlm(format: AqlmFormat, n: number, k: number, rng: () => number): QuantizedWeight {
+  const { codebooks, size } = aqlmLayout(format);
+  const half = halfToFloatTable();
+  const values = Float32Array.from({ length: codebooks * size * AQLM_GROUP }, () => half[floatToF16Bits(0.05 * (2 * rng() - 1))]);
+  const w = emptyAqlmWeight(format, n, k, values);
+  for (let i = 0; i < w.codes.length; i++) w.codes[i] = Math.floor(rng() * 256);
+  w.scales.fill(0.5);
+  return w;
 }
 
 /** One expert of intermediate width n / 2 over hidden size k, in bf16 and in MXFP4. */

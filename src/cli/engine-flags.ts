@@ -66,8 +66,8 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
                                  llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), or
                                  with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
-                                 they are (docs/quantization.md)
+                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes, AQLM 1x16
+                                 and 2x8) are read as they are (docs/quantization.md)
   --sparsity 2:4                 run the linear layers as 2:4 sparse (cuSPARSELt on CUDA); every one
                                  must be 2:4 (keel prune writes such checkpoints). Implied by a
                                  checkpoint whose config declares it (docs/sparsity.md)

@@ -157,6 +157,7 @@ export class CpuBackend implements Backend {
           scales: weights.place(group, w.scales),
           zeros: w.zeros && weights.place(group, w.zeros),
           perm: w.perm && weights.place(group, w.perm),
+          codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
         }),
       loadSparseWeight: (w) => {
         const loaded = this.loadSparseWeight(w) as CpuSparse24Tensor;

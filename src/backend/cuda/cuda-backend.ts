@@ -20,10 +20,11 @@ import type {
   Tensor,
   WeightStream,
 } from '../backend.ts';
-import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
+import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
 import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
@@ -321,6 +322,9 @@ export class CudaBackend implements Backend {
   /** `loadQuantizedWeight` into the device memory `alloc` gives. */
   private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): Tensor {
     if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
+    if (w.codebooks !== null && w.codebooks.partRows.length > AQLM_MAX_PARTS) {
+      throw new Error(`an AQLM weight of ${w.codebooks.partRows.length} stacked parts, each with its own codebooks: the CUDA kernels take at most ${AQLM_MAX_PARTS}`);
+    }
     const upload = (data: ArrayBufferView | null): DevicePtr => {
       if (data === null) return 0;
       const ptr = alloc(data.byteLength);
@@ -339,6 +343,9 @@ export class CudaBackend implements Backend {
       zeros: upload(w.zeros),
       perm: upload(w.perm),
       mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
+      // AQLM codebooks hold float16 values: kept so on the device, as the kernels read them.
+      codebooks: upload(w.codebooks === null ? null : Uint16Array.from(w.codebooks.values, floatToF16Bits)),
+      partEnds: w.codebooks === null ? [] : w.codebooks.partRows.map((_, i, rows) => rows.slice(0, i + 1).reduce((a, b) => a + b, 0)),
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
@@ -689,6 +696,7 @@ export class CudaBackend implements Backend {
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
+    if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
     if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
@@ -702,6 +710,18 @@ export class CudaBackend implements Backend {
     }
     const scratch = this.dequantized!;
     launchDequantize(this.device, scratch.ptr, w);
+    return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
+  }
+
+  /** AQLM: the codebook-lookup GEMV for decode batches; larger ones dequantize to bf16 and take the 16-bit path. */
+  private aqlmLinear(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
+    if (input.rows >= 1 && input.rows <= AQLM_GEMV_MAX_ROWS && aqlmGemvFits(w)) {
+      const out = this.stepTensor([input.rows, w.rows]);
+      launchAqlmGemv(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows);
+      return out;
+    }
+    const scratch = this.dequantized!;
+    launchAqlmDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
   }
 

@@ -56,7 +56,9 @@ export class CudaSparse24Tensor implements Tensor {
  * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
  * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
  * An LLM.int8() weight (`mixedInt8Threshold` set) holds signed int8 codes, as the int8 dot
- * products take them.
+ * products take them. An AQLM weight holds its code words as `codes`, its parts' codebooks as
+ * float16 `codebooks` [parts, codebooks, size, 8] and `partEnds` (each part's end row); 0 and []
+ * for other formats.
  */
 export class CudaQuantizedTensor implements Tensor {
   readonly shape: readonly number[];
@@ -69,6 +71,8 @@ export class CudaQuantizedTensor implements Tensor {
   readonly zeros: DevicePtr;
   readonly perm: DevicePtr;
   readonly mixedInt8Threshold: number | null;
+  readonly codebooks: DevicePtr;
+  readonly partEnds: readonly number[];
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -81,6 +85,8 @@ export class CudaQuantizedTensor implements Tensor {
     this.zeros = fields.zeros;
     this.perm = fields.perm;
     this.mixedInt8Threshold = fields.mixedInt8Threshold;
+    this.codebooks = fields.codebooks;
+    this.partEnds = fields.partEnds;
   }
 
   get rows(): number {
