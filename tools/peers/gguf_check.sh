@@ -5,12 +5,12 @@
 #   source .gpu/env.sh && GGUF_CHECK_OUT_DIR=$OUT/results bash tools/peers/gguf_check.sh 2>&1 | tee $OUT/gguf_check.log
 #
 # For the model of bench/configs/$GGUF_CHECK_ARCH (default llama-3.1-8b):
-# 1. unpacks .llama-cpp/llama.cpp.tar.xz (tools/peers/pack_llama_cpp.sh) and builds llama-quantize
-#    for the CPU first (a minute), then llama-bench and libllama with CUDA in the background
-#    (about 5 minutes on 16 cores) while the rest runs;
+# 1. unpacks .llama-cpp/llama.cpp.tar.xz (tools/peers/pack_llama_cpp.sh) and builds llama-bench
+#    and libllama with CUDA in the background (about 5 minutes on 16 cores) while the rest runs;
 # 2. writes an F16 GGUF of random weights (tools/peers/write_gguf.py --random-from: Keel's dummy
 #    weights, a synthetic vocabulary) and quantizes it with llama-quantize to each type of
-#    $GGUF_CHECK_TYPES (default "Q8_0 Q4_K_M");
+#    $GGUF_CHECK_TYPES (default "Q8_0 Q4_K_M"): the static CPU build that
+#    tools/peers/build_llama_quantize.sh leaves in .llama-cpp/bin, or else one built here first;
 # 3. for each type, Keel (scripts/keel-greedy.ts, one load): the greedy continuation of
 #    $GGUF_CHECK_PROMPTS token-id prompts (default 5, 16 to 256 random ids) for
 #    $GGUF_CHECK_TOKENS tokens (default 32) with its top logprobs, then batch-1 decode timing
@@ -68,11 +68,39 @@ fail_all() { for t in $types; do record_failed "$t" "$1"; done; exit 0; }
 # 1. Sources and builds.
 cmake_flags=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_NUMBER=0 -DGGML_CUDA_NCCL=OFF)
-if [ -z "${GGUF_CHECK_BUILD:-}" ]; then
-  if [ ! -f "$src/CMakeLists.txt" ]; then
-    [ -f .llama-cpp/llama.cpp.tar.xz ] || fail_all "no llama.cpp source: .llama-cpp/llama.cpp.tar.xz is absent (tools/peers/pack_llama_cpp.sh, then carry .llama-cpp)"
-    tar -C "$work" -xJf .llama-cpp/llama.cpp.tar.xz || fail_all "unpacking .llama-cpp/llama.cpp.tar.xz failed"
-  fi
+if [ ! -f "$src/CMakeLists.txt" ]; then
+  [ -f .llama-cpp/llama.cpp.tar.xz ] || fail_all "no llama.cpp source: .llama-cpp/llama.cpp.tar.xz is absent (tools/peers/pack_llama_cpp.sh, then carry .llama-cpp)"
+  tar -C "$work" -xJf .llama-cpp/llama.cpp.tar.xz || fail_all "unpacking .llama-cpp/llama.cpp.tar.xz failed"
+fi
+build_pid=
+if [ -z "${GGUF_CHECK_BUILD:-}" ] && [ ! -x "$gpu_build/bin/llama-bench" ]; then
+  [ "$cuda" = ON ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ] && export PATH=/usr/local/cuda/bin:$PATH
+  step "building llama-bench and libllama for $backend in the background (log $work/build-$backend.log)"
+  set -m
+  ( cmake -S "$src" -B "$gpu_build" "${cmake_flags[@]}" -DGGML_CUDA="$cuda" -DCMAKE_CUDA_ARCHITECTURES=90a \
+      && cmake --build "$gpu_build" --target llama-bench llama -j "$jobs" ) >"$work/build-$backend.log" 2>&1 &
+  build_pid=$!
+  set +m
+  trap '[ -z "$build_pid" ] || kill -- "-$build_pid" 2>/dev/null || true' EXIT
+fi
+
+# 2. The GGUF files: F16 from the config (written while the quantizer is found or built), then llama-quantize's.
+f16=$work/$name-F16.gguf
+f16_pid=
+if [ ! -f "$f16" ]; then
+  step "writing $f16 (random F16 weights) in the background"
+  python3 tools/peers/write_gguf.py --random-from "$config_dir" "$f16.part" --name "$name" --seed 0 >"$work/write_gguf.log" 2>&1 \
+    && mv "$f16.part" "$f16" &
+  f16_pid=$!
+fi
+# llama-quantize: the static one tools/peers/build_llama_quantize.sh carried in .llama-cpp/bin, a
+# given build's, or else built here for the CPU (a minute or two beside the other build).
+runs() { [ -x "$1" ] && { "$1" --help >/dev/null 2>&1; [ $? -lt 126 ]; }; }
+if runs .llama-cpp/bin/llama-quantize; then
+  quantize=.llama-cpp/bin/llama-quantize
+elif [ -n "${GGUF_CHECK_BUILD:-}" ] && runs "$gpu_build/bin/llama-quantize"; then
+  quantize=$gpu_build/bin/llama-quantize
+else
   [ -d "$src/tools/quantize" ] || fail_all "the packed llama.cpp source has no tools/quantize: re-run tools/peers/pack_llama_cpp.sh"
   quantize=$cpu_build/bin/llama-quantize
   if [ ! -x "$quantize" ]; then
@@ -80,28 +108,11 @@ if [ -z "${GGUF_CHECK_BUILD:-}" ]; then
     { cmake -S "$src" -B "$cpu_build" "${cmake_flags[@]}" -DGGML_CUDA=OFF && cmake --build "$cpu_build" --target llama-quantize -j "$jobs"; } \
       >"$work/build-quantize.log" 2>&1 || fail_all "building llama-quantize failed: $(last_lines "$work/build-quantize.log")"
   fi
-  build_pid=
-  if [ ! -x "$gpu_build/bin/llama-bench" ]; then
-    [ "$cuda" = ON ] && ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ] && export PATH=/usr/local/cuda/bin:$PATH
-    step "building llama-bench and libllama for $backend in the background (log $work/build-$backend.log)"
-    set -m
-    ( cmake -S "$src" -B "$gpu_build" "${cmake_flags[@]}" -DGGML_CUDA="$cuda" -DCMAKE_CUDA_ARCHITECTURES=90a \
-        && cmake --build "$gpu_build" --target llama-bench llama -j "$jobs" ) >"$work/build-$backend.log" 2>&1 &
-    build_pid=$!
-    set +m
-    trap '[ -z "$build_pid" ] || kill -- "-$build_pid" 2>/dev/null || true' EXIT
-  fi
-else
-  quantize=$gpu_build/bin/llama-quantize
-  build_pid=
 fi
-
-# 2. The GGUF files: F16 from the config, then llama-quantize's.
-f16=$work/$name-F16.gguf
-if [ ! -f "$f16" ]; then
-  step "writing $f16 (random F16 weights)"
-  python3 tools/peers/write_gguf.py --random-from "$config_dir" "$f16" --name "$name" --seed 0 >"$work/write_gguf.log" 2>&1 \
-    || fail_all "write_gguf.py failed: $(last_lines "$work/write_gguf.log")"
+step "llama-quantize: $quantize"
+if [ -n "$f16_pid" ]; then
+  wait "$f16_pid" || fail_all "write_gguf.py failed: $(last_lines "$work/write_gguf.log")"
+  step "$(tail -n 1 "$work/write_gguf.log")"
 fi
 for t in $types; do
   [ -f "$work/$name-$t.gguf" ] && continue
