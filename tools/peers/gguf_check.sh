@@ -55,6 +55,8 @@ commit=$(python3 -c 'import json; d = json.load(open(".llama-cpp/source.json"));
 step() { echo "[gguf_check.sh ${SECONDS}s] $*"; }
 time_left() { echo $((deadline - SECONDS)); }
 last_lines() { tail -n 5 "$1" 2>/dev/null | tr '\n' ' '; }
+# Why a command under `timeout` failed: its exit status ($1), and the end of its log ($2).
+why() { if [ "$1" -eq 124 ] || [ "$1" -eq 137 ]; then echo "timed out"; else echo "exit status $1: $(last_lines "$2")"; fi; }
 # A failed gguf-parity result for each type not yet recorded, then the end.
 declare -A recorded=()
 record_failed() { # type, why
@@ -114,12 +116,15 @@ if [ -n "$f16_pid" ]; then
   wait "$f16_pid" || fail_all "write_gguf.py failed: $(last_lines "$work/write_gguf.log")"
   step "$(tail -n 1 "$work/write_gguf.log")"
 fi
-for t in $types; do
-  [ -f "$work/$name-$t.gguf" ] && continue
-  step "llama-quantize $t"
-  "$quantize" "$f16" "$work/$name-$t.gguf" "$t" "$jobs" >"$work/quantize-$t.log" 2>&1 \
-    || record_failed "$t" "llama-quantize $t failed: $(last_lines "$work/quantize-$t.log")"
-done
+# One type after the other in the background: Keel runs on each file as soon as it is there.
+rm -f "$work"/quantize-*.done
+(
+  for t in $types; do
+    [ -f "$work/$name-$t.gguf" ] || "$quantize" "$f16" "$work/$name-$t.gguf.part" "$t" "$jobs" >"$work/quantize-$t.log" 2>&1 \
+      && mv "$work/$name-$t.gguf.part" "$work/$name-$t.gguf"
+    touch "$work/quantize-$t.done"
+  done
+) &
 
 # The prompts: random ids of the synthetic vocabulary, past its special and byte tokens.
 prompts=$work/prompts.json
@@ -133,6 +138,9 @@ EOF
 
 # 3. Keel on each file, while llama.cpp builds.
 for t in $types; do
+  step "waiting for llama-quantize $t"
+  until [ -f "$work/quantize-$t.done" ] || [ "$(time_left)" -le 60 ]; do sleep 1; done
+  [ -f "$work/$name-$t.gguf" ] || { record_failed "$t" "llama-quantize $t failed or ran out of time: $(last_lines "$work/quantize-$t.log")"; continue; }
   [ -n "${recorded[$t]:-}" ] && continue
   left=$(time_left)
   [ "$left" -gt 60 ] || { record_failed "$t" "no time left for Keel's run"; continue; }
@@ -140,7 +148,7 @@ for t in $types; do
   timeout -k 5 $((left - 30)) node --import tsx scripts/keel-greedy.ts --model "$work/$name-$t.gguf" --backend "$backend" \
     --prompts "$prompts" --max-tokens "$n_tokens" --greedy-output "$work/keel-$t.json" \
     --latency-output "$out_dir/latency-keel-$name-$t-gguf-$backend.json" --input-len 16 --output-len 128 --num-iters 3 --num-iters-warmup 1 \
-    >"$work/keel-$t.log" 2>&1 || record_failed "$t" "Keel's run failed: $(last_lines "$work/keel-$t.log")"
+    >"$work/keel-$t.log" 2>&1 || record_failed "$t" "Keel's run failed ($(why $? "$work/keel-$t.log"))"
   step "$(grep -m1 'loaded' "$work/keel-$t.log")"
 done
 
@@ -166,17 +174,23 @@ for ids, out in zip(p, k):
     top = "|".join(",".join(str(c[0]) for c in step) for step in out["top"])
     print(",".join(map(str, ids)) + ";" + ",".join(map(str, out["tokens"])) + ";" + top)' "$prompts" "$work/keel-$t.json" \
     | timeout -k 5 120 "$greedy_bin" "$gguf" "$n_tokens" "$ngl" >"$work/llama-$t.json" 2>"$work/llama-$t.log" \
-    || { record_failed "$t" "llama_greedy failed: $(last_lines "$work/llama-$t.log")"; continue; }
+    || { record_failed "$t" "llama_greedy failed ($(why $? "$work/llama-$t.log"))"; continue; }
   step "llama-bench on $t"
-  timeout -k 5 120 "$gpu_build/bin/llama-bench" -m "$gguf" -p 0 -n 128 -r 3 -fa 1 -ngl "$ngl" -o json >"$work/llama-bench-$t.json" 2>"$work/llama-bench-$t.log" \
-    || { record_failed "$t" "llama-bench failed: $(last_lines "$work/llama-bench-$t.log")"; continue; }
-  python3 tools/peers/bench_result.py llama-bench --model-dir "$config_dir" --llama-bench-json "$work/llama-bench-$t.json" --gguf "$gguf" \
-    --out-dir "$out_dir" --backend "$backend" --tests "-p 0 -n 128 -r 3 -fa 1 -ngl $ngl" --dtype "$(echo "$t" | tr 'A-Z' 'a-z')" \
+  bench_args="-p 0 -n 128 -r 3 -fa 1 -ngl $ngl"
+  bench_outcome=(--llama-bench-json "$work/llama-bench-$t.json")
+  parity_bench=(--llama-bench "$work/llama-bench-$t.json")
+  # shellcheck disable=SC2086 # bench_args is a list of arguments
+  if ! timeout -k 5 120 "$gpu_build/bin/llama-bench" -m "$gguf" $bench_args -o json >"$work/llama-bench-$t.json" 2>"$work/llama-bench-$t.log"; then
+    bench_outcome=(--failed "llama-bench failed ($(why $? "$work/llama-bench-$t.log"))")
+    parity_bench=()
+  fi
+  python3 tools/peers/bench_result.py llama-bench --model-dir "$config_dir" "${bench_outcome[@]}" --gguf "$gguf" \
+    --out-dir "$out_dir" --backend "$backend" --tests "$bench_args" --dtype "$(echo "$t" | tr 'A-Z' 'a-z')" \
     --llama-cpp-commit "$commit" --llama-cpp-source "node-llama-cpp's llama.cpp, trimmed by tools/peers/pack_llama_cpp.sh"
-  # 5. The verdict.
+  # 5. The verdict (without llama.cpp's decode rate when llama-bench failed).
   recorded[$t]=1
   python3 tools/peers/gguf_parity.py --gguf "$gguf" --gguf-type "$t" --model-dir "$config_dir" --prompts "$prompts" \
     --keel "$work/keel-$t.json" --llama "$work/llama-$t.json" --keel-latency "$out_dir/latency-keel-$name-$t-gguf-$backend.json" \
-    --llama-bench "$work/llama-bench-$t.json" --backend "$backend" --llama-cpp-commit "$commit" --out-dir "$out_dir"
+    "${parity_bench[@]}" --backend "$backend" --llama-cpp-commit "$commit" --out-dir "$out_dir"
 done
 step "done"

@@ -7,6 +7,8 @@ tools/peers/gguf_check.sh collects for one file:
         [--keel-latency LATENCY.json] [--llama-bench LLAMA_BENCH.json] [--near-tie 0.25] [--out-dir DIR]
     python3 tools/peers/gguf_parity.py ... --failed "why it could not run"
 
+(tools/peers/gguf_parity_test.py tests the judgement.)
+
 Agreement is judged at every step of Keel's continuation, each in the same context for both
 engines (the prompt and Keel's tokens before it): llama.cpp scored Keel's continuation in one
 batch (tools/peers/llama_greedy.cpp). A step agrees when llama.cpp's argmax there is Keel's
