@@ -1,9 +1,8 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStats } from '../engine/llm-engine.ts';
 import type { RequestOutput } from '../engine/outputs.ts';
-import type { EngineInfo } from './engine-host/engine-protocol.ts';
-import { kvUsage, type ReplicaState } from './engine-host/engine-replicas.ts';
-import { registerReplicaMetrics, registerRouterProtocolMetrics } from './router-metrics.ts';
+import { kvUsage } from './engine-host/engine-replicas.ts';
+import { registerReplicaMetrics, registerRouterProtocolMetrics, type MeteredEngine } from './router-metrics.ts';
 
 const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5];
@@ -11,16 +10,6 @@ const E2E_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 5
 
 /** Defines a metric read from the engine's stats at scrape time. */
 type MetricDefiner = (name: string, help: string, read: (s: EngineStats) => number) => unknown;
-
-/** What the metrics read of the engines (EngineReplicas), at scrape time. */
-export interface MeteredEngine {
-  readonly info: Pick<EngineInfo, 'blockSize' | 'maxLoras'>;
-  /** null when LoRA is not enabled. */
-  readonly loraAdapters: readonly unknown[] | null;
-  /** Every replica's stats as one engine's. */
-  stats(): EngineStats;
-  replicaStates(): readonly ReplicaState[];
-}
 
 /**
  * The server's Prometheus metrics, in a registry of its own (several servers may share a

@@ -1,8 +1,18 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { EngineStats } from '../engine/llm-engine.ts';
 import { kvUsage, type ReplicaState } from './engine-host/engine-replicas.ts';
-import type { MeteredEngine } from './metrics.ts';
+import type { EngineInfo } from './engine-host/engine-protocol.ts';
 import type { RouteReason } from './engine-host/replica-router.ts';
+
+/** What the metrics read of the engines (EngineReplicas), at scrape time. */
+export interface MeteredEngine {
+  readonly info: Pick<EngineInfo, 'blockSize' | 'maxLoras'>;
+  /** null when LoRA is not enabled. */
+  readonly loraAdapters: readonly unknown[] | null;
+  /** Every replica's stats as one engine's. */
+  stats(): EngineStats;
+  replicaStates(): readonly ReplicaState[];
+}
 
 /**
  * What routers in front of the server read (docs/server.md): the model server protocol of

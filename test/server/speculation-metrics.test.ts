@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { EngineStats } from '../../src/engine/llm-engine.ts';
 import { SpeculationTally } from '../../src/engine/speculation-tally.ts';
-import { ServerMetrics, type MeteredEngine } from '../../src/server/metrics.ts';
+import { ServerMetrics } from '../../src/server/metrics.ts';
+import type { MeteredEngine } from '../../src/server/router-metrics.ts';
 import { metricValue, startTinyServer } from './tiny-server.ts';
 
 function engineStats(speculation: SpeculationTally | null): EngineStats {
