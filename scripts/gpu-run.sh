@@ -3,7 +3,7 @@
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
 # Steps: tests (npm run test:gpu), checks (the same split over four processes that run at once:
-# the kernel tests, and the CUDA parity suite over three groups of fixtures), soak (the server's
+# the kernel tests, and the CUDA parity suite over four groups of fixtures), soak (the server's
 # chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
@@ -61,8 +61,9 @@ for s in "$@"; do
       step parity-llama 280 env KEEL_PARITY_FIXTURES='^(llama|mistral|qwen2-bias|qwen3-qk|keel)' node --test test/transformers-parity.gpu.test.ts &
       step parity-moe 280 env KEEL_PARITY_FIXTURES='moe|gpt-oss|deepseek' node --test test/transformers-parity.gpu.test.ts &
       step parity-dense 280 env KEEL_PARITY_FIXTURES='gemma|phi3' node --test test/transformers-parity.gpu.test.ts &
+      step parity-quant 280 env KEEL_PARITY_FIXTURES='quant|lora|spec|bnb' node --test test/transformers-parity.gpu.test.ts &
       wait
-      for log in kernels parity-llama parity-moe parity-dense; do
+      for log in kernels parity-llama parity-moe parity-dense parity-quant; do
         grep -hE "^# (tests|pass|fail)" "$out/$log.log" | tr '\n' ' ' | sed "s/^/[$log] /"; echo
         grep -hE "^ *not ok" "$out/$log.log" | head -20 | sed "s/^/[$log] /"
       done ;;
