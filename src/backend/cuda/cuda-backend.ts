@@ -53,6 +53,7 @@ import { launchDecodeAttention } from './kernels/decode-attention.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
 import { launchMlaAttention } from './kernels/mla.ts';
+import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from './kernels/mla-decode.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
@@ -80,6 +81,12 @@ export interface CudaBackendOptions {
    */
   moeDecode?: MoeDecodePath;
   /**
+   * Which kernel runs MLA decode: `flash` (mla-decode.cu: heads as the tensor-core rows, where the
+   * shape and shared memory allow) or `tiled` (mla.cu's kernel shared with prefill). Default:
+   * $KEEL_MLA_DECODE, else tiled until the flash kernel has passed its GPU test and bench.
+   */
+  mlaDecode?: MlaDecodeKernel;
+  /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
    * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
@@ -103,6 +110,14 @@ function moeDecodeFromEnv(): MoeDecodePath {
   if (value === undefined || value === '' || value === 'fused') return 'fused';
   if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
+}
+
+/** KEEL_MLA_DECODE, for comparing the two MLA decode kernels without a code change. */
+function mlaDecodeFromEnv(): MlaDecodeKernel {
+  const value = process.env.KEEL_MLA_DECODE;
+  if (value === undefined || value === '') return 'tiled';
+  if ((MLA_DECODE_KERNELS as readonly string[]).includes(value)) return value as MlaDecodeKernel;
+  throw new KeelError('invalid_argument', `KEEL_MLA_DECODE must be one of ${MLA_DECODE_KERNELS.join(', ')}, not '${value}'`);
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -154,6 +169,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** Set between steps to switch MLA decode kernels (the attention bench times both); a recorded graph keeps its own. */
+  mlaDecode: MlaDecodeKernel;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -167,6 +184,7 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -945,6 +963,7 @@ export class CudaBackend implements Backend {
       prefillTiles: s.device.prefillTiles,
       numPrefillTiles: s.plan.prefillTiles.length / 2,
       workspace: (bytes) => this.arena.alloc(bytes),
+      decodeKernel: this.mlaDecode,
     });
     return out;
   }
