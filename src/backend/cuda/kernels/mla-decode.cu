@@ -206,12 +206,15 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
     const int k0 = k_begin + it * BN;
     cp_async_wait<0>();
     __syncthreads();  // tile `it` is in; every warp is done with tile it - 1, its stage, P and s_red
-    // Tile it + 1 into the free stage, tile it + 2 towards L2, the table entry of tile it + 3.
+    // Tile it + 1 into the free stage, tile it + 2 towards L2, the table entry of tile it + 3. (No
+    // copy is issued past the last tile: none may still be landing when the CTA exits.)
+    if (it + 1 < num_tiles) {
 #if KV_DTYPE == 0
-    issue((it + 1) & 1, slot_next);
+      issue((it + 1) & 1, slot_next);
 #else
-    read_codes(slot_next);
+      read_codes(slot_next);
 #endif
+    }
     if (slot_after >= 0) prefetch_row_l2(pool + slot_after * POOL_ROW_BYTES, sq);
     slot_next = slot_after;
     slot_after = slot_of(it + 3);
@@ -323,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
       }
     }
 #if KV_DTYPE != 0
-    store_codes((it + 1) & 1);  // the stage tile it - 1 used; read again only after the next barrier
+    if (it + 1 < num_tiles) store_codes((it + 1) & 1);  // the stage tile it - 1 used; read after the next barrier
 #endif
   }
 
