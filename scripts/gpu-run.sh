@@ -17,7 +17,8 @@
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
 # configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), lora (the
-# LoRA GPU tests, then keel bench lora), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
+# LoRA GPU tests, then keel bench lora), mla-decode (the MLA and 8-bit KV GPU tests, both MLA decode
+# kernels each, then keel bench attention, which times both), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
 # and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
 # (latency batch 1 on the other three bench/configs). Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
@@ -96,7 +97,11 @@ for s in "$@"; do
         step "serve-$a" 120 node bin/keel bench serve --launch --model "bench/configs/$a" $dummy \
           --num-prompts 200 --input-len 1024 --output-len 128 --request-rate 16 --output "$out/results/serve-$a-rate16-$kind.json"
       done ;;
-    attention) step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
+    mla-decode) step mla-tests 400 node --test test/backend/cuda/mla.gpu.test.ts test/backend/cuda/kv-cache-quantization.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/mla-tests.log" | head -20 | sed "s/^/[mla-tests] /"
+      step mla-bench 300 node bin/keel bench attention --output "$out/results/attention-keel-mla-decode-$kind.json"
+      grep -h "^MLA decode" "$out/mla-bench.log" ;;
+    attention) step attention 300 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only sdpa --out-dir "$out/results" ;;
     lora) step lora-tests 280 node --test test/backend/cuda/lora.gpu.test.ts test/backend/cuda/graphs.gpu.test.ts test/lora.gpu.test.ts
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/lora-tests.log" | head -20 | sed "s/^/[lora-tests] /"

@@ -3,10 +3,12 @@
 // second at 1k / 8k / 32k context, prefill attention as causal TFLOP/s on the shapes the PyTorch
 // SDPA peer runs (tools/peers/hf_peers.py --only sdpa), and the device's ceilings measured alike.
 // MLA (absorbed, over the latent cache) with DeepSeek-V2-Lite's and DeepSeek-V3's head counts:
-// decode as cached rows read per second, prefill as absorbed TFLOP/s.
+// decode as cached rows read per second with each decode kernel (flash and tiled, in one run),
+// prefill as absorbed TFLOP/s.
 import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
+import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
@@ -47,6 +49,8 @@ export interface DecodeFigure {
 }
 
 export interface MlaDecodeFigure {
+  /** mla-decode.cu's kernel ('flash'; the tiled one where it does not apply) or mla.cu's ('tiled'). */
+  kernel: MlaDecodeKernel;
   batch: number;
   context_len: number;
   num_heads: number;
@@ -91,7 +95,9 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
       decode: DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
       mlaDecode: MLA_HEADS.flatMap((heads) =>
-        MLA_DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s))),
+        MLA_DECODE_CONTEXTS.flatMap((ctx) =>
+          DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
+        ),
       ),
       mlaPrefill: MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads)))),
     };
@@ -153,13 +159,16 @@ class KernelTimer {
     return { kernel, batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
   }
 
-  mlaDecode(contextLen: number, batch: number, mla: MlaParams, readGbPerS: number): MlaDecodeFigure {
+  mlaDecode(contextLen: number, batch: number, mla: MlaParams, readGbPerS: number, kernel: MlaDecodeKernel): MlaDecodeFigure {
     const setup = this.mlaSetup(mla, Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 })));
+    const chosen = this.backend.mlaDecode;
+    this.backend.mlaDecode = kernel;
     try {
       const ms = this.timeGraph(() => this.mlaRun(setup, mla), 20);
       const gbPerS = (batch * contextLen * (mla.latentDim + mla.ropeDim) * 2) / (ms * 1e-3) / 1e9;
-      return { batch, context_len: contextLen, ...mlaDims(mla), us: ms * 1e3, gb_per_s: gbPerS, read_fraction: gbPerS / readGbPerS };
+      return { kernel, batch, context_len: contextLen, ...mlaDims(mla), us: ms * 1e3, gb_per_s: gbPerS, read_fraction: gbPerS / readGbPerS };
     } finally {
+      this.backend.mlaDecode = chosen;
       setup.release();
     }
   }

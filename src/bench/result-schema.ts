@@ -193,10 +193,12 @@ const AttentionResultsSchema = z.strictObject({
       }),
     )
     .optional(),
-  /** MLA decode (absorbed, over the latent cache): cached rows read per second. */
+  /** MLA decode (absorbed, over the latent cache): cached rows read per second, per decode kernel. */
   mla_decode: z
     .array(
       z.strictObject({
+        /** Which decode kernel (results before both were timed have none: the tiled one). */
+        kernel: z.enum(['flash', 'tiled']).optional(),
         batch: count,
         context_len: count,
         num_heads: count,

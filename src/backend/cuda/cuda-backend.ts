@@ -56,6 +56,7 @@ import { launchDecodeAttention } from './kernels/decode-attention.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
 import { launchMlaAttention } from './kernels/mla.ts';
+import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from './kernels/mla-decode.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
@@ -89,6 +90,12 @@ export interface CudaBackendOptions {
    */
   prefillAttention?: PrefillAttentionPath;
   /**
+   * Which kernel runs MLA decode: `flash` (mla-decode.cu: heads as the tensor-core rows, where the
+   * shape and shared memory allow) or `tiled` (mla.cu's kernel shared with prefill). Default:
+   * $KEEL_MLA_DECODE, else tiled until the flash kernel has passed its GPU test and bench.
+   */
+  mlaDecode?: MlaDecodeKernel;
+  /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
    * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
@@ -121,6 +128,14 @@ function prefillAttentionFromEnv(): PrefillAttentionPath {
   const path = PREFILL_ATTENTION_PATHS.find((p) => p === value);
   if (path === undefined) throw new KeelError('invalid_argument', `KEEL_PREFILL_ATTENTION must be one of ${PREFILL_ATTENTION_PATHS.join(', ')}, not '${value}'`);
   return path;
+}
+
+/** KEEL_MLA_DECODE, for comparing the two MLA decode kernels without a code change. */
+function mlaDecodeFromEnv(): MlaDecodeKernel {
+  const value = process.env.KEEL_MLA_DECODE;
+  if (value === undefined || value === '') return 'tiled';
+  if ((MLA_DECODE_KERNELS as readonly string[]).includes(value)) return value as MlaDecodeKernel;
+  throw new KeelError('invalid_argument', `KEEL_MLA_DECODE must be one of ${MLA_DECODE_KERNELS.join(', ')}, not '${value}'`);
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -174,6 +189,8 @@ export class CudaBackend implements Backend {
   readonly moeDecode: MoeDecodePath;
   /** Read at each attention call: a benchmark may switch it between recordings. */
   prefillAttention: PrefillAttentionPath;
+  /** Set between steps to switch MLA decode kernels (the attention bench times both); a recorded graph keeps its own. */
+  mlaDecode: MlaDecodeKernel;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -188,6 +205,7 @@ export class CudaBackend implements Backend {
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
+    this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -1048,6 +1066,7 @@ export class CudaBackend implements Backend {
       prefillTiles: s.device.prefillTiles,
       numPrefillTiles: s.plan.prefillTiles.length / 2,
       workspace: (bytes) => this.arena.alloc(bytes),
+      decodeKernel: this.mlaDecode,
     });
     return out;
   }

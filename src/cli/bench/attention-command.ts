@@ -8,7 +8,8 @@ head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's
 prefill kernel (prefill-attention.cu, and on a Hopper GPU prefill-attention-wgmma.cu too), and
 decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 1 and 16; MLA
 (latent 512 + rope 64) with 16 and 128 heads, decode at 4k / 32k / 128k context for batch 1 and 16
-in cached bytes read per second, prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
+in cached bytes read per second and as a fraction of the read bandwidth, each with both decode
+kernels (flash: mla-decode.cu; tiled: mla.cu; KEEL_MLA_DECODE picks the one models use), prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
 device's read and copy bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
 Writes JSON to ./bench-results/ (or --output).
 
@@ -21,7 +22,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
     ATTENTION_HELP,
     async () => (await import('../../bench/attention-benchmark.ts')).runAttentionBenchmark(),
     (figures) => ({
-      config: { kernels: 'prefill-attention.cu, prefill-attention-wgmma.cu (sm_90a), decode-attention.cu, mla.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
+      config: { kernels: 'prefill-attention.cu, prefill-attention-wgmma.cu (sm_90a), decode-attention.cu, mla.cu, mla-decode.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
       suite: 'attention',
       results: { shapes: figures.prefill, decode: figures.decode, mla_decode: figures.mlaDecode, mla_prefill: figures.mlaPrefill, ceilings: figures.ceilings },
     }),
@@ -29,7 +30,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
       for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens (${p.kernel}): ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
       for (const d of figures.decode) console.log(`decode batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
       for (const d of figures.mlaDecode) {
-        console.log(`MLA decode ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);
+        console.log(`MLA decode (${d.kernel}) ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);
       }
       for (const p of figures.mlaPrefill) console.log(`MLA prefill ${p.num_heads} heads, ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
       console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);

@@ -8,6 +8,7 @@ import { perplexity } from '../../../src/eval/perplexity.ts';
 import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
 import type { KvCacheDtype, KvCacheLayout } from '../../../src/step/kv-cache-layout.ts';
+import { MLA_DECODE_KERNELS } from '../../../src/backend/cuda/kernels/mla-decode.ts';
 import { kvCodeTolerance, pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 import { plainAttention } from '../../helpers/kv-layout.ts';
 
@@ -190,44 +191,52 @@ function attendThroughMovedBlocks(
 }
 
 for (const dtype of ['fp8_e4m3', 'int8'] as const) {
-  test(`${dtype}: MLA rows quantized by the cache write and read by the absorbed attention kernel`, () => {
-    for (const shape of [{ heads: 4, latent: 32, rope: 8, nope: 16 }, { heads: 16, latent: 512, rope: 64, nope: 128 }]) {
-      const mla: MlaParams = { numHeads: shape.heads, latentDim: shape.latent, ropeDim: shape.rope, nopeDim: shape.nope, scale: (shape.nope + shape.rope) ** -0.5 };
-      const first = chunks(rng, 2, 120);
-      const steps = [first, next(rng, first, 60)];
-      const longest = Math.max(...steps.flat().map((q) => q.cached + q.query));
-      const blockSize = 16;
-      const numBlocks = 2 * (Math.ceil(longest / blockSize) + 1) + 4;
-      const layout: KvCacheLayout = {
-        numBlocks,
-        blockSize,
-        layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'mla', latentDim: shape.latent, ropeDim: shape.rope }],
-        dtype,
-      };
-      const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)] as const;
-      const table = ropeTables(longest + 1, shape.rope);
-      const rope = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)] as const;
-      const normHost = bf16Tensor([shape.latent], Float32Array.from({ length: shape.latent }, () => 0.5 + rng()));
-      const norm = [cpu.loadWeight(normHost), gpu.loadWeight(normHost)] as const;
-      const blocks = new BlockAssignment(rng, numBlocks, 2);
-      for (const specs of steps) {
-        const batch = buildBatch(specs, blocks, blockSize);
-        const pair = (n: number, scale: number) => {
-          const host = bf16Tensor([batch.numTokens, n], randomBf16Values(rng, batch.numTokens * n, scale));
-          return [cpu.loadWeight(host), gpu.loadWeight(host)] as const;
-        };
-        const q = pair(shape.heads * (shape.nope + shape.rope), 1);
-        const kv = pair(shape.latent + shape.rope, 2);
-        const s = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-        cpu.mlaRopeAndCacheWrite(q[0], kv[0], norm[0], 1e-6, rope[0], caches[0], LAYER, s[0], mla);
-        gpu.mlaRopeAndCacheWrite(q[1], kv[1], norm[1], 1e-6, rope[1], caches[1], LAYER, s[1], mla);
-        const qLatent = pair(shape.heads * shape.latent, 0.5);
-        const out = [cpu.mlaAttention(qLatent[0], q[0], caches[0], LAYER, s[0], mla), gpu.mlaAttention(qLatent[1], q[1], caches[1], LAYER, s[1], mla)];
-        const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
-        assert.ok(err < kvCodeTolerance(dtype), `${dtype} MLA ${JSON.stringify(shape)}: relative error ${err}`);
+  for (const kernel of MLA_DECODE_KERNELS) {
+    test(`${dtype}: MLA rows quantized by the cache write and read by the absorbed attention kernels (${kernel} decode)`, () => {
+      const chosen = gpu.mlaDecode;
+      gpu.mlaDecode = kernel;
+      try {
+        for (const shape of [{ heads: 4, latent: 32, rope: 8, nope: 16 }, { heads: 16, latent: 512, rope: 64, nope: 128 }, { heads: 128, latent: 512, rope: 64, nope: 128 }]) {
+          const mla: MlaParams = { numHeads: shape.heads, latentDim: shape.latent, ropeDim: shape.rope, nopeDim: shape.nope, scale: (shape.nope + shape.rope) ** -0.5 };
+          const first = chunks(rng, 2, 120);
+          const steps = [first, next(rng, first, 60)];
+          const longest = Math.max(...steps.flat().map((q) => q.cached + q.query));
+          const blockSize = 16;
+          const numBlocks = 2 * (Math.ceil(longest / blockSize) + 1) + 4;
+          const layout: KvCacheLayout = {
+            numBlocks,
+            blockSize,
+            layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'mla', latentDim: shape.latent, ropeDim: shape.rope }],
+            dtype,
+          };
+          const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)] as const;
+          const table = ropeTables(longest + 1, shape.rope);
+          const rope = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)] as const;
+          const normHost = bf16Tensor([shape.latent], Float32Array.from({ length: shape.latent }, () => 0.5 + rng()));
+          const norm = [cpu.loadWeight(normHost), gpu.loadWeight(normHost)] as const;
+          const blocks = new BlockAssignment(rng, numBlocks, 2);
+          for (const specs of steps) {
+            const batch = buildBatch(specs, blocks, blockSize);
+            const pair = (n: number, scale: number) => {
+              const host = bf16Tensor([batch.numTokens, n], randomBf16Values(rng, batch.numTokens * n, scale));
+              return [cpu.loadWeight(host), gpu.loadWeight(host)] as const;
+            };
+            const q = pair(shape.heads * (shape.nope + shape.rope), 1);
+            const kv = pair(shape.latent + shape.rope, 2);
+            const s = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
+            cpu.mlaRopeAndCacheWrite(q[0], kv[0], norm[0], 1e-6, rope[0], caches[0], LAYER, s[0], mla);
+            gpu.mlaRopeAndCacheWrite(q[1], kv[1], norm[1], 1e-6, rope[1], caches[1], LAYER, s[1], mla);
+            const qLatent = pair(shape.heads * shape.latent, 0.5);
+            const out = [cpu.mlaAttention(qLatent[0], q[0], caches[0], LAYER, s[0], mla), gpu.mlaAttention(qLatent[1], q[1], caches[1], LAYER, s[1], mla)];
+            const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
+            assert.ok(err < kvCodeTolerance(dtype), `${dtype} MLA ${JSON.stringify(shape)} (${kernel} decode): relative error ${err}`);
+          }
+        }
+      } finally {
+        gpu.mlaDecode = chosen;
       }
-    }
-  });
+    });
+  }
 }
 
 test("keel-tiny's perplexity with fp8 and int8 KV on CUDA is within 1 % of the CPU backend's with the same cache", async () => {

@@ -4,6 +4,7 @@ import type { KvCache, MlaParams, StepInputs, Tensor } from '../../../src/backen
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
+import { MLA_DECODE_KERNELS, type MlaDecodeKernel, mlaDecodeApplies } from '../../../src/backend/cuda/kernels/mla-decode.ts';
 import { describeBatch } from '../../../src/step/batch.ts';
 import type { KvCacheLayout } from '../../../src/step/kv-cache-layout.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
@@ -11,8 +12,10 @@ import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-s
 // MLA's ops on the GPU against the CPU backend: the headwise projections (decode GEMV and cuBLAS
 // strided-batched), the fused cache write, and the absorbed attention kernel over decode and
 // prefill rows mixed in one step, split contexts, head counts from the fixtures' 4 to DeepSeek-V3's
-// 128, copy-on-write of MLA blocks, and a decode step replayed as a CUDA graph. Step tensors are
-// poisoned with NaN, so any output element a kernel fails to write fails the comparison.
+// 128, copy-on-write of MLA blocks, and a decode step replayed as a CUDA graph. Every test with
+// decodes runs with both decode kernels (flash: mla-decode.cu, tiled: mla.cu), and random shapes
+// check the flash kernel alone. Step tensors are poisoned with NaN, so any output element a kernel
+// fails to write fails the comparison.
 
 const rng = seededRng(testSeed('cuda mla'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -20,6 +23,17 @@ const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
+
+/** Runs `body` with `kernel` as the GPU backend's MLA decode kernel. */
+function withDecodeKernel(kernel: MlaDecodeKernel, body: () => void): void {
+  const chosen = gpu.mlaDecode;
+  gpu.mlaDecode = kernel;
+  try {
+    body();
+  } finally {
+    gpu.mlaDecode = chosen;
+  }
+}
 
 interface Pair {
   cpu: Tensor;
@@ -142,123 +156,163 @@ const SHAPES: [string, Shape][] = [
   ['48 heads, latent 256 + rope 32', { heads: 48, latent: 256, rope: 32, nope: 32 }],
 ];
 
-for (const [name, shape] of SHAPES) {
-  test(`prefill chunks, then decodes and chunks mixed in one step: ${name}`, () => {
-    for (let trial = 0; trial < 3; trial++) {
-      const first = randomChunks(rng, randInt(rng, 1, 4), 150);
-      runScenario({ name: `${name} trial ${trial}`, shape, blockSize: pick(rng, [4, 16, 64]), steps: [first, continueSeqs(rng, first, 100)], attend: [true, true] });
-    }
+for (const kernel of MLA_DECODE_KERNELS) {
+  for (const [name, shape] of SHAPES) {
+    test(`prefill chunks, then decodes and chunks mixed in one step: ${name} (${kernel} decode)`, () => {
+      withDecodeKernel(kernel, () => {
+        for (let trial = 0; trial < 3; trial++) {
+          const first = randomChunks(rng, randInt(rng, 1, 4), 150);
+          runScenario({ name: `${name} trial ${trial}`, shape, blockSize: pick(rng, [4, 16, 64]), steps: [first, continueSeqs(rng, first, 100)], attend: [true, true] });
+        }
+      });
+    });
+  }
+
+  test(`DeepSeek-V3 shape (128 heads: two row tiles per decode, half a token per prefill tile) (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      const first = randomChunks(rng, 2, 80);
+      runScenario({ name: 'V3', shape: V3, blockSize: 16, steps: [first, continueSeqs(rng, first, 40)], attend: [true, true] });
+    });
+  });
+
+  test(`long-context decodes split over partitions and merged (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      for (const [shape, history] of [
+        [V2_LITE, [4000, 2500, 1000, 37]],
+        [V3, [1500, 300]],
+        [FIXTURE, [3000, 5]],
+      ] as const) {
+        const specs = history.map((n) => ({ cached: 0, query: n }));
+        runScenario({ name: `long decode ${shape.heads} heads`, shape, blockSize: 16, steps: [specs, specs.map((q) => ({ cached: q.query, query: 1 }))], attend: [false, true] });
+      }
+    });
+  });
+
+  test(`many decodes in one step (a single partition each) (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      const history = Array.from({ length: 96 }, () => ({ cached: 0, query: randInt(rng, 1, 300) }));
+      runScenario({ name: 'wide decode', shape: V2_LITE, blockSize: 16, steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))], attend: [false, true] });
+    });
   });
 }
 
-test('DeepSeek-V3 shape (128 heads: two row tiles per decode, half a token per prefill tile)', () => {
-  const first = randomChunks(rng, 2, 80);
-  runScenario({ name: 'V3', shape: V3, blockSize: 16, steps: [first, continueSeqs(rng, first, 40)], attend: [true, true] });
-});
-
-test('long-context decodes split over partitions and merged', () => {
-  for (const [shape, history] of [
-    [V2_LITE, [4000, 2500, 1000, 37]],
-    [V3, [1500, 300]],
-    [FIXTURE, [3000, 5]],
-  ] as const) {
-    const specs = history.map((n) => ({ cached: 0, query: n }));
-    runScenario({ name: `long decode ${shape.heads} heads`, shape, blockSize: 16, steps: [specs, specs.map((q) => ({ cached: q.query, query: 1 }))], attend: [false, true] });
-  }
-});
-
-test('many decodes in one step (a single partition each)', () => {
-  const history = Array.from({ length: 96 }, () => ({ cached: 0, query: randInt(rng, 1, 300) }));
-  runScenario({ name: 'wide decode', shape: V2_LITE, blockSize: 16, steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))], attend: [false, true] });
+test('flash decode kernel on random shapes: head counts 1 to 128 (padded row tiles), latents 128 to 512, contexts off the 64-key tile, block sizes, batches', () => {
+  // Contexts at, around and between tile and block boundaries; batches with one long decode beside
+  // short ones leave whole partitions empty for the short ones.
+  const contexts = [1, 2, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 1000, 1023, 1025, 2047, 2500];
+  const shapes: Shape[] = [V2_LITE, V3, { heads: 8, latent: 512, rope: 64, nope: 128 }, { heads: 1, latent: 512, rope: 64, nope: 64 },
+    { heads: 20, latent: 128, rope: 16, nope: 32 }, { heads: 48, latent: 256, rope: 32, nope: 32 }, { heads: 64, latent: 512, rope: 64, nope: 128 },
+    { heads: 33, latent: 384, rope: 48, nope: 16 }];
+  let ran = 0;
+  withDecodeKernel('flash', () => {
+    for (let trial = 0; trial < 16; trial++) {
+      const shape = trial < shapes.length ? shapes[trial] : pick(rng, shapes);
+      if (!mlaDecodeApplies(gpu.device, mlaParams(shape))) continue;
+      const numSeqs = randInt(rng, 1, shape.heads >= 64 ? 3 : 6);
+      const history = Array.from({ length: numSeqs }, () => ({ cached: 0, query: pick(rng, contexts) }));
+      const blockSize = pick(rng, [4, 16, 32, 64]);
+      runScenario({ name: `flash trial ${trial} (${shape.heads} heads, ${shape.latent} + ${shape.rope}, block ${blockSize})`, shape, blockSize, steps: [history, history.map((q) => ({ cached: q.query, query: 1 }))], attend: [false, true] });
+      ran++;
+    }
+  });
+  assert.ok(ran > 0, `no random shape fits mla_decode_kernel's shared memory on ${gpu.device.info.name}`);
 });
 
 test('a chunk after a long cached prefix (a prefix-cache hit, or a later prefill chunk)', () => {
   runScenario({ name: 'chunk after prefix', shape: V2_LITE, blockSize: 16, steps: [[{ cached: 0, query: 700 }], [{ cached: 700, query: 300 }]], attend: [false, true] });
 });
 
-test('copyBlocks copies MLA rows beside attention keys and values', () => {
-  const shape = V2_LITE;
-  const mla = mlaParams(shape);
-  const blockSize = 16;
-  const layout = mlaLayout(shape, 24, blockSize);
-  const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
-  const table = ropeTables(256, shape.rope);
-  const rope = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
-  const norm = normWeights(shape.latent);
-  const blocks = new BlockAssignment(rng, layout.numBlocks, 2);
-  blocks.ensure(0, 40, blockSize);
-  blocks.ensure(1, 40, blockSize);
-  const fill = describeBatch([{ tokens: new Array<number>(40).fill(0), startPos: 0, blockTables: [blocks.tables[0]] }], blockSize);
-  const fillSteps = [cpu.beginStep(fill), gpu.beginStep(fill)] as const;
-  const q = randomPair([fill.numTokens, shape.heads * (shape.nope + shape.rope)]);
-  const kv = randomPair([fill.numTokens, shape.latent + shape.rope]);
-  cpu.mlaRopeAndCacheWrite(q.cpu, kv.cpu, norm.cpu, 1e-6, rope[0], caches[0], LAYER, fillSteps[0], mla);
-  gpu.mlaRopeAndCacheWrite(q.gpu, kv.gpu, norm.gpu, 1e-6, rope[1], caches[1], LAYER, fillSteps[1], mla);
-  // Sequence 1's blocks take copies of sequence 0's (a fork); a decode reads all 40 rows from them.
-  const src = Int32Array.from(blocks.tables[0]);
-  const dst = Int32Array.from(blocks.tables[1]);
-  cpu.copyBlocks(caches[0], src, dst);
-  gpu.copyBlocks(caches[1], src, dst);
-  const read = describeBatch([{ tokens: [0], startPos: 39, blockTables: [blocks.tables[1]] }], blockSize);
-  const steps = [cpu.beginStep(read), gpu.beginStep(read)] as const;
-  const qLatent = randomPair([1, shape.heads * shape.latent], 0.5);
-  const q1 = randomPair([1, shape.heads * (shape.nope + shape.rope)]);
-  assertClose('attention over copied blocks', gpu.mlaAttention(qLatent.gpu, q1.gpu, caches[1], LAYER, steps[1], mla), cpu.mlaAttention(qLatent.cpu, q1.cpu, caches[0], LAYER, steps[0], mla));
-});
-
-test('a decode step captured as a CUDA graph replays for the next tokens', () => {
-  const shape = V2_LITE;
-  const mla = mlaParams(shape);
-  const { heads, latent, rope, nope } = shape;
-  const layout = mlaLayout(shape, 96, 16);
-  const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
-  const table = ropeTables(1024, rope);
-  const ropeTable = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
-  const norm = normWeights(latent);
-  const blocks = new BlockAssignment(rng, layout.numBlocks, 3);
-  const vocab = 1000;
-  const qTable = randomPair([vocab, heads * (nope + rope)]);
-  const kvTable = randomPair([vocab, latent + rope], 2);
-  const keyAbsorption = randomPair([heads, latent, nope], 1 / Math.sqrt(nope));
-  const valueAbsorption = randomPair([heads, 128, latent], 1 / Math.sqrt(latent));
-  const backends = [cpu, gpu] as const;
-  // q and kv from the step's token ids, so replays with new ids see new data.
-  const forward = (i: 0 | 1, step: StepInputs): Tensor => {
-    const b = backends[i];
-    const on = (p: Pair) => (i === 0 ? p.cpu : p.gpu);
-    const q = b.embedding(on(qTable), step, 1, 0);
-    const kv = b.embedding(on(kvTable), step, 1, 0);
-    b.mlaRopeAndCacheWrite(q, kv, on(norm), 1e-6, ropeTable[i], caches[i], LAYER, step, mla);
-    const latentOut = b.mlaAttention(b.headwiseLinear(q, on(keyAbsorption)), q, caches[i], LAYER, step, mla);
-    return b.headwiseLinear(latentOut, on(valueAbsorption));
-  };
-  const history = [{ cached: 0, query: 300 }, { cached: 0, query: 200 }, { cached: 0, query: 250 }];
-  const decodeStep = (n: number) => history.map((q) => ({ cached: q.query + n, query: 1 }));
-  const fill = buildBatch(history, blocks, layout.blockSize);
-  forward(0, cpu.beginStep(fill));
-  forward(1, gpu.beginStep(fill));
-
-  // Capture at the longest context the replays will see; one eager run first compiles the kernels
-  // (module loads are not stream work). It writes position 303, which no replay reads.
-  const capturedAt = buildBatch(decodeStep(3), blocks, layout.blockSize);
-  forward(1, gpu.beginStep(capturedAt));
-  const captureStep = gpu.beginStep(capturedAt);
-  const captured: { out?: Tensor } = {};
-  const graph = gpu.captureGraph(() => {
-    captured.out = forward(1, captureStep);
+for (const kernel of MLA_DECODE_KERNELS) {
+  test(`copyBlocks copies MLA rows beside attention keys and values (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      const shape = V2_LITE;
+      const mla = mlaParams(shape);
+      const blockSize = 16;
+      const layout = mlaLayout(shape, 24, blockSize);
+      const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+      const table = ropeTables(256, shape.rope);
+      const rope = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+      const norm = normWeights(shape.latent);
+      const blocks = new BlockAssignment(rng, layout.numBlocks, 2);
+      blocks.ensure(0, 40, blockSize);
+      blocks.ensure(1, 40, blockSize);
+      const fill = describeBatch([{ tokens: new Array<number>(40).fill(0), startPos: 0, blockTables: [blocks.tables[0]] }], blockSize);
+      const fillSteps = [cpu.beginStep(fill), gpu.beginStep(fill)] as const;
+      const q = randomPair([fill.numTokens, shape.heads * (shape.nope + shape.rope)]);
+      const kv = randomPair([fill.numTokens, shape.latent + shape.rope]);
+      cpu.mlaRopeAndCacheWrite(q.cpu, kv.cpu, norm.cpu, 1e-6, rope[0], caches[0], LAYER, fillSteps[0], mla);
+      gpu.mlaRopeAndCacheWrite(q.gpu, kv.gpu, norm.gpu, 1e-6, rope[1], caches[1], LAYER, fillSteps[1], mla);
+      // Sequence 1's blocks take copies of sequence 0's (a fork); a decode reads all 40 rows from them.
+      const src = Int32Array.from(blocks.tables[0]);
+      const dst = Int32Array.from(blocks.tables[1]);
+      cpu.copyBlocks(caches[0], src, dst);
+      gpu.copyBlocks(caches[1], src, dst);
+      const read = describeBatch([{ tokens: [0], startPos: 39, blockTables: [blocks.tables[1]] }], blockSize);
+      const steps = [cpu.beginStep(read), gpu.beginStep(read)] as const;
+      const qLatent = randomPair([1, shape.heads * shape.latent], 0.5);
+      const q1 = randomPair([1, shape.heads * (shape.nope + shape.rope)]);
+      assertClose('attention over copied blocks', gpu.mlaAttention(qLatent.gpu, q1.gpu, caches[1], LAYER, steps[1], mla), cpu.mlaAttention(qLatent.cpu, q1.cpu, caches[0], LAYER, steps[0], mla));
+    });
   });
-  try {
-    for (let n = 0; n < 3; n++) {
-      const batch = buildBatch(decodeStep(n), blocks, layout.blockSize);
-      batch.tokenIds = Int32Array.from([n, n + 1, n + 2]);
-      assert.equal(batch.maxBlocksPerSeq, capturedAt.maxBlocksPerSeq, 'replay needs the captured table width');
-      const expected = cpu.toHost(forward(0, cpu.beginStep(batch)));
-      gpu.beginStep(batch);
-      graph.replay();
-      const err = relativeError(gpu.toHost(captured.out!), expected);
-      assert.ok(err < TOLERANCE, `replay ${n}: relative error ${err}`);
-    }
-  } finally {
-    graph.dispose();
-  }
-});
+}
+
+for (const kernel of MLA_DECODE_KERNELS) {
+  test(`a decode step captured as a CUDA graph replays for the next tokens (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      const shape = V2_LITE;
+      const mla = mlaParams(shape);
+      const { heads, latent, rope, nope } = shape;
+      const layout = mlaLayout(shape, 96, 16);
+      const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+      const table = ropeTables(1024, rope);
+      const ropeTable = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+      const norm = normWeights(latent);
+      const blocks = new BlockAssignment(rng, layout.numBlocks, 3);
+      const vocab = 1000;
+      const qTable = randomPair([vocab, heads * (nope + rope)]);
+      const kvTable = randomPair([vocab, latent + rope], 2);
+      const keyAbsorption = randomPair([heads, latent, nope], 1 / Math.sqrt(nope));
+      const valueAbsorption = randomPair([heads, 128, latent], 1 / Math.sqrt(latent));
+      const backends = [cpu, gpu] as const;
+      // q and kv from the step's token ids, so replays with new ids see new data.
+      const forward = (i: 0 | 1, step: StepInputs): Tensor => {
+        const b = backends[i];
+        const on = (p: Pair) => (i === 0 ? p.cpu : p.gpu);
+        const q = b.embedding(on(qTable), step, 1, 0);
+        const kv = b.embedding(on(kvTable), step, 1, 0);
+        b.mlaRopeAndCacheWrite(q, kv, on(norm), 1e-6, ropeTable[i], caches[i], LAYER, step, mla);
+        const latentOut = b.mlaAttention(b.headwiseLinear(q, on(keyAbsorption)), q, caches[i], LAYER, step, mla);
+        return b.headwiseLinear(latentOut, on(valueAbsorption));
+      };
+      const history = [{ cached: 0, query: 300 }, { cached: 0, query: 200 }, { cached: 0, query: 250 }];
+      const decodeStep = (n: number) => history.map((q) => ({ cached: q.query + n, query: 1 }));
+      const fill = buildBatch(history, blocks, layout.blockSize);
+      forward(0, cpu.beginStep(fill));
+      forward(1, gpu.beginStep(fill));
+
+      // Capture at the longest context the replays will see; one eager run first compiles the kernels
+      // (module loads are not stream work). It writes position 303, which no replay reads.
+      const capturedAt = buildBatch(decodeStep(3), blocks, layout.blockSize);
+      forward(1, gpu.beginStep(capturedAt));
+      const captureStep = gpu.beginStep(capturedAt);
+      const captured: { out?: Tensor } = {};
+      const graph = gpu.captureGraph(() => {
+        captured.out = forward(1, captureStep);
+      });
+      try {
+        for (let n = 0; n < 3; n++) {
+          const batch = buildBatch(decodeStep(n), blocks, layout.blockSize);
+          batch.tokenIds = Int32Array.from([n, n + 1, n + 2]);
+          assert.equal(batch.maxBlocksPerSeq, capturedAt.maxBlocksPerSeq, 'replay needs the captured table width');
+          const expected = cpu.toHost(forward(0, cpu.beginStep(batch)));
+          gpu.beginStep(batch);
+          graph.replay();
+          const err = relativeError(gpu.toHost(captured.out!), expected);
+          assert.ok(err < TOLERANCE, `replay ${n}: relative error ${err}`);
+        }
+      } finally {
+        graph.dispose();
+      }
+    });
+  });
+}

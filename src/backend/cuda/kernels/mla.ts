@@ -4,6 +4,7 @@ import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { kvDtypeDefine } from './kv-quantize.ts';
+import { launchMlaDecode, mlaDecodeApplies, type MlaDecodeKernel } from './mla-decode.ts';
 
 /** Warps of mla_attention_kernel for a latent width: its warps_for(). */
 export function mlaWarps(latentDim: number): number {
@@ -60,6 +61,8 @@ export interface MlaAttentionArgs {
   numPrefillTiles: number;
   /** Allocates the split-KV workspace (called only when the context is split). */
   workspace: (bytes: number) => DevicePtr;
+  /** The decode kernel: 'flash' (mla-decode.cu) where it applies, else this file's tiled kernel. */
+  decodeKernel: MlaDecodeKernel;
 }
 
 /** The largest 16-row tile count up to `most` (and the KV stages) whose shared memory fits the device. */
@@ -75,7 +78,8 @@ function fitTiles(device: CudaDevice, mla: MlaParams, most: number): { rowTiles:
 
 /**
  * Absorbed MLA for every token of the step: one launch over the decode sequences (their heads in
- * row tiles, the context split when that fills the GPU better), one over the prefill tiles.
+ * row tiles, the context split when that fills the GPU better; mla-decode.cu's kernel when asked for
+ * and it applies), one over the prefill tiles.
  */
 export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = a.mla;
@@ -84,7 +88,9 @@ export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): voi
   const shared = (fit: { rowTiles: number; stages: number }) => mlaSharedBytes(latentDim, ropeDim, fit.rowTiles, fit.stages);
   const tail = [a.queryStartLoc, a.positions, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E];
 
-  if (a.numDecode > 0) {
+  if (a.numDecode > 0 && a.decodeKernel === 'flash' && mlaDecodeApplies(device, a.mla)) {
+    launchMlaDecode(device, a);
+  } else if (a.numDecode > 0) {
     // A decode's rows are its heads: as few 16-row tiles as hold them, at most four per CTA.
     const fit = fitTiles(device, a.mla, Math.min(4, Math.ceil(numHeads / 16)));
     const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifiipf', defines(fit));
