@@ -51,6 +51,11 @@ export class CudaQuantizedTensor implements Tensor {
   readonly zeros: DevicePtr;
   readonly perm: DevicePtr;
   readonly mixedInt8Threshold: number | null;
+  /**
+   * `rows`: Keel's layout, as above. `marlin`: codes, scales and zeros re-laid at load for the
+   * fragment-layout GEMM (kernels/marlin-layout.cu); `perm` and `rowBytes` as in Keel's layout.
+   */
+  readonly layout: 'rows' | 'marlin';
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -63,6 +68,7 @@ export class CudaQuantizedTensor implements Tensor {
     this.zeros = fields.zeros;
     this.perm = fields.perm;
     this.mixedInt8Threshold = fields.mixedInt8Threshold;
+    this.layout = fields.layout;
   }
 
   get rows(): number {
