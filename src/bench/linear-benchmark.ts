@@ -6,7 +6,9 @@
 // Quantized formats (fp8, int8, int4, round to nearest as --quantization makes them) are timed on
 // each kernel that can take the batch, not only the one the backend picks, so that the thresholds
 // between them (QUANTIZED_GEMV_MAX_ROWS, QUANTIZED_GEMM_MAX_ROWS) can be set from the figures:
-// the decode GEMV up to its rows, then the tensor-core GEMM and dequantize + cuBLAS. mxfp4 only
+// the decode GEMV up to its rows, then the tensor-core GEMM and dequantize + cuBLAS; and fp8, int8
+// and int4 on the fragment-layout GEMM (marlin-gemm.cu) at every row count, from a copy of the
+// weight re-laid as the backend's KEEL_MARLIN=1 loading does. mxfp4 only
 // exists for MoE experts: it is timed as one expert's MLP (gate/up [n, k], down [k, n / 2], every
 // row routed to it) beside the same MLP in bf16. 2:4 prunes the weight by magnitude and times
 // cuSPARSELt alone at every row count (`cusparselt`, rows padded to a multiple of 16) and the
@@ -15,7 +17,7 @@
 // GEMV up to its rows, then dequantize + cuBLAS.
 import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
-import type { CudaQuantizedTensor, CudaSparse24Tensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import { CudaQuantizedTensor, type CudaSparse24Tensor, type CudaTensor } from '../backend/cuda/cuda-tensor.ts';
 import { SPARSE_ROWS_MULTIPLE } from '../backend/cuda/cusparselt.ts';
 import { prune24 } from '../tensor/prune24.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
@@ -24,6 +26,8 @@ import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '
 import { AQLM_GEMV_MAX_ROWS, launchAqlmDequantize, launchAqlmGemv } from '../backend/cuda/kernels/aqlm-linear.ts';
 import { emptyAqlmWeight } from '../tensor/aqlm.ts';
 import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
+import { launchMarlinGemm } from '../backend/cuda/kernels/marlin-gemm.ts';
+import { launchMarlinLayout, marlinProblem } from '../backend/cuda/kernels/marlin-layout.ts';
 import { describeBatch } from '../step/batch.ts';
 import { float32Tensor } from '../tensor/host-ops.ts';
 import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
@@ -75,7 +79,8 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
     const problem = linearShapeProblem(n, k, options.formats);
     if (problem !== null) throw new Error(problem);
   }
-  const backend = new CudaBackend({ device: ordinal, arenaBytes: 1 << 30 });
+  // Keel's row layout for the classic kernels; the fragment-layout copies are made below.
+  const backend = new CudaBackend({ device: ordinal, arenaBytes: 1 << 30, marlin: false });
   const rng = seededRng(4321);
   const workspace = backend.device.alloc(WORKSPACE_BYTES);
   const figures: LinearFigure[] = [];
@@ -90,7 +95,10 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
       const quantized = options.formats
         .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4' || f === 'nf4')
         .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
-        .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
+        .map(({ format, host }) => {
+          const tensor = backend.loadQuantizedWeight(host) as CudaQuantizedTensor;
+          return { format, bytes: quantizedBytes(host), tensor, marlin: marlinProblem(host) === null ? marlinCopy(backend, tensor) : null };
+        });
       const aqlm = options.formats
         .filter((f): f is AqlmFormat => f === 'aqlm-2x8' || f === 'aqlm-1x16')
         .map((format) => ({ format, host: randomAqlm(format, n, k, rng) }))
@@ -119,6 +127,10 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
         }
         const ws = () => workspace;
         for (const q of quantized) {
+          if (q.marlin !== null) {
+            const marlin = q.marlin;
+            add(figure(q.format, 'marlin', medianGraphMs(backend, () => () => launchMarlinGemm(backend.device, out, xPtr, marlin, 0, rows, ws), REPS), q.bytes, cublasMs));
+          }
           if (rows <= QUANTIZED_GEMV_MAX_ROWS) {
             add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchQuantizedGemv(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
             continue;
@@ -186,6 +198,7 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
         backend.device.free(out);
       }
       if (dequantized !== 0) backend.device.free(dequantized);
+      for (const q of quantized) if (q.marlin !== null) for (const ptr of [q.marlin.codes, q.marlin.scales, q.marlin.zeros]) if (ptr !== 0) backend.device.free(ptr);
     }
     return {
       deviceName: backend.device.info.name,
@@ -197,6 +210,16 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
     backend.device.free(workspace);
     backend.dispose();
   }
+}
+
+/** A copy of a weight in Keel's row layout re-laid in the fragment layout, in memory of its own. */
+function marlinCopy(backend: CudaBackend, w: CudaQuantizedTensor): CudaQuantizedTensor {
+  const device = backend.device;
+  const groups = w.rows * w.groups;
+  const to = { codes: device.alloc(w.rows * w.rowBytes), scales: device.alloc(4 * groups), zeros: w.zeros === 0 ? 0 : device.alloc(groups) };
+  launchMarlinLayout(device, to, w, w);
+  device.synchronize();
+  return new CudaQuantizedTensor({ ...w, shape: w.shape, ...to, layout: 'marlin' });
 }
 
 /** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros, AQLM's float16 codebooks. */

@@ -8,6 +8,8 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { loadDummyWeights } from './dummy-weights.ts';
 import { loadWeights } from './load-weights.ts';
+import { LINEAR_QUANTIZATIONS, roundToNearestLayout } from '../tensor/quantize-rtn.ts';
+import { decodeRow, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
 
 /** The host tensors a model of `hf` uploads when loaded with dummy weights. */
@@ -72,4 +74,35 @@ test('tensors larger than the random pool are tiled, not left empty', () => {
   assert.equal(embedding[pool + 5], embedding[5]);
   assert.ok(embedding.subarray(embedding.length - 64).some((x) => x !== 0));
   assert.notDeepEqual(embedding.subarray(64, 128), embedding.subarray(0, 64), 'rows differ');
+});
+
+test('with a linear quantization, projections are random codes in the layout --quantization makes, bounded as the 16-bit values are', () => {
+  const hf = { ...TINY_LLAMA_CONFIG, model_type: 'qwen3', head_dim: 8, attention_bias: true };
+  const architecture = parseModelArchitecture(hf, 'config.json');
+  const model = createModel(architecture, 64);
+  const names = model.parameters().filter(({ name }) => name.endsWith('_proj.weight'));
+  assert.ok(names.length > 0);
+  for (const method of LINEAR_QUANTIZATIONS) {
+    const read = (seed: number) => {
+      const weights = new Map<string, QuantizedWeight>();
+      const load = (source: { readLinear?: (name: string) => unknown }) => {
+        for (const { name } of names) weights.set(name, source.readLinear!(name) as QuantizedWeight);
+      };
+      loadDummyWeights({ parameters: () => model.parameters(), load }, 'bf16', new RecordingUploader(), seed, method);
+      return weights;
+    };
+    const a = read(1);
+    const b = read(2);
+    for (const { name, shape } of names) {
+      const w = a.get(name)!;
+      const layout = roundToNearestLayout(shape[0], shape[1], method);
+      assert.deepEqual([w.format, w.rows, w.cols, w.groupSize, w.zeros === null, w.mixedInt8], [layout.format, layout.rows, layout.cols, layout.groupSize, layout.zeros === null, layout.mixedInt8], `${method} ${name}`);
+      const values = new Float32Array(w.cols * w.rows);
+      for (let row = 0; row < w.rows; row++) decodeRow(w, row, values.subarray(row * w.cols, (row + 1) * w.cols));
+      const bound = 1 / Math.sqrt(shape[1]);
+      assert.ok(values.every((x) => Math.abs(x) <= bound * 1.0001), `${method} ${name} within ±${bound}`);
+      assert.ok(new Set(values).size > 4, `${method} ${name} is not constant`);
+      assert.notDeepEqual(w.codes, b.get(name)!.codes, `${method} ${name} depends on the seed`);
+    }
+  }
 });

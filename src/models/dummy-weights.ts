@@ -10,13 +10,17 @@ import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { sparsityCovers, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { prune24 } from '../tensor/prune24.ts';
-import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
+import { LINEAR_QUANTIZATIONS, roundToNearestLayout, type LinearQuantization, type LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
+import { fillInt4Padding, FP8_E4M3_MAX, isFourBit, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 
 /**
  * Random weights of the shapes a model's layers ask for, in `dtype`, for `--load-format dummy`
  * benchmarks. They go through the same loading as a real checkpoint (q/k/v and gate/up merging,
  * load-time format changes), one tensor at a time, so host memory never holds more than a layer's worth.
- * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's;
+ * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's,
+ * except that linear layers draw random codes straight into the quantized layout (same format,
+ * groups and zero points) instead of quantizing random floats: quantizing an 8B model's values on
+ * the host took minutes, drawing its codes takes as long as copying them.
  * `sparsity` 2:4-prunes the linear layers it covers by magnitude and loads them sparse.
  */
 export function loadDummyWeights(
@@ -28,8 +32,10 @@ export function loadDummyWeights(
   shard?: TensorParallelShard,
   sparsity: CheckpointSparsity | null = null,
 ): void {
-  const random = new RandomCheckpoint(model, dtype, seed);
-  loadWeights(model, sparsity === null ? withQuantization(random, null, quantization) : magnitudePruned(random, sparsity), uploader, shard && { shard });
+  const linear = LINEAR_QUANTIZATIONS.find((m) => m === quantization) ?? null;
+  const random = new RandomCheckpoint(model, dtype, seed, linear);
+  const ckpt = sparsity !== null ? magnitudePruned(random, sparsity) : linear !== null ? random : withQuantization(random, null, quantization);
+  loadWeights(model, ckpt, uploader, shard && { shard });
 }
 
 /** Random weights whose linear layers `sparsity` covers read 2:4-pruned by magnitude (as `keel prune` would) and compressed. */
@@ -61,14 +67,56 @@ class RandomCheckpoint implements Checkpoint {
   private readonly unit: Float32Array;
   /** The pool scaled to each range in use, encoded in the dtype. */
   private readonly encodedPools = new Map<number, Uint8Array>();
+  /** Random code bytes for quantized linear layers (every byte a valid code of the method), or null. */
+  private readonly codePool: Uint8Array | null;
+  private readonly linearQuantization: LinearQuantization | null;
+  /** Present (as a checkpoint's own readLinear) only with a linear quantization. */
+  readonly readLinear?: (name: string) => QuantizedWeight;
 
-  constructor(model: Layer, dtype: WeightDType, seed: number) {
+  constructor(model: Layer, dtype: WeightDType, seed: number, linearQuantization: LinearQuantization | null) {
     this.dtype = dtype;
+    this.linearQuantization = linearQuantization;
     this.shapes = new Map(model.parameters().map(({ name, shape }) => [name, shape]));
     const starts = forkStream(seed, 0);
     this.startOf = new Map([...this.shapes.keys()].map((name) => [name, starts.nextUint32() % POOL_ELEMENTS]));
     const rng = forkStream(seed, 1);
     this.unit = Float32Array.from({ length: POOL_ELEMENTS }, () => rng.nextUint32() / 2 ** 31 - 1);
+    this.codePool = null;
+    if (linearQuantization !== null) {
+      const codes = forkStream(seed, 2);
+      // e4m3's NaN codes (0x7f, 0xff) become the largest finite ones.
+      const fp8 = linearQuantization === 'fp8';
+      this.codePool = Uint8Array.from({ length: POOL_ELEMENTS }, () => {
+        const b = codes.nextUint32() & 0xff;
+        return fp8 && (b & 0x7f) === 0x7f ? b - 1 : b;
+      });
+      this.readLinear = (name) => this.randomQuantized(name);
+    }
+  }
+
+  /**
+   * Random codes in the layout --quantization makes (roundToNearestLayout), tiled from the code
+   * pool as read() tiles values, with scales that spread them over ±1/sqrt(fan_in) as read()'s
+   * values are: int4 codes 0..15 about their zero 8, int8 0..255 about 128, fp8 up to ±448, nf4 ±1.
+   */
+  private randomQuantized(name: string): QuantizedWeight {
+    const method = this.linearQuantization!;
+    const [rows, cols] = this.shape(name);
+    const w = roundToNearestLayout(rows, cols, method);
+    const pool = this.codePool!;
+    let from = this.startOf.get(name) ?? 0;
+    for (let offset = 0; offset < w.codes.length; ) {
+      const n = Math.min(pool.length - from, w.codes.length - offset);
+      w.codes.set(pool.subarray(from, from + n), offset);
+      offset += n;
+      from = 0;
+    }
+    const range = 1 / Math.sqrt(cols);
+    const half = isFourBit(w.format) ? (method === 'nf4' ? 1 : 8) : method === 'fp8' ? FP8_E4M3_MAX : 128;
+    w.scales.fill(range / half);
+    w.zeros?.fill(8);
+    fillInt4Padding(w);
+    return w;
   }
 
   get tensorNames(): string[] {

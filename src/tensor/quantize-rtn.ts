@@ -49,8 +49,7 @@ export function quantizeRoundToNearest(values: Float32Array, rows: number, cols:
   if (values.length !== rows * cols) throw new Error(`quantizeRoundToNearest: ${values.length} values for [${rows}, ${cols}]`);
   if (method === 'int4') return quantizeInt4(values, rows, cols);
   if (method === 'nf4') return quantizeTable4(values, rows, cols, 'nf4', Math.min(NF4_BLOCK_SIZE, cols));
-  const format = method === 'fp8' ? 'fp8-e4m3' : 'int8';
-  const w = emptyQuantizedWeight(format, rows, cols, cols, false);
+  const w = roundToNearestLayout(rows, cols, method);
   const top = method === 'fp8' ? FP8_E4M3_MAX : 127;
   for (let row = 0; row < rows; row++) {
     const at = row * cols;
@@ -63,6 +62,17 @@ export function quantizeRoundToNearest(values: Float32Array, rows: number, cols:
     if (method === 'fp8') for (let col = 0; col < cols; col++) w.codes[at + col] = floatToFp8E4m3(values[at + col] / scale);
     else for (let col = 0; col < cols; col++) w.codes[at + col] = 128 + Math.max(-127, Math.min(127, roundHalfEven(values[at + col] / scale)));
   }
+  return w;
+}
+
+/**
+ * The empty weight (format, groups, zero points) that quantizeRoundToNearest fills for `method`;
+ * also what random weights of that method are drawn into (src/models/dummy-weights.ts).
+ */
+export function roundToNearestLayout(rows: number, cols: number, method: LinearQuantization): QuantizedWeight {
+  if (method === 'int4') return emptyQuantizedWeight('int4', rows, cols, Math.min(INT4_GROUP_SIZE, cols), true);
+  if (method === 'nf4') return emptyQuantizedWeight('nf4', rows, cols, Math.min(NF4_BLOCK_SIZE, cols), false);
+  const w = emptyQuantizedWeight(method === 'fp8' ? 'fp8-e4m3' : 'int8', rows, cols, cols, false);
   if (method === 'llm-int8') w.mixedInt8 = { threshold: LLM_INT8_THRESHOLD };
   return w;
 }
@@ -111,8 +121,8 @@ export function quantizeTable4(values: Float32Array, rows: number, cols: number,
 }
 
 function quantizeInt4(values: Float32Array, rows: number, cols: number): QuantizedWeight {
-  const groupSize = Math.min(INT4_GROUP_SIZE, cols);
-  const w = emptyQuantizedWeight('int4', rows, cols, groupSize, true);
+  const w = roundToNearestLayout(rows, cols, 'int4');
+  const groupSize = w.groupSize;
   const groups = numGroups(w);
   for (let row = 0; row < rows; row++) {
     const rowStart = row * rowBytes('int4', cols);

@@ -27,8 +27,11 @@ import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
 import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
-import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
-import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
+import { launchDequantize, launchPermuteColumns, launchQuantizedGemv } from './kernels/quantized-linear.ts';
+import { launchQuantizedGemm } from './kernels/quantized-gemm.ts';
+import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
+import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
+import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
@@ -96,6 +99,12 @@ export interface CudaBackendOptions {
    */
   mlaDecode?: MlaDecodeKernel;
   /**
+   * Load int4, int8 and fp8 linear weights in the fragment layout and multiply them with the
+   * Marlin-style GEMM (kernels/marlin-gemm.cu) at every batch size up to MARLIN_MAX_ROWS.
+   * Default: $KEEL_MARLIN=1, else off (until its GPU tests and benchmark are in).
+   */
+  marlin?: boolean;
+  /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
    * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
@@ -112,6 +121,14 @@ export interface NcclGroup {
 }
 
 export type MoeDecodePath = 'fused' | 'split';
+
+/** KEEL_MARLIN: 1 loads quantized weights in the fragment layout, 0 or unset keeps Keel's row layout. */
+function marlinFromEnv(): boolean {
+  const value = process.env.KEEL_MARLIN;
+  if (value === undefined || value === '' || value === '0') return false;
+  if (value === '1') return true;
+  throw new KeelError('invalid_argument', `KEEL_MARLIN must be '0' or '1', not '${value}'`);
+}
 
 /** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
 function moeDecodeFromEnv(): MoeDecodePath {
@@ -191,6 +208,8 @@ export class CudaBackend implements Backend {
   prefillAttention: PrefillAttentionPath;
   /** Set between steps to switch MLA decode kernels (the attention bench times both); a recorded graph keeps its own. */
   mlaDecode: MlaDecodeKernel;
+  /** Whether quantized weights that fit load in the fragment layout (CudaBackendOptions.marlin). */
+  readonly marlin: boolean;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -206,6 +225,7 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
     this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
+    this.marlin = options.marlin ?? marlinFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -349,21 +369,27 @@ export class CudaBackend implements Backend {
       this.device.uploadSync(ptr, data);
       return ptr;
     };
+    const marlin = loadsInMarlinLayout(w, this.marlin);
     const tensor = new CudaQuantizedTensor({
       shape: [w.rows, w.cols],
       format: w.format,
       groupSize: w.groupSize,
       groups: numGroups(w),
       rowBytes: rowBytes(w.format, w.cols),
-      // LLM.int8()'s dot products take signed codes: the stored code less 128, one XOR a byte.
-      codes: upload(w.mixedInt8 === null ? w.codes : w.codes.map((c) => c ^ 0x80)),
-      scales: upload(w.scales),
-      zeros: upload(w.zeros),
+      ...(marlin
+        ? this.uploadMarlinLayout(w, alloc)
+        : {
+            // LLM.int8()'s dot products take signed codes: the stored code less 128, one XOR a byte.
+            codes: upload(w.mixedInt8 === null ? w.codes : w.codes.map((c) => c ^ 0x80)),
+            scales: upload(w.scales),
+            zeros: upload(w.zeros),
+          }),
       perm: upload(w.perm),
       mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
       // AQLM codebooks hold float16 values: kept so on the device, as the kernels read them.
       codebooks: upload(w.codebooks === null ? null : Uint16Array.from(w.codebooks.values, floatToF16Bits)),
       partEnds: w.codebooks === null ? [] : w.codebooks.partRows.map((_, i, rows) => rows.slice(0, i + 1).reduce((a, b) => a + b, 0)),
+      layout: marlin ? 'marlin' : 'rows',
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
@@ -391,6 +417,28 @@ export class CudaBackend implements Backend {
     const dense = asBf16(this.loadWeightInto(expandSparse24(w), {}, alloc), 'sparse weight');
     const fits = w.rows % SPARSE_SHAPE_MULTIPLE === 0 && w.cols % SPARSE_SHAPE_MULTIPLE === 0;
     return new CudaSparse24Tensor(dense, fits ? this.device.cusparseLt.compress(dense.ptr, w.rows, w.cols, this.device, alloc) : null);
+  }
+
+  /**
+   * A weight's codes, scales and zeros in the fragment layout (kernels/marlin-layout.cu): uploaded
+   * in Keel's layout to scratch memory and re-laid by the device, which takes a fraction of the
+   * upload's time where the same permutation on the host would take longer than the upload.
+   */
+  private uploadMarlinLayout(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): { codes: DevicePtr; scales: DevicePtr; zeros: DevicePtr } {
+    const scratch: DevicePtr[] = [];
+    const staged = (data: Uint8Array | Float32Array | null): DevicePtr => {
+      if (data === null) return 0;
+      const ptr = this.device.alloc(data.byteLength);
+      scratch.push(ptr);
+      this.device.uploadSync(ptr, data);
+      return ptr;
+    };
+    const from = { codes: staged(w.codes), scales: staged(w.scales), zeros: staged(w.zeros) };
+    const to = { codes: alloc(w.codes.byteLength), scales: alloc(w.scales.byteLength), zeros: w.zeros === null ? 0 : alloc(w.zeros.byteLength) };
+    launchMarlinLayout(this.device, to, from, w);
+    this.device.synchronize();
+    for (const ptr of scratch) this.device.free(ptr);
+    return to;
   }
 
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
@@ -715,19 +763,21 @@ export class CudaBackend implements Backend {
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
-    if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
+    const path = quantizedPath(w, input.rows);
+    if (input.rows >= 1 && path !== 'dequantize') {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
       if (w.perm !== 0) {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      const launch = input.rows <= QUANTIZED_GEMV_MAX_ROWS ? launchQuantizedGemv : launchQuantizedGemm;
+      const launch = { gemv: launchQuantizedGemv, gemm: launchQuantizedGemm, marlin: launchMarlinGemm }[path];
       launch(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }
     const scratch = this.dequantized!;
-    launchDequantize(this.device, scratch.ptr, w);
+    if (w.layout === 'marlin') launchMarlinDequantize(this.device, scratch.ptr, w);
+    else launchDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
   }
 

@@ -73,6 +73,11 @@ export class CudaQuantizedTensor implements Tensor {
   readonly mixedInt8Threshold: number | null;
   readonly codebooks: DevicePtr;
   readonly partEnds: readonly number[];
+  /**
+   * `rows`: Keel's layout, as above. `marlin`: codes, scales and zeros re-laid at load for the
+   * fragment-layout GEMM (kernels/marlin-layout.cu); `perm` and `rowBytes` as in Keel's layout.
+   */
+  readonly layout: 'rows' | 'marlin';
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -87,6 +92,7 @@ export class CudaQuantizedTensor implements Tensor {
     this.mixedInt8Threshold = fields.mixedInt8Threshold;
     this.codebooks = fields.codebooks;
     this.partEnds = fields.partEnds;
+    this.layout = fields.layout;
   }
 
   get rows(): number {

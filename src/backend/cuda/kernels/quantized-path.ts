@@ -1,0 +1,39 @@
+import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
+import { marlinProblem } from './marlin-layout.ts';
+import { QUANTIZED_GEMM_MAX_ROWS } from './quantized-gemm.ts';
+import { QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './quantized-linear.ts';
+import type { QuantizedWeight } from '../../../tensor/quantized-weight.ts';
+
+// Which kernel multiplies a quantized linear weight: the one table of the CUDA backend's choices.
+
+/**
+ * Most batch rows the fragment-layout GEMM (marlin-gemm.cu) takes; past it the weight is
+ * dequantized to bf16 once per call and cuBLAS runs, whose Hopper GEMM (wgmma) outruns mma.sync
+ * once the work is compute-bound. A first setting, to be checked with `keel bench linear`.
+ */
+export const MARLIN_MAX_ROWS = 256;
+
+/**
+ * Whether a weight is loaded in the fragment layout. `enabled`: the backend's switch (off until
+ * the kernel's GPU tests and `keel bench linear` figures are in). Shapes it does not fit, nf4/fp4
+ * (table codes) and LLM.int8() keep Keel's row layout and the classic kernels.
+ */
+export function loadsInMarlinLayout(w: QuantizedWeight, enabled: boolean): boolean {
+  return enabled && marlinProblem(w) === null;
+}
+
+export type QuantizedPath = 'gemv' | 'gemm' | 'marlin' | 'dequantize';
+
+/**
+ * The kernel for `rows` batch rows:
+ * - fragment layout: marlin up to MARLIN_MAX_ROWS (its loads stream the codes at every batch size,
+ *   decoded in registers, so it replaces both classic kernels), dequantize + cuBLAS past it;
+ * - row layout: the GEMV for decode rows (it decodes each code once for all rows, but multiplies
+ *   on the CUDA cores), the shared-memory-decoding tensor-core GEMM up to its rows, dequantize +
+ *   cuBLAS past them or for shapes neither takes.
+ */
+export function quantizedPath(w: CudaQuantizedTensor, rows: number): QuantizedPath {
+  if (w.layout === 'marlin') return rows <= MARLIN_MAX_ROWS ? 'marlin' : 'dequantize';
+  if (!quantizedGemvFits(w) || rows > QUANTIZED_GEMM_MAX_ROWS) return 'dequantize';
+  return rows <= QUANTIZED_GEMV_MAX_ROWS ? 'gemv' : 'gemm';
+}
