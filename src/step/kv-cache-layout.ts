@@ -10,6 +10,12 @@ export interface AttentionKvSpec {
   numKvHeads: number;
   headDim: number;
   slidingWindow: number | null;
+  /**
+   * Quest's per-block key summaries (`--sparse-attention quest`): each block also keeps, per kv
+   * head, the per-channel minimum and maximum of its keys, `keySummaryElementsPerBlock` values in
+   * the backend's activation dtype. Absent: none.
+   */
+  keySummaries?: boolean;
 }
 
 /**
@@ -106,8 +112,44 @@ export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes
   }, 0);
 }
 
+/**
+ * Values of one block's key summaries in a layer (`AttentionKvSpec.keySummaries`): per kv head, the
+ * minimum of each channel over the block's keys, then the maximum; 0 for a layer without them.
+ */
+export function keySummaryElementsPerBlock(spec: LayerKvSpec): number {
+  return spec.kind === 'attention' && spec.keySummaries === true ? 2 * spec.numKvHeads * spec.headDim : 0;
+}
+
+/** A block's bytes in every layer: its tokens' K/V (and int8 scales), plus its key summaries, kept in the activation dtype. */
 export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
-  return blockSize * kvBytesPerToken(layers, autoElementBytes, dtype);
+  const summaries = layers.reduce((n, spec) => n + keySummaryElementsPerBlock(spec), 0);
+  return blockSize * kvBytesPerToken(layers, autoElementBytes, dtype) + summaries * autoElementBytes;
+}
+
+/**
+ * Quest-style sparse decode attention (Tang et al., "Quest: Query-Aware Sparsity for Efficient
+ * Long-Context LLM Inference", ICML 2024; docs/long-context.md). A query token alone in its
+ * sequence's chunk (a decode) attends to `tokenBudget / blockSize` (rounded down) whole blocks of
+ * its sequence: the first `ceil(sinkTokens / blockSize)` (attention sinks), the last
+ * `ceil(windowTokens / blockSize)` (the recent window, the token's own block included), and those
+ * of the rest whose keys can score highest against it, by Quest's upper bound
+ * Σ_c max(q_c · min_c, q_c · max_c) over the block's key summaries, summed over the query heads
+ * that share a kv head (ties go to the earlier block). A sequence of no more blocks than that
+ * attends to all of them, as dense attention does. Longer chunks (prefill) attend densely.
+ */
+export interface SparseAttention {
+  tokenBudget: number;
+  sinkTokens: number;
+  windowTokens: number;
+}
+
+/** Blocks a sparse decode attends to in all, and of them the sinks and the recent window it always keeps. */
+export function sparseBlockCounts(sparse: SparseAttention, blockSize: number): { budget: number; sinks: number; window: number } {
+  return {
+    budget: Math.floor(sparse.tokenBudget / blockSize),
+    sinks: Math.ceil(sparse.sinkTokens / blockSize),
+    window: Math.ceil(sparse.windowTokens / blockSize),
+  };
 }
 
 /**

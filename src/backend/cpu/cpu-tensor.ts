@@ -86,9 +86,15 @@ export class CpuKvCache implements KvCache {
     this.layout = layout;
     const slots = layout.numBlocks * layout.blockSize;
     const dtype = layout.dtype ?? 'auto';
+    // An attention layer with key summaries has a third pool, indexed by block: [numBlocks,
+    // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts).
     this.pools = layout.layers.map((spec) =>
       spec.kind === 'attention'
-        ? [createKvPool(dtype, slots, spec.numKvHeads, spec.headDim), createKvPool(dtype, slots, spec.numKvHeads, spec.headDim)]
+        ? [
+            createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
+            createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
+            ...(spec.keySummaries === true ? [createKvPool('auto', layout.numBlocks, spec.numKvHeads, 2 * spec.headDim)] : []),
+          ]
         : [createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec))],
     );
   }
