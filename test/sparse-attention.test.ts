@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { TestRandom, testSeed } from './helpers/cpu-random.ts';
 
@@ -8,7 +9,7 @@ const seed = testSeed('sparse-attention-engine');
 const random = new TestRandom(seed);
 const GREEDY = { temperature: 0, ignoreEos: true } as const;
 const prompts = [300, 220, 90].map((n) => Array.from({ length: n }, () => random.int(10, 8000)));
-const QUEST = { sparseAttention: 'quest', sparseTokenBudget: 128, sparseDenseLayers: [0] } as const;
+const QUEST: EngineOptions = { sparseAttention: 'quest', sparseTokenBudget: 128, sparseDenseLayers: [0] };
 
 async function tokens(options: Parameters<typeof LLM.load>[0], ids: number[][], maxTokens = 24): Promise<number[][]> {
   const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...options });
