@@ -24,7 +24,7 @@ const token = () => Math.floor(((random() + 1) / 2) * config.vocabSize);
 
 function runStep(tokens: number[], startPos: number): number {
   const began = performance.now();
-  const step = backend.beginStep(describeBatch([{ tokens, startPos, blockTable }], BLOCK_SIZE));
+  const step = backend.beginStep(describeBatch([{ tokens, startPos, blockTables: [blockTable] }], BLOCK_SIZE));
   backend.toHost(model.forward(backend, step, cache));
   return performance.now() - began;
 }

@@ -2,7 +2,9 @@
 # Compile-checks every CUDA kernel with nvcc, without a GPU: each src/backend/cuda/kernels/*.cu
 # for sm_80 and for sm_90a, once per specialization listed in the file as
 #   // nvcc-check: -DNAME=value ...
-# (once with no defines when it lists none). Fails on any compile error.
+# (once with no defines when it lists none). A file for one architecture only says so with
+#   // nvcc-targets: sm_90a
+# Fails on any compile error.
 # Usage: scripts/compile-kernels.sh [-v]   -v prints registers, shared memory and spills per kernel.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,9 +28,11 @@ for cu in "$kernels"/*.cu; do
   name=$(basename "$cu" .cu)
   specs=$(sed -n 's|^// nvcc-check:||p' "$cu")
   [ -n "$specs" ] || specs=" "
+  targets=("-arch=sm_80" "-gencode=arch=compute_90a,code=sm_90a")
+  grep -q '^// nvcc-targets: sm_90a$' "$cu" && targets=("-gencode=arch=compute_90a,code=sm_90a")
   i=0
   while IFS= read -r defines; do
-    for target in "-arch=sm_80" "-gencode=arch=compute_90a,code=sm_90a"; do
+    for target in "${targets[@]}"; do
       tag=$(echo "$target" | grep -o 'sm_[0-9a-z]*' | tail -1)
       printf '%s\t%s\t%s\t%s\n' "$cu" "$target" "$defines" "$out/$name-$i-$tag.cubin" >> "$jobs"
     done

@@ -27,8 +27,8 @@ const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + 1) / blockSize)));
 const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model.kvLayers });
 const blockTable = Array.from({ length: width }, (_, i) => i);
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
-backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable }], blockSize)), cache));
-const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTable }], blockSize, undefined, width));
+backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [blockTable] }], blockSize)), cache));
+const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTables: [blockTable] }], blockSize, undefined, width));
 
 const OPS = [
   'embedding',

@@ -41,7 +41,7 @@ async function logitRows(dir: string, sequences: { tokens: number[]; start: numb
     const numBlocks = Math.ceil(tokens.length / BLOCK_SIZE);
     const cache = backend.createKvCache({ numBlocks, blockSize: BLOCK_SIZE, layers: model.kvLayers });
     const rows = Array.from({ length: tokens.length - start }, (_, i) => start - 1 + i);
-    const batch = describeBatch([{ tokens, startPos: 0, blockTable: Array.from({ length: numBlocks }, (_, b) => b) }], BLOCK_SIZE, rows);
+    const batch = describeBatch([{ tokens, startPos: 0, blockTables: [Array.from({ length: numBlocks }, (_, b) => b)] }], BLOCK_SIZE, rows);
     const logits = backend.toHost(model.forward(backend, backend.beginStep(batch), cache));
     return rows.map((_, r) => logits.slice(r * vocab, (r + 1) * vocab));
   });

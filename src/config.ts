@@ -1,6 +1,7 @@
 import type { BackendChoice } from './backend/select-backend.ts';
 import type { KvCacheDtypeName } from './step/kv-cache-layout.ts';
 import type { LoadTimeQuantization } from './tensor/quantize-rtn.ts';
+import type { SparsityPattern } from './tensor/sparse24.ts';
 
 /**
  * The one typed engine configuration, with every default in `DEFAULT_ENGINE_CONFIG`. CLI flags
@@ -25,6 +26,13 @@ export interface EngineConfig {
    * checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
+  /**
+   * Run the linear layers (attention and MLP projections) as 2:4 sparse (docs/sparsity.md): the
+   * CPU backend multiplies their compressed values, CUDA runs them on cuSPARSELt. Every such
+   * weight must hold at most 2 non-zeros in each group of 4 input columns. null: as the
+   * checkpoint declares (`quantization_config.sparsity_config`), else dense.
+   */
+  sparsity: SparsityPattern | null;
   /**
    * How the KV cache stores keys and values (vLLM's names): `auto`, the backend's activation dtype;
    * `fp8` / `fp8_e4m3`, e4m3 codes with a per-layer scale for keys and one for values (the
@@ -122,6 +130,13 @@ export interface EngineConfig {
   pipelineParallelSize: number;
   /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
   enableExpertParallel: boolean;
+  /**
+   * Engine replicas a server runs behind its one endpoint, each with the whole model (itself split
+   * by tensorParallelSize × pipelineParallelSize) on devices of its own, and a router in the server
+   * choosing one per request by prefix affinity and load (docs/parallelism.md). One LLM is one
+   * engine: only `keel serve` (EngineReplicas) runs more than 1.
+   */
+  dataParallelSize: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -129,6 +144,9 @@ export interface LoraModule {
   name: string;
   path: string;
 }
+
+/** The largest --data-parallel-size: the router keeps a bit per replica for each block it remembers (a server on one host has fewer GPUs; more replicas are more servers behind a router). */
+export const MAX_DATA_PARALLEL_SIZE = 32;
 
 /** The largest --max-lora-rank. */
 export const MAX_LORA_RANK = 256;
@@ -201,6 +219,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   backend: 'auto',
   loadFormat: 'auto',
   quantization: null,
+  sparsity: null,
   kvCacheDtype: 'auto',
   blockSize: 16,
   numKvBlocks: null,
@@ -234,4 +253,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   tensorParallelSize: 1,
   pipelineParallelSize: 1,
   enableExpertParallel: false,
+  dataParallelSize: 1,
 };

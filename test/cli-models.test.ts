@@ -53,7 +53,7 @@ test('a model directory without config.json, a checkpoint quantized in a format 
   cpSync(join(FIXTURES_DIR, 'llama-gqa'), quantized, { recursive: true });
   const config = JSON.parse(readFileSync(join(quantized, 'config.json'), 'utf8'));
   writeFileSync(join(quantized, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'hqq', nbits: 4 } }));
-  assertOneLineError(keel(['generate', '--prompt-ids', '1,2', '--model', quantized]), /quant_method "hqq" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8, mxfp4 and bitsandbytes/);
+  assertOneLineError(keel(['generate', '--prompt-ids', '1,2', '--model', quantized]), /quant_method "hqq" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8, mxfp4, bitsandbytes \(4-bit nf4\/fp4, 8-bit LLM\.int8\(\)\) and aqlm/);
   const awq = keel(['generate', '--prompt-ids', '3,4,5', '--max-tokens', '4', '--model', join(FIXTURES_DIR, 'quant-awq-int4')]);
   assert.equal(awq.status, 0, awq.stderr);
 

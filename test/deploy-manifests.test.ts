@@ -12,7 +12,8 @@ import { SERVE_FLAGS } from '../src/cli/serve.ts';
 // check the specs' schemas (that needs the cluster's OpenAPI, and the LeaderWorkerSet's CRD). What
 // matters to Keel is checked here instead: every `keel serve` argument is a flag keel accepts,
 // each pod asks for one GPU per rank it hosts, the probes and Services point at ports that exist,
-// the multi-node pods get the variables Keel's bootstrap reads.
+// the multi-node pods get the variables Keel's bootstrap reads, the inference pool selects Keel's
+// pods on the port they serve and is what the route and the objective name.
 
 const kubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' });
 const skip = kubectl.error ? `kubectl is not installed (${kubectl.error.message})` : false;
@@ -32,12 +33,12 @@ function decode(file: string): Json[] {
     });
 }
 
-/** The number of ranks a `keel serve` command line runs, checked to parse as keel's own flags. */
+/** The GPUs a `keel serve` command line uses, one per rank of each replica, checked to parse as keel's own flags. */
 function ranksOf(container: Json): number {
   assert.deepEqual(container.command, ['keel', 'serve']);
   const { values } = parseFlags('keel serve', { args: container.args, options: SERVE_FLAGS });
   const options = engineConfigFromFlags(values);
-  return (options.tensorParallelSize ?? 1) * (options.pipelineParallelSize ?? 1);
+  return (options.dataParallelSize ?? 1) * (options.tensorParallelSize ?? 1) * (options.pipelineParallelSize ?? 1);
 }
 
 function gpus(container: Json): number {
@@ -94,4 +95,25 @@ test('multi-node.yaml: a LeaderWorkerSet whose nodes together hold a GPU per ran
   assertReadyOnHealth(leader);
   assert.equal(service.kind, 'Service');
   assertSelects(service, { ...leaderTemplate.metadata.labels, 'leaderworkerset.sigs.k8s.io/name': set.metadata.name }, leader);
+});
+
+test('inference-pool.yaml: an InferencePool of keel serve pods with data-parallel replicas, its objective and route', { skip }, () => {
+  const [deployment, pool, objective, route] = decode('inference-pool.yaml');
+  assert.equal(deployment.kind, 'Deployment');
+  const { template } = deployment.spec;
+  const [container] = template.spec.containers;
+  assert.equal(gpus(container), ranksOf(container), 'a GPU per rank of every replica');
+  assert.ok(container.args.some((a: string) => a.startsWith('--data-parallel-size=')), 'the pods run replicas of their own');
+  assertReadyOnHealth(container);
+  assert.equal(pool.apiVersion, 'inference.networking.k8s.io/v1');
+  assert.equal(pool.kind, 'InferencePool');
+  for (const [key, value] of Object.entries(pool.spec.selector.matchLabels)) assert.equal(template.metadata.labels[key], value, `the pool selects ${key}=${value}`);
+  assert.deepEqual(pool.spec.targetPorts, [{ number: portNamed(container, 'http') }]);
+  assert.equal(pool.spec.endpointPickerRef.port.number, 9002);
+  assert.ok(['FailOpen', 'FailClose'].includes(pool.spec.endpointPickerRef.failureMode));
+  assert.equal(objective.apiVersion, 'llm-d.ai/v1alpha2');
+  assert.equal(objective.kind, 'InferenceObjective');
+  assert.deepEqual(objective.spec.poolRef, { group: 'inference.networking.k8s.io', name: pool.metadata.name });
+  assert.equal(route.kind, 'HTTPRoute');
+  assert.deepEqual(route.spec.rules[0].backendRefs, [{ group: 'inference.networking.k8s.io', kind: 'InferencePool', name: pool.metadata.name }]);
 });

@@ -68,7 +68,7 @@ for (const [dir, version, format] of [
     const n = oracle.tokens.length;
     const states = oracle.states.map((rows) => backend.loadWeight({ dtype: 'f32', shape: [n, 64], data: new Uint8Array(Float32Array.from(rows.flat()).buffer) }));
     const cache = backend.createKvCache({ numBlocks: 2, blockSize: 4, layers: [head.kvLayer] });
-    const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTable: [1, 0] }], 4, Array.from({ length: n }, (_, i) => i)));
+    const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTables: [[1, 0]] }], 4, Array.from({ length: n }, (_, i) => i)));
     const { hidden, logits } = head.forward(backend, step, cache, head.features(backend, states));
     const close = (got: Float32Array, expected: number[][], what: string) => {
       const flat = expected.flat();

@@ -6,13 +6,13 @@ import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
 import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
 import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
 
-// GGUF files on the CUDA backend: the shipped model in Q8_0 and a Mixtral fixture as stored, against
+// GGUF files on the CUDA backend: the shipped model in Q8_0 and fixtures of each architecture family as stored, against
 // transformers' float32 reference with the CUDA parity suite's bf16 allowances.
 const work = mkdtempSync(join(tmpdir(), 'keel-gguf-gpu-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 const CUDA = { backend: 'cuda', logitTolerance: 0.125, acceptBf16ReferenceError: true, greedy: 'top-candidates' } as const;
 
-for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source']] as const) {
+for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source'], ['gemma3-text', 'source'], ['phi3-longrope', 'source'], ['deepseek-v2-lite', 'source']] as const) {
   test(`${name} from a GGUF file on CUDA gives transformers' logits and greedy tokens (bf16 allowances)`, async () => {
     const fixture = listOracleFixtures().find((f) => f.name === name)!;
     const path = join(work, `${name}.gguf`);

@@ -106,7 +106,7 @@ class Harness {
     const rows: Float32Array[] = [];
     for (let start = 0, i = 0; start < tokens.length; i++) {
       const end = Math.min(tokens.length, start + sizes[i % sizes.length]);
-      const chunk: SequenceChunk = { tokens: tokens.slice(start, end), startPos: start, blockTable };
+      const chunk: SequenceChunk = { tokens: tokens.slice(start, end), startPos: start, blockTables: [blockTable] };
       const batch = describeBatch([chunk], BLOCK_SIZE, Array.from({ length: end - start }, (_, j) => j));
       const logits = this.backend.toHost(this.model.forward(this.backend, this.backend.beginStep(batch), kv));
       for (let j = 0; j < end - start; j++) rows.push(logits.slice(j * this.config.vocabSize, (j + 1) * this.config.vocabSize));
@@ -179,10 +179,10 @@ test('copy-on-write copies an int8 block with its scales: attention over the cop
     const batch = describeBatch([chunk], BLOCK_SIZE);
     return h.backend.toHost(h.model.forward(h.backend, h.backend.beginStep(batch), kv));
   };
-  forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTable: [2, 0] });
+  forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTables: [[2, 0]] });
   h.backend.copyBlocks(kv, Int32Array.of(0), Int32Array.of(3));
-  const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 0] });
-  const copy = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 3] });
+  const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[2, 0]] });
+  const copy = forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[2, 3]] });
   assert.deepEqual(copy, original);
 });
 
@@ -194,14 +194,14 @@ test('swapping an int8 block out and into another block moves its scales: attent
   const swap = h.backend.createSwapSpace({ ...layout, numBlocks: 2 });
   const tokens = [3, 9, 27, 14, 5, 8];
   const forward = (chunk: SequenceChunk) => h.backend.toHost(h.model.forward(h.backend, h.backend.beginStep(describeBatch([chunk], BLOCK_SIZE)), kv));
-  forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTable: [2, 0] });
+  forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTables: [[2, 0]] });
   h.backend.swapOut(kv, swap, Int32Array.of(0), Int32Array.of(1));
-  const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 0] });
+  const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[2, 0]] });
   // Another sequence takes block 0 meanwhile: its codes and scales are overwritten.
-  forward({ tokens: [11, 12, 13, 14], startPos: 0, blockTable: [0] });
+  forward({ tokens: [11, 12, 13, 14], startPos: 0, blockTables: [[0]] });
   h.backend.swapIn(kv, swap, Int32Array.of(1), Int32Array.of(3));
   h.backend.awaitSwapIns();
-  assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 3] }), original);
+  assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[2, 3]] }), original);
   assert.throws(() => h.backend.swapOut(kv, h.backend.createSwapSpace({ ...layout, dtype: 'fp8_e4m3' }), Int32Array.of(0), Int32Array.of(0)), /swap space holds fp8_e4m3 blocks but the cache is int8/);
 });
 
@@ -212,11 +212,11 @@ test('copySlots moves 8-bit slots with their int8 scales: attention over slots m
     const kv = h.backend.createKvCache({ numBlocks: 4, blockSize: BLOCK_SIZE, layers: h.model.kvLayers, dtype });
     const tokens = [3, 9, 27, 14, 5, 8];
     const forward = (chunk: SequenceChunk) => h.backend.toHost(h.model.forward(h.backend, h.backend.beginStep(describeBatch([chunk], BLOCK_SIZE)), kv));
-    forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTable: [2, 0] });
+    forward({ tokens: tokens.slice(0, 5), startPos: 0, blockTables: [[2, 0]] });
     // Slots 8..11 and 0 (the sequence in blocks 2, 0) to 4..7 and 12 (blocks 1, 3), as tree verification moves accepted tokens.
     h.backend.copySlots(kv, Int32Array.of(8, 9, 10, 11, 0), Int32Array.of(4, 5, 6, 7, 12));
-    const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [2, 0] });
-    assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTable: [1, 3] }), original, dtype);
+    const original = forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[2, 0]] });
+    assert.deepEqual(forward({ tokens: tokens.slice(5), startPos: 5, blockTables: [[1, 3]] }), original, dtype);
   }
 });
 

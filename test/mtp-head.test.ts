@@ -45,7 +45,7 @@ test("the MTP layer gives the PyTorch reference's outputs and logits", () => {
   const n = oracle.tokens.length;
   const features = backend.loadWeight({ dtype: 'f32', shape: [n, 64], data: new Uint8Array(Float32Array.from(oracle.states[0].flat()).buffer) });
   const cache = backend.createKvCache({ numBlocks: 2, blockSize: 4, layers: [head.kvLayer] });
-  const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTable: [1, 0] }], 4, Array.from({ length: n }, (_, i) => i)));
+  const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTables: [[1, 0]] }], 4, Array.from({ length: n }, (_, i) => i)));
   const { hidden, logits } = head.forward(backend, step, cache, head.features(backend, [features]));
   for (const [got, expected, what] of [[backend.toHost(hidden), oracle.hidden, 'outputs'], [backend.toHost(logits), oracle.logits, 'logits']] as const) {
     const flat = expected.flat();

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
-import { checkGreedy, checkPrefixCacheRerun, type ParityOptions } from './helpers/transformers-parity.ts';
+import { checkGreedy, checkPrefixCacheRerun, fixtureSlides, type ParityOptions } from './helpers/transformers-parity.ts';
 
 // Tensor, expert and pipeline parallel on the CPU backend (ranks in worker threads,
 // docs/parallelism.md): every fixture family's greedy continuations equal transformers' (and so
@@ -82,7 +82,8 @@ for (const { fixture: name, parallel } of RUNS) {
       await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu' }, false);
     });
     test('greedy continuation under forced preemption (8-block pool) equals transformers\'', async () => {
-      await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu', numKvBlocks: 8 }, true);
+      // A model with sliding layers frees their blocks (KV groups): the same memory holds its batch.
+      await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu', numKvBlocks: 8 }, !fixtureSlides(fixture, 'some'));
     });
     test('greedy continuation served from the prefix cache equals transformers\'', async () => {
       await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });

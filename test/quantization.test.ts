@@ -28,7 +28,7 @@ function promptLogits(backend: Backend, model: CausalLM, fixture = FIXTURE): Flo
     const blocks = Math.ceil(tokens.length / blockSize);
     const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
     next += blocks;
-    return { tokens, startPos: 0, blockTable };
+    return { tokens, startPos: 0, blockTables: [blockTable] };
   });
   const cache = backend.createKvCache({ numBlocks: next, blockSize, layers: model.kvLayers });
   const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
@@ -87,6 +87,7 @@ test('--quantization mxfp4 packs the routed experts, which multiply exactly as t
   const uploader = {
     loadWeight: backend.loadWeight.bind(backend),
     loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+    loadSparseWeight: backend.loadSparseWeight.bind(backend),
     uploadRopeTable: backend.uploadRopeTable.bind(backend),
     loadMxfp4Weight: (w: Mxfp4Weight) => {
       packed++;

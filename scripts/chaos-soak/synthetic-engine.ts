@@ -105,6 +105,8 @@ export class SyntheticEngine implements ServedLLM {
       numSwapBlocks: 0,
       numFreeSwapBlocks: 0,
       speculation: null,
+      runningLoraAdapters: [],
+      waitingLoraAdapters: [],
     };
   }
 

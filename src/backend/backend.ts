@@ -5,6 +5,7 @@ import type { KvCacheLayout, SparseAttention } from '../step/kv-cache-layout.ts'
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
+import type { Sparse24Weight } from '../tensor/sparse24.ts';
 
 /**
  * A tensor owned by a backend: row-major and contiguous. The CPU backend holds a Float32Array,
@@ -281,6 +282,12 @@ export interface Backend {
    */
   loadQuantizedWeight(w: QuantizedWeight): Tensor;
   /**
+   * A 2:4 sparse linear weight [rows, cols] (src/tensor/sparse24.ts), kept in a form the backend's
+   * sparse product reads; `linear` and `gatedLinear` multiply by it as by the dense weight it
+   * expands to.
+   */
+  loadSparseWeight(w: Sparse24Weight): Tensor;
+  /**
    * Routed MoE experts [count, rows, cols] in MXFP4 (src/tensor/mxfp4.ts), kept packed on the
    * device, for ExpertWeights' gateUp and down; multiplied as the values they dequantize to.
    */
@@ -298,7 +305,7 @@ export interface Backend {
    * holding this group's values only between its `fetchWeights` and the next fetch of a group of
    * that parity. Groups are loaded in order from 0.
    */
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
   /**
    * Copies group `group`'s weights into its device buffers once the work queued so far (which may
    * read the buffers' previous group) is done; work queued afterwards runs beside the copies until
@@ -349,8 +356,9 @@ export interface Backend {
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
   /**
    * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. The weight's format is
-   * its own: from `loadWeight` (the compute dtype) or `loadQuantizedWeight` (multiplied from its
-   * codes, equal to multiplying by its dequantized values). With `float32` (16-bit weights only) the
+   * its own: from `loadWeight` (the compute dtype), `loadQuantizedWeight` (multiplied from its
+   * codes, equal to multiplying by its dequantized values) or `loadSparseWeight` (equal to
+   * multiplying by its dense expansion). With `float32` (16-bit weights only) the
    * result is float32 on every backend: the sums and the bias added unrounded, for what transformers
    * computes in float32 whatever the model's dtype (an MoE router's logits, whose top-k choice a
    * 16-bit rounding can flip). Of the ops, only routeExperts (and toHost) take such a tensor.

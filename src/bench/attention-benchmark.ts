@@ -23,6 +23,8 @@ export const MLA_PREFILL_SEQ_LENS = [2048, 8192];
 const mlaShape = (numHeads: number): MlaParams => ({ numHeads, latentDim: 512, ropeDim: 64, nopeDim: 128, scale: 192 ** -0.5 });
 
 export interface PrefillFigure {
+  /** The kernel timed: prefill-attention.cu (legacy) or prefill-attention-wgmma.cu (Hopper). */
+  kernel: 'legacy' | 'wgmma';
   batch: number;
   seq_len: number;
   num_heads: number;
@@ -86,7 +88,7 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       deviceName: bench.backend.device.info.name,
       driverCudaVersion: bench.backend.device.info.driverCudaVersion,
       ceilings,
-      prefill: PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B)),
+      prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
       decode: DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
       mlaDecode: MLA_HEADS.flatMap((heads) =>
         MLA_DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s))),
@@ -96,6 +98,11 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
   } finally {
     bench.backend.dispose();
   }
+}
+
+/** The prefill kernels to time on this device: both on a Hopper GPU, where the wgmma kernel runs. */
+function prefillKernels(backend: CudaBackend): PrefillFigure['kernel'][] {
+  return backend.device.info.arch === 'sm_90a' ? ['legacy', 'wgmma'] : ['legacy'];
 }
 
 class KernelTimer {
@@ -133,7 +140,8 @@ class KernelTimer {
     return { batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
   }
 
-  prefill(seqLen: number, shape: AttentionParams): PrefillFigure {
+  prefill(seqLen: number, shape: AttentionParams, kernel: PrefillFigure['kernel']): PrefillFigure {
+    this.backend.prefillAttention = kernel;
     const { cache, batch, qkv, rope } = this.setup(shape, [{ cached: 0, query: seqLen }]);
     this.backend.ropeAndCacheWrite(qkv, rope, cache, 0, this.backend.beginStep(batch), shape);
     const ms = this.timeGraph(() => {
@@ -142,7 +150,7 @@ class KernelTimer {
     }, 5);
     // QKᵀ and PV, 2 FLOPs per multiply-add each, over the causal half of the square (as the SDPA peer counts).
     const flops = (4 * shape.numHeads * shape.headDim * seqLen * seqLen) / 2;
-    return { batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
+    return { kernel, batch: 1, seq_len: seqLen, ...heads(shape), causal: true, ms, tflops: flops / (ms * 1e-3) / 1e12 };
   }
 
   mlaDecode(contextLen: number, batch: number, mla: MlaParams, readGbPerS: number): MlaDecodeFigure {

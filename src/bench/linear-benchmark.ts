@@ -8,17 +8,27 @@
 // between them (QUANTIZED_GEMV_MAX_ROWS, QUANTIZED_GEMM_MAX_ROWS) can be set from the figures:
 // the decode GEMV up to its rows, then the tensor-core GEMM and dequantize + cuBLAS. mxfp4 only
 // exists for MoE experts: it is timed as one expert's MLP (gate/up [n, k], down [k, n / 2], every
-// row routed to it) beside the same MLP in bf16.
+// row routed to it) beside the same MLP in bf16. 2:4 prunes the weight by magnitude and times
+// cuSPARSELt alone at every row count (`cusparselt`, rows padded to a multiple of 16) and the
+// backend's linear (`keel-2:4`: the dense GEMV at decode sizes, cuSPARSELt past them). AQLM
+// (aqlm-2x8, aqlm-1x16: random codes over every codebook vector) is timed on its codebook-lookup
+// GEMV up to its rows, then dequantize + cuBLAS.
 import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
-import type { CudaQuantizedTensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import type { CudaQuantizedTensor, CudaSparse24Tensor, CudaTensor } from '../backend/cuda/cuda-tensor.ts';
+import { SPARSE_ROWS_MULTIPLE } from '../backend/cuda/cusparselt.ts';
+import { prune24 } from '../tensor/prune24.ts';
+import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
+import { AQLM_GEMV_MAX_ROWS, launchAqlmDequantize, launchAqlmGemv } from '../backend/cuda/kernels/aqlm-linear.ts';
+import { emptyAqlmWeight } from '../tensor/aqlm.ts';
+import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
 import { describeBatch } from '../step/batch.ts';
 import { float32Tensor } from '../tensor/host-ops.ts';
 import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../tensor/quantize-rtn.ts';
-import { numGroups, rowBytes, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { aqlmLayout, AQLM_GROUP, numGroups, rowBytes, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import { medianGraphMs } from './graph-timing.ts';
 import { linearShapeProblem, type LinearBenchFormat, type LinearPath } from './linear-bench-options.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
@@ -81,12 +91,17 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
         .filter((f): f is LinearQuantization => f === 'fp8' || f === 'int8' || f === 'int4' || f === 'nf4')
         .map((format) => ({ format, host: quantizeRoundToNearest(values, n, k, format) }))
         .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
-      const dequantized = quantized.length > 0 ? backend.device.alloc(2 * n * k) : 0;
+      const aqlm = options.formats
+        .filter((f): f is AqlmFormat => f === 'aqlm-2x8' || f === 'aqlm-1x16')
+        .map((format) => ({ format, host: randomAqlm(format, n, k, rng) }))
+        .map(({ format, host }) => ({ format, bytes: quantizedBytes(host), tensor: backend.loadQuantizedWeight(host) as CudaQuantizedTensor }));
+      const dequantized = quantized.length + aqlm.length > 0 ? backend.device.alloc(2 * n * k) : 0;
       const llmInt8Host = options.formats.includes('llm-int8') ? quantizeRoundToNearest(values, n, k, 'llm-int8') : null;
       const llmInt8 = llmInt8Host === null ? null : { bytes: quantizedBytes(llmInt8Host), tensor: backend.loadQuantizedWeight(llmInt8Host) };
       const experts = options.formats.includes('mxfp4') ? expertPair(backend, rng, n, k) : null;
+      const sparse = options.formats.includes('2:4') ? (backend.loadSparseWeight(compressSparse24(bf16Tensor([n, k], prune24(values, n, k, null)), `[${n}, ${k}]`)) as CudaSparse24Tensor) : null;
       for (const rows of options.rows) {
-        const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTable: [0] }], 16));
+        const step = () => backend.beginStep(describeBatch([{ tokens: [1], startPos: 0, blockTables: [[0]] }], 16));
         step();
         const x = backend.loadWeight(bf16Tensor([rows, k], randomBf16Values(rng, rows * k, 1)));
         const xPtr = (x as CudaTensor).ptr;
@@ -119,10 +134,41 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           );
           add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
         }
+        for (const q of aqlm) {
+          if (rows <= AQLM_GEMV_MAX_ROWS) {
+            add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchAqlmGemv(backend.device, out, xPtr, q.tensor, 0, rows), REPS), q.bytes, cublasMs));
+            continue;
+          }
+          const dequantizeMs = medianGraphMs(
+            backend,
+            () => () => {
+              launchAqlmDequantize(backend.device, dequantized, q.tensor);
+              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
+            },
+            REPS,
+          );
+          add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+        }
         if (llmInt8 !== null) {
           // The backend's whole LLM.int8() decomposition (row stats, outlier list, activation quantizer, product), as a step runs it.
           step();
           add(figure('llm-int8', 'llm-int8', medianGraphMs(backend, () => () => backend.linear(x, llmInt8.tensor, null), REPS), llmInt8.bytes, cublasMs));
+        }
+        if (sparse !== null && sparse.compressed !== null) {
+          // cuSPARSELt alone at every row count (rows padded to its multiple, as the backend pads
+          // them), then the backend's own choice (the dense GEMV for decode-sized batches).
+          const compressed = sparse.compressed;
+          const padded = Math.ceil(rows / SPARSE_ROWS_MULTIPLE) * SPARSE_ROWS_MULTIPLE;
+          const xs = backend.device.alloc(2 * padded * k);
+          const ys = backend.device.alloc(2 * padded * n);
+          const sparseWorkspace = Math.max(16, backend.device.cusparseLt.plan(compressed, padded).workspaceBytes);
+          const sparseWs = backend.device.alloc(sparseWorkspace);
+          backend.device.copyAsync(xs, xPtr, 2 * rows * k);
+          const bytes = compressed.compressedBytes;
+          add(figure('2:4', 'cusparselt', medianGraphMs(backend, () => () => backend.device.cusparseLt.linear(ys, xs, compressed, padded, sparseWs), REPS), bytes, cublasMs));
+          step();
+          add(figure('2:4', 'keel-2:4', medianGraphMs(backend, () => () => backend.linear(x, sparse, null), REPS), bytes, cublasMs));
+          for (const ptr of [xs, ys, sparseWs]) backend.device.free(ptr);
         }
         if (experts !== null) {
           const expertFlops = 2 * rows * (n * k + (k * n) / 2);
@@ -153,10 +199,21 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
   }
 }
 
-/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros. */
+/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros, AQLM's float16 codebooks. */
 function quantizedBytes(w: QuantizedWeight): number {
   const groups = w.rows * numGroups(w);
-  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups);
+  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups) + 2 * (w.codebooks?.values.length ?? 0);
+}
+
+/** An AQLM weight [n, k] of random codes (every codebook vector equally likely) and float16 codebooks. */
+function randomAqlm(format: AqlmFormat, n: number, k: number, rng: () => number): QuantizedWeight {
+  const { codebooks, size } = aqlmLayout(format);
+  const half = halfToFloatTable();
+  const values = Float32Array.from({ length: codebooks * size * AQLM_GROUP }, () => half[floatToF16Bits(0.05 * (2 * rng() - 1))]);
+  const w = emptyAqlmWeight(format, n, k, values);
+  for (let i = 0; i < w.codes.length; i++) w.codes[i] = Math.floor(rng() * 256);
+  w.scales.fill(0.5);
+  return w;
 }
 
 /** One expert of intermediate width n / 2 over hidden size k, in bf16 and in MXFP4. */

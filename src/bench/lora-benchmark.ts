@@ -99,7 +99,7 @@ function batchOf(sequences: number, tokensPerSequence: number, adapters: number)
     Array.from({ length: sequences }, (_, i) => ({
       tokens: new Array<number>(tokensPerSequence).fill(1),
       startPos: 0,
-      blockTable: Array.from({ length: blocks }, (_, b) => i * blocks + b),
+      blockTables: [Array.from({ length: blocks }, (_, b) => i * blocks + b)],
       ...(adapters > 0 ? { loraSlot: i % adapters } : {}),
     })),
     BLOCK_SIZE,

@@ -167,6 +167,8 @@ const AttentionResultsSchema = z.strictObject({
   /** Prefill (causal attention over a whole prompt). */
   shapes: z.array(
     z.strictObject({
+      /** Which prefill kernel (results before the Hopper kernel have one, unnamed: legacy). */
+      kernel: z.enum(['legacy', 'wgmma']).optional(),
       batch: count,
       seq_len: count,
       num_heads: count,
@@ -255,6 +257,49 @@ const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
 
+/**
+ * Keel beside llama.cpp on one GGUF file (tools/peers/gguf_parity.py): each prompt's greedy
+ * continuation by Keel judged step by step in llama.cpp's logits for the same context, and both
+ * engines' batch-1 decode rate.
+ */
+const GgufParityResultsSchema = z.strictObject({
+  /** As llama-quantize named it: F16, Q8_0, Q4_K_M. */
+  gguf_type: z.string(),
+  gguf_bytes: count.nullable(),
+  /** The largest logit (llama.cpp) and logprob (Keel) gap a differing step may have. */
+  near_tie_tolerance: figure,
+  prompts: z.array(
+    z.strictObject({
+      prompt_len: count,
+      generated: count,
+      /** Leading tokens the two free-running greedy continuations share. */
+      identical_greedy_prefix: count,
+      steps_agreeing: count,
+      disagreements: z.array(
+        z.strictObject({
+          step: count,
+          keel_token: count,
+          llama_cpp_token: count,
+          llama_cpp_gap: figure,
+          keel_gap: z.number(),
+          keel_lists_llama_cpp_token: z.boolean(),
+          near_tie: z.boolean(),
+        }),
+      ),
+      llama_cpp_min_top2_gap: optionalFigure,
+      /** |(Keel's logprob(token) − logprob(x)) − (llama.cpp's logit(token) − logit(x))| over Keel's top candidates x at every step. */
+      max_relative_logit_error: optionalFigure,
+      mean_relative_logit_error: optionalFigure,
+      passed: z.boolean(),
+    }),
+  ),
+  passed: z.boolean(),
+  max_relative_logit_error: optionalFigure,
+  keel_load_seconds: optionalFigure,
+  keel_decode_tokens_per_s: optionalFigure,
+  llama_cpp_decode_tokens_per_s: optionalFigure,
+});
+
 /** llama.cpp's llama-batched-bench: each sequence prefills its prompt, then all decode together (tools/peers/bench_result.py). */
 const LlamaBatchedBenchResultsSchema = z.strictObject({
   runs: z.array(
@@ -309,6 +354,7 @@ export const BenchResultSchema = z
     suite('lora', LoraResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
+    suite('gguf-parity', GgufParityResultsSchema),
   ])
   .refine((r) => (r.status === 'ok') === (r.results !== null) && (r.status === 'failed') === (r.error !== null), {
     message: 'an ok result has results and no error; a failed one has an error and no results',

@@ -7,19 +7,9 @@ import { describeBatch, type BatchDescription } from '../step/batch.ts';
 import { floatToBf16Bits } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 
-export type Rng = () => number;
+import type { Rng } from '../tensor/seeded-rng.ts';
 
-/** mulberry32: small, fast, and reproducible from a printed seed. */
-export function seededRng(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRng, type Rng } from '../tensor/seeded-rng.ts';
 
 const scratchFloat = new Float32Array(1);
 const scratchBits = new Uint32Array(scratchFloat.buffer);
@@ -87,7 +77,7 @@ export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, b
   const chunks = specs.map((s, i) => {
     blocks.ensure(i, s.cached + s.query, blockSize);
     const tokens = Array.from({ length: s.query }, () => nextTokenId++);
-    return { tokens, startPos: s.cached, blockTable: blocks.tables[i] };
+    return { tokens, startPos: s.cached, blockTables: [blocks.tables[i]] };
   });
   return describeBatch(chunks, blockSize);
 }

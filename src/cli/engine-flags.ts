@@ -4,6 +4,7 @@ import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, STREA
 import { invalidArgument } from '../errors.ts';
 import { KV_CACHE_DTYPE_NAMES } from '../step/kv-cache-layout.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
+import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 
 /** Engine flags shared by every command that loads a model; each maps onto one EngineConfig field. */
 export const ENGINE_FLAGS = {
@@ -11,6 +12,7 @@ export const ENGINE_FLAGS = {
   backend: { type: 'string' },
   'load-format': { type: 'string' },
   quantization: { type: 'string' },
+  sparsity: { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
   'block-size': { type: 'string' },
   'num-kv-blocks': { type: 'string' },
@@ -52,6 +54,7 @@ export const ENGINE_FLAGS = {
   'tensor-parallel-size': { type: 'string' },
   'pipeline-parallel-size': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
+  'data-parallel-size': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -68,8 +71,11 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
                                  llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), or
                                  with mxfp4 its routed MoE experts; quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes) are read as
-                                 they are (docs/quantization.md)
+                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes, AQLM 1x16
+                                 and 2x8) are read as they are (docs/quantization.md)
+  --sparsity 2:4                 run the linear layers as 2:4 sparse (cuSPARSELt on CUDA); every one
+                                 must be 2:4 (keel prune writes such checkpoints). Implied by a
+                                 checkpoint whose config declares it (docs/sparsity.md)
   --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
                                  backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
                                  checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
@@ -105,6 +111,9 @@ process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_
   --pipeline-parallel-size N     split the layers into N consecutive stages, each on its own devices,
                                  activations passed from stage to stage (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
   --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
+  --data-parallel-size N         keel serve: N engine replicas (each TP × PP ranks) behind one endpoint,
+                                 a process each (on CUDA, on its own TP × PP GPUs), the server routing
+                                 each request by prefix affinity and load (default ${DEFAULT_ENGINE_CONFIG.dataParallelSize})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
@@ -152,6 +161,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     backend: oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const),
     loadFormat: oneOf('--load-format', values['load-format'], ['auto', 'dummy'] as const),
     quantization: oneOf('--quantization', values.quantization, LOAD_TIME_QUANTIZATIONS),
+    sparsity: oneOf('--sparsity', values.sparsity, SPARSITY_PATTERNS),
     kvCacheDtype: oneOf('--kv-cache-dtype', values['kv-cache-dtype'], KV_CACHE_DTYPE_NAMES),
     blockSize: integerFlag('--block-size', values['block-size']),
     numKvBlocks: integerFlag('--num-kv-blocks', values['num-kv-blocks']),
@@ -184,6 +194,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
     pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
+    dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
   };
 }
 
@@ -258,6 +269,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   backend: 'backend',
   'load-format': 'loadFormat',
   quantization: 'quantization',
+  sparsity: 'sparsity',
   'kv-cache-dtype': 'kvCacheDtype',
   'block-size': 'blockSize',
   'num-kv-blocks': 'numKvBlocks',
@@ -299,6 +311,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'tensor-parallel-size': 'tensorParallelSize',
   'pipeline-parallel-size': 'pipelineParallelSize',
   'enable-expert-parallel': 'enableExpertParallel',
+  'data-parallel-size': 'dataParallelSize',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

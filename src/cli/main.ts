@@ -15,6 +15,7 @@ Commands:
   bench      benchmarks: latency, throughput, serve (vLLM's methodology), plot
   perplexity perplexity of a text file under the model (sliding windows)
   quantize   quantize a 16-bit checkpoint with GPTQ, AWQ or round to nearest
+  prune      prune a 16-bit checkpoint to 2:4 sparsity (magnitude or Wanda)
   doctor     what Keel can run on: GPU, driver, CUDA libraries, chosen backend
   help CMD   options of a command
 
@@ -53,6 +54,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   quantize: async () => {
     const m = await import('./quantize.ts');
     return { run: m.quantizeCommand, help: m.QUANTIZE_HELP };
+  },
+  prune: async () => {
+    const m = await import('./prune.ts');
+    return { run: m.pruneCommand, help: m.PRUNE_HELP };
   },
   doctor: async () => {
     const m = await import('./doctor.ts');

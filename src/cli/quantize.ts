@@ -1,16 +1,16 @@
-import { readFileSync } from 'node:fs';
-import { isGgufPath, openModelFiles } from '../checkpoint/model-files.ts';
+import { isGgufPath } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { QUANTIZE_METHODS, quantizeCheckpoint, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
-import { loadTokenizerIfPresent } from '../tokenizer/tokenizer.ts';
+import { calibrationSamples } from './calibration-samples.ts';
 import { integerFlag } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
 
 const DEFAULTS = { groupSize: 128, numSamples: 128, seqLen: 512 };
 
 export const QUANTIZE_HELP = `Usage: keel quantize --method gptq|awq|rtn --bits 4|8 --calibration FILE --output DIR [options]
+       keel quantize --method vq [--codebooks 2x8|1x16] --output DIR [options]
 
 Quantizes a 16-bit checkpoint's attention and MLP projections (embeddings, norms and the LM head
 stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quantization.md):
@@ -20,16 +20,20 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
   awq    AWQ: per-input-channel scales searched on the calibration activations, folded into the
          norm or projection before, then round to nearest (AutoAWQ's GEMM layout, 4-bit only)
   rtn    round to nearest, no calibration needed (GPTQ layout, symmetric)
+  vq     vector quantization in AQLM's layout (quant_method aqlm, 2 bits a weight): groups of 8
+         input columns coded by k-means codebooks (2x8: residual k-means for the second), one
+         scale per row; plain k-means, not AQLM's beam search or fine-tuning; no calibration needed
 
 Runs on the CPU backend: the default model and small models take seconds to minutes.
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)
   --method gptq|awq|rtn
-  --bits 4|8                     code width (awq: 4)
+  --bits 4|8                     code width (awq: 4; not for vq)
+  --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
-  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn: only
-                                 to measure its error)
+  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn, vq: only
+                                 to measure their error)
   --num-samples N                calibration windows (default ${DEFAULTS.numSamples}, fewer if the text is short)
   --seq-len L                    tokens per window (default ${DEFAULTS.seqLen})
   --output DIR                   where the quantized checkpoint is written
@@ -43,6 +47,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       model: { type: 'string' },
       method: { type: 'string' },
       bits: { type: 'string' },
+      codebooks: { type: 'string' },
       'group-size': { type: 'string' },
       'act-order': { type: 'boolean' },
       calibration: { type: 'string' },
@@ -59,40 +64,27 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   }
   const method = values.method as QuantizeMethod | undefined;
   if (method === undefined || !QUANTIZE_METHODS.includes(method)) throw invalidArgument(`--method must be one of ${QUANTIZE_METHODS.join(', ')} (got ${values.method ?? 'none'})`);
-  const bits = integerFlag('--bits', values.bits);
+  const vq = method === 'vq';
+  if (vq && values.bits !== undefined) throw invalidArgument('vq codes 2 bits a weight in either layout: choose it with --codebooks 2x8|1x16, not --bits');
+  if (!vq && values.codebooks !== undefined) throw invalidArgument('--codebooks is a vq option');
+  if (vq && values['group-size'] !== undefined) throw invalidArgument('vq codes groups of 8 input columns (AQLM in_group_size 8): --group-size is not a vq option');
+  const codebooks = values.codebooks ?? '2x8';
+  if (codebooks !== '2x8' && codebooks !== '1x16') throw invalidArgument(`--codebooks must be 2x8 or 1x16 (got ${codebooks})`);
+  const bits = vq ? 4 : integerFlag('--bits', values.bits);
   if (bits !== 4 && bits !== 8) throw invalidArgument(`--bits must be 4 or 8 (got ${values.bits ?? 'none'})`);
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
-  const samples = method === 'rtn' && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
-  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output });
+  const samples = (method === 'rtn' || vq) && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, 'gptq and awq', integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
+  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
   if (values.json) {
-    console.log(JSON.stringify({ method, bits, group_size: groupFlag, output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
+    console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
   } else if (samples.length === 0) {
-    console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${bits}-bit`);
+    console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${vq ? codebooks : `${bits}-bit`}`);
   } else {
     const [error, rtn] = reports.reduce(([e, r], l) => [e + l.error, r + l.rtnError], [0, 0]);
-    console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${bits}-bit; summed output error ${error.toExponential(3)} (round to nearest: ${rtn.toExponential(3)})`);
+    console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${vq ? codebooks : `${bits}-bit`}; summed output error ${error.toExponential(3)} (round to nearest${vq ? ', 2-bit groups of 128' : ''}: ${rtn.toExponential(3)})`);
   }
-}
-
-/** Up to `count` consecutive windows of `length` tokens of the calibration text. */
-function calibrationSamples(dir: string, file: string | undefined, count: number, length: number): number[][] {
-  if (file === undefined) throw invalidArgument('gptq and awq need calibration text: --calibration FILE');
-  if (!(count >= 1 && length >= 2)) throw invalidArgument('--num-samples must be at least 1 and --seq-len at least 2');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw invalidArgument(`cannot read --calibration ${file}: ${(error as Error).message}`);
-  }
-  const tokenizer = loadTokenizerIfPresent(openModelFiles(dir));
-  if (tokenizer === null) throw invalidArgument(`${dir} has no tokenizer.json to tokenize the calibration text with`);
-  const tokens = tokenizer.encode(text, { addSpecialTokens: false });
-  const samples: number[][] = [];
-  for (let at = 0; at + length <= tokens.length && samples.length < count; at += length) samples.push(tokens.slice(at, at + length));
-  if (samples.length === 0) throw invalidArgument(`--calibration ${file} holds ${tokens.length} tokens, fewer than one window of --seq-len ${length}`);
-  return samples;
 }

@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import type { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
-import { EngineClient } from '../server/engine-host/engine-client.ts';
+import { EngineReplicas } from '../server/engine-host/engine-replicas.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
 import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
@@ -17,7 +17,10 @@ Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/c
 /v1/responses, /v1/models, /tokenize, /detokenize, /health, /metrics; with LoRA, /v1/load_lora_adapter
 and /v1/unload_lora_adapter) with a web playground at /. The engine runs
 on a thread of its own, request bodies are read on --preprocess-threads more: a long step or a
-huge prompt never holds up the other clients.
+huge prompt never holds up the other clients. With --data-parallel-size N, N engines each run in
+a process of their own and each request goes to one by prefix affinity and load; one that dies
+fails only its own requests (503) while the others serve on (docs/parallelism.md).
+/metrics also carries vLLM's names that Kubernetes' Gateway API Inference Extension reads.
 SIGTERM, SIGINT (Ctrl-C) or SIGHUP stops accepting connections, lets requests in flight finish
 for up to --shutdown-timeout, then cuts the rest and exits 1 (0 when nothing was cut); a second
 signal exits at once.
@@ -101,7 +104,7 @@ export async function serveCommand(argv: string[], engineEntry?: URL): Promise<n
     return 0;
   }
   const serverOptions = serverOptionsFromFlags(values);
-  const engine = await EngineClient.startThread(engineConfigFromFlags(values), engineEntry);
+  const engine = await EngineReplicas.start(engineConfigFromFlags(values), engineEntry);
   let server: RunningServer;
   try {
     server = await startServer({ engine, ...serverOptions });
@@ -109,7 +112,8 @@ export async function serveCommand(argv: string[], engineEntry?: URL): Promise<n
     await engine.close();
     throw error;
   }
-  console.log(`Keel is serving ${engine.info.model} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
+  const replicas = engine.size > 1 ? ` on ${engine.size} replicas` : '';
+  console.log(`Keel is serving ${engine.info.model}${replicas} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
   const { report, engineFailure } = await untilShutdown(server, engine, serverOptions.shutdownTimeoutMs);
   const closeError = await engine.close();
   if (closeError) console.error(`keel: ${closeError.message}`);
@@ -125,7 +129,7 @@ export async function serveCommand(argv: string[], engineEntry?: URL): Promise<n
 }
 
 /** Serves until a stop signal or the engine's death, then shuts the server down. */
-function untilShutdown(server: RunningServer, engine: EngineClient, shutdownTimeoutMs: number): Promise<{ report: ShutdownReport; engineFailure: Error | null }> {
+function untilShutdown(server: RunningServer, engine: EngineReplicas, shutdownTimeoutMs: number): Promise<{ report: ShutdownReport; engineFailure: Error | null }> {
   return new Promise((resolve, reject) => {
     let stopping = false;
     const stop = (engineFailure: Error | null, timeoutMs: number) => {
@@ -145,7 +149,7 @@ function untilShutdown(server: RunningServer, engine: EngineClient, shutdownTime
       stop(null, shutdownTimeoutMs);
     };
     for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
-    // Nothing can be served any more: in-flight requests have failed with a 503 already.
+    // Nothing can be served any more (no replica is left): in-flight requests have failed with a 503 already.
     engine.stopped.then((failure) => {
       if (!stopping) stop(failure, 0);
     });

@@ -3,8 +3,8 @@ import { KeelError } from '../errors.ts';
 import type { HiddenStateTap } from '../models/causal-lm.ts';
 import type { DraftHead } from '../models/draft-head.ts';
 import { scoreDraw } from '../sampling/draw.ts';
-import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import { describeBatch, groupSlotMapping, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { Sequence } from './sequence.ts';
 
 /** The head's cache: its layer's K/V, then the feature rows it drafts from. */
@@ -87,7 +87,7 @@ export class HeadProposer {
   storeFeatures(b: Backend, batch: BatchDescription): void {
     if (batch.numTokens === 0) return;
     if (this.states.length === 0) throw new Error(`the target's forward handed the ${this.head.name} head no hidden states`);
-    b.writeCacheRows(this.cache, FEATURES, this.head.features(b, this.states), batch.slotMapping);
+    b.writeCacheRows(this.cache, FEATURES, this.head.features(b, this.states), groupSlotMapping(batch, this.featureGroup));
   }
 
   /** A sequence preempted by recompute: its blocks are gone, so is every head entry. */
@@ -120,7 +120,7 @@ export class HeadProposer {
     const chunks = drafting.map(({ seq, root }): SequenceChunk => {
       const from = Math.min(this.caughtUp.get(seq) ?? 0, root - 1);
       for (let p = from; p < root; p++) slots.push(this.slot(seq, p));
-      return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTable: seq.blockTable };
+      return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTables: seq.blockTables };
     });
     const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots));
     b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting, ({ seq, root }) => this.slot(seq, root)));
@@ -143,13 +143,13 @@ export class HeadProposer {
         const node = frontier[0];
         slots.push(feature(node));
         rows.push(numTokens++);
-        return { tokens: [nodes[node].token], startPos: root + node, blockTable: seq.blockTable };
+        return { tokens: [nodes[node].token], startPos: root + node, blockTables: seq.blockTables };
       }
       // A tree runs again from the root's predecessor, each node seeing its ancestors alone.
       slots.push(this.slot(seq, root - 1), ...nodes.map((_, i) => feature(i)));
       rows.push(...frontier.map((node) => numTokens + 1 + node));
       numTokens += 1 + nodes.length;
-      return { tokens: [seq.tokenIds[root], ...nodes.map((n) => n.token)], startPos: root - 1, blockTable: seq.blockTable, treeParents: [-1, ...nodes.map((n) => n.parent + 1)] };
+      return { tokens: [seq.tokenIds[root], ...nodes.map((n) => n.token)], startPos: root - 1, blockTables: seq.blockTables, treeParents: [-1, ...nodes.map((n) => n.parent + 1)] };
     });
     const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots), rows);
     b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting.flatMap(({ seq, root, frontier }) => frontier.map((node) => this.slot(seq, root + 1 + node)))));
@@ -187,7 +187,12 @@ export class HeadProposer {
     d.nodes.push(...kept);
   }
 
+  /** The KV group the feature rows belong to: their slots are that group's. */
+  private get featureGroup(): number {
+    return layerGroup(this.cache.layout, FEATURES);
+  }
+
   private slot(seq: Sequence, index: number): number {
-    return seq.blockTable[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
+    return seq.blockTables[this.featureGroup][Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
   }
 }

@@ -8,7 +8,7 @@ import { Sequence } from './sequence.ts';
 const BLOCK_SIZE = 4;
 
 function manager(numBlocks: number, caching = true): KvCacheManager {
-  return new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize: BLOCK_SIZE, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks });
+  return new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize: BLOCK_SIZE, enablePrefixCaching: caching, groups: [null], nullBlock: numBlocks });
 }
 
 const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
@@ -33,12 +33,12 @@ test('a sequence sharing a prefix reuses the cached full blocks', () => {
   const kv = manager(8);
   const first = new Sequence('a', range(100, 10));
   assert.equal(admit(kv, first), 0);
-  assert.equal(first.blockTable.length, 3);
+  assert.equal(first.blockTables[0].length, 3);
 
   const second = new Sequence('b', [...range(100, 8), 7, 7, 7]);
   assert.equal(admit(kv, second), 8);
-  assert.deepEqual(second.blockTable.slice(0, 2), first.blockTable.slice(0, 2));
-  assert.notEqual(second.blockTable[2], first.blockTable[2]);
+  assert.deepEqual(second.blockTables[0].slice(0, 2), first.blockTables[0].slice(0, 2));
+  assert.notEqual(second.blockTables[0][2], first.blockTables[0][2]);
   assert.equal(kv.numFreeBlocks, 8 - 4);
   kv.checkInvariants([first, second]);
 });
@@ -50,12 +50,12 @@ test('sequences of different cache salts never share blocks; equal salts do, for
   // Same leading tokens, no salt (a short prompt): none of the long prompt's blocks are its own.
   const short = new Sequence('short', range(0, 9));
   assert.equal(admit(kv, short), 0);
-  assert.ok(short.blockTable.every((id) => !long.blockTable.includes(id)));
+  assert.ok(short.blockTables[0].every((id) => !long.blockTables[0].includes(id)));
   assert.notEqual(short.blockHashes[0], long.blockHashes[0]);
   // Another salted sequence shares the salted blocks, and a fork's child hashes under its parent's salt.
   const again = new Sequence('again', range(0, 9), 9, 'long');
   assert.equal(admit(kv, again), 8);
-  assert.deepEqual(again.blockTable.slice(0, 2), long.blockTable.slice(0, 2));
+  assert.deepEqual(again.blockTables[0].slice(0, 2), long.blockTables[0].slice(0, 2));
   const child = again.fork();
   assert.equal(child.cacheSalt, 'long');
   kv.fork(again, child);
@@ -81,13 +81,13 @@ test('blocks of a freed sequence stay hit-able until they are reallocated', () =
   const kv = manager(3);
   const first = new Sequence('a', range(0, 9));
   admit(kv, first);
-  const firstBlocks = [...first.blockTable];
+  const firstBlocks = [...first.blockTables[0]];
   kv.free(first);
   assert.equal(kv.numFreeBlocks, 3);
 
   const again = new Sequence('b', range(0, 9));
   assert.equal(admit(kv, again), 8);
-  assert.deepEqual(again.blockTable.slice(0, 2), firstBlocks.slice(0, 2));
+  assert.deepEqual(again.blockTables[0].slice(0, 2), firstBlocks.slice(0, 2));
   kv.checkInvariants([again]);
   kv.free(again);
 
@@ -108,7 +108,7 @@ test('hits revived from the free queue count against the free blocks', () => {
   // 13 tokens need 4 blocks, the pool has 3: refused without touching anything.
   assert.equal(kv.allocateSlots(hungry, 9, computed), false);
   assert.equal(kv.numFreeBlocks, 3);
-  assert.deepEqual(hungry.blockTable, []);
+  assert.equal(hungry.numBlocks, 0);
   kv.checkInvariants([]);
 });
 
@@ -116,21 +116,21 @@ test('refuses an allocation the pool cannot supply and changes nothing', () => {
   const kv = manager(2, false);
   const seq = new Sequence('a', range(0, 9));
   assert.equal(kv.allocateSlots(seq, 9), false);
-  assert.deepEqual(seq.blockTable, []);
+  assert.equal(seq.numBlocks, 0);
   assert.equal(kv.numFreeBlocks, 2);
   assert.equal(kv.allocateSlots(seq, 8), true);
-  assert.equal(seq.blockTable.length, 2);
+  assert.equal(seq.blockTables[0].length, 2);
 });
 
 test('chunks extend the block table only as far as the new tokens reach', () => {
   const kv = manager(8);
   const seq = new Sequence('a', range(0, 11));
   runTokens(kv, seq, 3);
-  assert.equal(seq.blockTable.length, 1);
+  assert.equal(seq.blockTables[0].length, 1);
   runTokens(kv, seq, 1);
-  assert.equal(seq.blockTable.length, 1);
+  assert.equal(seq.blockTables[0].length, 1);
   runTokens(kv, seq, 5);
-  assert.equal(seq.blockTable.length, 3);
+  assert.equal(seq.blockTables[0].length, 3);
   kv.checkInvariants([seq]);
 });
 
@@ -159,14 +159,14 @@ test('a forked child writing into the shared last block gets a copy of it', () =
   admit(kv, parent);
   const child = parent.fork();
   kv.fork(parent, child);
-  assert.deepEqual(child.blockTable, parent.blockTable);
-  const [full, partial] = parent.blockTable;
+  assert.deepEqual(child.blockTables[0], parent.blockTables[0]);
+  const [full, partial] = parent.blockTables[0];
   kv.checkInvariants([parent, child]);
 
   child.appendToken(40);
   assert.equal(kv.allocateSlots(child, 1), true);
-  assert.equal(child.blockTable[0], full);
-  const copy = child.blockTable[1];
+  assert.equal(child.blockTables[0][0], full);
+  const copy = child.blockTables[0][1];
   assert.notEqual(copy, partial);
   kv.checkInvariants([parent, child]);
 
@@ -179,7 +179,7 @@ test('a forked child writing into the shared last block gets a copy of it', () =
   // The parent is now the block's only holder and writes into it in place.
   parent.appendToken(41);
   assert.equal(kv.allocateSlots(parent, 1), true);
-  assert.deepEqual(parent.blockTable, [full, partial]);
+  assert.deepEqual(parent.blockTables[0], [full, partial]);
   assert.equal(kv.takePendingCopies().src.length, 0);
 });
 
@@ -189,15 +189,15 @@ test('with several forks writing in one step, the last holder writes in place', 
   admit(kv, parent);
   const children = [parent.fork(), parent.fork()];
   for (const child of children) kv.fork(parent, child);
-  const partial = parent.blockTable[1];
+  const partial = parent.blockTables[0][1];
   for (const seq of [parent, ...children]) {
     seq.appendToken(9);
     assert.equal(kv.allocateSlots(seq, 1), true);
   }
-  assert.equal(children[1].blockTable[1], partial);
+  assert.equal(children[1].blockTables[0][1], partial);
   const copies = kv.takePendingCopies();
   assert.deepEqual([...copies.src], [partial, partial]);
-  assert.deepEqual([...copies.dst], [parent.blockTable[1], children[0].blockTable[1]]);
+  assert.deepEqual([...copies.dst], [parent.blockTables[0][1], children[0].blockTables[0][1]]);
   kv.checkInvariants([parent, ...children]);
 });
 
@@ -209,7 +209,7 @@ test('a block full at the fork is shared, never copied', () => {
   kv.fork(parent, child);
   child.appendToken(1);
   assert.equal(kv.allocateSlots(child, 1), true);
-  assert.deepEqual(child.blockTable.slice(0, 2), parent.blockTable);
+  assert.deepEqual(child.blockTables[0].slice(0, 2), parent.blockTables[0]);
   assert.equal(kv.takePendingCopies().src.length, 0);
 });
 
@@ -245,23 +245,23 @@ test('freeing every sequence returns every block', () => {
 });
 
 function windowedManager(numBlocks: number, window: number, sinks = 0): KvCacheManager {
-  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retention: { sinks, window }, nullBlock: numBlocks });
+  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, groups: [{ sinks, window }], nullBlock: numBlocks });
 }
 
 test('with a retention window, blocks wholly behind the window of the next token are freed and named by the null block', () => {
   const kv = windowedManager(16, 6);
   const seq = new Sequence('s', range(0, 30));
   runTokens(kv, seq, 10);
-  assert.equal(seq.blockTable.length, 3);
+  assert.equal(seq.blockTables[0].length, 3);
   // The token at position 10 reads positions 5..10: block 0 (0..3) is behind, block 1 (4..7) is not.
   runTokens(kv, seq, 1);
-  assert.equal(seq.blockTable[0], 16, 'block 0 became the null block');
-  assert.ok(seq.blockTable.slice(1).every((id) => id < 16));
+  assert.equal(seq.blockTables[0][0], 16, 'block 0 became the null block');
+  assert.ok(seq.blockTables[0].slice(1).every((id) => id < 16));
   assert.equal(kv.numFreeBlocks, 16 - 2);
   // Up to position 29, one step at a time: at most three blocks held at any moment.
   for (let p = 11; p < 30; p++) {
     runTokens(kv, seq, 1);
-    assert.ok(seq.blockTable.filter((id) => id !== 16).length <= kv.blocksHeldAtOnce(30, 1));
+    assert.ok(seq.blockTables[0].filter((id) => id !== 16).length <= kv.blocksHeldAtOnce(30, 1));
   }
   assert.equal(kv.blocksHeldAtOnce(30, 1), 3);
   kv.checkInvariants([seq]);
@@ -275,15 +275,15 @@ test('freed window blocks stay in the prefix cache, and hits behind a new sequen
   const first = new Sequence('a', range(0, 20));
   runTokens(kv, first, 20);
   runTokens(kv, first, 0);
-  assert.equal(first.blockTable.filter((id) => id === 16).length, 4, 'positions 0..15 are behind the window of 20');
+  assert.equal(first.blockTables[0].filter((id) => id === 16).length, 4, 'positions 0..15 are behind the window of 20');
   const second = new Sequence('b', range(0, 21));
   const computed = kv.getComputedBlocks(second);
   assert.equal(computed.numTokens, 20, 'all five full blocks are still cached');
   const freeBefore = kv.numFreeBlocks;
   assert.equal(kv.allocateSlots(second, 1, computed), true);
   // Position 20 reads 17..20: hits 0..3 (positions 0..15) are left behind, hit 4 is taken, plus one new block.
-  assert.deepEqual(second.blockTable.slice(0, 4), [16, 16, 16, 16]);
-  assert.equal(second.blockTable[4], first.blockTable[4]);
+  assert.deepEqual(second.blockTables[0].slice(0, 4), [16, 16, 16, 16]);
+  assert.equal(second.blockTables[0][4], first.blockTables[0][4]);
   assert.equal(kv.numFreeBlocks, freeBefore - 1);
   kv.checkInvariants([first, second]);
 });
@@ -310,10 +310,10 @@ test('with StreamingLLM sinks, the sinks\' blocks stay and only blocks between t
   let maxHeld = 0;
   for (let p = 16; p < 60; p++) {
     runTokens(kv, seq, 1);
-    const held = seq.blockTable.filter((id) => id !== 16);
+    const held = seq.blockTables[0].filter((id) => id !== 16);
     maxHeld = Math.max(maxHeld, held.length);
     const window = Math.floor((p - 6 + 1) / BLOCK_SIZE);
-    seq.blockTable.forEach((id, b) => {
+    seq.blockTables[0].forEach((id, b) => {
       const kept = b < 2 || b >= window;
       assert.equal(id !== 16, kept, `position ${p}: block ${b} ${kept ? 'is kept' : 'is freed'}`);
     });
@@ -336,15 +336,15 @@ test('a prefix hit under StreamingLLM takes the sinks\' blocks and those of the 
   assert.equal(computed.numTokens, 24, 'all six full blocks are still cached');
   assert.equal(kv.allocateSlots(second, 1, computed), true);
   // Position 24 reads 21..24 and the sinks 0..1: hit 0 and hit 5 are taken, hits 1..4 are left behind.
-  assert.equal(second.blockTable[0], computed.blocks[0]);
-  assert.deepEqual(second.blockTable.slice(1, 5), [16, 16, 16, 16]);
-  assert.equal(second.blockTable[5], computed.blocks[5]);
+  assert.equal(second.blockTables[0][0], computed.blocks[0][0]);
+  assert.deepEqual(second.blockTables[0].slice(1, 5), [16, 16, 16, 16]);
+  assert.equal(second.blockTables[0][5], computed.blocks[0][5]);
   kv.checkInvariants([first, second]);
 });
 
 function tieredManager(numBlocks: number, numHostBlocks: number, retention: { sinks: number; window: number } | null = null, swapPool: BlockPool | null = null): KvCacheManager {
   const hostCache = new HostPrefixCache(numHostBlocks);
-  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retention, nullBlock: numBlocks, hostCache, swapPool });
+  return new KvCacheManager(new BlockPool(numBlocks, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, groups: [retention], nullBlock: numBlocks, hostCache, swapPool });
 }
 
 /** Runs and frees a prompt of other tokens, evicting the least recently used cached blocks to the host; returns the stores. */
@@ -367,7 +367,7 @@ test('with a host tier, cached blocks evicted from the pool are stored on the ho
   assert.equal(kv.numHostCachedBlocks, 2);
   assert.equal(kv.numCachedBlocks, 3, "the other prompt's blocks, none of 'a''s");
   const again = new Sequence('b', range(0, 9));
-  assert.deepEqual(kv.getComputedBlocks(again), { blocks: [null, null], numTokens: 8, numHostTokens: 8 });
+  assert.deepEqual(kv.getComputedBlocks(again), { blocks: [[null, null]], numTokens: 8, numHostTokens: 8 });
 });
 
 test('host hits get fresh device blocks registered under their hashes, loaded from the host blocks they were stored in', () => {
@@ -375,7 +375,7 @@ test('host hits get fresh device blocks registered under their hashes, loaded fr
   const first = new Sequence('a', range(0, 9));
   admit(kv, first);
   const hashes = [...first.blockHashes];
-  const firstTable = [...first.blockTable];
+  const firstTable = [...first.blockTables[0]];
   kv.free(first);
   const store = evictWithOtherTokens(kv, 16);
 
@@ -385,12 +385,12 @@ test('host hits get fresh device blocks registered under their hashes, loaded fr
   assert.equal(kv.allocateSlots(again, 1, computed), true);
   const { load } = kv.takeHostCacheTransfers();
   // Each host block that was stored from block i of 'a' is loaded into block i of 'b'.
-  assert.deepEqual([...load.dst], again.blockTable.slice(0, 2));
+  assert.deepEqual([...load.dst], again.blockTables[0].slice(0, 2));
   const hostOf = (i: number) => store.dst[[...store.src].indexOf(firstTable[i])];
   assert.deepEqual([...load.src], [hostOf(0), hostOf(1)]);
   // Registered in the device prefix cache: the next hit on them is a device hit.
   const third = new Sequence('c', range(0, 9));
-  assert.deepEqual(kv.getComputedBlocks(third), { blocks: again.blockTable.slice(0, 2), numTokens: 8, numHostTokens: 0 });
+  assert.deepEqual(kv.getComputedBlocks(third), { blocks: [again.blockTables[0].slice(0, 2)], numTokens: 8, numHostTokens: 0 });
   assert.deepEqual(again.blockHashes.slice(0, 2), hashes.slice(0, 2));
   kv.checkInvariants([again]);
 });
@@ -399,7 +399,7 @@ test('a prefix found partly on the device and partly on the host is hit across b
   const kv = tieredManager(4, 8);
   const first = new Sequence('a', range(0, 13));
   admit(kv, first);
-  const firstTable = [...first.blockTable];
+  const firstTable = [...first.blockTables[0]];
   kv.free(first);
   // Freed tail first: blocks 3, 2, 1, 0 of 'a' in eviction order; a one-block prompt evicts the tail (uncached) ...
   admit(kv, new Sequence('x', [900]));
@@ -411,8 +411,8 @@ test('a prefix found partly on the device and partly on the host is hit across b
   const computed = kv.getComputedBlocks(again);
   assert.equal(computed.numTokens, 12);
   assert.equal(computed.numHostTokens, 8);
-  assert.equal(computed.blocks[0], firstTable[0]);
-  assert.deepEqual(computed.blocks.map((id) => id === null), [false, true, true]);
+  assert.equal(computed.blocks[0][0], firstTable[0]);
+  assert.deepEqual(computed.blocks[0].map((id) => id === null), [false, true, true]);
 });
 
 test('a host hit that no longer fits the pool is refused without taking anything', () => {
@@ -428,7 +428,7 @@ test('a host hit that no longer fits the pool is refused without taking anything
   const computed = kv.getComputedBlocks(again);
   assert.equal(computed.numHostTokens, 8);
   assert.equal(kv.allocateSlots(again, 1, computed), false);
-  assert.deepEqual(again.blockTable, []);
+  assert.equal(again.numBlocks, 0);
   assert.equal(kv.takeHostCacheTransfers().load.src.length, 0);
   kv.checkInvariants([other]);
 });
@@ -444,7 +444,7 @@ test('host hits behind a new sequence\'s retention window are not loaded', () =>
   assert.equal(computed.numTokens, 20);
   assert.equal(kv.allocateSlots(second, 1, computed), true);
   // Position 20 reads 17..20: only hit 4 is loaded; hits 0..3 stay null entries.
-  assert.deepEqual(second.blockTable.slice(0, 4), [6, 6, 6, 6]);
+  assert.deepEqual(second.blockTables[0].slice(0, 4), [6, 6, 6, 6]);
   assert.equal(kv.takeHostCacheTransfers().load.src.length, 1);
   kv.checkInvariants([second]);
 });

@@ -4,12 +4,15 @@ import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
 
-/** A run of cached full blocks matching a sequence's first tokens. */
+/** A run of cached full blocks matching a sequence's first tokens, in every KV group. */
 export interface ComputedBlocks {
-  /** The device block of each; null where only the host tier holds it (loaded into a fresh device block). */
-  blocks: (BlockId | null)[];
+  /**
+   * Per group, the device block of each; null where only the host tier holds it (loaded into a
+   * fresh device block); the null block where the group's window no longer reaches it.
+   */
+  blocks: (BlockId | null)[][];
   numTokens: number;
-  /** Of numTokens, those in blocks found only in the host tier. */
+  /** Of numTokens, those in blocks some group found only in the host tier. */
   numHostTokens: number;
 }
 
@@ -19,10 +22,11 @@ export interface KvCacheManagerOptions {
   blockSize: number;
   enablePrefixCaching: boolean;
   /**
-   * What the layers read of a sequence's past (`kvRetention`: sliding windows, StreamingLLM's sinks
-   * and window): blocks holding none of it are freed as a sequence advances; null keeps every block.
+   * What each KV group's layers read of a sequence's past (`kvCacheGroups`: sliding windows,
+   * StreamingLLM's sinks and window; null: everything): every group keeps a block table of its
+   * own per sequence, and frees the blocks holding none of what it reads as the sequence advances.
    */
-  retention: KvRetention | null;
+  groups: readonly (KvRetention | null)[];
   /** A block id outside the pool that block tables hold in place of freed blocks (never read). */
   nullBlock: number;
   /** Host blocks that preempted sequences are swapped out to (`--swap-space`); null: no swapping. */
@@ -39,34 +43,46 @@ export interface KvCacheManagerOptions {
   hostCache?: HostPrefixCache | null;
 }
 
-/** `KvCacheManager.blocksHeldAtOnce` of a manager with this retention and block size. */
-export function blocksHeldAtOnce(retention: KvRetention | null, blockSize: number, numTokens: number, maxChunk: number): number {
+/** The blocks one KV group with this retention holds at once (`KvCacheManager.blocksHeldAtOnce`). */
+function groupBlocksHeldAtOnce(retention: KvRetention | null, blockSize: number, numTokens: number, maxChunk: number): number {
   const all = Math.ceil(numTokens / blockSize);
   if (retention === null) return all;
   const sinkBlocks = Math.ceil(retention.sinks / blockSize);
   return Math.min(all, sinkBlocks + Math.ceil((retention.window - 1 + maxChunk) / blockSize) + 1);
 }
 
+/** `KvCacheManager.blocksHeldAtOnce` of a manager with these groups and block size. */
+export function blocksHeldAtOnce(groups: readonly (KvRetention | null)[], blockSize: number, numTokens: number, maxChunk: number): number {
+  return groups.reduce((sum, retention) => sum + groupBlocksHeldAtOnce(retention, blockSize, numTokens, maxChunk), 0);
+}
+
+/** The key a group's block is cached under: blocks of different groups hold different layers' K/V. */
+function groupHash(group: number, hash: string): string {
+  return `${group}:${hash}`;
+}
+
 /**
- * Gives each sequence the blocks its tokens need: reuses cached full blocks of a matching prefix,
- * shares blocks between forked sequences, and copies a shared block before a sequence writes into
- * it. It owns `Sequence.blockTable` and `Sequence.blockHashes`; which tokens run is the
+ * Gives each sequence the blocks its tokens need, one block table per KV group, all from one pool:
+ * reuses cached full blocks of a matching prefix, shares blocks between forked sequences, and
+ * copies a shared block before a sequence writes into it. Every group's table has an entry for
+ * every block of the sequence's tokens; a sliding group's entries behind its window are the null
+ * block. It owns `Sequence.blockTables` and `Sequence.blockHashes`; which tokens run is the
  * scheduler's business.
  */
 export class KvCacheManager {
   readonly blockSize: number;
   readonly enablePrefixCaching: boolean;
-  private readonly retention: KvRetention | null;
+  private readonly groups: readonly (KvRetention | null)[];
   private readonly nullBlock: BlockId;
   private readonly pool: BlockPool;
-  /** Per sequence, how many of its leading blocks were already offered to the prefix cache. */
+  /** Per sequence, how many of its leading blocks were already offered to the prefix cache (in every group). */
   private readonly numRegisteredBlocks = new Map<SequenceId, number>();
   /** Each source keeps the reference of the sequence that moved off it until the copy is taken. */
   private pendingCopies: { src: BlockId; dst: BlockId }[] = [];
   private readonly swapPool: BlockPool | null;
   private readonly lookback: number;
-  /** A swapped-out sequence's table: the host block of each entry, null for the null block. */
-  private readonly swappedTables = new Map<SequenceId, (BlockId | null)[]>();
+  /** A swapped-out sequence's tables: per group, the host block of each entry, null for the null block. */
+  private readonly swappedTables = new Map<SequenceId, (BlockId | null)[][]>();
   /** Swaps recorded since the last `takeSwaps`: device -> host, then host -> device. */
   private pendingSwapOuts: { src: BlockId; dst: BlockId }[] = [];
   private pendingSwapIns: { src: BlockId; dst: BlockId }[] = [];
@@ -75,16 +91,21 @@ export class KvCacheManager {
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
     if (options.nullBlock >= 0 && options.nullBlock < pool.numBlocks) throw new Error(`the null block ${options.nullBlock} is inside the pool`);
+    if (options.groups.length === 0) throw new Error('a KV cache needs at least one KV group');
     this.pool = pool;
     this.blockSize = options.blockSize;
     this.enablePrefixCaching = options.enablePrefixCaching;
-    this.retention = options.retention;
+    this.groups = options.groups;
     this.nullBlock = options.nullBlock as BlockId;
     this.swapPool = options.swapPool ?? null;
     this.lookback = options.lookback ?? 0;
     if (this.swapPool?.enableCaching) throw new Error('a swap pool holds no prefix cache');
     this.hostCache = options.hostCache ?? null;
     if (this.hostCache !== null && !options.enablePrefixCaching) throw new Error('a host tier of the prefix cache needs prefix caching');
+  }
+
+  get numGroups(): number {
+    return this.groups.length;
   }
 
   get numBlocks(): number {
@@ -119,82 +140,113 @@ export class KvCacheManager {
 
   /**
    * The most blocks a sequence of `numTokens` tokens holds at once when steps run at most
-   * `maxChunk` of its tokens: all of them, or with retention, the sinks' blocks and those covering
-   * the window behind a step's first token and the step's chunk (plus one for a window that does
-   * not start at a block boundary).
+   * `maxChunk` of its tokens, summed over the groups: all of them for a full-attention group; for a
+   * group with retention, the sinks' blocks and those covering the window behind a step's first
+   * token and the step's chunk (plus one for a window that does not start at a block boundary).
    */
   blocksHeldAtOnce(numTokens: number, maxChunk: number): number {
-    return blocksHeldAtOnce(this.retention, this.blockSize, numTokens, maxChunk);
+    return blocksHeldAtOnce(this.groups, this.blockSize, numTokens, maxChunk);
   }
 
   /**
-   * The longest run of cached blocks matching the sequence's leading full blocks, each found in the
-   * device pool or else in the host tier. At least one token is always left to compute, since a
-   * step must run a token to produce logits.
+   * The longest run of the sequence's leading full blocks whose every group has what it reads
+   * cached, each block found in the device pool or else in the host tier: a full-attention group
+   * needs all of the run's blocks, a sliding group only its sinks' and those its window reaches
+   * from the first token computed after the run. At least one token is always left to compute,
+   * since a step must run a token to produce logits.
    */
   getComputedBlocks(seq: Sequence): ComputedBlocks {
     if (!this.enablePrefixCaching) return NO_COMPUTED_BLOCKS;
     const maxBlocks = Math.floor((seq.numTokens - 1) / this.blockSize);
-    const blocks: (BlockId | null)[] = [];
-    for (let i = 0; i < maxBlocks; i++) {
-      const hash = this.blockHash(seq, i);
-      const id = this.pool.lookup(hash);
-      if (id !== undefined) blocks.push(id);
-      else if (this.hostCache?.has(hash)) blocks.push(null);
-      else break;
+    // found[g][i]: group g's block i, null on the host only, undefined if not cached; looked up lazily.
+    const found = this.groups.map(() => new Map<number, BlockId | null | undefined>());
+    const lookup = (g: number, i: number): BlockId | null | undefined => {
+      if (!found[g].has(i)) {
+        const key = groupHash(g, this.blockHash(seq, i));
+        const id = this.pool.lookup(key);
+        found[g].set(i, id !== undefined ? id : this.hostCache?.has(key) ? null : undefined);
+      }
+      return found[g].get(i);
+    };
+    const needed = (g: number, numHit: number, i: number) => i < this.numSinkBlocks(g) || i >= this.numBlocksBehindWindow(g, numHit * this.blockSize);
+    const covers = (g: number, numHit: number) => {
+      for (let i = 0; i < numHit; i++) if (needed(g, numHit, i) && lookup(g, i) === undefined) return false;
+      return true;
+    };
+    // A run that suits every group: shortened until no group lacks a block it reads (a shorter run
+    // may need older blocks of a sliding group, so each group is asked again until all agree).
+    let numHit = maxBlocks;
+    for (let settled = false; !settled; ) {
+      settled = true;
+      for (let g = 0; g < this.groups.length; g++) {
+        while (numHit > 0 && !covers(g, numHit)) {
+          numHit--;
+          settled = false;
+        }
+      }
     }
-    const numHostBlocks = blocks.filter((id) => id === null).length;
-    return { blocks, numTokens: blocks.length * this.blockSize, numHostTokens: numHostBlocks * this.blockSize };
+    let numHostBlocks = 0;
+    const blocks = this.groups.map((_, g) => Array.from({ length: numHit }, (_, i) => (needed(g, numHit, i) ? lookup(g, i)! : this.nullBlock)));
+    for (let i = 0; i < numHit; i++) if (blocks.some((table) => table[i] === null)) numHostBlocks++;
+    return { blocks, numTokens: numHit * this.blockSize, numHostTokens: numHostBlocks * this.blockSize };
   }
 
   /**
-   * Makes the block table cover the next `numNewTokens` tokens after the computed ones (after
-   * `computed`, the prefix hits of a sequence that holds no blocks yet; those found only in the
-   * host tier get fresh device blocks, loaded from the host before the step's forward). A shared
-   * block the new tokens would write into is replaced by a private copy. Blocks (and hits) that no
-   * layer's window reaches any more are released first, their entries the null block. Returns
-   * false, allocating nothing, when the pool cannot supply the blocks.
+   * Makes every group's block table cover the next `numNewTokens` tokens after the computed ones
+   * (after `computed`, the prefix hits of a sequence that holds no blocks yet; those found only in
+   * the host tier get fresh device blocks, loaded from the host before the step's forward). A
+   * shared block the new tokens would write into is replaced by a private copy. Blocks (and hits)
+   * that a group's window no longer reaches are released first, their entries the null block.
+   * Returns false, allocating nothing, when the pool cannot supply the blocks of every group.
    */
   allocateSlots(seq: Sequence, numNewTokens: number, computed: ComputedBlocks = NO_COMPUTED_BLOCKS): boolean {
-    if (computed.blocks.length > 0 && (seq.blockTable.length > 0 || seq.numComputedTokens > 0)) {
+    if (computed.blocks.length > 0 && (seq.numBlocks > 0 || seq.numComputedTokens > 0)) {
       throw new Error(`sequence ${seq.id} already holds blocks; prefix hits apply only to a fresh sequence`);
     }
+    if (seq.blockTables.length === 0) seq.blockTables = this.groups.map(() => []);
     const start = seq.numComputedTokens + computed.numTokens;
     const end = start + numNewTokens;
-    const numBehind = this.numBlocksBehindWindow(start);
-    this.freeBehindWindow(seq, numBehind);
-    const hits = computed.blocks.map((id, i) => (i >= this.numSinkBlocks && i < numBehind ? this.nullBlock : id));
-    const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - seq.blockTable.length - hits.length);
     const rewritten = Math.max(0, start - this.lookback);
-    // Of the device hits, those the step writes again and other sequences hold (this one holds
-    // none yet); a block loaded from the host tier is this sequence's alone.
-    const hitCopies = hits.flatMap((id, i) => (id !== null && id !== this.nullBlock && (i + 1) * this.blockSize > rewritten && this.pool.refCount(id) > 0 ? [i] : []));
-    const toCopy = [...hitCopies, ...this.sharedBlocksWritten(seq, rewritten, end)];
-    const held = hits.filter((id): id is BlockId => id !== null && id !== this.nullBlock);
-    const toLoad = hits.flatMap((id, i) => (id === null ? [i] : []));
-    const numRevived = held.filter((id) => this.pool.refCount(id) === 0).length;
-    if (numNewBlocks + toCopy.length + numRevived + toLoad.length > this.pool.numFreeBlocks) return false;
+    for (let g = 0; g < this.groups.length; g++) this.freeBehindWindow(seq, g, this.numBlocksBehindWindow(g, start));
+    const plans = this.groups.map((_, g) => {
+      const numBehind = this.numBlocksBehindWindow(g, start);
+      const hits = (computed.blocks[g] ?? []).map((id, i) => (i >= this.numSinkBlocks(g) && i < numBehind ? this.nullBlock : id));
+      const table = seq.blockTables[g];
+      const numNewBlocks = Math.max(0, Math.ceil(end / this.blockSize) - table.length - hits.length);
+      // Of the device hits, those the step writes again and other sequences hold (this one holds
+      // none yet); a block loaded from the host tier is this sequence's alone.
+      const hitCopies = hits.flatMap((id, i) => (id !== null && id !== this.nullBlock && (i + 1) * this.blockSize > rewritten && this.pool.refCount(id) > 0 ? [i] : []));
+      const toCopy = [...hitCopies, ...this.sharedBlocksWritten(table, rewritten, end)];
+      const held = hits.filter((id): id is BlockId => id !== null && id !== this.nullBlock);
+      const toLoad = hits.flatMap((id, i) => (id === null ? [i] : []));
+      return { hits, numNewBlocks, toCopy, held, toLoad };
+    });
+    const numRevived = plans.reduce((n, p) => n + p.held.filter((id) => this.pool.refCount(id) === 0).length, 0);
+    const numNeeded = plans.reduce((n, p) => n + p.numNewBlocks + p.toCopy.length + p.toLoad.length, numRevived);
+    if (numNeeded > this.pool.numFreeBlocks) return false;
 
-    // Hits are taken before allocating, which could otherwise evict them from the free queue.
-    this.pool.touch(held);
-    if (toLoad.length > 0) {
-      const loaded = this.hostCache!.load(toLoad.map((i) => this.blockHash(seq, i)), (count) => this.allocate(count));
-      toLoad.forEach((i, k) => {
-        hits[i] = loaded[k];
-        // Registered at once: its content is the host block's, copied before any step reads it.
-        this.pool.cacheBlock(loaded[k], this.blockHash(seq, i));
-      });
-    }
-    if (hits.length > 0) {
-      seq.blockTable = hits as BlockId[];
-      this.numRegisteredBlocks.set(seq.id, hits.length);
-    }
-    for (const index of toCopy) {
-      const [dst] = this.allocate(1);
-      this.pendingCopies.push({ src: seq.blockTable[index], dst });
-      seq.blockTable[index] = dst;
-    }
-    seq.blockTable.push(...this.allocate(numNewBlocks));
+    // Every group's hits are taken before allocating, which could otherwise evict them from the free queue.
+    for (const { held } of plans) this.pool.touch(held);
+    plans.forEach(({ hits, numNewBlocks, toCopy, toLoad }, g) => {
+      if (toLoad.length > 0) {
+        const keys = toLoad.map((i) => groupHash(g, this.blockHash(seq, i)));
+        const loaded = this.hostCache!.load(keys, (count) => this.allocate(count));
+        toLoad.forEach((i, k) => {
+          hits[i] = loaded[k];
+          // Registered at once: its content is the host block's, copied before any step reads it.
+          this.pool.cacheBlock(loaded[k], keys[k]);
+        });
+      }
+      if (hits.length > 0) seq.blockTables[g] = hits as BlockId[];
+      const table = seq.blockTables[g];
+      for (const index of toCopy) {
+        const [dst] = this.allocate(1);
+        this.pendingCopies.push({ src: table[index], dst });
+        table[index] = dst;
+      }
+      table.push(...this.allocate(numNewBlocks));
+    });
+    if (computed.numTokens > 0) this.numRegisteredBlocks.set(seq.id, computed.numTokens / this.blockSize);
     return true;
   }
 
@@ -204,56 +256,65 @@ export class KvCacheManager {
     return this.pool.allocate(count, hostCache === null ? undefined : (id, hash) => hostCache.store(id, hash));
   }
 
-  /** Offers the sequence's newly full and fully computed blocks to the prefix cache. */
+  /** Offers the sequence's newly full and fully computed blocks, in every group, to the prefix cache. */
   cacheFullBlocks(seq: Sequence): void {
     if (!this.enablePrefixCaching) return;
     const numFull = Math.floor(seq.numComputedTokens / this.blockSize);
     for (let i = this.numRegisteredBlocks.get(seq.id) ?? 0; i < numFull; i++) {
-      if (seq.blockTable[i] !== this.nullBlock) this.pool.cacheBlock(seq.blockTable[i], this.blockHash(seq, i));
+      seq.blockTables.forEach((table, g) => {
+        if (table[i] !== this.nullBlock) this.pool.cacheBlock(table[i], groupHash(g, this.blockHash(seq, i)));
+      });
     }
     this.numRegisteredBlocks.set(seq.id, numFull);
   }
 
-  /** Leading blocks that hold a sink position: kept whatever the window (none without sinks). */
-  private get numSinkBlocks(): number {
-    return this.retention === null ? 0 : Math.ceil(this.retention.sinks / this.blockSize);
+  /** Leading blocks that hold a sink position of group `g`: kept whatever the window (none without sinks). */
+  private numSinkBlocks(g: number): number {
+    const retention = this.groups[g];
+    return retention === null ? 0 : Math.ceil(retention.sinks / this.blockSize);
   }
 
   /**
-   * The end of the leading blocks no layer reads again once tokens from position `start` on run:
-   * those wholly older than the retention window of `start` (none without retention). Of them, the
-   * sinks' blocks are kept.
+   * The end of the leading blocks group `g` never reads again once tokens from position `start` on
+   * run: those wholly older than its retention window of `start` (none for a full-attention
+   * group). Of them, the sinks' blocks are kept.
    */
-  private numBlocksBehindWindow(start: number): number {
-    if (this.retention === null) return 0;
-    return Math.floor(Math.max(0, start - this.retention.window + 1) / this.blockSize);
+  private numBlocksBehindWindow(g: number, start: number): number {
+    const retention = this.groups[g];
+    if (retention === null) return 0;
+    return Math.floor(Math.max(0, start - retention.window + 1) / this.blockSize);
   }
 
   /**
-   * Frees the sequence's blocks from the sinks' up to `numBehind`; their entries become the null
-   * block. Cached content stays findable by other sequences until evicted.
+   * Frees group `g`'s blocks of the sequence from the sinks' up to `numBehind`; their entries
+   * become the null block. Cached content stays findable by other sequences until evicted.
    */
-  private freeBehindWindow(seq: Sequence, numBehind: number): void {
-    const from = this.numSinkBlocks;
-    const behind = seq.blockTable.slice(from, numBehind).filter((id) => id !== this.nullBlock);
+  private freeBehindWindow(seq: Sequence, g: number, numBehind: number): void {
+    const table = seq.blockTables[g];
+    const from = this.numSinkBlocks(g);
+    const behind = table.slice(from, numBehind).filter((id) => id !== this.nullBlock);
     if (behind.length === 0) return;
     // Offered to the prefix cache first: a null entry is never registered.
     this.cacheFullBlocks(seq);
-    for (let i = from; i < Math.min(numBehind, seq.blockTable.length); i++) seq.blockTable[i] = this.nullBlock;
+    for (let i = from; i < Math.min(numBehind, table.length); i++) table[i] = this.nullBlock;
     this.pool.free(behind);
   }
 
-  /** Frees the blocks past those the sequence's tokens fill (those of drafts it dropped). */
+  /** Frees the blocks past those the sequence's tokens fill (those of drafts it dropped), in every group. */
   freeBlocksPastEnd(seq: Sequence): void {
     const numNeeded = Math.ceil(seq.numTokens / this.blockSize);
-    if (seq.blockTable.length <= numNeeded) return;
-    this.pool.free(seq.blockTable.splice(numNeeded).filter((id) => id !== this.nullBlock).reverse());
+    for (const table of seq.blockTables) {
+      if (table.length > numNeeded) this.pool.free(table.splice(numNeeded).filter((id) => id !== this.nullBlock).reverse());
+    }
   }
 
-  /** Releases all the sequence's blocks, tail first so that its tail is evicted first. */
+  /**
+   * Releases all the sequence's blocks, tail first (each position's blocks of every group) so that
+   * its tail is evicted first.
+   */
   free(seq: Sequence): void {
-    this.pool.free(seq.blockTable.filter((id) => id !== this.nullBlock).reverse());
-    seq.blockTable = [];
+    this.pool.free(this.heldTailFirst(seq.blockTables));
+    seq.blockTables = [];
     this.numRegisteredBlocks.delete(seq.id);
     // A copy into a block that nobody holds any more would only race with the block's next owner.
     const orphaned = this.pendingCopies.filter(({ dst }) => this.pool.refCount(dst) === 0);
@@ -262,50 +323,66 @@ export class KvCacheManager {
     this.pool.free(orphaned.map(({ src }) => src));
   }
 
+  /** The tables' blocks other than the null block, last position first. */
+  private heldTailFirst(tables: readonly BlockId[][]): BlockId[] {
+    const ids: BlockId[] = [];
+    const length = Math.max(0, ...tables.map((table) => table.length));
+    for (let i = length - 1; i >= 0; i--) {
+      for (const table of tables) if (i < table.length && table[i] !== this.nullBlock) ids.push(table[i]);
+    }
+    return ids;
+  }
+
   /**
-   * Moves the K/V of the sequence's computed tokens to host blocks and frees its device blocks (as
-   * `free` does); the copies are recorded for `takeSwaps`. Returns false, doing nothing, when the
-   * swap space lacks room. A block whose copy-on-write copy is still pending is read from its source.
+   * Moves the K/V of the sequence's computed tokens, in every group, to host blocks and frees its
+   * device blocks (as `free` does); the copies are recorded for `takeSwaps`. Returns false, doing
+   * nothing, when the swap space lacks room. A block whose copy-on-write copy is still pending is
+   * read from its source.
    */
   swapOut(seq: Sequence): boolean {
     if (this.swapPool === null) return false;
-    const computed = seq.blockTable.slice(0, Math.ceil(seq.numComputedTokens / this.blockSize));
-    const held = computed.filter((id) => id !== this.nullBlock);
+    const numComputedBlocks = Math.ceil(seq.numComputedTokens / this.blockSize);
+    const computed = seq.blockTables.map((table) => table.slice(0, numComputedBlocks));
+    const held = computed.flat().filter((id) => id !== this.nullBlock);
     if (held.length > this.swapPool.numFreeBlocks) return false;
     // A swap-out is queued before the step's host-tier loads, so it would read such a block unfilled.
     if (this.hostCache !== null && held.some((id) => this.hostCache!.isLoading(id))) return false;
     const hostBlocks = this.swapPool.allocate(held.length);
     let next = 0;
-    const table = computed.map((id) => {
-      if (id === this.nullBlock) return null;
-      const host = hostBlocks[next++];
-      this.pendingSwapOuts.push({ src: this.pendingCopies.find(({ dst }) => dst === id)?.src ?? id, dst: host });
-      return host;
-    });
+    const tables = computed.map((table) =>
+      table.map((id) => {
+        if (id === this.nullBlock) return null;
+        const host = hostBlocks[next++];
+        this.pendingSwapOuts.push({ src: this.pendingCopies.find(({ dst }) => dst === id)?.src ?? id, dst: host });
+        return host;
+      }),
+    );
     this.free(seq);
-    this.swappedTables.set(seq.id, table);
+    this.swappedTables.set(seq.id, tables);
     return true;
   }
 
   /**
    * Device blocks for a swapped-out sequence's K/V, copied back from its host blocks (recorded for
    * `takeSwaps`), which are freed. Returns false, doing nothing, unless the pool also keeps a block
-   * for the sequence's next token when that starts a new block.
+   * in every group for the sequence's next token when that starts a new block.
    */
   swapIn(seq: Sequence): boolean {
-    const table = this.swappedTables.get(seq.id);
-    if (table === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
-    const held = table.filter((id) => id !== null);
-    const nextBlock = Math.ceil(seq.numTokens / this.blockSize) > table.length ? 1 : 0;
-    if (held.length + nextBlock > this.pool.numFreeBlocks) return false;
+    const tables = this.swappedTables.get(seq.id);
+    if (tables === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
+    const held = tables.flat().filter((id) => id !== null);
+    const nextBlocks = Math.ceil(seq.numTokens / this.blockSize) > (tables[0]?.length ?? 0) ? tables.length : 0;
+    if (held.length + nextBlocks > this.pool.numFreeBlocks) return false;
     const deviceBlocks = this.allocate(held.length);
     let next = 0;
-    seq.blockTable = table.map((host) => {
-      if (host === null) return this.nullBlock;
-      const device = deviceBlocks[next++];
-      this.pendingSwapIns.push({ src: host, dst: device });
-      return device;
-    });
+    seq.blockTables = tables.map((table) =>
+      table.map((host) => {
+        if (host === null) return this.nullBlock;
+        const device = deviceBlocks[next++];
+        this.pendingSwapIns.push({ src: host, dst: device });
+        return device;
+      }),
+    );
     // Offered to the prefix cache again under their new ids (a hash another block holds stays with it).
     this.numRegisteredBlocks.set(seq.id, 0);
     this.swappedTables.delete(seq.id);
@@ -315,10 +392,10 @@ export class KvCacheManager {
 
   /** Frees a swapped-out sequence's host blocks (it ended while swapped out). */
   dropSwapped(seq: Sequence): void {
-    const table = this.swappedTables.get(seq.id);
-    if (table === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
+    const tables = this.swappedTables.get(seq.id);
+    if (tables === undefined) throw new Error(`sequence ${seq.id} is not swapped out`);
     this.swappedTables.delete(seq.id);
-    this.swapPool!.free(table.filter((id) => id !== null));
+    this.swapPool!.free(tables.flat().filter((id) => id !== null));
   }
 
   /**
@@ -333,10 +410,10 @@ export class KvCacheManager {
     return swaps;
   }
 
-  /** Gives `child` the parent's blocks (shared, copy-on-write) and block hashes. */
+  /** Gives `child` the parent's blocks of every group (shared, copy-on-write) and block hashes. */
   fork(parent: Sequence, child: Sequence): void {
-    this.pool.touch(parent.blockTable.filter((id) => id !== this.nullBlock));
-    child.blockTable = [...parent.blockTable];
+    this.pool.touch(parent.blockTables.flat().filter((id) => id !== this.nullBlock));
+    child.blockTables = parent.blockTables.map((table) => [...table]);
     child.blockHashes = [...parent.blockHashes];
     const numRegistered = this.numRegisteredBlocks.get(parent.id);
     if (numRegistered !== undefined) this.numRegisteredBlocks.set(child.id, numRegistered);
@@ -364,31 +441,38 @@ export class KvCacheManager {
   }
 
   /**
-   * Throws unless every block's reference count equals the number of `sequences` whose table holds
-   * it (plus pending copies reading it), and the pool is consistent. Pass every live sequence.
+   * Throws unless every block's reference count equals the number of `sequences` whose tables hold
+   * it (plus pending copies reading it), every group's table of a sequence has one entry a block
+   * of its tokens, and the pool is consistent. Pass every live sequence.
    */
   checkInvariants(sequences: Iterable<Sequence>): void {
     const holders = new Int32Array(this.pool.numBlocks);
     for (const seq of sequences) {
       if (seq.status === 'swapped') {
-        if (!this.swappedTables.has(seq.id) || seq.blockTable.length > 0) throw new Error(`swapped sequence ${seq.id} holds device blocks or no host blocks`);
+        if (!this.swappedTables.has(seq.id) || seq.numBlocks > 0) throw new Error(`swapped sequence ${seq.id} holds device blocks or no host blocks`);
         continue;
       }
-      const held = seq.blockTable.filter((id) => id !== this.nullBlock);
+      if (seq.blockTables.length > 0 && seq.blockTables.length !== this.groups.length) {
+        throw new Error(`sequence ${seq.id} has ${seq.blockTables.length} block tables for ${this.groups.length} KV groups`);
+      }
+      const held = seq.blockTables.flat().filter((id) => id !== this.nullBlock);
       if (new Set(held).size !== held.length) throw new Error(`sequence ${seq.id} holds a block twice`);
-      if (seq.blockTable.length * this.blockSize < seq.numComputedTokens) {
-        throw new Error(`sequence ${seq.id} has ${seq.numComputedTokens} computed tokens but only ${seq.blockTable.length} blocks`);
+      if (seq.numBlocks * this.blockSize < seq.numComputedTokens) {
+        throw new Error(`sequence ${seq.id} has ${seq.numComputedTokens} computed tokens but only ${seq.numBlocks} blocks`);
       }
-      if (seq.blockTable.length > Math.ceil(seq.numTokens / this.blockSize)) {
-        throw new Error(`sequence ${seq.id} holds ${seq.blockTable.length} blocks, more than its ${seq.numTokens} tokens fill`);
+      if (seq.numBlocks > Math.ceil(seq.numTokens / this.blockSize)) {
+        throw new Error(`sequence ${seq.id} holds ${seq.numBlocks} blocks, more than its ${seq.numTokens} tokens fill`);
       }
-      seq.blockTable.forEach((id, i) => {
-        if (id === this.nullBlock) return;
-        holders[id]++;
-        const hash = this.pool.hashOf(id);
-        if (hash !== undefined && i < seq.blockHashes.length && hash !== seq.blockHashes[i]) {
-          throw new Error(`sequence ${seq.id} block ${i} (KV block ${id}) is cached with another prefix's hash`);
-        }
+      seq.blockTables.forEach((table, g) => {
+        if (table.length !== seq.numBlocks) throw new Error(`sequence ${seq.id}: group ${g}'s table has ${table.length} entries, group 0's ${seq.numBlocks}`);
+        table.forEach((id, i) => {
+          if (id === this.nullBlock) return;
+          holders[id]++;
+          const hash = this.pool.hashOf(id);
+          if (hash !== undefined && i < seq.blockHashes.length && hash !== groupHash(g, seq.blockHashes[i])) {
+            throw new Error(`sequence ${seq.id} group ${g} block ${i} (KV block ${id}) is cached with another prefix's or group's hash`);
+          }
+        });
       });
     }
     for (const { src } of this.pendingCopies) holders[src]++;
@@ -400,7 +484,7 @@ export class KvCacheManager {
     this.hostCache?.checkInvariants();
     if (this.swapPool === null) return;
     const hostHolders = new Int32Array(this.swapPool.numBlocks);
-    for (const table of this.swappedTables.values()) for (const id of table) if (id !== null) hostHolders[id]++;
+    for (const tables of this.swappedTables.values()) for (const id of tables.flat()) if (id !== null) hostHolders[id]++;
     for (let id = 0; id < this.swapPool.numBlocks; id++) {
       const refs = this.swapPool.refCount(id as BlockId);
       if (refs !== hostHolders[id]) throw new Error(`host block ${id} has ${refs} references but ${hostHolders[id]} swapped sequences hold it`);
@@ -408,12 +492,13 @@ export class KvCacheManager {
     this.swapPool.checkInvariants();
   }
 
-  /** Indices of table blocks in [start, end) that other sequences also hold. */
-  private sharedBlocksWritten(seq: Sequence, start: number, end: number): number[] {
+  /** Indices of the table's blocks in [start, end) that other sequences also hold. */
+  private sharedBlocksWritten(table: readonly BlockId[], start: number, end: number): number[] {
     const indices: number[] = [];
-    const last = Math.min(seq.blockTable.length, Math.ceil(end / this.blockSize));
+    const last = Math.min(table.length, Math.ceil(end / this.blockSize));
     for (let i = Math.floor(start / this.blockSize); i < last; i++) {
-      const id = seq.blockTable[i];
+      const id = table[i];
+      if (id === this.nullBlock) continue;
       const heldForCopies = this.pendingCopies.filter(({ src }) => src === id).length;
       if (this.pool.refCount(id) - heldForCopies > 1) indices.push(i);
     }

@@ -103,6 +103,9 @@ export interface EngineStats {
   numFreeSwapBlocks: number;
   /** Speculative decoding since start; null when the engine does not speculate. */
   speculation: SpeculationStats | null;
+  /** The LoRA adapters of the running sequences and of the waiting ones, by name (routers read them: docs/server.md). */
+  runningLoraAdapters: string[];
+  waitingLoraAdapters: string[];
 }
 
 /**
@@ -236,6 +239,7 @@ export class LLMEngine {
 
   stats(): EngineStats {
     const counts = this.parts.scheduler.counts();
+    const loras = this.parts.scheduler.loraAdapters();
     return {
       numRunning: counts.running,
       numWaiting: counts.waiting,
@@ -255,6 +259,8 @@ export class LLMEngine {
       numSwapBlocks: this.parts.kv.numSwapBlocks,
       numFreeSwapBlocks: this.parts.kv.numFreeSwapBlocks,
       speculation: this.speculation?.summary() ?? null,
+      runningLoraAdapters: loras.running,
+      waitingLoraAdapters: loras.waiting,
     };
   }
 

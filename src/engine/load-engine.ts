@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backend, WeightStream } from '../backend/backend.ts';
 import { selectBackend } from '../backend/select-backend.ts';
-import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
+import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_DATA_PARALLEL_SIZE, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
@@ -14,12 +14,13 @@ import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
 import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
-import { withQuantization } from '../models/model-checkpoint.ts';
+import { resolveSparsity, withQuantization, withSparsity } from '../models/model-checkpoint.ts';
+import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvRetention, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
@@ -70,6 +71,12 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
     throw invalidArgument(`quantization must be one of ${LOAD_TIME_QUANTIZATIONS.join(', ')} or null (got ${JSON.stringify(config.quantization)})`);
   }
+  if (config.sparsity !== null && !SPARSITY_PATTERNS.includes(config.sparsity)) {
+    throw invalidArgument(`sparsity must be one of ${SPARSITY_PATTERNS.join(', ')} or null (got ${JSON.stringify(config.sparsity)})`);
+  }
+  if (config.sparsity !== null && config.quantization !== null) {
+    throw invalidArgument(`sparsity ${config.sparsity} runs 16-bit weights: it does not combine with quantization ${config.quantization}`);
+  }
   if (!KV_CACHE_DTYPE_NAMES.includes(config.kvCacheDtype)) {
     throw invalidArgument(`kvCacheDtype must be one of ${KV_CACHE_DTYPE_NAMES.join(', ')} (got ${JSON.stringify(config.kvCacheDtype)})`);
   }
@@ -99,6 +106,8 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
   positiveInt('tensorParallelSize');
   positiveInt('pipelineParallelSize');
+  positiveInt('dataParallelSize');
+  if (config.dataParallelSize > MAX_DATA_PARALLEL_SIZE) throw invalidArgument(`dataParallelSize must be at most ${MAX_DATA_PARALLEL_SIZE} (got ${config.dataParallelSize}): run more servers behind a router for more replicas`);
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
   checkParallelSupport(resolved);
   return resolved;
@@ -323,8 +332,10 @@ function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedMo
 
 /** Reads `model`'s weights (its tensor-parallel shard of them) from the model's checkpoint, or random ones (--load-format dummy). */
 export function loadModelWeights(model: CausalLM, files: ModelFiles, architecture: ModelArchitecture, config: EngineConfig, backend: Backend, shard: TensorParallelShard): void {
-  if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard);
-  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), backend, { showProgress: config.showProgress, shard });
+  const sparsity = resolveSparsity(architecture.sparsity, config.sparsity);
+  if (sparsity !== null && config.quantization !== null) throw invalidArgument(`${files.path} is ${sparsity.pattern} sparse, which runs 16-bit weights: leave --quantization ${config.quantization} out`);
+  if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard, sparsity);
+  else loadWeightsWithProgress(model, withSparsity(withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
@@ -413,7 +424,10 @@ function earlyExitDraft(model: CausalLM, numLayers: number): CausalLM {
 export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> {
   // The draft model is found (a directory, or a repo id from the cache or hub) before the target
   // loads, so a wrong name fails at once.
-  const { speculative, showProgress } = resolveEngineConfig(options);
+  const { speculative, showProgress, dataParallelSize } = resolveEngineConfig(options);
+  if (dataParallelSize > 1) {
+    throw invalidArgument(`dataParallelSize ${dataParallelSize}: one engine loads here; replicas run behind \`keel serve\` (EngineReplicas), each an engine of its own (docs/parallelism.md)`);
+  }
   const draftPath = speculative?.model ? (await locateModel(speculative.model, { showProgress })).path : null;
   // The draft model's files are opened before the target loads, so that a bad one fails fast.
   const draftFiles = draftPath !== null && speculative?.method === 'draft' ? openModelFiles(draftPath) : null;
@@ -426,13 +440,19 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const selfDraft = speculative?.method === 'self' ? earlyExitDraft(model, speculative.selfSpecLayers!) : null;
     const headLayers = head === null ? [] : HeadProposer.cacheLayers(head);
     // The draft model's and the head's pools hang off the same block ids: a block holds every model's K/V.
-    const kvLayers = [...model.kvLayers, ...(draft?.kvLayers ?? []), ...headLayers];
+    // Layers are grouped by what they read (kvCacheGroups) over every stage's layers and the draft's and head's.
+    const draftLayers = draft?.kvLayers ?? [];
+    const { retentions, groupOf } = kvCacheGroups([...loaded.allKvLayers, ...draftLayers, ...headLayers], streamingOf(config));
+    const draftStart = loaded.allKvLayers.length;
+    const caches = {
+      target: { layers: model.kvLayers, groups: groupOf.slice(0, model.kvLayers.length) },
+      draft: { layers: draftLayers, groups: groupOf.slice(draftStart, draftStart + draftLayers.length) },
+      head: { layers: headLayers, groups: groupOf.slice(draftStart + draftLayers.length) },
+    };
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
-    const bytesPerBlock = kvBytesPerBlock(kvLayers, config.blockSize, backend.kvElementBytes, kvDtype);
-    // What blocks may be freed is decided from every stage's layers (and the draft's and head's), not rank 0's alone.
-    const retention = kvRetention([...loaded.allKvLayers, ...(draft?.kvLayers ?? []), ...headLayers], streamingOf(config));
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retention, loaded.maxModelLen, bytesPerBlock);
+    const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
@@ -442,7 +462,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
-      retention,
+      groups: retentions,
       nullBlock,
       swapPool: numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null,
       // A head rewrites the entry of each sequence's last computed token (head-proposer.ts).
@@ -471,18 +491,17 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
     const graphs = backend.recordsGraphs && !config.enforceEager && offload === null ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
-    const kvLayout = (numBlocks: number, layers: CausalLM['kvLayers']) => ({ numBlocks, blockSize: config.blockSize, layers, dtype: kvDtype });
-    const createCache = (layers: CausalLM['kvLayers']) => backend.createKvCache(kvLayout(numKvBlocks + 1, layers));
-    const cache = createCache(model.kvLayers);
+    const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
+    const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
     loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype);
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
-    const draftModel = draft ? { model: draft, cache: createCache(draft.kvLayers) } : selfDraft && { model: selfDraft, cache };
-    const headProposer = head && new HeadProposer(head, createCache(headLayers), config.blockSize, speculative!.treeWidth);
+    const draftModel = draft ? { model: draft, cache: backend.createKvCache(kvLayout(numKvBlocks + 1, caches.draft)) } : selfDraft && { model: selfDraft, cache };
+    const headProposer = head && new HeadProposer(head, backend.createKvCache(kvLayout(numKvBlocks + 1, caches.head)), config.blockSize, speculative!.treeWidth);
     // One host space per cache with blocks of its own, each block holding what a device block holds in all its pool arrays.
     const hostSpaces = (numBlocks: number) => {
       if (numBlocks === 0) return null;
-      const create = (layers: CausalLM['kvLayers']) => backend.createSwapSpace(kvLayout(numBlocks, layers));
-      return { target: create(model.kvLayers), draft: draft && create(draft.kvLayers), head: head && create(headLayers) };
+      const create = (c: { layers: CausalLM['kvLayers']; groups: number[] }) => backend.createSwapSpace(kvLayout(numBlocks, c));
+      return { target: create(caches.target), draft: draft && create(caches.draft), head: head && create(caches.head) };
     };
     const swap = hostSpaces(numSwapBlocks);
     const hostCache = hostSpaces(numHostCacheBlocks);
@@ -541,10 +560,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
  * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
  * Block ids name a block on every rank of a parallel run: the tightest rank's budget bounds them.
  */
-function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, retention: KvRetention | null, maxModelLen: number, bytesPerBlock: number): number {
+function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, groups: readonly (KvRetention | null)[], maxModelLen: number, bytesPerBlock: number): number {
   const affordable = Math.min(Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
-  return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(retention, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
+  return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(groups, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }
 
 /** Host blocks in `gib` GiB of host memory (option `name`); at least one, or it would never be used. */

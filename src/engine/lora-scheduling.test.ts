@@ -10,7 +10,7 @@ import { Sequence } from './sequence.ts';
 const adapter = (id: number): ServedLora => ({ id, name: `a${id}`, adapter: {} as LoraAdapter });
 
 test('the scheduler keeps the running sequences to maxLoras adapters, letting base and running-adapter sequences past a waiting one', () => {
-  const kv = new KvCacheManager(new BlockPool(64, false), { blockSize: 4, enablePrefixCaching: false, retention: null, nullBlock: 64 });
+  const kv = new KvCacheManager(new BlockPool(64, false), { blockSize: 4, enablePrefixCaching: false, groups: [null], nullBlock: 64 });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: 4, maxModelLen: 64, maxLoras: 2 }, kv);
   const [a, b, c] = [adapter(1), adapter(2), adapter(3)];
   const seqs = { A1: a, B: b, C: c, A2: a, base: null } as const;
@@ -26,7 +26,7 @@ test('the scheduler keeps the running sequences to maxLoras adapters, letting ba
 });
 
 test('a sequence swapped back in holds its adapter: a waiting sequence of another adapter waits past maxLoras', () => {
-  const kv = new KvCacheManager(new BlockPool(12, false), { blockSize: 4, enablePrefixCaching: false, retention: null, nullBlock: 12, swapPool: new BlockPool(16, false) });
+  const kv = new KvCacheManager(new BlockPool(12, false), { blockSize: 4, enablePrefixCaching: false, groups: [null], nullBlock: 12, swapPool: new BlockPool(16, false) });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 8, blockSize: 4, maxModelLen: 64, maxLoras: 1 }, kv);
   const prompt = Array.from({ length: 20 }, (_, i) => i + 1);
   const base = new Sequence('base', prompt, prompt.length);

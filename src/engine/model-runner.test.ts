@@ -34,7 +34,7 @@ function greedyDraw(site: DrawSite): Draw {
 /** Greedy tokens of each prompt, `steps` engine-like steps at a time through one runner. */
 function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>>, prompts: number[][], steps: number, graphs: boolean): number[][] {
   const cache = backend.createKvCache({ numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers });
-  const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, retention: null, nullBlock: NUM_BLOCKS });
+  const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, groups: [null], nullBlock: NUM_BLOCKS });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
   const runner = new ModelRunner(backend, model.model, cache, BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null);
   const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
@@ -69,7 +69,7 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
   const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
   const run = (drawsPerRow: number[]) => {
     const cache = model.backend.createKvCache({ numBlocks: 9, blockSize: BLOCK_SIZE, layers: model.model.kvLayers });
-    const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, retention: null, nullBlock: 8 });
+    const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: 8 });
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
@@ -95,7 +95,7 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   // A row that depends on the prompt length, as LongRoPE's does; small enough for the table.
   const hooked = Object.assign(Object.create(model.model) as typeof model.model, { rotaryRow: (position: number, promptLength: number) => position + promptLength });
   const cache = backend.createKvCache({ numBlocks: 9, blockSize: BLOCK_SIZE, layers: hooked.kvLayers });
-  const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, retention: null, nullBlock: 8 });
+  const kv = new KvCacheManager(new BlockPool(8, false), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: 8 });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
   const runner = new ModelRunner(backend, hooked, cache, BLOCK_SIZE);
   // The second sequence stands for one preempted after two tokens: all five run again, rotated by its 3-token prompt.
@@ -110,7 +110,7 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   batches.length = 0;
   const NO_BLOCKS = { src: new Int32Array(0), dst: new Int32Array(0) };
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
-    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTable: [0] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
+    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTables: [[0]] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
     { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');

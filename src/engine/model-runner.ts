@@ -288,7 +288,7 @@ export class ModelRunner {
       const chunks = active.map((s): SequenceChunk => {
         const seq = output.scheduled[s].seq;
         const position = seq.numTokens - seq.numDraftTokens - 1 + index;
-        const chunk: SequenceChunk = { tokens: [seq.tokenIds[position]], startPos: position, blockTable: seq.blockTable };
+        const chunk: SequenceChunk = { tokens: [seq.tokenIds[position]], startPos: position, blockTables: seq.blockTables };
         if (rotaryRow !== undefined) chunk.rotaryRow = (p) => rotaryRow(p, seq.numPromptTokens);
         return chunk;
       });
@@ -332,8 +332,11 @@ export class ModelRunner {
     const root = seq.numTokens - seq.numDraftTokens - 1;
     // The sequence's logits rows are its root's, then one per draft.
     if (path.length > 0) this.medusa?.acceptDraft(seq, path[path.length - 1]);
-    const slot = (index: number) => seq.blockTable[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
-    const moves = path.flatMap((draft, k) => (draft === k ? [] : [[slot(root + 1 + draft), slot(root + 1 + k)]]));
+    // Each group's blocks are its own: the same move is made in every group's slots.
+    const moves = seq.blockTables.flatMap((table) => {
+      const slot = (index: number) => table[Math.floor(index / this.blockSize)] * this.blockSize + (index % this.blockSize);
+      return path.flatMap((draft, k) => (draft === k ? [] : [[slot(root + 1 + draft), slot(root + 1 + k)]]));
+    });
     if (moves.length === 0) return;
     const src = Int32Array.from(moves, ([from]) => from);
     const dst = Int32Array.from(moves, ([, to]) => to);
@@ -393,7 +396,7 @@ export class ModelRunner {
         for (let i = numDrafts; i >= 0; i--) logitsIndices.push(t - 1 - i);
         samplingRows.push(s);
       }
-      const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTable: seq.blockTable };
+      const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTables: seq.blockTables };
       // The last sampled token is the tree's root, draft i its token i + 1.
       if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
@@ -406,8 +409,9 @@ export class ModelRunner {
       const scoredRows = scored.map(({ s, position, token }) => ({ s, position, row: logitsIndices.push(token) - 1 }));
       return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows, scoredRows };
     }
-    const widest = Math.max(1, ...chunks.map((c) => c.blockTable.length));
-    while (chunks.length < graphBatch) chunks.push({ tokens: [0], startPos: 0, blockTable: [this.graphs.scratchBlock] });
+    const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
+    const scratchTables = chunks[0].blockTables.map(() => [this.graphs!.scratchBlock]);
+    while (chunks.length < graphBatch) chunks.push({ tokens: [0], startPos: 0, blockTables: scratchTables });
     const allRows = chunks.map((_, i) => i);
     const batch = describeBatch(chunks, this.blockSize, allRows, 2 ** Math.ceil(Math.log2(widest)));
     // Every row of a decode step is its own token, so a sequence's logits row is its index.

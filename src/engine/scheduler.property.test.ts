@@ -89,7 +89,7 @@ function runRandomSchedule(seed: number): Coverage {
 
   const swapPool = numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null;
   const hostCache = numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null;
-  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, retention: null, nullBlock: numBlocks, swapPool, hostCache });
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, groups: [null], nullBlock: numBlocks, swapPool, hostCache });
   const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
   const slots = new Int32Array(numBlocks * blockSize).fill(-1);
   const hostSlots = new Int32Array(numSwapBlocks * blockSize).fill(-1);
@@ -100,7 +100,7 @@ function runRandomSchedule(seed: number): Coverage {
   const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
   const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0 };
 
-  const slotOf = (seq: Sequence, pos: number) => seq.blockTable[Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
+  const slotOf = (seq: Sequence, pos: number) => seq.blockTables[0][Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
   const end = (seq: Sequence) => {
     scheduler.finish(seq);
     live.delete(seq);
@@ -169,11 +169,11 @@ function runRandomSchedule(seed: number): Coverage {
     for (const { seq, numNewTokens } of output.scheduled) {
       assert.equal(seq.status, 'running', where);
       assert.ok(numNewTokens >= 1 && seq.numComputedTokens + numNewTokens <= seq.numTokens, `${where}: bad token count`);
-      assert.ok(seq.blockTable.length * blockSize >= seq.numComputedTokens + numNewTokens, `${where}: block table too short`);
+      assert.ok(seq.blockTables[0].length * blockSize >= seq.numComputedTokens + numNewTokens, `${where}: block table too short`);
     }
     for (const seq of output.preempted) {
       assert.ok(seq.status === 'waiting' || (seq.status === 'swapped' && numSwapBlocks > 0), `${where}: a preempted sequence is ${seq.status}`);
-      assert.deepEqual(seq.blockTable, [], where);
+      assert.equal(seq.numBlocks, 0, where);
       if (seq.status === 'swapped') assert.ok(seq.numComputedTokens > maxNumBatchedTokens, `${where}: a context recomputed in one step was swapped`);
       assert.ok(!output.scheduled.some((entry) => entry.seq === seq), `${where}: a preempted sequence is scheduled`);
     }
@@ -200,7 +200,7 @@ function runRandomSchedule(seed: number): Coverage {
     rows.forEach((row, i) => slots.set(row, dst[i] * blockSize));
 
     const holders = new Map<BlockId, number>();
-    for (const seq of live) for (const id of seq.blockTable) holders.set(id, (holders.get(id) ?? 0) + 1);
+    for (const seq of live) for (const id of seq.blockTables.flat()) holders.set(id, (holders.get(id) ?? 0) + 1);
     for (const { seq, numNewTokens } of output.scheduled) {
       const end = seq.numComputedTokens + numNewTokens;
       const expected = kvFingerprints(seq.tokenIds, end);
@@ -208,7 +208,7 @@ function runRandomSchedule(seed: number): Coverage {
         assert.equal(slots[slotOf(seq, pos)], expected[pos], `${where}: sequence ${seq.id} reads wrong K/V at position ${pos}`);
       }
       for (let pos = seq.numComputedTokens; pos < end; pos++) {
-        const block = seq.blockTable[Math.floor(pos / blockSize)];
+        const block = seq.blockTables[0][Math.floor(pos / blockSize)];
         assert.equal(holders.get(block), 1, `${where}: sequence ${seq.id} writes into shared block ${block}`);
         slots[slotOf(seq, pos)] = expected[pos];
       }
@@ -237,7 +237,7 @@ function runRandomSchedule(seed: number): Coverage {
     for (const { seq } of output.scheduled) {
       if (seq.status === 'running' && seq.numComputedTokens === seq.numTokens) sample(seq, allowForks);
     }
-    for (const seq of live) if (seq.status === 'waiting') assert.deepEqual(seq.blockTable, [], where);
+    for (const seq of live) if (seq.status === 'waiting') assert.equal(seq.numBlocks, 0, where);
     kv.checkInvariants(live);
   }
 

@@ -95,6 +95,12 @@ export class Scheduler {
     return { running: this.running.length + this.arriving.length, waiting: this.waiting.length, swapped: this.swapped.length };
   }
 
+  /** The LoRA adapters (by name, each once) of the running sequences, and of the waiting ones. */
+  loraAdapters(): { running: string[]; waiting: string[] } {
+    const names = (seqs: Sequence[]) => [...new Set(seqs.flatMap((seq) => (seq.lora === null ? [] : [seq.lora.name])))];
+    return { running: names([...this.running, ...this.arriving]), waiting: names(this.waiting) };
+  }
+
   hasUnfinished(): boolean {
     const { running, waiting, swapped } = this.counts();
     return running + waiting + swapped > 0;
@@ -102,7 +108,7 @@ export class Scheduler {
 
   /** Queues a new sequence; rejects a prompt that could never be scheduled. */
   add(seq: Sequence): void {
-    if (seq.status !== 'waiting' || seq.blockTable.length > 0 || this.waiting.includes(seq)) {
+    if (seq.status !== 'waiting' || seq.numBlocks > 0 || this.waiting.includes(seq)) {
       throw new Error(`sequence ${seq.id} was already added`);
     }
     if (seq.numTokens === 0) throw new KeelError('invalid_argument', `request ${seq.requestId} has an empty prompt`);
@@ -130,7 +136,7 @@ export class Scheduler {
    */
   addForked(child: Sequence): void {
     if (child.status !== 'waiting' || this.running.includes(child)) throw new Error(`sequence ${child.id} was already added`);
-    if (child.blockTable.length * this.config.blockSize < child.numComputedTokens) {
+    if (child.numBlocks * this.config.blockSize < child.numComputedTokens) {
       throw new Error(`forked sequence ${child.id} has no blocks for its ${child.numComputedTokens} computed tokens; call KvCacheManager.fork first`);
     }
     child.status = 'running';

@@ -21,7 +21,7 @@ let sequencesCreated = 0;
 /**
  * One stream of tokens: the prompt followed by the tokens sampled so far, then the drafts of a
  * speculative step (tokens proposed but not yet verified), and where their K/V live. The
- * scheduler owns `status` and `numComputedTokens`, the KV-cache manager owns `blockTable` and
+ * scheduler owns `status` and `numComputedTokens`, the KV-cache manager owns `blockTables` and
  * `blockHashes`, the engine appends sampled tokens and drafts (the model runner fills in drafts
  * the draft model proposes).
  */
@@ -41,8 +41,17 @@ export class Sequence {
   readonly lora: ServedLora | null;
   /** Tokens whose K/V are in the cache; the rest run in later steps. */
   numComputedTokens = 0;
-  /** Block i holds the K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. */
-  blockTable: BlockId[] = [];
+  /**
+   * One block table per KV group (none before the first allocation): block i of group g's table
+   * holds the group's layers' K/V of tokens i * blockSize .. (i + 1) * blockSize - 1. Every
+   * group's table has the same length; a sliding group's entries behind its window name the null block.
+   */
+  blockTables: BlockId[][] = [];
+  /** Entries of each block table: the blocks of tokens its tables cover. */
+  get numBlocks(): number {
+    return this.blockTables[0]?.length ?? 0;
+  }
+
   /** Prefix hash of each full block, filled lazily by the KV-cache manager. */
   blockHashes: string[] = [];
   status: SequenceStatus = 'waiting';

@@ -4,7 +4,8 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { concatRows } from '../tensor/host-ops.ts';
-import { concatQuantizedRows, isQuantized, type LinearWeight } from '../tensor/quantized-weight.ts';
+import { concatQuantizedRows, isQuantized, type LinearWeight, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { concatSparse24Rows, isSparse24, type Sparse24Weight } from '../tensor/sparse24.ts';
 import { loaded, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
 
@@ -53,8 +54,8 @@ export interface RowRange {
  * y = x · Wᵀ (+ b). Projections that read the same input are stacked into one weight at load time
  * (q/k/v, gate/up), so each costs one matmul. The weight's format is the source's (`readLinear`):
  * 16-bit, or quantized (src/tensor/quantized-weight.ts), chosen per layer by what the checkpoint
- * holds for it (its ignore lists, vLLM's per-layer quant_method) or by `--quantization`; the
- * backend's `linear` multiplies by either.
+ * holds for it (its ignore lists, vLLM's per-layer quant_method) or by `--quantization`, or 2:4
+ * sparse (src/tensor/sparse24.ts, `--sparsity 2:4`); the backend's `linear` multiplies by each.
  */
 export class Linear implements Layer {
   readonly parts: readonly LinearPart[];
@@ -107,7 +108,7 @@ export class Linear implements Layer {
       return;
     }
     if (!this.dense && source.readLinear !== undefined) {
-      throw invalidArgument(`tensor parallelism over quantized weights is not supported yet (${this.parts[0].name}): run a 16-bit checkpoint without --quantization`);
+      throw invalidArgument(`tensor parallelism over quantized or 2:4 sparse weights is not supported yet (${this.parts[0].name}): run a 16-bit checkpoint without --quantization or --sparsity`);
     }
     if (this.shard === 'column') {
       const rows = this.parts.map((_, i) => this.shardRows(i, shard));
@@ -187,15 +188,18 @@ function moduleName(weightName: string): string {
   return weightName.slice(0, -'.weight'.length);
 }
 
-/** The parts stacked along their rows in one format: all 16-bit, or all quantized alike. */
+/** The parts stacked along their rows in one format: all 16-bit, all quantized alike, or all 2:4 sparse. */
 function uploadStacked(weights: LinearWeight[], parts: readonly LinearPart[], uploader: WeightUploader): Tensor {
-  const quantized = weights.filter(isQuantized);
-  if (quantized.length === 0) return uploader.loadWeight(concatRows(weights as HostTensor[]));
-  if (quantized.length !== weights.length) {
-    const names = (q: boolean) => parts.filter((_, i) => isQuantized(weights[i]) === q).map((p) => p.name).join(', ');
-    throw invalidModel(`${names(true)} quantized but ${names(false)} not: projections stacked into one matmul must share a format`);
+  const kind = (w: LinearWeight) => (isQuantized(w) ? 'quantized' : isSparse24(w) ? '2:4 sparse' : '16-bit');
+  const kinds = weights.map(kind);
+  const odd = kinds.findIndex((k) => k !== kinds[0]);
+  if (odd !== -1) {
+    const names = (k: string) => parts.filter((_, i) => kinds[i] === k).map((p) => p.name).join(', ');
+    throw invalidModel(`${names(kinds[0])} ${kinds[0]} but ${names(kinds[odd])} ${kinds[odd]}: projections stacked into one matmul must share a format`);
   }
-  return uploader.loadQuantizedWeight(concatQuantizedRows(quantized));
+  if (kinds[0] === 'quantized') return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]));
+  if (kinds[0] === '2:4 sparse') return uploader.loadSparseWeight(concatSparse24Rows(weights as Sparse24Weight[]));
+  return uploader.loadWeight(concatRows(weights as HostTensor[]));
 }
 
 function biasName(weightName: string): string {

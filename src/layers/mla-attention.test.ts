@@ -158,7 +158,7 @@ function checkLayer(s: Shape): void {
   const cache = cpu.createKvCache({ numBlocks: 6, blockSize, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 2, slidingWindow: null }, layer.kvSpec] });
   const done = [0, 0];
   for (let step = 0; step < 3; step++) {
-    const chunks: SequenceChunk[] = lengths.map((steps, q) => ({ tokens: new Array<number>(steps[step]).fill(0), startPos: done[q], blockTable: blockTables[q] }));
+    const chunks: SequenceChunk[] = lengths.map((steps, q) => ({ tokens: new Array<number>(steps[step]).fill(0), startPos: done[q], blockTables: [blockTables[q]] }));
     const rows = lengths.flatMap((steps, q) => xs[q].slice(done[q], done[q] + steps[step]));
     const x = cpu.loadWeight(float32Tensor(Float32Array.from(rows.flatMap((r) => Array.from(r))), [rows.length, s.hidden]));
     const out = cpu.toHost(layer.forward(cpu, x, cpu.beginStep(describeBatch(chunks, blockSize)), cache));

@@ -305,6 +305,7 @@ test('the selection bias, and nothing else, is uploaded in float32 whatever the 
       return recorder.loadWeight(t);
     },
     loadQuantizedWeight: recorder.loadQuantizedWeight.bind(recorder),
+    loadSparseWeight: recorder.loadSparseWeight.bind(recorder),
     loadMxfp4Weight: recorder.loadMxfp4Weight.bind(recorder),
     uploadRopeTable: recorder.uploadRopeTable.bind(recorder),
   };

@@ -57,7 +57,7 @@ export interface TensorParallelShard {
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
+export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

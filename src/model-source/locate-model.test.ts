@@ -154,7 +154,7 @@ test('a directory without config.json, a file, or a quantized checkpoint is refu
   writeFileSync(join(dir, 'weights.safetensors'), '');
   await rejects(locateModel(join(dir, 'weights.safetensors'), { showProgress: false }), /is a file: give/);
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', quantization_config: { quant_method: 'hqq', nbits: 4 } }));
-  await rejects(locateModel(dir, { showProgress: false }), /quant_method "hqq" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8, mxfp4 and bitsandbytes/);
+  await rejects(locateModel(dir, { showProgress: false }), /quant_method "hqq" is not supported; Keel reads gptq, awq, compressed-tensors \(pack-quantized, float-quantized\), fp8, mxfp4, bitsandbytes \(4-bit nf4\/fp4, 8-bit LLM\.int8\(\)\) and aqlm/);
   await rejects(locateModel('./no/such/dir/here', { showProgress: false }), /model directory not found: \.\/no\/such\/dir\/here/);
 });
 

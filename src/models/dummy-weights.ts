@@ -2,17 +2,22 @@ import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { RawTensor } from '../checkpoint/safetensors.ts';
 import type { Layer, TensorParallelShard, WeightUploader } from '../layers/parameters.ts';
 import { forkStream } from '../sampling/rng.ts';
-import { DTYPE_BYTES, float32ToHostTensor } from '../tensor/host-dtype.ts';
+import { DTYPE_BYTES, float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
 import { loadWeights } from './load-weights.ts';
 import { withQuantization } from './model-checkpoint.ts';
+import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import { compressSparse24 } from '../tensor/sparse24.ts';
+import { sparsityCovers, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
+import { prune24 } from '../tensor/prune24.ts';
 import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
 
 /**
  * Random weights of the shapes a model's layers ask for, in `dtype`, for `--load-format dummy`
  * benchmarks. They go through the same loading as a real checkpoint (q/k/v and gate/up merging,
  * load-time format changes), one tensor at a time, so host memory never holds more than a layer's worth.
- * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's.
+ * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's;
+ * `sparsity` 2:4-prunes the linear layers it covers by magnitude and loads them sparse.
  */
 export function loadDummyWeights(
   model: Layer,
@@ -21,8 +26,21 @@ export function loadDummyWeights(
   seed: number,
   quantization: LoadTimeQuantization | null = null,
   shard?: TensorParallelShard,
+  sparsity: CheckpointSparsity | null = null,
 ): void {
-  loadWeights(model, withQuantization(new RandomCheckpoint(model, dtype, seed), null, quantization), uploader, shard && { shard });
+  const random = new RandomCheckpoint(model, dtype, seed);
+  loadWeights(model, sparsity === null ? withQuantization(random, null, quantization) : magnitudePruned(random, sparsity), uploader, shard && { shard });
+}
+
+/** Random weights whose linear layers `sparsity` covers read 2:4-pruned by magnitude (as `keel prune` would) and compressed. */
+function magnitudePruned(random: RandomCheckpoint, sparsity: CheckpointSparsity): Checkpoint {
+  return Object.assign(random, {
+    readLinear(name: string): LinearWeight {
+      const t = random.read(name);
+      if (!sparsityCovers(sparsity, name.slice(0, -'.weight'.length))) return t;
+      return compressSparse24(float32ToHostTensor(prune24(hostTensorToFloat32(t), t.shape[0], t.shape[1], null), t.dtype, t.shape), name);
+    },
+  });
 }
 
 /**

@@ -60,7 +60,7 @@ class Harness {
     let last: Float32Array | null = null;
     for (let start = 0, i = 0; start < tokens.length; i++) {
       const end = Math.min(tokens.length, start + sizes[i % sizes.length]);
-      [last] = this.step(cache, [{ tokens: tokens.slice(start, end), startPos: start, blockTable }]);
+      [last] = this.step(cache, [{ tokens: tokens.slice(start, end), startPos: start, blockTables: [blockTable] }]);
       start = end;
     }
     return last!;
@@ -90,7 +90,7 @@ for (const [name, overrides] of Object.entries(VARIANTS)) {
     const expected = referenceLogits(h.config, h.weights, plainRopeTable(h.config.headDim, h.config.ropeTheta, 64), tokens);
     const everyToken = tokens.map((_, i) => i);
     const cache = h.newCache();
-    const actual = h.step(cache, [{ tokens, startPos: 0, blockTable: cache.allocate(tokens.length) }], everyToken);
+    const actual = h.step(cache, [{ tokens, startPos: 0, blockTables: [cache.allocate(tokens.length)] }], everyToken);
     actual.forEach((row, i) => assertClose(row, expected[i], 1e-4, `position ${i}`));
   });
 
@@ -110,12 +110,12 @@ for (const [name, overrides] of Object.entries(VARIANTS)) {
     const cache = h.newCache();
     const tables = prompts.map((p) => cache.allocate(p.length));
     // Bring sequence 0 to its last token and sequence 1 to mid-prompt, then batch all three.
-    h.step(cache, [{ tokens: prompts[0].slice(0, 8), startPos: 0, blockTable: tables[0] }]);
-    h.step(cache, [{ tokens: prompts[1].slice(0, 5), startPos: 0, blockTable: tables[1] }]);
+    h.step(cache, [{ tokens: prompts[0].slice(0, 8), startPos: 0, blockTables: [tables[0]] }]);
+    h.step(cache, [{ tokens: prompts[1].slice(0, 5), startPos: 0, blockTables: [tables[1]] }]);
     const batched = h.step(cache, [
-      { tokens: prompts[0].slice(8), startPos: 8, blockTable: tables[0] },
-      { tokens: prompts[1].slice(5), startPos: 5, blockTable: tables[1] },
-      { tokens: prompts[2], startPos: 0, blockTable: tables[2] },
+      { tokens: prompts[0].slice(8), startPos: 8, blockTables: [tables[0]] },
+      { tokens: prompts[1].slice(5), startPos: 5, blockTables: [tables[1]] },
+      { tokens: prompts[2], startPos: 0, blockTables: [tables[2]] },
     ]);
     batched.forEach((row, s) => assertClose(row, alone[s], 1e-5, `sequence ${s}`));
   });

@@ -3,6 +3,8 @@ import { quantizeAtLoad, quantizedCheckpoint } from '../checkpoint/quantization/
 import type { CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { invalidArgument } from '../errors.ts';
 import type { LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
+import { compressSparse24, type SparsityPattern } from '../tensor/sparse24.ts';
+import { sparsityCovers, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 
 /**
  * The checkpoint a model loads from, in the format its linear layers will have: a quantized
@@ -15,4 +17,46 @@ export function withQuantization(ckpt: Checkpoint, stored: CheckpointQuantizatio
   }
   if (stored !== null) return quantizedCheckpoint(ckpt, stored);
   return atLoad === null ? ckpt : quantizeAtLoad(ckpt, atLoad);
+}
+
+/**
+ * The checkpoint whose linear layers covered by `sparsity` are read 2:4 compressed
+ * (src/tensor/sparse24.ts), each checked to hold at most 2 non-zeros in every group of 4 (an
+ * error names the first weight that does not); null leaves it as it is. Sparsity applies to
+ * 16-bit weights only.
+ */
+export function withSparsity(ckpt: Checkpoint, sparsity: CheckpointSparsity | null): Checkpoint {
+  if (sparsity === null) return ckpt;
+  if (ckpt.readLinear !== undefined) {
+    throw invalidArgument(`${sparsity.pattern} sparsity runs 16-bit weights: ${ckpt.dir} is read quantized (its quantization_config, or --quantization); leave one of the two out`);
+  }
+  const sparse: Checkpoint = {
+    get dir() {
+      return ckpt.dir;
+    },
+    get tensorNames() {
+      return ckpt.tensorNames;
+    },
+    has: (name) => ckpt.has(name),
+    info: (name) => ckpt.info(name),
+    read: (name) => ckpt.read(name),
+    readRaw: (name) => ckpt.readRaw(name),
+    readLinear: (name) => {
+      const t = ckpt.read(name);
+      return sparsityCovers(sparsity, name.replace(/\.weight$/, '')) ? compressSparse24(t, name) : t;
+    },
+    close: () => ckpt.close(),
+  };
+  if (ckpt.readSlice !== undefined) sparse.readSlice = ckpt.readSlice.bind(ckpt);
+  return sparse;
+}
+
+/**
+ * The sparsity a model runs with: the checkpoint's declaration (config.json's sparsity_config),
+ * or with `requested` every linear layer the model runs through `readLinear` (attention and MLP
+ * projections; the LM head and MoE routers stay dense).
+ */
+export function resolveSparsity(declared: CheckpointSparsity | null, requested: SparsityPattern | null): CheckpointSparsity | null {
+  if (requested === null) return declared;
+  return declared ?? { pattern: requested, targets: ['Linear'], ignore: [] };
 }

@@ -2,6 +2,7 @@ import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
+import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
@@ -39,6 +40,8 @@ export interface ModelArchitecture {
   config: ModelConfig;
   /** How the checkpoint's weights are quantized (`quantization_config`); null for 16-bit ones. */
   quantization: CheckpointQuantization | null;
+  /** Which linear layers the checkpoint declares 2:4 sparse (`quantization_config.sparsity_config`); null for none. */
+  sparsity: CheckpointSparsity | null;
 }
 
 /** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family. */
@@ -61,7 +64,7 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
     const supported = FAMILIES.map((f) => `${f.name} (${f.modelTypes.join(', ')})`).join(', ');
     throw invalidModel(`${source}: ${got} is not supported; Keel supports the families (model_type): ${supported}`);
   }
-  return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source) };
+  return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source), sparsity: parseSparsityConfig(json, source) };
 }
 
 /**

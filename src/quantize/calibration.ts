@@ -101,6 +101,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
       return tensor;
     },
     loadQuantizedWeight: (w) => backend.loadQuantizedWeight(w),
+    loadSparseWeight: (w) => backend.loadSparseWeight(w),
     loadMxfp4Weight: (w) => backend.loadMxfp4Weight(w),
     uploadRopeTable: (table) => backend.uploadRopeTable(table),
   };
@@ -113,7 +114,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
   let first = 0;
   for (const tokens of samples) {
     backend.beginSample(first);
-    model.forward(backend, backend.beginStep(describeBatch([{ tokens, startPos: 0, blockTable }], blockSize)), cache);
+    model.forward(backend, backend.beginStep(describeBatch([{ tokens, startPos: 0, blockTables: [blockTable] }], blockSize)), cache);
     first += tokens.length;
   }
   const inputs = [...backend.inputs.values()];

@@ -1,4 +1,4 @@
-import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
 
 /**
  * A weight [rows, cols] quantized to `bits`-bit integer codes 0..2^bits − 1 in groups of input
@@ -8,7 +8,7 @@ import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.t
 export interface GroupQuantized {
   rows: number;
   cols: number;
-  bits: 4 | 8;
+  bits: 2 | 4 | 8;
   /** Columns per group; equals cols for one group per row. */
   groupSize: number;
   /** [rows, cols] codes, columns in the weight's own order. */
@@ -21,7 +21,7 @@ export interface GroupQuantized {
 }
 
 export interface QuantizerOptions {
-  bits: 4 | 8;
+  bits: 2 | 4 | 8;
   /** Symmetric: zero = 2^(bits−1), scale from max|w| (GPTQ's `sym`); asymmetric: the range [min(w, 0), max(w, 0)] maps onto every code. */
   symmetric: boolean;
 }
@@ -64,7 +64,7 @@ export function roundHalfEven(v: number): number {
 
 /** The float16 value nearest v (scales are stored as float16). */
 export function toFloat16(v: number): number {
-  return hostTensorToFloat32(float32ToHostTensor(Float32Array.of(v), 'f16', [1]))[0];
+  return halfToFloatTable()[floatToF16Bits(v)];
 }
 
 /** The weight the codes stand for, [rows, cols] float64. */
@@ -101,7 +101,7 @@ export function quantizeRoundToNearestGroups(w: Float64Array, rows: number, cols
   return q;
 }
 
-export function emptyGroupQuantized(rows: number, cols: number, bits: 4 | 8, groupSize: number): GroupQuantized {
+export function emptyGroupQuantized(rows: number, cols: number, bits: 2 | 4 | 8, groupSize: number): GroupQuantized {
   const groups = Math.ceil(cols / groupSize);
   return {
     rows,

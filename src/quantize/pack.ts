@@ -1,5 +1,6 @@
 import type { SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
 import { float32ToHostTensor } from '../tensor/host-dtype.ts';
+import { AQLM_GROUP, aqlmLayout, describeQuantized, isAqlm, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import type { GroupQuantized } from './group-quantizer.ts';
 
 /** The 4-bit field AutoAWQ's GEMM packing puts output column 8c + o in: columns 0, 2, 4, 6, 1, 3, 5, 7 fill fields 0..7. */
@@ -52,6 +53,22 @@ export function packAwqGemm(q: GroupQuantized): Record<'qweight' | 'qzeros' | 's
   const qzeros = new Uint32Array(groups * (out / 8));
   for (let g = 0; g < groups; g++) for (let j = 0; j < out; j++) qzeros[g * (out / 8) + Math.floor(j / 8)] |= q.zeros[j * groups + g] << shift(j);
   return { qweight: int32Tensor(qweight, [inDim, out / 8]), qzeros: int32Tensor(qzeros, [groups, out / 8]), scales: f16Tensor(transposeScales(q), [groups, out]) };
+}
+
+/**
+ * An AQLM layer (one codebook set) as the aqlm library's QuantizedLinear saves it, W [out, in]
+ * with M codebooks of 2^B vectors: `codes` [out, in / 8, M] (I16 for B = 16, I8 for B = 8: codes
+ * stored signed, c − 2^B above 2^(B−1), whose little-endian bytes are Keel's code words as they
+ * are), `codebooks` F16 [M, 2^B, 1, 8], `scales` F16 [out, 1, 1, 1].
+ */
+export function packAqlm(w: QuantizedWeight): Record<'codes' | 'codebooks' | 'scales', SafetensorsTensor> {
+  if (!isAqlm(w.format) || w.codebooks === null || w.codebooks.partRows.length !== 1) throw new Error(`packAqlm takes an AQLM weight with one codebook set, not ${describeQuantized(w)}`);
+  const { codebooks, bits, size } = aqlmLayout(w.format);
+  return {
+    codes: { dtype: bits === 16 ? 'I16' : 'I8', shape: [w.rows, w.cols / AQLM_GROUP, codebooks], data: w.codes.slice() },
+    codebooks: f16Tensor(w.codebooks.values, [codebooks, size, 1, AQLM_GROUP]),
+    scales: f16Tensor(w.scales, [w.rows, 1, 1, 1]),
+  };
 }
 
 /** [rows, groups] -> [groups, rows]. */

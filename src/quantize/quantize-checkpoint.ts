@@ -1,26 +1,31 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import { readJsonFile } from '../checkpoint/json-file.ts';
-import { writeSafetensorsFile, type SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
+import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import type { SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
+import { writeModelDirectory } from '../checkpoint/write-model-directory.ts';
 import { invalidArgument } from '../errors.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
+import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
 import { awqSearchScales, type AwqSearch } from './awq.ts';
 import { calibrate, type LinearInputs } from './calibration.ts';
 import { gptqQuantize } from './gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
-import { packAwqGemm, packGptq } from './pack.ts';
+import { packAqlm, packAwqGemm, packGptq } from './pack.ts';
+import { VQ_DEFAULTS, vqQuantize } from './vq.ts';
 
-export type QuantizeMethod = 'gptq' | 'awq' | 'rtn';
-export const QUANTIZE_METHODS: readonly QuantizeMethod[] = ['gptq', 'awq', 'rtn'];
+export type QuantizeMethod = 'gptq' | 'awq' | 'rtn' | 'vq';
+export const QUANTIZE_METHODS: readonly QuantizeMethod[] = ['gptq', 'awq', 'rtn', 'vq'];
 
 export interface QuantizeOptions {
   /** A 16-bit model directory. */
   model: string;
   method: QuantizeMethod;
+  /** Code width of gptq, awq and rtn (vq codes 2 bits a weight in either AQLM layout). */
   bits: 4 | 8;
+  /** vq: the AQLM layout written (default aqlm-2x8). */
+  codebooks?: AqlmFormat;
   /** Input columns per group; null (`-1`) for one group per row. */
   groupSize: number | null;
   /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
@@ -65,7 +70,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   const ckpt = openCheckpoint(o.model);
   try {
     const model = createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
-    if (o.method !== 'rtn' && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
+    if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
     const linears = calibrate(model, ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
@@ -77,6 +82,10 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
       const rows = linear.names.map((n) => ckpt.info(n).shape[0]);
       const stacked = concat(linear.names.map((n) => weights.get(n)!));
       const total = rows.reduce((a, b) => a + b, 0);
+      if (o.method === 'vq') {
+        reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
+        continue;
+      }
       const { quantized, report } = quantizeLinear(stacked, total, linear, o, searches.get(linear) ?? null);
       reports.push(report);
       let first = 0;
@@ -96,7 +105,8 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
       const data = values === undefined ? raw.data : float32ToHostTensor(values, raw.dtype.toLowerCase() as WeightDType, raw.shape).data;
       tensors.set(name, { dtype: raw.dtype, shape: raw.shape, data });
     }
-    writeOutput(o, tensors);
+    const config = readJsonFile(join(o.model, 'config.json')) as Record<string, unknown>;
+    writeModelDirectory(o.model, o.output, tensors, { quantization_config: quantizationConfig(o, denseLinearWeights(tensors, config)) });
     return reports;
   } finally {
     ckpt.close();
@@ -119,6 +129,29 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
   const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
   if (search === null) return { quantized, report: { names: linear.names, error: rtnError, rtnError, alpha: 0 } };
   return { quantized, report: { names: linear.names, error: search.error, rtnError: search.unscaledError, alpha: search.alpha } };
+}
+
+/**
+ * vq: each part (q, k, v…) gets its own codebooks, as AQLM's QuantizedLinear has them, weighted by
+ * the calibration inputs when there are some (vq.ts). The report's
+ * round-to-nearest error is 2-bit round to nearest in groups of 128 (2.125 bits a weight and more),
+ * the scalar format of about the same size.
+ */
+function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
+  const { cols } = linear;
+  // The calibration inputs' mean square per column (the Hessian's diagonal); none: every column alike.
+  const importance = calibrated ? Float64Array.from({ length: cols }, (_, c) => linear.hessian[c * cols + c]) : null;
+  if (cols % AQLM_GROUP !== 0) throw invalidArgument(`vq codes groups of ${AQLM_GROUP} input columns, and ${linear.names.join(', ')} has ${cols}`);
+  const parts = linear.names.map((name, i) => {
+    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, importance });
+    for (const [key, t] of Object.entries(packAqlm(q))) tensors.set(`${name.slice(0, -'.weight'.length)}.${key}`, t);
+    return Float64Array.from(dequantizeWeight(q));
+  });
+  const total = rows.reduce((a, b) => a + b, 0);
+  const stacked = concat(linear.names.map((n) => weights.get(n)!));
+  const error = outputError(linear.sample, linear.sampleRows, stacked, concat(parts), total, cols);
+  const rtn = dequantizeGroups(quantizeRoundToNearestGroups(stacked, total, cols, Math.min(128, cols), { bits: 2, symmetric: false }));
+  return { names: linear.names, error, rtnError: outputError(linear.sample, linear.sampleRows, stacked, rtn, total, cols) };
 }
 
 /**
@@ -190,23 +223,26 @@ function sliceRows(q: GroupQuantized, first: number, count: number): GroupQuanti
   };
 }
 
-function writeOutput(o: QuantizeOptions, tensors: Map<string, SafetensorsTensor>): void {
-  mkdirSync(o.output, { recursive: true });
-  if (existsSync(join(o.output, 'model.safetensors.index.json'))) throw invalidArgument(`${o.output} already holds a sharded checkpoint`);
-  writeSafetensorsFile(join(o.output, 'model.safetensors'), tensors, { format: 'pt' });
-  // The files a model loads besides its weights and config: tokenizer, chat template, generation defaults.
-  for (const file of readdirSync(o.model)) {
-    if (/^(tokenizer|special_tokens_map|generation_config|chat_template|vocab|merges|added_tokens)/.test(file)) copyFileSync(join(o.model, file), join(o.output, file));
-  }
-  const config = readJsonFile(join(o.model, 'config.json')) as Record<string, unknown>;
-  config.quantization_config = quantizationConfig(o);
-  writeFileSync(join(o.output, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+/**
+ * The 2-D weights left 16-bit (embeddings, the LM head, tied or not), each as its weight path
+ * (what AQLM's own checkpoints list, and transformers 4 matches) and its module name (what
+ * transformers 5 matches).
+ */
+function denseLinearWeights(tensors: Map<string, SafetensorsTensor>, config: Record<string, unknown>): string[] {
+  const names = [...tensors].filter(([name, t]) => name.endsWith('.weight') && t.shape.length === 2 && (t.dtype === 'BF16' || t.dtype === 'F16' || t.dtype === 'F32')).map(([name]) => name);
+  if (config.tie_word_embeddings === true && !names.includes('lm_head.weight')) names.push('lm_head.weight');
+  return names.flatMap((name) => [name, name.slice(0, -'.weight'.length)]);
 }
 
 /** config.json's quantization_config, as AutoGPTQ / AutoAWQ write it (and transformers, vLLM and Keel read it). */
-function quantizationConfig(o: QuantizeOptions): Record<string, unknown> {
+function quantizationConfig(o: QuantizeOptions, dense: string[]): Record<string, unknown> {
   const groupSize = o.groupSize ?? -1;
   const meta = { quantizer: [`keel quantize --method ${o.method}`] };
+  if (o.method === 'vq') {
+    const { codebooks, bits } = aqlmLayout(o.codebooks ?? 'aqlm-2x8');
+    // transformers replaces every nn.Linear not listed here by AQLM's QuantizedLinear.
+    return { quant_method: 'aqlm', in_group_size: AQLM_GROUP, out_group_size: 1, num_codebooks: codebooks, nbits_per_codebook: bits, linear_weights_not_to_quantize: dense, meta };
+  }
   if (o.method === 'awq') return { quant_method: 'awq', bits: 4, group_size: groupSize, zero_point: true, version: 'gemm', modules_to_not_convert: null, meta };
   return {
     quant_method: 'gptq',

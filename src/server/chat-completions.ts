@@ -18,7 +18,7 @@ export function registerChatCompletions(app: FastifyInstance, ctx: ServingContex
     ctx.admission.refuseWhileFull();
     const prepared = await ctx.preprocess.run('chat', bodyBytes(request.body));
     const signal = ctx.inFlight.track(reply);
-    const updates = await startGeneration(ctx, [prepared.prompt], signal, 'messages');
+    const { updates } = await startGeneration(ctx, [prepared.prompt], signal, 'messages');
     const response = { id: `chatcmpl-${randomUUID().replaceAll('-', '')}`, object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: prepared.prompt.lora ?? ctx.servedModelName };
     const reader = prepared.reading !== null && ctx.toolCallFormat !== null ? { format: ctx.toolCallFormat, calls: prepared.reading.calls } : null;
     if (prepared.stream) {

@@ -20,7 +20,7 @@ export function registerCompletions(app: FastifyInstance, ctx: ServingContext): 
     ctx.admission.refuseWhileFull();
     const prepared = await ctx.preprocess.run('completion', bodyBytes(request.body));
     const signal = ctx.inFlight.track(reply);
-    const updates = await startGeneration(ctx, prepared.prompts, signal, 'prompt');
+    const { updates } = await startGeneration(ctx, prepared.prompts, signal, 'prompt');
     const response = { id: `cmpl-${randomUUID().replaceAll('-', '')}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: prepared.prompts[0].lora ?? ctx.servedModelName };
     const { n, prompts } = prepared;
     if (prepared.stream) {

@@ -1,6 +1,9 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStats } from '../engine/llm-engine.ts';
 import type { RequestOutput } from '../engine/outputs.ts';
+import type { EngineInfo } from './engine-host/engine-protocol.ts';
+import { kvUsage, type ReplicaState } from './engine-host/engine-replicas.ts';
+import { registerReplicaMetrics, registerRouterProtocolMetrics } from './router-metrics.ts';
 
 const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 const TPOT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5];
@@ -8,6 +11,16 @@ const E2E_BUCKETS = [0.01, 0.05, 0.1, 0.3, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 5
 
 /** Defines a metric read from the engine's stats at scrape time. */
 type MetricDefiner = (name: string, help: string, read: (s: EngineStats) => number) => unknown;
+
+/** What the metrics read of the engines (EngineReplicas), at scrape time. */
+export interface MeteredEngine {
+  readonly info: Pick<EngineInfo, 'blockSize' | 'maxLoras'>;
+  /** null when LoRA is not enabled. */
+  readonly loraAdapters: readonly unknown[] | null;
+  /** Every replica's stats as one engine's. */
+  stats(): EngineStats;
+  replicaStates(): readonly ReplicaState[];
+}
 
 /**
  * The server's Prometheus metrics, in a registry of its own (several servers may share a
@@ -20,7 +33,8 @@ export class ServerMetrics {
   private readonly e2e: Histogram;
   private readonly finished: Counter<'finished_reason'>;
 
-  constructor(modelName: string, stats: () => EngineStats) {
+  constructor(modelName: string, engine: MeteredEngine) {
+    const stats = () => engine.stats();
     const registers = [this.registry];
     this.registry.setDefaultLabels({ model_name: modelName });
     const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
@@ -34,7 +48,7 @@ export class ServerMetrics {
       });
     gauge('keel_num_requests_running', 'Sequences in the running batch.', (s) => s.numRunning);
     gauge('keel_num_requests_waiting', 'Sequences waiting to be scheduled (new or preempted).', (s) => s.numWaiting);
-    gauge('keel_kv_cache_usage_ratio', 'Fraction of KV-cache blocks in use (0..1).', (s) => (s.numKvBlocks - s.numFreeKvBlocks) / s.numKvBlocks);
+    gauge('keel_kv_cache_usage_ratio', 'Fraction of KV-cache blocks in use (0..1).', kvUsage);
     gauge('keel_kv_cache_total_blocks', 'KV-cache blocks in the pool.', (s) => s.numKvBlocks);
     gauge('keel_kv_cache_free_blocks', 'KV-cache blocks free to allocate (cached ones included).', (s) => s.numFreeKvBlocks);
     gauge('keel_kv_cache_cached_blocks', 'KV-cache blocks registered in the prefix cache.', (s) => s.numCachedKvBlocks);
@@ -64,6 +78,8 @@ export class ServerMetrics {
     gauge('keel_num_requests_swapped', 'Sequences swapped out to host memory now.', (s) => s.numSwapped);
     gauge('keel_swap_space_used_blocks', 'Host swap-space blocks holding swapped-out KV.', (s) => s.numSwapBlocks - s.numFreeSwapBlocks);
     if (stats().speculation !== null) this.registerSpeculation(stats, gauge, counter);
+    registerReplicaMetrics(this.registry, () => engine.replicaStates());
+    registerRouterProtocolMetrics(this.registry, engine);
 
     this.ttft = new Histogram({ name: 'keel_time_to_first_token_seconds', help: 'Arrival to first generated token.', buckets: TTFT_BUCKETS, registers });
     this.tpot = new Histogram({ name: 'keel_time_per_output_token_seconds', help: 'Mean time per output token after the first, per request.', buckets: TPOT_BUCKETS, registers });

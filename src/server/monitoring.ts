@@ -1,12 +1,16 @@
 import type { FastifyInstance } from 'fastify';
+import { kvUsage } from './engine-host/engine-replicas.ts';
 import type { ServingContext } from './serving-context.ts';
 
 /** GET /health, GET /metrics (Prometheus) and GET /v1/engine/stats (JSON, for the playground). */
 export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): void {
-  // A dead engine is a 503, so that a load balancer stops sending here and a supervisor restarts the server.
+  // A dead engine is a 503, so that a load balancer stops sending here and a supervisor restarts
+  // the server. With data parallelism that is when no replica is left: while some serve, the server
+  // is `degraded` (200), naming the dead ones, which keel_replica_up shows too (docs/parallelism.md).
   app.get('/health', async () => {
     if (ctx.engine.failure) throw ctx.engine.failure;
-    return { status: 'ok' };
+    const dead = ctx.engine.deadReplicas;
+    return dead.length === 0 ? { status: 'ok' } : { status: 'degraded', dead_replicas: dead };
   });
 
   app.get('/metrics', async (_request, reply) => {
@@ -27,7 +31,7 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
         used_blocks: s.numKvBlocks - s.numFreeKvBlocks,
         free_blocks: s.numFreeKvBlocks,
         cached_blocks: s.numCachedKvBlocks,
-        usage: (s.numKvBlocks - s.numFreeKvBlocks) / s.numKvBlocks,
+        usage: kvUsage(s),
       },
       prefix_cache_hit_rate: s.prefixCacheHitRate,
       prefix_cache_hit_tokens: { device: s.deviceCachedPromptTokensTotal, host: s.hostCachedPromptTokensTotal },
@@ -39,6 +43,17 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
       swapped: s.numSwapped,
       swap_space: { total_blocks: s.numSwapBlocks, free_blocks: s.numFreeSwapBlocks },
       generation_tokens_per_second: ctx.generationRate.perSecond(),
+      replicas: ctx.engine.replicaStates().map((r, i) => ({
+        replica: i,
+        alive: r.alive,
+        running: r.alive ? r.stats.numRunning : 0,
+        waiting: r.alive ? r.stats.numWaiting : 0,
+        outstanding_sequences: r.outstanding,
+        kv_cache_usage: r.alive ? kvUsage(r.stats) : 0,
+        prompt_tokens_total: r.stats.promptTokensTotal,
+        prefix_cache_hit_tokens: r.stats.deviceCachedPromptTokensTotal + r.stats.hostCachedPromptTokensTotal,
+        routed: r.routed,
+      })),
       speculative_decoding: s.speculation && {
         drafts: s.speculation.numSteps,
         draft_tokens: s.speculation.numDraftTokens,

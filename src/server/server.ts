@@ -4,7 +4,7 @@ import { KeelError } from '../errors.ts';
 import { Admission } from './admission.ts';
 import { resolveAllowedHosts } from './allowed-hosts.ts';
 import { buildApp } from './app.ts';
-import type { EngineClient } from './engine-host/engine-client.ts';
+import type { EngineReplicas } from './engine-host/engine-replicas.ts';
 import { InFlightRequests } from './in-flight.ts';
 import { JsonLogger, type LogLevel } from './json-logger.ts';
 import { ServerMetrics } from './metrics.ts';
@@ -15,8 +15,8 @@ import { TokenRate } from './token-rate.ts';
 import { chooseToolCallFormat } from './tool-calls/tool-call-formats.ts';
 
 export interface ServerOptions {
-  /** The engine, started (EngineClient.startThread); the server does not close it. */
-  engine: EngineClient;
+  /** The engines, started (EngineReplicas.start); the server does not close them. */
+  engine: EngineReplicas;
   host: string;
   /** 0 picks a free port. */
   port: number;
@@ -119,7 +119,7 @@ const RATE_WINDOW_MS = 5000;
 const CUT_GRACE_MS = 1000;
 
 /** Starts the OpenAI-compatible server over a running engine. */
-export async function startServer(options: Partial<ServerOptions> & { engine: EngineClient }): Promise<RunningServer> {
+export async function startServer(options: Partial<ServerOptions> & { engine: EngineReplicas }): Promise<RunningServer> {
   const config: ServerOptions = { ...DEFAULT_SERVER_OPTIONS, ...options };
   const { engine } = config;
   const servedModelName = config.servedModelName ?? engine.info.model;
@@ -151,7 +151,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     preprocess,
     admission: new Admission(limits),
     servedModelName,
-    metrics: new ServerMetrics(servedModelName, () => engine.stats()),
+    metrics: new ServerMetrics(servedModelName, engine),
     inFlight: new InFlightRequests(),
     logger,
     generationRate: new TokenRate(() => engine.stats().generationTokensTotal, RATE_WINDOW_MS),
@@ -183,8 +183,11 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend, tool_call_parser: toolCallFormat?.name ?? null });
+  logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend, replicas: engine.size, tool_call_parser: toolCallFormat?.name ?? null });
   engine.stopped.then((cause) => logger.log('error', 'the engine stopped', { error: cause.stack ?? cause.message }));
+  if (engine.size > 1) {
+    engine.onReplicaStopped((replica, cause) => logger.log('error', 'a replica stopped; the others serve on', { replica, error: cause.stack ?? cause.message }));
+  }
 
   let giveUp: () => void = () => undefined;
   const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));

@@ -1,5 +1,5 @@
 import type { Admission } from './admission.ts';
-import type { EngineClient } from './engine-host/engine-client.ts';
+import type { EngineReplicas } from './engine-host/engine-replicas.ts';
 import type { InFlightRequests } from './in-flight.ts';
 import type { JsonLogger } from './json-logger.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -10,7 +10,7 @@ import type { ToolCallFormat } from './tool-calls/output-parse.ts';
 
 /** What every route handler needs: the engine, the threads that read bodies, and the server's own state. */
 export interface ServingContext {
-  engine: EngineClient;
+  engine: EngineReplicas;
   preprocess: PreprocessPool;
   admission: Admission;
   servedModelName: string;

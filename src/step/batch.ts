@@ -7,6 +7,9 @@
  * `queryStartLoc[s] .. queryStartLoc[s+1]`. A decode contributes one token, a prefill chunk many.
  * Earlier context of every sequence is already in the paged KV cache and is read through
  * `blockTables`, so a chunk of a long prompt or a prefix-cache hit costs no recompute.
+ *
+ * A sequence has one block table per KV group (`kvCacheGroups`): each layer writes its K/V to its
+ * group's slots and reads through its group's tables (`groupSlotMapping`, `groupBlockTables`).
  */
 export interface BatchDescription {
   numTokens: number;
@@ -26,13 +29,15 @@ export interface BatchDescription {
    * Attention masks read `positions`; only the rotation reads these.
    */
   rotaryRows: Int32Array;
-  /** [numTokens] KV-pool slot each token's K/V is written to: block * blockSize + offset. */
+  /** KV groups: every sequence has a block table per group. */
+  numKvGroups: number;
+  /** [numKvGroups, numTokens] KV-pool slot each token's K/V is written to in each group: block * blockSize + offset. */
   slotMapping: Int32Array;
   /** [numSeqs + 1] offsets of each sequence's tokens in the flattened arrays. */
   queryStartLoc: Int32Array;
   /** [numSeqs] tokens in the KV cache for the sequence once this step's tokens are written. */
   seqLens: Int32Array;
-  /** [numSeqs * maxBlocksPerSeq] row-major; entries past a sequence's blocks are 0 and never read. */
+  /** [numKvGroups, numSeqs, maxBlocksPerSeq] row-major; entries past a sequence's blocks are 0 and never read. */
   blockTables: Int32Array;
   maxBlocksPerSeq: number;
   /** Largest per-sequence query length (1 for a decode-only batch). */
@@ -61,8 +66,8 @@ export interface BatchDescription {
 export interface SequenceChunk {
   tokens: number[];
   startPos: number;
-  /** Block ids in order; must cover positions 0 .. startPos + tokens.length - 1. */
-  blockTable: number[];
+  /** Per KV group, block ids in order; each must cover positions 0 .. startPos + tokens.length - 1. */
+  blockTables: readonly (readonly number[])[];
   /** Set when the last token is still on the device: its draw in the latest `sampleRows` pass. */
   lastTokenSource?: number;
   /** The rotary-table row of the token at `position`; absent, the position itself. */
@@ -76,6 +81,24 @@ export interface SequenceChunk {
    * depth; its K/V still go to the chunk's consecutive slots (cache index startPos + i).
    */
   treeParents?: readonly number[];
+}
+
+/** Group `group`'s slots of the step's tokens, [numTokens]. */
+export function groupSlotMapping(batch: BatchDescription, group: number): Int32Array {
+  return batch.slotMapping.subarray(group * batch.numTokens, (group + 1) * batch.numTokens);
+}
+
+/** Group `group`'s block tables, [numSeqs * maxBlocksPerSeq]. */
+export function groupBlockTables(batch: BatchDescription, group: number): Int32Array {
+  const size = batch.numSeqs * batch.maxBlocksPerSeq;
+  return batch.blockTables.subarray(group * size, (group + 1) * size);
+}
+
+/** The step as the layers of group `group` see it: that group's slots and block tables alone. */
+export function groupBatch(batch: BatchDescription, group: number): BatchDescription {
+  if (!(Number.isInteger(group) && group >= 0 && group < batch.numKvGroups)) throw new RangeError(`KV group ${group} is outside the step's ${batch.numKvGroups} groups`);
+  if (batch.numKvGroups === 1) return batch;
+  return { ...batch, numKvGroups: 1, slotMapping: groupSlotMapping(batch, group), blockTables: groupBlockTables(batch, group) };
 }
 
 /** Positions startPos + depth of a token tree's tokens, checking that each parent comes before its child. */
@@ -97,15 +120,19 @@ function treeDepths(parents: readonly number[]): number[] {
  */
 export function describeBatch(chunks: SequenceChunk[], blockSize: number, logitsIndices?: number[], minBlocksPerSeq = 1): BatchDescription {
   const numTokens = chunks.reduce((n, c) => n + c.tokens.length, 0);
-  const maxBlocksPerSeq = Math.max(minBlocksPerSeq, ...chunks.map((c) => c.blockTable.length));
+  const numKvGroups = chunks[0]?.blockTables.length ?? 1;
+  chunks.forEach((c, s) => {
+    if (c.blockTables.length !== numKvGroups) throw new Error(`sequence ${s}: ${c.blockTables.length} block tables, but sequence 0 has ${numKvGroups}`);
+  });
+  const maxBlocksPerSeq = Math.max(minBlocksPerSeq, ...chunks.flatMap((c) => c.blockTables.map((table) => table.length)));
   const tokenIds = new Int32Array(numTokens);
   const tokenSources = new Int32Array(numTokens).fill(-1);
   const positions = new Int32Array(numTokens);
   const rotaryRows = new Int32Array(numTokens);
-  const slotMapping = new Int32Array(numTokens);
+  const slotMapping = new Int32Array(numKvGroups * numTokens);
   const queryStartLoc = new Int32Array(chunks.length + 1);
   const seqLens = new Int32Array(chunks.length);
-  const blockTables = new Int32Array(chunks.length * maxBlocksPerSeq);
+  const blockTables = new Int32Array(numKvGroups * chunks.length * maxBlocksPerSeq);
   const loraSlots = chunks.some((c) => c.loraSlot !== undefined) ? new Int32Array(numTokens).fill(-1) : null;
   const trees = chunks.filter((c) => c.treeParents !== undefined);
   const treeMaskWords = trees.length === 0 ? 0 : Math.ceil(Math.max(...trees.map((c) => c.tokens.length)) / 32);
@@ -125,12 +152,12 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
         for (let j = i; j >= 0; j = parents[j]) treeMask![row + (j >> 5)] |= 1 << (j & 31);
       }
     }
-    if (chunk.blockTable.length * blockSize < seqLen) {
-      throw new Error(`sequence ${s}: ${chunk.blockTable.length} blocks of ${blockSize} cannot hold ${seqLen} tokens`);
-    }
+    chunk.blockTables.forEach((table, g) => {
+      if (table.length * blockSize < seqLen) throw new Error(`sequence ${s}: ${table.length} blocks of ${blockSize} in group ${g} cannot hold ${seqLen} tokens`);
+      blockTables.set(table, (g * chunks.length + s) * maxBlocksPerSeq);
+    });
     queryStartLoc[s] = t;
     seqLens[s] = seqLen;
-    blockTables.set(chunk.blockTable, s * maxBlocksPerSeq);
     if (loraSlots !== null && chunk.loraSlot !== undefined) loraSlots.fill(chunk.loraSlot, t, t + chunk.tokens.length);
     chunk.tokens.forEach((token, i) => {
       const cacheIndex = chunk.startPos + i;
@@ -138,7 +165,9 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
       tokenIds[t] = token;
       positions[t] = position;
       rotaryRows[t] = chunk.rotaryRow === undefined ? position : chunk.rotaryRow(position);
-      slotMapping[t] = chunk.blockTable[Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
+      chunk.blockTables.forEach((table, g) => {
+        slotMapping[g * numTokens + t] = table[Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
+      });
       t++;
     });
     if (chunk.lastTokenSource !== undefined) {
@@ -155,6 +184,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     tokenSources,
     positions,
     rotaryRows,
+    numKvGroups,
     slotMapping,
     queryStartLoc,
     seqLens,

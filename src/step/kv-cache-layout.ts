@@ -69,16 +69,26 @@ export function kvLayerDtype(spec: LayerKvSpec, dtype: KvCacheDtype): KvCacheDty
   return spec.kind === 'rows' ? 'auto' : dtype;
 }
 
-/** The pool every layer shares: block ids index each layer's pool alike, so a request keeps one block table. */
+/**
+ * The pool every layer shares: block ids name blocks of one id space, each block owned by one KV
+ * group at a time (`kvCacheGroups`), and a sequence keeps one block table per group.
+ */
 export interface KvCacheLayout {
   numBlocks: number;
   blockSize: number;
   /** Model layers firstLayer, firstLayer + 1, ...: a pipeline stage's cache holds only its own. */
   layers: readonly LayerKvSpec[];
+  /** The KV group of each of `layers` (`kvCacheGroups`); absent: every layer is in group 0. */
+  groups?: readonly number[];
   /** How every layer stores its keys and values; absent means `auto`. */
   dtype?: KvCacheDtype;
   /** Absent: 0. */
   firstLayer?: number;
+}
+
+/** The KV group of model layer `layer` of the layout: whose block table and slots it reads. */
+export function layerGroup(layout: KvCacheLayout, layer: number): number {
+  return layout.groups?.[layoutIndex(layout, layer)] ?? 0;
 }
 
 /** Where model layer `layer` sits in `layout.layers`; a RangeError for a layer the cache does not hold. */
@@ -102,8 +112,9 @@ export function kvElementsPerToken(spec: LayerKvSpec): number {
 }
 
 /**
- * Bytes one cached token holds across all layers: `autoElementBytes` (the backend's activation
- * dtype) a value in a layer stored as `auto`, one byte a code with the 8-bit dtypes plus int8's scales.
+ * Bytes one cached token holds across `layers` (each one's own pool): `autoElementBytes` (the
+ * backend's activation dtype) a value in a layer stored as `auto`, one byte a code with the 8-bit
+ * dtypes plus int8's scales.
  */
 export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
   return layers.reduce((bytes, spec) => {
@@ -113,17 +124,66 @@ export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes
 }
 
 /**
- * Values of one block's key summaries in a layer (`AttentionKvSpec.keySummaries`): per kv head, the
- * minimum of each channel over the block's keys, then the maximum; 0 for a layer without them.
+/**
+ * Values of one block's key summaries in a layer's pool (`AttentionKvSpec.keySummaries`): per kv
+ * head, the minimum of each channel over the block's keys, then the maximum; 0 for a pool without them.
  */
 export function keySummaryElementsPerBlock(spec: LayerKvSpec): number {
   return spec.kind === 'attention' && spec.keySummaries === true ? 2 * spec.numKvHeads * spec.headDim : 0;
 }
 
-/** A block's bytes in every layer: its tokens' K/V (and int8 scales), plus its key summaries, kept in the activation dtype. */
-export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
-  const summaries = layers.reduce((n, spec) => n + keySummaryElementsPerBlock(spec), 0);
-  return blockSize * kvBytesPerToken(layers, autoElementBytes, dtype) + summaries * autoElementBytes;
+/**
+ * The pools a cache allocates, each `numBlocks` blocks, and the pool each layer reads and writes.
+ * Layers of different KV groups that store the same (kind and dimensions) share a pool: a block belongs to one group at a
+ * time, so at any block id only that group's layers touch the pool. Within a group every layer has
+ * a pool of its own; a cache of one group has one pool a layer, in layer order. A pool keeps key
+ * summaries when any layer stored in it does (a sparse full-attention layer sharing with sliding
+ * ones): they are per block like the keys, so they travel with the block whichever group holds it,
+ * and the sparse layer recomputes a block's summaries from offset 0 as it writes the block, so
+ * what another group's tenancy left there is never read.
+ */
+export interface KvStorage {
+  /** The spec of each pool (that of every layer stored in it, with key summaries if any of them keeps them). */
+  pools: LayerKvSpec[];
+  /** The pool of each of the layout's layers. */
+  poolOf: number[];
+}
+
+export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly number[]): KvStorage {
+  if (groups !== undefined && groups.length !== layers.length) throw new Error(`KV layout: ${groups.length} group ids for ${layers.length} layers`);
+  const pools: LayerKvSpec[] = [];
+  const poolOf: number[] = [];
+  // Per (group, spec), how many of the group's layers of that spec came before; per (spec, rank), its pool.
+  const seen = new Map<string, number>();
+  const byRank = new Map<string, number>();
+  layers.forEach((spec, i) => {
+    // What a pool stores, whatever window its layers read through and whether they keep summaries.
+    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
+    const groupKey = `${groups?.[i] ?? 0}/${shape}`;
+    const rank = seen.get(groupKey) ?? 0;
+    seen.set(groupKey, rank + 1);
+    const poolKey = `${rank}/${shape}`;
+    let pool = byRank.get(poolKey);
+    if (pool === undefined) {
+      pool = pools.push(spec) - 1;
+      byRank.set(poolKey, pool);
+    } else if (spec.kind === 'attention' && spec.keySummaries === true) {
+      pools[pool] = { ...(pools[pool] as AttentionKvSpec), keySummaries: true };
+    }
+    poolOf.push(pool);
+  });
+  return { pools, poolOf };
+}
+
+/**
+ * Bytes one block holds in every pool of a cache with these layers and groups (`kvStorage`): its
+ * tokens' K/V (and int8 scales), plus the key summaries of the pools that keep them, stored in the
+ * activation dtype.
+ */
+export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, autoElementBytes: number, dtype: KvCacheDtype = 'auto', groups?: readonly number[]): number {
+  const { pools } = kvStorage(layers, groups);
+  const summaries = pools.reduce((n, spec) => n + keySummaryElementsPerBlock(spec), 0);
+  return blockSize * kvBytesPerToken(pools, autoElementBytes, dtype) + summaries * autoElementBytes;
 }
 
 /**
@@ -173,27 +233,51 @@ export interface KvRetention {
 }
 
 /**
- * What the layers read of a sequence's past, or null when some layer reads all of it. Without
- * streaming that is the widest sliding window when every layer slides. With streaming, a layer
- * whose own window is no wider than the streaming window reads only its window; any other layer
- * reads the sinks and the streaming window.
+ * What one layer reads of a sequence's past, or null for all of it. Without streaming: its sliding
+ * window, if any. With streaming, a layer whose own window is no wider than the streaming window
+ * reads only its window; any other layer reads the sinks and the streaming window. A head's rows
+ * are read at every computed position a draft may start from: kept whole.
  */
-export function kvRetention(layers: readonly LayerKvSpec[], streaming: StreamingWindow | null): KvRetention | null {
-  if (layers.length === 0) return null;
-  let widest = 0;
-  let sinks = 0;
-  for (const spec of layers) {
-    // A head's rows sit beside its own attention layer, whose window decides what is kept.
-    if (spec.kind === 'rows') continue;
-    const own = spec.kind === 'attention' ? spec.slidingWindow : null;
-    if (streaming !== null && (own === null || own > streaming.window)) {
-      widest = Math.max(widest, streaming.window);
-      sinks = streaming.sinks;
-    } else if (own === null) {
-      return null;
-    } else {
-      widest = Math.max(widest, own);
+export function layerRetention(spec: LayerKvSpec, streaming: StreamingWindow | null): KvRetention | null {
+  const own = spec.kind === 'attention' ? spec.slidingWindow : null;
+  if (spec.kind === 'rows') return null;
+  if (streaming !== null && (own === null || own > streaming.window)) return { sinks: streaming.sinks, window: streaming.window };
+  return own === null ? null : { sinks: 0, window: own };
+}
+
+/**
+ * Layers grouped by what they read of a sequence's past (vLLM's hybrid KV cache manager): each
+ * group keeps a block table of its own per sequence, so a sliding-window group frees the blocks
+ * behind its window while a full-attention group keeps every block, all from one pool. Layers of
+ * one retention are split into groups as large as the smallest retention's layer count, so that
+ * every group stores about as many layers a block: the groups' layers then share pools
+ * (`kvStorage`) and a block costs the same whichever group holds it. A model whose layers all read
+ * the same (every full-attention model) is one group.
+ */
+export interface KvCacheGroups {
+  /** What each group's layers read (null: everything). */
+  retentions: (KvRetention | null)[];
+  /** The group of each layer given. */
+  groupOf: number[];
+}
+
+export function kvCacheGroups(layers: readonly LayerKvSpec[], streaming: StreamingWindow | null): KvCacheGroups {
+  const keyOf = (r: KvRetention | null) => (r === null ? 'full' : `${r.sinks}/${r.window}`);
+  const kinds = new Map<string, { retention: KvRetention | null; layers: number[] }>();
+  layers.forEach((spec, i) => {
+    const retention = layerRetention(spec, streaming);
+    const key = keyOf(retention);
+    if (!kinds.has(key)) kinds.set(key, { retention, layers: [] });
+    kinds.get(key)!.layers.push(i);
+  });
+  const size = Math.min(...[...kinds.values()].map((kind) => kind.layers.length));
+  const retentions: (KvRetention | null)[] = [];
+  const groupOf = new Array<number>(layers.length);
+  for (const { retention, layers: members } of kinds.values()) {
+    for (let start = 0; start < members.length; start += size) {
+      for (const i of members.slice(start, start + size)) groupOf[i] = retentions.length;
+      retentions.push(retention);
     }
   }
-  return { sinks, window: widest };
+  return { retentions: retentions.length === 0 ? [null] : retentions, groupOf };
 }

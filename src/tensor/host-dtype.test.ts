@@ -53,3 +53,16 @@ test('float32 tensors round-trip and unaligned byte views decode correctly', () 
   assert.deepEqual(hostTensorToFloat32(float32ToHostTensor(values, 'f32', [3])), values);
   assert.deepEqual(Array.from(hostTensorToFloat32(float32ToHostTensor(Float32Array.of(0.25, -3), 'f16', [2]))), [0.25, -3]);
 });
+
+test('a float32 array encodes to bf16 as floatToBf16Bits encodes each value (random bits, NaNs, infinities, ties)', () => {
+  const bits = new Uint32Array(1 << 16);
+  let state = 12345;
+  for (let i = 0; i < bits.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    bits[i] = state;
+  }
+  bits.set([0x7f800000, 0xff800000, 0x7fc00000, 0xffffffff, 0x7f7fffff, 0xff7fffff, 0x3f808000, 0x3f818000, 0x00008000, 0x80000000], 0);
+  const values = new Float32Array(bits.buffer);
+  const encoded = new Uint16Array(float32ToHostTensor(values, 'bf16', [values.length]).data.buffer);
+  values.forEach((v, i) => assert.equal(encoded[i], floatToBf16Bits(v), `bits 0x${bits[i].toString(16)}`));
+});

@@ -94,7 +94,15 @@ export function hostTensorToFloat32(t: HostTensor): Float32Array {
 export function float32ToHostTensor(values: Float32Array, dtype: WeightDType, shape: number[]): HostTensor {
   if (dtype === 'f32') return { dtype, shape, data: new Uint8Array(values.slice().buffer) };
   const halves = new Uint16Array(values.length);
-  const encode = dtype === 'bf16' ? floatToBf16Bits : floatToF16Bits;
-  for (let i = 0; i < values.length; i++) halves[i] = encode(values[i]);
+  if (dtype === 'bf16') {
+    // floatToBf16Bits inlined over the bits: this loop converts whole dequantized GGUF models.
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < bits.length; i++) {
+      const b = bits[i];
+      halves[i] = (b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+    }
+  } else {
+    for (let i = 0; i < values.length; i++) halves[i] = floatToF16Bits(values[i]);
+  }
   return { dtype, shape, data: new Uint8Array(halves.buffer) };
 }

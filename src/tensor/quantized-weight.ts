@@ -18,12 +18,34 @@
  *
  * nf4 and fp4 are bitsandbytes' 4-bit data types: 4-bit codes packed as int4's are, each an index
  * into a table of 16 values in [-1, 1] (NF4_VALUES, FP4_VALUES), scaled by the block's absmax.
+ *
+ * aqlm-1x16 and aqlm-2x8 are AQLM's additive vector codes (src/tensor/aqlm.ts): each group of 8
+ * consecutive columns of a row is one 16-bit word of codes, either one index into a codebook of
+ * 65536 vectors of 8 values or two indices into two codebooks of 256 (low byte the first), and
+ *
+ *   W[row, 8g + j] = (Σ_c codebooks[part(row), c, code_c(row, g), j]) * scale(row)
+ *
+ * the sum over the codebooks rounded to float32 in codebook order, then the product once. Each
+ * stacked part (q/k/v) keeps its own codebooks; one scale per row (groupSize = cols), no zeros,
+ * no permutation.
  */
 
 import { invalidModel } from '../errors.ts';
 import type { HostTensor } from './host-tensor.ts';
+import type { Sparse24Weight } from './sparse24.ts';
 
-export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3' | 'nf4' | 'fp4';
+export type QuantizedFormat = 'int4' | 'int8' | 'fp8-e4m3' | 'nf4' | 'fp4' | AqlmFormat;
+
+/** AQLM's two layouts Keel runs: codebooks × bits per code. */
+export type AqlmFormat = 'aqlm-1x16' | 'aqlm-2x8';
+
+/** An AQLM weight's codebooks: one set per stacked part, each part's output rows. */
+export interface AqlmCodebooks {
+  /** [parts, codebooks, codebook size, 8]: the checkpoint's float16 values, as float32. */
+  values: Float32Array;
+  /** Output rows of each part, in order; they add up to the weight's rows. */
+  partRows: number[];
+}
 
 export interface QuantizedWeight {
   format: QuantizedFormat;
@@ -52,10 +74,12 @@ export interface QuantizedWeight {
    * the activations stay 16-bit.
    */
   mixedInt8: { threshold: number } | null;
+  /** AQLM formats' codebooks; null for every other format. */
+  codebooks: AqlmCodebooks | null;
 }
 
-/** A linear layer's weight [rows, cols] as a checkpoint or load-time quantization holds it. */
-export type LinearWeight = HostTensor | QuantizedWeight;
+/** A linear layer's weight [rows, cols] as a checkpoint, load-time quantization or 2:4 sparsity holds it. */
+export type LinearWeight = HostTensor | QuantizedWeight | Sparse24Weight;
 
 export function isQuantized(w: LinearWeight): w is QuantizedWeight {
   return 'format' in w;
@@ -65,6 +89,18 @@ export function isQuantized(w: LinearWeight): w is QuantizedWeight {
 export const INT4_SLOT_COLUMN: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
 /** The nibble slot of each of a word's 8 columns (the inverse of INT4_SLOT_COLUMN). */
 export const INT4_COLUMN_SLOT: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+export function isAqlm(format: QuantizedFormat): format is AqlmFormat {
+  return format === 'aqlm-1x16' || format === 'aqlm-2x8';
+}
+
+/** An AQLM format's codebooks per group, bits per code, and vectors per codebook. */
+export function aqlmLayout(format: AqlmFormat): { codebooks: 1 | 2; bits: 8 | 16; size: number } {
+  return format === 'aqlm-1x16' ? { codebooks: 1, bits: 16, size: 65536 } : { codebooks: 2, bits: 8, size: 256 };
+}
+
+/** Columns of one AQLM code word (AQLM's in_group_size). */
+export const AQLM_GROUP = 8;
 
 /** Whether codes are 4 bits, packed in int4's layout (int4, nf4, fp4). */
 export function isFourBit(format: QuantizedFormat): boolean {
@@ -115,6 +151,7 @@ export function maxCode(format: QuantizedFormat): number {
 
 /** Bytes of one stored row of codes. */
 export function rowBytes(format: QuantizedFormat, cols: number): number {
+  if (isAqlm(format)) return (cols / AQLM_GROUP) * 2;
   return isFourBit(format) ? Math.ceil(cols / 8) * 4 : cols;
 }
 
@@ -169,6 +206,7 @@ export function emptyQuantizedWeight(format: QuantizedFormat, rows: number, cols
     zeros: asymmetric ? new Uint8Array(rows * groups) : null,
     perm: null,
     mixedInt8: null,
+    codebooks: null,
   };
 }
 
@@ -195,6 +233,10 @@ export function fillInt4Padding(w: QuantizedWeight): void {
  * so each value is the formula above rounded to float32 once.
  */
 export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): void {
+  if (w.codebooks !== null) {
+    decodeAqlmRow(w, w.codebooks, row, into);
+    return;
+  }
   const { cols, groupSize, codes, format } = w;
   const groups = numGroups(w);
   const base = row * rowBytes(format, cols);
@@ -217,6 +259,29 @@ export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): 
         const slot = INT4_COLUMN_SLOT[col & 7];
         into[col] = (((codes[base + (col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xf) - zero) * scale;
       }
+    }
+  }
+}
+
+/** decodeRow for AQLM: each group's code word looks up its vector(s) in the row's part's codebooks. */
+function decodeAqlmRow(w: QuantizedWeight, books: AqlmCodebooks, row: number, into: Float32Array): void {
+  const { codebooks: count, size } = aqlmLayout(w.format as AqlmFormat);
+  let part = 0;
+  for (let first = books.partRows[0]; row >= first; first += books.partRows[++part]);
+  const partBase = part * count * size * AQLM_GROUP;
+  const scale = w.scales[row];
+  const base = row * rowBytes(w.format, w.cols);
+  for (let g = 0; g < w.cols / AQLM_GROUP; g++) {
+    const lo = w.codes[base + 2 * g];
+    const hi = w.codes[base + 2 * g + 1];
+    const col = g * AQLM_GROUP;
+    if (count === 1) {
+      const v = partBase + (lo | (hi << 8)) * AQLM_GROUP;
+      for (let j = 0; j < AQLM_GROUP; j++) into[col + j] = books.values[v + j] * scale;
+    } else {
+      const a = partBase + lo * AQLM_GROUP;
+      const b = partBase + (size + hi) * AQLM_GROUP;
+      for (let j = 0; j < AQLM_GROUP; j++) into[col + j] = Math.fround(books.values[a + j] + books.values[b + j]) * scale;
     }
   }
 }
@@ -247,6 +312,7 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
     if (!samePerm(p.perm, first.perm)) throw invalidModel('projections stacked into one matmul have different act-order permutations (g_idx)');
     if (p.mixedInt8?.threshold !== first.mixedInt8?.threshold) throw invalidModel('projections stacked into one matmul have different LLM.int8() outlier thresholds');
   }
+  if (isAqlm(first.format)) return concatAqlmRows(parts);
   const rows = parts.reduce((n, p) => n + p.rows, 0);
   const asymmetric = parts.some((p) => p.zeros !== null);
   const out = emptyQuantizedWeight(first.format, rows, first.cols, first.groupSize, asymmetric);
@@ -266,6 +332,26 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
   return out;
 }
 
+/** AQLM parts stacked: codes and scales row after row, each part's codebooks after the last's. */
+function concatAqlmRows(parts: readonly QuantizedWeight[]): QuantizedWeight {
+  const [first] = parts;
+  const rows = parts.reduce((n, p) => n + p.rows, 0);
+  const out = emptyQuantizedWeight(first.format, rows, first.cols, first.cols, false);
+  const books = parts.map((p) => p.codebooks!);
+  const values = new Float32Array(books.reduce((n, b) => n + b.values.length, 0));
+  let row = 0;
+  let at = 0;
+  parts.forEach((p, i) => {
+    out.codes.set(p.codes, row * rowBytes(p.format, p.cols));
+    out.scales.set(p.scales, row);
+    values.set(books[i].values, at);
+    at += books[i].values.length;
+    row += p.rows;
+  });
+  out.codebooks = { values, partRows: books.flatMap((b) => b.partRows) };
+  return out;
+}
+
 function samePerm(a: Int32Array | null, b: Int32Array | null): boolean {
   if (a === null || b === null) return a === b;
   return a.length === b.length && a.every((v, i) => v === b[i]);
@@ -275,6 +361,7 @@ function samePerm(a: Int32Array | null, b: Int32Array | null): boolean {
 export function describeQuantized(w: QuantizedWeight): string {
   const group = w.groupSize === w.cols ? 'per channel' : `groups of ${w.groupSize}`;
   const mixed = w.mixedInt8 ? `, LLM.int8() outliers at ${w.mixedInt8.threshold}` : '';
+  if (w.codebooks !== null) return `${w.format} [${w.rows}, ${w.cols}], ${w.codebooks.partRows.length} codebook set(s)`;
   return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.perm ? ', act-order' : ''}${mixed}`;
 }
 

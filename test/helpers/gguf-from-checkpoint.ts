@@ -4,18 +4,20 @@ import { openCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../src/tensor/host-dtype.ts';
 import { f32, str, strings, u32, writeGguf, type GgufTensorSpec, type KvValue } from './gguf-writer.ts';
 import { quantizeQ4_0, quantizeQ4_K, quantizeQ6_K, quantizeQ8_0, quantizeQ8_K } from './ggml-quantize.ts';
+import { familyWriter, type FamilyOptions } from './gguf-family-writers.ts';
 
 /**
  * A GGUF file made from a Hugging Face checkpoint directory the way llama.cpp's converter
  * (convert_hf_to_gguf.py) makes one, for Keel's round-trip tests: its hyperparameter keys, its
  * tensor names, q/k rows of `llama` models reordered per head for its RoPE, experts stacked,
  * Llama 3 RoPE as rope_freqs.weight, 1-D tensors and routers in F32, and a byte-level BPE
- * tokenizer.json as a `gpt2` vocabulary (tokens, types, merges). Written independently of Keel's
- * reader: the two meet only in the file.
+ * tokenizer.json as a `gpt2` vocabulary (tokens, types, merges); Gemma 2/3, Phi-3 and DeepSeek-V2/V3
+ * as gguf-family-writers.ts converts them. Written independently of Keel's reader: the two meet
+ * only in the file.
  */
 export type GgufMatrixType = 'source' | 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K' | 'Q8_K';
 
-export interface GgufConversion {
+export interface GgufConversion extends FamilyOptions {
   /** The matrices' type ('source': F32/F16/BF16 as the checkpoint stores them). Rows that do not fill its blocks fall back to F16, as llama.cpp's quantizer falls back. */
   matrixType?: GgufMatrixType;
   /** tokenizer.ggml.pre of a byte-level BPE tokenizer.json. */
@@ -66,7 +68,8 @@ interface PendingTensor {
 
 export function ggufFromCheckpoint(dir: string, out: string, options: GgufConversion = {}): void {
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, any>;
-  const arch = ARCH[config.model_type];
+  const family = familyWriter(config, options);
+  const arch = family?.arch ?? ARCH[config.model_type];
   if (arch === undefined) throw new Error(`no GGUF architecture for model_type ${config.model_type}`);
   const heads = config.num_attention_heads as number;
   const kvHeads = (config.num_key_value_heads ?? heads) as number;
@@ -79,6 +82,12 @@ export function ggufFromCheckpoint(dir: string, out: string, options: GgufConver
     for (const hfName of ckpt.tensorNames.sort()) {
       const host = ckpt.read(hfName);
       let values = hostTensorToFloat32(host);
+      const converted = family?.convert(hfName, host.shape, values) ?? null;
+      if (converted !== null) {
+        for (const t of converted) pending.push({ ...t, sourceDtype: host.dtype, keepF32: t.keepF32 ?? t.shape.length === 1 });
+        continue;
+      }
+      if (family !== null) values = family.transform(hfName, values);
       const add = (name: string, keepF32 = host.shape.length === 1) => pending.push({ name, shape: host.shape, values, sourceDtype: host.dtype, keepF32 });
       if (hfName === 'model.embed_tokens.weight') add('token_embd.weight');
       else if (hfName === 'model.norm.weight') add('output_norm.weight');
@@ -97,7 +106,7 @@ export function ggufFromCheckpoint(dir: string, out: string, options: GgufConver
           experts.set(key, stack);
           continue;
         }
-        const gguf = LAYER_NAMES.find(([re]) => re.test(suffix))?.[1];
+        const gguf = [...(family?.names ?? []), ...LAYER_NAMES].find(([re]) => re.test(suffix))?.[1];
         if (gguf === undefined) throw new Error(`no GGUF name for ${hfName}`);
         if (arch === 'llama' && (gguf === 'attn_q' || gguf === 'attn_k')) values = pairRows(values, host.shape, gguf === 'attn_q' ? heads : kvHeads);
         const isRouter = gguf === 'ffn_gate_inp' || gguf === 'ffn_gate_inp_shexp';
@@ -116,10 +125,12 @@ export function ggufFromCheckpoint(dir: string, out: string, options: GgufConver
     stack.parts.forEach((p, i) => joined.set(p, i * p.length));
     pending.push({ name, shape: [stack.parts.length, ...stack.shape], values: joined, sourceDtype: stack.sourceDtype, keepF32: false });
   }
+  for (const t of family?.extraTensors(config) ?? []) pending.push({ ...t, sourceDtype: 'f32', keepF32: t.keepF32 ?? true });
   const ropeType = rope.rope_type ?? rope.type ?? 'default';
   if (ropeType === 'llama3') pending.push({ name: 'rope_freqs.weight', shape: [headDim / 2], values: llama3Factors(rope, headDim), sourceDtype: 'f32', keepF32: true });
   const tensors: GgufTensorSpec[] = pending.map((t) => encodeTensor(t, options.matrixType ?? 'source'));
-  writeGguf(out, { ...metadata(config, arch, headDim, rope, ropeType), ...tokenizerMetadata(dir, config, options.pre ?? 'gpt-2') }, tensors);
+  const familyKeys = family?.metadata(config, (key) => `${arch}.${key}`) ?? {};
+  writeGguf(out, { ...metadata(config, arch, headDim, rope, ropeType), ...familyKeys, ...tokenizerMetadata(dir, config, options.pre ?? 'gpt-2') }, tensors);
 }
 
 /** llama.cpp's order of a head's rows: the pair (j, j + d/2) of Hugging Face's rotate-half made adjacent (2j, 2j + 1). */

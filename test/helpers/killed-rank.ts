@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { LLM } from '../../src/engine/llm.ts';
 import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
+import { EngineReplicas } from '../../src/server/engine-host/engine-replicas.ts';
 import { startServer } from '../../src/server/server.ts';
 
 /**
@@ -9,7 +10,7 @@ import { startServer } from '../../src/server/server.ts';
  * server answers 503. Closes `llm`.
  */
 export async function assertKilledRankFailsLoudly(llm: LLM, rank: number, prompt: number[], failure: RegExp): Promise<void> {
-  const engine = await EngineClient.inThisThread(llm);
+  const engine = new EngineReplicas([await EngineClient.inThisThread(llm)]);
   const server = await startServer({ engine, host: '127.0.0.1', port: 0, logLevel: 'error' });
   try {
     const complete = () => fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: [1, 2, 3], max_tokens: 4 }), signal: AbortSignal.timeout(60_000) });

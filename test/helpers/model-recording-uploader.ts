@@ -3,6 +3,7 @@ import type { WeightUploader } from '../../src/layers/parameters.ts';
 import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../../src/tensor/mxfp4.ts';
 import { describeQuantized, type QuantizedWeight } from '../../src/tensor/quantized-weight.ts';
+import type { Sparse24Weight } from '../../src/tensor/sparse24.ts';
 
 /** A backend stand-in that keeps the host tensors (and rotary tables) it is asked to upload. */
 export class RecordingUploader implements WeightUploader {
@@ -18,6 +19,10 @@ export class RecordingUploader implements WeightUploader {
 
   loadQuantizedWeight(w: QuantizedWeight): Tensor {
     throw new Error(`RecordingUploader keeps host tensors only, not a quantized weight (${describeQuantized(w)})`);
+  }
+
+  loadSparseWeight(w: Sparse24Weight): Tensor {
+    throw new Error(`RecordingUploader keeps host tensors only, not a 2:4 sparse weight [${w.rows}, ${w.cols}]`);
   }
 
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {

@@ -7,7 +7,7 @@ import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
-import { kvRetention } from '../../src/step/kv-cache-layout.ts';
+import { kvBytesPerBlock, kvCacheGroups } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -41,13 +41,15 @@ export interface ParityOptions {
  * Engine configurations that must not change a single greedy token. `preemption`: whether the
  * pool is small enough to force preemption: 'always', or 'unless-windowed' for a pool that only a
  * model whose every layer slides a window fits without (its blocks behind the window are freed),
- * or 'windowed' for a pool small enough to force even such a model to preempt.
+ * 'unless-sliding' for one that a model with any sliding layer fits without (its sliding KV groups
+ * free their blocks: the same memory holds more of its tokens), or 'windowed' for a pool small
+ * enough to force even a model whose every layer slides to preempt.
  */
 interface EngineVariant {
   name: string;
   /** The engine options, or a function of the fixture's directory giving them. */
   config: EngineOptions | ((fixtureDir: string) => EngineOptions);
-  preemption?: 'unless-windowed' | 'windowed';
+  preemption?: 'unless-windowed' | 'unless-sliding' | 'windowed';
   /** The fixture is its own draft model: every draft must be accepted (where logits are exact). */
   selfDraft?: true;
 }
@@ -66,7 +68,7 @@ const ENGINE_VARIANTS: EngineVariant[] = [
   { name: 'block size 4 with 7-token chunks', config: { blockSize: 4, maxNumBatchedTokens: 7 } },
   // The four prompts need 15 blocks of 16 tokens together; 8 forces preemption by recompute
   // unless blocks behind a sliding window are freed.
-  { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, preemption: 'unless-windowed' },
+  { name: 'forced preemption (8-block pool)', config: { numKvBlocks: 8 }, preemption: 'unless-sliding' },
   // Four 16-token blocks: a windowed model's sequences each keep two or three, so they must take turns.
   { name: 'sliding window: forced preemption (4-block pool, 16-token chunks)', config: { numKvBlocks: 4, maxNumBatchedTokens: 16 }, preemption: 'windowed' },
   // Speculative decoding must not change a greedy token either (test/speculative-decoding.test.ts has more).
@@ -102,12 +104,14 @@ export function transformersParitySuite(options: ParityOptions): void {
       test('last-token logits of every prompt, batched together', async () => {
         await checkLogits(fixture, options);
       });
-      const windowed = fixtureSlidesEveryLayer(fixture);
+      const windowed = fixtureSlides(fixture, 'every');
+      const sliding = fixtureSlides(fixture, 'some');
       for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
         if (variant.preemption === 'windowed' && !windowed) continue;
         test(`greedy continuation: ${variant.name}`, async () => {
           const config = typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
-          const expectPreemption = variant.preemption !== undefined && !(variant.preemption === 'unless-windowed' && windowed);
+          const fitsAnyway = (variant.preemption === 'unless-windowed' && windowed) || (variant.preemption === 'unless-sliding' && sliding);
+          const expectPreemption = variant.preemption !== undefined && !fitsAnyway;
           const speculation = await checkGreedy(fixture, options, config, expectPreemption);
           if (variant.selfDraft && options.greedy === 'exact') assert.equal(speculation?.acceptanceRate, 1, 'a model drafting for itself has every draft accepted');
         });
@@ -125,10 +129,23 @@ export function transformersParitySuite(options: ParityOptions): void {
   }
 }
 
-/** Whether every layer of the fixture's model reads only a window of recent positions. */
-function fixtureSlidesEveryLayer(fixture: OracleFixture): boolean {
+/**
+ * The blocks that hold as much memory as `numBlocks` blocks of a cache with one block table: a
+ * model mixing sliding and full layers keeps a block table per KV group, and its blocks each hold
+ * one group's layers only (kvStorage), so the variants' small pools are sized in memory, not blocks.
+ */
+function sameMemoryKvBlocks(fixture: OracleFixture, numBlocks: number): number {
   const architecture = readModelArchitecture(fixture.dir);
-  return kvRetention(createModel(architecture, architecture.config.contextLength).kvLayers, null) !== null;
+  const layers = createModel(architecture, architecture.config.contextLength).kvLayers;
+  const ratio = kvBytesPerBlock(layers, 1, 4) / kvBytesPerBlock(layers, 1, 4, 'auto', kvCacheGroups(layers, null).groupOf);
+  return numBlocks * ratio;
+}
+
+/** Whether every (or some) layer of the fixture's model reads only a window of recent positions. */
+export function fixtureSlides(fixture: OracleFixture, layers: 'every' | 'some'): boolean {
+  const architecture = readModelArchitecture(fixture.dir);
+  const { retentions } = kvCacheGroups(createModel(architecture, architecture.config.contextLength).kvLayers, null);
+  return layers === 'every' ? retentions.every((retention) => retention !== null) : retentions.some((retention) => retention !== null);
 }
 
 export async function checkLogits(fixture: OracleFixture, options: ParityOptions): Promise<void> {
@@ -160,7 +177,7 @@ function prefillBatch(prompts: number[][], blockSize: number, model: CausalLM): 
     const blockTable = Array.from({ length: numBlocks }, (_, b) => nextBlock + b);
     nextBlock += numBlocks;
     const rotaryRow = model.rotaryRow?.bind(model);
-    return { tokens, startPos: 0, blockTable, ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
+    return { tokens, startPos: 0, blockTables: [blockTable], ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
   });
   return describeBatch(chunks, blockSize);
 }
@@ -175,7 +192,8 @@ const TEST_KV_BLOCKS = 256;
 
 /** Checks the greedy continuations; returns the engine's speculative decoding figures. */
 export async function checkGreedy(fixture: OracleFixture, options: ParityOptions, config: EngineOptions, expectPreemption: boolean): Promise<SpeculationStats | null> {
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, numKvBlocks: TEST_KV_BLOCKS, ...config });
+  const numKvBlocks = sameMemoryKvBlocks(fixture, config.numKvBlocks ?? TEST_KV_BLOCKS);
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, ...config, numKvBlocks });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
     outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
@@ -198,7 +216,7 @@ function assertSpeculated(speculation: SpeculationStats | null): void {
 
 export async function checkPrefixCacheRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions): Promise<void> {
   // Small blocks, so that even the shipped models' short prompts fill a block that can be hit.
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks: TEST_KV_BLOCKS, ...config });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, ...config, numKvBlocks: sameMemoryKvBlocks(fixture, config.numKvBlocks ?? TEST_KV_BLOCKS) });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
@@ -219,7 +237,7 @@ export async function checkPrefixCacheRerun(fixture: OracleFixture, options: Par
  * host tier (`kvOffloadGb`), then the prompts run again: loaded from the host, with the same tokens.
  */
 async function checkHostTierRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
-  const numKvBlocks = 64;
+  const numKvBlocks = sameMemoryKvBlocks(fixture, 64);
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks, kvOffloadGb: 0.01 });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };

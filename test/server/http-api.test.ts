@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
+import { EngineReplicas } from '../../src/server/engine-host/engine-replicas.ts';
 import { startServer } from '../../src/server/server.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from '../helpers/model-tiny-checkpoint.ts';
@@ -193,7 +193,7 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
   const dir = mkdtempSync(join(tmpdir(), 'keel-server-no-tokenizer-'));
   // A head dim of 8 (32 / 4 heads): the CUDA backend needs a multiple of 8.
   writeTinyCheckpoint(dir, { ...TINY_LLAMA_CONFIG, hidden_size: 32 });
-  const engine = await EngineClient.startThread({ model: dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 16 });
+  const engine = await EngineReplicas.start({ model: dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 16 });
   const bare = await startServer({ engine, port: 0, logLevel: 'silent' });
   try {
     const send = (path: string, body: unknown) => fetch(`${bare.url}${path}`, { method: 'POST', body: JSON.stringify(body) });

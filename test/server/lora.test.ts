@@ -116,3 +116,12 @@ test('load and unload errors: 404 for an unknown adapter, 400 naming a bad path,
   assert.equal(body.status, 400);
   assert.match(body.message, /lora_path/);
 });
+
+test('/metrics has vllm:lora_requests_info, the series the Gateway API Inference Extension reads for LoRA affinity', async () => {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('vllm:lora_requests_info{'));
+  assert.ok(line, text);
+  assert.match(line, /running_lora_adapters="",waiting_lora_adapters="",max_lora="2"/);
+  const since = Number(line.slice(line.lastIndexOf(' ') + 1));
+  assert.ok(since > 1.7e9 && since <= Date.now() / 1000, 'valued at when its labels last changed, in Unix seconds');
+});

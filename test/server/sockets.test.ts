@@ -3,6 +3,7 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { LINGER_LIMITS } from '../../src/server/lingering-close.ts';
+import { TOKENS_PER_S_ENV } from '../../scripts/chaos-soak/synthetic-engine-thread.ts';
 import { metricValue, startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
 
 // Socket hygiene: requests whose headers or body arrive too slowly get a 408, a keep-alive
@@ -17,9 +18,6 @@ const MAX_BODY_BYTES = 64 * 1024;
 
 before(async () => {
   server = await startTinyServer({
-    // A long context and a pool to match: a stream with logprobs outruns any socket buffer.
-    model: { max_position_embeddings: 16384 },
-    engine: { numKvBlocks: 4200 },
     server: { headerTimeoutMs: 1000, bodyTimeoutMs: 1500, idleTimeoutMs: 1000, maxConnections: MAX_CONNECTIONS, maxBodyBytes: MAX_BODY_BYTES, logLevel: 'silent' },
   });
   port = Number(new URL(server.url).port);
@@ -97,9 +95,28 @@ test('a keep-alive connection left idle is closed after --idle-timeout', { timeo
   assert.match(raw ?? '', /^HTTP\/1\.1 200/);
 });
 
+// The synthetic engine (the chaos soak's) makes the tokens, as fast as the server takes them: how
+// soon a stream outgrows the socket buffers must not hang on how fast this machine runs the model.
 test('a response whose client stops reading is cut after --idle-timeout, and its request aborted', { timeout: 60_000 }, async () => {
+  process.env[TOKENS_PER_S_ENV] = '200000';
+  // The default model for its vocabulary (the synthetic engine streams its word tokens).
+  const fast = await startTinyServer({
+    defaultModel: true,
+    engine: { numKvBlocks: 4200 },
+    engineEntry: new URL('../../scripts/chaos-soak/synthetic-engine-thread.ts', import.meta.url),
+    server: { idleTimeoutMs: 1000, logLevel: 'silent' },
+  });
+  try {
+    await stalledResponseIsCut(fast);
+  } finally {
+    await fast.close();
+  }
+});
+
+async function stalledResponseIsCut(server: TinyServer): Promise<void> {
   const abortsBefore = metricValue(await (await fetch(`${server.url}/metrics`)).text(), 'keel_request_success_total', { finished_reason: 'abort' }) ?? 0;
-  const body = JSON.stringify({ prompt: [1, 2, 3], n: 4, logprobs: 20, max_tokens: 16000, ignore_eos: true, stream: true });
+  // 16 choices × 1,900 tokens with 20 logprobs each: tens of MB, more than any socket buffers hold.
+  const body = JSON.stringify({ prompt: [1, 2, 3], n: 16, logprobs: 20, max_tokens: 1900, ignore_eos: true, stream: true });
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
     const req = httpRequest(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, resolve);
     req.on('error', reject);
@@ -121,7 +138,7 @@ test('a response whose client stops reading is cut after --idle-timeout, and its
   response.resume();
   await new Promise((resolve) => response.once('close', resolve));
   assert.ok(!text.endsWith('data: [DONE]\n\n'), 'the stream was cut, not ended');
-});
+}
 
 test('connections over --max-connections are refused; the ones within still work', { timeout: 20_000 }, async () => {
   const held = Array.from({ length: MAX_CONNECTIONS }, () => rawConnection());

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { EngineStats } from '../../src/engine/llm-engine.ts';
 import { SpeculationTally } from '../../src/engine/speculation-tally.ts';
-import { ServerMetrics } from '../../src/server/metrics.ts';
+import { ServerMetrics, type MeteredEngine } from '../../src/server/metrics.ts';
 import { metricValue, startTinyServer } from './tiny-server.ts';
 
 function engineStats(speculation: SpeculationTally | null): EngineStats {
@@ -25,14 +25,21 @@ function engineStats(speculation: SpeculationTally | null): EngineStats {
     numSwapBlocks: 0,
     numFreeSwapBlocks: 0,
     speculation: speculation?.summary() ?? null,
+    runningLoraAdapters: [],
+    waitingLoraAdapters: [],
   };
+}
+
+/** One engine whose stats are read from `stats` at each scrape, as the metrics see it. */
+function metered(stats: () => EngineStats): MeteredEngine {
+  return { info: { blockSize: 16, maxLoras: 1 }, loraAdapters: null, stats, replicaStates: () => [{ alive: true, stats: stats(), outstanding: 0, routed: { sticky: 0, prefix: 0, load: 0 } }] };
 }
 
 test('/metrics reports speculative decoding: totals, acceptance rate, mean accepted length and per-position acceptance', async () => {
   const tally = new SpeculationTally();
   tally.record(3, 1);
   tally.record(3, 3);
-  const metrics = new ServerMetrics('spec', () => engineStats(tally));
+  const metrics = new ServerMetrics('spec', metered(() => engineStats(tally)));
   let text = (await metrics.render()).body;
   assert.equal(metricValue(text, 'keel_spec_decode_num_drafts_total'), 2);
   assert.equal(metricValue(text, 'keel_spec_decode_num_draft_tokens_total'), 6);
@@ -51,7 +58,7 @@ test('/metrics reports speculative decoding: totals, acceptance rate, mean accep
 });
 
 test('/metrics has no speculative decoding metrics when the engine does not speculate', async () => {
-  const text = (await new ServerMetrics('plain', () => engineStats(null)).render()).body;
+  const text = (await new ServerMetrics('plain', metered(() => engineStats(null))).render()).body;
   assert.doesNotMatch(text, /keel_spec_decode/);
 });
 

@@ -1,14 +1,14 @@
 import { Writable } from 'node:stream';
 import type { EngineOptions } from '../../src/config.ts';
 import { DEFAULT_MODEL_DIR } from '../../src/engine/load-engine.ts';
-import { EngineClient } from '../../src/server/engine-host/engine-client.ts';
+import { EngineReplicas } from '../../src/server/engine-host/engine-replicas.ts';
 import { startServer, type ServerOptions } from '../../src/server/server.ts';
 import { TEST_BACKEND } from './test-backend.ts';
 import { tinyChatModelDir } from './tiny-chat-model.ts';
 
 export interface TinyServer {
   url: string;
-  engine: EngineClient;
+  engine: EngineReplicas;
   /** The server's log lines, parsed. */
   logs: Record<string, unknown>[];
   close(): Promise<void>;
@@ -33,7 +33,7 @@ export async function startTinyServer(
 ): Promise<TinyServer> {
   const given = options.modelDir ?? (options.defaultModel ? DEFAULT_MODEL_DIR : null);
   const model = given !== null ? { dir: given, remove: () => undefined } : tinyChatModelDir(options.model);
-  const engine = await EngineClient.startThread({ model: model.dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 256, ...options.engine }, options.engineEntry);
+  const engine = await EngineReplicas.start({ model: model.dir, backend: TEST_BACKEND, showProgress: false, numKvBlocks: 256, ...options.engine }, options.engineEntry);
   const logs: Record<string, unknown>[] = [];
   const logStream = new Writable({
     write(chunk, _encoding, done) {

@@ -51,6 +51,7 @@ from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa:
 from fixture_probes import (  # noqa: E402
     check_hub_layout, evidence, routing_stats, saved_tensors, softcap_stats,
 )
+from aqlm_fixtures import load_through_transformers  # noqa: E402
 from quantized_fixtures import SCHEMES, dequantized_state, install_runtime_layers, quantize_model, write_checkpoint  # noqa: E402
 
 MAX_NEW_TOKENS = 24
@@ -555,6 +556,20 @@ FIXTURES.append(dataclasses.replace(
     quantization="mxfp4",
     probes=(),
 ))
+# Appended last: the other fixtures' seeds depend on their positions.
+FIXTURES.append(Fixture(
+    "quant-aqlm-2x8", "llama",
+    "AQLM 2x8 (quant_method aqlm: two codebooks of 256 float16 vectors of 8, codes I8 [out, in/8, 2] stored signed, "
+    "scales F16 [out, 1, 1, 1]) written by Keel's own `keel quantize --method vq` (plain k-means codebooks) from the "
+    "bf16 model; embedding and lm_head bf16 (linear_weights_not_to_quantize). Oracle: transformers' AQLM loading "
+    "(AqlmHfQuantizer) with a stand-in for the uninstalled aqlm library whose QuantizedLinear multiplies by the weight "
+    "tools/oracle/aqlm_fixtures.py dequantizes from the format's definition, checked against the in-memory model on "
+    "those weights and each layer against its 16-bit weight.",
+    _fields(num_key_value_heads=2),
+    _rope(),
+    stored_dtype="bfloat16",
+    quantization="aqlm-2x8",
+))
 
 
 # ---------------------------------------------------------------------------------------
@@ -772,6 +787,11 @@ def load_quantized_fixture(path: Path):
     quantized_fixtures.dequantized_state into a float32 model of the same config. MXFP4 is read by
     transformers itself (its integration's dequantizing path, which CPU hosts take)."""
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.quantization_config.get("quant_method") == "aqlm":
+        # transformers' own AQLM loading, with a stand-in for the aqlm library (aqlm_fixtures.py).
+        model = load_through_transformers(path)
+        ensure_eager(model)
+        return model
     if config.quantization_config.get("quant_method") == "mxfp4":
         # dequantize=True: the integration's CPU path, taken without the accelerate/triton checks.
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager", local_files_only=True,

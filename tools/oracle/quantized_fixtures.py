@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BitsAndBytesConfig
 
+from aqlm_fixtures import dequantize as dequantize_aqlm, quantize_with_keel, replace_by_dequantized
 from bnb_fixtures import install_mixed_int8, pack_bnb4, pack_bnb8, read_bnb4, read_bnb8
 
 # AutoAWQ's GEMM packing writes output columns 0, 2, 4, 6, 1, 3, 5, 7 of each group of 8 into
@@ -96,6 +97,14 @@ SCHEMES = {
         "config": {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [32, 48]},
         "kind": "fp8", "scales": "block", "block": (32, 48), "scale_name": "weight_scale_inv",
     },
+    "aqlm-2x8": {
+        # Written by Keel's own `keel quantize --method vq` (tools/oracle/aqlm_fixtures.py), which
+        # must write exactly this quantization_config.
+        "config": {"quant_method": "aqlm", "in_group_size": 8, "out_group_size": 1, "num_codebooks": 2, "nbits_per_codebook": 8,
+                   "linear_weights_not_to_quantize": ["lm_head.weight", "lm_head", "model.embed_tokens.weight", "model.embed_tokens"],
+                   "meta": {"quantizer": ["keel quantize --method vq"]}},
+        "kind": "aqlm",
+    },
     "mxfp4": {
         # gpt-oss's published layout: the routed experts' fused tensors in MXFP4, the rest 16-bit.
         "config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
@@ -133,6 +142,10 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
                 packed[f"{name}_blocks"], packed[f"{name}_scales"] = blocks, scales
         if not packed:
             raise RuntimeError("mxfp4: the model has no gpt-oss expert tensors")
+        return packed
+    if scheme["kind"] == "aqlm":
+        packed = quantize_with_keel(model, scheme["config"])
+        replace_by_dequantized(model, packed)
         return packed
     # Act-order permutes a layer's input columns by its Hessian, which comes from its input:
     # projections reading the same input (q/k/v, gate/up) get the same order, as in GPTQ's output.
@@ -389,6 +402,10 @@ def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
             *lead, rows, blocks, _ = value.shape
             out[name16] = value.reshape(*lead, rows, blocks * MX_BLOCK).transpose(-1, -2).contiguous()
         elif method == "mxfp4" and leaf.endswith("_scales"):
+            continue
+        elif method == "aqlm" and leaf == "codes":
+            out[f"{base}.weight"] = dequantize_aqlm(t[name], t[f"{base}.codebooks"], t[f"{base}.scales"])
+        elif method == "aqlm" and leaf in ("codebooks", "scales"):
             continue
         elif leaf in ("qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv", "weight_zero_point", "weight_shape"):
             continue

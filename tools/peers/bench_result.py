@@ -282,7 +282,7 @@ def _llama_bench_command(args):
         "llama-bench",
         "llama.cpp",
         device(args.backend, gpu, None),
-        model_info(args.model_dir, config, params, dtype="f16"),
+        model_info(args.model_dir, config, params, dtype=args.dtype),
         {"gguf": args.gguf, "tests": args.tests, "flash_attn": True, "n_gpu_layers": 99, "llama_cpp_commit": args.llama_cpp_commit,
          "llama_cpp_source": args.llama_cpp_source, **build},
         {"llama.cpp": args.llama_cpp_commit or "unknown"},
@@ -391,6 +391,7 @@ def main():
     lb.add_argument("--llama-cpp-source", help="where that source came from (e.g. the npm package that bundles it)")
     lb.add_argument("--tests", default="pp512,tg128", help="the llama-bench tests asked for, as recorded in the config")
     lb.add_argument("--backend", default="cuda", help="device backend of the result (cpu for a CPU build)")
+    lb.add_argument("--dtype", default="f16", help="the GGUF's weight type as the result's model records it (f16, q8_0, q4_k_m)")
     lb.add_argument("--out-dir", default=RESULTS_DIR)
     bb = sub.add_parser("llama-batched-bench", help="record llama-batched-bench's JSONL output (or why it could not run) as a Keel result")
     bb.add_argument("--model-dir", required=True, help="the architecture's directory (bench/configs/NAME)")

@@ -6,11 +6,11 @@
 #
 # The source is the one node-llama-cpp's npm package bundles (llama/gitRelease.bundle, a git
 # bundle of one squashed commit; llama/llama.cpp.info.json names the llama.cpp release tag).
-# Kept: what configuring and building llama-bench and llama-batched-bench needs with the CPU
-# and CUDA backends (CMake files, include/, src/, common/, vendor/, ggml/ without the other
-# backends, licenses). Dropped: docs, tests, examples, models (vocab files), the Python
-# converters, the other tools and backends. tools/CMakeLists.txt is rewritten to add only the
-# two benchmarks, and the unified `app` is dropped (configure with -DLLAMA_BUILD_APP=OFF).
+# Kept: what configuring and building llama-bench, llama-batched-bench and llama-quantize needs
+# with the CPU and CUDA backends (CMake files, include/, src/, common/, vendor/, ggml/ without the
+# other backends, licenses). Dropped: docs, tests, examples, models (vocab files), the Python
+# converters, the other tools and backends. tools/CMakeLists.txt is rewritten to add only those
+# three tools, and the unified `app` is dropped (configure with -DLLAMA_BUILD_APP=OFF).
 #
 # Writes .llama-cpp/llama.cpp.tar.xz (ignored by git; the top folder in it is llama.cpp/) and
 # .llama-cpp/source.json (package version, llama.cpp tag, bundle commit, ggml version), for
@@ -40,14 +40,15 @@ done
 # ggml/src: its own files, the CPU and CUDA backends; every other backend is a subdirectory that
 # ggml/src/CMakeLists.txt adds only when its GGML_<NAME> option is on.
 find "$full/ggml/src" -mindepth 1 -maxdepth 1 \( -type f -o -name ggml-cpu -o -name ggml-cuda \) -exec cp -r {} "$src/ggml/src/" \;
-cp -r "$full/tools/llama-bench" "$full/tools/batched-bench" "$src/tools/"
+cp -r "$full/tools/llama-bench" "$full/tools/batched-bench" "$full/tools/quantize" "$src/tools/"
 rm -f "$src"/tools/*/README.md
 cat >"$src/tools/CMakeLists.txt" <<'EOF'
-# Trimmed by Keel's tools/peers/pack_llama_cpp.sh: only the two benchmarks.
+# Trimmed by Keel's tools/peers/pack_llama_cpp.sh: the two benchmarks and the quantizer.
 find_package(Threads REQUIRED)
 llama_add_compile_flags()
 add_subdirectory(batched-bench)
 add_subdirectory(llama-bench)
+add_subdirectory(quantize)
 EOF
 
 ggml_version=$(sed -n 's/^set(GGML_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\))/\2/p' "$src/ggml/CMakeLists.txt" | paste -sd.)

@@ -66,7 +66,7 @@ test('linear names both shapes when they do not fit', () => {
 
 test('embedding and gatherLogitsRows pick rows by token id and by logits index; embedding scales its rows', () => {
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
-  const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTable: [0] }, { tokens: [4], startPos: 0, blockTable: [1] }], 4));
+  const step = backend.beginStep(describeBatch([{ tokens: [3, 1], startPos: 0, blockTables: [[0]] }, { tokens: [4], startPos: 0, blockTables: [[1]] }], 4));
   const embedded = backend.embedding(table, step, 1, 0);
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
@@ -78,7 +78,7 @@ test('embedding reads a token the last sampling pass drew, and names a source pa
   const table = load(Float32Array.from({ length: 10 }, (_, i) => i), [5, 2]);
   const logits = load(Float32Array.of(0, 0, 0, 9, 0), [1, 5]);
   cpu.sampleRows(logits, [testDraw({ temperature: 0 })]);
-  const batch = describeBatch([{ tokens: [1], startPos: 0, blockTable: [0], lastTokenSource: 0 }], 4);
+  const batch = describeBatch([{ tokens: [1], startPos: 0, blockTables: [[0]], lastTokenSource: 0 }], 4);
   assert.deepEqual(Array.from(cpu.toHost(cpu.embedding(table, cpu.beginStep(batch), 1, 0))), [6, 7]);
   batch.tokenSources[0] = 1;
   assert.throws(() => cpu.embedding(table, cpu.beginStep(batch), 1, 0), /token source 1 is outside the 1 draws of the last sampling pass/);
@@ -114,7 +114,7 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
   const cache = backend.createKvCache({ numBlocks: 3, blockSize: 4, layers: [layer, layer] });
   const rope = backend.uploadRopeTable(plainRopeTable(4, 10000, 16));
-  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 0, blockTable: [2] }], 4));
+  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 0, blockTables: [[2]] }], 4));
   const qkv = load(random.floats(16), [1, 16]);
   const value = backend.toHost(qkv).slice(12, 16);
   backend.ropeAndCacheWrite(qkv, rope, cache, 1, step, shape);
@@ -143,7 +143,7 @@ test('ropeAndCacheWrite rotates only the leading rotary dims of each head (parti
   const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };
   const cache = backend.createKvCache({ numBlocks: 1, blockSize: 4, layers: [layer] });
   const rope = backend.uploadRopeTable(plainRopeTable(2, 10000, 8));
-  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 3, blockTable: [0] }], 4));
+  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 3, blockTables: [[0]] }], 4));
   const qkv = load(Float32Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), [1, 12]);
   backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, attn);
   const [c, s] = [Math.cos(3), Math.sin(3)];

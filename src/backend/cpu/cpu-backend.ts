@@ -23,9 +23,11 @@ import type {
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
-import type { BatchDescription } from '../../step/batch.ts';
-import { layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuTensor } from './cpu-tensor.ts';
+import { groupBatch, type BatchDescription } from '../../step/batch.ts';
+import { layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
+import { sparse24Matmul } from './ops/sparse24-matmul.ts';
+import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
@@ -95,6 +97,11 @@ export class CpuBackend implements Backend {
     return new CpuQuantizedTensor(w);
   }
 
+  /** Keeps `w.meta` by reference: do not mutate it afterwards. */
+  loadSparseWeight(w: Sparse24Weight): Tensor {
+    return new CpuSparse24Tensor(w.rows, w.cols, hostTensorToFloat32(w.values), w.meta);
+  }
+
   /** Keeps `w` by reference: do not mutate it afterwards. */
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
     checkMxfp4(w, 'loadMxfp4Weight');
@@ -137,7 +144,7 @@ export class CpuBackend implements Backend {
     return new CpuWeightStream();
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCpuWeightStream(stream);
     return {
       loadWeight: (t, options) => {
@@ -151,7 +158,12 @@ export class CpuBackend implements Backend {
           scales: weights.place(group, w.scales),
           zeros: w.zeros && weights.place(group, w.zeros),
           perm: w.perm && weights.place(group, w.perm),
+          codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
         }),
+      loadSparseWeight: (w) => {
+        const loaded = this.loadSparseWeight(w) as CpuSparse24Tensor;
+        return new CpuSparse24Tensor(w.rows, w.cols, weights.place(group, loaded.values), weights.place(group, loaded.meta));
+      },
       loadMxfp4Weight: (w) => this.loadMxfp4Weight({ ...w, blocks: weights.place(group, w.blocks), scales: weights.place(group, w.scales) }),
       // Rotary tables are shared by every layer: they stay where they are.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
@@ -270,6 +282,7 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([input.rows, outDim]);
     if (weight instanceof CpuQuantizedTensor && weight.weight.mixedInt8 !== null) llmInt8Matmul(input.data, input.rows, weight.weight, b, out.data);
     else if (weight instanceof CpuQuantizedTensor) quantizedMatmul(input.data, input.rows, weight.weight, b, out.data);
+    else if (weight instanceof CpuSparse24Tensor) sparse24Matmul(input.data, input.rows, inDim, weight.values, weight.meta, outDim, b, out.data);
     else matmulTransposed(input.data, input.rows, inDim, asCpuTensor(weight, 'linear weight').data, outDim, b, out.data);
     return out;
   }
@@ -288,7 +301,7 @@ export class CpuBackend implements Backend {
     const table = asCpuRopeTable(rope);
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const pools = layerPools(cache, layer, attn);
-    const { rotaryRows, slotMapping, numTokens } = step.batch;
+    const { rotaryRows, slotMapping, numTokens } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
     ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
     if (pools.summaries) writeKeySummaries(pools.keys, pools.kScale, pools.summaries, slotMapping, cache.layout.blockSize);
@@ -302,7 +315,7 @@ export class CpuBackend implements Backend {
     if (sinks !== null && sinks.length !== attn.numHeads) throw new Error(`attention: ${sinks.length} sinks for ${attn.numHeads} heads`);
     const streaming = attn.streaming === null ? null : { ...attn.streaming, rope: asCpuRopeTable(attn.streaming.rope) };
     const params: CpuAttentionParams = { ...attn, sinks, streaming };
-    pagedAttention(packed.data, pools, cache.layout.blockSize, step.batch, params, out.data);
+    pagedAttention(packed.data, pools, cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), params, out.data);
     return out;
   }
 
@@ -374,7 +387,7 @@ export class CpuBackend implements Backend {
   }
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
-    const { numTokens, rotaryRows, slotMapping } = step.batch;
+    const { numTokens, rotaryRows, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asCpuTensor(kv, 'mlaRopeAndCacheWrite kv');
     if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
@@ -393,7 +406,7 @@ export class CpuBackend implements Backend {
       throw new Error(`mlaAttention: qLatent [${latent.shape.join(', ')}] is not [${numTokens}, ${mla.numHeads} × ${mla.latentDim}]`);
     }
     const out = CpuTensor.zeros([numTokens, mla.numHeads * mla.latentDim]);
-    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, step.batch, mla, out.data);
+    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), mla, out.data);
     return out;
   }
 
@@ -573,21 +586,22 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CpuTensor {
 function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
-  return kv.pools[layoutIndex(kv.layout, layer)][0];
+  return kv.layerPools(layer)[0];
 }
 
 function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string): { pool: Float32Array; width: number } {
   const kv = asCpuKvCache(cache);
   const { width } = rowsKvLayer(kv.layout, layer, slots, op);
   // Rows are kept in float32 whatever the cache's dtype (kvLayerDtype): anything else is a wiring bug.
-  const { codes } = kv.pools[layoutIndex(kv.layout, layer)][0];
+  const { codes } = kv.layerPools(layer)[0];
   if (!(codes instanceof Float32Array)) throw new Error(`CpuBackend: ${op}: layer ${layer}'s rows pool is not float32`);
   return { pool: codes, width };
 }
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
-  attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values, summaries] = kv.pools[layoutIndex(kv.layout, layer)];
-  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1, summaries: summaries === undefined ? null : (summaries.codes as Float32Array) };
+  const spec = attentionKvLayer(kv.layout, layer, attn);
+  const [keys, values, summaries] = kv.layerPools(layer);
+  // A pool shared with a sparse layer of another KV group keeps summaries this layer neither writes nor reads.
+  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1, summaries: spec.keySummaries === true ? (summaries.codes as Float32Array) : null };
 }

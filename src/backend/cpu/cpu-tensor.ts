@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import { kvElementsPerToken, kvLayerDtype, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
@@ -42,6 +42,25 @@ export class CpuQuantizedTensor implements Tensor {
   }
 }
 
+/**
+ * A 2:4 sparse linear weight [rows, cols] kept compressed (src/tensor/sparse24.ts): its kept
+ * values [rows, cols / 2] in float32 and their column metadata [rows, cols / 8].
+ */
+export class CpuSparse24Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly values: Float32Array;
+  readonly meta: Uint8Array;
+
+  constructor(rows: number, cols: number, values: Float32Array, meta: Uint8Array) {
+    if (values.length !== (rows * cols) / 2 || meta.length !== (rows * cols) / 8) {
+      throw new Error(`CpuSparse24Tensor: ${values.length} values and ${meta.length} metadata bytes do not fit a 2:4 weight [${rows}, ${cols}]`);
+    }
+    this.shape = [rows, cols];
+    this.values = values;
+    this.meta = meta;
+  }
+}
+
 /** MoE experts [count, rows, cols] kept packed in MXFP4; expertMlp decodes one expert's matrix at a time. */
 export class CpuMxfp4Tensor implements Tensor {
   readonly shape: readonly number[];
@@ -73,22 +92,26 @@ export class CpuRopeTable implements Tensor {
 }
 
 /**
- * Each layer's paged pools in its dtype (ops/kv-codes.ts, `kvLayerDtype`): an attention layer has
- * a key pool and a value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer one
- * pool of rows [numBlocks, blockSize, latentDim + ropeDim], a rows layer one of [numBlocks,
- * blockSize, width], always float32.
+ * The paged pools of each storage of the layout (`kvStorage`: a layer's own, or one shared with
+ * layers of other KV groups), in its dtype (ops/kv-codes.ts, `kvLayerDtype`): attention has a key
+ * pool and a value pool, each [numBlocks, blockSize, numKvHeads, headDim]; MLA one pool of rows
+ * [numBlocks, blockSize, latentDim + ropeDim], a rows layer one of [numBlocks, blockSize, width],
+ * always float32.
  */
 export class CpuKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly pools: CpuKvPool[][];
+  private readonly poolOf: number[];
 
   constructor(layout: KvCacheLayout) {
     this.layout = layout;
     const slots = layout.numBlocks * layout.blockSize;
     const dtype = layout.dtype ?? 'auto';
-    // An attention layer with key summaries has a third pool, indexed by block: [numBlocks,
+    const storage = kvStorage(layout.layers, layout.groups);
+    this.poolOf = storage.poolOf;
+    // An attention storage with key summaries has a third pool, indexed by block: [numBlocks,
     // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts).
-    this.pools = layout.layers.map((spec) =>
+    this.pools = storage.pools.map((spec) =>
       spec.kind === 'attention'
         ? [
             createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
@@ -97,6 +120,11 @@ export class CpuKvCache implements KvCache {
           ]
         : [createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec))],
     );
+  }
+
+  /** The pools model layer `layer` reads and writes. */
+  layerPools(layer: number): CpuKvPool[] {
+    return this.pools[this.poolOf[layoutIndex(this.layout, layer)]];
   }
 
   spec(layer: number): LayerKvSpec {
@@ -126,6 +154,7 @@ function elementCount(shape: readonly number[]): number {
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
   if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CpuMxfp4Tensor) throw new Error(`CpuBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CpuSparse24Tensor) throw new Error(`CpuBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;
 }

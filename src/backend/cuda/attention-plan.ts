@@ -2,6 +2,8 @@ import type { BatchDescription } from '../../step/batch.ts';
 
 /** Query rows per prefill CTA; must match BM in kernels/prefill-attention.cu. */
 export const PREFILL_TILE_ROWS = 64;
+/** Query rows per CTA of the Hopper prefill kernel; must match BM in kernels/prefill-attention-wgmma.cu. */
+export const WIDE_PREFILL_TILE_ROWS = 128;
 /** Keys per decode tile; must match TK in kernels/decode-attention.cu. */
 export const DECODE_TILE_KEYS = 32;
 /**
@@ -25,11 +27,14 @@ export interface AttentionPlan {
   maxDecodeSeqLen: number;
   /** [numTiles, 2]: (sequence, first query row of the tile within the sequence's chunk). */
   prefillTiles: Int32Array;
+  /** The same chunks cut into WIDE_PREFILL_TILE_ROWS-row tiles (the Hopper prefill kernel's), likewise longest first. */
+  wideTiles: Int32Array;
 }
 
 export function planAttention(batch: BatchDescription): AttentionPlan {
   const decode: number[] = [];
-  const tiles: { seq: number; row: number; lastPosition: number }[] = [];
+  const tiles: PrefillTile[] = [];
+  const wide: PrefillTile[] = [];
   let maxDecodeSeqLen = 0;
   for (let s = 0; s < batch.numSeqs; s++) {
     const start = batch.queryStartLoc[s];
@@ -38,19 +43,37 @@ export function planAttention(batch: BatchDescription): AttentionPlan {
       decode.push(s);
       maxDecodeSeqLen = Math.max(maxDecodeSeqLen, batch.seqLens[s]);
     } else {
-      for (let row = 0; row < len; row += PREFILL_TILE_ROWS) {
-        const last = Math.min(row + PREFILL_TILE_ROWS, len) - 1;
-        tiles.push({ seq: s, row, lastPosition: batch.positions[start + last] });
-      }
+      cutTiles(batch, s, PREFILL_TILE_ROWS, tiles);
+      cutTiles(batch, s, WIDE_PREFILL_TILE_ROWS, wide);
     }
   }
-  // Longest-running tiles (most keys) first, so the short ones fill in the tail of the grid.
-  tiles.sort((a, b) => b.lastPosition - a.lastPosition);
   return {
     decodeSeqs: Int32Array.from(decode),
     maxDecodeSeqLen,
-    prefillTiles: Int32Array.from(tiles.flatMap((t) => [t.seq, t.row])),
+    prefillTiles: tileList(tiles),
+    wideTiles: tileList(wide),
   };
+}
+
+interface PrefillTile {
+  seq: number;
+  row: number;
+  lastPosition: number;
+}
+
+/** Appends sequence `seq`'s chunk cut into `rows`-row tiles. */
+function cutTiles(batch: BatchDescription, seq: number, rows: number, into: PrefillTile[]): void {
+  const start = batch.queryStartLoc[seq];
+  const len = batch.queryStartLoc[seq + 1] - start;
+  for (let row = 0; row < len; row += rows) {
+    into.push({ seq, row, lastPosition: batch.positions[start + Math.min(row + rows, len) - 1] });
+  }
+}
+
+/** [numTiles, 2] (sequence, first row), the longest-running tiles (most keys) first so that the short ones fill in the tail of the grid. */
+function tileList(tiles: PrefillTile[]): Int32Array {
+  tiles.sort((a, b) => b.lastPosition - a.lastPosition);
+  return Int32Array.from(tiles.flatMap((t) => [t.seq, t.row]));
 }
 
 export interface DecodePartitions {

@@ -72,7 +72,7 @@ export interface CudaDoctorReport {
   /** The NVIDIA kernel module's version (e.g. "580.95.05"), from /proc/driver/nvidia/version. */
   driverVersion: string | null;
   nvrtcVersion: string | null;
-  /** The file each library was loaded from, or null when none was found (NCCL is needed only for parallel runs). */
+  /** The file each library was loaded from, or null when none was found (NCCL is needed only for parallel runs, cuSPARSELt only for 2:4 sparse weights). */
   libraries: Record<CudaLibrary, string | null>;
   kernelCacheDir: string;
 }
@@ -88,7 +88,7 @@ export function doctorReport(): CudaDoctorReport {
     driverCudaVersion: null,
     driverVersion: kernelModuleVersion(),
     nvrtcVersion: null,
-    libraries: { cuda: null, nvrtc: null, cublas: null, cublasLt: null, nccl: null },
+    libraries: { cuda: null, nvrtc: null, cublas: null, cublasLt: null, nccl: null, cusparseLt: null },
     kernelCacheDir: kernelCacheDir(),
   };
   for (const library of Object.keys(CUDA_SONAMES) as CudaLibrary[]) {

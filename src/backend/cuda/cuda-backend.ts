@@ -20,21 +20,24 @@ import type {
   Tensor,
   WeightStream,
 } from '../backend.ts';
-import { floatToBf16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
+import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
+import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
 import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './kernels/quantized-linear.ts';
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
-import type { BatchDescription } from '../../step/batch.ts';
-import { keySummaryElementsPerBlock, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
+import { keySummaryElementsPerBlock, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
@@ -58,7 +61,7 @@ import { launchMlaAttention } from './kernels/mla.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
-import { launchPrefillAttention } from './kernels/prefill-attention.ts';
+import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchScatterRows } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
@@ -81,6 +84,12 @@ export interface CudaBackendOptions {
    * (5-9 % faster at batch 1 on the H200, equal to transformers on every MoE fixture there).
    */
   moeDecode?: MoeDecodePath;
+  /**
+   * Which prefill attention kernel runs (kernels/prefill-attention.ts): `legacy` (mma.sync), `auto`
+   * (the Hopper wgmma kernel where it covers the layer) or `wgmma` (that kernel or an error).
+   * Default: $KEEL_PREFILL_ATTENTION, else legacy until the wgmma kernel is verified on a GPU.
+   */
+  prefillAttention?: PrefillAttentionPath;
   /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
@@ -105,6 +114,15 @@ function moeDecodeFromEnv(): MoeDecodePath {
   if (value === undefined || value === '' || value === 'fused') return 'fused';
   if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
+}
+
+/** KEEL_PREFILL_ATTENTION, for comparing the prefill attention kernels without a code change. */
+function prefillAttentionFromEnv(): PrefillAttentionPath {
+  const value = process.env.KEEL_PREFILL_ATTENTION;
+  if (value === undefined || value === '') return 'legacy';
+  const path = PREFILL_ATTENTION_PATHS.find((p) => p === value);
+  if (path === undefined) throw new KeelError('invalid_argument', `KEEL_PREFILL_ATTENTION must be one of ${PREFILL_ATTENTION_PATHS.join(', ')}, not '${value}'`);
+  return path;
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -156,6 +174,8 @@ export class CudaBackend implements Backend {
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
+  /** Read at each attention call: a benchmark may switch it between recordings. */
+  prefillAttention: PrefillAttentionPath;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -169,6 +189,7 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
+    this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -303,6 +324,9 @@ export class CudaBackend implements Backend {
   /** `loadQuantizedWeight` into the device memory `alloc` gives. */
   private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): Tensor {
     if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
+    if (w.codebooks !== null && w.codebooks.partRows.length > AQLM_MAX_PARTS) {
+      throw new Error(`an AQLM weight of ${w.codebooks.partRows.length} stacked parts, each with its own codebooks: the CUDA kernels take at most ${AQLM_MAX_PARTS}`);
+    }
     const upload = (data: ArrayBufferView | null): DevicePtr => {
       if (data === null) return 0;
       const ptr = alloc(data.byteLength);
@@ -321,6 +345,9 @@ export class CudaBackend implements Backend {
       zeros: upload(w.zeros),
       perm: upload(w.perm),
       mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
+      // AQLM codebooks hold float16 values: kept so on the device, as the kernels read them.
+      codebooks: upload(w.codebooks === null ? null : Uint16Array.from(w.codebooks.values, floatToF16Bits)),
+      partEnds: w.codebooks === null ? [] : w.codebooks.partRows.map((_, i, rows) => rows.slice(0, i + 1).reduce((a, b) => a + b, 0)),
     });
     this.weightRows += w.rows;
     this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
@@ -333,6 +360,21 @@ export class CudaBackend implements Backend {
       this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
     }
     return tensor;
+  }
+
+  loadSparseWeight(w: Sparse24Weight): Tensor {
+    return this.loadSparseWeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /**
+   * `loadSparseWeight` into the device memory `alloc` gives: the bf16 expansion, and cuSPARSELt's
+   * compressed copy when the shape is one it multiplies (both dimensions multiples of
+   * SPARSE_SHAPE_MULTIPLE), compressed from the expansion on the device.
+   */
+  private loadSparseWeightInto(w: Sparse24Weight, alloc: (bytes: number) => DevicePtr): Tensor {
+    const dense = asBf16(this.loadWeightInto(expandSparse24(w), {}, alloc), 'sparse weight');
+    const fits = w.rows % SPARSE_SHAPE_MULTIPLE === 0 && w.cols % SPARSE_SHAPE_MULTIPLE === 0;
+    return new CudaSparse24Tensor(dense, fits ? this.device.cusparseLt.compress(dense.ptr, w.rows, w.cols, this.device, alloc) : null);
   }
 
   loadMxfp4Weight(w: Mxfp4Weight): Tensor {
@@ -444,7 +486,7 @@ export class CudaBackend implements Backend {
     return stream;
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
     const weights = asCudaWeightStream(stream);
     const alloc = (bytes: number) => weights.buffer(group, bytes);
     const kept = (tensor: Tensor): Tensor => {
@@ -454,6 +496,9 @@ export class CudaBackend implements Backend {
     return {
       loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
       loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      // A streamed layer's 2:4 weights stream as their dense expansion (half of what the
+      // compressed copy would add to each transfer is metadata cuSPARSELt lays out its own way).
+      loadSparseWeight: (w) => kept(this.loadWeightInto(expandSparse24(w), {}, alloc)),
       loadMxfp4Weight: (w) => kept(this.loadMxfp4WeightInto(w, alloc)),
       // Rotary tables are shared by every layer: they stay on the device.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
@@ -535,6 +580,7 @@ export class CudaBackend implements Backend {
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
         prefillTiles: at('prefillTiles'),
+        wideTiles: at('wideTiles'),
         loraOrder: at('loraOrder'),
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
@@ -585,6 +631,7 @@ export class CudaBackend implements Backend {
   }
 
   linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: { float32?: boolean } = {}): Tensor {
+    if (weight instanceof CudaSparse24Tensor) return this.sparseLinear(x, weight, bias, options);
     if (weight instanceof CudaQuantizedTensor) {
       if (options.float32) throw new Error('linear: a float32 output is for 16-bit weights (routers stay 16-bit), not a quantized one');
       return this.quantizedLinear(x, weight, bias);
@@ -611,6 +658,36 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * A 2:4 weight's product, chosen per shape. Decode-sized batches (up to GEMV_MAX_ROWS rows)
+   * stream the dense expansion through the GEMV: they are memory-bound, and cuSPARSELt's gain is
+   * tensor-core throughput on tiles of 16+ rows that such a batch would mostly pad
+   * (`keel bench linear --format 2:4` times both to move this line). Larger batches run on
+   * cuSPARSELt, their rows padded to a multiple of SPARSE_ROWS_MULTIPLE in a step-arena copy;
+   * shapes cuSPARSELt does not take (no compressed copy) multiply the expansion.
+   */
+  private sparseLinear(x: Tensor, w: CudaSparse24Tensor, bias: Tensor | null, options: { float32?: boolean }): Tensor {
+    const input = asBf16(x, 'linear input');
+    if (w.compressed === null || input.rows <= GEMV_MAX_ROWS || options.float32) return this.linear(input, w.dense, bias, options);
+    const [n, k] = w.shape;
+    if (input.cols !== k) throw new Error(`linear: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}]`);
+    const b = bias === null ? null : asBf16(bias, 'linear bias');
+    if (b !== null && b.numel !== n) throw new Error(`linear: bias of ${b.numel} values for ${n} outputs`);
+    const rows = Math.ceil(input.rows / SPARSE_ROWS_MULTIPLE) * SPARSE_ROWS_MULTIPLE;
+    let xs = input.ptr;
+    if (rows !== input.rows) {
+      // The pad rows' products land in output rows no one reads: they need no zeroing.
+      xs = this.arena.alloc(2 * rows * k);
+      this.device.copyAsync(xs, input.ptr, 2 * input.rows * k);
+    }
+    const out = this.stepTensor([rows, n]);
+    const { workspaceBytes } = this.device.cusparseLt.plan(w.compressed, rows);
+    const workspace = workspaceBytes > 0 ? this.arena.alloc(workspaceBytes) : 0;
+    this.device.cusparseLt.linear(out.ptr, xs, w.compressed, rows, workspace);
+    if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, n, { float32: false });
+    return new CudaTensor([input.rows, n], out.ptr, 'bf16');
+  }
+
+  /**
    * Decode-sized batches stream the codes through the quantized GEMV, batches up to
    * QUANTIZED_GEMM_MAX_ROWS through the tensor-core GEMM that decodes the weight tile by tile (an
    * act-order weight's activations gathered into its stored column order first for both); larger
@@ -622,6 +699,7 @@ export class CudaBackend implements Backend {
     const b = bias === null ? null : asBf16(bias, 'linear bias');
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
+    if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
     if (input.rows >= 1 && input.rows <= QUANTIZED_GEMM_MAX_ROWS && quantizedGemvFits(w)) {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
@@ -635,6 +713,18 @@ export class CudaBackend implements Backend {
     }
     const scratch = this.dequantized!;
     launchDequantize(this.device, scratch.ptr, w);
+    return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
+  }
+
+  /** AQLM: the codebook-lookup GEMV for decode batches; larger ones dequantize to bf16 and take the 16-bit path. */
+  private aqlmLinear(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
+    if (input.rows >= 1 && input.rows <= AQLM_GEMV_MAX_ROWS && aqlmGemvFits(w)) {
+      const out = this.stepTensor([input.rows, w.rows]);
+      launchAqlmGemv(this.device, out.ptr, input.ptr, w, bias?.ptr ?? 0, input.rows);
+      return out;
+    }
+    const scratch = this.dequantized!;
+    launchAqlmDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
   }
 
@@ -675,7 +765,7 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
-      slotMapping: s.device.slotMapping,
+      slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
       kPool: kv.keys(layer),
       vPool: kv.values(layer),
       dtype: kv.dtype,
@@ -689,6 +779,7 @@ export class CudaBackend implements Backend {
       rotaryDim: table.rotaryDim,
       keysOnly: attn.streaming !== null,
     });
+    // The layer's own spec: a pool shared with a sparse layer of another KV group keeps summaries this layer does not write.
     if (keySummaryElementsPerBlock(kv.layout.layers[layoutIndex(kv.layout, layer)]) > 0) {
       launchKeySummaries(this.device, {
         summaries: kv.keySummaries(layer),
@@ -696,7 +787,7 @@ export class CudaBackend implements Backend {
         dtype: kv.dtype,
         kScales: kv.keyScales(layer),
         kScale: attn.kvScales?.k ?? 1,
-        slotMapping: s.device.slotMapping,
+        slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
         numTokens,
         blockSize: kv.layout.blockSize,
         numKvHeads: attn.numKvHeads,
@@ -728,7 +819,7 @@ export class CudaBackend implements Backend {
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
-      blockTables: s.device.blockTables,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       shape: attn,
@@ -746,7 +837,7 @@ export class CudaBackend implements Backend {
             numDecode,
             queryStartLoc: s.device.queryStartLoc,
             seqLens: s.device.seqLens,
-            blockTables: s.device.blockTables,
+            blockTables: common.blockTables,
             maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
             blockSize: kv.layout.blockSize,
             numHeads: attn.numHeads,
@@ -769,8 +860,11 @@ export class CudaBackend implements Backend {
       ...common,
       tiles: s.device.prefillTiles,
       numTiles: s.plan.prefillTiles.length / 2,
+      wideTiles: s.device.wideTiles,
+      numWideTiles: s.plan.wideTiles.length / 2,
       treeMask: s.device.treeMask,
       treeMaskWords: s.batch.treeMaskWords,
+      path: this.prefillAttention,
     });
     return out;
   }
@@ -782,6 +876,16 @@ export class CudaBackend implements Backend {
   }
 
   gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
+    if (gateUp instanceof CudaSparse24Tensor) {
+      // Decode-sized batches take the dense expansion's fused GEMV (sparseLinear says why).
+      if (gateUp.compressed === null || asBf16(x, 'gatedLinear input').rows <= GEMV_MAX_ROWS) return this.gatedLinear(x, gateUp.dense, activation);
+      const n = gateUp.shape[0] / 2;
+      requireMultipleOf8(n, 'gatedLinear width');
+      const product = asBf16(this.sparseLinear(x, gateUp, null, {}), 'gatedLinear product');
+      const out = this.stepTensor([product.rows, n]);
+      launchGatedActivation(this.device, out.ptr, product.ptr, product.rows, n, activation);
+      return out;
+    }
     if (gateUp instanceof CudaQuantizedTensor) {
       const n = gateUp.rows / 2;
       requireMultipleOf8(n, 'gatedLinear width');
@@ -935,7 +1039,7 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
-      slotMapping: s.device.slotMapping,
+      slotMapping: groupSlots(s, layerGroup(kvCache.layout, layer)),
       pool: kvCache.rows(layer),
       dtype: kvCache.dtype,
       rowScales: kvCache.rowScales(layer),
@@ -972,7 +1076,7 @@ export class CudaBackend implements Backend {
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       seqLens: s.device.seqLens,
-      blockTables: s.device.blockTables,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
       maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
       blockSize: kv.layout.blockSize,
       mla,
@@ -1257,7 +1361,7 @@ export class CudaBackend implements Backend {
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
     // A step with adapters runs the LoRA launches, one without none: they are recorded apart.
-    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${b.loraSlots === null ? 'base' : 'lora'}`;
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${s.plan.wideTiles.length}/${this.prefillAttention}/${b.loraSlots === null ? 'base' : 'lora'}`;
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();
@@ -1346,6 +1450,7 @@ export class CudaBackend implements Backend {
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CudaSparse24Tensor) throw new Error(`CudaBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;
 }
@@ -1432,8 +1537,19 @@ function checkRopeAndSlots(batch: BatchDescription, table: CudaRopeTable, kv: Cu
     if (row < 0 || row >= table.maxPositions) {
       throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${table.maxPositions} rows`);
     }
-    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= numSlots) throw new RangeError(`${op}: slot ${batch.slotMapping[t]} is outside [0, ${numSlots})`);
   }
+  // Every group's slots: the cache's pools hold every group's blocks.
+  for (const slot of batch.slotMapping) if (slot < 0 || slot >= numSlots) throw new RangeError(`${op}: slot ${slot} is outside [0, ${numSlots})`);
+}
+
+/** The device slots of group `group`'s layers this step ([numKvGroups, numTokens] on the device). */
+function groupSlots(s: CudaStepInputs, group: number): DevicePtr {
+  return s.device.slotMapping + group * s.batch.numTokens * 4;
+}
+
+/** The device block tables of group `group`'s layers ([numKvGroups, numSeqs, maxBlocksPerSeq] on the device). */
+function groupTables(s: CudaStepInputs, group: number): DevicePtr {
+  return s.device.blockTables + group * s.batch.numSeqs * s.batch.maxBlocksPerSeq * 4;
 }
 
 // A replayed graph runs none of the ops' own checks: the step's rotary rows, slots and block ids are
@@ -1443,8 +1559,8 @@ function checkReplayedStep(batch: BatchDescription, limits: { blocks: number; sl
     if (batch.rotaryRows[t] < 0 || batch.rotaryRows[t] >= limits.rotaryRows) {
       throw new KeelError('context_overflow', `rotary row ${batch.rotaryRows[t]} is outside the rotary table's ${limits.rotaryRows} rows`);
     }
-    if (batch.slotMapping[t] < 0 || batch.slotMapping[t] >= limits.slots) throw new RangeError(`replayForward: slot ${batch.slotMapping[t]} is outside [0, ${limits.slots})`);
   }
+  for (const slot of batch.slotMapping) if (slot < 0 || slot >= limits.slots) throw new RangeError(`replayForward: slot ${slot} is outside [0, ${limits.slots})`);
   for (let i = 0; i < batch.blockTables.length; i++) {
     const block = batch.blockTables[i];
     if (!(block >= 0 && block < limits.blocks)) throw new RangeError(`replayForward: block ${block} is outside [0, ${limits.blocks})`);
@@ -1463,12 +1579,15 @@ function checkTokens(batch: BatchDescription, sampledRows: number): void {
 // The kernels index the pools with these ids unchecked: an id past the pool is an illegal address
 // that poisons the whole CUDA context, so they are checked once per step on the host.
 function checkBlockTables(batch: BatchDescription, numBlocks: number, blockSize: number): void {
-  for (let s = 0; s < batch.numSeqs; s++) {
-    const used = Math.ceil(batch.seqLens[s] / blockSize);
-    if (used > batch.maxBlocksPerSeq) throw new RangeError(`sequence ${s}: ${batch.seqLens[s]} tokens need ${used} blocks, the table holds ${batch.maxBlocksPerSeq}`);
-    for (let b = 0; b < used; b++) {
-      const block = batch.blockTables[s * batch.maxBlocksPerSeq + b];
-      if (!(block >= 0 && block < numBlocks)) throw new RangeError(`sequence ${s}: block ${block} is outside [0, ${numBlocks})`);
+  for (let g = 0; g < batch.numKvGroups; g++) {
+    const tables = groupBlockTables(batch, g);
+    for (let s = 0; s < batch.numSeqs; s++) {
+      const used = Math.ceil(batch.seqLens[s] / blockSize);
+      if (used > batch.maxBlocksPerSeq) throw new RangeError(`sequence ${s}: ${batch.seqLens[s]} tokens need ${used} blocks, the table holds ${batch.maxBlocksPerSeq}`);
+      for (let b = 0; b < used; b++) {
+        const block = tables[s * batch.maxBlocksPerSeq + b];
+        if (!(block >= 0 && block < numBlocks)) throw new RangeError(`sequence ${s}: group ${g}'s block ${block} is outside [0, ${numBlocks})`);
+      }
     }
   }
 }

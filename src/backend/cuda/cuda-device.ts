@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { KeelError } from '../../errors.ts';
 import { Cublas } from './cublas.ts';
+import { CusparseLt } from './cusparselt.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
 import { HostStaging, type PendingDownload } from './host-staging.ts';
 import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
@@ -50,6 +51,8 @@ export class CudaDevice {
   private readonly sharedLimits = new Map<Handle, number>();
   private readonly headers: NvrtcHeader[];
   private readonly cublasWorkspace: DevicePtr;
+  /** Bound on first use: only 2:4 sparse weights need cuSPARSELt (cusparselt.ts). */
+  private sparse: CusparseLt | null = null;
   private readonly timerStart: Handle;
   private readonly timerEnd: Handle;
 
@@ -81,6 +84,11 @@ export class CudaDevice {
     this.cublas = new Cublas(libs.cublas.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
     this.timerStart = this.driver.createEvent();
     this.timerEnd = this.driver.createEvent();
+  }
+
+  /** cuSPARSELt on the device's stream, loaded with the first 2:4 sparse weight. */
+  get cusparseLt(): CusparseLt {
+    return (this.sparse ??= new CusparseLt(this.stream));
   }
 
   /**
@@ -215,6 +223,7 @@ export class CudaDevice {
   dispose(): void {
     this.driver.synchronizeStream(this.stream);
     this.cublas.dispose();
+    this.sparse?.dispose();
     this.staging.dispose();
     this.params.dispose();
     for (const module of this.modules) this.driver.unloadModule(module);

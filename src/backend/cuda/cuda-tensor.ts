@@ -1,8 +1,9 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
+import type { CusparseLtWeight } from './cusparselt.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
 
 /** Element type on the device: weights and activations are bf16, rope tables and readbacks f32. */
@@ -34,11 +35,30 @@ export class CudaTensor implements Tensor {
 }
 
 /**
+ * A 2:4 sparse linear weight [rows, cols] on the device: `dense`, its expansion in bf16 (what
+ * decode-sized batches stream through the GEMV, and every batch multiplies when the shape is not
+ * cuSPARSELt's), and `compressed`, cuSPARSELt's compressed copy, or null for such shapes.
+ */
+export class CudaSparse24Tensor implements Tensor {
+  readonly shape: readonly number[];
+  readonly dense: CudaTensor;
+  readonly compressed: CusparseLtWeight | null;
+
+  constructor(dense: CudaTensor, compressed: CusparseLtWeight | null) {
+    this.shape = dense.shape;
+    this.dense = dense;
+    this.compressed = compressed;
+  }
+}
+
+/**
  * A linear weight [rows, cols] in Keel's quantized layout (src/tensor/quantized-weight.ts) on the
  * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
  * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
  * An LLM.int8() weight (`mixedInt8Threshold` set) holds signed int8 codes, as the int8 dot
- * products take them.
+ * products take them. An AQLM weight holds its code words as `codes`, its parts' codebooks as
+ * float16 `codebooks` [parts, codebooks, size, 8] and `partEnds` (each part's end row); 0 and []
+ * for other formats.
  */
 export class CudaQuantizedTensor implements Tensor {
   readonly shape: readonly number[];
@@ -51,6 +71,8 @@ export class CudaQuantizedTensor implements Tensor {
   readonly zeros: DevicePtr;
   readonly perm: DevicePtr;
   readonly mixedInt8Threshold: number | null;
+  readonly codebooks: DevicePtr;
+  readonly partEnds: readonly number[];
 
   constructor(fields: Omit<CudaQuantizedTensor, 'rows' | 'cols'>) {
     this.shape = fields.shape;
@@ -63,6 +85,8 @@ export class CudaQuantizedTensor implements Tensor {
     this.zeros = fields.zeros;
     this.perm = fields.perm;
     this.mixedInt8Threshold = fields.mixedInt8Threshold;
+    this.codebooks = fields.codebooks;
+    this.partEnds = fields.partEnds;
   }
 
   get rows(): number {
@@ -109,7 +133,8 @@ export class CudaRopeTable implements Tensor {
 }
 
 /**
- * Every layer's pools in one allocation, one after another: an attention layer's key pool then its
+ * Every storage's pools (`kvStorage`: a layer's own, or one shared with layers of other KV groups)
+ * in one allocation, one after another: attention's key pool then its
  * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
  * [numBlocks, blockSize, latentDim + ropeDim]; a rows layer's one pool [numBlocks, blockSize,
  * width], always bf16. Keys, values and MLA rows are bf16, or one byte a code in an 8-bit cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
@@ -120,9 +145,10 @@ export class CudaKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly dtype: KvCacheDtype;
   readonly base: DevicePtr;
-  /** Each pool's byte offset from `base` and its bytes per block, in layer order. */
+  /** Each pool's byte offset from `base` and its bytes per block, in storage order. */
   readonly pools: { offset: number; blockBytes: number }[];
   readonly totalBytes: number;
+  /** Of each layer, the index in `pools` of its storage's first pool. */
   private readonly firstPool: number[];
 
   constructor(layout: KvCacheLayout, base: DevicePtr) {
@@ -130,14 +156,15 @@ export class CudaKvCache implements KvCache {
     this.dtype = layout.dtype ?? 'auto';
     this.base = base;
     this.pools = [];
-    this.firstPool = [];
     let offset = 0;
     const add = (blockBytes: number) => {
       this.pools.push({ offset, blockBytes });
       offset += layout.numBlocks * blockBytes;
     };
-    for (const spec of layout.layers) {
-      this.firstPool.push(this.pools.length);
+    const storage = kvStorage(layout.layers, layout.groups);
+    const storageFirstPool: number[] = [];
+    for (const spec of storage.pools) {
+      storageFirstPool.push(this.pools.length);
       const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
       // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
       const elementBytes = kvLayerDtype(spec, this.dtype) === 'auto' ? 2 : 1;
@@ -149,6 +176,7 @@ export class CudaKvCache implements KvCache {
       if (summaries > 0) add(summaries * 2);
     }
     this.totalBytes = offset;
+    this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
   }
 
   keys(layer: number): DevicePtr {
@@ -201,6 +229,8 @@ export interface StepDeviceArrays {
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
   prefillTiles: DevicePtr;
+  /** AttentionPlan.wideTiles: the Hopper prefill kernel's 128-row tiles. */
+  wideTiles: DevicePtr;
   /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
   loraOrder: DevicePtr;
   loraTiles: DevicePtr;

@@ -7,7 +7,7 @@ import type { Handle } from './driver-api.ts';
  */
 export type KernelSignature = string;
 
-const MAX_PARAMS = 32;
+const MAX_PARAMS = 64;
 const SLOT = 8;
 
 /**
@@ -30,9 +30,8 @@ export class LaunchParams {
 
   /** Writes `args` per `signature` and returns the kernelParams pointer for cuLaunchKernel. */
   pack(signature: KernelSignature, args: readonly number[]): Handle {
-    if (signature.length !== args.length || args.length > MAX_PARAMS) {
-      throw new Error(`kernel expects ${signature.length} arguments (${signature}), got ${args.length}`);
-    }
+    if (signature.length !== args.length) throw new Error(`kernel expects ${signature.length} arguments (${signature}), got ${args.length}`);
+    if (args.length > MAX_PARAMS) throw new Error(`a kernel launch takes at most ${MAX_PARAMS} arguments here, got ${args.length} (${signature})`);
     for (let i = 0; i < args.length; i++) {
       const at = i * SLOT;
       const v = args[i];

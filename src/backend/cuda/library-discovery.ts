@@ -4,10 +4,10 @@ import { basename, join } from 'node:path';
 import koffi, { type LibraryHandle } from 'koffi';
 import { KeelError } from '../../errors.ts';
 
-/** The shared libraries the CUDA backend loads (NCCL only for parallel runs: nccl.ts). */
-export type CudaLibrary = 'cuda' | 'nvrtc' | 'cublas' | 'cublasLt' | 'nccl';
+/** The shared libraries the CUDA backend loads (NCCL only for parallel runs: nccl.ts; cuSPARSELt only for 2:4 sparse weights: cusparselt.ts). */
+export type CudaLibrary = 'cuda' | 'nvrtc' | 'cublas' | 'cublasLt' | 'nccl' | 'cusparseLt';
 /** Those every CUDA run loads. */
-export type RequiredCudaLibrary = Exclude<CudaLibrary, 'nccl'>;
+export type RequiredCudaLibrary = Exclude<CudaLibrary, 'nccl' | 'cusparseLt'>;
 
 /** Sonames in preference order: CUDA 13 first, CUDA 12 as a fallback (the driver has one). */
 export const CUDA_SONAMES: Record<CudaLibrary, readonly string[]> = {
@@ -17,6 +17,8 @@ export const CUDA_SONAMES: Record<CudaLibrary, readonly string[]> = {
   cublasLt: ['libcublasLt.so.13', 'libcublasLt.so.12'],
   // pip's nvidia-nccl-cu12/cu13 wheels install it as site-packages/nvidia/nccl/lib/libnccl.so.2.
   nccl: ['libnccl.so.2'],
+  // pip's nvidia-cusparselt-cu12/cu13 wheels install it as site-packages/nvidia/cusparselt/lib/libcusparseLt.so.0.
+  cusparseLt: ['libcusparseLt.so.0'],
 };
 
 /** Where a candidate came from: a file in a toolkit or wheel directory, or the dynamic loader's own search. */

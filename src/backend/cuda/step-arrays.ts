@@ -27,6 +27,7 @@ export function packStepArrays(
     ['logitsIndices', batch.logitsIndices],
     ['decodeSeqs', plan.decodeSeqs],
     ['prefillTiles', plan.prefillTiles],
+    ['wideTiles', plan.wideTiles],
     ['loraOrder', lora?.order ?? new Int32Array(0)],
     ['loraTiles', lora?.tiles ?? new Int32Array(0)],
     ['treeMask', batch.treeMask ?? new Int32Array(0)],

@@ -80,15 +80,21 @@ export function dequantizeQ6_K(src: Uint8Array, out: Float32Array): void {
       const high = at + 128 + 32 * part;
       const scales = at + 192 + 8 * part;
       const y = o + 128 * part;
-      const scale = (k: number, l: number) => f(d * view.getInt8(scales + (l >> 4) + 2 * k));
-      for (let l = 0; l < 32; l++) {
-        const h = src[high + l];
-        const a = src[low + l];
-        const b = src[low + l + 32];
-        out[y + l] = f(scale(0, l) * (((a & 0x0f) | ((h & 3) << 4)) - 32));
-        out[y + 32 + l] = f(scale(1, l) * (((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32));
-        out[y + 64 + l] = f(scale(2, l) * (((a >> 4) | (((h >> 4) & 3) << 4)) - 32));
-        out[y + 96 + l] = f(scale(3, l) * (((b >> 4) | (((h >> 6) & 3) << 4)) - 32));
+      // Values l < 16 and l >= 16 of each 32 have scales of their own: four per half of l.
+      for (let half16 = 0; half16 < 2; half16++) {
+        const s0 = f(d * view.getInt8(scales + half16));
+        const s1 = f(d * view.getInt8(scales + half16 + 2));
+        const s2 = f(d * view.getInt8(scales + half16 + 4));
+        const s3 = f(d * view.getInt8(scales + half16 + 6));
+        for (let l = 16 * half16; l < 16 * half16 + 16; l++) {
+          const h = src[high + l];
+          const a = src[low + l];
+          const b = src[low + l + 32];
+          out[y + l] = f(s0 * (((a & 0x0f) | ((h & 3) << 4)) - 32));
+          out[y + 32 + l] = f(s1 * (((b & 0x0f) | (((h >> 2) & 3) << 4)) - 32));
+          out[y + 64 + l] = f(s2 * (((a >> 4) | (((h >> 4) & 3) << 4)) - 32));
+          out[y + 96 + l] = f(s3 * (((b >> 4) | (((h >> 6) & 3) << 4)) - 32));
+        }
       }
     }
   }

@@ -1,16 +1,17 @@
 import { invalidModel } from '../../errors.ts';
-import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { DTYPE_BYTES } from '../../tensor/host-dtype.ts';
+import type { HostTensor, WeightDType } from '../../tensor/host-tensor.ts';
+import { DTYPE_BYTES, float32ToHostTensor, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 import type { RawTensor } from '../safetensors.ts';
 import type { TensorSource } from './gguf-architectures.ts';
-import { toHostTensor } from './dequantize.ts';
-import type { GgufFile } from './gguf-file.ts';
+import { isQuantized, toHostTensor } from './dequantize.ts';
+import type { GgufFile, GgufTensorInfo } from './gguf-file.ts';
 
 /**
  * A GGUF file's tensors under their Hugging Face names and shapes, as a Checkpoint: F32, F16 and
  * BF16 as stored, quantized types dequantized to bfloat16 as they are read, an expert's slice of a
- * stacked tensor read alone, and q/k rows put back into Hugging Face's order.
+ * stacked tensor read alone, and what llama.cpp's converter changed undone: q/k rows put back into
+ * Hugging Face's order, Gemma's norms without the 1 added, DeepSeek's kv_b_proj joined again.
  */
 export class GgufCheckpoint implements Checkpoint {
   readonly dir: string;
@@ -37,15 +38,25 @@ export class GgufCheckpoint implements Checkpoint {
   }
 
   read(name: string): HostTensor {
-    const { tensor, shape, unpairHeads } = this.source(name);
-    const host = toHostTensor(tensor.type, this.storedBytes(name), shape.slice(), 'bf16');
-    return unpairHeads === null ? host : unpairRows(host, unpairHeads, name, this.dir);
+    const source = this.source(name);
+    const { tensor, shape, unpairHeads, offset, valueHalf } = source;
+    if (valueHalf !== null) return this.joinKvB(name, source, valueHalf);
+    let host = toHostTensor(tensor.type, this.storedBytes(name), shape.slice(), 'bf16');
+    if (unpairHeads !== null) host = unpairRows(host, unpairHeads, name, this.dir);
+    if (offset !== 0) host = float32ToHostTensor(hostTensorToFloat32(host).map((v) => v - offset), host.dtype, host.shape);
+    return host;
   }
 
-  /** The tensor's blocks as the file stores them (dtype: the ggml type's name), its q/k rows in llama.cpp's order. */
+  /**
+   * The tensor's blocks as the file stores them (dtype: the ggml type's name); a tensor the
+   * converter changed (reordered, offset, split) as `read` gives it, since its blocks are not the
+   * Hugging Face tensor's.
+   */
   readRaw(name: string): RawTensor {
-    const { tensor, shape } = this.source(name);
-    return { dtype: tensor.type.name, shape: shape.slice(), data: this.storedBytes(name) };
+    const { tensor, shape, unpairHeads, offset, valueHalf } = this.source(name);
+    if (unpairHeads === null && offset === 0 && valueHalf === null) return { dtype: tensor.type.name, shape: shape.slice(), data: this.storedBytes(name) };
+    const host = this.read(name);
+    return { dtype: host.dtype.toUpperCase(), shape: host.shape, data: host.data };
   }
 
   close(): void {
@@ -58,6 +69,27 @@ export class GgufCheckpoint implements Checkpoint {
     if (expert === null) return this.file.readBytes(tensor.name);
     const expertBytes = tensor.byteLength / tensor.dims[2];
     return this.file.readBytes(tensor.name, expert * expertBytes, expertBytes);
+  }
+
+  /** kv_b_proj row h·(nope + value) + n is attn_k_b's [h, :, n] (transposed back), row h·(nope + value) + nope + j attn_v_b's [h, j, :]. */
+  private joinKvB(name: string, source: TensorSource, valueHalf: GgufTensorInfo): HostTensor {
+    const [nope, latent, heads] = source.tensor.dims;
+    const value = valueHalf.dims[1];
+    const floats = (t: GgufTensorInfo) => hostTensorToFloat32(toHostTensor(t.type, this.file.readBytes(t.name), [t.dims.reduce((a, b) => a * b, 1)], 'f32'));
+    const [keys, values] = [floats(source.tensor), floats(valueHalf)];
+    const out = new Float32Array(heads * (nope + value) * latent);
+    for (let h = 0; h < heads; h++) {
+      const first = h * (nope + value);
+      for (let n = 0; n < nope; n++) {
+        for (let l = 0; l < latent; l++) out[(first + n) * latent + l] = keys[(h * latent + l) * nope + n];
+      }
+      out.set(values.subarray(h * value * latent, (h + 1) * value * latent), (first + nope) * latent);
+    }
+    const types = [source.tensor.type, valueHalf.type];
+    // Both halves 16/32-bit of one type keep it; anything quantized is dequantized to bfloat16, as every tensor is.
+    const dtype: WeightDType = types.some(isQuantized) || types[0].name !== types[1].name ? 'bf16' : (types[0].name.toLowerCase() as WeightDType);
+    if (out.length !== source.shape[0] * source.shape[1]) throw new Error(`${name}: halves of ${out.length} values for shape [${source.shape.join(', ')}]`);
+    return float32ToHostTensor(out, dtype, source.shape.slice());
   }
 
   private source(name: string): TensorSource {

@@ -1,5 +1,9 @@
 import { invalidModel } from '../../errors.ts';
 import type { GgufArchitecture, TensorSource } from './gguf-architectures.ts';
+import { uniformHeadDim, type ConfigBase } from './gguf-config-base.ts';
+import { deepseekConfig } from './gguf-deepseek-config.ts';
+import { gemmaConfig } from './gguf-gemma-config.ts';
+import { phi3Config } from './gguf-phi3-config.ts';
 import { ropeParameters } from './gguf-rope.ts';
 import type { GgufMetadata } from './metadata.ts';
 
@@ -17,47 +21,72 @@ export function specialTokenIds(m: GgufMetadata): SpecialTokenIds {
   return { bos: id('bos_token_id'), eos: [...new Set(eos)], pad: id('padding_token_id') };
 }
 
+/** Small tensors the config is made from, not weights: Llama 3's rope_freqs, Phi-3's LongRoPE factors. */
+export interface ConfigTensors {
+  ropeFreqs: Float32Array | null;
+  ropeFactors: { long: Float32Array; short: Float32Array } | null;
+}
+
 /**
  * config.json as transformers would write it for the model a GGUF file holds, from llama.cpp's
  * hyperparameter keys (`ARCH.block_count`, `ARCH.attention.head_count`, ...) and the tensors
  * (vocabulary size from the embedding, tied embeddings when there is no `output.weight`, biases
- * where the file has them). `freqFactors` is `rope_freqs.weight`, when the file has one.
+ * where the file has them); Gemma, Phi-3 and DeepSeek add their own keys (their files).
  */
-export function ggufConfig(m: GgufMetadata, arch: GgufArchitecture, tensors: ReadonlyMap<string, TensorSource>, freqFactors: Float32Array | null): Record<string, unknown> {
+export function ggufConfig(m: GgufMetadata, arch: GgufArchitecture, tensors: ReadonlyMap<string, TensorSource>, extra: ConfigTensors): Record<string, unknown> {
   const a = arch.name;
   const key = (k: string) => `${a}.${k}`;
   const embedding = tensors.get('model.embed_tokens.weight');
   if (embedding === undefined) throw invalidModel(`${m.source} has no token_embd.weight`);
-  const hidden = m.uint(key('embedding_length'));
-  const heads = m.uint(key('attention.head_count'));
-  const headDim = m.uint(key('attention.key_length'), hidden / heads);
-  const valueDim = m.uint(key('attention.value_length'), headDim);
-  if (valueDim !== headDim) throw invalidModel(`${m.source}: ${key('attention.value_length')} ${valueDim} differs from the key length ${headDim}, which ${a} models do not do`);
-  const ropeDim = m.uint(key('rope.dimension_count'), headDim);
-  if (ropeDim !== headDim) throw invalidModel(`${m.source}: ${key('rope.dimension_count')} ${ropeDim} rotates part of a ${headDim}-wide head, which Keel does not do for ${a}`);
-  const experts = m.uint(key('expert_count'), 0);
-  const kind = experts > 0 ? arch.moe : arch.dense;
-  if (kind === null) throw invalidModel(`${m.source}: a GGUF ${a} model with ${key('expert_count')} ${experts} is not supported`);
   const ids = specialTokenIds(m);
-  const config: Record<string, unknown> = {
-    architectures: [kind.className],
-    model_type: kind.modelType,
+  const common: Record<string, unknown> = {
     vocab_size: embedding.shape[0],
-    hidden_size: hidden,
-    intermediate_size: m.has(key('feed_forward_length')) || experts === 0 ? m.uint(key('feed_forward_length')) : m.uint(key('expert_feed_forward_length')),
+    hidden_size: m.uint(key('embedding_length')),
     num_hidden_layers: m.uint(key('block_count')),
-    num_attention_heads: heads,
-    num_key_value_heads: m.uint(key('attention.head_count_kv'), heads),
-    head_dim: headDim,
-    hidden_act: 'silu',
+    num_attention_heads: m.uint(key('attention.head_count')),
     rms_norm_eps: m.number(key('attention.layer_norm_rms_epsilon')),
     max_position_embeddings: m.uint(key('context_length')),
-    rope_parameters: ropeParameters(m, a, headDim, freqFactors),
     tie_word_embeddings: !tensors.has('lm_head.weight'),
     dtype: weightDtype(tensors),
     bos_token_id: ids.bos,
     eos_token_id: ids.eos,
     pad_token_id: ids.pad,
+  };
+  if (a !== 'phi3' && extra.ropeFactors !== null) throw invalidModel(`${m.source}: rope_factors_long/short are Phi-3's LongRoPE; a GGUF ${a} model does not use them`);
+  const base: ConfigBase = { m, arch, tensors, key, common };
+  const ownRope = a === 'gemma2' || a === 'gemma3' || a === 'phi3' || a === 'deepseek2';
+  if (ownRope && extra.ropeFreqs !== null) throw invalidModel(`${m.source}: rope_freqs.weight scales Llama 3's RoPE; Keel does not read it in a GGUF ${a} model`);
+  switch (a) {
+    case 'gemma2':
+    case 'gemma3':
+      return gemmaConfig(base);
+    case 'phi3':
+      return phi3Config(base, extra.ropeFactors);
+    case 'deepseek2':
+      return deepseekConfig(base);
+    default:
+      return llamaLikeConfig(base, extra.ropeFreqs);
+  }
+}
+
+/** Llama, Mistral, Mixtral and the Qwen families: full-width RoPE over whole heads of one size. */
+function llamaLikeConfig({ m, arch, tensors, key, common }: ConfigBase, freqFactors: Float32Array | null): Record<string, unknown> {
+  const a = arch.name;
+  const hidden = common.hidden_size as number;
+  const heads = common.num_attention_heads as number;
+  const headDim = uniformHeadDim({ m, arch, tensors, key, common }, hidden / heads);
+  const experts = m.uint(key('expert_count'), 0);
+  const kind = experts > 0 ? arch.moe : arch.dense;
+  if (kind === null) throw invalidModel(`${m.source}: a GGUF ${a} model with ${key('expert_count')} ${experts} is not supported`);
+  const config: Record<string, unknown> = {
+    architectures: [kind.className],
+    model_type: kind.modelType,
+    ...common,
+    intermediate_size: m.has(key('feed_forward_length')) || experts === 0 ? m.uint(key('feed_forward_length')) : m.uint(key('expert_feed_forward_length')),
+    num_key_value_heads: m.uint(key('attention.head_count_kv'), heads),
+    head_dim: headDim,
+    hidden_act: 'silu',
+    rope_parameters: ropeParameters(m, a, headDim, freqFactors),
   };
   if (a === 'llama' || a === 'qwen3' || a === 'qwen3moe') config.attention_bias = tensors.has('model.layers.0.self_attn.q_proj.bias');
   if (experts > 0) {

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { f32, f32s, i32s, str, strings, u32, writeGguf, type GgufTensorSpec, type KvValue } from '../../../test/helpers/gguf-writer.ts';
 import { tempDir } from '../../../test/helpers/model-temp-dir.ts';
 import { KeelError } from '../../errors.ts';
+import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { openModelFiles } from '../model-files.ts';
 import { ropeParameters } from './gguf-rope.ts';
@@ -74,7 +75,7 @@ const f32Value = (v: number) => Math.fround(v);
 
 test('architectures, tensors, vocabularies and RoPE Keel cannot run are errors that name them', (t) => {
   const dir = tempDir(t);
-  rejects(() => openModelFiles(write(dir, { ...LLAMA, 'general.architecture': str('gemma2') })), 'GGUF architecture "gemma2" is not supported', 'llama, qwen2, qwen3');
+  rejects(() => openModelFiles(write(dir, { ...LLAMA, 'general.architecture': str('gemma') })), 'GGUF architecture "gemma" is not supported', 'llama, qwen2, qwen3', 'gemma2, gemma3, phi3, deepseek2');
   rejects(() => openModelFiles(write(dir, LLAMA, [...LLAMA_TENSORS, f32Tensor('blk.0.attn_qkv.weight', [8, 16])])), 'tensor blk.0.attn_qkv.weight is not one Keel knows in a GGUF llama model');
   rejects(() => openModelFiles(write(dir, LLAMA, LLAMA_TENSORS.slice(1))), 'has no token_embd.weight');
   rejects(() => openModelFiles(write(dir, { ...LLAMA, 'llama.rope.dimension_count': u32(2) })), 'llama.rope.dimension_count 2 rotates part of a 4-wide head');
@@ -143,4 +144,98 @@ test('a SentencePiece (llama) vocabulary tokenizes by its scores, falls back to 
   assert.equal(tokenizer.eosTokenId, 2);
   assert.ok(tokenizer.isSpecial(1) && tokenizer.isSpecial(2));
   assert.equal(tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }), '<s>hi</s>');
+});
+
+const f32Values = (name: string, dims: number[], values: number[]): GgufTensorSpec => ({ name, dims, typeId: 0, data: new Uint8Array(Float32Array.from(values).buffer) });
+
+/** A two-layer gemma3 file (hidden 8, 2 heads of 4, one KV head), every norm stored as 1.5. */
+function gemma3File(extra: Record<string, KvValue>): { kvs: Record<string, KvValue>; tensors: GgufTensorSpec[] } {
+  const norm = (name: string, n: number) => f32Values(name, [n], new Array(n).fill(1.5));
+  const layer = (i: number) => [
+    norm(`blk.${i}.attn_norm.weight`, 8), f32Tensor(`blk.${i}.attn_q.weight`, [8, 8]), f32Tensor(`blk.${i}.attn_k.weight`, [8, 4]), f32Tensor(`blk.${i}.attn_v.weight`, [8, 4]),
+    f32Tensor(`blk.${i}.attn_output.weight`, [8, 8]), norm(`blk.${i}.attn_q_norm.weight`, 4), norm(`blk.${i}.attn_k_norm.weight`, 4), norm(`blk.${i}.post_attention_norm.weight`, 8),
+    norm(`blk.${i}.ffn_norm.weight`, 8), f32Tensor(`blk.${i}.ffn_gate.weight`, [8, 16]), f32Tensor(`blk.${i}.ffn_up.weight`, [8, 16]), f32Tensor(`blk.${i}.ffn_down.weight`, [16, 8]), norm(`blk.${i}.post_ffw_norm.weight`, 8),
+  ];
+  const kvs: Record<string, KvValue> = {
+    'general.architecture': str('gemma3'),
+    'gemma3.context_length': u32(64),
+    'gemma3.embedding_length': u32(8),
+    'gemma3.feed_forward_length': u32(16),
+    'gemma3.block_count': u32(2),
+    'gemma3.attention.head_count': u32(2),
+    'gemma3.attention.head_count_kv': u32(1),
+    'gemma3.attention.key_length': u32(4),
+    'gemma3.attention.value_length': u32(4),
+    'gemma3.attention.layer_norm_rms_epsilon': f32(1e-6),
+    'gemma3.rope.freq_base': f32(1e6),
+    ...extra,
+  };
+  return { kvs, tensors: [f32Tensor('token_embd.weight', [8, 16]), norm('output_norm.weight', 8), ...layer(0), ...layer(1)] };
+}
+
+test('a gemma3 file reads as Gemma 3: norms without the 1 the converter adds, llama.cpp\'s query scale, its sliding layers and two RoPEs', (t) => {
+  const dir = tempDir(t);
+  const plain = gemma3File({ 'gemma3.attention.sliding_window': u32(16) });
+  const files = openModelFiles(write(dir, plain.kvs, plain.tensors));
+  const config = files.config().json as Record<string, unknown>;
+  assert.equal(config.model_type, 'gemma3_text');
+  assert.equal(config.query_pre_attn_scalar, 4, 'head_dim, as llama.cpp scales a model it does not know as 27B');
+  assert.equal(config.sliding_window, 16);
+  assert.deepEqual(config.layer_types, ['sliding_attention', 'sliding_attention'], 'llama.cpp\'s period 6: layers 0-4 of each 6 slide');
+  assert.deepEqual(config.rope_parameters, { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 10000 } });
+  const ckpt = files.openCheckpoint();
+  for (const name of ['model.norm.weight', 'model.layers.1.self_attn.q_norm.weight', 'model.layers.0.post_feedforward_layernorm.weight']) {
+    assert.ok(hostTensorToFloat32(ckpt.read(name)).every((v) => v === 0.5), name);
+  }
+  const flagged = gemma3File({ 'gemma3.attention.sliding_window': u32(16), 'gemma3.attention.sliding_window_pattern': { type: 'array', elementType: 'bool', items: [false, true] }, 'gemma3.attention.scale': f32(0.25) });
+  const flaggedConfig = openModelFiles(write(dir, flagged.kvs, flagged.tensors)).config().json as Record<string, unknown>;
+  assert.deepEqual(flaggedConfig.layer_types, ['full_attention', 'sliding_attention']);
+  assert.equal(flaggedConfig.query_pre_attn_scalar, 16);
+  const global = gemma3File({});
+  assert.deepEqual((openModelFiles(write(dir, global.kvs, global.tensors)).config().json as Record<string, unknown>).layer_types, ['full_attention', 'full_attention'], 'no window: every layer global');
+});
+
+test('Gemma, Phi-3 and DeepSeek files Keel cannot read as their Hugging Face models are errors that name the problem', (t) => {
+  const dir = tempDir(t);
+  const gemma = gemma3File({});
+  rejects(() => openModelFiles(write(dir, gemma.kvs, [...gemma.tensors, f32Values('rope_factors_long.weight', [2], [1, 2]), f32Values('rope_factors_short.weight', [2], [1, 1])])), 'rope_factors_long/short are Phi-3\'s LongRoPE');
+  const phi3: Record<string, KvValue> = Object.fromEntries(Object.entries(LLAMA).map(([k, v]) => [k.replace(/^llama\./, 'phi3.'), v]));
+  phi3['general.architecture'] = str('phi3');
+  const phi3Tensors = [
+    ...LLAMA_TENSORS.filter((x) => !/attn_[qkv]\.|ffn_(gate|up)/.test(x.name)),
+    f32Tensor('blk.0.attn_qkv.weight', [8, 16]),
+    f32Tensor('blk.0.ffn_up.weight', [8, 32]),
+  ];
+  rejects(() => openModelFiles(write(dir, phi3, [...phi3Tensors, f32Values('rope_factors_long.weight', [2], [1, 2])])), 'has only one of rope_factors_long.weight and rope_factors_short.weight');
+  rejects(() => openModelFiles(write(dir, phi3, [...phi3Tensors, f32Values('rope_factors_long.weight', [1], [1]), f32Values('rope_factors_short.weight', [1], [1])])), 'rope_factors_long/short have 1/1 values; a rotary width of 4 needs 2');
+  const phi3Config = openModelFiles(write(dir, { ...phi3, 'phi3.rope.dimension_count': u32(2) }, phi3Tensors)).config().json as Record<string, any>;
+  assert.deepEqual(phi3Config.rope_parameters, { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 });
+
+  const deepseek: Record<string, KvValue> = {
+    ...Object.fromEntries(Object.entries(LLAMA).map(([k, v]) => [k.replace(/^llama\./, 'deepseek2.'), v])),
+    'general.architecture': str('deepseek2'),
+    'deepseek2.attention.head_count_kv': u32(1),
+    'deepseek2.attention.kv_lora_rank': u32(4),
+    'deepseek2.attention.key_length': u32(6),
+    'deepseek2.attention.value_length': u32(4),
+    'deepseek2.attention.key_length_mla': u32(6),
+    'deepseek2.attention.value_length_mla': u32(4),
+    'deepseek2.rope.dimension_count': u32(2),
+  };
+  const mla = [
+    ...LLAMA_TENSORS.filter((x) => !/attn_[qkv]\./.test(x.name)),
+    f32Tensor('blk.0.attn_q.weight', [8, 12]),
+    f32Tensor('blk.0.attn_kv_a_mqa.weight', [8, 6]),
+    f32Tensor('blk.0.attn_kv_a_norm.weight', [4]),
+  ];
+  const halves = [f32Tensor('blk.0.attn_k_b.weight', [4, 4, 2]), f32Tensor('blk.0.attn_v_b.weight', [4, 4, 2])];
+  const config = openModelFiles(write(dir, deepseek, [...mla, ...halves])).config().json as Record<string, unknown>;
+  assert.deepEqual([config.model_type, config.num_key_value_heads, config.qk_nope_head_dim, config.v_head_dim, config.q_lora_rank, config.first_k_dense_replace], ['deepseek_v2', 2, 4, 4, null, 1]);
+  assert.deepEqual(openModelFiles(write(dir, deepseek, [...mla, ...halves])).openCheckpoint().info('model.layers.0.self_attn.kv_b_proj.weight').shape, [16, 4]);
+  rejects(() => openModelFiles(write(dir, deepseek, [...mla, halves[1]])), 'blk.0.attn_v_b.weight has no blk.0.attn_k_b.weight beside it');
+  rejects(() => openModelFiles(write(dir, deepseek, [...mla, halves[0], f32Tensor('blk.0.attn_v_b.weight', [3, 4, 2])])), 'are not the halves of one kv_b_proj');
+  rejects(() => openModelFiles(write(dir, { ...deepseek, 'deepseek2.expert_gating_func': u32(2) }, [...mla, ...halves])), 'sigmoid routing without exp_probs_b biases');
+  const moe = { ...deepseek, 'deepseek2.expert_count': u32(4), 'deepseek2.expert_used_count': u32(2), 'deepseek2.expert_feed_forward_length': u32(4), 'deepseek2.expert_weights_norm': { type: 'bool', value: true } } as Record<string, KvValue>;
+  rejects(() => openModelFiles(write(dir, moe, [...mla, ...halves])), 'renormalizes DeepSeek-V2\'s expert weights');
+  rejects(() => openModelFiles(write(dir, { ...deepseek, 'deepseek2.attention.head_count_kv': u32(2) }, [...mla, ...halves])), 'MLA is stored as 1 head');
 });

@@ -1,10 +1,11 @@
+import { invalidModel } from '../../errors.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 import type { JsonDocument, ModelFiles, TokenizerDocuments } from '../model-files.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { toHostTensor } from './dequantize.ts';
-import { ggufArchitecture, mapTensors, ROPE_FREQS, type TensorSource } from './gguf-architectures.ts';
+import { ggufArchitecture, mapTensors, ROPE_FACTORS, ROPE_FREQS, type TensorSource } from './gguf-architectures.ts';
 import { GgufCheckpoint } from './gguf-checkpoint.ts';
-import { ggufConfig } from './gguf-config.ts';
+import { ggufConfig, type ConfigTensors } from './gguf-config.ts';
 import { GgufFile } from './gguf-file.ts';
 import { ggufTokenizer } from './gguf-tokenizer.ts';
 
@@ -29,9 +30,7 @@ export class GgufModelFiles implements ModelFiles {
     const arch = ggufArchitecture(m);
     const heads = { q: m.uint(`${arch.name}.attention.head_count`), kv: m.uint(`${arch.name}.attention.head_count_kv`, m.uint(`${arch.name}.attention.head_count`)) };
     this.sources = mapTensors(arch, file.tensors, heads, file.path);
-    const freqs = file.tensors.get(ROPE_FREQS);
-    const freqFactors = freqs === undefined ? null : readFloats(file, freqs.name);
-    this.configJson = ggufConfig(m, arch, this.sources, freqFactors);
+    this.configJson = ggufConfig(m, arch, this.sources, configTensors(file));
     this.tokenizerDocuments = ggufTokenizer(m);
   }
 
@@ -56,11 +55,16 @@ export class GgufModelFiles implements ModelFiles {
   }
 }
 
-/** A small tensor's values as float32 (rope_freqs.weight); the file is closed again after. */
-function readFloats(file: GgufFile, name: string): Float32Array {
-  const info = file.tensor(name);
+/** The small tensors the config is made from, read as float32; the file is closed again after. */
+function configTensors(file: GgufFile): ConfigTensors {
+  const floats = (name: string) => {
+    const info = file.tensors.get(name);
+    return info === undefined ? null : hostTensorToFloat32(toHostTensor(info.type, file.readBytes(name), [info.dims.reduce((a, b) => a * b, 1)], 'f32'));
+  };
   try {
-    return hostTensorToFloat32(toHostTensor(info.type, file.readBytes(name), [info.dims.reduce((a, b) => a * b, 1)], 'f32'));
+    const [long, short] = [floats(ROPE_FACTORS.long), floats(ROPE_FACTORS.short)];
+    if ((long === null) !== (short === null)) throw invalidModel(`${file.path} has only one of ${ROPE_FACTORS.long} and ${ROPE_FACTORS.short}`);
+    return { ropeFreqs: floats(ROPE_FREQS), ropeFactors: long === null || short === null ? null : { long, short } };
   } finally {
     file.close();
   }

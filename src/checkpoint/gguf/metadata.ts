@@ -135,6 +135,11 @@ export class GgufMetadata {
     return items as number[];
   }
 
+  /** An array of bools (per-layer flags). */
+  bools(key: string): boolean[] {
+    return this.array(key, (t) => t === 'bool', 'an array of bools') as boolean[];
+  }
+
   private array(key: string, elementOk: (type: GgufValueType) => boolean, expected: string): GgufValue[] {
     const entry = this.entries.get(key);
     if (entry === undefined) throw invalidModel(`${this.source}: required metadata key ${key} is missing`);

@@ -24,7 +24,7 @@ import type { CompressedTensorsConfig, CompressedTensorsScheme } from './quantiz
 export function compressedTensorsReader(ckpt: Checkpoint, config: CompressedTensorsConfig): QuantizedLayerReader {
   const packed = config.format === 'pack-quantized';
   const scheme = (base: string): CompressedTensorsScheme => {
-    const found = config.schemes.find((s) => s.targets.some((t) => targets(t, base)));
+    const found = config.schemes.find((s) => s.targets.some((t) => targetsModule(t, base)));
     if (found === undefined) throw invalidModel(`${ckpt.dir}: layer ${base} is quantized but no config_groups entry of quantization_config targets it`);
     return found;
   };
@@ -47,7 +47,8 @@ export function compressedTensorsReader(ckpt: Checkpoint, config: CompressedTens
   };
 }
 
-function targets(target: string, base: string): boolean {
+/** Whether a config entry's target (a module name, a `re:` expression, or `Linear`) names module `base`. */
+export function targetsModule(target: string, base: string): boolean {
   if (target === 'Linear') return true;
   if (target.startsWith('re:')) return new RegExp(target.slice(3)).test(base);
   return target === base;

@@ -63,6 +63,17 @@ test('quant_method mxfp4 (gpt-oss) needs no other field', () => {
 
 test('any other method gets one error naming it and what Keel reads', () => {
   for (const method of ['gguf', 'hqq', 'eetq', undefined]) {
-    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8, mxfp4 and bitsandbytes \\(4-bit nf4/fp4, 8-bit LLM\\.int8\\(\\)\\) checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\|nf4\\|llm-int8\\)`));
+    assert.throws(() => parse({ quant_method: method }), new RegExp(`quant_method ${JSON.stringify(method) ?? 'undefined'} is not supported; Keel reads gptq, awq, compressed-tensors \\(pack-quantized, float-quantized\\), fp8, mxfp4, bitsandbytes \\(4-bit nf4/fp4, 8-bit LLM\\.int8\\(\\)\\) and aqlm \\(1x16, 2x8\\) checkpoints, or quantizes 16-bit ones at load \\(--quantization fp8\\|int8\\|int4\\|mxfp4\\|nf4\\|llm-int8\\)`));
   }
+});
+
+test('AQLM reads 1x16 and 2x8 codebooks over groups of 8 input columns, and refuses every other variant by name', () => {
+  const aqlm = { quant_method: 'aqlm', in_group_size: 8, out_group_size: 1, num_codebooks: 1, nbits_per_codebook: 16, linear_weights_not_to_quantize: ['lm_head.weight'] };
+  assert.deepEqual(parse(aqlm), { method: 'aqlm', format: 'aqlm-1x16' });
+  assert.deepEqual(parse({ ...aqlm, num_codebooks: 2, nbits_per_codebook: 8 }), { method: 'aqlm', format: 'aqlm-2x8' });
+  assert.deepEqual(parse({ quant_method: 'aqlm' }), { method: 'aqlm', format: 'aqlm-1x16' }, "transformers' AqlmConfig defaults");
+  assert.throws(() => parse({ ...aqlm, out_group_size: 2 }), /AQLM out_group_size 2 \(codebook vectors spanning 2 output rows\) is not supported; Keel reads out_group_size 1/);
+  assert.throws(() => parse({ ...aqlm, in_group_size: 16 }), /AQLM in_group_size 16 is not supported; Keel reads vectors of 8 input columns/);
+  assert.throws(() => parse({ ...aqlm, num_codebooks: 1, nbits_per_codebook: 8 }), /AQLM with 1 codebook\(s\) of 8 bits \(1x8\) is not supported; Keel reads 1x16 and 2x8/);
+  assert.throws(() => parse({ ...aqlm, num_codebooks: 4, nbits_per_codebook: 8 }), /\(4x8\) is not supported/);
 });

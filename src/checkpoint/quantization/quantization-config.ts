@@ -1,4 +1,5 @@
 import { invalidModel } from '../../errors.ts';
+import { AQLM_GROUP, type AqlmFormat } from '../../tensor/quantized-weight.ts';
 
 /*
  * config.json's `quantization_config`, as transformers and vLLM read it, for the weight formats
@@ -71,9 +72,19 @@ export interface Mxfp4Config {
   method: 'mxfp4';
 }
 
-export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | BitsAndBytesConfig | Mxfp4Config;
+/**
+ * AQLM (transformers' AqlmConfig): per layer `codes`, `codebooks` and `scales`, vectors of 8 input
+ * columns (in_group_size 8) of one output row (out_group_size 1), coded by one 16-bit or two
+ * 8-bit codebooks.
+ */
+export interface AqlmConfig {
+  method: 'aqlm';
+  format: AqlmFormat;
+}
 
-const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8, mxfp4 and bitsandbytes (4-bit nf4/fp4, 8-bit LLM.int8())';
+export type CheckpointQuantization = GptqConfig | AwqConfig | CompressedTensorsConfig | Fp8Config | BitsAndBytesConfig | Mxfp4Config | AqlmConfig;
+
+const SUPPORTED = 'gptq, awq, compressed-tensors (pack-quantized, float-quantized), fp8, mxfp4, bitsandbytes (4-bit nf4/fp4, 8-bit LLM.int8()) and aqlm (1x16, 2x8)';
 
 /** The checkpoint's quantization, or null when config.json has no `quantization_config`. */
 export function parseQuantizationConfig(json: Record<string, unknown>, source: string): CheckpointQuantization | null {
@@ -89,13 +100,16 @@ export function parseQuantizationConfig(json: Record<string, unknown>, source: s
     case 'awq':
       return parseAwq(q);
     case 'compressed-tensors':
-      return parseCompressedTensors(q);
+      // A sparse-only checkpoint (sparsity_config, no config_groups) holds 16-bit weights: its sparsity is read by sparsity-config.ts.
+      return isEmpty(q.raw('config_groups')) && !isEmpty(q.raw('sparsity_config')) ? null : parseCompressedTensors(q);
     case 'fp8':
       return parseFp8(q);
     case 'bitsandbytes':
       return parseBitsAndBytes(q);
     case 'mxfp4':
       return { method: 'mxfp4' };
+    case 'aqlm':
+      return parseAqlm(q);
     default:
       throw invalidModel(`${where}: quant_method ${JSON.stringify(method)} is not supported; Keel reads ${SUPPORTED} checkpoints, or quantizes 16-bit ones at load (--quantization fp8|int8|int4|mxfp4|nf4|llm-int8)`);
   }
@@ -130,8 +144,8 @@ function parseCompressedTensors(q: Fields): CompressedTensorsConfig {
   if (format !== 'pack-quantized' && format !== 'float-quantized') {
     throw invalidModel(`${q.source}: compressed-tensors format "${format}" is not supported (Keel reads pack-quantized and float-quantized)`);
   }
-  if (q.raw('sparsity_config') != null && Object.keys(q.raw('sparsity_config') as object).length > 0) {
-    throw invalidModel(`${q.source}: compressed-tensors sparsity_config is not supported`);
+  if (!isEmpty(q.raw('sparsity_config'))) {
+    throw invalidModel(`${q.source}: compressed-tensors sparsity_config beside quantized config_groups is not supported (Keel runs 2:4 sparse 16-bit checkpoints: docs/sparsity.md)`);
   }
   const status = q.string('quantization_status', 'compressed');
   if (status !== 'compressed') throw invalidModel(`${q.source}: compressed-tensors quantization_status "${status}" is not supported (Keel reads compressed checkpoints)`);
@@ -144,6 +158,10 @@ function parseCompressedTensors(q: Fields): CompressedTensorsConfig {
     return parseScheme(g, format);
   });
   return { method: 'compressed-tensors', format, schemes };
+}
+
+function isEmpty(value: unknown): boolean {
+  return value == null || (typeof value === 'object' && Object.keys(value).length === 0);
 }
 
 function parseScheme(g: Fields, format: CompressedTensorsConfig['format']): CompressedTensorsScheme {
@@ -208,6 +226,20 @@ function parseBitsAndBytes(q: Fields): BitsAndBytesConfig {
   if (storage !== 'uint8') throw invalidModel(`${q.source}: bnb_4bit_quant_storage "${storage}" is not supported (Keel reads uint8, two codes a byte)`);
   // bnb_4bit_compute_dtype is not needed: Keel multiplies in its own activation dtype (bf16 on CUDA).
   return { method: 'bitsandbytes', bits: 4, quantType, threshold: 0 };
+}
+
+function parseAqlm(q: Fields): AqlmConfig {
+  const outGroup = q.int('out_group_size', 1);
+  if (outGroup !== 1) throw invalidModel(`${q.source}: AQLM out_group_size ${outGroup} (codebook vectors spanning ${outGroup} output rows) is not supported; Keel reads out_group_size 1`);
+  const inGroup = q.int('in_group_size', 8);
+  if (inGroup !== AQLM_GROUP) throw invalidModel(`${q.source}: AQLM in_group_size ${inGroup} is not supported; Keel reads vectors of ${AQLM_GROUP} input columns (in_group_size 8)`);
+  const codebooks = q.int('num_codebooks', 1);
+  const bits = q.int('nbits_per_codebook', 16);
+  const format = `aqlm-${codebooks}x${bits}`;
+  if (format !== 'aqlm-1x16' && format !== 'aqlm-2x8') {
+    throw invalidModel(`${q.source}: AQLM with ${codebooks} codebook(s) of ${bits} bits (${codebooks}x${bits}) is not supported; Keel reads 1x16 and 2x8`);
+  }
+  return { method: 'aqlm', format };
 }
 
 class Fields {

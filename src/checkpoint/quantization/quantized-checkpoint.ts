@@ -5,6 +5,7 @@ import { quantizeRoundToNearest, type LoadTimeQuantization } from '../../tensor/
 import { dequantizeWeight, type LinearWeight } from '../../tensor/quantized-weight.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 import type { RawTensor, SafetensorsEntry } from '../safetensors.ts';
+import { aqlmReader } from './aqlm.ts';
 import { awqReader } from './awq.ts';
 import { bitsAndBytesReader } from './bitsandbytes.ts';
 import { compressedTensorsReader } from './compressed-tensors.ts';
@@ -36,6 +37,8 @@ function layerReader(ckpt: Checkpoint, config: Exclude<CheckpointQuantization, {
       return fp8Reader(ckpt, config);
     case 'bitsandbytes':
       return bitsAndBytesReader(ckpt, config);
+    case 'aqlm':
+      return aqlmReader(ckpt, config);
   }
 }
 

@@ -4,7 +4,8 @@ export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
 Times Keel's CUDA attention kernels alone (CUDA events over graph replays): prefill attention in
 causal TFLOP/s at batch 1 and 512 / 2048 / 8192 tokens with Llama-3.1-8B's heads (32 query, 8 KV,
-head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's flash SDPA — and
+head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's flash SDPA — once per
+prefill kernel (prefill-attention.cu, and on a Hopper GPU prefill-attention-wgmma.cu too), and
 decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 1 and 16; MLA
 (latent 512 + rope 64) with 16 and 128 heads, decode at 4k / 32k / 128k context for batch 1 and 16
 in cached bytes read per second, prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
@@ -20,12 +21,12 @@ export async function attentionCommand(argv: string[]): Promise<void> {
     ATTENTION_HELP,
     async () => (await import('../../bench/attention-benchmark.ts')).runAttentionBenchmark(),
     (figures) => ({
-      config: { kernels: 'prefill-attention.cu, decode-attention.cu, mla.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
+      config: { kernels: 'prefill-attention.cu, prefill-attention-wgmma.cu (sm_90a), decode-attention.cu, mla.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
       suite: 'attention',
       results: { shapes: figures.prefill, decode: figures.decode, mla_decode: figures.mlaDecode, mla_prefill: figures.mlaPrefill, ceilings: figures.ceilings },
     }),
     (figures, path) => {
-      for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens (${p.kernel}): ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
       for (const d of figures.decode) console.log(`decode batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
       for (const d of figures.mlaDecode) {
         console.log(`MLA decode ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);

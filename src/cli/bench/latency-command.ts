@@ -1,7 +1,7 @@
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
 import { latencyLine } from '../../bench/console-report.ts';
-import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine, type BenchEngine } from '../../bench/keel-run.ts';
 import { readLatencyBaseline, withSpeedup } from '../../bench/latency-baseline.ts';
 import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
 import { benchProgress, type Progress } from '../../bench/progress.ts';
@@ -67,7 +67,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
   const bandwidthGbps = numberFlag('--bandwidth-gbps', values['bandwidth-gbps']);
   if (bandwidthGbps !== undefined && !(bandwidthGbps > 0)) throw invalidArgument(`--bandwidth-gbps must be positive (got ${bandwidthGbps})`);
   const engineConfig = engineConfigFromFlags(values);
-  const flags = {
+  const flags: LatencyFlags = {
     batchSizes: positiveIntList('--batch-size', values['batch-size'] ?? DEFAULTS.batchSize),
     inputLen: positiveIntFlag('--input-len', values['input-len'], DEFAULTS.inputLen),
     outputLen: positiveIntFlag('--output-len', values['output-len'], DEFAULTS.outputLen),
@@ -76,59 +76,73 @@ export async function latencyCommand(argv: string[]): Promise<void> {
     structuredOutput: structuredOutputFromFlags({ 'json-schema': values['json-schema'] }),
   };
 
-  const baseline = values.baseline === undefined ? null : readLatencyBaseline(values.baseline);
+  // Read before the model loads, so a bad file fails at once.
+  const baseline = values.baseline === undefined ? null : { path: values.baseline, rows: readLatencyBaseline(values.baseline) };
   const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps, hostToDevice: (engineConfig.cpuOffloadGb ?? 0) > 0 });
-  const { llm, facts } = bench;
   try {
-    const offload = llm.weightOffload && { hostBytesPerStep: llm.weightOffload.hostBytes, hostToDeviceBytesPerSecond: facts.hostToDeviceBytesPerSecond };
-    const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null, offload };
-    const bandwidth = facts.bandwidth ? `${(facts.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${facts.bandwidth.source})` : 'unknown (pass --bandwidth-gbps)';
-    console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
-    // The run is dated and attributed to a commit when it starts.
-    const header = keelRunHeader(bench);
-    let progress: Progress | null = null;
-    const measured = await runLatencySuite(
-      llm,
-      options,
-      { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype) },
-      {
-        onBatchStart: (batchSize, runs) => (progress = benchProgress(`batch ${batchSize}`, runs, 'runs', llm.config.showProgress)),
-        onRun: () => progress?.tick(),
-        onBatch: (row) => {
-          progress?.stop();
-          console.log(latencyLine(baseline === null ? row : withSpeedup(row, baseline)));
-        },
-      },
-    );
-    const rows = baseline === null ? measured : measured.map((row) => withSpeedup(row, baseline));
-    const path = writeResult(
-      {
-        suite: 'latency',
-        schema_version: RESULT_SCHEMA_VERSION,
-        status: 'ok',
-        error: null,
-        ...header,
-        config: {
-          batch_sizes: flags.batchSizes,
-          input_len: flags.inputLen,
-          output_len: flags.outputLen,
-          num_iters: flags.numIters,
-          num_iters_warmup: flags.numItersWarmup,
-          seed: options.seed,
-          temperature: 0,
-          ignore_eos: true,
-          structured_output: flags.structuredOutput,
-          baseline: values.baseline ?? null,
-          weight_element_bytes: facts.weightElementBytes,
-          kv_element_bytes: facts.kvElementBytes,
-          engine: engineSettings(llm),
-        },
-        results: { bandwidth_bytes_per_s: facts.bandwidth?.bytesPerSecond ?? null, bandwidth_source: facts.bandwidth?.source ?? null, batches: rows },
-      },
-      values.output,
-    );
-    console.log(`wrote ${path}`);
+    await benchLatency(bench, flags, { baseline, output: values.output });
   } finally {
-    await llm.close();
+    await bench.llm.close();
   }
+}
+
+export type LatencyFlags = Pick<LatencyOptions, 'batchSizes' | 'inputLen' | 'outputLen' | 'numIters' | 'numItersWarmup' | 'structuredOutput'>;
+
+/** Measures a loaded engine as `keel bench latency` does, prints a line per batch size and writes the result; returns its path. */
+export async function benchLatency(
+  bench: BenchEngine,
+  flags: LatencyFlags,
+  files: { baseline: { path: string; rows: ReturnType<typeof readLatencyBaseline> } | null; output: string | undefined },
+): Promise<string> {
+  const baseline = files.baseline?.rows ?? null;
+  const { llm, facts } = bench;
+  const offload = llm.weightOffload && { hostBytesPerStep: llm.weightOffload.hostBytes, hostToDeviceBytesPerSecond: facts.hostToDeviceBytesPerSecond };
+  const options: LatencyOptions = { ...flags, seed: llm.config.seed, bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null, offload };
+  const bandwidth = facts.bandwidth ? `${(facts.bandwidth.bytesPerSecond / 1e9).toFixed(1)} GB/s (${facts.bandwidth.source})` : 'unknown (pass --bandwidth-gbps)';
+  console.log(`keel bench latency: ${llm.config.model} on ${facts.backend} (${facts.deviceName}); memory bandwidth ${bandwidth}`);
+  // The run is dated and attributed to a commit when it starts.
+  const header = keelRunHeader(bench);
+  let progress: Progress | null = null;
+  const measured = await runLatencySuite(
+    llm,
+    options,
+    { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype) },
+    {
+      onBatchStart: (batchSize, runs) => (progress = benchProgress(`batch ${batchSize}`, runs, 'runs', llm.config.showProgress)),
+      onRun: () => progress?.tick(),
+      onBatch: (row) => {
+        progress?.stop();
+        console.log(latencyLine(baseline === null ? row : withSpeedup(row, baseline)));
+      },
+    },
+  );
+  const rows = baseline === null ? measured : measured.map((row) => withSpeedup(row, baseline));
+  const path = writeResult(
+    {
+      suite: 'latency',
+      schema_version: RESULT_SCHEMA_VERSION,
+      status: 'ok',
+      error: null,
+      ...header,
+      config: {
+        batch_sizes: flags.batchSizes,
+        input_len: flags.inputLen,
+        output_len: flags.outputLen,
+        num_iters: flags.numIters,
+        num_iters_warmup: flags.numItersWarmup,
+        seed: options.seed,
+        temperature: 0,
+        ignore_eos: true,
+        structured_output: flags.structuredOutput,
+        baseline: files.baseline?.path ?? null,
+        weight_element_bytes: facts.weightElementBytes,
+        kv_element_bytes: facts.kvElementBytes,
+        engine: engineSettings(llm),
+      },
+      results: { bandwidth_bytes_per_s: facts.bandwidth?.bytesPerSecond ?? null, bandwidth_source: facts.bandwidth?.source ?? null, batches: rows },
+    },
+    files.output,
+  );
+  console.log(`wrote ${path}`);
+  return path;
 }

@@ -15,7 +15,10 @@ bandwidth), TFLOP/s and the speed-up over bf16 cuBLAS on the same shape. Quantiz
 int4, nf4, quantized as --quantization does) are timed on every kernel that takes the batch: the
 decode GEMV up to 8 rows, past it the tensor-core GEMM and dequantize + cuBLAS, so the thresholds
 between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
-down [k, n/2]) beside the same MLP in bf16. Needs the CUDA backend. Writes JSON to ./bench-results/
+down [k, n/2]) beside the same MLP in bf16. aqlm-2x8 and aqlm-1x16 (random codes) time the AQLM
+codebook-lookup GEMV up to 8 rows, past it dequantize + cuBLAS. 2:4 prunes the weight by magnitude
+and times cuSPARSELt at every row count (rows padded to 16) and the backend's choice (the dense GEMV
+up to 8 rows); its weight GB/s counts the compressed bytes. Needs the CUDA backend. Writes JSON to ./bench-results/
 (or --output).
 
   --format LIST                  comma-separated, of ${FORMATS.join(', ')} (default: all)
@@ -66,13 +69,13 @@ export async function linearCommand(argv: string[]): Promise<void> {
     shapes,
     onFigure: (f) =>
       console.log(
-        `${f.op} [${f.n}, ${f.k}] rows ${String(f.rows).padEnd(4)} ${f.format.padEnd(5)} ${f.path.padEnd(17)} ${f.us.toFixed(1).padStart(9)} us ${f.gb_per_s.toFixed(0).padStart(6)} GB/s ${f.tflops.toFixed(1).padStart(6)} TFLOP/s  x${f.speedup_vs_bf16.toFixed(2)}`,
+        `${f.op} [${f.n}, ${f.k}] rows ${String(f.rows).padEnd(4)} ${f.format.padEnd(9)} ${f.path.padEnd(17)} ${f.us.toFixed(1).padStart(9)} us ${f.gb_per_s.toFixed(0).padStart(6)} GB/s ${f.tflops.toFixed(1).padStart(6)} TFLOP/s  x${f.speedup_vs_bf16.toFixed(2)}`,
       ),
   });
   const path = writeResult(
     {
       ...cudaKernelRun(started, result.driverCudaVersion),
-      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, quantized-gemm.cu, moe-gemv.cu, moe-gemm.cu', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
+      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, quantized-gemm.cu, moe-gemv.cu, moe-gemm.cu, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
       suite: 'linear',
       results: { figures: result.figures, read_gb_per_s: result.read_gb_per_s },
     },

@@ -96,7 +96,8 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     try {
       const { startServer } = await import('../../server/server.ts');
       const { EngineClient } = await import('../../server/engine-host/engine-client.ts');
-      const engine = await EngineClient.inThisThread(bench.llm);
+      const { EngineReplicas } = await import('../../server/engine-host/engine-replicas.ts');
+      const engine = new EngineReplicas([await EngineClient.inThisThread(bench.llm)]);
       const server = await startServer({ engine, host: '127.0.0.1', port: 0, apiKey: null, logLevel: 'warn', maxQueuedSequences: null, maxQueuedTokens: null });
       try {
         const discovered = await discoverServer(server.url, null);

@@ -2,8 +2,8 @@ import type { Backend, KvCache } from '../../backend/backend.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { modelArchitectureOf } from '../../models/registry.ts';
-import { kvBytesPerBlock, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
-import { createTargetModel, loadModelWeights } from '../load-engine.ts';
+import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
+import { createTargetModel, loadModelWeights, streamingOf } from '../load-engine.ts';
 import type { RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
@@ -29,6 +29,9 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
     size: config.tensorParallelSize,
     expertParallel: config.enableExpertParallel,
   });
+  // The stage's layers' KV groups, as rank 0 groups the whole model's layers (a parallel run has no draft or head).
+  const allKvLayers = createTargetModel(architecture, place.maxModelLen, config).kvLayers;
+  const groups = kvCacheGroups(allKvLayers, streamingOf(config)).groupOf.slice(stage.firstLayer, stage.firstLayer + model.kvLayers.length);
   let cache: KvCache | null = null;
   const requireCache = () => {
     if (cache === null) throw new Error(`rank ${place.rank} was sent a step before its KV cache`);
@@ -36,10 +39,10 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   };
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
-    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, resolveKvCacheDtype(config.kvCacheDtype))),
+    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, resolveKvCacheDtype(config.kvCacheDtype), groups)),
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
-        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, firstLayer: stage.firstLayer, dtype: message.dtype });
+        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
       } else {

@@ -1,13 +1,16 @@
+import type { ChildProcess } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 import { MessageChannel } from 'node:worker_threads';
 import type { EngineOptions } from '../../config.ts';
 import type { LLM } from '../../engine/llm.ts';
 import type { LoraAdapterInfo } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
+import type { RequestOutput, StreamDelta } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { ApiError } from '../openai-errors.ts';
 import { fromThreadError } from '../thread-errors.ts';
+import { startTsProcess } from '../../threads/ts-process.ts';
 import { siblingModule, startTsWorker, type MessageEndpoint } from '../../threads/ts-worker.ts';
-import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
 import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
 import { OutputBuilder } from './output-builder.ts';
 import { serveEngine } from './serve-engine.ts';
@@ -19,28 +22,39 @@ export interface EnginePrompt {
   lora: string | null;
 }
 
+/** Where one engine request's updates go: its new tokens and text until its whole output, or why it failed. */
+export interface PromptSink {
+  deliver(deltas: StreamDelta[], final: RequestOutput | null): void;
+  fail(error: Error): void;
+}
+
 /** How long `close` waits for the engine to stop before ending its thread regardless. */
 const CLOSE_TIMEOUT_MS = 10_000;
+/** How long a replica's process gets to exit once its channel is closed, before it is killed. */
+const PROCESS_EXIT_TIMEOUT_MS = 5_000;
 
 const ENGINE_THREAD = siblingModule('./engine-thread', import.meta.url);
+const ENGINE_PROCESS = siblingModule('./engine-process', import.meta.url);
 
 interface PromptRun {
-  generation: EngineGeneration;
-  promptIndex: number;
+  sink: PromptSink;
   output: OutputBuilder;
 }
 
 /** The channel to the engine, and how to end its other side. */
 interface Transport {
   endpoint: MessageEndpoint<FromEngine, ToEngine>;
-  /** Ends the other side at once (it may be stuck in a step). */
+  /** Ends the other side (it may be stuck in a step): at once for a thread, after a grace period for a process. */
   terminate(): Promise<void>;
+  /** Ends the other side as a crash would: for fault drills. */
+  kill(): void;
 }
 
 /**
- * The server's handle on the engine, which runs on a thread of its own (`startThread`): the
- * handlers' `generate`, the latest stats, and `close`. If the thread dies (an uncaught error, or
- * the engine crashed), every request in flight fails with a 503 and `stopped` resolves with why.
+ * The server's handle on one engine, which runs on a thread of its own (`startThread`) or, as a
+ * data-parallel replica, in a process of its own (`startProcess`): `start` and `abort` of engine
+ * requests, the latest stats, and `close`. If the engine dies (an uncaught error, a crash, its
+ * process killed), every request in flight fails with a 503 and `stopped` resolves with why.
  */
 export class EngineClient {
   readonly info: EngineInfo;
@@ -69,20 +83,43 @@ export class EngineClient {
   /** Loads the model on a new worker thread; rejects with the loading error (an unknown model...). */
   static async startThread(config: EngineOptions, entry: URL = ENGINE_THREAD): Promise<EngineClient> {
     const worker = startTsWorker(entry, config, 'keel-engine');
-    const transport: Transport = { endpoint: worker, terminate: async () => void (await worker.terminate()) };
-    const loaded = await new Promise<{ info: EngineInfo; stats: EngineStats }>((resolve, reject) => {
-      const failed = (error: Error) => reject(error);
-      const exited = (code: number) => reject(new Error(`the engine thread exited with code ${code} while loading`));
-      worker.once('error', failed);
-      worker.once('exit', exited);
-      handshake(worker).then(resolve, reject).finally(() => {
-        worker.off('error', failed);
-        worker.off('exit', exited);
-      });
-    });
+    const terminate = async () => void (await worker.terminate());
+    const transport: Transport = { endpoint: worker, terminate, kill: () => void terminate() };
+    const loaded = await loading(worker, handshake(worker), 'the engine thread', (code) => `code ${code}`);
     const client = new EngineClient(transport, loaded.info, loaded.stats);
     worker.on('error', (error) => client.die(error));
     worker.on('exit', (code) => client.die(new Error(`the engine thread exited with code ${code}`)));
+    return client;
+  }
+
+  /**
+   * Loads the model in a new process (`engine-process.ts`) with `env` added to its environment
+   * (a data-parallel replica: CUDA_VISIBLE_DEVICES showing it its own GPUs); rejects with the
+   * loading error. The process serves the same protocol over its IPC channel.
+   */
+  static async startProcess(config: EngineOptions, env: Record<string, string>, name: string): Promise<EngineClient> {
+    const child = startTsProcess(ENGINE_PROCESS, name, env);
+    const endpoint = processEndpoint(child);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const transport: Transport = {
+      endpoint,
+      terminate: async () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        // Its engine has stopped: closing the channel ends the process (engine-process.ts).
+        if (child.connected) child.disconnect();
+        const timer = setTimeout(() => child.kill('SIGKILL'), PROCESS_EXIT_TIMEOUT_MS);
+        await exited;
+        clearTimeout(timer);
+      },
+      kill: () => void child.kill('SIGKILL'),
+    };
+    const ready = handshake(endpoint);
+    child.send(config);
+    const describe = (code: number | null, signal: NodeJS.Signals | null) => (signal === null ? `code ${code}` : `signal ${signal}`);
+    const loaded = await loading(child, ready, `the engine process ${name}`, describe);
+    const client = new EngineClient(transport, loaded.info, loaded.stats);
+    child.on('error', (error) => client.die(error));
+    child.on('exit', (code, signal) => client.die(new Error(`the engine process ${name} exited with ${describe(code, signal)}`)));
     return client;
   }
 
@@ -93,13 +130,11 @@ export class EngineClient {
   static async inThisThread(llm: LLM): Promise<EngineClient> {
     const { port1, port2 } = new MessageChannel();
     serveEngine(port2, llm);
-    const transport: Transport = {
-      endpoint: port1,
-      terminate: async () => {
-        port1.close();
-        port2.close();
-      },
+    const terminate = async () => {
+      port1.close();
+      port2.close();
     };
+    const transport: Transport = { endpoint: port1, terminate, kill: () => void terminate() };
     const { info, stats } = await handshake(port1);
     return new EngineClient(transport, info, stats);
   }
@@ -138,19 +173,24 @@ export class EngineClient {
     });
   }
 
-  /** Starts one engine request per prompt; see EngineGeneration. */
-  generate(prompts: EnginePrompt[], hooks: GenerationHooks = {}): EngineGeneration {
+  /** Starts one engine request; its updates go to `sink`. Returns its id, for `abort`. */
+  start(prompt: EnginePrompt, sink: PromptSink): number {
     if (this.deathError) throw this.deathError;
-    const ids = prompts.map(() => this.nextId++);
-    const generation = new EngineGeneration(prompts.length, (indices) => {
-      for (const i of indices) if (this.runs.has(ids[i])) this.transport.endpoint.postMessage({ type: 'abort', id: ids[i] });
-    }, hooks);
-    prompts.forEach((prompt, promptIndex) => {
-      const output = new OutputBuilder(String(ids[promptIndex]), prompt.tokenIds, prompt.params.n, prompt.params.logprobs !== null);
-      this.runs.set(ids[promptIndex], { generation, promptIndex, output });
-      this.transport.endpoint.postMessage({ type: 'add', id: ids[promptIndex], tokenIds: prompt.tokenIds, params: prompt.params, lora: prompt.lora });
-    });
-    return generation;
+    const id = this.nextId++;
+    const output = new OutputBuilder(String(id), prompt.tokenIds, prompt.params.n, prompt.params.logprobs !== null);
+    this.runs.set(id, { sink, output });
+    this.transport.endpoint.postMessage({ type: 'add', id, tokenIds: prompt.tokenIds, params: prompt.params, lora: prompt.lora });
+    return id;
+  }
+
+  /** Aborts engine request `id` if it still runs; its last update then comes as usual. */
+  abort(id: number): void {
+    if (this.runs.has(id)) this.transport.endpoint.postMessage({ type: 'abort', id });
+  }
+
+  /** Ends the engine as a crash would (fault drills, tests): its requests fail with a 503. */
+  kill(): void {
+    this.transport.kill();
   }
 
   /**
@@ -189,7 +229,7 @@ export class EngineClient {
           if (!run) continue;
           run.output.add(update.deltas);
           if (update.finished) this.runs.delete(update.id);
-          run.generation.deliver(run.promptIndex, update.deltas, update.finished ? run.output.build(update.finished) : null);
+          run.sink.deliver(update.deltas, update.finished ? run.output.build(update.finished) : null);
         }
         // Once the responses have written what they got (the promise jobs that run after this
         // message), and not before: the next batch then waits for the event loop's next turn.
@@ -200,7 +240,7 @@ export class EngineClient {
         const run = this.runs.get(message.id);
         if (!run) return;
         this.runs.delete(message.id);
-        run.generation.fail(run.promptIndex, fromThreadError(message.error));
+        run.sink.fail(fromThreadError(message.error));
         return;
       }
       case 'stats':
@@ -236,8 +276,37 @@ export class EngineClient {
     this.loraCalls.clear();
     const runs = [...this.runs.values()];
     this.runs.clear();
-    for (const run of runs) run.generation.fail(run.promptIndex, error);
+    for (const run of runs) run.sink.fail(error);
   }
+}
+
+/** The parent's end of a child process's IPC channel, as a MessageEndpoint. */
+function processEndpoint(child: ChildProcess): MessageEndpoint<FromEngine, ToEngine> {
+  return {
+    // Once the process is gone nothing can reach it; its exit fails what was in flight.
+    postMessage: (message) => void (child.connected && child.send(message)),
+    on: (event, listener) => child.on(event, listener as (message: unknown) => void),
+    off: (event, listener) => child.off(event, listener as (message: unknown) => void),
+  };
+}
+
+/** Waits for a loading engine's handshake, or for its thread or process to fail or exit first. */
+function loading<T>(
+  owner: EventEmitter,
+  ready: Promise<T>,
+  what: string,
+  describeExit: (code: number, signal: NodeJS.Signals | null) => string,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const failed = (error: Error) => reject(error);
+    const exited = (code: number, signal: NodeJS.Signals | null = null) => reject(new Error(`${what} exited with ${describeExit(code, signal)} while loading`));
+    owner.once('error', failed);
+    owner.once('exit', exited);
+    ready.then(resolve, reject).finally(() => {
+      owner.off('error', failed);
+      owner.off('exit', exited);
+    });
+  });
 }
 
 /** Waits for the engine's 'ready' and first stats, or for why it could not load. */

@@ -26,6 +26,10 @@ export interface EngineInfo {
   vocabSize: number;
   blockSize: number;
   numKvBlocks: number;
+  /** Most sequences in one step (a replica's batch: the router's unit of load). */
+  maxNumSeqs: number;
+  /** Adapters held on the device at once (`--max-loras`). */
+  maxLoras: number;
   /** Sampling defaults from the model's generation_config.json. */
   samplingDefaults: Partial<SamplingParams>;
   hasTokenizer: boolean;

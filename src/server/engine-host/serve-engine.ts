@@ -23,6 +23,8 @@ export function engineInfo(llm: ServedLLM): EngineInfo {
     vocabSize: llm.modelConfig.vocabSize,
     blockSize: llm.config.blockSize,
     numKvBlocks: llm.stats().numKvBlocks,
+    maxNumSeqs: llm.config.maxNumSeqs,
+    maxLoras: llm.config.maxLoras,
     samplingDefaults: llm.samplingDefaults,
     hasTokenizer: llm.tokenizer !== null,
     chatTemplate: llm.tokenizer?.chatTemplateSource ?? null,

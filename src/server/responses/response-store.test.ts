@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ResponseStore } from './response-store.ts';
 
-const entry = (id: string) => ({ response: { id }, conversation: [{ role: 'user' as const, content: id }], inputItems: [], turn: { promptText: id, promptIds: [1], outputIds: [2] } });
+const entry = (id: string) => ({ response: { id }, conversation: [{ role: 'user' as const, content: id }], inputItems: [], turn: { promptText: id, promptIds: [1], outputIds: [2] }, replica: 0 });
 
 test('the store keeps the most recently stored or read responses, up to its capacity', () => {
   const store = new ResponseStore(2);

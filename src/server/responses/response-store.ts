@@ -12,6 +12,8 @@ export interface StoredResponse {
   inputItems: ListedItem[];
   /** This turn as the engine ran it (prompt text and ids, output ids): a follow-up's prompt starts with those ids. */
   turn: PreviousTurn;
+  /** The data-parallel replica that ran it, where a follow-up is sent (its prefix cache holds the turn). */
+  replica: number;
 }
 
 /**

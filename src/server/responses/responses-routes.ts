@@ -37,8 +37,9 @@ export function registerResponses(app: FastifyInstance, ctx: ServingContext): vo
       throw inResponsesTerms(error);
     });
     const signal = ctx.inFlight.track(reply);
-    const updates = await startGeneration(ctx, [prepared.prompt], signal, 'input');
-    const run: ResponseRun = { ctx, plan, prepared, conversation, response: pendingResponse(ctx, plan, prepared) };
+    // A follow-up runs where the response it continues ran: that replica's prefix cache holds its tokens.
+    const { updates, replicas } = await startGeneration(ctx, [prepared.prompt], signal, 'input', previous?.replica ?? null);
+    const run: ResponseRun = { ctx, plan, prepared, conversation, response: pendingResponse(ctx, plan, prepared), replica: replicas[0] };
     if (plan.stream) {
       await streamResponse(run, request, reply, updates, signal);
       return reply;
@@ -76,6 +77,8 @@ interface ResponseRun {
   conversation: ChatMessageInput[];
   /** The response object while in progress. */
   response: ResponseObject;
+  /** The data-parallel replica running it. */
+  replica: number;
 }
 
 function notFound(id: string): ApiError {
@@ -164,7 +167,7 @@ function finish(run: ResponseRun, output: ResponseOutput, final: RequestOutput):
     const promptText = run.prepared.promptText;
     if (promptText === undefined) throw new Error('a Responses prompt is prepared as a turn (ChatContinuation), with its text');
     const turn = { promptText, promptIds: run.prepared.prompt.tokenIds, outputIds: completion.tokenIds };
-    run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)], inputItems: run.plan.inputItems, turn });
+    run.ctx.responses.put({ response, conversation: [...run.conversation, assistantMessage(output.items)], inputItems: run.plan.inputItems, turn, replica: run.replica });
   }
   return response;
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
 
@@ -13,21 +13,24 @@ test('single-token sequences go to decode, longer chunks to prefill tiles coveri
     const decodes = specs.flatMap((s, i) => (s.query === 1 ? [i] : []));
     assert.deepEqual([...plan.decodeSeqs], decodes);
     assert.equal(plan.maxDecodeSeqLen, Math.max(0, ...decodes.map((i) => specs[i].cached + 1)));
-    const covered = specs.map(() => new Set<number>());
-    for (let t = 0; t < plan.prefillTiles.length; t += 2) {
-      const [seq, row] = [plan.prefillTiles[t], plan.prefillTiles[t + 1]];
-      assert.equal(row % PREFILL_TILE_ROWS, 0);
-      for (let r = row; r < Math.min(row + PREFILL_TILE_ROWS, specs[seq].query); r++) covered[seq].add(r);
+    for (const [tiles, rows] of [[plan.prefillTiles, PREFILL_TILE_ROWS], [plan.wideTiles, WIDE_PREFILL_TILE_ROWS]] as const) {
+      const covered = specs.map(() => new Set<number>());
+      for (let t = 0; t < tiles.length; t += 2) {
+        const [seq, row] = [tiles[t], tiles[t + 1]];
+        assert.equal(row % rows, 0);
+        for (let r = row; r < Math.min(row + rows, specs[seq].query); r++) covered[seq].add(r);
+      }
+      specs.forEach((s, i) => assert.equal(covered[i].size, s.query === 1 ? 0 : s.query, `sequence ${i} rows in ${rows}-row tiles`));
     }
-    specs.forEach((s, i) => assert.equal(covered[i].size, s.query === 1 ? 0 : s.query, `sequence ${i} rows`));
   }
 });
 
 test('prefill tiles are ordered longest context first', () => {
   const batch = buildBatch([{ cached: 0, query: 100 }, { cached: 900, query: 70 }], new BlockAssignment(seededRng(1), 200, 2), 16);
-  const seqs = [];
-  for (let t = 0; t < planAttention(batch).prefillTiles.length; t += 2) seqs.push(planAttention(batch).prefillTiles[t]);
-  assert.deepEqual(seqs, [1, 1, 0, 0]);
+  const plan = planAttention(batch);
+  const seqs = (tiles: Int32Array) => [...tiles].filter((_, i) => i % 2 === 0);
+  assert.deepEqual(seqs(plan.prefillTiles), [1, 1, 0, 0]);
+  assert.deepEqual(seqs(plan.wideTiles), [1, 0]);
 });
 
 test('decode partitions cover the context in whole tiles and fill the GPU only when worthwhile', () => {

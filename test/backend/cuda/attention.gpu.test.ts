@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { AttentionParams, KvCache, Tensor } from '../../../src/backend/backend.ts';
+import type { KvCache, Tensor } from '../../../src/backend/backend.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
-import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
-import { buildRopeTable } from '../../../src/layers/rotary.ts';
+import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { continueSeqs, randomChunks, runScenario, type Scenario, TOLERANCE } from '../../helpers/attention-scenario.ts';
 
 // RoPE + paged KV write and both attention kernels (split-KV decode, tiled prefill) against the
 // CPU backend: head dims, GQA ratios, block sizes, contexts that cross blocks and decode
@@ -18,93 +18,14 @@ const rng = seededRng(testSeed('cuda attention'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
 const cpu = new CpuBackend();
 after(() => gpu.dispose());
-
-const TOLERANCE = 1e-2;
-const LAYER = 1; // not layer 0, so per-layer pool offsets are exercised
-
-interface Scenario {
-  name: string;
-  headDim: number;
-  numKvHeads: number;
-  group: number;
-  blockSize: number;
-  window: number | null;
-  /** Per step: each sequence's cached and new tokens. */
-  steps: SeqSpec[][];
-  /** Steps whose attention output is compared (others only fill the cache). */
-  attend: boolean[];
-  /** Softmax scale; headDim ** -0.5 by default. */
-  scale?: number;
-  softcap?: number;
-  /** Per-head sink logits (bf16 values), or none. */
-  sinks?: Float32Array;
-  /** Leading dims of each head that rotate; the whole head by default. */
-  rotaryDim?: number;
-  /** Rotate each token by a random row of the table rather than its position's (LongRoPE's rows). */
-  randomRotaryRows?: boolean;
-  /** StreamingLLM's sinks and window: queries stay unrotated until attention rotates them. */
-  streaming?: { sinks: number; window: number };
-}
-
-function runScenario(s: Scenario): void {
-  const plain: AttentionParams = plainAttention({
-    numHeads: s.numKvHeads * s.group,
-    numKvHeads: s.numKvHeads,
-    headDim: s.headDim,
-    scale: s.scale ?? s.headDim ** -0.5,
-    slidingWindow: s.window,
-  });
-  const sinks = s.sinks === undefined ? null : bf16Tensor([plain.numHeads], s.sinks);
-  const numSeqs = Math.max(...s.steps.map((step) => step.length));
-  const longest = Math.max(...s.steps.flat().map((q) => q.cached + q.query));
-  const numBlocks = numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
-  const spec = attentionLayout({ numLayers: 2, numBlocks, blockSize: s.blockSize, numKvHeads: s.numKvHeads, headDim: s.headDim });
-  const caches: [KvCache, KvCache] = [cpu.createKvCache(spec), gpu.createKvCache(spec)];
-  const table = buildRopeTable({ rotaryDim: s.rotaryDim ?? s.headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest + 1 }, longest + 1);
-  const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
-  const withOptions = (sinkLogits: Tensor | null, table: Tensor): AttentionParams => ({
-    ...plain,
-    softcap: s.softcap ?? null,
-    sinks: sinkLogits,
-    streaming: s.streaming === undefined ? null : { ...s.streaming, rope: table },
-  });
-  const shapes = [withOptions(sinks && cpu.loadWeight(sinks), rope[0]), withOptions(sinks && gpu.loadWeight(sinks), rope[1])] as const;
-  const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
-  const width = (plain.numHeads + 2 * plain.numKvHeads) * s.headDim;
-
-  s.steps.forEach((specs, i) => {
-    const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
-    const batch = buildBatch(specs, blocks, s.blockSize);
-    if (s.randomRotaryRows) batch.rotaryRows = batch.rotaryRows.map(() => randInt(rng, 0, table.maxPositions - 1));
-    const qkvHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
-    const qkv: [Tensor, Tensor] = [cpu.loadWeight(qkvHost), gpu.loadWeight(qkvHost)];
-    const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0]);
-    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1]);
-    const ropeErr = relativeError(gpu.toHost(qkv[1]), cpu.toHost(qkv[0]));
-    assert.ok(ropeErr < TOLERANCE, `${label}: rotated qkv relative error ${ropeErr}`);
-    if (!s.attend[i]) return;
-    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], shapes[0]), gpu.attention(qkv[1], caches[1], LAYER, steps[1], shapes[1])];
-    const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
-    assert.ok(err < TOLERANCE, `${label}: attention relative error ${err}`);
-  });
-}
-
-function randomChunks(r: Rng, numSeqs: number, maxQuery: number): SeqSpec[] {
-  return Array.from({ length: numSeqs }, () => ({ cached: 0, query: randInt(r, 1, maxQuery) }));
-}
-
-/** The next step after `prev`: each sequence either decodes one token or runs another chunk. */
-function continueSeqs(r: Rng, prev: SeqSpec[], maxQuery: number): SeqSpec[] {
-  return prev.map((q) => ({ cached: q.cached + q.query, query: r() < 0.5 ? 1 : randInt(r, 2, maxQuery) }));
-}
+const run = (s: Scenario): void => runScenario(s, gpu, cpu, rng);
 
 for (const headDim of [64, 96, 128]) {
   test(`prefill chunks then a mixed decode/chunk step, head dim ${headDim}`, () => {
     for (let trial = 0; trial < 3; trial++) {
       const first = randomChunks(rng, randInt(rng, 1, 5), 200);
       const second = continueSeqs(rng, first, 150);
-      runScenario({
+      run({
         name: `d${headDim} trial ${trial}`,
         headDim,
         numKvHeads: randInt(rng, 1, 2),
@@ -121,7 +42,7 @@ for (const headDim of [64, 96, 128]) {
 test('head dims 72 and 256 (padded and largest tiles)', () => {
   for (const headDim of [72, 256]) {
     const first = randomChunks(rng, 3, 150);
-    runScenario({
+    run({
       name: `d${headDim}`,
       headDim,
       numKvHeads: 2,
@@ -137,7 +58,7 @@ test('head dims 72 and 256 (padded and largest tiles)', () => {
 test('long-context decode split over many partitions, with and without a sliding window', () => {
   for (const window of [null, 1500]) {
     const history = [4000, 2500, 1000, 37].map((n) => ({ cached: 0, query: n }));
-    runScenario({
+    run({
       name: `long decode window ${window}`,
       headDim: 128,
       numKvHeads: 2,
@@ -152,7 +73,7 @@ test('long-context decode split over many partitions, with and without a sliding
 
 test('many decodes in one step (a single partition per sequence)', () => {
   const history = Array.from({ length: 96 }, () => ({ cached: 0, query: randInt(rng, 1, 400) }));
-  runScenario({
+  run({
     name: 'wide decode',
     headDim: 128,
     numKvHeads: 8,
@@ -165,7 +86,7 @@ test('many decodes in one step (a single partition per sequence)', () => {
 });
 
 test('a long chunk after cached context, with a sliding window inside the chunk', () => {
-  runScenario({
+  run({
     name: 'windowed chunk',
     headDim: 64,
     numKvHeads: 1,
@@ -181,7 +102,7 @@ test('soft-capped scores (Gemma 2) in prefill chunks and split decodes, head dim
   for (const [headDim, window] of [[256, 64], [128, null]] as const) {
     const first = randomChunks(rng, 3, 300);
     // Scaled up so that many scores reach the cap's bend: the cap must shape the softmax.
-    runScenario({
+    run({
       name: `softcap d${headDim}`,
       headDim,
       numKvHeads: 2,
@@ -195,7 +116,7 @@ test('soft-capped scores (Gemma 2) in prefill chunks and split decodes, head dim
     });
   }
   const history = [3000, 700, 40].map((n) => ({ cached: 0, query: n }));
-  runScenario({
+  run({
     name: 'softcap long decode',
     headDim: 256,
     numKvHeads: 1,
@@ -217,7 +138,7 @@ test('learned sinks (gpt-oss) join each head\'s denominator once: prefill, singl
     const history = [3000, 600, 64, 3].map((n) => ({ cached: 0, query: n }));
     // Decodes beside chunks after cached context, then a decode of every sequence (the longest split over partitions).
     const mixed = [{ cached: 3000, query: 1 }, { cached: 600, query: 70 }, { cached: 64, query: 1 }, { cached: 3, query: 40 }];
-    runScenario({
+    run({
       name: `sinks window ${window} scale ${sinkScale}`,
       headDim: 64,
       numKvHeads,
@@ -230,7 +151,7 @@ test('learned sinks (gpt-oss) join each head\'s denominator once: prefill, singl
     });
   }
   const prompts = Array.from({ length: 40 }, () => ({ cached: 0, query: randInt(rng, 1, 300) }));
-  runScenario({
+  run({
     name: 'sinks with softcap, fresh prompts then many decodes',
     headDim: 128,
     numKvHeads: 4,
@@ -247,7 +168,7 @@ test('learned sinks (gpt-oss) join each head\'s denominator once: prefill, singl
 test('a rotary dim below the head dim rotates the leading dims and caches the rest as they are; tokens read their rotary rows', () => {
   for (const [headDim, rotaryDim] of [[16, 12], [128, 96], [96, 32]] as const) {
     const first = randomChunks(rng, 3, 120);
-    runScenario({
+    run({
       name: `d${headDim} rotary ${rotaryDim}`,
       headDim,
       numKvHeads: 2,
@@ -266,7 +187,7 @@ test('StreamingLLM: sink keys behind the window scored at cache positions, in pr
   for (const [sinks, window, layerWindow] of [[4, 252, null], [4, 60, null], [1, 1000, null], [4, 100, 64], [4, 100, 300]] as const) {
     const history = [3000, 600, 64, 3].map((n) => ({ cached: 0, query: n }));
     const mixed = [{ cached: 3000, query: 1 }, { cached: 600, query: 130 }, { cached: 64, query: 1 }, { cached: 3, query: 300 }];
-    runScenario({
+    run({
       name: `streaming sinks ${sinks} window ${window} layer window ${layerWindow}`,
       headDim: pick(rng, [64, 128]),
       numKvHeads: 2,
@@ -279,7 +200,7 @@ test('StreamingLLM: sink keys behind the window scored at cache positions, in pr
     });
   }
   const first = randomChunks(rng, 3, 200);
-  runScenario({
+  run({
     name: 'streaming with soft-capping, learned sinks and partial rotary',
     headDim: 128,
     numKvHeads: 2,

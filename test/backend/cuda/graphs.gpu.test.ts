@@ -19,11 +19,11 @@ test('replayed decode steps equal eager ones bit for bit, across step data and s
     const cache = backend.createKvCache({ numBlocks: 64, blockSize, layers: model.kvLayers });
     // Fill some context first, so decode steps attend over real keys.
     const prompt = Array.from({ length: 32 }, (_, i) => (i * 37) % modelConfig.vocabSize);
-    backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable: [0, 1] }], blockSize)), cache));
+    backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [[0, 1]] }], blockSize)), cache));
     // Rows share the prompt's blocks and write their own tokens to a block each.
     const decode = (token: number, position: number, rows: number) =>
       describeBatch(
-        Array.from({ length: rows }, (_, r) => ({ tokens: [token + r], startPos: position, blockTable: [0, 1, 4 + r] })),
+        Array.from({ length: rows }, (_, r) => ({ tokens: [token + r], startPos: position, blockTables: [[0, 1, 4 + r]] })),
         blockSize,
         undefined,
         4,
@@ -53,11 +53,11 @@ test('replayed decode steps with LoRA adapters equal eager ones, as slots and th
     const blockSize = 16;
     const cache = backend.createKvCache({ numBlocks: 64, blockSize, layers: model.kvLayers });
     const prompt = Array.from({ length: 32 }, (_, i) => (i * 37) % 256);
-    backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTable: [0, 1] }], blockSize)), cache));
+    backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [[0, 1]] }], blockSize)), cache));
     // Row r runs with slot slots[r] (-1: the base model).
     const decode = (token: number, position: number, slots: number[]) =>
       describeBatch(
-        slots.map((slot, r) => ({ tokens: [token + r], startPos: position, blockTable: [0, 1, 4 + r], ...(slot >= 0 ? { loraSlot: slot } : {}) })),
+        slots.map((slot, r) => ({ tokens: [token + r], startPos: position, blockTables: [[0, 1, 4 + r]], ...(slot >= 0 ? { loraSlot: slot } : {}) })),
         blockSize,
         undefined,
         4,

@@ -66,7 +66,7 @@ function chunks(lengths: number[], slots: number): SequenceChunk[] {
   return lengths.map((length) => {
     const slot = randInt(rng, -1, slots - 1);
     const blockTable = Array.from({ length: Math.ceil(length / BLOCK_SIZE) }, () => block++);
-    return { tokens: new Array<number>(length).fill(1), startPos: 0, blockTable, ...(slot >= 0 ? { loraSlot: slot } : {}) };
+    return { tokens: new Array<number>(length).fill(1), startPos: 0, blockTables: [blockTable], ...(slot >= 0 ? { loraSlot: slot } : {}) };
   });
 }
 
@@ -131,10 +131,10 @@ test("decode and prefill steps of an 8B model's shapes: q/k/v and down projectio
   for (const c of projections) {
     const w = loraWeights(c);
     // 128 decoding sequences, adapters round robin (the bench's workload), a few on the base model.
-    const decode = Array.from({ length: 128 }, (_, i): SequenceChunk => ({ tokens: [1], startPos: 0, blockTable: [i], ...(i % 9 === 8 ? {} : { loraSlot: i % c.slots }) }));
+    const decode = Array.from({ length: 128 }, (_, i): SequenceChunk => ({ tokens: [1], startPos: 0, blockTables: [[i]], ...(i % 9 === 8 ? {} : { loraSlot: i % c.slots }) }));
     checkStep(c, w, describeBatch(decode, BLOCK_SIZE), `decode ${JSON.stringify(c)}`);
     // A 512-token prefill chunk of one adapter beside decodes of others.
-    const prefill: SequenceChunk[] = [{ tokens: new Array<number>(512).fill(1), startPos: 0, blockTable: [0, 1, 2, 3], loraSlot: 5 }, ...decode.slice(0, 20).map((d, i) => ({ ...d, blockTable: [4 + i] }))];
+    const prefill: SequenceChunk[] = [{ tokens: new Array<number>(512).fill(1), startPos: 0, blockTables: [[0, 1, 2, 3]], loraSlot: 5 }, ...decode.slice(0, 20).map((d, i) => ({ ...d, blockTables: [[4 + i]] }))];
     checkStep(c, w, describeBatch(prefill, BLOCK_SIZE), `prefill ${JSON.stringify(c)}`);
   }
 });
@@ -142,7 +142,7 @@ test("decode and prefill steps of an 8B model's shapes: q/k/v and down projectio
 test('a slot set again replaces its adapter: a step of the same shape reads the new weights', () => {
   const c: Case = { inDim: 256, sliceRows: [128, 64, 64], slots: 2, maxRank: 16 };
   const w = loraWeights(c);
-  const batch = describeBatch([0, 1, -1, 1].map((slot, i) => ({ tokens: [1, 2], startPos: 0, blockTable: [i], ...(slot >= 0 ? { loraSlot: slot } : {}) })), BLOCK_SIZE);
+  const batch = describeBatch([0, 1, -1, 1].map((slot, i) => ({ tokens: [1, 2], startPos: 0, blockTables: [[i]], ...(slot >= 0 ? { loraSlot: slot } : {}) })), BLOCK_SIZE);
   const x = pair([batch.numTokens, c.inDim]);
   for (let round = 0; round < 2; round++) {
     if (round === 1) {

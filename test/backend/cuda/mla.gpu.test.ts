@@ -188,7 +188,7 @@ test('copyBlocks copies MLA rows beside attention keys and values', () => {
   const blocks = new BlockAssignment(rng, layout.numBlocks, 2);
   blocks.ensure(0, 40, blockSize);
   blocks.ensure(1, 40, blockSize);
-  const fill = describeBatch([{ tokens: new Array<number>(40).fill(0), startPos: 0, blockTable: blocks.tables[0] }], blockSize);
+  const fill = describeBatch([{ tokens: new Array<number>(40).fill(0), startPos: 0, blockTables: [blocks.tables[0]] }], blockSize);
   const fillSteps = [cpu.beginStep(fill), gpu.beginStep(fill)] as const;
   const q = randomPair([fill.numTokens, shape.heads * (shape.nope + shape.rope)]);
   const kv = randomPair([fill.numTokens, shape.latent + shape.rope]);
@@ -199,7 +199,7 @@ test('copyBlocks copies MLA rows beside attention keys and values', () => {
   const dst = Int32Array.from(blocks.tables[1]);
   cpu.copyBlocks(caches[0], src, dst);
   gpu.copyBlocks(caches[1], src, dst);
-  const read = describeBatch([{ tokens: [0], startPos: 39, blockTable: blocks.tables[1] }], blockSize);
+  const read = describeBatch([{ tokens: [0], startPos: 39, blockTables: [blocks.tables[1]] }], blockSize);
   const steps = [cpu.beginStep(read), gpu.beginStep(read)] as const;
   const qLatent = randomPair([1, shape.heads * shape.latent], 0.5);
   const q1 = randomPair([1, shape.heads * (shape.nope + shape.rope)]);

@@ -74,7 +74,7 @@ test('a CUDA backend in a one-rank group: vocab-parallel embedding rows and the 
   const cpu = new CpuBackend();
   try {
     const table = float32Tensor(Float32Array.from({ length: 6 * 16 }, (_, i) => i % 13), [6, 16]);
-    const batch = describeBatch([{ tokens: [3, 9, 4, 8, 2], startPos: 0, blockTable: [0] }], 16);
+    const batch = describeBatch([{ tokens: [3, 9, 4, 8, 2], startPos: 0, blockTables: [[0]] }], 16);
     // A shard holding ids 3..8: ids 9 and 2 are another shard's, zero rows.
     const embed = (b: CpuBackend | CudaBackend) => b.toHost(b.allGatherColumns(b.allReduce(b.embedding(b.loadWeight(table), b.beginStep(batch), 1, 3))));
     assert.deepEqual(embed(gpu), embed(cpu));

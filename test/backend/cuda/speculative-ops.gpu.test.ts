@@ -65,10 +65,10 @@ for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128].map((headDim)
         const err = relativeError(gpu.toHost(gpu.attention(qkv[1], caches[1], 0, steps[1], attn)), cpu.toHost(cpu.attention(qkv[0], caches[0], 0, steps[0], attn)));
         assert.ok(err < (dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype)), `trial ${trial} [${kinds.map((k, s) => `${contexts[s]}+${k}${sizes[s]}`).join(' ')}]: relative error ${err}`);
       };
-      run(contexts.map((c, s) => ({ tokens: new Array<number>(c).fill(0), startPos: 0, blockTable: tables[s] })), false);
+      run(contexts.map((c, s) => ({ tokens: new Array<number>(c).fill(0), startPos: 0, blockTables: [tables[s]] })), false);
       run(
         contexts.map((c, s) => {
-          const chunk: SequenceChunk = { tokens: new Array<number>(sizes[s]).fill(0), startPos: c, blockTable: tables[s] };
+          const chunk: SequenceChunk = { tokens: new Array<number>(sizes[s]).fill(0), startPos: c, blockTables: [tables[s]] };
           if (kinds[s] === 'tree') chunk.treeParents = randomTree(sizes[s]);
           return chunk;
         }),
@@ -84,7 +84,7 @@ for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72]
     const layout = { ...attentionLayout({ numLayers: 3, numBlocks: 6, blockSize: 4, numKvHeads, headDim }), dtype };
     const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
     // Fill both caches alike through a step over every slot.
-    const chunks: SequenceChunk[] = [{ tokens: new Array<number>(24).fill(0), startPos: 0, blockTable: [0, 1, 2, 3, 4, 5] }];
+    const chunks: SequenceChunk[] = [{ tokens: new Array<number>(24).fill(0), startPos: 0, blockTables: [[0, 1, 2, 3, 4, 5]] }];
     const batch = describeBatch(chunks, 4);
     const attn = plainAttention({ numHeads: 2, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: null });
     const width = (2 + 2 * numKvHeads) * headDim;
@@ -98,7 +98,7 @@ for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72]
       backend.copySlots(cache, Int32Array.from([9, 5, 17, 6]), Int32Array.from([5, 6, 7, 20]));
     }
     // Read both caches back through attention of one query per slot range.
-    const probe = describeBatch([{ tokens: [0], startPos: 23, blockTable: [0, 1, 2, 3, 4, 5] }], 4);
+    const probe = describeBatch([{ tokens: [0], startPos: 23, blockTables: [[0, 1, 2, 3, 4, 5]] }], 4);
     const q = bf16Tensor([1, width], randomBf16Values(rng, width));
     for (let layer = 0; layer < 3; layer++) {
       const outs = [cpu, gpu].map((backend, i) => backend.toHost(backend.attention(backend.loadWeight(q), caches[i], layer, backend.beginStep(probe), attn)));

@@ -75,7 +75,7 @@ function runCase(c: Case): void {
       context.values.push(value);
     }
     contexts.push(context);
-    return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTable };
+    return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTables: [blockTable] };
   });
   const batch = describeBatch(chunks, blockSize);
   const qkv = random.floats(batch.numTokens * rowWidth, c.scoreScale ?? 1);

@@ -37,7 +37,7 @@ test('addLora adds each token\'s own adapter delta, x · (scale B · A)ᵀ per s
     });
     const lengths = Array.from({ length: random.int(1, 4) }, () => random.int(1, 5));
     const chunkSlots = lengths.map(() => random.int(-1, slots - 1));
-    const chunks = lengths.map((n, s) => ({ tokens: new Array<number>(n).fill(0), startPos: 0, blockTable: [s], ...(chunkSlots[s] >= 0 ? { loraSlot: chunkSlots[s] } : {}) }));
+    const chunks = lengths.map((n, s) => ({ tokens: new Array<number>(n).fill(0), startPos: 0, blockTables: [[s]], ...(chunkSlots[s] >= 0 ? { loraSlot: chunkSlots[s] } : {}) }));
     const batch = describeBatch(chunks, 8);
     const rows = batch.numTokens;
     const x = new CpuTensor([rows, inDim], random.floats(rows * inDim));

@@ -145,7 +145,7 @@ test('mlaAttention matches the definition over paged rows: decodes, whole prompt
           return pool.subarray(slot * rowWidth, (slot + 1) * rowWidth);
         }),
       );
-      return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTable };
+      return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTables: [blockTable] };
     });
     const batch = describeBatch(chunks, blockSize);
     const qLatent = random.floats(batch.numTokens * numHeads * latentDim, 2);

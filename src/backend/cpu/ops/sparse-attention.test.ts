@@ -121,7 +121,7 @@ for (const c of CASES) {
     const tables = [ids.slice(0, 24), ids.slice(24, 48)];
     const lengths = [0, 0];
     const run = (chunks: { seq: number; tokens: number }[]) => {
-      const seqChunks: SequenceChunk[] = chunks.map(({ seq, tokens }) => ({ tokens: Array(tokens).fill(1), startPos: lengths[seq], blockTable: tables[seq] }));
+      const seqChunks: SequenceChunk[] = chunks.map(({ seq, tokens }) => ({ tokens: Array(tokens).fill(1), startPos: lengths[seq], blockTables: [tables[seq]] }));
       const batch = describeBatch(seqChunks, c.blockSize);
       const step = backend.beginStep(batch);
       const qkv = new CpuTensor([batch.numTokens, rowWidth], random.floats(batch.numTokens * rowWidth, 2));
@@ -171,7 +171,7 @@ test('a budget covering the whole sequence attends exactly as dense attention do
   const table = Array.from({ length: 16 }, (_, i) => 15 - i);
   for (let length = 0; length < 60; length += length === 0 ? 20 : 1) {
     const tokens = length === 0 ? 20 : 1;
-    const step = backend.beginStep(describeBatch([{ tokens: Array(tokens).fill(1), startPos: length, blockTable: table }], c.blockSize));
+    const step = backend.beginStep(describeBatch([{ tokens: Array(tokens).fill(1), startPos: length, blockTables: [table] }], c.blockSize));
     const qkv = new CpuTensor([tokens, rowWidth], random.floats(tokens * rowWidth));
     backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, params(c, sparse));
     const got = (backend.attention(qkv, cache, 0, step, params(c, sparse)) as CpuTensor).data;

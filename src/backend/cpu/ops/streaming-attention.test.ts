@@ -98,7 +98,7 @@ function runCase(c: Case): void {
       pools.values.set(value, slotAt);
     }
     contexts.push(context);
-    return { tokens: new Array<number>(queryLen).fill(0), startPos: start, blockTable };
+    return { tokens: new Array<number>(queryLen).fill(0), startPos: start, blockTables: [blockTable] };
   });
   const batch = describeBatch(chunks, blockSize);
   const qkv = random.floats(batch.numTokens * rowWidth);

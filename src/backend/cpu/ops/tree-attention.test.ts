@@ -61,7 +61,7 @@ function runTreeCase(c: TreeCase): void {
   }
   const chunks: SequenceChunk[] = c.seqs.map((s, i) => {
     const len = lengths[i];
-    const chunk: SequenceChunk = { tokens: new Array<number>(len - s.context).fill(0), startPos: s.context, blockTable: freeBlocks.splice(0, Math.ceil(len / blockSize)) };
+    const chunk: SequenceChunk = { tokens: new Array<number>(len - s.context).fill(0), startPos: s.context, blockTables: [freeBlocks.splice(0, Math.ceil(len / blockSize))] };
     if (s.parents !== null) chunk.treeParents = s.parents;
     return chunk;
   });
@@ -70,7 +70,7 @@ function runTreeCase(c: TreeCase): void {
   const out = new Float32Array(batch.numTokens * numHeads * headDim).fill(NaN);
   pagedAttention(qkv, pools, blockSize, batch, shape, out);
 
-  const slotOf = (chunk: SequenceChunk, index: number) => chunk.blockTable[Math.floor(index / blockSize)] * blockSize + (index % blockSize);
+  const slotOf = (chunk: SequenceChunk, index: number) => chunk.blockTables[0][Math.floor(index / blockSize)] * blockSize + (index % blockSize);
   c.seqs.forEach((s, i) => {
     const chunk = chunks[i];
     for (let k = 0; k < chunk.tokens.length; k++) {
@@ -87,7 +87,7 @@ function runTreeCase(c: TreeCase): void {
         copySlot(pools.keys, slotOf(chunk, index), linearPools.keys, j);
         copySlot(pools.values, slotOf(chunk, index), linearPools.values, j);
       });
-      const single = describeBatch([{ tokens: [0], startPos: linear.length - 1, blockTable: Array.from({ length: linearBlocks }, (_, b) => b) }], blockSize);
+      const single = describeBatch([{ tokens: [0], startPos: linear.length - 1, blockTables: [Array.from({ length: linearBlocks }, (_, b) => b)] }], blockSize);
       const expected = new Float32Array(numHeads * headDim);
       pagedAttention(qkv.slice(t * rowWidth, (t + 1) * rowWidth), linearPools, blockSize, single, shape, expected);
       const actual = out.subarray(t * numHeads * headDim, (t + 1) * numHeads * headDim);
@@ -133,13 +133,13 @@ test('trees wider than one mask word: bits past 32 tokens', () => {
 
 test('a chain is a causal chunk: the same positions and outputs with or without the tree', () => {
   const parents = Array.from({ length: 9 }, (_, i) => i - 1);
-  const chain = describeBatch([{ tokens: new Array<number>(9).fill(0), startPos: 4, blockTable: [0, 1, 2, 3], treeParents: parents }], 4);
-  const causal = describeBatch([{ tokens: new Array<number>(9).fill(0), startPos: 4, blockTable: [0, 1, 2, 3] }], 4);
+  const chain = describeBatch([{ tokens: new Array<number>(9).fill(0), startPos: 4, blockTables: [[0, 1, 2, 3]], treeParents: parents }], 4);
+  const causal = describeBatch([{ tokens: new Array<number>(9).fill(0), startPos: 4, blockTables: [[0, 1, 2, 3]] }], 4);
   assert.deepEqual([...chain.positions], [...causal.positions]);
   assert.deepEqual([...chain.slotMapping], [...causal.slotMapping]);
 });
 
 test('a tree whose parent is not an earlier token is refused', () => {
-  assert.throws(() => describeBatch([{ tokens: [1, 2, 3], startPos: 0, blockTable: [0], treeParents: [-1, 2, 0] }], 4), /token 1's parent 2 is not an earlier token/);
-  assert.throws(() => describeBatch([{ tokens: [1, 2], startPos: 0, blockTable: [0], treeParents: [0, 0] }], 4), /the root has parent -1/);
+  assert.throws(() => describeBatch([{ tokens: [1, 2, 3], startPos: 0, blockTables: [[0]], treeParents: [-1, 2, 0] }], 4), /token 1's parent 2 is not an earlier token/);
+  assert.throws(() => describeBatch([{ tokens: [1, 2], startPos: 0, blockTables: [[0]], treeParents: [0, 0] }], 4), /the root has parent -1/);
 });

@@ -1,9 +1,19 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import { KeelError } from '../../../errors.ts';
+import { WIDE_PREFILL_TILE_ROWS } from '../attention-plan.ts';
 import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 const TILE_ROWS = 64;
+
+/**
+ * Which kernel runs prefill attention: `legacy`, prefill-attention.cu (mma.sync, every GPU and
+ * option); `auto`, prefill-attention-wgmma.cu (wgmma, sm_90a) wherever it covers the layer, legacy
+ * elsewhere; `wgmma`, the Hopper kernel or an error naming why it cannot run (tests, benchmarks).
+ */
+export type PrefillAttentionPath = 'legacy' | 'auto' | 'wgmma';
+export const PREFILL_ATTENTION_PATHS: readonly PrefillAttentionPath[] = ['legacy', 'auto', 'wgmma'];
 
 /** Dynamic shared memory of prefill_attention_kernel: a Q tile and two stages of K and V tiles. */
 export function prefillSharedBytes(headDim: number): number {
@@ -12,18 +22,48 @@ export function prefillSharedBytes(headDim: number): number {
   return (TILE_ROWS + 4 * keys) * (padded + 8) * 2;
 }
 
+// prefill-attention-wgmma.cu: 128 query rows, BN keys per tile, two stages; a loader warpgroup and two consumers.
+const WGMMA_THREADS = 384;
+const WGMMA_STAGES = 2;
+const WGMMA_HEAD_DIMS = [64, 128, 256];
+
+/** Dynamic shared memory of prefill_attention_wgmma_kernel: alignment slack, Q, K and V stages, mbarriers. */
+export function prefillWgmmaSharedBytes(headDim: number): number {
+  const keys = headDim <= 128 ? 128 : 64;
+  return 1024 + WIDE_PREFILL_TILE_ROWS * headDim * 2 + 2 * WGMMA_STAGES * keys * headDim * 2 + 8 * (1 + 4 * WGMMA_STAGES);
+}
+
 export interface PrefillAttentionArgs extends PagedAttentionArgs {
   /** [numTiles, 2] (sequence, first query row), from planAttention. */
   tiles: DevicePtr;
   numTiles: number;
+  /** The same chunks in 128-row tiles (planAttention's wideTiles), for the Hopper kernel. */
+  wideTiles: DevicePtr;
+  numWideTiles: number;
   /** The step's tree mask (BatchDescription.treeMask) and its words per row; 0 words: every chunk is causal. */
   treeMask: DevicePtr;
   treeMaskWords: number;
+  path: PrefillAttentionPath;
+}
+
+/** Why prefill-attention-wgmma.cu cannot run this layer on this device, or null when it can. */
+export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
+  if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
+  if (!WGMMA_HEAD_DIMS.includes(a.shape.headDim)) return `head dim ${a.shape.headDim} is not one of ${WGMMA_HEAD_DIMS.join(', ')}`;
+  if (a.dtype !== 'auto') return `the KV cache holds ${a.dtype} codes`;
+  if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
+  if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
+  return null;
 }
 
 /** Tiled causal attention for every multi-token chunk of the step (tree-masked where the step has a tree mask). */
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
+  if (a.path !== 'legacy') {
+    const unsupported = wgmmaPrefillUnsupported(device, a);
+    if (unsupported === null) return launchWgmma(device, a);
+    if (a.path === 'wgmma') throw new KeelError('invalid_argument', `prefill attention: the wgmma kernel cannot run this layer: ${unsupported}`);
+  }
   const { numHeads, numKvHeads, headDim } = a.shape;
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
@@ -50,5 +90,31 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     ...kvCodeKernelArgs(a),
     a.treeMask,
     a.treeMaskWords,
+  ]);
+}
+
+function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
+  const { numHeads, numKvHeads, headDim } = a.shape;
+  const { SOFTCAP, SINKS } = attentionOptionDefines(a);
+  const { qScale, softcapLog2 } = scoreScales(a.shape);
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpi', { HEAD_DIM: headDim, SOFTCAP, SINKS });
+  device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
+    a.out,
+    a.qkv,
+    a.kPool,
+    a.vPool,
+    a.wideTiles,
+    a.queryStartLoc,
+    a.positions,
+    a.seqLens,
+    a.blockTables,
+    a.maxBlocksPerSeq,
+    a.blockSize,
+    numHeads,
+    numKvHeads,
+    qScale,
+    softcapLog2,
+    a.sinks,
+    kernelWindow(a.shape),
   ]);
 }

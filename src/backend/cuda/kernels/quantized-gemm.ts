@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { chunkCols, FORMAT_CODE, launchSplitReduce, quantizedGemvFits } from './quantized-linear.ts';
+import { chunkCols, formatCode, launchSplitReduce, quantizedGemvFits } from './quantized-linear.ts';
 
 /**
  * Most batch rows the tensor-core GEMM takes; larger batches (long prefills) dequantize the weight
@@ -50,7 +50,7 @@ export function quantizedGemmSplits(tiles: number, kTiles: number, multiprocesso
 export function launchQuantizedGemm(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemm: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const tileRows = quantizedGemmTileRows(rows);
-  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'pppppppiiiiiii', { FORMAT: FORMAT_CODE[w.format], BM: tileRows });
+  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'pppppppiiiiiii', { FORMAT: formatCode(w.format), BM: tileRows });
   const tiles = Math.ceil(w.rows / TILE_COLS) * Math.ceil(rows / tileRows);
   const kTiles = Math.ceil(w.cols / TILE_K);
   const splits = quantizedGemmSplits(tiles, kTiles, device.info.multiprocessorCount, rows);

@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { isFourBit } from '../../../tensor/quantized-weight.ts';
+import { isAqlm, isFourBit, type QuantizedFormat } from '../../../tensor/quantized-weight.ts';
 
 /**
  * Most batch rows the quantized GEMV takes; larger batches go to the tensor-core GEMM
@@ -14,8 +14,13 @@ const WARPS_PER_BLOCK = 4;
 const THREADS = 256;
 const MAX_BLOCKS = 8192;
 
-/** FORMAT of the quantized kernels' builds. */
-export const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2, nf4: 3, fp4: 4 } as const;
+const FORMAT_CODE = { int4: 0, int8: 1, 'fp8-e4m3': 2, nf4: 3, fp4: 4 } as const;
+
+/** FORMAT of the quantized kernels' builds (AQLM weights have kernels of their own: aqlm-linear.ts). */
+export function formatCode(format: QuantizedFormat): number {
+  if (isAqlm(format)) throw new Error(`the per-column quantized kernels do not take ${format} weights (aqlm-linear.ts does)`);
+  return FORMAT_CODE[format];
+}
 
 /** Columns of one 16-byte chunk of codes, the kernels' unit: every chunk lies in one scale group. */
 export function chunkCols(w: CudaQuantizedTensor): number {
@@ -55,7 +60,7 @@ export function quantizedGemvSplits(w: CudaQuantizedTensor, multiprocessors: num
 export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchQuantizedGemv: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemv: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
-  const defines = { FORMAT: FORMAT_CODE[w.format], ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 };
+  const defines = { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 };
   const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'pppppppiiiii', defines);
   const rowChunks = w.cols / chunkCols(w);
   const splits = quantizedGemvSplits(w, device.info.multiprocessorCount);
@@ -77,7 +82,7 @@ export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: D
 
 /** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */
 export function launchDequantize(device: CudaDevice, out: DevicePtr, w: CudaQuantizedTensor): void {
-  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'pppppiiiii', { FORMAT: FORMAT_CODE[w.format] });
+  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'pppppiiiii', { FORMAT: formatCode(w.format) });
   const blocks = Math.min(MAX_BLOCKS, Math.ceil((w.rows * w.cols) / THREADS));
   device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes]);
 }

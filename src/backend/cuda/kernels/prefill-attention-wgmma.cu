@@ -1,0 +1,317 @@
+// Prefill attention for Hopper (sm_90a) in the FlashAttention-3 manner: a CTA takes 128 query rows
+// of one sequence for one query head with three warpgroups. Warpgroup 0 loads: the Q tile once,
+// then K and V tiles of BN keys from the paged cache into a two-stage ring (cp.async, 16 bytes a
+// thread, straight into the 128-byte-swizzled layout wgmma reads; each stage's K and V have their
+// own "full" mbarrier, completed by cp.async.mbarrier.arrive, and "empty" mbarrier, arrived on by
+// the consumer warps once their MMAs have read it). Warpgroups 1 and 2 each own 64 query rows:
+// S = Q Kᵀ by wgmma with both operands in shared memory, the online softmax in registers, then
+// O += P V by wgmma with P straight from the score registers (A from registers) and V read
+// MN-major. The score MMA of tile t is issued before the P V MMA of tile t - 1 and the softmax of
+// tile t runs while that one is in flight. Causal tiles past a tile's last row are never loaded;
+// only tiles that reach a row's own position (or a window's edge, or the padding rows of a short
+// last tile) pay for the mask. Register budgets move from the loader to the consumers (setmaxnreg).
+//
+// Covers bf16 caches, head dims 64 / 128 / 256, sliding windows, soft-capping (SOFTCAP=1) and
+// sinks (SINKS=1): the scores, masks and normalization match prefill-attention.cu, which remains
+// the path for everything else (8-bit caches, StreamingLLM, tree masks, other head dims, GPUs
+// before Hopper). Keys come from the cache for the whole context (the chunk's own keys included,
+// written by ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
+#include "common.cuh"
+#include "wgmma.cuh"
+
+// nvcc-targets: sm_90a
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1
+
+#if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
+#error "compile with -DHEAD_DIM=<64|128|256> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
+#endif
+
+namespace {
+constexpr int D = HEAD_DIM;
+constexpr int BM = 128;                       // query rows per CTA, 64 per consumer warpgroup
+constexpr int BN = D <= 128 ? 128 : 64;       // keys per tile (fewer for 256 to bound registers)
+constexpr int STAGES = 2;
+constexpr int CHUNKS = D / 8;                 // 16-byte chunks per row
+constexpr int Q_BYTES = BM * D * 2;
+constexpr int TILE_BYTES = BN * D * 2;        // one K or V tile
+constexpr int LOADERS = 128;                  // warpgroup 0
+constexpr int CONSUMER_WARPS = 8;             // warpgroups 1 and 2
+constexpr int THREADS = LOADERS + 32 * CONSUMER_WARPS;
+static_assert(D == 64 || D == 128 || D == 256, "head dim must be 64, 128 or 256");
+}  // namespace
+
+// Offset of 16-byte chunk `ch` of row `r` in a tile of `Rows` rows: the row is cut into 128-byte
+// (64-element) panels, panel p holding that slice of every row, each panel swizzled as wgmma's
+// 128-byte layout (see wgmma.cuh).
+template <int Rows>
+__device__ __forceinline__ unsigned int tile_offset(int r, int ch) {
+  return (unsigned int)((ch >> 3) * Rows * 128) + swizzle128(r, ch & 7);
+}
+
+// grid (numHeads, numTiles), block 384, dynamic shared memory: prefillWgmmaSharedBytes (1024 of
+// alignment slack, the Q tile, two stages of K and V tiles, the mbarriers). tiles [numTiles, 2] =
+// (sequence, first query row) of 128-row tiles. Query rows of a tile have increasing positions
+// (true of any chunk). Scores in the log2 domain as in prefill-attention.cu: q_scale · q · k, or
+// with SOFTCAP softcap_log2 · tanh(q_scale · q · k); sinks [numHeads] bf16 read only with SINKS.
+extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma_kernel(
+    bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
+    const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
+    const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
+    int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // Swizzle atoms must be 1024-aligned (the descriptors' base offset stays 0).
+  const unsigned int raw = smem_addr(smem_raw);
+  const unsigned int base = (raw + 1023) & ~1023u;
+  unsigned char* smem = smem_raw + (base - raw);
+  const unsigned int s_q = base, s_k = base + Q_BYTES, s_v = s_k + STAGES * TILE_BYTES;
+  const unsigned int bars = s_v + STAGES * TILE_BYTES;
+  const unsigned int q_full = bars;
+  auto k_full = [&](int st) { return bars + 8 * (1 + st); };
+  auto v_full = [&](int st) { return bars + 8 * (1 + STAGES + st); };
+  auto k_empty = [&](int st) { return bars + 8 * (1 + 2 * STAGES + st); };
+  auto v_empty = [&](int st) { return bars + 8 * (1 + 3 * STAGES + st); };
+
+  const int head = blockIdx.x;
+  const int seq = tiles[2 * blockIdx.y], q0 = tiles[2 * blockIdx.y + 1];
+  const int qstart = query_start[seq];
+  const int rows = min(BM, query_start[seq + 1] - qstart - q0);
+  const int first_pos = positions[qstart + q0];
+  const int k_end = min(seq_lens[seq], positions[qstart + q0 + rows - 1] + 1);
+  const int k_begin = (window > 0 ? max(0, first_pos - window + 1) : 0) / BN * BN;
+  const int num_tiles = max(0, (k_end - k_begin + BN - 1) / BN);
+
+  if (threadIdx.x == 0) {
+    mbarrier_init(q_full, LOADERS);
+    for (int st = 0; st < STAGES; st++) {
+      mbarrier_init(k_full(st), LOADERS);
+      mbarrier_init(v_full(st), LOADERS);
+      mbarrier_init(k_empty(st), CONSUMER_WARPS);
+      mbarrier_init(v_empty(st), CONSUMER_WARPS);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  if (threadIdx.x < LOADERS) {
+    // Loader: 16-byte chunks, a warp covering whole rows; rows past the tile's end are zero-filled
+    // (so a partial last tile holds no stale NaN that 0 · NaN would carry into O).
+    registers_release<40>();
+    const int tid = threadIdx.x;
+    const int kvh = head / (num_heads / num_kv_heads);
+    const long long row_width = (long long)(num_heads + 2 * num_kv_heads) * D;
+    for (int c = tid; c < BM * CHUNKS; c += LOADERS) {
+      const int r = c / CHUNKS, ch = c % CHUNKS;
+      const bool valid = r < rows;
+      const long long src = valid ? (qstart + q0 + r) * row_width + head * D + ch * 8 : 0;
+      cp_async16(smem + tile_offset<BM>(r, ch), qkv + src, valid ? 16 : 0);
+    }
+    mbarrier_arrive_on_copies(q_full);
+    const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+    auto load_tile = [&](const bf16* pool, unsigned int dst, int k0) {
+      for (int c = tid; c < BN * CHUNKS; c += LOADERS) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
+        const bool valid = k0 + r < k_end;
+        const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
+        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), pool + src, valid ? 16 : 0);
+      }
+    };
+    for (int t = 0; t < num_tiles; t++) {
+      const int st = t % STAGES;
+      const unsigned int reuse_parity = (t / STAGES - 1) & 1;  // the phase that frees tile t - STAGES
+      if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
+      load_tile(k_pool, s_k + st * TILE_BYTES, k_begin + t * BN);
+      mbarrier_arrive_on_copies(k_full(st));
+      if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
+      load_tile(v_pool, s_v + st * TILE_BYTES, k_begin + t * BN);
+      mbarrier_arrive_on_copies(v_full(st));
+    }
+    // Leave no copy in flight behind an exiting thread.
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return;
+  }
+
+  registers_claim<232>();
+  const int cw = threadIdx.x / 128 - 1;  // consumer warpgroup: query rows 64 cw .. 64 cw + 63
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int wrow = cw * 64 + warp * 16;  // the warp's first row in the tile
+  const int r0 = wrow + g, r1 = r0 + 8;  // this thread's two rows (accumulator layout)
+  const int qp0 = r0 < rows ? positions[qstart + q0 + r0] : -1;  // -1: padding row, every key masked
+  const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
+  const int lo0 = window > 0 ? qp0 - window + 1 : 0;
+  const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+  // Keys below this are seen by every row of the warp: tiles that end there skip the mask.
+  const int unmasked_end = window == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+  float s[BN / 2];
+  unsigned int p[BN / 16][4];  // P as the P V MMA reads it
+  float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
+
+  // Operand descriptors. Q (A) and K (B) are K-major: 8-row groups 1024 bytes apart, a k-step of
+  // 16 elements is 32 bytes along the 128-byte row, four per panel. V (B) is MN-major: a k-step
+  // is 16 keys (2048 bytes), its N = D columns span the panels (BN · 128 bytes apart).
+  const unsigned int q_slab = s_q + cw * 64 * 128;
+  auto q_desc = [&](int kk) { return wgmma_desc(q_slab + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024); };
+  auto k_desc = [&](int st, int kk) { return wgmma_desc(s_k + st * TILE_BYTES + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024); };
+  auto v_desc = [&](int st, int kk) { return wgmma_desc(s_v + st * TILE_BYTES + kk * 16 * 128, BN * 128, 1024); };
+
+  auto issue_scores = [&](int st) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wgmma_ss<BN>(s, q_desc(kk), k_desc(st, kk), kk > 0);
+    wgmma_commit();
+  };
+  auto issue_pv = [&](int st) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_mn<D>(o, p[kk], v_desc(st, kk), 1);
+    wgmma_commit();
+  };
+  // Scores of the tile at k0 (in s) into probabilities (in place), the running max and sums;
+  // alpha: the factors that rescale what O holds so far to the new max.
+  auto softmax = [&](int k0, float& alpha0, float& alpha1) {
+    if (k0 + BN > unmasked_end) {
+#pragma unroll
+      for (int n = 0; n < BN / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int key = k0 + n * 8 + t4 * 2 + e;
+          const bool seen0 = key <= qp0 && key >= lo0, seen1 = key <= qp1 && key >= lo1;
+#if SOFTCAP
+          s[4 * n + e] = seen0 ? softcap_log2 * fast_tanh(s[4 * n + e] * q_scale) : NEG_INF;
+          s[4 * n + 2 + e] = seen1 ? softcap_log2 * fast_tanh(s[4 * n + 2 + e] * q_scale) : NEG_INF;
+#else
+          s[4 * n + e] = seen0 ? s[4 * n + e] * q_scale : NEG_INF;
+          s[4 * n + 2 + e] = seen1 ? s[4 * n + 2 + e] * q_scale : NEG_INF;
+#endif
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < BN / 2; i++) {
+#if SOFTCAP
+        s[i] = softcap_log2 * fast_tanh(s[i] * q_scale);
+#else
+        s[i] *= q_scale;
+#endif
+      }
+    }
+    float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // A row with no visible key yet keeps max -inf; exponentiate against 0 so nothing becomes NaN.
+    const float ref0 = mn0 == NEG_INF ? 0.f : mn0, ref1 = mn1 == NEG_INF ? 0.f : mn1;
+    alpha0 = fast_exp2(m0 - ref0);
+    alpha1 = fast_exp2(m1 - ref1);
+    m0 = mn0;
+    m1 = mn1;
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < BN / 8; n++) {
+      s[4 * n] = fast_exp2(s[4 * n] - ref0);
+      s[4 * n + 1] = fast_exp2(s[4 * n + 1] - ref0);
+      s[4 * n + 2] = fast_exp2(s[4 * n + 2] - ref1);
+      s[4 * n + 3] = fast_exp2(s[4 * n + 3] - ref1);
+      sum0 += s[4 * n] + s[4 * n + 1];
+      sum1 += s[4 * n + 2] + s[4 * n + 3];
+    }
+    l0 = l0 * alpha0 + sum0;
+    l1 = l1 * alpha1 + sum1;
+  };
+  // The probabilities (in s) as P's A fragments: two adjacent 8-key groups of accumulators form one
+  // 16-key fragment (rows g, g + 8). Runs once the previous P V has finished reading p.
+  auto take_p = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      p[kk][0] = pack_bf16x2(s[8 * kk], s[8 * kk + 1]);
+      p[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
+      p[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
+      p[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  };
+  // A warp's arrival frees its share of a stage; lane 0 arrives once the whole warp has waited.
+  auto release = [&](unsigned int bar) {
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(bar);
+  };
+
+  mbarrier_wait(q_full, 0);
+  if (num_tiles > 0) {
+    float alpha0, alpha1;
+    mbarrier_wait(k_full(0), 0);
+    fence_async_shared();
+    issue_scores(0);
+    wgmma_wait<0>();
+    pin_registers(s);
+    release(k_empty(0));
+    softmax(k_begin, alpha0, alpha1);  // O is still zero: nothing to rescale
+    take_p();
+    for (int t = 1; t < num_tiles; t++) {
+      const int st = t % STAGES, prev = (t - 1) % STAGES;
+      mbarrier_wait(k_full(st), (t / STAGES) & 1);
+      fence_async_shared();
+      issue_scores(st);
+      mbarrier_wait(v_full(prev), ((t - 1) / STAGES) & 1);
+      fence_async_shared();
+      issue_pv(prev);
+      wgmma_wait<1>();  // the scores are done; P V of tile t - 1 may still run
+      pin_registers(s);
+      release(k_empty(st));
+      softmax(k_begin + t * BN, alpha0, alpha1);
+      wgmma_wait<0>();
+      pin_registers(o);
+      pin_registers(p);
+      release(v_empty(prev));
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        o[4 * n] *= alpha0;
+        o[4 * n + 1] *= alpha0;
+        o[4 * n + 2] *= alpha1;
+        o[4 * n + 3] *= alpha1;
+      }
+      take_p();
+    }
+    const int last = (num_tiles - 1) % STAGES;
+    mbarrier_wait(v_full(last), ((num_tiles - 1) / STAGES) & 1);
+    fence_async_shared();
+    issue_pv(last);
+    wgmma_wait<0>();
+    pin_registers(o);
+  }
+
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 1);
+  l0 += __shfl_xor_sync(FULL_MASK, l0, 2);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 1);
+  l1 += __shfl_xor_sync(FULL_MASK, l1, 2);
+#if SINKS
+  const float sink = bf16_to_f32(sinks[head]) * LOG2E;
+  const float inv0 = sink_normalizer(m0, l0, sink), inv1 = sink_normalizer(m1, l1, sink);
+#else
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#endif
+  const long long out_row = (long long)num_heads * D;
+  bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * D;
+  bf16* out1 = out0 + 8 * out_row;
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) {
+    const int col = n * 8 + t4 * 2;
+    if (r0 < rows) *reinterpret_cast<unsigned int*>(out0 + col) = pack_bf16x2(o[4 * n] * inv0, o[4 * n + 1] * inv0);
+    if (r1 < rows) *reinterpret_cast<unsigned int*>(out1 + col) = pack_bf16x2(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);
+  }
+}
