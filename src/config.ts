@@ -79,6 +79,18 @@ export interface EngineConfig {
   streamingSinks: number | null;
   streamingWindow: number | null;
   /**
+   * Sparse decode attention (docs/long-context.md, "Sparse attention"): `quest` makes each decode
+   * attend, per kv head, to `sparseTokenBudget` tokens' worth of whole KV blocks: the first
+   * `sparseSinkTokens`' blocks, the last `sparseWindowTokens`' blocks, and the blocks whose keys
+   * can score highest against the query (Quest's bound from per-block key summaries). Prefill and
+   * the layers in `sparseDenseLayers` stay dense. null: dense attention everywhere.
+   */
+  sparseAttention: 'quest' | null;
+  sparseTokenBudget: number | null;
+  sparseSinkTokens: number;
+  sparseWindowTokens: number;
+  sparseDenseLayers: number[];
+  /**
    * Serve PEFT LoRA adapters (docs/lora.md): requests name one by its name as their model. Implied
    * by `loraModules`; needed to load adapters at run time when none is given at start.
    */
@@ -224,6 +236,12 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   speculative: null,
   streamingSinks: null,
   streamingWindow: null,
+  sparseAttention: null,
+  sparseTokenBudget: null,
+  sparseSinkTokens: 4,
+  sparseWindowTokens: 64,
+  // Quest leaves the first two layers dense: their attention is not sparse enough to select from.
+  sparseDenseLayers: [0, 1],
   enableLora: false,
   loraModules: [],
   maxLoras: 1,

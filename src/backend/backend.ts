@@ -1,7 +1,7 @@
 import type { Communicator } from '../parallel/communicator.ts';
 import type { Draw, DrawResults } from '../sampling/draw.ts';
 import type { BatchDescription } from '../step/batch.ts';
-import type { KvCacheLayout } from '../step/kv-cache-layout.ts';
+import type { KvCacheLayout, SparseAttention } from '../step/kv-cache-layout.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../tensor/quantized-weight.ts';
@@ -86,6 +86,14 @@ export interface AttentionParams {
    * 1. Other dtypes ignore them (docs/quantization.md, "KV cache").
    */
   kvScales?: { k: number; v: number };
+  /**
+   * Quest-style sparse decode attention (`SparseAttention`), or absent/null for dense attention.
+   * The layer's KV spec then keeps key summaries, which `ropeAndCacheWrite` keeps current: after
+   * writing a token's key it recomputes the summaries of the token's block from the block's keys
+   * at offsets up to the token's (as the cache holds them: dequantized codes in an 8-bit cache),
+   * once per block and step. Layers with a sliding window and StreamingLLM take none.
+   */
+  sparse?: SparseAttention | null;
 }
 
 /**

@@ -15,7 +15,22 @@ export function attentionKvLayer(layout: KvCacheLayout, layer: number, attn: Att
   if (spec.numKvHeads !== attn.numKvHeads || spec.headDim !== attn.headDim) {
     throw new Error(`KV cache layer ${layer} holds ${spec.numKvHeads} heads of ${spec.headDim}, attention needs ${attn.numKvHeads} of ${attn.headDim}`);
   }
+  const sparse = attn.sparse ?? null;
+  if (sparse !== null && spec.keySummaries !== true) throw new Error(`KV cache layer ${layer} keeps no key summaries, which sparse attention selects blocks by`);
+  if (sparse !== null && (attn.slidingWindow !== null || attn.streaming !== null)) {
+    throw new Error(`layer ${layer}: sparse attention does not combine with a sliding window or StreamingLLM`);
+  }
   return spec;
+}
+
+/**
+ * Key summaries are per block: single-slot copies (speculative tree verification) would leave the
+ * destination blocks' summaries stale, so a cache with them refuses those copies.
+ */
+export function assertNoKeySummaries(layout: KvCacheLayout, op: string): void {
+  if (layout.layers.some((spec) => spec.kind === 'attention' && spec.keySummaries === true)) {
+    throw new Error(`${op}: this KV cache keeps per-block key summaries (sparse attention), which single-slot copies cannot keep current`);
+  }
 }
 
 /** Every token a step reads from the previous sampling pass must be among its `previousDraws` draws. */

@@ -38,6 +38,11 @@ export const ENGINE_FLAGS = {
   'speculative-disable-by-batch-size': { type: 'string' },
   'streaming-sinks': { type: 'string' },
   'streaming-window': { type: 'string' },
+  'sparse-attention': { type: 'string' },
+  'sparse-token-budget': { type: 'string' },
+  'sparse-sink-tokens': { type: 'string' },
+  'sparse-window-tokens': { type: 'string' },
+  'sparse-dense-layers': { type: 'string' },
   'enable-lora': { type: 'boolean' },
   'lora-modules': { type: 'string', multiple: true },
   'max-loras': { type: 'string' },
@@ -131,6 +136,14 @@ StreamingLLM (docs/long-context.md; both or neither): generation runs past the m
   --streaming-sinks S            every token attends to its sequence's first S tokens (attention sinks)
   --streaming-window W           and to its latest W tokens; the KV blocks between are freed
 
+Sparse attention (docs/long-context.md): each decode reads only the KV blocks that matter
+  --sparse-attention quest       Quest: per-block key summaries bound each block's scores, a decode
+                                 attends to the best blocks within the budget (prefill stays dense)
+  --sparse-token-budget N        tokens a decode attends to per kv head, whole blocks (needed with quest)
+  --sparse-sink-tokens S         first tokens' blocks always kept (default ${DEFAULT_ENGINE_CONFIG.sparseSinkTokens})
+  --sparse-window-tokens W       latest tokens' blocks always kept (default ${DEFAULT_ENGINE_CONFIG.sparseWindowTokens})
+  --sparse-dense-layers L,L,...  layers left dense, or none (default ${DEFAULT_ENGINE_CONFIG.sparseDenseLayers.join(',')})
+
 LoRA adapters (docs/lora.md): a request names an adapter as its model; adapters and the base model batch together
   --lora-modules NAME=DIR ...    serve these PEFT adapters (adapter_config.json + adapter_model.safetensors),
                                  also as JSON {"name": NAME, "path": DIR}; implies --enable-lora
@@ -165,6 +178,11 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     speculative: speculativeFromFlags(values),
     streamingSinks: integerFlag('--streaming-sinks', values['streaming-sinks']),
     streamingWindow: integerFlag('--streaming-window', values['streaming-window']),
+    sparseAttention: oneOf('--sparse-attention', values['sparse-attention'], ['quest'] as const),
+    sparseTokenBudget: integerFlag('--sparse-token-budget', values['sparse-token-budget']),
+    sparseSinkTokens: integerFlag('--sparse-sink-tokens', values['sparse-sink-tokens']),
+    sparseWindowTokens: integerFlag('--sparse-window-tokens', values['sparse-window-tokens']),
+    sparseDenseLayers: layerListFlag('--sparse-dense-layers', values['sparse-dense-layers']),
     enableLora: values['enable-lora'] ? true : undefined,
     loraModules: values['lora-modules']?.map(loraModule),
     maxLoras: integerFlag('--max-loras', values['max-loras']),
@@ -178,6 +196,17 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
     dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
   };
+}
+
+/** A comma-separated list of layer indices, or `none` for the empty list. */
+function layerListFlag(name: string, raw: string | undefined): number[] | undefined {
+  if (raw === undefined) return undefined;
+  if (raw.trim() === 'none') return [];
+  return raw.split(',').map((part) => {
+    const layer = Number(part.trim());
+    if (part.trim() === '' || !Number.isInteger(layer) || layer < 0) throw invalidArgument(`${name} expects layer indices such as 0,1 (or none), got "${raw}"`);
+    return layer;
+  });
 }
 
 /** One --lora-modules value: NAME=DIR, or vLLM's JSON form {"name": ..., "path": ...}. */
@@ -266,6 +295,11 @@ export const ENGINE_FIELD_OF_FLAG = {
   'speculative-disable-by-batch-size': 'speculative.disableByBatchSize',
   'streaming-sinks': 'streamingSinks',
   'streaming-window': 'streamingWindow',
+  'sparse-attention': 'sparseAttention',
+  'sparse-token-budget': 'sparseTokenBudget',
+  'sparse-sink-tokens': 'sparseSinkTokens',
+  'sparse-window-tokens': 'sparseWindowTokens',
+  'sparse-dense-layers': 'sparseDenseLayers',
   'enable-lora': 'enableLora',
   'lora-modules': 'loraModules',
   'max-loras': 'maxLoras',

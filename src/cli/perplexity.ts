@@ -18,6 +18,9 @@ the end of the window before it, with as much context as the window gives.
   --file F                       the text (UTF-8), tokenized whole with the model's tokenizer
   --context-length N             tokens per window (default min(${DEFAULT_CONTEXT_LENGTH}, max model length - 1))
   --stride S                     tokens between window starts (default half the context length)
+  --decode-steps                 score each token in a step of its own, as decoding computes it (one
+                                 query token per step: slow); implied by --sparse-attention, which
+                                 changes decode steps only
   --json                         print one JSON line: {"perplexity": x, "mean_nll": ..., "tokens": ..., ...}
 
 ${ENGINE_FLAGS_HELP}`;
@@ -30,6 +33,7 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
       file: { type: 'string' },
       'context-length': { type: 'string' },
       stride: { type: 'string' },
+      'decode-steps': { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -42,7 +46,12 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
   const text = readText(values.file);
   const requestedContext = integerFlag('--context-length', values['context-length']);
   const requestedStride = integerFlag('--stride', values.stride);
-  const llm = await LLM.load(engineConfigFromFlags(values));
+  const engineOptions = engineConfigFromFlags(values);
+  // A one-token step budget splits every window into one-token chunks: each token is then scored
+  // by a step of one query token with its window's earlier tokens cached, which is a decode step.
+  const decodeSteps = values['decode-steps'] === true || engineOptions.sparseAttention !== undefined;
+  if (decodeSteps && engineOptions.maxNumBatchedTokens !== undefined) throw invalidArgument('--decode-steps runs one token per step: drop --max-num-batched-tokens');
+  const llm = await LLM.load(decodeSteps ? { ...engineOptions, maxNumBatchedTokens: 1 } : engineOptions);
   try {
     requireTokenizer(llm, 'the --file text cannot be tokenized');
     // A window is a prompt with one token to generate after it.
@@ -61,6 +70,7 @@ export async function perplexityCommand(argv: string[]): Promise<void> {
       windows: result.numWindows,
       context_length: contextLength,
       stride,
+      decode_steps: decodeSteps,
       model: llm.config.model,
       backend: llm.backendName,
     };

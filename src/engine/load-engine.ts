@@ -20,7 +20,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, type KvRetention, type LayerKvSpec, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
@@ -39,7 +39,7 @@ import { layersToOffload } from './weight-offload.ts';
 import { startRanks } from './parallel/start-ranks.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
-import { pipelineStage } from '../models/pipeline-stage.ts';
+import { pipelineStage, type PipelineStage } from '../models/pipeline-stage.ts';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -90,6 +90,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
     throw invalidArgument(`streamingSinks must be a non-negative integer (got ${config.streamingSinks})`);
   }
   if (config.streamingWindow !== null) positiveInt('streamingWindow');
+  checkSparseAttention(config);
   if (config.preemptionMode !== 'recompute' && config.preemptionMode !== 'swap') {
     throw invalidArgument(`preemptionMode must be recompute or swap (got ${JSON.stringify(config.preemptionMode)})`);
   }
@@ -130,6 +131,55 @@ function checkParallelSupport(config: EngineConfig): void {
   // Each rank (of every tensor group and pipeline stage) holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
   if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
   if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
+}
+
+/** What sparse attention needs of the rest of the config; each combination it lacks is refused by name. */
+function checkSparseAttention(config: EngineConfig): void {
+  if (config.sparseAttention === null) {
+    if (config.sparseTokenBudget !== null) throw invalidArgument('sparseTokenBudget needs sparseAttention quest (--sparse-attention quest --sparse-token-budget N)');
+    return;
+  }
+  if (config.sparseAttention !== 'quest') throw invalidArgument(`sparseAttention must be quest or null (got ${JSON.stringify(config.sparseAttention)})`);
+  const budget = config.sparseTokenBudget;
+  if (budget === null) throw invalidArgument('sparse attention needs a token budget (--sparse-token-budget N)');
+  if (!(Number.isInteger(budget) && budget >= 1)) throw invalidArgument(`sparseTokenBudget must be a positive integer (got ${budget})`);
+  if (!(Number.isInteger(config.sparseSinkTokens) && config.sparseSinkTokens >= 0)) throw invalidArgument(`sparseSinkTokens must be a non-negative integer (got ${config.sparseSinkTokens})`);
+  if (!(Number.isInteger(config.sparseWindowTokens) && config.sparseWindowTokens >= 1)) {
+    throw invalidArgument(`sparseWindowTokens must be a positive integer: the recent window holds the decoded token's own block (got ${config.sparseWindowTokens})`);
+  }
+  if (!(Array.isArray(config.sparseDenseLayers) && config.sparseDenseLayers.every((i) => Number.isInteger(i) && i >= 0))) {
+    throw invalidArgument(`sparseDenseLayers must be a list of layer indices (got ${JSON.stringify(config.sparseDenseLayers)})`);
+  }
+  const sparse = sparseAttentionOf(config)!;
+  const blocks = sparseBlockCounts(sparse, config.blockSize);
+  if (blocks.budget < blocks.sinks + blocks.window) {
+    const least = (blocks.sinks + blocks.window) * config.blockSize;
+    throw invalidArgument(
+      `sparseTokenBudget ${budget} holds ${blocks.budget} blocks of ${config.blockSize} tokens, fewer than the ${blocks.sinks} sink and ${blocks.window} recent-window blocks every decode keeps: give at least ${least} (or fewer --sparse-sink-tokens / --sparse-window-tokens)`,
+    );
+  }
+  if (streamingOf(config) !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window): use one of them');
+  // Verification chunks attend densely, and tree verification moves K/V slot by slot, which per-block summaries cannot follow.
+  if (config.speculative !== null) throw invalidArgument('sparse attention does not support speculative decoding yet: drop --speculative-* or --sparse-attention');
+}
+
+/** The sparse attention setting of a resolved config, or null. */
+export function sparseAttentionOf(config: EngineConfig): SparseAttention | null {
+  if (config.sparseAttention === null || config.sparseTokenBudget === null) return null;
+  return { tokenBudget: config.sparseTokenBudget, sinkTokens: config.sparseSinkTokens, windowTokens: config.sparseWindowTokens };
+}
+
+/**
+ * The target model's layers for pipeline stage `stage` of a config, with sparse attention when
+ * the config asks for it (before the cache is laid out: it changes the layers' KV specs).
+ */
+export function createTargetModel(architecture: ModelArchitecture, maxModelLen: number, config: EngineConfig, stage?: PipelineStage): CausalLM {
+  const model = createModel(architecture, maxModelLen, streamingOf(config), stage);
+  const sparse = sparseAttentionOf(config);
+  if (sparse === null) return model;
+  if (model.useSparseAttention === undefined) throw invalidArgument(`this model's family (${architecture.family.name}) cannot run sparse attention`);
+  model.useSparseAttention(sparse, config.sparseDenseLayers);
+  return model;
 }
 
 /** The StreamingLLM setting of a resolved config, or null. */
@@ -233,8 +283,8 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
   const stages = config.pipelineParallelSize;
   // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
-  const model = createModel(architecture, maxModelLen, streamingOf(config), pipelineStage(modelConfig.numLayers, 0, stages));
-  const allKvLayers = stages === 1 ? model.kvLayers : createModel(architecture, maxModelLen, streamingOf(config)).kvLayers;
+  const model = createTargetModel(architecture, maxModelLen, config, pipelineStage(modelConfig.numLayers, 0, stages));
+  const allKvLayers = stages === 1 ? model.kvLayers : createTargetModel(architecture, maxModelLen, config).kvLayers;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }

@@ -1,5 +1,5 @@
 import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
-import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
+import type { AttentionKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
@@ -41,6 +41,7 @@ export class PagedAttention implements Layer {
   /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
   private heads: { numHeads: number; numKvHeads: number };
   private kvScales = { k: 1, v: 1 };
+  private sparse: SparseAttention | null = null;
 
   constructor(options: AttentionOptions) {
     if (options.numHeads % options.numKvHeads !== 0) {
@@ -54,10 +55,18 @@ export class PagedAttention implements Layer {
     this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
   }
 
-  /** What this device caches per token: its key/value heads. */
+  /** What this device caches per token: its key/value heads (and per block, with sparse attention, their key summaries). */
   get kvSpec(): AttentionKvSpec {
     const { headDim, slidingWindow } = this.options;
-    return { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow };
+    const spec: AttentionKvSpec = { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow };
+    return this.sparse === null ? spec : { ...spec, keySummaries: true };
+  }
+
+  /** Decodes attend to the blocks Quest selects (`SparseAttention`); set before the cache is laid out. */
+  useSparseAttention(sparse: SparseAttention): void {
+    if (this.options.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window: sparse attention does not apply to it`);
+    if (this.options.rotary.streaming !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window)');
+    this.sparse = sparse;
   }
 
   /** Multiply-adds per query token for each cached key it attends to: a score and a value row per head. */
@@ -86,7 +95,7 @@ export class PagedAttention implements Layer {
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales };
+    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales, sparse: this.sparse };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
@@ -176,6 +185,10 @@ export class SelfAttention implements Layer {
 
   get kvSpec(): AttentionKvSpec {
     return this.core.kvSpec;
+  }
+
+  useSparseAttention(sparse: SparseAttention): void {
+    this.core.useSparseAttention(sparse);
   }
 
   get macsPerKey(): number {

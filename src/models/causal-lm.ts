@@ -2,7 +2,7 @@ import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../back
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { Layer, ParameterSpec } from '../layers/parameters.ts';
-import type { LayerKvSpec, StreamingWindow } from '../step/kv-cache-layout.ts';
+import type { LayerKvSpec, SparseAttention, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
@@ -29,6 +29,13 @@ export interface CausalLM extends Layer {
   readonly stage: PipelineStage;
   /** What each of the stage's layers keeps per cached token, in layer order (its cache's layout starts at stage.firstLayer). */
   readonly kvLayers: readonly LayerKvSpec[];
+  /**
+   * Quest-style sparse decode attention (`--sparse-attention quest`) in every attention layer but
+   * `denseLayers` (model layer indices) and those with a sliding window, which stay dense; called
+   * before the weights are loaded, it changes those layers' KV specs (they keep key summaries).
+   * Throws for a model whose attention cannot run it (MLA); absent on a model that never can (a draft).
+   */
+  useSparseAttention?(sparse: SparseAttention, denseLayers: readonly number[]): void;
   /** Each layer's multiply-adds per token for each key it attends to (scores and values). */
   readonly attentionMacsPerKey: readonly number[];
   /**

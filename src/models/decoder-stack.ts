@@ -4,7 +4,7 @@ import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
 import { parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
-import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { LayerKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -13,7 +13,12 @@ import { invalidArgument } from '../errors.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
 export interface StackLayer extends Layer {
-  readonly attention: { readonly kvSpec: LayerKvSpec; readonly macsPerKey: number };
+  readonly attention: {
+    readonly kvSpec: LayerKvSpec;
+    readonly macsPerKey: number;
+    /** Switches the layer to Quest-style sparse decode attention; absent where it cannot run it (MLA). */
+    useSparseAttention?(sparse: SparseAttention): void;
+  };
 }
 
 /** What a decoder-only model is made of, in the order its parameters are listed and loaded. */
@@ -66,6 +71,22 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
 
   get kvLayers(): LayerKvSpec[] {
     return this.stageLayers.map((l) => l.attention.kvSpec);
+  }
+
+  useSparseAttention(sparse: SparseAttention, denseLayers: readonly number[]): void {
+    const numLayers = this.parts.layers.length;
+    const outside = denseLayers.find((i) => !(Number.isInteger(i) && i >= 0 && i < numLayers));
+    if (outside !== undefined) throw invalidArgument(`sparse attention's dense layer ${outside} is not a layer of this model (it has ${numLayers}: 0 .. ${numLayers - 1})`);
+    this.parts.layers.forEach((layer, i) => {
+      if (i < this.stage.firstLayer || i >= this.stage.endLayer || denseLayers.includes(i)) return;
+      const { attention } = layer;
+      // A sliding-window layer reads a few recent blocks already: it stays dense.
+      if (attention.kvSpec.kind === 'attention' && attention.kvSpec.slidingWindow !== null) return;
+      if (attention.useSparseAttention === undefined) {
+        throw invalidArgument(`--sparse-attention quest selects blocks by key summaries of attention layers; layer ${i} of this model is ${attention.kvSpec.kind} attention (add it to --sparse-dense-layers, or run dense)`);
+      }
+      attention.useSparseAttention(sparse);
+    });
   }
 
   get attentionMacsPerKey(): number[] {

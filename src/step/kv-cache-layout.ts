@@ -10,6 +10,12 @@ export interface AttentionKvSpec {
   numKvHeads: number;
   headDim: number;
   slidingWindow: number | null;
+  /**
+   * Quest's per-block key summaries (`--sparse-attention quest`): each block also keeps, per kv
+   * head, the per-channel minimum and maximum of its keys, `keySummaryElementsPerBlock` values in
+   * the backend's activation dtype. Absent: none.
+   */
+  keySummaries?: boolean;
 }
 
 /**
@@ -118,13 +124,26 @@ export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes
 }
 
 /**
+/**
+ * Values of one block's key summaries in a layer's pool (`AttentionKvSpec.keySummaries`): per kv
+ * head, the minimum of each channel over the block's keys, then the maximum; 0 for a pool without them.
+ */
+export function keySummaryElementsPerBlock(spec: LayerKvSpec): number {
+  return spec.kind === 'attention' && spec.keySummaries === true ? 2 * spec.numKvHeads * spec.headDim : 0;
+}
+
+/**
  * The pools a cache allocates, each `numBlocks` blocks, and the pool each layer reads and writes.
  * Layers of different KV groups that store the same (kind and dimensions) share a pool: a block belongs to one group at a
  * time, so at any block id only that group's layers touch the pool. Within a group every layer has
- * a pool of its own; a cache of one group has one pool a layer, in layer order.
+ * a pool of its own; a cache of one group has one pool a layer, in layer order. A pool keeps key
+ * summaries when any layer stored in it does (a sparse full-attention layer sharing with sliding
+ * ones): they are per block like the keys, so they travel with the block whichever group holds it,
+ * and the sparse layer recomputes a block's summaries from offset 0 as it writes the block, so
+ * what another group's tenancy left there is never read.
  */
 export interface KvStorage {
-  /** The spec of each pool (that of every layer stored in it). */
+  /** The spec of each pool (that of every layer stored in it, with key summaries if any of them keeps them). */
   pools: LayerKvSpec[];
   /** The pool of each of the layout's layers. */
   poolOf: number[];
@@ -138,8 +157,8 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
   const seen = new Map<string, number>();
   const byRank = new Map<string, number>();
   layers.forEach((spec, i) => {
-    // What a pool stores, whatever window its layers read through.
-    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null } : spec);
+    // What a pool stores, whatever window its layers read through and whether they keep summaries.
+    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
     const groupKey = `${groups?.[i] ?? 0}/${shape}`;
     const rank = seen.get(groupKey) ?? 0;
     seen.set(groupKey, rank + 1);
@@ -148,15 +167,49 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
     if (pool === undefined) {
       pool = pools.push(spec) - 1;
       byRank.set(poolKey, pool);
+    } else if (spec.kind === 'attention' && spec.keySummaries === true) {
+      pools[pool] = { ...(pools[pool] as AttentionKvSpec), keySummaries: true };
     }
     poolOf.push(pool);
   });
   return { pools, poolOf };
 }
 
-/** Bytes one block holds in every pool of a cache with these layers and groups (`kvStorage`). */
+/**
+ * Bytes one block holds in every pool of a cache with these layers and groups (`kvStorage`): its
+ * tokens' K/V (and int8 scales), plus the key summaries of the pools that keep them, stored in the
+ * activation dtype.
+ */
 export function kvBytesPerBlock(layers: readonly LayerKvSpec[], blockSize: number, autoElementBytes: number, dtype: KvCacheDtype = 'auto', groups?: readonly number[]): number {
-  return blockSize * kvBytesPerToken(kvStorage(layers, groups).pools, autoElementBytes, dtype);
+  const { pools } = kvStorage(layers, groups);
+  const summaries = pools.reduce((n, spec) => n + keySummaryElementsPerBlock(spec), 0);
+  return blockSize * kvBytesPerToken(pools, autoElementBytes, dtype) + summaries * autoElementBytes;
+}
+
+/**
+ * Quest-style sparse decode attention (Tang et al., "Quest: Query-Aware Sparsity for Efficient
+ * Long-Context LLM Inference", ICML 2024; docs/long-context.md). A query token alone in its
+ * sequence's chunk (a decode) attends to `tokenBudget / blockSize` (rounded down) whole blocks of
+ * its sequence: the first `ceil(sinkTokens / blockSize)` (attention sinks), the last
+ * `ceil(windowTokens / blockSize)` (the recent window, the token's own block included), and those
+ * of the rest whose keys can score highest against it, by Quest's upper bound
+ * Σ_c max(q_c · min_c, q_c · max_c) over the block's key summaries, summed over the query heads
+ * that share a kv head (ties go to the earlier block). A sequence of no more blocks than that
+ * attends to all of them, as dense attention does. Longer chunks (prefill) attend densely.
+ */
+export interface SparseAttention {
+  tokenBudget: number;
+  sinkTokens: number;
+  windowTokens: number;
+}
+
+/** Blocks a sparse decode attends to in all, and of them the sinks and the recent window it always keeps. */
+export function sparseBlockCounts(sparse: SparseAttention, blockSize: number): { budget: number; sinks: number; window: number } {
+  return {
+    budget: Math.floor(sparse.tokenBudget / blockSize),
+    sinks: Math.ceil(sparse.sinkTokens / blockSize),
+    window: Math.ceil(sparse.windowTokens / blockSize),
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -33,6 +33,7 @@ import { gatedActivation } from './ops/activation.ts';
 import type { Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
 import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
+import { writeKeySummaries } from './ops/key-summaries.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
@@ -209,6 +210,7 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     checkSlotPairs(src, dst, numSlots);
+    assertNoKeySummaries(kv.layout, 'copySlots');
     for (const array of kv.pools.flat().flatMap(poolArrays)) {
       const width = array.length / numSlots;
       for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
@@ -302,6 +304,7 @@ export class CpuBackend implements Backend {
     const { rotaryRows, slotMapping, numTokens } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
     ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
+    if (pools.summaries) writeKeySummaries(pools.keys, pools.kScale, pools.summaries, slotMapping, cache.layout.blockSize);
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
@@ -597,7 +600,8 @@ function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string):
 
 function layerPools(cache: KvCache, layer: number, attn: AttentionParams): LayerKvPools {
   const kv = asCpuKvCache(cache);
-  attentionKvLayer(kv.layout, layer, attn);
-  const [keys, values] = kv.layerPools(layer);
-  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1 };
+  const spec = attentionKvLayer(kv.layout, layer, attn);
+  const [keys, values, summaries] = kv.layerPools(layer);
+  // A pool shared with a sparse layer of another KV group keeps summaries this layer neither writes nor reads.
+  return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1, summaries: spec.keySummaries === true ? (summaries.codes as Float32Array) : null };
 }

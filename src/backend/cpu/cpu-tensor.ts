@@ -109,9 +109,15 @@ export class CpuKvCache implements KvCache {
     const dtype = layout.dtype ?? 'auto';
     const storage = kvStorage(layout.layers, layout.groups);
     this.poolOf = storage.poolOf;
+    // An attention storage with key summaries has a third pool, indexed by block: [numBlocks,
+    // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts).
     this.pools = storage.pools.map((spec) =>
       spec.kind === 'attention'
-        ? [createKvPool(dtype, slots, spec.numKvHeads, spec.headDim), createKvPool(dtype, slots, spec.numKvHeads, spec.headDim)]
+        ? [
+            createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
+            createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
+            ...(spec.keySummaries === true ? [createKvPool('auto', layout.numBlocks, spec.numKvHeads, 2 * spec.headDim)] : []),
+          ]
         : [createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec))],
     );
   }

@@ -33,9 +33,9 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
-import { layerGroup, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { keySummaryElementsPerBlock, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
@@ -56,6 +56,8 @@ import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks, launchCopySlots } from './kernels/copy-blocks.ts';
 import { launchDecodeAttention } from './kernels/decode-attention.ts';
+import { launchKeySummaries } from './kernels/key-summaries.ts';
+import { launchSparseSelect } from './kernels/sparse-select.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
 import { launchMlaAttention } from './kernels/mla.ts';
@@ -599,6 +601,7 @@ export class CudaBackend implements Backend {
     const kv = asCudaKvCache(cache);
     const { numBlocks, blockSize } = kv.layout;
     checkSlotPairs(src, dst, numBlocks * blockSize);
+    assertNoKeySummaries(kv.layout, 'copySlots');
     this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
       if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
@@ -844,6 +847,21 @@ export class CudaBackend implements Backend {
       rotaryDim: table.rotaryDim,
       keysOnly: attn.streaming !== null,
     });
+    // The layer's own spec: a pool shared with a sparse layer of another KV group keeps summaries this layer does not write.
+    if (keySummaryElementsPerBlock(kv.layout.layers[layoutIndex(kv.layout, layer)]) > 0) {
+      launchKeySummaries(this.device, {
+        summaries: kv.keySummaries(layer),
+        kPool: kv.keys(layer),
+        dtype: kv.dtype,
+        kScales: kv.keyScales(layer),
+        kScale: attn.kvScales?.k ?? 1,
+        slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
+        numTokens,
+        blockSize: kv.layout.blockSize,
+        numKvHeads: attn.numKvHeads,
+        headDim: attn.headDim,
+      });
+    }
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
@@ -876,14 +894,35 @@ export class CudaBackend implements Backend {
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
+    const numDecode = s.plan.decodeSeqs.length;
+    const sparse =
+      (attn.sparse ?? null) === null || numDecode === 0
+        ? undefined
+        : launchSparseSelect(this.device, {
+            qkv: packed.ptr,
+            summaries: kv.keySummaries(layer),
+            decodeSeqs: s.device.decodeSeqs,
+            numDecode,
+            queryStartLoc: s.device.queryStartLoc,
+            seqLens: s.device.seqLens,
+            blockTables: common.blockTables,
+            maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+            blockSize: kv.layout.blockSize,
+            numHeads: attn.numHeads,
+            numKvHeads: attn.numKvHeads,
+            headDim: attn.headDim,
+            blocks: sparseBlockCounts(attn.sparse!, kv.layout.blockSize),
+            alloc: (bytes) => this.arena.alloc(bytes),
+          });
     launchDecodeAttention(this.device, {
       ...common,
       decodeSeqs: s.device.decodeSeqs,
-      numDecode: s.plan.decodeSeqs.length,
+      numDecode,
       // Split by what the block tables can hold, not the exact longest context: that keeps a
       // decode step's launches fixed while its sequences grow, so a recorded graph stays valid.
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
+      sparse,
     });
     launchPrefillAttention(this.device, {
       ...common,

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
@@ -177,6 +177,9 @@ export class CudaKvCache implements KvCache {
       for (const elements of codePools) add(layout.blockSize * elements * elementBytes);
       const scales = kvScalesPerToken(spec, this.dtype);
       for (const perPool of spec.kind === 'attention' ? [scales / 2, scales / 2] : [scales]) if (perPool > 0) add(layout.blockSize * perPool * 4);
+      // Quest's key summaries, bf16 whatever the cache's dtype: a pool indexed by block alone.
+      const summaries = keySummaryElementsPerBlock(spec);
+      if (summaries > 0) add(summaries * 2);
     }
     this.totalBytes = offset;
     this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
@@ -197,6 +200,11 @@ export class CudaKvCache implements KvCache {
 
   valueScales(layer: number): DevicePtr {
     return this.dtype === 'int8' ? this.pool(layer, 3) : 0;
+  }
+
+  /** The key summaries [numBlocks, numKvHeads, 2, headDim] bf16 of a layer that keeps them (after its code and scale pools). */
+  keySummaries(layer: number): DevicePtr {
+    return this.pool(layer, this.dtype === 'int8' ? 4 : 2);
   }
 
   /** The one pool of rows of an MLA layer or a rows layer. */

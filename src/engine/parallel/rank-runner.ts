@@ -1,9 +1,9 @@
 import type { Backend, KvCache } from '../../backend/backend.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
-import { createModel, modelArchitectureOf } from '../../models/registry.ts';
+import { modelArchitectureOf } from '../../models/registry.ts';
 import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
-import { loadModelWeights, streamingOf } from '../load-engine.ts';
+import { createTargetModel, loadModelWeights, streamingOf } from '../load-engine.ts';
 import type { RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
@@ -23,14 +23,14 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   const files = openModelFiles(place.modelPath);
   const architecture = modelArchitectureOf(files);
   const stage = pipelineStage(architecture.config.numLayers, place.stage, config.pipelineParallelSize);
-  const model = createModel(architecture, place.maxModelLen, streamingOf(config), stage);
+  const model = createTargetModel(architecture, place.maxModelLen, config, stage);
   loadModelWeights(model, files, architecture, { ...config, showProgress: false }, backend, {
     rank: place.tensorRank,
     size: config.tensorParallelSize,
     expertParallel: config.enableExpertParallel,
   });
   // The stage's layers' KV groups, as rank 0 groups the whole model's layers (a parallel run has no draft or head).
-  const allKvLayers = createModel(architecture, place.maxModelLen, streamingOf(config)).kvLayers;
+  const allKvLayers = createTargetModel(architecture, place.maxModelLen, config).kvLayers;
   const groups = kvCacheGroups(allKvLayers, streamingOf(config)).groupOf.slice(stage.firstLayer, stage.firstLayer + model.kvLayers.length);
   let cache: KvCache | null = null;
   const requireCache = () => {

@@ -1,5 +1,6 @@
 import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { selectKvBlocks } from './key-summaries.ts';
 import { loadSlot } from './kv-codes.ts';
 import { checkRotaryRow, rotateHead, type LayerKvPools, type RopeTables } from './rope-cache-write.ts';
 
@@ -22,6 +23,11 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
  * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
  *
+ * With `sparse` (Quest), a token alone in its sequence's chunk attends, per kv head, to the
+ * positions of the blocks `selectKvBlocks` picks for that head's query heads, in order; other
+ * tokens attend densely. A budget covering the whole sequence picks every block, so the keys, and
+ * the output, are exactly dense attention's.
+ *
  * An 8-bit cache is read as the values its codes stand for (kv-codes.ts `loadSlot`): each
  * sequence's visible slots are dequantized to float32 once per call, into rows by cache index.
  *
@@ -37,6 +43,7 @@ export function pagedAttention(
   out: Float32Array,
 ): void {
   const { numHeads, numKvHeads, headDim, scale, softcap, sinks, streaming } = params;
+  const sparse = params.sparse ?? null;
   const span = attentionSpan(params);
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
@@ -58,6 +65,11 @@ export function pagedAttention(
 
   const { treeMask, treeMaskWords } = batch;
   if (treeMask !== null && streaming !== null) throw new Error('pagedAttention: StreamingLLM does not take a tree mask');
+  if (sparse !== null && !pools.summaries) throw new Error('pagedAttention: sparse attention needs the layer\'s key summaries');
+  // The token being attended: its row of qkv (or of the rotated queries), and its visible keys' rows keyRowAt[0 .. count).
+  let token = 0;
+  let qBase = 0;
+  let count = 0;
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
     const chunkStart = batch.queryStartLoc[s];
@@ -75,7 +87,8 @@ export function pagedAttention(
       const numSinks = Math.min(span.sinks, first);
       // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the
       // window up to the token itself, less the chunk tokens its tree row hides.
-      let count = 0;
+      token = t;
+      count = 0;
       const keyRow = (index: number) => (quantized ? index : slotOf(tableAt, index)) * kvWidth;
       for (let index = 0; index < numSinks; index++) keyRowAt[count++] = keyRow(index);
       for (let index = first; index <= cacheIndex; index++) {
@@ -83,7 +96,7 @@ export function pagedAttention(
         if (treeMask !== null && j >= 0 && j < 32 * treeMaskWords && (treeMask[t * treeMaskWords + (j >> 5)] & (1 << (j & 31))) === 0) continue;
         keyRowAt[count++] = keyRow(index);
       }
-      let qBase = t * rowWidth;
+      qBase = t * rowWidth;
       if (streaming !== null) {
         const row = batch.rotaryRows[t];
         const sinkRow = Math.min(row, streaming.sinks + streaming.window - 1);
@@ -94,24 +107,39 @@ export function pagedAttention(
         }
         qBase = 0;
       }
-      for (let h = 0; h < numHeads; h++) {
-        const qAt = qBase + h * headDim;
-        const kvHeadAt = Math.floor(h / headsPerKvHead) * headDim;
-        scoreKeys(sinkQueries, h * headDim, keys, keyRowAt, kvHeadAt, 0, numSinks, headDim, scale, weights);
-        scoreKeys(windowQueries, qAt, keys, keyRowAt, kvHeadAt, numSinks, count, headDim, scale, weights);
-        if (softcap !== null) for (let j = 0; j < count; j++) weights[j] = softcap * Math.tanh(weights[j] / softcap);
-        const sink = sinks === null ? -Infinity : sinks[h];
-        let max = sink;
-        for (let j = 0; j < count; j++) if (weights[j] > max) max = weights[j];
-        let sum = sinks === null ? 0 : Math.exp(sink - max);
-        for (let j = 0; j < count; j++) {
-          const e = Math.exp(weights[j] - max);
-          weights[j] = e;
-          sum += e;
+      const sparseDecode = sparse !== null && batch.queryStartLoc[s + 1] - chunkStart === 1;
+      if (sparseDecode) {
+        // Per kv head, the selected blocks' positions up to the token's own, in order.
+        const blockIds = batch.blockTables.subarray(tableAt, tableAt + batch.maxBlocksPerSeq);
+        for (let kvHead = 0; kvHead < numKvHeads; kvHead++) {
+          const blocks = selectKvBlocks(qkv, qBase + kvHead * headsPerKvHead * headDim, headsPerKvHead, pools.summaries!, blockIds, cacheIndex + 1, kvHead, numKvHeads, headDim, blockSize, sparse);
+          count = 0;
+          for (const b of blocks) for (let index = b * blockSize; index < Math.min((b + 1) * blockSize, cacheIndex + 1); index++) keyRowAt[count++] = keyRow(index);
+          for (let h = kvHead * headsPerKvHead; h < (kvHead + 1) * headsPerKvHead; h++) attendHead(h, 0);
         }
-        sumValues(values, keyRowAt, kvHeadAt, count, headDim, weights, sum, out, (t * numHeads + h) * headDim);
+      } else {
+        for (let h = 0; h < numHeads; h++) attendHead(h, numSinks);
       }
     }
+  }
+
+  // Query head h of the current token over the keys keyRowAt[0 .. count), the first `sinkKeys` of them scored with the sink-rotated query.
+  function attendHead(h: number, sinkKeys: number): void {
+    const qAt = qBase + h * headDim;
+    const kvHeadAt = Math.floor(h / headsPerKvHead) * headDim;
+    scoreKeys(sinkQueries, h * headDim, keys, keyRowAt, kvHeadAt, 0, sinkKeys, headDim, scale, weights);
+    scoreKeys(windowQueries, qAt, keys, keyRowAt, kvHeadAt, sinkKeys, count, headDim, scale, weights);
+    if (softcap !== null) for (let j = 0; j < count; j++) weights[j] = softcap * Math.tanh(weights[j] / softcap);
+    const sink = sinks === null ? -Infinity : sinks[h];
+    let max = sink;
+    for (let j = 0; j < count; j++) if (weights[j] > max) max = weights[j];
+    let sum = sinks === null ? 0 : Math.exp(sink - max);
+    for (let j = 0; j < count; j++) {
+      const e = Math.exp(weights[j] - max);
+      weights[j] = e;
+      sum += e;
+    }
+    sumValues(values, keyRowAt, kvHeadAt, count, headDim, weights, sum, out, (token * numHeads + h) * headDim);
   }
 }
 

@@ -12,13 +12,15 @@ export interface RopeTables {
 
 /**
  * One layer's paged pools, [numBlocks, blockSize, numKvHeads, headDim] each, in the cache's dtype,
- * and the per-tensor scales an fp8 cache divides keys and values by (1 otherwise).
+ * the per-tensor scales an fp8 cache divides keys and values by (1 otherwise), and the layer's key
+ * summaries [numBlocks, numKvHeads, 2, headDim] (key-summaries.ts), or null when it keeps none.
  */
 export interface LayerKvPools {
   keys: CpuKvPool;
   values: CpuKvPool;
   kScale: number;
   vScale: number;
+  summaries?: Float32Array | null;
 }
 
 /**

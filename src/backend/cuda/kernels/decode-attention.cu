@@ -10,25 +10,32 @@
 // its softmax's denominator (gpt-oss), once, when the partitions are merged; STREAMING=1 is
 // StreamingLLM: the query arrives unrotated, is rotated at its rotary row for the window's keys,
 // and the first partition also scores the sink keys behind the window, with the query rotated at
-// its position inside the cache (min(row, sink_row_cap)).
+// its position inside the cache (min(row, sink_row_cap)). SPARSE=1 is Quest's sparse decode: the
+// CTA of (sequence, kv head) attends to the keys of the compacted block table sparse-select.cu
+// chose for it (sparse_tables row, sparse_lens keys), as if they were the whole sequence.
 #include "common.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2 -DSPARSE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1
 
-#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8>"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE) || !defined(SPARSE)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> -DSPARSE=<0|1>"
+#endif
+#if SPARSE && STREAMING
+#error "SPARSE does not combine with STREAMING"
 #endif
 
 // NVRTC compiles device code only: helpers used in constant expressions need an execution space.
@@ -63,7 +70,8 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
 // [numHeads] bf16 (natural-log logits) is read only with SINKS; cos/sin (the layer's f32 rotary
-// table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING.
+// table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
+// sparse_tables [numDecode * numKvHeads, sparse_width] and sparse_lens only with SPARSE.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
@@ -72,7 +80,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
     int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
-    const float* __restrict__ v_scales, float k_scale, float v_scale) {
+    const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
+    const int* __restrict__ sparse_lens, int sparse_width) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -86,9 +95,17 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   const int num_heads = num_kv_heads * GROUP;
   const int seq = decode_seqs[di];
   const int token = query_start[seq];
+#if SPARSE
+  const long long sparse_row = (long long)di * num_kv_heads + kvh;
+  const int lo = 0;
+  const int hi = sparse_lens[sparse_row];
+  const int* table = sparse_tables + sparse_row * sparse_width;
+#else
   const int qpos = positions[token];
   const int lo = window > 0 ? max(0, qpos - window + 1) : 0;
   const int hi = min(seq_lens[seq], qpos + 1);
+  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+#endif
   // Partitions split the visible keys [lo, hi), so a sliding window needs no more CTAs than its width.
   const int begin = lo + part * partition_size;
   const int end = min(hi, begin + partition_size);
@@ -123,8 +140,6 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     s_m[tid] = NEG_INF;
     s_l[tid] = 0.f;
   }
-
-  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
 
   const int ks = tid / LANES_PER_KS, item_lane = tid - ks * LANES_PER_KS;
   float acc[ITEMS_PER_THREAD][8];

@@ -1,6 +1,7 @@
 import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { SparseSelection } from './sparse-select.ts';
 import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
@@ -23,6 +24,8 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
   maxDecodeSeqLen: number;
   /** Allocates the split-KV workspace (called only when the context is split). */
   workspace: (bytes: number) => DevicePtr;
+  /** Quest's compacted block tables (sparse-select.ts): each (decode, kv head) attends to its own keys. Absent: dense. */
+  sparse?: SparseSelection;
 }
 
 /** Split-KV decode attention for every single-token sequence, plus the merge when split. */
@@ -32,7 +35,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const group = numHeads / numKvHeads;
   // Partitions split the window; StreamingLLM's sinks go to the first partition besides.
   const window = kernelWindow(a.shape);
-  const visible = window === 0 ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, window);
+  const sparse = a.sparse ?? null;
+  const longest = sparse === null ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, sparse.width * a.blockSize);
+  const visible = window === 0 ? longest : Math.min(longest, window);
   const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
@@ -41,9 +46,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
     partMl = partAcc + accBytes;
   }
-  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a) };
+  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippff', defines);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppi', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -67,6 +72,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     numPartitions,
     ...streamingKernelArgs(a),
     ...kvCodeKernelArgs(a),
+    sparse?.tables ?? 0,
+    sparse?.lens ?? 0,
+    sparse?.width ?? 0,
   ]);
   if (numPartitions > 1) {
     const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);

@@ -1,0 +1,58 @@
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+
+export interface SparseSelectArgs {
+  qkv: DevicePtr;
+  /** The layer's key summaries [numBlocks, numKvHeads, 2, headDim] bf16. */
+  summaries: DevicePtr;
+  decodeSeqs: DevicePtr;
+  numDecode: number;
+  queryStartLoc: DevicePtr;
+  seqLens: DevicePtr;
+  blockTables: DevicePtr;
+  maxBlocksPerSeq: number;
+  blockSize: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Blocks attended in all, and the sink and recent-window blocks among them (sparseBlockCounts). */
+  blocks: { budget: number; sinks: number; window: number };
+  /** Step memory (the same addresses for the same step shape, so a recorded graph replays). */
+  alloc: (bytes: number) => DevicePtr;
+}
+
+/** Per decode sequence and kv head, a compacted table of `blocks.budget` block ids and the keys they hold. */
+export interface SparseSelection {
+  tables: DevicePtr;
+  lens: DevicePtr;
+  width: number;
+}
+
+/** Quest's block selection for the step's decodes (sparse-select.cu). */
+export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): SparseSelection {
+  const rows = a.numDecode * a.numKvHeads;
+  const width = a.blocks.budget;
+  const tables = a.alloc(Math.max(1, rows * width) * 4);
+  const lens = a.alloc(Math.max(1, rows) * 4);
+  const scores = a.alloc(Math.max(1, rows * a.maxBlocksPerSeq) * 4);
+  if (rows === 0) return { tables, lens, width };
+  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'pppppppppiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
+  device.launch(kernel, [a.numKvHeads, a.numDecode], [256], 0, [
+    tables,
+    lens,
+    scores,
+    a.qkv,
+    a.summaries,
+    a.decodeSeqs,
+    a.queryStartLoc,
+    a.seqLens,
+    a.blockTables,
+    a.maxBlocksPerSeq,
+    a.blockSize,
+    a.numKvHeads,
+    width,
+    a.blocks.sinks,
+    a.blocks.window,
+  ]);
+  return { tables, lens, width };
+}

@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { AttentionParams, KvCache, Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import type { CpuKvCache } from '../../../src/backend/cpu/cpu-tensor.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import type { CudaKvCache } from '../../../src/backend/cuda/cuda-tensor.ts';
+import { BlockAssignment, bf16Tensor, bf16Value, buildBatch, randomBf16Values, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
+import { describeBatch } from '../../../src/step/batch.ts';
+import { buildRopeTable } from '../../../src/layers/rotary.ts';
+import type { KvCacheDtype, KvCacheLayout, SparseAttention } from '../../../src/step/kv-cache-layout.ts';
+import { relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// Quest's sparse decode attention on CUDA (key_summary_kernel, sparse_select_kernel, decode
+// attention with SPARSE=1) against the CPU twin: the key summaries after prefill chunks and
+// decodes, and each decode's output, which differs from dense attention as soon as one block is
+// chosen differently. Each block's keys are scaled by a factor of its own, so block scores stand
+// far apart and bf16 rounding cannot reorder them. Step tensors are poisoned with NaN.
+
+const rng = seededRng(testSeed('cuda sparse attention'));
+const gpu = new CudaBackend({ poisonStepTensors: true });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 1e-2;
+const LAYER = 1;
+
+interface Scenario {
+  headDim: number;
+  numKvHeads: number;
+  group: number;
+  blockSize: number;
+  dtype: KvCacheDtype;
+  sparse: SparseAttention;
+  prompts: number[];
+  decodes: number;
+  /**
+   * KV groups (a model mixing sliding and full layers): layer 0 is a sliding layer of this window
+   * in a group of its own, sharing the sparse layer's pool (and so its key summaries); each sequence
+   * has a sliding table (group 0) and a full table (group 1) on disjoint blocks, and every step runs
+   * layer 0 densely before layer 1 sparsely.
+   */
+  slidingWindow?: number;
+}
+
+function run(s: Scenario): void {
+  const numHeads = s.numKvHeads * s.group;
+  const longest = Math.max(...s.prompts) + s.decodes;
+  const numSeqs = s.prompts.length;
+  const grouped = s.slidingWindow !== undefined;
+  const numBlocks = (grouped ? 2 : 1) * numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
+  const layer = { kind: 'attention' as const, numKvHeads: s.numKvHeads, headDim: s.headDim, slidingWindow: null, keySummaries: true };
+  const layout: KvCacheLayout = grouped
+    ? { numBlocks, blockSize: s.blockSize, dtype: s.dtype, layers: [{ ...layer, slidingWindow: s.slidingWindow!, keySummaries: undefined }, layer], groups: [0, 1] }
+    : { numBlocks, blockSize: s.blockSize, dtype: s.dtype, layers: [layer, layer] };
+  const caches: [KvCache, KvCache] = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const table = buildRopeTable({ rotaryDim: s.headDim, theta: 10000, scaling: { type: 'default' }, maxPositionEmbeddings: longest + 1 }, longest + 1);
+  const rope: [Tensor, Tensor] = [cpu.uploadRopeTable(table), gpu.uploadRopeTable(table)];
+  const attn: AttentionParams = { numHeads, numKvHeads: s.numKvHeads, headDim: s.headDim, scale: s.headDim ** -0.5, slidingWindow: null, softcap: null, sinks: null, streaming: null, sparse: s.sparse };
+  const slidingAttn: AttentionParams = { ...attn, slidingWindow: s.slidingWindow ?? null, sparse: null };
+  // Full tables first (tables[i]), then with groups each sequence's sliding table (tables[numSeqs + i]).
+  const blocks = new BlockAssignment(rng, numBlocks, (grouped ? 2 : 1) * numSeqs);
+  const batchOf = (specs: SeqSpec[]) => {
+    if (!grouped) return buildBatch(specs, blocks, s.blockSize);
+    let nextTokenId = 0;
+    const chunks = specs.map((q, i) => {
+      blocks.ensure(i, q.cached + q.query, s.blockSize);
+      blocks.ensure(numSeqs + i, q.cached + q.query, s.blockSize);
+      return { tokens: Array.from({ length: q.query }, () => nextTokenId++), startPos: q.cached, blockTables: [blocks.tables[numSeqs + i], blocks.tables[i]] };
+    });
+    return describeBatch(chunks, s.blockSize);
+  };
+  const width = (numHeads + 2 * s.numKvHeads) * s.headDim;
+  const blockScale = Array.from({ length: Math.ceil(longest / s.blockSize) }, (_, b) => 0.25 + ((b * 7919) % 97) / 24);
+  const step = (specs: SeqSpec[], label: string) => {
+    const batch = batchOf(specs);
+    const values = randomBf16Values(rng, batch.numTokens * width, 1);
+    for (let t = 0; t < batch.numTokens; t++) {
+      const factor = blockScale[Math.floor(batch.positions[t] / s.blockSize)];
+      for (let i = numHeads * s.headDim; i < (numHeads + s.numKvHeads) * s.headDim; i++) values[t * width + i] *= factor;
+    }
+    const host = bf16Tensor([batch.numTokens, width], values);
+    const qkv: [Tensor, Tensor] = [cpu.loadWeight(host), gpu.loadWeight(host)];
+    const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
+    if (grouped) {
+      // The sliding layer writes its own group's blocks of the shared pool and attends densely.
+      const slidingHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 1));
+      const slidingQkv: [Tensor, Tensor] = [cpu.loadWeight(slidingHost), gpu.loadWeight(slidingHost)];
+      cpu.ropeAndCacheWrite(slidingQkv[0], rope[0], caches[0], 0, steps[0], slidingAttn);
+      gpu.ropeAndCacheWrite(slidingQkv[1], rope[1], caches[1], 0, steps[1], slidingAttn);
+      const slidingOut = [cpu.attention(slidingQkv[0], caches[0], 0, steps[0], slidingAttn), gpu.attention(slidingQkv[1], caches[1], 0, steps[1], slidingAttn)];
+      const slidingErr = relativeError(gpu.toHost(slidingOut[1]), cpu.toHost(slidingOut[0]));
+      assert.ok(slidingErr < TOLERANCE, `${label}: sliding layer attention relative error ${slidingErr}`);
+    }
+    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], attn);
+    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], attn);
+    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], attn), gpu.attention(qkv[1], caches[1], LAYER, steps[1], attn)];
+    const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
+    assert.ok(err < TOLERANCE, `${label}: attention relative error ${err}`);
+    // Every block the sequences hold: its summaries on both backends.
+    const cpuSummaries = (caches[0] as CpuKvCache).layerPools(LAYER)[2].codes as Float32Array;
+    const perBlock = 2 * s.numKvHeads * s.headDim;
+    const held = blocks.tables.slice(0, numSeqs).flatMap((t, i) => t.slice(0, Math.ceil((specs[i].cached + specs[i].query) / s.blockSize)));
+    const bits = new Uint16Array(perBlock);
+    const gpuRows: number[] = [];
+    const cpuRows: number[] = [];
+    for (const b of held) {
+      gpu.device.download(bits, (caches[1] as CudaKvCache).keySummaries(LAYER) + b * perBlock * 2);
+      gpuRows.push(...Array.from(bits, (x) => bf16Value(x)));
+      cpuRows.push(...cpuSummaries.subarray(b * perBlock, (b + 1) * perBlock));
+    }
+    const summaryErr = relativeError(Float32Array.from(gpuRows), Float32Array.from(cpuRows));
+    assert.ok(summaryErr < TOLERANCE, `${label}: key summary relative error ${summaryErr}`);
+  };
+  let specs = s.prompts.map((n) => ({ cached: 0, query: n }));
+  step(specs, 'prefill');
+  for (let i = 0; i < s.decodes; i++) {
+    specs = specs.map((q) => ({ cached: q.cached + q.query, query: 1 }));
+    step(specs, `decode ${i} [${specs.map((q) => q.cached + 1).join(' ')}]`);
+  }
+}
+
+const CASES: (Scenario & { name: string })[] = [
+  { name: 'GQA 4, bf16, budget 256 of up to 1,200 tokens', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 40], decodes: 4 },
+  { name: 'GQA 3, head dim 64, int8, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 24 }, prompts: [500, 333], decodes: 3 },
+  { name: 'one kv head of 8 queries, fp8, a budget covering every sequence', headDim: 128, numKvHeads: 1, group: 8, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [900, 100], decodes: 2 },
+  { name: 'KV groups: beside a sliding layer sharing its pool, int8, budget 128', headDim: 64, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'int8', sparse: { tokenBudget: 128, sinkTokens: 4, windowTokens: 32 }, prompts: [700, 260, 30], decodes: 3, slidingWindow: 64 },
+  { name: 'long contexts split over decode partitions, budget 2,048', headDim: 128, numKvHeads: 8, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 2048, sinkTokens: 4, windowTokens: 64 }, prompts: [9000, 3000], decodes: 2 },
+];
+
+for (const c of CASES) test(`sparse attention on CUDA matches the CPU twin: ${c.name}`, () => run(c));

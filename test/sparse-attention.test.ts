@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { EngineOptions } from '../src/config.ts';
+import { LLM } from '../src/engine/llm.ts';
+import { TestRandom, testSeed } from './helpers/cpu-random.ts';
+
+// keel-tiny (4 layers, GQA 6/2) with Quest's sparse decode attention (docs/long-context.md).
+const seed = testSeed('sparse-attention-engine');
+const random = new TestRandom(seed);
+const GREEDY = { temperature: 0, ignoreEos: true } as const;
+const prompts = [300, 220, 90].map((n) => Array.from({ length: n }, () => random.int(10, 8000)));
+const QUEST: EngineOptions = { sparseAttention: 'quest', sparseTokenBudget: 128, sparseDenseLayers: [0] };
+
+async function tokens(options: Parameters<typeof LLM.load>[0], ids: number[][], maxTokens = 24): Promise<number[][]> {
+  const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...options });
+  try {
+    return (await llm.generate(ids, { ...GREEDY, maxTokens })).map((o) => o.outputs[0].tokenIds);
+  } finally {
+    await llm.close();
+  }
+}
+
+test(`a budget covering every sequence gives dense attention's tokens (seed ${seed})`, async () => {
+  assert.deepEqual(await tokens({ sparseAttention: 'quest', sparseTokenBudget: 2048 }, prompts), await tokens({}, prompts));
+});
+
+test(`sparse decodes give the same tokens batched or alone, chunked or not, and from the prefix cache (seed ${seed})`, async () => {
+  const batched = await tokens(QUEST, prompts);
+  for (const [i, prompt] of prompts.entries()) assert.deepEqual((await tokens(QUEST, [prompt]))[0], batched[i], `prompt ${i} alone`);
+  assert.deepEqual(await tokens({ ...QUEST, maxNumBatchedTokens: 40 }, prompts), batched, 'chunked prefill');
+  // A rerun in one engine takes its prompt's blocks (and their key summaries) from the prefix cache.
+  const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...QUEST });
+  try {
+    const first = await llm.generate([prompts[0]], { ...GREEDY, maxTokens: 24 });
+    const again = await llm.generate([prompts[0]], { ...GREEDY, maxTokens: 24 });
+    assert.ok(again[0].metrics!.numCachedTokens! > 0, 'the rerun hits the prefix cache');
+    assert.deepEqual(again[0].outputs[0].tokenIds, first[0].outputs[0].tokenIds);
+    assert.deepEqual(first[0].outputs[0].tokenIds, batched[0]);
+  } finally {
+    await llm.close();
+  }
+  assert.notDeepEqual(batched, await tokens({}, prompts), 'a budget of 128 tokens changes some decode');
+});
+
+test('sparse attention refuses what it cannot run, by name', async () => {
+  const load = (options: Parameters<typeof LLM.load>[0]) => LLM.load({ backend: 'cpu', showProgress: false, ...options });
+  await assert.rejects(load({ sparseAttention: 'quest' }), /needs a token budget/);
+  await assert.rejects(load({ sparseTokenBudget: 256 }), /sparseTokenBudget needs sparseAttention quest/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 64 }), /fewer than the 1 sink and 4 recent-window blocks.*at least 80/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseWindowTokens: 0 }), /sparseWindowTokens must be a positive integer/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseDenseLayers: [4] }), /dense layer 4 is not a layer of this model/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, streamingSinks: 4, streamingWindow: 252 }), /does not combine with StreamingLLM/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, speculative: { method: 'ngram' } }), /does not support speculative decoding/);
+});
