@@ -4,46 +4,28 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../src/backend/backend.ts';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint, type Checkpoint } from '../src/checkpoint/checkpoint.ts';
 import { aqlmReader } from '../src/checkpoint/quantization/aqlm.ts';
 import { quantizedCheckpoint } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
 import type { RawTensor } from '../src/checkpoint/safetensors.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
-import type { CausalLM } from '../src/models/causal-lm.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { dequantizeGroups, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
 import { quantizeCheckpoint } from '../src/quantize/quantize-checkpoint.ts';
 import { VQ_DEFAULTS, vqQuantize } from '../src/quantize/vq.ts';
-import { describeBatch } from '../src/step/batch.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, isQuantized, type AqlmFormat } from '../src/tensor/quantized-weight.ts';
 import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+import { promptLogits } from './helpers/prompt-logits.ts';
 import { assertOffloadKeepsTokens } from './helpers/weight-offload-runs.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 
 const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
 const BIN = fileURLToPath(new URL('../bin/keel', import.meta.url));
 const LAYER = 'model.layers.0.self_attn.q_proj';
-
-/** Last-token logits of the oracle's prompts, prefilled together. */
-function promptLogits(backend: Backend, model: CausalLM): Float32Array[] {
-  const blockSize = 16;
-  let next = 0;
-  const chunks = FIXTURE.oracle.prompts.map((tokens) => {
-    const blocks = Math.ceil(tokens.length / blockSize);
-    const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
-    next += blocks;
-    return { tokens, startPos: 0, blockTables: [blockTable] };
-  });
-  const cache = backend.createKvCache({ numBlocks: next, blockSize, layers: model.kvLayers });
-  const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
-  const vocab = logits.length / chunks.length;
-  return chunks.map((_, i) => logits.slice(i * vocab, (i + 1) * vocab));
-}
 
 function writeVq(t: Parameters<typeof tempDir>[0], format: AqlmFormat): string {
   const output = tempDir(t, 'keel-aqlm-');
@@ -72,7 +54,7 @@ for (const format of ['aqlm-2x8', 'aqlm-1x16'] as const) {
     }
     // The engine on the AQLM checkpoint equals a float32 model loaded with the dequantized weights.
     const quantized = await loadModel({ model: output, backend: 'cpu', showProgress: false });
-    const actual = promptLogits(quantized.backend, quantized.model);
+    const actual = promptLogits(quantized.backend, quantized.model, FIXTURE);
     const dense = createModel(architecture, architecture.config.contextLength);
     const backend = new CpuBackend();
     const readLinear = (name: string) => {
@@ -80,7 +62,7 @@ for (const format of ['aqlm-2x8', 'aqlm-1x16'] as const) {
       return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
     };
     loadWeights(dense, { dir: written.dir, tensorNames: written.tensorNames, has: (n) => written.has(n), info: (n) => written.info(n), read: (n) => written.read(n), readRaw: (n) => written.readRaw(n), close: () => written.close(), readLinear }, backend);
-    const expected = promptLogits(backend, dense);
+    const expected = promptLogits(backend, dense, FIXTURE);
     actual.forEach((row, i) => assert.deepEqual(row, expected[i], `prompt ${i}`));
     const drift = Math.max(...actual.map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
     // Logits span about ±2. 1x16 has more centres than these tiny layers have vectors, so it keeps

@@ -2,45 +2,27 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
-import type { Backend } from '../src/backend/backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { quantizeAtLoad } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
 import { engineConfigFromFlags } from '../src/cli/engine-flags.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
-import type { CausalLM } from '../src/models/causal-lm.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
-import { describeBatch } from '../src/step/batch.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { LINEAR_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
 import { dequantizeMxfp4, type Mxfp4Weight } from '../src/tensor/mxfp4.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+import { promptLogits } from './helpers/prompt-logits.ts';
 
 const DRIFT_BOUND = { int8: 0.15, fp8: 0.6, int4: 1.5, nf4: 1.5, 'llm-int8': 0.3 };
 const FIXTURE = listOracleFixtures().find((f) => f.name === 'llama-gqa')!;
-
-/** Last-token logits of the oracle's prompts, prefilled together. */
-function promptLogits(backend: Backend, model: CausalLM, fixture = FIXTURE): Float32Array[] {
-  const blockSize = 16;
-  let next = 0;
-  const chunks = fixture.oracle.prompts.map((tokens) => {
-    const blocks = Math.ceil(tokens.length / blockSize);
-    const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
-    next += blocks;
-    return { tokens, startPos: 0, blockTables: [blockTable] };
-  });
-  const cache = backend.createKvCache({ numBlocks: next, blockSize, layers: model.kvLayers });
-  const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
-  const vocab = logits.length / chunks.length;
-  return chunks.map((_, i) => logits.slice(i * vocab, (i + 1) * vocab));
-}
 
 test('--quantization multiplies by the quantized weights exactly as by their dequantized values, and stays near the 16-bit logits', async () => {
   // llm-int8 quantizes the activations too (its own tests: src/backend/cpu/ops/llm-int8-matmul.test.ts, test/llm-int8.test.ts).
   for (const method of LINEAR_QUANTIZATIONS.filter((m) => m !== 'llm-int8')) {
     const quantized = await loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: method, showProgress: false });
-    const actual = promptLogits(quantized.backend, quantized.model);
+    const actual = promptLogits(quantized.backend, quantized.model, FIXTURE);
     // The same weights, dequantized on the host and loaded as float32 matrices.
     const architecture = readModelArchitecture(FIXTURE.dir);
     const dense = createModel(architecture, architecture.config.contextLength);
@@ -51,7 +33,7 @@ test('--quantization multiplies by the quantized weights exactly as by their deq
       return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
     };
     loadWeights(dense, { ...ckpt, readLinear }, backend);
-    const expected = promptLogits(backend, dense);
+    const expected = promptLogits(backend, dense, FIXTURE);
     actual.forEach((row, i) => assert.deepEqual(row, expected[i], `${method}: prompt ${i}`));
     const drift = Math.max(...actual.map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
     // Loose bounds by each format's precision (logits here span about ±2): the quantization happened and did not break the model.
@@ -64,7 +46,7 @@ test('--quantization llm-int8 keeps int8 weights with LLM.int8() outlier columns
   const ckpt = quantizeAtLoad(openCheckpoint(FIXTURE.dir), 'llm-int8');
   const w = ckpt.readLinear!('model.layers.0.mlp.down_proj.weight');
   assert.ok(isQuantized(w) && w.format === 'int8' && w.mixedInt8?.threshold === 6);
-  const drift = Math.max(...promptLogits(quantized.backend, quantized.model).map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
+  const drift = Math.max(...promptLogits(quantized.backend, quantized.model, FIXTURE).map((row, i) => maxAbsDiff(row, FIXTURE.oracle.last_logits[i])));
   assert.ok(drift > 0 && drift < DRIFT_BOUND['llm-int8'], `llm-int8: max |Δlogit| from the 16-bit model ${drift}`);
 });
 
@@ -116,7 +98,7 @@ test('--quantization takes fp8, int8, int4, mxfp4, nf4 or llm-int8, and the libr
 
 test('dummy weights are quantized by --quantization too', async () => {
   const loaded = await loadModel({ model: FIXTURE.dir, backend: 'cpu', loadFormat: 'dummy', quantization: 'int4', showProgress: false });
-  const logits = promptLogits(loaded.backend, loaded.model);
+  const logits = promptLogits(loaded.backend, loaded.model, FIXTURE);
   assert.ok(logits.every((row) => row.every(Number.isFinite)));
   await assert.rejects(loadModel({ model: join(FIXTURES_DIR, 'quant-fp8-block'), backend: 'cpu', loadFormat: 'dummy', showProgress: false }), /--load-format dummy makes 16-bit weights, not fp8 ones/);
 });
