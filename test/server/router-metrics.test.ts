@@ -4,37 +4,14 @@ import type { EngineStats } from '../../src/engine/llm-engine.ts';
 import { combinedStats } from '../../src/server/engine-host/combined-stats.ts';
 import type { ReplicaState } from '../../src/server/engine-host/engine-replicas.ts';
 import { ServerMetrics } from '../../src/server/metrics.ts';
+import { idleEngineStats } from './idle-engine-stats.ts';
 import { metricValue } from './tiny-server.ts';
 
 // The metrics routers read, from replicas' stats given by hand: every replica together under
 // vLLM's names (the Gateway API Inference Extension's endpoint picker reads one series per pod),
 // each replica alone under keel_replica_*.
 
-function stats(overrides: Partial<EngineStats>): EngineStats {
-  return {
-    numRunning: 0,
-    numWaiting: 0,
-    numKvBlocks: 100,
-    numFreeKvBlocks: 100,
-    numCachedKvBlocks: 0,
-    prefixCacheHitRate: 0,
-    deviceCachedPromptTokensTotal: 0,
-    hostCachedPromptTokensTotal: 0,
-    numHostCacheBlocks: 0,
-    numHostCachedBlocks: 0,
-    promptTokensTotal: 0,
-    generationTokensTotal: 0,
-    numPreemptionsTotal: 0,
-    numSwapsTotal: 0,
-    numSwapped: 0,
-    numSwapBlocks: 0,
-    numFreeSwapBlocks: 0,
-    speculation: null,
-    runningLoraAdapters: [],
-    waitingLoraAdapters: [],
-    ...overrides,
-  };
-}
+const stats = (overrides: Partial<EngineStats>): EngineStats => idleEngineStats(100, overrides);
 
 const replica = (alive: boolean, s: EngineStats): ReplicaState => ({ alive, stats: s, outstanding: s.numRunning + s.numWaiting, routed: { sticky: 0, prefix: 1, load: 2 } });
 

@@ -4,32 +4,10 @@ import type { EngineStats } from '../../src/engine/llm-engine.ts';
 import { SpeculationTally } from '../../src/engine/speculation-tally.ts';
 import { ServerMetrics } from '../../src/server/metrics.ts';
 import type { MeteredEngine } from '../../src/server/router-metrics.ts';
+import { idleEngineStats } from './idle-engine-stats.ts';
 import { metricValue, startTinyServer } from './tiny-server.ts';
 
-function engineStats(speculation: SpeculationTally | null): EngineStats {
-  return {
-    numRunning: 0,
-    numWaiting: 0,
-    numKvBlocks: 8,
-    numFreeKvBlocks: 8,
-    numCachedKvBlocks: 0,
-    prefixCacheHitRate: 0,
-    deviceCachedPromptTokensTotal: 0,
-    hostCachedPromptTokensTotal: 0,
-    numHostCacheBlocks: 0,
-    numHostCachedBlocks: 0,
-    promptTokensTotal: 0,
-    generationTokensTotal: 0,
-    numPreemptionsTotal: 0,
-    numSwapsTotal: 0,
-    numSwapped: 0,
-    numSwapBlocks: 0,
-    numFreeSwapBlocks: 0,
-    speculation: speculation?.summary() ?? null,
-    runningLoraAdapters: [],
-    waitingLoraAdapters: [],
-  };
-}
+const engineStats = (speculation: SpeculationTally | null): EngineStats => idleEngineStats(8, { speculation: speculation?.summary() ?? null });
 
 /** One engine whose stats are read from `stats` at each scrape, as the metrics see it. */
 function metered(stats: () => EngineStats): MeteredEngine {
