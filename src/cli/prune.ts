@@ -5,11 +5,8 @@ import { locateModel } from '../model-source/locate-model.ts';
 import { pruneCheckpoint } from '../prune/prune-checkpoint.ts';
 import { PRUNE_METHODS, type PruneMethod } from '../tensor/prune24.ts';
 import { SPARSITY_PATTERNS, type SparsityPattern } from '../tensor/sparse24.ts';
-import { calibrationSamples } from './calibration-samples.ts';
-import { integerFlag } from './engine-flags.ts';
+import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
 import { parseFlags } from './parse-flags.ts';
-
-const DEFAULTS = { numSamples: 128, seqLen: 512 };
 
 export const PRUNE_HELP = `Usage: keel prune --method magnitude|wanda --pattern 2:4 --output DIR [options]
 
@@ -29,8 +26,7 @@ Runs on the CPU backend. No fine-tuning: the model's quality drops (docs/sparsit
   --pattern 2:4                  the sparsity pattern
   --calibration FILE             text tokenized with the model's tokenizer (wanda; magnitude: only
                                  to measure its error)
-  --num-samples N                calibration windows (default ${DEFAULTS.numSamples}, fewer if the text is short)
-  --seq-len L                    tokens per window (default ${DEFAULTS.seqLen})
+${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the pruned checkpoint is written
   --json                         print one JSON line: each weight's output error on sampled
                                  calibration inputs beside magnitude pruning's`;
@@ -42,9 +38,7 @@ export async function pruneCommand(argv: string[]): Promise<void> {
       model: { type: 'string' },
       method: { type: 'string' },
       pattern: { type: 'string' },
-      calibration: { type: 'string' },
-      'num-samples': { type: 'string' },
-      'seq-len': { type: 'string' },
+      ...CALIBRATION_FLAGS,
       output: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -61,10 +55,7 @@ export async function pruneCommand(argv: string[]): Promise<void> {
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel prune reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
-  const samples =
-    method === 'magnitude' && values.calibration === undefined
-      ? []
-      : calibrationSamples(dir, values.calibration, 'wanda', integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
+  const samples = calibrationFromFlags(dir, values, method === 'magnitude', 'wanda');
   const reports = pruneCheckpoint({ model: dir, method, pattern, samples, output: values.output });
   if (values.json) {
     console.log(JSON.stringify({ method, pattern, output: values.output, calibrated: samples.length > 0, weights: reports.map((r) => ({ name: r.name, error: r.error, magnitude_error: r.magnitudeError })) }));

@@ -3,11 +3,11 @@ import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { QUANTIZE_METHODS, quantizeCheckpoint, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
-import { calibrationSamples } from './calibration-samples.ts';
+import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
 import { integerFlag } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
 
-const DEFAULTS = { groupSize: 128, numSamples: 128, seqLen: 512 };
+const DEFAULTS = { groupSize: 128 };
 
 export const QUANTIZE_HELP = `Usage: keel quantize --method gptq|awq|rtn --bits 4|8 --calibration FILE --output DIR [options]
        keel quantize --method vq [--codebooks 2x8|1x16] --output DIR [options]
@@ -34,8 +34,7 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
   --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn, vq: only
                                  to measure their error)
-  --num-samples N                calibration windows (default ${DEFAULTS.numSamples}, fewer if the text is short)
-  --seq-len L                    tokens per window (default ${DEFAULTS.seqLen})
+${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the quantized checkpoint is written
   --json                         print one JSON line: each layer's output error on sampled calibration
                                  inputs beside round-to-nearest's`;
@@ -50,9 +49,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       codebooks: { type: 'string' },
       'group-size': { type: 'string' },
       'act-order': { type: 'boolean' },
-      calibration: { type: 'string' },
-      'num-samples': { type: 'string' },
-      'seq-len': { type: 'string' },
+      ...CALIBRATION_FLAGS,
       output: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -77,7 +74,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
-  const samples = (method === 'rtn' || vq) && values.calibration === undefined ? [] : calibrationSamples(dir, values.calibration, 'gptq and awq', integerFlag('--num-samples', values['num-samples']) ?? DEFAULTS.numSamples, integerFlag('--seq-len', values['seq-len']) ?? DEFAULTS.seqLen);
+  const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
   const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
   if (values.json) {
     console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
