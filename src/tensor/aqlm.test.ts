@@ -4,6 +4,7 @@ import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { CpuTensor } from '../backend/cpu/cpu-tensor.ts';
 import { quantizedMatmul } from '../backend/cpu/ops/quantized-matmul.ts';
 import { TestRandom, testSeed } from '../../test/helpers/cpu-random.ts';
+import { referenceMatmul } from '../../test/helpers/reference-matmul.ts';
 import { aqlmReference, randomAqlmWeight } from '../../test/helpers/aqlm-weights.ts';
 import { aqlmCodes } from './aqlm.ts';
 import { dequantizeWeight, type AqlmFormat } from './quantized-weight.ts';
@@ -11,19 +12,6 @@ import { dequantizeWeight, type AqlmFormat } from './quantized-weight.ts';
 const random = new TestRandom(testSeed('aqlm'));
 const uniform = () => random.uniform(0, 1);
 const FORMATS: AqlmFormat[] = ['aqlm-2x8', 'aqlm-1x16'];
-
-/** One float64 dot product per output over the dense weight, + bias, rounded once. */
-function naiveMatmul(x: Float32Array, rows: number, dense: Float32Array, outDim: number, inDim: number, bias: Float32Array | null): Float32Array {
-  const out = new Float32Array(rows * outDim);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outDim; o++) {
-      let s = 0;
-      for (let k = 0; k < inDim; k++) s += x[r * inDim + k] * dense[o * inDim + k];
-      out[r * outDim + o] = s + (bias === null ? 0 : bias[o]);
-    }
-  }
-  return out;
-}
 
 test('AQLM weights dequantize by the definition (each stacked part its own codebooks) and multiply bit-identically to their dequantized values', () => {
   for (const format of FORMATS) {
@@ -42,7 +30,7 @@ test('AQLM weights dequantize by the definition (each stacked part its own codeb
           const bias = xRows === 7 ? random.floats(w.rows) : null;
           const out = new Float32Array(xRows * w.rows).fill(NaN);
           quantizedMatmul(x, xRows, w, bias, out);
-          assert.deepEqual(out, naiveMatmul(x, xRows, dense, w.rows, cols, bias), `${what}, ${xRows} rows`);
+          assert.deepEqual(out, referenceMatmul(x, xRows, dense, w.rows, cols, bias), `${what}, ${xRows} rows`);
         }
       }
     }

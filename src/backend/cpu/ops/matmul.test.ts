@@ -2,22 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { matmulTransposed } from './matmul.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { referenceMatmul } from '../../../../test/helpers/reference-matmul.ts';
 
 const random = new TestRandom(testSeed('matmul'));
-
-// One float64 dot product per output in k order, then + bias, rounded once: the exact result
-// matmulTransposed promises, so the comparison is bit-for-bit.
-function naiveMatmul(x: Float32Array, rows: number, inDim: number, w: Float32Array, outDim: number, bias: Float32Array | null): Float32Array {
-  const out = new Float32Array(rows * outDim);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outDim; o++) {
-      let s = 0;
-      for (let k = 0; k < inDim; k++) s += x[r * inDim + k] * w[o * inDim + k];
-      out[r * outDim + o] = s + (bias === null ? 0 : bias[o]);
-    }
-  }
-  return out;
-}
 
 function run(rows: number, inDim: number, outDim: number, withBias: boolean): void {
   const x = random.floats(rows * inDim);
@@ -25,7 +12,7 @@ function run(rows: number, inDim: number, outDim: number, withBias: boolean): vo
   const bias = withBias ? random.floats(outDim) : null;
   const out = new Float32Array(rows * outDim).fill(NaN);
   matmulTransposed(x, rows, inDim, w, outDim, bias, out);
-  assert.deepEqual(out, naiveMatmul(x, rows, inDim, w, outDim, bias), `rows ${rows} in ${inDim} out ${outDim} bias ${withBias}`);
+  assert.deepEqual(out, referenceMatmul(x, rows, w, outDim, inDim, bias), `rows ${rows} in ${inDim} out ${outDim} bias ${withBias}`);
 }
 
 test('matches the naive float64 dot products exactly over tile-aligned and ragged shapes', () => {

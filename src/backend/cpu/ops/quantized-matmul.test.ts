@@ -4,6 +4,7 @@ import { quantizedMatmul } from './quantized-matmul.ts';
 import { CpuBackend } from '../cpu-backend.ts';
 import { CpuTensor } from '../cpu-tensor.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { referenceMatmul } from '../../../../test/helpers/reference-matmul.ts';
 import {
   codeTable,
   dequantizeWeight,
@@ -86,19 +87,6 @@ function naiveDequantize(c: Case, codes: number[][], zeros: number[][], scales: 
   return out;
 }
 
-/** Dequantize, then one float64 dot product per output in input column order, + bias, rounded once. */
-function naiveMatmul(x: Float32Array, rows: number, dense: Float32Array, outDim: number, inDim: number, bias: Float32Array | null): Float32Array {
-  const out = new Float32Array(rows * outDim);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outDim; o++) {
-      let s = 0;
-      for (let k = 0; k < inDim; k++) s += x[r * inDim + k] * dense[o * inDim + k];
-      out[r * outDim + o] = s + (bias === null ? 0 : bias[o]);
-    }
-  }
-  return out;
-}
-
 function check(c: Case, xRows: number, withBias: boolean): void {
   const what = JSON.stringify({ ...c, xRows, withBias });
   const { w, codes, zeros, scales } = randomWeight(c);
@@ -109,7 +97,7 @@ function check(c: Case, xRows: number, withBias: boolean): void {
   const bias = withBias ? random.floats(c.rows) : null;
   const out = new Float32Array(xRows * c.rows).fill(NaN);
   quantizedMatmul(x, xRows, w, bias, out);
-  const expected = naiveMatmul(x, xRows, dense, c.rows, c.cols, bias);
+  const expected = referenceMatmul(x, xRows, dense, c.rows, c.cols, bias);
   if (!c.actOrder) {
     assert.deepEqual(out, expected, `${what}: bit-identical to dequantize-then-matmul`);
     return;
