@@ -126,6 +126,18 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           add(figure('bf16', 'keel-bf16', medianGraphMs(backend, () => () => backend.linear(x, dense, null), REPS), 2 * n * k, cublasMs));
         }
         const ws = () => workspace;
+        // The weight dequantized into the scratch matrix, then cuBLAS: the path past the kernels' rows.
+        const dequantizeCublasFigure = (format: LinearBenchFormat, bytes: number, dequantize: () => void): LinearFigure => {
+          const ms = medianGraphMs(
+            backend,
+            () => () => {
+              dequantize();
+              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
+            },
+            REPS,
+          );
+          return figure(format, 'dequantize+cublas', ms, bytes, cublasMs);
+        };
         for (const q of quantized) {
           if (q.marlin !== null) {
             const marlin = q.marlin;
@@ -136,30 +148,14 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
             continue;
           }
           add(figure(q.format, 'gemm', medianGraphMs(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
-          const dequantizeMs = medianGraphMs(
-            backend,
-            () => () => {
-              launchDequantize(backend.device, dequantized, q.tensor);
-              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
-            },
-            REPS,
-          );
-          add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+          add(dequantizeCublasFigure(q.format, q.bytes, () => launchDequantize(backend.device, dequantized, q.tensor)));
         }
         for (const q of aqlm) {
           if (rows <= AQLM_GEMV_MAX_ROWS) {
             add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchAqlmGemv(backend.device, out, xPtr, q.tensor, 0, rows), REPS), q.bytes, cublasMs));
             continue;
           }
-          const dequantizeMs = medianGraphMs(
-            backend,
-            () => () => {
-              launchAqlmDequantize(backend.device, dequantized, q.tensor);
-              backend.device.cublas.linearBf16(out, xPtr, dequantized, rows, n, k);
-            },
-            REPS,
-          );
-          add(figure(q.format, 'dequantize+cublas', dequantizeMs, q.bytes, cublasMs));
+          add(dequantizeCublasFigure(q.format, q.bytes, () => launchAqlmDequantize(backend.device, dequantized, q.tensor)));
         }
         if (llmInt8 !== null) {
           // The backend's whole LLM.int8() decomposition (row stats, outlier list, activation quantizer, product), as a step runs it.
