@@ -10,6 +10,7 @@ import { LlamaModel, type LlamaConfig } from '../src/models/llama.ts';
 import { wholeModel } from '../src/models/pipeline-stage.ts';
 import { describeBatch, type SequenceChunk } from '../src/step/batch.ts';
 import { kvBytesPerToken, type KvCacheDtype } from '../src/step/kv-cache-layout.ts';
+import { fp8E4m3Values } from '../src/tensor/quantized-weight.ts';
 import { TestRandom, testSeed } from './helpers/cpu-random.ts';
 import { f32HostTensor, llamaConfig, llamaWeightSource, plainRopeTable, randomLlamaWeights, type HostLlamaWeights } from './helpers/cpu-random-llama.ts';
 import { referenceLogits, type CachedHead } from './helpers/cpu-reference-llama.ts';
@@ -28,37 +29,60 @@ const E4M3 = Array.from({ length: 127 }, (_, code) => {
   return e === 0 ? (m / 8) * 2 ** -6 : (1 + m / 8) * 2 ** (e - 7);
 });
 
-/** The e4m3 value nearest x (ties to the even code), saturating at ±448. */
-function nearestE4m3(x: number): number {
-  const a = Math.min(Math.abs(x), 448);
-  let best = 0;
-  for (let code = 1; code < E4M3.length; code++) {
-    const d = Math.abs(E4M3[code] - a);
-    const bestD = Math.abs(E4M3[best] - a);
-    if (d < bestD || (d === bestD && code % 2 === 0)) best = code;
-  }
-  return Math.sign(x) * E4M3[best];
+/** The e4m3 values either side of a ≥ 0 (equal when a is one), saturating at 448, and whether ties go up (the even code). */
+function e4m3Neighbours(a: number): { below: number; above: number; tieUp: boolean } {
+  if (a >= 448) return { below: 448, above: 448, tieUp: false };
+  let code = 0;
+  while (E4M3[code + 1] <= a) code++;
+  return E4M3[code] === a ? { below: a, above: a, tieUp: false } : { below: E4M3[code], above: E4M3[code + 1], tieUp: code % 2 === 1 };
 }
 
-function roundHalfEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(r - v) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+/** The integers either side of q, ties to even. */
+function integerNeighbours(q: number): { below: number; above: number; tieUp: boolean } {
+  const below = Math.floor(q);
+  return { below, above: below + 1, tieUp: below % 2 !== 0 };
+}
+
+/**
+ * The engine's value for one cached element, divided by its scale (so on the grid the reference
+ * rounds to), at a layer, key or value, token position, KV head and index within the head.
+ */
+type EngineGridValue = (kind: 'k' | 'v', layer: number, position: number, kvHead: number, i: number) => number;
+
+/**
+ * Rounds q ≥ 0 to the nearer of its neighbours on a grid, as the cache does. The reference computes
+ * in float64 and the engine in float32, so a q within a hair of the midpoint may round to the other
+ * neighbour in the engine: only there, the engine's choice is taken, after checking it is one of
+ * the two (so every other value is checked exactly, and no value can be off by more than one step).
+ */
+function roundOnGrid(q: number, grid: (q: number) => { below: number; above: number; tieUp: boolean }, engine: (() => number) | null): number {
+  const { below, above, tieUp } = grid(q);
+  if (below === above) return below;
+  const mid = (below + above) / 2;
+  const nearest = q < mid || (q === mid && !tieUp) ? below : above;
+  if (engine === null || Math.abs(q - mid) > 1e-4 * mid) return nearest;
+  const chosen = engine();
+  const neighbour = Math.abs(chosen - below) < Math.abs(chosen - above) ? below : above;
+  assert.ok(Math.abs(chosen - neighbour) <= 1e-3 * (above - below), `the engine kept ${chosen}, neither ${below} nor ${above}`);
+  return neighbour;
 }
 
 /** fp8: each value x kept as e4m3(x / s) · s, s the layer's scale for keys or values. */
-function fp8Head(scales: { k: number[]; v: number[] }): CachedHead {
-  return (head, kind, layer) => {
+function fp8Head(scales: { k: number[]; v: number[] }, engine: EngineGridValue | null): CachedHead {
+  return (head, kind, layer, position, kvHead) => {
     const s = scales[kind][layer];
-    return head.map((x) => nearestE4m3(x / s) * s);
+    return head.map((x, i) => Math.sign(x) * roundOnGrid(Math.abs(x / s), e4m3Neighbours, engine && (() => Math.abs(engine(kind, layer, position, kvHead, i)))) * s);
   };
 }
 
 /** int8: per head, s = max|x| / 127 and each x kept as round(x / s) · s. */
-const int8Head: CachedHead = (head) => {
-  const max = head.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  const s = max === 0 ? 1 : max / 127;
-  return head.map((x) => roundHalfEven(x / s) * s);
-};
+function int8Head(engine: EngineGridValue | null): CachedHead {
+  return (head, kind, layer, position, kvHead) => {
+    const max = head.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const s = max === 0 ? 1 : max / 127;
+    return head.map((x, i) => Math.sign(x) * roundOnGrid(Math.abs(x / s), integerNeighbours, engine && (() => Math.abs(engine(kind, layer, position, kvHead, i)))) * s);
+  };
+}
 
 interface Case {
   dtype: KvCacheDtype;
@@ -84,6 +108,8 @@ class Harness {
   readonly config: LlamaConfig;
   readonly weights: HostLlamaWeights;
   readonly c: Case;
+  /** The cache and block table of the last run. */
+  private last: { kv: CpuKvCache; blockTable: number[] } | null = null;
 
   constructor(config: LlamaConfig, weights: HostLlamaWeights, c: Case) {
     this.config = config;
@@ -101,8 +127,9 @@ class Harness {
 
   /** Runs `tokens` through a fresh cache in chunks of the given sizes (cycled); logits of every token. */
   run(tokens: number[], sizes: number[], dtype: KvCacheDtype = this.c.dtype): Float32Array[] {
-    const kv = this.backend.createKvCache({ numBlocks: NUM_BLOCKS, blockSize: BLOCK_SIZE, layers: this.model.kvLayers, dtype });
+    const kv = this.backend.createKvCache({ numBlocks: NUM_BLOCKS, blockSize: BLOCK_SIZE, layers: this.model.kvLayers, dtype }) as CpuKvCache;
     const blockTable = random.shuffled(Array.from({ length: NUM_BLOCKS }, (_, i) => i)).slice(0, Math.ceil(tokens.length / BLOCK_SIZE));
+    this.last = { kv, blockTable };
     const rows: Float32Array[] = [];
     for (let start = 0, i = 0; start < tokens.length; i++) {
       const end = Math.min(tokens.length, start + sizes[i % sizes.length]);
@@ -115,11 +142,29 @@ class Harness {
     return rows;
   }
 
+  /**
+   * Logits of a float64 forward over `tokens`, rounding each cached K/V head as the cache does when
+   * `quantized`; where float32 and float64 may round one value apart, it follows the cache of the
+   * last run (which must have run these tokens).
+   */
   reference(tokens: number[], quantized: boolean): number[][] {
     const { config, c } = this;
     const ones = Array.from({ length: config.numLayers }, () => 1);
-    const cached = !quantized ? undefined : c.dtype === 'int8' ? int8Head : fp8Head(c.checkpointScales ?? { k: ones, v: ones });
+    const engine = this.engineGridValue();
+    const cached = !quantized ? undefined : c.dtype === 'int8' ? int8Head(engine) : fp8Head(c.checkpointScales ?? { k: ones, v: ones }, engine);
     return referenceLogits(config, this.weights, plainRopeTable(config.headDim, config.ropeTheta, 64), tokens, cached);
+  }
+
+  /** The last run's cached code of one element on its grid: the e4m3 value, or int8's integer. */
+  private engineGridValue(): EngineGridValue | null {
+    if (this.last === null) return null;
+    const { kv, blockTable } = this.last;
+    return (kind, layer, position, kvHead, i) => {
+      const pool = kv.layerPools(layer)[kind === 'k' ? 0 : 1];
+      const slot = blockTable[Math.floor(position / BLOCK_SIZE)] * BLOCK_SIZE + (position % BLOCK_SIZE);
+      const code = pool.codes[(slot * pool.heads + kvHead) * pool.width + i];
+      return pool.dtype === 'fp8_e4m3' ? fp8E4m3Values()[code] : code;
+    };
   }
 }
 

@@ -2,8 +2,11 @@ import type { RopeTable } from '../../src/backend/backend.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
 import type { HostLlamaWeights } from './cpu-random-llama.ts';
 
-/** What the KV cache keeps of one rotated key head or value head of one layer (a quantized cache's round trip). */
-export type CachedHead = (head: number[], kind: 'k' | 'v', layer: number) => number[];
+/**
+ * What the KV cache keeps of one rotated key head or value head (a quantized cache's round trip),
+ * given where it sits: its layer, token position and KV head.
+ */
+export type CachedHead = (head: number[], kind: 'k' | 'v', layer: number, position: number, kvHead: number) => number[];
 
 /**
  * A deliberately naive dense forward pass over one sequence, in float64 throughout: no paging,
@@ -31,8 +34,8 @@ export function referenceLogits(config: LlamaConfig, w: HostLlamaWeights, rope: 
         k = k.map((head) => rmsNorm(head, layer.kNorm!, eps));
       }
       qs.push(q.map((head) => rotate(head, position, rope)));
-      ks.push(k.map((head) => cached(rotate(head, position, rope), 'k', index)));
-      vs.push(heads(numHeads + numKvHeads, numKvHeads).map((head) => cached(head, 'v', index)));
+      ks.push(k.map((head, h) => cached(rotate(head, position, rope), 'k', index, position, h)));
+      vs.push(heads(numHeads + numKvHeads, numKvHeads).map((head, h) => cached(head, 'v', index, position, h)));
     });
     stream = stream.map((x, position) => {
       const attended: number[] = [];
