@@ -195,6 +195,13 @@ export interface SpeculativeConfig {
   selfSpecLayers: number | null;
   /** A step with at least this many running sequences does not speculate (it is compute-bound already); null never turns it off. */
   disableByBatchSize: number | null;
+  /**
+   * For benchmarks only (`keel bench --synthetic-accepted-drafts`): every verification keeps this
+   * many drafts (all, when fewer were proposed) whatever the target draws, along each draft's
+   * first child, so a step's cost is timed at a chosen acceptance. The output is then not the
+   * model's. null: drafts are kept as the target draws them.
+   */
+  syntheticAcceptedDrafts: number | null;
 }
 
 export const SPECULATIVE_METHODS = ['ngram', 'draft', 'medusa', 'eagle', 'eagle3', 'mtp', 'self'] as const;
@@ -213,6 +220,7 @@ export const DEFAULT_SPECULATIVE_CONFIG: Omit<SpeculativeConfig, 'method'> = {
   treeWidth: 1,
   selfSpecLayers: null,
   disableByBatchSize: null,
+  syntheticAcceptedDrafts: null,
 };
 
 export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {

@@ -151,6 +151,28 @@ test('the draft model changes nothing when speculation turns off for large batch
   await llm.close();
 });
 
+test('a synthetic acceptance keeps exactly N drafts of every verification, the draft tokens themselves, and frees every block', async () => {
+  const llm = await LLM.load({ ...BASE, speculative: { ...DRAFT, syntheticAcceptedDrafts: 2 } });
+  try {
+    const outputs = await llm.generate(PROMPTS.slice(0, 3), { temperature: 0, maxTokens: 30, ignoreEos: true });
+    for (const o of outputs) assert.equal(o.outputs[0].tokenIds.length, 30);
+    const stats = llm.stats();
+    assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
+    // The first two drafts of every chain kept, the others never (3 tokens a step, but for the
+    // last steps of a request, where fewer drafts fit in its length).
+    assert.deepEqual(stats.speculation!.acceptanceRateByPosition, [1, 1, 0, 0]);
+    // The kept tokens are the draft's, not the target's: the output leaves plain greedy decoding.
+    const [expected] = await plain.generate([PROMPTS[0]], { temperature: 0, maxTokens: 30, ignoreEos: true });
+    assert.notDeepEqual(outputs[0].outputs[0].tokenIds, expected.outputs[0].tokenIds);
+  } finally {
+    await llm.close();
+  }
+  await assert.rejects(
+    LLM.load({ ...BASE, speculative: { ...DRAFT, syntheticAcceptedDrafts: 5 } }),
+    (e: unknown) => e instanceof KeelError && /syntheticAcceptedDrafts must be an integer from 0 to numSpeculativeTokens 4 \(got 5\)/.test(e.message),
+  );
+});
+
 test('a draft model over another vocabulary is refused, naming the problem', async () => {
   await assert.rejects(
     LLM.load({ ...BASE, speculative: { model: join(FIXTURES_DIR, 'llama-gqa') } }),

@@ -432,11 +432,12 @@ export class LLMEngine {
       if (verification === undefined) return;
       const seq = output.scheduled[s].seq;
       const first = result.firstDraw[row];
+      const synthetic = this.parts.speculative?.syntheticAcceptedDrafts ?? null;
       const path: number[] = [];
-      for (let node = -1; ; ) {
+      for (let node = -1; synthetic === null || path.length < synthetic; ) {
         const drawn = tokenIds[first + node + 1];
         let child = node + 1;
-        while (child < verification.numDrafts && !(seq.draftParent(child) === node && seq.draftTokenId(child) === drawn)) child++;
+        while (child < verification.numDrafts && !(seq.draftParent(child) === node && (synthetic !== null || seq.draftTokenId(child) === drawn))) child++;
         if (child === verification.numDrafts) break;
         path.push((node = child));
       }
@@ -651,8 +652,14 @@ export class LLMEngine {
    */
   private acceptVerified(request: Request, c: Completion, seq: Sequence, results: DrawResults, first: number, verification: Verification): void {
     const { numPositions, accepted, lookahead } = verification;
+    // The kept drafts, read before the tokens below consume them. They equal the draws that kept
+    // them, except under a synthetic acceptance, which keeps drafts whatever was drawn.
+    const kept = accepted.map((_, k) => seq.draftTokenId(k));
     // The draws that gave the tokens: after the last sampled token, then after each accepted draft.
-    for (const after of [-1, ...accepted]) this.acceptToken(request, c, seq, drawnToken(results, first + after + 1, request.params));
+    [-1, ...accepted].forEach((after, k) => {
+      const sample = drawnToken(results, first + after + 1, request.params);
+      this.acceptToken(request, c, seq, k < kept.length ? { ...sample, tokenId: kept[k] } : sample);
+    });
     c.rng = lookahead.rngAfter(accepted.length + 1);
     this.speculation?.record(numPositions, accepted.length);
     request.speculation?.record(numPositions, accepted.length);

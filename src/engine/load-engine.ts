@@ -229,6 +229,10 @@ function resolveSpeculativeConfig(options: Partial<SpeculativeConfig>): Speculat
   positiveInt('ngramBranches', config.ngramBranches);
   positiveInt('treeWidth', config.treeWidth);
   if (config.disableByBatchSize !== null) positiveInt('disableByBatchSize', config.disableByBatchSize);
+  const synthetic = config.syntheticAcceptedDrafts;
+  if (synthetic !== null && !(Number.isInteger(synthetic) && synthetic >= 0 && synthetic <= config.numSpeculativeTokens)) {
+    throw invalidArgument(`speculative.syntheticAcceptedDrafts must be an integer from 0 to numSpeculativeTokens ${config.numSpeculativeTokens} (got ${synthetic})`);
+  }
   if (config.ngramMin > config.ngramMax) throw invalidArgument(`speculative.ngramMin ${config.ngramMin} is more than ngramMax ${config.ngramMax}`);
   if (WITH_MODEL.includes(method) && !config.model) {
     throw invalidArgument(`speculative method ${method} needs ${method === 'draft' ? 'a draft model' : "the heads' directory"} (speculative.model, --speculative-model DIR)`);

@@ -90,6 +90,7 @@ test('bench latency and throughput report speculative decoding: the fixture draf
     treeWidth: 1,
     selfSpecLayers: null,
     disableByBatchSize: null,
+    syntheticAcceptedDrafts: null,
   });
   // Two sequences of 6 tokens: the first from the prefill, the other five from verifications of
   // 2 drafts (3 tokens each) and then of 1 (the last token), all accepted.
@@ -106,6 +107,13 @@ test('bench latency and throughput report speculative decoding: the fixture draf
   const throughput = readResult(throughputOutput);
   if (throughput.suite !== 'throughput' || !throughput.results) throw new Error('expected a throughput result');
   assert.equal(throughput.results.speculation?.acceptance_rate, 1);
+  // A synthetic acceptance of 1 draft where the target would take both: labelled in the result.
+  const syntheticOutput = join(dir, 'latency-synthetic.json');
+  await keelOk(['bench', 'latency', ...MODEL, ...draft, '--synthetic-accepted-drafts', '1', '--batch-size', '2', '--input-len', '8', '--output-len', '6', '--num-iters', '1', '--num-iters-warmup', '0', '--output', syntheticOutput]);
+  const synthetic = readResult(syntheticOutput);
+  if (synthetic.suite !== 'latency' || !synthetic.results) throw new Error('expected a latency result');
+  assert.equal(synthetic.config.synthetic_accepted_drafts, 1);
+  assert.deepEqual(synthetic.results.batches[0].speculation?.acceptance_rate_by_position, [1, 0]);
 });
 
 test('bench latency --baseline reports each batch size\'s speedup over a run without speculation, here with an EAGLE-3 head tree', async () => {
@@ -239,6 +247,7 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'latency', ...MODEL, '--batch-size', '1,x'], /--batch-size expects a number/],
     [['bench', 'throughput', '--workload', 'nano-vllm', '--num-prompts', '3'], /drop --num-prompts/],
     [['bench', 'nope'], /unknown benchmark "nope"/],
+    [['bench', 'latency', ...MODEL, '--synthetic-accepted-drafts', '2'], /--synthetic-accepted-drafts needs a speculative method/],
     [['bench', 'linear', '--format', 'int4,int3'], /--format: "int3" is not one of bf16, fp8, int8, int4, nf4, llm-int8, mxfp4/],
     [['bench', 'linear', '--rows', '1,0'], /--rows: "0" is not a positive integer/],
     [['bench', 'linear', '--shape', '4096x4100'], /k must be a multiple of 32/],

@@ -1,6 +1,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import { integerFlag, numberFlag, oneOf } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
+import type { EngineOptions } from '../../config.ts';
 import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type LengthRange, type Workload } from '../../bench/random-dataset.ts';
 
 export function positiveIntFlag(flag: string, raw: string | undefined, fallback: number): number {
@@ -26,6 +27,22 @@ export function requestRateFlag(raw: string | undefined): number {
   const rate = numberFlag('--request-rate', raw) as number;
   if (!(rate > 0)) throw invalidArgument(`--request-rate must be positive or inf (got ${raw})`);
   return rate;
+}
+
+export const SYNTHETIC_ACCEPTANCE_HELP = `  --synthetic-accepted-drafts N  with a speculative method: every verification keeps N drafts
+                                 (all, when fewer were proposed) whatever the target draws, to
+                                 time speculation at a chosen mean accepted length (N + 1). The
+                                 outputs are not the model's; the result says "synthetic"`;
+
+/**
+ * The engine options with `--synthetic-accepted-drafts`, a benchmark's switch only (generate and
+ * serve do not take it): it needs a speculative method.
+ */
+export function withSyntheticAcceptance(engine: EngineOptions, raw: string | undefined): EngineOptions {
+  if (raw === undefined) return engine;
+  const drafts = nonNegativeIntFlag('--synthetic-accepted-drafts', raw, 0);
+  if (!engine.speculative) throw invalidArgument('--synthetic-accepted-drafts needs a speculative method (--speculative-method or --speculative-model)');
+  return { ...engine, speculative: { ...engine.speculative, syntheticAcceptedDrafts: drafts } };
 }
 
 /** Flags of the random dataset, shared by `bench throughput` and `bench serve`. */

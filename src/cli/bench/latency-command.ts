@@ -7,7 +7,7 @@ import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.
 import { benchProgress, type Progress } from '../../bench/progress.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
-import { nonNegativeIntFlag, positiveIntFlag, positiveIntList } from './bench-flags.ts';
+import { nonNegativeIntFlag, positiveIntFlag, positiveIntList, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
 import { structuredOutputFromFlags } from '../structured-output-flags.ts';
 import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
@@ -40,6 +40,7 @@ Writes JSON to ./bench-results/ (or --output).
                                  without speculative decoding): each batch size also reports its
                                  speedup, the baseline's mean TPOT over this run's
   --output FILE                  where to write the JSON result
+${SYNTHETIC_ACCEPTANCE_HELP}
 
 ${ENGINE_FLAGS_HELP}`;
 
@@ -56,6 +57,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       'bandwidth-gbps': { type: 'string' },
       'json-schema': { type: 'string' },
       baseline: { type: 'string' },
+      'synthetic-accepted-drafts': { type: 'string' },
       output: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -66,7 +68,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
   }
   const bandwidthGbps = numberFlag('--bandwidth-gbps', values['bandwidth-gbps']);
   if (bandwidthGbps !== undefined && !(bandwidthGbps > 0)) throw invalidArgument(`--bandwidth-gbps must be positive (got ${bandwidthGbps})`);
-  const engineConfig = engineConfigFromFlags(values);
+  const engineConfig = withSyntheticAcceptance(engineConfigFromFlags(values), values['synthetic-accepted-drafts']);
   const flags: LatencyFlags = {
     batchSizes: positiveIntList('--batch-size', values['batch-size'] ?? DEFAULTS.batchSize),
     inputLen: positiveIntFlag('--input-len', values['input-len'], DEFAULTS.inputLen),
@@ -135,6 +137,7 @@ export async function benchLatency(
         ignore_eos: true,
         structured_output: flags.structuredOutput,
         baseline: files.baseline?.path ?? null,
+        synthetic_accepted_drafts: llm.config.speculative?.syntheticAcceptedDrafts ?? null,
         weight_element_bytes: facts.weightElementBytes,
         kv_element_bytes: facts.kvElementBytes,
         engine: engineSettings(llm),

@@ -8,7 +8,7 @@ import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
-import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance, workloadFromFlags, workloadRequests } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -55,6 +55,7 @@ to ./bench-results/ (or --output).
                                  before timing; enables LoRA with --max-loras N unless given); 0, the
                                  default, runs the base model
   --lora-rank R                  those adapters' rank (default ${DEFAULT_LORA_RANK})
+${SYNTHETIC_ACCEPTANCE_HELP}
 
 Sampling beyond the temperature, to measure what it costs (default: none):
   --top-p P  --top-k K  --min-p P
@@ -76,6 +77,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
       output: { type: 'string' },
       'lora-adapters': { type: 'string' },
       'lora-rank': { type: 'string' },
+      'synthetic-accepted-drafts': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -87,7 +89,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
   const sampling = { ...samplingParamsFromFlags(values), temperature: workload.temperature };
   const numAdapters = nonNegativeIntFlag('--lora-adapters', values['lora-adapters'], 0);
   const loraRank = positiveIntFlag('--lora-rank', values['lora-rank'], DEFAULT_LORA_RANK);
-  const engine = engineConfigFromFlags(values);
+  const engine = withSyntheticAcceptance(engineConfigFromFlags(values), values['synthetic-accepted-drafts']);
   const lora = numAdapters === 0 ? {} : { enableLora: true, maxLoras: engine.maxLoras ?? numAdapters, maxLoraRank: Math.max(engine.maxLoraRank ?? 0, loraRank) };
   const bench = await loadBenchEngine({ ...engine, ...lora }, { bandwidth: true, matmul: true });
   const { llm, facts } = bench;
@@ -144,6 +146,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
           seed: llm.config.seed,
           lora_adapters: numAdapters,
           lora_rank: numAdapters === 0 ? null : loraRank,
+          synthetic_accepted_drafts: engine.speculative?.syntheticAcceptedDrafts ?? null,
           engine: engineSettings(llm),
         },
         results,
