@@ -29,6 +29,7 @@ export function throughputReport(r: ThroughputResults): string {
     `  ${r.input_tokens_per_s.toFixed(1)} input tokens/s, ${r.output_tokens_per_s.toFixed(1)} output tokens/s`,
     ...(r.roofline?.fraction != null ? [`  ${(r.roofline.fraction * 100).toFixed(1)} % of the device bound (${r.roofline.bound_s!.toFixed(2)} s)`] : []),
     ...(r.speculation ? [`  speculative decoding: ${speculationText(r.speculation)}`] : []),
+    ...(r.repeats ? [`  median of ${r.repeats.output_tokens_per_s.length} runs; output tokens/s ${r.repeats.min_output_tokens_per_s.toFixed(1)}..${r.repeats.max_output_tokens_per_s.toFixed(1)}, spread ${(r.repeats.relative_spread * 100).toFixed(1)} %`] : []),
   ].join('\n');
 }
 

@@ -23,6 +23,11 @@ export interface RandomDatasetSpec {
   outputLen: LengthRange;
   vocabSize: number;
   seed: number;
+  /**
+   * Another draw of the token ids for the same lengths (0, the default, is the seed's own): a
+   * benchmark's repeats run fresh prompts of one shape, so no repeat finds the last in the prefix cache.
+   */
+  tokenVariant?: number;
 }
 
 /** A named workload: a dataset and the temperature its requests sample at. */
@@ -62,7 +67,7 @@ export function randomRequests(spec: RandomDatasetSpec): BenchRequest[] {
   }
   // Lengths and token ids draw from separate streams, so a longer prompt does not shift the lengths after it.
   const lengths = forkStream(spec.seed, 0);
-  const tokens = forkStream(spec.seed, 1);
+  const tokens = forkStream(spec.seed, 1 + (spec.tokenVariant ?? 0));
   return Array.from({ length: spec.numPrompts }, () => {
     const inputLen = uniformInt(lengths, spec.inputLen);
     const outputLen = uniformInt(lengths, spec.outputLen);

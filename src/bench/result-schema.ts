@@ -126,6 +126,19 @@ const ThroughputResultsSchema = z.strictObject({
   /** Keel's runs: the device bound of the workload (peers leave it out). */
   roofline: ThroughputRooflineSchema.optional(),
   speculation: SpeculationSchema.nullable().optional(),
+  /**
+   * With --num-iters N > 1 the figures above are the median run's (by output tokens/s), and this
+   * is every measured run's output tokens/s, in order, with their spread: (max - min) / median.
+   */
+  repeats: z
+    .strictObject({
+      output_tokens_per_s: z.array(figure),
+      median_output_tokens_per_s: figure,
+      min_output_tokens_per_s: figure,
+      max_output_tokens_per_s: figure,
+      relative_spread: figure,
+    })
+    .optional(),
 });
 
 /** `bench serve --dataset multi-turn`: turns re-send their conversation's history. */

@@ -156,6 +156,24 @@ test('bench throughput: the seeded random dataset, every token generated', async
   assert.match(run.stdout, /% of the device bound/);
 });
 
+test('bench throughput --num-iters: the median run of fresh prompts of the same lengths, with every run\'s rate and their spread', async () => {
+  const output = join(dir, 'throughput-repeats.json');
+  const run = await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '4', '--input-len', '8', '--output-len', '3', '--random-range-ratio', '0.5', '--num-iters', '3', '--num-iters-warmup', '1', '--output', output]);
+  assert.match(run.stdout, /median of 3 runs; output tokens\/s [\d.]+\.\.[\d.]+, spread [\d.]+ %/);
+  const result = readResult(output);
+  if (result.suite !== 'throughput' || !result.results?.repeats) throw new Error('expected a throughput result with repeats');
+  const { repeats } = result.results;
+  assert.equal(repeats.output_tokens_per_s.length, 3);
+  const sorted = [...repeats.output_tokens_per_s].sort((a, b) => a - b);
+  assert.deepEqual([repeats.min_output_tokens_per_s, repeats.median_output_tokens_per_s, repeats.max_output_tokens_per_s], sorted);
+  assert.equal(result.results.output_tokens_per_s, repeats.median_output_tokens_per_s);
+  assert.equal(repeats.relative_spread, (sorted[2] - sorted[0]) / sorted[1]);
+  assert.deepEqual([result.config.num_iters, result.config.num_iters_warmup], [3, 1]);
+  // Every run had the seed's lengths (only the token ids change between runs).
+  const lengths = randomRequests({ numPrompts: 4, inputLen: { min: 4, max: 12 }, outputLen: { min: 1, max: 5 }, vocabSize: FIXTURE_VOCAB, seed: 0 });
+  assert.equal(result.results.total_input_tokens, lengths.reduce((n, r) => n + r.promptTokenIds.length, 0));
+});
+
 test('bench throughput --lora-adapters: the requests run round robin with random adapters of --lora-rank, every token generated', async () => {
   const output = join(dir, 'throughput-lora.json');
   await keelOk(['bench', 'throughput', ...MODEL, '--num-prompts', '6', '--input-len', '8', '--output-len', '4', '--lora-adapters', '3', '--lora-rank', '4', '--output', output]);

@@ -131,6 +131,7 @@ export function workloadFromFlags(values: DatasetFlagValues, preset: string | un
   };
 }
 
-export function workloadRequests(workload: Workload, vocabSize: number, seed: number): BenchRequest[] {
-  return randomRequests({ numPrompts: workload.numPrompts, inputLen: workload.inputLen, outputLen: workload.outputLen, vocabSize, seed });
+/** The workload's requests; `tokenVariant` > 0 draws other token ids for the same lengths (RandomDatasetSpec). */
+export function workloadRequests(workload: Workload, vocabSize: number, seed: number, tokenVariant = 0): BenchRequest[] {
+  return randomRequests({ numPrompts: workload.numPrompts, inputLen: workload.inputLen, outputLen: workload.outputLen, vocabSize, seed, tokenVariant });
 }

@@ -5,7 +5,7 @@ import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel
 import { NANO_VLLM_WORKLOAD } from '../../bench/random-dataset.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
-import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
+import { RESULT_SCHEMA_VERSION, type ThroughputResults } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
 import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance, workloadFromFlags, workloadRequests } from './bench-flags.ts';
@@ -49,6 +49,10 @@ to ./bench-results/ (or --output).
 
   --workload nano-vllm           nano-vllm's bench.py: ${NANO_VLLM_WORKLOAD.numPrompts} sequences, input and output ${NANO_VLLM_WORKLOAD.inputLen.min}..${NANO_VLLM_WORKLOAD.inputLen.max}
                                  tokens each, temperature ${NANO_VLLM_WORKLOAD.temperature} (instead of the dataset flags)
+  --num-iters N                  measured runs (default 1), each over fresh token ids of the same
+                                 lengths; with N > 1 the result is the median run's, with every
+                                 run's output tokens/s and their spread ((max - min) / median)
+  --num-iters-warmup N           unmeasured runs first (default 0)
   --output FILE                  where to write the JSON result
   --lora-adapters N              run the requests with N LoRA adapters, round robin, all in the batch
                                  together (random weights on every projection, paged onto the GPU
@@ -74,6 +78,8 @@ export async function throughputCommand(argv: string[]): Promise<void> {
       ...DATASET_FLAGS,
       ...BENCH_SAMPLING_FLAGS,
       workload: { type: 'string' },
+      'num-iters': { type: 'string' },
+      'num-iters-warmup': { type: 'string' },
       output: { type: 'string' },
       'lora-adapters': { type: 'string' },
       'lora-rank': { type: 'string' },
@@ -87,6 +93,8 @@ export async function throughputCommand(argv: string[]): Promise<void> {
   }
   const workload = workloadFromFlags(values, values.workload, RANDOM_TEMPERATURE);
   const sampling = { ...samplingParamsFromFlags(values), temperature: workload.temperature };
+  const numIters = positiveIntFlag('--num-iters', values['num-iters'], 1);
+  const numItersWarmup = nonNegativeIntFlag('--num-iters-warmup', values['num-iters-warmup'], 0);
   const numAdapters = nonNegativeIntFlag('--lora-adapters', values['lora-adapters'], 0);
   const loraRank = positiveIntFlag('--lora-rank', values['lora-rank'], DEFAULT_LORA_RANK);
   const engine = withSyntheticAcceptance(engineConfigFromFlags(values), values['synthetic-accepted-drafts']);
@@ -104,28 +112,34 @@ export async function throughputCommand(argv: string[]): Promise<void> {
       // serving them, not loading them (with --max-loras below N it pages during the run too).
       await Promise.all(adapters.map((name) => llm.generate([[0]], { maxTokens: 1 }, { lora: name })));
     }
-    const requests = workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed);
-    console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${requests.length} requests`);
+    const requestsOf = (run: number) => workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed, run);
+    const numRequests = workload.numPrompts;
+    console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${numRequests} requests × ${numItersWarmup + numIters} runs`);
     // The run is dated and attributed to a commit when it starts.
     const header = keelRunHeader(bench);
-    const progress = benchProgress('requests', requests.length, 'done', llm.config.showProgress);
-    const results = await runThroughputSuite(
-      llm,
-      workload.name,
-      requests,
-      sampling,
-      {
-        model: llm.model,
-        weightElementBytes: facts.weightElementBytes,
-        kvElementBytes: facts.kvElementBytes,
-        kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype),
-        flopsPerSecond: facts.matmulFlopsPerSecond,
-        bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
-      },
-      () => progress.tick(),
-      (i) => (numAdapters === 0 ? undefined : adapters[i % numAdapters]),
-    );
+    const progress = benchProgress('requests', numRequests * (numItersWarmup + numIters), 'done', llm.config.showProgress);
+    const runs: ThroughputResults[] = [];
+    for (let run = 0; run < numItersWarmup + numIters; run++) {
+      const results = await runThroughputSuite(
+        llm,
+        workload.name,
+        requestsOf(run),
+        sampling,
+        {
+          model: llm.model,
+          weightElementBytes: facts.weightElementBytes,
+          kvElementBytes: facts.kvElementBytes,
+          kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype),
+          flopsPerSecond: facts.matmulFlopsPerSecond,
+          bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
+        },
+        () => progress.tick(),
+        (i) => (numAdapters === 0 ? undefined : adapters[i % numAdapters]),
+      );
+      if (run >= numItersWarmup) runs.push(results);
+    }
     progress.stop();
+    const results = medianRun(runs);
     console.log(throughputReport(results));
     const path = writeResult(
       {
@@ -138,6 +152,8 @@ export async function throughputCommand(argv: string[]): Promise<void> {
           workload: workload.name,
           dataset: 'random',
           num_prompts: workload.numPrompts,
+          num_iters: numIters,
+          num_iters_warmup: numItersWarmup,
           input_len: workload.inputLen,
           output_len: workload.outputLen,
           temperature: workload.temperature,
@@ -158,4 +174,24 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     await llm.close();
     if (adapterDir !== null) rmSync(adapterDir, { recursive: true, force: true });
   }
+}
+
+/** One run's results as they are; of several, the median run's (by output tokens/s) with every run's rate and their spread. */
+function medianRun(runs: ThroughputResults[]): ThroughputResults {
+  if (runs.length === 1) return runs[0];
+  const rates = runs.map((r) => r.output_tokens_per_s);
+  const sorted = [...runs].sort((a, b) => a.output_tokens_per_s - b.output_tokens_per_s);
+  // The lower middle of an even count: a run that happened, not an average of two.
+  const median = sorted[Math.floor((sorted.length - 1) / 2)];
+  const [min, max] = [Math.min(...rates), Math.max(...rates)];
+  return {
+    ...median,
+    repeats: {
+      output_tokens_per_s: rates,
+      median_output_tokens_per_s: median.output_tokens_per_s,
+      min_output_tokens_per_s: min,
+      max_output_tokens_per_s: max,
+      relative_spread: (max - min) / median.output_tokens_per_s,
+    },
+  };
 }
