@@ -31,7 +31,11 @@ export interface RandomDatasetSpec {
 }
 
 /** A named workload: a dataset and the temperature its requests sample at. */
-export interface Workload {
+export type Workload = RandomWorkload | CustomWorkload;
+
+/** Random token ids of lengths drawn from their ranges. */
+export interface RandomWorkload {
+  kind: 'random';
   name: string;
   numPrompts: number;
   inputLen: LengthRange;
@@ -39,8 +43,20 @@ export interface Workload {
   temperature: number;
 }
 
+/** The prompts of a custom dataset file (custom-dataset.ts), each generating outputLen tokens. */
+export interface CustomWorkload {
+  kind: 'custom';
+  name: 'custom';
+  path: string;
+  texts: string[];
+  numPrompts: number;
+  outputLen: LengthRange;
+  temperature: number;
+}
+
 /** nano-vllm's bench.py: 256 sequences, input and output 100..1024 tokens each, temperature 0.6. */
-export const NANO_VLLM_WORKLOAD: Workload = {
+export const NANO_VLLM_WORKLOAD: RandomWorkload = {
+  kind: 'random',
   name: 'nano-vllm',
   numPrompts: 256,
   inputLen: { min: 100, max: 1024 },

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { benchProgress } from '../../src/bench/progress.ts';
+import { LLM } from '../../src/engine/llm.ts';
 import { randomRequests } from '../../src/bench/random-dataset.ts';
 import { readResult } from '../../src/bench/result-file.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
@@ -172,6 +173,39 @@ test('bench throughput --num-iters: the median run of fresh prompts of the same 
   // Every run had the seed's lengths (only the token ids change between runs).
   const lengths = randomRequests({ numPrompts: 4, inputLen: { min: 4, max: 12 }, outputLen: { min: 1, max: 5 }, vocabSize: FIXTURE_VOCAB, seed: 0 });
   assert.equal(result.results.total_input_tokens, lengths.reduce((n, r) => n + r.promptTokenIds.length, 0));
+});
+
+test('bench throughput and serve --dataset custom: a JSONL file of text prompts, tokenized with the model\'s tokenizer', async () => {
+  const file = join(dir, 'prompts.jsonl');
+  const texts = ['def fibonacci(n):\n', 'import os\nimport sys\n', 'class Stack:\n    def __init__(self):\n'];
+  writeFileSync(file, texts.map((prompt) => JSON.stringify({ prompt })).join('\n') + '\n');
+  const tiny = ['--backend', 'cpu', '--no-progress'];
+  const dataset = ['--dataset', 'custom', '--dataset-path', file, '--num-prompts', '2', '--output-len', '3'];
+  const output = join(dir, 'throughput-custom.json');
+  await keelOk(['bench', 'throughput', ...tiny, ...dataset, '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'throughput' || !result.results) throw new Error('expected a throughput result');
+  const llm = await LLM.load({ backend: 'cpu', showProgress: false });
+  const tokens = texts.slice(0, 2).map((text) => llm.tokenizer!.encode(text, { addSpecialTokens: true }).length);
+  await llm.close();
+  assert.equal(result.results.num_requests, 2);
+  assert.equal(result.results.total_input_tokens, tokens[0] + tokens[1]);
+  assert.equal(result.results.total_output_tokens, 6);
+  assert.deepEqual([result.config.dataset, result.config.dataset_path, result.config.num_prompts], ['custom', file, 2]);
+  const serveOutput = join(dir, 'serve-custom.json');
+  await keelOk(['bench', 'serve', '--launch', ...tiny, ...dataset, '--output', serveOutput]);
+  const served = readResult(serveOutput);
+  if (served.suite !== 'serve' || !served.results) throw new Error('expected a serve result');
+  assert.equal(served.results.completed, 2);
+  assert.equal(served.results.total_input_tokens, tokens[0] + tokens[1]);
+  const wrong: [string[], RegExp][] = [
+    [['bench', 'throughput', ...MODEL, ...dataset], /--dataset custom needs the model's tokenizer/],
+    [['bench', 'throughput', ...tiny, '--dataset', 'custom'], /--dataset custom needs --dataset-path FILE/],
+    [['bench', 'throughput', ...tiny, ...dataset, '--input-len', '8'], /--input-len describe random prompts/],
+    [['bench', 'throughput', ...tiny, '--dataset', 'custom', '--dataset-path', file, '--num-prompts', '4'], /--num-prompts 4 is more than the 3 prompts/],
+    [['bench', 'throughput', ...tiny, ...dataset, '--num-iters', '2'], /add --no-prefix-caching/],
+  ];
+  for (const [args, message] of wrong) assert.match((await keel(args)).stderr, message, args.join(' '));
 });
 
 test('bench throughput --lora-adapters: the requests run round robin with random adapters of --lora-rank, every token generated', async () => {

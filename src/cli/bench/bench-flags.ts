@@ -2,6 +2,8 @@ import type { ParseArgsConfig } from 'node:util';
 import { integerFlag, numberFlag, oneOf } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
 import type { EngineOptions } from '../../config.ts';
+import { readCustomPrompts } from '../../bench/custom-dataset.ts';
+import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { lengthRange, NANO_VLLM_WORKLOAD, randomRequests, type BenchRequest, type LengthRange, type Workload } from '../../bench/random-dataset.ts';
 
 export function positiveIntFlag(flag: string, raw: string | undefined, fallback: number): number {
@@ -52,6 +54,7 @@ export const DATASET_FLAGS = {
   'input-len': { type: 'string' },
   'output-len': { type: 'string' },
   'random-range-ratio': { type: 'string' },
+  'dataset-path': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export type DatasetFlagValues = { [K in keyof typeof DATASET_FLAGS]?: string };
@@ -108,7 +111,11 @@ export const DATASET_FLAGS_HELP = `Dataset (random token ids, lengths uniform in
   --num-prompts N                requests (default ${DATASET_DEFAULTS.numPrompts})
   --input-len N                  prompt tokens (default ${DATASET_DEFAULTS.inputLen})
   --output-len N                 tokens to generate, EOS ignored (default ${DATASET_DEFAULTS.outputLen})
-  --random-range-ratio R         lengths uniform in [len*(1-R), len*(1+R)] (default 0: fixed)`;
+  --random-range-ratio R         lengths uniform in [len*(1-R), len*(1+R)] (default 0: fixed)
+Or real text (vLLM's custom dataset; the model's tokenizer turns it into token ids):
+  --dataset custom --dataset-path FILE
+                                 a JSONL file, one {"prompt": "..."} per line; --num-prompts the
+                                 first N (default all), --output-len as above`;
 
 /** The workload the dataset flags describe, or a preset; a preset and dataset flags together are an error. */
 export function workloadFromFlags(values: DatasetFlagValues, preset: string | undefined, temperature: number): Workload {
@@ -118,11 +125,22 @@ export function workloadFromFlags(values: DatasetFlagValues, preset: string | un
     if (given.length > 0) throw invalidArgument(`--workload ${preset} fixes the dataset: drop --${given.join(', --')}`);
     return NANO_VLLM_WORKLOAD;
   }
-  oneOf('--dataset', values.dataset, ['random'] as const);
+  const dataset = oneOf('--dataset', values.dataset, ['random', 'custom'] as const) ?? 'random';
+  const outputLen = positiveIntFlag('--output-len', values['output-len'], DATASET_DEFAULTS.outputLen);
+  if (dataset === 'custom') {
+    if (values['dataset-path'] === undefined) throw invalidArgument('--dataset custom needs --dataset-path FILE (JSONL, one {"prompt": "..."} per line)');
+    const lengthFlags = (['input-len', 'random-range-ratio'] as const).filter((k) => values[k] !== undefined);
+    if (lengthFlags.length > 0) throw invalidArgument(`--${lengthFlags.join(', --')} describe random prompts: a custom dataset's prompts are its file's`);
+    const texts = readCustomPrompts(values['dataset-path']);
+    const numPrompts = positiveIntFlag('--num-prompts', values['num-prompts'], texts.length);
+    if (numPrompts > texts.length) throw invalidArgument(`--num-prompts ${numPrompts} is more than the ${texts.length} prompts of ${values['dataset-path']}`);
+    return { kind: 'custom', name: 'custom', path: values['dataset-path'], texts: texts.slice(0, numPrompts), numPrompts, outputLen: { min: outputLen, max: outputLen }, temperature };
+  }
+  if (values['dataset-path'] !== undefined) throw invalidArgument('--dataset-path is the file of --dataset custom');
   const ratio = numberFlag('--random-range-ratio', values['random-range-ratio']) ?? 0;
   const inputLen = positiveIntFlag('--input-len', values['input-len'], DATASET_DEFAULTS.inputLen);
-  const outputLen = positiveIntFlag('--output-len', values['output-len'], DATASET_DEFAULTS.outputLen);
   return {
+    kind: 'random',
     name: 'random',
     numPrompts: positiveIntFlag('--num-prompts', values['num-prompts'], DATASET_DEFAULTS.numPrompts),
     inputLen: lengthRange('--input-len', inputLen, ratio),
@@ -131,7 +149,24 @@ export function workloadFromFlags(values: DatasetFlagValues, preset: string | un
   };
 }
 
-/** The workload's requests; `tokenVariant` > 0 draws other token ids for the same lengths (RandomDatasetSpec). */
-export function workloadRequests(workload: Workload, vocabSize: number, seed: number, tokenVariant = 0): BenchRequest[] {
-  return randomRequests({ numPrompts: workload.numPrompts, inputLen: workload.inputLen, outputLen: workload.outputLen, vocabSize, seed, tokenVariant });
+/**
+ * The workload's requests: random ones drawn from the seed (`tokenVariant` > 0 draws other token ids
+ * for the same lengths, RandomDatasetSpec), or a custom dataset's prompts through the model's
+ * tokenizer (with its special tokens, as the server tokenizes a text prompt).
+ */
+export function workloadRequests(workload: Workload, vocabSize: number, seed: number, tokenizer: Tokenizer | null, tokenVariant = 0): BenchRequest[] {
+  if (workload.kind === 'random') {
+    return randomRequests({ numPrompts: workload.numPrompts, inputLen: workload.inputLen, outputLen: workload.outputLen, vocabSize, seed, tokenVariant });
+  }
+  if (tokenizer === null) throw invalidArgument(`--dataset custom needs the model's tokenizer (tokenizer.json) to turn ${workload.path}'s prompts into token ids`);
+  return workload.texts.map((text) => ({ promptTokenIds: tokenizer.encode(text, { addSpecialTokens: true }), outputLen: workload.outputLen.min }));
+}
+
+/** How a result's config describes the workload. */
+export function workloadConfig(workload: Workload): Record<string, unknown> {
+  const shape =
+    workload.kind === 'custom'
+      ? { dataset: 'custom', dataset_path: workload.path, num_prompts: workload.numPrompts }
+      : { dataset: 'random', num_prompts: workload.numPrompts, input_len: workload.inputLen };
+  return { workload: workload.name, ...shape, output_len: workload.outputLen, temperature: workload.temperature, ignore_eos: true };
 }

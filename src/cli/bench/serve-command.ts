@@ -4,6 +4,8 @@ import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { DEFAULT_MODEL_DIR } from '../../engine/load-engine.ts';
 import { invalidArgument } from '../../errors.ts';
 import { locateModel } from '../../model-source/locate-model.ts';
+import { openModelFiles } from '../../checkpoint/model-files.ts';
+import { loadTokenizerIfPresent, type Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { createModel, readModelArchitecture } from '../../models/registry.ts';
 import { serveReport } from '../../bench/console-report.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, repoRelative } from '../../bench/keel-run.ts';
@@ -16,7 +18,6 @@ import { scrapePrefixCacheCounters } from '../../bench/prefix-cache-scrape.ts';
 import { runMultiTurnSuite, runServeSuite } from '../../bench/serve-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
-import type { Workload } from '../../bench/random-dataset.ts';
 import {
   DATASET_FLAGS,
   DATASET_FLAGS_HELP,
@@ -24,6 +25,7 @@ import {
   MULTI_TURN_FLAGS_HELP,
   multiTurnFromFlags,
   requestRateFlag,
+  workloadConfig,
   workloadFromFlags,
   workloadRequests,
   type MultiTurnWorkload,
@@ -102,7 +104,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       try {
         const discovered = await discoverServer(server.url, null);
         const header = { ...keelRunHeader(bench), config: { server: 'launched', engine: engineSettings(bench.llm) } };
-        await run(discovered, header, bench.llm.modelConfig.vocabSize);
+        await run(discovered, header, bench.llm.modelConfig.vocabSize, bench.llm.tokenizer);
       } finally {
         await server.close();
         await engine.close();
@@ -131,9 +133,11 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     },
     config: { server: baseUrl },
   };
-  await run(discovered, header, modelConfig.vocabSize);
+  // Only a custom dataset needs the tokenizer (its text prompts become token ids here).
+  const tokenizer = workload?.kind === 'custom' ? loadTokenizerIfPresent(openModelFiles(located.path)) : null;
+  await run(discovered, header, modelConfig.vocabSize, tokenizer);
 
-  async function run(server: DiscoveredServer, header: Omit<BenchResult, 'suite' | 'schema_version' | 'status' | 'error' | 'results'>, vocabSize: number) {
+  async function run(server: DiscoveredServer, header: Omit<BenchResult, 'suite' | 'schema_version' | 'status' | 'error' | 'results'>, vocabSize: number, tokenizer: Tokenizer | null) {
     const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
     const limit = maxConcurrency ? `, at most ${maxConcurrency} at once` : '';
     const { target } = server;
@@ -147,7 +151,7 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
       results = await runMultiTurnSuite(target, { conversations, requestRate, maxConcurrency, seed, prefixCache, onRequestDone: () => progress.tick() });
       progress.stop();
     } else {
-      const requests = workloadRequests(workload!, vocabSize, seed);
+      const requests = workloadRequests(workload!, vocabSize, seed, tokenizer);
       console.log(`keel bench serve: ${requests.length} requests to ${target.baseUrl} (model ${target.model}) at ${rate}${limit}`);
       const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
       results = await runServeSuite(target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
@@ -168,10 +172,6 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     );
     console.log(`wrote ${path}`);
   }
-}
-
-function workloadConfig(workload: Workload): Record<string, unknown> {
-  return { dataset: 'random', num_prompts: workload.numPrompts, input_len: workload.inputLen, output_len: workload.outputLen, temperature: 0, ignore_eos: true };
 }
 
 function multiTurnConfig(workload: MultiTurnWorkload): Record<string, unknown> {

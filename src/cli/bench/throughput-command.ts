@@ -8,7 +8,8 @@ import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { RESULT_SCHEMA_VERSION, type ThroughputResults } from '../../bench/result-schema.ts';
 import { runThroughputSuite } from '../../bench/throughput-suite.ts';
 import { benchProgress } from '../../bench/progress.ts';
-import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { DATASET_FLAGS, DATASET_FLAGS_HELP, nonNegativeIntFlag, positiveIntFlag, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance, workloadConfig, workloadFromFlags, workloadRequests } from './bench-flags.ts';
+import { invalidArgument } from '../../errors.ts';
 import { parseFlags } from '../parse-flags.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,6 +96,9 @@ export async function throughputCommand(argv: string[]): Promise<void> {
   const sampling = { ...samplingParamsFromFlags(values), temperature: workload.temperature };
   const numIters = positiveIntFlag('--num-iters', values['num-iters'], 1);
   const numItersWarmup = nonNegativeIntFlag('--num-iters-warmup', values['num-iters-warmup'], 0);
+  if (workload.kind === 'custom' && numItersWarmup + numIters > 1 && !values['no-prefix-caching']) {
+    throw invalidArgument("more than one run repeats a custom dataset's prompts, which the prefix cache would serve: add --no-prefix-caching");
+  }
   const numAdapters = nonNegativeIntFlag('--lora-adapters', values['lora-adapters'], 0);
   const loraRank = positiveIntFlag('--lora-rank', values['lora-rank'], DEFAULT_LORA_RANK);
   const engine = withSyntheticAcceptance(engineConfigFromFlags(values), values['synthetic-accepted-drafts']);
@@ -112,7 +116,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
       // serving them, not loading them (with --max-loras below N it pages during the run too).
       await Promise.all(adapters.map((name) => llm.generate([[0]], { maxTokens: 1 }, { lora: name })));
     }
-    const requestsOf = (run: number) => workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed, run);
+    const requestsOf = (run: number) => workloadRequests(workload, llm.modelConfig.vocabSize, llm.config.seed, llm.tokenizer, run);
     const numRequests = workload.numPrompts;
     console.log(`keel bench throughput: ${llm.config.model} on ${facts.backend} (${facts.deviceName}), workload ${workload.name}, ${numRequests} requests × ${numItersWarmup + numIters} runs`);
     // The run is dated and attributed to a commit when it starts.
@@ -149,16 +153,10 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         error: null,
         ...header,
         config: {
-          workload: workload.name,
-          dataset: 'random',
-          num_prompts: workload.numPrompts,
+          ...workloadConfig(workload),
           num_iters: numIters,
           num_iters_warmup: numItersWarmup,
-          input_len: workload.inputLen,
-          output_len: workload.outputLen,
-          temperature: workload.temperature,
           ...samplingConfig(sampling),
-          ignore_eos: true,
           seed: llm.config.seed,
           lora_adapters: numAdapters,
           lora_rank: numAdapters === 0 ? null : loraRank,
