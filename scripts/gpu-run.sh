@@ -20,7 +20,13 @@
 # LoRA GPU tests, then keel bench lora), mla-decode (the MLA and 8-bit KV GPU tests, both MLA decode
 # kernels each, then keel bench attention, which times both), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
 # and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
-# (latency batch 1 on the other three bench/configs). Each step runs in its
+# (latency batch 1 on the other three bench/configs), linear (keel bench linear over every weight format and
+# 1..256 rows), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization, with and without
+# KEEL_MARLIN=1, and with --sparsity 2:4), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
+# quest (8B decode at 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
+# (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
+# spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram).
+# Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
 # JSON go to $OUT (8 files at most come back: results are packed into one tarball).
@@ -120,7 +126,36 @@ for s in "$@"; do
           --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
+    linear) step linear 400 node bin/keel bench linear --format bf16,fp8,int8,int4,nf4,aqlm-2x8,2:4 --rows 1,8,16,32,64,128,256 \
+        --output "$out/results/linear-llama-3.1-8b-formats-$kind.json" ;;
+    formats) for q in int4 int8 fp8 nf4; do
+        step "latency-8b-$q" 200 $(latency llama-3.1-8b 1,16,64 "$q") --quantization "$q"
+        [ "$q" = nf4 ] || step "latency-8b-$q-marlin" 200 env KEEL_MARLIN=1 $(latency llama-3.1-8b 1,16,64 "$q-marlin") --quantization "$q"
+      done
+      step latency-8b-sparse24 200 $(latency llama-3.1-8b 1,16,64 sparse24) --sparsity 2:4 ;;
+    seventy) for q in fp8 int4; do
+        step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95
+      done ;;
+    quest) for ctx in 32768 131072; do for budget in dense 2048 4096; do
+        sparse=$([ "$budget" = dense ] || echo "--sparse-attention quest --sparse-token-budget $budget")
+        step "quest-$ctx-$budget" 300 node bin/keel bench latency --model bench/configs/llama-3.1-8b --load-format dummy --backend cuda \
+          --no-progress --max-model-len $((ctx + 256)) --batch-size "$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)" --input-len "$ctx" \
+          --output-len 128 --num-iters 2 --num-iters-warmup 1 $sparse --output "$out/results/latency-llama-3.1-8b-ctx$ctx-$budget-$kind.json"
+      done; done ;;
+    spec-synthetic) base="$out/results/latency-llama-3.1-8b-spec-base-$kind.json"
+      step spec-base 200 $(latency llama-3.1-8b 1,8,32 spec-base)
+      for n in 1 2 3; do
+        step "spec-eagle3-$n" 200 $(latency llama-3.1-8b 1,8,32 "spec-eagle3-n$n") --baseline "$base" --speculative-method eagle3 \
+          --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens 4 --synthetic-accepted-drafts "$n"
+        step "spec-draft1b-$n" 200 $(latency llama-3.1-8b 1,8,32 "spec-draft1b-n$n") --baseline "$base" \
+          --speculative-model bench/configs/llama-3.2-1b --num-speculative-tokens 4 --synthetic-accepted-drafts "$n"
+      done ;;
+    spec-real) d="--dataset custom --dataset-path bench/datasets/code-prompts.jsonl --output-len 128 --backend cuda --no-progress"
+      for m in plain "draft --speculative-model models/keel-tiny-draft" "ngram --speculative-method ngram"; do
+        step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
+          --output "$out/results/serve-keel-tiny-code-${m%% *}-b1-$kind.json"
+      done ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -23,6 +23,7 @@ test('every shipped architecture parses, with the published parameter count', ()
   const published: Record<string, number> = {
     'llama-3.1-8b': 8_030_261_248,
     'llama-3.1-70b': 70_553_706_496,
+    'llama-3.2-1b': 1_235_814_400,
     'qwen3-0.6b': 596_049_920,
     'qwen2.5-7b': 7_615_616_512,
     'mistral-7b': 7_248_023_552,
