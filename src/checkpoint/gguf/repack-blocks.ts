@@ -1,0 +1,109 @@
+import { halfToFloatTable } from '../../tensor/host-dtype.ts';
+import { emptyQuantizedWeight, putCode, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { scaleMin } from './dequantize-k-blocks.ts';
+import type { GgmlType } from './ggml-types.ts';
+
+/*
+ * GGUF blocks repacked into Keel's quantized layouts (src/tensor/quantized-weight.ts) instead of
+ * being dequantized: every value decodes to what the dequantizers (dequantize-blocks.ts,
+ * dequantize-k-blocks.ts) give, so the layers run ggml's weights at int8/int4 memory and speed.
+ *
+ *   Q8_0  d, int8 q[32]        int8, groups of 32, symmetric: code q + 128, scale d
+ *   Q4_0  d, nibbles[16]       int4, groups of 32, symmetric: code q (zero 8), scale d
+ *   Q4_1  d, m, nibbles[16]    int4, groups of 32, zero 0, scale d, min −m
+ *   Q4_K  d, dmin, 6-bit scale and min per 32, nibbles
+ *                              int4, groups of 32, zero 0, scale fround(d·scale), min fround(dmin·min)
+ *
+ * Each GGUF row (a weight's output row: blocks run along the input columns) is a row of the layout.
+ * Other types have no exact layout with a kernel (Q5 and Q6 need 5 or 6 bits; Q2_K/Q3_K 16-column
+ * groups): they are dequantized.
+ */
+
+/** GGUF types repacked rather than dequantized. */
+export function repackable(type: GgmlType): boolean {
+  return type.name in REPACKERS;
+}
+
+/** The [rows, cols] weight stored as `data` (blocks of `type`, row after row) in Keel's layout. */
+export function repackBlocks(type: GgmlType, data: Uint8Array, rows: number, cols: number): QuantizedWeight {
+  const repack = REPACKERS[type.name];
+  if (repack === undefined) throw new Error(`${type.name} blocks are not repacked`);
+  if (cols % type.blockElements !== 0) throw new Error(`${type.name}: ${cols} columns are not whole blocks of ${type.blockElements}`);
+  if (data.length !== (rows * cols / type.blockElements) * type.blockBytes) throw new Error(`${type.name}: ${data.length} bytes for [${rows}, ${cols}]`);
+  return repack(data, rows, cols);
+}
+
+const REPACKERS: Record<string, (data: Uint8Array, rows: number, cols: number) => QuantizedWeight> = {
+  Q8_0: repackQ8_0,
+  Q4_0: (data, rows, cols) => repackNibbleBlocks(data, rows, cols, false),
+  Q4_1: (data, rows, cols) => repackNibbleBlocks(data, rows, cols, true),
+  Q4_K: repackQ4_K,
+};
+
+const f = Math.fround;
+
+/** Group g of a row is block g: int8 q is the unsigned code q + 128 (its top bit flipped). */
+function repackQ8_0(data: Uint8Array, rows: number, cols: number): QuantizedWeight {
+  const half = halfToFloatTable();
+  const w = emptyQuantizedWeight('int8', rows, cols, 32, false);
+  for (let block = 0, at = 0; block < w.scales.length; block++, at += 34) {
+    w.scales[block] = half[data[at] | (data[at + 1] << 8)];
+    const codes = block * 32;
+    for (let j = 0; j < 32; j++) w.codes[codes + j] = data[at + 2 + j] ^ 0x80;
+  }
+  return w;
+}
+
+/** Q4_0 (d; zero 8) and Q4_1 (d, m; zero 0, min −m): byte j's low nibble is value j, its high nibble value j + 16. */
+function repackNibbleBlocks(data: Uint8Array, rows: number, cols: number, withMin: boolean): QuantizedWeight {
+  const half = halfToFloatTable();
+  const w = emptyQuantizedWeight('int4', rows, cols, 32, withMin);
+  if (withMin) w.mins = new Float32Array(w.scales.length);
+  const groups = cols / 32;
+  const blockBytes = withMin ? 20 : 18;
+  for (let block = 0, at = 0; block < w.scales.length; block++, at += blockBytes) {
+    w.scales[block] = half[data[at] | (data[at + 1] << 8)];
+    if (withMin) w.mins![block] = -half[data[at + 2] | (data[at + 3] << 8)];
+    const row = (block / groups) | 0;
+    const col = (block % groups) * 32;
+    const nibbles = at + (withMin ? 4 : 2);
+    for (let j = 0; j < 16; j++) {
+      const byte = data[nibbles + j];
+      putCode(w, row, col + j, byte & 0x0f);
+      putCode(w, row, col + j + 16, byte >> 4);
+    }
+  }
+  return w;
+}
+
+/**
+ * A Q4_K super-block is 8 groups of 32: group j's scale and min are 6-bit integers (unpacked as
+ * dequantize-k-blocks.ts's scaleMin) times d and dmin; values 64c..64c+63 take the low then the high
+ * nibbles of bytes 32c..32c+31.
+ */
+function repackQ4_K(data: Uint8Array, rows: number, cols: number): QuantizedWeight {
+  const half = halfToFloatTable();
+  const w = emptyQuantizedWeight('int4', rows, cols, 32, true);
+  w.mins = new Float32Array(w.scales.length);
+  const superBlocks = cols / 256;
+  for (let sb = 0, at = 0; sb < rows * superBlocks; sb++, at += 144) {
+    const d = half[data[at] | (data[at + 1] << 8)];
+    const dmin = half[data[at + 2] | (data[at + 3] << 8)];
+    const row = (sb / superBlocks) | 0;
+    const col0 = (sb % superBlocks) * 256;
+    for (let j = 0; j < 8; j++) {
+      const [scale, min] = scaleMin(data, at + 4, j);
+      w.scales[sb * 8 + j] = f(d * scale);
+      w.mins[sb * 8 + j] = f(dmin * min);
+    }
+    for (let c = 0; c < 4; c++) {
+      const q = at + 16 + 32 * c;
+      for (let l = 0; l < 32; l++) {
+        const byte = data[q + l];
+        putCode(w, row, col0 + 64 * c + l, byte & 0x0f);
+        putCode(w, row, col0 + 64 * c + 32 + l, byte >> 4);
+      }
+    }
+  }
+  return w;
+}
