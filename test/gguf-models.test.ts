@@ -169,6 +169,10 @@ test('stacked projections a GGUF file holds in different types (Q4_0 q/k beside 
   await assertRunsAsDequantized(f, gguf, 'mixed q/k/v');
 });
 
+test('a Q8_0 GGUF file under tensor parallelism loads its linear layers dequantized (Keel\'s int8/int4 layouts are not sharded yet) and keeps transformers\' greedy tokens', async () => {
+  await checkGreedy(asGguf(fixture('keel-tiny'), 'Q8_0'), { backend: 'cpu', logitTolerance: 0, greedy: 'exact' }, { tensorParallelSize: 2 }, false);
+});
+
 describe('the shipped model\'s tokenizer rebuilt from a GGUF vocabulary', () => {
   const tiny = fixture('keel-tiny');
   const gguf = asGguf(tiny, 'source').dir;
