@@ -47,7 +47,7 @@ function asGguf(f: OracleFixture, matrixType: GgufMatrixType, options: Omit<Gguf
 
 /**
  * Every GGUF architecture Keel reads, with what llama.cpp's converter changes beyond the names: q/k
- * reordering (llama, mistral, mixtral), Gemma's norms stored + 1 (and Gemma 2's soft-caps, Gemma 3's
+ * reordering (llama, mistral, mixtral), Gemma's norms stored + 1 (Gemma 1 with Llama's two norms, Gemma 2's soft-caps, Gemma 3's
  * q/k norms and two RoPEs, sliding layers), Phi-3's fused q/k/v and gate/up with LongRoPE factors as
  * tensors (whole and partial rotary), DeepSeek's MLA with kv_b_proj split per head (V2-Lite: one
  * q_proj, softmax routing; V3: q LoRA, sigmoid routing with exp_probs_b, group-limited experts, its
@@ -66,6 +66,7 @@ const AS_STORED = [
   'mixtral-moe',
   'qwen2-moe',
   'qwen3-moe',
+  'gemma-mqa',
   'gemma2-softcap',
   'gemma3-text',
   'phi3-longrope',
@@ -99,7 +100,7 @@ const Q8_0_TOLERANCE = 0.15;
 test('Q8_0 GGUF files give transformers\' logits within the quantization error', async () => {
   // Not DeepSeek: in Q8_0 its random fixtures' logits move 0.3-1 of their deviation (top-k routing
   // is discontinuous in the hidden state); its F32 round trip above is exact.
-  for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'gemma3-text', 'phi3-longrope', 'keel-tiny']) {
+  for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'gemma-mqa', 'gemma3-text', 'phi3-longrope', 'keel-tiny']) {
     await checkLogits(asGguf(fixture(name), 'Q8_0'), { backend: 'cpu', logitTolerance: Q8_0_TOLERANCE, greedy: 'exact' });
   }
 });
