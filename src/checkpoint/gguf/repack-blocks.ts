@@ -1,5 +1,5 @@
 import { halfToFloatTable } from '../../tensor/host-dtype.ts';
-import { emptyQuantizedWeight, putCode, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { emptyQuantizedWeight, INT4_SLOT_COLUMN, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { scaleMin } from './dequantize-k-blocks.ts';
 import type { GgmlType } from './ggml-types.ts';
 
@@ -54,24 +54,35 @@ function repackQ8_0(data: Uint8Array, rows: number, cols: number): QuantizedWeig
   return w;
 }
 
+/** Of each byte of an int4 word, the word's columns in its low and high nibble (INT4_SLOT_COLUMN, two slots a byte). */
+const BYTE_COLUMNS: readonly (readonly [number, number])[] = [0, 1, 2, 3].map((b) => [INT4_SLOT_COLUMN[2 * b], INT4_SLOT_COLUMN[2 * b + 1]] as const);
+
+/**
+ * Writes 32 codes (`nibbles`, in column order) as int4's four words at byte `at`: a group of 32 is
+ * 16 bytes of its row, and blocks in file order fill the codes in order.
+ */
+function putGroup(codes: Uint8Array, at: number, nibbles: Uint8Array): void {
+  for (let word = 0; word < 4; word++) {
+    for (let b = 0; b < 4; b++) codes[at + 4 * word + b] = nibbles[8 * word + BYTE_COLUMNS[b][0]] | (nibbles[8 * word + BYTE_COLUMNS[b][1]] << 4);
+  }
+}
+
 /** Q4_0 (d; zero 8) and Q4_1 (d, m; zero 0, min −m): byte j's low nibble is value j, its high nibble value j + 16. */
 function repackNibbleBlocks(data: Uint8Array, rows: number, cols: number, withMin: boolean): QuantizedWeight {
   const half = halfToFloatTable();
   const w = emptyQuantizedWeight('int4', rows, cols, 32, withMin);
   if (withMin) w.mins = new Float32Array(w.scales.length);
-  const groups = cols / 32;
   const blockBytes = withMin ? 20 : 18;
+  const nibbles = new Uint8Array(32);
   for (let block = 0, at = 0; block < w.scales.length; block++, at += blockBytes) {
     w.scales[block] = half[data[at] | (data[at + 1] << 8)];
     if (withMin) w.mins![block] = -half[data[at + 2] | (data[at + 3] << 8)];
-    const row = (block / groups) | 0;
-    const col = (block % groups) * 32;
-    const nibbles = at + (withMin ? 4 : 2);
+    const values = at + (withMin ? 4 : 2);
     for (let j = 0; j < 16; j++) {
-      const byte = data[nibbles + j];
-      putCode(w, row, col + j, byte & 0x0f);
-      putCode(w, row, col + j + 16, byte >> 4);
+      nibbles[j] = data[values + j] & 0x0f;
+      nibbles[j + 16] = data[values + j] >> 4;
     }
+    putGroup(w.codes, block * 16, nibbles);
   }
   return w;
 }
@@ -85,12 +96,11 @@ function repackQ4_K(data: Uint8Array, rows: number, cols: number): QuantizedWeig
   const half = halfToFloatTable();
   const w = emptyQuantizedWeight('int4', rows, cols, 32, true);
   w.mins = new Float32Array(w.scales.length);
-  const superBlocks = cols / 256;
-  for (let sb = 0, at = 0; sb < rows * superBlocks; sb++, at += 144) {
+  const low = new Uint8Array(32);
+  const high = new Uint8Array(32);
+  for (let sb = 0, at = 0; sb < (rows * cols) / 256; sb++, at += 144) {
     const d = half[data[at] | (data[at + 1] << 8)];
     const dmin = half[data[at + 2] | (data[at + 3] << 8)];
-    const row = (sb / superBlocks) | 0;
-    const col0 = (sb % superBlocks) * 256;
     for (let j = 0; j < 8; j++) {
       const [scale, min] = scaleMin(data, at + 4, j);
       w.scales[sb * 8 + j] = f(d * scale);
@@ -99,10 +109,11 @@ function repackQ4_K(data: Uint8Array, rows: number, cols: number): QuantizedWeig
     for (let c = 0; c < 4; c++) {
       const q = at + 16 + 32 * c;
       for (let l = 0; l < 32; l++) {
-        const byte = data[q + l];
-        putCode(w, row, col0 + 64 * c + l, byte & 0x0f);
-        putCode(w, row, col0 + 64 * c + 32 + l, byte >> 4);
+        low[l] = data[q + l] & 0x0f;
+        high[l] = data[q + l] >> 4;
       }
+      putGroup(w.codes, (sb * 8 + 2 * c) * 16, low);
+      putGroup(w.codes, (sb * 8 + 2 * c + 1) * 16, high);
     }
   }
   return w;
