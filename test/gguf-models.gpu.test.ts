@@ -34,9 +34,9 @@ test('keel-tiny in Q8_0 from a GGUF file on CUDA keeps transformers\' greedy tok
   await checkGreedy({ ...fixture, dir: path }, CUDA, {}, false);
 });
 
-test('keel-tiny in Q4_0 and Q4_K (repacked int4; Q4_K with mins) from a GGUF file gives the CPU backend\'s logits on CUDA within bf16 allowances', async () => {
+test('keel-tiny in Q4_0, Q4_K and Q6_K (repacked int4, Q4_K with mins; int8 in groups of 16) from a GGUF file gives the CPU backend\'s logits on CUDA within bf16 allowances', async () => {
   const fixture = listOracleFixtures().find((f) => f.name === 'keel-tiny')!;
-  for (const matrixType of ['Q4_0', 'Q4_K'] as const) {
+  for (const matrixType of ['Q4_0', 'Q4_K', 'Q6_K'] as const) {
     const path = join(work, `keel-tiny-${matrixType}.gguf`);
     ggufFromCheckpoint(fixture.dir, path, { matrixType });
     const logits = async (backend: 'cpu' | 'cuda') => {

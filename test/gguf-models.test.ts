@@ -139,14 +139,14 @@ function linearWeight(gguf: string, name: string) {
   }
 }
 
-test('Q8_0, Q4_0 and Q4_K layers run repacked into int8/int4 (q/k rows put back, stacked q/k/v and gate/up) exactly as their dequantized float32 values do', async () => {
-  // keel-tiny's 384 input columns are not whole Q4_K super-blocks: there only down_proj (1024) is Q4_K, the rest F16.
-  const cases = [['llama-gqa', 'Q8_0', 'int8'], ['llama-gqa', 'Q4_0', 'int4'], ['keel-tiny', 'Q4_K', 'int4']] as const;
+test('Q8_0, Q4_0, Q4_K and Q6_K layers run repacked into int8/int4 (q/k rows put back, stacked q/k/v and gate/up) exactly as their dequantized float32 values do', async () => {
+  // keel-tiny's 384 input columns are not whole K-quant super-blocks: there only down_proj (1024) is Q4_K or Q6_K, the rest F16.
+  const cases = [['llama-gqa', 'Q8_0', 'int8'], ['llama-gqa', 'Q4_0', 'int4'], ['keel-tiny', 'Q4_K', 'int4'], ['keel-tiny', 'Q6_K', 'int8']] as const;
   for (const [name, type, format] of cases) {
     const f = fixture(name);
     const gguf = asGguf(f, type).dir;
     const down = linearWeight(gguf, 'model.layers.0.mlp.down_proj.weight');
-    assert.ok(isQuantized(down) && down.format === format && down.groupSize === 32 && (down.mins !== null) === (type === 'Q4_K'), `${name} ${type}: down_proj is ${isQuantized(down) ? describeQuantized(down) : '16-bit'}`);
+    assert.ok(isQuantized(down) && down.format === format && down.groupSize === (type === 'Q6_K' ? 16 : 32) && (down.mins !== null) === (type === 'Q4_K'), `${name} ${type}: down_proj is ${isQuantized(down) ? describeQuantized(down) : '16-bit'}`);
     // Each repacked weight (q/k with their rows put back) holds the values `read` dequantizes to bfloat16 (keel-tiny's F16 q/k/v are not repacked).
     const ckpt = openModelFiles(gguf).openCheckpoint();
     for (const proj of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'mlp.down_proj']) {

@@ -12,7 +12,7 @@ import type { GgufFile, GgufTensorInfo } from './gguf-file.ts';
 /**
  * A GGUF file's tensors under their Hugging Face names and shapes, as a Checkpoint: F32, F16 and
  * BF16 as stored, quantized types dequantized to bfloat16 as they are read, or for a linear
- * layer's weight (`readLinear`) Q8_0, Q4_0, Q4_1 and Q4_K repacked into Keel's int8/int4 layouts
+ * layer's weight (`readLinear`) Q8_0, Q4_0, Q4_1, Q4_K and Q6_K repacked into Keel's int8/int4 layouts
  * (repack-blocks.ts; exact, where `read` rounds to bfloat16), an expert's slice of a
  * stacked tensor read alone, and what llama.cpp's converter changed undone: q/k rows put back into
  * Hugging Face's order, Gemma's norms without the 1 added, DeepSeek's kv_b_proj joined again.

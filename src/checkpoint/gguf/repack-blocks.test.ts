@@ -16,9 +16,9 @@ const typeNamed = (name: string): GgmlType => {
   return type;
 };
 
-const REPACKED = ['Q8_0', 'Q4_0', 'Q4_1', 'Q4_K'];
+const REPACKED = ['Q8_0', 'Q4_0', 'Q4_1', 'Q4_K', 'Q6_K'];
 /** Byte offsets of each type's fp16 factors in a block (d, and m or dmin). */
-const HALVES: Record<string, number[]> = { Q8_0: [0], Q4_0: [0], Q4_1: [0, 2], Q4_K: [0, 2] };
+const HALVES: Record<string, number[]> = { Q8_0: [0], Q4_0: [0], Q4_1: [0, 2], Q4_K: [0, 2], Q6_K: [208] };
 
 /** Random bytes for every field, with finite fp16 factors (random bytes could make NaN or infinity). */
 function randomBlocks(type: GgmlType, blocks: number, random: () => number): Uint8Array {
@@ -41,9 +41,9 @@ function assertSameValues(w: QuantizedWeight, bytes: Uint8Array, type: GgmlType,
   }
 }
 
-test('Q8_0, Q4_0, Q4_1 and Q4_K are repacked, the other quantized types are not', () => {
+test('Q8_0, Q4_0, Q4_1, Q4_K and Q6_K are repacked, the other quantized types are not', () => {
   const all = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_K'];
-  assert.deepEqual(all.filter((name) => repackable(typeNamed(name))), ['Q4_0', 'Q4_1', 'Q8_0', 'Q4_K']);
+  assert.deepEqual(all.filter((name) => repackable(typeNamed(name))), ['Q4_0', 'Q4_1', 'Q8_0', 'Q4_K', 'Q6_K']);
   assert.ok(!repackable(typeNamed('F16')));
 });
 
@@ -61,8 +61,8 @@ test('repacked blocks decode to the dequantizer\'s float32 values bit for bit: l
     for (const [rows, blocksPerRow] of [[1, 1], [3, 2], [17, 5]]) {
       const bytes = randomBlocks(type, rows * blocksPerRow, random);
       const w = repackBlocks(type, bytes, rows, blocksPerRow * type.blockElements);
-      assert.equal(w.groupSize, 32);
-      assert.equal(w.format, name === 'Q8_0' ? 'int8' : 'int4');
+      assert.equal(w.groupSize, name === 'Q6_K' ? 16 : 32);
+      assert.equal(w.format, name === 'Q8_0' || name === 'Q6_K' ? 'int8' : 'int4');
       assert.equal(w.mins !== null, name === 'Q4_1' || name === 'Q4_K');
       assertSameValues(w, bytes, type, `${name} [${rows}, ${blocksPerRow} blocks] (seed ${seed})`);
     }
@@ -90,5 +90,5 @@ test('blocks that do not fill the shape are refused', () => {
   const type = typeNamed('Q4_K');
   assert.throws(() => repackBlocks(type, new Uint8Array(144), 1, 512), /144 bytes for \[1, 512\]/);
   assert.throws(() => repackBlocks(type, new Uint8Array(144), 1, 32), /not whole blocks of 256/);
-  assert.throws(() => repackBlocks(typeNamed('Q6_K'), new Uint8Array(210), 1, 256), /not repacked/);
+  assert.throws(() => repackBlocks(typeNamed('Q5_K'), new Uint8Array(176), 1, 256), /not repacked/);
 });

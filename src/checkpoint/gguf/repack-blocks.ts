@@ -13,10 +13,12 @@ import type { GgmlType } from './ggml-types.ts';
  *   Q4_1  d, m, nibbles[16]    int4, groups of 32, zero 0, scale d, min −m
  *   Q4_K  d, dmin, 6-bit scale and min per 32, nibbles
  *                              int4, groups of 32, zero 0, scale fround(d·scale), min fround(dmin·min)
+ *   Q6_K  d, int8 scale per 16, 6-bit q
+ *                              int8, groups of 16, symmetric: code q + 96 (q − 32 + 128), scale fround(d·scale)
  *
  * Each GGUF row (a weight's output row: blocks run along the input columns) is a row of the layout.
- * Other types have no exact layout with a kernel (Q5 and Q6 need 5 or 6 bits; Q2_K/Q3_K 16-column
- * groups): they are dequantized.
+ * Other types are dequantized: Q5_0/Q5_1/Q5_K would be exact only as int8 (8 bits for 5), Q2_K/Q3_K
+ * as int4 in groups of 16, which the int4 kernels do not take (they read 32 columns a group).
  */
 
 /** GGUF types repacked rather than dequantized. */
@@ -38,6 +40,7 @@ const REPACKERS: Record<string, (data: Uint8Array, rows: number, cols: number) =
   Q4_0: (data, rows, cols) => repackNibbleBlocks(data, rows, cols, false),
   Q4_1: (data, rows, cols) => repackNibbleBlocks(data, rows, cols, true),
   Q4_K: repackQ4_K,
+  Q6_K: repackQ6_K,
 };
 
 const f = Math.fround;
@@ -114,6 +117,34 @@ function repackQ4_K(data: Uint8Array, rows: number, cols: number): QuantizedWeig
       }
       putGroup(w.codes, (sb * 8 + 2 * c) * 16, low);
       putGroup(w.codes, (sb * 8 + 2 * c + 1) * 16, high);
+    }
+  }
+  return w;
+}
+
+/**
+ * Q6_K's group g of 16 (g = 0..15 in a super-block) has the int8 scale at byte 192 + g; value
+ * l + 32k of half p (k = 0..3, l < 32) takes its low nibble from byte 64p + l (k even) or
+ * 64p + l + 32 (k odd), the low half for k < 2, and bits 2k..2k+1 of byte 128 + 32p + l
+ * (dequantize-k-blocks.ts's layout).
+ */
+function repackQ6_K(data: Uint8Array, rows: number, cols: number): QuantizedWeight {
+  const half = halfToFloatTable();
+  const w = emptyQuantizedWeight('int8', rows, cols, 16, false);
+  for (let sb = 0, at = 0; sb < (rows * cols) / 256; sb++, at += 210) {
+    const d = half[data[at + 208] | (data[at + 209] << 8)];
+    for (let g = 0; g < 16; g++) w.scales[sb * 16 + g] = f(d * ((data[at + 192 + g] << 24) >> 24));
+    const codes = sb * 256;
+    for (let p = 0; p < 2; p++) {
+      const low = at + 64 * p;
+      const high = at + 128 + 32 * p;
+      for (let k = 0; k < 4; k++) {
+        for (let l = 0; l < 32; l++) {
+          const byte = data[low + l + 32 * (k & 1)];
+          const nibble = k < 2 ? byte & 0x0f : byte >> 4;
+          w.codes[codes + 128 * p + 32 * k + l] = (nibble | (((data[high + l] >> (2 * k)) & 3) << 4)) + 96;
+        }
+      }
     }
   }
   return w;
