@@ -1,9 +1,12 @@
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { loadModel } from '../src/engine/load-engine.ts';
 import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
-import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
+import { promptLogits } from './helpers/prompt-logits.ts';
 import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
 
 // GGUF files on the CUDA backend: the shipped model in Q8_0 and fixtures of each architecture family as stored, against
@@ -12,7 +15,7 @@ const work = mkdtempSync(join(tmpdir(), 'keel-gguf-gpu-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 const CUDA = { backend: 'cuda', logitTolerance: 0.125, acceptBf16ReferenceError: true, greedy: 'top-candidates' } as const;
 
-for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source'], ['gemma3-text', 'source'], ['phi3-longrope', 'source'], ['deepseek-v2-lite', 'source']] as const) {
+for (const [name, matrixType] of [['llama-gqa', 'source'], ['mixtral-moe', 'source'], ['qwen3-qknorm', 'source'], ['gemma-mqa', 'source'], ['gemma3-text', 'source'], ['phi3-longrope', 'source'], ['deepseek-v2-lite', 'source']] as const) {
   test(`${name} from a GGUF file on CUDA gives transformers' logits and greedy tokens (bf16 allowances)`, async () => {
     const fixture = listOracleFixtures().find((f) => f.name === name)!;
     const path = join(work, `${name}.gguf`);
@@ -29,4 +32,27 @@ test('keel-tiny in Q8_0 from a GGUF file on CUDA keeps transformers\' greedy tok
   // Q8_0's rounding (test/gguf-models.test.ts: up to 0.1 of the logits' deviation) beside bf16 activations'.
   await checkLogits({ ...fixture, dir: path }, { ...CUDA, logitTolerance: 0.25 });
   await checkGreedy({ ...fixture, dir: path }, CUDA, {}, false);
+});
+
+test('keel-tiny in Q4_0, Q4_K and Q6_K (repacked int4, Q4_K with mins; int8 in groups of 16) from a GGUF file gives the CPU backend\'s logits on CUDA within bf16 allowances', async () => {
+  const fixture = listOracleFixtures().find((f) => f.name === 'keel-tiny')!;
+  for (const matrixType of ['Q4_0', 'Q4_K', 'Q6_K'] as const) {
+    const path = join(work, `keel-tiny-${matrixType}.gguf`);
+    ggufFromCheckpoint(fixture.dir, path, { matrixType });
+    const logits = async (backend: 'cpu' | 'cuda') => {
+      const loaded = await loadModel({ model: path, backend, showProgress: false });
+      try {
+        return promptLogits(loaded.backend, loaded.model, fixture);
+      } finally {
+        loaded.backend.dispose();
+      }
+    };
+    const [cpu, cuda] = [await logits('cpu'), await logits('cuda')];
+    cpu.forEach((row, i) => {
+      const mean = row.reduce((a, b) => a + b, 0) / row.length;
+      const deviation = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / row.length);
+      const diff = maxAbsDiff(cuda[i], row);
+      assert.ok(diff <= 0.125 * deviation, `${matrixType} prompt ${i}: max |Δlogit| ${diff} vs deviation ${deviation}`);
+    });
+  }
 });

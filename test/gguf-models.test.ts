@@ -6,10 +6,19 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { LLM } from '../src/engine/llm.ts';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
+import { openModelFiles } from '../src/checkpoint/model-files.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
+import { withLinearsDequantized } from '../src/models/model-checkpoint.ts';
+import { loadWeights } from '../src/models/load-weights.ts';
+import { createModel, readModelArchitecture } from '../src/models/registry.ts';
+import { float32ToHostTensor, hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
+import { float32Tensor } from '../src/tensor/host-ops.ts';
+import { dequantizeWeight, describeQuantized, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
 import { ggufFromCheckpoint, type GgufConversion, type GgufMatrixType } from './helpers/gguf-from-checkpoint.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
+import { promptLogits } from './helpers/prompt-logits.ts';
 import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
 import { startTinyServer } from './server/tiny-server.ts';
 
@@ -38,7 +47,7 @@ function asGguf(f: OracleFixture, matrixType: GgufMatrixType, options: Omit<Gguf
 
 /**
  * Every GGUF architecture Keel reads, with what llama.cpp's converter changes beyond the names: q/k
- * reordering (llama, mistral, mixtral), Gemma's norms stored + 1 (and Gemma 2's soft-caps, Gemma 3's
+ * reordering (llama, mistral, mixtral), Gemma's norms stored + 1 (Gemma 1 with Llama's two norms, Gemma 2's soft-caps, Gemma 3's
  * q/k norms and two RoPEs, sliding layers), Phi-3's fused q/k/v and gate/up with LongRoPE factors as
  * tensors (whole and partial rotary), DeepSeek's MLA with kv_b_proj split per head (V2-Lite: one
  * q_proj, softmax routing; V3: q LoRA, sigmoid routing with exp_probs_b, group-limited experts, its
@@ -57,6 +66,7 @@ const AS_STORED = [
   'mixtral-moe',
   'qwen2-moe',
   'qwen3-moe',
+  'gemma-mqa',
   'gemma2-softcap',
   'gemma3-text',
   'phi3-longrope',
@@ -81,15 +91,16 @@ test('a DeepSeek GGUF file of the older layout (kv_b_proj whole, as attn_kv_b) g
   await checkGreedy(gguf, { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' }, {}, false);
 });
 
-// Q8_0 rounds each weight to 1/254 of its block's largest, and Keel then keeps it in bfloat16 (1/256
-// relative): 0.05-0.1 of the logits' standard deviation after the layers (the CUDA suite's bf16
-// allowance is 0.125), where the weights in bfloat16 alone give about 0.02.
+// Q8_0 rounds each weight to 1/254 of its block's largest (Keel runs the linear layers' int8 codes
+// as they are, and the tensors it keeps 16-bit in bfloat16, 1/256 relative): 0.05-0.1 of the
+// logits' standard deviation after the layers (the CUDA suite's bf16 allowance is 0.125), where
+// the weights in bfloat16 alone give about 0.02.
 const Q8_0_TOLERANCE = 0.15;
 
 test('Q8_0 GGUF files give transformers\' logits within the quantization error', async () => {
   // Not DeepSeek: in Q8_0 its random fixtures' logits move 0.3-1 of their deviation (top-k routing
   // is discontinuous in the hidden state); its F32 round trip above is exact.
-  for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'gemma3-text', 'phi3-longrope', 'keel-tiny']) {
+  for (const name of ['llama-gqa', 'qwen3-qknorm', 'mixtral-moe', 'qwen2-moe', 'gemma-mqa', 'gemma3-text', 'phi3-longrope', 'keel-tiny']) {
     await checkLogits(asGguf(fixture(name), 'Q8_0'), { backend: 'cpu', logitTolerance: Q8_0_TOLERANCE, greedy: 'exact' });
   }
 });
@@ -98,6 +109,69 @@ test('the shipped model in Q8_0 and Q6_K keeps every greedy token of transformer
   for (const type of ['Q8_0', 'Q6_K'] as const) {
     await checkGreedy(asGguf(fixture('keel-tiny'), type), { backend: 'cpu', logitTolerance: 0, greedy: 'exact' }, {}, false);
   }
+});
+
+/** A GGUF file's logits equal those of the same model with every linear weight loaded as its dequantized float32 values. */
+async function assertRunsAsDequantized(f: OracleFixture, gguf: string, what: string): Promise<void> {
+  const repacked = await loadModel({ model: gguf, backend: 'cpu', showProgress: false });
+  const actual = promptLogits(repacked.backend, repacked.model, f);
+  const ckpt = openModelFiles(gguf).openCheckpoint();
+  const architecture = readModelArchitecture(gguf);
+  const dense = createModel(architecture, architecture.config.contextLength);
+  const backend = new CpuBackend();
+  const readLinear = (weight: string) => {
+    const w = ckpt.readLinear!(weight);
+    return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
+  };
+  loadWeights(dense, { ...withLinearsDequantized(ckpt), readLinear }, backend);
+  const expected = promptLogits(backend, dense, f);
+  actual.forEach((row, i) => assert.deepEqual(row, expected[i], `${what}: prompt ${i}`));
+  ckpt.close();
+}
+
+/** The layer's weight as the GGUF checkpoint gives it to a linear layer. */
+function linearWeight(gguf: string, name: string) {
+  const ckpt = openModelFiles(gguf).openCheckpoint();
+  try {
+    return ckpt.readLinear!(name);
+  } finally {
+    ckpt.close();
+  }
+}
+
+test('Q8_0, Q4_0, Q4_K and Q6_K layers run repacked into int8/int4 (q/k rows put back, stacked q/k/v and gate/up) exactly as their dequantized float32 values do', async () => {
+  // keel-tiny's 384 input columns are not whole K-quant super-blocks: there only down_proj (1024) is Q4_K or Q6_K, the rest F16.
+  const cases = [['llama-gqa', 'Q8_0', 'int8'], ['llama-gqa', 'Q4_0', 'int4'], ['keel-tiny', 'Q4_K', 'int4'], ['keel-tiny', 'Q6_K', 'int8']] as const;
+  for (const [name, type, format] of cases) {
+    const f = fixture(name);
+    const gguf = asGguf(f, type).dir;
+    const down = linearWeight(gguf, 'model.layers.0.mlp.down_proj.weight');
+    assert.ok(isQuantized(down) && down.format === format && down.groupSize === (type === 'Q6_K' ? 16 : 32) && (down.mins !== null) === (type === 'Q4_K'), `${name} ${type}: down_proj is ${isQuantized(down) ? describeQuantized(down) : '16-bit'}`);
+    // Each repacked weight (q/k with their rows put back) holds the values `read` dequantizes to bfloat16 (keel-tiny's F16 q/k/v are not repacked).
+    const ckpt = openModelFiles(gguf).openCheckpoint();
+    for (const proj of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'mlp.down_proj']) {
+      const weight = `model.layers.1.${proj}.weight`;
+      const w = ckpt.readLinear!(weight);
+      if (!isQuantized(w)) continue;
+      const values = hostTensorToFloat32(float32ToHostTensor(dequantizeWeight(w), 'bf16', [w.rows, w.cols]));
+      assert.deepEqual(values, hostTensorToFloat32(ckpt.read(weight)), `${name} ${type}: ${weight}`);
+    }
+    ckpt.close();
+    await assertRunsAsDequantized(f, gguf, `${name} ${type}`);
+  }
+});
+
+test('stacked projections a GGUF file holds in different types (Q4_0 q/k beside a Q8_0 v, as K-quant mixes put Q6_K beside Q4_K) load 16-bit together', async () => {
+  const f = fixture('llama-gqa');
+  const gguf = join(work, 'llama-gqa-mixed.gguf');
+  ggufFromCheckpoint(f.dir, gguf, { matrixType: 'Q4_0', matrixTypeOf: (name) => (name.endsWith('attn_v.weight') ? 'Q8_0' : undefined) });
+  const [q, v] = ['q_proj', 'v_proj'].map((p) => linearWeight(gguf, `model.layers.0.self_attn.${p}.weight`));
+  assert.ok(isQuantized(q) && q.format === 'int4' && isQuantized(v) && v.format === 'int8');
+  await assertRunsAsDequantized(f, gguf, 'mixed q/k/v');
+});
+
+test('a Q8_0 GGUF file under tensor parallelism loads its linear layers dequantized (Keel\'s int8/int4 layouts are not sharded yet) and keeps transformers\' greedy tokens', async () => {
+  await checkGreedy(asGguf(fixture('keel-tiny'), 'Q8_0'), { backend: 'cpu', logitTolerance: 0, greedy: 'exact' }, { tensorParallelSize: 2 }, false);
 });
 
 describe('the shipped model\'s tokenizer rebuilt from a GGUF vocabulary', () => {

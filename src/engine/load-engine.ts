@@ -7,14 +7,15 @@ import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_DATA_PARALLEL_SI
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
-import { openCheckpoint, openCheckpointNamed } from '../checkpoint/checkpoint.ts';
+import { openCheckpoint, openCheckpointNamed, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import type { CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import type { Linear } from '../layers/linear.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
 import { MedusaHeads, parseMedusaConfig } from '../models/medusa-heads.ts';
-import { resolveSparsity, withQuantization, withSparsity } from '../models/model-checkpoint.ts';
+import { resolveSparsity, withLinearsDequantized, withQuantization, withSparsity } from '../models/model-checkpoint.ts';
 import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
@@ -339,7 +340,13 @@ export function loadModelWeights(model: CausalLM, files: ModelFiles, architectur
   const sparsity = resolveSparsity(architecture.sparsity, config.sparsity);
   if (sparsity !== null && config.quantization !== null) throw invalidArgument(`${files.path} is ${sparsity.pattern} sparse, which runs 16-bit weights: leave --quantization ${config.quantization} out`);
   if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard, sparsity);
-  else loadWeightsWithProgress(model, withSparsity(withQuantization(files.openCheckpoint(), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
+  else loadWeightsWithProgress(model, withSparsity(withQuantization(openForLayout(files, shard, sparsity), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
+}
+
+/** The model's checkpoint; a GGUF file's linear layers dequantized where its int8/int4 layouts cannot run (tensor parallelism, 2:4 sparsity). */
+function openForLayout(files: ModelFiles, shard: TensorParallelShard, sparsity: CheckpointSparsity | null): Checkpoint {
+  const ckpt = files.openCheckpoint();
+  return files.format === 'gguf' && (shard.size > 1 || sparsity !== null) ? withLinearsDequantized(ckpt) : ckpt;
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */

@@ -1,11 +1,11 @@
 import type { Backend, LoraSliceValues, LoraWeights, StepInputs, Tensor } from '../backend/backend.ts';
 import type { LoraAdapter } from '../tensor/lora-adapter.ts';
-import { invalidArgument, invalidModel } from '../errors.ts';
+import { invalidArgument } from '../errors.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
-import { concatRows } from '../tensor/host-ops.ts';
-import { concatQuantizedRows, isQuantized, type LinearWeight, type QuantizedWeight } from '../tensor/quantized-weight.ts';
-import { concatSparse24Rows, isSparse24, type Sparse24Weight } from '../tensor/sparse24.ts';
+import { concatRows, float32Tensor } from '../tensor/host-ops.ts';
+import { concatQuantizedRows, dequantizeWeight, isQuantized, stackingProblem, type LinearWeight, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { concatSparse24Rows, expandSparse24, isSparse24, type Sparse24Weight } from '../tensor/sparse24.ts';
 import { loaded, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
 
@@ -103,7 +103,7 @@ export class Linear implements Layer {
     const shard = shardOf(source);
     if (shard.size === 1 || this.shard === 'replicated') {
       const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
-      this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), this.parts, uploader);
+      this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), uploader);
       if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
       return;
     }
@@ -188,18 +188,26 @@ function moduleName(weightName: string): string {
   return weightName.slice(0, -'.weight'.length);
 }
 
-/** The parts stacked along their rows in one format: all 16-bit, all quantized alike, or all 2:4 sparse. */
-function uploadStacked(weights: LinearWeight[], parts: readonly LinearPart[], uploader: WeightUploader): Tensor {
+/**
+ * The parts stacked along their rows in one format: all 16-bit, all quantized alike, or all 2:4
+ * sparse. Parts in different formats (a GGUF K-quant mix stores some layers' v_proj in Q6_K, which
+ * Keel dequantizes, beside q/k_proj in Q4_K, which it repacks) are all stacked 16-bit, as their
+ * exact values: one matmul takes one format.
+ */
+function uploadStacked(weights: LinearWeight[], uploader: WeightUploader): Tensor {
   const kind = (w: LinearWeight) => (isQuantized(w) ? 'quantized' : isSparse24(w) ? '2:4 sparse' : '16-bit');
   const kinds = weights.map(kind);
-  const odd = kinds.findIndex((k) => k !== kinds[0]);
-  if (odd !== -1) {
-    const names = (k: string) => parts.filter((_, i) => kinds[i] === k).map((p) => p.name).join(', ');
-    throw invalidModel(`${names(kinds[0])} ${kinds[0]} but ${names(kinds[odd])} ${kinds[odd]}: projections stacked into one matmul must share a format`);
-  }
+  const mixed = kinds.some((k) => k !== kinds[0]) || (kinds[0] === 'quantized' && stackingProblem(weights as QuantizedWeight[]) !== null);
+  if (mixed) return uploader.loadWeight(concatRows(weights.map(asHostTensor)));
   if (kinds[0] === 'quantized') return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]));
   if (kinds[0] === '2:4 sparse') return uploader.loadSparseWeight(concatSparse24Rows(weights as Sparse24Weight[]));
   return uploader.loadWeight(concatRows(weights as HostTensor[]));
+}
+
+/** A linear weight's values as a host tensor: a 16-bit one as it is, a quantized or 2:4 one decoded (float32). */
+function asHostTensor(w: LinearWeight): HostTensor {
+  if (isQuantized(w)) return float32Tensor(dequantizeWeight(w), [w.rows, w.cols]);
+  return isSparse24(w) ? expandSparse24(w) : w;
 }
 
 function biasName(weightName: string): string {

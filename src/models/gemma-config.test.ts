@@ -76,6 +76,52 @@ const GEMMA3_1B = {
   vocab_size: 262144,
 };
 
+/** google/gemma-7b's config.json as first released (transformers 4.38): the legacy hidden_act "gelu". */
+const GEMMA_7B = {
+  architectures: ['GemmaForCausalLM'],
+  attention_bias: false,
+  bos_token_id: 2,
+  eos_token_id: 1,
+  head_dim: 256,
+  hidden_act: 'gelu',
+  hidden_size: 3072,
+  intermediate_size: 24576,
+  max_position_embeddings: 8192,
+  model_type: 'gemma',
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 16,
+  pad_token_id: 0,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 10000.0,
+  torch_dtype: 'bfloat16',
+  vocab_size: 256000,
+};
+
+test('a Gemma 7B config: head_dim 256 (not 3072 / 16), scores by head_dim^-0.5, no caps, no window, Llama\'s two norms, tied', () => {
+  const c = parse(GEMMA_7B);
+  assert.equal(c.modelType, 'gemma');
+  assert.equal(c.headDim, 256);
+  assert.equal(c.queryPreAttnScalar, 256);
+  assert.deepEqual([c.attnLogitSoftcap, c.finalLogitSoftcap], [null, null]);
+  assert.ok(c.slidingWindows.length === 28 && c.slidingWindows.every((w) => w === null));
+  assert.equal(c.sandwichNorms, false);
+  assert.equal(c.qkNorm, false);
+  assert.equal(c.tieWordEmbeddings, true);
+  assert.deepEqual(c.globalRope, { ropeTheta: 10000, ropeScaling: { type: 'default' } });
+  assert.equal(c.localRope, null);
+  assert.equal(c.contextLength, 8192);
+  // Gemma-2B: one KV head, head_dim 256 = 2048 / 8.
+  assert.equal(parse({ ...GEMMA_7B, hidden_size: 2048, num_attention_heads: 8, num_key_value_heads: 1 }).numKvHeads, 1);
+});
+
+test('Gemma 1 runs gelu-tanh: hidden_activation wins over hidden_act, whose legacy "gelu" reads as transformers 4.x read it', () => {
+  for (const fields of [{}, { hidden_act: 'gelu_pytorch_tanh' }, { hidden_activation: 'gelu_pytorch_tanh' }, { hidden_act: undefined }]) assert.equal(parse({ ...GEMMA_7B, ...fields }).modelType, 'gemma');
+  rejects({ ...GEMMA_7B, hidden_act: 'silu' }, 'hidden_act "silu"', 'gelu_pytorch_tanh');
+  rejects({ ...GEMMA_7B, hidden_activation: 'gelu' }, 'hidden_activation "gelu"');
+});
+
 test('a Gemma 2 9B config: soft-caps, query_pre_attn_scalar, every other layer sliding, tied, one RoPE', () => {
   const c = parse(GEMMA2_9B);
   assert.equal(c.modelType, 'gemma2');
@@ -143,11 +189,12 @@ test('the embedding scale is √hidden rounded to the checkpoint dtype, as trans
   assert.equal(embeddingScale(3584, 'f16'), 59.875);
 });
 
-test('Gemma 3 uploads two rotary tables (local, global), Gemma 2 one; norms are stored as 1 + w', () => {
+test('Gemma 3 uploads two rotary tables (local, global), Gemma 1 and 2 one; norms are stored as 1 + w', () => {
   const tiny = { hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8, vocab_size: 32, max_position_embeddings: 64, sliding_window: 4 };
   for (const [hf, tables] of [
     [{ ...GEMMA3_1B, ...tiny, sliding_window_pattern: 2 }, 2],
     [{ ...GEMMA2_9B, ...tiny }, 1],
+    [{ ...GEMMA_7B, ...tiny }, 1],
   ] as const) {
     const architecture = parseModelArchitecture(hf, 'config.json');
     const uploader = new RecordingUploader();

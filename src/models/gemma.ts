@@ -28,14 +28,16 @@ import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 
 /*
- * Gemma 2 and Gemma 3 (text) in one file: transformers builds Gemma 3 from Gemma 2's modules, and
- * the two differ in a handful of config fields read side by side below (soft-caps, q/k norms, one
- * RoPE or one per layer type). Both scale the embeddings by √hidden, multiply by (1 + w) in every
- * RMSNorm, wrap attention and MLP in pre and post norms, scale scores by query_pre_attn_scalar^-0.5,
- * alternate sliding-window and global layers, use gelu-tanh and tie the LM head.
+ * Gemma 1, 2 and 3 (text) in one file: transformers builds Gemma 3 from Gemma 2's modules and
+ * Gemma 2 from Gemma 1's, and they differ in a handful of config fields read side by side below
+ * (soft-caps, sliding windows, q/k norms, one RoPE or one per layer type). All scale the
+ * embeddings by √hidden, multiply by (1 + w) in every RMSNorm, use gelu-tanh and tie the LM head.
+ * Gemma 2 and 3 wrap attention and MLP in pre and post norms, scale scores by
+ * query_pre_attn_scalar^-0.5 and alternate sliding-window and global layers; Gemma 1 has Llama's
+ * two pre-norms, scales by head_dim^-0.5 and attends globally everywhere.
  */
 
-type GemmaModelType = 'gemma2' | 'gemma3_text';
+type GemmaModelType = 'gemma' | 'gemma2' | 'gemma3_text';
 
 export interface GemmaConfig extends ModelConfig {
   modelType: GemmaModelType;
@@ -51,6 +53,8 @@ export interface GemmaConfig extends ModelConfig {
   attentionBias: boolean;
   /** Per-head (1 + w) RMSNorm of q and k before RoPE (Gemma 3). */
   qkNorm: boolean;
+  /** Norms after attention and the MLP too (pre_feedforward_layernorm, post_feedforward_layernorm): Gemma 2 and 3. */
+  sandwichNorms: boolean;
   /** Each layer's window, or null for a global layer. */
   slidingWindows: (number | null)[];
   /** Attention scores become cap · tanh(score / cap) (`attn_logit_softcapping`); null for none. */
@@ -63,9 +67,10 @@ export interface GemmaConfig extends ModelConfig {
   localRope: RopeSettings | null;
 }
 
-const MODEL_TYPES: readonly GemmaModelType[] = ['gemma2', 'gemma3_text'];
-/** transformers' config defaults where they differ between the two generations. */
+const MODEL_TYPES: readonly GemmaModelType[] = ['gemma', 'gemma2', 'gemma3_text'];
+/** transformers' config defaults where they differ between the generations (Gemma 1 has no window: its pattern is unused). */
 const DEFAULTS: Record<GemmaModelType, { maxPositions: number; attnSoftcap: number | null; finalSoftcap: number | null; windowPattern: number }> = {
+  gemma: { maxPositions: 8192, attnSoftcap: null, finalSoftcap: null, windowPattern: 1 },
   gemma2: { maxPositions: 8192, attnSoftcap: 50, finalSoftcap: 30, windowPattern: 2 },
   gemma3_text: { maxPositions: 131072, attnSoftcap: null, finalSoftcap: null, windowPattern: 6 },
 };
@@ -82,13 +87,16 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   const common = parseCommonFields(fields, modelType);
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
-  requireActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh', 'gelu_pytorch_tanh');
+  if (modelType === 'gemma') requireGemma1Activation(fields);
+  else requireActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh', 'gelu_pytorch_tanh');
   if (fields.boolean('use_bidirectional_attention', false)) {
     throw invalidModel(`${source}: use_bidirectional_attention=true (an embedding model's attention) is not supported; Keel runs causal Gemma models`);
   }
   const { globalRope, localRope } =
-    modelType === 'gemma2' ? { globalRope: parseRope(fields, maxPositionEmbeddings), localRope: null } : parseGemma3Rope(fields, maxPositionEmbeddings);
+    modelType === 'gemma3_text' ? parseGemma3Rope(fields, maxPositionEmbeddings) : { globalRope: parseRope(fields, maxPositionEmbeddings), localRope: null };
   const attentionBias = fields.boolean('attention_bias', false);
+  const headDim = parseHeadDim(fields, common.hiddenSize, numHeads, DEFAULT_HEAD_DIM);
+  const gemma1 = modelType === 'gemma';
   return {
     ...common,
     modelType,
@@ -97,19 +105,34 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
     intermediateSize: fields.positiveInt('intermediate_size'),
     numHeads,
     numKvHeads,
-    headDim: parseHeadDim(fields, common.hiddenSize, numHeads, DEFAULT_HEAD_DIM),
+    headDim,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
-    queryPreAttnScalar: fields.positiveNumber('query_pre_attn_scalar', DEFAULT_QUERY_PRE_ATTN_SCALAR),
+    // Gemma 1 scales scores by head_dim^-0.5 (it has no query_pre_attn_scalar).
+    queryPreAttnScalar: gemma1 ? headDim : fields.positiveNumber('query_pre_attn_scalar', DEFAULT_QUERY_PRE_ATTN_SCALAR),
     maxPositionEmbeddings,
     attentionBias,
     qkNorm: modelType === 'gemma3_text',
-    slidingWindows: parseSlidingWindows(fields, common.numLayers, defaults.windowPattern),
+    sandwichNorms: !gemma1,
+    slidingWindows: gemma1 ? new Array<null>(common.numLayers).fill(null) : parseSlidingWindows(fields, common.numLayers, defaults.windowPattern),
     attnLogitSoftcap: fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
     finalLogitSoftcap: fields.optionalPositiveNumber('final_logit_softcapping', defaults.finalSoftcap),
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', true),
     globalRope,
     localRope,
   };
+}
+
+/**
+ * Gemma 1's activation, gelu-tanh: `hidden_activation` when set (Gemma 1.1's configs), else
+ * `hidden_act`. The first Hub configs say hidden_act "gelu", which transformers 4.x overrode with
+ * the tanh approximation Gemma was trained with (transformers#29402); Keel runs that too.
+ */
+function requireGemma1Activation(fields: ConfigFields): void {
+  const key = fields.raw('hidden_activation') != null ? 'hidden_activation' : 'hidden_act';
+  const act = fields.string(key, 'gelu_pytorch_tanh');
+  if (act !== 'gelu_pytorch_tanh' && !(key === 'hidden_act' && act === 'gelu')) {
+    throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements gelu_pytorch_tanh for gemma)`);
+  }
 }
 
 /**
@@ -165,10 +188,12 @@ export function embeddingScale(hiddenSize: number, dtype: WeightDType): number {
 class GemmaDecoderLayer implements Layer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
+  /** Gemma 2/3: the norm of attention's output; Gemma 1: the norm before the MLP (Llama's). */
   readonly postAttentionNorm: RmsNorm;
-  readonly preFeedforwardNorm: RmsNorm;
+  /** Gemma 2/3's sandwich norms around the MLP; null for Gemma 1. */
+  readonly preFeedforwardNorm: RmsNorm | null;
   readonly mlp: GatedMlp;
-  readonly postFeedforwardNorm: RmsNorm;
+  readonly postFeedforwardNorm: RmsNorm | null;
 
   constructor(config: GemmaConfig, index: number, rotary: { global: RotaryEmbedding; local: RotaryEmbedding }) {
     const p = `model.layers.${index}`;
@@ -194,18 +219,18 @@ class GemmaDecoderLayer implements Layer {
       oBias: config.attentionBias,
     });
     this.postAttentionNorm = norm(`${p}.post_attention_layernorm.weight`);
-    this.preFeedforwardNorm = norm(`${p}.pre_feedforward_layernorm.weight`);
+    this.preFeedforwardNorm = config.sandwichNorms ? norm(`${p}.pre_feedforward_layernorm.weight`) : null;
     this.mlp = new GatedMlp(
       { gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` },
       hiddenSize,
       config.intermediateSize,
       { kind: 'gelu-tanh' },
     );
-    this.postFeedforwardNorm = norm(`${p}.post_feedforward_layernorm.weight`);
+    this.postFeedforwardNorm = config.sandwichNorms ? norm(`${p}.post_feedforward_layernorm.weight`) : null;
   }
 
   private get sublayers(): Layer[] {
-    return [this.inputNorm, this.attention, this.postAttentionNorm, this.preFeedforwardNorm, this.mlp, this.postFeedforwardNorm];
+    return [this.inputNorm, this.attention, this.postAttentionNorm, this.preFeedforwardNorm, this.mlp, this.postFeedforwardNorm].filter((l) => l !== null);
   }
 
   parameters(): ParameterSpec[] {
@@ -223,8 +248,9 @@ class GemmaDecoderLayer implements Layer {
 
 /**
  * The Gemma 2 / Gemma 3 decoder: h += post_attention_norm(attn(input_norm(h))), then h +=
- * post_feedforward_norm(mlp(pre_feedforward_norm(h))). Each post norm's output is added to the
- * residual inside the next fused addRmsNorm, as Llama's sublayer outputs are.
+ * post_feedforward_norm(mlp(pre_feedforward_norm(h))); Gemma 1's is Llama's: h +=
+ * attn(input_norm(h)), then h += mlp(post_attention_norm(h)). Each sublayer's last output is added
+ * to the residual inside the next fused addRmsNorm, as Llama's are.
  */
 export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
   constructor(config: GemmaConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
@@ -242,10 +268,12 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     }, stage);
   }
 
-  /** The post-feed-forward norm's output is left pending until the next norm adds it to the residual stream. */
+  /** The layer's last output (the post-feed-forward norm's, or Gemma 1's MLP's) is left pending until the next norm adds it to the residual stream. */
   protected layerForward(b: Backend, layer: GemmaDecoderLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
     const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-    const attnOut = layer.postAttentionNorm.forward(b, layer.attention.forward(b, attnIn, step, cache));
+    const attention = layer.attention.forward(b, attnIn, step, cache);
+    if (layer.preFeedforwardNorm === null || layer.postFeedforwardNorm === null) return layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attention, residual), step);
+    const attnOut = layer.postAttentionNorm.forward(b, attention);
     return layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
   }
 

@@ -20,6 +20,29 @@ export function withQuantization(ckpt: Checkpoint, stored: CheckpointQuantizatio
 }
 
 /**
+ * The checkpoint with every linear layer read 16-bit (`read`, its dequantized values): for a GGUF
+ * file, whose repacked int8/int4 weights cannot be sharded over tensor-parallel devices or made
+ * 2:4 sparse.
+ */
+export function withLinearsDequantized(ckpt: Checkpoint): Checkpoint {
+  const plain: Checkpoint = {
+    get dir() {
+      return ckpt.dir;
+    },
+    get tensorNames() {
+      return ckpt.tensorNames;
+    },
+    has: (name) => ckpt.has(name),
+    info: (name) => ckpt.info(name),
+    read: (name) => ckpt.read(name),
+    readRaw: (name) => ckpt.readRaw(name),
+    close: () => ckpt.close(),
+  };
+  if (ckpt.readSlice !== undefined) plain.readSlice = ckpt.readSlice.bind(ckpt);
+  return plain;
+}
+
+/**
  * The checkpoint whose linear layers covered by `sparsity` are read 2:4 compressed
  * (src/tensor/sparse24.ts), each checked to hold at most 2 non-zeros in every group of 4 (an
  * error names the first weight that does not); null leaves it as it is. Sparsity applies to

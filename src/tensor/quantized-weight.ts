@@ -7,13 +7,16 @@
  * codes are contiguous, packed along the input dimension, which is what a GEMV streams and what a
  * mixed-input GEMM tile loads. Columns are cut into groups of `groupSize` (the last may be
  * shorter; groupSize = cols is one scale per row), and each (row, group) has a float32 scale and,
- * for asymmetric integer formats, an integer zero code:
+ * for asymmetric integer formats, an integer zero code; int4 may also carry a float32 min per
+ * (row, group) (GGUF's Q4_K and Q4_1: x = d·q − m, where m / d is no integer code):
  *
- *   W[row, perm[col]] = (code(row, col) - zero(row, group)) * scale(row, group)   (integers)
+ *   W[row, perm[col]] = (code(row, col) - zero(row, group)) * scale(row, group) - min(row, group)   (integers)
  *   W[row, perm[col]] = fp8e4m3(code(row, col)) * scale(row, group)               (fp8)
  *   W[row, perm[col]] = TABLE[code(row, col)] * scale(row, group)                  (nf4, fp4)
  *
- * with group = floor(col / groupSize), each product rounded to float32 once. `perm` (act-order
+ * with group = floor(col / groupSize), each value rounded to float32 once (the integer one in
+ * float64 first, where (code - zero) · scale is exact, so an int4 value with a min is rounded once
+ * as ggml's fround(fround(d·q) − m) is: d·q is exact in float32 for its fp16 d and 6-bit scales). `perm` (act-order
  * checkpoints) lists the input column each stored column multiplies; null is the identity.
  *
  * nf4 and fp4 are bitsandbytes' 4-bit data types: 4-bit codes packed as int4's are, each an index
@@ -65,6 +68,8 @@ export interface QuantizedWeight {
   scales: Float32Array;
   /** [rows, numGroups] zero codes, or null for symmetric codes (zero at 8 for int4, 128 for int8; fp8, nf4 and fp4 have none). */
   zeros: Uint8Array | null;
+  /** int4 only: [rows, numGroups] float32 mins subtracted after scaling, or null (0). */
+  mins: Float32Array | null;
   /** [cols]: the input column of each stored column, or null when they are in order. */
   perm: Int32Array | null;
   /**
@@ -185,6 +190,11 @@ export function getCode(w: QuantizedWeight, row: number, col: number): number {
   return (w.codes[row * rowBytes(w.format, w.cols) + byte] >> shift) & (isFourBit(w.format) ? 0xf : 0xff);
 }
 
+/** The min of (row, group): 0 without mins. */
+export function minOf(w: QuantizedWeight, row: number, group: number): number {
+  return w.mins === null ? 0 : w.mins[row * numGroups(w) + group];
+}
+
 /** The zero code of (row, group); 0 for formats without zero points. */
 export function zeroOf(w: QuantizedWeight, row: number, group: number): number {
   if (w.zeros !== null) return w.zeros[row * numGroups(w) + group];
@@ -204,6 +214,7 @@ export function emptyQuantizedWeight(format: QuantizedFormat, rows: number, cols
     codes: new Uint8Array(rows * rowBytes(format, cols)),
     scales: new Float32Array(rows * groups),
     zeros: asymmetric ? new Uint8Array(rows * groups) : null,
+    mins: null,
     perm: null,
     mixedInt8: null,
     codebooks: null,
@@ -244,6 +255,7 @@ export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): 
   for (let group = 0, start = 0; start < cols; group++, start += groupSize) {
     const scale = w.scales[row * groups + group];
     const zero = zeroOf(w, row, group);
+    const min = minOf(w, row, group);
     const end = Math.min(cols, start + groupSize);
     if (format === 'fp8-e4m3') {
       for (let col = start; col < end; col++) into[col] = table![codes[base + col]] * scale;
@@ -257,7 +269,7 @@ export function decodeRow(w: QuantizedWeight, row: number, into: Float32Array): 
     } else {
       for (let col = start; col < end; col++) {
         const slot = INT4_COLUMN_SLOT[col & 7];
-        into[col] = (((codes[base + (col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xf) - zero) * scale;
+        into[col] = (((codes[base + (col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xf) - zero) * scale - min;
       }
     }
   }
@@ -305,13 +317,8 @@ export function dequantizeWeight(w: QuantizedWeight): Float32Array {
 export function concatQuantizedRows(parts: readonly QuantizedWeight[]): QuantizedWeight {
   const [first] = parts;
   if (parts.length === 1) return first;
-  for (const p of parts) {
-    if (p.format !== first.format || p.cols !== first.cols || p.groupSize !== first.groupSize) {
-      throw invalidModel(`projections stacked into one matmul are quantized differently: ${describeQuantized(first)} and ${describeQuantized(p)}`);
-    }
-    if (!samePerm(p.perm, first.perm)) throw invalidModel('projections stacked into one matmul have different act-order permutations (g_idx)');
-    if (p.mixedInt8?.threshold !== first.mixedInt8?.threshold) throw invalidModel('projections stacked into one matmul have different LLM.int8() outlier thresholds');
-  }
+  const problem = stackingProblem(parts);
+  if (problem !== null) throw invalidModel(problem);
   if (isAqlm(first.format)) return concatAqlmRows(parts);
   const rows = parts.reduce((n, p) => n + p.rows, 0);
   const asymmetric = parts.some((p) => p.zeros !== null);
@@ -319,6 +326,7 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
   out.perm = first.perm;
   out.mixedInt8 = first.mixedInt8;
   const groups = numGroups(first);
+  if (parts.some((p) => p.mins !== null)) out.mins = new Float32Array(rows * groups);
   let row = 0;
   for (const p of parts) {
     out.codes.set(p.codes, row * rowBytes(p.format, p.cols));
@@ -327,8 +335,41 @@ export function concatQuantizedRows(parts: readonly QuantizedWeight[]): Quantize
       if (p.zeros !== null) out.zeros.set(p.zeros, row * groups);
       else out.zeros.fill(symmetricZero(p.format), row * groups, (row + p.rows) * groups);
     }
+    if (out.mins !== null && p.mins !== null) out.mins.set(p.mins, row * groups);
     row += p.rows;
   }
+  return out;
+}
+
+/**
+ * Why weights cannot be stacked into one quantized matmul (format, group size, act-order
+ * permutation or LLM.int8() threshold differ), or null when they can.
+ */
+export function stackingProblem(parts: readonly QuantizedWeight[]): string | null {
+  const [first] = parts;
+  for (const p of parts) {
+    if (p.format !== first.format || p.cols !== first.cols || p.groupSize !== first.groupSize) {
+      return `projections stacked into one matmul are quantized differently: ${describeQuantized(first)} and ${describeQuantized(p)}`;
+    }
+    if (!samePerm(p.perm, first.perm)) return 'projections stacked into one matmul have different act-order permutations (g_idx)';
+    if (p.mixedInt8?.threshold !== first.mixedInt8?.threshold) return 'projections stacked into one matmul have different LLM.int8() outlier thresholds';
+  }
+  return null;
+}
+
+/** The weight's rows in `order` (row r of the result is row order[r]); not for AQLM weights, whose codebooks go by row ranges. */
+export function selectQuantizedRows(w: QuantizedWeight, order: Int32Array): QuantizedWeight {
+  if (w.codebooks !== null) throw new Error(`${w.format} rows cannot be reordered`);
+  const groups = numGroups(w);
+  const bytes = rowBytes(w.format, w.cols);
+  const out: QuantizedWeight = { ...emptyQuantizedWeight(w.format, order.length, w.cols, w.groupSize, w.zeros !== null), perm: w.perm, mixedInt8: w.mixedInt8 };
+  if (w.mins !== null) out.mins = new Float32Array(order.length * groups);
+  order.forEach((from, to) => {
+    out.codes.set(w.codes.subarray(from * bytes, (from + 1) * bytes), to * bytes);
+    out.scales.set(w.scales.subarray(from * groups, (from + 1) * groups), to * groups);
+    out.zeros?.set(w.zeros!.subarray(from * groups, (from + 1) * groups), to * groups);
+    out.mins?.set(w.mins!.subarray(from * groups, (from + 1) * groups), to * groups);
+  });
   return out;
 }
 
@@ -362,7 +403,7 @@ export function describeQuantized(w: QuantizedWeight): string {
   const group = w.groupSize === w.cols ? 'per channel' : `groups of ${w.groupSize}`;
   const mixed = w.mixedInt8 ? `, LLM.int8() outliers at ${w.mixedInt8.threshold}` : '';
   if (w.codebooks !== null) return `${w.format} [${w.rows}, ${w.cols}], ${w.codebooks.partRows.length} codebook set(s)`;
-  return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.perm ? ', act-order' : ''}${mixed}`;
+  return `${w.format} [${w.rows}, ${w.cols}], ${group}${w.zeros ? ', asymmetric' : ''}${w.mins ? ', with mins' : ''}${w.perm ? ', act-order' : ''}${mixed}`;
 }
 
 let e4m3Table: Float32Array | null = null;

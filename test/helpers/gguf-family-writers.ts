@@ -1,7 +1,7 @@
 import { bool, f32, str, u32, type KvValue } from './gguf-writer.ts';
 
 /**
- * What llama.cpp's converter (convert_hf_to_gguf.py, its Gemma2/Gemma3, Phi3Mini and DeepseekV2
+ * What llama.cpp's converter (convert_hf_to_gguf.py, its Gemma/Gemma2/Gemma3, Phi3Mini and DeepseekV2
  * model classes) does beyond renaming, for the test writer (gguf-from-checkpoint.ts): hyperparameter
  * keys, tensor names, and the tensors it changes (Gemma's norms + 1, DeepSeek's kv_b_proj split per
  * head, Phi-3's LongRoPE factors as tensors). Written from the converter's behaviour, independently
@@ -64,6 +64,16 @@ function slidingKeys(config: Record<string, any>, k: (key: string) => string, pe
   if (!byPeriod) keys[k('attention.sliding_window_pattern')] = { type: 'array', elementType: 'bool', items: sliding };
   return keys;
 }
+
+/** Gemma 1: Llama's tensor names and keys, the norms stored + 1. */
+const gemma1: FamilyWriter = {
+  arch: 'gemma',
+  names: [],
+  transform: gemmaNorm,
+  convert: () => null,
+  metadata: () => ({}),
+  extraTensors: () => [],
+};
 
 const gemma2: FamilyWriter = {
   arch: 'gemma2',
@@ -210,6 +220,8 @@ function deepseek(config: Record<string, any>, options: FamilyOptions): FamilyWr
 /** The writer of a model_type llama.cpp converts with one of these classes, or null. */
 export function familyWriter(config: Record<string, any>, options: FamilyOptions = {}): FamilyWriter | null {
   switch (config.model_type) {
+    case 'gemma':
+      return gemma1;
     case 'gemma2':
       return gemma2;
     case 'gemma3_text':

@@ -20,6 +20,8 @@ export type GgufMatrixType = 'source' | 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0'
 export interface GgufConversion extends FamilyOptions {
   /** The matrices' type ('source': F32/F16/BF16 as the checkpoint stores them). Rows that do not fill its blocks fall back to F16, as llama.cpp's quantizer falls back. */
   matrixType?: GgufMatrixType;
+  /** A matrix's own type by its GGUF name, where it differs from `matrixType` (undefined: `matrixType`), as llama.cpp's K-quant mixes choose. */
+  matrixTypeOf?: (ggufName: string) => GgufMatrixType | undefined;
   /** tokenizer.ggml.pre of a byte-level BPE tokenizer.json. */
   pre?: string;
 }
@@ -128,7 +130,7 @@ export function ggufFromCheckpoint(dir: string, out: string, options: GgufConver
   for (const t of family?.extraTensors(config) ?? []) pending.push({ ...t, sourceDtype: 'f32', keepF32: t.keepF32 ?? true });
   const ropeType = rope.rope_type ?? rope.type ?? 'default';
   if (ropeType === 'llama3') pending.push({ name: 'rope_freqs.weight', shape: [headDim / 2], values: llama3Factors(rope, headDim), sourceDtype: 'f32', keepF32: true });
-  const tensors: GgufTensorSpec[] = pending.map((t) => encodeTensor(t, options.matrixType ?? 'source'));
+  const tensors: GgufTensorSpec[] = pending.map((t) => encodeTensor(t, options.matrixTypeOf?.(t.name) ?? options.matrixType ?? 'source'));
   const familyKeys = family?.metadata(config, (key) => `${arch}.${key}`) ?? {};
   writeGguf(out, { ...metadata(config, arch, headDim, rope, ropeType), ...familyKeys, ...tokenizerMetadata(dir, config, options.pre ?? 'gpt-2') }, tensors);
 }

@@ -85,6 +85,7 @@ CONFIG_CLASS_NAMES = {
     "qwen3_moe": "Qwen3MoeConfig",
     "deepseek_v2": "DeepseekV2Config",
     "deepseek_v3": "DeepseekV3Config",
+    "gemma": "GemmaConfig",
     "gemma2": "Gemma2Config",
     "gemma3_text": "Gemma3TextConfig",
     "phi3": "Phi3Config",
@@ -355,6 +356,22 @@ FIXTURES = [
         init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
                         (r"\.e_score_correction_bias$", 0.0, 0.1)),
         probes=("e_score_bias_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+    ),
+    Fixture(
+        "gemma-mqa", "gemma",
+        "Gemma 1: 2 layers, 4 query heads over 1 key/value head (Gemma-2B's MQA), head_dim 24 "
+        "(not hidden / heads = 16, as Gemma-7B's 256 is not 3072 / 16); scale head_dim^-0.5; no "
+        "soft-capping, no sliding window; RMSNorm x*(1+w) (norm weights randomised around 0, the "
+        "final norm around 2; o_proj and down_proj std 1.0 so that the sublayers outweigh the scaled "
+        "tied embedding and the greedy output varies); input and post-attention norms only (as "
+        "Llama's); gelu_pytorch_tanh MLP; embeddings multiplied by sqrt(64) = 8; lm_head tied.",
+        _fields(num_key_value_heads=1, head_dim=24, intermediate_size=96, hidden_act="gelu_pytorch_tanh",
+                tie_word_embeddings=True, rms_norm_eps=1e-6),
+        _rope(),
+        norm_center=0.0,
+        init_overrides=((r"^model\.norm\.weight$", 2.0, 0.1),
+                        (r"(self_attn\.o_proj|mlp\.down_proj)\.weight$", 0.0, 1.0)),
+        probes=("embed_scale_off",),
     ),
     Fixture(
         "gemma2-softcap", "gemma2",

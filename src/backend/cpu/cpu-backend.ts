@@ -157,6 +157,7 @@ export class CpuBackend implements Backend {
           codes: weights.place(group, w.codes),
           scales: weights.place(group, w.scales),
           zeros: w.zeros && weights.place(group, w.zeros),
+          mins: w.mins && weights.place(group, w.mins),
           perm: w.perm && weights.place(group, w.perm),
           codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
         }),

@@ -386,6 +386,7 @@ export class CudaBackend implements Backend {
             scales: upload(w.scales),
             zeros: upload(w.zeros),
           }),
+      mins: upload(w.mins),
       perm: upload(w.perm),
       mixedInt8Threshold: w.mixedInt8?.threshold ?? null,
       // AQLM codebooks hold float16 values: kept so on the device, as the kernels read them.

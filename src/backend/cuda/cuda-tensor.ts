@@ -54,7 +54,7 @@ export class CudaSparse24Tensor implements Tensor {
 /**
  * A linear weight [rows, cols] in Keel's quantized layout (src/tensor/quantized-weight.ts) on the
  * device: `codes` [rows, rowBytes], `scales` f32 [rows, groups], `zeros` u8 [rows, groups] or 0
- * for symmetric codes, `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
+ * for symmetric codes, `mins` f32 [rows, groups] or 0 (int4 with mins), `perm` i32 [cols] or 0 (act-order: the input column of each stored one).
  * An LLM.int8() weight (`mixedInt8Threshold` set) holds signed int8 codes, as the int8 dot
  * products take them. An AQLM weight holds its code words as `codes`, its parts' codebooks as
  * float16 `codebooks` [parts, codebooks, size, 8] and `partEnds` (each part's end row); 0 and []
@@ -69,6 +69,7 @@ export class CudaQuantizedTensor implements Tensor {
   readonly codes: DevicePtr;
   readonly scales: DevicePtr;
   readonly zeros: DevicePtr;
+  readonly mins: DevicePtr;
   readonly perm: DevicePtr;
   readonly mixedInt8Threshold: number | null;
   readonly codebooks: DevicePtr;
@@ -88,6 +89,7 @@ export class CudaQuantizedTensor implements Tensor {
     this.codes = fields.codes;
     this.scales = fields.scales;
     this.zeros = fields.zeros;
+    this.mins = fields.mins;
     this.perm = fields.perm;
     this.mixedInt8Threshold = fields.mixedInt8Threshold;
     this.codebooks = fields.codebooks;

@@ -31,7 +31,7 @@ import { halfToFloatTable } from '../../tensor/host-dtype.ts';
 const f = Math.fround;
 
 /** Sub-block j's 6-bit scale and min from the 12 packed bytes at `at`: j < 4 in bytes j and j + 4, else split over three bytes. */
-function scaleMin(src: Uint8Array, at: number, j: number): [number, number] {
+export function scaleMin(src: Uint8Array, at: number, j: number): [number, number] {
   if (j < 4) return [src[at + j] & 63, src[at + j + 4] & 63];
   return [(src[at + j + 4] & 0x0f) | ((src[at + j - 4] >> 6) << 4), (src[at + j + 4] >> 4) | ((src[at + j] >> 6) << 4)];
 }

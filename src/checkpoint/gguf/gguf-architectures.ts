@@ -124,7 +124,17 @@ const ARCHITECTURES: readonly GgufArchitecture[] = [
     expertTensors: QWEN_EXPERTS,
   },
   {
-    // Gemma 2 and 3 rotate half a head apart as Hugging Face does (llama.cpp's NeoX RoPE): no reordering.
+    // Gemma rotates half a head apart as Hugging Face does (llama.cpp's NeoX RoPE): no reordering.
+    // Gemma 1 has Llama's two norms (ffn_norm the pre-MLP one).
+    name: 'gemma',
+    dense: { modelType: 'gemma', className: 'GemmaForCausalLM' },
+    moe: null,
+    pairedRope: false,
+    normOffset: 1,
+    layerTensors: { ...ATTENTION, ...DENSE_MLP },
+    expertTensors: {},
+  },
+  {
     name: 'gemma2',
     dense: { modelType: 'gemma2', className: 'Gemma2ForCausalLM' },
     moe: null,

@@ -1,15 +1,19 @@
 import { invalidModel } from '../../errors.ts';
 import type { HostTensor, WeightDType } from '../../tensor/host-tensor.ts';
+import { selectQuantizedRows, type LinearWeight } from '../../tensor/quantized-weight.ts';
 import { DTYPE_BYTES, float32ToHostTensor, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 import type { RawTensor } from '../safetensors.ts';
 import type { TensorSource } from './gguf-architectures.ts';
 import { isQuantized, toHostTensor } from './dequantize.ts';
+import { repackable, repackBlocks } from './repack-blocks.ts';
 import type { GgufFile, GgufTensorInfo } from './gguf-file.ts';
 
 /**
  * A GGUF file's tensors under their Hugging Face names and shapes, as a Checkpoint: F32, F16 and
- * BF16 as stored, quantized types dequantized to bfloat16 as they are read, an expert's slice of a
+ * BF16 as stored, quantized types dequantized to bfloat16 as they are read, or for a linear
+ * layer's weight (`readLinear`) Q8_0, Q4_0, Q4_1, Q4_K and Q6_K repacked into Keel's int8/int4 layouts
+ * (repack-blocks.ts; exact, where `read` rounds to bfloat16), an expert's slice of a
  * stacked tensor read alone, and what llama.cpp's converter changed undone: q/k rows put back into
  * Hugging Face's order, Gemma's norms without the 1 added, DeepSeek's kv_b_proj joined again.
  */
@@ -45,6 +49,16 @@ export class GgufCheckpoint implements Checkpoint {
     if (unpairHeads !== null) host = unpairRows(host, unpairHeads, name, this.dir);
     if (offset !== 0) host = float32ToHostTensor(hostTensorToFloat32(host).map((v) => v - offset), host.dtype, host.shape);
     return host;
+  }
+
+  /** A linear layer's weight: repacked into Keel's quantized layout when its type has one, else as `read` gives it. */
+  readLinear(name: string): LinearWeight {
+    const source = this.source(name);
+    const { tensor, shape, unpairHeads, offset, valueHalf } = source;
+    if (!repackable(tensor.type) || offset !== 0 || valueHalf !== null) return this.read(name);
+    const [rows, cols] = shape;
+    const w = repackBlocks(tensor.type, this.storedBytes(name), rows, cols);
+    return unpairHeads === null ? w : selectQuantizedRows(w, unpairedOrder(rows, unpairHeads, name, this.dir));
   }
 
   /**
@@ -106,20 +120,24 @@ export class GgufCheckpoint implements Checkpoint {
  */
 function unpairRows(t: HostTensor, heads: number, name: string, source: string): HostTensor {
   const rows = t.shape[0];
-  const headDim = rows / heads;
-  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw invalidModel(`${source}: ${name} has ${rows} rows, not ${heads} heads of an even size`);
+  const order = unpairedOrder(rows, heads, name, source);
   const rowBytes = (t.data.length / rows) | 0;
   if (rowBytes * rows !== t.data.length || rowBytes % DTYPE_BYTES[t.dtype] !== 0) throw new Error(`${name}: ${t.data.length} bytes do not split into ${rows} rows`);
   const out = new Uint8Array(t.data.length);
+  order.forEach((from, to) => out.set(t.data.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes));
+  return { ...t, data: out };
+}
+
+/** For each Hugging Face row, the stored row it comes from (unpairRows). */
+function unpairedOrder(rows: number, heads: number, name: string, source: string): Int32Array {
+  const headDim = rows / heads;
+  if (!Number.isInteger(headDim) || headDim % 2 !== 0) throw invalidModel(`${source}: ${name} has ${rows} rows, not ${heads} heads of an even size`);
+  const order = new Int32Array(rows);
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      for (let s = 0; s < 2; s++) {
-        const from = h * headDim + 2 * i + s;
-        const to = h * headDim + i + s * half;
-        out.set(t.data.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
-      }
+      for (let s = 0; s < 2; s++) order[h * headDim + i + s * half] = h * headDim + 2 * i + s;
     }
   }
-  return { ...t, data: out };
+  return order;
 }

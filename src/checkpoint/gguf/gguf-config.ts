@@ -54,9 +54,10 @@ export function ggufConfig(m: GgufMetadata, arch: GgufArchitecture, tensors: Rea
   };
   if (a !== 'phi3' && extra.ropeFactors !== null) throw invalidModel(`${m.source}: rope_factors_long/short are Phi-3's LongRoPE; a GGUF ${a} model does not use them`);
   const base: ConfigBase = { m, arch, tensors, key, common };
-  const ownRope = a === 'gemma2' || a === 'gemma3' || a === 'phi3' || a === 'deepseek2';
+  const ownRope = a === 'gemma' || a === 'gemma2' || a === 'gemma3' || a === 'phi3' || a === 'deepseek2';
   if (ownRope && extra.ropeFreqs !== null) throw invalidModel(`${m.source}: rope_freqs.weight scales Llama 3's RoPE; Keel does not read it in a GGUF ${a} model`);
   switch (a) {
+    case 'gemma':
     case 'gemma2':
     case 'gemma3':
       return gemmaConfig(base);
@@ -110,7 +111,7 @@ function llamaLikeConfig({ m, arch, tensors, key, common }: ConfigBase, freqFact
 
 /**
  * The dtype the checkpoint "is": 16-bit or 32-bit floats as the matrices are stored, bfloat16 when
- * any is quantized (Keel dequantizes those to bfloat16).
+ * any is quantized (what Keel does not repack into int8/int4 it dequantizes to bfloat16).
  */
 function weightDtype(tensors: ReadonlyMap<string, TensorSource>): string {
   const names = new Set([...tensors.values()].filter((s) => s.tensor.dims.length >= 2).map((s) => s.tensor.type.name));

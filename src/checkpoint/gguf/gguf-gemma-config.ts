@@ -10,7 +10,28 @@ const DEFAULTS = {
 const LOCAL_THETA = 10000;
 
 /**
- * Gemma 2 and Gemma 3 (text) from llama.cpp's keys: the soft-caps, the sliding window and which
+ * Gemma 1 from llama.cpp's keys: one RoPE, scores scaled by head_dim^-0.5, no window, no soft-caps
+ * (gelu-tanh, norms and the √hidden embedding scale are the family's, as for Gemma 2 and 3).
+ */
+function gemma1Config(base: ConfigBase): Record<string, unknown> {
+  const { m, arch, key, common } = base;
+  const heads = common.num_attention_heads as number;
+  const headDim = uniformHeadDim(base, (common.hidden_size as number) / heads);
+  return {
+    architectures: [arch.dense.className],
+    model_type: arch.dense.modelType,
+    ...common,
+    intermediate_size: m.uint(key('feed_forward_length')),
+    num_key_value_heads: m.uint(key('attention.head_count_kv'), heads),
+    head_dim: headDim,
+    hidden_act: 'gelu_pytorch_tanh',
+    attention_bias: base.tensors.has('model.layers.0.self_attn.q_proj.bias'),
+    rope_parameters: ropeParameters(m, arch.name, headDim, null),
+  };
+}
+
+/**
+ * Gemma 1 (gemma1Config), Gemma 2 and Gemma 3 (text) from llama.cpp's keys: the soft-caps, the sliding window and which
  * layers use it (`attention.sliding_window_pattern`: every n-th layer global, or a flag per
  * layer), Gemma 3's own RoPE for the sliding layers (`rope.freq_base_swa`, never scaled).
  * The converter does not write query_pre_attn_scalar: llama.cpp scales scores by head_dim^-0.5,
@@ -19,6 +40,7 @@ const LOCAL_THETA = 10000;
  */
 export function gemmaConfig(base: ConfigBase): Record<string, unknown> {
   const { m, arch, key, common } = base;
+  if (arch.name === 'gemma') return gemma1Config(base);
   const a = arch.name as 'gemma2' | 'gemma3';
   const defaults = DEFAULTS[a];
   const hidden = common.hidden_size as number;

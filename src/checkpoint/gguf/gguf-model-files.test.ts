@@ -75,7 +75,7 @@ const f32Value = (v: number) => Math.fround(v);
 
 test('architectures, tensors, vocabularies and RoPE Keel cannot run are errors that name them', (t) => {
   const dir = tempDir(t);
-  rejects(() => openModelFiles(write(dir, { ...LLAMA, 'general.architecture': str('gemma') })), 'GGUF architecture "gemma" is not supported', 'llama, qwen2, qwen3', 'gemma2, gemma3, phi3, deepseek2');
+  rejects(() => openModelFiles(write(dir, { ...LLAMA, 'general.architecture': str('gemma3n') })), 'GGUF architecture "gemma3n" is not supported', 'llama, qwen2, qwen3', 'gemma, gemma2, gemma3, phi3, deepseek2');
   rejects(() => openModelFiles(write(dir, LLAMA, [...LLAMA_TENSORS, f32Tensor('blk.0.attn_qkv.weight', [8, 16])])), 'tensor blk.0.attn_qkv.weight is not one Keel knows in a GGUF llama model');
   rejects(() => openModelFiles(write(dir, LLAMA, LLAMA_TENSORS.slice(1))), 'has no token_embd.weight');
   rejects(() => openModelFiles(write(dir, { ...LLAMA, 'llama.rope.dimension_count': u32(2) })), 'llama.rope.dimension_count 2 rotates part of a 4-wide head');

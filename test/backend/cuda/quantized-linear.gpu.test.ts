@@ -153,6 +153,21 @@ test('prefill batches past the GEMM, and shapes the quantized kernels do not tak
   }
 });
 
+test('int4 with a float min per group (GGUF Q4_K repacked: groups of 32, zeros 0) matches the CPU on the GEMV, split GEMV, GEMM, split GEMM and dequantize paths', () => {
+  const withMins = (rows: number, cols: number): QuantizedWeight => {
+    const w = randomWeight({ format: 'int4', rows, cols, groupSize: 32, asymmetric: true, actOrder: false });
+    w.zeros!.fill(0);
+    w.mins = Float32Array.from({ length: w.scales.length }, () => 0.15 * rng());
+    return w;
+  };
+  for (let trial = 0; trial < 6; trial++) {
+    const weight = withMins(randInt(rng, 1, 500), 32 * randInt(rng, 1, 160));
+    for (const xRows of [1, 3, QUANTIZED_GEMV_MAX_ROWS, QUANTIZED_GEMV_MAX_ROWS + 1, 40, QUANTIZED_GEMM_MAX_ROWS, QUANTIZED_GEMM_MAX_ROWS + 5]) check('mins', weight, xRows, rng() < 0.3);
+  }
+  const long = withMins(61, 8192);
+  for (const xRows of [1, 8, 16, 40]) check('mins, split', long, xRows, true);
+});
+
 test('gatedLinear with a quantized gate/up weight matches the CPU', () => {
   for (const format of FORMATS) {
     for (const xRows of [1, 5, 40]) {

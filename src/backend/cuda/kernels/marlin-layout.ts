@@ -17,9 +17,10 @@ export function marlinFormat(format: QuantizedFormat): boolean {
  * Why a weight cannot take the fragment layout, or null when it can: rows in whole strips of 16,
  * columns in whole 64-column warp steps, and every scale group whole 64-column steps (or one group a row).
  */
-export function marlinProblem(w: Pick<QuantizedWeight, 'format' | 'rows' | 'cols' | 'groupSize' | 'mixedInt8'>): string | null {
+export function marlinProblem(w: Pick<QuantizedWeight, 'format' | 'rows' | 'cols' | 'groupSize' | 'mixedInt8' | 'mins'>): string | null {
   if (!marlinFormat(w.format)) return `${w.format} codes are not decoded by the fragment-layout GEMM`;
   if (w.mixedInt8 !== null) return "LLM.int8() weights keep their own kernel";
+  if (w.mins !== null) return 'int4 with mins (GGUF Q4_K) keeps the row-layout kernels';
   if (w.rows % 16 !== 0 || w.cols % 64 !== 0) return `[${w.rows}, ${w.cols}] is not in 16-row strips of 64-column steps`;
   if (w.groupSize % 64 !== 0 && w.groupSize < w.cols) return `groups of ${w.groupSize} columns are not whole 64-column steps`;
   return null;

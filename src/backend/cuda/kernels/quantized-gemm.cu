@@ -1,6 +1,7 @@
 // Batches of 9 or more rows (prefill, batched decode) times a quantized linear weight in Keel's
 // layouts (quantized-linear.cu names them: FORMAT 0 int4, 1 int8, 2 fp8 e4m3, 3 nf4, 4 fp4;
-// scales f32 and zero codes u8 per (output row, group)), on bf16 tensor cores (mma.sync
+// scales f32 and zero codes u8 per (output row, group); MINS=1: int4 with a float32 min per (output
+// row, group) subtracted after scaling, GGUF's Q4_K), on bf16 tensor cores (mma.sync
 // m16n8k16, sm_80 and sm_90a), without a dequantized copy of the weight in memory:
 // - a block gives a BM x BN tile of the output; k advances BK = 64 columns a stage, STAGES stages
 //   in flight by cp.async: the activations as bf16, the weight as its packed codes (a quarter or
@@ -19,6 +20,8 @@
 
 // nvcc-check: -DFORMAT=0 -DBM=16
 // nvcc-check: -DFORMAT=0 -DBM=128
+// nvcc-check: -DFORMAT=0 -DBM=16 -DMINS=1
+// nvcc-check: -DFORMAT=0 -DBM=128 -DMINS=1
 // nvcc-check: -DFORMAT=1 -DBM=32
 // nvcc-check: -DFORMAT=1 -DBM=128
 // nvcc-check: -DFORMAT=2 -DBM=64
@@ -29,6 +32,12 @@
 #define FORMAT 0
 #endif
 #include "code-table.cuh"
+#ifndef MINS
+#define MINS 0
+#endif
+#if MINS && FORMAT != 0
+#error "mins are an int4 feature"
+#endif
 #ifndef BM
 #error "compile with -DBM=<rows per tile: 16, 32, 64 or 128>"
 #endif
@@ -48,8 +57,9 @@ constexpr int A_CPR = BK / 8;                      // 16-byte chunks of a bf16 A
 constexpr int B_CPR = BK / CHUNK_COLS;             // 16-byte chunks of codes of a B row
 constexpr int A_CHUNKS = BM * A_CPR, B_CHUNKS = BN * B_CPR;
 constexpr int A_PER_THREAD = (A_CHUNKS + NT - 1) / NT, B_PER_THREAD = B_CHUNKS / NT;
-// A stage: the A tile (bf16), the codes (16 bytes a chunk), and each chunk's scale and zero as floats.
-constexpr int A_BYTES = BM * ROW * 2, CODE_BYTES = B_CHUNKS * 16, PARAM_BYTES = B_CHUNKS * 8;
+// A stage: the A tile (bf16), the codes (16 bytes a chunk), and each chunk's scale, zero (and min) as floats.
+constexpr int PARAMS = MINS ? 3 : 2;
+constexpr int A_BYTES = BM * ROW * 2, CODE_BYTES = B_CHUNKS * 16, PARAM_BYTES = B_CHUNKS * PARAMS * 4;
 constexpr int STAGE_BYTES = A_BYTES + CODE_BYTES + PARAM_BYTES;
 static_assert(BM % 16 == 0 && BM <= 128, "BM is 16, 32, 64 or 128");
 static_assert(B_CHUNKS % NT == 0 && NT8 % 2 == 0, "tile shape");
@@ -61,9 +71,9 @@ __device__ __forceinline__ float fp8_value_2m8(unsigned int b) {
 }
 
 // One chunk of codes decoded to bf16 at dst (CHUNK_COLS values, column order): (code - zero) *
-// scale, fp8 value * scale, or table value * scale; `zero` as the float subtracted from the
+// scale (- min), fp8 value * scale, or table value * scale; `zero` as the float subtracted from the
 // decoded code (int4: 128 + zero, against 128 + q; int8: zero; fp8, nf4, fp4: unused).
-__device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float zero, const float* table, uint4* dst) {
+__device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float zero, float min, const float* table, uint4* dst) {
   const unsigned int words[4] = {v.x, v.y, v.z, v.w};
 #if TABLE_CODES
 #pragma unroll
@@ -83,7 +93,7 @@ __device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float ze
 #pragma unroll
     for (int s = 0; s < 4; s++) {
       const unsigned int t = ((words[i] >> (4 * s)) & 0x000f000fu) | 0x43004300u;
-      pairs[s] = pack_bf16x2((__uint_as_float(t << 16) - zero) * scale, (__uint_as_float(t & 0xffff0000u) - zero) * scale);
+      pairs[s] = pack_bf16x2((__uint_as_float(t << 16) - zero) * scale - min, (__uint_as_float(t & 0xffff0000u) - zero) * scale - min);
     }
     dst[i] = make_uint4(pairs[0], pairs[1], pairs[2], pairs[3]);
   }
@@ -107,12 +117,13 @@ __device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float ze
 
 // grid (ceil(n / BN), ceil(m / BM), splits), block NT, dynamic shared memory STAGES * STAGE_BYTES
 // + BN * ROW * 2. x [m, k] bf16 (in the weight's stored column order); codes [n, row_bytes];
-// scales f32 and zeros u8 (or null: symmetric) [n, groups]; k and group_size multiples of
+// scales f32 and zeros u8 (or null: symmetric) [n, groups]; mins f32 [n, groups] (read when MINS); k and group_size multiples of
 // CHUNK_COLS (group_size = k: one group a row). Split z covers k tiles [z · split_tiles, ...).
 // One split: out [m, n] bf16 (+ bias); more: partial [splits, m, n] f32, no bias.
 extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
                                                                        const unsigned char* __restrict__ codes, const float* __restrict__ scales,
-                                                                       const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int m,
+                                                                       const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
+                                                                       const bf16* __restrict__ bias, int m,
                                                                        int n, int k, int row_bytes, int groups, int group_size, int split_tiles) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float table_shared[16];
@@ -138,16 +149,18 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
   auto a_tile = [&](int stage) { return reinterpret_cast<bf16*>(smem + stage * STAGE_BYTES); };
   auto code_tile = [&](int stage) { return smem + stage * STAGE_BYTES + A_BYTES; };
   auto param_tile = [&](int stage) { return reinterpret_cast<float*>(smem + stage * STAGE_BYTES + A_BYTES + CODE_BYTES); };
-  // The scale and zero of this thread's chunk i in k tile kt; scale 0 past n or k (the chunk decodes to zeros).
-  auto chunk_params = [&](int i, int kt, float& scale, float& zero) {
+  // The scale, zero and min of this thread's chunk i in k tile kt; scale and min 0 past n or k (the chunk decodes to zeros).
+  auto chunk_params = [&](int i, int kt, float& scale, float& zero, float& min) {
     const int kc = kt * BK + ((tid + i * NT) % B_CPR) * CHUNK_COLS;
     scale = 0.f;
     zero = 0.f;
+    min = 0.f;
     if (b_row[i] < n && kc < k) {
       const long long g = (long long)b_row[i] * groups + kc / group_size;
       scale = FORMAT == 2 ? scales[g] * 256.f : scales[g];
       const float z = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
       zero = FORMAT == 0 ? 128.f + z : z;
+      if (MINS) min = mins[g];
     }
   };
   auto load_stage = [&](int stage, int kt) {
@@ -164,12 +177,13 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
       cp_async16(sc + c * 16, valid ? codes + at : codes, valid ? 16 : 0);
     }
   };
-  auto store_params = [&](int stage, const float* scale, const float* zero) {
+  auto store_params = [&](int stage, const float* scale, const float* zero, const float* min) {
     float* p = param_tile(stage);
 #pragma unroll
     for (int i = 0; i < B_PER_THREAD; i++) {
-      p[2 * (tid + i * NT)] = scale[i];
-      p[2 * (tid + i * NT) + 1] = zero[i];
+      p[PARAMS * (tid + i * NT)] = scale[i];
+      p[PARAMS * (tid + i * NT) + 1] = zero[i];
+      if (MINS) p[PARAMS * (tid + i * NT) + 2] = min[i];
     }
   };
 
@@ -183,10 +197,10 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
   for (int s = 0; s < STAGES - 1; s++) {
     if (t_begin + s < t_end) {
       load_stage(s, t_begin + s);
-      float scale[B_PER_THREAD], zero[B_PER_THREAD];
+      float scale[B_PER_THREAD], zero[B_PER_THREAD], min[B_PER_THREAD];
 #pragma unroll
-      for (int i = 0; i < B_PER_THREAD; i++) chunk_params(i, t_begin + s, scale[i], zero[i]);
-      store_params(s, scale, zero);
+      for (int i = 0; i < B_PER_THREAD; i++) chunk_params(i, t_begin + s, scale[i], zero[i], min[i]);
+      store_params(s, scale, zero, min);
     }
     cp_async_commit();
   }
@@ -199,10 +213,10 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
     const int next_stage = (next - t_begin) % STAGES;
     if (next < t_end) load_stage(next_stage, next);
     cp_async_commit();
-    float next_scale[B_PER_THREAD], next_zero[B_PER_THREAD];
+    float next_scale[B_PER_THREAD], next_zero[B_PER_THREAD], next_min[B_PER_THREAD];
 #pragma unroll
     for (int i = 0; i < B_PER_THREAD; i++) {
-      if (next < t_end) chunk_params(i, next, next_scale[i], next_zero[i]);
+      if (next < t_end) chunk_params(i, next, next_scale[i], next_zero[i], next_min[i]);
     }
     // Each thread decodes the chunks it loaded into the bf16 B tile.
     const unsigned char* sc = code_tile(stage);
@@ -211,7 +225,7 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
     for (int i = 0; i < B_PER_THREAD; i++) {
       const int c = tid + i * NT;
       const uint4 v = *reinterpret_cast<const uint4*>(sc + c * 16);
-      decode_chunk_bf16(v, sp[2 * c], sp[2 * c + 1], table, reinterpret_cast<uint4*>(decoded + (c / B_CPR) * ROW + (c % B_CPR) * CHUNK_COLS));
+      decode_chunk_bf16(v, sp[PARAMS * c], sp[PARAMS * c + 1], MINS ? sp[PARAMS * c + 2] : 0.f, table, reinterpret_cast<uint4*>(decoded + (c / B_CPR) * ROW + (c % B_CPR) * CHUNK_COLS));
     }
     __syncthreads();
     const bf16* sa = a_tile(stage);
@@ -222,7 +236,7 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
       mma_k_step<MT, NT8>(acc, af, decoded + wn * WN * ROW, ROW, kk);
     }
     // Stored now that this stage's products are issued; read after two more barriers.
-    if (next < t_end) store_params(next_stage, next_scale, next_zero);
+    if (next < t_end) store_params(next_stage, next_scale, next_zero, next_min);
   }
   cp_async_wait<0>();
 

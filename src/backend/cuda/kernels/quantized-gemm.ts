@@ -30,10 +30,11 @@ export function quantizedGemmTileRows(rows: number): number {
   return rows <= 16 ? 16 : rows <= 32 ? 32 : rows <= 64 ? 64 : 128;
 }
 
-/** Dynamic shared memory of quantized_gemm_kernel: STAGES stages of A rows, codes and chunk parameters, then the decoded B tile. */
+/** Dynamic shared memory of quantized_gemm_kernel: STAGES stages of A rows, codes and chunk parameters (scale, zero, min), then the decoded B tile. */
 export function quantizedGemmSharedBytes(tileRows: number, w: CudaQuantizedTensor): number {
   const chunks = (TILE_COLS * TILE_K) / chunkCols(w);
-  return STAGES * (tileRows * SMEM_ROW_BYTES + chunks * (16 + 8)) + TILE_COLS * SMEM_ROW_BYTES;
+  const paramBytes = 4 * (w.mins === 0 ? 2 : 3);
+  return STAGES * (tileRows * SMEM_ROW_BYTES + chunks * (16 + paramBytes)) + TILE_COLS * SMEM_ROW_BYTES;
 }
 
 /** Splits of k for a launch of `tiles` output tiles over `kTiles` k tiles, for a batch of `rows`. */
@@ -50,7 +51,7 @@ export function quantizedGemmSplits(tiles: number, kTiles: number, multiprocesso
 export function launchQuantizedGemm(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemm: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const tileRows = quantizedGemmTileRows(rows);
-  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'pppppppiiiiiii', { FORMAT: formatCode(w.format), BM: tileRows });
+  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'ppppppppiiiiiii', { FORMAT: formatCode(w.format), BM: tileRows, MINS: w.mins === 0 ? 0 : 1 });
   const tiles = Math.ceil(w.rows / TILE_COLS) * Math.ceil(rows / tileRows);
   const kTiles = Math.ceil(w.cols / TILE_K);
   const splits = quantizedGemmSplits(tiles, kTiles, device.info.multiprocessorCount, rows);
@@ -58,7 +59,7 @@ export function launchQuantizedGemm(device: CudaDevice, out: DevicePtr, x: Devic
   const grid = [Math.ceil(w.rows / TILE_COLS), Math.ceil(rows / tileRows), Math.ceil(kTiles / splitTiles)];
   const partial = grid[2] > 1 ? workspace(4 * grid[2] * rows * w.rows) : 0;
   device.launch(kernel, grid, [THREADS], quantizedGemmSharedBytes(tileRows, w), [
-    out, partial, x, w.codes, w.scales, w.zeros, bias, rows, w.rows, w.cols, w.rowBytes, w.groups, Math.min(w.groupSize, w.cols), splitTiles,
+    out, partial, x, w.codes, w.scales, w.zeros, w.mins, bias, rows, w.rows, w.cols, w.rowBytes, w.groups, Math.min(w.groupSize, w.cols), splitTiles,
   ]);
   if (grid[2] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[2]);
 }

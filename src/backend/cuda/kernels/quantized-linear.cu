@@ -2,7 +2,8 @@
 // output row's codes contiguous, FORMAT 0 int4 (32-bit words of 8 codes, columns 0,2,4,6,1,3,5,7 in
 // nibbles 0..7), 1 int8, 2 fp8 e4m3, 3 nf4 and 4 fp4 (bitsandbytes' 4-bit data types: codes packed
 // as int4's, each the index of a value in a 16-entry table, kept in shared memory); a float32
-// scale and (ZEROS=1) a u8 zero code per (row, group).
+// scale and (ZEROS=1) a u8 zero code per (row, group), and (MINS=1, int4 only: GGUF's Q4_K) a float32
+// min per (row, group) subtracted after scaling.
 //
 // quantized_gemv_kernel is the decode path (1..8 batch rows), built to stream codes at the memory
 // roofline rather than be bound by its per-code arithmetic:
@@ -13,6 +14,7 @@
 //   bf16 pair (128 + q[2s], 128 + q[2s+1]), whose halves are floats after a shift or a mask. The
 //   zero point is not subtracted per code: Σ (q - z) x = Σ (128 + q) x - (128 + z) Σ x, with Σ x
 //   taken once per 8 columns for all 4 rows (each product is exact in f32, so only the sums round);
+//   a min is taken off the same way, min · Σ x once per chunk (a chunk lies in one group);
 // - int8 codes become 2^23 + q in one byte permute, less 2^23 + zero; an fp8 code's bits moved
 //   into a half's give its value / 2^8, the 2^8 folded into the scale;
 // - nf4 and fp4 codes (int4's packing) index their 16-value table in shared memory, with no zero;
@@ -27,6 +29,8 @@
 
 // nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=1
 // nvcc-check: -DFORMAT=0 -DROWS=8 -DZEROS=0
+// nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=1 -DMINS=1
+// nvcc-check: -DFORMAT=0 -DROWS=8 -DZEROS=1 -DMINS=1
 // nvcc-check: -DFORMAT=1 -DROWS=2 -DZEROS=0
 // nvcc-check: -DFORMAT=1 -DROWS=8 -DZEROS=1
 // nvcc-check: -DFORMAT=2 -DROWS=1 -DZEROS=0
@@ -43,6 +47,12 @@
 #endif
 #ifndef ZEROS
 #define ZEROS 0
+#endif
+#ifndef MINS
+#define MINS 0
+#endif
+#if MINS && FORMAT != 0
+#error "mins are an int4 feature"
 #endif
 #include "code-table.cuh"
 // Columns of one 16-byte chunk of codes, and of the 4-byte words it is decoded by.
@@ -91,7 +101,8 @@ __device__ __forceinline__ void decode_word(unsigned int word, float zero_magic,
 // (no bias). k and group_size multiples of CHUNK_COLS (or group_size = k).
 extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
                                                                         const uint4* __restrict__ codes, const float* __restrict__ scales,
-                                                                        const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int n,
+                                                                        const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
+                                                                        const bf16* __restrict__ bias, int n,
                                                                         int row_chunks, int groups, int group_size, int split_chunks) {
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
@@ -125,9 +136,15 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
       if (c >= c_end) continue;
       const int group = c * CHUNK_COLS / group_size;
       float scale[RPW], zero_magic[RPW];
+#if MINS
+      float row_min[RPW];
+#endif
 #pragma unroll
       for (int i = 0; i < RPW; i++) {
         const long long g = (long long)min(row0 + i, n - 1) * groups + group;
+#if MINS
+        row_min[i] = mins[g];
+#endif
 #if FORMAT == 2
         scale[i] = scales[g] * 256.f;
         zero_magic[i] = 0.f;
@@ -181,6 +198,9 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
         for (int r = 0; r < ROWS; r++) {
 #if FORMAT == 0
           acc[i][r] = fmaf(scale[i], fmaf(-zero_magic[i], sum_x[r], sum[i][r]), acc[i][r]);
+#if MINS
+          acc[i][r] = fmaf(-row_min[i], sum_x[r], acc[i][r]);
+#endif
 #else
           acc[i][r] = fmaf(scale[i], sum[i][r], acc[i][r]);
 #endif
@@ -219,9 +239,9 @@ extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, 
 }
 
 // out [rows, cols] bf16 in input column order: out[r, perm[c]] = value of stored column c (perm
-// null: the identity). Any cols and group_size; row_bytes is a row of codes.
+// null: the identity). Any cols and group_size; row_bytes is a row of codes; mins (int4) or null.
 extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsigned char* __restrict__ codes, const float* __restrict__ scales,
-                                             const unsigned char* __restrict__ zeros, const int* __restrict__ perm, int rows, int cols,
+                                             const unsigned char* __restrict__ zeros, const float* __restrict__ mins, const int* __restrict__ perm, int rows, int cols,
                                              int groups, int group_size, int row_bytes) {
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
@@ -243,7 +263,7 @@ extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsig
     const float value = table[code] * scales[g];
 #else
     const float zero = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
-    const float value = ((float)code - zero) * scales[g];
+    const float value = ((float)code - zero) * scales[g] - (mins != nullptr ? mins[g] : 0.f);
 #endif
     out[(long long)row * cols + (perm != nullptr ? perm[col] : col)] = f32_to_bf16(value);
   }

@@ -60,8 +60,8 @@ export function quantizedGemvSplits(w: CudaQuantizedTensor, multiprocessors: num
 export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchQuantizedGemv: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemv: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
-  const defines = { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 };
-  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'pppppppiiiii', defines);
+  const defines = { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1, MINS: w.mins === 0 ? 0 : 1 };
+  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'ppppppppiiiii', defines);
   const rowChunks = w.cols / chunkCols(w);
   const splits = quantizedGemvSplits(w, device.info.multiprocessorCount);
   // Whole 32-chunk strides per split, so every lane of a split starts inside it.
@@ -69,7 +69,7 @@ export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: Devic
   const grid = [Math.ceil(w.rows / (WARPS_PER_BLOCK * GEMV_ROWS_PER_WARP)), Math.ceil(rowChunks / splitChunks)];
   const partial = grid[1] > 1 ? workspace(4 * grid[1] * rows * w.rows) : 0;
   device.launch(kernel, grid, [32 * WARPS_PER_BLOCK], 0, [
-    out, partial, x, w.codes, w.scales, w.zeros, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
+    out, partial, x, w.codes, w.scales, w.zeros, w.mins, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
   ]);
   if (grid[1] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[1]);
 }
@@ -82,9 +82,9 @@ export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: D
 
 /** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */
 export function launchDequantize(device: CudaDevice, out: DevicePtr, w: CudaQuantizedTensor): void {
-  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'pppppiiiii', { FORMAT: formatCode(w.format) });
+  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'ppppppiiiii', { FORMAT: formatCode(w.format) });
   const blocks = Math.min(MAX_BLOCKS, Math.ceil((w.rows * w.cols) / THREADS));
-  device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes]);
+  device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.mins, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes]);
 }
 
 /** out [rows, cols] = x[:, perm]. */
