@@ -1,6 +1,7 @@
 import type { Activation } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { CudaDevice } from '../cuda-device.ts';
+import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { activationDefines } from './activation.ts';
 import { GEMV_MAX_TOKENS, tileCapacity, type CudaExpertRouting } from './moe-route.ts';
@@ -36,11 +37,18 @@ export interface ExpertMlpArgs {
   n: number;
   /**
    * [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. bf16,
-   * or (`mxfp4`) MXFP4 blocks with their scale codes in gateUpScales and downScales (else 0).
+   * or (`mxfp4`) MXFP4 blocks with their scale codes in gateUpScales and downScales (else 0), or
+   * (`quant`) the codes of int4/int8/fp8 experts with their f32 scales there.
    */
   gateUp: DevicePtr;
   down: DevicePtr;
   mxfp4: boolean;
+  /**
+   * int4/int8/fp8 experts (kernels/moe-gemv.cu's QUANT builds), both in one format and
+   * `expertGemvTakes`; null for bf16 and MXFP4. Steps of more than GEMV_MAX_TOKENS tokens do not
+   * take them: the caller dequantizes such experts to bf16 first.
+   */
+  quant: { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor } | null;
   gateUpScales: DevicePtr;
   downScales: DevicePtr;
   gateUpBias: DevicePtr;
@@ -52,7 +60,7 @@ export interface ExpertMlpArgs {
 
 /**
  * The routed experts' MLPs and their weighted sum into `out`; hidden and n multiples of 8,
- * numTokens ≥ 1 (MXFP4: multiples of 32). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active
+ * numTokens ≥ 1 (MXFP4: multiples of 32; quantized: whole chunks, expertGemvTakes). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active
  * experts (one tile each), and for a single token the down projection fused with the sum. Larger
  * steps: grouped tensor-core GEMMs over the routing's tiles, then the sum. Every launch's grid
  * follows from the step's shape.
@@ -65,28 +73,32 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const h = a.scratch(pairs * n);
   const MXFP4 = a.mxfp4 ? 1 : 0;
   if (numTokens <= GEMV_MAX_TOKENS) {
-    // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights holds 8 bf16 or 32 MXFP4 values.
+    // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights
+    // holds 8 bf16, 32 MXFP4 or int4, or 16 int8 or fp8 values.
     const tiles = Math.min(count, pairs);
-    const chunk = a.mxfp4 ? 32 : 8;
-    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'pppppppppiiiiiff', { TOK: tileRows, ACT, MXFP4 });
+    const chunk = a.quant !== null ? expertChunkCols(a.quant.gateUp) : a.mxfp4 ? 32 : 8;
+    const [gq, dq] = [quantArgs(a.quant?.gateUp ?? null), quantArgs(a.quant?.down ?? null)];
+    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'ppppppppppiiiiiiiff', { TOK: tileRows, ACT, MXFP4, ...gq.defines });
     device.launch(gateUp, [Math.ceil(n / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk, alpha, limit,
+      h, a.x, a.gateUp, a.gateUpScales, gq.zeros, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk,
+      gq.groupChunks, gq.groups, alpha, limit,
     ]);
     if (numTokens === 1) {
-      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'ppppppppiiii', { TOPK: topK, MXFP4 });
+      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppppiiiiii', { TOPK: topK, MXFP4, ...dq.defines });
       device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
-        a.out, h, a.down, a.downScales, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk,
+        a.out, h, a.down, a.downScales, dq.zeros, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
       ]);
       return;
     }
     const y = a.scratch(pairs * hidden);
-    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'ppppppppiiii', { TOK: tileRows, MXFP4 });
+    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'pppppppppiiiiii', { TOK: tileRows, MXFP4, ...dq.defines });
     device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      y, h, a.down, a.downScales, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk,
+      y, h, a.down, a.downScales, dq.zeros, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
     ]);
     launchCombine(device, a.out, y, routing, first, count, hidden);
     return;
   }
+  if (a.quant !== null) throw new Error(`launchExpertMlp: quantized experts take the GEMVs only (up to ${GEMV_MAX_TOKENS} tokens, not ${numTokens}); dequantize them for larger steps`);
   const tiles = tileCapacity(pairs, tileRows, count);
   if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
   const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
@@ -99,6 +111,33 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const y = a.scratch(pairs * hidden);
   gemm(false, y, h, a.down, a.downScales, a.downBias, hidden, n);
   launchCombine(device, a.out, y, routing, first, count, hidden);
+}
+
+/** QUANT of moe-gemv.cu's builds. */
+const QUANT_CODE = { int4: 1, int8: 2, 'fp8-e4m3': 3 } as const;
+
+/** Columns of one 16-byte chunk of a quantized expert's codes (the expert GEMVs' unit). */
+export function expertChunkCols(w: CudaQuantizedTensor): number {
+  return w.format === 'int4' ? 32 : 16;
+}
+
+/** Whether the expert GEMVs take these quantized experts: a format they read, whole chunks per row, each inside one scale group. */
+export function expertGemvTakes(w: CudaQuantizedTensor): boolean {
+  const chunk = expertChunkCols(w);
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize >= w.cols);
+}
+
+/** A GEMV launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */
+function quantArgs(w: CudaQuantizedTensor | null): { defines: Record<string, number>; zeros: DevicePtr; groupChunks: number; groups: number } {
+  if (w === null) return { defines: {}, zeros: 0, groupChunks: 1, groups: 1 };
+  if (!expertGemvTakes(w)) throw new Error(`launchExpertMlp: quantized experts [${w.shape.join(', ')}] (${w.format}, groups of ${w.groupSize}) do not split into whole chunks per scale group`);
+  const chunk = expertChunkCols(w);
+  return {
+    defines: { QUANT: QUANT_CODE[w.format as keyof typeof QUANT_CODE], ZEROS: w.zeros === 0 ? 0 : 1 },
+    zeros: w.zeros,
+    groupChunks: Math.min(w.groupSize, w.cols) / chunk,
+    groups: w.groups,
+  };
 }
 
 /** out [tokens, hidden] = Σ over each token's slots held here of weight · y[place]. */
