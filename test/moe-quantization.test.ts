@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { parseQuantizationConfig } from '../src/checkpoint/quantization/quantization-config.ts';
 import { quantizeAtLoad } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
 import type { WeightUploader } from '../src/layers/parameters.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
+import { withQuantization } from '../src/models/model-checkpoint.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
@@ -65,5 +69,31 @@ test('dummy weights of an MoE model are drawn with quantized experts under --qua
     const loaded = await loadModel({ model: fixture.dir, backend: 'cpu', loadFormat: 'dummy', quantization: method, showProgress: false });
     const logits = promptLogits(loaded.backend, loaded.model, fixture);
     assert.ok(logits.every((row) => row.every(Number.isFinite)), method);
+  }
+});
+
+test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks) load their routed experts quantized, in the checkpoint\'s groups', () => {
+  const expected = { 'quant-moe-gptq-int4-sym': { format: 'int4', groups: [32, 32] }, 'quant-moe-fp8-block': { format: 'fp8-e4m3', groups: [48, 32] } };
+  for (const [name, want] of Object.entries(expected)) {
+    const fixture = listOracleFixtures().find((f) => f.name === name)!;
+    const architecture = readModelArchitecture(fixture.dir);
+    const model = createModel(architecture, architecture.config.contextLength);
+    const backend = new CpuBackend();
+    const stacks: QuantizedWeight[] = [];
+    const uploader: WeightUploader = {
+      loadWeight: backend.loadWeight.bind(backend),
+      loadSparseWeight: backend.loadSparseWeight.bind(backend),
+      loadMxfp4Weight: backend.loadMxfp4Weight.bind(backend),
+      uploadRopeTable: backend.uploadRopeTable.bind(backend),
+      loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+      loadQuantizedExperts: (w, count) => {
+        stacks.push(w);
+        return backend.loadQuantizedExperts(w, count);
+      },
+    };
+    const ckpt = openCheckpoint(fixture.dir);
+    loadWeights(model, withQuantization(ckpt, parseQuantizationConfig(JSON.parse(readFileSync(join(fixture.dir, 'config.json'), 'utf8')), fixture.dir), null), uploader);
+    // Layers 0 and 2 are sparse: gate/up [8 experts x 64 rows, 64] then down [8 x 64, 32] each.
+    assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), [0, 2].flatMap(() => [[want.format, 8 * 64, 64, want.groups[0]], [want.format, 8 * 64, 32, want.groups[1]]]), name);
   }
 });
