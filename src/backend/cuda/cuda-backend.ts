@@ -48,7 +48,7 @@ import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
-import { expertGemvTakes, launchExpertMlp } from './kernels/moe-experts.ts';
+import { expertGemmTakes, expertGemvTakes, launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { CudaExpertRouting, GEMV_MAX_TOKENS, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
@@ -199,10 +199,13 @@ export class CudaBackend implements Backend {
   /** Where quantized weights are dequantized for batches the quantized GEMV does not take. */
   private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
   /**
-   * Where quantized experts' down matrices are dequantized for steps the expert GEMVs do not take
-   * (their gate/up matrices go to `dequantized`: both are needed in one expertMlp).
+   * Where quantized experts' down matrices are dequantized for shapes the expert kernels do not
+   * take (their gate/up matrices go to `dequantized`: both are needed in one expertMlp). Both are
+   * sized for the largest expert stack once some stack needs them (`expertsDequantize`).
    */
   private dequantizedDown: { ptr: DevicePtr; bytes: number } | null = null;
+  private expertsDequantize = false;
+  private largestExpertStackBytes = 0;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
   /** Created with the first swap space; its pinned allocations are freed on dispose. */
@@ -410,11 +413,7 @@ export class CudaBackend implements Backend {
     // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
     // multiply the weight dequantized into this one buffer, sized for the largest quantized
     // weight (allocated here, at load: never inside a recorded graph).
-    const bytes = 2 * w.rows * w.cols;
-    if (this.dequantized === null || this.dequantized.bytes < bytes) {
-      if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
-      this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
-    }
+    if (!experts) this.dequantized = this.atLeast(this.dequantized, 2 * w.rows * w.cols);
     return tensor;
   }
 
@@ -428,14 +427,21 @@ export class CudaBackend implements Backend {
 
   /**
    * `loadQuantizedExperts` into the device memory `alloc` gives: always in the row layout, where
-   * expert e's rows are a run of the stack's (the expert GEMVs index them so). Steps the GEMVs do
-   * not take dequantize the stack (gate/up into `dequantized`, sized by loadQuantizedWeightInto,
-   * down into `dequantizedDown`), allocated here, at load.
+   * expert e's rows are a run of the stack's (the expert kernels index them so). Shapes those
+   * kernels do not take dequantize the stack (gate/up into `dequantized`, sized by
+   * loadQuantizedWeightInto, down into `dequantizedDown`), allocated here, at load.
    */
   private loadQuantizedExpertsInto(w: QuantizedWeight, count: number, alloc: (bytes: number) => DevicePtr): Tensor {
     checkQuantizedExperts(w, count, 'loadQuantizedExperts');
     const stacked = this.loadQuantizedWeightInto(w, alloc, true);
-    this.dequantizedDown = this.atLeast(this.dequantizedDown, 2 * w.rows * w.cols);
+    // A stack either kernel does not take makes its layer dequantize both stacks: every stack,
+    // loaded before or after it, must fit the buffers.
+    this.largestExpertStackBytes = Math.max(this.largestExpertStackBytes, 2 * w.rows * w.cols);
+    if (!(expertGemvTakes(stacked) && expertGemmTakes(stacked))) this.expertsDequantize = true;
+    if (this.expertsDequantize) {
+      this.dequantized = this.atLeast(this.dequantized, this.largestExpertStackBytes);
+      this.dequantizedDown = this.atLeast(this.dequantizedDown, this.largestExpertStackBytes);
+    }
     return new CudaQuantizedExperts(stacked, count);
   }
 
@@ -1274,7 +1280,7 @@ export class CudaBackend implements Backend {
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
     const quantized = this.quantizedExperts(experts, input.rows);
     if (quantized === 'dequantize') {
-      // Steps past the GEMVs (and shapes they do not take): the held experts dequantized to bf16, then the bf16 kernels.
+      // Shapes the quantized kernels do not take: the held experts dequantized to bf16, then the bf16 kernels.
       const [gateUp, down] = [(experts.gateUp as CudaQuantizedExperts).stacked, (experts.down as CudaQuantizedExperts).stacked];
       launchDequantize(this.device, this.dequantized!.ptr, gateUp);
       launchDequantize(this.device, this.dequantizedDown!.ptr, down);
@@ -1331,9 +1337,9 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * For int4/int8/fp8 experts: their stacks when the expert GEMVs take the step (at most
-   * GEMV_MAX_TOKENS tokens, whole chunks per scale group), `dequantize` when not; null for bf16
-   * and MXFP4 experts.
+   * For int4/int8/fp8 experts: their stacks when the step's expert kernels read them (the GEMVs up
+   * to GEMV_MAX_TOKENS tokens, whole 16-byte chunks per scale group; the grouped GEMMs past them,
+   * whole 32-column stages per group), `dequantize` when not; null for bf16 and MXFP4 experts.
    */
   private quantizedExperts(experts: ExpertWeights, rows: number): { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor } | 'dequantize' | null {
     const [gateUp, down] = [experts.gateUp, experts.down];
@@ -1342,7 +1348,8 @@ export class CudaBackend implements Backend {
     if (!quantized) return null;
     const pair = { gateUp: gateUp.stacked, down: (down as CudaQuantizedExperts).stacked };
     if (pair.gateUp.format !== pair.down.format) throw new Error(`expertMlp: gate/up experts in ${pair.gateUp.format} but down experts in ${pair.down.format}`);
-    return rows <= GEMV_MAX_TOKENS && expertGemvTakes(pair.gateUp) && expertGemvTakes(pair.down) ? pair : 'dequantize';
+    const takes = rows <= GEMV_MAX_TOKENS ? expertGemvTakes : expertGemmTakes;
+    return takes(pair.gateUp) && takes(pair.down) ? pair : 'dequantize';
   }
 
   moe(x: Tensor, weights: MoeWeights): Tensor {

@@ -289,7 +289,7 @@ test('MXFP4 experts on every path (the kernels decode the packed blocks) equal t
   }
 });
 
-test('int4, int8 and fp8 experts on every path (GEMVs reading the codes; dequantize + grouped GEMMs past 8 tokens) equal the CPU on their dequantized values', () => {
+test('int4, int8 and fp8 experts on every path (GEMVs and grouped GEMMs reading the codes; the dequantizing fallback) equal the CPU on their dequantized values', () => {
   const silu: Activation = { kind: 'silu' };
   const int4 = { format: 'int4', group: 128, zeros: true } as const;
   const cases: ExpertCase[] = [
@@ -301,13 +301,17 @@ test('int4, int8 and fp8 experts on every path (GEMVs reading the codes; dequant
     { tokens: 3, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: silu, first: 0, count: 64, quant: { format: 'int4', group: 32, zeros: false } },
     { tokens: 8, experts: 8, topK: 2, hidden: 256, n: 192, biased: false, activation: ACTIVATIONS[2], first: 0, count: 8, quant: { format: 'int8', group: 64, zeros: true } },
     { tokens: 5, experts: 16, topK: 4, hidden: 384, n: 128, biased: false, activation: silu, first: 4, count: 9, quant: { format: 'fp8-e4m3', group: 1 << 30, zeros: false } },
-    // A width the GEMVs do not take (int4 rows of 16 columns): dequantized, as larger steps are.
-    { tokens: 1, experts: 8, topK: 2, hidden: 64, n: 16, biased: false, activation: silu, first: 0, count: 8, quant: int4 },
-    // Grouped GEMMs on the dequantized experts.
+    // Grouped GEMMs decoding each stage's codes, tiles of 16, 32, 64 and 128 rows.
     { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: silu, first: 0, count: 64, quant: int4 },
+    { tokens: 100, experts: 16, topK: 4, hidden: 256, n: 160, biased: false, activation: ACTIVATIONS[1], first: 0, count: 16, quant: { format: 'int8', group: 32, zeros: true } },
     { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: false, activation: silu, first: 2, count: 5, quant: { format: 'fp8-e4m3', group: 128, zeros: false } },
+    { tokens: 300, experts: 4, topK: 2, hidden: 128, n: 512, biased: true, activation: silu, first: 0, count: 4, quant: { format: 'int4', group: 64, zeros: false } },
+    // Shapes the kernels do not take, dequantized to bf16: int4 rows of 16 columns (one token), int8 groups of 48 (a prefill).
+    { tokens: 1, experts: 8, topK: 2, hidden: 64, n: 16, biased: false, activation: silu, first: 0, count: 8, quant: int4 },
+    { tokens: 40, experts: 8, topK: 2, hidden: 96, n: 48, biased: false, activation: silu, first: 0, count: 8, quant: { format: 'int8', group: 48, zeros: false } },
   ];
   for (const c of cases) checkExperts(c);
+  assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 1, 1, 3, 8, 5, 16, 32, 64, 128, 1, 16], 'the cases cover every path');
 });
 
 test('expertMlp over random shapes, activations, biases and expert shards', () => {

@@ -15,13 +15,15 @@ const MAX_GRID_Y = 65535;
 
 /**
  * Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40
- * bf16 each; with MXFP4 weights a stage's B rows are 16-byte blocks and a scale byte each, and
- * one decoded bf16 B tile follows the stages.
+ * bf16 each; with MXFP4 weights a stage's B rows are 16-byte blocks and a scale byte each, with
+ * quantized ones 16 (int4) or 32 (8-bit) bytes of codes and an f32 scale and zero each, and one
+ * decoded bf16 B tile follows the stages.
  */
-export function expertGemmSharedBytes(tileRows: number, gated: boolean, mxfp4: boolean): number {
+export function expertGemmSharedBytes(tileRows: number, gated: boolean, packed: 'bf16' | 'mxfp4' | 'int4' | '8-bit'): number {
   const bRows = (gated ? 2 : 1) * GEMM_TILE_COLS;
-  if (!mxfp4) return 3 * (tileRows + bRows) * 40 * 2;
-  return 3 * (tileRows * 40 * 2 + bRows * 17) + bRows * 40 * 2;
+  if (packed === 'bf16') return 3 * (tileRows + bRows) * 40 * 2;
+  const perRow = packed === 'mxfp4' ? 17 : packed === 'int4' ? 16 + 8 : 32 + 8;
+  return 3 * (tileRows * 40 * 2 + bRows * perRow) + bRows * 40 * 2;
 }
 
 export interface ExpertMlpArgs {
@@ -44,9 +46,9 @@ export interface ExpertMlpArgs {
   down: DevicePtr;
   mxfp4: boolean;
   /**
-   * int4/int8/fp8 experts (kernels/moe-gemv.cu's QUANT builds), both in one format and
-   * `expertGemvTakes`; null for bf16 and MXFP4. Steps of more than GEMV_MAX_TOKENS tokens do not
-   * take them: the caller dequantizes such experts to bf16 first.
+   * int4/int8/fp8 experts (moe-gemv.cu's and moe-gemm.cu's QUANT builds), both in one format and
+   * taken by the step's kernels (`expertGemvTakes` up to GEMV_MAX_TOKENS tokens, `expertGemmTakes`
+   * past them); null for bf16 and MXFP4.
    */
   quant: { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor } | null;
   gateUpScales: DevicePtr;
@@ -98,18 +100,19 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     launchCombine(device, a.out, y, routing, first, count, hidden);
     return;
   }
-  if (a.quant !== null) throw new Error(`launchExpertMlp: quantized experts take the GEMVs only (up to ${GEMV_MAX_TOKENS} tokens, not ${numTokens}); dequantize them for larger steps`);
   const tiles = tileCapacity(pairs, tileRows, count);
   if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
-  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
-    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'pppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT, MXFP4 } : { BM: tileRows, GATED: 0, MXFP4 });
-    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, a.mxfp4), [
-      out, input, w, scales, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, alpha, limit,
+  const packed = a.quant !== null ? (a.quant.gateUp.format === 'int4' ? 'int4' : '8-bit') : a.mxfp4 ? 'mxfp4' : 'bf16';
+  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, stack: CudaQuantizedTensor | null, bias: DevicePtr, nOut: number, kIn: number) => {
+    const q = gemmQuantArgs(stack);
+    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppppiiiiiiiff', { BM: tileRows, GATED: gated ? 1 : 0, ...(gated ? { ACT } : {}), MXFP4, ...q.defines });
+    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, packed), [
+      out, input, w, scales, q.zeros, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, q.groupStages, q.groups, alpha, limit,
     ]);
   };
-  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, n, hidden);
+  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.quant?.gateUp ?? null, a.gateUpBias, n, hidden);
   const y = a.scratch(pairs * hidden);
-  gemm(false, y, h, a.down, a.downScales, a.downBias, hidden, n);
+  gemm(false, y, h, a.down, a.downScales, a.quant?.down ?? null, a.downBias, hidden, n);
   launchCombine(device, a.out, y, routing, first, count, hidden);
 }
 
@@ -125,6 +128,26 @@ export function expertChunkCols(w: CudaQuantizedTensor): number {
 export function expertGemvTakes(w: CudaQuantizedTensor): boolean {
   const chunk = expertChunkCols(w);
   return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize >= w.cols);
+}
+
+/** k columns of one stage of moe_gemm_kernel: a quantized expert's groups must hold whole stages. */
+const GEMM_STAGE_COLS = 32;
+
+/** Whether the grouped expert GEMM takes these quantized experts: a format it reads, whole stages per row, each inside one scale group. */
+export function expertGemmTakes(w: CudaQuantizedTensor): boolean {
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % GEMM_STAGE_COLS === 0 && (w.groupSize % GEMM_STAGE_COLS === 0 || w.groupSize >= w.cols);
+}
+
+/** A GEMM launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */
+function gemmQuantArgs(w: CudaQuantizedTensor | null): { defines: Record<string, number>; zeros: DevicePtr; groupStages: number; groups: number } {
+  if (w === null) return { defines: {}, zeros: 0, groupStages: 1, groups: 1 };
+  if (!expertGemmTakes(w)) throw new Error(`launchExpertMlp: quantized experts [${w.shape.join(', ')}] (${w.format}, groups of ${w.groupSize}) do not split into whole ${GEMM_STAGE_COLS}-column stages per scale group`);
+  return {
+    defines: { QUANT: QUANT_CODE[w.format as keyof typeof QUANT_CODE], ZEROS: w.zeros === 0 ? 0 : 1 },
+    zeros: w.zeros,
+    groupStages: Math.min(w.groupSize, w.cols) / GEMM_STAGE_COLS,
+    groups: w.groups,
+  };
 }
 
 /** A GEMV launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */
