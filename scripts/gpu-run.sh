@@ -8,7 +8,8 @@
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
 # default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
-# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), server (test/server, the HTTP server driven by the openai SDK, on
+# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), moe-quant (the MoE
+# kernel tests, then Qwen3-30B-A3B at batch 1 and 64 in bf16 and with --quantization fp8, int8, int4), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
@@ -73,6 +74,9 @@ for s in "$@"; do
         node --test --test-name-pattern='speculative' test/transformers-parity.gpu.test.ts ;;
     soak) step soak 150 node scripts/chaos-soak.ts --backend cuda --phase-seconds 30 --output "$out/results/soak-$kind.json" ;;
     moe-mla) for a in qwen3-30b-a3b deepseek-v2-lite; do step "latency-$a" 170 $(latency "$a" 1,64 batched); done ;;
+    moe-quant) step moe-tests 150 node --test test/backend/cuda/moe.gpu.test.ts
+      step latency-qwen3-30b-a3b-bf16 170 $(latency qwen3-30b-a3b 1,64 bf16)
+      for q in fp8 int8 int4; do step "latency-qwen3-30b-a3b-$q" 170 $(latency qwen3-30b-a3b 1,64 "$q") --quantization "$q"; done ;;
     moe-decode) step moe-tests 150 node --test test/backend/cuda/moe.gpu.test.ts
       for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
         step "latency-$a-split" 170 env KEEL_MOE_DECODE=split $(latency "$a" 1 moe-split)
@@ -120,7 +124,7 @@ for s in "$@"; do
           --num-prompts 256 --input-len 512 --output-len 256 $options --output "$out/results/$name-$kind.json"
       done ;;
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
