@@ -6,6 +6,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { parseQuantizationConfig } from '../src/checkpoint/quantization/quantization-config.ts';
 import { quantizeAtLoad } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
+import { LLM } from '../src/engine/llm.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
 import type { WeightUploader } from '../src/layers/parameters.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
@@ -95,5 +96,16 @@ test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks) load their
     loadWeights(model, withQuantization(ckpt, parseQuantizationConfig(JSON.parse(readFileSync(join(fixture.dir, 'config.json'), 'utf8')), fixture.dir), null), uploader);
     // Layers 0 and 2 are sparse: gate/up [8 experts x 64 rows, 64] then down [8 x 64, 32] each.
     assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), [0, 2].flatMap(() => [[want.format, 8 * 64, 64, want.groups[0]], [want.format, 8 * 64, 32, want.groups[1]]]), name);
+  }
+});
+
+test('a quantized MoE checkpoint with every decoder layer streamed from host memory gives transformers\' greedy tokens', async () => {
+  const fixture = listOracleFixtures().find((f) => f.name === 'quant-moe-gptq-int4-sym')!;
+  const llm = await LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, cpuOffloadGb: 1 });
+  try {
+    const outputs = await llm.generate(fixture.oracle.prompts, { temperature: 0, ignoreEos: true, maxTokens: fixture.oracle.max_new_tokens });
+    outputs.forEach((out, i) => assert.deepEqual(out.outputs[0].tokenIds, fixture.oracle.greedy[i], `prompt ${i}`));
+  } finally {
+    await llm.close();
   }
 });
