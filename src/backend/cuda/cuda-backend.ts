@@ -1275,18 +1275,18 @@ export class CudaBackend implements Backend {
     const n = expertWidth(experts, hidden, routing.numExperts);
     requireMultipleOf8(hidden, 'the hidden size of an expert MLP');
     requireMultipleOf8(n, 'the intermediate size of an expert');
-    const out = this.stepTensor([input.rows, hidden]);
-    if (input.rows === 0) return out;
-    const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    if (input.rows === 0) return this.stepTensor([0, hidden]);
     const quantized = this.quantizedExperts(experts, input.rows);
-    if (quantized === 'dequantize') {
+    if (quantized !== null && !quantized.kernelsTake) {
       // Shapes the quantized kernels do not take: the held experts dequantized to bf16, then the bf16 kernels.
-      const [gateUp, down] = [(experts.gateUp as CudaQuantizedExperts).stacked, (experts.down as CudaQuantizedExperts).stacked];
-      launchDequantize(this.device, this.dequantized!.ptr, gateUp);
-      launchDequantize(this.device, this.dequantizedDown!.ptr, down);
+      const [gateUp, down] = [this.dequantized!.ptr, this.dequantizedDown!.ptr];
+      launchDequantize(this.device, gateUp, quantized.gateUp);
+      launchDequantize(this.device, down, quantized.down);
       const bf16 = (t: Tensor, ptr: DevicePtr) => new CudaTensor([...t.shape], ptr, 'bf16');
-      return this.expertMlp(input, routing, { ...experts, gateUp: bf16(experts.gateUp, this.dequantized!.ptr), down: bf16(experts.down, this.dequantizedDown!.ptr) }, activation);
+      return this.expertMlp(input, routing, { ...experts, gateUp: bf16(experts.gateUp, gateUp), down: bf16(experts.down, down) }, activation);
     }
+    const out = this.stepTensor([input.rows, hidden]);
+    const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
     if (quantized !== null) {
       launchExpertMlp(this.device, {
         x: input.ptr,
@@ -1299,7 +1299,7 @@ export class CudaBackend implements Backend {
         gateUp: quantized.gateUp.codes,
         down: quantized.down.codes,
         mxfp4: false,
-        quant: quantized,
+        quant: { gateUp: quantized.gateUp, down: quantized.down },
         gateUpScales: quantized.gateUp.scales,
         downScales: quantized.down.scales,
         gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
@@ -1337,11 +1337,11 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * For int4/int8/fp8 experts: their stacks when the step's expert kernels read them (the GEMVs up
-   * to GEMV_MAX_TOKENS tokens, whole 16-byte chunks per scale group; the grouped GEMMs past them,
-   * whole 32-column stages per group), `dequantize` when not; null for bf16 and MXFP4 experts.
+   * For int4/int8/fp8 experts: their stacks, and whether the step's expert kernels read them (the
+   * GEMVs up to GEMV_MAX_TOKENS tokens, whole 16-byte chunks per scale group; the grouped GEMMs
+   * past them, whole 32-column stages per group); null for bf16 and MXFP4 experts.
    */
-  private quantizedExperts(experts: ExpertWeights, rows: number): { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor } | 'dequantize' | null {
+  private quantizedExperts(experts: ExpertWeights, rows: number): { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor; kernelsTake: boolean } | null {
     const [gateUp, down] = [experts.gateUp, experts.down];
     const quantized = gateUp instanceof CudaQuantizedExperts;
     if (quantized !== down instanceof CudaQuantizedExperts) throw new Error('expertMlp: gate/up and down weights are in different formats (one quantized, one not)');
@@ -1349,7 +1349,7 @@ export class CudaBackend implements Backend {
     const pair = { gateUp: gateUp.stacked, down: (down as CudaQuantizedExperts).stacked };
     if (pair.gateUp.format !== pair.down.format) throw new Error(`expertMlp: gate/up experts in ${pair.gateUp.format} but down experts in ${pair.down.format}`);
     const takes = rows <= GEMV_MAX_TOKENS ? expertGemvTakes : expertGemmTakes;
-    return takes(pair.gateUp) && takes(pair.down) ? pair : 'dequantize';
+    return { ...pair, kernelsTake: takes(pair.gateUp) && takes(pair.down) };
   }
 
   moe(x: Tensor, weights: MoeWeights): Tensor {
