@@ -62,10 +62,10 @@ export interface ExpertMlpArgs {
 
 /**
  * The routed experts' MLPs and their weighted sum into `out`; hidden and n multiples of 8,
- * numTokens ≥ 1 (MXFP4: multiples of 32; quantized: whole chunks, expertGemvTakes). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active
- * experts (one tile each), and for a single token the down projection fused with the sum. Larger
- * steps: grouped tensor-core GEMMs over the routing's tiles, then the sum. Every launch's grid
- * follows from the step's shape.
+ * numTokens ≥ 1 (MXFP4: multiples of 32; quantized: expertGemvTakes or expertGemmTakes, by the
+ * step's path). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active experts (one tile each), and
+ * for a single token the down projection fused with the sum. Larger steps: grouped tensor-core
+ * GEMMs over the routing's tiles, then the sum. Every launch's grid follows from the step's shape.
  */
 export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const { routing, hidden, n, first, count } = a;
