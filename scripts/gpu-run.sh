@@ -8,7 +8,8 @@
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
 # default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
-# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), server (test/server, the HTTP server driven by the openai SDK, on
+# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), moe-quant (the MoE
+# kernel tests, then Qwen3-30B-A3B at batch 1 and 64 in bf16 and with --quantization fp8, int8, int4), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
@@ -66,7 +67,7 @@ for s in "$@"; do
     checks)
       step kernels 420 node --test --test-concurrency=4 $(ls test/backend/cuda/*.gpu.test.ts src/backend/cuda/*.gpu.test.ts) &
       step parity-llama 280 env KEEL_PARITY_FIXTURES='^(llama|mistral|qwen2-bias|qwen3-qk|keel)' node --test test/transformers-parity.gpu.test.ts &
-      step parity-moe 280 env KEEL_PARITY_FIXTURES='moe|gpt-oss|deepseek' node --test test/transformers-parity.gpu.test.ts &
+      step parity-moe 280 env KEEL_PARITY_FIXTURES='^(?!quant-).*(moe|gpt-oss|deepseek)' node --test test/transformers-parity.gpu.test.ts &
       step parity-dense 280 env KEEL_PARITY_FIXTURES='gemma|phi3' node --test test/transformers-parity.gpu.test.ts &
       step parity-quant 280 env KEEL_PARITY_FIXTURES='quant|lora|spec|bnb' node --test test/transformers-parity.gpu.test.ts &
       wait
@@ -79,6 +80,9 @@ for s in "$@"; do
         node --test --test-name-pattern='speculative' test/transformers-parity.gpu.test.ts ;;
     soak) step soak 150 node scripts/chaos-soak.ts --backend cuda --phase-seconds 30 --output "$out/results/soak-$kind.json" ;;
     moe-mla) for a in qwen3-30b-a3b deepseek-v2-lite; do step "latency-$a" 170 $(latency "$a" 1,64 batched); done ;;
+    moe-quant) step moe-tests 150 node --test test/backend/cuda/moe.gpu.test.ts
+      step latency-qwen3-30b-a3b-bf16 170 $(latency qwen3-30b-a3b 1,64 bf16)
+      for q in fp8 int8 int4; do step "latency-qwen3-30b-a3b-$q" 170 $(latency qwen3-30b-a3b 1,64 "$q") --quantization "$q"; done ;;
     moe-decode) step moe-tests 150 node --test test/backend/cuda/moe.gpu.test.ts
       for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
         step "latency-$a-split" 170 env KEEL_MOE_DECODE=split $(latency "$a" 1 moe-split)
@@ -155,7 +159,7 @@ for s in "$@"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
           --output "$out/results/serve-keel-tiny-code-${m%% *}-b1-$kind.json"
       done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

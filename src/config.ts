@@ -21,8 +21,9 @@ export interface EngineConfig {
    * Quantize a 16-bit checkpoint's linear layers at load, round to nearest (docs/quantization.md):
    * `fp8` e4m3 and `int8` with a scale per output row, `int4` with a scale and zero per group of
    * 128 columns, `nf4` (bitsandbytes NF4) in blocks of 64, `llm-int8` int8 multiplied by
-   * LLM.int8()'s outlier decomposition (threshold 6); `mxfp4` quantizes the routed MoE experts
-   * instead (OCP MXFP4, as gpt-oss ships them). null keeps the checkpoint's format (a quantized
+   * LLM.int8()'s outlier decomposition (threshold 6); fp8, int8 and int4 take routed MoE experts
+   * too (docs/quantization.md); `mxfp4` quantizes the routed MoE experts instead (OCP MXFP4, as
+   * gpt-oss ships them). null keeps the checkpoint's format (a quantized
    * checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;

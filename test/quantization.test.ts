@@ -70,6 +70,7 @@ test('--quantization mxfp4 packs the routed experts, which multiply exactly as t
     loadWeight: backend.loadWeight.bind(backend),
     loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
     loadSparseWeight: backend.loadSparseWeight.bind(backend),
+    loadQuantizedExperts: backend.loadQuantizedExperts.bind(backend),
     uploadRopeTable: backend.uploadRopeTable.bind(backend),
     loadMxfp4Weight: (w: Mxfp4Weight) => {
       packed++;

@@ -170,8 +170,9 @@ export interface ExpertWeights {
   first: number;
   count: number;
   /**
-   * [count, 2n, hidden]: each expert's gate rows, then its up rows. 16-bit (`loadWeight`), or
-   * MXFP4 (`loadMxfp4Weight`) as `down` is too: the kernels read the packed values.
+   * [count, 2n, hidden]: each expert's gate rows, then its up rows. 16-bit (`loadWeight`), MXFP4
+   * (`loadMxfp4Weight`) or int4/int8/fp8 (`loadQuantizedExperts`), as `down` is too: the kernels
+   * read the packed values.
    */
   gateUp: Tensor;
   /** [count, hidden, n], in gateUp's format. */
@@ -220,6 +221,9 @@ export interface MoeWeights {
    */
   shared: { gateUp: Tensor; down: Tensor; gate: Tensor | null; activation: Activation } | null;
 }
+
+/** The ops that put a model's weights on a backend (a layer's WeightUploader). */
+export type WeightUploaderOps = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'loadQuantizedExperts' | 'uploadRopeTable'>;
 
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
@@ -292,6 +296,13 @@ export interface Backend {
    * device, for ExpertWeights' gateUp and down; multiplied as the values they dequantize to.
    */
   loadMxfp4Weight(w: Mxfp4Weight): Tensor;
+  /**
+   * Routed MoE experts [count, w.rows / count, w.cols]: `count` experts' matrices stacked along
+   * w's rows, each expert's rows a run of equal length, in int4, int8 or fp8-e4m3 without act-order
+   * (src/tensor/quantized-weight.ts), kept in that layout on the device, for ExpertWeights' gateUp
+   * and down; multiplied as the values they dequantize to.
+   */
+  loadQuantizedExperts(w: QuantizedWeight, count: number): Tensor;
   uploadRopeTable(table: RopeTable): Tensor;
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
@@ -305,7 +316,7 @@ export interface Backend {
    * holding this group's values only between its `fetchWeights` and the next fetch of a group of
    * that parity. Groups are loaded in order from 0.
    */
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
+  weightGroupUploader(stream: WeightStream, group: number): WeightUploaderOps;
   /**
    * Copies group `group`'s weights into its device buffers once the work queued so far (which may
    * read the buffers' previous group) is done; work queued afterwards runs beside the copies until

@@ -307,6 +307,7 @@ test('the selection bias, and nothing else, is uploaded in float32 whatever the 
     loadQuantizedWeight: recorder.loadQuantizedWeight.bind(recorder),
     loadSparseWeight: recorder.loadSparseWeight.bind(recorder),
     loadMxfp4Weight: recorder.loadMxfp4Weight.bind(recorder),
+    loadQuantizedExperts: recorder.loadQuantizedExperts.bind(recorder),
     uploadRopeTable: recorder.uploadRopeTable.bind(recorder),
   };
   const tensors = { ...perExpertTensors(), 'moe.gate.e_score_correction_bias': float32Tensor(random.floats(E), [E]) };

@@ -4,6 +4,7 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { gatherMxfp4Rows, isMxfp4, MXFP4_BLOCK, quantizeMxfp4, type Mxfp4Weight } from '../tensor/mxfp4.ts';
+import { concatQuantizedRows, expertKernelsTake, isQuantized, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import type { GatedMlp } from './gated-mlp.ts';
 import { Linear } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
@@ -52,7 +53,9 @@ export interface MoeOptions {
  * fused checkpoint tensors are stacked at load into [count, 2n, hidden] gate-then-up rows and
  * [count, hidden, n] down rows, the layout the kernels stream, 16-bit or MXFP4 (packed along the
  * input dimension: gpt-oss's stored blocks have their rows moved, nothing decoded, and
- * `--quantization mxfp4` quantizes the stacked 16-bit experts).
+ * `--quantization mxfp4` quantizes the stacked 16-bit experts), or int4/int8/fp8 when the source's
+ * linear reader gives each per-expert matrix so (GPTQ, compressed-tensors, fp8 checkpoints and
+ * `--quantization fp8|int8|int4`: the experts are linear layers like any other).
  */
 export class MoeBlock implements Layer {
   private readonly options: MoeOptions;
@@ -127,8 +130,10 @@ export class MoeBlock implements Layer {
     }
     // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
     if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
-    const host = experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts);
-    const matrix = (m: HostTensor | Mxfp4Weight) => (isMxfp4(m) ? uploader.loadMxfp4Weight(m) : uploader.loadWeight(m));
+    const quantized = experts.layout === 'per-expert' && intermediate.count === intermediateSize ? this.readQuantized(source, experts.name) : null;
+    const host = quantized ?? (experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts));
+    const matrix = (m: HostTensor | Mxfp4Weight | QuantizedWeight) =>
+      isMxfp4(m) ? uploader.loadMxfp4Weight(m) : isQuantized(m) ? uploader.loadQuantizedExperts(m, this.count) : uploader.loadWeight(m);
     this.experts = {
       first: this.first,
       count: this.count,
@@ -148,6 +153,27 @@ export class MoeBlock implements Layer {
       throw invalidModel(`--quantization mxfp4 needs a hidden size and expert width that are multiples of ${MXFP4_BLOCK}, not ${hidden} and ${n}`);
     }
     return { gateUp: quantizeMxfp4(hostTensorToFloat32(gateUp), gateUp.shape), down: quantizeMxfp4(hostTensorToFloat32(down), down.shape) };
+  }
+
+  /**
+   * Each held expert's gate, up and down matrices as the source's linear reader gives them (a
+   * quantized checkpoint's per-expert layers repacked in Keel's layout, or `--quantization`'s),
+   * stacked expert after expert, when every one is in a format the expert kernels take; null
+   * otherwise (a 16-bit source, act-order, experts left 16-bit by an ignore list), and the
+   * experts load 16-bit (a quantized checkpoint's dequantized).
+   */
+  private readQuantized(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string): HostExperts | null {
+    if (source.readLinear === undefined) return null;
+    const gateUp: QuantizedWeight[] = [];
+    const down: QuantizedWeight[] = [];
+    for (let e = this.first; e < this.first + this.count; e++) {
+      for (const [projection, into] of [['gate', gateUp], ['up', gateUp], ['down', down]] as const) {
+        const w = source.readLinear(name(e, projection));
+        if (!isQuantized(w) || !expertKernelsTake(w)) return null;
+        into.push(w);
+      }
+    }
+    return { gateUp: concatQuantizedRows(gateUp), down: concatQuantizedRows(down), gateUpBias: null, downBias: null };
   }
 
   /** Each held expert's gate and up rows and down columns of the intermediate part this device holds. */
@@ -214,10 +240,10 @@ export class MoeBlock implements Layer {
   }
 }
 
-/** The experts as host tensors (16-bit or MXFP4) in the device layout, before upload. */
+/** The experts as host tensors (16-bit, MXFP4, or int4/int8/fp8 stacked along the rows) in the device layout, before upload. */
 interface HostExperts {
-  gateUp: HostTensor | Mxfp4Weight;
-  down: HostTensor | Mxfp4Weight;
+  gateUp: HostTensor | Mxfp4Weight | QuantizedWeight;
+  down: HostTensor | Mxfp4Weight | QuantizedWeight;
   gateUpBias: HostTensor | null;
   downBias: HostTensor | null;
 }

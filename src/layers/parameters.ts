@@ -1,4 +1,4 @@
-import type { Backend } from '../backend/backend.ts';
+import type { WeightUploaderOps } from '../backend/backend.ts';
 import type { Linear } from './linear.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
@@ -57,7 +57,7 @@ export interface TensorParallelShard {
 }
 
 /** Only uploading is needed to load a layer, so tests can pass a recorder instead of a whole backend. */
-export type WeightUploader = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'>;
+export type WeightUploader = WeightUploaderOps;
 
 /**
  * A layer owns its weights: it names the checkpoint tensors it needs (checked before any is read),

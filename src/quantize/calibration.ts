@@ -103,6 +103,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
     loadQuantizedWeight: (w) => backend.loadQuantizedWeight(w),
     loadSparseWeight: (w) => backend.loadSparseWeight(w),
     loadMxfp4Weight: (w) => backend.loadMxfp4Weight(w),
+    loadQuantizedExperts: (w, count) => backend.loadQuantizedExperts(w, count),
     uploadRopeTable: (table) => backend.uploadRopeTable(table),
   };
   model.load(source, uploader);

@@ -458,3 +458,19 @@ export function floatToFp8E4m3(value: number): number {
   const code = (exponent << 3) | ((rounded >>> 20) & 7);
   return sign | Math.min(code, 0x7e);
 }
+
+/**
+ * Whether routed MoE experts run in this weight's layout (`loadQuantizedExperts`): int4, int8 or
+ * fp8-e4m3 codes with per-group scales, without act-order (each expert would need its own column
+ * order), LLM.int8() outliers or codebooks. Experts in any other format are loaded 16-bit.
+ */
+export function expertKernelsTake(w: QuantizedWeight): boolean {
+  // The expert kernels read no per-group float minimum (GGUF Q4_K's): such experts load 16-bit.
+  return (w.format === 'int4' || w.format === 'int8' || w.format === 'fp8-e4m3') && w.perm === null && w.mixedInt8 === null && w.codebooks === null && w.mins === null;
+}
+
+/** Throws, naming `what`, unless `w` holds `count` experts' matrices that the expert kernels take. */
+export function checkQuantizedExperts(w: QuantizedWeight, count: number, what: string): void {
+  if (!expertKernelsTake(w)) throw new Error(`${what}: experts in ${describeQuantized(w)} are not run quantized (int4, int8 or fp8-e4m3 without act-order only)`);
+  if (!(Number.isInteger(count) && count >= 1 && w.rows % count === 0)) throw new Error(`${what}: ${w.rows} rows do not split into ${count} experts`);
+}

@@ -21,6 +21,10 @@ export class RecordingUploader implements WeightUploader {
     throw new Error(`RecordingUploader keeps host tensors only, not a quantized weight (${describeQuantized(w)})`);
   }
 
+  loadQuantizedExperts(w: QuantizedWeight, count: number): Tensor {
+    throw new Error(`RecordingUploader keeps host tensors only, not ${count} quantized experts (${describeQuantized(w)})`);
+  }
+
   loadSparseWeight(w: Sparse24Weight): Tensor {
     throw new Error(`RecordingUploader keeps host tensors only, not a 2:4 sparse weight [${w.rows}, ${w.cols}]`);
   }

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 import dataclasses
@@ -589,6 +590,28 @@ FIXTURES.append(Fixture(
 ))
 
 
+# Quantized MoE checkpoints: qwen3-moe's architecture with experts 32 wide (whole 32-column chunks
+# for the CUDA expert kernels), every linear layer but the router and lm_head packed per expert,
+# as Qwen3-30B-A3B-GPTQ-Int4 and Qwen3-30B-A3B-FP8 ship. Appended after every other fixture, for
+# the same reason.
+for _scheme, _what in (
+    ("gptq-int4-sym", "GPTQ 4-bit, groups of 32, symmetric (zeros 8 stored as 7), desc_act false, trivial g_idx (Qwen3-30B-A3B-GPTQ-Int4's layout)"),
+    ("fp8-block", "quant_method fp8 with weight_scale_inv block scales [32, 48] (Qwen3-30B-A3B-FP8 / DeepSeek-V3 style, ragged blocks)"),
+):
+    _base = next(f for f in FIXTURES if f.name == "qwen3-moe")
+    FIXTURES.append(dataclasses.replace(
+        _base,
+        name=f"quant-moe-{_scheme}",
+        description=f"qwen3-moe's architecture (moe_intermediate 32) with {_what}: attention projections, the dense layer's MLP and "
+                    "every routed expert's gate_proj/up_proj/down_proj (experts.E.*, as the Hub writes them) packed; router, norms, "
+                    "embeddings and lm_head bf16. Oracle: transformers on the dequantized weights (its loader fusing the per-expert tensors).",
+        fields={**_base.fields, "moe_intermediate_size": 32},
+        stored_dtype="bfloat16",
+        probes=(),
+        quantization=_scheme,
+    ))
+
+
 # ---------------------------------------------------------------------------------------
 # Config and model construction
 
@@ -818,10 +841,25 @@ def load_quantized_fixture(path: Path):
         return model
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
-    model.load_state_dict(dequantized_state(path), strict=True)
+    state = dequantized_state(path)
+    if set(state) != set(model.state_dict()):
+        # Per-expert checkpoint tensors of experts transformers fuses in memory: its own loader
+        # converts them, from the dequantized tensors written as a 16-bit checkpoint.
+        model = load_dequantized_through_transformers(path, config, state)
+    else:
+        model.load_state_dict(state, strict=True)
     quantization = json.loads((path / "config.json").read_text())["quantization_config"]
     install_runtime_layers(model, quantization, load_file(str(path / "model.safetensors")))
     ensure_eager(model)
+    return model
+
+
+def load_dequantized_through_transformers(path: Path, config, state: dict[str, torch.Tensor]):
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
+        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager", local_files_only=True).float().eval()
+    ensure_eager_experts(model)
     return model
 
 

@@ -37,6 +37,12 @@ SCHEMES = {
                    "checkpoint_format": "gptq", "true_sequential": True, "lm_head": False},
         "kind": "gptq", "bits": 4, "group": 32, "act_order": True, "sym": False,
     },
+    "gptq-int4-sym": {
+        # Qwen3-30B-A3B-GPTQ-Int4's layout (desc_act false, symmetric: zeros 8 stored as 7), groups of 32 here.
+        "config": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True,
+                   "checkpoint_format": "gptq", "lm_head": False},
+        "kind": "gptq", "bits": 4, "group": 32, "act_order": False, "sym": True,
+    },
     "gptq-int8-channel": {
         "config": {"quant_method": "gptq", "bits": 8, "group_size": -1, "desc_act": False, "sym": True,
                    "checkpoint_format": "gptq", "lm_head": False},
@@ -118,6 +124,11 @@ E2M1_MAGNITUDES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 MX_BLOCK = 32
 # gpt-oss keeps these 3-D expert tensors [experts, in, out] in MXFP4.
 MXFP4_EXPERT_SUFFIXES = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+# transformers 5 holds Mixtral's, Qwen-MoE's and DeepSeek's routed experts fused in memory,
+# gate_up_proj [experts, 2n, hidden] (gate rows, then up) and down_proj [experts, hidden, n], and
+# writes them per expert (experts.E.gate_proj / up_proj / down_proj): each is one linear layer of
+# the checkpoint, quantized as any other.
+FUSED_EXPERTS = (".mlp.experts.gate_up_proj", ".mlp.experts.down_proj")
 
 
 def quantized_layers(model, scheme: dict) -> list[str]:
@@ -150,16 +161,35 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
     # Act-order permutes a layer's input columns by its Hessian, which comes from its input:
     # projections reading the same input (q/k/v, gate/up) get the same order, as in GPTQ's output.
     orders: dict[str, torch.Tensor] = {}
-    for base in quantized_layers(model, scheme):
-        weight = params[f"{base}.weight"]
+    for base, weight in linear_weights(model, scheme):
         same_input = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.(gate|up)_proj$", ".gate_up", base))
         if same_input not in orders:
             orders[same_input] = torch.randperm(weight.shape[1], generator=gen)
-        tensors, dequantized = PACKERS[scheme["kind"]](weight.data.float(), scheme, orders[same_input])
+        tensors, dequantized = PACKERS[scheme["kind"]](weight.float(), scheme, orders[same_input])
         weight.copy_(dequantized)
         packed.update({f"{base}.{k}": v for k, v in tensors.items()})
     install_runtime_layers(model, scheme["config"], packed)
     return packed
+
+
+def linear_weights(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
+    """Each quantized layer's checkpoint name (less `.weight`) and its [out, in] weight in memory
+    (a view into a fused expert tensor for routed experts, so writing it writes the model)."""
+    params = dict(model.named_parameters())
+    out = [(base, params[f"{base}.weight"].data) for base in quantized_layers(model, scheme)]
+    # gpt-oss's fused tensors are its checkpoint's own (input-major, interleaved): MXFP4 packs them.
+    fused = model.config.model_type != "gpt_oss"
+    for name, param in params.items():
+        if not (fused and name.endswith(FUSED_EXPERTS)):
+            continue
+        prefix = name.rsplit(".", 1)[0]
+        for e in range(param.shape[0]):
+            if name.endswith("gate_up_proj"):
+                n = param.shape[1] // 2
+                out += [(f"{prefix}.{e}.gate_proj", param.data[e, :n]), (f"{prefix}.{e}.up_proj", param.data[e, n:])]
+            else:
+                out.append((f"{prefix}.{e}.down_proj", param.data[e]))
+    return out
 
 
 def install_runtime_layers(model, config: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -388,7 +418,8 @@ def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
             scale_name = "weight_scale_inv" if method == "fp8" else "weight_scale"
             s = t[f"{base}.{scale_name}"].float()
             rows, cols = t[name].shape
-            if s.dim() == 2 and s.shape[1] > 1:
+            # Block scales by the config, not the shape: a matrix one block wide has [row blocks, 1] scales.
+            if config.get("weight_block_size"):
                 br, bc = config["weight_block_size"]
                 s = s.repeat_interleave(br, 0)[:rows].repeat_interleave(bc, 1)[:, :cols]
             out[name] = t[name].float() * s

@@ -10,6 +10,7 @@ import type {
   KvCache,
   LoraShape,
   LoraSliceValues,
+  WeightUploaderOps,
   LoraWeights,
   MlaParams,
   MoeWeights,
@@ -25,7 +26,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import { groupBatch, type BatchDescription } from '../../step/batch.ts';
 import { layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
+import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuQuantizedExperts, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
 import { sparse24Matmul } from './ops/sparse24-matmul.ts';
 import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
@@ -39,11 +40,11 @@ import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { llmInt8Matmul } from './ops/llm-int8-matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
-import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkQuantizedExperts, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
-import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens } from './ops/moe.ts';
+import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens, type CpuExpertMatrix } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
@@ -108,6 +109,12 @@ export class CpuBackend implements Backend {
     return new CpuMxfp4Tensor(w);
   }
 
+  /** Keeps `w` by reference: do not mutate it afterwards. */
+  loadQuantizedExperts(w: QuantizedWeight, count: number): Tensor {
+    checkQuantizedExperts(w, count, 'loadQuantizedExperts');
+    return new CpuQuantizedExperts(w, count);
+  }
+
   /** Keeps `table.cos` and `table.sin` by reference: do not mutate them afterwards. */
   uploadRopeTable(table: RopeTable): Tensor {
     const expected = table.maxPositions * (table.rotaryDim / 2);
@@ -144,23 +151,24 @@ export class CpuBackend implements Backend {
     return new CpuWeightStream();
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): WeightUploaderOps {
     const weights = asCpuWeightStream(stream);
+    const placed = (w: QuantizedWeight): QuantizedWeight => ({
+      ...w,
+      codes: weights.place(group, w.codes),
+      scales: weights.place(group, w.scales),
+      zeros: w.zeros && weights.place(group, w.zeros),
+      mins: w.mins && weights.place(group, w.mins),
+      perm: w.perm && weights.place(group, w.perm),
+      codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
+    });
     return {
       loadWeight: (t, options) => {
         const loaded = asCpuTensor(this.loadWeight(t, options), 'weight');
         return new CpuTensor(loaded.shape, weights.place(group, loaded.data));
       },
-      loadQuantizedWeight: (w) =>
-        this.loadQuantizedWeight({
-          ...w,
-          codes: weights.place(group, w.codes),
-          scales: weights.place(group, w.scales),
-          zeros: w.zeros && weights.place(group, w.zeros),
-          mins: w.mins && weights.place(group, w.mins),
-          perm: w.perm && weights.place(group, w.perm),
-          codebooks: w.codebooks && { ...w.codebooks, values: weights.place(group, w.codebooks.values) },
-        }),
+      loadQuantizedWeight: (w) => this.loadQuantizedWeight(placed(w)),
+      loadQuantizedExperts: (w, count) => this.loadQuantizedExperts(placed(w), count),
       loadSparseWeight: (w) => {
         const loaded = this.loadSparseWeight(w) as CpuSparse24Tensor;
         return new CpuSparse24Tensor(w.rows, w.cols, weights.place(group, loaded.values), weights.place(group, loaded.meta));
@@ -542,9 +550,10 @@ export class CpuBackend implements Backend {
   dispose(): void {}
 }
 
-/** An expert matrix's values: float32, or packed MXFP4 that expertMlpRows decodes an expert at a time. */
-function expertMatrix(t: Tensor, what: string): Float32Array | Mxfp4Weight {
-  return t instanceof CpuMxfp4Tensor ? t.weight : asCpuTensor(t, what).data;
+/** An expert matrix's values: float32, or packed MXFP4 or int4/int8/fp8 that expertMlpRows decodes an expert at a time. */
+function expertMatrix(t: Tensor, what: string): CpuExpertMatrix {
+  if (t instanceof CpuMxfp4Tensor || t instanceof CpuQuantizedExperts) return t.weight;
+  return asCpuTensor(t, what).data;
 }
 
 function asCpuLora(w: LoraWeights): CpuLoraWeights {

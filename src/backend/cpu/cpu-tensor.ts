@@ -72,6 +72,17 @@ export class CpuMxfp4Tensor implements Tensor {
   }
 }
 
+/** Routed MoE experts [count, rows, cols] in a quantized layout, stacked along the weight's rows; expertMlp decodes one expert's matrix at a time. */
+export class CpuQuantizedExperts implements Tensor {
+  readonly shape: readonly number[];
+  readonly weight: QuantizedWeight;
+
+  constructor(weight: QuantizedWeight, count: number) {
+    this.shape = [count, weight.rows / count, weight.cols];
+    this.weight = weight;
+  }
+}
+
 /** Rotary tables as uploaded: `cos`/`sin` are [maxPositions, rotaryDim / 2]. */
 export class CpuRopeTable implements Tensor {
   readonly shape: readonly number[];
@@ -154,6 +165,7 @@ function elementCount(shape: readonly number[]): number {
 export function asCpuTensor(t: Tensor, what: string): CpuTensor {
   if (t instanceof CpuQuantizedTensor) throw new Error(`CpuBackend: ${what} is a quantized weight (${t.weight.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CpuMxfp4Tensor) throw new Error(`CpuBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CpuQuantizedExperts) throw new Error(`CpuBackend: ${what} are quantized experts (${t.weight.format}), which only expertMlp multiplies by`);
   if (t instanceof CpuSparse24Tensor) throw new Error(`CpuBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CpuTensor)) throw new Error(`CpuBackend: ${what} is not a CPU tensor`);
   return t;

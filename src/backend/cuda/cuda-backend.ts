@@ -9,6 +9,7 @@ import type {
   KvCache,
   LoraShape,
   LoraSliceValues,
+  WeightUploaderOps,
   LoraWeights,
   MlaParams,
   MoeWeights,
@@ -21,7 +22,7 @@ import type {
   WeightStream,
 } from '../backend.ts';
 import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
-import { describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkQuantizedExperts, describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
@@ -40,17 +41,17 @@ import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
-import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
+import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
-import { launchExpertMlp } from './kernels/moe-experts.ts';
+import { expertGemmTakes, expertGemvTakes, launchExpertMlp } from './kernels/moe-experts.ts';
 import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
-import { CudaExpertRouting, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
+import { CudaExpertRouting, GEMV_MAX_TOKENS, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
@@ -197,6 +198,14 @@ export class CudaBackend implements Backend {
   private largestWeightRows = 0;
   /** Where quantized weights are dequantized for batches the quantized GEMV does not take. */
   private dequantized: { ptr: DevicePtr; bytes: number } | null = null;
+  /**
+   * Where quantized experts' down matrices are dequantized for shapes the expert kernels do not
+   * take (their gate/up matrices go to `dequantized`: both are needed in one expertMlp). Both are
+   * sized for the largest expert stack once some stack needs them (`expertsDequantize`).
+   */
+  private dequantizedDown: { ptr: DevicePtr; bytes: number } | null = null;
+  private expertsDequantize = false;
+  private largestExpertStackBytes = 0;
   /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
   private readonly routeDone: DevicePtr;
   /** Created with the first swap space; its pinned allocations are freed on dispose. */
@@ -359,8 +368,12 @@ export class CudaBackend implements Backend {
     return this.loadQuantizedWeightInto(w, (bytes) => this.ownedAlloc(bytes));
   }
 
-  /** `loadQuantizedWeight` into the device memory `alloc` gives. */
-  private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr): Tensor {
+  /**
+   * `loadQuantizedWeight` into the device memory `alloc` gives. `experts`: a stack of MoE experts,
+   * kept in the row layout whatever `marlin` says and not counted among the linear weights' rows
+   * (as 16-bit expert stacks are not).
+   */
+  private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr, experts = false): CudaQuantizedTensor {
     if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
     if (w.codebooks !== null && w.codebooks.partRows.length > AQLM_MAX_PARTS) {
       throw new Error(`an AQLM weight of ${w.codebooks.partRows.length} stacked parts, each with its own codebooks: the CUDA kernels take at most ${AQLM_MAX_PARTS}`);
@@ -371,7 +384,7 @@ export class CudaBackend implements Backend {
       this.device.uploadSync(ptr, data);
       return ptr;
     };
-    const marlin = loadsInMarlinLayout(w, this.marlin);
+    const marlin = loadsInMarlinLayout(w, this.marlin && !experts);
     const tensor = new CudaQuantizedTensor({
       shape: [w.rows, w.cols],
       format: w.format,
@@ -394,21 +407,43 @@ export class CudaBackend implements Backend {
       partEnds: w.codebooks === null ? [] : w.codebooks.partRows.map((_, i, rows) => rows.slice(0, i + 1).reduce((a, b) => a + b, 0)),
       layout: marlin ? 'marlin' : 'rows',
     });
-    this.weightRows += w.rows;
-    this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
+    if (!experts) {
+      this.weightRows += w.rows;
+      this.largestWeightRows = Math.max(this.largestWeightRows, w.rows);
+    }
     // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
     // multiply the weight dequantized into this one buffer, sized for the largest quantized
     // weight (allocated here, at load: never inside a recorded graph).
-    const bytes = 2 * w.rows * w.cols;
-    if (this.dequantized === null || this.dequantized.bytes < bytes) {
-      if (this.dequantized !== null) this.freeOwned(this.dequantized.ptr);
-      this.dequantized = { ptr: this.ownedAlloc(bytes), bytes };
-    }
+    if (!experts) this.dequantized = this.atLeast(this.dequantized, 2 * w.rows * w.cols);
     return tensor;
   }
 
   loadSparseWeight(w: Sparse24Weight): Tensor {
     return this.loadSparseWeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  loadQuantizedExperts(w: QuantizedWeight, count: number): Tensor {
+    return this.loadQuantizedExpertsInto(w, count, (bytes) => this.ownedAlloc(bytes));
+  }
+
+  /**
+   * `loadQuantizedExperts` into the device memory `alloc` gives: always in the row layout, where
+   * expert e's rows are a run of the stack's (the expert kernels index them so). Shapes those
+   * kernels do not take dequantize the stack (gate/up into `dequantized`, sized by
+   * loadQuantizedWeightInto, down into `dequantizedDown`), allocated here, at load.
+   */
+  private loadQuantizedExpertsInto(w: QuantizedWeight, count: number, alloc: (bytes: number) => DevicePtr): Tensor {
+    checkQuantizedExperts(w, count, 'loadQuantizedExperts');
+    const stacked = this.loadQuantizedWeightInto(w, alloc, true);
+    // A stack either kernel does not take makes its layer dequantize both stacks: every stack,
+    // loaded before or after it, must fit the buffers.
+    this.largestExpertStackBytes = Math.max(this.largestExpertStackBytes, 2 * w.rows * w.cols);
+    if (!(expertGemvTakes(stacked) && expertGemmTakes(stacked))) this.expertsDequantize = true;
+    if (this.expertsDequantize) {
+      this.dequantized = this.atLeast(this.dequantized, this.largestExpertStackBytes);
+      this.dequantizedDown = this.atLeast(this.dequantizedDown, this.largestExpertStackBytes);
+    }
+    return new CudaQuantizedExperts(stacked, count);
   }
 
   /**
@@ -553,7 +588,7 @@ export class CudaBackend implements Backend {
     return stream;
   }
 
-  weightGroupUploader(stream: WeightStream, group: number): Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'uploadRopeTable'> {
+  weightGroupUploader(stream: WeightStream, group: number): WeightUploaderOps {
     const weights = asCudaWeightStream(stream);
     const alloc = (bytes: number) => weights.buffer(group, bytes);
     const kept = (tensor: Tensor): Tensor => {
@@ -567,6 +602,7 @@ export class CudaBackend implements Backend {
       // compressed copy would add to each transfer is metadata cuSPARSELt lays out its own way).
       loadSparseWeight: (w) => kept(this.loadWeightInto(expandSparse24(w), {}, alloc)),
       loadMxfp4Weight: (w) => kept(this.loadMxfp4WeightInto(w, alloc)),
+      loadQuantizedExperts: (w, count) => kept(this.loadQuantizedExpertsInto(w, count, alloc)),
       // Rotary tables are shared by every layer: they stay on the device.
       uploadRopeTable: (table) => this.uploadRopeTable(table),
     };
@@ -1240,9 +1276,40 @@ export class CudaBackend implements Backend {
     const n = expertWidth(experts, hidden, routing.numExperts);
     requireMultipleOf8(hidden, 'the hidden size of an expert MLP');
     requireMultipleOf8(n, 'the intermediate size of an expert');
+    if (input.rows === 0) return this.stepTensor([0, hidden]);
+    const quantized = this.quantizedExperts(experts, input.rows);
+    if (quantized !== null && !quantized.kernelsTake) {
+      // Shapes the quantized kernels do not take: the held experts dequantized to bf16, then the bf16 kernels.
+      const [gateUp, down] = [this.dequantized!.ptr, this.dequantizedDown!.ptr];
+      launchDequantize(this.device, gateUp, quantized.gateUp);
+      launchDequantize(this.device, down, quantized.down);
+      const bf16 = (t: Tensor, ptr: DevicePtr) => new CudaTensor([...t.shape], ptr, 'bf16');
+      return this.expertMlp(input, routing, { ...experts, gateUp: bf16(experts.gateUp, gateUp), down: bf16(experts.down, down) }, activation);
+    }
     const out = this.stepTensor([input.rows, hidden]);
-    if (input.rows === 0) return out;
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    if (quantized !== null) {
+      launchExpertMlp(this.device, {
+        x: input.ptr,
+        out: out.ptr,
+        routing,
+        first: experts.first,
+        count: experts.count,
+        hidden,
+        n,
+        gateUp: quantized.gateUp.codes,
+        down: quantized.down.codes,
+        mxfp4: false,
+        quant: { gateUp: quantized.gateUp, down: quantized.down },
+        gateUpScales: quantized.gateUp.scales,
+        downScales: quantized.down.scales,
+        gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
+        downBias: bias(experts.downBias, 'expert down bias'),
+        activation,
+        scratch: (elements) => this.stepTensor([elements]).ptr,
+      });
+      return out;
+    }
     const mxfp4 = experts.gateUp instanceof CudaMxfp4Tensor;
     if (mxfp4 !== experts.down instanceof CudaMxfp4Tensor) throw new Error('expertMlp: gate/up and down weights are in different formats (MXFP4 and bf16)');
     const matrix = (t: Tensor, what: string) => (t instanceof CudaMxfp4Tensor ? { ptr: t.blocks, scales: t.scales } : { ptr: asBf16(t, what).ptr, scales: 0 });
@@ -1259,6 +1326,7 @@ export class CudaBackend implements Backend {
       gateUp: gateUp.ptr,
       down: down.ptr,
       mxfp4,
+      quant: null,
       gateUpScales: gateUp.scales,
       downScales: down.scales,
       gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
@@ -1267,6 +1335,22 @@ export class CudaBackend implements Backend {
       scratch: (elements) => this.stepTensor([elements]).ptr,
     });
     return out;
+  }
+
+  /**
+   * For int4/int8/fp8 experts: their stacks, and whether the step's expert kernels read them (the
+   * GEMVs up to GEMV_MAX_TOKENS tokens, whole 16-byte chunks per scale group; the grouped GEMMs
+   * past them, whole 32-column stages per group); null for bf16 and MXFP4 experts.
+   */
+  private quantizedExperts(experts: ExpertWeights, rows: number): { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor; kernelsTake: boolean } | null {
+    const [gateUp, down] = [experts.gateUp, experts.down];
+    const quantized = gateUp instanceof CudaQuantizedExperts;
+    if (quantized !== down instanceof CudaQuantizedExperts) throw new Error('expertMlp: gate/up and down weights are in different formats (one quantized, one not)');
+    if (!quantized) return null;
+    const pair = { gateUp: gateUp.stacked, down: (down as CudaQuantizedExperts).stacked };
+    if (pair.gateUp.format !== pair.down.format) throw new Error(`expertMlp: gate/up experts in ${pair.gateUp.format} but down experts in ${pair.down.format}`);
+    const takes = rows <= GEMV_MAX_TOKENS ? expertGemvTakes : expertGemmTakes;
+    return { ...pair, kernelsTake: takes(pair.gateUp) && takes(pair.down) };
   }
 
   moe(x: Tensor, weights: MoeWeights): Tensor {
@@ -1520,6 +1604,7 @@ export class CudaBackend implements Backend {
 function asCudaTensor(t: Tensor, what: string): CudaTensor {
   if (t instanceof CudaQuantizedTensor) throw new Error(`CudaBackend: ${what} is a quantized weight (${t.format}), which only linear and gatedLinear multiply by`);
   if (t instanceof CudaMxfp4Tensor) throw new Error(`CudaBackend: ${what} is an MXFP4 weight, which only expertMlp multiplies by`);
+  if (t instanceof CudaQuantizedExperts) throw new Error(`CudaBackend: ${what} are quantized experts (${t.stacked.format}), which only expertMlp multiplies by`);
   if (t instanceof CudaSparse24Tensor) throw new Error(`CudaBackend: ${what} is a 2:4 sparse weight, which only linear and gatedLinear multiply by`);
   if (!(t instanceof CudaTensor)) throw new Error(`CudaBackend: ${what} is not a CUDA tensor`);
   return t;

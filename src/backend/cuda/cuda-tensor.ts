@@ -121,6 +121,20 @@ export class CudaMxfp4Tensor implements Tensor {
   }
 }
 
+/**
+ * Routed MoE experts [count, rows, cols] in int4, int8 or fp8 (`loadQuantizedExperts`): `stacked`
+ * holds them as one quantized weight [count · rows, cols] in Keel's row layout, expert after expert.
+ */
+export class CudaQuantizedExperts implements Tensor {
+  readonly shape: readonly number[];
+  readonly stacked: CudaQuantizedTensor;
+
+  constructor(stacked: CudaQuantizedTensor, count: number) {
+    this.shape = [count, stacked.rows / count, stacked.cols];
+    this.stacked = stacked;
+  }
+}
+
 /** Rotary tables on the device: f32 cos then sin, each [maxPositions, rotaryDim / 2]. */
 export class CudaRopeTable implements Tensor {
   readonly shape: readonly number[];

@@ -19,7 +19,7 @@ import type { CheckpointQuantization } from './quantization-config.ts';
  * A quantized checkpoint seen as the 16-bit one it stands for: a quantized layer's `.weight` is
  * there with its [out, in] shape, `readLinear` gives it in Keel's quantized layout, and `read`
  * gives its dequantized values (float32), for the layers Keel keeps 16-bit (the LM head, MoE
- * experts, DeepSeek's absorbed kv_b_proj).
+ * experts in a form the expert kernels do not take, DeepSeek's absorbed kv_b_proj).
  */
 export function quantizedCheckpoint(inner: Checkpoint, config: CheckpointQuantization): Checkpoint {
   return config.method === 'mxfp4' ? mxfp4Checkpoint(inner) : new ReaderCheckpoint(inner, layerReader(inner, config));
@@ -98,7 +98,8 @@ class ReaderCheckpoint implements Checkpoint {
 
 /**
  * A 16-bit checkpoint quantized as it is read (`--quantization`), round to nearest: its linear
- * weights (src/tensor/quantize-rtn.ts), or with `mxfp4` its routed MoE experts, which the MoE
+ * weights (src/tensor/quantize-rtn.ts; routed MoE experts' per-expert matrices among them), or
+ * with `mxfp4` its routed MoE experts only, which the MoE
  * layer quantizes once it has them in its own layout (`expertQuantization`). Every other tensor
  * reads as stored.
  */

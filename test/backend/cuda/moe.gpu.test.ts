@@ -10,6 +10,7 @@ import { CudaExpertRouting, expertTileRows, GEMV_MAX_TOKENS } from '../../../src
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
 import { quantizeMxfp4 } from '../../../src/tensor/mxfp4.ts';
+import { emptyQuantizedWeight, fillInt4Padding, floatToFp8E4m3, putCode, type QuantizedFormat } from '../../../src/tensor/quantized-weight.ts';
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // The MoE ops of the CUDA backend against the CPU backend: routing (every scoring, selection bias,
@@ -179,6 +180,8 @@ interface ExpertCase {
   count: number;
   /** gate/up and down packed in MXFP4 (hidden and n multiples of 32). */
   mxfp4?: boolean;
+  /** gate/up and down in an int4/int8/fp8 layout (loadQuantizedExperts), groups of `group` columns (capped at the row), with zero points or not. */
+  quant?: { format: Extract<QuantizedFormat, 'int4' | 'int8' | 'fp8-e4m3'>; group: number; zeros: boolean };
 }
 
 const ACTIVATIONS: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 1.5 }];
@@ -189,9 +192,26 @@ function mxfp4Pair(shape: number[], scale: number): Pair {
   return { cpu: cpu.loadMxfp4Weight(w), gpu: gpu.loadMxfp4Weight(w) };
 }
 
+/** Random codes, scales and zeros of `count` experts [count, rows, cols] stacked along the rows, on both backends. */
+function quantizedPair(shape: number[], scale: number, q: NonNullable<ExpertCase['quant']>): Pair {
+  const [count, rows, cols] = shape;
+  const w = emptyQuantizedWeight(q.format, count * rows, cols, Math.min(q.group, cols), q.zeros);
+  const top = q.format === 'int4' ? 15 : 255;
+  for (let r = 0; r < w.rows; r++) {
+    for (let col = 0; col < cols; col++) putCode(w, r, col, q.format === 'fp8-e4m3' ? floatToFp8E4m3(448 * (2 * rng() - 1)) : randInt(rng, 0, top));
+  }
+  // Scales that spread each format's codes over about ±scale.
+  const span = q.format === 'int4' ? 8 : q.format === 'int8' ? 128 : 448;
+  for (let i = 0; i < w.scales.length; i++) w.scales[i] = (scale / span) * (0.5 + rng());
+  if (w.zeros !== null) for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = randInt(rng, Math.floor(top / 4), Math.ceil((3 * top) / 4));
+  fillInt4Padding(w);
+  return { cpu: cpu.loadQuantizedExperts(w, count), gpu: gpu.loadQuantizedExperts(w, count) };
+}
+
 function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights } {
   const { first, count, hidden, n } = c;
-  const matrix = c.mxfp4 ? mxfp4Pair : randomPair;
+  const quant = c.quant;
+  const matrix = quant !== undefined ? (shape: number[], scale: number) => quantizedPair(shape, scale, quant) : c.mxfp4 ? mxfp4Pair : randomPair;
   const gateUp = matrix([count, 2 * n, hidden], 3 / Math.sqrt(hidden));
   const down = matrix([count, hidden, n], 1 / Math.sqrt(n));
   const gateUpBias = c.biased ? randomPair([count, 2 * n], 0.5) : null;
@@ -204,7 +224,8 @@ function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights 
 
 function checkExperts(c: ExpertCase): void {
   const routing = randomRoutingCase(c.tokens, c.experts, c.topK);
-  const what = `${c.mxfp4 ? 'MXFP4, ' : ''}${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
+  const format = c.quant ? `${c.quant.format} groups of ${c.quant.group}${c.quant.zeros ? ' with zeros' : ''}, ` : c.mxfp4 ? 'MXFP4, ' : '';
+  const what = `${format}${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
   const { cpu: cpuRouting, gpu: gpuRouting } = routeBoth(routing);
   const x = randomPair([c.tokens, c.hidden], 1);
   const weights = expertWeights(c);
@@ -266,6 +287,31 @@ test('MXFP4 experts on every path (the kernels decode the packed blocks) equal t
       mxfp4: true,
     });
   }
+});
+
+test('int4, int8 and fp8 experts on every path (GEMVs and grouped GEMMs reading the codes; the dequantizing fallback) equal the CPU on their dequantized values', () => {
+  const silu: Activation = { kind: 'silu' };
+  const int4 = { format: 'int4', group: 128, zeros: true } as const;
+  const cases: ExpertCase[] = [
+    // Qwen3-30B-A3B's expert shape at one token (fused down + sum): int4 groups of 128 with zeros (GPTQ, --quantization int4), fp8 128 x 128 blocks, int8 per channel.
+    { tokens: 1, experts: 32, topK: 8, hidden: 2048, n: 768, biased: false, activation: silu, first: 0, count: 32, quant: int4 },
+    { tokens: 1, experts: 32, topK: 8, hidden: 2048, n: 768, biased: false, activation: silu, first: 0, count: 32, quant: { format: 'fp8-e4m3', group: 128, zeros: false } },
+    { tokens: 1, experts: 16, topK: 4, hidden: 1024, n: 512, biased: false, activation: silu, first: 0, count: 16, quant: { format: 'int8', group: 1 << 30, zeros: false } },
+    // Decode GEMVs of 2..8 tokens: symmetric int4 groups of 32, asymmetric int8 groups of 64, per-channel fp8, an expert shard.
+    { tokens: 3, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: silu, first: 0, count: 64, quant: { format: 'int4', group: 32, zeros: false } },
+    { tokens: 8, experts: 8, topK: 2, hidden: 256, n: 192, biased: false, activation: ACTIVATIONS[2], first: 0, count: 8, quant: { format: 'int8', group: 64, zeros: true } },
+    { tokens: 5, experts: 16, topK: 4, hidden: 384, n: 128, biased: false, activation: silu, first: 4, count: 9, quant: { format: 'fp8-e4m3', group: 1 << 30, zeros: false } },
+    // Grouped GEMMs decoding each stage's codes, tiles of 16, 32, 64 and 128 rows.
+    { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: silu, first: 0, count: 64, quant: int4 },
+    { tokens: 100, experts: 16, topK: 4, hidden: 256, n: 160, biased: false, activation: ACTIVATIONS[1], first: 0, count: 16, quant: { format: 'int8', group: 32, zeros: true } },
+    { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: false, activation: silu, first: 2, count: 5, quant: { format: 'fp8-e4m3', group: 128, zeros: false } },
+    { tokens: 300, experts: 4, topK: 2, hidden: 128, n: 512, biased: true, activation: silu, first: 0, count: 4, quant: { format: 'int4', group: 64, zeros: false } },
+    // Shapes the kernels do not take, dequantized to bf16: int4 rows of 16 columns (one token), int8 groups of 48 (a prefill).
+    { tokens: 1, experts: 8, topK: 2, hidden: 64, n: 16, biased: false, activation: silu, first: 0, count: 8, quant: int4 },
+    { tokens: 40, experts: 8, topK: 2, hidden: 96, n: 48, biased: false, activation: silu, first: 0, count: 8, quant: { format: 'int8', group: 48, zeros: false } },
+  ];
+  for (const c of cases) checkExperts(c);
+  assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 1, 1, 3, 8, 5, 16, 32, 64, 128, 1, 16], 'the cases cover every path');
 });
 
 test('expertMlp over random shapes, activations, biases and expert shards', () => {

@@ -1,5 +1,6 @@
 import type { Activation, ExpertRouting, RoutingParams } from '../../backend.ts';
-import { decodeMxfp4, type Mxfp4Weight } from '../../../tensor/mxfp4.ts';
+import { decodeMxfp4, isMxfp4, type Mxfp4Weight } from '../../../tensor/mxfp4.ts';
+import { decodeRow, type QuantizedWeight } from '../../../tensor/quantized-weight.ts';
 import { gatedActivation } from './activation.ts';
 import { matmulTransposed } from './matmul.ts';
 
@@ -99,7 +100,10 @@ function softmaxInPlace(v: number[]): void {
   for (let i = 0; i < v.length; i++) v[i] /= sum;
 }
 
-/** ExpertWeights as float32 host arrays, the matrices possibly packed in MXFP4. */
+/** An expert matrix stack [count, rows, cols]: float32 values, or MXFP4, or int4/int8/fp8 stacked along its rows (no act-order). */
+export type CpuExpertMatrix = Float32Array | Mxfp4Weight | QuantizedWeight;
+
+/** ExpertWeights as float32 host arrays, the matrices possibly packed in MXFP4 or int4/int8/fp8. */
 export interface CpuExperts {
   first: number;
   count: number;
@@ -107,8 +111,8 @@ export interface CpuExperts {
   n: number;
   hidden: number;
   /** [count, 2n, hidden], [count, hidden, n], [count, 2n] or null, [count, hidden] or null. */
-  gateUp: Float32Array | Mxfp4Weight;
-  down: Float32Array | Mxfp4Weight;
+  gateUp: CpuExpertMatrix;
+  down: CpuExpertMatrix;
   gateUpBias: Float32Array | null;
   downBias: Float32Array | null;
 }
@@ -117,8 +121,9 @@ export interface CpuExperts {
  * out [numTokens, hidden] = Σ over each token's experts held here of weight · down(act(gateUp(x))).
  * transformers' order, so float32 sums round alike: experts in increasing id, each expert's
  * gate/up product and activation, its down product, the product scaled by the routing weight and
- * rounded, then added to the token's float32 sum. An MXFP4 expert is decoded (exactly) before
- * its products, so it multiplies as its dequantized weights do.
+ * rounded, then added to the token's float32 sum. An MXFP4 or quantized expert is decoded before
+ * its products (each value as dequantizeWeight rounds it), so it multiplies as its dequantized
+ * weights do, bit for bit.
  */
 export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenRoutes, topK: number, experts: CpuExperts, activation: Activation, out: Float32Array): void {
   const { n, hidden } = experts;
@@ -144,10 +149,18 @@ export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenR
   }
 }
 
-function slice(values: Float32Array | Mxfp4Weight, index: number, size: number): Float32Array {
+/** Expert `index`'s matrix of `size` values, as float32. */
+function slice(values: CpuExpertMatrix, index: number, size: number): Float32Array {
   if (values instanceof Float32Array) return values.subarray(index * size, (index + 1) * size);
   const out = new Float32Array(size);
-  decodeMxfp4(values, index * size, size, out);
+  if (isMxfp4(values)) {
+    decodeMxfp4(values, index * size, size, out);
+    return out;
+  }
+  // The expert's rows are a run of the stack's; without act-order each decodes in input column order.
+  const { cols } = values;
+  const rows = size / cols;
+  for (let r = 0; r < rows; r++) decodeRow(values, index * rows + r, out.subarray(r * cols, (r + 1) * cols));
   return out;
 }
 

@@ -1,6 +1,7 @@
 import type { Activation } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { CudaDevice } from '../cuda-device.ts';
+import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { activationDefines } from './activation.ts';
 import { GEMV_MAX_TOKENS, tileCapacity, type CudaExpertRouting } from './moe-route.ts';
@@ -14,13 +15,15 @@ const MAX_GRID_Y = 65535;
 
 /**
  * Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40
- * bf16 each; with MXFP4 weights a stage's B rows are 16-byte blocks and a scale byte each, and
- * one decoded bf16 B tile follows the stages.
+ * bf16 each; with MXFP4 weights a stage's B rows are 16-byte blocks and a scale byte each, with
+ * quantized ones 16 (int4) or 32 (8-bit) bytes of codes and an f32 scale and zero each, and one
+ * decoded bf16 B tile follows the stages.
  */
-export function expertGemmSharedBytes(tileRows: number, gated: boolean, mxfp4: boolean): number {
+export function expertGemmSharedBytes(tileRows: number, gated: boolean, packed: 'bf16' | 'mxfp4' | 'int4' | '8-bit'): number {
   const bRows = (gated ? 2 : 1) * GEMM_TILE_COLS;
-  if (!mxfp4) return 3 * (tileRows + bRows) * 40 * 2;
-  return 3 * (tileRows * 40 * 2 + bRows * 17) + bRows * 40 * 2;
+  if (packed === 'bf16') return 3 * (tileRows + bRows) * 40 * 2;
+  const perRow = packed === 'mxfp4' ? 17 : packed === 'int4' ? 16 + 8 : 32 + 8;
+  return 3 * (tileRows * 40 * 2 + bRows * perRow) + bRows * 40 * 2;
 }
 
 export interface ExpertMlpArgs {
@@ -36,11 +39,18 @@ export interface ExpertMlpArgs {
   n: number;
   /**
    * [count, 2n, hidden], [count, hidden, n]; biases [count, 2n] and [count, hidden], or 0. bf16,
-   * or (`mxfp4`) MXFP4 blocks with their scale codes in gateUpScales and downScales (else 0).
+   * or (`mxfp4`) MXFP4 blocks with their scale codes in gateUpScales and downScales (else 0), or
+   * (`quant`) the codes of int4/int8/fp8 experts with their f32 scales there.
    */
   gateUp: DevicePtr;
   down: DevicePtr;
   mxfp4: boolean;
+  /**
+   * int4/int8/fp8 experts (moe-gemv.cu's and moe-gemm.cu's QUANT builds), both in one format and
+   * taken by the step's kernels (`expertGemvTakes` up to GEMV_MAX_TOKENS tokens, `expertGemmTakes`
+   * past them); null for bf16 and MXFP4.
+   */
+  quant: { gateUp: CudaQuantizedTensor; down: CudaQuantizedTensor } | null;
   gateUpScales: DevicePtr;
   downScales: DevicePtr;
   gateUpBias: DevicePtr;
@@ -52,10 +62,10 @@ export interface ExpertMlpArgs {
 
 /**
  * The routed experts' MLPs and their weighted sum into `out`; hidden and n multiples of 8,
- * numTokens ≥ 1 (MXFP4: multiples of 32). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active
- * experts (one tile each), and for a single token the down projection fused with the sum. Larger
- * steps: grouped tensor-core GEMMs over the routing's tiles, then the sum. Every launch's grid
- * follows from the step's shape.
+ * numTokens ≥ 1 (MXFP4: multiples of 32; quantized: expertGemvTakes or expertGemmTakes, by the
+ * step's path). Up to GEMV_MAX_TOKENS tokens: GEMVs over the active experts (one tile each), and
+ * for a single token the down projection fused with the sum. Larger steps: grouped tensor-core
+ * GEMMs over the routing's tiles, then the sum. Every launch's grid follows from the step's shape.
  */
 export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const { routing, hidden, n, first, count } = a;
@@ -65,40 +75,92 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const h = a.scratch(pairs * n);
   const MXFP4 = a.mxfp4 ? 1 : 0;
   if (numTokens <= GEMV_MAX_TOKENS) {
-    // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights holds 8 bf16 or 32 MXFP4 values.
+    // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights
+    // holds 8 bf16, 32 MXFP4 or int4, or 16 int8 or fp8 values.
     const tiles = Math.min(count, pairs);
-    const chunk = a.mxfp4 ? 32 : 8;
-    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'pppppppppiiiiiff', { TOK: tileRows, ACT, MXFP4 });
+    const chunk = a.quant !== null ? expertChunkCols(a.quant.gateUp) : a.mxfp4 ? 32 : 8;
+    const [gq, dq] = [quantArgs(a.quant?.gateUp ?? null), quantArgs(a.quant?.down ?? null)];
+    const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'ppppppppppiiiiiiiff', { TOK: tileRows, ACT, MXFP4, ...gq.defines });
     device.launch(gateUp, [Math.ceil(n / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk, alpha, limit,
+      h, a.x, a.gateUp, a.gateUpScales, gq.zeros, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk,
+      gq.groupChunks, gq.groups, alpha, limit,
     ]);
     if (numTokens === 1) {
-      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'ppppppppiiii', { TOPK: topK, MXFP4 });
+      const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppppiiiiii', { TOPK: topK, MXFP4, ...dq.defines });
       device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
-        a.out, h, a.down, a.downScales, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk,
+        a.out, h, a.down, a.downScales, dq.zeros, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
       ]);
       return;
     }
     const y = a.scratch(pairs * hidden);
-    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'ppppppppiiii', { TOK: tileRows, MXFP4 });
+    const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'pppppppppiiiiii', { TOK: tileRows, MXFP4, ...dq.defines });
     device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      y, h, a.down, a.downScales, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk,
+      y, h, a.down, a.downScales, dq.zeros, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
     ]);
     launchCombine(device, a.out, y, routing, first, count, hidden);
     return;
   }
   const tiles = tileCapacity(pairs, tileRows, count);
   if (tiles > MAX_GRID_Y) throw new KeelError('invalid_argument', `a step of ${numTokens} tokens needs ${tiles} expert tiles, more than one launch holds (${MAX_GRID_Y})`);
-  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, bias: DevicePtr, nOut: number, kIn: number) => {
-    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'pppppppppiiiiiff', gated ? { BM: tileRows, GATED: 1, ACT, MXFP4 } : { BM: tileRows, GATED: 0, MXFP4 });
-    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, a.mxfp4), [
-      out, input, w, scales, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, alpha, limit,
+  const packed = a.quant !== null ? (a.quant.gateUp.format === 'int4' ? 'int4' : '8-bit') : a.mxfp4 ? 'mxfp4' : 'bf16';
+  const gemm = (gated: boolean, out: DevicePtr, input: DevicePtr, w: DevicePtr, scales: DevicePtr, stack: CudaQuantizedTensor | null, bias: DevicePtr, nOut: number, kIn: number) => {
+    const q = gemmQuantArgs(stack);
+    const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppppiiiiiiiff', { BM: tileRows, GATED: gated ? 1 : 0, ...(gated ? { ACT } : {}), MXFP4, ...q.defines });
+    device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, packed), [
+      out, input, w, scales, q.zeros, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, q.groupStages, q.groups, alpha, limit,
     ]);
   };
-  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.gateUpBias, n, hidden);
+  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.quant?.gateUp ?? null, a.gateUpBias, n, hidden);
   const y = a.scratch(pairs * hidden);
-  gemm(false, y, h, a.down, a.downScales, a.downBias, hidden, n);
+  gemm(false, y, h, a.down, a.downScales, a.quant?.down ?? null, a.downBias, hidden, n);
   launchCombine(device, a.out, y, routing, first, count, hidden);
+}
+
+/** QUANT of moe-gemv.cu's builds. */
+const QUANT_CODE = { int4: 1, int8: 2, 'fp8-e4m3': 3 } as const;
+
+/** Columns of one 16-byte chunk of a quantized expert's codes (the expert GEMVs' unit). */
+export function expertChunkCols(w: CudaQuantizedTensor): number {
+  return w.format === 'int4' ? 32 : 16;
+}
+
+/** Whether the expert GEMVs take these quantized experts: a format they read, whole chunks per row, each inside one scale group. */
+export function expertGemvTakes(w: CudaQuantizedTensor): boolean {
+  const chunk = expertChunkCols(w);
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize >= w.cols);
+}
+
+/** k columns of one stage of moe_gemm_kernel: a quantized expert's groups must hold whole stages. */
+const GEMM_STAGE_COLS = 32;
+
+/** Whether the grouped expert GEMM takes these quantized experts: a format it reads, whole stages per row, each inside one scale group. */
+export function expertGemmTakes(w: CudaQuantizedTensor): boolean {
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % GEMM_STAGE_COLS === 0 && (w.groupSize % GEMM_STAGE_COLS === 0 || w.groupSize >= w.cols);
+}
+
+/** A GEMM launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */
+function gemmQuantArgs(w: CudaQuantizedTensor | null): { defines: Record<string, number>; zeros: DevicePtr; groupStages: number; groups: number } {
+  if (w === null) return { defines: {}, zeros: 0, groupStages: 1, groups: 1 };
+  if (!expertGemmTakes(w)) throw new Error(`launchExpertMlp: quantized experts [${w.shape.join(', ')}] (${w.format}, groups of ${w.groupSize}) do not split into whole ${GEMM_STAGE_COLS}-column stages per scale group`);
+  return {
+    defines: { QUANT: QUANT_CODE[w.format as keyof typeof QUANT_CODE], ZEROS: w.zeros === 0 ? 0 : 1 },
+    zeros: w.zeros,
+    groupStages: Math.min(w.groupSize, w.cols) / GEMM_STAGE_COLS,
+    groups: w.groups,
+  };
+}
+
+/** A GEMV launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */
+function quantArgs(w: CudaQuantizedTensor | null): { defines: Record<string, number>; zeros: DevicePtr; groupChunks: number; groups: number } {
+  if (w === null) return { defines: {}, zeros: 0, groupChunks: 1, groups: 1 };
+  if (!expertGemvTakes(w)) throw new Error(`launchExpertMlp: quantized experts [${w.shape.join(', ')}] (${w.format}, groups of ${w.groupSize}) do not split into whole chunks per scale group`);
+  const chunk = expertChunkCols(w);
+  return {
+    defines: { QUANT: QUANT_CODE[w.format as keyof typeof QUANT_CODE], ZEROS: w.zeros === 0 ? 0 : 1 },
+    zeros: w.zeros,
+    groupChunks: Math.min(w.groupSize, w.cols) / chunk,
+    groups: w.groups,
+  };
 }
 
 /** out [tokens, hidden] = Σ over each token's slots held here of weight · y[place]. */

@@ -7,6 +7,13 @@
 // MXFP4=1 reads experts packed in MXFP4 (mxfp4.cuh): a 16-byte chunk is then one block of 32
 // values with its scale code in w_scales (the chunk's index), instead of 8 bf16 values; a chunk's
 // products are summed before its scale multiplies them (a power of two: exact).
+//
+// QUANT reads experts in Keel's quantized layout (src/tensor/quantized-weight.ts), stacked expert
+// after expert along the rows: 1 int4 (a 16-byte chunk is 4 words of 8 codes, columns 0,2,4,6 in
+// nibbles 0..3 and 1,3,5,7 in 4..7: 32 values), 2 int8 and 3 fp8 e4m3 (16 values); w_scales
+// [rows, groups] f32 and, with ZEROS=1, w_zeros [rows, groups] u8 (else the symmetric zero, 8 or
+// 128). A chunk lies in one group (group_chunks chunks a group): its codes less the zero are
+// summed against the activations, then the sum is multiplied by the group's scale once.
 #include "common.cuh"
 #include "gated-activation.cuh"
 #include "moe.cuh"
@@ -22,6 +29,13 @@
 // nvcc-check: -DTOK=4
 // nvcc-check: -DTOPK=4 -DMXFP4=1
 // nvcc-check: -DTOK=3 -DMXFP4=1
+// nvcc-check: -DTOK=1 -DACT=0 -DQUANT=1 -DZEROS=1
+// nvcc-check: -DTOK=8 -DACT=0 -DQUANT=2 -DZEROS=0
+// nvcc-check: -DTOK=2 -DACT=1 -DQUANT=3
+// nvcc-check: -DTOPK=8 -DQUANT=1 -DZEROS=0
+// nvcc-check: -DTOPK=2 -DQUANT=2 -DZEROS=1
+// nvcc-check: -DTOK=5 -DQUANT=3
+// nvcc-check: -DTOK=8 -DQUANT=1 -DZEROS=1
 
 #ifndef TOK
 #define TOK 1
@@ -32,10 +46,16 @@
 #ifndef MXFP4
 #define MXFP4 0
 #endif
+#ifndef QUANT
+#define QUANT 0
+#endif
+#ifndef ZEROS
+#define ZEROS 0
+#endif
 #define WARPS 4
 #define THREADS (32 * WARPS)
 // Weight values in one 16-byte chunk, and the 16-byte chunks of activations they multiply.
-#define VALS (MXFP4 ? 32 : 8)
+#define VALS (MXFP4 || QUANT == 1 ? 32 : QUANT ? 16 : 8)
 #define X_CHUNKS (VALS / 8)
 
 __device__ __forceinline__ float dot8(const float* a, const float* b) {
@@ -45,12 +65,72 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
-// A chunk of weights as floats (MXFP4: times 2^-14, which chunk_scale undoes).
-__device__ __forceinline__ void decode_chunk(const uint4 v, float* w) {
+// One 32-bit word of quantized codes as floats in column order, less the zero code (fp8: value / 2^8).
+__device__ __forceinline__ void decode_code_word(unsigned int word, float zero, float* w) {
+#if QUANT == 1
+#pragma unroll
+  for (int s = 0; s < 4; s++) {
+    const unsigned int t = (word >> (4 * s)) & 0x000f000fu;
+    w[2 * s] = (float)(t & 0xffffu) - zero;
+    w[2 * s + 1] = (float)(t >> 16) - zero;
+  }
+#elif QUANT == 2
+#pragma unroll
+  for (int b = 0; b < 4; b++) w[b] = (float)((word >> (8 * b)) & 0xffu) - zero;
+#else
+#pragma unroll
+  for (int b = 0; b < 4; b++) w[b] = e4m3_over_256((word >> (8 * b)) & 0xffu);
+#endif
+}
+
+// A chunk of weights as floats (MXFP4: times 2^-14, which chunk_scale undoes; QUANT: codes less
+// `zero`, fp8 values / 2^8).
+__device__ __forceinline__ void decode_chunk(const uint4 v, float* w, float zero) {
 #if MXFP4
   mxfp4_decode32(v, w);
+#elif QUANT
+  const unsigned int words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) decode_code_word(words[i], zero, w + i * (VALS / 4));
 #else
   unpack8(v, w);
+#endif
+}
+
+// Where chunk c of weight row `row` finds its scale and zero: its (row, group) for QUANT, its
+// block for MXFP4 (kc chunks a row).
+__device__ __forceinline__ long long chunk_group(long long row, int c, int kc, int group_chunks, int groups) {
+#if QUANT
+  return row * groups + c / group_chunks;
+#else
+  return row * kc + c;
+#endif
+}
+
+// The zero code of a chunk's group (0 for formats without one).
+__device__ __forceinline__ float chunk_zero(const unsigned char* zeros, long long group) {
+#if ZEROS
+  return (float)zeros[group];
+#elif QUANT == 1
+  return 8.f;
+#elif QUANT == 2
+  return 128.f;
+#else
+  return 0.f;
+#endif
+}
+
+// What multiplies a chunk's sum: MXFP4's block scale (undoing decode_chunk's 2^-14), the group's
+// f32 scale (fp8: times 2^8, undoing its decoding's 2^-8), or 1.
+__device__ __forceinline__ float chunk_scale(const void* scales, long long group) {
+#if MXFP4
+  return mxfp4_scale_2p14(((const unsigned char*)scales)[group]);
+#elif QUANT == 3
+  return 256.f * ((const float*)scales)[group];
+#elif QUANT
+  return ((const float*)scales)[group];
+#else
+  return 1.f;
 #endif
 }
 
@@ -66,10 +146,10 @@ __device__ __forceinline__ float dot_chunk(const float* w, const uint4* xc) {
   return s;
 }
 
-// acc += sum times the chunk's scale (MXFP4), or acc += sum (bf16, as the kernels always added).
-__device__ __forceinline__ float add_scaled(float acc, float sum, const unsigned char* scales, long long chunk) {
-#if MXFP4
-  return fmaf(sum, mxfp4_scale_2p14(scales[chunk]), acc);
+// acc += sum times the chunk's scale (MXFP4, QUANT), or acc += sum (bf16, as the kernels always added).
+__device__ __forceinline__ float add_scaled(float acc, float sum, float scale) {
+#if MXFP4 || QUANT
+  return fmaf(sum, scale, acc);
 #else
   return acc + sum;
 #endif
@@ -81,11 +161,13 @@ __device__ __forceinline__ float add_scaled(float acc, float sum, const unsigned
 // grid (ceil(n / WARPS), tiles), block THREADS. Warp j of the grid's x gives column j of every
 // row of its tile: h[place, j] = act(x_token · gate_j + bg_j, x_token · up_j + bu_j), the two
 // products rounded to bf16 first. x [tokens, k]; w [count, 2n, k] (MXFP4: its blocks, w_scales
-// [count, 2n, k / 32]; else null); bias [count, 2n] or null; kc = k / VALS chunks a row.
+// [count, 2n, k / 32]; QUANT: its codes, w_scales and w_zeros [count · 2n, groups]; else null);
+// bias [count, 2n] or null; kc = k / VALS chunks a row, group_chunks of them a scale group.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
-    bf16* __restrict__ h, const uint4* __restrict__ x, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
-    const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs, const int* __restrict__ offsets, const int* __restrict__ tile_start,
-    const int* __restrict__ tiles, int first, int count, int top_k, int n, int kc, float alpha, float limit) {
+    bf16* __restrict__ h, const uint4* __restrict__ x, const uint4* __restrict__ w, const void* __restrict__ w_scales,
+    const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs,
+    const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count, int top_k,
+    int n, int kc, int group_chunks, int groups, float alpha, float limit) {
   constexpr int UNROLL = 4;  // x 2 matrices: 8 weight loads in flight per lane
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
@@ -114,14 +196,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
       if (c < kc) {
+        const long long gg = chunk_group(gate_row, c, kc, group_chunks, groups), gu = chunk_group(up_row, c, kc, group_chunks, groups);
         float fg[VALS], fu[VALS];
-        decode_chunk(vg[u], fg);
-        decode_chunk(vu[u], fu);
+        decode_chunk(vg[u], fg, chunk_zero(w_zeros, gg));
+        decode_chunk(vu[u], fu, chunk_zero(w_zeros, gu));
+        const float sg = chunk_scale(w_scales, gg), su = chunk_scale(w_scales, gu);
 #pragma unroll
         for (int r = 0; r < TOK; r++) {
           if (r < rows) {
-            ag[r] = add_scaled(ag[r], dot_chunk(fg, xr[r] + (long long)c * X_CHUNKS), w_scales, gate_row * kc + c);
-            au[r] = add_scaled(au[r], dot_chunk(fu, xr[r] + (long long)c * X_CHUNKS), w_scales, up_row * kc + c);
+            ag[r] = add_scaled(ag[r], dot_chunk(fg, xr[r] + (long long)c * X_CHUNKS), sg);
+            au[r] = add_scaled(au[r], dot_chunk(fu, xr[r] + (long long)c * X_CHUNKS), su);
           }
         }
       }
@@ -147,11 +231,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
 
 // grid (ceil(hidden / WARPS), tiles), block THREADS: y[place, i] = h[place] · down_i + b_i for
 // every row of the tile. h [pairs, n] in expert-sorted order; w [count, hidden, n] (MXFP4 with
-// w_scales [count, hidden, n / 32]); bias [count, hidden] or null; nc = n / VALS.
+// w_scales [count, hidden, n / 32]; QUANT with w_scales and w_zeros [count · hidden, groups]);
+// bias [count, hidden] or null; nc = n / VALS, group_chunks of them a scale group.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
-    bf16* __restrict__ y, const uint4* __restrict__ h, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
-    const bf16* __restrict__ bias, const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles,
-    int first, int count, int hidden, int nc) {
+    bf16* __restrict__ y, const uint4* __restrict__ h, const uint4* __restrict__ w, const void* __restrict__ w_scales,
+    const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ offsets,
+    const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count, int hidden, int nc, int group_chunks, int groups) {
   constexpr int UNROLL = 8;
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
@@ -174,11 +259,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
     for (int u = 0; u < UNROLL; u++) {
       const int c = base + u * 32 + lane;
       if (c < nc) {
+        const long long g = chunk_group(w_row, c, nc, group_chunks, groups);
         float fw[VALS];
-        decode_chunk(v[u], fw);
+        decode_chunk(v[u], fw, chunk_zero(w_zeros, g));
+        const float sc = chunk_scale(w_scales, g);
 #pragma unroll
         for (int r = 0; r < TOK; r++) {
-          if (r < rows) acc[r] = add_scaled(acc[r], dot_chunk(fw, h + ((long long)(start + r) * nc + c) * X_CHUNKS), w_scales, w_row * nc + c);
+          if (r < rows) acc[r] = add_scaled(acc[r], dot_chunk(fw, h + ((long long)(start + r) * nc + c) * X_CHUNKS), sc);
         }
       }
     }
@@ -197,11 +284,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
 // combine launch): grid (ceil(hidden / WARPS), tokens), block THREADS; warp i of token t gives
 // out[t, i] = Σ over its TOPK slots held here, in expert order, of weight · round(h[place] · down_i
 // + b_i). All slots' loads are issued together. ids, weights, pair_pos [tokens, TOPK] from the router;
-// w and w_scales as moe_down_gemv_kernel's.
+// w, w_scales and w_zeros as moe_down_gemv_kernel's.
 extern "C" __global__ void __launch_bounds__(THREADS) moe_down_combine_gemv_kernel(
-    bf16* __restrict__ out, const uint4* __restrict__ h, const uint4* __restrict__ w, const unsigned char* __restrict__ w_scales,
-    const bf16* __restrict__ bias, const int* __restrict__ ids, const float* __restrict__ weights, const int* __restrict__ pair_pos,
-    int first, int count, int hidden, int nc) {
+    bf16* __restrict__ out, const uint4* __restrict__ h, const uint4* __restrict__ w, const void* __restrict__ w_scales,
+    const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ ids, const float* __restrict__ weights,
+    const int* __restrict__ pair_pos, int first, int count, int hidden, int nc, int group_chunks, int groups) {
   constexpr int UNROLL = TOPK >= 8 ? 1 : 8 / TOPK;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * WARPS + warp, t = blockIdx.y;
@@ -234,9 +321,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_combine_gemv_kern
       for (int u = 0; u < UNROLL; u++) {
         const int c = base + u * 32 + lane;
         if (local[s] >= 0 && c < nc) {
+          const long long g = chunk_group(w_row[s], c, nc, group_chunks, groups);
           float fw[VALS];
-          decode_chunk(v[s][u], fw);
-          acc[s] = add_scaled(acc[s], dot_chunk(fw, hr[s] + (long long)c * X_CHUNKS), w_scales, w_row[s] * nc + c);
+          decode_chunk(v[s][u], fw, chunk_zero(w_zeros, g));
+          acc[s] = add_scaled(acc[s], dot_chunk(fw, hr[s] + (long long)c * X_CHUNKS), chunk_scale(w_scales, g));
         }
       }
   }
