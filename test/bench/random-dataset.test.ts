@@ -48,7 +48,7 @@ test('bad dataset sizes are user errors', () => {
 });
 
 test('the nano-vllm workload is its bench.py: 256 sequences, 100..1024 in and out, temperature 0.6', () => {
-  assert.deepEqual(NANO_VLLM_WORKLOAD, { name: 'nano-vllm', numPrompts: 256, inputLen: { min: 100, max: 1024 }, outputLen: { min: 100, max: 1024 }, temperature: 0.6 });
+  assert.deepEqual(NANO_VLLM_WORKLOAD, { kind: 'random', name: 'nano-vllm', numPrompts: 256, inputLen: { min: 100, max: 1024 }, outputLen: { min: 100, max: 1024 }, temperature: 0.6 });
 });
 
 test('the peers\' Python port draws the very same dataset', (t) => {
