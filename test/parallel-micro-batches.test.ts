@@ -142,12 +142,16 @@ describe('two micro-batches in flight over two stages', () => {
     }
   });
 
-  test('seeded sampling of two completions per prompt equals one device\'s', async () => {
-    const params = { temperature: 0.8, topP: 0.9, seed: 7, n: 2, maxTokens: 10, ignoreEos: true };
+  test('seeded sampling of two completions per prompt, and beam search, equal one device\'s', async () => {
+    const sampled = { temperature: 0.8, topP: 0.9, seed: 7, n: 2, maxTokens: 10, ignoreEos: true };
+    const beams = { useBeamSearch: true, n: 2, beamWidth: 3, maxTokens: 6, ignoreEos: true };
     const run = async (options: EngineOptions) => {
       const llm = await LLM.load({ ...BASE, ...options });
       try {
-        return (await llm.generate(prompts, params)).map((o) => o.outputs.map((c) => c.tokenIds));
+        const outputs = [...(await llm.generate(prompts, sampled)), ...(await llm.generate(prompts, beams))];
+        const stats = llm.stats();
+        assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks);
+        return outputs.map((o) => o.outputs.map((c) => c.tokenIds));
       } finally {
         await llm.close();
       }
