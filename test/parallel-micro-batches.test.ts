@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
-import { loadEngine, type LoadedEngine } from '../src/engine/load-engine.ts';
+import { DEFAULT_MODEL_DIR, loadEngine, type LoadedEngine } from '../src/engine/load-engine.ts';
 import { resolveSamplingParams } from '../src/sampling/validate.ts';
 import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
 import { checkGreedy, type ParityOptions } from './helpers/transformers-parity.ts';
@@ -164,6 +164,39 @@ describe('two micro-batches in flight over two stages', () => {
       await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } }, false);
     });
   }
+
+  test('four stages, four micro-batches and n-gram drafts: each sampling pass is read while one of the two latest (as CUDA\'s downloads require), with one device\'s tokens', async () => {
+    // keel-tiny has four layers: one per stage. Its drafts repeat: a verification drains the three micro-batches before it.
+    const speculative = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } as const;
+    const run = async (options: EngineOptions) => {
+      const loaded = await loadEngine({ backend: 'cpu', showProgress: false, numKvBlocks: 64, model: DEFAULT_MODEL_DIR, speculative, ...options });
+      try {
+        const backend = loaded.backend;
+        const sampleRows = backend.sampleRows.bind(backend);
+        let passes = 0;
+        backend.sampleRows = (x, draws) => {
+          const pass = ++passes;
+          const sampled = sampleRows(x, draws);
+          return {
+            read: () => {
+              assert.ok(passes - pass < 2, `sampling pass ${pass} read after ${passes - pass} later ones`);
+              return sampled.read();
+            },
+          };
+        };
+        const tokens: number[][] = [];
+        [...prompts, ...prompts].forEach((prompt, i) =>
+          loaded.engine.addRequest({ id: `r${i}`, prompt: null, promptTokenIds: prompt, params: greedy(24), grammar: null, onUpdate: (r) => (tokens[i] = r.completions[0].output.tokenIds) }),
+        );
+        while (loaded.engine.hasUnfinished()) loaded.engine.step();
+        assert.ok(loaded.engine.stats().speculation!.numDraftTokens > 0, 'drafts were verified');
+        return tokens;
+      } finally {
+        await closeLoaded(loaded);
+      }
+    };
+    assert.deepEqual(await run({ pipelineParallelSize: 4 }), await run({}));
+  });
 
   test('more micro-batches than stages are refused at load', async () => {
     await assert.rejects(LLM.load({ ...BASE, pipelineParallelSize: 2, pipelineMicroBatches: 3 }), /pipelineMicroBatches 3 exceeds pipelineParallelSize 2/);

@@ -247,7 +247,7 @@ export class LLMEngine {
     return true;
   }
 
-  /** Whether a request is unfinished or a launched step is still to be read (of requests that ended meanwhile). */
+  /** Whether a request is unfinished, or a launched step is still to be read (its requests may have ended meanwhile). */
   hasUnfinished(): boolean {
     return this.requests.size > 0 || this.inFlight.length > 0;
   }
@@ -329,8 +329,11 @@ export class LLMEngine {
     }
     const launched = this.launch(output);
     // Earlier steps' tokens are read while this one runs: async scheduling's previous step, or the
-    // micro-batch whose logits this launch received.
-    while (this.inFlight.length >= Math.max(1, this.maxInFlight)) this.finishStep(this.inFlight.shift()!);
+    // micro-batch whose logits this launch received. A step that verifies drafts is read at once,
+    // so every step before it is read first, each right after its logits arrive (a backend keeps
+    // only its latest sampling passes readable: CUDA's two).
+    const keep = launched.verifications.size > 0 ? 0 : Math.max(0, this.maxInFlight - 1);
+    while (this.inFlight.length > keep) this.finishStep(this.inFlight.shift()!);
     this.verifyDrafts(launched);
     this.parts.scheduler.onStepComplete(output);
     if (this.maxInFlight > 0 && this.canLeaveRunning(launched)) this.leaveRunning(launched);
