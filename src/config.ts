@@ -129,6 +129,12 @@ export interface EngineConfig {
   tensorParallelSize: number;
   /** Stages the layers are split into, consecutive layers per stage, activations passed between them. */
   pipelineParallelSize: number;
+  /**
+   * Micro-batches in flight at once with several pipeline stages, 1 to pipelineParallelSize: each
+   * a disjoint set of the running sequences, so that stage k works on one while stage k + 1 works
+   * on the one before (docs/parallelism.md). null: as many as there are stages.
+   */
+  pipelineMicroBatches: number | null;
   /** MoE: place whole experts on the tensor-parallel devices instead of splitting every expert. */
   enableExpertParallel: boolean;
   /**
@@ -261,6 +267,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   cpuOffloadGb: 0,
   tensorParallelSize: 1,
   pipelineParallelSize: 1,
+  pipelineMicroBatches: null,
   enableExpertParallel: false,
   dataParallelSize: 1,
 };

@@ -32,14 +32,17 @@ test('a run of more ranks than visible GPUs is refused, naming both', { skip: vi
 
 const RUNS: { name: string; gpus: number; parallel: EngineOptions }[] = [
   { name: 'llama-gqa', gpus: 2, parallel: { tensorParallelSize: 2 } },
+  // Two micro-batches in flight (the default), and one (CUDA graphs on rank 0 then).
   { name: 'llama-gqa', gpus: 2, parallel: { pipelineParallelSize: 2 } },
+  { name: 'llama-gqa', gpus: 2, parallel: { pipelineParallelSize: 2, pipelineMicroBatches: 1 } },
   { name: 'qwen3-moe', gpus: 2, parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { name: 'deepseek-v2-lite', gpus: 2, parallel: { pipelineParallelSize: 2 } },
   { name: 'llama-gqa', gpus: 4, parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
 ];
 
 for (const { name, gpus, parallel } of RUNS) {
-  describe(`${name}, TP ${parallel.tensorParallelSize ?? 1} × PP ${parallel.pipelineParallelSize ?? 1}, worker processes`, { skip: needs(gpus) }, () => {
+  const microBatches = parallel.pipelineMicroBatches === undefined ? '' : `, ${parallel.pipelineMicroBatches} micro-batch in flight`;
+  describe(`${name}, TP ${parallel.tensorParallelSize ?? 1} × PP ${parallel.pipelineParallelSize ?? 1}${microBatches}, worker processes`, { skip: needs(gpus) }, () => {
     test('greedy continuation of every prompt, batched, matches transformers\'', async () => {
       await checkGreedy(fixture(name), PARITY, { ...parallel, backend: 'cuda' }, false);
     });

@@ -53,6 +53,7 @@ export const ENGINE_FLAGS = {
   'cpu-offload-gb': { type: 'string' },
   'tensor-parallel-size': { type: 'string' },
   'pipeline-parallel-size': { type: 'string' },
+  'pipeline-micro-batches': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
   'data-parallel-size': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
@@ -111,6 +112,8 @@ process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_
   --tensor-parallel-size N       split every layer over N devices (default ${DEFAULT_ENGINE_CONFIG.tensorParallelSize})
   --pipeline-parallel-size N     split the layers into N consecutive stages, each on its own devices,
                                  activations passed from stage to stage (default ${DEFAULT_ENGINE_CONFIG.pipelineParallelSize})
+  --pipeline-micro-batches N     micro-batches in flight at once over the stages, 1 to the stage count,
+                                 each a disjoint set of the running sequences (default: the stage count)
   --enable-expert-parallel       MoE: whole experts placed across the tensor-parallel devices
   --data-parallel-size N         keel serve: N engine replicas (each TP × PP ranks) behind one endpoint,
                                  a process each (on CUDA, on its own TP × PP GPUs), the server routing
@@ -194,6 +197,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     cpuOffloadGb: numberFlag('--cpu-offload-gb', values['cpu-offload-gb']),
     tensorParallelSize: integerFlag('--tensor-parallel-size', values['tensor-parallel-size']),
     pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
+    pipelineMicroBatches: integerFlag('--pipeline-micro-batches', values['pipeline-micro-batches']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
     dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
   };
@@ -311,6 +315,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'cpu-offload-gb': 'cpuOffloadGb',
   'tensor-parallel-size': 'tensorParallelSize',
   'pipeline-parallel-size': 'pipelineParallelSize',
+  'pipeline-micro-batches': 'pipelineMicroBatches',
   'enable-expert-parallel': 'enableExpertParallel',
   'data-parallel-size': 'dataParallelSize',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;

@@ -58,6 +58,8 @@ export interface EngineParts {
   defaultSeed: number;
   /** See EngineConfig.asyncScheduling. */
   asyncScheduling: boolean;
+  /** Micro-batches in flight at once over pipeline stages (EngineConfig.pipelineMicroBatches, resolved); 1 without them. */
+  microBatches: number;
   /** The prefix-cache salt of a new sequence with a prompt of this length (CausalLM.prefixCacheSalt). */
   prefixCacheSalt: (promptLength: number) => string | null;
   /** How decoding sequences propose drafts; null: they do not. Methods other than ngram draft in the runner. */
@@ -124,6 +126,12 @@ export interface EngineStats {
  * token and draws a token at every position, as plain decoding would have at each; the drafts
  * up to the first that differs from its draw are accepted, then the draw after them. Such a step
  * is read at once, and its rejected drafts leave the sequence before its blocks are cached.
+ *
+ * With M > 1 micro-batches over pipeline stages, up to M − 1 launched steps stay unread after a
+ * `step()`: each is a micro-batch of sequences the scheduler keeps busy (never scheduled again, and
+ * never given a pending token) until its tokens are read, which happens once the launch of a later
+ * one has received its logits (MicroBatchPipeline), or when nothing else can be scheduled. Async
+ * scheduling has no separate effect then: the micro-batches in flight are the overlap.
  */
 export class LLMEngine {
   private readonly requests = new Map<string, Request>();
@@ -136,14 +144,20 @@ export class LLMEngine {
   private numPreemptionsTotal = 0;
   private numSwapsTotal = 0;
   private readonly speculation: SpeculationTally | null;
-  /** The step launched by the last `step()` whose tokens are still to be read. */
-  private inFlight: LaunchedStep | null = null;
+  /** Launched steps whose tokens are still to be read, oldest first: one with async scheduling, up to M − 1 micro-batches. */
+  private readonly inFlight: LaunchedStep[] = [];
+  /** How many launched steps may stay unread after a `step()`. */
+  private readonly maxInFlight: number;
+  /** Whether the unread steps are micro-batches over pipeline stages (no pending tokens) rather than async scheduling's one step. */
+  private readonly pipelined: boolean;
 
   private readonly parts: EngineParts;
 
   constructor(parts: EngineParts) {
     this.parts = parts;
     this.speculation = parts.speculative ? new SpeculationTally() : null;
+    this.pipelined = parts.microBatches > 1;
+    this.maxInFlight = this.pipelined ? parts.microBatches - 1 : parts.asyncScheduling ? 1 : 0;
   }
 
   get tokenizer(): Tokenizer | null {
@@ -233,8 +247,9 @@ export class LLMEngine {
     return true;
   }
 
+  /** Whether a request is unfinished, or a launched step is still to be read (its requests may have ended meanwhile). */
   hasUnfinished(): boolean {
-    return this.requests.size > 0;
+    return this.requests.size > 0 || this.inFlight.length > 0;
   }
 
   stats(): EngineStats {
@@ -292,8 +307,9 @@ export class LLMEngine {
       if (swapped) this.numSwapsTotal++;
     }
     if (output.scheduled.length === 0) {
-      if (this.inFlight !== null) {
-        this.finishStep(this.takeInFlight()!);
+      const oldest = this.inFlight.shift();
+      if (oldest !== undefined) {
+        this.finishStep(oldest);
         return true;
       }
       this.failUnschedulable();
@@ -312,13 +328,19 @@ export class LLMEngine {
       }
     }
     const launched = this.launch(output);
-    // The previous step's tokens are read while this one runs.
-    const previous = this.takeInFlight();
-    if (previous !== null) this.finishStep(previous);
+    // Earlier steps' tokens are read while this one runs: async scheduling's previous step, or the
+    // micro-batch whose logits this launch received. A step that verifies drafts is read at once,
+    // so every step before it is read first, each right after its logits arrive (a backend keeps
+    // only its latest sampling passes readable: CUDA's two).
+    const keep = launched.verifications.size > 0 ? 0 : Math.max(0, this.maxInFlight - 1);
+    while (this.inFlight.length > keep) this.finishStep(this.inFlight.shift()!);
     this.verifyDrafts(launched);
     this.parts.scheduler.onStepComplete(output);
-    if (this.parts.asyncScheduling && this.canLeaveRunning(launched)) this.leaveRunning(launched);
-    else this.finishStep(launched);
+    if (this.maxInFlight > 0 && this.canLeaveRunning(launched)) this.leaveRunning(launched);
+    else {
+      while (this.inFlight.length > 0) this.finishStep(this.inFlight.shift()!);
+      this.finishStep(launched);
+    }
     return true;
   }
 
@@ -331,7 +353,8 @@ export class LLMEngine {
    */
   private proposeDrafts(): void {
     const spec = this.parts.speculative;
-    if (spec === null || this.inFlight !== null || !this.speculates()) return;
+    // Sequences in micro-batches in flight have no token to compute, and are passed by below.
+    if (spec === null || (!this.pipelined && this.inFlight.length > 0) || !this.speculates()) return;
     for (const [seq, { request }] of this.bySequence) {
       if (seq.status !== 'running' || seq.numTokens - seq.numComputedTokens !== 1 || seq.numDraftTokens > 0 || request.beams !== null) continue;
       // A prompt chunked up to its last token would verify before its completions fork, which
@@ -474,16 +497,11 @@ export class LLMEngine {
     const known = c.output.tokenIds;
     for (let i = constraint.numTokens; i < known.length; i++) constraint.accept(known[i]);
     if (pendingDraw >= 0 && constraint.numTokens === known.length) {
-      if (this.inFlight === null) throw new Error(`a pending token in draw ${pendingDraw} with no step in flight`);
-      constraint.accept(this.inFlight.result.read().tokenIds[pendingDraw]);
+      const previous = this.inFlight[this.inFlight.length - 1];
+      if (this.pipelined || previous === undefined) throw new Error(`a pending token in draw ${pendingDraw} with no step of async scheduling in flight`);
+      constraint.accept(previous.result.read().tokenIds[pendingDraw]);
     }
     return constraint;
-  }
-
-  private takeInFlight(): LaunchedStep | null {
-    const step = this.inFlight;
-    this.inFlight = null;
-    return step;
   }
 
   /**
@@ -491,8 +509,12 @@ export class LLMEngine {
    * limit (a known last token is read at once, so that no sequence is scheduled past its end).
    */
   private canLeaveRunning({ output, result, verifications }: LaunchedStep): boolean {
+    // A verified step was read already and its accepted drafts wait in their sequences.
+    if (verifications.size > 0) return false;
+    // A micro-batch's sequences are not scheduled again before it is read, forks and ends included.
+    if (this.pipelined) return true;
     // The next step's drafts are proposed from tokens the host knows.
-    if (verifications.size > 0 || this.speculates()) return false;
+    if (this.speculates()) return false;
     return result.samplingRows.every((s) => {
       const seq = output.scheduled[s].seq;
       const owner = this.bySequence.get(seq);
@@ -505,16 +527,17 @@ export class LLMEngine {
   }
 
   private leaveRunning(step: LaunchedStep): void {
-    for (const s of step.result.samplingRows) {
+    for (const s of this.pipelined ? [] : step.result.samplingRows) {
       const seq = step.output.scheduled[s].seq;
       if (seq.status !== 'finished' && this.bySequence.has(seq)) seq.appendPendingToken();
     }
-    this.inFlight = step;
+    this.inFlight.push(step);
   }
 
   /** Reads a step's tokens (waiting for the device) and applies stop conditions. */
   private finishStep({ output, result, drawers, verifications }: LaunchedStep): void {
     const results = result.read();
+    this.parts.scheduler.tokensRead(output);
     const touched = new Set<Request>();
     for (const { s, position, draw } of result.promptScores) {
       const request = this.bySequence.get(output.scheduled[s].seq)?.request;

@@ -107,6 +107,14 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   if (repeated !== undefined) throw invalidArgument(`LoRA adapter name ${repeated} is given twice`);
   positiveInt('tensorParallelSize');
   positiveInt('pipelineParallelSize');
+  if (config.pipelineMicroBatches !== null) {
+    positiveInt('pipelineMicroBatches');
+    if (config.pipelineMicroBatches > config.pipelineParallelSize) {
+      throw invalidArgument(
+        `pipelineMicroBatches ${config.pipelineMicroBatches} exceeds pipelineParallelSize ${config.pipelineParallelSize}: the stages hold at most one micro-batch each (every stage receives before it sends)`,
+      );
+    }
+  }
   positiveInt('dataParallelSize');
   if (config.dataParallelSize > MAX_DATA_PARALLEL_SIZE) throw invalidArgument(`dataParallelSize must be at most ${MAX_DATA_PARALLEL_SIZE} (got ${config.dataParallelSize}): run more servers behind a router for more replicas`);
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
@@ -162,6 +170,11 @@ function checkSparseAttention(config: EngineConfig): void {
   if (streamingOf(config) !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window): use one of them');
   // Verification chunks attend densely, and tree verification moves K/V slot by slot, which per-block summaries cannot follow.
   if (config.speculative !== null) throw invalidArgument('sparse attention does not support speculative decoding yet: drop --speculative-* or --sparse-attention');
+}
+
+/** Micro-batches in flight at once over the pipeline stages: as many as there are stages unless the config says fewer. */
+export function pipelineMicroBatchesOf(config: EngineConfig): number {
+  return config.pipelineMicroBatches ?? config.pipelineParallelSize;
 }
 
 /** The sparse attention setting of a resolved config, or null. */
@@ -500,7 +513,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       );
     }
     // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
-    const graphs = backend.recordsGraphs && !config.enforceEager && offload === null ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    // With micro-batches in flight the first stage's forward is cut in two around another micro-batch's logits, which no graph of one step holds.
+    const microBatches = pipelineMicroBatchesOf(config);
+    const graphs = backend.recordsGraphs && !config.enforceEager && offload === null && microBatches === 1 ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
@@ -523,6 +538,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         blockSize: config.blockSize,
         maxModelLen: maxModelLen,
         ...(loraTargets === null ? {} : { maxLoras: config.maxLoras }),
+        microBatches,
       },
       kv,
     );
@@ -542,6 +558,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
         loraTargets === null ? null : new LoraSlots(backend, loraTargets, config.maxLoras),
         hostCache,
         loaded.ranks,
+        microBatches,
       ),
       tokenizer: loaded.tokenizer,
       vocabSize: modelConfig.vocabSize,
@@ -550,6 +567,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       numKvBlocks,
       defaultSeed: config.seed,
       asyncScheduling: config.asyncScheduling,
+      microBatches,
       // Cached blocks hold the draft model's K/V too: both models' salts tell them apart.
       prefixCacheSalt: (promptLength) => {
         const salts = [model, ...(draft ? [draft] : [])].map((m) => m.prefixCacheSalt?.(promptLength) ?? null);

@@ -1,4 +1,4 @@
-import type { Backend, KvCache, SwapSpace, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, SampledTokens, StepInputs, SwapSpace, Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import type { HeadProposer } from './head-proposer.ts';
@@ -6,6 +6,7 @@ import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
+import { MicroBatchPipeline } from './micro-batch-pipeline.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
@@ -127,6 +128,8 @@ export class ModelRunner {
   private readonly hostCache: SwapSpaces | null;
   /** The other ranks of a parallel run, sent every step before this rank runs it; null on one device. */
   private readonly ranks: Ranks | null;
+  /** With several micro-batches in flight over the pipeline stages: their launches and logits; null with one at a time. */
+  private readonly pipeline: MicroBatchPipeline | null;
   /** Each sequence's first draw in the latest step's sampling pass: where its pending token is read. */
   private sampledDraws = new Map<Sequence, number>();
 
@@ -141,6 +144,7 @@ export class ModelRunner {
     lora: LoraSlots | null = null,
     hostCache: SwapSpaces | null = null,
     ranks: Ranks | null = null,
+    microBatches = 1,
   ) {
     const draft = drafting.draft ?? null;
     const head = drafting.head ?? null;
@@ -164,6 +168,10 @@ export class ModelRunner {
     this.caches = [cache, ...(ownDraftCache ? [draft.cache] : []), ...(head === null ? [] : [head.cache])];
     this.hostCache = hostCache;
     this.ranks = ranks;
+    if (microBatches > 1 && (this.graphs !== null || draft !== null || this.medusa !== null || head !== null)) {
+      throw new Error('micro-batches in flight run eagerly, without a draft model or heads');
+    }
+    this.pipeline = microBatches > 1 ? new MicroBatchPipeline(backend, model, cache, microBatches) : null;
   }
 
   /**
@@ -251,24 +259,47 @@ export class ModelRunner {
     });
     this.ranks?.step(output.blockCopies, batch, all);
     const step = this.backend.beginStep(batch);
+    this.sampledDraws = sampledDraws;
+    if (this.pipeline !== null) return { samplingRows, firstDraw, promptScores, read: this.launchMicroBatch(step, all) };
     const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
     const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
     const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
     this.head?.storeFeatures(this.backend, batch);
     const sampled = this.backend.sampleRows(logits, all);
-    this.sampledDraws = sampledDraws;
+    return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled) };
+  }
+
+  /**
+   * Launches a micro-batch on the first pipeline stage (MicroBatchPipeline); reading its tokens
+   * first receives the logits of every micro-batch sent before it that has not come back yet, and
+   * its own, each rank of the stage doing the same (Ranks.receiveLogits).
+   */
+  private launchMicroBatch(step: StepInputs, draws: Draw[]): () => DrawResults {
+    const pipeline = this.pipeline!;
+    const launched = pipeline.launch(step, draws);
+    return this.reader(() => {
+      while (launched.sampled === null) {
+        this.ranks?.receiveLogits();
+        pipeline.receiveOldest();
+      }
+      return launched.sampled;
+    });
+  }
+
+  /** Reads a step's draws once, however often asked. */
+  private reader(sampled: () => SampledTokens): () => DrawResults {
     let results: DrawResults | null = null;
     const read = (): DrawResults => {
       let drawn: DrawResults;
       try {
-        drawn = sampled.read();
+        drawn = sampled().read();
       } finally {
         // A wait that a dead rank cut short (its collectives aborted) read nothing worth keeping, nor failed for any other reason.
         this.ranks?.throwIfFailed();
       }
       return drawn;
     };
-    return { samplingRows, firstDraw, promptScores, read: () => (results ??= read()) };
+    return () => (results ??= read());
   }
 
   /**

@@ -15,6 +15,12 @@ export interface SchedulerConfig {
   maxModelLen: number;
   /** Most distinct LoRA adapters among the running sequences (the device's adapter slots); absent without LoRA. */
   maxLoras?: number;
+  /**
+   * Micro-batches in flight at once over pipeline stages (absent: 1). With more than one, a
+   * scheduled sequence is busy until the engine has read its micro-batch's tokens
+   * (`tokensRead`), and each step takes its fair share of the live sequences from the free ones.
+   */
+  microBatches?: number;
 }
 
 export interface ScheduledSequence {
@@ -53,6 +59,8 @@ interface StepPlan {
   scheduled: ScheduledSequence[];
   preempted: Sequence[];
   budget: number;
+  /** Most sequences this step: maxNumSeqs, or a micro-batch's share. */
+  maxSeqs: number;
 }
 
 /**
@@ -68,6 +76,12 @@ interface StepPlan {
  * sampled token to every sequence it caught up (numComputedTokens === numTokens) or finishes it.
  * A decoding sequence may carry drafts (speculative decoding): it runs its last sampled token and
  * its drafts as one chunk, and drafts that do not fit the budget or the pool are dropped first.
+ *
+ * With micro-batches in flight over pipeline stages (docs/parallelism.md), each `schedule()` forms
+ * one micro-batch from the sequences not in one already (a sequence's next step needs the token
+ * its micro-batch samples), at most ⌈live sequences / micro-batches⌉ of them so that the
+ * micro-batches in flight share the sequences evenly; a busy sequence is never preempted, since its
+ * micro-batch still writes its blocks.
  */
 export class Scheduler {
   /** Oldest first. */
@@ -78,6 +92,8 @@ export class Scheduler {
   private readonly swapped: Sequence[] = [];
   /** Swapped in by the last step: running from this one, when their blocks have arrived. */
   private arriving: Sequence[] = [];
+  /** Scheduled in a micro-batch whose tokens the engine has not read yet (only with several micro-batches). */
+  private readonly busy = new Set<Sequence>();
 
   private readonly config: SchedulerConfig;
   private readonly kv: KvCacheManager;
@@ -152,6 +168,8 @@ export class Scheduler {
     const queue = [this.running, this.arriving, this.waiting, this.swapped].find((q) => q.includes(seq));
     if (queue === undefined) throw new Error(`sequence ${seq.id} is not known to this scheduler`);
     queue.splice(queue.indexOf(seq), 1);
+    // An aborted sequence's micro-batch runs on: its writes land in blocks no later micro-batch reads before writing.
+    this.busy.delete(seq);
     if (seq.status === 'swapped') this.kv.dropSwapped(seq);
     else this.kv.free(seq);
     seq.status = 'finished';
@@ -160,15 +178,15 @@ export class Scheduler {
   schedule(): SchedulerOutput {
     for (const seq of this.arriving) this.insertRunning(seq);
     this.arriving = [];
-    const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens };
+    const plan: StepPlan = { scheduled: [], preempted: [], budget: this.config.maxNumBatchedTokens, maxSeqs: this.maxSeqsThisStep() };
     // A sequence with drafts decodes too: its last sampled token and the drafts after it run as one chunk.
     const isDecoding = (seq: Sequence) => seq.numTokens - seq.numDraftTokens - seq.numComputedTokens === 1;
     const decoding = this.running.filter(isDecoding);
     const prefilling = this.running.filter((seq) => !isDecoding(seq));
     for (const seq of [...decoding, ...prefilling]) {
       if (!this.hasRoom(plan)) break;
-      // Preempted earlier in this step to make room for an older sequence.
-      if (seq.status !== 'running') continue;
+      // Preempted earlier in this step to make room for an older sequence, or in a micro-batch in flight.
+      if (seq.status !== 'running' || this.busy.has(seq)) continue;
       if (seq.parked && seq.numComputedTokens === seq.numTokens) continue;
       // A verification chunk must reach the sequence's end, so drafts beyond the budget are dropped.
       if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
@@ -182,11 +200,14 @@ export class Scheduler {
     if (plan.preempted.length === 0) this.admit(plan);
     // Parked beams wait for sibling beams that may need their blocks: when nothing else runs, they
     // give them up, youngest first, to be recomputed (their candidates are kept).
-    const blocked = () => plan.scheduled.length === 0 && this.arriving.length === 0 && (this.swapped.length > 0 || this.waiting.some((seq) => !seq.parked));
+    // Sequences in micro-batches in flight give their blocks back soon enough.
+    const blocked = () =>
+      plan.scheduled.length === 0 && this.arriving.length === 0 && this.busy.size === 0 && (this.swapped.length > 0 || this.waiting.some((seq) => !seq.parked));
     for (let parked = this.youngestParked(); parked !== undefined && blocked(); parked = this.youngestParked()) {
       this.preempt(parked, plan);
       this.admit(plan);
     }
+    if ((this.config.microBatches ?? 1) > 1) for (const { seq } of plan.scheduled) this.busy.add(seq);
     const swaps = this.kv.takeSwaps();
     return {
       scheduled: plan.scheduled,
@@ -215,8 +236,25 @@ export class Scheduler {
     }
   }
 
+  /** The engine has read the tokens of `output`'s micro-batch: its sequences may be scheduled again. */
+  tokensRead(output: SchedulerOutput): void {
+    for (const { seq } of output.scheduled) this.busy.delete(seq);
+  }
+
+  /**
+   * maxNumSeqs, or with several micro-batches in flight ⌈live / micro-batches⌉ of the live
+   * sequences (running, or waiting to be admitted): the first steps would otherwise admit every
+   * waiting sequence into one micro-batch and leave the others nothing to run.
+   */
+  private maxSeqsThisStep(): number {
+    const microBatches = this.config.microBatches ?? 1;
+    if (microBatches === 1) return this.config.maxNumSeqs;
+    const live = this.running.length + this.waiting.filter((seq) => !seq.parked).length;
+    return Math.min(this.config.maxNumSeqs, Math.max(1, Math.ceil(live / microBatches)));
+  }
+
   private hasRoom(plan: StepPlan): boolean {
-    return plan.budget > 0 && plan.scheduled.length < this.config.maxNumSeqs;
+    return plan.budget > 0 && plan.scheduled.length < plan.maxSeqs;
   }
 
   /**
@@ -237,15 +275,16 @@ export class Scheduler {
     return numNewTokens;
   }
 
+  /** Preempts the youngest running sequence not in a micro-batch in flight (the one asking for room is not). */
   private preemptYoungest(plan: StepPlan): Sequence {
-    const seq = this.running[this.running.length - 1];
+    const seq = [...this.running].reverse().find((s) => !this.busy.has(s))!;
     this.preempt(seq, plan);
     return seq;
   }
 
   /** A running beam parked with all its tokens computed, the youngest. */
   private youngestParked(): Sequence | undefined {
-    return [...this.running].reverse().find((seq) => seq.parked && seq.numComputedTokens === seq.numTokens);
+    return [...this.running].reverse().find((seq) => seq.parked && seq.numComputedTokens === seq.numTokens && !this.busy.has(seq));
   }
 
   /**

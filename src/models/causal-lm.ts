@@ -49,6 +49,14 @@ export interface CausalLM extends Layer {
    */
   runStage(b: Backend, step: StepInputs, cache: KvCache, tap?: HiddenStateTap): Tensor | null;
   /**
+   * With micro-batches in flight, on the first of several stages: runs this stage's layers and
+   * returns the send of their residual stream to the next stage, made once the caller has received
+   * the logits due before it. Absent: the model never runs on pipeline stages (a draft).
+   */
+  startStage?(b: Backend, step: StepInputs, cache: KvCache): () => void;
+  /** On the first of several stages: the logits [logitsIndices.length, vocab] the last stage sends for `step`. */
+  receiveLogits?(b: Backend, step: StepInputs): Tensor;
+  /**
    * The rotary-table row of a token at `position` of a sequence whose original prompt had
    * `promptLength` tokens, for models whose rotation depends on more than the position (LongRoPE).
    * Absent: the row is the position.

@@ -164,6 +164,17 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   }
 
   /**
+   * On the first of several stages, with micro-batches in flight: runs this stage's layers and
+   * returns the send of their residual stream to the next stage, which the caller makes once it
+   * has received the logits due before it (docs/parallelism.md).
+   */
+  startStage(b: Backend, step: StepInputs, cache: KvCache): () => void {
+    if (!isFirstStage(this.stage) || isLastStage(this.stage)) throw new Error(`startStage runs on the first of several pipeline stages, not on stage ${this.stage.index} of ${this.stage.count}`);
+    const stream = this.layersThrough(b, step, cache, this.stage.endLayer, undefined);
+    return () => this.sendStream(b, stream);
+  }
+
+  /**
    * Self-speculation's draft (CausalLM.earlyExit) for the families that offer it: the first
    * `numLayers` layers, then this model's final norm and LM head, on its own weights and KV cache
    * layers; it owns no parameters.
@@ -198,7 +209,19 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
    * the logits on the last stage or the residual stream sent to the next.
    */
   private runThrough(b: Backend, step: StepInputs, cache: KvCache, endLayer: number, tap: HiddenStateTap | undefined): Tensor | null {
-    const { index, firstLayer } = this.stage;
+    const stream = this.layersThrough(b, step, cache, endLayer, tap);
+    if (!isLastStage(this.stage)) {
+      this.sendStream(b, stream);
+      return null;
+    }
+    const logits = this.finalLogits(b, step, stream, tap);
+    if (this.stage.count > 1) b.sendToStage(logits, 0);
+    return logits;
+  }
+
+  /** This stage's layers up to model layer `endLayer`, from the embedding or the stream the stage before sent: the residual stream they leave. */
+  private layersThrough(b: Backend, step: StepInputs, cache: KvCache, endLayer: number, tap: HiddenStateTap | undefined): ResidualStream {
+    const { firstLayer } = this.stage;
     // Heads read hidden states of the whole model on one device; parallel runs refuse them at load.
     if (tap !== undefined && this.stage.count > 1) throw new Error('hidden-state taps need the whole model on one pipeline stage');
     const stream = isFirstStage(this.stage) ? { residual: this.parts.embedding.forward(b, step), pending: null } : this.receiveStream(b, step);
@@ -214,14 +237,12 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
       i++;
     }
     wanted?.receive(wanted.layers.map((i) => inputs.get(i)!));
-    if (!isLastStage(this.stage)) {
-      b.sendToStage(stream.residual, index + 1);
-      b.sendToStage(stream.pending!, index + 1);
-      return null;
-    }
-    const logits = this.finalLogits(b, step, stream, tap);
-    if (this.stage.count > 1) b.sendToStage(logits, 0);
-    return logits;
+    return stream;
+  }
+
+  private sendStream(b: Backend, stream: ResidualStream): void {
+    b.sendToStage(stream.residual, this.stage.index + 1);
+    b.sendToStage(stream.pending!, this.stage.index + 1);
   }
 
   /** The residual stream the previous stage sent: every stage's layers leave a sublayer output pending. */

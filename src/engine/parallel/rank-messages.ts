@@ -38,7 +38,12 @@ export type ToRank =
    * samples the logits alike, so those tokens are on every one of them).
    */
   | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
-  | { type: 'copy-slots'; src: Int32Array; dst: Int32Array };
+  | { type: 'copy-slots'; src: Int32Array; dst: Int32Array }
+  /**
+   * With micro-batches in flight: the first stage's ranks receive and sample the logits of the
+   * oldest micro-batch sent on (the engine reads its tokens); the other stages have nothing to do.
+   */
+  | { type: 'receive-logits' };
 
 /** `kvBlocks`: how many KV blocks the rank's memory budget holds for its layers, once they are loaded. */
 export type FromRank = { type: 'loaded'; kvBlocks: number } | { type: 'failed'; message: string };

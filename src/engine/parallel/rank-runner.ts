@@ -3,7 +3,8 @@ import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { modelArchitectureOf } from '../../models/registry.ts';
 import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
-import { createTargetModel, loadModelWeights, streamingOf } from '../load-engine.ts';
+import { createTargetModel, loadModelWeights, pipelineMicroBatchesOf, streamingOf } from '../load-engine.ts';
+import { MicroBatchPipeline } from '../micro-batch-pipeline.ts';
 import type { RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
@@ -33,6 +34,9 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   const allKvLayers = createTargetModel(architecture, place.maxModelLen, config).kvLayers;
   const groups = kvCacheGroups(allKvLayers, streamingOf(config)).groupOf.slice(stage.firstLayer, stage.firstLayer + model.kvLayers.length);
   let cache: KvCache | null = null;
+  // With micro-batches in flight the first stage launches each one and receives the logits due in the engine's order; later stages just run theirs in order.
+  const microBatches = isFirstStage(stage) ? pipelineMicroBatchesOf(config) : 1;
+  let pipeline: MicroBatchPipeline | null = null;
   const requireCache = () => {
     if (cache === null) throw new Error(`rank ${place.rank} was sent a step before its KV cache`);
     return cache;
@@ -43,13 +47,17 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
         cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });
+        if (microBatches > 1) pipeline = new MicroBatchPipeline(backend, model, cache, microBatches);
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
+      } else if (message.type === 'receive-logits') {
+        pipeline?.receiveOldest();
       } else {
         const kv = requireCache();
         if (message.blockCopies.src.length > 0) backend.copyBlocks(kv, message.blockCopies.src, message.blockCopies.dst);
         const step = backend.beginStep(message.batch);
-        if (isFirstStage(stage)) backend.sampleRows(model.forward(backend, step, kv), message.draws).read();
+        if (pipeline !== null) pipeline.launch(step, message.draws);
+        else if (isFirstStage(stage)) backend.sampleRows(model.forward(backend, step, kv), message.draws).read();
         else model.runStage(backend, step, kv);
       }
     },

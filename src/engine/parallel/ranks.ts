@@ -37,6 +37,11 @@ export abstract class Ranks {
     this.order({ type: 'copy-slots', src, dst });
   }
 
+  /** With micro-batches in flight: the first stage's ranks receive the oldest one's logits, as the engine does right after. */
+  receiveLogits(): void {
+    this.order({ type: 'receive-logits' });
+  }
+
   /** Sends every other rank `message`, to be run in the order sent. */
   protected abstract order(message: ToRank): void;
   /**
