@@ -638,7 +638,7 @@ function asCpuTokenSelection(selection: TokenSelection, numTokens: number): Int3
 }
 
 /** indexerTopK's choice on the CPU: [numTokens, topK] positions. */
-class CpuTokenSelection implements TokenSelection {
+export class CpuTokenSelection implements TokenSelection {
   readonly numTokens: number;
   readonly topK: number;
   readonly positions: Int32Array;
