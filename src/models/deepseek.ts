@@ -110,6 +110,7 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = modelType === 'deepseek_v32' ? parseSparseAttention(fields, queryRank, ropeDim) : null;
+  // V2/V3: DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
   const sparseLayers = modelType === 'deepseek_v32'
     ? parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers)
     : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0);
@@ -130,7 +131,6 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     ...rope,
     maxPositionEmbeddings,
     intermediateSize: fields.positiveInt('intermediate_size'),
-    // V2/V3: DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
     sparseLayers,
     moe: parseMoe(fields, modelType),
     numNextnPredictLayers,
