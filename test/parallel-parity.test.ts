@@ -36,6 +36,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // MLA: the dense first layer and a MoE layer on the first stage, a MoE layer on the last.
   { fixture: 'deepseek-v2-lite', parallel: { pipelineParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // DeepSeek-V3.2: the indexer is replicated (every rank makes the same choice), its keys kept per stage.
+  { fixture: 'deepseek-v32', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   // The final logit softcap runs on the last stage.
   { fixture: 'gemma2-softcap', parallel: { pipelineParallelSize: 2 } },
 ];

@@ -123,6 +123,33 @@ export interface MlaParams {
   scale: number;
 }
 
+/**
+ * DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention; layers/lightning-indexer.ts): each
+ * token's `numHeads` queries of `headDim` score every cached indexer key of its sequence, and the
+ * MLA attention of the token reads only the `topK` best-scoring positions.
+ */
+export interface IndexerParams {
+  numHeads: number;
+  headDim: number;
+  /** The leading dimensions of each query head and of the key that are rotated (rotate_half pairs). */
+  ropeDim: number;
+  /** Positions each token attends to (index_topk); all of them while it sees no more. */
+  topK: number;
+  /** Multiplies q · k before the ReLU: headDim^-0.5. */
+  scale: number;
+  /** Multiplies each head's weight: numHeads^-0.5. */
+  weightScale: number;
+}
+
+/**
+ * A step's sparse-attention choice, from `indexerTopK` for `mlaAttention`: per token, `topK`
+ * positions of its sequence in increasing order, padded with -1 where it sees fewer.
+ */
+export interface TokenSelection {
+  readonly numTokens: number;
+  readonly topK: number;
+}
+
 /** The activation between a gated MLP's up and down projections: act(gate) * up. */
 export type Activation =
   | { kind: 'silu' }
@@ -447,11 +474,26 @@ export interface Backend {
    */
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void;
   /**
-   * Absorbed MLA: head h of token t scores cached row j (its sequence's positions up to t's) as
-   * scale · (qLatent[t, h] · latent_j + qRope[t, h] · rope_j), where qRope is the trailing ropeDim
-   * of q's head h, and returns the softmax-weighted sum of latents, [numTokens, numHeads * latentDim].
+   * Absorbed MLA: head h of token t scores cached row j (its sequence's positions up to t's, or
+   * only those `selection` lists for t) as scale · (qLatent[t, h] · latent_j + qRope[t, h] ·
+   * rope_j), where qRope is the trailing ropeDim of q's head h, and returns the softmax-weighted sum
+   * of latents, [numTokens, numHeads * latentDim].
    */
-  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor;
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection?: TokenSelection | null): Tensor;
+  /**
+   * The lightning indexer's cache write: k [numTokens, headDim] is LayerNorm-ed (mean and variance
+   * over headDim, eps, then × normWeight + normBias), its leading ropeDim rotated, in place, and
+   * written to the layer's indexer-key pool at the tokens' slots; the leading ropeDim of every head
+   * of q [numTokens, numHeads * headDim] is rotated in place too.
+   */
+  indexerRopeAndCacheWrite(q: Tensor, k: Tensor, normWeight: Tensor, normBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void;
+  /**
+   * The lightning indexer's choice: token t (position p) scores each position j ≤ p of its
+   * sequence as Σ_h weightScale · weights[t, h] · relu(scale · q[t, h] · key_j), with weights
+   * [numTokens, numHeads] float32, and keeps the topK best (ties to the earlier position), or all
+   * p + 1 positions when there are no more than topK.
+   */
+  indexerTopK(q: Tensor, weights: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): TokenSelection;
   /** Each token's experts and their weights from router logits [numTokens, numExperts], float32 or not. */
   routeExperts(logits: Tensor, params: RoutingParams): ExpertRouting;
   /**

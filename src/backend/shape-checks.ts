@@ -1,6 +1,6 @@
 import type { BatchDescription } from '../step/batch.ts';
 import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec, type RowsKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, ExpertWeights, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
+import type { AttentionParams, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -47,6 +47,14 @@ export function mlaKvLayer(layout: KvCacheLayout, layer: number, mla: MlaParams)
   if (spec.latentDim !== mla.latentDim || spec.ropeDim !== mla.ropeDim) {
     throw new Error(`KV cache layer ${layer} holds MLA rows of ${spec.latentDim} + ${spec.ropeDim}, attention needs ${mla.latentDim} + ${mla.ropeDim}`);
   }
+  return spec;
+}
+
+/** The layer's KV spec, checked to be an MLA layer keeping indexer keys of the width `indexer` reads. */
+export function indexKeysKvLayer(layout: KvCacheLayout, layer: number, indexer: IndexerParams): MlaKvSpec {
+  const spec = layout.layers[layoutIndex(layout, layer)];
+  if (spec.kind !== 'mla' || spec.indexKeys === undefined) throw new Error(`KV cache layer ${layer} keeps no indexer keys (it is not a sparse MLA layer)`);
+  if (spec.indexKeys.keyDim !== indexer.headDim) throw new Error(`KV cache layer ${layer} keeps indexer keys of ${spec.indexKeys.keyDim}, the indexer needs ${indexer.headDim}`);
   return spec;
 }
 

@@ -138,6 +138,7 @@ function checkLayer(s: Shape): void {
     interleavedRope: s.interleaved,
     bias: s.bias,
     prefix: PREFIX,
+    indexer: null,
   };
   const layer = new MlaAttention(options);
   const names = layer.parameters().map((p) => p.name);
@@ -204,7 +205,7 @@ test('the layer declares one cached row of latent + rope per token', () => {
   const rotary = new RotaryEmbedding({ ...ROTARY, rotaryDim: 64 }, MAX_POSITIONS);
   const layer = new MlaAttention({
     layer: 0, hiddenSize: 2048, numHeads: 16, queryRank: null, latentDim: 512, nopeDim: 128, ropeDim: 64, valueDim: 128,
-    scale: 1, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX,
+    scale: 1, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX, indexer: null,
   });
   assert.deepEqual(layer.kvSpec, { kind: 'mla', latentDim: 512, ropeDim: 64 });
   assert.equal(layer.macsPerKey, 16 * (512 + 512 + 64));

@@ -2,6 +2,7 @@ import type { Backend, KvCache, MlaParams, StepInputs, Tensor } from '../backend
 import type { MlaKvSpec } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
+import type { LightningIndexer } from './lightning-indexer.ts';
 import { Linear } from './linear.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
@@ -35,6 +36,11 @@ export interface MlaAttentionOptions {
   bias: boolean;
   /** Checkpoint prefix of the projections, e.g. `model.layers.3.self_attn`. */
   prefix: string;
+  /**
+   * DeepSeek-V3.2's sparse attention: the indexer choosing the positions each token attends to,
+   * fed the normalized query latent (so it needs q_lora_rank); null for dense MLA.
+   */
+  indexer: LightningIndexer | null;
 }
 
 /**
@@ -92,10 +98,12 @@ export class MlaAttention implements Layer {
     this.kvNorm = new RmsNorm(`${prefix}.kv_a_layernorm.weight`, latentDim, normEps);
     this.kvUpName = `${prefix}.kv_b_proj.weight`;
     this.o = Linear.single(`${prefix}.o_proj.weight`, hiddenSize, numHeads * valueDim, 'row', bias);
+    if (options.indexer !== null && queryRank === null) throw new Error(`${prefix}: the sparse-attention indexer reads the query latent, which needs q_lora_rank`);
   }
 
   get kvSpec(): MlaKvSpec {
-    return { kind: 'mla', latentDim: this.options.latentDim, ropeDim: this.options.ropeDim };
+    const { latentDim, ropeDim, indexer } = this.options;
+    return { kind: 'mla', latentDim, ropeDim, ...(indexer === null ? {} : { indexKeys: indexer.indexKeys }) };
   }
 
   /** Multiply-adds per query token for each cached row it attends to, in the absorbed form Keel runs. */
@@ -111,7 +119,7 @@ export class MlaAttention implements Layer {
 
   private get projections(): Layer[] {
     const q = 'proj' in this.query ? [this.query.proj] : [this.query.down, this.query.norm, this.query.up];
-    return [...q, this.kvDown, this.kvNorm, this.o];
+    return [...q, this.kvDown, this.kvNorm, this.o, ...(this.options.indexer === null ? [] : [this.options.indexer])];
   }
 
   parameters(): ParameterSpec[] {
@@ -133,11 +141,21 @@ export class MlaAttention implements Layer {
   /** x [numTokens, hidden] -> [numTokens, hidden]; caches the step's rows. */
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
-    const q = 'proj' in this.query ? this.query.proj.forward(b, x) : this.query.up.forward(b, this.query.norm.forward(b, this.query.down.forward(b, x)));
+    let q: Tensor;
+    let queryLatent: Tensor | null = null;
+    if ('proj' in this.query) {
+      q = this.query.proj.forward(b, x);
+    } else {
+      queryLatent = this.query.norm.forward(b, this.query.down.forward(b, x));
+      q = this.query.up.forward(b, queryLatent);
+    }
     const kv = this.kvDown.forward(b, x);
     b.mlaRopeAndCacheWrite(q, kv, this.kvNorm.weight, this.kvNorm.eps, this.options.rotary.table, cache, this.layer, step, params);
+    // The constructor refused an indexer without the query latent.
+    const { indexer } = this.options;
+    const selection = indexer === null || queryLatent === null ? null : indexer.forward(b, x, queryLatent, step, cache);
     const qLatent = b.headwiseLinear(q, loaded(this.keyAbsorption, this.kvUpName));
-    const latentOut = b.mlaAttention(qLatent, q, cache, this.layer, step, params);
+    const latentOut = b.mlaAttention(qLatent, q, cache, this.layer, step, params, selection);
     const heads = b.headwiseLinear(latentOut, loaded(this.valueAbsorption, this.kvUpName));
     return b.allReduce(this.o.forward(b, heads));
   }

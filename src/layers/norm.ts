@@ -43,3 +43,40 @@ export class RmsNorm implements Layer {
     return b.addRmsNorm(x, residual, this.weight, this.eps);
   }
 }
+
+/**
+ * LayerNorm's parameters over `size` values, (x - mean) / sqrt(var + eps) · w + b: `name.weight`
+ * and `name.bias`. No backend op runs it alone; the op it belongs to fuses it (DeepSeek-V3.2's
+ * indexer key norm, in `indexerRopeAndCacheWrite`).
+ */
+export class LayerNorm implements Layer {
+  readonly name: string;
+  readonly size: number;
+  readonly eps: number;
+  private tensors: { weight: Tensor; bias: Tensor } | null = null;
+
+  constructor(name: string, size: number, eps: number) {
+    this.name = name;
+    this.size = size;
+    this.eps = eps;
+  }
+
+  parameters(): ParameterSpec[] {
+    return [
+      { name: `${this.name}.weight`, shape: [this.size] },
+      { name: `${this.name}.bias`, shape: [this.size] },
+    ];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    this.tensors = { weight: uploader.loadWeight(source.read(`${this.name}.weight`)), bias: uploader.loadWeight(source.read(`${this.name}.bias`)) };
+  }
+
+  get weight(): Tensor {
+    return loaded(this.tensors, this.name).weight;
+  }
+
+  get bias(): Tensor {
+    return loaded(this.tensors, this.name).bias;
+  }
+}

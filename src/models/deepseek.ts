@@ -2,6 +2,7 @@ import type { Activation, Backend, KvCache, RoutingParams, StepInputs, Tensor } 
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
+import { LightningIndexer } from '../layers/lightning-indexer.ts';
 import { MlaAttention } from '../layers/mla-attention.ts';
 import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -15,7 +16,10 @@ import { parseExpertsPerToken } from './moe-fields.ts';
 import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
-/** DeepSeek-V2 and -V3: multi-head latent attention, and mixture-of-experts layers after the first dense ones. */
+/**
+ * DeepSeek-V2, -V3 and -V3.2: multi-head latent attention (V3.2's sparse, through its lightning
+ * indexer), and mixture-of-experts layers after the first dense ones.
+ */
 export interface DeepseekConfig extends ModelConfig {
   numHeads: number;
   /** q_lora_rank: queries through q_a_proj, q_a_layernorm and q_b_proj; null for one q_proj. */
@@ -44,6 +48,15 @@ export interface DeepseekConfig extends ModelConfig {
   moe: DeepseekMoeConfig;
   /** DeepSeek-V3's multi-token prediction layers, stored after the decoder's (`num_nextn_predict_layers`). */
   numNextnPredictLayers: number;
+  /** DeepSeek-V3.2's sparse attention (every layer's MLA through a lightning indexer); null for V2 and V3. */
+  sparseAttention: DeepseekSparseAttention | null;
+}
+
+/** DeepSeek Sparse Attention's indexer: index_n_heads queries of index_head_dim, index_topk positions kept. */
+export interface DeepseekSparseAttention {
+  numHeads: number;
+  headDim: number;
+  topK: number;
 }
 
 /** The mixture-of-experts layers: routed experts chosen per token, shared experts every token runs through. */
@@ -58,16 +71,17 @@ export interface DeepseekMoeConfig {
   routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: boolean };
 }
 
-type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3';
-const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3'];
+type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32';
+const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32'];
 
-/** transformers' DeepseekV2Config / DeepseekV3Config defaults for keys a config.json may leave out. */
+/** transformers' DeepseekV2Config / DeepseekV3Config / DeepseekV32Config defaults for keys a config.json may leave out. */
 const DEFAULTS: Record<
   DeepseekModelType,
   { maxPositions: number; queryRank: number; firstDense: number; numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number }
 > = {
   deepseek_v2: { maxPositions: 2048, queryRank: 1536, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1 },
   deepseek_v3: { maxPositions: 4096, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
+  deepseek_v32: { maxPositions: 163840, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
 };
 const SILU: Activation = { kind: 'silu' };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
@@ -94,27 +108,65 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
   const moeLayerFreq = fields.positiveInt('moe_layer_freq', 1);
   const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
+  const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
+  const sparseAttention = modelType === 'deepseek_v32' ? parseSparseAttention(fields, queryRank, ropeDim) : null;
+  // V2/V3: DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
+  const sparseLayers = modelType === 'deepseek_v32'
+    ? parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers)
+    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
     numHeads,
-    queryRank: fields.optionalPositiveInt('q_lora_rank', defaults.queryRank),
+    queryRank,
     latentDim: fields.positiveInt('kv_lora_rank', 512),
     nopeDim,
     ropeDim,
     valueDim: fields.positiveInt('v_head_dim', 128),
     attentionScale: (nopeDim + ropeDim) ** -0.5 * softmaxMscale(fields, rope.ropeScaling) ** 2,
-    interleavedRope: modelType === 'deepseek_v2' || fields.boolean('rope_interleave', true),
+    // transformers' V3.2 rotates MLA's rope dims in interleaved pairs whatever rope_interleave says.
+    interleavedRope: modelType !== 'deepseek_v3' || fields.boolean('rope_interleave', true),
     attentionBias: fields.boolean('attention_bias', false),
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
     ...rope,
     maxPositionEmbeddings,
     intermediateSize: fields.positiveInt('intermediate_size'),
-    // DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
-    sparseLayers: Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0),
+    sparseLayers,
     moe: parseMoe(fields, modelType),
     numNextnPredictLayers,
+    sparseAttention,
   };
+}
+
+/**
+ * DeepSeek-V3.2's indexer keys (transformers' DeepseekV32Config): index_n_heads (64),
+ * index_head_dim (128), index_topk (2048). Its queries come from the query latent, so q_lora_rank
+ * is required, and its leading qk_rope_head_dim dims are rotated, so they must fit in a head.
+ * Every layer is sparse: `layer_types`, if given, may only say so.
+ */
+function parseSparseAttention(fields: ConfigFields, queryRank: number | null, ropeDim: number): DeepseekSparseAttention {
+  const { source } = fields;
+  if (queryRank === null) throw invalidModel(`${source}: deepseek_v32 needs q_lora_rank (its lightning indexer projects queries from the query latent), not null`);
+  const headDim = fields.positiveInt('index_head_dim', 128);
+  if (headDim < ropeDim) throw invalidModel(`${source}: index_head_dim (${headDim}) is smaller than qk_rope_head_dim (${ropeDim}), which the indexer rotates`);
+  const layerTypes = fields.raw('layer_types');
+  if (layerTypes != null && !(Array.isArray(layerTypes) && layerTypes.every((t) => t === 'deepseek_sparse_attention'))) {
+    throw invalidModel(`${source}: layer_types ${JSON.stringify(layerTypes)} is not supported for deepseek_v32 (every layer is "deepseek_sparse_attention")`);
+  }
+  return { numHeads: fields.positiveInt('index_n_heads', 64), headDim, topK: fields.positiveInt('index_topk', 2048) };
+}
+
+/**
+ * V3.2's feed-forward per layer, as transformers reads it: `mlp_layer_types` ("dense" or
+ * "sparse" per decoder layer), else the first first_k_dense_replace dense; MTP layers are MoE.
+ */
+function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
+  const types = fields.raw('mlp_layer_types');
+  const decoder = types == null ? Array.from({ length: numLayers }, (_, i) => i >= firstDense) : null;
+  if (decoder === null && !(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {
+    throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
+  }
+  return [...(decoder ?? (types as string[]).map((t) => t === 'sparse')), ...new Array<boolean>(numNextnPredictLayers).fill(true)];
 }
 
 /**
@@ -128,7 +180,8 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
  */
 function parseMoe(fields: ConfigFields, modelType: DeepseekModelType): DeepseekMoeConfig {
   const defaults = DEFAULTS[modelType];
-  const v3 = modelType === 'deepseek_v3';
+  // V3.2 routes as V3 does (transformers' DeepseekV32TopkRouter).
+  const v3 = modelType !== 'deepseek_v2';
   const numExperts = fields.positiveInt('n_routed_experts', defaults.numExperts);
   const numExpertsPerToken = parseExpertsPerToken(fields, numExperts);
   const expertIntermediateSize = fields.positiveInt('moe_intermediate_size', defaults.expertWidth);
@@ -207,6 +260,9 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
       interleavedRope: config.interleavedRope,
       bias: config.attentionBias,
       prefix: `${p}.self_attn`,
+      indexer: config.sparseAttention === null || config.queryRank === null
+        ? null
+        : new LightningIndexer({ layer: cacheLayer, hiddenSize, queryRank: config.queryRank, ...config.sparseAttention, rotary, prefix: `${p}.self_attn.indexer` }),
     });
     this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
     this.mlp = config.sparseLayers[index]

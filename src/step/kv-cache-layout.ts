@@ -26,6 +26,22 @@ export interface MlaKvSpec {
   kind: 'mla';
   latentDim: number;
   ropeDim: number;
+  /**
+   * DeepSeek-V3.2's sparse attention: the lightning indexer's key of each token (`IndexKeysSpec`),
+   * kept in a pool of its own beside the latent rows. Absent: dense MLA.
+   */
+  indexKeys?: IndexKeysSpec;
+}
+
+/**
+ * The lightning indexer's per-token key (DeepSeek Sparse Attention): `keyDim` values, normalized and
+ * rotated, scored against every later query of the sequence to pick the positions its MLA attends
+ * to. Stored in the backend's activation dtype whatever the cache's `dtype` (they rank positions,
+ * no attention kernel dequantizes them), indexed by slot like the rows, so block tables, prefix
+ * caching, copy-on-write and swaps move them with the latent.
+ */
+export interface IndexKeysSpec {
+  keyDim: number;
 }
 
 /**
@@ -105,21 +121,26 @@ export function kvScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number
   return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1;
 }
 
-/** Elements one token occupies in a layer's pool (keys and values together). */
+/** Elements one token occupies in a layer's K/V pools (keys and values together, or the MLA row), in the cache's dtype. */
 export function kvElementsPerToken(spec: LayerKvSpec): number {
   if (spec.kind === 'attention') return 2 * spec.numKvHeads * spec.headDim;
   return spec.kind === 'mla' ? spec.latentDim + spec.ropeDim : spec.width;
 }
 
+/** Elements of the lightning indexer's key a token keeps beside its MLA row (activation dtype); 0 for other layers. */
+export function indexKeyElementsPerToken(spec: LayerKvSpec): number {
+  return spec.kind === 'mla' ? (spec.indexKeys?.keyDim ?? 0) : 0;
+}
+
 /**
  * Bytes one cached token holds across `layers` (each one's own pool): `autoElementBytes` (the
  * backend's activation dtype) a value in a layer stored as `auto`, one byte a code with the 8-bit
- * dtypes plus int8's scales.
+ * dtypes plus int8's scales, and any indexer key in the activation dtype.
  */
 export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
   return layers.reduce((bytes, spec) => {
     const elementBytes = kvLayerDtype(spec, dtype) === 'auto' ? autoElementBytes : 1;
-    return bytes + kvElementsPerToken(spec) * elementBytes + kvScalesPerToken(spec, dtype) * 4;
+    return bytes + kvElementsPerToken(spec) * elementBytes + kvScalesPerToken(spec, dtype) * 4 + indexKeyElementsPerToken(spec) * autoElementBytes;
   }, 0);
 }
 

@@ -83,7 +83,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
             raise ValueError(f"unknown topk_method {config.topk_method!r}")
         weights = weights * config.routed_scaling_factor
         return {"idx": idx, "weights": weights, "margin": margin}
-    if model_type == "deepseek_v3":
+    if model_type in ("deepseek_v3", "deepseek_v32"):
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
@@ -195,6 +195,71 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
         "recomputed_vs_transformers": {"token_choices_disagreeing": disagreements,
                                        "max_abs_weight_diff": worst_weight_diff},
     }
+
+
+# ---------------------------------------------------------------------------------------
+# DeepSeek-V3.2's lightning indexer, recomputed
+
+
+def index_scores(indexer, hidden: torch.Tensor, q_resid: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """[B, S, T] index scores of an uncached forward, from the indexer's inputs and weights alone:
+    sum_h w[s,h] / sqrt(H) * relu(q[s,h] . k[t] / sqrt(D)), q and k rotated (rotate_half pairs over
+    their leading rope dims), future positions -inf."""
+    b, s, _ = hidden.shape
+    heads, dim, rope = indexer.n_heads, indexer.head_dim, indexer.qk_rope_head_dim
+    half = rope // 2
+    c, sn = cos[..., :half], sin[..., :half]
+
+    def rotate(x, c, sn):
+        x1, x2 = x[..., :half], x[..., half:rope]
+        return torch.cat([x1 * c - x2 * sn, x2 * c + x1 * sn, x[..., rope:]], dim=-1)
+
+    q = rotate(F.linear(q_resid, indexer.wq_b.weight).view(b, s, heads, dim), c.unsqueeze(2), sn.unsqueeze(2))
+    norm = indexer.k_norm
+    k = rotate(F.layer_norm(F.linear(hidden, indexer.wk.weight), (dim,), norm.weight, norm.bias, norm.eps), c, sn)
+    per_head = torch.relu(torch.einsum("bshd,btd->bsht", q, k) * dim ** -0.5)
+    weights = F.linear(hidden, indexer.weights_proj.weight) * heads ** -0.5
+    scores = torch.einsum("bsh,bsht->bst", weights, per_head)
+    future = torch.ones(s, s, dtype=torch.bool).triu(1)
+    return scores.masked_fill(future, -math.inf)
+
+
+@torch.no_grad()
+def index_selection_stats(model, prompts: list[list[int]], greedy: list[list[int]]) -> dict:
+    """Every indexer's top-k choice over every token the reference fed, recomputed by index_scores
+    and compared with transformers' (uncached forwards, as routing_stats). A query that sees no more
+    than index_topk positions attends to all of them; for the others (`sparse_rows`) the margin is
+    the gap between the k-th and (k+1)-th score."""
+    topk = model.config.index_topk
+    rows = sparse_rows = disagreements = 0
+    margin = math.inf
+
+    def hook(module, args, kwargs, output):
+        nonlocal rows, sparse_rows, disagreements, margin
+        hidden, q_resid, (cos, sin) = args[0], args[1], args[2]
+        scores = index_scores(module, hidden, q_resid, cos, sin)[0]
+        chosen = output[0]
+        for s in range(scores.shape[0]):
+            rows += 1
+            visible = s + 1
+            theirs = {int(t) for t in chosen[s].tolist() if t <= s}
+            if visible <= topk:
+                mine = set(range(visible))
+            else:
+                sparse_rows += 1
+                mine = set(torch.topk(scores[s, :visible], topk).indices.tolist())
+                margin = min(margin, float(_sorted_gap(scores[s, :visible].unsqueeze(0), topk)[0]))
+            disagreements += mine != theirs
+
+    handles = [layer.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for layer in model.model.layers]
+    try:
+        for prompt, tokens in zip(prompts, greedy):
+            model(input_ids=torch.tensor([prompt + tokens[:-1]], dtype=torch.long), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {"index_topk": topk, "rows": rows, "sparse_rows": sparse_rows, "min_index_margin": margin,
+            "rows_disagreeing": disagreements}
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,6 +379,11 @@ def _no_qk_norm(model):
         layer.self_attn.k_norm = torch.nn.Identity()
 
 
+def _index_topk_dense(model):
+    for layer in _layers(model):
+        layer.self_attn.indexer.index_topk = 1 << 20
+
+
 def _rope_yarn_attention_factor_one(model):
     model.model.rotary_emb.attention_scaling = 1.0
 
@@ -336,6 +406,7 @@ PROBES = {
     "global_rope_unscaled": ("linear RoPE scaling on the global layers removed", _global_rope_unscaled),
     "local_rope_global_base": ("sliding layers use the global rope_theta", _local_rope_as_global),
     "qk_norm_off": ("q_norm/k_norm removed", _no_qk_norm),
+    "index_topk_dense": ("DeepSeek sparse attention off: every position selected (index_topk unbounded)", _index_topk_dense),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
 }
 
@@ -464,6 +535,18 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.q_a_layernorm\.weight$",
          r"^model\.layers\.\d+\.self_attn\.q_b_proj\.weight$",
          r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "deepseek_v32": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.wq_b\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.wk\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
     ),
     "gemma2": (

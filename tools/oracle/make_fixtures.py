@@ -50,7 +50,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
 from fixture_probes import (  # noqa: E402
-    check_hub_layout, evidence, routing_stats, saved_tensors, softcap_stats,
+    check_hub_layout, evidence, index_selection_stats, routing_stats, saved_tensors, softcap_stats,
 )
 from aqlm_fixtures import load_through_transformers  # noqa: E402
 from quantized_fixtures import SCHEMES, dequantized_state, install_runtime_layers, quantize_model, write_checkpoint  # noqa: E402
@@ -70,6 +70,10 @@ MIN_GREEDY_MARGIN = 1e-3
 # (in the space the choice is made in, see fixture_probes.route) could pick another expert in
 # another implementation, so such weights are re-drawn too.
 MIN_ROUTING_MARGIN = 1e-3
+# DeepSeek-V3.2's indexer: a query whose k-th and (k+1)-th index scores are closer than this could
+# attend to another position in another implementation (Keel's float64 CPU scores land ~1e-6 from
+# torch's float32 ones), so such weights are re-drawn too.
+MIN_INDEX_MARGIN = 1e-4
 MAX_SEED_ATTEMPTS = 8
 # MoE fixtures must satisfy both margins and use every expert, which takes more draws.
 MOE_SEED_ATTEMPTS = 32
@@ -87,6 +91,7 @@ CONFIG_CLASS_NAMES = {
     "deepseek_v2": "DeepseekV2Config",
     "deepseek_v3": "DeepseekV3Config",
     "gemma": "GemmaConfig",
+    "deepseek_v32": "DeepseekV32Config",
     "gemma2": "Gemma2Config",
     "gemma3_text": "Gemma3TextConfig",
     "phi3": "Phi3Config",
@@ -94,7 +99,7 @@ CONFIG_CLASS_NAMES = {
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -357,6 +362,32 @@ FIXTURES = [
         init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
                         (r"\.e_score_correction_bias$", 0.0, 0.1)),
         probes=("e_score_bias_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+    ),
+    Fixture(
+        "deepseek-v32", "deepseek_v32",
+        "DeepSeek-V3.2-like: DeepSeek-V3's MLA (q_lora_rank 24, kv_lora_rank 32, 16 nope + 8 rope / 16 v "
+        "head dims, RoPE in interleaved pairs) and noaux_tc MoE (8 experts, n_group 4, topk_group 2, top-2, "
+        "norm_topk_prob, routed_scaling_factor 2.5, 1 shared expert; layer 0 dense), 3 layers, with DeepSeek "
+        "Sparse Attention: each layer's lightning indexer scores every earlier position t for a query s as "
+        "sum_h w[s,h] * relu(q[s,h] . k[t] / sqrt(16)), with q = indexer.wq_b(q_a_layernorm(q_a_proj(x))) "
+        "(16 heads x 16), k = LayerNorm(indexer.wk(x)) (weight and bias, eps 1e-6, one 16-dim key per token, "
+        "cached), w = indexer.weights_proj(x) / sqrt(16), and the leading 8 dims of q and k rotated in "
+        "rotate_half pairs (not interleaved) by the same cos/sin as MLA; MLA then attends only to the "
+        "index_topk 8 positions of highest score (all of them while a query sees 8 or fewer), in prefill and "
+        "decode. index_topk 8 is below every prompt length but the first, so selection changes the logits "
+        "(probe index_topk_dense). YaRN factor 4 / original 32, mscale = mscale_all_dim = 1.",
+        _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=16,
+                n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24,
+                kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6,
+                index_n_heads=16, index_head_dim=16, index_topk=8),
+        _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
+              mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
+        # Wider indexer weights spread the index scores, so the 8th and 9th are rarely near-ties.
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                        (r"\.e_score_correction_bias$", 0.0, 0.1),
+                        (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
+        probes=("index_topk_dense", "e_score_bias_off", "mscale_off"),
     ),
     Fixture(
         "gemma-mqa", "gemma",
@@ -807,7 +838,7 @@ def make_model(fx: Fixture, seed: int):
     counts = randomize_parameters(model, seed, fx.norm_center, fx.init_overrides)
     if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and counts["bias"] == 0:
         raise RuntimeError(f"{fx.model_type} model has no bias parameters; the fixture would not test them")
-    if fx.model_type == "deepseek_v3" and counts["buffer"] + counts["override"] == 0:
+    if fx.model_type in ("deepseek_v3", "deepseek_v32") and counts["buffer"] + counts["override"] == 0:
         raise RuntimeError("deepseek_v3 e_score_correction_bias was not randomised")
     for pattern, _, _ in fx.init_overrides:
         names = [n for n, _ in model.named_parameters()] + [n for n, _ in persistent_buffers(model)]
@@ -1022,7 +1053,7 @@ def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-def draw_quality(fx: Fixture, ref: dict, routing: dict | None) -> float:
+def draw_quality(fx: Fixture, ref: dict, routing: dict | None, selection: dict | None) -> float:
     """>= 1 when a draw is acceptable; otherwise larger is closer. For dense fixtures this is
     the greedy margin alone, so their choice of seed is what it always was."""
     quality = ref["min_greedy_margin"] / MIN_GREEDY_MARGIN
@@ -1030,6 +1061,8 @@ def draw_quality(fx: Fixture, ref: dict, routing: dict | None) -> float:
         quality = min(quality, routing["min_routing_margin"] / MIN_ROUTING_MARGIN)
         if not routing["every_expert_used"]:
             quality = min(quality, 0.0)
+    if selection is not None:
+        quality = min(quality, selection["min_index_margin"] / MIN_INDEX_MARGIN)
     return quality
 
 
@@ -1052,7 +1085,8 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
         routing = routing_stats(model, fx.model_type, prompts, ref["greedy"]) if is_moe else None
         if is_moe and routing is None:
             raise RuntimeError("MoE fixture has no MoE layer")
-        quality = draw_quality(fx, ref, routing)
+        selection = index_selection_stats(model, prompts, ref["greedy"]) if fx.model_type == "deepseek_v32" else None
+        quality = draw_quality(fx, ref, routing, selection)
         if best is None or quality > best[0]:
             best = (quality, seed, model, rope_style, ref, counts, packed)
         if quality >= 1.0:
@@ -1095,6 +1129,15 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
                   flush=True)
         extras["expert_usage"] = routing
         extras["min_routing_margin"] = routing["min_routing_margin"]
+    if fx.model_type == "deepseek_v32":
+        selection = index_selection_stats(reloaded, prompts, ref["greedy"])
+        if selection["rows_disagreeing"]:
+            raise RuntimeError(f"fixture_probes.index_scores disagrees with transformers' top-k selection: {selection}")
+        if selection["sparse_rows"] == 0:
+            raise RuntimeError("no query sees more positions than index_topk: the fixture does not exercise sparsity")
+        if selection["min_index_margin"] < MIN_INDEX_MARGIN:
+            print(f"  WARNING: min index margin {selection['min_index_margin']:.2e} < {MIN_INDEX_MARGIN}", flush=True)
+        extras["index_selection"] = selection
     if fx.probes:
         extras["evidence"] = evidence(reloaded, prompts, fx.probes)
         for name, result in extras["evidence"].items():

@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -6,6 +6,7 @@ import type {
   CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
+  IndexerParams,
   KvBudgetLimits,
   KvCache,
   LoraShape,
@@ -20,6 +21,7 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  TokenSelection,
   WeightStream,
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
@@ -43,6 +45,7 @@ import { quantizedMatmul } from './ops/quantized-matmul.ts';
 import { checkQuantizedExperts, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
+import { indexerRopeAndCacheWrite, indexerTopK } from './ops/lightning-indexer.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens, type CpuExpertMatrix } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
@@ -406,7 +409,7 @@ export class CpuBackend implements Backend {
     mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
   }
 
-  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null): Tensor {
     if (step.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = step.batch;
     const queries = mlaQueries(q, mla, numTokens);
@@ -414,9 +417,31 @@ export class CpuBackend implements Backend {
     if (latent.rows !== numTokens || latent.cols !== mla.numHeads * mla.latentDim) {
       throw new Error(`mlaAttention: qLatent [${latent.shape.join(', ')}] is not [${numTokens}, ${mla.numHeads} × ${mla.latentDim}]`);
     }
+    const selected = selection === null ? null : asCpuTokenSelection(selection, numTokens);
     const out = CpuTensor.zeros([numTokens, mla.numHeads * mla.latentDim]);
-    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), mla, out.data);
+    mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), mla, out.data, selected);
     return out;
+  }
+
+  indexerRopeAndCacheWrite(q: Tensor, k: Tensor, keyNorm: Tensor, keyNormBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void {
+    const { numTokens, rotaryRows, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
+    const queries = indexerQueries(q, indexer, numTokens, 'indexerRopeAndCacheWrite');
+    const keys = asCpuTensor(k, 'indexerRopeAndCacheWrite k');
+    if (keys.rows !== numTokens || keys.cols !== indexer.headDim) throw new Error(`indexerRopeAndCacheWrite: k [${keys.shape.join(', ')}] is not [${numTokens}, ${indexer.headDim}]`);
+    const weight = normWeight(keyNorm, indexer.headDim, 'indexerRopeAndCacheWrite');
+    const bias = normWeight(keyNormBias, indexer.headDim, 'indexerRopeAndCacheWrite bias');
+    indexerRopeAndCacheWrite(queries.data, keys.data, rotaryRows, slotMapping, weight, bias, eps, asCpuRopeTable(rope), indexKeyPool(cache, layer, indexer), indexer);
+  }
+
+  indexerTopK(q: Tensor, weights: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): TokenSelection {
+    if (step.batch.treeMask !== null) throw new Error('indexerTopK: the indexer takes no tree mask (draft trees are verified on attention layers only)');
+    const { numTokens } = step.batch;
+    const queries = indexerQueries(q, indexer, numTokens, 'indexerTopK');
+    const w = asCpuTensor(weights, 'indexerTopK weights');
+    if (w.rows !== numTokens || w.cols !== indexer.numHeads) throw new Error(`indexerTopK: weights [${w.shape.join(', ')}] are not [${numTokens}, ${indexer.numHeads}]`);
+    const positions = new Int32Array(numTokens * indexer.topK);
+    indexerTopK(queries.data, w.data, indexKeyPool(cache, layer, indexer), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), indexer, positions);
+    return new CpuTokenSelection(numTokens, indexer.topK, positions);
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
@@ -597,6 +622,42 @@ function mlaPool(cache: KvCache, layer: number, mla: MlaParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   mlaKvLayer(kv.layout, layer, mla);
   return kv.layerPools(layer)[0];
+}
+
+function indexerQueries(q: Tensor, indexer: IndexerParams, numTokens: number, op: string): CpuTensor {
+  const t = asCpuTensor(q, `${op} q`);
+  if (t.rows !== numTokens || t.cols !== indexer.numHeads * indexer.headDim) {
+    throw new Error(`${op}: q [${t.shape.join(', ')}] is not [${numTokens}, ${indexer.numHeads} × ${indexer.headDim}]`);
+  }
+  return t;
+}
+
+/** A sparse MLA layer's indexer-key pool, float32 [slots, keyDim] whatever the cache's dtype. */
+function indexKeyPool(cache: KvCache, layer: number, indexer: IndexerParams): Float32Array {
+  const kv = asCpuKvCache(cache);
+  indexKeysKvLayer(kv.layout, layer, indexer);
+  const { codes } = kv.layerPools(layer)[1];
+  if (!(codes instanceof Float32Array)) throw new Error(`CpuBackend: layer ${layer}'s indexer-key pool is not float32`);
+  return codes;
+}
+
+function asCpuTokenSelection(selection: TokenSelection, numTokens: number): Int32Array {
+  if (!(selection instanceof CpuTokenSelection)) throw new Error('CpuBackend: selection is not from indexerTopK');
+  if (selection.numTokens !== numTokens) throw new Error(`mlaAttention: a selection of ${selection.numTokens} tokens for a step of ${numTokens}`);
+  return selection.positions;
+}
+
+/** indexerTopK's choice on the CPU: [numTokens, topK] positions. */
+export class CpuTokenSelection implements TokenSelection {
+  readonly numTokens: number;
+  readonly topK: number;
+  readonly positions: Int32Array;
+
+  constructor(numTokens: number, topK: number, positions: Int32Array) {
+    this.numTokens = numTokens;
+    this.topK = topK;
+    this.positions = positions;
+  }
 }
 
 function rowsPool(cache: KvCache, layer: number, slots: Int32Array, op: string): { pool: Float32Array; width: number } {

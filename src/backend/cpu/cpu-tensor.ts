@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import { kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
+import { indexKeyElementsPerToken, kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { createKvPool, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
@@ -121,7 +121,8 @@ export class CpuKvCache implements KvCache {
     const storage = kvStorage(layout.layers, layout.groups);
     this.poolOf = storage.poolOf;
     // An attention storage with key summaries has a third pool, indexed by block: [numBlocks,
-    // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts).
+    // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts). A sparse MLA storage has a second
+    // pool, its indexer keys [slots, keyDim], float32 whatever the dtype (IndexKeysSpec).
     this.pools = storage.pools.map((spec) =>
       spec.kind === 'attention'
         ? [
@@ -129,7 +130,10 @@ export class CpuKvCache implements KvCache {
             createKvPool(dtype, slots, spec.numKvHeads, spec.headDim),
             ...(spec.keySummaries === true ? [createKvPool('auto', layout.numBlocks, spec.numKvHeads, 2 * spec.headDim)] : []),
           ]
-        : [createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec))],
+        : [
+            createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec)),
+            ...(indexKeyElementsPerToken(spec) > 0 ? [createKvPool('auto', slots, 1, indexKeyElementsPerToken(spec))] : []),
+          ],
     );
   }
 

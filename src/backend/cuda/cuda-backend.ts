@@ -5,6 +5,7 @@ import type {
   CollectiveGroups,
   ExpertRouting,
   ExpertWeights,
+  IndexerParams,
   KvBudgetLimits,
   KvCache,
   LoraShape,
@@ -19,6 +20,7 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  TokenSelection,
   WeightStream,
 } from '../backend.ts';
 import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
@@ -27,6 +29,8 @@ import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
 import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts';
+import { launchIndexerKeyWrite, launchIndexerTopK } from './kernels/lightning-indexer.ts';
+import { launchSparseMla, SPARSE_MLA_MAX_LATENT, SPARSE_MLA_MAX_ROPE } from './kernels/sparse-mla.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { launchDequantize, launchPermuteColumns, launchQuantizedGemv } from './kernels/quantized-linear.ts';
 import { launchQuantizedGemm } from './kernels/quantized-gemm.ts';
@@ -34,7 +38,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -516,6 +520,9 @@ export class CudaBackend implements Backend {
       if (spec.kind === 'mla') {
         if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
           throw new KeelError('invalid_model', `the CUDA backend needs an MLA latent dim that is a multiple of 32 and a rope dim that is a multiple of 8, not ${spec.latentDim} and ${spec.ropeDim}`);
+        }
+        if (spec.indexKeys !== undefined && spec.indexKeys.keyDim % 8 !== 0) {
+          throw new KeelError('invalid_model', `the CUDA backend needs a sparse-attention indexer head dim that is a multiple of 8, not ${spec.indexKeys.keyDim}`);
         }
       } else if (spec.kind === 'rows') {
         if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
@@ -1156,7 +1163,7 @@ export class CudaBackend implements Backend {
     });
   }
 
-  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): Tensor {
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null): Tensor {
     const s = asCudaStep(step);
     if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
@@ -1171,6 +1178,29 @@ export class CudaBackend implements Backend {
       s.checkedCache = cache;
     }
     const out = this.stepTensor([numTokens, mla.numHeads * mla.latentDim]);
+    if (selection !== null) {
+      const selected = asCudaTokenSelection(selection, numTokens);
+      if (kv.dtype !== 'auto') throw invalidArgument(`DeepSeek's sparse MLA on the CUDA backend reads a bf16 KV cache, not ${kv.dtype} (drop --kv-cache-dtype)`);
+      if (mla.latentDim > SPARSE_MLA_MAX_LATENT || mla.ropeDim > SPARSE_MLA_MAX_ROPE) {
+        throw new KeelError('invalid_model', `the CUDA backend's sparse MLA holds a latent of at most ${SPARSE_MLA_MAX_LATENT} and a rope part of at most ${SPARSE_MLA_MAX_ROPE}, not ${mla.latentDim} and ${mla.ropeDim}`);
+      }
+      launchSparseMla(this.device, {
+        out: out.ptr,
+        qLatent: latent.ptr,
+        q: queries.ptr,
+        pool: kv.rows(layer),
+        selection: selected.ptr,
+        topK: selected.topK,
+        queryStartLoc: s.device.queryStartLoc,
+        blockTables: groupTables(s, layerGroup(kv.layout, layer)),
+        numSeqs: s.batch.numSeqs,
+        numTokens,
+        maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+        blockSize: kv.layout.blockSize,
+        mla,
+      });
+      return out;
+    }
     launchMlaAttention(this.device, {
       out: out.ptr,
       qLatent: latent.ptr,
@@ -1195,6 +1225,65 @@ export class CudaBackend implements Backend {
       decodeKernel: this.mlaDecode,
     });
     return out;
+  }
+
+  indexerRopeAndCacheWrite(q: Tensor, k: Tensor, keyNorm: Tensor, keyNormBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void {
+    const s = asCudaStep(step);
+    const { numTokens } = s.batch;
+    const queries = indexerQueries(q, indexer, numTokens, 'indexerRopeAndCacheWrite');
+    const keys = asBf16(k, 'indexerRopeAndCacheWrite k');
+    if (keys.rows !== numTokens || keys.cols !== indexer.headDim) throw new Error(`indexerRopeAndCacheWrite: k [${keys.shape.join(', ')}] is not [${numTokens}, ${indexer.headDim}]`);
+    const table = asRopeTable(rope);
+    if (table.rotaryDim !== indexer.ropeDim) throw new Error(`indexerRopeAndCacheWrite: rotary dim ${table.rotaryDim} != rope dim ${indexer.ropeDim}`);
+    const kv = indexerLayerCache(cache, layer, indexer);
+    checkRopeAndSlots(s.batch, table, kv, 'indexerRopeAndCacheWrite');
+    launchIndexerKeyWrite(this.device, {
+      q: queries.ptr,
+      k: keys.ptr,
+      normWeight: normWeight(keyNorm, indexer.headDim, 'indexerRopeAndCacheWrite').ptr,
+      normBias: normWeight(keyNormBias, indexer.headDim, 'indexerRopeAndCacheWrite bias').ptr,
+      eps,
+      cos: table.cos,
+      sin: table.sin,
+      rotaryRows: s.device.rotaryRows,
+      slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
+      keys: kv.indexKeys(layer),
+      numTokens,
+      indexer,
+    });
+  }
+
+  indexerTopK(q: Tensor, weights: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): TokenSelection {
+    const s = asCudaStep(step);
+    if (s.batch.treeMask !== null) throw new Error('indexerTopK: the indexer takes no tree mask (draft trees are verified on attention layers only)');
+    const { numTokens } = s.batch;
+    const queries = indexerQueries(q, indexer, numTokens, 'indexerTopK');
+    const w = asCudaTensor(weights, 'indexerTopK weights');
+    if (w.dtype !== 'f32' || w.rows !== numTokens || w.cols !== indexer.numHeads) {
+      throw new Error(`indexerTopK: weights [${w.shape.join(', ')}] ${w.dtype} are not [${numTokens}, ${indexer.numHeads}] f32`);
+    }
+    const kv = indexerLayerCache(cache, layer, indexer);
+    if (s.checkedCache !== cache) {
+      checkBlockTables(s.batch, kv.layout.numBlocks, kv.layout.blockSize);
+      s.checkedCache = cache;
+    }
+    const out = this.arena.alloc(Math.max(1, numTokens * indexer.topK) * 4);
+    launchIndexerTopK(this.device, {
+      q: queries.ptr,
+      weights: w.ptr,
+      keys: kv.indexKeys(layer),
+      queryStartLoc: s.device.queryStartLoc,
+      positions: s.device.positions,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
+      numSeqs: s.batch.numSeqs,
+      numTokens,
+      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+      blockSize: kv.layout.blockSize,
+      indexer,
+      out,
+      alloc: (bytes) => this.arena.alloc(bytes),
+    });
+    return new CudaTokenSelection(numTokens, indexer.topK, out);
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
@@ -1676,6 +1765,43 @@ function mlaQueries(q: Tensor, mla: MlaParams, numTokens: number): CudaTensor {
   // The kernels read each head's rotary part in 16-byte chunks.
   if (mla.nopeDim % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs an MLA nope dim that is a multiple of 8, not ${mla.nopeDim}`);
   return t;
+}
+
+/** indexerTopK's choice on the device: [numTokens, topK] int32 positions in step memory. */
+export class CudaTokenSelection implements TokenSelection {
+  readonly numTokens: number;
+  readonly topK: number;
+  readonly ptr: DevicePtr;
+
+  constructor(numTokens: number, topK: number, ptr: DevicePtr) {
+    this.numTokens = numTokens;
+    this.topK = topK;
+    this.ptr = ptr;
+  }
+}
+
+function asCudaTokenSelection(selection: TokenSelection, numTokens: number): CudaTokenSelection {
+  if (!(selection instanceof CudaTokenSelection)) throw new Error('CudaBackend: selection is not from indexerTopK');
+  if (selection.numTokens !== numTokens) throw new Error(`mlaAttention: a selection of ${selection.numTokens} tokens for a step of ${numTokens}`);
+  return selection;
+}
+
+/** The kernels stage a token's queries in 8192 floats of shared memory and read keys in 16-byte chunks. */
+function indexerQueries(q: Tensor, indexer: IndexerParams, numTokens: number, op: string): CudaTensor {
+  const t = asBf16(q, `${op} q`);
+  if (t.rows !== numTokens || t.cols !== indexer.numHeads * indexer.headDim) {
+    throw new Error(`${op}: q [${t.shape.join(', ')}] is not [${numTokens}, ${indexer.numHeads} × ${indexer.headDim}]`);
+  }
+  if (indexer.headDim % 8 !== 0 || indexer.numHeads * indexer.headDim > 8192 || indexer.headDim > 1024) {
+    throw new KeelError('invalid_model', `the CUDA backend's lightning indexer needs a head dim that is a multiple of 8 and at most 8192 query values per token, not ${indexer.numHeads} × ${indexer.headDim}`);
+  }
+  return t;
+}
+
+function indexerLayerCache(cache: KvCache, layer: number, indexer: IndexerParams): CudaKvCache {
+  const kv = asCudaKvCache(cache);
+  indexKeysKvLayer(kv.layout, layer, indexer);
+  return kv;
 }
 
 function mlaLayerCache(cache: KvCache, layer: number, mla: MlaParams): CudaKvCache {

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { indexKeyElementsPerToken, keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
@@ -196,6 +196,9 @@ export class CudaKvCache implements KvCache {
       // Quest's key summaries, bf16 whatever the cache's dtype: a pool indexed by block alone.
       const summaries = keySummaryElementsPerBlock(spec);
       if (summaries > 0) add(summaries * 2);
+      // DeepSeek-V3.2's indexer keys, bf16 whatever the cache's dtype, after the MLA row's pools.
+      const indexKeys = indexKeyElementsPerToken(spec);
+      if (indexKeys > 0) add(layout.blockSize * indexKeys * 2);
     }
     this.totalBytes = offset;
     this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
@@ -231,6 +234,11 @@ export class CudaKvCache implements KvCache {
   /** int8: an MLA layer's scale per row [slots]; 0 for other dtypes. */
   rowScales(layer: number): DevicePtr {
     return this.dtype === 'int8' ? this.pool(layer, 1) : 0;
+  }
+
+  /** A sparse MLA layer's indexer keys [slots, keyDim] bf16 (after its row and row-scale pools). */
+  indexKeys(layer: number): DevicePtr {
+    return this.pool(layer, this.dtype === 'int8' ? 2 : 1);
   }
 
   private pool(layer: number, index: number): DevicePtr {

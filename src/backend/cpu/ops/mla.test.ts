@@ -163,3 +163,56 @@ test('mlaAttention matches the definition over paged rows: decodes, whole prompt
     }
   }
 });
+
+test('mlaAttention with a selection attends to exactly the selected positions (DeepSeek sparse attention)', () => {
+  for (let trial = 0; trial < 20; trial++) {
+    const mla = randomMla();
+    const { numHeads, latentDim, ropeDim, nopeDim } = mla;
+    const rowWidth = latentDim + ropeDim;
+    const headWidth = nopeDim + ropeDim;
+    const blockSize = random.pick([1, 4, 16]);
+    const topK = random.int(1, 6);
+    const lens = Array.from({ length: random.int(1, 3) }, () => random.int(1, 30));
+    const numBlocks = lens.reduce((n, len) => n + Math.ceil(len / blockSize), 0);
+    const free = random.shuffled(Array.from({ length: numBlocks }, (_, i) => i));
+    const pool = random.floats(numBlocks * blockSize * rowWidth);
+    const tables = lens.map((len) => free.splice(0, Math.ceil(len / blockSize)));
+    const chunks = lens.map((len, s) => {
+      const queryLen = random.int(1, len);
+      return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTables: [tables[s]] };
+    });
+    const batch = describeBatch(chunks, blockSize);
+    // Each token: up to topK distinct visible positions in increasing order, padded with -1.
+    const selection = new Int32Array(batch.numTokens * topK).fill(-1);
+    const chosen: number[][] = [];
+    for (let t = 0; t < batch.numTokens; t++) {
+      const positions = random.shuffled(Array.from({ length: batch.positions[t] + 1 }, (_, j) => j)).slice(0, topK).sort((a, b) => a - b);
+      selection.set(positions, t * topK);
+      chosen.push(positions);
+    }
+    const qLatent = random.floats(batch.numTokens * numHeads * latentDim, 2);
+    const q = random.floats(batch.numTokens * numHeads * headWidth, 2);
+    const out = new Float32Array(batch.numTokens * numHeads * latentDim).fill(NaN);
+    mlaAttention(qLatent, q, float32Pool(pool, 1, rowWidth), blockSize, batch, mla, out, selection);
+    for (let s = 0; s < lens.length; s++) {
+      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+        const rows = chosen[t].map((j) => {
+          const slot = tables[s][Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+          return pool.subarray(slot * rowWidth, (slot + 1) * rowWidth);
+        });
+        for (let h = 0; h < numHeads; h++) {
+          const qRope = q.subarray((t * numHeads + h) * headWidth + nopeDim, (t * numHeads + h + 1) * headWidth);
+          const expected = naiveMla(qLatent.subarray(t * numHeads * latentDim), qRope, rows.length - 1, rows, mla, h);
+          assertClose(out.subarray((t * numHeads + h) * latentDim, (t * numHeads + h + 1) * latentDim), expected, 1e-5, `trial ${trial} token ${t} head ${h}`);
+        }
+      }
+    }
+  }
+});
+
+test('mlaAttention rejects a selected position the token cannot see', () => {
+  const mla: MlaParams = { numHeads: 1, latentDim: 2, ropeDim: 2, nopeDim: 2, scale: 1 };
+  const batch = describeBatch([{ tokens: [0, 0], startPos: 0, blockTables: [[0]] }], 4);
+  const run = () => mlaAttention(new Float32Array(4), new Float32Array(8), float32Pool(new Float32Array(16), 1, 4), 4, batch, mla, new Float32Array(4), Int32Array.of(0, 1, 1, -1));
+  assert.throws(run, /token 0 at position 0 selects position 1/);
+});

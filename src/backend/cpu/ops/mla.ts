@@ -89,11 +89,12 @@ function rotate(x: Float32Array, at: number, rope: RopeTables, tableAt: number, 
 /**
  * Absorbed multi-head latent attention over the paged pool of rows [latent | rope]
  * ([numBlocks * blockSize, latentDim + ropeDim]). Head h of token t (position p, sequence s)
- * scores the rows of positions 0 .. p of sequence s as scale · (qLatent[t, h] · latent_j +
- * q[t, h, nopeDim ..] · rope_j) and returns Σ_j softmax_j · latent_j in out [numTokens, numHeads *
- * latentDim]. An 8-bit pool is read as the values its codes stand for (each sequence's rows
- * dequantized once per call). Scores, softmax and sums are float64; each output is rounded to
- * float32 once.
+ * scores the rows of positions 0 .. p of sequence s (or, with `selection` [numTokens, topK], the
+ * positions of its row that are not -1: DeepSeek's sparse attention) as scale · (qLatent[t, h] ·
+ * latent_j + q[t, h, nopeDim ..] · rope_j) and returns Σ_j softmax_j · latent_j in out
+ * [numTokens, numHeads * latentDim]. An 8-bit pool is read as the values its codes stand for (each
+ * sequence's rows dequantized once per call). Scores, softmax and sums are float64; each output is
+ * rounded to float32 once.
  */
 export function mlaAttention(
   qLatent: Float32Array,
@@ -103,6 +104,7 @@ export function mlaAttention(
   batch: BatchDescription,
   mla: MlaParams,
   out: Float32Array,
+  selection: Int32Array | null = null,
 ): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = mla;
   const rowWidth = latentDim + ropeDim;
@@ -128,9 +130,16 @@ export function mlaAttention(
       if (position >= batch.seqLens[s]) {
         throw new RangeError(`mlaAttention: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
       }
-      const count = position + 1;
-      for (let j = 0; j < count; j++) {
-        rowAt[j] = (quantized ? j : slotOf(j)) * rowWidth;
+      let count = 0;
+      if (selection === null) {
+        for (let j = 0; j <= position; j++) rowAt[count++] = (quantized ? j : slotOf(j)) * rowWidth;
+      } else {
+        const topK = selection.length / batch.numTokens;
+        for (const j of selection.subarray(t * topK, (t + 1) * topK)) {
+          if (j === -1) continue;
+          if (!(j >= 0 && j <= position)) throw new RangeError(`mlaAttention: token ${t} at position ${position} selects position ${j}`);
+          rowAt[count++] = (quantized ? j : slotOf(j)) * rowWidth;
+        }
       }
       for (let h = 0; h < numHeads; h++) {
         const latentAt = (t * numHeads + h) * latentDim;

@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { IndexerParams } from '../../backend.ts';
+import { describeBatch } from '../../../step/batch.ts';
+import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { indexerRopeAndCacheWrite, indexerTopK } from './lightning-indexer.ts';
+
+const random = new TestRandom(testSeed('lightning indexer ops'));
+
+function randomIndexer(topK = random.int(1, 6)): IndexerParams {
+  const ropeDim = 2 * random.int(1, 3);
+  const numHeads = random.int(1, 4);
+  const headDim = ropeDim + random.int(0, 5);
+  return { numHeads, headDim, ropeDim, topK, scale: headDim ** -0.5, weightScale: numHeads ** -0.5 };
+}
+
+test('indexerRopeAndCacheWrite layer-normalizes the key, rotates the leading rope dims of it and of every query head, and caches the key', () => {
+  for (let trial = 0; trial < 20; trial++) {
+    const indexer = randomIndexer();
+    const { numHeads, headDim, ropeDim } = indexer;
+    const half = ropeDim / 2;
+    const rope = plainRopeTable(ropeDim, 10000, 64);
+    const numTokens = random.int(1, 5);
+    const numSlots = numTokens + random.int(0, 4);
+    const q = random.floats(numTokens * numHeads * headDim);
+    const k = random.floats(numTokens * headDim, 3);
+    const [weight, bias] = [random.floats(headDim), random.floats(headDim)];
+    const rows = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
+    const slots = Int32Array.from(random.shuffled(Array.from({ length: numSlots }, (_, i) => i)).slice(0, numTokens));
+    const pool = new Float32Array(numSlots * headDim);
+    const [q0, k0] = [q.slice(), k.slice()];
+    indexerRopeAndCacheWrite(q, k, rows, slots, weight, bias, 1e-6, rope, pool, indexer);
+    const rotate = (x: number[], row: number) =>
+      x.map((v, i) => {
+        if (i >= ropeDim) return v;
+        const j = i % half;
+        const [c, s] = [rope.cos[row * half + j], rope.sin[row * half + j]];
+        return i < half ? v * c - x[i + half] * s : v * c + x[i - half] * s;
+      });
+    for (let t = 0; t < numTokens; t++) {
+      const key = Array.from(k0.subarray(t * headDim, (t + 1) * headDim));
+      const mean = key.reduce((a, v) => a + v, 0) / headDim;
+      const variance = key.reduce((a, v) => a + (v - mean) ** 2, 0) / headDim;
+      const expected = rotate(key.map((v, i) => ((v - mean) / Math.sqrt(variance + 1e-6)) * weight[i] + bias[i]), rows[t]);
+      expected.forEach((v, i) => assert.ok(Math.abs(k[t * headDim + i] - v) < 1e-5, `trial ${trial} token ${t} key[${i}]`));
+      assert.deepEqual(pool.subarray(slots[t] * headDim, (slots[t] + 1) * headDim), k.subarray(t * headDim, (t + 1) * headDim));
+      for (let h = 0; h < numHeads; h++) {
+        const at = (t * numHeads + h) * headDim;
+        const want = rotate(Array.from(q0.subarray(at, at + headDim)), rows[t]);
+        want.forEach((v, i) => assert.ok(Math.abs(q[at + i] - v) < 1e-6, `trial ${trial} token ${t} head ${h} q[${i}]`));
+      }
+    }
+  }
+});
+
+test('indexerTopK keeps the topK best index scores of the positions each token sees, in position order, ties to the earlier', () => {
+  for (let trial = 0; trial < 30; trial++) {
+    const indexer = randomIndexer();
+    const { numHeads, headDim, topK } = indexer;
+    const blockSize = random.pick([1, 4, 16]);
+    const lens = Array.from({ length: random.int(1, 3) }, () => random.int(1, 25));
+    const numBlocks = lens.reduce((n, len) => n + Math.ceil(len / blockSize), 0);
+    const free = random.shuffled(Array.from({ length: numBlocks }, (_, i) => i));
+    const tables = lens.map((len) => free.splice(0, Math.ceil(len / blockSize)));
+    // Keys drawn from a few values: equal keys score equal, so ties are common.
+    const distinct = Array.from({ length: 3 }, () => random.floats(headDim));
+    const pool = new Float32Array(numBlocks * blockSize * headDim);
+    for (let slot = 0; slot < numBlocks * blockSize; slot++) pool.set(random.pick(distinct), slot * headDim);
+    const batch = describeBatch(lens.map((len, s) => {
+      const queryLen = random.int(1, len);
+      return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTables: [tables[s]] };
+    }), blockSize);
+    const q = random.floats(batch.numTokens * numHeads * headDim);
+    const weights = random.floats(batch.numTokens * numHeads);
+    const out = new Int32Array(batch.numTokens * topK);
+    indexerTopK(q, weights, pool, blockSize, batch, indexer, out);
+    for (let s = 0; s < lens.length; s++) {
+      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+        const visible = batch.positions[t] + 1;
+        const score = (j: number) => {
+          const slot = tables[s][Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+          let total = 0;
+          for (let h = 0; h < numHeads; h++) {
+            let dot = 0;
+            for (let d = 0; d < headDim; d++) dot += q[(t * numHeads + h) * headDim + d] * pool[slot * headDim + d];
+            total += indexer.weightScale * weights[t * numHeads + h] * Math.max(0, indexer.scale * dot);
+          }
+          return total;
+        };
+        const ranked = Array.from({ length: visible }, (_, j) => j).sort((a, b) => score(b) - score(a) || a - b);
+        const expected = ranked.slice(0, topK).sort((a, b) => a - b);
+        while (expected.length < topK) expected.push(-1);
+        assert.deepEqual(Array.from(out.subarray(t * topK, (t + 1) * topK)), expected, `trial ${trial} token ${t}`);
+      }
+    }
+  }
+});

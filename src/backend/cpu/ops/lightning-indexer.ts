@@ -1,0 +1,115 @@
+import type { IndexerParams } from '../../backend.ts';
+import { KeelError } from '../../../errors.ts';
+import type { BatchDescription } from '../../../step/batch.ts';
+import type { RopeTables } from './rope-cache-write.ts';
+
+/**
+ * For each token t: LayerNorm k[t] ([numTokens, headDim]; mean and variance in float64, then
+ * × weight + bias), rotate its leading ropeDim and those of each of q's heads by the rotary row
+ * rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), in place, and copy k[t] to row
+ * slotMapping[t] of `pool` ([slots, headDim] float32).
+ */
+export function indexerRopeAndCacheWrite(
+  q: Float32Array,
+  k: Float32Array,
+  rotaryRows: Int32Array,
+  slotMapping: Int32Array,
+  normWeight: Float32Array,
+  normBias: Float32Array,
+  eps: number,
+  rope: RopeTables,
+  pool: Float32Array,
+  indexer: IndexerParams,
+): void {
+  const { numHeads, headDim, ropeDim } = indexer;
+  const numSlots = pool.length / headDim;
+  if (rope.rotaryDim !== ropeDim) throw new Error(`indexerRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
+  const half = ropeDim / 2;
+  for (let t = 0; t < rotaryRows.length; t++) {
+    const row = rotaryRows[t];
+    if (row < 0 || row >= rope.maxPositions) {
+      throw new KeelError('context_overflow', `rotary row ${row} is outside the rotary table's ${rope.maxPositions} rows`);
+    }
+    const slot = slotMapping[t];
+    if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`indexerRopeAndCacheWrite: slot ${slot} is outside [0, ${numSlots})`);
+    const keyAt = t * headDim;
+    let sum = 0;
+    for (let i = 0; i < headDim; i++) sum += k[keyAt + i];
+    const mean = sum / headDim;
+    let squares = 0;
+    for (let i = 0; i < headDim; i++) squares += (k[keyAt + i] - mean) ** 2;
+    const inverseStd = 1 / Math.sqrt(squares / headDim + eps);
+    for (let i = 0; i < headDim; i++) k[keyAt + i] = (k[keyAt + i] - mean) * inverseStd * normWeight[i] + normBias[i];
+    const tableAt = row * half;
+    rotateLeading(k, keyAt, rope, tableAt, half);
+    for (let h = 0; h < numHeads; h++) rotateLeading(q, (t * numHeads + h) * headDim, rope, tableAt, half);
+    pool.set(k.subarray(keyAt, keyAt + headDim), slot * headDim);
+  }
+}
+
+function rotateLeading(x: Float32Array, at: number, rope: RopeTables, tableAt: number, half: number): void {
+  for (let i = 0; i < half; i++) {
+    const c = rope.cos[tableAt + i];
+    const s = rope.sin[tableAt + i];
+    const x1 = x[at + i];
+    const x2 = x[at + half + i];
+    x[at + i] = x1 * c - x2 * s;
+    x[at + half + i] = x2 * c + x1 * s;
+  }
+}
+
+/**
+ * Each token's selected positions, [numTokens, topK] (IndexerParams): token t at position p of
+ * sequence s scores positions j ≤ p by Σ_h weightScale · weights[t, h] · relu(scale · q[t, h] ·
+ * key_j), the keys read from `pool` ([slots, headDim]) through s's block table, in float64; it keeps
+ * the topK highest (ties to the earlier position), or every j ≤ p when p < topK, listed in
+ * increasing position and padded with -1.
+ */
+export function indexerTopK(
+  q: Float32Array,
+  weights: Float32Array,
+  pool: Float32Array,
+  blockSize: number,
+  batch: BatchDescription,
+  indexer: IndexerParams,
+  out: Int32Array,
+): void {
+  const { numHeads, headDim, topK, scale, weightScale } = indexer;
+  out.fill(-1);
+  const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
+  const scores = new Float64Array(longest);
+  const order = new Int32Array(longest);
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const tableAt = s * batch.maxBlocksPerSeq;
+    const slotOf = (j: number) => batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+    for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
+      const position = batch.positions[t];
+      if (position >= batch.seqLens[s]) {
+        throw new RangeError(`indexerTopK: token ${t} at position ${position} is past its sequence's ${batch.seqLens[s]} cached tokens`);
+      }
+      const visible = position + 1;
+      const outAt = t * topK;
+      if (visible <= topK) {
+        for (let j = 0; j < visible; j++) out[outAt + j] = j;
+        continue;
+      }
+      for (let j = 0; j < visible; j++) {
+        const keyAt = slotOf(j) * headDim;
+        let score = 0;
+        for (let h = 0; h < numHeads; h++) {
+          const queryAt = (t * numHeads + h) * headDim;
+          let dot = 0;
+          for (let d = 0; d < headDim; d++) dot += q[queryAt + d] * pool[keyAt + d];
+          score += weightScale * weights[t * numHeads + h] * Math.max(0, scale * dot);
+        }
+        scores[j] = score;
+        order[j] = j;
+      }
+      const chosen = Array.from(order.subarray(0, visible))
+        .sort((a, b) => scores[b] - scores[a] || a - b)
+        .slice(0, topK)
+        .sort((a, b) => a - b);
+      out.set(chosen, outAt);
+    }
+  }
+}
