@@ -107,12 +107,13 @@ export interface EngineConfig {
    * budget to host memory and back (shorter ones are still recomputed, which costs less).
    */
   preemptionMode: 'recompute' | 'swap';
-  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
+  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`; each rank of a parallel run has this much for its KV shard. */
   swapSpace: number;
   /**
    * GiB of host memory (pinned, on CUDA) for the prefix cache's host tier (docs/long-context.md):
    * blocks evicted from the device prefix cache are kept there and copied back on a later hit,
-   * instead of being recomputed. 0: no host tier. Needs prefix caching.
+   * instead of being recomputed. 0: no host tier. Needs prefix caching. Each rank of a parallel
+   * run has this much for its KV shard.
    */
   kvOffloadGb: number;
   /**

@@ -50,11 +50,8 @@ test('combinations a parallel run does not support yet are refused by name', asy
       await assert.rejects(load({ ...sizes, speculative }), new RegExp(`speculative method ${speculative.method} is not supported in parallel runs yet`));
     }
   }
-  await assert.rejects(load({ tensorParallelSize: 2, preemptionMode: 'swap' }), /preemption by swap is not supported in parallel runs yet/);
-  await assert.rejects(load({ tensorParallelSize: 2, kvOffloadGb: 1 }), /host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ tensorParallelSize: 2, cpuOffloadGb: 1 }), /weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
-  // Pipeline stages each hold their own layers' KV blocks and weights: the host tiers are refused there too.
-  await assert.rejects(load({ pipelineParallelSize: 2, kvOffloadGb: 1 }), /pipelineParallelSize 2: the prefix cache's host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
+  // Pipeline stages each hold their own layers' weights: weight offload is refused there too.
   await assert.rejects(load({ pipelineParallelSize: 2, cpuOffloadGb: 1 }), /pipelineParallelSize 2: weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ enableExpertParallel: true }), /give tensorParallelSize > 1 too/);
 });

@@ -97,10 +97,12 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  (default ${DEFAULT_ENGINE_CONFIG.preemptionMode}); swap: contexts longer than
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
-  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV, per rank of a parallel
+                                 run (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
   --kv-offload-gb GiB            host memory (pinned on CUDA) for a host tier of the prefix cache: blocks
                                  evicted from the GPU's are kept there and copied back on a hit
-                                 instead of recomputed (default ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
+                                 instead of recomputed; per rank of a parallel run (default
+                                 ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
   --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
                                  counted at 16 bits) in host memory, each layer copied to the GPU while
                                  the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)

@@ -127,9 +127,6 @@ function checkParallelSupport(config: EngineConfig): void {
     );
   }
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
-  if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
-  // Each rank (of every tensor group and pipeline stage) holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
-  if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
   if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
 
@@ -457,8 +454,11 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
-    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, bytesPerBlock) : 0;
-    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, bytesPerBlock) : 0;
+    // Host block ids name a block on every rank of a parallel run, and each rank's host spaces hold
+    // their blocks of its own shard in the memory given: the rank with the largest blocks bounds them.
+    const hostBytesPerBlock = Math.max(bytesPerBlock, loaded.ranks?.largestKvBytesPerBlock ?? 0);
+    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, hostBytesPerBlock) : 0;
+    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, hostBytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
@@ -493,7 +493,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
-    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype);
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks });
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
     const draftModel = draft ? { model: draft, cache: backend.createKvCache(kvLayout(numKvBlocks + 1, caches.draft)) } : selfDraft && { model: selfDraft, cache };
     const headProposer = head && new HeadProposer(head, backend.createKvCache(kvLayout(numKvBlocks + 1, caches.head)), config.blockSize, speculative!.treeWidth);

@@ -9,6 +9,8 @@ export class RankLoading {
   readonly done: Promise<void>;
   /** The fewest KV blocks any rank's memory holds for its layers; known once `done` resolves. */
   fewestKvBlocks = Infinity;
+  /** The most bytes a KV block takes on any rank (its shard of its stage's layers); known once `done` resolves. */
+  largestKvBytesPerBlock = 0;
   private pending: number;
   private settle!: { resolve: () => void; reject: (error: Error) => void };
 
@@ -26,6 +28,7 @@ export class RankLoading {
       return;
     }
     this.fewestKvBlocks = Math.min(this.fewestKvBlocks, message.kvBlocks);
+    this.largestKvBytesPerBlock = Math.max(this.largestKvBytesPerBlock, message.kvBytesPerBlock);
     if (--this.pending === 0) this.settle.resolve();
   }
 

@@ -1,8 +1,9 @@
-import type { Backend, KvCache } from '../../backend/backend.ts';
+import type { Backend, KvCache, SwapSpace } from '../../backend/backend.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { modelArchitectureOf } from '../../models/registry.ts';
 import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
+import { queueHostTransfers } from '../host-transfers.ts';
 import { createTargetModel, loadModelWeights, streamingOf } from '../load-engine.ts';
 import type { RankPlace, ToRank } from './rank-messages.ts';
 
@@ -10,6 +11,8 @@ import type { RankPlace, ToRank } from './rank-messages.ts';
 export interface RankRunner {
   /** How many KV blocks the rank's memory budget holds for its layers. */
   readonly kvBlocks: number;
+  /** A KV block's bytes on this rank (its shard of its stage's layers), on the device and in its host spaces. */
+  readonly kvBytesPerBlock: number;
   handle(message: ToRank): void;
 }
 
@@ -32,17 +35,30 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   // The stage's layers' KV groups, as rank 0 groups the whole model's layers (a parallel run has no draft or head).
   const allKvLayers = createTargetModel(architecture, place.maxModelLen, config).kvLayers;
   const groups = kvCacheGroups(allKvLayers, streamingOf(config)).groupOf.slice(stage.firstLayer, stage.firstLayer + model.kvLayers.length);
+  const dtype = resolveKvCacheDtype(config.kvCacheDtype);
+  const bytesPerBlock = kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, dtype, groups);
   let cache: KvCache | null = null;
+  /** This rank's swap space and host tier, each beside its cache (none: empty), as rank 0 pairs its own. */
+  let swaps: [KvCache, SwapSpace][] = [];
+  let tier: [KvCache, SwapSpace][] = [];
   const requireCache = () => {
     if (cache === null) throw new Error(`rank ${place.rank} was sent a step before its KV cache`);
     return cache;
   };
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
-    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / kvBytesPerBlock(model.kvLayers, config.blockSize, backend.kvElementBytes, resolveKvCacheDtype(config.kvCacheDtype), groups)),
+    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock),
+    kvBytesPerBlock: bytesPerBlock,
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
-        cache = backend.createKvCache({ numBlocks: message.numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });
+        const layout = (numBlocks: number) => ({ numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });
+        const kv = (cache = backend.createKvCache(layout(message.numBlocks)));
+        const hostSpace = (numBlocks: number): [KvCache, SwapSpace][] => (numBlocks === 0 ? [] : [[kv, backend.createSwapSpace(layout(numBlocks))]]);
+        swaps = hostSpace(message.numSwapBlocks);
+        tier = hostSpace(message.numHostCacheBlocks);
+      } else if (message.type === 'transfer-blocks') {
+        requireCache();
+        queueHostTransfers(backend, swaps, tier, message.transfers);
       } else if (message.type === 'copy-slots') {
         backend.copySlots(requireCache(), message.src, message.dst);
       } else {

@@ -1,6 +1,7 @@
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
+import type { HostTransfers } from '../host-transfers.ts';
 import type { RankLoading } from './rank-loading.ts';
 import type { ToRank } from './rank-messages.ts';
 
@@ -23,9 +24,22 @@ export abstract class Ranks {
     return this.loading.fewestKvBlocks;
   }
 
-  /** Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same blocks and dtype as rank 0's. */
-  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype): void {
-    this.order({ type: 'create-cache', numBlocks, blockSize, dtype });
+  /** The most bytes a KV block takes on any other rank (after `ready`): each rank's host spaces hold their blocks in the memory given. */
+  get largestKvBytesPerBlock(): number {
+    return this.loading.largestKvBytesPerBlock;
+  }
+
+  /**
+   * Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same
+   * blocks and dtype as rank 0's, and host spaces of the same blocks as rank 0's (0: none).
+   */
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype, host: { numSwapBlocks: number; numHostCacheBlocks: number }): void {
+    this.order({ type: 'create-cache', numBlocks, blockSize, dtype, ...host });
+  }
+
+  /** Sends a step's copies between device and host to the other ranks; the engine queues them on rank 0 right after. */
+  transferBlocks(transfers: HostTransfers): void {
+    this.order({ type: 'transfer-blocks', transfers });
   }
 
   /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */
