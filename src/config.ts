@@ -120,6 +120,7 @@ export interface EngineConfig {
    * GiB of decoder-layer weights (counted at 16 bits a parameter; whole layers, evenly spaced) kept
    * in host memory (pinned, on CUDA) and streamed to the device before each use, double-buffered
    * (docs/long-context.md). 0: every weight on the device. Decode steps then run eagerly (no CUDA graphs).
+   * Each rank of a parallel run streams this much of its own shard (a layer counts 1/N of its size at TP N).
    */
   cpuOffloadGb: number;
   /**

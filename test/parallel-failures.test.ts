@@ -50,8 +50,5 @@ test('combinations a parallel run does not support yet are refused by name', asy
       await assert.rejects(load({ ...sizes, speculative }), new RegExp(`speculative method ${speculative.method} is not supported in parallel runs yet`));
     }
   }
-  await assert.rejects(load({ tensorParallelSize: 2, cpuOffloadGb: 1 }), /weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
-  // Pipeline stages each hold their own layers' weights: weight offload is refused there too.
-  await assert.rejects(load({ pipelineParallelSize: 2, cpuOffloadGb: 1 }), /pipelineParallelSize 2: weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ enableExpertParallel: true }), /give tensorParallelSize > 1 too/);
 });

@@ -105,7 +105,8 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
   --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
                                  counted at 16 bits) in host memory, each layer copied to the GPU while
-                                 the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
+                                 the one before it runs; per rank of a parallel run, of its shard
+                                 (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
 
 Parallelism (docs/parallelism.md; TP × PP ranks: worker threads on the CPU backend, one worker
 process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK):

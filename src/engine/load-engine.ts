@@ -127,7 +127,6 @@ function checkParallelSupport(config: EngineConfig): void {
     );
   }
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
-  if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
 
 /** What sparse attention needs of the rest of the config; each combination it lacks is refused by name. */
@@ -292,7 +291,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const { ranks, backend } =
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
-    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
+    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
     // Slots are allocated before the KV pool is sized from what memory is left.
@@ -320,10 +319,14 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
 }
 
-/** Marks the decoder layers `gib` GiB of host memory holds to stream from there (before loading). */
-function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedModel['offload'] {
+/**
+ * Marks the decoder layers of `model`'s stage that `config.cpuOffloadGb` GiB of host memory holds
+ * to stream from there (before loading): on every rank of a parallel run, its own shard of them
+ * (`layers` index the stage's layers).
+ */
+export function offloadLayers(model: CausalLM, backend: Backend, config: EngineConfig): NonNullable<LoadedModel['offload']> {
   if (model.layerParameters === undefined || model.offloadLayers === undefined) throw invalidArgument(`weight offload (cpuOffloadGb) is not supported for ${model.config.modelType} models`);
-  const layers = layersToOffload(model.layerParameters(), gib);
+  const layers = layersToOffload(model.layerParameters(), config.cpuOffloadGb, config.tensorParallelSize);
   return { layers, stream: model.offloadLayers(backend, layers) };
 }
 
@@ -484,7 +487,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
           (offload === null
             ? ''
             : `, layers ${offload.layers.join(', ')} of ${modelConfig.numLayers} streamed from host memory ` +
-              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers)`) +
+              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers` +
+              `${loaded.ranks === null ? '' : ` on rank 0; ${(loaded.ranks.weightHostBytes / 2 ** 30).toFixed(2)} GiB on the other ranks, each streaming its own shard`})`) +
           '\n',
       );
     }

@@ -11,6 +11,8 @@ export class RankLoading {
   fewestKvBlocks = Infinity;
   /** The most bytes a KV block takes on any rank (its shard of its stage's layers); known once `done` resolves. */
   largestKvBytesPerBlock = 0;
+  /** The weights the ranks keep in host memory to stream, in bytes, all together; known once `done` resolves. */
+  weightHostBytes = 0;
   private pending: number;
   private settle!: { resolve: () => void; reject: (error: Error) => void };
 
@@ -29,6 +31,7 @@ export class RankLoading {
     }
     this.fewestKvBlocks = Math.min(this.fewestKvBlocks, message.kvBlocks);
     this.largestKvBytesPerBlock = Math.max(this.largestKvBytesPerBlock, message.kvBytesPerBlock);
+    this.weightHostBytes += message.weightHostBytes;
     if (--this.pending === 0) this.settle.resolve();
   }
 

@@ -47,11 +47,17 @@ export type ToRank =
   | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
   | { type: 'copy-slots'; src: Int32Array; dst: Int32Array };
 
-/**
- * `kvBlocks`: how many KV blocks the rank's memory budget holds for its layers, once they are
- * loaded; `kvBytesPerBlock`: a block's bytes there (and in its host spaces).
- */
-export type FromRank = { type: 'loaded'; kvBlocks: number; kvBytesPerBlock: number } | { type: 'failed'; message: string };
+/** What a rank reports once it has loaded its shard. */
+export interface RankLoaded {
+  /** How many KV blocks the rank's memory budget holds for its layers. */
+  kvBlocks: number;
+  /** A KV block's bytes on the rank (its shard of its stage's layers), on the device and in its host spaces. */
+  kvBytesPerBlock: number;
+  /** Bytes of its weights the rank keeps in host memory to stream (`cpuOffloadGb`; 0: none). */
+  weightHostBytes: number;
+}
+
+export type FromRank = ({ type: 'loaded' } & RankLoaded) | { type: 'failed'; message: string };
 
 /** A rank in a worker process (CUDA): its GPU, and the NCCL groups it joins (their unique ids made by rank 0). */
 export interface ProcessRankSettings extends RankPlace {

@@ -4,15 +4,12 @@ import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { modelArchitectureOf } from '../../models/registry.ts';
 import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 import { queueHostTransfers } from '../host-transfers.ts';
-import { createTargetModel, loadModelWeights, streamingOf } from '../load-engine.ts';
-import type { RankPlace, ToRank } from './rank-messages.ts';
+import { createTargetModel, loadModelWeights, offloadLayers, streamingOf } from '../load-engine.ts';
+import type { RankLoaded, RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
 export interface RankRunner {
-  /** How many KV blocks the rank's memory budget holds for its layers. */
-  readonly kvBlocks: number;
-  /** A KV block's bytes on this rank (its shard of its stage's layers), on the device and in its host spaces. */
-  readonly kvBytesPerBlock: number;
+  readonly loaded: RankLoaded;
   handle(message: ToRank): void;
 }
 
@@ -27,6 +24,8 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   const architecture = modelArchitectureOf(files);
   const stage = pipelineStage(architecture.config.numLayers, place.stage, config.pipelineParallelSize);
   const model = createTargetModel(architecture, place.maxModelLen, config, stage);
+  // Each rank streams its own shard of its stage's offloaded layers, chosen as rank 0 chooses its own.
+  const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
   loadModelWeights(model, files, architecture, { ...config, showProgress: false }, backend, {
     rank: place.tensorRank,
     size: config.tensorParallelSize,
@@ -47,8 +46,11 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   };
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
-    kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock),
-    kvBytesPerBlock: bytesPerBlock,
+    loaded: {
+      kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock),
+      kvBytesPerBlock: bytesPerBlock,
+      weightHostBytes: offload?.stream.hostBytes ?? 0,
+    },
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
         const layout = (numBlocks: number) => ({ numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });

@@ -29,6 +29,11 @@ export abstract class Ranks {
     return this.loading.largestKvBytesPerBlock;
   }
 
+  /** Bytes of weights the other ranks keep in host memory to stream (`cpuOffloadGb`), all together (after `ready`). */
+  get weightHostBytes(): number {
+    return this.loading.weightHostBytes;
+  }
+
   /**
    * Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same
    * blocks and dtype as rank 0's, and host spaces of the same blocks as rank 0's (0: none).
