@@ -139,6 +139,13 @@ export interface EngineConfig {
    * engine: only `keel serve` (EngineReplicas) runs more than 1.
    */
   dataParallelSize: number;
+  /**
+   * Times in a row the server starts a data-parallel replica again after its process died
+   * (docs/parallelism.md): after 1 s, doubling to 30 s between attempts; a replica that then
+   * serves for 10 minutes starts a fresh run. 0: never, the replica stays down (vLLM restarts no
+   * replica). Meanwhile the others serve its share.
+   */
+  maxReplicaRestarts: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -256,4 +263,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   pipelineParallelSize: 1,
   enableExpertParallel: false,
   dataParallelSize: 1,
+  maxReplicaRestarts: 5,
 };

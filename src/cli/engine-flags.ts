@@ -55,6 +55,7 @@ export const ENGINE_FLAGS = {
   'pipeline-parallel-size': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
   'data-parallel-size': { type: 'string' },
+  'max-replica-restarts': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -117,6 +118,9 @@ process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_
   --data-parallel-size N         keel serve: N engine replicas (each TP × PP ranks) behind one endpoint,
                                  a process each (on CUDA, on its own TP × PP GPUs), the server routing
                                  each request by prefix affinity and load (default ${DEFAULT_ENGINE_CONFIG.dataParallelSize})
+  --max-replica-restarts N       keel serve: times in a row a replica whose process died is started again,
+                                 1 s apart doubling to 30 s (10 min of serving starts afresh); 0: never,
+                                 it stays down while the others serve (default ${DEFAULT_ENGINE_CONFIG.maxReplicaRestarts})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
@@ -198,6 +202,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     pipelineParallelSize: integerFlag('--pipeline-parallel-size', values['pipeline-parallel-size']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
     dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
+    maxReplicaRestarts: integerFlag('--max-replica-restarts', values['max-replica-restarts']),
   };
 }
 
@@ -315,6 +320,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'pipeline-parallel-size': 'pipelineParallelSize',
   'enable-expert-parallel': 'enableExpertParallel',
   'data-parallel-size': 'dataParallelSize',
+  'max-replica-restarts': 'maxReplicaRestarts',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

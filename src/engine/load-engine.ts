@@ -108,6 +108,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   positiveInt('pipelineParallelSize');
   positiveInt('dataParallelSize');
   if (config.dataParallelSize > MAX_DATA_PARALLEL_SIZE) throw invalidArgument(`dataParallelSize must be at most ${MAX_DATA_PARALLEL_SIZE} (got ${config.dataParallelSize}): run more servers behind a router for more replicas`);
+  if (!(Number.isInteger(config.maxReplicaRestarts) && config.maxReplicaRestarts >= 0)) throw invalidArgument(`maxReplicaRestarts must be a non-negative integer (got ${config.maxReplicaRestarts})`);
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
   checkParallelSupport(resolved);
   return resolved;
