@@ -4,7 +4,9 @@ import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { converse, generated } from './helpers/conversations.ts';
 import { testSeed } from './helpers/cpu-random.ts';
+import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
 import { aloneTokens, checkCrowded, crowdedPrompts, randomAborts } from './helpers/swap-runs.ts';
+import { checkGreedy, checkHostTierRerun, type ParityOptions } from './helpers/transformers-parity.ts';
 
 // Swap preemption and the prefix cache's host tier in parallel runs on the CPU backend (ranks in
 // worker threads, docs/parallelism.md): every rank holds host spaces for its own KV shard, and
@@ -70,3 +72,28 @@ test("each rank's host spaces hold the given GiB of its own shard's blocks: at T
   // Two layers per stage.
   assert.deepEqual(await blocks({ pipelineParallelSize: 2 }), { numSwapBlocks: 32, numHostCacheBlocks: 32 });
 });
+
+// Other KV layouts against transformers' tokens: MLA's latent rows (replicated on every tensor
+// rank), and uneven stages (qwen3-moe's three layers: two on the first stage, one on the last,
+// whose blocks are smaller: the first stage's bound the host spaces).
+const PARITY: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
+const FIXTURE_RUNS: { name: string; parallel: EngineOptions }[] = [
+  { name: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2 } },
+  { name: 'qwen3-moe', parallel: { pipelineParallelSize: 2 } },
+  { name: 'llama-gqa', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+];
+
+for (const { name, parallel } of FIXTURE_RUNS) {
+  const fixture = listOracleFixtures().find((f) => f.name === name)!;
+  describe(`${name}, ${JSON.stringify(parallel)}`, () => {
+    test("greedy continuations under forced preemption by swap (8-block pool, 8-token steps) match transformers'", async () => {
+      await checkGreedy(fixture, PARITY, { ...parallel, numKvBlocks: 8, maxNumBatchedTokens: 8, preemptionMode: 'swap', swapSpace: 0.01 }, true);
+    });
+    test("prompts evicted to the host tier and loaded back match transformers'", async () => {
+      await checkHostTierRerun(fixture, PARITY, parallel);
+    });
+    test("every rank streaming all of its stage's decoder layers from host memory matches transformers'", async () => {
+      await checkGreedy(fixture, PARITY, { ...parallel, cpuOffloadGb: 64 }, false);
+    });
+  });
+}
