@@ -13,6 +13,8 @@ import type { ToRank } from './rank-messages.ts';
  */
 export abstract class Ranks {
   protected abstract readonly loading: RankLoading;
+  private readonly failureListeners: ((error: Error) => void)[] = [];
+  private failure: Error | null = null;
 
   /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
   ready(): Promise<void> {
@@ -54,6 +56,20 @@ export abstract class Ranks {
 
   copySlots(src: Int32Array, dst: Int32Array): void {
     this.order({ type: 'copy-slots', src, dst });
+  }
+
+  /** Calls `listener` once a rank has failed (at once if one has): the run can never step again. */
+  onFailure(listener: (error: Error) => void): void {
+    if (this.failure !== null) listener(this.failure);
+    else this.failureListeners.push(listener);
+  }
+
+  /** A rank failed, as its watcher reports it: loading, if under way, rejects with it, and the listeners hear the first. */
+  protected rankFailed(error: Error): void {
+    this.loading.failed(error);
+    if (this.failure !== null) return;
+    this.failure = error;
+    for (const listener of this.failureListeners) listener(error);
   }
 
   /** Sends every other rank `message`, to be run in the order sent. */
