@@ -108,18 +108,20 @@ export interface EngineConfig {
    * budget to host memory and back (shorter ones are still recomputed, which costs less).
    */
   preemptionMode: 'recompute' | 'swap';
-  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`. */
+  /** GiB of host memory (pinned, on CUDA) for swapped-out blocks under preemptionMode `swap`; each rank of a parallel run has this much for its KV shard. */
   swapSpace: number;
   /**
    * GiB of host memory (pinned, on CUDA) for the prefix cache's host tier (docs/long-context.md):
    * blocks evicted from the device prefix cache are kept there and copied back on a later hit,
-   * instead of being recomputed. 0: no host tier. Needs prefix caching.
+   * instead of being recomputed. 0: no host tier. Needs prefix caching. Each rank of a parallel
+   * run has this much for its KV shard.
    */
   kvOffloadGb: number;
   /**
    * GiB of decoder-layer weights (counted at 16 bits a parameter; whole layers, evenly spaced) kept
    * in host memory (pinned, on CUDA) and streamed to the device before each use, double-buffered
    * (docs/long-context.md). 0: every weight on the device. Decode steps then run eagerly (no CUDA graphs).
+   * Each rank of a parallel run streams this much of its own shard (a layer counts 1/N of its size at TP N).
    */
   cpuOffloadGb: number;
   /**
@@ -144,6 +146,13 @@ export interface EngineConfig {
    * engine: only `keel serve` (EngineReplicas) runs more than 1.
    */
   dataParallelSize: number;
+  /**
+   * Times in a row the server starts a data-parallel replica again after its process died
+   * (docs/parallelism.md): after 1 s, doubling to 30 s between attempts; a replica that then
+   * serves for 10 minutes starts a fresh run. 0: never, the replica stays down (vLLM restarts no
+   * replica). Meanwhile the others serve its share.
+   */
+  maxReplicaRestarts: number;
 }
 
 /** A LoRA adapter to serve: the name requests give as their model, and its PEFT directory. */
@@ -270,4 +279,5 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   pipelineMicroBatches: null,
   enableExpertParallel: false,
   dataParallelSize: 1,
+  maxReplicaRestarts: 5,
 };

@@ -4,8 +4,9 @@ import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { loadEngine } from '../src/engine/load-engine.ts';
 import type { RequestOutput } from '../src/engine/outputs.ts';
-import { forkStream, type Rng } from '../src/sampling/rng.ts';
+import { forkStream } from '../src/sampling/rng.ts';
 import { resolveSamplingParams } from '../src/sampling/validate.ts';
+import { converse, generated, randomTokens } from './helpers/conversations.ts';
 import { crowd } from './helpers/crowd.ts';
 
 // The prefix cache's host tier (--kv-offload-gb, docs/long-context.md) end to end on the CPU
@@ -14,29 +15,6 @@ import { crowd } from './helpers/crowd.ts';
 
 const GREEDY = { temperature: 0, ignoreEos: true } as const;
 const BASE = { backend: 'cpu', showProgress: false, blockSize: 8, maxNumBatchedTokens: 64, maxNumSeqs: 8 } as const;
-
-const tokens = (rng: Rng, count: number) => Array.from({ length: count }, () => 5 + Math.floor(rng.nextFloat() * 8000));
-
-/**
- * Conversations of `turns` turns, run turn by turn (every conversation's turn k in one batch):
- * each turn's prompt is the previous one, a 16-token recorded answer and 12 new user tokens.
- * Returns every turn's output, conversation by conversation.
- */
-async function converse(llm: LLM, seed: number, numConversations: number, turns: number): Promise<RequestOutput[][]> {
-  const rng = forkStream(seed, 0);
-  let prompts = Array.from({ length: numConversations }, () => tokens(rng, 40));
-  const outputs: RequestOutput[][] = prompts.map(() => []);
-  for (let turn = 0; turn < turns; turn++) {
-    const results = await llm.generate(prompts, { ...GREEDY, maxTokens: 16 });
-    results.forEach((result, c) => outputs[c].push(result));
-    prompts = prompts.map((prompt) => [...prompt, ...tokens(rng, 16), ...tokens(rng, 12)]);
-  }
-  return outputs;
-}
-
-function generated(outputs: RequestOutput[][]): number[][][] {
-  return outputs.map((turns) => turns.map((o) => o.outputs[0].tokenIds));
-}
 
 test('multi-turn conversations outgrowing the pool give the same tokens with the host tier, without it and without caching, and the tier serves their prefixes', async () => {
   const seed = process.env.KEEL_TEST_SEED ? Number(process.env.KEEL_TEST_SEED) : Date.now() % 1_000_000;
@@ -121,8 +99,8 @@ test('with swap preemption, random aborts and the host tier, every request gets 
   console.log(`host tier preemption test: seed ${seed} (replay with KEEL_TEST_SEED=${seed})`);
   const rng = forkStream(seed, 1);
   // Three shared histories, each continued by two requests: most prompts find a prefix.
-  const histories = Array.from({ length: 3 }, () => tokens(rng, 24 + Math.floor(rng.nextFloat() * 40)));
-  const list = Array.from({ length: 6 }, (_, k) => [...histories[k % 3], ...tokens(rng, 4 + Math.floor(rng.nextFloat() * 20))]);
+  const histories = Array.from({ length: 3 }, () => randomTokens(rng, 24 + Math.floor(rng.nextFloat() * 40)));
+  const list = Array.from({ length: 6 }, (_, k) => [...histories[k % 3], ...randomTokens(rng, 4 + Math.floor(rng.nextFloat() * 20))]);
   const abortAfter = list.map(() => (rng.nextFloat() < 0.3 ? 1 + Math.floor(rng.nextFloat() * 30) : null));
   const params = { ...GREEDY, maxTokens: 40 };
 
@@ -162,8 +140,8 @@ test('a request aborted in the step that loads its prefix from the host leaves t
   const { engine, backend } = await loadEngine(options);
   try {
     const rng = forkStream(3, 0);
-    const history = tokens(rng, 48);
-    const prompt = [...history, ...tokens(rng, 5)];
+    const history = randomTokens(rng, 48);
+    const prompt = [...history, ...randomTokens(rng, 5)];
     const params = resolveSamplingParams({ ...GREEDY, maxTokens: 8 }, {});
     let done: number[] | null = null;
     const run = (id: string, promptTokenIds: number[], onDone?: (ids: number[]) => void) =>
@@ -177,9 +155,9 @@ test('a request aborted in the step that loads its prefix from the host leaves t
     run('history', history);
     drain();
     // Two other prompts take every block: the history's blocks go to the host.
-    run('flood-1', tokens(rng, 40));
+    run('flood-1', randomTokens(rng, 40));
     drain();
-    run('flood-2', tokens(rng, 40));
+    run('flood-2', randomTokens(rng, 40));
     drain();
     assert.ok(engine.stats().numHostCachedBlocks >= 6);
 

@@ -28,6 +28,26 @@ test('a killed rank of the last pipeline stage fails the request the engine wait
   }
 });
 
+test('a killed rank is reported to the run\'s failure listeners once, and to later ones at once (a data-parallel replica\'s process exits on it)', async () => {
+  const llm = await load({ tensorParallelSize: 2 });
+  try {
+    const heard: string[] = [];
+    llm.parallelRanks!.onFailure((error) => heard.push(error.message));
+    llm.parallelRanks!.kill(1);
+    const deadline = Date.now() + 30_000;
+    while (heard.length === 0) {
+      assert.ok(Date.now() < deadline, 'the failure was reported');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(heard.length, 1);
+    assert.match(heard[0], /parallel rank 1 failed: its worker exited/);
+    llm.parallelRanks!.onFailure((error) => heard.push(error.message));
+    assert.deepEqual(heard, [heard[0], heard[0]]);
+  } finally {
+    await llm.close();
+  }
+});
+
 test('more pipeline stages than layers are refused at load', async () => {
   await assert.rejects(load({ pipelineParallelSize: 3 }), /pipeline-parallel size 3 exceeds the model's 2 layers/);
 });
@@ -50,11 +70,5 @@ test('combinations a parallel run does not support yet are refused by name', asy
       await assert.rejects(load({ ...sizes, speculative }), new RegExp(`speculative method ${speculative.method} is not supported in parallel runs yet`));
     }
   }
-  await assert.rejects(load({ tensorParallelSize: 2, preemptionMode: 'swap' }), /preemption by swap is not supported in parallel runs yet/);
-  await assert.rejects(load({ tensorParallelSize: 2, kvOffloadGb: 1 }), /host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
-  await assert.rejects(load({ tensorParallelSize: 2, cpuOffloadGb: 1 }), /weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
-  // Pipeline stages each hold their own layers' KV blocks and weights: the host tiers are refused there too.
-  await assert.rejects(load({ pipelineParallelSize: 2, kvOffloadGb: 1 }), /pipelineParallelSize 2: the prefix cache's host tier \(kvOffloadGb\) is not supported in parallel runs yet/);
-  await assert.rejects(load({ pipelineParallelSize: 2, cpuOffloadGb: 1 }), /pipelineParallelSize 2: weight offload \(cpuOffloadGb\) is not supported in parallel runs yet/);
   await assert.rejects(load({ enableExpertParallel: true }), /give tensorParallelSize > 1 too/);
 });

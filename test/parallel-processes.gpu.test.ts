@@ -5,7 +5,7 @@ import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { assertKilledRankFailsLoudly } from './helpers/killed-rank.ts';
 import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
-import { checkGreedy, type ParityOptions } from './helpers/transformers-parity.ts';
+import { checkGreedy, checkHostTierRerun, type ParityOptions } from './helpers/transformers-parity.ts';
 
 // Parallel runs on CUDA (docs/parallelism.md): the engine's process is rank 0 on GPU 0, one worker
 // process per other GPU, NCCL between them. NCCL refuses two ranks on one GPU ("Duplicate GPU
@@ -48,6 +48,16 @@ for (const { name, gpus, parallel } of RUNS) {
     });
     test('greedy continuation under forced preemption (8-block pool) matches transformers\'', async () => {
       await checkGreedy(fixture(name), PARITY, { ...parallel, backend: 'cuda', numKvBlocks: 8 }, true);
+    });
+    // Every rank swaps, stores and loads its own KV shard in pinned memory of its own, on its own transfer stream.
+    test('greedy continuation under forced preemption by swap (8-block pool, 8-token steps) matches transformers\'', async () => {
+      await checkGreedy(fixture(name), PARITY, { ...parallel, backend: 'cuda', numKvBlocks: 8, maxNumBatchedTokens: 8, preemptionMode: 'swap', swapSpace: 0.01 }, true);
+    });
+    test('prompts evicted to the prefix cache\'s host tier and loaded back match transformers\'', async () => {
+      await checkHostTierRerun(fixture(name), PARITY, { ...parallel, backend: 'cuda' });
+    });
+    test('every rank streaming all of its stage\'s decoder layers from host memory matches transformers\'', async () => {
+      await checkGreedy(fixture(name), PARITY, { ...parallel, backend: 'cuda', cpuOffloadGb: 64 }, false);
     });
   });
 }

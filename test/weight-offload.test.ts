@@ -36,6 +36,31 @@ test('the offloaded layers\' weights are kept on the host once, and the device h
   assert.equal(all.deviceBytes, 2 * one.hostBytes);
 });
 
+for (const parallel of [{ tensorParallelSize: 2 }, { pipelineParallelSize: 2 }]) {
+  test(`in a parallel run (${JSON.stringify(parallel)}, ranks in worker threads), every rank streaming its own shard of one to all of its stage's layers gives the tokens of the run kept whole`, async () => {
+    await assertOffloadKeepsTokens({ ...BASE, ...parallel }, PROMPTS, GREEDY);
+  });
+}
+
+test('at TP 2 each rank counts its half of a layer against the GiB given and keeps only that half on the host', async () => {
+  const offloaded = async (options: Parameters<typeof LLM.load>[0]) => {
+    const llm = await LLM.load({ ...BASE, ...options });
+    try {
+      return llm.weightOffload!;
+    } finally {
+      await llm.close();
+    }
+  };
+  // 0.004 GiB holds one of keel-tiny's 3 MiB layers, or two of a rank's 1.5 MiB halves.
+  const whole = await offloaded({ cpuOffloadGb: 0.004 });
+  const half = await offloaded({ cpuOffloadGb: 0.004, tensorParallelSize: 2 });
+  assert.deepEqual(whole.layers, [2]);
+  assert.deepEqual(half.layers, [1, 3]);
+  // Per layer, rank 0 keeps half of the whole layer's bytes, and its replicated norms in full (2 × 384 values).
+  const perLayer = half.hostBytes / 2;
+  assert.ok(perLayer > whole.hostBytes / 2 && perLayer < whole.hostBytes / 2 + 2 * 384 * 4, `${perLayer} bytes of a layer on rank 0, ${whole.hostBytes} on one device`);
+});
+
 test('weight offload options are checked', async () => {
   await assert.rejects(LLM.load({ ...BASE, cpuOffloadGb: -1 }), /cpuOffloadGb must be a non-negative number of GiB/);
   await assert.rejects(LLM.load({ ...BASE, cpuOffloadGb: 1e-6 }), /cpuOffloadGb 0.000001 GiB holds no decoder layer/);

@@ -56,6 +56,7 @@ export const ENGINE_FLAGS = {
   'pipeline-micro-batches': { type: 'string' },
   'enable-expert-parallel': { type: 'boolean' },
   'data-parallel-size': { type: 'string' },
+  'max-replica-restarts': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export const ENGINE_FLAGS_HELP = `Engine options:
@@ -99,13 +100,16 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  (default ${DEFAULT_ENGINE_CONFIG.preemptionMode}); swap: contexts longer than
                                  --max-num-batched-tokens go to host memory and back, shorter ones
                                  are recomputed (docs/long-context.md)
-  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
+  --swap-space GiB               host memory (pinned on CUDA) for swapped-out KV, per rank of a parallel
+                                 run (default ${DEFAULT_ENGINE_CONFIG.swapSpace})
   --kv-offload-gb GiB            host memory (pinned on CUDA) for a host tier of the prefix cache: blocks
                                  evicted from the GPU's are kept there and copied back on a hit
-                                 instead of recomputed (default ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
+                                 instead of recomputed; per rank of a parallel run (default
+                                 ${DEFAULT_ENGINE_CONFIG.kvOffloadGb}: none; docs/long-context.md)
   --cpu-offload-gb GiB           keep this much of the decoder layers' weights (whole layers, evenly spaced,
                                  counted at 16 bits) in host memory, each layer copied to the GPU while
-                                 the one before it runs (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
+                                 the one before it runs; per rank of a parallel run, of its shard
+                                 (default ${DEFAULT_ENGINE_CONFIG.cpuOffloadGb}: none; no CUDA graphs with it)
 
 Parallelism (docs/parallelism.md; TP × PP ranks: worker threads on the CPU backend, one worker
 process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK):
@@ -118,6 +122,9 @@ process per GPU on CUDA; multi-node from MASTER_ADDR, MASTER_PORT, NNODES, NODE_
   --data-parallel-size N         keel serve: N engine replicas (each TP × PP ranks) behind one endpoint,
                                  a process each (on CUDA, on its own TP × PP GPUs), the server routing
                                  each request by prefix affinity and load (default ${DEFAULT_ENGINE_CONFIG.dataParallelSize})
+  --max-replica-restarts N       keel serve: times in a row a replica whose process died is started again,
+                                 1 s apart doubling to 30 s (10 min of serving starts afresh); 0: never,
+                                 it stays down while the others serve (default ${DEFAULT_ENGINE_CONFIG.maxReplicaRestarts})
 
 Speculative decoding (docs/speculative-decoding.md; off unless a method or draft model is given):
   --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
@@ -200,6 +207,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     pipelineMicroBatches: integerFlag('--pipeline-micro-batches', values['pipeline-micro-batches']),
     enableExpertParallel: values['enable-expert-parallel'] ? true : undefined,
     dataParallelSize: integerFlag('--data-parallel-size', values['data-parallel-size']),
+    maxReplicaRestarts: integerFlag('--max-replica-restarts', values['max-replica-restarts']),
   };
 }
 
@@ -318,6 +326,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'pipeline-micro-batches': 'pipelineMicroBatches',
   'enable-expert-parallel': 'enableExpertParallel',
   'data-parallel-size': 'dataParallelSize',
+  'max-replica-restarts': 'maxReplicaRestarts',
 } as const satisfies Record<keyof typeof ENGINE_FLAGS, keyof EngineConfig | `speculative.${keyof SpeculativeConfig}`>;
 
 export function numberFlag(name: string, raw: string | undefined): number | undefined {

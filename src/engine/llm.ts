@@ -92,10 +92,13 @@ export class LLM {
   get tokenizer(): Tokenizer | null {
     return this.loaded.tokenizer;
   }
-  /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`) and their bytes there; null: none. */
-  get weightOffload(): { layers: number[]; hostBytes: number } | null {
+  /**
+   * The decoder layers whose weights stream from host memory (`cpuOffloadGb`) and their bytes
+   * there, rank 0's in a parallel run (the other ranks' bytes, all together, beside them); null: none.
+   */
+  get weightOffload(): { layers: number[]; hostBytes: number; otherRanksHostBytes: number } | null {
     const offload = this.loaded.offload;
-    return offload && { layers: offload.layers, hostBytes: offload.stream.hostBytes };
+    return offload && { layers: offload.layers, hostBytes: offload.stream.hostBytes, otherRanksHostBytes: this.loaded.ranks?.weightHostBytes ?? 0 };
   }
   get backendName(): string {
     return this.loaded.backend.name;

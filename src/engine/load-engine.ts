@@ -117,6 +117,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   }
   positiveInt('dataParallelSize');
   if (config.dataParallelSize > MAX_DATA_PARALLEL_SIZE) throw invalidArgument(`dataParallelSize must be at most ${MAX_DATA_PARALLEL_SIZE} (got ${config.dataParallelSize}): run more servers behind a router for more replicas`);
+  if (!(Number.isInteger(config.maxReplicaRestarts) && config.maxReplicaRestarts >= 0)) throw invalidArgument(`maxReplicaRestarts must be a non-negative integer (got ${config.maxReplicaRestarts})`);
   const resolved = { ...config, enableLora: config.enableLora || config.loraModules.length > 0 };
   checkParallelSupport(resolved);
   return resolved;
@@ -136,10 +137,6 @@ function checkParallelSupport(config: EngineConfig): void {
     );
   }
   if (config.enableLora) throw invalidArgument(`${what}: LoRA adapters are not supported in parallel runs yet`);
-  if (config.preemptionMode === 'swap') throw invalidArgument(`${what}: preemption by swap is not supported in parallel runs yet (use recompute)`);
-  // Each rank (of every tensor group and pipeline stage) holds its own shard of the KV cache and of the weights: a host tier or a weight stream would be needed on every rank.
-  if (config.kvOffloadGb > 0) throw invalidArgument(`${what}: the prefix cache's host tier (kvOffloadGb) is not supported in parallel runs yet`);
-  if (config.cpuOffloadGb > 0) throw invalidArgument(`${what}: weight offload (cpuOffloadGb) is not supported in parallel runs yet`);
 }
 
 /** What sparse attention needs of the rest of the config; each combination it lacks is refused by name. */
@@ -313,7 +310,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const { ranks, backend } =
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
-    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config.cpuOffloadGb) : null;
+    const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
     // Slots are allocated before the KV pool is sized from what memory is left.
@@ -341,10 +338,14 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   }
 }
 
-/** Marks the decoder layers `gib` GiB of host memory holds to stream from there (before loading). */
-function offloadLayers(model: CausalLM, backend: Backend, gib: number): LoadedModel['offload'] {
+/**
+ * Marks the decoder layers of `model`'s stage that `config.cpuOffloadGb` GiB of host memory holds
+ * to stream from there (before loading): on every rank of a parallel run, its own shard of them
+ * (`layers` index the stage's layers).
+ */
+export function offloadLayers(model: CausalLM, backend: Backend, config: EngineConfig): NonNullable<LoadedModel['offload']> {
   if (model.layerParameters === undefined || model.offloadLayers === undefined) throw invalidArgument(`weight offload (cpuOffloadGb) is not supported for ${model.config.modelType} models`);
-  const layers = layersToOffload(model.layerParameters(), gib);
+  const layers = layersToOffload(model.layerParameters(), config.cpuOffloadGb, config.tensorParallelSize);
   return { layers, stream: model.offloadLayers(backend, layers) };
 }
 
@@ -481,8 +482,11 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
     const nullBlock = numKvBlocks;
-    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, bytesPerBlock) : 0;
-    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, bytesPerBlock) : 0;
+    // Host block ids name a block on every rank of a parallel run, and each rank's host spaces hold
+    // their blocks of its own shard in the memory given: the rank with the largest blocks bounds them.
+    const hostBytesPerBlock = Math.max(bytesPerBlock, loaded.ranks?.largestKvBytesPerBlock ?? 0);
+    const numSwapBlocks = config.preemptionMode === 'swap' ? hostBlocksFor('swapSpace', config.swapSpace, hostBytesPerBlock) : 0;
+    const numHostCacheBlocks = config.kvOffloadGb > 0 ? hostBlocksFor('kvOffloadGb', config.kvOffloadGb, hostBytesPerBlock) : 0;
     const kv = new KvCacheManager(new BlockPool(numKvBlocks, config.enablePrefixCaching), {
       blockSize: config.blockSize,
       enablePrefixCaching: config.enablePrefixCaching,
@@ -508,7 +512,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
           (offload === null
             ? ''
             : `, layers ${offload.layers.join(', ')} of ${modelConfig.numLayers} streamed from host memory ` +
-              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers)`) +
+              `(${(offload.stream.hostBytes / 2 ** 30).toFixed(2)} GiB there, ${(offload.stream.deviceBytes / 2 ** 30).toFixed(2)} GiB of device buffers` +
+              `${loaded.ranks === null ? '' : ` on rank 0; ${(loaded.ranks.weightHostBytes / 2 ** 30).toFixed(2)} GiB on the other ranks, each streaming its own shard`})`) +
           '\n',
       );
     }
@@ -519,7 +524,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
-    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype);
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks });
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
     const draftModel = draft ? { model: draft, cache: backend.createKvCache(kvLayout(numKvBlocks + 1, caches.draft)) } : selfDraft && { model: selfDraft, cache };
     const headProposer = head && new HeadProposer(head, backend.createKvCache(kvLayout(numKvBlocks + 1, caches.head)), config.blockSize, speculative!.treeWidth);

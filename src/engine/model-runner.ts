@@ -2,6 +2,7 @@ import type { Backend, KvCache, SampledTokens, StepInputs, SwapSpace, Tensor } f
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import type { HeadProposer } from './head-proposer.ts';
+import { queueHostTransfers, type HostTransfers } from './host-transfers.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
@@ -176,34 +177,21 @@ export class ModelRunner {
 
   /**
    * Queues the step's copies between device and host (SchedulerOutput.swapOut, hostCache, swapIn)
-   * in every cache, in this order: swap-outs and stores into the prefix cache's host tier (both
-   * read device blocks the step may hand to others), then the order that makes this step's
-   * forward wait for the previous step's swap-ins, then the host tier's loads, which this step's
-   * forward reads and so waits for, then this step's swap-ins, which overlap the forward (their
-   * sequences run from the next step). Called every step, whether or not it runs a forward.
+   * in every cache, in the order queueHostTransfers gives, on this rank and, first, on the other
+   * ranks of a parallel run, each on its own shard. Called every step, whether or not it runs a forward.
    */
   transferBlocks(output: SchedulerOutput): void {
-    const swaps = this.hostPairs(this.swap, 'a swap space', output.swapOut.src.length + output.swapIn.src.length);
-    const tier = this.hostPairs(this.hostCache, 'a host tier of the prefix cache', output.hostCache.store.src.length + output.hostCache.load.src.length);
-    const { store, load } = output.hostCache;
     // A sequence preempted by recompute loses its blocks, and the head entries in them.
     for (const seq of output.preempted) if (seq.status !== 'swapped') this.head?.forget(seq);
-    for (const [cache, swap] of swaps) this.backend.swapOut(cache, swap, output.swapOut.src, output.swapOut.dst);
-    for (const [cache, space] of tier) this.backend.swapOut(cache, space, store.src, store.dst);
-    this.backend.awaitSwapIns();
-    if (load.src.length > 0) {
-      for (const [cache, space] of tier) this.backend.swapIn(cache, space, load.src, load.dst);
-      this.backend.awaitSwapIns();
-    }
-    for (const [cache, swap] of swaps) this.backend.swapIn(cache, swap, output.swapIn.src, output.swapIn.dst);
+    const transfers: HostTransfers = { swapOut: output.swapOut, swapIn: output.swapIn, hostCache: output.hostCache };
+    // Every step, as here: a rank's forward waits for its previous step's swap-ins too.
+    if (this.swap !== null || this.hostCache !== null) this.ranks?.transferBlocks(transfers);
+    queueHostTransfers(this.backend, this.hostPairs(this.swap), this.hostPairs(this.hostCache), transfers);
   }
 
-  /** Each cache with its host space of one kind; none when there is none, which `numCopies` must then be 0 for. */
-  private hostPairs(spaces: SwapSpaces | null, what: string, numCopies: number): [KvCache, SwapSpace][] {
-    if (spaces === null) {
-      if (numCopies > 0) throw new Error(`the scheduler copied blocks to host memory, but the model runner has no ${what}`);
-      return [];
-    }
+  /** Each cache with its host space of one kind; none when there is none. */
+  private hostPairs(spaces: SwapSpaces | null): [KvCache, SwapSpace][] {
+    if (spaces === null) return [];
     // this.caches and the spaces list the same caches in the same order.
     const hostSpaces = [spaces.target, ...(spaces.draft === null ? [] : [spaces.draft]), ...(spaces.head === null ? [] : [spaces.head])];
     return this.caches.map((cache, i) => [cache, hostSpaces[i]]);

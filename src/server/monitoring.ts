@@ -5,12 +5,13 @@ import type { ServingContext } from './serving-context.ts';
 /** GET /health, GET /metrics (Prometheus) and GET /v1/engine/stats (JSON, for the playground). */
 export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): void {
   // A dead engine is a 503, so that a load balancer stops sending here and a supervisor restarts
-  // the server. With data parallelism that is when no replica is left: while some serve, the server
-  // is `degraded` (200), naming the dead ones, which keel_replica_up shows too (docs/parallelism.md).
+  // the server. With data parallelism that is while no replica serves: while some do, the server
+  // is `degraded` (200), naming the dead ones and those of them being restarted, which
+  // keel_replica_up shows too (docs/parallelism.md).
   app.get('/health', async () => {
     if (ctx.engine.failure) throw ctx.engine.failure;
     const dead = ctx.engine.deadReplicas;
-    return dead.length === 0 ? { status: 'ok' } : { status: 'degraded', dead_replicas: dead };
+    return dead.length === 0 ? { status: 'ok' } : { status: 'degraded', dead_replicas: dead, restarting_replicas: ctx.engine.restartingReplicas };
   });
 
   app.get('/metrics', async (_request, reply) => {
@@ -46,6 +47,8 @@ export function registerMonitoring(app: FastifyInstance, ctx: ServingContext): v
       replicas: ctx.engine.replicaStates().map((r, i) => ({
         replica: i,
         alive: r.alive,
+        restarting: r.restarting,
+        restarts: r.restarts,
         running: r.alive ? r.stats.numRunning : 0,
         waiting: r.alive ? r.stats.numWaiting : 0,
         outstanding_sequences: r.outstanding,

@@ -87,7 +87,7 @@ export function registerReplicaMetrics(registry: Registry, replicas: () => reado
         replicas().forEach((r, i) => this.set({ replica: String(i) }, read(r)));
       },
     });
-  gauge('keel_replica_up', '1 while the replica serves, 0 once it has died (its requests failed with a 503; the others serve on).', (r) => (r.alive ? 1 : 0));
+  gauge('keel_replica_up', '1 while the replica serves, 0 while it is down (its requests failed with a 503; the others serve on), restarting or not.', (r) => (r.alive ? 1 : 0));
   gauge('keel_replica_num_requests_running', 'Sequences in the replica\'s running batch.', (r) => (r.alive ? r.stats.numRunning : 0));
   gauge('keel_replica_num_requests_waiting', 'Sequences waiting in the replica\'s scheduler.', (r) => (r.alive ? r.stats.numWaiting : 0));
   gauge('keel_replica_kv_cache_usage_ratio', 'Fraction of the replica\'s KV-cache blocks in use (0..1).', (r) => (r.alive ? kvUsage(r.stats) : 0));
@@ -107,6 +107,19 @@ export function registerReplicaMetrics(registry: Registry, replicas: () => reado
       },
     });
   };
+  const restarts: number[] = [];
+  new Counter({
+    name: 'keel_replica_restarts_total',
+    help: 'Times the replica was started again after its process died and served again (--max-replica-restarts).',
+    labelNames,
+    registers,
+    collect() {
+      replicas().forEach((r, i) => {
+        this.inc({ replica: String(i) }, r.restarts - (restarts[i] ?? 0));
+        restarts[i] = r.restarts;
+      });
+    },
+  });
   counter('keel_replica_prompt_tokens_total', 'Prompt tokens the replica admitted.', (s) => s.promptTokensTotal);
   counter('keel_replica_prefix_cache_hit_tokens_total', 'Prompt tokens the replica served from its prefix cache (either tier).', (s) => s.deviceCachedPromptTokensTotal + s.hostCachedPromptTokensTotal);
   counter('keel_replica_generation_tokens_total', 'Tokens the replica generated.', (s) => s.generationTokensTotal);

@@ -186,7 +186,12 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
   logger.log('info', 'listening', { url, model: servedModelName, backend: engine.info.backend, replicas: engine.size, tool_call_parser: toolCallFormat?.name ?? null });
   engine.stopped.then((cause) => logger.log('error', 'the engine stopped', { error: cause.stack ?? cause.message }));
   if (engine.size > 1) {
-    engine.onReplicaStopped((replica, cause) => logger.log('error', 'a replica stopped; the others serve on', { replica, error: cause.stack ?? cause.message }));
+    engine.onReplicaEvent((replica, event) => {
+      const restart = (ms: number | null) => ({ restart_in_ms: ms });
+      if (event.kind === 'stopped') logger.log('error', 'a replica stopped; the others serve on', { replica, error: event.cause.stack ?? event.cause.message, ...restart(event.restartInMs) });
+      else if (event.kind === 'restart-failed') logger.log('error', 'a replica failed to restart', { replica, error: event.error.message, ...restart(event.restartInMs) });
+      else logger.log('info', 'a replica restarted and serves again', { replica, restarts: event.restarts });
+    });
   }
 
   let giveUp: () => void = () => undefined;

@@ -202,6 +202,10 @@ export async function checkGreedy(fixture: OracleFixture, options: ParityOptions
     else if (config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
+    if (config.preemptionMode === 'swap') {
+      assert.ok(stats.numSwapsTotal > 0, 'a context longer than a step\'s token budget was meant to be swapped out');
+      assert.equal(stats.numFreeSwapBlocks, stats.numSwapBlocks, 'every swap block is free once all requests finished');
+    }
     if (config.speculative) assertSpeculated(stats.speculation);
     return stats.speculation;
   } finally {
@@ -235,10 +239,11 @@ export async function checkPrefixCacheRerun(fixture: OracleFixture, options: Par
 /**
  * The prompts run, then other prompts evict all their blocks from a small device pool into the
  * host tier (`kvOffloadGb`), then the prompts run again: loaded from the host, with the same tokens.
+ * `config` adds to the engine's settings (a parallel run's sizes).
  */
-async function checkHostTierRerun(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+export async function checkHostTierRerun(fixture: OracleFixture, options: ParityOptions, config: EngineOptions = {}): Promise<void> {
   const numKvBlocks = sameMemoryKvBlocks(fixture, 64);
-  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks, kvOffloadGb: 0.01 });
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks, kvOffloadGb: 0.01, ...config });
   try {
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     const { prompts } = fixture.oracle;

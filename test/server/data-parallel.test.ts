@@ -9,7 +9,7 @@ import { metricValue, startTinyServer, type TinyServer } from './tiny-server.ts'
 // keel serve --data-parallel-size 2 on the CPU backend: two engine replicas, each a process of its
 // own, behind one endpoint. The router sends a prompt to the replica that ran its leading blocks
 // before, else to the less loaded one; a replica that dies fails its own requests with a 503
-// while the other serves on.
+// while the other serves on, and is started again (--max-replica-restarts) to serve once more.
 
 const BLOCK = 16;
 // On CUDA each replica needs a GPU of its own.
@@ -140,7 +140,32 @@ test('/metrics carries the Gateway API Inference Extension\'s names for the whol
   assert.deepEqual(stats.replicas.map((r) => r.alive), [true, true]);
 });
 
-test('a killed replica fails its own requests with a 503 while the other finishes its own and serves on', { skip, timeout: 120_000 }, async () => {
+interface Health {
+  status: string;
+  dead_replicas?: number[];
+  restarting_replicas?: number[];
+}
+
+/** /health, which answers 503 only while no replica serves (`down`: that may be so now). */
+async function health(url: string, down: boolean): Promise<Health> {
+  const response = await fetch(`${url}/health`);
+  if (down && response.status === 503) return { status: 'down' };
+  assert.equal(response.status, 200, 'one replica serves: the server is up');
+  return (await response.json()) as Health;
+}
+
+/** Polls /health until `done` holds of it (at most 60 s: a restart waits 1 s, then loads the model). */
+async function healthUntil(url: string, done: (h: Health) => boolean, what: string, down = false): Promise<Health> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const h = await health(url, down);
+    if (done(h)) return h;
+    assert.ok(Date.now() < deadline, `${what} (last: ${JSON.stringify(h)})`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test('a killed replica fails its own requests with a 503 while the other serves on; it is restarted, and serves again', { skip, timeout: 180_000 }, async () => {
   const send = (i: number, stream: boolean) =>
     fetch(`${replicas.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: tokens(500 + 31 * i, 20), max_tokens: 600, temperature: 0, ignore_eos: true, stream }) }).then(
       async (r) => ({ status: r.status, text: await r.text() }),
@@ -158,27 +183,89 @@ test('a killed replica fails its own requests with a 503 while the other finishe
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
   assert.ok(onReplica1 > 0 && onReplica1 < 4, 'both replicas run some');
+  const promptTokensBefore = perReplica(await metrics(replicas.url), 'keel_replica_prompt_tokens_total');
   replicas.engine.kill(1);
+  // Down, and waiting 1 s before its restart loads: routed around meanwhile.
+  assert.deepEqual(await healthUntil(replicas.url, (h) => h.status === 'degraded', 'the replica was seen dead'), { status: 'degraded', dead_replicas: [1], restarting_replicas: [1] });
+  const down = await metrics(replicas.url);
+  assert.deepEqual(perReplica(down, 'keel_replica_up'), [1, 0]);
+  assert.equal(metricValue(down, 'vllm:cache_config_info', { block_size: String(BLOCK), num_gpu_blocks: '256' }), 1, 'only the live pool counts');
+  for (let i = 0; i < 3; i++) await complete(replicas.url, { prompt: tokens(900 + i, 8), max_tokens: 2 });
   const outcomes = await Promise.all(running);
   const failed = outcomes.filter((o) => o.status === 503 || o.text.includes('"code":"engine_dead"'));
   assert.equal(failed.length, onReplica1, 'the dead replica\'s requests, and only those, failed');
+  for (const o of failed.filter((o) => o.status === 503)) assert.match(o.text, /"code":"engine_dead"/);
   for (const o of outcomes.filter((o) => !failed.includes(o))) {
     assert.equal(o.status, 200);
     assert.ok(!o.text.includes('"error"'), o.text.slice(0, 200));
   }
-  const health = await fetch(`${replicas.url}/health`);
-  assert.equal(health.status, 200);
-  assert.deepEqual(await health.json(), { status: 'degraded', dead_replicas: [1] });
-  for (let i = 0; i < 3; i++) await complete(replicas.url, { prompt: tokens(900 + i, 8), max_tokens: 2 });
-  const text = await metrics(replicas.url);
-  assert.deepEqual(perReplica(text, 'keel_replica_up'), [1, 0]);
-  assert.equal(metricValue(text, 'vllm:cache_config_info', { block_size: String(BLOCK), num_gpu_blocks: '256' }), 1, 'only the live pool counts');
-  assert.ok(replicas.logs.some((l) => l.msg === 'a replica stopped; the others serve on' && l.replica === 1));
+  assert.ok(replicas.logs.some((l) => l.msg === 'a replica stopped; the others serve on' && l.replica === 1 && l.restart_in_ms === 1000));
+
+  await healthUntil(replicas.url, (h) => h.status === 'ok', 'the replica came back');
+  const back = await metrics(replicas.url);
+  assert.deepEqual(perReplica(back, 'keel_replica_up'), [1, 1]);
+  assert.deepEqual(perReplica(back, 'keel_replica_restarts_total'), [0, 1]);
+  assert.equal(metricValue(back, 'vllm:cache_config_info', { block_size: String(BLOCK), num_gpu_blocks: '512' }), 1, 'both pools again');
+  assert.ok(replicas.logs.some((l) => l.msg === 'a replica restarted and serves again' && l.replica === 1 && l.restarts === 1));
+  // Its counters carry on from before its death: they never go back.
+  const promptTokensBack = perReplica(back, 'keel_replica_prompt_tokens_total');
+  assert.ok(promptTokensBack[1] >= promptTokensBefore[1], `replica 1's prompt tokens ${promptTokensBefore[1]} before, ${promptTokensBack[1]} after its restart`);
+  // New requests in flight together are spread over both again, and succeed on the restarted one.
+  await Promise.all(Array.from({ length: 6 }, (_, i) => complete(replicas.url, { prompt: tokens(1000 + 17 * i, 24), max_tokens: 16, temperature: 0, ignore_eos: true })));
+  const after = perReplica(await metrics(replicas.url), 'keel_replica_prompt_tokens_total');
+  assert.ok(after[1] > promptTokensBack[1], 'the restarted replica ran some of them');
 });
 
-test('a data-parallel size that is not positive or past 32 is refused, and one LLM refuses to be several replicas', async () => {
+test('with --max-replica-restarts 1, a replica that dies again before it recovered stays down while the other serves on', { skip, timeout: 180_000 }, async () => {
+  const server = await startTinyServer({ modelDir: model.dir, engine: { numKvBlocks: 64, blockSize: BLOCK, dataParallelSize: 2, maxReplicaRestarts: 1 } });
+  try {
+    server.engine.kill(0);
+    await healthUntil(server.url, (h) => h.status === 'degraded', 'the replica was seen dead');
+    await healthUntil(server.url, (h) => h.status === 'ok', 'the replica came back');
+    server.engine.kill(0);
+    const down = await healthUntil(server.url, (h) => h.status === 'degraded', 'the replica was seen dead again');
+    assert.deepEqual(down, { status: 'degraded', dead_replicas: [0], restarting_replicas: [] }, 'no restart is left');
+    assert.ok(server.logs.some((l) => l.msg === 'a replica stopped; the others serve on' && l.replica === 0 && l.restart_in_ms === null));
+    for (let i = 0; i < 3; i++) await complete(server.url, { prompt: tokens(1200 + i, 8), max_tokens: 2 });
+    const text = await metrics(server.url);
+    assert.deepEqual(perReplica(text, 'keel_replica_up'), [0, 1]);
+    assert.deepEqual(perReplica(text, 'keel_replica_restarts_total'), [1, 0]);
+  } finally {
+    await server.close();
+  }
+});
+
+test('with every replica down, requests fail at once with a 503 until one is back; closing while a replica waits for its restart does not wait for it', { skip, timeout: 180_000 }, async () => {
+  const server = await startTinyServer({ modelDir: model.dir, engine: { numKvBlocks: 64, blockSize: BLOCK, dataParallelSize: 2 } });
+  let closed = false;
+  try {
+    server.engine.kill(0);
+    server.engine.kill(1);
+    const deadline = Date.now() + 30_000;
+    while ((await fetch(`${server.url}/health`)).status !== 503) {
+      assert.ok(Date.now() < deadline, 'the server was seen down');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const refused = await fetch(`${server.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: tokens(1300, 8), max_tokens: 2 }), signal: AbortSignal.timeout(10_000) });
+    assert.equal(refused.status, 503);
+    assert.match(await refused.text(), /"code":"engine_dead"/);
+    assert.deepEqual(server.engine.restartingReplicas, [0, 1]);
+    await healthUntil(server.url, (h) => h.status === 'ok', 'both replicas came back', true);
+    await complete(server.url, { prompt: tokens(1301, 8), max_tokens: 2 });
+    server.engine.kill(1);
+    await healthUntil(server.url, (h) => h.status === 'degraded', 'the replica was seen dead');
+    assert.deepEqual(server.engine.restartingReplicas, [1]);
+    closed = true;
+    await server.close();
+  } finally {
+    if (!closed) await server.close();
+  }
+});
+
+test('a data-parallel size that is not positive or past 32 and a negative restart budget are refused, and one LLM refuses to be several replicas', async () => {
   const options = { model: model.dir, backend: 'cpu', showProgress: false } as const;
   await assert.rejects(EngineReplicas.start({ ...options, dataParallelSize: 0 }), /dataParallelSize must be a positive integer \(got 0\)/);
   await assert.rejects(EngineReplicas.start({ ...options, dataParallelSize: 33 }), /dataParallelSize must be at most 32 \(got 33\)/);
+  await assert.rejects(EngineReplicas.start({ ...options, dataParallelSize: 2, maxReplicaRestarts: -1 }), /maxReplicaRestarts must be a non-negative integer \(got -1\)/);
   await assert.rejects(LLM.load({ ...options, dataParallelSize: 2 }), /dataParallelSize 2: one engine loads here; replicas run behind `keel serve`/);
 });

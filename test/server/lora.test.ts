@@ -9,6 +9,7 @@ import type { OracleFixture } from '../helpers/oracle-fixtures.ts';
 import { assertGreedyMatches } from '../helpers/transformers-parity.ts';
 import { TEST_BACKEND } from './test-backend.ts';
 import { startTinyServer, type TinyServer } from './tiny-server.ts';
+import { wordLevelBaseModel } from './word-level-base-model.ts';
 
 // The official SDK, unchanged, naming LoRA adapters as its model; adapters loaded and unloaded
 // through vLLM's endpoints while serving. The base model is the llama-gqa fixture with a word-level
@@ -21,17 +22,17 @@ let server: TinyServer;
 let client: OpenAI;
 let dir: string;
 
+let base: { dir: string; remove: () => void };
+
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'keel-lora-server-'));
-  for (const file of ['config.json', 'generation_config.json', 'model.safetensors']) cpSync(join(first.base.dir, file), join(dir, file));
-  const vocab = Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`t${i}`, i]));
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: { type: 'WhitespaceSplit' }, post_processor: null, decoder: null, model: { type: 'WordLevel', vocab, unk_token: 't0' } }));
+  base = wordLevelBaseModel(first.base.dir);
+  dir = base.dir;
   server = await startTinyServer({ modelDir: dir, server: { servedModelName: BASE }, engine: { enableLora: true, maxLoras: 2, maxLoraRank: 8 } });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
 });
 after(async () => {
   await server.close();
-  rmSync(dir, { recursive: true, force: true });
+  base.remove();
 });
 
 const post = (path: string, body: unknown) => fetch(`${server.url}/v1/${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

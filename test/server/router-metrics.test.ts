@@ -13,7 +13,7 @@ import { metricValue } from './tiny-server.ts';
 
 const stats = (overrides: Partial<EngineStats>): EngineStats => idleEngineStats(100, overrides);
 
-const replica = (alive: boolean, s: EngineStats): ReplicaState => ({ alive, stats: s, outstanding: s.numRunning + s.numWaiting, routed: { sticky: 0, prefix: 1, load: 2 } });
+const replica = (alive: boolean, s: EngineStats): ReplicaState => ({ alive, restarting: false, restarts: 0, stats: s, outstanding: s.numRunning + s.numWaiting, routed: { sticky: 0, prefix: 1, load: 2 } });
 
 function metricsOf(replicas: () => ReplicaState[]): ServerMetrics {
   return new ServerMetrics('dp', { info: { blockSize: 16, maxLoras: 4 }, loraAdapters: [], stats: () => combinedStats(replicas()), replicaStates: replicas });

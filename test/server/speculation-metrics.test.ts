@@ -11,7 +11,7 @@ const engineStats = (speculation: SpeculationTally | null): EngineStats => idleE
 
 /** One engine whose stats are read from `stats` at each scrape, as the metrics see it. */
 function metered(stats: () => EngineStats): MeteredEngine {
-  return { info: { blockSize: 16, maxLoras: 1 }, loraAdapters: null, stats, replicaStates: () => [{ alive: true, stats: stats(), outstanding: 0, routed: { sticky: 0, prefix: 0, load: 0 } }] };
+  return { info: { blockSize: 16, maxLoras: 1 }, loraAdapters: null, stats, replicaStates: () => [{ alive: true, restarting: false, restarts: 0, stats: stats(), outstanding: 0, routed: { sticky: 0, prefix: 0, load: 0 } }] };
 }
 
 test('/metrics reports speculative decoding: totals, acceptance rate, mean accepted length and per-position acceptance', async () => {

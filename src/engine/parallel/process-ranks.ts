@@ -30,12 +30,12 @@ export class ProcessRanks extends Ranks {
     const loading = (this.loading = new RankLoading(ranks));
     supervisor.on('message', (message: FromProcessSupervisor) => {
       if (message.type === 'rank') loading.heard(message.message);
-      else loading.failed(new Error(`parallel rank ${message.rank} failed: ${message.reason}`));
+      else this.rankFailed(new Error(`parallel rank ${message.rank} failed: ${message.reason}`));
     });
     // Without its watcher no rank's death would be noticed: that fails the run as a rank's death does.
     supervisor.on('error', (error) => {
       reportFailure(localGroups.failures, 1, `the thread watching the worker processes failed: ${error.message}`);
-      loading.failed(error);
+      this.rankFailed(error);
     });
   }
 

@@ -9,6 +9,10 @@ export class RankLoading {
   readonly done: Promise<void>;
   /** The fewest KV blocks any rank's memory holds for its layers; known once `done` resolves. */
   fewestKvBlocks = Infinity;
+  /** The most bytes a KV block takes on any rank (its shard of its stage's layers); known once `done` resolves. */
+  largestKvBytesPerBlock = 0;
+  /** The weights the ranks keep in host memory to stream, in bytes, all together; known once `done` resolves. */
+  weightHostBytes = 0;
   private pending: number;
   private settle!: { resolve: () => void; reject: (error: Error) => void };
 
@@ -26,6 +30,8 @@ export class RankLoading {
       return;
     }
     this.fewestKvBlocks = Math.min(this.fewestKvBlocks, message.kvBlocks);
+    this.largestKvBytesPerBlock = Math.max(this.largestKvBytesPerBlock, message.kvBytesPerBlock);
+    this.weightHostBytes += message.weightHostBytes;
     if (--this.pending === 0) this.settle.resolve();
   }
 

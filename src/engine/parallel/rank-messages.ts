@@ -4,6 +4,7 @@ import type { SharedMemoryGroup } from '../../parallel/shared-memory-communicato
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
+import type { HostTransfers } from '../host-transfers.ts';
 
 /** Where a rank sits and what it loads: what every rank's worker needs, thread or process. */
 export interface RankPlace {
@@ -31,7 +32,13 @@ export interface RankSettings extends RankPlace {
  * runs the same step on its shard of its stage (docs/parallelism.md).
  */
 export type ToRank =
-  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype }
+  /**
+   * The rank's KV cache, and its host spaces of as many blocks as rank 0's (0: none): swap space
+   * for preempted sequences, the prefix cache's host tier. Every id names a block on every rank.
+   */
+  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype; numSwapBlocks: number; numHostCacheBlocks: number }
+  /** A step's copies between device and host (every step of a run with host spaces, before its forward, if any). */
+  | { type: 'transfer-blocks'; transfers: HostTransfers }
   /**
    * A step: copy-on-write block copies first, then the stage's part of the forward pass; on the
    * first stage, which embeds the next step's pending tokens, the sampling pass (each of its ranks
@@ -45,8 +52,17 @@ export type ToRank =
    */
   | { type: 'receive-logits' };
 
-/** `kvBlocks`: how many KV blocks the rank's memory budget holds for its layers, once they are loaded. */
-export type FromRank = { type: 'loaded'; kvBlocks: number } | { type: 'failed'; message: string };
+/** What a rank reports once it has loaded its shard. */
+export interface RankLoaded {
+  /** How many KV blocks the rank's memory budget holds for its layers. */
+  kvBlocks: number;
+  /** A KV block's bytes on the rank (its shard of its stage's layers), on the device and in its host spaces. */
+  kvBytesPerBlock: number;
+  /** Bytes of its weights the rank keeps in host memory to stream (`cpuOffloadGb`; 0: none). */
+  weightHostBytes: number;
+}
+
+export type FromRank = ({ type: 'loaded' } & RankLoaded) | { type: 'failed'; message: string };
 
 /** A rank in a worker process (CUDA): its GPU, and the NCCL groups it joins (their unique ids made by rank 0). */
 export interface ProcessRankSettings extends RankPlace {

@@ -21,7 +21,7 @@ process.on('message', (message: ToRankProcess) => {
       const { settings } = message;
       const backend = new CudaBackend({ device: settings.device, parallel: { tensor: settings.tensorGroup, pipeline: settings.pipelineGroup } });
       runner = loadRank(settings, backend);
-      post({ type: 'loaded', kvBlocks: runner.kvBlocks });
+      post({ type: 'loaded', ...runner.loaded });
     } else if (runner === null) {
       throw new Error(`a worker process was sent ${message.type} before its settings`);
     } else {

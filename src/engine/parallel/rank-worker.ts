@@ -34,7 +34,7 @@ try {
       fail(error);
     }
   });
-  post({ type: 'loaded', kvBlocks: runner.kvBlocks });
+  post({ type: 'loaded', ...runner.loaded });
 } catch (error) {
   fail(error);
 }

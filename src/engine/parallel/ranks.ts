@@ -1,6 +1,7 @@
 import type { Draw } from '../../sampling/draw.ts';
 import type { BatchDescription } from '../../step/batch.ts';
 import type { KvCacheDtype } from '../../step/kv-cache-layout.ts';
+import type { HostTransfers } from '../host-transfers.ts';
 import type { RankLoading } from './rank-loading.ts';
 import type { ToRank } from './rank-messages.ts';
 
@@ -12,6 +13,8 @@ import type { ToRank } from './rank-messages.ts';
  */
 export abstract class Ranks {
   protected abstract readonly loading: RankLoading;
+  private readonly failureListeners: ((error: Error) => void)[] = [];
+  private failure: Error | null = null;
 
   /** Resolves once every other rank has loaded its shard; rejects with the first failure. */
   ready(): Promise<void> {
@@ -23,9 +26,27 @@ export abstract class Ranks {
     return this.loading.fewestKvBlocks;
   }
 
-  /** Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same blocks and dtype as rank 0's. */
-  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype): void {
-    this.order({ type: 'create-cache', numBlocks, blockSize, dtype });
+  /** The most bytes a KV block takes on any other rank (after `ready`): each rank's host spaces hold their blocks in the memory given. */
+  get largestKvBytesPerBlock(): number {
+    return this.loading.largestKvBytesPerBlock;
+  }
+
+  /** Bytes of weights the other ranks keep in host memory to stream (`cpuOffloadGb`), all together (after `ready`). */
+  get weightHostBytes(): number {
+    return this.loading.weightHostBytes;
+  }
+
+  /**
+   * Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same
+   * blocks and dtype as rank 0's, and host spaces of the same blocks as rank 0's (0: none).
+   */
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype, host: { numSwapBlocks: number; numHostCacheBlocks: number }): void {
+    this.order({ type: 'create-cache', numBlocks, blockSize, dtype, ...host });
+  }
+
+  /** Sends a step's copies between device and host to the other ranks; the engine queues them on rank 0 right after. */
+  transferBlocks(transfers: HostTransfers): void {
+    this.order({ type: 'transfer-blocks', transfers });
   }
 
   /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */
@@ -40,6 +61,20 @@ export abstract class Ranks {
   /** With micro-batches in flight: the first stage's ranks receive the oldest one's logits, as the engine does right after. */
   receiveLogits(): void {
     this.order({ type: 'receive-logits' });
+  }
+
+  /** Calls `listener` once a rank has failed (at once if one has): the run can never step again. */
+  onFailure(listener: (error: Error) => void): void {
+    if (this.failure !== null) listener(this.failure);
+    else this.failureListeners.push(listener);
+  }
+
+  /** A rank failed, as its watcher reports it: loading, if under way, rejects with it, and the listeners hear the first. */
+  protected rankFailed(error: Error): void {
+    this.loading.failed(error);
+    if (this.failure !== null) return;
+    this.failure = error;
+    for (const listener of this.failureListeners) listener(error);
   }
 
   /** Sends every other rank `message`, to be run in the order sent. */

@@ -32,11 +32,11 @@ export class ThreadRanks extends Ranks {
     this.supervisor = supervisor;
     this.failures = failures;
     const loading = (this.loading = new RankLoading(ports.length));
-    supervisor.on('message', (message: FromSupervisor) => loading.failed(new Error(`parallel rank ${message.rank} failed: ${message.reason}`)));
+    supervisor.on('message', (message: FromSupervisor) => this.rankFailed(new Error(`parallel rank ${message.rank} failed: ${message.reason}`)));
     // Without its watcher no rank's death would be noticed: that fails the run as a rank's death does.
     supervisor.on('error', (error) => {
       reportFailure(failures, 1, `the thread watching the ranks failed: ${error.message}`);
-      loading.failed(error);
+      this.rankFailed(error);
     });
     for (const port of ports) port.on('message', (message: FromRank) => loading.heard(message));
   }

@@ -16,6 +16,13 @@ const port: MessageEndpoint<ToEngine, FromEngine> = {
   on: (event, listener) => process.on(event, listener as (message: unknown) => void),
   off: (event, listener) => process.off(event, listener as (message: unknown) => void),
 };
-process.once('message', (settings: EngineOptions) => void loadAndServe(port, settings));
+// A rank of its tensor- or pipeline-parallel run died: this engine can never step again, and would
+// fail every request it took. Its process exits instead, so that the server routes around it and
+// restarts the replica (its requests in flight fail with a 503, as at any replica's death).
+const broken = (error: Error) => {
+  process.stderr.write(`keel: this replica's engine is broken (${error.message}); its process exits for the server to restart it\n`);
+  process.exit(1);
+};
+process.once('message', (settings: EngineOptions) => void loadAndServe(port, settings, broken));
 // The server closed the channel (after the engine stopped) or went away: nothing more will come.
 process.on('disconnect', () => process.exit(0));

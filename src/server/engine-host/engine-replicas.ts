@@ -9,11 +9,17 @@ import { EngineClient, type EnginePrompt } from './engine-client.ts';
 import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
 import type { EngineInfo } from './engine-protocol.ts';
 import { replicaDevices } from './replica-devices.ts';
+import { Replica, type ReplicaEvent } from './replica.ts';
 import { ReplicaRouter, type RouteReason } from './replica-router.ts';
 
 /** One replica as /metrics and /v1/engine/stats show it. */
 export interface ReplicaState {
   alive: boolean;
+  /** Down, with a restart waiting or loading. */
+  restarting: boolean;
+  /** Restarts that brought it back since start. */
+  restarts: number;
+  /** Its stats, totals carried over from its engines before a restart. */
   stats: EngineStats;
   /** Sequences routed to it that have not finished. */
   outstanding: number;
@@ -32,26 +38,39 @@ export interface ReplicaGeneration {
  * model behind the one endpoint (docs/parallelism.md), each a process of its own (on CUDA, on its
  * own GPUs). A router (replica-router.ts) picks the replica of each prompt by prefix affinity and
  * load. A replica that dies fails its own requests with a 503 and takes no more; the others keep
- * serving, and the server fails (`failure`, `stopped`) only when none is left.
+ * serving while it is started again (`maxReplicaRestarts`, replica.ts), and it takes requests again
+ * once it has loaded. The server fails (`failure`) while no replica serves, and stops (`stopped`)
+ * once none is left and none will restart.
  */
 export class EngineReplicas {
   /** Replica 0's: every replica loads the same model with the same settings. */
   readonly info: EngineInfo;
-  /** Resolves if every replica stops without being closed: the server cannot serve any more. */
+  /** Resolves if every replica stops for good without being closed: the server cannot serve any more. */
   readonly stopped: Promise<Error>;
-  private readonly clients: readonly EngineClient[];
+  private readonly replicas: readonly Replica[];
   private readonly router: ReplicaRouter;
   private readonly outstanding: number[];
   private readonly routed: Record<RouteReason, number>[];
+  private readonly listeners: ((replica: number, event: ReplicaEvent) => void)[] = [];
+  /** Adapters loaded through the API since start, by name: a restarted replica loads them before it serves. */
+  private readonly addedAdapters = new Map<string, string>();
 
-  constructor(clients: readonly EngineClient[]) {
+  /**
+   * `clients[r]` serves replica r; `restart(r)`, when given, starts replica r's engine again
+   * after its process died, up to `maxRestarts` times in a row.
+   */
+  constructor(clients: readonly EngineClient[], restart: { start: (replica: number) => Promise<EngineClient>; maxRestarts: number } | null = null) {
     if (clients.length === 0) throw new RangeError('EngineReplicas needs at least one engine');
-    this.clients = clients;
     this.info = clients[0].info;
+    this.replicas = clients.map((client, r) => {
+      const ready = (engine: EngineClient) => this.readyAdapters(engine);
+      const restartOf = restart && { start: () => restart.start(r), ready, maxRestarts: restart.maxRestarts };
+      return new Replica(client, restartOf, (event) => this.replicaEvent(r, event));
+    });
     this.router = new ReplicaRouter(clients.length, this.info.blockSize, this.info.maxNumSeqs);
     this.outstanding = clients.map(() => 0);
     this.routed = clients.map(() => ({ sticky: 0, prefix: 0, load: 0 }));
-    this.stopped = Promise.all(clients.map((c) => c.stopped)).then((causes) => causes[causes.length - 1]);
+    this.stopped = Promise.all(this.replicas.map((r) => r.stopped)).then((causes) => causes[causes.length - 1]);
   }
 
   /**
@@ -66,33 +85,39 @@ export class EngineReplicas {
     if (config.dataParallelSize === 1) return new EngineReplicas([await EngineClient.startThread(options, engineEntry)]);
     if (engineEntry !== undefined) throw new KeelError('invalid_argument', 'a stand-in engine thread serves one replica: give dataParallelSize 1 with it');
     const environments = await replicaEnvironments(config.backend, config.dataParallelSize, config.tensorParallelSize * config.pipelineParallelSize);
-    const settled = await Promise.allSettled(environments.map((env, r) => EngineClient.startProcess({ ...options, dataParallelSize: 1 }, env, `keel-replica-${r}`)));
+    const start = (r: number) => EngineClient.startProcess({ ...options, dataParallelSize: 1 }, environments[r], `keel-replica-${r}`);
+    const settled = await Promise.allSettled(environments.map((_, r) => start(r)));
     const clients = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = settled.find((s) => s.status === 'rejected');
     if (failed !== undefined) {
       await Promise.all(clients.map((c) => c.close()));
       throw failed.reason;
     }
-    return new EngineReplicas(clients);
+    return new EngineReplicas(clients, { start, maxRestarts: config.maxReplicaRestarts });
   }
 
   get size(): number {
-    return this.clients.length;
+    return this.replicas.length;
   }
 
-  /** Why nothing can be served any more (every replica failed or is closed), if so. */
+  /** Why nothing can be served now (every replica down, restarting or not, or closed), if so. */
   get failure(): ApiError | null {
-    return this.clients.every((c) => c.failure !== null) ? this.clients[this.clients.length - 1].failure : null;
+    return this.replicas.every((r) => r.failure !== null) ? this.replicas[this.replicas.length - 1].failure : null;
   }
 
-  /** Which replicas have died (a dead one's requests failed with a 503). */
+  /** Which replicas are down (a dead one's requests failed with a 503), restarting or not. */
   get deadReplicas(): number[] {
-    return this.clients.flatMap((c, r) => (c.failure === null ? [] : [r]));
+    return this.replicas.flatMap((replica, r) => (replica.failure === null ? [] : [r]));
   }
 
-  /** Calls `listener` when replica r stops without being closed (its requests have failed with a 503). */
-  onReplicaStopped(listener: (replica: number, cause: Error) => void): void {
-    this.clients.forEach((c, r) => void c.stopped.then((cause) => listener(r, cause)));
+  /** Of the dead replicas, those being started again. */
+  get restartingReplicas(): number[] {
+    return this.replicas.flatMap((replica, r) => (replica.restartPending ? [r] : []));
+  }
+
+  /** Calls `listener` with what happens to each replica: its death (its requests have failed with a 503), its restarts. */
+  onReplicaEvent(listener: (replica: number, event: ReplicaEvent) => void): void {
+    this.listeners.push(listener);
   }
 
   /** Every replica's stats as one engine's (combined-stats.ts). */
@@ -101,12 +126,19 @@ export class EngineReplicas {
   }
 
   replicaStates(): ReplicaState[] {
-    return this.clients.map((c, r) => ({ alive: c.failure === null, stats: c.stats(), outstanding: this.outstanding[r], routed: { ...this.routed[r] } }));
+    return this.replicas.map((replica, r) => ({
+      alive: replica.failure === null,
+      restarting: replica.restartPending,
+      restarts: replica.restarts,
+      stats: replica.stats(),
+      outstanding: this.outstanding[r],
+      routed: { ...this.routed[r] },
+    }));
   }
 
   /** The LoRA adapters served now (the same on every replica); null when LoRA is not enabled. */
   get loraAdapters(): readonly LoraAdapterInfo[] | null {
-    return (this.clients.find((c) => c.failure === null) ?? this.clients[0]).loraAdapters;
+    return (this.replicas.find((r) => r.failure === null) ?? this.replicas[0]).client.loraAdapters;
   }
 
   /**
@@ -117,7 +149,10 @@ export class EngineReplicas {
     const live = this.live();
     const results = await Promise.allSettled(live.map((c) => c.loadLoraAdapter(name, path)));
     const refused = results.find((r) => r.status === 'rejected');
-    if (refused === undefined) return;
+    if (refused === undefined) {
+      this.addedAdapters.set(name, path);
+      return;
+    }
     await Promise.allSettled(live.filter((_, i) => results[i].status === 'fulfilled').map((c) => c.unloadLoraAdapter(name)));
     throw refused.reason;
   }
@@ -125,6 +160,7 @@ export class EngineReplicas {
   /** Stops serving the adapter on every live replica; the first refusal (none loaded) is thrown. */
   async unloadLoraAdapter(name: string): Promise<void> {
     const refused = (await Promise.allSettled(this.live().map((c) => c.unloadLoraAdapter(name)))).find((r) => r.status === 'rejected');
+    this.addedAdapters.delete(name);
     if (refused !== undefined) throw refused.reason;
   }
 
@@ -137,15 +173,17 @@ export class EngineReplicas {
     const failure = this.failure;
     if (failure) throw failure;
     const replicas = prompts.map((prompt) => {
-      const loads = this.clients.map((c, r) => ({ alive: c.failure === null, outstanding: this.outstanding[r], kvUsage: kvUsage(c.stats()) }));
+      const loads = this.replicas.map((replica, r) => ({ alive: replica.failure === null, outstanding: this.outstanding[r], kvUsage: kvUsage(replica.client.stats()) }));
       const { replica, reason } = this.router.route(prompt, loads, sticky);
       this.routed[replica][reason]++;
       this.outstanding[replica] += prompt.params.n;
       return replica;
     });
     const ids: number[] = [];
+    // Each prompt's engine as it was started: a restart's new engine never knew the old one's ids.
+    const clients = replicas.map((r) => this.replicas[r].client);
     const generation = new EngineGeneration(prompts.length, (indices) => {
-      for (const i of indices) this.clients[replicas[i]].abort(ids[i]);
+      for (const i of indices) clients[i].abort(ids[i]);
     }, hooks);
     prompts.forEach((prompt, i) => {
       const replica = replicas[i];
@@ -154,7 +192,7 @@ export class EngineReplicas {
         if (!settled) this.outstanding[replica] -= prompt.params.n;
         settled = true;
       };
-      ids[i] = this.clients[replica].start(prompt, {
+      ids[i] = clients[i].start(prompt, {
         deliver: (deltas, final) => {
           if (final) settle();
           generation.deliver(i, deltas, final);
@@ -168,19 +206,30 @@ export class EngineReplicas {
     return { generation, replicas };
   }
 
-  /** Ends replica r as a crash would (fault drills, tests). */
+  /** Ends replica r as a crash would (fault drills, tests); it restarts as after any death. */
   kill(replica: number): void {
-    this.clients[replica].kill();
+    this.replicas[replica].kill();
   }
 
-  /** Closes every replica (EngineClient.close); resolves with the first thing that went wrong, if any. */
+  /** Closes every replica (Replica.close), restarts under way included; resolves with the first thing that went wrong, if any. */
   async close(): Promise<Error | null> {
-    const errors = await Promise.all(this.clients.map((c) => c.close()));
+    const errors = await Promise.all(this.replicas.map((r) => r.close()));
     return errors.find((e) => e !== null) ?? null;
   }
 
   private live(): EngineClient[] {
-    return this.clients.filter((c) => c.failure === null);
+    return this.replicas.filter((r) => r.failure === null).map((r) => r.client);
+  }
+
+  /** A restarted engine serves the adapters loaded through the API since start too (its settings load the others). */
+  private async readyAdapters(engine: EngineClient): Promise<void> {
+    for (const [name, path] of this.addedAdapters) await engine.loadLoraAdapter(name, path);
+  }
+
+  private replicaEvent(replica: number, event: ReplicaEvent): void {
+    // A restarted replica's prefix cache is empty: the blocks the router remembers there are gone.
+    if (event.kind === 'restarted') this.router.forget(replica);
+    for (const listener of this.listeners) listener(replica, event);
   }
 }
 

@@ -50,3 +50,16 @@ test('a dead replica is never chosen, a sticky one is while it lives and is not 
   assert.equal(router.route(prompt(range(300, 8)), deadFirst, 0).replica, 1, 'a dead sticky replica is passed over');
   assert.throws(() => router.route(prompt(shared), [{ alive: false, outstanding: 0, kvUsage: 0 }, { alive: false, outstanding: 0, kvUsage: 0 }]), /no replica is alive/);
 });
+
+test('a restarted replica is forgotten as a holder: its prefixes go by load, and the other holders keep theirs', () => {
+  const router = new ReplicaRouter(2, BLOCK, 100);
+  const mine = range(0, 8);
+  const shared = range(500, 8);
+  assert.equal(router.route(prompt(mine), idle(2)).replica, 0);
+  assert.equal(router.route(prompt(shared), idle(2)).replica, 1);
+  // Replica 1 spills the shared prefix onto replica 0 too: both hold it.
+  assert.equal(router.route(prompt(shared), [{ alive: true, outstanding: 0, kvUsage: 0 }, { alive: true, outstanding: 90, kvUsage: 0 }]).replica, 0);
+  router.forget(0);
+  assert.deepEqual(router.route(prompt(shared), idle(2)), { replica: 1, reason: 'prefix', matchedBlocks: 2 }, 'the other holder keeps the shared prefix');
+  assert.equal(router.route(prompt(mine), idle(2)).reason, 'load', 'what only replica 0 held is gone');
+});

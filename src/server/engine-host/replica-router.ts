@@ -93,6 +93,16 @@ export class ReplicaRouter {
     return route;
   }
 
+  /** Forgets every block routed to `replica` (its prefix cache was lost with its engine). */
+  forget(replica: number): void {
+    const bit = 1 << replica;
+    for (const [hash, mask] of this.holders) {
+      if ((mask & bit) === 0) continue;
+      if (mask === bit) this.holders.delete(hash);
+      else this.holders.set(hash, mask & ~bit);
+    }
+  }
+
   /** How many leading blocks of the prompt each replica holds in an unbroken run (per the table). */
   private matchedBlocks(hashes: readonly number[], alive: readonly number[]): number[] {
     const matched = new Array<number>(this.numReplicas).fill(0);
