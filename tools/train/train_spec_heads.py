@@ -164,7 +164,7 @@ def eagle3_ttt(w, g, embeds, features, steps: int):
     p - j + i for i = 1..j: what the engine's j-th drafted token attends to.
     """
     b, t, _ = features.shape
-    positions = torch.arange(t)
+    positions = torch.arange(t, device=features.device)
     eps = g["eps"]
     tok = eagle_reference.rms_norm(embeds, w["midlayer.input_layernorm.weight"], eps)
     scale = g["head_dim"] ** -0.5
@@ -178,7 +178,7 @@ def eagle3_ttt(w, g, embeds, features, steps: int):
         ks.append(k)
         vs.append(v)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, ks[0]) * scale
-        allowed = torch.ones(t, t, dtype=torch.bool).tril(-j)
+        allowed = torch.ones(t, t, dtype=torch.bool, device=features.device).tril(-j)
         scores = scores.masked_fill(~allowed, float("-inf"))
         diag = [torch.einsum("bqhd,bqhd->bhq", q, shift(ks[i], j - i))[..., None] * scale for i in range(1, j + 1)]
         probs = torch.cat([scores, *diag], -1).softmax(-1)
@@ -232,12 +232,13 @@ def eagle3_batch(w, g, target, draft_ids, t2d, windows, states, logits, steps):
     teacher_p = teacher[..., draft_ids].softmax(-1)
     losses, accuracies = [], []
     t = windows.shape[1] - 1
+    at = torch.arange(t, device=windows.device)
     for j, lg in enumerate(step_logits):
-        valid = in_draft & (torch.arange(t) >= j)[None, :]
+        valid = in_draft & (at >= j)[None, :]
         ce = -(teacher_p * lg.log_softmax(-1)).sum(-1)
         losses.append((ce * valid).sum() / valid.sum().clamp(min=1))
         # Accuracy counts every position the step can reach, also where the target's token lies outside the draft vocabulary.
-        reach = (torch.arange(t) >= j)[None, :].expand_as(argmax)
+        reach = (at >= j)[None, :].expand_as(argmax)
         hit = draft_ids[lg.argmax(-1)] == argmax
         accuracies.append(float(hit[reach].float().mean()))
     return losses, accuracies
@@ -441,7 +442,8 @@ def main() -> int:
     versions = f"torch {torch.__version__}, Python {platform.python_version()}"
     log(f"device {device_name}")
 
-    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).to(device).eval()
+    # On the CPU until the heads are initialised from it.
+    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).eval()
     target.requires_grad_(False)
     cfg = target.config
     g = geometry(cfg)
@@ -456,6 +458,7 @@ def main() -> int:
 
     eagle = {k: v.to(device).requires_grad_(True) for k, v in eagle3_init(target, draft_ids.cpu(), args.eagle_intermediate).items()}
     medusa = {k: v.to(device).requires_grad_(True) for k, v in medusa_init(target, args.medusa_heads).items()}
+    target.to(device)
     opt_e = torch.optim.AdamW(list(eagle.values()), lr=args.eagle_lr, betas=(0.9, 0.95), weight_decay=0.0)
     opt_m = torch.optim.AdamW(list(medusa.values()), lr=args.medusa_lr, betas=(0.9, 0.95), weight_decay=0.0)
     sampler = base.WindowSampler(train_tokens, args.seq_len, device, seed=args.seed)
