@@ -4,6 +4,12 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
+import { openCheckpoint, openCheckpointNamed, type Checkpoint } from '../src/checkpoint/checkpoint.ts';
+import type { ParameterSpec } from '../src/layers/parameters.ts';
+import { parseEagleConfig } from '../src/models/eagle-config.ts';
+import { EagleHead } from '../src/models/eagle-head.ts';
+import { MedusaHeads, parseMedusaConfig } from '../src/models/medusa-heads.ts';
+import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { DEFAULT_MODEL_DIR, loadEngine } from '../src/engine/load-engine.ts';
@@ -25,6 +31,11 @@ const NGRAM = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax:
 /** keel-tiny's own draft model, distilled from it. */
 const DRAFT_DIR = join(MODELS_DIR, 'keel-tiny-draft');
 const DRAFT = { model: DRAFT_DIR, numSpeculativeTokens: 4 } as const;
+/** keel-tiny's EAGLE-3 head and Medusa heads (tools/train/train_spec_heads.py). */
+const EAGLE3_DIR = join(MODELS_DIR, 'keel-tiny-eagle3');
+const MEDUSA_DIR = join(MODELS_DIR, 'keel-tiny-medusa');
+const EAGLE3 = { method: 'eagle3', model: EAGLE3_DIR, numSpeculativeTokens: 4 } as const;
+const MEDUSA = { method: 'medusa', model: MEDUSA_DIR, numSpeculativeTokens: 4 } as const;
 
 let plain: LLM;
 before(async () => {
@@ -171,6 +182,44 @@ test('a synthetic acceptance keeps exactly N drafts of every verification, the d
     LLM.load({ ...BASE, speculative: { ...DRAFT, syntheticAcceptedDrafts: 5 } }),
     (e: unknown) => e instanceof KeelError && /syntheticAcceptedDrafts must be an integer from 0 to numSpeculativeTokens 4 \(got 5\)/.test(e.message),
   );
+});
+
+test("keel-tiny's EAGLE-3 head, as a chain and as a tree, changes no greedy, seeded, stopped, penalized, forked or logprob request", async () => {
+  (await checkUnchanged({ speculative: EAGLE3 })).llm.close();
+  (await checkUnchanged({ speculative: { ...EAGLE3, treeWidth: 2 } })).llm.close();
+});
+
+test("keel-tiny's Medusa heads change no greedy, seeded, stopped, penalized, forked or logprob request", async () => {
+  (await checkUnchanged({ speculative: MEDUSA })).llm.close();
+});
+
+test("keel-tiny's shipped heads hold exactly the tensors of the shapes keel-tiny's heads have, and are refused for another target", async () => {
+  const target = createModel(readModelArchitecture(DEFAULT_MODEL_DIR), 64);
+  const dims = { hiddenSize: 384, vocabSize: 8192, numLayers: 4, embedding: target.embedding, lmHead: target.lmHead };
+  const sameShapes = (specs: ParameterSpec[], ckpt: Checkpoint, extra: string[]) => {
+    for (const spec of specs) assert.deepEqual(ckpt.info(spec.name).shape, spec.shape, spec.name);
+    assert.deepEqual([...ckpt.tensorNames].sort(), [...specs.map((s) => s.name), ...extra].sort(), 'no tensor is missing or left over');
+  };
+  const eagleConfig = parseEagleConfig(JSON.parse(readFileSync(join(EAGLE3_DIR, 'config.json'), 'utf8')), 'config.json', 3);
+  const eagleCkpt = openCheckpoint(EAGLE3_DIR);
+  const head = EagleHead.forCheckpoint(eagleConfig, eagleCkpt, dims, 64);
+  sameShapes(head.parameters(), eagleCkpt, ['d2t', 't2d']);
+  head.readVocabularyMap(eagleCkpt);
+  eagleCkpt.close();
+  const ids = head.draftToTarget!;
+  assert.equal(ids.length, eagleConfig.draftVocabSize);
+  assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), 'the draft vocabulary maps to distinct target ids in order');
+  assert.ok(eagleConfig.draftVocabSize < 8192 && eagleConfig.layer.hiddenSize === 384);
+
+  const medusaConfig = parseMedusaConfig(JSON.parse(readFileSync(join(MEDUSA_DIR, 'config.json'), 'utf8')), 'config.json');
+  const medusaCkpt = openCheckpointNamed(MEDUSA_DIR, ['medusa_lm_head.safetensors']);
+  sameShapes(MedusaHeads.forCheckpoint(medusaConfig, medusaCkpt, dims).parameters(), medusaCkpt, []);
+  medusaCkpt.close();
+
+  const other = { ...BASE, model: join(FIXTURES_DIR, 'llama-gqa') };
+  const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load(options), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
+  await refused({ ...other, speculative: EAGLE3 }, /was made for a vocabulary of 8192 tokens, the target has 256/);
+  await refused({ ...other, speculative: MEDUSA }, /LM head is \[8192, 384\] but the target's is \[256, 64\]/);
 });
 
 test('a draft model over another vocabulary is refused, naming the problem', async () => {

@@ -24,7 +24,7 @@ def rms_norm(x, weight, eps):
 def rotate(x, positions, theta):
     """Llama's rotate-half RoPE over the whole head dim: x [..., n, heads, dim]."""
     dim = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim))
     angles = positions.float()[:, None] * inv[None, :]
     cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None, :]
     sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None, :]
