@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
+import { join } from 'node:path';
 import { LLM } from '../src/engine/llm.ts';
+import { MODELS_DIR } from './helpers/oracle-fixtures.ts';
 import { TestRandom, testSeed } from './helpers/cpu-random.ts';
 
 // keel-tiny (4 layers, GQA 6/2) with Quest's sparse decode attention (docs/long-context.md).
@@ -50,5 +52,35 @@ test('sparse attention refuses what it cannot run, by name', async () => {
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseWindowTokens: 0 }), /sparseWindowTokens must be a positive integer/);
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseDenseLayers: [4] }), /dense layer 4 is not a layer of this model/);
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, streamingSinks: 4, streamingWindow: 252 }), /does not combine with StreamingLLM/);
-  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, speculative: { method: 'ngram' } }), /does not support speculative decoding/);
+  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, speculative: { method: 'ngram', ngramBranches: 3 } }), /draft chains only: draft trees/);
+});
+
+// Prompts that repeat a random phrase, so that n-gram lookup finds drafts; long enough that the
+// budget of 128 tokens leaves blocks out of every sparse decode.
+const repeating = [40, 56, 24].map((n, i) => {
+  const phrase = Array.from({ length: n }, () => random.int(10, 8000));
+  return Array.from({ length: 280 + 16 * i }, (_, j) => phrase[j % n]);
+});
+
+test(`verification chunks attend sparsely, each token as its decode would: n-gram, draft-model and self-speculation give plain sparse decoding's tokens (seed ${seed})`, async () => {
+  const expected = await tokens(QUEST, repeating, 40);
+  const methods: EngineOptions['speculative'][] = [
+    { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 },
+    { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 3 },
+    { method: 'self', selfSpecLayers: 3, numSpeculativeTokens: 2 },
+  ];
+  for (const speculative of methods) {
+    const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...QUEST, speculative });
+    try {
+      const outputs = await llm.generate(repeating, { ...GREEDY, maxTokens: 40 });
+      assert.deepEqual(outputs.map((o) => o.outputs[0].tokenIds), expected, `${speculative!.method ?? 'draft'}: the tokens of plain sparse decoding`);
+      const { speculation } = llm.stats();
+      assert.ok(speculation!.numAcceptedTokens > 0, `${speculative!.method ?? 'draft'}: drafts were accepted (${JSON.stringify(speculation)})`);
+    } finally {
+      await llm.close();
+    }
+  }
+  // Verification under a covering budget is dense verification.
+  const covering = await tokens({ sparseAttention: 'quest', sparseTokenBudget: 2048, speculative: methods[0] }, repeating, 40);
+  assert.deepEqual(covering, await tokens({}, repeating, 40), 'a covering budget gives dense tokens with speculation');
 });

@@ -159,8 +159,27 @@ function checkSparseAttention(config: EngineConfig): void {
     );
   }
   if (streamingOf(config) !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window): use one of them');
-  // Verification chunks attend densely, and tree verification moves K/V slot by slot, which per-block summaries cannot follow.
-  if (config.speculative !== null) throw invalidArgument('sparse attention does not support speculative decoding yet: drop --speculative-* or --sparse-attention');
+  // Tree verification moves K/V slot by slot, which per-block summaries cannot follow (copySlots refuses them).
+  if (config.speculative !== null && draftsTrees(config.speculative)) {
+    throw invalidArgument('sparse attention verifies draft chains only: draft trees (--ngram-branches > 1, Medusa, --speculative-tree-width > 1) are not supported with it yet');
+  }
+}
+
+/** Whether a speculative config drafts trees rather than chains. */
+function draftsTrees(speculative: SpeculativeConfig): boolean {
+  switch (speculative.method) {
+    case 'ngram':
+      return speculative.ngramBranches > 1;
+    case 'medusa':
+      return true;
+    case 'eagle':
+    case 'eagle3':
+    case 'mtp':
+      return speculative.treeWidth > 1;
+    case 'draft':
+    case 'self':
+      return false;
+  }
 }
 
 /** The sparse attention setting of a resolved config, or null. */
