@@ -645,8 +645,13 @@ export class CudaBackend implements Backend {
         blockTables: at('blockTables'),
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
+        decodeTokens: at('decodeTokens'),
         prefillTiles: at('prefillTiles'),
         wideTiles: at('wideTiles'),
+        sparseDecodeSeqs: at('sparseDecodeSeqs'),
+        sparseDecodeTokens: at('sparseDecodeTokens'),
+        sparsePrefillTiles: at('sparsePrefillTiles'),
+        sparseWideTiles: at('sparseWideTiles'),
         loraOrder: at('loraOrder'),
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
@@ -894,16 +899,26 @@ export class CudaBackend implements Backend {
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
-    const numDecode = s.plan.decodeSeqs.length;
+    // A sparse layer runs a verification chain's tokens as decodes (AttentionPlan.sparse).
+    const isSparse = (attn.sparse ?? null) !== null;
+    if (isSparse && s.batch.treeMask !== null && s.batch.verificationChunks !== null) {
+      throw new Error('attention: sparse attention verifies draft chains on CUDA, not draft trees');
+    }
+    const split = isSparse ? s.plan.sparse : s.plan;
+    const arrays = isSparse
+      ? { decodeSeqs: s.device.sparseDecodeSeqs, decodeTokens: s.device.sparseDecodeTokens, prefillTiles: s.device.sparsePrefillTiles, wideTiles: s.device.sparseWideTiles }
+      : s.device;
+    const numDecode = split.decodeSeqs.length;
     const sparse =
-      (attn.sparse ?? null) === null || numDecode === 0
+      !isSparse || numDecode === 0
         ? undefined
         : launchSparseSelect(this.device, {
             qkv: packed.ptr,
             summaries: kv.keySummaries(layer),
-            decodeSeqs: s.device.decodeSeqs,
+            decodeSeqs: arrays.decodeSeqs,
+            decodeTokens: arrays.decodeTokens,
             numDecode,
-            queryStartLoc: s.device.queryStartLoc,
+            positions: s.device.positions,
             seqLens: s.device.seqLens,
             blockTables: common.blockTables,
             maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
@@ -916,7 +931,8 @@ export class CudaBackend implements Backend {
           });
     launchDecodeAttention(this.device, {
       ...common,
-      decodeSeqs: s.device.decodeSeqs,
+      decodeSeqs: arrays.decodeSeqs,
+      decodeTokens: arrays.decodeTokens,
       numDecode,
       // Split by what the block tables can hold, not the exact longest context: that keeps a
       // decode step's launches fixed while its sequences grow, so a recorded graph stays valid.
@@ -926,10 +942,10 @@ export class CudaBackend implements Backend {
     });
     launchPrefillAttention(this.device, {
       ...common,
-      tiles: s.device.prefillTiles,
-      numTiles: s.plan.prefillTiles.length / 2,
-      wideTiles: s.device.wideTiles,
-      numWideTiles: s.plan.wideTiles.length / 2,
+      tiles: arrays.prefillTiles,
+      numTiles: split.prefillTiles.length / 2,
+      wideTiles: arrays.wideTiles,
+      numWideTiles: split.wideTiles.length / 2,
       treeMask: s.device.treeMask,
       treeMaskWords: s.batch.treeMaskWords,
       path: this.prefillAttention,

@@ -234,9 +234,15 @@ export interface StepDeviceArrays {
   blockTables: DevicePtr;
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   prefillTiles: DevicePtr;
   /** AttentionPlan.wideTiles: the Hopper prefill kernel's 128-row tiles. */
   wideTiles: DevicePtr;
+  /** AttentionPlan.sparse: the split of Quest's sparse layers. */
+  sparseDecodeSeqs: DevicePtr;
+  sparseDecodeTokens: DevicePtr;
+  sparsePrefillTiles: DevicePtr;
+  sparseWideTiles: DevicePtr;
   /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
   loraOrder: DevicePtr;
   loraTiles: DevicePtr;

@@ -1,4 +1,5 @@
-// Decode attention (one query token per sequence) over the paged KV cache, Flash-Decoding style:
+// Decode attention (one query token per entry: decode_seqs[i] its sequence, decode_tokens[i] its
+// flattened token, keys up to its position) over the paged KV cache, Flash-Decoding style:
 // the context is cut into partitions handled by different CTAs, each writing a partial softmax
 // (max, sum, unnormalized accumulator) that decode_reduce_kernel merges. With one partition the
 // CTA writes the final output directly.
@@ -11,8 +12,9 @@
 // StreamingLLM: the query arrives unrotated, is rotated at its rotary row for the window's keys,
 // and the first partition also scores the sink keys behind the window, with the query rotated at
 // its position inside the cache (min(row, sink_row_cap)). SPARSE=1 is Quest's sparse decode: the
-// CTA of (sequence, kv head) attends to the keys of the compacted block table sparse-select.cu
-// chose for it (sparse_tables row, sparse_lens keys), as if they were the whole sequence.
+// CTA of (decode, kv head) attends to the keys of the compacted block table sparse-select.cu
+// chose for it (sparse_tables row, sparse_lens keys), as if they were the whole sequence; a
+// verification chain's tokens come as decodes of their own, one per position.
 #include "common.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
@@ -75,7 +77,7 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
-    const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
+    const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
     int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
@@ -93,14 +95,14 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
   const int num_heads = num_kv_heads * GROUP;
-  const int seq = decode_seqs[di];
-  const int token = query_start[seq];
+  const int token = decode_tokens[di];
 #if SPARSE
   const long long sparse_row = (long long)di * num_kv_heads + kvh;
   const int lo = 0;
   const int hi = sparse_lens[sparse_row];
   const int* table = sparse_tables + sparse_row * sparse_width;
 #else
+  const int seq = decode_seqs[di];
   const int qpos = positions[token];
   const int lo = window > 0 ? max(0, qpos - window + 1) : 0;
   const int hi = min(seq_lens[seq], qpos + 1);
@@ -302,8 +304,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 // with SINKS, joins the merged denominator here, once: the partitions' sums leave it out.
 extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
                                                 const float* __restrict__ part_ml,
-                                                const int* __restrict__ decode_seqs,
-                                                const int* __restrict__ query_start, const bf16* __restrict__ sinks,
+                                                const int* __restrict__ decode_tokens, const bf16* __restrict__ sinks,
                                                 int num_heads, int num_partitions) {
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
@@ -319,7 +320,7 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
 #else
   const float inv = l > 0.f ? 1.f / l : 0.f;
 #endif
-  const int token = query_start[decode_seqs[blockIdx.y]];
+  const int token = decode_tokens[blockIdx.y];
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
     for (int p = 0; p < num_partitions; p++) {

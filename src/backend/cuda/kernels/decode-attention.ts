@@ -18,8 +18,9 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
 }
 
 export interface DecodeAttentionArgs extends PagedAttentionArgs {
-  /** [numDecode] sequence indices with one query token. */
+  /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan). */
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   numDecode: number;
   maxDecodeSeqLen: number;
   /** Allocates the split-KV workspace (called only when the context is split). */
@@ -28,7 +29,7 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
   sparse?: SparseSelection;
 }
 
-/** Split-KV decode attention for every single-token sequence, plus the merge when split. */
+/** Split-KV decode attention for every decode of the plan, plus the merge when split. */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
@@ -57,7 +58,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     a.kPool,
     a.vPool,
     a.decodeSeqs,
-    a.queryStartLoc,
+    a.decodeTokens,
     a.positions,
     a.seqLens,
     a.blockTables,
@@ -77,13 +78,12 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     sparse?.width ?? 0,
   ]);
   if (numPartitions > 1) {
-    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);
+    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
     device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
       a.out,
       partAcc,
       partMl,
-      a.decodeSeqs,
-      a.queryStartLoc,
+      a.decodeTokens,
       a.sinks,
       numHeads,
       numPartitions,

@@ -1,10 +1,12 @@
 // Quest's block selection for sparse decode attention (step/kv-cache-layout.ts `SparseAttention`;
-// backend/cpu/ops/key-summaries.ts `selectKvBlocks` is the CPU twin). For each decode sequence and
-// kv head, a compacted block table of `budget` entries: the sink blocks, the candidate blocks of
+// backend/cpu/ops/key-summaries.ts `selectKvBlocks` is the CPU twin). For each decode and kv head,
+// a compacted block table of `budget` entries: the sink blocks, the candidate blocks of
 // highest score Σ_h Σ_c max(q_hc · min_c, q_hc · max_c) over the GROUP query heads of the kv head
 // (ties to the earlier block), and the recent window's blocks, all in sequence order, and the
-// number of keys they hold (every block full but the last, the sequence's own). A sequence of no
-// more than `budget` blocks keeps its table and length. decode_attention_kernel (SPARSE=1) then
+// number of keys they hold (every block full but the last, the query's own). A decode is a query
+// token (decode_tokens, of sequence decode_seqs) that sees the keys up to its position: a
+// verification chain's tokens are decodes each, selecting as plain decodes at their positions.
+// A query of no more than `budget` blocks keeps its table and length. decode_attention_kernel (SPARSE=1) then
 // reads these tables. The grid and the buffers depend only on the step's shape, so the launch
 // records into a CUDA graph.
 #include "common.cuh"
@@ -58,14 +60,15 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int* s_warp, int* tot
 // scratch. summaries [numBlocks, numKvHeads, 2, D] bf16 (key-summaries.cu).
 extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
     int* __restrict__ out_tables, int* __restrict__ out_lens, unsigned int* __restrict__ scores, const bf16* __restrict__ qkv,
-    const bf16* __restrict__ summaries, const int* __restrict__ decode_seqs, const int* __restrict__ query_start,
-    const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
+    const bf16* __restrict__ summaries, const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens,
+    const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_kv_heads, int budget, int sink_blocks, int window_blocks) {
   __shared__ float s_q[GROUP * D];
   __shared__ int s_warp[WARPS];
   const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;
   const int seq = decode_seqs[di];
-  const int n = seq_lens[seq];
+  const int token = decode_tokens[di];
+  const int n = min(seq_lens[seq], positions[token] + 1);
   const int num_blocks = (n + block_size - 1) / block_size;
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
   const long long row = (long long)di * num_kv_heads + kvh;
@@ -77,7 +80,7 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
   }
 
   const int num_heads = num_kv_heads * GROUP;
-  const bf16* q = qkv + (long long)query_start[seq] * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
+  const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
   for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]);
   __syncthreads();
 

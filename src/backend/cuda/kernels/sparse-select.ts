@@ -5,9 +5,11 @@ export interface SparseSelectArgs {
   qkv: DevicePtr;
   /** The layer's key summaries [numBlocks, numKvHeads, 2, headDim] bf16. */
   summaries: DevicePtr;
+  /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan.sparse). */
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   numDecode: number;
-  queryStartLoc: DevicePtr;
+  positions: DevicePtr;
   seqLens: DevicePtr;
   blockTables: DevicePtr;
   maxBlocksPerSeq: number;
@@ -21,14 +23,14 @@ export interface SparseSelectArgs {
   alloc: (bytes: number) => DevicePtr;
 }
 
-/** Per decode sequence and kv head, a compacted table of `blocks.budget` block ids and the keys they hold. */
+/** Per decode and kv head, a compacted table of `blocks.budget` block ids and the keys they hold. */
 export interface SparseSelection {
   tables: DevicePtr;
   lens: DevicePtr;
   width: number;
 }
 
-/** Quest's block selection for the step's decodes (sparse-select.cu). */
+/** Quest's block selection for the step's decodes, a verification chain's tokens among them (sparse-select.cu). */
 export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): SparseSelection {
   const rows = a.numDecode * a.numKvHeads;
   const width = a.blocks.budget;
@@ -36,7 +38,7 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
   const lens = a.alloc(Math.max(1, rows) * 4);
   const scores = a.alloc(Math.max(1, rows * a.maxBlocksPerSeq) * 4);
   if (rows === 0) return { tables, lens, width };
-  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'pppppppppiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
+  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
   device.launch(kernel, [a.numKvHeads, a.numDecode], [256], 0, [
     tables,
     lens,
@@ -44,7 +46,8 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
     a.qkv,
     a.summaries,
     a.decodeSeqs,
-    a.queryStartLoc,
+    a.decodeTokens,
+    a.positions,
     a.seqLens,
     a.blockTables,
     a.maxBlocksPerSeq,
