@@ -80,7 +80,29 @@ test(`verification chunks attend sparsely, each token as its decode would: n-gra
       await llm.close();
     }
   }
+  // Verification beside prefill chunks (of 40 tokens and more: a prompt token alone in its chunk
+  // would attend sparsely, as a decode, so the chunks are cut where no verification can leave one
+  // alone), and from the prefix cache.
+  assert.deepEqual(await tokens({ ...QUEST, speculative: methods[0], maxNumBatchedTokens: 320 }, repeating, 40), expected, 'n-gram, chunked prefill');
+  const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...QUEST, speculative: methods[0] });
+  try {
+    await llm.generate(repeating, { ...GREEDY, maxTokens: 40 });
+    const again = await llm.generate(repeating, { ...GREEDY, maxTokens: 40 });
+    assert.ok(again.every((o) => o.metrics!.numCachedTokens! > 0), 'the rerun hits the prefix cache');
+    assert.deepEqual(again.map((o) => o.outputs[0].tokenIds), expected, 'n-gram, from the prefix cache');
+  } finally {
+    await llm.close();
+  }
   // Verification under a covering budget is dense verification.
   const covering = await tokens({ sparseAttention: 'quest', sparseTokenBudget: 2048, speculative: methods[0] }, repeating, 40);
   assert.deepEqual(covering, await tokens({}, repeating, 40), 'a covering budget gives dense tokens with speculation');
 });
+
+for (const kvCacheDtype of ['int8', 'fp8'] as const) {
+  test(`with an ${kvCacheDtype} KV cache, a covering budget gives dense ${kvCacheDtype} attention's tokens, and n-gram verification plain sparse decoding's (seed ${seed})`, async () => {
+    assert.deepEqual(await tokens({ kvCacheDtype, sparseAttention: 'quest', sparseTokenBudget: 2048 }, prompts), await tokens({ kvCacheDtype }, prompts), 'covering budget');
+    const sparse = await tokens({ kvCacheDtype, ...QUEST }, repeating, 32);
+    assert.deepEqual(await tokens({ kvCacheDtype, ...QUEST, speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } }, repeating, 32), sparse, 'n-gram speculation');
+    assert.notDeepEqual(sparse, await tokens({ kvCacheDtype }, repeating, 32), `the budget changes some ${kvCacheDtype} decode`);
+  });
+}
