@@ -179,11 +179,29 @@ test('a budget covering the whole sequence attends exactly as dense attention do
   }
 });
 
-test('a cache with key summaries refuses single-slot copies, which would leave them stale', () => {
-  const backend = new CpuBackend();
-  const cache = backend.createKvCache({ numBlocks: 4, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 8, slidingWindow: null, keySummaries: true }] });
-  assert.throws(() => backend.copySlots(cache, Int32Array.of(0), Int32Array.of(5)), /key summaries/);
-});
+for (const dtype of ['auto', 'int8', 'fp8_e4m3'] as const) {
+  test(`copySlots (a tree's accepted path moved into place) recomputes the summaries of the destination blocks from their keys (${dtype} cache, seed ${seed})`, () => {
+    const c: Case = { numHeads: 4, numKvHeads: 2, headDim: 8, blockSize: 4, dtype, sparse: { tokenBudget: 16, sinkTokens: 4, windowTokens: 8 } };
+    const backend = new CpuBackend();
+    const cache = backend.createKvCache({ numBlocks: 8, blockSize: c.blockSize, dtype, layers: [{ kind: 'attention', numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: null, keySummaries: true }] }) as CpuKvCache;
+    const rope = backend.uploadRopeTable(plainRopeTable(c.headDim, 10000, 64));
+    const rowWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+    const table = [5, 2, 7, 0];
+    // A tree of 8 tokens from position 5: root, then drafts at cache indices 6 .. 12.
+    const step = backend.beginStep(describeBatch([{ tokens: Array(13).fill(1), startPos: 0, blockTables: [table] }], c.blockSize));
+    backend.ropeAndCacheWrite(new CpuTensor([13, rowWidth], random.floats(13 * rowWidth, 2)), rope, cache, 0, step, params(c, c.sparse));
+    // The accepted path: the drafts at cache indices 8, 10 and 12 belong at 6, 7 and 8 (crossing into block 2).
+    const slot = (index: number) => table[Math.floor(index / c.blockSize)] * c.blockSize + (index % c.blockSize);
+    backend.copySlots(cache, Int32Array.from([8, 10, 12], slot), Int32Array.from([6, 7, 8], slot));
+    const summaries = cache.pools[0][2].codes as Float32Array;
+    for (const [block, length] of [[1, 8], [2, 9]]) {
+      referenceSummary(cache, c, table, block, length).forEach(({ min, max }, h) => {
+        const at = (table[block] * c.numKvHeads + h) * 2 * c.headDim;
+        assert.deepEqual(Array.from(summaries.subarray(at, at + 2 * c.headDim)), [...min, ...max].map(Math.fround), `block ${block} head ${h}`);
+      });
+    }
+  });
+}
 
 /**
  * Runs `chunks` of one sequence on a fresh sparse cache, one step each, over the same prompt; each
