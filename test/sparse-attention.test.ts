@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
-import { join } from 'node:path';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { MODELS_DIR } from './helpers/oracle-fixtures.ts';
 import { TestRandom, testSeed } from './helpers/cpu-random.ts';
@@ -52,7 +54,10 @@ test('sparse attention refuses what it cannot run, by name', async () => {
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseWindowTokens: 0 }), /sparseWindowTokens must be a positive integer/);
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseDenseLayers: [4] }), /dense layer 4 is not a layer of this model/);
   await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, streamingSinks: 4, streamingWindow: 252 }), /does not combine with StreamingLLM/);
-  await assert.rejects(load({ sparseAttention: 'quest', sparseTokenBudget: 256, speculative: { method: 'ngram', ngramBranches: 3 } }), /draft chains only: draft trees/);
+  await assert.rejects(
+    load({ sparseAttention: 'quest', sparseTokenBudget: 256, sparseWindowTokens: 16, speculative: { method: 'ngram', ngramBranches: 3, numSpeculativeTokens: 4 } }),
+    /draft tree 4 deep only when the recent window reaches past it: give --sparse-window-tokens at least 32/,
+  );
 });
 
 // Prompts that repeat a random phrase, so that n-gram lookup finds drafts; long enough that the
@@ -73,9 +78,9 @@ test(`verification chunks attend sparsely, each token as its decode would: n-gra
     const llm = await LLM.load({ backend: 'cpu', showProgress: false, ...QUEST, speculative });
     try {
       const outputs = await llm.generate(repeating, { ...GREEDY, maxTokens: 40 });
-      assert.deepEqual(outputs.map((o) => o.outputs[0].tokenIds), expected, `${speculative!.method ?? 'draft'}: the tokens of plain sparse decoding`);
+      assert.deepEqual(outputs.map((o) => o.outputs[0].tokenIds), expected, `${JSON.stringify(speculative)}: the tokens of plain sparse decoding`);
       const { speculation } = llm.stats();
-      assert.ok(speculation!.numAcceptedTokens > 0, `${speculative!.method ?? 'draft'}: drafts were accepted (${JSON.stringify(speculation)})`);
+      assert.ok(speculation!.numAcceptedTokens > 0, `${JSON.stringify(speculative)}: drafts were accepted (${JSON.stringify(speculation)})`);
     } finally {
       await llm.close();
     }
@@ -96,6 +101,39 @@ test(`verification chunks attend sparsely, each token as its decode would: n-gra
   // Verification under a covering budget is dense verification.
   const covering = await tokens({ sparseAttention: 'quest', sparseTokenBudget: 2048, speculative: methods[0] }, repeating, 40);
   assert.deepEqual(covering, await tokens({}, repeating, 40), 'a covering budget gives dense tokens with speculation');
+});
+
+test(`n-gram draft trees verified sparsely give plain sparse decoding's tokens, accepting other branches than the first (seed ${seed})`, async () => {
+  // Code, whose repeated n-grams go on in several ways, so that trees branch and accepted paths
+  // leave the first branch (their K/V moved, their blocks' summaries recomputed); a recent window
+  // of two blocks, the least that reaches past trees 4 deep.
+  const text = readFileSync(join(import.meta.dirname, '..', 'tools', 'oracle', 'make_fixtures.py'), 'utf8');
+  const code = [text.slice(0, 1400), text.slice(3000, 4200), text.slice(6000, 7000)];
+  const narrow = { backend: 'cpu', showProgress: false, ...QUEST, sparseWindowTokens: 32 } as const;
+  const run = async (options: EngineOptions) => {
+    const llm = await LLM.load({ ...narrow, ...options });
+    try {
+      const outputs = await llm.generate(code, { ...GREEDY, maxTokens: 72 });
+      return { tokens: outputs.map((o) => o.outputs[0].tokenIds), speculation: llm.stats().speculation };
+    } finally {
+      await llm.close();
+    }
+  };
+  const expected = await run({});
+  const original = CpuBackend.prototype.copySlots;
+  let moves = 0;
+  CpuBackend.prototype.copySlots = function (this: CpuBackend, cache, src, dst) {
+    moves += src.length;
+    return original.call(this, cache, src, dst);
+  };
+  try {
+    const tree = await run({ speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3, ngramBranches: 3 } });
+    assert.deepEqual(tree.tokens, expected.tokens);
+    assert.ok(tree.speculation!.numAcceptedTokens > 0, `drafts were accepted (${JSON.stringify(tree.speculation)})`);
+  } finally {
+    CpuBackend.prototype.copySlots = original;
+  }
+  assert.ok(moves > 0, 'some accepted path left the first branch, and its K/V were moved into place');
 });
 
 for (const kvCacheDtype of ['int8', 'fp8'] as const) {

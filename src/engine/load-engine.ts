@@ -159,9 +159,16 @@ function checkSparseAttention(config: EngineConfig): void {
     );
   }
   if (streamingOf(config) !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window): use one of them');
-  // Tree verification moves K/V slot by slot, which per-block summaries cannot follow (copySlots refuses them).
+  // A tree token's ancestors sit at other cache indices than their positions: the blocks it selects
+  // among must lie before its chunk, where blocks hold what its path's decodes would read.
   if (config.speculative !== null && draftsTrees(config.speculative)) {
-    throw invalidArgument('sparse attention verifies draft chains only: draft trees (--ngram-branches > 1, Medusa, --speculative-tree-width > 1) are not supported with it yet');
+    const depth = config.speculative.numSpeculativeTokens;
+    const least = (Math.ceil(depth / config.blockSize) + 1) * config.blockSize;
+    if (blocks.window * config.blockSize < least) {
+      throw invalidArgument(
+        `sparse attention verifies a draft tree ${depth} deep only when the recent window reaches past it: give --sparse-window-tokens at least ${least} (blocks of ${config.blockSize}), or draft chains`,
+      );
+    }
   }
 }
 
