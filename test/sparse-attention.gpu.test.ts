@@ -8,8 +8,8 @@ import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 import { MODELS_DIR } from './helpers/oracle-fixtures.ts';
 
 // Quest's sparse attention on CUDA over keel-tiny (test/sparse-attention.test.ts is the CPU side):
-// decode steps replayed as CUDA graphs, and speculative verification chains, each token a decode
-// of its own in the sparse layers (AttentionPlan.sparse).
+// decode steps replayed as CUDA graphs, and speculative verification chains and trees, each token
+// a decode of its own in the sparse layers (AttentionPlan.sparse).
 
 const seed = testSeed('sparse-attention-engine-gpu');
 const random = new TestRandom(seed);
@@ -38,11 +38,16 @@ test(`sparse decode steps replayed as CUDA graphs give the eager steps' tokens (
   assert.deepEqual(graphs.outputs.map((o) => o.outputs[0].tokenIds), eager.outputs.map((o) => o.outputs[0].tokenIds));
 });
 
-test(`n-gram and draft-model verification chains attend sparsely: plain sparse decoding's tokens up to bf16 near-ties (seed ${seed})`, async () => {
+test(`n-gram chains and trees and draft-model verification attend sparsely: plain sparse decoding's tokens up to bf16 near-ties (seed ${seed})`, async () => {
   const plain = await generate(QUEST);
   const dense = await generate({});
   assert.notDeepEqual(plain.outputs.map((o) => o.outputs[0].tokenIds), dense.outputs.map((o) => o.outputs[0].tokenIds), 'the budget changes some decode');
-  for (const speculative of [{ method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 }, { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 3 }] as const) {
+  const speculatives = [
+    { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 },
+    { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3, ngramBranches: 3 },
+    { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 3 },
+  ] as const;
+  for (const speculative of speculatives) {
     const run = await generate({ ...QUEST, speculative });
     assert.ok(run.speculation!.numAcceptedTokens > 0, `drafts were accepted: ${JSON.stringify(run.speculation)}`);
     assertGreedyUpToNearTie(run.outputs, plain.outputs.map((o) => o.outputs[0]), `${JSON.stringify(speculative)}: `);

@@ -34,8 +34,8 @@ export interface AttentionSplit {
 /**
  * The step's split for dense layers: single-token sequences (decodes, or a one-token final chunk)
  * are the decodes, longer chunks prefill. `sparse` is the split for Quest's sparse layers: there
- * every token of a verification chunk (BatchDescription.verificationChunks, chains only) is a
- * decode too, at its own position, as the decode it stands for would run.
+ * every token of a verification chunk (BatchDescription.verificationChunks, a chain or a tree) is
+ * a decode too, at its own position, as the decode it stands for would run.
  */
 export interface AttentionPlan extends AttentionSplit {
   /** Longest seqLen among the dense split's decodes (0 when there are none). */

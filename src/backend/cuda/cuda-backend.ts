@@ -919,11 +919,8 @@ export class CudaBackend implements Backend {
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
-    // A sparse layer runs a verification chain's tokens as decodes (AttentionPlan.sparse).
+    // A sparse layer runs a verification chunk's tokens as decodes (AttentionPlan.sparse).
     const isSparse = (attn.sparse ?? null) !== null;
-    if (isSparse && s.batch.treeMask !== null && s.batch.verificationChunks !== null) {
-      throw new Error('attention: sparse attention verifies draft chains on CUDA, not draft trees');
-    }
     const split = isSparse ? s.plan.sparse : s.plan;
     const arrays = isSparse
       ? { decodeSeqs: s.device.sparseDecodeSeqs, decodeTokens: s.device.sparseDecodeTokens, prefillTiles: s.device.sparsePrefillTiles, wideTiles: s.device.sparseWideTiles }
@@ -938,6 +935,7 @@ export class CudaBackend implements Backend {
             decodeSeqs: arrays.decodeSeqs,
             decodeTokens: arrays.decodeTokens,
             numDecode,
+            queryStartLoc: s.device.queryStartLoc,
             positions: s.device.positions,
             seqLens: s.device.seqLens,
             blockTables: common.blockTables,
@@ -947,6 +945,8 @@ export class CudaBackend implements Backend {
             numKvHeads: attn.numKvHeads,
             headDim: attn.headDim,
             blocks: sparseBlockCounts(attn.sparse!, kv.layout.blockSize),
+            // A tree token's window runs to its cache index, up to a chunk's length past its position.
+            treeBlocks: s.batch.treeMask === null ? 0 : Math.ceil((s.batch.maxQueryLen - 1) / kv.layout.blockSize),
             alloc: (bytes) => this.arena.alloc(bytes),
           });
     launchDecodeAttention(this.device, {
@@ -959,6 +959,7 @@ export class CudaBackend implements Backend {
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
       sparse,
+      treeMask: s.batch.treeMask === null ? null : { mask: s.device.treeMask, words: s.batch.treeMaskWords },
     });
     launchPrefillAttention(this.device, {
       ...common,
