@@ -370,7 +370,9 @@ export interface Backend {
   /**
    * Copy single slots (block * blockSize + offset) src[i] -> dst[i] in every layer, the pairs in
    * order: pair i reads its source after pairs before it wrote theirs. Speculative tree
-   * verification moves the K/V of the accepted path into place with it.
+   * verification moves the K/V of the accepted path into place with it. Key summaries (sparse
+   * attention) are per block: each destination block's are recomputed from its keys at offsets 0
+   * .. its last destination (dst ascending within a block), as a step's writes recompute them.
    */
   copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
 

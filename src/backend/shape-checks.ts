@@ -23,16 +23,6 @@ export function attentionKvLayer(layout: KvCacheLayout, layer: number, attn: Att
   return spec;
 }
 
-/**
- * Key summaries are per block: single-slot copies (speculative tree verification) would leave the
- * destination blocks' summaries stale, so a cache with them refuses those copies.
- */
-export function assertNoKeySummaries(layout: KvCacheLayout, op: string): void {
-  if (layout.layers.some((spec) => spec.kind === 'attention' && spec.keySummaries === true)) {
-    throw new Error(`${op}: this KV cache keeps per-block key summaries (sparse attention), which single-slot copies cannot keep current`);
-  }
-}
-
 /** Every token a step reads from the previous sampling pass must be among its `previousDraws` draws. */
 export function assertTokenSources(batch: BatchDescription, previousDraws: number): void {
   for (const source of batch.tokenSources) {

@@ -39,6 +39,10 @@ export function bf16Tensor(shape: number[], values: Float32Array): HostTensor {
 export interface SeqSpec {
   cached: number;
   query: number;
+  /** The chunk is a last sampled token and its drafts (BatchDescription.verificationChunks). */
+  verification?: boolean;
+  /** Its tokens form a tree (SequenceChunk.treeParents). */
+  treeParents?: number[];
 }
 
 /**
@@ -77,7 +81,7 @@ export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, b
   const chunks = specs.map((s, i) => {
     blocks.ensure(i, s.cached + s.query, blockSize);
     const tokens = Array.from({ length: s.query }, () => nextTokenId++);
-    return { tokens, startPos: s.cached, blockTables: [blocks.tables[i]] };
+    return { tokens, startPos: s.cached, blockTables: [blocks.tables[i]], verification: s.verification, treeParents: s.treeParents };
   });
   return describeBatch(chunks, blockSize);
 }

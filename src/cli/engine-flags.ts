@@ -149,7 +149,8 @@ StreamingLLM (docs/long-context.md; both or neither): generation runs past the m
 
 Sparse attention (docs/long-context.md): each decode reads only the KV blocks that matter
   --sparse-attention quest       Quest: per-block key summaries bound each block's scores, a decode
-                                 attends to the best blocks within the budget (prefill stays dense)
+                                 attends to the best blocks within the budget (prefill stays dense;
+                                 speculative verification attends sparsely too)
   --sparse-token-budget N        tokens a decode attends to per kv head, whole blocks (needed with quest)
   --sparse-sink-tokens S         first tokens' blocks always kept (default ${DEFAULT_ENGINE_CONFIG.sparseSinkTokens})
   --sparse-window-tokens W       latest tokens' blocks always kept (default ${DEFAULT_ENGINE_CONFIG.sparseWindowTokens})

@@ -165,8 +165,34 @@ function checkSparseAttention(config: EngineConfig): void {
     );
   }
   if (streamingOf(config) !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window): use one of them');
-  // Verification chunks attend densely, and tree verification moves K/V slot by slot, which per-block summaries cannot follow.
-  if (config.speculative !== null) throw invalidArgument('sparse attention does not support speculative decoding yet: drop --speculative-* or --sparse-attention');
+  // A tree token's ancestors sit at other cache indices than their positions: the blocks it selects
+  // among must lie before its chunk, where blocks hold what its path's decodes would read.
+  if (config.speculative !== null && draftsTrees(config.speculative)) {
+    const depth = config.speculative.numSpeculativeTokens;
+    const least = (Math.ceil(depth / config.blockSize) + 1) * config.blockSize;
+    if (blocks.window * config.blockSize < least) {
+      throw invalidArgument(
+        `sparse attention verifies a draft tree ${depth} deep only when the recent window reaches past it: give --sparse-window-tokens at least ${least} (blocks of ${config.blockSize}), or draft chains`,
+      );
+    }
+  }
+}
+
+/** Whether a speculative config drafts trees rather than chains. */
+function draftsTrees(speculative: SpeculativeConfig): boolean {
+  switch (speculative.method) {
+    case 'ngram':
+      return speculative.ngramBranches > 1;
+    case 'medusa':
+      return true;
+    case 'eagle':
+    case 'eagle3':
+    case 'mtp':
+      return speculative.treeWidth > 1;
+    case 'draft':
+    case 'self':
+      return false;
+  }
 }
 
 /** Micro-batches in flight at once over the pipeline stages: as many as there are stages unless the config says fewer. */

@@ -416,6 +416,8 @@ export class ModelRunner {
         samplingRows.push(s);
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTables: seq.blockTables };
+      // Its last sampled token and its drafts: sparse attention attends from each as a decode there.
+      if (seq.numDraftTokens > 0 && numNewTokens === seq.numDraftTokens + 1 && start + numNewTokens === seq.numTokens) chunk.verification = true;
       // The last sampled token is the tree's root, draft i its token i + 1.
       if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);

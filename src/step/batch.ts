@@ -60,6 +60,12 @@ export interface BatchDescription {
   treeMask: Int32Array | null;
   /** Words per row of `treeMask` (0 without one). */
   treeMaskWords: number;
+  /**
+   * [numSeqs] 1 where the sequence's chunk is its last sampled token and its drafts (speculative
+   * verification), 0 elsewhere; null when no chunk of the step is. Sparse attention reads it: each
+   * token of such a chunk attends as a decode at its position would.
+   */
+  verificationChunks: Uint8Array | null;
 }
 
 /** One sequence's share of a step: `tokens` run at positions startPos, startPos + 1, ... */
@@ -81,6 +87,8 @@ export interface SequenceChunk {
    * depth; its K/V still go to the chunk's consecutive slots (cache index startPos + i).
    */
   treeParents?: readonly number[];
+  /** Set when the chunk is the last sampled token and its drafts (speculative verification). */
+  verification?: boolean;
 }
 
 /** Group `group`'s slots of the step's tokens, [numTokens]. */
@@ -137,6 +145,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const trees = chunks.filter((c) => c.treeParents !== undefined);
   const treeMaskWords = trees.length === 0 ? 0 : Math.ceil(Math.max(...trees.map((c) => c.tokens.length)) / 32);
   const treeMask = trees.length === 0 ? null : new Int32Array(numTokens * treeMaskWords).fill(-1);
+  const verificationChunks = chunks.some((c) => c.verification === true) ? Uint8Array.from(chunks, (c) => (c.verification === true ? 1 : 0)) : null;
   let t = 0;
   chunks.forEach((chunk, s) => {
     const seqLen = chunk.startPos + chunk.tokens.length;
@@ -196,5 +205,6 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     loraSlots,
     treeMask,
     treeMaskWords,
+    verificationChunks,
   };
 }

@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -27,7 +27,7 @@ import type {
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import { groupBatch, type BatchDescription } from '../../step/batch.ts';
-import { layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuQuantizedExperts, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
 import { sparse24Matmul } from './ops/sparse24-matmul.ts';
 import type { Sparse24Weight } from '../../tensor/sparse24.ts';
@@ -222,11 +222,16 @@ export class CpuBackend implements Backend {
     const kv = asCpuKvCache(cache);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
     checkSlotPairs(src, dst, numSlots);
-    assertNoKeySummaries(kv.layout, 'copySlots');
-    for (const array of kv.pools.flat().flatMap(poolArrays)) {
-      const width = array.length / numSlots;
-      for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
-    }
+    const { pools: storage } = kvStorage(kv.layout.layers, kv.layout.groups);
+    kv.pools.forEach((pools, p) => {
+      // Key summaries are per block: the destinations' blocks are recomputed from the moved keys.
+      const summaries = keySummaryElementsPerBlock(storage[p]) > 0 ? pools[2] : null;
+      for (const array of (summaries === null ? pools : pools.slice(0, 2)).flatMap(poolArrays)) {
+        const width = array.length / numSlots;
+        for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
+      }
+      if (summaries !== null) writeKeySummaries(pools[0], summaries.codes as Float32Array, dst, kv.layout.blockSize);
+    });
   }
 
   writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void {
@@ -316,7 +321,7 @@ export class CpuBackend implements Backend {
     const { rotaryRows, slotMapping, numTokens } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
     ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
-    if (pools.summaries) writeKeySummaries(pools.keys, pools.kScale, pools.summaries, slotMapping, cache.layout.blockSize);
+    if (pools.summaries) writeKeySummaries(pools.keys, pools.summaries, slotMapping, cache.layout.blockSize);
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {

@@ -16,43 +16,72 @@ export const MIN_KEYS_PER_PARTITION = 64;
 const DECODE_CTAS_PER_SM = 4;
 
 /**
- * How one step's sequences split between the two attention kernels: single-token sequences
- * (decodes, or a one-token final chunk) go to the split-KV decode kernel, longer chunks to the
- * tiled prefill kernel.
+ * How one step's query tokens split between the two attention kernels: decodes (each with its
+ * sequence and its flattened token index) go to the split-KV decode kernel, chunks to the tiled
+ * prefill kernel.
  */
-export interface AttentionPlan {
-  /** Sequence indices with exactly one query token. */
+export interface AttentionSplit {
+  /** The decodes' sequence indices. */
   decodeSeqs: Int32Array;
-  /** Longest seqLen among them (0 when there are none). */
-  maxDecodeSeqLen: number;
+  /** The decodes' flattened token indices, one per entry of decodeSeqs. */
+  decodeTokens: Int32Array;
   /** [numTiles, 2]: (sequence, first query row of the tile within the sequence's chunk). */
   prefillTiles: Int32Array;
   /** The same chunks cut into WIDE_PREFILL_TILE_ROWS-row tiles (the Hopper prefill kernel's), likewise longest first. */
   wideTiles: Int32Array;
 }
 
+/**
+ * The step's split for dense layers: single-token sequences (decodes, or a one-token final chunk)
+ * are the decodes, longer chunks prefill. `sparse` is the split for Quest's sparse layers: there
+ * every token of a verification chunk (BatchDescription.verificationChunks, a chain or a tree) is
+ * a decode too, at its own position, as the decode it stands for would run.
+ */
+export interface AttentionPlan extends AttentionSplit {
+  /** Longest seqLen among the dense split's decodes (0 when there are none). */
+  maxDecodeSeqLen: number;
+  sparse: AttentionSplit;
+}
+
 export function planAttention(batch: BatchDescription): AttentionPlan {
-  const decode: number[] = [];
-  const tiles: PrefillTile[] = [];
-  const wide: PrefillTile[] = [];
+  const dense = new SplitBuilder();
+  const sparse = new SplitBuilder();
   let maxDecodeSeqLen = 0;
   for (let s = 0; s < batch.numSeqs; s++) {
     const start = batch.queryStartLoc[s];
     const len = batch.queryStartLoc[s + 1] - start;
     if (len === 1) {
-      decode.push(s);
+      dense.decode(s, start);
+      sparse.decode(s, start);
       maxDecodeSeqLen = Math.max(maxDecodeSeqLen, batch.seqLens[s]);
-    } else {
-      cutTiles(batch, s, PREFILL_TILE_ROWS, tiles);
-      cutTiles(batch, s, WIDE_PREFILL_TILE_ROWS, wide);
+      continue;
     }
+    dense.chunk(batch, s);
+    if (batch.verificationChunks?.[s] === 1) for (let t = start; t < start + len; t++) sparse.decode(s, t);
+    else sparse.chunk(batch, s);
   }
-  return {
-    decodeSeqs: Int32Array.from(decode),
-    maxDecodeSeqLen,
-    prefillTiles: tileList(tiles),
-    wideTiles: tileList(wide),
-  };
+  return { ...dense.split(), maxDecodeSeqLen, sparse: sparse.split() };
+}
+
+class SplitBuilder {
+  private readonly seqs: number[] = [];
+  private readonly tokens: number[] = [];
+  private readonly tiles: PrefillTile[] = [];
+  private readonly wide: PrefillTile[] = [];
+
+  decode(seq: number, token: number): void {
+    this.seqs.push(seq);
+    this.tokens.push(token);
+  }
+
+  chunk(batch: BatchDescription, seq: number): void {
+    cutTiles(batch, seq, PREFILL_TILE_ROWS, this.tiles);
+    cutTiles(batch, seq, WIDE_PREFILL_TILE_ROWS, this.wide);
+  }
+
+  split(): AttentionSplit {
+    return { decodeSeqs: Int32Array.from(this.seqs), decodeTokens: Int32Array.from(this.tokens), prefillTiles: tileList(this.tiles), wideTiles: tileList(this.wide) };
+  }
 }
 
 interface PrefillTile {

@@ -38,9 +38,9 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertNoKeySummaries, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
-import { keySummaryElementsPerBlock, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
@@ -555,28 +555,33 @@ export class CudaBackend implements Backend {
 
   /**
    * Uploads the pairs src[i] -> dst[i] (sources, then destinations), then calls `launch` once per
-   * run of consecutive pools of the same block size (every pool, for most models).
+   * run of adjacent pools of the same block size (every pool, for most models; with `slots`, the
+   * per-slot pools). Returns where the destinations were uploaded (0 for no pairs).
    */
   private launchPerPoolRun(
     kv: CudaKvCache,
     src: Int32Array,
     dst: Int32Array,
     launch: (run: { base: DevicePtr; numPools: number; blockBytes: number; srcPtr: DevicePtr; dstPtr: DevicePtr }) => void,
-  ): void {
-    if (src.length === 0) return;
+    which: 'blocks' | 'slots' = 'blocks',
+  ): DevicePtr {
+    if (src.length === 0) return 0;
     const pairs = new Int32Array(2 * src.length);
     pairs.set(src, 0);
     pairs.set(dst, src.length);
     const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
     this.device.uploadAsync(srcPtr, pairs);
-    const pools = kv.pools;
+    // Slot copies leave out the pools indexed by block alone (key summaries).
+    const pools = which === 'blocks' ? kv.pools : kv.pools.filter((pool) => pool.perSlot);
+    const adjacent = (a: number, b: number) => pools[b].offset === pools[a].offset + kv.layout.numBlocks * pools[a].blockBytes;
     for (let first = 0; first < pools.length; ) {
       let end = first + 1;
-      while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes) end++;
+      while (end < pools.length && pools[end].blockBytes === pools[first].blockBytes && adjacent(end - 1, end)) end++;
       const { offset, blockBytes } = pools[first];
       launch({ base: kv.base + offset, numPools: end - first, blockBytes, srcPtr, dstPtr: srcPtr + src.length * 4 });
       first = end;
     }
+    return srcPtr + src.length * 4;
   }
 
   /** Pinned host memory (cuMemHostAlloc), allocated now: swapping must not wait for an allocation. */
@@ -645,11 +650,27 @@ export class CudaBackend implements Backend {
     const kv = asCudaKvCache(cache);
     const { numBlocks, blockSize } = kv.layout;
     checkSlotPairs(src, dst, numBlocks * blockSize);
-    assertNoKeySummaries(kv.layout, 'copySlots');
-    this.launchPerPoolRun(kv, src, dst, (run) => {
+    const dstPtr = this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
       if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);
       launchCopySlots(this.device, run.base, run.numPools, numBlocks * run.blockBytes, slotBytes, run.srcPtr, run.dstPtr, src.length);
+    }, 'slots');
+    // Key summaries are per block: the destinations' blocks are recomputed from the moved keys, once per pool that keeps them.
+    const { pools, poolOf } = kvStorage(kv.layout.layers, kv.layout.groups);
+    pools.forEach((spec, p) => {
+      if (keySummaryElementsPerBlock(spec) === 0 || spec.kind !== 'attention' || dst.length === 0) return;
+      const layer = (kv.layout.firstLayer ?? 0) + poolOf.indexOf(p);
+      launchKeySummaries(this.device, {
+        summaries: kv.keySummaries(layer),
+        kPool: kv.keys(layer),
+        dtype: kv.dtype,
+        kScales: kv.keyScales(layer),
+        slotMapping: dstPtr,
+        numTokens: dst.length,
+        blockSize,
+        numKvHeads: spec.numKvHeads,
+        headDim: spec.headDim,
+      });
     });
   }
 
@@ -689,8 +710,13 @@ export class CudaBackend implements Backend {
         blockTables: at('blockTables'),
         logitsIndices: at('logitsIndices'),
         decodeSeqs: at('decodeSeqs'),
+        decodeTokens: at('decodeTokens'),
         prefillTiles: at('prefillTiles'),
         wideTiles: at('wideTiles'),
+        sparseDecodeSeqs: at('sparseDecodeSeqs'),
+        sparseDecodeTokens: at('sparseDecodeTokens'),
+        sparsePrefillTiles: at('sparsePrefillTiles'),
+        sparseWideTiles: at('sparseWideTiles'),
         loraOrder: at('loraOrder'),
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
@@ -898,7 +924,6 @@ export class CudaBackend implements Backend {
         kPool: kv.keys(layer),
         dtype: kv.dtype,
         kScales: kv.keyScales(layer),
-        kScale: attn.kvScales?.k ?? 1,
         slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
         numTokens,
         blockSize: kv.layout.blockSize,
@@ -938,16 +963,24 @@ export class CudaBackend implements Backend {
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
-    const numDecode = s.plan.decodeSeqs.length;
+    // A sparse layer runs a verification chunk's tokens as decodes (AttentionPlan.sparse).
+    const isSparse = (attn.sparse ?? null) !== null;
+    const split = isSparse ? s.plan.sparse : s.plan;
+    const arrays = isSparse
+      ? { decodeSeqs: s.device.sparseDecodeSeqs, decodeTokens: s.device.sparseDecodeTokens, prefillTiles: s.device.sparsePrefillTiles, wideTiles: s.device.sparseWideTiles }
+      : s.device;
+    const numDecode = split.decodeSeqs.length;
     const sparse =
-      (attn.sparse ?? null) === null || numDecode === 0
+      !isSparse || numDecode === 0
         ? undefined
         : launchSparseSelect(this.device, {
             qkv: packed.ptr,
             summaries: kv.keySummaries(layer),
-            decodeSeqs: s.device.decodeSeqs,
+            decodeSeqs: arrays.decodeSeqs,
+            decodeTokens: arrays.decodeTokens,
             numDecode,
             queryStartLoc: s.device.queryStartLoc,
+            positions: s.device.positions,
             seqLens: s.device.seqLens,
             blockTables: common.blockTables,
             maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
@@ -956,24 +989,28 @@ export class CudaBackend implements Backend {
             numKvHeads: attn.numKvHeads,
             headDim: attn.headDim,
             blocks: sparseBlockCounts(attn.sparse!, kv.layout.blockSize),
+            // A tree token's window runs to its cache index, up to a chunk's length past its position.
+            treeBlocks: s.batch.treeMask === null ? 0 : Math.ceil((s.batch.maxQueryLen - 1) / kv.layout.blockSize),
             alloc: (bytes) => this.arena.alloc(bytes),
           });
     launchDecodeAttention(this.device, {
       ...common,
-      decodeSeqs: s.device.decodeSeqs,
+      decodeSeqs: arrays.decodeSeqs,
+      decodeTokens: arrays.decodeTokens,
       numDecode,
       // Split by what the block tables can hold, not the exact longest context: that keeps a
       // decode step's launches fixed while its sequences grow, so a recorded graph stays valid.
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       workspace: (bytes) => this.arena.alloc(bytes),
       sparse,
+      treeMask: s.batch.treeMask === null ? null : { mask: s.device.treeMask, words: s.batch.treeMaskWords },
     });
     launchPrefillAttention(this.device, {
       ...common,
-      tiles: s.device.prefillTiles,
-      numTiles: s.plan.prefillTiles.length / 2,
-      wideTiles: s.device.wideTiles,
-      numWideTiles: s.plan.wideTiles.length / 2,
+      tiles: arrays.prefillTiles,
+      numTiles: split.prefillTiles.length / 2,
+      wideTiles: arrays.wideTiles,
+      numWideTiles: split.wideTiles.length / 2,
       treeMask: s.device.treeMask,
       treeMaskWords: s.batch.treeMaskWords,
       path: this.prefillAttention,

@@ -160,15 +160,16 @@ export class CudaRopeTable implements Tensor {
  * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
  * [numBlocks, blockSize, latentDim + ropeDim]; a rows layer's one pool [numBlocks, blockSize,
  * width], always bf16. Keys, values and MLA rows are bf16, or one byte a code in an 8-bit cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
- * numKvHeads] for keys and for values, or one per MLA row. Every pool is indexed by block and slot,
- * so whatever walks `pools` (copyBlocks, copySlots, swaps) moves the scales with their codes.
+ * numKvHeads] for keys and for values, or one per MLA row. Every pool is indexed by block, so
+ * whatever walks `pools` (copyBlocks, swaps) moves the scales with their codes; all but key
+ * summaries by slot within it too (`perSlot`), which copySlots walks.
  */
 export class CudaKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly dtype: KvCacheDtype;
   readonly base: DevicePtr;
-  /** Each pool's byte offset from `base` and its bytes per block, in storage order. */
-  readonly pools: { offset: number; blockBytes: number }[];
+  /** Each pool's byte offset from `base`, its bytes per block, and whether it holds a row per slot (key summaries hold one per block), in storage order. */
+  readonly pools: { offset: number; blockBytes: number; perSlot: boolean }[];
   readonly totalBytes: number;
   /** Of each layer, the index in `pools` of its storage's first pool. */
   private readonly firstPool: number[];
@@ -179,8 +180,8 @@ export class CudaKvCache implements KvCache {
     this.base = base;
     this.pools = [];
     let offset = 0;
-    const add = (blockBytes: number) => {
-      this.pools.push({ offset, blockBytes });
+    const add = (blockBytes: number, perSlot = true) => {
+      this.pools.push({ offset, blockBytes, perSlot });
       offset += layout.numBlocks * blockBytes;
     };
     const storage = kvStorage(layout.layers, layout.groups);
@@ -195,7 +196,7 @@ export class CudaKvCache implements KvCache {
       for (const perPool of spec.kind === 'attention' ? [scales / 2, scales / 2] : [scales]) if (perPool > 0) add(layout.blockSize * perPool * 4);
       // Quest's key summaries, bf16 whatever the cache's dtype: a pool indexed by block alone.
       const summaries = keySummaryElementsPerBlock(spec);
-      if (summaries > 0) add(summaries * 2);
+      if (summaries > 0) add(summaries * 2, false);
       // DeepSeek-V3.2's indexer keys, bf16 whatever the cache's dtype, after the MLA row's pools.
       const indexKeys = indexKeyElementsPerToken(spec);
       if (indexKeys > 0) add(layout.blockSize * indexKeys * 2);
@@ -258,9 +259,15 @@ export interface StepDeviceArrays {
   blockTables: DevicePtr;
   logitsIndices: DevicePtr;
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   prefillTiles: DevicePtr;
   /** AttentionPlan.wideTiles: the Hopper prefill kernel's 128-row tiles. */
   wideTiles: DevicePtr;
+  /** AttentionPlan.sparse: the split of Quest's sparse layers. */
+  sparseDecodeSeqs: DevicePtr;
+  sparseDecodeTokens: DevicePtr;
+  sparsePrefillTiles: DevicePtr;
+  sparseWideTiles: DevicePtr;
   /** The adapted tokens by LoRA slot and their tiles (lora-tiles.ts); nothing when the step has no loraSlots. */
   loraOrder: DevicePtr;
   loraTiles: DevicePtr;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { describeBatch } from '../../../src/step/batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
 
 test('single-token sequences go to decode, longer chunks to prefill tiles covering every row', () => {
@@ -12,6 +13,8 @@ test('single-token sequences go to decode, longer chunks to prefill tiles coveri
     const plan = planAttention(batch);
     const decodes = specs.flatMap((s, i) => (s.query === 1 ? [i] : []));
     assert.deepEqual([...plan.decodeSeqs], decodes);
+    assert.deepEqual([...plan.decodeTokens], decodes.map((i) => batch.queryStartLoc[i]));
+    assert.deepEqual(plan.sparse, { decodeSeqs: plan.decodeSeqs, decodeTokens: plan.decodeTokens, prefillTiles: plan.prefillTiles, wideTiles: plan.wideTiles }, 'without verification chunks, sparse layers split alike');
     assert.equal(plan.maxDecodeSeqLen, Math.max(0, ...decodes.map((i) => specs[i].cached + 1)));
     for (const [tiles, rows] of [[plan.prefillTiles, PREFILL_TILE_ROWS], [plan.wideTiles, WIDE_PREFILL_TILE_ROWS]] as const) {
       const covered = specs.map(() => new Set<number>());
@@ -23,6 +26,22 @@ test('single-token sequences go to decode, longer chunks to prefill tiles coveri
       specs.forEach((s, i) => assert.equal(covered[i].size, s.query === 1 ? 0 : s.query, `sequence ${i} rows in ${rows}-row tiles`));
     }
   }
+});
+
+test('sparse layers run each token of a verification chain as a decode at its position; dense layers as a chunk', () => {
+  const chunks = [
+    { tokens: [1, 2, 3, 4], startPos: 40, blockTables: [[0, 1, 2]], verification: true },
+    { tokens: [5], startPos: 7, blockTables: [[3]] },
+    { tokens: Array(20).fill(6), startPos: 0, blockTables: [[4, 5]] },
+  ];
+  const plan = planAttention(describeBatch(chunks, 16));
+  assert.deepEqual([...plan.decodeSeqs], [1]);
+  assert.deepEqual([...plan.decodeTokens], [4]);
+  assert.deepEqual([...plan.prefillTiles], [0, 0, 2, 0]);
+  assert.deepEqual([...plan.sparse.decodeSeqs], [0, 0, 0, 0, 1]);
+  assert.deepEqual([...plan.sparse.decodeTokens], [0, 1, 2, 3, 4]);
+  assert.deepEqual([...plan.sparse.prefillTiles], [2, 0]);
+  assert.deepEqual([...plan.sparse.wideTiles], [2, 0]);
 });
 
 test('prefill tiles are ordered longest context first', () => {

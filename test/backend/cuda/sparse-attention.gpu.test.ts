@@ -14,7 +14,8 @@ import { relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 // Quest's sparse decode attention on CUDA (key_summary_kernel, sparse_select_kernel, decode
 // attention with SPARSE=1) against the CPU twin: the key summaries after prefill chunks and
 // decodes, and each decode's output, which differs from dense attention as soon as one block is
-// chosen differently. Each block's keys are scaled by a factor of its own, so block scores stand
+// chosen differently; verification chains and trees, whose every token selects as a decode at its
+// position (of its path, for a tree) would. Each block's keys are scaled by a factor of its own, so block scores stand
 // far apart and bf16 rounding cannot reorder them. Step tensors are poisoned with NaN.
 
 const rng = seededRng(testSeed('cuda sparse attention'));
@@ -41,11 +42,20 @@ interface Scenario {
    * layer 0 densely before layer 1 sparsely.
    */
   slidingWindow?: number;
+  /**
+   * After the decodes, three steps in which every other sequence verifies a chain of this many
+   * tokens (each a decode at its position) beside the others' plain decodes; two tokens of each
+   * chain are kept, so the next chain overwrites the rest.
+   */
+  verify?: number;
+  /** The verified chunks are this tree (each token's parent, -1 for the root) instead of a chain. */
+  tree?: number[];
 }
 
 function run(s: Scenario): void {
   const numHeads = s.numKvHeads * s.group;
-  const longest = Math.max(...s.prompts) + s.decodes;
+  const verifyLength = s.tree?.length ?? s.verify ?? 0;
+  const longest = Math.max(...s.prompts) + s.decodes + 3 * verifyLength;
   const numSeqs = s.prompts.length;
   const grouped = s.slidingWindow !== undefined;
   const numBlocks = (grouped ? 2 : 1) * numSeqs * (Math.ceil(longest / s.blockSize) + 1) + 4;
@@ -66,7 +76,7 @@ function run(s: Scenario): void {
     const chunks = specs.map((q, i) => {
       blocks.ensure(i, q.cached + q.query, s.blockSize);
       blocks.ensure(numSeqs + i, q.cached + q.query, s.blockSize);
-      return { tokens: Array.from({ length: q.query }, () => nextTokenId++), startPos: q.cached, blockTables: [blocks.tables[numSeqs + i], blocks.tables[i]] };
+      return { tokens: Array.from({ length: q.query }, () => nextTokenId++), startPos: q.cached, blockTables: [blocks.tables[numSeqs + i], blocks.tables[i]], verification: q.verification, treeParents: q.treeParents };
     });
     return describeBatch(chunks, s.blockSize);
   };
@@ -112,11 +122,20 @@ function run(s: Scenario): void {
     const summaryErr = relativeError(Float32Array.from(gpuRows), Float32Array.from(cpuRows));
     assert.ok(summaryErr < TOLERANCE, `${label}: key summary relative error ${summaryErr}`);
   };
-  let specs = s.prompts.map((n) => ({ cached: 0, query: n }));
+  let specs: SeqSpec[] = s.prompts.map((n) => ({ cached: 0, query: n }));
   step(specs, 'prefill');
   for (let i = 0; i < s.decodes; i++) {
     specs = specs.map((q) => ({ cached: q.cached + q.query, query: 1 }));
     step(specs, `decode ${i} [${specs.map((q) => q.cached + 1).join(' ')}]`);
+  }
+  for (let i = 0; verifyLength > 0 && i < 3; i++) {
+    specs = specs.map((q, j) => ({
+      cached: q.cached + (q.verification === true ? 2 : q.query),
+      query: j % 2 === 0 ? verifyLength : 1,
+      verification: j % 2 === 0,
+      treeParents: j % 2 === 0 ? s.tree : undefined,
+    }));
+    step(specs, `verification ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`);
   }
 }
 
@@ -125,6 +144,11 @@ const CASES: (Scenario & { name: string })[] = [
   { name: 'GQA 3, head dim 64, int8, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 24 }, prompts: [500, 333], decodes: 3 },
   { name: 'one kv head of 8 queries, fp8, a budget covering every sequence', headDim: 128, numKvHeads: 1, group: 8, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [900, 100], decodes: 2 },
   { name: 'KV groups: beside a sliding layer sharing its pool, int8, budget 128', headDim: 64, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'int8', sparse: { tokenBudget: 128, sinkTokens: 4, windowTokens: 32 }, prompts: [700, 260, 30], decodes: 3, slidingWindow: 64 },
+  { name: 'verification chains of 5 beside decodes, GQA 4, bf16, budget 256', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 500], decodes: 1, verify: 5 },
+  { name: 'verification chains of 4 crossing blocks of 8, int8, KV groups, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 16 }, prompts: [500, 333, 90], decodes: 1, verify: 4, slidingWindow: 32 },
+  { name: 'draft trees of 9 beside decodes, GQA 4, bf16, budget 256', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 500], decodes: 1, tree: [-1, 0, 0, 1, 1, 2, 3, 5, 6] },
+  { name: 'draft trees of 7 crossing blocks of 8, int8, KV groups, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 16 }, prompts: [500, 333, 90], decodes: 1, tree: [-1, 0, 1, 0, 3, 2, 4], slidingWindow: 32 },
+  { name: 'a draft tree of 5 within a covering budget, fp8', headDim: 64, numKvHeads: 2, group: 2, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [300, 40], decodes: 1, tree: [-1, 0, 0, 2, 2] },
   { name: 'long contexts split over decode partitions, budget 2,048', headDim: 128, numKvHeads: 8, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 2048, sinkTokens: 4, windowTokens: 64 }, prompts: [9000, 3000], decodes: 2 },
 ];
 

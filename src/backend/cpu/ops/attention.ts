@@ -1,5 +1,6 @@
 import { attentionSpan, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { sparseBlockCounts } from '../../../step/kv-cache-layout.ts';
 import { selectKvBlocks } from './key-summaries.ts';
 import { loadSlot } from './kv-codes.ts';
 import { checkRotaryRow, rotateHead, type LayerKvPools, type RopeTables } from './rope-cache-write.ts';
@@ -23,10 +24,15 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
  * value is zero). With StreamingLLM the queries arrive unrotated: each is rotated at its rotary row
  * for the window's keys and at min(row, sinks + window - 1) for sink keys behind the window.
  *
- * With `sparse` (Quest), a token alone in its sequence's chunk attends, per kv head, to the
- * positions of the blocks `selectKvBlocks` picks for that head's query heads, in order; other
- * tokens attend densely. A budget covering the whole sequence picks every block, so the keys, and
- * the output, are exactly dense attention's.
+ * With `sparse` (Quest), a decode token attends, per kv head, to the keys it would see densely
+ * whose positions lie in the blocks `selectKvBlocks` picks for that head's query heads at the
+ * token's position; other tokens attend densely. Decode tokens are those alone in their chunk and
+ * every token of a verification chunk (`BatchDescription.verificationChunks`): each selects as a
+ * decode at its position would, so a chain of drafts attends exactly as the decodes it stands for.
+ * A tree token's ancestors sit at cache indices other than their positions, so its candidate blocks
+ * must lie before its chunk (the recent window reaches past the tree: the engine's check), where
+ * blocks hold what its path's decodes would see. A budget covering the whole sequence picks every
+ * block, so the keys, and the output, are exactly dense attention's.
  *
  * An 8-bit cache is read as the values its codes stand for (kv-codes.ts `loadSlot`): each
  * sequence's visible slots are dequantized to float32 once per call, into rows by cache index.
@@ -66,6 +72,8 @@ export function pagedAttention(
   const { treeMask, treeMaskWords } = batch;
   if (treeMask !== null && streaming !== null) throw new Error('pagedAttention: StreamingLLM does not take a tree mask');
   if (sparse !== null && !pools.summaries) throw new Error('pagedAttention: sparse attention needs the layer\'s key summaries');
+  // Whether token t's tree row hides the j-th token of its chunk (j < 0: a key before the chunk).
+  const hiddenByTree = (t: number, j: number) => treeMask !== null && j >= 0 && j < 32 * treeMaskWords && (treeMask[t * treeMaskWords + (j >> 5)] & (1 << (j & 31))) === 0;
   // The token being attended: its row of qkv (or of the rotated queries), and its visible keys' rows keyRowAt[0 .. count).
   let token = 0;
   let qBase = 0;
@@ -92,8 +100,7 @@ export function pagedAttention(
       const keyRow = (index: number) => (quantized ? index : slotOf(tableAt, index)) * kvWidth;
       for (let index = 0; index < numSinks; index++) keyRowAt[count++] = keyRow(index);
       for (let index = first; index <= cacheIndex; index++) {
-        const j = index - chunkCacheIndex;
-        if (treeMask !== null && j >= 0 && j < 32 * treeMaskWords && (treeMask[t * treeMaskWords + (j >> 5)] & (1 << (j & 31))) === 0) continue;
+        if (hiddenByTree(t, index - chunkCacheIndex)) continue;
         keyRowAt[count++] = keyRow(index);
       }
       qBase = t * rowWidth;
@@ -107,14 +114,28 @@ export function pagedAttention(
         }
         qBase = 0;
       }
-      const sparseDecode = sparse !== null && batch.queryStartLoc[s + 1] - chunkStart === 1;
+      const chunkLen = batch.queryStartLoc[s + 1] - chunkStart;
+      const sparseDecode = sparse !== null && (chunkLen === 1 || batch.verificationChunks?.[s] === 1);
       if (sparseDecode) {
-        // Per kv head, the selected blocks' positions up to the token's own, in order.
+        // Per kv head, the keys the token sees densely whose positions' blocks are selected, in order.
         const blockIds = batch.blockTables.subarray(tableAt, tableAt + batch.maxBlocksPerSeq);
+        const tree = batch.positions[batch.queryStartLoc[s + 1] - 1] !== batch.seqLens[s] - 1;
+        const counts = sparseBlockCounts(sparse, blockSize);
+        const numBlocks = Math.ceil((position + 1) / blockSize);
+        if (tree && numBlocks > counts.budget && (numBlocks - counts.window) * blockSize > chunkCacheIndex) {
+          throw new Error(`pagedAttention: tree token ${t} at position ${position} selects among blocks its chunk (from cache index ${chunkCacheIndex}) fills: the recent window must reach past the tree`);
+        }
         for (let kvHead = 0; kvHead < numKvHeads; kvHead++) {
-          const blocks = selectKvBlocks(qkv, qBase + kvHead * headsPerKvHead * headDim, headsPerKvHead, pools.summaries!, blockIds, cacheIndex + 1, kvHead, numKvHeads, headDim, blockSize, sparse);
+          const blocks = selectKvBlocks(qkv, qBase + kvHead * headsPerKvHead * headDim, headsPerKvHead, pools.summaries!, blockIds, position + 1, kvHead, numKvHeads, headDim, blockSize, sparse);
+          const selected = new Uint8Array(numBlocks);
+          for (const b of blocks) selected[b] = 1;
           count = 0;
-          for (const b of blocks) for (let index = b * blockSize; index < Math.min((b + 1) * blockSize, cacheIndex + 1); index++) keyRowAt[count++] = keyRow(index);
+          for (let index = 0; index <= cacheIndex; index++) {
+            const j = index - chunkCacheIndex;
+            if (hiddenByTree(t, j)) continue;
+            const keyPosition = j >= 0 ? batch.positions[chunkStart + j] : index;
+            if (selected[Math.floor(keyPosition / blockSize)] === 1) keyRowAt[count++] = keyRow(index);
+          }
           for (let h = kvHead * headsPerKvHead; h < (kvHead + 1) * headsPerKvHead; h++) attendHead(h, 0);
         }
       } else {

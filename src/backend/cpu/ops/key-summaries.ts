@@ -6,11 +6,14 @@ import { loadSlot, type CpuKvPool } from './kv-codes.ts';
  * numKvHeads, 2, headDim] float32, per block and kv head the minimum of each key channel, then the
  * maximum. For each written slot that is the last of the step's writes to its block (the next
  * token's slot lies in another block, or there is none), the block's summaries are recomputed from
- * its keys at offsets 0 .. the slot's, as the cache holds them (loadSlot: an 8-bit cache's codes
- * dequantized). Tokens fill a block in order, so those are exactly the keys the block holds for its
- * sequence; a block filled by a copy (copy-on-write, swap, the host tier) brings its summaries with it.
+ * its keys at offsets 0 .. the slot's, as the cache holds them (loadSlot: an int8 cache's codes
+ * dequantized with their scales; an fp8 cache's codes at scale 1: the layer's per-tensor k_scale
+ * multiplies every block's bound alike, so it ranks blocks as the keys do, and the summaries depend
+ * on the cache alone). Tokens fill a block in order, so those are exactly the keys the block holds
+ * for its sequence; a block filled by a copy (copy-on-write, swap, the host tier) brings its
+ * summaries with it, and copySlots recomputes its destinations' blocks with this.
  */
-export function writeKeySummaries(keys: CpuKvPool, kScale: number, summaries: Float32Array, slotMapping: Int32Array, blockSize: number): void {
+export function writeKeySummaries(keys: CpuKvPool, summaries: Float32Array, slotMapping: Int32Array, blockSize: number): void {
   const { heads, width } = keys;
   const key = new Float32Array(heads * width);
   for (let t = 0; t < slotMapping.length; t++) {
@@ -22,7 +25,7 @@ export function writeKeySummaries(keys: CpuKvPool, kScale: number, summaries: Fl
       summaries.fill(-Infinity, at + (2 * h + 1) * width, at + (2 * h + 2) * width);
     }
     for (let slot = block * blockSize; slot <= slotMapping[t]; slot++) {
-      loadSlot(keys, slot, kScale, key, 0);
+      loadSlot(keys, slot, 1, key, 0);
       for (let h = 0; h < heads; h++) {
         const minAt = at + 2 * h * width;
         const maxAt = minAt + width;

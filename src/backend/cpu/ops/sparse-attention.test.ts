@@ -179,8 +179,80 @@ test('a budget covering the whole sequence attends exactly as dense attention do
   }
 });
 
-test('a cache with key summaries refuses single-slot copies, which would leave them stale', () => {
+for (const dtype of ['auto', 'int8', 'fp8_e4m3'] as const) {
+  test(`copySlots (a tree's accepted path moved into place) recomputes the summaries of the destination blocks from their keys (${dtype} cache, seed ${seed})`, () => {
+    const c: Case = { numHeads: 4, numKvHeads: 2, headDim: 8, blockSize: 4, dtype, sparse: { tokenBudget: 16, sinkTokens: 4, windowTokens: 8 } };
+    const backend = new CpuBackend();
+    const cache = backend.createKvCache({ numBlocks: 8, blockSize: c.blockSize, dtype, layers: [{ kind: 'attention', numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: null, keySummaries: true }] }) as CpuKvCache;
+    const rope = backend.uploadRopeTable(plainRopeTable(c.headDim, 10000, 64));
+    const rowWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+    const table = [5, 2, 7, 0];
+    // A tree of 8 tokens from position 5: root, then drafts at cache indices 6 .. 12.
+    const step = backend.beginStep(describeBatch([{ tokens: Array(13).fill(1), startPos: 0, blockTables: [table] }], c.blockSize));
+    backend.ropeAndCacheWrite(new CpuTensor([13, rowWidth], random.floats(13 * rowWidth, 2)), rope, cache, 0, step, params(c, c.sparse));
+    // The accepted path: the drafts at cache indices 8, 10 and 12 belong at 6, 7 and 8 (crossing into block 2).
+    const slot = (index: number) => table[Math.floor(index / c.blockSize)] * c.blockSize + (index % c.blockSize);
+    backend.copySlots(cache, Int32Array.from([8, 10, 12], slot), Int32Array.from([6, 7, 8], slot));
+    const summaries = cache.pools[0][2].codes as Float32Array;
+    for (const [block, length] of [[1, 8], [2, 9]]) {
+      referenceSummary(cache, c, table, block, length).forEach(({ min, max }, h) => {
+        const at = (table[block] * c.numKvHeads + h) * 2 * c.headDim;
+        assert.deepEqual(Array.from(summaries.subarray(at, at + 2 * c.headDim)), [...min, ...max].map(Math.fround), `block ${block} head ${h}`);
+      });
+    }
+  });
+}
+
+/**
+ * Runs `chunks` of one sequence on a fresh sparse cache, one step each, over the same prompt; each
+ * chunk is its qkv rows (pre-rotary) and how it runs. Returns every step's attention output.
+ */
+function runSteps(c: Case, prompt: Float32Array, chunks: { rows: Float32Array; startPos: number; parents?: number[]; verification?: boolean }[]): Float32Array[] {
   const backend = new CpuBackend();
-  const cache = backend.createKvCache({ numBlocks: 4, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 8, slidingWindow: null, keySummaries: true }] });
-  assert.throws(() => backend.copySlots(cache, Int32Array.of(0), Int32Array.of(5)), /key summaries/);
+  const cache = backend.createKvCache({ numBlocks: 32, blockSize: c.blockSize, layers: [{ kind: 'attention', numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: null, keySummaries: true }] });
+  const rope = backend.uploadRopeTable(plainRopeTable(c.headDim, 10000, 256));
+  const rowWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+  const table = Array.from({ length: 32 }, (_, i) => (i * 7) % 32);
+  const run = (rows: Float32Array, startPos: number, parents?: number[], verification?: boolean) => {
+    const tokens = rows.length / rowWidth;
+    const step = backend.beginStep(describeBatch([{ tokens: Array(tokens).fill(1), startPos, blockTables: [table], treeParents: parents, verification }], c.blockSize));
+    const qkv = new CpuTensor([tokens, rowWidth], rows.slice());
+    backend.ropeAndCacheWrite(qkv, rope, cache, 0, step, params(c, c.sparse));
+    return (backend.attention(qkv, cache, 0, step, params(c, c.sparse)) as CpuTensor).data;
+  };
+  run(prompt, 0);
+  return chunks.map((chunk) => run(chunk.rows, chunk.startPos, chunk.parents, chunk.verification));
+}
+
+test(`each token of a verification chain or tree attends exactly as the decode of its path at its position would (seed ${seed})`, () => {
+  const c: Case = { numHeads: 6, numKvHeads: 2, headDim: 8, blockSize: 4, dtype: 'auto', sparse: { tokenBudget: 24, sinkTokens: 4, windowTokens: 8 } };
+  const rowWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+  const outWidth = c.numHeads * c.headDim;
+  for (const promptLength of [58, 61, 63]) {
+    const prompt = random.floats(promptLength * rowWidth, 2);
+    const drafts = random.floats(7 * rowWidth, 2);
+    const row = (i: number) => drafts.subarray(i * rowWidth, (i + 1) * rowWidth);
+    // A chain of 7 (crossing a block boundary) in one step, against 7 decodes.
+    const [chain] = runSteps(c, prompt, [{ rows: drafts, startPos: promptLength, verification: true }]);
+    const decodes = runSteps(c, prompt, Array.from({ length: 7 }, (_, i) => ({ rows: row(i), startPos: promptLength + i })));
+    decodes.forEach((out, i) => assert.deepEqual(chain.subarray(i * outWidth, (i + 1) * outWidth), out, `prompt ${promptLength}: chain token ${i}`));
+    // A tree (root, two children, their children, one great-grandchild), against the decodes of each token's path.
+    const parents = [-1, 0, 0, 1, 2, 2, 3];
+    const [tree] = runSteps(c, prompt, [{ rows: drafts, startPos: promptLength, parents, verification: true }]);
+    parents.forEach((_, i) => {
+      const path: number[] = [];
+      for (let j = i; j >= 0; j = parents[j]) path.unshift(j);
+      const outs = runSteps(c, prompt, path.map((j, d) => ({ rows: row(j), startPos: promptLength + d })));
+      assert.deepEqual(tree.subarray(i * outWidth, (i + 1) * outWidth), outs[outs.length - 1], `prompt ${promptLength}: tree token ${i} (path ${path.join(' ')})`);
+    });
+    assert.notDeepEqual(chain, runDense(c, prompt, drafts, promptLength), 'the budget leaves blocks out');
+  }
+  // A recent window of one block cannot reach past a tree: its tokens' candidates would include blocks the chunk fills.
+  const narrow: Case = { ...c, sparse: { tokenBudget: 16, sinkTokens: 4, windowTokens: 4 } };
+  assert.throws(() => runSteps(narrow, random.floats(63 * rowWidth, 2), [{ rows: random.floats(4 * rowWidth, 2), startPos: 63, parents: [-1, 0, 0, 1], verification: true }]), /the recent window must reach past the tree/);
 });
+
+/** The chain's outputs under dense attention (the same cache contents, no selection). */
+function runDense(c: Case, prompt: Float32Array, drafts: Float32Array, promptLength: number): Float32Array {
+  return runSteps({ ...c, sparse: { tokenBudget: 4096, sinkTokens: c.sparse.sinkTokens, windowTokens: c.sparse.windowTokens } }, prompt, [{ rows: drafts, startPos: promptLength, verification: true }])[0];
+}

@@ -1,4 +1,5 @@
-// Decode attention (one query token per sequence) over the paged KV cache, Flash-Decoding style:
+// Decode attention (one query token per entry: decode_seqs[i] its sequence, decode_tokens[i] its
+// flattened token, keys up to its position) over the paged KV cache, Flash-Decoding style:
 // the context is cut into partitions handled by different CTAs, each writing a partial softmax
 // (max, sum, unnormalized accumulator) that decode_reduce_kernel merges. With one partition the
 // CTA writes the final output directly.
@@ -11,28 +12,37 @@
 // StreamingLLM: the query arrives unrotated, is rotated at its rotary row for the window's keys,
 // and the first partition also scores the sink keys behind the window, with the query rotated at
 // its position inside the cache (min(row, sink_row_cap)). SPARSE=1 is Quest's sparse decode: the
-// CTA of (sequence, kv head) attends to the keys of the compacted block table sparse-select.cu
-// chose for it (sparse_tables row, sparse_lens keys), as if they were the whole sequence.
+// CTA of (decode, kv head) attends to the keys of the compacted block table sparse-select.cu
+// chose for it (sparse_tables row, sparse_lens keys), as if they were the whole sequence; a
+// verification chunk's tokens come as decodes of their own, one per position. TREE=1 (with SPARSE)
+// is for draft trees: the window's keys, cache indices from sparse_windows' window_index on
+// (compacted keys from its window_key on), that lie in the token's chunk count only where the
+// token's tree_mask row sets their bit (its ancestors and itself).
 #include "common.cuh"
 
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2 -DSPARSE=0
-// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=1
-// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=1 -DTREE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1 -DTREE=0
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1 -DTREE=1
 
-#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE) || !defined(SPARSE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> -DSPARSE=<0|1>"
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE) || !defined(SPARSE) || !defined(TREE)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> -DSPARSE=<0|1> -DTREE=<0|1>"
+#endif
+#if TREE && !SPARSE
+#error "TREE is a mode of SPARSE"
 #endif
 #if SPARSE && STREAMING
 #error "SPARSE does not combine with STREAMING"
@@ -71,17 +81,19 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
 // [numHeads] bf16 (natural-log logits) is read only with SINKS; cos/sin (the layer's f32 rotary
 // table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
-// sparse_tables [numDecode * numKvHeads, sparse_width] and sparse_lens only with SPARSE.
+// sparse_tables [numDecode * numKvHeads, sparse_width] and sparse_lens only with SPARSE;
+// sparse_windows [numDecode * numKvHeads, 3] and tree_mask [numTokens, tree_mask_words] only with TREE.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
-    const int* __restrict__ decode_seqs, const int* __restrict__ query_start, const int* __restrict__ positions,
+    const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
     int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
-    const int* __restrict__ sparse_lens, int sparse_width) {
+    const int* __restrict__ sparse_lens, int sparse_width, const int* __restrict__ sparse_windows,
+    const int* __restrict__ tree_mask, int tree_mask_words) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -93,14 +105,24 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
   const int num_heads = num_kv_heads * GROUP;
-  const int seq = decode_seqs[di];
-  const int token = query_start[seq];
+  const int token = decode_tokens[di];
 #if SPARSE
   const long long sparse_row = (long long)di * num_kv_heads + kvh;
   const int lo = 0;
   const int hi = sparse_lens[sparse_row];
   const int* table = sparse_tables + sparse_row * sparse_width;
+#if TREE
+  // Compacted key kk >= window_key is cache index window_index + kk - window_key; chunk token j =
+  // that less chunk_start is seen where bit j of the token's row is set (past the row's bits: seen).
+  const int window_key = sparse_windows[sparse_row * 3];
+  const int key_to_chunk = sparse_windows[sparse_row * 3 + 1] - window_key - sparse_windows[sparse_row * 3 + 2];
+  auto seen = [&](int kk) {
+    const int j = kk < window_key ? -1 : kk + key_to_chunk;
+    return j < 0 || j >= 32 * tree_mask_words || ((tree_mask[(long long)token * tree_mask_words + (j >> 5)] >> (j & 31)) & 1);
+  };
+#endif
 #else
+  const int seq = decode_seqs[di];
   const int qpos = positions[token];
   const int lo = window > 0 ? max(0, qpos - window + 1) : 0;
   const int hi = min(seq_lens[seq], qpos + 1);
@@ -193,21 +215,34 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #if SOFTCAP
         dot = softcap_log2 * fast_tanh(dot);
 #endif
+#if TREE
+        if (ok && sub == 0) s_s[h * TK + key] = k0 + key < to && seen(k0 + key) ? dot : NEG_INF;
+#else
         if (ok && sub == 0) s_s[h * TK + key] = k0 + key < to ? dot : NEG_INF;
+#endif
       }
       __syncthreads();
 
-      // Online softmax, one warp per head. The tile's first key is always visible, so the max is finite.
+      // Online softmax, one warp per head. The tile's first key is always visible, so the max is
+      // finite; with TREE a tile may hide every key, and then adds nothing while the max is -inf.
       const int warp = tid >> 5, lane = tid & 31;
       for (int h = warp; h < GROUP; h += NT / 32) {
         const float s = s_s[h * TK + lane];
         const float m_old = s_m[h];
         const float m_new = fmaxf(m_old, warp_max(s));
+#if TREE
+        const float p = m_new == NEG_INF ? 0.f : fast_exp2(s - m_new);
+#else
         const float p = fast_exp2(s - m_new);
+#endif
         const float sum = warp_sum(p);
         s_s[h * TK + lane] = p;
         if (lane == 0) {
+#if TREE
+          const float alpha = m_new == NEG_INF ? 1.f : fast_exp2(m_old - m_new);
+#else
           const float alpha = fast_exp2(m_old - m_new);
+#endif
           s_alpha[h] = alpha;
           s_l[h] = s_l[h] * alpha + sum;
           s_m[h] = m_new;
@@ -302,8 +337,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 // with SINKS, joins the merged denominator here, once: the partitions' sums leave it out.
 extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
                                                 const float* __restrict__ part_ml,
-                                                const int* __restrict__ decode_seqs,
-                                                const int* __restrict__ query_start, const bf16* __restrict__ sinks,
+                                                const int* __restrict__ decode_tokens, const bf16* __restrict__ sinks,
                                                 int num_heads, int num_partitions) {
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
@@ -319,7 +353,7 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
 #else
   const float inv = l > 0.f ? 1.f / l : 0.f;
 #endif
-  const int token = query_start[decode_seqs[blockIdx.y]];
+  const int token = decode_tokens[blockIdx.y];
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
     for (int p = 0; p < num_partitions; p++) {

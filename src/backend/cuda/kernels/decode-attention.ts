@@ -18,17 +18,20 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
 }
 
 export interface DecodeAttentionArgs extends PagedAttentionArgs {
-  /** [numDecode] sequence indices with one query token. */
+  /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan). */
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   numDecode: number;
   maxDecodeSeqLen: number;
   /** Allocates the split-KV workspace (called only when the context is split). */
   workspace: (bytes: number) => DevicePtr;
   /** Quest's compacted block tables (sparse-select.ts): each (decode, kv head) attends to its own keys. Absent: dense. */
   sparse?: SparseSelection;
+  /** With `sparse`, a draft tree's mask (BatchDescription.treeMask on the device, `words` per token), or null without trees. */
+  treeMask?: { mask: DevicePtr; words: number } | null;
 }
 
-/** Split-KV decode attention for every single-token sequence, plus the merge when split. */
+/** Split-KV decode attention for every decode of the plan, plus the merge when split. */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
@@ -46,9 +49,10 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
     partMl = partAcc + accBytes;
   }
-  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1 };
+  const tree = sparse === null ? null : (a.treeMask ?? null);
+  const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppi', defines);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippi', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -57,7 +61,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     a.kPool,
     a.vPool,
     a.decodeSeqs,
-    a.queryStartLoc,
+    a.decodeTokens,
     a.positions,
     a.seqLens,
     a.blockTables,
@@ -75,15 +79,17 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     sparse?.tables ?? 0,
     sparse?.lens ?? 0,
     sparse?.width ?? 0,
+    sparse?.windows ?? 0,
+    tree?.mask ?? 0,
+    tree?.words ?? 0,
   ]);
   if (numPartitions > 1) {
-    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'ppppppii', defines);
+    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
     device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
       a.out,
       partAcc,
       partMl,
-      a.decodeSeqs,
-      a.queryStartLoc,
+      a.decodeTokens,
       a.sinks,
       numHeads,
       numPartitions,

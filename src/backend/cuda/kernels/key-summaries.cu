@@ -3,10 +3,12 @@
 // then the maximum, [numBlocks, numKvHeads, 2, headDim] bf16. Run after the step's keys are in the
 // cache: for each token whose slot is the last of the step's writes to its block, the block's
 // summaries are recomputed from its keys at offsets 0 .. the token's, as the cache holds them
-// (KV_DTYPE 1 and 2: codes dequantized as the attention kernels read them). Recomputing instead of
-// updating keeps the kernel free of atomics and deterministic; a decode reads at most one block of
-// keys more than it writes. The float minimum rounds down to bf16 and the maximum up, so the
-// summaries still bound the keys (exact for a bf16 cache, whose keys are bf16 already).
+// (KV_DTYPE 2: int8 codes dequantized with their scales; KV_DTYPE 1: fp8 codes at scale 1, since
+// the layer's per-tensor k_scale multiplies every block's bound alike and ranks blocks as the keys
+// do). Recomputing instead of updating keeps the kernel free of atomics and deterministic; a decode
+// reads at most one block of keys more than it writes. The float minimum rounds down to bf16 and
+// the maximum up, so the summaries still bound the keys (exact for bf16 and fp8 caches, whose
+// values bf16 holds exactly).
 #include "common.cuh"
 
 // nvcc-check: -DKV_DTYPE=0
@@ -33,9 +35,9 @@ __device__ __forceinline__ bf16 bf16_round_up(float f) {
 }  // namespace
 
 // grid (numTokens, numKvHeads), block 128: threads over the head's channels. k_scales (int8,
-// [slots, numKvHeads]) and k_scale (fp8) as the attention kernels take them.
+// [slots, numKvHeads]) as the attention kernels take them.
 extern "C" __global__ void key_summary_kernel(bf16* __restrict__ summaries, const unsigned char* __restrict__ k_pool,
-                                              const float* __restrict__ k_scales, float k_scale, const int* __restrict__ slot_mapping,
+                                              const float* __restrict__ k_scales, const int* __restrict__ slot_mapping,
                                               int num_tokens, int block_size, int num_kv_heads, int head_dim) {
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int slot = slot_mapping[t];
@@ -50,7 +52,7 @@ extern "C" __global__ void key_summary_kernel(bf16* __restrict__ summaries, cons
 #if KV_DTYPE == 0
       const float k = bf16_to_f32(reinterpret_cast<const bf16*>(k_pool)[at]);
 #elif KV_DTYPE == 1
-      const float k = e4m3_over_256(k_pool[at]) * (k_scale * 256.f);
+      const float k = e4m3_over_256(k_pool[at]) * 256.f;
 #else
       const float k = (float)(signed char)k_pool[at] * k_scales[s * num_kv_heads + kvh];
 #endif

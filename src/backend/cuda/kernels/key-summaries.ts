@@ -11,8 +11,7 @@ export interface KeySummaryArgs {
   dtype: KvCacheDtype;
   /** int8: the key scales [slots, numKvHeads]; 0 otherwise. */
   kScales: DevicePtr;
-  /** fp8: the keys' per-tensor scale. */
-  kScale: number;
+  /** The slots written (a step's slot mapping, or copySlots' destinations). */
   slotMapping: DevicePtr;
   numTokens: number;
   blockSize: number;
@@ -20,9 +19,9 @@ export interface KeySummaryArgs {
   headDim: number;
 }
 
-/** Recomputes the key summaries of every block the step wrote keys to (key-summaries.cu). */
+/** Recomputes the key summaries of every block `slotMapping` wrote keys to (key-summaries.cu). */
 export function launchKeySummaries(device: CudaDevice, a: KeySummaryArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('key-summaries.cu', 'key_summary_kernel', 'pppfpiiii', { KV_DTYPE: kvDtypeDefine(a.dtype) });
-  device.launch(kernel, [a.numTokens, a.numKvHeads], [128], 0, [a.summaries, a.kPool, a.kScales, a.kScale, a.slotMapping, a.numTokens, a.blockSize, a.numKvHeads, a.headDim]);
+  const kernel = device.kernel('key-summaries.cu', 'key_summary_kernel', 'ppppiiii', { KV_DTYPE: kvDtypeDefine(a.dtype) });
+  device.launch(kernel, [a.numTokens, a.numKvHeads], [128], 0, [a.summaries, a.kPool, a.kScales, a.slotMapping, a.numTokens, a.blockSize, a.numKvHeads, a.headDim]);
 }

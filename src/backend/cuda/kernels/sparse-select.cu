@@ -1,10 +1,17 @@
 // Quest's block selection for sparse decode attention (step/kv-cache-layout.ts `SparseAttention`;
-// backend/cpu/ops/key-summaries.ts `selectKvBlocks` is the CPU twin). For each decode sequence and
-// kv head, a compacted block table of `budget` entries: the sink blocks, the candidate blocks of
+// backend/cpu/ops/key-summaries.ts `selectKvBlocks` is the CPU twin). For each decode and kv head,
+// a compacted block table of `budget` entries: the sink blocks, the candidate blocks of
 // highest score Σ_h Σ_c max(q_hc · min_c, q_hc · max_c) over the GROUP query heads of the kv head
 // (ties to the earlier block), and the recent window's blocks, all in sequence order, and the
-// number of keys they hold (every block full but the last, the sequence's own). A sequence of no
-// more than `budget` blocks keeps its table and length. decode_attention_kernel (SPARSE=1) then
+// number of keys they hold (every block full but the last, the query's own). A decode is a query
+// token (decode_tokens, of sequence decode_seqs): a verification chunk's tokens are decodes each,
+// selecting as plain decodes at their positions. Blocks are counted by the token's position; the
+// recent window's run up to the block of its cache index, which is its position but in a draft
+// tree, whose tokens sit further on: there the window's keys are cache indices window_index ..
+// the token's own (from compacted key window_key on), which decode attention (TREE=1) masks by the
+// token's tree row, and a row holds up to `width` blocks (budget plus the tree's). The candidates
+// lie before the chunk (the engine checks that the window reaches past a tree). A query of no more
+// than `budget` blocks keeps its table up to its cache index, window_key and window_index 0. decode_attention_kernel (SPARSE=1) then
 // reads these tables. The grid and the buffers depend only on the step's shape, so the launch
 // records into a CUDA graph.
 #include "common.cuh"
@@ -53,31 +60,42 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int* s_warp, int* tot
 }
 }  // namespace
 
-// grid (numKvHeads, numDecode), block NT. out_tables [numDecode * numKvHeads, budget] block ids,
-// out_lens [numDecode * numKvHeads] keys; scores [numDecode * numKvHeads, max_blocks_per_seq]
-// scratch. summaries [numBlocks, numKvHeads, 2, D] bf16 (key-summaries.cu).
+// grid (numKvHeads, numDecode), block NT. out_tables [numDecode * numKvHeads, width] block ids,
+// out_lens [numDecode * numKvHeads] keys, out_windows [numDecode * numKvHeads, 3] (window_key,
+// window_index, the cache index of the token's chunk's first token); scores [numDecode *
+// numKvHeads, max_blocks_per_seq] scratch. summaries [numBlocks, numKvHeads, 2, D] bf16
+// (key-summaries.cu).
 extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
-    int* __restrict__ out_tables, int* __restrict__ out_lens, unsigned int* __restrict__ scores, const bf16* __restrict__ qkv,
-    const bf16* __restrict__ summaries, const int* __restrict__ decode_seqs, const int* __restrict__ query_start,
+    int* __restrict__ out_tables, int* __restrict__ out_lens, int* __restrict__ out_windows, unsigned int* __restrict__ scores,
+    const bf16* __restrict__ qkv, const bf16* __restrict__ summaries, const int* __restrict__ decode_seqs,
+    const int* __restrict__ decode_tokens, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_kv_heads, int budget, int sink_blocks, int window_blocks) {
+    int num_kv_heads, int width, int budget, int sink_blocks, int window_blocks) {
   __shared__ float s_q[GROUP * D];
   __shared__ int s_warp[WARPS];
   const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;
   const int seq = decode_seqs[di];
-  const int n = seq_lens[seq];
-  const int num_blocks = (n + block_size - 1) / block_size;
+  const int token = decode_tokens[di];
+  const int chunk_start = seq_lens[seq] - (query_start[seq + 1] - query_start[seq]);
+  const int cache_index = chunk_start + token - query_start[seq];
+  const int num_blocks = (positions[token] + block_size) / block_size;  // of its position + 1 keys
+  const int cache_blocks = cache_index / block_size + 1;
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
   const long long row = (long long)di * num_kv_heads + kvh;
-  int* out = out_tables + row * budget;
+  int* out = out_tables + row * width;
   if (num_blocks <= budget) {
-    for (int i = tid; i < num_blocks; i += NT) out[i] = table[i];
-    if (tid == 0) out_lens[row] = n;
+    for (int i = tid; i < cache_blocks; i += NT) out[i] = table[i];
+    if (tid == 0) {
+      out_lens[row] = cache_index + 1;
+      out_windows[row * 3] = 0;
+      out_windows[row * 3 + 1] = 0;
+      out_windows[row * 3 + 2] = chunk_start;
+    }
     return;
   }
 
   const int num_heads = num_kv_heads * GROUP;
-  const bf16* q = qkv + (long long)query_start[seq] * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
+  const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
   for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]);
   __syncthreads();
 
@@ -131,6 +149,11 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
     written += taken;
     ties_seen += tie_total;
   }
-  for (int i = tid; i < window_blocks; i += NT) out[sink_blocks + keep + i] = table[end + i];
-  if (tid == 0) out_lens[row] = (budget - 1) * block_size + (n - (num_blocks - 1) * block_size);
+  for (int i = tid; i < cache_blocks - end; i += NT) out[sink_blocks + keep + i] = table[end + i];
+  if (tid == 0) {
+    out_lens[row] = (sink_blocks + keep) * block_size + (cache_index + 1 - end * block_size);
+    out_windows[row * 3] = (sink_blocks + keep) * block_size;
+    out_windows[row * 3 + 1] = end * block_size;
+    out_windows[row * 3 + 2] = chunk_start;
+  }
 }

@@ -5,9 +5,12 @@ export interface SparseSelectArgs {
   qkv: DevicePtr;
   /** The layer's key summaries [numBlocks, numKvHeads, 2, headDim] bf16. */
   summaries: DevicePtr;
+  /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan.sparse). */
   decodeSeqs: DevicePtr;
+  decodeTokens: DevicePtr;
   numDecode: number;
   queryStartLoc: DevicePtr;
+  positions: DevicePtr;
   seqLens: DevicePtr;
   blockTables: DevicePtr;
   maxBlocksPerSeq: number;
@@ -17,42 +20,53 @@ export interface SparseSelectArgs {
   headDim: number;
   /** Blocks attended in all, and the sink and recent-window blocks among them (sparseBlockCounts). */
   blocks: { budget: number; sinks: number; window: number };
+  /** Blocks a draft tree's token may hold beyond the budget (its window runs to its cache index): 0 without trees. */
+  treeBlocks: number;
   /** Step memory (the same addresses for the same step shape, so a recorded graph replays). */
   alloc: (bytes: number) => DevicePtr;
 }
 
-/** Per decode sequence and kv head, a compacted table of `blocks.budget` block ids and the keys they hold. */
+/**
+ * Per decode and kv head, a compacted table of up to `width` block ids (the budget's, plus a draft
+ * tree's), the keys they hold, and where the recent window's keys start (sparse-select.cu).
+ */
 export interface SparseSelection {
   tables: DevicePtr;
   lens: DevicePtr;
+  windows: DevicePtr;
   width: number;
 }
 
-/** Quest's block selection for the step's decodes (sparse-select.cu). */
+/** Quest's block selection for the step's decodes, a verification chain's tokens among them (sparse-select.cu). */
 export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): SparseSelection {
   const rows = a.numDecode * a.numKvHeads;
-  const width = a.blocks.budget;
+  const width = a.blocks.budget + a.treeBlocks;
   const tables = a.alloc(Math.max(1, rows * width) * 4);
   const lens = a.alloc(Math.max(1, rows) * 4);
+  const windows = a.alloc(Math.max(1, rows * 3) * 4);
   const scores = a.alloc(Math.max(1, rows * a.maxBlocksPerSeq) * 4);
-  if (rows === 0) return { tables, lens, width };
-  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'pppppppppiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
+  if (rows === 0) return { tables, lens, windows, width };
+  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppppiiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
   device.launch(kernel, [a.numKvHeads, a.numDecode], [256], 0, [
     tables,
     lens,
+    windows,
     scores,
     a.qkv,
     a.summaries,
     a.decodeSeqs,
+    a.decodeTokens,
     a.queryStartLoc,
+    a.positions,
     a.seqLens,
     a.blockTables,
     a.maxBlocksPerSeq,
     a.blockSize,
     a.numKvHeads,
     width,
+    a.blocks.budget,
     a.blocks.sinks,
     a.blocks.window,
   ]);
-  return { tables, lens, width };
+  return { tables, lens, windows, width };
 }
