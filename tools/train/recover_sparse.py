@@ -3,7 +3,7 @@
 
 Usage:
     python3 tools/train/recover_sparse.py --model PRUNED_DIR --output DIR \
-        [--loss ce | --loss kl --teacher DENSE_DIR] [--steps 150] [--batch-size 8] [--seq-len 512]
+        [--loss kl --teacher DENSE_DIR | --loss ce] [--steps 40] [--batch-size 8] [--seq-len 256]
 
 Pruning zeroes half of every attention and MLP projection and leaves the model's other weights
 as training left them; a short fine-tune lets the kept weights (and the dense ones: embeddings,
@@ -15,6 +15,9 @@ Data: the default model's own recipe (train_default_model.py's corpus of permiss
 Python source of the installed packages, its held-out files kept out), capped at --corpus-mb
 and tokenized with the checkpoint's tokenizer. Loss `ce`: next-token cross-entropy on it; loss
 `kl`: KL(teacher || student) against the dense model's logits on the same windows.
+
+Given a dense checkpoint (no sparsity declared), it fine-tunes every weight unmasked: the control
+that tells what the pruned model recovers from what the data alone changes.
 
 Output: a checkpoint in keel prune's layout (model.safetensors in the input's dtypes,
 config.json with its sparsity declaration, the tokenizer files), read back and checked 2:4 in
@@ -77,11 +80,16 @@ def read_checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def sparsity_targets(config: dict, source: Path) -> list[str]:
-    """The weight names the checkpoint declares 2:4 (keel prune lists module names)."""
-    sparsity = (config.get("quantization_config") or {}).get("sparsity_config") or {}
-    if sparsity.get("sparsity_structure") != "2:4" or sparsity.get("format", "dense") != "dense":
-        raise SystemExit(f"{source}/config.json declares no 2:4 sparsity stored dense: prune it with "
-                         "`keel prune --pattern 2:4` first")
+    """The weight names the checkpoint declares 2:4 (keel prune lists module names); none for a
+    plain 16-bit checkpoint, which is fine-tuned unmasked as the control run (docs/sparsity.md)."""
+    quantization = config.get("quantization_config")
+    if quantization is None:
+        return []
+    sparsity = quantization.get("sparsity_config") or {}
+    if sparsity.get("sparsity_structure") != "2:4" or sparsity.get("format", "dense") != "dense" \
+            or quantization.get("config_groups"):
+        raise SystemExit(f"{source}/config.json declares quantization, not 2:4 sparsity stored dense: "
+                         "fine-tune a checkpoint `keel prune --pattern 2:4` wrote")
     targets = sparsity.get("targets") or []
     if not targets or any(t == "Linear" or t.startswith("re:") for t in targets):
         raise SystemExit(f"{source}: sparsity_config.targets must list module names, as keel prune writes them "
@@ -155,7 +163,8 @@ def held_out_loss(model, windows: torch.Tensor, device: torch.device) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, type=Path, help="a 2:4 checkpoint keel prune wrote")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="a 2:4 checkpoint keel prune wrote (a dense one is fine-tuned unmasked: the control)")
     parser.add_argument("--output", required=True, type=Path, help="where the fine-tuned checkpoint goes")
     parser.add_argument("--loss", choices=["ce", "kl"], default="kl",
                         help="ce: next-token cross-entropy; kl: distillation from --teacher's logits (default)")
