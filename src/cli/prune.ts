@@ -19,7 +19,8 @@ config) and compressed-tensors loaders read (docs/sparsity.md):
   wanda       zero the 2 of smallest |w| · ‖x‖₂, ‖x‖₂ the norm of the weight's input channel over
               the calibration tokens (Wanda)
 
-Runs on the CPU backend. No fine-tuning: the model's quality drops (docs/sparsity.md measures it).
+Runs on the CPU backend. No fine-tuning: the model's quality drops; tools/train/recover_sparse.py
+fine-tunes the pruned checkpoint with its 2:4 mask fixed (docs/sparsity.md measures both).
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)
   --method magnitude|wanda
