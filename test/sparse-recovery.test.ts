@@ -12,10 +12,10 @@ import { pruneCheckpoint } from '../src/prune/prune-checkpoint.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 
-// tools/train/recover_sparse.py needs torch, transformers, safetensors and tokenizers: KEEL_TRAIN_PYTHON,
-// else the project's oracle venv (docs/oracle-fixtures.md), else python3 when it has them.
+// tools/train/recover_sparse.py needs torch, transformers, safetensors and tokenizers: the Python
+// KEEL_TRAIN_PYTHON names (e.g. the oracle venv of docs/oracle-fixtures.md), else python3 when it has them.
 const SCRIPT = fileURLToPath(new URL('../tools/train/recover_sparse.py', import.meta.url));
-const python = [process.env.KEEL_TRAIN_PYTHON, '/work/.venv-oracle/bin/python', 'python3']
+const python = [process.env.KEEL_TRAIN_PYTHON, 'python3']
   .filter((p): p is string => p !== undefined && (!p.startsWith('/') || existsSync(p)))
   .find((p) => spawnSync(p, ['-c', 'import torch, transformers, safetensors, tokenizers'], { stdio: 'ignore' }).status === 0);
 const skip = python === undefined ? 'no Python with torch, transformers, safetensors and tokenizers (set KEEL_TRAIN_PYTHON)' : false;
