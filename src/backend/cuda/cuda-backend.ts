@@ -1414,25 +1414,29 @@ export class CudaBackend implements Backend {
     }
     const out = this.stepTensor([input.rows, hidden]);
     const bias = (t: Tensor | null, what: string) => (t === null ? 0 : asBf16(t, what).ptr);
+    // What every format's launch takes; the weights, their scales and their format follow.
+    const launch = {
+      x: input.ptr,
+      out: out.ptr,
+      routing,
+      first: experts.first,
+      count: experts.count,
+      hidden,
+      n,
+      gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
+      downBias: bias(experts.downBias, 'expert down bias'),
+      activation,
+      scratch: (elements: number) => this.stepTensor([elements]).ptr,
+    };
     if (quantized !== null) {
       launchExpertMlp(this.device, {
-        x: input.ptr,
-        out: out.ptr,
-        routing,
-        first: experts.first,
-        count: experts.count,
-        hidden,
-        n,
+        ...launch,
         gateUp: quantized.gateUp.codes,
         down: quantized.down.codes,
         mxfp4: false,
         quant: { gateUp: quantized.gateUp, down: quantized.down },
         gateUpScales: quantized.gateUp.scales,
         downScales: quantized.down.scales,
-        gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
-        downBias: bias(experts.downBias, 'expert down bias'),
-        activation,
-        scratch: (elements) => this.stepTensor([elements]).ptr,
       });
       return out;
     }
@@ -1441,25 +1445,7 @@ export class CudaBackend implements Backend {
     const matrix = (t: Tensor, what: string) => (t instanceof CudaMxfp4Tensor ? { ptr: t.blocks, scales: t.scales } : { ptr: asBf16(t, what).ptr, scales: 0 });
     if (mxfp4 && (hidden % 32 !== 0 || n % 32 !== 0)) throw new KeelError('invalid_model', `MXFP4 experts need a hidden size and width that are multiples of 32, not ${hidden} and ${n}`);
     const [gateUp, down] = [matrix(experts.gateUp, 'expert gate/up weights'), matrix(experts.down, 'expert down weights')];
-    launchExpertMlp(this.device, {
-      x: input.ptr,
-      out: out.ptr,
-      routing,
-      first: experts.first,
-      count: experts.count,
-      hidden,
-      n,
-      gateUp: gateUp.ptr,
-      down: down.ptr,
-      mxfp4,
-      quant: null,
-      gateUpScales: gateUp.scales,
-      downScales: down.scales,
-      gateUpBias: bias(experts.gateUpBias, 'expert gate/up bias'),
-      downBias: bias(experts.downBias, 'expert down bias'),
-      activation,
-      scratch: (elements) => this.stepTensor([elements]).ptr,
-    });
+    launchExpertMlp(this.device, { ...launch, gateUp: gateUp.ptr, down: down.ptr, mxfp4, quant: null, gateUpScales: gateUp.scales, downScales: down.scales });
     return out;
   }
 

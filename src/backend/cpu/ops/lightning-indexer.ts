@@ -1,7 +1,7 @@
 import type { IndexerParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import type { RopeTables } from './rope-cache-write.ts';
+import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
  * For each token t: LayerNorm k[t] ([numTokens, headDim]; mean and variance in float64, then
@@ -24,7 +24,6 @@ export function indexerRopeAndCacheWrite(
   const { numHeads, headDim, ropeDim } = indexer;
   const numSlots = pool.length / headDim;
   if (rope.rotaryDim !== ropeDim) throw new Error(`indexerRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
-  const half = ropeDim / 2;
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
     if (row < 0 || row >= rope.maxPositions) {
@@ -40,21 +39,9 @@ export function indexerRopeAndCacheWrite(
     for (let i = 0; i < headDim; i++) squares += (k[keyAt + i] - mean) ** 2;
     const inverseStd = 1 / Math.sqrt(squares / headDim + eps);
     for (let i = 0; i < headDim; i++) k[keyAt + i] = (k[keyAt + i] - mean) * inverseStd * normWeight[i] + normBias[i];
-    const tableAt = row * half;
-    rotateLeading(k, keyAt, rope, tableAt, half);
-    for (let h = 0; h < numHeads; h++) rotateLeading(q, (t * numHeads + h) * headDim, rope, tableAt, half);
+    rotateHead(k, keyAt, rope, row, k, keyAt, ropeDim);
+    for (let h = 0; h < numHeads; h++) rotateHead(q, (t * numHeads + h) * headDim, rope, row, q, (t * numHeads + h) * headDim, ropeDim);
     pool.set(k.subarray(keyAt, keyAt + headDim), slot * headDim);
-  }
-}
-
-function rotateLeading(x: Float32Array, at: number, rope: RopeTables, tableAt: number, half: number): void {
-  for (let i = 0; i < half; i++) {
-    const c = rope.cos[tableAt + i];
-    const s = rope.sin[tableAt + i];
-    const x1 = x[at + i];
-    const x2 = x[at + half + i];
-    x[at + i] = x1 * c - x2 * s;
-    x[at + half + i] = x2 * c + x1 * s;
   }
 }
 

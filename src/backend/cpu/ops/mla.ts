@@ -2,7 +2,7 @@ import type { MlaParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { loadSlot, storeSlot, type CpuKvPool } from './kv-codes.ts';
-import type { RopeTables } from './rope-cache-write.ts';
+import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
  * out[r, h * outDim + o] = Σ_i x[r, h * width + i] · w[h, o, i] over i < inDim: each head's leading
@@ -55,7 +55,6 @@ export function mlaRopeAndCacheWrite(
   const headWidth = nopeDim + ropeDim;
   const numSlots = pool.codes.length / rowWidth;
   if (rope.rotaryDim !== ropeDim) throw new Error(`mlaRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
-  const half = ropeDim / 2;
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
     if (row < 0 || row >= rope.maxPositions) {
@@ -68,21 +67,9 @@ export function mlaRopeAndCacheWrite(
     for (let i = 0; i < latentDim; i++) sumSquares += kv[rowAt + i] * kv[rowAt + i];
     const inverseRms = 1 / Math.sqrt(sumSquares / latentDim + eps);
     for (let i = 0; i < latentDim; i++) kv[rowAt + i] = kv[rowAt + i] * inverseRms * normWeight[i];
-    const tableAt = row * half;
-    rotate(kv, rowAt + latentDim, rope, tableAt, half);
-    for (let h = 0; h < numHeads; h++) rotate(q, (t * numHeads + h) * headWidth + nopeDim, rope, tableAt, half);
+    rotateHead(kv, rowAt + latentDim, rope, row, kv, rowAt + latentDim, ropeDim);
+    for (let h = 0; h < numHeads; h++) rotateHead(q, (t * numHeads + h) * headWidth + nopeDim, rope, row, q, (t * numHeads + h) * headWidth + nopeDim, ropeDim);
     storeSlot(pool, slot, kv, rowAt, 1);
-  }
-}
-
-function rotate(x: Float32Array, at: number, rope: RopeTables, tableAt: number, half: number): void {
-  for (let i = 0; i < half; i++) {
-    const c = rope.cos[tableAt + i];
-    const s = rope.sin[tableAt + i];
-    const x1 = x[at + i];
-    const x2 = x[at + half + i];
-    x[at + i] = x1 * c - x2 * s;
-    x[at + half + i] = x2 * c + x1 * s;
   }
 }
 
