@@ -73,8 +73,14 @@ test('dummy weights of an MoE model are drawn with quantized experts under --qua
   }
 });
 
-test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks) load their routed experts quantized, in the checkpoint\'s groups', () => {
-  const expected = { 'quant-moe-gptq-int4-sym': { format: 'int4', groups: [32, 32] }, 'quant-moe-fp8-block': { format: 'fp8-e4m3', groups: [48, 32] } };
+test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks, Mixtral\'s W4A16) load their routed experts quantized, in the checkpoint\'s groups', () => {
+  // qwen3-moe's layers 0 and 2 are sparse, 8 experts each: gate/up [8 x 64 rows, 64] then down [8 x 64, 32].
+  // Mixtral's (block_sparse_moe.experts.E.w1/w3/w2) layers 0 and 1, 4 experts: [4 x 64, 64] and [4 x 64, 32].
+  const expected = {
+    'quant-moe-gptq-int4-sym': { format: 'int4', groups: [32, 32], layers: 2, experts: 8 },
+    'quant-moe-fp8-block': { format: 'fp8-e4m3', groups: [48, 32], layers: 2, experts: 8 },
+    'quant-moe-mixtral-ct-w4a16': { format: 'int4', groups: [32, 32], layers: 2, experts: 4 },
+  };
   for (const [name, want] of Object.entries(expected)) {
     const fixture = listOracleFixtures().find((f) => f.name === name)!;
     const architecture = readModelArchitecture(fixture.dir);
@@ -94,8 +100,8 @@ test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks) load their
     };
     const ckpt = openCheckpoint(fixture.dir);
     loadWeights(model, withQuantization(ckpt, parseQuantizationConfig(JSON.parse(readFileSync(join(fixture.dir, 'config.json'), 'utf8')), fixture.dir), null), uploader);
-    // Layers 0 and 2 are sparse: gate/up [8 experts x 64 rows, 64] then down [8 x 64, 32] each.
-    assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), [0, 2].flatMap(() => [[want.format, 8 * 64, 64, want.groups[0]], [want.format, 8 * 64, 32, want.groups[1]]]), name);
+    const perLayer = [[want.format, want.experts * 64, 64, want.groups[0]], [want.format, want.experts * 64, 32, want.groups[1]]];
+    assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), Array.from({ length: want.layers }, () => perLayer).flat(), name);
   }
 });
 

@@ -641,6 +641,19 @@ for _scheme, _what in (
         probes=(),
         quantization=_scheme,
     ))
+# Mixtral's per-expert names differ from Qwen's (block_sparse_moe.experts.E.w1/w3/w2; DeepSeek's
+# are Qwen's): the mixtral-moe fixture's architecture as compressed-tensors W4A16, as published
+# Mixtral W4A16 checkpoints ship.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "mixtral-moe"),
+    name="quant-moe-mixtral-ct-w4a16",
+    description="mixtral-moe's architecture as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], signed values + 8, "
+                "bf16 weight_scale per group of 32, symmetric): attention projections and every routed expert's w1/w3/w2 "
+                "(block_sparse_moe.experts.E.*, as the Hub writes them) packed; router (ignored by re:.*block_sparse_moe.gate$), "
+                "norms, embeddings and lm_head bf16. Oracle: transformers on the dequantized weights (its loader fusing the per-expert tensors).",
+    stored_dtype="bfloat16",
+    quantization="ct-w4a16-moe",
+))
 
 
 # ---------------------------------------------------------------------------------------

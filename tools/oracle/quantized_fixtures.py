@@ -62,6 +62,15 @@ SCHEMES = {
                    "ignore": ["lm_head"], "kv_cache_scheme": None, "sparsity_config": {}},
         "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
     },
+    "ct-w4a16-moe": {
+        # As published Mixtral W4A16 checkpoints write it: the router (a Linear too) ignored.
+        "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                                 "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                                             "group_size": 32, "dynamic": False, "actorder": None}}},
+                   "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
+    },
     "ct-w8a16-asym": {
         "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
                    "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
@@ -126,9 +135,14 @@ MX_BLOCK = 32
 MXFP4_EXPERT_SUFFIXES = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 # transformers 5 holds Mixtral's, Qwen-MoE's and DeepSeek's routed experts fused in memory,
 # gate_up_proj [experts, 2n, hidden] (gate rows, then up) and down_proj [experts, hidden, n], and
-# writes them per expert (experts.E.gate_proj / up_proj / down_proj): each is one linear layer of
-# the checkpoint, quantized as any other.
+# writes them per expert: each is one linear layer of the checkpoint, quantized as any other.
 FUSED_EXPERTS = (".mlp.experts.gate_up_proj", ".mlp.experts.down_proj")
+# The per-expert checkpoint names, by model type: where the experts sit under a decoder layer and
+# what each projection is called (Qwen-MoE's and DeepSeek's `mlp.experts.E.gate_proj`, the default).
+CHECKPOINT_EXPERTS = {
+    "mixtral": ("block_sparse_moe.experts", {"gate": "w1", "up": "w3", "down": "w2"}),
+}
+DEFAULT_CHECKPOINT_EXPERTS = ("mlp.experts", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
 
 
 def quantized_layers(model, scheme: dict) -> list[str]:
@@ -162,7 +176,7 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
     # projections reading the same input (q/k/v, gate/up) get the same order, as in GPTQ's output.
     orders: dict[str, torch.Tensor] = {}
     for base, weight in linear_weights(model, scheme):
-        same_input = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.(gate|up)_proj$", ".gate_up", base))
+        same_input = re.sub(r"\.(q|k|v)_proj$", ".qkv", re.sub(r"\.(gate_proj|up_proj|w1|w3)$", ".gate_up", base))
         if same_input not in orders:
             orders[same_input] = torch.randperm(weight.shape[1], generator=gen)
         tensors, dequantized = PACKERS[scheme["kind"]](weight.float(), scheme, orders[same_input])
@@ -179,16 +193,17 @@ def linear_weights(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
     out = [(base, params[f"{base}.weight"].data) for base in quantized_layers(model, scheme)]
     # gpt-oss's fused tensors are its checkpoint's own (input-major, interleaved): MXFP4 packs them.
     fused = model.config.model_type != "gpt_oss"
+    experts, projection = CHECKPOINT_EXPERTS.get(model.config.model_type, DEFAULT_CHECKPOINT_EXPERTS)
     for name, param in params.items():
         if not (fused and name.endswith(FUSED_EXPERTS)):
             continue
-        prefix = name.rsplit(".", 1)[0]
+        prefix = f"{name[: name.index('.mlp.experts.')]}.{experts}"
         for e in range(param.shape[0]):
             if name.endswith("gate_up_proj"):
                 n = param.shape[1] // 2
-                out += [(f"{prefix}.{e}.gate_proj", param.data[e, :n]), (f"{prefix}.{e}.up_proj", param.data[e, n:])]
+                out += [(f"{prefix}.{e}.{projection['gate']}", param.data[e, :n]), (f"{prefix}.{e}.{projection['up']}", param.data[e, n:])]
             else:
-                out.append((f"{prefix}.{e}.down_proj", param.data[e]))
+                out.append((f"{prefix}.{e}.{projection['down']}", param.data[e]))
     return out
 
 
@@ -345,14 +360,17 @@ def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Te
     layers' weights, and the scheme's quantization_config in config.json."""
     path = out_dir / "model.safetensors"
     tensors = load_file(str(path))
-    bases = {name.rsplit(".", 1)[0] for name in packed}
-    for base in bases:
-        tensors.pop(f"{base}.weight", None)
+    replaced = set()
     for name in packed:
-        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales.
-        for suffix in ("_blocks", "_scales"):
-            if name.endswith(suffix):
-                tensors.pop(name[: -len(suffix)], None)
+        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales; other formats a layer's `.weight`.
+        suffix = next((s for s in ("_blocks", "_scales") if name.endswith(s)), None)
+        replaced.add(name[: -len(suffix)] if suffix else f"{name.rsplit('.', 1)[0]}.weight")
+    # A packed layer named otherwise than the checkpoint's tensor would leave both in the file.
+    missing = sorted(replaced - set(tensors))
+    if missing:
+        raise RuntimeError(f"packed layers the saved checkpoint has no 16-bit tensor for: {missing[:4]}")
+    for name in replaced:
+        del tensors[name]
     tensors.update(packed)
     save_file(tensors, str(path), metadata={"format": "pt"})
     config = json.loads((out_dir / "config.json").read_text())
