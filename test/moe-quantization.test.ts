@@ -73,13 +73,14 @@ test('dummy weights of an MoE model are drawn with quantized experts under --qua
   }
 });
 
-test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks, Mixtral\'s W4A16) load their routed experts quantized, in the checkpoint\'s groups', () => {
-  // qwen3-moe's layers 0 and 2 are sparse, 8 experts each: gate/up [8 x 64 rows, 64] then down [8 x 64, 32].
-  // Mixtral's (block_sparse_moe.experts.E.w1/w3/w2) layers 0 and 1, 4 experts: [4 x 64, 64] and [4 x 64, 32].
+test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks, Mixtral\'s W4A16 and act-order GPTQ) load their routed experts quantized, in the checkpoint\'s groups', () => {
+  // Two sparse layers each (qwen3-moe's 0 and 2, Mixtral's block_sparse_moe.experts.E.w1/w3/w2 in 0 and 1), hidden 64:
+  // gate/up [experts x 2n, 64] then down [experts x 64, n]; act-order stacks keep a column order per expert.
   const expected = {
-    'quant-moe-gptq-int4-sym': { format: 'int4', groups: [32, 32], layers: 2, experts: 8 },
-    'quant-moe-fp8-block': { format: 'fp8-e4m3', groups: [48, 32], layers: 2, experts: 8 },
-    'quant-moe-mixtral-ct-w4a16': { format: 'int4', groups: [32, 32], layers: 2, experts: 4 },
+    'quant-moe-gptq-int4-sym': { format: 'int4', groups: [32, 32], experts: 8, n: 32, actOrder: false },
+    'quant-moe-fp8-block': { format: 'fp8-e4m3', groups: [48, 32], experts: 8, n: 32, actOrder: false },
+    'quant-moe-mixtral-ct-w4a16': { format: 'int4', groups: [32, 32], experts: 4, n: 32, actOrder: false },
+    'quant-moe-mixtral-gptq-int4-actorder': { format: 'int4', groups: [32, 32], experts: 4, n: 64, actOrder: true },
   };
   for (const [name, want] of Object.entries(expected)) {
     const fixture = listOracleFixtures().find((f) => f.name === name)!;
@@ -100,8 +101,12 @@ test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks, Mixtral\'s
     };
     const ckpt = openCheckpoint(fixture.dir);
     loadWeights(model, withQuantization(ckpt, parseQuantizationConfig(JSON.parse(readFileSync(join(fixture.dir, 'config.json'), 'utf8')), fixture.dir), null), uploader);
-    const perLayer = [[want.format, want.experts * 64, 64, want.groups[0]], [want.format, want.experts * 64, 32, want.groups[1]]];
-    assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), Array.from({ length: want.layers }, () => perLayer).flat(), name);
+    const { experts, n, actOrder } = want;
+    const perLayer = [
+      [want.format, experts * 2 * n, 64, want.groups[0], actOrder ? experts * 64 : 0],
+      [want.format, experts * 64, n, want.groups[1], actOrder ? experts * n : 0],
+    ];
+    assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize, w.perm?.length ?? 0]), [...perLayer, ...perLayer], name);
   }
 });
 

@@ -98,13 +98,13 @@ function options(s: Shape): MoeOptions {
  * A checkpoint whose linear layers (experts and shared expert alike) read quantized through
  * `readLinear`, and the dequantized values through `read`, as a quantized checkpoint does.
  */
-function quantizedSource(s: Shape, quantize: (values: Float32Array, rows: number, cols: number) => QuantizedWeight): { source: WeightSource; dequantized: WeightSource } {
+function quantizedSource(s: Shape, quantize: (values: Float32Array, rows: number, cols: number, name: string) => QuantizedWeight): { source: WeightSource; dequantized: WeightSource } {
   const dense: Record<string, HostTensor> = {
     'mlp.gate.weight': float32Tensor(random.floats(s.experts * s.hidden, 1), [s.experts, s.hidden]),
     ...(s.shared ? { 'mlp.shared_expert_gate.weight': float32Tensor(random.floats(s.hidden, 0.5), [1, s.hidden]) } : {}),
   };
   const quantized: Record<string, QuantizedWeight> = {};
-  const matrix = (name: string, rows: number, cols: number) => (quantized[name] = quantize(random.floats(rows * cols, 0.5), rows, cols));
+  const matrix = (name: string, rows: number, cols: number) => (quantized[name] = quantize(random.floats(rows * cols, 0.5), rows, cols, name));
   for (let e = 0; e < s.experts; e++) {
     matrix(expertName(e, 'gate'), s.n, s.hidden);
     matrix(expertName(e, 'up'), s.n, s.hidden);
@@ -167,14 +167,41 @@ test('a quantized MoE block keeps its experts quantized and computes exactly wha
   }
 });
 
-test('experts in a layout the expert kernels do not take (act-order, nf4) load 16-bit, as their dequantized values', () => {
-  const s: Shape = { experts: 4, hidden: 32, n: 16, topK: 2, tokens: 5, shared: false };
-  const actOrder = (v: Float32Array, r: number, c: number) => {
-    const w = quantizeRoundToNearest(v, r, c, 'int8');
-    w.perm = Int32Array.from({ length: c }, (_, i) => c - 1 - i);
+/**
+ * GPTQ act-order (int4 groups of 16 with zeros): each layer's columns in a random order of its
+ * own, except the layers `sameOrder` maps to one key (gate and up read one input: GPTQ orders
+ * them alike).
+ */
+function actOrder(sameOrder: (name: string) => string) {
+  const orders = new Map<string, Int32Array>();
+  return (_v: Float32Array, r: number, c: number, name: string): QuantizedWeight => {
+    const w = randomInt4(r, c, 16);
+    const key = sameOrder(name);
+    if (!orders.has(key)) orders.set(key, Int32Array.from(random.shuffled(Array.from({ length: c }, (_, i) => i))));
+    w.perm = orders.get(key)!;
     return w;
   };
-  for (const quantize of [actOrder, (v: Float32Array, r: number, c: number) => quantizeRoundToNearest(v, r, c, 'nf4')]) {
+}
+
+test('act-order experts stay quantized, each with its own column order, and compute exactly what their dequantized values do', () => {
+  for (let trial = 0; trial < 4; trial++) {
+    const s = randomShape();
+    const { source, dequantized } = quantizedSource(s, actOrder((name) => name.replace(/(gate|up)_proj/, 'gate_up')));
+    const b = new CpuBackend();
+    const { uploader, quantizedExperts } = countingUploader(b);
+    const block = new MoeBlock(options(s));
+    block.load(source, uploader);
+    assert.equal(quantizedExperts(), 2, JSON.stringify(s));
+    const reference = new MoeBlock(options(s));
+    reference.load(dequantized, b);
+    const x = random.floats(s.tokens * s.hidden, 1);
+    assert.deepEqual(forward(block, b, x, s), forward(reference, b, x, s), JSON.stringify(s));
+  }
+});
+
+test('experts in a layout the expert kernels do not take (gate and up in different act-orders, nf4) load 16-bit, as their dequantized values', () => {
+  const s: Shape = { experts: 4, hidden: 32, n: 16, topK: 2, tokens: 5, shared: false };
+  for (const quantize of [actOrder((name) => name), (v: Float32Array, r: number, c: number) => quantizeRoundToNearest(v, r, c, 'nf4')]) {
     const { source, dequantized } = quantizedSource(s, quantize);
     const b = new CpuBackend();
     const { uploader, quantizedExperts } = countingUploader(b);
@@ -192,6 +219,6 @@ test('loadQuantizedExperts refuses stacks the expert kernels do not take, naming
   const b = new CpuBackend();
   const w = quantizeRoundToNearest(random.floats(12 * 32, 1), 12, 32, 'int8');
   assert.throws(() => b.loadQuantizedExperts(w, 5), /12 rows do not split into 5 experts/);
-  assert.throws(() => b.loadQuantizedExperts({ ...w, perm: Int32Array.from({ length: 32 }, (_, i) => i) }, 4), /per channel, act-order are not run quantized/);
+  assert.throws(() => b.loadQuantizedExperts({ ...w, perm: Int32Array.from({ length: 32 }, (_, i) => i) }, 4), /permutation of 32 columns is not one of 32 per expert for 4 experts/);
   assert.throws(() => b.loadQuantizedExperts(quantizeRoundToNearest(random.floats(12 * 32, 1), 12, 32, 'nf4'), 4), /nf4 .*are not run quantized/);
 });

@@ -4,7 +4,7 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { gatherMxfp4Rows, isMxfp4, MXFP4_BLOCK, quantizeMxfp4, type Mxfp4Weight } from '../tensor/mxfp4.ts';
-import { concatQuantizedRows, expertKernelsTake, isQuantized, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { expertKernelsTake, isQuantized, stackExperts, stackingProblem, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import type { GatedMlp } from './gated-mlp.ts';
 import { Linear } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
@@ -159,8 +159,9 @@ export class MoeBlock implements Layer {
    * Each held expert's gate, up and down matrices as the source's linear reader gives them (a
    * quantized checkpoint's per-expert layers repacked in Keel's layout, or `--quantization`'s),
    * stacked expert after expert, when every one is in a format the expert kernels take; null
-   * otherwise (a 16-bit source, act-order, experts left 16-bit by an ignore list), and the
-   * experts load 16-bit (a quantized checkpoint's dequantized).
+   * otherwise (a 16-bit source, experts left 16-bit by an ignore list, an expert whose gate and
+   * up have different act-order permutations), and the experts load 16-bit (a quantized
+   * checkpoint's dequantized). Act-order experts keep their permutations, one per expert.
    */
   private readQuantized(source: WeightSource, name: (expert: number, projection: 'gate' | 'up' | 'down') => string): HostExperts | null {
     if (source.readLinear === undefined) return null;
@@ -172,8 +173,9 @@ export class MoeBlock implements Layer {
         if (!isQuantized(w) || !expertKernelsTake(w)) return null;
         into.push(w);
       }
+      if (stackingProblem(gateUp.slice(-2)) !== null) return null;
     }
-    return { gateUp: concatQuantizedRows(gateUp), down: concatQuantizedRows(down), gateUpBias: null, downBias: null };
+    return { gateUp: stackExperts(gateUp, 2), down: stackExperts(down, 1), gateUpBias: null, downBias: null };
   }
 
   /** Each held expert's gate and up rows and down columns of the intermediate part this device holds. */

@@ -70,7 +70,11 @@ export interface QuantizedWeight {
   zeros: Uint8Array | null;
   /** int4 only: [rows, numGroups] float32 mins subtracted after scaling, or null (0). */
   mins: Float32Array | null;
-  /** [cols]: the input column of each stored column, or null when they are in order. */
+  /**
+   * [cols]: the input column of each stored column, or null when they are in order. Routed experts
+   * stacked along the rows (`stackExperts`) may hold [count · cols]: expert after expert, each
+   * expert's run of rows with its own order (GPTQ act-order: one g_idx per expert).
+   */
   perm: Int32Array | null;
   /**
    * LLM.int8() (int8, symmetric, one scale per row, no permutation): the activations are
@@ -304,8 +308,34 @@ export function dequantizeWeight(w: QuantizedWeight): Float32Array {
   const row = new Float32Array(w.cols);
   for (let r = 0; r < w.rows; r++) {
     decodeRow(w, r, row);
-    for (let col = 0; col < w.cols; col++) out[r * w.cols + (w.perm === null ? col : w.perm[col])] = row[col];
+    const perm = rowPerm(w, r);
+    for (let col = 0; col < w.cols; col++) out[r * w.cols + (perm === null ? col : perm[col])] = row[col];
   }
+  return out;
+}
+
+/** The input column of each stored column of row `row` (its expert's, for a stack of per-expert orders), or null when in order. */
+export function rowPerm(w: QuantizedWeight, row: number): Int32Array | null {
+  if (w.perm === null || w.perm.length === w.cols) return w.perm;
+  const runs = w.perm.length / w.cols;
+  const run = Math.floor(row / (w.rows / runs));
+  return w.perm.subarray(run * w.cols, (run + 1) * w.cols);
+}
+
+/**
+ * Routed experts' matrices stacked expert after expert along the rows (`perExpert` parts each:
+ * gate and up, or down), as `loadQuantizedExperts` takes them. The parts of one expert must share
+ * their column order; experts' orders may differ (act-order), and are then kept per expert.
+ */
+export function stackExperts(parts: readonly QuantizedWeight[], perExpert: number): QuantizedWeight {
+  const experts = Array.from({ length: parts.length / perExpert }, (_, e) => parts.slice(e * perExpert, (e + 1) * perExpert));
+  for (const own of experts) if (own.some((p) => !samePerm(p.perm, own[0].perm))) throw invalidModel('projections of one expert stacked into one matmul have different act-order permutations (g_idx)');
+  const out = concatQuantizedRows(parts.map((p) => ({ ...p, perm: null })));
+  if (experts.every((own) => own[0].perm === null)) return out;
+  const cols = parts[0].cols;
+  const identity = Int32Array.from({ length: cols }, (_, i) => i);
+  out.perm = new Int32Array(experts.length * cols);
+  experts.forEach((own, e) => out.perm!.set(own[0].perm ?? identity, e * cols));
   return out;
 }
 
@@ -461,16 +491,17 @@ export function floatToFp8E4m3(value: number): number {
 
 /**
  * Whether routed MoE experts run in this weight's layout (`loadQuantizedExperts`): int4, int8 or
- * fp8-e4m3 codes with per-group scales, without act-order (each expert would need its own column
- * order), LLM.int8() outliers or codebooks. Experts in any other format are loaded 16-bit.
+ * fp8-e4m3 codes with per-group scales, in input column order or act-order (each expert its own
+ * order), without LLM.int8() outliers or codebooks. Experts in any other format are loaded 16-bit.
  */
 export function expertKernelsTake(w: QuantizedWeight): boolean {
   // The expert kernels read no per-group float minimum (GGUF Q4_K's): such experts load 16-bit.
-  return (w.format === 'int4' || w.format === 'int8' || w.format === 'fp8-e4m3') && w.perm === null && w.mixedInt8 === null && w.codebooks === null && w.mins === null;
+  return (w.format === 'int4' || w.format === 'int8' || w.format === 'fp8-e4m3') && w.mixedInt8 === null && w.codebooks === null && w.mins === null;
 }
 
 /** Throws, naming `what`, unless `w` holds `count` experts' matrices that the expert kernels take. */
 export function checkQuantizedExperts(w: QuantizedWeight, count: number, what: string): void {
-  if (!expertKernelsTake(w)) throw new Error(`${what}: experts in ${describeQuantized(w)} are not run quantized (int4, int8 or fp8-e4m3 without act-order only)`);
+  if (!expertKernelsTake(w)) throw new Error(`${what}: experts in ${describeQuantized(w)} are not run quantized (int4, int8 or fp8-e4m3 only)`);
   if (!(Number.isInteger(count) && count >= 1 && w.rows % count === 0)) throw new Error(`${what}: ${w.rows} rows do not split into ${count} experts`);
+  if (w.perm !== null && w.perm.length !== count * w.cols) throw new Error(`${what}: an act-order permutation of ${w.perm.length} columns is not one of ${w.cols} per expert for ${count} experts`);
 }

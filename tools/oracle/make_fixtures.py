@@ -654,6 +654,19 @@ FIXTURES.append(dataclasses.replace(
     stored_dtype="bfloat16",
     quantization="ct-w4a16-moe",
 ))
+# GPTQ act-order experts: each expert's gate/up (one input, one column order) and down in orders of
+# their own. Experts 64 wide so that the down projections have two groups (a real g_idx).
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "mixtral-moe"),
+    name="quant-moe-mixtral-gptq-int4-actorder",
+    description="mixtral-moe's architecture with experts 64 wide as GPTQ 4-bit, groups of 32, asymmetric, v1 zeros, desc_act: every "
+                "linear layer's g_idx lists a random column order (shared by q/k/v, and by each expert's w1 and w3), so each "
+                "expert's groups are scattered over its input columns in an order of its own; router, norms, embeddings and "
+                "lm_head bf16. Oracle: transformers on the dequantized weights (its loader fusing the per-expert tensors).",
+    fields={**next(f for f in FIXTURES if f.name == "mixtral-moe").fields, "intermediate_size": 64},
+    stored_dtype="bfloat16",
+    quantization="gptq-int4-actorder",
+))
 
 
 # ---------------------------------------------------------------------------------------

@@ -1407,8 +1407,9 @@ export class CudaBackend implements Backend {
     if (quantized !== null && !quantized.kernelsTake) {
       // Shapes the quantized kernels do not take: the held experts dequantized to bf16, then the bf16 kernels.
       const [gateUp, down] = [this.dequantized!.ptr, this.dequantizedDown!.ptr];
-      launchDequantize(this.device, gateUp, quantized.gateUp);
-      launchDequantize(this.device, down, quantized.down);
+      // An expert's rows share its act-order permutation, if any.
+      launchDequantize(this.device, gateUp, quantized.gateUp, experts.gateUp.shape[1]);
+      launchDequantize(this.device, down, quantized.down, experts.down.shape[1]);
       const bf16 = (t: Tensor, ptr: DevicePtr) => new CudaTensor([...t.shape], ptr, 'bf16');
       return this.expertMlp(input, routing, { ...experts, gateUp: bf16(experts.gateUp, gateUp), down: bf16(experts.down, down) }, activation);
     }

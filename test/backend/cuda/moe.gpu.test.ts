@@ -181,7 +181,7 @@ interface ExpertCase {
   /** gate/up and down packed in MXFP4 (hidden and n multiples of 32). */
   mxfp4?: boolean;
   /** gate/up and down in an int4/int8/fp8 layout (loadQuantizedExperts), groups of `group` columns (capped at the row), with zero points or not. */
-  quant?: { format: Extract<QuantizedFormat, 'int4' | 'int8' | 'fp8-e4m3'>; group: number; zeros: boolean };
+  quant?: { format: Extract<QuantizedFormat, 'int4' | 'int8' | 'fp8-e4m3'>; group: number; zeros: boolean; actOrder?: boolean };
 }
 
 const ACTIVATIONS: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 1.5 }];
@@ -205,7 +205,21 @@ function quantizedPair(shape: number[], scale: number, q: NonNullable<ExpertCase
   for (let i = 0; i < w.scales.length; i++) w.scales[i] = (scale / span) * (0.5 + rng());
   if (w.zeros !== null) for (let i = 0; i < w.zeros.length; i++) w.zeros[i] = randInt(rng, Math.floor(top / 4), Math.ceil((3 * top) / 4));
   fillInt4Padding(w);
+  // GPTQ act-order: each expert's columns stored in a random order of its own.
+  if (q.actOrder) {
+    w.perm = new Int32Array(count * cols);
+    for (let e = 0; e < count; e++) w.perm.set(randomPermutation(cols), e * cols);
+  }
   return { cpu: cpu.loadQuantizedExperts(w, count), gpu: gpu.loadQuantizedExperts(w, count) };
+}
+
+function randomPermutation(length: number): Int32Array {
+  const p = Int32Array.from({ length }, (_, i) => i);
+  for (let i = length - 1; i > 0; i--) {
+    const j = randInt(rng, 0, i);
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
 }
 
 function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights } {
@@ -224,7 +238,7 @@ function expertWeights(c: ExpertCase): { cpu: ExpertWeights; gpu: ExpertWeights 
 
 function checkExperts(c: ExpertCase): void {
   const routing = randomRoutingCase(c.tokens, c.experts, c.topK);
-  const format = c.quant ? `${c.quant.format} groups of ${c.quant.group}${c.quant.zeros ? ' with zeros' : ''}, ` : c.mxfp4 ? 'MXFP4, ' : '';
+  const format = c.quant ? `${c.quant.format} groups of ${c.quant.group}${c.quant.zeros ? ' with zeros' : ''}${c.quant.actOrder ? ', act-order' : ''}, ` : c.mxfp4 ? 'MXFP4, ' : '';
   const what = `${format}${describeCase(routing)}, hidden ${c.hidden}, n ${c.n}, ${c.activation.kind}${c.activation.kind === 'clamped-swiglu' ? ` limit ${c.activation.limit}` : ''}${c.biased ? ', biases' : ''}, experts ${c.first}..${c.first + c.count - 1} held`;
   const { cpu: cpuRouting, gpu: gpuRouting } = routeBoth(routing);
   const x = randomPair([c.tokens, c.hidden], 1);
@@ -312,6 +326,25 @@ test('int4, int8 and fp8 experts on every path (GEMVs and grouped GEMMs reading 
   ];
   for (const c of cases) checkExperts(c);
   assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 1, 1, 3, 8, 5, 16, 32, 64, 128, 1, 16], 'the cases cover every path');
+});
+
+test('act-order experts (a column order per expert, their inputs gathered into it) on every path and the dequantizing fallback equal the CPU', () => {
+  const silu: Activation = { kind: 'silu' };
+  const gptq = { format: 'int4', group: 128, zeros: true, actOrder: true } as const;
+  const cases: ExpertCase[] = [
+    // One token (fused down + sum) at Qwen3-30B-A3B's expert shape; decode GEMVs with an expert shard; GEMM tiles of 16 to 128 rows.
+    { tokens: 1, experts: 32, topK: 8, hidden: 2048, n: 768, biased: false, activation: silu, first: 0, count: 32, quant: gptq },
+    { tokens: 4, experts: 16, topK: 4, hidden: 512, n: 256, biased: false, activation: silu, first: 3, count: 10, quant: { format: 'int8', group: 32, zeros: false, actOrder: true } },
+    { tokens: 20, experts: 64, topK: 8, hidden: 512, n: 256, biased: true, activation: silu, first: 0, count: 64, quant: gptq },
+    { tokens: 100, experts: 16, topK: 4, hidden: 256, n: 160, biased: false, activation: ACTIVATIONS[1], first: 0, count: 16, quant: { format: 'int4', group: 32, zeros: false, actOrder: true } },
+    { tokens: 200, experts: 8, topK: 2, hidden: 512, n: 96, biased: false, activation: silu, first: 2, count: 5, quant: { format: 'int8', group: 32, zeros: true, actOrder: true } },
+    { tokens: 300, experts: 4, topK: 2, hidden: 128, n: 512, biased: false, activation: silu, first: 0, count: 4, quant: gptq },
+    // Shapes the kernels do not take, dequantized with each expert's order: int4 rows of 16 columns (one token), int8 groups of 48 (a prefill).
+    { tokens: 1, experts: 8, topK: 2, hidden: 64, n: 16, biased: false, activation: silu, first: 0, count: 8, quant: gptq },
+    { tokens: 40, experts: 8, topK: 2, hidden: 96, n: 48, biased: false, activation: silu, first: 0, count: 8, quant: { format: 'int8', group: 48, zeros: false, actOrder: true } },
+  ];
+  for (const c of cases) checkExperts(c);
+  assert.deepEqual(cases.map((c) => expertTileRows(c.tokens, c.topK, c.experts)), [1, 4, 16, 32, 64, 128, 1, 16], 'the cases cover every path');
 });
 
 test('expertMlp over random shapes, activations, biases and expert shards', () => {

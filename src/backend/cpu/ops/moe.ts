@@ -1,6 +1,6 @@
 import type { Activation, ExpertRouting, RoutingParams } from '../../backend.ts';
 import { decodeMxfp4, isMxfp4, type Mxfp4Weight } from '../../../tensor/mxfp4.ts';
-import { decodeRow, type QuantizedWeight } from '../../../tensor/quantized-weight.ts';
+import { decodeRow, rowPerm, type QuantizedWeight } from '../../../tensor/quantized-weight.ts';
 import { gatedActivation } from './activation.ts';
 import { matmulTransposed } from './matmul.ts';
 
@@ -100,7 +100,7 @@ function softmaxInPlace(v: number[]): void {
   for (let i = 0; i < v.length; i++) v[i] /= sum;
 }
 
-/** An expert matrix stack [count, rows, cols]: float32 values, or MXFP4, or int4/int8/fp8 stacked along its rows (no act-order). */
+/** An expert matrix stack [count, rows, cols]: float32 values, or MXFP4, or int4/int8/fp8 stacked along its rows (act-order: a permutation per expert). */
 export type CpuExpertMatrix = Float32Array | Mxfp4Weight | QuantizedWeight;
 
 /** ExpertWeights as float32 host arrays, the matrices possibly packed in MXFP4 or int4/int8/fp8. */
@@ -157,10 +157,20 @@ function slice(values: CpuExpertMatrix, index: number, size: number): Float32Arr
     decodeMxfp4(values, index * size, size, out);
     return out;
   }
-  // The expert's rows are a run of the stack's; without act-order each decodes in input column order.
+  // The expert's rows are a run of the stack's, each decoded then put in input column order (its
+  // expert's act-order permutation), as dequantizeWeight places them.
   const { cols } = values;
   const rows = size / cols;
-  for (let r = 0; r < rows; r++) decodeRow(values, index * rows + r, out.subarray(r * cols, (r + 1) * cols));
+  const row = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const perm = rowPerm(values, index * rows + r);
+    if (perm === null) {
+      decodeRow(values, index * rows + r, out.subarray(r * cols, (r + 1) * cols));
+      continue;
+    }
+    decodeRow(values, index * rows + r, row);
+    for (let col = 0; col < cols; col++) out[r * cols + perm[col]] = row[col];
+  }
   return out;
 }
 

@@ -10,6 +10,7 @@ const GEMV_WARPS = 4;
 const GEMM_TILE_COLS = 64;
 const GEMM_THREADS = 128;
 const COMBINE_THREADS = 128;
+const PERMUTE_THREADS = 128;
 /** CUDA's limit on a grid's y dimension, where the GEMMs put their tiles. */
 const MAX_GRID_Y = 65535;
 
@@ -74,6 +75,12 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   const { ACT, alpha, limit } = activationDefines(a.activation);
   const h = a.scratch(pairs * n);
   const MXFP4 = a.mxfp4 ? 1 : 0;
+  // Act-order experts read their inputs gathered into each expert's column order (moe-permute.cu):
+  // the gate/up input by pair, read back with top_k 1, and the down input h by place, below.
+  const gateUpPerm = a.quant?.gateUp.perm ?? 0;
+  const x = gateUpPerm === 0 ? a.x : permutedInput(device, a, a.x, gateUpPerm, hidden, true);
+  const xTopK = gateUpPerm === 0 ? topK : 1;
+  const downInput = () => (a.quant === null || a.quant.down.perm === 0 ? h : permutedInput(device, a, h, a.quant.down.perm, n, false));
   if (numTokens <= GEMV_MAX_TOKENS) {
     // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights
     // holds 8 bf16, 32 MXFP4 or int4, or 16 int8 or fp8 values.
@@ -82,20 +89,21 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     const [gq, dq] = [quantArgs(a.quant?.gateUp ?? null), quantArgs(a.quant?.down ?? null)];
     const gateUp = device.kernel('moe-gemv.cu', 'moe_gate_up_gemv_kernel', 'ppppppppppiiiiiiiff', { TOK: tileRows, ACT, MXFP4, ...gq.defines });
     device.launch(gateUp, [Math.ceil(n / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      h, a.x, a.gateUp, a.gateUpScales, gq.zeros, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, n, hidden / chunk,
+      h, x, a.gateUp, a.gateUpScales, gq.zeros, a.gateUpBias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, xTopK, n, hidden / chunk,
       gq.groupChunks, gq.groups, alpha, limit,
     ]);
+    const hd = downInput();
     if (numTokens === 1) {
       const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppppiiiiii', { TOPK: topK, MXFP4, ...dq.defines });
       device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
-        a.out, h, a.down, a.downScales, dq.zeros, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
+        a.out, hd, a.down, a.downScales, dq.zeros, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
       ]);
       return;
     }
     const y = a.scratch(pairs * hidden);
     const down = device.kernel('moe-gemv.cu', 'moe_down_gemv_kernel', 'pppppppppiiiiii', { TOK: tileRows, MXFP4, ...dq.defines });
     device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
-      y, h, a.down, a.downScales, dq.zeros, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
+      y, hd, a.down, a.downScales, dq.zeros, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
     ]);
     launchCombine(device, a.out, y, routing, first, count, hidden);
     return;
@@ -107,13 +115,27 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     const q = gemmQuantArgs(stack);
     const kernel = device.kernel('moe-gemm.cu', 'moe_gemm_kernel', 'ppppppppppiiiiiiiff', { BM: tileRows, GATED: gated ? 1 : 0, ...(gated ? { ACT } : {}), MXFP4, ...q.defines });
     device.launch(kernel, [Math.ceil(nOut / GEMM_TILE_COLS), tiles], [GEMM_THREADS], expertGemmSharedBytes(tileRows, gated, packed), [
-      out, input, w, scales, q.zeros, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, topK, nOut, kIn, q.groupStages, q.groups, alpha, limit,
+      out, input, w, scales, q.zeros, bias, r.sortedPairs, r.offsets, r.tileStart, r.tiles, first, count, xTopK, nOut, kIn, q.groupStages, q.groups, alpha, limit,
     ]);
   };
-  gemm(true, h, a.x, a.gateUp, a.gateUpScales, a.quant?.gateUp ?? null, a.gateUpBias, n, hidden);
+  gemm(true, h, x, a.gateUp, a.gateUpScales, a.quant?.gateUp ?? null, a.gateUpBias, n, hidden);
   const y = a.scratch(pairs * hidden);
-  gemm(false, y, h, a.down, a.downScales, a.quant?.down ?? null, a.downBias, hidden, n);
+  gemm(false, y, downInput(), a.down, a.downScales, a.quant?.down ?? null, a.downBias, hidden, n);
   launchCombine(device, a.out, y, routing, first, count, hidden);
+}
+
+/**
+ * A step tensor [pairs, cols] of `input` gathered into each row's expert's column order
+ * (moe_permute_input_kernel): byPair, the gate/up input x [tokens, cols] by pair; else the down
+ * input h [places, cols] by place.
+ */
+function permutedInput(device: CudaDevice, a: ExpertMlpArgs, input: DevicePtr, perm: DevicePtr, cols: number, byPair: boolean): DevicePtr {
+  const { numTokens, topK, buffers: r } = a.routing;
+  const pairs = numTokens * topK;
+  const out = a.scratch(pairs * cols);
+  const kernel = device.kernel('moe-permute.cu', 'moe_permute_input_kernel', 'pppppiiiii');
+  device.launch(kernel, [pairs, Math.ceil(cols / PERMUTE_THREADS)], [PERMUTE_THREADS], 0, [out, input, perm, r.ids, r.sortedPairs, a.first, a.count, topK, cols, byPair ? 1 : 0]);
+  return out;
 }
 
 /** QUANT of moe-gemv.cu's builds. */
@@ -127,7 +149,7 @@ export function expertChunkCols(w: CudaQuantizedTensor): number {
 /** Whether the expert GEMVs take these quantized experts: a format they read, whole chunks per row, each inside one scale group. */
 export function expertGemvTakes(w: CudaQuantizedTensor): boolean {
   const chunk = expertChunkCols(w);
-  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize >= w.cols);
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.cols % chunk === 0 && (w.groupSize % chunk === 0 || w.groupSize >= w.cols);
 }
 
 /** k columns of one stage of moe_gemm_kernel: a quantized expert's groups must hold whole stages. */
@@ -135,7 +157,7 @@ const GEMM_STAGE_COLS = 32;
 
 /** Whether the grouped expert GEMM takes these quantized experts: a format it reads, whole stages per row, each inside one scale group. */
 export function expertGemmTakes(w: CudaQuantizedTensor): boolean {
-  return w.format in QUANT_CODE && w.layout === 'rows' && w.perm === 0 && w.cols % GEMM_STAGE_COLS === 0 && (w.groupSize % GEMM_STAGE_COLS === 0 || w.groupSize >= w.cols);
+  return w.format in QUANT_CODE && w.layout === 'rows' && w.cols % GEMM_STAGE_COLS === 0 && (w.groupSize % GEMM_STAGE_COLS === 0 || w.groupSize >= w.cols);
 }
 
 /** A GEMM launch's quantization defines and arguments for one expert matrix stack (none for bf16 and MXFP4). */

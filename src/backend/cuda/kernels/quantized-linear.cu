@@ -239,10 +239,12 @@ extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, 
 }
 
 // out [rows, cols] bf16 in input column order: out[r, perm[c]] = value of stored column c (perm
-// null: the identity). Any cols and group_size; row_bytes is a row of codes; mins (int4) or null.
+// null: the identity), each run of perm_rows rows with its own cols of perm (stacked act-order
+// experts; perm_rows = rows: one permutation). Any cols and group_size; row_bytes is a row of
+// codes; mins (int4) or null.
 extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsigned char* __restrict__ codes, const float* __restrict__ scales,
                                              const unsigned char* __restrict__ zeros, const float* __restrict__ mins, const int* __restrict__ perm, int rows, int cols,
-                                             int groups, int group_size, int row_bytes) {
+                                             int groups, int group_size, int row_bytes, int perm_rows) {
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
   const long long total = (long long)rows * cols;
@@ -265,7 +267,7 @@ extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsig
     const float zero = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
     const float value = ((float)code - zero) * scales[g] - (mins != nullptr ? mins[g] : 0.f);
 #endif
-    out[(long long)row * cols + (perm != nullptr ? perm[col] : col)] = f32_to_bf16(value);
+    out[(long long)row * cols + (perm != nullptr ? perm[(long long)(row / perm_rows) * cols + col] : col)] = f32_to_bf16(value);
   }
 }
 

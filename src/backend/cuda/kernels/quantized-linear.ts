@@ -80,11 +80,14 @@ export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: D
   device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * n) / THREADS))], [THREADS], 0, [out, partial, bias, rows, n, splits]);
 }
 
-/** out [W.rows, W.cols] bf16 = W dequantized, in input column order. */
-export function launchDequantize(device: CudaDevice, out: DevicePtr, w: CudaQuantizedTensor): void {
-  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'ppppppiiiii', { FORMAT: formatCode(w.format) });
+/**
+ * out [W.rows, W.cols] bf16 = W dequantized, in input column order; each run of `permRows` rows
+ * with its own act-order permutation (routed experts stacked: an expert's rows), by default one.
+ */
+export function launchDequantize(device: CudaDevice, out: DevicePtr, w: CudaQuantizedTensor, permRows = w.rows): void {
+  const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'ppppppiiiiii', { FORMAT: formatCode(w.format) });
   const blocks = Math.min(MAX_BLOCKS, Math.ceil((w.rows * w.cols) / THREADS));
-  device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.mins, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes]);
+  device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.mins, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes, permRows]);
 }
 
 /** out [rows, cols] = x[:, perm]. */
