@@ -208,6 +208,9 @@ export class KvCacheManager {
     const end = start + numNewTokens;
     const rewritten = Math.max(0, start - this.lookback);
     for (let g = 0; g < this.groups.length; g++) this.freeBehindWindow(seq, g, this.numBlocksBehindWindow(g, start));
+    // Most decode steps: no hits, and the new tokens land in blocks the sequence holds alone. The
+    // plans below would find nothing to do, at the cost of a dozen arrays per sequence per step.
+    if (computed.numTokens === 0 && computed.blocks.length === 0 && seq.blockTables.every((table) => this.writesOwnBlocks(table, rewritten, end))) return true;
     const plans = this.groups.map((_, g) => {
       const numBehind = this.numBlocksBehindWindow(g, start);
       const hits = (computed.blocks[g] ?? []).map((id, i) => (i >= this.numSinkBlocks(g) && i < numBehind ? this.nullBlock : id));
@@ -260,7 +263,10 @@ export class KvCacheManager {
   cacheFullBlocks(seq: Sequence): void {
     if (!this.enablePrefixCaching) return;
     const numFull = Math.floor(seq.numComputedTokens / this.blockSize);
-    for (let i = this.numRegisteredBlocks.get(seq.id) ?? 0; i < numFull; i++) {
+    const registered = this.numRegisteredBlocks.get(seq.id);
+    // Most steps fill no block: nothing to offer.
+    if (registered === numFull) return;
+    for (let i = registered ?? 0; i < numFull; i++) {
       seq.blockTables.forEach((table, g) => {
         if (table[i] !== this.nullBlock) this.pool.cacheBlock(table[i], groupHash(g, this.blockHash(seq, i)));
       });
@@ -292,6 +298,8 @@ export class KvCacheManager {
   private freeBehindWindow(seq: Sequence, g: number, numBehind: number): void {
     const table = seq.blockTables[g];
     const from = this.numSinkBlocks(g);
+    // Always so for a full-attention group, and for a windowed one until its window fills.
+    if (numBehind <= from) return;
     const behind = table.slice(from, numBehind).filter((id) => id !== this.nullBlock);
     if (behind.length === 0) return;
     // Offered to the prefix cache first: a null entry is never registered.
@@ -490,6 +498,11 @@ export class KvCacheManager {
       if (refs !== hostHolders[id]) throw new Error(`host block ${id} has ${refs} references but ${hostHolders[id]} swapped sequences hold it`);
     }
     this.swapPool.checkInvariants();
+  }
+
+  /** Whether the table's blocks already cover [start, end), none of them held by another sequence. */
+  private writesOwnBlocks(table: readonly BlockId[], start: number, end: number): boolean {
+    return table.length * this.blockSize >= end && this.sharedBlocksWritten(table, start, end).length === 0;
   }
 
   /** Indices of the table's blocks in [start, end) that other sequences also hold. */

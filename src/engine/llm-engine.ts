@@ -430,7 +430,8 @@ export class LLMEngine {
           const { lookahead, numDrafts } = verification(s);
           return Array.from({ length: numDrafts + 1 }, (_, r) => lookahead.draw(r - 1, site.row + r));
         }
-        const completions = [completion, ...request.completions.filter((c) => c.seq === null)];
+        // Past its first token every completion has its own sequence: only the first step forks.
+        const completions = request.completions.length === 1 ? [completion] : [completion, ...request.completions.filter((c) => c.seq === null)];
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
@@ -475,8 +476,10 @@ export class LLMEngine {
     const constraint = this.constraintAt(c, site.pendingDraw);
     let allowedTokens: Int32Array | null = null;
     if (constraint !== null) constraint.fillAllowed((allowedTokens = new Int32Array(maskWords(this.parts.vocabSize))));
+    // Spelled out rather than spread from `site`: a spread object is slower to build and to read, once per row per step.
     return drawFor(request.params, {
-      ...site,
+      row: site.row,
+      pendingDraw: site.pendingDraw,
       rng: c.rng,
       penaltyTokens: c.penaltyTokens,
       // The sequence's count includes a token still pending on the device; the completion's does not yet.
@@ -658,14 +661,16 @@ export class LLMEngine {
    * n > 1) fork from it now, before it takes its own token, sharing its KV blocks.
    */
   private acceptDraws(request: Request, completions: Completion[], seq: Sequence, results: DrawResults, first: number): void {
-    completions.slice(1).forEach((c, k) => {
+    // A loop, not slice(1).forEach: this runs for every sampled row of every step, mostly with no sibling.
+    for (let k = 1; k < completions.length; k++) {
+      const c = completions[k];
       const child = seq.fork();
       this.parts.kv.fork(seq, child);
       this.parts.scheduler.addForked(child);
       c.seq = child;
       this.bySequence.set(child, { request, completion: c });
-      this.acceptToken(request, c, child, drawnToken(results, first + 1 + k, request.params));
-    });
+      this.acceptToken(request, c, child, drawnToken(results, first + k, request.params));
+    }
     this.acceptToken(request, completions[0], seq, drawnToken(results, first, request.params));
   }
 

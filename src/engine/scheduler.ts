@@ -350,6 +350,8 @@ export class Scheduler {
    * none) go first.
    */
   private admitWaiting(plan: StepPlan): void {
+    // A full batch with no one waiting, most decode steps: the adapters below cost a pass over the running.
+    if (this.waiting.length === 0 || !this.hasRoom(plan)) return;
     const admitted = new Set<Sequence>();
     // Sequences swapped in this step run from the next one: their adapters hold slots too.
     const adapters = new Set([...this.running, ...this.arriving].flatMap((seq) => (seq.lora === null ? [] : [seq.lora.id])));

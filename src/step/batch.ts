@@ -168,17 +168,17 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     queryStartLoc[s] = t;
     seqLens[s] = seqLen;
     if (loraSlots !== null && chunk.loraSlot !== undefined) loraSlots.fill(chunk.loraSlot, t, t + chunk.tokens.length);
-    chunk.tokens.forEach((token, i) => {
+    // Plain loops: this runs for every token of every step.
+    for (let i = 0; i < chunk.tokens.length; i++, t++) {
       const cacheIndex = chunk.startPos + i;
       const position = depths === null ? cacheIndex : chunk.startPos + depths[i];
-      tokenIds[t] = token;
+      tokenIds[t] = chunk.tokens[i];
       positions[t] = position;
       rotaryRows[t] = chunk.rotaryRow === undefined ? position : chunk.rotaryRow(position);
-      chunk.blockTables.forEach((table, g) => {
-        slotMapping[g * numTokens + t] = table[Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
-      });
-      t++;
-    });
+      for (let g = 0; g < numKvGroups; g++) {
+        slotMapping[g * numTokens + t] = chunk.blockTables[g][Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
+      }
+    }
     if (chunk.lastTokenSource !== undefined) {
       tokenIds[t - 1] = -1;
       tokenSources[t - 1] = chunk.lastTokenSource;
