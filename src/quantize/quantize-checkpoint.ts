@@ -139,11 +139,11 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
  */
 function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
   const { cols } = linear;
-  // The calibration inputs' mean square per column (the Hessian's diagonal); none: every column alike.
-  const importance = calibrated ? Float64Array.from({ length: cols }, (_, c) => linear.hessian[c * cols + c]) : null;
+  // The calibration inputs' XᵀX; none: every column alike and independent.
+  const hessian = calibrated ? linear.hessian : null;
   if (cols % AQLM_GROUP !== 0) throw invalidArgument(`vq codes groups of ${AQLM_GROUP} input columns, and ${linear.names.join(', ')} has ${cols}`);
   const parts = linear.names.map((name, i) => {
-    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, importance });
+    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, hessian });
     for (const [key, t] of Object.entries(packAqlm(q))) tensors.set(`${name.slice(0, -'.weight'.length)}.${key}`, t);
     return Float64Array.from(dequantizeWeight(q));
   });
