@@ -33,8 +33,8 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
-  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn, vq: only
-                                 to measure their error)
+  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; vq: weights
+                                 its objective; rtn: only to measure its error)
 ${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the quantized checkpoint is written
   --json                         print one JSON line: each layer's output error on sampled calibration
