@@ -34,7 +34,7 @@ function writeVq(t: Parameters<typeof tempDir>[0], format: AqlmFormat): string {
 }
 
 for (const format of ['aqlm-2x8', 'aqlm-1x16'] as const) {
-  test(`keel quantize --method vq (${format}): Keel reads back exactly the k-means codes, codebooks and scales, and runs them as their dequantized values`, async (t) => {
+  test(`keel quantize --method vq (${format}): Keel reads back exactly the codes, codebooks and scales vq made, and runs them as their dequantized values`, async (t) => {
     const output = writeVq(t, format);
     const architecture = readModelArchitecture(output);
     assert.deepEqual(architecture.quantization, { method: 'aqlm', format });

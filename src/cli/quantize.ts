@@ -21,8 +21,9 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
          norm or projection before, then round to nearest (AutoAWQ's GEMM layout, 4-bit only)
   rtn    round to nearest, no calibration needed (GPTQ layout, symmetric)
   vq     vector quantization in AQLM's layout (quant_method aqlm, 2 bits a weight): groups of 8
-         input columns coded by k-means codebooks (2x8: residual k-means for the second), one
-         scale per row; plain k-means, not AQLM's beam search or fine-tuning; no calibration needed
+         input columns coded as sums of codebook vectors, one scale per row: AQLM's beam search
+         over the codes alternating with least-squares codebook updates on the output error
+         (calibration: XᵀX; without it, the weight error), from k-means; no fine-tuning
 
 Runs on the CPU backend: the default model and small models take seconds to minutes.
 
@@ -32,8 +33,8 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
-  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; rtn, vq: only
-                                 to measure their error)
+  --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; vq: weights
+                                 its objective; rtn: only to measure its error)
 ${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the quantized checkpoint is written
   --json                         print one JSON line: each layer's output error on sampled calibration

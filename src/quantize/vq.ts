@@ -1,23 +1,26 @@
 import { emptyAqlmWeight, putAqlmCodes } from '../tensor/aqlm.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import { seededRng } from '../tensor/seeded-rng.ts';
+import { searchCodes, updateCodebooks, type AdditiveCodes, type AdditiveProblem } from './additive-search.ts';
 import { toFloat16 } from './group-quantizer.ts';
 
 /**
- * `keel quantize --method vq`: a weight [rows, cols] coded in AQLM's layout by k-means, a first
- * step that is NOT AQLM's method (no beam search over codes, no codebook or scale fine-tuning, no
- * full-Hessian objective):
+ * `keel quantize --method vq`: a weight [rows, cols] coded in AQLM's layout, by AQLM's alternating
+ * optimisation of codes and codebooks (additive-search.ts) started from k-means:
  *
  * 1. each row is divided by its RMS, and cut into vectors of 8 consecutive columns;
- * 2. k-means minimizes Σ h_c (w − ŵ)² over the weights, where h_c is input column c's importance:
- *    its mean square over the calibration inputs (the diagonal of XᵀX, AQLM's objective without
- *    the off-diagonal terms), or 1 without calibration; with the row normalization, a vector's
- *    dimension j weighs RMS(row)² · h_(8g + j). 1×16: k-means with 65536 centres (when the layer
- *    has no more vectors than that, every vector is its own centre); 2×8: k-means with 256
- *    centres, then k-means of the residuals for the second codebook, then REFINE_ROUNDS rounds
- *    re-fitting each codebook (Lloyd's iterations from its centres) on what the other leaves;
- * 3. the codebooks are rounded to float16, as stored, and each row's scale is refitted by weighted
- *    least squares against the row those codes decode to (then rounded to float16).
+ * 2. start: k-means minimizes Σ h_c (w − ŵ)² over the weights, where h_c is input column c's
+ *    importance, the diagonal of the calibration inputs' XᵀX (1 without calibration); with the row
+ *    normalization, a vector's dimension j weighs RMS(row)² · h_(8g + j). 1×16: k-means with 65536
+ *    centres (when the layer has no more vectors than that, every vector is its own centre, which
+ *    is exact, and step 3 is skipped); 2×8: k-means with 256 centres, then k-means of the
+ *    residuals for the second codebook, then KMEANS_REFITS rounds re-fitting each codebook
+ *    (Lloyd's iterations from its centres) on what the other leaves;
+ * 3. `rounds` rounds, each a beam search (`beam` entries) for every vector's codes and a
+ *    least-squares sweep over the codebook vectors, both on AQLM's objective: the layer's output
+ *    error Σ_r RMS(row)² e_rᵀ XᵀX e_r with the full XᵀX (I without calibration);
+ * 4. the codebooks are rounded to float16, as stored, and each row's scale is refitted by least
+ *    squares on the same objective against the row its codes decode to (then rounded to float16).
  *
  * Deterministic for a seed (centres start at distinct vectors drawn by a seeded generator).
  */
@@ -26,12 +29,16 @@ export interface VqOptions {
   /** Lloyd's iterations per k-means (fewer when the codes stop changing). */
   iterations: number;
   seed: number;
-  /** Each input column's importance h [cols] (calibration: mean x²), or null for all 1. */
-  importance?: ArrayLike<number> | null;
+  /** Rounds of beam search and codebook update after k-means (0: k-means alone). */
+  rounds: number;
+  /** Beam entries kept per codebook in the code search. */
+  beam: number;
+  /** The calibration inputs' XᵀX [cols, cols], or null for the identity. */
+  hessian?: Float64Array | null;
 }
 
-export const VQ_DEFAULTS = { iterations: 20, seed: 1 };
-const REFINE_ROUNDS = 2;
+export const VQ_DEFAULTS = { iterations: 20, seed: 1, rounds: 3, beam: 4 };
+const KMEANS_REFITS = 2;
 
 export function vqQuantize(w: ArrayLike<number>, rows: number, cols: number, o: VqOptions): QuantizedWeight {
   if (cols % AQLM_GROUP !== 0) throw new Error(`vq: ${cols} input columns are not a multiple of ${AQLM_GROUP}`);
@@ -47,7 +54,8 @@ export function vqQuantize(w: ArrayLike<number>, rows: number, cols: number, o: 
   }
   const rng = seededRng(o.seed);
   const n = rows * groups;
-  const h = o.importance ?? null;
+  const hessian = o.hessian ?? null;
+  const h = hessian === null ? null : Float64Array.from({ length: cols }, (_, c) => hessian[c * cols + c]);
   const weights = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) weights[r * cols + c] = norms[r] ** 2 * (h === null ? 1 : Math.max(h[c], 1e-12));
   const books = new Float32Array(codebooks * size * AQLM_GROUP);
@@ -64,10 +72,19 @@ export function vqQuantize(w: ArrayLike<number>, rows: number, cols: number, o: 
     };
     fit(0, 1, true);
     fit(1, 0, false);
-    for (let round = 0; round < REFINE_ROUNDS; round++) {
+    for (let round = 0; round < KMEANS_REFITS; round++) {
       fit(0, 1, false);
       fit(1, 0, false);
     }
+  }
+  if (o.rounds > 0 && n > size) {
+    const problem: AdditiveProblem = { x: Float64Array.from(x), rows, cols, rowWeights: norms.map((v) => v * v), hessian: hessian ?? identity(cols) };
+    const additive: AdditiveCodes = { books: Float64Array.from(books), size, codes };
+    for (let round = 0; round < o.rounds; round++) {
+      searchCodes(problem, additive, o.beam);
+      updateCodebooks(problem, additive);
+    }
+    books.set(additive.books);
   }
   for (let i = 0; i < books.length; i++) books[i] = toFloat16(books[i]);
   const q = emptyAqlmWeight(o.format, rows, cols, books);
@@ -75,19 +92,35 @@ export function vqQuantize(w: ArrayLike<number>, rows: number, cols: number, o: 
     for (let g = 0; g < groups; g++) putAqlmCodes(q, r, g, codes.map((c) => c[r * groups + g]));
     q.scales[r] = 1;
   }
-  // Weighted least-squares scales against the rows the stored (float16) codebooks decode to.
+  // Least-squares scales on the output error, against the rows the stored (float16) codebooks decode to.
   const unit = dequantizeWeight(q);
+  const hu = new Float64Array(cols);
   for (let r = 0; r < rows; r++) {
+    const u = unit.subarray(r * cols, (r + 1) * cols);
+    for (let i = 0; i < cols; i++) {
+      if (hessian === null) {
+        hu[i] = u[i];
+        continue;
+      }
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += hessian[i * cols + j] * u[j];
+      hu[i] = s;
+    }
     let dot = 0;
     let self = 0;
     for (let c = 0; c < cols; c++) {
-      const hc = h === null ? 1 : h[c];
-      dot += hc * w[r * cols + c] * unit[r * cols + c];
-      self += hc * unit[r * cols + c] ** 2;
+      dot += w[r * cols + c] * hu[c];
+      self += u[c] * hu[c];
     }
     q.scales[r] = toFloat16(self > 0 ? dot / self : 0);
   }
   return q;
+}
+
+function identity(n: number): Float64Array {
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) out[i * n + i] = 1;
+  return out;
 }
 
 /**
