@@ -41,6 +41,27 @@ export interface Checkpoint {
   close(): void;
 }
 
+/**
+ * A new checkpoint object over `ckpt`'s tensors as stored (names, headers, `read`, `readRaw`):
+ * the base a wrapper adds its own readers to (`readLinear`, `readSlice`, ...). `ckpt`'s other
+ * readers are left out.
+ */
+export function storedTensors(ckpt: Checkpoint): Checkpoint {
+  return {
+    get dir() {
+      return ckpt.dir;
+    },
+    get tensorNames() {
+      return ckpt.tensorNames;
+    },
+    has: (name) => ckpt.has(name),
+    info: (name) => ckpt.info(name),
+    read: (name) => ckpt.read(name),
+    readRaw: (name) => ckpt.readRaw(name),
+    close: () => ckpt.close(),
+  };
+}
+
 export function openCheckpoint(dir: string): Checkpoint {
   if (existsSync(join(dir, INDEX_FILE))) return openSharded(dir);
   if (existsSync(join(dir, SINGLE_FILE))) {

@@ -1,4 +1,4 @@
-import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { storedTensors, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import { quantizeAtLoad, quantizedCheckpoint } from '../checkpoint/quantization/quantized-checkpoint.ts';
 import type { CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { invalidArgument } from '../errors.ts';
@@ -25,19 +25,7 @@ export function withQuantization(ckpt: Checkpoint, stored: CheckpointQuantizatio
  * 2:4 sparse.
  */
 export function withLinearsDequantized(ckpt: Checkpoint): Checkpoint {
-  const plain: Checkpoint = {
-    get dir() {
-      return ckpt.dir;
-    },
-    get tensorNames() {
-      return ckpt.tensorNames;
-    },
-    has: (name) => ckpt.has(name),
-    info: (name) => ckpt.info(name),
-    read: (name) => ckpt.read(name),
-    readRaw: (name) => ckpt.readRaw(name),
-    close: () => ckpt.close(),
-  };
+  const plain = storedTensors(ckpt);
   if (ckpt.readSlice !== undefined) plain.readSlice = ckpt.readSlice.bind(ckpt);
   return plain;
 }
@@ -53,23 +41,12 @@ export function withSparsity(ckpt: Checkpoint, sparsity: CheckpointSparsity | nu
   if (ckpt.readLinear !== undefined) {
     throw invalidArgument(`${sparsity.pattern} sparsity runs 16-bit weights: ${ckpt.dir} is read quantized (its quantization_config, or --quantization); leave one of the two out`);
   }
-  const sparse: Checkpoint = {
-    get dir() {
-      return ckpt.dir;
-    },
-    get tensorNames() {
-      return ckpt.tensorNames;
-    },
-    has: (name) => ckpt.has(name),
-    info: (name) => ckpt.info(name),
-    read: (name) => ckpt.read(name),
-    readRaw: (name) => ckpt.readRaw(name),
-    readLinear: (name) => {
+  const sparse = Object.assign(storedTensors(ckpt), {
+    readLinear: (name: string) => {
       const t = ckpt.read(name);
       return sparsityCovers(sparsity, name.replace(/\.weight$/, '')) ? compressSparse24(t, name) : t;
     },
-    close: () => ckpt.close(),
-  };
+  });
   if (ckpt.readSlice !== undefined) sparse.readSlice = ckpt.readSlice.bind(ckpt);
   return sparse;
 }

@@ -3,7 +3,7 @@ import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { quantizeRoundToNearest, type LoadTimeQuantization } from '../../tensor/quantize-rtn.ts';
 import { dequantizeWeight, type LinearWeight } from '../../tensor/quantized-weight.ts';
-import type { Checkpoint } from '../checkpoint.ts';
+import { storedTensors, type Checkpoint } from '../checkpoint.ts';
 import type { RawTensor, SafetensorsEntry } from '../safetensors.ts';
 import { aqlmReader } from './aqlm.ts';
 import { awqReader } from './awq.ts';
@@ -104,19 +104,7 @@ class ReaderCheckpoint implements Checkpoint {
  * reads as stored.
  */
 export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization): Checkpoint {
-  const stored: Checkpoint = {
-    get dir() {
-      return inner.dir;
-    },
-    get tensorNames() {
-      return inner.tensorNames;
-    },
-    has: (name) => inner.has(name),
-    info: (name) => inner.info(name),
-    read: (name) => inner.read(name),
-    readRaw: (name) => inner.readRaw(name),
-    close: () => inner.close(),
-  };
+  const stored = storedTensors(inner);
   if (method === 'mxfp4') return Object.assign(stored, { expertQuantization: 'mxfp4' as const });
   return Object.assign(stored, {
     readLinear(name: string) {
