@@ -1,21 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KeelError } from '../errors.ts';
 import { kvBytesPerToken } from '../step/kv-cache-layout.ts';
 import type { DeepseekConfig } from './deepseek.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
+import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as DeepseekConfig;
 
 function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
-  assert.throws(
-    () => parseModelArchitecture(json, 'test/config.json'),
-    (error: unknown) => {
-      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
-      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
-      return true;
-    },
-  );
+  assertInvalidModel(() => parseModelArchitecture(json, 'test/config.json'), ...fragments);
 }
 
 /** deepseek-ai/DeepSeek-V3.2-Exp's config.json as published (transformers 4.x keys), less its fp8 quantization_config. */

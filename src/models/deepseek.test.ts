@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
-import { KeelError } from '../errors.ts';
 import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
 import { FIXTURES_DIR } from '../../test/helpers/oracle-fixtures.ts';
 import type { DeepseekConfig } from './deepseek.ts';
@@ -9,19 +8,13 @@ import { loadDummyWeights } from './dummy-weights.ts';
 import { loadWeights } from './load-weights.ts';
 import { MtpHead } from './mtp-head.ts';
 import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
+import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as DeepseekConfig;
 const fixture = (name: string) => readModelArchitecture(`${FIXTURES_DIR}/${name}`).config as DeepseekConfig;
 
 function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
-  assert.throws(
-    () => parseModelArchitecture(json, 'test/config.json'),
-    (error: unknown) => {
-      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
-      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
-      return true;
-    },
-  );
+  assertInvalidModel(() => parseModelArchitecture(json, 'test/config.json'), ...fragments);
 }
 
 /** YaRN's mscale(factor, m) = 0.1 · m · ln(factor) + 1. */

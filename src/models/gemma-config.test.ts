@@ -1,23 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KeelError } from '../errors.ts';
 import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { embeddingScale, type GemmaConfig } from './gemma.ts';
 import { loadDummyWeights } from './dummy-weights.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
+import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as GemmaConfig;
 
 function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
-  assert.throws(
-    () => parse(json),
-    (error: unknown) => {
-      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
-      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
-      return true;
-    },
-  );
+  assertInvalidModel(() => parse(json), ...fragments);
 }
 
 /** google/gemma-2-9b's config.json (transformers 4.x). */

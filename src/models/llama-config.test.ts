@@ -6,6 +6,7 @@ import { KeelError } from '../errors.ts';
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
 import type { LlamaConfig } from './llama.ts';
 import { parseModelArchitecture, readModelArchitecture } from './registry.ts';
+import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parseHfConfig = (json: unknown, source: string) => parseModelArchitecture(json, source).config as LlamaConfig;
 const readModelConfig = (dir: string) => readModelArchitecture(dir).config as LlamaConfig;
@@ -56,14 +57,7 @@ function parse(json: Record<string, unknown>): LlamaConfig {
 }
 
 function rejects(json: unknown, ...fragments: string[]): void {
-  assert.throws(
-    () => parseHfConfig(json, 'test/config.json'),
-    (error: unknown) => {
-      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
-      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
-      return true;
-    },
-  );
+  assertInvalidModel(() => parseHfConfig(json, 'test/config.json'), ...fragments);
 }
 
 test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', () => {

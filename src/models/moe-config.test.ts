@@ -1,21 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KeelError } from '../errors.ts';
 import type { MixtralConfig } from './mixtral.ts';
 import type { QwenMoeConfig } from './qwen-moe.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
+import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = <C>(json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as C;
 
 function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
-  assert.throws(
-    () => parseModelArchitecture(json, 'test/config.json'),
-    (error: unknown) => {
-      assert.ok(error instanceof KeelError && error.kind === 'invalid_model', `expected invalid_model KeelError, got ${error}`);
-      for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
-      return true;
-    },
-  );
+  assertInvalidModel(() => parseModelArchitecture(json, 'test/config.json'), ...fragments);
 }
 
 /** Mixtral-8x7B-v0.1's config.json. */
