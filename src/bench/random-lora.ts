@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
-import type { Linear } from '../layers/linear.ts';
+import type { LoraTarget } from '../layers/parameters.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
 
@@ -10,7 +10,7 @@ import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
  * adapts (q/k/v/o, gate/up/down), for benchmarks: its cost, not its output, is measured. Small
  * values keep the random model's activations where they were.
  */
-export function writeRandomLoraAdapter(dir: string, targets: readonly Linear[], rank: number, seed: number): void {
+export function writeRandomLoraAdapter(dir: string, targets: readonly LoraTarget[], rank: number, seed: number): void {
   const rng = seededRng(seed);
   const tensors: Record<string, HostTensor> = {};
   for (const target of targets) {

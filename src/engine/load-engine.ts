@@ -6,10 +6,11 @@ import { selectBackend } from '../backend/select-backend.ts';
 import { DEFAULT_ENGINE_CONFIG, DEFAULT_SPECULATIVE_CONFIG, MAX_DATA_PARALLEL_SIZE, MAX_LORA_RANK, SPECULATIVE_METHODS, STREAMING_MAX_MODEL_LEN, type EngineConfig, type EngineOptions, type SpeculativeConfig, type SpeculativeMethod } from '../config.ts';
 import { KeelError, invalidArgument, invalidModel } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
-import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import type { ModelFiles } from '../checkpoint/model-documents.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { openCheckpoint, openCheckpointNamed, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import type { CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
-import type { Linear } from '../layers/linear.ts';
+import type { LoraTarget } from '../layers/parameters.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { readGenerationConfig } from '../models/generation-config.ts';
@@ -301,7 +302,7 @@ export interface LoadedModel {
   backend: Backend;
   model: CausalLM;
   /** The linear layers holding LoRA slots; null when LoRA is not enabled. */
-  loraTargets: Linear[] | null;
+  loraTargets: LoraTarget[] | null;
   /** The decoder layers whose weights stream from host memory (`cpuOffloadGb`), and their stream; null: none. */
   offload: { layers: number[]; stream: WeightStream } | null;
   /** The other ranks of a parallel run (this thread is rank 0); null on one device. */
@@ -390,7 +391,7 @@ function openForLayout(files: ModelFiles, shard: TensorParallelShard, sparsity: 
 }
 
 /** Gives every adaptable linear layer its LoRA slots; a family without any cannot serve adapters. */
-function enableLora(model: CausalLM, backend: Backend, config: EngineConfig): Linear[] {
+function enableLora(model: CausalLM, backend: Backend, config: EngineConfig): LoraTarget[] {
   const targets = model.loraTargets?.() ?? [];
   if (targets.length === 0) throw invalidArgument(`LoRA adapters are not supported for ${model.config.modelType} models`);
   for (const target of targets) target.enableLora(backend, config.maxLoras, config.maxLoraRank);

@@ -1,7 +1,7 @@
 import { readLoraAdapter } from '../checkpoint/peft-adapter.ts';
 import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import { invalidArgument, KeelError } from '../errors.ts';
-import type { Linear } from '../layers/linear.ts';
+import type { LoraTarget } from '../layers/parameters.ts';
 
 /**
  * An adapter served under a name. `id` is unique to this load: a name unloaded and loaded again is
@@ -22,11 +22,11 @@ let adaptersLoaded = 0;
  */
 export class LoraRegistry {
   private readonly byName = new Map<string, ServedLora>();
-  private readonly targets: readonly Linear[];
+  private readonly targets: readonly LoraTarget[];
   private readonly modules: ReadonlySet<string>;
   private readonly maxRank: number;
 
-  constructor(targets: readonly Linear[], maxRank: number) {
+  constructor(targets: readonly LoraTarget[], maxRank: number) {
     this.targets = targets;
     this.modules = new Set(targets.flatMap((t) => t.loraModules));
     this.maxRank = maxRank;

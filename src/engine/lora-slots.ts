@@ -1,5 +1,5 @@
 import type { Backend } from '../backend/backend.ts';
-import type { Linear } from '../layers/linear.ts';
+import type { LoraTarget } from '../layers/parameters.ts';
 import type { ServedLora } from './lora-registry.ts';
 
 /**
@@ -10,13 +10,13 @@ import type { ServedLora } from './lora-registry.ts';
  */
 export class LoraSlots {
   private readonly backend: Backend;
-  private readonly targets: readonly Linear[];
+  private readonly targets: readonly LoraTarget[];
   /** The adapter id in each slot (0 for none) and when it last ran. */
   private readonly holder: number[];
   private readonly lastUsed: number[];
   private clock = 0;
 
-  constructor(backend: Backend, targets: readonly Linear[], numSlots: number) {
+  constructor(backend: Backend, targets: readonly LoraTarget[], numSlots: number) {
     this.backend = backend;
     this.targets = targets;
     this.holder = new Array<number>(numSlots).fill(0);

@@ -1,5 +1,5 @@
-import type { WeightUploaderOps } from '../backend/backend.ts';
-import type { Linear } from './linear.ts';
+import type { Backend, WeightUploaderOps } from '../backend/backend.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight } from '../tensor/quantized-weight.ts';
@@ -67,7 +67,19 @@ export interface Layer {
   parameters(): ParameterSpec[];
   load(source: WeightSource, uploader: WeightUploader): void;
   /** The linear layers inside it that LoRA adapters may adapt (docs/lora.md); absent: none. */
-  loraTargets?(): Linear[];
+  loraTargets?(): LoraTarget[];
+}
+
+/** A linear layer as the engine's LoRA registry and slots drive it (src/layers/linear.ts implements it). */
+export interface LoraTarget {
+  /** The adapter module names it answers to (q_proj, k_proj, ...), one per part. */
+  readonly loraModules: string[];
+  /** Each part's output rows, in the order of `loraModules`. */
+  readonly parts: readonly { readonly rows: number }[];
+  readonly inFeatures: number;
+  enableLora(b: Backend, slots: number, maxRank: number): void;
+  checkLoraAdapter(adapter: LoraAdapter, what: string): void;
+  setLoraSlot(b: Backend, slot: number, adapter: LoraAdapter): void;
 }
 
 /** The parameters of several layers, in load order. */

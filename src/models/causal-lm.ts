@@ -1,7 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import type { Linear } from '../layers/linear.ts';
-import type { Layer, ParameterSpec } from '../layers/parameters.ts';
+import type { Layer, LoraTarget, ParameterSpec } from '../layers/parameters.ts';
 import type { LayerKvSpec, SparseAttention, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -69,7 +68,7 @@ export interface CausalLM extends Layer {
    */
   prefixCacheSalt?(promptLength: number): string | null;
   /** The linear layers LoRA adapters may adapt (docs/lora.md); absent or empty: the family serves no adapters. */
-  loraTargets?(): Linear[];
+  loraTargets?(): LoraTarget[];
   /** The token embedding and LM head, which speculative heads share (EAGLE, MTP). */
   readonly embedding: VocabEmbedding;
   readonly lmHead: LmHead;

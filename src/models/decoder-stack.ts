@@ -1,8 +1,7 @@
 import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import type { Linear } from '../layers/linear.ts';
 import type { RmsNorm } from '../layers/norm.ts';
-import { parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
@@ -140,7 +139,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     }
   }
 
-  loraTargets(): Linear[] {
+  loraTargets(): LoraTarget[] {
     return this.stageLayers.flatMap((layer) => layer.loraTargets?.() ?? []);
   }
 

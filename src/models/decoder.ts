@@ -1,9 +1,8 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { SelfAttention } from '../layers/attention.ts';
-import type { Linear } from '../layers/linear.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
@@ -146,7 +145,7 @@ export class DecoderLayer implements Layer, PreNormLayer {
     loadLayers(this.sublayers, source, uploader);
   }
 
-  loraTargets(): Linear[] {
+  loraTargets(): LoraTarget[] {
     return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
   }
 }

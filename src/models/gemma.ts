@@ -3,9 +3,8 @@ import { invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
-import type { Linear } from '../layers/linear.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
@@ -241,7 +240,7 @@ class GemmaDecoderLayer implements Layer {
     loadLayers(this.sublayers, source, uploader);
   }
 
-  loraTargets(): Linear[] {
+  loraTargets(): LoraTarget[] {
     return [...this.attention.loraTargets(), ...this.mlp.loraTargets()];
   }
 }

@@ -1,6 +1,6 @@
 import { invalidModel } from '../errors.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import type { ModelFiles } from '../checkpoint/model-files.ts';
+import type { ModelFiles } from '../checkpoint/model-documents.ts';
 import { ConfigFields } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 

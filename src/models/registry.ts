@@ -1,6 +1,7 @@
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
-import { openModelFiles, type ModelFiles } from '../checkpoint/model-files.ts';
+import type { ModelFiles } from '../checkpoint/model-documents.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { deepseekFamily } from './deepseek.ts';

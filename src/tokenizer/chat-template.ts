@@ -1,6 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { invalidArgument, invalidModel } from '../errors.ts';
-import type { TokenizerDocuments } from '../checkpoint/model-files.ts';
+import type { TokenizerDocuments } from '../checkpoint/model-documents.ts';
 
 /**
  * A message as Hugging Face chat templates read it. Tool calls carry their arguments decoded (an

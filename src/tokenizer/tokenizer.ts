@@ -1,6 +1,7 @@
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { invalidArgument, invalidModel } from '../errors.ts';
-import { openModelFiles, type ModelFiles, type TokenizerDocuments } from '../checkpoint/model-files.ts';
+import type { ModelFiles, TokenizerDocuments } from '../checkpoint/model-documents.ts';
+import { openModelFiles } from '../checkpoint/model-files.ts';
 import { readChatTemplate, type ChatMessage, type ChatTemplate, type RenderOptions, type SpecialTokenStrings } from './chat-template.ts';
 import { vocabularyEncoding, type GrammarVocabulary } from './grammar-vocabulary.ts';
 

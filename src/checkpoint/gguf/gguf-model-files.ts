@@ -1,6 +1,6 @@
 import { invalidModel } from '../../errors.ts';
 import type { Checkpoint } from '../checkpoint.ts';
-import type { JsonDocument, ModelFiles, TokenizerDocuments } from '../model-files.ts';
+import type { JsonDocument, ModelFiles, TokenizerDocuments } from '../model-documents.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import { toHostTensor } from './dequantize.ts';
 import { ggufArchitecture, mapTensors, ROPE_FACTORS, ROPE_FREQS, type TensorSource } from './gguf-architectures.ts';

@@ -1,5 +1,5 @@
 import { invalidModel } from '../../errors.ts';
-import type { TokenizerDocuments } from '../model-files.ts';
+import type { TokenizerDocuments } from '../model-documents.ts';
 import { specialTokenIds } from './gguf-config.ts';
 import type { GgufMetadata } from './metadata.ts';
 

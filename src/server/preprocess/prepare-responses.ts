@@ -1,30 +1,10 @@
 import { readJsonBody } from '../json-body.ts';
-import type { ChatMessageInput } from '../openai-schemas.ts';
 import { parseBody } from '../openai-schemas.ts';
-import { listedInputItems, type ListedItem } from '../responses/input-items.ts';
+import { listedInputItems } from '../responses/input-items.ts';
 import { inputMessages, responseFormat } from '../responses/responses-input.ts';
 import { ResponsesRequest } from '../responses/responses-schemas.ts';
 import { servedModel, type PreprocessContext } from './preprocess-context.ts';
-
-/**
- * A /v1/responses body, read and checked: the chat-completions request it amounts to, less the
- * messages, which the server completes with the stored conversation of `previous_response_id`
- * (its store lives on the server's thread) before they go through the chat path.
- */
-export interface PreparedResponses {
-  /** Chat-completions fields: sampling, tools, response_format, stream. */
-  chat: Record<string, unknown>;
-  /** The request's input as chat messages. */
-  input: ChatMessageInput[];
-  /** The request's input items, as GET /v1/responses/{id}/input_items lists them. */
-  inputItems: ListedItem[];
-  instructions: string | null;
-  previousResponseId: string | null;
-  store: boolean;
-  stream: boolean;
-  /** The request fields a response object repeats. */
-  echo: Record<string, unknown>;
-}
+import type { PreparedResponses } from './preprocess-protocol.ts';
 
 export function prepareResponses(ctx: PreprocessContext, raw: Uint8Array): PreparedResponses {
   const body = parseBody(ResponsesRequest, readJsonBody(raw));

@@ -1,8 +1,9 @@
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
+import type { ChatMessageInput } from '../openai-schemas.ts';
+import type { ListedItem } from '../responses/input-items.ts';
 import type { PreviousTurn } from './chat-prompt.ts';
 import type { ThreadError } from '../thread-errors.ts';
 import type { RequestLimits } from './request-limits.ts';
-import type { PreparedResponses } from './prepare-responses.ts';
 import type { OutputReading } from './tool-use.ts';
 
 /**
@@ -68,6 +69,26 @@ export interface TokenizeAnswer {
 
 export interface DetokenizeAnswer {
   prompt: string;
+}
+
+/**
+ * A /v1/responses body, read and checked: the chat-completions request it amounts to, less the
+ * messages, which the server completes with the stored conversation of `previous_response_id`
+ * (its store lives on the server's thread) before they go through the chat path.
+ */
+export interface PreparedResponses {
+  /** Chat-completions fields: sampling, tools, response_format, stream. */
+  chat: Record<string, unknown>;
+  /** The request's input as chat messages. */
+  input: ChatMessageInput[];
+  /** The request's input items, as GET /v1/responses/{id}/input_items lists them. */
+  inputItems: ListedItem[];
+  instructions: string | null;
+  previousResponseId: string | null;
+  store: boolean;
+  stream: boolean;
+  /** The request fields a response object repeats. */
+  echo: Record<string, unknown>;
 }
 
 /** What each kind of body becomes. */

@@ -4,7 +4,7 @@ import type { RequestOutput } from '../../engine/outputs.ts';
 import { abortReason, collectOutputs, startGeneration, type PromptUpdate } from '../generation.ts';
 import { ApiError, shuttingDown } from '../openai-errors.ts';
 import type { ChatMessageInput } from '../openai-schemas.ts';
-import type { PreparedResponses } from '../preprocess/prepare-responses.ts';
+import type { PreparedResponses } from '../preprocess/preprocess-protocol.ts';
 import type { PreparedChat } from '../preprocess/preprocess-protocol.ts';
 import { reportError } from '../report-error.ts';
 import { noteUsage } from '../request-log.ts';
