@@ -18,6 +18,7 @@ import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, isQuantized, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
 import { KV_ROWS, MIXED_CONFIG, MIXED_PROMPTS, mixedGguf, Q_ROWS } from './helpers/mixed-format-gguf.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
+import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
 import { lastTokenLogits } from './helpers/prompt-logits.ts';
 
@@ -28,10 +29,18 @@ import { lastTokenLogits } from './helpers/prompt-logits.ts';
  * model with every weight dequantized.
  */
 
-/** What each linear layer's weights must load as, in load order: one entry per matmul. */
+/** A weight uploaded to the backend: its format ('16-bit' for loadWeight), rows, columns, and columns a scale group. */
+interface Upload {
+  format: string;
+  rows: number;
+  cols: number;
+  groupSize: number;
+}
+
 const int4 = (rows: number) => ({ format: 'int4', rows, groupSize: 32 });
 const int8 = (rows: number, groupSize: number) => ({ format: 'int8', rows, groupSize });
 const bits16 = (rows: number) => ({ format: '16-bit', rows, groupSize: 0 });
+/** What the mixed GGUF file's linear layers must upload, in load order: one entry per matmul. */
 const EXPECTED_UPLOADS = [
   [int4(Q_ROWS + KV_ROWS), int8(KV_ROWS, 16)], // q|k Q4_K, v Q6_K
   [int4(256)], // o
@@ -44,9 +53,9 @@ const EXPECTED_UPLOADS = [
 ].flat();
 
 /** Loads `model` from `ckpt` on a CPU backend, recording the format of every 2-D weight uploaded. */
-function loadRecorded(model: CausalLM, ckpt: Checkpoint): { backend: CpuBackend; uploads: { format: string; rows: number; cols: number; groupSize: number }[] } {
+function loadRecorded(model: CausalLM, ckpt: Checkpoint): { backend: CpuBackend; uploads: Upload[] } {
   const backend = new CpuBackend();
-  const uploads: { format: string; rows: number; cols: number; groupSize: number }[] = [];
+  const uploads: Upload[] = [];
   const uploader: WeightUploader = {
     loadWeight: (t, options) => {
       if (t.shape.length === 2) uploads.push({ format: '16-bit', rows: t.shape[0], cols: t.shape[1], groupSize: 0 });
@@ -135,21 +144,44 @@ test('a compressed-tensors checkpoint with int4 q/k/o/gate/down and int8 v/up (t
   }
   writeSafetensorsFile(join(dir, 'model.safetensors'), tensors);
 
+  // llama-gqa: hidden 64, 4 query heads and 2 key/value heads of 16, intermediate 128; int8 per channel: one group of 64 columns.
+  const layer = [
+    { format: 'int4', rows: 64 + 32, groupSize: 32 }, { format: 'int8', rows: 32, groupSize: 64 }, // q|k, v
+    { format: 'int4', rows: 64, groupSize: 32 }, // o
+    { format: 'int4', rows: 128, groupSize: 32 }, { format: 'int8', rows: 128, groupSize: 64 }, // gate, up
+    { format: 'int4', rows: 64, groupSize: 32 }, // down
+  ];
   const architecture = readModelArchitecture(dir);
+  assertRunsAsDequantized(withQuantization(openModelFiles(dir).openCheckpoint(), architecture.quantization, null), dir, [...layer, ...layer]);
+});
+
+test('an MoE model\'s shared expert with gate and up in different types stacks them 16-bit for the moe op; its q/k/v and dense MLP split', (t) => {
+  const fixture = join(FIXTURES_DIR, 'qwen2-moe');
+  const gguf = join(tempDir(t, 'keel-mixed-moe-'), 'qwen2-moe.gguf');
+  // Q4_0 (int4) everywhere but v_proj and every up projection (shared expert's, layer 1's dense MLP's, the routed experts') in Q8_0 (int8).
+  ggufFromCheckpoint(fixture, gguf, { matrixType: 'Q4_0', matrixTypeOf: (name) => (/attn_v|ffn_up/.test(name) ? 'Q8_0' : undefined) });
+  // Hidden 64: 4 query heads and 2 key/value heads of 16; layers 0 and 2 MoE with a shared expert of 48, layer 1 a dense MLP of 64.
+  const attention = [{ format: 'int4', rows: 64 + 32, groupSize: 32 }, { format: 'int8', rows: 32, groupSize: 32 }, { format: 'int4', rows: 64, groupSize: 32 }];
+  // Shared gate|up stacked 16-bit; its down's 48 input columns are no whole Q4_0 blocks, so the file holds it F16.
+  const shared = [{ format: '16-bit', rows: 2 * 48, groupSize: 0 }, { format: '16-bit', rows: 64, groupSize: 0 }];
+  const dense = [{ format: 'int4', rows: 64, groupSize: 32 }, { format: 'int8', rows: 64, groupSize: 32 }, { format: 'int4', rows: 64, groupSize: 32 }]; // gate, up, down
+  assertRunsAsDequantized(openModelFiles(gguf).openCheckpoint(), gguf, [...attention, ...shared, ...attention, ...dense, ...attention, ...shared]);
+});
+
+/**
+ * Loads the model of `path` from `ckpt` (closed after): its linear layers' uploads, 2-D and
+ * neither a vocabulary matrix (256 rows) nor an MoE router (4 or 1 rows), are `expected` in load
+ * order, and its logits equal, bit for bit, those of the same model with every linear weight
+ * loaded as its dequantized float32 values.
+ */
+function assertRunsAsDequantized(ckpt: Checkpoint, path: string, expected: Omit<Upload, 'cols'>[]): void {
+  const architecture = readModelArchitecture(path);
   const newModel = () => createModel(architecture, architecture.config.contextLength);
-  const ckpt = withQuantization(openModelFiles(dir).openCheckpoint(), architecture.quantization, null);
   try {
     const mixed = newModel();
     const { backend, uploads } = loadRecorded(mixed, ckpt);
-    // llama-gqa: hidden 64, 4 query heads and 2 key/value heads of 16, intermediate 128; int8 per channel: one group of 64 or 128 columns.
-    const expected = [
-      [{ format: 'int4', rows: 64 + 32, groupSize: 32 }, { format: 'int8', rows: 32, groupSize: 64 }], // q|k, v
-      [{ format: 'int4', rows: 64, groupSize: 32 }], // o
-      [{ format: 'int4', rows: 128, groupSize: 32 }, { format: 'int8', rows: 128, groupSize: 64 }], // gate, up
-      [{ format: 'int4', rows: 64, groupSize: 32 }], // down
-    ];
-    const linears = uploads.filter((u) => u.format !== '16-bit');
-    assert.deepEqual(linears.map(({ format, rows, groupSize }) => ({ format, rows, groupSize })), [...expected, ...expected].flat());
+    const linears = uploads.filter((u) => !(u.format === '16-bit' && [256, 4, 1].includes(u.rows)));
+    assert.deepEqual(linears.map(({ format, rows, groupSize }) => ({ format, rows, groupSize })), expected);
     const readLinear = (name: string) => {
       const w = ckpt.readLinear!(name);
       return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
@@ -162,4 +194,4 @@ test('a compressed-tensors checkpoint with int4 q/k/o/gate/down and int8 v/up (t
   } finally {
     ckpt.close();
   }
-});
+}
