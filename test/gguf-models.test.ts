@@ -161,15 +161,6 @@ test('Q8_0, Q4_0, Q4_K and Q6_K layers run repacked into int8/int4 (q/k rows put
   }
 });
 
-test('stacked projections a GGUF file holds in different types (Q4_0 q/k beside a Q8_0 v, as K-quant mixes put Q6_K beside Q4_K) load 16-bit together', async () => {
-  const f = fixture('llama-gqa');
-  const gguf = join(work, 'llama-gqa-mixed.gguf');
-  ggufFromCheckpoint(f.dir, gguf, { matrixType: 'Q4_0', matrixTypeOf: (name) => (name.endsWith('attn_v.weight') ? 'Q8_0' : undefined) });
-  const [q, v] = ['q_proj', 'v_proj'].map((p) => linearWeight(gguf, `model.layers.0.self_attn.${p}.weight`));
-  assert.ok(isQuantized(q) && q.format === 'int4' && isQuantized(v) && v.format === 'int8');
-  await assertRunsAsDequantized(f, gguf, 'mixed q/k/v');
-});
-
 test('a Q8_0 GGUF file under tensor parallelism loads its linear layers dequantized (Keel\'s int8/int4 layouts are not sharded yet) and keeps transformers\' greedy tokens', async () => {
   await checkGreedy(asGguf(fixture('keel-tiny'), 'Q8_0'), { backend: 'cpu', logitTolerance: 0, greedy: 'exact' }, { tensorParallelSize: 2 }, false);
 });

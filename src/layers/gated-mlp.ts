@@ -6,13 +6,22 @@ import { loadLayers, parametersOf, type Layer, type TensorParallelShard, type Pa
 /** Checkpoint names of a gated MLP: separate gate and up tensors, or one fused gate-then-up tensor (Phi-3). */
 export type GatedMlpNames = { gate: string; up: string; down: string } | { gateUp: string; down: string };
 
-/** down(act(gate(x)) * up(x)), gate and up run as one matmul fused with the activation. */
+export interface GatedMlpOptions {
+  /** An MoE's shared expert: gate/up stacked into one weight whatever their formats, as the `moe` op reads `weights` (Linear's oneMatmul). */
+  sharedExpert?: boolean;
+}
+
+/**
+ * down(act(gate(x)) * up(x)), gate and up run as one matmul fused with the activation; gate and
+ * up in different formats run as two matmuls, then the activation.
+ */
 export class GatedMlp implements Layer {
+  readonly sharedExpert: boolean;
   private readonly gateUp: Linear;
   private readonly down: Linear;
   private readonly activation: Activation;
 
-  constructor(names: GatedMlpNames, hiddenSize: number, intermediateSize: number, activation: Activation) {
+  constructor(names: GatedMlpNames, hiddenSize: number, intermediateSize: number, activation: Activation, options: GatedMlpOptions = {}) {
     const parts: LinearPart[] =
       'gateUp' in names
         ? [{ name: names.gateUp, rows: 2 * intermediateSize }]
@@ -25,7 +34,8 @@ export class GatedMlp implements Layer {
       const part = evenPart(intermediateSize, shard, `the intermediate size of ${names.down}`);
       return 'gateUp' in names ? [part, { start: intermediateSize + part.start, count: part.count }] : [part];
     };
-    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column', shardRows });
+    this.sharedExpert = options.sharedExpert ?? false;
+    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column', shardRows, oneMatmul: this.sharedExpert });
     this.down = Linear.single(names.down, hiddenSize, intermediateSize, 'row');
     this.activation = activation;
   }
@@ -42,14 +52,17 @@ export class GatedMlp implements Layer {
     return [this.gateUp, this.down];
   }
 
-  /** The loaded weights, gate-then-up [2n, hidden] and down [hidden, n], with the activation between them (an MoE's shared expert). */
+  /** The loaded weights, gate-then-up [2n, hidden] and down [hidden, n], with the activation between them (a `sharedExpert`'s). */
   get weights(): { gateUp: Tensor; down: Tensor; activation: Activation } {
     return { gateUp: this.gateUp.weight, down: this.down.weight, activation: this.activation };
   }
 
-  /** With LoRA on gate/up this step, their product takes the deltas before the activation: two ops instead of the fused one. */
+  /**
+   * With LoRA on gate/up this step, or gate and up in different formats, their product (taking the
+   * deltas) comes before the activation: two ops instead of the fused one, rounded alike.
+   */
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor {
-    const h = this.gateUp.loraActive(step)
+    const h = this.gateUp.loraActive(step) || this.gateUp.split
       ? b.gatedActivation(this.gateUp.forwardWithLora(b, x, step), this.activation)
       : b.gatedLinear(x, this.gateUp.weight, this.activation);
     return b.allReduce(this.down.forwardWithLora(b, h, step));

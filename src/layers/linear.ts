@@ -42,6 +42,13 @@ export interface LinearOptions {
    * fewer than the devices; a fused q/k/v tensor's three parts).
    */
   shardRows?: (index: number, shard: TensorParallelShard) => RowRange[];
+  /**
+   * Stack every part into one device weight even when the source holds them in different formats
+   * (then all 16-bit, as their dequantized values), for a consumer that reads the stacked weight
+   * itself rather than calling `forward`: an MoE's shared expert, which the `moe` op multiplies.
+   * Default: parts in different formats run as separate matmuls (`split`).
+   */
+  oneMatmul?: boolean;
 }
 
 /** Rows start .. start + count - 1. */
@@ -50,12 +57,23 @@ export interface RowRange {
   count: number;
 }
 
+/** One matmul of a linear layer: a run of consecutive parts in one format, stacked along the rows. */
+interface Matmul {
+  weight: Tensor;
+  bias: Tensor | null;
+}
+
 /**
  * y = x · Wᵀ (+ b). Projections that read the same input are stacked into one weight at load time
  * (q/k/v, gate/up), so each costs one matmul. The weight's format is the source's (`readLinear`):
  * 16-bit, or quantized (src/tensor/quantized-weight.ts), chosen per layer by what the checkpoint
  * holds for it (its ignore lists, vLLM's per-layer quant_method) or by `--quantization`, or 2:4
  * sparse (src/tensor/sparse24.ts, `--sparsity 2:4`); the backend's `linear` multiplies by each.
+ * Parts the source holds in different formats (a GGUF K-quant mix's Q6_K v_proj beside Q4_K
+ * q/k_proj; GPTQ or compressed-tensors parts of different bits or groups) each keep their own:
+ * every run of consecutive parts in one format is one matmul, and their outputs are joined
+ * column-wise into the stacked layout, so what follows (attention, the gated activation, LoRA)
+ * sees the same [rows, outFeatures] as from one matmul.
  */
 export class Linear implements Layer {
   readonly parts: readonly LinearPart[];
@@ -66,11 +84,10 @@ export class Linear implements Layer {
   private readonly dense: boolean;
   private readonly float32Output: boolean;
   private readonly shardRows: (index: number, shard: TensorParallelShard) => RowRange[];
-  private weightTensor: Tensor | null = null;
-  private biasTensor: Tensor | null = null;
+  private readonly oneMatmul: boolean;
+  /** The loaded weight: one matmul, or one per run of parts in one format, in output order. */
+  private matmuls: Matmul[] | null = null;
   private lora: LoraWeights | null = null;
-  /** A row-parallel layer's bias is added on one device only. */
-  private biasOnThisDevice = true;
 
   constructor(options: LinearOptions) {
     this.parts = options.parts;
@@ -81,6 +98,7 @@ export class Linear implements Layer {
     this.dense = options.dense ?? false;
     this.float32Output = options.float32Output ?? false;
     this.shardRows = options.shardRows ?? ((index, shard) => [evenPart(this.parts[index].rows, shard, `the rows of ${this.parts[index].name}`)]);
+    this.oneMatmul = options.oneMatmul ?? false;
   }
 
   /** A layer reading one checkpoint tensor `name` of shape [rows, inFeatures]. */
@@ -101,39 +119,63 @@ export class Linear implements Layer {
    */
   load(source: WeightSource, uploader: WeightUploader): void {
     const shard = shardOf(source);
+    const biases = (read: (name: string, index: number) => HostTensor) => (this.hasBias ? this.parts.map((p, i) => read(biasName(p.name), i)) : null);
     if (shard.size === 1 || this.shard === 'replicated') {
       const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
-      this.weightTensor = uploadStacked(this.parts.map((p) => read.call(source, p.name)), uploader);
-      if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
+      this.matmuls = this.upload(this.parts.map((p) => read.call(source, p.name)), biases((name) => source.read(name)), uploader);
       return;
     }
     if (!this.dense && source.readLinear !== undefined) {
       throw invalidArgument(`tensor parallelism over quantized or 2:4 sparse weights is not supported yet (${this.parts[0].name}): run a 16-bit checkpoint without --quantization or --sparsity`);
     }
+    // Sharded layers are 16-bit (above), so one matmul.
     if (this.shard === 'column') {
       const rows = this.parts.map((_, i) => this.shardRows(i, shard));
-      this.weightTensor = uploader.loadWeight(concatRows(this.parts.map((p, i) => readRowRanges(source, p.name, rows[i]))));
-      if (this.hasBias) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p, i) => readRowRanges(source, biasName(p.name), rows[i]))));
+      const readRows = (name: string, index: number) => readRowRanges(source, name, rows[index]);
+      this.matmuls = this.upload(this.parts.map((p, i) => readRows(p.name, i)), biases(readRows), uploader);
       return;
     }
     const columns = evenPart(this.inFeatures, shard, `the input columns of ${this.parts[0].name}`);
-    this.weightTensor = uploader.loadWeight(concatRows(this.parts.map((p) => readSlice(source, p.name, { dim: 1, ...columns }))));
-    this.biasOnThisDevice = shard.rank === 0;
-    if (this.hasBias && this.biasOnThisDevice) this.biasTensor = uploader.loadWeight(concatRows(this.parts.map((p) => source.read(biasName(p.name)))));
+    // A row-parallel layer's bias is added on rank 0 alone: the all-reduce after it adds it once.
+    this.matmuls = this.upload(this.parts.map((p) => readSlice(source, p.name, { dim: 1, ...columns })), shard.rank === 0 ? biases((name) => source.read(name)) : null, uploader);
   }
 
-  /** The stacked [outFeatures, inFeatures] weight on the device. */
+  /**
+   * The parts' weights on the device: each run of consecutive parts in one format stacked into one
+   * matmul with its biases, or with `oneMatmul` all of them in one (16-bit when their formats differ).
+   */
+  private upload(weights: LinearWeight[], biases: HostTensor[] | null, uploader: WeightUploader): Matmul[] {
+    const runs = this.oneMatmul ? [weights.map((_, i) => i)] : formatRuns(weights);
+    return runs.map((run) => ({
+      weight: uploadStacked(run.map((i) => weights[i]), uploader),
+      bias: biases === null ? null : uploader.loadWeight(concatRows(run.map((i) => biases[i]))),
+    }));
+  }
+
+  /** Whether the parts run as several matmuls, one per run of parts in one format (then `weight` and `bias` are not one tensor). */
+  get split(): boolean {
+    return loaded(this.matmuls, this.parts[0].name).length > 1;
+  }
+
+  /** The stacked [outFeatures, inFeatures] weight on the device, for a layer that runs as one matmul. */
   get weight(): Tensor {
-    return loaded(this.weightTensor, this.parts[0].name);
+    return this.single.weight;
   }
 
-  /** The stacked bias [outFeatures] on the device, or null for a layer without one. */
+  /** The stacked bias [outFeatures] on the device, or null for a layer without one (or a row-parallel shard other than rank 0's). */
   get bias(): Tensor | null {
-    return this.hasBias && this.biasOnThisDevice ? loaded(this.biasTensor, `${this.parts[0].name} bias`) : null;
+    return this.single.bias;
+  }
+
+  private get single(): Matmul {
+    const matmuls = loaded(this.matmuls, this.parts[0].name);
+    if (matmuls.length > 1) throw new Error(`${this.parts[0].name}: its parts are in different formats and run as ${matmuls.length} matmuls, so there is no one stacked weight (construct it with oneMatmul)`);
+    return matmuls[0];
   }
 
   forward(b: Backend, x: Tensor): Tensor {
-    return b.linear(x, this.weight, this.bias, { float32: this.float32Output });
+    const outputs = loaded(this.matmuls, this.parts[0].name).map((m) => b.linear(x, m.weight, m.bias, { float32: this.float32Output }));
+    return outputs.length === 1 ? outputs[0] : b.concatColumns(outputs);
   }
 
   /** The module names a PEFT adapter adapts here: each part's checkpoint name without `.weight`. */
@@ -189,18 +231,37 @@ function moduleName(weightName: string): string {
 }
 
 /**
- * The parts stacked along their rows in one format: all 16-bit, all quantized alike, or all 2:4
- * sparse. Parts in different formats (a GGUF K-quant mix stores some layers' v_proj in Q6_K, which
- * Keel dequantizes, beside q/k_proj in Q4_K, which it repacks) are all stacked 16-bit, as their
- * exact values: one matmul takes one format.
+ * The parts' indices in runs of consecutive parts that stack into one matmul: all 16-bit, all
+ * quantized alike (`stackingProblem`: format, group size, act-order, LLM.int8() threshold), or all
+ * 2:4 sparse of one dtype. Runs, not groups: the matmuls' outputs are joined in part order, so q
+ * and v in one format around a k in another run as three.
+ */
+function formatRuns(weights: readonly LinearWeight[]): number[][] {
+  const runs: number[][] = [];
+  weights.forEach((w, i) => {
+    const run = runs.at(-1);
+    if (run !== undefined && stackable(weights[run[0]], w)) run.push(i);
+    else runs.push([i]);
+  });
+  return runs;
+}
+
+function stackable(a: LinearWeight, b: LinearWeight): boolean {
+  if (isQuantized(a) || isQuantized(b)) return isQuantized(a) && isQuantized(b) && stackingProblem([a, b]) === null;
+  if (isSparse24(a) || isSparse24(b)) return isSparse24(a) && isSparse24(b) && a.values.dtype === b.values.dtype;
+  return true;
+}
+
+/**
+ * The weights stacked along their rows as one device weight: in their format when they share one
+ * (`formatRuns`), else (a `oneMatmul` layer's parts in different formats) all 16-bit, as their
+ * exact values.
  */
 function uploadStacked(weights: LinearWeight[], uploader: WeightUploader): Tensor {
-  const kind = (w: LinearWeight) => (isQuantized(w) ? 'quantized' : isSparse24(w) ? '2:4 sparse' : '16-bit');
-  const kinds = weights.map(kind);
-  const mixed = kinds.some((k) => k !== kinds[0]) || (kinds[0] === 'quantized' && stackingProblem(weights as QuantizedWeight[]) !== null);
-  if (mixed) return uploader.loadWeight(concatRows(weights.map(asHostTensor)));
-  if (kinds[0] === 'quantized') return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]));
-  if (kinds[0] === '2:4 sparse') return uploader.loadSparseWeight(concatSparse24Rows(weights as Sparse24Weight[]));
+  if (formatRuns(weights).length > 1) return uploader.loadWeight(concatRows(weights.map(asHostTensor)));
+  const [first] = weights;
+  if (isQuantized(first)) return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]));
+  if (isSparse24(first)) return uploader.loadSparseWeight(concatSparse24Rows(weights as Sparse24Weight[]));
   return uploader.loadWeight(concatRows(weights as HostTensor[]));
 }
 

@@ -89,7 +89,7 @@ function options(s: Shape): MoeOptions {
     experts: { layout: 'per-expert', name: expertName },
     activation,
     shared: s.shared
-      ? { mlp: new GatedMlp({ gate: 'mlp.shared_expert.gate_proj.weight', up: 'mlp.shared_expert.up_proj.weight', down: 'mlp.shared_expert.down_proj.weight' }, s.hidden, s.n, activation), gate: 'mlp.shared_expert_gate.weight' }
+      ? { mlp: new GatedMlp({ gate: 'mlp.shared_expert.gate_proj.weight', up: 'mlp.shared_expert.up_proj.weight', down: 'mlp.shared_expert.down_proj.weight' }, s.hidden, s.n, activation, { sharedExpert: true }), gate: 'mlp.shared_expert_gate.weight' }
       : null,
   };
 }

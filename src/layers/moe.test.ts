@@ -231,7 +231,7 @@ test('a gated shared expert (Qwen2-MoE) adds σ(gate · x) times the dense MLP t
     'shared.down_proj.weight': float32Tensor(sharedWeights.down, [HIDDEN, sharedN]),
     'shared_gate.weight': float32Tensor(gate, [1, HIDDEN]),
   };
-  const mlp = new GatedMlp({ gate: 'shared.gate_proj.weight', up: 'shared.up_proj.weight', down: 'shared.down_proj.weight' }, HIDDEN, sharedN, { kind: 'silu' });
+  const mlp = new GatedMlp({ gate: 'shared.gate_proj.weight', up: 'shared.up_proj.weight', down: 'shared.down_proj.weight' }, HIDDEN, sharedN, { kind: 'silu' }, { sharedExpert: true });
   const options: MoeOptions = { ...MIXTRAL, shared: { mlp, gate: 'shared_gate.weight' } };
   const routed = reference(x, rows, { routerBias: false, biases: false, activation: { kind: 'silu' } });
   const expected = new Float64Array(rows * HIDDEN);
@@ -268,7 +268,7 @@ class LinearRecorder extends CpuBackend {
 
 test('the router, and nothing else in the block, asks for float32 logits', () => {
   const sharedN = 8;
-  const mlp = new GatedMlp({ gate: 'shared.gate_proj.weight', up: 'shared.up_proj.weight', down: 'shared.down_proj.weight' }, HIDDEN, sharedN, { kind: 'silu' });
+  const mlp = new GatedMlp({ gate: 'shared.gate_proj.weight', up: 'shared.up_proj.weight', down: 'shared.down_proj.weight' }, HIDDEN, sharedN, { kind: 'silu' }, { sharedExpert: true });
   const tensors = {
     ...fusedTensors('f32'),
     'shared.gate_proj.weight': float32Tensor(random.floats(sharedN * HIDDEN, 0.5), [sharedN, HIDDEN]),

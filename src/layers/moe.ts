@@ -73,6 +73,7 @@ export class MoeBlock implements Layer {
     if (!(shard.first >= 0 && shard.count >= 1 && shard.first + shard.count <= numExperts)) {
       throw new Error(`experts ${shard.first}..${shard.first + shard.count - 1} are outside the ${numExperts} experts`);
     }
+    if (options.shared !== null && !options.shared.mlp.sharedExpert) throw new Error(`${options.router}: the shared expert's GatedMlp must be made with sharedExpert (the moe op reads its stacked gate/up weight)`);
     this.options = options;
     this.first = shard.first;
     this.count = shard.count;

@@ -288,7 +288,7 @@ function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
   const { hiddenSize, moe } = config;
   const shared = moe.sharedIntermediateSize === 0
     ? null
-    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, SILU), gate: null };
+    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, SILU, { sharedExpert: true }), gate: null };
   return new MoeBlock({
     hiddenSize,
     intermediateSize: moe.expertIntermediateSize,

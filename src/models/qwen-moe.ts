@@ -92,8 +92,8 @@ function parseSlidingWindows(fields: ConfigFields, modelType: QwenMoeModelType, 
 function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
   const p = `model.layers.${index}.mlp`;
   const { hiddenSize } = config;
-  const gatedMlp = (prefix: string, width: number) =>
-    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, SILU);
+  const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
+    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, SILU, { sharedExpert });
   if (!config.sparseLayers[index]) return gatedMlp(p, config.intermediateSize);
   const shared = config.sharedExpertIntermediateSize;
   return new MoeBlock({
@@ -105,7 +105,7 @@ function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
     routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: config.normTopkProb, scale: 1 },
     experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` },
     activation: SILU,
-    shared: shared === null ? null : { mlp: gatedMlp(`${p}.shared_expert`, shared), gate: `${p}.shared_expert_gate.weight` },
+    shared: shared === null ? null : { mlp: gatedMlp(`${p}.shared_expert`, shared, true), gate: `${p}.shared_expert_gate.weight` },
   });
 }
 

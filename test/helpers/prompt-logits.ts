@@ -5,9 +5,14 @@ import type { OracleFixture } from './oracle-fixtures.ts';
 
 /** Last-token logits of a fixture's oracle prompts, prefilled together in one step. */
 export function promptLogits(backend: Backend, model: CausalLM, fixture: OracleFixture): Float32Array[] {
+  return lastTokenLogits(backend, model, fixture.oracle.prompts);
+}
+
+/** Last-token logits of token-id prompts, prefilled together in one step. */
+export function lastTokenLogits(backend: Backend, model: CausalLM, prompts: readonly number[][]): Float32Array[] {
   const blockSize = 16;
   let next = 0;
-  const chunks = fixture.oracle.prompts.map((tokens) => {
+  const chunks = prompts.map((tokens) => {
     const blocks = Math.ceil(tokens.length / blockSize);
     const blockTable = Array.from({ length: blocks }, (_, i) => next + i);
     next += blocks;
