@@ -69,7 +69,7 @@ test('DeepSeek-V3.2-Exp as published: V3\'s MLA and routing, a 64 × 128 indexer
   // Each token caches its latent row and, beside it, the indexer's 128-value key, both in the cache's dtype.
   assert.deepEqual(model.kvLayers[0], { kind: 'mla', latentDim: 512, ropeDim: 64, indexKeys: { keyDim: 128 } });
   assert.equal(kvBytesPerToken(model.kvLayers, 2), 61 * (576 + 128) * 2);
-  assert.equal(kvBytesPerToken(model.kvLayers, 2, 'fp8_e4m3'), 61 * (576 + 128));
+  assert.equal(kvBytesPerToken(model.kvLayers, 2, 'fp8_e4m3'), 61 * (576 + 128 + 4));
   assert.equal(kvBytesPerToken(model.kvLayers, 2, 'int8'), 61 * (576 + 4 + 128 + 4));
 });
 

@@ -36,9 +36,10 @@ export interface MlaKvSpec {
 /**
  * The lightning indexer's per-token key (DeepSeek Sparse Attention): `keyDim` values, normalized and
  * rotated, scored against every later query of the sequence to pick the positions its MLA attends
- * to. Stored in the cache's `dtype` as the MLA row is (`kvLayerDtype`): an fp8 key at scale 1, an
- * int8 key with one float32 scale max|k| / 127 (`kvScalesPerToken` counts it), indexed by slot like
- * the rows, so block tables, prefix caching, copy-on-write and swaps move them with the latent.
+ * to. Stored in the cache's `dtype` (`kvLayerDtype`), an 8-bit key with a float32 scale of its own
+ * (`indexKeyScalesPerToken`): int8 codes at max|k| / 127, or e4m3 codes at max|k| / 448 (DeepSeek's
+ * own format for these keys; the MLA rows of an fp8 cache keep scale 1). Indexed by slot like the
+ * rows, so block tables, prefix caching, copy-on-write and swaps move them with the latent.
  */
 export interface IndexKeysSpec {
   keyDim: number;
@@ -116,17 +117,18 @@ export function layoutIndex(layout: KvCacheLayout, layer: number): number {
 }
 
 /**
- * Float32 scales int8 keeps per token in a layer's pools: one per kv head for keys and one for
- * values, or one per MLA row and one per indexer key (`indexKeyScalesPerToken`).
+ * Float32 scales a token keeps in a layer's pools: with int8, one per kv head for keys and one for
+ * values, or one per MLA row; with either 8-bit dtype, one per indexer key (`indexKeyScalesPerToken`).
  */
 export function kvScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
-  if (kvLayerDtype(spec, dtype) !== 'int8') return 0;
-  return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1 + indexKeyScalesPerToken(spec, dtype);
+  const keyScales = indexKeyScalesPerToken(spec, dtype);
+  if (kvLayerDtype(spec, dtype) !== 'int8') return keyScales;
+  return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1 + keyScales;
 }
 
-/** Of `kvScalesPerToken`, the indexer key's: 1 for a sparse MLA layer in an int8 cache, else 0. */
+/** Of `kvScalesPerToken`, the indexer key's: 1 for a sparse MLA layer in an 8-bit cache, else 0. */
 export function indexKeyScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
-  return indexKeyElementsPerToken(spec) > 0 && kvLayerDtype(spec, dtype) === 'int8' ? 1 : 0;
+  return indexKeyElementsPerToken(spec) > 0 && kvLayerDtype(spec, dtype) !== 'auto' ? 1 : 0;
 }
 
 /** Elements one token occupies in a layer's K/V pools (keys and values together, or the MLA row), in the cache's dtype. */

@@ -162,7 +162,8 @@ export class CudaRopeTable implements Tensor {
  * keyDim] after them); a rows layer's one pool [numBlocks, blockSize, width], always bf16. Keys,
  * values, MLA rows and indexer keys are bf16, or one byte a code in an 8-bit cache, where int8 adds
  * float32 scale pools after the layer's code pools: [numBlocks, blockSize, numKvHeads] for keys and
- * for values, or one per MLA row (and one per indexer key). Every pool is indexed by block, so
+ * for values, or one per MLA row; 8-bit indexer keys have a scale pool of their own (either
+ * 8-bit dtype: IndexKeysSpec). Every pool is indexed by block, so
  * whatever walks `pools` (copyBlocks, swaps) moves the scales with their codes; all but key
  * summaries by slot within it too (`perSlot`), which copySlots walks.
  */
@@ -200,7 +201,7 @@ export class CudaKvCache implements KvCache {
       // Quest's key summaries, bf16 whatever the cache's dtype: a pool indexed by block alone.
       const summaries = keySummaryElementsPerBlock(spec);
       if (summaries > 0) add(summaries * 2, false);
-      // DeepSeek-V3.2's indexer keys, stored as the MLA rows are, after the row's pools; int8's scales after them.
+      // DeepSeek-V3.2's indexer keys, in the rows' dtype, after the row's pools; an 8-bit key's scales after them.
       const indexKeys = indexKeyElementsPerToken(spec);
       if (indexKeys > 0) add(layout.blockSize * indexKeys * elementBytes);
       if (indexKeyScales > 0) add(layout.blockSize * indexKeyScales * 4);
@@ -246,9 +247,9 @@ export class CudaKvCache implements KvCache {
     return this.pool(layer, this.dtype === 'int8' ? 2 : 1);
   }
 
-  /** int8: a sparse MLA layer's scale per indexer key [slots]; 0 for other dtypes. */
+  /** An 8-bit cache: a sparse MLA layer's float32 scale per indexer key [slots] (after the keys); 0 for bf16. */
   indexKeyScales(layer: number): DevicePtr {
-    return this.dtype === 'int8' ? this.pool(layer, 3) : 0;
+    return this.dtype === 'auto' ? 0 : this.pool(layer, this.dtype === 'int8' ? 3 : 2);
   }
 
   private pool(layer: number, index: number): DevicePtr {

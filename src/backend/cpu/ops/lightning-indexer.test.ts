@@ -55,7 +55,7 @@ test('indexerRopeAndCacheWrite layer-normalizes the key, rotates the leading rop
   }
 });
 
-test('an 8-bit cache keeps each indexer key as its MLA row: int8 codes with the scale max|k| / 127, fp8 codes at scale 1', () => {
+test('an 8-bit cache keeps each indexer key with a scale of its own: int8 codes at max|k| / 127, e4m3 codes at max|k| / 448', () => {
   for (const dtype of ['int8', 'fp8_e4m3'] as const) {
     for (let trial = 0; trial < 10; trial++) {
       const indexer = randomIndexer();
@@ -64,7 +64,7 @@ test('an 8-bit cache keeps each indexer key as its MLA row: int8 codes with the 
       const q = random.floats(numTokens * indexer.numHeads * headDim);
       const k = random.floats(numTokens * headDim, 3);
       const slots = Int32Array.from(random.shuffled(Array.from({ length: numTokens + 2 }, (_, i) => i)).slice(0, numTokens));
-      const pool = createKvPool(dtype, numTokens + 2, 1, headDim);
+      const pool = createKvPool(dtype, numTokens + 2, 1, headDim, true);
       const rows = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
       indexerRopeAndCacheWrite(q, k, rows, slots, random.floats(headDim), random.floats(headDim), 1e-6, plainRopeTable(ropeDim, 10000, 64), pool, indexer);
       const kept = new Float32Array(headDim);
@@ -72,10 +72,11 @@ test('an 8-bit cache keeps each indexer key as its MLA row: int8 codes with the 
         const key = k.subarray(t * headDim, (t + 1) * headDim);
         loadSlot(pool, slots[t], 1, kept, 0);
         const max = key.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-        if (dtype === 'int8') assert.ok(Math.abs(pool.scales[slots[t]] - max / 127) <= 1e-6 * max, `${dtype} trial ${trial} token ${t}: scale ${pool.scales[slots[t]]}`);
-        // Half a step of the format: int8's scale / 2; e4m3's 2^-4 relative (subnormals: 2^-10 absolute).
+        const scale = pool.scales[slots[t]];
+        assert.ok(Math.abs(scale - max / (dtype === 'int8' ? 127 : 448)) <= 1e-6 * max, `${dtype} trial ${trial} token ${t}: scale ${scale}`);
+        // Half a step of the format: int8's scale / 2; e4m3's 2^-4 relative (its subnormal steps: 2^-9 × the scale).
         key.forEach((v, i) => {
-          const step = dtype === 'int8' ? pool.scales[slots[t]] / 2 : Math.max(Math.abs(v) / 16, 2 ** -10);
+          const step = dtype === 'int8' ? scale / 2 : Math.max(Math.abs(v) / 16, 2 ** -10 * scale);
           assert.ok(Math.abs(kept[i] - v) <= step * (1 + 1e-6), `${dtype} trial ${trial} token ${t} key[${i}]: ${v} kept as ${kept[i]}`);
         });
       }
@@ -95,7 +96,7 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
     const tables = lens.map((len) => free.splice(0, Math.ceil(len / blockSize)));
     // Keys drawn from a few values: equal keys score equal, so ties are common.
     const distinct = Array.from({ length: 3 }, () => random.floats(headDim));
-    const keyPool = createKvPool(dtype, numBlocks * blockSize, 1, headDim);
+    const keyPool = createKvPool(dtype, numBlocks * blockSize, 1, headDim, true);
     for (let slot = 0; slot < numBlocks * blockSize; slot++) storeSlot(keyPool, slot, random.pick(distinct), 0, 1);
     // What the scores must read: the values the pool's codes stand for.
     const pool = new Float32Array(numBlocks * blockSize * headDim);

@@ -8,8 +8,8 @@ import { rotateHead, type RopeTables } from './rope-cache-write.ts';
  * For each token t: LayerNorm k[t] ([numTokens, headDim]; mean and variance in float64, then
  * × weight + bias), rotate its leading ropeDim and those of each of q's heads by the rotary row
  * rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), in place, and store k[t] in row
- * slotMapping[t] of `pool` ([slots, headDim] in the cache's dtype, as an MLA row: an fp8 key at
- * scale 1, an int8 key with one scale for the key).
+ * slotMapping[t] of `pool` ([slots, headDim] in the cache's dtype: an 8-bit key with a scale of
+ * its own, max|k| / 127 for int8 codes and max|k| / 448 for e4m3 ones; IndexKeysSpec).
  */
 export function indexerRopeAndCacheWrite(
   q: Float32Array,

@@ -1,7 +1,8 @@
 // DeepSeek-V3.2's lightning indexer (layers/lightning-indexer.ts): the per-token key write, and
 // each token's top-k positions by index score. CPU twins: backend/cpu/ops/lightning-indexer.ts.
-// The keys are cached as the MLA rows are: bf16, or with an 8-bit cache (KV_DTYPE 1 fp8 at scale
-// 1, 2 int8 with a float32 scale per key) written by kv_quantize_write_kernel after the key write.
+// The keys are cached in the rows' dtype: bf16, or with an 8-bit cache (KV_DTYPE 1 fp8, 2 int8)
+// codes with a float32 scale per key (max|k| / 448 or / 127), written by kv_quantize_write_kernel
+// after the key write.
 #include "common.cuh"
 
 // nvcc-check: -DINDEX_HEADS=16 -DKV_DTYPE=0
@@ -98,9 +99,8 @@ __device__ __forceinline__ int block_exclusive_scan(int flag, int* total) {
 // best, written to out [numTokens, top_k] in increasing position, -1 past them.
 //   score_j = Σ_h weight_scale · weights[t, h] · relu(scale · q[t, h] · key_j)
 // q bf16 [numTokens, INDEX_HEADS * head_dim] (rotated), weights f32 [numTokens, INDEX_HEADS], keys
-// [slots, head_dim] read through the sequence's block table: bf16, or 8-bit codes whose per-key
-// scale (int8: key_scales[slot]; fp8: 1) is positive, so it leaves relu's sign alone and multiplies
-// each head's product once. The scores go to the block's row
+// [slots, head_dim] read through the sequence's block table: bf16, or 8-bit codes whose scale
+// key_scales[slot] is positive, so it leaves relu's sign alone and multiplies each head's product once. The scores go to the block's row
 // of `scores` (f32, `score_stride` per block), then the k-th largest is found by a radix select over
 // their order keys (8 bits a pass, most significant first), and the positions scoring above it,
 // plus the earliest of those scoring equal to it, are written in order. A token that sees no more
@@ -150,7 +150,7 @@ extern "C" __global__ void indexer_topk_kernel(const bf16* __restrict__ q, const
         for (int i = 0; i < 8; i++) dot[h] += q_s[h * head_dim + c * 8 + i] * kv[i];
       }
     }
-    const float key_scale = scale * (KV_DTYPE == 2 ? key_scales[slot] : 1.f);
+    const float key_scale = scale * (KV_DTYPE == 0 ? 1.f : key_scales[slot]);
     float score = 0.f;
 #pragma unroll
     for (int h = 0; h < INDEX_HEADS; h++) score += w_s[h] * fmaxf(0.f, key_scale * dot[h]);

@@ -16,10 +16,10 @@ export interface IndexerKeyWriteArgs {
   sin: DevicePtr;
   rotaryRows: DevicePtr;
   slotMapping: DevicePtr;
-  /** The layer's indexer keys [slots, headDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
+  /** The layer's indexer keys [slots, headDim]: bf16, or 8-bit codes (`dtype`). */
   keys: DevicePtr;
   dtype: KvCacheDtype;
-  /** int8: the float32 scale per key [slots]; 0 otherwise. */
+  /** An 8-bit cache: the float32 scale of each key [slots] (max|k| / 448 for fp8, / 127 for int8); 0 for bf16. */
   keyScales: DevicePtr;
   numTokens: number;
   indexer: IndexerParams;
