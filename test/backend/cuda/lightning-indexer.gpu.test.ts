@@ -7,7 +7,7 @@ import { loadSlot } from '../../../src/backend/cpu/ops/kv-codes.ts';
 import { CudaBackend, CudaTokenSelection } from '../../../src/backend/cuda/cuda-backend.ts';
 import type { CudaKvCache } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
-import type { BatchDescription } from '../../../src/step/batch.ts';
+import { describeBatch, type BatchDescription } from '../../../src/step/batch.ts';
 import type { KvCacheDtype, KvCacheLayout } from '../../../src/step/kv-cache-layout.ts';
 import { float32Tensor } from '../../../src/tensor/host-ops.ts';
 import { fp8E4m3Values } from '../../../src/tensor/quantized-weight.ts';
@@ -23,7 +23,8 @@ import { kvCodeTolerance, randInt, relativeError, testSeed } from '../../helpers
 // whose float64 scores are nearly equal the other way: a GPU choice is accepted when it keeps the
 // right number of visible positions, in order, each scoring (in float64, over the keys the GPU
 // cache holds) within SCORE_TOLERANCE of the k-th best. Sparse MLA is compared over one
-// selection, the CPU's, given to both.
+// selection, the CPU's, given to both. Last, the keys as cached (8-bit: codes and scales) must move
+// with their blocks: copy-on-write, swaps and copySlots.
 
 const rng = seededRng(testSeed('cuda lightning indexer'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -214,5 +215,41 @@ for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
     const sh = shape(16, 512, 64, 64, 128, 2048);
     const specs = [{ cached: 0, query: 3000 }, { cached: 0, query: 40 }];
     runScenario('long decode', sh, 16, [specs, specs.map((q) => ({ cached: q.query, query: 1 }))], dtype);
+  });
+}
+
+for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
+  test(`${dtype} cache: indexer keys (8-bit: codes and scales) move with their blocks: copy-on-write, a swap out and in, and slot by slot`, () => {
+    const { indexer } = SHAPES[1][1];
+    const blockSize = 16;
+    const layout: KvCacheLayout = { numBlocks: 8, blockSize, layers: [{ kind: 'mla', latentDim: 512, ropeDim: 64, indexKeys: { keyDim: indexer.headDim } }], dtype };
+    const slots = (blocks: Int32Array) => Int32Array.from({ length: blocks.length * blockSize }, (_, i) => blocks[Math.floor(i / blockSize)] * blockSize + (i % blockSize));
+    const swap = (cache: KvCache, src: Int32Array, dst: Int32Array) => {
+      const space = gpu.createSwapSpace({ ...layout, numBlocks: src.length });
+      const host = Int32Array.from(src, (_, i) => i);
+      gpu.swapOut(cache, space, src, host);
+      gpu.swapIn(cache, space, host, dst);
+      gpu.awaitSwapIns();
+    };
+    const movers: [string, (cache: KvCache, src: Int32Array, dst: Int32Array) => void][] = [
+      ['copyBlocks', (cache, src, dst) => gpu.copyBlocks(cache, src, dst)],
+      ['swap', swap],
+      ['copySlots', (cache, src, dst) => gpu.copySlots(cache, slots(src), slots(dst))],
+    ];
+    for (const [name, move] of movers) {
+      const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)] as const;
+      const batch = describeBatch([{ tokens: new Array<number>(2 * blockSize).fill(0), startPos: 0, blockTables: [[5, 1]] }], blockSize);
+      const table = ropeTables(2 * blockSize, indexer.ropeDim);
+      const step = gpu.beginStep(batch);
+      const iq = randomPair([batch.numTokens, indexer.numHeads * indexer.headDim]);
+      const ik = randomPair([batch.numTokens, indexer.headDim], 2);
+      gpu.indexerRopeAndCacheWrite(iq.gpu, ik.gpu, randomPair([indexer.headDim], 0.5).gpu, randomPair([indexer.headDim], 0.2).gpu, 1e-6, gpu.uploadRopeTable(table), caches[1], 0, step, indexer);
+      move(caches[1], Int32Array.of(5, 1), Int32Array.of(2, 7));
+      const keys = cachedKeys(caches, indexer.headDim)[1];
+      const block = (b: number) => keys.subarray(b * blockSize * indexer.headDim, (b + 1) * blockSize * indexer.headDim);
+      assert.ok(block(5).some((v) => v !== 0), `${dtype} ${name}: keys were written`);
+      assert.deepEqual(block(2), block(5), `${dtype} ${name}: block 5's keys as cached, in block 2`);
+      assert.deepEqual(block(7), block(1), `${dtype} ${name}: block 1's keys as cached, in block 7`);
+    }
   });
 }
