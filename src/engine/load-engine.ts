@@ -491,7 +491,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     const head = speculative === null ? null : loadHead(speculative, draftPath, loaded);
     // The backends verify draft trees on attention layers only: over latent attention (DeepSeek, the MTP head's too) drafts are chains.
-    if (speculative !== null && draftsTrees(speculative) && [...model.kvLayers, ...(head === null ? [] : [head.kvLayer])].some((spec) => spec.kind === 'mla')) {
+    if (speculative !== null && draftsTrees(speculative) && [...loaded.allKvLayers, ...(head === null ? [] : [head.kvLayer])].some((spec) => spec.kind === 'mla')) {
       throw invalidArgument(`${treeOption(speculative)}: multi-head latent attention has no tree attention, so drafts must be chains`);
     }
     const selfDraft = speculative?.method === 'self' ? earlyExitDraft(model, speculative.selfSpecLayers!) : null;
