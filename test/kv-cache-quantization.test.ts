@@ -272,6 +272,16 @@ test('an 8-bit cache holds twice the tokens of bf16 in the same bytes (int8 a li
   assert.equal(kvBytesPerToken(layers, 2, 'fp8_e4m3'), bf16 / 2);
   assert.equal(kvBytesPerToken(layers, 2, 'int8'), bf16 / 2 + 2 * 8 * 4);
   assert.equal(kvBytesPerToken([{ kind: 'mla', latentDim: 512, ropeDim: 64 }], 2, 'int8'), 576 + 4);
+  // DeepSeek-V3.2: the indexer key is stored in the row's dtype, an 8-bit key with a scale of its own.
+  const sparse = [{ kind: 'mla' as const, latentDim: 512, ropeDim: 64, indexKeys: { keyDim: 128 } }];
+  assert.equal(kvBytesPerToken(sparse, 2), (576 + 128) * 2);
+  assert.equal(kvBytesPerToken(sparse, 2, 'fp8_e4m3'), 576 + 128 + 4);
+  assert.equal(kvBytesPerToken(sparse, 2, 'int8'), 576 + 4 + 128 + 4);
+  for (const dtype of ['fp8_e4m3', 'int8'] as const) {
+    const kv = new CpuBackend().createKvCache({ numBlocks: 2, blockSize: BLOCK_SIZE, layers: sparse, dtype }) as CpuKvCache;
+    assert.deepEqual(kv.pools.map((pools) => pools.map((pool) => pool.dtype)), [[dtype, dtype]], `${dtype}: rows and indexer keys`);
+    assert.equal(kv.pools[0][1].scales.length, 2 * BLOCK_SIZE, `${dtype}: a scale per indexer key`);
+  }
 });
 
 test("a speculative head's rows stay in the activation dtype in an 8-bit cache: counted at its bytes, stored as float32 on the CPU", () => {

@@ -485,13 +485,15 @@ export interface Backend {
   /**
    * The lightning indexer's cache write: k [numTokens, headDim] is LayerNorm-ed (mean and variance
    * over headDim, eps, then × normWeight + normBias), its leading ropeDim rotated, in place, and
-   * written to the layer's indexer-key pool at the tokens' slots; the leading ropeDim of every head
+   * written to the layer's indexer-key pool at the tokens' slots (in the cache's dtype, as MLA's
+   * rows: IndexKeysSpec); the leading ropeDim of every head
    * of q [numTokens, numHeads * headDim] is rotated in place too.
    */
   indexerRopeAndCacheWrite(q: Tensor, k: Tensor, normWeight: Tensor, normBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void;
   /**
    * The lightning indexer's choice: token t (position p) scores each position j ≤ p of its
-   * sequence as Σ_h weightScale · weights[t, h] · relu(scale · q[t, h] · key_j), with weights
+   * sequence as Σ_h weightScale · weights[t, h] · relu(scale · q[t, h] · key_j) (key_j as the
+   * cache holds it, an 8-bit code times its scale), with weights
    * [numTokens, numHeads] float32, and keeps the topK best (ties to the earlier position), or all
    * p + 1 positions when there are no more than topK.
    */

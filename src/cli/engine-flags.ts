@@ -82,7 +82,8 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
                                  backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
                                  checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
-                                 kv head. 8-bit fits twice the tokens of bf16 (default auto)
+                                 kv head (DeepSeek-V3.2's indexer keys: a scale per key in either).
+                                 8-bit fits twice the tokens of bf16 (default auto)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})

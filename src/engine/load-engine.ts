@@ -196,6 +196,12 @@ function draftsTrees(speculative: SpeculativeConfig): boolean {
   }
 }
 
+/** The option that made a speculative config draft trees (`draftsTrees`), for an error naming it. */
+function treeOption(speculative: SpeculativeConfig): string {
+  if (speculative.method === 'ngram') return `--ngram-branches ${speculative.ngramBranches}`;
+  return speculative.method === 'medusa' ? '--speculative-method medusa' : `--speculative-tree-width ${speculative.treeWidth}`;
+}
+
 /** Micro-batches in flight at once over the pipeline stages: as many as there are stages unless the config says fewer. */
 export function pipelineMicroBatchesOf(config: EngineConfig): number {
   return config.pipelineMicroBatches ?? config.pipelineParallelSize;
@@ -452,8 +458,7 @@ function loadMedusaHeads(dir: string, target: LoadedModel): MedusaHeads {
 
 /**
  * The head of a head method (EAGLE, EAGLE-3, MTP), checked against the target; null for other
- * methods. Heads attend to every earlier position, so StreamingLLM's window cannot bound them, and
- * an MTP head over latent attention drafts chains (MLA has no tree attention).
+ * methods. Heads attend to every earlier position, so StreamingLLM's window cannot bound them.
  */
 function loadHead(speculative: SpeculativeConfig, dir: string | null, target: LoadedModel): DraftHead | null {
   const { method } = speculative;
@@ -461,9 +466,6 @@ function loadHead(speculative: SpeculativeConfig, dir: string | null, target: Lo
   if (streamingOf(target.config) !== null) throw invalidArgument(`--speculative-method ${method} cannot run with StreamingLLM: its head attends to every earlier position`);
   const head = method === 'mtp' ? loadMtpHead(target, () => openModelFiles(target.modelPath).openCheckpoint()) : loadEagleHead(dir!, method === 'eagle3' ? 3 : 1, target);
   checkHeadTarget(head, target.model);
-  if (speculative.treeWidth > 1 && (head.kvLayer.kind === 'mla' || target.model.kvLayers.some((spec) => spec.kind === 'mla'))) {
-    throw invalidArgument(`--speculative-tree-width ${speculative.treeWidth}: multi-head latent attention has no tree attention, so the ${head.name} head drafts chains (width 1)`);
-  }
   return head;
 }
 
@@ -489,6 +491,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const draft = draftFiles === null ? null : loadDraftModel(draftFiles, loaded);
     const medusa = draftPath === null || speculative?.method !== 'medusa' ? null : new MedusaProposer(loadMedusaHeads(draftPath, loaded), speculative.tree ?? DEFAULT_MEDUSA_TREE);
     const head = speculative === null ? null : loadHead(speculative, draftPath, loaded);
+    // The backends verify draft trees on attention layers only: over latent attention (DeepSeek, the MTP head's too) drafts are chains.
+    if (speculative !== null && draftsTrees(speculative) && [...loaded.allKvLayers, ...(head === null ? [] : [head.kvLayer])].some((spec) => spec.kind === 'mla')) {
+      throw invalidArgument(`${treeOption(speculative)}: multi-head latent attention has no tree attention, so drafts must be chains`);
+    }
     const selfDraft = speculative?.method === 'self' ? earlyExitDraft(model, speculative.selfSpecLayers!) : null;
     const headLayers = head === null ? [] : HeadProposer.cacheLayers(head);
     // The draft model's and the head's pools hang off the same block ids: a block holds every model's K/V.

@@ -66,11 +66,11 @@ test('DeepSeek-V3.2-Exp as published: V3\'s MLA and routing, a 64 × 128 indexer
   for (const tensor of ['wq_b.weight', 'wk.weight', 'k_norm.weight', 'k_norm.bias', 'weights_proj.weight']) {
     assert.ok(names.has(`model.layers.60.self_attn.indexer.${tensor}`), `reads the indexer's ${tensor}`);
   }
-  // Each token caches its latent row and, beside it, the indexer's 128-value key (bf16 on CUDA).
+  // Each token caches its latent row and, beside it, the indexer's 128-value key, both in the cache's dtype.
   assert.deepEqual(model.kvLayers[0], { kind: 'mla', latentDim: 512, ropeDim: 64, indexKeys: { keyDim: 128 } });
   assert.equal(kvBytesPerToken(model.kvLayers, 2), 61 * (576 + 128) * 2);
-  // fp8 latent rows, bf16 indexer keys.
-  assert.equal(kvBytesPerToken(model.kvLayers, 2, 'fp8_e4m3'), 61 * (576 + 128 * 2));
+  assert.equal(kvBytesPerToken(model.kvLayers, 2, 'fp8_e4m3'), 61 * (576 + 128 + 4));
+  assert.equal(kvBytesPerToken(model.kvLayers, 2, 'int8'), 61 * (576 + 4 + 128 + 4));
 });
 
 test('V3.2 rotates MLA\'s rope dims in interleaved pairs whatever rope_interleave says, as transformers does', () => {

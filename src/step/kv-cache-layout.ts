@@ -36,9 +36,10 @@ export interface MlaKvSpec {
 /**
  * The lightning indexer's per-token key (DeepSeek Sparse Attention): `keyDim` values, normalized and
  * rotated, scored against every later query of the sequence to pick the positions its MLA attends
- * to. Stored in the backend's activation dtype whatever the cache's `dtype` (they rank positions,
- * no attention kernel dequantizes them), indexed by slot like the rows, so block tables, prefix
- * caching, copy-on-write and swaps move them with the latent.
+ * to. Stored in the cache's `dtype` (`kvLayerDtype`), an 8-bit key with a float32 scale of its own
+ * (`indexKeyScalesPerToken`): int8 codes at max|k| / 127, or e4m3 codes at max|k| / 448 (DeepSeek's
+ * own format for these keys; the MLA rows of an fp8 cache keep scale 1). Indexed by slot like the
+ * rows, so block tables, prefix caching, copy-on-write and swaps move them with the latent.
  */
 export interface IndexKeysSpec {
   keyDim: number;
@@ -115,10 +116,19 @@ export function layoutIndex(layout: KvCacheLayout, layer: number): number {
   return index;
 }
 
-/** Float32 scales int8 keeps per token in a layer's pool: one per kv head for keys and one for values, or one per MLA row. */
+/**
+ * Float32 scales a token keeps in a layer's pools: with int8, one per kv head for keys and one for
+ * values, or one per MLA row; with either 8-bit dtype, one per indexer key (`indexKeyScalesPerToken`).
+ */
 export function kvScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
-  if (kvLayerDtype(spec, dtype) !== 'int8') return 0;
-  return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1;
+  const keyScales = indexKeyScalesPerToken(spec, dtype);
+  if (kvLayerDtype(spec, dtype) !== 'int8') return keyScales;
+  return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1 + keyScales;
+}
+
+/** Of `kvScalesPerToken`, the indexer key's: 1 for a sparse MLA layer in an 8-bit cache, else 0. */
+export function indexKeyScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
+  return indexKeyElementsPerToken(spec) > 0 && kvLayerDtype(spec, dtype) !== 'auto' ? 1 : 0;
 }
 
 /** Elements one token occupies in a layer's K/V pools (keys and values together, or the MLA row), in the cache's dtype. */
@@ -127,7 +137,7 @@ export function kvElementsPerToken(spec: LayerKvSpec): number {
   return spec.kind === 'mla' ? spec.latentDim + spec.ropeDim : spec.width;
 }
 
-/** Elements of the lightning indexer's key a token keeps beside its MLA row (activation dtype); 0 for other layers. */
+/** Elements of the lightning indexer's key a token keeps beside its MLA row (in the cache's dtype); 0 for other layers. */
 export function indexKeyElementsPerToken(spec: LayerKvSpec): number {
   return spec.kind === 'mla' ? (spec.indexKeys?.keyDim ?? 0) : 0;
 }
@@ -135,12 +145,12 @@ export function indexKeyElementsPerToken(spec: LayerKvSpec): number {
 /**
  * Bytes one cached token holds across `layers` (each one's own pool): `autoElementBytes` (the
  * backend's activation dtype) a value in a layer stored as `auto`, one byte a code with the 8-bit
- * dtypes plus int8's scales, and any indexer key in the activation dtype.
+ * dtypes plus int8's scales; an indexer key is stored like its layer's row.
  */
 export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
   return layers.reduce((bytes, spec) => {
     const elementBytes = kvLayerDtype(spec, dtype) === 'auto' ? autoElementBytes : 1;
-    return bytes + kvElementsPerToken(spec) * elementBytes + kvScalesPerToken(spec, dtype) * 4 + indexKeyElementsPerToken(spec) * autoElementBytes;
+    return bytes + (kvElementsPerToken(spec) + indexKeyElementsPerToken(spec)) * elementBytes + kvScalesPerToken(spec, dtype) * 4;
   }, 0);
 }
 

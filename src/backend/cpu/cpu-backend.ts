@@ -637,13 +637,11 @@ function indexerQueries(q: Tensor, indexer: IndexerParams, numTokens: number, op
   return t;
 }
 
-/** A sparse MLA layer's indexer-key pool, float32 [slots, keyDim] whatever the cache's dtype. */
-function indexKeyPool(cache: KvCache, layer: number, indexer: IndexerParams): Float32Array {
+/** A sparse MLA layer's indexer-key pool [slots, keyDim], in the dtype of its rows. */
+function indexKeyPool(cache: KvCache, layer: number, indexer: IndexerParams): CpuKvPool {
   const kv = asCpuKvCache(cache);
   indexKeysKvLayer(kv.layout, layer, indexer);
-  const { codes } = kv.layerPools(layer)[1];
-  if (!(codes instanceof Float32Array)) throw new Error(`CpuBackend: layer ${layer}'s indexer-key pool is not float32`);
-  return codes;
+  return kv.layerPools(layer)[1];
 }
 
 function asCpuTokenSelection(selection: TokenSelection, numTokens: number): Int32Array {

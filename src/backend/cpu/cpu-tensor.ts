@@ -122,7 +122,7 @@ export class CpuKvCache implements KvCache {
     this.poolOf = storage.poolOf;
     // An attention storage with key summaries has a third pool, indexed by block: [numBlocks,
     // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts). A sparse MLA storage has a second
-    // pool, its indexer keys [slots, keyDim], float32 whatever the dtype (IndexKeysSpec).
+    // pool, its indexer keys [slots, keyDim], in the dtype of its rows, 8-bit keys with a scale each (IndexKeysSpec).
     this.pools = storage.pools.map((spec) =>
       spec.kind === 'attention'
         ? [
@@ -132,7 +132,7 @@ export class CpuKvCache implements KvCache {
           ]
         : [
             createKvPool(kvLayerDtype(spec, dtype), slots, 1, kvElementsPerToken(spec)),
-            ...(indexKeyElementsPerToken(spec) > 0 ? [createKvPool('auto', slots, 1, indexKeyElementsPerToken(spec))] : []),
+            ...(indexKeyElementsPerToken(spec) > 0 ? [createKvPool(kvLayerDtype(spec, dtype), slots, 1, indexKeyElementsPerToken(spec), true)] : []),
           ],
     );
   }

@@ -1217,7 +1217,6 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor([numTokens, mla.numHeads * mla.latentDim]);
     if (selection !== null) {
       const selected = asCudaTokenSelection(selection, numTokens);
-      if (kv.dtype !== 'auto') throw invalidArgument(`DeepSeek's sparse MLA on the CUDA backend reads a bf16 KV cache, not ${kv.dtype} (drop --kv-cache-dtype)`);
       if (mla.latentDim > SPARSE_MLA_MAX_LATENT || mla.ropeDim > SPARSE_MLA_MAX_ROPE) {
         throw new KeelError('invalid_model', `the CUDA backend's sparse MLA holds a latent of at most ${SPARSE_MLA_MAX_LATENT} and a rope part of at most ${SPARSE_MLA_MAX_ROPE}, not ${mla.latentDim} and ${mla.ropeDim}`);
       }
@@ -1226,6 +1225,8 @@ export class CudaBackend implements Backend {
         qLatent: latent.ptr,
         q: queries.ptr,
         pool: kv.rows(layer),
+        dtype: kv.dtype,
+        rowScales: kv.rowScales(layer),
         selection: selected.ptr,
         topK: selected.topK,
         queryStartLoc: s.device.queryStartLoc,
@@ -1285,6 +1286,8 @@ export class CudaBackend implements Backend {
       rotaryRows: s.device.rotaryRows,
       slotMapping: groupSlots(s, layerGroup(kv.layout, layer)),
       keys: kv.indexKeys(layer),
+      dtype: kv.dtype,
+      keyScales: kv.indexKeyScales(layer),
       numTokens,
       indexer,
     });
@@ -1309,6 +1312,8 @@ export class CudaBackend implements Backend {
       q: queries.ptr,
       weights: w.ptr,
       keys: kv.indexKeys(layer),
+      dtype: kv.dtype,
+      keyScales: kv.indexKeyScales(layer),
       queryStartLoc: s.device.queryStartLoc,
       positions: s.device.positions,
       blockTables: groupTables(s, layerGroup(kv.layout, layer)),

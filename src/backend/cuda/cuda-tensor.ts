@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { indexKeyElementsPerToken, keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { indexKeyElementsPerToken, indexKeyScalesPerToken, keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
@@ -158,9 +158,12 @@ export class CudaRopeTable implements Tensor {
  * Every storage's pools (`kvStorage`: a layer's own, or one shared with layers of other KV groups)
  * in one allocation, one after another: attention's key pool then its
  * value pool, each [numBlocks, blockSize, numKvHeads, headDim]; an MLA layer's one pool of rows
- * [numBlocks, blockSize, latentDim + ropeDim]; a rows layer's one pool [numBlocks, blockSize,
- * width], always bf16. Keys, values and MLA rows are bf16, or one byte a code in an 8-bit cache, where int8 adds float32 scale pools after the layer's code pools: [numBlocks, blockSize,
- * numKvHeads] for keys and for values, or one per MLA row. Every pool is indexed by block, so
+ * [numBlocks, blockSize, latentDim + ropeDim] (a sparse one's indexer keys [numBlocks, blockSize,
+ * keyDim] after them); a rows layer's one pool [numBlocks, blockSize, width], always bf16. Keys,
+ * values, MLA rows and indexer keys are bf16, or one byte a code in an 8-bit cache, where int8 adds
+ * float32 scale pools after the layer's code pools: [numBlocks, blockSize, numKvHeads] for keys and
+ * for values, or one per MLA row; 8-bit indexer keys have a scale pool of their own (either
+ * 8-bit dtype: IndexKeysSpec). Every pool is indexed by block, so
  * whatever walks `pools` (copyBlocks, swaps) moves the scales with their codes; all but key
  * summaries by slot within it too (`perSlot`), which copySlots walks.
  */
@@ -192,14 +195,16 @@ export class CudaKvCache implements KvCache {
       // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
       const elementBytes = kvLayerDtype(spec, this.dtype) === 'auto' ? 2 : 1;
       for (const elements of codePools) add(layout.blockSize * elements * elementBytes);
-      const scales = kvScalesPerToken(spec, this.dtype);
+      const indexKeyScales = indexKeyScalesPerToken(spec, this.dtype);
+      const scales = kvScalesPerToken(spec, this.dtype) - indexKeyScales;
       for (const perPool of spec.kind === 'attention' ? [scales / 2, scales / 2] : [scales]) if (perPool > 0) add(layout.blockSize * perPool * 4);
       // Quest's key summaries, bf16 whatever the cache's dtype: a pool indexed by block alone.
       const summaries = keySummaryElementsPerBlock(spec);
       if (summaries > 0) add(summaries * 2, false);
-      // DeepSeek-V3.2's indexer keys, bf16 whatever the cache's dtype, after the MLA row's pools.
+      // DeepSeek-V3.2's indexer keys, in the rows' dtype, after the row's pools; an 8-bit key's scales after them.
       const indexKeys = indexKeyElementsPerToken(spec);
-      if (indexKeys > 0) add(layout.blockSize * indexKeys * 2);
+      if (indexKeys > 0) add(layout.blockSize * indexKeys * elementBytes);
+      if (indexKeyScales > 0) add(layout.blockSize * indexKeyScales * 4);
     }
     this.totalBytes = offset;
     this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
@@ -237,9 +242,14 @@ export class CudaKvCache implements KvCache {
     return this.dtype === 'int8' ? this.pool(layer, 1) : 0;
   }
 
-  /** A sparse MLA layer's indexer keys [slots, keyDim] bf16 (after its row and row-scale pools). */
+  /** A sparse MLA layer's indexer keys [slots, keyDim], bf16 or 8-bit codes as its rows (after its row and row-scale pools). */
   indexKeys(layer: number): DevicePtr {
     return this.pool(layer, this.dtype === 'int8' ? 2 : 1);
+  }
+
+  /** An 8-bit cache: a sparse MLA layer's float32 scale per indexer key [slots] (after the keys); 0 for bf16. */
+  indexKeyScales(layer: number): DevicePtr {
+    return this.dtype === 'auto' ? 0 : this.pool(layer, this.dtype === 'int8' ? 3 : 2);
   }
 
   private pool(layer: number, index: number): DevicePtr {

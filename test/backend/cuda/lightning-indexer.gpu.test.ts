@@ -3,20 +3,28 @@ import { after, test } from 'node:test';
 import type { IndexerParams, KvCache, MlaParams, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend, CpuTokenSelection } from '../../../src/backend/cpu/cpu-backend.ts';
 import { asCpuKvCache } from '../../../src/backend/cpu/cpu-tensor.ts';
+import { loadSlot } from '../../../src/backend/cpu/ops/kv-codes.ts';
 import { CudaBackend, CudaTokenSelection } from '../../../src/backend/cuda/cuda-backend.ts';
+import type { CudaKvCache } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
-import type { BatchDescription } from '../../../src/step/batch.ts';
-import type { KvCacheLayout } from '../../../src/step/kv-cache-layout.ts';
+import { describeBatch, type BatchDescription } from '../../../src/step/batch.ts';
+import type { KvCacheDtype, KvCacheLayout } from '../../../src/step/kv-cache-layout.ts';
 import { float32Tensor } from '../../../src/tensor/host-ops.ts';
-import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { fp8E4m3Values } from '../../../src/tensor/quantized-weight.ts';
+import { kvCodeTolerance, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // DeepSeek-V3.2's sparse attention on the GPU against the CPU twins: the indexer's key write
-// (lightning-indexer.cu indexer_key_write_kernel), its top-k (indexer_topk_kernel: scores, radix
-// select, ordered compaction) and MLA over each token's selected rows (sparse-mla.cu), over
-// prefill chunks then decodes and chunks mixed in one step. bf16 scores may order two positions
+// (lightning-indexer.cu indexer_key_write_kernel, then kv-quantize.cu for an 8-bit cache), its
+// top-k (indexer_topk_kernel: scores, radix select, ordered compaction) and MLA over each token's
+// selected rows (sparse-mla.cu), over prefill chunks then decodes and chunks mixed in one step,
+// with a bf16, fp8 and int8 cache (the latent rows and indexer keys both in its dtype; the keys as
+// cached are compared too, within kvCodeTolerance for 8-bit codes: the GPU quantizes bf16 keys,
+// the CPU float32 ones, so a key may land one code apart). bf16 scores may order two positions
 // whose float64 scores are nearly equal the other way: a GPU choice is accepted when it keeps the
-// right number of visible positions, in order, each scoring on the CPU within SCORE_TOLERANCE of
-// the CPU's k-th best. Sparse MLA is compared over one selection, the CPU's, given to both.
+// right number of visible positions, in order, each scoring (in float64, over the keys the GPU
+// cache holds) within SCORE_TOLERANCE of the k-th best. Sparse MLA is compared over one
+// selection, the CPU's, given to both. Last, the keys as cached (8-bit: codes and scales) must move
+// with their blocks: copy-on-write, swaps and copySlots.
 
 const rng = seededRng(testSeed('cuda lightning indexer'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -53,13 +61,11 @@ function shape(heads: number, latent: number, rope: number, indexHeads: number, 
   };
 }
 
-/** CPU index scores of token t over its visible positions, from the CPU cache's keys (float64). */
-function cpuScores(cache: KvCache, q: Float32Array, weights: Float32Array, batch: BatchDescription, t: number, indexer: IndexerParams): number[] {
-  const keys = asCpuKvCache(cache).layerPools(0)[1].codes as Float32Array;
+/** Index scores of token t over its visible positions from `keys` [slots, headDim] (float64). */
+function scoresOver(keys: Float32Array, blockSize: number, q: Float32Array, weights: Float32Array, batch: BatchDescription, t: number, indexer: IndexerParams): number[] {
   const { numHeads, headDim } = indexer;
   let s = 0;
   while (batch.queryStartLoc[s + 1] <= t) s++;
-  const blockSize = cache.layout.blockSize;
   return Array.from({ length: batch.positions[t] + 1 }, (_, j) => {
     const slot = batch.blockTables[s * batch.maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
     let total = 0;
@@ -72,12 +78,36 @@ function cpuScores(cache: KvCache, q: Float32Array, weights: Float32Array, batch
   });
 }
 
-function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[][]): void {
+/** Every slot's indexer key as each cache holds it, [slots, headDim] float32: the GPU's bf16 values or codes decoded on the host. */
+function cachedKeys(caches: readonly [KvCache, KvCache], headDim: number): [Float32Array, Float32Array] {
+  const cpuPool = asCpuKvCache(caches[0]).layerPools(0)[1];
+  const kv = caches[1] as CudaKvCache;
+  const slots = kv.layout.numBlocks * kv.layout.blockSize;
+  const out: [Float32Array, Float32Array] = [new Float32Array(slots * headDim), new Float32Array(slots * headDim)];
+  for (let slot = 0; slot < slots; slot++) loadSlot(cpuPool, slot, 1, out[0], slot * headDim);
+  if (kv.dtype === 'auto') {
+    const bits = new Uint16Array(slots * headDim);
+    gpu.device.download(bits, kv.indexKeys(0));
+    out[1].set(new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer));
+    return out;
+  }
+  const codes = new Uint8Array(slots * headDim);
+  gpu.device.download(codes, kv.indexKeys(0));
+  const scales = new Float32Array(slots);
+  gpu.device.download(scales, kv.indexKeyScales(0));
+  const values = kv.dtype === 'fp8_e4m3' ? Array.from(codes, (code) => fp8E4m3Values()[code]) : new Int8Array(codes.buffer);
+  values.forEach((value, i) => (out[1][i] = value * scales[Math.floor(i / headDim)]));
+  return out;
+}
+
+function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[][], dtype: KvCacheDtype = 'auto'): void {
   const { mla, indexer } = sh;
   const numSeqs = Math.max(...steps.map((step) => step.length));
   const longest = Math.max(...steps.flat().map((q) => q.cached + q.query));
   const numBlocks = numSeqs * (Math.ceil(longest / blockSize) + 1) + 4;
-  const layout: KvCacheLayout = { numBlocks, blockSize, layers: [{ kind: 'mla', latentDim: mla.latentDim, ropeDim: mla.ropeDim, indexKeys: { keyDim: indexer.headDim } }] };
+  const layers: KvCacheLayout['layers'] = [{ kind: 'mla', latentDim: mla.latentDim, ropeDim: mla.ropeDim, indexKeys: { keyDim: indexer.headDim } }];
+  const layout: KvCacheLayout = { numBlocks, blockSize, layers, dtype };
+  const tolerance = dtype === 'auto' ? TOLERANCE : kvCodeTolerance(dtype);
   const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)] as const;
   const table = ropeTables(longest + 1, mla.ropeDim);
   const rope = { cpu: cpu.uploadRopeTable(table), gpu: gpu.uploadRopeTable(table) };
@@ -99,6 +129,15 @@ function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[
     gpu.indexerRopeAndCacheWrite(iq.gpu, ik.gpu, keyNorm.gpu, keyBias.gpu, 1e-6, rope.gpu, caches[1], 0, stepInputs[1], indexer);
     assertClose(`${label}: rotated indexer queries`, iq.gpu, iq.cpu);
     assertClose(`${label}: normalized and rotated indexer keys`, ik.gpu, ik.cpu);
+    // The keys as each cache holds them, compared over the step's slots.
+    const kept = cachedKeys(caches, indexer.headDim);
+    const stepKeys = kept.map((keys) => {
+      const rows = new Float32Array(batch.numTokens * indexer.headDim);
+      batch.slotMapping.subarray(0, batch.numTokens).forEach((slot, t) => rows.set(keys.subarray(slot * indexer.headDim, (slot + 1) * indexer.headDim), t * indexer.headDim));
+      return rows;
+    });
+    const keptError = relativeError(stepKeys[1], stepKeys[0]);
+    assert.ok(keptError < tolerance, `${label}: ${dtype} indexer keys as cached: relative error ${keptError}`);
 
     const weightValues = Float32Array.from({ length: batch.numTokens * indexer.numHeads }, () => rng() * 2 - 1);
     const weights = float32Tensor(weightValues, [batch.numTokens, indexer.numHeads]);
@@ -120,7 +159,8 @@ function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[
       const chosen = row.filter((j) => j !== -1);
       assert.equal(chosen.length, indexer.topK, `${label}: token ${t} keeps ${chosen.length} positions`);
       assert.ok(chosen.every((j, k) => j >= 0 && j < visible && (k === 0 || j > chosen[k - 1])), `${label}: token ${t}'s positions ${chosen} are not increasing and visible`);
-      const scores = cpuScores(caches[0], queries, weightValues, batch, t, indexer);
+      // Scored over the GPU cache's own keys: an 8-bit key one code from the CPU's is the write's error, checked above.
+      const scores = scoresOver(kept[1], blockSize, queries, weightValues, batch, t, indexer);
       const kth = [...scores].sort((a, b) => b - a)[indexer.topK - 1];
       for (const j of chosen) assert.ok(scores[j] >= kth - SCORE_TOLERANCE * (1 + Math.abs(kth)), `${label}: token ${t} keeps position ${j}, scoring ${scores[j]} below the k-th best ${kth}`);
     }
@@ -134,7 +174,8 @@ function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[
         cpu.mlaAttention(qLatent.cpu, q.cpu, caches[0], 0, stepInputs[0], mla, selections[0]),
         gpu.mlaAttention(qLatent.gpu, q.gpu, caches[1], 0, stepInputs[1], mla, new CudaTokenSelection(batch.numTokens, indexer.topK, shared)),
       ];
-      assertClose(`${label}: sparse attention`, out[1], out[0]);
+      const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
+      assert.ok(err < tolerance, `${label}: ${dtype} sparse attention: relative error ${err}`);
     } finally {
       gpu.device.free(shared);
     }
@@ -159,17 +200,56 @@ const SHAPES: [string, Shape][] = [
   ['16 heads of latent 256 + rope 32; 8 indexer heads of 64, top 100', shape(16, 256, 32, 8, 64, 100)],
 ];
 
-for (const [name, sh] of SHAPES) {
-  test(`indexer write, top-k and sparse MLA agree with the CPU: prefill chunks, then decodes and chunks mixed: ${name}`, () => {
-    for (let trial = 0; trial < 2; trial++) {
-      const first = chunks(randInt(rng, 1, 3), 150);
-      runScenario(`${name} trial ${trial}`, sh, pickBlockSize(), [first, next(first, 60), next(next(first, 60), 1)]);
-    }
+for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
+  for (const [name, sh] of SHAPES) {
+    test(`${dtype} cache: indexer write, top-k and sparse MLA agree with the CPU: prefill chunks, then decodes and chunks mixed: ${name}`, () => {
+      for (let trial = 0; trial < 2; trial++) {
+        const first = chunks(randInt(rng, 1, 3), 150);
+        // An 8-bit cache on CUDA takes block sizes that are multiples of 4.
+        runScenario(`${name} trial ${trial}`, sh, pickBlockSize(), [first, next(first, 60), next(next(first, 60), 1)], dtype);
+      }
+    });
+  }
+
+  test(`${dtype} cache: a long decode selects from thousands of positions (the radix select's passes over many equal high bits)`, () => {
+    const sh = shape(16, 512, 64, 64, 128, 2048);
+    const specs = [{ cached: 0, query: 3000 }, { cached: 0, query: 40 }];
+    runScenario('long decode', sh, 16, [specs, specs.map((q) => ({ cached: q.query, query: 1 }))], dtype);
   });
 }
 
-test('a long decode selects from thousands of positions (the radix select\'s passes over many equal high bits)', () => {
-  const sh = shape(16, 512, 64, 64, 128, 2048);
-  const specs = [{ cached: 0, query: 3000 }, { cached: 0, query: 40 }];
-  runScenario('long decode', sh, 16, [specs, specs.map((q) => ({ cached: q.query, query: 1 }))]);
-});
+for (const dtype of ['auto', 'fp8_e4m3', 'int8'] as const) {
+  test(`${dtype} cache: indexer keys (8-bit: codes and scales) move with their blocks: copy-on-write, a swap out and in, and slot by slot`, () => {
+    const { indexer } = SHAPES[1][1];
+    const blockSize = 16;
+    const layout: KvCacheLayout = { numBlocks: 8, blockSize, layers: [{ kind: 'mla', latentDim: 512, ropeDim: 64, indexKeys: { keyDim: indexer.headDim } }], dtype };
+    const slots = (blocks: Int32Array) => Int32Array.from({ length: blocks.length * blockSize }, (_, i) => blocks[Math.floor(i / blockSize)] * blockSize + (i % blockSize));
+    const swap = (cache: KvCache, src: Int32Array, dst: Int32Array) => {
+      const space = gpu.createSwapSpace({ ...layout, numBlocks: src.length });
+      const host = Int32Array.from(src, (_, i) => i);
+      gpu.swapOut(cache, space, src, host);
+      gpu.swapIn(cache, space, host, dst);
+      gpu.awaitSwapIns();
+    };
+    const movers: [string, (cache: KvCache, src: Int32Array, dst: Int32Array) => void][] = [
+      ['copyBlocks', (cache, src, dst) => gpu.copyBlocks(cache, src, dst)],
+      ['swap', swap],
+      ['copySlots', (cache, src, dst) => gpu.copySlots(cache, slots(src), slots(dst))],
+    ];
+    for (const [name, move] of movers) {
+      const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)] as const;
+      const batch = describeBatch([{ tokens: new Array<number>(2 * blockSize).fill(0), startPos: 0, blockTables: [[5, 1]] }], blockSize);
+      const table = ropeTables(2 * blockSize, indexer.ropeDim);
+      const step = gpu.beginStep(batch);
+      const iq = randomPair([batch.numTokens, indexer.numHeads * indexer.headDim]);
+      const ik = randomPair([batch.numTokens, indexer.headDim], 2);
+      gpu.indexerRopeAndCacheWrite(iq.gpu, ik.gpu, randomPair([indexer.headDim], 0.5).gpu, randomPair([indexer.headDim], 0.2).gpu, 1e-6, gpu.uploadRopeTable(table), caches[1], 0, step, indexer);
+      move(caches[1], Int32Array.of(5, 1), Int32Array.of(2, 7));
+      const keys = cachedKeys(caches, indexer.headDim)[1];
+      const block = (b: number) => keys.subarray(b * blockSize * indexer.headDim, (b + 1) * blockSize * indexer.headDim);
+      assert.ok(block(5).some((v) => v !== 0), `${dtype} ${name}: keys were written`);
+      assert.deepEqual(block(2), block(5), `${dtype} ${name}: block 5's keys as cached, in block 2`);
+      assert.deepEqual(block(7), block(1), `${dtype} ${name}: block 1's keys as cached, in block 7`);
+    }
+  });
+}

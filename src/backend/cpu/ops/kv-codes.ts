@@ -1,29 +1,31 @@
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { floatToFp8E4m3, fp8E4m3Values } from '../../../tensor/quantized-weight.ts';
 
-/** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, or int8's float32 scales. */
+/** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, or the float32 scales of int8 (or of fp8 scaled per head). */
 export type KvPoolArray = Float32Array | Uint8Array | Int8Array;
 
 /**
- * One pool of a layer's cache (its keys, its values, or an MLA layer's rows): [slots, heads, width]
- * values in the cache's dtype. `auto` keeps float32 values; `fp8_e4m3` e4m3 codes, each x / scale
- * with one scale for the whole pool (given at each call: `AttentionParams.kvScales`); `int8`
- * symmetric codes with a float32 scale per (slot, head) in `scales`.
+ * One pool of a layer's cache (its keys, its values, an MLA layer's rows or a sparse MLA layer's
+ * indexer keys): [slots, heads, width] values in the cache's dtype. `auto` keeps float32 values;
+ * `fp8_e4m3` e4m3 codes, each x / scale with one scale for the whole pool (given at each call:
+ * `AttentionParams.kvScales`), or, in a pool made with `fp8HeadScales` (the indexer keys, as
+ * DeepSeek stores them), a float32 scale max|x| / 448 per (slot, head) in `scales`; `int8`
+ * symmetric codes with a float32 scale max|x| / 127 per (slot, head) in `scales`.
  */
 export interface CpuKvPool {
   readonly dtype: KvCacheDtype;
   readonly heads: number;
   readonly width: number;
   readonly codes: KvPoolArray;
-  /** int8: [slots, heads]; empty otherwise. */
+  /** int8, and fp8 scaled per head: [slots, heads]; empty otherwise. */
   readonly scales: Float32Array;
 }
 
-export function createKvPool(dtype: KvCacheDtype, slots: number, heads: number, width: number): CpuKvPool {
+export function createKvPool(dtype: KvCacheDtype, slots: number, heads: number, width: number, fp8HeadScales = false): CpuKvPool {
   const n = slots * heads * width;
   if (dtype === 'auto') return float32Pool(new Float32Array(n), heads, width);
   const codes = dtype === 'fp8_e4m3' ? new Uint8Array(n) : new Int8Array(n);
-  return { dtype, heads, width, codes, scales: new Float32Array(dtype === 'int8' ? n / width : 0) };
+  return { dtype, heads, width, codes, scales: new Float32Array(dtype === 'int8' || fp8HeadScales ? n / width : 0) };
 }
 
 /** An `auto` pool over float32 values [slots, heads, width], kept by reference. */
@@ -36,50 +38,57 @@ export function float32Pool(values: Float32Array, heads: number, width: number):
  * speculative slot copies, swap) whatever the dtype: int8's scales move with their codes.
  */
 export function poolArrays(pool: CpuKvPool): KvPoolArray[] {
-  return pool.dtype === 'int8' ? [pool.codes, pool.scales] : [pool.codes];
+  return pool.scales.length > 0 ? [pool.codes, pool.scales] : [pool.codes];
 }
 
 /**
  * Stores slot `slot`'s heads × width values from src[srcAt ..]. fp8: e4m3(x / tensorScale), ties to
- * even, saturating at ±448. int8: per head, scale = max|x| / 127 (1 for a head of zeros) and codes
- * round(x / scale), ties to even. Every quotient is rounded to float32 first, as the CUDA kernels
- * compute it.
+ * even, saturating at ±448; scaled per head, as int8 with e4m3 codes and 448 for 127. int8: per
+ * head, scale = max|x| / 127 (1 for a head of zeros) and codes round(x / scale), ties to even.
+ * Every quotient is rounded to float32 first, as the CUDA kernels compute it.
  */
 export function storeSlot(pool: CpuKvPool, slot: number, src: Float32Array, srcAt: number, tensorScale: number): void {
   const { heads, width, codes } = pool;
   const at = slot * heads * width;
   if (pool.dtype === 'auto') {
     codes.set(src.subarray(srcAt, srcAt + heads * width), at);
-  } else if (pool.dtype === 'fp8_e4m3') {
-    for (let i = 0; i < heads * width; i++) codes[at + i] = floatToFp8E4m3(Math.fround(src[srcAt + i] / tensorScale));
-  } else {
-    for (let h = 0; h < heads; h++) {
-      const from = srcAt + h * width;
+    return;
+  }
+  const fp8 = pool.dtype === 'fp8_e4m3';
+  for (let h = 0; h < heads; h++) {
+    const from = srcAt + h * width;
+    let scale = tensorScale;
+    if (pool.scales.length > 0) {
       let max = 0;
       for (let i = 0; i < width; i++) max = Math.max(max, Math.abs(src[from + i]));
-      const scale = max === 0 ? 1 : Math.fround(max / 127);
+      scale = max === 0 ? 1 : Math.fround(max / (fp8 ? 448 : 127));
       pool.scales[slot * heads + h] = scale;
-      for (let i = 0; i < width; i++) codes[at + h * width + i] = Math.max(-127, Math.min(127, roundHalfEven(Math.fround(src[from + i] / scale))));
+    }
+    for (let i = 0; i < width; i++) {
+      const q = Math.fround(src[from + i] / scale);
+      codes[at + h * width + i] = fp8 ? floatToFp8E4m3(q) : Math.max(-127, Math.min(127, roundHalfEven(q)));
     }
   }
 }
 
 /**
  * Slot `slot`'s heads × width values as float32 into out[outAt ..]: the stored value, or code ×
- * scale rounded to float32 (what the cache holds for that value).
+ * scale rounded to float32 (what the cache holds for that value): the head's own scale where the
+ * pool keeps one, else `tensorScale`.
  */
 export function loadSlot(pool: CpuKvPool, slot: number, tensorScale: number, out: Float32Array, outAt: number): void {
   const { heads, width, codes } = pool;
   const at = slot * heads * width;
   if (pool.dtype === 'auto') {
     out.set(codes.subarray(at, at + heads * width), outAt);
-  } else if (pool.dtype === 'fp8_e4m3') {
-    const table = fp8E4m3Values();
-    for (let i = 0; i < heads * width; i++) out[outAt + i] = table[codes[at + i]] * tensorScale;
-  } else {
-    for (let h = 0; h < heads; h++) {
-      const scale = pool.scales[slot * heads + h];
-      for (let i = 0; i < width; i++) out[outAt + h * width + i] = codes[at + h * width + i] * scale;
+    return;
+  }
+  const table = pool.dtype === 'fp8_e4m3' ? fp8E4m3Values() : null;
+  for (let h = 0; h < heads; h++) {
+    const scale = pool.scales.length > 0 ? pool.scales[slot * heads + h] : tensorScale;
+    for (let i = 0; i < width; i++) {
+      const code = codes[at + h * width + i];
+      out[outAt + h * width + i] = (table === null ? code : table[code]) * scale;
     }
   }
 }

@@ -4,6 +4,7 @@ import type { IndexerParams } from '../../backend.ts';
 import { describeBatch } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
+import { createKvPool, float32Pool, loadSlot, storeSlot } from './kv-codes.ts';
 import { indexerRopeAndCacheWrite, indexerTopK } from './lightning-indexer.ts';
 
 const random = new TestRandom(testSeed('lightning indexer ops'));
@@ -30,7 +31,7 @@ test('indexerRopeAndCacheWrite layer-normalizes the key, rotates the leading rop
     const slots = Int32Array.from(random.shuffled(Array.from({ length: numSlots }, (_, i) => i)).slice(0, numTokens));
     const pool = new Float32Array(numSlots * headDim);
     const [q0, k0] = [q.slice(), k.slice()];
-    indexerRopeAndCacheWrite(q, k, rows, slots, weight, bias, 1e-6, rope, pool, indexer);
+    indexerRopeAndCacheWrite(q, k, rows, slots, weight, bias, 1e-6, rope, float32Pool(pool, 1, headDim), indexer);
     const rotate = (x: number[], row: number) =>
       x.map((v, i) => {
         if (i >= ropeDim) return v;
@@ -54,8 +55,38 @@ test('indexerRopeAndCacheWrite layer-normalizes the key, rotates the leading rop
   }
 });
 
-test('indexerTopK keeps the topK best index scores of the positions each token sees, in position order, ties to the earlier', () => {
-  for (let trial = 0; trial < 30; trial++) {
+test('an 8-bit cache keeps each indexer key with a scale of its own: int8 codes at max|k| / 127, e4m3 codes at max|k| / 448', () => {
+  for (const dtype of ['int8', 'fp8_e4m3'] as const) {
+    for (let trial = 0; trial < 10; trial++) {
+      const indexer = randomIndexer();
+      const { headDim, ropeDim } = indexer;
+      const numTokens = random.int(1, 5);
+      const q = random.floats(numTokens * indexer.numHeads * headDim);
+      const k = random.floats(numTokens * headDim, 3);
+      const slots = Int32Array.from(random.shuffled(Array.from({ length: numTokens + 2 }, (_, i) => i)).slice(0, numTokens));
+      const pool = createKvPool(dtype, numTokens + 2, 1, headDim, true);
+      const rows = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
+      indexerRopeAndCacheWrite(q, k, rows, slots, random.floats(headDim), random.floats(headDim), 1e-6, plainRopeTable(ropeDim, 10000, 64), pool, indexer);
+      const kept = new Float32Array(headDim);
+      for (let t = 0; t < numTokens; t++) {
+        const key = k.subarray(t * headDim, (t + 1) * headDim);
+        loadSlot(pool, slots[t], 1, kept, 0);
+        const max = key.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const scale = pool.scales[slots[t]];
+        assert.ok(Math.abs(scale - max / (dtype === 'int8' ? 127 : 448)) <= 1e-6 * max, `${dtype} trial ${trial} token ${t}: scale ${scale}`);
+        // Half a step of the format: int8's scale / 2; e4m3's 2^-4 relative (its subnormal steps: 2^-9 × the scale).
+        key.forEach((v, i) => {
+          const step = dtype === 'int8' ? scale / 2 : Math.max(Math.abs(v) / 16, 2 ** -10 * scale);
+          assert.ok(Math.abs(kept[i] - v) <= step * (1 + 1e-6), `${dtype} trial ${trial} token ${t} key[${i}]: ${v} kept as ${kept[i]}`);
+        });
+      }
+    }
+  }
+});
+
+test('indexerTopK keeps the topK best index scores of the positions each token sees, in position order, ties to the earlier (float32, int8 and fp8 keys)', () => {
+  for (let trial = 0; trial < 45; trial++) {
+    const dtype = (['auto', 'int8', 'fp8_e4m3'] as const)[trial % 3];
     const indexer = randomIndexer();
     const { numHeads, headDim, topK } = indexer;
     const blockSize = random.pick([1, 4, 16]);
@@ -65,8 +96,11 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
     const tables = lens.map((len) => free.splice(0, Math.ceil(len / blockSize)));
     // Keys drawn from a few values: equal keys score equal, so ties are common.
     const distinct = Array.from({ length: 3 }, () => random.floats(headDim));
+    const keyPool = createKvPool(dtype, numBlocks * blockSize, 1, headDim, true);
+    for (let slot = 0; slot < numBlocks * blockSize; slot++) storeSlot(keyPool, slot, random.pick(distinct), 0, 1);
+    // What the scores must read: the values the pool's codes stand for.
     const pool = new Float32Array(numBlocks * blockSize * headDim);
-    for (let slot = 0; slot < numBlocks * blockSize; slot++) pool.set(random.pick(distinct), slot * headDim);
+    for (let slot = 0; slot < numBlocks * blockSize; slot++) loadSlot(keyPool, slot, 1, pool, slot * headDim);
     const batch = describeBatch(lens.map((len, s) => {
       const queryLen = random.int(1, len);
       return { tokens: new Array<number>(queryLen).fill(0), startPos: len - queryLen, blockTables: [tables[s]] };
@@ -74,7 +108,7 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
     const q = random.floats(batch.numTokens * numHeads * headDim);
     const weights = random.floats(batch.numTokens * numHeads);
     const out = new Int32Array(batch.numTokens * topK);
-    indexerTopK(q, weights, pool, blockSize, batch, indexer, out);
+    indexerTopK(q, weights, keyPool, blockSize, batch, indexer, out);
     for (let s = 0; s < lens.length; s++) {
       for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
         const visible = batch.positions[t] + 1;
@@ -91,7 +125,7 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
         const ranked = Array.from({ length: visible }, (_, j) => j).sort((a, b) => score(b) - score(a) || a - b);
         const expected = ranked.slice(0, topK).sort((a, b) => a - b);
         while (expected.length < topK) expected.push(-1);
-        assert.deepEqual(Array.from(out.subarray(t * topK, (t + 1) * topK)), expected, `trial ${trial} token ${t}`);
+        assert.deepEqual(Array.from(out.subarray(t * topK, (t + 1) * topK)), expected, `${dtype} trial ${trial} token ${t}`);
       }
     }
   }

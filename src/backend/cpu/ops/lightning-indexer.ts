@@ -1,13 +1,15 @@
 import type { IndexerParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { loadSlot, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
  * For each token t: LayerNorm k[t] ([numTokens, headDim]; mean and variance in float64, then
  * × weight + bias), rotate its leading ropeDim and those of each of q's heads by the rotary row
- * rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), in place, and copy k[t] to row
- * slotMapping[t] of `pool` ([slots, headDim] float32).
+ * rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), in place, and store k[t] in row
+ * slotMapping[t] of `pool` ([slots, headDim] in the cache's dtype: an 8-bit key with a scale of
+ * its own, max|k| / 127 for int8 codes and max|k| / 448 for e4m3 ones; IndexKeysSpec).
  */
 export function indexerRopeAndCacheWrite(
   q: Float32Array,
@@ -18,11 +20,11 @@ export function indexerRopeAndCacheWrite(
   normBias: Float32Array,
   eps: number,
   rope: RopeTables,
-  pool: Float32Array,
+  pool: CpuKvPool,
   indexer: IndexerParams,
 ): void {
   const { numHeads, headDim, ropeDim } = indexer;
-  const numSlots = pool.length / headDim;
+  const numSlots = pool.codes.length / headDim;
   if (rope.rotaryDim !== ropeDim) throw new Error(`indexerRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
@@ -41,21 +43,21 @@ export function indexerRopeAndCacheWrite(
     for (let i = 0; i < headDim; i++) k[keyAt + i] = (k[keyAt + i] - mean) * inverseStd * normWeight[i] + normBias[i];
     rotateHead(k, keyAt, rope, row, k, keyAt, ropeDim);
     for (let h = 0; h < numHeads; h++) rotateHead(q, (t * numHeads + h) * headDim, rope, row, q, (t * numHeads + h) * headDim, ropeDim);
-    pool.set(k.subarray(keyAt, keyAt + headDim), slot * headDim);
+    storeSlot(pool, slot, k, keyAt, 1);
   }
 }
 
 /**
  * Each token's selected positions, [numTokens, topK] (IndexerParams): token t at position p of
  * sequence s scores positions j ≤ p by Σ_h weightScale · weights[t, h] · relu(scale · q[t, h] ·
- * key_j), the keys read from `pool` ([slots, headDim]) through s's block table, in float64; it keeps
- * the topK highest (ties to the earlier position), or every j ≤ p when p < topK, listed in
- * increasing position and padded with -1.
+ * key_j), the keys read from `pool` ([slots, headDim], an 8-bit pool's as the values its codes
+ * stand for) through s's block table, in float64; it keeps the topK highest (ties to the earlier
+ * position), or every j ≤ p when p < topK, listed in increasing position and padded with -1.
  */
 export function indexerTopK(
   q: Float32Array,
   weights: Float32Array,
-  pool: Float32Array,
+  keyPool: CpuKvPool,
   blockSize: number,
   batch: BatchDescription,
   indexer: IndexerParams,
@@ -66,9 +68,17 @@ export function indexerTopK(
   const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
   const scores = new Float64Array(longest);
   const order = new Int32Array(longest);
+  const quantized = keyPool.dtype !== 'auto';
+  // The keys scores read: the float32 pool (by slot), or an 8-bit pool's keys dequantized (by position).
+  const pool = quantized ? new Float32Array(longest * headDim) : (keyPool.codes as Float32Array);
   for (let s = 0; s < batch.numSeqs; s++) {
     const tableAt = s * batch.maxBlocksPerSeq;
     const slotOf = (j: number) => batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
+    if (quantized) {
+      let visible = 0;
+      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) visible = Math.max(visible, Math.min(batch.positions[t] + 1, batch.seqLens[s]));
+      for (let j = 0; j < visible; j++) loadSlot(keyPool, slotOf(j), 1, pool, j * headDim);
+    }
     for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       if (position >= batch.seqLens[s]) {
@@ -81,7 +91,7 @@ export function indexerTopK(
         continue;
       }
       for (let j = 0; j < visible; j++) {
-        const keyAt = slotOf(j) * headDim;
+        const keyAt = (quantized ? j : slotOf(j)) * headDim;
         let score = 0;
         for (let h = 0; h < numHeads; h++) {
           const queryAt = (t * numHeads + h) * headDim;

@@ -180,16 +180,19 @@ __device__ __forceinline__ float e4m3_over_256(unsigned int b) {
   return f16_to_f32((unsigned short)(((b & 0x7fu) << 7) | ((b & 0x80u) << 8)));
 }
 
+// What one 8-bit code stands for at scale 1, exactly: the e4m3 value, or int8's integer. Times the
+// scale (one rounding) it is the float32 the CPU keeps.
+template <int KV>
+__device__ __forceinline__ float code_value(unsigned int b) {
+  return KV == 1 ? e4m3_over_256(b) * 256.f : (float)(signed char)b;
+}
+
 // Eight 8-bit codes (one 8-byte access) as bf16 values code · scale, packed for shared memory.
-// The product is the float32 the CPU keeps (fp8: (v / 2^8) · (2^8 · scale) rounds once, as v · scale).
 template <int KV>
 __device__ __forceinline__ uint4 dequantize8(const uint2 codes, float scale) {
   float f[8];
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const unsigned int b = ((i < 4 ? codes.x : codes.y) >> (8 * (i & 3))) & 0xffu;
-    f[i] = KV == 1 ? e4m3_over_256(b) * (scale * 256.f) : (float)(signed char)b * scale;
-  }
+  for (int i = 0; i < 8; i++) f[i] = code_value<KV>(((i < 4 ? codes.x : codes.y) >> (8 * (i & 3))) & 0xffu) * scale;
   return pack8(f);
 }
 

@@ -1,19 +1,25 @@
 // DeepSeek-V3.2's lightning indexer (layers/lightning-indexer.ts): the per-token key write, and
 // each token's top-k positions by index score. CPU twins: backend/cpu/ops/lightning-indexer.ts.
+// The keys are cached in the rows' dtype: bf16, or with an 8-bit cache (KV_DTYPE 1 fp8, 2 int8)
+// codes with a float32 scale per key (max|k| / 448 or / 127), written by kv_quantize_write_kernel
+// after the key write.
 #include "common.cuh"
 
-// nvcc-check: -DINDEX_HEADS=16
-// nvcc-check: -DINDEX_HEADS=64
+// nvcc-check: -DINDEX_HEADS=16 -DKV_DTYPE=0
+// nvcc-check: -DINDEX_HEADS=64 -DKV_DTYPE=0
+// nvcc-check: -DINDEX_HEADS=64 -DKV_DTYPE=1
+// nvcc-check: -DINDEX_HEADS=16 -DKV_DTYPE=2
 
-#ifndef INDEX_HEADS
-#error "compile with -DINDEX_HEADS=<index_n_heads>"
+#if !defined(INDEX_HEADS) || !defined(KV_DTYPE)
+#error "compile with -DINDEX_HEADS=<index_n_heads> -DKV_DTYPE=<0 bf16 | 1 fp8 | 2 int8>"
 #endif
 
 // One block per token. k [numTokens, head_dim] is LayerNorm-ed (f32 mean and variance, eps, then
 // × norm_w + norm_b, rounded to bf16), its leading `rope` dims rotated (rotate_half pairs i,
-// i + rope / 2) by the token's rotary row, in place, and written to keys row slots[t] ([slots,
-// head_dim] bf16); the leading `rope` dims of each of q's INDEX_HEADS heads ([numTokens, INDEX_HEADS *
-// head_dim]) are rotated in place. head_dim <= 1024; rotary rows and slots were range-checked on the host.
+// i + rope / 2) by the token's rotary row, in place, and (bf16 cache) written to keys row slots[t]
+// ([slots, head_dim] bf16; an 8-bit cache's `keys` is unread here); the leading `rope` dims of each
+// of q's INDEX_HEADS heads ([numTokens, INDEX_HEADS * head_dim]) are rotated in place. head_dim <=
+// 1024; rotary rows and slots were range-checked on the host.
 extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const bf16* __restrict__ norm_w,
                                                     const bf16* __restrict__ norm_b, const float* __restrict__ cos_table,
                                                     const float* __restrict__ sin_table, const int* __restrict__ rotary_rows,
@@ -48,7 +54,7 @@ extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* 
     }
     const bf16 out = f32_to_bf16(v);
     key[i] = out;
-    slot_row[i] = out;
+    if (KV_DTYPE == 0) slot_row[i] = out;
   }
   for (int i = threadIdx.x; i < INDEX_HEADS * half; i += blockDim.x) {
     const int h = i / half, j = i - h * half;
@@ -93,13 +99,15 @@ __device__ __forceinline__ int block_exclusive_scan(int flag, int* total) {
 // best, written to out [numTokens, top_k] in increasing position, -1 past them.
 //   score_j = Σ_h weight_scale · weights[t, h] · relu(scale · q[t, h] · key_j)
 // q bf16 [numTokens, INDEX_HEADS * head_dim] (rotated), weights f32 [numTokens, INDEX_HEADS], keys
-// bf16 [slots, head_dim] read through the sequence's block table. The scores go to the block's row
+// [slots, head_dim] read through the sequence's block table: bf16, or 8-bit codes whose scale
+// key_scales[slot] is positive, so it leaves relu's sign alone and multiplies each head's product once. The scores go to the block's row
 // of `scores` (f32, `score_stride` per block), then the k-th largest is found by a radix select over
 // their order keys (8 bits a pass, most significant first), and the positions scoring above it,
 // plus the earliest of those scoring equal to it, are written in order. A token that sees no more
 // than top_k positions takes them all. head_dim is a multiple of 8 and INDEX_HEADS * head_dim <= 8192.
 extern "C" __global__ void indexer_topk_kernel(const bf16* __restrict__ q, const float* __restrict__ weights,
-                                               const bf16* __restrict__ keys, const int* __restrict__ query_start_loc,
+                                               const unsigned char* __restrict__ keys, const float* __restrict__ key_scales,
+                                               const int* __restrict__ query_start_loc,
                                                const int* __restrict__ positions, const int* __restrict__ block_tables,
                                                int num_seqs, int max_blocks_per_seq, int block_size, int head_dim, int top_k,
                                                float scale, float weight_scale, float* __restrict__ scores, long long score_stride,
@@ -123,22 +131,29 @@ extern "C" __global__ void indexer_topk_kernel(const bf16* __restrict__ q, const
   __syncthreads();
   float* row = scores + blockIdx.x * score_stride;
   for (int j = threadIdx.x; j < visible; j += blockDim.x) {
-    const uint4* key = reinterpret_cast<const uint4*>(keys + kv_slot(table, j, block_size) * head_dim);
+    const long long slot = kv_slot(table, j, block_size);
     float dot[INDEX_HEADS];
 #pragma unroll
     for (int h = 0; h < INDEX_HEADS; h++) dot[h] = 0.f;
     for (int c = 0; c < head_dim / 8; c++) {
       float kv[8];
-      unpack8(key[c], kv);
+#if KV_DTYPE == 0
+      unpack8(reinterpret_cast<const uint4*>(keys + slot * head_dim * 2)[c], kv);
+#else
+      const uint2 codes = reinterpret_cast<const uint2*>(keys + slot * head_dim)[c];
+#pragma unroll
+      for (int i = 0; i < 8; i++) kv[i] = code_value<KV_DTYPE>(((i < 4 ? codes.x : codes.y) >> (8 * (i & 3))) & 0xffu);
+#endif
 #pragma unroll
       for (int h = 0; h < INDEX_HEADS; h++) {
 #pragma unroll
         for (int i = 0; i < 8; i++) dot[h] += q_s[h * head_dim + c * 8 + i] * kv[i];
       }
     }
+    const float key_scale = scale * (KV_DTYPE == 0 ? 1.f : key_scales[slot]);
     float score = 0.f;
 #pragma unroll
-    for (int h = 0; h < INDEX_HEADS; h++) score += w_s[h] * fmaxf(0.f, scale * dot[h]);
+    for (int h = 0; h < INDEX_HEADS; h++) score += w_s[h] * fmaxf(0.f, key_scale * dot[h]);
     row[j] = score;
   }
   // Radix select: after the pass on bits [shift, shift + 8), prefix_s holds the k-th largest key's

@@ -1,6 +1,8 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { IndexerParams } from '../../backend.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import { kvDtypeDefine, launchKvQuantizeWrite } from './kv-quantize.ts';
 
 export interface IndexerKeyWriteArgs {
   /** [numTokens, numHeads * headDim] bf16, its heads' leading ropeDim rotated in place. */
@@ -14,16 +16,22 @@ export interface IndexerKeyWriteArgs {
   sin: DevicePtr;
   rotaryRows: DevicePtr;
   slotMapping: DevicePtr;
-  /** The layer's indexer keys [slots, headDim] bf16. */
+  /** The layer's indexer keys [slots, headDim]: bf16, or 8-bit codes (`dtype`). */
   keys: DevicePtr;
+  dtype: KvCacheDtype;
+  /** An 8-bit cache: the float32 scale of each key [slots] (max|k| / 448 for fp8, / 127 for int8); 0 for bf16. */
+  keyScales: DevicePtr;
   numTokens: number;
   indexer: IndexerParams;
 }
 
-/** LayerNorm, rotation and cache write of the step's indexer keys, rotation of its queries (indexer_key_write_kernel). */
+/**
+ * LayerNorm, rotation and cache write of the step's indexer keys, rotation of its queries
+ * (indexer_key_write_kernel; an 8-bit cache's keys by kv_quantize_write_kernel after it).
+ */
 export function launchIndexerKeyWrite(device: CudaDevice, a: IndexerKeyWriteArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('lightning-indexer.cu', 'indexer_key_write_kernel', 'pppppppppiif', { INDEX_HEADS: a.indexer.numHeads });
+  const kernel = device.kernel('lightning-indexer.cu', 'indexer_key_write_kernel', 'pppppppppiif', { INDEX_HEADS: a.indexer.numHeads, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const threads = Math.min(256, Math.max(32, Math.ceil(a.indexer.headDim / 32) * 32));
   device.launch(kernel, [a.numTokens], [threads], 0, [
     a.q,
@@ -39,6 +47,9 @@ export function launchIndexerKeyWrite(device: CudaDevice, a: IndexerKeyWriteArgs
     a.indexer.ropeDim,
     a.eps,
   ]);
+  if (a.dtype === 'auto') return;
+  const width = a.indexer.headDim;
+  launchKvQuantizeWrite(device, { src: a.k, srcStride: width, slotMapping: a.slotMapping, pool: a.keys, scales: a.keyScales, numTokens: a.numTokens, heads: 1, width, tensorScale: 1, dtype: a.dtype });
 }
 
 export interface IndexerTopKArgs {
@@ -46,7 +57,10 @@ export interface IndexerTopKArgs {
   q: DevicePtr;
   /** [numTokens, numHeads] f32. */
   weights: DevicePtr;
+  /** The layer's indexer keys as IndexerKeyWriteArgs has them. */
   keys: DevicePtr;
+  dtype: KvCacheDtype;
+  keyScales: DevicePtr;
   queryStartLoc: DevicePtr;
   positions: DevicePtr;
   blockTables: DevicePtr;
@@ -73,13 +87,14 @@ export function launchIndexerTopK(device: CudaDevice, a: IndexerTopKArgs): void 
   const stride = a.maxBlocksPerSeq * a.blockSize;
   const group = Math.max(1, Math.min(a.numTokens, Math.floor(SCORE_BYTES / (4 * stride))));
   const scores = a.alloc(group * stride * 4);
-  const kernel = device.kernel('lightning-indexer.cu', 'indexer_topk_kernel', 'ppppppiiiiiffplip', { INDEX_HEADS: a.indexer.numHeads });
+  const kernel = device.kernel('lightning-indexer.cu', 'indexer_topk_kernel', 'pppppppiiiiiffplip', { INDEX_HEADS: a.indexer.numHeads, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const { headDim, topK, scale, weightScale } = a.indexer;
   for (let first = 0; first < a.numTokens; first += group) {
     device.launch(kernel, [Math.min(group, a.numTokens - first)], [256], 0, [
       a.q,
       a.weights,
       a.keys,
+      a.keyScales,
       a.queryStartLoc,
       a.positions,
       a.blockTables,

@@ -1,14 +1,19 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { MlaParams } from '../../backend.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import { kvDtypeDefine } from './kv-quantize.ts';
 
 export interface SparseMlaArgs {
   /** [numTokens, numHeads * latentDim] bf16. */
   out: DevicePtr;
   qLatent: DevicePtr;
   q: DevicePtr;
-  /** The layer's rows [slots, latentDim + ropeDim] bf16. */
+  /** The layer's rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
   pool: DevicePtr;
+  dtype: KvCacheDtype;
+  /** int8: the pool's float32 scale per row; 0 otherwise. */
+  rowScales: DevicePtr;
   /** [numTokens, topK] int32 positions, -1 for none. */
   selection: DevicePtr;
   topK: number;
@@ -26,11 +31,11 @@ const HEADS_PER_BLOCK = 4;
 export const SPARSE_MLA_MAX_LATENT = 512;
 export const SPARSE_MLA_MAX_ROPE = 64;
 
-/** Absorbed MLA over each token's selected rows (sparse_mla_kernel), decode and prefill alike. */
+/** Absorbed MLA over each token's selected rows (sparse_mla_kernel), decode and prefill alike; an 8-bit row is dequantized as it is read. */
 export function launchSparseMla(device: CudaDevice, a: SparseMlaArgs): void {
   if (a.numTokens === 0) return;
   const { numHeads, nopeDim, latentDim, ropeDim, scale } = a.mla;
-  const kernel = device.kernel('sparse-mla.cu', 'sparse_mla_kernel', 'pppppppiiiiiiiif');
+  const kernel = device.kernel('sparse-mla.cu', 'sparse_mla_kernel', 'pppppppiiiiiiiifpf', { KV_DTYPE: kvDtypeDefine(a.dtype) });
   device.launch(kernel, [a.numTokens, Math.ceil(numHeads / HEADS_PER_BLOCK)], [32 * HEADS_PER_BLOCK], 0, [
     a.out,
     a.qLatent,
@@ -48,5 +53,7 @@ export function launchSparseMla(device: CudaDevice, a: SparseMlaArgs): void {
     latentDim,
     ropeDim,
     scale,
+    a.rowScales,
+    1,
   ]);
 }
