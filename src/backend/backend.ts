@@ -252,6 +252,12 @@ export interface MoeWeights {
 /** The ops that put a model's weights on a backend (a layer's WeightUploader). */
 export type WeightUploaderOps = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'loadQuantizedExperts' | 'uploadRopeTable'>;
 
+/**
+ * How many of the latest sampling passes stay readable (`Backend.sampleRows`): a step in flight
+ * and the next, or the drafting passes of a step, chained on the device and read at once.
+ */
+export const READABLE_SAMPLING_PASSES = 8;
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -523,8 +529,10 @@ export interface Backend {
    * The sampling pass: each draw's token from its row of logits x [rows, cols], with its logprob
    * and top alternatives' (src/sampling/draw.ts says how; draw-sampler.ts is the reference). A
    * draw's pending token is read from the previous pass's ids. Returns without waiting: the ids
-   * stay where the next step's `tokenSources` read them, and `read()` waits for the results on
-   * the host (only they cross). The results of the two latest calls stay readable.
+   * stay where the next step's (or the next drafting pass's) `tokenSources` read them, and
+   * `read()` waits for the results on the host (only they cross). The results of the
+   * `READABLE_SAMPLING_PASSES` latest calls stay readable: speculative drafting chains that many
+   * passes on the device and reads them together.
    */
   sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens;
 
