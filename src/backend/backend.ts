@@ -387,6 +387,12 @@ export interface Backend {
    * `RowsKvSpec` of that width): the hidden states a speculative head drafts from, kept per slot.
    */
   writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void;
+  /**
+   * `writeCacheRows` at the step's own slots: row t of `rows` [numTokens, width] to token t's slot
+   * in the layer's KV group (`BatchDescription.slotMapping`), read on the device, so that a
+   * replayed graph writes each step's rows where that step's tokens are.
+   */
+  writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void;
   /** The rows of slots `slots` of rows layer `layer`: [slots.length, width]. */
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor;
 
@@ -535,6 +541,13 @@ export interface Backend {
    * passes on the device and reads them together.
    */
   sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens;
+  /**
+   * Maps each id the latest `sampleRows` left on the device (where `tokenSources` and pending
+   * draws read them) through `map`: id i becomes map[i] (-1 stays, an id past the map becomes -1).
+   * The pass's results on the host keep the ids it drew. An EAGLE-3 head draws from its own
+   * vocabulary; its next drafting pass embeds the target's id. The same array is uploaded once.
+   */
+  mapSampledIds(map: Int32Array): void;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;
@@ -542,10 +555,12 @@ export interface Backend {
    * Returns `forward()`'s result for this step: by replaying the graph `owner` (the model runner)
    * recorded for an earlier step of the same shape (tokens, sequences, block-table width, logits
    * rows), or by recording one now. Only for steps whose every kernel argument is fixed by that
-   * shape: the model runner's padded decode steps. After it, only toHost and sampleRows may run
-   * before the next beginStep.
+   * shape: the model runner's padded decode steps. The result is the tensors (or an object of
+   * tensors: the logits and the hidden rows a head reads) the recording returned, which a replay
+   * writes again. Its step tensors stay until the next beginStep, as an eager forward's do, and
+   * ops after it (a head reading its hidden rows) allocate past them.
    */
-  replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor;
+  replayForward<T>(step: StepInputs, owner: object, forward: () => T): T;
 
   dispose(): void;
 }

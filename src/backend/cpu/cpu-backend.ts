@@ -26,7 +26,7 @@ import type {
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
-import { groupBatch, type BatchDescription } from '../../step/batch.ts';
+import { groupBatch, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuQuantizedExperts, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
 import { sparse24Matmul } from './ops/sparse24-matmul.ts';
@@ -239,6 +239,10 @@ export class CpuBackend implements Backend {
     const t = asCpuTensor(rows, 'writeCacheRows rows');
     if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} slots of width ${width}`);
     for (let i = 0; i < slots.length; i++) pool.set(t.data.subarray(i * width, (i + 1) * width), slots[i] * width);
+  }
+
+  writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    this.writeCacheRows(cache, layer, rows, groupSlotMapping(step.batch, layerGroup(asCpuKvCache(cache).layout, layer)));
   }
 
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
@@ -570,9 +574,14 @@ export class CpuBackend implements Backend {
     return { read: () => results };
   }
 
+  mapSampledIds(map: Int32Array): void {
+    // A new array: the pass's results, which the host reads, keep the ids it drew.
+    this.lastSampled = Int32Array.from(this.lastSampled, (id) => (id < 0 ? id : id < map.length ? map[id] : -1));
+  }
+
   readonly recordsGraphs = false;
 
-  replayForward(_step: StepInputs, _owner: object, forward: () => Tensor): Tensor {
+  replayForward<T>(_step: StepInputs, _owner: object, forward: () => T): T {
     return forward();
   }
 

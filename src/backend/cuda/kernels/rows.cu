@@ -1,4 +1,5 @@
-// Row gathers: the embedding lookup (rows of the table by token id) and the logits rows.
+// Row gathers: the embedding lookup (rows of the table by token id) and the logits rows; and the
+// sampled ids mapped through a table (a speculative head's vocabulary to the target's).
 #include "common.cuh"
 
 // out[r, :] = src[indices[r], :] for a row of `chunks` 16-byte chunks. One block per output row.
@@ -68,4 +69,14 @@ extern "C" __global__ void column_blocks_kernel(uint4* __restrict__ out, const u
   const uint4* from = in + (b * rows + row) * chunks;
   uint4* to = out + (row * blocks + b) * chunks;
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}
+
+// ids[i] = map[ids[i]] for ids[i] >= 0 (-1, a draw without a finite logit, stays): the ids a
+// sampling pass left where the next pass reads its tokens, mapped from an EAGLE-3 head's draft
+// vocabulary to the target's. Ids past the map (never drawn from a row of its width) give -1.
+extern "C" __global__ void map_ids_kernel(int* __restrict__ ids, const int* __restrict__ map, int n, int mapSize) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int id = ids[i];
+  if (id >= 0) ids[i] = id < mapSize ? map[id] : -1;
 }

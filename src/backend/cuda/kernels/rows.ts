@@ -58,6 +58,12 @@ export function launchColumnBlocks(device: CudaDevice, out: DevicePtr, input: De
   device.launch(device.kernel('rows.cu', 'column_blocks_kernel', 'ppiii'), [rows, blocks], [rowThreads(cols)], 0, [out, input, rows, cols / 8, blocks]);
 }
 
+/** ids[i] = map[ids[i]] in place for the `n` ids, where ids[i] >= 0 (int32 buffers; ids past the map become -1). */
+export function launchMapIds(device: CudaDevice, ids: DevicePtr, map: DevicePtr, n: number, mapSize: number): void {
+  if (n === 0) return;
+  device.launch(device.kernel('rows.cu', 'map_ids_kernel', 'ppii'), [Math.ceil(n / 256)], [256], 0, [ids, map, n, mapSize]);
+}
+
 function rowThreads(cols: number): number {
   return Math.min(256, Math.ceil(cols / 8 / 32) * 32);
 }
