@@ -25,7 +25,7 @@ interface Replayed {
 function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
   const posing = Object.create(backend) as Backend & { recordsGraphs: boolean };
   Object.defineProperty(posing, 'recordsGraphs', { value: true });
-  posing.replayForward = (step: StepInputs, owner: object, forward: () => Tensor) => {
+  posing.replayForward = <T>(step: StepInputs, owner: object, forward: () => T): T => {
     const b = step.batch;
     replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
     return forward();

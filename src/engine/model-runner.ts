@@ -167,8 +167,7 @@ export class ModelRunner {
     this.blockSize = blockSize;
     this.medusa = drafting.medusa ?? null;
     this.head = head;
-    // Heads read every step's hidden rows, which a replayed graph does not hand over.
-    this.graphs = backend.recordsGraphs && this.medusa === null && head === null ? graphs : null;
+    this.graphs = backend.recordsGraphs ? graphs : null;
     this.draft = draft;
     this.swap = swap;
     this.lora = lora;
@@ -255,10 +254,17 @@ export class ModelRunner {
     const step = this.backend.beginStep(batch);
     this.sampledDraws = sampledDraws;
     if (this.pipeline !== null) return { samplingRows, firstDraw, promptScores, read: this.launchMicroBatch(step, all) };
-    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
-    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
-    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    this.head?.storeFeatures(this.backend, batch);
+    // What heads read of the forward is recorded with it: Medusa's hidden rows are among a graph's
+    // results, and a head's feature rows are written at the step's slots on the device.
+    let medusaRows: Tensor | null = null;
+    const tap = this.medusa !== null ? { finalRows: (hidden: Tensor) => (medusaRows = hidden) } : this.head?.tap();
+    const forward = () => {
+      const logits = this.model.forward(this.backend, step, this.cache, tap);
+      this.head?.storeFeatures(this.backend, step);
+      return { logits, medusaRows };
+    };
+    const { logits, medusaRows: hidden } = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    if (this.medusa !== null) this.medusa.received(hidden, new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
     const sampled = this.backend.sampleRows(logits, all);
     return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled) };
   }
