@@ -393,8 +393,16 @@ export interface Backend {
    * replayed graph writes each step's rows where that step's tokens are.
    */
   writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void;
+  /**
+   * Row s of `rows` [numSeqs, width] to the slot after sequence s's last token of the step (cache
+   * index seqLens[s], through its block table in the layer's KV group, which must reach it), read
+   * on the device: a speculative head's output, the feature its next drafting pass reads there.
+   */
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void;
   /** The rows of slots `slots` of rows layer `layer`: [slots.length, width]. */
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor;
+  /** `readCacheRows` at the step's own slots, read on the device: [numTokens, width]. */
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**

@@ -5,6 +5,7 @@ import type { DraftHead } from '../models/draft-head.ts';
 import { scoreDraw, topTokensDraw } from '../sampling/draw.ts';
 import { describeBatch, type SequenceChunk } from '../step/batch.ts';
 import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { GraphBatches } from './graph-batch.ts';
 import type { Sequence } from './sequence.ts';
 
 /** The head's cache: its layer's K/V, then the feature rows it drafts from. */
@@ -100,13 +101,17 @@ export class HeadProposer {
     this.caughtUp.delete(seq);
   }
 
-  /** Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may have a pending token. */
-  propose(b: Backend, seqs: readonly Sequence[]): void {
+  /**
+   * Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may
+   * have a pending token. A chain's single-token passes replay graphs padded by `graphs` (null:
+   * eagerly).
+   */
+  propose(b: Backend, seqs: readonly Sequence[], graphs: GraphBatches | null): void {
     if (seqs.length === 0) return;
     const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens, nodes: [], frontier: [] }));
     for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
     if (this.width === 1) {
-      this.draftChains(b, drafting);
+      this.draftChains(b, drafting, graphs);
       return;
     }
     const logits = this.catchUp(b, drafting);
@@ -124,26 +129,42 @@ export class HeadProposer {
    * returns (a row per sequence) give the first depth's nodes.
    */
   private catchUp(b: Backend, drafting: Drafting[]): Tensor {
-    const slots: number[] = [];
     const chunks = drafting.map(({ seq, root }): SequenceChunk => {
       const from = Math.min(this.caughtUp.get(seq) ?? 0, root - 1);
-      for (let p = from; p < root; p++) slots.push(this.slot(seq, p));
       return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTables: seq.blockTables };
     });
-    const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots));
-    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting, ({ seq, root }) => this.slot(seq, root)));
+    // Its last position is the one before the root: its output goes to the root's slot.
+    const logits = this.runInPlace(b, chunks, null);
     for (const d of drafting) this.caughtUp.set(d.seq, d.root);
     return logits;
   }
 
   /**
+   * The head over `chunks`, each token reading the feature row at its own slot, and each
+   * sequence's output (on its last token) written to the slot after it, where the next position
+   * reads it: the step's own slots, found on the device, so a single-token pass can replay a
+   * graph (`graphs`). Returns the logits, a row per sequence.
+   */
+  private runInPlace(b: Backend, chunks: SequenceChunk[], graphs: GraphBatches | null): Tensor {
+    const size = graphs?.sizeFor(chunks.length) ?? null;
+    const step = b.beginStep(size === null ? describeBatch(chunks, this.blockSize) : graphs!.padded(chunks, size));
+    const forward = (): Tensor => {
+      const { hidden, logits } = this.head.forward(b, step, this.cache, b.readStepCacheRows(this.cache, FEATURES, step));
+      b.writeNextCacheRows(this.cache, FEATURES, hidden, step);
+      return logits;
+    };
+    return size === null ? forward() : b.replayForward(step, this, forward);
+  }
+
+  /**
    * Chains (width 1), drafted on the device: after the catch-up, depth j runs draft j - 1 (read
    * where the pass before drew it, `SequenceChunk.lastTokenSource`, mapped to the target's ids on
-   * the device for a head of its own vocabulary) with the output of its position's pass as
-   * feature, and draws draft j as the argmax of its logits. The host reads the drafts once, after
-   * the last pass (in groups of the passes that stay readable).
+   * the device for a head of its own vocabulary) with the output the pass before left at its
+   * position as feature, and draws draft j as the argmax of its logits; each such pass is one
+   * token per sequence and replays a graph where decode steps do. The host reads the drafts once,
+   * after the last pass (in groups of the passes that stay readable).
    */
-  private draftChains(b: Backend, drafting: Drafting[]): void {
+  private draftChains(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): void {
     const map = this.head.draftToTarget;
     let unread: { sampled: SampledTokens; active: Drafting[]; depth: number }[] = [];
     const readPasses = () => {
@@ -170,9 +191,7 @@ export class HeadProposer {
       if (active.length === 0) break;
       // Position root + depth - 1 runs with the token after it, draft depth - 1, and as feature the output the pass before left there.
       const chunks = active.map((d): SequenceChunk => ({ tokens: [0], startPos: d.root + depth - 1, blockTables: d.seq.blockTables, lastTokenSource: rows.get(d)! }));
-      const { hidden, logits } = this.run(b, chunks, Int32Array.from(active, ({ seq, root }) => this.slot(seq, root + depth - 1)));
-      b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(active, ({ seq, root }) => this.slot(seq, root + depth)));
-      draw(logits, active, depth);
+      draw(this.runInPlace(b, chunks, graphs), active, depth);
     }
     readPasses();
   }
@@ -203,8 +222,8 @@ export class HeadProposer {
     }
   }
 
-  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows` (default: each chunk's last token). */
-  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows?: number[]): { hidden: Tensor; logits: Tensor } {
+  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows`. */
+  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows: number[]): { hidden: Tensor; logits: Tensor } {
     const step = b.beginStep(describeBatch(chunks, this.blockSize, logitsRows));
     return this.head.forward(b, step, this.cache, b.readCacheRows(this.cache, FEATURES, slots));
   }

@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, StepInputs } from '../backend/backend.ts';
+import { dirname, join } from 'node:path';
 import { BlockPool } from './block-pool.ts';
+import { loadEagleHead } from './load-draft-head.ts';
+import { HeadProposer } from './head-proposer.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { loadModel, DEFAULT_MODEL_DIR } from './load-engine.ts';
-import { GRAPH_BATCH_SIZES, ModelRunner, type DraftModel, type DrawSite, type StepDraws } from './model-runner.ts';
+import { GRAPH_BATCH_SIZES } from './graph-batch.ts';
+import { ModelRunner, type DraftModel, type DrawSite, type StepDraws } from './model-runner.ts';
 import { drawFor, type Draw } from '../sampling/draw.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
@@ -198,4 +202,54 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
       assert.deepEqual(passGraphs.map((r) => [r.numSeqs, r.logitsRows]), [[4, 4], [4, 4], [2, 2], [2, 2]], `${label}: padded to recorded batch sizes`);
     } else assert.equal(replayed.length, 0);
   }
+});
+
+test('with an EAGLE-3 head, plain decode steps and the chain\'s drafting passes replay graphs, and draft what eager steps draft', async () => {
+  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
+  const head = loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model);
+  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]];
+  const K = 4;
+  const run = (graphs: boolean) => {
+    const events: string[] = [];
+    const replayed: Replayed[] = [];
+    const counting = countingBackend(model.backend, events, []);
+    const backend = graphs ? recordingBackend(counting, replayed) : counting;
+    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
+    const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head) }), BLOCK_SIZE, 1);
+    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1 });
+    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null, { head: proposer });
+    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
+    for (const seq of seqs) scheduler.add(seq);
+    const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({
+      drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
+      draftDraw: () => assert.fail('no draft model'),
+      draftDrawReadsDrafts: () => assert.fail('no draft model'),
+      promptTopLogprobs: () => 0,
+    });
+    // The prefill, two plain decode steps (graphs, with the head's feature rows written inside), then a step of K drafts each.
+    const drafts: number[][] = [];
+    for (let step = 0; step < 4; step++) {
+      if (step === 3) seqs.forEach((seq) => seq.appendDraftTokens(new Array<number>(K).fill(UNPROPOSED_DRAFT)));
+      const output = scheduler.schedule();
+      events.length = 0;
+      replayed.length = 0;
+      const result = runner.execute(output, draws(output));
+      const tokens = result.read().tokenIds;
+      if (step < 3) {
+        scheduler.onStepComplete(output);
+        result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(tokens[result.firstDraw[row]]));
+        if (graphs && step > 0) assert.deepEqual(replayed.map((r) => r.owner), [runner], 'a plain decode step replays the target\'s graph');
+        continue;
+      }
+      seqs.forEach((seq) => drafts.push(Array.from({ length: K }, (_, d) => seq.draftTokenId(d))));
+      // The catch-up and K - 1 drafting passes, read once, then the target's verification.
+      assert.deepEqual(events, [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read'), 'sample', 'read']);
+      if (graphs) assert.deepEqual(replayed.map((r) => [r.owner === proposer, r.numSeqs]), new Array(K - 1).fill([true, 4]), 'the drafting passes replay the head\'s graphs');
+    }
+    return drafts;
+  };
+  const eager = run(false);
+  assert.deepEqual(run(true), eager);
+  assert.ok(eager.flat().every((token) => token >= 0 && token < model.modelConfig.vocabSize));
 });

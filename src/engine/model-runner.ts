@@ -6,24 +6,12 @@ import { queueHostTransfers, type HostTransfers } from './host-transfers.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import { GraphBatches, type GraphOptions } from './graph-batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
 import { MicroBatchPipeline } from './micro-batch-pipeline.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
-
-/**
- * Decode batch sizes recorded as graphs (vLLM's choice): a decode step of B sequences is padded up
- * to the next of these, so a handful of recorded graphs serve every batch size.
- */
-export const GRAPH_BATCH_SIZES: readonly number[] = [1, 2, 4, ...Array.from({ length: 64 }, (_, i) => 8 * (i + 1))];
-
-export interface GraphOptions {
-  /** Largest decode batch recorded (the engine's maxNumSeqs); larger ones run eagerly. */
-  maxBatchSize: number;
-  /** A KV block no sequence owns: padding rows write their keys and values there. */
-  scratchBlock: number;
-}
 
 /**
  * A draft model for speculative decoding and its KV pools, indexed by the same block ids as the
@@ -124,7 +112,7 @@ export class ModelRunner {
   private readonly model: CausalLM;
   private readonly cache: KvCache;
   private readonly blockSize: number;
-  private readonly graphs: GraphOptions | null;
+  private readonly graphs: GraphBatches | null;
   private readonly draft: DraftModel | null;
   private readonly swap: SwapSpaces | null;
   private readonly medusa: MedusaProposer | null;
@@ -167,7 +155,7 @@ export class ModelRunner {
     this.blockSize = blockSize;
     this.medusa = drafting.medusa ?? null;
     this.head = head;
-    this.graphs = backend.recordsGraphs ? graphs : null;
+    this.graphs = backend.recordsGraphs && graphs !== null ? new GraphBatches(graphs, blockSize) : null;
     this.draft = draft;
     this.swap = swap;
     this.lora = lora;
@@ -222,7 +210,7 @@ export class ModelRunner {
     }
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
-    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output));
+    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output), this.graphs);
     const graphBatch = this.graphBatchSize(output);
     const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
@@ -346,8 +334,8 @@ export class ModelRunner {
         if (rotaryRow !== undefined) chunk.rotaryRow = (p) => rotaryRow(p, seq.numPromptTokens);
         return chunk;
       });
-      const graphBatch = this.graphBatchFor(active.length);
-      const step = this.backend.beginStep(graphBatch === null ? describeBatch(chunks, this.blockSize) : this.padded(chunks, graphBatch));
+      const graphBatch = this.graphs?.sizeFor(active.length) ?? null;
+      const step = this.backend.beginStep(graphBatch === null ? describeBatch(chunks, this.blockSize) : this.graphs!.padded(chunks, graphBatch));
       const forward = (): Tensor => draft.model.forward(this.backend, step, draft.cache);
       // The draft model's plain decode steps record the same graphs: a proposal pass is one.
       const logits = graphBatch === null ? forward() : this.backend.replayForward(step, draft, forward);
@@ -411,27 +399,8 @@ export class ModelRunner {
 
   /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
   private graphBatchSize(output: SchedulerOutput): number | null {
-    if (!output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
-    return this.graphBatchFor(output.scheduled.length);
-  }
-
-  /** The recorded batch size a step of `numSeqs` single-token rows pads to, or null to run it eagerly. */
-  private graphBatchFor(numSeqs: number): number | null {
-    if (this.graphs === null || numSeqs > this.graphs.maxBatchSize) return null;
-    return GRAPH_BATCH_SIZES.find((size) => size >= numSeqs) ?? null;
-  }
-
-  /**
-   * A graph step of single-token `chunks`: padded to `graphBatch` rows with one-token rows in the
-   * scratch block, its block tables widened to a power of two, and logits asked for every row,
-   * so that its shape stays put while its sequences grow. Row i's logits are row i.
-   */
-  private padded(chunks: SequenceChunk[], graphBatch: number): BatchDescription {
-    const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
-    const scratchTables = chunks[0].blockTables.map(() => [this.graphs!.scratchBlock]);
-    const rows = [...chunks];
-    while (rows.length < graphBatch) rows.push({ tokens: [0], startPos: 0, blockTables: scratchTables });
-    return describeBatch(rows, this.blockSize, rows.map((_, i) => i), 2 ** Math.ceil(Math.log2(widest)));
+    if (this.graphs === null || !output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
+    return this.graphs.sizeFor(output.scheduled.length);
   }
 
   /**
@@ -485,6 +454,6 @@ export class ModelRunner {
     }
     // Every row of a decode step is its own token, so a sequence's logits row is its index.
     const scoredRows = scored.map(({ s, position }) => ({ s, position, row: s }));
-    return { batch: this.padded(chunks, graphBatch), samplingRows, logitsRows: samplingRows, scoredRows };
+    return { batch: this.graphs.padded(chunks, graphBatch), samplingRows, logitsRows: samplingRows, scoredRows };
   }
 }

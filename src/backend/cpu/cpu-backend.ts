@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -245,11 +245,20 @@ export class CpuBackend implements Backend {
     this.writeCacheRows(cache, layer, rows, groupSlotMapping(step.batch, layerGroup(asCpuKvCache(cache).layout, layer)));
   }
 
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    const { layout } = asCpuKvCache(cache);
+    this.writeCacheRows(cache, layer, rows, nextSlots(step.batch, layerGroup(layout, layer), layout.blockSize, 'writeNextCacheRows'));
+  }
+
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
     const { pool, width } = rowsPool(cache, layer, slots, 'readCacheRows');
     const out = CpuTensor.zeros([slots.length, width]);
     gatherRows(pool, width, slots, out.data);
     return out;
+  }
+
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor {
+    return this.readCacheRows(cache, layer, groupSlotMapping(step.batch, layerGroup(asCpuKvCache(cache).layout, layer)));
   }
 
   /** The CPU reads the batch's host arrays directly: nothing to upload. */

@@ -38,7 +38,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -72,7 +72,7 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows } from './kernels/rows.ts';
+import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows, launchScatterRowsAfter } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
@@ -692,6 +692,28 @@ export class CudaBackend implements Backend {
     const t = asBf16(rows, 'writeStepCacheRows rows');
     if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeStepCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} tokens of width ${width}`);
     launchScatterRows(this.device, kv.rows(layer), t.ptr, groupSlots(s, layerGroup(kv.layout, layer)), slots.length, width);
+  }
+
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    const group = layerGroup(kv.layout, layer);
+    // Checked on the host (the block tables reach each slot); the kernel finds the slots on the device.
+    const slots = nextSlots(s.batch, group, kv.layout.blockSize, 'writeNextCacheRows');
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'writeNextCacheRows');
+    const t = asBf16(rows, 'writeNextCacheRows rows');
+    if (t.rows !== s.batch.numSeqs || t.cols !== width) throw new Error(`writeNextCacheRows: rows [${t.shape.join(', ')}] for ${s.batch.numSeqs} sequences of width ${width}`);
+    launchScatterRowsAfter(this.device, kv.rows(layer), t.ptr, { tables: groupTables(s, group), seqLens: s.device.seqLens, maxBlocks: s.batch.maxBlocksPerSeq, blockSize: kv.layout.blockSize }, s.batch.numSeqs, width);
+  }
+
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor {
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    const group = layerGroup(kv.layout, layer);
+    const { width } = rowsKvLayer(kv.layout, layer, groupSlotMapping(s.batch, group), 'readStepCacheRows');
+    const out = this.stepTensor([s.batch.numTokens, width]);
+    launchGatherRows(this.device, out.ptr, kv.rows(layer), groupSlots(s, group), s.batch.numTokens, width);
+    return out;
   }
 
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {

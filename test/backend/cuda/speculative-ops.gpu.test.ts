@@ -166,6 +166,45 @@ test('writeStepCacheRows writes each token\'s row at its slot of the layer\'s KV
   }
 });
 
+test('readStepCacheRows and writeNextCacheRows read each token\'s own slot and write each sequence\'s row after its last token, as the CPU does, also replayed as a graph', () => {
+  // A head's chained drafting pass: each token reads the feature at its slot, its output goes to the next slot (across a block boundary too).
+  const layout = { numBlocks: 9, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }], groups: [0, 1] } as const;
+  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const initial = bf16Tensor([36, 48], randomBf16Values(rng, 36 * 48));
+  const slotsAll = Int32Array.from({ length: 36 }, (_, i) => i);
+  [cpu, gpu].forEach((backend, i) => backend.writeCacheRows(caches[i], 1, backend.loadWeight(initial), slotsAll));
+  // The pool as the host expects it, row by slot.
+  const pool = cpu.toHost(cpu.readCacheRows(caches[0], 1, slotsAll));
+  const row = (slot: number) => [...pool.subarray(slot * 48, slot * 48 + 48)];
+  const owner = {};
+  for (const [tables, start] of [[[[0, 1], [5, 2]], 3], [[[3, 4], [7, 6]], 2], [[[3, 4], [8, 6]], 3]] as const) {
+    const groupTables = [[...tables[1]], [...tables[1]].reverse()];
+    const chunks: SequenceChunk[] = [
+      { tokens: [1], startPos: start, blockTables: [[...tables[0]], groupTables[0]] },
+      { tokens: [2], startPos: start + 2, blockTables: [[...tables[0]].reverse(), groupTables[1]] },
+    ];
+    const batch = describeBatch(chunks, 4, undefined, 2);
+    const slotOf = (s: number, index: number) => groupTables[s][Math.floor(index / 4)] * 4 + (index % 4);
+    const own = [slotOf(0, start), slotOf(1, start + 2)];
+    const next = [slotOf(0, start + 1), slotOf(1, start + 3)];
+    const ownRows = own.map(row);
+    next.forEach((slot, s) => pool.set(ownRows[s], slot * 48));
+    const reads = [cpu, gpu].map((backend, i) => {
+      const step = backend.beginStep(batch);
+      const read = backend.replayForward(step, owner, () => {
+        const rows = backend.readStepCacheRows(caches[i], 1, step);
+        backend.writeNextCacheRows(caches[i], 1, rows, step);
+        return rows;
+      });
+      return { read: [...backend.toHost(read)], pool: [...backend.toHost(backend.readCacheRows(caches[i], 1, slotsAll))] };
+    });
+    const where = `tables ${JSON.stringify(tables)}, start ${start}`;
+    assert.deepEqual(reads[1], reads[0], where);
+    assert.deepEqual(reads[0].read, ownRows.flat(), `${where}: each token's own slot read`);
+    assert.deepEqual(reads[0].pool, [...pool], `${where}: each row written to the slot after its token`);
+  }
+});
+
 test('mapSampledIds maps the ids where the next step reads its tokens, as the CPU does, and leaves the host\'s results alone', () => {
   const cols = 40;
   const logits = randomBf16Values(rng, 3 * cols);

@@ -50,6 +50,22 @@ extern "C" __global__ void scatter_rows_kernel(uint4* __restrict__ out, const ui
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
+// out[slot(s), :] = src[s, :] where slot(s) is the slot of cache index seq_lens[s] of sequence s
+// (the position after its last token this step) through its block table, [numSeqs, max_blocks]:
+// a speculative head's output, the feature its next drafting pass reads. The host checked that
+// every table reaches its slot. One block per sequence.
+extern "C" __global__ void scatter_rows_after_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
+                                                     const int* __restrict__ block_tables,
+                                                     const int* __restrict__ seq_lens, int max_blocks,
+                                                     int block_size, int chunks) {
+  const int index = seq_lens[blockIdx.x];
+  const long long block = block_tables[(long long)blockIdx.x * max_blocks + index / block_size];
+  const long long row = block * block_size + index % block_size;
+  const uint4* from = src + (long long)blockIdx.x * chunks;
+  uint4* to = out + row * chunks;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}
+
 // out[r, offset : offset + chunks] = src[r, :] in 16-byte chunks, out rows `outChunks` wide: one
 // part of a column concatenation. One block per row.
 extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
