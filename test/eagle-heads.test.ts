@@ -15,7 +15,8 @@ import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
-import { checkUnchanged, completions, mixedRequests } from './helpers/speculative-parity.ts';
+import { hostWaitsPerStep } from './helpers/host-waits.ts';
+import { checkUnchanged, completions, mixedRequests, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
 // EAGLE-1/2 and EAGLE-3 heads (tools/oracle/make_spec_heads.py: fitted to llama-gqa's greedy
 // continuations, in the EAGLE authors' format and vLLM's speculators format): the head's own
@@ -90,6 +91,20 @@ test('EAGLE-3 chains and trees, authors\' and speculators format, change nothing
   (await check({ speculative: EAGLE3 })).close();
   (await check({ speculative: { ...EAGLE3, treeWidth: 2, numSpeculativeTokens: 4 } })).close();
   (await check({ speculative: { ...EAGLE3, model: SPECULATORS_DIR, treeWidth: 2 } })).close();
+});
+
+test('EAGLE and EAGLE-3 chains draft on the device (a step waits for the host once for its drafts); trees read each depth', async () => {
+  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
+  for (const speculative of [EAGLE, EAGLE3, { ...EAGLE3, model: SPECULATORS_DIR }, { ...EAGLE3, treeWidth: 2 }]) {
+    const chain = !('treeWidth' in speculative);
+    const drafting = (await hostWaitsPerStep({ ...BASE, speculative }, requests)).filter((s) => s.passes > 1);
+    assert.ok(drafting.length > 0, `${JSON.stringify(speculative)}: steps drafted`);
+    for (const { passes, waits, deviceTokens } of drafting) {
+      // The catch-up and drafting passes, then the target's: a chain waits for its drafts and for the verification.
+      assert.equal(waits, chain ? 2 : passes, `${JSON.stringify(speculative)}: ${passes} passes, ${waits} waits`);
+      if (passes > 2) assert.equal(deviceTokens > 0, chain, `${JSON.stringify(speculative)}: ${deviceTokens} drafts read on the device`);
+    }
+  }
 });
 
 test('EAGLE heads change nothing with 5-token steps and 4-token blocks, with preemption by recompute and by swap, and from the prefix cache', async () => {

@@ -13,7 +13,8 @@ import { MtpHead } from '../src/models/mtp-head.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
-import { checkUnchanged } from './helpers/speculative-parity.ts';
+import { hostWaitsPerStep } from './helpers/host-waits.ts';
+import { checkUnchanged, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
 // DeepSeek-V3's multi-token prediction layer, stored in the target's checkpoint after its decoder
 // layers (test/fixtures/deepseek-v3: random weights, made by tools/oracle/make_fixtures.py): its
@@ -59,6 +60,16 @@ test('MTP drafts change no greedy, seeded, penalized, forked or logprob request,
   (await check({ speculative: MTP })).close();
   (await check({ speculative: MTP, maxNumBatchedTokens: 5, blockSize: 4 })).close();
   (await check({ speculative: MTP, numKvBlocks: 14, blockSize: 4 })).close();
+});
+
+test('MTP chains draft on the device: a step waits for the host once for its drafts', async () => {
+  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
+  const drafting = (await hostWaitsPerStep({ ...BASE, speculative: MTP }, requests)).filter((s) => s.passes > 1);
+  assert.ok(drafting.length > 0, 'steps drafted');
+  for (const { passes, waits, deviceTokens } of drafting) {
+    assert.equal(waits, 2, `${passes} passes, ${waits} waits`);
+    if (passes > 2) assert.ok(deviceTokens > 0, 'drafts read on the device');
+  }
 });
 
 test("MTP drafts change nothing over an int8 KV cache (the MTP layer's latent rows in int8 with their scales, its feature rows float32)", async () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import { LLM } from '../src/engine/llm.ts';
 import type { RequestOutput } from '../src/engine/outputs.ts';
 import { MODELS_DIR } from './helpers/oracle-fixtures.ts';
@@ -40,6 +41,34 @@ async function checkGreedy(config: EngineOptions): Promise<void> {
 
 test('CUDA: keel-tiny with keel-tiny-draft decodes greedily as plain decoding does', async () => {
   await checkGreedy({ speculative: { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 4 } });
+});
+
+test("CUDA: keel-tiny-draft's proposal passes chain on the device and replay the draft model's graphs", async () => {
+  // A speculative step's target and draft forwards run eagerly (verification chunks); its proposal
+  // passes replay graphs, those after the first reading the draft before them on the device.
+  const original = CudaBackend.prototype.replayForward;
+  let chained = 0;
+  CudaBackend.prototype.replayForward = function <R>(this: CudaBackend, step: Parameters<CudaBackend['replayForward']>[0], owner: object, forward: () => R): R {
+    if (step.batch.tokenSources.some((source) => source >= 0)) chained++;
+    return original.call(this, step, owner, forward) as R;
+  };
+  try {
+    await checkGreedy({ speculative: { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 4 } });
+  } finally {
+    CudaBackend.prototype.replayForward = original;
+  }
+  assert.ok(chained > 0, 'proposal passes chained on the device replayed graphs');
+});
+
+test('CUDA: keel-tiny-draft with penalized requests (the host reads each proposal pass) decodes as plain decoding does', async () => {
+  const llm = await LLM.load({ ...BASE, speculative: { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 4 } });
+  try {
+    const params = { ...GREEDY, repetitionPenalty: 1.2 };
+    const want = await plain.generate(PROMPTS, params);
+    assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]));
+  } finally {
+    await llm.close();
+  }
 });
 
 test('CUDA: keel-tiny with keel-tiny-draft and CUDA graphs off', async () => {

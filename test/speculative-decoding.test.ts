@@ -16,6 +16,7 @@ import { DEFAULT_MODEL_DIR, loadEngine } from '../src/engine/load-engine.ts';
 import { isFinished } from '../src/engine/request.ts';
 import { forkStream } from '../src/sampling/rng.ts';
 import { resolveSamplingParams } from '../src/sampling/validate.ts';
+import { hostWaitsPerStep } from './helpers/host-waits.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { FIXTURES_DIR, MODELS_DIR } from './helpers/oracle-fixtures.ts';
 import type { RequestOutput } from '../src/engine/outputs.ts';
@@ -160,6 +161,22 @@ test('the draft model changes nothing when the pool forces preemption', async ()
 test('the draft model changes nothing when speculation turns off for large batches, with async scheduling', async () => {
   const { llm } = await checkUnchanged({ speculative: { ...DRAFT, disableByBatchSize: 6 }, asyncScheduling: true });
   await llm.close();
+});
+
+test("the draft model's passes chain on the device: a step waits for the host once for its drafts (each pass when penalties read them)", async () => {
+  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4]];
+  const run = (params: Partial<SamplingParams>) => hostWaitsPerStep({ speculative: DRAFT }, prompts.map((prompt) => ({ prompt, params: { maxTokens: 16, ignoreEos: true, ...params } })));
+  for (const [params, drafting] of [[{ temperature: 0 }, 'once'], [{ temperature: 0.8, seed: 3, topK: 20 }, 'once'], [{ temperature: 0, repetitionPenalty: 1.3 }, 'per pass']] as const) {
+    const steps = await run(params);
+    const speculative = steps.filter((s) => s.passes > 1);
+    assert.ok(speculative.length > 0, `${JSON.stringify(params)}: steps drafted`);
+    for (const { passes, waits, deviceTokens } of speculative) {
+      // The proposal passes, then the target's: one wait for the drafts and one for the verification, or one per pass.
+      assert.equal(waits, drafting === 'once' ? 2 : passes, `${JSON.stringify(params)}: ${passes} passes, ${waits} waits`);
+      // Every pass but the first reads each sequence's token on the device, unless the host read it.
+      if (passes > 2) assert.equal(deviceTokens > 0, drafting === 'once', `${JSON.stringify(params)}: ${deviceTokens} tokens read on the device`);
+    }
+  }
 });
 
 test('a synthetic acceptance keeps exactly N drafts of every verification, the draft tokens themselves, and frees every block', async () => {

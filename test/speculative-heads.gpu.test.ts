@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
+import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
+import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
 import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
@@ -45,6 +47,59 @@ for (const [label, model, speculative, accepts, extra] of CASES) {
       assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
       const speculation = stats.speculation!;
       assert.ok((accepts ? speculation.numAcceptedTokens : speculation.numDraftTokens) > 0, `drafts were ${accepts ? 'accepted' : 'proposed'}: ${JSON.stringify(speculation)}`);
+    } finally {
+      await llm.close();
+    }
+  });
+}
+
+/** Runs `run` counting the CUDA graph replays (and recordings) of every CUDA backend: the target's, and a head's drafting passes. */
+async function countingReplays<T>(run: () => Promise<T>): Promise<{ result: T; replays: number; headReplays: number }> {
+  const original = CudaBackend.prototype.replayForward;
+  let replays = 0;
+  let headReplays = 0;
+  CudaBackend.prototype.replayForward = function <R>(this: CudaBackend, step: Parameters<CudaBackend['replayForward']>[0], owner: object, forward: () => R): R {
+    if (owner instanceof HeadProposer) headReplays++;
+    else replays++;
+    return original.call(this, step, owner, forward) as R;
+  };
+  try {
+    return { result: await run(), replays, headReplays };
+  } finally {
+    CudaBackend.prototype.replayForward = original;
+  }
+}
+
+// With heads loaded, plain decode steps replay CUDA graphs: speculation is off while 2 or more
+// sequences run (disableByBatchSize), so the three requests decode together in graph steps (the
+// forward writes every token's feature row at the step's slots on the device; Medusa's hidden
+// rows are among the graph's results) until the shorter ones end, then the last speculates from
+// what those graphs wrote, a chain's drafting passes replaying graphs of the head.
+const GRAPH_CASES: [string, string, EngineOptions['speculative']][] = [
+  ['Medusa heads', TARGET, { method: 'medusa', model: join(HEADS, 'medusa-llama-gqa'), numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  ['an EAGLE chain', TARGET, { method: 'eagle', model: join(HEADS, 'eagle-llama-gqa'), numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  ['an EAGLE-3 chain', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  ['an EAGLE-3 tree', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2, disableByBatchSize: 2 }],
+  ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+];
+
+for (const [label, model, speculative] of GRAPH_CASES) {
+  test(`CUDA: with ${label} loaded, plain decode steps replay graphs, and speculation resumes from what they wrote`, async () => {
+    const base = { model, backend: 'cuda', showProgress: false, numKvBlocks: 128 } as const;
+    const generate = (llm: LLM) => Promise.all(PROMPTS.map((prompt, i) => llm.generate([prompt], { ...GREEDY, maxTokens: 10 + 15 * i }).then(([o]) => o)));
+    const plain = await LLM.load(base);
+    const expected = await generate(plain);
+    await plain.close();
+    const llm = await LLM.load({ ...base, speculative });
+    try {
+      const { result: outputs, replays, headReplays } = await countingReplays(() => generate(llm));
+      assertGreedyUpToNearTie(outputs, expected.map((e) => e.outputs[0]));
+      assert.ok(replays > 0, 'plain decode steps replayed graphs');
+      // EAGLE, EAGLE-3 and MTP chains' drafting passes (after the catch-up) replay the head's graphs; trees and Medusa run eagerly.
+      const chain = speculative!.method !== 'medusa' && speculative!.treeWidth === undefined;
+      assert.equal(headReplays > 0, chain, `${headReplays} drafting passes replayed`);
+      const speculation = llm.stats().speculation!;
+      assert.ok(speculation.numDraftTokens > 0, `the last request speculated: ${JSON.stringify(speculation)}`);
     } finally {
       await llm.close();
     }

@@ -12,7 +12,8 @@ import { MedusaHeads, parseMedusaConfig } from '../src/models/medusa-heads.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
-import { checkUnchanged } from './helpers/speculative-parity.ts';
+import { hostWaitsPerStep } from './helpers/host-waits.ts';
+import { checkUnchanged, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
 // Medusa heads (tools/oracle/make_spec_heads.py: fitted to llama-gqa's greedy continuations, in
 // the authors' format) drafting a static tree verified in one pass: every output equals plain
@@ -58,6 +59,13 @@ test('Medusa trees change no greedy, seeded, penalized, forked or logprob reques
 test('Medusa trees change nothing with 5-token steps and 4-token blocks (trees cut to the budget), or a chain tree of 3', async () => {
   (await checkMedusa({ speculative: MEDUSA, maxNumBatchedTokens: 5, blockSize: 4 })).close();
   (await checkMedusa({ speculative: { ...MEDUSA, tree: [[0], [0, 0], [0, 0, 0]] } })).close();
+});
+
+test("Medusa heads' sampling passes are all launched before the host reads them: a step waits once for its drafts", async () => {
+  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
+  const drafting = (await hostWaitsPerStep({ ...BASE, speculative: MEDUSA }, requests)).filter((s) => s.passes > 1);
+  assert.ok(drafting.length > 0, 'steps drafted');
+  for (const { passes, waits } of drafting) assert.equal(waits, 2, `${passes} passes (a head each, then the target's), ${waits} waits`);
 });
 
 test('Medusa trees change nothing when the pool forces preemption', async () => {

@@ -252,6 +252,12 @@ export interface MoeWeights {
 /** The ops that put a model's weights on a backend (a layer's WeightUploader). */
 export type WeightUploaderOps = Pick<Backend, 'loadWeight' | 'loadQuantizedWeight' | 'loadSparseWeight' | 'loadMxfp4Weight' | 'loadQuantizedExperts' | 'uploadRopeTable'>;
 
+/**
+ * How many of the latest sampling passes stay readable (`Backend.sampleRows`): a step in flight
+ * and the next, or the drafting passes of a step, chained on the device and read at once.
+ */
+export const READABLE_SAMPLING_PASSES = 8;
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -381,8 +387,22 @@ export interface Backend {
    * `RowsKvSpec` of that width): the hidden states a speculative head drafts from, kept per slot.
    */
   writeCacheRows(cache: KvCache, layer: number, rows: Tensor, slots: Int32Array): void;
+  /**
+   * `writeCacheRows` at the step's own slots: row t of `rows` [numTokens, width] to token t's slot
+   * in the layer's KV group (`BatchDescription.slotMapping`), read on the device, so that a
+   * replayed graph writes each step's rows where that step's tokens are.
+   */
+  writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void;
+  /**
+   * Row s of `rows` [numSeqs, width] to the slot after sequence s's last token of the step (cache
+   * index seqLens[s], through its block table in the layer's KV group, which must reach it), read
+   * on the device: a speculative head's output, the feature its next drafting pass reads there.
+   */
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void;
   /** The rows of slots `slots` of rows layer `layer`: [slots.length, width]. */
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor;
+  /** `readCacheRows` at the step's own slots, read on the device: [numTokens, width]. */
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor;
 
   beginStep(batch: BatchDescription): StepInputs;
   /**
@@ -525,10 +545,19 @@ export interface Backend {
    * The sampling pass: each draw's token from its row of logits x [rows, cols], with its logprob
    * and top alternatives' (src/sampling/draw.ts says how; draw-sampler.ts is the reference). A
    * draw's pending token is read from the previous pass's ids. Returns without waiting: the ids
-   * stay where the next step's `tokenSources` read them, and `read()` waits for the results on
-   * the host (only they cross). The results of the two latest calls stay readable.
+   * stay where the next step's (or the next drafting pass's) `tokenSources` read them, and
+   * `read()` waits for the results on the host (only they cross). The results of the
+   * `READABLE_SAMPLING_PASSES` latest calls stay readable: speculative drafting chains that many
+   * passes on the device and reads them together.
    */
   sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens;
+  /**
+   * Maps each id the latest `sampleRows` left on the device (where `tokenSources` and pending
+   * draws read them) through `map`: id i becomes map[i] (-1 stays, an id past the map becomes -1).
+   * The pass's results on the host keep the ids it drew. An EAGLE-3 head draws from its own
+   * vocabulary; its next drafting pass embeds the target's id. The same array is uploaded once.
+   */
+  mapSampledIds(map: Int32Array): void;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;
@@ -536,10 +565,12 @@ export interface Backend {
    * Returns `forward()`'s result for this step: by replaying the graph `owner` (the model runner)
    * recorded for an earlier step of the same shape (tokens, sequences, block-table width, logits
    * rows), or by recording one now. Only for steps whose every kernel argument is fixed by that
-   * shape: the model runner's padded decode steps. After it, only toHost and sampleRows may run
-   * before the next beginStep.
+   * shape: the model runner's padded decode steps. The result is the tensors (or an object of
+   * tensors: the logits and the hidden rows a head reads) the recording returned, which a replay
+   * writes again. Its step tensors stay until the next beginStep, as an eager forward's do, and
+   * ops after it (a head reading its hidden rows) allocate past them.
    */
-  replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor;
+  replayForward<T>(step: StepInputs, owner: object, forward: () => T): T;
 
   dispose(): void;
 }

@@ -1,4 +1,4 @@
-import type { BatchDescription } from '../step/batch.ts';
+import { groupBlockTables, type BatchDescription } from '../step/batch.ts';
 import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec, type RowsKvSpec } from '../step/kv-cache-layout.ts';
 import type { AttentionParams, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
@@ -145,4 +145,17 @@ export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: numbe
       throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
     }
   }
+}
+
+/**
+ * The slot after each sequence's last token of `batch` in group `group` (cache index seqLens[s]),
+ * checking that the sequence's block table reaches it: [numSeqs].
+ */
+export function nextSlots(batch: BatchDescription, group: number, blockSize: number, op: string): Int32Array {
+  const tables = groupBlockTables(batch, group);
+  return Int32Array.from(batch.seqLens, (index, s) => {
+    const entry = Math.floor(index / blockSize);
+    if (entry >= batch.maxBlocksPerSeq) throw new RangeError(`${op}: sequence ${s}'s block table of ${batch.maxBlocksPerSeq} entries does not reach cache index ${index}`);
+    return tables[s * batch.maxBlocksPerSeq + entry] * blockSize + (index % blockSize);
+  });
 }

@@ -1,10 +1,11 @@
-import type { Backend, KvCache, Tensor } from '../backend/backend.ts';
+import { READABLE_SAMPLING_PASSES, type Backend, type KvCache, type SampledTokens, type StepInputs, type Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { HiddenStateTap } from '../models/causal-lm.ts';
 import type { DraftHead } from '../models/draft-head.ts';
-import { scoreDraw } from '../sampling/draw.ts';
-import { describeBatch, groupSlotMapping, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import { scoreDraw, topTokensDraw } from '../sampling/draw.ts';
+import { describeBatch, type SequenceChunk } from '../step/batch.ts';
 import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
+import type { GraphBatches } from './graph-batch.ts';
 import type { Sequence } from './sequence.ts';
 
 /** The head's cache: its layer's K/V, then the feature rows it drafts from. */
@@ -38,11 +39,13 @@ interface Drafting {
  * drafts, the head first catches up: it runs every position from the last it ran with the
  * target's features (its earlier drafts' entries are replaced) up to the one before the last
  * sampled token, whose output gives the first drafts. Then each depth runs the newest drafts with
- * the outputs of their parents as features: a chain one token at a time; a tree (width > 1) as a
- * token tree over everything drafted so far (recomputed, so that each node sees its ancestors
- * alone), each node at cache index root + its index, keeping the `width` children of best path
- * probability per depth (EAGLE-2's expansion). Drafts' outputs go to the feature rows of the slots
- * after the root, which the step's forward then overwrites with the target's own.
+ * the outputs of their parents as features: a chain one token at a time, chained on the device
+ * (each pass reads the draft the pass before drew there; the host reads the chain at the end); a
+ * tree (width > 1) as a token tree over everything drafted so far (recomputed, so that each node
+ * sees its ancestors alone), each node at cache index root + its index, keeping the `width`
+ * children of best path probability per depth (EAGLE-2's expansion, ranked on the host after each
+ * depth). Drafts' outputs go to the feature rows of the slots after the root, which the step's
+ * forward then overwrites with the target's own.
  *
  * A head entry depends on the token after its position: the entry of a sequence's last computed
  * token is written again once the next is known, so the KV manager makes that token's block
@@ -83,11 +86,14 @@ export class HeadProposer {
     return { layerInputs: { layers: wanted.layers, receive: (states) => (this.states = states) } };
   }
 
-  /** After the target's forward over `batch`: every token's feature row, at its slot. */
-  storeFeatures(b: Backend, batch: BatchDescription): void {
-    if (batch.numTokens === 0) return;
+  /**
+   * After the target's forward over `step`: every token's feature row, at its slot (read on the
+   * device, so that a replayed graph of the forward and this writes each step's rows in place).
+   */
+  storeFeatures(b: Backend, step: StepInputs): void {
+    if (step.batch.numTokens === 0) return;
     if (this.states.length === 0) throw new Error(`the target's forward handed the ${this.head.name} head no hidden states`);
-    b.writeCacheRows(this.cache, FEATURES, this.head.features(b, this.states), groupSlotMapping(batch, this.featureGroup));
+    b.writeStepCacheRows(this.cache, FEATURES, this.head.features(b, this.states), step);
   }
 
   /** A sequence preempted by recompute: its blocks are gone, so is every head entry. */
@@ -95,57 +101,112 @@ export class HeadProposer {
     this.caughtUp.delete(seq);
   }
 
-  /** Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may have a pending token. */
-  propose(b: Backend, seqs: readonly Sequence[]): void {
+  /**
+   * Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may
+   * have a pending token. A chain's single-token passes replay graphs padded by `graphs` (null:
+   * eagerly).
+   */
+  propose(b: Backend, seqs: readonly Sequence[], graphs: GraphBatches | null): void {
     if (seqs.length === 0) return;
     const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens, nodes: [], frontier: [] }));
     for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
-    this.catchUp(b, drafting);
+    if (this.width === 1) {
+      this.draftChains(b, drafting, graphs);
+      return;
+    }
+    const logits = this.catchUp(b, drafting);
+    const candidates = this.candidates(b, logits, drafting.length);
+    drafting.forEach((d, i) => this.keep(d, candidates[i].map((c) => ({ ...c, parent: -1 }))));
     for (let active = drafting.filter((d) => d.nodes.length < d.size); active.length > 0; active = active.filter((d) => d.nodes.length < d.size)) {
       this.expand(b, active);
     }
-    for (const { seq, nodes } of drafting) {
-      if (this.width === 1) nodes.forEach((node, i) => seq.setDraftToken(i, node.token));
-      else seq.setDraftTree(nodes.map((n) => n.token), nodes.map((n) => n.parent));
-    }
+    for (const { seq, nodes } of drafting) seq.setDraftTree(nodes.map((n) => n.token), nodes.map((n) => n.parent));
   }
 
   /**
    * Runs each sequence's positions from the first without a target-fed entry through the one
-   * before its root; that position's output is the first depth's feature, its logits give the
-   * first depth's nodes.
+   * before its root; that position's output is the first depth's feature, and the logits it
+   * returns (a row per sequence) give the first depth's nodes.
    */
-  private catchUp(b: Backend, drafting: Drafting[]): void {
-    const slots: number[] = [];
+  private catchUp(b: Backend, drafting: Drafting[]): Tensor {
     const chunks = drafting.map(({ seq, root }): SequenceChunk => {
       const from = Math.min(this.caughtUp.get(seq) ?? 0, root - 1);
-      for (let p = from; p < root; p++) slots.push(this.slot(seq, p));
       return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTables: seq.blockTables };
     });
-    const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots));
-    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting, ({ seq, root }) => this.slot(seq, root)));
-    const candidates = this.candidates(b, logits, drafting.length);
-    drafting.forEach((d, i) => {
-      this.caughtUp.set(d.seq, d.root);
-      this.keep(d, candidates[i].map((c) => ({ ...c, parent: -1 })));
-    });
+    // Its last position is the one before the root: its output goes to the root's slot.
+    const logits = this.runInPlace(b, chunks, null);
+    for (const d of drafting) this.caughtUp.set(d.seq, d.root);
+    return logits;
   }
 
-  /** Runs the frontier of each sequence and keeps the next depth's nodes. */
+  /**
+   * The head over `chunks`, each token reading the feature row at its own slot, and each
+   * sequence's output (on its last token) written to the slot after it, where the next position
+   * reads it: the step's own slots, found on the device, so a single-token pass can replay a
+   * graph (`graphs`). Returns the logits, a row per sequence.
+   */
+  private runInPlace(b: Backend, chunks: SequenceChunk[], graphs: GraphBatches | null): Tensor {
+    const size = graphs?.sizeFor(chunks.length) ?? null;
+    const step = b.beginStep(size === null ? describeBatch(chunks, this.blockSize) : graphs!.padded(chunks, size));
+    const forward = (): Tensor => {
+      const { hidden, logits } = this.head.forward(b, step, this.cache, b.readStepCacheRows(this.cache, FEATURES, step));
+      b.writeNextCacheRows(this.cache, FEATURES, hidden, step);
+      return logits;
+    };
+    return size === null ? forward() : b.replayForward(step, this, forward);
+  }
+
+  /**
+   * Chains (width 1), drafted on the device: after the catch-up, depth j runs draft j - 1 (read
+   * where the pass before drew it, `SequenceChunk.lastTokenSource`, mapped to the target's ids on
+   * the device for a head of its own vocabulary) with the output the pass before left at its
+   * position as feature, and draws draft j as the argmax of its logits; each such pass is one
+   * token per sequence and replays a graph where decode steps do. The host reads the drafts once,
+   * after the last pass (in groups of the passes that stay readable).
+   */
+  private draftChains(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): void {
+    const map = this.head.draftToTarget;
+    let unread: { sampled: SampledTokens; active: Drafting[]; depth: number }[] = [];
+    const readPasses = () => {
+      for (const { sampled, active, depth } of unread) {
+        const { tokenIds } = sampled.read();
+        active.forEach((d, row) => {
+          const id = tokenIds[row];
+          if (id < 0) throw new KeelError('backend', `the ${this.head.name} head gave no draft to propose`);
+          d.seq.setDraftToken(depth, map === null ? id : map[id]);
+        });
+      }
+      unread = [];
+    };
+    const draw = (logits: Tensor, active: Drafting[], depth: number) => {
+      if (unread.length === READABLE_SAMPLING_PASSES) readPasses();
+      unread.push({ sampled: b.sampleRows(logits, active.map((_, row) => topTokensDraw(row, 1))), active, depth });
+      if (map !== null) b.mapSampledIds(map);
+    };
+    draw(this.catchUp(b, drafting), drafting, 0);
+    for (let depth = 1, active = drafting; ; depth++) {
+      // Each sequence's row in the pass before: where its draft depth - 1 was drawn.
+      const rows = new Map(active.map((d, row) => [d, row]));
+      active = active.filter((d) => d.size > depth);
+      if (active.length === 0) break;
+      // Position root + depth - 1 runs with the token after it, draft depth - 1, and as feature the output the pass before left there.
+      const chunks = active.map((d): SequenceChunk => ({ tokens: [0], startPos: d.root + depth - 1, blockTables: d.seq.blockTables, lastTokenSource: rows.get(d)! }));
+      draw(this.runInPlace(b, chunks, graphs), active, depth);
+    }
+    readPasses();
+  }
+
+  /**
+   * Runs the frontier of each sequence's tree and keeps the next depth's nodes: the host reads
+   * each depth's candidates, which it ranks by path probability.
+   */
   private expand(b: Backend, drafting: Drafting[]): void {
     const slots: number[] = [];
     const rows: number[] = [];
     let numTokens = 0;
     const chunks = drafting.map(({ seq, root, nodes, frontier }): SequenceChunk => {
       const feature = (node: number) => this.slot(seq, nodes[node].parent < 0 ? root : root + 1 + nodes[node].parent);
-      if (this.width === 1) {
-        // A chain's newest draft sees the cache before it, which holds its ancestors alone.
-        const node = frontier[0];
-        slots.push(feature(node));
-        rows.push(numTokens++);
-        return { tokens: [nodes[node].token], startPos: root + node, blockTables: seq.blockTables };
-      }
-      // A tree runs again from the root's predecessor, each node seeing its ancestors alone.
+      // The tree runs again from the root's predecessor, each node seeing its ancestors alone.
       slots.push(this.slot(seq, root - 1), ...nodes.map((_, i) => feature(i)));
       rows.push(...frontier.map((node) => numTokens + 1 + node));
       numTokens += 1 + nodes.length;
@@ -161,8 +222,8 @@ export class HeadProposer {
     }
   }
 
-  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows` (default: each chunk's last token). */
-  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows?: number[]): { hidden: Tensor; logits: Tensor } {
+  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows`. */
+  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows: number[]): { hidden: Tensor; logits: Tensor } {
     const step = b.beginStep(describeBatch(chunks, this.blockSize, logitsRows));
     return this.head.forward(b, step, this.cache, b.readCacheRows(this.cache, FEATURES, slots));
   }

@@ -436,6 +436,7 @@ export class LLMEngine {
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
       draftDraw: (s, index, row) => verification(s).lookahead.draw(index - 1, row),
+      draftDrawReadsDrafts: (s) => verification(s).lookahead.readsPath,
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers, verifications };

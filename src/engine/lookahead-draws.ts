@@ -48,14 +48,24 @@ export class LookaheadDraws {
   }
 
   /**
+   * Whether a draw depends on the tokens of the drafts on its path (penalties count them, a
+   * grammar's mask follows them), not only on its depth: then they must be known before it is
+   * asked. Otherwise a drafting pass can draw draft i while the drafts before it are still on the
+   * device.
+   */
+  get readsPath(): boolean {
+    return this.start.penaltyTokens !== null || this.start.constraint !== null;
+  }
+
+  /**
    * The draw of the token after draft `after` (-1: after the last sampled token) reading logits
-   * row `row`; the drafts on its path must be known.
+   * row `row`; the drafts on its path must be known when the draw reads them (`readsPath`).
    */
   draw(after: number, row: number): Draw {
     const path: number[] = [];
     for (let v = after; v >= 0; v = this.seq.draftParent(v)) {
       const draft = this.seq.draftTokenId(v);
-      if (draft === UNPROPOSED_DRAFT) throw new Error(`sequence ${this.seq.id}: a draw follows draft ${v}, which is not proposed yet`);
+      if (draft === UNPROPOSED_DRAFT && this.readsPath) throw new Error(`sequence ${this.seq.id}: a draw follows draft ${v}, which is not proposed yet`);
       path.unshift(draft);
     }
     const depth = path.length;

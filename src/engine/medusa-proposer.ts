@@ -1,8 +1,7 @@
-import type { Backend, Tensor } from '../backend/backend.ts';
+import { READABLE_SAMPLING_PASSES, type Backend, type SampledTokens, type Tensor } from '../backend/backend.ts';
 import { invalidArgument, KeelError } from '../errors.ts';
-import type { HiddenStateTap } from '../models/causal-lm.ts';
 import type { MedusaHeads } from '../models/medusa-heads.ts';
-import { scoreDraw } from '../sampling/draw.ts';
+import { scoreDraw, type DrawResults } from '../sampling/draw.ts';
 import type { Sequence } from './sequence.ts';
 
 /** Most candidates a head's ranks reach: a sampling pass reports at most 20 top tokens. */
@@ -57,7 +56,7 @@ function compareRanks(a: readonly number[], b: readonly number[]): number {
 }
 
 /**
- * Drafts with Medusa heads. Each step's forward hands over the LM head's input rows (`tap`); a
+ * Drafts with Medusa heads. Each step's forward hands over the LM head's input rows (`received`); a
  * sequence's proposal reads the row of its last accepted token: the token after it was drawn
  * from that row, and head k's candidates there are for the k + 2nd token on, so node (depth d,
  * rank r) of the static tree gets head d - 1's r-th most likely token. The rows live until the
@@ -76,11 +75,14 @@ export class MedusaProposer {
     if (this.tree.depths.length === 0) throw invalidArgument(`the draft tree has no path within the ${heads.config.numHeads} Medusa heads`);
   }
 
-  /** What the next forward hands its hidden rows to; `rows` names each sampled sequence's row in them. */
-  tap(rows: Map<Sequence, number>): HiddenStateTap {
-    this.hidden = null;
+  /**
+   * The latest forward's LM-head input rows (`HiddenStateTap.finalRows`, or a replayed graph's
+   * recording of them; null when the forward handed none over); `rows` names each sampled
+   * sequence's row in them.
+   */
+  received(hidden: Tensor | null, rows: Map<Sequence, number>): void {
+    this.hidden = hidden;
     this.rows = rows;
-    return { finalRows: (hidden) => (this.hidden = hidden) };
   }
 
   /**
@@ -113,11 +115,15 @@ export class MedusaProposer {
     const deepest = Math.max(...seqs.map((seq) => this.tree.depths[seq.numDraftTokens - 1]));
     const logits = this.heads.forward(b, b.gatherRows(hidden, rows)).slice(0, deepest);
     // Head k's candidates for every sequence: as many as the tree's ranks at depth k + 1 reach.
-    const candidates = logits.map((headLogits, k) => {
+    // The heads' passes are all launched before the host reads them (as many at a time as stay readable).
+    const candidates: DrawResults[] = [];
+    const unread: SampledTokens[] = [];
+    logits.forEach((headLogits, k) => {
+      if (unread.length === READABLE_SAMPLING_PASSES) candidates.push(...unread.splice(0).map((pass) => pass.read()));
       const width = 1 + Math.max(...this.tree.ranks.filter((_, i) => this.tree.depths[i] === k + 1));
-      const results = b.sampleRows(headLogits, seqs.map((_, row) => scoreDraw(row, 0, width))).read();
-      return { topIds: results.topIds, topWidth: results.topWidth };
+      unread.push(b.sampleRows(headLogits, seqs.map((_, row) => scoreDraw(row, 0, width))));
     });
+    candidates.push(...unread.map((pass) => pass.read()));
     seqs.forEach((seq, s) => {
       const n = seq.numDraftTokens;
       const tokens = Array.from({ length: n }, (_, i) => {

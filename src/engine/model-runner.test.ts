@@ -1,26 +1,37 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, StepInputs } from '../backend/backend.ts';
+import { dirname, join } from 'node:path';
 import { BlockPool } from './block-pool.ts';
+import { loadEagleHead } from './load-draft-head.ts';
+import { HeadProposer } from './head-proposer.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { loadModel, DEFAULT_MODEL_DIR } from './load-engine.ts';
-import { GRAPH_BATCH_SIZES, ModelRunner, type DrawSite } from './model-runner.ts';
+import { GRAPH_BATCH_SIZES } from './graph-batch.ts';
+import { ModelRunner, type DraftModel, type DrawSite, type StepDraws } from './model-runner.ts';
 import { drawFor, type Draw } from '../sampling/draw.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
 import { Scheduler } from './scheduler.ts';
-import { Sequence } from './sequence.ts';
+import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 
 const BLOCK_SIZE = 4;
 const NUM_BLOCKS = 64;
 
+interface Replayed {
+  numSeqs: number;
+  width: number;
+  logitsRows: number;
+  owner: object;
+}
+
 /** The CPU backend posing as one that records graphs, logging each step it is asked to replay. */
-function recordingBackend(backend: Backend, replayed: { numSeqs: number; width: number; logitsRows: number }[]): Backend {
+function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
   const posing = Object.create(backend) as Backend & { recordsGraphs: boolean };
   Object.defineProperty(posing, 'recordsGraphs', { value: true });
-  posing.replayForward = (step: StepInputs, _owner: object, forward: () => Tensor) => {
+  posing.replayForward = <T>(step: StepInputs, owner: object, forward: () => T): T => {
     const b = step.batch;
-    replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length });
+    replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
     return forward();
   };
   return posing;
@@ -41,7 +52,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
     const output = scheduler.schedule();
-    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
     scheduler.onStepComplete(output);
     result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.read().tokenIds[result.firstDraw[row]]));
   }
@@ -52,7 +63,7 @@ test('padded graph decode steps produce the tokens of eager steps, and pad to re
   const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
   const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300]];
   const eager = greedyRun(model.backend, model, prompts, 12, false);
-  const replayed: { numSeqs: number; width: number; logitsRows: number }[] = [];
+  const replayed: Replayed[] = [];
   const graphed = greedyRun(recordingBackend(model.backend, replayed), model, prompts, 12, true);
   assert.deepEqual(graphed, eager);
   // The first step prefills; the other 11 decode three sequences, padded to 4 rows.
@@ -73,7 +84,7 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
-    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
     return { firstDraw: result.firstDraw, tokens: [...result.read().tokenIds] };
   };
   const single = run([1, 1, 1]);
@@ -104,14 +115,141 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   recomputed.appendToken(11);
   scheduler.add(new Sequence('fresh', [1, 2]));
   scheduler.add(recomputed);
-  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
   assert.deepEqual(batches, [{ positions: [0, 1, 0, 1, 2, 3, 4], rotaryRows: [2, 3, 3, 4, 5, 6, 7] }]);
 
   batches.length = 0;
   const NO_BLOCKS = { src: new Int32Array(0), dst: new Int32Array(0) };
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
     { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTables: [[0]] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
-    { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
+    { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');
+});
+
+/**
+ * Logs the backend's sampling passes ('sample') and the host's reads of them ('read'), and how
+ * many of each step's tokens are read from the latest pass on the device (tokenSources).
+ */
+function countingBackend(backend: Backend, events: string[], deviceTokens: number[]): Backend {
+  const counting = Object.create(backend) as Backend;
+  counting.sampleRows = (x, draws) => {
+    events.push('sample');
+    const sampled = backend.sampleRows(x, draws);
+    return { read: () => (events.push('read'), sampled.read()) };
+  };
+  counting.beginStep = (batch) => {
+    deviceTokens.push(batch.tokenSources.filter((source) => source >= 0).length);
+    return backend.beginStep(batch);
+  };
+  return counting;
+}
+
+test('a draft model\'s proposal passes chain on the device, are read once, and replay its decode graphs', async () => {
+  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
+  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300]];
+  const K = 4;
+  // Plain greedy decoding's tokens: the target drafting for itself proposes exactly these.
+  const expected = greedyRun(model.backend, model, prompts, K + 2, false);
+  for (const { graphs, readsDrafts } of [{ graphs: false, readsDrafts: false }, { graphs: true, readsDrafts: false }, { graphs: true, readsDrafts: true }]) {
+    const label = `graphs ${graphs}, draws reading the drafts ${readsDrafts}`;
+    const events: string[] = [];
+    const deviceTokens: number[] = [];
+    const replayed: Replayed[] = [];
+    const counting = countingBackend(model.backend, events, deviceTokens);
+    const backend = graphs ? recordingBackend(counting, replayed) : counting;
+    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
+    const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
+    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
+    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null, { draft });
+    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
+    for (const seq of seqs) scheduler.add(seq);
+    const plainDraws: StepDraws = {
+      drawsFor: (_s, site) => [greedyDraw(site)],
+      draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
+      draftDrawReadsDrafts: () => readsDrafts,
+      promptTopLogprobs: () => 0,
+    };
+    // The prefill: every sequence gets its first token.
+    const prefill = scheduler.schedule();
+    const first = runner.execute(prefill, plainDraws);
+    scheduler.onStepComplete(prefill);
+    first.samplingRows.forEach((s, row) => prefill.scheduled[s].seq.appendToken(first.read().tokenIds[first.firstDraw[row]]));
+    // Then K drafts each (the last sequence 2), proposed by the runner, all accepted.
+    seqs.forEach((seq, i) => seq.appendDraftTokens(new Array<number>(i === 2 ? 2 : K).fill(UNPROPOSED_DRAFT)));
+    events.length = 0;
+    deviceTokens.length = 0;
+    replayed.length = 0;
+    const output = scheduler.schedule();
+    assert.equal(output.scheduled.length, 3);
+    const result = runner.execute(output, { ...plainDraws, drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })) });
+    const drawn = result.read().tokenIds;
+    seqs.forEach((seq, i) => {
+      const drafts = Array.from({ length: seq.numDraftTokens }, (_, d) => seq.draftTokenId(d));
+      assert.deepEqual(drafts, expected[i].slice(1, 1 + drafts.length), `${label}: sequence ${i}'s drafts are plain decoding's next tokens`);
+      const row = result.samplingRows.indexOf(output.scheduled.findIndex((e) => e.seq === seq));
+      assert.deepEqual([...drawn.subarray(result.firstDraw[row], result.firstDraw[row] + drafts.length)], drafts, `${label}: the target accepts every draft`);
+    });
+    // K proposal passes, then the target's sampling pass.
+    const passes = readsDrafts ? Array.from({ length: K }, () => ['sample', 'read']).flat() : [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read')];
+    assert.deepEqual(events, [...passes, 'sample', 'read'], `${label}: the host reads the drafts ${readsDrafts ? 'after each pass' : 'once, after the last pass'}`);
+    // Passes of 3, 3, 2 and 2 sequences: 1.. read the token before them on the device, unless each pass was read.
+    assert.deepEqual(deviceTokens.slice(0, K), readsDrafts ? [0, 0, 0, 0] : [0, 3, 2, 2], `${label}: tokens read where the pass before sampled them`);
+    if (graphs) {
+      const passGraphs = replayed.filter((r) => r.owner === draft);
+      assert.equal(passGraphs.length, K, `${label}: every proposal pass replays the draft model's graph`);
+      assert.deepEqual(passGraphs.map((r) => [r.numSeqs, r.logitsRows]), [[4, 4], [4, 4], [2, 2], [2, 2]], `${label}: padded to recorded batch sizes`);
+    } else assert.equal(replayed.length, 0);
+  }
+});
+
+test('with an EAGLE-3 head, plain decode steps and the chain\'s drafting passes replay graphs, and draft what eager steps draft', async () => {
+  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
+  const head = loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model);
+  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]];
+  const K = 4;
+  const run = (graphs: boolean) => {
+    const events: string[] = [];
+    const replayed: Replayed[] = [];
+    const counting = countingBackend(model.backend, events, []);
+    const backend = graphs ? recordingBackend(counting, replayed) : counting;
+    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
+    const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head) }), BLOCK_SIZE, 1);
+    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1 });
+    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null, { head: proposer });
+    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
+    for (const seq of seqs) scheduler.add(seq);
+    const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({
+      drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
+      draftDraw: () => assert.fail('no draft model'),
+      draftDrawReadsDrafts: () => assert.fail('no draft model'),
+      promptTopLogprobs: () => 0,
+    });
+    // The prefill, two plain decode steps (graphs, with the head's feature rows written inside), then a step of K drafts each.
+    const drafts: number[][] = [];
+    for (let step = 0; step < 4; step++) {
+      if (step === 3) seqs.forEach((seq) => seq.appendDraftTokens(new Array<number>(K).fill(UNPROPOSED_DRAFT)));
+      const output = scheduler.schedule();
+      events.length = 0;
+      replayed.length = 0;
+      const result = runner.execute(output, draws(output));
+      const tokens = result.read().tokenIds;
+      if (step < 3) {
+        scheduler.onStepComplete(output);
+        result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(tokens[result.firstDraw[row]]));
+        if (graphs && step > 0) assert.deepEqual(replayed.map((r) => r.owner), [runner], 'a plain decode step replays the target\'s graph');
+        continue;
+      }
+      seqs.forEach((seq) => drafts.push(Array.from({ length: K }, (_, d) => seq.draftTokenId(d))));
+      // The catch-up and K - 1 drafting passes, read once, then the target's verification.
+      assert.deepEqual(events, [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read'), 'sample', 'read']);
+      if (graphs) assert.deepEqual(replayed.map((r) => [r.owner === proposer, r.numSeqs]), new Array(K - 1).fill([true, 4]), 'the drafting passes replay the head\'s graphs');
+    }
+    return drafts;
+  };
+  const eager = run(false);
+  assert.deepEqual(run(true), eager);
+  assert.ok(eager.flat().every((token) => token >= 0 && token < model.modelConfig.vocabSize));
 });

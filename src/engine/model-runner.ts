@@ -1,4 +1,4 @@
-import type { Backend, KvCache, SampledTokens, StepInputs, SwapSpace, Tensor } from '../backend/backend.ts';
+import { READABLE_SAMPLING_PASSES, type Backend, type KvCache, type SampledTokens, type StepInputs, type SwapSpace, type Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import type { HeadProposer } from './head-proposer.ts';
@@ -6,24 +6,12 @@ import { queueHostTransfers, type HostTransfers } from './host-transfers.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
 import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
+import { GraphBatches, type GraphOptions } from './graph-batch.ts';
 import type { LoraSlots } from './lora-slots.ts';
 import { MicroBatchPipeline } from './micro-batch-pipeline.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
-
-/**
- * Decode batch sizes recorded as graphs (vLLM's choice): a decode step of B sequences is padded up
- * to the next of these, so a handful of recorded graphs serve every batch size.
- */
-export const GRAPH_BATCH_SIZES: readonly number[] = [1, 2, 4, ...Array.from({ length: 64 }, (_, i) => 8 * (i + 1))];
-
-export interface GraphOptions {
-  /** Largest decode batch recorded (the engine's maxNumSeqs); larger ones run eagerly. */
-  maxBatchSize: number;
-  /** A KV block no sequence owns: padding rows write their keys and values there. */
-  scratchBlock: number;
-}
 
 /**
  * A draft model for speculative decoding and its KV pools, indexed by the same block ids as the
@@ -100,6 +88,12 @@ export interface StepDraws {
    */
   draftDraw(s: number, index: number, row: number): Draw;
   /**
+   * Whether scheduled sequence `s`'s draft draws read the drafts before them (penalties, a
+   * grammar): the host must then read each drafting pass before the next asks its draw. Otherwise
+   * a draft's draw is asked while the drafts before it are still on the device.
+   */
+  draftDrawReadsDrafts(s: number): boolean;
+  /**
    * For a sequence whose prompt positions are scored (`Sequence.needsPromptLogits`): how many top
    * alternatives each prompt logprob carries.
    */
@@ -118,7 +112,7 @@ export class ModelRunner {
   private readonly model: CausalLM;
   private readonly cache: KvCache;
   private readonly blockSize: number;
-  private readonly graphs: GraphOptions | null;
+  private readonly graphs: GraphBatches | null;
   private readonly draft: DraftModel | null;
   private readonly swap: SwapSpaces | null;
   private readonly medusa: MedusaProposer | null;
@@ -161,8 +155,7 @@ export class ModelRunner {
     this.blockSize = blockSize;
     this.medusa = drafting.medusa ?? null;
     this.head = head;
-    // Heads read every step's hidden rows, which a replayed graph does not hand over.
-    this.graphs = backend.recordsGraphs && this.medusa === null && head === null ? graphs : null;
+    this.graphs = backend.recordsGraphs && graphs !== null ? new GraphBatches(graphs, blockSize) : null;
     this.draft = draft;
     this.swap = swap;
     this.lora = lora;
@@ -217,7 +210,7 @@ export class ModelRunner {
     }
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
-    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output));
+    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output), this.graphs);
     const graphBatch = this.graphBatchSize(output);
     const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
@@ -249,10 +242,17 @@ export class ModelRunner {
     const step = this.backend.beginStep(batch);
     this.sampledDraws = sampledDraws;
     if (this.pipeline !== null) return { samplingRows, firstDraw, promptScores, read: this.launchMicroBatch(step, all) };
-    const tap = this.medusa?.tap(new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]]))) ?? this.head?.tap();
-    const forward = (): Tensor => this.model.forward(this.backend, step, this.cache, tap);
-    const logits = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
-    this.head?.storeFeatures(this.backend, batch);
+    // What heads read of the forward is recorded with it: Medusa's hidden rows are among a graph's
+    // results, and a head's feature rows are written at the step's slots on the device.
+    let medusaRows: Tensor | null = null;
+    const tap = this.medusa !== null ? { finalRows: (hidden: Tensor) => (medusaRows = hidden) } : this.head?.tap();
+    const forward = () => {
+      const logits = this.model.forward(this.backend, step, this.cache, tap);
+      this.head?.storeFeatures(this.backend, step);
+      return { logits, medusaRows };
+    };
+    const { logits, medusaRows: hidden } = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    if (this.medusa !== null) this.medusa.received(hidden, new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
     const sampled = this.backend.sampleRows(logits, all);
     return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled) };
   }
@@ -293,7 +293,12 @@ export class ModelRunner {
   /**
    * Fills the drafts the engine reserved: pass i runs, for every sequence with a draft i, the
    * token before it through the draft model (writing its K/V where the step will write them
-   * again) and draws draft i from the logits. The passes sample on the backend, which moves the
+   * again) and draws draft i from the logits. The passes chain on the device: pass i reads draft
+   * i - 1 where pass i - 1 sampled it (`SequenceChunk.lastTokenSource`), and the host reads the
+   * drafts once, after the last pass (as many passes at a time as stay readable). Only a
+   * sequence whose draws read the drafts before them (`StepDraws.draftDrawReadsDrafts`) makes
+   * the host read each pass before the next. Single-token passes that fit a recorded batch size
+   * replay the draft model's decode graphs. The passes sample on the backend, which moves the
    * draws that pending tokens are read from: no scheduled sequence may have one.
    */
   private proposeDrafts(draft: DraftModel, output: SchedulerOutput, draws: StepDraws): void {
@@ -301,24 +306,44 @@ export class ModelRunner {
     if (proposing.length === 0) return;
     this.unproposed(output);
     const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
+    const readsDrafts = proposing.some((s) => draws.draftDrawReadsDrafts(s));
+    // Passes the host has not read yet: their drafts are still on the device.
+    let unread: { sampled: SampledTokens; active: number[]; index: number }[] = [];
+    const readPasses = () => {
+      for (const { sampled, active, index } of unread) {
+        const { tokenIds } = sampled.read();
+        active.forEach((s, row) => {
+          if (tokenIds[row] < 0) throw new KeelError('backend', 'the draft model gave no finite logit to draw a draft from');
+          output.scheduled[s].seq.setDraftToken(index, tokenIds[row]);
+        });
+      }
+      unread = [];
+    };
+    // Each sequence's row in the latest pass: where its latest draft was sampled.
+    let rows = new Map<number, number>();
     for (let index = 0; ; index++) {
       const active = proposing.filter((s) => output.scheduled[s].seq.numDraftTokens > index);
-      if (active.length === 0) return;
+      if (active.length === 0) break;
+      if (readsDrafts || unread.length === READABLE_SAMPLING_PASSES) readPasses();
       const chunks = active.map((s): SequenceChunk => {
         const seq = output.scheduled[s].seq;
         const position = seq.numTokens - seq.numDraftTokens - 1 + index;
-        const chunk: SequenceChunk = { tokens: [seq.tokenIds[position]], startPos: position, blockTables: seq.blockTables };
+        const onDevice = index > 0 && seq.draftTokenId(index - 1) === UNPROPOSED_DRAFT;
+        const chunk: SequenceChunk = { tokens: [onDevice ? 0 : seq.tokenIds[position]], startPos: position, blockTables: seq.blockTables };
+        if (onDevice) chunk.lastTokenSource = rows.get(s)!;
         if (rotaryRow !== undefined) chunk.rotaryRow = (p) => rotaryRow(p, seq.numPromptTokens);
         return chunk;
       });
-      const step = this.backend.beginStep(describeBatch(chunks, this.blockSize));
-      const logits = draft.model.forward(this.backend, step, draft.cache);
-      const { tokenIds } = this.backend.sampleRows(logits, active.map((s, row) => draws.draftDraw(s, index, row))).read();
-      active.forEach((s, row) => {
-        if (tokenIds[row] < 0) throw new KeelError('backend', 'the draft model gave no finite logit to draw a draft from');
-        output.scheduled[s].seq.setDraftToken(index, tokenIds[row]);
-      });
+      const graphBatch = this.graphs?.sizeFor(active.length) ?? null;
+      const step = this.backend.beginStep(graphBatch === null ? describeBatch(chunks, this.blockSize) : this.graphs!.padded(chunks, graphBatch));
+      const forward = (): Tensor => draft.model.forward(this.backend, step, draft.cache);
+      // The draft model's plain decode steps record the same graphs: a proposal pass is one.
+      const logits = graphBatch === null ? forward() : this.backend.replayForward(step, draft, forward);
+      const sampled = this.backend.sampleRows(logits, active.map((s, row) => draws.draftDraw(s, index, row)));
+      unread.push({ sampled, active, index });
+      rows = new Map(active.map((s, row) => [s, row]));
     }
+    readPasses();
   }
 
   /** The LoRA slot of each adapter the step's sequences run with (put on the device if not there yet), by adapter id. */
@@ -374,17 +399,14 @@ export class ModelRunner {
 
   /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
   private graphBatchSize(output: SchedulerOutput): number | null {
-    if (this.graphs === null || output.scheduled.length > this.graphs.maxBatchSize) return null;
-    if (!output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
-    return GRAPH_BATCH_SIZES.find((size) => size >= output.scheduled.length) ?? null;
+    if (this.graphs === null || !output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
+    return this.graphs.sizeFor(output.scheduled.length);
   }
 
   /**
    * The step's batch description. `samplingRows[i]` is the scheduled index of sampled row i, and
    * `logitsRows[i]` its row in the logits; `scoredRows` are the prompt positions scored this step.
-   * A graph step (`graphBatch` sequences) is padded with one-token rows in the scratch block, its
-   * block tables widened to a power of two, and asks logits for every row, so that its shape
-   * stays put while its sequences grow.
+   * A graph step (`graphBatch` sequences) is `padded`.
    */
   private describe(
     output: SchedulerOutput,
@@ -430,13 +452,8 @@ export class ModelRunner {
       const scoredRows = scored.map(({ s, position, token }) => ({ s, position, row: logitsIndices.push(token) - 1 }));
       return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows, scoredRows };
     }
-    const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
-    const scratchTables = chunks[0].blockTables.map(() => [this.graphs!.scratchBlock]);
-    while (chunks.length < graphBatch) chunks.push({ tokens: [0], startPos: 0, blockTables: scratchTables });
-    const allRows = chunks.map((_, i) => i);
-    const batch = describeBatch(chunks, this.blockSize, allRows, 2 ** Math.ceil(Math.log2(widest)));
     // Every row of a decode step is its own token, so a sequence's logits row is its index.
     const scoredRows = scored.map(({ s, position }) => ({ s, position, row: s }));
-    return { batch, samplingRows, logitsRows: samplingRows, scoredRows };
+    return { batch: this.graphs.padded(chunks, graphBatch), samplingRows, logitsRows: samplingRows, scoredRows };
   }
 }

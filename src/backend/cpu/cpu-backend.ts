@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -26,7 +26,7 @@ import type {
 } from '../backend.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
-import { groupBatch, type BatchDescription } from '../../step/batch.ts';
+import { groupBatch, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, CpuMxfp4Tensor, CpuQuantizedExperts, CpuSwapSpace, CpuQuantizedTensor, CpuRopeTable, CpuSparse24Tensor, CpuTensor } from './cpu-tensor.ts';
 import { sparse24Matmul } from './ops/sparse24-matmul.ts';
@@ -241,11 +241,24 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < slots.length; i++) pool.set(t.data.subarray(i * width, (i + 1) * width), slots[i] * width);
   }
 
+  writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    this.writeCacheRows(cache, layer, rows, groupSlotMapping(step.batch, layerGroup(asCpuKvCache(cache).layout, layer)));
+  }
+
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    const { layout } = asCpuKvCache(cache);
+    this.writeCacheRows(cache, layer, rows, nextSlots(step.batch, layerGroup(layout, layer), layout.blockSize, 'writeNextCacheRows'));
+  }
+
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
     const { pool, width } = rowsPool(cache, layer, slots, 'readCacheRows');
     const out = CpuTensor.zeros([slots.length, width]);
     gatherRows(pool, width, slots, out.data);
     return out;
+  }
+
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor {
+    return this.readCacheRows(cache, layer, groupSlotMapping(step.batch, layerGroup(asCpuKvCache(cache).layout, layer)));
   }
 
   /** The CPU reads the batch's host arrays directly: nothing to upload. */
@@ -570,9 +583,14 @@ export class CpuBackend implements Backend {
     return { read: () => results };
   }
 
+  mapSampledIds(map: Int32Array): void {
+    // A new array: the pass's results, which the host reads, keep the ids it drew.
+    this.lastSampled = Int32Array.from(this.lastSampled, (id) => (id < 0 ? id : id < map.length ? map[id] : -1));
+  }
+
   readonly recordsGraphs = false;
 
-  replayForward(_step: StepInputs, _owner: object, forward: () => Tensor): Tensor {
+  replayForward<T>(_step: StepInputs, _owner: object, forward: () => T): T {
     return forward();
   }
 

@@ -38,8 +38,8 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, rowsKvLayer } from '../shape-checks.ts';
-import { groupBlockTables, type BatchDescription } from '../../step/batch.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
 import { checkDraws, type Draw } from '../../sampling/draw.ts';
@@ -72,7 +72,7 @@ import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/no
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
-import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchScatterRows } from './kernels/rows.ts';
+import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows, launchScatterRowsAfter } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
@@ -190,8 +190,10 @@ export class CudaBackend implements Backend {
    * it drops them.
    */
   private sampled: { ptr: DevicePtr; capacity: number; rows: number };
+  /** Id maps of mapSampledIds on the device, uploaded once per map. */
+  private readonly idMaps = new WeakMap<Int32Array, DevicePtr>();
   /** Recorded decode steps by shape, valid for one arena generation. */
-  private readonly graphs = new Map<string, { graph: CudaGraph; out: Tensor }>();
+  private readonly graphs = new Map<string, { graph: CudaGraph; out: unknown; arenaEnd: number }>();
   private graphsGeneration = 0;
   private readonly graphOwners = new Map<object, number>();
   /** The smallest KV pool and rope table created: what a replayed step is checked against. */
@@ -680,6 +682,38 @@ export class CudaBackend implements Backend {
     const t = asBf16(rows, 'writeCacheRows rows');
     if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} slots of width ${width}`);
     launchScatterRows(this.device, kv.rows(layer), t.ptr, this.uploadIndices(slots), slots.length, width);
+  }
+
+  writeStepCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    const slots = groupSlotMapping(s.batch, layerGroup(kv.layout, layer));
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'writeStepCacheRows');
+    const t = asBf16(rows, 'writeStepCacheRows rows');
+    if (t.rows !== slots.length || t.cols !== width) throw new Error(`writeStepCacheRows: rows [${t.shape.join(', ')}] for ${slots.length} tokens of width ${width}`);
+    launchScatterRows(this.device, kv.rows(layer), t.ptr, groupSlots(s, layerGroup(kv.layout, layer)), slots.length, width);
+  }
+
+  writeNextCacheRows(cache: KvCache, layer: number, rows: Tensor, step: StepInputs): void {
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    const group = layerGroup(kv.layout, layer);
+    // Checked on the host (the block tables reach each slot); the kernel finds the slots on the device.
+    const slots = nextSlots(s.batch, group, kv.layout.blockSize, 'writeNextCacheRows');
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'writeNextCacheRows');
+    const t = asBf16(rows, 'writeNextCacheRows rows');
+    if (t.rows !== s.batch.numSeqs || t.cols !== width) throw new Error(`writeNextCacheRows: rows [${t.shape.join(', ')}] for ${s.batch.numSeqs} sequences of width ${width}`);
+    launchScatterRowsAfter(this.device, kv.rows(layer), t.ptr, { tables: groupTables(s, group), seqLens: s.device.seqLens, maxBlocks: s.batch.maxBlocksPerSeq, blockSize: kv.layout.blockSize }, s.batch.numSeqs, width);
+  }
+
+  readStepCacheRows(cache: KvCache, layer: number, step: StepInputs): Tensor {
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    const group = layerGroup(kv.layout, layer);
+    const { width } = rowsKvLayer(kv.layout, layer, groupSlotMapping(s.batch, group), 'readStepCacheRows');
+    const out = this.stepTensor([s.batch.numTokens, width]);
+    launchGatherRows(this.device, out.ptr, kv.rows(layer), groupSlots(s, group), s.batch.numTokens, width);
+    return out;
   }
 
   readCacheRows(cache: KvCache, layer: number, slots: Int32Array): Tensor {
@@ -1624,7 +1658,17 @@ export class CudaBackend implements Backend {
     return { read: () => unpackDrawResults(download.read(), n, packed.topWidth) };
   }
 
-  replayForward(step: StepInputs, owner: object, forward: () => Tensor): Tensor {
+  mapSampledIds(map: Int32Array): void {
+    let ptr = this.idMaps.get(map);
+    if (ptr === undefined) {
+      ptr = this.ownedAlloc(Math.max(map.byteLength, 4));
+      this.device.uploadAsync(ptr, map);
+      this.idMaps.set(map, ptr);
+    }
+    launchMapIds(this.device, this.sampled.ptr, ptr, this.sampled.rows, map.length);
+  }
+
+  replayForward<T>(step: StepInputs, owner: object, forward: () => T): T {
     const s = asCudaStep(step);
     checkReplayedStep(s.batch, this.limits);
     assertTokenSources(s.batch, this.sampled.rows);
@@ -1637,11 +1681,14 @@ export class CudaBackend implements Backend {
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();
-      return recorded.out;
+      // Later ops of the step allocate past the tensors the graph writes, as after an eager forward.
+      this.arena.advanceTo(recorded.arenaEnd);
+      // The recording's own result: this owner's graphs of one shape record one forward.
+      return recorded.out as T;
     }
-    let out: Tensor | null = null;
+    let out: { value: T } | null = null;
     const graph = this.device.captureGraph(() => {
-      out = forward();
+      out = { value: forward() };
     });
     graph.replay();
     // A step that outgrew the arena used chunks the next reset frees: run it once, keep nothing.
@@ -1649,9 +1696,9 @@ export class CudaBackend implements Backend {
       this.device.synchronize();
       graph.dispose();
     } else {
-      this.graphs.set(key, { graph, out: out! });
+      this.graphs.set(key, { graph, out: out!.value, arenaEnd: this.arena.position });
     }
-    return out!;
+    return out!.value;
   }
 
   /**

@@ -1,4 +1,5 @@
 import koffi from 'koffi';
+import { READABLE_SAMPLING_PASSES } from '../backend.ts';
 import type { CudaDriver, DevicePtr, Handle } from './driver-api.ts';
 
 /** A page-locked buffer and the event recorded after the last copy that used it. */
@@ -76,9 +77,9 @@ export class HostStaging {
     this.driver = driver;
     this.stream = stream;
     // A step queues up to three uploads (block copies, batch arrays, sampling parameters) while
-    // the previous step's may still wait to run; two steps' downloads are readable at a time.
+    // the previous step's may still wait to run; the latest READABLE_SAMPLING_PASSES downloads are readable.
     this.uploads = new PinnedRing(driver, 8);
-    this.downloads = new PinnedRing(driver, DOWNLOAD_SLOTS);
+    this.downloads = new PinnedRing(driver, READABLE_SAMPLING_PASSES);
   }
 
   /** Queues a copy of `data` to `dst` on the stream. */
@@ -90,7 +91,7 @@ export class HostStaging {
     this.uploads.queued(slot, this.stream);
   }
 
-  /** Queues a copy of `count` int32 from `src`; the two latest downloads stay readable. */
+  /** Queues a copy of `count` int32 from `src`; the READABLE_SAMPLING_PASSES latest downloads stay readable. */
   download(src: DevicePtr, count: number): PendingDownload {
     if (count === 0) return { read: () => new Int32Array(0) };
     const serial = this.downloadsQueued++;
@@ -98,7 +99,7 @@ export class HostStaging {
     const view = new Int32Array(koffi.view(slot.buffer!, count * 4));
     this.driver.copyDtoHAsync(view, src, count * 4, this.stream);
     this.downloads.queued(slot, this.stream);
-    const slotIndex = serial % DOWNLOAD_SLOTS;
+    const slotIndex = serial % READABLE_SAMPLING_PASSES;
     this.downloadSerial[slotIndex] = serial;
     return {
       read: () => {
@@ -115,4 +116,3 @@ export class HostStaging {
   }
 }
 
-const DOWNLOAD_SLOTS = 2;

@@ -49,3 +49,21 @@ test('an oversized step spills into chunks, then the next reset merges them into
   arena.dispose();
   assert.equal(memory.live.size, 0);
 });
+
+test('advanceTo counts a replayed graph\'s tensors as allocated: the step\'s next tensors come after them', () => {
+  const arena = new StepArena(fakeMemory(), 1 << 20);
+  // The recording: an upload, then the graph's tensors.
+  arena.alloc(512);
+  const recorded = [1000, 40000, 3000].map((n) => arena.alloc(n));
+  const end = arena.position;
+  const afterRecording = arena.alloc(100);
+  // A replay allocates nothing but the upload; advanceTo puts the next tensor where it went after the recording.
+  arena.reset();
+  arena.alloc(512);
+  arena.advanceTo(end);
+  assert.equal(arena.alloc(100), afterRecording);
+  assert.ok(afterRecording >= recorded[2] + 3000);
+  arena.advanceTo(0);
+  assert.equal(arena.alloc(100), afterRecording + 256, 'never moves back');
+  assert.throws(() => arena.advanceTo(2 << 20), /past the arena/);
+});

@@ -58,6 +58,24 @@ export class StepArena {
     this.usedThisStep = 0;
   }
 
+  /** Where the next allocation of this step goes in the current chunk: what `advanceTo` takes. */
+  get position(): number {
+    return this.offset;
+  }
+
+  /**
+   * Counts the bytes up to `position` (of a step that stayed in one chunk) as allocated: a
+   * replayed graph's tensors, which its recording allocated there, so that later allocations of
+   * the step do not overwrite them.
+   */
+  advanceTo(position: number): void {
+    if (this.overflowed) throw new Error('StepArena.advanceTo: the step outgrew the arena');
+    if (position > this.chunks[0].bytes) throw new RangeError(`StepArena.advanceTo: position ${position} is past the arena's ${this.chunks[0].bytes} bytes`);
+    if (position <= this.offset) return;
+    this.usedThisStep += position - this.offset;
+    this.offset = position;
+  }
+
   alloc(bytes: number): DevicePtr {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
     let chunk = this.chunks[this.chunks.length - 1];

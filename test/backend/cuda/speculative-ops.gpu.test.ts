@@ -6,6 +6,7 @@ import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { describeBatch, type SequenceChunk } from '../../../src/step/batch.ts';
+import { topTokensDraw } from '../../../src/sampling/draw.ts';
 import { attentionLayout, plainAttention } from '../../helpers/kv-layout.ts';
 import { kvCodeTolerance, pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
@@ -137,6 +138,93 @@ test('writeCacheRows and readCacheRows put rows at slots and read them back as t
     return backend.toHost(backend.readCacheRows(caches[i], 1, Int32Array.from([16, 17, 11, 8, 3, 12, 0])));
   });
   assert.deepEqual([...reads[1]], [...reads[0]]);
+});
+
+test('writeStepCacheRows writes each token\'s row at its slot of the layer\'s KV group as the CPU does, also replayed as a graph over new slots', () => {
+  // Two KV groups: the rows layer is in group 1, whose slots differ from group 0's.
+  const layout = { numBlocks: 9, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }], groups: [0, 1] } as const;
+  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  // The rows are the embedding of the step's tokens: made inside the graph, from the step's own inputs.
+  const table = bf16Tensor([16, 48], randomBf16Values(rng, 16 * 48));
+  const tables = [cpu.loadWeight(table), gpu.loadWeight(table)];
+  const tableValues = cpu.toHost(tables[0]);
+  const owner = {};
+  for (const [groups, start, tokens] of [[[[0, 1], [5, 2]], 6, [3, 9]], [[[3, 4], [7, 6]], 5, [11, 2]], [[[3, 4], [8, 6]], 2, [7, 7]]] as const) {
+    const chunks: SequenceChunk[] = [
+      { tokens: [tokens[0]], startPos: start, blockTables: [[...groups[0]], [...groups[1]]] },
+      { tokens: [tokens[1]], startPos: start - 1, blockTables: [[...groups[0]].reverse(), [...groups[1]].reverse()] },
+    ];
+    const batch = describeBatch(chunks, 4, undefined, 2);
+    const slots = batch.slotMapping.subarray(batch.numTokens);
+    const reads = [cpu, gpu].map((backend, i) => {
+      const step = backend.beginStep(batch);
+      backend.replayForward(step, owner, () => backend.writeStepCacheRows(caches[i], 1, backend.embedding(tables[i], step, 1, 0), step));
+      return [...backend.toHost(backend.readCacheRows(caches[i], 1, slots))];
+    });
+    assert.deepEqual(reads[1], reads[0], `slots ${[...slots].join(', ')}`);
+    assert.deepEqual(reads[0], tokens.flatMap((t) => [...tableValues.subarray(t * 48, t * 48 + 48)]), 'each token\'s row is at its slot');
+  }
+});
+
+test('readStepCacheRows and writeNextCacheRows read each token\'s own slot and write each sequence\'s row after its last token, as the CPU does, also replayed as a graph', () => {
+  // A head's chained drafting pass: each token reads the feature at its slot, its output goes to the next slot (across a block boundary too).
+  const layout = { numBlocks: 9, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }], groups: [0, 1] } as const;
+  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const initial = bf16Tensor([36, 48], randomBf16Values(rng, 36 * 48));
+  const slotsAll = Int32Array.from({ length: 36 }, (_, i) => i);
+  [cpu, gpu].forEach((backend, i) => backend.writeCacheRows(caches[i], 1, backend.loadWeight(initial), slotsAll));
+  // The pool as the host expects it, row by slot.
+  const pool = cpu.toHost(cpu.readCacheRows(caches[0], 1, slotsAll));
+  const row = (slot: number) => [...pool.subarray(slot * 48, slot * 48 + 48)];
+  const owner = {};
+  for (const [tables, start] of [[[[0, 1], [5, 2]], 3], [[[3, 4], [7, 6]], 2], [[[3, 4], [8, 6]], 3]] as const) {
+    const groupTables = [[...tables[1]], [...tables[1]].reverse()];
+    const chunks: SequenceChunk[] = [
+      { tokens: [1], startPos: start, blockTables: [[...tables[0]], groupTables[0]] },
+      { tokens: [2], startPos: start + 2, blockTables: [[...tables[0]].reverse(), groupTables[1]] },
+    ];
+    const batch = describeBatch(chunks, 4, undefined, 2);
+    const slotOf = (s: number, index: number) => groupTables[s][Math.floor(index / 4)] * 4 + (index % 4);
+    const own = [slotOf(0, start), slotOf(1, start + 2)];
+    const next = [slotOf(0, start + 1), slotOf(1, start + 3)];
+    const ownRows = own.map(row);
+    next.forEach((slot, s) => pool.set(ownRows[s], slot * 48));
+    const reads = [cpu, gpu].map((backend, i) => {
+      const step = backend.beginStep(batch);
+      const read = backend.replayForward(step, owner, () => {
+        const rows = backend.readStepCacheRows(caches[i], 1, step);
+        backend.writeNextCacheRows(caches[i], 1, rows, step);
+        return rows;
+      });
+      return { read: [...backend.toHost(read)], pool: [...backend.toHost(backend.readCacheRows(caches[i], 1, slotsAll))] };
+    });
+    const where = `tables ${JSON.stringify(tables)}, start ${start}`;
+    assert.deepEqual(reads[1], reads[0], where);
+    assert.deepEqual(reads[0].read, ownRows.flat(), `${where}: each token's own slot read`);
+    assert.deepEqual(reads[0].pool, [...pool], `${where}: each row written to the slot after its token`);
+  }
+});
+
+test('mapSampledIds maps the ids where the next step reads its tokens, as the CPU does, and leaves the host\'s results alone', () => {
+  const cols = 40;
+  const logits = randomBf16Values(rng, 3 * cols);
+  const map = Int32Array.from({ length: cols }, (_, i) => 1000 + 7 * i);
+  const table = bf16Tensor([2000, 8], randomBf16Values(rng, 2000 * 8));
+  const [got, expected] = [gpu, cpu].map((backend) => {
+    const x = backend.loadWeight(bf16Tensor([3, cols], logits));
+    const sampled = backend.sampleRows(x, [0, 1, 2].map((row) => topTokensDraw(row, 1)));
+    backend.mapSampledIds(map);
+    const drawn = [...sampled.read().tokenIds];
+    // The next step's tokens come from the mapped ids: the embedding rows show which ids they were.
+    const step = backend.beginStep(describeBatch([0, 1, 2].map((row): SequenceChunk => ({ tokens: [0], startPos: 0, blockTables: [[row]], lastTokenSource: 2 - row })), 4));
+    return { drawn, rows: [...backend.toHost(backend.embedding(backend.loadWeight(table), step, 1, 0))] };
+  });
+  assert.deepEqual(got.drawn, expected.drawn, 'the host reads the drawn ids');
+  assert.ok(got.drawn.every((id) => id >= 0 && id < cols));
+  assert.deepEqual(got.rows, expected.rows, 'the embedding read the mapped ids');
+  const tableValues = cpu.toHost(cpu.loadWeight(table));
+  const mappedRows = [2, 1, 0].flatMap((row) => [...tableValues.subarray(map[got.drawn[row]] * 8, map[got.drawn[row]] * 8 + 8)]);
+  assert.deepEqual(got.rows, mappedRows);
 });
 
 test('concatColumns lays the parts side by side as the CPU does', () => {

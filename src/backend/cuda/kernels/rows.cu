@@ -1,4 +1,5 @@
-// Row gathers: the embedding lookup (rows of the table by token id) and the logits rows.
+// Row gathers: the embedding lookup (rows of the table by token id) and the logits rows; and the
+// sampled ids mapped through a table (a speculative head's vocabulary to the target's).
 #include "common.cuh"
 
 // out[r, :] = src[indices[r], :] for a row of `chunks` 16-byte chunks. One block per output row.
@@ -49,6 +50,22 @@ extern "C" __global__ void scatter_rows_kernel(uint4* __restrict__ out, const ui
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
+// out[slot(s), :] = src[s, :] where slot(s) is the slot of cache index seq_lens[s] of sequence s
+// (the position after its last token this step) through its block table, [numSeqs, max_blocks]:
+// a speculative head's output, the feature its next drafting pass reads. The host checked that
+// every table reaches its slot. One block per sequence.
+extern "C" __global__ void scatter_rows_after_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
+                                                     const int* __restrict__ block_tables,
+                                                     const int* __restrict__ seq_lens, int max_blocks,
+                                                     int block_size, int chunks) {
+  const int index = seq_lens[blockIdx.x];
+  const long long block = block_tables[(long long)blockIdx.x * max_blocks + index / block_size];
+  const long long row = block * block_size + index % block_size;
+  const uint4* from = src + (long long)blockIdx.x * chunks;
+  uint4* to = out + row * chunks;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}
+
 // out[r, offset : offset + chunks] = src[r, :] in 16-byte chunks, out rows `outChunks` wide: one
 // part of a column concatenation. One block per row.
 extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
@@ -68,4 +85,14 @@ extern "C" __global__ void column_blocks_kernel(uint4* __restrict__ out, const u
   const uint4* from = in + (b * rows + row) * chunks;
   uint4* to = out + (row * blocks + b) * chunks;
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
+}
+
+// ids[i] = map[ids[i]] for ids[i] >= 0 (-1, a draw without a finite logit, stays): the ids a
+// sampling pass left where the next pass reads its tokens, mapped from an EAGLE-3 head's draft
+// vocabulary to the target's. Ids past the map (never drawn from a row of its width) give -1.
+extern "C" __global__ void map_ids_kernel(int* __restrict__ ids, const int* __restrict__ map, int n, int mapSize) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int id = ids[i];
+  if (id >= 0) ids[i] = id < mapSize ? map[id] : -1;
 }

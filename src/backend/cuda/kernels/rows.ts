@@ -13,6 +13,22 @@ export function launchScatterRows(device: CudaDevice, out: DevicePtr, src: Devic
   device.launch(device.kernel('rows.cu', 'scatter_rows_kernel', 'pppi'), [numRows], [rowThreads(cols)], 0, [out, src, indices, cols / 8]);
 }
 
+/** Where each sequence's slot after its last token is: its block table row and length on the device. */
+export interface NextSlots {
+  /** [numSeqs, maxBlocks] block ids. */
+  tables: DevicePtr;
+  /** [numSeqs] cache indices of the slots. */
+  seqLens: DevicePtr;
+  maxBlocks: number;
+  blockSize: number;
+}
+
+/** out[slot after sequence s's last token, :] = src [numSeqs, cols] bf16 row s; cols a multiple of 8. */
+export function launchScatterRowsAfter(device: CudaDevice, out: DevicePtr, src: DevicePtr, at: NextSlots, numSeqs: number, cols: number): void {
+  if (numSeqs === 0) return;
+  device.launch(device.kernel('rows.cu', 'scatter_rows_after_kernel', 'ppppiii'), [numSeqs], [rowThreads(cols)], 0, [out, src, at.tables, at.seqLens, at.maxBlocks, at.blockSize, cols / 8]);
+}
+
 /** Columns offset .. offset + cols of out [numRows, outCols] = src [numRows, cols], bf16; every width and offset a multiple of 8. */
 export function launchCopyColumns(device: CudaDevice, out: DevicePtr, outCols: number, offset: number, src: DevicePtr, numRows: number, cols: number): void {
   if (numRows === 0) return;
@@ -56,6 +72,12 @@ export function launchEmbedTokens(device: CudaDevice, a: EmbedTokensArgs): void 
 export function launchColumnBlocks(device: CudaDevice, out: DevicePtr, input: DevicePtr, rows: number, cols: number, blocks: number): void {
   if (rows === 0) return;
   device.launch(device.kernel('rows.cu', 'column_blocks_kernel', 'ppiii'), [rows, blocks], [rowThreads(cols)], 0, [out, input, rows, cols / 8, blocks]);
+}
+
+/** ids[i] = map[ids[i]] in place for the `n` ids, where ids[i] >= 0 (int32 buffers; ids past the map become -1). */
+export function launchMapIds(device: CudaDevice, ids: DevicePtr, map: DevicePtr, n: number, mapSize: number): void {
+  if (n === 0) return;
+  device.launch(device.kernel('rows.cu', 'map_ids_kernel', 'ppii'), [Math.ceil(n / 256)], [256], 0, [ids, map, n, mapSize]);
 }
 
 function rowThreads(cols: number): number {
