@@ -492,6 +492,18 @@ def softcap_stats(model, prompts: list[list[int]], greedy: list[list[int]]) -> d
 
 # (regexes every checkpoint of the family must contain at least once, regexes none may match)
 HUB_LAYOUT = {
+    # Vision-language checkpoints nest the language model as the Hub's do; the vision tower and
+    # projector are saved too (the engine must skip them).
+    "gemma3": (
+        [r"^language_model\.model\.layers\.\d+\.self_attn\.q_norm\.weight$", r"^language_model\.model\.embed_tokens\.weight$",
+         r"^vision_tower\.", r"^multi_modal_projector\."],
+        [r"^model\.", r"lm_head"],
+    ),
+    "mistral3": (
+        [r"^language_model\.model\.layers\.\d+\.self_attn\.q_proj\.weight$", r"^language_model\.lm_head\.weight$",
+         r"^vision_tower\.", r"^multi_modal_projector\."],
+        [r"^model\.", r"^lm_head"],
+    ),
     "mixtral": (
         [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w1\.weight$",
