@@ -11,6 +11,7 @@ import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
+import { llama4Family } from './llama4.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
@@ -28,6 +29,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(phi3Family),
   family(gptOssFamily),
   family(deepseekFamily),
+  family(llama4Family),
 ];
 
 /**

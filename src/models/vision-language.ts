@@ -13,14 +13,21 @@ interface VisionLanguageWrapper {
   textModelTypes: readonly string[];
   /** text_config keys the wrapper's forward does not read, set to what it does instead. */
   overrides?: Record<string, unknown>;
+  /**
+   * Whose `tie_word_embeddings` ties the LM head: the wrapper's, where it sets one (the wrapper
+   * owns the lm_head: Gemma 3, Mistral 3), or text_config's alone (Llama 4's lm_head is its
+   * Llama4ForCausalLM's, which reads its own config).
+   */
+  tiedBy: 'wrapper' | 'text_config';
 }
 
 /** The wrapper model_types Keel serves. */
 const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
-  gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null } },
-  mistral3: { textModelTypes: ['mistral'] },
+  gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: 'wrapper' },
+  mistral3: { textModelTypes: ['mistral'], tiedBy: 'wrapper' },
+  llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);
@@ -40,9 +47,10 @@ export interface LanguageModelConfig {
 /**
  * The language model's config of a vision-language config.json (`json`, whose model_type is one of
  * VISION_LANGUAGE_MODEL_TYPES): its text_config, with the keys it leaves out taken from the top
- * level and the wrapper's overrides. `tie_word_embeddings` is the top level's where set, as transformers 5 ties the wrapper's
- * lm_head by the wrapper's config, else text_config's (the Hub's Mistral Small configs set neither
- * and ship an lm_head: the family's default, untied, reads it).
+ * level and the wrapper's overrides. `tie_word_embeddings` is the top level's where set and the
+ * wrapper owns the lm_head (`tiedBy`), as transformers 5 ties it by the wrapper's config, else
+ * text_config's (the Hub's Mistral Small configs set neither and ship an lm_head: the family's
+ * default, untied, reads it).
  */
 export function languageModelConfig(json: Record<string, unknown>, source: string): LanguageModelConfig {
   const modelType = json.model_type as string;
@@ -56,6 +64,6 @@ export function languageModelConfig(json: Record<string, unknown>, source: strin
   }
   const merged: Record<string, unknown> = { ...text, ...wrapper.overrides };
   for (const key of INHERITED_KEYS) if (merged[key] == null && json[key] != null) merged[key] = json[key];
-  if (json.tie_word_embeddings != null) merged.tie_word_embeddings = json.tie_word_embeddings;
+  if (wrapper.tiedBy === 'wrapper' && json.tie_word_embeddings != null) merged.tie_word_embeddings = json.tie_word_embeddings;
   return { json: merged, source: textSource };
 }

@@ -98,10 +98,12 @@ CONFIG_CLASS_NAMES = {
     "gpt_oss": "GptOssConfig",
     "gemma3": "Gemma3Config",
     "mistral3": "Mistral3Config",
+    "llama4": "Llama4Config",
+    "llama4_text": "Llama4TextConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -710,6 +712,30 @@ FIXTURES.append(Fixture(
     wrapper_fields=dict(tie_word_embeddings=False,
                         vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                            num_attention_heads=2, head_dim=8, image_size=28, patch_size=14)),
+))
+FIXTURES.append(Fixture(
+    "llama4-vl", "llama4",
+    "Llama 4 (Scout/Maverick) as Llama4ForConditionalGeneration (model_type llama4), run on text: text_config a "
+    "llama4_text model of 4 layers. Layers 0-2 rotate q/k (llama3 RoPE, theta 5e5, factor 8, original 32, applied to "
+    "interleaved pairs), L2-normalize them (use_qk_norm, no weight) and attend within chunks of 16 positions "
+    "(attention_chunk_size 16: every prompt but the first crosses a chunk boundary, and so do the decodes); layer 3 "
+    "is NoPE with full attention and attention temperature tuning (floor_scale 8, attn_scale 0.1: queries at "
+    "positions >= 7 are scaled). Layers 1 and 3 are MoE (interleave_moe_layer_step 2): 4 experts, top-1 of the "
+    "router logits weighted by their sigmoid, the weight scaling the expert's input (expert(w x)), fused "
+    "experts.gate_up_proj [E, H, 2I] (gate columns first) and down_proj [E, I, H], plus a shared expert; layers 0 "
+    "and 2 a dense MLP of intermediate_size_mlp 64. lm_head untied. Weights bf16 under language_model.model.* "
+    "beside a 1-layer vision_model.* and multi_modal_projector.*, which the engine skips.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, head_dim=16, intermediate_size=32, intermediate_size_mlp=64,
+            num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2, attention_chunk_size=16,
+            floor_scale=8, attn_scale=0.1, rms_norm_eps=1e-5),
+    _rope("llama3", 500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=32),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.feed_forward\.router\.weight$", 0.0, 0.3),),
+    probes=("attention_chunks_off", "attn_temperature_off", "qk_l2_norm_off", "expert_output_weighted"),
+    text_model_type="llama4_text",
+    wrapper_fields=dict(vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                           image_size=28, patch_size=14, vision_output_dim=16, projector_input_dim=16,
+                                           projector_output_dim=16, pixel_shuffle_ratio=0.5)),
 ))
 
 
