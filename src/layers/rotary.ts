@@ -233,6 +233,8 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
         const wavelength = (2 * Math.PI) / f;
         if (wavelength < highFreqWavelength) return f;
         if (wavelength > lowFreqWavelength) return f / factor;
+        // Equal factors: the band between the two wavelengths is a single point, never smoothed.
+        if (highFreqFactor === lowFreqFactor) return f;
         const smooth = (oldContext / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
         return ((1 - smooth) * f) / factor + smooth * f;
       });

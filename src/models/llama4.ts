@@ -65,7 +65,7 @@ function parseLlama4Config(json: Record<string, unknown>, source: string): Llama
   const numLayers = decoder.numLayers;
   const numExperts = json.num_local_experts == null && json.num_experts == null ? DEFAULTS.numExperts : parseNumExperts(fields);
   const ropeLayers = parseRopeLayers(fields, numLayers);
-  const temperature = fields.boolean('attn_temperature_tuning', true);
+  const temperature = parseTemperatureTuning(fields);
   return {
     ...decoder,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
@@ -80,6 +80,19 @@ function parseLlama4Config(json: Record<string, unknown>, source: string): Llama
     qkL2Norm: fields.boolean('use_qk_norm', true),
     queryTemperature: temperature ? { floorScale: fields.positiveNumber('floor_scale', DEFAULTS.floorScale), attnScale: fields.finiteNumber('attn_scale', DEFAULTS.attnScale) } : null,
   };
+}
+
+/**
+ * `attn_temperature_tuning`: true or false, or a number read as transformers reads it, by its
+ * truthiness (Llama 4 Scout's config.json says 4).
+ */
+function parseTemperatureTuning(fields: ConfigFields): boolean {
+  const v = fields.raw('attn_temperature_tuning');
+  if (v == null) return true;
+  if (typeof v !== 'boolean' && !(typeof v === 'number' && Number.isFinite(v))) {
+    throw invalidModel(`${fields.source}: "attn_temperature_tuning" must be true, false or a number (got ${JSON.stringify(v)})`);
+  }
+  return Boolean(v);
 }
 
 /** A list of `numLayers` layer indices or flags from config key `key`, checked. */
