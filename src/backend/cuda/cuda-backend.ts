@@ -934,8 +934,8 @@ export class CudaBackend implements Backend {
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
-    if ((attn.attentionChunk ?? null) !== null || (attn.queryTemperature ?? null) !== null) {
-      throw new KeelError('invalid_model', 'Llama 4\'s chunked attention and attention temperature tuning run on the CPU backend only: the CUDA attention kernels do not implement them yet');
+    if ((attn.attentionChunk ?? null) !== null && (attn.streaming !== null || (attn.sparse ?? null) !== null)) {
+      throw new Error('attention: chunked attention does not combine with StreamingLLM or sparse attention');
     }
     const packed = asPackedQkv(qkv, attn);
     const sinks = attn.sinks === null ? null : asBf16(attn.sinks, 'attention sinks');
@@ -1377,7 +1377,6 @@ export class CudaBackend implements Backend {
     if (l.shape.length !== 2) throw new Error(`routeExperts: logits [${l.shape.join(', ')}] are not [tokens, experts]`);
     const [numTokens, numExperts] = l.shape;
     assertRoutingParams(params, numExperts);
-    if (params.weightInputs === true) throw new KeelError('invalid_model', 'Llama 4\'s MoE (routing weights that scale the experts\' inputs) runs on the CPU backend only: the CUDA expert kernels do not implement it yet');
     if (numExperts > MAX_ROUTED_EXPERTS) throw new KeelError('invalid_model', `the CUDA backend routes among at most ${MAX_ROUTED_EXPERTS} experts, not ${numExperts}`);
     if (params.topK > MAX_TOP_K) throw new KeelError('invalid_model', `the CUDA backend routes each token to at most ${MAX_TOP_K} experts, not ${params.topK}`);
     if (params.groups !== null && params.groups.numGroups > MAX_EXPERT_GROUPS) {
@@ -1472,7 +1471,7 @@ export class CudaBackend implements Backend {
 
   moe(x: Tensor, weights: MoeWeights): Tensor {
     const input = asBf16(x, 'moe input');
-    // routeExperts refuses input-weighted routing, which the fused decode kernel does not run either.
+    // The fused decode kernel weighs the experts' outputs: input-weighted routes (Llama 4) take the composed path.
     const fused = input.rows === 1 && this.moeDecode === 'fused' && weights.routing.weightInputs !== true;
     return (fused && this.fusedMoe(input, weights)) || composeMoe(this, input, weights);
   }
