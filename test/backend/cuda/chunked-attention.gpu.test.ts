@@ -71,3 +71,21 @@ test('query temperature (NoPE layers): each query scaled by its position\'s fact
     });
   }
 });
+
+// The Hopper prefill kernel, forced (it throws rather than fall back): tile rows that straddle
+// chunk boundaries mask per row, and the warps' unmasked fast path stays off for chunked layers.
+const wgmma = new CudaBackend({ poisonStepTensors: true, prefillAttention: 'wgmma' });
+after(() => wgmma.dispose());
+const skip = wgmma.device.info.arch === 'sm_90a' ? false : `needs a Hopper GPU (sm_90a), not ${wgmma.device.info.arch}`;
+
+test('chunked attention and query temperature in the wgmma prefill kernel (head dim 128)', { skip }, () => {
+  for (const options of [{ attentionChunk: 48 }, { attentionChunk: 256 }, { queryTemperature: { floorScale: 8, attnScale: 0.1 } }]) {
+    const first = [{ cached: 0, query: 700 }, { cached: 0, query: 130 }];
+    runScenario(
+      { name: `wgmma ${JSON.stringify(options)}`, headDim: 128, numKvHeads: 2, group: 2, blockSize: 16, window: null, steps: [first, continueSeqs(rng, first, 300)], attend: [true, true], ...options },
+      wgmma,
+      cpu,
+      rng,
+    );
+  }
+});
