@@ -110,7 +110,7 @@ test('keel quantize --method awq on keel-tiny: the searched scales never do wors
   await assertRunsNearBf16(output, 1.25);
 });
 
-test('keel quantize names what is wrong: no method, AWQ at 8 bits, no calibration text, a quantized model', (t) => {
+test('keel quantize names what is wrong: no method, AWQ at 8 bits, no calibration text, a quantized model, a vision-language model', (t) => {
   const run = (args: string[]) => spawnSync(BIN, ['quantize', ...args], { encoding: 'utf8' });
   const out = join(tempDir(t), 'out');
   assert.match(run(['--bits', '4', '--output', out]).stderr, /--method must be one of gptq, awq, rtn/);
@@ -118,6 +118,8 @@ test('keel quantize names what is wrong: no method, AWQ at 8 bits, no calibratio
   assert.match(run(['--method', 'gptq', '--bits', '4', '--output', out]).stderr, /need calibration text: --calibration FILE/);
   const fixture = fileURLToPath(new URL('./fixtures/quant-awq-int4', import.meta.url));
   assert.match(run(['--model', fixture, '--method', 'rtn', '--bits', '4', '--output', out]).stderr, /already quantized \(quant_method awq\)/);
+  const visionLanguage = fileURLToPath(new URL('./fixtures/mistral3-vl', import.meta.url));
+  assert.match(run(['--model', visionLanguage, '--method', 'rtn', '--bits', '4', '--output', out]).stderr, /is a vision-language checkpoint: keel quantize writes text-only ones/);
 });
 
 async function heldOutPerplexity(model: string): Promise<number> {

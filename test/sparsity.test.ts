@@ -79,3 +79,8 @@ test('dummy weights with --sparsity 2:4 are pruned by magnitude and run', async 
   const [first] = await greedy({ loadFormat: 'dummy', sparsity: '2:4' });
   assert.equal(first.length, 12);
 });
+
+test('keel prune refuses a vision-language checkpoint, naming why', (t) => {
+  const model = fileURLToPath(new URL('./fixtures/gemma3-vl', import.meta.url));
+  assert.throws(() => pruneCheckpoint({ model, method: 'magnitude', pattern: '2:4', samples: [], output: join(tempDir(t), 'pruned') }), /is a vision-language checkpoint: keel prune writes text-only ones/);
+});

@@ -65,6 +65,16 @@ export interface AttentionParams {
   scale: number;
   /** Keys older than `position - slidingWindow + 1` are masked; null attends to everything. */
   slidingWindow: number | null;
+  /**
+   * Chunked attention (Llama 4's RoPE layers): a query at position p sees only the keys of its
+   * chunk, positions p - p % attentionChunk .. p, on top of any other limit. Absent or null: none.
+   */
+  attentionChunk?: number | null;
+  /**
+   * Llama 4's attention temperature tuning (its NoPE layers): a query at position p is scaled by
+   * 1 + attnScale · ln(1 + floor((p + 1) / floorScale)). Absent or null: none.
+   */
+  queryTemperature?: { floorScale: number; attnScale: number } | null;
   /** Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); null leaves them. */
   softcap: number | null;
   /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */
@@ -176,6 +186,11 @@ export interface RoutingParams {
   normalize: boolean;
   /** Multiplies the final weights (routed_scaling_factor; 1 for most routers). */
   scale: number;
+  /**
+   * The weight multiplies the expert's input, not its output: w · expert(x) becomes expert(w · x)
+   * (Llama 4). Absent: false.
+   */
+  weightInputs?: boolean;
 }
 
 /**

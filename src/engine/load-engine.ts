@@ -20,7 +20,7 @@ import { resolveSparsity, withLinearsDequantized, withQuantization, withSparsity
 import { SPARSITY_PATTERNS } from '../tensor/sparse24.ts';
 import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
-import { createModel, modelArchitectureOf, type ModelArchitecture } from '../models/registry.ts';
+import { createModel, modelArchitectureOf, openModelCheckpoint, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -387,12 +387,12 @@ export function loadModelWeights(model: CausalLM, files: ModelFiles, architectur
   const sparsity = resolveSparsity(architecture.sparsity, config.sparsity);
   if (sparsity !== null && config.quantization !== null) throw invalidArgument(`${files.path} is ${sparsity.pattern} sparse, which runs 16-bit weights: leave --quantization ${config.quantization} out`);
   if (config.loadFormat === 'dummy') loadDummyWeights(model, architecture.config.dtype, backend, config.seed, config.quantization, shard, sparsity);
-  else loadWeightsWithProgress(model, withSparsity(withQuantization(openForLayout(files, shard, sparsity), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
+  else loadWeightsWithProgress(model, withSparsity(withQuantization(openForLayout(files, architecture, shard, sparsity), architecture.quantization, config.quantization), sparsity), backend, { showProgress: config.showProgress, shard });
 }
 
 /** The model's checkpoint; a GGUF file's linear layers dequantized where its int8/int4 layouts cannot run (tensor parallelism, 2:4 sparsity). */
-function openForLayout(files: ModelFiles, shard: TensorParallelShard, sparsity: CheckpointSparsity | null): Checkpoint {
-  const ckpt = files.openCheckpoint();
+function openForLayout(files: ModelFiles, architecture: ModelArchitecture, shard: TensorParallelShard, sparsity: CheckpointSparsity | null): Checkpoint {
+  const ckpt = openModelCheckpoint(files, architecture);
   return files.format === 'gguf' && (shard.size > 1 || sparsity !== null) ? withLinearsDequantized(ckpt) : ckpt;
 }
 
@@ -430,7 +430,7 @@ function loadDraftModel(files: ModelFiles, target: LoadedModel): CausalLM {
   const model = createModel(architecture, target.maxModelLen, streamingOf(config));
   // --quantization is the target's: a draft model is read in its checkpoint's own format.
   if (config.loadFormat === 'dummy') loadDummyWeights(model, draftConfig.dtype, backend, config.seed);
-  else loadWeightsWithProgress(model, withQuantization(files.openCheckpoint(), architecture.quantization, null), backend, { showProgress: config.showProgress });
+  else loadWeightsWithProgress(model, withQuantization(openModelCheckpoint(files, architecture), architecture.quantization, null), backend, { showProgress: config.showProgress });
   return model;
 }
 

@@ -16,6 +16,10 @@ export interface AttentionOptions {
   headDim: number;
   scale: number;
   slidingWindow: number | null;
+  /** Chunked attention's chunk (AttentionParams.attentionChunk: Llama 4); absent: none. */
+  attentionChunk?: number | null;
+  /** Query temperature tuning (AttentionParams.queryTemperature: Llama 4's NoPE layers); absent: none. */
+  queryTemperature?: { floorScale: number; attnScale: number } | null;
   softcap: number | null;
   /** Checkpoint name of the [numHeads] learned sink logits (gpt-oss), or null. */
   sinks: string | null;
@@ -55,16 +59,20 @@ export class PagedAttention implements Layer {
     this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
   }
 
-  /** What this device caches per token: its key/value heads (and per block, with sparse attention, their key summaries). */
+  /**
+   * What this device caches per token: its key/value heads (and per block, with sparse attention,
+   * their key summaries). A chunked layer reads no further back than its chunk, so the cache keeps
+   * it as a window of that width.
+   */
   get kvSpec(): AttentionKvSpec {
-    const { headDim, slidingWindow } = this.options;
-    const spec: AttentionKvSpec = { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow };
+    const { headDim, slidingWindow, attentionChunk } = this.options;
+    const spec: AttentionKvSpec = { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow: slidingWindow ?? attentionChunk ?? null };
     return this.sparse === null ? spec : { ...spec, keySummaries: true };
   }
 
   /** Decodes attend to the blocks Quest selects (`SparseAttention`); set before the cache is laid out. */
   useSparseAttention(sparse: SparseAttention): void {
-    if (this.options.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window: sparse attention does not apply to it`);
+    if (this.kvSpec.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window or attention chunk: sparse attention does not apply to it`);
     if (this.options.rotary.streaming !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window)');
     this.sparse = sparse;
   }
@@ -95,7 +103,10 @@ export class PagedAttention implements Layer {
     const sinks = this.options.sinks === null ? null : loaded(this.sinks, this.options.sinks);
     const { rotary } = this.options;
     const streaming = rotary.streaming === null ? null : { ...rotary.streaming, rope: rotary.table };
-    return { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales, sparse: this.sparse };
+    const params: AttentionParams = { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks, streaming, kvScales: this.kvScales, sparse: this.sparse };
+    // Only layers that have them name them, so every other layer's params are as they always were.
+    const { attentionChunk, queryTemperature } = this.options;
+    return { ...params, ...(attentionChunk != null && { attentionChunk }), ...(queryTemperature != null && { queryTemperature }) };
   }
 
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */

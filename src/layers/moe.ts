@@ -18,11 +18,14 @@ export type ExpertTensors =
    */
   | { layout: 'per-expert'; name: (expert: number, projection: 'gate' | 'up' | 'down') => string }
   /**
-   * gpt-oss: all experts in one tensor, input-major: gateUp [E, hidden, 2n] with gate and up
-   * interleaved in the last dimension (gate = [..., 0::2], up = [..., 1::2]), its bias [E, 2n]
-   * interleaved alike; down [E, n, hidden] and its bias [E, hidden].
+   * All experts in one tensor, input-major: gateUp [E, hidden, 2n] and its bias [E, 2n]; down
+   * [E, n, hidden] and its bias [E, hidden]. gpt-oss interleaves gate and up in the last dimension
+   * (`fused-interleaved`: gate = [..., 0::2], up = [..., 1::2], the bias alike); Llama 4 puts the
+   * gate first (`fused-halves`: gate = [..., :n], up = [..., n:]).
    */
-  | { layout: 'fused-interleaved'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
+  | { layout: 'fused-interleaved' | 'fused-halves'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
+
+type FusedExperts = Exclude<ExpertTensors, { layout: 'per-expert' }>;
 
 export interface MoeOptions {
   hiddenSize: number;
@@ -190,31 +193,33 @@ export class MoeBlock implements Layer {
     return { ...this.atLoad(source, { ...gateUp, shape: [this.count, 2 * n, hidden] }, { ...down, shape: [this.count, hidden, n] }), gateUpBias: null, downBias: null };
   }
 
-  private unfuse(source: WeightSource, names: Extract<ExpertTensors, { layout: 'fused-interleaved' }>): HostExperts {
+  private unfuse(source: WeightSource, names: FusedExperts): HostExperts {
     const { hiddenSize: hidden, intermediateSize: n } = this.options;
     const [first, count] = [this.first, this.count];
     const biases = this.fusedBiases(source, names);
     const local = Array.from({ length: count }, (_, i) => first + i);
+    const column = gateUpColumn(names);
     const [packedGateUp, packedDown] = [source.readMxfp4?.(names.gateUp) ?? null, source.readMxfp4?.(names.down) ?? null];
     if (packedGateUp !== null && packedDown !== null) {
-      // Stored output-major ([E, 2n, hidden] with gate j in row 2j, up j in 2j + 1; [E, hidden, n]): only rows move.
-      const gateUpRows = Array.from({ length: 2 * n }, (_, r) => interleaved(r, n));
+      // Stored output-major ([E, 2n, hidden] with gate j in row 2j, up j in 2j + 1, for gpt-oss; [E, hidden, n]): only rows move.
+      const gateUpRows = Array.from({ length: 2 * n }, (_, r) => column(r, n));
       return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, Array.from({ length: hidden }, (_, r) => r)), ...biases };
     }
     if (packedGateUp !== null || packedDown !== null) throw invalidModel(`${names.gateUp} and ${names.down} must both be MXFP4 or both 16-bit`);
-    // gate_up [E, hidden, 2n], column 2j gate j and 2j + 1 up j -> [count, 2n, hidden], gate rows then up rows.
-    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + interleaved(row, n));
+    // gate_up [E, hidden, 2n] -> [count, 2n, hidden], gate rows then up rows.
+    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + column(row, n));
     // down [E, n, hidden] -> [count, hidden, n].
     const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
     return { ...this.atLoad(source, gateUp, down), ...biases };
   }
 
   /** A fused checkpoint's expert biases in the device layout: [count, 2n] gate then up, [count, hidden]. */
-  private fusedBiases(source: WeightSource, names: Extract<ExpertTensors, { layout: 'fused-interleaved' }>): Pick<HostExperts, 'gateUpBias' | 'downBias'> {
+  private fusedBiases(source: WeightSource, names: FusedExperts): Pick<HostExperts, 'gateUpBias' | 'downBias'> {
     const { hiddenSize: hidden, intermediateSize: n } = this.options;
     const [first, count] = [this.first, this.count];
+    const column = gateUpColumn(names);
     const gateUpBias =
-      names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + interleaved(col, n));
+      names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + column(col, n));
     const downBias = names.downBias === null ? null : gatherElements(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
     return { gateUpBias, downBias };
   }
@@ -254,5 +259,10 @@ interface HostExperts {
 /** Where row r of a gate-then-up block sits among interleaved columns: gate j at 2j, up j at 2j + 1. */
 function interleaved(r: number, n: number): number {
   return r < n ? 2 * r : 2 * (r - n) + 1;
+}
+
+/** Where row r of a gate-then-up block sits among a fused tensor's gate/up columns. */
+function gateUpColumn(names: FusedExperts): (r: number, n: number) => number {
+  return names.layout === 'fused-interleaved' ? interleaved : (r) => r;
 }
 

@@ -1,30 +1,40 @@
 import type { Backend, Tensor } from '../backend/backend.ts';
 import { mapValues } from '../tensor/host-ops.ts';
+import { float32ToHostTensor } from '../tensor/host-dtype.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /**
  * RMSNorm over `size` values: x / rms(x) · w. Gemma's variant multiplies by (1 + w) instead; its
- * weight is stored with the 1 added at load (`offset: 1`), so both run as the same op.
+ * weight is stored with the 1 added at load (`offset: 1`), so both run as the same op. A
+ * `weightless` norm (Llama 4's L2 norm of queries and keys) has no checkpoint tensor: its weight
+ * is ones.
  */
 export class RmsNorm implements Layer {
   readonly name: string;
   readonly size: number;
   readonly eps: number;
   private readonly offset: number;
+  private readonly weightless: boolean;
   private weightTensor: Tensor | null = null;
 
-  constructor(name: string, size: number, eps: number, options: { offset?: 0 | 1 } = {}) {
+  /** `name` names the weight's tensor, or for a weightless norm the norm in errors. */
+  constructor(name: string, size: number, eps: number, options: { offset?: 0 | 1; weightless?: boolean } = {}) {
     this.name = name;
     this.size = size;
     this.eps = eps;
     this.offset = options.offset ?? 0;
+    this.weightless = options.weightless ?? false;
   }
 
   parameters(): ParameterSpec[] {
-    return [{ name: this.name, shape: [this.size] }];
+    return this.weightless ? [] : [{ name: this.name, shape: [this.size] }];
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
+    if (this.weightless) {
+      this.weightTensor = uploader.loadWeight(float32ToHostTensor(new Float32Array(this.size).fill(1), 'bf16', [this.size]));
+      return;
+    }
     const weight = source.read(this.name);
     const offset = this.offset;
     this.weightTensor = uploader.loadWeight(offset === 0 ? weight : mapValues(weight, (w) => w + offset));

@@ -51,6 +51,17 @@ test('llama3 keeps high frequencies, divides low ones by the factor and smooths 
   assert.ok(Math.abs(smooth - 0.19718) < 1e-5);
 });
 
+test('llama3 with equal low and high factors (Llama 4 Scout) has no band to smooth: short wavelengths kept, long ones divided', () => {
+  const c = config(8, { type: 'llama3', factor: 16, lowFreqFactor: 1, highFreqFactor: 1, originalMaxPositionEmbeddings: 100 });
+  // Wavelengths ≈ [6.3, 63, 628, 6283] against the one bound 100.
+  assertClose(inverseFrequencies(c, 0), [1, 0.1, 0.01 / 16, 0.001 / 16], 1e-12, 'inv_freq');
+});
+
+test('no rotation (NoPE layers): every row of the table is the identity', () => {
+  const table = buildRopeTable(config(8, { type: 'none' }), 32);
+  assert.ok(table.cos.every((v) => v === 1) && table.sin.every((v) => v === 0));
+});
+
 test('yarn ramps from extrapolated to interpolated frequencies and scales cos/sin by the attention factor', () => {
   const yarn = (truncate: boolean): RopeScaling => ({
     type: 'yarn',

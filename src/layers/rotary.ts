@@ -5,6 +5,11 @@ import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightU
 /** RoPE scaling variants, as transformers' `ROPE_INIT_FUNCTIONS` define them. */
 export type RopeScaling =
   | { type: 'default' }
+  /**
+   * No rotation at all (NoPE: Llama 4's no-rope layers): every frequency is zero, so the table's
+   * rotation is the identity and such layers cache their keys through the same op as the others.
+   */
+  | { type: 'none' }
   | { type: 'linear'; factor: number }
   | { type: 'dynamic'; factor: number }
   | {
@@ -122,6 +127,7 @@ export function ropeContextLength(config: Pick<RotaryConfig, 'scaling' | 'maxPos
     case 'yarn':
       return Math.max(config.maxPositionEmbeddings, Math.floor(scaling.originalMaxPositionEmbeddings * scaling.factor));
     case 'default':
+    case 'none':
     case 'llama3':
     case 'longrope':
       return config.maxPositionEmbeddings;
@@ -209,6 +215,8 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
   switch (scaling.type) {
     case 'default':
       return baseInverseFrequencies(config.theta, dim);
+    case 'none':
+      return new Float64Array(dim / 2);
     case 'linear':
       return baseInverseFrequencies(config.theta, dim).map((f) => f / scaling.factor);
     case 'dynamic': {
@@ -225,6 +233,8 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
         const wavelength = (2 * Math.PI) / f;
         if (wavelength < highFreqWavelength) return f;
         if (wavelength > lowFreqWavelength) return f / factor;
+        // Equal factors: the band between the two wavelengths is a single point, never smoothed.
+        if (highFreqFactor === lowFreqFactor) return f;
         const smooth = (oldContext / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
         return ((1 - smooth) * f) / factor + smooth * f;
       });

@@ -206,5 +206,6 @@ test('unsupported Gemma options are named', () => {
   rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'default' }, chunked_attention: { rope_type: 'default' } } }, 'chunked_attention');
   rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'longrope' }, sliding_attention: {} } }, 'full_attention', 'longrope');
   rejects({ ...GEMMA2_9B, rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'default' } } }, 'per-layer-type', 'gemma2');
-  rejects({ ...GEMMA2_9B, model_type: 'gemma3' }, 'model_type "gemma3"', 'gemma3_text');
+  // A gemma3 config is a vision-language one (src/models/vision-language.test.ts), whose text model is under text_config.
+  rejects({ ...GEMMA2_9B, model_type: 'gemma3' }, 'model_type "gemma3"', 'text_config');
 });

@@ -76,11 +76,25 @@ const DEFAULTS: Record<GemmaModelType, { maxPositions: number; attnSoftcap: numb
 const DEFAULT_HEAD_DIM = 256;
 const DEFAULT_QUERY_PRE_ATTN_SCALAR = 256;
 const DEFAULT_SLIDING_WINDOW = 4096;
+/**
+ * Gemma3TextConfig's defaults for the keys Gemma 3's Hub configs leave out: gemma-3-4b-it's
+ * text_config names six keys and relies on the class for the rest (its heads, its vocabulary).
+ */
+const GEMMA3_TEXT_DEFAULTS: Record<string, unknown> = {
+  vocab_size: 262_208,
+  hidden_size: 2304,
+  intermediate_size: 9216,
+  num_hidden_layers: 26,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  bos_token_id: 2,
+  eos_token_id: 1,
+};
 /** Gemma3TextConfig.default_theta. */
 const GEMMA3_THETA = { global: 1_000_000, local: 10_000 };
 
 function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaConfig {
-  const fields = new ConfigFields(json, source);
+  const fields = new ConfigFields(json.model_type === 'gemma3_text' ? { ...GEMMA3_TEXT_DEFAULTS, ...json } : json, source);
   const modelType = fields.raw('model_type') as GemmaModelType;
   const defaults = DEFAULTS[modelType];
   const common = parseCommonFields(fields, modelType);

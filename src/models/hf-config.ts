@@ -114,8 +114,9 @@ export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, 
     case 'llama3': {
       const lowFreqFactor = params.positiveNumber('low_freq_factor');
       const highFreqFactor = params.positiveNumber('high_freq_factor');
-      if (highFreqFactor <= lowFreqFactor) {
-        throw invalidModel(`${params.source}: high_freq_factor (${highFreqFactor}) must be greater than low_freq_factor (${lowFreqFactor})`);
+      // Equal factors leave no band to smooth (Llama 4 Scout's 1 and 1), which transformers accepts.
+      if (highFreqFactor < lowFreqFactor) {
+        throw invalidModel(`${params.source}: high_freq_factor (${highFreqFactor}) must not be less than low_freq_factor (${lowFreqFactor})`);
       }
       return {
         ropeTheta,

@@ -198,7 +198,9 @@ test('yarn follows transformers: attention factor from factor or mscale, beta an
 test('llama3 rope takes original_max_position_embeddings from the dict, else max_position_embeddings', () => {
   const scaling = parse({ ...TINY, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4 } }).ropeScaling;
   assert.ok(scaling.type === 'llama3' && scaling.originalMaxPositionEmbeddings === 2048);
-  rejects({ ...TINY, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 4 } }, 'high_freq_factor');
+  rejects({ ...TINY, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 2 } }, 'high_freq_factor');
+  // Equal factors (Llama 4 Scout's) leave no band to smooth: transformers only warns.
+  assert.equal(parse({ ...TINY, rope_scaling: { rope_type: 'llama3', factor: 16, low_freq_factor: 1, high_freq_factor: 1, original_max_position_embeddings: 8192 } }).ropeScaling.type, 'llama3');
   rejects({ ...TINY, rope_scaling: { rope_type: 'llama3', factor: 8, high_freq_factor: 4 } }, 'low_freq_factor', 'missing');
 });
 

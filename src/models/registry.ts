@@ -1,5 +1,7 @@
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import type { Checkpoint } from '../checkpoint/checkpoint.ts';
+import { languageModelTensors } from '../checkpoint/language-model-tensors.ts';
 import type { ModelFiles } from '../checkpoint/model-documents.ts';
 import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
@@ -9,12 +11,14 @@ import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
+import { llama4Family } from './llama4.ts';
 import { mixtralFamily } from './mixtral.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { wholeModel, type PipelineStage } from './pipeline-stage.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
+import { languageModelConfig, VISION_LANGUAGE_MODEL_TYPES } from './vision-language.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
 const FAMILIES: readonly ModelFamily[] = [
@@ -25,6 +29,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(phi3Family),
   family(gptOssFamily),
   family(deepseekFamily),
+  family(llama4Family),
 ];
 
 /**
@@ -43,6 +48,8 @@ export interface ModelArchitecture {
   quantization: CheckpointQuantization | null;
   /** Which linear layers the checkpoint declares 2:4 sparse (`quantization_config.sparsity_config`); null for none. */
   sparsity: CheckpointSparsity | null;
+  /** A vision-language checkpoint served as its language model (models/vision-language.ts): its tensors are read under their nested names. */
+  languageModelOnly: boolean;
 }
 
 /** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family. */
@@ -58,14 +65,29 @@ export function readModelArchitecture(path: string): ModelArchitecture {
 
 export function parseModelArchitecture(json: unknown, source: string): ModelArchitecture {
   if (!isObject(json)) throw invalidModel(`${source} must hold a JSON object`);
-  const modelType = json.model_type;
+  const languageModelOnly = VISION_LANGUAGE_MODEL_TYPES.includes(json.model_type as string);
+  const text = languageModelOnly ? languageModelConfig(json, source) : { json, source };
+  const modelType = text.json.model_type;
   const family = FAMILIES.find((f) => f.modelTypes.includes(modelType as string));
   if (family === undefined) {
     const got = modelType === undefined ? 'no model_type' : `model_type ${JSON.stringify(modelType)}`;
     const supported = FAMILIES.map((f) => `${f.name} (${f.modelTypes.join(', ')})`).join(', ');
-    throw invalidModel(`${source}: ${got} is not supported; Keel supports the families (model_type): ${supported}`);
+    const wrappers = VISION_LANGUAGE_MODEL_TYPES.join(', ');
+    throw invalidModel(`${text.source}: ${got} is not supported; Keel supports the families (model_type): ${supported}; and serves the language model of the vision-language model_types ${wrappers} (text prompts only)`);
   }
-  return { family, config: family.parseConfig(json, source), quantization: parseQuantizationConfig(json, source), sparsity: parseSparsityConfig(json, source) };
+  return {
+    family,
+    config: family.parseConfig(text.json, text.source),
+    quantization: parseQuantizationConfig(json, source),
+    sparsity: parseSparsityConfig(json, source),
+    languageModelOnly,
+  };
+}
+
+/** The checkpoint of `files` with its tensors named as `architecture`'s model names them. */
+export function openModelCheckpoint(files: ModelFiles, architecture: ModelArchitecture): Checkpoint {
+  const ckpt = files.openCheckpoint();
+  return architecture.languageModelOnly ? languageModelTensors(ckpt) : ckpt;
 }
 
 /**

@@ -40,6 +40,7 @@ export interface PruneReport {
 export function pruneCheckpoint(o: PruneOptions): PruneReport[] {
   const architecture = readModelArchitecture(o.model);
   if (architecture.quantization !== null) throw invalidArgument(`${o.model} is quantized (quant_method ${architecture.quantization.method}): keel prune reads 16-bit checkpoints`);
+  if (architecture.languageModelOnly) throw invalidArgument(`${o.model} is a vision-language checkpoint: keel prune writes text-only ones, whose tensors are named as a causal LM's`);
   if (architecture.sparsity !== null) throw invalidArgument(`${o.model} is already ${architecture.sparsity.pattern} sparse`);
   if (resolve(o.output) === resolve(o.model)) throw invalidArgument('--output must be a new directory, not the model directory');
   if (o.method === 'wanda' && o.samples.length === 0) throw invalidArgument('wanda weighs each weight by its calibration inputs: it needs calibration text');

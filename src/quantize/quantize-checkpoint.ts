@@ -60,6 +60,7 @@ const AWQ_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   const architecture = readModelArchitecture(o.model);
   if (architecture.quantization !== null) throw invalidArgument(`${o.model} is already quantized (quant_method ${architecture.quantization.method}): keel quantize reads 16-bit checkpoints`);
+  if (architecture.languageModelOnly) throw invalidArgument(`${o.model} is a vision-language checkpoint: keel quantize writes text-only ones, whose tensors are named as a causal LM's`);
   if (o.method === 'awq' && o.bits !== 4) throw invalidArgument('AWQ writes the 4-bit GEMM layout: use --bits 4 with --method awq');
   const modelType = architecture.config.modelType;
   if (o.method === 'awq' && !AWQ_MODEL_TYPES.includes(modelType)) {

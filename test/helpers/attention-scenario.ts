@@ -34,6 +34,10 @@ export interface Scenario {
   randomRotaryRows?: boolean;
   /** StreamingLLM's sinks and window: queries stay unrotated until attention rotates them. */
   streaming?: { sinks: number; window: number };
+  /** Chunked attention's chunk (Llama 4). */
+  attentionChunk?: number;
+  /** Query temperature tuning (Llama 4's NoPE layers). */
+  queryTemperature?: { floorScale: number; attnScale: number };
 }
 
 /** Runs `s` on `gpu` and `cpu` with random inputs from `rng`, failing on any step whose outputs differ. */
@@ -58,6 +62,8 @@ export function runScenario(s: Scenario, gpu: Backend, cpu: Backend, rng: Rng): 
     softcap: s.softcap ?? null,
     sinks: sinkLogits,
     streaming: s.streaming === undefined ? null : { ...s.streaming, rope: table },
+    ...(s.attentionChunk !== undefined && { attentionChunk: s.attentionChunk }),
+    ...(s.queryTemperature !== undefined && { queryTemperature: s.queryTemperature }),
   });
   const shapes = [withOptions(sinks && cpu.loadWeight(sinks), rope[0]), withOptions(sinks && gpu.loadWeight(sinks), rope[1])] as const;
   const blocks = new BlockAssignment(rng, numBlocks, numSeqs);

@@ -105,14 +105,18 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
         top, idx = torch.topk(logits, k, dim=-1)
         weights = torch.softmax(top, dim=-1)  # softmax over the k chosen logits only
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits, k)}
+    if model_type == "llama4":
+        logits = F.linear(h, router.weight)
+        top, idx = torch.topk(logits, k, dim=-1)
+        return {"idx": idx, "weights": torch.sigmoid(top.float()), "margin": _sorted_gap(logits, k)}
     raise ValueError(f"no routing rule for {model_type!r}")
 
 
 def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
     """(layer index, router module) for every sparse MoE layer."""
     out = []
-    for i, layer in enumerate(model.model.layers):
-        mlp = layer.mlp
+    for i, layer in enumerate(decoder_layers(model)):
+        mlp = getattr(layer, "mlp", None) or layer.feed_forward
         if not hasattr(mlp, "experts"):
             continue
         router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
@@ -138,10 +142,16 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
         return None
     seen: dict[int, list[dict]] = {i: [] for i, _ in routers}
 
+    config = model.config.get_text_config()
+
     def make_hook(layer: int):
         def hook(module, args, output):
-            mine = route(model_type, module, model.config, args[0])
-            _, their_weights, their_idx = output
+            mine = route(model_type, module, config, args[0])
+            if model_type == "llama4":
+                # Llama4Router returns every expert's score (sigmoid of the chosen logits, 0 elsewhere) and the logits.
+                their_weights, their_idx = torch.topk(output[0], config.num_experts_per_tok, dim=-1)
+            else:
+                _, their_weights, their_idx = output
             seen[layer].append({"mine": mine, "idx": their_idx.detach(), "weights": their_weights.detach()})
         return hook
 
@@ -153,7 +163,7 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
         for handle in handles:
             handle.remove()
 
-    k = model.config.num_experts_per_tok
+    k = config.num_experts_per_tok
     n_experts = routers[0][1].weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
@@ -277,7 +287,14 @@ def last_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
 
 
 def _layers(model):
-    return model.model.layers
+    return decoder_layers(model)
+
+
+def decoder_layers(model):
+    """The decoder layers of a causal LM, or of a vision-language model's language model."""
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    return layers if layers is not None else decoder.model.layers
 
 
 def _no_sliding_window(model):
@@ -379,6 +396,39 @@ def _no_qk_norm(model):
         layer.self_attn.k_norm = torch.nn.Identity()
 
 
+def _no_attention_chunks(model):
+    model.config.get_text_config().attention_chunk_size = 1 << 20
+
+
+def _no_attn_temperature(model):
+    for layer in _layers(model):
+        layer.self_attn.attn_temperature_tuning = False
+
+
+def _no_qk_l2_norm(model):
+    for layer in _layers(model):
+        if hasattr(layer.self_attn, "qk_norm"):
+            del layer.self_attn.qk_norm
+
+
+def _expert_weights_on_outputs(model):
+    """Llama 4's routed experts run on x and their outputs are weighted, w · expert(x), instead of expert(w · x)."""
+    for layer in _layers(model):
+        moe = layer.feed_forward
+        if not hasattr(moe, "experts"):
+            continue
+
+        def forward(hidden_states, moe=moe):
+            hidden_states = hidden_states.reshape(-1, moe.hidden_dim)
+            scores, logits = moe.router(hidden_states)
+            routed = moe.experts(hidden_states.repeat(scores.shape[1], 1))
+            routed = routed * scores.transpose(0, 1).reshape(-1, 1)
+            out = moe.shared_expert(hidden_states)
+            return out + routed.reshape(scores.shape[1], -1, routed.shape[-1]).sum(dim=0), logits
+
+        moe.forward = forward
+
+
 def _index_topk_dense(model):
     for layer in _layers(model):
         layer.self_attn.indexer.index_topk = 1 << 20
@@ -408,6 +458,10 @@ PROBES = {
     "qk_norm_off": ("q_norm/k_norm removed", _no_qk_norm),
     "index_topk_dense": ("DeepSeek sparse attention off: every position selected (index_topk unbounded)", _index_topk_dense),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
+    "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
+    "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
+    "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
 }
 
 
@@ -492,6 +546,27 @@ def softcap_stats(model, prompts: list[list[int]], greedy: list[list[int]]) -> d
 
 # (regexes every checkpoint of the family must contain at least once, regexes none may match)
 HUB_LAYOUT = {
+    # Vision-language checkpoints nest the language model as the Hub's do; the vision tower and
+    # projector are saved too (the engine must skip them).
+    "gemma3": (
+        [r"^language_model\.model\.layers\.\d+\.self_attn\.q_norm\.weight$", r"^language_model\.model\.embed_tokens\.weight$",
+         r"^vision_tower\.", r"^multi_modal_projector\."],
+        [r"^model\.", r"lm_head"],
+    ),
+    "llama4": (
+        [r"^language_model\.model\.layers\.\d+\.feed_forward\.experts\.gate_up_proj$",
+         r"^language_model\.model\.layers\.\d+\.feed_forward\.experts\.down_proj$",
+         r"^language_model\.model\.layers\.\d+\.feed_forward\.router\.weight$",
+         r"^language_model\.model\.layers\.\d+\.feed_forward\.shared_expert\.(gate|up|down)_proj\.weight$",
+         r"^language_model\.model\.layers\.\d+\.feed_forward\.gate_proj\.weight$",
+         r"^language_model\.lm_head\.weight$", r"^vision_model\.", r"^multi_modal_projector\."],
+        [r"^model\.", r"^lm_head", r"q_norm|k_norm"],
+    ),
+    "mistral3": (
+        [r"^language_model\.model\.layers\.\d+\.self_attn\.q_proj\.weight$", r"^language_model\.lm_head\.weight$",
+         r"^vision_tower\.", r"^multi_modal_projector\."],
+        [r"^model\.", r"^lm_head"],
+    ),
     "mixtral": (
         [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w1\.weight$",

@@ -2,19 +2,31 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+# Vision-language checkpoints, run on text prompts through their ...ForConditionalGeneration class
+# (AutoModelForCausalLM has no entry for some of them, and builds Llama 4's text model alone).
+VISION_LANGUAGE_MODEL_TYPES = {"gemma3", "mistral3", "llama4"}
+
+
+def auto_class(model_type: str):
+    """The Auto class that builds a model_type's checkpoint as the Hub ships it."""
+    return AutoModelForImageTextToText if model_type in VISION_LANGUAGE_MODEL_TYPES else AutoModelForCausalLM
+
 
 def load_fp32(path: Path):
     """Reload a saved checkpoint the way a user would, forced to float32 on CPU, eager attention."""
     kwargs = dict(attn_implementation="eager", local_files_only=True)
+    cls = auto_class(json.loads((Path(path) / "config.json").read_text()).get("model_type"))
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model = cls.from_pretrained(path, dtype=torch.float32, **kwargs)
     except TypeError:
         # transformers < 4.56 spells it torch_dtype.
-        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
+        model = cls.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
     return model.float().eval()
 
 

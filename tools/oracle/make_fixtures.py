@@ -48,7 +48,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from greedy_reference import greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
+from greedy_reference import auto_class, greedy_with_cache, load_fp32, top_logprobs  # noqa: E402
 from fixture_probes import (  # noqa: E402
     check_hub_layout, evidence, index_selection_stats, routing_stats, saved_tensors, softcap_stats,
 )
@@ -96,10 +96,14 @@ CONFIG_CLASS_NAMES = {
     "gemma3_text": "Gemma3TextConfig",
     "phi3": "Phi3Config",
     "gpt_oss": "GptOssConfig",
+    "gemma3": "Gemma3Config",
+    "mistral3": "Mistral3Config",
+    "llama4": "Llama4Config",
+    "llama4_text": "Llama4TextConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -141,6 +145,10 @@ class Fixture:
     # A scheme of quantized_fixtures.SCHEMES: the decoder's linear layers are written in that
     # format, and the oracle is transformers on their dequantized values.
     quantization: str | None = None
+    # A vision-language checkpoint (model_type gemma3, mistral3, ...): `fields` and `rope` make its
+    # text_config, of this model_type; `wrapper_fields` the rest (a tiny vision_config).
+    text_model_type: str | None = None
+    wrapper_fields: dict = field(default_factory=dict)
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -668,6 +676,68 @@ FIXTURES.append(dataclasses.replace(
     quantization="gptq-int4-actorder",
 ))
 
+# Vision-language checkpoints Keel serves as their language model (text prompts): the Hub's nested
+# layout (language_model.model.*, a vision tower and projector beside it), dtype and special
+# tokens at the top level of config.json only. Their vision towers are as small as they go.
+FIXTURES.append(Fixture(
+    "gemma3-vl", "gemma3",
+    "Gemma 3 as Gemma3ForConditionalGeneration (model_type gemma3), run on text: text_config a Gemma 3 text model of 3 "
+    "layers, 2 sliding (sliding_window 16) : 1 global, q/k norms, query_pre_attn_scalar 24 != head_dim 16, local RoPE "
+    "theta 1e4 and global 1e6; lm_head tied (tie_word_embeddings at the top level). Weights bf16 under "
+    "language_model.model.*, beside a 1-layer SigLIP vision_tower.* and multi_modal_projector.*, which the engine skips.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, head_dim=16, intermediate_size=48,
+            hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=24, sliding_window=16,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+            final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True, rms_norm_eps=1e-6),
+    {"sliding_attention": _rope("default", 10000.0), "full_attention": _rope("default", 1000000.0)},
+    stored_dtype="bfloat16",
+    norm_center=0.0,
+    init_overrides=((r"^model\.language_model\.norm\.weight$", 2.0, 0.1),
+                    (r"language_model\.layers\.\d+\.post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
+    text_model_type="gemma3_text",
+    wrapper_fields=dict(tie_word_embeddings=True, mm_tokens_per_image=4,
+                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=28, patch_size=14)),
+))
+FIXTURES.append(Fixture(
+    "mistral3-vl", "mistral3",
+    "Mistral Small 3.1 / 3.2 as Mistral3ForConditionalGeneration (model_type mistral3), run on text: text_config a "
+    "Mistral model with head_dim 32 != 64/4 heads, GQA with 2 KV heads, no sliding window, RoPE theta 1e6; lm_head "
+    "untied (language_model.lm_head.weight). Weights bf16 under language_model.model.*, beside a 1-layer Pixtral "
+    "vision_tower.* and multi_modal_projector.* (patch merger), which the engine skips.",
+    _fields(num_key_value_heads=2, head_dim=32, sliding_window=None, rms_norm_eps=1e-5),
+    _rope(theta=1000000.0),
+    stored_dtype="bfloat16",
+    text_model_type="mistral",
+    wrapper_fields=dict(tie_word_embeddings=False,
+                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, head_dim=8, image_size=28, patch_size=14)),
+))
+FIXTURES.append(Fixture(
+    "llama4-vl", "llama4",
+    "Llama 4 (Scout/Maverick) as Llama4ForConditionalGeneration (model_type llama4), run on text: text_config a "
+    "llama4_text model of 4 layers. Layers 0-2 rotate q/k (llama3 RoPE, theta 5e5, factor 8, original 32, applied to "
+    "interleaved pairs), L2-normalize them (use_qk_norm, no weight) and attend within chunks of 16 positions "
+    "(attention_chunk_size 16: every prompt but the first crosses a chunk boundary, and so do the decodes); layer 3 "
+    "is NoPE with full attention and attention temperature tuning (floor_scale 8, attn_scale 0.1: queries at "
+    "positions >= 7 are scaled). Layers 1 and 3 are MoE (interleave_moe_layer_step 2): 4 experts, top-1 of the "
+    "router logits weighted by their sigmoid, the weight scaling the expert's input (expert(w x)), fused "
+    "experts.gate_up_proj [E, H, 2I] (gate columns first) and down_proj [E, I, H], plus a shared expert; layers 0 "
+    "and 2 a dense MLP of intermediate_size_mlp 64. lm_head untied. Weights bf16 under language_model.model.* "
+    "beside a 1-layer vision_model.* and multi_modal_projector.*, which the engine skips.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, head_dim=16, intermediate_size=32, intermediate_size_mlp=64,
+            num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2, attention_chunk_size=16,
+            floor_scale=8, attn_scale=0.1, rms_norm_eps=1e-5),
+    _rope("llama3", 500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=32),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.feed_forward\.router\.weight$", 0.0, 0.3),),
+    probes=("attention_chunks_off", "attn_temperature_off", "qk_l2_norm_off", "expert_output_weighted"),
+    text_model_type="llama4_text",
+    wrapper_fields=dict(vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                           image_size=28, patch_size=14, vision_output_dim=16, projector_input_dim=16,
+                                           projector_output_dim=16, pixel_shuffle_ratio=0.5)),
+))
+
 
 # ---------------------------------------------------------------------------------------
 # Config and model construction
@@ -710,8 +780,18 @@ def build_config(model_type: str, fields: dict, rope: dict):
     raise RuntimeError(f"could not build {cls.__name__}: " + "; ".join(errors))
 
 
+def build_fixture_config(fx: Fixture):
+    """The fixture's config: build_config's, or for a vision-language fixture its wrapper around one."""
+    if fx.text_model_type is None:
+        return build_config(fx.model_type, fx.fields, fx.rope)
+    text_config, rope_style = build_config(fx.text_model_type, fx.fields, fx.rope)
+    cls = getattr(transformers, CONFIG_CLASS_NAMES[fx.model_type])
+    return cls(text_config=text_config, **copy.deepcopy(fx.wrapper_fields)), rope_style
+
+
 def effective_rope(config) -> dict:
-    """The RoPE settings the config ended up with, whichever spelling it uses."""
+    """The RoPE settings the config (its text_config, for a vision-language one) ended up with, whichever spelling it uses."""
+    config = config.get_text_config()
     params = getattr(config, "rope_parameters", None)
     if isinstance(params, dict) and params:
         out = dict(params)
@@ -736,7 +816,7 @@ def _rope_by_layer_type(rope: dict) -> dict[str, dict]:
 
 def check_rope(model, config, expected: dict) -> None:
     got_all = _rope_by_layer_type(effective_rope(config))
-    rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+    rotary = getattr(model.get_decoder(), "rotary_emb", None)
     rotary_types = getattr(rotary, "rope_type", None)
     for layer_type, want in _rope_by_layer_type(expected).items():
         where = f" ({layer_type})" if layer_type else ""
@@ -854,9 +934,9 @@ def ensure_eager_experts(model) -> None:
 
 
 def make_model(fx: Fixture, seed: int):
-    config, rope_style = build_config(fx.model_type, fx.fields, fx.rope)
+    config, rope_style = build_fixture_config(fx)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model = auto_class(fx.model_type).from_config(config, attn_implementation="eager")
     model = model.float().eval()
     ensure_eager(model)
     ensure_eager_experts(model)
@@ -1065,7 +1145,8 @@ def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
     saved = json.loads((out_dir / "config.json").read_text())
     if saved.get("model_type") != fx.model_type:
         raise RuntimeError(f"saved model_type {saved.get('model_type')!r} != {fx.model_type!r}")
-    rope = saved.get("rope_parameters") or saved.get("rope_scaling") or {}
+    text = saved["text_config"] if fx.text_model_type else saved
+    rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     saved_by_type = _rope_by_layer_type(rope) if rope else {"": {}}
     for layer_type, want in _rope_by_layer_type(fx.rope).items():
         got = saved_by_type.get(layer_type) or {}

@@ -968,6 +968,9 @@ export class CudaBackend implements Backend {
   }
 
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor {
+    if ((attn.attentionChunk ?? null) !== null && (attn.streaming !== null || (attn.sparse ?? null) !== null)) {
+      throw new Error('attention: chunked attention does not combine with StreamingLLM or sparse attention');
+    }
     const packed = asPackedQkv(qkv, attn);
     const sinks = attn.sinks === null ? null : asBf16(attn.sinks, 'attention sinks');
     if (sinks !== null && sinks.numel !== attn.numHeads) throw new Error(`attention: ${sinks.numel} sinks for ${attn.numHeads} heads`);
@@ -1507,7 +1510,9 @@ export class CudaBackend implements Backend {
 
   moe(x: Tensor, weights: MoeWeights): Tensor {
     const input = asBf16(x, 'moe input');
-    return (input.rows === 1 && this.moeDecode === 'fused' && this.fusedMoe(input, weights)) || composeMoe(this, input, weights);
+    // The fused decode kernel weighs the experts' outputs: input-weighted routes (Llama 4) take the composed path.
+    const fused = input.rows === 1 && this.moeDecode === 'fused' && weights.routing.weightInputs !== true;
+    return (fused && this.fusedMoe(input, weights)) || composeMoe(this, input, weights);
   }
 
   /** A single token's block in one launch (moe-decode.cu), or null for what that kernel does not take. */

@@ -17,12 +17,20 @@ interface Context {
 // Straight from the definition, on contiguous per-sequence K/V (no block tables): a sink is one more
 // score in the softmax, whose value is zero.
 function naiveAttention(q: Float32Array, position: number, context: Context, shape: CpuAttentionParams): number[] {
-  const { numHeads, numKvHeads, headDim, scale, slidingWindow, softcap, sinks } = shape;
+  const { numHeads, numKvHeads, headDim, slidingWindow, softcap, sinks } = shape;
+  const chunk = shape.attentionChunk ?? null;
+  const temperature = shape.queryTemperature ?? null;
+  // Llama 4's temperature multiplies the query, so every score.
+  const scale = shape.scale * (temperature === null ? 1 : 1 + temperature.attnScale * Math.log(1 + Math.floor((position + 1) / temperature.floorScale)));
   const out: number[] = [];
   for (let h = 0; h < numHeads; h++) {
     const kv = Math.floor(h / (numHeads / numKvHeads));
     const visible = [];
-    for (let j = 0; j <= position; j++) if (slidingWindow === null || j > position - slidingWindow) visible.push(j);
+    for (let j = 0; j <= position; j++) {
+      const inWindow = slidingWindow === null || j > position - slidingWindow;
+      const inChunk = chunk === null || Math.floor(j / chunk) === Math.floor(position / chunk);
+      if (inWindow && inChunk) visible.push(j);
+    }
     const scores = visible.map((j) => {
       let s = 0;
       for (let d = 0; d < headDim; d++) s += q[h * headDim + d] * context.keys[j][kv * headDim + d];
@@ -48,12 +56,25 @@ interface Case {
   scoreScale?: number;
   softcap?: number;
   withSinks?: boolean;
+  attentionChunk?: number;
+  queryTemperature?: { floorScale: number; attnScale: number };
 }
 
 function runCase(c: Case): void {
   const { headDim, numHeads, numKvHeads, blockSize } = c;
   const sinks = c.withSinks ? random.floats(numHeads, 3) : null;
-  const shape: CpuAttentionParams = { numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: c.slidingWindow, softcap: c.softcap ?? null, sinks, streaming: null };
+  const shape: CpuAttentionParams = {
+    numHeads,
+    numKvHeads,
+    headDim,
+    scale: headDim ** -0.5,
+    slidingWindow: c.slidingWindow,
+    softcap: c.softcap ?? null,
+    sinks,
+    streaming: null,
+    attentionChunk: c.attentionChunk ?? null,
+    queryTemperature: c.queryTemperature ?? null,
+  };
   const kvWidth = numKvHeads * headDim;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const blocksNeeded = c.seqs.map(([len]) => Math.ceil(len / blockSize));
@@ -143,4 +164,20 @@ test('soft-capping bends every score to cap · tanh(score / cap) before the soft
 test('a sink logit per head joins the softmax denominator, with and without a window', () => {
   runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[19, 1], [11, 11]], withSinks: true });
   runCase({ headDim: 8, ...gqa(1, 4), blockSize: 1, slidingWindow: 3, seqs: [[12, 4], [1, 1]], withSinks: true, scoreScale: 3 });
+});
+
+test('chunked attention: a query sees only the keys of its chunk, alone and under a window', () => {
+  for (const attentionChunk of [1, 4, 7, 16]) {
+    for (const blockSize of [1, 4, 16]) {
+      // Decodes at a chunk's first position and past it, a prompt crossing several chunks, a chunk starting mid-chunk.
+      runCase({ headDim: 8, ...gqa(2, 2), blockSize, slidingWindow: null, seqs: [[17, 1], [23, 1], [30, 30], [21, 9]], attentionChunk });
+    }
+    runCase({ headDim: 8, ...gqa(1, 4), blockSize: 4, slidingWindow: 5, seqs: [[19, 6], [9, 9]], attentionChunk });
+  }
+});
+
+test('query temperature scales each query by 1 + attnScale · ln(1 + floor((p + 1) / floorScale))', () => {
+  for (const floorScale of [1, 3, 8]) {
+    runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[29, 1], [20, 20], [13, 5]], queryTemperature: { floorScale, attnScale: 0.4 } });
+  }
 });

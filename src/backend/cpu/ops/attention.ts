@@ -14,7 +14,8 @@ export interface CpuAttentionParams extends Omit<AttentionParams, 'sinks' | 'str
 /**
  * Paged causal attention. The query heads of token t (position p, sequence s) attend to the keys
  * and values `attentionSpan` gives (positions max(0, p - window + 1) .. p, and the first `sinks`
- * positions), where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
+ * positions; with an attention chunk, from p's chunk's start on), scores scaled by the layer's
+ * scale times the query's temperature if it has one, where position j lives in block blockTables[s * maxBlocksPerSeq + floor(j / blockSize)]
  * at offset j % blockSize. With a tree mask (BatchDescription.treeMask), keys are counted by cache
  * index: a tree token at cache index c sees the window's keys up to c less the chunk tokens its
  * row hides (the window measured from its position; trees are shallower than any window). Query
@@ -48,8 +49,13 @@ export function pagedAttention(
   params: CpuAttentionParams,
   out: Float32Array,
 ): void {
-  const { numHeads, numKvHeads, headDim, scale, softcap, sinks, streaming } = params;
+  const { numHeads, numKvHeads, headDim, softcap, sinks, streaming } = params;
   const sparse = params.sparse ?? null;
+  const chunk = params.attentionChunk ?? null;
+  const temperature = params.queryTemperature ?? null;
+  if (chunk !== null && (streaming !== null || sparse !== null)) throw new Error('pagedAttention: chunked attention does not combine with StreamingLLM or sparse attention');
+  // The current token's score scale: the layer's, times its query temperature (Llama 4's NoPE layers).
+  let scale = params.scale;
   const span = attentionSpan(params);
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
@@ -90,7 +96,9 @@ export function pagedAttention(
       if (position > cacheIndex) {
         throw new RangeError(`pagedAttention: token ${t} at position ${position} is past its cache index ${cacheIndex} (its sequence has ${batch.seqLens[s]} cached tokens)`);
       }
-      const first = span.window === null ? 0 : Math.max(0, position - span.window + 1);
+      const windowFirst = span.window === null ? 0 : Math.max(0, position - span.window + 1);
+      const first = chunk === null ? windowFirst : Math.max(windowFirst, position - (position % chunk));
+      scale = temperature === null ? params.scale : params.scale * (1 + temperature.attnScale * Math.log1p(Math.floor((position + 1) / temperature.floorScale)));
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
       // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the

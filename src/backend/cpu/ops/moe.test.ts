@@ -140,28 +140,29 @@ function randomExperts(numExperts: number, hidden: number, n: number, biased: bo
   };
 }
 
-/** The expert MLP by its definition, one token and one chosen expert at a time, in float64. */
-function naiveExpertMlp(x: Float32Array, numTokens: number, experts: Int32Array, weights: Float32Array, topK: number, w: DenseExperts, activation: Activation): Float64Array {
+/** The expert MLP by its definition, one token and one chosen expert at a time, in float64; `weightInputs`: expert(w · x) (Llama 4). */
+function naiveExpertMlp(x: Float32Array, numTokens: number, experts: Int32Array, weights: Float32Array, topK: number, w: DenseExperts, activation: Activation, weightInputs = false): Float64Array {
   const { n, hidden } = w;
   const out = new Float64Array(numTokens * hidden);
   for (let t = 0; t < numTokens; t++) {
     for (let s = 0; s < topK; s++) {
       const local = experts[t * topK + s] - w.first;
       if (local < 0 || local >= w.count) continue;
+      const [inWeight, outWeight] = weightInputs ? [weights[t * topK + s], 1] : [1, weights[t * topK + s]];
       const h = new Float64Array(n);
       for (let j = 0; j < n; j++) {
         let g = w.gateUpBias?.[local * 2 * n + j] ?? 0;
         let u = w.gateUpBias?.[local * 2 * n + n + j] ?? 0;
         for (let i = 0; i < hidden; i++) {
-          g += w.gateUp[(local * 2 * n + j) * hidden + i] * x[t * hidden + i];
-          u += w.gateUp[(local * 2 * n + n + j) * hidden + i] * x[t * hidden + i];
+          g += w.gateUp[(local * 2 * n + j) * hidden + i] * inWeight * x[t * hidden + i];
+          u += w.gateUp[(local * 2 * n + n + j) * hidden + i] * inWeight * x[t * hidden + i];
         }
         h[j] = gatedValue(activation, g, u);
       }
       for (let i = 0; i < hidden; i++) {
         let y = w.downBias?.[local * hidden + i] ?? 0;
         for (let j = 0; j < n; j++) y += w.down[(local * hidden + i) * n + j] * h[j];
-        out[t * hidden + i] += weights[t * topK + s] * y;
+        out[t * hidden + i] += outWeight * y;
       }
     }
   }
@@ -183,6 +184,25 @@ test('expertMlpRows equals the per-token definition for every activation, with a
     expertMlpRows(x, numTokens, routes, topK, experts, activation, out);
     const expected = naiveExpertMlp(x, numTokens, routes.experts, routes.weights, topK, experts, activation);
     out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) <= 1e-5 * Math.max(1, Math.abs(expected[i])), `[${i}] ${v} vs ${expected[i]}`));
+  }
+});
+
+test('routes that weight the inputs (Llama 4) run each expert on w · x and add its output unweighted', () => {
+  for (let trial = 0; trial < 6; trial++) {
+    const numExperts = random.int(2, 6);
+    const topK = random.int(1, Math.min(2, numExperts));
+    const [numTokens, hidden, n] = [random.int(1, 10), random.int(2, 20), random.int(2, 16)];
+    const experts = randomExperts(numExperts, hidden, n, false);
+    const routes = routeTokens(random.floats(numTokens * numExperts, 2), numTokens, numExperts, { ...PLAIN, topK, scoring: 'sigmoid', weightInputs: true });
+    assert.ok(routes.weightInputs);
+    const x = random.floats(numTokens * hidden, 2);
+    const out = new Float32Array(numTokens * hidden);
+    expertMlpRows(x, numTokens, routes, topK, experts, { kind: 'silu' }, out);
+    const expected = naiveExpertMlp(x, numTokens, routes.experts, routes.weights, topK, experts, { kind: 'silu' }, true);
+    out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]) <= 1e-5 * Math.max(1, Math.abs(expected[i])), `[${i}] ${v} vs ${expected[i]}`));
+    // Through the nonlinearity the two placements differ.
+    const outputWeighted = naiveExpertMlp(x, numTokens, routes.experts, routes.weights, topK, experts, { kind: 'silu' });
+    assert.ok(outputWeighted.some((v, i) => Math.abs(v - expected[i]) > 1e-4));
   }
 });
 

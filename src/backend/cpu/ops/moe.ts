@@ -13,6 +13,8 @@ export interface CpuRoutingParams extends Omit<RoutingParams, 'selectionBias'> {
 export interface TokenRoutes {
   experts: Int32Array;
   weights: Float32Array;
+  /** The weights scale the experts' inputs, not their outputs (RoutingParams.weightInputs). */
+  weightInputs: boolean;
 }
 
 /** The CPU backend's ExpertRouting: the routes as host arrays. */
@@ -59,7 +61,7 @@ export function routeTokens(logits: Float32Array, numTokens: number, numExperts:
       weights[t * topK + i] = weight;
     });
   }
-  return { experts, weights };
+  return { experts, weights, weightInputs: params.weightInputs ?? false };
 }
 
 function scoreRow(row: Float32Array, scoring: RoutingParams['scoring'], out: Float64Array): void {
@@ -118,7 +120,9 @@ export interface CpuExperts {
 }
 
 /**
- * out [numTokens, hidden] = Σ over each token's experts held here of weight · down(act(gateUp(x))).
+ * out [numTokens, hidden] = Σ over each token's experts held here of weight · down(act(gateUp(x))),
+ * or of down(act(gateUp(weight · x))) when the routes weight the inputs (Llama 4: x · weight
+ * rounded to float32, as transformers scales the expert's input row).
  * transformers' order, so float32 sums round alike: experts in increasing id, each expert's
  * gate/up product and activation, its down product, the product scaled by the routing weight and
  * rounded, then added to the token's float32 sum. An MXFP4 or quantized expert is decoded before
@@ -135,6 +139,7 @@ export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenR
     const rows = slots.length;
     const xs = new Float32Array(rows * hidden);
     slots.forEach((s, r) => xs.set(x.subarray(Math.floor(s / topK) * hidden, (Math.floor(s / topK) + 1) * hidden), r * hidden));
+    if (routes.weightInputs) slots.forEach((s, r) => scaleRow(xs, r * hidden, hidden, routes.weights[s]));
     const gateUp = new Float32Array(rows * 2 * n);
     matmulTransposed(xs, rows, hidden, slice(experts.gateUp, local, 2 * n * hidden), 2 * n, experts.gateUpBias && slice(experts.gateUpBias, local, 2 * n), gateUp);
     const h = new Float32Array(rows * n);
@@ -143,10 +148,15 @@ export function expertMlpRows(x: Float32Array, numTokens: number, routes: TokenR
     matmulTransposed(h, rows, n, slice(experts.down, local, hidden * n), hidden, experts.downBias && slice(experts.downBias, local, hidden), y);
     slots.forEach((s, r) => {
       const at = Math.floor(s / topK) * hidden;
-      const w = routes.weights[s];
+      const w = routes.weightInputs ? 1 : routes.weights[s];
       for (let i = 0; i < hidden; i++) out[at + i] += Math.fround(w * y[r * hidden + i]);
     });
   }
+}
+
+/** values[at .. at + length) *= w, each product rounded to float32. */
+function scaleRow(values: Float32Array, at: number, length: number, w: number): void {
+  for (let i = at; i < at + length; i++) values[i] = Math.fround(w * values[i]);
 }
 
 /** Expert `index`'s matrix of `size` values, as float32. */

@@ -19,6 +19,7 @@
 // (compacted keys from its window_key on), that lie in the token's chunk count only where the
 // token's tree_mask row sets their bit (its ancestors and itself).
 #include "common.cuh"
+#include "attention-span.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
 // nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
@@ -83,6 +84,8 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
 // sparse_tables [numDecode * numKvHeads, sparse_width] and sparse_lens only with SPARSE;
 // sparse_windows [numDecode * numKvHeads, 3] and tree_mask [numTokens, tree_mask_words] only with TREE.
+// chunk (Llama 4's chunked attention: keys from qpos - qpos % chunk on; 0: none) narrows the dense
+// span; temp_floor and temp_scale scale each query by its temperature (attention-span.cuh; 0: none).
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
@@ -93,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
     const int* __restrict__ sparse_lens, int sparse_width, const int* __restrict__ sparse_windows,
-    const int* __restrict__ tree_mask, int tree_mask_words) {
+    const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -124,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #else
   const int seq = decode_seqs[di];
   const int qpos = positions[token];
-  const int lo = window > 0 ? max(0, qpos - window + 1) : 0;
+  const int lo = max(window > 0 ? max(0, qpos - window + 1) : 0, chunk_first_key(qpos, chunk));
   const int hi = min(seq_lens[seq], qpos + 1);
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
 #endif
@@ -147,15 +150,16 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
   const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
+  const float q_scale_t = q_scale * query_temperature(positions[token], temp_floor, temp_scale);
   // s_q's writes are seen after the first tile's barrier in run_keys.
   auto load_query = [&](int row) {
 #if STREAMING
     for (int i = tid; i < GROUP * D; i += NT) {
       const int h = i / D;
-      s_q[i] = rotated_query_element(q + h * D, i - h * D, rotary_dim, cos_table, sin_table, row) * q_scale;
+      s_q[i] = rotated_query_element(q + h * D, i - h * D, rotary_dim, cos_table, sin_table, row) * q_scale_t;
     }
 #else
-    for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale;
+    for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale_t;
 #endif
   };
   if (tid < GROUP) {

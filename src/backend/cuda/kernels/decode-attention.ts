@@ -2,7 +2,7 @@ import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { SparseSelection } from './sparse-select.ts';
-import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, positionKernelArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 
@@ -40,7 +40,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const window = kernelWindow(a.shape);
   const sparse = a.sparse ?? null;
   const longest = sparse === null ? a.maxDecodeSeqLen : Math.min(a.maxDecodeSeqLen, sparse.width * a.blockSize);
-  const visible = window === 0 ? longest : Math.min(longest, window);
+  // A query sees at most its window's keys, and at most its chunk's (chunked layers).
+  const chunk = a.shape.attentionChunk ?? 0;
+  const visible = Math.min(longest, window === 0 ? Infinity : window, chunk === 0 ? Infinity : chunk);
   const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
@@ -52,7 +54,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippi', defines);
+  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiff', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
     a.out,
     partAcc,
@@ -82,6 +84,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     sparse?.windows ?? 0,
     tree?.mask ?? 0,
     tree?.words ?? 0,
+    ...positionKernelArgs(a.shape),
   ]);
   if (numPartitions > 1) {
     const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);

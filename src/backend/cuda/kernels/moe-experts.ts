@@ -78,8 +78,12 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   // Act-order experts read their inputs gathered into each expert's column order (moe-permute.cu):
   // the gate/up input by pair, read back with top_k 1, and the down input h by place, below.
   const gateUpPerm = a.quant?.gateUp.perm ?? 0;
-  const x = gateUpPerm === 0 ? a.x : permutedInput(device, a, a.x, gateUpPerm, hidden, true);
-  const xTopK = gateUpPerm === 0 ? topK : 1;
+  // Input-weighted routes (Llama 4): each pair's input row w · x, read by pair, and unit weights for the sum.
+  const weighted = routing.weightInputs ? weightedInputs(device, a) : null;
+  if (weighted !== null && gateUpPerm !== 0) throw new KeelError('invalid_model', 'act-order (desc_act) quantized experts do not combine with input-weighted routing (Llama 4) on the CUDA backend');
+  const x = weighted !== null ? weighted.x : gateUpPerm === 0 ? a.x : permutedInput(device, a, a.x, gateUpPerm, hidden, true);
+  const xTopK = gateUpPerm === 0 && weighted === null ? topK : 1;
+  const combineWeights = weighted?.unit ?? r.weights;
   const downInput = () => (a.quant === null || a.quant.down.perm === 0 ? h : permutedInput(device, a, h, a.quant.down.perm, n, false));
   if (numTokens <= GEMV_MAX_TOKENS) {
     // One tile per active expert held here: at most min(count, pairs). A 16-byte chunk of weights
@@ -96,7 +100,7 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     if (numTokens === 1) {
       const downCombine = device.kernel('moe-gemv.cu', 'moe_down_combine_gemv_kernel', 'pppppppppiiiiii', { TOPK: topK, MXFP4, ...dq.defines });
       device.launch(downCombine, [Math.ceil(hidden / GEMV_WARPS), 1], [32 * GEMV_WARPS], 0, [
-        a.out, hd, a.down, a.downScales, dq.zeros, a.downBias, r.ids, r.weights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
+        a.out, hd, a.down, a.downScales, dq.zeros, a.downBias, r.ids, combineWeights, r.pairPos, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
       ]);
       return;
     }
@@ -105,7 +109,7 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
     device.launch(down, [Math.ceil(hidden / GEMV_WARPS), tiles], [32 * GEMV_WARPS], 0, [
       y, hd, a.down, a.downScales, dq.zeros, a.downBias, r.offsets, r.tileStart, r.tiles, first, count, hidden, n / chunk, dq.groupChunks, dq.groups,
     ]);
-    launchCombine(device, a.out, y, routing, first, count, hidden);
+    launchCombine(device, a.out, y, routing, combineWeights, first, count, hidden);
     return;
   }
   const tiles = tileCapacity(pairs, tileRows, count);
@@ -121,7 +125,22 @@ export function launchExpertMlp(device: CudaDevice, a: ExpertMlpArgs): void {
   gemm(true, h, x, a.gateUp, a.gateUpScales, a.quant?.gateUp ?? null, a.gateUpBias, n, hidden);
   const y = a.scratch(pairs * hidden);
   gemm(false, y, downInput(), a.down, a.downScales, a.quant?.down ?? null, a.downBias, hidden, n);
-  launchCombine(device, a.out, y, routing, first, count, hidden);
+  launchCombine(device, a.out, y, routing, combineWeights, first, count, hidden);
+}
+
+/**
+ * For input-weighted routes (Llama 4, moe_weight_inputs_kernel): a step tensor [pairs, hidden] of
+ * each pair's weight times its token's row of x, and f32 unit weights [pairs] for the sum.
+ */
+function weightedInputs(device: CudaDevice, a: ExpertMlpArgs): { x: DevicePtr; unit: DevicePtr } {
+  const { numTokens, topK, buffers: r } = a.routing;
+  const pairs = numTokens * topK;
+  const x = a.scratch(pairs * a.hidden);
+  // Two bf16 elements hold one f32.
+  const unit = a.scratch(2 * pairs);
+  const kernel = device.kernel('moe-permute.cu', 'moe_weight_inputs_kernel', 'ppppii');
+  device.launch(kernel, [pairs, Math.ceil(a.hidden / PERMUTE_THREADS)], [PERMUTE_THREADS], 0, [x, unit, a.x, r.weights, topK, a.hidden]);
+  return { x, unit };
 }
 
 /**
@@ -186,8 +205,8 @@ function quantArgs(w: CudaQuantizedTensor | null): { defines: Record<string, num
 }
 
 /** out [tokens, hidden] = Σ over each token's slots held here of weight · y[place]. */
-function launchCombine(device: CudaDevice, out: DevicePtr, y: DevicePtr, routing: CudaExpertRouting, first: number, count: number, hidden: number): void {
-  const { ids, weights, pairPos } = routing.buffers;
+function launchCombine(device: CudaDevice, out: DevicePtr, y: DevicePtr, routing: CudaExpertRouting, weights: DevicePtr, first: number, count: number, hidden: number): void {
+  const { ids, pairPos } = routing.buffers;
   const hidden8 = hidden / 8;
   const kernel = device.kernel('moe-combine.cu', 'moe_combine_kernel', 'pppppiiii');
   device.launch(kernel, [routing.numTokens, Math.ceil(hidden8 / COMBINE_THREADS)], [COMBINE_THREADS], 0, [

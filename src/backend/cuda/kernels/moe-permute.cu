@@ -23,3 +23,16 @@ extern "C" __global__ void moe_permute_input_kernel(bf16* __restrict__ out, cons
   const long long src = by_pair ? q / top_k : q;
   out[(long long)q * cols + j] = in[src * cols + perm[(long long)e * cols + j]];
 }
+
+// grid (pairs, ceil(cols / blockDim)): the inputs of input-weighted routes (Llama 4, whose experts
+// run on w · x): out[pair, j] = weights[pair] · in[pair / top_k, j], rounded to bf16 once, read by
+// pair (top_k 1) by the expert kernels; unit[pair] = 1, the weights the sum then adds each expert's
+// output with. in [tokens, cols]; weights, unit [pairs].
+extern "C" __global__ void moe_weight_inputs_kernel(bf16* __restrict__ out, float* __restrict__ unit, const bf16* __restrict__ in,
+                                                    const float* __restrict__ weights, int top_k, int cols) {
+  const int pair = blockIdx.x;
+  const int j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j == 0) unit[pair] = 1.f;
+  if (j >= cols) return;
+  out[(long long)pair * cols + j] = f32_to_bf16(weights[pair] * bf16_to_f32(in[(long long)(pair / top_k) * cols + j]));
+}

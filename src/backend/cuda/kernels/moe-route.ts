@@ -52,13 +52,16 @@ export class CudaExpertRouting implements ExpertRouting {
   /** Pairs per tile, chosen from the step's shape (expertTileRows). */
   readonly tileRows: number;
   readonly buffers: RoutingBuffers;
+  /** The weights scale the experts' inputs, not their outputs (RoutingParams.weightInputs: Llama 4). */
+  readonly weightInputs: boolean;
 
-  constructor(numTokens: number, topK: number, numExperts: number, tileRows: number, buffers: RoutingBuffers) {
+  constructor(numTokens: number, topK: number, numExperts: number, tileRows: number, buffers: RoutingBuffers, weightInputs: boolean) {
     this.numTokens = numTokens;
     this.topK = topK;
     this.numExperts = numExperts;
     this.tileRows = tileRows;
     this.buffers = buffers;
+    this.weightInputs = weightInputs;
   }
 }
 
@@ -122,7 +125,8 @@ export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpert
   };
   const kernel = device.kernel('moe-route.cu', 'moe_route_kernel', 'ppppppppppiiiiiiiiiifi', { PER_LANE: expertsPerLane(numExperts) });
   const b = buffers;
-  if (numTokens === 0) return new CudaExpertRouting(0, topK, numExperts, tileRows, buffers);
+  const weightInputs = params.weightInputs ?? false;
+  if (numTokens === 0) return new CudaExpertRouting(0, topK, numExperts, tileRows, buffers, weightInputs);
   device.launch(kernel, [Math.ceil(numTokens / WARPS)], [32 * WARPS], 0, [
     a.logits,
     a.bias,
@@ -141,5 +145,5 @@ export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpert
     ...routeRuleArgs(params, a.biasDtype),
     tileRows,
   ]);
-  return new CudaExpertRouting(numTokens, topK, numExperts, tileRows, buffers);
+  return new CudaExpertRouting(numTokens, topK, numExperts, tileRows, buffers, weightInputs);
 }

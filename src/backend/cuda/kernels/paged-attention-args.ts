@@ -41,6 +41,15 @@ export function streamingKernelArgs(a: PagedAttentionArgs): number[] {
   return [cos, sin, rotaryRows, rotaryDim, attentionSpan(a.shape).sinks, streaming.sinks + streaming.window - 1];
 }
 
+/**
+ * The trailing arguments every attention kernel takes for Llama 4's per-query options
+ * (attention-span.cuh): chunk, temp_floor and temp_scale, each 0 when the layer has none.
+ */
+export function positionKernelArgs(shape: AttentionParams): number[] {
+  const temperature = shape.queryTemperature ?? null;
+  return [shape.attentionChunk ?? 0, temperature?.floorScale ?? 0, temperature?.attnScale ?? 0];
+}
+
 /** The window both kernels mask by: the layer's own, or StreamingLLM's (0 for none). */
 export function kernelWindow(shape: AttentionParams): number {
   return attentionSpan(shape).window ?? 0;

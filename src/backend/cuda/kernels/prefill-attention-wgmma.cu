@@ -18,6 +18,7 @@
 // written by ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
 #include "common.cuh"
 #include "wgmma.cuh"
+#include "attention-span.cuh"
 
 // nvcc-targets: sm_90a
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0
@@ -62,7 +63,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
     const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window) {
+    int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window, int chunk,
+    float temp_floor, float temp_scale) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzle atoms must be 1024-aligned (the descriptors' base offset stays 0).
   const unsigned int raw = smem_addr(smem_raw);
@@ -143,10 +145,12 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   const int r0 = wrow + g, r1 = r0 + 8;  // this thread's two rows (accumulator layout)
   const int qp0 = r0 < rows ? positions[qstart + q0 + r0] : -1;  // -1: padding row, every key masked
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
-  const int lo0 = window > 0 ? qp0 - window + 1 : 0;
-  const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+  const int lo0 = max(window > 0 ? qp0 - window + 1 : 0, chunk_first_key(qp0, chunk));
+  const int lo1 = max(window > 0 ? qp1 - window + 1 : 0, chunk_first_key(qp1, chunk));
+  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale);
+  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale);
   // Keys below this are seen by every row of the warp: tiles that end there skip the mask.
-  const int unmasked_end = window == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
+  const int unmasked_end = window == 0 && chunk == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
 
   float o[D / 2];
 #pragma unroll
@@ -186,11 +190,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
           const int key = k0 + n * 8 + t4 * 2 + e;
           const bool seen0 = key <= qp0 && key >= lo0, seen1 = key <= qp1 && key >= lo1;
 #if SOFTCAP
-          s[4 * n + e] = seen0 ? softcap_log2 * fast_tanh(s[4 * n + e] * q_scale) : NEG_INF;
-          s[4 * n + 2 + e] = seen1 ? softcap_log2 * fast_tanh(s[4 * n + 2 + e] * q_scale) : NEG_INF;
+          s[4 * n + e] = seen0 ? softcap_log2 * fast_tanh(s[4 * n + e] * q_scale0) : NEG_INF;
+          s[4 * n + 2 + e] = seen1 ? softcap_log2 * fast_tanh(s[4 * n + 2 + e] * q_scale1) : NEG_INF;
 #else
-          s[4 * n + e] = seen0 ? s[4 * n + e] * q_scale : NEG_INF;
-          s[4 * n + 2 + e] = seen1 ? s[4 * n + 2 + e] * q_scale : NEG_INF;
+          s[4 * n + e] = seen0 ? s[4 * n + e] * q_scale0 : NEG_INF;
+          s[4 * n + 2 + e] = seen1 ? s[4 * n + 2 + e] * q_scale1 : NEG_INF;
 #endif
         }
       }
@@ -198,9 +202,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
 #pragma unroll
       for (int i = 0; i < BN / 2; i++) {
 #if SOFTCAP
-        s[i] = softcap_log2 * fast_tanh(s[i] * q_scale);
+        s[i] = softcap_log2 * fast_tanh(s[i] * ((i & 2) ? q_scale1 : q_scale0));
 #else
-        s[i] *= q_scale;
+        s[i] *= (i & 2) ? q_scale1 : q_scale0;
 #endif
       }
     }

@@ -17,6 +17,7 @@
 // ancestors and itself); its position (the root's plus its depth) places its window.
 #include "common.cuh"
 #include "mma.cuh"
+#include "attention-span.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
 // nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
@@ -65,7 +66,9 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
 // k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
 // tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
-// past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions.
+// past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions. chunk limits
+// each row to its attention chunk and temp_floor / temp_scale scale its scores by its temperature
+// (attention-span.cuh; 0: none).
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool,
     const unsigned char* __restrict__ v_pool, const int* __restrict__ tiles, const int* __restrict__ query_start,
@@ -73,7 +76,8 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     int max_blocks_per_seq, int block_size, int num_heads, int num_kv_heads, float q_scale, float softcap_log2,
     const bf16* __restrict__ sinks, int window, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
-    const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words) {
+    const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words, int chunk,
+    float temp_floor, float temp_scale) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
@@ -129,8 +133,10 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int r0 = warp * 16 + g, r1 = r0 + 8;
   const int qp0 = r0 < rows ? positions[qstart + q0 + r0] : -1;  // -1: padding row, every key masked
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
-  const int lo0 = window > 0 ? qp0 - window + 1 : 0;
-  const int lo1 = window > 0 ? qp1 - window + 1 : 0;
+  const int lo0 = max(window > 0 ? qp0 - window + 1 : 0, chunk_first_key(qp0, chunk));
+  const int lo1 = max(window > 0 ? qp1 - window + 1 : 0, chunk_first_key(qp1, chunk));
+  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale);
+  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale);
 #if TREE
   // The last key each row sees (its cache index), and its mask row.
   const int last0 = r0 < rows ? chunk_start + q0 + r0 : -1;
@@ -208,11 +214,11 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
           const bool seen1 = sink_pass ? key < sink_end1 : key <= last1 && key >= lo1;
 #endif
 #if SOFTCAP
-          s[n][e] = seen0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale) : NEG_INF;
-          s[n][2 + e] = seen1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale) : NEG_INF;
+          s[n][e] = seen0 ? softcap_log2 * fast_tanh(s[n][e] * q_scale0) : NEG_INF;
+          s[n][2 + e] = seen1 ? softcap_log2 * fast_tanh(s[n][2 + e] * q_scale1) : NEG_INF;
 #else
-          s[n][e] = seen0 ? s[n][e] * q_scale : NEG_INF;
-          s[n][2 + e] = seen1 ? s[n][2 + e] * q_scale : NEG_INF;
+          s[n][e] = seen0 ? s[n][e] * q_scale0 : NEG_INF;
+          s[n][2 + e] = seen1 ? s[n][2 + e] * q_scale1 : NEG_INF;
 #endif
           mx0 = fmaxf(mx0, s[n][e]);
           mx1 = fmaxf(mx1, s[n][2 + e]);

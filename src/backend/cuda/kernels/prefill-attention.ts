@@ -2,7 +2,7 @@ import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { KeelError } from '../../../errors.ts';
 import { WIDE_PREFILL_TILE_ROWS } from '../attention-plan.ts';
-import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
+import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, positionKernelArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 const TILE_ROWS = 64;
@@ -67,7 +67,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
   const { numHeads, numKvHeads, headDim } = a.shape;
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpi', defines);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpiiff', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -90,6 +90,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     ...kvCodeKernelArgs(a),
     a.treeMask,
     a.treeMaskWords,
+    ...positionKernelArgs(a.shape),
   ]);
 }
 
@@ -97,7 +98,7 @@ function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
   const { numHeads, numKvHeads, headDim } = a.shape;
   const { SOFTCAP, SINKS } = attentionOptionDefines(a);
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpi', { HEAD_DIM: headDim, SOFTCAP, SINKS });
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpiiff', { HEAD_DIM: headDim, SOFTCAP, SINKS });
   device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -116,5 +117,6 @@ function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
     softcapLog2,
     a.sinks,
     kernelWindow(a.shape),
+    ...positionKernelArgs(a.shape),
   ]);
 }

@@ -1,0 +1,69 @@
+import { invalidModel } from '../errors.ts';
+import { isObject } from './hf-config.ts';
+
+/*
+ * Vision-language checkpoints Keel serves as their language model alone, for text prompts: the
+ * config nests the language model's config under `text_config` and the weights nest it under a
+ * prefix (checkpoint/language-model-tensors.ts); the vision tower and projector are never loaded.
+ * Text-only, transformers' forward of these wrappers is their language model's.
+ */
+
+interface VisionLanguageWrapper {
+  /** The text_config model_types it is known to wrap. */
+  textModelTypes: readonly string[];
+  /** text_config keys the wrapper's forward does not read, set to what it does instead. */
+  overrides?: Record<string, unknown>;
+  /**
+   * Whose `tie_word_embeddings` ties the LM head: the wrapper's, where it sets one (the wrapper
+   * owns the lm_head: Gemma 3, Mistral 3), or text_config's alone (Llama 4's lm_head is its
+   * Llama4ForCausalLM's, which reads its own config).
+   */
+  tiedBy: 'wrapper' | 'text_config';
+}
+
+/** The wrapper model_types Keel serves. */
+const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
+  // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
+  // final_logit_softcapping says (Gemma3ForCausalLM does).
+  gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: 'wrapper' },
+  mistral3: { textModelTypes: ['mistral'], tiedBy: 'wrapper' },
+  llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
+};
+
+export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);
+
+/**
+ * Keys of the wrapper's top level its language model reads when text_config leaves them out: the
+ * Hub's configs give the dtype and the special tokens there only.
+ */
+const INHERITED_KEYS = ['dtype', 'torch_dtype', 'bos_token_id', 'eos_token_id', 'pad_token_id'];
+
+/** A language model's config.json, as the family of its model_type reads it. */
+export interface LanguageModelConfig {
+  json: Record<string, unknown>;
+  source: string;
+}
+
+/**
+ * The language model's config of a vision-language config.json (`json`, whose model_type is one of
+ * VISION_LANGUAGE_MODEL_TYPES): its text_config, with the keys it leaves out taken from the top
+ * level and the wrapper's overrides. `tie_word_embeddings` is the top level's where set and the
+ * wrapper owns the lm_head (`tiedBy`), as transformers 5 ties it by the wrapper's config, else
+ * text_config's (the Hub's Mistral Small configs set neither and ship an lm_head: the family's
+ * default, untied, reads it).
+ */
+export function languageModelConfig(json: Record<string, unknown>, source: string): LanguageModelConfig {
+  const modelType = json.model_type as string;
+  const text = json.text_config;
+  if (!isObject(text)) throw invalidModel(`${source}: model_type "${modelType}" nests its language model's config under "text_config", which is missing or not an object`);
+  const textSource = `${source} text_config`;
+  const wrapper = WRAPPERS[modelType];
+  if (!wrapper.textModelTypes.includes(text.model_type as string)) {
+    const got = text.model_type === undefined ? 'no model_type' : `model_type ${JSON.stringify(text.model_type)}`;
+    throw invalidModel(`${textSource}: ${got} is not supported inside a "${modelType}" checkpoint (Keel serves ${wrapper.textModelTypes.join(', ')} there)`);
+  }
+  const merged: Record<string, unknown> = { ...text, ...wrapper.overrides };
+  for (const key of INHERITED_KEYS) if (merged[key] == null && json[key] != null) merged[key] = json[key];
+  if (wrapper.tiedBy === 'wrapper' && json.tie_word_embeddings != null) merged.tie_word_embeddings = json.tie_word_embeddings;
+  return { json: merged, source: textSource };
+}
