@@ -31,7 +31,8 @@ export interface LinearOptions {
   shard: ShardAxis;
   /**
    * Keep the weight 16-bit whatever the checkpoint or `--quantization` holds (a quantized one is
-   * dequantized at load): the LM head and MoE routers, which vLLM also leaves unquantized.
+   * dequantized at load): MoE routers, which vLLM also leaves unquantized (and the LM head, a
+   * `vocabulary` layer).
    */
   dense?: boolean;
   /**

@@ -615,7 +615,7 @@ export class CudaBackend implements Backend {
     };
     return {
       loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
-      loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      loadQuantizedWeight: (w, options) => kept(this.loadQuantizedWeightInto(w, alloc, false, options?.table ?? false)),
       // A streamed layer's 2:4 weights stream as their dense expansion (half of what the
       // compressed copy would add to each transfer is metadata cuSPARSELt lays out its own way).
       loadSparseWeight: (w) => kept(this.loadWeightInto(expandSparse24(w), {}, alloc)),
