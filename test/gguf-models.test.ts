@@ -111,7 +111,7 @@ test('the shipped model in Q8_0 and Q6_K keeps every greedy token of transformer
   }
 });
 
-/** A GGUF file's logits equal those of the same model with every linear weight loaded as its dequantized float32 values. */
+/** A GGUF file's logits equal those of the same model with every linear weight and vocabulary matrix loaded as its dequantized float32 values. */
 async function assertRunsAsDequantized(f: OracleFixture, gguf: string, what: string): Promise<void> {
   const repacked = await loadModel({ model: gguf, backend: 'cpu', showProgress: false });
   const actual = promptLogits(repacked.backend, repacked.model, f);
@@ -123,7 +123,11 @@ async function assertRunsAsDequantized(f: OracleFixture, gguf: string, what: str
     const w = ckpt.readLinear!(weight);
     return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
   };
-  loadWeights(dense, { ...withLinearsDequantized(ckpt), readLinear }, backend);
+  const readVocabulary = (weight: string) => {
+    const w = ckpt.readVocabulary!(weight);
+    return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
+  };
+  loadWeights(dense, { ...withLinearsDequantized(ckpt), readLinear, readVocabulary }, backend);
   const expected = promptLogits(backend, dense, f);
   actual.forEach((row, i) => assert.deepEqual(row, expected[i], `${what}: prompt ${i}`));
   ckpt.close();

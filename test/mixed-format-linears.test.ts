@@ -170,9 +170,10 @@ test('an MoE model\'s shared expert with gate and up in different types stacks t
 
 /**
  * Loads the model of `path` from `ckpt` (closed after): its linear layers' uploads, 2-D and
- * neither a vocabulary matrix (256 rows) nor an MoE router (4 or 1 rows), are `expected` in load
- * order, and its logits equal, bit for bit, those of the same model with every linear weight
- * loaded as its dequantized float32 values.
+ * neither a vocabulary matrix (256 rows, quantized in a GGUF file: test/gguf-vocabulary.test.ts)
+ * nor an MoE router (4 or 1 rows), are `expected` in load order, and its logits equal, bit for
+ * bit, those of the same model with every linear weight and vocabulary matrix loaded as its
+ * dequantized float32 values.
  */
 function assertRunsAsDequantized(ckpt: Checkpoint, path: string, expected: Omit<Upload, 'cols'>[]): void {
   const architecture = readModelArchitecture(path);
@@ -180,15 +181,21 @@ function assertRunsAsDequantized(ckpt: Checkpoint, path: string, expected: Omit<
   try {
     const mixed = newModel();
     const { backend, uploads } = loadRecorded(mixed, ckpt);
-    const linears = uploads.filter((u) => !(u.format === '16-bit' && [256, 4, 1].includes(u.rows)));
+    const linears = uploads.filter((u) => u.rows !== 256 && !(u.format === '16-bit' && [4, 1].includes(u.rows)));
     assert.deepEqual(linears.map(({ format, rows, groupSize }) => ({ format, rows, groupSize })), expected);
     const readLinear = (name: string) => {
       const w = ckpt.readLinear!(name);
       return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
     };
+    // A GGUF file's vocabulary matrices are read quantized too (safetensors checkpoints have no readVocabulary).
+    const vocabulary = ckpt.readVocabulary?.bind(ckpt);
+    const readVocabulary = (name: string) => {
+      const w = vocabulary!(name);
+      return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : w;
+    };
     const dense = newModel();
     const denseBackend = new CpuBackend();
-    loadWeights(dense, { ...withLinearsDequantized(ckpt), readLinear }, denseBackend);
+    loadWeights(dense, { ...withLinearsDequantized(ckpt), readLinear, ...(vocabulary && { readVocabulary }) }, denseBackend);
     const [actual, reference] = [lastTokenLogits(backend, mixed, MIXED_PROMPTS), lastTokenLogits(denseBackend, dense, MIXED_PROMPTS)];
     actual.forEach((row, i) => assert.deepEqual(row, reference[i], `prompt ${i}`));
   } finally {

@@ -330,9 +330,13 @@ export interface Backend {
   /**
    * A linear weight [rows, cols] in one of Keel's quantized layouts (int4, int8, fp8 e4m3 codes
    * with group scales: src/tensor/quantized-weight.ts), kept in that form on the device; `linear`
-   * and `gatedLinear` multiply by it as by the weight it dequantizes to.
+   * and `gatedLinear` multiply by it as by the weight it dequantizes to. With `table`, a vocabulary
+   * matrix (a GGUF file's token embedding or LM head): `embedding` also gathers its rows, so it
+   * keeps Keel's row layout (int4 or int8, no act-order), and `linear` never dequantizes all of
+   * it at once (on CUDA its large batches run the quantized GEMM in slices of rows, so a
+   * vocabulary-sized bf16 copy is never allocated).
    */
-  loadQuantizedWeight(w: QuantizedWeight): Tensor;
+  loadQuantizedWeight(w: QuantizedWeight, options?: { table?: boolean }): Tensor;
   /**
    * A 2:4 sparse linear weight [rows, cols] (src/tensor/sparse24.ts), kept in a form the backend's
    * sparse product reads; `linear` and `gatedLinear` multiply by it as by the dense weight it
@@ -423,7 +427,9 @@ export interface Backend {
   /**
    * [numTokens, hidden] rows of `table` times `scale`, for the step's token ids; those named by
    * `tokenSources` are read from the latest `sampleRows` output. The table holds the rows of ids
-   * `firstRow` on (a vocab-parallel shard); an id outside them gives a zero row.
+   * `firstRow` on (a vocab-parallel shard); an id outside them gives a zero row. The table is
+   * 16-bit (`loadWeight`) or quantized (`loadQuantizedWeight` with `table`: each row dequantized
+   * as it is gathered, then scaled).
    */
   embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor;
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;

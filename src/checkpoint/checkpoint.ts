@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
-import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import type { LinearWeight, QuantizedWeight } from '../tensor/quantized-weight.ts';
 import type { TensorSlice } from '../tensor/tensor-slice.ts';
 import { invalidModel } from '../errors.ts';
 import { SafetensorsFile, type RawTensor, type SafetensorsEntry } from './safetensors.ts';
@@ -31,6 +31,8 @@ export interface Checkpoint {
    * tensor); absent for plain checkpoints, where it is `read`.
    */
   readLinear?(name: string): LinearWeight;
+  /** A vocabulary matrix as the checkpoint holds it where Keel runs that quantized (WeightSource.readVocabulary: GGUF); absent: `read`. */
+  readVocabulary?(name: string): QuantizedWeight | HostTensor;
   /**
    * A tensor the checkpoint stores as MXFP4 blocks (gpt-oss's experts), packed as stored: null
    * when it is 16-bit, absent for checkpoints with no MXFP4 tensors (src/checkpoint/quantization/mxfp4-checkpoint.ts).

@@ -1,6 +1,7 @@
 import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { Linear } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
+import { isQuantized } from '../tensor/quantized-weight.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /**
@@ -28,8 +29,19 @@ export class VocabEmbedding implements Layer {
     return [{ name: this.name, shape: [this.vocabSize, this.hiddenSize], access: { kind: 'rows' } }];
   }
 
+  /**
+   * On one device, the table as the source stores it where Keel gathers that quantized
+   * (`readVocabulary`: a GGUF file's blocks, each looked-up row dequantized); a vocab-parallel
+   * shard is 16-bit.
+   */
   load(source: WeightSource, uploader: WeightUploader): void {
-    const rows = evenPart(this.vocabSize, shardOf(source), `the vocabulary of ${this.name}`);
+    const shard = shardOf(source);
+    if (shard.size === 1 && source.readVocabulary !== undefined) {
+      const w = source.readVocabulary(this.name);
+      this.table = isQuantized(w) ? uploader.loadQuantizedWeight(w, { table: true }) : uploader.loadWeight(w);
+      return;
+    }
+    const rows = evenPart(this.vocabSize, shard, `the vocabulary of ${this.name}`);
     this.firstRow = rows.start;
     this.table = uploader.loadWeight(readSlice(source, this.name, { dim: 0, ...rows }));
   }
@@ -45,8 +57,10 @@ export class VocabEmbedding implements Layer {
 
 /**
  * The LM head: its own [vocab, hidden] matrix, or the embedding table itself when the checkpoint
- * ties them (then it has no parameters of its own and reads the table unscaled). Vocab-parallel:
- * each device computes the logits of its part of the vocabulary, gathered side by side.
+ * ties them (then it has no parameters of its own and reads the table unscaled). Either is 16-bit,
+ * or quantized where the source stores it so (a GGUF file: `readVocabulary`), then multiplied by
+ * the quantized kernels as any linear layer. Vocab-parallel: each device computes the logits of
+ * its part of the vocabulary, gathered side by side.
  */
 export class LmHead implements Layer {
   private readonly own: Linear | null;
@@ -54,7 +68,7 @@ export class LmHead implements Layer {
 
   constructor(name: string, embedding: VocabEmbedding, tied: boolean) {
     this.tied = embedding;
-    this.own = tied ? null : new Linear({ parts: [{ name, rows: embedding.vocabSize }], inFeatures: embedding.hiddenSize, bias: false, shard: 'column', dense: true });
+    this.own = tied ? null : new Linear({ parts: [{ name, rows: embedding.vocabSize }], inFeatures: embedding.hiddenSize, bias: false, shard: 'column', vocabulary: true });
   }
 
   /** Whether it reads the embedding table (which must then be loaded wherever the head runs). */

@@ -31,9 +31,16 @@ export interface LinearOptions {
   shard: ShardAxis;
   /**
    * Keep the weight 16-bit whatever the checkpoint or `--quantization` holds (a quantized one is
-   * dequantized at load): the LM head and MoE routers, which vLLM also leaves unquantized.
+   * dequantized at load): MoE routers, which vLLM also leaves unquantized (and the LM head, a
+   * `vocabulary` layer).
    */
   dense?: boolean;
+  /**
+   * The LM head: dense, except that a source storing vocabulary matrices quantized in a layout
+   * Keel runs (`readVocabulary`: a GGUF file) gives it in that layout, loaded as a table
+   * (`loadQuantizedWeight`'s `table`). Sharded over tensor-parallel devices it is 16-bit.
+   */
+  vocabulary?: boolean;
   /** The output in float32 on every backend, not the activation dtype (an MoE router's logits). */
   float32Output?: boolean;
   /**
@@ -82,6 +89,7 @@ export class Linear implements Layer {
   readonly hasBias: boolean;
   readonly shard: ShardAxis;
   private readonly dense: boolean;
+  private readonly vocabulary: boolean;
   private readonly float32Output: boolean;
   private readonly shardRows: (index: number, shard: TensorParallelShard) => RowRange[];
   private readonly oneMatmul: boolean;
@@ -95,7 +103,8 @@ export class Linear implements Layer {
     this.outFeatures = options.parts.reduce((n, p) => n + p.rows, 0);
     this.hasBias = options.bias;
     this.shard = options.shard;
-    this.dense = options.dense ?? false;
+    this.vocabulary = options.vocabulary ?? false;
+    this.dense = (options.dense ?? false) || this.vocabulary;
     this.float32Output = options.float32Output ?? false;
     this.shardRows = options.shardRows ?? ((index, shard) => [evenPart(this.parts[index].rows, shard, `the rows of ${this.parts[index].name}`)]);
     this.oneMatmul = options.oneMatmul ?? false;
@@ -121,7 +130,7 @@ export class Linear implements Layer {
     const shard = shardOf(source);
     const biases = (read: (name: string, index: number) => HostTensor) => (this.hasBias ? this.parts.map((p, i) => read(biasName(p.name), i)) : null);
     if (shard.size === 1 || this.shard === 'replicated') {
-      const read = this.dense || source.readLinear === undefined ? source.read : source.readLinear;
+      const read = this.vocabulary && source.readVocabulary !== undefined ? source.readVocabulary : this.dense || source.readLinear === undefined ? source.read : source.readLinear;
       this.matmuls = this.upload(this.parts.map((p) => read.call(source, p.name)), biases((name) => source.read(name)), uploader);
       return;
     }
@@ -147,7 +156,7 @@ export class Linear implements Layer {
   private upload(weights: LinearWeight[], biases: HostTensor[] | null, uploader: WeightUploader): Matmul[] {
     const runs = this.oneMatmul ? [weights.map((_, i) => i)] : formatRuns(weights);
     return runs.map((run) => ({
-      weight: uploadStacked(run.map((i) => weights[i]), uploader),
+      weight: uploadStacked(run.map((i) => weights[i]), uploader, this.vocabulary),
       bias: biases === null ? null : uploader.loadWeight(concatRows(run.map((i) => biases[i]))),
     }));
   }
@@ -255,12 +264,12 @@ function stackable(a: LinearWeight, b: LinearWeight): boolean {
 /**
  * The weights stacked along their rows as one device weight: in their format when they share one
  * (`formatRuns`), else (a `oneMatmul` layer's parts in different formats) all 16-bit, as their
- * exact values.
+ * exact values. `table`: a quantized LM head, loaded as a vocabulary table.
  */
-function uploadStacked(weights: LinearWeight[], uploader: WeightUploader): Tensor {
+function uploadStacked(weights: LinearWeight[], uploader: WeightUploader, table: boolean): Tensor {
   if (formatRuns(weights).length > 1) return uploader.loadWeight(concatRows(weights.map(asHostTensor)));
   const [first] = weights;
-  if (isQuantized(first)) return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]));
+  if (isQuantized(first)) return uploader.loadQuantizedWeight(concatQuantizedRows(weights as QuantizedWeight[]), { table });
   if (isSparse24(first)) return uploader.loadSparseWeight(concatSparse24Rows(weights as Sparse24Weight[]));
   return uploader.loadWeight(concatRows(weights as HostTensor[]));
 }

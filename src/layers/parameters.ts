@@ -2,7 +2,7 @@ import type { Backend, WeightUploaderOps } from '../backend/backend.ts';
 import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
-import type { LinearWeight } from '../tensor/quantized-weight.ts';
+import type { LinearWeight, QuantizedWeight } from '../tensor/quantized-weight.ts';
 import type { TensorSlice } from '../tensor/tensor-slice.ts';
 
 /** A checkpoint tensor a layer reads, with the shape its config implies. */
@@ -26,6 +26,14 @@ export interface WeightSource {
    * Absent: `read` (16-bit). `read` of a quantized weight gives its dequantized values.
    */
   readLinear?(name: string): LinearWeight;
+  /**
+   * A vocabulary matrix (the token embedding or the LM head, [vocab, hidden]) in the format the
+   * source stores it where that is a quantized layout the embedding gather and the quantized
+   * kernels take (a GGUF file's Q8_0, Q6_K, Q4_0, Q4_1 or Q4_K blocks, repacked), else as `read`
+   * gives it. Absent: `read` (16-bit), as for every checkpoint quantized or not in Hugging Face's
+   * formats, whose vocabulary matrices run 16-bit (`--quantization` leaves them so, as vLLM does).
+   */
+  readVocabulary?(name: string): QuantizedWeight | HostTensor;
   /**
    * A tensor the checkpoint may hold and the model runs without (an fp8 KV cache's k_scale), or
    * null when it does not. Absent: no such tensors (random weights).

@@ -33,6 +33,8 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
   const readSlice = ckpt.readSlice?.bind(ckpt);
   const source: WeightSource = { read: (name) => counted(ckpt.read(name)), readOptional: (name) => (ckpt.has(name) ? ckpt.read(name) : null) };
   if (readLinear) source.readLinear = (name) => counted(readLinear(name));
+  const readVocabulary = ckpt.readVocabulary?.bind(ckpt);
+  if (readVocabulary) source.readVocabulary = (name) => counted(readVocabulary(name));
   if (readSlice) source.readSlice = (name, slice) => counted(readSlice(name, slice));
   if (opts.shard) source.shard = opts.shard;
   const readMxfp4 = ckpt.readMxfp4?.bind(ckpt);

@@ -499,6 +499,17 @@ export function expertKernelsTake(w: QuantizedWeight): boolean {
   return (w.format === 'int4' || w.format === 'int8' || w.format === 'fp8-e4m3') && w.mixedInt8 === null && w.codebooks === null && w.mins === null;
 }
 
+/**
+ * Throws unless `w` is a vocabulary matrix whose rows the embedding gather reads: int4 or int8
+ * codes in input column order (no act-order, LLM.int8() outliers or codebooks), as a GGUF file's
+ * repacked token embedding and LM head are.
+ */
+export function checkQuantizedTable(w: QuantizedWeight): void {
+  if ((w.format !== 'int4' && w.format !== 'int8') || w.perm !== null || w.mixedInt8 !== null || w.codebooks !== null) {
+    throw new Error(`a quantized embedding table in ${describeQuantized(w)}: only int4 and int8 tables in input column order are gathered`);
+  }
+}
+
 /** Throws, naming `what`, unless `w` holds `count` experts' matrices that the expert kernels take. */
 export function checkQuantizedExperts(w: QuantizedWeight, count: number, what: string): void {
   if (!expertKernelsTake(w)) throw new Error(`${what}: experts in ${describeQuantized(w)} are not run quantized (int4, int8 or fp8-e4m3 only)`);

@@ -49,12 +49,21 @@ export const MIXED_PROMPTS = [[1, 5, 9, 14, 3, 60, 22], [7, 7, 40, 2, 11], [33, 
 
 /** The GGUF file of a random llama in MIXED_TYPES' mix, and its parts' dequantized values as a float32 safetensors directory. */
 export function mixedGguf(t: TestContext): { gguf: string; dequantized: string } {
+  return ggufBesideDequantized(t, MIXED_CONFIG, (name) => MIXED_TYPES[name] ?? 'F32');
+}
+
+/**
+ * A random model of `config` (tiny checkpoint writer, seed 7) as a GGUF file with each matrix in
+ * `typeOf(its GGUF name without .weight)`, and the file's exact values as a float32 safetensors
+ * directory (linear weights and vocabulary matrices dequantized from their repacked codes).
+ */
+export function ggufBesideDequantized(t: TestContext, config: Record<string, unknown>, typeOf: (ggufName: string) => GgufMatrixType): { gguf: string; dequantized: string } {
   const dir = tempDir(t, 'keel-mixed-');
   const source = join(dir, 'source');
   mkdirSync(source);
-  writeTinyCheckpoint(source, MIXED_CONFIG, { seed: 7 });
-  const gguf = join(dir, 'mixed.gguf');
-  ggufFromCheckpoint(source, gguf, { matrixType: 'F32', matrixTypeOf: (name) => MIXED_TYPES[name.replace(/\.weight$/, '')] });
+  writeTinyCheckpoint(source, config, { seed: 7 });
+  const gguf = join(dir, 'model.gguf');
+  ggufFromCheckpoint(source, gguf, { matrixType: 'F32', matrixTypeOf: (name) => typeOf(name.replace(/\.weight$/, '')) });
   const dequantized = join(dir, 'dequantized');
   writeDequantized(gguf, dequantized);
   return { gguf, dequantized };
@@ -73,10 +82,11 @@ function writeDequantized(gguf: string, out: string): void {
   }
 }
 
-/** A tensor's exact values: a linear weight's from its repacked codes, anything else as read. */
+/** A tensor's exact values: a linear weight's or vocabulary matrix's from its repacked codes, anything else as read. */
 function dequantizedLinear(ckpt: Checkpoint, name: string): HostTensor {
-  if (!/\.(self_attn|mlp)\.[a-z_]+\.weight$/.test(name)) return ckpt.read(name);
-  const w = ckpt.readLinear!(name);
+  const vocabulary = name === 'model.embed_tokens.weight' || name === 'lm_head.weight';
+  if (!vocabulary && !/\.(self_attn|mlp)\.[a-z_]+\.weight$/.test(name)) return ckpt.read(name);
+  const w = vocabulary ? ckpt.readVocabulary!(name) : ckpt.readLinear!(name);
   return isQuantized(w) ? float32Tensor(dequantizeWeight(w), [w.rows, w.cols]) : ckpt.read(name);
 }
 

@@ -7,6 +7,8 @@ import type { Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
 import { describeBatch } from '../../step/batch.ts';
+import { quantizeRoundToNearest } from '../../tensor/quantize-rtn.ts';
+import { dequantizeWeight } from '../../tensor/quantized-weight.ts';
 import { TestRandom, testSeed } from '../../../test/helpers/cpu-random.ts';
 import { f32HostTensor, plainRopeTable } from '../../../test/helpers/cpu-random-llama.ts';
 import { testDraw } from '../../../test/helpers/sampling-draw.ts';
@@ -71,6 +73,24 @@ test('embedding and gatherLogitsRows pick rows by token id and by logits index; 
   assert.deepEqual(Array.from(backend.toHost(embedded)), [6, 7, 2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.gatherLogitsRows(embedded, step))), [2, 3, 8, 9]);
   assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5, 0))), [3, 3.5, 1, 1.5, 4, 4.5]);
+});
+
+test('embedding gathers a quantized table\'s rows dequantized and scaled, zero rows for ids outside its shard; only int4/int8 tables in column order load', () => {
+  const [rows, cols, firstRow, ids] = [6, 64, 2, [3, 1, 9, 7]];
+  for (const method of ['int4', 'int8'] as const) {
+    const w = quantizeRoundToNearest(random.floats(rows * cols), rows, cols, method);
+    // GGUF's Q4_K/Q4_1 blocks repack to int4 with a float minimum per group.
+    if (method === 'int4') w.mins = random.floats(w.scales.length);
+    const table = backend.loadQuantizedWeight(w, { table: true });
+    const step = backend.beginStep(describeBatch([{ tokens: ids, startPos: 0, blockTables: [[0]] }], 4));
+    const dense = dequantizeWeight(w);
+    const expected = ids.flatMap((id) => {
+      const row = id - firstRow;
+      return row >= 0 && row < rows ? Array.from(dense.subarray(row * cols, (row + 1) * cols), (v) => Math.fround(v * 0.5)) : new Array<number>(cols).fill(0);
+    });
+    assert.deepEqual(Array.from(backend.toHost(backend.embedding(table, step, 0.5, firstRow))), expected, method);
+  }
+  assert.throws(() => backend.loadQuantizedWeight(quantizeRoundToNearest(random.floats(rows * cols), rows, cols, 'fp8'), { table: true }), /only int4 and int8 tables/);
 });
 
 test('embedding reads a token the last sampling pass drew, and names a source past its draws', () => {

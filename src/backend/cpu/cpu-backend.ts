@@ -42,7 +42,7 @@ import { gatherRows } from './ops/gather-rows.ts';
 import { matmulTransposed } from './ops/matmul.ts';
 import { llmInt8Matmul } from './ops/llm-int8-matmul.ts';
 import { quantizedMatmul } from './ops/quantized-matmul.ts';
-import { checkQuantizedExperts, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkQuantizedExperts, checkQuantizedTable, decodeRow, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts';
 import { indexerRopeAndCacheWrite, indexerTopK } from './ops/lightning-indexer.ts';
@@ -97,7 +97,8 @@ export class CpuBackend implements Backend {
   }
 
   /** Keeps `w` by reference (codes, scales and all): do not mutate it afterwards. */
-  loadQuantizedWeight(w: QuantizedWeight): Tensor {
+  loadQuantizedWeight(w: QuantizedWeight, options: { table?: boolean } = {}): Tensor {
+    if (options.table) checkQuantizedTable(w);
     return new CpuQuantizedTensor(w);
   }
 
@@ -170,7 +171,7 @@ export class CpuBackend implements Backend {
         const loaded = asCpuTensor(this.loadWeight(t, options), 'weight');
         return new CpuTensor(loaded.shape, weights.place(group, loaded.data));
       },
-      loadQuantizedWeight: (w) => this.loadQuantizedWeight(placed(w)),
+      loadQuantizedWeight: (w, options) => this.loadQuantizedWeight(placed(w), options),
       loadQuantizedExperts: (w, count) => this.loadQuantizedExperts(placed(w), count),
       loadSparseWeight: (w) => {
         const loaded = this.loadSparseWeight(w) as CpuSparse24Tensor;
@@ -267,16 +268,17 @@ export class CpuBackend implements Backend {
   }
 
   embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
-    const t = asCpuTensor(table, 'embedding table');
+    const [rows, cols] = table.shape;
+    const copyRow = tableRowReader(table);
     const { tokenIds, tokenSources } = step.batch;
     if (tokenSources.some((source) => source >= 0)) assertTokenSources(step.batch, this.lastSampled.length);
-    const out = CpuTensor.zeros([tokenIds.length, t.cols]);
+    const out = CpuTensor.zeros([tokenIds.length, cols]);
     tokenIds.forEach((id, i) => {
       const source = tokenSources[i];
       const token = source >= 0 ? this.lastSampled[source] : id;
       if (source < 0 && token < 0) throw new RangeError(`embedding: token id ${token} is negative`);
       const row = token - firstRow;
-      if (token >= 0 && row >= 0 && row < t.rows) out.data.set(t.data.subarray(row * t.cols, (row + 1) * t.cols), i * t.cols);
+      if (token >= 0 && row >= 0 && row < rows) copyRow(row, out.data.subarray(i * cols, (i + 1) * cols));
     });
     if (scale !== 1) for (let i = 0; i < out.data.length; i++) out.data[i] *= scale;
     return out;
@@ -696,4 +698,14 @@ function layerPools(cache: KvCache, layer: number, attn: AttentionParams): Layer
   const [keys, values, summaries] = kv.layerPools(layer);
   // A pool shared with a sparse layer of another KV group keeps summaries this layer neither writes nor reads.
   return { keys, values, kScale: attn.kvScales?.k ?? 1, vScale: attn.kvScales?.v ?? 1, summaries: spec.keySummaries === true ? (summaries.codes as Float32Array) : null };
+}
+
+/**
+ * Writes row `row` of an embedding table into `into`: a 16-bit table's values, or a quantized
+ * one's dequantized (decodeRow: each value rounded to float32 once, as `dequantizeWeight` gives it).
+ */
+function tableRowReader(table: Tensor): (row: number, into: Float32Array) => void {
+  if (table instanceof CpuQuantizedTensor) return (row, into) => decodeRow(table.weight, row, into);
+  const t = asCpuTensor(table, 'embedding table');
+  return (row, into) => into.set(t.data.subarray(row * t.cols, (row + 1) * t.cols));
 }

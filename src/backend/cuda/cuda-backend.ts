@@ -24,7 +24,7 @@ import type {
   WeightStream,
 } from '../backend.ts';
 import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
-import { checkQuantizedExperts, describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
+import { checkQuantizedExperts, checkQuantizedTable, describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
 import { AQLM_GEMV_MAX_ROWS, AQLM_MAX_PARTS, aqlmGemvFits, launchAqlmDequantize, launchAqlmGemv } from './kernels/aqlm-linear.ts';
@@ -32,8 +32,8 @@ import { launchLlmInt8Linear, llmInt8ScratchBytes } from './kernels/llm-int8.ts'
 import { launchIndexerKeyWrite, launchIndexerTopK } from './kernels/lightning-indexer.ts';
 import { launchSparseMla, SPARSE_MLA_MAX_LATENT, SPARSE_MLA_MAX_ROPE } from './kernels/sparse-mla.ts';
 import { checkMxfp4, type Mxfp4Weight } from '../../tensor/mxfp4.ts';
-import { launchDequantize, launchPermuteColumns, launchQuantizedGemv } from './kernels/quantized-linear.ts';
-import { launchQuantizedGemm } from './kernels/quantized-gemm.ts';
+import { launchDequantize, launchEmbedQuantizedTokens, launchPermuteColumns, launchQuantizedGemv, quantizedGemvFits } from './kernels/quantized-linear.ts';
+import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
@@ -370,16 +370,19 @@ export class CudaBackend implements Backend {
     return new CudaTensor([...t.shape], ptr, 'bf16');
   }
 
-  loadQuantizedWeight(w: QuantizedWeight): Tensor {
-    return this.loadQuantizedWeightInto(w, (bytes) => this.ownedAlloc(bytes));
+  loadQuantizedWeight(w: QuantizedWeight, options: { table?: boolean } = {}): Tensor {
+    return this.loadQuantizedWeightInto(w, (bytes) => this.ownedAlloc(bytes), false, options.table ?? false);
   }
 
   /**
    * `loadQuantizedWeight` into the device memory `alloc` gives. `experts`: a stack of MoE experts,
    * kept in the row layout whatever `marlin` says and not counted among the linear weights' rows
-   * (as 16-bit expert stacks are not).
+   * (as 16-bit expert stacks are not). `table`: a vocabulary matrix, kept in the row layout that
+   * the embedding gather reads, and sizing no dequantize scratch where the quantized GEMM takes
+   * its shape (quantizedLinear runs its large batches in slices of rows instead).
    */
-  private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr, experts = false): CudaQuantizedTensor {
+  private loadQuantizedWeightInto(w: QuantizedWeight, alloc: (bytes: number) => DevicePtr, experts = false, table = false): CudaQuantizedTensor {
+    if (table) checkQuantizedTable(w);
     if (w.mixedInt8 !== null) checkLlmInt8Weight(w);
     if (w.codebooks !== null && w.codebooks.partRows.length > AQLM_MAX_PARTS) {
       throw new Error(`an AQLM weight of ${w.codebooks.partRows.length} stacked parts, each with its own codebooks: the CUDA kernels take at most ${AQLM_MAX_PARTS}`);
@@ -390,7 +393,7 @@ export class CudaBackend implements Backend {
       this.device.uploadSync(ptr, data);
       return ptr;
     };
-    const marlin = loadsInMarlinLayout(w, this.marlin && !experts);
+    const marlin = loadsInMarlinLayout(w, this.marlin && !experts && !table);
     const tensor = new CudaQuantizedTensor({
       shape: [w.rows, w.cols],
       format: w.format,
@@ -419,8 +422,9 @@ export class CudaBackend implements Backend {
     }
     // Batches past the tensor-core GEMM's rows (and shapes the quantized kernels do not take)
     // multiply the weight dequantized into this one buffer, sized for the largest quantized
-    // weight (allocated here, at load: never inside a recorded graph).
-    if (!experts) this.dequantized = this.atLeast(this.dequantized, 2 * w.rows * w.cols);
+    // weight (allocated here, at load: never inside a recorded graph). A vocabulary table the GEMM
+    // takes is left out: its bf16 copy would be the largest by far, for the few logits rows.
+    if (!experts && !(table && quantizedGemvFits(tensor))) this.dequantized = this.atLeast(this.dequantized, 2 * w.rows * w.cols);
     return tensor;
   }
 
@@ -611,7 +615,7 @@ export class CudaBackend implements Backend {
     };
     return {
       loadWeight: (t, options = {}) => kept(this.loadWeightInto(t, options, alloc)),
-      loadQuantizedWeight: (w) => kept(this.loadQuantizedWeightInto(w, alloc)),
+      loadQuantizedWeight: (w, options) => kept(this.loadQuantizedWeightInto(w, alloc, false, options?.table ?? false)),
       // A streamed layer's 2:4 weights stream as their dense expansion (half of what the
       // compressed copy would add to each transfer is metadata cuSPARSELt lays out its own way).
       loadSparseWeight: (w) => kept(this.loadWeightInto(expandSparse24(w), {}, alloc)),
@@ -760,9 +764,17 @@ export class CudaBackend implements Backend {
   }
 
   embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
-    const t = asBf16(table, 'embedding table');
     const s = asCudaStep(step);
     checkTokens(s.batch, this.sampled.rows);
+    if (table instanceof CudaQuantizedTensor) {
+      // Loaded as a table (loadQuantizedWeight's `table`): int4 or int8 in the row layout, no act-order.
+      if (table.layout !== 'rows' || table.perm !== 0) throw new Error(`embedding: a quantized table [${table.shape.join(', ')}] not loaded as one (loadQuantizedWeight with table)`);
+      const out = this.stepTensor([s.batch.numTokens, table.cols]);
+      const { tokenIds: tokens, tokenSources: sources } = s.device;
+      launchEmbedQuantizedTokens(this.device, { out: out.ptr, firstRow, tokens, sources, sampled: this.sampled.ptr, numRows: s.batch.numTokens, scale }, table);
+      return out;
+    }
+    const t = asBf16(table, 'embedding table');
     requireMultipleOf8(t.cols, 'row width');
     const out = this.stepTensor([s.batch.numTokens, t.cols]);
     launchEmbedTokens(this.device, {
@@ -871,6 +883,9 @@ export class CudaBackend implements Backend {
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
     const path = quantizedPath(w, input.rows);
+    // Only a vocabulary table the GEMM takes is larger than the scratch (loadQuantizedWeightInto).
+    const fitsScratch = (this.dequantized?.bytes ?? 0) >= 2 * w.rows * w.cols;
+    if (!fitsScratch && (path === 'dequantize' || input.rows === 0)) return this.slicedQuantizedGemm(input, w, b);
     if (input.rows >= 1 && path !== 'dequantize') {
       const out = this.stepTensor([input.rows, w.rows]);
       let xs = input.ptr;
@@ -886,6 +901,21 @@ export class CudaBackend implements Backend {
     if (w.layout === 'marlin') launchMarlinDequantize(this.device, scratch.ptr, w);
     else launchDequantize(this.device, scratch.ptr, w);
     return this.linear(input, new CudaTensor([w.rows, w.cols], scratch.ptr, 'bf16'), bias);
+  }
+
+  /**
+   * A weight larger than the dequantize scratch (a vocabulary table, loadQuantizedWeightInto):
+   * the tensor-core GEMM over slices of at most QUANTIZED_GEMM_MAX_ROWS batch rows, each reading
+   * the whole weight again, rather than a bf16 copy of it. Only batches past the GEMM's rows get
+   * here: an LM head's many logits rows (large batches, prompt logprobs).
+   */
+  private slicedQuantizedGemm(input: CudaTensor, w: CudaQuantizedTensor, bias: CudaTensor | null): Tensor {
+    const out = this.stepTensor([input.rows, w.rows]);
+    for (let first = 0; first < input.rows; first += QUANTIZED_GEMM_MAX_ROWS) {
+      const rows = Math.min(QUANTIZED_GEMM_MAX_ROWS, input.rows - first);
+      launchQuantizedGemm(this.device, out.ptr + 2 * first * w.rows, input.ptr + 2 * first * input.cols, w, bias?.ptr ?? 0, rows, (bytes) => this.arena.alloc(bytes));
+    }
+    return out;
   }
 
   /** AQLM: the codebook-lookup GEMV for decode batches; larger ones dequantize to bf16 and take the 16-bit path. */

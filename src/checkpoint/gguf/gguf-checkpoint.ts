@@ -1,6 +1,6 @@
 import { invalidModel } from '../../errors.ts';
 import type { HostTensor, WeightDType } from '../../tensor/host-tensor.ts';
-import { selectQuantizedRows, type LinearWeight } from '../../tensor/quantized-weight.ts';
+import { selectQuantizedRows, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { DTYPE_BYTES, float32ToHostTensor, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { Checkpoint } from '../checkpoint.ts';
 import type { RawTensor } from '../safetensors.ts';
@@ -12,7 +12,8 @@ import type { GgufFile, GgufTensorInfo } from './gguf-file.ts';
 /**
  * A GGUF file's tensors under their Hugging Face names and shapes, as a Checkpoint: F32, F16 and
  * BF16 as stored, quantized types dequantized to bfloat16 as they are read, or for a linear
- * layer's weight (`readLinear`) Q8_0, Q4_0, Q4_1, Q4_K and Q6_K repacked into Keel's int8/int4 layouts
+ * layer's weight (`readLinear`) and the token embedding and LM head (`readVocabulary`) Q8_0, Q4_0,
+ * Q4_1, Q4_K and Q6_K repacked into Keel's int8/int4 layouts
  * (repack-blocks.ts; exact, where `read` rounds to bfloat16), an expert's slice of a
  * stacked tensor read alone, and what llama.cpp's converter changed undone: q/k rows put back into
  * Hugging Face's order, Gemma's norms without the 1 added, DeepSeek's kv_b_proj joined again.
@@ -52,13 +53,21 @@ export class GgufCheckpoint implements Checkpoint {
   }
 
   /** A linear layer's weight: repacked into Keel's quantized layout when its type has one, else as `read` gives it. */
-  readLinear(name: string): LinearWeight {
+  readLinear(name: string): QuantizedWeight | HostTensor {
     const source = this.source(name);
     const { tensor, shape, unpairHeads, offset, valueHalf } = source;
     if (!repackable(tensor.type) || offset !== 0 || valueHalf !== null) return this.read(name);
     const [rows, cols] = shape;
     const w = repackBlocks(tensor.type, this.storedBytes(name), rows, cols);
     return unpairHeads === null ? w : selectQuantizedRows(w, unpairedOrder(rows, unpairHeads, name, this.dir));
+  }
+
+  /**
+   * The token embedding or LM head, as a linear layer's weight is read: the LM head is a linear
+   * layer, and the embedding gather dequantizes the rows it looks up from the same layouts.
+   */
+  readVocabulary(name: string): QuantizedWeight | HostTensor {
+    return this.readLinear(name);
   }
 
   /**

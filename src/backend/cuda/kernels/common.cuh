@@ -119,6 +119,17 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Slot of key `pos` of a sequence: its block from the block table, then the offset inside it.
+// The table row of embedding row r: id = sampled[sources[r]] where sources[r] >= 0 (a token the
+// previous step sampled on the device), else tokens[r], less first_row (a vocab-parallel shard's
+// first id); -1 for an id outside the table's `vocab` rows (another shard's, or a row that had no
+// finite logit), which gives a zero row rather than a read out of bounds.
+__device__ __forceinline__ int embedding_row(int r, const int* tokens, const int* sources, const int* sampled, int first_row, int vocab) {
+  const int source = sources[r];
+  const int token = source >= 0 ? sampled[source] : tokens[r];
+  const int id = token < 0 ? -1 : token - first_row;
+  return id < 0 || id >= vocab ? -1 : id;
+}
+
 __device__ __forceinline__ long long kv_slot(const int* block_table, int pos, int block_size) {
   return (long long)block_table[pos / block_size] * block_size + pos % block_size;
 }

@@ -25,6 +25,8 @@
 // dequantize_kernel writes the bf16 weight in input column order (act-order permutation applied),
 // for prefill GEMMs through cuBLAS and for shapes the GEMV does not take. permute_columns_kernel
 // gathers an act-order layer's activations into its stored column order for the GEMV.
+// embed_quantized_tokens_kernel is the embedding lookup from a quantized table, decoding as
+// dequantize_kernel does only the rows it looks up.
 #include "common.cuh"
 
 // nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=1
@@ -238,6 +240,27 @@ extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, 
   }
 }
 
+// The value of stored column col of a row whose codes start at row_codes, g the index of its
+// (row, group) among scales, zeros and mins.
+__device__ __forceinline__ float stored_value(const unsigned char* row_codes, int col, long long g, const float* scales, const unsigned char* zeros,
+                                              const float* mins, const float* table) {
+#if FOUR_BIT
+  // Nibble slot of column col within its word: columns 0,2,4,6 in slots 0..3, 1,3,5,7 in 4..7.
+  const int slot = ((col & 1) << 2) | ((col & 7) >> 1);
+  const unsigned int code = (row_codes[(col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xfu;
+#else
+  const unsigned int code = row_codes[col];
+#endif
+#if FORMAT == 2
+  return fp8_code(code) * 256.f * scales[g];
+#elif TABLE_CODES
+  return table[code] * scales[g];
+#else
+  const float zero = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
+  return ((float)code - zero) * scales[g] - (mins != nullptr ? mins[g] : 0.f);
+#endif
+}
+
 // out [rows, cols] bf16 in input column order: out[r, perm[c]] = value of stored column c (perm
 // null: the identity), each run of perm_rows rows with its own cols of perm (stacked act-order
 // experts; perm_rows = rows: one permutation). Any cols and group_size; row_bytes is a row of
@@ -250,24 +273,28 @@ extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsig
   const long long total = (long long)rows * cols;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int row = (int)(i / cols), col = (int)(i - (long long)row * cols);
-    const long long g = (long long)row * groups + col / group_size;
-    const unsigned char* row_codes = codes + (long long)row * row_bytes;
-#if FOUR_BIT
-    // Nibble slot of column col within its word: columns 0,2,4,6 in slots 0..3, 1,3,5,7 in 4..7.
-    const int slot = ((col & 1) << 2) | ((col & 7) >> 1);
-    const unsigned int code = (row_codes[(col >> 3) * 4 + (slot >> 1)] >> ((slot & 1) * 4)) & 0xfu;
-#else
-    const unsigned int code = row_codes[col];
-#endif
-#if FORMAT == 2
-    const float value = fp8_code(code) * 256.f * scales[g];
-#elif TABLE_CODES
-    const float value = table[code] * scales[g];
-#else
-    const float zero = zeros != nullptr ? (float)zeros[g] : (FORMAT == 0 ? 8.f : 128.f);
-    const float value = ((float)code - zero) * scales[g] - (mins != nullptr ? mins[g] : 0.f);
-#endif
+    const float value = stored_value(codes + (long long)row * row_bytes, col, (long long)row * groups + col / group_size, scales, zeros, mins, table);
     out[(long long)row * cols + (perm != nullptr ? perm[(long long)(row / perm_rows) * cols + col] : col)] = f32_to_bf16(value);
+  }
+}
+
+// The embedding lookup from a quantized table (int4 or int8 in Keel's row layout, no act-order: a
+// GGUF file's token embedding): out[r, :] = row id of the table, dequantized, times scale, with id
+// chosen as embed_tokens_kernel (rows.cu) chooses it (embedding_row; -1 gives a zero row). One
+// block per token row, a thread per column in turn: it decodes only the rows it looks up.
+extern "C" __global__ void embed_quantized_tokens_kernel(bf16* __restrict__ out, const unsigned char* __restrict__ codes, const float* __restrict__ scales,
+                                                         const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
+                                                         const int* __restrict__ tokens, const int* __restrict__ sources, const int* __restrict__ sampled,
+                                                         int first_row, int vocab, int cols, int groups, int group_size, int row_bytes, float scale) {
+  __shared__ float table_shared[16];
+  const float* table = load_table(table_shared);
+  const int id = embedding_row(blockIdx.x, tokens, sources, sampled, first_row, vocab);
+  bf16* to = out + (long long)blockIdx.x * cols;
+  const unsigned char* row_codes = codes + (long long)(id < 0 ? 0 : id) * row_bytes;
+  for (int col = threadIdx.x; col < cols; col += blockDim.x) {
+    const float value = id < 0 ? 0.f : stored_value(row_codes, col, (long long)id * groups + col / group_size, scales, zeros, mins, table);
+    // Rounded to float32 before the scale, as the CPU twin's decoded row is.
+    to[col] = f32_to_bf16(__fmul_rn(value, scale));
   }
 }
 

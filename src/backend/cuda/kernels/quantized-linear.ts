@@ -1,6 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { EmbedTokensArgs } from './rows.ts';
 import { isAqlm, isFourBit, type QuantizedFormat } from '../../../tensor/quantized-weight.ts';
 
 /**
@@ -88,6 +89,19 @@ export function launchDequantize(device: CudaDevice, out: DevicePtr, w: CudaQuan
   const kernel = device.kernel('quantized-linear.cu', 'dequantize_kernel', 'ppppppiiiiii', { FORMAT: formatCode(w.format) });
   const blocks = Math.min(MAX_BLOCKS, Math.ceil((w.rows * w.cols) / THREADS));
   device.launch(kernel, [blocks], [THREADS], 0, [out, w.codes, w.scales, w.zeros, w.mins, w.perm, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes, permRows]);
+}
+
+/**
+ * The embedding lookup from a quantized table `w` (int4 or int8, row layout, no act-order): out
+ * [numRows, w.cols] bf16 = each token's row dequantized, times `scale`; tokens, sources, sampled
+ * and firstRow as launchEmbedTokens (rows.ts) takes them.
+ */
+export function launchEmbedQuantizedTokens(device: CudaDevice, a: Omit<EmbedTokensArgs, 'table' | 'vocab' | 'cols'>, w: CudaQuantizedTensor): void {
+  if (a.numRows === 0) return;
+  const kernel = device.kernel('quantized-linear.cu', 'embed_quantized_tokens_kernel', 'ppppppppiiiiiif', { FORMAT: formatCode(w.format) });
+  device.launch(kernel, [a.numRows], [Math.min(THREADS, Math.ceil(w.cols / 32) * 32)], 0, [
+    a.out, w.codes, w.scales, w.zeros, w.mins, a.tokens, a.sources, a.sampled, a.firstRow, w.rows, w.cols, w.groups, w.groupSize, w.rowBytes, a.scale,
+  ]);
 }
 
 /** out [rows, cols] = x[:, perm]. */

@@ -11,19 +11,16 @@ extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uin
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
-// The embedding lookup: out[r, :] = table[id - first_row, :] * scale with id = sampled[sources[r]]
-// where sources[r] >= 0 (a token the previous step sampled on the device), else tokens[r]. The table
-// holds the `vocab` rows from id first_row on (a vocab-parallel shard); an id outside them (another
-// shard's, or a row that had no finite logit) gives a zero row rather than a read out of bounds.
+// The embedding lookup: out[r, :] = table[id, :] * scale, id the table row of token row r
+// (embedding_row: the token id or the one sampled on the device, less the shard's first id; -1 gives
+// a zero row). Quantized tables: embed_quantized_tokens_kernel (quantized-linear.cu).
 extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const uint4* __restrict__ table,
                                                const int* __restrict__ tokens, const int* __restrict__ sources,
                                                const int* __restrict__ sampled, int first_row, int vocab, int chunks,
                                                float scale) {
-  const int source = sources[blockIdx.x];
-  const int token = source >= 0 ? sampled[source] : tokens[blockIdx.x];
-  const int id = token < 0 ? -1 : token - first_row;
+  const int id = embedding_row(blockIdx.x, tokens, sources, sampled, first_row, vocab);
   uint4* to = out + (long long)blockIdx.x * chunks;
-  if (id < 0 || id >= vocab) {
+  if (id < 0) {
     for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = make_uint4(0, 0, 0, 0);
     return;
   }
