@@ -25,8 +25,8 @@ export interface LookaheadStart {
  * is the one the completion's random stream gives the token at that depth, and its penalties,
  * minTokens mask and structured-output mask count the path. The draft model proposes draft i with
  * the draw after draft i - 1 on its own logits (its penalties reading drafts 0..i-1 on the device,
- * in the draft history, while the host has not read them); the target draws with the same draw on its row
- * after that draft, and accepts a child of it when it drew that child's token (see
+ * in the draft history, while the host has not read them); the target draws with the same draw
+ * on its row after that draft, and accepts a child of it when it drew that child's token (see
  * docs/speculative-decoding.md for why that keeps the target's distribution). Draws at one depth
  * share their seed, so the branch kept is the one plain decoding takes. The completion's stream
  * is not consumed: once the step's accepted tokens are known, it continues from `rngAfter`. A
