@@ -75,12 +75,12 @@ const targetRows = await logitRows(targetDir, sequences);
 const draftRows = await logitRows(draftDir, sequences);
 console.log(`${targetRows.length} positions of ${PROMPTS.length} sampled continuations; target ${targetDir}, draft ${draftDir}`);
 for (const fields of SETTINGS) {
-  const draw = drawFor(resolveSamplingParams({ ...fields, maxTokens: 1 }, {}), { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 1, pendingDraw: -1, eosTokenIds: [], allowedTokens: null });
+  const draw = drawFor(resolveSamplingParams({ ...fields, maxTokens: 1 }, {}), { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 1, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null });
   let rejection = 0;
   let coupling = 0;
   targetRows.forEach((row, i) => {
-    const p = drawDistribution(row, draw, -1);
-    const q = drawDistribution(draftRows[i], draw, -1);
+    const p = drawDistribution(row, draw, []);
+    const q = drawDistribution(draftRows[i], draw, []);
     for (let t = 0; t < p.length; t++) rejection += Math.min(p[t], q[t]);
     coupling += couplingAgreement(p, q);
   });

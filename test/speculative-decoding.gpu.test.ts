@@ -60,15 +60,25 @@ test("CUDA: keel-tiny-draft's proposal passes chain on the device and replay the
   assert.ok(chained > 0, 'proposal passes chained on the device replayed graphs');
 });
 
-test('CUDA: keel-tiny-draft with penalized requests (the host reads each proposal pass) decodes as plain decoding does', async () => {
+test("CUDA: keel-tiny-draft with penalized requests chains its passes on the device (the drafts' penalties read from the draft history) and decodes as plain decoding does", async () => {
+  const original = CudaBackend.prototype.replayForward;
+  let chained = 0;
+  CudaBackend.prototype.replayForward = function <R>(this: CudaBackend, step: Parameters<CudaBackend['replayForward']>[0], owner: object, forward: () => R): R {
+    if (step.batch.tokenSources.some((source) => source >= 0)) chained++;
+    return original.call(this, step, owner, forward) as R;
+  };
   const llm = await LLM.load({ ...BASE, speculative: { model: join(MODELS_DIR, 'keel-tiny-draft'), numSpeculativeTokens: 4 } });
   try {
-    const params = { ...GREEDY, repetitionPenalty: 1.2 };
-    const want = await plain.generate(PROMPTS, params);
-    assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]));
+    for (const penalties of [{ repetitionPenalty: 1.2 }, { frequencyPenalty: 0.8, presencePenalty: 0.3 }]) {
+      const params = { ...GREEDY, ...penalties };
+      const want = await plain.generate(PROMPTS, params);
+      assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]));
+    }
   } finally {
+    CudaBackend.prototype.replayForward = original;
     await llm.close();
   }
+  assert.ok(chained > 0, 'proposal passes of penalized requests chained on the device');
 });
 
 test('CUDA: keel-tiny with keel-tiny-draft and CUDA graphs off', async () => {

@@ -13,7 +13,9 @@ import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { DEFAULT_MODEL_DIR, loadEngine } from '../src/engine/load-engine.ts';
+import { LookaheadDraws } from '../src/engine/lookahead-draws.ts';
 import { isFinished } from '../src/engine/request.ts';
+import { Sequence } from '../src/engine/sequence.ts';
 import { forkStream } from '../src/sampling/rng.ts';
 import { resolveSamplingParams } from '../src/sampling/validate.ts';
 import { hostWaitsPerStep } from './helpers/host-waits.ts';
@@ -163,20 +165,70 @@ test('the draft model changes nothing when speculation turns off for large batch
   await llm.close();
 });
 
-test("the draft model's passes chain on the device: a step waits for the host once for its drafts (each pass when penalties read them)", async () => {
+test("the draft model's passes chain on the device: a step waits for the host once for its drafts, penalized requests too", async () => {
   const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4]];
   const run = (params: Partial<SamplingParams>) => hostWaitsPerStep({ speculative: DRAFT }, prompts.map((prompt) => ({ prompt, params: { maxTokens: 16, ignoreEos: true, ...params } })));
-  for (const [params, drafting] of [[{ temperature: 0 }, 'once'], [{ temperature: 0.8, seed: 3, topK: 20 }, 'once'], [{ temperature: 0, repetitionPenalty: 1.3 }, 'per pass']] as const) {
+  const settings: Partial<SamplingParams>[] = [
+    { temperature: 0 },
+    { temperature: 0.8, seed: 3, topK: 20 },
+    { temperature: 0, repetitionPenalty: 1.3 },
+    { temperature: 0.8, seed: 4, frequencyPenalty: 0.9, presencePenalty: 0.4 },
+  ];
+  for (const params of settings) {
     const steps = await run(params);
     const speculative = steps.filter((s) => s.passes > 1);
     assert.ok(speculative.length > 0, `${JSON.stringify(params)}: steps drafted`);
     for (const { passes, waits, deviceTokens } of speculative) {
-      // The proposal passes, then the target's: one wait for the drafts and one for the verification, or one per pass.
-      assert.equal(waits, drafting === 'once' ? 2 : passes, `${JSON.stringify(params)}: ${passes} passes, ${waits} waits`);
-      // Every pass but the first reads each sequence's token on the device, unless the host read it.
-      if (passes > 2) assert.equal(deviceTokens > 0, drafting === 'once', `${JSON.stringify(params)}: ${deviceTokens} tokens read on the device`);
+      // The proposal passes, then the target's: one wait for the drafts and one for the verification.
+      assert.equal(waits, 2, `${JSON.stringify(params)}: ${passes} passes, ${waits} waits`);
+      // Every pass but the first reads each sequence's token on the device.
+      if (passes > 2) assert.ok(deviceTokens > 0, `${JSON.stringify(params)}: ${deviceTokens} tokens read on the device`);
     }
   }
+});
+
+test("penalized requests' drafts, counted in the draft history on the device, are those the host proposes reading each pass, and so is their acceptance", async () => {
+  const requests: Partial<SamplingParams>[] = [
+    { temperature: 0, maxTokens: 40, ignoreEos: true, repetitionPenalty: 1.5, frequencyPenalty: 0.7 },
+    { temperature: 0, maxTokens: 30, ignoreEos: true, presencePenalty: 1.5 },
+    { temperature: 0.9, seed: 8, maxTokens: 26, presencePenalty: 1.2, topP: 0.8 },
+    { temperature: 0, maxTokens: 30, ignoreEos: true },
+  ];
+  const run = async () => {
+    // Each sequence by the order it first drafted in (ids count on across engines): both runs schedule alike.
+    const drafts: string[] = [];
+    const order = new Map<unknown, number>();
+    const setDraftToken = Sequence.prototype.setDraftToken;
+    Sequence.prototype.setDraftToken = function (this: Sequence, index: number, tokenId: number) {
+      if (!order.has(this.id)) order.set(this.id, order.size);
+      drafts.push(`${order.get(this.id)}:${index}:${tokenId}`);
+      setDraftToken.call(this, index, tokenId);
+    };
+    const llm = await LLM.load({ ...BASE, speculative: DRAFT });
+    try {
+      const outputs = await Promise.all(requests.map((params, i) => llm.generate([PROMPTS[i]], params).then(([o]) => o)));
+      return { drafts, outputs: completions(outputs), speculation: llm.stats().speculation };
+    } finally {
+      Sequence.prototype.setDraftToken = setDraftToken;
+      await llm.close();
+    }
+  };
+  const onDevice = await run();
+  // The host path: each pass read before the next asks its draws, the drafts before a draw among its penalty tokens.
+  const readsPathOnHost = Object.getOwnPropertyDescriptor(LookaheadDraws.prototype, 'readsPathOnHost')!;
+  Object.defineProperty(LookaheadDraws.prototype, 'readsPathOnHost', { get: () => true, configurable: true });
+  let onHost: Awaited<ReturnType<typeof run>>;
+  try {
+    onHost = await run();
+  } finally {
+    Object.defineProperty(LookaheadDraws.prototype, 'readsPathOnHost', readsPathOnHost);
+  }
+  assert.ok(onDevice.drafts.length > 0);
+  assert.deepEqual(onDevice.drafts, onHost.drafts, 'the same drafts, step by step');
+  assert.deepEqual(onDevice.speculation, onHost.speculation, 'the same acceptance');
+  assert.deepEqual(onDevice.outputs, onHost.outputs);
+  const expected = await Promise.all(requests.map((params, i) => plain.generate([PROMPTS[i]], params).then(([o]) => o)));
+  assert.deepEqual(onDevice.outputs, completions(expected), 'plain decoding\'s output');
 });
 
 test('a synthetic acceptance keeps exactly N drafts of every verification, the draft tokens themselves, and frees every block', async () => {

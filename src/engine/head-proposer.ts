@@ -7,17 +7,11 @@ import { describeBatch, type SequenceChunk } from '../step/batch.ts';
 import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { GraphBatches } from './graph-batch.ts';
 import type { Sequence } from './sequence.ts';
+import { expandDepth, type Candidate, type DraftNode } from './tree-expansion.ts';
 
 /** The head's cache: its layer's K/V, then the feature rows it drafts from. */
 const HEAD_LAYER = 0;
 const FEATURES = 1;
-
-/** A drafted node: its token (the target's id), its parent (-1: the last sampled token) and its path's log-probability under the head. */
-interface DraftNode {
-  token: number;
-  parent: number;
-  logprob: number;
-}
 
 /** A sequence being drafted for: the index of its last sampled token, the drafts reserved for it, and the nodes so far. */
 interface Drafting {
@@ -44,8 +38,8 @@ interface Drafting {
  * tree (width > 1) as a token tree over everything drafted so far (recomputed, so that each node
  * sees its ancestors alone), each node at cache index root + its index, keeping the `width`
  * children of best path probability per depth (EAGLE-2's expansion, ranked on the host after each
- * depth). Drafts' outputs go to the feature rows of the slots after the root, which the step's
- * forward then overwrites with the target's own.
+ * depth; `expandDepth` defines the ranking). Drafts' outputs go to the feature rows of the slots
+ * after the root, which the step's forward then overwrites with the target's own.
  *
  * A head entry depends on the token after its position: the entry of a sequence's last computed
  * token is written again once the next is known, so the KV manager makes that token's block
@@ -116,7 +110,7 @@ export class HeadProposer {
     }
     const logits = this.catchUp(b, drafting);
     const candidates = this.candidates(b, logits, drafting.length);
-    drafting.forEach((d, i) => this.keep(d, candidates[i].map((c) => ({ ...c, parent: -1 }))));
+    drafting.forEach((d, i) => this.keep(d, [-1], [candidates[i]]));
     for (let active = drafting.filter((d) => d.nodes.length < d.size); active.length > 0; active = active.filter((d) => d.nodes.length < d.size)) {
       this.expand(b, active);
     }
@@ -216,10 +210,7 @@ export class HeadProposer {
     b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting.flatMap(({ seq, root, frontier }) => frontier.map((node) => this.slot(seq, root + 1 + node)))));
     const candidates = this.candidates(b, logits, rows.length);
     let row = 0;
-    for (const d of drafting) {
-      const children = d.frontier.flatMap((node) => candidates[row++].map((c) => ({ token: c.token, parent: node, logprob: d.nodes[node].logprob + c.logprob })));
-      this.keep(d, children);
-    }
+    for (const d of drafting) this.keep(d, d.frontier, candidates.slice(row, (row += d.frontier.length)));
   }
 
   /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows`. */
@@ -229,7 +220,7 @@ export class HeadProposer {
   }
 
   /** The `width` most likely tokens of each logits row, as target ids with their log-probabilities. */
-  private candidates(b: Backend, logits: Tensor, numRows: number): { token: number; logprob: number }[][] {
+  private candidates(b: Backend, logits: Tensor, numRows: number): Candidate[][] {
     const { topIds, topLogprobs, topWidth } = b.sampleRows(logits, Array.from({ length: numRows }, (_, row) => scoreDraw(row, 0, this.width))).read();
     const map = this.head.draftToTarget;
     return Array.from({ length: numRows }, (_, row) =>
@@ -241,9 +232,12 @@ export class HeadProposer {
     );
   }
 
-  /** Appends the `width` best of `children` (by path probability) as the next depth, within the sequence's reserved drafts. */
-  private keep(d: Drafting, children: DraftNode[]): void {
-    const kept = [...children].sort((x, y) => y.logprob - x.logprob).slice(0, Math.min(this.width, d.size - d.nodes.length));
+  /**
+   * Appends the `width` best children of `frontier` (by path probability: `expandDepth`) as the
+   * next depth, within the sequence's reserved drafts.
+   */
+  private keep(d: Drafting, frontier: number[], candidates: Candidate[][]): void {
+    const kept = expandDepth(d.nodes, frontier, candidates, Math.min(this.width, d.size - d.nodes.length));
     d.frontier = kept.map((_, i) => d.nodes.length + i);
     d.nodes.push(...kept);
   }

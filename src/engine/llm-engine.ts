@@ -435,8 +435,8 @@ export class LLMEngine {
         drawers.set(s, completions);
         return completions.map((c) => this.drawFor(request, c, seq, site));
       },
-      draftDraw: (s, index, row) => verification(s).lookahead.draw(index - 1, row),
-      draftDrawReadsDrafts: (s) => verification(s).lookahead.readsPath,
+      draftDraw: (s, index, row, historyRow) => verification(s).lookahead.draw(index - 1, row, historyRow),
+      draftDrawReadsDrafts: (s) => verification(s).lookahead.readsPathOnHost,
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     });
     return { output, result, drawers, verifications };
@@ -481,6 +481,7 @@ export class LLMEngine {
     return drawFor(request.params, {
       row: site.row,
       pendingDraw: site.pendingDraw,
+      draftHistory: null,
       rng: c.rng,
       penaltyTokens: c.penaltyTokens,
       // The sequence's count includes a token still pending on the device; the completion's does not yet.

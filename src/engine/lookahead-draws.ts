@@ -1,4 +1,4 @@
-import { drawFor, maskWords, type Draw } from '../sampling/draw.ts';
+import { DRAFT_HISTORY_COLUMNS, drawFor, maskWords, type Draw } from '../sampling/draw.ts';
 import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { Rng } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
@@ -24,8 +24,9 @@ export interface LookaheadStart {
  * exactly the draw plain decoding would make for that token had the path been sampled: its seed
  * is the one the completion's random stream gives the token at that depth, and its penalties,
  * minTokens mask and structured-output mask count the path. The draft model proposes draft i with
- * the draw after draft i - 1 on its own logits; the target draws with the same draw on its row
- * after that draft, and accepts a child of it when it drew that child's token (see
+ * the draw after draft i - 1 on its own logits (its penalties reading drafts 0..i-1 on the device,
+ * in the draft history, while the host has not read them); the target draws with the same draw
+ * on its row after that draft, and accepts a child of it when it drew that child's token (see
  * docs/speculative-decoding.md for why that keeps the target's distribution). Draws at one depth
  * share their seed, so the branch kept is the one plain decoding takes. The completion's stream
  * is not consumed: once the step's accepted tokens are known, it continues from `rngAfter`. A
@@ -48,29 +49,37 @@ export class LookaheadDraws {
   }
 
   /**
-   * Whether a draw depends on the tokens of the drafts on its path (penalties count them, a
-   * grammar's mask follows them), not only on its depth: then they must be known before it is
-   * asked. Otherwise a drafting pass can draw draft i while the drafts before it are still on the
-   * device.
+   * Whether a draw reads the tokens of the drafts on its path on the host, so that they must be
+   * known there before it is asked: a grammar's mask follows them, and so do penalties past what
+   * the draft history holds (DRAFT_HISTORY_COLUMNS drafts). Otherwise a drafting pass can draw
+   * draft i while the drafts before it are still on the device: penalties count them in the draft
+   * history (`draw`'s `draftHistoryRow`), and nothing else reads them.
    */
-  get readsPath(): boolean {
-    return this.start.penaltyTokens !== null || this.start.constraint !== null;
+  get readsPathOnHost(): boolean {
+    return this.start.constraint !== null || (this.start.penaltyTokens !== null && this.seq.numDraftTokens > DRAFT_HISTORY_COLUMNS);
   }
 
   /**
    * The draw of the token after draft `after` (-1: after the last sampled token) reading logits
-   * row `row`; the drafts on its path must be known when the draw reads them (`readsPath`).
+   * row `row`. With `draftHistoryRow` -1 the drafts on its path must be known when the draw reads
+   * them (`readsPathOnHost`, or penalties). Otherwise its path is a chain (drafts 0..after) that the
+   * passes before drew in that row of the draft history (a draft model's proposal passes): its
+   * penalties count them there, and it writes its own token after them.
    */
-  draw(after: number, row: number): Draw {
+  draw(after: number, row: number, draftHistoryRow = -1): Draw {
+    const onDevice = draftHistoryRow >= 0;
     const path: number[] = [];
     for (let v = after; v >= 0; v = this.seq.draftParent(v)) {
       const draft = this.seq.draftTokenId(v);
-      if (draft === UNPROPOSED_DRAFT && this.readsPath) throw new Error(`sequence ${this.seq.id}: a draw follows draft ${v}, which is not proposed yet`);
+      if (draft === UNPROPOSED_DRAFT && (this.readsPathOnHost || (!onDevice && this.start.penaltyTokens !== null))) {
+        throw new Error(`sequence ${this.seq.id}: a draw follows draft ${v}, which is not proposed yet`);
+      }
       path.unshift(draft);
     }
     const depth = path.length;
+    if (onDevice && depth !== after + 1) throw new Error(`sequence ${this.seq.id}: draft ${after} is not on a chain, so no draft history row holds its path`);
     const penaltyTokens = this.start.penaltyTokens?.clone() ?? null;
-    for (const token of path) penaltyTokens?.add(token);
+    if (!onDevice) for (const token of path) penaltyTokens?.add(token);
     const rng = this.rngBefore(depth).clone();
     const draw = drawFor(this.start.params, {
       row,
@@ -78,6 +87,7 @@ export class LookaheadDraws {
       penaltyTokens,
       numOutputTokens: this.numOutputTokens + depth,
       pendingDraw: -1,
+      draftHistory: onDevice ? { row: draftHistoryRow, length: depth } : null,
       eosTokenIds: this.start.eosTokenIds,
       allowedTokens: this.allowedAfter(path),
     });
@@ -95,7 +105,7 @@ export class LookaheadDraws {
   private rngBefore(depth: number): Rng {
     while (this.rngs.length <= depth) {
       const rng = this.rngs[this.rngs.length - 1].clone();
-      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, eosTokenIds: [], allowedTokens: null });
+      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null });
       this.rngs.push(rng);
     }
     return this.rngs[depth];

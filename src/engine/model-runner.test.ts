@@ -38,7 +38,7 @@ function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
 }
 
 function greedyDraw(site: DrawSite): Draw {
-  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, eosTokenIds: [], allowedTokens: null };
+  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null };
   return drawFor({ ...DEFAULT_SAMPLING_PARAMS, temperature: 0 }, { ...context, ...site });
 }
 

@@ -83,14 +83,17 @@ export interface StepDraws {
   drawsFor(s: number, site: DrawSite): Draw[];
   /**
    * The draw that gives scheduled sequence `s`'s draft `index` from the draft model's logits row
-   * `row` (the same draw verifies it on the target's logits): asked in index order, once the
-   * drafts before it are proposed.
+   * `row` (the same draw verifies it on the target's logits): asked in index order. With
+   * `historyRow` >= 0 the drafts before it lie in that row of the draft history, where the passes
+   * before drew them (Draw.draftHistoryRow), and may still be unknown to the host; with -1 they
+   * are proposed (read) before it is asked.
    */
-  draftDraw(s: number, index: number, row: number): Draw;
+  draftDraw(s: number, index: number, row: number, historyRow: number): Draw;
   /**
-   * Whether scheduled sequence `s`'s draft draws read the drafts before them (penalties, a
-   * grammar): the host must then read each drafting pass before the next asks its draw. Otherwise
-   * a draft's draw is asked while the drafts before it are still on the device.
+   * Whether scheduled sequence `s`'s draft draws read the drafts before them on the host (a
+   * grammar's mask): the host must then read each drafting pass before the next asks its draw.
+   * Otherwise a draft's draw is asked while the drafts before it are still on the device (its
+   * penalties count them in the draft history).
    */
   draftDrawReadsDrafts(s: number): boolean;
   /**
@@ -295,9 +298,10 @@ export class ModelRunner {
    * token before it through the draft model (writing its K/V where the step will write them
    * again) and draws draft i from the logits. The passes chain on the device: pass i reads draft
    * i - 1 where pass i - 1 sampled it (`SequenceChunk.lastTokenSource`), and the host reads the
-   * drafts once, after the last pass (as many passes at a time as stay readable). Only a
-   * sequence whose draws read the drafts before them (`StepDraws.draftDrawReadsDrafts`) makes
-   * the host read each pass before the next. Single-token passes that fit a recorded batch size
+   * drafts once, after the last pass (as many passes at a time as stay readable). A draw's
+   * penalties count the drafts before it in the draft history, row: the sequence's index among
+   * those proposing. Only a sequence whose draws read the drafts before them on the host
+   * (`StepDraws.draftDrawReadsDrafts`: a grammar) makes the host read each pass before the next. Single-token passes that fit a recorded batch size
    * replay the draft model's decode graphs. The passes sample on the backend, which moves the
    * draws that pending tokens are read from: no scheduled sequence may have one.
    */
@@ -307,6 +311,7 @@ export class ModelRunner {
     this.unproposed(output);
     const rotaryRow = draft.model.rotaryRow?.bind(draft.model);
     const readsDrafts = proposing.some((s) => draws.draftDrawReadsDrafts(s));
+    const historyRows = new Map(proposing.map((s, i) => [s, i]));
     // Passes the host has not read yet: their drafts are still on the device.
     let unread: { sampled: SampledTokens; active: number[]; index: number }[] = [];
     const readPasses = () => {
@@ -339,7 +344,7 @@ export class ModelRunner {
       const forward = (): Tensor => draft.model.forward(this.backend, step, draft.cache);
       // The draft model's plain decode steps record the same graphs: a proposal pass is one.
       const logits = graphBatch === null ? forward() : this.backend.replayForward(step, draft, forward);
-      const sampled = this.backend.sampleRows(logits, active.map((s, row) => draws.draftDraw(s, index, row)));
+      const sampled = this.backend.sampleRows(logits, active.map((s, row) => draws.draftDraw(s, index, row, readsDrafts ? -1 : historyRows.get(s)!)));
       unread.push({ sampled, active, index });
       rows = new Map(active.map((s, row) => [s, row]));
     }

@@ -1,4 +1,4 @@
-import { checkDraws, drawEntries, isAllowed, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
+import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, drawEntries, isAllowed, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logSumExp, topTokenIds } from './logprobs.ts';
 
@@ -12,14 +12,15 @@ export interface DrawOutcome {
 
 /**
  * The CPU twin of the GPU's sampling pass (kernels/sample-rows.cu), step for step in float32:
- * `raw` is the row's logits, untouched; `pendingToken` the token of `draw.pendingDraw` (-1: none).
- * A draw with a scored token reports that token instead of drawing.
+ * `raw` is the row's logits, untouched; `outputTokens` the output tokens the host has not listed
+ * in the draw's entries (its pending token and the drafts before it in the draft history), which
+ * the penalties count as well. A draw with a scored token reports that token instead of drawing.
  * Truncation is a threshold on the scaled logits: min-p's, the k-th largest, then the smallest
  * value whose tokens at or above it hold topP of the mass left; Gumbel-max draws among the rest,
  * which is a draw from their renormalized softmax.
  */
-export function sampleDraw(raw: Float32Array, draw: Draw, pendingToken: number): DrawOutcome {
-  const values = penalizedRow(raw, draw, pendingToken);
+export function sampleDraw(raw: Float32Array, draw: Draw, outputTokens: readonly number[]): DrawOutcome {
+  const values = penalizedRow(raw, draw, outputTokens);
   const drawn = () => (draw.temperature === 0 ? argmax(values, () => true, (c) => values[c]) : randomDraw(values, draw));
   const tokenId = draw.scoredToken >= 0 ? draw.scoredToken : drawn();
   const normalizer = logSumExp(raw);
@@ -32,17 +33,18 @@ export function sampleDraw(raw: Float32Array, draw: Draw, pendingToken: number):
   };
 }
 
-function penalizedRow(raw: Float32Array, draw: Draw, pendingToken: number): Float32Array {
+function penalizedRow(raw: Float32Array, draw: Draw, outputTokens: readonly number[]): Float32Array {
   const values = raw.slice();
+  // How often each unlisted output token occurs: each occurrence is one more output count.
+  const extra = new Map<number, number>();
+  for (const id of outputTokens) extra.set(id, (extra.get(id) ?? 0) + 1);
   const entries = drawEntries(draw);
-  let pendingListed = false;
   for (let e = 0; e < entries.length; e += 2) {
     const [id, count] = [entries[e], entries[e + 1]];
-    const isPending = id === pendingToken;
-    pendingListed ||= isPending;
-    values[id] = penalizedLogit(raw[id], isPending && count >= 0 ? count + 1 : count, draw);
+    values[id] = penalizedLogit(raw[id], count >= 0 ? count + (extra.get(id) ?? 0) : count, draw);
+    extra.delete(id);
   }
-  if (pendingToken >= 0 && !pendingListed) values[pendingToken] = penalizedLogit(raw[pendingToken], 1, draw);
+  for (const [id, count] of extra) values[id] = penalizedLogit(raw[id], count, draw);
   if (draw.allowedTokens !== null) for (let c = 0; c < values.length; c++) if (!isAllowed(draw.allowedTokens, c)) values[c] = -Infinity;
   return values;
 }
@@ -74,8 +76,8 @@ function truncatedScaled(values: Float32Array, draw: Draw): Float32Array {
  * argmax for a greedy draw, else the softmax of what the Gumbel-max draw chooses among. Statistical
  * tests of sampling compare drawn frequencies with it.
  */
-export function drawDistribution(raw: Float32Array, draw: Draw, pendingToken: number): Float64Array {
-  const values = penalizedRow(raw, draw, pendingToken);
+export function drawDistribution(raw: Float32Array, draw: Draw, outputTokens: readonly number[]): Float64Array {
+  const values = penalizedRow(raw, draw, outputTokens);
   const probabilities = new Float64Array(raw.length);
   if (draw.temperature === 0) {
     const best = argmax(values, () => true, (c) => values[c]);
@@ -131,9 +133,11 @@ function argmax(values: Float32Array, eligible: (c: number) => boolean, key: (c:
 
 /**
  * Every draw of a sampling pass over logits [rows, cols]; `previousIds` are the previous pass's
- * ids, where pending tokens are read.
+ * ids, where pending tokens are read, and `draftHistory` the draft history, DRAFT_HISTORY_COLUMNS
+ * ids a row (at least draftHistoryRows(draws) rows), where the drafts before a draw are read and
+ * its token written (Draw.draftHistoryRow).
  */
-export function sampleDraws(logits: Float32Array, rows: number, cols: number, draws: readonly Draw[], previousIds: Int32Array): DrawResults {
+export function sampleDraws(logits: Float32Array, rows: number, cols: number, draws: readonly Draw[], previousIds: Int32Array, draftHistory: Int32Array): DrawResults {
   const topWidth = Math.max(0, ...draws.map((d) => d.topLogprobs));
   const results: DrawResults = {
     tokenIds: new Int32Array(draws.length),
@@ -143,13 +147,20 @@ export function sampleDraws(logits: Float32Array, rows: number, cols: number, dr
     topWidth,
   };
   checkDraws(draws, rows, cols, previousIds.length);
+  if (draftHistory.length < DRAFT_HISTORY_COLUMNS * draftHistoryRows(draws)) throw new RangeError(`sampleDraws: the draft history has ${draftHistory.length / DRAFT_HISTORY_COLUMNS} rows, fewer than the draws name`);
+  const history = (draw: Draw) => draftHistory.subarray(draw.draftHistoryRow * DRAFT_HISTORY_COLUMNS, draw.draftHistoryRow * DRAFT_HISTORY_COLUMNS + draw.draftHistoryLength);
   draws.forEach((draw, d) => {
-    const pending = draw.pendingDraw >= 0 ? previousIds[draw.pendingDraw] : -1;
-    const outcome = sampleDraw(logits.subarray(draw.row * cols, (draw.row + 1) * cols), draw, pending < cols ? pending : -1);
+    const outputTokens = [...(draw.pendingDraw >= 0 ? [previousIds[draw.pendingDraw]] : []), ...(draw.draftHistoryRow >= 0 ? history(draw) : [])];
+    // An id past the columns (or -1, nothing drawn) is no token of this row: it counts for nothing.
+    const outcome = sampleDraw(logits.subarray(draw.row * cols, (draw.row + 1) * cols), draw, outputTokens.filter((id) => id >= 0 && id < cols));
     results.tokenIds[d] = outcome.tokenId;
     results.logprobs[d] = outcome.logprob;
     results.topIds.set(outcome.topIds, d * topWidth);
     results.topLogprobs.set(outcome.topLogprobs, d * topWidth);
+  });
+  // Written once every draw has read: a pass's draws name distinct rows, and each reads only its own.
+  draws.forEach((draw, d) => {
+    if (draw.draftHistoryRow >= 0) draftHistory[draw.draftHistoryRow * DRAFT_HISTORY_COLUMNS + draw.draftHistoryLength] = results.tokenIds[d];
   });
   return results;
 }

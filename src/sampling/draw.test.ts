@@ -20,7 +20,7 @@ function penaltyTokens(withPrompt: boolean): PenaltyTokens {
 }
 
 function context(fields: Partial<DrawContext> = {}): DrawContext {
-  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, eosTokenIds: [2], allowedTokens: null, ...fields };
+  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, draftHistory: null, eosTokenIds: [2], allowedTokens: null, ...fields };
 }
 const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
 

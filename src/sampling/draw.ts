@@ -7,6 +7,12 @@ import type { SamplingParams } from './sampling-params.ts';
 /** The most top tokens one draw returns on every backend (sample-rows.cu's MAX_TOP). */
 export const MAX_TOP_LOGPROBS = 32;
 
+/**
+ * Columns of a row of the draft history (Draw.draftHistoryRow): the most drafts one sequence
+ * chains on the device in a step while its penalties count them.
+ */
+export const DRAFT_HISTORY_COLUMNS = 64;
+
 /** Temperatures below this sample greedily, as in vLLM: dividing by them only overflows. */
 export const GREEDY_TEMPERATURE = 1e-5;
 
@@ -51,6 +57,17 @@ export interface Draw {
    * yet (its draw index there), or -1. The penalties count it as one more output token.
    */
   pendingDraw: number;
+  /**
+   * The row of the backend's draft history holding the drafts drawn before this one in this step
+   * (a draft model's proposal passes, chained on the device), or -1. The penalties count the row's
+   * first `draftHistoryLength` ids as output tokens, as they count the pending token, and the drawn
+   * token is written after them (column draftHistoryLength), where the next pass's draw reads it:
+   * the host need not have read the drafts before a draw whose penalties count them. Draws of one
+   * pass name distinct rows.
+   */
+  draftHistoryRow: number;
+  /** How many drafts of `draftHistoryRow` come before this draw (0 to DRAFT_HISTORY_COLUMNS - 1). */
+  draftHistoryLength: number;
   /** How many of the most likely tokens' raw logprobs to return (0 to MAX_TOP_LOGPROBS; the API allows 20). */
   topLogprobs: number;
   /**
@@ -82,6 +99,8 @@ export interface DrawContext {
   /** Output tokens so far, the pending one included. */
   numOutputTokens: number;
   pendingDraw: number;
+  /** Where the drafts before this draw lie on the device (Draw.draftHistoryRow), or null: the host knows them all. */
+  draftHistory: { row: number; length: number } | null;
   eosTokenIds: readonly number[];
   /** See Draw.allowedTokens. */
   allowedTokens: Int32Array | null;
@@ -109,6 +128,9 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     maskedTokenIds: masked.length === 0 ? NO_TOKENS : Int32Array.from(new Set(masked)),
     allowedTokens: context.allowedTokens,
     pendingDraw: penalized ? context.pendingDraw : -1,
+    // Only penalties read the drafts before a draw: an unpenalized draw's history would go unread.
+    draftHistoryRow: penalized ? (context.draftHistory?.row ?? -1) : -1,
+    draftHistoryLength: penalized ? (context.draftHistory?.length ?? 0) : 0,
     topLogprobs: params.logprobs ?? 0,
     scoredToken: -1,
   };
@@ -139,6 +161,8 @@ export function scoreDraw(row: number, token: number, topLogprobs: number): Draw
     maskedTokenIds: NO_TOKENS,
     allowedTokens: null,
     pendingDraw: -1,
+    draftHistoryRow: -1,
+    draftHistoryLength: 0,
     topLogprobs,
     scoredToken: token,
   };
@@ -150,16 +174,29 @@ export function scoreDraw(row: number, token: number, topLogprobs: number): Draw
  */
 export function checkDraws(draws: readonly Draw[], rows: number, cols: number, previousDraws: number): void {
   const outside = (id: number) => !(id >= 0 && id < cols);
+  const historyRows = new Map<number, number>();
   draws.forEach((draw, d) => {
     if (!(draw.row >= 0 && draw.row < rows)) throw new RangeError(`sampleRows: draw ${d} reads row ${draw.row}, outside [0, ${rows})`);
     if (draw.allowedTokens !== null && draw.allowedTokens.length !== maskWords(cols)) {
       throw new RangeError(`sampleRows: draw ${d}'s allowed-token mask has ${draw.allowedTokens.length} words, not the ${maskWords(cols)} of ${cols} columns`);
     }
     if (draw.pendingDraw >= previousDraws) throw new RangeError(`sampleRows: draw ${d}'s pending token ${draw.pendingDraw} is outside the ${previousDraws} previous draws`);
+    if (draw.draftHistoryRow >= 0) {
+      if (!(draw.draftHistoryLength >= 0 && draw.draftHistoryLength < DRAFT_HISTORY_COLUMNS)) {
+        throw new RangeError(`sampleRows: draw ${d} follows ${draw.draftHistoryLength} drafts in the draft history, which holds ${DRAFT_HISTORY_COLUMNS} per row`);
+      }
+      if (historyRows.has(draw.draftHistoryRow)) throw new RangeError(`sampleRows: draws ${historyRows.get(draw.draftHistoryRow)} and ${d} both write draft history row ${draw.draftHistoryRow}`);
+      historyRows.set(draw.draftHistoryRow, d);
+    }
     let bad = draw.scoredToken >= 0 && outside(draw.scoredToken) ? draw.scoredToken : draw.maskedTokenIds.find(outside);
     for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
     if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
   });
+}
+
+/** How many rows the draft history needs for `draws`: one past the last row they name. */
+export function draftHistoryRows(draws: readonly Draw[]): number {
+  return draws.reduce((n, draw) => Math.max(n, draw.draftHistoryRow + 1), 0);
 }
 
 /** Words of a token bitmask over `cols` tokens (Draw.allowedTokens). */

@@ -18,6 +18,8 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
     maskedTokenIds: NONE,
     allowedTokens: null,
     pendingDraw: -1,
+    draftHistoryRow: -1,
+    draftHistoryLength: 0,
     topLogprobs: 0,
     scoredToken: -1,
     ...fields,

@@ -33,7 +33,7 @@ import { sparse24Matmul } from './ops/sparse24-matmul.ts';
 import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
-import type { Draw } from '../../sampling/draw.ts';
+import { DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw } from '../../sampling/draw.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
 import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { writeKeySummaries } from './ops/key-summaries.ts';
@@ -65,6 +65,8 @@ export class CpuBackend implements Backend {
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
+  /** The draft history (Draw.draftHistoryRow): DRAFT_HISTORY_COLUMNS ids a row, grown to the rows draws name. */
+  private draftHistory: Int32Array = new Int32Array(0);
   /** The groups of a parallel run (ranks in worker threads sharing memory); null on one device. */
   private readonly groups: CollectiveGroups<Float32Array> | null;
 
@@ -580,7 +582,13 @@ export class CpuBackend implements Backend {
 
   sampleRows(x: Tensor, draws: readonly Draw[]): SampledTokens {
     const t = asCpuTensor(x, 'sampleRows input');
-    const results = sampleDraws(t.data, t.rows, t.cols, draws, this.lastSampled);
+    const rows = draftHistoryRows(draws);
+    if (this.draftHistory.length < rows * DRAFT_HISTORY_COLUMNS) {
+      const grown = new Int32Array(rows * DRAFT_HISTORY_COLUMNS);
+      grown.set(this.draftHistory);
+      this.draftHistory = grown;
+    }
+    const results = sampleDraws(t.data, t.rows, t.cols, draws, this.lastSampled, this.draftHistory);
     this.lastSampled = results.tokenIds;
     return { read: () => results };
   }

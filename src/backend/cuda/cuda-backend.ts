@@ -42,7 +42,7 @@ import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRouting
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
-import { checkDraws, type Draw } from '../../sampling/draw.ts';
+import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
@@ -190,6 +190,12 @@ export class CudaBackend implements Backend {
    * it drops them.
    */
   private sampled: { ptr: DevicePtr; capacity: number; rows: number };
+  /**
+   * The draft history (Draw.draftHistoryRow), DRAFT_HISTORY_COLUMNS ids a row: drafting passes'
+   * tokens, read by the penalties of the passes after them. Only sampling passes touch it, never a
+   * recorded graph: growing it keeps the graphs.
+   */
+  private draftHistory: { ptr: DevicePtr; rows: number } | null = null;
   /** Id maps of mapSampledIds on the device, uploaded once per map. */
   private readonly idMaps = new WeakMap<Int32Array, DevicePtr>();
   /** Recorded decode steps by shape, valid for one arena generation. */
@@ -1682,15 +1688,30 @@ export class CudaBackend implements Backend {
       this.freeOwned(this.sampled.ptr);
       this.sampled = { ptr: grown, capacity: n, rows: this.sampled.rows };
     }
+    const history = this.draftHistoryFor(draftHistoryRows(draws));
     const resultWords = (2 + 2 * packed.topWidth) * n;
     const drawsBuffer = (this.drawsBuffer = this.atLeast(this.drawsBuffer, packed.words.byteLength));
     const results = (this.drawResults = this.atLeast(this.drawResults, 4 * resultWords));
     this.device.uploadAsync(drawsBuffer.ptr, packed.words);
-    launchSampleRows(this.device, n, packed, { out: results.ptr, x: t.ptr, cols: t.cols, packed: drawsBuffer.ptr, previousIds: this.sampled.ptr });
+    launchSampleRows(this.device, n, packed, { out: results.ptr, x: t.ptr, cols: t.cols, packed: drawsBuffer.ptr, previousIds: this.sampled.ptr, draftHistory: history });
     this.device.copyAsync(this.sampled.ptr, results.ptr, 4 * n);
     this.sampled.rows = n;
     const download = this.device.downloadAsync(results.ptr, resultWords);
     return { read: () => unpackDrawResults(download.read(), n, packed.topWidth) };
+  }
+
+  /** The draft history with at least `rows` rows, its rows kept as it grows (0: none needed, a null pointer). */
+  private draftHistoryFor(rows: number): DevicePtr {
+    const have = this.draftHistory;
+    if (rows === 0) return have?.ptr ?? 0;
+    if (have !== null && have.rows >= rows) return have.ptr;
+    const grown = { ptr: this.ownedAlloc(4 * DRAFT_HISTORY_COLUMNS * rows), rows };
+    if (have !== null) {
+      this.device.copyAsync(grown.ptr, have.ptr, 4 * DRAFT_HISTORY_COLUMNS * have.rows);
+      this.freeOwned(have.ptr);
+    }
+    this.draftHistory = grown;
+    return grown.ptr;
   }
 
   mapSampledIds(map: Int32Array): void {

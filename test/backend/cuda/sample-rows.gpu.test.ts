@@ -219,6 +219,49 @@ test('many draws of one row follow softmax(logits / T) after top-k, top-p and mi
   }
 });
 
+test('drafting passes chained through the draft history penalize the drafts before each draw and draw what the CPU draws', () => {
+  for (const cols of [1000, 152064]) {
+    const rows = 10;
+    const passes = 6;
+    // Each row's leaders sit close together far above the rest: once drawn, a leader's penalty
+    // hands the next draw to another, so every pass depends on the drafts before it.
+    const leaders = (row: number) => [0, 1, 2, 3].map((i) => (row * 131 + i * 977) % cols);
+    const history = (row: number) => (row < 5 ? row : 37 + 11 * row);
+    const values = (active: number[]) => {
+      const v = randomBf16Values(rng, active.length * cols, 2);
+      active.forEach((row, d) => leaders(row).forEach((id, i) => (v[d * cols + id] = 8 - 0.25 * i)));
+      return v;
+    };
+    const drawn: { gpu: number[]; cpu: number[] }[] = Array.from({ length: rows }, () => ({ gpu: [], cpu: [] }));
+    for (let pass = 0; pass < passes; pass++) {
+      // Rows 5.. join at pass 2, their history rows past what the first passes needed: the history grows, keeping its rows.
+      const active = Array.from({ length: rows }, (_, row) => row).filter((row) => row < 5 || pass >= 2);
+      const draws = active.map((row, d) =>
+        testDraw({
+          row: d,
+          temperature: row % 3 === 2 ? 0.7 : 0,
+          seed: 1000 * row + pass,
+          repetitionPenalty: 1 + (row % 2) * 0.2,
+          frequencyPenalty: 0.9 + (row % 4) * 0.1,
+          presencePenalty: (row % 3) * 0.2,
+          // The host lists a leader as an earlier output token of some rows.
+          ...(row % 4 === 1 ? penaltyEntries([[leaders(row)[1], 1]]) : {}),
+          draftHistoryRow: history(row),
+          draftHistoryLength: row < 5 ? pass : pass - 2,
+        }),
+      );
+      const x = logits(active.length, cols, values(active));
+      const results = both(x, draws);
+      active.forEach((row, d) => {
+        drawn[row].gpu.push(results.gpu.tokenIds[d]);
+        drawn[row].cpu.push(results.cpu.tokenIds[d]);
+      });
+    }
+    drawn.forEach(({ gpu, cpu }, row) => assert.deepEqual(gpu, cpu, `${cols} columns: row ${row}'s drafts`));
+    assert.ok(drawn.some(({ cpu }) => new Set(cpu).size > 2), 'the penalties moved draws off the first leaders');
+  }
+});
+
 test('sampleRows rejects draws outside the logits or the previous pass', () => {
   const x = logits(2, 16, randomBf16Values(rng, 32));
   gpu.sampleRows(x.gpu, [testDraw({ temperature: 0 })]);
@@ -226,4 +269,5 @@ test('sampleRows rejects draws outside the logits or the previous pass', () => {
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ pendingDraw: 1 })]), /pending token 1 is outside the 1 previous draws/);
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ maskedTokenIds: Int32Array.of(16) })]), /names token 16, outside the 16 columns/);
   assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ allowedTokens: new Int32Array(2) })]), /mask has 2 words, not the 1 of 16 columns/);
+  assert.throws(() => gpu.sampleRows(x.gpu, [testDraw({ draftHistoryRow: 0, draftHistoryLength: 64 })]), /follows 64 drafts in the draft history, which holds 64 per row/);
 });

@@ -8,8 +8,10 @@
 #define NO_INDEX 0x7fffffff
 #define MAX_TOP 32
 #define MAX_CANDIDATES 2048
+#define DRAFT_HISTORY_COLUMNS 64  // draw.ts's DRAFT_HISTORY_COLUMNS: ids per row of the draft history
+#define MAX_EXTRA (1 + DRAFT_HISTORY_COLUMNS)  // a pending token and a full history row
 
-// One draw as packDraws (sample-rows.ts) lays it out: 16 words.
+// One draw as packDraws (sample-rows.ts) lays it out: 18 words.
 struct Draw {
   int row;
   unsigned int seed;
@@ -26,6 +28,8 @@ struct Draw {
   int num_top;           // raw logprobs of this many most likely tokens
   int scored;            // >= 0: report this token (a known prompt token) instead of a draw
   int allowed_begin;     // word offset from the entries of the allowed-token bitmask, or -1: all allowed
+  int history_row;       // row of the draft history: the drafts before this draw, and where its token goes; -1: none
+  int history_length;    // drafts before it in that row
   int pad;
 };
 
@@ -119,7 +123,9 @@ __device__ __forceinline__ float block_max(float v) {
 __device__ __forceinline__ int block_count(int v) { return (int)block_sum((float)v); }
 
 // A draw's row as the sampling sees it: the logits, with the entries' tokens (penalized or
-// masked) and the pending token marked in a shared-memory bitmap, their values computed apart.
+// masked) and the extra output tokens (the pending token and the drafts before the draw in the
+// draft history, each distinct one with how often it occurs) marked in a shared-memory bitmap,
+// their values computed apart.
 // A structured output's grammar allows only the tokens set in `allowed` (a bitmask uploaded with
 // the draws): the others are -inf for the draw, never for the raw log-sum-exp and top logprobs.
 struct Row {
@@ -129,8 +135,10 @@ struct Row {
   const unsigned int* listed;  // null when the draw has no entries
   const int2* entries;
   int num_entries;
-  int pending_token;   // -1: none
-  bool pending_extra;  // the pending token is not among the entries: it counts as one more
+  const int* extra_tokens;  // distinct, those not among the entries first
+  const int* extra_counts;
+  int num_extra;
+  int num_unlisted;  // extras not among the entries: listed after them, with their own counts
   float repetition, presence, frequency;
 };
 
@@ -149,17 +157,27 @@ __device__ __forceinline__ bool is_allowed(const Row& r, int c) { return r.allow
 // The value a draw sees for token c whose logit (or penalized value) is v.
 __device__ __forceinline__ float drawable(const Row& r, int c, float v) { return is_allowed(r, c) ? v : NEG_INF; }
 
-// f(token, value) for every entry's token (and the pending one), with its penalized value.
+// How often `token` occurs among the extra output tokens.
+__device__ __forceinline__ int extra_count(const Row& r, int token) {
+  for (int i = 0; i < r.num_extra; i++)
+    if (r.extra_tokens[i] == token) return r.extra_counts[i];
+  return 0;
+}
+
+// f(token, value) for every entry's token (and every unlisted extra one), with its penalized value.
 template <typename F>
 __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
   if (r.listed == nullptr) return;
-  const int n = r.num_entries + (r.pending_extra ? 1 : 0);
+  const int n = r.num_entries + r.num_unlisted;
   for (int e = threadIdx.x; e < n; e += THREADS) {
-    int token = r.pending_token, count = 1;
+    int token, count;
     if (e < r.num_entries) {
       const int2 entry = r.entries[e];
       token = entry.x;
-      count = entry.y >= 0 && token == r.pending_token ? entry.y + 1 : entry.y;
+      count = entry.y >= 0 ? entry.y + extra_count(r, token) : entry.y;
+    } else {
+      token = r.extra_tokens[e - r.num_entries];
+      count = r.extra_counts[e - r.num_entries];
     }
     f(token, drawable(r, token, penalized(bf16_to_f32(r.x[token]), count, r)));
   }
@@ -424,13 +442,15 @@ __device__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* id
 
 // out_ids[d], out_logprobs[d]: draw d's token (-1 when nothing is finite) and its raw logprob;
 // top_ids / top_logprobs [draws, top_width]: its top raw alternatives. prev_ids: the previous
-// pass's ids, where pending tokens are read. Dynamic shared memory: (cols + 31) / 32 words when
+// pass's ids, where pending tokens are read. history: the draft history, DRAFT_HISTORY_COLUMNS ids
+// a row, where a draw reads the drafts before it and writes its own token after them (the draws of
+// one pass name distinct rows, each reading only its own before writing). Dynamic shared memory: (cols + 31) / 32 words when
 // any draw has entries (the bitmap of listed tokens), else none. grid (draws), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __restrict__ out_ids, float* __restrict__ out_logprobs,
                                                                        int* __restrict__ top_ids, float* __restrict__ top_logprobs,
                                                                        const bf16* __restrict__ x, int cols, const Draw* __restrict__ draws,
                                                                        const int2* __restrict__ entries, const int* __restrict__ prev_ids,
-                                                                       int top_width) {
+                                                                       int* __restrict__ history, int top_width) {
   extern __shared__ unsigned int listed_bits[];
   const Draw d = draws[blockIdx.x];
   Row r;
@@ -442,22 +462,57 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   r.repetition = d.repetition;
   r.presence = d.presence;
   r.frequency = d.frequency;
-  const int pending = d.pending >= 0 ? prev_ids[d.pending] : -1;
-  r.pending_token = pending >= 0 && pending < cols ? pending : -1;
-  r.pending_extra = false;
+  // The extra output tokens, distinct with their counts (at most MAX_EXTRA: one thread gathers them).
+  __shared__ int extra_tokens[MAX_EXTRA], extra_counts[MAX_EXTRA];
+  __shared__ int num_extra, num_unlisted;
+  int* history_row = d.history_row >= 0 ? history + (long long)d.history_row * DRAFT_HISTORY_COLUMNS : nullptr;
+  if (threadIdx.x == 0) {
+    int n = 0;
+    const int length = history_row != nullptr ? d.history_length : 0;
+    for (int i = -1; i < length; i++) {
+      const int token = i < 0 ? (d.pending >= 0 ? prev_ids[d.pending] : -1) : history_row[i];
+      if (token < 0 || token >= cols) continue;  // nothing drawn, or no token of this row
+      int at = 0;
+      while (at < n && extra_tokens[at] != token) at++;
+      if (at == n) {
+        extra_tokens[n] = token;
+        extra_counts[n++] = 0;
+      }
+      extra_counts[at]++;
+    }
+    num_extra = n;
+  }
+  __syncthreads();
+  r.extra_tokens = extra_tokens;
+  r.extra_counts = extra_counts;
+  r.num_extra = num_extra;
+  r.num_unlisted = 0;
   r.listed = nullptr;
-  if (r.num_entries > 0 || r.pending_token >= 0) {
+  if (r.num_entries > 0 || r.num_extra > 0) {
     for (int w = threadIdx.x; w < (cols + 31) >> 5; w += THREADS) listed_bits[w] = 0u;
     __syncthreads();
-    int pending_listed = 0;
     for (int e = threadIdx.x; e < r.num_entries; e += THREADS) {
       const int token = r.entries[e].x;
       atomicOr(&listed_bits[token >> 5], 1u << (token & 31));
-      pending_listed |= token == r.pending_token;
     }
-    r.pending_extra = r.pending_token >= 0 && !__syncthreads_or(pending_listed);
-    if (r.pending_extra && threadIdx.x == 0) atomicOr(&listed_bits[r.pending_token >> 5], 1u << (r.pending_token & 31));
     __syncthreads();
+    if (threadIdx.x == 0) {
+      // The extras the entries do not list move to the front, and are listed now.
+      int unlisted = 0;
+      for (int i = 0; i < r.num_extra; i++) {
+        const int token = extra_tokens[i];
+        if ((listed_bits[token >> 5] >> (token & 31)) & 1u) continue;
+        const int count = extra_counts[i];
+        extra_tokens[i] = extra_tokens[unlisted];
+        extra_counts[i] = extra_counts[unlisted];
+        extra_tokens[unlisted] = token;
+        extra_counts[unlisted++] = count;
+      }
+      for (int i = 0; i < unlisted; i++) atomicOr(&listed_bits[extra_tokens[i] >> 5], 1u << (extra_tokens[i] & 31));
+      num_unlisted = unlisted;
+    }
+    __syncthreads();
+    r.num_unlisted = num_unlisted;
     r.listed = listed_bits;
   }
 
@@ -498,6 +553,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   }
   if (threadIdx.x == 0) {
     out_ids[blockIdx.x] = token;
+    if (history_row != nullptr) history_row[d.history_length] = token;
     out_logprobs[blockIdx.x] = token >= 0 ? bf16_to_f32(r.x[token]) - lse : NEG_INF;
   }
   if (top_width > 0) {

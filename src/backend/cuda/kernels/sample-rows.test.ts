@@ -3,29 +3,32 @@ import { test } from 'node:test';
 import { penaltyEntries, testDraw } from '../../../../test/helpers/sampling-draw.ts';
 import { packDraws, unpackDrawResults } from './sample-rows.ts';
 
-// The layout sample-rows.cu reads (struct Draw, 16 words; int2 entries) is checked here without a GPU.
+// The layout sample-rows.cu reads (struct Draw, 18 words; int2 entries) is checked here without a GPU.
 
-test('packDraws lays out the entries, then one 16-word struct Draw per draw', () => {
+test('packDraws lays out the entries, then one 18-word struct Draw per draw', () => {
   const draws = [
-    testDraw({ row: 1, seed: 0xfedcba98, temperature: 0.5, topK: 40, topP: 0.9, minP: 0.1, repetitionPenalty: 1.2, presencePenalty: 0.3, frequencyPenalty: -0.4, pendingDraw: 3, topLogprobs: 5, ...penaltyEntries([[7, 0], [9, 2]]), maskedTokenIds: Int32Array.of(9, 11) }),
+    testDraw({ row: 1, seed: 0xfedcba98, temperature: 0.5, topK: 40, topP: 0.9, minP: 0.1, repetitionPenalty: 1.2, presencePenalty: 0.3, frequencyPenalty: -0.4, pendingDraw: 3, draftHistoryRow: 6, draftHistoryLength: 2, topLogprobs: 5, ...penaltyEntries([[7, 0], [9, 2]]), maskedTokenIds: Int32Array.of(9, 11) }),
     testDraw({ temperature: 0, scoredToken: 42 }),
   ];
   const packed = packDraws(draws, 100);
   assert.equal(packed.drawsOffset, 6, 'three (token, count) entries: 9 is masked, 11 masked too');
   assert.deepEqual([...packed.words.subarray(0, 6)], [7, 0, 9, -1, 11, -1]);
-  const words = packed.words.subarray(6, 22);
-  const floats = new Float32Array(packed.words.buffer, 4 * 6, 16);
+  const words = packed.words.subarray(6, 24);
+  const floats = new Float32Array(packed.words.buffer, 4 * 6, 18);
   assert.deepEqual([words[0], words[1] >>> 0, words[2], words[3]], [1, 0xfedcba98, 40, 3]);
   assert.deepEqual([...floats.subarray(4, 10)], [2, 0.9, Math.log(0.1), 1.2, 0.3, -0.4].map(Math.fround));
   assert.deepEqual([words[10], words[11], words[12]], [0, 3, 5], 'entries [0, 3), five top logprobs');
-  const greedy = packed.words.subarray(22, 38);
-  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[4], 0, 'greedy: inverse temperature 0');
-  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 16)[6], -Infinity, 'no min-p');
+  const greedy = packed.words.subarray(24, 42);
+  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 18)[4], 0, 'greedy: inverse temperature 0');
+  assert.equal(new Float32Array(greedy.buffer, greedy.byteOffset, 18)[6], -Infinity, 'no min-p');
   assert.deepEqual([greedy[10], greedy[11]], [3, 3]);
   assert.deepEqual([words[13], greedy[13]], [-1, 42], 'the scored token');
+  assert.deepEqual([words[15], words[16], greedy[15], greedy[16]], [6, 2, -1, 0], 'the draft history row and the drafts before the draw there');
   assert.equal(packed.hasEntries, true);
   assert.equal(packed.topWidth, 5);
   assert.equal(packDraws([testDraw()], 100).hasEntries, false);
+  assert.equal(packDraws([testDraw({ draftHistoryRow: 0, draftHistoryLength: 0 })], 100).hasEntries, false, 'no draft before it: nothing to list');
+  assert.equal(packDraws([testDraw({ draftHistoryRow: 0, draftHistoryLength: 1 })], 100).hasEntries, true);
 });
 
 test('packDraws rejects what the kernel has no room for', () => {

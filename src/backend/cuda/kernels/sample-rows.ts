@@ -3,7 +3,7 @@ import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 /** Words of one draw in sample-rows.cu's `struct Draw`. */
-const DRAW_WORDS = 16;
+const DRAW_WORDS = 18;
 /** The largest topLogprobs the kernel returns (its MAX_TOP). */
 const MAX_TOP = MAX_TOP_LOGPROBS;
 /**
@@ -55,13 +55,15 @@ export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
     words[at + 13] = draw.scoredToken;
     // Word offset of the mask from the entries' start, the same buffer: -1 when every token may be drawn.
     words[at + 14] = draw.allowedTokens === null ? -1 : nextMask;
+    words[at + 15] = draw.draftHistoryRow;
+    words[at + 16] = draw.draftHistoryLength;
     if (draw.allowedTokens !== null) {
       words.set(draw.allowedTokens, nextMask);
       nextMask += draw.allowedTokens.length;
     }
     topWidth = Math.max(topWidth, draw.topLogprobs);
   });
-  const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0);
+  const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0 || draw.draftHistoryLength > 0);
   if (hasEntries && 4 * Math.ceil(cols / 32) > MAX_BITMAP_BYTES) {
     throw new RangeError(`sampleRows: penalties and masks need a bitmap of ${cols} tokens, more than ${8 * MAX_BITMAP_BYTES} fit in shared memory`);
   }
@@ -79,14 +81,16 @@ export interface SampleRowsArgs {
   packed: DevicePtr;
   /** The previous pass's ids, where pending tokens are read. */
   previousIds: DevicePtr;
+  /** The draft history, DRAFT_HISTORY_COLUMNS ids a row (Draw.draftHistoryRow): read, and written after. */
+  draftHistory: DevicePtr;
 }
 
 export function launchSampleRows(device: CudaDevice, numDraws: number, packed: PackedDraws, args: SampleRowsArgs): void {
   if (numDraws === 0) return;
-  const { out, x, cols, previousIds } = args;
+  const { out, x, cols, previousIds, draftHistory } = args;
   const width = packed.topWidth;
   const sharedBytes = packed.hasEntries ? 4 * Math.ceil(cols / 32) : 0;
-  device.launch(device.kernel('sample-rows.cu', 'sample_rows_kernel', 'pppppipppi'), [numDraws], [1024], sharedBytes, [
+  device.launch(device.kernel('sample-rows.cu', 'sample_rows_kernel', 'pppppippppi'), [numDraws], [1024], sharedBytes, [
     out,
     out + 4 * numDraws,
     out + 8 * numDraws,
@@ -96,6 +100,7 @@ export function launchSampleRows(device: CudaDevice, numDraws: number, packed: P
     args.packed + 4 * packed.drawsOffset,
     args.packed,
     previousIds,
+    draftHistory,
     width,
   ]);
 }
