@@ -53,8 +53,9 @@ test('streaming options are checked: both or neither, and sinks plus window with
 });
 
 // Rotary variants whose frequencies move with the position (dynamic NTK, LongRoPE) rotate at one
-// set of frequencies under streaming, so they leave transformers' tokens; MLA is not streamed yet.
-const POSITION_DEPENDENT = /dynamic|longrope|partial-rotary|deepseek/;
+// set of frequencies under streaming, so they leave transformers' tokens; MLA is not streamed yet;
+// Llama 4's chunked and NoPE layers refuse streaming (their own test checks the error).
+const POSITION_DEPENDENT = /dynamic|longrope|partial-rotary|deepseek|llama4/;
 const SINKS = 4;
 const WINDOW = 96;
 
@@ -102,4 +103,13 @@ test('streaming in a batch with preemption: each sequence gives the tokens it gi
     await alone.close();
     await crowded.close();
   }
+});
+
+test("Llama 4's chunked and NoPE layers refuse StreamingLLM with an error naming the flags", async () => {
+  const fixture = listOracleFixtures().find((f) => f.name === 'llama4-vl');
+  assert.ok(fixture, 'the llama4-vl fixture');
+  await assert.rejects(
+    LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, streamingSinks: SINKS, streamingWindow: WINDOW }),
+    /--streaming-sinks\/--streaming-window\) does not combine with Llama 4's chunked and NoPE attention layers/,
+  );
 });
