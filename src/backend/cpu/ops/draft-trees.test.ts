@@ -84,4 +84,5 @@ test('draft tree ops refuse depths and chunks outside their trees, naming the pr
   const step = b.beginStep(describeBatch([{ tokens: [0, 0, 0, 0, 0], startPos: 0, blockTables: [[0, 1]], treeParents: [-1, 0, 0, 1, 1] }], 4));
   assert.throws(() => b.writeDraftTreeMask(trees, step, Int32Array.from([0])), /chunk 0 has 5 tokens, a root and up to 3 nodes expected/);
   assert.throws(() => b.writeDraftTreeMask(trees, step, Int32Array.from([2])), /chunk 0's tree 2 is not one of the 2/);
+  assert.throws(() => describeBatch([{ tokens: [0, 0], startPos: 0, blockTables: [[0]], tokenSources: [3] }], 4), /sequence 0: 1 token sources for 2 tokens/);
 });
