@@ -1743,16 +1743,20 @@ export class CudaBackend implements Backend {
     if (!(Number.isInteger(numTrees) && numTrees >= 0 && Number.isInteger(size) && size >= 1)) throw new RangeError(`beginDraftTrees: ${numTrees} trees of ${size} nodes`);
     const words = 3 * numTrees * size;
     this.draftTreeBuffer = this.atLeast(this.draftTreeBuffer, Math.max(4 * words, 4));
-    const serial = ++this.draftTreeSerial;
     const table: DraftTreeTable = { ptr: this.draftTreeBuffer.ptr, numTrees, size };
-    return new CudaDraftTrees(table, () => {
-      if (serial !== this.draftTreeSerial) throw new Error('draft trees read after a later beginDraftTrees reused their buffer');
-      return this.device.downloadAsync(table.ptr, words).read();
-    });
+    const trees = new CudaDraftTrees(table, ++this.draftTreeSerial, () => this.device.downloadAsync(this.currentTrees(trees, 'read').table.ptr, words).read());
+    return trees;
+  }
+
+  /** `trees` as this backend's latest: a later beginDraftTrees reuses the buffer of the ones before. */
+  private currentTrees(trees: DraftTrees, op: string): CudaDraftTrees {
+    if (!(trees instanceof CudaDraftTrees)) throw new Error(`${op}: draft trees not from a CudaBackend's beginDraftTrees`);
+    if (trees.serial !== this.draftTreeSerial) throw new Error(`${op}: draft trees used after a later beginDraftTrees reused their buffer`);
+    return trees;
   }
 
   expandDraftTrees(trees: DraftTrees, depth: DraftTreeDepth, map: Int32Array | null): void {
-    const { table } = asCudaDraftTrees(trees);
+    const { table } = this.currentTrees(trees, 'expandDraftTrees');
     const pass = this.lastPass;
     if (pass === null || this.drawResults === null) throw new Error('expandDraftTrees: no sampling pass holds the candidates');
     checkDraftTreeDepth(trees, depth, pass.rows);
@@ -1773,7 +1777,7 @@ export class CudaBackend implements Backend {
   }
 
   writeDraftTreeMask(trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array): void {
-    const { table } = asCudaDraftTrees(trees);
+    const { table } = this.currentTrees(trees, 'writeDraftTreeMask');
     const s = asCudaStep(step);
     if (s.batch.treeMask === null) throw new Error('writeDraftTreeMask: the step has no tree mask');
     checkDraftTreeChunks(trees, s.batch, chunkTrees, 'writeDraftTreeMask');
@@ -1781,7 +1785,7 @@ export class CudaBackend implements Backend {
   }
 
   readDraftTreeCacheRows(cache: KvCache, layer: number, trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array, slots: Int32Array): Tensor {
-    const { table } = asCudaDraftTrees(trees);
+    const { table } = this.currentTrees(trees, 'readDraftTreeCacheRows');
     const kv = asCudaKvCache(cache);
     const s = asCudaStep(step);
     checkDraftTreeChunks(trees, s.batch, chunkTrees, 'readDraftTreeCacheRows');
@@ -2088,13 +2092,15 @@ function checkLlmInt8Weight(w: QuantizedWeight): void {
   if (w.cols % 16 !== 0) throw new Error(`loadQuantizedWeight: LLM.int8() on CUDA needs input features in multiples of 16 (got [${w.rows}, ${w.cols}])`);
 }
 
-/** Draft trees in a CUDA backend's tree buffer; `download` reads the table once queued work is done. */
+/** Draft trees in a CUDA backend's tree buffer (its `serial`-th); `download` reads the table once queued work is done. */
 class CudaDraftTrees implements DraftTrees {
   readonly table: DraftTreeTable;
+  readonly serial: number;
   private readonly download: () => Int32Array;
 
-  constructor(table: DraftTreeTable, download: () => Int32Array) {
+  constructor(table: DraftTreeTable, serial: number, download: () => Int32Array) {
     this.table = table;
+    this.serial = serial;
     this.download = download;
   }
 
@@ -2111,9 +2117,4 @@ class CudaDraftTrees implements DraftTrees {
     const n = this.table.numTrees * this.table.size;
     return { tokens: words.slice(0, n), parents: words.slice(n, 2 * n), logprobs: new Float32Array(words.buffer, words.byteOffset + 8 * n, n).slice() };
   }
-}
-
-function asCudaDraftTrees(trees: DraftTrees): CudaDraftTrees {
-  if (!(trees instanceof CudaDraftTrees)) throw new Error('CudaBackend: draft trees not from its beginDraftTrees');
-  return trees;
 }

@@ -78,6 +78,8 @@ test('expandDraftTrees ranks each depth exactly as the CPU twin does on the same
     const tokens = sizes.flatMap((s, t) => [...expected.tokens.subarray(t * size, t * size + s)]);
     const rows = cpu.toHost(cpu.embedding(cpu.loadWeight(table), cpu.beginStep(describeBatch([{ tokens, startPos: 0, blockTables: [[0]] }], tokens.length)), 1, 0));
     assert.deepEqual([...embedded], [...rows], `width ${width}: the embedding read the nodes' tokens`);
+    gpu.beginDraftTrees(1, 1);
+    assert.throws(() => trees.read(), /draft trees used after a later beginDraftTrees reused their buffer/);
   }
 });
 
