@@ -278,6 +278,37 @@ export interface SampledTokens {
   read(): DrawResults;
 }
 
+/**
+ * EAGLE-2 draft trees grown on the device (`Backend.beginDraftTrees`): per tree `size` nodes, each
+ * a target token id, its parent (-1: the root, the last sampled token; else an earlier node) and
+ * its path's log-probability under the head.
+ */
+export interface DraftTrees {
+  readonly numTrees: number;
+  readonly size: number;
+  /** Waits for the trees: [numTrees, size] each (nodes a tree has not grown yet are unspecified). */
+  read(): DraftTreeNodes;
+}
+
+export interface DraftTreeNodes {
+  /** Target ids; -1 where the head left no candidate. */
+  tokens: Int32Array;
+  parents: Int32Array;
+  logprobs: Float32Array;
+}
+
+/** One depth of `Backend.expandDraftTrees`, per tree (every tree of the DraftTrees, in order). */
+export interface DraftTreeDepth {
+  /** The tree's nodes before this depth. */
+  counts: Int32Array;
+  /** Its frontier: its last `frontiers[t]` nodes (0: the root alone, at the first depth). */
+  frontiers: Int32Array;
+  /** How many children it keeps this depth (0: the tree does not grow). */
+  keeps: Int32Array;
+  /** The row of the latest sampling pass holding its first frontier node's candidates (the others' follow). */
+  rows: Int32Array;
+}
+
 /** A batch description uploaded for one forward step (device copies of its index arrays). */
 export interface StepInputs {
   readonly batch: BatchDescription;
@@ -579,6 +610,33 @@ export interface Backend {
    * vocabulary; its next drafting pass embeds the target's id. The same array is uploaded once.
    */
   mapSampledIds(map: Int32Array): void;
+
+  /** `numTrees` empty draft trees of `size` nodes on the device, for `expandDraftTrees`. */
+  beginDraftTrees(numTrees: number, size: number): DraftTrees;
+  /**
+   * One depth of EAGLE-2's dynamic trees, on the device: each growing tree's frontier nodes'
+   * candidates are the top ids and log-probabilities of their rows in the latest `sampleRows`
+   * pass (each row's `topWidth` of them, ids mapped through `map`, the draft→target table of a
+   * head of its own vocabulary, where given); their path log-probabilities are the parent's plus
+   * their own, added in float32; the `keeps[t]` best, ranked exactly as the CPU's `expandDepth`
+   * ranks them (ties to the earlier frontier node, then the better-ranked candidate), become the
+   * tree's next nodes. The latest pass's ids then become the trees' tokens: id t · size + i is tree
+   * t's node i, where the next pass's `tokenSources` read it.
+   */
+  expandDraftTrees(trees: DraftTrees, depth: DraftTreeDepth, map: Int32Array | null): void;
+  /**
+   * Rewrites the tree-mask rows of the step's draft-tree chunks from the trees' parents, on the
+   * device: chunk s is tree chunkTrees[s]'s root followed by its first nodes, in order, and node
+   * i's row (chunk token i + 1) becomes its ancestors', the root's and its own bits.
+   */
+  writeDraftTreeMask(trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array): void;
+  /**
+   * The feature rows of the step's draft-tree chunks (as `writeDraftTreeMask`), picked on the
+   * device: `slots` holds, per chunk, the slots of its cache indices root - 1, root, root + 1, ...
+   * (one more than the chunk's tokens); the root reads the first, node i the one of its parent's
+   * index (root + 1 + parent; the root's for a child of the root). [numTokens, width].
+   */
+  readDraftTreeCacheRows(cache: KvCache, layer: number, trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array, slots: Int32Array): Tensor;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;

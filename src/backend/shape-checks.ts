@@ -1,6 +1,6 @@
 import { groupBlockTables, type BatchDescription } from '../step/batch.ts';
 import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec, type RowsKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
+import type { AttentionParams, DraftTreeDepth, DraftTrees, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -158,4 +158,29 @@ export function nextSlots(batch: BatchDescription, group: number, blockSize: num
     if (entry >= batch.maxBlocksPerSeq) throw new RangeError(`${op}: sequence ${s}'s block table of ${batch.maxBlocksPerSeq} entries does not reach cache index ${index}`);
     return tables[s * batch.maxBlocksPerSeq + entry] * blockSize + (index % blockSize);
   });
+}
+
+/** A depth of `expandDraftTrees`: per tree of `trees`, its arrays in range of the tree and of the latest pass's `passRows` rows. */
+export function checkDraftTreeDepth(trees: DraftTrees, depth: DraftTreeDepth, passRows: number): void {
+  const { counts, frontiers, keeps, rows } = depth;
+  for (const [name, a] of [['counts', counts], ['frontiers', frontiers], ['keeps', keeps], ['rows', rows]] as const) {
+    if (a.length !== trees.numTrees) throw new RangeError(`expandDraftTrees: ${a.length} ${name} for ${trees.numTrees} trees`);
+  }
+  for (let t = 0; t < trees.numTrees; t++) {
+    if (keeps[t] === 0) continue;
+    if (!(counts[t] >= 0 && keeps[t] > 0 && counts[t] + keeps[t] <= trees.size)) throw new RangeError(`expandDraftTrees: tree ${t} keeps ${keeps[t]} after ${counts[t]} nodes, past its ${trees.size}`);
+    if (!(frontiers[t] >= 0 && frontiers[t] <= counts[t] && (frontiers[t] === 0) === (counts[t] === 0))) throw new RangeError(`expandDraftTrees: tree ${t} has a frontier of ${frontiers[t]} of its ${counts[t]} nodes`);
+    if (!(rows[t] >= 0 && rows[t] + Math.max(1, frontiers[t]) <= passRows)) throw new RangeError(`expandDraftTrees: tree ${t}'s candidates at row ${rows[t]} are outside the ${passRows} rows of the last sampling pass`);
+  }
+}
+
+/** The step's chunks as draft-tree chunks (`writeDraftTreeMask`, `readDraftTreeCacheRows`): a tree each, no longer than the tree plus its root. */
+export function checkDraftTreeChunks(trees: DraftTrees, batch: BatchDescription, chunkTrees: Int32Array, op: string): void {
+  if (chunkTrees.length !== batch.numSeqs) throw new RangeError(`${op}: ${chunkTrees.length} chunk trees for ${batch.numSeqs} chunks`);
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const tree = chunkTrees[s];
+    if (!(Number.isInteger(tree) && tree >= 0 && tree < trees.numTrees)) throw new RangeError(`${op}: chunk ${s}'s tree ${tree} is not one of the ${trees.numTrees}`);
+    const len = batch.queryStartLoc[s + 1] - batch.queryStartLoc[s];
+    if (len < 1 || len > trees.size + 1) throw new RangeError(`${op}: chunk ${s} has ${len} tokens, a root and up to ${trees.size} nodes expected`);
+  }
 }

@@ -1,4 +1,4 @@
-import { READABLE_SAMPLING_PASSES, type Backend, type KvCache, type SampledTokens, type StepInputs, type Tensor } from '../backend/backend.ts';
+import { READABLE_SAMPLING_PASSES, type Backend, type DraftTrees, type KvCache, type SampledTokens, type StepInputs, type Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { HiddenStateTap } from '../models/causal-lm.ts';
 import type { DraftHead } from '../models/draft-head.ts';
@@ -7,20 +7,27 @@ import { describeBatch, type SequenceChunk } from '../step/batch.ts';
 import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { GraphBatches } from './graph-batch.ts';
 import type { Sequence } from './sequence.ts';
-import { expandDepth, type Candidate, type DraftNode } from './tree-expansion.ts';
 
 /** The head's cache: its layer's K/V, then the feature rows it drafts from. */
 const HEAD_LAYER = 0;
 const FEATURES = 1;
 
-/** A sequence being drafted for: the index of its last sampled token, the drafts reserved for it, and the nodes so far. */
+/** A sequence being drafted for: the index of its last sampled token and the drafts reserved for it. */
 interface Drafting {
   seq: Sequence;
   root: number;
   size: number;
-  nodes: DraftNode[];
-  /** The nodes of the deepest depth, the next to expand. */
-  frontier: number[];
+}
+
+/**
+ * What the host knows of a tree grown on the device: its node count and latest depth's (the
+ * frontier), and for each node a parent of the right depth (the first node of the depth above),
+ * which places it (its position) while the device writes its real ancestors into the tree mask.
+ */
+interface TreeShape {
+  count: number;
+  frontier: number;
+  placeParents: number[];
 }
 
 /**
@@ -37,9 +44,10 @@ interface Drafting {
  * (each pass reads the draft the pass before drew there; the host reads the chain at the end); a
  * tree (width > 1) as a token tree over everything drafted so far (recomputed, so that each node
  * sees its ancestors alone), each node at cache index root + its index, keeping the `width`
- * children of best path probability per depth (EAGLE-2's expansion, ranked on the host after each
- * depth; `expandDepth` defines the ranking). Drafts' outputs go to the feature rows of the slots
- * after the root, which the step's forward then overwrites with the target's own.
+ * children of best path probability per depth (EAGLE-2's expansion, ranked on the device:
+ * `Backend.expandDraftTrees`; the host reads the trees once, after the last depth). Drafts'
+ * outputs go to the feature rows of the slots after the root, which the step's forward then
+ * overwrites with the target's own.
  *
  * A head entry depends on the token after its position: the entry of a sequence's last computed
  * token is written again once the next is known, so the KV manager makes that token's block
@@ -102,19 +110,10 @@ export class HeadProposer {
    */
   propose(b: Backend, seqs: readonly Sequence[], graphs: GraphBatches | null): void {
     if (seqs.length === 0) return;
-    const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens, nodes: [], frontier: [] }));
+    const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens }));
     for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
-    if (this.width === 1) {
-      this.draftChains(b, drafting, graphs);
-      return;
-    }
-    const logits = this.catchUp(b, drafting);
-    const candidates = this.candidates(b, logits, drafting.length);
-    drafting.forEach((d, i) => this.keep(d, [-1], [candidates[i]]));
-    for (let active = drafting.filter((d) => d.nodes.length < d.size); active.length > 0; active = active.filter((d) => d.nodes.length < d.size)) {
-      this.expand(b, active);
-    }
-    for (const { seq, nodes } of drafting) seq.setDraftTree(nodes.map((n) => n.token), nodes.map((n) => n.parent));
+    if (this.width === 1) this.draftChains(b, drafting, graphs);
+    else this.draftTrees(b, drafting);
   }
 
   /**
@@ -191,55 +190,89 @@ export class HeadProposer {
   }
 
   /**
-   * Runs the frontier of each sequence's tree and keeps the next depth's nodes: the host reads
-   * each depth's candidates, which it ranks by path probability.
+   * Trees (width > 1), grown on the device: after the catch-up, each depth samples the `width`
+   * best candidates of every frontier row (`scoreDraw`), and `expandDraftTrees` keeps each tree's
+   * `width` children of best path probability and leaves the trees' tokens where the next pass
+   * embeds them (`SequenceChunk.tokenSources`); that pass runs each tree again from the root's
+   * predecessor, its mask and feature rows picked on the device from the parents. The host knows
+   * every depth's node count, so it lays out the passes without reading them, and reads the trees
+   * once, after the last depth.
    */
-  private expand(b: Backend, drafting: Drafting[]): void {
-    const slots: number[] = [];
-    const rows: number[] = [];
-    let numTokens = 0;
-    const chunks = drafting.map(({ seq, root, nodes, frontier }): SequenceChunk => {
-      const feature = (node: number) => this.slot(seq, nodes[node].parent < 0 ? root : root + 1 + nodes[node].parent);
-      // The tree runs again from the root's predecessor, each node seeing its ancestors alone.
-      slots.push(this.slot(seq, root - 1), ...nodes.map((_, i) => feature(i)));
-      rows.push(...frontier.map((node) => numTokens + 1 + node));
-      numTokens += 1 + nodes.length;
-      return { tokens: [seq.tokenIds[root], ...nodes.map((n) => n.token)], startPos: root - 1, blockTables: seq.blockTables, treeParents: [-1, ...nodes.map((n) => n.parent + 1)] };
+  private draftTrees(b: Backend, drafting: Drafting[]): void {
+    const size = Math.max(...drafting.map((d) => d.size));
+    const trees = b.beginDraftTrees(drafting.length, size);
+    const shapes: TreeShape[] = drafting.map(() => ({ count: 0, frontier: 0, placeParents: [] }));
+    // Each depth's pass holds a row per frontier node (the root's, at the first) of the trees that grow.
+    const expand = (logits: Tensor, growing: number[]) => {
+      const rows = new Int32Array(drafting.length);
+      let numRows = 0;
+      for (const t of growing) {
+        rows[t] = numRows;
+        numRows += Math.max(1, shapes[t].frontier);
+      }
+      b.sampleRows(logits, Array.from({ length: numRows }, (_, row) => scoreDraw(row, 0, this.width)));
+      const keeps = Int32Array.from(drafting, (d, t) => (growing.includes(t) ? Math.min(this.width, d.size - shapes[t].count) : 0));
+      b.expandDraftTrees(trees, { counts: Int32Array.from(shapes, (sh) => sh.count), frontiers: Int32Array.from(shapes, (sh) => sh.frontier), keeps, rows }, this.head.draftToTarget);
+      for (const t of growing) {
+        const shape = shapes[t];
+        const first = shape.frontier === 0 ? -1 : shape.count - shape.frontier;
+        shape.placeParents.push(...Array.from({ length: keeps[t] }, () => first));
+        shape.count += keeps[t];
+        shape.frontier = keeps[t];
+      }
+    };
+    expand(this.catchUp(b, drafting), drafting.map((_, t) => t));
+    for (let growing = this.growing(drafting, shapes); growing.length > 0; growing = this.growing(drafting, shapes)) {
+      expand(this.treePass(b, trees, drafting, shapes, growing), growing);
+    }
+    const { tokens, parents } = trees.read();
+    drafting.forEach(({ seq, size: n }, t) => {
+      const at = t * size;
+      if (tokens.subarray(at, at + n).some((id) => id < 0)) throw new KeelError('backend', `the ${this.head.name} head gave no candidate for a node of sequence ${seq.id}'s tree`);
+      seq.setDraftTree(Array.from(tokens.subarray(at, at + n)), Array.from(parents.subarray(at, at + n)));
     });
-    const { hidden, logits } = this.run(b, chunks, Int32Array.from(slots), rows);
-    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(drafting.flatMap(({ seq, root, frontier }) => frontier.map((node) => this.slot(seq, root + 1 + node)))));
-    const candidates = this.candidates(b, logits, rows.length);
-    let row = 0;
-    for (const d of drafting) this.keep(d, d.frontier, candidates.slice(row, (row += d.frontier.length)));
   }
 
-  /** The head over `chunks` with the feature rows of `slots`, its outputs on `logitsRows`. */
-  private run(b: Backend, chunks: SequenceChunk[], slots: Int32Array, logitsRows: number[]): { hidden: Tensor; logits: Tensor } {
-    const step = b.beginStep(describeBatch(chunks, this.blockSize, logitsRows));
-    return this.head.forward(b, step, this.cache, b.readCacheRows(this.cache, FEATURES, slots));
-  }
-
-  /** The `width` most likely tokens of each logits row, as target ids with their log-probabilities. */
-  private candidates(b: Backend, logits: Tensor, numRows: number): Candidate[][] {
-    const { topIds, topLogprobs, topWidth } = b.sampleRows(logits, Array.from({ length: numRows }, (_, row) => scoreDraw(row, 0, this.width))).read();
-    const map = this.head.draftToTarget;
-    return Array.from({ length: numRows }, (_, row) =>
-      Array.from({ length: this.width }, (_, rank) => {
-        const id = topIds[row * topWidth + rank];
-        if (id < 0) throw new KeelError('backend', `the ${this.head.name} head gave no candidate of rank ${rank}`);
-        return { token: map === null ? id : map[id], logprob: topLogprobs[row * topWidth + rank] };
-      }),
-    );
+  /** The trees that have not yet filled their reserved drafts. */
+  private growing(drafting: Drafting[], shapes: TreeShape[]): number[] {
+    return drafting.flatMap((d, t) => (shapes[t].count < d.size ? [t] : []));
   }
 
   /**
-   * Appends the `width` best children of `frontier` (by path probability: `expandDepth`) as the
-   * next depth, within the sequence's reserved drafts.
+   * One depth's pass over the `growing` trees: each runs again from the root's predecessor (each
+   * node seeing its ancestors alone), its nodes' tokens read where `expandDraftTrees` left them,
+   * its frontier's outputs written to the frontier's feature rows. Returns the frontier's logits.
    */
-  private keep(d: Drafting, frontier: number[], candidates: Candidate[][]): void {
-    const kept = expandDepth(d.nodes, frontier, candidates, Math.min(this.width, d.size - d.nodes.length));
-    d.frontier = kept.map((_, i) => d.nodes.length + i);
-    d.nodes.push(...kept);
+  private treePass(b: Backend, trees: DraftTrees, drafting: Drafting[], shapes: TreeShape[], growing: number[]): Tensor {
+    const slots: number[] = [];
+    const rows: number[] = [];
+    const frontierSlots: number[] = [];
+    let numTokens = 0;
+    const chunks = growing.map((t): SequenceChunk => {
+      const { seq, root } = drafting[t];
+      const { count, frontier, placeParents } = shapes[t];
+      // Cache indices root - 1 .. root + count: the root's predecessor's feature, then the root's and each node's.
+      for (let index = root - 1; index <= root + count; index++) slots.push(this.slot(seq, index));
+      for (let node = count - frontier; node < count; node++) {
+        rows.push(numTokens + 1 + node);
+        frontierSlots.push(this.slot(seq, root + 1 + node));
+      }
+      numTokens += 1 + count;
+      return {
+        tokens: [seq.tokenIds[root], ...placeParents.map(() => 0)],
+        tokenSources: [-1, ...placeParents.map((_, node) => t * trees.size + node)],
+        startPos: root - 1,
+        blockTables: seq.blockTables,
+        treeParents: [-1, ...placeParents.map((parent) => parent + 1)],
+      };
+    });
+    const step = b.beginStep(describeBatch(chunks, this.blockSize, rows));
+    const chunkTrees = Int32Array.from(growing);
+    b.writeDraftTreeMask(trees, step, chunkTrees);
+    const features = b.readDraftTreeCacheRows(this.cache, FEATURES, trees, step, chunkTrees, Int32Array.from(slots));
+    const { hidden, logits } = this.head.forward(b, step, this.cache, features);
+    b.writeCacheRows(this.cache, FEATURES, hidden, Int32Array.from(frontierSlots));
+    return logits;
   }
 
   /** The KV group the feature rows belong to: their slots are that group's. */

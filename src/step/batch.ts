@@ -76,6 +76,8 @@ export interface SequenceChunk {
   blockTables: readonly (readonly number[])[];
   /** Set when the last token is still on the device: its draw in the latest `sampleRows` pass. */
   lastTokenSource?: number;
+  /** [tokens.length] where tokens are still on the device: -1, or the token's draw in the latest `sampleRows` pass. */
+  tokenSources?: readonly number[];
   /** The rotary-table row of the token at `position`; absent, the position itself. */
   rotaryRow?: (position: number) => number;
   /** The LoRA adapter slot its tokens run with; absent, the base model. */
@@ -178,6 +180,14 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
       for (let g = 0; g < numKvGroups; g++) {
         slotMapping[g * numTokens + t] = chunk.blockTables[g][Math.floor(cacheIndex / blockSize)] * blockSize + (cacheIndex % blockSize);
       }
+    }
+    if (chunk.tokenSources !== undefined) {
+      if (chunk.tokenSources.length !== chunk.tokens.length) throw new Error(`sequence ${s}: ${chunk.tokenSources.length} token sources for ${chunk.tokens.length} tokens`);
+      chunk.tokenSources.forEach((source, i) => {
+        if (source < 0) return;
+        tokenIds[t - chunk.tokens.length + i] = -1;
+        tokenSources[t - chunk.tokens.length + i] = source;
+      });
     }
     if (chunk.lastTokenSource !== undefined) {
       tokenIds[t - 1] = -1;

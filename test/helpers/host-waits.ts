@@ -28,6 +28,14 @@ export async function hostWaitsPerStep(options: EngineOptions, requests: { promp
       const sampled = sampleRows(x, draws);
       return { read: () => (events.push('read'), sampled.read()) };
     };
+    // Reading EAGLE trees grown on the device is a wait too.
+    const beginDraftTrees = backend.beginDraftTrees.bind(backend);
+    backend.beginDraftTrees = (numTrees, size) => {
+      const trees = beginDraftTrees(numTrees, size);
+      const read = trees.read.bind(trees);
+      trees.read = () => (events.push('read'), read());
+      return trees;
+    };
     const beginStep = backend.beginStep.bind(backend);
     backend.beginStep = (batch) => {
       deviceTokens += batch.tokenSources.filter((source) => source >= 0).length;

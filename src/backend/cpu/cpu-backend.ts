@@ -1,9 +1,12 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkDraftTreeDepth, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
   Backend,
   CollectiveGroups,
+  DraftTreeDepth,
+  DraftTreeNodes,
+  DraftTrees,
   ExpertRouting,
   ExpertWeights,
   IndexerParams,
@@ -33,7 +36,8 @@ import { sparse24Matmul } from './ops/sparse24-matmul.ts';
 import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
 import { gatedActivation } from './ops/activation.ts';
-import { DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw } from '../../sampling/draw.ts';
+import { DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw, type DrawResults } from '../../sampling/draw.ts';
+import { draftTreeSlots, expandDraftTrees, writeDraftTreeMask } from './ops/draft-trees.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
 import { pagedAttention, type CpuAttentionParams } from './ops/attention.ts';
 import { writeKeySummaries } from './ops/key-summaries.ts';
@@ -65,6 +69,8 @@ export class CpuBackend implements Backend {
   readonly kvElementBytes = 4;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
+  /** The latest sampling pass's results: expandDraftTrees reads its top candidates. */
+  private lastPass: DrawResults | null = null;
   /** The draft history (Draw.draftHistoryRow): DRAFT_HISTORY_COLUMNS ids a row, grown to the rows draws name. */
   private draftHistory: Int32Array = new Int32Array(0);
   /** The groups of a parallel run (ranks in worker threads sharing memory); null on one device. */
@@ -590,12 +596,40 @@ export class CpuBackend implements Backend {
     }
     const results = sampleDraws(t.data, t.rows, t.cols, draws, this.lastSampled, this.draftHistory);
     this.lastSampled = results.tokenIds;
+    this.lastPass = results;
     return { read: () => results };
   }
 
   mapSampledIds(map: Int32Array): void {
     // A new array: the pass's results, which the host reads, keep the ids it drew.
     this.lastSampled = Int32Array.from(this.lastSampled, (id) => (id < 0 ? id : id < map.length ? map[id] : -1));
+  }
+
+  beginDraftTrees(numTrees: number, size: number): DraftTrees {
+    return new CpuDraftTrees(numTrees, size);
+  }
+
+  expandDraftTrees(trees: DraftTrees, depth: DraftTreeDepth, map: Int32Array | null): void {
+    const t = asCpuDraftTrees(trees);
+    if (this.lastPass === null) throw new Error('expandDraftTrees: no sampling pass holds the candidates');
+    checkDraftTreeDepth(t, depth, this.lastPass.tokenIds.length);
+    expandDraftTrees(t.nodes, t.size, depth, this.lastPass, map);
+    // A new array: the pass's results, which the host may read, keep the ids it drew.
+    this.lastSampled = t.nodes.tokens.slice();
+  }
+
+  writeDraftTreeMask(trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array): void {
+    const t = asCpuDraftTrees(trees);
+    if (step.batch.treeMask === null) throw new Error('writeDraftTreeMask: the step has no tree mask');
+    checkDraftTreeChunks(t, step.batch, chunkTrees, 'writeDraftTreeMask');
+    writeDraftTreeMask(step.batch, t.nodes.parents, t.size, chunkTrees);
+  }
+
+  readDraftTreeCacheRows(cache: KvCache, layer: number, trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array, slots: Int32Array): Tensor {
+    const t = asCpuDraftTrees(trees);
+    checkDraftTreeChunks(t, step.batch, chunkTrees, 'readDraftTreeCacheRows');
+    if (slots.length !== step.batch.numTokens + step.batch.numSeqs) throw new RangeError(`readDraftTreeCacheRows: ${slots.length} slots for ${step.batch.numTokens} tokens in ${step.batch.numSeqs} chunks`);
+    return this.readCacheRows(cache, layer, draftTreeSlots(step.batch, t.nodes.parents, t.size, chunkTrees, slots));
   }
 
   readonly recordsGraphs = false;
@@ -716,4 +750,28 @@ function tableRowReader(table: Tensor): (row: number, into: Float32Array) => voi
   if (table instanceof CpuQuantizedTensor) return (row, into) => decodeRow(table.weight, row, into);
   const t = asCpuTensor(table, 'embedding table');
   return (row, into) => into.set(t.data.subarray(row * t.cols, (row + 1) * t.cols));
+}
+
+/** Draft trees in host arrays: the CPU's device memory. */
+class CpuDraftTrees implements DraftTrees {
+  readonly numTrees: number;
+  readonly size: number;
+  readonly nodes: DraftTreeNodes;
+
+  constructor(numTrees: number, size: number) {
+    if (!(Number.isInteger(numTrees) && numTrees >= 0 && Number.isInteger(size) && size >= 1)) throw new RangeError(`beginDraftTrees: ${numTrees} trees of ${size} nodes`);
+    this.numTrees = numTrees;
+    this.size = size;
+    const n = numTrees * size;
+    this.nodes = { tokens: new Int32Array(n).fill(-1), parents: new Int32Array(n).fill(-1), logprobs: new Float32Array(n) };
+  }
+
+  read(): DraftTreeNodes {
+    return { tokens: this.nodes.tokens.slice(), parents: this.nodes.parents.slice(), logprobs: this.nodes.logprobs.slice() };
+  }
+}
+
+function asCpuDraftTrees(trees: DraftTrees): CpuDraftTrees {
+  if (!(trees instanceof CpuDraftTrees)) throw new Error('CpuBackend: draft trees not from its beginDraftTrees');
+  return trees;
 }

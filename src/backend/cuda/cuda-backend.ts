@@ -3,6 +3,9 @@ import type {
   AttentionParams,
   Backend,
   CollectiveGroups,
+  DraftTreeDepth,
+  DraftTreeNodes,
+  DraftTrees,
   ExpertRouting,
   ExpertWeights,
   IndexerParams,
@@ -38,7 +41,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkDraftTreeDepth, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -57,6 +60,7 @@ import { launchMoeDecode, moeDecodeBlocks } from './kernels/moe-decode.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { CudaExpertRouting, GEMV_MAX_TOKENS, launchRouteExperts, MAX_EXPERT_GROUPS, MAX_ROUTED_EXPERTS, MAX_TOP_K } from './kernels/moe-route.ts';
 import { launchSampleRows, packDraws, unpackDrawResults } from './kernels/sample-rows.ts';
+import { launchDraftTreeMask, launchDraftTreeSlots, launchExpandDraftTrees, type DraftTreeTable } from './kernels/draft-trees.ts';
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks, launchCopySlots } from './kernels/copy-blocks.ts';
@@ -184,6 +188,11 @@ export class CudaBackend implements Backend {
   /** The latest sampleRows's draws, packed (kernels/sample-rows.ts), and its results before they are downloaded. */
   private drawsBuffer: { ptr: DevicePtr; bytes: number } | null = null;
   private drawResults: { ptr: DevicePtr; bytes: number } | null = null;
+  /** The latest sampleRows's draws and top width: where expandDraftTrees finds its candidates in drawResults. */
+  private lastPass: { rows: number; topWidth: number } | null = null;
+  /** The draft trees of the latest beginDraftTrees (one set at a time), and how many sets came before. */
+  private draftTreeBuffer: { ptr: DevicePtr; bytes: number } | null = null;
+  private draftTreeSerial = 0;
   /**
    * The latest sampleRows's ids, where the next step's tokenSources and the next pass's pending
    * tokens are read. It outlives the step arena, and recorded graphs embed its address: growing
@@ -1696,6 +1705,7 @@ export class CudaBackend implements Backend {
     launchSampleRows(this.device, n, packed, { out: results.ptr, x: t.ptr, cols: t.cols, packed: drawsBuffer.ptr, previousIds: this.sampled.ptr, draftHistory: history });
     this.device.copyAsync(this.sampled.ptr, results.ptr, 4 * n);
     this.sampled.rows = n;
+    this.lastPass = { rows: n, topWidth: packed.topWidth };
     const download = this.device.downloadAsync(results.ptr, resultWords);
     return { read: () => unpackDrawResults(download.read(), n, packed.topWidth) };
   }
@@ -1715,13 +1725,78 @@ export class CudaBackend implements Backend {
   }
 
   mapSampledIds(map: Int32Array): void {
+    launchMapIds(this.device, this.sampled.ptr, this.idMap(map), this.sampled.rows, map.length);
+  }
+
+  /** An id map on the device, uploaded the first time it is used. */
+  private idMap(map: Int32Array): DevicePtr {
     let ptr = this.idMaps.get(map);
     if (ptr === undefined) {
       ptr = this.ownedAlloc(Math.max(map.byteLength, 4));
       this.device.uploadAsync(ptr, map);
       this.idMaps.set(map, ptr);
     }
-    launchMapIds(this.device, this.sampled.ptr, ptr, this.sampled.rows, map.length);
+    return ptr;
+  }
+
+  beginDraftTrees(numTrees: number, size: number): DraftTrees {
+    if (!(Number.isInteger(numTrees) && numTrees >= 0 && Number.isInteger(size) && size >= 1)) throw new RangeError(`beginDraftTrees: ${numTrees} trees of ${size} nodes`);
+    const words = 3 * numTrees * size;
+    this.draftTreeBuffer = this.atLeast(this.draftTreeBuffer, Math.max(4 * words, 4));
+    const table: DraftTreeTable = { ptr: this.draftTreeBuffer.ptr, numTrees, size };
+    const trees = new CudaDraftTrees(table, ++this.draftTreeSerial, () => this.device.downloadAsync(this.currentTrees(trees, 'read').table.ptr, words).read());
+    return trees;
+  }
+
+  /** `trees` as this backend's latest: a later beginDraftTrees reuses the buffer of the ones before. */
+  private currentTrees(trees: DraftTrees, op: string): CudaDraftTrees {
+    if (!(trees instanceof CudaDraftTrees)) throw new Error(`${op}: draft trees not from a CudaBackend's beginDraftTrees`);
+    if (trees.serial !== this.draftTreeSerial) throw new Error(`${op}: draft trees used after a later beginDraftTrees reused their buffer`);
+    return trees;
+  }
+
+  expandDraftTrees(trees: DraftTrees, depth: DraftTreeDepth, map: Int32Array | null): void {
+    const { table } = this.currentTrees(trees, 'expandDraftTrees');
+    const pass = this.lastPass;
+    if (pass === null || this.drawResults === null) throw new Error('expandDraftTrees: no sampling pass holds the candidates');
+    checkDraftTreeDepth(trees, depth, pass.rows);
+    const ids = table.numTrees * table.size;
+    if (this.sampled.capacity < ids) {
+      // The trees' tokens replace the pass's ids: nothing to carry over.
+      const grown = this.ownedAlloc(4 * ids);
+      this.disposeGraphs();
+      this.freeOwned(this.sampled.ptr);
+      this.sampled = { ptr: grown, capacity: ids, rows: this.sampled.rows };
+    }
+    const packed = new Int32Array(4 * table.numTrees);
+    [depth.counts, depth.frontiers, depth.keeps, depth.rows].forEach((a, i) => packed.set(a, i * table.numTrees));
+    const results = this.drawResults.ptr;
+    const top = { ids: results + 8 * pass.rows, logprobs: results + 8 * pass.rows + 4 * pass.rows * pass.topWidth, topWidth: pass.topWidth };
+    launchExpandDraftTrees(this.device, table, this.uploadIndices(packed), top, map === null ? 0 : this.idMap(map), map?.length ?? 0, this.sampled.ptr);
+    this.sampled.rows = ids;
+  }
+
+  writeDraftTreeMask(trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array): void {
+    const { table } = this.currentTrees(trees, 'writeDraftTreeMask');
+    const s = asCudaStep(step);
+    if (s.batch.treeMask === null) throw new Error('writeDraftTreeMask: the step has no tree mask');
+    checkDraftTreeChunks(trees, s.batch, chunkTrees, 'writeDraftTreeMask');
+    launchDraftTreeMask(this.device, s.device.treeMask, s.batch.treeMaskWords, s.device.queryStartLoc, this.uploadIndices(chunkTrees), s.batch.numSeqs, table);
+  }
+
+  readDraftTreeCacheRows(cache: KvCache, layer: number, trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array, slots: Int32Array): Tensor {
+    const { table } = this.currentTrees(trees, 'readDraftTreeCacheRows');
+    const kv = asCudaKvCache(cache);
+    const s = asCudaStep(step);
+    checkDraftTreeChunks(trees, s.batch, chunkTrees, 'readDraftTreeCacheRows');
+    const { numTokens, numSeqs } = s.batch;
+    if (slots.length !== numTokens + numSeqs) throw new RangeError(`readDraftTreeCacheRows: ${slots.length} slots for ${numTokens} tokens in ${numSeqs} chunks`);
+    const { width } = rowsKvLayer(kv.layout, layer, slots, 'readDraftTreeCacheRows');
+    const picked = this.arena.alloc(Math.max(4 * numTokens, 4));
+    launchDraftTreeSlots(this.device, picked, this.uploadIndices(slots), s.device.queryStartLoc, this.uploadIndices(chunkTrees), numSeqs, table);
+    const out = this.stepTensor([numTokens, width]);
+    launchGatherRows(this.device, out.ptr, kv.rows(layer), picked, numTokens, width);
+    return out;
   }
 
   replayForward<T>(step: StepInputs, owner: object, forward: () => T): T {
@@ -2015,4 +2090,31 @@ function checkLlmInt8Weight(w: QuantizedWeight): void {
     throw new Error(`loadQuantizedWeight: LLM.int8() needs symmetric int8 codes with one scale per row and no act-order (got ${describeQuantized(w)})`);
   }
   if (w.cols % 16 !== 0) throw new Error(`loadQuantizedWeight: LLM.int8() on CUDA needs input features in multiples of 16 (got [${w.rows}, ${w.cols}])`);
+}
+
+/** Draft trees in a CUDA backend's tree buffer (its `serial`-th); `download` reads the table once queued work is done. */
+class CudaDraftTrees implements DraftTrees {
+  readonly table: DraftTreeTable;
+  readonly serial: number;
+  private readonly download: () => Int32Array;
+
+  constructor(table: DraftTreeTable, serial: number, download: () => Int32Array) {
+    this.table = table;
+    this.serial = serial;
+    this.download = download;
+  }
+
+  get numTrees(): number {
+    return this.table.numTrees;
+  }
+
+  get size(): number {
+    return this.table.size;
+  }
+
+  read(): DraftTreeNodes {
+    const words = this.download();
+    const n = this.table.numTrees * this.table.size;
+    return { tokens: words.slice(0, n), parents: words.slice(n, 2 * n), logprobs: new Float32Array(words.buffer, words.byteOffset + 8 * n, n).slice() };
+  }
 }
