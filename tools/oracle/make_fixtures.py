@@ -613,7 +613,6 @@ FIXTURES.append(dataclasses.replace(
     quantization="mxfp4",
     probes=(),
 ))
-# Appended last: the other fixtures' seeds depend on their positions.
 FIXTURES.append(Fixture(
     "quant-aqlm-2x8", "llama",
     "AQLM 2x8 (quant_method aqlm: two codebooks of 256 float16 vectors of 8, codes I8 [out, in/8, 2] stored signed, "
@@ -631,8 +630,7 @@ FIXTURES.append(Fixture(
 
 # Quantized MoE checkpoints: qwen3-moe's architecture with experts 32 wide (whole 32-column chunks
 # for the CUDA expert kernels), every linear layer but the router and lm_head packed per expert,
-# as Qwen3-30B-A3B-GPTQ-Int4 and Qwen3-30B-A3B-FP8 ship. Appended after every other fixture, for
-# the same reason.
+# as Qwen3-30B-A3B-GPTQ-Int4 and Qwen3-30B-A3B-FP8 ship.
 for _scheme, _what in (
     ("gptq-int4-sym", "GPTQ 4-bit, groups of 32, symmetric (zeros 8 stored as 7), desc_act false, trivial g_idx (Qwen3-30B-A3B-GPTQ-Int4's layout)"),
     ("fp8-block", "quant_method fp8 with weight_scale_inv block scales [32, 48] (Qwen3-30B-A3B-FP8 / DeepSeek-V3 style, ragged blocks)"),
@@ -737,6 +735,62 @@ FIXTURES.append(Fixture(
                                            image_size=28, patch_size=14, vision_output_dim=16, projector_input_dim=16,
                                            projector_output_dim=16, pixel_shuffle_ratio=0.5)),
 ))
+
+
+# Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
+# by name, so that adding or moving a fixture never changes another's bytes. The committed
+# fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
+# list of that day, which is why some repeat; a new fixture takes a thousand no other one uses.
+SEED_BASES = {
+    "llama-gqa": 1000,
+    "llama-mha-bf16": 2000,
+    "llama-mqa-f16": 3000,
+    "llama-rope-llama3": 4000,
+    "llama-rope-linear": 5000,
+    "llama-rope-dynamic": 6000,
+    "llama-rope-yarn": 7000,
+    "mistral-headdim": 8000,
+    "mistral-swa": 9000,
+    "qwen2-bias-tied": 10000,
+    "qwen3-qknorm": 11000,
+    "llama-sharded": 12000,
+    "mixtral-moe": 13000,
+    "qwen2-moe": 14000,
+    "qwen3-moe": 15000,
+    "deepseek-v2-lite": 16000,
+    "deepseek-v2-group": 17000,
+    "deepseek-v3": 18000,
+    "deepseek-v32": 19000,
+    "gemma-mqa": 19000,
+    "gemma2-softcap": 19000,
+    "gemma3-text": 20000,
+    "phi3-longrope": 21000,
+    "phi3-partial-rotary": 22000,
+    "gpt-oss": 23000,
+    "quant-gptq-int4-actorder": 24000,
+    "quant-gptq-int8-channel": 25000,
+    "quant-awq-int4": 26000,
+    "quant-ct-w4a16": 27000,
+    "quant-ct-w8a16-asym": 28000,
+    "quant-ct-fp8-channel": 29000,
+    "quant-bnb-nf4-dq": 30000,
+    "quant-bnb-fp4": 31000,
+    "quant-bnb-int8": 32000,
+    "quant-fp8-block": 30000,
+    "gpt-oss-mxfp4": 31000,
+    "quant-aqlm-2x8": 35000,
+    "quant-moe-gptq-int4-sym": 36000,
+    "quant-moe-fp8-block": 37000,
+    "quant-moe-mixtral-ct-w4a16": 40000,
+    "quant-moe-mixtral-gptq-int4-actorder": 41000,
+    "gemma3-vl": 42000,
+    "mistral3-vl": 43000,
+    "llama4-vl": 44000,
+}
+_missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
+_unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
+if _missing or _unused:
+    raise SystemExit(f"SEED_BASES must name every fixture once: missing {_missing}, unused {_unused}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1173,11 +1227,11 @@ def draw_quality(fx: Fixture, ref: dict, routing: dict | None, selection: dict |
     return quality
 
 
-def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
+def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
     out_dir = root / fx.name
     if out_dir.exists():
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
-    base_seed = 1000 * (index + 1)
+    base_seed = SEED_BASES[fx.name]
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
     is_moe = fx.model_type in MOE_MODEL_TYPES
 
@@ -1345,11 +1399,10 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     failures = []
     for fx in selected:
-        index = FIXTURES.index(fx)  # seeds depend on the position in the full list only
         print(f"[{fx.name}] {fx.model_type}, stored {fx.stored_dtype}", flush=True)
         start = time.perf_counter()
         try:
-            fx.result = build_fixture(fx, index, root, versions)
+            fx.result = build_fixture(fx, root, versions)
             fx.result["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - one broken fixture must not hide the others
             traceback.print_exc()
