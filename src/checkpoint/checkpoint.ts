@@ -73,6 +73,18 @@ export function openCheckpoint(dir: string): Checkpoint {
   throw invalidModel(`no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir}${describeOtherWeights(dir)}`);
 }
 
+/** The names of the tensors of `dir`'s checkpoint (the index's, or the file header's), without opening the shards; null when it has no safetensors weights. */
+export function checkpointTensorNames(dir: string): string[] | null {
+  if (existsSync(join(dir, INDEX_FILE))) return Object.keys(readWeightMap(join(dir, INDEX_FILE)));
+  if (!existsSync(join(dir, SINGLE_FILE))) return null;
+  const file = SafetensorsFile.open(join(dir, SINGLE_FILE));
+  try {
+    return [...file.tensors.keys()];
+  } finally {
+    file.close();
+  }
+}
+
 /**
  * The tensors of one safetensors file of `dir` that is not a model's (speculative heads ship as
  * `medusa_lm_head.safetensors`): the first of `fileNames` found, or `openCheckpoint`'s files.
