@@ -103,7 +103,7 @@ CONFIG_CLASS_NAMES = {
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -149,6 +149,9 @@ class Fixture:
     # text_config, of this model_type; `wrapper_fields` the rest (a tiny vision_config).
     text_model_type: str | None = None
     wrapper_fields: dict = field(default_factory=dict)
+    # Top-level config.json keys set after saving: a re-saved checkpoint whose config disagrees with
+    # its tensors, which the oracle reads as transformers' from_pretrained does.
+    saved_config_overrides: dict = field(default_factory=dict)
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -737,6 +740,51 @@ FIXTURES.append(Fixture(
 ))
 
 
+FIXTURES.append(Fixture(
+    "llama4-text", "llama4_text",
+    "Llama 4 as Llama4ForCausalLM (model_type llama4_text, the Hub's text-only layout: model.layers.*, lm_head), "
+    "4 layers, every one MoE (interleave_moe_layer_step 1): top-2 of 4 experts 16 wide (the sigmoid weights scaling "
+    "each expert's input) beside a shared expert; use_qk_norm false, default RoPE theta 5e5 on interleaved pairs, "
+    "attention chunks of 16 (every prompt but the first crosses a chunk boundary, and so do the decodes); layer 3 "
+    "NoPE (no_rope_layer_interval 4) with full attention and temperature tuning (floor_scale 4, attn_scale 0.2). "
+    "lm_head untied. Weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, head_dim=16, intermediate_size=16, intermediate_size_mlp=64,
+            num_local_experts=4, num_experts_per_tok=2, interleave_moe_layer_step=1, attention_chunk_size=16,
+            no_rope_layer_interval=4, use_qk_norm=False, floor_scale=4, attn_scale=0.2, rms_norm_eps=1e-5),
+    _rope("default", 500000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.feed_forward\.router\.weight$", 0.0, 0.3),),
+    probes=("attention_chunks_off", "attn_temperature_off", "expert_output_weighted"),
+))
+
+# A Mistral 3 checkpoint re-saved with tie_word_embeddings true at the top level while it still
+# holds its own lm_head: transformers 5.17's tie_weights keeps a present lm_head that differs from
+# the embedding (and warns), so the head is the checkpoint's, not the embedding.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "mistral3-vl"),
+    name="mistral3-vl-own-head",
+    description="mistral3-vl's architecture (1 layer, intermediate 64) with config.json's top-level tie_word_embeddings set to "
+                "true after saving, while language_model.lm_head.weight (drawn apart from the embedding) stays in the "
+                "checkpoint: transformers' from_pretrained keeps that lm_head (tie_weights ties only a missing or equal one). "
+                "Oracle: transformers on the checkpoint as written.",
+    fields={**next(f for f in FIXTURES if f.name == "mistral3-vl").fields, "num_hidden_layers": 1, "intermediate_size": 64},
+    saved_config_overrides={"tie_word_embeddings": True},
+))
+
+# Gemma 3 as published W4A16 checkpoints of it ship: the wrapper's language model packed under its
+# nested names, the vision tower and projector 16-bit.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "gemma3-vl"),
+    name="quant-gemma3-vl-ct-w4a16",
+    description="gemma3-vl's architecture (intermediate 64) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
+                "signed values + 8, bf16 weight_scale per group of 32, symmetric): every language model projection "
+                "(language_model.model.layers.N.self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj) packed under the "
+                "wrapper's nested names; the SigLIP vision tower and the projector (ignored: re:vision_tower.*, "
+                "re:multi_modal_projector.*), norms and the tied embedding bf16. Oracle: transformers on the dequantized weights.",
+    fields={**next(f for f in FIXTURES if f.name == "gemma3-vl").fields, "intermediate_size": 64},
+    quantization="ct-w4a16-vl",
+))
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -786,6 +834,9 @@ SEED_BASES = {
     "gemma3-vl": 42000,
     "mistral3-vl": 43000,
     "llama4-vl": 44000,
+    "llama4-text": 45000,
+    "mistral3-vl-own-head": 46000,
+    "quant-gemma3-vl-ct-w4a16": 47000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
@@ -1031,11 +1082,12 @@ def load_quantized_fixture(path: Path):
         ensure_eager_experts(model)
         return model
     del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
+    model = auto_class(config.model_type).from_config(config, attn_implementation="eager").float().eval()
     state = dequantized_state(path)
     if set(state) != set(model.state_dict()):
-        # Per-expert checkpoint tensors of experts transformers fuses in memory: its own loader
-        # converts them, from the dequantized tensors written as a 16-bit checkpoint.
+        # Per-expert checkpoint tensors of experts transformers fuses in memory, or a vision-language
+        # model's saved names: its own loader converts them, from the dequantized tensors written as
+        # a 16-bit checkpoint.
         model = load_dequantized_through_transformers(path, config, state)
     else:
         model.load_state_dict(state, strict=True)
@@ -1049,7 +1101,8 @@ def load_dequantized_through_transformers(path: Path, config, state: dict[str, t
     with tempfile.TemporaryDirectory() as tmp:
         config.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in state.items()}, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager", local_files_only=True).float().eval()
+        model = auto_class(config.model_type).from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager",
+                                                              local_files_only=True).float().eval()
     ensure_eager_experts(model)
     return model
 
@@ -1258,6 +1311,9 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
               flush=True)
 
     save_checkpoint(model, fx, out_dir)
+    if fx.saved_config_overrides:
+        saved = json.loads((out_dir / "config.json").read_text())
+        (out_dir / "config.json").write_text(json.dumps({**saved, **fx.saved_config_overrides}, indent=2, sort_keys=True) + "\n")
     if fx.fields.get("num_nextn_predict_layers"):
         add_mtp_layers(out_dir, model.config, seed)
     if fx.quantization:

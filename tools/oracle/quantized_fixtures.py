@@ -24,6 +24,7 @@ from transformers import BitsAndBytesConfig
 
 from aqlm_fixtures import dequantize as dequantize_aqlm, quantize_with_keel, replace_by_dequantized
 from bnb_fixtures import install_mixed_int8, pack_bnb4, pack_bnb8, read_bnb4, read_bnb8
+from greedy_reference import VISION_LANGUAGE_MODEL_TYPES
 
 # AutoAWQ's GEMM packing writes output columns 0, 2, 4, 6, 1, 3, 5, 7 of each group of 8 into
 # 4-bit fields 0..7.
@@ -69,6 +70,16 @@ SCHEMES = {
                                                  "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
                                                              "group_size": 32, "dynamic": False, "actorder": None}}},
                    "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
+    },
+    "ct-w4a16-vl": {
+        # A vision-language checkpoint as llm-compressor writes it: the vision tower and projector ignored.
+        "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                                 "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                                             "group_size": 32, "dynamic": False, "actorder": None}}},
+                   "ignore": ["re:.*lm_head", "re:vision_tower.*", "re:multi_modal_projector.*"], "kv_cache_scheme": None,
+                   "sparsity_config": {}},
         "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
     },
     "ct-w8a16-asym": {
@@ -143,12 +154,26 @@ CHECKPOINT_EXPERTS = {
     "mixtral": ("block_sparse_moe.experts", {"gate": "w1", "up": "w3", "down": "w2"}),
 }
 DEFAULT_CHECKPOINT_EXPERTS = ("mlp.experts", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+# Vision-language models: only the language model is quantized (its vision tower has q/k/v_proj
+# too), and save_pretrained writes its in-memory names under the Hub's prefixes.
+VISION_MODULES = re.compile(r"(^|\.)(vision_tower|vision_model|multi_modal_projector)\.")
+VISION_LANGUAGE_SAVED_PREFIXES = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."))
+
+
+def checkpoint_name(model, name: str) -> str:
+    """The name save_pretrained gives the in-memory parameter `name` (less its `.weight`)."""
+    if model.config.model_type not in VISION_LANGUAGE_MODEL_TYPES:
+        return name
+    for memory, saved in VISION_LANGUAGE_SAVED_PREFIXES:
+        if name.startswith(memory):
+            return saved + name[len(memory):]
+    raise ValueError(f"{name} is no language model parameter of a {model.config.model_type} model")
 
 
 def quantized_layers(model, scheme: dict) -> list[str]:
     """Names (less `.weight`) of the decoder's linear layers the scheme quantizes."""
     names = [n[: -len(".weight")] for n, _ in model.named_parameters()
-             if n.endswith(".weight") and n.split(".")[-2] in LINEAR_SUFFIXES]
+             if n.endswith(".weight") and n.split(".")[-2] in LINEAR_SUFFIXES and not VISION_MODULES.search(n)]
     return [n for n in names if n not in scheme.get("skip", ())]
 
 
@@ -189,6 +214,11 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
 def linear_weights(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
     """Each quantized layer's checkpoint name (less `.weight`) and its [out, in] weight in memory
     (a view into a fused expert tensor for routed experts, so writing it writes the model)."""
+    return [(checkpoint_name(model, base), weight) for base, weight in _linear_weights_in_memory(model, scheme)]
+
+
+def _linear_weights_in_memory(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
+    """linear_weights under the names the model has in memory."""
     params = dict(model.named_parameters())
     out = [(base, params[f"{base}.weight"].data) for base in quantized_layers(model, scheme)]
     # gpt-oss's fused tensors are its checkpoint's own (input-major, interleaved): MXFP4 packs them.
