@@ -40,6 +40,8 @@ export interface Checkpoint {
   readMxfp4?(name: string): Mxfp4Weight | null;
   /** `--quantization mxfp4`: routed MoE experts are quantized to MXFP4 as they load; absent: loaded as stored. */
   readonly expertQuantization?: 'mxfp4';
+  /** WeightSource.quantizeLinear: `--quantization`'s quantizer of linear matrices no tensor name holds alone. */
+  quantizeLinear?(matrix: HostTensor): QuantizedWeight;
   close(): void;
 }
 

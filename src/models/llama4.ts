@@ -9,6 +9,9 @@ import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSp
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+import { isQuantized, selectQuantizedRows } from '../tensor/quantized-weight.ts';
+import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseDecoderFields, preNormLayerForward, type DecoderFields, type FeedForward, type PreNormLayer } from './decoder.ts';
@@ -202,21 +205,37 @@ class Llama4DecoderLayer implements Layer, PreNormLayer {
     return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
   }
 
-  /** The attention's tensors with q_proj's and k_proj's rows (and biases) of every head in rotate_half order; 16-bit reads only. */
+  /**
+   * The attention's tensors with q_proj's and k_proj's rows (and biases) of every head in
+   * rotate_half order: 16-bit ones, and quantized ones (`readLinear`: a quantized checkpoint's or
+   * `--quantization`'s), whose rows are independent in every layout (codes, scales, zeros and mins
+   * by output row), so moving whole rows is exact.
+   */
   private ropePermuted(source: WeightSource): WeightSource {
     const { headDim, prefix } = this;
     const permuted = new Set([`${prefix}.self_attn.q_proj.weight`, `${prefix}.self_attn.k_proj.weight`, `${prefix}.self_attn.q_proj.bias`, `${prefix}.self_attn.k_proj.bias`]);
     const rowOf = (r: number) => r - (r % headDim) + fromInterleaved(r % headDim, headDim);
-    return {
+    const permute = (t: HostTensor) => {
+      const cols = t.shape.length === 2 ? t.shape[1] : 1;
+      return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
+    };
+    const out: WeightSource = {
       ...(source.shard === undefined ? {} : { shard: source.shard }),
       ...(source.readOptional === undefined ? {} : { readOptional: source.readOptional }),
-      read: (name) => {
-        const t = source.read(name);
-        if (!permuted.has(name)) return t;
-        const cols = t.shape.length === 2 ? t.shape[1] : 1;
-        return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
-      },
+      read: (name) => (permuted.has(name) ? permute(source.read(name)) : source.read(name)),
     };
+    const readLinear = source.readLinear?.bind(source);
+    if (readLinear !== undefined) {
+      out.readLinear = (name) => {
+        const w = readLinear(name);
+        if (!permuted.has(name)) return w;
+        if (isSparse24(w)) throw invalidArgument(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which 2:4 sparse weights cannot take; leave --sparsity out`);
+        if (!isQuantized(w)) return permute(w);
+        if (w.codebooks !== null) throw invalidModel(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which ${w.format} weights (codebooks by row ranges) cannot take`);
+        return selectQuantizedRows(w, Int32Array.from({ length: w.rows }, (_, r) => rowOf(r)));
+      };
+    }
+    return out;
   }
 }
 
