@@ -13,7 +13,7 @@ import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import type { HostTensor } from '../src/tensor/host-tensor.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../src/tensor/quantize-rtn.ts';
-import { dequantizeWeight } from '../src/tensor/quantized-weight.ts';
+import { dequantizeWeight, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './helpers/oracle-fixtures.ts';
 import { promptLogits } from './helpers/prompt-logits.ts';
@@ -140,4 +140,30 @@ test('a GPTQ checkpoint of Llama 4 (keel quantize --method rtn) runs its q/k cod
   quantized.logits.forEach((row, i) => assert.ok(maxAbsDiff(row, expected.logits[i]) < 1e-4, `prompt ${i}: max |Δlogit| ${maxAbsDiff(row, expected.logits[i])}`));
   const drift = Math.max(...quantized.logits.map((row, i) => maxAbsDiff(row, f.oracle.last_logits[i])));
   assert.ok(drift > 0 && drift < DRIFT_BOUND.int4, `max |Δlogit| from the 16-bit model ${drift}`);
+});
+
+test('a compressed-tensors checkpoint of Llama 4 with its experts written per expert (as llm-compressor writes them) loads them quantized, stacked, and its q/k rows moved as codes', () => {
+  const f = fixture('quant-llama4-text-ct-w4a16');
+  const architecture = readModelArchitecture(f.dir);
+  const model = createModel(architecture, architecture.config.contextLength);
+  const backend = new CpuBackend();
+  const stacks: QuantizedWeight[] = [];
+  const uploader: WeightUploader = {
+    loadWeight: backend.loadWeight.bind(backend),
+    loadSparseWeight: backend.loadSparseWeight.bind(backend),
+    loadMxfp4Weight: backend.loadMxfp4Weight.bind(backend),
+    uploadRopeTable: backend.uploadRopeTable.bind(backend),
+    loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+    loadQuantizedExperts: (w, count) => (stacks.push(w), backend.loadQuantizedExperts(w, count)),
+  };
+  const source = quantizedCheckpoint(openModelCheckpoint(openModelFiles(f.dir), architecture), architecture.quantization!);
+  const linears = new Set<string>();
+  const readLinear = source.readLinear!.bind(source);
+  source.readLinear = (tensor) => (linears.add(tensor), readLinear(tensor));
+  loadWeights(model, source, uploader);
+  const layers = architecture.config.numLayers;
+  for (let i = 0; i < layers; i++) for (const p of ['q', 'k']) assert.ok(linears.has(`model.layers.${i}.self_attn.${p}_proj.weight`), `layer ${i}'s ${p}_proj read quantized`);
+  // Every layer MoE: 4 experts 32 wide, hidden 64, groups of 32.
+  const perLayer = [['int4', 4 * 2 * 32, 64, 32], ['int4', 4 * 64, 32, 32]];
+  assert.deepEqual(stacks.map((w) => [w.format, w.rows, w.cols, w.groupSize]), Array.from({ length: layers }, () => perLayer).flat());
 });

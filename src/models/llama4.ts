@@ -55,13 +55,23 @@ export interface Llama4Config extends DecoderFields {
   qkL2Norm: boolean;
   /** Query temperature of the NoPE layers (`attn_temperature_tuning`, `floor_scale`, `attn_scale`), or null. */
   queryTemperature: { floorScale: number; attnScale: number } | null;
+  /**
+   * How the checkpoint holds the routed experts: fused (`experts.gate_up_proj` [E, hidden, 2n],
+   * gate columns first, and `experts.down_proj` [E, n, hidden]: the Hub's and transformers'), or
+   * per expert (`experts.E.gate_proj` / `up_proj` / `down_proj`, [out, in]), as llm-compressor
+   * writes quantized Llama 4 checkpoints (and vLLM reads them).
+   */
+  expertTensors: 'fused' | 'per-expert';
 }
+
+/** A routed expert's own tensor (`...feed_forward.experts.E.gate_proj.weight` and its quantized parts). */
+const PER_EXPERT_TENSOR = /^model\.layers\.\d+\.feed_forward\.experts\.\d+\./;
 
 const SILU: Activation = { kind: 'silu' };
 /** Llama4TextConfig's defaults. */
 const DEFAULTS = { maxPositions: 4096 * 32, headDim: 128, rmsNormEps: 1e-5, numExperts: 16, noRopeInterval: 4, chunk: 8192, floorScale: 8192, attnScale: 0.1 };
 
-function parseLlama4Config(json: Record<string, unknown>, source: string): Llama4Config {
+function parseLlama4Config(json: Record<string, unknown>, source: string, tensorNames: readonly string[] | null = null): Llama4Config {
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULTS.maxPositions, headDim: DEFAULTS.headDim });
   requireActivation(fields, 'hidden_act', 'silu', 'silu');
@@ -82,6 +92,7 @@ function parseLlama4Config(json: Record<string, unknown>, source: string): Llama
     attentionChunks: parseAttentionChunks(fields, ropeLayers),
     qkL2Norm: fields.boolean('use_qk_norm', true),
     queryTemperature: temperature ? { floorScale: fields.positiveNumber('floor_scale', DEFAULTS.floorScale), attnScale: fields.finiteNumber('attn_scale', DEFAULTS.attnScale) } : null,
+    expertTensors: tensorNames?.some((name) => PER_EXPERT_TENSOR.test(name)) ? 'per-expert' : 'fused',
   };
 }
 
@@ -254,7 +265,10 @@ function feedForward(config: Llama4Config, index: number): FeedForward {
     routerBias: false,
     // sigmoid(top-k logits) are the top k of the sigmoid scores, unnormalized.
     routing: { topK: config.numExpertsPerToken, scoring: 'sigmoid', selectionBias: null, groups: null, normalize: false, scale: 1, weightInputs: true },
-    experts: { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
+    experts:
+      config.expertTensors === 'per-expert'
+        ? { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` }
+        : { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
     activation: SILU,
     shared: { mlp: gatedMlp(`${p}.shared_expert`, config.intermediateSize, true), gate: null },
   });

@@ -65,10 +65,16 @@ export function readModelArchitecture(path: string): ModelArchitecture {
 
 /**
  * `json` read by its model_type's family. `tensorNames` (the checkpoint's stored names; null: no
- * weights, as for --load-format dummy) decide whether a tied config reads an LM head of its own.
+ * weights, as for --load-format dummy) decide whether a tied config reads an LM head of its own,
+ * and the family may read the layout of its tensors from them (ModelFamily.parseConfig).
  */
 export function parseModelArchitecture(json: unknown, source: string, tensorNames: readonly string[] | null = null): ModelArchitecture {
   if (!isObject(json)) throw invalidModel(`${source} must hold a JSON object`);
+  // A tied config (tie_word_embeddings, or the family's default) still reads the lm_head.weight a
+  // checkpoint holds, as transformers 5.17 does: from_pretrained ties the head to the embedding only
+  // where the checkpoint leaves it out (or holds it equal to the embedding, which reads the same)
+  // and keeps one that differs, as a checkpoint re-saved with tie_word_embeddings turned on can
+  // hold (modeling_utils.py, tie_weights).
   const languageModelOnly = VISION_LANGUAGE_MODEL_TYPES.includes(json.model_type as string);
   const text = languageModelOnly ? languageModelConfig(json, source) : { json, source };
   const modelType = text.json.model_type;
@@ -79,25 +85,16 @@ export function parseModelArchitecture(json: unknown, source: string, tensorName
     const wrappers = VISION_LANGUAGE_MODEL_TYPES.join(', ');
     throw invalidModel(`${text.source}: ${got} is not supported; Keel supports the families (model_type): ${supported}; and serves the language model of the vision-language model_types ${wrappers} (text prompts only)`);
   }
-  const config = family.parseConfig(text.json, text.source);
+  // The names the model reads them by: a wrapper's language model's, without its vision tower's.
+  const names = languageModelOnly ? tensorNames?.flatMap((name) => languageModelTensorName(name) ?? []) ?? null : tensorNames;
+  const config = family.parseConfig(text.json, text.source, names);
   return {
     family,
-    config: config.tieWordEmbeddings && holdsLmHead(tensorNames, languageModelOnly) ? { ...config, tieWordEmbeddings: false } : config,
+    config: config.tieWordEmbeddings && names?.includes('lm_head.weight') ? { ...config, tieWordEmbeddings: false } : config,
     quantization: parseQuantizationConfig(json, source),
     sparsity: parseSparsityConfig(json, source),
     languageModelOnly,
   };
-}
-
-/**
- * Whether the checkpoint holds `lm_head.weight` (under its nested name in a vision-language one).
- * A tied config then reads that head, as transformers 5.17 does: from_pretrained ties the head
- * to the embedding only where the checkpoint leaves it out (or holds it equal to the embedding,
- * which reads the same) and keeps one that differs, as a checkpoint re-saved with
- * tie_word_embeddings turned on can hold (modeling_utils.py, tie_weights).
- */
-function holdsLmHead(tensorNames: readonly string[] | null, languageModelOnly: boolean): boolean {
-  return tensorNames !== null && tensorNames.some((name) => (languageModelOnly ? languageModelTensorName(name) : name) === 'lm_head.weight');
 }
 
 /** The checkpoint of `files` with its tensors named as `architecture`'s model names them. */

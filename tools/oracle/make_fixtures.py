@@ -53,7 +53,9 @@ from fixture_probes import (  # noqa: E402
     check_hub_layout, evidence, index_selection_stats, routing_stats, saved_tensors, softcap_stats,
 )
 from aqlm_fixtures import load_through_transformers  # noqa: E402
-from quantized_fixtures import SCHEMES, dequantized_state, install_runtime_layers, quantize_model, write_checkpoint  # noqa: E402
+from quantized_fixtures import (  # noqa: E402
+    SCHEMES, dequantized_state, fuse_input_major_experts, install_runtime_layers, quantize_model, write_checkpoint,
+)
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
@@ -785,6 +787,20 @@ FIXTURES.append(dataclasses.replace(
     quantization="ct-w4a16-vl",
 ))
 
+# Llama 4 as llm-compressor's W4A16 checkpoints ship it: the routed experts written per expert.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "llama4-text"),
+    name="quant-llama4-text-ct-w4a16",
+    description="llama4-text's architecture (experts 32 wide) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
+                "signed values + 8, bf16 weight_scale per group of 32, symmetric): attention projections, shared experts and "
+                "every routed expert written per expert (feed_forward.experts.E.gate_proj/up_proj/down_proj, cut from the fused "
+                "input-major tensors, as llm-compressor writes Llama 4) packed; router, norms, embeddings and lm_head bf16. "
+                "Oracle: transformers on the dequantized weights, fused back.",
+    fields={**next(f for f in FIXTURES if f.name == "llama4-text").fields, "intermediate_size": 32},
+    probes=(),
+    quantization="ct-w4a16",
+))
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -837,6 +853,7 @@ SEED_BASES = {
     "llama4-text": 45000,
     "mistral3-vl-own-head": 46000,
     "quant-gemma3-vl-ct-w4a16": 47000,
+    "quant-llama4-text-ct-w4a16": 48000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
@@ -1083,7 +1100,7 @@ def load_quantized_fixture(path: Path):
         return model
     del config.quantization_config
     model = auto_class(config.model_type).from_config(config, attn_implementation="eager").float().eval()
-    state = dequantized_state(path)
+    state = fuse_input_major_experts(dequantized_state(path))
     if set(state) != set(model.state_dict()):
         # Per-expert checkpoint tensors of experts transformers fuses in memory, or a vision-language
         # model's saved names: its own loader converts them, from the dequantized tensors written as

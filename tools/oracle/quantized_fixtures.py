@@ -154,6 +154,11 @@ CHECKPOINT_EXPERTS = {
     "mixtral": ("block_sparse_moe.experts", {"gate": "w1", "up": "w3", "down": "w2"}),
 }
 DEFAULT_CHECKPOINT_EXPERTS = ("mlp.experts", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+# Llama 4 holds its routed experts input-major, gate_up_proj [experts, hidden, 2n] (gate columns
+# first) and down_proj [experts, n, hidden], in memory and in the Hub's 16-bit checkpoints;
+# llm-compressor writes quantized ones per expert (feed_forward.experts.E.gate_proj, [out, in]).
+INPUT_MAJOR_EXPERTS = (".feed_forward.experts.gate_up_proj", ".feed_forward.experts.down_proj")
+PER_EXPERT_INPUT_MAJOR = re.compile(r"^(.*\.feed_forward\.experts)\.(\d+)\.(gate|up|down)_proj(\.weight)?$")
 # Vision-language models: only the language model is quantized (its vision tower has q/k/v_proj
 # too), and save_pretrained writes its in-memory names under the Hub's prefixes.
 VISION_MODULES = re.compile(r"(^|\.)(vision_tower|vision_model|multi_modal_projector)\.")
@@ -225,6 +230,15 @@ def _linear_weights_in_memory(model, scheme: dict) -> list[tuple[str, torch.Tens
     fused = model.config.model_type != "gpt_oss"
     experts, projection = CHECKPOINT_EXPERTS.get(model.config.model_type, DEFAULT_CHECKPOINT_EXPERTS)
     for name, param in params.items():
+        if name.endswith(INPUT_MAJOR_EXPERTS):
+            prefix = name[: name.rindex(".")]
+            for e in range(param.shape[0]):
+                if name.endswith("gate_up_proj"):
+                    n = param.shape[2] // 2
+                    out += [(f"{prefix}.{e}.gate_proj", param.data[e, :, :n].t()), (f"{prefix}.{e}.up_proj", param.data[e, :, n:].t())]
+                else:
+                    out.append((f"{prefix}.{e}.down_proj", param.data[e].t()))
+            continue
         if not (fused and name.endswith(FUSED_EXPERTS)):
             continue
         prefix = f"{name[: name.index('.mlp.experts.')]}.{experts}"
@@ -392,9 +406,14 @@ def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Te
     tensors = load_file(str(path))
     replaced = set()
     for name in packed:
-        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales; other formats a layer's `.weight`.
+        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales; Llama 4's per-expert
+        # layers replace the fused tensor they were cut from; other formats a layer's `.weight`.
         suffix = next((s for s in ("_blocks", "_scales") if name.endswith(s)), None)
-        replaced.add(name[: -len(suffix)] if suffix else f"{name.rsplit('.', 1)[0]}.weight")
+        expert = PER_EXPERT_INPUT_MAJOR.match(name.rsplit(".", 1)[0])
+        if expert:
+            replaced.add(f"{expert.group(1)}.{'down_proj' if expert.group(3) == 'down' else 'gate_up_proj'}")
+        else:
+            replaced.add(name[: -len(suffix)] if suffix else f"{name.rsplit('.', 1)[0]}.weight")
     # A packed layer named otherwise than the checkpoint's tensor would leave both in the file.
     missing = sorted(replaced - set(tensors))
     if missing:
@@ -422,6 +441,24 @@ def _unpack(words: torch.Tensor, bits: int, dim: int, length: int, order=None) -
         fields = fields[..., [order.index(e) for e in range(per)]]
     values = fields.reshape(*w.shape[:-1], -1)[..., :length]
     return values.movedim(-1, dim)
+
+
+def fuse_input_major_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with Llama 4's per-expert `.weight`s [out, in] stacked back into the fused
+    input-major tensors transformers holds (gate_up_proj [E, hidden, 2n], down_proj [E, n, hidden])."""
+    experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+    out = {}
+    for name, t in state.items():
+        m = PER_EXPERT_INPUT_MAJOR.match(name)
+        if m and m.group(4):
+            experts.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[m.group(3)] = t
+        else:
+            out[name] = t
+    for prefix, by_expert in experts.items():
+        order = [by_expert[e] for e in sorted(by_expert)]
+        out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([p["gate"].t(), p["up"].t()], dim=1) for p in order]).contiguous()
+        out[f"{prefix}.down_proj"] = torch.stack([p["down"].t() for p in order]).contiguous()
+    return out
 
 
 def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:
