@@ -40,6 +40,8 @@ export interface Checkpoint {
   readMxfp4?(name: string): Mxfp4Weight | null;
   /** `--quantization mxfp4`: routed MoE experts are quantized to MXFP4 as they load; absent: loaded as stored. */
   readonly expertQuantization?: 'mxfp4';
+  /** WeightSource.quantizeLinear: `--quantization`'s quantizer of linear matrices no tensor name holds alone. */
+  quantizeLinear?(matrix: HostTensor): QuantizedWeight;
   close(): void;
 }
 
@@ -71,6 +73,18 @@ export function openCheckpoint(dir: string): Checkpoint {
     return new SafetensorsCheckpoint(dir, [file], new Map([...file.tensors.keys()].map((name) => [name, file])));
   }
   throw invalidModel(`no ${SINGLE_FILE} or ${INDEX_FILE} in ${dir}${describeOtherWeights(dir)}`);
+}
+
+/** The names of the tensors of `dir`'s checkpoint (the index's, or the file header's), without opening the shards; null when it has no safetensors weights. */
+export function checkpointTensorNames(dir: string): string[] | null {
+  if (existsSync(join(dir, INDEX_FILE))) return Object.keys(readWeightMap(join(dir, INDEX_FILE)));
+  if (!existsSync(join(dir, SINGLE_FILE))) return null;
+  const file = SafetensorsFile.open(join(dir, SINGLE_FILE));
+  try {
+    return [...file.tensors.keys()];
+  } finally {
+    file.close();
+  }
 }
 
 /**

@@ -16,7 +16,7 @@ const TEXT_PREFIXES: readonly (readonly [stored: string, text: string])[] = [
 ];
 
 /** The causal-LM name of a stored tensor of the language model; null for the vision tower's and the projector's. */
-function textName(stored: string): string | null {
+export function languageModelTensorName(stored: string): string | null {
   const match = TEXT_PREFIXES.find(([prefix]) => stored.startsWith(prefix));
   return match === undefined ? null : match[1] + stored.slice(match[0].length);
 }
@@ -29,7 +29,7 @@ function textName(stored: string): string | null {
 export function languageModelTensors(ckpt: Checkpoint): Checkpoint {
   const storedOf = new Map<string, string>();
   for (const stored of ckpt.tensorNames) {
-    const text = textName(stored);
+    const text = languageModelTensorName(stored);
     if (text !== null) storedOf.set(text, stored);
   }
   // A name no tensor has passes through, so that `ckpt`'s own error names the missing tensor.

@@ -32,4 +32,6 @@ export interface ModelFiles {
   /** The tokenizer's documents, or null when the model has no tokenizer.json (prompts are then token ids). */
   tokenizer(): TokenizerDocuments | null;
   openCheckpoint(): Checkpoint;
+  /** The names of the checkpoint's tensors as openCheckpoint names them, read without loading any; null when there are no weights (a config-only directory). */
+  tensorNames(): readonly string[] | null;
 }

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { invalidModel } from '../errors.ts';
-import { openCheckpoint, type Checkpoint } from './checkpoint.ts';
+import { checkpointTensorNames, openCheckpoint, type Checkpoint } from './checkpoint.ts';
 import { GgufModelFiles } from './gguf/gguf-model-files.ts';
 import { readJsonFile } from './json-file.ts';
 import type { JsonDocument, ModelFiles, TokenizerDocuments } from './model-documents.ts';
@@ -52,5 +52,9 @@ class DirectoryModelFiles implements ModelFiles {
 
   openCheckpoint(): Checkpoint {
     return openCheckpoint(this.path);
+  }
+
+  tensorNames(): readonly string[] | null {
+    return checkpointTensorNames(this.path);
   }
 }

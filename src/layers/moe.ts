@@ -210,7 +210,21 @@ export class MoeBlock implements Layer {
     const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + column(row, n));
     // down [E, n, hidden] -> [count, hidden, n].
     const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
-    return { ...this.atLoad(source, gateUp, down), ...biases };
+    return { ...(this.quantizedAtLoad(source, gateUp, down) ?? this.atLoad(source, gateUp, down)), ...biases };
+  }
+
+  /**
+   * Fused experts in the device layout quantized by `--quantization` (`quantizeLinear`) as the
+   * per-expert tensors of other checkpoints are by `readLinear`: gate/up [count · 2n, hidden] and
+   * down [count · hidden, n], row by row, so exactly as expert after expert. Null without it, or in
+   * a format the expert kernels do not take (nf4, llm-int8: the experts stay 16-bit, as the
+   * per-expert ones do).
+   */
+  private quantizedAtLoad(source: WeightSource, gateUp: HostTensor, down: HostTensor): Pick<HostExperts, 'gateUp' | 'down'> | null {
+    if (source.quantizeLinear === undefined) return null;
+    const [count, twoN, hidden] = gateUp.shape;
+    const stacks = { gateUp: source.quantizeLinear({ ...gateUp, shape: [count * twoN, hidden] }), down: source.quantizeLinear({ ...down, shape: [count * hidden, twoN / 2] }) };
+    return expertKernelsTake(stacks.gateUp) && expertKernelsTake(stacks.down) ? stacks : null;
   }
 
   /** A fused checkpoint's expert biases in the device layout: [count, 2n] gate then up, [count, hidden]. */

@@ -51,6 +51,14 @@ export interface WeightSource {
   readMxfp4?(name: string): Mxfp4Weight | null;
   /** `mxfp4`: quantize routed MoE experts to MXFP4 as they load (`--quantization mxfp4`). */
   expertQuantization?: 'mxfp4';
+  /**
+   * `--quantization fp8|int8|int4|nf4|llm-int8`: quantizes a linear layer's [out, in] matrix that
+   * the checkpoint holds inside a larger tensor (fused MoE experts, [experts · out, in] stacked
+   * along the rows), as `readLinear` quantizes those it holds under their own name; every format
+   * is row-wise, so a stack quantizes as its matrices would one by one. Absent: such matrices
+   * stay 16-bit.
+   */
+  quantizeLinear?(matrix: HostTensor): QuantizedWeight;
 }
 
 /**

@@ -99,7 +99,8 @@ export interface ModelFamily<C extends ModelConfig = ModelConfig> {
   readonly name: string;
   /** The config.json model_type values it reads. */
   readonly modelTypes: readonly string[];
-  parseConfig(json: Record<string, unknown>, source: string): C;
+  /** `tensorNames`: the checkpoint's tensors as the model names them, where the family's layout varies with them; null without weights (dummy ones). */
+  parseConfig(json: Record<string, unknown>, source: string, tensorNames?: readonly string[] | null): C;
   /**
    * The model's layers, not yet loaded; rotary tables will cover `maxPositions` positions. With
    * `streaming`, attention keeps StreamingLLM's sinks and window (docs/long-context.md). The model

@@ -9,6 +9,9 @@ import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSp
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
+import { isQuantized, selectQuantizedRows } from '../tensor/quantized-weight.ts';
+import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseDecoderFields, preNormLayerForward, type DecoderFields, type FeedForward, type PreNormLayer } from './decoder.ts';
@@ -52,13 +55,23 @@ export interface Llama4Config extends DecoderFields {
   qkL2Norm: boolean;
   /** Query temperature of the NoPE layers (`attn_temperature_tuning`, `floor_scale`, `attn_scale`), or null. */
   queryTemperature: { floorScale: number; attnScale: number } | null;
+  /**
+   * How the checkpoint holds the routed experts: fused (`experts.gate_up_proj` [E, hidden, 2n],
+   * gate columns first, and `experts.down_proj` [E, n, hidden]: the Hub's and transformers'), or
+   * per expert (`experts.E.gate_proj` / `up_proj` / `down_proj`, [out, in]), as llm-compressor
+   * writes quantized Llama 4 checkpoints (and vLLM reads them).
+   */
+  expertTensors: 'fused' | 'per-expert';
 }
+
+/** A routed expert's own tensor (`...feed_forward.experts.E.gate_proj.weight` and its quantized parts). */
+const PER_EXPERT_TENSOR = /^model\.layers\.\d+\.feed_forward\.experts\.\d+\./;
 
 const SILU: Activation = { kind: 'silu' };
 /** Llama4TextConfig's defaults. */
 const DEFAULTS = { maxPositions: 4096 * 32, headDim: 128, rmsNormEps: 1e-5, numExperts: 16, noRopeInterval: 4, chunk: 8192, floorScale: 8192, attnScale: 0.1 };
 
-function parseLlama4Config(json: Record<string, unknown>, source: string): Llama4Config {
+function parseLlama4Config(json: Record<string, unknown>, source: string, tensorNames: readonly string[] | null = null): Llama4Config {
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULTS.maxPositions, headDim: DEFAULTS.headDim });
   requireActivation(fields, 'hidden_act', 'silu', 'silu');
@@ -79,6 +92,7 @@ function parseLlama4Config(json: Record<string, unknown>, source: string): Llama
     attentionChunks: parseAttentionChunks(fields, ropeLayers),
     qkL2Norm: fields.boolean('use_qk_norm', true),
     queryTemperature: temperature ? { floorScale: fields.positiveNumber('floor_scale', DEFAULTS.floorScale), attnScale: fields.finiteNumber('attn_scale', DEFAULTS.attnScale) } : null,
+    expertTensors: tensorNames?.some((name) => PER_EXPERT_TENSOR.test(name)) ? 'per-expert' : 'fused',
   };
 }
 
@@ -202,21 +216,37 @@ class Llama4DecoderLayer implements Layer, PreNormLayer {
     return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
   }
 
-  /** The attention's tensors with q_proj's and k_proj's rows (and biases) of every head in rotate_half order; 16-bit reads only. */
+  /**
+   * The attention's tensors with q_proj's and k_proj's rows (and biases) of every head in
+   * rotate_half order: 16-bit ones, and quantized ones (`readLinear`: a quantized checkpoint's or
+   * `--quantization`'s), whose rows are independent in every layout (codes, scales, zeros and mins
+   * by output row), so moving whole rows is exact.
+   */
   private ropePermuted(source: WeightSource): WeightSource {
     const { headDim, prefix } = this;
     const permuted = new Set([`${prefix}.self_attn.q_proj.weight`, `${prefix}.self_attn.k_proj.weight`, `${prefix}.self_attn.q_proj.bias`, `${prefix}.self_attn.k_proj.bias`]);
     const rowOf = (r: number) => r - (r % headDim) + fromInterleaved(r % headDim, headDim);
-    return {
+    const permute = (t: HostTensor) => {
+      const cols = t.shape.length === 2 ? t.shape[1] : 1;
+      return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
+    };
+    const out: WeightSource = {
       ...(source.shard === undefined ? {} : { shard: source.shard }),
       ...(source.readOptional === undefined ? {} : { readOptional: source.readOptional }),
-      read: (name) => {
-        const t = source.read(name);
-        if (!permuted.has(name)) return t;
-        const cols = t.shape.length === 2 ? t.shape[1] : 1;
-        return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
-      },
+      read: (name) => (permuted.has(name) ? permute(source.read(name)) : source.read(name)),
     };
+    const readLinear = source.readLinear?.bind(source);
+    if (readLinear !== undefined) {
+      out.readLinear = (name) => {
+        const w = readLinear(name);
+        if (!permuted.has(name)) return w;
+        if (isSparse24(w)) throw invalidArgument(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which 2:4 sparse weights cannot take; leave --sparsity out`);
+        if (!isQuantized(w)) return permute(w);
+        if (w.codebooks !== null) throw invalidModel(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which ${w.format} weights (codebooks by row ranges) cannot take`);
+        return selectQuantizedRows(w, Int32Array.from({ length: w.rows }, (_, r) => rowOf(r)));
+      };
+    }
+    return out;
   }
 }
 
@@ -235,7 +265,10 @@ function feedForward(config: Llama4Config, index: number): FeedForward {
     routerBias: false,
     // sigmoid(top-k logits) are the top k of the sigmoid scores, unnormalized.
     routing: { topK: config.numExpertsPerToken, scoring: 'sigmoid', selectionBias: null, groups: null, normalize: false, scale: 1, weightInputs: true },
-    experts: { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
+    experts:
+      config.expertTensors === 'per-expert'
+        ? { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` }
+        : { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
     activation: SILU,
     shared: { mlp: gatedMlp(`${p}.shared_expert`, config.intermediateSize, true), gate: null },
   });

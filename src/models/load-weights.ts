@@ -45,6 +45,7 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
     };
   }
   if (ckpt.expertQuantization) source.expertQuantization = ckpt.expertQuantization;
+  if (ckpt.quantizeLinear) source.quantizeLinear = ckpt.quantizeLinear.bind(ckpt);
   model.load(source, uploader);
 }
 

@@ -1,7 +1,7 @@
 import { invalidModel } from '../errors.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
-import { languageModelTensors } from '../checkpoint/language-model-tensors.ts';
+import { languageModelTensorName, languageModelTensors } from '../checkpoint/language-model-tensors.ts';
 import type { ModelFiles } from '../checkpoint/model-documents.ts';
 import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
@@ -52,10 +52,10 @@ export interface ModelArchitecture {
   languageModelOnly: boolean;
 }
 
-/** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family. */
+/** The config.json of a model's files (a directory's, or the one a GGUF file's metadata gives), read by its model_type's family, with its tensors' names. */
 export function modelArchitectureOf(files: ModelFiles): ModelArchitecture {
   const doc = files.config();
-  return parseModelArchitecture(doc.json, doc.source);
+  return parseModelArchitecture(doc.json, doc.source, files.tensorNames());
 }
 
 /** The architecture of the model at `path`: a model directory or a GGUF file. */
@@ -63,8 +63,18 @@ export function readModelArchitecture(path: string): ModelArchitecture {
   return modelArchitectureOf(openModelFiles(path));
 }
 
-export function parseModelArchitecture(json: unknown, source: string): ModelArchitecture {
+/**
+ * `json` read by its model_type's family. `tensorNames` (the checkpoint's stored names; null: no
+ * weights, as for --load-format dummy) decide whether a tied config reads an LM head of its own,
+ * and the family may read the layout of its tensors from them (ModelFamily.parseConfig).
+ */
+export function parseModelArchitecture(json: unknown, source: string, tensorNames: readonly string[] | null = null): ModelArchitecture {
   if (!isObject(json)) throw invalidModel(`${source} must hold a JSON object`);
+  // A tied config (tie_word_embeddings, or the family's default) still reads the lm_head.weight a
+  // checkpoint holds, as transformers 5.17 does: from_pretrained ties the head to the embedding only
+  // where the checkpoint leaves it out (or holds it equal to the embedding, which reads the same)
+  // and keeps one that differs, as a checkpoint re-saved with tie_word_embeddings turned on can
+  // hold (modeling_utils.py, tie_weights).
   const languageModelOnly = VISION_LANGUAGE_MODEL_TYPES.includes(json.model_type as string);
   const text = languageModelOnly ? languageModelConfig(json, source) : { json, source };
   const modelType = text.json.model_type;
@@ -75,9 +85,12 @@ export function parseModelArchitecture(json: unknown, source: string): ModelArch
     const wrappers = VISION_LANGUAGE_MODEL_TYPES.join(', ');
     throw invalidModel(`${text.source}: ${got} is not supported; Keel supports the families (model_type): ${supported}; and serves the language model of the vision-language model_types ${wrappers} (text prompts only)`);
   }
+  // The names the model reads them by: a wrapper's language model's, without its vision tower's.
+  const names = languageModelOnly ? tensorNames?.flatMap((name) => languageModelTensorName(name) ?? []) ?? null : tensorNames;
+  const config = family.parseConfig(text.json, text.source, names);
   return {
     family,
-    config: family.parseConfig(text.json, text.source),
+    config: config.tieWordEmbeddings && names?.includes('lm_head.weight') ? { ...config, tieWordEmbeddings: false } : config,
     quantization: parseQuantizationConfig(json, source),
     sparsity: parseSparsityConfig(json, source),
     languageModelOnly,

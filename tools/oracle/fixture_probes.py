@@ -105,7 +105,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
         top, idx = torch.topk(logits, k, dim=-1)
         weights = torch.softmax(top, dim=-1)  # softmax over the k chosen logits only
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits, k)}
-    if model_type == "llama4":
+    if model_type in ("llama4", "llama4_text"):
         logits = F.linear(h, router.weight)
         top, idx = torch.topk(logits, k, dim=-1)
         return {"idx": idx, "weights": torch.sigmoid(top.float()), "margin": _sorted_gap(logits, k)}
@@ -147,7 +147,7 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
     def make_hook(layer: int):
         def hook(module, args, output):
             mine = route(model_type, module, config, args[0])
-            if model_type == "llama4":
+            if model_type in ("llama4", "llama4_text"):
                 # Llama4Router returns every expert's score (sigmoid of the chosen logits, 0 elsewhere) and the logits.
                 their_weights, their_idx = torch.topk(output[0], config.num_experts_per_tok, dim=-1)
             else:
@@ -561,6 +561,12 @@ HUB_LAYOUT = {
          r"^language_model\.model\.layers\.\d+\.feed_forward\.gate_proj\.weight$",
          r"^language_model\.lm_head\.weight$", r"^vision_model\.", r"^multi_modal_projector\."],
         [r"^model\.", r"^lm_head", r"q_norm|k_norm"],
+    ),
+    "llama4_text": (
+        [r"^model\.layers\.\d+\.feed_forward\.experts\.gate_up_proj$", r"^model\.layers\.\d+\.feed_forward\.experts\.down_proj$",
+         r"^model\.layers\.\d+\.feed_forward\.router\.weight$",
+         r"^model\.layers\.\d+\.feed_forward\.shared_expert\.(gate|up|down)_proj\.weight$", r"^lm_head\.weight$"],
+        [r"language_model", r"vision", r"q_norm|k_norm"],
     ),
     "mistral3": (
         [r"^language_model\.model\.layers\.\d+\.self_attn\.q_proj\.weight$", r"^language_model\.lm_head\.weight$",

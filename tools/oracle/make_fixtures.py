@@ -53,7 +53,9 @@ from fixture_probes import (  # noqa: E402
     check_hub_layout, evidence, index_selection_stats, routing_stats, saved_tensors, softcap_stats,
 )
 from aqlm_fixtures import load_through_transformers  # noqa: E402
-from quantized_fixtures import SCHEMES, dequantized_state, install_runtime_layers, quantize_model, write_checkpoint  # noqa: E402
+from quantized_fixtures import (  # noqa: E402
+    SCHEMES, dequantized_state, fuse_input_major_experts, install_runtime_layers, quantize_model, write_checkpoint,
+)
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = (5, 17, 40, 70)
@@ -103,7 +105,7 @@ CONFIG_CLASS_NAMES = {
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -149,6 +151,9 @@ class Fixture:
     # text_config, of this model_type; `wrapper_fields` the rest (a tiny vision_config).
     text_model_type: str | None = None
     wrapper_fields: dict = field(default_factory=dict)
+    # Top-level config.json keys set after saving: a re-saved checkpoint whose config disagrees with
+    # its tensors, which the oracle reads as transformers' from_pretrained does.
+    saved_config_overrides: dict = field(default_factory=dict)
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -613,7 +618,6 @@ FIXTURES.append(dataclasses.replace(
     quantization="mxfp4",
     probes=(),
 ))
-# Appended last: the other fixtures' seeds depend on their positions.
 FIXTURES.append(Fixture(
     "quant-aqlm-2x8", "llama",
     "AQLM 2x8 (quant_method aqlm: two codebooks of 256 float16 vectors of 8, codes I8 [out, in/8, 2] stored signed, "
@@ -631,8 +635,7 @@ FIXTURES.append(Fixture(
 
 # Quantized MoE checkpoints: qwen3-moe's architecture with experts 32 wide (whole 32-column chunks
 # for the CUDA expert kernels), every linear layer but the router and lm_head packed per expert,
-# as Qwen3-30B-A3B-GPTQ-Int4 and Qwen3-30B-A3B-FP8 ship. Appended after every other fixture, for
-# the same reason.
+# as Qwen3-30B-A3B-GPTQ-Int4 and Qwen3-30B-A3B-FP8 ship.
 for _scheme, _what in (
     ("gptq-int4-sym", "GPTQ 4-bit, groups of 32, symmetric (zeros 8 stored as 7), desc_act false, trivial g_idx (Qwen3-30B-A3B-GPTQ-Int4's layout)"),
     ("fp8-block", "quant_method fp8 with weight_scale_inv block scales [32, 48] (Qwen3-30B-A3B-FP8 / DeepSeek-V3 style, ragged blocks)"),
@@ -737,6 +740,125 @@ FIXTURES.append(Fixture(
                                            image_size=28, patch_size=14, vision_output_dim=16, projector_input_dim=16,
                                            projector_output_dim=16, pixel_shuffle_ratio=0.5)),
 ))
+
+
+FIXTURES.append(Fixture(
+    "llama4-text", "llama4_text",
+    "Llama 4 as Llama4ForCausalLM (model_type llama4_text, the Hub's text-only layout: model.layers.*, lm_head), "
+    "4 layers, every one MoE (interleave_moe_layer_step 1): top-2 of 4 experts 16 wide (the sigmoid weights scaling "
+    "each expert's input) beside a shared expert; use_qk_norm false, default RoPE theta 5e5 on interleaved pairs, "
+    "attention chunks of 16 (every prompt but the first crosses a chunk boundary, and so do the decodes); layer 3 "
+    "NoPE (no_rope_layer_interval 4) with full attention and temperature tuning (floor_scale 4, attn_scale 0.2). "
+    "lm_head untied. Weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, head_dim=16, intermediate_size=16, intermediate_size_mlp=64,
+            num_local_experts=4, num_experts_per_tok=2, interleave_moe_layer_step=1, attention_chunk_size=16,
+            no_rope_layer_interval=4, use_qk_norm=False, floor_scale=4, attn_scale=0.2, rms_norm_eps=1e-5),
+    _rope("default", 500000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.feed_forward\.router\.weight$", 0.0, 0.3),),
+    probes=("attention_chunks_off", "attn_temperature_off", "expert_output_weighted"),
+))
+
+# A Mistral 3 checkpoint re-saved with tie_word_embeddings true at the top level while it still
+# holds its own lm_head: transformers 5.17's tie_weights keeps a present lm_head that differs from
+# the embedding (and warns), so the head is the checkpoint's, not the embedding.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "mistral3-vl"),
+    name="mistral3-vl-own-head",
+    description="mistral3-vl's architecture (1 layer, intermediate 64) with config.json's top-level tie_word_embeddings set to "
+                "true after saving, while language_model.lm_head.weight (drawn apart from the embedding) stays in the "
+                "checkpoint: transformers' from_pretrained keeps that lm_head (tie_weights ties only a missing or equal one). "
+                "Oracle: transformers on the checkpoint as written.",
+    fields={**next(f for f in FIXTURES if f.name == "mistral3-vl").fields, "num_hidden_layers": 1, "intermediate_size": 64},
+    saved_config_overrides={"tie_word_embeddings": True},
+))
+
+# Gemma 3 as published W4A16 checkpoints of it ship: the wrapper's language model packed under its
+# nested names, the vision tower and projector 16-bit.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "gemma3-vl"),
+    name="quant-gemma3-vl-ct-w4a16",
+    description="gemma3-vl's architecture (intermediate 64) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
+                "signed values + 8, bf16 weight_scale per group of 32, symmetric): every language model projection "
+                "(language_model.model.layers.N.self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj) packed under the "
+                "wrapper's nested names; the SigLIP vision tower and the projector (ignored: re:vision_tower.*, "
+                "re:multi_modal_projector.*), norms and the tied embedding bf16. Oracle: transformers on the dequantized weights.",
+    fields={**next(f for f in FIXTURES if f.name == "gemma3-vl").fields, "intermediate_size": 64},
+    quantization="ct-w4a16-vl",
+))
+
+# Llama 4 as llm-compressor's W4A16 checkpoints ship it: the routed experts written per expert.
+FIXTURES.append(dataclasses.replace(
+    next(f for f in FIXTURES if f.name == "llama4-text"),
+    name="quant-llama4-text-ct-w4a16",
+    description="llama4-text's architecture (experts 32 wide) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
+                "signed values + 8, bf16 weight_scale per group of 32, symmetric): attention projections, shared experts and "
+                "every routed expert written per expert (feed_forward.experts.E.gate_proj/up_proj/down_proj, cut from the fused "
+                "input-major tensors, as llm-compressor writes Llama 4) packed; router, norms, embeddings and lm_head bf16. "
+                "Oracle: transformers on the dequantized weights, fused back.",
+    fields={**next(f for f in FIXTURES if f.name == "llama4-text").fields, "intermediate_size": 32},
+    probes=(),
+    quantization="ct-w4a16",
+))
+
+# Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
+# by name, so that adding or moving a fixture never changes another's bytes. The committed
+# fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
+# list of that day, which is why some repeat; a new fixture takes a thousand no other one uses.
+SEED_BASES = {
+    "llama-gqa": 1000,
+    "llama-mha-bf16": 2000,
+    "llama-mqa-f16": 3000,
+    "llama-rope-llama3": 4000,
+    "llama-rope-linear": 5000,
+    "llama-rope-dynamic": 6000,
+    "llama-rope-yarn": 7000,
+    "mistral-headdim": 8000,
+    "mistral-swa": 9000,
+    "qwen2-bias-tied": 10000,
+    "qwen3-qknorm": 11000,
+    "llama-sharded": 12000,
+    "mixtral-moe": 13000,
+    "qwen2-moe": 14000,
+    "qwen3-moe": 15000,
+    "deepseek-v2-lite": 16000,
+    "deepseek-v2-group": 17000,
+    "deepseek-v3": 18000,
+    "deepseek-v32": 19000,
+    "gemma-mqa": 19000,
+    "gemma2-softcap": 19000,
+    "gemma3-text": 20000,
+    "phi3-longrope": 21000,
+    "phi3-partial-rotary": 22000,
+    "gpt-oss": 23000,
+    "quant-gptq-int4-actorder": 24000,
+    "quant-gptq-int8-channel": 25000,
+    "quant-awq-int4": 26000,
+    "quant-ct-w4a16": 27000,
+    "quant-ct-w8a16-asym": 28000,
+    "quant-ct-fp8-channel": 29000,
+    "quant-bnb-nf4-dq": 30000,
+    "quant-bnb-fp4": 31000,
+    "quant-bnb-int8": 32000,
+    "quant-fp8-block": 30000,
+    "gpt-oss-mxfp4": 31000,
+    "quant-aqlm-2x8": 35000,
+    "quant-moe-gptq-int4-sym": 36000,
+    "quant-moe-fp8-block": 37000,
+    "quant-moe-mixtral-ct-w4a16": 40000,
+    "quant-moe-mixtral-gptq-int4-actorder": 41000,
+    "gemma3-vl": 42000,
+    "mistral3-vl": 43000,
+    "llama4-vl": 44000,
+    "llama4-text": 45000,
+    "mistral3-vl-own-head": 46000,
+    "quant-gemma3-vl-ct-w4a16": 47000,
+    "quant-llama4-text-ct-w4a16": 48000,
+}
+_missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
+_unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
+if _missing or _unused:
+    raise SystemExit(f"SEED_BASES must name every fixture once: missing {_missing}, unused {_unused}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -977,11 +1099,12 @@ def load_quantized_fixture(path: Path):
         ensure_eager_experts(model)
         return model
     del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
-    state = dequantized_state(path)
+    model = auto_class(config.model_type).from_config(config, attn_implementation="eager").float().eval()
+    state = fuse_input_major_experts(dequantized_state(path))
     if set(state) != set(model.state_dict()):
-        # Per-expert checkpoint tensors of experts transformers fuses in memory: its own loader
-        # converts them, from the dequantized tensors written as a 16-bit checkpoint.
+        # Per-expert checkpoint tensors of experts transformers fuses in memory, or a vision-language
+        # model's saved names: its own loader converts them, from the dequantized tensors written as
+        # a 16-bit checkpoint.
         model = load_dequantized_through_transformers(path, config, state)
     else:
         model.load_state_dict(state, strict=True)
@@ -995,7 +1118,8 @@ def load_dequantized_through_transformers(path: Path, config, state: dict[str, t
     with tempfile.TemporaryDirectory() as tmp:
         config.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in state.items()}, str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
-        model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager", local_files_only=True).float().eval()
+        model = auto_class(config.model_type).from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager",
+                                                              local_files_only=True).float().eval()
     ensure_eager_experts(model)
     return model
 
@@ -1173,11 +1297,11 @@ def draw_quality(fx: Fixture, ref: dict, routing: dict | None, selection: dict |
     return quality
 
 
-def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
+def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
     out_dir = root / fx.name
     if out_dir.exists():
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
-    base_seed = 1000 * (index + 1)
+    base_seed = SEED_BASES[fx.name]
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
     is_moe = fx.model_type in MOE_MODEL_TYPES
 
@@ -1204,6 +1328,9 @@ def build_fixture(fx: Fixture, index: int, root: Path, versions: dict) -> dict:
               flush=True)
 
     save_checkpoint(model, fx, out_dir)
+    if fx.saved_config_overrides:
+        saved = json.loads((out_dir / "config.json").read_text())
+        (out_dir / "config.json").write_text(json.dumps({**saved, **fx.saved_config_overrides}, indent=2, sort_keys=True) + "\n")
     if fx.fields.get("num_nextn_predict_layers"):
         add_mtp_layers(out_dir, model.config, seed)
     if fx.quantization:
@@ -1345,11 +1472,10 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     failures = []
     for fx in selected:
-        index = FIXTURES.index(fx)  # seeds depend on the position in the full list only
         print(f"[{fx.name}] {fx.model_type}, stored {fx.stored_dtype}", flush=True)
         start = time.perf_counter()
         try:
-            fx.result = build_fixture(fx, index, root, versions)
+            fx.result = build_fixture(fx, root, versions)
             fx.result["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - one broken fixture must not hide the others
             traceback.print_exc()

@@ -24,6 +24,7 @@ from transformers import BitsAndBytesConfig
 
 from aqlm_fixtures import dequantize as dequantize_aqlm, quantize_with_keel, replace_by_dequantized
 from bnb_fixtures import install_mixed_int8, pack_bnb4, pack_bnb8, read_bnb4, read_bnb8
+from greedy_reference import VISION_LANGUAGE_MODEL_TYPES
 
 # AutoAWQ's GEMM packing writes output columns 0, 2, 4, 6, 1, 3, 5, 7 of each group of 8 into
 # 4-bit fields 0..7.
@@ -69,6 +70,16 @@ SCHEMES = {
                                                  "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
                                                              "group_size": 32, "dynamic": False, "actorder": None}}},
                    "ignore": ["lm_head", "re:.*block_sparse_moe.gate$"], "kv_cache_scheme": None, "sparsity_config": {}},
+        "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
+    },
+    "ct-w4a16-vl": {
+        # A vision-language checkpoint as llm-compressor writes it: the vision tower and projector ignored.
+        "config": {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+                   "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "output_activations": None,
+                                                 "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                                             "group_size": 32, "dynamic": False, "actorder": None}}},
+                   "ignore": ["re:.*lm_head", "re:vision_tower.*", "re:multi_modal_projector.*"], "kv_cache_scheme": None,
+                   "sparsity_config": {}},
         "kind": "ct-int", "bits": 4, "group": 32, "sym": True,
     },
     "ct-w8a16-asym": {
@@ -143,12 +154,31 @@ CHECKPOINT_EXPERTS = {
     "mixtral": ("block_sparse_moe.experts", {"gate": "w1", "up": "w3", "down": "w2"}),
 }
 DEFAULT_CHECKPOINT_EXPERTS = ("mlp.experts", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"})
+# Llama 4 holds its routed experts input-major, gate_up_proj [experts, hidden, 2n] (gate columns
+# first) and down_proj [experts, n, hidden], in memory and in the Hub's 16-bit checkpoints;
+# llm-compressor writes quantized ones per expert (feed_forward.experts.E.gate_proj, [out, in]).
+INPUT_MAJOR_EXPERTS = (".feed_forward.experts.gate_up_proj", ".feed_forward.experts.down_proj")
+PER_EXPERT_INPUT_MAJOR = re.compile(r"^(.*\.feed_forward\.experts)\.(\d+)\.(gate|up|down)_proj(\.weight)?$")
+# Vision-language models: only the language model is quantized (its vision tower has q/k/v_proj
+# too), and save_pretrained writes its in-memory names under the Hub's prefixes.
+VISION_MODULES = re.compile(r"(^|\.)(vision_tower|vision_model|multi_modal_projector)\.")
+VISION_LANGUAGE_SAVED_PREFIXES = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."))
+
+
+def checkpoint_name(model, name: str) -> str:
+    """The name save_pretrained gives the in-memory parameter `name` (less its `.weight`)."""
+    if model.config.model_type not in VISION_LANGUAGE_MODEL_TYPES:
+        return name
+    for memory, saved in VISION_LANGUAGE_SAVED_PREFIXES:
+        if name.startswith(memory):
+            return saved + name[len(memory):]
+    raise ValueError(f"{name} is no language model parameter of a {model.config.model_type} model")
 
 
 def quantized_layers(model, scheme: dict) -> list[str]:
     """Names (less `.weight`) of the decoder's linear layers the scheme quantizes."""
     names = [n[: -len(".weight")] for n, _ in model.named_parameters()
-             if n.endswith(".weight") and n.split(".")[-2] in LINEAR_SUFFIXES]
+             if n.endswith(".weight") and n.split(".")[-2] in LINEAR_SUFFIXES and not VISION_MODULES.search(n)]
     return [n for n in names if n not in scheme.get("skip", ())]
 
 
@@ -189,12 +219,26 @@ def quantize_model(model, scheme_name: str, seed: int) -> dict[str, torch.Tensor
 def linear_weights(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
     """Each quantized layer's checkpoint name (less `.weight`) and its [out, in] weight in memory
     (a view into a fused expert tensor for routed experts, so writing it writes the model)."""
+    return [(checkpoint_name(model, base), weight) for base, weight in _linear_weights_in_memory(model, scheme)]
+
+
+def _linear_weights_in_memory(model, scheme: dict) -> list[tuple[str, torch.Tensor]]:
+    """linear_weights under the names the model has in memory."""
     params = dict(model.named_parameters())
     out = [(base, params[f"{base}.weight"].data) for base in quantized_layers(model, scheme)]
     # gpt-oss's fused tensors are its checkpoint's own (input-major, interleaved): MXFP4 packs them.
     fused = model.config.model_type != "gpt_oss"
     experts, projection = CHECKPOINT_EXPERTS.get(model.config.model_type, DEFAULT_CHECKPOINT_EXPERTS)
     for name, param in params.items():
+        if name.endswith(INPUT_MAJOR_EXPERTS):
+            prefix = name[: name.rindex(".")]
+            for e in range(param.shape[0]):
+                if name.endswith("gate_up_proj"):
+                    n = param.shape[2] // 2
+                    out += [(f"{prefix}.{e}.gate_proj", param.data[e, :, :n].t()), (f"{prefix}.{e}.up_proj", param.data[e, :, n:].t())]
+                else:
+                    out.append((f"{prefix}.{e}.down_proj", param.data[e].t()))
+            continue
         if not (fused and name.endswith(FUSED_EXPERTS)):
             continue
         prefix = f"{name[: name.index('.mlp.experts.')]}.{experts}"
@@ -362,9 +406,14 @@ def write_checkpoint(out_dir: Path, scheme_name: str, packed: dict[str, torch.Te
     tensors = load_file(str(path))
     replaced = set()
     for name in packed:
-        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales; other formats a layer's `.weight`.
+        # MXFP4 replaces a whole tensor NAME by NAME_blocks and NAME_scales; Llama 4's per-expert
+        # layers replace the fused tensor they were cut from; other formats a layer's `.weight`.
         suffix = next((s for s in ("_blocks", "_scales") if name.endswith(s)), None)
-        replaced.add(name[: -len(suffix)] if suffix else f"{name.rsplit('.', 1)[0]}.weight")
+        expert = PER_EXPERT_INPUT_MAJOR.match(name.rsplit(".", 1)[0])
+        if expert:
+            replaced.add(f"{expert.group(1)}.{'down_proj' if expert.group(3) == 'down' else 'gate_up_proj'}")
+        else:
+            replaced.add(name[: -len(suffix)] if suffix else f"{name.rsplit('.', 1)[0]}.weight")
     # A packed layer named otherwise than the checkpoint's tensor would leave both in the file.
     missing = sorted(replaced - set(tensors))
     if missing:
@@ -392,6 +441,24 @@ def _unpack(words: torch.Tensor, bits: int, dim: int, length: int, order=None) -
         fields = fields[..., [order.index(e) for e in range(per)]]
     values = fields.reshape(*w.shape[:-1], -1)[..., :length]
     return values.movedim(-1, dim)
+
+
+def fuse_input_major_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with Llama 4's per-expert `.weight`s [out, in] stacked back into the fused
+    input-major tensors transformers holds (gate_up_proj [E, hidden, 2n], down_proj [E, n, hidden])."""
+    experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
+    out = {}
+    for name, t in state.items():
+        m = PER_EXPERT_INPUT_MAJOR.match(name)
+        if m and m.group(4):
+            experts.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[m.group(3)] = t
+        else:
+            out[name] = t
+    for prefix, by_expert in experts.items():
+        order = [by_expert[e] for e in sorted(by_expert)]
+        out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([p["gate"].t(), p["up"].t()], dim=1) for p in order]).contiguous()
+        out[f"{prefix}.down_proj"] = torch.stack([p["down"].t() for p in order]).contiguous()
+    return out
 
 
 def dequantized_state(out_dir: Path) -> dict[str, torch.Tensor]:

@@ -53,6 +53,10 @@ export class GgufModelFiles implements ModelFiles {
   openCheckpoint(): Checkpoint {
     return new GgufCheckpoint(this.file, this.sources);
   }
+
+  tensorNames(): readonly string[] {
+    return [...this.sources.keys()];
+  }
 }
 
 /** The small tensors the config is made from, read as float32; the file is closed again after. */

@@ -98,7 +98,8 @@ class ReaderCheckpoint implements Checkpoint {
 
 /**
  * A 16-bit checkpoint quantized as it is read (`--quantization`), round to nearest: its linear
- * weights (src/tensor/quantize-rtn.ts; routed MoE experts' per-expert matrices among them), or
+ * weights (src/tensor/quantize-rtn.ts; routed MoE experts' per-expert matrices among them, and
+ * fused expert tensors' through `quantizeLinear`, once the MoE layer has them in its layout), or
  * with `mxfp4` its routed MoE experts only, which the MoE
  * layer quantizes once it has them in its own layout (`expertQuantization`). Every other tensor
  * reads as stored.
@@ -106,11 +107,9 @@ class ReaderCheckpoint implements Checkpoint {
 export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization): Checkpoint {
   const stored = storedTensors(inner);
   if (method === 'mxfp4') return Object.assign(stored, { expertQuantization: 'mxfp4' as const });
-  return Object.assign(stored, {
-    readLinear(name: string) {
-      const t = inner.read(name);
-      const [rows, cols] = t.shape;
-      return quantizeRoundToNearest(hostTensorToFloat32(t), rows, cols, method);
-    },
-  });
+  const quantizeLinear = (t: HostTensor) => {
+    const [rows, cols] = t.shape;
+    return quantizeRoundToNearest(hostTensorToFloat32(t), rows, cols, method);
+  };
+  return Object.assign(stored, { readLinear: (name: string) => quantizeLinear(inner.read(name)), quantizeLinear });
 }
