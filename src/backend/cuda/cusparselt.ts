@@ -109,9 +109,9 @@ export class CusparseLt {
   /** Every descriptor and plan made, destroyed with the handle. */
   private readonly descriptors: Uint8Array[] = [];
   /**
-   * Every matmul descriptor made, kept as long as the handle: a plan refers to its matmul
-   * descriptor (and that to its matrix descriptors) by address rather than copying them, so
-   * one freed by the garbage collector leaves the plan multiplying by whatever reuses the memory.
+   * Every matmul descriptor made, kept as long as the handle: cuSPARSELt does not say that a plan
+   * copies its matmul descriptor (which refers to the matrix descriptors), so one the garbage
+   * collector freed could leave the plan reading whatever reuses the memory.
    */
   private readonly matmuls: Uint8Array[] = [];
   private readonly plans: Uint8Array[] = [];
