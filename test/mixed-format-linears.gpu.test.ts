@@ -6,7 +6,7 @@ import { writeRandomLoraAdapter } from '../src/bench/random-lora.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
-import { MIXED_PROMPTS, mixedGguf } from './helpers/mixed-format-gguf.ts';
+import { MIXED_LONG_PROMPT, MIXED_PROMPTS, mixedGguf } from './helpers/mixed-format-gguf.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 import { maxAbsDiff } from './helpers/oracle-fixtures.ts';
@@ -21,7 +21,7 @@ import { lastTokenLogits } from './helpers/prompt-logits.ts';
 const BATCHES = {
   'one token each': [[5], [9], [40]],
   prompts: MIXED_PROMPTS,
-  'a 160-token prompt': [Array.from({ length: 160 }, (_, i) => (i * 37 + 11) % 64)],
+  'a 160-token prompt': [MIXED_LONG_PROMPT],
 };
 
 test('a GGUF file with mixed-format q/k/v and gate/up gives the CPU backend\'s logits on CUDA within bf16 allowances (GEMV, GEMM and dequantized paths)', async (t) => {

@@ -16,10 +16,11 @@ import { loadWeights } from '../src/models/load-weights.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, isQuantized, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
-import { KV_ROWS, MIXED_CONFIG, MIXED_PROMPTS, mixedGguf, Q_ROWS } from './helpers/mixed-format-gguf.ts';
+import { withBf16Activations } from './helpers/bf16-activations.ts';
+import { KV_ROWS, MIXED_CONFIG, MIXED_LONG_PROMPT, MIXED_PROMPTS, mixedGguf, Q_ROWS } from './helpers/mixed-format-gguf.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
-import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
+import { FIXTURES_DIR, maxAbsDiff } from './helpers/oracle-fixtures.ts';
 import { lastTokenLogits } from './helpers/prompt-logits.ts';
 
 /*
@@ -95,6 +96,23 @@ test('a model with mixed-format q/k/v and gate/up gives, bit for bit, the logits
   const dense = await loadModel({ model: dequantized, backend: 'cpu', showProgress: false });
   const [actual, expected] = [lastTokenLogits(mixed.backend, mixed.model, MIXED_PROMPTS), lastTokenLogits(dense.backend, dense.model, MIXED_PROMPTS)];
   actual.forEach((row, i) => assert.deepEqual(row, expected[i], `prompt ${i}`));
+});
+
+test('the mixed model\'s logits hold under bf16 activations well inside the CUDA test\'s allowance (mixed-format-linears.gpu.test.ts), so that test checks the kernels, not bf16', async (t) => {
+  const { gguf } = mixedGguf(t);
+  const exact = await loadModel({ model: gguf, backend: 'cpu', showProgress: false });
+  const rounded = await loadModel({ model: gguf, backend: 'cpu', showProgress: false });
+  for (const prompts of [MIXED_PROMPTS, [MIXED_LONG_PROMPT]]) {
+    const want = lastTokenLogits(exact.backend, exact.model, prompts);
+    const got = lastTokenLogits(withBf16Activations(rounded.backend as CpuBackend), rounded.model, prompts);
+    want.forEach((row, i) => {
+      const mean = row.reduce((a, b) => a + b, 0) / row.length;
+      const deviation = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / row.length);
+      // A third of the GPU test's 0.125 · deviation: room for the kernels' own roundings.
+      const diff = maxAbsDiff(got[i], row);
+      assert.ok(diff <= 0.125 * deviation / 3, `${prompts[i].length}-token prompt ${i}: max |Δlogit| ${diff} under bf16 activations vs deviation ${deviation}`);
+    });
+  }
 });
 
 test('greedy generation from the mixed GGUF file equals the dequantized safetensors run, with and without a LoRA adapter on every projection', async (t) => {

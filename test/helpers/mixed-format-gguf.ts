@@ -47,6 +47,9 @@ export const MIXED_TYPES: Record<string, GgufMatrixType> = {
 /** Token-id prompts (the file has no vocabulary). */
 export const MIXED_PROMPTS = [[1, 5, 9, 14, 3, 60, 22], [7, 7, 40, 2, 11], [33, 18, 51, 4, 9, 27, 45, 12, 6]];
 
+/** A prompt past the quantized GEMM's 128 rows, whose linears dequantize to bf16 for cuBLAS on CUDA. */
+export const MIXED_LONG_PROMPT = Array.from({ length: 160 }, (_, i) => (i * 37 + 11) % 64);
+
 /** The GGUF file of a random llama in MIXED_TYPES' mix, and its parts' dequantized values as a float32 safetensors directory. */
 export function mixedGguf(t: TestContext): { gguf: string; dequantized: string } {
   return ggufBesideDequantized(t, MIXED_CONFIG, (name) => MIXED_TYPES[name] ?? 'F32');
@@ -61,7 +64,11 @@ export function ggufBesideDequantized(t: TestContext, config: Record<string, unk
   const dir = tempDir(t, 'keel-mixed-');
   const source = join(dir, 'source');
   mkdirSync(source);
-  writeTinyCheckpoint(source, config, { seed: 7 });
+  // Values in (-0.35, 0.35): at the default (-1, 1) attention is so sharp that rounding the
+  // activations to bf16 moved a 160-token prompt's logits by 12 % of their spread (up to 20 % for
+  // a single op's rounding), past the CUDA test's allowance whatever the kernels do; here by under
+  // 2 % (test/mixed-format-linears.test.ts checks it on the CPU).
+  writeTinyCheckpoint(source, config, { seed: 7, scale: 0.35 });
   const gguf = join(dir, 'model.gguf');
   ggufFromCheckpoint(source, gguf, { matrixType: 'F32', matrixTypeOf: (name) => typeOf(name.replace(/\.weight$/, '')) });
   const dequantized = join(dir, 'dequantized');

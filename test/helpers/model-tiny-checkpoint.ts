@@ -31,6 +31,8 @@ export interface TinyCheckpointOptions {
   omit?: string[];
   replace?: Record<string, HostTensor>;
   seed?: number;
+  /** Values are uniform in (-scale, scale); default 1. */
+  scale?: number;
 }
 
 /**
@@ -47,7 +49,7 @@ export function writeTinyCheckpoint(dir: string, hfConfig: Record<string, unknow
   for (const { name, shape } of createModel(architecture, config.contextLength).parameters()) {
     if (options.omit?.includes(name)) continue;
     const rng = forkStream(options.seed ?? 1, stream++);
-    const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.nextFloat() * 2 - 1);
+    const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (options.scale ?? 1) * (rng.nextFloat() * 2 - 1));
     tensors.set(name, float32ToHostTensor(values, options.dtype ?? config.dtype, shape));
   }
   for (const [name, t] of Object.entries(options.replace ?? {})) tensors.set(name, t);

@@ -108,6 +108,12 @@ export class CusparseLt {
   private readonly zero = new Float32Array([0]);
   /** Every descriptor and plan made, destroyed with the handle. */
   private readonly descriptors: Uint8Array[] = [];
+  /**
+   * Every matmul descriptor made, kept as long as the handle: cuSPARSELt does not say that a plan
+   * copies its matmul descriptor (which refers to the matrix descriptors), so one the garbage
+   * collector freed could leave the plan reading whatever reuses the memory.
+   */
+  private readonly matmuls: Uint8Array[] = [];
   private readonly plans: Uint8Array[] = [];
   private readonly algorithms: Uint8Array[] = [];
 
@@ -164,6 +170,7 @@ export class CusparseLt {
     this.lib.call('cusparseLtDenseDescriptorInit', this.handle, b, w.k, rows, w.k, ALIGNMENT, CUDA_R_16BF, CUSPARSE_ORDER_COL);
     this.lib.call('cusparseLtDenseDescriptorInit', this.handle, c, w.n, rows, w.n, ALIGNMENT, CUDA_R_16BF, CUSPARSE_ORDER_COL);
     const matmul = new Uint8Array(OPAQUE_BYTES);
+    this.matmuls.push(matmul);
     this.lib.call('cusparseLtMatmulDescriptorInit', this.handle, matmul, CUSPARSE_OPERATION_NON_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE, w.descriptor, b, c, c, CUSPARSE_COMPUTE_32F);
     const algorithm = new Uint8Array(OPAQUE_BYTES);
     this.lib.call('cusparseLtMatmulAlgSelectionInit', this.handle, algorithm, matmul, CUSPARSELT_MATMUL_ALG_DEFAULT);
