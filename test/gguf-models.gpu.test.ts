@@ -3,10 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { loadModel } from '../src/engine/load-engine.ts';
 import { ggufFromCheckpoint } from './helpers/gguf-from-checkpoint.ts';
-import { listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
-import { promptLogits } from './helpers/prompt-logits.ts';
+import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { assertCudaLogitsNearCpu } from './helpers/prompt-logits.ts';
 import { checkGreedy, checkLogits } from './helpers/transformers-parity.ts';
 
 // GGUF files on the CUDA backend: the shipped model in Q8_0 and fixtures of each architecture family as stored, against
@@ -39,20 +38,6 @@ test('keel-tiny in Q4_0, Q4_K and Q6_K (repacked int4, Q4_K with mins; int8 in g
   for (const matrixType of ['Q4_0', 'Q4_K', 'Q6_K'] as const) {
     const path = join(work, `keel-tiny-${matrixType}.gguf`);
     ggufFromCheckpoint(fixture.dir, path, { matrixType });
-    const logits = async (backend: 'cpu' | 'cuda') => {
-      const loaded = await loadModel({ model: path, backend, showProgress: false });
-      try {
-        return promptLogits(loaded.backend, loaded.model, fixture);
-      } finally {
-        loaded.backend.dispose();
-      }
-    };
-    const [cpu, cuda] = [await logits('cpu'), await logits('cuda')];
-    cpu.forEach((row, i) => {
-      const mean = row.reduce((a, b) => a + b, 0) / row.length;
-      const deviation = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / row.length);
-      const diff = maxAbsDiff(cuda[i], row);
-      assert.ok(diff <= 0.125 * deviation, `${matrixType} prompt ${i}: max |Δlogit| ${diff} vs deviation ${deviation}`);
-    });
+    await assertCudaLogitsNearCpu({ model: path }, fixture.oracle.prompts, matrixType);
   }
 });

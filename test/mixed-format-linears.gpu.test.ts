@@ -3,14 +3,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { writeRandomLoraAdapter } from '../src/bench/random-lora.ts';
-import { loadModel } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { MIXED_LONG_PROMPT, MIXED_PROMPTS, mixedGguf } from './helpers/mixed-format-gguf.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
-import { maxAbsDiff } from './helpers/oracle-fixtures.ts';
-import { lastTokenLogits } from './helpers/prompt-logits.ts';
+import { assertCudaLogitsNearCpu } from './helpers/prompt-logits.ts';
 
 // A GGUF file whose q/k/v and gate/up parts are in different types (Q4_K q/k beside a Q6_K v, ...:
 // test/helpers/mixed-format-gguf.ts) on CUDA: each run of one format through the quantized kernels,
@@ -26,23 +24,7 @@ const BATCHES = {
 
 test('a GGUF file with mixed-format q/k/v and gate/up gives the CPU backend\'s logits on CUDA within bf16 allowances (GEMV, GEMM and dequantized paths)', async (t) => {
   const { gguf } = mixedGguf(t);
-  for (const [what, prompts] of Object.entries(BATCHES)) {
-    const logits = async (backend: 'cpu' | 'cuda') => {
-      const loaded = await loadModel({ model: gguf, backend, showProgress: false });
-      try {
-        return lastTokenLogits(loaded.backend, loaded.model, prompts);
-      } finally {
-        loaded.backend.dispose();
-      }
-    };
-    const [cpu, cuda] = [await logits('cpu'), await logits('cuda')];
-    cpu.forEach((row, i) => {
-      const mean = row.reduce((a, b) => a + b, 0) / row.length;
-      const deviation = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / row.length);
-      const diff = maxAbsDiff(cuda[i], row);
-      assert.ok(diff <= 0.125 * deviation, `${what}, prompt ${i}: max |Δlogit| ${diff} vs deviation ${deviation}`);
-    });
-  }
+  for (const [what, prompts] of Object.entries(BATCHES)) await assertCudaLogitsNearCpu({ model: gguf }, prompts, what);
 });
 
 test('greedy generation from the mixed GGUF file on CUDA, with and without a LoRA adapter, keeps the CPU backend\'s tokens up to bf16 near-ties', async (t) => {

@@ -1,7 +1,10 @@
+import assert from 'node:assert/strict';
 import type { Backend } from '../../src/backend/backend.ts';
+import type { EngineOptions } from '../../src/config.ts';
+import { loadModel } from '../../src/engine/load-engine.ts';
 import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { describeBatch } from '../../src/step/batch.ts';
-import type { OracleFixture } from './oracle-fixtures.ts';
+import { maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 /** Last-token logits of a fixture's oracle prompts, prefilled together in one step. */
 export function promptLogits(backend: Backend, model: CausalLM, fixture: OracleFixture): Float32Array[] {
@@ -22,4 +25,27 @@ export function lastTokenLogits(backend: Backend, model: CausalLM, prompts: read
   const logits = backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
   const vocab = logits.length / chunks.length;
   return chunks.map((_, i) => logits.slice(i * vocab, (i + 1) * vocab));
+}
+
+/**
+ * Last-token logits of `prompts` on the CPU and the CUDA backend, each loaded from `options`: every
+ * CUDA row within an eighth of the CPU row's spread (standard deviation) of it, the bf16 allowance
+ * of the CUDA tests that check a weight format against its CPU twin end to end.
+ */
+export async function assertCudaLogitsNearCpu(options: Omit<EngineOptions, 'backend'>, prompts: readonly number[][], what: string): Promise<void> {
+  const logits = async (backend: 'cpu' | 'cuda') => {
+    const loaded = await loadModel({ ...options, backend, showProgress: false });
+    try {
+      return lastTokenLogits(loaded.backend, loaded.model, prompts);
+    } finally {
+      loaded.backend.dispose();
+    }
+  };
+  const [cpu, cuda] = [await logits('cpu'), await logits('cuda')];
+  cpu.forEach((row, i) => {
+    const mean = row.reduce((a, b) => a + b, 0) / row.length;
+    const deviation = Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / row.length);
+    const diff = maxAbsDiff(cuda[i], row);
+    assert.ok(diff <= 0.125 * deviation, `${what}, prompt ${i}: max |Δlogit| ${diff} vs deviation ${deviation}`);
+  });
 }
