@@ -73,10 +73,11 @@ function cusparseLtLibrary(): CusparseLtLibrary {
   return (library = new CusparseLtLibrary(loaded.handle));
 }
 
-/** What compression needs of the device: temporary buffers, a wait, and a small download. */
+/** What compression needs of the device: temporary buffers, a fill, a wait, and a small download. */
 export interface ScratchDevice {
   alloc(bytes: number): DevicePtr;
   free(ptr: DevicePtr): void;
+  fillBytes(dst: DevicePtr, value: number, bytes: number): void;
   synchronize(): void;
   download(dst: Int32Array, src: DevicePtr): void;
 }
@@ -134,6 +135,10 @@ export class CusparseLt {
     this.lib.call('cusparseLtStructuredDescriptorInit', this.handle, descriptor, n, k, k, ALIGNMENT, CUDA_R_16BF, CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT);
     const valid = device.alloc(4);
     try {
+      // Zeroed first: cuSPARSELt documents 0 as "2:4" and nonzero as "not", not that it writes the
+      // flag when the matrix passes, and a fresh allocation may hold an earlier buffer's bytes
+      // (the first weight a process loaded passed the check, later ones reported "not 2:4").
+      device.fillBytes(valid, 0, 4);
       this.lib.call('cusparseLtSpMMAPruneCheck2', this.handle, descriptor, 1, CUSPARSE_OPERATION_NON_TRANSPOSE, dense, valid, this.stream);
       const flag = new Int32Array(1);
       device.download(flag, valid);

@@ -149,7 +149,9 @@ const CASES: (Scenario & { name: string })[] = [
   { name: 'draft trees of 9 beside decodes, GQA 4, bf16, budget 256', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 500], decodes: 1, tree: [-1, 0, 0, 1, 1, 2, 3, 5, 6] },
   { name: 'draft trees of 7 crossing blocks of 8, int8, KV groups, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 16 }, prompts: [500, 333, 90], decodes: 1, tree: [-1, 0, 1, 0, 3, 2, 4], slidingWindow: 32 },
   { name: 'a draft tree of 5 within a covering budget, fp8', headDim: 64, numKvHeads: 2, group: 2, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [300, 40], decodes: 1, tree: [-1, 0, 0, 2, 2] },
-  { name: 'long contexts split over decode partitions, budget 2,048', headDim: 128, numKvHeads: 8, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 2048, sinkTokens: 4, windowTokens: 64 }, prompts: [9000, 3000], decodes: 2 },
+  // Small heads: the CPU twin's prefill of 9,000 tokens at 8 kv heads x 4 of 128 took 524 s (the file's limit is 150 s);
+  // one kv head splits the context over more decode partitions, not fewer.
+  { name: 'long contexts split over decode partitions, budget 2,048', headDim: 64, numKvHeads: 1, group: 2, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 2048, sinkTokens: 4, windowTokens: 64 }, prompts: [9000, 3000], decodes: 2 },
 ];
 
 for (const c of CASES) test(`sparse attention on CUDA matches the CPU twin: ${c.name}`, () => run(c));

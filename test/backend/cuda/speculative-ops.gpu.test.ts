@@ -140,13 +140,19 @@ test('writeCacheRows and readCacheRows put rows at slots and read them back as t
   assert.deepEqual([...reads[1]], [...reads[0]]);
 });
 
+// replayForward checks a step's slots against the smallest KV pool its backend ever made (a graph
+// does not know which cache it was recorded on), and the tests above make pools of 20 slots: the
+// graph tests below replay over 36 slots on a backend of their own.
+const replayer = new CudaBackend({ poisonStepTensors: true });
+after(() => replayer.dispose());
+
 test('writeStepCacheRows writes each token\'s row at its slot of the layer\'s KV group as the CPU does, also replayed as a graph over new slots', () => {
   // Two KV groups: the rows layer is in group 1, whose slots differ from group 0's.
   const layout = { numBlocks: 9, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }], groups: [0, 1] } as const;
-  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const caches = [cpu.createKvCache(layout), replayer.createKvCache(layout)];
   // The rows are the embedding of the step's tokens: made inside the graph, from the step's own inputs.
   const table = bf16Tensor([16, 48], randomBf16Values(rng, 16 * 48));
-  const tables = [cpu.loadWeight(table), gpu.loadWeight(table)];
+  const tables = [cpu.loadWeight(table), replayer.loadWeight(table)];
   const tableValues = cpu.toHost(tables[0]);
   const owner = {};
   for (const [groups, start, tokens] of [[[[0, 1], [5, 2]], 6, [3, 9]], [[[3, 4], [7, 6]], 5, [11, 2]], [[[3, 4], [8, 6]], 2, [7, 7]]] as const) {
@@ -156,7 +162,7 @@ test('writeStepCacheRows writes each token\'s row at its slot of the layer\'s KV
     ];
     const batch = describeBatch(chunks, 4, undefined, 2);
     const slots = batch.slotMapping.subarray(batch.numTokens);
-    const reads = [cpu, gpu].map((backend, i) => {
+    const reads = [cpu, replayer].map((backend, i) => {
       const step = backend.beginStep(batch);
       backend.replayForward(step, owner, () => backend.writeStepCacheRows(caches[i], 1, backend.embedding(tables[i], step, 1, 0), step));
       return [...backend.toHost(backend.readCacheRows(caches[i], 1, slots))];
@@ -169,10 +175,10 @@ test('writeStepCacheRows writes each token\'s row at its slot of the layer\'s KV
 test('readStepCacheRows and writeNextCacheRows read each token\'s own slot and write each sequence\'s row after its last token, as the CPU does, also replayed as a graph', () => {
   // A head's chained drafting pass: each token reads the feature at its slot, its output goes to the next slot (across a block boundary too).
   const layout = { numBlocks: 9, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 64, slidingWindow: null }, { kind: 'rows', width: 48 }], groups: [0, 1] } as const;
-  const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];
+  const caches = [cpu.createKvCache(layout), replayer.createKvCache(layout)];
   const initial = bf16Tensor([36, 48], randomBf16Values(rng, 36 * 48));
   const slotsAll = Int32Array.from({ length: 36 }, (_, i) => i);
-  [cpu, gpu].forEach((backend, i) => backend.writeCacheRows(caches[i], 1, backend.loadWeight(initial), slotsAll));
+  [cpu, replayer].forEach((backend, i) => backend.writeCacheRows(caches[i], 1, backend.loadWeight(initial), slotsAll));
   // The pool as the host expects it, row by slot.
   const pool = cpu.toHost(cpu.readCacheRows(caches[0], 1, slotsAll));
   const row = (slot: number) => [...pool.subarray(slot * 48, slot * 48 + 48)];
@@ -189,7 +195,7 @@ test('readStepCacheRows and writeNextCacheRows read each token\'s own slot and w
     const next = [slotOf(0, start + 1), slotOf(1, start + 3)];
     const ownRows = own.map(row);
     next.forEach((slot, s) => pool.set(ownRows[s], slot * 48));
-    const reads = [cpu, gpu].map((backend, i) => {
+    const reads = [cpu, replayer].map((backend, i) => {
       const step = backend.beginStep(batch);
       const read = backend.replayForward(step, owner, () => {
         const rows = backend.readStepCacheRows(caches[i], 1, step);
