@@ -15,6 +15,7 @@ import type { HostTensor } from '../src/tensor/host-tensor.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../src/tensor/quantize-rtn.ts';
 import { dequantizeWeight, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
+import { expertStackRecorder } from './helpers/model-recording-uploader.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './helpers/oracle-fixtures.ts';
 import { promptLogits } from './helpers/prompt-logits.ts';
 
@@ -147,15 +148,7 @@ test('a compressed-tensors checkpoint of Llama 4 with its experts written per ex
   const architecture = readModelArchitecture(f.dir);
   const model = createModel(architecture, architecture.config.contextLength);
   const backend = new CpuBackend();
-  const stacks: QuantizedWeight[] = [];
-  const uploader: WeightUploader = {
-    loadWeight: backend.loadWeight.bind(backend),
-    loadSparseWeight: backend.loadSparseWeight.bind(backend),
-    loadMxfp4Weight: backend.loadMxfp4Weight.bind(backend),
-    uploadRopeTable: backend.uploadRopeTable.bind(backend),
-    loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
-    loadQuantizedExperts: (w, count) => (stacks.push(w), backend.loadQuantizedExperts(w, count)),
-  };
+  const { uploader, stacks } = expertStackRecorder(backend);
   const source = quantizedCheckpoint(openModelCheckpoint(openModelFiles(f.dir), architecture), architecture.quantization!);
   const linears = new Set<string>();
   const readLinear = source.readLinear!.bind(source);

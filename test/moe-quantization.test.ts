@@ -14,6 +14,7 @@ import { withQuantization } from '../src/models/model-checkpoint.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
 import { dequantizeWeight, type QuantizedWeight } from '../src/tensor/quantized-weight.ts';
+import { expertStackRecorder } from './helpers/model-recording-uploader.ts';
 import { listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
 import { promptLogits } from './helpers/prompt-logits.ts';
 
@@ -87,18 +88,7 @@ test('quantized MoE checkpoints (GPTQ int4, fp8 128x128-style blocks, Mixtral\'s
     const architecture = readModelArchitecture(fixture.dir);
     const model = createModel(architecture, architecture.config.contextLength);
     const backend = new CpuBackend();
-    const stacks: QuantizedWeight[] = [];
-    const uploader: WeightUploader = {
-      loadWeight: backend.loadWeight.bind(backend),
-      loadSparseWeight: backend.loadSparseWeight.bind(backend),
-      loadMxfp4Weight: backend.loadMxfp4Weight.bind(backend),
-      uploadRopeTable: backend.uploadRopeTable.bind(backend),
-      loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
-      loadQuantizedExperts: (w, count) => {
-        stacks.push(w);
-        return backend.loadQuantizedExperts(w, count);
-      },
-    };
+    const { uploader, stacks } = expertStackRecorder(backend);
     const ckpt = openCheckpoint(fixture.dir);
     loadWeights(model, withQuantization(ckpt, parseQuantizationConfig(JSON.parse(readFileSync(join(fixture.dir, 'config.json'), 'utf8')), fixture.dir), null), uploader);
     const { experts, n, actOrder } = want;

@@ -1,4 +1,5 @@
 import type { RopeTable, Tensor } from '../../src/backend/backend.ts';
+import type { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import type { WeightUploader } from '../../src/layers/parameters.ts';
 import type { HostTensor } from '../../src/tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../../src/tensor/mxfp4.ts';
@@ -48,4 +49,18 @@ export interface RecordedTensor extends Tensor {
 export function hostOf(t: Tensor | null): HostTensor {
   if (t === null || !('host' in t)) throw new Error('not a tensor from RecordingUploader');
   return (t as RecordedTensor).host;
+}
+
+/** The CPU backend's uploads, with every quantized expert stack it loads kept in `stacks` as well. */
+export function expertStackRecorder(backend: CpuBackend): { uploader: WeightUploader; stacks: QuantizedWeight[] } {
+  const stacks: QuantizedWeight[] = [];
+  const uploader: WeightUploader = {
+    loadWeight: backend.loadWeight.bind(backend),
+    loadSparseWeight: backend.loadSparseWeight.bind(backend),
+    loadMxfp4Weight: backend.loadMxfp4Weight.bind(backend),
+    uploadRopeTable: backend.uploadRopeTable.bind(backend),
+    loadQuantizedWeight: backend.loadQuantizedWeight.bind(backend),
+    loadQuantizedExperts: (w, count) => (stacks.push(w), backend.loadQuantizedExperts(w, count)),
+  };
+  return { uploader, stacks };
 }
