@@ -43,6 +43,8 @@ deadline=${GGUF_CHECK_DEADLINE:-570}
 n_prompts=${GGUF_CHECK_PROMPTS:-5}
 n_tokens=${GGUF_CHECK_TOKENS:-32}
 jobs=$(nproc)
+# Node 22 (the GPU host's) runs .ts itself; older ones need tsx.
+ts_loader=$(node -p 'process.features.typescript ? "" : "--import=tsx"')
 [ -f "$config_dir/config.json" ] || { echo "gguf_check.sh: no $config_dir/config.json" >&2; exit 1; }
 if [ "$cuda" = ON ]; then backend=cuda; ngl=99; else backend=cpu; ngl=0; fi
 mkdir -p "$work" "$out_dir"
@@ -145,7 +147,7 @@ for t in $types; do
   left=$(time_left)
   [ "$left" -gt 60 ] || { record_failed "$t" "no time left for Keel's run"; continue; }
   step "Keel on $t: greedy and batch-1 latency (at most $((left - 30)) s)"
-  timeout -k 5 $((left - 30)) node --import tsx scripts/keel-greedy.ts --model "$work/$name-$t.gguf" --backend "$backend" \
+  timeout -k 5 $((left - 30)) node $ts_loader scripts/keel-greedy.ts --model "$work/$name-$t.gguf" --backend "$backend" \
     --prompts "$prompts" --max-tokens "$n_tokens" --greedy-output "$work/keel-$t.json" \
     --latency-output "$out_dir/latency-keel-$name-$t-gguf-$backend.json" --input-len 16 --output-len 128 --num-iters 3 --num-iters-warmup 1 \
     >"$work/keel-$t.log" 2>&1 || record_failed "$t" "Keel's run failed ($(why $? "$work/keel-$t.log"))"
