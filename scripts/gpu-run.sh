@@ -26,7 +26,9 @@
 # KEEL_MARLIN=1, and with --sparsity 2:4), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
 # quest (8B decode at 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
-# spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram).
+# spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
+# verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
+# and 32 against its plain decode step, 512 cached tokens).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -159,7 +161,9 @@ for s in "$@"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
           --output "$out/results/serve-keel-tiny-code-${m%% *}-b1-$kind.json"
       done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real)"; exit 2 ;;
+    verify) step verify 200 node bin/keel bench verify --model bench/configs/llama-3.1-8b $dummy --batch-size 1,8,32 \
+        --query-tokens 1,2,4,8,16,32 --context-len 512 --output "$out/results/verify-llama-3.1-8b-$kind.json" ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

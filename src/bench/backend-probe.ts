@@ -15,8 +15,16 @@ interface BackendExtras {
   measureMatmulFlops?(): number;
   /** Bytes per second a copy from pinned host memory to the device runs at. */
   measureHostToDeviceBandwidth?(): number;
-  /** The CUDA backend's device: its name and the CUDA version its driver supports. */
-  device?: { info?: { name?: unknown; driverCudaVersion?: unknown } };
+  /** The CUDA backend's device: its name, the CUDA version its driver supports, and a wait for its stream. */
+  device?: { info?: { name?: unknown; driverCudaVersion?: unknown }; synchronize?(): void };
+}
+
+/**
+ * Waits until the device has run every op queued so far (the CUDA backend's stream), so that a
+ * host clock around it times the device's work; the CPU backend runs each op as it is called.
+ */
+export function waitForDevice(backend: Backend): void {
+  (backend as Backend & BackendExtras).device?.synchronize?.();
 }
 
 export type BandwidthSource = 'flag' | 'backend' | 'host-copy';

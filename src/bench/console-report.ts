@@ -1,4 +1,4 @@
-import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, ThroughputResults } from './result-schema.ts';
+import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, ThroughputResults, VerifyResults } from './result-schema.ts';
 
 const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
@@ -31,6 +31,20 @@ export function throughputReport(r: ThroughputResults): string {
     ...(r.speculation ? [`  speculative decoding: ${speculationText(r.speculation)}`] : []),
     ...(r.repeats ? [`  median of ${r.repeats.output_tokens_per_s.length} runs; output tokens/s ${r.repeats.min_output_tokens_per_s.toFixed(1)}..${r.repeats.max_output_tokens_per_s.toFixed(1)}, spread ${(r.repeats.relative_spread * 100).toFixed(1)} %`] : []),
   ].join('\n');
+}
+
+/** `keel bench verify`'s table: each batch size's plain decode step, then its verification pass of each query length. */
+export function verifyTable(r: VerifyResults): string {
+  const row = (batch: string, step: string, mean: string, median: string, perToken: string, ratio: string, graph: string) =>
+    `${batch.padStart(5)}  ${step.padEnd(8)}${mean.padStart(10)}${median.padStart(10)}${perToken.padStart(12)}${ratio.padStart(10)}  ${graph}`;
+  const lines = [row('batch', 'step', 'mean ms', 'median ms', 'ms/token', 'x decode', 'graph')];
+  for (const d of r.decode) {
+    lines.push(row(String(d.batch_size), 'decode', d.mean_step_ms.toFixed(3), d.median_step_ms.toFixed(3), d.ms_per_token.toFixed(4), '1.00', d.cuda_graph ? 'yes' : 'no'));
+    for (const v of r.verify.filter((v) => v.batch_size === d.batch_size)) {
+      lines.push(row('', `q=${v.query_tokens}`, v.mean_step_ms.toFixed(3), v.median_step_ms.toFixed(3), v.ms_per_query_token.toFixed(4), v.ratio_to_decode.toFixed(2), v.cuda_graph ? 'yes' : 'no'));
+    }
+  }
+  return lines.join('\n');
 }
 
 const WIDTH = 50;

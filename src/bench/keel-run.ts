@@ -9,6 +9,14 @@ import { collectEnvironment, type RunEnvironment } from './run-environment.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
+/** What a benchmark measures of its backend before loading (probeBackend): memory bandwidth (`gbps`: as given), matmul rate, host-to-device rate. */
+export interface BackendMeasures {
+  bandwidth: boolean;
+  gbps?: number;
+  matmul?: boolean;
+  hostToDevice?: boolean;
+}
+
 export interface BenchEngine {
   llm: LLM;
   facts: BackendFacts;
@@ -18,22 +26,27 @@ export interface BenchEngine {
  * Loads the model a Keel benchmark runs on. The backend is probed first (device name, memory
  * bandwidth, matmul rate) and then named to the engine, so `--backend auto` resolves once.
  */
-export async function loadBenchEngine(
-  engine: EngineOptions,
-  measure: { bandwidth: boolean; gbps?: number; matmul?: boolean; hostToDevice?: boolean },
-): Promise<BenchEngine> {
-  const facts = await probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, {
+export async function loadBenchEngine(engine: EngineOptions, measure: BackendMeasures): Promise<BenchEngine> {
+  const facts = await probeBenchBackend(engine, measure);
+  const llm = await LLM.load({ ...engine, backend: facts.backend });
+  return { llm, facts };
+}
+
+/** The facts of the backend a benchmark's engine options name (`--backend auto` resolved), for loading on it. */
+export function probeBenchBackend(engine: EngineOptions, measure: BackendMeasures): Promise<BackendFacts> {
+  return probeBackend(engine.backend ?? DEFAULT_ENGINE_CONFIG.backend, {
     measureBandwidth: measure.bandwidth,
     bandwidthGbps: measure.gbps,
     measureMatmul: measure.matmul,
     measureHostToDevice: measure.hostToDevice,
   });
-  const llm = await LLM.load({ ...engine, backend: facts.backend });
-  return { llm, facts };
 }
 
+/** What a result says of the model: an engine's, or a model loaded without one (`loadModel`). */
+type LoadedParts = Pick<LLM, 'config' | 'modelConfig' | 'model'>;
+
 /** The parts of a Keel result that describe the run rather than its figures. */
-export function keelRunHeader({ llm, facts }: BenchEngine): RunEnvironment & Pick<BenchResult, 'engine' | 'model'> {
+export function keelRunHeader({ llm, facts }: { llm: LoadedParts; facts: BackendFacts }): RunEnvironment & Pick<BenchResult, 'engine' | 'model'> {
   return {
     engine: 'keel',
     ...collectEnvironment({ backend: facts.backend, name: facts.deviceName, cuda_version: facts.cudaVersion }),
@@ -53,7 +66,7 @@ export function engineSettings(llm: LLM): Record<string, unknown> {
   };
 }
 
-function modelInfo(llm: LLM): ModelInfo {
+function modelInfo(llm: LoadedParts): ModelInfo {
   return {
     name: basename(resolve(llm.config.model)),
     path: repoRelative(llm.config.model),

@@ -268,6 +268,39 @@ const LoraResultsSchema = z.strictObject({
   ),
 });
 
+/**
+ * `keel bench verify`: one target pass of speculative verification (each sequence its last sampled
+ * token and q - 1 drafts, logits at all q positions) beside a plain decode step, at each batch size,
+ * after the same cached context. A step's time is beginStep and the forward, the device synchronized.
+ */
+const VerifyResultsSchema = z.strictObject({
+  decode: z.array(
+    z.strictObject({
+      batch_size: count,
+      mean_step_ms: figure,
+      median_step_ms: figure,
+      /** mean_step_ms over the step's batch_size tokens. */
+      ms_per_token: figure,
+      /** Replayed as a CUDA graph, as the engine runs a decode step of this batch. */
+      cuda_graph: z.boolean(),
+    }),
+  ),
+  verify: z.array(
+    z.strictObject({
+      batch_size: count,
+      query_tokens: count,
+      mean_step_ms: figure,
+      median_step_ms: figure,
+      /** mean_step_ms over the step's batch_size × query_tokens tokens. */
+      ms_per_query_token: figure,
+      /** mean_step_ms over the plain decode step's at this batch size. */
+      ratio_to_decode: figure,
+      /** The engine runs verification steps eagerly: false unless that changes. */
+      cuda_graph: z.boolean(),
+    }),
+  ),
+});
+
 const LlamaBenchResultsSchema = z.strictObject({
   tests: z.array(z.strictObject({ name: z.string(), tokens_per_s: figure, stddev: optionalFigure })),
 });
@@ -367,6 +400,7 @@ export const BenchResultSchema = z
     suite('attention', AttentionResultsSchema),
     suite('linear', LinearResultsSchema),
     suite('lora', LoraResultsSchema),
+    suite('verify', VerifyResultsSchema),
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
     suite('gguf-parity', GgufParityResultsSchema),
@@ -383,3 +417,4 @@ export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
 export type SpeculationFigures = z.infer<typeof SpeculationSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;
 export type MultiTurnResults = z.infer<typeof MultiTurnSchema>;
+export type VerifyResults = z.infer<typeof VerifyResultsSchema>;

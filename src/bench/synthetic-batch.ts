@@ -3,7 +3,7 @@
 // over a shuffled block pool.
 import type { RopeTable } from '../backend/backend.ts';
 import { buildRopeTable } from '../layers/rotary.ts';
-import { describeBatch, type BatchDescription } from '../step/batch.ts';
+import { describeBatch, type BatchDescription, type SequenceChunk } from '../step/batch.ts';
 import { floatToBf16Bits } from '../tensor/host-dtype.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 
@@ -72,18 +72,32 @@ export class BlockAssignment {
 }
 
 /**
- * The batch for running `specs[s].query` new tokens of each sequence after `specs[s].cached`
+ * The chunks for running `specs[s].query` new tokens of each sequence after `specs[s].cached`
  * cached ones. Token ids are 0..numTokens-1, so an embedding table of random rows supplies any
  * activation (the tests' way to put data into a step).
  */
-export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): BatchDescription {
+export function seqChunks(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): SequenceChunk[] {
   let nextTokenId = 0;
-  const chunks = specs.map((s, i) => {
+  return specs.map((s, i) => {
     blocks.ensure(i, s.cached + s.query, blockSize);
     const tokens = Array.from({ length: s.query }, () => nextTokenId++);
     return { tokens, startPos: s.cached, blockTables: [blocks.tables[i]], verification: s.verification, treeParents: s.treeParents };
   });
-  return describeBatch(chunks, blockSize);
+}
+
+/**
+ * The batch of `seqChunks`. Logits are asked as the model runner asks them: for a chunk's last
+ * token, and for every token of a verification chunk (each decides a draft; the last follows them).
+ */
+export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): BatchDescription {
+  const chunks = seqChunks(specs, blocks, blockSize);
+  const logitsIndices: number[] = [];
+  let end = 0;
+  for (const chunk of chunks) {
+    end += chunk.tokens.length;
+    for (let t = chunk.verification ? end - chunk.tokens.length : end - 1; t < end; t++) logitsIndices.push(t);
+  }
+  return describeBatch(chunks, blockSize, logitsIndices);
 }
 
 /** HF default RoPE tables (theta 10000), rotate_half layout over whole heads, as the model builds them. */

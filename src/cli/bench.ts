@@ -15,10 +15,12 @@ Suites:
   linear       CUDA linear kernels alone, per weight format (bf16, fp8, int8, int4, mxfp4 experts) and
                batch rows: GB/s and TFLOP/s against bf16 cuBLAS
   lora         CUDA LoRA kernels alone: one 8B layer's addLora beside its matmuls, decode and prefill
+  verify       speculative verification's cost: one target pass of q query tokens per sequence (logits at
+               each) beside a plain decode step, per batch size (default: Llama-3.1-8B, dummy weights)
   plot         render result files of one suite to an SVG chart
 
 Random weights of a real architecture: --model bench/configs/llama-3.1-8b --load-format dummy.
-latency, throughput and serve take the engine options; --seed (default 0) also seeds the random dataset.
+latency, throughput, serve and verify take the engine options; --seed (default 0) also seeds the random dataset.
 Run \`keel bench <suite> --help\` for its options; docs/benchmarks.md for the methodology.`;
 
 interface Suite {
@@ -51,6 +53,10 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   lora: async () => {
     const m = await import('./bench/lora-command.ts');
     return { run: m.loraCommand, help: m.LORA_HELP };
+  },
+  verify: async () => {
+    const m = await import('./bench/verify-command.ts');
+    return { run: m.verifyCommand, help: m.VERIFY_HELP };
   },
   plot: async () => {
     const m = await import('./bench/plot-command.ts');

@@ -550,10 +550,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
           '\n',
       );
     }
-    // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
-    // With micro-batches in flight the first stage's forward is cut in two around another micro-batch's logits, which no graph of one step holds.
     const microBatches = pipelineMicroBatchesOf(config);
-    const graphs = backend.recordsGraphs && !config.enforceEager && offload === null && microBatches === 1 ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    const graphs = recordsDecodeGraphs(backend, config, offload) ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
@@ -620,6 +618,13 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     await loaded.ranks?.close();
     throw error;
   }
+}
+
+/** Whether the engine replays its decode steps as graphs (the backend records them, and nothing below rules them out). */
+export function recordsDecodeGraphs(backend: Backend, config: EngineConfig, offload: LoadedModel['offload']): boolean {
+  // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
+  // With micro-batches in flight the first stage's forward is cut in two around another micro-batch's logits, which no graph of one step holds.
+  return backend.recordsGraphs && !config.enforceEager && offload === null && pipelineMicroBatchesOf(config) === 1;
 }
 
 /**

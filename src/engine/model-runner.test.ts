@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend, StepInputs } from '../backend/backend.ts';
+import type { Backend } from '../backend/backend.ts';
+import { recordingBackend, type Replayed } from '../../test/helpers/graph-recording-backend.ts';
 import { dirname, join } from 'node:path';
 import { BlockPool } from './block-pool.ts';
 import { loadEagleHead } from './load-draft-head.ts';
@@ -17,25 +18,6 @@ import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 
 const BLOCK_SIZE = 4;
 const NUM_BLOCKS = 64;
-
-interface Replayed {
-  numSeqs: number;
-  width: number;
-  logitsRows: number;
-  owner: object;
-}
-
-/** The CPU backend posing as one that records graphs, logging each step it is asked to replay. */
-function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
-  const posing = Object.create(backend) as Backend & { recordsGraphs: boolean };
-  Object.defineProperty(posing, 'recordsGraphs', { value: true });
-  posing.replayForward = <T>(step: StepInputs, owner: object, forward: () => T): T => {
-    const b = step.batch;
-    replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
-    return forward();
-  };
-  return posing;
-}
 
 function greedyDraw(site: DrawSite): Draw {
   const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null };

@@ -11,35 +11,13 @@ import { LLM } from '../../src/engine/llm.ts';
 import { randomRequests } from '../../src/bench/random-dataset.ts';
 import { readResult } from '../../src/bench/result-file.ts';
 import { startTinyServer } from '../server/tiny-server.ts';
+import { keel, keelOk } from '../helpers/keel-cli.ts';
 
 /** End to end through bin/keel on the CPU backend, over a 2-layer fixture without a tokenizer (token-id workloads). */
 const MODEL = ['--model', 'test/fixtures/llama-gqa', '--backend', 'cpu', '--no-progress'];
 const FIXTURE_VOCAB = 256;
 const dir = mkdtempSync(join(tmpdir(), 'keel-bench-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs bin/keel without blocking the event loop, so an in-process server can answer it. */
-async function keel(args: string[]): Promise<Run> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('bin/keel', args, { encoding: 'utf8' });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-async function keelOk(args: string[]): Promise<Run> {
-  const run = await keel(args);
-  assert.equal(run.code, 0, run.stderr);
-  return run;
-}
 
 test('bench latency: one row per batch size, every figure measured, the roofline against --bandwidth-gbps', async () => {
   const output = join(dir, 'latency.json');

@@ -1,0 +1,21 @@
+import type { Backend, StepInputs } from '../../src/backend/backend.ts';
+
+/** A step a backend posing as one that records graphs was asked to replay. */
+export interface Replayed {
+  numSeqs: number;
+  width: number;
+  logitsRows: number;
+  owner: object;
+}
+
+/** The CPU backend posing as one that records graphs, logging each step it is asked to replay. */
+export function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
+  const posing = Object.create(backend) as Backend & { recordsGraphs: boolean };
+  Object.defineProperty(posing, 'recordsGraphs', { value: true });
+  posing.replayForward = <T>(step: StepInputs, owner: object, forward: () => T): T => {
+    const b = step.batch;
+    replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
+    return forward();
+  };
+  return posing;
+}
