@@ -12,11 +12,12 @@ import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 // steps (graph-replayed for plain decodes) and verification chunks that run eagerly. In bf16 a
 // verification row (a chunk through the prefill kernels) and a plain decode row (the decode
 // kernels) may round apart, so greedy outputs must equal plain CUDA decoding's up to the first
-// difference, and that difference must be a near-tie of plain decoding's two candidates.
+// difference, and that difference must be a near-tie of plain decoding's candidates (near-tie.ts:
+// with bf16 logits three candidates may sit within a step of each other, so five are reported).
 
 const PROMPTS = ['def fibonacci(n):', 'import os\n', 'class Stack:\n', '# sum a list\n', 'for i in range(10):', 'x = [1, 2, 3]\nx = [1, 2, 3]\n'];
 const BASE = { backend: 'cuda', showProgress: false, numKvBlocks: 256 } as const;
-const GREEDY = { temperature: 0, maxTokens: 48, ignoreEos: true, logprobs: 2 } as const;
+const GREEDY = { temperature: 0, maxTokens: 48, ignoreEos: true, logprobs: 5 } as const;
 
 let plain: LLM;
 let expected: RequestOutput[];
@@ -72,7 +73,7 @@ test("CUDA: keel-tiny-draft with penalized requests chains its passes on the dev
     for (const penalties of [{ repetitionPenalty: 1.2 }, { frequencyPenalty: 0.8, presencePenalty: 0.3 }]) {
       const params = { ...GREEDY, ...penalties };
       const want = await plain.generate(PROMPTS, params);
-      assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]));
+      assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]), `${JSON.stringify(penalties)}: `, true);
     }
   } finally {
     CudaBackend.prototype.replayForward = original;

@@ -18,8 +18,10 @@ import { kvCodeTolerance, randInt, relativeError, testSeed } from '../../helpers
 // top-k (indexer_topk_kernel: scores, radix select, ordered compaction) and MLA over each token's
 // selected rows (sparse-mla.cu), over prefill chunks then decodes and chunks mixed in one step,
 // with a bf16, fp8 and int8 cache (the latent rows and indexer keys both in its dtype; the keys as
-// cached are compared too, within kvCodeTolerance for 8-bit codes: the GPU quantizes bf16 keys,
-// the CPU float32 ones, so a key may land one code apart). bf16 scores may order two positions
+// cached are compared too: 8-bit keys code for code, since both backends quantize the float32 key
+// (LayerNorm and rotation in float32 on the GPU, float64 on the CPU), so a code may differ only
+// where the quotient sits within a few float32 ulps of a midpoint: at most one in
+// CODE_DIFFERENCES, each one step apart, the scales within SCALE_TOLERANCE). bf16 scores may order two positions
 // whose float64 scores are nearly equal the other way: a GPU choice is accepted when it keeps the
 // right number of visible positions, in order, each scoring (in float64, over the keys the GPU
 // cache holds) within SCORE_TOLERANCE of the k-th best. Sparse MLA is compared over one
@@ -33,6 +35,8 @@ after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
 const SCORE_TOLERANCE = 3e-2;
+const CODE_DIFFERENCES = 1000;
+const SCALE_TOLERANCE = 1e-5;
 
 interface Pair {
   cpu: Tensor;
@@ -78,6 +82,27 @@ function scoresOver(keys: Float32Array, blockSize: number, q: Float32Array, weig
   });
 }
 
+/** An 8-bit GPU cache's indexer keys: codes [slots, headDim] and a scale per slot. */
+function gpuKeyCodes(kv: CudaKvCache, headDim: number): { codes: Uint8Array; scales: Float32Array } {
+  const slots = kv.layout.numBlocks * kv.layout.blockSize;
+  const codes = new Uint8Array(slots * headDim);
+  gpu.device.download(codes, kv.indexKeys(0));
+  const scales = new Float32Array(slots);
+  gpu.device.download(scales, kv.indexKeyScales(0));
+  return { codes, scales };
+}
+
+/** What an 8-bit code stands for at scale 1: the e4m3 value or the int8 integer. */
+function codeValue(dtype: KvCacheDtype, code: number): number {
+  return dtype === 'fp8_e4m3' ? fp8E4m3Values()[code] : (code << 24) >> 24;
+}
+
+/** The gap between neighbouring codes' values at scale 1 around magnitude m: int8's 1, e4m3's 2^-9 below 2^-6 and 3 mantissa bits above. */
+function codeStep(dtype: KvCacheDtype, m: number): number {
+  if (dtype !== 'fp8_e4m3') return 1;
+  return m < 2 ** -6 ? 2 ** -9 : 2 ** (Math.floor(Math.log2(m)) - 3);
+}
+
 /** Every slot's indexer key as each cache holds it, [slots, headDim] float32: the GPU's bf16 values or codes decoded on the host. */
 function cachedKeys(caches: readonly [KvCache, KvCache], headDim: number): [Float32Array, Float32Array] {
   const cpuPool = asCpuKvCache(caches[0]).layerPools(0)[1];
@@ -91,13 +116,35 @@ function cachedKeys(caches: readonly [KvCache, KvCache], headDim: number): [Floa
     out[1].set(new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer));
     return out;
   }
-  const codes = new Uint8Array(slots * headDim);
-  gpu.device.download(codes, kv.indexKeys(0));
-  const scales = new Float32Array(slots);
-  gpu.device.download(scales, kv.indexKeyScales(0));
-  const values = kv.dtype === 'fp8_e4m3' ? Array.from(codes, (code) => fp8E4m3Values()[code]) : new Int8Array(codes.buffer);
-  values.forEach((value, i) => (out[1][i] = value * scales[Math.floor(i / headDim)]));
+  const { codes, scales } = gpuKeyCodes(kv, headDim);
+  codes.forEach((code, i) => (out[1][i] = codeValue(kv.dtype, code) * scales[Math.floor(i / headDim)]));
   return out;
+}
+
+/**
+ * The step's 8-bit indexer keys code for code: each slot's scales within SCALE_TOLERANCE, and at
+ * most one code in CODE_DIFFERENCES (at least one) apart from the CPU's, each by one step.
+ */
+function assertKeyCodes(label: string, caches: readonly [KvCache, KvCache], slots: Int32Array, headDim: number): void {
+  const cpuPool = asCpuKvCache(caches[0]).layerPools(0)[1];
+  const kv = caches[1] as CudaKvCache;
+  const { codes, scales } = gpuKeyCodes(kv, headDim);
+  let differing = 0;
+  for (const slot of slots) {
+    const want = cpuPool.scales[slot];
+    assert.ok(Math.abs(scales[slot] - want) <= SCALE_TOLERANCE * want, `${label}: slot ${slot}'s ${kv.dtype} key scale ${scales[slot]}, the CPU's ${want}`);
+    for (let d = 0; d < headDim; d++) {
+      const i = slot * headDim + d;
+      const got = codeValue(kv.dtype, codes[i]);
+      const expected = codeValue(kv.dtype, cpuPool.codes[i] & 0xff);
+      if (got === expected) continue;
+      differing++;
+      const step = codeStep(kv.dtype, Math.max(Math.abs(got), Math.abs(expected)));
+      assert.ok(Math.abs(got - expected) <= step, `${label}: slot ${slot} element ${d}: ${kv.dtype} code value ${got}, the CPU's ${expected}: more than one code apart`);
+    }
+  }
+  const allowed = Math.max(1, Math.floor((slots.length * headDim) / CODE_DIFFERENCES));
+  assert.ok(differing <= allowed, `${label}: ${differing} of ${slots.length * headDim} ${kv.dtype} key codes differ from the CPU's (at most ${allowed})`);
 }
 
 function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[][], dtype: KvCacheDtype = 'auto'): void {
@@ -138,6 +185,7 @@ function runScenario(name: string, sh: Shape, blockSize: number, steps: SeqSpec[
     });
     const keptError = relativeError(stepKeys[1], stepKeys[0]);
     assert.ok(keptError < tolerance, `${label}: ${dtype} indexer keys as cached: relative error ${keptError}`);
+    if (dtype !== 'auto') assertKeyCodes(label, caches, batch.slotMapping.subarray(0, batch.numTokens), indexer.headDim);
 
     const weightValues = Float32Array.from({ length: batch.numTokens * indexer.numHeads }, () => rng() * 2 - 1);
     const weights = float32Tensor(weightValues, [batch.numTokens, indexer.numHeads]);

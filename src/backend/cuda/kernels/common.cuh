@@ -100,6 +100,18 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
+// Max over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < warps ? partial[lane] : NEG_INF;
+  return warp_max(v);
+}
+
 // A 16-byte load of read-only data that is read once (weights): not kept in L1.
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   uint4 v;
@@ -184,6 +196,20 @@ __device__ __forceinline__ unsigned int f32_to_e4m3(float x) {
   const unsigned int rounded = magnitude + 0x7ffffu + ((magnitude >> 20) & 1u);
   const unsigned int code = ((((rounded >> 23) - 127u + 7u)) << 3) | ((rounded >> 20) & 7u);
   return sign | min(code, 0x7eu);
+}
+
+// The scale of a head quantized on its own (KV 1 fp8 e4m3, 2 int8) from its max|x|: max|x| / 448
+// or / 127, 1 for a head of zeros (kv-codes.ts storeSlot).
+template <int KV>
+__device__ __forceinline__ float kv_head_scale(float amax) {
+  return amax == 0.f ? 1.f : amax / (KV == 1 ? 448.f : 127.f);
+}
+
+// x's 8-bit code at scale s: e4m3(x / s) or int8 round(x / s), ties to even, the quotient a float32
+// division as the CPU twin computes it.
+template <int KV>
+__device__ __forceinline__ unsigned char kv_encode(float x, float s) {
+  return KV == 1 ? (unsigned char)f32_to_e4m3(x / s) : (unsigned char)(signed char)max(-127, min(127, __float2int_rn(x / s)));
 }
 
 // An e4m3 code's value / 2^8, exactly: its bits moved into a half's (normal and subnormal alike).

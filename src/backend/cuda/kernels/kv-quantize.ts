@@ -14,12 +14,12 @@ export interface KvQuantizeWriteArgs {
   slotMapping: DevicePtr;
   /** Codes [slots, heads, width]. */
   pool: DevicePtr;
-  /** int8: float32 [slots, heads]. fp8: the same, for a scale per head (max|x| / 448), or 0 for `tensorScale`. */
+  /** int8: float32 [slots, heads]; unread for fp8. */
   scales: DevicePtr;
   numTokens: number;
   heads: number;
   width: number;
-  /** fp8 without `scales`: what each value is divided by before encoding; unread otherwise. */
+  /** fp8: what each value is divided by before encoding; unread for int8. */
   tensorScale: number;
   dtype: Exclude<KvCacheDtype, 'auto'>;
 }

@@ -1,8 +1,8 @@
 // DeepSeek-V3.2's lightning indexer (layers/lightning-indexer.ts): the per-token key write, and
 // each token's top-k positions by index score. CPU twins: backend/cpu/ops/lightning-indexer.ts.
 // The keys are cached in the rows' dtype: bf16, or with an 8-bit cache (KV_DTYPE 1 fp8, 2 int8)
-// codes with a float32 scale per key (max|k| / 448 or / 127), written by kv_quantize_write_kernel
-// after the key write.
+// codes with a float32 scale per key (max|k| / 448 or / 127), quantized from the key's float32
+// values in the key write, as the CPU twin quantizes its float32 keys.
 #include "common.cuh"
 
 // nvcc-check: -DINDEX_HEADS=16 -DKV_DTYPE=0
@@ -15,17 +15,21 @@
 #endif
 
 // One block per token. k [numTokens, head_dim] is LayerNorm-ed (f32 mean and variance, eps, then
-// × norm_w + norm_b, rounded to bf16), its leading `rope` dims rotated (rotate_half pairs i,
-// i + rope / 2) by the token's rotary row, in place, and (bf16 cache) written to keys row slots[t]
-// ([slots, head_dim] bf16; an 8-bit cache's `keys` is unread here); the leading `rope` dims of each
+// × norm_w + norm_b) and its leading `rope` dims rotated (rotate_half pairs i, i + rope / 2) by the
+// token's rotary row, all in float32, then written back in place rounded to bf16. The cache gets
+// the key at slots[t]: bf16 `keys` [slots, head_dim], or (8-bit) codes of the float32 key at the
+// scale kv_head_scale of its max|k|, that scale in key_scales[slots[t]] (unread for bf16). No bf16
+// rounding comes before the quantization: a 2^-9 change to a value moves its code one step when it
+// sits near a midpoint, and the CPU twin quantizes unrounded values. The leading `rope` dims of each
 // of q's INDEX_HEADS heads ([numTokens, INDEX_HEADS * head_dim]) are rotated in place. head_dim <=
 // 1024; rotary rows and slots were range-checked on the host.
 extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const bf16* __restrict__ norm_w,
                                                     const bf16* __restrict__ norm_b, const float* __restrict__ cos_table,
                                                     const float* __restrict__ sin_table, const int* __restrict__ rotary_rows,
-                                                    const int* __restrict__ slots, bf16* __restrict__ keys, int head_dim, int rope,
-                                                    float eps) {
+                                                    const int* __restrict__ slots, unsigned char* __restrict__ keys,
+                                                    float* __restrict__ key_scales, int head_dim, int rope, float eps) {
   __shared__ float normed[1024];
+  __shared__ float rotated[1024];
   const int t = blockIdx.x;
   bf16* key = k + (long long)t * head_dim;
   float sum = 0.f;
@@ -38,13 +42,13 @@ extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* 
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) squares += (normed[i] - mean) * (normed[i] - mean);
   const float inv = rsqrtf(block_sum(squares) / head_dim + eps);
   // Each thread normalizes the elements it loaded; the barrier below publishes them to the pairs' other thread.
-  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-    normed[i] = bf16_to_f32(f32_to_bf16((normed[i] - mean) * inv * bf16_to_f32(norm_w[i]) + bf16_to_f32(norm_b[i])));
-  }
+  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) normed[i] = (normed[i] - mean) * inv * bf16_to_f32(norm_w[i]) + bf16_to_f32(norm_b[i]);
   __syncthreads();
   const int half = rope / 2;
   const long long table_at = (long long)rotary_rows[t] * half;
-  bf16* slot_row = keys + (long long)slots[t] * head_dim;
+  const long long slot = slots[t];
+  // Each thread keeps the rotated elements it computes in `rotated` and reads back only those.
+  float amax = 0.f;
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
     float v = normed[i];
     if (i < rope) {
@@ -52,9 +56,16 @@ extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* 
       const float c = cos_table[table_at + j], s = sin_table[table_at + j];
       v = i < half ? normed[i] * c - normed[i + half] * s : normed[i] * c + normed[i - half] * s;
     }
+    rotated[i] = v;
+    amax = fmaxf(amax, fabsf(v));
     const bf16 out = f32_to_bf16(v);
     key[i] = out;
-    if (KV_DTYPE == 0) slot_row[i] = out;
+    if (KV_DTYPE == 0) reinterpret_cast<bf16*>(keys)[slot * head_dim + i] = out;
+  }
+  if (KV_DTYPE != 0) {
+    const float scale = kv_head_scale<KV_DTYPE>(block_max(amax));
+    if (threadIdx.x == 0) key_scales[slot] = scale;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) keys[slot * head_dim + i] = kv_encode<KV_DTYPE>(rotated[i], scale);
   }
   for (int i = threadIdx.x; i < INDEX_HEADS * half; i += blockDim.x) {
     const int h = i / half, j = i - h * half;

@@ -2,7 +2,7 @@ import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { IndexerParams } from '../../backend.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
-import { kvDtypeDefine, launchKvQuantizeWrite } from './kv-quantize.ts';
+import { kvDtypeDefine } from './kv-quantize.ts';
 
 export interface IndexerKeyWriteArgs {
   /** [numTokens, numHeads * headDim] bf16, its heads' leading ropeDim rotated in place. */
@@ -26,12 +26,12 @@ export interface IndexerKeyWriteArgs {
 }
 
 /**
- * LayerNorm, rotation and cache write of the step's indexer keys, rotation of its queries
- * (indexer_key_write_kernel; an 8-bit cache's keys by kv_quantize_write_kernel after it).
+ * LayerNorm, rotation and cache write of the step's indexer keys (an 8-bit cache's quantized from
+ * their float32 values), rotation of its queries: indexer_key_write_kernel.
  */
 export function launchIndexerKeyWrite(device: CudaDevice, a: IndexerKeyWriteArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('lightning-indexer.cu', 'indexer_key_write_kernel', 'pppppppppiif', { INDEX_HEADS: a.indexer.numHeads, KV_DTYPE: kvDtypeDefine(a.dtype) });
+  const kernel = device.kernel('lightning-indexer.cu', 'indexer_key_write_kernel', 'ppppppppppiif', { INDEX_HEADS: a.indexer.numHeads, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const threads = Math.min(256, Math.max(32, Math.ceil(a.indexer.headDim / 32) * 32));
   device.launch(kernel, [a.numTokens], [threads], 0, [
     a.q,
@@ -43,13 +43,11 @@ export function launchIndexerKeyWrite(device: CudaDevice, a: IndexerKeyWriteArgs
     a.rotaryRows,
     a.slotMapping,
     a.keys,
+    a.keyScales,
     a.indexer.headDim,
     a.indexer.ropeDim,
     a.eps,
   ]);
-  if (a.dtype === 'auto') return;
-  const width = a.indexer.headDim;
-  launchKvQuantizeWrite(device, { src: a.k, srcStride: width, slotMapping: a.slotMapping, pool: a.keys, scales: a.keyScales, numTokens: a.numTokens, heads: 1, width, tensorScale: 1, dtype: a.dtype });
 }
 
 export interface IndexerTopKArgs {

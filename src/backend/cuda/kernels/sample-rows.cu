@@ -110,16 +110,6 @@ __device__ __forceinline__ void block_lse(float& m, float& s) {
   for (int o = 16; o > 0; o >>= 1) merge_lse(m, s, __shfl_xor_sync(FULL_MASK, m, o), __shfl_xor_sync(FULL_MASK, s, o));
 }
 
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  return warp_max(partial[lane]);
-}
-
 __device__ __forceinline__ int block_count(int v) { return (int)block_sum((float)v); }
 
 // A draw's row as the sampling sees it: the logits, with the entries' tokens (penalized or
