@@ -19,7 +19,7 @@ const USAGE = `usage: node scripts/compare-backends.ts --model DIR [options]
 Prefills the same prompts (all in one step) on each backend and prints, against the first
 backend listed, max |Δ| of the residual stream entering every decoder layer, of the final norm's
 output and of each prompt's last-token logits (and, with oracle.json in DIR, each backend's
-logits against transformers' float32 ones).
+logits against transformers' float32 ones, and its bfloat16 ones where the oracle has them).
 
   --model DIR          a Hugging Face model directory (or .gguf file)
   --backends A,B,...   backends to run, the reference first (default cpu,cpu-bf16,cuda);
@@ -65,13 +65,14 @@ const blockSize = Number(values['block-size']);
 if (!(Number.isInteger(blockSize) && blockSize > 0)) fail(`--block-size must be a positive integer, not ${values['block-size']}`);
 
 const oraclePath = join(modelDir, 'oracle.json');
-const oracle = existsSync(oraclePath) ? (JSON.parse(readFileSync(oraclePath, 'utf8')) as { prompts: number[][]; last_logits?: number[][] }) : null;
+const oracle = existsSync(oraclePath) ? (JSON.parse(readFileSync(oraclePath, 'utf8')) as { prompts: number[][]; last_logits?: number[][]; bf16_last_logits?: number[][] }) : null;
 const prompts = values.prompt?.map((text) => {
   const ids = text.split(',').map(Number);
   if (ids.length === 0 || !ids.every((id) => Number.isInteger(id) && id >= 0)) fail(`--prompt "${text}" is not comma-separated token ids`);
   return ids;
 }) ?? oracle?.prompts ?? fail(`give --prompt (${modelDir} has no oracle.json whose prompts to use)`);
-const oracleLogits = values.prompt === undefined ? (oracle?.last_logits ?? null) : null;
+// transformers' float32 logits of the oracle's prompts, and (newer oracles) those of its bfloat16 run.
+const oracleLogits = values.prompt === undefined ? [['float32', oracle?.last_logits], ['bf16', oracle?.bf16_last_logits]].filter((e): e is [string, number[][]] => e[1] !== undefined) : [];
 
 const traces: Trace[] = [];
 for (const backend of backends) {
@@ -112,9 +113,9 @@ function firstBeyond(table: ComparedRow[], k: number): ComparedRow | undefined {
 console.log(`compare-backends: ${modelDir}, reference ${reference.backend}, ${prompts.length} prompt(s) of ${prompts.map((p) => p.length).join(', ')} tokens in one prefill step`);
 if (reference.layerInputs.length === 0) console.log('(this model does not hand over its layer inputs: final rows and logits only)');
 printTable(`against ${reference.backend}:`, rows);
-if (oracleLogits !== null) {
-  console.log(`\nlast-token logits against transformers' float32 ones (oracle.json): max|Δ| per prompt`);
-  for (const trace of traces) console.log(`${trace.backend.padEnd(12)}${oracleLogits.map((ref, i) => fmt(difference(ref, trace.logits[i]).maxAbs)).join('  ')}`);
+for (const [dtype, refs] of oracleLogits) {
+  console.log(`\nlast-token logits against transformers' ${dtype} ones (oracle.json): max|Δ| per prompt`);
+  for (const trace of traces) console.log(`${trace.backend.padEnd(12)}${refs.map((ref, i) => fmt(difference(ref, trace.logits[i]).maxAbs)).join('  ')}`);
 }
 if (values.ops) {
   printTable(`every op's result against ${reference.backend}'s, in call order:`, ops);
