@@ -5,12 +5,13 @@
  * to read it.
  *
  *   node scripts/compare-backends.ts --model test/fixtures/deepseek-v32 [--backends cpu,cpu-bf16,cuda]
- *     [--prompt 5,9,11 ...] [--ops] [--threshold 0.05] [--block-size 16]
+ *     [--prompt 5,9,11 ...] [--ops] [--threshold 0.05] [--block-size 16] [--set index_topk=128 ...]
  *
  * (Node 22 strips the types itself; under Node 20: node --import tsx scripts/compare-backends.ts ...)
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BACKEND_NAMES, compareTraces, difference, relative, tokenOf, traceBackend, type BackendName, type ComparedRow, type Trace } from './backend-comparison.ts';
 
@@ -30,6 +31,9 @@ logits against transformers' float32 ones, and its bfloat16 ones where the oracl
   --ops                also compare every backend op's result, in call order
   --threshold R        flag the first row whose max |Δ| exceeds R × max |reference| (default 0.05)
   --block-size N       KV cache block size (default 16)
+  --set KEY=JSON       run a copy of DIR whose config.json has KEY set to the JSON value, e.g.
+                       index_topk=128 (every position selected); repeatable; the oracle's logits,
+                       which are for DIR's config, are then not compared
   --help               this text`;
 
 const { values } = parseArgs({
@@ -40,6 +44,7 @@ const { values } = parseArgs({
     ops: { type: 'boolean', default: false },
     threshold: { type: 'string', default: '0.05' },
     'block-size': { type: 'string', default: '16' },
+    set: { type: 'string', multiple: true },
     help: { type: 'boolean', default: false },
   },
 });
@@ -53,7 +58,7 @@ if (values.help) {
   process.stdout.write(`${USAGE}\n`);
   process.exit(0);
 }
-const modelDir = values.model ?? fail('--model is required');
+const givenDir = values.model ?? fail('--model is required');
 const backends = values.backends.split(',').map((name) => {
   if (!(BACKEND_NAMES as readonly string[]).includes(name)) fail(`unknown backend "${name}" (one of ${BACKEND_NAMES.join(', ')})`);
   return name as BackendName;
@@ -64,7 +69,27 @@ if (!(threshold > 0)) fail(`--threshold must be a positive number, not ${values.
 const blockSize = Number(values['block-size']);
 if (!(Number.isInteger(blockSize) && blockSize > 0)) fail(`--block-size must be a positive integer, not ${values['block-size']}`);
 
-const oraclePath = join(modelDir, 'oracle.json');
+/** A temporary copy of `dir` (its files linked) whose config.json has `overrides` set. */
+function withConfig(dir: string, overrides: string[]): string {
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  for (const entry of overrides) {
+    const at = entry.indexOf('=');
+    if (at <= 0) fail(`--set "${entry}" is not KEY=JSON`);
+    try {
+      config[entry.slice(0, at)] = JSON.parse(entry.slice(at + 1));
+    } catch {
+      fail(`--set "${entry}": the value is not JSON (quote strings: key='"text"')`);
+    }
+  }
+  const copy = mkdtempSync(join(tmpdir(), 'keel-compare-'));
+  process.on('exit', () => rmSync(copy, { recursive: true, force: true }));
+  for (const file of readdirSync(dir)) if (file !== 'config.json') symlinkSync(resolve(dir, file), join(copy, file));
+  writeFileSync(join(copy, 'config.json'), JSON.stringify(config));
+  return copy;
+}
+
+const modelDir = values.set === undefined ? givenDir : withConfig(givenDir, values.set);
+const oraclePath = join(givenDir, 'oracle.json');
 const oracle = existsSync(oraclePath) ? (JSON.parse(readFileSync(oraclePath, 'utf8')) as { prompts: number[][]; last_logits?: number[][]; bf16_last_logits?: number[][] }) : null;
 const prompts = values.prompt?.map((text) => {
   const ids = text.split(',').map(Number);
@@ -72,7 +97,7 @@ const prompts = values.prompt?.map((text) => {
   return ids;
 }) ?? oracle?.prompts ?? fail(`give --prompt (${modelDir} has no oracle.json whose prompts to use)`);
 // transformers' float32 logits of the oracle's prompts, and (newer oracles) those of its bfloat16 run.
-const oracleLogits = values.prompt === undefined ? [['float32', oracle?.last_logits], ['bf16', oracle?.bf16_last_logits]].filter((e): e is [string, number[][]] => e[1] !== undefined) : [];
+const oracleLogits = values.prompt === undefined && values.set === undefined ? [['float32', oracle?.last_logits], ['bf16', oracle?.bf16_last_logits]].filter((e): e is [string, number[][]] => e[1] !== undefined) : [];
 
 const traces: Trace[] = [];
 for (const backend of backends) {
@@ -110,7 +135,7 @@ function firstBeyond(table: ComparedRow[], k: number): ComparedRow | undefined {
   });
 }
 
-console.log(`compare-backends: ${modelDir}, reference ${reference.backend}, ${prompts.length} prompt(s) of ${prompts.map((p) => p.length).join(', ')} tokens in one prefill step`);
+console.log(`compare-backends: ${givenDir}${values.set === undefined ? '' : ` with ${values.set.join(', ')}`}, reference ${reference.backend}, ${prompts.length} prompt(s) of ${prompts.map((p) => p.length).join(', ')} tokens in one prefill step`);
 if (reference.layerInputs.length === 0) console.log('(this model does not hand over its layer inputs: final rows and logits only)');
 printTable(`against ${reference.backend}:`, rows);
 for (const [dtype, refs] of oracleLogits) {

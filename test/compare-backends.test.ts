@@ -39,7 +39,7 @@ test('the CPU against its bf16 emulation: the embedding differs by bf16 rounding
   assert.ok(ops.every((op) => op.differences[0] !== null && Number.isFinite(op.differences[0].maxAbs)), 'every op result is read back and finite');
 });
 
-test('compare-backends.ts runs, prints a row per layer and names a difference beyond the threshold; bad flags exit 2 naming the problem', () => {
+test('compare-backends.ts runs, prints a row per layer and names a difference beyond the threshold, runs a config override; bad flags exit 2 naming the problem', () => {
   const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', SCRIPT, '--model', fixture.dir, ...args], { encoding: 'utf8' });
   const same = run(['--backends', 'cpu,cpu', '--prompt', prompts[0].join(','), '--ops']);
   assert.equal(same.status, 0, same.stderr);
@@ -48,6 +48,10 @@ test('compare-backends.ts runs, prints a row per layer and names a difference be
   assert.equal(bf16.status, 0, bf16.stderr);
   assert.match(bf16.stdout, /cpu-bf16: first beyond 1e-6 × max\|ref\|: input of layer 0/);
   assert.match(bf16.stdout, /against transformers' float32 ones/, 'the fixture\'s oracle logits are compared');
+  const covering = run(['--backends', 'cpu,cpu-bf16', '--set', 'index_topk=128']);
+  assert.equal(covering.status, 0, covering.stderr);
+  assert.match(covering.stdout, /deepseek-v32 with index_topk=128, reference cpu/);
+  assert.doesNotMatch(covering.stdout, /transformers/, 'the oracle\'s logits are for the fixture\'s own config');
   const bad = run(['--backends', 'cpu,tpu']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /unknown backend "tpu"/);
