@@ -190,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     const uint4* __restrict__ shared_down, const uint4* __restrict__ shared_gate, float* logits, bf16* h, unsigned int* sync, int hidden,
     int n, int m, int num_experts, int top_k, int first, int count, int scoring, int bias_kind, int group_score, int num_groups,
     int topk_groups, int normalize, float scale, float alpha, float limit) {
+  PDL_PROLOGUE();
   extern __shared__ uint4 smem[];
   __shared__ int ids[MAX_SEGMENTS];
   __shared__ float weights[MAX_SEGMENTS];
