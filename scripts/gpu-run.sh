@@ -28,7 +28,10 @@
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
-# and 32 against its plain decode step, 512 cached tokens).
+# and 32 against its plain decode step, 512 cached tokens), pdl-tests (the programmatic-dependent-launch
+# GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
+# DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
+# $PDL_ROUNDS such pairs, default 1; one config per call keeps a call well under 10 minutes).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -163,7 +166,18 @@ for s in "$@"; do
       done ;;
     verify) step verify 200 node bin/keel bench verify --model bench/configs/llama-3.1-8b $dummy --batch-size 1,8,32 \
         --query-tokens 1,2,4,8,16,32 --context-len 512 --output "$out/results/verify-llama-3.1-8b-$kind.json" ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify)"; exit 2 ;;
+    pdl-tests) step pdl-tests 150 node --test test/backend/cuda/programmatic-launch.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok|dependent start" "$out/pdl-tests.log" | head -20 | sed "s/^/[pdl-tests] /" ;;
+    pdl) for a in ${PDL_ARCHS:-llama-3.1-8b qwen3-30b-a3b deepseek-v2-lite}; do
+        batches=$([ "$a" = llama-3.1-8b ] && echo 1,64 || echo 1)
+        for r in $(seq 1 "${PDL_ROUNDS:-1}"); do
+          base="$out/results/latency-$a-pdl0-r$r-$kind.json"
+          step "latency-$a-pdl0-r$r" 170 env KEEL_PDL=0 $(latency "$a" "$batches" "pdl0-r$r")
+          step "latency-$a-pdl1-r$r" 170 env KEEL_PDL=1 $(latency "$a" "$batches" "pdl1-r$r") $([ -f "$base" ] && echo --baseline "$base")
+          for p in 0 1; do grep -h "^batch " "$out/latency-$a-pdl$p-r$r.log" | sed "s/^/[$a KEEL_PDL=$p r$r] /"; done
+        done
+      done ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, pdl-tests, pdl)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
