@@ -14,14 +14,14 @@ typedef unsigned short bf16;
 //  - griddepcontrol.wait (cudaGridDependencySynchronize) blocks until the kernel before has
 //    completed and its writes are visible. That kernel waited the same way for the one before it,
 //    so all earlier work is done: nothing this kernel reads is still being written (RAW) and
-//    nothing it writes is still being read (WAR). A no-op when the launch had no programmatic
-//    dependency (plain launch, or the previous op was a copy, memset or a library's kernel that
-//    completed first).
+//    nothing it writes is still being read (WAR). It returns at once when the launch had no
+//    programmatic dependency (a plain launch, or the op before was a copy or memset, which the
+//    stream orders fully).
 //  - griddepcontrol.launch_dependents then lets the next kernel launch: its blocks are scheduled
 //    once every block of this grid has issued it or exited, so they only take what this grid's
 //    last wave leaves free, and they wait at their own prologue until this grid has completed.
-//    No kernel here waits on a later kernel (the only spin-wait, moe_decode_kernel's grid barrier,
-//    waits on blocks of its own grid, all of which are resident once any dependent launches).
+//    No kernel here waits on a later kernel: the only spin-wait, moe_decode_kernel's grid barrier,
+//    waits on blocks of its own grid (moe-decode.cu says why PDL cannot starve it).
 // Both instructions exist from sm_90 on; the macro is empty below, where PDL is never used.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_PROLOGUE()                                       \
