@@ -31,7 +31,7 @@
 # and 32 against its plain decode step, 512 cached tokens), pdl-tests (the programmatic-dependent-launch
 # GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
-# $PDL_ROUNDS such pairs, default 1; one config per call keeps a call well under 10 minutes).
+# $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -172,8 +172,8 @@ for s in "$@"; do
         batches=$([ "$a" = llama-3.1-8b ] && echo 1,64 || echo 1)
         for r in $(seq 1 "${PDL_ROUNDS:-1}"); do
           base="$out/results/latency-$a-pdl0-r$r-$kind.json"
-          step "latency-$a-pdl0-r$r" 170 env KEEL_PDL=0 $(latency "$a" "$batches" "pdl0-r$r")
-          step "latency-$a-pdl1-r$r" 170 env KEEL_PDL=1 $(latency "$a" "$batches" "pdl1-r$r") $([ -f "$base" ] && echo --baseline "$base")
+          step "latency-$a-pdl0-r$r" 140 env KEEL_PDL=0 $(latency "$a" "$batches" "pdl0-r$r")
+          step "latency-$a-pdl1-r$r" 140 env KEEL_PDL=1 $(latency "$a" "$batches" "pdl1-r$r") $([ -f "$base" ] && echo --baseline "$base")
           for p in 0 1; do grep -h "^batch " "$out/latency-$a-pdl$p-r$r.log" | sed "s/^/[$a KEEL_PDL=$p r$r] /"; done
         done
       done ;;
