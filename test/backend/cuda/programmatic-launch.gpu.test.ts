@@ -44,10 +44,10 @@ extern "C" __global__ void dependent_kernel(unsigned long long* times, const int
 }`;
 const SPIN_NS = 2_000_000;
 
-function timingKernels(device: CudaDevice): { primary: Kernel; dependent: Kernel } {
+function timingKernels(device: CudaDevice): { module: bigint; primary: Kernel; dependent: Kernel } {
   const module = device.driver.loadModule(device.nvrtc.compile('pdl-timing.cu', TIMING_SOURCE, [], [`-arch=${device.info.arch}`]));
   const kernel = (name: string, signature: string): Kernel => ({ name, handle: device.driver.getFunction(module, name), signature, programmatic: true });
-  return { primary: kernel('primary_kernel', 'ppl'), dependent: kernel('dependent_kernel', 'ppp') };
+  return { module, primary: kernel('primary_kernel', 'ppl'), dependent: kernel('dependent_kernel', 'ppp') };
 }
 
 test('with PDL the dependent kernel is resident before its primary ends and sees its write after the wait', { skip }, () => {
@@ -55,7 +55,7 @@ test('with PDL the dependent kernel is resident before its primary ends and sees
     const device = new CudaDevice(0, { programmaticLaunch });
     try {
       assert.equal(device.programmaticLaunch, programmaticLaunch);
-      const { primary, dependent } = timingKernels(device);
+      const { module, primary, dependent } = timingKernels(device);
       const times = device.alloc(16);
       const ints = device.alloc(8);
       const run = () => {
@@ -87,6 +87,7 @@ test('with PDL the dependent kernel is resident before its primary ends and sees
       }
       device.free(times);
       device.free(ints);
+      device.driver.unloadModule(module);
     } finally {
       device.dispose();
     }
