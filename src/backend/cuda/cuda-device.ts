@@ -132,12 +132,13 @@ export class CudaDevice {
 
   /**
    * Queues the kernel on the stream; with programmaticLaunch, a kernel that begins with
-   * PDL_PROLOGUE() goes through cuLaunchKernelEx with programmatic stream serialization. In a
-   * captured graph that makes a programmatic edge only from a kernel node (cuda.h,
-   * CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC: "may only be used between kernel nodes"); after a copy or
-   * memset the dependency stays a full one, and after a kernel that does not trigger (cuBLAS's, or
-   * NCCL's) the edge fires only when all its blocks have exited, then the prologue's wait adds the
-   * memory flush. Correct either way; the overlap comes between Keel's own kernels.
+   * PDL_PROLOGUE() goes through cuLaunchKernelEx with programmatic stream serialization. The rule
+   * relied on (cuda.h): the relaxed dependency exists only from a kernel ("overlap with the previous
+   * kernel in the stream, if that kernel requests the overlap"; in a captured graph
+   * CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC "may only be used between kernel nodes"), so after a copy
+   * or memset the dependency stays a full one; after a kernel that never triggers (cuBLAS's, NCCL's)
+   * the dependent launches once all its blocks have run, and the prologue's wait adds the
+   * completion and memory flush. Correct either way; the overlap comes between Keel's own kernels.
    */
   launch(kernel: Kernel, grid: readonly number[], block: readonly number[], sharedBytes: number, args: readonly number[]): void {
     this.allowSharedBytes(kernel, sharedBytes);
