@@ -31,7 +31,10 @@
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
 # multi-turn on Llama-3.1-8B with a 2,048-block KV pool, a quarter of the conversations' tokens,
 # without and with a 32 GiB host tier), offload (8B batch 1 and 8, eager, --cpu-offload-gb 0, 4, 8,
-# 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap).
+# 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap),
+# pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
+# DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
+# $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -180,7 +183,18 @@ for s in "$@"; do
           --output-len 256 --num-iters 3 --num-iters-warmup 1 --num-kv-blocks 2048 --preemption-mode $mode --swap-space 16 \
           --output "$out/results/latency-llama-3.1-8b-preemption-$mode-$kind.json"
       done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption)"; exit 2 ;;
+    pdl-tests) step pdl-tests 150 node --test test/backend/cuda/programmatic-launch.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok|dependent start" "$out/pdl-tests.log" | head -20 | sed "s/^/[pdl-tests] /" ;;
+    pdl) for a in ${PDL_ARCHS:-llama-3.1-8b qwen3-30b-a3b deepseek-v2-lite}; do
+        batches=$([ "$a" = llama-3.1-8b ] && echo 1,64 || echo 1)
+        for r in $(seq 1 "${PDL_ROUNDS:-1}"); do
+          base="$out/results/latency-$a-pdl0-r$r-$kind.json"
+          step "latency-$a-pdl0-r$r" 140 env KEEL_PDL=0 $(latency "$a" "$batches" "pdl0-r$r")
+          step "latency-$a-pdl1-r$r" 140 env KEEL_PDL=1 $(latency "$a" "$batches" "pdl1-r$r") $([ -f "$base" ] && echo --baseline "$base")
+          for p in 0 1; do grep -h "^batch " "$out/latency-$a-pdl$p-r$r.log" | sed "s/^/[$a KEEL_PDL=$p r$r] /"; done
+        done
+      done ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

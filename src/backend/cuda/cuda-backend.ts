@@ -116,6 +116,13 @@ export interface CudaBackendOptions {
    */
   marlin?: boolean;
   /**
+   * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
+   * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
+   * hiding the launch gap between the small dependent kernels of a batch-1 step. Default:
+   * $KEEL_PDL=1, else off (until its GPU tests and benchmark are in).
+   */
+  pdl?: boolean;
+  /**
    * A parallel run's groups (docs/parallelism.md): for each, the NCCL unique id rank 0 of the group
    * made, the group's size and this device's rank in it. The communicators run on the backend's
    * stream, so recorded graphs hold the collectives. With `failures`, the run's failure board: a
@@ -139,6 +146,14 @@ function marlinFromEnv(): boolean {
   if (value === undefined || value === '' || value === '0') return false;
   if (value === '1') return true;
   throw new KeelError('invalid_argument', `KEEL_MARLIN must be '0' or '1', not '${value}'`);
+}
+
+/** KEEL_PDL: 1 launches kernels with programmatic dependent launch where the GPU has it, 0 or unset does not. */
+export function pdlFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  const value = env.KEEL_PDL;
+  if (value === undefined || value === '' || value === '0') return false;
+  if (value === '1') return true;
+  throw new KeelError('invalid_argument', `KEEL_PDL must be '0' or '1', not '${value}'`);
 }
 
 /** KEEL_MOE_DECODE, for comparing the two single-token MoE paths without a code change. */
@@ -246,7 +261,7 @@ export class CudaBackend implements Backend {
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
   constructor(options: CudaBackendOptions = {}) {
-    this.device = new CudaDevice(options.device ?? 0);
+    this.device = new CudaDevice(options.device ?? 0, { programmaticLaunch: options.pdl ?? pdlFromEnv() });
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
     this.poison = options.poisonStepTensors ?? false;
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };

@@ -5,6 +5,8 @@ import { CusparseLt } from './cusparselt.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
 import { HostStaging, type PendingDownload } from './host-staging.ts';
 import { archForComputeCapability, KernelCompiler, kernelCacheDir } from './kernel-cache.ts';
+import { kernelPrologues } from './kernel-prologue.ts';
+import { ProgrammaticLaunchConfig } from './launch-config.ts';
 import { LaunchParams, type KernelSignature } from './launch-params.ts';
 import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
@@ -26,11 +28,24 @@ export interface Kernel {
   readonly name: string;
   readonly handle: Handle;
   readonly signature: KernelSignature;
+  /** Whether its body begins with PDL_PROLOGUE() (kernel-prologue.ts): only then may it launch with PDL. */
+  readonly programmatic: boolean;
+}
+
+export interface CudaDeviceOptions {
+  /**
+   * Launch kernels that begin with PDL_PROLOGUE() with programmatic stream serialization
+   * (programmatic dependent launch: each may start while the kernel before it finishes). Only
+   * on compute capability 9.0 and later; elsewhere, and by default, every launch is plain.
+   */
+  programmaticLaunch?: boolean;
 }
 
 const KERNEL_DIR = new URL('./kernels/', import.meta.url);
 const DEFAULT_DYNAMIC_SHARED_LIMIT = 48 * 1024;
 const CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024;
+/** Hopper's griddepcontrol instructions, which PDL_PROLOGUE() compiles to, start with sm_90. */
+const PROGRAMMATIC_LAUNCH_MIN_MAJOR = 9;
 
 /**
  * One GPU's primary context, the stream every op is queued on, and the libraries bound to it:
@@ -43,9 +58,12 @@ export class CudaDevice {
   readonly cublas: Cublas;
   readonly info: CudaDeviceInfo;
   readonly stream: Handle;
+  /** CudaDeviceOptions.programmaticLaunch, where the GPU has it. */
+  readonly programmaticLaunch: boolean;
   private readonly staging: HostStaging;
   private readonly compiler: KernelCompiler;
   private readonly params = new LaunchParams();
+  private readonly launchConfig = new ProgrammaticLaunchConfig();
   private readonly kernels = new Map<string, Kernel>();
   private readonly modules: Handle[] = [];
   private readonly sharedLimits = new Map<Handle, number>();
@@ -56,7 +74,7 @@ export class CudaDevice {
   private readonly timerStart: Handle;
   private readonly timerEnd: Handle;
 
-  constructor(ordinal = 0) {
+  constructor(ordinal = 0, options: CudaDeviceOptions = {}) {
     const libs = loadCudaLibraries(processDiscoveryEnv());
     this.driver = new CudaDriver(libs.cuda.handle);
     this.driver.init();
@@ -72,6 +90,7 @@ export class CudaDevice {
       maxSharedMemoryPerBlockOptin: this.driver.deviceAttribute(device, CU_DEVICE_ATTRIBUTE.maxSharedMemoryPerBlockOptin),
       driverCudaVersion: this.driver.driverVersion(),
     };
+    this.programmaticLaunch = (options.programmaticLaunch ?? false) && major >= PROGRAMMATIC_LAUNCH_MIN_MAJOR;
     this.driver.retainPrimaryContext(device);
     this.stream = this.driver.createStream();
     this.staging = new HostStaging(this.driver, this.stream);
@@ -106,16 +125,31 @@ export class CudaDevice {
     const cubin = this.compiler.compile(tag ? `${file}-${tag}` : file, source, this.headers, defines);
     const module = this.driver.loadModule(cubin);
     this.modules.push(module);
-    const kernel = { name, handle: this.driver.getFunction(module, name), signature };
+    const kernel = { name, handle: this.driver.getFunction(module, name), signature, programmatic: kernelPrologues(source).get(name) === true };
     this.kernels.set(key, kernel);
     return kernel;
   }
 
+  /**
+   * Queues the kernel on the stream; with programmaticLaunch, a kernel that begins with
+   * PDL_PROLOGUE() goes through cuLaunchKernelEx with programmatic stream serialization. The rule
+   * relied on (cuda.h): the relaxed dependency exists only from a kernel ("overlap with the previous
+   * kernel in the stream, if that kernel requests the overlap"; in a captured graph
+   * CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC "may only be used between kernel nodes"), so after a copy
+   * or memset the dependency stays a full one; after a kernel that never triggers (cuBLAS's, NCCL's)
+   * the dependent launches once all its blocks have run, and the prologue's wait adds the
+   * completion and memory flush. Correct either way; the overlap comes between Keel's own kernels.
+   */
   launch(kernel: Kernel, grid: readonly number[], block: readonly number[], sharedBytes: number, args: readonly number[]): void {
     this.allowSharedBytes(kernel, sharedBytes);
     const grid3 = [grid[0], grid[1] ?? 1, grid[2] ?? 1];
     const block3 = [block[0], block[1] ?? 1, block[2] ?? 1];
-    this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, this.params.pack(kernel.signature, args));
+    const params = this.params.pack(kernel.signature, args);
+    if (this.programmaticLaunch && kernel.programmatic) {
+      this.driver.launchWithConfig(kernel.handle, this.launchConfig.pack(grid3, block3, sharedBytes, this.stream), params);
+    } else {
+      this.driver.launch(kernel.handle, grid3, block3, sharedBytes, this.stream, params);
+    }
   }
 
   /**
@@ -226,6 +260,7 @@ export class CudaDevice {
     this.sparse?.dispose();
     this.staging.dispose();
     this.params.dispose();
+    this.launchConfig.dispose();
     for (const module of this.modules) this.driver.unloadModule(module);
     this.driver.free(this.cublasWorkspace);
     this.driver.destroyEvent(this.timerStart);

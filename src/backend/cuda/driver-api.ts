@@ -63,6 +63,8 @@ export class CudaDriver {
       'int cuFuncSetAttribute(void *fn, int attribute, int value)',
       'int cuOccupancyMaxActiveBlocksPerMultiprocessor(_Out_ int *blocks, void *fn, int blockSize, size_t dynamicSmemBytes)',
       'int cuLaunchKernel(void *fn, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int smem, void *stream, void *params, void *extra)',
+      // The config by address: launch-config.ts keeps one CUlaunchConfig in native memory.
+      'int cuLaunchKernelEx(void *config, void *fn, void *params, void *extra)',
       'int cuStreamCreate(_Out_ void **stream, unsigned int flags)',
       'int cuStreamDestroy_v2(void *stream)',
       'int cuStreamSynchronize(void *stream)',
@@ -245,6 +247,11 @@ export class CudaDriver {
   /** `params` points at an array of pointers to each argument's value (cuLaunchKernel's kernelParams). */
   launch(fn: Handle, grid: readonly number[], block: readonly number[], sharedBytes: number, stream: Handle, params: Handle): void {
     this.call('cuLaunchKernel', fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], sharedBytes, stream, params, null);
+  }
+
+  /** cuLaunchKernelEx: `config` points at a CUlaunchConfig (launch-config.ts), `params` as for launch(). */
+  launchWithConfig(fn: Handle, config: Handle, params: Handle): void {
+    this.call('cuLaunchKernelEx', config, fn, params, null);
   }
 
   /** A stream that does not synchronize with the legacy default stream (required for graph capture). */

@@ -15,6 +15,7 @@
 // limit are the clamped SwiGLU's (ACT=2 only).
 extern "C" __global__ void gated_activation_kernel(uint4* __restrict__ out, const uint4* __restrict__ gate_up, int n8, float alpha,
                                                    float limit) {
+  PDL_PROLOGUE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
   const long long row = blockIdx.y;

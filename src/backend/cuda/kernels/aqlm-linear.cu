@@ -69,6 +69,7 @@ extern "C" __global__ void __launch_bounds__(256) aqlm_gemv_kernel(bf16* __restr
                                                                    const uint4* __restrict__ codebooks, const float* __restrict__ scales,
                                                                    const bf16* __restrict__ bias, int n, int k, int rows_per_block, int part_end0,
                                                                    int part_end1, int part_end2) {
+  PDL_PROLOGUE();
   const int first = blockIdx.x * rows_per_block;
   const int last = min(n, first + rows_per_block);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -144,6 +145,7 @@ extern "C" __global__ void __launch_bounds__(256) aqlm_gemv_kernel(bf16* __restr
 // group (8 columns, one 16-byte store). k a multiple of 8.
 extern "C" __global__ void aqlm_dequantize_kernel(bf16* __restrict__ out, const unsigned short* __restrict__ codes, const uint4* __restrict__ codebooks,
                                                   const float* __restrict__ scales, int n, int k, int part_end0, int part_end1, int part_end2) {
+  PDL_PROLOGUE();
   const int groups = k / 8;
   const long long total = (long long)n * groups;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {

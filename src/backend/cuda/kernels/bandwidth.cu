@@ -10,6 +10,7 @@
 // is written only if it equals `never`, which the host picks so that it cannot happen in practice;
 // the conditional store keeps the compiler from dropping the loads.
 extern "C" __global__ void read_bandwidth_kernel(const uint4* __restrict__ src, long long n16, unsigned int* __restrict__ sink, int never) {
+  PDL_PROLOGUE();
   const int lane = threadIdx.x & 31;
   const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
   unsigned int fold = 0;

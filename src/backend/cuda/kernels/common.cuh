@@ -7,6 +7,34 @@ typedef unsigned short bf16;
 #define NEG_INF __int_as_float(0xff800000)
 #define FULL_MASK 0xffffffffu
 
+// The first statement of every kernel (kernel-prologue.ts checks it; a kernel without it is never
+// launched with PDL). With programmatic dependent launch (KEEL_PDL=1 on compute capability >= 9.0,
+// docs/cuda-backend.md) a kernel's blocks may start while the kernel before it in the stream still
+// runs, so before anything else:
+//  - griddepcontrol.wait (cudaGridDependencySynchronize) blocks until the kernel before has
+//    completed and its writes are visible. That kernel waited the same way for the one before it,
+//    so all earlier work is done: nothing this kernel reads is still being written (RAW) and
+//    nothing it writes is still being read (WAR). It returns at once when the launch had no
+//    programmatic dependency (a plain launch, or the op before was a copy or memset, which the
+//    stream orders fully).
+//  - griddepcontrol.launch_dependents then lets the next kernel launch: its blocks are scheduled
+//    once every block of this grid has issued it or exited, so they only take what this grid's
+//    last wave leaves free, and they wait at their own prologue until this grid has completed.
+//    No kernel here waits on a later kernel: the only spin-wait, moe_decode_kernel's grid barrier,
+//    waits on blocks of its own grid (moe-decode.cu says why PDL cannot starve it).
+// Both instructions exist from sm_90 on; the macro is empty below, where PDL is never used.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PDL_PROLOGUE()                                       \
+  do {                                                       \
+    asm volatile("griddepcontrol.wait;" ::: "memory");       \
+    asm volatile("griddepcontrol.launch_dependents;" :::);   \
+  } while (0)
+#else
+#define PDL_PROLOGUE() \
+  do {                 \
+  } while (0)
+#endif
+
 __device__ __forceinline__ float bf16_to_f32(bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }
 
 // Round to nearest even, as PyTorch's .to(torch.bfloat16).

@@ -7,6 +7,7 @@
 // grid (numPairs, pools in the run); block_chunks = a block's bytes / 16.
 extern "C" __global__ void copy_blocks_kernel(uint4* __restrict__ pools, const int* __restrict__ src,
                                               const int* __restrict__ dst, long long pool_chunks, int block_chunks) {
+  PDL_PROLOGUE();
   uint4* pool = pools + blockIdx.y * pool_chunks;
   const uint4* from = pool + (long long)src[blockIdx.x] * block_chunks;
   uint4* to = pool + (long long)dst[blockIdx.x] * block_chunks;
@@ -22,6 +23,7 @@ extern "C" __global__ void copy_blocks_kernel(uint4* __restrict__ pools, const i
 extern "C" __global__ void copy_slots_kernel(unsigned int* __restrict__ pools, const int* __restrict__ src,
                                              const int* __restrict__ dst, int num_pairs, long long pool_words,
                                              int slot_words) {
+  PDL_PROLOGUE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= slot_words) return;
   unsigned int* pool = pools + blockIdx.y * pool_words;

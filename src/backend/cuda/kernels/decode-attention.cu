@@ -97,6 +97,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
     const int* __restrict__ sparse_lens, int sparse_width, const int* __restrict__ sparse_windows,
     const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
   bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
@@ -343,6 +344,7 @@ extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const fl
                                                 const float* __restrict__ part_ml,
                                                 const int* __restrict__ decode_tokens, const bf16* __restrict__ sinks,
                                                 int num_heads, int num_partitions) {
+  PDL_PROLOGUE();
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
   for (int p = 0; p < num_partitions; p++)

@@ -31,6 +31,7 @@ extern "C" __global__ void expand_draft_trees_kernel(int* __restrict__ table, in
                                                      const float* __restrict__ top_logprobs, int top_width,
                                                      const int* __restrict__ map, int map_size,
                                                      int* __restrict__ sampled) {
+  PDL_PROLOGUE();
   const int t = blockIdx.x;
   const long long base = (long long)t * size;
   int* tokens = table + base;
@@ -66,6 +67,7 @@ extern "C" __global__ void draft_tree_mask_kernel(int* __restrict__ mask, int wo
                                                   const int* __restrict__ query_start_loc,
                                                   const int* __restrict__ chunk_trees,
                                                   const int* __restrict__ table, int num_trees, int size) {
+  PDL_PROLOGUE();
   const int s = blockIdx.x;
   const int start = query_start_loc[s], len = query_start_loc[s + 1] - start;
   const int* parents = table + (long long)num_trees * size + (long long)chunk_trees[s] * size;
@@ -86,6 +88,7 @@ extern "C" __global__ void draft_tree_slots_kernel(int* __restrict__ out, const 
                                                    const int* __restrict__ query_start_loc,
                                                    const int* __restrict__ chunk_trees,
                                                    const int* __restrict__ table, int num_trees, int size) {
+  PDL_PROLOGUE();
   const int s = blockIdx.x;
   const int start = query_start_loc[s], len = query_start_loc[s + 1] - start;
   const int* parents = table + (long long)num_trees * size + (long long)chunk_trees[s] * size;

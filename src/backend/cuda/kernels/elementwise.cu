@@ -4,6 +4,7 @@
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
 extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* __restrict__ bias, int n8) {
+  PDL_PROLOGUE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
   const long long at = (long long)blockIdx.y * n8 + c;
@@ -18,6 +19,7 @@ extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* _
 // In place: y [rows, n] += bias [n] for any n, one element a thread (a narrow projection, such as
 // a router over a few experts, whose rows are not 16-byte aligned). Grid-stride over rows * n.
 extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
+  PDL_PROLOGUE();
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(bias[i % n]));
   }
@@ -26,6 +28,7 @@ extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const
 // In place: y [rows, n] += bias [n] with y f32 (an MoE router's logits, kept unrounded), bias bf16.
 // Grid-stride over rows * n.
 extern "C" __global__ void add_bias_f32_kernel(float* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
+  PDL_PROLOGUE();
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     y[i] += bf16_to_f32(bias[i % n]);
   }
@@ -34,6 +37,7 @@ extern "C" __global__ void add_bias_f32_kernel(float* __restrict__ y, const bf16
 // In place: x = cap · tanh(x / cap) over n elements (Gemma 2's final logits), in f32 and rounded
 // once. grid-stride over ceil(n / blockDim) blocks at most; any n.
 extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, float cap) {
+  PDL_PROLOGUE();
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     x[i] = f32_to_bf16(cap * tanhf(bf16_to_f32(x[i]) / cap));
   }
@@ -41,6 +45,7 @@ extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, flo
 
 // In place: x = x · σ(x) over n elements, in f32 and rounded once. Grid-stride; any n.
 extern "C" __global__ void silu_kernel(bf16* __restrict__ x, long long n) {
+  PDL_PROLOGUE();
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     const float v = bf16_to_f32(x[i]);
     x[i] = f32_to_bf16(v / (1.f + __expf(-v)));

@@ -58,6 +58,7 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
 // alpha and limit are the clamped SwiGLU's (GATED with ACT=2 only).
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(out_t* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8, float alpha, float limit) {
+  PDL_PROLOGUE();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
   // Slices start on whole warps of chunks, so every load of a warp stays coalesced.

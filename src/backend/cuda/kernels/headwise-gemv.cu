@@ -18,6 +18,7 @@
 // minimum of one block per multiprocessor lifts ptxas's register cap, which spilled at 4 rows (96).
 extern "C" __global__ void __launch_bounds__(128, 1) headwise_gemv_kernel(bf16* __restrict__ out, const bf16* __restrict__ x,
                                                                        const uint4* __restrict__ w, int heads, int n, int k8, int width) {
+  PDL_PROLOGUE();
   const int lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RW;
   if (row0 >= heads * n) return;

@@ -39,6 +39,7 @@ __device__ __forceinline__ bf16 bf16_round_up(float f) {
 extern "C" __global__ void key_summary_kernel(bf16* __restrict__ summaries, const unsigned char* __restrict__ k_pool,
                                               const float* __restrict__ k_scales, const int* __restrict__ slot_mapping,
                                               int num_tokens, int block_size, int num_kv_heads, int head_dim) {
+  PDL_PROLOGUE();
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int slot = slot_mapping[t];
   const int block = slot / block_size;

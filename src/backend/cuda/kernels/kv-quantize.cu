@@ -19,6 +19,7 @@
 extern "C" __global__ void kv_quantize_write_kernel(const bf16* __restrict__ src, int src_stride, const int* __restrict__ slots,
                                                     unsigned char* __restrict__ pool, float* __restrict__ scales, int heads,
                                                     int width, float tensor_scale) {
+  PDL_PROLOGUE();
   const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
   const bf16* x = src + (long long)t * src_stride + (long long)h * width;
   const long long head = (long long)slots[t] * heads + h;

@@ -28,6 +28,7 @@ extern "C" __global__ void indexer_key_write_kernel(bf16* __restrict__ q, bf16* 
                                                     const float* __restrict__ sin_table, const int* __restrict__ rotary_rows,
                                                     const int* __restrict__ slots, unsigned char* __restrict__ keys,
                                                     float* __restrict__ key_scales, int head_dim, int rope, float eps) {
+  PDL_PROLOGUE();
   __shared__ float normed[1024];
   __shared__ float rotated[1024];
   const int t = blockIdx.x;
@@ -123,6 +124,7 @@ extern "C" __global__ void indexer_topk_kernel(const bf16* __restrict__ q, const
                                                int num_seqs, int max_blocks_per_seq, int block_size, int head_dim, int top_k,
                                                float scale, float weight_scale, float* __restrict__ scores, long long score_stride,
                                                int first_token, int* __restrict__ out) {
+  PDL_PROLOGUE();
   __shared__ float q_s[8192];
   __shared__ float w_s[INDEX_HEADS];
   __shared__ unsigned int histogram[256];

@@ -31,6 +31,7 @@ __device__ __forceinline__ int warp_sum_int(int v) {
 // grid rows, block a multiple of 32 (at most 1024). outlier [k] zeroed before the launch.
 extern "C" __global__ void llm_int8_row_stats_kernel(const bf16* __restrict__ x, float* __restrict__ absmax, int* __restrict__ outlier, int k,
                                                       float threshold) {
+  PDL_PROLOGUE();
   __shared__ float partial[32];
   const bf16* xr = x + (long long)blockIdx.x * k;
   float m = 0.f;
@@ -53,6 +54,7 @@ extern "C" __global__ void llm_int8_row_stats_kernel(const bf16* __restrict__ x,
 // One block of 1024 threads: list [k] = the flagged columns in increasing order, count[0] their number.
 extern "C" __global__ void __launch_bounds__(1024) llm_int8_outlier_list_kernel(const int* __restrict__ outlier, int* __restrict__ list,
                                                                                int* __restrict__ count, int k) {
+  PDL_PROLOGUE();
   __shared__ int warp_counts[32];
   __shared__ int base;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -79,6 +81,7 @@ extern "C" __global__ void __launch_bounds__(1024) llm_int8_outlier_list_kernel(
 // xq [rows, k] = rint(x · (127 / absmax[row])) clamped to ±127, 0 in outlier columns and rows of zeros.
 extern "C" __global__ void llm_int8_quantize_kernel(signed char* __restrict__ xq, const bf16* __restrict__ x, const float* __restrict__ absmax,
                                                      const int* __restrict__ outlier, int rows, int k) {
+  PDL_PROLOGUE();
   const long long total = (long long)rows * k;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int row = (int)(i / k), col = (int)(i - (long long)row * k);
@@ -109,6 +112,7 @@ extern "C" __global__ void __launch_bounds__(128) llm_int8_gemv_kernel(bf16* __r
                                                                      const float* __restrict__ absmax, const int* __restrict__ list,
                                                                      const int* __restrict__ count, const signed char* __restrict__ codes,
                                                                      const float* __restrict__ scales, const bf16* __restrict__ bias, int n, int k) {
+  PDL_PROLOGUE();
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= n) return;
@@ -148,6 +152,7 @@ extern "C" __global__ void __launch_bounds__(256) llm_int8_gemm_kernel(bf16* __r
                                                                      const int* __restrict__ count, const signed char* __restrict__ codes,
                                                                      const float* __restrict__ scales, const bf16* __restrict__ bias, int rows, int n,
                                                                      int k) {
+  PDL_PROLOGUE();
   // Four int8 values a word; one word of padding per row against bank conflicts.
   __shared__ int xs[GEMM_TILE][GEMM_TILE_K / 4 + 1];
   __shared__ int ws[GEMM_TILE][GEMM_TILE_K / 4 + 1];

@@ -48,6 +48,7 @@ __device__ __forceinline__ bool lora_tile(const int* __restrict__ tiles, int i, 
 extern "C" __global__ void __launch_bounds__(THREADS, 4) lora_shrink_kernel(
     float* __restrict__ v, const bf16* __restrict__ x, const bf16* __restrict__ a, const int* __restrict__ order,
     const int* __restrict__ tiles, const int* __restrict__ ranks, int num_tokens, int in_dim, int rp, int num_slices, int k_split) {
+  PDL_PROLOGUE();
   int slot, start, count;
   if (!lora_tile(tiles, blockIdx.x, slot, start, count)) return;
   const int s = blockIdx.y % num_slices, r0 = (blockIdx.y / num_slices) * SHRINK_RANKS;
@@ -129,6 +130,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) lora_expand_kernel(
     bf16* __restrict__ out, const float* __restrict__ v, const bf16* __restrict__ b, const int* __restrict__ order,
     const int* __restrict__ tiles, const int* __restrict__ ranks, int num_tokens, int out_dim, int rp, int num_slices,
     int splits, int end0, int end1) {
+  PDL_PROLOGUE();
   int slot, start, count;
   if (!lora_tile(tiles, blockIdx.x, slot, start, count)) return;
   int s = 0, first = 0, last = end0, chunk = blockIdx.y;

@@ -151,6 +151,7 @@ extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __rest
                                                                     const uint4* __restrict__ codes, const float* __restrict__ scales,
                                                                     const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int m,
                                                                     int n, int k, int groups, int group_size, int split_stages) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wn = warp % WN, wk = warp / WN;

@@ -54,6 +54,7 @@ __device__ __forceinline__ unsigned int code_at(const unsigned char* codes, int 
 
 // out: n k / (FORMAT 0 ? 8 : 4) fragment words from codes [n, row bytes] in Keel's layout.
 extern "C" __global__ void marlin_pack_kernel(unsigned int* __restrict__ out, const unsigned char* __restrict__ codes, int n, int k) {
+  PDL_PROLOGUE();
   const long long words = (long long)n * k / (FORMAT == 0 ? 8 : 4);
   for (long long w = blockIdx.x * (long long)blockDim.x + threadIdx.x; w < words; w += (long long)gridDim.x * blockDim.x) {
     unsigned int v = 0;
@@ -69,6 +70,7 @@ extern "C" __global__ void marlin_pack_kernel(unsigned int* __restrict__ out, co
 
 // out [n / 16, groups, 16] = in [n, groups] for `bytes`-byte elements (4: scales, 1: zeros).
 extern "C" __global__ void marlin_params_kernel(unsigned char* __restrict__ out, const unsigned char* __restrict__ in, int n, int groups, int bytes) {
+  PDL_PROLOGUE();
   const long long total = (long long)n * groups;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int row = (int)(i / groups), group = (int)(i - (long long)row * groups);
@@ -87,6 +89,7 @@ __device__ __forceinline__ float fp8_value_2m8(unsigned int b) {
 extern "C" __global__ void marlin_dequantize_kernel(bf16* __restrict__ out, const unsigned int* __restrict__ words, const float* __restrict__ scales,
                                                     const unsigned char* __restrict__ zeros, const int* __restrict__ perm, int n, int k, int groups,
                                                     int group_size, int fp8) {
+  PDL_PROLOGUE();
   const long long total = (long long)n * k / (FORMAT == 0 ? 8 : 4);
   for (long long w = blockIdx.x * (long long)blockDim.x + threadIdx.x; w < total; w += (long long)gridDim.x * blockDim.x) {
     const unsigned int v = words[w];

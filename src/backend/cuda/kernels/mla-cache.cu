@@ -22,6 +22,7 @@ extern "C" __global__ void mla_rope_cache_write_kernel(bf16* __restrict__ q, bf1
                                                        const int* __restrict__ rotary_rows, const int* __restrict__ slots,
                                                        bf16* __restrict__ pool, int num_heads, int q_width, int nope, int latent,
                                                        int rope, float eps) {
+  PDL_PROLOGUE();
   const int t = blockIdx.x;
   const int width = latent + rope;
   uint4* row = reinterpret_cast<uint4*>(kv + (long long)t * width);

@@ -76,6 +76,7 @@ extern "C" __global__ void __launch_bounds__(NT) mla_attention_kernel(
     const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
     int max_blocks_per_seq, int block_size, int num_heads, int q_width, int nope, float scale_log2,
     int partition_size, int num_partitions, const float* __restrict__ row_scales, float row_scale) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);                 // [BM] rows
   bf16* s_kv = s_q + BM * RowsKV::STRIDE * 8;                // [STAGES][BN] rows
@@ -299,6 +300,7 @@ extern "C" __global__ void __launch_bounds__(NT) mla_attention_kernel(
 extern "C" __global__ void mla_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
                                              const float* __restrict__ part_ml, const int* __restrict__ items,
                                              const int* __restrict__ query_start, int num_heads, int num_partitions) {
+  PDL_PROLOGUE();
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   float m = NEG_INF;
   for (int p = 0; p < num_partitions; p++)

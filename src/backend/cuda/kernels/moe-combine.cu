@@ -8,6 +8,7 @@
 extern "C" __global__ void moe_combine_kernel(uint4* __restrict__ out, const uint4* __restrict__ y, const int* __restrict__ ids,
                                               const float* __restrict__ weights, const int* __restrict__ pair_pos, int first, int count,
                                               int top_k, int hidden8) {
+  PDL_PROLOGUE();
   const int c = blockIdx.y * blockDim.x + threadIdx.x;
   if (c >= hidden8) return;
   const int t = blockIdx.x;

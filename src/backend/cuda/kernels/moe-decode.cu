@@ -173,6 +173,11 @@ __device__ __forceinline__ Segment row_segment(int g, int i, const int* ids, con
   return seg;
 }
 
+// PDL (KEEL_PDL=1) keeps the barriers safe although the grid is sized for an empty GPU. Launched as
+// a dependent, some of this grid's blocks may share the SMs with the previous kernel's last wave and
+// the rest wait for room; that kernel's blocks wait on nothing of this grid and finish, so every
+// block of this grid becomes resident. And the next kernel launches only once every block here has
+// passed PDL_PROLOGUE() (resident, then), so it cannot take the room of a block still to come.
 // grid: at most the resident blocks (the barriers wait for every block), block THREADS, dynamic
 // shared memory 16 · (hidden / 8 + (top_k · n + m) / 8) bytes. x [hidden]; router [E, hidden],
 // router_bias [E] or null; selection_bias [E] (bias_kind) or null; gate_up [count, 2n, hidden],
@@ -190,6 +195,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     const uint4* __restrict__ shared_down, const uint4* __restrict__ shared_gate, float* logits, bf16* h, unsigned int* sync, int hidden,
     int n, int m, int num_experts, int top_k, int first, int count, int scoring, int bias_kind, int group_score, int num_groups,
     int topk_groups, int normalize, float scale, float alpha, float limit) {
+  PDL_PROLOGUE();
   extern __shared__ uint4 smem[];
   __shared__ int ids[MAX_SEGMENTS];
   __shared__ float weights[MAX_SEGMENTS];

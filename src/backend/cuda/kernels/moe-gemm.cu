@@ -149,6 +149,7 @@ extern "C" __global__ void __launch_bounds__(NT) moe_gemm_kernel(
     const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs,
     const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count, int top_k,
     int n_out, int k_in, int group_stages, int groups, float alpha, float limit) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* smem = reinterpret_cast<bf16*>(smem_raw);
   int expert, start, rows;

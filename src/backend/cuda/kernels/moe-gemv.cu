@@ -168,6 +168,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_gate_up_gemv_kernel(
     const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ sorted_pairs,
     const int* __restrict__ offsets, const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count, int top_k,
     int n, int kc, int group_chunks, int groups, float alpha, float limit) {
+  PDL_PROLOGUE();
   constexpr int UNROLL = 4;  // x 2 matrices: 8 weight loads in flight per lane
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
@@ -237,6 +238,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_gemv_kernel(
     bf16* __restrict__ y, const uint4* __restrict__ h, const uint4* __restrict__ w, const void* __restrict__ w_scales,
     const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ offsets,
     const int* __restrict__ tile_start, const int* __restrict__ tiles, int first, int count, int hidden, int nc, int group_chunks, int groups) {
+  PDL_PROLOGUE();
   constexpr int UNROLL = 8;
   int expert, start, rows;
   if (!local_tile(tile_start, tiles, offsets, first, count, TOK, expert, start, rows)) return;
@@ -289,6 +291,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_down_combine_gemv_kern
     bf16* __restrict__ out, const uint4* __restrict__ h, const uint4* __restrict__ w, const void* __restrict__ w_scales,
     const unsigned char* __restrict__ w_zeros, const bf16* __restrict__ bias, const int* __restrict__ ids, const float* __restrict__ weights,
     const int* __restrict__ pair_pos, int first, int count, int hidden, int nc, int group_chunks, int groups) {
+  PDL_PROLOGUE();
   constexpr int UNROLL = TOPK >= 8 ? 1 : 8 / TOPK;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * WARPS + warp, t = blockIdx.y;

@@ -14,6 +14,7 @@
 extern "C" __global__ void moe_permute_input_kernel(bf16* __restrict__ out, const bf16* __restrict__ in, const int* __restrict__ perm,
                                                     const int* __restrict__ ids, const int* __restrict__ sorted_pairs, int first, int count,
                                                     int top_k, int cols, int by_pair) {
+  PDL_PROLOGUE();
   const int q = blockIdx.x;
   const int j = blockIdx.y * blockDim.x + threadIdx.x;
   if (j >= cols) return;
@@ -30,6 +31,7 @@ extern "C" __global__ void moe_permute_input_kernel(bf16* __restrict__ out, cons
 // output with. in [tokens, cols]; weights, unit [pairs].
 extern "C" __global__ void moe_weight_inputs_kernel(bf16* __restrict__ out, float* __restrict__ unit, const bf16* __restrict__ in,
                                                     const float* __restrict__ weights, int top_k, int cols) {
+  PDL_PROLOGUE();
   const int pair = blockIdx.x;
   const int j = blockIdx.y * blockDim.x + threadIdx.x;
   if (j == 0) unit[pair] = 1.f;

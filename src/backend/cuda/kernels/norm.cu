@@ -16,6 +16,7 @@ __device__ __forceinline__ void scale_row(uint4* out, const uint4* x, const uint
 // out = x * rsqrt(mean(x^2) + eps) * w, one block per row of cols8 * 8 values.
 extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4* __restrict__ x,
                                            const uint4* __restrict__ w, int cols8, float eps) {
+  PDL_PROLOGUE();
   const long long base = (long long)blockIdx.x * cols8;
   float ss = 0.f;
   for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
@@ -32,6 +33,7 @@ extern "C" __global__ void rms_norm_kernel(uint4* __restrict__ out, const uint4*
 extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* __restrict__ residual,
                                                const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                int cols8, float eps) {
+  PDL_PROLOGUE();
   const long long base = (long long)blockIdx.x * cols8;
   float ss = 0.f;
   for (int c = threadIdx.x; c < cols8; c += blockDim.x) {
@@ -55,6 +57,7 @@ extern "C" __global__ void add_rms_norm_kernel(uint4* __restrict__ out, uint4* _
 extern "C" __global__ void head_rms_norm_kernel(unsigned int* __restrict__ qkv, const unsigned int* __restrict__ q_w,
                                                 const unsigned int* __restrict__ k_w, int num_heads,
                                                 int num_kv_heads, int head_dim, int row_width, float eps) {
+  PDL_PROLOGUE();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int words = head_dim / 2;
   for (int h = warp; h < num_heads + num_kv_heads; h += warps) {

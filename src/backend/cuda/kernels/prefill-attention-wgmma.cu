@@ -65,6 +65,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window, int chunk,
     float temp_floor, float temp_scale) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzle atoms must be 1024-aligned (the descriptors' base offset stays 0).
   const unsigned int raw = smem_addr(smem_raw);

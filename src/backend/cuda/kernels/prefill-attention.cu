@@ -78,6 +78,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words, int chunk,
     float temp_floor, float temp_scale) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]

@@ -125,6 +125,7 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
                                                                        const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
                                                                        const bf16* __restrict__ bias, int m,
                                                                        int n, int k, int row_bytes, int groups, int group_size, int split_tiles) {
+  PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);

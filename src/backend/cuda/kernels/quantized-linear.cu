@@ -106,6 +106,7 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
                                                                         const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
                                                                         const bf16* __restrict__ bias, int n,
                                                                         int row_chunks, int groups, int group_size, int split_chunks) {
+  PDL_PROLOGUE();
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
   const int lane = threadIdx.x & 31;
@@ -232,6 +233,7 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
 // out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] (+ bias), the splits in order.
 extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ partial, const bf16* __restrict__ bias,
                                                         int rows, int n, int splits) {
+  PDL_PROLOGUE();
   const long long total = (long long)rows * n;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     float v = 0.f;
@@ -268,6 +270,7 @@ __device__ __forceinline__ float stored_value(const unsigned char* row_codes, in
 extern "C" __global__ void dequantize_kernel(bf16* __restrict__ out, const unsigned char* __restrict__ codes, const float* __restrict__ scales,
                                              const unsigned char* __restrict__ zeros, const float* __restrict__ mins, const int* __restrict__ perm, int rows, int cols,
                                              int groups, int group_size, int row_bytes, int perm_rows) {
+  PDL_PROLOGUE();
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
   const long long total = (long long)rows * cols;
@@ -286,6 +289,7 @@ extern "C" __global__ void embed_quantized_tokens_kernel(bf16* __restrict__ out,
                                                          const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
                                                          const int* __restrict__ tokens, const int* __restrict__ sources, const int* __restrict__ sampled,
                                                          int first_row, int vocab, int cols, int groups, int group_size, int row_bytes, float scale) {
+  PDL_PROLOGUE();
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
   const int id = embedding_row(blockIdx.x, tokens, sources, sampled, first_row, vocab);
@@ -300,6 +304,7 @@ extern "C" __global__ void embed_quantized_tokens_kernel(bf16* __restrict__ out,
 
 // out [rows, cols] = x[:, perm]: stored column j of an act-order weight multiplies input column perm[j].
 extern "C" __global__ void permute_columns_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const int* __restrict__ perm, int rows, int cols) {
+  PDL_PROLOGUE();
   const long long total = (long long)rows * cols;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int row = (int)(i / cols), col = (int)(i - (long long)row * cols);

@@ -27,6 +27,7 @@ extern "C" __global__ void rope_cache_write_kernel(bf16* __restrict__ qkv, const
                                                    bf16* __restrict__ k_pool, bf16* __restrict__ v_pool,
                                                    int num_heads, int num_kv_heads, int head_dim, int rotary_dim,
                                                    int first_head) {
+  PDL_PROLOGUE();
   const int half = rotary_dim / 2;
   const int kv_width = num_kv_heads * head_dim;
   const int row_width = (num_heads + 2 * num_kv_heads) * head_dim;

@@ -5,6 +5,7 @@
 // out[r, :] = src[indices[r], :] for a row of `chunks` 16-byte chunks. One block per output row.
 extern "C" __global__ void gather_rows_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
                                               const int* __restrict__ indices, int chunks) {
+  PDL_PROLOGUE();
   const long long row = indices[blockIdx.x];
   const uint4* from = src + row * chunks;
   uint4* to = out + (long long)blockIdx.x * chunks;
@@ -18,6 +19,7 @@ extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const ui
                                                const int* __restrict__ tokens, const int* __restrict__ sources,
                                                const int* __restrict__ sampled, int first_row, int vocab, int chunks,
                                                float scale) {
+  PDL_PROLOGUE();
   const int id = embedding_row(blockIdx.x, tokens, sources, sampled, first_row, vocab);
   uint4* to = out + (long long)blockIdx.x * chunks;
   if (id < 0) {
@@ -41,6 +43,7 @@ extern "C" __global__ void embed_tokens_kernel(uint4* __restrict__ out, const ui
 // rows written to their tokens' slots). One block per source row.
 extern "C" __global__ void scatter_rows_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
                                                const int* __restrict__ indices, int chunks) {
+  PDL_PROLOGUE();
   const long long row = indices[blockIdx.x];
   const uint4* from = src + (long long)blockIdx.x * chunks;
   uint4* to = out + row * chunks;
@@ -55,6 +58,7 @@ extern "C" __global__ void scatter_rows_after_kernel(uint4* __restrict__ out, co
                                                      const int* __restrict__ block_tables,
                                                      const int* __restrict__ seq_lens, int max_blocks,
                                                      int block_size, int chunks) {
+  PDL_PROLOGUE();
   const int index = seq_lens[blockIdx.x];
   const long long block = block_tables[(long long)blockIdx.x * max_blocks + index / block_size];
   const long long row = block * block_size + index % block_size;
@@ -67,6 +71,7 @@ extern "C" __global__ void scatter_rows_after_kernel(uint4* __restrict__ out, co
 // part of a column concatenation. One block per row.
 extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const uint4* __restrict__ src,
                                                int outChunks, int offset, int chunks) {
+  PDL_PROLOGUE();
   const uint4* from = src + (long long)blockIdx.x * chunks;
   uint4* to = out + (long long)blockIdx.x * outChunks + offset;
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
@@ -77,6 +82,7 @@ extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const ui
 // order. One block per (output row, gathered block).
 extern "C" __global__ void column_blocks_kernel(uint4* __restrict__ out, const uint4* __restrict__ in, int rows,
                                                 int chunks, int blocks) {
+  PDL_PROLOGUE();
   const long long row = blockIdx.x;
   const long long b = blockIdx.y;
   const uint4* from = in + (b * rows + row) * chunks;
@@ -88,6 +94,7 @@ extern "C" __global__ void column_blocks_kernel(uint4* __restrict__ out, const u
 // sampling pass left where the next pass reads its tokens, mapped from an EAGLE-3 head's draft
 // vocabulary to the target's. Ids past the map (never drawn from a row of its width) give -1.
 extern "C" __global__ void map_ids_kernel(int* __restrict__ ids, const int* __restrict__ map, int n, int mapSize) {
+  PDL_PROLOGUE();
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int id = ids[i];

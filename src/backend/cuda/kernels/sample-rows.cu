@@ -441,6 +441,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
                                                                        const bf16* __restrict__ x, int cols, const Draw* __restrict__ draws,
                                                                        const int2* __restrict__ entries, const int* __restrict__ prev_ids,
                                                                        int* __restrict__ history, int top_width) {
+  PDL_PROLOGUE();
   extern __shared__ unsigned int listed_bits[];
   const Draw d = draws[blockIdx.x];
   Row r;

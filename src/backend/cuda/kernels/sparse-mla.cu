@@ -40,6 +40,7 @@ extern "C" __global__ void __launch_bounds__(128) sparse_mla_kernel(
     const int* __restrict__ selection, const int* __restrict__ query_start_loc, const int* __restrict__ block_tables, int num_seqs,
     int max_blocks_per_seq, int block_size, int top_k, int num_heads, int nope, int latent, int rope, float scale,
     const float* __restrict__ row_scales, float row_scale) {
+  PDL_PROLOGUE();
   const int t = blockIdx.x;
   const int lane = threadIdx.x & 31;
   const int head = blockIdx.y * HEADS_PER_BLOCK + (threadIdx.x >> 5);

@@ -71,6 +71,7 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
     const int* __restrict__ decode_tokens, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_kv_heads, int width, int budget, int sink_blocks, int window_blocks) {
+  PDL_PROLOGUE();
   __shared__ float s_q[GROUP * D];
   __shared__ int s_warp[WARPS];
   const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;

@@ -1,0 +1,46 @@
+/**
+ * The statement a kernel must begin with to be launched with programmatic dependent launch (PDL):
+ * common.cuh's macro that waits for the kernel before it in the stream (griddepcontrol.wait) and
+ * then lets the one after it launch (griddepcontrol.launch_dependents).
+ */
+export const PDL_PROLOGUE = 'PDL_PROLOGUE();';
+
+const KERNEL = /extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(/g;
+
+/**
+ * For every `extern "C" __global__` kernel of a .cu source, whether its body begins with
+ * PDL_PROLOGUE() (comments and blank lines before it allowed). CudaDevice launches a kernel with
+ * PDL only where this says true: a kernel that does not wait would read its inputs while the kernel
+ * before it still writes them. A kernel written in a shape this does not recognize is absent, so it
+ * gets the plain launch (kernel-prologue.test.ts checks that every kernel of the tree is found).
+ */
+export function kernelPrologues(source: string): Map<string, boolean> {
+  const out = new Map<string, boolean>();
+  for (const match of source.matchAll(KERNEL)) {
+    const body = bodyStart(source, match.index + match[0].length);
+    if (body !== null) out.set(match[1], afterComments(source, body).startsWith(PDL_PROLOGUE));
+  }
+  return out;
+}
+
+/** The index just past the `{` that opens the body, given the index just past the parameter list's `(`. */
+function bodyStart(source: string, from: number): number | null {
+  let depth = 1;
+  let i = from;
+  for (; i < source.length && depth > 0; i++) {
+    if (source[i] === '(') depth++;
+    else if (source[i] === ')') depth--;
+  }
+  const brace = /^\s*\{/.exec(source.slice(i));
+  return brace === null ? null : i + brace[0].length;
+}
+
+/** The source from `at` on, without the whitespace and comments that lead it. */
+function afterComments(source: string, at: number): string {
+  let rest = source.slice(at);
+  for (;;) {
+    const lead = /^(\s+|\/\/[^\n]*|\/\*[\s\S]*?\*\/)/.exec(rest);
+    if (lead === null) return rest;
+    rest = rest.slice(lead[0].length);
+  }
+}
