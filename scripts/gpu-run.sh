@@ -28,7 +28,9 @@
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
-# and 32 against its plain decode step, 512 cached tokens).
+# and 32 against its plain decode step, 512 cached tokens), timeline (the throughput step's two
+# workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B nano-vllm, with --step-timeline: each
+# result holds the summary, the steps' JSONL files are gzipped beside them).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -163,7 +165,14 @@ for s in "$@"; do
       done ;;
     verify) step verify 200 node bin/keel bench verify --model bench/configs/llama-3.1-8b $dummy --batch-size 1,8,32 \
         --query-tokens 1,2,4,8,16,32 --context-len 512 --output "$out/results/verify-llama-3.1-8b-$kind.json" ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify)"; exit 2 ;;
+    timeline) step timeline-llama-3.1-8b 150 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy \
+        --num-prompts 256 --input-len 512 --output-len 256 --step-timeline "$out/results/timeline-llama-3.1-8b-random-$kind.jsonl" \
+        --output "$out/results/throughput-llama-3.1-8b-random-timeline-$kind.json"
+      step timeline-qwen3-0.6b 150 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --workload nano-vllm \
+        --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
+      gzip -f "$out"/results/timeline-*.jsonl
+      for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
