@@ -1,47 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend } from '../backend/backend.ts';
 import type { EngineOptions } from '../config.ts';
+import { countingSteps, generateAll, OUTPUT_LENS, PROMPTS } from '../../test/helpers/step-timeline-workload.ts';
 import { LLM } from './llm.ts';
-import type { LLMEngine } from './llm-engine.ts';
 import { HOST_PHASES, type StepRecord } from './step-timeline.ts';
 
 // The step timeline on the CPU backend, whose time marks are the host clock: every step() call is
 // recorded once, its phases tile the call, and the device's share of a step lies within the call.
 
 const BASE: EngineOptions = { backend: 'cpu', showProgress: false, numKvBlocks: 256, maxNumSeqs: 8 };
-/** Prompts of 20 to 41 token ids and as many outputs of 3 to 9 tokens, greedy, EOS ignored. */
-const PROMPTS = Array.from({ length: 6 }, (_, i) => Array.from({ length: 20 + 4 * i }, (_, t) => (7 * t + 13 * i) % 200));
-const OUTPUT_LENS = [3, 9, 5, 4, 8, 6];
-
-/** The engine's parts the test counts calls of, reached at run time as a profiler would. */
-function internals(llm: LLM): { engine: LLMEngine; backend: Backend } {
-  const { engine, backend } = (llm as unknown as { loaded: { engine: LLMEngine; backend: Backend } }).loaded;
-  return { engine, backend };
-}
-
-/** Counts the engine's step() calls and the backend's marks while `run` runs. */
-async function counting<T>(llm: LLM, run: () => Promise<T>): Promise<{ value: T; steps: number; marks: number }> {
-  const { engine, backend } = internals(llm);
-  const [step, markTime] = [engine.step, backend.markTime];
-  const counts = { steps: 0, marks: 0 };
-  engine.step = function (this: LLMEngine) {
-    counts.steps++;
-    return step.call(this);
-  };
-  backend.markTime = function (this: Backend) {
-    counts.marks++;
-    return markTime.call(this);
-  };
-  try {
-    return { value: await run(), ...counts };
-  } finally {
-    engine.step = step;
-    backend.markTime = markTime;
-  }
-}
-
-const generateAll = (llm: LLM) => Promise.all(PROMPTS.map((p, i) => llm.generate([p], { temperature: 0, maxTokens: OUTPUT_LENS[i], ignoreEos: true })));
 
 for (const asyncScheduling of [true, false]) {
   test(`every step() call is recorded once, its phases tiling it and its device time inside it, the compositions adding up to the workload (asyncScheduling ${asyncScheduling})`, async () => {
@@ -49,7 +16,7 @@ for (const asyncScheduling of [true, false]) {
     try {
       const records: StepRecord[] = [];
       llm.startStepTimeline((r) => records.push(r));
-      const { steps } = await counting(llm, () => generateAll(llm));
+      const { steps } = await countingSteps(llm, () => generateAll(llm));
       llm.stopStepTimeline();
       assert.equal(records.length, steps);
       assert.deepEqual(records.map((r) => r.index), records.map((_, i) => i));
@@ -84,16 +51,16 @@ for (const asyncScheduling of [true, false]) {
 test('without a timeline no step marks the backend, and recording one changes no output', async () => {
   const llm = await LLM.load(BASE);
   try {
-    const plain = await counting(llm, () => generateAll(llm));
+    const plain = await countingSteps(llm, () => generateAll(llm));
     assert.ok(plain.steps > 0);
     assert.equal(plain.marks, 0);
     llm.startStepTimeline(() => undefined);
-    const timed = await counting(llm, () => generateAll(llm));
+    const timed = await countingSteps(llm, () => generateAll(llm));
     llm.stopStepTimeline();
     // Four marks per launched step: here every step launches one.
     assert.equal(timed.marks, 4 * timed.steps);
     assert.deepEqual(timed.value.map(([o]) => o.outputs[0].tokenIds), plain.value.map(([o]) => o.outputs[0].tokenIds));
-    const after = await counting(llm, () => generateAll(llm));
+    const after = await countingSteps(llm, () => generateAll(llm));
     assert.equal(after.marks, 0, 'stopped, the timeline leaves no trace');
   } finally {
     await llm.close();
