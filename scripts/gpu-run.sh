@@ -28,9 +28,13 @@
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
-# and 32 against its plain decode step, 512 cached tokens), timeline (the throughput step's two
-# workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B nano-vllm, with --step-timeline: each
-# result holds the summary, the steps' JSONL files are gzipped beside them).
+# and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
+# multi-turn on Llama-3.1-8B with a 2,048-block KV pool, a quarter of the conversations' tokens,
+# without and with a 32 GiB host tier), offload (8B batch 1 and 8, eager, --cpu-offload-gb 0, 4, 8,
+# 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap),
+# timeline (the throughput step's two workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B
+# nano-vllm, with --step-timeline: each result holds the summary, the steps' JSONL files are
+# gzipped beside them).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -165,6 +169,20 @@ for s in "$@"; do
       done ;;
     verify) step verify 200 node bin/keel bench verify --model bench/configs/llama-3.1-8b $dummy --batch-size 1,8,32 \
         --query-tokens 1,2,4,8,16,32 --context-len 512 --output "$out/results/verify-llama-3.1-8b-$kind.json" ;;
+    multi-turn) mt="--dataset multi-turn --num-conversations 32 --num-turns 6 --input-len 2048 --turn-len 256 --output-len 128 --max-concurrency 16"
+      for tier in gpu-only host-tier; do
+        step "multi-turn-$tier" 200 node bin/keel bench serve --launch --model bench/configs/llama-3.1-8b $dummy --num-kv-blocks 2048 \
+          $([ $tier = host-tier ] && echo --kv-offload-gb 32) $mt --output "$out/results/multi-turn-8b-$tier-$kind.json"
+      done ;;
+    offload) for g in 0 4 8 12; do
+        step "offload-$g" 150 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --enforce-eager --cpu-offload-gb $g \
+          --batch-size 1,8 --input-len 128 --output-len 64 --num-iters 3 --num-iters-warmup 1 --output "$out/results/offload-8b-$g-$kind.json"
+      done ;;
+    preemption) for mode in recompute swap; do
+        step "preemption-$mode" 200 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --batch-size 64 --input-len 512 \
+          --output-len 256 --num-iters 3 --num-iters-warmup 1 --num-kv-blocks 2048 --preemption-mode $mode --swap-space 16 \
+          --output "$out/results/latency-llama-3.1-8b-preemption-$mode-$kind.json"
+      done ;;
     timeline) step timeline-llama-3.1-8b 150 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy \
         --num-prompts 256 --input-len 512 --output-len 256 --step-timeline "$out/results/timeline-llama-3.1-8b-random-$kind.jsonl" \
         --output "$out/results/throughput-llama-3.1-8b-random-timeline-$kind.json"
@@ -172,7 +190,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

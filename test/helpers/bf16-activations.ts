@@ -5,9 +5,10 @@ import { floatToBf16Bits } from '../../src/tensor/host-dtype.ts';
 
 /*
  * The CPU backend with its activations rounded to bf16 as the CUDA backend stores them: each op's
- * first tensor argument and its result are rounded in place. Weights stay as loaded. A model
- * whose logits this moves by much is one a GPU test cannot compare with the CPU's float32 logits
- * at tight allowances, whatever the kernels do.
+ * first tensor argument and its result are rounded in place. Weights stay as loaded, unless
+ * `weights` is set: then every weight `loadWeight` uploads without `float32` is rounded too, as
+ * the CUDA backend stores it. A model whose logits this moves by much is one a GPU test cannot
+ * compare with the CPU's float32 logits at tight allowances, whatever the kernels do.
  */
 
 const bits = new Uint32Array(1);
@@ -25,11 +26,18 @@ function roundToBf16(t: unknown): void {
 /** Ops that set up a step or move data rather than compute activations. */
 const UNROUNDED = /^(toHost|beginStep|create|load|upload|dispose)/;
 
-export function withBf16Activations(backend: CpuBackend): Backend {
+export function withBf16Activations(backend: CpuBackend, options: { weights?: boolean } = {}): Backend {
   return new Proxy(backend, {
     get(target, prop, receiver) {
       const member = Reflect.get(target, prop, receiver);
       if (typeof member !== 'function') return member;
+      if (prop === 'loadWeight' && options.weights) {
+        return (t: unknown, load?: { float32?: boolean }) => {
+          const weight = target.loadWeight(t as Parameters<CpuBackend['loadWeight']>[0], load);
+          if (!load?.float32) roundToBf16(weight);
+          return weight;
+        };
+      }
       if (typeof prop !== 'string' || UNROUNDED.test(prop)) return member.bind(target);
       return (...args: unknown[]) => {
         roundToBf16(args[0]);

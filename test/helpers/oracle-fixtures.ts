@@ -16,6 +16,9 @@ export interface OracleFixture {
     greedy: number[][];
     /** Per prompt, max |logit - last_logits| of transformers running the checkpoint in bfloat16 (newer oracles). */
     bf16_max_abs_dlogit?: number[];
+    /** Per prompt, that bfloat16 run's last-token logits and its greedy continuation (newer oracles still). */
+    bf16_last_logits?: number[][];
+    bf16_greedy?: number[][];
     /** Per prompt and greedy step, transformers' candidates [token id, logprob], best first: the top 5 and any other within 1 nat of the best. */
     greedy_top_logprobs?: [number, number][][][];
     max_new_tokens: number;

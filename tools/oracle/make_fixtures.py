@@ -1133,12 +1133,19 @@ def load_fixture(path: Path):
 
 
 @torch.no_grad()
-def bf16_deviation(model, prompts: list[list[int]], last_logits: list[torch.Tensor]) -> list[float]:
-    """Per prompt, how far transformers itself lands from its float32 last-token logits when the
-    same model runs in bfloat16: the error a bf16 engine cannot be blamed for."""
+def bf16_reference(model, prompts: list[list[int]], last_logits: list[torch.Tensor]) -> dict:
+    """transformers itself running the same model in bfloat16, per prompt: how far it lands from its
+    float32 last-token logits (the error a bf16 engine cannot be blamed for), those logits, and its
+    KV-cached greedy continuation. Where rounding flips a near-tie (an MoE expert, an index top-k
+    position), a bf16 engine may flip the same one: the CUDA parity suite accepts logits near these
+    and a greedy path that leaves the float32 one where this one does, with its token."""
     model = copy.deepcopy(model).to(torch.bfloat16)
-    return [float(f"{float((model(input_ids=torch.tensor([p])).logits[0, -1].float() - ref).abs().max()):.4g}")
-            for p, ref in zip(prompts, last_logits)]
+    logits = [model(input_ids=torch.tensor([p])).logits[0, -1].float() for p in prompts]
+    return {
+        "bf16_max_abs_dlogit": [float(f"{float((row - ref).abs().max()):.4g}") for row, ref in zip(logits, last_logits)],
+        "bf16_last_logits": [round_sig(row) for row in logits],
+        "bf16_greedy": [greedy_with_cache(model, p, MAX_NEW_TOKENS)[0] for p in prompts],
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -1400,7 +1407,7 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         "stored_dtype": fx.stored_dtype,
         "prompts": prompts,
         "last_logits": [round_sig(row) for row in ref["last_logits"]],
-        "bf16_max_abs_dlogit": bf16_deviation(reloaded, prompts, ref["last_logits"]),
+        **bf16_reference(reloaded, prompts, ref["last_logits"]),
         "greedy": ref["greedy"],
         "greedy_top_logprobs": ref["greedy_top_logprobs"],
         "max_new_tokens": MAX_NEW_TOKENS,

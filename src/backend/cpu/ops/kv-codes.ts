@@ -1,4 +1,5 @@
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import type { BatchDescription } from '../../../step/batch.ts';
 import { floatToFp8E4m3, fp8E4m3Values } from '../../../tensor/quantized-weight.ts';
 
 /** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, or the float32 scales of int8 (or of fp8 scaled per head). */
@@ -96,4 +97,49 @@ export function loadSlot(pool: CpuKvPool, slot: number, tensorScale: number, out
 function roundHalfEven(v: number): number {
   const r = Math.round(v);
   return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * One sequence's cached rows at a time, as a batch's tokens read them: `rows` holds them and
+ * `offset(j)` is where the sequence's j-th row starts there. A float32 pool is read in place
+ * (through the block table, by slot); an 8-bit pool's rows that the sequence's tokens can see are
+ * dequantized into a scratch, by position, when `select` moves to the sequence.
+ */
+export class SequenceRows {
+  readonly rows: Float32Array;
+  private readonly pool: CpuKvPool;
+  private readonly batch: BatchDescription;
+  private readonly blockSize: number;
+  private readonly rowWidth: number;
+  private readonly quantized: boolean;
+  private tableAt = 0;
+
+  constructor(pool: CpuKvPool, batch: BatchDescription, blockSize: number) {
+    this.pool = pool;
+    this.batch = batch;
+    this.blockSize = blockSize;
+    this.rowWidth = pool.heads * pool.width;
+    this.quantized = pool.dtype !== 'auto';
+    const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
+    this.rows = this.quantized ? new Float32Array(longest * this.rowWidth) : (pool.codes as Float32Array);
+  }
+
+  select(seq: number): void {
+    const { batch } = this;
+    this.tableAt = seq * batch.maxBlocksPerSeq;
+    if (!this.quantized) return;
+    let visible = 0;
+    for (let t = batch.queryStartLoc[seq]; t < batch.queryStartLoc[seq + 1]; t++) {
+      visible = Math.max(visible, Math.min(batch.positions[t] + 1, batch.seqLens[seq]));
+    }
+    for (let j = 0; j < visible; j++) loadSlot(this.pool, this.slotOf(j), 1, this.rows, j * this.rowWidth);
+  }
+
+  offset(j: number): number {
+    return (this.quantized ? j : this.slotOf(j)) * this.rowWidth;
+  }
+
+  private slotOf(j: number): number {
+    return this.batch.blockTables[this.tableAt + Math.floor(j / this.blockSize)] * this.blockSize + (j % this.blockSize);
+  }
 }

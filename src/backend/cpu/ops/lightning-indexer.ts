@@ -1,7 +1,7 @@
 import type { IndexerParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import { loadSlot, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
@@ -68,17 +68,10 @@ export function indexerTopK(
   const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
   const scores = new Float64Array(longest);
   const order = new Int32Array(longest);
-  const quantized = keyPool.dtype !== 'auto';
-  // The keys scores read: the float32 pool (by slot), or an 8-bit pool's keys dequantized (by position).
-  const pool = quantized ? new Float32Array(longest * headDim) : (keyPool.codes as Float32Array);
+  const keys = new SequenceRows(keyPool, batch, blockSize);
+  const pool = keys.rows;
   for (let s = 0; s < batch.numSeqs; s++) {
-    const tableAt = s * batch.maxBlocksPerSeq;
-    const slotOf = (j: number) => batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
-    if (quantized) {
-      let visible = 0;
-      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) visible = Math.max(visible, Math.min(batch.positions[t] + 1, batch.seqLens[s]));
-      for (let j = 0; j < visible; j++) loadSlot(keyPool, slotOf(j), 1, pool, j * headDim);
-    }
+    keys.select(s);
     for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       if (position >= batch.seqLens[s]) {
@@ -91,7 +84,7 @@ export function indexerTopK(
         continue;
       }
       for (let j = 0; j < visible; j++) {
-        const keyAt = (quantized ? j : slotOf(j)) * headDim;
+        const keyAt = keys.offset(j);
         let score = 0;
         for (let h = 0; h < numHeads; h++) {
           const queryAt = (t * numHeads + h) * headDim;

@@ -1,7 +1,7 @@
 import type { MlaParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import { loadSlot, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
@@ -94,24 +94,16 @@ export function mlaAttention(
   selection: Int32Array | null = null,
 ): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = mla;
-  const rowWidth = latentDim + ropeDim;
   const headWidth = nopeDim + ropeDim;
   const longest = batch.seqLens.reduce((m, len) => Math.max(m, len), 0);
   // Scratch shared by every (token, head): pool offsets of the visible rows, their weights, the output sums.
   const rowAt = new Int32Array(longest);
   const weights = new Float64Array(longest);
   const sums = new Float64Array(latentDim);
-  const quantized = kvPool.dtype !== 'auto';
-  // The rows scores read: the float32 pool (by slot), or an 8-bit pool's rows dequantized (by position).
-  const pool = quantized ? new Float32Array(longest * rowWidth) : (kvPool.codes as Float32Array);
+  const cached = new SequenceRows(kvPool, batch, blockSize);
+  const pool = cached.rows;
   for (let s = 0; s < batch.numSeqs; s++) {
-    const tableAt = s * batch.maxBlocksPerSeq;
-    const slotOf = (j: number) => batch.blockTables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
-    if (quantized) {
-      let visible = 0;
-      for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) visible = Math.max(visible, Math.min(batch.positions[t] + 1, batch.seqLens[s]));
-      for (let j = 0; j < visible; j++) loadSlot(kvPool, slotOf(j), 1, pool, j * rowWidth);
-    }
+    cached.select(s);
     for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
       const position = batch.positions[t];
       if (position >= batch.seqLens[s]) {
@@ -119,13 +111,13 @@ export function mlaAttention(
       }
       let count = 0;
       if (selection === null) {
-        for (let j = 0; j <= position; j++) rowAt[count++] = (quantized ? j : slotOf(j)) * rowWidth;
+        for (let j = 0; j <= position; j++) rowAt[count++] = cached.offset(j);
       } else {
         const topK = selection.length / batch.numTokens;
         for (const j of selection.subarray(t * topK, (t + 1) * topK)) {
           if (j === -1) continue;
           if (!(j >= 0 && j <= position)) throw new RangeError(`mlaAttention: token ${t} at position ${position} selects position ${j}`);
-          rowAt[count++] = (quantized ? j : slotOf(j)) * rowWidth;
+          rowAt[count++] = cached.offset(j);
         }
       }
       for (let h = 0; h < numHeads; h++) {

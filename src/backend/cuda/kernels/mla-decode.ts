@@ -48,11 +48,14 @@ export function mlaDecodeApplies(device: CudaDevice, mla: MlaParams): boolean {
 export interface MlaDecodeArgs {
   /** [numTokens, numHeads * latentDim] bf16. */
   out: DevicePtr;
+  /** [numTokens, numHeads * latentDim] bf16. */
   qLatent: DevicePtr;
   /** [numTokens, numHeads * (nopeDim + ropeDim)] bf16, rotary parts already rotated. */
   q: DevicePtr;
+  /** The layer's pool of rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
   pool: DevicePtr;
   dtype: KvCacheDtype;
+  /** int8: the pool's float32 scale per row; 0 otherwise. */
   rowScales: DevicePtr;
   queryStartLoc: DevicePtr;
   positions: DevicePtr;
@@ -61,11 +64,12 @@ export interface MlaDecodeArgs {
   maxBlocksPerSeq: number;
   blockSize: number;
   mla: MlaParams;
-  /** [numDecode] single-token sequences. */
+  /** [numDecode] single-token sequences, from planAttention. */
   decodeSeqs: DevicePtr;
   numDecode: number;
-  /** Keys a decode may see at most: the split depends only on this and the step's shape (graph replay). */
+  /** Keys a decode may see at most: the split depends only on this (and the step's shape: graph replay). */
   maxDecodeSeqLen: number;
+  /** Allocates the split-KV workspace (called only when the context is split). */
   workspace: (bytes: number) => DevicePtr;
 }
 

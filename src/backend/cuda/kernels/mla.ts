@@ -2,9 +2,8 @@ import type { MlaParams } from '../../backend.ts';
 import { chooseMlaPartitions, PREFILL_TILE_ROWS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { kvDtypeDefine } from './kv-quantize.ts';
-import { launchMlaDecode, mlaDecodeApplies, type MlaDecodeKernel } from './mla-decode.ts';
+import { launchMlaDecode, mlaDecodeApplies, type MlaDecodeArgs, type MlaDecodeKernel } from './mla-decode.ts';
 
 /** Warps of mla_attention_kernel for a latent width: its warps_for(). */
 export function mlaWarps(latentDim: number): number {
@@ -32,35 +31,11 @@ export function mlaSharedBytes(latentDim: number, ropeDim: number, rowTiles: num
   return (rows + stages * keys) * rowBytes(rowChunks) + rows * rowBytes(keys / 8) + mlaWarps(latentDim) * rows * 4;
 }
 
-export interface MlaAttentionArgs {
-  /** [numTokens, numHeads * latentDim] bf16. */
-  out: DevicePtr;
-  /** [numTokens, numHeads * latentDim] bf16. */
-  qLatent: DevicePtr;
-  /** [numTokens, numHeads * (nopeDim + ropeDim)] bf16, rotary parts already rotated. */
-  q: DevicePtr;
-  /** The layer's pool of rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
-  pool: DevicePtr;
-  dtype: KvCacheDtype;
-  /** int8: the pool's float32 scale per row; 0 otherwise. */
-  rowScales: DevicePtr;
-  queryStartLoc: DevicePtr;
-  positions: DevicePtr;
-  seqLens: DevicePtr;
-  blockTables: DevicePtr;
-  maxBlocksPerSeq: number;
-  blockSize: number;
-  mla: MlaParams;
-  /** [numDecode] single-token sequences, from planAttention. */
-  decodeSeqs: DevicePtr;
-  numDecode: number;
-  /** Keys a decode may see at most: the split depends only on this (and the step's shape). */
-  maxDecodeSeqLen: number;
+/** The decode kernel's arguments, and the prefill tiles. */
+export interface MlaAttentionArgs extends MlaDecodeArgs {
   /** [numTiles, 2] (sequence, first query row) of 64-token prefill tiles, from planAttention. */
   prefillTiles: DevicePtr;
   numPrefillTiles: number;
-  /** Allocates the split-KV workspace (called only when the context is split). */
-  workspace: (bytes: number) => DevicePtr;
   /** The decode kernel: 'flash' (mla-decode.cu) where it applies, else this file's tiled kernel. */
   decodeKernel: MlaDecodeKernel;
 }
