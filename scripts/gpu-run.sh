@@ -34,7 +34,7 @@
 # 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap),
 # timeline (the throughput step's two workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B
 # nano-vllm, with --step-timeline: each result holds the summary, the steps' JSONL files are
-# gzipped beside them).
+# gzipped beside them; the first step has 240 s, as it may compile the kernels).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -183,7 +183,7 @@ for s in "$@"; do
           --output-len 256 --num-iters 3 --num-iters-warmup 1 --num-kv-blocks 2048 --preemption-mode $mode --swap-space 16 \
           --output "$out/results/latency-llama-3.1-8b-preemption-$mode-$kind.json"
       done ;;
-    timeline) step timeline-llama-3.1-8b 150 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy \
+    timeline) step timeline-llama-3.1-8b 240 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy \
         --num-prompts 256 --input-len 512 --output-len 256 --step-timeline "$out/results/timeline-llama-3.1-8b-random-$kind.jsonl" \
         --output "$out/results/throughput-llama-3.1-8b-random-timeline-$kind.json"
       step timeline-qwen3-0.6b 150 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --workload nano-vllm \
