@@ -34,7 +34,10 @@
 # 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap),
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
-# $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes).
+# $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
+# timeline (the throughput step's two workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B
+# nano-vllm, with --step-timeline: each result holds the summary, the steps' JSONL files are
+# gzipped beside them; the first step has 240 s, as it may compile the kernels).
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
@@ -194,7 +197,14 @@ for s in "$@"; do
           for p in 0 1; do grep -h "^batch " "$out/latency-$a-pdl$p-r$r.log" | sed "s/^/[$a KEEL_PDL=$p r$r] /"; done
         done
       done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl)"; exit 2 ;;
+    timeline) step timeline-llama-3.1-8b 240 node bin/keel bench throughput --model bench/configs/llama-3.1-8b $dummy \
+        --num-prompts 256 --input-len 512 --output-len 256 --step-timeline "$out/results/timeline-llama-3.1-8b-random-$kind.jsonl" \
+        --output "$out/results/throughput-llama-3.1-8b-random-timeline-$kind.json"
+      step timeline-qwen3-0.6b 150 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --workload nano-vllm \
+        --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
+      gzip -f "$out"/results/timeline-*.jsonl
+      for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
+    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -273,6 +273,9 @@ export type WeightUploaderOps = Pick<Backend, 'loadWeight' | 'loadQuantizedWeigh
  */
 export const READABLE_SAMPLING_PASSES = 8;
 
+/** How many of the latest `Backend.markTime` marks stay readable: a few steps' worth, read a step or two late. */
+export const TIME_MARKS_KEPT = 128;
+
 /** What one sampling pass drew; reading waits for it. */
 export interface SampledTokens {
   read(): DrawResults;
@@ -307,6 +310,15 @@ export interface DraftTreeDepth {
   keeps: Int32Array;
   /** The row of the latest sampling pass holding its first frontier node's candidates (the others' follow). */
   rows: Int32Array;
+}
+
+/**
+ * A point in the order of a backend's work (`Backend.markTime`): on CUDA an event recorded on the
+ * stream, reached when the device gets there; on the CPU, which works as it is called, the host
+ * clock at the call. Opaque to callers.
+ */
+export interface TimeMark {
+  readonly backend: 'cpu' | 'cuda';
 }
 
 /** A batch description uploaded for one forward step (device copies of its index arrays). */
@@ -637,6 +649,19 @@ export interface Backend {
    * index (root + 1 + parent; the root's for a child of the root). [numTokens, width].
    */
   readDraftTreeCacheRows(cache: KvCache, layer: number, trees: DraftTrees, step: StepInputs, chunkTrees: Int32Array, slots: Int32Array): Tensor;
+
+  /**
+   * Marks the current point of the work queued so far, without waiting for it (the step timeline,
+   * docs/benchmarks.md). A mark stays readable for the backend's next `TIME_MARKS_KEPT` marks. The
+   * first call may allocate; a backend never marked allocates nothing for it.
+   */
+  markTime(): TimeMark;
+  /**
+   * Milliseconds of the backend's clock from mark `start` to the later mark `end`: the device's
+   * time between reaching them. Waits until the device has reached `end`, which a caller avoids by
+   * asking only once work queued after `end` was read back.
+   */
+  elapsedMs(start: TimeMark, end: TimeMark): number;
 
   /** Whether `replayForward` records steps as graphs (CUDA); if not, it just runs the forward. */
   readonly recordsGraphs: boolean;

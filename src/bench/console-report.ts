@@ -1,4 +1,4 @@
-import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, ThroughputResults, VerifyResults } from './result-schema.ts';
+import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, StepTimelineSummary, ThroughputResults, VerifyResults } from './result-schema.ts';
 
 const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
@@ -96,4 +96,18 @@ function multiTurnLines(m: MultiTurnResults, line: (label: string, value: string
     line('Prefix cache hit rate, GPU:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.device) : 'n/a'),
     line('Prefix cache hit rate, host:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.host) : 'n/a'),
   ];
+}
+
+/** The step timeline's summary in a few lines: the device's busy share, and the host's. */
+export function stepTimelineReport(t: StepTimelineSummary): string {
+  const pct = (v: number | null) => (v === null ? 'n/a' : `${(v * 100).toFixed(1)} %`);
+  const perToken = (v: number | null) => (v === null ? 'n/a' : `${(v * 1000).toFixed(1)} µs/token`);
+  const phases = Object.entries(t.host_ms).map(([phase, v]) => `${phase} ${v.toFixed(0)}`);
+  return [
+    `Step timeline (${t.steps} steps, ${t.launched_steps} launched, ${t.wall_ms.toFixed(0)} ms; ${t.file}):`,
+    `  device busy ${t.device_busy_ms.toFixed(0)} ms (${pct(t.device_busy_fraction)}): forward ${pct(t.forward_fraction)}, sampling ${pct(t.sampling_fraction)}; ` +
+      `idle between steps ${t.device_idle_ms.toFixed(0)} ms, median gap ${ms(t.median_gap_ms)}`,
+    ...t.by_kind.map((k) => `  ${k.kind}: ${k.steps} steps, batch ${k.mean_batch_size.toFixed(1)}, device ${k.device_ms.toFixed(0)} ms (${perToken(k.device_ms_per_token)}), host work ${k.host_work_ms.toFixed(0)} ms`),
+    `  host ms: ${phases.join(', ')}; host beyond device ${t.host_critical_ms.toFixed(0)} ms over ${t.host_bound_steps} steps`,
+  ].join('\n');
 }

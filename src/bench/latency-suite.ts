@@ -5,6 +5,7 @@ import { randomRequests } from './random-dataset.ts';
 import type { LatencyBatch } from './result-schema.ts';
 import { decodeRoofline, offloadBound, type RooflineInputs } from './roofline.ts';
 import { speculationFigures } from './speculation-figures.ts';
+import { withStepTimeline, type StepTimelineSink } from './step-timeline-run.ts';
 import { flatSummary, mean, summarize } from './statistics.ts';
 
 export interface LatencyOptions {
@@ -44,7 +45,14 @@ export interface LatencyHooks {
   onBatch?(row: LatencyBatch): void;
 }
 
-export async function runLatencySuite(llm: LLM, options: LatencyOptions, roofline: RooflineInputs, hooks: LatencyHooks = {}): Promise<LatencyBatch[]> {
+/** With `timeline`, each batch size's measured iterations, back to back, are recorded as one step timeline. */
+export async function runLatencySuite(
+  llm: LLM,
+  options: LatencyOptions,
+  roofline: RooflineInputs,
+  hooks: LatencyHooks = {},
+  timeline: StepTimelineSink | null = null,
+): Promise<LatencyBatch[]> {
   checkOptions(llm, options);
   const rows: LatencyBatch[] = [];
   let seed = options.seed;
@@ -63,15 +71,19 @@ export async function runLatencySuite(llm: LLM, options: LatencyOptions, rooflin
       hooks.onRun?.();
     }
     const before = llm.stats();
-    const timings: BatchTiming[] = [];
-    for (let i = 0; i < options.numIters; i++) {
-      timings.push(await timeBatch(llm, promptsForIteration(), options.outputLen, options.structuredOutput));
-      hooks.onRun?.();
-    }
+    const { value: timings, timeline: steps } = await withStepTimeline(llm, timeline, async () => {
+      const measured: BatchTiming[] = [];
+      for (let i = 0; i < options.numIters; i++) {
+        measured.push(await timeBatch(llm, promptsForIteration(), options.outputLen, options.structuredOutput));
+        hooks.onRun?.();
+      }
+      return measured;
+    });
     const after = llm.stats();
     const row = {
       ...latencyRow(batchSize, options, timings, roofline, after.numPreemptionsTotal - before.numPreemptionsTotal),
       speculation: speculationFigures(before.speculation, after.speculation),
+      ...(steps === null ? {} : { step_timeline: steps }),
     };
     rows.push(row);
     hooks.onBatch?.(row);

@@ -76,6 +76,76 @@ const SpeculationSchema = z.strictObject({
   acceptance_rate_by_position: z.array(figure),
 });
 
+/** A step kind's share of a step timeline: steps of only prompt tokens, only decode rows, both, any verification, or none (a call that only read a step left running). */
+const StepKindSchema = z.strictObject({
+  kind: z.enum(['prefill', 'decode', 'mixed', 'verify', 'drain']),
+  steps: count,
+  prefill_tokens: count,
+  decode_rows: count,
+  verify_tokens: count,
+  mean_batch_size: figure,
+  /** Σ the steps' device time (prepare, forward, sampling), and its forward and sampling parts. */
+  device_ms: figure,
+  forward_ms: figure,
+  sampling_ms: figure,
+  /** device_ms over the tokens the steps ran (prefill tokens + decode rows + verify tokens): per prompt token in prefill steps, per row in decode steps; null with none. */
+  device_ms_per_token: optionalFigure,
+  /** Σ the steps' host time outside waits for the device. */
+  host_work_ms: figure,
+});
+
+/** Host milliseconds per phase of the step timeline (src/engine/step-timeline.ts HOST_PHASES). */
+const HostPhasesSchema = z.strictObject({
+  schedule: figure,
+  batch: figure,
+  draws: figure,
+  forward: figure,
+  sample: figure,
+  wait: figure,
+  output: figure,
+  between: figure,
+});
+
+/**
+ * With --step-timeline: the steps of the measured run(s), summed (summarizeStepTimeline; one line
+ * per step in the JSONL file). Device times come from marks on the backend's queue (CUDA events).
+ */
+const StepTimelineSchema = z.strictObject({
+  /** The JSONL file of the steps. */
+  file: z.string(),
+  /** Engine step() calls, and those that launched a step on the device. */
+  steps: count,
+  launched_steps: count,
+  /** From the first call's start to the last one's end, on the host clock. */
+  wall_ms: figure,
+  /** Σ the launched steps' device time, and its fraction of wall_ms (null over no time). */
+  device_busy_ms: figure,
+  device_busy_fraction: optionalFigure,
+  /** Σ the device's gaps between consecutive launched steps (idle, unless copies ran between steps), their median and largest. */
+  device_idle_ms: figure,
+  median_gap_ms: optionalFigure,
+  max_gap_ms: optionalFigure,
+  /** Σ device time before the target's forward (block copies, drafting), in the forward (with the batch's upload), in the sampling pass. */
+  prepare_ms: figure,
+  forward_ms: figure,
+  sampling_ms: figure,
+  /** Of device_busy_ms (null when 0). */
+  forward_fraction: optionalFigure,
+  sampling_fraction: optionalFigure,
+  by_kind: z.array(StepKindSchema),
+  host_ms: HostPhasesSchema,
+  /** Σ host time outside waits for the device: every phase but wait. */
+  host_work_ms: figure,
+  /**
+   * Σ over steps of max(0, the call's host work − its step's device time): what the host adds to
+   * the wall time even if each call's host work overlapped its step's device time in full (async
+   * scheduling's aim); compare with device_idle_ms, the idle time measured.
+   */
+  host_critical_ms: figure,
+  /** Steps whose call's host work exceeded their device time. */
+  host_bound_steps: count,
+});
+
 const LatencyBatchSchema = z.strictObject({
   batch_size: count,
   input_len: count,
@@ -96,6 +166,8 @@ const LatencyBatchSchema = z.strictObject({
   speculation: SpeculationSchema.nullable().optional(),
   /** With --baseline: the baseline run's mean TPOT at this batch size over this run's (a decode step's speedup), null without that batch size there. */
   speedup_vs_baseline: optionalFigure.optional(),
+  /** With --step-timeline: the measured iterations' steps. */
+  step_timeline: StepTimelineSchema.optional(),
 });
 
 const LatencyResultsSchema = z.strictObject({
@@ -126,6 +198,8 @@ const ThroughputResultsSchema = z.strictObject({
   /** Keel's runs: the device bound of the workload (peers leave it out). */
   roofline: ThroughputRooflineSchema.optional(),
   speculation: SpeculationSchema.nullable().optional(),
+  /** With --step-timeline: this run's steps. */
+  step_timeline: StepTimelineSchema.optional(),
   /**
    * With --num-iters N > 1 the figures above are the median run's (by output tokens/s), and this
    * is every measured run's output tokens/s, in order, with their spread: (max - min) / median.
@@ -415,6 +489,8 @@ export type ModelInfo = z.infer<typeof ModelSchema>;
 export type LatencyBatch = z.infer<typeof LatencyBatchSchema>;
 export type ThroughputResults = z.infer<typeof ThroughputResultsSchema>;
 export type SpeculationFigures = z.infer<typeof SpeculationSchema>;
+export type StepTimelineSummary = z.infer<typeof StepTimelineSchema>;
+export type StepKindFigures = z.infer<typeof StepKindSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;
 export type MultiTurnResults = z.infer<typeof MultiTurnSchema>;
 export type VerifyResults = z.infer<typeof VerifyResultsSchema>;

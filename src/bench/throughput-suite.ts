@@ -4,6 +4,7 @@ import type { BenchRequest } from './random-dataset.ts';
 import type { ThroughputResults } from './result-schema.ts';
 import { throughputRoofline, type RooflineInputs } from './roofline.ts';
 import { speculationFigures } from './speculation-figures.ts';
+import { withStepTimeline, type StepTimelineSink } from './step-timeline-run.ts';
 
 /**
  * `keel bench throughput`, vLLM's offline methodology: every request is submitted at once and
@@ -19,19 +20,25 @@ export async function runThroughputSuite(
   onRequestDone: () => void = () => undefined,
   /** The LoRA adapter request i runs with (undefined: the base model). */
   loraOf: (i: number) => string | undefined = () => undefined,
+  /** Records the run's steps (null: no timeline, the default). */
+  timeline: StepTimelineSink | null = null,
 ): Promise<ThroughputResults> {
   const before = llm.stats().speculation;
   const start = performance.now();
   // One generate call per request (each has its own output length), all made before the engine's first step.
-  const outputs = await Promise.all(
-    requests.map(async (r, i) => {
-      const lora = loraOf(i);
-      const output = await llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true }, lora === undefined ? {} : { lora });
-      onRequestDone();
-      return output;
-    }),
-  );
-  const elapsedS = (performance.now() - start) / 1000;
+  const { value, timeline: steps } = await withStepTimeline(llm, timeline, async () => {
+    const outputs = await Promise.all(
+      requests.map(async (r, i) => {
+        const lora = loraOf(i);
+        const output = await llm.generate([r.promptTokenIds], { ...sampling, maxTokens: r.outputLen, ignoreEos: true }, lora === undefined ? {} : { lora });
+        onRequestDone();
+        return output;
+      }),
+    );
+    // Before the timeline's last steps are read and summed.
+    return { outputs, elapsedS: (performance.now() - start) / 1000 };
+  });
+  const { outputs, elapsedS } = value;
   const inputTokens = requests.reduce((n, r) => n + r.promptTokenIds.length, 0);
   const outputTokens = outputs.reduce((n, [o]) => n + o.outputs[0].tokenIds.length, 0);
   return {
@@ -51,5 +58,6 @@ export async function runThroughputSuite(
       device,
     ),
     speculation: speculationFigures(before, llm.stats().speculation),
+    ...(steps === null ? {} : { step_timeline: steps }),
   };
 }

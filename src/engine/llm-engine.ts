@@ -21,6 +21,7 @@ import { ngramDrafts, ngramTree } from './ngram-proposer.ts';
 import type { Scheduler, SchedulerOutput } from './scheduler.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 import { SpeculationTally } from './speculation-tally.ts';
+import type { StepTimeline } from './step-timeline.ts';
 
 /**
  * A launched step: what was scheduled, the completions each sampled row draws for (the
@@ -150,6 +151,8 @@ export class LLMEngine {
   private readonly maxInFlight: number;
   /** Whether the unread steps are micro-batches over pipeline stages (no pending tokens) rather than async scheduling's one step. */
   private readonly pipelined: boolean;
+  /** Where each step's phases and device marks go (`recordSteps`); null, the default: nowhere, at no cost. */
+  private timeline: StepTimeline | null = null;
 
   private readonly parts: EngineParts;
 
@@ -290,10 +293,29 @@ export class LLMEngine {
     this.parts.kv.checkInvariants(live);
   }
 
+  /**
+   * Records every step from the next one into `timeline` (null: stops recording). Micro-batches
+   * over pipeline stages are not timed: their forwards span several steps and devices.
+   */
+  recordSteps(timeline: StepTimeline | null): void {
+    if (timeline !== null && this.pipelined) throw invalidArgument('the step timeline does not time micro-batches over pipeline stages (--pipeline-micro-batches)');
+    this.timeline = timeline;
+  }
+
   /** Runs one scheduling step. Returns false when there was nothing to run. */
   step(): boolean {
+    const timeline = this.timeline;
+    if (timeline === null) return this.runStep(null);
+    timeline.beginStep();
+    const ran = this.runStep(timeline);
+    timeline.endStep();
+    return ran;
+  }
+
+  private runStep(timeline: StepTimeline | null): boolean {
     this.proposeDrafts();
     const output = this.parts.scheduler.schedule();
+    timeline?.scheduled(output);
     this.dropUnscheduledDrafts(output);
     this.parts.runner.transferBlocks(output);
     for (const seq of output.preempted) {
@@ -309,6 +331,7 @@ export class LLMEngine {
     if (output.scheduled.length === 0) {
       const oldest = this.inFlight.shift();
       if (oldest !== undefined) {
+        timeline?.enter('output');
         this.finishStep(oldest);
         return true;
       }
@@ -327,7 +350,7 @@ export class LLMEngine {
         this.hostCachedPromptTokensTotal += numHostCachedTokens;
       }
     }
-    const launched = this.launch(output);
+    const launched = this.launch(output, timeline);
     // Earlier steps' tokens are read while this one runs: async scheduling's previous step, or the
     // micro-batch whose logits this launch received. A step that verifies drafts is read at once,
     // so every step before it is read first, each right after its logits arrive (a backend keeps
@@ -335,7 +358,9 @@ export class LLMEngine {
     const keep = launched.verifications.size > 0 ? 0 : Math.max(0, this.maxInFlight - 1);
     while (this.inFlight.length > keep) this.finishStep(this.inFlight.shift()!);
     this.verifyDrafts(launched);
+    timeline?.enter('schedule');
     this.parts.scheduler.onStepComplete(output);
+    timeline?.enter('output');
     if (this.maxInFlight > 0 && this.canLeaveRunning(launched)) this.leaveRunning(launched);
     else {
       while (this.inFlight.length > 0) this.finishStep(this.inFlight.shift()!);
@@ -397,7 +422,7 @@ export class LLMEngine {
     for (const seq of this.bySequence.keys()) if (seq.numDraftTokens > 0 && !scheduled.has(seq)) seq.dropDraftTokens(0);
   }
 
-  private launch(output: SchedulerOutput): LaunchedStep {
+  private launch(output: SchedulerOutput, timeline: StepTimeline | null): LaunchedStep {
     // Asked by the runner once per row that samples this step, and only then: a random draw
     // consumes the completion's random stream, which must not depend on how a prompt was chunked.
     const drawers = new Map<number, Completion[]>();
@@ -438,7 +463,7 @@ export class LLMEngine {
       draftDraw: (s, index, row, historyRow) => verification(s).lookahead.draw(index - 1, row, historyRow),
       draftDrawReadsDrafts: (s) => verification(s).lookahead.readsPathOnHost,
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
-    });
+    }, timeline);
     return { output, result, drawers, verifications };
   }
 
@@ -451,7 +476,7 @@ export class LLMEngine {
    */
   private verifyDrafts({ output, result, verifications }: LaunchedStep): void {
     if (verifications.size === 0) return;
-    const { tokenIds } = result.read();
+    const { tokenIds } = this.read(result);
     result.samplingRows.forEach((s, row) => {
       const verification = verifications.get(s);
       if (verification === undefined) return;
@@ -504,9 +529,19 @@ export class LLMEngine {
     if (pendingDraw >= 0 && constraint.numTokens === known.length) {
       const previous = this.inFlight[this.inFlight.length - 1];
       if (this.pipelined || previous === undefined) throw new Error(`a pending token in draw ${pendingDraw} with no step of async scheduling in flight`);
-      constraint.accept(previous.result.read().tokenIds[pendingDraw]);
+      constraint.accept(this.read(previous.result).tokenIds[pendingDraw]);
     }
     return constraint;
+  }
+
+  /** A step's draws, waiting for the device if they are not read yet: a phase of its own on the timeline. */
+  private read(result: StepResult): DrawResults {
+    const timeline = this.timeline;
+    if (timeline === null) return result.read();
+    const left = timeline.enter('wait');
+    const results = result.read();
+    timeline.enter(left);
+    return results;
   }
 
   /**
@@ -541,8 +576,10 @@ export class LLMEngine {
 
   /** Reads a step's tokens (waiting for the device) and applies stop conditions. */
   private finishStep({ output, result, drawers, verifications }: LaunchedStep): void {
-    const results = result.read();
+    const results = this.read(result);
+    this.timeline?.enter('schedule');
     this.parts.scheduler.tokensRead(output);
+    this.timeline?.enter('output');
     const touched = new Set<Request>();
     for (const { s, position, draw } of result.promptScores) {
       const request = this.bySequence.get(output.scheduled[s].seq)?.request;

@@ -13,6 +13,7 @@ import { snapshot, type EngineStats, type LLMEngine } from './llm-engine.ts';
 import type { RequestOutput, StreamDelta } from './outputs.ts';
 import type { LoraRegistry, ServedLora } from './lora-registry.ts';
 import type { Request } from './request.ts';
+import { StepTimeline, type StepRecord } from './step-timeline.ts';
 
 /** A prompt is text (tokenized with the model's tokenizer) or token ids. */
 export type Prompt = string | number[];
@@ -55,6 +56,8 @@ export class LLM {
   private readonly failers = new Map<string, (error: Error) => void>();
   /** Started by the first request with a structured output. */
   private grammars: Promise<GrammarCompiler> | null = null;
+  /** The step timeline recording (startStepTimeline), or null. */
+  private timeline: StepTimeline | null = null;
 
   private readonly loaded: LoadedEngine;
 
@@ -262,6 +265,28 @@ export class LLM {
   /** The adapters being served (none when LoRA is not enabled). */
   get loraAdapters(): LoraAdapterInfo[] {
     return this.loaded.loras?.list().map(describeLora) ?? [];
+  }
+
+  /**
+   * Records every engine step from now on into a step timeline (docs/benchmarks.md, "Step
+   * timeline") until `stopStepTimeline`: its composition, host phases and device times. Each
+   * step's record goes to `onStep` a couple of steps after it ran, once its device times can be
+   * read without waiting for the device.
+   */
+  startStepTimeline(onStep: (record: StepRecord) => void): void {
+    if (this.timeline !== null) throw new Error('a step timeline is recording already');
+    const timeline = new StepTimeline(this.loaded.backend, onStep);
+    this.engine.recordSteps(timeline);
+    this.timeline = timeline;
+  }
+
+  /** Ends the step timeline, handing on the steps it still held (waiting for the device if they are still running). */
+  stopStepTimeline(): void {
+    const timeline = this.timeline;
+    if (timeline === null) throw new Error('no step timeline is recording');
+    this.engine.recordSteps(null);
+    this.timeline = null;
+    timeline.finish();
   }
 
   /** Aborts a request in any state; its KV blocks return to the pool at once. */

@@ -12,6 +12,7 @@ import { MicroBatchPipeline } from './micro-batch-pipeline.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { SchedulerOutput } from './scheduler.ts';
 import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
+import type { StepTimeline } from './step-timeline.ts';
 
 /**
  * A draft model for speculative decoding and its KV pools, indexed by the same block ids as the
@@ -205,9 +206,11 @@ export class ModelRunner {
   /**
    * Runs one step: the drafts the draft model proposes, the forward (the draft model's first,
    * keeping its cache level with the target's), then one sampling pass over the rows `draws`
-   * asks for and the prompt positions it scores. Logits stay on the device.
+   * asks for and the prompt positions it scores. Logits stay on the device. A `timeline` is told
+   * where the host's phases change and marks the device's work around the forward and sampling.
    */
-  execute(output: SchedulerOutput, draws: StepDraws): StepResult {
+  execute(output: SchedulerOutput, draws: StepDraws, timeline: StepTimeline | null = null): StepResult {
+    timeline?.launchStarts();
     if (output.blockCopies.src.length > 0) {
       for (const cache of this.caches) this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
     }
@@ -226,6 +229,7 @@ export class ModelRunner {
       else this.backend.replayForward(draftStep, draft, forward);
     }
     const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
+    timeline?.drawsStart();
     // The draws are asked before the forward: the other ranks of a parallel run get them with the step.
     const all: Draw[] = [];
     const promptScores = scoredRows.map(({ s, position, row }) => {
@@ -242,6 +246,7 @@ export class ModelRunner {
       return first;
     });
     this.ranks?.step(output.blockCopies, batch, all);
+    timeline?.forwardStarts();
     const step = this.backend.beginStep(batch);
     this.sampledDraws = sampledDraws;
     if (this.pipeline !== null) return { samplingRows, firstDraw, promptScores, read: this.launchMicroBatch(step, all) };
@@ -255,8 +260,10 @@ export class ModelRunner {
       return { logits, medusaRows };
     };
     const { logits, medusaRows: hidden } = graphBatch === null ? forward() : this.backend.replayForward(step, this, forward);
+    timeline?.forwardEnds();
     if (this.medusa !== null) this.medusa.received(hidden, new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
     const sampled = this.backend.sampleRows(logits, all);
+    timeline?.sampled();
     return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled) };
   }
 

@@ -24,9 +24,11 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  TimeMark,
   TokenSelection,
   WeightStream,
 } from '../backend.ts';
+import { TimeMarkSerials } from '../time-mark-serials.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import type { Communicator } from '../../parallel/communicator.ts';
 import { groupBatch, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
@@ -75,6 +77,7 @@ export class CpuBackend implements Backend {
   private draftHistory: Int32Array = new Int32Array(0);
   /** The groups of a parallel run (ranks in worker threads sharing memory); null on one device. */
   private readonly groups: CollectiveGroups<Float32Array> | null;
+  private readonly markSerials = new TimeMarkSerials();
 
   constructor(groups: CollectiveGroups<Float32Array> | null = null) {
     this.groups = groups;
@@ -632,6 +635,19 @@ export class CpuBackend implements Backend {
     return this.readCacheRows(cache, layer, draftTreeSlots(step.batch, t.nodes.parents, t.size, chunkTrees, slots));
   }
 
+  /** The host clock: every op has run by the time it returns. */
+  markTime(): TimeMark {
+    const mark: CpuTimeMark = { backend: 'cpu', serial: this.markSerials.next(), ms: performance.now() };
+    return mark;
+  }
+
+  elapsedMs(start: TimeMark, end: TimeMark): number {
+    const [a, b] = [asCpuTimeMark(start), asCpuTimeMark(end)];
+    this.markSerials.check(a.serial);
+    this.markSerials.check(b.serial);
+    return b.ms - a.ms;
+  }
+
   readonly recordsGraphs = false;
 
   replayForward<T>(_step: StepInputs, _owner: object, forward: () => T): T {
@@ -640,6 +656,16 @@ export class CpuBackend implements Backend {
 
   /** Everything lives in garbage-collected arrays: nothing to release. */
   dispose(): void {}
+}
+
+interface CpuTimeMark extends TimeMark {
+  serial: number;
+  ms: number;
+}
+
+function asCpuTimeMark(mark: TimeMark): CpuTimeMark {
+  if (mark.backend !== 'cpu') throw new Error(`a ${mark.backend} time mark was given to the CPU backend`);
+  return mark as CpuTimeMark;
 }
 
 /** An expert matrix's values: float32, or packed MXFP4 or int4/int8/fp8 that expertMlpRows decodes an expert at a time. */

@@ -23,6 +23,7 @@ import type {
   StepInputs,
   SwapSpace,
   Tensor,
+  TimeMark,
   TokenSelection,
   WeightStream,
 } from '../backend.ts';
@@ -80,6 +81,7 @@ import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherR
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
+import { CudaTimeMarks } from './time-marks.ts';
 import { CudaWeightStream } from './weight-stream.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
@@ -248,6 +250,8 @@ export class CudaBackend implements Backend {
   private swapper: KvSwapper | null = null;
   private readonly swapSpaces: CudaSwapSpace[] = [];
   private readonly weightStreams: CudaWeightStream[] = [];
+  /** Backend.markTime's events, created as marks are made. */
+  private readonly timeMarks: CudaTimeMarks;
   /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
   private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
@@ -263,6 +267,7 @@ export class CudaBackend implements Backend {
   constructor(options: CudaBackendOptions = {}) {
     this.device = new CudaDevice(options.device ?? 0, { programmaticLaunch: options.pdl ?? pdlFromEnv() });
     this.arena = new StepArena(this.device, options.arenaBytes ?? DEFAULT_ARENA_BYTES);
+    this.timeMarks = new CudaTimeMarks(this.device.driver, this.device.stream);
     this.poison = options.poisonStepTensors ?? false;
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
     this.routeDone = this.ownedAlloc(4);
@@ -1847,6 +1852,14 @@ export class CudaBackend implements Backend {
     return out!.value;
   }
 
+  markTime(): TimeMark {
+    return this.timeMarks.mark();
+  }
+
+  elapsedMs(start: TimeMark, end: TimeMark): number {
+    return this.timeMarks.elapsedMs(start, end);
+  }
+
   /**
    * Records the ops that `record` issues into a CUDA graph for replay (decode steps). Call
    * beginStep before capturing and before each replay: the replay reads that step's uploads.
@@ -1861,6 +1874,7 @@ export class CudaBackend implements Backend {
     for (const space of this.swapSpaces) this.device.driver.freeHostAddress(space.address);
     for (const stream of this.weightStreams) stream.dispose();
     this.disposeGraphs();
+    this.timeMarks.dispose();
     for (const ptr of this.owned) this.device.free(ptr);
     this.owned.length = 0;
     this.arena.dispose();

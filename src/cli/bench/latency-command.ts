@@ -1,6 +1,8 @@
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
-import { latencyLine } from '../../bench/console-report.ts';
+import { latencyLine, stepTimelineReport } from '../../bench/console-report.ts';
+import { STEP_TIMELINE_HELP, stepTimelineLine, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import type { StepRecord } from '../../engine/step-timeline.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, type BenchEngine } from '../../bench/keel-run.ts';
 import { readLatencyBaseline, withSpeedup } from '../../bench/latency-baseline.ts';
 import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
@@ -40,6 +42,7 @@ Writes JSON to ./bench-results/ (or --output).
                                  without speculative decoding): each batch size also reports its
                                  speedup, the baseline's mean TPOT over this run's
   --output FILE                  where to write the JSON result
+${STEP_TIMELINE_HELP}
 ${SYNTHETIC_ACCEPTANCE_HELP}
 
 ${ENGINE_FLAGS_HELP}`;
@@ -59,6 +62,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
       baseline: { type: 'string' },
       'synthetic-accepted-drafts': { type: 'string' },
       output: { type: 'string' },
+      'step-timeline': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -82,7 +86,7 @@ export async function latencyCommand(argv: string[]): Promise<void> {
   const baseline = values.baseline === undefined ? null : { path: values.baseline, rows: readLatencyBaseline(values.baseline) };
   const bench = await loadBenchEngine(engineConfig, { bandwidth: true, gbps: bandwidthGbps, hostToDevice: (engineConfig.cpuOffloadGb ?? 0) > 0 });
   try {
-    await benchLatency(bench, flags, { baseline, output: values.output });
+    await benchLatency(bench, flags, { baseline, output: values.output, stepTimeline: values['step-timeline'] });
   } finally {
     await bench.llm.close();
   }
@@ -94,7 +98,7 @@ export type LatencyFlags = Pick<LatencyOptions, 'batchSizes' | 'inputLen' | 'out
 export async function benchLatency(
   bench: BenchEngine,
   flags: LatencyFlags,
-  files: { baseline: { path: string; rows: ReturnType<typeof readLatencyBaseline> } | null; output: string | undefined },
+  files: { baseline: { path: string; rows: ReturnType<typeof readLatencyBaseline> } | null; output: string | undefined; stepTimeline?: string },
 ): Promise<string> {
   const baseline = files.baseline?.rows ?? null;
   const { llm, facts } = bench;
@@ -105,19 +109,28 @@ export async function benchLatency(
   // The run is dated and attributed to a commit when it starts.
   const header = keelRunHeader(bench);
   let progress: Progress | null = null;
+  let batchSize = 0;
+  const steps: { batchSize: number; record: StepRecord }[] = [];
+  const timelineFile = files.stepTimeline;
   const measured = await runLatencySuite(
     llm,
     options,
     { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype) },
     {
-      onBatchStart: (batchSize, runs) => (progress = benchProgress(`batch ${batchSize}`, runs, 'runs', llm.config.showProgress)),
+      onBatchStart: (size, runs) => {
+        batchSize = size;
+        progress = benchProgress(`batch ${size}`, runs, 'runs', llm.config.showProgress);
+      },
       onRun: () => progress?.tick(),
       onBatch: (row) => {
         progress?.stop();
         console.log(latencyLine(baseline === null ? row : withSpeedup(row, baseline)));
+        if (row.step_timeline) console.log(stepTimelineReport(row.step_timeline));
       },
     },
+    timelineFile === undefined ? null : { file: timelineFile, onStep: (record) => steps.push({ batchSize, record }) },
   );
+  if (timelineFile !== undefined) writeStepTimeline(timelineFile, steps.map(({ batchSize, record }) => stepTimelineLine(record, { latency_batch_size: batchSize })));
   const rows = baseline === null ? measured : measured.map((row) => withSpeedup(row, baseline));
   const path = writeResult(
     {

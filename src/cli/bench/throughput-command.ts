@@ -1,6 +1,8 @@
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../engine-flags.ts';
 import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../sampling-flags.ts';
-import { throughputReport } from '../../bench/console-report.ts';
+import { stepTimelineReport, throughputReport } from '../../bench/console-report.ts';
+import { STEP_TIMELINE_HELP, stepTimelineLine, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import type { StepRecord } from '../../engine/step-timeline.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
 import { NANO_VLLM_WORKLOAD } from '../../bench/random-dataset.ts';
 import { writeResult } from '../../bench/result-file.ts';
@@ -55,6 +57,7 @@ to ./bench-results/ (or --output).
                                  run's output tokens/s and their spread ((max - min) / median)
   --num-iters-warmup N           unmeasured runs first (default 0)
   --output FILE                  where to write the JSON result
+${STEP_TIMELINE_HELP}
   --lora-adapters N              run the requests with N LoRA adapters, round robin, all in the batch
                                  together (random weights on every projection, paged onto the GPU
                                  before timing; enables LoRA with --max-loras N unless given); 0, the
@@ -82,6 +85,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
       'num-iters': { type: 'string' },
       'num-iters-warmup': { type: 'string' },
       output: { type: 'string' },
+      'step-timeline': { type: 'string' },
       'lora-adapters': { type: 'string' },
       'lora-rank': { type: 'string' },
       'synthetic-accepted-drafts': { type: 'string' },
@@ -123,7 +127,10 @@ export async function throughputCommand(argv: string[]): Promise<void> {
     const header = keelRunHeader(bench);
     const progress = benchProgress('requests', numRequests * (numItersWarmup + numIters), 'done', llm.config.showProgress);
     const runs: ThroughputResults[] = [];
+    const timelineFile = values['step-timeline'];
+    const steps: { run: number; record: StepRecord }[] = [];
     for (let run = 0; run < numItersWarmup + numIters; run++) {
+      const measured = run - numItersWarmup;
       const results = await runThroughputSuite(
         llm,
         workload.name,
@@ -139,12 +146,17 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         },
         () => progress.tick(),
         (i) => (numAdapters === 0 ? undefined : adapters[i % numAdapters]),
+        timelineFile === undefined || measured < 0 ? null : { file: timelineFile, onStep: (record) => steps.push({ run: measured, record }) },
       );
-      if (run >= numItersWarmup) runs.push(results);
+      if (measured >= 0) runs.push(results);
     }
     progress.stop();
     const results = medianRun(runs);
     console.log(throughputReport(results));
+    if (timelineFile !== undefined) {
+      writeStepTimeline(timelineFile, steps.map(({ run, record }) => stepTimelineLine(record, { run })));
+      console.log(stepTimelineReport(results.step_timeline!));
+    }
     const path = writeResult(
       {
         suite: 'throughput',
