@@ -76,8 +76,11 @@ serve_pid=$!
 for _ in $(seq 1 120); do grep -q 'is serving' "$port_file" && break; sleep 0.5; done
 url=$(grep -o 'http://[0-9.:]*' "$port_file" | head -1)
 [ -n "$url" ] || { cat "$port_file" >&2; kill "$serve_pid"; exit 1; }
-curl -fsS "$url/" | grep -q '<title>Keel playground</title>'
-curl -fsS "$url/v1/completions" -H 'content-type: application/json' -d '{"prompt": "def f(x):", "max_tokens": 4}' | grep -q '"completion_tokens":4'
+# Whole bodies first: `curl | grep -q` fails under pipefail when grep leaves before curl has written all.
+page=$(curl -fsS "$url/")
+grep -q '<title>Keel playground</title>' <<<"$page"
+completion=$(curl -fsS "$url/v1/completions" -H 'content-type: application/json' -d '{"prompt": "def f(x):", "max_tokens": 4}')
+grep -q '"completion_tokens":4' <<<"$completion"
 kill -TERM "$serve_pid"
 wait "$serve_pid"
 echo "package checks passed"
