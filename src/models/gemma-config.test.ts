@@ -139,6 +139,11 @@ test('Gemma 2 defaults its soft-caps to transformers\' 50 and 30; null turns a c
   assert.deepEqual([off.attnLogitSoftcap, off.finalLogitSoftcap], [null, null]);
 });
 
+test('Gemma 3 ignores attn_logit_softcapping, as transformers\' Gemma 3 attention does, and still caps its final logits', () => {
+  const c = parse({ ...GEMMA3_1B, attn_logit_softcapping: 20, final_logit_softcapping: 10 });
+  assert.deepEqual([c.attnLogitSoftcap, c.finalLogitSoftcap], [null, 10]);
+});
+
 test('a Gemma 3 1B config: q/k norms, 5 sliding layers to 1 global, local and global RoPE bases, no caps', () => {
   const c = parse(GEMMA3_1B);
   assert.equal(c.qkNorm, true);

@@ -127,7 +127,8 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
     qkNorm: modelType === 'gemma3_text',
     sandwichNorms: !gemma1,
     slidingWindows: gemma1 ? new Array<null>(common.numLayers).fill(null) : parseSlidingWindows(fields, common.numLayers, defaults.windowPattern),
-    attnLogitSoftcap: fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
+    // transformers' Gemma 3 attention reads attn_logit_softcapping but never passes it on: its scores are uncapped.
+    attnLogitSoftcap: modelType === 'gemma3_text' ? null : fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
     finalLogitSoftcap: fields.optionalPositiveNumber('final_logit_softcapping', defaults.finalSoftcap),
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', true),
     globalRope,
