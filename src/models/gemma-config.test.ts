@@ -144,6 +144,15 @@ test('Gemma 3 ignores attn_logit_softcapping, as transformers\' Gemma 3 attentio
   assert.deepEqual([c.attnLogitSoftcap, c.finalLogitSoftcap], [null, 10]);
 });
 
+test('Gemma 3\'s per-layer-type YaRN always truncates: transformers reads truncate from the outer rope_parameters, not the entry', () => {
+  const yarn = { rope_type: 'yarn', rope_theta: 1e4, factor: 4, original_max_position_embeddings: 32, truncate: false };
+  const c = parse({ ...GEMMA3_1B, rope_parameters: { full_attention: yarn, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } });
+  assert.equal(c.globalRope.ropeScaling.type === 'yarn' && c.globalRope.ropeScaling.truncate, true);
+  // A flat rope_parameters (every other family) keeps its own truncate.
+  const flat = parse({ ...GEMMA2_9B, rope_parameters: yarn }).globalRope.ropeScaling;
+  assert.equal(flat.type === 'yarn' && flat.truncate, false);
+});
+
 test('a Gemma 3 1B config: q/k norms, 5 sliding layers to 1 global, local and global RoPE bases, no caps', () => {
   const c = parse(GEMMA3_1B);
   assert.equal(c.qkNorm, true);

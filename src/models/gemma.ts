@@ -182,7 +182,7 @@ function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): {
     const entry = (type: string, theta: number): RopeSettings => {
       const dict = params.raw(type);
       if (dict != null && !isObject(dict)) throw invalidModel(`${params.source}: "${type}" must be an object`);
-      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta);
+      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta, params);
     };
     const unknown = Object.keys(fields.raw('rope_parameters') as object).filter((k) => k !== 'full_attention' && k !== 'sliding_attention');
     if (unknown.length > 0) throw invalidModel(`${params.source}: unknown layer types ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);

@@ -94,8 +94,11 @@ export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): 
 /**
  * One RoPE dict `params` (`rope_parameters`, one of its per-layer-type entries, or `rope_scaling`):
  * its type and scaling, its rope_theta or else the top-level one, or else `defaultTheta`.
+ * `outer` is the whole `rope_parameters` where `params` is one of its per-layer-type entries:
+ * transformers reads YaRN's `truncate` from there, never from the entry (so such a layer always
+ * truncates, whatever its entry says).
  */
-export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta: number): RopeSettings {
+export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta: number, outer: ConfigFields = params): RopeSettings {
   const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', defaultTheta);
   const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
   // transformers 5 prefers a top-level original_max_position_embeddings (Phi-3 style) over the one in the dict.
@@ -124,14 +127,14 @@ export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, 
       };
     }
     case 'yarn':
-      return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings) };
+      return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings, outer.boolean('truncate', true)) };
     default:
       throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
   }
 }
 
-/** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor, beta_fast/slow and truncate. */
-function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number): RopeScaling {
+/** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor and beta_fast/slow. */
+function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number, truncate: boolean): RopeScaling {
   const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / originalMaxPositionEmbeddings;
   const mscale = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   let attentionFactor: number;
@@ -150,7 +153,7 @@ function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, 
     betaFast: params.finiteNumber('beta_fast', 32) || 32,
     betaSlow: params.finiteNumber('beta_slow', 1) || 1,
     attentionFactor,
-    truncate: params.boolean('truncate', true),
+    truncate,
   };
 }
 
