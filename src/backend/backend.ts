@@ -164,6 +164,9 @@ export interface TokenSelection {
 export type Activation =
   | { kind: 'silu' }
   | { kind: 'gelu-tanh' }
+  /** The exact (erf) GELU: transformers' "gelu". */
+  | { kind: 'gelu' }
+  | { kind: 'relu' }
   /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
   | { kind: 'clamped-swiglu'; alpha: number; limit: number };
 

@@ -119,7 +119,7 @@ test('unsupported or inconsistent DeepSeek configs are rejected, naming the key'
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy' }, '"n_group"');
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 3, topk_group: 1 }, 'n_group 3');
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 4, topk_group: 1, num_experts_per_tok: 3 }, 'num_experts_per_tok (3)');
-  rejects({ ...TINY_V2, hidden_act: 'gelu' }, 'hidden_act "gelu"');
+  rejects({ ...TINY_V2, hidden_act: 'gelu_10' }, 'hidden_act "gelu_10"');
   rejects({ ...TINY_V2, mlp_bias: true }, 'mlp_bias');
   rejects({ ...TINY_V2, qk_rope_head_dim: 7 }, 'qk_rope_head_dim');
   rejects({ ...TINY_V2, num_experts_per_tok: undefined }, '"num_experts_per_tok"');

@@ -109,10 +109,13 @@ test('a Gemma 7B config: head_dim 256 (not 3072 / 16), scores by head_dim^-0.5, 
   assert.equal(parse({ ...GEMMA_7B, hidden_size: 2048, num_attention_heads: 8, num_key_value_heads: 1 }).numKvHeads, 1);
 });
 
-test('Gemma 1 runs gelu-tanh: hidden_activation wins over hidden_act, whose legacy "gelu" reads as transformers 4.x read it', () => {
-  for (const fields of [{}, { hidden_act: 'gelu_pytorch_tanh' }, { hidden_activation: 'gelu_pytorch_tanh' }, { hidden_act: undefined }]) assert.equal(parse({ ...GEMMA_7B, ...fields }).modelType, 'gemma');
-  rejects({ ...GEMMA_7B, hidden_act: 'silu' }, 'hidden_act "silu"', 'gelu_pytorch_tanh');
-  rejects({ ...GEMMA_7B, hidden_activation: 'gelu' }, 'hidden_activation "gelu"');
+test('Gemma 1 runs hidden_act as transformers 5 does: "gelu" is the exact GELU, hidden_activation is not read', () => {
+  assert.deepEqual(parse(GEMMA_7B).activation, { kind: 'gelu' });
+  assert.deepEqual(parse({ ...GEMMA_7B, hidden_act: undefined, hidden_activation: 'gelu' }).activation, { kind: 'gelu-tanh' });
+  assert.deepEqual(parse({ ...GEMMA_7B, hidden_act: 'silu' }).activation, { kind: 'silu' });
+  assert.deepEqual(parse(GEMMA2_9B).activation, { kind: 'gelu-tanh' });
+  assert.deepEqual(parse({ ...GEMMA2_9B, hidden_activation: 'gelu_new' }).activation, { kind: 'gelu-tanh' });
+  rejects({ ...GEMMA_7B, hidden_act: 'gelu_accurate' }, 'hidden_act "gelu_accurate"', 'supported:');
 });
 
 test('a Gemma 2 9B config: soft-caps, query_pre_attn_scalar, every other layer sliding, tied, one RoPE', () => {
@@ -214,7 +217,7 @@ test('Gemma 3 uploads two rotary tables (local, global), Gemma 1 and 2 one; norm
 });
 
 test('unsupported Gemma options are named', () => {
-  rejects({ ...GEMMA2_9B, hidden_activation: 'gelu' }, 'hidden_activation', '"gelu"');
+  rejects({ ...GEMMA2_9B, hidden_activation: 'relu2' }, 'hidden_activation', '"relu2"');
   rejects({ ...GEMMA3_1B, use_bidirectional_attention: true }, 'use_bidirectional_attention');
   rejects({ ...GEMMA3_1B, layer_types: ['sliding_attention'] }, 'layer_types', '26 layers');
   rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'default' }, chunked_attention: { rope_type: 'default' } } }, 'chunked_attention');

@@ -1,4 +1,4 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
@@ -19,7 +19,7 @@ import {
   parseHeads,
   parseRope,
   parseRopeParameters,
-  requireActivation,
+  parseActivation,
   ropeParameterFields,
   type RopeSettings,
 } from './hf-config.ts';
@@ -41,6 +41,8 @@ type GemmaModelType = 'gemma' | 'gemma2' | 'gemma3_text';
 export interface GemmaConfig extends ModelConfig {
   modelType: GemmaModelType;
   intermediateSize: number;
+  /** The MLP's activation (gelu-tanh in every published Gemma). */
+  activation: Activation;
   numHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -100,8 +102,6 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   const common = parseCommonFields(fields, modelType);
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
-  if (modelType === 'gemma') requireGemma1Activation(fields);
-  else requireActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh', 'gelu_pytorch_tanh');
   if (fields.boolean('use_bidirectional_attention', false)) {
     throw invalidModel(`${source}: use_bidirectional_attention=true (an embedding model's attention) is not supported; Keel runs causal Gemma models`);
   }
@@ -121,6 +121,9 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
     headDim,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
     // Gemma 1 scales scores by head_dim^-0.5 (it has no query_pre_attn_scalar).
+    // Gemma 1's MLP runs `hidden_act` (transformers 5 no longer reads Gemma 1.1's `hidden_activation`,
+    // nor turns the first configs' "gelu" into the tanh approximation as 4.x did); Gemma 2 and 3 run `hidden_activation`.
+    activation: gemma1 ? parseActivation(fields, 'hidden_act', 'gelu_pytorch_tanh') : parseActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh'),
     queryPreAttnScalar: gemma1 ? headDim : fields.positiveNumber('query_pre_attn_scalar', DEFAULT_QUERY_PRE_ATTN_SCALAR),
     maxPositionEmbeddings,
     attentionBias,
@@ -134,19 +137,6 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
     globalRope,
     localRope,
   };
-}
-
-/**
- * Gemma 1's activation, gelu-tanh: `hidden_activation` when set (Gemma 1.1's configs), else
- * `hidden_act`. The first Hub configs say hidden_act "gelu", which transformers 4.x overrode with
- * the tanh approximation Gemma was trained with (transformers#29402); Keel runs that too.
- */
-function requireGemma1Activation(fields: ConfigFields): void {
-  const key = fields.raw('hidden_activation') != null ? 'hidden_activation' : 'hidden_act';
-  const act = fields.string(key, 'gelu_pytorch_tanh');
-  if (act !== 'gelu_pytorch_tanh' && !(key === 'hidden_act' && act === 'gelu')) {
-    throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements gelu_pytorch_tanh for gemma)`);
-  }
 }
 
 /**
@@ -238,7 +228,7 @@ class GemmaDecoderLayer implements Layer {
       { gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` },
       hiddenSize,
       config.intermediateSize,
-      { kind: 'gelu-tanh' },
+      config.activation,
     );
     this.postFeedforwardNorm = config.sandwichNorms ? norm(`${p}.post_feedforward_layernorm.weight`) : null;
   }

@@ -1,3 +1,4 @@
+import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import type { RopeScaling } from '../layers/rotary.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
@@ -51,10 +52,26 @@ export function parseHeadDim(fields: ConfigFields, hiddenSize: number, numHeads:
   return headDim;
 }
 
-/** The activation a family supports, named in the error if the config asks for another. */
-export function requireActivation(fields: ConfigFields, key: string, supported: string, fallback: string): void {
-  const act = fields.string(key, fallback);
-  if (act !== supported) throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements ${supported} for ${fields.raw('model_type')})`);
+/**
+ * transformers' ACT2FN names Keel runs, by the Activation computing them: gelu_new, gelu_fast and
+ * gelu_pytorch_tanh are one formula (the tanh approximation), "gelu" the exact erf GELU.
+ */
+const ACTIVATIONS: Record<string, Activation> = {
+  silu: { kind: 'silu' },
+  swish: { kind: 'silu' },
+  gelu_pytorch_tanh: { kind: 'gelu-tanh' },
+  gelu_new: { kind: 'gelu-tanh' },
+  gelu_fast: { kind: 'gelu-tanh' },
+  gelu: { kind: 'gelu' },
+  relu: { kind: 'relu' },
+};
+
+/** The gated MLP's activation named by `key` (transformers' ACT2FN name), or `fallback` when absent. */
+export function parseActivation(fields: ConfigFields, key: string, fallback: string): Activation {
+  const name = fields.string(key, fallback);
+  const activation = ACTIVATIONS[name];
+  if (!activation) throw invalidModel(`${fields.source}: ${key} "${name}" is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  return activation;
 }
 
 function parseDtype(fields: ConfigFields): WeightDType {

@@ -82,11 +82,20 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     rotaryDim: 128,
     fusedQkv: false,
     attentionSinks: false,
+    activation: { kind: 'silu' },
     tieWordEmbeddings: false,
     dtype: 'bf16',
     bosTokenId: 128000,
     eosTokenIds: [128001, 128008, 128009],
   } satisfies LlamaConfig);
+});
+
+test('hidden_act picks the gated MLP\'s activation by its transformers name (the tanh GELUs are one formula)', () => {
+  const activation = (hidden_act: string) => parse({ ...TINY, hidden_act }).activation;
+  assert.deepEqual(['silu', 'swish'].map(activation), [{ kind: 'silu' }, { kind: 'silu' }]);
+  assert.deepEqual(['gelu_pytorch_tanh', 'gelu_new', 'gelu_fast'].map(activation), new Array(3).fill({ kind: 'gelu-tanh' }));
+  assert.deepEqual(activation('gelu'), { kind: 'gelu' });
+  assert.deepEqual(activation('relu'), { kind: 'relu' });
 });
 
 test('transformers 5.x keys (rope_parameters, dtype) give the same config as 4.x keys', () => {
@@ -216,7 +225,7 @@ test('unsupported or malformed configs are rejected with messages naming the key
   rejects({ ...TINY, hidden_size: 66 }, 'not divisible');
   rejects({ ...TINY, head_dim: 15 }, 'head_dim', 'even');
   rejects({ ...TINY, rms_norm_eps: 0 }, '"rms_norm_eps"');
-  rejects({ ...TINY, hidden_act: 'gelu' }, 'hidden_act', 'gelu');
+  rejects({ ...TINY, hidden_act: 'gelu_accurate' }, 'hidden_act', 'gelu_accurate');
   rejects({ ...TINY, torch_dtype: 'int8' }, 'torch_dtype', 'int8');
   rejects({ ...TINY, dtype: 'float8' }, 'dtype', 'float8');
   rejects({ ...TINY, eos_token_id: 'x' }, '"eos_token_id"');

@@ -5,7 +5,7 @@ import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
+import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseActivation, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 
 /**
  * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
@@ -25,7 +25,6 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
   const common = parseCommonFields(fields, 'phi3');
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS);
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   const headDim = parseHeadDim(fields, common.hiddenSize, numHeads);
   const params = ropeParameterFields(fields);
   // The dict's factor wins over the top-level one (transformers' setdefault), default 1.
@@ -52,6 +51,7 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     slidingWindows: new Array<number | null>(common.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
     fusedQkv: true,
     attentionSinks: false,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
   };
 }
 
@@ -92,7 +92,7 @@ export class Phi3Model extends DecoderModel {
   constructor(config: Phi3Config, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
     super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
-      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
+      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
     });
   }
 

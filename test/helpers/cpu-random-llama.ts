@@ -52,6 +52,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     slidingWindows: new Array<number | null>(numLayers).fill(null),
     fusedQkv: false,
     attentionSinks: false,
+    activation: { kind: 'silu' },
     tieWordEmbeddings: false,
     dtype: 'f32',
     bosTokenId: null,
