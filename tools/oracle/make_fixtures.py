@@ -1064,7 +1064,7 @@ def make_model(fx: Fixture, seed: int):
     ensure_eager_experts(model)
     check_rope(model, model.config, fx.rope)
     counts = randomize_parameters(model, seed, fx.norm_center, fx.init_overrides)
-    if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and counts["bias"] == 0:
+    if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and fx.fields.get("qkv_bias", True) and counts["bias"] == 0:
         raise RuntimeError(f"{fx.model_type} model has no bias parameters; the fixture would not test them")
     if fx.model_type in ("deepseek_v3", "deepseek_v32") and counts["buffer"] + counts["override"] == 0:
         raise RuntimeError("deepseek_v3 e_score_correction_bias was not randomised")
