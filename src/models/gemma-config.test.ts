@@ -156,6 +156,12 @@ test('Gemma 3\'s per-layer-type YaRN always truncates: transformers reads trunca
   assert.equal(flat.type === 'yarn' && flat.truncate, false);
 });
 
+test('Gemma 1 and 2 stretch their context by a linear or dynamic RoPE factor, as other families do; Gemma 3 keeps max_position_embeddings', () => {
+  assert.equal(parse({ ...GEMMA2_9B, rope_scaling: { rope_type: 'dynamic', factor: 2 } }).contextLength, 16384);
+  assert.equal(parse({ ...GEMMA_7B, rope_scaling: { rope_type: 'linear', factor: 4 } }).contextLength, 32768);
+  assert.equal(parse({ ...GEMMA3_1B, rope_scaling: { rope_type: 'linear', factor: 8 } }).contextLength, 32768);
+});
+
 test('a Gemma 3 1B config: q/k norms, 5 sliding layers to 1 global, local and global RoPE bases, no caps', () => {
   const c = parse(GEMMA3_1B);
   assert.equal(c.qkNorm, true);

@@ -5,7 +5,7 @@ import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
-import { RotaryEmbedding } from '../layers/rotary.ts';
+import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
@@ -113,8 +113,9 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   return {
     ...common,
     modelType,
-    // Gemma 3's max_position_embeddings already counts its global layers' linear RoPE scaling.
-    contextLength: maxPositionEmbeddings,
+    // Gemma 3's max_position_embeddings already counts its global layers' linear RoPE scaling;
+    // Gemma 1 and 2 stretch it by their one RoPE's factor, as every other family does.
+    contextLength: modelType === 'gemma3_text' ? maxPositionEmbeddings : ropeContextLength({ scaling: globalRope.ropeScaling, maxPositionEmbeddings }),
     intermediateSize: fields.positiveInt('intermediate_size'),
     numHeads,
     numKvHeads,
