@@ -170,11 +170,6 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
     }, stage);
   }
 
-  /** The rotary table every layer shares. */
-  protected get rotary(): RotaryEmbedding {
-    return this.parts.rotaries[0];
-  }
-
   override get tapsLayerInputs(): boolean {
     return true;
   }

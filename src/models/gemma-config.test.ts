@@ -227,7 +227,10 @@ test('unsupported Gemma options are named', () => {
   rejects({ ...GEMMA3_1B, use_bidirectional_attention: true }, 'use_bidirectional_attention');
   rejects({ ...GEMMA3_1B, layer_types: ['sliding_attention'] }, 'layer_types', '26 layers');
   rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'default' }, chunked_attention: { rope_type: 'default' } } }, 'chunked_attention');
-  rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'longrope' }, sliding_attention: {} } }, 'full_attention', 'longrope');
+  rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'longrope' }, sliding_attention: {} } }, 'full_attention', 'short_factor');
+  // LongRoPE picks a token's rotary row for the whole model; Gemma 3's local table has no long-factor rows.
+  const longrope = { rope_type: 'longrope', short_factor: new Array(128).fill(1), long_factor: new Array(128).fill(2), original_max_position_embeddings: 4096 };
+  assertInvalidModel(() => createModel(parseModelArchitecture({ ...GEMMA3_1B, rope_parameters: { full_attention: longrope, sliding_attention: {} } }, 'test/config.json'), 64), 'LongRoPE', 'one rotary embedding');
   rejects({ ...GEMMA2_9B, rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'default' } } }, 'per-layer-type', 'gemma2');
   // A gemma3 config is a vision-language one (src/models/vision-language.test.ts), whose text model is under text_config.
   rejects({ ...GEMMA2_9B, model_type: 'gemma3' }, 'model_type "gemma3"', 'text_config');

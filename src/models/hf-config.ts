@@ -12,7 +12,7 @@ import type { ModelConfig } from './model-config.ts';
  */
 
 const DEFAULT_ROPE_THETA = 10000;
-const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'];
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn', 'longrope'];
 const DTYPES: Record<string, WeightDType> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 
 /** The keys every family shares; `contextLength` is the family's to derive. */
@@ -143,11 +143,36 @@ export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, 
         ropeScaling: { type: 'llama3', factor: params.positiveNumber('factor'), lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: originalMax() },
       };
     }
+    case 'longrope':
+      return { ropeTheta, ropeScaling: parseLongrope(params, originalMax(), maxPositionEmbeddings) };
     case 'yarn':
       return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings, outer.boolean('truncate', true)) };
     default:
       throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
   }
+}
+
+/**
+ * transformers' `_compute_longrope_parameters`: short and long factors (their count is checked
+ * against the rotary dim by RotaryEmbedding), and the attention factor: the dict's, or
+ * √(1 + ln(factor) / ln(original)) with factor = max_position_embeddings / original unless the dict
+ * sets one (1 where factor ≤ 1).
+ */
+export function parseLongrope(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number): Extract<RopeScaling, { type: 'longrope' }> {
+  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / originalMaxPositionEmbeddings;
+  const attentionFactor =
+    params.raw('attention_factor') != null
+      ? params.positiveNumber('attention_factor')
+      : factor <= 1
+        ? 1
+        : Math.sqrt(1 + Math.log(factor) / Math.log(originalMaxPositionEmbeddings));
+  return {
+    type: 'longrope',
+    shortFactor: params.numberList('short_factor'),
+    longFactor: params.numberList('long_factor'),
+    originalMaxPositionEmbeddings,
+    attentionFactor,
+  };
 }
 
 /** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor and beta_fast/slow. */

@@ -98,6 +98,14 @@ test('hidden_act picks the gated MLP\'s activation by its transformers name (the
   assert.deepEqual(activation('relu'), { kind: 'relu' });
 });
 
+test('LongRoPE in any decoder family, as transformers reads it: top-level original_max_position_embeddings first, attention factor from max / original', () => {
+  const longrope = { rope_type: 'longrope', rope_theta: 1e4, short_factor: [1, 1.5], long_factor: [2, 4], original_max_position_embeddings: 32 };
+  const c = parse({ ...TINY, max_position_embeddings: 128, rope_parameters: longrope });
+  assert.deepEqual(c.ropeScaling, { type: 'longrope', shortFactor: [1, 1.5], longFactor: [2, 4], originalMaxPositionEmbeddings: 32, attentionFactor: Math.sqrt(1 + Math.log(4) / Math.log(32)) });
+  const topLevel = parse({ ...TINY, max_position_embeddings: 128, original_max_position_embeddings: 64, rope_parameters: { ...longrope, attention_factor: 1.2 } }).ropeScaling;
+  assert.deepEqual(topLevel.type === 'longrope' && [topLevel.originalMaxPositionEmbeddings, topLevel.attentionFactor], [64, 1.2]);
+});
+
 test('transformers 5.x keys (rope_parameters, dtype) give the same config as 4.x keys', () => {
   assert.deepEqual(parse(LLAMA31_V5), parse(LLAMA31_V4));
   const v4Linear = parse({ ...TINY, rope_theta: 1e6, rope_scaling: { type: 'linear', factor: 2 } });
@@ -229,7 +237,8 @@ test('unsupported or malformed configs are rejected with messages naming the key
   rejects({ ...TINY, torch_dtype: 'int8' }, 'torch_dtype', 'int8');
   rejects({ ...TINY, dtype: 'float8' }, 'dtype', 'float8');
   rejects({ ...TINY, eos_token_id: 'x' }, '"eos_token_id"');
-  rejects({ ...TINY, rope_scaling: { rope_type: 'longrope', factor: 2 } }, '"longrope"', 'default, linear, dynamic, llama3, yarn');
+  rejects({ ...TINY, rope_scaling: { rope_type: 'longrope', factor: 2 } }, '"short_factor"');
+  rejects({ ...TINY, rope_scaling: { rope_type: 'ntk', factor: 2 } }, '"ntk"', 'default, linear, dynamic, llama3, yarn, longrope');
   rejects({ ...TINY, rope_scaling: { type: 'su' } }, '"su"');
   rejects({ ...TINY, rope_scaling: { type: 'linear' } }, 'rope_scaling', '"factor"');
   rejects({ ...TINY, rope_parameters: { rope_type: 'dynamic', factor: 'big' } }, 'rope_parameters', '"factor"');
