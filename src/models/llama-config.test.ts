@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
 import type { LlamaConfig } from './llama.ts';
-import { parseModelArchitecture, readModelArchitecture } from './registry.ts';
+import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parseHfConfig = (json: unknown, source: string) => parseModelArchitecture(json, source).config as LlamaConfig;
@@ -67,6 +67,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     vocabSize: 128256,
     hiddenSize: 4096,
     intermediateSize: 14336,
+    mlpBias: false,
     numLayers: 32,
     numHeads: 32,
     numKvHeads: 8,
@@ -175,11 +176,15 @@ test('mistral slides every layer, 4096 by default, none when sliding_window is n
   assert.equal(parse({ ...mistral, attention_bias: true }).attentionBias, false);
 });
 
-test('llama attention_bias covers q, k, v and o; mlp_bias is refused', () => {
+test('llama attention_bias covers q, k, v and o; mlp_bias gives gate, up and down biases (llama only, as transformers)', () => {
   const c = parse({ ...TINY, attention_bias: true });
   assert.equal(c.attentionBias, true);
   assert.equal(c.outputBias, true);
-  rejects({ ...TINY, mlp_bias: true }, 'mlp_bias');
+  assert.equal(c.mlpBias, false);
+  const names = (json: Record<string, unknown>) => createModel(parseModelArchitecture(json, 'test/config.json'), 64).parameters().map((p) => p.name);
+  const biased = names({ ...TINY, mlp_bias: true }).filter((n) => n.startsWith('model.layers.0.mlp.'));
+  assert.deepEqual(biased.sort(), ['bias', 'weight'].flatMap((k) => ['down_proj', 'gate_proj', 'up_proj'].map((p) => `model.layers.0.mlp.${p}.${k}`)).sort());
+  assert.equal(parse({ ...TINY, model_type: 'mistral', mlp_bias: true }).mlpBias, false);
 });
 
 test('yarn follows transformers: attention factor from factor or mscale, beta and truncate defaults', () => {

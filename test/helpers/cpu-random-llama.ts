@@ -37,6 +37,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     vocabSize: 61,
     hiddenSize: 32,
     intermediateSize: 48,
+    mlpBias: false,
     numLayers,
     numHeads: 4,
     numKvHeads: 2,
