@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
-import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
-import { embeddingScale, type GemmaConfig } from './gemma.ts';
+import { hostTensorToFloat32, roundToBf16 } from '../tensor/host-dtype.ts';
+import type { GemmaConfig } from './gemma.ts';
 import { loadDummyWeights } from './dummy-weights.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
@@ -197,12 +197,14 @@ test('transformers 5\'s per-layer-type rope_parameters and layer_types read as t
   assert.deepEqual(c.slidingWindows, hub.slidingWindows);
 });
 
-test('the embedding scale is √hidden rounded to the checkpoint dtype, as transformers casts it', () => {
-  assert.equal(embeddingScale(3584, 'bf16'), 59.75);
-  assert.equal(embeddingScale(1152, 'bf16'), 34);
-  assert.equal(embeddingScale(2304, 'bf16'), 48);
-  assert.equal(embeddingScale(3584, 'f32'), Math.fround(Math.sqrt(3584)));
-  assert.equal(embeddingScale(3584, 'f16'), 59.875);
+test('the embedding scale is √hidden in float32 whatever the checkpoint dtype; a bf16 backend rounds it as transformers in bf16 does', () => {
+  // transformers casts embed_scale to the dtype it runs in: a bf16 checkpoint run in float32 (the CPU backend) keeps it exact.
+  for (const torch_dtype of ['bfloat16', 'float16', 'float32']) {
+    const model = createModel(parseModelArchitecture({ ...GEMMA2_9B, hidden_size: 48, num_hidden_layers: 2, torch_dtype }, 'test/config.json'), 64);
+    assert.equal(model.embedding.scale, Math.fround(Math.sqrt(48)));
+  }
+  // What CUDA multiplies by (Backend.embedding): Gemma 2 9B's, Gemma 3 1B's and Gemma 2 2B's scales in bf16.
+  assert.deepEqual([3584, 1152, 2304].map((h) => roundToBf16(Math.sqrt(h))), [59.75, 34, 48]);
 });
 
 test('Gemma 3 uploads two rotary tables (local, global), Gemma 1 and 2 one; norms are stored as 1 + w', () => {

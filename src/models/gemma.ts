@@ -6,8 +6,6 @@ import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
-import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
-import type { WeightDType } from '../tensor/host-tensor.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -185,11 +183,6 @@ function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): {
   return { globalRope, localRope };
 }
 
-/** √hidden rounded to the checkpoint's dtype, as transformers casts the normalizer before multiplying. */
-export function embeddingScale(hiddenSize: number, dtype: WeightDType): number {
-  return hostTensorToFloat32(float32ToHostTensor(Float32Array.of(Math.sqrt(hiddenSize)), dtype, [1]))[0];
-}
-
 class GemmaDecoderLayer implements Layer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
@@ -263,7 +256,9 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const global = rotary(config.globalRope);
     const local = config.localRope === null ? global : rotary(config.localRope);
-    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
+    // √hidden in float32 (transformers' embed_scale buffer); the backend rounds it to the dtype it computes in, as
+    // transformers casts it to the weights' dtype: a bf16 checkpoint run in float32 keeps it unrounded.
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, Math.fround(Math.sqrt(config.hiddenSize)));
     super(config, {
       rotaries: global === local ? [global] : [global, local],
       embedding,
