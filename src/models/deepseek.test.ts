@@ -95,8 +95,8 @@ test('the softmax scale takes mscale_all_dim only under scaled RoPE, and head_di
   assert.equal(parse({ ...TINY_V2, head_dim: 8 }).nopeDim, 16);
 });
 
-test('moe_layer_freq and first_k_dense_replace pick the sparse layers, as DeepSeek\'s code does', () => {
-  assert.deepEqual(parse({ ...TINY_V2, num_hidden_layers: 6, first_k_dense_replace: 1, moe_layer_freq: 2 }).sparseLayers, [false, false, true, false, true, false]);
+test('first_k_dense_replace picks the sparse layers; moe_layer_freq is not read, as transformers does not', () => {
+  assert.deepEqual(parse({ ...TINY_V2, num_hidden_layers: 6, first_k_dense_replace: 1, moe_layer_freq: 2 }).sparseLayers, [false, true, true, true, true, true]);
   assert.deepEqual(parse({ ...TINY_V2, first_k_dense_replace: 0 }).sparseLayers, [true, true, true]);
 });
 

@@ -106,14 +106,15 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   if (ropeDim % 2 !== 0) throw invalidModel(`${source}: qk_rope_head_dim must be even for rotary embeddings (got ${ropeDim})`);
   const numLayers = common.numLayers;
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
-  const moeLayerFreq = fields.positiveInt('moe_layer_freq', 1);
   const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = modelType === 'deepseek_v32' ? parseSparseAttention(fields, queryRank, ropeDim) : null;
-  // V2/V3: DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
+  // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
+  // moe_layer_freq (DeepSeek's own code does; every released config sets it to 1), and its checkpoints
+  // hold experts in every such layer whatever the key says.
   const sparseLayers = modelType === 'deepseek_v32'
     ? parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers)
-    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0);
+    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
