@@ -20,9 +20,9 @@ const message = (error: unknown) => (error instanceof Error ? error.message : St
 for (const dir of dirs) {
   const oraclePath = join(dir, 'oracle.json');
   if (!existsSync(oraclePath)) throw new Error(`oracle-check.ts: ${oraclePath} does not exist`);
-  const fixture: OracleFixture = { name: basename(dir), dir, oracle: JSON.parse(readFileSync(oraclePath, 'utf8')) };
   const result: Record<string, string> = { dir };
   try {
+    const fixture: OracleFixture = { name: basename(dir), dir, oracle: JSON.parse(readFileSync(oraclePath, 'utf8')) };
     await checkLogits(fixture, OPTIONS);
     result.logits = 'ok';
     try {

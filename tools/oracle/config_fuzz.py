@@ -229,7 +229,8 @@ def gen_phi3(r, name):
     f = base(r, explicit_head_dim=False)
     f.update(hidden_act=act(r, "silu"), original_max_position_embeddings=32, sliding_window=r.choice((None, 16)))
     partial = r.choice((1.0, 0.5, 0.75))
-    rope_ = rope(r, f, ("default", "longrope", "linear", "yarn"), partial)
+    # Phi3Config accepts default and longrope only.
+    rope_ = rope(r, f, ("default", "longrope"), partial)
     if partial != 1.0:
         rope_["partial_rotary_factor"] = partial
     return fx(name, "phi3", f, rope_)
@@ -277,6 +278,9 @@ def _mla(r, f):
     f.pop("head_dim", None)
     if f["n_shared_experts"] is None:
         del f["n_shared_experts"]
+    if r.random() < 0.2:
+        # DeepSeek's own code reads it; transformers does not.
+        f["moe_layer_freq"] = 2
 
 
 def gen_deepseek_v2(r, name):
@@ -299,6 +303,18 @@ def gen_deepseek_v3(r, name):
               init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
+def gen_deepseek_v32(r, name):
+    f = base(r)
+    _mla(r, f)
+    f.update(n_group=r.choice([g for g in (1, 2) if f["n_routed_experts"] // g >= 2]), q_lora_rank=24,
+             index_n_heads=r.choice((4, 8)), index_head_dim=r.choice((16, 32)), index_topk=r.choice((4, 8)))
+    f["topk_group"] = r.choice([g for g in (1, 2) if g <= f["n_group"]])
+    f["qk_rope_head_dim"] = min(f["qk_rope_head_dim"], f["index_head_dim"])
+    return fx(name, "deepseek_v32", f, rope(r, f, ("default", "yarn")),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),
+                                           (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
+
+
 def gen_gpt_oss(r, name):
     f = base(r)
     f.update(head_dim=f.get("head_dim", 16), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
@@ -314,7 +330,7 @@ def _llama4_text(r):
     f = base(r)
     n = r.choice((2, 3, 4))
     f.update(num_hidden_layers=n, head_dim=f.get("head_dim", 16), intermediate_size=16, intermediate_size_mlp=48,
-             num_local_experts=r.choice((2, 4)), num_experts_per_tok=r.choice((1, 2)),
+             num_local_experts=r.choice((3, 4)), num_experts_per_tok=r.choice((1, 2)),
              use_qk_norm=r.random() < 0.5, attention_chunk_size=r.choice((None, 8, 16)),
              attn_temperature_tuning=r.random() < 0.7, floor_scale=r.choice((4, 8)), attn_scale=r.choice((0.1, 0.3)),
              attention_bias=r.random() < 0.3)
@@ -350,7 +366,7 @@ GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
-    "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "gpt_oss": gen_gpt_oss,
+    "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
 }
 
@@ -359,6 +375,11 @@ def build(family: str, seed: int, index: int, root: Path, versions: dict) -> dic
     name = f"{family.replace('_', '-')}-{seed}-{index}"
     r = random.Random(f"{seed}:{family}:{index}")
     fixture = GENERATORS[family](r, name)
+    # Weights stored as transformers would save them in another dtype (the reference is float32 on
+    # the same representable values), sometimes split over shards.
+    fixture.stored_dtype = r.choice(("float32", "float32", "bfloat16", "float16"))
+    if r.random() < 0.15:
+        fixture.max_shard_size = "100KB"
     mf.SEED_BASES[name] = 100000 + 1000 * index + seed
     row = {"name": name, "family": family, "dir": str(root / name), "config": fixture.fields, "rope": fixture.rope}
     try:
