@@ -55,32 +55,34 @@ def act(r: random.Random, default: str) -> str:
     return default if r.random() < 0.7 else r.choice(ACTS)
 
 
-def heads(r: random.Random, hidden: int, explicit_head_dim: bool) -> dict:
+def heads(r: random.Random, hidden: int) -> dict:
+    """Query heads, KV heads from 1 to all of them, and (every family's modeling code reads it) often an explicit head_dim."""
     n = r.choice((2, 4, 8))
     kv = r.choice([k for k in (1, 2, 4, 8) if n % k == 0])
     out = dict(hidden_size=hidden, num_attention_heads=n, num_key_value_heads=kv)
-    if explicit_head_dim and r.random() < 0.6:
+    if r.random() < 0.6:
         out["head_dim"] = r.choice((8, 16, 24, 32))
     return out
 
 
-def base(r: random.Random, explicit_head_dim: bool = True) -> dict:
+def base(r: random.Random) -> dict:
     return mf._fields(
         vocab_size=r.choice((256, 300)),
         intermediate_size=r.choice((32, 80)),
         num_hidden_layers=r.choice((2, 3)),
         rms_norm_eps=r.choice((1e-6, 1e-5, 1e-2)),
         tie_word_embeddings=r.random() < 0.4,
-        **heads(r, r.choice((48, 64)), explicit_head_dim),
+        **heads(r, r.choice((48, 64))),
     )
 
 
-def head_dim_of(fields: dict) -> int:
-    return fields.get("head_dim") or fields["hidden_size"] // fields["num_attention_heads"]
+def head_dim_of(fields: dict, default: int | None = None) -> int:
+    """The head size transformers will use: head_dim, else the config class's default, else hidden / heads."""
+    return fields.get("head_dim") or default or fields["hidden_size"] // fields["num_attention_heads"]
 
 
 def rope(r: random.Random, fields: dict, types=("default", "linear", "dynamic", "yarn", "llama3", "longrope"),
-         partial: float = 1.0) -> dict:
+         partial: float = 1.0, head_dim_default: int | None = None) -> dict:
     """A RoPE dict of one of `types`, with that type's optional keys drawn too."""
     kind = r.choice(types)
     theta = r.choice((100.0, 10000.0, 500000.0))
@@ -107,12 +109,15 @@ def rope(r: random.Random, fields: dict, types=("default", "linear", "dynamic", 
         if r.random() < 0.4:
             extra["truncate"] = False
         return mf._rope("yarn", theta, **extra)
-    half = int(head_dim_of(fields) * partial) // 2
+    half = int(head_dim_of(fields, head_dim_default) * partial) // 2
     extra = dict(short_factor=[round(1 + r.random() * 0.5, 3) for _ in range(half)],
                  long_factor=[round(1 + r.random() * 5, 3) for _ in range(half)],
                  original_max_position_embeddings=32)
     if r.random() < 0.3:
         extra["attention_factor"] = r.choice((0.9, 1.2))
+    if r.random() < 0.5:
+        # Read for the attention factor instead of max / original (and by DeepSeek's softmax mscale).
+        extra["factor"] = r.choice((2.0, 8.0))
     return mf._rope("longrope", theta, **extra)
 
 
@@ -151,7 +156,7 @@ def gen_mistral(r, name):
 
 
 def gen_qwen2(r, name):
-    f = base(r, explicit_head_dim=False)
+    f = base(r)
     f["hidden_act"] = act(r, "silu")
     sliding(r, f, qwen=True)
     return fx(name, "qwen2", f, rope(r, f))
@@ -161,7 +166,8 @@ def gen_qwen3(r, name):
     f = base(r)
     f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
     sliding(r, f, qwen=True)
-    return fx(name, "qwen3", f, rope(r, f))
+    # Qwen3Config's head_dim defaults to 128, not hidden / heads.
+    return fx(name, "qwen3", f, rope(r, f, head_dim_default=128))
 
 
 GEMMA_NORMS = ((r"^model\.norm\.weight$", 2.0, 0.1), (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1))
@@ -226,7 +232,7 @@ def gen_mistral3(r, name):
 
 
 def gen_phi3(r, name):
-    f = base(r, explicit_head_dim=False)
+    f = base(r)
     f.update(hidden_act=act(r, "silu"), original_max_position_embeddings=32, sliding_window=r.choice((None, 16)))
     partial = r.choice((1.0, 0.5, 0.75))
     # Phi3Config accepts default and longrope only.
@@ -248,7 +254,7 @@ def gen_mixtral(r, name):
 
 
 def gen_qwen2_moe(r, name):
-    f = base(r, explicit_head_dim=False)
+    f = base(r)
     n = f["num_hidden_layers"]
     f.update(num_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
              shared_expert_intermediate_size=r.choice((16, 48)), norm_topk_prob=r.random() < 0.5,
@@ -290,7 +296,8 @@ def gen_deepseek_v2(r, name):
     f["topk_method"] = method
     if method == "group_limited_greedy":
         f.update(n_group=2, topk_group=r.choice((1, 2)))
-    return fx(name, "deepseek_v2", f, rope(r, f, ("default", "yarn", "linear")), init_overrides=MOE_ROUTER)
+    return fx(name, "deepseek_v2", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
+              init_overrides=MOE_ROUTER)
 
 
 def gen_deepseek_v3(r, name):
@@ -299,7 +306,7 @@ def gen_deepseek_v3(r, name):
     # Each kept group must hold at least top-2 candidates (transformers sums each group's top 2).
     f.update(n_group=r.choice([g for g in (1, 2, 4) if f["n_routed_experts"] // g >= 2]), rope_interleave=r.random() < 0.6)
     f["topk_group"] = r.choice([g for g in (1, 2, 4) if g <= f["n_group"]])
-    return fx(name, "deepseek_v3", f, rope(r, f, ("default", "yarn", "linear")),
+    return fx(name, "deepseek_v3", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
               init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
@@ -307,7 +314,9 @@ def gen_deepseek_v32(r, name):
     f = base(r)
     _mla(r, f)
     f.update(n_group=r.choice([g for g in (1, 2) if f["n_routed_experts"] // g >= 2]), q_lora_rank=24,
-             index_n_heads=r.choice((4, 8)), index_head_dim=r.choice((16, 32)), index_topk=r.choice((4, 8)))
+             # Few indexer heads leave positions whose every head's ReLU is 0: exact index-score ties at the
+             # top-k boundary, which torch.topk breaks in an implementation-defined order (no engine can follow).
+             index_n_heads=r.choice((16, 32)), index_head_dim=r.choice((16, 32)), index_topk=r.choice((4, 8)))
     f["topk_group"] = r.choice([g for g in (1, 2) if g <= f["n_group"]])
     f["qk_rope_head_dim"] = min(f["qk_rope_head_dim"], f["index_head_dim"])
     return fx(name, "deepseek_v32", f, rope(r, f, ("default", "yarn")),
