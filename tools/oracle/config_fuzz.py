@@ -68,8 +68,8 @@ def heads(r: random.Random, hidden: int) -> dict:
 def base(r: random.Random) -> dict:
     return mf._fields(
         vocab_size=r.choice((256, 300)),
-        intermediate_size=r.choice((32, 80)),
-        num_hidden_layers=r.choice((2, 3)),
+        intermediate_size=r.choice((32, 80, 36)),
+        num_hidden_layers=r.choice((1, 2, 3)),
         rms_norm_eps=r.choice((1e-6, 1e-5, 1e-2)),
         tie_word_embeddings=r.random() < 0.4,
         **heads(r, r.choice((48, 64))),
@@ -133,6 +133,9 @@ def sliding(r: random.Random, fields: dict, qwen: bool) -> None:
 
 
 def fx(name: str, model_type: str, fields: dict, rope_: dict, **kw) -> mf.Fixture:
+    if model_type in mf.MOE_MODEL_TYPES and fields["num_hidden_layers"] == 1:
+        # Room for a MoE layer beside a dense first one (first_k_dense_replace, mlp_only_layers, moe_layers).
+        fields["num_hidden_layers"] = 2
     if fields.get("max_position_embeddings") == 48:
         # Dynamic RoPE: prompts that fit in 48 positions, whose decodes cross it (as llama-rope-dynamic's).
         kw["prompt_lengths"] = (5, 17, 40, 45)
@@ -213,11 +216,12 @@ def gen_gemma3_text(r, name):
 
 def gen_gemma3(r, name):
     f, rope_ = _gemma3_text(r)
-    f["tie_word_embeddings"] = True
+    tied = r.random() < 0.8
+    f["tie_word_embeddings"] = tied
     return fx(name, "gemma3", f, rope_, norm_center=0.0, text_model_type="gemma3_text",
               init_overrides=((r"^model\.language_model\.norm\.weight$", 2.0, 0.1),
                               (r"language_model\.layers\.\d+\.post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
-              wrapper_fields=dict(tie_word_embeddings=True, mm_tokens_per_image=4,
+              wrapper_fields=dict(tie_word_embeddings=tied, mm_tokens_per_image=4,
                                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                                      num_attention_heads=2, image_size=28, patch_size=14)))
 
@@ -226,7 +230,7 @@ def gen_mistral3(r, name):
     f = base(r)
     sliding(r, f, qwen=False)
     return fx(name, "mistral3", f, rope(r, f), text_model_type="mistral",
-              wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"],
+              wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"] if r.random() < 0.7 else not f["tie_word_embeddings"],
                                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                                      num_attention_heads=2, head_dim=8, image_size=28, patch_size=14)))
 
@@ -249,6 +253,9 @@ def gen_mixtral(r, name):
     f = base(r)
     f.update(hidden_act=act(r, "silu"), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
              intermediate_size=32)
+    if r.random() < 0.3:
+        # MixtralConfig has no such key: transformers always renormalizes.
+        f["norm_topk_prob"] = False
     sliding(r, f, qwen=False)
     return fx(name, "mixtral", f, rope(r, f), init_overrides=MOE_ROUTER)
 

@@ -1108,7 +1108,9 @@ def make_model(fx: Fixture, seed: int):
         names = [n for n, _ in model.named_parameters()] + [n for n, _ in persistent_buffers(model)]
         if not any(re.search(pattern, n) for n in names):
             raise RuntimeError(f"init override {pattern!r} matches no tensor")
-    if fx.fields.get("tie_word_embeddings"):
+    # A vision-language wrapper's own tie_word_embeddings is the one transformers applies.
+    tied = fx.wrapper_fields.get("tie_word_embeddings", fx.fields.get("tie_word_embeddings")) if fx.text_model_type else fx.fields.get("tie_word_embeddings")
+    if tied:
         out_w = model.get_output_embeddings().weight
         in_w = model.get_input_embeddings().weight
         if out_w.data_ptr() != in_w.data_ptr():
