@@ -337,7 +337,7 @@ def gen_gpt_oss(r, name):
              intermediate_size=32, sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.7, swiglu_limit=7.0)
     if r.random() < 0.4:
         f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(f["num_hidden_layers"])]
-    return fx(name, "gpt_oss", f, rope(r, f, ("default", "yarn")),
+    return fx(name, "gpt_oss", f, rope(r, f, ("default", "yarn", "longrope")),
               init_overrides=((r"\.mlp\.router\.weight$", 0.0, 0.3), (r"\.self_attn\.sinks$", 0.0, 1.0),
                               (r"\.mlp\.experts\.gate_up_proj$", 0.0, 0.6), (r"\.mlp\.experts\.down_proj$", 0.0, 0.02)))
 
