@@ -287,7 +287,7 @@ def _mla(r, f):
              v_head_dim=r.choice((8, 16)), n_routed_experts=r.choice((4, 8)), num_experts_per_tok=2,
              moe_intermediate_size=16, n_shared_experts=r.choice((None, 1, 2)),
              first_k_dense_replace=r.choice((0, 1)), routed_scaling_factor=r.choice((1.0, 2.5)),
-             norm_topk_prob=r.random() < 0.5, hidden_act=act(r, "silu"))
+             norm_topk_prob=r.random() < 0.5, hidden_act=act(r, "silu"), attention_bias=r.random() < 0.3)
     f.pop("head_dim", None)
     if f["n_shared_experts"] is None:
         del f["n_shared_experts"]
