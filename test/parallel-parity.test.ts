@@ -18,6 +18,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // 4 query heads over 4 devices: the 2 key/value heads are replicated, one per pair of devices.
   { fixture: 'llama-gqa', parallel: { tensorParallelSize: 4 } },
   { fixture: 'qwen3-qknorm', parallel: { tensorParallelSize: 2 } },
+  // MLP biases split with their rows (down's added on rank 0 before the all-reduce), LongRoPE rows per rank.
+  { fixture: 'llama-longrope-mlp-bias', parallel: { tensorParallelSize: 2 } },
   { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2 } },
   { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { fixture: 'mixtral-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },

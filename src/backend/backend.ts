@@ -164,6 +164,9 @@ export interface TokenSelection {
 export type Activation =
   | { kind: 'silu' }
   | { kind: 'gelu-tanh' }
+  /** The exact (erf) GELU: transformers' "gelu". */
+  | { kind: 'gelu' }
+  | { kind: 'relu' }
   /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
   | { kind: 'clamped-swiglu'; alpha: number; limit: number };
 
@@ -472,7 +475,8 @@ export interface Backend {
    * `tokenSources` are read from the latest `sampleRows` output. The table holds the rows of ids
    * `firstRow` on (a vocab-parallel shard); an id outside them gives a zero row. The table is
    * 16-bit (`loadWeight`) or quantized (`loadQuantizedWeight` with `table`: each row dequantized
-   * as it is gathered, then scaled).
+   * as it is gathered, then scaled). `scale` is first rounded to the backend's activation dtype (bf16
+   * on CUDA, float32 on the CPU), as transformers casts Gemma's normalizer to the dtype it runs in.
    */
   embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor;
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor;

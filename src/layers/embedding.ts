@@ -13,7 +13,7 @@ export class VocabEmbedding implements Layer {
   readonly name: string;
   readonly vocabSize: number;
   readonly hiddenSize: number;
-  private readonly scale: number;
+  readonly scale: number;
   private table: ReturnType<WeightUploader['loadWeight']> | null = null;
   /** The vocabulary id of this device's first row. */
   private firstRow = 0;

@@ -9,17 +9,20 @@ export type GatedMlpNames = { gate: string; up: string; down: string } | { gateU
 export interface GatedMlpOptions {
   /** An MoE's shared expert: gate/up stacked into one weight whatever their formats, as the `moe` op reads `weights` (Linear's oneMatmul). */
   sharedExpert?: boolean;
+  /** gate, up and down carry biases (`*.bias` beside each weight: Llama's `mlp_bias`). */
+  bias?: boolean;
 }
 
 /**
  * down(act(gate(x)) * up(x)), gate and up run as one matmul fused with the activation; gate and
- * up in different formats run as two matmuls, then the activation.
+ * up in different formats, or with biases, run as matmuls, then the activation.
  */
 export class GatedMlp implements Layer {
   readonly sharedExpert: boolean;
   private readonly gateUp: Linear;
   private readonly down: Linear;
   private readonly activation: Activation;
+  private readonly bias: boolean;
 
   constructor(names: GatedMlpNames, hiddenSize: number, intermediateSize: number, activation: Activation, options: GatedMlpOptions = {}) {
     const parts: LinearPart[] =
@@ -35,8 +38,10 @@ export class GatedMlp implements Layer {
       return 'gateUp' in names ? [part, { start: intermediateSize + part.start, count: part.count }] : [part];
     };
     this.sharedExpert = options.sharedExpert ?? false;
-    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: false, shard: 'column', shardRows, oneMatmul: this.sharedExpert });
-    this.down = Linear.single(names.down, hiddenSize, intermediateSize, 'row');
+    this.bias = options.bias ?? false;
+    if (this.sharedExpert && this.bias) throw new Error(`${names.down}: a shared expert runs inside the moe op, which takes no MLP biases`);
+    this.gateUp = new Linear({ parts, inFeatures: hiddenSize, bias: this.bias, shard: 'column', shardRows, oneMatmul: this.sharedExpert });
+    this.down = Linear.single(names.down, hiddenSize, intermediateSize, 'row', this.bias);
     this.activation = activation;
   }
 
@@ -58,11 +63,12 @@ export class GatedMlp implements Layer {
   }
 
   /**
-   * With LoRA on gate/up this step, or gate and up in different formats, their product (taking the
-   * deltas) comes before the activation: two ops instead of the fused one, rounded alike.
+   * With LoRA on gate/up this step, gate and up in different formats, or biases, their product
+   * (taking the deltas and biases) comes before the activation: two ops instead of the fused one,
+   * rounded alike.
    */
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor {
-    const h = this.gateUp.loraActive(step) || this.gateUp.split
+    const h = this.gateUp.loraActive(step) || this.gateUp.split || this.bias
       ? b.gatedActivation(this.gateUp.forwardWithLora(b, x, step), this.activation)
       : b.gatedLinear(x, this.gateUp.weight, this.activation);
     return b.allReduce(this.down.forwardWithLora(b, h, step));

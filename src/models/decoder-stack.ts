@@ -8,7 +8,7 @@ import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
 import { isFirstStage, isLastStage, wholeModel, type PipelineStage } from './pipeline-stage.ts';
-import { invalidArgument } from '../errors.ts';
+import { invalidArgument, invalidModel } from '../errors.ts';
 
 /** A decoder layer as the model's bookkeeping sees it: its attention's KV spec and cost. */
 export interface StackLayer extends Layer {
@@ -53,6 +53,9 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   readonly stage: PipelineStage;
   protected readonly parts: DecoderParts<L>;
   private offload: LayerOffload | null = null;
+  /** LongRoPE's table rows and prefix-cache salt (CausalLM.rotaryRow), set where the model's rotary table is LongRoPE. */
+  readonly rotaryRow?: (position: number, promptLength: number) => number;
+  readonly prefixCacheSalt?: (promptLength: number) => string | null;
 
   protected constructor(config: C, parts: DecoderParts<L>, stage: PipelineStage) {
     if (stage.firstLayer >= stage.endLayer || stage.endLayer > parts.layers.length) {
@@ -61,6 +64,13 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     this.config = config;
     this.parts = parts;
     this.stage = stage;
+    const longrope = parts.rotaries.find((r) => r.config.scaling.type === 'longrope');
+    if (longrope !== undefined) {
+      // A token's row is chosen per model, not per table: another table (Gemma 3's local RoPE, Llama 4's NoPE layers) has no long-factor rows.
+      if (parts.rotaries.length > 1) throw invalidModel(`${config.modelType}: LongRoPE is supported only where every layer shares one rotary embedding`);
+      this.rotaryRow = (position, promptLength) => longrope.rotaryRow(position, promptLength);
+      this.prefixCacheSalt = (promptLength) => longrope.prefixCacheSalt(promptLength);
+    }
   }
 
   /** The layers this stage runs. */

@@ -1,11 +1,11 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { CausalLM } from './causal-lm.ts';
@@ -40,6 +40,8 @@ export interface DecoderConfig extends ModelConfig {
   fusedQkv: boolean;
   /** Each head has a learned sink logit in `self_attn.sinks` (gpt-oss). */
   attentionSinks: boolean;
+  /** The gated MLPs' (and experts') activation: `hidden_act`. */
+  activation: Activation;
 }
 
 /** The keys every llama-like decoder reads the same way; each family adds its attention options and feed-forward. */
@@ -47,9 +49,10 @@ export type DecoderFields = Omit<DecoderConfig, 'attentionBias' | 'outputBias' |
 
 /**
  * Common keys, heads, `head_dim` (default hidden_size / num_attention_heads, or `headDimFallback`
- * where the family's config class has its own), RMSNorm epsilon, RoPE and the context length it gives.
+ * where the family's config class has its own), RMSNorm epsilon, RoPE and the context length it gives,
+ * and the MLP's activation: `hidden_act`, or `defaults.activation` for a family whose MLP ignores it.
  */
-export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number }): DecoderFields {
+export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number; activation?: Activation }): DecoderFields {
   const common = parseCommonFields(fields, fields.raw('model_type') as string);
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositionEmbeddings);
@@ -68,6 +71,7 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
     rotaryDim: headDim,
     fusedQkv: false,
     attentionSinks: false,
+    activation: defaults.activation ?? parseActivation(fields, 'hidden_act', 'silu'),
   };
 }
 
@@ -164,11 +168,6 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);
-  }
-
-  /** The rotary table every layer shares. */
-  protected get rotary(): RotaryEmbedding {
-    return this.parts.rotaries[0];
   }
 
   override get tapsLayerInputs(): boolean {

@@ -95,8 +95,8 @@ test('the softmax scale takes mscale_all_dim only under scaled RoPE, and head_di
   assert.equal(parse({ ...TINY_V2, head_dim: 8 }).nopeDim, 16);
 });
 
-test('moe_layer_freq and first_k_dense_replace pick the sparse layers, as DeepSeek\'s code does', () => {
-  assert.deepEqual(parse({ ...TINY_V2, num_hidden_layers: 6, first_k_dense_replace: 1, moe_layer_freq: 2 }).sparseLayers, [false, false, true, false, true, false]);
+test('first_k_dense_replace picks the sparse layers; moe_layer_freq is not read, as transformers does not', () => {
+  assert.deepEqual(parse({ ...TINY_V2, num_hidden_layers: 6, first_k_dense_replace: 1, moe_layer_freq: 2 }).sparseLayers, [false, true, true, true, true, true]);
   assert.deepEqual(parse({ ...TINY_V2, first_k_dense_replace: 0 }).sparseLayers, [true, true, true]);
 });
 
@@ -119,7 +119,7 @@ test('unsupported or inconsistent DeepSeek configs are rejected, naming the key'
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy' }, '"n_group"');
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 3, topk_group: 1 }, 'n_group 3');
   rejects({ ...TINY_V2, topk_method: 'group_limited_greedy', n_group: 4, topk_group: 1, num_experts_per_tok: 3 }, 'num_experts_per_tok (3)');
-  rejects({ ...TINY_V2, hidden_act: 'gelu' }, 'hidden_act "gelu"');
+  rejects({ ...TINY_V2, hidden_act: 'gelu_10' }, 'hidden_act "gelu_10"');
   rejects({ ...TINY_V2, mlp_bias: true }, 'mlp_bias');
   rejects({ ...TINY_V2, qk_rope_head_dim: 7 }, 'qk_rope_head_dim');
   rejects({ ...TINY_V2, num_experts_per_tok: undefined }, '"num_experts_per_tok"');

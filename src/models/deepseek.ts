@@ -10,7 +10,7 @@ import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSo
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { ConfigFields, isObject, parseCommonFields, parseRope, requireActivation } from './hf-config.ts';
+import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { parseExpertsPerToken } from './moe-fields.ts';
 import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
@@ -22,6 +22,8 @@ import type { PipelineStage } from './pipeline-stage.ts';
  */
 export interface DeepseekConfig extends ModelConfig {
   numHeads: number;
+  /** The MLPs' and experts' activation: `hidden_act`. */
+  activation: Activation;
   /** q_lora_rank: queries through q_a_proj, q_a_layernorm and q_b_proj; null for one q_proj. */
   queryRank: number | null;
   /** kv_lora_rank: the cached latent's width. */
@@ -83,7 +85,6 @@ const DEFAULTS: Record<
   deepseek_v3: { maxPositions: 4096, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
   deepseek_v32: { maxPositions: 163840, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
 };
-const SILU: Activation = { kind: 'silu' };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
 const LATENT_NORM_EPS = 1e-6;
 
@@ -96,7 +97,6 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   // MLA has one shared latent, not kv heads; transformers' repeat_kv would be wrong for any other count.
   const numKvHeads = fields.positiveInt('num_key_value_heads', numHeads);
   if (numKvHeads !== numHeads) throw invalidModel(`${source}: num_key_value_heads (${numKvHeads}) must equal num_attention_heads (${numHeads}) for MLA`);
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   if (fields.boolean('mlp_bias', false)) throw invalidModel(`${source}: mlp_bias=true is not supported (Keel's MLP projections carry no bias)`);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
   const rope = parseRope(fields, maxPositionEmbeddings);
@@ -106,18 +106,20 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   if (ropeDim % 2 !== 0) throw invalidModel(`${source}: qk_rope_head_dim must be even for rotary embeddings (got ${ropeDim})`);
   const numLayers = common.numLayers;
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
-  const moeLayerFreq = fields.positiveInt('moe_layer_freq', 1);
   const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = modelType === 'deepseek_v32' ? parseSparseAttention(fields, queryRank, ropeDim) : null;
-  // V2/V3: DeepSeek's rule; transformers 5.17 ignores moe_layer_freq, which every released config sets to 1.
+  // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
+  // moe_layer_freq (DeepSeek's own code does; every released config sets it to 1), and its checkpoints
+  // hold experts in every such layer whatever the key says.
   const sparseLayers = modelType === 'deepseek_v32'
     ? parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers)
-    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense && i % moeLayerFreq === 0);
+    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
     numHeads,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
     queryRank,
     latentDim: fields.positiveInt('kv_lora_rank', 512),
     nopeDim,
@@ -267,7 +269,7 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
     this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
     this.mlp = config.sparseLayers[index]
       ? deepseekMoe(config, `${p}.mlp`)
-      : new GatedMlp({ gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, SILU);
+      : new GatedMlp({ gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, config.activation);
   }
 
   get sublayers(): Layer[] {
@@ -288,7 +290,7 @@ function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
   const { hiddenSize, moe } = config;
   const shared = moe.sharedIntermediateSize === 0
     ? null
-    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, SILU, { sharedExpert: true }), gate: null };
+    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, config.activation, { sharedExpert: true }), gate: null };
   return new MoeBlock({
     hiddenSize,
     intermediateSize: moe.expertIntermediateSize,
@@ -297,7 +299,7 @@ function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
     routerBias: false,
     routing: { ...moe.routing, selectionBias: moe.routing.selectionBias ? `${p}.gate.e_score_correction_bias` : null },
     experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
-    activation: SILU,
+    activation: config.activation,
     shared,
   });
 }

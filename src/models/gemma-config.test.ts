@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
-import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
-import { embeddingScale, type GemmaConfig } from './gemma.ts';
+import { hostTensorToFloat32, roundToBf16 } from '../tensor/host-dtype.ts';
+import type { GemmaConfig } from './gemma.ts';
 import { loadDummyWeights } from './dummy-weights.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
@@ -109,10 +109,13 @@ test('a Gemma 7B config: head_dim 256 (not 3072 / 16), scores by head_dim^-0.5, 
   assert.equal(parse({ ...GEMMA_7B, hidden_size: 2048, num_attention_heads: 8, num_key_value_heads: 1 }).numKvHeads, 1);
 });
 
-test('Gemma 1 runs gelu-tanh: hidden_activation wins over hidden_act, whose legacy "gelu" reads as transformers 4.x read it', () => {
-  for (const fields of [{}, { hidden_act: 'gelu_pytorch_tanh' }, { hidden_activation: 'gelu_pytorch_tanh' }, { hidden_act: undefined }]) assert.equal(parse({ ...GEMMA_7B, ...fields }).modelType, 'gemma');
-  rejects({ ...GEMMA_7B, hidden_act: 'silu' }, 'hidden_act "silu"', 'gelu_pytorch_tanh');
-  rejects({ ...GEMMA_7B, hidden_activation: 'gelu' }, 'hidden_activation "gelu"');
+test('Gemma 1 runs hidden_act as transformers 5 does: "gelu" is the exact GELU, hidden_activation is not read', () => {
+  assert.deepEqual(parse(GEMMA_7B).activation, { kind: 'gelu' });
+  assert.deepEqual(parse({ ...GEMMA_7B, hidden_act: undefined, hidden_activation: 'gelu' }).activation, { kind: 'gelu-tanh' });
+  assert.deepEqual(parse({ ...GEMMA_7B, hidden_act: 'silu' }).activation, { kind: 'silu' });
+  assert.deepEqual(parse(GEMMA2_9B).activation, { kind: 'gelu-tanh' });
+  assert.deepEqual(parse({ ...GEMMA2_9B, hidden_activation: 'gelu_new' }).activation, { kind: 'gelu-tanh' });
+  rejects({ ...GEMMA_7B, hidden_act: 'gelu_accurate' }, 'hidden_act "gelu_accurate"', 'supported:');
 });
 
 test('a Gemma 2 9B config: soft-caps, query_pre_attn_scalar, every other layer sliding, tied, one RoPE', () => {
@@ -137,6 +140,26 @@ test('Gemma 2 defaults its soft-caps to transformers\' 50 and 30; null turns a c
   assert.deepEqual([parse(uncapped).attnLogitSoftcap, parse(uncapped).finalLogitSoftcap], [50, 30]);
   const off = parse({ ...GEMMA2_9B, attn_logit_softcapping: null, final_logit_softcapping: null });
   assert.deepEqual([off.attnLogitSoftcap, off.finalLogitSoftcap], [null, null]);
+});
+
+test('Gemma 3 ignores attn_logit_softcapping, as transformers\' Gemma 3 attention does, and still caps its final logits', () => {
+  const c = parse({ ...GEMMA3_1B, attn_logit_softcapping: 20, final_logit_softcapping: 10 });
+  assert.deepEqual([c.attnLogitSoftcap, c.finalLogitSoftcap], [null, 10]);
+});
+
+test('Gemma 3\'s per-layer-type YaRN always truncates: transformers reads truncate from the outer rope_parameters, not the entry', () => {
+  const yarn = { rope_type: 'yarn', rope_theta: 1e4, factor: 4, original_max_position_embeddings: 32, truncate: false };
+  const c = parse({ ...GEMMA3_1B, rope_parameters: { full_attention: yarn, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } });
+  assert.equal(c.globalRope.ropeScaling.type === 'yarn' && c.globalRope.ropeScaling.truncate, true);
+  // A flat rope_parameters (every other family) keeps its own truncate.
+  const flat = parse({ ...GEMMA2_9B, rope_parameters: yarn }).globalRope.ropeScaling;
+  assert.equal(flat.type === 'yarn' && flat.truncate, false);
+});
+
+test('Gemma 1 and 2 stretch their context by a linear or dynamic RoPE factor, as other families do; Gemma 3 keeps max_position_embeddings', () => {
+  assert.equal(parse({ ...GEMMA2_9B, rope_scaling: { rope_type: 'dynamic', factor: 2 } }).contextLength, 16384);
+  assert.equal(parse({ ...GEMMA_7B, rope_scaling: { rope_type: 'linear', factor: 4 } }).contextLength, 32768);
+  assert.equal(parse({ ...GEMMA3_1B, rope_scaling: { rope_type: 'linear', factor: 8 } }).contextLength, 32768);
 });
 
 test('a Gemma 3 1B config: q/k norms, 5 sliding layers to 1 global, local and global RoPE bases, no caps', () => {
@@ -174,12 +197,14 @@ test('transformers 5\'s per-layer-type rope_parameters and layer_types read as t
   assert.deepEqual(c.slidingWindows, hub.slidingWindows);
 });
 
-test('the embedding scale is √hidden rounded to the checkpoint dtype, as transformers casts it', () => {
-  assert.equal(embeddingScale(3584, 'bf16'), 59.75);
-  assert.equal(embeddingScale(1152, 'bf16'), 34);
-  assert.equal(embeddingScale(2304, 'bf16'), 48);
-  assert.equal(embeddingScale(3584, 'f32'), Math.fround(Math.sqrt(3584)));
-  assert.equal(embeddingScale(3584, 'f16'), 59.875);
+test('the embedding scale is √hidden in float32 whatever the checkpoint dtype; a bf16 backend rounds it as transformers in bf16 does', () => {
+  // transformers casts embed_scale to the dtype it runs in: a bf16 checkpoint run in float32 (the CPU backend) keeps it exact.
+  for (const torch_dtype of ['bfloat16', 'float16', 'float32']) {
+    const model = createModel(parseModelArchitecture({ ...GEMMA2_9B, hidden_size: 48, num_hidden_layers: 2, torch_dtype }, 'test/config.json'), 64);
+    assert.equal(model.embedding.scale, Math.fround(Math.sqrt(48)));
+  }
+  // What CUDA multiplies by (Backend.embedding): Gemma 2 9B's, Gemma 3 1B's and Gemma 2 2B's scales in bf16.
+  assert.deepEqual([3584, 1152, 2304].map((h) => roundToBf16(Math.sqrt(h))), [59.75, 34, 48]);
 });
 
 test('Gemma 3 uploads two rotary tables (local, global), Gemma 1 and 2 one; norms are stored as 1 + w', () => {
@@ -200,11 +225,14 @@ test('Gemma 3 uploads two rotary tables (local, global), Gemma 1 and 2 one; norm
 });
 
 test('unsupported Gemma options are named', () => {
-  rejects({ ...GEMMA2_9B, hidden_activation: 'gelu' }, 'hidden_activation', '"gelu"');
+  rejects({ ...GEMMA2_9B, hidden_activation: 'relu2' }, 'hidden_activation', '"relu2"');
   rejects({ ...GEMMA3_1B, use_bidirectional_attention: true }, 'use_bidirectional_attention');
   rejects({ ...GEMMA3_1B, layer_types: ['sliding_attention'] }, 'layer_types', '26 layers');
   rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'default' }, chunked_attention: { rope_type: 'default' } } }, 'chunked_attention');
-  rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'longrope' }, sliding_attention: {} } }, 'full_attention', 'longrope');
+  rejects({ ...GEMMA3_1B, rope_parameters: { full_attention: { rope_type: 'longrope' }, sliding_attention: {} } }, 'full_attention', 'short_factor');
+  // LongRoPE picks a token's rotary row for the whole model; Gemma 3's local table has no long-factor rows.
+  const longrope = { rope_type: 'longrope', short_factor: new Array(128).fill(1), long_factor: new Array(128).fill(2), original_max_position_embeddings: 4096 };
+  assertInvalidModel(() => createModel(parseModelArchitecture({ ...GEMMA3_1B, rope_parameters: { full_attention: longrope, sliding_attention: {} } }, 'test/config.json'), 64), 'LongRoPE', 'one rotary embedding');
   rejects({ ...GEMMA2_9B, rope_parameters: { full_attention: { rope_type: 'default' }, sliding_attention: { rope_type: 'default' } } }, 'per-layer-type', 'gemma2');
   // A gemma3 config is a vision-language one (src/models/vision-language.test.ts), whose text model is under text_config.
   rejects({ ...GEMMA2_9B, model_type: 'gemma3' }, 'model_type "gemma3"', 'text_config');

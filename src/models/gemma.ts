@@ -1,13 +1,11 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
-import { RotaryEmbedding } from '../layers/rotary.ts';
-import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
-import type { WeightDType } from '../tensor/host-tensor.ts';
+import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -19,7 +17,7 @@ import {
   parseHeads,
   parseRope,
   parseRopeParameters,
-  requireActivation,
+  parseActivation,
   ropeParameterFields,
   type RopeSettings,
 } from './hf-config.ts';
@@ -41,6 +39,8 @@ type GemmaModelType = 'gemma' | 'gemma2' | 'gemma3_text';
 export interface GemmaConfig extends ModelConfig {
   modelType: GemmaModelType;
   intermediateSize: number;
+  /** The MLP's activation (gelu-tanh in every published Gemma). */
+  activation: Activation;
   numHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -100,8 +100,6 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   const common = parseCommonFields(fields, modelType);
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
-  if (modelType === 'gemma') requireGemma1Activation(fields);
-  else requireActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh', 'gelu_pytorch_tanh');
   if (fields.boolean('use_bidirectional_attention', false)) {
     throw invalidModel(`${source}: use_bidirectional_attention=true (an embedding model's attention) is not supported; Keel runs causal Gemma models`);
   }
@@ -113,39 +111,31 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
   return {
     ...common,
     modelType,
-    // Gemma 3's max_position_embeddings already counts its global layers' linear RoPE scaling.
-    contextLength: maxPositionEmbeddings,
+    // Gemma 3's max_position_embeddings already counts its global layers' linear RoPE scaling;
+    // Gemma 1 and 2 stretch it by their one RoPE's factor, as every other family does.
+    contextLength: modelType === 'gemma3_text' ? maxPositionEmbeddings : ropeContextLength({ scaling: globalRope.ropeScaling, maxPositionEmbeddings }),
     intermediateSize: fields.positiveInt('intermediate_size'),
     numHeads,
     numKvHeads,
     headDim,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
     // Gemma 1 scales scores by head_dim^-0.5 (it has no query_pre_attn_scalar).
+    // Gemma 1's MLP runs `hidden_act` (transformers 5 no longer reads Gemma 1.1's `hidden_activation`,
+    // nor turns the first configs' "gelu" into the tanh approximation as 4.x did); Gemma 2 and 3 run `hidden_activation`.
+    activation: gemma1 ? parseActivation(fields, 'hidden_act', 'gelu_pytorch_tanh') : parseActivation(fields, 'hidden_activation', 'gelu_pytorch_tanh'),
     queryPreAttnScalar: gemma1 ? headDim : fields.positiveNumber('query_pre_attn_scalar', DEFAULT_QUERY_PRE_ATTN_SCALAR),
     maxPositionEmbeddings,
     attentionBias,
     qkNorm: modelType === 'gemma3_text',
     sandwichNorms: !gemma1,
     slidingWindows: gemma1 ? new Array<null>(common.numLayers).fill(null) : parseSlidingWindows(fields, common.numLayers, defaults.windowPattern),
-    attnLogitSoftcap: fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
+    // transformers' Gemma 3 attention reads attn_logit_softcapping but never passes it on: its scores are uncapped.
+    attnLogitSoftcap: modelType === 'gemma3_text' ? null : fields.optionalPositiveNumber('attn_logit_softcapping', defaults.attnSoftcap),
     finalLogitSoftcap: fields.optionalPositiveNumber('final_logit_softcapping', defaults.finalSoftcap),
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', true),
     globalRope,
     localRope,
   };
-}
-
-/**
- * Gemma 1's activation, gelu-tanh: `hidden_activation` when set (Gemma 1.1's configs), else
- * `hidden_act`. The first Hub configs say hidden_act "gelu", which transformers 4.x overrode with
- * the tanh approximation Gemma was trained with (transformers#29402); Keel runs that too.
- */
-function requireGemma1Activation(fields: ConfigFields): void {
-  const key = fields.raw('hidden_activation') != null ? 'hidden_activation' : 'hidden_act';
-  const act = fields.string(key, 'gelu_pytorch_tanh');
-  if (act !== 'gelu_pytorch_tanh' && !(key === 'hidden_act' && act === 'gelu')) {
-    throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements gelu_pytorch_tanh for gemma)`);
-  }
 }
 
 /**
@@ -181,7 +171,7 @@ function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): {
     const entry = (type: string, theta: number): RopeSettings => {
       const dict = params.raw(type);
       if (dict != null && !isObject(dict)) throw invalidModel(`${params.source}: "${type}" must be an object`);
-      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta);
+      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta, params);
     };
     const unknown = Object.keys(fields.raw('rope_parameters') as object).filter((k) => k !== 'full_attention' && k !== 'sliding_attention');
     if (unknown.length > 0) throw invalidModel(`${params.source}: unknown layer types ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
@@ -191,11 +181,6 @@ function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): {
   const globalRope = parseRopeParameters(params, fields, maxPositionEmbeddings, GEMMA3_THETA.global);
   const localRope: RopeSettings = { ropeTheta: fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local), ropeScaling: { type: 'default' } };
   return { globalRope, localRope };
-}
-
-/** √hidden rounded to the checkpoint's dtype, as transformers casts the normalizer before multiplying. */
-export function embeddingScale(hiddenSize: number, dtype: WeightDType): number {
-  return hostTensorToFloat32(float32ToHostTensor(Float32Array.of(Math.sqrt(hiddenSize)), dtype, [1]))[0];
 }
 
 class GemmaDecoderLayer implements Layer {
@@ -237,7 +222,7 @@ class GemmaDecoderLayer implements Layer {
       { gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` },
       hiddenSize,
       config.intermediateSize,
-      { kind: 'gelu-tanh' },
+      config.activation,
     );
     this.postFeedforwardNorm = config.sandwichNorms ? norm(`${p}.post_feedforward_layernorm.weight`) : null;
   }
@@ -271,7 +256,9 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const global = rotary(config.globalRope);
     const local = config.localRope === null ? global : rotary(config.localRope);
-    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, embeddingScale(config.hiddenSize, config.dtype));
+    // √hidden in float32 (transformers' embed_scale buffer); the backend rounds it to the dtype it computes in, as
+    // transformers casts it to the weights' dtype: a bf16 checkpoint run in float32 keeps it unrounded.
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, Math.fround(Math.sqrt(config.hiddenSize)));
     super(config, {
       rotaries: global === local ? [global] : [global, local],
       embedding,

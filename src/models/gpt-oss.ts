@@ -35,7 +35,7 @@ const DEFAULT_ROPE_PARAMETERS = { rope_type: 'yarn', factor: 32.0, beta_fast: 32
 
 function parseGptOssConfig(json: Record<string, unknown>, source: string): GptOssConfig {
   const fields = new ConfigFields(json, source);
-  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS, headDim: DEFAULT_HEAD_DIM });
+  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS, headDim: DEFAULT_HEAD_DIM, activation: CLAMPED_SWIGLU });
   const rope = parseGptOssRope(fields, decoder.maxPositionEmbeddings);
   const numExperts = parseNumExperts(fields);
   const attentionBias = fields.boolean('attention_bias', true);
@@ -89,7 +89,7 @@ function gptOssMoe(config: GptOssConfig, index: number): MoeBlock {
       down: `${p}.experts.down_proj`,
       downBias: `${p}.experts.down_proj_bias`,
     },
-    activation: CLAMPED_SWIGLU,
+    activation: config.activation,
     shared: null,
   });
 }

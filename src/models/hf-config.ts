@@ -1,3 +1,4 @@
+import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import type { RopeScaling } from '../layers/rotary.ts';
 import type { WeightDType } from '../tensor/host-tensor.ts';
@@ -11,7 +12,7 @@ import type { ModelConfig } from './model-config.ts';
  */
 
 const DEFAULT_ROPE_THETA = 10000;
-const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn'];
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn', 'longrope'];
 const DTYPES: Record<string, WeightDType> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 
 /** The keys every family shares; `contextLength` is the family's to derive. */
@@ -51,10 +52,26 @@ export function parseHeadDim(fields: ConfigFields, hiddenSize: number, numHeads:
   return headDim;
 }
 
-/** The activation a family supports, named in the error if the config asks for another. */
-export function requireActivation(fields: ConfigFields, key: string, supported: string, fallback: string): void {
-  const act = fields.string(key, fallback);
-  if (act !== supported) throw invalidModel(`${fields.source}: ${key} "${act}" is not supported (Keel implements ${supported} for ${fields.raw('model_type')})`);
+/**
+ * transformers' ACT2FN names Keel runs, by the Activation computing them: gelu_new, gelu_fast and
+ * gelu_pytorch_tanh are one formula (the tanh approximation), "gelu" the exact erf GELU.
+ */
+const ACTIVATIONS: Record<string, Activation> = {
+  silu: { kind: 'silu' },
+  swish: { kind: 'silu' },
+  gelu_pytorch_tanh: { kind: 'gelu-tanh' },
+  gelu_new: { kind: 'gelu-tanh' },
+  gelu_fast: { kind: 'gelu-tanh' },
+  gelu: { kind: 'gelu' },
+  relu: { kind: 'relu' },
+};
+
+/** The gated MLP's activation named by `key` (transformers' ACT2FN name), or `fallback` when absent. */
+export function parseActivation(fields: ConfigFields, key: string, fallback: string): Activation {
+  const name = fields.string(key, fallback);
+  const activation = ACTIVATIONS[name];
+  if (!activation) throw invalidModel(`${fields.source}: ${key} "${name}" is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  return activation;
 }
 
 function parseDtype(fields: ConfigFields): WeightDType {
@@ -94,8 +111,11 @@ export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): 
 /**
  * One RoPE dict `params` (`rope_parameters`, one of its per-layer-type entries, or `rope_scaling`):
  * its type and scaling, its rope_theta or else the top-level one, or else `defaultTheta`.
+ * `outer` is the whole `rope_parameters` where `params` is one of its per-layer-type entries:
+ * transformers reads YaRN's `truncate` from there, never from the entry (so such a layer always
+ * truncates, whatever its entry says).
  */
-export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta: number): RopeSettings {
+export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta: number, outer: ConfigFields = params): RopeSettings {
   const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', defaultTheta);
   const type = params.raw('rope_type') ?? params.raw('type') ?? 'default';
   // transformers 5 prefers a top-level original_max_position_embeddings (Phi-3 style) over the one in the dict.
@@ -123,15 +143,40 @@ export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, 
         ropeScaling: { type: 'llama3', factor: params.positiveNumber('factor'), lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: originalMax() },
       };
     }
+    case 'longrope':
+      return { ropeTheta, ropeScaling: parseLongrope(params, originalMax(), maxPositionEmbeddings) };
     case 'yarn':
-      return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings) };
+      return { ropeTheta, ropeScaling: parseYarn(params, originalMax(), maxPositionEmbeddings, outer.boolean('truncate', true)) };
     default:
       throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`);
   }
 }
 
-/** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor, beta_fast/slow and truncate. */
-function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number): RopeScaling {
+/**
+ * transformers' `_compute_longrope_parameters`: short and long factors (their count is checked
+ * against the rotary dim by RotaryEmbedding), and the attention factor: the dict's, or
+ * √(1 + ln(factor) / ln(original)) with factor = max_position_embeddings / original unless the dict
+ * sets one (1 where factor ≤ 1).
+ */
+export function parseLongrope(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number): Extract<RopeScaling, { type: 'longrope' }> {
+  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / originalMaxPositionEmbeddings;
+  const attentionFactor =
+    params.raw('attention_factor') != null
+      ? params.positiveNumber('attention_factor')
+      : factor <= 1
+        ? 1
+        : Math.sqrt(1 + Math.log(factor) / Math.log(originalMaxPositionEmbeddings));
+  return {
+    type: 'longrope',
+    shortFactor: params.numberList('short_factor'),
+    longFactor: params.numberList('long_factor'),
+    originalMaxPositionEmbeddings,
+    attentionFactor,
+  };
+}
+
+/** transformers' `_compute_yarn_parameters`: defaults for factor, attention_factor and beta_fast/slow. */
+function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, maxPositionEmbeddings: number, truncate: boolean): RopeScaling {
   const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / originalMaxPositionEmbeddings;
   const mscale = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
   let attentionFactor: number;
@@ -150,7 +195,7 @@ function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, 
     betaFast: params.finiteNumber('beta_fast', 32) || 32,
     betaSlow: params.finiteNumber('beta_slow', 1) || 1,
     attentionFactor,
-    truncate: params.boolean('truncate', true),
+    truncate,
   };
 }
 

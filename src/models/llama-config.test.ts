@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
 import type { LlamaConfig } from './llama.ts';
-import { parseModelArchitecture, readModelArchitecture } from './registry.ts';
+import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parseHfConfig = (json: unknown, source: string) => parseModelArchitecture(json, source).config as LlamaConfig;
@@ -67,6 +67,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     vocabSize: 128256,
     hiddenSize: 4096,
     intermediateSize: 14336,
+    mlpBias: false,
     numLayers: 32,
     numHeads: 32,
     numKvHeads: 8,
@@ -82,11 +83,28 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     rotaryDim: 128,
     fusedQkv: false,
     attentionSinks: false,
+    activation: { kind: 'silu' },
     tieWordEmbeddings: false,
     dtype: 'bf16',
     bosTokenId: 128000,
     eosTokenIds: [128001, 128008, 128009],
   } satisfies LlamaConfig);
+});
+
+test('hidden_act picks the gated MLP\'s activation by its transformers name (the tanh GELUs are one formula)', () => {
+  const activation = (hidden_act: string) => parse({ ...TINY, hidden_act }).activation;
+  assert.deepEqual(['silu', 'swish'].map(activation), [{ kind: 'silu' }, { kind: 'silu' }]);
+  assert.deepEqual(['gelu_pytorch_tanh', 'gelu_new', 'gelu_fast'].map(activation), new Array(3).fill({ kind: 'gelu-tanh' }));
+  assert.deepEqual(activation('gelu'), { kind: 'gelu' });
+  assert.deepEqual(activation('relu'), { kind: 'relu' });
+});
+
+test('LongRoPE in any decoder family, as transformers reads it: top-level original_max_position_embeddings first, attention factor from max / original', () => {
+  const longrope = { rope_type: 'longrope', rope_theta: 1e4, short_factor: [1, 1.5], long_factor: [2, 4], original_max_position_embeddings: 32 };
+  const c = parse({ ...TINY, max_position_embeddings: 128, rope_parameters: longrope });
+  assert.deepEqual(c.ropeScaling, { type: 'longrope', shortFactor: [1, 1.5], longFactor: [2, 4], originalMaxPositionEmbeddings: 32, attentionFactor: Math.sqrt(1 + Math.log(4) / Math.log(32)) });
+  const topLevel = parse({ ...TINY, max_position_embeddings: 128, original_max_position_embeddings: 64, rope_parameters: { ...longrope, attention_factor: 1.2 } }).ropeScaling;
+  assert.deepEqual(topLevel.type === 'longrope' && [topLevel.originalMaxPositionEmbeddings, topLevel.attentionFactor], [64, 1.2]);
 });
 
 test('transformers 5.x keys (rope_parameters, dtype) give the same config as 4.x keys', () => {
@@ -158,11 +176,15 @@ test('mistral slides every layer, 4096 by default, none when sliding_window is n
   assert.equal(parse({ ...mistral, attention_bias: true }).attentionBias, false);
 });
 
-test('llama attention_bias covers q, k, v and o; mlp_bias is refused', () => {
+test('llama attention_bias covers q, k, v and o; mlp_bias gives gate, up and down biases (llama only, as transformers)', () => {
   const c = parse({ ...TINY, attention_bias: true });
   assert.equal(c.attentionBias, true);
   assert.equal(c.outputBias, true);
-  rejects({ ...TINY, mlp_bias: true }, 'mlp_bias');
+  assert.equal(c.mlpBias, false);
+  const names = (json: Record<string, unknown>) => createModel(parseModelArchitecture(json, 'test/config.json'), 64).parameters().map((p) => p.name);
+  const biased = names({ ...TINY, mlp_bias: true }).filter((n) => n.startsWith('model.layers.0.mlp.'));
+  assert.deepEqual(biased.sort(), ['bias', 'weight'].flatMap((k) => ['down_proj', 'gate_proj', 'up_proj'].map((p) => `model.layers.0.mlp.${p}.${k}`)).sort());
+  assert.equal(parse({ ...TINY, model_type: 'mistral', mlp_bias: true }).mlpBias, false);
 });
 
 test('yarn follows transformers: attention factor from factor or mscale, beta and truncate defaults', () => {
@@ -216,11 +238,12 @@ test('unsupported or malformed configs are rejected with messages naming the key
   rejects({ ...TINY, hidden_size: 66 }, 'not divisible');
   rejects({ ...TINY, head_dim: 15 }, 'head_dim', 'even');
   rejects({ ...TINY, rms_norm_eps: 0 }, '"rms_norm_eps"');
-  rejects({ ...TINY, hidden_act: 'gelu' }, 'hidden_act', 'gelu');
+  rejects({ ...TINY, hidden_act: 'gelu_accurate' }, 'hidden_act', 'gelu_accurate');
   rejects({ ...TINY, torch_dtype: 'int8' }, 'torch_dtype', 'int8');
   rejects({ ...TINY, dtype: 'float8' }, 'dtype', 'float8');
   rejects({ ...TINY, eos_token_id: 'x' }, '"eos_token_id"');
-  rejects({ ...TINY, rope_scaling: { rope_type: 'longrope', factor: 2 } }, '"longrope"', 'default, linear, dynamic, llama3, yarn');
+  rejects({ ...TINY, rope_scaling: { rope_type: 'longrope', factor: 2 } }, '"short_factor"');
+  rejects({ ...TINY, rope_scaling: { rope_type: 'ntk', factor: 2 } }, '"ntk"', 'default, linear, dynamic, llama3, yarn, longrope');
   rejects({ ...TINY, rope_scaling: { type: 'su' } }, '"su"');
   rejects({ ...TINY, rope_scaling: { type: 'linear' } }, 'rope_scaling', '"factor"');
   rejects({ ...TINY, rope_parameters: { rope_type: 'dynamic', factor: 'big' } }, 'rope_parameters', '"factor"');

@@ -4,11 +4,13 @@ import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, requireActivation } from './hf-config.ts';
+import { ConfigFields } from './hf-config.ts';
 
 /** The Llama family: llama, mistral, qwen2 and qwen3 differ only in biases, q/k norms and windows. */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
+  /** gate/up/down carry biases (Llama's `mlp_bias`). */
+  mlpBias: boolean;
 }
 
 type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
@@ -26,15 +28,12 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
     maxPositionEmbeddings: DEFAULT_MAX_POSITIONS[modelType],
     headDim: modelType === 'qwen3' ? QWEN3_DEFAULT_HEAD_DIM : undefined,
   });
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   // Llama and Qwen3 put `attention_bias` on q, k, v and o; Qwen2 always biases q, k, v only; Mistral never.
   const attentionBiasKey = modelType === 'llama' || modelType === 'qwen3' ? fields.boolean('attention_bias', false) : false;
-  if (modelType === 'llama' && fields.boolean('mlp_bias', false)) {
-    throw invalidModel(`${source}: mlp_bias=true is not supported (Keel's MLP projections carry no bias)`);
-  }
   return {
     ...decoder,
     intermediateSize: fields.positiveInt('intermediate_size'),
+    mlpBias: modelType === 'llama' && fields.boolean('mlp_bias', false),
     attentionBias: modelType === 'qwen2' || attentionBiasKey,
     outputBias: attentionBiasKey,
     qkNorm: modelType === 'qwen3',
@@ -71,7 +70,7 @@ export class LlamaModel extends DecoderModel {
     super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
       const names = { gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
-      return new GatedMlp(names, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
+      return new GatedMlp(names, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
     });
   }
 }

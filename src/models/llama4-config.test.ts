@@ -108,7 +108,7 @@ test('a chunked layer keeps its chunk of the KV cache, a NoPE layer all of it', 
 });
 
 test('Llama 4 options Keel cannot run are named', () => {
-  assertInvalidModel(() => parse({ ...TINY, hidden_act: 'gelu' }), 'hidden_act "gelu"');
+  assertInvalidModel(() => parse({ ...TINY, hidden_act: 'gelu_accurate' }), 'hidden_act "gelu_accurate"');
   assertInvalidModel(() => parse({ ...TINY, attention_chunk_size: null }), 'attention_chunk_size', 'chunked_attention');
   assertInvalidModel(() => parse({ ...TINY, layer_types: ['full_attention'] }), 'layer_types', '4 layers');
   assertInvalidModel(() => parse({ ...TINY, no_rope_layers: [1, 1] }), '"no_rope_layers"', '4 layers');

@@ -1,4 +1,4 @@
-import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
@@ -15,7 +15,7 @@ import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseDecoderFields, preNormLayerForward, type DecoderFields, type FeedForward, type PreNormLayer } from './decoder.ts';
-import { ConfigFields, requireActivation } from './hf-config.ts';
+import { ConfigFields } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
@@ -67,14 +67,12 @@ export interface Llama4Config extends DecoderFields {
 /** A routed expert's own tensor (`...feed_forward.experts.E.gate_proj.weight` and its quantized parts). */
 const PER_EXPERT_TENSOR = /^model\.layers\.\d+\.feed_forward\.experts\.\d+\./;
 
-const SILU: Activation = { kind: 'silu' };
 /** Llama4TextConfig's defaults. */
 const DEFAULTS = { maxPositions: 4096 * 32, headDim: 128, rmsNormEps: 1e-5, numExperts: 16, noRopeInterval: 4, chunk: 8192, floorScale: 8192, attnScale: 0.1 };
 
 function parseLlama4Config(json: Record<string, unknown>, source: string, tensorNames: readonly string[] | null = null): Llama4Config {
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULTS.maxPositions, headDim: DEFAULTS.headDim });
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   const numLayers = decoder.numLayers;
   const numExperts = json.num_local_experts == null && json.num_experts == null ? DEFAULTS.numExperts : parseNumExperts(fields);
   const ropeLayers = parseRopeLayers(fields, numLayers);
@@ -255,7 +253,7 @@ function feedForward(config: Llama4Config, index: number): FeedForward {
   const p = `model.layers.${index}.feed_forward`;
   const { hiddenSize } = config;
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
-    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, SILU, { sharedExpert });
+    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, config.activation, { sharedExpert });
   if (!config.moeLayers[index]) return gatedMlp(p, config.denseIntermediateSize);
   return new MoeBlock({
     hiddenSize,
@@ -269,7 +267,7 @@ function feedForward(config: Llama4Config, index: number): FeedForward {
       config.expertTensors === 'per-expert'
         ? { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` }
         : { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
-    activation: SILU,
+    activation: config.activation,
     shared: { mlp: gatedMlp(`${p}.shared_expert`, config.intermediateSize, true), gate: null },
   });
 }

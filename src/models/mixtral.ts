@@ -1,8 +1,7 @@
-import type { Activation } from '../backend/backend.ts';
 import { MoeBlock } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
-import { ConfigFields, requireActivation } from './hf-config.ts';
+import { ConfigFields } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 
 /** Mixtral: Mistral's decoder with a sparse MoE block (softmax top-k, renormalized) in every layer. */
@@ -13,14 +12,12 @@ export interface MixtralConfig extends DecoderConfig {
   numExpertsPerToken: number;
 }
 
-const SILU: Activation = { kind: 'silu' };
 /** MixtralConfig's default, as Mistral's. */
 const DEFAULT_MAX_POSITIONS = 4096 * 32;
 
 function parseMixtralConfig(json: Record<string, unknown>, source: string): MixtralConfig {
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS });
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   const numExperts = parseNumExperts(fields);
   return {
     ...decoder,
@@ -47,7 +44,7 @@ function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
     routerBias: false,
     routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: true, scale: 1 },
     experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${projection[proj]}.weight` },
-    activation: SILU,
+    activation: config.activation,
     shared: null,
   });
 }

@@ -112,6 +112,7 @@ test('Mixtral-8x7B: Mistral attention, 8 experts of 14336, top-2, no sliding win
     rotaryDim: 128,
     fusedQkv: false,
     attentionSinks: false,
+    activation: { kind: 'silu' },
     intermediateSize: 14336,
     numExperts: 8,
     numExpertsPerToken: 2,
@@ -179,7 +180,7 @@ test('sliding windows: only with use_sliding_window; qwen3_moe slides every laye
 });
 
 test('MoE configs are refused with the key named: activation, widths', () => {
-  rejects({ ...MIXTRAL_8X7B, hidden_act: 'gelu' }, 'hidden_act', 'gelu');
+  rejects({ ...MIXTRAL_8X7B, hidden_act: 'relu2' }, 'hidden_act', 'relu2');
   rejects({ ...TINY_QWEN3_MOE, moe_intermediate_size: undefined }, '"moe_intermediate_size"', 'missing');
   rejects({ ...MIXTRAL_8X7B, num_experts_per_tok: 0 }, '"num_experts_per_tok"');
 });

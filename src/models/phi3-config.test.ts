@@ -119,6 +119,6 @@ test('a Phi-3 model loads fused qkv and gate_up tensors as they are, and a LongR
 test('unsupported Phi-3 options are named', () => {
   rejects({ ...PHI3_MINI_128K, rope_scaling: { type: 'linear', factor: 2 } }, 'rope type "linear"', 'phi3');
   rejects({ ...PHI3_MINI_128K, partial_rotary_factor: 0.7 }, 'partial_rotary_factor 0.7', '67 rotary dims');
-  rejects({ ...PHI3_MINI_128K, hidden_act: 'gelu' }, 'hidden_act', '"gelu"');
+  rejects({ ...PHI3_MINI_128K, hidden_act: 'gelu_10' }, 'hidden_act', '"gelu_10"');
   rejects({ ...PHI3_MINI_128K, rope_scaling: { type: 'longrope', short_factor: factors(48, 1) } }, 'long_factor');
 });

@@ -5,7 +5,7 @@ import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, requireActivation, ropeParameterFields } from './hf-config.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseLongrope, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 
 /**
  * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
@@ -25,7 +25,6 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
   const common = parseCommonFields(fields, 'phi3');
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS);
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   const headDim = parseHeadDim(fields, common.hiddenSize, numHeads);
   const params = ropeParameterFields(fields);
   // The dict's factor wins over the top-level one (transformers' setdefault), default 1.
@@ -52,6 +51,7 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     slidingWindows: new Array<number | null>(common.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
     fusedQkv: true,
     attentionSinks: false,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
   };
 }
 
@@ -69,39 +69,20 @@ function parsePhi3Rope(fields: ConfigFields, params: ConfigFields, rotaryDim: nu
     throw invalidModel(`${params.source}: rope type ${JSON.stringify(type)} is not supported for phi3 (supported: default, longrope)`);
   }
   const ropeTheta = params.raw('rope_theta') != null ? params.positiveNumber('rope_theta') : fields.positiveNumber('rope_theta', DEFAULT_ROPE_THETA);
-  const original = fields.positiveInt('original_max_position_embeddings', DEFAULT_ORIGINAL_MAX_POSITIONS);
-  const factors = (key: string) => {
-    const list = params.numberList(key);
+  const ropeScaling = parseLongrope(params, fields.positiveInt('original_max_position_embeddings', DEFAULT_ORIGINAL_MAX_POSITIONS), maxPositionEmbeddings);
+  for (const [key, list] of [['short_factor', ropeScaling.shortFactor], ['long_factor', ropeScaling.longFactor]] as const) {
     if (list.length !== rotaryDim / 2) throw invalidModel(`${params.source}: ${key} has ${list.length} entries; rotary dim ${rotaryDim} needs ${rotaryDim / 2}`);
-    return list;
-  };
-  const factor = params.raw('factor') != null ? params.positiveNumber('factor') : maxPositionEmbeddings / original;
-  const attentionFactor =
-    params.raw('attention_factor') != null ? params.positiveNumber('attention_factor') : factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original));
-  return {
-    ropeTheta,
-    ropeScaling: { type: 'longrope', shortFactor: factors('short_factor'), longFactor: factors('long_factor'), originalMaxPositionEmbeddings: original, attentionFactor },
-  };
+  }
+  return { ropeTheta, ropeScaling };
 }
 
-/**
- * Llama's decoder with fused q/k/v and gate/up tensors; the rotary embedding decides each token's
- * rotary row and each prompt's cache salt (LongRoPE).
- */
+/** Llama's decoder with fused q/k/v and gate/up tensors. */
 export class Phi3Model extends DecoderModel {
   constructor(config: Phi3Config, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
     super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
-      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, { kind: 'silu' });
+      return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
     });
-  }
-
-  rotaryRow(position: number, promptLength: number): number {
-    return this.rotary.rotaryRow(position, promptLength);
-  }
-
-  prefixCacheSalt(promptLength: number): string | null {
-    return this.rotary.prefixCacheSalt(promptLength);
   }
 }
 

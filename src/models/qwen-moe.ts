@@ -1,10 +1,9 @@
-import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { MoeBlock } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
-import { ConfigFields, requireActivation } from './hf-config.ts';
+import { ConfigFields } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 
 /**
@@ -29,7 +28,6 @@ export interface QwenMoeConfig extends DecoderConfig {
 }
 
 type QwenMoeModelType = 'qwen2_moe' | 'qwen3_moe';
-const SILU: Activation = { kind: 'silu' };
 const DEFAULT_MAX_POSITIONS = 32768;
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
@@ -39,7 +37,6 @@ function parseQwenMoeConfig(json: Record<string, unknown>, source: string): Qwen
   const modelType = fields.raw('model_type') as QwenMoeModelType;
   // head_dim defaults to hidden_size / num_attention_heads in both (not to 128 as in dense Qwen3).
   const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: DEFAULT_MAX_POSITIONS });
-  requireActivation(fields, 'hidden_act', 'silu', 'silu');
   const numExperts = parseNumExperts(fields);
   const qwen2 = modelType === 'qwen2_moe';
   // Qwen2-MoE biases q/k/v (`qkv_bias`, default true), never o; Qwen3-MoE's `attention_bias` covers all four.
@@ -93,7 +90,7 @@ function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
   const p = `model.layers.${index}.mlp`;
   const { hiddenSize } = config;
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
-    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, SILU, { sharedExpert });
+    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, config.activation, { sharedExpert });
   if (!config.sparseLayers[index]) return gatedMlp(p, config.intermediateSize);
   const shared = config.sharedExpertIntermediateSize;
   return new MoeBlock({
@@ -104,7 +101,7 @@ function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
     routerBias: false,
     routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: config.normTopkProb, scale: 1 },
     experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` },
-    activation: SILU,
+    activation: config.activation,
     shared: shared === null ? null : { mlp: gatedMlp(`${p}.shared_expert`, shared, true), gate: `${p}.shared_expert_gate.weight` },
   });
 }

@@ -117,7 +117,7 @@ test('vision-language configs Keel cannot serve are named', () => {
   assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, model_type: 'ministral3' } }), 'test/config.json text_config', '"ministral3"', 'inside a "mistral3"', 'mistral');
   assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, model_type: undefined } }), 'no model_type', 'inside a "mistral3"');
   // Errors in the text model's keys name text_config.
-  assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, hidden_act: 'gelu' } }), 'test/config.json text_config', 'hidden_act "gelu"');
+  assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, hidden_act: 'gelu_10' } }), 'test/config.json text_config', 'hidden_act "gelu_10"');
   // An unknown model_type lists the wrappers too.
   assertInvalidModel(() => parse({ model_type: 'llava' }), '"llava" is not supported', 'gemma3, mistral3');
 });

@@ -35,6 +35,12 @@ export function floatToBf16Bits(value: number): number {
   return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
+/** The bfloat16 value nearest `value` (rounding to nearest even), as a number. */
+export function roundToBf16(value: number): number {
+  scratchBits[0] = floatToBf16Bits(value) << 16;
+  return scratch[0];
+}
+
 /** float32 -> IEEE half bits, rounding to nearest even, with subnormals and overflow to infinity. */
 export function floatToF16Bits(value: number): number {
   scratch[0] = value;

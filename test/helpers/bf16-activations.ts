@@ -1,11 +1,12 @@
 import type { Backend } from '../../src/backend/backend.ts';
 import type { CpuBackend } from '../../src/backend/cpu/cpu-backend.ts';
 import { CpuTensor } from '../../src/backend/cpu/cpu-tensor.ts';
-import { floatToBf16Bits } from '../../src/tensor/host-dtype.ts';
+import { floatToBf16Bits, roundToBf16 as roundScale } from '../../src/tensor/host-dtype.ts';
 
 /*
  * The CPU backend with its activations rounded to bf16 as the CUDA backend stores them: each op's
- * first tensor argument and its result are rounded in place. Weights stay as loaded, unless
+ * first tensor argument and its result are rounded in place (and the embedding's scale, as CUDA
+ * rounds it). Weights stay as loaded, unless
  * `weights` is set: then every weight `loadWeight` uploads without `float32` is rounded too, as
  * the CUDA backend stores it. A model whose logits this moves by much is one a GPU test cannot
  * compare with the CPU's float32 logits at tight allowances, whatever the kernels do.
@@ -39,6 +40,12 @@ export function withBf16Activations(backend: CpuBackend, options: { weights?: bo
         };
       }
       if (typeof prop !== 'string' || UNROUNDED.test(prop)) return member.bind(target);
+      // The embedding's scale is rounded to the activation dtype too (Backend.embedding).
+      if (prop === 'embedding') return (...args: Parameters<CpuBackend['embedding']>) => {
+        const result = target.embedding(args[0], args[1], roundScale(args[2]), args[3]);
+        roundToBf16(result);
+        return result;
+      };
       return (...args: unknown[]) => {
         roundToBf16(args[0]);
         const result = member.apply(target, args);

@@ -801,6 +801,40 @@ FIXTURES.append(dataclasses.replace(
     quantization="ct-w4a16",
 ))
 
+# Config variants tools/oracle/config_fuzz.py found Keel getting wrong, one checkpoint per family
+# pinning several of them end to end (and on the GPU, the kernels their fixes added).
+FIXTURES.append(Fixture(
+    "llama-longrope-mlp-bias", "llama",
+    "Llama with keys the first fixtures leave at their defaults: LongRoPE (12 short and 12 long factors, "
+    "original_max_position_embeddings 32 in rope_parameters; prompts of 40 and 70 tokens rotate long from position 0, "
+    "the decodes of the 5 and 17 token prompts switch at 32), mlp_bias (gate/up/down biases), attention_bias, "
+    "hidden_act gelu (the exact erf GELU), head_dim 24 != 64 / 4, GQA 4 query / 2 KV heads, weights bf16.",
+    _fields(num_key_value_heads=2, head_dim=24, hidden_act="gelu", mlp_bias=True, attention_bias=True),
+    _rope("longrope", 10000.0, short_factor=[1.0, 1.02, 1.05, 1.08, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5],
+          long_factor=[1.0, 1.2, 1.5, 1.9, 2.4, 3.0, 3.6, 4.2, 4.8, 5.4, 6.0, 7.0], original_max_position_embeddings=32),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "gemma3-text-yarn-h48", "gemma3_text",
+    "Gemma 3 text with keys the gemma3-text fixture leaves at their defaults: hidden_size 48 (its embedding scale "
+    "sqrt(48) is not a bf16 value: transformers in float32 multiplies by the float32 one), weights bf16, "
+    "attn_logit_softcapping 20 (which transformers' Gemma 3 reads but never applies), the global layers' YaRN "
+    "(factor 4, original 32) with truncate false in their rope_parameters entry (which transformers never reads for "
+    "a per-layer-type dict, so it truncates), hidden_activation relu, 3 layers: two sliding (window 16, default RoPE) "
+    "then a global one (sliding_window_pattern 3, gemma3-vl's geometry), GQA 4 query / 2 KV heads of 16, "
+    "query_pre_attn_scalar 24, tied.",
+    _fields(hidden_size=48, num_key_value_heads=2, num_hidden_layers=3, head_dim=16, intermediate_size=32,
+            hidden_activation="relu", query_pre_attn_scalar=24, sliding_window=16, sliding_window_pattern=3, attn_logit_softcapping=20.0,
+            final_logit_softcapping=None, tie_word_embeddings=True, rms_norm_eps=1e-6),
+    {"sliding_attention": _rope("default", 10000.0),
+     "full_attention": _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, beta_fast=32.0,
+                             beta_slow=1.0, truncate=False)},
+    stored_dtype="bfloat16",
+    norm_center=0.0,
+    init_overrides=((r"^model\.norm\.weight$", 2.0, 0.1),
+                    (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
+))
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -854,6 +888,8 @@ SEED_BASES = {
     "mistral3-vl-own-head": 46000,
     "quant-gemma3-vl-ct-w4a16": 47000,
     "quant-llama4-text-ct-w4a16": 48000,
+    "llama-longrope-mlp-bias": 49000,
+    "gemma3-text-yarn-h48": 50000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
@@ -1064,7 +1100,7 @@ def make_model(fx: Fixture, seed: int):
     ensure_eager_experts(model)
     check_rope(model, model.config, fx.rope)
     counts = randomize_parameters(model, seed, fx.norm_center, fx.init_overrides)
-    if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and counts["bias"] == 0:
+    if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and fx.fields.get("qkv_bias", True) and counts["bias"] == 0:
         raise RuntimeError(f"{fx.model_type} model has no bias parameters; the fixture would not test them")
     if fx.model_type in ("deepseek_v3", "deepseek_v32") and counts["buffer"] + counts["override"] == 0:
         raise RuntimeError("deepseek_v3 e_score_correction_bias was not randomised")
@@ -1072,7 +1108,9 @@ def make_model(fx: Fixture, seed: int):
         names = [n for n, _ in model.named_parameters()] + [n for n, _ in persistent_buffers(model)]
         if not any(re.search(pattern, n) for n in names):
             raise RuntimeError(f"init override {pattern!r} matches no tensor")
-    if fx.fields.get("tie_word_embeddings"):
+    # A vision-language wrapper's own tie_word_embeddings is the one transformers applies.
+    tied = fx.wrapper_fields.get("tie_word_embeddings", fx.fields.get("tie_word_embeddings")) if fx.text_model_type else fx.fields.get("tie_word_embeddings")
+    if tied:
         out_w = model.get_output_embeddings().weight
         in_w = model.get_input_embeddings().weight
         if out_w.data_ptr() != in_w.data_ptr():

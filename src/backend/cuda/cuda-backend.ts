@@ -27,7 +27,7 @@ import type {
   TokenSelection,
   WeightStream,
 } from '../backend.ts';
-import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
+import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32, roundToBf16 } from '../../tensor/host-dtype.ts';
 import { checkQuantizedExperts, checkQuantizedTable, describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
 import { expandSparse24, type Sparse24Weight } from '../../tensor/sparse24.ts';
 import { SPARSE_ROWS_MULTIPLE, SPARSE_SHAPE_MULTIPLE } from './cusparselt.ts';
@@ -798,8 +798,10 @@ export class CudaBackend implements Backend {
     );
   }
 
-  embedding(table: Tensor, step: StepInputs, scale: number, firstRow: number): Tensor {
+  embedding(table: Tensor, step: StepInputs, unroundedScale: number, firstRow: number): Tensor {
     const s = asCudaStep(step);
+    // Activations are bf16 here: the scale is too (Backend.embedding).
+    const scale = roundToBf16(unroundedScale);
     checkTokens(s.batch, this.sampled.rows);
     if (table instanceof CudaQuantizedTensor) {
       // Loaded as a table (loadQuantizedWeight's `table`): int4 or int8 in the row layout, no act-order.

@@ -199,9 +199,9 @@ test('qkNorm normalizes query and key heads in place and leaves values alone', (
   }
 });
 
-test('gatedLinear with silu, gelu-tanh and clamped SwiGLU, fused (1-2 rows) and as GEMM + activation', () => {
+test('gatedLinear with silu, gelu-tanh, clamped SwiGLU, gelu and relu, fused (1-2 rows) and as GEMM + activation', () => {
   // Products reach about ±12, so the SwiGLU's clamp at 7 and gelu's negative tail are both exercised.
-  const activations: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }];
+  const activations: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'gelu' }, { kind: 'relu' }];
   for (const act of activations) {
     // The fused GEMV shares a row among four warps below 8192 outputs, and gives each a warp above.
     for (const rows of [1, 2, 3, 40]) {

@@ -27,6 +27,32 @@ test('gelu-tanh is PyTorch\'s tanh approximation of gelu(gate), times up', () =>
   checkRows({ kind: 'gelu-tanh' }, (g, u) => 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g ** 3))) * u);
 });
 
+test('gelu is the exact (erf) GELU: odd part gelu(g) - gelu(-g) = g, 0 at 0, within 1e-3 of the tanh approximation, times up', () => {
+  const c = Math.sqrt(2 / Math.PI);
+  const gates = Float32Array.from({ length: 200 }, (_, i) => (i - 100) / 12.5);
+  const gateUp = new Float32Array(2 * gates.length * 2);
+  gateUp.set(gates, 0);
+  gateUp.fill(1, gates.length, 2 * gates.length);
+  gateUp.set(gates.map((g) => -g), 2 * gates.length);
+  gateUp.fill(1, 3 * gates.length);
+  const out = new Float32Array(2 * gates.length);
+  gatedActivation({ kind: 'gelu' }, gateUp, 2, gates.length, out);
+  gates.forEach((g, i) => {
+    assert.ok(Math.abs(out[i] - out[gates.length + i] - g) <= 1e-6 * Math.max(1, Math.abs(g)), `gelu(${g}) - gelu(${-g}) = ${out[i] - out[gates.length + i]}`);
+    assert.ok(Math.abs(out[i] - 0.5 * g * (1 + Math.tanh(c * (g + 0.044715 * g ** 3)))) < 1e-3, `gelu(${g}) = ${out[i]}`);
+  });
+  assert.equal(out[100], 0);
+  checkRows({ kind: 'gelu' }, (g, u) => {
+    const out1 = new Float32Array(1);
+    gatedActivation({ kind: 'gelu' }, Float32Array.of(g, 1), 1, 1, out1);
+    return out1[0] * u;
+  });
+});
+
+test('relu multiplies max(gate, 0) by up', () => {
+  checkRows({ kind: 'relu' }, (g, u) => Math.max(g, 0) * u);
+});
+
 test('clamped swiglu clamps gate above and up on both sides, then (up + 1) · gate · σ(alpha · gate)', () => {
   const limit = 3, alpha = 1.702;
   checkRows({ kind: 'clamped-swiglu', alpha, limit }, (g, u) => {

@@ -5,9 +5,11 @@
 // nvcc-check: -DACT=0
 // nvcc-check: -DACT=1
 // nvcc-check: -DACT=2
+// nvcc-check: -DACT=3
+// nvcc-check: -DACT=4
 
 #ifndef ACT
-#error "compile with -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu> (gated-activation.cuh)"
+#error "compile with -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu | 3 gelu | 4 relu> (gated-activation.cuh)"
 #endif
 
 // out [rows, n] = act(gate) * up with gateUp [rows, 2n] (gate columns first); n8 = n / 8.

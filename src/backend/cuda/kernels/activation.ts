@@ -16,6 +16,10 @@ export function activationDefines(activation: Activation): { ACT: number; alpha:
       return { ACT: 1, alpha: 0, limit: 0 };
     case 'clamped-swiglu':
       return { ACT: 2, alpha: activation.alpha, limit: activation.limit };
+    case 'gelu':
+      return { ACT: 3, alpha: 0, limit: 0 };
+    case 'relu':
+      return { ACT: 4, alpha: 0, limit: 0 };
   }
 }
 

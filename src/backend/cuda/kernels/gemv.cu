@@ -39,7 +39,7 @@ typedef bf16 out_t;
 #define KSPLIT 1
 #endif
 #if GATED && !defined(ACT)
-#error "the gated form needs -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu> (gated-activation.cuh)"
+#error "the gated form needs -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu | 3 gelu | 4 relu> (gated-activation.cuh)"
 #endif
 // Eight 16-byte weight loads in flight per lane, whatever MATS (on the H100 the gated form, 2 x 4,
 // streamed at 3.1 TB/s where the plain one at 4 read the 4096-row matrices at 2.3-2.5).

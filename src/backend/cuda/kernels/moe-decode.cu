@@ -33,7 +33,7 @@
 // nvcc-check: -DPER_LANE=1 -DACT=2 -DMXFP4=1
 
 #ifndef ACT
-#error "compile with -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu> (gated-activation.cuh)"
+#error "compile with -DACT=<0 silu | 1 gelu-tanh | 2 clamped swiglu | 3 gelu | 4 relu> (gated-activation.cuh)"
 #endif
 
 #ifndef MXFP4

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Draw random small config variants of every family Keel serves and check Keel against transformers on each.
+
+For each family this draws config variants from the keys transformers' config class for that family
+reads (head_dim, KV heads, biases, tied heads, every RoPE type the family allows with its extra keys,
+sliding windows and layer types, activations, softcaps, MoE routing keys, ...), builds each as a tiny
+random-weight checkpoint with make_fixtures.build_fixture (the same weights, prompts, save/reload and
+oracle.json as the committed fixtures), then runs scripts/oracle-check.ts on them: Keel's CPU backend,
+the parity suite's logit tolerance and exact greedy tokens.
+
+Usage:
+    python3 tools/oracle/config_fuzz.py --out DIR [--families llama,gemma2] [--variants 6] [--seed 0]
+                                        [--no-check] [--keep]
+
+Variants are seeded by (seed, family, index): `--seed S --families F --variants N` redraws the same N.
+DIR/<family>-<seed>-<index>/ holds each checkpoint and DIR/results.jsonl one line per variant:
+{"name", "family", "status": ok | keel-failed | oracle-invalid, "config": the drawn keys, ...}.
+oracle-invalid means transformers itself refused the config (not a Keel bug). Without --keep,
+the checkpoints of passing variants are deleted after the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import make_fixtures as mf
+
+REPO = Path(__file__).resolve().parents[2]
+# Fewer re-draws than the committed fixtures: a variant that keeps a near-tie is reported as such
+# (its min margins are in results.jsonl) rather than drawn for minutes.
+mf.MAX_SEED_ATTEMPTS = 3
+mf.MOE_SEED_ATTEMPTS = 6
+# The CPU check compares with the float32 reference only: skip transformers' bfloat16 run (slow on CPU).
+mf.bf16_reference = lambda model, prompts, last_logits: {}
+# The Hub-layout check pins the committed fixtures to published checkpoints' names; a drawn variant
+# (Gemma 2 with its own lm_head, Qwen2-MoE without a dense layer) may leave that layout and still be
+# one transformers builds and saves.
+mf.check_hub_layout = lambda model_type, tensors, config: None
+
+ACTS = ("silu", "gelu", "gelu_pytorch_tanh", "relu", "gelu_new")
+
+
+def act(r: random.Random, default: str) -> str:
+    """Mostly the family's own activation: other ones are drawn, but must not crowd out the other keys."""
+    return default if r.random() < 0.7 else r.choice(ACTS)
+
+
+def heads(r: random.Random, hidden: int) -> dict:
+    """Query heads, KV heads from 1 to all of them, and (every family's modeling code reads it) often an explicit head_dim."""
+    n = r.choice((2, 4, 8))
+    kv = r.choice([k for k in (1, 2, 4, 8) if n % k == 0])
+    out = dict(hidden_size=hidden, num_attention_heads=n, num_key_value_heads=kv)
+    if r.random() < 0.6:
+        out["head_dim"] = r.choice((8, 16, 24, 32))
+    return out
+
+
+def base(r: random.Random) -> dict:
+    return mf._fields(
+        vocab_size=r.choice((256, 300)),
+        intermediate_size=r.choice((32, 80, 36)),
+        num_hidden_layers=r.choice((1, 2, 3)),
+        rms_norm_eps=r.choice((1e-6, 1e-5, 1e-2)),
+        tie_word_embeddings=r.random() < 0.4,
+        **heads(r, r.choice((48, 64))),
+    )
+
+
+def head_dim_of(fields: dict, default: int | None = None) -> int:
+    """The head size transformers will use: head_dim, else the config class's default, else hidden / heads."""
+    return fields.get("head_dim") or default or fields["hidden_size"] // fields["num_attention_heads"]
+
+
+def rope(r: random.Random, fields: dict, types=("default", "linear", "dynamic", "yarn", "llama3", "longrope"),
+         partial: float = 1.0, head_dim_default: int | None = None) -> dict:
+    """A RoPE dict of one of `types`, with that type's optional keys drawn too."""
+    kind = r.choice(types)
+    theta = r.choice((100.0, 10000.0, 500000.0))
+    if kind == "default":
+        return mf._rope("default", theta)
+    if kind == "linear":
+        return mf._rope("linear", theta, factor=r.choice((2.0, 4.0)))
+    if kind == "dynamic":
+        # transformers rescales past max_position_embeddings: make the decodes cross it.
+        fields["max_position_embeddings"] = 48
+        return mf._rope("dynamic", theta, factor=r.choice((2.0, 4.0)))
+    if kind == "llama3":
+        return mf._rope("llama3", theta, factor=r.choice((4.0, 8.0)), low_freq_factor=r.choice((1.0, 2.0)),
+                        high_freq_factor=r.choice((4.0, 8.0)), original_max_position_embeddings=32)
+    if kind == "yarn":
+        extra = dict(factor=r.choice((2.0, 4.0)), original_max_position_embeddings=32)
+        if r.random() < 0.5:
+            extra.update(beta_fast=r.choice((8.0, 32.0)), beta_slow=r.choice((1.0, 2.0)))
+        pick = r.random()
+        if pick < 0.25:
+            extra["attention_factor"] = r.choice((0.8, 1.3))
+        elif pick < 0.5:
+            extra.update(mscale=r.choice((0.707, 1.0)), mscale_all_dim=r.choice((0.707, 1.0)))
+        if r.random() < 0.4:
+            extra["truncate"] = False
+        return mf._rope("yarn", theta, **extra)
+    half = int(head_dim_of(fields, head_dim_default) * partial) // 2
+    extra = dict(short_factor=[round(1 + r.random() * 0.5, 3) for _ in range(half)],
+                 long_factor=[round(1 + r.random() * 5, 3) for _ in range(half)],
+                 original_max_position_embeddings=32)
+    if r.random() < 0.3:
+        extra["attention_factor"] = r.choice((0.9, 1.2))
+    if r.random() < 0.5:
+        # Read for the attention factor instead of max / original (and by DeepSeek's softmax mscale).
+        extra["factor"] = r.choice((2.0, 8.0))
+    return mf._rope("longrope", theta, **extra)
+
+
+def sliding(r: random.Random, fields: dict, qwen: bool) -> None:
+    window = r.choice((None, 8, 16, 32))
+    fields["sliding_window"] = window
+    if qwen:
+        fields["use_sliding_window"] = window is not None and r.random() < 0.8
+        if r.random() < 0.5:
+            fields["max_window_layers"] = r.choice((0, 1, 2))
+        elif window is not None and r.random() < 0.5:
+            fields["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(fields["num_hidden_layers"])]
+
+
+def fx(name: str, model_type: str, fields: dict, rope_: dict, **kw) -> mf.Fixture:
+    if model_type in mf.MOE_MODEL_TYPES and fields["num_hidden_layers"] == 1:
+        # Room for a MoE layer beside a dense first one (first_k_dense_replace, mlp_only_layers, moe_layers).
+        fields["num_hidden_layers"] = 2
+    if fields.get("max_position_embeddings") == 48:
+        # Dynamic RoPE: prompts that fit in 48 positions, whose decodes cross it (as llama-rope-dynamic's).
+        kw["prompt_lengths"] = (5, 17, 40, 45)
+    return mf.Fixture(name, model_type, f"config_fuzz variant {name}", fields, rope_, **kw)
+
+
+# --- one generator per family: (rng, name) -> Fixture
+
+
+def gen_llama(r, name):
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.5, mlp_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    return fx(name, "llama", f, rope(r, f))
+
+
+def gen_mistral(r, name):
+    f = base(r)
+    f["hidden_act"] = act(r, "silu")
+    sliding(r, f, qwen=False)
+    return fx(name, "mistral", f, rope(r, f))
+
+
+def gen_qwen2(r, name):
+    f = base(r)
+    f["hidden_act"] = act(r, "silu")
+    sliding(r, f, qwen=True)
+    return fx(name, "qwen2", f, rope(r, f))
+
+
+def gen_qwen3(r, name):
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    sliding(r, f, qwen=True)
+    # Qwen3Config's head_dim defaults to 128, not hidden / heads.
+    return fx(name, "qwen3", f, rope(r, f, head_dim_default=128))
+
+
+GEMMA_NORMS = ((r"^model\.norm\.weight$", 2.0, 0.1), (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1))
+
+
+def gen_gemma(r, name):
+    f = base(r)
+    f.update(head_dim=f.get("head_dim", 16), attention_bias=r.random() < 0.4, hidden_act=act(r, "gelu_pytorch_tanh"))
+    return fx(name, "gemma", f, rope(r, f), norm_center=0.0, init_overrides=GEMMA_NORMS[:1])
+
+
+def _gemma2_fields(r):
+    f = base(r)
+    f.update(head_dim=f.get("head_dim", 16), attention_bias=r.random() < 0.4, hidden_activation=act(r, "gelu_pytorch_tanh"),
+             query_pre_attn_scalar=r.choice((16, 24, 64)), sliding_window=r.choice((8, 16, 32)),
+             attn_logit_softcapping=r.choice((None, 20.0, 50.0)), final_logit_softcapping=r.choice((None, 10.0, 30.0)))
+    if r.random() < 0.4:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(f["num_hidden_layers"])]
+    return f
+
+
+def gen_gemma2(r, name):
+    f = _gemma2_fields(r)
+    return fx(name, "gemma2", f, rope(r, f), norm_center=0.0, init_overrides=GEMMA_NORMS)
+
+
+def _gemma3_text(r):
+    f = _gemma2_fields(r)
+    f["num_hidden_layers"] = r.choice((2, 3, 4))
+    f.pop("layer_types", None)
+    if r.random() < 0.5:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(f["num_hidden_layers"])]
+    else:
+        f["sliding_window_pattern"] = r.choice((2, 3))
+    rope_ = {"sliding_attention": rope(r, f, ("default", "linear")), "full_attention": rope(r, f, ("default", "linear", "yarn", "llama3"))}
+    return f, rope_
+
+
+def gen_gemma3_text(r, name):
+    f, rope_ = _gemma3_text(r)
+    return fx(name, "gemma3_text", f, rope_, norm_center=0.0, init_overrides=GEMMA_NORMS)
+
+
+def gen_gemma3(r, name):
+    f, rope_ = _gemma3_text(r)
+    tied = r.random() < 0.8
+    f["tie_word_embeddings"] = tied
+    return fx(name, "gemma3", f, rope_, norm_center=0.0, text_model_type="gemma3_text",
+              init_overrides=((r"^model\.language_model\.norm\.weight$", 2.0, 0.1),
+                              (r"language_model\.layers\.\d+\.post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
+              wrapper_fields=dict(tie_word_embeddings=tied, mm_tokens_per_image=4,
+                                  vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, image_size=28, patch_size=14)))
+
+
+def gen_mistral3(r, name):
+    f = base(r)
+    sliding(r, f, qwen=False)
+    return fx(name, "mistral3", f, rope(r, f), text_model_type="mistral",
+              wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"] if r.random() < 0.7 else not f["tie_word_embeddings"],
+                                  vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, head_dim=8, image_size=28, patch_size=14)))
+
+
+def gen_phi3(r, name):
+    f = base(r)
+    f.update(hidden_act=act(r, "silu"), original_max_position_embeddings=32, sliding_window=r.choice((None, 16)))
+    partial = r.choice((1.0, 0.5, 0.75))
+    # Phi3Config accepts default and longrope only.
+    rope_ = rope(r, f, ("default", "longrope"), partial)
+    if partial != 1.0:
+        rope_["partial_rotary_factor"] = partial
+    return fx(name, "phi3", f, rope_)
+
+
+MOE_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3),)
+
+
+def gen_mixtral(r, name):
+    f = base(r)
+    f.update(hidden_act=act(r, "silu"), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
+             intermediate_size=32)
+    if r.random() < 0.3:
+        # MixtralConfig has no such key: transformers always renormalizes.
+        f["norm_topk_prob"] = False
+    sliding(r, f, qwen=False)
+    return fx(name, "mixtral", f, rope(r, f), init_overrides=MOE_ROUTER)
+
+
+def gen_qwen2_moe(r, name):
+    f = base(r)
+    n = f["num_hidden_layers"]
+    f.update(num_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             shared_expert_intermediate_size=r.choice((16, 48)), norm_topk_prob=r.random() < 0.5,
+             decoder_sparse_step=r.choice((1, 2)), mlp_only_layers=r.choice(([], [0], [n - 1])),
+             qkv_bias=r.random() < 0.7, hidden_act=act(r, "silu"))
+    sliding(r, f, qwen=True)
+    return fx(name, "qwen2_moe", f, rope(r, f), init_overrides=MOE_ROUTER)
+
+
+def gen_qwen3_moe(r, name):
+    f = base(r)
+    n = f["num_hidden_layers"]
+    f.update(num_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             norm_topk_prob=r.random() < 0.5, decoder_sparse_step=r.choice((1, 2)),
+             mlp_only_layers=r.choice(([], [0], [n - 1])), attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    sliding(r, f, qwen=True)
+    return fx(name, "qwen3_moe", f, rope(r, f), init_overrides=MOE_ROUTER)
+
+
+def _mla(r, f):
+    f.update(num_key_value_heads=f["num_attention_heads"], kv_lora_rank=r.choice((16, 32)),
+             q_lora_rank=r.choice((None, 24)), qk_nope_head_dim=r.choice((8, 16)), qk_rope_head_dim=r.choice((4, 8)),
+             v_head_dim=r.choice((8, 16)), n_routed_experts=r.choice((4, 8)), num_experts_per_tok=2,
+             moe_intermediate_size=16, n_shared_experts=r.choice((None, 1, 2)),
+             first_k_dense_replace=r.choice((0, 1)), routed_scaling_factor=r.choice((1.0, 2.5)),
+             norm_topk_prob=r.random() < 0.5, hidden_act=act(r, "silu"), attention_bias=r.random() < 0.3)
+    f.pop("head_dim", None)
+    if f["n_shared_experts"] is None:
+        del f["n_shared_experts"]
+    if r.random() < 0.2:
+        # DeepSeek's own code reads it; transformers does not.
+        f["moe_layer_freq"] = 2
+
+
+def gen_deepseek_v2(r, name):
+    f = base(r)
+    _mla(r, f)
+    method = r.choice(("greedy", "group_limited_greedy"))
+    f["topk_method"] = method
+    if method == "group_limited_greedy":
+        f.update(n_group=2, topk_group=r.choice((1, 2)))
+    return fx(name, "deepseek_v2", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
+              init_overrides=MOE_ROUTER)
+
+
+def gen_deepseek_v3(r, name):
+    f = base(r)
+    _mla(r, f)
+    # Each kept group must hold at least top-2 candidates (transformers sums each group's top 2).
+    f.update(n_group=r.choice([g for g in (1, 2, 4) if f["n_routed_experts"] // g >= 2]), rope_interleave=r.random() < 0.6)
+    f["topk_group"] = r.choice([g for g in (1, 2, 4) if g <= f["n_group"]])
+    return fx(name, "deepseek_v3", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
+def gen_deepseek_v32(r, name):
+    f = base(r)
+    _mla(r, f)
+    f.update(n_group=r.choice([g for g in (1, 2) if f["n_routed_experts"] // g >= 2]), q_lora_rank=24,
+             # Few indexer heads leave positions whose every head's ReLU is 0: exact index-score ties at the
+             # top-k boundary, which torch.topk breaks in an implementation-defined order (no engine can follow).
+             index_n_heads=r.choice((16, 32)), index_head_dim=r.choice((16, 32)), index_topk=r.choice((4, 8)))
+    f["topk_group"] = r.choice([g for g in (1, 2) if g <= f["n_group"]])
+    f["qk_rope_head_dim"] = min(f["qk_rope_head_dim"], f["index_head_dim"])
+    return fx(name, "deepseek_v32", f, rope(r, f, ("default", "yarn")),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),
+                                           (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
+
+
+def gen_gpt_oss(r, name):
+    f = base(r)
+    f.update(head_dim=f.get("head_dim", 16), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
+             intermediate_size=32, sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.7, swiglu_limit=7.0)
+    if r.random() < 0.4:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(f["num_hidden_layers"])]
+    return fx(name, "gpt_oss", f, rope(r, f, ("default", "yarn", "longrope")),
+              init_overrides=((r"\.mlp\.router\.weight$", 0.0, 0.3), (r"\.self_attn\.sinks$", 0.0, 1.0),
+                              (r"\.mlp\.experts\.gate_up_proj$", 0.0, 0.6), (r"\.mlp\.experts\.down_proj$", 0.0, 0.02)))
+
+
+def _llama4_text(r):
+    f = base(r)
+    n = r.choice((2, 3, 4))
+    f.update(num_hidden_layers=n, head_dim=f.get("head_dim", 16), intermediate_size=16, intermediate_size_mlp=48,
+             num_local_experts=r.choice((3, 4)), num_experts_per_tok=r.choice((1, 2)),
+             use_qk_norm=r.random() < 0.5, attention_chunk_size=r.choice((None, 8, 16)),
+             attn_temperature_tuning=r.random() < 0.7, floor_scale=r.choice((4, 8)), attn_scale=r.choice((0.1, 0.3)),
+             attention_bias=r.random() < 0.3)
+    if r.random() < 0.5:
+        f["interleave_moe_layer_step"] = r.choice((1, 2))
+    else:
+        f["moe_layers"] = sorted(r.sample(range(n), r.randint(1, n)))
+    if r.random() < 0.5:
+        f["no_rope_layer_interval"] = r.choice((2, 4))
+    else:
+        f["no_rope_layers"] = [r.choice((0, 1)) for _ in range(n)]
+    return f
+
+
+LLAMA4_ROUTER = ((r"\.feed_forward\.router\.weight$", 0.0, 0.3),)
+
+
+def gen_llama4_text(r, name):
+    f = _llama4_text(r)
+    return fx(name, "llama4_text", f, rope(r, f, ("default", "llama3", "linear")), init_overrides=LLAMA4_ROUTER)
+
+
+def gen_llama4(r, name):
+    f = _llama4_text(r)
+    return fx(name, "llama4", f, rope(r, f, ("default", "llama3")), init_overrides=LLAMA4_ROUTER, text_model_type="llama4_text",
+              wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"],
+                                  vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                     image_size=28, patch_size=14, vision_output_dim=16, projector_input_dim=16,
+                                                     projector_output_dim=16, pixel_shuffle_ratio=0.5)))
+
+
+GENERATORS = {
+    "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
+    "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
+    "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
+    "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
+    "llama4_text": gen_llama4_text, "llama4": gen_llama4,
+}
+
+
+def build(family: str, seed: int, index: int, root: Path, versions: dict) -> dict:
+    name = f"{family.replace('_', '-')}-{seed}-{index}"
+    r = random.Random(f"{seed}:{family}:{index}")
+    fixture = GENERATORS[family](r, name)
+    # Weights stored as transformers would save them in another dtype (the reference is float32 on
+    # the same representable values), sometimes split over shards.
+    fixture.stored_dtype = r.choice(("float32", "float32", "bfloat16", "float16"))
+    if r.random() < 0.15:
+        fixture.max_shard_size = "100KB"
+    mf.SEED_BASES[name] = 100000 + 1000 * index + seed
+    row = {"name": name, "family": family, "dir": str(root / name), "config": fixture.fields, "rope": fixture.rope}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = mf.build_fixture(fixture, root, versions)
+    except Exception as exc:  # noqa: BLE001 - transformers refusing a drawn config is a finding, not a crash
+        row.update(status="oracle-invalid", error=f"{type(exc).__name__}: {exc}"[:400])
+        if "--verbose" in sys.argv:
+            traceback.print_exc()
+        return row
+    row.update(status="built", min_greedy_margin=result["min_greedy_margin"], min_routing_margin=result.get("min_routing_margin"))
+    return row
+
+
+def check(rows: list[dict]) -> None:
+    """Runs scripts/oracle-check.ts on the built variants, in one node process."""
+    built = [row for row in rows if row["status"] == "built"]
+    if not built:
+        return
+    proc = subprocess.run(["node", "--import", "tsx", "scripts/oracle-check.ts", *(row["dir"] for row in built)],
+                          cwd=REPO, capture_output=True, text=True)
+    verdicts = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            verdict = json.loads(line)
+            verdicts[verdict["dir"]] = verdict
+    for row in built:
+        verdict = verdicts.get(row["dir"])
+        if verdict is None:
+            row.update(status="keel-failed", error=f"no verdict (node exited {proc.returncode}): {proc.stderr[-600:]}")
+            continue
+        bad = {k: v for k, v in verdict.items() if k in ("logits", "greedy") and v != "ok"}
+        row.update(status="keel-failed" if bad else "ok", **bad)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--families", default=",".join(GENERATORS), help=f"comma-separated, of: {', '.join(GENERATORS)}")
+    parser.add_argument("--variants", type=int, default=4, help="variants per family")
+    parser.add_argument("--first", type=int, default=0, help="index of the first variant (to resume or to redraw one)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-check", action="store_true", help="build the checkpoints only")
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints of passing variants")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    families = args.families.split(",")
+    unknown = set(families) - set(GENERATORS)
+    if unknown:
+        parser.error(f"unknown families {sorted(unknown)}")
+    mf.configure_torch()
+    # Tiny matrices: one thread is faster than two fighting over a shared machine.
+    mf.torch.set_num_threads(1)
+    mf.hf_logging.set_verbosity_error()
+    versions = {"torch": mf.torch.__version__, "transformers": mf.transformers.__version__}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "results.jsonl").open("a") as log:
+        for family in families:
+            start = time.perf_counter()
+            rows = [build(family, args.seed, i, args.out, versions) for i in range(args.first, args.first + args.variants)]
+            if not args.no_check:
+                check(rows)
+            for row in rows:
+                log.write(json.dumps(row) + "\n")
+                if row["status"] == "ok" and not args.keep:
+                    shutil.rmtree(row["dir"], ignore_errors=True)
+            counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "keel-failed", "oracle-invalid", "built")}
+            print(f"{family}: {counts} in {time.perf_counter() - start:.0f} s", flush=True)
+            for row in rows:
+                if row["status"] not in ("ok", "built"):
+                    detail = row.get("error") or row.get("logits") or row.get("greedy")
+                    print(f"  {row['name']} {row['status']}: {str(detail)[:300]}", flush=True)
+            log.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
