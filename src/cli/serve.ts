@@ -65,7 +65,8 @@ Connections:
                                  FILE (its tokens, the host's phases, the device time of its forward
                                  and sampling pass), written every second and in full on shutdown;
                                  with --data-parallel-size N one file per replica, FILE with
-                                 .replicaR before its extension (docs/benchmarks.md)
+                                 .replicaR before its extension; POST /stop_profile and
+                                 /start_profile pause and resume it (docs/benchmarks.md)
 
 ${ENGINE_FLAGS_HELP}`;
 
