@@ -76,10 +76,10 @@ function checkSteps(lines: Line[], replica: number | null): void {
 
 const sum = (lines: Line[], field: 'prefill_tokens' | 'decode_rows' | 'verify_tokens') => lines.reduce((t, l) => t + l[field], 0);
 
-/** Unrelated prompts (no shared prefix: every prompt token is computed), each sent at once. */
-async function completeAll(url: string, count: number, headers: Record<string, string> = {}): Promise<Usage[]> {
+/** Unrelated prompts (no shared prefix: every prompt token is computed; `first` tells batches apart), each sent at once. */
+async function completeAll(url: string, count: number, headers: Record<string, string> = {}, first = 0): Promise<Usage[]> {
   const bodies = Array.from({ length: count }, (_, i) => ({
-    prompt: Array.from({ length: 5 + 7 * i }, (_, j) => ((i * 31 + j * 7) % 250) + 3),
+    prompt: Array.from({ length: 5 + 7 * i }, (_, j) => (((first + i) * 31 + j * 7) % 250) + 3),
     max_tokens: 3 + 2 * i,
     temperature: 0,
     ignore_eos: true,
@@ -134,6 +134,37 @@ test('keel serve --step-timeline with --data-parallel-size 2: a file per replica
     return lines;
   });
   checkCompositions(perReplica.flat(), usage);
+});
+
+test('a replica that dies and restarts appends a recording of its own to its file', { skip: twoReplicas, timeout: 120_000 }, async () => {
+  const file = join(dir, 'restart', 'steps.jsonl');
+  const tiny = await startTinyServer({ modelDir: model.dir, engine: { dataParallelSize: 2, maxReplicaRestarts: 1 }, server: { stepTimeline: file } });
+  try {
+    const path = stepTimelinePath(file, 1);
+    await completeAll(tiny.url, 4);
+    const deadline = Date.now() + 5000;
+    while (readLines(path).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const written = readLines(path);
+    assert.ok(written.length > 0, 'replica 1 ran some of the requests, and their steps were written out');
+    const restarted = new Promise<void>((resolve) => tiny.engine.onReplicaEvent((replica, event) => replica === 1 && event.kind === 'restarted' && resolve()));
+    tiny.engine.kill(1);
+    await restarted;
+    const counter = async () => metricValue(await (await fetch(`${tiny.url}/metrics`)).text(), 'keel_replica_prompt_tokens_total', { replica: '1' }) ?? 0;
+    const promptTokensBack = await counter();
+    await completeAll(tiny.url, 6, {}, 100);
+    const promptTokens = (await counter()) - promptTokensBack;
+    assert.ok(promptTokens > 0, 'the restarted replica ran some of the new requests');
+    await tiny.close();
+    const lines = readLines(path);
+    // What the first engine wrote out stays; a killed engine loses only the lines it still held.
+    assert.deepEqual(lines.slice(0, written.length), written);
+    const start = lines.findIndex((line, i) => i >= written.length && line.step === 0);
+    assert.ok(start > 0, 'the restarted engine began a recording of its own');
+    checkSteps(lines.slice(start), 1);
+    assert.equal(sum(lines.slice(start), 'prefill_tokens'), promptTokens);
+  } finally {
+    await tiny.close();
+  }
 });
 
 test('keel serve refuses a --step-timeline file it cannot write, naming it, before serving', async () => {
