@@ -1,10 +1,10 @@
+import { extname } from 'node:path';
 import type { EngineOptions } from '../../config.ts';
 import type { LoraAdapterInfo } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
 import { resolveEngineConfig } from '../../engine/load-engine.ts';
 import { KeelError } from '../../errors.ts';
 import type { ApiError } from '../openai-errors.ts';
-import { extname } from 'node:path';
 import { combinedStats } from './combined-stats.ts';
 import { EngineClient, type EnginePrompt } from './engine-client.ts';
 import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';

@@ -37,8 +37,8 @@ export function engineInfo(llm: ServedLLM): EngineInfo {
  * The engine's side of the protocol: runs each request the server adds through `llm.stream`, posts
  * its updates in batches (UpdateOutbox) with the stats as they stand, aborts it on request, and
  * reports the engine's stats on a timer; on request it records the step timeline into a file.
- * 'close' aborts what is left and ends the step timeline (its file complete), then `onClose` (which frees the engine, when this side owns it)
- * runs before 'closed' is posted.
+ * 'close' aborts what is left and ends the step timeline (its file complete), then `onClose`
+ * (which frees the engine, when this side owns it) runs before 'closed' is posted.
  */
 export function serveEngine(port: MessageEndpoint<ToEngine, FromEngine>, llm: ServedLLM, onClose: () => Promise<void> = async () => undefined): void {
   const running = new Map<number, AbortController>();
