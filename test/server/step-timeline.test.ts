@@ -167,6 +167,19 @@ test('a replica that dies and restarts appends a recording of its own to its fil
   }
 });
 
+test('a write that fails (a full disk) ends the recording, said on stderr, and the server serves on', { skip: existsSync('/dev/full') ? false : 'needs /dev/full' }, async () => {
+  const server = await spawnServe(model.dir, ['--step-timeline', '/dev/full']);
+  spawned.push(server);
+  await completeAll(server.url, 3);
+  const deadline = Date.now() + 5000;
+  while (!server.stderr().includes('the step timeline stopped') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.match(server.stderr(), /keel: the step timeline stopped: writing \/dev\/full failed \(ENOSPC[^)]*\); the engine serves on/);
+  assert.equal((await completeAll(server.url, 3, {}, 50)).length, 3);
+  server.child.kill('SIGTERM');
+  assert.deepEqual(await exitWithin(server, 30_000), { code: 0, signal: null }, server.stderr());
+  assert.equal(server.stderr().match(/the step timeline stopped/g)?.length, 1, 'said once');
+});
+
 test('keel serve refuses a --step-timeline file it cannot write, naming it, before serving', async () => {
   const blocked = join(dir, 'blocked');
   writeFileSync(blocked, '');
