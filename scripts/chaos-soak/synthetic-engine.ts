@@ -81,6 +81,13 @@ export class SyntheticEngine implements ServedLLM {
   unloadLoraAdapter(name: string): void {
     throw new Error(`the synthetic engine serves no LoRA adapters (asked to unload ${name})`);
   }
+  /** It runs no engine steps to record. */
+  startStepTimeline(): void {
+    throw new Error('the synthetic engine has no step timeline');
+  }
+  stopStepTimeline(): void {
+    throw new Error('the synthetic engine has no step timeline');
+  }
 
   stats(): EngineStats {
     const sequences = (list: SyntheticRequest[]) => list.reduce((sum, r) => sum + r.completions.filter((c) => c.finishReason === null).length, 0);

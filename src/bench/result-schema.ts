@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { STEP_KINDS } from '../engine/step-timeline.ts';
 import { LINEAR_BENCH_FORMATS, LINEAR_BENCH_PATHS } from './linear-bench-options.ts';
 
 /**
@@ -78,7 +79,7 @@ const SpeculationSchema = z.strictObject({
 
 /** A step kind's share of a step timeline: steps of only prompt tokens, only decode rows, both, any verification, or none (a call that only read a step left running). */
 const StepKindSchema = z.strictObject({
-  kind: z.enum(['prefill', 'decode', 'mixed', 'verify', 'drain']),
+  kind: z.enum(STEP_KINDS),
   steps: count,
   prefill_tokens: count,
   decode_rows: count,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HOST_PHASES, type HostPhase, type StepComposition, type StepDeviceTimes, type StepRecord } from '../engine/step-timeline.ts';
-import { stepKind, summarizeStepTimeline } from './step-timeline-summary.ts';
+import { HOST_PHASES, stepKind, type HostPhase, type StepComposition, type StepDeviceTimes, type StepRecord } from '../engine/step-timeline.ts';
+import { summarizeStepTimeline } from './step-timeline-summary.ts';
 
 /** A step() call of the given host phases (the rest 0), composition and device times. */
 function step(index: number, start: number, end: number, host: Partial<Record<HostPhase, number>>, composition: Partial<StepComposition>, device: StepDeviceTimes | null): StepRecord {

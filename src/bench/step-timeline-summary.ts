@@ -1,18 +1,6 @@
-import { HOST_PHASES, type HostPhase, type StepRecord } from '../engine/step-timeline.ts';
+import { HOST_PHASES, STEP_KINDS, stepKind, type HostPhase, type StepKind, type StepRecord } from '../engine/step-timeline.ts';
 import type { StepKindFigures, StepTimelineSummary } from './result-schema.ts';
 import { percentile } from './statistics.ts';
-
-export type StepKind = StepKindFigures['kind'];
-const KINDS: readonly StepKind[] = ['prefill', 'decode', 'mixed', 'verify', 'drain'];
-
-/** A step by what it ran: any verification makes it verify; none launched, drain. */
-export function stepKind(record: StepRecord): StepKind {
-  const { prefillTokens, decodeRows, verifyTokens } = record.composition;
-  if (record.device === null) return 'drain';
-  if (verifyTokens > 0) return 'verify';
-  if (decodeRows === 0) return 'prefill';
-  return prefillTokens === 0 ? 'decode' : 'mixed';
-}
 
 /** Device milliseconds of a step's parts together; 0 for one that launched nothing. */
 export function deviceBusyMs(record: StepRecord): number {
@@ -56,7 +44,7 @@ export function summarizeStepTimeline(records: readonly StepRecord[], file: stri
     sampling_ms: deviceSum('samplingMs'),
     forward_fraction: fraction(deviceSum('forwardMs'), busy),
     sampling_fraction: fraction(deviceSum('samplingMs'), busy),
-    by_kind: KINDS.flatMap((kind) => {
+    by_kind: STEP_KINDS.flatMap((kind) => {
       const chosen = records.filter((r) => stepKind(r) === kind);
       return chosen.length === 0 ? [] : [kindFigures(kind, chosen)];
     }),

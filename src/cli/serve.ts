@@ -61,6 +61,12 @@ Connections:
 
   --preprocess-threads N         threads that parse, validate and tokenize requests (default ${D.preprocessThreads})
   --log-level LEVEL              ${LOG_LEVELS.join('|')} (default ${D.logLevel}); JSON lines on stderr
+  --step-timeline FILE           record every engine step while serving: a JSON line per step in
+                                 FILE (its tokens, the host's phases, the device time of its forward
+                                 and sampling pass), written every second and in full on shutdown;
+                                 with --data-parallel-size N one file per replica, FILE with
+                                 .replicaR before its extension; POST /stop_profile and
+                                 /start_profile pause and resume it (docs/benchmarks.md)
 
 ${ENGINE_FLAGS_HELP}`;
 
@@ -88,6 +94,7 @@ export const SERVE_FLAGS = {
   'shutdown-timeout': { type: 'string' },
   'preprocess-threads': { type: 'string' },
   'log-level': { type: 'string' },
+  'step-timeline': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -168,6 +175,8 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
   if (headerTimeoutMs > bodyTimeoutMs) throw invalidArgument('--header-timeout must not be longer than --body-timeout, which counts the headers too');
   const allowedHosts = values['allowed-hosts']?.split(',').map((h) => h.trim()).filter((h) => h !== '') ?? null;
   if (allowedHosts !== null && allowedHosts.length === 0) throw invalidArgument('--allowed-hosts is empty: list host names, or * for any');
+  const stepTimeline = values['step-timeline'] ?? null;
+  if (stepTimeline === '') throw invalidArgument('--step-timeline needs a file name');
   const shutdownTimeout = numberFlag('--shutdown-timeout', values['shutdown-timeout']);
   if (shutdownTimeout !== undefined && shutdownTimeout < 0) throw invalidArgument(`--shutdown-timeout must not be negative (got ${shutdownTimeout})`);
   return {
@@ -193,6 +202,7 @@ function serverOptionsFromFlags(values: ServeFlagValues): Omit<ServerOptions, 'e
     responsesStoreSize: positive('--responses-store-size', values['responses-store-size']) ?? D.responsesStoreSize,
     forceIncludeUsage: values['enable-force-include-usage'] === true,
     logLevel: oneOf('--log-level', values['log-level'], LOG_LEVELS) ?? D.logLevel,
+    stepTimeline,
   };
 }
 

@@ -59,6 +59,19 @@ export interface StepRecord {
   device: StepDeviceTimes | null;
 }
 
+/** Steps by what they ran (stepKind). */
+export const STEP_KINDS = ['prefill', 'decode', 'mixed', 'verify', 'drain'] as const;
+export type StepKind = (typeof STEP_KINDS)[number];
+
+/** A step by what it ran: any verification makes it verify; none launched, drain. */
+export function stepKind(record: StepRecord): StepKind {
+  const { prefillTokens, decodeRows, verifyTokens } = record.composition;
+  if (record.device === null) return 'drain';
+  if (verifyTokens > 0) return 'verify';
+  if (decodeRows === 0) return 'prefill';
+  return prefillTokens === 0 ? 'decode' : 'mixed';
+}
+
 /** A step recorded, its device marks not read yet: launch start, forward start and end, sampling end. */
 interface PendingStep {
   record: StepRecord;

@@ -17,6 +17,7 @@ import { logWhenDone, noteSocketStatus } from './request-log.ts';
 import { ResponseStallWatch } from './response-stall-watch.ts';
 import type { ServingContext } from './serving-context.ts';
 import { registerResponses } from './responses/responses-routes.ts';
+import { registerStepTimelineRoutes } from './step-timeline-routes.ts';
 import { registerTokenize } from './tokenize.ts';
 import { notFoundMessage } from './unsupported-endpoints.ts';
 
@@ -28,6 +29,8 @@ export interface AppOptions {
   bodyTimeoutMs: number;
   idleTimeoutMs: number;
   maxConnections: number;
+  /** The step timeline's file: POST /start_profile and /stop_profile are served (null: not). */
+  stepTimeline: string | null;
 }
 
 /** A client may name its request (`x-request-id`) with a short token; anything else gets a fresh id. */
@@ -118,5 +121,6 @@ export function buildApp(ctx: ServingContext, options: AppOptions): FastifyInsta
   registerTokenize(app, ctx);
   registerMonitoring(app, ctx);
   registerPlayground(app);
+  if (options.stepTimeline !== null) registerStepTimelineRoutes(app, ctx, options.stepTimeline);
   return app;
 }

@@ -2,9 +2,9 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { hostName, type AllowedHosts } from './allowed-hosts.ts';
 import { ApiError } from './openai-errors.ts';
 
-/** The API lives under /v1 and beside it; the playground page, health and metrics stay open. */
+/** The API lives under /v1 and beside it (the step timeline's switches too); the playground page, health and metrics stay open. */
 export function needsApiKey(path: string): boolean {
-  return path.startsWith('/v1/') || path === '/tokenize' || path === '/detokenize';
+  return path.startsWith('/v1/') || path === '/tokenize' || path === '/detokenize' || path === '/start_profile' || path === '/stop_profile';
 }
 
 /**

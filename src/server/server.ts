@@ -58,6 +58,11 @@ export interface ServerOptions {
   /** Most responses kept for GET /v1/responses/{id} and previous_response_id (least recently used go first). */
   responsesStoreSize: number;
   logLevel: LogLevel;
+  /**
+   * Record the engines' step timeline into this file from the start (EngineReplicas.startStepTimeline),
+   * with POST /start_profile and /stop_profile to stop and resume it; null: none, and no such routes.
+   */
+  stepTimeline: string | null;
   /** Where log lines go (stderr by default). */
   logStream: Writable;
 }
@@ -92,6 +97,7 @@ export const DEFAULT_SERVER_OPTIONS: Omit<ServerOptions, 'engine'> = {
   forceIncludeUsage: false,
   responsesStoreSize: 1000,
   logLevel: 'info',
+  stepTimeline: null,
   logStream: process.stderr,
 };
 
@@ -132,6 +138,8 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     maxQueuedTokens: config.maxQueuedTokens,
   };
   const toolCallFormat = chooseToolCallFormat(config.toolCallParser, engine.info.chatTemplate);
+  // Before anything else starts (nothing to undo if the file is refused): every step served is recorded.
+  if (config.stepTimeline !== null) await engine.startStepTimeline(config.stepTimeline);
   const preprocess = await PreprocessPool.start(
     {
       tokenizerPath: engine.info.hasTokenizer ? engine.info.modelPath : null,
@@ -167,6 +175,7 @@ export async function startServer(options: Partial<ServerOptions> & { engine: En
     bodyTimeoutMs: config.bodyTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     maxConnections: config.maxConnections,
+    stepTimeline: config.stepTimeline,
   });
   try {
     await app.listen({ host: config.host, port: config.port });

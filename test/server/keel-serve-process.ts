@@ -17,11 +17,13 @@ export interface ServeProcess {
 /**
  * `keel serve` as a child process on a free loopback port, over `modelDir` on TEST_BACKEND;
  * resolves once it prints its URL. The caller kills it (the test's `after` should, in case an
- * assertion failed first).
+ * assertion failed first). `processGroup`: it leads a process group of its own, which its
+ * replicas' processes join, as a terminal's foreground job (`process.kill(-pid, 'SIGINT')` is Ctrl-C).
  */
-export async function spawnServe(modelDir: string, extraArgs: string[]): Promise<ServeProcess> {
+export async function spawnServe(modelDir: string, extraArgs: string[], options: { processGroup?: boolean } = {}): Promise<ServeProcess> {
   const child = spawn(process.execPath, [KEEL, 'serve', '--model', modelDir, '--backend', TEST_BACKEND, '--port', '0', '--no-progress', '--log-level', 'warn', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.processGroup === true,
   });
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   let stdout = '';

@@ -1,7 +1,8 @@
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, numberFlag } from '../engine-flags.ts';
 import { invalidArgument } from '../../errors.ts';
 import { latencyLine, stepTimelineReport } from '../../bench/console-report.ts';
-import { STEP_TIMELINE_HELP, stepTimelineLine, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import { STEP_TIMELINE_HELP, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import { stepTimelineLine } from '../../engine/step-timeline-file.ts';
 import type { StepRecord } from '../../engine/step-timeline.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine, type BenchEngine } from '../../bench/keel-run.ts';
 import { readLatencyBaseline, withSpeedup } from '../../bench/latency-baseline.ts';

@@ -1,7 +1,8 @@
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags } from '../engine-flags.ts';
 import { SAMPLING_FLAGS, samplingParamsFromFlags } from '../sampling-flags.ts';
 import { stepTimelineReport, throughputReport } from '../../bench/console-report.ts';
-import { STEP_TIMELINE_HELP, stepTimelineLine, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import { STEP_TIMELINE_HELP, writeStepTimeline } from '../../bench/step-timeline-file.ts';
+import { stepTimelineLine } from '../../engine/step-timeline-file.ts';
 import type { StepRecord } from '../../engine/step-timeline.ts';
 import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
 import { NANO_VLLM_WORKLOAD } from '../../bench/random-dataset.ts';

@@ -8,10 +8,10 @@ import type { EngineStats } from '../../engine/llm-engine.ts';
 import type { RequestOutput, StreamDelta } from '../../engine/outputs.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
 import { ApiError } from '../openai-errors.ts';
-import { fromThreadError } from '../thread-errors.ts';
+import { fromThreadError, type ThreadError } from '../thread-errors.ts';
 import { startTsProcess } from '../../threads/ts-process.ts';
 import { siblingModule, startTsWorker, type MessageEndpoint } from '../../threads/ts-worker.ts';
-import type { EngineInfo, FromEngine, ToEngine } from './engine-protocol.ts';
+import type { EngineInfo, FromEngine, StepTimelineRecording, ToEngine } from './engine-protocol.ts';
 import { OutputBuilder } from './output-builder.ts';
 import { serveEngine } from './serve-engine.ts';
 
@@ -69,7 +69,8 @@ export class EngineClient {
   private onClosed: ((error: Error | null) => void) | null = null;
   private reportStopped: (error: Error) => void = () => undefined;
   private adapters: LoraAdapterInfo[] | null;
-  private readonly loraCalls = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
+  /** Calls answered by the engine ('lora-done', 'step-timeline-done'), by id. */
+  private readonly calls = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
 
   private constructor(transport: Transport, info: EngineInfo, stats: EngineStats) {
     this.transport = transport;
@@ -156,19 +157,27 @@ export class EngineClient {
 
   /** Serves the PEFT adapter at `path` as `name`; rejects with the engine's reason (a KeelError) if it is refused. */
   loadLoraAdapter(name: string, path: string): Promise<void> {
-    return this.loraCall((id) => ({ type: 'load-lora', id, name, path }));
+    return this.call((id) => ({ type: 'load-lora', id, name, path }));
   }
 
   /** Stops serving adapter `name`; rejects with a not_found KeelError if none is loaded. */
   unloadLoraAdapter(name: string): Promise<void> {
-    return this.loraCall((id) => ({ type: 'unload-lora', id, name }));
+    return this.call((id) => ({ type: 'unload-lora', id, name }));
   }
 
-  private loraCall(message: (id: number) => ToEngine): Promise<void> {
+  /**
+   * Records the engine's step timeline into a file (`recording`), or stops (null) with the file
+   * complete; rejects with the engine's reason (a file it cannot open, one recording already).
+   */
+  stepTimeline(recording: StepTimelineRecording | null): Promise<void> {
+    return this.call((id) => ({ type: 'step-timeline', id, recording }));
+  }
+
+  private call(message: (id: number) => ToEngine): Promise<void> {
     if (this.deathError) return Promise.reject(this.deathError);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.loraCalls.set(id, { resolve, reject });
+      this.calls.set(id, { resolve, reject });
       this.transport.endpoint.postMessage(message(id));
     });
   }
@@ -246,14 +255,13 @@ export class EngineClient {
       case 'stats':
         this.latestStats = message.stats;
         return;
-      case 'lora-done': {
-        const call = this.loraCalls.get(message.id);
-        this.loraCalls.delete(message.id);
+      case 'lora-done':
         this.adapters = message.adapters;
-        if (message.error === null) call?.resolve();
-        else call?.reject(fromThreadError(message.error));
+        this.answered(message.id, message.error);
         return;
-      }
+      case 'step-timeline-done':
+        this.answered(message.id, message.error);
+        return;
       case 'closed':
         this.onClosed?.(message.error ? fromThreadError(message.error) : null);
         return;
@@ -261,6 +269,13 @@ export class EngineClient {
       case 'load-failed':
         return;
     }
+  }
+
+  private answered(id: number, error: ThreadError | null): void {
+    const call = this.calls.get(id);
+    this.calls.delete(id);
+    if (error === null) call?.resolve();
+    else call?.reject(fromThreadError(error));
   }
 
   /** The engine stopped without being asked to: fail everything in flight, and say so. */
@@ -272,8 +287,8 @@ export class EngineClient {
   }
 
   private failAll(error: Error): void {
-    for (const call of this.loraCalls.values()) call.reject(error);
-    this.loraCalls.clear();
+    for (const call of this.calls.values()) call.reject(error);
+    this.calls.clear();
     const runs = [...this.runs.values()];
     this.runs.clear();
     for (const run of runs) run.sink.fail(error);

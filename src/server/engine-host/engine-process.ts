@@ -23,6 +23,10 @@ const broken = (error: Error) => {
   process.stderr.write(`keel: this replica's engine is broken (${error.message}); its process exits for the server to restart it\n`);
   process.exit(1);
 };
+// A terminal's Ctrl-C (or hang-up) signals every process of its group, this one too: the server
+// drives the shutdown (its requests finish, then 'close': the step timeline written out, the
+// engine freed), and ends this process by closing the channel.
+for (const signal of ['SIGINT', 'SIGHUP'] as const) process.on(signal, () => undefined);
 process.once('message', (settings: EngineOptions) => void loadAndServe(port, settings, broken));
 // The server closed the channel (after the engine stopped) or went away: nothing more will come.
 process.on('disconnect', () => process.exit(0));

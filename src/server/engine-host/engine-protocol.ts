@@ -47,6 +47,8 @@ export type ToEngine =
   /** Load or unload a LoRA adapter; answered by 'lora-done' with the same id. */
   | { type: 'load-lora'; id: number; name: string; path: string }
   | { type: 'unload-lora'; id: number; name: string }
+  /** Start recording the step timeline into a file (recording), or stop (null); answered by 'step-timeline-done' with the same id. */
+  | { type: 'step-timeline'; id: number; recording: StepTimelineRecording | null }
   /** Abort everything and stop; answered by 'closed'. */
   | { type: 'close' };
 
@@ -59,10 +61,21 @@ export type FromEngine =
   | { type: 'failed'; id: number; error: ThreadError }
   /** A load-lora or unload-lora done (error null) or refused; the adapters served after it. */
   | { type: 'lora-done'; id: number; error: ThreadError | null; adapters: LoraAdapterInfo[] }
+  /** A step-timeline start or stop done (error null) or refused. */
+  | { type: 'step-timeline-done'; id: number; error: ThreadError | null }
   /** Sent every STATS_INTERVAL_MS while serving and no updates are held (batches of updates carry them then). */
   | { type: 'stats'; stats: EngineStats }
   /** The engine has stopped; `error` is why freeing it failed, if it did. */
   | { type: 'closed'; error: ThreadError | null };
+
+/** Where an engine records its step timeline (`keel serve --step-timeline`). */
+export interface StepTimelineRecording {
+  path: string;
+  /** Added to every line: the replica's index, with several replicas. */
+  fields: Record<string, number>;
+  /** Append to the file (a restarted replica's engine) rather than create it afresh. */
+  append: boolean;
+}
 
 /** What one request gained: per completion, its new tokens and text. `finished` carries its timings on its last update, null before. */
 export interface RequestUpdate {

@@ -1,3 +1,4 @@
+import { extname } from 'node:path';
 import type { EngineOptions } from '../../config.ts';
 import type { LoraAdapterInfo } from '../../engine/llm.ts';
 import type { EngineStats } from '../../engine/llm-engine.ts';
@@ -7,7 +8,7 @@ import type { ApiError } from '../openai-errors.ts';
 import { combinedStats } from './combined-stats.ts';
 import { EngineClient, type EnginePrompt } from './engine-client.ts';
 import { EngineGeneration, type GenerationHooks } from './engine-generation.ts';
-import type { EngineInfo } from './engine-protocol.ts';
+import type { EngineInfo, StepTimelineRecording } from './engine-protocol.ts';
 import { replicaDevices } from './replica-devices.ts';
 import { Replica, type ReplicaEvent } from './replica.ts';
 import { ReplicaRouter, type RouteReason } from './replica-router.ts';
@@ -54,6 +55,8 @@ export class EngineReplicas {
   private readonly listeners: ((replica: number, event: ReplicaEvent) => void)[] = [];
   /** Adapters loaded through the API since start, by name: a restarted replica loads them before it serves. */
   private readonly addedAdapters = new Map<string, string>();
+  /** The step timeline's file while one is recording (startStepTimeline): a restarted replica records into its own again. */
+  private timelineFile: string | null = null;
 
   /**
    * `clients[r]` serves replica r; `restart(r)`, when given, starts replica r's engine again
@@ -63,7 +66,7 @@ export class EngineReplicas {
     if (clients.length === 0) throw new RangeError('EngineReplicas needs at least one engine');
     this.info = clients[0].info;
     this.replicas = clients.map((client, r) => {
-      const ready = (engine: EngineClient) => this.readyAdapters(engine);
+      const ready = (engine: EngineClient) => this.readyRestarted(r, engine);
       const restartOf = restart && { start: () => restart.start(r), ready, maxRestarts: restart.maxRestarts };
       return new Replica(client, restartOf, (event) => this.replicaEvent(r, event));
     });
@@ -206,6 +209,33 @@ export class EngineReplicas {
     return { generation, replicas };
   }
 
+  /**
+   * Records every replica's engine steps (`keel serve --step-timeline`, docs/benchmarks.md "Step
+   * timeline") into `file`, created afresh or appended to (`append`), one JSON line per step,
+   * until `stopStepTimeline` or close, which write out every step recorded. With several replicas
+   * each has a file of its own (stepTimelinePath) and its lines carry its index (`replica`).
+   * Rejects with the first engine's refusal, the others stopped.
+   */
+  async startStepTimeline(file: string, append = false): Promise<void> {
+    if (this.timelineFile !== null) throw new KeelError('invalid_argument', 'a step timeline is recording already');
+    const live = this.replicas.flatMap((replica, r) => (replica.failure === null ? [r] : []));
+    const results = await Promise.allSettled(live.map((r) => this.replicas[r].client.stepTimeline(this.recording(file, r, append))));
+    const refused = results.find((result) => result.status === 'rejected');
+    if (refused !== undefined) {
+      await Promise.allSettled(live.filter((_, i) => results[i].status === 'fulfilled').map((r) => this.replicas[r].client.stepTimeline(null)));
+      throw refused.reason;
+    }
+    this.timelineFile = file;
+  }
+
+  /** Ends the step timeline on every live replica, each file complete; resolves with the first refusal, if any. */
+  async stopStepTimeline(): Promise<void> {
+    if (this.timelineFile === null) throw new KeelError('invalid_argument', 'no step timeline is recording');
+    this.timelineFile = null;
+    const refused = (await Promise.allSettled(this.live().map((c) => c.stepTimeline(null)))).find((r) => r.status === 'rejected');
+    if (refused !== undefined) throw refused.reason;
+  }
+
   /** Ends replica r as a crash would (fault drills, tests); it restarts as after any death. */
   kill(replica: number): void {
     this.replicas[replica].kill();
@@ -221,9 +251,18 @@ export class EngineReplicas {
     return this.replicas.filter((r) => r.failure === null).map((r) => r.client);
   }
 
-  /** A restarted engine serves the adapters loaded through the API since start too (its settings load the others). */
-  private async readyAdapters(engine: EngineClient): Promise<void> {
+  /**
+   * A restarted engine serves the adapters loaded through the API since start too (its settings
+   * load the others), and records the step timeline after its predecessor's lines, if one is.
+   */
+  private async readyRestarted(replica: number, engine: EngineClient): Promise<void> {
     for (const [name, path] of this.addedAdapters) await engine.loadLoraAdapter(name, path);
+    if (this.timelineFile !== null) await engine.stepTimeline(this.recording(this.timelineFile, replica, true));
+  }
+
+  private recording(file: string, replica: number, append: boolean): StepTimelineRecording {
+    const several = this.replicas.length > 1;
+    return { path: several ? stepTimelinePath(file, replica) : file, fields: several ? { replica } : {}, append };
   }
 
   private replicaEvent(replica: number, event: ReplicaEvent): void {
@@ -231,6 +270,12 @@ export class EngineReplicas {
     if (event.kind === 'restarted') this.router.forget(replica);
     for (const listener of this.listeners) listener(replica, event);
   }
+}
+
+/** Replica r's step timeline file of several: `.replicaR` before FILE's extension (steps.jsonl: steps.replica0.jsonl). */
+export function stepTimelinePath(file: string, replica: number): string {
+  const extension = extname(file);
+  return `${file.slice(0, file.length - extension.length)}.replica${replica}${extension}`;
 }
 
 /** KV blocks in use over the pool (0 for an empty pool: a dead replica's). */
