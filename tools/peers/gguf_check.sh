@@ -2,7 +2,9 @@
 # Keel beside llama.cpp on GGUF files llama.cpp's own tools made (issue #22's GPU-host check), in
 # one device call. From the repo root on the GPU host, carry [".gpu", ".llama-cpp"]:
 #
-#   source .gpu/env.sh && GGUF_CHECK_OUT_DIR=$OUT/results bash tools/peers/gguf_check.sh 2>&1 | tee $OUT/gguf_check.log
+#   source .gpu/env.sh && mkdir -p $OUT/r && GGUF_CHECK_OUT_DIR=$OUT/r bash tools/peers/gguf_check.sh > $OUT/gguf_check.log 2>&1
+#   cp /tmp/keel-gguf-check/*.log $OUT/r/; tar czf $OUT/r.tgz -C $OUT r && rm -rf $OUT/r
+#   (at most 8 files come back from a device call: the results and logs travel as one tarball)
 #
 # For the model of bench/configs/$GGUF_CHECK_ARCH (default llama-3.1-8b):
 # 1. unpacks .llama-cpp/llama.cpp.tar.xz (tools/peers/pack_llama_cpp.sh) and builds llama-bench
