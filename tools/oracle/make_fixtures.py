@@ -604,9 +604,19 @@ FIXTURES = [
         quantization="fp8-block",
     ),
 ]
+
+
+def derived(base_name: str, fields: dict | None = None, **changes) -> Fixture:
+    """The fixture `base_name` of FIXTURES with `changes`, its fields updated by `fields`."""
+    base = next(f for f in FIXTURES if f.name == base_name)
+    if fields is not None:
+        changes["fields"] = {**base.fields, **fields}
+    return dataclasses.replace(base, **changes)
+
+
 # gpt-oss as the Hub ships it: the gpt-oss fixture's architecture and draws, its experts in MXFP4.
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "gpt-oss"),
+FIXTURES.append(derived(
+    "gpt-oss",
     name="gpt-oss-mxfp4",
     description="gpt-oss as the Hub ships it: quant_method mxfp4, the routed experts' gate_up_proj and down_proj stored as "
     "MXFP4 *_blocks U8 [E, out, in/32, 16] (two E2M1 codes a byte, the even element low) and *_scales U8 "
@@ -640,14 +650,13 @@ for _scheme, _what in (
     ("gptq-int4-sym", "GPTQ 4-bit, groups of 32, symmetric (zeros 8 stored as 7), desc_act false, trivial g_idx (Qwen3-30B-A3B-GPTQ-Int4's layout)"),
     ("fp8-block", "quant_method fp8 with weight_scale_inv block scales [32, 48] (Qwen3-30B-A3B-FP8 / DeepSeek-V3 style, ragged blocks)"),
 ):
-    _base = next(f for f in FIXTURES if f.name == "qwen3-moe")
-    FIXTURES.append(dataclasses.replace(
-        _base,
+    FIXTURES.append(derived(
+        "qwen3-moe",
         name=f"quant-moe-{_scheme}",
         description=f"qwen3-moe's architecture (moe_intermediate 32) with {_what}: attention projections, the dense layer's MLP and "
                     "every routed expert's gate_proj/up_proj/down_proj (experts.E.*, as the Hub writes them) packed; router, norms, "
                     "embeddings and lm_head bf16. Oracle: transformers on the dequantized weights (its loader fusing the per-expert tensors).",
-        fields={**_base.fields, "moe_intermediate_size": 32},
+        fields={"moe_intermediate_size": 32},
         stored_dtype="bfloat16",
         probes=(),
         quantization=_scheme,
@@ -655,8 +664,8 @@ for _scheme, _what in (
 # Mixtral's per-expert names differ from Qwen's (block_sparse_moe.experts.E.w1/w3/w2; DeepSeek's
 # are Qwen's): the mixtral-moe fixture's architecture as compressed-tensors W4A16, as published
 # Mixtral W4A16 checkpoints ship.
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "mixtral-moe"),
+FIXTURES.append(derived(
+    "mixtral-moe",
     name="quant-moe-mixtral-ct-w4a16",
     description="mixtral-moe's architecture as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], signed values + 8, "
                 "bf16 weight_scale per group of 32, symmetric): attention projections and every routed expert's w1/w3/w2 "
@@ -667,14 +676,14 @@ FIXTURES.append(dataclasses.replace(
 ))
 # GPTQ act-order experts: each expert's gate/up (one input, one column order) and down in orders of
 # their own. Experts 64 wide so that the down projections have two groups (a real g_idx).
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "mixtral-moe"),
+FIXTURES.append(derived(
+    "mixtral-moe",
     name="quant-moe-mixtral-gptq-int4-actorder",
     description="mixtral-moe's architecture with experts 64 wide as GPTQ 4-bit, groups of 32, asymmetric, v1 zeros, desc_act: every "
                 "linear layer's g_idx lists a random column order (shared by q/k/v, and by each expert's w1 and w3), so each "
                 "expert's groups are scattered over its input columns in an order of its own; router, norms, embeddings and "
                 "lm_head bf16. Oracle: transformers on the dequantized weights (its loader fusing the per-expert tensors).",
-    fields={**next(f for f in FIXTURES if f.name == "mixtral-moe").fields, "intermediate_size": 64},
+    fields={"intermediate_size": 64},
     stored_dtype="bfloat16",
     quantization="gptq-int4-actorder",
 ))
@@ -762,41 +771,41 @@ FIXTURES.append(Fixture(
 # A Mistral 3 checkpoint re-saved with tie_word_embeddings true at the top level while it still
 # holds its own lm_head: transformers 5.17's tie_weights keeps a present lm_head that differs from
 # the embedding (and warns), so the head is the checkpoint's, not the embedding.
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "mistral3-vl"),
+FIXTURES.append(derived(
+    "mistral3-vl",
     name="mistral3-vl-own-head",
     description="mistral3-vl's architecture (1 layer, intermediate 64) with config.json's top-level tie_word_embeddings set to "
                 "true after saving, while language_model.lm_head.weight (drawn apart from the embedding) stays in the "
                 "checkpoint: transformers' from_pretrained keeps that lm_head (tie_weights ties only a missing or equal one). "
                 "Oracle: transformers on the checkpoint as written.",
-    fields={**next(f for f in FIXTURES if f.name == "mistral3-vl").fields, "num_hidden_layers": 1, "intermediate_size": 64},
+    fields={"num_hidden_layers": 1, "intermediate_size": 64},
     saved_config_overrides={"tie_word_embeddings": True},
 ))
 
 # Gemma 3 as published W4A16 checkpoints of it ship: the wrapper's language model packed under its
 # nested names, the vision tower and projector 16-bit.
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "gemma3-vl"),
+FIXTURES.append(derived(
+    "gemma3-vl",
     name="quant-gemma3-vl-ct-w4a16",
     description="gemma3-vl's architecture (intermediate 64) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
                 "signed values + 8, bf16 weight_scale per group of 32, symmetric): every language model projection "
                 "(language_model.model.layers.N.self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj) packed under the "
                 "wrapper's nested names; the SigLIP vision tower and the projector (ignored: re:vision_tower.*, "
                 "re:multi_modal_projector.*), norms and the tied embedding bf16. Oracle: transformers on the dequantized weights.",
-    fields={**next(f for f in FIXTURES if f.name == "gemma3-vl").fields, "intermediate_size": 64},
+    fields={"intermediate_size": 64},
     quantization="ct-w4a16-vl",
 ))
 
 # Llama 4 as llm-compressor's W4A16 checkpoints ship it: the routed experts written per expert.
-FIXTURES.append(dataclasses.replace(
-    next(f for f in FIXTURES if f.name == "llama4-text"),
+FIXTURES.append(derived(
+    "llama4-text",
     name="quant-llama4-text-ct-w4a16",
     description="llama4-text's architecture (experts 32 wide) as compressed-tensors pack-quantized W4A16 (weight_packed [out, in/8], "
                 "signed values + 8, bf16 weight_scale per group of 32, symmetric): attention projections, shared experts and "
                 "every routed expert written per expert (feed_forward.experts.E.gate_proj/up_proj/down_proj, cut from the fused "
                 "input-major tensors, as llm-compressor writes Llama 4) packed; router, norms, embeddings and lm_head bf16. "
                 "Oracle: transformers on the dequantized weights, fused back.",
-    fields={**next(f for f in FIXTURES if f.name == "llama4-text").fields, "intermediate_size": 32},
+    fields={"intermediate_size": 32},
     probes=(),
     quantization="ct-w4a16",
 ))
