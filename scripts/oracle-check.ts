@@ -5,18 +5,39 @@
  * transformers', then the greedy continuations token for token. One JSON line per directory:
  * {"dir", "logits": "ok" | error, "greedy": "ok" | error} (no greedy run where the logits, or the load, failed).
  *
- *   node --import tsx scripts/oracle-check.ts DIR...
+ * With --engine, every check of the parity suite instead (chunked prefill, forced preemption,
+ * speculative drafts, weight offload, the prefix cache and its host tier, ...) and tensor parallel 2
+ * and pipeline parallel 2 (where the model has two layers), CPU ranks in worker threads:
+ * {"dir", "logits": ..., "greedy": "ok" | the failed checks' names and errors}.
+ *
+ *   node --import tsx scripts/oracle-check.ts [--engine] DIR...
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { checkGreedy, checkLogits, type ParityOptions } from '../test/helpers/transformers-parity.ts';
+import { readModelArchitecture } from '../src/models/registry.ts';
+import { checkGreedy, checkLogits, parityChecks, type ParityCheck, type ParityOptions } from '../test/helpers/transformers-parity.ts';
 import type { OracleFixture } from '../test/helpers/oracle-fixtures.ts';
 
 const OPTIONS: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
-const dirs = process.argv.slice(2);
+const args = process.argv.slice(2);
+const engine = args.includes('--engine');
+const dirs = args.filter((a) => a !== '--engine');
 if (dirs.length === 0) throw new Error('oracle-check.ts: give one or more checkpoint directories holding an oracle.json');
 
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).split('\n').slice(0, 6).join(' | ');
+
+/** The greedy checks: the plain batched run, or with --engine every engine variant and parallel layout. */
+function greedyChecks(fixture: OracleFixture): ParityCheck[] {
+  if (!engine) return [{ name: 'greedy continuation', run: async () => void (await checkGreedy(fixture, OPTIONS, {}, false)) }];
+  const parallel: ParityCheck[] = [
+    { name: 'greedy continuation: tensor parallel 2', run: async () => void (await checkGreedy(fixture, OPTIONS, { tensorParallelSize: 2 }, false)) },
+  ];
+  if (readModelArchitecture(fixture.dir).config.numLayers >= 2) {
+    parallel.push({ name: 'greedy continuation: pipeline parallel 2', run: async () => void (await checkGreedy(fixture, OPTIONS, { pipelineParallelSize: 2 }, false)) });
+  }
+  return [...parityChecks(fixture, OPTIONS).slice(1), ...parallel];
+}
+
 for (const dir of dirs) {
   const oraclePath = join(dir, 'oracle.json');
   if (!existsSync(oraclePath)) throw new Error(`oracle-check.ts: ${oraclePath} does not exist`);
@@ -25,12 +46,15 @@ for (const dir of dirs) {
     const fixture: OracleFixture = { name: basename(dir), dir, oracle: JSON.parse(readFileSync(oraclePath, 'utf8')) };
     await checkLogits(fixture, OPTIONS);
     result.logits = 'ok';
-    try {
-      await checkGreedy(fixture, OPTIONS, {}, false);
-      result.greedy = 'ok';
-    } catch (error) {
-      result.greedy = message(error);
+    const failures: string[] = [];
+    for (const check of greedyChecks(fixture)) {
+      try {
+        await check.run();
+      } catch (error) {
+        failures.push(`${check.name}: ${message(error)}`);
+      }
     }
+    result.greedy = failures.length === 0 ? 'ok' : failures.join(' || ');
   } catch (error) {
     result.logits = message(error);
   }

@@ -105,32 +105,45 @@ export function transformersParitySuite(options: ParityOptions): void {
   test('oracle fixtures are present', () => assert.ok(fixtures.length >= (only === undefined ? 10 : 1), `found ${fixtures.length} fixtures`));
   for (const fixture of fixtures) {
     describe(`${fixture.name} (${fixture.oracle.description})`, () => {
-      test('last-token logits of every prompt, batched together', async () => {
-        await checkLogits(fixture, options);
-      });
-      const windowed = fixtureSlides(fixture, 'every');
-      const sliding = fixtureSlides(fixture, 'some');
-      for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
-        if (variant.preemption === 'windowed' && !windowed) continue;
-        test(`greedy continuation: ${variant.name}`, async () => {
-          const config = typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
-          const fitsAnyway = (variant.preemption === 'unless-windowed' && windowed) || (variant.preemption === 'unless-sliding' && sliding);
-          const expectPreemption = variant.preemption !== undefined && !fitsAnyway;
-          const speculation = await checkGreedy(fixture, options, config, expectPreemption);
-          if (variant.selfDraft && options.greedy === 'exact') assert.equal(speculation?.acceptanceRate, 1, 'a model drafting for itself has every draft accepted');
-        });
-      }
-      test('greedy continuation: second run served from the prefix cache', async () => {
-        await checkPrefixCacheRerun(fixture, options, {});
-      });
-      test('greedy continuation: second run served from the prefix cache, with n-gram drafts', async () => {
-        await checkPrefixCacheRerun(fixture, options, { speculative: NGRAM });
-      });
-      test('greedy continuation: second run loaded from the host tier of the prefix cache', async () => {
-        await checkHostTierRerun(fixture, options);
-      });
+      for (const check of parityChecks(fixture, options)) test(check.name, check.run);
     });
   }
+}
+
+/** One check of a fixture against transformers: what the suite names a test. */
+export interface ParityCheck {
+  name: string;
+  run: () => Promise<void>;
+}
+
+/**
+ * Every check the parity suite makes of one fixture, in order: the batched logits, then the greedy
+ * continuations under each engine variant that applies to it, then the prefix-cache reruns.
+ * scripts/oracle-check.ts runs the same list on checkpoints drawn by tools/oracle/config_fuzz.py.
+ */
+export function parityChecks(fixture: OracleFixture, options: ParityOptions): ParityCheck[] {
+  const checks: ParityCheck[] = [{ name: 'last-token logits of every prompt, batched together', run: () => checkLogits(fixture, options) }];
+  const windowed = fixtureSlides(fixture, 'every');
+  const sliding = fixtureSlides(fixture, 'some');
+  for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
+    if (variant.preemption === 'windowed' && !windowed) continue;
+    checks.push({
+      name: `greedy continuation: ${variant.name}`,
+      run: async () => {
+        const config = typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
+        const fitsAnyway = (variant.preemption === 'unless-windowed' && windowed) || (variant.preemption === 'unless-sliding' && sliding);
+        const expectPreemption = variant.preemption !== undefined && !fitsAnyway;
+        const speculation = await checkGreedy(fixture, options, config, expectPreemption);
+        if (variant.selfDraft && options.greedy === 'exact') assert.equal(speculation?.acceptanceRate, 1, 'a model drafting for itself has every draft accepted');
+      },
+    });
+  }
+  checks.push(
+    { name: 'greedy continuation: second run served from the prefix cache', run: () => checkPrefixCacheRerun(fixture, options, {}) },
+    { name: 'greedy continuation: second run served from the prefix cache, with n-gram drafts', run: () => checkPrefixCacheRerun(fixture, options, { speculative: NGRAM }) },
+    { name: 'greedy continuation: second run loaded from the host tier of the prefix cache', run: () => checkHostTierRerun(fixture, options) },
+  );
+  return checks;
 }
 
 /**

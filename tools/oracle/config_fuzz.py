@@ -6,11 +6,12 @@ reads (head_dim, KV heads, biases, tied heads, every RoPE type the family allows
 sliding windows and layer types, activations, softcaps, MoE routing keys, ...), builds each as a tiny
 random-weight checkpoint with make_fixtures.build_fixture (the same weights, prompts, save/reload and
 oracle.json as the committed fixtures), then runs scripts/oracle-check.ts on them: Keel's CPU backend,
-the parity suite's logit tolerance and exact greedy tokens.
+the parity suite's logit tolerance and exact greedy tokens; with --engine, under every engine
+variant of the parity suite and tensor and pipeline parallel 2 as well.
 
 Usage:
     python3 tools/oracle/config_fuzz.py --out DIR [--families llama,gemma2] [--variants 6] [--seed 0]
-                                        [--no-check] [--keep]
+                                        [--engine] [--no-check] [--keep]
 
 Variants are seeded by (seed, family, index): `--seed S --families F --variants N` redraws the same N.
 DIR/<family>-<seed>-<index>/ holds each checkpoint and DIR/results.jsonl one line per variant:
@@ -395,7 +396,7 @@ def build(family: str, seed: int, index: int, root: Path, versions: dict) -> dic
     # the same representable values), sometimes split over shards.
     fixture.stored_dtype = r.choice(("float32", "float32", "bfloat16", "float16"))
     if r.random() < 0.15:
-        fixture.max_shard_size = "100KB"
+        fixture.max_shard_size = "16KB"  # small enough to split even the smallest drawn model
     mf.SEED_BASES[name] = 100000 + 1000 * index + seed
     row = {"name": name, "family": family, "dir": str(root / name), "config": fixture.fields, "rope": fixture.rope}
     try:
@@ -410,12 +411,13 @@ def build(family: str, seed: int, index: int, root: Path, versions: dict) -> dic
     return row
 
 
-def check(rows: list[dict]) -> None:
-    """Runs scripts/oracle-check.ts on the built variants, in one node process."""
+def check(rows: list[dict], engine: bool) -> None:
+    """Runs scripts/oracle-check.ts on the built variants, in one node process (with --engine: every engine variant too)."""
     built = [row for row in rows if row["status"] == "built"]
     if not built:
         return
-    proc = subprocess.run(["node", "--import", "tsx", "scripts/oracle-check.ts", *(row["dir"] for row in built)],
+    flags = ["--engine"] if engine else []
+    proc = subprocess.run(["node", "--import", "tsx", "scripts/oracle-check.ts", *flags, *(row["dir"] for row in built)],
                           cwd=REPO, capture_output=True, text=True)
     verdicts = {}
     for line in proc.stdout.splitlines():
@@ -439,6 +441,9 @@ def main() -> int:
     parser.add_argument("--first", type=int, default=0, help="index of the first variant (to resume or to redraw one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-check", action="store_true", help="build the checkpoints only")
+    parser.add_argument("--engine", action="store_true",
+                        help="check every engine variant of the parity suite too (chunked prefill, preemption, "
+                             "speculation, offload, prefix cache, tensor and pipeline parallel 2): slower")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints of passing variants")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
@@ -457,7 +462,7 @@ def main() -> int:
             start = time.perf_counter()
             rows = [build(family, args.seed, i, args.out, versions) for i in range(args.first, args.first + args.variants)]
             if not args.no_check:
-                check(rows)
+                check(rows, args.engine)
             for row in rows:
                 log.write(json.dumps(row) + "\n")
                 if row["status"] == "ok" and not args.keep:
