@@ -522,6 +522,8 @@ export interface Backend {
   concatColumns(parts: readonly Tensor[]): Tensor;
   /** In place: x = cap · tanh(x / cap) (Gemma 2's final logits). */
   softcap(x: Tensor, cap: number): void;
+  /** In place: x = x · factor, computed in float32 and rounded once (Granite's residual multiplier and logits scaling). */
+  scale(x: Tensor, factor: number): void;
   /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
   silu(x: Tensor): void;
   /**

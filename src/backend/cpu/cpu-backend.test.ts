@@ -62,6 +62,13 @@ test('softcap maps x to cap · tanh(x / cap) in place: near-identity for small x
   expected.forEach((e, i) => assert.ok(Math.abs(out[i] - e) <= 1e-6 * Math.max(1, Math.abs(e)), `[${i}]: ${out[i]} vs ${e}`));
 });
 
+test('scale multiplies every element in place by the float32 factor', () => {
+  const x = load(Float32Array.of(0, 1, -3, 2.5, 1e30, -0.125), [2, 3]);
+  backend.scale(x, 0.22);
+  const f = Math.fround(0.22);
+  assert.deepEqual([...backend.toHost(x)], [0, 1, -3, 2.5, 1e30, -0.125].map((v) => Math.fround(Math.fround(v) * f)));
+});
+
 test('linear names both shapes when they do not fit', () => {
   assert.throws(() => backend.linear(load(new Float32Array(6), [2, 3]), load(new Float32Array(8), [2, 4]), null), /\[2, 3\].*\[2, 4\]/);
 });

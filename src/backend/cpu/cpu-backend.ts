@@ -412,6 +412,12 @@ export class CpuBackend implements Backend {
     for (let i = 0; i < data.length; i++) data[i] = cap * Math.tanh(data[i] / cap);
   }
 
+  scale(x: Tensor, factor: number): void {
+    const data = asCpuTensor(x, 'scale input').data;
+    const f = Math.fround(factor);
+    for (let i = 0; i < data.length; i++) data[i] *= f;
+  }
+
   silu(x: Tensor): void {
     const data = asCpuTensor(x, 'silu input').data;
     for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));

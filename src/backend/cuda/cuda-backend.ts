@@ -52,7 +52,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
+import { launchAddBias, launchScale, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
@@ -1244,6 +1244,11 @@ export class CudaBackend implements Backend {
   softcap(x: Tensor, cap: number): void {
     const t = asBf16(x, 'softcap input');
     launchSoftcap(this.device, t.ptr, t.numel, cap);
+  }
+
+  scale(x: Tensor, factor: number): void {
+    const t = asBf16(x, 'scale input');
+    launchScale(this.device, t.ptr, t.numel, factor);
   }
 
   silu(x: Tensor): void {

@@ -225,6 +225,16 @@ test('softcap caps every element in place, whatever the tensor\'s size', () => {
   }
 });
 
+test('scale multiplies every element in place, whatever the tensor\'s size', () => {
+  for (const [rows, cols] of [[1, 7], [3, 256], [5, 262144], [1, 1]]) {
+    const factor = pick(rng, [0.22, 1 / 8, 12]);
+    const x = activation(rows, cols);
+    cpu.scale(x.cpu, factor);
+    gpu.scale(x.gpu, factor);
+    assertClose(`scale ${rows}x${cols} by ${factor}`, x);
+  }
+});
+
 test('copyBlocks copies whole blocks of every layer, keys and values', () => {
   const spec = { numLayers: 3, numBlocks: 24, blockSize: 16, numKvHeads: 2, headDim: 64 };
   const caches = { cpu: cpu.createKvCache(attentionLayout(spec)), gpu: gpu.createKvCache(attentionLayout(spec)) };

@@ -43,6 +43,15 @@ extern "C" __global__ void softcap_kernel(bf16* __restrict__ x, long long n, flo
   }
 }
 
+// In place: x = x · factor over n elements (Granite's residual multiplier and logits scaling), in
+// f32 and rounded once. Grid-stride; any n.
+extern "C" __global__ void scale_kernel(bf16* __restrict__ x, long long n, float factor) {
+  PDL_PROLOGUE();
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    x[i] = f32_to_bf16(bf16_to_f32(x[i]) * factor);
+  }
+}
+
 // In place: x = x · σ(x) over n elements, in f32 and rounded once. Grid-stride; any n.
 extern "C" __global__ void silu_kernel(bf16* __restrict__ x, long long n) {
   PDL_PROLOGUE();

@@ -33,6 +33,13 @@ export function launchSoftcap(device: CudaDevice, x: DevicePtr, numel: number, c
   device.launch(device.kernel('elementwise.cu', 'softcap_kernel', 'plf'), [blocks], [THREADS], 0, [x, numel, cap]);
 }
 
+/** In place: x = x · factor over `numel` bf16 values. */
+export function launchScale(device: CudaDevice, x: DevicePtr, numel: number, factor: number): void {
+  if (numel === 0) return;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'scale_kernel', 'plf'), [blocks], [THREADS], 0, [x, numel, factor]);
+}
+
 /** In place: x = x · σ(x) over `numel` bf16 values. */
 export function launchSilu(device: CudaDevice, x: DevicePtr, numel: number): void {
   if (numel === 0) return;
