@@ -42,6 +42,12 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'deepseek-v32', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   // The final logit softcap runs on the last stage.
   { fixture: 'gemma2-softcap', parallel: { pipelineParallelSize: 2 } },
+  // OLMo's q/k norms read every head: attention replicated on each rank, the MLP sharded.
+  { fixture: 'olmo2-postnorm', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'olmo3-sliding', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // NoPE layers on both stages; Granite's logits scaling on the last stage.
+  { fixture: 'smollm3-nope', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  { fixture: 'granite-multipliers', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -3,7 +3,7 @@ import type { AttentionKvSpec, SparseAttention } from '../step/kv-cache-layout.t
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
-import { evenPart, readSlice, shardOf } from './shard.ts';
+import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import type { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -31,6 +31,8 @@ export interface AttentionOptions {
    * (absent tensors leave the scale 1), or null for none.
    */
   kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
+  /** Every device holds every head, whatever its tensor-parallel shard (OLMo 2's attention: SelfAttentionOptions.projectionNorm). */
+  replicatedHeads?: boolean;
 }
 
 /**
@@ -88,8 +90,8 @@ export class PagedAttention implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { sinks, qkNorm, numHeads, numKvHeads } = this.options;
-    const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shardOf(source));
+    const { sinks, qkNorm, numHeads, numKvHeads, replicatedHeads } = this.options;
+    const { q, kv } = attentionHeadShard(numHeads, numKvHeads, replicatedHeads ? WHOLE : shardOf(source));
     this.heads = { numHeads: q.count, numKvHeads: kv.count };
     if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
     if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
@@ -155,26 +157,40 @@ export interface SelfAttentionOptions extends AttentionOptions {
   o: string;
   qkvBias: boolean;
   oBias: boolean;
+  /**
+   * RMSNorms over the whole query projection and the whole key projection, every head together
+   * (OLMo 2 and 3), in place of per-head norms. q, k and v then run as three matmuls so each
+   * output can be normed alone; since a norm reads every head, each tensor-parallel device holds
+   * all of them (transformers' own plan for OLMo 2 gathers q/k/v too): attention is replicated,
+   * and only the MLP is sharded.
+   */
+  projectionNorm?: { q: RmsNorm; k: RmsNorm } | null;
 }
 
-/** q/k/v projection (one matmul), the paged attention core, and the output projection. */
+/** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
 export class SelfAttention implements Layer {
   readonly core: PagedAttention;
-  private readonly qkv: Linear;
+  /** The fused q/k/v projection, or with projection norms q, k and v apiece. */
+  private readonly projections: Linear[];
+  private readonly projectionNorm: { q: RmsNorm; k: RmsNorm } | null;
   private readonly o: Linear;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
     // the older `self_attn.k_proj.output_scale` (compressed-tensors, AutoFP8).
     const module = options.o.replace(/\.[^.]+\.weight$/, '');
+    this.projectionNorm = options.projectionNorm ?? null;
+    const replicated = this.projectionNorm !== null;
     this.core = new PagedAttention({
       ...options,
       kvScaleNames: options.kvScaleNames ?? {
         k: [`${module}.k_scale`, `${module}.k_proj.output_scale`],
         v: [`${module}.v_scale`, `${module}.v_proj.output_scale`],
       },
+      replicatedHeads: replicated,
     });
     const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
+    const inFeatures = options.inputSize ?? hiddenSize;
     const parts =
       'qkv' in qkv
         ? [{ name: qkv.qkv, rows: (numHeads + 2 * numKvHeads) * headDim }]
@@ -183,15 +199,20 @@ export class SelfAttention implements Layer {
             { name: qkv.k, rows: numKvHeads * headDim },
             { name: qkv.v, rows: numKvHeads * headDim },
           ];
-    // A shard's rows of each part: its query heads, and its key and value heads.
-    const shardRows = (index: number, shard: TensorParallelShard): RowRange[] => {
-      const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shard);
-      const rows = (first: number, heads: { start: number; count: number }) => ({ start: (first + heads.start) * headDim, count: heads.count * headDim });
-      if ('qkv' in qkv) return [rows(0, q), rows(numHeads, kv), rows(numHeads + numKvHeads, kv)];
-      return [index === 0 ? rows(0, q) : rows(0, kv)];
-    };
-    this.qkv = new Linear({ parts, inFeatures: options.inputSize ?? hiddenSize, bias: options.qkvBias, shard: 'column', shardRows });
-    this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
+    if (replicated) {
+      if ('qkv' in qkv) throw new Error(`${qkv.qkv}: projection norms read q and k as separate projections`);
+      this.projections = parts.map((part) => new Linear({ parts: [part], inFeatures, bias: options.qkvBias, shard: 'replicated' }));
+    } else {
+      // A shard's rows of each part: its query heads, and its key and value heads.
+      const shardRows = (index: number, shard: TensorParallelShard): RowRange[] => {
+        const { q, kv } = attentionHeadShard(numHeads, numKvHeads, shard);
+        const rows = (first: number, heads: { start: number; count: number }) => ({ start: (first + heads.start) * headDim, count: heads.count * headDim });
+        if ('qkv' in qkv) return [rows(0, q), rows(numHeads, kv), rows(numHeads + numKvHeads, kv)];
+        return [index === 0 ? rows(0, q) : rows(0, kv)];
+      };
+      this.projections = [new Linear({ parts, inFeatures, bias: options.qkvBias, shard: 'column', shardRows })];
+    }
+    this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, replicated ? 'replicated' : 'row', options.oBias);
   }
 
   get kvSpec(): AttentionKvSpec {
@@ -206,20 +227,34 @@ export class SelfAttention implements Layer {
     return this.core.macsPerKey;
   }
 
+  private get sublayers(): Layer[] {
+    const norms = this.projectionNorm === null ? [] : [this.projectionNorm.q, this.projectionNorm.k];
+    return [...this.projections, ...norms, this.core, this.o];
+  }
+
   parameters(): ParameterSpec[] {
-    return parametersOf([this.qkv, this.core, this.o]);
+    return parametersOf(this.sublayers);
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers([this.qkv, this.core, this.o], source, uploader);
+    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): Linear[] {
-    return [this.qkv, this.o];
+    return [...this.projections, this.o];
   }
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
-    const heads = this.core.forward(b, this.qkv.forwardWithLora(b, x, step), step, cache);
-    return b.allReduce(this.o.forwardWithLora(b, heads, step));
+    const heads = this.core.forward(b, this.project(b, x, step), step, cache);
+    const out = this.o.forwardWithLora(b, heads, step);
+    // A replicated output projection is whole on every device: nothing to sum.
+    return this.projectionNorm === null ? b.allReduce(out) : out;
+  }
+
+  /** The packed [numTokens, (numHeads + 2 · numKvHeads) · headDim] rows the core reads: q, k, v side by side. */
+  private project(b: Backend, x: Tensor, step: StepInputs): Tensor {
+    if (this.projectionNorm === null) return this.projections[0].forwardWithLora(b, x, step);
+    const [q, k, v] = this.projections.map((p) => p.forwardWithLora(b, x, step));
+    return b.concatColumns([this.projectionNorm.q.forward(b, q), this.projectionNorm.k.forward(b, k), v]);
   }
 }

@@ -8,7 +8,7 @@ import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
-import type { CausalLM } from './causal-lm.ts';
+import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
@@ -36,12 +36,28 @@ export interface DecoderConfig extends ModelConfig {
   qkNorm: boolean;
   /** Each layer's window: it attends to at most this many most recent tokens; null = full. */
   slidingWindows: (number | null)[];
+  /** Whether each layer rotates q and k: false for a NoPE layer (SmolLM3's `no_rope_layers`). */
+  ropeLayers: boolean[];
   /** q, k and v are stored as one `self_attn.qkv_proj` tensor (Phi-3). */
   fusedQkv: boolean;
   /** Each head has a learned sink logit in `self_attn.sinks` (gpt-oss). */
   attentionSinks: boolean;
   /** The gated MLPs' (and experts') activation: `hidden_act`. */
   activation: Activation;
+  /** Granite's multipliers; null for the other families (embeddings as they are, scores by head_dim^-0.5, ...). */
+  multipliers: DecoderMultipliers | null;
+}
+
+/** Granite's scalings of the Llama graph. */
+export interface DecoderMultipliers {
+  /** Embeddings times this (`embedding_multiplier`). */
+  embedding: number;
+  /** Each sublayer's output times this before it joins the residual stream (`residual_multiplier`). */
+  residual: number;
+  /** The scale of q·k, in place of head_dim^-0.5 (`attention_multiplier`). */
+  attention: number;
+  /** Logits divided by this (`logits_scaling`). */
+  logits: number;
 }
 
 /** The keys every llama-like decoder reads the same way; each family adds its attention options and feed-forward. */
@@ -49,14 +65,15 @@ export type DecoderFields = Omit<DecoderConfig, 'attentionBias' | 'outputBias' |
 
 /**
  * Common keys, heads, `head_dim` (default hidden_size / num_attention_heads, or `headDimFallback`
- * where the family's config class has its own), RMSNorm epsilon, RoPE and the context length it gives,
+ * where the family's config class has its own), RMSNorm epsilon, RoPE (theta default 1e4, or the
+ * family's `defaults.ropeTheta`) and the context length it gives,
  * and the MLP's activation: `hidden_act`, or `defaults.activation` for a family whose MLP ignores it.
  */
-export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number; activation?: Activation }): DecoderFields {
+export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number; activation?: Activation; ropeTheta?: number }): DecoderFields {
   const common = parseCommonFields(fields, fields.raw('model_type') as string);
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositionEmbeddings);
-  const rope = parseRope(fields, maxPositionEmbeddings);
+  const rope = parseRope(fields, maxPositionEmbeddings, defaults.ropeTheta);
   const headDim = parseHeadDim(fields, common.hiddenSize, numHeads, defaults.headDim);
   return {
     ...common,
@@ -69,9 +86,11 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
     maxPositionEmbeddings,
     // What most families have; the few that differ set their own.
     rotaryDim: headDim,
+    ropeLayers: new Array<boolean>(common.numLayers).fill(true),
     fusedQkv: false,
     attentionSinks: false,
     activation: defaults.activation ?? parseActivation(fields, 'hidden_act', 'silu'),
+    multipliers: null,
   };
 }
 
@@ -92,12 +111,17 @@ export interface PreNormLayer {
 /**
  * One layer of a pre-norm decoder. The residual stream is summed in HF's order (embeddings +
  * attention out + mlp out + ...); each sublayer's output is added inside the next fused
- * addRmsNorm, so the MLP's output is left pending.
+ * addRmsNorm, so the MLP's output is left pending. `residualScale` multiplies each sublayer's
+ * output first (Granite's residual_multiplier).
  */
-export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache, residualScale = 1): Tensor {
+  const scaled = (x: Tensor) => {
+    if (residualScale !== 1) b.scale(x, residualScale);
+    return x;
+  };
   const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-  const attnOut = layer.attention.forward(b, attnIn, step, cache);
-  return layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step);
+  const attnOut = scaled(layer.attention.forward(b, attnIn, step, cache));
+  return scaled(layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step));
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
@@ -118,7 +142,7 @@ export class DecoderLayer implements Layer, PreNormLayer {
       numHeads,
       numKvHeads,
       headDim,
-      scale: headDim ** -0.5,
+      scale: config.multipliers?.attention ?? headDim ** -0.5,
       slidingWindow: config.slidingWindows[index],
       softcap: null,
       sinks: config.attentionSinks ? `${p}.self_attn.sinks` : null,
@@ -160,11 +184,13 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage, mlpOf: (index: number) => FeedForward) {
     const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
-    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    // NoPE layers read a table of identity rows, so their keys are cached through the same op.
+    const none = config.ropeLayers.every((r) => r) ? null : new RotaryEmbedding({ ...rope, scaling: { type: 'none' } }, maxPositions, streaming);
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, config.multipliers?.embedding ?? 1);
     super(config, {
-      rotaries: [rotary],
+      rotaries: none === null ? [rotary] : [rotary, none],
       embedding,
-      layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, rotary, mlpOf(i))),
+      layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, config.ropeLayers[i] || none === null ? rotary : none, mlpOf(i))),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);
@@ -175,7 +201,13 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   }
 
   protected layerForward(b: Backend, layer: DecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
-    return preNormLayerForward(b, layer, stream, step, cache);
+    return preNormLayerForward(b, layer, stream, step, cache, this.config.multipliers?.residual ?? 1);
+  }
+
+  protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
+    const logits = super.finalLogits(b, step, stream, tap);
+    if (this.config.multipliers !== null) b.scale(logits, 1 / this.config.multipliers.logits);
+    return logits;
   }
 
   earlyExit(numLayers: number): CausalLM {

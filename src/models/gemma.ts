@@ -11,7 +11,8 @@ import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 import {
   ConfigFields,
-  isObject,
+  layerTypeRopeFields,
+  parseSlidingLayerTypes,
   parseCommonFields,
   parseHeadDim,
   parseHeads,
@@ -145,17 +146,8 @@ function parseGemmaConfig(json: Record<string, unknown>, source: string): GemmaC
  */
 function parseSlidingWindows(fields: ConfigFields, numLayers: number, defaultPattern: number): (number | null)[] {
   const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);
-  const layerTypes = fields.raw('layer_types');
-  let sliding: boolean[];
-  if (layerTypes != null) {
-    if (!Array.isArray(layerTypes) || layerTypes.length !== numLayers || !layerTypes.every((t) => t === 'sliding_attention' || t === 'full_attention')) {
-      throw invalidModel(`${fields.source}: layer_types must list "sliding_attention" or "full_attention" for each of the ${numLayers} layers`);
-    }
-    sliding = layerTypes.map((t) => t === 'sliding_attention');
-  } else {
-    const pattern = fields.raw('model_type') === 'gemma3_text' ? fields.positiveInt('sliding_window_pattern', defaultPattern) : defaultPattern;
-    sliding = Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern !== 0);
-  }
+  const pattern = () => (fields.raw('model_type') === 'gemma3_text' ? fields.positiveInt('sliding_window_pattern', defaultPattern) : defaultPattern);
+  const sliding = parseSlidingLayerTypes(fields, numLayers) ?? Array.from({ length: numLayers }, (_, i) => (i + 1) % pattern() !== 0);
   return sliding.map((s) => (s ? window : null));
 }
 
@@ -165,22 +157,18 @@ function parseSlidingWindows(fields: ConfigFields, numLayers: number, defaultPat
  * `rope_local_base_freq` for the sliding ones, which are never scaled.
  */
 function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): { globalRope: RopeSettings; localRope: RopeSettings } {
-  const params = ropeParameterFields(fields);
-  const perLayerType = fields.raw('rope_parameters') != null && params.values().some(isObject);
-  if (perLayerType) {
-    const entry = (type: string, theta: number): RopeSettings => {
-      const dict = params.raw(type);
-      if (dict != null && !isObject(dict)) throw invalidModel(`${params.source}: "${type}" must be an object`);
-      return parseRopeParameters(new ConfigFields(dict ?? {}, `${params.source}.${type}`), fields, maxPositionEmbeddings, theta, params);
-    };
-    const unknown = Object.keys(fields.raw('rope_parameters') as object).filter((k) => k !== 'full_attention' && k !== 'sliding_attention');
-    if (unknown.length > 0) throw invalidModel(`${params.source}: unknown layer types ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
+  const localTheta = fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local);
+  const perLayerType = layerTypeRopeFields(fields);
+  if (perLayerType !== null) {
+    const { full, sliding, outer } = perLayerType;
     // The top-level rope_theta would be the global one; the sliding layers default to theirs.
-    return { globalRope: entry('full_attention', GEMMA3_THETA.global), localRope: entry('sliding_attention', fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local)) };
+    return {
+      globalRope: parseRopeParameters(full, fields, maxPositionEmbeddings, GEMMA3_THETA.global, outer),
+      localRope: parseRopeParameters(sliding, fields, maxPositionEmbeddings, localTheta, outer),
+    };
   }
-  const globalRope = parseRopeParameters(params, fields, maxPositionEmbeddings, GEMMA3_THETA.global);
-  const localRope: RopeSettings = { ropeTheta: fields.positiveNumber('rope_local_base_freq', GEMMA3_THETA.local), ropeScaling: { type: 'default' } };
-  return { globalRope, localRope };
+  const globalRope = parseRopeParameters(ropeParameterFields(fields), fields, maxPositionEmbeddings, GEMMA3_THETA.global);
+  return { globalRope, localRope: { ropeTheta: localTheta, ropeScaling: { type: 'default' } } };
 }
 
 class GemmaDecoderLayer implements Layer {

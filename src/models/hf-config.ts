@@ -95,8 +95,11 @@ export function ropeParameterFields(fields: ConfigFields): ConfigFields {
   return new ConfigFields(dict ?? {}, `${fields.source} ${key}`);
 }
 
-/** RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for every layer, rotating whole heads. */
-export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): RopeSettings {
+/**
+ * RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for
+ * every layer, rotating whole heads; `defaultTheta` where the config class has its own.
+ */
+export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta = DEFAULT_ROPE_THETA): RopeSettings {
   const params = ropeParameterFields(fields);
   if (params.values().some(isObject)) {
     throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported for model_type ${JSON.stringify(fields.raw('model_type'))} (Keel uses one RoPE for all its layers)`);
@@ -105,7 +108,32 @@ export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): 
     const partial = where.raw('partial_rotary_factor');
     if (partial != null && partial !== 1) throw invalidModel(`${where.source}: partial_rotary_factor ${partial} is not supported (Keel rotates the whole head)`);
   }
-  return parseRopeParameters(params, fields, maxPositionEmbeddings, DEFAULT_ROPE_THETA);
+  return parseRopeParameters(params, fields, maxPositionEmbeddings, defaultTheta);
+}
+
+/** The entries of a `rope_parameters` given per layer type (transformers 5's Gemma 3 and OLMo 3), an absent one as `{}`. */
+export interface LayerTypeRopeFields {
+  full: ConfigFields;
+  sliding: ConfigFields;
+  /** The whole dict: parseRopeParameters' `outer`. */
+  outer: ConfigFields;
+}
+
+/**
+ * `rope_parameters` as a dict per layer type ({full_attention, sliding_attention}), or null where
+ * the config gives one RoPE dict (or none); other layer types are refused by name.
+ */
+export function layerTypeRopeFields(fields: ConfigFields): LayerTypeRopeFields | null {
+  const params = ropeParameterFields(fields);
+  if (fields.raw('rope_parameters') == null || !params.values().some(isObject)) return null;
+  const unknown = Object.keys(fields.raw('rope_parameters') as object).filter((k) => k !== 'full_attention' && k !== 'sliding_attention');
+  if (unknown.length > 0) throw invalidModel(`${params.source}: unknown layer types ${unknown.map((k) => JSON.stringify(k)).join(', ')}`);
+  const entry = (type: string): ConfigFields => {
+    const dict = params.raw(type);
+    if (dict != null && !isObject(dict)) throw invalidModel(`${params.source}: "${type}" must be an object`);
+    return new ConfigFields(dict ?? {}, `${params.source}.${type}`);
+  };
+  return { full: entry('full_attention'), sliding: entry('sliding_attention'), outer: params };
 }
 
 /**
@@ -197,6 +225,45 @@ function parseYarn(params: ConfigFields, originalMaxPositionEmbeddings: number, 
     attentionFactor,
     truncate,
   };
+}
+
+/** `layer_types` as whether each layer slides ("sliding_attention") or not ("full_attention"); null where absent. */
+export function parseSlidingLayerTypes(fields: ConfigFields, numLayers: number): boolean[] | null {
+  const layerTypes = fields.raw('layer_types');
+  if (layerTypes == null) return null;
+  if (!Array.isArray(layerTypes) || layerTypes.length !== numLayers || !layerTypes.every((t) => t === 'sliding_attention' || t === 'full_attention')) {
+    throw invalidModel(`${fields.source}: layer_types must list "sliding_attention" or "full_attention" for each of the ${numLayers} layers`);
+  }
+  return layerTypes.map((t) => t === 'sliding_attention');
+}
+
+/** A list of `numLayers` layer indices or flags from config key `key`, checked. */
+export function layerList(fields: ConfigFields, key: string, numLayers: number, what: 'indices' | 'flags'): number[] | null {
+  const v = fields.raw(key);
+  if (v == null) return null;
+  const ok =
+    Array.isArray(v) &&
+    (what === 'indices' ? v.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers) : v.length === numLayers && v.every((f) => f === 0 || f === 1 || typeof f === 'boolean'));
+  if (!ok) {
+    const expected = what === 'indices' ? `layer indices below ${numLayers}` : `a 0 or 1 for each of the ${numLayers} layers`;
+    throw invalidModel(`${fields.source}: "${key}" must list ${expected} (got ${JSON.stringify(v)})`);
+  }
+  return (v as (number | boolean)[]).map(Number);
+}
+
+/** transformers' default `no_rope_layer_interval` (Llama 4, SmolLM3). */
+const NO_ROPE_LAYER_INTERVAL = 4;
+
+/**
+ * Which layers rotate q and k (Llama 4's and SmolLM3's NoPE layers): `no_rope_layers` (1: the layer
+ * rotates; an empty list counts as absent, as transformers reads it), or all but every
+ * `no_rope_layer_interval`-th.
+ */
+export function parseRopeLayers(fields: ConfigFields, numLayers: number): boolean[] {
+  const raw = fields.raw('no_rope_layers');
+  const listed = Array.isArray(raw) && raw.length === 0 ? null : layerList(fields, 'no_rope_layers', numLayers, 'flags');
+  const interval = fields.positiveInt('no_rope_layer_interval', NO_ROPE_LAYER_INTERVAL);
+  return Array.from({ length: numLayers }, (_, i) => (listed === null ? (i + 1) % interval !== 0 : listed[i] === 1));
 }
 
 export function isObject(v: unknown): v is Record<string, unknown> {

@@ -80,10 +80,12 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     outputBias: false,
     qkNorm: false,
     slidingWindows: new Array(32).fill(null),
+    ropeLayers: new Array(32).fill(true),
     rotaryDim: 128,
     fusedQkv: false,
     attentionSinks: false,
     activation: { kind: 'silu' },
+    multipliers: null,
     tieWordEmbeddings: false,
     dtype: 'bf16',
     bosTokenId: 128000,
@@ -228,7 +230,7 @@ test('llama3 rope takes original_max_position_embeddings from the dict, else max
 
 test('unsupported or malformed configs are rejected with messages naming the key', () => {
   rejects(withoutKeys(TINY, ['model_type']), 'no model_type', 'llama, mistral, qwen2, qwen3');
-  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2" is not supported', 'Llama (llama, mistral, qwen2, qwen3)');
+  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2" is not supported', 'Llama (llama, mistral, qwen2, qwen3');
   rejects([TINY], 'JSON object');
   rejects(withoutKeys(TINY, ['hidden_size']), '"hidden_size"', 'missing');
   rejects({ ...TINY, vocab_size: -5 }, '"vocab_size"', 'positive integer', '-5');

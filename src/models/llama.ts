@@ -1,21 +1,26 @@
 import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
+import { DecoderModel, parseDecoderFields, type DecoderConfig, type DecoderMultipliers } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields } from './hf-config.ts';
+import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes } from './hf-config.ts';
 
-/** The Llama family: llama, mistral, qwen2 and qwen3 differ only in biases, q/k norms and windows. */
+/**
+ * The Llama family: llama, mistral, qwen2, qwen3, smollm3 and granite differ only in biases, q/k
+ * norms, windows, NoPE layers (SmolLM3's) and multipliers (Granite's).
+ */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
   /** gate/up/down carry biases (Llama's `mlp_bias`). */
   mlpBias: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
-const MODEL_TYPES: readonly LlamaModelType[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
-const DEFAULT_MAX_POSITIONS: Record<LlamaModelType, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768 };
+type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite';
+const MODEL_TYPES: readonly LlamaModelType[] = ['llama', 'mistral', 'qwen2', 'qwen3', 'smollm3', 'granite'];
+const DEFAULT_MAX_POSITIONS: Record<LlamaModelType, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, smollm3: 32768, granite: 2048 };
+/** SmolLM3Config's default_theta; the others' is transformers' 1e4. */
+const SMOLLM3_ROPE_THETA = 2_000_000;
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 /** Qwen3Config defaults head_dim to 128 rather than hidden_size / num_attention_heads. */
@@ -27,18 +32,48 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
   const decoder = parseDecoderFields(fields, {
     maxPositionEmbeddings: DEFAULT_MAX_POSITIONS[modelType],
     headDim: modelType === 'qwen3' ? QWEN3_DEFAULT_HEAD_DIM : undefined,
+    ropeTheta: modelType === 'smollm3' ? SMOLLM3_ROPE_THETA : undefined,
   });
-  // Llama and Qwen3 put `attention_bias` on q, k, v and o; Qwen2 always biases q, k, v only; Mistral never.
-  const attentionBiasKey = modelType === 'llama' || modelType === 'qwen3' ? fields.boolean('attention_bias', false) : false;
+  const smollm3 = modelType === 'smollm3';
+  const granite = modelType === 'granite';
+  // Llama, Qwen3, SmolLM3 and Granite put `attention_bias` on q, k, v and o; Qwen2 always biases q, k, v only; Mistral never.
+  const attentionBiasKey = modelType === 'llama' || modelType === 'qwen3' || smollm3 || granite ? fields.boolean('attention_bias', false) : false;
+  const ropeLayers = smollm3 ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
   return {
     ...decoder,
+    // SmolLM3Config ties the LM head by default.
+    tieWordEmbeddings: fields.boolean('tie_word_embeddings', smollm3),
     intermediateSize: fields.positiveInt('intermediate_size'),
-    mlpBias: modelType === 'llama' && fields.boolean('mlp_bias', false),
+    mlpBias: (modelType === 'llama' || smollm3 || granite) && fields.boolean('mlp_bias', false),
     attentionBias: modelType === 'qwen2' || attentionBiasKey,
     outputBias: attentionBiasKey,
     qkNorm: modelType === 'qwen3',
-    slidingWindows: parseSlidingWindows(fields, modelType, decoder.numLayers),
+    slidingWindows: smollm3 ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
+    ropeLayers,
+    multipliers: granite ? parseGraniteMultipliers(fields) : null,
   };
+}
+
+/** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
+function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
+  return {
+    embedding: fields.finiteNumber('embedding_multiplier', 1),
+    residual: fields.finiteNumber('residual_multiplier', 1),
+    attention: fields.finiteNumber('attention_multiplier', 1),
+    logits: fields.positiveNumber('logits_scaling', 1),
+  };
+}
+
+/**
+ * SmolLM3's windows, as transformers' masks apply them: a layer slides by `sliding_window` where
+ * `layer_types` says "sliding_attention" (whatever `use_sliding_window` says); without layer_types
+ * the NoPE layers slide when `use_sliding_window` is true and a window is given.
+ */
+function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (number | null)[] {
+  const window = fields.optionalPositiveInt('sliding_window', null);
+  const useWindow = () => fields.boolean('use_sliding_window', false) && window !== null;
+  const sliding = parseSlidingLayerTypes(fields, ropeLayers.length) ?? ropeLayers.map((rotates) => !rotates && useWindow());
+  return sliding.map((s) => (s ? window : null));
 }
 
 /**

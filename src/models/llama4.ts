@@ -15,7 +15,7 @@ import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseDecoderFields, preNormLayerForward, type DecoderFields, type FeedForward, type PreNormLayer } from './decoder.ts';
-import { ConfigFields } from './hf-config.ts';
+import { ConfigFields, layerList, parseRopeLayers } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
@@ -68,7 +68,7 @@ export interface Llama4Config extends DecoderFields {
 const PER_EXPERT_TENSOR = /^model\.layers\.\d+\.feed_forward\.experts\.\d+\./;
 
 /** Llama4TextConfig's defaults. */
-const DEFAULTS = { maxPositions: 4096 * 32, headDim: 128, rmsNormEps: 1e-5, numExperts: 16, noRopeInterval: 4, chunk: 8192, floorScale: 8192, attnScale: 0.1 };
+const DEFAULTS = { maxPositions: 4096 * 32, headDim: 128, rmsNormEps: 1e-5, numExperts: 16, chunk: 8192, floorScale: 8192, attnScale: 0.1 };
 
 function parseLlama4Config(json: Record<string, unknown>, source: string, tensorNames: readonly string[] | null = null): Llama4Config {
   const fields = new ConfigFields(json, source);
@@ -107,33 +107,11 @@ function parseTemperatureTuning(fields: ConfigFields): boolean {
   return Boolean(v);
 }
 
-/** A list of `numLayers` layer indices or flags from config key `key`, checked. */
-function layerList(fields: ConfigFields, key: string, numLayers: number, what: 'indices' | 'flags'): number[] | null {
-  const v = fields.raw(key);
-  if (v == null) return null;
-  const ok =
-    Array.isArray(v) &&
-    (what === 'indices' ? v.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers) : v.length === numLayers && v.every((f) => f === 0 || f === 1 || typeof f === 'boolean'));
-  if (!ok) {
-    const expected = what === 'indices' ? `layer indices below ${numLayers}` : `a 0 or 1 for each of the ${numLayers} layers`;
-    throw invalidModel(`${fields.source}: "${key}" must list ${expected} (got ${JSON.stringify(v)})`);
-  }
-  return (v as (number | boolean)[]).map(Number);
-}
-
 /** `moe_layers`, or every `interleave_moe_layer_step`-th layer from step - 1 on. */
 function parseMoeLayers(fields: ConfigFields, numLayers: number): boolean[] {
   const listed = layerList(fields, 'moe_layers', numLayers, 'indices');
   const step = fields.positiveInt('interleave_moe_layer_step', 1);
   return Array.from({ length: numLayers }, (_, i) => (listed === null ? (i + 1) % step === 0 : listed.includes(i)));
-}
-
-/** `no_rope_layers` (1: the layer rotates; an empty list counts as absent, as transformers reads it), or all but every `no_rope_layer_interval`-th. */
-function parseRopeLayers(fields: ConfigFields, numLayers: number): boolean[] {
-  const raw = fields.raw('no_rope_layers');
-  const listed = Array.isArray(raw) && raw.length === 0 ? null : layerList(fields, 'no_rope_layers', numLayers, 'flags');
-  const interval = fields.positiveInt('no_rope_layer_interval', DEFAULTS.noRopeInterval);
-  return Array.from({ length: numLayers }, (_, i) => (listed === null ? (i + 1) % interval !== 0 : listed[i] === 1));
 }
 
 /** `layer_types` ("chunked_attention" or "full_attention"; default: chunked where the layer rotates) with `attention_chunk_size`. */

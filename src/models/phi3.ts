@@ -49,9 +49,11 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     qkNorm: false,
     // Phi-3-mini-4k slides every layer.
     slidingWindows: new Array<number | null>(common.numLayers).fill(fields.optionalPositiveInt('sliding_window', null)),
+    ropeLayers: new Array<boolean>(common.numLayers).fill(true),
     fusedQkv: true,
     attentionSinks: false,
     activation: parseActivation(fields, 'hidden_act', 'silu'),
+    multipliers: null,
   };
 }
 

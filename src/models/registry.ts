@@ -13,6 +13,7 @@ import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { mixtralFamily } from './mixtral.ts';
+import { olmoFamily } from './olmo.ts';
 import type { ModelConfig } from './model-config.ts';
 import { phi3Family } from './phi3.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
@@ -30,6 +31,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(gptOssFamily),
   family(deepseekFamily),
   family(llama4Family),
+  family(olmoFamily),
 ];
 
 /**

@@ -379,12 +379,59 @@ def gen_llama4(r, name):
                                                      projector_output_dim=16, pixel_shuffle_ratio=0.5)))
 
 
+def gen_olmo2(r, name):
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    return fx(name, "olmo2", f, rope(r, f))
+
+
+def gen_olmo3(r, name):
+    f = base(r)
+    f.update(num_hidden_layers=r.choice((2, 3, 4)), attention_bias=r.random() < 0.3, hidden_act=act(r, "silu"),
+             # transformers fails on sliding layers without a window (Keel reads them as full).
+             sliding_window=r.choice((8, 16, 32)))
+    if r.random() < 0.5:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(f["num_hidden_layers"])]
+    # One table per layer type (LongRoPE only where every layer shares one: not here).
+    rope_ = {"sliding_attention": rope(r, f, ("default", "linear")), "full_attention": rope(r, f, ("default", "linear", "yarn", "llama3"))}
+    return fx(name, "olmo3", f, rope_)
+
+
+def gen_smollm3(r, name):
+    f = base(r)
+    f.update(num_hidden_layers=r.choice((2, 3, 4)), attention_bias=r.random() < 0.4, mlp_bias=r.random() < 0.4,
+             hidden_act=act(r, "silu"), tie_word_embeddings=r.random() < 0.6)
+    n = f["num_hidden_layers"]
+    if r.random() < 0.5:
+        f["no_rope_layers"] = [r.choice((0, 1)) for _ in range(n)]
+    else:
+        f["no_rope_layer_interval"] = r.choice((1, 2, 4))
+    pick = r.random()
+    if pick < 0.4:
+        f.update(use_sliding_window=True, sliding_window=r.choice((8, 16, 32)))
+    elif pick < 0.6:
+        # layer_types slide whatever use_sliding_window says (transformers' masks read layer_types).
+        f.update(use_sliding_window=r.random() < 0.5, sliding_window=r.choice((8, 16)),
+                 layer_types=[r.choice(("sliding_attention", "full_attention")) for _ in range(n)])
+    # LongRoPE only where every layer shares one table: not with NoPE layers.
+    return fx(name, "smollm3", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
+
+
+def gen_granite(r, name):
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, mlp_bias=r.random() < 0.3, hidden_act=act(r, "silu"),
+             embedding_multiplier=r.choice((1.0, 4.0, 12.0)), residual_multiplier=r.choice((1.0, 0.22, 0.5)),
+             attention_multiplier=r.choice((1.0, 0.0625, 0.015625)), logits_scaling=r.choice((1.0, 2.0, 8.0)))
+    return fx(name, "granite", f, rope(r, f))
+
+
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
+    "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite,
 }
 
 

@@ -102,6 +102,10 @@ CONFIG_CLASS_NAMES = {
     "mistral3": "Mistral3Config",
     "llama4": "Llama4Config",
     "llama4_text": "Llama4TextConfig",
+    "olmo2": "Olmo2Config",
+    "olmo3": "Olmo3Config",
+    "smollm3": "SmolLM3Config",
+    "granite": "GraniteConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -844,6 +848,49 @@ FIXTURES.append(Fixture(
                     (r"post_(attention|feedforward)_layernorm\.weight$", 1.0, 0.1)),
 ))
 
+# OLMo 2 and 3: norms on the sublayers' outputs, q/k norms over the whole projection.
+FIXTURES.append(Fixture(
+    "olmo2-postnorm", "olmo2",
+    "OLMo 2: no pre-norms; post_attention_layernorm on attention's output and post_feedforward_layernorm on the "
+    "MLP's, inside the residual; q_norm [4 x 16] and k_norm [2 x 16] RMSNorms over the whole q and k projections "
+    "(every head together) before RoPE; GQA 4 query / 2 KV heads, attention_bias (q, k, v and o), RoPE theta 1e4, "
+    "weights bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, attention_bias=True),
+    _rope(),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "olmo3-sliding", "olmo3",
+    "OLMo 3: OLMo 2's layer with Olmo3Config's default layer_types over 4 layers (sliding_window 16 on layers 0-2, "
+    "layer 3 full); rope_parameters per layer type: the sliding layers default RoPE theta 1e4, the full layer YaRN "
+    "(factor 4, original 32) theta 5e5; GQA 4 query / 1 KV head, intermediate 48, tied lm_head, weights bf16.",
+    _fields(num_key_value_heads=1, num_hidden_layers=4, intermediate_size=48, sliding_window=16, tie_word_embeddings=True),
+    {"sliding_attention": _rope("default", 10000.0),
+     "full_attention": _rope("yarn", 500000.0, factor=4.0, original_max_position_embeddings=32)},
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "smollm3-nope", "smollm3",
+    "SmolLM3: Llama's layers with NoPE layers (no_rope_layer_interval 2: layers 1 and 3 skip RoPE) which also slide "
+    "(use_sliding_window with sliding_window 16 makes SmolLM3Config's derived layer_types slide the NoPE layers), "
+    "RoPE theta 2e6 on the others, attention_bias (q, k, v and o) and mlp_bias, GQA 4 query / 2 KV heads, "
+    "lm_head tied (SmolLM3Config's default), weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, intermediate_size=48, no_rope_layer_interval=2,
+            use_sliding_window=True, sliding_window=16, attention_bias=True, mlp_bias=True, tie_word_embeddings=True),
+    _rope("default", 2000000.0),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "granite-multipliers", "granite",
+    "Granite 3.x: Llama's layers with embedding_multiplier 12 (embeddings scaled), attention_multiplier 0.0625 as "
+    "the softmax scale (head_dim^-0.5 would be 0.25), residual_multiplier 0.22 on each sublayer's output before "
+    "the residual add, logits divided by logits_scaling 4; GQA 4 query / 2 KV heads, lm_head tied, weights bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, embedding_multiplier=12.0, attention_multiplier=0.0625,
+            residual_multiplier=0.22, logits_scaling=4.0, tie_word_embeddings=True),
+    _rope(),
+    stored_dtype="bfloat16",
+))
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -899,6 +946,10 @@ SEED_BASES = {
     "quant-llama4-text-ct-w4a16": 48000,
     "llama-longrope-mlp-bias": 49000,
     "gemma3-text-yarn-h48": 50000,
+    "olmo2-postnorm": 51000,
+    "olmo3-sliding": 52000,
+    "smollm3-nope": 53000,
+    "granite-multipliers": 54000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
