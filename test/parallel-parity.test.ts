@@ -48,6 +48,10 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // NoPE layers on both stages; Granite's logits scaling on the last stage.
   { fixture: 'smollm3-nope', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   { fixture: 'granite-multipliers', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // EXAONE 4's per-head q/k norms shard with their heads; its NoPE global layer on the last stage.
+  { fixture: 'exaone4-nope-global', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // Seed-OSS's o_proj bias (attention_out_bias) is added once, on rank 0, before the all-reduce.
+  { fixture: 'seed-oss-biases', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -7,8 +7,8 @@ import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes } from './hf-config.ts';
 
 /**
- * The Llama family: llama, mistral, qwen2, qwen3, smollm3 and granite differ only in biases, q/k
- * norms, windows, NoPE layers (SmolLM3's) and multipliers (Granite's).
+ * The Llama family: llama, mistral, qwen2, qwen3, smollm3, granite and seed_oss differ only in
+ * defaults, biases, q/k norms, windows, NoPE layers (SmolLM3's) and multipliers (Granite's).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -16,42 +16,77 @@ export interface LlamaConfig extends DecoderConfig {
   mlpBias: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite';
-const MODEL_TYPES: readonly LlamaModelType[] = ['llama', 'mistral', 'qwen2', 'qwen3', 'smollm3', 'granite'];
-const DEFAULT_MAX_POSITIONS: Record<LlamaModelType, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, smollm3: 32768, granite: 2048 };
-/** SmolLM3Config's default_theta; the others' is transformers' 1e4. */
-const SMOLLM3_ROPE_THETA = 2_000_000;
+type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss';
+
+/** Where a model_type's config puts attention biases. */
+type AttentionBiasRule =
+  /** `attention_bias` on q, k, v and o (Llama, Qwen3, SmolLM3, Granite). */
+  | 'attention_bias'
+  /** Always on q, k and v, never on o (Qwen2). */
+  | 'qkv'
+  /** `attention_bias` (default true) on q, k and v, `attention_out_bias` on o (Seed-OSS). */
+  | 'attention_bias+attention_out_bias'
+  /** None (Mistral). */
+  | 'none';
+
+/** What each model_type's config class reads differently, with its defaults. */
+interface LlamaTypeTraits {
+  maxPositions: number;
+  /** head_dim's default where the class has one (else hidden_size / num_attention_heads). */
+  headDim?: number;
+  /** rope_theta's default where the class has one (else 1e4). */
+  ropeTheta?: number;
+  attentionBias: AttentionBiasRule;
+  /** Reads `mlp_bias`. */
+  mlpBias: boolean;
+  tiedByDefault: boolean;
+}
+
+const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
+  llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
+  mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
+  qwen2: { maxPositions: 32768, attentionBias: 'qkv', mlpBias: false, tiedByDefault: false },
+  qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false },
+  smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: true },
+  granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
+  seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: true, tiedByDefault: false },
+};
+const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
-/** Qwen3Config defaults head_dim to 128 rather than hidden_size / num_attention_heads. */
-const QWEN3_DEFAULT_HEAD_DIM = 128;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
   const fields = new ConfigFields(json, source);
   const modelType = fields.raw('model_type') as LlamaModelType;
-  const decoder = parseDecoderFields(fields, {
-    maxPositionEmbeddings: DEFAULT_MAX_POSITIONS[modelType],
-    headDim: modelType === 'qwen3' ? QWEN3_DEFAULT_HEAD_DIM : undefined,
-    ropeTheta: modelType === 'smollm3' ? SMOLLM3_ROPE_THETA : undefined,
-  });
-  const smollm3 = modelType === 'smollm3';
-  const granite = modelType === 'granite';
-  // Llama, Qwen3, SmolLM3 and Granite put `attention_bias` on q, k, v and o; Qwen2 always biases q, k, v only; Mistral never.
-  const attentionBiasKey = modelType === 'llama' || modelType === 'qwen3' || smollm3 || granite ? fields.boolean('attention_bias', false) : false;
-  const ropeLayers = smollm3 ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
+  const traits = TRAITS[modelType];
+  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: traits.maxPositions, headDim: traits.headDim, ropeTheta: traits.ropeTheta });
+  const ropeLayers = modelType === 'smollm3' ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
   return {
     ...decoder,
-    // SmolLM3Config ties the LM head by default.
-    tieWordEmbeddings: fields.boolean('tie_word_embeddings', smollm3),
+    tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
     intermediateSize: fields.positiveInt('intermediate_size'),
-    mlpBias: (modelType === 'llama' || smollm3 || granite) && fields.boolean('mlp_bias', false),
-    attentionBias: modelType === 'qwen2' || attentionBiasKey,
-    outputBias: attentionBiasKey,
+    mlpBias: traits.mlpBias && fields.boolean('mlp_bias', false),
+    ...parseAttentionBiases(fields, traits.attentionBias),
     qkNorm: modelType === 'qwen3',
-    slidingWindows: smollm3 ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
+    slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
     ropeLayers,
-    multipliers: granite ? parseGraniteMultipliers(fields) : null,
+    multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
   };
+}
+
+function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
+  switch (rule) {
+    case 'attention_bias': {
+      const bias = fields.boolean('attention_bias', false);
+      return { attentionBias: bias, outputBias: bias };
+    }
+    case 'qkv':
+      return { attentionBias: true, outputBias: false };
+    case 'attention_bias+attention_out_bias':
+      return { attentionBias: fields.boolean('attention_bias', true), outputBias: fields.boolean('attention_out_bias', false) };
+    case 'none':
+      return { attentionBias: false, outputBias: false };
+  }
 }
 
 /** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
@@ -77,13 +112,13 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Mistral slides every layer. Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
+ * Llama, Granite and Seed-OSS never slide. Mistral slides every layer. Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
  * only layers whose `layer_types` entry is "sliding_attention" (derived, when absent, as the layers
  * from `max_window_layers` on).
  */
-function parseSlidingWindows(fields: ConfigFields, modelType: LlamaModelType, numLayers: number): (number | null)[] {
+function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (modelType === 'llama') return all(null);
+  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss') return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
   const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);

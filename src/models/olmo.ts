@@ -1,6 +1,6 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { SelfAttention, type SelfAttentionOptions } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -14,13 +14,15 @@ import type { PipelineStage } from './pipeline-stage.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 
 /*
- * OLMo 2 and OLMo 3 (AI2). Their decoder layer has no pre-norms: the norms sit on the outputs,
- * inside the residual, h += post_attention_norm(attn(h)), then h += post_feedforward_norm(mlp(h)).
- * q and k are RMS-normed over the whole projection (every head together), before RoPE. OLMo 3 adds
- * sliding-window layers (`layer_types`) with a RoPE of their own.
+ * OLMo 2 and OLMo 3 (AI2), and EXAONE 4 (LG), which transformers builds from OLMo 2's layer. Their
+ * decoder layer has no pre-norms: the norms sit on the outputs, inside the residual,
+ * h += post_attention_norm(attn(h)), then h += post_feedforward_norm(mlp(h)). q and k are
+ * RMS-normed before RoPE: OLMo over the whole projection (every head together), EXAONE 4 per head.
+ * OLMo 3 adds sliding-window layers (`layer_types`) with a RoPE of their own; EXAONE 4's sliding
+ * layers are the only ones that rotate (its full layers are NoPE), unless it has no window.
  */
 
-type OlmoModelType = 'olmo2' | 'olmo3';
+type OlmoModelType = 'olmo2' | 'olmo3' | 'exaone4';
 
 export interface OlmoConfig extends ModelConfig {
   modelType: OlmoModelType;
@@ -33,19 +35,25 @@ export interface OlmoConfig extends ModelConfig {
   maxPositionEmbeddings: number;
   /** q, k, v and o carry a bias (`attention_bias`). */
   attentionBias: boolean;
+  /** q and k RMS-normed over the whole projection (OLMo) or per head (EXAONE 4). */
+  qkNormOver: 'projection' | 'head';
   /** Each layer's window, or null for a full-attention layer. */
   slidingWindows: (number | null)[];
+  /** Whether each layer rotates q and k: false for EXAONE 4's full-attention (NoPE) layers. */
+  ropeLayers: boolean[];
   /** RoPE of the full-attention layers (every layer's in OLMo 2). */
   fullRope: RopeSettings;
   /** RoPE of the sliding layers (OLMo 3); null: the full one. */
   slidingRope: RopeSettings | null;
 }
 
-const MODEL_TYPES: readonly OlmoModelType[] = ['olmo2', 'olmo3'];
-/** OlmoConfig's defaults, which Olmo2Config and Olmo3Config keep. */
-const DEFAULTS = { maxPositions: 2048, rmsNormEps: 1e-5, ropeTheta: 10_000 };
+const MODEL_TYPES: readonly OlmoModelType[] = ['olmo2', 'olmo3', 'exaone4'];
+/** OlmoConfig's defaults, which Olmo2Config, Olmo3Config and Exaone4Config keep. */
+const DEFAULTS = { maxPositions: 2048, rmsNormEps: 1e-5 };
 /** Olmo3Config's own: default_theta, sliding_window, and a full-attention layer every fourth. */
 const OLMO3 = { ropeTheta: 500_000, slidingWindow: 4096, fullEvery: 4 };
+/** Exaone4Config's sliding_window and sliding_window_pattern (a full-attention layer every fourth). */
+const EXAONE4 = { slidingWindow: 4096, fullEvery: 4 };
 
 function parseOlmoConfig(json: Record<string, unknown>, source: string): OlmoConfig {
   const fields = new ConfigFields(json, source);
@@ -54,6 +62,9 @@ function parseOlmoConfig(json: Record<string, unknown>, source: string): OlmoCon
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
   const { fullRope, slidingRope } = modelType === 'olmo3' ? parseOlmo3Rope(fields, maxPositionEmbeddings) : { fullRope: parseRope(fields, maxPositionEmbeddings), slidingRope: null };
+  const slidingWindows = modelType === 'olmo2' ? new Array<null>(common.numLayers).fill(null) : modelType === 'olmo3' ? parseOlmo3Windows(fields, common.numLayers) : parseExaone4Windows(fields, common.numLayers);
+  // EXAONE 4 rotates its sliding layers only, or every layer when it has no window.
+  const exaoneNoPe = modelType === 'exaone4' && fields.raw('sliding_window') !== null;
   return {
     ...common,
     modelType,
@@ -65,8 +76,11 @@ function parseOlmoConfig(json: Record<string, unknown>, source: string): OlmoCon
     headDim: parseHeadDim(fields, common.hiddenSize, numHeads),
     rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
     maxPositionEmbeddings,
-    attentionBias: fields.boolean('attention_bias', false),
-    slidingWindows: modelType === 'olmo3' ? parseOlmo3Windows(fields, common.numLayers) : new Array<null>(common.numLayers).fill(null),
+    // Exaone4Config has no attention_bias: its projections never carry one.
+    attentionBias: modelType !== 'exaone4' && fields.boolean('attention_bias', false),
+    qkNormOver: modelType === 'exaone4' ? 'head' : 'projection',
+    slidingWindows,
+    ropeLayers: slidingWindows.map((w) => !exaoneNoPe || w !== null),
     fullRope,
     slidingRope,
   };
@@ -83,12 +97,40 @@ function parseOlmo3Windows(fields: ConfigFields, numLayers: number): (number | n
 }
 
 /**
+ * EXAONE 4's `layer_types`, by default all but every `sliding_window_pattern`-th layer sliding; a
+ * null `sliding_window` makes every layer full. A pattern given as a string ("LLLG") is refused
+ * without layer_types, as transformers cannot derive them from it either.
+ */
+function parseExaone4Windows(fields: ConfigFields, numLayers: number): (number | null)[] {
+  const window = fields.optionalPositiveInt('sliding_window', EXAONE4.slidingWindow);
+  if (window === null) return new Array<null>(numLayers).fill(null);
+  const listed = parseSlidingLayerTypes(fields, numLayers);
+  if (listed !== null) return listed.map((s) => (s ? window : null));
+  if (typeof fields.raw('sliding_window_pattern') === 'string') {
+    throw invalidModel(`${fields.source}: sliding_window_pattern ${JSON.stringify(fields.raw('sliding_window_pattern'))} is a string: give layer_types (transformers derives them from an integer pattern only)`);
+  }
+  const every = fields.positiveInt('sliding_window_pattern', EXAONE4.fullEvery);
+  return Array.from({ length: numLayers }, (_, i) => ((i + 1) % every !== 0 ? window : null));
+}
+
+/**
  * OLMo 3's RoPE per layer type, as Olmo3Config builds it: transformers 5's `rope_parameters`
  * entries, or the 4.x `rope_scaling`, which applies to the full-attention layers only. A
  * full-attention entry without rope_theta takes the top-level one, or 5e5; a sliding one always
  * 5e5 (Olmo3Config reads the top-level rope_theta once, for the full layers).
  */
 function parseOlmo3Rope(fields: ConfigFields, maxPositionEmbeddings: number): { fullRope: RopeSettings; slidingRope: RopeSettings } {
+  const ropes = parseOlmo3RopeByLayerType(fields, maxPositionEmbeddings);
+  // transformers grows and resets a dynamic table per layer type with state shared between the
+  // types (rotary_emb's attention_scaling, original_max_seq_len), which a config-fuzz variant showed
+  // Keel's per-sequence dynamic tables do not reproduce.
+  if (ropes.fullRope.ropeScaling.type === 'dynamic' || ropes.slidingRope.ropeScaling.type === 'dynamic') {
+    throw invalidModel(`${fields.source}: dynamic RoPE is not supported for olmo3 (its per-layer-type RoPE); use another rope_type`);
+  }
+  return ropes;
+}
+
+function parseOlmo3RopeByLayerType(fields: ConfigFields, maxPositionEmbeddings: number): { fullRope: RopeSettings; slidingRope: RopeSettings } {
   const noTopLevel = new ConfigFields({}, fields.source);
   const perLayerType = layerTypeRopeFields(fields);
   if (perLayerType !== null) {
@@ -108,7 +150,15 @@ function parseOlmo3Rope(fields: ConfigFields, maxPositionEmbeddings: number): { 
   };
 }
 
-/** One OLMo 2 / 3 layer: attention with projection-wide q/k norms, an MLP, each followed by its norm. */
+/** q_norm and k_norm over the whole projections (OLMo), or per head (EXAONE 4). */
+function qkNorms(config: OlmoConfig, p: string): Pick<SelfAttentionOptions, 'qkNorm' | 'projectionNorm'> {
+  const { numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
+  const norm = (which: 'q' | 'k', size: number) => new RmsNorm(`${p}.self_attn.${which}_norm.weight`, size, eps);
+  if (config.qkNormOver === 'head') return { qkNorm: { q: norm('q', headDim), k: norm('k', headDim) }, projectionNorm: null };
+  return { qkNorm: null, projectionNorm: { q: norm('q', numHeads * headDim), k: norm('k', numKvHeads * headDim) } };
+}
+
+/** One OLMo 2 / 3 or EXAONE 4 layer: attention with q/k norms, an MLP, each followed by its norm. */
 class OlmoDecoderLayer implements Layer {
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -129,11 +179,7 @@ class OlmoDecoderLayer implements Layer {
       softcap: null,
       sinks: null,
       rotary,
-      qkNorm: null,
-      projectionNorm: {
-        q: new RmsNorm(`${p}.self_attn.q_norm.weight`, numHeads * headDim, eps),
-        k: new RmsNorm(`${p}.self_attn.k_norm.weight`, numKvHeads * headDim, eps),
-      },
+      ...qkNorms(config, p),
       qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
       o: `${p}.self_attn.o_proj.weight`,
       qkvBias: attentionBias,
@@ -176,13 +222,15 @@ export class OlmoModel extends DecoderStack<OlmoConfig, OlmoDecoderLayer> {
     const rotary = (rope: RopeSettings) =>
       new RotaryEmbedding({ rotaryDim: config.headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const full = rotary(config.fullRope);
-    // Only layers that slide read the sliding table: a model without one builds none.
+    // Only layers that slide read the sliding table, and only NoPE layers the identity one: a model without them builds none.
     const sliding = config.slidingRope === null || config.slidingWindows.every((w) => w === null) ? full : rotary(config.slidingRope);
+    const none = config.ropeLayers.every((r) => r) ? null : rotary({ ropeTheta: config.fullRope.ropeTheta, ropeScaling: { type: 'none' } });
+    const tableOf = (i: number) => (!config.ropeLayers[i] && none !== null ? none : config.slidingWindows[i] === null ? full : sliding);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     super(config, {
-      rotaries: sliding === full ? [full] : [full, sliding],
+      rotaries: [full, ...(sliding === full ? [] : [sliding]), ...(none === null ? [] : [none])],
       embedding,
-      layers: Array.from({ length: config.numLayers }, (_, i) => new OlmoDecoderLayer(config, i, config.slidingWindows[i] === null ? full : sliding)),
+      layers: Array.from({ length: config.numLayers }, (_, i) => new OlmoDecoderLayer(config, i, tableOf(i))),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);

@@ -425,13 +425,34 @@ def gen_granite(r, name):
     return fx(name, "granite", f, rope(r, f))
 
 
+def gen_seed_oss(r, name):
+    f = base(r)
+    f.update(attention_out_bias=r.random() < 0.5, mlp_bias=r.random() < 0.3, hidden_act=act(r, "silu"))
+    if r.random() < 0.3:
+        f["attention_bias"] = False
+    # SeedOssConfig's head_dim defaults to 128, not hidden / heads.
+    return fx(name, "seed_oss", f, rope(r, f, head_dim_default=128))
+
+
+def gen_exaone4(r, name):
+    f = base(r)
+    n = r.choice((2, 3, 4))
+    f.update(num_hidden_layers=n, hidden_act=act(r, "silu"), sliding_window=r.choice((8, 16, 32)))
+    if r.random() < 0.5:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    else:
+        f["sliding_window_pattern"] = r.choice((2, 3, 4))
+    # The full layers are NoPE: LongRoPE only where every layer shares one table.
+    return fx(name, "exaone4", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
+
+
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
-    "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite,
+    "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4,
 }
 
 

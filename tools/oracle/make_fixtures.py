@@ -106,6 +106,8 @@ CONFIG_CLASS_NAMES = {
     "olmo3": "Olmo3Config",
     "smollm3": "SmolLM3Config",
     "granite": "GraniteConfig",
+    "seed_oss": "SeedOssConfig",
+    "exaone4": "Exaone4Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -890,6 +892,24 @@ FIXTURES.append(Fixture(
     _rope(),
     stored_dtype="bfloat16",
 ))
+FIXTURES.append(Fixture(
+    "seed-oss-biases", "seed_oss",
+    "Seed-OSS: Llama's layers with q/k/v biases by SeedOssConfig's default attention_bias (true, absent from the "
+    "fixture's fields) and an o_proj bias by attention_out_bias, head_dim 16 given (the class defaults it to 128), "
+    "GQA 4 query / 2 KV heads, RoPE theta 1e4, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, head_dim=16, attention_out_bias=True),
+    _rope(),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "exaone4-nope-global", "exaone4",
+    "EXAONE 4: OLMo 2's post-norm layer with per-head q_norm / k_norm (RMSNorm over head_dim 16) before RoPE; "
+    "Exaone4Config's default layers over 4 (sliding_window_pattern 4: layers 0-2 slide with window 16 and rotate, "
+    "layer 3 attends globally without RoPE); GQA 4 query / 2 KV heads, RoPE theta 1e4, untied; bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, intermediate_size=48, sliding_window=16),
+    _rope(),
+    stored_dtype="bfloat16",
+))
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -950,6 +970,8 @@ SEED_BASES = {
     "olmo3-sliding": 52000,
     "smollm3-nope": 53000,
     "granite-multipliers": 54000,
+    "seed-oss-biases": 55000,
+    "exaone4-nope-global": 56000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
