@@ -52,6 +52,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'exaone4-nope-global', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   // Seed-OSS's o_proj bias (attention_out_bias) is added once, on rank 0, before the all-reduce.
   { fixture: 'seed-oss-biases', parallel: { tensorParallelSize: 2 } },
+  // Arcee's gateless MLP: each rank's part of up is its own gate.
+  { fixture: 'arcee-relu2', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -1,3 +1,4 @@
+import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
@@ -7,16 +8,22 @@ import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes } from './hf-config.ts';
 
 /**
- * The Llama family: llama, mistral, qwen2, qwen3, smollm3, granite and seed_oss differ only in
- * defaults, biases, q/k norms, windows, NoPE layers (SmolLM3's) and multipliers (Granite's).
+ * The Llama family: llama, mistral, qwen2, qwen3, smollm3, granite, seed_oss and arcee differ only
+ * in defaults, biases, q/k norms, windows, NoPE layers (SmolLM3's), multipliers (Granite's) and a
+ * gateless MLP (Arcee's).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
   /** gate/up/down carry biases (Llama's `mlp_bias`). */
   mlpBias: boolean;
+  /**
+   * No gate projection (Arcee): the MLP is down(relu(up(x))²), which is down(relu(u) · u), the
+   * gated `activation` (relu) with up as its own gate.
+   */
+  upIsGate: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss';
+type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee';
 
 /** Where a model_type's config puts attention biases. */
 type AttentionBiasRule =
@@ -50,6 +57,7 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: true },
   granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
   seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: true, tiedByDefault: false },
+  arcee: { maxPositions: 4096, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
@@ -59,13 +67,20 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
   const fields = new ConfigFields(json, source);
   const modelType = fields.raw('model_type') as LlamaModelType;
   const traits = TRAITS[modelType];
-  const decoder = parseDecoderFields(fields, { maxPositionEmbeddings: traits.maxPositions, headDim: traits.headDim, ropeTheta: traits.ropeTheta });
+  const arcee = modelType === 'arcee';
+  const decoder = parseDecoderFields(fields, {
+    maxPositionEmbeddings: traits.maxPositions,
+    headDim: traits.headDim,
+    ropeTheta: traits.ropeTheta,
+    ...(arcee && { activation: parseArceeActivation(fields) }),
+  });
   const ropeLayers = modelType === 'smollm3' ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
   return {
     ...decoder,
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
     intermediateSize: fields.positiveInt('intermediate_size'),
     mlpBias: traits.mlpBias && fields.boolean('mlp_bias', false),
+    upIsGate: arcee,
     ...parseAttentionBiases(fields, traits.attentionBias),
     qkNorm: modelType === 'qwen3',
     slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
@@ -87,6 +102,16 @@ function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { 
     case 'none':
       return { attentionBias: false, outputBias: false };
   }
+}
+
+/**
+ * Arcee's ungated MLP activation, `hidden_act` (default relu2): relu² runs as the gated relu of up
+ * by itself (relu(u) · u = relu(u)²); other ungated activations are not that, so they are refused.
+ */
+function parseArceeActivation(fields: ConfigFields): Activation {
+  const name = fields.string('hidden_act', 'relu2');
+  if (name !== 'relu2') throw invalidModel(`${fields.source}: hidden_act "${name}" is not supported for arcee (Keel runs its relu2 MLP, without a gate)`);
+  return { kind: 'relu' };
 }
 
 /** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
@@ -139,7 +164,8 @@ export class LlamaModel extends DecoderModel {
   constructor(config: LlamaConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
     super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
-      const names = { gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
+      const gate = config.upIsGate ? {} : { gate: `${p}.gate_proj.weight` };
+      const names = { ...gate, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
       return new GatedMlp(names, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
     });
   }

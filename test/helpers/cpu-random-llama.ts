@@ -38,6 +38,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     hiddenSize: 32,
     intermediateSize: 48,
     mlpBias: false,
+    upIsGate: false,
     numLayers,
     numHeads: 4,
     numKvHeads: 2,

@@ -434,6 +434,13 @@ def gen_seed_oss(r, name):
     return fx(name, "seed_oss", f, rope(r, f, head_dim_default=128))
 
 
+def gen_arcee(r, name):
+    f = base(r)
+    # An ungated MLP: relu2 is the only hidden_act Keel runs for it.
+    f.update(attention_bias=r.random() < 0.4, mlp_bias=r.random() < 0.4, hidden_act="relu2")
+    return fx(name, "arcee", f, rope(r, f))
+
+
 def gen_exaone4(r, name):
     f = base(r)
     n = r.choice((2, 3, 4))
@@ -452,7 +459,7 @@ GENERATORS = {
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
-    "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4,
+    "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
 }
 
 

@@ -108,6 +108,7 @@ CONFIG_CLASS_NAMES = {
     "granite": "GraniteConfig",
     "seed_oss": "SeedOssConfig",
     "exaone4": "Exaone4Config",
+    "arcee": "ArceeConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -910,6 +911,15 @@ FIXTURES.append(Fixture(
     _rope(),
     stored_dtype="bfloat16",
 ))
+FIXTURES.append(Fixture(
+    "arcee-relu2", "arcee",
+    "Arcee (AFM): Llama's attention with an MLP without a gate, down(relu(up(x))^2) (hidden_act relu2, "
+    "ArceeConfig's default), mlp_bias (up and down) and attention_bias (q, k, v and o), GQA 4 query / 2 KV heads, "
+    "RoPE theta 1e4, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=96, mlp_bias=True, attention_bias=True),
+    _rope(),
+    stored_dtype="bfloat16",
+))
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -972,6 +982,7 @@ SEED_BASES = {
     "granite-multipliers": 54000,
     "seed-oss-biases": 55000,
     "exaone4-nope-global": 56000,
+    "arcee-relu2": 57000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
