@@ -40,6 +40,13 @@ test('V3.2 takes mlp_layer_types when given, as transformers\' DeepseekV32Config
   assert.deepEqual(c.sparseLayers, [true, false, true]);
 });
 
+test('V3.2 reads layer_types as transformers 5.17 and 5.18 write them (every layer indexed)', () => {
+  const layers = (type: string) => Array.from({ length: 61 }, () => type);
+  for (const type of ['indexed_attention', 'deepseek_sparse_attention']) {
+    assert.equal(parse({ ...DEEPSEEK_V32, layer_types: layers(type) }).sparseAttention?.topK, 2048, type);
+  }
+});
+
 test('V3.2 configs the indexer cannot run are rejected, naming the key', () => {
   rejects({ ...DEEPSEEK_V32, q_lora_rank: null }, 'q_lora_rank', 'indexer');
   rejects({ ...DEEPSEEK_V32, index_head_dim: 32 }, 'index_head_dim (32)', 'qk_rope_head_dim (64)');

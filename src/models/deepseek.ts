@@ -140,11 +140,14 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   };
 }
 
+const SPARSE_LAYER_TYPES: readonly unknown[] = ['indexed_attention', 'deepseek_sparse_attention'];
+
 /**
  * DeepSeek-V3.2's indexer keys (transformers' DeepseekV32Config): index_n_heads (64),
  * index_head_dim (128), index_topk (2048). Its queries come from the query latent, so q_lora_rank
  * is required, and its leading qk_rope_head_dim dims are rotated, so they must fit in a head.
- * Every layer is sparse: `layer_types`, if given, may only say so.
+ * Every layer is sparse: `layer_types`, if given, may only say so, in either spelling transformers
+ * has written (5.17 "deepseek_sparse_attention", 5.18 "indexed_attention").
  */
 function parseSparseAttention(fields: ConfigFields, queryRank: number | null, ropeDim: number): DeepseekSparseAttention {
   const { source } = fields;
@@ -152,8 +155,8 @@ function parseSparseAttention(fields: ConfigFields, queryRank: number | null, ro
   const headDim = fields.positiveInt('index_head_dim', 128);
   if (headDim < ropeDim) throw invalidModel(`${source}: index_head_dim (${headDim}) is smaller than qk_rope_head_dim (${ropeDim}), which the indexer rotates`);
   const layerTypes = fields.raw('layer_types');
-  if (layerTypes != null && !(Array.isArray(layerTypes) && layerTypes.every((t) => t === 'deepseek_sparse_attention'))) {
-    throw invalidModel(`${source}: layer_types ${JSON.stringify(layerTypes)} is not supported for deepseek_v32 (every layer is "deepseek_sparse_attention")`);
+  if (layerTypes != null && !(Array.isArray(layerTypes) && layerTypes.every((t) => SPARSE_LAYER_TYPES.includes(t)))) {
+    throw invalidModel(`${source}: layer_types ${JSON.stringify(layerTypes)} is not supported for deepseek_v32 (every layer is "indexed_attention")`);
   }
   return { numHeads: fields.positiveInt('index_n_heads', 64), headDim, topK: fields.positiveInt('index_topk', 2048) };
 }
