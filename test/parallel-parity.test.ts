@@ -24,6 +24,9 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { fixture: 'mixtral-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { fixture: 'qwen2-moe', parallel: { tensorParallelSize: 2 } },
+  // Fused expert tensors split by intermediate size: gpt-oss's interleaved gate/up with biases, Llama 4's halves.
+  { fixture: 'gpt-oss', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'llama4-text', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   // Two stages of one layer each (the first holds the embedding, the last the tied LM head too).
