@@ -14,7 +14,7 @@ function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
 
 test('DeepSeek-V3.2-Exp as published: V3\'s MLA and routing, a 64 × 128 indexer keeping 2,048 positions in every layer', () => {
   const c = parse(DEEPSEEK_V32);
-  assert.deepEqual(c.sparseAttention, { numHeads: 64, headDim: 128, topK: 2048 });
+  assert.deepEqual(c.sparseAttention, { numHeads: 64, headDim: 128, topK: 2048, interleavedRope: false, sharedLayers: new Array<boolean>(62).fill(false) });
   assert.deepEqual([c.numHeads, c.queryRank, c.latentDim, c.ropeDim], [128, 1536, 512, 64]);
   assert.equal(c.interleavedRope, true);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 62 }, (_, i) => i >= 3));
