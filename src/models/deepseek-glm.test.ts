@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { kvBytesPerToken } from '../step/kv-cache-layout.ts';
 import type { DeepseekConfig } from './deepseek.ts';
-import { pipelineStage } from './pipeline-stage.ts';
 import { createModel, parseModelArchitecture } from './registry.ts';
 import { GLM5 } from '../../test/helpers/deepseek-configs.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
-import { KeelError } from '../errors.ts';
 
 // Z.ai's MLA models, which the DeepSeek family reads: GLM-4.7-Flash (glm4_moe_lite) and GLM-5 (glm_moe_dsa).
 
@@ -81,12 +79,6 @@ test('a shared layer reads no indexer and caches no indexer key; the layers it f
   assert.deepEqual([0, 1, 2, 3].map((i) => names.has(`model.layers.${i}.self_attn.indexer.wk.weight`)), [true, false, true, false]);
   assert.deepEqual(model.kvLayers.map((spec) => spec.kind === 'mla' && spec.indexKeys !== undefined), [true, false, true, false]);
   assert.equal(kvBytesPerToken(model.kvLayers, 2), (4 * 576 + 2 * 128) * 2);
-});
-
-test('a pipeline stage may not start at a shared layer: it would not receive the choice it reuses', () => {
-  const architecture = parseModelArchitecture({ ...GLM5, num_hidden_layers: 4, num_nextn_predict_layers: 0, indexer_types: ['full', 'shared', 'full', 'shared'] }, 'test/config.json');
-  assert.doesNotThrow(() => createModel(architecture, 64, null, pipelineStage(4, 1, 2)));
-  assert.throws(() => createModel(architecture, 64, null, pipelineStage(4, 1, 4)), (e: unknown) => e instanceof KeelError && /layer 1, which reuses/.test(e.message));
 });
 
 test('GLM-5 configs the indexer cannot run are rejected, naming the key', () => {

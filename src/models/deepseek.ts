@@ -304,16 +304,14 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
 
 /** The DeepSeek decoder: pre-norm layers of MLA and a dense or MoE feed-forward, summed in HF's order. */
 export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderLayer> {
+  /** Hands each sparse layer's choice of positions to the shared layers after it (GLM-5); null where none share. */
+  private readonly relay: SelectionRelay | null;
+
   constructor(config: DeepseekConfig, maxPositions: number, stage: PipelineStage) {
     const rope = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    const shared = config.sparseAttention?.sharedLayers ?? [];
-    // A stage's layers receive only the residual stream from the stage before, not its last choice of positions.
-    if (shared[stage.firstLayer]) {
-      throw invalidArgument(`pipeline stage ${stage.index} would start at layer ${stage.firstLayer}, which reuses the sparse-attention choice of a layer before it (indexer_types "shared"); choose another --pipeline-parallel-size`);
-    }
-    const relay = shared.includes(true) ? new SelectionRelay() : null;
+    const relay = config.sparseAttention?.sharedLayers.includes(true) ? new SelectionRelay() : null;
     super(config, {
       rotaries: [rotary],
       embedding,
@@ -321,10 +319,28 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);
+    this.relay = relay;
   }
 
   override get tapsLayerInputs(): boolean {
     return true;
+  }
+
+  /** Whether decoder layer `index` reuses the latest full layer's choice of positions (GLM-5's shared layers). */
+  private isShared(index: number): boolean {
+    return this.config.sparseAttention?.sharedLayers[index] ?? false;
+  }
+
+  /** A stage ending before a shared layer sends the choice that layer reuses. */
+  protected override stageHandoff(step: StepInputs): (b: Backend) => void {
+    if (this.relay === null || !this.isShared(this.stage.endLayer)) return super.stageHandoff(step);
+    const selection = this.relay.take(step);
+    return (b) => b.sendSelectionToStage(selection, this.stage.index + 1);
+  }
+
+  protected override receiveHandoff(b: Backend, step: StepInputs): void {
+    if (this.relay === null || !this.isShared(this.stage.firstLayer)) return;
+    this.relay.publish(step, b.receiveSelectionFromStage(step.batch.numTokens, this.config.sparseAttention!.topK, this.stage.index - 1));
   }
 
   protected layerForward(b: Backend, layer: DeepseekDecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
