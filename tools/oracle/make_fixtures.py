@@ -1364,19 +1364,24 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
     eh_proj [H, 2H], shared_head.norm, shared_head.head [vocab, H] and a decoder block named as the
     decoder's last (MoE) layer's tensors are. Drawn as randomize_parameters draws, from their own
     generator, after the model: the decoder's weights and oracle do not change. Stored in the
-    checkpoint's dtype, as the decoder's tensors are."""
-    path = out_dir / "model.safetensors"
-    tensors = load_file(path)
+    checkpoint's dtype, as the decoder's tensors are (each block tensor in its decoder twin's).
+    A sharded checkpoint gets them in a shard of their own, listed in its index."""
+    index_path = out_dir / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
+    tensors = {name: t for f in files for name, t in load_file(out_dir / f).items()}
     last = config.num_hidden_layers - 1
     prefix = f"model.layers.{last}."
-    shapes = {name[len(prefix):]: tuple(t.shape) for name, t in tensors.items() if name.startswith(prefix)}
-    if not any(name.startswith("mlp.experts.") for name in shapes):
+    block = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    if not any(name.startswith("mlp.experts.") for name in block):
         raise RuntimeError("the MTP block copies the last layer's tensor names, which must be a MoE layer's")
     h = config.hidden_size
+    shapes = {name: tuple(t.shape) for name, t in block.items()}
     shapes.update({"enorm.weight": (h,), "hnorm.weight": (h,), "eh_proj.weight": (h, 2 * h),
                    "shared_head.norm.weight": (h,), "shared_head.head.weight": (config.vocab_size, h)})
     dtype = tensors["model.embed_tokens.weight"].dtype
     gen = torch.Generator().manual_seed(seed + 500)
+    mtp = {}
     for k in range(config.num_nextn_predict_layers):
         for name in sorted(shapes):
             noise = torch.randn(shapes[name], generator=gen, dtype=torch.float32)
@@ -1388,8 +1393,13 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
                 value = 0.3 * noise
             else:
                 value = INIT_STD * noise
-            tensors[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.to(dtype).contiguous()
-    save_file(tensors, path, metadata={"format": "pt"})
+            mtp[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.to(block[name].dtype if name in block else dtype).contiguous()
+    if index is None:
+        save_file({**tensors, **mtp}, out_dir / "model.safetensors", metadata={"format": "pt"})
+        return
+    save_file(mtp, out_dir / "model-mtp.safetensors", metadata={"format": "pt"})
+    index["weight_map"].update({name: "model-mtp.safetensors" for name in mtp})
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
