@@ -17,6 +17,17 @@ function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
 /** GLM-4.7-Flash's sizes (transformers' Glm4MoeLiteConfig defaults), with the keys it has no default for. */
 const GLM47_FLASH = { model_type: 'glm4_moe_lite', vocab_size: 154880, hidden_size: 2048, intermediate_size: 10240, num_hidden_layers: 47, num_attention_heads: 20, num_experts_per_tok: 4 };
 
+/** GLM-4.7-Flash-shaped, with the keys its config.json writes beside the sizes (4.x spellings), which transformers ignores or agrees with. */
+const GLM47_FLASH_KEYS = {
+  ...GLM47_FLASH,
+  partial_rotary_factor: 1.0,
+  topk_method: 'noaux_tc',
+  first_k_dense_replace: 1,
+  num_nextn_predict_layers: 1,
+  rope_theta: 1000000,
+  rope_scaling: null,
+};
+
 test('glm4_moe_lite takes Glm4MoeLiteConfig\'s defaults: V3\'s MLA at 192 nope / 256 v, layer 0 dense, 64 experts in one group scaled by 1.8', () => {
   const c = parse(GLM47_FLASH);
   assert.deepEqual([c.queryRank, c.latentDim, c.nopeDim, c.ropeDim, c.valueDim, c.rmsNormEps, c.maxPositionEmbeddings], [768, 512, 192, 64, 256, 1e-5, 202752]);
@@ -39,6 +50,14 @@ test('glm4_moe_lite reads mlp_layer_types, and not first_k_dense_replace (transf
   // Its MTP layer after the decoder's is a MoE layer, as DeepSeek-V3's.
   assert.deepEqual(parse({ ...GLM47_FLASH, num_hidden_layers: 2, num_nextn_predict_layers: 1 }).sparseLayers, [false, true, true]);
   assert.equal(parse({ ...GLM47_FLASH, rope_interleave: false }).interleavedRope, false);
+});
+
+test('glm4_moe_lite as GLM-4.7-Flash\'s config.json spells it: whole rope dims, noaux_tc, one MTP layer left after the 47', () => {
+  const c = parse(GLM47_FLASH_KEYS);
+  assert.deepEqual([c.ropeTheta, c.ropeDim, c.numNextnPredictLayers], [1e6, 64, 1]);
+  assert.deepEqual(c.sparseLayers, Array.from({ length: 48 }, (_, i) => i >= 1));
+  const names = createModel(parseModelArchitecture(GLM47_FLASH_KEYS, 'test/config.json'), 64).parameters().map((p) => p.name);
+  assert.ok(!names.some((name) => name.startsWith('model.layers.47.')), 'the decoder reads no tensor of the MTP layer');
 });
 
 test('glm4_moe_lite configs Keel cannot run are rejected, naming the key', () => {
