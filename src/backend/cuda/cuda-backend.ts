@@ -1,3 +1,4 @@
+import { CUDA_LACKS_GATED_DELTA_NET } from '../backend.ts';
 import type {
   Activation,
   AttentionParams,
@@ -565,6 +566,8 @@ export class CudaBackend implements Backend {
         if (spec.indexKeys !== undefined && spec.indexKeys.keyDim % 8 !== 0) {
           throw new KeelError('invalid_model', `the CUDA backend needs a sparse-attention indexer head dim that is a multiple of 8, not ${spec.indexKeys.keyDim}`);
         }
+      } else if (spec.kind === 'state') {
+        throw new KeelError('invalid_model', CUDA_LACKS_GATED_DELTA_NET);
       } else if (spec.kind === 'rows') {
         if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
       } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
@@ -1430,6 +1433,22 @@ export class CudaBackend implements Backend {
       alloc: (bytes) => this.arena.alloc(bytes),
     });
     return new CudaTokenSelection(numTokens, indexer.topK, out);
+  }
+
+  multiplySigmoid(): Tensor {
+    throw new KeelError('invalid_model', 'not yet on CUDA: attention output gate (multiplySigmoid); run the model with --backend cpu');
+  }
+
+  causalConv1d(): Tensor {
+    throw new KeelError('invalid_model', CUDA_LACKS_GATED_DELTA_NET);
+  }
+
+  gatedDeltaRule(): Tensor {
+    throw new KeelError('invalid_model', CUDA_LACKS_GATED_DELTA_NET);
+  }
+
+  gatedRmsNorm(): Tensor {
+    throw new KeelError('invalid_model', CUDA_LACKS_GATED_DELTA_NET);
   }
 
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
