@@ -54,7 +54,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
     """
     k = config.num_experts_per_tok
     h = hidden.reshape(-1, hidden.shape[-1])
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next"):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
         weights, idx = torch.topk(probs, k, dim=-1)
