@@ -38,8 +38,6 @@ export interface HybridMoeConfig {
   numExpertsPerToken: number;
   normTopkProb: boolean;
   sharedExpertIntermediateSize: number;
-  /** Per expert (`experts.E.gate_proj`, Qwen3-Next as saved) or fused (`experts.gate_up_proj` [E, 2n, hidden], Qwen3.5-MoE). */
-  expertLayout: 'per-expert' | 'fused';
 }
 
 export interface QwenHybridConfig extends ModelConfig {
@@ -70,7 +68,7 @@ const DEFAULT_MAX_POSITIONS = 32768;
 const DEFAULT_HEAD_DIM = 256;
 const DEFAULT_PARTIAL_ROTARY = 0.25;
 
-function parseHybridConfig(json: Record<string, unknown>, source: string, tensorNames?: readonly string[] | null): QwenHybridConfig {
+function parseHybridConfig(json: Record<string, unknown>, source: string): QwenHybridConfig {
   const fields = new ConfigFields(json, source);
   const modelType = fields.raw('model_type') as HybridModelType;
   const common = parseCommonFields(fields, modelType);
@@ -93,7 +91,7 @@ function parseHybridConfig(json: Record<string, unknown>, source: string, tensor
     throw invalidModel(`${source}: linear_num_value_heads (${deltaNet.numValueHeads}) must be a multiple of linear_num_key_heads (${deltaNet.numKeyHeads})`);
   }
   const linearLayers = parseLayerTypes(fields, common.numLayers);
-  const moe = parseMoe(fields, modelType, tensorNames);
+  const moe = parseMoe(fields, modelType);
   return {
     ...common,
     modelType,
@@ -152,7 +150,7 @@ function parseHybridRope(fields: ConfigFields, modelType: HybridModelType, headD
   return { rotaryDim, ...parseRopeParameters(plain, fields, maxPositionEmbeddings, 10000) };
 }
 
-function parseMoe(fields: ConfigFields, modelType: HybridModelType, tensorNames: readonly string[] | null | undefined): HybridMoeConfig | null {
+function parseMoe(fields: ConfigFields, modelType: HybridModelType): HybridMoeConfig | null {
   if (modelType === 'qwen3_5_text') return null;
   // Qwen3NextConfig defaults num_experts to 512; 0 makes every layer dense.
   const numExperts = fields.nonNegativeInt('num_experts', modelType === 'qwen3_next' ? 512 : 0);
@@ -160,8 +158,6 @@ function parseMoe(fields: ConfigFields, modelType: HybridModelType, tensorNames:
     if (modelType === 'qwen3_5_moe_text') throw invalidModel(`${fields.source}: qwen3_5_moe_text needs num_experts`);
     return null;
   }
-  // Qwen3.5-MoE's checkpoints hold the experts fused; Qwen3-Next's as saved by transformers, per expert.
-  const fused = modelType === 'qwen3_5_moe_text' && !(tensorNames ?? []).some((name) => /\.mlp\.experts\.\d+\./.test(name));
   return {
     intermediateSize: fields.positiveInt('moe_intermediate_size'),
     numExperts,
@@ -169,7 +165,6 @@ function parseMoe(fields: ConfigFields, modelType: HybridModelType, tensorNames:
     // Qwen3.5-MoE's router always renormalizes its top k.
     normTopkProb: modelType === 'qwen3_5_moe_text' ? true : fields.boolean('norm_topk_prob', true),
     sharedExpertIntermediateSize: fields.positiveInt('shared_expert_intermediate_size'),
-    expertLayout: fused ? 'fused' : 'per-expert',
   };
 }
 
@@ -192,7 +187,7 @@ function hybridMlp(config: QwenHybridConfig, index: number): FeedForward {
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
     new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, activation, { sharedExpert });
   if (!config.sparseLayers[index] || moe === null) return gatedMlp(p, config.intermediateSize!);
-  if (moe.expertLayout === 'fused') throw invalidModel(`${config.modelType}: fused expert tensors (${p}.experts.gate_up_proj) are not supported yet; Keel reads per-expert ${p}.experts.E.gate_proj.weight`);
+  // Per expert, as the Hub's checkpoints hold them (transformers fuses them at load and splits them at save).
   const experts: ExpertTensors = { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` };
   return new MoeBlock({
     hiddenSize,

@@ -104,10 +104,12 @@ CONFIG_CLASS_NAMES = {
     "llama4_text": "Llama4TextConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
+    "qwen3_5_moe": "Qwen3_5MoeConfig",
+    "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text", "qwen3_next"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text", "qwen3_next", "qwen3_5_moe"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -884,6 +886,24 @@ FIXTURES.append(Fixture(
     norm_center=0.0,
     init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
 ))
+FIXTURES.append(Fixture(
+    "qwen3.5-moe-vl", "qwen3_5_moe",
+    "Qwen3.5-MoE as Qwen3_5MoeForConditionalGeneration (model_type qwen3_5_moe), run on text: text_config a "
+    "qwen3_5_moe_text model of the qwen3.5-hybrid geometry (Qwen3.5's separate DeltaNet projections) with a MoE block "
+    "in every layer: 4 experts (moe_intermediate 16), saved per expert (transformers fuses them at load), top-2 of "
+    "softmax(x @ gate.T) always renormalised (Qwen3.5-MoE has no norm_topk_prob), plus a shared expert (16) scaled by sigmoid(shared_expert_gate(x)). Weights under "
+    "model.language_model.*, lm_head tied to the embedding (tie_word_embeddings at the top level), beside a 1-block "
+    "vision tower model.visual.*, which the engine skips.",
+    _fields(moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
+            tie_word_embeddings=True, **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
+    norm_center=0.0,
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
+    text_model_type="qwen3_5_moe_text",
+    wrapper_fields=dict(tie_word_embeddings=True, vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, patch_size=2,
+                                           temporal_patch_size=1, spatial_merge_size=1, out_hidden_size=32,
+                                           num_position_embeddings=16)),
+))
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -942,6 +962,7 @@ SEED_BASES = {
     "gemma3-text-yarn-h48": 50000,
     "qwen3.5-hybrid": 51000,
     "qwen3-next-moe": 52000,
+    "qwen3.5-moe-vl": 53000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
