@@ -546,6 +546,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
+          (stateSlots > 0 ? `, ${stateSlots} sequence state slots (${(stateBytes / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (offload === null
