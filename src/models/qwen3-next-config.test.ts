@@ -86,7 +86,7 @@ test('Qwen3-Next-80B-A3B: three Gated DeltaNet layers to one gated full-attentio
   assert.equal(c.rotaryDim, 64);
   assert.equal(c.ropeTheta, 1e7);
   assert.equal(c.contextLength, 262144);
-  assert.deepEqual(c.moe, { intermediateSize: 512, numExperts: 512, numExpertsPerToken: 10, normTopkProb: true, sharedExpertIntermediateSize: 512 });
+  assert.deepEqual(c.moe, { moeIntermediateSize: 512, numExperts: 512, numExpertsPerToken: 10, normTopkProb: true, sharedExpertIntermediateSize: 512 });
   assert.ok(c.sparseLayers.every(Boolean));
   const layers = createModel(parse(QWEN3_NEXT_80B), 4096).kvLayers;
   // Per slot: the conv's last 3 inputs of q|k|v (2 · 16 · 128 + 32 · 128 channels) and 32 heads' 128 × 128 state.

@@ -4,7 +4,6 @@ import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedDeltaNet, type DeltaNetProjections } from '../layers/gated-deltanet.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
-import { MoeBlock, type ExpertTensors } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
@@ -14,7 +13,8 @@ import { preNormLayerForward, type FeedForward, type PreNormLayer } from './deco
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
-import { parseExpertsPerToken } from './moe-fields.ts';
+import { parseExpertsPerToken, parseQwenSparseLayers } from './moe-fields.ts';
+import { qwenMlp, type QwenFeedForwardConfig } from './qwen-moe.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
 /*
@@ -32,13 +32,8 @@ import type { PipelineStage } from './pipeline-stage.ts';
 type HybridModelType = 'qwen3_next' | 'qwen3_5_text' | 'qwen3_5_moe_text';
 const MODEL_TYPES: readonly HybridModelType[] = ['qwen3_next', 'qwen3_5_text', 'qwen3_5_moe_text'];
 
-export interface HybridMoeConfig {
-  intermediateSize: number;
-  numExperts: number;
-  numExpertsPerToken: number;
-  normTopkProb: boolean;
-  sharedExpertIntermediateSize: number;
-}
+/** The MoE blocks' settings (as qwen-moe.ts reads them), where the model has experts. */
+export type HybridMoeConfig = Pick<QwenFeedForwardConfig, 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb'> & { sharedExpertIntermediateSize: number };
 
 export interface QwenHybridConfig extends ModelConfig {
   modelType: HybridModelType;
@@ -159,7 +154,7 @@ function parseMoe(fields: ConfigFields, modelType: HybridModelType): HybridMoeCo
     return null;
   }
   return {
-    intermediateSize: fields.positiveInt('moe_intermediate_size'),
+    moeIntermediateSize: fields.positiveInt('moe_intermediate_size'),
     numExperts,
     numExpertsPerToken: parseExpertsPerToken(fields, numExperts),
     // Qwen3.5-MoE's router always renormalizes its top k.
@@ -168,38 +163,18 @@ function parseMoe(fields: ConfigFields, modelType: HybridModelType): HybridMoeCo
   };
 }
 
-/** Qwen3-Next: layer i is sparse iff it is not in `mlp_only_layers` and (i + 1) % `decoder_sparse_step` == 0; Qwen3.5-MoE: every layer. */
+/** Qwen3-Next: Qwen's sparse-layer rule (mlp_only_layers, decoder_sparse_step); Qwen3.5-MoE: every layer. */
 function parseSparseLayers(fields: ConfigFields, modelType: HybridModelType, moe: HybridMoeConfig | null, numLayers: number): boolean[] {
   if (moe === null) return new Array<boolean>(numLayers).fill(false);
-  if (modelType === 'qwen3_5_moe_text') return new Array<boolean>(numLayers).fill(true);
-  const step = fields.positiveInt('decoder_sparse_step', 1);
-  const dense = fields.raw('mlp_only_layers') ?? [];
-  if (!Array.isArray(dense) || !dense.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers)) {
-    throw invalidModel(`${fields.source}: "mlp_only_layers" must list layer indices below ${numLayers} (got ${JSON.stringify(dense)})`);
-  }
-  return Array.from({ length: numLayers }, (_, i) => !dense.includes(i) && (i + 1) % step === 0);
+  return modelType === 'qwen3_5_moe_text' ? new Array<boolean>(numLayers).fill(true) : parseQwenSparseLayers(fields, numLayers);
 }
 
-/** Layer `index`'s feed-forward: the dense MLP, or a MoE block (router `gate`, experts, `shared_expert` with `shared_expert_gate`). */
+/** Layer `index`'s feed-forward: a dense gated MLP, or Qwen's MoE block with its sigmoid-gated shared expert. */
 function hybridMlp(config: QwenHybridConfig, index: number): FeedForward {
+  const { moe, hiddenSize, intermediateSize, activation } = config;
+  if (moe !== null) return qwenMlp({ ...config, ...moe }, index);
   const p = `model.layers.${index}.mlp`;
-  const { hiddenSize, activation, moe } = config;
-  const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
-    new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, activation, { sharedExpert });
-  if (!config.sparseLayers[index] || moe === null) return gatedMlp(p, config.intermediateSize!);
-  // Per expert, as the Hub's checkpoints hold them (transformers fuses them at load and splits them at save).
-  const experts: ExpertTensors = { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` };
-  return new MoeBlock({
-    hiddenSize,
-    intermediateSize: moe.intermediateSize,
-    numExperts: moe.numExperts,
-    router: `${p}.gate.weight`,
-    routerBias: false,
-    routing: { topK: moe.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: moe.normTopkProb, scale: 1 },
-    experts,
-    activation,
-    shared: { mlp: gatedMlp(`${p}.shared_expert`, moe.sharedExpertIntermediateSize, true), gate: `${p}.shared_expert_gate.weight` },
-  });
+  return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, hiddenSize, intermediateSize!, activation);
 }
 
 /** One layer: h += mixer(inputNorm(h)); h += mlp(postAttentionNorm(h)), the mixer Gated DeltaNet or gated full attention. */
