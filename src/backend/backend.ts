@@ -172,9 +172,6 @@ export interface DeltaRuleParams {
   valueDim: number;
 }
 
-/** Why the CUDA backend refuses a model with state layers (`SequenceStateSpec`): its kernels are not written yet. */
-export const CUDA_LACKS_GATED_DELTA_NET = 'not yet on CUDA: gated delta net (linear-attention layers with a per-sequence state); run the model with --backend cpu';
-
 /** The activation between a gated MLP's up and down projections: act(gate) * up. */
 export type Activation =
   | { kind: 'silu' }
