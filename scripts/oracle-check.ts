@@ -18,7 +18,9 @@ import { readModelArchitecture } from '../src/models/registry.ts';
 import { checkGreedy, checkLogits, fixtureKeepsSequenceState, parityChecks, type ParityCheck, type ParityOptions } from '../test/helpers/transformers-parity.ts';
 import type { OracleFixture } from '../test/helpers/oracle-fixtures.ts';
 
-const OPTIONS: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
+// A drawn config's window may hold more blocks than the small pools were sized for: whether they
+// preempted is not checked, only that the tokens are equal and the pool is whole again.
+const OPTIONS: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact', checkPreemption: false };
 const args = process.argv.slice(2);
 const engine = args.includes('--engine');
 const dirs = args.filter((a) => a !== '--engine');

@@ -559,6 +559,10 @@ export interface Backend {
   sendToStage(x: Tensor, stage: number): void;
   /** Receives the tensor [shape] that stage `stage` sends with sendToStage. */
   receiveFromStage(shape: readonly number[], stage: number): Tensor;
+  /** Pipeline parallel: sends a sparse-attention choice to stage `stage` (GLM-5's shared layers reuse one across a stage boundary). */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void;
+  /** Receives the [numTokens, topK] choice that stage `stage` sends with sendSelectionToStage. */
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection;
 
   /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;

@@ -29,10 +29,10 @@ export function parseCommonFields(fields: ConfigFields, modelType: string): Omit
   };
 }
 
-/** `num_attention_heads` and `num_key_value_heads` (default: as many as query heads), checked to group evenly. */
-export function parseHeads(fields: ConfigFields): { numHeads: number; numKvHeads: number } {
+/** `num_attention_heads` and `num_key_value_heads` (default: `kvHeadsDefault`, else as many as query heads), checked to group evenly. */
+export function parseHeads(fields: ConfigFields, kvHeadsDefault?: number): { numHeads: number; numKvHeads: number } {
   const numHeads = fields.positiveInt('num_attention_heads');
-  const numKvHeads = fields.positiveInt('num_key_value_heads', numHeads);
+  const numKvHeads = fields.positiveInt('num_key_value_heads', kvHeadsDefault ?? numHeads);
   if (numHeads % numKvHeads !== 0) {
     throw invalidModel(`${fields.source}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
@@ -95,17 +95,36 @@ export function ropeParameterFields(fields: ConfigFields): ConfigFields {
   return new ConfigFields(dict ?? {}, `${fields.source} ${key}`);
 }
 
-/** RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for every layer, rotating whole heads. */
-export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number): RopeSettings {
+/**
+ * RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for
+ * every layer, rotating whole heads unless `partialRotary` (a family reading partial_rotary_factor
+ * itself, through parsePartialRotary).
+ */
+export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number, partialRotary = false): RopeSettings {
   const params = ropeParameterFields(fields);
   if (params.values().some(isObject)) {
     throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported for model_type ${JSON.stringify(fields.raw('model_type'))} (Keel uses one RoPE for all its layers)`);
   }
-  for (const where of [params, fields]) {
+  for (const where of partialRotary ? [] : [params, fields]) {
     const partial = where.raw('partial_rotary_factor');
     if (partial != null && partial !== 1) throw invalidModel(`${where.source}: partial_rotary_factor ${partial} is not supported (Keel rotates the whole head)`);
   }
   return parseRopeParameters(params, fields, maxPositionEmbeddings, DEFAULT_ROPE_THETA);
+}
+
+/**
+ * The leading dims of each head that rotate: head_dim × partial_rotary_factor, the RoPE dict's
+ * factor winning over the top-level one (transformers' setdefault), else `defaultFactor` (the
+ * family's config class default). Refused unless it gives an even number of dims within the head.
+ */
+export function parsePartialRotary(fields: ConfigFields, headDim: number, defaultFactor: number): number {
+  const params = ropeParameterFields(fields);
+  const partial = params.raw('partial_rotary_factor') != null ? params.positiveNumber('partial_rotary_factor') : fields.positiveNumber('partial_rotary_factor', defaultFactor);
+  const rotaryDim = Math.floor(headDim * partial);
+  if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    throw invalidModel(`${fields.source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
+  }
+  return rotaryDim;
 }
 
 /**

@@ -9,6 +9,7 @@ import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/spar
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
+import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
@@ -31,6 +32,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(gptOssFamily),
   family(deepseekFamily),
   family(llama4Family),
+  family(glm4MoeFamily),
   family(qwenHybridFamily),
 ];
 

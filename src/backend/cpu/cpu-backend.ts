@@ -521,6 +521,18 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  /** Positions travel as float32 values, exact below 2^24 (every context Keel serves). */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void {
+    const positions = asCpuTokenSelection(selection, selection.numTokens);
+    this.pipeline('sendSelectionToStage').send(Float32Array.from(positions), positions.length, stage);
+  }
+
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection {
+    const values = new Float32Array(numTokens * topK);
+    this.pipeline('receiveSelectionFromStage').recv(values, values.length, stage);
+    return new CpuTokenSelection(numTokens, topK, Int32Array.from(values));
+  }
+
   private pipeline(op: string): Communicator<Float32Array> {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline;

@@ -1542,6 +1542,18 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** The int32 positions travel as raw bits, two bf16 elements each: a send copies them, it adds nothing. */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void {
+    const t = asCudaTokenSelection(selection, selection.numTokens);
+    this.pipeline('sendSelectionToStage').send({ ptr: t.ptr, dtype: 'bf16' }, 2 * t.numTokens * t.topK, stage);
+  }
+
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection {
+    const out = this.arena.alloc(Math.max(1, numTokens * topK) * 4);
+    this.pipeline('receiveSelectionFromStage').recv({ ptr: out, dtype: 'bf16' }, 2 * numTokens * topK, stage);
+    return new CudaTokenSelection(numTokens, topK, out);
+  }
+
   private pipeline(op: string): NcclCommunicator {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline as NcclCommunicator;

@@ -1,0 +1,32 @@
+import { gatherElements } from '../tensor/host-ops.ts';
+import type { WeightSource } from './parameters.ts';
+
+/*
+ * Checkpoints whose rotary dims pair as (x[2i], x[2i+1]) (DeepSeek's MLA, GLM-5's indexer) are
+ * loaded with the rows that produce those dims permuted into rotate_half order (pair i with
+ * i + rope/2), so the backends' one rotation serves them. A score only ever dots a query's
+ * rotary part with a key's, and a permutation applied to both leaves the dot product unchanged.
+ */
+
+/** Row k of a rotary block in rotate_half order is this row of the interleaved checkpoint's block of `ropeDim`. */
+export function interleavedRow(k: number, ropeDim: number): number {
+  const half = ropeDim / 2;
+  return k < half ? 2 * k : 2 * (k - half) + 1;
+}
+
+/**
+ * `source` with the rows (the first dimension; each element of a 1-D tensor) of the tensors
+ * named in `rowsOf` gathered: row r of the result is row `rowsOf[name](r)` of the checkpoint's.
+ */
+export function withPermutedRows(source: WeightSource, rowsOf: Record<string, (row: number) => number>): WeightSource {
+  return {
+    ...(source.shard === undefined ? {} : { shard: source.shard }),
+    read: (name) => {
+      const t = source.read(name);
+      const rowOf = rowsOf[name];
+      if (rowOf === undefined) return t;
+      const cols = t.shape.length === 2 ? t.shape[1] : 1;
+      return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
+    },
+  };
+}
