@@ -4,6 +4,7 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
+import { selectedRows } from './row-selection.ts';
 import type { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -155,6 +156,12 @@ export interface SelfAttentionOptions extends AttentionOptions {
   o: string;
   qkvBias: boolean;
   oBias: boolean;
+  /**
+   * The query projection holds each head's query followed by its output gate (Qwen3-Next,
+   * Qwen3.5: 2 · headDim rows a head), and the attention output is multiplied by σ(gate) before
+   * the output projection. Absent: no gate.
+   */
+  outputGate?: boolean;
 }
 
 /** q/k/v projection (one matmul), the paged attention core, and the output projection. */
@@ -162,6 +169,10 @@ export class SelfAttention implements Layer {
   readonly core: PagedAttention;
   private readonly qkv: Linear;
   private readonly o: Linear;
+  /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
+  private readonly gate: Linear | null;
+  private readonly gatedQuery: string | null;
+  private readonly headDim: number;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -192,6 +203,20 @@ export class SelfAttention implements Layer {
     };
     this.qkv = new Linear({ parts, inFeatures: options.inputSize ?? hiddenSize, bias: options.qkvBias, shard: 'column', shardRows });
     this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, 'row', options.oBias);
+    this.headDim = headDim;
+    this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
+    if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
+    this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+  }
+
+  /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
+  private gatedQueryRows(source: WeightSource, half: 0 | 1): WeightSource {
+    const name = this.gatedQuery!;
+    const { headDim } = this;
+    // Head h's rows: its query (2h · headDim ..), then its gate.
+    const row = (r: number) => (2 * Math.floor(r / headDim) + half) * headDim + (r % headDim);
+    const selection = { count: this.gate!.outFeatures, row };
+    return selectedRows(source, { [name]: selection, [name.replace(/\.weight$/, '.bias')]: selection });
   }
 
   get kvSpec(): AttentionKvSpec {
@@ -207,11 +232,22 @@ export class SelfAttention implements Layer {
   }
 
   parameters(): ParameterSpec[] {
-    return parametersOf([this.qkv, this.core, this.o]);
+    const params = parametersOf([this.qkv, this.core, this.o]);
+    if (this.gate === null) return params;
+    // The checkpoint's query projection holds the gate's rows too.
+    const gated = new Set(this.gate.parameters().map((p) => p.name));
+    return params.map((p) => (gated.has(p.name) ? { ...p, shape: [2 * p.shape[0], ...p.shape.slice(1)] } : p));
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers([this.qkv, this.core, this.o], source, uploader);
+    if (this.gate === null) {
+      loadLayers([this.qkv, this.core, this.o], source, uploader);
+      return;
+    }
+    if (shardOf(source).size > 1) throw invalidArgument(`${this.gatedQuery}: tensor parallelism over an attention output gate is not supported yet`);
+    this.qkv.load(this.gatedQueryRows(source, 0), uploader);
+    this.gate.load(this.gatedQueryRows(source, 1), uploader);
+    loadLayers([this.core, this.o], source, uploader);
   }
 
   loraTargets(): Linear[] {
@@ -220,6 +256,7 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.qkv.forwardWithLora(b, x, step), step, cache);
-    return b.allReduce(this.o.forwardWithLora(b, heads, step));
+    const gated = this.gate === null ? heads : b.multiplySigmoid(heads, this.gate.forward(b, x));
+    return b.allReduce(this.o.forwardWithLora(b, gated, step));
   }
 }

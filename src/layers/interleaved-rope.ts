@@ -1,5 +1,5 @@
-import { gatherElements } from '../tensor/host-ops.ts';
 import type { WeightSource } from './parameters.ts';
+import { selectedRows } from './row-selection.ts';
 
 /*
  * Checkpoints whose rotary dims pair as (x[2i], x[2i+1]) (DeepSeek's MLA, GLM-5's indexer) are
@@ -14,19 +14,7 @@ export function interleavedRow(k: number, ropeDim: number): number {
   return k < half ? 2 * k : 2 * (k - half) + 1;
 }
 
-/**
- * `source` with the rows (the first dimension; each element of a 1-D tensor) of the tensors
- * named in `rowsOf` gathered: row r of the result is row `rowsOf[name](r)` of the checkpoint's.
- */
+/** `source` with the rows of the tensors named in `rowsOf` permuted: row r of the result is row `rowsOf[name](r)` of the checkpoint's. */
 export function withPermutedRows(source: WeightSource, rowsOf: Record<string, (row: number) => number>): WeightSource {
-  return {
-    ...(source.shard === undefined ? {} : { shard: source.shard }),
-    read: (name) => {
-      const t = source.read(name);
-      const rowOf = rowsOf[name];
-      if (rowOf === undefined) return t;
-      const cols = t.shape.length === 2 ? t.shape[1] : 1;
-      return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
-    },
-  };
+  return selectedRows(source, Object.fromEntries(Object.entries(rowsOf).map(([name, row]) => [name, { row }])));
 }

@@ -20,6 +20,7 @@ import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { wholeModel, type PipelineStage } from './pipeline-stage.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 import { languageModelConfig, VISION_LANGUAGE_MODEL_TYPES } from './vision-language.ts';
+import { qwenHybridFamily } from './qwen3-next.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
 const FAMILIES: readonly ModelFamily[] = [
@@ -32,6 +33,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(deepseekFamily),
   family(llama4Family),
   family(glm4MoeFamily),
+  family(qwenHybridFamily),
 ];
 
 /**

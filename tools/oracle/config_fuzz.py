@@ -445,6 +445,50 @@ def gen_llama4(r, name):
                                                      projector_output_dim=16, pixel_shuffle_ratio=0.5)))
 
 
+def _hybrid(r):
+    """A Qwen3-Next / Qwen3.5 layer mix: Gated DeltaNet heads and conv width, the full layers' head size and partial rotary."""
+    f = base(r)
+    n = r.choice((2, 3, 4, 5))
+    key_heads = r.choice((1, 2))
+    f.update(num_hidden_layers=n, head_dim=r.choice((8, 16, 24, 32)), hidden_act="silu",
+             linear_num_key_heads=key_heads, linear_num_value_heads=key_heads * r.choice((1, 2, 3)),
+             linear_key_head_dim=r.choice((4, 8, 16)), linear_value_head_dim=r.choice((4, 8, 16)),
+             linear_conv_kernel_dim=r.choice((2, 3, 4)), attention_bias=r.random() < 0.3)
+    # At least one layer of each kind: transformers' hybrid cache needs a full-attention layer.
+    if r.random() < 0.5:
+        f["full_attention_interval"] = r.choice([k for k in (2, 3, 4) if k <= n])
+    else:
+        kinds = [r.choice(("linear_attention", "full_attention")) for _ in range(n - 2)] + ["linear_attention", "full_attention"]
+        r.shuffle(kinds)
+        f["layer_types"] = kinds
+    return f
+
+
+def _hybrid_rope(r, f):
+    partial = r.choice((0.25, 0.5, 1.0))
+    return {**rope(r, f, ("default", "linear", "yarn", "llama3"), partial=partial), "partial_rotary_factor": partial}
+
+
+# The DeltaNet's gated output norm multiplies by w (drawn around 1); every other norm by (1 + w).
+HYBRID_INIT = ((r"linear_attn\.norm\.weight$", 1.0, 0.1), (r"linear_attn\.conv1d\.weight$", 0.0, 0.5))
+
+
+def gen_qwen3_next(r, name):
+    f = _hybrid(r)
+    n = f["num_hidden_layers"]
+    # A MoE fixture needs a sparse layer: decoder_sparse_step 2 may leave only layers mlp_only_layers takes.
+    step = r.choice((1, 2)) if n >= 4 else 1
+    f.update(num_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2)), moe_intermediate_size=16,
+             shared_expert_intermediate_size=r.choice((16, 32)), norm_topk_prob=r.random() < 0.5,
+             decoder_sparse_step=step, mlp_only_layers=r.choice(([], [0], [n - 1])))
+    return fx(name, "qwen3_next", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=MOE_ROUTER + HYBRID_INIT)
+
+
+def gen_qwen3_5_text(r, name):
+    f = _hybrid(r)
+    return fx(name, "qwen3_5_text", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=HYBRID_INIT)
+
+
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
@@ -452,6 +496,7 @@ GENERATORS = {
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
+    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
 }
 
 

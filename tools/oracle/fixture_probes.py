@@ -58,12 +58,12 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
     """
     k = config.num_experts_per_tok
     h = hidden.reshape(-1, hidden.shape[-1])
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe"):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
         weights, idx = torch.topk(probs, k, dim=-1)
-        # Mixtral always renormalises the k probabilities; Qwen only with norm_topk_prob.
-        if model_type == "mixtral" or config.norm_topk_prob:
+        # Mixtral and Qwen3.5-MoE always renormalise the k probabilities; Qwen otherwise only with norm_topk_prob.
+        if model_type in ("mixtral", "qwen3_5_moe") or config.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type == "deepseek_v2":

@@ -105,11 +105,15 @@ CONFIG_CLASS_NAMES = {
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
+    "qwen3_next": "Qwen3NextConfig",
+    "qwen3_5_text": "Qwen3_5TextConfig",
+    "qwen3_5_moe": "Qwen3_5MoeConfig",
+    "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
-                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"}
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
@@ -912,6 +916,63 @@ FIXTURES.append(Fixture(
     probes=("index_topk_dense", "shared_layers_dense", "indexer_rope_half", "e_score_bias_off"),
 ))
 
+# The hybrid Qwen models (Gated DeltaNet + gated full attention): zero-centred RMSNorms (1 + w),
+# except the DeltaNet's gated output norm (x * w), drawn around 1.
+HYBRID_FIELDS = dict(
+    hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+    linear_conv_kernel_dim=4, rms_norm_eps=1e-6,
+)
+HYBRID_NORMS = ((r"linear_attn\.norm\.weight$", 1.0, 0.1), (r"linear_attn\.conv1d\.weight$", 0.0, 0.5))
+FIXTURES.append(Fixture(
+    "qwen3.5-hybrid", "qwen3_5_text",
+    "Qwen3.5 language model (qwen3_5_text), dense: layers 0-2 Gated DeltaNet, layer 3 full attention "
+    "(layer_types from full_attention_interval 4). DeltaNet: in_proj_qkv / in_proj_z / in_proj_b / in_proj_a, "
+    "2 key heads and 4 value heads of 8 (each key head read by 2 value heads), causal depthwise conv1d of width 4 "
+    "and silu over q|k|v, l2-normalised q and k, q scaled by 8^-0.5, beta = sigmoid(b), "
+    "g = -exp(A_log) * softplus(a + dt_bias), gated RMSNorm(x) * w * silu(z) per value head, out_proj. Full "
+    "attention: q_proj yields each head's query and output gate (output * sigmoid(gate) before o_proj), "
+    "zero-centred q/k norms, partial rotary 0.25 of head_dim 16 (4 dims), GQA 4 query / 2 KV heads. "
+    "mRoPE sections (interleaved) with text positions: plain RoPE. Every other RMSNorm multiplies by (1 + w). "
+    "Dense MLP 64, lm_head tied to the embedding. The prompts' prefill runs transformers' chunked delta rule, its "
+    "decodes the recurrent one.",
+    _fields(intermediate_size=64, tie_word_embeddings=True, **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
+    norm_center=0.0,
+    init_overrides=HYBRID_NORMS,
+))
+FIXTURES.append(Fixture(
+    "qwen3-next-moe", "qwen3_next",
+    "Qwen3-Next: the qwen3.5-hybrid geometry with Qwen3-Next's DeltaNet projections grouped by key head "
+    "(in_proj_qkvz: per key head its q, k, then its 2 value heads' v and z; in_proj_ba: per key head its value "
+    "heads' b then a), and MoE feed-forwards: layers 0, 2, 3 sparse (mlp_only_layers [1], dense 32), 4 experts "
+    "(moe_intermediate 16), top-2 of softmax(x @ gate.T), renormalised (norm_topk_prob), plus a shared expert "
+    "(16) scaled by sigmoid(shared_expert_gate(x)). Partial rotary 0.25, RoPE theta 1e4.",
+    _fields(intermediate_size=32, moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4,
+            num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25),
+    norm_center=0.0,
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
+))
+FIXTURES.append(Fixture(
+    "qwen3.5-moe-vl", "qwen3_5_moe",
+    "Qwen3.5-MoE as Qwen3_5MoeForConditionalGeneration (model_type qwen3_5_moe), run on text: text_config a "
+    "qwen3_5_moe_text model of the qwen3.5-hybrid geometry (Qwen3.5's separate DeltaNet projections) with a MoE block "
+    "in every layer: 4 experts (moe_intermediate 16), saved per expert (transformers fuses them at load), top-2 of "
+    "softmax(x @ gate.T) always renormalised (Qwen3.5-MoE has no norm_topk_prob), plus a shared expert (16) scaled by sigmoid(shared_expert_gate(x)). Weights under "
+    "model.language_model.*, lm_head tied to the embedding (tie_word_embeddings at the top level), beside a 1-block "
+    "vision tower model.visual.*, which the engine skips.",
+    _fields(moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
+            tie_word_embeddings=True, **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
+    norm_center=0.0,
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
+    text_model_type="qwen3_5_moe_text",
+    wrapper_fields=dict(tie_word_embeddings=True, vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, patch_size=2,
+                                           temporal_patch_size=1, spatial_merge_size=1, out_hidden_size=32,
+                                           num_position_embeddings=16)),
+))
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -967,6 +1028,9 @@ SEED_BASES = {
     "quant-llama4-text-ct-w4a16": 48000,
     "llama-longrope-mlp-bias": 49000,
     "gemma3-text-yarn-h48": 50000,
+    "qwen3.5-hybrid": 51000,
+    "qwen3-next-moe": 52000,
+    "qwen3.5-moe-vl": 53000,
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
     "glm-moe-dsa": 62000,
