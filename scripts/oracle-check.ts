@@ -15,10 +15,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { readModelArchitecture } from '../src/models/registry.ts';
-import { checkGreedy, checkLogits, parityChecks, type ParityCheck, type ParityOptions } from '../test/helpers/transformers-parity.ts';
+import { checkGreedy, checkLogits, fixtureKeepsSequenceState, parityChecks, type ParityCheck, type ParityOptions } from '../test/helpers/transformers-parity.ts';
 import type { OracleFixture } from '../test/helpers/oracle-fixtures.ts';
 
-const OPTIONS: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' };
+// A drawn config's window may hold more blocks than the small pools were sized for: whether they
+// preempted is not checked, only that the tokens are equal and the pool is whole again.
+const OPTIONS: ParityOptions = { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact', checkPreemption: false };
 const args = process.argv.slice(2);
 const engine = args.includes('--engine');
 const dirs = args.filter((a) => a !== '--engine');
@@ -29,6 +31,8 @@ const message = (error: unknown) => (error instanceof Error ? error.message : St
 /** The greedy checks: the plain batched run, or with --engine every engine variant and parallel layout. */
 function greedyChecks(fixture: OracleFixture): ParityCheck[] {
   if (!engine) return [{ name: 'greedy continuation', run: async () => void (await checkGreedy(fixture, OPTIONS, {}, false)) }];
+  // The engine refuses tensor and pipeline parallelism for a model keeping a per-sequence state (Gated DeltaNet).
+  if (fixtureKeepsSequenceState(fixture)) return parityChecks(fixture, OPTIONS).slice(1);
   const parallel: ParityCheck[] = [
     { name: 'greedy continuation: tensor parallel 2', run: async () => void (await checkGreedy(fixture, OPTIONS, { tensorParallelSize: 2 }, false)) },
   ];

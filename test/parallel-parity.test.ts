@@ -24,6 +24,9 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'qwen3-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { fixture: 'mixtral-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { fixture: 'qwen2-moe', parallel: { tensorParallelSize: 2 } },
+  // Fused expert tensors split by intermediate size: gpt-oss's interleaved gate/up with biases, Llama 4's halves.
+  { fixture: 'gpt-oss', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'llama4-text', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2 } },
   { fixture: 'deepseek-v2-lite', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   // Two stages of one layer each (the first holds the embedding, the last the tied LM head too).
@@ -54,6 +57,12 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'seed-oss-biases', parallel: { tensorParallelSize: 2 } },
   // Arcee's gateless MLP: each rank's part of up is its own gate.
   { fixture: 'arcee-relu2', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // GLM-4.5: q/k/v biases and q/k norms split with their heads, partial rotary; DeepSeek's MoE block split by experts.
+  { fixture: 'glm4-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // GLM-5: layers [full, shared, full]. Two stages: the shared layer reuses its own stage's full layer's
+  // choice on every rank; three: stage 0 sends layer 0's choice to stage 1's shared layer.
+  { fixture: 'glm-moe-dsa', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  { fixture: 'glm-moe-dsa', parallel: { pipelineParallelSize: 3 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -38,6 +38,9 @@ const RUNS: { name: string; gpus: number; parallel: EngineOptions }[] = [
   { name: 'qwen3-moe', gpus: 2, parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   { name: 'deepseek-v2-lite', gpus: 2, parallel: { pipelineParallelSize: 2 } },
   { name: 'llama-gqa', gpus: 4, parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // GLM-5's layers [full, shared, full] one per stage: stage 0 sends layer 0's sparse-attention choice to
+  // stage 1's shared layer (sendSelectionToStage: int32 positions as raw bf16 pairs over NCCL).
+  { name: 'glm-moe-dsa', gpus: 3, parallel: { pipelineParallelSize: 3 } },
 ];
 
 for (const { name, gpus, parallel } of RUNS) {

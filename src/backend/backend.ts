@@ -160,6 +160,18 @@ export interface TokenSelection {
   readonly topK: number;
 }
 
+/**
+ * One Gated DeltaNet layer's geometry (linear attention with a delta-rule state: Yang et al.,
+ * "Gated Delta Networks", ICLR 2025). Value head h reads key head floor(h / (numValueHeads /
+ * numKeyHeads)), as transformers' repeat_interleave pairs them.
+ */
+export interface DeltaRuleParams {
+  numKeyHeads: number;
+  numValueHeads: number;
+  keyDim: number;
+  valueDim: number;
+}
+
 /** The activation between a gated MLP's up and down projections: act(gate) * up. */
 export type Activation =
   | { kind: 'silu' }
@@ -531,6 +543,8 @@ export interface Backend {
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
    */
   headwiseLinear(x: Tensor, weight: Tensor): Tensor;
+  /** x · σ(gate), element by element, both [rows, cols] (an attention output gate: Qwen3-Next, Qwen3.5). */
+  multiplySigmoid(x: Tensor, gate: Tensor): Tensor;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /**
@@ -547,6 +561,10 @@ export interface Backend {
   sendToStage(x: Tensor, stage: number): void;
   /** Receives the tensor [shape] that stage `stage` sends with sendToStage. */
   receiveFromStage(shape: readonly number[], stage: number): Tensor;
+  /** Pipeline parallel: sends a sparse-attention choice to stage `stage` (GLM-5's shared layers reuse one across a stage boundary). */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void;
+  /** Receives the [numTokens, topK] choice that stage `stage` sends with sendSelectionToStage. */
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection;
 
   /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
   qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;
@@ -604,6 +622,31 @@ export interface Backend {
    * device's part, [numTokens, hidden], for allReduce.
    */
   moe(x: Tensor, weights: MoeWeights): Tensor;
+
+  /**
+   * The short causal convolution of a state layer (`SequenceStateSpec`), then silu: x [numTokens,
+   * channels], weight [channels, kernel] (depthwise, no bias). Each sequence's tokens continue from
+   * the last kernel - 1 inputs kept in its state slot (`step.batch.stateSlots`; zeros for a chunk
+   * starting at cache index 0), and the slot then keeps its chunk's last kernel - 1 inputs (the
+   * slot's first `(kernel - 1) · channels` values, [kernel - 1, channels]). Returns [numTokens, channels].
+   */
+  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor;
+  /**
+   * The gated delta rule over each sequence's chunk, token by token, from the recurrent state in
+   * its slot (zeros for a chunk starting at cache index 0; the slot's values after the conv
+   * state: [numValueHeads, keyDim, valueDim], float32), which it leaves updated. qkv [numTokens,
+   * 2 · numKeyHeads · keyDim + numValueHeads · valueDim] holds the queries, keys and values; ba
+   * [numTokens, 2 · numValueHeads] the raw b then a projections. Per token and value head h, with
+   * q and k its key head's, each L2-normalized (x · rsqrt(Σx² + 1e-6)) and q scaled by keyDim^-0.5:
+   * β = σ(b_h), g = −exp(aLog_h) · softplus(a_h + dtBias_h) (aLog, dtBias [numValueHeads]),
+   * S ← exp(g) · S; S ← S + k ⊗ β(v − Sᵀk); out = Sᵀq. Returns [numTokens, numValueHeads · valueDim].
+   */
+  gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor;
+  /**
+   * Gated RMSNorm per group of `weight.length` columns: x / rms(x) · weight · silu(gate), x and
+   * gate [rows, groups · width] (Gated DeltaNet's output norm, one group per value head).
+   */
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor;
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;

@@ -3,6 +3,7 @@ import type { HostCacheTransfers, HostPrefixCache } from './host-prefix-cache.ts
 import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
+import { StateSlotPool } from './state-slots.ts';
 
 /** A run of cached full blocks matching a sequence's first tokens, in every KV group. */
 export interface ComputedBlocks {
@@ -41,6 +42,12 @@ export interface KvCacheManagerOptions {
   lookback?: number;
   /** The host-RAM tier of the prefix cache (`--kv-offload-gb`); null: evicted blocks are dropped. */
   hostCache?: HostPrefixCache | null;
+  /**
+   * Per-sequence state slots (a model with state layers: `SequenceStateSpec`), one per running
+   * sequence; absent or 0: none. Such a model's history lives in no block, so it takes no prefix
+   * hits, forks, nor swaps.
+   */
+  stateSlots?: number;
 }
 
 /** The blocks one KV group with this retention holds at once (`KvCacheManager.blocksHeldAtOnce`). */
@@ -87,6 +94,7 @@ export class KvCacheManager {
   private pendingSwapOuts: { src: BlockId; dst: BlockId }[] = [];
   private pendingSwapIns: { src: BlockId; dst: BlockId }[] = [];
   private readonly hostCache: HostPrefixCache | null;
+  private readonly stateSlots: StateSlotPool | null;
 
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
@@ -102,6 +110,20 @@ export class KvCacheManager {
     if (this.swapPool?.enableCaching) throw new Error('a swap pool holds no prefix cache');
     this.hostCache = options.hostCache ?? null;
     if (this.hostCache !== null && !options.enablePrefixCaching) throw new Error('a host tier of the prefix cache needs prefix caching');
+    this.stateSlots = (options.stateSlots ?? 0) > 0 ? new StateSlotPool(options.stateSlots!) : null;
+    if (this.stateSlots !== null && (options.enablePrefixCaching || this.swapPool !== null)) {
+      throw new Error('per-sequence state slots rule out prefix caching and swapping: the state of a prefix lives in no block');
+    }
+  }
+
+  /** Whether sequences hold state slots (a model with state layers): their history lives in no block. */
+  get keepsSequenceStates(): boolean {
+    return this.stateSlots !== null;
+  }
+
+  /** State slots not held by a sequence (0 for a model without state layers). */
+  get numFreeStateSlots(): number {
+    return this.stateSlots?.numFree ?? 0;
   }
 
   get numGroups(): number {
@@ -210,7 +232,7 @@ export class KvCacheManager {
     for (let g = 0; g < this.groups.length; g++) this.freeBehindWindow(seq, g, this.numBlocksBehindWindow(g, start));
     // Most decode steps: no hits, and the new tokens land in blocks the sequence holds alone. The
     // plans below would find nothing to do, at the cost of a dozen arrays per sequence per step.
-    if (computed.numTokens === 0 && computed.blocks.length === 0 && seq.blockTables.every((table) => this.writesOwnBlocks(table, rewritten, end))) return true;
+    if (computed.numTokens === 0 && computed.blocks.length === 0 && seq.blockTables.every((table) => this.writesOwnBlocks(table, rewritten, end))) return this.holdStateSlot(seq);
     const plans = this.groups.map((_, g) => {
       const numBehind = this.numBlocksBehindWindow(g, start);
       const hits = (computed.blocks[g] ?? []).map((id, i) => (i >= this.numSinkBlocks(g) && i < numBehind ? this.nullBlock : id));
@@ -227,6 +249,7 @@ export class KvCacheManager {
     const numRevived = plans.reduce((n, p) => n + p.held.filter((id) => this.pool.refCount(id) === 0).length, 0);
     const numNeeded = plans.reduce((n, p) => n + p.numNewBlocks + p.toCopy.length + p.toLoad.length, numRevived);
     if (numNeeded > this.pool.numFreeBlocks) return false;
+    if (!this.holdStateSlot(seq)) return false;
 
     // Every group's hits are taken before allocating, which could otherwise evict them from the free queue.
     for (const { held } of plans) this.pool.touch(held);
@@ -250,6 +273,15 @@ export class KvCacheManager {
       table.push(...this.allocate(numNewBlocks));
     });
     if (computed.numTokens > 0) this.numRegisteredBlocks.set(seq.id, computed.numTokens / this.blockSize);
+    return true;
+  }
+
+  /** Gives the sequence a state slot if the model keeps states and it holds none; false when every slot is held. */
+  private holdStateSlot(seq: Sequence): boolean {
+    if (this.stateSlots === null || seq.stateSlot >= 0) return true;
+    const slot = this.stateSlots.take();
+    if (slot === null) return false;
+    seq.stateSlot = slot;
     return true;
   }
 
@@ -323,6 +355,8 @@ export class KvCacheManager {
   free(seq: Sequence): void {
     this.pool.free(this.heldTailFirst(seq.blockTables));
     seq.blockTables = [];
+    if (seq.stateSlot >= 0) this.stateSlots!.release(seq.stateSlot);
+    seq.stateSlot = -1;
     this.numRegisteredBlocks.delete(seq.id);
     // A copy into a block that nobody holds any more would only race with the block's next owner.
     const orphaned = this.pendingCopies.filter(({ dst }) => this.pool.refCount(dst) === 0);
@@ -420,6 +454,7 @@ export class KvCacheManager {
 
   /** Gives `child` the parent's blocks of every group (shared, copy-on-write) and block hashes. */
   fork(parent: Sequence, child: Sequence): void {
+    if (this.stateSlots !== null) throw new Error(`sequence ${parent.id} cannot fork: its model keeps a per-sequence state, which forks do not copy yet`);
     this.pool.touch(parent.blockTables.flat().filter((id) => id !== this.nullBlock));
     child.blockTables = parent.blockTables.map((table) => [...table]);
     child.blockHashes = [...parent.blockHashes];

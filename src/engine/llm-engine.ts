@@ -178,6 +178,9 @@ export class LLMEngine {
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }
+    if ((params.n > 1 || params.useBeamSearch) && this.parts.kv.keepsSequenceStates) {
+      throw invalidArgument(`${params.useBeamSearch ? 'beam search' : `n = ${params.n}`} forks a sequence, and this model keeps a per-sequence recurrent state (Gated DeltaNet layers) that forks do not copy yet: ask for one completion without beam search`);
+    }
     if ((params.structuredOutput === null) !== (input.grammar === null)) {
       throw new Error(`request ${id}: a structured output comes with its compiled grammar, and only then`);
     }

@@ -22,7 +22,7 @@ import { LOAD_TIME_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
 import type { ModelConfig } from '../models/model-config.ts';
 import { createModel, modelArchitectureOf, openModelCheckpoint, type ModelArchitecture } from '../models/registry.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { KV_CACHE_DTYPE_NAMES, kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
+import { KV_CACHE_DTYPE_NAMES, keepsSequenceState, kvBytesPerBlock, kvCacheGroups, stateBytesPerSlot, resolveKvCacheDtype, sparseBlockCounts, type KvRetention, type LayerKvSpec, type SparseAttention, type StreamingWindow } from '../step/kv-cache-layout.ts';
 import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.ts';
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
@@ -42,6 +42,12 @@ import { startRanks } from './parallel/start-ranks.ts';
 import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
 import { pipelineStage, type PipelineStage } from '../models/pipeline-stage.ts';
+
+/**
+ * Why a model with state layers (`SequenceStateSpec`) is refused on CUDA: the backend's state ops
+ * (kernels/gated-delta-net.cu) are written but have not run on a GPU yet.
+ */
+const CUDA_LACKS_GATED_DELTA_NET = 'not yet on CUDA: gated delta net (its kernels are written but untested on a GPU); run the model with --backend cpu';
 
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
@@ -321,18 +327,19 @@ export interface LoadedModel {
 }
 
 export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
-  const config = resolveEngineConfig(options);
-  const { path: modelPath, name: modelName } = await locateModel(config.model, { showProgress: config.showProgress });
+  const requested = resolveEngineConfig(options);
+  const { path: modelPath, name: modelName } = await locateModel(requested.model, { showProgress: requested.showProgress });
   const files = openModelFiles(modelPath);
   const architecture = modelArchitectureOf(files);
   const modelConfig = architecture.config;
   const generation = readGenerationConfig(files, modelConfig);
   const tokenizer = loadTokenizerIfPresent(files);
-  const maxModelLen = resolveMaxModelLen(config, modelConfig.contextLength, "the model's");
-  const stages = config.pipelineParallelSize;
+  const maxModelLen = resolveMaxModelLen(requested, modelConfig.contextLength, "the model's");
+  const stages = requested.pipelineParallelSize;
   // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
-  const model = createTargetModel(architecture, maxModelLen, config, pipelineStage(modelConfig.numLayers, 0, stages));
-  const allKvLayers = stages === 1 ? model.kvLayers : createTargetModel(architecture, maxModelLen, config).kvLayers;
+  const model = createTargetModel(architecture, maxModelLen, requested, pipelineStage(modelConfig.numLayers, 0, stages));
+  const allKvLayers = stages === 1 ? model.kvLayers : createTargetModel(architecture, maxModelLen, requested).kvLayers;
+  const config = keepsSequenceState(allKvLayers) ? withSequenceStates(requested, modelConfig.modelType) : requested;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
@@ -343,6 +350,8 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const { ranks, backend } =
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
+    // The state kernels exist (gated-delta-net.cu) but have not run on a GPU yet: until their GPU tests pass, CUDA stays refused.
+    if (backend.name === 'cuda' && keepsSequenceState(allKvLayers)) throw invalidArgument(`${modelConfig.modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
     const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
@@ -510,7 +519,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
-    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock);
+    // One state slot per sequence that may run at once, taken from the KV budget before its blocks.
+    const stateSlots = keepsSequenceState(model.kvLayers) ? config.maxNumSeqs : 0;
+    const stateBytes = stateSlots * stateBytesPerSlot(model.kvLayers);
+    const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock, stateBytes);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
     // write there, and block tables name it in place of blocks freed behind a sliding window.
@@ -529,6 +541,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       // A head rewrites the entry of each sequence's last computed token (head-proposer.ts).
       lookback: head === null ? 0 : 1,
       hostCache: numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null,
+      stateSlots,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -540,6 +553,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
+          (stateSlots > 0 ? `, ${stateSlots} sequence state slots (${(stateBytes / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (offload === null
@@ -553,7 +567,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const microBatches = pipelineMicroBatchesOf(config);
     const graphs = recordsDecodeGraphs(backend, config, offload) ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
-    const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype });
+    const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype, stateSlots });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
     loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks });
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
@@ -620,6 +634,28 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
   }
 }
 
+/**
+ * The engine settings for a model whose layers keep a per-sequence state (Gated DeltaNet): a
+ * sequence's history lives in its state slot, not in KV blocks, so what needs the history of a
+ * prefix or a copy of a sequence is refused by name, and prefix caching turns itself off (as vLLM
+ * does for such models), with a notice.
+ */
+export function withSequenceStates(config: EngineConfig, modelType: string): EngineConfig {
+  const refuse = (what: string) => {
+    throw invalidArgument(`${what} is not supported for ${modelType}: its Gated DeltaNet layers keep a recurrent state per sequence, not per token`);
+  };
+  if (config.backend === 'cuda') throw invalidArgument(`${modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
+  if (config.speculative !== null) refuse('speculative decoding');
+  if (config.preemptionMode === 'swap') refuse('preemptionMode swap');
+  if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');
+  if (streamingOf(config) !== null) refuse('StreamingLLM');
+  if (config.sparseAttention !== null) refuse('sparse attention');
+  if (config.tensorParallelSize > 1 || config.pipelineParallelSize > 1) refuse('tensor and pipeline parallelism');
+  if (!config.enablePrefixCaching) return config;
+  if (config.showProgress) process.stderr.write(`keel: prefix caching is off for ${modelType}: its recurrent state of a prefix is not kept in KV blocks\n`);
+  return { ...config, enablePrefixCaching: false };
+}
+
 /** Whether the engine replays its decode steps as graphs (the backend records them, and nothing below rules them out). */
 export function recordsDecodeGraphs(backend: Backend, config: EngineConfig, offload: LoadedModel['offload']): boolean {
   // A streamed layer's copies wait on events across streams, which Keel does not record into graphs.
@@ -632,8 +668,8 @@ export function recordsDecodeGraphs(backend: Backend, config: EngineConfig, offl
  * can hold at once: a tiny model on a large GPU would otherwise ask for hundreds of millions of blocks.
  * Block ids name a block on every rank of a parallel run: the tightest rank's budget bounds them.
  */
-function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, groups: readonly (KvRetention | null)[], maxModelLen: number, bytesPerBlock: number): number {
-  const affordable = Math.min(Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
+function kvBlocksForBudget(backend: Backend, ranks: Ranks | null, config: EngineConfig, groups: readonly (KvRetention | null)[], maxModelLen: number, bytesPerBlock: number, stateBytes: number): number {
+  const affordable = Math.min(Math.floor((backend.kvCacheBudgetBytes(config) - stateBytes) / bytesPerBlock), ranks?.kvBlocksAffordable ?? Infinity);
   if (affordable < 1) throw new KeelError('unavailable', `no memory is left for the KV cache (${bytesPerBlock} bytes per block)`);
   return Math.min(affordable, config.maxNumSeqs * blocksHeldAtOnce(groups, config.blockSize, maxModelLen, config.maxNumBatchedTokens));
 }

@@ -458,6 +458,7 @@ export class ModelRunner {
       // The original prompt length, which a preempted sequence keeps while it recomputes.
       if (rotaryRow !== undefined) chunk.rotaryRow = (position) => rotaryRow(position, seq.numPromptTokens);
       if (loraSlots !== null && seq.lora !== null) chunk.loraSlot = loraSlots.get(seq.lora.id);
+      if (seq.stateSlot >= 0) chunk.stateSlot = seq.stateSlot;
       return chunk;
     });
     if (graphBatch === null || this.graphs === null) {

@@ -47,6 +47,11 @@ export class Sequence {
    * group's table has the same length; a sliding group's entries behind its window name the null block.
    */
   blockTables: BlockId[][] = [];
+  /**
+   * The slot of its per-sequence state (models with state layers, `SequenceStateSpec`), held from
+   * its first step until it finishes or is preempted; -1 while it holds none. Owned by the KV-cache manager.
+   */
+  stateSlot = -1;
   /** Entries of each block table: the blocks of tokens its tables cover. */
   get numBlocks(): number {
     return this.blockTables[0]?.length ?? 0;

@@ -4,6 +4,7 @@ import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
+import { selectedRows } from './row-selection.ts';
 import type { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -158,6 +159,12 @@ export interface SelfAttentionOptions extends AttentionOptions {
   qkvBias: boolean;
   oBias: boolean;
   /**
+   * The query projection holds each head's query followed by its output gate (Qwen3-Next,
+   * Qwen3.5: 2 · headDim rows a head), and the attention output is multiplied by σ(gate) before
+   * the output projection. Absent: no gate.
+   */
+  outputGate?: boolean;
+  /**
    * RMSNorms over the whole query projection and the whole key projection, every head together
    * (OLMo 2 and 3), in place of per-head norms. q, k and v then run as three matmuls so each
    * output can be normed alone; since a norm reads every head, each tensor-parallel device holds
@@ -174,6 +181,10 @@ export class SelfAttention implements Layer {
   private readonly projections: Linear[];
   private readonly projectionNorm: { q: RmsNorm; k: RmsNorm } | null;
   private readonly o: Linear;
+  /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
+  private readonly gate: Linear | null;
+  private readonly gatedQuery: string | null;
+  private readonly headDim: number;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -190,7 +201,6 @@ export class SelfAttention implements Layer {
       replicatedHeads: replicated,
     });
     const { numHeads, numKvHeads, headDim, hiddenSize, qkv } = options;
-    const inFeatures = options.inputSize ?? hiddenSize;
     const parts =
       'qkv' in qkv
         ? [{ name: qkv.qkv, rows: (numHeads + 2 * numKvHeads) * headDim }]
@@ -199,8 +209,9 @@ export class SelfAttention implements Layer {
             { name: qkv.k, rows: numKvHeads * headDim },
             { name: qkv.v, rows: numKvHeads * headDim },
           ];
+    const inFeatures = options.inputSize ?? hiddenSize;
     if (replicated) {
-      if ('qkv' in qkv) throw new Error(`${qkv.qkv}: projection norms read q and k as separate projections`);
+      if ('qkv' in qkv || options.outputGate === true) throw new Error(`${options.o}: projection norms read q and k as separate projections, without an output gate`);
       this.projections = parts.map((part) => new Linear({ parts: [part], inFeatures, bias: options.qkvBias, shard: 'replicated' }));
     } else {
       // A shard's rows of each part: its query heads, and its key and value heads.
@@ -213,6 +224,20 @@ export class SelfAttention implements Layer {
       this.projections = [new Linear({ parts, inFeatures, bias: options.qkvBias, shard: 'column', shardRows })];
     }
     this.o = Linear.single(options.o, hiddenSize, numHeads * headDim, replicated ? 'replicated' : 'row', options.oBias);
+    this.headDim = headDim;
+    this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
+    if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
+    this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+  }
+
+  /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
+  private gatedQueryRows(source: WeightSource, half: 0 | 1): WeightSource {
+    const name = this.gatedQuery!;
+    const { headDim } = this;
+    // Head h's rows: its query (2h · headDim ..), then its gate.
+    const row = (r: number) => (2 * Math.floor(r / headDim) + half) * headDim + (r % headDim);
+    const selection = { count: this.gate!.outFeatures, row };
+    return selectedRows(source, { [name]: selection, [name.replace(/\.weight$/, '.bias')]: selection });
   }
 
   get kvSpec(): AttentionKvSpec {
@@ -233,11 +258,23 @@ export class SelfAttention implements Layer {
   }
 
   parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
+    const params = parametersOf(this.sublayers);
+    if (this.gate === null) return params;
+    // The checkpoint's query projection holds the gate's rows too.
+    const gated = new Set(this.gate.parameters().map((p) => p.name));
+    return params.map((p) => (gated.has(p.name) ? { ...p, shape: [2 * p.shape[0], ...p.shape.slice(1)] } : p));
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
+    if (this.gate === null) {
+      loadLayers(this.sublayers, source, uploader);
+      return;
+    }
+    if (shardOf(source).size > 1) throw invalidArgument(`${this.gatedQuery}: tensor parallelism over an attention output gate is not supported yet`);
+    // A gated query projection is the fused one: projections holds it alone.
+    this.projections[0].load(this.gatedQueryRows(source, 0), uploader);
+    this.gate.load(this.gatedQueryRows(source, 1), uploader);
+    loadLayers([this.core, this.o], source, uploader);
   }
 
   loraTargets(): Linear[] {
@@ -246,7 +283,8 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.project(b, x, step), step, cache);
-    const out = this.o.forwardWithLora(b, heads, step);
+    const gated = this.gate === null ? heads : b.multiplySigmoid(heads, this.gate.forward(b, x));
+    const out = this.o.forwardWithLora(b, gated, step);
     // A replicated output projection is whole on every device: nothing to sum.
     return this.projectionNorm === null ? b.allReduce(out) : out;
   }

@@ -139,6 +139,7 @@ function checkLayer(s: Shape): void {
     bias: s.bias,
     prefix: PREFIX,
     indexer: null,
+    sharedSelection: null,
   };
   const layer = new MlaAttention(options);
   const names = layer.parameters().map((p) => p.name);
@@ -205,7 +206,7 @@ test('the layer declares one cached row of latent + rope per token', () => {
   const rotary = new RotaryEmbedding({ ...ROTARY, rotaryDim: 64 }, MAX_POSITIONS);
   const layer = new MlaAttention({
     layer: 0, hiddenSize: 2048, numHeads: 16, queryRank: null, latentDim: 512, nopeDim: 128, ropeDim: 64, valueDim: 128,
-    scale: 1, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX, indexer: null,
+    scale: 1, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX, indexer: null, sharedSelection: null,
   });
   assert.deepEqual(layer.kvSpec, { kind: 'mla', latentDim: 512, ropeDim: 64 });
   assert.equal(layer.macsPerKey, 16 * (512 + 512 + 64));

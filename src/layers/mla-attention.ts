@@ -1,8 +1,9 @@
 import type { Backend, KvCache, MlaParams, StepInputs, Tensor } from '../backend/backend.ts';
 import type { MlaKvSpec } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
+import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
-import type { LightningIndexer } from './lightning-indexer.ts';
+import type { LightningIndexer, SelectionRelay } from './lightning-indexer.ts';
 import { Linear } from './linear.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
@@ -41,6 +42,11 @@ export interface MlaAttentionOptions {
    * fed the normalized query latent (so it needs q_lora_rank); null for dense MLA.
    */
   indexer: LightningIndexer | null;
+  /**
+   * A sparse layer without an indexer of its own (GLM-5's "shared" layers): it attends to the
+   * positions the latest layer before it with an indexer chose, handed over through this relay.
+   */
+  sharedSelection: SelectionRelay | null;
 }
 
 /**
@@ -152,8 +158,10 @@ export class MlaAttention implements Layer {
     const kv = this.kvDown.forward(b, x);
     b.mlaRopeAndCacheWrite(q, kv, this.kvNorm.weight, this.kvNorm.eps, this.options.rotary.table, cache, this.layer, step, params);
     // The constructor refused an indexer without the query latent.
-    const { indexer } = this.options;
-    const selection = indexer === null || queryLatent === null ? null : indexer.forward(b, x, queryLatent, step, cache);
+    const { indexer, sharedSelection } = this.options;
+    const selection = indexer !== null && queryLatent !== null
+      ? indexer.forward(b, x, queryLatent, step, cache)
+      : sharedSelection?.take(step) ?? null;
     const qLatent = b.headwiseLinear(q, loaded(this.keyAbsorption, this.kvUpName));
     const latentOut = b.mlaAttention(qLatent, q, cache, this.layer, step, params, selection);
     const heads = b.headwiseLinear(latentOut, loaded(this.valueAbsorption, this.kvUpName));
@@ -178,29 +186,16 @@ export class MlaAttention implements Layer {
   /** `source` with the rotary rows of the query projection and kv_a_proj_with_mqa in rotate_half order. */
   private ropePermuted(source: WeightSource): WeightSource {
     const { nopeDim, ropeDim, latentDim, prefix } = this.options;
-    const half = ropeDim / 2;
-    // Rotary row k of rotate_half order is checkpoint row 2k (k < half) or 2(k - half) + 1.
-    const fromInterleaved = (k: number) => (k < half ? 2 * k : 2 * (k - half) + 1);
     const headWidth = nopeDim + ropeDim;
     const queryRow = (r: number) => {
       const within = r % headWidth;
-      return within < nopeDim ? r : r - within + nopeDim + fromInterleaved(within - nopeDim);
+      return within < nopeDim ? r : r - within + nopeDim + interleavedRow(within - nopeDim, ropeDim);
     };
-    const kvRow = (r: number) => (r < latentDim ? r : latentDim + fromInterleaved(r - latentDim));
-    const rowsOf: Record<string, (r: number) => number> = {
+    const kvRow = (r: number) => (r < latentDim ? r : latentDim + interleavedRow(r - latentDim, ropeDim));
+    return withPermutedRows(source, {
       [`${prefix}.${'proj' in this.query ? 'q_proj' : 'q_b_proj'}.weight`]: queryRow,
       [`${prefix}.kv_a_proj_with_mqa.weight`]: kvRow,
       [`${prefix}.kv_a_proj_with_mqa.bias`]: kvRow,
-    };
-    return {
-      ...(source.shard === undefined ? {} : { shard: source.shard }),
-      read: (name) => {
-        const t = source.read(name);
-        const rowOf = rowsOf[name];
-        if (rowOf === undefined) return t;
-        const cols = t.shape.length === 2 ? t.shape[1] : 1;
-        return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
-      },
-    };
+    });
   }
 }

@@ -11,7 +11,7 @@ import { TestRandom, testSeed } from '../../test/helpers/cpu-random.ts';
 import { RecordingUploader } from '../../test/helpers/model-recording-uploader.ts';
 import { GatedMlp } from './gated-mlp.ts';
 import { MoeBlock, type MoeOptions } from './moe.ts';
-import type { WeightSource } from './parameters.ts';
+import type { TensorParallelShard, WeightSource } from './parameters.ts';
 
 const random = new TestRandom(testSeed('moe layer'));
 const [E, HIDDEN, N, TOP_K] = [6, 16, 8, 2];
@@ -38,8 +38,9 @@ const experts: Expert[] = Array.from({ length: E }, () => ({
 const router = random.floats(E * HIDDEN, 1);
 const routerBias = random.floats(E, 0.5);
 
-function source(tensors: Record<string, HostTensor>): WeightSource {
+function source(tensors: Record<string, HostTensor>, shard?: TensorParallelShard): WeightSource {
   return {
+    shard,
     read: (name) => {
       const t = tensors[name];
       if (t === undefined) throw new Error(`no tensor ${name}`);
@@ -154,10 +155,10 @@ function reference(x: Float32Array, rows: number, options: { routerBias: boolean
   return out;
 }
 
-function forward(options: MoeOptions, tensors: Record<string, HostTensor>, x: Float32Array, rows: number): Float32Array {
+function forward(options: MoeOptions, tensors: Record<string, HostTensor>, x: Float32Array, rows: number, shard?: TensorParallelShard): Float32Array {
   const cpu = new CpuBackend();
   const block = new MoeBlock(options);
-  block.load(source(tensors), cpu);
+  block.load(source(tensors, shard), cpu);
   return cpu.toHost(block.forward(cpu, new CpuTensor([rows, HIDDEN], x)));
 }
 
@@ -216,6 +217,25 @@ test('expert shards load only their experts and sum to the whole block', () => {
   const fused = forward(GPT_OSS, fusedTensors('f32'), x, rows);
   assertClose(fused, fusedParts[0].map((v, i) => v + fusedParts[1][i]), 1e-6, 'fused shards');
   assert.throws(() => new MoeBlock({ ...MIXTRAL, shard: { first: 4, count: 3 } }), /outside the 6 experts/);
+});
+
+test('tensor-parallel devices each hold every expert\'s part of the intermediate width, and sum to the whole block', () => {
+  const rows = 5;
+  const x = random.floats(rows * HIDDEN, 1);
+  const halves: MoeOptions = {
+    ...GPT_OSS,
+    experts: { ...(GPT_OSS.experts as Extract<MoeOptions['experts'], { gateUp: string }>), layout: 'fused-halves' },
+  };
+  for (const [what, options, tensors] of [
+    ['per-expert', MIXTRAL, perExpertTensors()],
+    ['fused, interleaved gate/up, with biases', GPT_OSS, fusedTensors('f32')],
+    ['fused, gate then up', halves, fusedTensors('f32')],
+  ] as const) {
+    const whole = forward(options, tensors, x, rows);
+    const parts = [0, 1].map((rank) => forward(options, tensors, x, rows, { rank, size: 2, expertParallel: false }));
+    // The down bias is added once, by rank 0: summed, the parts equal the whole block.
+    assertClose(whole, parts[0].map((v, i) => v + parts[1][i]), 1e-5, what);
+  }
 });
 
 test('a gated shared expert (Qwen2-MoE) adds σ(gate · x) times the dense MLP to the routed experts', () => {

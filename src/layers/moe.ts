@@ -1,5 +1,5 @@
 import type { Activation, Backend, ExpertWeights, MoeWeights, RoutingParams, Tensor } from '../backend/backend.ts';
-import { invalidArgument, invalidModel } from '../errors.ts';
+import { invalidModel } from '../errors.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { concatRows, gatherElements } from '../tensor/host-ops.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
@@ -129,13 +129,16 @@ export class MoeBlock implements Layer {
     if (shard.size > 1 && shard.expertParallel) {
       ({ start: this.first, count: this.count } = evenPart(numExperts, shard, `the experts of ${this.options.router}`));
     } else if (shard.size > 1) {
-      if (experts.layout !== 'per-expert') throw invalidArgument(`${this.options.router}: fused expert tensors are not split by tensor parallelism yet; add --enable-expert-parallel`);
       intermediate = evenPart(intermediateSize, shard, `the experts' intermediate size (${this.options.router})`);
     }
     // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
     if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
     const quantized = experts.layout === 'per-expert' && intermediate.count === intermediateSize ? this.readQuantized(source, experts.name) : null;
-    const host = quantized ?? (experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts));
+    // Under tensor parallelism each device holds every expert's part of the intermediate width;
+    // the down projection's bias, like a row-parallel linear's, is added by one of them alone.
+    const host =
+      quantized ??
+      (experts.layout === 'per-expert' ? this.stackPerExpert(source, experts.name, intermediate) : this.unfuse(source, experts, intermediate, shard.expertParallel || shard.rank === 0));
     const matrix = (m: HostTensor | Mxfp4Weight | QuantizedWeight) =>
       isMxfp4(m) ? uploader.loadMxfp4Weight(m) : isQuantized(m) ? uploader.loadQuantizedExperts(m, this.count) : uploader.loadWeight(m);
     this.experts = {
@@ -193,23 +196,32 @@ export class MoeBlock implements Layer {
     return { ...this.atLoad(source, { ...gateUp, shape: [this.count, 2 * n, hidden] }, { ...down, shape: [this.count, hidden, n] }), gateUpBias: null, downBias: null };
   }
 
-  private unfuse(source: WeightSource, names: FusedExperts): HostExperts {
-    const { hiddenSize: hidden, intermediateSize: n } = this.options;
-    const [first, count] = [this.first, this.count];
-    const biases = this.fusedBiases(source, names);
+  /**
+   * A fused checkpoint's held experts in the device layout, with `part` of their intermediate
+   * width n: gate/up [count, 2n', hidden] and down [count, hidden, n'] (n' = part.count), the down
+   * bias only where `withDownBias`.
+   */
+  private unfuse(source: WeightSource, names: FusedExperts, part: { start: number; count: number }, withDownBias: boolean): HostExperts {
+    const { hiddenSize: hidden, intermediateSize: total } = this.options;
+    const [first, count, n] = [this.first, this.count, part.count];
+    const fusedColumn = gateUpColumn(names);
+    // Row r of the held gate-then-up block: gate row start + r, or up row start + r - n, among the fused columns.
+    const column = (r: number) => fusedColumn(r < n ? part.start + r : total + part.start + (r - n), total);
+    const biases = this.fusedBiases(source, names, column, n, withDownBias);
     const local = Array.from({ length: count }, (_, i) => first + i);
-    const column = gateUpColumn(names);
     const [packedGateUp, packedDown] = [source.readMxfp4?.(names.gateUp) ?? null, source.readMxfp4?.(names.down) ?? null];
     if (packedGateUp !== null && packedDown !== null) {
-      // Stored output-major ([E, 2n, hidden] with gate j in row 2j, up j in 2j + 1, for gpt-oss; [E, hidden, n]): only rows move.
-      const gateUpRows = Array.from({ length: 2 * n }, (_, r) => column(r, n));
-      return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, Array.from({ length: hidden }, (_, r) => r)), ...biases };
+      // Stored output-major ([E, 2n, hidden] with gate j in row 2j, up j in 2j + 1, for gpt-oss; [E, hidden, n]):
+      // gate/up rows move; down keeps its rows and, split, the 32-value blocks of its part of n.
+      const gateUpRows = Array.from({ length: 2 * n }, (_, r) => column(r));
+      const downRows = Array.from({ length: hidden }, (_, r) => r);
+      return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, downRows, part), ...biases };
     }
     if (packedGateUp !== null || packedDown !== null) throw invalidModel(`${names.gateUp} and ${names.down} must both be MXFP4 or both 16-bit`);
-    // gate_up [E, hidden, 2n] -> [count, 2n, hidden], gate rows then up rows.
-    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * n + column(row, n));
-    // down [E, n, hidden] -> [count, hidden, n].
-    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * n + col) * hidden + row);
+    // gate_up [E, hidden, 2n] -> [count, 2n', hidden], gate rows then up rows.
+    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * total + column(row));
+    // down [E, n, hidden] -> [count, hidden, n'].
+    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * total + part.start + col) * hidden + row);
     return { ...(this.quantizedAtLoad(source, gateUp, down) ?? this.atLoad(source, gateUp, down)), ...biases };
   }
 
@@ -227,14 +239,17 @@ export class MoeBlock implements Layer {
     return expertKernelsTake(stacks.gateUp) && expertKernelsTake(stacks.down) ? stacks : null;
   }
 
-  /** A fused checkpoint's expert biases in the device layout: [count, 2n] gate then up, [count, hidden]. */
-  private fusedBiases(source: WeightSource, names: FusedExperts): Pick<HostExperts, 'gateUpBias' | 'downBias'> {
-    const { hiddenSize: hidden, intermediateSize: n } = this.options;
+  /**
+   * A fused checkpoint's expert biases in the device layout: [count, 2n'] gate then up (row r at
+   * fused column `column(r)`), and [count, hidden] where `withDownBias`.
+   */
+  private fusedBiases(source: WeightSource, names: FusedExperts, column: (r: number) => number, n: number, withDownBias: boolean): Pick<HostExperts, 'gateUpBias' | 'downBias'> {
+    const { hiddenSize: hidden, intermediateSize: total } = this.options;
     const [first, count] = [this.first, this.count];
-    const column = gateUpColumn(names);
     const gateUpBias =
-      names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * n + column(col, n));
-    const downBias = names.downBias === null ? null : gatherElements(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
+      names.gateUpBias === null ? null : gatherElements(source.read(names.gateUpBias), [count, 2 * n], (e, col) => (first + e) * 2 * total + column(col));
+    const downBias =
+      names.downBias === null || !withDownBias ? null : gatherElements(source.read(names.downBias), [count, hidden], (e, col) => (first + e) * hidden + col);
     return { gateUpBias, downBias };
   }
 

@@ -180,7 +180,11 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   startStage(b: Backend, step: StepInputs, cache: KvCache): () => void {
     if (!isFirstStage(this.stage) || isLastStage(this.stage)) throw new Error(`startStage runs on the first of several pipeline stages, not on stage ${this.stage.index} of ${this.stage.count}`);
     const stream = this.layersThrough(b, step, cache, this.stage.endLayer, undefined);
-    return () => this.sendStream(b, stream);
+    const handoff = this.stageHandoff(step);
+    return () => {
+      this.sendStream(b, stream);
+      handoff(b);
+    };
   }
 
   /**
@@ -221,6 +225,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     const stream = this.layersThrough(b, step, cache, endLayer, tap);
     if (!isLastStage(this.stage)) {
       this.sendStream(b, stream);
+      this.stageHandoff(step)(b);
       return null;
     }
     const logits = this.finalLogits(b, step, stream, tap);
@@ -234,6 +239,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     // Heads read hidden states of the whole model on one device; parallel runs refuse them at load.
     if (tap !== undefined && this.stage.count > 1) throw new Error('hidden-state taps need the whole model on one pipeline stage');
     const stream = isFirstStage(this.stage) ? { residual: this.parts.embedding.forward(b, step), pending: null } : this.receiveStream(b, step);
+    if (!isFirstStage(this.stage)) this.receiveHandoff(b, step);
     const wanted = tap?.layerInputs;
     const bad = wanted?.layers.find((i) => !(Number.isInteger(i) && i >= firstLayer && i < endLayer));
     if (bad !== undefined) throw new Error(`a hidden-state tap asks for the input of layer ${bad}; this forward runs layers [${firstLayer}, ${endLayer})`);
@@ -260,6 +266,18 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     const residual = b.receiveFromStage(shape, this.stage.index - 1);
     return { residual, pending: b.receiveFromStage(shape, this.stage.index - 1) };
   }
+
+  /**
+   * What this stage hands the next one besides the residual stream, taken once its layers have run
+   * and sent after the stream: nothing, unless the next stage's first layer reads state the layers
+   * before it left (GLM-5's shared sparse-attention layers). The next stage takes it with receiveHandoff.
+   */
+  protected stageHandoff(_step: StepInputs): (b: Backend) => void {
+    return () => {};
+  }
+
+  /** Receives what the previous stage's stageHandoff sends, after its residual stream. */
+  protected receiveHandoff(_b: Backend, _step: StepInputs): void {}
 
   /** One layer's step: updates `stream.residual` in place and returns the sublayer output it leaves pending. */
   protected abstract layerForward(b: Backend, layer: L, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor;

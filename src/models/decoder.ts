@@ -5,7 +5,7 @@ import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRope } from './hf-config.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parsePartialRotary, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
@@ -68,12 +68,19 @@ export type DecoderFields = Omit<DecoderConfig, 'attentionBias' | 'outputBias' |
  * where the family's config class has its own), RMSNorm epsilon, RoPE (theta default 1e4, or the
  * family's `defaults.ropeTheta`) and the context length it gives,
  * and the MLP's activation: `hidden_act`, or `defaults.activation` for a family whose MLP ignores it.
+ * `defaults` holds the family's config class defaults where they differ from Llama's; a family
+ * whose class defaults `partial_rotary_factor` (`defaults.partialRotaryFactor`) rotates that
+ * fraction of each head, the others refuse the key.
  */
-export function parseDecoderFields(fields: ConfigFields, defaults: { maxPositionEmbeddings: number; headDim?: number; activation?: Activation; ropeTheta?: number }): DecoderFields {
+export function parseDecoderFields(
+  fields: ConfigFields,
+  defaults: { maxPositionEmbeddings: number; headDim?: number; numKvHeads?: number; activation?: Activation; rmsNormEps?: number; partialRotaryFactor?: number; ropeTheta?: number },
+): DecoderFields {
   const common = parseCommonFields(fields, fields.raw('model_type') as string);
-  const { numHeads, numKvHeads } = parseHeads(fields);
+  const { numHeads, numKvHeads } = parseHeads(fields, defaults.numKvHeads);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositionEmbeddings);
-  const rope = parseRope(fields, maxPositionEmbeddings, defaults.ropeTheta);
+  const partialRotary = defaults.partialRotaryFactor !== undefined;
+  const rope = parseRope(fields, maxPositionEmbeddings, { partialRotary, defaultTheta: defaults.ropeTheta });
   const headDim = parseHeadDim(fields, common.hiddenSize, numHeads, defaults.headDim);
   return {
     ...common,
@@ -81,11 +88,11 @@ export function parseDecoderFields(fields: ConfigFields, defaults: { maxPosition
     numHeads,
     numKvHeads,
     headDim,
-    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', defaults.rmsNormEps ?? 1e-6),
     ...rope,
     maxPositionEmbeddings,
+    rotaryDim: partialRotary ? parsePartialRotary(fields, headDim, defaults.partialRotaryFactor!) : headDim,
     // What most families have; the few that differ set their own.
-    rotaryDim: headDim,
     ropeLayers: new Array<boolean>(common.numLayers).fill(true),
     fusedQkv: false,
     attentionSinks: false,

@@ -14,7 +14,7 @@ function rejects(json: Record<string, unknown>, ...fragments: string[]): void {
 
 test('DeepSeek-V3.2-Exp as published: V3\'s MLA and routing, a 64 × 128 indexer keeping 2,048 positions in every layer', () => {
   const c = parse(DEEPSEEK_V32);
-  assert.deepEqual(c.sparseAttention, { numHeads: 64, headDim: 128, topK: 2048 });
+  assert.deepEqual(c.sparseAttention, { numHeads: 64, headDim: 128, topK: 2048, interleavedRope: false, sharedLayers: new Array<boolean>(62).fill(false) });
   assert.deepEqual([c.numHeads, c.queryRank, c.latentDim, c.ropeDim], [128, 1536, 512, 64]);
   assert.equal(c.interleavedRope, true);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 62 }, (_, i) => i >= 3));
@@ -38,6 +38,13 @@ test('V3.2 rotates MLA\'s rope dims in interleaved pairs whatever rope_interleav
 test('V3.2 takes mlp_layer_types when given, as transformers\' DeepseekV32Config does', () => {
   const c = parse({ ...DEEPSEEK_V32, num_hidden_layers: 3, num_nextn_predict_layers: 0, mlp_layer_types: ['sparse', 'dense', 'sparse'] });
   assert.deepEqual(c.sparseLayers, [true, false, true]);
+});
+
+test('V3.2 reads layer_types as transformers 5.17 and 5.18 write them (every layer indexed)', () => {
+  const layers = (type: string) => Array.from({ length: 61 }, () => type);
+  for (const type of ['indexed_attention', 'deepseek_sparse_attention']) {
+    assert.equal(parse({ ...DEEPSEEK_V32, layer_types: layers(type) }).sparseAttention?.topK, 2048, type);
+  }
 });
 
 test('V3.2 configs the indexer cannot run are rejected, naming the key', () => {

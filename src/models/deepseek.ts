@@ -1,10 +1,10 @@
-import type { Activation, Backend, KvCache, RoutingParams, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
-import { LightningIndexer } from '../layers/lightning-indexer.ts';
+import { LightningIndexer, SelectionRelay } from '../layers/lightning-indexer.ts';
 import { MlaAttention } from '../layers/mla-attention.ts';
-import { MoeBlock } from '../layers/moe.ts';
+import type { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
@@ -12,13 +12,16 @@ import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
-import { parseExpertsPerToken } from './moe-fields.ts';
+import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
 import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
  * DeepSeek-V2, -V3 and -V3.2: multi-head latent attention (V3.2's sparse, through its lightning
- * indexer), and mixture-of-experts layers after the first dense ones.
+ * indexer), and mixture-of-experts layers after the first dense ones. Z.ai's MLA models are the
+ * same architecture under other names and defaults: GLM-4.7-Flash (`glm4_moe_lite`) is V3, GLM-5
+ * (`glm_moe_dsa`) V3.2 with an indexer rotating interleaved pairs and layers that reuse the
+ * previous indexer's choice.
  */
 export interface DeepseekConfig extends ModelConfig {
   numHeads: number;
@@ -59,31 +62,38 @@ export interface DeepseekSparseAttention {
   numHeads: number;
   headDim: number;
   topK: number;
+  /** The indexer's rotary dims pair as (x[2i], x[2i+1]) (GLM-5), rather than rotate_half's (V3.2). */
+  interleavedRope: boolean;
+  /**
+   * Per decoder layer: whether it runs its own indexer (`full`), or attends to the positions the
+   * latest full layer before it chose (`shared`, GLM-5's `indexer_types`). MTP layers run their own.
+   */
+  sharedLayers: boolean[];
 }
 
-/** The mixture-of-experts layers: routed experts chosen per token, shared experts every token runs through. */
-export interface DeepseekMoeConfig {
-  numExperts: number;
-  numExpertsPerToken: number;
-  /** Each routed expert's width (moe_intermediate_size). */
-  expertIntermediateSize: number;
-  /** The shared experts as one MLP: moe_intermediate_size × n_shared_experts wide; 0 for none. */
-  sharedIntermediateSize: number;
-  /** The router's rule; `selectionBias` says whether the checkpoint holds V3's e_score_correction_bias. */
-  routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: boolean };
-}
+type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32' | 'glm4_moe_lite' | 'glm_moe_dsa';
+const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32', 'glm4_moe_lite', 'glm_moe_dsa'];
+/** The model types whose every layer attends sparsely, through DeepSeek Sparse Attention's indexer. */
+const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa'];
 
-type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32';
-const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32'];
-
-/** transformers' DeepseekV2Config / DeepseekV3Config / DeepseekV32Config defaults for keys a config.json may leave out. */
+/**
+ * transformers' DeepseekV2Config / DeepseekV3Config / DeepseekV32Config / Glm4MoeLiteConfig /
+ * GlmMoeDsaConfig defaults for keys a config.json may leave out. `firstDense` is
+ * first_k_dense_replace's default; Glm4MoeLiteConfig has no such key (its default layer pattern
+ * makes layer 0 alone dense).
+ */
 const DEFAULTS: Record<
   DeepseekModelType,
-  { maxPositions: number; queryRank: number; firstDense: number; numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number }
+  {
+    maxPositions: number; queryRank: number; nopeDim: number; valueDim: number; rmsNormEps: number; firstDense: number;
+    numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number; groups: number; topkGroups: number; indexHeads: number;
+  }
 > = {
-  deepseek_v2: { maxPositions: 2048, queryRank: 1536, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1 },
-  deepseek_v3: { maxPositions: 4096, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
-  deepseek_v32: { maxPositions: 163840, queryRank: 1536, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5 },
+  deepseek_v2: { maxPositions: 2048, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0 },
+  deepseek_v3: { maxPositions: 4096, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 0 },
+  deepseek_v32: { maxPositions: 163840, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64 },
+  glm4_moe_lite: { maxPositions: 202752, queryRank: 768, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0 },
+  glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32 },
 };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
 const LATENT_NORM_EPS = 1e-6;
@@ -101,20 +111,21 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
   const rope = parseRope(fields, maxPositionEmbeddings);
   // DeepSeek writes `head_dim` = qk_rope_head_dim (transformers sets it so); it is not a head size and is not read.
-  const nopeDim = fields.positiveInt('qk_nope_head_dim', 128);
+  const nopeDim = fields.positiveInt('qk_nope_head_dim', defaults.nopeDim);
   const ropeDim = fields.positiveInt('qk_rope_head_dim', 64);
   if (ropeDim % 2 !== 0) throw invalidModel(`${source}: qk_rope_head_dim must be even for rotary embeddings (got ${ropeDim})`);
   const numLayers = common.numLayers;
-  const firstDense = fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
+  // transformers' Glm4MoeLiteConfig does not read first_k_dense_replace (its layer pattern alone says).
+  const firstDense = modelType === 'glm4_moe_lite' ? defaults.firstDense : fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
   const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
-  const sparseAttention = modelType === 'deepseek_v32' ? parseSparseAttention(fields, queryRank, ropeDim) : null;
+  const sparseAttention = SPARSE_TYPES.includes(modelType) ? parseSparseAttention(fields, modelType, queryRank, ropeDim, numLayers, numNextnPredictLayers) : null;
   // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
   // moe_layer_freq (DeepSeek's own code does; every released config sets it to 1), and its checkpoints
   // hold experts in every such layer whatever the key says.
-  const sparseLayers = modelType === 'deepseek_v32'
-    ? parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers)
-    : Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense);
+  const sparseLayers = modelType === 'deepseek_v2' || modelType === 'deepseek_v3'
+    ? Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense)
+    : parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
@@ -124,43 +135,92 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     latentDim: fields.positiveInt('kv_lora_rank', 512),
     nopeDim,
     ropeDim,
-    valueDim: fields.positiveInt('v_head_dim', 128),
+    valueDim: fields.positiveInt('v_head_dim', defaults.valueDim),
     attentionScale: (nopeDim + ropeDim) ** -0.5 * softmaxMscale(fields, rope.ropeScaling) ** 2,
-    // transformers' V3.2 rotates MLA's rope dims in interleaved pairs whatever rope_interleave says.
-    interleavedRope: modelType !== 'deepseek_v3' || fields.boolean('rope_interleave', true),
+    // transformers' V3.2 and GLM-5 rotate MLA's rope dims in interleaved pairs whatever rope_interleave says.
+    interleavedRope: (modelType !== 'deepseek_v3' && modelType !== 'glm4_moe_lite') || fields.boolean('rope_interleave', true),
     attentionBias: fields.boolean('attention_bias', false),
-    rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-6),
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
     ...rope,
     maxPositionEmbeddings,
     intermediateSize: fields.positiveInt('intermediate_size'),
     sparseLayers,
-    moe: parseMoe(fields, modelType),
+    moe: parseDeepseekMoe(fields, modelType, DEFAULTS[modelType]),
     numNextnPredictLayers,
     sparseAttention,
   };
 }
 
+const SPARSE_LAYER_TYPES: readonly unknown[] = ['indexed_attention', 'deepseek_sparse_attention'];
+
 /**
- * DeepSeek-V3.2's indexer keys (transformers' DeepseekV32Config): index_n_heads (64),
- * index_head_dim (128), index_topk (2048). Its queries come from the query latent, so q_lora_rank
- * is required, and its leading qk_rope_head_dim dims are rotated, so they must fit in a head.
- * Every layer is sparse: `layer_types`, if given, may only say so.
+ * DeepSeek-V3.2's and GLM-5's indexer keys (transformers' DeepseekV32Config, GlmMoeDsaConfig):
+ * index_n_heads (64; GLM-5 32), index_head_dim (128), index_topk (2048). Its queries come from the
+ * query latent, so q_lora_rank is required, and its leading qk_rope_head_dim dims are rotated, so
+ * they must fit in a head. Every layer is sparse: `layer_types`, if given, may only say so, in
+ * either spelling transformers has written (5.17 "deepseek_sparse_attention", 5.18 "indexed_attention").
  */
-function parseSparseAttention(fields: ConfigFields, queryRank: number | null, ropeDim: number): DeepseekSparseAttention {
+function parseSparseAttention(
+  fields: ConfigFields,
+  modelType: DeepseekModelType,
+  queryRank: number | null,
+  ropeDim: number,
+  numLayers: number,
+  numNextnPredictLayers: number,
+): DeepseekSparseAttention {
   const { source } = fields;
-  if (queryRank === null) throw invalidModel(`${source}: deepseek_v32 needs q_lora_rank (its lightning indexer projects queries from the query latent), not null`);
+  if (queryRank === null) throw invalidModel(`${source}: ${modelType} needs q_lora_rank (its lightning indexer projects queries from the query latent), not null`);
   const headDim = fields.positiveInt('index_head_dim', 128);
   if (headDim < ropeDim) throw invalidModel(`${source}: index_head_dim (${headDim}) is smaller than qk_rope_head_dim (${ropeDim}), which the indexer rotates`);
   const layerTypes = fields.raw('layer_types');
-  if (layerTypes != null && !(Array.isArray(layerTypes) && layerTypes.every((t) => t === 'deepseek_sparse_attention'))) {
-    throw invalidModel(`${source}: layer_types ${JSON.stringify(layerTypes)} is not supported for deepseek_v32 (every layer is "deepseek_sparse_attention")`);
+  if (layerTypes != null && !(Array.isArray(layerTypes) && layerTypes.every((t) => SPARSE_LAYER_TYPES.includes(t)))) {
+    throw invalidModel(`${source}: layer_types ${JSON.stringify(layerTypes)} is not supported for ${modelType} (every layer is "indexed_attention")`);
   }
-  return { numHeads: fields.positiveInt('index_n_heads', 64), headDim, topK: fields.positiveInt('index_topk', 2048) };
+  const glm = modelType === 'glm_moe_dsa';
+  // transformers' GlmMoeDsaIndexer always rotates interleaved pairs; GLM-5's config says so with a key transformers does not read.
+  if (glm && !fields.boolean('indexer_rope_interleave', true)) {
+    throw invalidModel(`${source}: indexer_rope_interleave false is not supported for glm_moe_dsa (transformers' GLM-5 indexer rotates interleaved pairs)`);
+  }
+  const shared = glm ? parseIndexerTypes(fields, numLayers) : new Array<boolean>(numLayers).fill(false);
+  return {
+    numHeads: fields.positiveInt('index_n_heads', DEFAULTS[modelType].indexHeads),
+    headDim,
+    topK: fields.positiveInt('index_topk', 2048),
+    interleavedRope: glm,
+    sharedLayers: [...shared, ...new Array<boolean>(numNextnPredictLayers).fill(false)],
+  };
 }
 
 /**
- * V3.2's feed-forward per layer, as transformers reads it: `mlp_layer_types` ("dense" or
- * "sparse" per decoder layer), else the first first_k_dense_replace dense; MTP layers are MoE.
+ * GLM-5's `indexer_types` ("full" or "shared" per layer), as transformers' GlmMoeDsaConfig derives
+ * it when absent: from `index_topk_pattern` (a string of F and S, or a list), else layer i is full
+ * when max(i − index_skip_topk_offset + 1, 0) is a multiple of index_topk_freq (defaults 2 and 1:
+ * every layer full). A shared layer needs a full one before it. Returns whether each layer is shared.
+ */
+function parseIndexerTypes(fields: ConfigFields, numLayers: number): boolean[] {
+  const { source } = fields;
+  const explicit = fields.raw('indexer_types') ?? fields.raw('index_topk_pattern');
+  let types: unknown[];
+  if (explicit == null) {
+    const freq = Math.max(fields.nonNegativeInt('index_topk_freq', 1), 1);
+    const offset = fields.nonNegativeInt('index_skip_topk_offset', 2);
+    types = Array.from({ length: numLayers }, (_, i) => (Math.max(i - offset + 1, 0) % freq === 0 ? 'full' : 'shared'));
+  } else {
+    const letters: Record<string, string> = { F: 'full', S: 'shared' };
+    types = typeof explicit === 'string' ? [...explicit].map((c) => letters[c] ?? c) : Array.isArray(explicit) ? explicit : [];
+  }
+  const key = fields.raw('indexer_types') != null ? 'indexer_types' : 'index_topk_pattern';
+  if (types.length !== numLayers || !types.every((t) => t === 'full' || t === 'shared')) {
+    throw invalidModel(`${source}: ${key} must give "full" or "shared" (F or S) for each of the ${numLayers} layers, not ${JSON.stringify(explicit)}`);
+  }
+  if (types[0] !== 'full') throw invalidModel(`${source}: ${key} makes layer 0 "shared", but a shared layer reuses the top-k of a full layer before it`);
+  return types.map((t) => t === 'shared');
+}
+
+/**
+ * V3.2's, GLM-4.7-Flash's and GLM-5's feed-forward per layer, as transformers reads it:
+ * `mlp_layer_types` ("dense" or "sparse" per decoder layer), else the first `firstDense` dense;
+ * MTP layers are MoE.
  */
 function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
   const types = fields.raw('mlp_layer_types');
@@ -169,55 +229,6 @@ function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense:
     throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
   }
   return [...(decoder ?? (types as string[]).map((t) => t === 'sparse')), ...new Array<boolean>(numNextnPredictLayers).fill(true)];
-}
-
-/**
- * The MoE keys. V2 (transformers' DeepseekV2TopkRouter): a softmax over all experts, `greedy` top
- * k or `group_limited_greedy` (only the experts of the `topk_group` groups whose best probability
- * is highest), weights × routed_scaling_factor and never renormalized: transformers 5.17 does not
- * read norm_topk_prob for V2 (DeepSeek's own code would renormalize; the V2 configs set it false).
- * V3 (`noaux_tc`, the only rule transformers implements for it): sigmoid scores, experts chosen by
- * score + e_score_correction_bias within the `topk_group` groups whose two best sum highest,
- * weighted by their scores, renormalized when norm_topk_prob, × routed_scaling_factor.
- */
-function parseMoe(fields: ConfigFields, modelType: DeepseekModelType): DeepseekMoeConfig {
-  const defaults = DEFAULTS[modelType];
-  // V3.2 routes as V3 does (transformers' DeepseekV32TopkRouter).
-  const v3 = modelType !== 'deepseek_v2';
-  const numExperts = fields.positiveInt('n_routed_experts', defaults.numExperts);
-  const numExpertsPerToken = parseExpertsPerToken(fields, numExperts);
-  const expertIntermediateSize = fields.positiveInt('moe_intermediate_size', defaults.expertWidth);
-  const sharedExperts = fields.nonNegativeInt('n_shared_experts', defaults.sharedExperts);
-  const method = fields.string('topk_method', v3 ? 'noaux_tc' : 'greedy');
-  const methods = v3 ? ['noaux_tc'] : ['greedy', 'group_limited_greedy'];
-  if (!methods.includes(method)) throw invalidModel(`${fields.source}: topk_method "${method}" is not supported for ${modelType} (supported: ${methods.join(', ')})`);
-  const scoring = v3 ? 'sigmoid' : 'softmax';
-  const scoringFunc = fields.string('scoring_func', scoring);
-  if (scoringFunc !== scoring) throw invalidModel(`${fields.source}: scoring_func "${scoringFunc}" is not supported for ${modelType} (it scores experts by ${scoring})`);
-  const grouped = method !== 'greedy';
-  const numGroups = grouped ? fields.positiveInt('n_group', v3 ? 8 : undefined) : 1;
-  const topkGroups = grouped ? fields.positiveInt('topk_group', v3 ? 4 : undefined) : 1;
-  if (numExperts % numGroups !== 0 || topkGroups > numGroups) {
-    throw invalidModel(`${fields.source}: ${numExperts} experts in n_group ${numGroups} groups, topk_group ${topkGroups} kept, do not form a group-limited choice`);
-  }
-  if (numExpertsPerToken > topkGroups * (numExperts / numGroups)) {
-    throw invalidModel(`${fields.source}: num_experts_per_tok (${numExpertsPerToken}) exceeds the ${topkGroups * (numExperts / numGroups)} experts of topk_group ${topkGroups} groups`);
-  }
-  return {
-    numExperts,
-    numExpertsPerToken,
-    expertIntermediateSize,
-    sharedIntermediateSize: expertIntermediateSize * sharedExperts,
-    routing: {
-      topK: numExpertsPerToken,
-      scoring,
-      selectionBias: v3,
-      // One group holds every expert: the same choice without the group step.
-      groups: numGroups > 1 ? { numGroups, topkGroups, score: v3 ? 'top2-sum' : 'max' } : null,
-      normalize: v3 && fields.boolean('norm_topk_prob', true),
-      scale: fields.finiteNumber('routed_scaling_factor', defaults.routedScale),
-    },
-  };
 }
 
 /**
@@ -242,16 +253,21 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: GatedMlp | MoeBlock;
 
-  /** Layer `index` of the checkpoint, keeping its K/V in layer `cacheLayer` of the cache it runs with (an MTP layer's own cache: 0). */
-  constructor(config: DeepseekConfig, index: number, rotary: RotaryEmbedding, cacheLayer = index) {
+  /**
+   * Layer `index` of the checkpoint, keeping its K/V in layer `cacheLayer` of the cache it runs
+   * with (an MTP layer's own cache: 0). `relay` hands a sparse layer's choice of positions to the
+   * shared layers after it (GLM-5); null where none share one.
+   */
+  constructor(config: DeepseekConfig, index: number, rotary: RotaryEmbedding, cacheLayer = index, relay: SelectionRelay | null = null) {
     const p = `model.layers.${index}`;
-    const { hiddenSize, rmsNormEps: eps } = config;
+    const { hiddenSize, rmsNormEps: eps, sparseAttention, queryRank } = config;
+    const shared = sparseAttention?.sharedLayers[index] ?? false;
     this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
     this.attention = new MlaAttention({
       layer: cacheLayer,
       hiddenSize,
       numHeads: config.numHeads,
-      queryRank: config.queryRank,
+      queryRank,
       latentDim: config.latentDim,
       nopeDim: config.nopeDim,
       ropeDim: config.ropeDim,
@@ -262,13 +278,14 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
       interleavedRope: config.interleavedRope,
       bias: config.attentionBias,
       prefix: `${p}.self_attn`,
-      indexer: config.sparseAttention === null || config.queryRank === null
+      indexer: sparseAttention === null || queryRank === null || shared
         ? null
-        : new LightningIndexer({ layer: cacheLayer, hiddenSize, queryRank: config.queryRank, ...config.sparseAttention, rotary, prefix: `${p}.self_attn.indexer` }),
+        : new LightningIndexer({ layer: cacheLayer, hiddenSize, queryRank, ...sparseAttention, rotary, relay, prefix: `${p}.self_attn.indexer` }),
+      sharedSelection: shared ? relay : null,
     });
     this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
     this.mlp = config.sparseLayers[index]
-      ? deepseekMoe(config, `${p}.mlp`)
+      ? deepseekMoeBlock(config.moe, `${p}.mlp`, hiddenSize, config.activation)
       : new GatedMlp({ gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, config.activation);
   }
 
@@ -285,42 +302,45 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
   }
 }
 
-/** A sparse layer's `mlp`: router `gate` (with V3's `gate.e_score_correction_bias`), `experts.E.*_proj`, `shared_experts.*_proj`. */
-function deepseekMoe(config: DeepseekConfig, p: string): MoeBlock {
-  const { hiddenSize, moe } = config;
-  const shared = moe.sharedIntermediateSize === 0
-    ? null
-    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, config.activation, { sharedExpert: true }), gate: null };
-  return new MoeBlock({
-    hiddenSize,
-    intermediateSize: moe.expertIntermediateSize,
-    numExperts: moe.numExperts,
-    router: `${p}.gate.weight`,
-    routerBias: false,
-    routing: { ...moe.routing, selectionBias: moe.routing.selectionBias ? `${p}.gate.e_score_correction_bias` : null },
-    experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
-    activation: config.activation,
-    shared,
-  });
-}
-
 /** The DeepSeek decoder: pre-norm layers of MLA and a dense or MoE feed-forward, summed in HF's order. */
 export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderLayer> {
+  /** Hands each sparse layer's choice of positions to the shared layers after it (GLM-5); null where none share. */
+  private readonly relay: SelectionRelay | null;
+
   constructor(config: DeepseekConfig, maxPositions: number, stage: PipelineStage) {
     const rope = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    const relay = config.sparseAttention?.sharedLayers.includes(true) ? new SelectionRelay() : null;
     super(config, {
       rotaries: [rotary],
       embedding,
-      layers: Array.from({ length: config.numLayers }, (_, i) => new DeepseekDecoderLayer(config, i, rotary)),
+      layers: Array.from({ length: config.numLayers }, (_, i) => new DeepseekDecoderLayer(config, i, rotary, i, relay)),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);
+    this.relay = relay;
   }
 
   override get tapsLayerInputs(): boolean {
     return true;
+  }
+
+  /** Whether decoder layer `index` reuses the latest full layer's choice of positions (GLM-5's shared layers). */
+  private isShared(index: number): boolean {
+    return this.config.sparseAttention?.sharedLayers[index] ?? false;
+  }
+
+  /** A stage ending before a shared layer sends the choice that layer reuses. */
+  protected override stageHandoff(step: StepInputs): (b: Backend) => void {
+    if (this.relay === null || !this.isShared(this.stage.endLayer)) return super.stageHandoff(step);
+    const selection = this.relay.take(step);
+    return (b) => b.sendSelectionToStage(selection, this.stage.index + 1);
+  }
+
+  protected override receiveHandoff(b: Backend, step: StepInputs): void {
+    if (this.relay === null || !this.isShared(this.stage.firstLayer)) return;
+    this.relay.publish(step, b.receiveSelectionFromStage(step.batch.numTokens, this.config.sparseAttention!.topK, this.stage.index - 1));
   }
 
   protected layerForward(b: Backend, layer: DeepseekDecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {

@@ -29,10 +29,10 @@ export function parseCommonFields(fields: ConfigFields, modelType: string): Omit
   };
 }
 
-/** `num_attention_heads` and `num_key_value_heads` (default: as many as query heads), checked to group evenly. */
-export function parseHeads(fields: ConfigFields): { numHeads: number; numKvHeads: number } {
+/** `num_attention_heads` and `num_key_value_heads` (default: `kvHeadsDefault`, else as many as query heads), checked to group evenly. */
+export function parseHeads(fields: ConfigFields, kvHeadsDefault?: number): { numHeads: number; numKvHeads: number } {
   const numHeads = fields.positiveInt('num_attention_heads');
-  const numKvHeads = fields.positiveInt('num_key_value_heads', numHeads);
+  const numKvHeads = fields.positiveInt('num_key_value_heads', kvHeadsDefault ?? numHeads);
   if (numHeads % numKvHeads !== 0) {
     throw invalidModel(`${fields.source}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
@@ -97,14 +97,16 @@ export function ropeParameterFields(fields: ConfigFields): ConfigFields {
 
 /**
  * RoPE settings from `rope_parameters` (5.x) or `rope_scaling` + `rope_theta` (4.x): one RoPE for
- * every layer, rotating whole heads; `defaultTheta` where the config class has its own.
+ * every layer, rotating whole heads unless `partialRotary` (a family reading partial_rotary_factor
+ * itself, through parsePartialRotary); `defaultTheta` where the config class has its own.
  */
-export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number, defaultTheta = DEFAULT_ROPE_THETA): RopeSettings {
+export function parseRope(fields: ConfigFields, maxPositionEmbeddings: number, options: { partialRotary?: boolean; defaultTheta?: number } = {}): RopeSettings {
+  const { partialRotary = false, defaultTheta = DEFAULT_ROPE_THETA } = options;
   const params = ropeParameterFields(fields);
   if (params.values().some(isObject)) {
     throw invalidModel(`${params.source}: per-layer-type RoPE parameters are not supported for model_type ${JSON.stringify(fields.raw('model_type'))} (Keel uses one RoPE for all its layers)`);
   }
-  for (const where of [params, fields]) {
+  for (const where of partialRotary ? [] : [params, fields]) {
     const partial = where.raw('partial_rotary_factor');
     if (partial != null && partial !== 1) throw invalidModel(`${where.source}: partial_rotary_factor ${partial} is not supported (Keel rotates the whole head)`);
   }
@@ -134,6 +136,21 @@ export function layerTypeRopeFields(fields: ConfigFields): LayerTypeRopeFields |
     return new ConfigFields(dict ?? {}, `${params.source}.${type}`);
   };
   return { full: entry('full_attention'), sliding: entry('sliding_attention'), outer: params };
+}
+
+/**
+ * The leading dims of each head that rotate: head_dim × partial_rotary_factor, the RoPE dict's
+ * factor winning over the top-level one (transformers' setdefault), else `defaultFactor` (the
+ * family's config class default). Refused unless it gives an even number of dims within the head.
+ */
+export function parsePartialRotary(fields: ConfigFields, headDim: number, defaultFactor: number): number {
+  const params = ropeParameterFields(fields);
+  const partial = params.raw('partial_rotary_factor') != null ? params.positiveNumber('partial_rotary_factor') : fields.positiveNumber('partial_rotary_factor', defaultFactor);
+  const rotaryDim = Math.floor(headDim * partial);
+  if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
+    throw invalidModel(`${fields.source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
+  }
+  return rotaryDim;
 }
 
 /**

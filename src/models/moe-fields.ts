@@ -26,3 +26,17 @@ export function parseExpertsPerToken(fields: ConfigFields, numExperts: number): 
   if (topK > numExperts) throw invalidModel(`${fields.source}: num_experts_per_tok (${topK}) exceeds the ${numExperts} experts`);
   return topK;
 }
+
+/**
+ * Qwen's MoE layer choice (Qwen2-MoE, Qwen3-MoE, Qwen3-Next): layer i is sparse iff it is not in
+ * `mlp_only_layers` and (i + 1) % `decoder_sparse_step` == 0.
+ */
+export function parseQwenSparseLayers(fields: ConfigFields, numLayers: number): boolean[] {
+  const step = fields.positiveInt('decoder_sparse_step', 1);
+  const dense = fields.raw('mlp_only_layers') ?? [];
+  if (!Array.isArray(dense) || !dense.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers)) {
+    throw invalidModel(`${fields.source}: "mlp_only_layers" must list layer indices below ${numLayers} (got ${JSON.stringify(dense)})`);
+  }
+  return Array.from({ length: numLayers }, (_, i) => !dense.includes(i) && (i + 1) % step === 0);
+}
+

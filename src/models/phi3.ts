@@ -5,7 +5,7 @@ import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseLongrope, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseLongrope, parsePartialRotary, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 
 /**
  * Phi-3 (and Phi-3.5-mini, Phi-4-mini): Llama's layers with q/k/v and gate/up each stored as one
@@ -27,12 +27,7 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS);
   const headDim = parseHeadDim(fields, common.hiddenSize, numHeads);
   const params = ropeParameterFields(fields);
-  // The dict's factor wins over the top-level one (transformers' setdefault), default 1.
-  const partial = params.raw('partial_rotary_factor') != null ? params.positiveNumber('partial_rotary_factor') : fields.positiveNumber('partial_rotary_factor', 1);
-  const rotaryDim = Math.floor(headDim * partial);
-  if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
-    throw invalidModel(`${source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
-  }
+  const rotaryDim = parsePartialRotary(fields, headDim, 1);
   return {
     ...common,
     contextLength: maxPositionEmbeddings,

@@ -4,7 +4,7 @@ import { MoeBlock } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
 import { ConfigFields } from './hf-config.ts';
-import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
+import { parseExpertsPerToken, parseNumExperts, parseQwenSparseLayers } from './moe-fields.ts';
 
 /**
  * Qwen's mixture-of-experts decoders. qwen2_moe (Qwen1.5-MoE, Qwen2-57B-A14B) is Qwen2 with q/k/v
@@ -53,18 +53,8 @@ function parseQwenMoeConfig(json: Record<string, unknown>, source: string): Qwen
     numExpertsPerToken: parseExpertsPerToken(fields, numExperts),
     normTopkProb: fields.boolean('norm_topk_prob', false),
     sharedExpertIntermediateSize: qwen2 ? fields.positiveInt('shared_expert_intermediate_size') : null,
-    sparseLayers: parseSparseLayers(fields, decoder.numLayers),
+    sparseLayers: parseQwenSparseLayers(fields, decoder.numLayers),
   };
-}
-
-/** transformers: layer i is sparse iff i is not in `mlp_only_layers` and (i + 1) % `decoder_sparse_step` == 0. */
-function parseSparseLayers(fields: ConfigFields, numLayers: number): boolean[] {
-  const step = fields.positiveInt('decoder_sparse_step', 1);
-  const dense = fields.raw('mlp_only_layers') ?? [];
-  if (!Array.isArray(dense) || !dense.every((i) => Number.isInteger(i) && i >= 0 && i < numLayers)) {
-    throw invalidModel(`${fields.source}: "mlp_only_layers" must list layer indices below ${numLayers} (got ${JSON.stringify(dense)})`);
-  }
-  return Array.from({ length: numLayers }, (_, i) => !dense.includes(i) && (i + 1) % step === 0);
 }
 
 /**
@@ -85,13 +75,24 @@ function parseSlidingWindows(fields: ConfigFields, modelType: QwenMoeModelType, 
   return none.map((_, i) => (i % 2 === 0 && i < maxWindowLayers ? window : null));
 }
 
-/** Layer `index`'s `mlp`: a MoE block (router `gate`, `experts.E.*_proj`, Qwen2's `shared_expert` + `shared_expert_gate`) or a dense MLP. */
-function qwenMlp(config: QwenMoeConfig, index: number): FeedForward {
+/**
+ * What a Qwen feed-forward reads of its model's config (Qwen2-MoE, Qwen3-MoE, and the hybrid
+ * Qwen3-Next and Qwen3.5-MoE): `intermediateSize` is null where no layer is dense.
+ */
+export type QwenFeedForwardConfig = Pick<QwenMoeConfig, 'hiddenSize' | 'activation' | 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb' | 'sharedExpertIntermediateSize' | 'sparseLayers'> & {
+  intermediateSize: number | null;
+};
+
+/** Layer `index`'s `mlp`: a MoE block (router `gate`, `experts.E.*_proj`, a `shared_expert` + `shared_expert_gate` where it has one) or a dense MLP. */
+export function qwenMlp(config: QwenFeedForwardConfig, index: number): FeedForward {
   const p = `model.layers.${index}.mlp`;
   const { hiddenSize } = config;
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
     new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, config.activation, { sharedExpert });
-  if (!config.sparseLayers[index]) return gatedMlp(p, config.intermediateSize);
+  if (!config.sparseLayers[index]) {
+    if (config.intermediateSize === null) throw new Error(`layer ${index} is dense, but its config gives no intermediate size`);
+    return gatedMlp(p, config.intermediateSize);
+  }
   const shared = config.sharedExpertIntermediateSize;
   return new MoeBlock({
     hiddenSize,

@@ -9,6 +9,7 @@ import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/spar
 import { deepseekFamily } from './deepseek.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
+import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
@@ -20,6 +21,7 @@ import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { wholeModel, type PipelineStage } from './pipeline-stage.ts';
 import { qwenMoeFamily } from './qwen-moe.ts';
 import { languageModelConfig, VISION_LANGUAGE_MODEL_TYPES } from './vision-language.ts';
+import { qwenHybridFamily } from './qwen3-next.ts';
 
 /** Every family Keel runs. Adding one: its file under models/, a line here, its oracle fixtures. */
 const FAMILIES: readonly ModelFamily[] = [
@@ -32,6 +34,8 @@ const FAMILIES: readonly ModelFamily[] = [
   family(deepseekFamily),
   family(llama4Family),
   family(olmoFamily),
+  family(glm4MoeFamily),
+  family(qwenHybridFamily),
 ];
 
 /**

@@ -28,6 +28,9 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: 'wrapper' },
   mistral3: { textModelTypes: ['mistral'], tiedBy: 'wrapper' },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
+  // Qwen3_5ForConditionalGeneration owns its lm_head and ties it by its own config.
+  qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: 'wrapper' },
+  qwen3_5_moe: { textModelTypes: ['qwen3_5_moe_text'], tiedBy: 'wrapper' },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);

@@ -51,6 +51,12 @@ export interface BatchDescription {
    */
   loraSlots: Int32Array | null;
   /**
+   * [numSeqs] the state slot of each sequence (layers with a `SequenceStateSpec`: each reads and
+   * updates its slot, from zero where the sequence's chunk starts at cache index 0); null when no
+   * layer keeps one.
+   */
+  stateSlots: Int32Array | null;
+  /**
    * Tree attention (speculative tree verification), or null when every chunk is causal.
    * [numTokens * treeMaskWords]: bit j (bit j & 31 of word j >> 5) of token t's row is set when t
    * sees the j-th token of its own chunk; a chunk token past the row's bits (j >= 32 *
@@ -82,6 +88,8 @@ export interface SequenceChunk {
   rotaryRow?: (position: number) => number;
   /** The LoRA adapter slot its tokens run with; absent, the base model. */
   loraSlot?: number;
+  /** The sequence's state slot (`BatchDescription.stateSlots`); absent where no layer keeps a state. */
+  stateSlot?: number;
   /**
    * A token tree (speculative tree verification): [tokens.length] each token's parent, the index
    * of an earlier token of the chunk, -1 for the first token (the root) alone. A token then sees
@@ -144,6 +152,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
   const seqLens = new Int32Array(chunks.length);
   const blockTables = new Int32Array(numKvGroups * chunks.length * maxBlocksPerSeq);
   const loraSlots = chunks.some((c) => c.loraSlot !== undefined) ? new Int32Array(numTokens).fill(-1) : null;
+  const stateSlots = chunks.some((c) => c.stateSlot !== undefined) ? Int32Array.from(chunks, (c) => c.stateSlot ?? -1) : null;
   const trees = chunks.filter((c) => c.treeParents !== undefined);
   const treeMaskWords = trees.length === 0 ? 0 : Math.ceil(Math.max(...trees.map((c) => c.tokens.length)) / 32);
   const treeMask = trees.length === 0 ? null : new Int32Array(numTokens * treeMaskWords).fill(-1);
@@ -213,6 +222,7 @@ export function describeBatch(chunks: SequenceChunk[], blockSize: number, logits
     maxSeqLen: Math.max(0, ...seqLens),
     logitsIndices: Int32Array.from(logitsIndices ?? lastTokens),
     loraSlots,
+    stateSlots,
     treeMask,
     treeMaskWords,
     verificationChunks,

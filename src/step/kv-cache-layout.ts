@@ -2,7 +2,7 @@
  * What each layer keeps in the paged KV cache, declared by its attention layer (layers/) and read
  * by the block manager and the backends alike: nobody else computes KV sizes.
  */
-export type LayerKvSpec = AttentionKvSpec | MlaKvSpec | RowsKvSpec;
+export type LayerKvSpec = AttentionKvSpec | MlaKvSpec | RowsKvSpec | SequenceStateSpec;
 
 /** Keys and values of `numKvHeads` heads; a sliding window reads only the latest `slidingWindow` positions. */
 export interface AttentionKvSpec {
@@ -57,6 +57,31 @@ export interface RowsKvSpec {
 }
 
 /**
+ * A layer that keeps a fixed-size state per sequence instead of entries per token (linear
+ * attention: Gated DeltaNet): `convElements` values of its short causal convolution's latest
+ * inputs and `recurrentElements` of its recurrent matrix, float32 on every backend (transformers
+ * keeps the recurrent state in float32), in one of the cache's `stateSlots` slots. A running
+ * sequence holds one slot (`BatchDescription.stateSlots`) from its first step until it finishes
+ * or is preempted; a chunk starting at position 0 starts from a zero state. It holds nothing per
+ * token, so its paged pool is empty and a block costs it nothing.
+ */
+export interface SequenceStateSpec {
+  kind: 'state';
+  convElements: number;
+  recurrentElements: number;
+}
+
+/** Whether some layer keeps a per-sequence state (`SequenceStateSpec`): its sequences' history lives in no block. */
+export function keepsSequenceState(layers: readonly LayerKvSpec[]): boolean {
+  return layers.some((spec) => spec.kind === 'state');
+}
+
+/** Bytes one state slot holds across `layers`: each state layer's conv and recurrent values, float32. */
+export function stateBytesPerSlot(layers: readonly LayerKvSpec[]): number {
+  return layers.reduce((bytes, spec) => bytes + (spec.kind === 'state' ? 4 * (spec.convElements + spec.recurrentElements) : 0), 0);
+}
+
+/**
  * How cached keys and values are stored (docs/quantization.md, "KV cache"):
  *
  * - `auto`: the backend's activation dtype (float32 on the CPU backend, bf16 on CUDA);
@@ -83,7 +108,7 @@ export function resolveKvCacheDtype(name: KvCacheDtypeName): KvCacheDtype {
  * attention kernel dequantizes, and which have no per-layer scale a checkpoint could give.
  */
 export function kvLayerDtype(spec: LayerKvSpec, dtype: KvCacheDtype): KvCacheDtype {
-  return spec.kind === 'rows' ? 'auto' : dtype;
+  return spec.kind === 'rows' || spec.kind === 'state' ? 'auto' : dtype;
 }
 
 /**
@@ -101,6 +126,8 @@ export interface KvCacheLayout {
   dtype?: KvCacheDtype;
   /** Absent: 0. */
   firstLayer?: number;
+  /** Per-sequence state slots of the layers that keep one (`SequenceStateSpec`); absent: 0. */
+  stateSlots?: number;
 }
 
 /** The KV group of model layer `layer` of the layout: whose block table and slots it reads. */
@@ -134,6 +161,7 @@ export function indexKeyScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): 
 /** Elements one token occupies in a layer's K/V pools (keys and values together, or the MLA row), in the cache's dtype. */
 export function kvElementsPerToken(spec: LayerKvSpec): number {
   if (spec.kind === 'attention') return 2 * spec.numKvHeads * spec.headDim;
+  if (spec.kind === 'state') return 0;
   return spec.kind === 'mla' ? spec.latentDim + spec.ropeDim : spec.width;
 }
 
@@ -267,11 +295,12 @@ export interface KvRetention {
  * What one layer reads of a sequence's past, or null for all of it. Without streaming: its sliding
  * window, if any. With streaming, a layer whose own window is no wider than the streaming window
  * reads only its window; any other layer reads the sinks and the streaming window. A head's rows
- * are read at every computed position a draft may start from: kept whole.
+ * are read at every computed position a draft may start from: kept whole. A state layer reads no
+ * block: it joins the full layers' group, which keeps one block table for both.
  */
 export function layerRetention(spec: LayerKvSpec, streaming: StreamingWindow | null): KvRetention | null {
   const own = spec.kind === 'attention' ? spec.slidingWindow : null;
-  if (spec.kind === 'rows') return null;
+  if (spec.kind === 'rows' || spec.kind === 'state') return null;
   if (streaming !== null && (own === null || own > streaming.window)) return { sinks: streaming.sinks, window: streaming.window };
   return own === null ? null : { sinks: 0, window: own };
 }

@@ -72,6 +72,17 @@ test('gatherMxfp4Rows moves whole rows of bytes and scales between matrices', ()
   assert.deepEqual([...dequantizeMxfp4(picked)], expected);
 });
 
+test('gatherMxfp4Rows takes a range of whole 32-value blocks of columns, and names a range that splits a block', () => {
+  const values = random.floats(2 * 3 * 96, 1);
+  const w = quantizeMxfp4(values, [2, 3, 96]);
+  const picked = gatherMxfp4Rows(w, [1], [2, 0], { start: 32, count: 64 });
+  assert.deepEqual(picked.shape, [1, 2, 64]);
+  const all = dequantizeMxfp4(w);
+  const expected = [2, 0].flatMap((r) => [...all.slice((3 + r) * 96 + 32, (3 + r) * 96 + 96)]);
+  assert.deepEqual([...dequantizeMxfp4(picked)], expected);
+  assert.throws(() => gatherMxfp4Rows(w, [0], [0], { start: 16, count: 32 }), /columns 16\.\.47 of 96 do not fall on its 32-value blocks/);
+});
+
 test('checkMxfp4 names a shape the bytes do not fill, rows of partial blocks, and scales Keel does not take', () => {
   const w = quantizeMxfp4(random.floats(64, 1), [2, 32]);
   assert.throws(() => checkMxfp4({ ...w, shape: [4, 32] }, 'experts'), /experts: 32 MXFP4 bytes and 2 scales do not fill \[4, 32\]/);

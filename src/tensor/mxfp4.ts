@@ -12,6 +12,7 @@
  * being the input (reduction) dimension: the layout Keel keeps on the device, flattened to
  * `blocks` [..., rows, cols / 2] and `scales` [..., rows, cols / 32].
  */
+import { invalidArgument } from '../errors.ts';
 
 /** Values per shared scale. */
 export const MXFP4_BLOCK = 32;
@@ -136,24 +137,30 @@ export function fp4Code(v: number): number {
 
 /**
  * Rows `rows[i]` of each of the matrices `matrices` (indices along the leading dimension) of a
- * [E, R, C] weight, as a new [matrices.length, rows.length, C] weight: whole rows of bytes and
- * scales move, nothing is decoded.
+ * [E, R, C] weight, as a new [matrices.length, rows.length, C] weight, or of its `columns` (whole
+ * 32-value blocks: a tensor-parallel device's part of the input dimension): bytes and scales move,
+ * nothing is decoded.
  */
-export function gatherMxfp4Rows(w: Mxfp4Weight, matrices: readonly number[], rows: readonly number[]): Mxfp4Weight {
+export function gatherMxfp4Rows(w: Mxfp4Weight, matrices: readonly number[], rows: readonly number[], columns?: { start: number; count: number }): Mxfp4Weight {
   if (w.shape.length !== 3) throw new Error(`gatherMxfp4Rows: weight [${w.shape.join(', ')}] is not [matrices, rows, cols]`);
   const [, r, c] = w.shape;
+  const { start, count } = columns ?? { start: 0, count: c };
+  if (start % MXFP4_BLOCK !== 0 || count % MXFP4_BLOCK !== 0 || start + count > c) {
+    throw invalidArgument(`MXFP4 columns ${start}..${start + count - 1} of ${c} do not fall on its ${MXFP4_BLOCK}-value blocks: choose a tensor-parallel size that splits the blocks evenly`);
+  }
   const [rowBytes, rowScales] = [c / 2, c / MXFP4_BLOCK];
+  const [outBytes, outScales, byteStart, scaleStart] = [count / 2, count / MXFP4_BLOCK, start / 2, start / MXFP4_BLOCK];
   const out: Mxfp4Weight = {
-    shape: [matrices.length, rows.length, c],
-    blocks: new Uint8Array(matrices.length * rows.length * rowBytes),
-    scales: new Uint8Array(matrices.length * rows.length * rowScales),
+    shape: [matrices.length, rows.length, count],
+    blocks: new Uint8Array(matrices.length * rows.length * outBytes),
+    scales: new Uint8Array(matrices.length * rows.length * outScales),
   };
   matrices.forEach((m, i) =>
     rows.forEach((row, j) => {
       const from = m * r + row;
       const to = i * rows.length + j;
-      out.blocks.set(w.blocks.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
-      out.scales.set(w.scales.subarray(from * rowScales, (from + 1) * rowScales), to * rowScales);
+      out.blocks.set(w.blocks.subarray(from * rowBytes + byteStart, from * rowBytes + byteStart + outBytes), to * outBytes);
+      out.scales.set(w.scales.subarray(from * rowScales + scaleStart, from * rowScales + scaleStart + outScales), to * outScales);
     }),
   );
   return out;

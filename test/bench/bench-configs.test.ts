@@ -127,6 +127,17 @@ test('DeepSeek-V2-Lite activates 2.45B parameters per token (the "2.4B" of its m
   assert.equal(parametersReadPerStep(model, 1), 2_451_435_008);
 });
 
+test('GLM-4.5-Air: 106.9B parameters as transformers counts them (plus the routers\' selection biases), 12.8B read per decoded token', () => {
+  const model = modelOf(dir('glm-4.5-air'));
+  const embedding = 151552 * 4096;
+  const expertsPerLayer = 128 * 3 * 1408 * 4096;
+  // Glm4MoeForCausalLM holds 106,852,245,504 parameters, and 45 × 128 e_score_correction_bias values in buffers.
+  assert.equal(parameterCount(model), 106_852_245_504 + 45 * 128);
+  // 8 of 128 experts in each of the 45 MoE layers; everything else but the input embedding.
+  assert.equal(parametersReadPerStep(model, 1), parameterCount(model) - embedding - 45 * expertsPerLayer * (120 / 128));
+  assert.equal(parametersReadPerStep(model, 1), 12_803_372_672);
+});
+
 test('DeepSeek-V2-Lite caches 31,104 bytes per token in MLA form, 8.9x less than its 276,480 as per-head keys and values', () => {
   const model = modelOf(dir('deepseek-v2-lite'));
   // bf16: 27 layers of one row of latent 512 + rope 64.

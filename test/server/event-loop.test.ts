@@ -8,22 +8,27 @@ import { startTinyServer, type TinyServer } from './tiny-server.ts';
 import { writeDummyConfig } from './tiny-chat-model.ts';
 
 // Nothing one request does may freeze the others: while a huge prompt is tokenized, a prompt batch
-// templated or a long engine step runs, /health still answers. (Liveness, not speed: 1 s is far
-// above what /health takes on any machine, and far below how long the work below takes on this one.)
+// templated or a long engine step runs, /health still answers. Liveness, not speed: a frozen event
+// loop leaves /health unanswered for the whole of the work (seconds here), so the slowest answer
+// must stay under 1 s, or under a quarter of the work's time where a loaded machine stretches both
+// (the suite beside other processes on two cores saw 1.5 s in a 20 s tokenization).
 
 const HEALTH_BOUND_MS = 1000;
 
-/** How many /health answers came while `work` ran, and the slowest, from a probe on a thread of its own. */
-async function slowestHealthWhile(url: string, work: Promise<unknown>): Promise<{ answers: number; slowestMs: number }> {
+/** How many /health answers came while `work` ran, the slowest, and how long the work took, from a probe on a thread of its own. */
+async function slowestHealthWhile(url: string, work: Promise<unknown>): Promise<{ answers: number; slowestMs: number; workMs: number }> {
+  const started = performance.now();
   const probe = startHealthProbe(url, 50);
   await work.catch(() => undefined);
+  const workMs = performance.now() - started;
   const samples = await probe.stop();
-  return { answers: samples.filter((s) => s.status === 200).length, slowestMs: Math.max(...samples.map((s) => s.ms)) };
+  return { answers: samples.filter((s) => s.status === 200).length, slowestMs: Math.max(...samples.map((s) => s.ms)), workMs };
 }
 
-function assertResponsive(seen: { answers: number; slowestMs: number }, what: string): void {
+function assertResponsive(seen: { answers: number; slowestMs: number; workMs: number }, what: string): void {
   assert.ok(seen.answers > 0, `no /health answer at all: ${what}`);
-  assert.ok(seen.slowestMs < HEALTH_BOUND_MS, `the slowest /health took ${Math.round(seen.slowestMs)} ms: ${what}`);
+  const bound = Math.max(HEALTH_BOUND_MS, seen.workMs / 4);
+  assert.ok(seen.slowestMs < bound, `the slowest /health took ${Math.round(seen.slowestMs)} ms (bound ${Math.round(bound)} ms, the work ${Math.round(seen.workMs)} ms): ${what}`);
 }
 
 const post = (url: string, path: string, body: unknown) => fetch(`${url}${path}`, { method: 'POST', body: JSON.stringify(body) }).then(async (r) => ({ status: r.status, text: await r.text() }));

@@ -332,6 +332,72 @@ def gen_deepseek_v32(r, name):
                                            (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
 
 
+def _v3_groups(r, f):
+    """n_group and topk_group as gen_deepseek_v3 draws them: each kept group holds at least top-2 candidates."""
+    f["n_group"] = r.choice([g for g in (1, 2, 4) if f["n_routed_experts"] // g >= 2])
+    f["topk_group"] = r.choice([g for g in (1, 2, 4) if g <= f["n_group"]])
+
+
+def gen_glm4_moe(r, name):
+    f = base(r)
+    f["num_hidden_layers"] = max(2, f["num_hidden_layers"])
+    head_dim = head_dim_of(f)
+    # int(head_dim * factor) must be even (rotate_half pairs); absent, Glm4MoeConfig's default 0.5.
+    factors = [p for p in (0.25, 0.5, 0.75, 1.0) if int(head_dim * p) % 2 == 0 and int(head_dim * p) > 0]
+    partial = r.choice(factors) if r.random() < 0.7 else None
+    if partial is None and int(head_dim * 0.5) % 2 != 0:
+        partial = 1.0
+    f.update(attention_bias=r.random() < 0.7, use_qk_norm=r.random() < 0.5, n_routed_experts=r.choice((4, 8)),
+             moe_intermediate_size=16, n_shared_experts=r.choice((1, 2)), first_k_dense_replace=r.choice((0, 1)),
+             routed_scaling_factor=r.choice((1.0, 2.5)), norm_topk_prob=r.random() < 0.7, hidden_act=act(r, "silu"))
+    _v3_groups(r, f)
+    f["num_experts_per_tok"] = r.choice([k for k in (1, 2, 3) if k <= f["topk_group"] * f["n_routed_experts"] // f["n_group"]])
+    if r.random() < 0.3:
+        f["num_nextn_predict_layers"] = 1  # stored after the decoder's layers (make_fixtures.add_mtp_layers); never read
+    rope_ = rope(r, f, partial=partial if partial is not None else 0.5)
+    if partial is not None:
+        # transformers 5 spelling (in the RoPE dict) or 4.x (top level): the dict's wins, either is read.
+        (rope_ if r.random() < 0.5 else f)["partial_rotary_factor"] = partial
+    return fx(name, "glm4_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
+def gen_glm4_moe_lite(r, name):
+    f = base(r)
+    _mla(r, f)
+    _v3_groups(r, f)
+    f["num_hidden_layers"] = n = max(2, f["num_hidden_layers"])
+    f["rope_interleave"] = r.random() < 0.7
+    if r.random() < 0.6:
+        # Glm4MoeLiteConfig reads mlp_layer_types (default: layer 0 dense), never first_k_dense_replace.
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(n - 1)] + ["sparse"]
+    if r.random() < 0.3:
+        f["num_nextn_predict_layers"] = 1
+    return fx(name, "glm4_moe_lite", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
+def gen_glm_moe_dsa(r, name):
+    f = base(r)
+    _mla(r, f)
+    f.pop("moe_layer_freq", None)
+    f["n_group"] = r.choice([g for g in (1, 2) if f["n_routed_experts"] // g >= 2])
+    f["topk_group"] = r.choice([g for g in (1, 2) if g <= f["n_group"]])
+    f["num_hidden_layers"] = n = r.choice((2, 3, 4))
+    f.update(q_lora_rank=24, index_n_heads=r.choice((16, 32)), index_head_dim=r.choice((16, 32)), index_topk=r.choice((4, 8)))
+    f["qk_rope_head_dim"] = min(f["qk_rope_head_dim"], f["index_head_dim"])
+    # Which layers reuse the previous full layer's top-k: GlmMoeDsaConfig's three spellings, or every layer full.
+    pick = r.random()
+    if pick < 0.35:
+        f.update(index_topk_freq=r.choice((1, 2, 3)), index_skip_topk_offset=r.choice((1, 2)))
+    elif pick < 0.55:
+        f["index_topk_pattern"] = "F" + "".join(r.choice("FS") for _ in range(n - 1))
+    elif pick < 0.8:
+        f["indexer_types"] = ["full"] + [r.choice(("full", "shared")) for _ in range(n - 1)]
+    return fx(name, "glm_moe_dsa", f, rope(r, f, ("default", "yarn")),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),
+                                           (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
+
+
 def gen_gpt_oss(r, name):
     f = base(r)
     f.update(head_dim=f.get("head_dim", 16), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
@@ -453,6 +519,50 @@ def gen_exaone4(r, name):
     return fx(name, "exaone4", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
 
 
+def _hybrid(r):
+    """A Qwen3-Next / Qwen3.5 layer mix: Gated DeltaNet heads and conv width, the full layers' head size and partial rotary."""
+    f = base(r)
+    n = r.choice((2, 3, 4, 5))
+    key_heads = r.choice((1, 2))
+    f.update(num_hidden_layers=n, head_dim=r.choice((8, 16, 24, 32)), hidden_act="silu",
+             linear_num_key_heads=key_heads, linear_num_value_heads=key_heads * r.choice((1, 2, 3)),
+             linear_key_head_dim=r.choice((4, 8, 16)), linear_value_head_dim=r.choice((4, 8, 16)),
+             linear_conv_kernel_dim=r.choice((2, 3, 4)), attention_bias=r.random() < 0.3)
+    # At least one layer of each kind: transformers' hybrid cache needs a full-attention layer.
+    if r.random() < 0.5:
+        f["full_attention_interval"] = r.choice([k for k in (2, 3, 4) if k <= n])
+    else:
+        kinds = [r.choice(("linear_attention", "full_attention")) for _ in range(n - 2)] + ["linear_attention", "full_attention"]
+        r.shuffle(kinds)
+        f["layer_types"] = kinds
+    return f
+
+
+def _hybrid_rope(r, f):
+    partial = r.choice((0.25, 0.5, 1.0))
+    return {**rope(r, f, ("default", "linear", "yarn", "llama3"), partial=partial), "partial_rotary_factor": partial}
+
+
+# The DeltaNet's gated output norm multiplies by w (drawn around 1); every other norm by (1 + w).
+HYBRID_INIT = ((r"linear_attn\.norm\.weight$", 1.0, 0.1), (r"linear_attn\.conv1d\.weight$", 0.0, 0.5))
+
+
+def gen_qwen3_next(r, name):
+    f = _hybrid(r)
+    n = f["num_hidden_layers"]
+    # A MoE fixture needs a sparse layer: decoder_sparse_step 2 may leave only layers mlp_only_layers takes.
+    step = r.choice((1, 2)) if n >= 4 else 1
+    f.update(num_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2)), moe_intermediate_size=16,
+             shared_expert_intermediate_size=r.choice((16, 32)), norm_topk_prob=r.random() < 0.5,
+             decoder_sparse_step=step, mlp_only_layers=r.choice(([], [0], [n - 1])))
+    return fx(name, "qwen3_next", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=MOE_ROUTER + HYBRID_INIT)
+
+
+def gen_qwen3_5_text(r, name):
+    f = _hybrid(r)
+    return fx(name, "qwen3_5_text", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=HYBRID_INIT)
+
+
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
@@ -460,6 +570,8 @@ GENERATORS = {
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
+    "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
+    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
 }
 
 

@@ -43,6 +43,10 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(gaps)
 
 
+# The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
+
+
 def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
     """transformers' routing decision for each token, recomputed from the router's input.
 
@@ -54,12 +58,12 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
     """
     k = config.num_experts_per_tok
     h = hidden.reshape(-1, hidden.shape[-1])
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe"):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
         weights, idx = torch.topk(probs, k, dim=-1)
-        # Mixtral always renormalises the k probabilities; Qwen only with norm_topk_prob.
-        if model_type == "mixtral" or config.norm_topk_prob:
+        # Mixtral and Qwen3.5-MoE always renormalise the k probabilities; Qwen otherwise only with norm_topk_prob.
+        if model_type in ("mixtral", "qwen3_5_moe") or config.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type == "deepseek_v2":
@@ -83,7 +87,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
             raise ValueError(f"unknown topk_method {config.topk_method!r}")
         weights = weights * config.routed_scaling_factor
         return {"idx": idx, "weights": weights, "margin": margin}
-    if model_type in ("deepseek_v3", "deepseek_v32"):
+    if model_type in SIGMOID_GROUP_ROUTED:
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
@@ -211,16 +215,20 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
 # DeepSeek-V3.2's lightning indexer, recomputed
 
 
-def index_scores(indexer, hidden: torch.Tensor, q_resid: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def index_scores(indexer, hidden: torch.Tensor, q_resid: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 interleaved: bool = False) -> torch.Tensor:
     """[B, S, T] index scores of an uncached forward, from the indexer's inputs and weights alone:
-    sum_h w[s,h] / sqrt(H) * relu(q[s,h] . k[t] / sqrt(D)), q and k rotated (rotate_half pairs over
-    their leading rope dims), future positions -inf."""
+    sum_h w[s,h] / sqrt(H) * relu(q[s,h] . k[t] / sqrt(D)), q and k rotated over their leading rope
+    dims (rotate_half pairs; `interleaved`, GLM-5's: adjacent pairs, emitted as [evens | odds]),
+    future positions -inf."""
     b, s, _ = hidden.shape
     heads, dim, rope = indexer.n_heads, indexer.head_dim, indexer.qk_rope_head_dim
     half = rope // 2
     c, sn = cos[..., :half], sin[..., :half]
 
     def rotate(x, c, sn):
+        if interleaved:
+            x = torch.cat([x[..., 0:rope:2], x[..., 1:rope:2], x[..., rope:]], dim=-1)
         x1, x2 = x[..., :half], x[..., half:rope]
         return torch.cat([x1 * c - x2 * sn, x2 * c + x1 * sn, x[..., rope:]], dim=-1)
 
@@ -241,13 +249,14 @@ def index_selection_stats(model, prompts: list[list[int]], greedy: list[list[int
     than index_topk positions attends to all of them; for the others (`sparse_rows`) the margin is
     the gap between the k-th and (k+1)-th score."""
     topk = model.config.index_topk
+    interleaved = model.config.model_type == "glm_moe_dsa"
     rows = sparse_rows = disagreements = 0
     margin = math.inf
 
     def hook(module, args, kwargs, output):
         nonlocal rows, sparse_rows, disagreements, margin
         hidden, q_resid, (cos, sin) = args[0], args[1], args[2]
-        scores = index_scores(module, hidden, q_resid, cos, sin)[0]
+        scores = index_scores(module, hidden, q_resid, cos, sin, interleaved)[0]
         chosen = output[0]
         for s in range(scores.shape[0]):
             rows += 1
@@ -261,7 +270,9 @@ def index_selection_stats(model, prompts: list[list[int]], greedy: list[list[int
                 margin = min(margin, float(_sorted_gap(scores[s, :visible].unsqueeze(0), topk)[0]))
             disagreements += mine != theirs
 
-    handles = [layer.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for layer in model.model.layers]
+    # GLM-5's shared layers have no indexer: they reuse the choice of the full layer before them.
+    handles = [layer.self_attn.indexer.register_forward_hook(hook, with_kwargs=True) for layer in model.model.layers
+               if layer.self_attn.indexer is not None]
     try:
         for prompt, tokens in zip(prompts, greedy):
             model(input_ids=torch.tensor([prompt + tokens[:-1]], dtype=torch.long), use_cache=False)
@@ -431,7 +442,52 @@ def _expert_weights_on_outputs(model):
 
 def _index_topk_dense(model):
     for layer in _layers(model):
-        layer.self_attn.indexer.index_topk = 1 << 20
+        if layer.self_attn.indexer is not None:
+            layer.self_attn.indexer.index_topk = 1 << 20
+
+
+def _shared_layers_dense(model):
+    """GLM-5's shared layers attend to every position instead of reusing the previous full layer's top-k."""
+    for layer in _layers(model):
+        attn = layer.self_attn
+        if attn.indexer is not None:
+            continue
+
+        def forward(*args, attn_forward=attn.forward, prev_topk_indices=None, **kwargs):
+            b, s = prev_topk_indices.shape[:2]
+            every = torch.arange(s, dtype=prev_topk_indices.dtype).expand(b, s, s)
+            return attn_forward(*args, prev_topk_indices=every, **kwargs)
+
+        attn.forward = forward
+
+
+@torch.no_grad()
+def _indexer_rope_half(model):
+    """GLM-5's indexer rotating rotate_half pairs (DeepSeek-V3.2's) instead of interleaved ones: its
+    rows interleaved (row 2i the old row i, row 2i+1 the old row half + i), which its interleaved
+    rotation reads back as the old rows in rotate_half order."""
+    for layer in _layers(model):
+        indexer = layer.self_attn.indexer
+        if indexer is None:
+            continue
+        rope, dim, heads = indexer.qk_rope_head_dim, indexer.head_dim, indexer.n_heads
+        perm = torch.arange(dim)
+        perm[0:rope:2] = torch.arange(rope // 2)
+        perm[1:rope:2] = torch.arange(rope // 2, rope)
+        wq = indexer.wq_b.weight
+        wq.copy_(wq.view(heads, dim, -1)[:, perm].reshape(wq.shape))
+        for t in (indexer.wk.weight, indexer.k_norm.weight, indexer.k_norm.bias):
+            t.copy_(t[perm])
+
+
+def _rotary_whole_head(model):
+    """GLM-4.5's partial rotary (half of each head) replaced by rotating the whole head."""
+    rotary = model.model.rotary_emb
+    cfg = model.config
+    dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    inv = 1.0 / (cfg.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+    rotary.inv_freq = inv
+    rotary.original_inv_freq = inv.clone()
 
 
 def _rope_yarn_attention_factor_one(model):
@@ -457,6 +513,9 @@ PROBES = {
     "local_rope_global_base": ("sliding layers use the global rope_theta", _local_rope_as_global),
     "qk_norm_off": ("q_norm/k_norm removed", _no_qk_norm),
     "index_topk_dense": ("DeepSeek sparse attention off: every position selected (index_topk unbounded)", _index_topk_dense),
+    "shared_layers_dense": ("GLM-5's shared layers attend to every position, not the previous full layer's top-k", _shared_layers_dense),
+    "indexer_rope_half": ("GLM-5's indexer rotates rotate_half pairs instead of interleaved ones", _indexer_rope_half),
+    "rotary_whole_head": ("partial_rotary_factor ignored: the whole head rotates", _rotary_whole_head),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
@@ -629,6 +688,34 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
          r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "glm4_moe": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.o_proj\.bias"],
+    ),
+    "glm4_moe_lite": (
+        [r"^model\.layers\.\d+\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "glm_moe_dsa": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.wq_b\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
+         r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj", r"^model\.layers\.1\.self_attn\.indexer\."],
     ),
     "gemma2": (
         [r"^model\.layers\.\d+\.(pre|post)_feedforward_layernorm\.weight$",

@@ -109,10 +109,21 @@ CONFIG_CLASS_NAMES = {
     "seed_oss": "SeedOssConfig",
     "exaone4": "Exaone4Config",
     "arcee": "ArceeConfig",
+    "glm4_moe": "Glm4MoeConfig",
+    "glm4_moe_lite": "Glm4MoeLiteConfig",
+    "glm_moe_dsa": "GlmMoeDsaConfig",
+    "qwen3_next": "Qwen3NextConfig",
+    "qwen3_5_text": "Qwen3_5TextConfig",
+    "qwen3_5_moe": "Qwen3_5MoeConfig",
+    "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
-MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text"}
+MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe"}
+# The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"}
+INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -920,6 +931,123 @@ FIXTURES.append(Fixture(
     _rope(),
     stored_dtype="bfloat16",
 ))
+# Z.ai's GLM MoE families: GLM-4.5 / 4.6 / 4.7 (glm4_moe), GLM-4.7-Flash (glm4_moe_lite), GLM-5 (glm_moe_dsa).
+FIXTURES.append(Fixture(
+    "glm4-moe-lite", "glm4_moe_lite",
+    "GLM-4.7-Flash-like (Glm4MoeLiteForCausalLM): DeepSeek-V3's MLA (q_lora_rank 24 -> q_a_layernorm -> q_b_proj, "
+    "kv_lora_rank 32, 16 nope + 8 rope / 24 v head dims, 4 heads, RoPE theta 1e6 on interleaved pairs as "
+    "rope_interleave True) with GLM-4-MoE's router: sigmoid scores + e_score_correction_bias (randomised) pick the "
+    "top-2 of 8 experts (moe_intermediate 8, n_group 1 as the real config), weights renormalised and times "
+    "routed_scaling_factor 1.8, plus 1 shared expert. The feed-forward per layer from mlp_layer_types "
+    "[sparse, dense, sparse] (transformers' Glm4MoeLiteConfig reads no first_k_dense_replace). Weights bf16.",
+    _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+            norm_topk_prob=True, routed_scaling_factor=1.8, q_lora_rank=24, kv_lora_rank=32, qk_nope_head_dim=16,
+            qk_rope_head_dim=8, v_head_dim=24, rms_norm_eps=1e-5, mlp_layer_types=["sparse", "dense", "sparse"]),
+    _rope(theta=1000000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
+))
+FIXTURES.append(Fixture(
+    "glm4-moe", "glm4_moe",
+    "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
+    "with q/k/v biases (attention_bias; o_proj has none), per-head q_norm/k_norm RMSNorm before RoPE (use_qk_norm, as "
+    "GLM-4.5), partial rotary: the leading 12 of 24 dims rotate in rotate_half pairs (partial_rotary_factor 0.5, the "
+    "config default), RoPE theta 1e6. Layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32); layer 1: sigmoid "
+    "router + e_score_correction_bias (randomised) over 8 experts (moe_intermediate 8) in n_group 2 groups of 4, "
+    "topk_group 1 (group score = sum of its two best choice scores), top-2 renormalised (norm_topk_prob) times "
+    "routed_scaling_factor 2.5, plus 1 shared expert. One MTP layer (num_nextn_predict_layers 1) stored as "
+    "model.layers.2.* (add_mtp_layers), which transformers ignores and Keel must too. Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, num_hidden_layers=2, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+            first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, attention_bias=True,
+            use_qk_norm=True, partial_rotary_factor=0.5, rms_norm_eps=1e-5, num_nextn_predict_layers=1),
+    _rope(theta=1000000.0, partial_rotary_factor=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("qk_norm_off", "e_score_bias_off", "routed_scale_one", "rotary_whole_head"),
+))
+FIXTURES.append(Fixture(
+    "glm-moe-dsa", "glm_moe_dsa",
+    "GLM-5-like (GlmMoeDsaForCausalLM), 3 layers, vocabulary 128: DeepSeek-V3.2's MLA (q_lora_rank 24, kv_lora_rank 32, 16 nope + 8 "
+    "rope / 24 v head dims, 4 heads, MLA RoPE on interleaved pairs) and DeepSeek Sparse Attention whose lightning "
+    "indexer (16 heads x 16, index_topk 8) rotates its leading 8 dims in interleaved pairs (V3.2's rotates "
+    "rotate_half pairs). indexer_types from index_topk_freq 2 and index_skip_topk_offset 1: [full, shared, full]: "
+    "layer 1 has no indexer and attends to the positions layer 0's indexer chose. GLM-4-MoE routing (sigmoid + "
+    "e_score_correction_bias, top-2 of 8 experts, n_group 1, renormalised, routed_scaling_factor 2.5, 1 shared "
+    "expert), layer 0 dense (first_k_dense_replace 1). RoPE theta 1e6, default. Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+            first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24,
+            kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24, rms_norm_eps=1e-5,
+            index_n_heads=16, index_head_dim=16, index_topk=8, index_topk_freq=2, index_skip_topk_offset=1),
+    _rope(theta=1000000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                    (r"\.e_score_correction_bias$", 0.0, 0.1),
+                    (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
+    probes=("index_topk_dense", "shared_layers_dense", "indexer_rope_half", "e_score_bias_off"),
+))
+
+# The hybrid Qwen models (Gated DeltaNet + gated full attention): zero-centred RMSNorms (1 + w),
+# except the DeltaNet's gated output norm (x * w), drawn around 1.
+HYBRID_FIELDS = dict(
+    hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+    linear_conv_kernel_dim=4, rms_norm_eps=1e-6,
+)
+HYBRID_NORMS = ((r"linear_attn\.norm\.weight$", 1.0, 0.1), (r"linear_attn\.conv1d\.weight$", 0.0, 0.5))
+FIXTURES.append(Fixture(
+    "qwen3.5-hybrid", "qwen3_5_text",
+    "Qwen3.5 language model (qwen3_5_text), dense: layers 0-2 Gated DeltaNet, layer 3 full attention "
+    "(layer_types from full_attention_interval 4). DeltaNet: in_proj_qkv / in_proj_z / in_proj_b / in_proj_a, "
+    "2 key heads and 4 value heads of 8 (each key head read by 2 value heads), causal depthwise conv1d of width 4 "
+    "and silu over q|k|v, l2-normalised q and k, q scaled by 8^-0.5, beta = sigmoid(b), "
+    "g = -exp(A_log) * softplus(a + dt_bias), gated RMSNorm(x) * w * silu(z) per value head, out_proj. Full "
+    "attention: q_proj yields each head's query and output gate (output * sigmoid(gate) before o_proj), "
+    "zero-centred q/k norms, partial rotary 0.25 of head_dim 16 (4 dims), GQA 4 query / 2 KV heads. "
+    "mRoPE sections (interleaved) with text positions: plain RoPE. Every other RMSNorm multiplies by (1 + w). "
+    "Dense MLP 64, lm_head tied to the embedding. The prompts' prefill runs transformers' chunked delta rule, its "
+    "decodes the recurrent one.",
+    _fields(intermediate_size=64, tie_word_embeddings=True, **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
+    norm_center=0.0,
+    init_overrides=HYBRID_NORMS,
+))
+FIXTURES.append(Fixture(
+    "qwen3-next-moe", "qwen3_next",
+    "Qwen3-Next: the qwen3.5-hybrid geometry with Qwen3-Next's DeltaNet projections grouped by key head "
+    "(in_proj_qkvz: per key head its q, k, then its 2 value heads' v and z; in_proj_ba: per key head its value "
+    "heads' b then a), and MoE feed-forwards: layers 0, 2, 3 sparse (mlp_only_layers [1], dense 32), 4 experts "
+    "(moe_intermediate 16), top-2 of softmax(x @ gate.T), renormalised (norm_topk_prob), plus a shared expert "
+    "(16) scaled by sigmoid(shared_expert_gate(x)). Partial rotary 0.25, RoPE theta 1e4.",
+    _fields(intermediate_size=32, moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4,
+            num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25),
+    norm_center=0.0,
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
+))
+FIXTURES.append(Fixture(
+    "qwen3.5-moe-vl", "qwen3_5_moe",
+    "Qwen3.5-MoE as Qwen3_5MoeForConditionalGeneration (model_type qwen3_5_moe), run on text: text_config a "
+    "qwen3_5_moe_text model of the qwen3.5-hybrid geometry (Qwen3.5's separate DeltaNet projections) with a MoE block "
+    "in every layer: 4 experts (moe_intermediate 16), saved per expert (transformers fuses them at load), top-2 of "
+    "softmax(x @ gate.T) always renormalised (Qwen3.5-MoE has no norm_topk_prob), plus a shared expert (16) scaled by sigmoid(shared_expert_gate(x)). Weights under "
+    "model.language_model.*, lm_head tied to the embedding (tie_word_embeddings at the top level), beside a 1-block "
+    "vision tower model.visual.*, which the engine skips.",
+    _fields(moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
+            tie_word_embeddings=True, **HYBRID_FIELDS),
+    _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
+    norm_center=0.0,
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
+    text_model_type="qwen3_5_moe_text",
+    wrapper_fields=dict(tie_word_embeddings=True, vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, patch_size=2,
+                                           temporal_patch_size=1, spatial_merge_size=1, out_hidden_size=32,
+                                           num_position_embeddings=16)),
+))
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -976,13 +1104,19 @@ SEED_BASES = {
     "quant-llama4-text-ct-w4a16": 48000,
     "llama-longrope-mlp-bias": 49000,
     "gemma3-text-yarn-h48": 50000,
-    "olmo2-postnorm": 51000,
-    "olmo3-sliding": 52000,
-    "smollm3-nope": 53000,
-    "granite-multipliers": 54000,
-    "seed-oss-biases": 55000,
-    "exaone4-nope-global": 56000,
-    "arcee-relu2": 57000,
+    "olmo2-postnorm": 63000,
+    "olmo3-sliding": 64000,
+    "smollm3-nope": 65000,
+    "granite-multipliers": 66000,
+    "seed-oss-biases": 67000,
+    "exaone4-nope-global": 68000,
+    "arcee-relu2": 69000,
+    "qwen3.5-hybrid": 51000,
+    "qwen3-next-moe": 52000,
+    "qwen3.5-moe-vl": 53000,
+    "glm4-moe-lite": 60000,
+    "glm4-moe": 61000,
+    "glm-moe-dsa": 62000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
@@ -1195,8 +1329,8 @@ def make_model(fx: Fixture, seed: int):
     counts = randomize_parameters(model, seed, fx.norm_center, fx.init_overrides)
     if fx.model_type in ("qwen2", "qwen2_moe", "gpt_oss") and fx.fields.get("qkv_bias", True) and counts["bias"] == 0:
         raise RuntimeError(f"{fx.model_type} model has no bias parameters; the fixture would not test them")
-    if fx.model_type in ("deepseek_v3", "deepseek_v32") and counts["buffer"] + counts["override"] == 0:
-        raise RuntimeError("deepseek_v3 e_score_correction_bias was not randomised")
+    if fx.model_type in SELECTION_BIAS_MODEL_TYPES and counts["buffer"] + counts["override"] == 0:
+        raise RuntimeError(f"{fx.model_type} e_score_correction_bias was not randomised")
     for pattern, _, _ in fx.init_overrides:
         names = [n for n, _ in model.named_parameters()] + [n for n, _ in persistent_buffers(model)]
         if not any(re.search(pattern, n) for n in names):
@@ -1376,18 +1510,25 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
     the saved checkpoint as DeepSeek publishes them: layer num_hidden_layers + k holds enorm, hnorm,
     eh_proj [H, 2H], shared_head.norm, shared_head.head [vocab, H] and a decoder block named as the
     decoder's last (MoE) layer's tensors are. Drawn as randomize_parameters draws, from their own
-    generator, after the model: the decoder's weights and oracle do not change."""
-    path = out_dir / "model.safetensors"
-    tensors = load_file(path)
+    generator, after the model: the decoder's weights and oracle do not change. Stored in the
+    checkpoint's dtype, as the decoder's tensors are (each block tensor in its decoder twin's).
+    A sharded checkpoint gets them in a shard of their own, listed in its index."""
+    index_path = out_dir / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
+    tensors = {name: t for f in files for name, t in load_file(out_dir / f).items()}
     last = config.num_hidden_layers - 1
     prefix = f"model.layers.{last}."
-    shapes = {name[len(prefix):]: tuple(t.shape) for name, t in tensors.items() if name.startswith(prefix)}
-    if not any(name.startswith("mlp.experts.") for name in shapes):
+    block = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    if not any(name.startswith("mlp.experts.") for name in block):
         raise RuntimeError("the MTP block copies the last layer's tensor names, which must be a MoE layer's")
     h = config.hidden_size
+    shapes = {name: tuple(t.shape) for name, t in block.items()}
     shapes.update({"enorm.weight": (h,), "hnorm.weight": (h,), "eh_proj.weight": (h, 2 * h),
                    "shared_head.norm.weight": (h,), "shared_head.head.weight": (config.vocab_size, h)})
+    dtype = tensors["model.embed_tokens.weight"].dtype
     gen = torch.Generator().manual_seed(seed + 500)
+    mtp = {}
     for k in range(config.num_nextn_predict_layers):
         for name in sorted(shapes):
             noise = torch.randn(shapes[name], generator=gen, dtype=torch.float32)
@@ -1399,8 +1540,13 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
                 value = 0.3 * noise
             else:
                 value = INIT_STD * noise
-            tensors[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.contiguous()
-    save_file(tensors, path, metadata={"format": "pt"})
+            mtp[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.to(block[name].dtype if name in block else dtype).contiguous()
+    if index is None:
+        save_file({**tensors, **mtp}, out_dir / "model.safetensors", metadata={"format": "pt"})
+        return
+    save_file(mtp, out_dir / "model-mtp.safetensors", metadata={"format": "pt"})
+    index["weight_map"].update({name: "model-mtp.safetensors" for name in mtp})
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
@@ -1454,7 +1600,7 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         routing = routing_stats(model, fx.model_type, prompts, ref["greedy"]) if is_moe else None
         if is_moe and routing is None:
             raise RuntimeError("MoE fixture has no MoE layer")
-        selection = index_selection_stats(model, prompts, ref["greedy"]) if fx.model_type == "deepseek_v32" else None
+        selection = index_selection_stats(model, prompts, ref["greedy"]) if fx.model_type in INDEXER_MODEL_TYPES else None
         quality = draw_quality(fx, ref, routing, selection)
         if best is None or quality > best[0]:
             best = (quality, seed, model, rope_style, ref, counts, packed)
@@ -1501,7 +1647,7 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
                   flush=True)
         extras["expert_usage"] = routing
         extras["min_routing_margin"] = routing["min_routing_margin"]
-    if fx.model_type == "deepseek_v32":
+    if fx.model_type in INDEXER_MODEL_TYPES:
         selection = index_selection_stats(reloaded, prompts, ref["greedy"])
         if selection["rows_disagreeing"]:
             raise RuntimeError(f"fixture_probes.index_scores disagrees with transformers' top-k selection: {selection}")

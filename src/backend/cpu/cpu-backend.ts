@@ -4,6 +4,7 @@ import type {
   AttentionParams,
   Backend,
   CollectiveGroups,
+  DeltaRuleParams,
   DraftTreeDepth,
   DraftTreeNodes,
   DraftTrees,
@@ -56,6 +57,7 @@ import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens, type CpuExpertMatrix } from './ops/moe.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { causalConv1d, gatedDeltaRule, gatedRmsNorm } from './ops/gated-delta-net.ts';
 import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
@@ -525,6 +527,18 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  /** Positions travel as float32 values, exact below 2^24 (every context Keel serves). */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void {
+    const positions = asCpuTokenSelection(selection, selection.numTokens);
+    this.pipeline('sendSelectionToStage').send(Float32Array.from(positions), positions.length, stage);
+  }
+
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection {
+    const values = new Float32Array(numTokens * topK);
+    this.pipeline('receiveSelectionFromStage').recv(values, values.length, stage);
+    return new CpuTokenSelection(numTokens, topK, Int32Array.from(values));
+  }
+
   private pipeline(op: string): Communicator<Float32Array> {
     if (this.groups === null) throw new Error(`${op}: this backend runs no pipeline stages`);
     return this.groups.pipeline;
@@ -579,6 +593,49 @@ export class CpuBackend implements Backend {
         at += t.cols;
       }
     }
+    return out;
+  }
+
+  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor {
+    const input = asCpuTensor(x, 'causalConv1d input');
+    const w = asCpuTensor(weight, 'causalConv1d weight');
+    const [channels, kernel] = w.shape;
+    if (input.cols !== channels || input.rows !== step.batch.numTokens) throw new Error(`causalConv1d: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}] and ${step.batch.numTokens} tokens`);
+    const out = CpuTensor.zeros(input.shape);
+    causalConv1d(input.data, channels, w.data, kernel, step.batch, asCpuKvCache(cache).layerState(layer, 'causalConv1d'), out.data);
+    return out;
+  }
+
+  gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor {
+    const { numKeyHeads, numValueHeads, keyDim, valueDim } = params;
+    if (numValueHeads % numKeyHeads !== 0) throw new Error(`gatedDeltaRule: ${numValueHeads} value heads do not split evenly over ${numKeyHeads} key heads`);
+    const packed = asCpuTensor(qkv, 'gatedDeltaRule qkv');
+    const gates = asCpuTensor(ba, 'gatedDeltaRule ba');
+    const n = step.batch.numTokens;
+    if (packed.rows !== n || packed.cols !== 2 * numKeyHeads * keyDim + numValueHeads * valueDim) throw new Error(`gatedDeltaRule: qkv [${packed.shape.join(', ')}] does not fit ${n} tokens of ${JSON.stringify(params)}`);
+    if (gates.rows !== n || gates.cols !== 2 * numValueHeads) throw new Error(`gatedDeltaRule: ba [${gates.shape.join(', ')}] is not [${n}, ${2 * numValueHeads}]`);
+    const out = CpuTensor.zeros([n, numValueHeads * valueDim]);
+    const perHead = (t: Tensor, what: string) => normWeight(t, numValueHeads, `gatedDeltaRule ${what}`);
+    gatedDeltaRule(packed.data, gates.data, perHead(aLog, 'aLog'), perHead(dtBias, 'dtBias'), step.batch, asCpuKvCache(cache).layerState(layer, 'gatedDeltaRule'), params, out.data);
+    return out;
+  }
+
+  multiplySigmoid(x: Tensor, gate: Tensor): Tensor {
+    const input = asCpuTensor(x, 'multiplySigmoid input');
+    const g = asCpuTensor(gate, 'multiplySigmoid gate');
+    if (g.rows !== input.rows || g.cols !== input.cols) throw new Error(`multiplySigmoid: input [${input.shape.join(', ')}] and gate [${g.shape.join(', ')}] differ`);
+    return new CpuTensor(input.shape, input.data.map((v, i) => v / (1 + Math.exp(-g.data[i]))));
+  }
+
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asCpuTensor(x, 'gatedRmsNorm input');
+    const z = asCpuTensor(gate, 'gatedRmsNorm gate');
+    const w = asCpuTensor(weight, 'gatedRmsNorm weight').data;
+    if (z.rows !== input.rows || z.cols !== input.cols || input.cols % w.length !== 0) {
+      throw new Error(`gatedRmsNorm: input [${input.shape.join(', ')}], gate [${z.shape.join(', ')}] and a weight of ${w.length} values do not fit`);
+    }
+    const out = CpuTensor.zeros(input.shape);
+    gatedRmsNorm(input.data, z.data, w, eps, out.data);
     return out;
   }
 

@@ -1,4 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
+import type { LayerStateSlots } from './ops/gated-delta-net.ts';
 import { indexKeyElementsPerToken, kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';
@@ -112,6 +113,8 @@ export class CpuRopeTable implements Tensor {
 export class CpuKvCache implements KvCache {
   readonly layout: KvCacheLayout;
   readonly pools: CpuKvPool[][];
+  /** Per layer of the layout, a state layer's slots ([stateSlots, conv + recurrent] float32), else null. */
+  readonly states: (Float32Array | null)[];
   private readonly poolOf: number[];
 
   constructor(layout: KvCacheLayout) {
@@ -120,6 +123,8 @@ export class CpuKvCache implements KvCache {
     const dtype = layout.dtype ?? 'auto';
     const storage = kvStorage(layout.layers, layout.groups);
     this.poolOf = storage.poolOf;
+    const stateSlots = layout.stateSlots ?? 0;
+    this.states = layout.layers.map((spec) => (spec.kind === 'state' ? new Float32Array(stateSlots * (spec.convElements + spec.recurrentElements)) : null));
     // An attention storage with key summaries has a third pool, indexed by block: [numBlocks,
     // numKvHeads, 2 * headDim] float32 (ops/key-summaries.ts). A sparse MLA storage has a second
     // pool, its indexer keys [slots, keyDim], in the dtype of its rows, 8-bit keys with a scale each (IndexKeysSpec).
@@ -140,6 +145,14 @@ export class CpuKvCache implements KvCache {
   /** The pools model layer `layer` reads and writes. */
   layerPools(layer: number): CpuKvPool[] {
     return this.pools[this.poolOf[layoutIndex(this.layout, layer)]];
+  }
+
+  /** Model layer `layer`'s state slots, for the state ops (`SequenceStateSpec`). */
+  layerState(layer: number, op: string): LayerStateSlots {
+    const spec = this.spec(layer);
+    const state = this.states[layoutIndex(this.layout, layer)];
+    if (spec.kind !== 'state' || state === null) throw new Error(`${op}: layer ${layer} keeps ${spec.kind} entries, not a per-sequence state`);
+    return { state, convElements: spec.convElements, recurrentElements: spec.recurrentElements };
   }
 
   spec(layer: number): LayerKvSpec {

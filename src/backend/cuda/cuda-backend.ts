@@ -3,6 +3,7 @@ import type {
   AttentionParams,
   Backend,
   CollectiveGroups,
+  DeltaRuleParams,
   DraftTreeDepth,
   DraftTreeNodes,
   DraftTrees,
@@ -54,6 +55,7 @@ import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchScale, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
+import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, launchMultiplySigmoid, type StateSlotArgs } from './kernels/gated-delta-net.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
 import { expertGemmTakes, expertGemvTakes, launchExpertMlp } from './kernels/moe-experts.ts';
@@ -565,6 +567,8 @@ export class CudaBackend implements Backend {
         if (spec.indexKeys !== undefined && spec.indexKeys.keyDim % 8 !== 0) {
           throw new KeelError('invalid_model', `the CUDA backend needs a sparse-attention indexer head dim that is a multiple of 8, not ${spec.indexKeys.keyDim}`);
         }
+      } else if (spec.kind === 'state') {
+        continue;
       } else if (spec.kind === 'rows') {
         if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
       } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
@@ -793,6 +797,7 @@ export class CudaBackend implements Backend {
         loraOrder: at('loraOrder'),
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
+        stateSlots: at('stateSlots'),
       },
       plan,
     );
@@ -1437,6 +1442,70 @@ export class CudaBackend implements Backend {
     return new CudaTokenSelection(numTokens, indexer.topK, out);
   }
 
+  multiplySigmoid(x: Tensor, gate: Tensor): Tensor {
+    const input = asBf16(x, 'multiplySigmoid input');
+    const g = asBf16(gate, 'multiplySigmoid gate');
+    if (g.numel !== input.numel || g.cols !== input.cols) throw new Error(`multiplySigmoid: input [${input.shape.join(', ')}] and gate [${g.shape.join(', ')}] differ`);
+    const out = this.stepTensor(input.shape);
+    launchMultiplySigmoid(this.device, out.ptr, input.ptr, g.ptr, input.numel);
+    return out;
+  }
+
+  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor {
+    const input = asBf16(x, 'causalConv1d input');
+    const w = asBf16(weight, 'causalConv1d weight');
+    const [channels, kernel] = w.shape;
+    const s = asCudaStep(step);
+    if (input.cols !== channels || input.rows !== s.batch.numTokens) throw new Error(`causalConv1d: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}] and ${s.batch.numTokens} tokens`);
+    const out = this.stepTensor(input.shape);
+    launchCausalConv1d(this.device, out.ptr, input.ptr, w.ptr, this.stateSlotArgs(cache, layer, s, 'causalConv1d'), channels, kernel);
+    return out;
+  }
+
+  gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor {
+    const { numKeyHeads, numValueHeads, keyDim, valueDim } = params;
+    if (numValueHeads % numKeyHeads !== 0) throw new Error(`gatedDeltaRule: ${numValueHeads} value heads do not split evenly over ${numKeyHeads} key heads`);
+    const s = asCudaStep(step);
+    const n = s.batch.numTokens;
+    const packed = asBf16(qkv, 'gatedDeltaRule qkv');
+    const gates = asBf16(ba, 'gatedDeltaRule ba');
+    if (packed.rows !== n || packed.cols !== 2 * numKeyHeads * keyDim + numValueHeads * valueDim) throw new Error(`gatedDeltaRule: qkv [${packed.shape.join(', ')}] does not fit ${n} tokens of ${JSON.stringify(params)}`);
+    if (gates.rows !== n || gates.cols !== 2 * numValueHeads) throw new Error(`gatedDeltaRule: ba [${gates.shape.join(', ')}] is not [${n}, ${2 * numValueHeads}]`);
+    const perHead = (t: Tensor, what: string) => {
+      const f = asCudaTensor(t, `gatedDeltaRule ${what}`);
+      if (f.dtype !== 'f32' || f.numel !== numValueHeads) throw new Error(`gatedDeltaRule: ${what} must be ${numValueHeads} float32 values (loadWeight with float32), not ${f.numel} ${f.dtype}`);
+      return f.ptr;
+    };
+    const slots = this.stateSlotArgs(cache, layer, s, 'gatedDeltaRule');
+    const { convElements } = asCudaKvCache(cache).stateSlots(layer, 'gatedDeltaRule');
+    const out = this.stepTensor([n, numValueHeads * valueDim]);
+    launchGatedDeltaRule(this.device, out.ptr, packed.ptr, gates.ptr, perHead(aLog, 'aLog'), perHead(dtBias, 'dtBias'), slots, { convElements, ...params });
+    return out;
+  }
+
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor {
+    const input = asBf16(x, 'gatedRmsNorm input');
+    const z = asBf16(gate, 'gatedRmsNorm gate');
+    const w = asBf16(weight, 'gatedRmsNorm weight');
+    if (z.numel !== input.numel || z.cols !== input.cols || input.cols % w.numel !== 0) {
+      throw new Error(`gatedRmsNorm: input [${input.shape.join(', ')}], gate [${z.shape.join(', ')}] and a weight of ${w.numel} values do not fit`);
+    }
+    const out = this.stepTensor(input.shape);
+    launchGatedRmsNorm(this.device, out.ptr, input.ptr, z.ptr, w.ptr, input.numel / w.numel, w.numel, eps);
+    return out;
+  }
+
+  /** A state layer's slots and the step's slot of each sequence, for the state kernels. */
+  private stateSlotArgs(cache: KvCache, layer: number, step: CudaStepInputs, op: string): StateSlotArgs {
+    const { batch } = step;
+    if (batch.stateSlots === null) throw new Error(`${op}: the step has no state slots (BatchDescription.stateSlots), which a state layer reads`);
+    const numSlots = asCudaKvCache(cache).layout.stateSlots ?? 0;
+    const outside = batch.stateSlots.find((slot) => !(slot >= 0 && slot < numSlots));
+    if (outside !== undefined) throw new RangeError(`${op}: state slot ${outside} is outside [0, ${numSlots})`);
+    const { ptr, slotStride } = asCudaKvCache(cache).stateSlots(layer, op);
+    return { state: ptr, slotStride, queryStartLoc: step.device.queryStartLoc, seqLens: step.device.seqLens, stateSlots: step.device.stateSlots, numSeqs: batch.numSeqs };
+  }
+
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void {
     const t = asBf16(target, 'addInto target');
     const input = asBf16(x, 'addInto input');
@@ -1476,6 +1545,18 @@ export class CudaBackend implements Backend {
     const out = this.stepTensor(shape);
     this.pipeline('receiveFromStage').recv({ ptr: out.ptr, dtype: 'bf16' }, out.numel, stage);
     return out;
+  }
+
+  /** The int32 positions travel as raw bits, two bf16 elements each: a send copies them, it adds nothing. */
+  sendSelectionToStage(selection: TokenSelection, stage: number): void {
+    const t = asCudaTokenSelection(selection, selection.numTokens);
+    this.pipeline('sendSelectionToStage').send({ ptr: t.ptr, dtype: 'bf16' }, 2 * t.numTokens * t.topK, stage);
+  }
+
+  receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection {
+    const out = this.arena.alloc(Math.max(1, numTokens * topK) * 4);
+    this.pipeline('receiveSelectionFromStage').recv({ ptr: out, dtype: 'bf16' }, 2 * numTokens * topK, stage);
+    return new CudaTokenSelection(numTokens, topK, out);
   }
 
   private pipeline(op: string): NcclCommunicator {

@@ -176,6 +176,8 @@ export class CudaKvCache implements KvCache {
   readonly totalBytes: number;
   /** Of each layer, the index in `pools` of its storage's first pool. */
   private readonly firstPool: number[];
+  /** Of each layer with a per-sequence state (`SequenceStateSpec`), its slots' byte offset from `base` (after the pools); else -1. */
+  private readonly stateOffsets: number[];
 
   constructor(layout: KvCacheLayout, base: DevicePtr) {
     this.layout = layout;
@@ -191,6 +193,8 @@ export class CudaKvCache implements KvCache {
     const storageFirstPool: number[] = [];
     for (const spec of storage.pools) {
       storageFirstPool.push(this.pools.length);
+      // A state layer keeps nothing per token: its slots follow the pools.
+      if (spec.kind === 'state') continue;
       const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
       // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
       const elementBytes = kvLayerDtype(spec, this.dtype) === 'auto' ? 2 : 1;
@@ -206,8 +210,23 @@ export class CudaKvCache implements KvCache {
       if (indexKeys > 0) add(layout.blockSize * indexKeys * elementBytes);
       if (indexKeyScales > 0) add(layout.blockSize * indexKeyScales * 4);
     }
+    // [stateSlots, conv + recurrent] float32 per state layer.
+    this.stateOffsets = layout.layers.map((spec) => {
+      if (spec.kind !== 'state') return -1;
+      const at = offset;
+      offset += (layout.stateSlots ?? 0) * (spec.convElements + spec.recurrentElements) * 4;
+      return at;
+    });
     this.totalBytes = offset;
     this.firstPool = storage.poolOf.map((pool) => storageFirstPool[pool]);
+  }
+
+  /** A state layer's slots [stateSlots, conv + recurrent] float32, and the values per slot. */
+  stateSlots(layer: number, op: string): { ptr: DevicePtr; slotStride: number; convElements: number } {
+    const index = layoutIndex(this.layout, layer);
+    const spec = this.layout.layers[index];
+    if (spec.kind !== 'state') throw new Error(`${op}: layer ${layer} keeps ${spec.kind} entries, not a per-sequence state`);
+    return { ptr: this.base + this.stateOffsets[index], slotStride: spec.convElements + spec.recurrentElements, convElements: spec.convElements };
   }
 
   keys(layer: number): DevicePtr {
@@ -283,6 +302,8 @@ export interface StepDeviceArrays {
   loraTiles: DevicePtr;
   /** BatchDescription.treeMask (one unread word without one). */
   treeMask: DevicePtr;
+  /** BatchDescription.stateSlots (one unread word without them). */
+  stateSlots: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {

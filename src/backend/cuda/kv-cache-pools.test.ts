@@ -27,3 +27,17 @@ test('a sparse MLA layer\'s CUDA pools: rows, int8 row scales, indexer keys in t
     assert.equal(cache.rows(1) - cache.indexKeys(0), slots * (16 * elementBytes + keyScaleBytes), `${dtype}: the keys (and their scales), then the next layer`);
   }
 });
+
+test('state layers keep no pool: their float32 slots follow the attention pools, one run of slots per state layer', () => {
+  const state: LayerKvSpec = { kind: 'state', convElements: 6, recurrentElements: 32 };
+  const full: LayerKvSpec = { kind: 'attention', numKvHeads: 2, headDim: 8, slidingWindow: null };
+  const [numBlocks, blockSize, base, stateSlots] = [10, 4, 4096, 3];
+  const cache = new CudaKvCache({ numBlocks, blockSize, layers: [state, state, full], stateSlots }, base);
+  const poolBytes = numBlocks * kvBytesPerBlock([full], blockSize, 2);
+  assert.equal(cache.keys(2), base);
+  assert.equal(cache.stateSlots(0, 'test').ptr, base + poolBytes);
+  assert.equal(cache.stateSlots(1, 'test').ptr, base + poolBytes + stateSlots * 38 * 4);
+  assert.deepEqual({ ...cache.stateSlots(1, 'test'), ptr: 0 }, { ptr: 0, slotStride: 38, convElements: 6 });
+  assert.equal(cache.totalBytes, poolBytes + 2 * stateSlots * 38 * 4);
+  assert.throws(() => cache.stateSlots(2, 'test'), /not a per-sequence state/);
+});

@@ -36,6 +36,7 @@ export function packStepArrays(
     ['loraOrder', lora?.order ?? new Int32Array(0)],
     ['loraTiles', lora?.tiles ?? new Int32Array(0)],
     ['treeMask', batch.treeMask ?? new Int32Array(0)],
+    ['stateSlots', batch.stateSlots ?? new Int32Array(0)],
   ];
   const offsets = {} as Record<keyof StepDeviceArrays, number>;
   let total = 0;

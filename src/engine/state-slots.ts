@@ -1,0 +1,28 @@
+/**
+ * The per-sequence state slots of a model whose layers keep a fixed state per sequence (Gated
+ * DeltaNet: `SequenceStateSpec`): `numSlots` of them (max-num-seqs), one per running sequence, from
+ * its first step until it finishes or is preempted. Free slots are handed out lowest first.
+ */
+export class StateSlotPool {
+  readonly numSlots: number;
+  private readonly free: number[];
+
+  constructor(numSlots: number) {
+    this.numSlots = numSlots;
+    this.free = Array.from({ length: numSlots }, (_, i) => numSlots - 1 - i);
+  }
+
+  get numFree(): number {
+    return this.free.length;
+  }
+
+  /** A free slot, or null when every slot is held. */
+  take(): number | null {
+    return this.free.pop() ?? null;
+  }
+
+  release(slot: number): void {
+    if (!(Number.isInteger(slot) && slot >= 0 && slot < this.numSlots) || this.free.includes(slot)) throw new Error(`state slot ${slot} is not held`);
+    this.free.push(slot);
+  }
+}

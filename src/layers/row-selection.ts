@@ -1,0 +1,34 @@
+import { gatherElements } from '../tensor/host-ops.ts';
+import type { WeightSource } from './parameters.ts';
+
+/**
+ * Which rows (the first dimension; each element of a 1-D tensor) of a checkpoint tensor a layer
+ * reads under its name: `count` rows (absent: as many as the tensor has), row r being the
+ * tensor's row `row(r)`.
+ */
+export interface RowSelection {
+  count?: number;
+  row: (r: number) => number;
+}
+
+/**
+ * `source` where each tensor named in `selections` reads as the rows its selection picks, in
+ * order: how a layer puts a checkpoint's rows in the order its ops take (rotary rows permuted,
+ * interleaved-rope.ts) or splits one tensor into parts (an attention projection holding each
+ * head's query and output gate side by side, Qwen3-Next's projections grouped by key head). It
+ * reads through `read` alone, so such a layer loads 16-bit weights.
+ */
+export function selectedRows(source: WeightSource, selections: Readonly<Record<string, RowSelection>>): WeightSource {
+  return {
+    ...(source.shard === undefined ? {} : { shard: source.shard }),
+    read: (name) => {
+      const t = source.read(name);
+      const selection = selections[name];
+      if (selection === undefined) return t;
+      const cols = t.shape.length === 2 ? t.shape[1] : 1;
+      const count = selection.count ?? t.shape[0];
+      const shape = t.shape.length === 2 ? [count, cols] : [count];
+      return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import type { Activation, RoutingParams } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import { MoeBlock } from '../layers/moe.ts';
+import type { ConfigFields } from './hf-config.ts';
+import { parseExpertsPerToken } from './moe-fields.ts';
+
+/*
+ * DeepSeek's mixture-of-experts block as the DeepSeek (V2, V3, V3.2) and GLM MoE (GLM-4.5 to
+ * GLM-5) configs spell it: routed experts chosen per token, shared experts every token runs
+ * through, under `model.layers.N.mlp`.
+ */
+
+/** The mixture-of-experts layers: routed experts chosen per token, shared experts every token runs through. */
+export interface DeepseekMoeConfig {
+  numExperts: number;
+  numExpertsPerToken: number;
+  /** Each routed expert's width (moe_intermediate_size). */
+  expertIntermediateSize: number;
+  /** The shared experts as one MLP: moe_intermediate_size × n_shared_experts wide; 0 for none. */
+  sharedIntermediateSize: number;
+  /** The router's rule; `selectionBias` says whether the checkpoint holds V3's e_score_correction_bias. */
+  routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: boolean };
+}
+
+/** A config class's defaults for the MoE keys a config.json may leave out. */
+export interface DeepseekMoeDefaults {
+  numExperts: number;
+  expertWidth: number;
+  sharedExperts: number;
+  routedScale: number;
+  /** n_group and topk_group. */
+  groups: number;
+  topkGroups: number;
+}
+
+/**
+ * The MoE keys. V2 (transformers' DeepseekV2TopkRouter): a softmax over all experts, `greedy` top
+ * k or `group_limited_greedy` (only the experts of the `topk_group` groups whose best probability
+ * is highest), weights × routed_scaling_factor and never renormalized: transformers 5.17 does not
+ * read norm_topk_prob for V2 (DeepSeek's own code would renormalize; the V2 configs set it false).
+ * V3 (`noaux_tc`, the only rule transformers implements for it): sigmoid scores, experts chosen by
+ * score + e_score_correction_bias within the `topk_group` groups whose two best sum highest,
+ * weighted by their scores, renormalized when norm_topk_prob, × routed_scaling_factor. The GLM
+ * models route as V3 does (transformers' Glm4MoeTopkRouter, under their own defaults).
+ */
+export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaults: DeepseekMoeDefaults): DeepseekMoeConfig {
+  const v3 = modelType !== 'deepseek_v2';
+  const numExperts = fields.positiveInt('n_routed_experts', defaults.numExperts);
+  const numExpertsPerToken = parseExpertsPerToken(fields, numExperts);
+  const expertIntermediateSize = fields.positiveInt('moe_intermediate_size', defaults.expertWidth);
+  const sharedExperts = fields.nonNegativeInt('n_shared_experts', defaults.sharedExperts);
+  const method = fields.string('topk_method', v3 ? 'noaux_tc' : 'greedy');
+  const methods = v3 ? ['noaux_tc'] : ['greedy', 'group_limited_greedy'];
+  if (!methods.includes(method)) throw invalidModel(`${fields.source}: topk_method "${method}" is not supported for ${modelType} (supported: ${methods.join(', ')})`);
+  const scoring = v3 ? 'sigmoid' : 'softmax';
+  const scoringFunc = fields.string('scoring_func', scoring);
+  if (scoringFunc !== scoring) throw invalidModel(`${fields.source}: scoring_func "${scoringFunc}" is not supported for ${modelType} (it scores experts by ${scoring})`);
+  const grouped = method !== 'greedy';
+  const numGroups = grouped ? fields.positiveInt('n_group', v3 ? defaults.groups : undefined) : 1;
+  const topkGroups = grouped ? fields.positiveInt('topk_group', v3 ? defaults.topkGroups : undefined) : 1;
+  if (numExperts % numGroups !== 0 || topkGroups > numGroups) {
+    throw invalidModel(`${fields.source}: ${numExperts} experts in n_group ${numGroups} groups, topk_group ${topkGroups} kept, do not form a group-limited choice`);
+  }
+  if (numExpertsPerToken > topkGroups * (numExperts / numGroups)) {
+    throw invalidModel(`${fields.source}: num_experts_per_tok (${numExpertsPerToken}) exceeds the ${topkGroups * (numExperts / numGroups)} experts of topk_group ${topkGroups} groups`);
+  }
+  return {
+    numExperts,
+    numExpertsPerToken,
+    expertIntermediateSize,
+    sharedIntermediateSize: expertIntermediateSize * sharedExperts,
+    routing: {
+      topK: numExpertsPerToken,
+      scoring,
+      selectionBias: v3,
+      // One group holds every expert: the same choice without the group step.
+      groups: numGroups > 1 ? { numGroups, topkGroups, score: v3 ? 'top2-sum' : 'max' } : null,
+      normalize: v3 && fields.boolean('norm_topk_prob', true),
+      scale: fields.finiteNumber('routed_scaling_factor', defaults.routedScale),
+    },
+  };
+}
+
+/** A sparse layer's `mlp`: router `gate` (with V3's `gate.e_score_correction_bias`), `experts.E.*_proj`, `shared_experts.*_proj`. */
+export function deepseekMoeBlock(moe: DeepseekMoeConfig, p: string, hiddenSize: number, activation: Activation): MoeBlock {
+  const shared = moe.sharedIntermediateSize === 0
+    ? null
+    : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, activation, { sharedExpert: true }), gate: null };
+  return new MoeBlock({
+    hiddenSize,
+    intermediateSize: moe.expertIntermediateSize,
+    numExperts: moe.numExperts,
+    router: `${p}.gate.weight`,
+    routerBias: false,
+    routing: { ...moe.routing, selectionBias: moe.routing.selectionBias ? `${p}.gate.e_score_correction_bias` : null },
+    experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
+    activation,
+    shared,
+  });
+}
+

@@ -1,0 +1,55 @@
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
+import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
+import { ConfigFields } from './hf-config.ts';
+
+/**
+ * Z.ai's GLM-4.5, GLM-4.5-Air, GLM-4.6 and GLM-4.7 (`glm4_moe`): grouped-query attention with
+ * q/k/v biases (`attention_bias`; o_proj has none), optional per-head q/k RMSNorm
+ * (`use_qk_norm`), RoPE over the leading half of each head (`partial_rotary_factor`, default 0.5,
+ * rotate_half pairs), and DeepSeek-V3's mixture of experts after the first dense layers. The
+ * checkpoints' multi-token prediction layers (`num_nextn_predict_layers`, stored as layer
+ * num_hidden_layers) are not read, as transformers does not read them.
+ */
+export interface Glm4MoeConfig extends DecoderConfig {
+  /** Width of the dense layers' MLP (`intermediate_size`). */
+  intermediateSize: number;
+  /** Per layer: a MoE block (from first_k_dense_replace on) or a dense MLP. */
+  sparseLayers: boolean[];
+  moe: DeepseekMoeConfig;
+}
+
+/** transformers' Glm4MoeConfig defaults for keys a config.json may leave out. */
+const DEFAULTS = { maxPositionEmbeddings: 131072, numKvHeads: 8, rmsNormEps: 1e-5, partialRotaryFactor: 0.5, intermediateSize: 10944, firstDense: 1 };
+const MOE_DEFAULTS: DeepseekMoeDefaults = { numExperts: 128, expertWidth: 1408, sharedExperts: 1, routedScale: 1, groups: 1, topkGroups: 1 };
+
+function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4MoeConfig {
+  const fields = new ConfigFields(json, source);
+  const decoder = parseDecoderFields(fields, DEFAULTS);
+  const firstDense = fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
+  return {
+    ...decoder,
+    attentionBias: fields.boolean('attention_bias', false),
+    outputBias: false,
+    qkNorm: fields.boolean('use_qk_norm', false),
+    slidingWindows: new Array<number | null>(decoder.numLayers).fill(null),
+    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
+    sparseLayers: Array.from({ length: decoder.numLayers }, (_, i) => i >= firstDense),
+    moe: parseDeepseekMoe(fields, 'glm4_moe', MOE_DEFAULTS),
+  };
+}
+
+/** Layer `index`'s `mlp`: DeepSeek's MoE block, or a dense gated MLP. */
+function glm4Mlp(config: Glm4MoeConfig, index: number): FeedForward {
+  const p = `model.layers.${index}.mlp`;
+  if (config.sparseLayers[index]) return deepseekMoeBlock(config.moe, p, config.hiddenSize, config.activation);
+  return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
+}
+
+export const glm4MoeFamily: ModelFamily<Glm4MoeConfig> = {
+  name: 'GLM-4-MoE',
+  modelTypes: ['glm4_moe'],
+  parseConfig: parseGlm4MoeConfig,
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => glm4Mlp(config, i)),
+};

@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import type { Backend, DeltaRuleParams, KvCache, StepInputs, Tensor } from '../../../src/backend/backend.ts';
+import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
+import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
+import { describeBatch, type BatchDescription } from '../../../src/step/batch.ts';
+import type { SequenceStateSpec } from '../../../src/step/kv-cache-layout.ts';
+import type { HostTensor } from '../../../src/tensor/host-tensor.ts';
+import { float32Tensor } from '../../../src/tensor/host-ops.ts';
+import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+
+// Gated DeltaNet's state ops (gated-delta-net.cu) against their CPU twins, on random shapes, with
+// several sequences in their own state slots carried over chunks of several steps. Inputs are
+// bf16-representable; the GPU rounds its bf16 outputs (and the conv output before silu, as
+// transformers' bf16 modules do), the states stay float32 on both.
+
+const rng = seededRng(testSeed('cuda gated delta net'));
+const gpu = new CudaBackend({ arenaBytes: 64 * 1024 * 1024 });
+const cpu = new CpuBackend();
+after(() => gpu.dispose());
+
+const TOLERANCE = 2e-2;
+const BLOCK = 16;
+
+interface Pair {
+  cpu: Tensor;
+  gpu: Tensor;
+}
+
+function bf16Pair(shape: number[], scale = 1): Pair {
+  const t = bf16Tensor(shape, randomBf16Values(rng, shape.reduce((a, b) => a * b, 1), scale));
+  return { cpu: cpu.loadWeight(t), gpu: gpu.loadWeight(t) };
+}
+
+function float32Pair(values: Float32Array): Pair {
+  const t: HostTensor = float32Tensor(values, [values.length]);
+  return { cpu: cpu.loadWeight(t, { float32: true }), gpu: gpu.loadWeight(t, { float32: true }) };
+}
+
+function assertClose(what: string, pair: Pair): void {
+  const err = relativeError(gpu.toHost(pair.gpu), cpu.toHost(pair.cpu));
+  assert.ok(err < TOLERANCE, `${what}: relative error ${err}`);
+}
+
+/** Steps of `numSeqs` sequences in slots 2, 3, ...: each step runs a random chunk of every sequence not yet done. */
+function chunkedSteps(lengths: number[]): BatchDescription[] {
+  const done = lengths.map(() => 0);
+  const steps: BatchDescription[] = [];
+  while (done.some((d, s) => d < lengths[s])) {
+    const chunks = lengths.flatMap((length, s) => {
+      if (done[s] === length) return [];
+      const n = randInt(rng, 1, Math.min(length - done[s], 6));
+      const chunk = { tokens: new Array<number>(n).fill(3), startPos: done[s], blockTables: [Array.from({ length: Math.ceil((done[s] + n) / BLOCK) }, (_, b) => s * 8 + b)], stateSlot: s + 2 };
+      done[s] += n;
+      return [chunk];
+    });
+    steps.push(describeBatch(chunks, BLOCK));
+  }
+  return steps;
+}
+
+function stateCaches(spec: SequenceStateSpec, slots: number): { cpu: KvCache; gpu: KvCache } {
+  const layout = { numBlocks: 64, blockSize: BLOCK, layers: [spec], stateSlots: slots };
+  return { cpu: cpu.createKvCache(layout), gpu: gpu.createKvCache(layout) };
+}
+
+/** Runs `op` on both backends for every step, on the same inputs (`inputsFor` the step), comparing each step's output. */
+function compareSteps<I>(what: string, steps: BatchDescription[], inputsFor: (batch: BatchDescription) => I, op: (b: Backend, step: StepInputs, which: 'cpu' | 'gpu', inputs: I) => Tensor): void {
+  steps.forEach((batch, i) => {
+    const inputs = inputsFor(batch);
+    const out = { cpu: op(cpu, cpu.beginStep(batch), 'cpu', inputs), gpu: op(gpu, gpu.beginStep(batch), 'gpu', inputs) };
+    assertClose(`${what}, step ${i}`, out);
+  });
+}
+
+test('causalConv1d matches the CPU over chunks carried in state slots', () => {
+  for (let trial = 0; trial < 8; trial++) {
+    const channels = randInt(rng, 1, 300);
+    const kernel = randInt(rng, 2, 5);
+    const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
+    const weight = bf16Pair([channels, kernel], 0.5);
+    const caches = stateCaches({ kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 }, 6);
+    compareSteps(
+      `trial ${trial} (${channels} channels, kernel ${kernel})`,
+      steps,
+      (batch) => bf16Pair([batch.numTokens, channels]),
+      (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], 0, step),
+    );
+  }
+});
+
+test('gatedDeltaRule matches the CPU over chunks carried in state slots', () => {
+  for (let trial = 0; trial < 8; trial++) {
+    const numKeyHeads = randInt(rng, 1, 4);
+    const p: DeltaRuleParams = { numKeyHeads, numValueHeads: numKeyHeads * randInt(rng, 1, 2), keyDim: 8 * randInt(rng, 1, 16), valueDim: 8 * randInt(rng, 1, 16) };
+    const width = 2 * p.numKeyHeads * p.keyDim + p.numValueHeads * p.valueDim;
+    const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
+    const aLog = float32Pair(Float32Array.from({ length: p.numValueHeads }, () => rng() * 2 - 1));
+    const dtBias = float32Pair(Float32Array.from({ length: p.numValueHeads }, () => rng() * 2 - 1));
+    const conv = randInt(rng, 0, 40);
+    const caches = stateCaches({ kind: 'state', convElements: conv, recurrentElements: p.numValueHeads * p.keyDim * p.valueDim }, 6);
+    compareSteps(
+      `trial ${trial} (${JSON.stringify(p)})`,
+      steps,
+      (batch) => ({ qkv: bf16Pair([batch.numTokens, width]), ba: bf16Pair([batch.numTokens, 2 * p.numValueHeads], 3) }),
+      (b, step, which, { qkv, ba }) => b.gatedDeltaRule(qkv[which], ba[which], aLog[which], dtBias[which], caches[which], 0, step, p),
+    );
+  }
+});
+
+test('gatedRmsNorm and multiplySigmoid match the CPU', () => {
+  for (let trial = 0; trial < 8; trial++) {
+    const [rows, groups, width] = [randInt(rng, 1, 40), randInt(rng, 1, 8), 8 * randInt(rng, 1, 32)];
+    const [x, z, w] = [bf16Pair([rows, groups * width]), bf16Pair([rows, groups * width], 3), bf16Pair([width], 2)];
+    assertClose(`gatedRmsNorm trial ${trial}`, { cpu: cpu.gatedRmsNorm(x.cpu, z.cpu, w.cpu, 1e-6), gpu: gpu.gatedRmsNorm(x.gpu, z.gpu, w.gpu, 1e-6) });
+    assertClose(`multiplySigmoid trial ${trial}`, { cpu: cpu.multiplySigmoid(x.cpu, z.cpu), gpu: gpu.multiplySigmoid(x.gpu, z.gpu) });
+  }
+});

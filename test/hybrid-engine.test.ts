@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { KeelError } from '../src/errors.ts';
+import { LLM } from '../src/engine/llm.ts';
+import { loadEngine } from '../src/engine/load-engine.ts';
+import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
+
+// A hybrid model's Gated DeltaNet layers keep one recurrent state per sequence (a state slot), not
+// entries per token: what needs a prefix's history or a copy of a sequence is refused by name,
+// prefix caching turns itself off, and a sequence takes turns for slots as it does for blocks.
+
+const FIXTURE = join(FIXTURES_DIR, 'qwen3.5-hybrid');
+const oracle = listOracleFixtures().find((f) => f.name === 'qwen3.5-hybrid')!.oracle;
+const GREEDY = { temperature: 0, ignoreEos: true } as const;
+
+async function rejectsWith(options: Parameters<typeof LLM.load>[0], ...fragments: string[]): Promise<void> {
+  await assert.rejects(LLM.load({ model: FIXTURE, showProgress: false, ...options }), (error: unknown) => {
+    assert.ok(error instanceof KeelError, `expected a KeelError, got ${error}`);
+    for (const f of fragments) assert.ok(error.message.includes(f), `"${error.message}" lacks "${f}"`);
+    return true;
+  });
+}
+
+test('the CUDA backend is refused in one line before any device is touched', async () => {
+  await rejectsWith({ backend: 'cuda' }, 'not yet on CUDA: gated delta net');
+});
+
+test('features that need a prefix\'s history are refused by name', async () => {
+  await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2 } }, 'speculative decoding', 'qwen3_5_text');
+  await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
+  await rejectsWith({ backend: 'cpu', streamingSinks: 4, streamingWindow: 16 }, 'StreamingLLM');
+});
+
+test('prefix caching turns itself off, and one slot per sequence holds max-num-seqs sequences at once', async () => {
+  const loaded = await loadEngine({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64 });
+  try {
+    assert.equal(loaded.config.enablePrefixCaching, false);
+  } finally {
+    loaded.backend.dispose();
+  }
+  // Two slots for four prompts: the others wait for a slot, and every continuation is transformers'.
+  const llm = await LLM.load({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64, maxNumSeqs: 2 });
+  try {
+    const outputs = await llm.generate(oracle.prompts, { ...GREEDY, maxTokens: oracle.max_new_tokens });
+    outputs.forEach((output, i) => assert.deepEqual(output.outputs[0].tokenIds, oracle.greedy[i], `prompt ${i}`));
+    await assert.rejects(llm.generate([oracle.prompts[0]], { ...GREEDY, n: 2, maxTokens: 2 }), /n = 2 forks a sequence/);
+  } finally {
+    await llm.close();
+  }
+});
