@@ -108,6 +108,20 @@ export function loadLayers(layers: readonly Layer[], source: WeightSource, uploa
   for (const layer of layers) layer.load(source, uploader);
 }
 
+/** A layer made of other layers (a decoder layer, a draft head): its parameters and its loading are theirs, in order. */
+export abstract class ComposedLayer implements Layer {
+  /** The layers it is made of. */
+  protected abstract get sublayers(): Layer[];
+
+  parameters(): ParameterSpec[] {
+    return parametersOf(this.sublayers);
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    loadLayers(this.sublayers, source, uploader);
+  }
+}
+
 /** A weight of a layer that has not been loaded yet: reading it is a wiring bug. */
 export function loaded<T>(value: T | null, what: string): T {
   if (value === null) throw new Error(`${what} is used before its weights were loaded`);

@@ -2,7 +2,7 @@ import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backen
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parsePartialRotary, parseRope } from './hf-config.ts';
@@ -132,7 +132,7 @@ export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual,
 }
 
 /** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
-export class DecoderLayer implements Layer, PreNormLayer {
+export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -140,6 +140,7 @@ export class DecoderLayer implements Layer, PreNormLayer {
 
   /** Hugging Face's names under `model.layers.<index>`: input_layernorm, self_attn.*, post_attention_layernorm. */
   constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, mlp: FeedForward) {
+    super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
@@ -170,14 +171,6 @@ export class DecoderLayer implements Layer, PreNormLayer {
 
   get sublayers(): Layer[] {
     return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): LoraTarget[] {

@@ -6,7 +6,7 @@ import { LightningIndexer, SelectionRelay } from '../layers/lightning-indexer.ts
 import { MlaAttention } from '../layers/mla-attention.ts';
 import type { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
@@ -247,7 +247,7 @@ function softmaxMscale(fields: ConfigFields, scaling: RopeScaling): number {
   return 0.1 * mscaleAllDim * Math.log(factor) + 1;
 }
 
-export class DeepseekDecoderLayer implements Layer, PreNormLayer {
+export class DeepseekDecoderLayer extends ComposedLayer implements PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: MlaAttention;
   readonly postAttentionNorm: RmsNorm;
@@ -259,6 +259,7 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
    * shared layers after it (GLM-5); null where none share one.
    */
   constructor(config: DeepseekConfig, index: number, rotary: RotaryEmbedding, cacheLayer = index, relay: SelectionRelay | null = null) {
+    super();
     const p = `model.layers.${index}`;
     const { hiddenSize, rmsNormEps: eps, sparseAttention, queryRank } = config;
     const shared = sparseAttention?.sharedLayers[index] ?? false;
@@ -291,14 +292,6 @@ export class DeepseekDecoderLayer implements Layer, PreNormLayer {
 
   get sublayers(): Layer[] {
     return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 }
 

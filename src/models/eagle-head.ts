@@ -7,7 +7,7 @@ import { VocabEmbedding, type LmHead } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { Linear } from '../layers/linear.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
 import type { DraftHead, TargetLayers, TargetStates } from './draft-head.ts';
@@ -40,7 +40,7 @@ export interface EagleTarget extends TargetLayers {
  * (EAGLE-1, speculators) or `midlayer.` (the EAGLE-3 authors'); `embed_tokens.weight` when the
  * checkpoint carries one, else the target's embedding is shared.
  */
-export class EagleHead implements DraftHead {
+export class EagleHead extends ComposedLayer implements DraftHead {
   readonly name: string;
   readonly config: EagleHeadConfig;
   readonly featureWidth: number;
@@ -60,6 +60,7 @@ export class EagleHead implements DraftHead {
   private d2t: Int32Array | null = null;
 
   private constructor(config: EagleHeadConfig, target: EagleTarget, prefix: string, options: { fcBias: boolean; ownEmbedding: boolean; maxPositions: number }) {
+    super();
     const { layer } = config;
     const eagle3 = config.version === 3;
     const h = layer.hiddenSize;
@@ -146,18 +147,10 @@ export class EagleHead implements DraftHead {
     return this.d2t;
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     const layers: (Layer | null)[] = [this.rotary, this.ownEmbedding ? this.embedding : null, this.fc, this.inputNorm, this.hiddenNorm];
     layers.push(this.attention, this.postAttentionNorm, this.mlp, this.norm, this.ownLmHead);
     return layers.filter((l): l is Layer => l !== null);
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   /**

@@ -4,7 +4,7 @@ import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
@@ -171,7 +171,7 @@ function parseGemma3Rope(fields: ConfigFields, maxPositionEmbeddings: number): {
   return { globalRope, localRope: { ropeTheta: localTheta, ropeScaling: { type: 'default' } } };
 }
 
-class GemmaDecoderLayer implements Layer {
+class GemmaDecoderLayer extends ComposedLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
   /** Gemma 2/3: the norm of attention's output; Gemma 1: the norm before the MLP (Llama's). */
@@ -182,6 +182,7 @@ class GemmaDecoderLayer implements Layer {
   readonly postFeedforwardNorm: RmsNorm | null;
 
   constructor(config: GemmaConfig, index: number, rotary: { global: RotaryEmbedding; local: RotaryEmbedding }) {
+    super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     const norm = (name: string, size = hiddenSize) => new RmsNorm(name, size, eps, { offset: 1 });
@@ -215,16 +216,8 @@ class GemmaDecoderLayer implements Layer {
     this.postFeedforwardNorm = config.sandwichNorms ? norm(`${p}.post_feedforward_layernorm.weight`) : null;
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     return [this.inputNorm, this.attention, this.postAttentionNorm, this.preFeedforwardNorm, this.mlp, this.postFeedforwardNorm].filter((l) => l !== null);
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): LoraTarget[] {

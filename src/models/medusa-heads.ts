@@ -2,7 +2,7 @@ import type { Backend, Tensor } from '../backend/backend.ts';
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { invalidModel } from '../errors.ts';
 import { Linear } from '../layers/linear.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { ConfigFields } from './hf-config.ts';
 
 /** Medusa heads as their authors publish them (FasterDecoding/Medusa): config.json's medusa_num_heads and medusa_num_layers. */
@@ -25,7 +25,7 @@ export function parseMedusaConfig(json: Record<string, unknown>, source: string)
  * checkpoint (medusa_lm_head.*) names head k's block j `k.j.linear.{weight,bias}` and its LM head
  * `k.<numLayers>.weight` (an nn.Sequential per head); a `medusa_head.` prefix is accepted too.
  */
-export class MedusaHeads implements Layer {
+export class MedusaHeads extends ComposedLayer {
   readonly config: MedusaConfig;
   readonly hiddenSize: number;
   readonly vocabSize: number;
@@ -33,6 +33,7 @@ export class MedusaHeads implements Layer {
   private readonly lmHeads: Linear[];
 
   constructor(config: MedusaConfig, hiddenSize: number, vocabSize: number, prefix: string) {
+    super();
     this.config = config;
     this.hiddenSize = hiddenSize;
     this.vocabSize = vocabSize;
@@ -59,16 +60,8 @@ export class MedusaHeads implements Layer {
     return new MedusaHeads(config, target.hiddenSize, target.vocabSize, prefix);
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     return [...this.blocks.flat(), ...this.lmHeads];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   /** Each head's logits [rows, vocab] from hidden states [rows, hidden] (left as they are). */

@@ -4,7 +4,7 @@ import { invalidModel } from '../errors.ts';
 import type { VocabEmbedding } from '../layers/embedding.ts';
 import { Linear } from '../layers/linear.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
 import { DeepseekDecoderLayer, type DeepseekConfig } from './deepseek.ts';
@@ -18,7 +18,7 @@ import type { DraftHead, TargetStates } from './draft-head.ts';
  * is its final norm's output. The embedding is the target's (DeepSeek-V3 shares it). With K
  * drafts the one module runs K times.
  */
-export class MtpHead implements DraftHead {
+export class MtpHead extends ComposedLayer implements DraftHead {
   readonly name = 'MTP';
   readonly featureWidth: number;
   readonly targetStates: TargetStates = { kind: 'final' };
@@ -33,6 +33,7 @@ export class MtpHead implements DraftHead {
   private readonly sharedHead: Linear;
 
   private constructor(config: DeepseekConfig, embedding: VocabEmbedding, maxPositions: number) {
+    super();
     const h = config.hiddenSize;
     const p = `model.layers.${config.numLayers}`;
     this.featureWidth = h;
@@ -64,16 +65,8 @@ export class MtpHead implements DraftHead {
     return this.block.attention.kvSpec;
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     return [this.rotary, this.enorm, this.hnorm, this.ehProj, this.block, this.sharedNorm, this.sharedHead];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   features(_b: Backend, states: readonly Tensor[]): Tensor {

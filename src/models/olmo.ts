@@ -4,7 +4,7 @@ import { SelfAttention, type SelfAttentionOptions } from '../layers/attention.ts
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
@@ -159,13 +159,14 @@ function qkNorms(config: OlmoConfig, p: string): Pick<SelfAttentionOptions, 'qkN
 }
 
 /** One OLMo 2 / 3 or EXAONE 4 layer: attention with q/k norms, an MLP, each followed by its norm. */
-class OlmoDecoderLayer implements Layer {
+class OlmoDecoderLayer extends ComposedLayer {
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: GatedMlp;
   readonly postFeedforwardNorm: RmsNorm;
 
   constructor(config: OlmoConfig, index: number, rotary: RotaryEmbedding) {
+    super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps, attentionBias } = config;
     this.attention = new SelfAttention({
@@ -195,16 +196,8 @@ class OlmoDecoderLayer implements Layer {
     this.postFeedforwardNorm = new RmsNorm(`${p}.post_feedforward_layernorm.weight`, hiddenSize, eps);
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     return [this.attention, this.postAttentionNorm, this.mlp, this.postFeedforwardNorm];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): LoraTarget[] {

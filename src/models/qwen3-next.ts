@@ -5,7 +5,7 @@ import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedDeltaNet, type DeltaNetProjections } from '../layers/gated-deltanet.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelFamily } from './causal-lm.ts';
@@ -178,13 +178,14 @@ function hybridMlp(config: QwenHybridConfig, index: number): FeedForward {
 }
 
 /** One layer: h += mixer(inputNorm(h)); h += mlp(postAttentionNorm(h)), the mixer Gated DeltaNet or gated full attention. */
-class HybridLayer implements Layer, PreNormLayer {
+class HybridLayer extends ComposedLayer implements PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention | GatedDeltaNet;
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: FeedForward;
 
   constructor(config: QwenHybridConfig, index: number, rotary: RotaryEmbedding) {
+    super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     const zeroCentred = (name: string, size: number) => new RmsNorm(name, size, eps, { offset: 1 });
@@ -213,16 +214,8 @@ class HybridLayer implements Layer, PreNormLayer {
     this.mlp = hybridMlp(config, index);
   }
 
-  private get sublayers(): Layer[] {
+  protected get sublayers(): Layer[] {
     return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
-  }
-
-  parameters(): ParameterSpec[] {
-    return parametersOf(this.sublayers);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): LoraTarget[] {
