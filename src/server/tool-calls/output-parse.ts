@@ -32,8 +32,12 @@ export interface ToolCallFormat {
   readonly hasChannels: boolean;
   /** Tool call ids as its chat template accepts them back. */
   newCallId(): string;
-  /** Reads `text`, the output so far; `final` when no more will come (nothing is held back then). */
-  parse(text: string, final: boolean): OutputParse;
+  /**
+   * Reads `text`, the output so far; `final` when no more will come (nothing is held back then).
+   * `functions` are those the request offered: formats that write argument values as bare text
+   * read each as a string or as JSON by its parameter's schema.
+   */
+  parse(text: string, final: boolean, functions: readonly CallableFunction[]): OutputParse;
   /**
    * The shape of an output that is nothing but calls to `functions`, written in this format with
    * each function's parameter schema inside (tool_choice "required" or a named function): one
