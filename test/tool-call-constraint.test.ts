@@ -31,6 +31,7 @@ const PROMPTS = ['def fibonacci(n):', 'import os\n'];
 const DIALECTS: [string, string | null][] = TOOL_CALL_PARSERS.flatMap((name): [string, string | null][] => {
   if (name === 'mistral') return [[name, null], [name, '{{ "[TOOL_CALLS]" + name + "[ARGS]" + arguments }}']];
   if (name === 'deepseek') return [[name, null], [name, "{{ '```json' }}"]];
+  if (name === 'glm45') return [[name, null], [name, '<arg_key>{{ k }}</arg_key><arg_value>']];
   return [[name, null]];
 });
 

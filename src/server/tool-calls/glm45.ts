@@ -58,7 +58,7 @@ function readCall(text: string, at: number, final: boolean, functions: readonly 
     return !final && (couldBecome(text, next, KEY_OPEN) || couldBecome(text, next, CLOSE)) ? { state: 'pending' } : { state: 'invalid' };
   }
   if (name === '') return { state: 'invalid' };
-  const body = readParameters(text, next, final, KEY_OPEN, [CLOSE], (p) => readArgument(text, p, final));
+  const body = readParameters(text, next, final, KEY_OPEN, CLOSE, (p) => readArgument(text, p, final));
   const closed = body.state !== 'open';
   const end = body.state === 'closing' ? body.at + CLOSE.length : body.at;
   const fn = functions.find((f) => f.name === name);

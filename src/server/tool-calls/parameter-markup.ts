@@ -46,8 +46,8 @@ export function parseMarkedCalls(text: string, final: boolean, open: string, rea
 export type ParameterRead = { state: 'closed'; param: WrittenParameter; end: number } | { state: 'open'; param: WrittenParameter | null } | { state: 'stray' };
 
 /**
- * A call's parameters from `at`, each opening with `opener` and read by `readParameter`, until one
- * of `closers` (state `closing`, `at` where it starts), the output's end while more may come or
+ * A call's parameters from `at`, each opening with `opener` and read by `readParameter`, until
+ * `closer` (state `closing`, `at` where it starts), the output's end while more may come or
  * inside a value (`open`), or anything else (`stray`, `at` where it starts: the model has left the
  * format, and the call ends there).
  */
@@ -56,13 +56,13 @@ export function readParameters(
   at: number,
   final: boolean,
   opener: string,
-  closers: readonly string[],
+  closer: string,
   readParameter: (at: number) => ParameterRead,
 ): { params: WrittenParameter[]; at: number; state: 'closing' | 'open' | 'stray' } {
   const params: WrittenParameter[] = [];
   for (;;) {
     at = skipWhitespace(text, at);
-    if (closers.some((closer) => text.startsWith(closer, at))) return { params, at, state: 'closing' };
+    if (text.startsWith(closer, at)) return { params, at, state: 'closing' };
     const read = text.startsWith(opener, at) ? readParameter(at) : null;
     if (read?.state === 'closed') {
       params.push(read.param);
@@ -73,8 +73,8 @@ export function readParameters(
       if (read.param !== null) params.push(read.param);
       return { params, at: text.length, state: 'open' };
     }
-    const mayGrow = read === null && !final && (at === text.length || [opener, ...closers].some((marker) => couldBecome(text, at, marker)));
-    return { params, at, state: mayGrow ? 'open' : 'stray' };
+    const mayGrow = read === null && !final && (at === text.length || couldBecome(text, at, opener) || couldBecome(text, at, closer));
+    return mayGrow ? { params, at: text.length, state: 'open' } : { params, at, state: 'stray' };
   }
 }
 

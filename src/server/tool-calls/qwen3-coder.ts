@@ -59,7 +59,7 @@ function readCall(text: string, at: number, final: boolean, functions: readonly 
   const nameEnd = nameAt + name.length;
   if (nameEnd === text.length) return final ? { state: 'invalid' } : { state: 'pending' };
   if (name === '' || text[nameEnd] !== '>') return { state: 'invalid' };
-  const body = readParameters(text, nameEnd + 1, final, PARAMETER_OPEN, [FUNCTION_CLOSE], (p) => readParameter(text, p, final));
+  const body = readParameters(text, nameEnd + 1, final, PARAMETER_OPEN, FUNCTION_CLOSE, (p) => readParameter(text, p, final));
   let closed = body.state !== 'open';
   let end = body.at;
   if (body.state === 'closing') {
