@@ -1,6 +1,6 @@
 import type { StructuralTagFormat } from '../../sampling/structured-output.ts';
 import type { CallableFunction } from './call-markup.ts';
-import { ParseBuilder, couldBecome, heldMarkerPrefix, skipWhitespace, type CallScan, type OutputParse } from './output-parse.ts';
+import { couldBecome, heldMarkerPrefix, skipWhitespace } from './output-parse.ts';
 
 // The pieces shared by formats that write each argument as its own markup element, its value as
 // bare text (GLM's `<arg_key>`/`<arg_value>`, Qwen3-Coder's `<parameter=…>`): what a value is
@@ -13,33 +13,6 @@ export interface WrittenParameter {
   /** Its value, as the format reads it: all of it once closed; while open, what cannot turn out to be markup. */
   value: string;
   closed: boolean;
-}
-
-/**
- * The calls in `text`, each opening with `open` and read by `readCall` from just after it; the
- * text between them is content. A marker that does not open a call (readCall says invalid) is
- * content too.
- */
-export function parseMarkedCalls(text: string, final: boolean, open: string, readCall: (at: number) => CallScan): OutputParse {
-  const out = new ParseBuilder(final);
-  let segmentStart = 0;
-  let searchFrom = 0;
-  for (;;) {
-    const at = text.indexOf(open, searchFrom);
-    if (at < 0) break;
-    const read = readCall(at + open.length);
-    if (read.state === 'invalid') {
-      searchFrom = at + open.length;
-      continue;
-    }
-    out.content(text.slice(segmentStart, at), true);
-    if (read.state === 'pending') return out.result;
-    out.call(read.call);
-    if (!read.call.complete) return out.result;
-    segmentStart = searchFrom = read.end;
-  }
-  out.tail(text.slice(segmentStart), [open]);
-  return out.result;
 }
 
 /** What a format reads where a parameter opens: the parameter closed, or still open (the call then too), or markup it does not know. */

@@ -1,7 +1,7 @@
 import { openAiCallId } from './call-ids.ts';
 import { oneOrMore, type CallableFunction } from './call-markup.ts';
-import { couldBecome, skipWhitespace, type CallScan, type ToolCallFormat } from './output-parse.ts';
-import { argumentsJson, openValue, parseMarkedCalls, readParameters, requiredParameterElements, type ParameterRead } from './parameter-markup.ts';
+import { couldBecome, parseMarkedCalls, skipWhitespace, type CallScan, type ToolCallFormat } from './output-parse.ts';
+import { argumentsJson, openValue, readParameters, requiredParameterElements, type ParameterRead } from './parameter-markup.ts';
 
 const OPEN = '<tool_call>';
 const CLOSE = '</tool_call>';
