@@ -31,6 +31,7 @@ const PROMPTS = ['def fibonacci(n):', 'import os\n'];
 const DIALECTS: [string, string | null][] = TOOL_CALL_PARSERS.flatMap((name): [string, string | null][] => {
   if (name === 'mistral') return [[name, null], [name, '{{ "[TOOL_CALLS]" + name + "[ARGS]" + arguments }}']];
   if (name === 'deepseek') return [[name, null], [name, "{{ '```json' }}"]];
+  if (name === 'glm45') return [[name, null], [name, '<arg_key>{{ k }}</arg_key><arg_value>']];
   return [[name, null]];
 });
 
@@ -55,7 +56,7 @@ test('one call (parallel_tool_calls false): every sample is exactly one call tha
     for (const c of outputs.flatMap((o) => o.outputs)) {
       const what = `${name} (${template ?? 'default'}): ${JSON.stringify(c.text)}`;
       assert.equal(c.finishReason, 'stop', what);
-      const read = format.parse(c.text, true);
+      const read = format.parse(c.text, true, FUNCTIONS);
       assert.equal(read.content, '', what);
       assert.equal(read.calls.length, 1, what);
       assert.equal(callViolation(read.calls[0], FUNCTIONS), null, what);
@@ -69,7 +70,7 @@ test('a named function: every call is to it', async () => {
     const structuredOutput = { type: 'structural_tag' as const, format: format.callsOnly([FUNCTIONS[0]], false, template) };
     const outputs = await llm.generate(PROMPTS, { temperature: 1, seed: 2, n: 2, maxTokens: 200, structuredOutput });
     for (const c of outputs.flatMap((o) => o.outputs)) {
-      const calls = format.parse(c.text, true).calls;
+      const calls = format.parse(c.text, true, FUNCTIONS).calls;
       assert.deepEqual(
         calls.map((call) => [call.name, callViolation(call, FUNCTIONS)]),
         [['get_weather', null]],
@@ -88,7 +89,7 @@ test('parallel calls: the output is calls only, and every call it completes pars
     const outputs = await llm.generate([PROMPTS[0]], { temperature: 1, seed: 3, n: 2, maxTokens: 200, structuredOutput });
     for (const c of outputs.flatMap((o) => o.outputs)) {
       const what = `${name} (${template ?? 'default'}): ${JSON.stringify(c.text)}`;
-      const read = format.parse(c.text, true);
+      const read = format.parse(c.text, true, FUNCTIONS);
       assert.ok(read.calls.length >= 1, what);
       const complete = c.finishReason === 'stop' ? read.calls : read.calls.slice(0, -1);
       for (const call of complete) assert.equal(callViolation(call, FUNCTIONS), null, what);

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import type { ChatCompletionMessageParam, ChatCompletionTool } from 'openai/resources/chat/completions';
-import { hermesChatModelDir } from './hermes-chat-model.ts';
 import { ECHO_MARKER, scriptMarker } from './scripted-engine-thread.ts';
-import { startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-server.ts';
+import { startScriptedChatServer, type ScriptedChatServer } from './scripted-chat-server.ts';
+import { waitForIdleEngine } from './tiny-server.ts';
 
 // The official SDK, unchanged, against keel serve over a tiny random model with a Hermes (Qwen-style)
 // chat template. Such a model never writes a tool call by itself, so the engine thread is the
@@ -13,24 +13,15 @@ import { startTinyServer, waitForIdleEngine, type TinyServer } from './tiny-serv
 // it), or of the prompt itself ([[echo]]), to show what the chat template rendered. Everything
 // between the engine and the SDK (template, tool-call parsing, streaming) is the server's own.
 
-let server: TinyServer;
+let scripted: ScriptedChatServer;
 let client: OpenAI;
-let model: { dir: string; remove: () => void };
 const MODEL = 'hermes-tiny';
 
 before(async () => {
-  model = hermesChatModelDir();
-  server = await startTinyServer({
-    modelDir: model.dir,
-    engineEntry: new URL('./scripted-engine-thread.ts', import.meta.url),
-    server: { servedModelName: MODEL, forceIncludeUsage: true },
-  });
-  client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'not-checked', maxRetries: 0 });
+  scripted = await startScriptedChatServer({ servedModelName: MODEL, forceIncludeUsage: true });
+  client = scripted.client;
 });
-after(async () => {
-  await server.close();
-  model.remove();
-});
+after(() => scripted.close());
 
 const TOOLS: ChatCompletionTool[] = [
   {
@@ -139,7 +130,7 @@ test('the chat template shows the tools to the model, and a tool result round tr
   const text = rendered.choices[0].message.content ?? '';
   assert.ok(text.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'), text);
   assert.ok(text.includes('<tool_response>\n{"temperature": 22}\n</tool_response>'), text);
-  assert.deepEqual(await waitForIdleEngine(server.url).then((s) => s.running), 0);
+  assert.deepEqual(await waitForIdleEngine(scripted.server.url).then((s) => s.running), 0);
 });
 
 test('tool_choice "none" is accepted with tools and ignores them: nothing is rendered, the output is content', async () => {

@@ -61,9 +61,10 @@ export function toolUse(
     );
   }
   const parallel = request.parallel_tool_calls ?? true;
+  const offered: CallableFunction[] = tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? NO_PARAMETERS }));
   let callsOnly: ToolUse['callsOnly'] = null;
   if (choice !== 'auto') {
-    const functions = tools.flatMap((t, index) => (onlyName === null || t.function.name === onlyName ? [{ index, fn: { name: t.function.name, parameters: t.function.parameters ?? NO_PARAMETERS } }] : []));
+    const functions = offered.flatMap((fn, index) => (onlyName === null || fn.name === onlyName ? [{ index, fn }] : []));
     const format = parser.callsOnly(
       functions.map((f) => f.fn),
       parallel,
@@ -73,7 +74,7 @@ export function toolUse(
   }
   return {
     tools: tools.map((t) => ({ type: 'function', function: definedFields(t.function) })),
-    reading: { calls: { onlyName, parallel } },
+    reading: { calls: { onlyName, parallel, functions: offered } },
     keepSpecialTokens: parser.keepsSpecialTokens,
     callsOnly,
   };

@@ -32,8 +32,12 @@ export interface ToolCallFormat {
   readonly hasChannels: boolean;
   /** Tool call ids as its chat template accepts them back. */
   newCallId(): string;
-  /** Reads `text`, the output so far; `final` when no more will come (nothing is held back then). */
-  parse(text: string, final: boolean): OutputParse;
+  /**
+   * Reads `text`, the output so far; `final` when no more will come (nothing is held back then).
+   * `functions` are those the request offered: formats that write argument values as bare text
+   * read each as a string or as JSON by its parameter's schema.
+   */
+  parse(text: string, final: boolean, functions: readonly CallableFunction[]): OutputParse;
   /**
    * The shape of an output that is nothing but calls to `functions`, written in this format with
    * each function's parameter schema inside (tool_choice "required" or a named function): one
@@ -73,6 +77,33 @@ export class ParseBuilder {
   }
 }
 
+/**
+ * The calls in `text`, each opening with `open` and read by `readCall` from just after it; the
+ * text between them is content. A marker that does not open a call (readCall says invalid) is
+ * content too.
+ */
+export function parseMarkedCalls(text: string, final: boolean, open: string, readCall: (at: number) => CallScan): OutputParse {
+  const out = new ParseBuilder(final);
+  let segmentStart = 0;
+  let searchFrom = 0;
+  for (;;) {
+    const at = text.indexOf(open, searchFrom);
+    if (at < 0) break;
+    const read = readCall(at + open.length);
+    if (read.state === 'invalid') {
+      searchFrom = at + open.length;
+      continue;
+    }
+    out.content(text.slice(segmentStart, at), true);
+    if (read.state === 'pending') return out.result;
+    out.call(read.call);
+    if (!read.call.complete) return out.result;
+    segmentStart = searchFrom = read.end;
+  }
+  out.tail(text.slice(segmentStart), [open]);
+  return out.result;
+}
+
 /** The length of the longest tail of `text` that is a proper prefix of one of `markers`. */
 export function heldMarkerPrefix(text: string, markers: readonly string[]): number {
   let held = 0;
@@ -98,7 +129,7 @@ export function skipWhitespace(text: string, at: number): number {
   return at;
 }
 
-/** What scanCallObject reads at a position; `end` is where the call's object ends (or the output, while it is open). */
+/** What a call's reader (scanCallObject, a format's) reads at a position; `end` is where the call's text ends (the output's end while it is open). */
 export type CallScan =
   /** The output so far cannot tell yet. */
   | { state: 'pending' }

@@ -1,7 +1,10 @@
+import type { CallableFunction } from './call-markup.ts';
 import type { OutputParse, ToolCallFormat } from './output-parse.ts';
 
 /** Which of the calls the model wrote are answered: all, the first only, or those to one function. */
 export interface CallFilter {
+  /** The functions offered, whose parameter schemas say how formats with bare-text values read them. */
+  functions: readonly CallableFunction[];
   /** Only calls to this function (tool_choice naming one). */
   onlyName: string | null;
   /** parallel_tool_calls: false keeps the first call. */
@@ -56,11 +59,11 @@ export class ParsedOutputStream {
 
   push(text: string): ParsedDelta {
     this.text += text;
-    return this.advance(this.format.parse(this.text, false));
+    return this.advance(this.format.parse(this.text, false, this.functions));
   }
 
   finish(): ParsedDelta {
-    return this.advance(this.format.parse(this.text, true));
+    return this.advance(this.format.parse(this.text, true, this.functions));
   }
 
   /** A whole output, read at once. */
@@ -72,13 +75,17 @@ export class ParsedOutputStream {
 
   /** The whole output so far as one message, with the ids its streamed calls were given. */
   message(): ParsedMessage {
-    const parse = this.format.parse(this.text, true);
+    const parse = this.format.parse(this.text, true, this.functions);
     const calls = this.kept(parse);
     return {
       content: calls.length > 0 && parse.content.trim() === '' ? null : parse.content,
       reasoning: parse.reasoning === '' ? null : parse.reasoning,
       toolCalls: calls.map((call, i) => ({ id: this.shownCalls[i]?.id ?? this.format.newCallId(), type: 'function', function: { name: call.name, arguments: call.arguments } })),
     };
+  }
+
+  private get functions(): readonly CallableFunction[] {
+    return this.filter?.functions ?? [];
   }
 
   /** Whether a call has been shown. */

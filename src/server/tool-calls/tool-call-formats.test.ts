@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { CallableFunction } from './call-markup.ts';
 import { ParsedOutputStream, type CallFilter, type ParsedMessage } from './parsed-output-stream.ts';
 import { formatOfTemplate, toolCallFormat, TOOL_CALL_PARSERS } from './tool-call-formats.ts';
 
@@ -16,6 +17,22 @@ interface Case {
 
 const WEATHER = { city: 'Paris', unit: 'celsius' };
 const NESTED = { query: { text: 'a "quoted" } brace', tags: ['x', 'y'] }, limit: 3 };
+
+// The functions offered: formats that write values as bare text read them by these schemas.
+const FUNCTIONS: CallableFunction[] = [
+  { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' }, unit: { enum: ['celsius', 'fahrenheit'] } }, required: ['city'] } },
+  { name: 'search', parameters: { type: 'object', properties: { query: { type: 'object' }, limit: { type: 'integer' } } } },
+  { name: 'run_code', parameters: { type: 'object', properties: { code: { type: 'string' }, timeout: { type: 'number' }, label: { type: ['string', 'null'] } } } },
+  { name: 'get_time', parameters: { type: 'object', properties: {} } },
+];
+const CODE = 'def f(a, b):\n    return "</param" if a < b else {"x": 1}\n';
+
+const GLM_TWO_CALLS =
+  'Let me check both.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n<arg_key>unit</arg_key>\n<arg_value>celsius</arg_value>\n</tool_call>\n' +
+  '<tool_call>search\n<arg_key>query</arg_key>\n<arg_value>{"text": "a \\"quoted\\" } brace", "tags": ["x", "y"]}</arg_value>\n<arg_key>limit</arg_key>\n<arg_value>3</arg_value>\n</tool_call>';
+const QWEN_TWO_CALLS =
+  'Let me check both.\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>\n' +
+  '<tool_call>\n<function=search>\n<parameter=query>\n{"text": "a \\"quoted\\" } brace", "tags": ["x", "y"]}\n</parameter>\n<parameter=limit>\n3\n</parameter>\n</function>\n</tool_call>';
 
 const CASES: Case[] = [
   { parser: 'hermes', text: 'The weather is fine.', content: 'The weather is fine.', calls: [] },
@@ -55,9 +72,36 @@ const CASES: Case[] = [
   },
   { parser: 'harmony', text: '<|channel|>analysis<|message|>Simple.<|end|><|start|>assistant<|channel|>final<|message|>It is sunny in Paris.', content: 'It is sunny in Paris.', reasoning: 'Simple.', calls: [] },
   { parser: 'harmony', text: '<|start|>assistant to=functions.search<|channel|>commentary json<|message|>{"query": {"text": "a \\"quoted\\" } brace", "tags": ["x", "y"]}, "limit": 3}<|call|>', content: null, calls: [['search', NESTED]] },
+  // GLM-4.5 / 4.6 (newlines) and 4.7 (none): string parameters are the text, others JSON.
+  { parser: 'glm45', text: GLM_TWO_CALLS, content: 'Let me check both.', calls: [['get_weather', WEATHER], ['search', NESTED]] },
+  { parser: 'glm45', text: '<tool_call>get_weather<arg_key>city</arg_key><arg_value>Zürich 🌧</arg_value></tool_call>Done.', content: 'Done.', calls: [['get_weather', { city: 'Zürich 🌧' }]] },
+  {
+    parser: 'glm45',
+    text: `<tool_call>run_code<arg_key>code</arg_key><arg_value>${CODE}</arg_value><arg_key>label</arg_key><arg_value>42</arg_value><arg_key>timeout</arg_key><arg_value>soon</arg_value><arg_key>extra</arg_key><arg_value>[1, 2]</arg_value></tool_call>`,
+    content: null,
+    calls: [['run_code', { code: CODE.trim(), label: '42', timeout: 'soon', extra: [1, 2] }]],
+  },
+  { parser: 'glm45', text: '<tool_call>get_time</tool_call><tool_call>get_time\n</tool_call>', content: null, calls: [['get_time', {}], ['get_time', {}]] },
+  // Not calls: the marker stays content.
+  { parser: 'glm45', text: 'Write <tool_call> then the name; <tool_call>get weather</tool_call> has a space.', content: 'Write <tool_call> then the name; <tool_call>get weather</tool_call> has a space.', calls: [] },
+  // Markup the format does not know ends the call there; the rest is content.
+  { parser: 'glm45', text: '<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>oops</tool_call>', content: 'oops</tool_call>', calls: [['get_weather', { city: 'Paris' }]] },
+  { parser: 'qwen3_coder', text: QWEN_TWO_CALLS, content: 'Let me check both.', calls: [['get_weather', WEATHER], ['search', NESTED]] },
+  {
+    parser: 'qwen3_coder',
+    text: `<tool_call>\n<function=run_code>\n<parameter=code>\n${CODE}\n</parameter>\n<parameter=timeout>\n2.5\n</parameter>\n<parameter=label>\n42\n</parameter>\n</function>\n</tool_call>`,
+    content: null,
+    calls: [['run_code', { code: CODE, timeout: 2.5, label: '42' }]],
+  },
+  { parser: 'qwen3_coder', text: '<tool_call>\n<function=get_weather>\n<parameter=city>\nZürich 🌧\n</parameter>\n</function>\n</tool_call>\nAnything else?', content: 'Anything else?', calls: [['get_weather', { city: 'Zürich 🌧' }]] },
+  { parser: 'qwen3_coder', text: '<tool_call>\n<function=get_time>\n</function>\n</tool_call>', content: null, calls: [['get_time', {}]] },
+  { parser: 'qwen3_coder', text: 'Use <tool_call> and <function=name> as text.', content: 'Use <tool_call> and <function=name> as text.', calls: [] },
+  // A call that leaves the format, and one without its closing `</tool_call>`.
+  { parser: 'qwen3_coder', text: '<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\nI changed my mind.', content: 'I changed my mind.', calls: [['get_weather', { city: 'Paris' }]] },
+  { parser: 'qwen3_coder', text: '<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>', content: null, calls: [['get_weather', { city: 'Paris' }]] },
 ];
 
-const ALL: CallFilter = { onlyName: null, parallel: true };
+const ALL: CallFilter = { onlyName: null, parallel: true, functions: FUNCTIONS };
 
 function format(parser: string) {
   const found = toolCallFormat(parser);
@@ -137,12 +181,12 @@ test('a call cut off by max_tokens keeps what it had; text that only might be ma
 
 test('tool_choice naming a function keeps its calls only; parallel_tool_calls false keeps the first', () => {
   const text = CASES[2].text;
-  const named = ParsedOutputStream.read(format('hermes'), { onlyName: 'search', parallel: true }, text);
+  const named = ParsedOutputStream.read(format('hermes'), { onlyName: 'search', parallel: true, functions: FUNCTIONS }, text);
   assert.deepEqual(
     named.toolCalls.map((t) => t.function.name),
     ['search'],
   );
-  const first = ParsedOutputStream.read(format('hermes'), { onlyName: null, parallel: false }, text);
+  const first = ParsedOutputStream.read(format('hermes'), { onlyName: null, parallel: false, functions: FUNCTIONS }, text);
   assert.deepEqual(
     first.toolCalls.map((t) => t.function.name),
     ['get_weather'],
@@ -163,8 +207,10 @@ test('the parser is picked from the chat template by the markup it teaches the m
     ["{{- '<|python_tag|>' + tool_call.name }}{{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.' }}", 'llama3_json'],
     ["{{- '<|start|>assistant<|channel|>commentary to=functions.' + tool.name }}", 'harmony'],
     ["{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] }}", 'deepseek'],
+    ["{% for k, v in _args.items() %}<arg_key>{{ k }}</arg_key><arg_value>{{ v | tojson(ensure_ascii=False) if v is not string else v }}</arg_value>{% endfor %}<tool_call>", 'glm45'],
+    ["{{- '<tool_call>\\n<function=' + tool_call.name + '>\\n' }}{{- '<parameter=' + args_name + '>\\n' }}", 'qwen3_coder'],
     ["{% for m in messages %}{{ m.content }}{% endfor %}", null],
   ];
   for (const [template, expected] of templates) assert.equal(formatOfTemplate(template)?.name ?? null, expected, template);
-  assert.deepEqual([...TOOL_CALL_PARSERS].sort(), ['deepseek', 'harmony', 'hermes', 'llama3_json', 'mistral']);
+  assert.deepEqual([...TOOL_CALL_PARSERS].sort(), ['deepseek', 'glm45', 'harmony', 'hermes', 'llama3_json', 'mistral', 'qwen3_coder']);
 });

@@ -1,8 +1,10 @@
 import { deepseekFormat } from './deepseek.ts';
+import { glm45Format } from './glm45.ts';
 import { harmonyFormat } from './harmony.ts';
 import { hermesFormat } from './hermes.ts';
 import { llama3JsonFormat } from './llama3-json.ts';
 import { mistralFormat } from './mistral.ts';
+import { qwen3CoderFormat } from './qwen3-coder.ts';
 import { invalidArgument } from '../../errors.ts';
 import type { ToolCallFormat } from './output-parse.ts';
 
@@ -12,6 +14,9 @@ const FORMATS: { format: ToolCallFormat; templateSign: RegExp }[] = [
   { format: harmonyFormat, templateSign: /<\|channel\|>/ },
   { format: deepseekFormat, templateSign: /tool▁calls▁begin/ },
   { format: mistralFormat, templateSign: /\[TOOL_CALLS\]/ },
+  // GLM's and Qwen3-Coder's templates show `<tool_call>` too, with their own markup inside.
+  { format: glm45Format, templateSign: /<arg_key>/ },
+  { format: qwen3CoderFormat, templateSign: /<function=|<parameter=/ },
   { format: hermesFormat, templateSign: /<tool_call>/ },
   // Llama 3.1+ templates tell the model to answer with {"name": ..., "parameters": ...}.
   { format: llama3JsonFormat, templateSign: /<\|python_tag\|>|"parameters": dictionary of argument name/ },
