@@ -321,7 +321,11 @@ async function randomSchedule(speculative: EngineOptions['speculative'], seed: n
   const rng = forkStream(seed, 0);
   const int = (lo: number, hi: number) => lo + Math.floor(rng.nextFloat() * (hi - lo + 1));
   const numKvBlocks = int(12, 18);
-  const maxNumBatchedTokens = int(4, 64);
+  // At least 6 tokens a step: a decoding request takes at most 5 (its token and 4 drafts), so the
+  // last burst's second request starts beside the first and they outgrow the pool together; at 4
+  // the first takes every step's budget until it ends, the burst runs one at a time, and a schedule
+  // could end without preempting (seed 286657153 did).
+  const maxNumBatchedTokens = int(6, 64);
   const where = `seed ${seed}, ${numKvBlocks} blocks, ${maxNumBatchedTokens}-token steps, ${JSON.stringify(speculative)}`;
   const { engine, backend } = await loadEngine({ ...BASE, numKvBlocks, blockSize: 4, maxNumBatchedTokens, speculative, asyncScheduling: true });
   try {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import { readModelArchitecture } from '../src/models/registry.ts';
-import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
+import { createModel, readModelArchitecture } from '../src/models/registry.ts';
+import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
 
 // StreamingLLM (docs/long-context.md) end to end on the CPU backend. The attention it computes is
 // checked against the paper's definition in src/backend/cpu/ops/streaming-attention.test.ts; here:
@@ -53,13 +53,27 @@ test('streaming options are checked: both or neither, and sinks plus window with
 });
 
 // Rotary variants whose frequencies move with the position (dynamic NTK, LongRoPE) rotate at one
-// set of frequencies under streaming, so they leave transformers' tokens; MLA is not streamed yet;
-// Llama 4's chunked and NoPE layers refuse streaming (their own test checks the error).
-const POSITION_DEPENDENT = /dynamic|longrope|partial-rotary|deepseek|llama4/;
+// set of frequencies under streaming, so they leave transformers' tokens; Llama 4's chunked and
+// NoPE layers refuse streaming (their own test checks the error).
+const POSITION_DEPENDENT = /dynamic|longrope|partial-rotary|llama4/;
 const SINKS = 4;
 const WINDOW = 96;
 
-for (const fixture of listOracleFixtures().filter((f) => !POSITION_DEPENDENT.test(f.name))) {
+/** MLA is not streamed yet (DeepSeek, GLM-4.7-Flash, GLM-5), and a recurrent state has no window to stream (Qwen3.5): both refuse streaming. */
+function refusesStreaming(fixture: OracleFixture): boolean {
+  const architecture = readModelArchitecture(fixture.dir);
+  return createModel(architecture, architecture.config.contextLength).kvLayers.some((layer) => layer.kind === 'mla' || layer.kind === 'state');
+}
+
+test('a model with latent attention or a recurrent state refuses streaming, naming it', async () => {
+  const refusing = listOracleFixtures().filter(refusesStreaming);
+  assert.ok(refusing.some((f) => f.name === 'deepseek-v3') && refusing.some((f) => f.name === 'qwen3.5-hybrid'), refusing.map((f) => f.name).join(', '));
+  for (const fixture of refusing) {
+    await assert.rejects(LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, streamingSinks: SINKS, streamingWindow: WINDOW }), /StreamingLLM/, fixture.name);
+  }
+});
+
+for (const fixture of listOracleFixtures().filter((f) => !POSITION_DEPENDENT.test(f.name) && !refusesStreaming(f))) {
   test(`${fixture.name}: with a window that holds every sequence, streaming gives transformers' greedy tokens`, async (t) => {
     const longest = Math.max(...fixture.oracle.prompts.map((p) => p.length)) + fixture.oracle.max_new_tokens;
     assert.ok(longest <= SINKS + WINDOW);

@@ -8,17 +8,22 @@ import { listOracleFixtures } from './helpers/oracle-fixtures.ts';
 
 /**
  * The fixtures are saved by transformers 5 (`rope_parameters`, `dtype`). The same checkpoints
- * described with 4.x keys (`rope_theta` + `rope_scaling`, `torch_dtype`) must give the same tokens.
+ * described with 4.x keys (`rope_theta` + `rope_scaling`, `torch_dtype`) must give the same tokens;
+ * a vision-language wrapper keeps its language model's keys in `text_config`, converted alike.
  */
 function toTransformers4Config(config: Record<string, unknown>): Record<string, unknown> {
-  const { rope_parameters: rope, dtype, ...rest } = config as { rope_parameters: Record<string, unknown>; dtype: string };
-  const { rope_theta, rope_type, ...scaling } = rope;
+  const { rope_parameters: rope, dtype, text_config: text, ...rest } = config as { rope_parameters?: Record<string, unknown>; dtype: string; text_config?: Record<string, unknown> };
   return {
     ...rest,
     torch_dtype: dtype,
-    rope_theta,
-    rope_scaling: rope_type === 'default' ? null : { type: rope_type, ...scaling },
+    ...(rope && toTransformers4Rope(rope)),
+    ...(text && { text_config: toTransformers4Config(text) }),
   };
+}
+
+function toTransformers4Rope(rope: Record<string, unknown>): Record<string, unknown> {
+  const { rope_theta, rope_type, ...scaling } = rope;
+  return { rope_theta, rope_scaling: rope_type === 'default' ? null : { type: rope_type, ...scaling } };
 }
 
 for (const fixture of listOracleFixtures().filter((f) => /rope|qwen3|bf16/.test(f.name))) {
