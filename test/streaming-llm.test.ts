@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
-import { createModel, readModelArchitecture } from '../src/models/registry.ts';
+import { readModelArchitecture } from '../src/models/registry.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
+import { fixtureKvLayers } from './helpers/transformers-parity.ts';
 
 // StreamingLLM (docs/long-context.md) end to end on the CPU backend. The attention it computes is
 // checked against the paper's definition in src/backend/cpu/ops/streaming-attention.test.ts; here:
@@ -61,8 +62,7 @@ const WINDOW = 96;
 
 /** MLA is not streamed yet (DeepSeek, GLM-4.7-Flash, GLM-5), and a recurrent state has no window to stream (Qwen3.5): both refuse streaming. */
 function refusesStreaming(fixture: OracleFixture): boolean {
-  const architecture = readModelArchitecture(fixture.dir);
-  return createModel(architecture, architecture.config.contextLength).kvLayers.some((layer) => layer.kind === 'mla' || layer.kind === 'state');
+  return fixtureKvLayers(fixture).some((layer) => layer.kind === 'mla' || layer.kind === 'state');
 }
 
 test('a model with latent attention or a recurrent state refuses streaming, naming it', async () => {

@@ -7,7 +7,7 @@ import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
-import { keepsSequenceState, kvBytesPerBlock, kvCacheGroups } from '../../src/step/kv-cache-layout.ts';
+import { keepsSequenceState, kvBytesPerBlock, kvCacheGroups, type LayerKvSpec } from '../../src/step/kv-cache-layout.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -162,10 +162,15 @@ function resolvedConfig(variant: EngineVariant, fixture: OracleFixture): EngineO
   return typeof variant.config === 'function' ? variant.config(fixture.dir) : variant.config;
 }
 
+/** What each layer of the fixture's model keeps in the KV cache. */
+export function fixtureKvLayers(fixture: OracleFixture): readonly LayerKvSpec[] {
+  const architecture = readModelArchitecture(fixture.dir);
+  return createModel(architecture, architecture.config.contextLength).kvLayers;
+}
+
 /** Whether the fixture's model keeps a state per sequence (a `SequenceStateSpec` layer). */
 export function fixtureKeepsSequenceState(fixture: OracleFixture): boolean {
-  const architecture = readModelArchitecture(fixture.dir);
-  return keepsSequenceState(createModel(architecture, architecture.config.contextLength).kvLayers);
+  return keepsSequenceState(fixtureKvLayers(fixture));
 }
 
 /**
@@ -174,16 +179,14 @@ export function fixtureKeepsSequenceState(fixture: OracleFixture): boolean {
  * one group's layers only (kvStorage), so the variants' small pools are sized in memory, not blocks.
  */
 function sameMemoryKvBlocks(fixture: OracleFixture, numBlocks: number): number {
-  const architecture = readModelArchitecture(fixture.dir);
-  const layers = createModel(architecture, architecture.config.contextLength).kvLayers;
+  const layers = fixtureKvLayers(fixture);
   const ratio = kvBytesPerBlock(layers, 1, 4) / kvBytesPerBlock(layers, 1, 4, 'auto', kvCacheGroups(layers, null).groupOf);
   return numBlocks * ratio;
 }
 
 /** Whether every (or some) layer of the fixture's model reads only a window of recent positions. */
 export function fixtureSlides(fixture: OracleFixture, layers: 'every' | 'some'): boolean {
-  const architecture = readModelArchitecture(fixture.dir);
-  const { retentions } = kvCacheGroups(createModel(architecture, architecture.config.contextLength).kvLayers, null);
+  const { retentions } = kvCacheGroups(fixtureKvLayers(fixture), null);
   return layers === 'every' ? retentions.every((retention) => retention !== null) : retentions.some((retention) => retention !== null);
 }
 
