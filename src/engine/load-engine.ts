@@ -339,7 +339,8 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
   const model = createTargetModel(architecture, maxModelLen, requested, pipelineStage(modelConfig.numLayers, 0, stages));
   const allKvLayers = stages === 1 ? model.kvLayers : createTargetModel(architecture, maxModelLen, requested).kvLayers;
-  const config = keepsSequenceState(allKvLayers) ? withSequenceStates(requested, modelConfig.modelType) : requested;
+  const keepsStates = keepsSequenceState(allKvLayers);
+  const config = keepsStates ? withSequenceStates(requested, modelConfig.modelType) : requested;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
@@ -351,7 +352,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
     // The state kernels exist (gated-delta-net.cu) but have not run on a GPU yet: until their GPU tests pass, CUDA stays refused.
-    if (backend.name === 'cuda' && keepsSequenceState(allKvLayers)) throw invalidArgument(`${modelConfig.modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
+    if (backend.name === 'cuda' && keepsStates) throw invalidArgument(`${modelConfig.modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
     const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
