@@ -2,8 +2,8 @@
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
-# Steps: tests (npm run test:gpu), checks (the same split over four processes that run at once:
-# the kernel tests, and the CUDA parity suite over four groups of fixtures), soak (the server's
+# Steps: tests (npm run test:gpu), checks (the same split over seven processes that run at once:
+# the kernel tests, and the CUDA parity suite over six groups of fixtures), soak (the server's
 # chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
@@ -75,14 +75,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for s in "$@"; do
   case $s in
     tests) step tests 300 node scripts/run-tests.mjs gpu ;;
-    checks)
+    checks) # The kernel tests beside the CUDA parity suite over six groups of fixtures that cover them all.
       step kernels 420 node --test --test-concurrency=4 $(ls test/backend/cuda/*.gpu.test.ts src/backend/cuda/*.gpu.test.ts) &
-      step parity-llama 280 env KEEL_PARITY_FIXTURES='^(llama|mistral|qwen2-bias|qwen3-qk|keel)' node --test test/transformers-parity.gpu.test.ts &
-      step parity-moe 280 env KEEL_PARITY_FIXTURES='^(?!quant-).*(moe|gpt-oss|deepseek)' node --test test/transformers-parity.gpu.test.ts &
-      step parity-dense 280 env KEEL_PARITY_FIXTURES='gemma|phi3' node --test test/transformers-parity.gpu.test.ts &
-      step parity-quant 280 env KEEL_PARITY_FIXTURES='quant|lora|spec|bnb' node --test test/transformers-parity.gpu.test.ts &
+      groups=(llama '^llama' mistral-qwen '^(mistral|qwen2-bias|qwen3-qk|keel)' mla '^(?!quant-)(deepseek|glm)'
+        moe '^(?!quant-)(?!deepseek|glm).*(moe|gpt-oss)' quant 'quant|lora|spec|bnb'
+        dense '^(?!llama|mistral|qwen2-bias|qwen3-qk|keel|deepseek|glm)(?!.*(quant|lora|spec|bnb|moe|gpt-oss))')
+      for ((i = 0; i < ${#groups[@]}; i += 2)); do
+        step "parity-${groups[i]}" 420 env KEEL_PARITY_FIXTURES="${groups[i+1]}" node --test test/transformers-parity.gpu.test.ts &
+      done
       wait
-      for log in kernels parity-llama parity-moe parity-dense parity-quant; do
+      for log in kernels $(for ((i = 0; i < ${#groups[@]}; i += 2)); do echo "parity-${groups[i]}"; done); do
         grep -hE "^# (tests|pass|fail)" "$out/$log.log" | tr '\n' ' ' | sed "s/^/[$log] /"; echo
         grep -hE "^ *not ok" "$out/$log.log" | head -20 | sed "s/^/[$log] /"
       done ;;

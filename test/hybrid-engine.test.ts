@@ -32,7 +32,7 @@ test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', streamingSinks: 4, streamingWindow: 16 }, 'StreamingLLM');
 });
 
-test('prefix caching turns itself off, and one slot per sequence holds max-num-seqs sequences at once', async () => {
+test('prefix caching turns itself off, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {
   const loaded = await loadEngine({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64 });
   try {
     assert.equal(loaded.config.enablePrefixCaching, false);
@@ -44,7 +44,11 @@ test('prefix caching turns itself off, and one slot per sequence holds max-num-s
   try {
     const outputs = await llm.generate(oracle.prompts, { ...GREEDY, maxTokens: oracle.max_new_tokens });
     outputs.forEach((output, i) => assert.deepEqual(output.outputs[0].tokenIds, oracle.greedy[i], `prompt ${i}`));
-    await assert.rejects(llm.generate([oracle.prompts[0]], { ...GREEDY, n: 2, maxTokens: 2 }), /n = 2 forks a sequence/);
+    // n = 3 forks twice after the prefill: one child gets the last free slot and a copy of the
+    // parent's state, the other finds none and recomputes; all three continue as transformers does.
+    const [forked] = await llm.generate([oracle.prompts[1]], { ...GREEDY, n: 3, maxTokens: oracle.max_new_tokens });
+    forked.outputs.forEach((o, i) => assert.deepEqual(o.tokenIds, oracle.greedy[1], `completion ${i}`));
+    assert.equal(llm.stats().numFreeKvBlocks, llm.stats().numKvBlocks, 'every completion\'s blocks are freed');
   } finally {
     await llm.close();
   }

@@ -417,6 +417,8 @@ export interface Backend {
   createKvCache(layout: KvCacheLayout): KvCache;
   /** Copy whole KV blocks src[i] -> dst[i] in every layer (copy-on-write after a fork). */
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void;
+  /** Copy sequence state slots src[i] -> dst[i] in every state layer (a fork's child takes its parent's state). */
+  copyStateSlots(cache: KvCache, src: Int32Array, dst: Int32Array): void;
   /** Host memory for `layout.numBlocks` blocks of caches with `layout.layers`. */
   createSwapSpace(layout: KvCacheLayout): SwapSpace;
   createWeightStream(): WeightStream;

@@ -137,12 +137,12 @@ export function assertSwapPairs(cache: KvCacheLayout, swap: KvCacheLayout, src: 
   }
 }
 
-/** copySlots' pairs: as many sources as destinations, every slot inside the pool. */
-export function checkSlotPairs(src: Int32Array, dst: Int32Array, numSlots: number): void {
-  if (src.length !== dst.length) throw new Error(`copySlots: ${src.length} sources but ${dst.length} destinations`);
+/** A copy op's pairs (copyBlocks, copySlots, copyStateSlots): as many sources as destinations, each of the `count` `unit`s there are. */
+export function checkCopyPairs(op: string, unit: string, src: Int32Array, dst: Int32Array, count: number): void {
+  if (src.length !== dst.length) throw new Error(`${op}: ${src.length} sources but ${dst.length} destinations`);
   for (let i = 0; i < src.length; i++) {
-    if (!(src[i] >= 0 && src[i] < numSlots && dst[i] >= 0 && dst[i] < numSlots)) {
-      throw new RangeError(`copySlots: slot pair ${src[i]} -> ${dst[i]} is outside [0, ${numSlots})`);
+    if (!(src[i] >= 0 && src[i] < count && dst[i] >= 0 && dst[i] < count)) {
+      throw new RangeError(`${op}: ${unit} pair ${src[i]} -> ${dst[i]} is outside [0, ${count})`);
     }
   }
 }

@@ -57,7 +57,7 @@ export function runVerifyBenchmark(target: VerifyTarget, options: VerifyOptions)
   const blocks = new BlockAssignment(seededRng(config.seed), numBlocks, maxBatch);
   const run = (batch: BatchDescription) => () => void model.forward(backend, backend.beginStep(batch), cache);
   prefill(target, cache, blocks, maxBatch, options.contextLen);
-  const graphs = recordsDecodeGraphs(backend, config, target.offload) ? new GraphBatches({ maxBatchSize: config.maxNumSeqs, scratchBlock: numBlocks }, blockSize) : null;
+  const graphs = recordsDecodeGraphs(backend, config, target.offload) ? new GraphBatches({ maxBatchSize: config.maxNumSeqs, scratchBlock: numBlocks, scratchStateSlot: null }, blockSize) : null;
   const results: VerifyResults = { decode: [], verify: [] };
   for (const batchSize of options.batchSizes) {
     const specs = (query: number, verification: boolean): SeqSpec[] => Array.from({ length: batchSize }, () => ({ cached: options.contextLen, query, verification }));

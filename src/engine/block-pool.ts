@@ -6,8 +6,8 @@ export interface BlockCopies {
   dst: Int32Array;
 }
 
-/** The pairs of a list of copies as the typed arrays backends take. */
-export function blockCopies(list: readonly { src: BlockId; dst: BlockId }[]): BlockCopies {
+/** The pairs of a list of copies (of blocks, or of state slots) as the typed arrays backends take. */
+export function blockCopies(list: readonly { src: number; dst: number }[]): BlockCopies {
   return { src: Int32Array.from(list, ({ src }) => src), dst: Int32Array.from(list, ({ dst }) => dst) };
 }
 

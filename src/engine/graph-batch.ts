@@ -11,6 +11,8 @@ export interface GraphOptions {
   maxBatchSize: number;
   /** A KV block no sequence owns: padding rows write their keys and values there. */
   scratchBlock: number;
+  /** A state slot no sequence owns, where padding rows keep their recurrent state (null: no layer keeps one). */
+  scratchStateSlot: number | null;
 }
 
 /**
@@ -36,15 +38,16 @@ export class GraphBatches {
   /**
    * A graph step of single-token `chunks`: padded to `size` rows with one-token rows in the
    * scratch block (two entries of it, so that the slot after a padding row's token is the
-   * scratch block's too), its block tables widened to a power of two, and logits asked for every
+   * scratch block's too) and the scratch state slot, its block tables widened to a power of two, and logits asked for every
    * row, so that its shape stays put while its sequences grow. Row i's logits are row i.
    */
   padded(chunks: SequenceChunk[], size: number): BatchDescription {
     const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
     const scratch = this.options.scratchBlock;
     const scratchTables = chunks[0].blockTables.map(() => [scratch, scratch]);
+    const stateSlot = this.options.scratchStateSlot ?? undefined;
     const rows = [...chunks];
-    while (rows.length < size) rows.push({ tokens: [0], startPos: 0, blockTables: scratchTables });
+    while (rows.length < size) rows.push({ tokens: [0], startPos: 0, blockTables: scratchTables, stateSlot });
     return describeBatch(rows, this.blockSize, rows.map((_, i) => i), 2 ** Math.ceil(Math.log2(widest)));
   }
 }

@@ -95,6 +95,10 @@ export class KvCacheManager {
   private pendingSwapIns: { src: BlockId; dst: BlockId }[] = [];
   private readonly hostCache: HostPrefixCache | null;
   private readonly stateSlots: StateSlotPool | null;
+  /** Forks' children's slots to fill from their parents' before the next forward. */
+  private pendingStateCopies: { src: number; dst: number }[] = [];
+  /** Released slots that a pending state copy still reads: free again once the copies are taken. */
+  private releasedCopySources: number[] = [];
 
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
@@ -114,11 +118,6 @@ export class KvCacheManager {
     if (this.stateSlots !== null && (options.enablePrefixCaching || this.swapPool !== null)) {
       throw new Error('per-sequence state slots rule out prefix caching and swapping: the state of a prefix lives in no block');
     }
-  }
-
-  /** Whether sequences hold state slots (a model with state layers): their history lives in no block. */
-  get keepsSequenceStates(): boolean {
-    return this.stateSlots !== null;
   }
 
   /** State slots not held by a sequence (0 for a model without state layers). */
@@ -285,6 +284,13 @@ export class KvCacheManager {
     return true;
   }
 
+  /** A slot a pending state copy reads is released after the copy; a copy into a released slot is dropped. */
+  private releaseStateSlot(slot: number): void {
+    this.pendingStateCopies = this.pendingStateCopies.filter(({ dst }) => dst !== slot);
+    if (this.pendingStateCopies.some(({ src }) => src === slot)) this.releasedCopySources.push(slot);
+    else this.stateSlots!.release(slot);
+  }
+
   /** Takes blocks from the pool; cached blocks it evicts are stored in the host tier, if any. */
   private allocate(count: number): BlockId[] {
     const hostCache = this.hostCache;
@@ -355,7 +361,7 @@ export class KvCacheManager {
   free(seq: Sequence): void {
     this.pool.free(this.heldTailFirst(seq.blockTables));
     seq.blockTables = [];
-    if (seq.stateSlot >= 0) this.stateSlots!.release(seq.stateSlot);
+    if (seq.stateSlot >= 0) this.releaseStateSlot(seq.stateSlot);
     seq.stateSlot = -1;
     this.numRegisteredBlocks.delete(seq.id);
     // A copy into a block that nobody holds any more would only race with the block's next owner.
@@ -452,14 +458,39 @@ export class KvCacheManager {
     return swaps;
   }
 
-  /** Gives `child` the parent's blocks of every group (shared, copy-on-write) and block hashes. */
-  fork(parent: Sequence, child: Sequence): void {
-    if (this.stateSlots !== null) throw new Error(`sequence ${parent.id} cannot fork: its model keeps a per-sequence state, which forks do not copy yet`);
+  /**
+   * Gives `child` the parent's blocks of every group (shared, copy-on-write) and block hashes and,
+   * where layers keep a state, a slot of its own that the parent's state is copied into before
+   * the next forward (`takeStateCopies`). Returns false, giving nothing, when every state slot is
+   * held: the child then recomputes its tokens, as a preempted sequence does.
+   */
+  fork(parent: Sequence, child: Sequence): boolean {
+    if (this.stateSlots !== null) {
+      if (parent.stateSlot < 0) throw new Error(`sequence ${parent.id} cannot fork: it holds no state slot`);
+      const slot = this.stateSlots.take();
+      if (slot === null) return false;
+      child.stateSlot = slot;
+      this.pendingStateCopies.push({ src: parent.stateSlot, dst: slot });
+    }
     this.pool.touch(parent.blockTables.flat().filter((id) => id !== this.nullBlock));
     child.blockTables = parent.blockTables.map((table) => [...table]);
     child.blockHashes = [...parent.blockHashes];
     const numRegistered = this.numRegisteredBlocks.get(parent.id);
     if (numRegistered !== undefined) this.numRegisteredBlocks.set(child.id, numRegistered);
+    return true;
+  }
+
+  /**
+   * The state copies recorded since the last call (forks' children from their parents). As with
+   * block copies, a source slot released meanwhile is handed out again only now, so that no
+   * sequence writes it before the copy has read it.
+   */
+  takeStateCopies(): BlockCopies {
+    const copies = this.pendingStateCopies;
+    this.pendingStateCopies = [];
+    for (const slot of this.releasedCopySources) this.stateSlots!.release(slot);
+    this.releasedCopySources = [];
+    return blockCopies(copies);
   }
 
   /**

@@ -178,9 +178,6 @@ export class LLMEngine {
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }
-    if ((params.n > 1 || params.useBeamSearch) && this.parts.kv.keepsSequenceStates) {
-      throw invalidArgument(`${params.useBeamSearch ? 'beam search' : `n = ${params.n}`} forks a sequence, and this model keeps a per-sequence recurrent state (Gated DeltaNet layers) that forks do not copy yet: ask for one completion without beam search`);
-    }
     if ((params.structuredOutput === null) !== (input.grammar === null)) {
       throw new Error(`request ${id}: a structured output comes with its compiled grammar, and only then`);
     }
@@ -661,8 +658,7 @@ export class LLMEngine {
         return { seq: parentSeq, tokenId };
       }
       const child = parentSeq.fork();
-      this.parts.kv.fork(parentSeq, child);
-      this.parts.scheduler.addForked(child);
+      this.parts.scheduler.addForked(parentSeq, child);
       this.bySequence.set(child, { request, completion: request.completions[0] });
       return { seq: child, tokenId };
     });
@@ -707,8 +703,7 @@ export class LLMEngine {
     for (let k = 1; k < completions.length; k++) {
       const c = completions[k];
       const child = seq.fork();
-      this.parts.kv.fork(seq, child);
-      this.parts.scheduler.addForked(child);
+      this.parts.scheduler.addForked(seq, child);
       c.seq = child;
       this.bySequence.set(child, { request, completion: c });
       this.acceptToken(request, c, child, drawnToken(results, first + k, request.params));

@@ -520,9 +520,12 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
-    // One state slot per sequence that may run at once, taken from the KV budget before its blocks.
+    // One state slot per sequence that may run at once, taken from the KV budget before its blocks,
+    // and one past them that no sequence owns: graph steps' padding rows keep their state there.
     const stateSlots = keepsSequenceState(model.kvLayers) ? config.maxNumSeqs : 0;
-    const stateBytes = stateSlots * stateBytesPerSlot(model.kvLayers);
+    const scratchStateSlot = stateSlots > 0 ? stateSlots : null;
+    const deviceStateSlots = scratchStateSlot === null ? 0 : stateSlots + 1;
+    const stateBytes = deviceStateSlots * stateBytesPerSlot(model.kvLayers);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock, stateBytes);
     const poolTokens = numKvBlocks * config.blockSize;
     // One block past the pool belongs to no sequence: graph steps pad their batch with rows that
@@ -566,9 +569,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       );
     }
     const microBatches = pipelineMicroBatchesOf(config);
-    const graphs = recordsDecodeGraphs(backend, config, offload) ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock } : null;
+    const graphs = recordsDecodeGraphs(backend, config, offload) ? { maxBatchSize: config.maxNumSeqs, scratchBlock: nullBlock, scratchStateSlot } : null;
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
-    const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype, stateSlots });
+    const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype, stateSlots: deviceStateSlots });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
     loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks });
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).

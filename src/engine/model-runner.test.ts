@@ -29,7 +29,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   const cache = backend.createKvCache({ numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers });
   const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: true, groups: [null], nullBlock: NUM_BLOCKS });
   const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-  const runner = new ModelRunner(backend, model.model, cache, BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null);
+  const runner = new ModelRunner(backend, model.model, cache, BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null);
   const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
@@ -103,7 +103,7 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   batches.length = 0;
   const NO_BLOCKS = { src: new Int32Array(0), dst: new Int32Array(0) };
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
-    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTables: [[0]] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
+    { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTables: [[0]] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, stateCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
     { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');
@@ -144,7 +144,7 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
     const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
     const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null, { draft });
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { draft });
     const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
     for (const seq of seqs) scheduler.add(seq);
     const plainDraws: StepDraws = {
@@ -200,7 +200,7 @@ test('with an EAGLE-3 head, plain decode steps and the chain\'s drafting passes 
     const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head) }), BLOCK_SIZE, 1);
     const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1 });
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS } : null, { head: proposer });
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { head: proposer });
     const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
     for (const seq of seqs) scheduler.add(seq);
     const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({

@@ -149,8 +149,7 @@ function runRandomSchedule(seed: number): Coverage {
     while (seq.numDraftTokens > 0) seq.appendToken(seq.draftTokenId(0));
     if (allowFork && live.size < MAX_LIVE_SEQUENCES && draw.chance(0.15)) {
       const child = seq.fork();
-      kv.fork(seq, child);
-      scheduler.addForked(child);
+      scheduler.addForked(seq, child);
       live.add(child);
       targetLength.set(child, targetLength.get(seq)!);
       coverage.forks++;

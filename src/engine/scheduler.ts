@@ -41,6 +41,8 @@ export interface SchedulerOutput {
   preempted: Sequence[];
   /** Run before the forward: copy-on-write of blocks shared with a forked sibling. */
   blockCopies: BlockCopies;
+  /** Run before the forward: a forked sequence's state slot filled from its parent's (state layers). */
+  stateCopies: BlockCopies;
   /**
    * Run first, in this order: device blocks -> host blocks of the sequences swapped out this step,
    * then host -> device blocks of those swapped in, which run from the next step on.
@@ -147,16 +149,19 @@ export class Scheduler {
   }
 
   /**
-   * Adds a sequence forked from a running one, after `KvCacheManager.fork` gave it the parent's
-   * blocks. It runs as the youngest sequence.
+   * Adds `child`, forked from the running `parent` (Sequence.fork): it shares the parent's blocks
+   * (KvCacheManager.fork) and runs as the youngest sequence; or, where layers keep a state and no
+   * slot is free for its copy, it waits first in line to recompute its tokens.
    */
-  addForked(child: Sequence): void {
-    if (child.status !== 'waiting' || this.running.includes(child)) throw new Error(`sequence ${child.id} was already added`);
-    if (child.numBlocks * this.config.blockSize < child.numComputedTokens) {
-      throw new Error(`forked sequence ${child.id} has no blocks for its ${child.numComputedTokens} computed tokens; call KvCacheManager.fork first`);
+  addForked(parent: Sequence, child: Sequence): void {
+    if (child.status !== 'waiting' || this.running.includes(child) || this.waiting.includes(child)) throw new Error(`sequence ${child.id} was already added`);
+    if (this.kv.fork(parent, child)) {
+      child.status = 'running';
+      this.insertRunning(child);
+    } else {
+      child.numComputedTokens = 0;
+      this.waiting.unshift(child);
     }
-    child.status = 'running';
-    this.insertRunning(child);
   }
 
   /**
@@ -213,6 +218,7 @@ export class Scheduler {
       scheduled: plan.scheduled,
       preempted: plan.preempted,
       blockCopies: this.kv.takePendingCopies(),
+      stateCopies: this.kv.takeStateCopies(),
       swapOut: swaps.out,
       swapIn: swaps.in,
       hostCache: this.kv.takeHostCacheTransfers(),

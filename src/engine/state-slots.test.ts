@@ -41,11 +41,43 @@ test('a sequence holds a state slot from its first allocation until it is freed,
   assert.equal(kv.numFreeStateSlots, 0);
 });
 
-test('state slots refuse forks, prefix caching and swapping', () => {
+test('a fork takes a slot of its own filled from its parent\'s, or nothing when every slot is held', () => {
+  const kv = stateManager(16, 3);
+  const parent = new Sequence('p', [3, 4]);
+  assert.equal(kv.allocateSlots(parent, 2), true);
+  parent.numComputedTokens = 2;
+  const [child, second, third] = [parent.fork(), parent.fork(), parent.fork()];
+  assert.equal(kv.fork(parent, child), true);
+  assert.equal(kv.fork(parent, second), true);
+  assert.deepEqual(child.blockTables, parent.blockTables, 'blocks are shared as for any fork');
+  assert.equal(new Set([parent.stateSlot, child.stateSlot, second.stateSlot]).size, 3);
+  assert.equal(kv.fork(parent, third), false, 'no slot is left: the third child gets nothing and recomputes');
+  assert.deepEqual([third.stateSlot, third.numBlocks], [-1, 0]);
+  // The second child is aborted before its copy ran: the copy is dropped and its slot is free at once.
+  kv.free(second);
+  assert.equal(kv.numFreeStateSlots, 1);
+  const copies = kv.takeStateCopies();
+  assert.deepEqual([Array.from(copies.src), Array.from(copies.dst)], [[parent.stateSlot], [child.stateSlot]]);
+  assert.deepEqual(Array.from(kv.takeStateCopies().src), [], 'each copy is taken once');
+});
+
+test('a parent freed before its child\'s copy ran keeps its slot from other sequences until the copy is taken', () => {
   const kv = stateManager(16, 2);
   const parent = new Sequence('p', [3, 4]);
   assert.equal(kv.allocateSlots(parent, 2), true);
-  assert.throws(() => kv.fork(parent, new Sequence('q', [3, 4])), /per-sequence state/);
+  parent.numComputedTokens = 2;
+  const child = parent.fork();
+  assert.equal(kv.fork(parent, child), true);
+  const slotOfParent = parent.stateSlot;
+  kv.free(parent);
+  const late = new Sequence('late', [7]);
+  assert.equal(kv.allocateSlots(late, 1), false, 'the parent\'s slot is still read by the pending copy');
+  assert.deepEqual(Array.from(kv.takeStateCopies().src), [slotOfParent]);
+  assert.equal(kv.allocateSlots(late, 1), true);
+  assert.equal(late.stateSlot, slotOfParent);
+});
+
+test('state slots refuse prefix caching and swapping', () => {
   assert.throws(
     () => new KvCacheManager(new BlockPool(8, true), { blockSize: 4, enablePrefixCaching: true, groups: [null], nullBlock: 8, stateSlots: 1 }),
     /prefix caching and swapping/,

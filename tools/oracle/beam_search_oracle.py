@@ -20,7 +20,7 @@ import torch
 from greedy_reference import load_fp32
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = [ROOT / "models" / "keel-tiny", ROOT / "test" / "fixtures" / "llama-gqa", ROOT / "test" / "fixtures" / "qwen3-qknorm"]
+FIXTURES = [ROOT / "models" / "keel-tiny"] + [ROOT / "test" / "fixtures" / name for name in ("llama-gqa", "qwen3-qknorm", "qwen3.5-hybrid")]
 PROMPTS = [0, 2]
 # (num_beams, length_penalty, early_stopping, stop: "eos" = the model's EOS, "greedy" = the
 # fixture's third greedy token for the prompt, max_new_tokens)

@@ -136,6 +136,22 @@ test('copyBlocks copies whole blocks in every layer, K and V, whatever each laye
   assert.throws(() => backend.copyBlocks(cache, Int32Array.of(5), Int32Array.of(0)), /outside \[0, 5\)/);
 });
 
+test('copyStateSlots copies every state layer\'s slots, pairs in order, and nothing else', () => {
+  const state = { kind: 'state' as const, convElements: 3, recurrentElements: 4 };
+  const layout = { numBlocks: 2, blockSize: 2, layers: [state, { kind: 'attention' as const, numKvHeads: 1, headDim: 2, slidingWindow: null }, state], stateSlots: 4 };
+  const cache = backend.createKvCache(layout) as CpuKvCache;
+  const states = cache.states.filter((s) => s !== null);
+  for (const s of states) s.set(random.floats(s.length));
+  const before = states.map((s) => s.slice());
+  // Slot 1 takes 3's state, then 0 takes what 1 now holds.
+  backend.copyStateSlots(cache, Int32Array.of(3, 1), Int32Array.of(1, 0));
+  const slot = (s: Float32Array, i: number) => s.subarray(i * 7, (i + 1) * 7);
+  states.forEach((s, l) => {
+    for (const [at, from] of [[0, 3], [1, 3], [2, 2], [3, 3]]) assert.deepEqual(slot(s, at), slot(before[l], from), `state layer ${l}, slot ${at}`);
+  });
+  assert.throws(() => backend.copyStateSlots(cache, Int32Array.of(0), Int32Array.of(4)), /state slot pair 0 -> 4 is outside \[0, 4\)/);
+});
+
 test('ropeAndCacheWrite then attention: a single cached token attends only to itself', () => {
   const shape = { numHeads: 2, numKvHeads: 1, headDim: 4, scale: 0.5, slidingWindow: null, softcap: null, sinks: null, streaming: null };
   const layer = { kind: 'attention' as const, numKvHeads: 1, headDim: 4, slidingWindow: null };

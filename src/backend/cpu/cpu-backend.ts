@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkDraftTreeDepth, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -148,16 +148,15 @@ export class CpuBackend implements Backend {
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCpuKvCache(cache);
     const { numBlocks } = kv.layout;
-    if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
-    for (let i = 0; i < src.length; i++) {
-      if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
-        throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
-      }
-    }
-    for (const pool of kv.pools.flat().flatMap(poolArrays)) {
-      const blockWidth = pool.length / numBlocks;
-      for (let i = 0; i < src.length; i++) pool.copyWithin(dst[i] * blockWidth, src[i] * blockWidth, (src[i] + 1) * blockWidth);
-    }
+    checkCopyPairs('copyBlocks', 'block', src, dst, numBlocks);
+    for (const pool of kv.pools.flat().flatMap(poolArrays)) copyRuns(pool, numBlocks, src, dst);
+  }
+
+  copyStateSlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCpuKvCache(cache);
+    const numSlots = kv.layout.stateSlots ?? 0;
+    checkCopyPairs('copyStateSlots', 'state slot', src, dst, numSlots);
+    for (const states of kv.states) if (states !== null) copyRuns(states, numSlots, src, dst);
   }
 
   createSwapSpace(layout: KvCacheLayout): SwapSpace {
@@ -235,14 +234,13 @@ export class CpuBackend implements Backend {
   copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCpuKvCache(cache);
     const numSlots = kv.layout.numBlocks * kv.layout.blockSize;
-    checkSlotPairs(src, dst, numSlots);
+    checkCopyPairs('copySlots', 'slot', src, dst, numSlots);
     const { pools: storage } = kvStorage(kv.layout.layers, kv.layout.groups);
     kv.pools.forEach((pools, p) => {
       // Key summaries are per block: the destinations' blocks are recomputed from the moved keys.
       const summaries = keySummaryElementsPerBlock(storage[p]) > 0 ? pools[2] : null;
       for (const array of (summaries === null ? pools : pools.slice(0, 2)).flatMap(poolArrays)) {
-        const width = array.length / numSlots;
-        for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
+        copyRuns(array, numSlots, src, dst);
       }
       if (summaries !== null) writeKeySummaries(pools[0], summaries.codes as Float32Array, dst, kv.layout.blockSize);
     });
@@ -863,4 +861,10 @@ class CpuDraftTrees implements DraftTrees {
 function asCpuDraftTrees(trees: DraftTrees): CpuDraftTrees {
   if (!(trees instanceof CpuDraftTrees)) throw new Error('CpuBackend: draft trees not from its beginDraftTrees');
   return trees;
+}
+
+/** Copies run src[i] to dst[i], pairs in order, of an array holding `count` equal runs. */
+function copyRuns(array: { copyWithin(target: number, start: number, end: number): unknown; length: number }, count: number, src: Int32Array, dst: Int32Array): void {
+  const width = array.length / count;
+  for (let i = 0; i < src.length; i++) array.copyWithin(dst[i] * width, src[i] * width, (src[i] + 1) * width);
 }

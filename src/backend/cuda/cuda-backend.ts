@@ -43,7 +43,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkDraftTreeDepth, checkSlotPairs, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -586,13 +586,8 @@ export class CudaBackend implements Backend {
 
   copyBlocks(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCudaKvCache(cache);
-    if (src.length !== dst.length) throw new Error(`copyBlocks: ${src.length} sources but ${dst.length} destinations`);
     const { numBlocks } = kv.layout;
-    for (let i = 0; i < src.length; i++) {
-      if (!(src[i] >= 0 && src[i] < numBlocks && dst[i] >= 0 && dst[i] < numBlocks)) {
-        throw new RangeError(`copyBlocks: block pair ${src[i]} -> ${dst[i]} is outside [0, ${numBlocks})`);
-      }
-    }
+    checkCopyPairs('copyBlocks', 'block', src, dst, numBlocks);
     this.launchPerPoolRun(kv, src, dst, (run) => {
       launchCopyBlocks(this.device, run.base, run.numPools, numBlocks * run.blockBytes, run.blockBytes, run.srcPtr, run.dstPtr, src.length);
     });
@@ -611,11 +606,7 @@ export class CudaBackend implements Backend {
     which: 'blocks' | 'slots' = 'blocks',
   ): DevicePtr {
     if (src.length === 0) return 0;
-    const pairs = new Int32Array(2 * src.length);
-    pairs.set(src, 0);
-    pairs.set(dst, src.length);
-    const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
-    this.device.uploadAsync(srcPtr, pairs);
+    const { srcPtr } = this.uploadPairs(src, dst);
     // Slot copies leave out the pools indexed by block alone (key summaries).
     const pools = which === 'blocks' ? kv.pools : kv.pools.filter((pool) => pool.perSlot);
     const adjacent = (a: number, b: number) => pools[b].offset === pools[a].offset + kv.layout.numBlocks * pools[a].blockBytes;
@@ -627,6 +618,30 @@ export class CudaBackend implements Backend {
       first = end;
     }
     return srcPtr + src.length * 4;
+  }
+
+  /** Uploads copy pairs, sources then destinations, to a buffer that grows as needed. */
+  private uploadPairs(src: Int32Array, dst: Int32Array): { srcPtr: DevicePtr; dstPtr: DevicePtr } {
+    const pairs = new Int32Array(2 * src.length);
+    pairs.set(src, 0);
+    pairs.set(dst, src.length);
+    const srcPtr = (this.blockPairs = this.atLeast(this.blockPairs, pairs.byteLength)).ptr;
+    this.device.uploadAsync(srcPtr, pairs);
+    return { srcPtr, dstPtr: srcPtr + src.length * 4 };
+  }
+
+  copyStateSlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
+    const kv = asCudaKvCache(cache);
+    const numSlots = kv.layout.stateSlots ?? 0;
+    checkCopyPairs('copyStateSlots', 'state slot', src, dst, numSlots);
+    if (src.length === 0) return;
+    const { srcPtr, dstPtr } = this.uploadPairs(src, dst);
+    // One launch per state layer: forks are rare (n > 1 once a request, beam search once a step).
+    kv.layout.layers.forEach((spec, index) => {
+      if (spec.kind !== 'state') return;
+      const { ptr, slotStride } = kv.stateSlots((kv.layout.firstLayer ?? 0) + index, 'copyStateSlots');
+      launchCopySlots(this.device, ptr, 1, numSlots * slotStride * 4, slotStride * 4, srcPtr, dstPtr, src.length);
+    });
   }
 
   /** Pinned host memory (cuMemHostAlloc), allocated now: swapping must not wait for an allocation. */
@@ -694,7 +709,7 @@ export class CudaBackend implements Backend {
   copySlots(cache: KvCache, src: Int32Array, dst: Int32Array): void {
     const kv = asCudaKvCache(cache);
     const { numBlocks, blockSize } = kv.layout;
-    checkSlotPairs(src, dst, numBlocks * blockSize);
+    checkCopyPairs('copySlots', 'slot', src, dst, numBlocks * blockSize);
     const dstPtr = this.launchPerPoolRun(kv, src, dst, (run) => {
       const slotBytes = run.blockBytes / blockSize;
       if (slotBytes % 4 !== 0) throw new Error(`copySlots: a slot of ${slotBytes} bytes is not a whole number of 4-byte words`);

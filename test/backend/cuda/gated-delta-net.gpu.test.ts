@@ -117,3 +117,22 @@ test('gatedRmsNorm and multiplySigmoid match the CPU', () => {
     assertClose(`multiplySigmoid trial ${trial}`, { cpu: cpu.multiplySigmoid(x.cpu, z.cpu), gpu: gpu.multiplySigmoid(x.gpu, z.gpu) });
   }
 });
+
+test('copyStateSlots copies every state layer\'s slots in order, as the CPU does', () => {
+  const channels = randInt(rng, 1, 300);
+  const kernel = randInt(rng, 2, 5);
+  const spec: SequenceStateSpec = { kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 };
+  const layout = { numBlocks: 64, blockSize: BLOCK, layers: [spec, spec], stateSlots: 6 };
+  const caches = { cpu: cpu.createKvCache(layout), gpu: gpu.createKvCache(layout) };
+  const weight = bf16Pair([channels, kernel], 0.5);
+  const conv = (steps: BatchDescription[], what: string) =>
+    [0, 1].forEach((layer) =>
+      compareSteps(`${what}, layer ${layer}`, steps, (batch) => bf16Pair([batch.numTokens, channels]), (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], layer, step)),
+    );
+  conv(chunkedSteps([7, 5]), 'filling slots 2 and 3');
+  // Pairs run in order: slot 5 takes 2's state, then 4 takes what 5 now holds, and 2 takes 3's.
+  for (const b of ['cpu', 'gpu'] as const) (b === 'cpu' ? cpu : gpu).copyStateSlots(caches[b], Int32Array.of(2, 5, 3), Int32Array.of(5, 4, 2));
+  const decode = (slot: number, startPos: number) => ({ tokens: [3], startPos, blockTables: [[slot * 8, slot * 8 + 1]], stateSlot: slot });
+  conv([describeBatch([decode(5, 7), decode(4, 7), decode(2, 5)], BLOCK)], 'a decode step from the copied slots');
+  assert.throws(() => gpu.copyStateSlots(caches.gpu, Int32Array.of(6), Int32Array.of(0)), /state slot pair 6 -> 0 is outside \[0, 6\)/);
+});
