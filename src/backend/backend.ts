@@ -57,6 +57,14 @@ export interface RopeTable {
 }
 
 /** One attention layer's geometry and options, as its kernels need them. */
+/** A query's temperature by its position (AttentionParams.queryTemperature). */
+export interface QueryTemperature {
+  floorScale: number;
+  attnScale: number;
+  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3. */
+  positionOffset: number;
+}
+
 export interface AttentionParams {
   numHeads: number;
   numKvHeads: number;
@@ -71,10 +79,11 @@ export interface AttentionParams {
    */
   attentionChunk?: number | null;
   /**
-   * Llama 4's attention temperature tuning (its NoPE layers): a query at position p is scaled by
-   * 1 + attnScale · ln(1 + floor((p + 1) / floorScale)). Absent or null: none.
+   * Attention temperature tuning: a query at position p is scaled by
+   * 1 + attnScale · ln(1 + floor((p + positionOffset) / floorScale)). Llama 4's NoPE layers count
+   * positions from 1 (offset 1), Ministral 3's layers from 0. Absent or null: none.
    */
-  queryTemperature?: { floorScale: number; attnScale: number } | null;
+  queryTemperature?: QueryTemperature | null;
   /** Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); null leaves them. */
   softcap: number | null;
   /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */

@@ -1,16 +1,18 @@
-import type { Activation } from '../backend/backend.ts';
+import type { Activation, QueryTemperature } from '../backend/backend.ts';
+import type { RopeScaling } from '../layers/rotary.ts';
 import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, parseDecoderFields, type DecoderConfig, type DecoderMultipliers } from './decoder.ts';
+import { DecoderModel, LLAMA_NORM_NAMES, parseDecoderFields, type DecoderConfig, type DecoderFields, type DecoderMultipliers, type DecoderNormNames } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes } from './hf-config.ts';
+import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFields } from './hf-config.ts';
 
 /**
- * The Llama family: llama, mistral, qwen2, qwen3, smollm3, granite, seed_oss and arcee differ only
- * in defaults, biases, q/k norms, windows, NoPE layers (SmolLM3's), multipliers (Granite's) and a
- * gateless MLP (Arcee's).
+ * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee and
+ * hunyuan_v1_dense differ only in defaults, biases, q/k norms (before RoPE, or after it: Hunyuan's),
+ * windows, NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral
+ * 3's), NTK-alpha RoPE (Hunyuan's) and a gateless MLP (Arcee's).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -23,7 +25,7 @@ export interface LlamaConfig extends DecoderConfig {
   upIsGate: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee';
+type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense';
 
 /** Where a model_type's config puts attention biases. */
 type AttentionBiasRule =
@@ -47,26 +49,59 @@ interface LlamaTypeTraits {
   /** Reads `mlp_bias`. */
   mlpBias: boolean;
   tiedByDefault: boolean;
+  /** Per-head q/k RMSNorms, applied before RoPE or after it; absent: none. */
+  qkNorm?: 'before-rope' | 'after-rope';
+  /** The layers' norm names where they are not Llama's. */
+  normNames?: DecoderNormNames;
+  /** `rope_parameters` where the config gives neither it nor `rope_scaling` (the class's __post_init__ default). */
+  defaultRope?: Record<string, unknown>;
 }
 
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
   mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
+  ministral3: {
+    maxPositions: 262144,
+    headDim: 128,
+    attentionBias: 'none',
+    mlpBias: false,
+    tiedByDefault: false,
+    defaultRope: {
+      rope_type: 'yarn',
+      rope_theta: 1e6,
+      factor: 16,
+      original_max_position_embeddings: 16384,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale_all_dim: 1,
+      mscale: 1,
+      llama_4_scaling_beta: 0.1,
+    },
+  },
   qwen2: { maxPositions: 32768, attentionBias: 'qkv', mlpBias: false, tiedByDefault: false },
-  qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false },
+  qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false, qkNorm: 'before-rope' },
   smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: true },
   granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
   seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: true, tiedByDefault: false },
   arcee: { maxPositions: 4096, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
+  hunyuan_v1_dense: {
+    maxPositions: 2048,
+    attentionBias: 'attention_bias',
+    mlpBias: false,
+    tiedByDefault: false,
+    qkNorm: 'after-rope',
+    normNames: { ...LLAMA_NORM_NAMES, q: 'self_attn.query_layernorm', k: 'self_attn.key_layernorm' },
+  },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
-  const fields = new ConfigFields(json, source);
-  const modelType = fields.raw('model_type') as LlamaModelType;
+  const modelType = json.model_type as LlamaModelType;
   const traits = TRAITS[modelType];
+  const defaultRope = traits.defaultRope !== undefined && json.rope_parameters == null && json.rope_scaling == null;
+  const fields = new ConfigFields(defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json, source);
   const arcee = modelType === 'arcee';
   const decoder = parseDecoderFields(fields, {
     maxPositionEmbeddings: traits.maxPositions,
@@ -82,11 +117,42 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
     mlpBias: traits.mlpBias && fields.boolean('mlp_bias', false),
     upIsGate: arcee,
     ...parseAttentionBiases(fields, traits.attentionBias),
-    qkNorm: modelType === 'qwen3',
+    qkNorm: traits.qkNorm !== undefined,
+    qkNormAfterRope: traits.qkNorm === 'after-rope',
+    normNames: traits.normNames ?? LLAMA_NORM_NAMES,
     slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
     ropeLayers,
     multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
+    queryTemperature: modelType === 'ministral3' ? parseMinistral3Temperature(fields, decoder.ropeScaling) : null,
+    ...(modelType === 'hunyuan_v1_dense' && parseHunyuanRope(fields, decoder)),
   };
+}
+
+/**
+ * Hunyuan's head_dim, required (HunYuanDenseV1Config leaves it None, which its attention cannot run
+ * with), and its NTK-alpha RoPE: a `dynamic` RoPE dict with `alpha` rotates by the fixed base
+ * theta · alpha^(d / (d − 2)), d = head_dim, whatever its factor. transformers drops alpha past
+ * max_position_embeddings (it recomputes plain dynamic NTK frequencies there), so Keel serves no
+ * longer context. Without alpha: no change.
+ */
+function parseHunyuanRope(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
+  const d = fields.positiveInt('head_dim');
+  const rope = ropeParameterFields(fields);
+  if ((rope.raw('rope_type') ?? rope.raw('type')) !== 'dynamic' || rope.raw('alpha') == null) return {};
+  const alpha = rope.positiveNumber('alpha');
+  return { ropeTheta: decoder.ropeTheta * alpha ** (d / (d - 2)), ropeScaling: { type: 'default' }, contextLength: decoder.maxPositionEmbeddings };
+}
+
+/**
+ * Ministral 3 scales every query after RoPE by 1 + β · ln(1 + ⌊p / original⌋) at position p, with
+ * β the RoPE dict's `llama_4_scaling_beta` and original its `original_max_position_embeddings`
+ * (for YaRN, llama3 and LongRoPE the one the scaling reads, which transformers puts there; other
+ * RoPE types must give it). transformers fails without either, so Keel requires both.
+ */
+function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling): QueryTemperature {
+  const rope = ropeParameterFields(fields);
+  const floorScale = 'originalMaxPositionEmbeddings' in scaling ? scaling.originalMaxPositionEmbeddings : rope.positiveInt('original_max_position_embeddings');
+  return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };
 }
 
 function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
@@ -137,14 +203,16 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite and Seed-OSS never slide. Mistral slides every layer. Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
+ * Llama, Granite, Seed-OSS and Hunyuan never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
  * only layers whose `layer_types` entry is "sliding_attention" (derived, when absent, as the layers
  * from `max_window_layers` on).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss') return all(null);
+  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss' || modelType === 'hunyuan_v1_dense') return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
+  if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
   const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);
   if (window === null) return all(null);
