@@ -191,6 +191,17 @@ export type Activation =
   /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
   | { kind: 'clamped-swiglu'; alpha: number; limit: number };
 
+/**
+ * xIELU's constants (Apertus's MLP, one set per layer) as the activation uses them: alphaP =
+ * softplus(α_p) and alphaN = beta + softplus(α_n) of the checkpoint's α_p, α_n; eps is negative.
+ */
+export interface XieluParams {
+  alphaP: number;
+  alphaN: number;
+  beta: number;
+  eps: number;
+}
+
 /** How a token picks its experts from the router's logits [numTokens, numExperts]. */
 export interface RoutingParams {
   topK: number;
@@ -547,6 +558,11 @@ export interface Backend {
   scale(x: Tensor, factor: number): void;
   /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
   silu(x: Tensor): void;
+  /**
+   * In place, xIELU (Apertus's ungated MLP): alphaP · x² + beta · x where x > 0, else
+   * (expm1(min(x, eps)) − x) · alphaN + beta · x; in float32, rounded once.
+   */
+  xielu(x: Tensor, params: XieluParams): void;
   /**
    * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).

@@ -69,7 +69,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     hiddenSize: 4096,
     intermediateSize: 14336,
     mlpBias: false,
-    upIsGate: false,
+    mlp: 'gated',
     numLayers: 32,
     numHeads: 32,
     numKvHeads: 8,

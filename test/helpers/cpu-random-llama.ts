@@ -39,7 +39,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     hiddenSize: 32,
     intermediateSize: 48,
     mlpBias: false,
-    upIsGate: false,
+    mlp: 'gated',
     numLayers,
     numHeads: 4,
     numKvHeads: 2,

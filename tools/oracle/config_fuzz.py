@@ -529,6 +529,16 @@ def gen_hunyuan_v1_dense(r, name):
     return fx(name, "hunyuan_v1_dense", f, rope(r, f))
 
 
+XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
+
+
+def gen_apertus(r, name):
+    f = base(r)
+    # An MLP without a gate: xielu (ApertusConfig's default, constants per layer) or relu2, the ones Keel runs.
+    f.update(attention_bias=r.random() < 0.4, hidden_act=r.choice(("xielu", "xielu", "relu2")))
+    return fx(name, "apertus", f, rope(r, f), init_overrides=XIELU_INIT if f["hidden_act"] == "xielu" else ())
+
+
 def gen_exaone4(r, name):
     f = base(r)
     n = r.choice((2, 3, 4))
@@ -592,7 +602,7 @@ GENERATORS = {
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
-    "hunyuan_v1_dense": gen_hunyuan_v1_dense,
+    "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
 }

@@ -111,6 +111,7 @@ CONFIG_CLASS_NAMES = {
     "arcee": "ArceeConfig",
     "ministral3": "Ministral3Config",
     "hunyuan_v1_dense": "HunYuanDenseV1Config",
+    "apertus": "ApertusConfig",
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
@@ -954,6 +955,19 @@ FIXTURES.append(Fixture(
     _rope("dynamic", 10000.0, factor=1.0, alpha=1000.0),
     stored_dtype="bfloat16",
 ))
+FIXTURES.append(Fixture(
+    "apertus-xielu", "apertus",
+    "Apertus: Llama's attention with per-head q_norm / k_norm before RoPE, the layer norms named "
+    "attention_layernorm / feedforward_layernorm, and an MLP without a gate, down(xielu(up(x))) (hidden_act xielu, "
+    "ApertusConfig's default) whose act_fn constants differ per layer: alpha_p and alpha_n (through softplus) and "
+    "the saved beta and eps buffers (eps around -0.05, so the clamp of expm1's input shows); llama3 RoPE (factor 8, "
+    "original 16, theta 1.2e7), GQA 4 query / 2 KV heads, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64),
+    _rope("llama3", 12000000.0, factor=8.0, original_max_position_embeddings=16, low_freq_factor=1.0, high_freq_factor=4.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3),
+                    (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02)),
+))
 # Z.ai's GLM MoE families: GLM-4.5 / 4.6 / 4.7 (glm4_moe), GLM-4.7-Flash (glm4_moe_lite), GLM-5 (glm_moe_dsa).
 FIXTURES.append(Fixture(
     "glm4-moe-lite", "glm4_moe_lite",
@@ -1136,6 +1150,7 @@ SEED_BASES = {
     "arcee-relu2": 69000,
     "ministral3-yarn-temperature": 70000,
     "hunyuan-dense-norm-after-rope": 71000,
+    "apertus-xielu": 72000,
     "qwen3.5-hybrid": 51000,
     "qwen3-next-moe": 52000,
     "qwen3.5-moe-vl": 53000,
