@@ -75,6 +75,8 @@ test('Hunyuan reads attention_bias for q, k, v and o, never MLP biases (its MLP 
 test('a config without head_dim is refused by key (transformers\' HunYuan attention cannot run without one), and StreamingLLM is refused for norms after RoPE', () => {
   assertInvalidModel(() => parse({ ...HUNYUAN_7B, head_dim: undefined }), '"head_dim" is missing');
   assertInvalidModel(() => parse({ ...HUNYUAN_7B, head_dim: undefined, rope_scaling: null }), '"head_dim" is missing');
+  const longrope = { rope_type: 'longrope', short_factor: [1], long_factor: [2], original_max_position_embeddings: 4096 };
+  assertInvalidModel(() => parse({ ...HUNYUAN_7B, rope_scaling: longrope }), 'LongRoPE is not supported for hunyuan_v1_dense');
   assert.throws(
     () => createModel(parseModelArchitecture(TINY, 'test/config.json'), 64, { sinks: 4, window: 32 }),
     (e: unknown) => e instanceof KeelError && /norms q and k after RoPE: StreamingLLM/.test(e.message),

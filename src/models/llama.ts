@@ -160,10 +160,12 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
  * with), and its NTK-alpha RoPE: a `dynamic` RoPE dict with `alpha` rotates by the fixed base
  * theta · alpha^(d / (d − 2)), d = head_dim, whatever its factor. transformers drops alpha past
  * max_position_embeddings (it recomputes plain dynamic NTK frequencies there), so Keel serves no
- * longer context. Without alpha: no change.
+ * longer context. Without alpha: no change. LongRoPE is refused: its rows depend on the prompt,
+ * which the identity table the normed keys are cached through (qkNormAfterRope) does not follow.
  */
 function parseHunyuanRope(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
   const d = fields.positiveInt('head_dim');
+  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for hunyuan_v1_dense (its q/k norms after RoPE cache keys through a second rotary table)`);
   const rope = ropeParameterFields(fields);
   if ((rope.raw('rope_type') ?? rope.raw('type')) !== 'dynamic' || rope.raw('alpha') == null) return {};
   const alpha = rope.positiveNumber('alpha');

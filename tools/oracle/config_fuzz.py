@@ -526,7 +526,8 @@ def gen_hunyuan_v1_dense(r, name):
     if r.random() < 0.4:
         # The Hub's NTK-alpha RoPE: dynamic with alpha rotates by the fixed base theta * alpha^(d / (d - 2)).
         return fx(name, "hunyuan_v1_dense", f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))))
-    return fx(name, "hunyuan_v1_dense", f, rope(r, f))
+    # No LongRoPE: the normed keys are cached through a second (identity) rotary table, which Keel refuses beside it.
+    return fx(name, "hunyuan_v1_dense", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
 
 
 XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
