@@ -151,7 +151,7 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
     ropeLayers,
     multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
     queryTemperature: modelType === 'ministral3' ? parseMinistral3Temperature(fields, decoder.ropeScaling) : null,
-    ...(modelType === 'hunyuan_v1_dense' && parseHunyuanRope(fields, decoder)),
+    ...(modelType === 'hunyuan_v1_dense' && parseHunyuan(fields, decoder)),
   };
 }
 
@@ -163,7 +163,7 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
  * longer context. Without alpha: no change. LongRoPE is refused: its rows depend on the prompt,
  * which the identity table the normed keys are cached through (qkNormAfterRope) does not follow.
  */
-function parseHunyuanRope(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
+function parseHunyuan(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
   const d = fields.positiveInt('head_dim');
   if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for hunyuan_v1_dense (its q/k norms after RoPE cache keys through a second rotary table)`);
   const rope = ropeParameterFields(fields);
