@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LLM } from '../src/engine/llm.ts';
+import type { DecoderConfig } from '../src/models/decoder.ts';
 import { readModelArchitecture } from '../src/models/registry.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
 import { fixtureKvLayers } from './helpers/transformers-parity.ts';
@@ -60,14 +61,23 @@ const POSITION_DEPENDENT = /dynamic|longrope|partial-rotary|llama4/;
 const SINKS = 4;
 const WINDOW = 96;
 
-/** MLA is not streamed yet (DeepSeek, GLM-4.7-Flash, GLM-5), and a recurrent state has no window to stream (Qwen3.5): both refuse streaming. */
+/**
+ * MLA is not streamed yet (DeepSeek, GLM-4.7-Flash, GLM-5), a recurrent state has no window to
+ * stream (Qwen3.5), and q/k norms after RoPE (Hunyuan) would have to follow the rotation streaming
+ * gives queries inside attention: all refuse streaming.
+ */
 function refusesStreaming(fixture: OracleFixture): boolean {
-  return fixtureKvLayers(fixture).some((layer) => layer.kind === 'mla' || layer.kind === 'state');
+  return fixtureKvLayers(fixture).some((layer) => layer.kind === 'mla' || layer.kind === 'state') || normsAfterRope(fixture);
 }
 
-test('a model with latent attention or a recurrent state refuses streaming, naming it', async () => {
+function normsAfterRope(fixture: OracleFixture): boolean {
+  const config = readModelArchitecture(fixture.dir).config as Partial<DecoderConfig>;
+  return config.qkNormAfterRope === true;
+}
+
+test('a model with latent attention, a recurrent state or q/k norms after RoPE refuses streaming, naming it', async () => {
   const refusing = listOracleFixtures().filter(refusesStreaming);
-  assert.ok(refusing.some((f) => f.name === 'deepseek-v3') && refusing.some((f) => f.name === 'qwen3.5-hybrid'), refusing.map((f) => f.name).join(', '));
+  assert.ok(['deepseek-v3', 'qwen3.5-hybrid', 'hunyuan-dense-norm-after-rope'].every((name) => refusing.some((f) => f.name === name)), refusing.map((f) => f.name).join(', '));
   for (const fixture of refusing) {
     await assert.rejects(LLM.load({ model: fixture.dir, backend: 'cpu', showProgress: false, streamingSinks: SINKS, streamingWindow: WINDOW }), /StreamingLLM/, fixture.name);
   }

@@ -57,6 +57,14 @@ export interface RopeTable {
 }
 
 /** One attention layer's geometry and options, as its kernels need them. */
+/** A query's temperature by its position (AttentionParams.queryTemperature). */
+export interface QueryTemperature {
+  floorScale: number;
+  attnScale: number;
+  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3. */
+  positionOffset: number;
+}
+
 export interface AttentionParams {
   numHeads: number;
   numKvHeads: number;
@@ -71,10 +79,11 @@ export interface AttentionParams {
    */
   attentionChunk?: number | null;
   /**
-   * Llama 4's attention temperature tuning (its NoPE layers): a query at position p is scaled by
-   * 1 + attnScale · ln(1 + floor((p + 1) / floorScale)). Absent or null: none.
+   * Attention temperature tuning: a query at position p is scaled by
+   * 1 + attnScale · ln(1 + floor((p + positionOffset) / floorScale)). Llama 4's NoPE layers count
+   * positions from 1 (offset 1), Ministral 3's layers from 0. Absent or null: none.
    */
-  queryTemperature?: { floorScale: number; attnScale: number } | null;
+  queryTemperature?: QueryTemperature | null;
   /** Scores become softcap · tanh(score / softcap) before the softmax (Gemma 2); null leaves them. */
   softcap: number | null;
   /** [numHeads] learned logits that join each head's softmax denominator and nothing else (gpt-oss). */
@@ -181,6 +190,17 @@ export type Activation =
   | { kind: 'relu' }
   /** gpt-oss: gate clamped to ≤ limit, up to ±limit, (up + 1) · gate · σ(alpha · gate). */
   | { kind: 'clamped-swiglu'; alpha: number; limit: number };
+
+/**
+ * xIELU's constants (Apertus's MLP, one set per layer) as the activation uses them: alphaP =
+ * softplus(α_p) and alphaN = beta + softplus(α_n) of the checkpoint's α_p, α_n; eps is negative.
+ */
+export interface XieluParams {
+  alphaP: number;
+  alphaN: number;
+  beta: number;
+  eps: number;
+}
 
 /** How a token picks its experts from the router's logits [numTokens, numExperts]. */
 export interface RoutingParams {
@@ -540,6 +560,11 @@ export interface Backend {
   scale(x: Tensor, factor: number): void;
   /** In place: x = x · σ(x) (Medusa heads' residual blocks). */
   silu(x: Tensor): void;
+  /**
+   * In place, xIELU (Apertus's ungated MLP): alphaP · x² + beta · x where x > 0, else
+   * (expm1(min(x, eps)) − x) · alphaN + beta · x; in float32, rounded once.
+   */
+  xielu(x: Tensor, params: XieluParams): void;
   /**
    * Per head, x [rows, heads * width] times weight[h]ᵀ, weight [heads, out, in] with in ≤ width:
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).

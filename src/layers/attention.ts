@@ -1,4 +1,4 @@
-import type { AttentionParams, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { AttentionParams, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
@@ -19,14 +19,20 @@ export interface AttentionOptions {
   slidingWindow: number | null;
   /** Chunked attention's chunk (AttentionParams.attentionChunk: Llama 4); absent: none. */
   attentionChunk?: number | null;
-  /** Query temperature tuning (AttentionParams.queryTemperature: Llama 4's NoPE layers); absent: none. */
-  queryTemperature?: { floorScale: number; attnScale: number } | null;
+  /** Query temperature tuning (AttentionParams.queryTemperature: Llama 4's NoPE layers, Ministral 3); absent: none. */
+  queryTemperature?: QueryTemperature | null;
   softcap: number | null;
   /** Checkpoint name of the [numHeads] learned sink logits (gpt-oss), or null. */
   sinks: string | null;
   rotary: RotaryEmbedding;
   /** Per-head norms of queries and keys before rotation (Qwen3, Gemma 3), or null. */
   qkNorm: { q: RmsNorm; k: RmsNorm } | null;
+  /**
+   * The q/k norms apply after rotation instead (Hunyuan). No op rotates without caching, so the
+   * layer rotates and caches, norms q and k, then caches the normed keys over the unnormed ones
+   * through `identity`, a table of scaling `none` (one more cache write per layer). Absent: before.
+   */
+  qkNormAfterRope?: { identity: RotaryEmbedding } | null;
   /**
    * Checkpoint names an fp8 KV cache's per-tensor key and value scales may have, tried in order
    * (absent tensors leave the scale 1), or null for none.
@@ -56,6 +62,10 @@ export class PagedAttention implements Layer {
     }
     if (options.rotary.config.rotaryDim > options.headDim) {
       throw new Error(`rotary dim ${options.rotary.config.rotaryDim} exceeds head dim ${options.headDim}`);
+    }
+    // StreamingLLM rotates queries inside attention, after any norm could run.
+    if (options.qkNormAfterRope && options.rotary.streaming !== null) {
+      throw invalidArgument(`layer ${options.layer} norms q and k after RoPE: StreamingLLM (--streaming-sinks/--streaming-window) does not apply to it`);
     }
     this.layer = options.layer;
     this.options = options;
@@ -115,9 +125,16 @@ export class PagedAttention implements Layer {
   /** qkv [numTokens, (numHeads + 2 * numKvHeads) * headDim] is rotated in place; returns [numTokens, numHeads * headDim]. */
   forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
-    const { qkNorm } = this.options;
-    if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps);
+    const { qkNorm, qkNormAfterRope } = this.options;
+    const norm = () => {
+      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps);
+    };
+    if (!qkNormAfterRope) norm();
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
+    if (qkNormAfterRope) {
+      norm();
+      b.ropeAndCacheWrite(qkv, qkNormAfterRope.identity.table, cache, this.layer, step, params);
+    }
     return b.attention(qkv, cache, this.layer, step, params);
   }
 }

@@ -32,10 +32,11 @@ const AFM_4_5B = {
 
 test("Arcee's MLP has no gate: relu2 runs as relu with up as its own gate (relu(u) · u = relu(u)²)", () => {
   const config = parse(AFM_4_5B);
-  assert.equal(config.upIsGate, true);
+  assert.equal(config.mlp, 'relu2');
   assert.deepEqual(config.activation, { kind: 'relu' });
-  assert.equal(parse({ ...AFM_4_5B, hidden_act: undefined }).upIsGate, true, 'hidden_act defaults to relu2');
-  assert.equal(parse({ ...AFM_4_5B, model_type: 'llama', hidden_act: 'silu' }).upIsGate, false);
+  assert.equal(parse({ ...AFM_4_5B, hidden_act: undefined, rms_norm_eps: undefined }).mlp, 'relu2', 'hidden_act defaults to relu2');
+  assert.equal(parse({ ...AFM_4_5B, rms_norm_eps: undefined }).rmsNormEps, 1e-5, "ArceeConfig's default rms_norm_eps");
+  assert.equal(parse({ ...AFM_4_5B, model_type: 'llama', hidden_act: 'silu' }).mlp, 'gated');
   const names = createModel(parseModelArchitecture({ ...AFM_4_5B, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 32, num_hidden_layers: 1, vocab_size: 64, mlp_bias: true }, 'test/config.json'), 64)
     .parameters()
     .map((p) => p.name)

@@ -1,4 +1,4 @@
-import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -32,8 +32,12 @@ export interface DecoderConfig extends ModelConfig {
   attentionBias: boolean;
   /** o_proj carries a bias. */
   outputBias: boolean;
-  /** Per-head RMSNorm on q and k before RoPE (Qwen3). */
+  /** Per-head RMSNorm on q and k before RoPE (Qwen3), or after it with `qkNormAfterRope`. */
   qkNorm: boolean;
+  /** The q/k norms apply to the rotated heads (Hunyuan), not before RoPE. */
+  qkNormAfterRope: boolean;
+  /** Checkpoint names of the layers' norms. */
+  normNames: DecoderNormNames;
   /** Each layer's window: it attends to at most this many most recent tokens; null = full. */
   slidingWindows: (number | null)[];
   /** Whether each layer rotates q and k: false for a NoPE layer (SmolLM3's `no_rope_layers`). */
@@ -46,7 +50,23 @@ export interface DecoderConfig extends ModelConfig {
   activation: Activation;
   /** Granite's multipliers; null for the other families (embeddings as they are, scores by head_dim^-0.5, ...). */
   multipliers: DecoderMultipliers | null;
+  /** Every layer's query scale by position (Ministral 3's llama_4_scaling_beta), or null. */
+  queryTemperature: QueryTemperature | null;
 }
+
+/** Names, under `model.layers.<index>.`, of a pre-norm layer's norms, which some families spell their own way. */
+export interface DecoderNormNames {
+  /** Before attention: `input_layernorm` (Apertus: `attention_layernorm`). */
+  input: string;
+  /** Before the MLP: `post_attention_layernorm` (Apertus: `feedforward_layernorm`). */
+  postAttention: string;
+  /** Per-head query and key norms: `self_attn.q_norm` / `self_attn.k_norm` (Hunyuan: `query_layernorm` / `key_layernorm`). */
+  q: string;
+  k: string;
+}
+
+/** Llama's names, which most families keep. */
+export const LLAMA_NORM_NAMES: DecoderNormNames = { input: 'input_layernorm', postAttention: 'post_attention_layernorm', q: 'self_attn.q_norm', k: 'self_attn.k_norm' };
 
 /** Granite's scalings of the Llama graph. */
 export interface DecoderMultipliers {
@@ -98,6 +118,9 @@ export function parseDecoderFields(
     attentionSinks: false,
     activation: defaults.activation ?? parseActivation(fields, 'hidden_act', 'silu'),
     multipliers: null,
+    queryTemperature: null,
+    qkNormAfterRope: false,
+    normNames: LLAMA_NORM_NAMES,
   };
 }
 
@@ -138,12 +161,16 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: FeedForward;
 
-  /** Hugging Face's names under `model.layers.<index>`: input_layernorm, self_attn.*, post_attention_layernorm. */
-  constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, mlp: FeedForward) {
+  /**
+   * Hugging Face's names under `model.layers.<index>`: the norms' (`config.normNames`), self_attn.*.
+   * `identity` is the model's table of identity rows where its q/k norms follow RoPE, else null.
+   */
+  constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, identity: RotaryEmbedding | null, mlp: FeedForward) {
     super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
-    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
+    const names = config.normNames;
+    this.inputNorm = new RmsNorm(`${p}.${names.input}.weight`, hiddenSize, eps);
     this.attention = new SelfAttention({
       layer: index,
       hiddenSize,
@@ -152,12 +179,12 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       headDim,
       scale: config.multipliers?.attention ?? headDim ** -0.5,
       slidingWindow: config.slidingWindows[index],
+      queryTemperature: config.queryTemperature,
       softcap: null,
       sinks: config.attentionSinks ? `${p}.self_attn.sinks` : null,
       rotary,
-      qkNorm: config.qkNorm
-        ? { q: new RmsNorm(`${p}.self_attn.q_norm.weight`, headDim, eps), k: new RmsNorm(`${p}.self_attn.k_norm.weight`, headDim, eps) }
-        : null,
+      qkNorm: config.qkNorm ? { q: new RmsNorm(`${p}.${names.q}.weight`, headDim, eps), k: new RmsNorm(`${p}.${names.k}.weight`, headDim, eps) } : null,
+      qkNormAfterRope: config.qkNormAfterRope ? { identity: identity! } : null,
       qkv: config.fusedQkv
         ? { qkv: `${p}.self_attn.qkv_proj.weight` }
         : { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
@@ -165,7 +192,7 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
     });
-    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
+    this.postAttentionNorm = new RmsNorm(`${p}.${names.postAttention}.weight`, hiddenSize, eps);
     this.mlp = mlp;
   }
 
@@ -184,13 +211,14 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage, mlpOf: (index: number) => FeedForward) {
     const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
     const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
-    // NoPE layers read a table of identity rows, so their keys are cached through the same op.
-    const none = config.ropeLayers.every((r) => r) ? null : new RotaryEmbedding({ ...rope, scaling: { type: 'none' } }, maxPositions, streaming);
+    // NoPE layers read a table of identity rows, so their keys are cached through the same op; so
+    // do the normed keys of layers that norm after RoPE.
+    const none = config.ropeLayers.every((r) => r) && !config.qkNormAfterRope ? null : new RotaryEmbedding({ ...rope, scaling: { type: 'none' } }, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, config.multipliers?.embedding ?? 1);
     super(config, {
       rotaries: none === null ? [rotary] : [rotary, none],
       embedding,
-      layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, config.ropeLayers[i] || none === null ? rotary : none, mlpOf(i))),
+      layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, config.ropeLayers[i] || none === null ? rotary : none, none, mlpOf(i))),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);

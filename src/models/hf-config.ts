@@ -334,7 +334,7 @@ export class ConfigFields {
     return v;
   }
 
-  finiteNumber(key: string, fallback: number): number {
+  finiteNumber(key: string, fallback?: number): number {
     const v = this.present(key, fallback);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw this.invalid(key, 'a number');
     return v;

@@ -1,3 +1,4 @@
+import { LLAMA_NORM_NAMES } from './decoder.ts';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,7 +69,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     hiddenSize: 4096,
     intermediateSize: 14336,
     mlpBias: false,
-    upIsGate: false,
+    mlp: 'gated',
     numLayers: 32,
     numHeads: 32,
     numKvHeads: 8,
@@ -87,6 +88,9 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     attentionSinks: false,
     activation: { kind: 'silu' },
     multipliers: null,
+    queryTemperature: null,
+    qkNormAfterRope: false,
+    normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'bf16',
     bosTokenId: 128000,
@@ -230,8 +234,8 @@ test('llama3 rope takes original_max_position_embeddings from the dict, else max
 });
 
 test('unsupported or malformed configs are rejected with messages naming the key', () => {
-  rejects(withoutKeys(TINY, ['model_type']), 'no model_type', 'llama, mistral, qwen2, qwen3');
-  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2" is not supported', 'Llama (llama, mistral, qwen2, qwen3');
+  rejects(withoutKeys(TINY, ['model_type']), 'no model_type', 'llama, mistral, ministral3, qwen2, qwen3');
+  rejects({ ...TINY, model_type: 'gpt2' }, '"gpt2" is not supported', 'Llama (llama, mistral, ministral3, qwen2, qwen3');
   rejects([TINY], 'JSON object');
   rejects(withoutKeys(TINY, ['hidden_size']), '"hidden_size"', 'missing');
   rejects({ ...TINY, vocab_size: -5 }, '"vocab_size"', 'positive integer', '-5');

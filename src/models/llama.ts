@@ -1,29 +1,35 @@
-import type { Activation } from '../backend/backend.ts';
+import type { QueryTemperature } from '../backend/backend.ts';
+import type { RopeScaling } from '../layers/rotary.ts';
 import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
+import { XieluMlp } from '../layers/xielu-mlp.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, parseDecoderFields, type DecoderConfig, type DecoderMultipliers } from './decoder.ts';
+import { DecoderModel, LLAMA_NORM_NAMES, parseDecoderFields, type DecoderConfig, type DecoderFields, type DecoderMultipliers, type DecoderNormNames } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
-import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes } from './hf-config.ts';
+import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFields } from './hf-config.ts';
 
 /**
- * The Llama family: llama, mistral, qwen2, qwen3, smollm3, granite, seed_oss and arcee differ only
- * in defaults, biases, q/k norms, windows, NoPE layers (SmolLM3's), multipliers (Granite's) and a
- * gateless MLP (Arcee's).
+ * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
+ * hunyuan_v1_dense and apertus differ only in defaults, biases, q/k norms (before RoPE, or after it:
+ * Hunyuan's), norm names, windows, NoPE layers (SmolLM3's), multipliers (Granite's), a query scale
+ * by position (Ministral 3's), NTK-alpha RoPE (Hunyuan's) and a gateless MLP (Arcee's relu²,
+ * Apertus's xIELU).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
   /** gate/up/down carry biases (Llama's `mlp_bias`). */
   mlpBias: boolean;
   /**
-   * No gate projection (Arcee): the MLP is down(relu(up(x))²), which is down(relu(u) · u), the
-   * gated `activation` (relu) with up as its own gate.
+   * The MLP: `gated`, down(act(gate(x)) · up(x)); `relu2`, without a gate projection,
+   * down(relu(up(x))²), which is down(relu(u) · u), the gated `activation` (relu) with up as its own
+   * gate (Arcee, Apertus); `xielu`, down(xielu(up(x))) with each layer's learned constants
+   * (Apertus), which reads no `activation`.
    */
-  upIsGate: boolean;
+  mlp: 'gated' | 'relu2' | 'xielu';
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee';
+type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus';
 
 /** Where a model_type's config puts attention biases. */
 type AttentionBiasRule =
@@ -43,36 +49,92 @@ interface LlamaTypeTraits {
   headDim?: number;
   /** rope_theta's default where the class has one (else 1e4). */
   ropeTheta?: number;
+  /** rms_norm_eps's default where the class has one (else 1e-6). */
+  rmsNormEps?: number;
   attentionBias: AttentionBiasRule;
   /** Reads `mlp_bias`. */
   mlpBias: boolean;
   tiedByDefault: boolean;
+  /** Per-head q/k RMSNorms, applied before RoPE or after it; absent: none. */
+  qkNorm?: 'before-rope' | 'after-rope';
+  /** The layers' norm names where they are not Llama's. */
+  normNames?: DecoderNormNames;
+  /**
+   * An MLP without a gate (NemotronMLP's down(act(up(x)))): the `hidden_act` values Keel runs for
+   * it, the first the class's default; absent: a gated MLP.
+   */
+  ungatedActivations?: readonly ('relu2' | 'xielu')[];
+  /** `rope_parameters` where the config gives neither it nor `rope_scaling` (the class's __post_init__ default). */
+  defaultRope?: Record<string, unknown>;
 }
 
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
   mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
+  ministral3: {
+    maxPositions: 262144,
+    headDim: 128,
+    rmsNormEps: 1e-5,
+    attentionBias: 'none',
+    mlpBias: false,
+    tiedByDefault: false,
+    defaultRope: {
+      rope_type: 'yarn',
+      rope_theta: 1e6,
+      factor: 16,
+      original_max_position_embeddings: 16384,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale_all_dim: 1,
+      mscale: 1,
+      llama_4_scaling_beta: 0.1,
+    },
+  },
   qwen2: { maxPositions: 32768, attentionBias: 'qkv', mlpBias: false, tiedByDefault: false },
-  qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false },
+  qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false, qkNorm: 'before-rope' },
   smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: true },
   granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
   seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: true, tiedByDefault: false },
-  arcee: { maxPositions: 4096, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
+  arcee: { maxPositions: 4096, rmsNormEps: 1e-5, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false, ungatedActivations: ['relu2'] },
+  hunyuan_v1_dense: {
+    maxPositions: 2048,
+    rmsNormEps: 1e-5,
+    attentionBias: 'attention_bias',
+    mlpBias: false,
+    tiedByDefault: false,
+    qkNorm: 'after-rope',
+    normNames: { ...LLAMA_NORM_NAMES, q: 'self_attn.query_layernorm', k: 'self_attn.key_layernorm' },
+  },
+  apertus: {
+    maxPositions: 65536,
+    ropeTheta: 12e6,
+    rmsNormEps: 1e-5,
+    attentionBias: 'attention_bias',
+    mlpBias: false,
+    tiedByDefault: false,
+    qkNorm: 'before-rope',
+    normNames: { ...LLAMA_NORM_NAMES, input: 'attention_layernorm', postAttention: 'feedforward_layernorm' },
+    ungatedActivations: ['xielu', 'relu2'],
+    defaultRope: { rope_type: 'llama3', rope_theta: 12e6, factor: 8, original_max_position_embeddings: 8192, low_freq_factor: 1, high_freq_factor: 4 },
+  },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
-  const fields = new ConfigFields(json, source);
-  const modelType = fields.raw('model_type') as LlamaModelType;
+  const modelType = json.model_type as LlamaModelType;
   const traits = TRAITS[modelType];
-  const arcee = modelType === 'arcee';
+  const defaultRope = traits.defaultRope !== undefined && json.rope_parameters == null && json.rope_scaling == null;
+  const fields = new ConfigFields(defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json, source);
+  const mlp = parseMlp(fields, modelType, traits.ungatedActivations);
   const decoder = parseDecoderFields(fields, {
     maxPositionEmbeddings: traits.maxPositions,
     headDim: traits.headDim,
     ropeTheta: traits.ropeTheta,
-    ...(arcee && { activation: parseArceeActivation(fields) }),
+    rmsNormEps: traits.rmsNormEps,
+    // relu² runs as the gated relu (relu(u) · u); an xIELU MLP reads no activation.
+    ...(mlp !== 'gated' && { activation: { kind: 'relu' } }),
   });
   const ropeLayers = modelType === 'smollm3' ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
   return {
@@ -80,13 +142,46 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
     intermediateSize: fields.positiveInt('intermediate_size'),
     mlpBias: traits.mlpBias && fields.boolean('mlp_bias', false),
-    upIsGate: arcee,
+    mlp,
     ...parseAttentionBiases(fields, traits.attentionBias),
-    qkNorm: modelType === 'qwen3',
+    qkNorm: traits.qkNorm !== undefined,
+    qkNormAfterRope: traits.qkNorm === 'after-rope',
+    normNames: traits.normNames ?? LLAMA_NORM_NAMES,
     slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
     ropeLayers,
     multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
+    queryTemperature: modelType === 'ministral3' ? parseMinistral3Temperature(fields, decoder.ropeScaling) : null,
+    ...(modelType === 'hunyuan_v1_dense' && parseHunyuan(fields, decoder)),
   };
+}
+
+/**
+ * Hunyuan's head_dim, required (HunYuanDenseV1Config leaves it None, which its attention cannot run
+ * with), and its NTK-alpha RoPE: a `dynamic` RoPE dict with `alpha` rotates by the fixed base
+ * theta · alpha^(d / (d − 2)), d = head_dim, whatever its factor. transformers drops alpha past
+ * max_position_embeddings (it recomputes plain dynamic NTK frequencies there), so Keel serves no
+ * longer context. Without alpha: no change. LongRoPE is refused: its rows depend on the prompt,
+ * which the identity table the normed keys are cached through (qkNormAfterRope) does not follow.
+ */
+function parseHunyuan(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
+  const d = fields.positiveInt('head_dim');
+  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for hunyuan_v1_dense (its q/k norms after RoPE cache keys through a second rotary table)`);
+  const rope = ropeParameterFields(fields);
+  if ((rope.raw('rope_type') ?? rope.raw('type')) !== 'dynamic' || rope.raw('alpha') == null) return {};
+  const alpha = rope.positiveNumber('alpha');
+  return { ropeTheta: decoder.ropeTheta * alpha ** (d / (d - 2)), ropeScaling: { type: 'default' }, contextLength: decoder.maxPositionEmbeddings };
+}
+
+/**
+ * Ministral 3 scales every query after RoPE by 1 + β · ln(1 + ⌊p / original⌋) at position p, with
+ * β the RoPE dict's `llama_4_scaling_beta` and original its `original_max_position_embeddings`
+ * (for YaRN, llama3 and LongRoPE the one the scaling reads, which transformers puts there; other
+ * RoPE types must give it). transformers fails without either, so Keel requires both.
+ */
+function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling): QueryTemperature {
+  const rope = ropeParameterFields(fields);
+  const floorScale = 'originalMaxPositionEmbeddings' in scaling ? scaling.originalMaxPositionEmbeddings : rope.positiveInt('original_max_position_embeddings');
+  return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };
 }
 
 function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
@@ -105,13 +200,15 @@ function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { 
 }
 
 /**
- * Arcee's ungated MLP activation, `hidden_act` (default relu2): relu² runs as the gated relu of up
- * by itself (relu(u) · u = relu(u)²); other ungated activations are not that, so they are refused.
+ * The MLP: gated, or for a model_type without a gate (Arcee, Apertus) its `hidden_act`, one of
+ * `ungated` (other ungated activations are refused by name).
  */
-function parseArceeActivation(fields: ConfigFields): Activation {
-  const name = fields.string('hidden_act', 'relu2');
-  if (name !== 'relu2') throw invalidModel(`${fields.source}: hidden_act "${name}" is not supported for arcee (Keel runs its relu2 MLP, without a gate)`);
-  return { kind: 'relu' };
+function parseMlp(fields: ConfigFields, modelType: LlamaModelType, ungated: readonly ('relu2' | 'xielu')[] | undefined): LlamaConfig['mlp'] {
+  if (ungated === undefined) return 'gated';
+  const name = fields.string('hidden_act', ungated[0]);
+  const mlp = ungated.find((a) => a === name);
+  if (mlp === undefined) throw invalidModel(`${fields.source}: hidden_act "${name}" is not supported for ${modelType} (Keel runs its MLP without a gate with ${ungated.join(' or ')})`);
+  return mlp;
 }
 
 /** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
@@ -137,14 +234,16 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite and Seed-OSS never slide. Mistral slides every layer. Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
+ * Llama, Granite, Seed-OSS, Hunyuan and Apertus never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
  * only layers whose `layer_types` entry is "sliding_attention" (derived, when absent, as the layers
  * from `max_window_layers` on).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss') return all(null);
+  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss' || modelType === 'hunyuan_v1_dense' || modelType === 'apertus') return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
+  if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
   const window = fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW);
   if (window === null) return all(null);
@@ -159,14 +258,15 @@ function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModel
   return Array.from({ length: numLayers }, (_, i) => (i >= firstSliding ? window : null));
 }
 
-/** The Llama-family decoder: a dense gated MLP in every layer. */
+/** The Llama-family decoder: a dense MLP in every layer. */
 export class LlamaModel extends DecoderModel {
   constructor(config: LlamaConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
     super(config, maxPositions, streaming, stage, (i) => {
       const p = `model.layers.${i}.mlp`;
-      const gate = config.upIsGate ? {} : { gate: `${p}.gate_proj.weight` };
-      const names = { ...gate, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
-      return new GatedMlp(names, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
+      const projections = { up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
+      if (config.mlp === 'xielu') return new XieluMlp({ ...projections, activation: `${p}.act_fn` }, config.hiddenSize, config.intermediateSize);
+      const gate = config.mlp === 'relu2' ? {} : { gate: `${p}.gate_proj.weight` };
+      return new GatedMlp({ ...gate, ...projections }, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
     });
   }
 }

@@ -65,7 +65,7 @@ test('a Llama 4 Scout config: MoE in every layer, every fourth layer NoPE with f
   assert.ok(c.moeLayers.every((m) => m));
   assert.deepEqual(c.ropeLayers.slice(0, 8), [true, true, true, false, true, true, true, false]);
   assert.deepEqual(c.attentionChunks.slice(0, 4), [8192, 8192, 8192, null]);
-  assert.deepEqual(c.queryTemperature, { floorScale: 8192, attnScale: 0.1 });
+  assert.deepEqual(c.queryTemperature, { floorScale: 8192, attnScale: 0.1, positionOffset: 1 });
   assert.ok(c.qkL2Norm);
   assert.equal(c.rmsNormEps, 1e-5);
   assert.deepEqual(c.ropeScaling, { type: 'llama3', factor: 16, lowFreqFactor: 1, highFreqFactor: 1, originalMaxPositionEmbeddings: 8192 });

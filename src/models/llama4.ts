@@ -1,4 +1,4 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
@@ -54,7 +54,7 @@ export interface Llama4Config extends DecoderFields {
   /** L2 norm of q and k on the RoPE layers (`use_qk_norm`). */
   qkL2Norm: boolean;
   /** Query temperature of the NoPE layers (`attn_temperature_tuning`, `floor_scale`, `attn_scale`), or null. */
-  queryTemperature: { floorScale: number; attnScale: number } | null;
+  queryTemperature: QueryTemperature | null;
   /**
    * How the checkpoint holds the routed experts: fused (`experts.gate_up_proj` [E, hidden, 2n],
    * gate columns first, and `experts.down_proj` [E, n, hidden]: the Hub's and transformers'), or
@@ -89,7 +89,8 @@ function parseLlama4Config(json: Record<string, unknown>, source: string, tensor
     ropeLayers,
     attentionChunks: parseAttentionChunks(fields, ropeLayers),
     qkL2Norm: fields.boolean('use_qk_norm', true),
-    queryTemperature: temperature ? { floorScale: fields.positiveNumber('floor_scale', DEFAULTS.floorScale), attnScale: fields.finiteNumber('attn_scale', DEFAULTS.attnScale) } : null,
+    // transformers scales by cache_position + 1.
+    queryTemperature: temperature ? { floorScale: fields.positiveNumber('floor_scale', DEFAULTS.floorScale), attnScale: fields.finiteNumber('attn_scale', DEFAULTS.attnScale), positionOffset: 1 } : null,
     expertTensors: tensorNames?.some((name) => PER_EXPERT_TENSOR.test(name)) ? 'per-expert' : 'fused',
   };
 }

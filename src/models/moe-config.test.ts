@@ -1,3 +1,4 @@
+import { LLAMA_NORM_NAMES } from './decoder.ts';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { MixtralConfig } from './mixtral.ts';
@@ -115,6 +116,9 @@ test('Mixtral-8x7B: Mistral attention, 8 experts of 14336, top-2, no sliding win
     attentionSinks: false,
     activation: { kind: 'silu' },
     multipliers: null,
+    queryTemperature: null,
+    qkNormAfterRope: false,
+    normNames: LLAMA_NORM_NAMES,
     intermediateSize: 14336,
     numExperts: 8,
     numExpertsPerToken: 2,

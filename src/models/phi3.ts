@@ -2,7 +2,7 @@ import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import type { RopeScaling } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, type DecoderConfig } from './decoder.ts';
+import { DecoderModel, LLAMA_NORM_NAMES, type DecoderConfig } from './decoder.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseLongrope, parsePartialRotary, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
@@ -49,6 +49,9 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     attentionSinks: false,
     activation: parseActivation(fields, 'hidden_act', 'silu'),
     multipliers: null,
+    queryTemperature: null,
+    qkNormAfterRope: false,
+    normNames: LLAMA_NORM_NAMES,
   };
 }
 

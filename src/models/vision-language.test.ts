@@ -114,7 +114,7 @@ test('a text-only config of a family is not read as a vision-language one', () =
 test('vision-language configs Keel cannot serve are named', () => {
   assertInvalidModel(() => parse({ ...GEMMA3_4B, text_config: undefined }), 'model_type "gemma3"', '"text_config"', 'missing');
   assertInvalidModel(() => parse({ ...GEMMA3_4B, text_config: 'gemma' }), '"text_config"', 'not an object');
-  assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, model_type: 'ministral3' } }), 'test/config.json text_config', '"ministral3"', 'inside a "mistral3"', 'mistral');
+  assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, model_type: 'qwen2' } }), 'test/config.json text_config', '"qwen2"', 'inside a "mistral3"', 'mistral, ministral3');
   assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, model_type: undefined } }), 'no model_type', 'inside a "mistral3"');
   // Errors in the text model's keys name text_config.
   assertInvalidModel(() => parse({ ...MISTRAL_SMALL_31, text_config: { ...MISTRAL_SMALL_31.text_config, hidden_act: 'gelu_10' } }), 'test/config.json text_config', 'hidden_act "gelu_10"');

@@ -26,7 +26,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
   gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: 'wrapper' },
-  mistral3: { textModelTypes: ['mistral'], tiedBy: 'wrapper' },
+  mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: 'wrapper' },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
   // Qwen3_5ForConditionalGeneration owns its lm_head and ties it by its own config.
   qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: 'wrapper' },

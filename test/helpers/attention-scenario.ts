@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { AttentionParams, Backend, KvCache, Tensor } from '../../src/backend/backend.ts';
+import type { AttentionParams, Backend, KvCache, QueryTemperature, Tensor } from '../../src/backend/backend.ts';
 import { attentionLayout, plainAttention } from './kv-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, type SeqSpec } from '../../src/bench/synthetic-batch.ts';
 import { buildRopeTable } from '../../src/layers/rotary.ts';
@@ -37,7 +37,7 @@ export interface Scenario {
   /** Chunked attention's chunk (Llama 4). */
   attentionChunk?: number;
   /** Query temperature tuning (Llama 4's NoPE layers). */
-  queryTemperature?: { floorScale: number; attnScale: number };
+  queryTemperature?: QueryTemperature;
 }
 
 /** Runs `s` on `gpu` and `cpu` with random inputs from `rng`, failing on any step whose outputs differ. */

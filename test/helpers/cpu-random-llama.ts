@@ -1,3 +1,4 @@
+import { LLAMA_NORM_NAMES } from '../../src/models/decoder.ts';
 import type { Backend, RopeTable } from '../../src/backend/backend.ts';
 import type { WeightSource } from '../../src/layers/parameters.ts';
 import { buildRopeTable } from '../../src/layers/rotary.ts';
@@ -38,7 +39,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     hiddenSize: 32,
     intermediateSize: 48,
     mlpBias: false,
-    upIsGate: false,
+    mlp: 'gated',
     numLayers,
     numHeads: 4,
     numKvHeads: 2,
@@ -57,6 +58,9 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     attentionSinks: false,
     activation: { kind: 'silu' },
     multipliers: null,
+    queryTemperature: null,
+    qkNormAfterRope: false,
+    normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'f32',
     bosTokenId: null,

@@ -159,6 +159,18 @@ def gen_mistral(r, name):
     return fx(name, "mistral", f, rope(r, f))
 
 
+def gen_ministral3(r, name):
+    f = base(r)
+    f["hidden_act"] = act(r, "silu")
+    sliding(r, f, qwen=False)
+    # Ministral3Config's head_dim defaults to 128, not hidden / heads.
+    rope_ = rope(r, f, head_dim_default=128)
+    # Every query is scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original_max_position_embeddings)):
+    # an original context the prompts cross (every RoPE type needs one here, as transformers reads it).
+    rope_.update(llama_4_scaling_beta=r.choice((0.1, 0.5, 1.0)), original_max_position_embeddings=r.choice((8, 16, 32)))
+    return fx(name, "ministral3", f, rope_)
+
+
 def gen_qwen2(r, name):
     f = base(r)
     f["hidden_act"] = act(r, "silu")
@@ -507,6 +519,27 @@ def gen_arcee(r, name):
     return fx(name, "arcee", f, rope(r, f))
 
 
+def gen_hunyuan_v1_dense(r, name):
+    f = base(r)
+    # HunYuanDenseV1Config leaves head_dim None, which its attention fails on: always give one.
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), head_dim=head_dim_of(f))
+    if r.random() < 0.4:
+        # The Hub's NTK-alpha RoPE: dynamic with alpha rotates by the fixed base theta * alpha^(d / (d - 2)).
+        return fx(name, "hunyuan_v1_dense", f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))))
+    # No LongRoPE: the normed keys are cached through a second (identity) rotary table, which Keel refuses beside it.
+    return fx(name, "hunyuan_v1_dense", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
+
+
+XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
+
+
+def gen_apertus(r, name):
+    f = base(r)
+    # An MLP without a gate: xielu (ApertusConfig's default, constants per layer) or relu2, the ones Keel runs.
+    f.update(attention_bias=r.random() < 0.4, hidden_act=r.choice(("xielu", "xielu", "relu2")))
+    return fx(name, "apertus", f, rope(r, f), init_overrides=XIELU_INIT if f["hidden_act"] == "xielu" else ())
+
+
 def gen_exaone4(r, name):
     f = base(r)
     n = r.choice((2, 3, 4))
@@ -564,12 +597,13 @@ def gen_qwen3_5_text(r, name):
 
 
 GENERATORS = {
-    "llama": gen_llama, "mistral": gen_mistral, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
+    "llama": gen_llama, "mistral": gen_mistral, "ministral3": gen_ministral3, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
+    "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
 }

@@ -109,6 +109,9 @@ CONFIG_CLASS_NAMES = {
     "seed_oss": "SeedOssConfig",
     "exaone4": "Exaone4Config",
     "arcee": "ArceeConfig",
+    "ministral3": "Ministral3Config",
+    "hunyuan_v1_dense": "HunYuanDenseV1Config",
+    "apertus": "ApertusConfig",
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
@@ -931,6 +934,40 @@ FIXTURES.append(Fixture(
     _rope(),
     stored_dtype="bfloat16",
 ))
+FIXTURES.append(Fixture(
+    "ministral3-yarn-temperature", "ministral3",
+    "Ministral 3: Mistral's layers (no sliding_window: Ministral3Config's default) with YaRN RoPE (factor 8, "
+    "original_max_position_embeddings 16, theta 1e6, mscale = mscale_all_dim = 1) and every query scaled after RoPE "
+    "by 1 + llama_4_scaling_beta (0.5) * ln(1 + floor(p / 16)) at position p, so the prompts' later positions "
+    "see factors up to 1.8; head_dim 16 given (the class defaults it to 128), GQA 4 query / 2 KV heads, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, head_dim=16),
+    _rope("yarn", 1000000.0, factor=8.0, original_max_position_embeddings=16, beta_fast=32.0, beta_slow=1.0,
+          mscale=1.0, mscale_all_dim=1.0, llama_4_scaling_beta=0.5),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "hunyuan-dense-norm-after-rope", "hunyuan_v1_dense",
+    "Hunyuan dense (HunYuanDenseV1): Llama's layers whose per-head query_layernorm / key_layernorm RMSNorms apply "
+    "AFTER RoPE (the keys are cached normed); NTK-alpha RoPE as the Hub's configs give it (rope type dynamic with "
+    "alpha 1000, factor 1: base 1e4 * 1000^(16/14)), attention_bias (q, k, v and o), head_dim 16, GQA 4 query / 2 "
+    "KV heads, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, head_dim=16, attention_bias=True),
+    _rope("dynamic", 10000.0, factor=1.0, alpha=1000.0),
+    stored_dtype="bfloat16",
+))
+FIXTURES.append(Fixture(
+    "apertus-xielu", "apertus",
+    "Apertus: Llama's attention with per-head q_norm / k_norm before RoPE, the layer norms named "
+    "attention_layernorm / feedforward_layernorm, and an MLP without a gate, down(xielu(up(x))) (hidden_act xielu, "
+    "ApertusConfig's default) whose act_fn constants differ per layer: alpha_p and alpha_n (through softplus) and "
+    "the saved beta and eps buffers (eps around -0.05, so the clamp of expm1's input shows); llama3 RoPE (factor 8, "
+    "original 16, theta 1.2e7), GQA 4 query / 2 KV heads, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64),
+    _rope("llama3", 12000000.0, factor=8.0, original_max_position_embeddings=16, low_freq_factor=1.0, high_freq_factor=4.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3),
+                    (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02)),
+))
 # Z.ai's GLM MoE families: GLM-4.5 / 4.6 / 4.7 (glm4_moe), GLM-4.7-Flash (glm4_moe_lite), GLM-5 (glm_moe_dsa).
 FIXTURES.append(Fixture(
     "glm4-moe-lite", "glm4_moe_lite",
@@ -1111,6 +1148,9 @@ SEED_BASES = {
     "seed-oss-biases": 67000,
     "exaone4-nope-global": 68000,
     "arcee-relu2": 69000,
+    "ministral3-yarn-temperature": 70000,
+    "hunyuan-dense-norm-after-rope": 71000,
+    "apertus-xielu": 72000,
     "qwen3.5-hybrid": 51000,
     "qwen3-next-moe": 52000,
     "qwen3.5-moe-vl": 53000,

@@ -28,6 +28,7 @@ import type {
   TimeMark,
   TokenSelection,
   WeightStream,
+  XieluParams,
 } from '../backend.ts';
 import { TimeMarkSerials } from '../time-mark-serials.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
@@ -38,7 +39,7 @@ import { asCpuKvCache, asCpuRopeTable, asCpuSwapSpace, asCpuTensor, CpuKvCache, 
 import { sparse24Matmul } from './ops/sparse24-matmul.ts';
 import type { Sparse24Weight } from '../../tensor/sparse24.ts';
 import { asCpuWeightStream, CpuWeightStream } from './weight-stream.ts';
-import { gatedActivation } from './ops/activation.ts';
+import { gatedActivation, xieluValue } from './ops/activation.ts';
 import { DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw, type DrawResults } from '../../sampling/draw.ts';
 import { draftTreeSlots, expandDraftTrees, writeDraftTreeMask } from './ops/draft-trees.ts';
 import { sampleDraws } from '../../sampling/draw-sampler.ts';
@@ -421,6 +422,11 @@ export class CpuBackend implements Backend {
   silu(x: Tensor): void {
     const data = asCpuTensor(x, 'silu input').data;
     for (let i = 0; i < data.length; i++) data[i] = data[i] / (1 + Math.exp(-data[i]));
+  }
+
+  xielu(x: Tensor, params: XieluParams): void {
+    const data = asCpuTensor(x, 'xielu input').data;
+    for (let i = 0; i < data.length; i++) data[i] = xieluValue(data[i], params);
   }
 
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {

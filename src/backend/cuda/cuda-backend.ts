@@ -27,6 +27,7 @@ import type {
   TimeMark,
   TokenSelection,
   WeightStream,
+  XieluParams,
 } from '../backend.ts';
 import { floatToBf16Bits, floatToF16Bits, hostTensorToFloat32, roundToBf16 } from '../../tensor/host-dtype.ts';
 import { checkQuantizedExperts, checkQuantizedTable, describeQuantized, numGroups, rowBytes, type QuantizedWeight } from '../../tensor/quantized-weight.ts';
@@ -53,7 +54,7 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchScale, launchSilu, launchSoftcap } from './kernels/elementwise.ts';
+import { launchAddBias, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, launchMultiplySigmoid, type StateSlotArgs } from './kernels/gated-delta-net.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
@@ -1274,6 +1275,11 @@ export class CudaBackend implements Backend {
   silu(x: Tensor): void {
     const t = asBf16(x, 'silu input');
     launchSilu(this.device, t.ptr, t.numel);
+  }
+
+  xielu(x: Tensor, params: XieluParams): void {
+    const t = asBf16(x, 'xielu input');
+    launchXielu(this.device, t.ptr, t.numel, params);
   }
 
   headwiseLinear(x: Tensor, weight: Tensor): Tensor {

@@ -54,11 +54,11 @@ test('chunked attention under a sliding window, and long decodes split over part
   });
 });
 
-test('query temperature (NoPE layers): each query scaled by its position\'s factor, in prefill and decodes, with and without a soft-cap', () => {
-  for (const softcap of [undefined, 20]) {
+test('query temperature (Llama 4\'s NoPE layers, Ministral 3): each query scaled by its position\'s factor, in prefill and decodes, with and without a soft-cap', () => {
+  for (const [softcap, positionOffset] of [[undefined, 1], [20, 1], [undefined, 0]] as const) {
     const first = randomChunks(rng, 4, 300);
     run({
-      name: `temperature softcap ${softcap}`,
+      name: `temperature softcap ${softcap} offset ${positionOffset}`,
       headDim: 128,
       numKvHeads: 2,
       group: 4,
@@ -66,7 +66,7 @@ test('query temperature (NoPE layers): each query scaled by its position\'s fact
       window: null,
       steps: [first, continueSeqs(rng, first, 120)],
       attend: [true, true],
-      queryTemperature: { floorScale: 8, attnScale: 0.1 },
+      queryTemperature: { floorScale: 8, attnScale: 0.1, positionOffset },
       ...(softcap !== undefined && { softcap, scale: 4 * 128 ** -0.5 }),
     });
   }
@@ -79,7 +79,7 @@ after(() => wgmma.dispose());
 const skip = wgmma.device.info.arch === 'sm_90a' ? false : `needs a Hopper GPU (sm_90a), not ${wgmma.device.info.arch}`;
 
 test('chunked attention and query temperature in the wgmma prefill kernel (head dim 128)', { skip }, () => {
-  for (const options of [{ attentionChunk: 48 }, { attentionChunk: 256 }, { queryTemperature: { floorScale: 8, attnScale: 0.1 } }]) {
+  for (const options of [{ attentionChunk: 48 }, { attentionChunk: 256 }, { queryTemperature: { floorScale: 8, attnScale: 0.1, positionOffset: 1 } }, { queryTemperature: { floorScale: 8, attnScale: 0.1, positionOffset: 0 } }]) {
     const first = [{ cached: 0, query: 700 }, { cached: 0, query: 130 }];
     runScenario(
       { name: `wgmma ${JSON.stringify(options)}`, headDim: 128, numKvHeads: 2, group: 2, blockSize: 16, window: null, steps: [first, continueSeqs(rng, first, 300)], attend: [true, true], ...options },

@@ -235,6 +235,17 @@ test('scale multiplies every element in place, whatever the tensor\'s size', () 
   }
 });
 
+test('xielu applies Apertus\'s activation in place, on both sides of zero, whatever the tensor\'s size', () => {
+  for (const [rows, cols] of [[1, 7], [3, 256], [5, 262144], [1, 1]]) {
+    const params = { alphaP: pick(rng, [0.8, 3.1]), alphaN: pick(rng, [0.8, 1.7]), beta: 0.5, eps: -1e-6 };
+    // Values to ±6: the negative branch saturates at -1 - x there, the positive one grows as x².
+    const x = activation(rows, cols, 6);
+    cpu.xielu(x.cpu, params);
+    gpu.xielu(x.gpu, params);
+    assertClose(`xielu ${rows}x${cols} ${JSON.stringify(params)}`, x);
+  }
+});
+
 test('copyBlocks copies whole blocks of every layer, keys and values', () => {
   const spec = { numLayers: 3, numBlocks: 24, blockSize: 16, numKvHeads: 2, headDim: 64 };
   const caches = { cpu: cpu.createKvCache(attentionLayout(spec)), gpu: gpu.createKvCache(attentionLayout(spec)) };

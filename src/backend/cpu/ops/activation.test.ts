@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gatedActivation } from './activation.ts';
+import { gatedActivation, xieluValue } from './activation.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
 const random = new TestRandom(testSeed('activation'));
@@ -66,4 +66,15 @@ test('silu stays finite at extreme gates: silu(-1000) = 0, silu(1000) = 1000', (
   const out = new Float32Array(3);
   gatedActivation({ kind: 'silu' }, Float32Array.of(-1000, 1000, 0, 2, 3, 5), 1, 3, out);
   assert.deepEqual(Array.from(out), [-0, 3000, 0]);
+});
+
+test('xIELU: alphaP · x² + beta · x above zero; below, expm1 of x clamped to eps, less x, times alphaN, plus beta · x', () => {
+  const p = { alphaP: 2, alphaN: 1.5, beta: 0.5, eps: -1e-6 };
+  assert.equal(xieluValue(3, p), 2 * 9 + 1.5);
+  // At and just below zero the exponential reads eps: (e^eps - 1 - x) · alphaN + beta · x.
+  assert.equal(xieluValue(0, p), Math.expm1(-1e-6) * 1.5);
+  assert.equal(xieluValue(-1e-7, p), (Math.expm1(-1e-6) + 1e-7) * 1.5 - 0.5e-7);
+  // Far below, e^x vanishes: (-1 - x) · alphaN + beta · x.
+  assert.ok(Math.abs(xieluValue(-40, p) - (39 * 1.5 - 20)) < 1e-12);
+  assert.equal(xieluValue(-2, p), (Math.expm1(-2) + 2) * 1.5 - 1);
 });

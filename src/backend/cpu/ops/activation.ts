@@ -1,4 +1,4 @@
-import type { Activation } from '../../backend.ts';
+import type { Activation, XieluParams } from '../../backend.ts';
 
 /** The activation's value for one gate/up pair: act(gate) * up, in float64. */
 export function gatedValue(activation: Activation, gate: number, up: number): number {
@@ -19,6 +19,11 @@ export function gatedValue(activation: Activation, gate: number, up: number): nu
       return (u + 1) * (g / (1 + Math.exp(-activation.alpha * g)));
     }
   }
+}
+
+/** xIELU of one value (Backend.xielu), in float64. */
+export function xieluValue(x: number, p: XieluParams): number {
+  return x > 0 ? p.alphaP * x * x + p.beta * x : (Math.expm1(Math.min(x, p.eps)) - x) * p.alphaN + p.beta * x;
 }
 
 /** gateUp [rows, 2 * n] (gate columns, then up columns) -> out [rows, n] = act(gate) * up. */

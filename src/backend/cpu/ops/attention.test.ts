@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { QueryTemperature } from '../../backend.ts';
 import { pagedAttention, type CpuAttentionParams } from './attention.ts';
 import { describeBatch } from '../../../step/batch.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
@@ -20,8 +21,8 @@ function naiveAttention(q: Float32Array, position: number, context: Context, sha
   const { numHeads, numKvHeads, headDim, slidingWindow, softcap, sinks } = shape;
   const chunk = shape.attentionChunk ?? null;
   const temperature = shape.queryTemperature ?? null;
-  // Llama 4's temperature multiplies the query, so every score.
-  const scale = shape.scale * (temperature === null ? 1 : 1 + temperature.attnScale * Math.log(1 + Math.floor((position + 1) / temperature.floorScale)));
+  // The temperature multiplies the query, so every score.
+  const scale = shape.scale * (temperature === null ? 1 : 1 + temperature.attnScale * Math.log(1 + Math.floor((position + temperature.positionOffset) / temperature.floorScale)));
   const out: number[] = [];
   for (let h = 0; h < numHeads; h++) {
     const kv = Math.floor(h / (numHeads / numKvHeads));
@@ -57,7 +58,7 @@ interface Case {
   softcap?: number;
   withSinks?: boolean;
   attentionChunk?: number;
-  queryTemperature?: { floorScale: number; attnScale: number };
+  queryTemperature?: QueryTemperature;
 }
 
 function runCase(c: Case): void {
@@ -176,8 +177,10 @@ test('chunked attention: a query sees only the keys of its chunk, alone and unde
   }
 });
 
-test('query temperature scales each query by 1 + attnScale · ln(1 + floor((p + 1) / floorScale))', () => {
-  for (const floorScale of [1, 3, 8]) {
-    runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[29, 1], [20, 20], [13, 5]], queryTemperature: { floorScale, attnScale: 0.4 } });
+test('query temperature scales each query by 1 + attnScale · ln(1 + floor((p + offset) / floorScale)), positions counted from 1 (Llama 4) or 0 (Ministral 3)', () => {
+  for (const positionOffset of [1, 0]) {
+    for (const floorScale of [1, 3, 8]) {
+      runCase({ headDim: 16, ...gqa(2, 2), blockSize: 4, slidingWindow: null, seqs: [[29, 1], [20, 20], [13, 5]], queryTemperature: { floorScale, attnScale: 0.4, positionOffset } });
+    }
   }
 });

@@ -54,7 +54,7 @@ export function pagedAttention(
   const chunk = params.attentionChunk ?? null;
   const temperature = params.queryTemperature ?? null;
   if (chunk !== null && (streaming !== null || sparse !== null)) throw new Error('pagedAttention: chunked attention does not combine with StreamingLLM or sparse attention');
-  // The current token's score scale: the layer's, times its query temperature (Llama 4's NoPE layers).
+  // The current token's score scale: the layer's, times its query temperature (Llama 4's NoPE layers, Ministral 3).
   let scale = params.scale;
   const span = attentionSpan(params);
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
@@ -98,7 +98,7 @@ export function pagedAttention(
       }
       const windowFirst = span.window === null ? 0 : Math.max(0, position - span.window + 1);
       const first = chunk === null ? windowFirst : Math.max(windowFirst, position - (position % chunk));
-      scale = temperature === null ? params.scale : params.scale * (1 + temperature.attnScale * Math.log1p(Math.floor((position + 1) / temperature.floorScale)));
+      scale = temperature === null ? params.scale : params.scale * (1 + temperature.attnScale * Math.log1p(Math.floor((position + temperature.positionOffset) / temperature.floorScale)));
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
       // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the

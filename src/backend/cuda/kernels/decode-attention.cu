@@ -85,7 +85,7 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // sparse_tables [numDecode * numKvHeads, sparse_width] and sparse_lens only with SPARSE;
 // sparse_windows [numDecode * numKvHeads, 3] and tree_mask [numTokens, tree_mask_words] only with TREE.
 // chunk (Llama 4's chunked attention: keys from qpos - qpos % chunk on; 0: none) narrows the dense
-// span; temp_floor and temp_scale scale each query by its temperature (attention-span.cuh; 0: none).
+// span; temp_floor, temp_scale and temp_offset scale each query by its temperature (attention-span.cuh; 0: none).
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
@@ -96,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
     const int* __restrict__ sparse_lens, int sparse_width, const int* __restrict__ sparse_windows,
-    const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale) {
+    const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
@@ -151,7 +151,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
   const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
-  const float q_scale_t = q_scale * query_temperature(positions[token], temp_floor, temp_scale);
+  const float q_scale_t = q_scale * query_temperature(positions[token], temp_floor, temp_scale, temp_offset);
   // s_q's writes are seen after the first tile's barrier in run_keys.
   auto load_query = [&](int row) {
 #if STREAMING

@@ -1,5 +1,5 @@
 // Elementwise ops on activations: a projection's bias (bf16 or f32 output), the final logits' soft-cap,
-// SiLU (Medusa heads' residual blocks).
+// SiLU (Medusa heads' residual blocks), xIELU (Apertus's MLP).
 #include "common.cuh"
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
@@ -58,5 +58,16 @@ extern "C" __global__ void silu_kernel(bf16* __restrict__ x, long long n) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     const float v = bf16_to_f32(x[i]);
     x[i] = f32_to_bf16(v / (1.f + __expf(-v)));
+  }
+}
+
+// In place: xIELU over n elements, in f32 and rounded once: alpha_p · x² + beta · x where x > 0, else
+// (expm1(min(x, eps)) − x) · alpha_n + beta · x (alpha_p and alpha_n already through their softplus).
+// Grid-stride; any n.
+extern "C" __global__ void xielu_kernel(bf16* __restrict__ x, long long n, float alpha_p, float alpha_n, float beta, float eps) {
+  PDL_PROLOGUE();
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float v = bf16_to_f32(x[i]);
+    x[i] = f32_to_bf16(v > 0.f ? alpha_p * v * v + beta * v : (expm1f(fminf(v, eps)) - v) * alpha_n + beta * v);
   }
 }

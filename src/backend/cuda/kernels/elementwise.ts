@@ -1,3 +1,4 @@
+import type { XieluParams } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
@@ -45,4 +46,11 @@ export function launchSilu(device: CudaDevice, x: DevicePtr, numel: number): voi
   if (numel === 0) return;
   const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
   device.launch(device.kernel('elementwise.cu', 'silu_kernel', 'pl'), [blocks], [THREADS], 0, [x, numel]);
+}
+
+/** In place: xIELU (Backend.xielu) over `numel` bf16 values. */
+export function launchXielu(device: CudaDevice, x: DevicePtr, numel: number, p: XieluParams): void {
+  if (numel === 0) return;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'xielu_kernel', 'plffff'), [blocks], [THREADS], 0, [x, numel, p.alphaP, p.alphaN, p.beta, p.eps]);
 }

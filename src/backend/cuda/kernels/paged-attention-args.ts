@@ -42,12 +42,13 @@ export function streamingKernelArgs(a: PagedAttentionArgs): number[] {
 }
 
 /**
- * The trailing arguments every attention kernel takes for Llama 4's per-query options
- * (attention-span.cuh): chunk, temp_floor and temp_scale, each 0 when the layer has none.
+ * The trailing arguments every attention kernel takes for the per-query options of Llama 4 and
+ * Ministral 3 (attention-span.cuh): chunk, temp_floor, temp_scale and temp_offset, each 0 when the
+ * layer has none.
  */
 export function positionKernelArgs(shape: AttentionParams): number[] {
   const temperature = shape.queryTemperature ?? null;
-  return [shape.attentionChunk ?? 0, temperature?.floorScale ?? 0, temperature?.attnScale ?? 0];
+  return [shape.attentionChunk ?? 0, temperature?.floorScale ?? 0, temperature?.attnScale ?? 0, temperature?.positionOffset ?? 0];
 }
 
 /** The window both kernels mask by: the layer's own, or StreamingLLM's (0 for none). */

@@ -64,7 +64,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window, int chunk,
-    float temp_floor, float temp_scale) {
+    float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzle atoms must be 1024-aligned (the descriptors' base offset stays 0).
@@ -148,8 +148,8 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
   const int lo0 = max(window > 0 ? qp0 - window + 1 : 0, chunk_first_key(qp0, chunk));
   const int lo1 = max(window > 0 ? qp1 - window + 1 : 0, chunk_first_key(qp1, chunk));
-  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale);
-  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale);
+  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale, temp_offset);
+  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale, temp_offset);
   // Keys below this are seen by every row of the warp: tiles that end there skip the mask.
   const int unmasked_end = window == 0 && chunk == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
 

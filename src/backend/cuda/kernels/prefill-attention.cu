@@ -67,7 +67,7 @@ static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most
 // k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
 // tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
 // past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions. chunk limits
-// each row to its attention chunk and temp_floor / temp_scale scale its scores by its temperature
+// each row to its attention chunk and temp_floor / temp_scale / temp_offset scale its scores by its temperature
 // (attention-span.cuh; 0: none).
 extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool,
@@ -77,7 +77,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
     const bf16* __restrict__ sinks, int window, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ tree_mask, int tree_words, int chunk,
-    float temp_floor, float temp_scale) {
+    float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
@@ -136,8 +136,8 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
   const int lo0 = max(window > 0 ? qp0 - window + 1 : 0, chunk_first_key(qp0, chunk));
   const int lo1 = max(window > 0 ? qp1 - window + 1 : 0, chunk_first_key(qp1, chunk));
-  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale);
-  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale);
+  const float q_scale0 = q_scale * query_temperature(qp0, temp_floor, temp_scale, temp_offset);
+  const float q_scale1 = q_scale * query_temperature(qp1, temp_floor, temp_scale, temp_offset);
 #if TREE
   // The last key each row sees (its cache index), and its mask row.
   const int last0 = r0 < rows ? chunk_start + q0 + r0 : -1;

@@ -67,7 +67,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
   const { numHeads, numKvHeads, headDim } = a.shape;
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpiiff', defines);
+  const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpiiffi', defines);
   device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -98,7 +98,7 @@ function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
   const { numHeads, numKvHeads, headDim } = a.shape;
   const { SOFTCAP, SINKS } = attentionOptionDefines(a);
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpiiff', { HEAD_DIM: headDim, SOFTCAP, SINKS });
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpiiffi', { HEAD_DIM: headDim, SOFTCAP, SINKS });
   device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
     a.out,
     a.qkv,
