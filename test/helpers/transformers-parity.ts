@@ -149,6 +149,7 @@ export function parityChecks(fixture: OracleFixture, options: ParityOptions): Pa
       },
     });
   }
+  checks.push({ name: 'greedy continuation: n = 2, the second completion forked after the prefill (block size 4)', run: () => checkForkedGreedy(fixture, options) });
   if (recurrent) return checks;
   checks.push(
     { name: 'greedy continuation: second run served from the prefix cache', run: () => checkPrefixCacheRerun(fixture, options, {}) },
@@ -260,6 +261,24 @@ export async function checkGreedy(fixture: OracleFixture, options: ParityOptions
     }
     if (config.speculative) assertSpeculated(stats.speculation);
     return stats.speculation;
+  } finally {
+    await llm.close();
+  }
+}
+
+/**
+ * n = 2 under greedy sampling: the second completion forks from the first after the prefill,
+ * sharing its blocks (4-token blocks, so that the prompt's last, partly filled one is copied on
+ * write) and, with state layers, a copy of its state; both must continue as transformers does.
+ */
+export async function checkForkedGreedy(fixture: OracleFixture, options: ParityOptions): Promise<void> {
+  const numKvBlocks = sameMemoryKvBlocks(fixture, 4 * TEST_KV_BLOCKS);
+  const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks });
+  try {
+    const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, n: 2, maxTokens: fixture.oracle.max_new_tokens });
+    outputs.forEach((output, i) => output.outputs.forEach((o) => assertGreedyMatches(o.tokenIds, fixture, i, options)));
+    const stats = llm.stats();
+    assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
   } finally {
     await llm.close();
   }
