@@ -167,6 +167,11 @@ function optionalScale(source: WeightSource, names: readonly string[]): number {
 /** Checkpoint names of an attention block's projections: separate q/k/v, or one fused qkv (Phi-3). */
 export type QkvNames = { q: string; k: string; v: string } | { qkv: string };
 
+/** The checkpoint names of a `self_attn` module's separate q, k, v and o projections, under `module` (`model.layers.3.self_attn`). */
+export function projectionNames(module: string): { qkv: QkvNames; o: string } {
+  return { qkv: { q: `${module}.q_proj.weight`, k: `${module}.k_proj.weight`, v: `${module}.v_proj.weight` }, o: `${module}.o_proj.weight` };
+}
+
 export interface SelfAttentionOptions extends AttentionOptions {
   hiddenSize: number;
   /** Width of the q/k/v projections' input when it is not hiddenSize (EAGLE-3: a token embedding beside a hidden state). */

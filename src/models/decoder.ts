@@ -1,5 +1,5 @@
 import type { Activation, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
@@ -185,10 +185,8 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       rotary,
       qkNorm: config.qkNorm ? { q: new RmsNorm(`${p}.${names.q}.weight`, headDim, eps), k: new RmsNorm(`${p}.${names.k}.weight`, headDim, eps) } : null,
       qkNormAfterRope: config.qkNormAfterRope ? { identity: identity! } : null,
-      qkv: config.fusedQkv
-        ? { qkv: `${p}.self_attn.qkv_proj.weight` }
-        : { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
-      o: `${p}.self_attn.o_proj.weight`,
+      ...projectionNames(`${p}.self_attn`),
+      ...(config.fusedQkv && { qkv: { qkv: `${p}.self_attn.qkv_proj.weight` } }),
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
     });

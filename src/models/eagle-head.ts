@@ -2,7 +2,7 @@ import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backen
 import type { Checkpoint } from '../checkpoint/checkpoint.ts';
 import { readIndices } from '../checkpoint/quantization/packed-tensors.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { VocabEmbedding, type LmHead } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { Linear } from '../layers/linear.ts';
@@ -88,8 +88,7 @@ export class EagleHead extends ComposedLayer implements DraftHead {
       sinks: null,
       rotary: this.rotary,
       qkNorm: null,
-      qkv: { q: `${prefix}self_attn.q_proj.weight`, k: `${prefix}self_attn.k_proj.weight`, v: `${prefix}self_attn.v_proj.weight` },
-      o: `${prefix}self_attn.o_proj.weight`,
+      ...projectionNames(`${prefix}self_attn`),
       qkvBias: layer.attentionBias,
       oBias: layer.outputBias,
     });

@@ -1,6 +1,6 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -200,8 +200,7 @@ class GemmaDecoderLayer extends ComposedLayer {
       sinks: null,
       rotary: window === null ? rotary.global : rotary.local,
       qkNorm: config.qkNorm ? { q: norm(`${p}.self_attn.q_norm.weight`, headDim), k: norm(`${p}.self_attn.k_norm.weight`, headDim) } : null,
-      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
-      o: `${p}.self_attn.o_proj.weight`,
+      ...projectionNames(`${p}.self_attn`),
       qkvBias: config.attentionBias,
       oBias: config.attentionBias,
     });

@@ -1,6 +1,6 @@
 import type { Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { MoeBlock } from '../layers/moe.ts';
@@ -167,8 +167,7 @@ class Llama4DecoderLayer implements Layer, PreNormLayer {
       sinks: null,
       rotary: this.rotates ? rotary.rope : rotary.none,
       qkNorm: this.rotates && config.qkL2Norm ? { q: l2('q'), k: l2('k') } : null,
-      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
-      o: `${p}.self_attn.o_proj.weight`,
+      ...projectionNames(`${p}.self_attn`),
       qkvBias: config.attentionBias,
       oBias: config.attentionBias,
     });

@@ -1,6 +1,6 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention, type SelfAttentionOptions } from '../layers/attention.ts';
+import { projectionNames, SelfAttention, type SelfAttentionOptions } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -181,8 +181,7 @@ class OlmoDecoderLayer extends ComposedLayer {
       sinks: null,
       rotary,
       ...qkNorms(config, p),
-      qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
-      o: `${p}.self_attn.o_proj.weight`,
+      ...projectionNames(`${p}.self_attn`),
       qkvBias: attentionBias,
       oBias: attentionBias,
     });

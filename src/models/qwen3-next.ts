@@ -1,6 +1,6 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { SelfAttention } from '../layers/attention.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedDeltaNet, type DeltaNetProjections } from '../layers/gated-deltanet.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
@@ -204,8 +204,7 @@ class HybridLayer extends ComposedLayer implements PreNormLayer {
           sinks: null,
           rotary,
           qkNorm: { q: zeroCentred(`${p}.self_attn.q_norm.weight`, headDim), k: zeroCentred(`${p}.self_attn.k_norm.weight`, headDim) },
-          qkv: { q: `${p}.self_attn.q_proj.weight`, k: `${p}.self_attn.k_proj.weight`, v: `${p}.self_attn.v_proj.weight` },
-          o: `${p}.self_attn.o_proj.weight`,
+          ...projectionNames(`${p}.self_attn`),
           qkvBias: config.attentionBias,
           oBias: config.attentionBias,
           outputGate: true,
