@@ -27,6 +27,7 @@ import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.t
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
+import { stateSlotsOnDevice } from './state-slots.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
@@ -520,11 +521,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
-    // One state slot per sequence that may run at once, taken from the KV budget before its blocks,
-    // and one past them that no sequence owns: graph steps' padding rows keep their state there.
-    const stateSlots = keepsSequenceState(model.kvLayers) ? config.maxNumSeqs : 0;
-    const scratchStateSlot = stateSlots > 0 ? stateSlots : null;
-    const deviceStateSlots = scratchStateSlot === null ? 0 : stateSlots + 1;
+    // One state slot per sequence that may run at once, and one past them for graph steps' padding rows.
+    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs);
+    const stateSlots = deviceStateSlots === 0 ? 0 : config.maxNumSeqs;
+    const scratchStateSlot = deviceStateSlots === 0 ? null : stateSlots;
     const stateBytes = deviceStateSlots * stateBytesPerSlot(model.kvLayers);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock, stateBytes);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -573,7 +573,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // Host spaces hold blocks in the cache's own dtype (int8 scales included), so copies move bytes as they are.
     const kvLayout = (numBlocks: number, c: { layers: CausalLM['kvLayers']; groups: number[] }) => ({ numBlocks, blockSize: config.blockSize, layers: c.layers, groups: c.groups, dtype: kvDtype, stateSlots: deviceStateSlots });
     const cache = backend.createKvCache(kvLayout(numKvBlocks + 1, caches.target));
-    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks });
+    loaded.ranks?.createCaches(numKvBlocks + 1, config.blockSize, kvDtype, { numSwapBlocks, numHostCacheBlocks }, deviceStateSlots);
     // Self-speculation's draft runs on the target's own cache (its layers are the target's first ones).
     const draftModel = draft ? { model: draft, cache: backend.createKvCache(kvLayout(numKvBlocks + 1, caches.draft)) } : selfDraft && { model: selfDraft, cache };
     const headProposer = head && new HeadProposer(head, backend.createKvCache(kvLayout(numKvBlocks + 1, caches.head)), config.blockSize, speculative!.treeWidth);
@@ -654,7 +654,6 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
   if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');
   if (streamingOf(config) !== null) refuse('StreamingLLM');
   if (config.sparseAttention !== null) refuse('sparse attention');
-  if (config.tensorParallelSize > 1 || config.pipelineParallelSize > 1) refuse('tensor and pipeline parallelism');
   if (!config.enablePrefixCaching) return config;
   if (config.showProgress) process.stderr.write(`keel: prefix caching is off for ${modelType}: its recurrent state of a prefix is not kept in KV blocks\n`);
   return { ...config, enablePrefixCaching: false };

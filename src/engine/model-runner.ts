@@ -247,7 +247,7 @@ export class ModelRunner {
       if (all.length > first) sampledDraws.set(seq, first);
       return first;
     });
-    this.ranks?.step(output.blockCopies, batch, all);
+    this.ranks?.step(output, batch, all);
     timeline?.forwardStarts();
     const step = this.backend.beginStep(batch);
     this.sampledDraws = sampledDraws;

@@ -1,3 +1,14 @@
+import { keepsSequenceState, type LayerKvSpec } from '../step/kv-cache-layout.ts';
+
+/**
+ * The state slots a cache of `layers` holds on the device: none without state layers, else one
+ * for each of `maxNumSeqs` sequences that may run at once and one past them that no sequence owns,
+ * where graph steps' padding rows keep their state (as they write to the scratch block).
+ */
+export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], maxNumSeqs: number): number {
+  return keepsSequenceState(layers) ? maxNumSeqs + 1 : 0;
+}
+
 /**
  * The per-sequence state slots of a model whose layers keep a fixed state per sequence (Gated
  * DeltaNet: `SequenceStateSpec`): `numSlots` of them (max-num-seqs), one per running sequence, from

@@ -292,8 +292,8 @@ export class SelfAttention implements Layer {
       loadLayers(this.sublayers, source, uploader);
       return;
     }
-    if (shardOf(source).size > 1) throw invalidArgument(`${this.gatedQuery}: tensor parallelism over an attention output gate is not supported yet`);
-    // A gated query projection is the fused one: projections holds it alone.
+    // A gated query projection is the fused one: projections holds it alone. Under tensor
+    // parallelism each reads its shard's heads from these rows, as from a plain q_proj.
     this.projections[0].load(this.gatedQueryRows(source, 0), uploader);
     this.gate.load(this.gatedQueryRows(source, 1), uploader);
     loadLayers([this.core, this.o], source, uploader);

@@ -1,10 +1,9 @@
 import type { Backend, DeltaRuleParams, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { SequenceStateSpec } from '../step/kv-cache-layout.ts';
-import { invalidArgument } from '../errors.ts';
-import { Linear } from './linear.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
+import { Linear, type RowRange } from './linear.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import { selectedRows, type RowSelection } from './row-selection.ts';
-import { shardOf } from './shard.ts';
+import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
 
 /**
  * How the checkpoint stores the input projections. `grouped` (Qwen3-Next): `in_proj_qkvz`, per key
@@ -37,6 +36,10 @@ export interface GatedDeltaNetOptions extends DeltaRuleParams {
  * At load its projections are put in one order whatever the checkpoint's: `qkv` [all queries, all
  * keys, all values] (the convolution's channel order in both checkpoints), `z` [values' gates],
  * `ba` [every head's b, then every head's a].
+ *
+ * Tensor parallel: each device holds an equal part of the key heads and their groups of value
+ * heads (their rows of every input projection, convolution channels, decays and state), and the
+ * output projection's matching input columns, summed by an all-reduce as attention's is.
  */
 export class GatedDeltaNet implements Layer {
   readonly layer: number;
@@ -45,6 +48,8 @@ export class GatedDeltaNet implements Layer {
   private readonly z: Linear;
   private readonly ba: Linear;
   private readonly out: Linear;
+  /** The heads this device holds: all of them until a tensor-parallel shard is loaded. */
+  private heads: { numKeyHeads: number; numValueHeads: number };
   private conv: Tensor | null = null;
   private aLog: Tensor | null = null;
   private dtBias: Tensor | null = null;
@@ -55,15 +60,22 @@ export class GatedDeltaNet implements Layer {
     if (numValueHeads % numKeyHeads !== 0) throw new Error(`${numValueHeads} linear-attention value heads do not split evenly over ${numKeyHeads} key heads`);
     this.layer = options.layer;
     this.options = options;
+    this.heads = { numKeyHeads, numValueHeads };
     const keys = numKeyHeads * keyDim;
     const values = numValueHeads * valueDim;
     const linear = (name: string, rows: number) => Linear.single(`${prefix}.${name}.weight`, rows, hiddenSize, 'column');
+    // A shard's rows of [queries, keys, values] (the qkv projection and the convolution's channels) and of [b, a].
+    const qkvRows = (_: number, shard: TensorParallelShard) => this.channelRanges(shard);
+    const baRows = (_: number, shard: TensorParallelShard) => {
+      const { values: heads } = this.headShard(shard);
+      return [heads, { start: numValueHeads + heads.start, count: heads.count }];
+    };
+    const qkvName = `${prefix}.${options.projections === 'grouped' ? 'in_proj_qkvz' : 'in_proj_qkv'}.weight`;
+    this.qkv = new Linear({ parts: [{ name: qkvName, rows: 2 * keys + values }], inFeatures: hiddenSize, bias: false, shard: 'column', shardRows: qkvRows });
     if (options.projections === 'grouped') {
-      this.qkv = linear('in_proj_qkvz', 2 * keys + values);
       this.z = linear('in_proj_qkvz', values);
-      this.ba = linear('in_proj_ba', 2 * numValueHeads);
+      this.ba = new Linear({ parts: [{ name: `${prefix}.in_proj_ba.weight`, rows: 2 * numValueHeads }], inFeatures: hiddenSize, bias: false, shard: 'column', shardRows: baRows });
     } else {
-      this.qkv = linear('in_proj_qkv', 2 * keys + values);
       this.z = linear('in_proj_z', values);
       const part = (name: string) => ({ name: `${prefix}.${name}.weight`, rows: numValueHeads });
       this.ba = new Linear({ parts: [part('in_proj_b'), part('in_proj_a')], inFeatures: hiddenSize, bias: false, shard: 'column' });
@@ -71,15 +83,32 @@ export class GatedDeltaNet implements Layer {
     this.out = Linear.single(`${prefix}.out_proj.weight`, hiddenSize, values, 'row');
   }
 
-  private get convChannels(): number {
-    const { numKeyHeads, numValueHeads, keyDim, valueDim } = this.options;
-    return 2 * numKeyHeads * keyDim + numValueHeads * valueDim;
+  /** The key heads and value heads a tensor-parallel shard holds: an equal part of the key heads, with their groups of value heads. */
+  private headShard(shard: TensorParallelShard): { keys: RowRange; values: RowRange } {
+    const { numKeyHeads, numValueHeads, prefix } = this.options;
+    const keys = evenPart(numKeyHeads, shard, `the linear-attention key heads of ${prefix}`);
+    const group = numValueHeads / numKeyHeads;
+    return { keys, values: { start: keys.start * group, count: keys.count * group } };
   }
 
-  /** The convolution's last kernel − 1 inputs and the recurrent matrix of every value head. */
+  /** A shard's channels of [queries, keys, values]: its key heads' queries and keys, its value heads' values. */
+  private channelRanges(shard: TensorParallelShard): RowRange[] {
+    const { numKeyHeads, keyDim, valueDim } = this.options;
+    const { keys, values } = this.headShard(shard);
+    const keyRows = (first: number) => ({ start: first + keys.start * keyDim, count: keys.count * keyDim });
+    return [keyRows(0), keyRows(numKeyHeads * keyDim), { start: 2 * numKeyHeads * keyDim + values.start * valueDim, count: values.count * valueDim }];
+  }
+
+  /** This device's convolution channels. */
+  private get convChannels(): number {
+    const { keyDim, valueDim } = this.options;
+    return 2 * this.heads.numKeyHeads * keyDim + this.heads.numValueHeads * valueDim;
+  }
+
+  /** The convolution's last kernel − 1 inputs and the recurrent matrix of every value head this device holds. */
   get kvSpec(): SequenceStateSpec {
-    const { numValueHeads, keyDim, valueDim, convKernel } = this.options;
-    return { kind: 'state', convElements: (convKernel - 1) * this.convChannels, recurrentElements: numValueHeads * keyDim * valueDim };
+    const { keyDim, valueDim, convKernel } = this.options;
+    return { kind: 'state', convElements: (convKernel - 1) * this.convChannels, recurrentElements: this.heads.numValueHeads * keyDim * valueDim };
   }
 
   /** It attends to no cached key: its cost per token does not grow with the context. */
@@ -96,7 +125,7 @@ export class GatedDeltaNet implements Layer {
     const { numKeyHeads, numValueHeads, keyDim, valueDim, hiddenSize, convKernel, projections, prefix } = this.options;
     const names = this.vectorNames;
     const vectors: ParameterSpec[] = [
-      { name: names.conv, shape: [this.convChannels, 1, convKernel] },
+      { name: names.conv, shape: [2 * numKeyHeads * keyDim + numValueHeads * valueDim, 1, convKernel] },
       { name: names.aLog, shape: [numValueHeads] },
       { name: names.dtBias, shape: [numValueHeads] },
       { name: names.norm, shape: [valueDim] },
@@ -112,7 +141,9 @@ export class GatedDeltaNet implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    if (shardOf(source).size > 1) throw invalidArgument(`${this.options.prefix}: tensor parallelism over Gated DeltaNet layers is not supported yet`);
+    const shard = shardOf(source);
+    const { keys, values } = this.headShard(shard);
+    this.heads = { numKeyHeads: keys.count, numValueHeads: values.count };
     if (this.options.projections === 'grouped') {
       const [qkv, z, ba] = this.groupedRows();
       const { prefix } = this.options;
@@ -124,12 +155,12 @@ export class GatedDeltaNet implements Layer {
     }
     this.out.load(source, uploader);
     const names = this.vectorNames;
-    const conv = source.read(names.conv);
+    const conv = shard.size === 1 ? source.read(names.conv) : readRowRanges(source, names.conv, this.channelRanges(shard));
     // [channels, 1, kernel] depthwise filters, one row per channel.
     this.conv = uploader.loadWeight({ ...conv, shape: [this.convChannels, this.options.convKernel] });
     // transformers computes the decay in float32 whatever the model's dtype.
-    this.aLog = uploader.loadWeight(source.read(names.aLog), { float32: true });
-    this.dtBias = uploader.loadWeight(source.read(names.dtBias), { float32: true });
+    this.aLog = uploader.loadWeight(readSlice(source, names.aLog, { dim: 0, ...values }), { float32: true });
+    this.dtBias = uploader.loadWeight(readSlice(source, names.dtBias, { dim: 0, ...values }), { float32: true });
     this.norm = uploader.loadWeight(source.read(names.norm));
   }
 
@@ -169,7 +200,8 @@ export class GatedDeltaNet implements Layer {
   /** x [numTokens, hidden] -> [numTokens, hidden]; updates each sequence's state slot. */
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const { layer, options } = this;
-    const { numKeyHeads, numValueHeads, keyDim, valueDim } = options;
+    const { keyDim, valueDim } = options;
+    const { numKeyHeads, numValueHeads } = this.heads;
     const names = this.vectorNames;
     const qkv = b.causalConv1d(this.qkv.forward(b, x), loaded(this.conv, names.conv), cache, layer, step);
     const params = { numKeyHeads, numValueHeads, keyDim, valueDim };

@@ -36,7 +36,7 @@ export type ToRank =
    * The rank's KV cache, and its host spaces of as many blocks as rank 0's (0: none): swap space
    * for preempted sequences, the prefix cache's host tier. Every id names a block on every rank.
    */
-  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype; numSwapBlocks: number; numHostCacheBlocks: number }
+  | { type: 'create-cache'; numBlocks: number; blockSize: number; dtype: KvCacheDtype; numSwapBlocks: number; numHostCacheBlocks: number; stateSlots: number }
   /** A step's copies between device and host (every step of a run with host spaces, before its forward, if any). */
   | { type: 'transfer-blocks'; transfers: HostTransfers }
   /**
@@ -44,7 +44,7 @@ export type ToRank =
    * first stage, which embeds the next step's pending tokens, the sampling pass (each of its ranks
    * samples the logits alike, so those tokens are on every one of them).
    */
-  | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
+  | { type: 'step'; blockCopies: { src: Int32Array; dst: Int32Array }; stateCopies: { src: Int32Array; dst: Int32Array }; batch: BatchDescription; draws: Draw[] }
   | { type: 'copy-slots'; src: Int32Array; dst: Int32Array }
   /**
    * With micro-batches in flight: the first stage's ranks receive and sample the logits of the

@@ -2,10 +2,11 @@ import type { Backend, KvCache, SwapSpace } from '../../backend/backend.ts';
 import { openModelFiles } from '../../checkpoint/model-files.ts';
 import { isFirstStage, pipelineStage } from '../../models/pipeline-stage.ts';
 import { modelArchitectureOf } from '../../models/registry.ts';
-import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
+import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, stateBytesPerSlot } from '../../step/kv-cache-layout.ts';
 import { queueHostTransfers } from '../host-transfers.ts';
 import { createTargetModel, loadModelWeights, offloadLayers, pipelineMicroBatchesOf, streamingOf } from '../load-engine.ts';
 import { MicroBatchPipeline } from '../micro-batch-pipeline.ts';
+import { stateSlotsOnDevice } from '../state-slots.ts';
 import type { RankLoaded, RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
@@ -51,13 +52,13 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
     loaded: {
-      kvBlocks: Math.floor(backend.kvCacheBudgetBytes(config) / bytesPerBlock),
+      kvBlocks: Math.floor((backend.kvCacheBudgetBytes(config) - stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs) * stateBytesPerSlot(model.kvLayers)) / bytesPerBlock),
       kvBytesPerBlock: bytesPerBlock,
       weightHostBytes: offload?.stream.hostBytes ?? 0,
     },
     handle(message: ToRank): void {
       if (message.type === 'create-cache') {
-        const layout = (numBlocks: number) => ({ numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype });
+        const layout = (numBlocks: number) => ({ numBlocks, blockSize: message.blockSize, layers: model.kvLayers, groups, firstLayer: stage.firstLayer, dtype: message.dtype, stateSlots: message.stateSlots });
         const kv = (cache = backend.createKvCache(layout(message.numBlocks)));
         if (microBatches > 1) pipeline = new MicroBatchPipeline(backend, model, kv, microBatches);
         const hostSpace = (numBlocks: number): [KvCache, SwapSpace][] => (numBlocks === 0 ? [] : [[kv, backend.createSwapSpace(layout(numBlocks))]]);
@@ -73,6 +74,7 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
       } else {
         const kv = requireCache();
         if (message.blockCopies.src.length > 0) backend.copyBlocks(kv, message.blockCopies.src, message.blockCopies.dst);
+        if (message.stateCopies.src.length > 0) backend.copyStateSlots(kv, message.stateCopies.src, message.stateCopies.dst);
         const step = backend.beginStep(message.batch);
         if (pipeline !== null) pipeline.launch(step, message.draws);
         else if (isFirstStage(stage)) backend.sampleRows(model.forward(backend, step, kv), message.draws).read();

@@ -40,8 +40,8 @@ export abstract class Ranks {
    * Every other rank makes its KV cache, its own heads' shard of its stage's layers, of the same
    * blocks and dtype as rank 0's, and host spaces of the same blocks as rank 0's (0: none).
    */
-  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype, host: { numSwapBlocks: number; numHostCacheBlocks: number }): void {
-    this.order({ type: 'create-cache', numBlocks, blockSize, dtype, ...host });
+  createCaches(numBlocks: number, blockSize: number, dtype: KvCacheDtype, host: { numSwapBlocks: number; numHostCacheBlocks: number }, stateSlots: number): void {
+    this.order({ type: 'create-cache', numBlocks, blockSize, dtype, ...host, stateSlots });
   }
 
   /** Sends a step's copies between device and host to the other ranks; the engine queues them on rank 0 right after. */
@@ -50,8 +50,8 @@ export abstract class Ranks {
   }
 
   /** Sends the step to the other ranks; the engine runs it on rank 0 right after. */
-  step(blockCopies: { src: Int32Array; dst: Int32Array }, batch: BatchDescription, draws: Draw[]): void {
-    this.order({ type: 'step', blockCopies, batch, draws });
+  step(copies: { blockCopies: { src: Int32Array; dst: Int32Array }; stateCopies: { src: Int32Array; dst: Int32Array } }, batch: BatchDescription, draws: Draw[]): void {
+    this.order({ type: 'step', ...copies, batch, draws });
   }
 
   copySlots(src: Int32Array, dst: Int32Array): void {
