@@ -16,7 +16,7 @@ import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
 import { hostWaitsPerStep } from './helpers/host-waits.ts';
 import { keelOk } from './helpers/keel-cli.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
-import { checkUnchanged, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
+import { checkUnchanged, completions, mixedRequests, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
 // The multi-token prediction layer stored in a target's checkpoint after its decoder layers, one
 // decoder layer of the target's family: DeepSeek-V3's (MLA + MoE, test/fixtures/deepseek-v3),
@@ -156,4 +156,16 @@ test("keel bench latency --speculative-method mtp runs bench/configs/glm-4.5-air
   if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
   assert.equal((result.config.engine as { speculative: { method: string } }).speculative.method, 'mtp');
   for (const { speculation } of result.results.batches) assert.ok(speculation != null && speculation.draft_tokens > 0, `drafted: ${JSON.stringify(speculation)}`);
+});
+
+test("GLM-4.5's MTP chains and trees verified under Quest's sparse attention change no output of sparse decoding, whose budget leaves blocks out", async () => {
+  const { dir, prompts } = TARGETS[1];
+  const quest: EngineOptions = { ...base(dir), blockSize: 4, sparseAttention: 'quest', sparseTokenBudget: 16, sparseSinkTokens: 4, sparseWindowTokens: 8, sparseDenseLayers: [0] };
+  const sparse = await LLM.load(quest);
+  try {
+    assert.notDeepEqual(completions(await mixedRequests(sparse, prompts)), completions(await mixedRequests(plain.get(TARGETS[1].name)!, prompts)), 'the budget changes some output');
+    for (const treeWidth of [1, 2]) (await checkUnchanged(sparse, quest, { speculative: { ...MTP, treeWidth } }, false, prompts)).close();
+  } finally {
+    await sparse.close();
+  }
 });
