@@ -94,15 +94,17 @@ for (const { name, dir, prompts } of TARGETS) {
   });
 }
 
-test("MTP drafts change nothing over an int8 KV cache (the MTP layer's latent rows in int8 with their scales, its feature rows float32)", async () => {
-  const int8 = { ...base(join(FIXTURES_DIR, 'deepseek-v3')), kvCacheDtype: 'int8' } as const;
-  const plain8 = await LLM.load(int8);
-  try {
-    (await checkUnchanged(plain8, int8, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false)).close();
-  } finally {
-    await plain8.close();
-  }
-});
+for (const [{ name, dir, prompts }, rows] of [[TARGETS[0], 'latent rows'], [TARGETS[1], 'keys and values']] as const) {
+  test(`MTP drafts change nothing over an int8 KV cache (${name}: the MTP layer's ${rows} in int8 with their scales, its feature rows float32)`, async () => {
+    const int8 = { ...base(dir), kvCacheDtype: 'int8' } as const;
+    const plain8 = await LLM.load(int8);
+    try {
+      (await checkUnchanged(plain8, int8, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false, prompts)).close();
+    } finally {
+      await plain8.close();
+    }
+  });
+}
 
 test("GLM-4.5's MTP layer attends with grouped-query attention, so it drafts trees too: they change no output", async () => {
   const { name, dir, prompts } = TARGETS[1];
