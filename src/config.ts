@@ -181,7 +181,7 @@ export interface SpeculativeConfig {
    * `ngram`: prompt lookup in the sequence's own tokens; `draft`: a smaller model sharing the
    * tokenizer; `medusa`: Medusa heads on the target's hidden states, drafting a static tree;
    * `eagle`, `eagle3`: an EAGLE-1/2 or EAGLE-3 head; `mtp`: the target's own multi-token
-   * prediction layer (DeepSeek-V3); `self`: the target's first layers (early exit).
+   * prediction layer (DeepSeek-V3, GLM-4.5 to GLM-5); `self`: the target's first layers (early exit).
    */
   method: SpeculativeMethod;
   /** The draft model's directory (method `draft`) or the heads' (methods `medusa`, `eagle`, `eagle3`). */

@@ -1,91 +1,173 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import type { EngineOptions } from '../src/config.ts';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
-import type { DeepseekConfig } from '../src/models/deepseek.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
 import { MtpHead } from '../src/models/mtp-head.ts';
-import { createModel, readModelArchitecture } from '../src/models/registry.ts';
+import { readResult } from '../src/bench/result-file.ts';
+import { createModel, mtpLayersOf, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
 import { hostWaitsPerStep } from './helpers/host-waits.ts';
-import { checkUnchanged, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
+import { keelOk } from './helpers/keel-cli.ts';
+import { tempDir } from './helpers/model-temp-dir.ts';
+import { checkUnchanged, completions, mixedRequests, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
-// DeepSeek-V3's multi-token prediction layer, stored in the target's checkpoint after its decoder
-// layers (test/fixtures/deepseek-v3: random weights, made by tools/oracle/make_fixtures.py): its
-// outputs match a PyTorch reference built on transformers' own decoder layer
-// (tools/oracle/make_spec_heads.py), and drafting with it changes no output. Random weights accept
-// few drafts: the tests check outputs, not acceptance.
+// The multi-token prediction layer stored in a target's checkpoint after its decoder layers, one
+// decoder layer of the target's family: DeepSeek-V3's (MLA + MoE, test/fixtures/deepseek-v3),
+// GLM-4.5's (GQA with biases and q/k norms + MoE, glm4-moe) and GLM-5's (MLA with its own lightning
+// indexer + MoE, glm-moe-dsa); random weights, stored by tools/oracle/make_fixtures.py. Each head
+// reads exactly the checkpoint's tensors of that layer, its outputs match a PyTorch reference built
+// on transformers' own decoder layer of the family (tools/oracle/make_spec_heads.py), and drafting
+// with it changes no output. GLM-4.7-Flash's layer (DeepSeek-V3's block under glm4_moe_lite) runs on
+// random weights (--load-format dummy). Random weights accept few drafts: the tests check outputs,
+// not acceptance.
 
-const TARGET = join(FIXTURES_DIR, 'deepseek-v3');
-const ORACLE = join(FIXTURES_DIR, 'spec-heads', 'mtp-deepseek-v3', 'head_oracle.json');
-const BASE = { model: TARGET, backend: 'cpu', showProgress: false, numKvBlocks: 128, asyncScheduling: false } as const;
 const MTP = { method: 'mtp', numSpeculativeTokens: 3 } as const;
+const base = (model: string) => ({ model, backend: 'cpu', showProgress: false, numKvBlocks: 128, asyncScheduling: false }) as const;
+/** PARITY_PROMPTS within a vocabulary of `size` ids. */
+const promptsFor = (size: number) => PARITY_PROMPTS.map((prompt) => prompt.map((id) => id % size));
 
-let plain: LLM;
+const TARGETS = ['deepseek-v3', 'glm4-moe', 'glm-moe-dsa'].map((name) => {
+  const dir = join(FIXTURES_DIR, name);
+  return { name, dir, prompts: promptsFor(readModelArchitecture(dir).config.vocabSize), oracle: join(FIXTURES_DIR, 'spec-heads', `mtp-${name}`, 'head_oracle.json') };
+});
+
+const plain = new Map<string, LLM>();
 before(async () => {
-  plain = await LLM.load(BASE);
+  for (const { name, dir } of TARGETS) plain.set(name, await LLM.load(base(dir)));
 });
-after(() => plain.close());
-
-test("the MTP layer gives the PyTorch reference's outputs and logits", () => {
-  const backend = new CpuBackend();
-  const architecture = readModelArchitecture(TARGET);
-  const target = createModel(architecture, 64);
-  const ckpt = openCheckpoint(TARGET);
-  loadWeights(target, ckpt, backend);
-  const head = MtpHead.forTarget(architecture.config as DeepseekConfig, target.embedding, ckpt, 64);
-  loadWeights(head, ckpt, backend);
-  ckpt.close();
-  const oracle = JSON.parse(readFileSync(ORACLE, 'utf8')) as { tokens: number[]; states: number[][][]; hidden: number[][]; logits: number[][] };
-  const n = oracle.tokens.length;
-  const features = backend.loadWeight({ dtype: 'f32', shape: [n, 64], data: new Uint8Array(Float32Array.from(oracle.states[0].flat()).buffer) });
-  const cache = backend.createKvCache({ numBlocks: 2, blockSize: 4, layers: [head.kvLayer] });
-  const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTables: [[1, 0]] }], 4, Array.from({ length: n }, (_, i) => i)));
-  const { hidden, logits } = head.forward(backend, step, cache, head.features(backend, [features]));
-  for (const [got, expected, what] of [[backend.toHost(hidden), oracle.hidden, 'outputs'], [backend.toHost(logits), oracle.logits, 'logits']] as const) {
-    const flat = expected.flat();
-    const worst = Math.max(...flat.map((v, i) => Math.abs(got[i] - v) / (1 + Math.abs(v))));
-    assert.ok(got.length === flat.length && worst < 1e-4, `${what}: worst relative difference ${worst}`);
-  }
+after(async () => {
+  for (const llm of plain.values()) await llm.close();
 });
 
-test('MTP drafts change no greedy, seeded, penalized, forked or logprob request, with small steps and blocks, and with preemption', async () => {
-  const check = (options: EngineOptions) => checkUnchanged(plain, BASE, options, false);
-  (await check({ speculative: MTP })).close();
-  (await check({ speculative: MTP, maxNumBatchedTokens: 5, blockSize: 4 })).close();
-  (await check({ speculative: MTP, numKvBlocks: 14, blockSize: 4 })).close();
+for (const { name, dir, oracle: oraclePath } of TARGETS) {
+  test(`${name}: the MTP layer reads exactly the checkpoint's tensors of layer num_hidden_layers and gives the PyTorch reference's outputs and logits`, () => {
+    const backend = new CpuBackend();
+    const architecture = readModelArchitecture(dir);
+    const { config } = architecture;
+    const target = createModel(architecture, 64);
+    const ckpt = openCheckpoint(dir);
+    loadWeights(target, ckpt, backend);
+    const head = MtpHead.forTarget(config, mtpLayersOf(config), target.embedding, ckpt, 64);
+    const mtpLayer = `model.layers.${config.numLayers}.`;
+    assert.deepEqual(new Set(head.parameters().map((p) => p.name)), new Set(ckpt.tensorNames.filter((n) => n.startsWith(mtpLayer))));
+    loadWeights(head, ckpt, backend);
+    ckpt.close();
+    const oracle = JSON.parse(readFileSync(oraclePath, 'utf8')) as { tokens: number[]; states: number[][][]; hidden: number[][]; logits: number[][] };
+    const n = oracle.tokens.length;
+    const blocks = Math.ceil(n / 4);
+    const features = backend.loadWeight({ dtype: 'f32', shape: [n, config.hiddenSize], data: new Uint8Array(Float32Array.from(oracle.states[0].flat()).buffer) });
+    const cache = backend.createKvCache({ numBlocks: blocks, blockSize: 4, layers: [head.kvLayer] });
+    const blockTable = Array.from({ length: blocks }, (_, i) => blocks - 1 - i);
+    const step = backend.beginStep(describeBatch([{ tokens: oracle.tokens, startPos: 0, blockTables: [blockTable] }], 4, Array.from({ length: n }, (_, i) => i)));
+    const { hidden, logits } = head.forward(backend, step, cache, head.features(backend, [features]));
+    for (const [got, expected, what] of [[backend.toHost(hidden), oracle.hidden, 'outputs'], [backend.toHost(logits), oracle.logits, 'logits']] as const) {
+      const flat = expected.flat();
+      const worst = Math.max(...flat.map((v, i) => Math.abs(got[i] - v) / (1 + Math.abs(v))));
+      assert.ok(got.length === flat.length && worst < 1e-4, `${what}: worst relative difference ${worst}`);
+    }
+  });
+}
+
+for (const { name, dir, prompts } of TARGETS) {
+  test(`${name}: MTP drafts change no greedy, seeded, penalized, forked or logprob request, with small steps and blocks, and with preemption`, async () => {
+    const check = (options: EngineOptions) => checkUnchanged(plain.get(name)!, base(dir), options, false, prompts);
+    (await check({ speculative: MTP })).close();
+    (await check({ speculative: MTP, maxNumBatchedTokens: 5, blockSize: 4 })).close();
+    (await check({ speculative: MTP, numKvBlocks: 14, blockSize: 4 })).close();
+  });
+
+  test(`${name}: MTP chains draft on the device: a step waits for the host once for its drafts`, async () => {
+    const requests = prompts.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
+    const drafting = (await hostWaitsPerStep({ ...base(dir), speculative: MTP }, requests)).filter((s) => s.passes > 1);
+    assert.ok(drafting.length > 0, 'steps drafted');
+    for (const { passes, waits, deviceTokens } of drafting) {
+      assert.equal(waits, 2, `${passes} passes, ${waits} waits`);
+      if (passes > 2) assert.ok(deviceTokens > 0, 'drafts read on the device');
+    }
+  });
+}
+
+for (const [{ name, dir, prompts }, rows] of [[TARGETS[0], 'latent rows'], [TARGETS[1], 'keys and values']] as const) {
+  test(`MTP drafts change nothing over an int8 KV cache (${name}: the MTP layer's ${rows} in int8 with their scales, its feature rows float32)`, async () => {
+    const int8 = { ...base(dir), kvCacheDtype: 'int8' } as const;
+    const plain8 = await LLM.load(int8);
+    try {
+      (await checkUnchanged(plain8, int8, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false, prompts)).close();
+    } finally {
+      await plain8.close();
+    }
+  });
+}
+
+test("GLM-4.5's MTP layer attends with grouped-query attention, so it drafts trees too: they change no output", async () => {
+  const { name, dir, prompts } = TARGETS[1];
+  (await checkUnchanged(plain.get(name)!, base(dir), { speculative: { ...MTP, treeWidth: 2 } }, false, prompts)).close();
 });
 
-test('MTP chains draft on the device: a step waits for the host once for its drafts', async () => {
-  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
-  const drafting = (await hostWaitsPerStep({ ...BASE, speculative: MTP }, requests)).filter((s) => s.passes > 1);
-  assert.ok(drafting.length > 0, 'steps drafted');
-  for (const { passes, waits, deviceTokens } of drafting) {
-    assert.equal(waits, 2, `${passes} passes, ${waits} waits`);
-    if (passes > 2) assert.ok(deviceTokens > 0, 'drafts read on the device');
-  }
-});
+/** A copy of a fixture's model directory whose config.json has `changes`, its weights linked. */
+function withConfig(t: TestContext, fixture: string, changes: Record<string, unknown>): string {
+  const from = join(FIXTURES_DIR, fixture);
+  const dir = tempDir(t, 'keel-mtp-');
+  const config = JSON.parse(readFileSync(join(from, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, ...changes }));
+  for (const file of ['generation_config.json', 'model.safetensors']) symlinkSync(join(from, file), join(dir, file));
+  return dir;
+}
 
-test("MTP drafts change nothing over an int8 KV cache (the MTP layer's latent rows in int8 with their scales, its feature rows float32)", async () => {
-  const base = { ...BASE, kvCacheDtype: 'int8' } as const;
-  const plain8 = await LLM.load(base);
+test("GLM-4.7-Flash's MTP layer (glm4_moe_lite: DeepSeek-V3's block) drafts without changing any output, on random weights", async (t) => {
+  const dir = withConfig(t, 'glm4-moe-lite', { num_nextn_predict_layers: 1 });
+  const dummy = { ...base(dir), loadFormat: 'dummy', seed: 7 } as const;
+  const plainDummy = await LLM.load(dummy);
   try {
-    (await checkUnchanged(plain8, base, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false)).close();
+    (await checkUnchanged(plainDummy, dummy, { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false)).close();
   } finally {
-    await plain8.close();
+    await plainDummy.close();
   }
 });
 
-test('MTP on a target without MTP layers, and MTP trees over latent attention, are refused', async () => {
-  const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load({ ...BASE, ...options }), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
-  await refused({ model: join(FIXTURES_DIR, 'llama-gqa'), speculative: MTP }, /mtp reads DeepSeek-V3's multi-token prediction layers; the target is model_type llama/);
-  await refused({ model: join(FIXTURES_DIR, 'deepseek-v2-lite'), speculative: MTP }, /the target is model_type deepseek_v2/);
+test('MTP on a target without MTP layers, on one whose checkpoint lacks them, and MTP trees over latent attention, are refused', async (t) => {
+  const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load({ ...base(TARGETS[0].dir), ...options }), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
+  const supported = 'model_type deepseek_v3, glm4_moe_lite, glm_moe_dsa, glm4_moe';
+  await refused({ model: join(FIXTURES_DIR, 'llama-gqa'), speculative: MTP }, new RegExp(`mtp reads the multi-token prediction layers of ${supported}; the target is model_type llama`));
+  await refused({ model: join(FIXTURES_DIR, 'deepseek-v2-lite'), speculative: MTP }, /the target is model_type deepseek_v2$/);
+  await refused({ model: join(FIXTURES_DIR, 'deepseek-v32'), speculative: MTP }, /the target is model_type deepseek_v32$/);
+  await refused({ model: join(FIXTURES_DIR, 'glm4-moe-lite'), speculative: MTP }, /model_type glm4_moe_lite\) carries no multi-token prediction layers \(num_nextn_predict_layers is 0\)/);
+  await refused({ model: withConfig(t, 'glm4-moe', { num_nextn_predict_layers: 0 }), speculative: MTP }, /model_type glm4_moe\) carries no multi-token prediction layers \(num_nextn_predict_layers is 0\)/);
+  await refused({ model: withConfig(t, 'glm4-moe-lite', { num_nextn_predict_layers: 1 }), speculative: MTP }, /declares 1 MTP layers, but the checkpoint has no model\.layers\.3\./);
   await refused({ speculative: { ...MTP, treeWidth: 2 } }, /multi-head latent attention has no tree attention/);
-  await refused({ speculative: { ...MTP, model: TARGET } }, /method mtp needs no model/);
+  await refused({ model: TARGETS[2].dir, speculative: { ...MTP, treeWidth: 2 } }, /multi-head latent attention has no tree attention/);
+  await refused({ speculative: { ...MTP, model: TARGETS[0].dir } }, /method mtp needs no model/);
+});
+
+test("keel bench latency --speculative-method mtp runs bench/configs/glm-4.5-air's config, shrunk, on random weights (the GPU host times the real size)", async (t) => {
+  const dir = tempDir(t, 'keel-mtp-bench-');
+  const air = JSON.parse(readFileSync('bench/configs/glm-4.5-air/config.json', 'utf8')) as Record<string, unknown>;
+  const tiny = { hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, intermediate_size: 64, moe_intermediate_size: 16, n_routed_experts: 8, num_experts_per_tok: 2, vocab_size: 512 };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...air, ...tiny }));
+  const output = join(dir, 'latency.json');
+  const shape = ['--batch-size', '1,2', '--input-len', '8', '--output-len', '6', '--num-iters', '1', '--num-iters-warmup', '0'];
+  await keelOk(['bench', 'latency', '--model', dir, '--load-format', 'dummy', '--backend', 'cpu', '--no-progress', '--speculative-method', 'mtp', '--num-speculative-tokens', '2', ...shape, '--output', output]);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  assert.equal((result.config.engine as { speculative: { method: string } }).speculative.method, 'mtp');
+  for (const { speculation } of result.results.batches) assert.ok(speculation != null && speculation.draft_tokens > 0, `drafted: ${JSON.stringify(speculation)}`);
+});
+
+test("GLM-4.5's MTP chains and trees verified under Quest's sparse attention change no output of sparse decoding, whose budget leaves blocks out", async () => {
+  const { dir, prompts } = TARGETS[1];
+  const quest: EngineOptions = { ...base(dir), blockSize: 4, sparseAttention: 'quest', sparseTokenBudget: 16, sparseSinkTokens: 4, sparseWindowTokens: 8, sparseDenseLayers: [0] };
+  const sparse = await LLM.load(quest);
+  try {
+    assert.notDeepEqual(completions(await mixedRequests(sparse, prompts)), completions(await mixedRequests(plain.get(TARGETS[1].name)!, prompts)), 'the budget changes some output');
+    for (const treeWidth of [1, 2]) (await checkUnchanged(sparse, quest, { speculative: { ...MTP, treeWidth } }, false, prompts)).close();
+  } finally {
+    await sparse.close();
+  }
 });

@@ -12,7 +12,8 @@ import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 // heads' residual blocks (silu), the gather of each sequence's hidden row, the tree-masked
 // verification. EAGLE, EAGLE-3, MTP: the feature rows written per slot (writeCacheRows) and read
 // back (readCacheRows), EAGLE's concatenated inputs (concatColumns), the head's own paged
-// attention (a tree-masked chunk for trees), MLA for the MTP layer. Greedy outputs must equal
+// attention (a tree-masked chunk for trees), the MTP layer's block of its family (DeepSeek-V3's
+// MLA, GLM-4.5's GQA, chains and trees, GLM-5's MLA with its indexer). Greedy outputs must equal
 // plain CUDA decoding's up to a near-tie (see speculative-decoding.gpu.test.ts); with an 8-bit KV
 // cache, plain decoding over the same cache dtype (the head's K/V 8-bit, its feature rows bf16).
 
@@ -28,6 +29,9 @@ const CASES: [string, string, EngineOptions['speculative'], boolean, EngineOptio
   ['an EAGLE-3 tree', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }, false],
   ['an EAGLE-3 speculators chain', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-speculators-llama-gqa'), numSpeculativeTokens: 3 }, false],
   ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
+  ["GLM-4.5's MTP", join(FIXTURES_DIR, 'glm4-moe'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
+  ['a GLM-4.5 MTP tree', join(FIXTURES_DIR, 'glm4-moe'), { method: 'mtp', numSpeculativeTokens: 3, treeWidth: 2 }, false],
+  ["GLM-5's MTP (its indexer's keys in the head's cache)", join(FIXTURES_DIR, 'glm-moe-dsa'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
   ['an EAGLE-3 tree over an int8 KV cache', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }, false, { kvCacheDtype: 'int8' }],
   ['MTP over an fp8 KV cache', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }, false, { kvCacheDtype: 'fp8' }],
   ['self-speculation (1 of 3 layers)', join(FIXTURES_DIR, 'llama-sharded'), { method: 'self', selfSpecLayers: 1, numSpeculativeTokens: 3 }, false],
@@ -81,6 +85,8 @@ const GRAPH_CASES: [string, string, EngineOptions['speculative']][] = [
   ['an EAGLE-3 chain', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, disableByBatchSize: 2 }],
   ['an EAGLE-3 tree', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2, disableByBatchSize: 2 }],
   ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  ["GLM-4.5's MTP", join(FIXTURES_DIR, 'glm4-moe'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  ["GLM-5's MTP", join(FIXTURES_DIR, 'glm-moe-dsa'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
 ];
 
 for (const [label, model, speculative] of GRAPH_CASES) {

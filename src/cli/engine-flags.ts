@@ -131,7 +131,7 @@ Speculative decoding (docs/speculative-decoding.md; off unless a method or draft
   --speculative-method ngram|draft|medusa|eagle|eagle3|mtp|self  ngram: drafts looked up in the sequence's own
                                  tokens; draft: a draft model; medusa: Medusa heads drafting a tree verified in one
                                  pass; eagle, eagle3: an EAGLE-1/2 or EAGLE-3 head (authors' or speculators format);
-                                 mtp: the checkpoint's own multi-token prediction layer (DeepSeek-V3); self: the
+                                 mtp: the checkpoint's own multi-token prediction layer (DeepSeek-V3, GLM); self: the
                                  target's first --self-spec-layers layers and its LM head
   --speculative-model DIR|ORG/NAME  the draft model, Medusa heads or EAGLE head, found as --model is (alone: --speculative-method draft)
   --speculative-tree JSON        Medusa's static tree as paths of candidate ranks, e.g. [[0],[1],[0,0]] (default: 15 drafts, 5 deep)

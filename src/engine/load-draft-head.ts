@@ -3,13 +3,13 @@ import { join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.ts';
 import { invalidModel } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
-import type { DeepseekConfig } from '../models/deepseek.ts';
 import type { DraftHead } from '../models/draft-head.ts';
 import { loadDummyWeights } from '../models/dummy-weights.ts';
 import { parseEagleConfig } from '../models/eagle-config.ts';
 import { EagleHead } from '../models/eagle-head.ts';
 import { loadWeightsWithProgress } from '../models/load-weights.ts';
 import { MtpHead } from '../models/mtp-head.ts';
+import { mtpLayersOf } from '../models/registry.ts';
 import type { Backend } from '../backend/backend.ts';
 import type { EngineConfig } from '../config.ts';
 import type { ModelConfig } from '../models/model-config.ts';
@@ -53,15 +53,13 @@ export function loadEagleHead(dir: string, version: 1 | 3, target: HeadTarget): 
   }
 }
 
-/** The target's own multi-token prediction module (DeepSeek-V3's layer num_hidden_layers), read from its checkpoint. */
+/** The target's own multi-token prediction module (its layer num_hidden_layers: DeepSeek-V3's, GLM's), read from its checkpoint. */
 export function loadMtpHead(target: HeadTarget, openTargetCheckpoint: () => Checkpoint): MtpHead {
-  if (target.modelConfig.modelType !== 'deepseek_v3') {
-    throw invalidModel(`--speculative-method mtp reads DeepSeek-V3's multi-token prediction layers; the target is model_type ${target.modelConfig.modelType}`);
-  }
+  const layers = mtpLayersOf(target.modelConfig);
   const dummy = target.config.loadFormat === 'dummy';
   const ckpt = dummy ? null : openTargetCheckpoint();
   try {
-    const head = MtpHead.forTarget(target.modelConfig as DeepseekConfig, target.model.embedding, ckpt, target.maxModelLen);
+    const head = MtpHead.forTarget(target.modelConfig, layers, target.model.embedding, ckpt, target.maxModelLen);
     if (ckpt === null) loadDummyWeights(head, target.modelConfig.dtype, target.backend, target.config.seed);
     else loadWeightsWithProgress(head, ckpt, target.backend, { showProgress: target.config.showProgress });
     return head;

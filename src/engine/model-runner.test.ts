@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Backend } from '../backend/backend.ts';
+import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import type { DraftHead } from '../models/draft-head.ts';
+import { FIXTURES_DIR } from '../../test/helpers/oracle-fixtures.ts';
 import { recordingBackend, type Replayed } from '../../test/helpers/graph-recording-backend.ts';
 import { dirname, join } from 'node:path';
 import { BlockPool } from './block-pool.ts';
-import { loadEagleHead } from './load-draft-head.ts';
+import { loadEagleHead, loadMtpHead } from './load-draft-head.ts';
 import { HeadProposer } from './head-proposer.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { loadModel, DEFAULT_MODEL_DIR } from './load-engine.ts';
@@ -186,10 +189,21 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
   }
 });
 
-test('with an EAGLE-3 head, plain decode steps and the chain\'s drafting passes replay graphs, and draft what eager steps draft', async () => {
-  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
-  const head = loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model);
-  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]];
+// Heads drafting chains: keel-tiny's EAGLE-3 head, and the MTP layers of GLM-4.5 (GQA) and GLM-5
+// (MLA with its indexer) in the oracle fixtures' checkpoints (vocabulary 128).
+const GRAPHED_HEADS: { label: string; target: string; head: (model: Awaited<ReturnType<typeof loadModel>>) => DraftHead; prompts: number[][] }[] = [
+  { label: 'an EAGLE-3 head', target: DEFAULT_MODEL_DIR, head: (model) => loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model), prompts: [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]] },
+  ...['glm4-moe', 'glm-moe-dsa'].map((name) => ({
+    label: `${name}'s MTP layer`,
+    target: join(FIXTURES_DIR, name),
+    head: (model: Awaited<ReturnType<typeof loadModel>>) => loadMtpHead(model, () => openCheckpoint(join(FIXTURES_DIR, name))),
+    prompts: [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [120, 12]],
+  })),
+];
+
+for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`with ${label}, plain decode steps and the chain's drafting passes replay graphs, and draft what eager steps draft`, async () => {
+  const model = await loadModel({ model: target, backend: 'cpu', showProgress: false });
+  const head = loadHead(model);
   const K = 4;
   const run = (graphs: boolean) => {
     const events: string[] = [];

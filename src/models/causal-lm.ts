@@ -3,6 +3,7 @@ import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Layer, LoraTarget, ParameterSpec } from '../layers/parameters.ts';
 import type { LayerKvSpec, SparseAttention, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { MtpLayers } from './mtp-head.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
@@ -107,4 +108,9 @@ export interface ModelFamily<C extends ModelConfig = ModelConfig> {
    * runs (and loads) `stage`'s layers only.
    */
   create(config: C, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage): CausalLM;
+  /**
+   * The multi-token prediction layers a config declares (--speculative-method mtp), for the
+   * `modelTypes` whose checkpoints Keel reads them from. Absent: the family has none Keel reads.
+   */
+  readonly mtp?: { modelTypes: readonly string[]; layers(config: C): MtpLayers };
 }

@@ -3,7 +3,7 @@ import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
-import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
+import { RotaryEmbedding, ropeContextLength, type RopeScaling, type RotaryConfig } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parsePartialRotary, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
@@ -164,15 +164,16 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   /**
    * Hugging Face's names under `model.layers.<index>`: the norms' (`config.normNames`), self_attn.*.
    * `identity` is the model's table of identity rows where its q/k norms follow RoPE, else null.
+   * Its K/V go to layer `cacheLayer` of the cache it runs with (an MTP layer's own cache: 0).
    */
-  constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, identity: RotaryEmbedding | null, mlp: FeedForward) {
+  constructor(config: DecoderConfig, index: number, rotary: RotaryEmbedding, identity: RotaryEmbedding | null, mlp: FeedForward, cacheLayer = index) {
     super();
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     const names = config.normNames;
     this.inputNorm = new RmsNorm(`${p}.${names.input}.weight`, hiddenSize, eps);
     this.attention = new SelfAttention({
-      layer: index,
+      layer: cacheLayer,
       hiddenSize,
       numHeads,
       numKvHeads,
@@ -203,11 +204,16 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   }
 }
 
+/** The rotary table's settings of a decoder's layers. */
+export function decoderRope(config: DecoderConfig): RotaryConfig {
+  return { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+}
+
 /** The pre-norm decoder-only model. */
 export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
   /** `mlpOf(index)` is layer `index`'s feed-forward. */
   constructor(config: DecoderConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage, mlpOf: (index: number) => FeedForward) {
-    const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+    const rope = decoderRope(config);
     const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
     // NoPE layers read a table of identity rows, so their keys are cached through the same op; so
     // do the normed keys of layers that norm after RoPE.

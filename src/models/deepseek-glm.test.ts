@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { kvBytesPerToken } from '../step/kv-cache-layout.ts';
 import type { DeepseekConfig } from './deepseek.ts';
-import { createModel, parseModelArchitecture } from './registry.ts';
+import { MtpHead } from './mtp-head.ts';
+import { createModel, mtpLayersOf, parseModelArchitecture } from './registry.ts';
 import { GLM5 } from '../../test/helpers/deepseek-configs.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
@@ -58,6 +59,25 @@ test('glm4_moe_lite as GLM-4.7-Flash\'s config.json spells it: whole rope dims, 
   assert.deepEqual(c.sparseLayers, Array.from({ length: 48 }, (_, i) => i >= 1));
   const names = createModel(parseModelArchitecture(GLM47_FLASH_KEYS, 'test/config.json'), 64).parameters().map((p) => p.name);
   assert.ok(!names.some((name) => name.startsWith('model.layers.47.')), 'the decoder reads no tensor of the MTP layer');
+});
+
+/** The tensors the MTP head of `json`'s model reads under its MTP layer (model.layers.<num_hidden_layers>), without the experts'. */
+function mtpTensors(json: Record<string, unknown>): string[] {
+  const architecture = parseModelArchitecture(json, 'test/config.json');
+  const head = MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), createModel(architecture, 64).embedding, null, 64);
+  return head.parameters().map((p) => p.name).filter((name) => !/\.experts\.\d+\./.test(name));
+}
+
+test("GLM-4.7-Flash's and GLM-5's MTP heads read layers 47 and 78 as their checkpoints name them: latent attention (GLM-5's with its indexer) and the MoE block", () => {
+  const mla = (p: string) => [
+    ...['q_a_proj', 'q_a_layernorm', 'q_b_proj', 'kv_a_proj_with_mqa', 'kv_a_layernorm', 'kv_b_proj', 'o_proj'].map((n) => `${p}.self_attn.${n}.weight`),
+    ...['enorm', 'hnorm', 'eh_proj', 'shared_head.norm', 'shared_head.head', 'input_layernorm', 'post_attention_layernorm', 'mlp.gate'].map((n) => `${p}.${n}.weight`),
+    `${p}.mlp.gate.e_score_correction_bias`,
+    ...['gate', 'up', 'down'].map((x) => `${p}.mlp.shared_experts.${x}_proj.weight`),
+  ];
+  assert.deepEqual(new Set(mtpTensors(GLM47_FLASH_KEYS)), new Set(mla('model.layers.47')));
+  const indexer = ['wq_b.weight', 'wk.weight', 'k_norm.weight', 'k_norm.bias', 'weights_proj.weight'].map((n) => `model.layers.78.self_attn.indexer.${n}`);
+  assert.deepEqual(new Set(mtpTensors(GLM5)), new Set([...mla('model.layers.78'), ...indexer]));
 });
 
 test('glm4_moe_lite configs Keel cannot run are rejected, naming the key', () => {

@@ -14,6 +14,7 @@ import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope }
 import type { ModelConfig } from './model-config.ts';
 import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
 import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
+import type { MtpLayers } from './mtp-head.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 
 /**
@@ -51,7 +52,7 @@ export interface DeepseekConfig extends ModelConfig {
   /** Per layer, the MTP layers after the decoder's included: whether its feed-forward is the MoE block. */
   sparseLayers: boolean[];
   moe: DeepseekMoeConfig;
-  /** DeepSeek-V3's multi-token prediction layers, stored after the decoder's (`num_nextn_predict_layers`). */
+  /** The multi-token prediction layers stored after the decoder's (`num_nextn_predict_layers`: DeepSeek-V3's, GLM-4.7-Flash's, GLM-5's). */
   numNextnPredictLayers: number;
   /** DeepSeek-V3.2's sparse attention (every layer's MLA through a lightning indexer); null for V2 and V3. */
   sparseAttention: DeepseekSparseAttention | null;
@@ -80,20 +81,22 @@ const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa
  * transformers' DeepseekV2Config / DeepseekV3Config / DeepseekV32Config / Glm4MoeLiteConfig /
  * GlmMoeDsaConfig defaults for keys a config.json may leave out. `firstDense` is
  * first_k_dense_replace's default; Glm4MoeLiteConfig has no such key (its default layer pattern
- * makes layer 0 alone dense).
+ * makes layer 0 alone dense). `nextnLayers` is num_nextn_predict_layers' (DeepseekV3Config's
+ * num_mtp_layers, 1 since transformers 5.18; the other classes have no such key).
  */
 const DEFAULTS: Record<
   DeepseekModelType,
   {
     maxPositions: number; queryRank: number; nopeDim: number; valueDim: number; rmsNormEps: number; firstDense: number;
     numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number; groups: number; topkGroups: number; indexHeads: number;
+    nextnLayers: number;
   }
 > = {
-  deepseek_v2: { maxPositions: 2048, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0 },
-  deepseek_v3: { maxPositions: 4096, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 0 },
-  deepseek_v32: { maxPositions: 163840, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64 },
-  glm4_moe_lite: { maxPositions: 202752, queryRank: 768, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0 },
-  glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32 },
+  deepseek_v2: { maxPositions: 2048, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 0 },
+  deepseek_v3: { maxPositions: 4096, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 1 },
+  deepseek_v32: { maxPositions: 163840, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64, nextnLayers: 0 },
+  glm4_moe_lite: { maxPositions: 202752, queryRank: 768, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0 },
+  glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32, nextnLayers: 0 },
 };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
 const LATENT_NORM_EPS = 1e-6;
@@ -117,7 +120,7 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const numLayers = common.numLayers;
   // transformers' Glm4MoeLiteConfig does not read first_k_dense_replace (its layer pattern alone says).
   const firstDense = modelType === 'glm4_moe_lite' ? defaults.firstDense : fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
-  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', 0);
+  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', defaults.nextnLayers);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = SPARSE_TYPES.includes(modelType) ? parseSparseAttention(fields, modelType, queryRank, ropeDim, numLayers, numNextnPredictLayers) : null;
   // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
@@ -295,14 +298,18 @@ export class DeepseekDecoderLayer extends ComposedLayer implements PreNormLayer 
   }
 }
 
+/** The rotary table of the latent attention's rope dims. */
+function deepseekRotary(config: DeepseekConfig, maxPositions: number): RotaryEmbedding {
+  return new RotaryEmbedding({ rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions);
+}
+
 /** The DeepSeek decoder: pre-norm layers of MLA and a dense or MoE feed-forward, summed in HF's order. */
 export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderLayer> {
   /** Hands each sparse layer's choice of positions to the shared layers after it (GLM-5); null where none share. */
   private readonly relay: SelectionRelay | null;
 
   constructor(config: DeepseekConfig, maxPositions: number, stage: PipelineStage) {
-    const rope = { rotaryDim: config.ropeDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    const rotary = new RotaryEmbedding(rope, maxPositions);
+    const rotary = deepseekRotary(config, maxPositions);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     const relay = config.sparseAttention?.sharedLayers.includes(true) ? new SelectionRelay() : null;
     super(config, {
@@ -345,6 +352,21 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
   }
 }
 
+/**
+ * The MTP layers: each a DeepSeek decoder layer (MLA, with its own indexer on GLM-5, whose MTP
+ * layer is a full one: parseSparseAttention), with the MoE block.
+ */
+function deepseekMtpLayers(config: DeepseekConfig): MtpLayers {
+  return {
+    count: config.numNextnPredictLayers,
+    rmsNormEps: config.rmsNormEps,
+    block: (index, maxPositions) => {
+      const rotary = deepseekRotary(config, maxPositions);
+      return { rotary, block: new DeepseekDecoderLayer(config, index, rotary, 0) };
+    },
+  };
+}
+
 export const deepseekFamily: ModelFamily<DeepseekConfig> = {
   name: 'DeepSeek',
   modelTypes: MODEL_TYPES,
@@ -353,4 +375,6 @@ export const deepseekFamily: ModelFamily<DeepseekConfig> = {
     if (streaming !== null) throw invalidArgument('StreamingLLM (--streaming-sinks/--streaming-window) is not supported for multi-head latent attention (DeepSeek) yet');
     return new DeepseekModel(config, maxPositions, stage);
   },
+  // V2 has no MTP layers; V3.2's (a full indexer layer as GLM-5's) has no fixture to check it against yet.
+  mtp: { modelTypes: ['deepseek_v3', 'glm4_moe_lite', 'glm_moe_dsa'], layers: deepseekMtpLayers },
 };

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parameterCount } from '../bench/roofline.ts';
 import type { Glm4MoeConfig } from './glm4-moe.ts';
-import { createModel, parseModelArchitecture } from './registry.ts';
+import { MtpHead } from './mtp-head.ts';
+import { createModel, mtpLayersOf, parseModelArchitecture } from './registry.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as Glm4MoeConfig;
@@ -33,7 +34,9 @@ test('GLM-4.5-Air as published: GQA 96/8 of 128 with q/k/v biases, half of each 
   assert.deepEqual([c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.rotaryDim, c.vocabSize], [4096, 46, 96, 8, 128, 64, 151552]);
   assert.deepEqual([c.attentionBias, c.outputBias, c.qkNorm], [true, false, false]);
   assert.deepEqual([c.ropeTheta, c.ropeScaling, c.rmsNormEps, c.intermediateSize], [1e6, { type: 'default' }, 1e-5, 10944]);
-  assert.deepEqual(c.sparseLayers, Array.from({ length: 46 }, (_, i) => i >= 1));
+  // The MTP layer after the 46 (num_nextn_predict_layers 1) is a MoE layer too.
+  assert.equal(c.numNextnPredictLayers, 1);
+  assert.deepEqual(c.sparseLayers, Array.from({ length: 47 }, (_, i) => i >= 1));
   assert.deepEqual(c.moe, {
     numExperts: 128,
     numExpertsPerToken: 8,
@@ -51,6 +54,20 @@ test('GLM-4.5-Air reads transformers\' parameter count, its MTP layer (model.lay
   assert.equal(parameterCount(model), 106_852_245_504 + 45 * 128);
   assert.ok(!model.parameters().some((p) => p.name.startsWith('model.layers.46.')), 'no tensor of the MTP layer is read');
   assert.deepEqual(model.kvLayers[0], { kind: 'attention', numKvHeads: 8, headDim: 128, slidingWindow: null });
+});
+
+test("GLM-4.5-Air's MTP head reads layer 46 as vLLM and SGLang name it: GLM-4.5's own decoder layer with the MoE block, not the layer's copy of the embedding", () => {
+  const architecture = parseModelArchitecture(GLM45_AIR, 'test/config.json');
+  const model = createModel(architecture, 64);
+  const names = new Set(MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), model.embedding, null, 64).parameters().map((p) => p.name));
+  const p = 'model.layers.46';
+  const expected = [
+    ...['enorm', 'hnorm', 'eh_proj', 'shared_head.norm', 'shared_head.head', 'input_layernorm', 'post_attention_layernorm'].map((n) => `${p}.${n}.weight`),
+    ...['q', 'k', 'v'].flatMap((x) => [`${p}.self_attn.${x}_proj.weight`, `${p}.self_attn.${x}_proj.bias`]),
+    `${p}.self_attn.o_proj.weight`, `${p}.mlp.gate.weight`, `${p}.mlp.gate.e_score_correction_bias`,
+    ...['gate', 'up', 'down'].flatMap((x) => [`${p}.mlp.shared_experts.${x}_proj.weight`, ...Array.from({ length: 128 }, (_, e) => `${p}.mlp.experts.${e}.${x}_proj.weight`)]),
+  ];
+  assert.deepEqual(names, new Set(expected));
 });
 
 test('GLM-4.5 takes q/k norms, three dense layers and its routed scale', () => {
@@ -77,7 +94,9 @@ test('Glm4MoeConfig\'s defaults fill the keys a config leaves out', () => {
   const c = parse({ model_type: 'glm4_moe', vocab_size: 64, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 16, num_experts_per_tok: 2 });
   assert.deepEqual([c.numKvHeads, c.headDim, c.rotaryDim, c.intermediateSize, c.rmsNormEps, c.maxPositionEmbeddings], [8, 4, 2, 10944, 1e-5, 131072]);
   assert.deepEqual([c.attentionBias, c.qkNorm], [false, false]);
-  assert.deepEqual(c.sparseLayers, [false, true]);
+  // transformers 5.18 declares one MTP layer by default (num_mtp_layers 1), a MoE layer.
+  assert.equal(c.numNextnPredictLayers, 1);
+  assert.deepEqual(c.sparseLayers, [false, true, true]);
   assert.deepEqual([c.moe.numExperts, c.moe.expertIntermediateSize, c.moe.sharedIntermediateSize], [128, 1408, 1408]);
   assert.deepEqual(c.moe.routing, { topK: 2, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 1 });
 });

@@ -1,42 +1,50 @@
 import { GatedMlp } from '../layers/gated-mlp.ts';
+import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
+import { DecoderLayer, DecoderModel, decoderRope, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
 import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
 import { ConfigFields } from './hf-config.ts';
+import type { MtpLayers } from './mtp-head.ts';
 
 /**
  * Z.ai's GLM-4.5, GLM-4.5-Air, GLM-4.6 and GLM-4.7 (`glm4_moe`): grouped-query attention with
  * q/k/v biases (`attention_bias`; o_proj has none), optional per-head q/k RMSNorm
  * (`use_qk_norm`), RoPE over the leading half of each head (`partial_rotary_factor`, default 0.5,
  * rotate_half pairs), and DeepSeek-V3's mixture of experts after the first dense layers. The
- * checkpoints' multi-token prediction layers (`num_nextn_predict_layers`, stored as layer
- * num_hidden_layers) are not read, as transformers does not read them.
+ * checkpoints' multi-token prediction layers (`num_nextn_predict_layers`, stored from layer
+ * num_hidden_layers on, each one decoder layer of the family with a MoE block) are the model's
+ * only with --speculative-method mtp (MtpHead).
  */
 export interface Glm4MoeConfig extends DecoderConfig {
   /** Width of the dense layers' MLP (`intermediate_size`). */
   intermediateSize: number;
-  /** Per layer: a MoE block (from first_k_dense_replace on) or a dense MLP. */
+  /** Per layer, the MTP layers after the decoder's included: a MoE block (from first_k_dense_replace on) or a dense MLP. */
   sparseLayers: boolean[];
   moe: DeepseekMoeConfig;
+  /** The multi-token prediction layers stored after the decoder's (`num_nextn_predict_layers`; transformers 5.18's default 1). */
+  numNextnPredictLayers: number;
 }
 
 /** transformers' Glm4MoeConfig defaults for keys a config.json may leave out. */
-const DEFAULTS = { maxPositionEmbeddings: 131072, numKvHeads: 8, rmsNormEps: 1e-5, partialRotaryFactor: 0.5, intermediateSize: 10944, firstDense: 1 };
+const DEFAULTS = { maxPositionEmbeddings: 131072, numKvHeads: 8, rmsNormEps: 1e-5, partialRotaryFactor: 0.5, intermediateSize: 10944, firstDense: 1, numNextnPredictLayers: 1 };
 const MOE_DEFAULTS: DeepseekMoeDefaults = { numExperts: 128, expertWidth: 1408, sharedExperts: 1, routedScale: 1, groups: 1, topkGroups: 1 };
 
 function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4MoeConfig {
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, DEFAULTS);
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
+  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', DEFAULTS.numNextnPredictLayers);
+  const allLayers = decoder.numLayers + numNextnPredictLayers;
   return {
     ...decoder,
     attentionBias: fields.boolean('attention_bias', false),
     outputBias: false,
     qkNorm: fields.boolean('use_qk_norm', false),
-    slidingWindows: new Array<number | null>(decoder.numLayers).fill(null),
+    slidingWindows: new Array<number | null>(allLayers).fill(null),
     intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
-    sparseLayers: Array.from({ length: decoder.numLayers }, (_, i) => i >= firstDense),
+    sparseLayers: Array.from({ length: allLayers }, (_, i) => i >= firstDense),
     moe: parseDeepseekMoe(fields, 'glm4_moe', MOE_DEFAULTS),
+    numNextnPredictLayers,
   };
 }
 
@@ -47,9 +55,22 @@ function glm4Mlp(config: Glm4MoeConfig, index: number): FeedForward {
   return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
 }
 
+/** The MTP layers: each a decoder layer as the model's own (GQA with the config's biases and q/k norms), with the MoE block. */
+function glm4MtpLayers(config: Glm4MoeConfig): MtpLayers {
+  return {
+    count: config.numNextnPredictLayers,
+    rmsNormEps: config.rmsNormEps,
+    block: (index, maxPositions) => {
+      const rotary = new RotaryEmbedding(decoderRope(config), maxPositions);
+      return { rotary, block: new DecoderLayer(config, index, rotary, null, glm4Mlp(config, index), 0) };
+    },
+  };
+}
+
 export const glm4MoeFamily: ModelFamily<Glm4MoeConfig> = {
   name: 'GLM-4-MoE',
   modelTypes: ['glm4_moe'],
   parseConfig: parseGlm4MoeConfig,
   create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => glm4Mlp(config, i)),
+  mtp: { modelTypes: ['glm4_moe'], layers: glm4MtpLayers },
 };

@@ -16,6 +16,7 @@ import { llama4Family } from './llama4.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { olmoFamily } from './olmo.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { MtpLayers } from './mtp-head.ts';
 import { phi3Family } from './phi3.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import { wholeModel, type PipelineStage } from './pipeline-stage.ts';
@@ -101,6 +102,19 @@ export function parseModelArchitecture(json: unknown, source: string, tensorName
     sparsity: parseSparsityConfig(json, source),
     languageModelOnly,
   };
+}
+
+/**
+ * The multi-token prediction layers a model's config declares (--speculative-method mtp), as its
+ * family builds them; refused, naming the model types Keel reads them for, for any other model_type.
+ */
+export function mtpLayersOf(config: ModelConfig): MtpLayers {
+  const mtp = FAMILIES.find((f) => f.modelTypes.includes(config.modelType))?.mtp;
+  if (mtp === undefined || !mtp.modelTypes.includes(config.modelType)) {
+    const supported = FAMILIES.flatMap((f) => f.mtp?.modelTypes ?? []);
+    throw invalidModel(`--speculative-method mtp reads the multi-token prediction layers of model_type ${supported.join(', ')}; the target is model_type ${config.modelType}`);
+  }
+  return mtp.layers(config);
 }
 
 /** The checkpoint of `files` with its tensors named as `architecture`'s model names them. */

@@ -17,7 +17,8 @@ export const PARITY_PROMPTS = [
   [90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101],
 ];
 
-export async function mixedRequests(llm: LLM): Promise<RequestOutput[]> {
+/** `prompts`: token-id prompts within the model's vocabulary (PARITY_PROMPTS' ids reach 250). */
+export async function mixedRequests(llm: LLM, prompts: readonly number[][] = PARITY_PROMPTS): Promise<RequestOutput[]> {
   const mixed: Partial<SamplingParams>[] = [
     { temperature: 0, maxTokens: 40, ignoreEos: true },
     { temperature: 0.8, seed: 11, maxTokens: 28, ignoreEos: true },
@@ -28,7 +29,7 @@ export async function mixedRequests(llm: LLM): Promise<RequestOutput[]> {
     { temperature: 0, maxTokens: 36, ignoreEos: true, logprobs: 2 },
     { temperature: 0, maxTokens: 1 },
   ];
-  return Promise.all(mixed.map((params, i) => llm.generate([PARITY_PROMPTS[i % PARITY_PROMPTS.length]], params).then(([o]) => o)));
+  return Promise.all(mixed.map((params, i) => llm.generate([prompts[i % prompts.length]], params).then(([o]) => o)));
 }
 
 export const completions = (outputs: RequestOutput[]) => outputs.map((o) => o.outputs.map((c) => ({ tokenIds: c.tokenIds, finishReason: c.finishReason, logprobs: c.logprobs })));
@@ -38,11 +39,11 @@ export const completions = (outputs: RequestOutput[]) => outputs.map((o) => o.ou
  * `plain` gives, that every block is free at the end and that speculation reports its steps
  * (with `accepts`, that drafts were both accepted and rejected); returns the engine.
  */
-export async function checkUnchanged(plain: LLM, base: EngineOptions, options: EngineOptions, accepts = true): Promise<LLM> {
-  const expected = await mixedRequests(plain);
+export async function checkUnchanged(plain: LLM, base: EngineOptions, options: EngineOptions, accepts = true, prompts: readonly number[][] = PARITY_PROMPTS): Promise<LLM> {
+  const expected = await mixedRequests(plain, prompts);
   const llm = await LLM.load({ ...base, ...options });
   try {
-    const outputs = await mixedRequests(llm);
+    const outputs = await mixedRequests(llm, prompts);
     assert.deepEqual(completions(outputs), completions(expected));
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');

@@ -365,7 +365,7 @@ def gen_glm4_moe(r, name):
     _v3_groups(r, f)
     f["num_experts_per_tok"] = r.choice([k for k in (1, 2, 3) if k <= f["topk_group"] * f["n_routed_experts"] // f["n_group"]])
     if r.random() < 0.3:
-        f["num_nextn_predict_layers"] = 1  # stored after the decoder's layers (make_fixtures.add_mtp_layers); never read
+        f["num_nextn_predict_layers"] = 1  # stored after the decoder's layers (make_fixtures.add_mtp_layers); only --speculative-method mtp reads it
     rope_ = rope(r, f, partial=partial if partial is not None else 0.5)
     if partial is not None:
         # transformers 5 spelling (in the RoPE dict) or 4.x (top level): the dict's wins, either is read.

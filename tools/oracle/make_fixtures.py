@@ -1015,12 +1015,15 @@ FIXTURES.append(Fixture(
     "rotate_half pairs). indexer_types from index_topk_freq 2 and index_skip_topk_offset 1: [full, shared, full]: "
     "layer 1 has no indexer and attends to the positions layer 0's indexer chose. GLM-4-MoE routing (sigmoid + "
     "e_score_correction_bias, top-2 of 8 experts, n_group 1, renormalised, routed_scaling_factor 2.5, 1 shared "
-    "expert), layer 0 dense (first_k_dense_replace 1). RoPE theta 1e6, default. Weights bf16.",
+    "expert), layer 0 dense (first_k_dense_replace 1). RoPE theta 1e6, default. One MTP layer (num_nextn_predict_layers "
+    "1) stored as model.layers.3.* (add_mtp_layers): a full indexer layer as GLM-5's layer 78 is, which transformers "
+    "ignores and Keel's MTP head reads. Weights bf16.",
     _fields(vocab_size=128, num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
             n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
             first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, q_lora_rank=24,
             kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24, rms_norm_eps=1e-5,
-            index_n_heads=16, index_head_dim=16, index_topk=8, index_topk_freq=2, index_skip_topk_offset=1),
+            index_n_heads=16, index_head_dim=16, index_topk=8, index_topk_freq=2, index_skip_topk_offset=1,
+            num_nextn_predict_layers=1),
     _rope(theta=1000000.0),
     stored_dtype="bfloat16",
     init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),

@@ -22,10 +22,12 @@ test/fixtures/llama-gqa (hidden 64, vocabulary 256):
     config.json, model.safetensors   the same EAGLE-3 weights in vLLM's speculators format
                                  (speculators_model_type eagle3, transformer_layer_config, layers.0.*,
                                  its own embed_tokens), with norm_before_residual true
-  test/fixtures/spec-heads/mtp-deepseek-v3/head_oracle.json
-                                 the same for the MTP layer that make_fixtures.py stores in
-                                 test/fixtures/deepseek-v3 (layer 3: enorm, hnorm, eh_proj, a MoE decoder
-                                 block, shared_head), its block run by transformers' own decoder layer
+  test/fixtures/spec-heads/mtp-{deepseek-v3,glm4-moe,glm-moe-dsa}/head_oracle.json
+                                 the same (glm-moe-dsa's: twelve positions) for the MTP layer that make_fixtures.py stores
+                                 in test/fixtures/deepseek-v3, glm4-moe and glm-moe-dsa (layer
+                                 num_hidden_layers: enorm, hnorm, eh_proj, a MoE decoder block of the
+                                 family, GLM-5's with its indexer, shared_head), its block run by
+                                 transformers' own decoder layer
   each EAGLE dir: head_oracle.json  six positions of one sequence: the tokens, the target's states,
                                  and the head's outputs and logits there (eagle_reference.py, float32
                                  on the bf16 weights), for the head's parity test
@@ -201,8 +203,7 @@ def stored(w):
     return saved, {name: t.float() for name, t in saved.items()}
 
 
-def head_oracle(tokens, states, out, logits):
-    n = ORACLE_POSITIONS
+def head_oracle(tokens, states, out, logits, n=ORACLE_POSITIONS):
     return {"tokens": tokens[:n].tolist(), "states": [s[:n].tolist() for s in states], "hidden": out[:n].tolist(), "logits": logits[:n].tolist()}
 
 
@@ -268,30 +269,36 @@ def write_eagle3(root, w, draft_ids, target_config, embed, states, tokens):
     print(f"wrote {speculators}")
 
 
-MTP_TARGET = ROOT / "test/fixtures/deepseek-v3"
+# The fixtures whose checkpoints make_fixtures.py gives an MTP layer: the head directory of each and
+# the positions its oracle holds (glm-moe-dsa's more than its index_topk, 8, so that the indexer selects).
+MTP_TARGETS = {"deepseek-v3": ("mtp-deepseek-v3", ORACLE_POSITIONS), "glm4-moe": ("mtp-glm4-moe", ORACLE_POSITIONS), "glm-moe-dsa": ("mtp-glm-moe-dsa", 12)}
+# What each per-layer list of a config says of an MTP layer: a MoE block, with an indexer of its own.
+MTP_LAYER_ENTRIES = {"mlp_layer_types": "sparse", "indexer_types": "full"}
 
 
 @torch.no_grad()
-def write_mtp_oracle(out):
-    """DeepSeek-V3's MTP module on the target's final states of one greedy sequence: x =
-    eh_proj([enorm(embed(token after p)), hnorm(state p)]), the decoder block (transformers' own
-    DeepseekV3DecoderLayer, loaded as layer num_hidden_layers of a one-layer-longer model), then
-    shared_head.head(shared_head.norm(h))."""
-    model = AutoModelForCausalLM.from_pretrained(MTP_TARGET, dtype=torch.float32).eval()
+def write_mtp_oracle(target, out, n):
+    """A target's MTP module (DeepSeek-V3's, GLM-4.5's, GLM-5's) on its final states of one greedy
+    sequence: x = eh_proj([enorm(embed(token after p)), hnorm(state p)]), the decoder block
+    (transformers' own decoder layer of the family, loaded as layer num_hidden_layers of a
+    one-layer-longer model), then shared_head.head(shared_head.norm(h))."""
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
     config = model.config
-    if config.num_nextn_predict_layers < 1:
-        raise RuntimeError(f"{MTP_TARGET} carries no MTP layer: rebuild it with make_fixtures.py --only deepseek-v3")
+    if getattr(config, "num_nextn_predict_layers", 0) < 1:
+        raise RuntimeError(f"{target} carries no MTP layer: rebuild it with make_fixtures.py --only {target.name}")
     layer = config.num_hidden_layers
-    longer = AutoModelForCausalLM.from_pretrained(MTP_TARGET, dtype=torch.float32, num_hidden_layers=layer + 1, attn_implementation="eager").eval()
+    # Per-layer lists gain the MTP layer's entry (layer_types: the same kind as the decoder's last layer).
+    lists = {key: getattr(config, key) + [MTP_LAYER_ENTRIES.get(key, getattr(config, key)[-1])]
+             for key in ("layer_types", "mlp_layer_types", "indexer_types") if getattr(config, key, None) is not None}
+    longer = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32, num_hidden_layers=layer + 1, attn_implementation="eager", **lists).eval()
     block, rotary = longer.model.layers[layer], longer.model.rotary_emb
-    w = load_file(MTP_TARGET / "model.safetensors")
+    w = {name: t.float() for name, t in load_file(target / "model.safetensors").items()}
     p = f"model.layers.{layer}."
     eps = config.rms_norm_eps
     g = torch.Generator().manual_seed(SEED + 7)
     prompt = torch.randint(3, config.vocab_size, (1, 10), generator=g)
     sequence = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
     final = model(sequence, output_hidden_states=True).hidden_states[-1][0]
-    n = ORACLE_POSITIONS
     tokens, features = sequence[0, 1 : n + 1], final[:n]
     embeds = eagle_reference.rms_norm(model.model.embed_tokens.weight[tokens], w[p + "enorm.weight"], eps)
     x = torch.cat([embeds, eagle_reference.rms_norm(features, w[p + "hnorm.weight"], eps)], -1) @ w[p + "eh_proj.weight"].T
@@ -301,7 +308,7 @@ def write_mtp_oracle(out):
     h = (h[0] if isinstance(h, tuple) else h)[0]
     logits = eagle_reference.rms_norm(h, w[p + "shared_head.norm.weight"], eps) @ w[p + "shared_head.head.weight"].T
     out.mkdir(parents=True, exist_ok=True)
-    (out / "head_oracle.json").write_text(json.dumps(head_oracle(tokens, [features], h, logits)) + "\n")
+    (out / "head_oracle.json").write_text(json.dumps(head_oracle(tokens, [features], h, logits, n)) + "\n")
     print(f"wrote {out}")
 
 
@@ -325,7 +332,8 @@ def main():
         eagle3, draft_ids = fit_eagle3(target_config, embed, states, tokens)
         write_eagle3(root, eagle3, draft_ids, target_config, embed, states, tokens)
     if "mtp" in wanted:
-        write_mtp_oracle(root / "mtp-deepseek-v3")
+        for target, (head, positions) in MTP_TARGETS.items():
+            write_mtp_oracle(ROOT / "test/fixtures" / target, root / head, positions)
 
 
 def write_medusa(out, model, hidden, tokens):
