@@ -251,7 +251,8 @@ def gen_mistral3(r, name):
 def gen_phi3(r, name):
     f = base(r)
     f.update(hidden_act=act(r, "silu"), original_max_position_embeddings=32, sliding_window=r.choice((None, 16)))
-    partial = r.choice((1.0, 0.5, 0.75))
+    # int(head_dim * factor) must be even (rotate_half pairs), as for GLM below.
+    partial = r.choice([p for p in (1.0, 0.5, 0.75) if int(head_dim_of(f) * p) % 2 == 0])
     # Phi3Config accepts default and longrope only.
     rope_ = rope(r, f, ("default", "longrope"), partial)
     if partial != 1.0:
