@@ -29,7 +29,7 @@ test('the CUDA backend is refused in one line before any device is touched', asy
 test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2 } }, 'speculative decoding', 'qwen3_5_text');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
-  await rejectsWith({ backend: 'cpu', streamingSinks: 4, streamingWindow: 16 }, 'StreamingLLM');
+  await rejectsWith({ backend: 'cpu', sparseAttention: 'quest', sparseTokenBudget: 256 }, '--sparse-attention quest');
 });
 
 test('prefix caching turns itself off, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {
