@@ -29,7 +29,6 @@ test('the CUDA backend is refused in one line before any device is touched', asy
 test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2 } }, 'speculative decoding', 'qwen3_5_text');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
-  await rejectsWith({ backend: 'cpu', sparseAttention: 'quest', sparseTokenBudget: 256 }, '--sparse-attention quest');
 });
 
 test('prefix caching turns itself off, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {
@@ -52,4 +51,20 @@ test('prefix caching turns itself off, one slot per sequence holds max-num-seqs 
   } finally {
     await llm.close();
   }
+});
+
+test('Quest sparse attention applies to the full-attention layers alone: covered sequences give transformers\' tokens, selected ones the same batched or alone', async () => {
+  // 8 blocks of 4 tokens: prompt 0 and its continuation (29 tokens) fit whole; the longer ones' decodes select.
+  const quest = { model: FIXTURE, backend: 'cpu', showProgress: false, blockSize: 4, sparseAttention: 'quest', sparseTokenBudget: 32, sparseWindowTokens: 8 } as const;
+  const run = async (prompts: number[][]) => {
+    const llm = await LLM.load(quest);
+    try {
+      return (await llm.generate(prompts, { ...GREEDY, maxTokens: oracle.max_new_tokens })).map((o) => o.outputs[0].tokenIds);
+    } finally {
+      await llm.close();
+    }
+  };
+  const batched = await run(oracle.prompts);
+  assert.deepEqual(batched[0], oracle.greedy[0], 'a sequence inside the budget attends densely');
+  for (const [i, prompt] of oracle.prompts.entries()) assert.deepEqual((await run([prompt]))[0], batched[i], `prompt ${i} alone`);
 });

@@ -652,7 +652,6 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
   if (config.speculative !== null) refuse('speculative decoding');
   if (config.preemptionMode === 'swap') refuse('preemptionMode swap');
   if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');
-  if (config.sparseAttention !== null) refuse('sparse attention');
   if (!config.enablePrefixCaching) return config;
   if (config.showProgress) process.stderr.write(`keel: prefix caching is off for ${modelType}: its recurrent state of a prefix is not kept in KV blocks\n`);
   return { ...config, enablePrefixCaching: false };

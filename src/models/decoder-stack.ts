@@ -89,8 +89,9 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     this.parts.layers.forEach((layer, i) => {
       if (i < this.stage.firstLayer || i >= this.stage.endLayer || denseLayers.includes(i)) return;
       const { attention } = layer;
-      // A sliding-window layer reads a few recent blocks already: it stays dense.
+      // A sliding-window layer reads a few recent blocks already, and a state layer (Gated DeltaNet) none: they stay as they are.
       if (attention.kvSpec.kind === 'attention' && attention.kvSpec.slidingWindow !== null) return;
+      if (attention.kvSpec.kind === 'state') return;
       if (attention.useSparseAttention === undefined) {
         throw invalidArgument(`--sparse-attention quest selects blocks by key summaries of attention layers; layer ${i} of this model is ${attention.kvSpec.kind} attention (add it to --sparse-dense-layers, or run dense)`);
       }
