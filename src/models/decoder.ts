@@ -5,6 +5,7 @@ import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling, type RotaryConfig } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
+import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parsePartialRotary, parseRope } from './hf-config.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -122,20 +123,6 @@ export function parseDecoderFields(
     qkNormAfterRope: false,
     normNames: LLAMA_NORM_NAMES,
   };
-}
-
-/** What follows attention in a decoder layer: a dense gated MLP or a mixture of experts. */
-export interface FeedForward extends Layer {
-  /** x [numTokens, hidden] -> [numTokens, hidden]. */
-  forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
-}
-
-/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormLayerForward runs. */
-export interface PreNormLayer {
-  inputNorm: RmsNorm;
-  attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
-  postAttentionNorm: RmsNorm;
-  mlp: FeedForward;
 }
 
 /**

@@ -13,7 +13,8 @@ import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
-import { preNormLayerForward, type PreNormLayer } from './decoder.ts';
+import { preNormLayerForward } from './decoder.ts';
+import type { PreNormLayer } from './pre-norm-layer.ts';
 import type { MtpLayers } from './mtp-head.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 

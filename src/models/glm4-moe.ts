@@ -1,7 +1,8 @@
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderLayer, DecoderModel, decoderRope, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
+import { DecoderLayer, DecoderModel, decoderRope, parseDecoderFields, type DecoderConfig } from './decoder.ts';
+import type { FeedForward } from './pre-norm-layer.ts';
 import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
 import { ConfigFields } from './hf-config.ts';
 import type { MtpLayers } from './mtp-head.ts';

@@ -14,7 +14,8 @@ import { isQuantized, selectQuantizedRows } from '../tensor/quantized-weight.ts'
 import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { parseDecoderFields, preNormLayerForward, type DecoderFields, type FeedForward, type PreNormLayer } from './decoder.ts';
+import { parseDecoderFields, preNormLayerForward, type DecoderFields } from './decoder.ts';
+import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
 import { ConfigFields, layerList, parseRopeLayers } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 import type { PipelineStage } from './pipeline-stage.ts';

@@ -7,7 +7,7 @@ import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
-import type { PreNormLayer } from './decoder.ts';
+import type { PreNormLayer } from './pre-norm-layer.ts';
 import type { DraftHead, TargetStates } from './draft-head.ts';
 import type { ModelConfig } from './model-config.ts';
 

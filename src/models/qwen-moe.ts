@@ -2,7 +2,8 @@ import { invalidModel } from '../errors.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { MoeBlock } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { DecoderModel, parseDecoderFields, type DecoderConfig, type FeedForward } from './decoder.ts';
+import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
+import type { FeedForward } from './pre-norm-layer.ts';
 import { ConfigFields } from './hf-config.ts';
 import { parseExpertsPerToken, parseNumExperts, parseQwenSparseLayers } from './moe-fields.ts';
 

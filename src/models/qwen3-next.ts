@@ -9,7 +9,8 @@ import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { preNormLayerForward, type FeedForward, type PreNormLayer } from './decoder.ts';
+import { preNormLayerForward } from './decoder.ts';
+import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
