@@ -27,7 +27,8 @@ test('the CUDA backend is refused in one line before any device is touched', asy
 });
 
 test('features that need a prefix\'s history are refused by name', async () => {
-  await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2 } }, 'speculative decoding', 'qwen3_5_text');
+  await rejectsWith({ backend: 'cpu', speculative: { model: FIXTURE, numSpeculativeTokens: 2 } }, 'speculative decoding other than chains of n-gram drafts', '--speculative-method draft', 'qwen3_5_text');
+  await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2, ngramBranches: 2 } }, '--ngram-branches 2');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
 });
 
@@ -67,4 +68,18 @@ test('Quest sparse attention applies to the full-attention layers alone: covered
   const batched = await run(oracle.prompts);
   assert.deepEqual(batched[0], oracle.greedy[0], 'a sequence inside the budget attends densely');
   for (const [i, prompt] of oracle.prompts.entries()) assert.deepEqual((await run([prompt]))[0], batched[i], `prompt ${i} alone`);
+});
+
+test('n-gram speculation rewinds each rank\'s part of the state after a rejection: TP 2 and PP 2 give transformers\' tokens', async () => {
+  for (const parallel of [{ tensorParallelSize: 2 }, { pipelineParallelSize: 2 }]) {
+    const llm = await LLM.load({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64, ...parallel, speculative: { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 } });
+    try {
+      const outputs = await llm.generate(oracle.prompts, { ...GREEDY, maxTokens: oracle.max_new_tokens });
+      outputs.forEach((output, i) => assert.deepEqual(output.outputs[0].tokenIds, oracle.greedy[i], `${JSON.stringify(parallel)}, prompt ${i}`));
+      const speculation = llm.stats().speculation!;
+      assert.ok(speculation.numAcceptedTokens > 0 && speculation.numAcceptedTokens < speculation.numDraftTokens, 'drafts were both kept and rejected');
+    } finally {
+      await llm.close();
+    }
+  }
 });

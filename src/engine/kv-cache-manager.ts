@@ -3,7 +3,7 @@ import type { HostCacheTransfers, HostPrefixCache } from './host-prefix-cache.ts
 import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
-import { StateSlotPool } from './state-slots.ts';
+import { snapshotSlot, StateSlotPool } from './state-slots.ts';
 
 /** A run of cached full blocks matching a sequence's first tokens, in every KV group. */
 export interface ComputedBlocks {
@@ -118,6 +118,21 @@ export class KvCacheManager {
     if (this.stateSlots !== null && (options.enablePrefixCaching || this.swapPool !== null)) {
       throw new Error('per-sequence state slots rule out prefix caching and swapping: the state of a prefix lives in no block');
     }
+  }
+
+  /**
+   * Keeps the sequence's state as it is before this step's forward, in its snapshot slot: a
+   * verification pass runs the drafts through the state, and `rewindState` brings it back.
+   */
+  snapshotState(seq: Sequence): void {
+    if (seq.stateSlot < 0) throw new Error(`sequence ${seq.id} holds no state slot to snapshot`);
+    this.pendingStateCopies.push({ src: seq.stateSlot, dst: snapshotSlot(seq.stateSlot, this.stateSlots!.numSlots) });
+  }
+
+  /** Puts the sequence's snapshot (`snapshotState`) back in its slot before the next forward. */
+  rewindState(seq: Sequence): void {
+    if (seq.stateSlot < 0) throw new Error(`sequence ${seq.id} holds no state slot to rewind`);
+    this.pendingStateCopies.push({ src: snapshotSlot(seq.stateSlot, this.stateSlots!.numSlots), dst: seq.stateSlot });
   }
 
   /** State slots not held by a sequence (0 for a model without state layers). */

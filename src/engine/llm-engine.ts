@@ -493,6 +493,8 @@ export class LLMEngine {
       }
       verification.accepted = path;
       verification.numPositions = draftDepth(seq);
+      // A state saw every draft: unless all were kept, it goes back to before the step (Sequence.rewindsState).
+      if (seq.stateSlot >= 0 && path.length < verification.numDrafts) seq.rewindsState = true;
       this.parts.runner.keepDraftPath(seq, path);
       seq.keepDraftPath(path);
     });

@@ -522,9 +522,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
     // One state slot per sequence that may run at once, and one past them for graph steps' padding rows.
-    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs);
+    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs, config.speculative !== null);
     const stateSlots = deviceStateSlots === 0 ? 0 : config.maxNumSeqs;
-    const scratchStateSlot = deviceStateSlots === 0 ? null : stateSlots;
+    const scratchStateSlot = deviceStateSlots === 0 ? null : deviceStateSlots - 1;
     const stateBytes = deviceStateSlots * stateBytesPerSlot(model.kvLayers);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock, stateBytes);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -649,7 +649,13 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
     throw invalidArgument(`${what} is not supported for ${modelType}: its Gated DeltaNet layers keep a recurrent state per sequence, not per token`);
   };
   if (config.backend === 'cuda') throw invalidArgument(`${modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
-  if (config.speculative !== null) refuse('speculative decoding');
+  // A verification runs the drafts through the state, which goes back to its snapshot unless all
+  // were kept: a chain of n-gram drafts. A draft model or heads would need their own state (or
+  // hidden rows) rewound too, and a tree's branches would each need a state.
+  const spec = config.speculative;
+  if (spec !== null && (spec.method !== 'ngram' || spec.ngramBranches > 1)) {
+    refuse(`speculative decoding other than chains of n-gram drafts (--speculative-method ${spec.method}${spec.method === 'ngram' ? ` --ngram-branches ${spec.ngramBranches}` : ''})`);
+  }
   if (config.preemptionMode === 'swap') refuse('preemptionMode swap');
   if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');
   if (!config.enablePrefixCaching) return config;

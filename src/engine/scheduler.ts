@@ -197,6 +197,8 @@ export class Scheduler {
       if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
       const numNewTokens = this.allocateOrPreempt(seq, Math.min(seq.numTokens - seq.numComputedTokens, plan.budget), plan);
       if (numNewTokens > 0) {
+        // Drafts run through a sequence's state (Gated DeltaNet): keep it as it is before them.
+        if (seq.numDraftTokens > 0 && seq.stateSlot >= 0) this.kv.snapshotState(seq);
         plan.scheduled.push({ seq, numNewTokens });
         plan.budget -= numNewTokens;
       }
@@ -236,7 +238,12 @@ export class Scheduler {
     for (const { seq, numNewTokens } of output.scheduled) {
       // Finished (aborted) while the step ran: its blocks are already back in the pool.
       if (seq.status !== 'running') continue;
-      seq.numComputedTokens = Math.min(seq.numComputedTokens + numNewTokens, seq.numTokens);
+      if (seq.rewindsState) {
+        seq.rewindsState = false;
+        this.kv.rewindState(seq);
+      } else {
+        seq.numComputedTokens = Math.min(seq.numComputedTokens + numNewTokens, seq.numTokens);
+      }
       this.kv.cacheFullBlocks(seq);
       this.kv.freeBlocksPastEnd(seq);
     }

@@ -52,6 +52,12 @@ export class Sequence {
    * its first step until it finishes or is preempted; -1 while it holds none. Owned by the KV-cache manager.
    */
   stateSlot = -1;
+  /**
+   * Set when a verification rejected some of its drafts and its layers keep a state: the state
+   * ran through every draft, so the step's tokens count as not computed, the state returns to
+   * its snapshot from before the step (KvCacheManager.rewindState), and the kept tokens run again.
+   */
+  rewindsState = false;
   /** Entries of each block table: the blocks of tokens its tables cover. */
   get numBlocks(): number {
     return this.blockTables[0]?.length ?? 0;

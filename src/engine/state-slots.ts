@@ -2,11 +2,18 @@ import { keepsSequenceState, type LayerKvSpec } from '../step/kv-cache-layout.ts
 
 /**
  * The state slots a cache of `layers` holds on the device: none without state layers, else one
- * for each of `maxNumSeqs` sequences that may run at once and one past them that no sequence owns,
- * where graph steps' padding rows keep their state (as they write to the scratch block).
+ * for each of `maxNumSeqs` sequences that may run at once, with `snapshots` (speculative decoding)
+ * as many again, where each keeps its state from before a verification (`snapshotSlot`), and one
+ * past them that no sequence owns, where graph steps' padding rows keep their state (as they
+ * write to the scratch block).
  */
-export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], maxNumSeqs: number): number {
-  return keepsSequenceState(layers) ? maxNumSeqs + 1 : 0;
+export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], maxNumSeqs: number, snapshots: boolean): number {
+  return keepsSequenceState(layers) ? (snapshots ? 2 : 1) * maxNumSeqs + 1 : 0;
+}
+
+/** Where slot `slot`'s state is kept across a verification: the slot as many places on as there are sequence slots. */
+export function snapshotSlot(slot: number, numSlots: number): number {
+  return numSlots + slot;
 }
 
 /**

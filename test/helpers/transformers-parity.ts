@@ -132,12 +132,14 @@ export function parityChecks(fixture: OracleFixture, options: ParityOptions): Pa
   const windowed = fixtureSlides(fixture, 'every');
   const sliding = fixtureSlides(fixture, 'some');
   // A model keeping a recurrent state per sequence (Gated DeltaNet) has no per-token history to
-  // hit in the prefix cache nor to roll back past rejected drafts: the engine refuses speculative
-  // decoding and turns prefix caching off for it (load-engine.ts, withSequenceStates).
+  // hit in the prefix cache, and rewinds its state past rejected drafts from a snapshot, which a
+  // draft model's own state would need too: the engine turns prefix caching off for it and takes
+  // n-gram drafts alone (load-engine.ts, withSequenceStates).
   const recurrent = fixtureKeepsSequenceState(fixture);
   for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
     if (variant.preemption === 'windowed' && !windowed) continue;
-    if (recurrent && resolvedConfig(variant, fixture).speculative !== undefined) continue;
+    const { speculative } = resolvedConfig(variant, fixture);
+    if (recurrent && speculative != null && speculative.method !== 'ngram') continue;
     checks.push({
       name: `greedy continuation: ${variant.name}`,
       run: async () => {
