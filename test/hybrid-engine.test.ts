@@ -22,10 +22,6 @@ async function rejectsWith(options: Parameters<typeof LLM.load>[0], ...fragments
   });
 }
 
-test('the CUDA backend is refused in one line before any device is touched', async () => {
-  await rejectsWith({ backend: 'cuda' }, 'not yet on CUDA: gated delta net');
-});
-
 test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', speculative: { model: FIXTURE, numSpeculativeTokens: 2 } }, 'speculative decoding other than chains of n-gram drafts', '--speculative-method draft', 'qwen3_5_text');
   await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2, ngramBranches: 2 } }, '--ngram-branches 2');

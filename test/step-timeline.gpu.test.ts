@@ -8,7 +8,8 @@ import { countingSteps, generateAll, OUTPUT_LENS, PROMPTS } from './helpers/step
 // stream around each step's forward, a replayed decode graph included, and its sampling pass.
 
 test('CUDA: every step is recorded with device times from its events, and recording changes no output', async () => {
-  const llm = await LLM.load({ backend: 'cuda', showProgress: false, numKvBlocks: 256, maxNumSeqs: 8 });
+  // The timed run repeats the plain run's prompts: without prefix caching it prefills all of them again.
+  const llm = await LLM.load({ backend: 'cuda', showProgress: false, numKvBlocks: 256, maxNumSeqs: 8, enablePrefixCaching: false });
   try {
     const plain = await countingSteps(llm, () => generateAll(llm));
     assert.equal(plain.marks, 0, 'no timeline, no event recorded');

@@ -44,12 +44,6 @@ import type { Ranks } from './parallel/ranks.ts';
 import type { TensorParallelShard } from '../layers/parameters.ts';
 import { pipelineStage, type PipelineStage } from '../models/pipeline-stage.ts';
 
-/**
- * Why a model with state layers (`SequenceStateSpec`) is refused on CUDA: the backend's state ops
- * (kernels/gated-delta-net.cu) are written but have not run on a GPU yet.
- */
-const CUDA_LACKS_GATED_DELTA_NET = 'not yet on CUDA: gated delta net (its kernels are written but untested on a GPU); run the model with --backend cpu';
-
 /** The model Keel runs when none is named: trained by the project and shipped in the repo. */
 export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/keel-tiny', import.meta.url));
 
@@ -352,8 +346,6 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   const { ranks, backend } =
     config.tensorParallelSize * stages > 1 ? await startRanks(config, modelPath, maxModelLen) : { ranks: null, backend: await selectBackend(config.backend) };
   try {
-    // The state kernels exist (gated-delta-net.cu) but have not run on a GPU yet: until their GPU tests pass, CUDA stays refused.
-    if (backend.name === 'cuda' && keepsStates) throw invalidArgument(`${modelConfig.modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
     const offload = config.cpuOffloadGb > 0 ? offloadLayers(model, backend, config) : null;
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: config.tensorParallelSize, expertParallel: config.enableExpertParallel });
     await ranks?.ready();
@@ -648,7 +640,6 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
   const refuse = (what: string) => {
     throw invalidArgument(`${what} is not supported for ${modelType}: its Gated DeltaNet layers keep a recurrent state per sequence, not per token`);
   };
-  if (config.backend === 'cuda') throw invalidArgument(`${modelType}: ${CUDA_LACKS_GATED_DELTA_NET}`);
   // A verification runs the drafts through the state, which goes back to its snapshot unless all
   // were kept: a chain of n-gram drafts. A draft model or heads would need their own state (or
   // hidden rows) rewound too, and a tree's branches would each need a state.
