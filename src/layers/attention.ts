@@ -5,7 +5,7 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import type { RmsNorm } from './norm.ts';
+import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
@@ -170,6 +170,21 @@ export type QkvNames = { q: string; k: string; v: string } | { qkv: string };
 /** The checkpoint names of a `self_attn` module's separate q, k, v and o projections, under `module` (`model.layers.3.self_attn`). */
 export function projectionNames(module: string): { qkv: QkvNames; o: string } {
   return { qkv: { q: `${module}.q_proj.weight`, k: `${module}.k_proj.weight`, v: `${module}.v_proj.weight` }, o: `${module}.o_proj.weight` };
+}
+
+/**
+ * A layer's q and k RMSNorms, weights `names.q` / `names.k`: per head (`over` 'head', each head_dim
+ * wide) or over the whole projections (`over` 'projection', every head together).
+ */
+export function qkNormLayers(
+  names: { q: string; k: string },
+  over: 'head' | 'projection',
+  shape: { numHeads: number; numKvHeads: number; headDim: number },
+  eps: number,
+): Pick<SelfAttentionOptions, 'qkNorm' | 'projectionNorm'> {
+  const { numHeads, numKvHeads, headDim } = shape;
+  if (over === 'head') return { qkNorm: { q: new RmsNorm(names.q, headDim, eps), k: new RmsNorm(names.k, headDim, eps) }, projectionNorm: null };
+  return { qkNorm: null, projectionNorm: { q: new RmsNorm(names.q, numHeads * headDim, eps), k: new RmsNorm(names.k, numKvHeads * headDim, eps) } };
 }
 
 export interface SelfAttentionOptions extends AttentionOptions {

@@ -13,6 +13,7 @@ import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
+import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { olmoFamily } from './olmo.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -37,6 +38,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(olmoFamily),
   family(glm4MoeFamily),
   family(qwenHybridFamily),
+  family(minimaxM2Family),
 ];
 
 /**

@@ -60,6 +60,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'f32',
