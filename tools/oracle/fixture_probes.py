@@ -47,8 +47,9 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
 
 
-def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
-    """transformers' routing decision for each token, recomputed from the router's input.
+def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
+    """transformers' routing decision for each token, recomputed from the router's input
+    (`selection_bias`: the e_score_correction_bias a MiniMax-M2 router is passed by its block).
 
     Returns the chosen expert ids [tokens, k], their weights [tokens, k] and the margin per token:
     the gap between the k-th and (k+1)-th candidate in the space the choice is made in (and, for
@@ -104,6 +105,13 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "minimax_m2":
+        # DeepSeek-V3's rule in one group, weights renormalised without epsilon or scaling.
+        scores = F.linear(h.float(), router.weight.float()).sigmoid()
+        choice = scores + selection_bias
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
     if model_type == "gpt_oss":
         logits = F.linear(h, router.weight, router.bias)
         top, idx = torch.topk(logits, k, dim=-1)
@@ -150,7 +158,7 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
 
     def make_hook(layer: int):
         def hook(module, args, output):
-            mine = route(model_type, module, config, args[0])
+            mine = route(model_type, module, config, *args)
             if model_type in ("llama4", "llama4_text"):
                 # Llama4Router returns every expert's score (sigmoid of the chosen logits, 0 elsewhere) and the logits.
                 their_weights, their_idx = torch.topk(output[0], config.num_experts_per_tok, dim=-1)
@@ -344,8 +352,10 @@ def _no_mscale_on_softmax(model):
 
 
 def _no_e_score_bias(model):
-    for _, router in moe_routers(model):
-        router.e_score_correction_bias.zero_()
+    # On the router (DeepSeek-V3, GLM) or on its MoE block (MiniMax-M2).
+    for name, buffer in model.named_buffers():
+        if name.endswith("e_score_correction_bias"):
+            buffer.zero_()
 
 
 def _routed_scale_one(model):
@@ -638,6 +648,13 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w2\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w3\.weight$"],
         [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj"],
+    ),
+    "minimax_m2": (
+        [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w[123]\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj", r"gate\.e_score_correction_bias"],
     ),
     "qwen2_moe": (
         [r"^model\.layers\.\d+\.mlp\.gate\.weight$",

@@ -119,13 +119,14 @@ CONFIG_CLASS_NAMES = {
     "qwen3_5_text": "Qwen3_5TextConfig",
     "qwen3_5_moe": "Qwen3_5MoeConfig",
     "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
+    "minimax_m2": "MiniMaxM2Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
-                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe"}
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
-SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"}
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 
 COMMON_FIELDS = dict(
@@ -1089,6 +1090,27 @@ FIXTURES.append(Fixture(
                                            num_position_embeddings=16)),
 ))
 
+# MiniMax's MiniMax-M2.
+FIXTURES.append(Fixture(
+    "minimax-m2", "minimax_m2",
+    "MiniMax-M2-like (MiniMaxM2ForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 "
+    "(!= 64 / 4), q_norm / k_norm RMSNorms over the whole q and k projections (96 and 48 wide, every head together, "
+    "as qk_norm_type per_layer) before RoPE, partial rotary: the leading 12 of 24 dims rotate in rotate_half pairs "
+    "(rotary_dim 12, which MiniMaxM2Config turns into partial_rotary_factor 0.5), RoPE theta 5e6 (the class "
+    "default). A MoE block in every layer, Mixtral's layout (block_sparse_moe.gate, experts.E.w1/w2/w3, "
+    "intermediate 16) under a sigmoid router: 8 experts, top-2 by sigmoid(x @ gate.T) + "
+    "block_sparse_moe.e_score_correction_bias (randomised), weighted by their sigmoid scores renormalised to sum 1; "
+    "no shared expert. Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=16, num_local_experts=8,
+            num_experts_per_tok=2, rotary_dim=12),
+    _rope(theta=5000000.0, partial_rotary_factor=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("qk_norm_off", "e_score_bias_off", "rotary_whole_head"),
+))
+
+
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
 # fixtures' bases are what they were drawn with when the base was 1000 x (position + 1) in the
@@ -1160,6 +1182,7 @@ SEED_BASES = {
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
     "glm-moe-dsa": 62000,
+    "minimax-m2": 73000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
