@@ -69,6 +69,9 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'qwen3.5-hybrid', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   // Qwen3-Next's grouped input projections (per key head: q, k, its values and gates).
   { fixture: 'qwen3-next-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // MiniMax-M2: q/k norms over the whole projections, so attention replicated as OLMo's; the experts
+  // sharded by intermediate size, each rank routing with the same bias.
+  { fixture: 'minimax-m2', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -374,6 +374,28 @@ def gen_glm4_moe(r, name):
     return fx(name, "glm4_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
+def gen_minimax_m2(r, name):
+    f = base(r)
+    head_dim = head_dim_of(f, 128)  # MiniMaxM2Config's own head_dim default
+    f.update(num_local_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), intermediate_size=r.choice((16, 32)),
+             hidden_act=act(r, "silu"))
+    # The rotating dims as released checkpoints give them (rotary_dim), as a partial_rotary_factor
+    # (which wins over rotary_dim), or neither: the whole head.
+    dims = [d for d in (head_dim // 4, head_dim // 2, head_dim) if d % 2 == 0 and d > 0]
+    rotary_dim = r.choice(dims)
+    pick = r.random()
+    if pick < 0.5:
+        f["rotary_dim"] = rotary_dim
+    elif pick < 0.75:
+        f.update(rotary_dim=r.choice(dims), partial_rotary_factor=rotary_dim / head_dim)
+    else:
+        rotary_dim = head_dim
+    if r.random() < 0.3:
+        f.update(use_qk_norm=True, qk_norm_type="per_layer", scoring_func="sigmoid", use_routing_bias=True)  # MiniMax's own keys, as released
+    return fx(name, "minimax_m2", f, rope(r, f, partial=rotary_dim / head_dim, head_dim_default=128),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
 def gen_glm4_moe_lite(r, name):
     f = base(r)
     _mla(r, f)
@@ -606,7 +628,7 @@ GENERATORS = {
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
-    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
+    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
 }
 
 
