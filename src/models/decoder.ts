@@ -37,6 +37,8 @@ export interface DecoderConfig extends ModelConfig {
   qkNorm: boolean;
   /** The q/k norms apply to the rotated heads (Hunyuan), not before RoPE. */
   qkNormAfterRope: boolean;
+  /** Each head's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5), not rotate_half's halves. */
+  interleavedRope: boolean;
   /** The q/k norms' span: each head (Qwen3), or the whole q and k projections, every head together (MiniMax-M2, as OLMo 2). */
   qkNormOver: 'head' | 'projection';
   /** Checkpoint names of the layers' norms. */
@@ -124,6 +126,7 @@ export function parseDecoderFields(
     queryTemperature: null,
     qkNormAfterRope: false,
     qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
   };
 }
@@ -180,6 +183,7 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       ...(config.fusedQkv && { qkv: { qkv: `${p}.self_attn.qkv_proj.weight` } }),
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
+      interleavedRope: config.interleavedRope,
     });
     this.postAttentionNorm = new RmsNorm(`${p}.${names.postAttention}.weight`, hiddenSize, eps);
     this.mlp = mlp;

@@ -91,6 +91,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     queryTemperature: null,
     qkNormAfterRope: false,
     qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'bf16',

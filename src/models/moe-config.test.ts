@@ -119,6 +119,7 @@ test('Mixtral-8x7B: Mistral attention, 8 experts of 14336, top-2, no sliding win
     queryTemperature: null,
     qkNormAfterRope: false,
     qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     intermediateSize: 14336,
     numExperts: 8,

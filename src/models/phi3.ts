@@ -52,6 +52,7 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     queryTemperature: null,
     qkNormAfterRope: false,
     qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
   };
 }

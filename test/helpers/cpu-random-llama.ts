@@ -61,6 +61,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     queryTemperature: null,
     qkNormAfterRope: false,
     qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'f32',
