@@ -72,6 +72,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // MiniMax-M2: q/k norms over the whole projections, so attention replicated as OLMo's; the experts
   // sharded by intermediate size, each rank routing with the same bias.
   { fixture: 'minimax-m2', parallel: { tensorParallelSize: 2 } },
+  // ERNIE 4.5: q/k rows permuted within each head (interleaved RoPE), then split with their heads; o's bias on rank 0.
+  { fixture: 'ernie4.5-interleaved-rope', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -374,6 +374,14 @@ def gen_glm4_moe(r, name):
     return fx(name, "glm4_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
+def gen_ernie4_5(r, name):
+    f = base(r)
+    f.update(use_bias=r.random() < 0.6, hidden_act=act(r, "silu"))
+    if r.random() < 0.3:
+        del f["tie_word_embeddings"]  # Ernie4_5Config's default: tied
+    return fx(name, "ernie4_5", f, rope(r, f, head_dim_default=128))
+
+
 def gen_minimax_m2(r, name):
     f = base(r)
     head_dim = head_dim_of(f, 128)  # MiniMaxM2Config's own head_dim default
@@ -629,6 +637,7 @@ GENERATORS = {
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
+    "ernie4_5": gen_ernie4_5,
 }
 
 

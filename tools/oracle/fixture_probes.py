@@ -390,6 +390,20 @@ def _rope_not_interleaved(model):
     model.config.rope_interleave = False
 
 
+def _rope_halves(model):
+    """ERNIE 4.5's interleaved pairs read as rotate_half's halves: q/k rows reordered so that its
+    (x[2i], x[2i+1]) rotation turns the original rows' (x[i], x[i + d/2]) pairs."""
+    for layer in _layers(model):
+        attn = layer.self_attn
+        d = attn.head_dim
+        perm = torch.arange(d).view(2, d // 2).t().reshape(-1)  # 0, d/2, 1, d/2 + 1, ...
+        for proj in (attn.q_proj, attn.k_proj):
+            rows = torch.cat([h * d + perm for h in range(proj.out_features // d)])
+            proj.weight.data = proj.weight.data[rows]
+            if proj.bias is not None:
+                proj.bias.data = proj.bias.data[rows]
+
+
 def _longrope_short_only(model):
     params = model.config.rope_parameters
     params["long_factor"] = list(params["short_factor"])
@@ -526,6 +540,7 @@ PROBES = {
     "shared_layers_dense": ("GLM-5's shared layers attend to every position, not the previous full layer's top-k", _shared_layers_dense),
     "indexer_rope_half": ("GLM-5's indexer rotates rotate_half pairs instead of interleaved ones", _indexer_rope_half),
     "rotary_whole_head": ("partial_rotary_factor ignored: the whole head rotates", _rotary_whole_head),
+    "rope_halves": ("interleaved RoPE pairs read as rotate_half halves", _rope_halves),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),

@@ -120,6 +120,7 @@ CONFIG_CLASS_NAMES = {
     "qwen3_5_moe": "Qwen3_5MoeConfig",
     "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
     "minimax_m2": "MiniMaxM2Config",
+    "ernie4_5": "Ernie4_5Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -957,6 +958,17 @@ FIXTURES.append(Fixture(
     stored_dtype="bfloat16",
 ))
 FIXTURES.append(Fixture(
+    "ernie4.5-interleaved-rope", "ernie4_5",
+    "ERNIE 4.5 dense (Ernie4_5ForCausalLM): Llama's layers with RoPE over interleaved pairs (x[2i], x[2i+1]) of each "
+    "head (GLM's rotate_half with cos/sin repeat_interleaved), use_bias on q, k, v, o and the MLP's gate, up and "
+    "down, head_dim 16, GQA 4 query / 2 KV heads, RoPE theta 5e5 (the class default), lm_head tied to the "
+    "embedding (the class default); bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, head_dim=16, use_bias=True, tie_word_embeddings=True),
+    _rope(theta=500000.0),
+    stored_dtype="bfloat16",
+    probes=("rope_halves",),
+))
+FIXTURES.append(Fixture(
     "apertus-xielu", "apertus",
     "Apertus: Llama's attention with per-head q_norm / k_norm before RoPE, the layer norms named "
     "attention_layernorm / feedforward_layernorm, and an MLP without a gate, down(xielu(up(x))) (hidden_act xielu, "
@@ -1183,6 +1195,7 @@ SEED_BASES = {
     "glm4-moe": 61000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
+    "ernie4.5-interleaved-rope": 74000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
