@@ -7,6 +7,7 @@ import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { deepseekFamily } from './deepseek.ts';
+import { ernieMoeFamily } from './ernie-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
@@ -39,6 +40,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(glm4MoeFamily),
   family(qwenHybridFamily),
   family(minimaxM2Family),
+  family(ernieMoeFamily),
 ];
 
 /**
