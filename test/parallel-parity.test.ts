@@ -74,6 +74,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'minimax-m2', parallel: { tensorParallelSize: 2 } },
   // ERNIE 4.5: q/k rows permuted within each head (interleaved RoPE), then split with their heads; o's bias on rank 0.
   { fixture: 'ernie4.5-interleaved-rope', parallel: { tensorParallelSize: 2 } },
+  // ERNIE 4.5 MoE: the [1, experts] selection bias on every rank, the experts split between them; a dense layer on the first stage.
+  { fixture: 'ernie4.5-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

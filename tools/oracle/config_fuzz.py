@@ -382,6 +382,18 @@ def gen_ernie4_5(r, name):
     return fx(name, "ernie4_5", f, rope(r, f, head_dim_default=128))
 
 
+def gen_ernie4_5_moe(r, name):
+    f = base(r)
+    n = max(2, f["num_hidden_layers"])
+    f.update(num_hidden_layers=n, moe_num_experts=r.choice((4, 8)), moe_k=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             moe_num_shared_experts=r.choice((0, 1, 2)), moe_layer_start_index=r.choice((0, 1)),
+             moe_layer_end_index=r.choice((-1, n - 1)), moe_layer_interval=r.choice((1, 1, 2)), hidden_act=act(r, "silu"))
+    if r.random() < 0.3:
+        del f["tie_word_embeddings"]  # Ernie4_5_MoeConfig's default: tied
+    return fx(name, "ernie4_5_moe", f, rope(r, f),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
 def gen_minimax_m2(r, name):
     f = base(r)
     head_dim = head_dim_of(f, 128)  # MiniMaxM2Config's own head_dim default
@@ -637,7 +649,7 @@ GENERATORS = {
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
-    "ernie4_5": gen_ernie4_5,
+    "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
 }
 
 

@@ -105,6 +105,14 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "ernie4_5_moe":
+        # Softmax scores in float32; the top k by score + moe_statics' bias, weighted by their scores over max(sum, moe_norm_min).
+        scores = torch.softmax(F.linear(h.float(), router.weight.float()), dim=-1)
+        choice = scores + router.moe_statics.e_score_correction_bias.squeeze()
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=config.moe_norm_min)
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(choice, k)}
     if model_type == "minimax_m2":
         # DeepSeek-V3's rule in one group, weights renormalised without epsilon or scaling.
         scores = F.linear(h.float(), router.weight.float()).sigmoid()
@@ -352,10 +360,10 @@ def _no_mscale_on_softmax(model):
 
 
 def _no_e_score_bias(model):
-    # On the router (DeepSeek-V3, GLM) or on its MoE block (MiniMax-M2).
-    for name, buffer in model.named_buffers():
+    # A buffer on the router (DeepSeek-V3, GLM) or on its MoE block (MiniMax-M2), or a frozen parameter (ERNIE 4.5's moe_statics).
+    for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
         if name.endswith("e_score_correction_bias"):
-            buffer.zero_()
+            tensor.data.zero_()
 
 
 def _routed_scale_one(model):

@@ -121,13 +121,14 @@ CONFIG_CLASS_NAMES = {
     "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
     "minimax_m2": "MiniMaxM2Config",
     "ernie4_5": "Ernie4_5Config",
+    "ernie4_5_moe": "Ernie4_5_MoeConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
-                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2"}
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
-SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2"}
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 
 COMMON_FIELDS = dict(
@@ -1121,6 +1122,24 @@ FIXTURES.append(Fixture(
                     (r"\.e_score_correction_bias$", 0.0, 0.1)),
     probes=("qk_norm_off", "e_score_bias_off", "rotary_whole_head"),
 ))
+# Baidu's ERNIE 4.5 MoE.
+FIXTURES.append(Fixture(
+    "ernie4.5-moe", "ernie4_5_moe",
+    "ERNIE-4.5-21B-A3B-like (Ernie4_5_MoeForCausalLM), 3 layers, vocabulary 128: ERNIE 4.5's attention (RoPE over "
+    "interleaved pairs of each head, GQA 4 query / 2 KV heads of head_dim 16, theta 5e5), layer 0 a dense MLP "
+    "(moe_layer_start_index 1, intermediate 32), layers 1 and 2 a MoE block: softmax(x @ gate.T) in float32, top-2 of "
+    "8 experts (moe_intermediate 16) chosen by score + mlp.moe_statics.e_score_correction_bias ([1, 8], "
+    "randomised), weighted by their scores renormalised (moe_norm_min 1e-12), plus 1 shared expert (16) every token "
+    "runs through; lm_head tied (the class default). Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, moe_num_experts=8, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
+            tie_word_embeddings=True),
+    _rope(theta=500000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
+                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("e_score_bias_off", "rope_halves"),
+))
 
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
@@ -1196,6 +1215,7 @@ SEED_BASES = {
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,
+    "ernie4.5-moe": 75000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
