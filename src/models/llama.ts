@@ -106,6 +106,7 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   arcee: { maxPositions: 4096, rmsNormEps: 1e-5, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false, ungatedActivations: ['relu2'] },
   hunyuan_v1_dense: {
     maxPositions: 2048,
+    intermediateSize: 11008,
     rmsNormEps: 1e-5,
     attentionBias: 'attention_bias',
     mlpBias: false,
@@ -143,7 +144,19 @@ const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
-  const modelType = json.model_type as LlamaModelType;
+  return parseLlamaTypeConfig(json, source, json.model_type as LlamaModelType);
+}
+
+/**
+ * Hunyuan dense's keys and defaults, which Hunyuan MoE's attention and layers share (its config
+ * class is the dense one's with the MoE keys added): the config's own model_type is kept.
+ */
+export function parseHunyuanConfig(json: Record<string, unknown>, source: string): LlamaConfig {
+  return parseLlamaTypeConfig(json, source, 'hunyuan_v1_dense');
+}
+
+/** `json` read with the traits of `modelType`. */
+function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, modelType: LlamaModelType): LlamaConfig {
   const traits = TRAITS[modelType];
   const defaultRope = traits.defaultRope !== undefined && json.rope_parameters == null && json.rope_scaling == null;
   const fields = new ConfigFields(defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json, source);
@@ -187,7 +200,7 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
  */
 function parseHunyuan(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
   const d = fields.positiveInt('head_dim');
-  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for hunyuan_v1_dense (its q/k norms after RoPE cache keys through a second rotary table)`);
+  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for ${decoder.modelType} (its q/k norms after RoPE cache keys through a second rotary table)`);
   const rope = ropeParameterFields(fields);
   if ((rope.raw('rope_type') ?? rope.raw('type')) !== 'dynamic' || rope.raw('alpha') == null) return {};
   const alpha = rope.positiveNumber('alpha');

@@ -12,6 +12,7 @@ import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
+import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
@@ -41,6 +42,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(qwenHybridFamily),
   family(minimaxM2Family),
   family(ernieMoeFamily),
+  family(hunyuanMoeFamily),
 ];
 
 /**
