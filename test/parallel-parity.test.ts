@@ -76,6 +76,8 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'ernie4.5-interleaved-rope', parallel: { tensorParallelSize: 2 } },
   // ERNIE 4.5 MoE: the [1, experts] selection bias on every rank, the experts split between them; a dense layer on the first stage.
   { fixture: 'ernie4.5-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  // Hunyuan MoE: per-head norms after RoPE split with their heads; each layer's own top k, the shared MLP split as a dense one.
+  { fixture: 'hunyuan-moe', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

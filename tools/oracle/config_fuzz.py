@@ -562,15 +562,24 @@ def gen_arcee(r, name):
     return fx(name, "arcee", f, rope(r, f))
 
 
-def gen_hunyuan_v1_dense(r, name):
-    f = base(r)
+def gen_hunyuan_v1_dense(r, name, model_type="hunyuan_v1_dense", f=None, **kw):
+    f = base(r) if f is None else f
     # HunYuanDenseV1Config leaves head_dim None, which its attention fails on: always give one.
     f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), head_dim=head_dim_of(f))
     if r.random() < 0.4:
         # The Hub's NTK-alpha RoPE: dynamic with alpha rotates by the fixed base theta * alpha^(d / (d - 2)).
-        return fx(name, "hunyuan_v1_dense", f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))))
+        return fx(name, model_type, f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))), **kw)
     # No LongRoPE: the normed keys are cached through a second (identity) rotary table, which Keel refuses beside it.
-    return fx(name, "hunyuan_v1_dense", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
+    return fx(name, model_type, f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")), **kw)
+
+
+def gen_hunyuan_v1_moe(r, name):
+    """Hunyuan dense's attention draws, a MoE block in every layer: moe_topk one number or one per layer."""
+    f = base(r)
+    n_experts = r.choice((4, 6))
+    f.update(num_experts=n_experts, intermediate_size=r.choice((16, 32)),
+             moe_topk=r.choice((1, 2, 3)) if r.random() < 0.5 else [r.choice((1, 2, 3)) for _ in range(max(2, f["num_hidden_layers"]))])
+    return gen_hunyuan_v1_dense(r, name, "hunyuan_v1_moe", f, init_overrides=((r"\.mlp\.gate\.wg\.weight$", 0.0, 0.3),))
 
 
 XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
@@ -650,6 +659,7 @@ GENERATORS = {
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
+    "hunyuan_v1_moe": gen_hunyuan_v1_moe,
 }
 
 

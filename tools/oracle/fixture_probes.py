@@ -105,6 +105,11 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "hunyuan_v1_moe":
+        # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
+        logits = F.linear(h.float(), router.wg.weight.float())
+        weights, idx = torch.topk(torch.softmax(logits, dim=-1), router.top_k, dim=-1)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(logits, router.top_k)}
     if model_type == "ernie4_5_moe":
         # Softmax scores in float32; the top k by score + moe_statics' bias, weighted by their scores over max(sum, moe_norm_min).
         scores = torch.softmax(F.linear(h.float(), router.weight.float()), dim=-1)
@@ -184,7 +189,8 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
             handle.remove()
 
     k = config.num_experts_per_tok
-    n_experts = routers[0][1].weight.shape[0]
+    # Hunyuan MoE's router holds its linear as `wg`.
+    n_experts = getattr(routers[0][1], "wg", routers[0][1]).weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
     for layer, calls in seen.items():

@@ -122,11 +122,13 @@ CONFIG_CLASS_NAMES = {
     "minimax_m2": "MiniMaxM2Config",
     "ernie4_5": "Ernie4_5Config",
     "ernie4_5_moe": "Ernie4_5_MoeConfig",
+    "hunyuan_v1_moe": "HunYuanMoEV1Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
-                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe"}
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
+                   "hunyuan_v1_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
@@ -970,6 +972,18 @@ FIXTURES.append(Fixture(
     probes=("rope_halves",),
 ))
 FIXTURES.append(Fixture(
+    "hunyuan-moe", "hunyuan_v1_moe",
+    "Hunyuan MoE (HunYuanMoEV1, Hunyuan-A13B-like): hunyuan-dense-norm-after-rope's attention (per-head "
+    "query_layernorm / key_layernorm after RoPE, NTK-alpha RoPE, q/k/v/o biases, head_dim 16, GQA 4 query / 2 KV heads) "
+    "and a MoE block in every layer: top-k of softmax(x @ gate.wg.T) renormalised, moe_topk given per layer [2, 1], "
+    "over 4 experts, plus shared_mlp every token runs through; experts and shared MLP intermediate_size 32 wide. "
+    "Vocabulary 128, untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=32, head_dim=16, attention_bias=True, num_experts=4, moe_topk=[2, 1]),
+    _rope("dynamic", 10000.0, factor=1.0, alpha=1000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.wg\.weight$", 0.0, 0.3),),
+))
+FIXTURES.append(Fixture(
     "apertus-xielu", "apertus",
     "Apertus: Llama's attention with per-head q_norm / k_norm before RoPE, the layer norms named "
     "attention_layernorm / feedforward_layernorm, and an MLP without a gate, down(xielu(up(x))) (hidden_act xielu, "
@@ -1216,6 +1230,7 @@ SEED_BASES = {
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,
     "ernie4.5-moe": 75000,
+    "hunyuan-moe": 76000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
