@@ -132,6 +132,8 @@ MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
+# Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
+SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -398,8 +400,7 @@ FIXTURES = [
                 num_nextn_predict_layers=1),
         _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
               mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
-        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                        (r"\.e_score_correction_bias$", 0.0, 0.1)),
+        init_overrides=SELECTION_BIAS_ROUTER,
         probes=("e_score_bias_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
     ),
     Fixture(
@@ -423,8 +424,7 @@ FIXTURES = [
         _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
               mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
         # Wider indexer weights spread the index scores, so the 8th and 9th are rarely near-ties.
-        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                        (r"\.e_score_correction_bias$", 0.0, 0.1),
+        init_overrides=(*SELECTION_BIAS_ROUTER,
                         (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
         probes=("index_topk_dense", "e_score_bias_off", "mscale_off"),
     ),
@@ -1011,8 +1011,7 @@ FIXTURES.append(Fixture(
             qk_rope_head_dim=8, v_head_dim=24, rms_norm_eps=1e-5, mlp_layer_types=["sparse", "dense", "sparse"]),
     _rope(theta=1000000.0),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
 ))
 FIXTURES.append(Fixture(
@@ -1031,8 +1030,7 @@ FIXTURES.append(Fixture(
             use_qk_norm=True, partial_rotary_factor=0.5, rms_norm_eps=1e-5, num_nextn_predict_layers=1),
     _rope(theta=1000000.0, partial_rotary_factor=0.5),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("qk_norm_off", "e_score_bias_off", "routed_scale_one", "rotary_whole_head"),
 ))
 FIXTURES.append(Fixture(
@@ -1054,8 +1052,7 @@ FIXTURES.append(Fixture(
             num_nextn_predict_layers=1),
     _rope(theta=1000000.0),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1),
+    init_overrides=(*SELECTION_BIAS_ROUTER,
                     (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
     probes=("index_topk_dense", "shared_layers_dense", "indexer_rope_half", "e_score_bias_off"),
 ))
@@ -1132,8 +1129,7 @@ FIXTURES.append(Fixture(
             num_experts_per_tok=2, rotary_dim=12),
     _rope(theta=5000000.0, partial_rotary_factor=0.5),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("qk_norm_off", "e_score_bias_off", "rotary_whole_head"),
 ))
 # Baidu's ERNIE 4.5 MoE.
@@ -1150,8 +1146,7 @@ FIXTURES.append(Fixture(
             tie_word_embeddings=True),
     _rope(theta=500000.0),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "rope_halves"),
 ))
 
