@@ -69,6 +69,15 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'qwen3.5-hybrid', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   // Qwen3-Next's grouped input projections (per key head: q, k, its values and gates).
   { fixture: 'qwen3-next-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // MiniMax-M2: q/k norms over the whole projections, so attention replicated as OLMo's; the experts
+  // sharded by intermediate size, each rank routing with the same bias.
+  { fixture: 'minimax-m2', parallel: { tensorParallelSize: 2 } },
+  // ERNIE 4.5: q/k rows permuted within each head (interleaved RoPE), then split with their heads; o's bias on rank 0.
+  { fixture: 'ernie4.5-interleaved-rope', parallel: { tensorParallelSize: 2 } },
+  // ERNIE 4.5 MoE: the [1, experts] selection bias on every rank, the experts split between them; a dense layer on the first stage.
+  { fixture: 'ernie4.5-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  // Hunyuan MoE: per-head norms after RoPE split with their heads; each layer's own top k, the shared MLP split as a dense one.
+  { fixture: 'hunyuan-moe', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -5,7 +5,8 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import type { RmsNorm } from './norm.ts';
+import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
+import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
@@ -172,6 +173,36 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
   return { qkv: { q: `${module}.q_proj.weight`, k: `${module}.k_proj.weight`, v: `${module}.v_proj.weight` }, o: `${module}.o_proj.weight` };
 }
 
+/** q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims read from their interleaved pairs. */
+function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row: number) => number> {
+  const { qkv, headDim, rotary } = options;
+  if ('qkv' in qkv || options.qkNorm || options.projectionNorm || options.outputGate === true) {
+    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without q/k norms or an output gate`);
+  }
+  const ropeDim = rotary.config.rotaryDim;
+  const row = (r: number) => {
+    const within = r % headDim;
+    return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
+  };
+  const bias = (name: string) => name.replace(/\.weight$/, '.bias');
+  return { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row };
+}
+
+/**
+ * A layer's q and k RMSNorms, weights `names.q` / `names.k`: per head (`over` 'head', each head_dim
+ * wide) or over the whole projections (`over` 'projection', every head together).
+ */
+export function qkNormLayers(
+  names: { q: string; k: string },
+  over: 'head' | 'projection',
+  shape: { numHeads: number; numKvHeads: number; headDim: number },
+  eps: number,
+): Pick<SelfAttentionOptions, 'qkNorm' | 'projectionNorm'> {
+  const { numHeads, numKvHeads, headDim } = shape;
+  if (over === 'head') return { qkNorm: { q: new RmsNorm(names.q, headDim, eps), k: new RmsNorm(names.k, headDim, eps) }, projectionNorm: null };
+  return { qkNorm: null, projectionNorm: { q: new RmsNorm(names.q, numHeads * headDim, eps), k: new RmsNorm(names.k, numKvHeads * headDim, eps) } };
+}
+
 export interface SelfAttentionOptions extends AttentionOptions {
   hiddenSize: number;
   /** Width of the q/k/v projections' input when it is not hiddenSize (EAGLE-3: a token embedding beside a hidden state). */
@@ -194,6 +225,11 @@ export interface SelfAttentionOptions extends AttentionOptions {
    * and only the MLP is sharded.
    */
   projectionNorm?: { q: RmsNorm; k: RmsNorm } | null;
+  /**
+   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5): q_proj's and k_proj's rows
+   * (and biases) are read permuted into rotate_half order (interleaved-rope.ts). Absent: false.
+   */
+  interleavedRope?: boolean;
 }
 
 /** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
@@ -207,6 +243,8 @@ export class SelfAttention implements Layer {
   private readonly gate: Linear | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
+  /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads (`interleavedRope`), or null. */
+  private readonly ropeRows: Record<string, (row: number) => number> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -250,6 +288,7 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+    this.ropeRows = options.interleavedRope === true ? interleavedRopeRows(options) : null;
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
@@ -287,7 +326,8 @@ export class SelfAttention implements Layer {
     return params.map((p) => (gated.has(p.name) ? { ...p, shape: [2 * p.shape[0], ...p.shape.slice(1)] } : p));
   }
 
-  load(source: WeightSource, uploader: WeightUploader): void {
+  load(checkpoint: WeightSource, uploader: WeightUploader): void {
+    const source = this.ropeRows === null ? checkpoint : withPermutedRows(checkpoint, this.ropeRows);
     if (this.gate === null) {
       loadLayers(this.sublayers, source, uploader);
       return;

@@ -37,6 +37,8 @@ export interface MoeOptions {
   routerBias: boolean;
   /** How tokens choose experts; the selection bias is named by its checkpoint tensor [numExperts]. */
   routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: string | null };
+  /** The selection bias's shape as the checkpoint stores it, where not [numExperts] (ERNIE 4.5's [1, numExperts]). */
+  selectionBiasShape?: number[];
   experts: ExpertTensors;
   activation: Activation;
   /**
@@ -116,7 +118,7 @@ export class MoeBlock implements Layer {
             { name: experts.down, shape: [numExperts, n, hidden], access },
             ...(experts.downBias === null ? [] : [{ name: experts.downBias, shape: [numExperts, hidden], access }]),
           ];
-    const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: [numExperts] }];
+    const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: this.options.selectionBiasShape ?? [numExperts] }];
     return [...parametersOf(this.denseLayers), ...bias, ...expertTensors];
   }
 
@@ -132,7 +134,7 @@ export class MoeBlock implements Layer {
       intermediate = evenPart(intermediateSize, shard, `the experts' intermediate size (${this.options.router})`);
     }
     // transformers keeps DeepSeek-V3's e_score_correction_bias in float32 whatever the model's dtype.
-    if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight(source.read(routing.selectionBias), { float32: true });
+    if (routing.selectionBias !== null) this.selectionBias = uploader.loadWeight({ ...source.read(routing.selectionBias), shape: [numExperts] }, { float32: true });
     const quantized = experts.layout === 'per-expert' && intermediate.count === intermediateSize ? this.readQuantized(source, experts.name) : null;
     // Under tensor parallelism each device holds every expert's part of the intermediate width;
     // the down projection's bias, like a row-parallel linear's, is added by one of them alone.

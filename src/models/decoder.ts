@@ -1,5 +1,5 @@
 import type { Activation, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
-import { projectionNames, SelfAttention } from '../layers/attention.ts';
+import { projectionNames, qkNormLayers, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
@@ -37,6 +37,10 @@ export interface DecoderConfig extends ModelConfig {
   qkNorm: boolean;
   /** The q/k norms apply to the rotated heads (Hunyuan), not before RoPE. */
   qkNormAfterRope: boolean;
+  /** Each head's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5), not rotate_half's halves. */
+  interleavedRope: boolean;
+  /** The q/k norms' span: each head (Qwen3), or the whole q and k projections, every head together (MiniMax-M2, as OLMo 2). */
+  qkNormOver: 'head' | 'projection';
   /** Checkpoint names of the layers' norms. */
   normNames: DecoderNormNames;
   /** Each layer's window: it attends to at most this many most recent tokens; null = full. */
@@ -121,6 +125,8 @@ export function parseDecoderFields(
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
   };
 }
@@ -171,12 +177,13 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       softcap: null,
       sinks: config.attentionSinks ? `${p}.self_attn.sinks` : null,
       rotary,
-      qkNorm: config.qkNorm ? { q: new RmsNorm(`${p}.${names.q}.weight`, headDim, eps), k: new RmsNorm(`${p}.${names.k}.weight`, headDim, eps) } : null,
+      ...(config.qkNorm ? qkNormLayers({ q: `${p}.${names.q}.weight`, k: `${p}.${names.k}.weight` }, config.qkNormOver, config, eps) : { qkNorm: null }),
       qkNormAfterRope: config.qkNormAfterRope ? { identity: identity! } : null,
       ...projectionNames(`${p}.self_attn`),
       ...(config.fusedQkv && { qkv: { qkv: `${p}.self_attn.qkv_proj.weight` } }),
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
+      interleavedRope: config.interleavedRope,
     });
     this.postAttentionNorm = new RmsNorm(`${p}.${names.postAttention}.weight`, hiddenSize, eps);
     this.mlp = mlp;

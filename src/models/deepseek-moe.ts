@@ -82,8 +82,17 @@ export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaul
   };
 }
 
-/** A sparse layer's `mlp`: router `gate` (with V3's `gate.e_score_correction_bias`), `experts.E.*_proj`, `shared_experts.*_proj`. */
-export function deepseekMoeBlock(moe: DeepseekMoeConfig, p: string, hiddenSize: number, activation: Activation): MoeBlock {
+/**
+ * A sparse layer's `mlp`: router `gate` (with V3's `gate.e_score_correction_bias`, or the tensor
+ * `selectionBias` names where a family stores it elsewhere), `experts.E.*_proj`, `shared_experts.*_proj`.
+ */
+export function deepseekMoeBlock(
+  moe: DeepseekMoeConfig,
+  p: string,
+  hiddenSize: number,
+  activation: Activation,
+  selectionBias: { name: string; shape: number[] } = { name: `${p}.gate.e_score_correction_bias`, shape: [moe.numExperts] },
+): MoeBlock {
   const shared = moe.sharedIntermediateSize === 0
     ? null
     : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, activation, { sharedExpert: true }), gate: null };
@@ -93,7 +102,8 @@ export function deepseekMoeBlock(moe: DeepseekMoeConfig, p: string, hiddenSize: 
     numExperts: moe.numExperts,
     router: `${p}.gate.weight`,
     routerBias: false,
-    routing: { ...moe.routing, selectionBias: moe.routing.selectionBias ? `${p}.gate.e_score_correction_bias` : null },
+    routing: { ...moe.routing, selectionBias: moe.routing.selectionBias ? selectionBias.name : null },
+    selectionBiasShape: selectionBias.shape,
     experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
     activation,
     shared,

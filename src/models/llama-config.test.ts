@@ -90,6 +90,8 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'bf16',

@@ -11,14 +11,14 @@ import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFie
 
 /**
  * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
- * hunyuan_v1_dense and apertus differ only in defaults, biases, q/k norms (before RoPE, or after it:
- * Hunyuan's), norm names, windows, NoPE layers (SmolLM3's), multipliers (Granite's), a query scale
- * by position (Ministral 3's), NTK-alpha RoPE (Hunyuan's) and a gateless MLP (Arcee's relu²,
- * Apertus's xIELU).
+ * hunyuan_v1_dense, apertus and ernie4_5 differ only in defaults, biases, q/k norms (before RoPE, or
+ * after it: Hunyuan's), norm names, windows, NoPE layers (SmolLM3's), multipliers (Granite's), a
+ * query scale by position (Ministral 3's), NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's
+ * relu², Apertus's xIELU) and RoPE over interleaved pairs (ERNIE 4.5's).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
-  /** gate/up/down carry biases (Llama's `mlp_bias`). */
+  /** gate/up/down carry biases (Llama's `mlp_bias`, ERNIE's `use_bias`). */
   mlpBias: boolean;
   /**
    * The MLP: `gated`, down(act(gate(x)) · up(x)); `relu2`, without a gate projection,
@@ -29,7 +29,7 @@ export interface LlamaConfig extends DecoderConfig {
   mlp: 'gated' | 'relu2' | 'xielu';
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus';
+type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus' | 'ernie4_5';
 
 /** Where a model_type's config puts attention biases. */
 type AttentionBiasRule =
@@ -39,6 +39,8 @@ type AttentionBiasRule =
   | 'qkv'
   /** `attention_bias` (default true) on q, k and v, `attention_out_bias` on o (Seed-OSS). */
   | 'attention_bias+attention_out_bias'
+  /** `use_bias` on q, k, v and o, and on the MLP (ERNIE 4.5). */
+  | 'use_bias'
   /** None (Mistral). */
   | 'none';
 
@@ -47,13 +49,19 @@ interface LlamaTypeTraits {
   maxPositions: number;
   /** head_dim's default where the class has one (else hidden_size / num_attention_heads). */
   headDim?: number;
+  /** num_key_value_heads' default where the class has one (else num_attention_heads). */
+  numKvHeads?: number;
   /** rope_theta's default where the class has one (else 1e4). */
   ropeTheta?: number;
   /** rms_norm_eps's default where the class has one (else 1e-6). */
   rmsNormEps?: number;
   attentionBias: AttentionBiasRule;
-  /** Reads `mlp_bias`. */
-  mlpBias: boolean;
+  /** The key that gives the MLP biases, or false for none. */
+  mlpBias: 'mlp_bias' | 'use_bias' | false;
+  /** intermediate_size's default where the class has one (else the key is required). */
+  intermediateSize?: number;
+  /** RoPE pairs each head's dims (x[2i], x[2i+1]) (ERNIE 4.5's), not rotate_half's halves. */
+  interleavedRope?: boolean;
   tiedByDefault: boolean;
   /** Per-head q/k RMSNorms, applied before RoPE or after it; absent: none. */
   qkNorm?: 'before-rope' | 'after-rope';
@@ -69,7 +77,7 @@ interface LlamaTypeTraits {
 }
 
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
-  llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
+  llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
   mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
   ministral3: {
     maxPositions: 262144,
@@ -92,12 +100,13 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   },
   qwen2: { maxPositions: 32768, attentionBias: 'qkv', mlpBias: false, tiedByDefault: false },
   qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false, qkNorm: 'before-rope' },
-  smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: true },
-  granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false },
-  seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: true, tiedByDefault: false },
-  arcee: { maxPositions: 4096, rmsNormEps: 1e-5, attentionBias: 'attention_bias', mlpBias: true, tiedByDefault: false, ungatedActivations: ['relu2'] },
+  smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: true },
+  granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
+  seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
+  arcee: { maxPositions: 4096, rmsNormEps: 1e-5, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false, ungatedActivations: ['relu2'] },
   hunyuan_v1_dense: {
     maxPositions: 2048,
+    intermediateSize: 11008,
     rmsNormEps: 1e-5,
     attentionBias: 'attention_bias',
     mlpBias: false,
@@ -117,13 +126,37 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
     ungatedActivations: ['xielu', 'relu2'],
     defaultRope: { rope_type: 'llama3', rope_theta: 12e6, factor: 8, original_max_position_embeddings: 8192, low_freq_factor: 1, high_freq_factor: 4 },
   },
+  ernie4_5: {
+    maxPositions: 131072,
+    headDim: 128,
+    numKvHeads: 2,
+    ropeTheta: 500_000,
+    rmsNormEps: 1e-5,
+    attentionBias: 'use_bias',
+    mlpBias: 'use_bias',
+    tiedByDefault: true,
+    intermediateSize: 3072,
+    interleavedRope: true,
+  },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
-  const modelType = json.model_type as LlamaModelType;
+  return parseLlamaTypeConfig(json, source, json.model_type as LlamaModelType);
+}
+
+/**
+ * Hunyuan dense's keys and defaults, which Hunyuan MoE's attention and layers share (its config
+ * class is the dense one's with the MoE keys added): the config's own model_type is kept.
+ */
+export function parseHunyuanConfig(json: Record<string, unknown>, source: string): LlamaConfig {
+  return parseLlamaTypeConfig(json, source, 'hunyuan_v1_dense');
+}
+
+/** `json` read with the traits of `modelType`. */
+function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, modelType: LlamaModelType): LlamaConfig {
   const traits = TRAITS[modelType];
   const defaultRope = traits.defaultRope !== undefined && json.rope_parameters == null && json.rope_scaling == null;
   const fields = new ConfigFields(defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json, source);
@@ -131,6 +164,7 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
   const decoder = parseDecoderFields(fields, {
     maxPositionEmbeddings: traits.maxPositions,
     headDim: traits.headDim,
+    numKvHeads: traits.numKvHeads,
     ropeTheta: traits.ropeTheta,
     rmsNormEps: traits.rmsNormEps,
     // relu² runs as the gated relu (relu(u) · u); an xIELU MLP reads no activation.
@@ -140,8 +174,9 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
   return {
     ...decoder,
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
-    intermediateSize: fields.positiveInt('intermediate_size'),
-    mlpBias: traits.mlpBias && fields.boolean('mlp_bias', false),
+    intermediateSize: fields.positiveInt('intermediate_size', traits.intermediateSize),
+    mlpBias: traits.mlpBias !== false && fields.boolean(traits.mlpBias, false),
+    interleavedRope: traits.interleavedRope ?? false,
     mlp,
     ...parseAttentionBiases(fields, traits.attentionBias),
     qkNorm: traits.qkNorm !== undefined,
@@ -165,7 +200,7 @@ function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaC
  */
 function parseHunyuan(fields: ConfigFields, decoder: DecoderFields): Partial<DecoderFields> {
   const d = fields.positiveInt('head_dim');
-  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for hunyuan_v1_dense (its q/k norms after RoPE cache keys through a second rotary table)`);
+  if (decoder.ropeScaling.type === 'longrope') throw invalidModel(`${fields.source}: LongRoPE is not supported for ${decoder.modelType} (its q/k norms after RoPE cache keys through a second rotary table)`);
   const rope = ropeParameterFields(fields);
   if ((rope.raw('rope_type') ?? rope.raw('type')) !== 'dynamic' || rope.raw('alpha') == null) return {};
   const alpha = rope.positiveNumber('alpha');
@@ -194,6 +229,10 @@ function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { 
       return { attentionBias: true, outputBias: false };
     case 'attention_bias+attention_out_bias':
       return { attentionBias: fields.boolean('attention_bias', true), outputBias: fields.boolean('attention_out_bias', false) };
+    case 'use_bias': {
+      const bias = fields.boolean('use_bias', false);
+      return { attentionBias: bias, outputBias: bias };
+    }
     case 'none':
       return { attentionBias: false, outputBias: false };
   }

@@ -1,4 +1,4 @@
-import { MoeBlock } from '../layers/moe.ts';
+import { MoeBlock, type MoeOptions } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import { ConfigFields } from './hf-config.ts';
@@ -32,8 +32,8 @@ function parseMixtralConfig(json: Record<string, unknown>, source: string): Mixt
   };
 }
 
-/** Layer `index`'s `block_sparse_moe`: router `gate`, experts `experts.E.w1` (gate), `w3` (up), `w2` (down). */
-function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
+/** Layer `index`'s `block_sparse_moe` routed by `routing`: router `gate`, experts `experts.E.w1` (gate), `w3` (up), `w2` (down). */
+export function blockSparseMoe(config: Pick<MixtralConfig, 'hiddenSize' | 'intermediateSize' | 'numExperts' | 'activation'>, index: number, routing: MoeOptions['routing']): MoeBlock {
   const p = `model.layers.${index}.block_sparse_moe`;
   const projection = { gate: 'w1', up: 'w3', down: 'w2' } as const;
   return new MoeBlock({
@@ -42,11 +42,16 @@ function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
     numExperts: config.numExperts,
     router: `${p}.gate.weight`,
     routerBias: false,
-    routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: true, scale: 1 },
+    routing,
     experts: { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${projection[proj]}.weight` },
     activation: config.activation,
     shared: null,
   });
+}
+
+/** Mixtral's router: a softmax over all experts, the top k renormalized. */
+function mixtralMoe(config: MixtralConfig, index: number): MoeBlock {
+  return blockSparseMoe(config, index, { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: true, scale: 1 });
 }
 
 export const mixtralFamily: ModelFamily<MixtralConfig> = {

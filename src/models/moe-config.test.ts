@@ -118,6 +118,8 @@ test('Mixtral-8x7B: Mistral attention, 8 experts of 14336, top-2, no sliding win
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     intermediateSize: 14336,
     numExperts: 8,

@@ -1,6 +1,6 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
-import { projectionNames, SelfAttention, type SelfAttentionOptions } from '../layers/attention.ts';
+import { projectionNames, qkNormLayers, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
@@ -150,14 +150,6 @@ function parseOlmo3RopeByLayerType(fields: ConfigFields, maxPositionEmbeddings: 
   };
 }
 
-/** q_norm and k_norm over the whole projections (OLMo), or per head (EXAONE 4). */
-function qkNorms(config: OlmoConfig, p: string): Pick<SelfAttentionOptions, 'qkNorm' | 'projectionNorm'> {
-  const { numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
-  const norm = (which: 'q' | 'k', size: number) => new RmsNorm(`${p}.self_attn.${which}_norm.weight`, size, eps);
-  if (config.qkNormOver === 'head') return { qkNorm: { q: norm('q', headDim), k: norm('k', headDim) }, projectionNorm: null };
-  return { qkNorm: null, projectionNorm: { q: norm('q', numHeads * headDim), k: norm('k', numKvHeads * headDim) } };
-}
-
 /** One OLMo 2 / 3 or EXAONE 4 layer: attention with q/k norms, an MLP, each followed by its norm. */
 class OlmoDecoderLayer extends ComposedLayer {
   readonly attention: SelfAttention;
@@ -180,7 +172,7 @@ class OlmoDecoderLayer extends ComposedLayer {
       softcap: null,
       sinks: null,
       rotary,
-      ...qkNorms(config, p),
+      ...qkNormLayers({ q: `${p}.self_attn.q_norm.weight`, k: `${p}.self_attn.k_norm.weight` }, config.qkNormOver, config, eps),
       ...projectionNames(`${p}.self_attn`),
       qkvBias: attentionBias,
       oBias: attentionBias,

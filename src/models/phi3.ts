@@ -51,6 +51,8 @@ function parsePhi3Config(json: Record<string, unknown>, source: string): Phi3Con
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
   };
 }

@@ -7,12 +7,15 @@ import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { deepseekFamily } from './deepseek.ts';
+import { ernieMoeFamily } from './ernie-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
+import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
+import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { olmoFamily } from './olmo.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -37,6 +40,9 @@ const FAMILIES: readonly ModelFamily[] = [
   family(olmoFamily),
   family(glm4MoeFamily),
   family(qwenHybridFamily),
+  family(minimaxM2Family),
+  family(ernieMoeFamily),
+  family(hunyuanMoeFamily),
 ];
 
 /**

@@ -60,6 +60,8 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     multipliers: null,
     queryTemperature: null,
     qkNormAfterRope: false,
+    qkNormOver: 'head',
+    interleavedRope: false,
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'f32',

@@ -374,6 +374,48 @@ def gen_glm4_moe(r, name):
     return fx(name, "glm4_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
+def gen_ernie4_5(r, name):
+    f = base(r)
+    f.update(use_bias=r.random() < 0.6, hidden_act=act(r, "silu"))
+    if r.random() < 0.3:
+        del f["tie_word_embeddings"]  # Ernie4_5Config's default: tied
+    return fx(name, "ernie4_5", f, rope(r, f, head_dim_default=128))
+
+
+def gen_ernie4_5_moe(r, name):
+    f = base(r)
+    n = max(2, f["num_hidden_layers"])
+    f.update(num_hidden_layers=n, moe_num_experts=r.choice((4, 8)), moe_k=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             moe_num_shared_experts=r.choice((0, 1, 2)), moe_layer_start_index=r.choice((0, 1)),
+             moe_layer_end_index=r.choice((-1, n - 1)), moe_layer_interval=r.choice((1, 1, 2)), hidden_act=act(r, "silu"))
+    if r.random() < 0.3:
+        del f["tie_word_embeddings"]  # Ernie4_5_MoeConfig's default: tied
+    return fx(name, "ernie4_5_moe", f, rope(r, f),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
+def gen_minimax_m2(r, name):
+    f = base(r)
+    head_dim = head_dim_of(f, 128)  # MiniMaxM2Config's own head_dim default
+    f.update(num_local_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), intermediate_size=r.choice((16, 32)),
+             hidden_act=act(r, "silu"))
+    # The rotating dims as released checkpoints give them (rotary_dim), as a partial_rotary_factor
+    # (which wins over rotary_dim), or neither: the whole head.
+    dims = [d for d in (head_dim // 4, head_dim // 2, head_dim) if d % 2 == 0 and d > 0]
+    rotary_dim = r.choice(dims)
+    pick = r.random()
+    if pick < 0.5:
+        f["rotary_dim"] = rotary_dim
+    elif pick < 0.75:
+        f.update(rotary_dim=r.choice(dims), partial_rotary_factor=rotary_dim / head_dim)
+    else:
+        rotary_dim = head_dim
+    if r.random() < 0.3:
+        f.update(use_qk_norm=True, qk_norm_type="per_layer", scoring_func="sigmoid", use_routing_bias=True)  # MiniMax's own keys, as released
+    return fx(name, "minimax_m2", f, rope(r, f, partial=rotary_dim / head_dim, head_dim_default=128),
+              init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
 def gen_glm4_moe_lite(r, name):
     f = base(r)
     _mla(r, f)
@@ -520,15 +562,24 @@ def gen_arcee(r, name):
     return fx(name, "arcee", f, rope(r, f))
 
 
-def gen_hunyuan_v1_dense(r, name):
-    f = base(r)
+def gen_hunyuan_v1_dense(r, name, model_type="hunyuan_v1_dense", f=None, **kw):
+    f = base(r) if f is None else f
     # HunYuanDenseV1Config leaves head_dim None, which its attention fails on: always give one.
     f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), head_dim=head_dim_of(f))
     if r.random() < 0.4:
         # The Hub's NTK-alpha RoPE: dynamic with alpha rotates by the fixed base theta * alpha^(d / (d - 2)).
-        return fx(name, "hunyuan_v1_dense", f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))))
+        return fx(name, model_type, f, mf._rope("dynamic", r.choice((1e4, 5e5)), factor=r.choice((1.0, 2.0)), alpha=r.choice((10.0, 1000.0))), **kw)
     # No LongRoPE: the normed keys are cached through a second (identity) rotary table, which Keel refuses beside it.
-    return fx(name, "hunyuan_v1_dense", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
+    return fx(name, model_type, f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")), **kw)
+
+
+def gen_hunyuan_v1_moe(r, name):
+    """Hunyuan dense's attention draws, a MoE block in every layer: moe_topk one number or one per layer."""
+    f = base(r)
+    n_experts = r.choice((4, 6))
+    f.update(num_experts=n_experts, intermediate_size=r.choice((16, 32)),
+             moe_topk=r.choice((1, 2, 3)) if r.random() < 0.5 else [r.choice((1, 2, 3)) for _ in range(max(2, f["num_hidden_layers"]))])
+    return gen_hunyuan_v1_dense(r, name, "hunyuan_v1_moe", f, init_overrides=((r"\.mlp\.gate\.wg\.weight$", 0.0, 0.3),))
 
 
 XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
@@ -606,7 +657,9 @@ GENERATORS = {
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
-    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text,
+    "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
+    "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
+    "hunyuan_v1_moe": gen_hunyuan_v1_moe,
 }
 
 

@@ -47,8 +47,9 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
 
 
-def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
-    """transformers' routing decision for each token, recomputed from the router's input.
+def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
+    """transformers' routing decision for each token, recomputed from the router's input
+    (`selection_bias`: the e_score_correction_bias a MiniMax-M2 router is passed by its block).
 
     Returns the chosen expert ids [tokens, k], their weights [tokens, k] and the margin per token:
     the gap between the k-th and (k+1)-th candidate in the space the choice is made in (and, for
@@ -104,6 +105,26 @@ def route(model_type: str, router, config, hidden: torch.Tensor) -> dict:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "hunyuan_v1_moe":
+        # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
+        logits = F.linear(h.float(), router.wg.weight.float())
+        weights, idx = torch.topk(torch.softmax(logits, dim=-1), router.top_k, dim=-1)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(logits, router.top_k)}
+    if model_type == "ernie4_5_moe":
+        # Softmax scores in float32; the top k by score + moe_statics' bias, weighted by their scores over max(sum, moe_norm_min).
+        scores = torch.softmax(F.linear(h.float(), router.weight.float()), dim=-1)
+        choice = scores + router.moe_statics.e_score_correction_bias.squeeze()
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=config.moe_norm_min)
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(choice, k)}
+    if model_type == "minimax_m2":
+        # DeepSeek-V3's rule in one group, weights renormalised without epsilon or scaling.
+        scores = F.linear(h.float(), router.weight.float()).sigmoid()
+        choice = scores + selection_bias
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
     if model_type == "gpt_oss":
         logits = F.linear(h, router.weight, router.bias)
         top, idx = torch.topk(logits, k, dim=-1)
@@ -150,7 +171,7 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
 
     def make_hook(layer: int):
         def hook(module, args, output):
-            mine = route(model_type, module, config, args[0])
+            mine = route(model_type, module, config, *args)
             if model_type in ("llama4", "llama4_text"):
                 # Llama4Router returns every expert's score (sigmoid of the chosen logits, 0 elsewhere) and the logits.
                 their_weights, their_idx = torch.topk(output[0], config.num_experts_per_tok, dim=-1)
@@ -168,7 +189,8 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
             handle.remove()
 
     k = config.num_experts_per_tok
-    n_experts = routers[0][1].weight.shape[0]
+    # Hunyuan MoE's router holds its linear as `wg`.
+    n_experts = getattr(routers[0][1], "wg", routers[0][1]).weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
     for layer, calls in seen.items():
@@ -344,8 +366,10 @@ def _no_mscale_on_softmax(model):
 
 
 def _no_e_score_bias(model):
-    for _, router in moe_routers(model):
-        router.e_score_correction_bias.zero_()
+    # A buffer on the router (DeepSeek-V3, GLM) or on its MoE block (MiniMax-M2), or a frozen parameter (ERNIE 4.5's moe_statics).
+    for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
+        if name.endswith("e_score_correction_bias"):
+            tensor.data.zero_()
 
 
 def _routed_scale_one(model):
@@ -378,6 +402,20 @@ def _no_swiglu_clamp(model):
 
 def _rope_not_interleaved(model):
     model.config.rope_interleave = False
+
+
+def _rope_halves(model):
+    """ERNIE 4.5's interleaved pairs read as rotate_half's halves: q/k rows reordered so that its
+    (x[2i], x[2i+1]) rotation turns the original rows' (x[i], x[i + d/2]) pairs."""
+    for layer in _layers(model):
+        attn = layer.self_attn
+        d = attn.head_dim
+        perm = torch.arange(d).view(2, d // 2).t().reshape(-1)  # 0, d/2, 1, d/2 + 1, ...
+        for proj in (attn.q_proj, attn.k_proj):
+            rows = torch.cat([h * d + perm for h in range(proj.out_features // d)])
+            proj.weight.data = proj.weight.data[rows]
+            if proj.bias is not None:
+                proj.bias.data = proj.bias.data[rows]
 
 
 def _longrope_short_only(model):
@@ -516,6 +554,7 @@ PROBES = {
     "shared_layers_dense": ("GLM-5's shared layers attend to every position, not the previous full layer's top-k", _shared_layers_dense),
     "indexer_rope_half": ("GLM-5's indexer rotates rotate_half pairs instead of interleaved ones", _indexer_rope_half),
     "rotary_whole_head": ("partial_rotary_factor ignored: the whole head rotates", _rotary_whole_head),
+    "rope_halves": ("interleaved RoPE pairs read as rotate_half halves", _rope_halves),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
@@ -638,6 +677,13 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w2\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w3\.weight$"],
         [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj"],
+    ),
+    "minimax_m2": (
+        [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w[123]\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj", r"gate\.e_score_correction_bias"],
     ),
     "qwen2_moe": (
         [r"^model\.layers\.\d+\.mlp\.gate\.weight$",

@@ -119,14 +119,21 @@ CONFIG_CLASS_NAMES = {
     "qwen3_5_text": "Qwen3_5TextConfig",
     "qwen3_5_moe": "Qwen3_5MoeConfig",
     "qwen3_5_moe_text": "Qwen3_5MoeTextConfig",
+    "minimax_m2": "MiniMaxM2Config",
+    "ernie4_5": "Ernie4_5Config",
+    "ernie4_5_moe": "Ernie4_5_MoeConfig",
+    "hunyuan_v1_moe": "HunYuanMoEV1Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
-                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe"}
+                   "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
+                   "hunyuan_v1_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
-SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa"}
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
+# Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
+SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
 
 COMMON_FIELDS = dict(
     vocab_size=256,
@@ -393,8 +400,7 @@ FIXTURES = [
                 num_nextn_predict_layers=1),
         _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
               mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
-        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                        (r"\.e_score_correction_bias$", 0.0, 0.1)),
+        init_overrides=SELECTION_BIAS_ROUTER,
         probes=("e_score_bias_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
     ),
     Fixture(
@@ -418,8 +424,7 @@ FIXTURES = [
         _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0,
               mscale_all_dim=1.0, beta_fast=32.0, beta_slow=1.0),
         # Wider indexer weights spread the index scores, so the 8th and 9th are rarely near-ties.
-        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                        (r"\.e_score_correction_bias$", 0.0, 0.1),
+        init_overrides=(*SELECTION_BIAS_ROUTER,
                         (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
         probes=("index_topk_dense", "e_score_bias_off", "mscale_off"),
     ),
@@ -956,6 +961,29 @@ FIXTURES.append(Fixture(
     stored_dtype="bfloat16",
 ))
 FIXTURES.append(Fixture(
+    "ernie4.5-interleaved-rope", "ernie4_5",
+    "ERNIE 4.5 dense (Ernie4_5ForCausalLM): Llama's layers with RoPE over interleaved pairs (x[2i], x[2i+1]) of each "
+    "head (GLM's rotate_half with cos/sin repeat_interleaved), use_bias on q, k, v, o and the MLP's gate, up and "
+    "down, head_dim 16, GQA 4 query / 2 KV heads, RoPE theta 5e5 (the class default), lm_head tied to the "
+    "embedding (the class default); bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=64, head_dim=16, use_bias=True, tie_word_embeddings=True),
+    _rope(theta=500000.0),
+    stored_dtype="bfloat16",
+    probes=("rope_halves",),
+))
+FIXTURES.append(Fixture(
+    "hunyuan-moe", "hunyuan_v1_moe",
+    "Hunyuan MoE (HunYuanMoEV1, Hunyuan-A13B-like): hunyuan-dense-norm-after-rope's attention (per-head "
+    "query_layernorm / key_layernorm after RoPE, NTK-alpha RoPE, q/k/v/o biases, head_dim 16, GQA 4 query / 2 KV heads) "
+    "and a MoE block in every layer: top-k of softmax(x @ gate.wg.T) renormalised, moe_topk given per layer [2, 1], "
+    "over 4 experts, plus shared_mlp every token runs through; experts and shared MLP intermediate_size 32 wide. "
+    "Vocabulary 128, untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=32, head_dim=16, attention_bias=True, num_experts=4, moe_topk=[2, 1]),
+    _rope("dynamic", 10000.0, factor=1.0, alpha=1000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.wg\.weight$", 0.0, 0.3),),
+))
+FIXTURES.append(Fixture(
     "apertus-xielu", "apertus",
     "Apertus: Llama's attention with per-head q_norm / k_norm before RoPE, the layer norms named "
     "attention_layernorm / feedforward_layernorm, and an MLP without a gate, down(xielu(up(x))) (hidden_act xielu, "
@@ -983,8 +1011,7 @@ FIXTURES.append(Fixture(
             qk_rope_head_dim=8, v_head_dim=24, rms_norm_eps=1e-5, mlp_layer_types=["sparse", "dense", "sparse"]),
     _rope(theta=1000000.0),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
 ))
 FIXTURES.append(Fixture(
@@ -1003,8 +1030,7 @@ FIXTURES.append(Fixture(
             use_qk_norm=True, partial_rotary_factor=0.5, rms_norm_eps=1e-5, num_nextn_predict_layers=1),
     _rope(theta=1000000.0, partial_rotary_factor=0.5),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    init_overrides=SELECTION_BIAS_ROUTER,
     probes=("qk_norm_off", "e_score_bias_off", "routed_scale_one", "rotary_whole_head"),
 ))
 FIXTURES.append(Fixture(
@@ -1026,8 +1052,7 @@ FIXTURES.append(Fixture(
             num_nextn_predict_layers=1),
     _rope(theta=1000000.0),
     stored_dtype="bfloat16",
-    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),
-                    (r"\.e_score_correction_bias$", 0.0, 0.1),
+    init_overrides=(*SELECTION_BIAS_ROUTER,
                     (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)),
     probes=("index_topk_dense", "shared_layers_dense", "indexer_rope_half", "e_score_bias_off"),
 ))
@@ -1088,6 +1113,43 @@ FIXTURES.append(Fixture(
                                            temporal_patch_size=1, spatial_merge_size=1, out_hidden_size=32,
                                            num_position_embeddings=16)),
 ))
+
+# MiniMax's MiniMax-M2.
+FIXTURES.append(Fixture(
+    "minimax-m2", "minimax_m2",
+    "MiniMax-M2-like (MiniMaxM2ForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 "
+    "(!= 64 / 4), q_norm / k_norm RMSNorms over the whole q and k projections (96 and 48 wide, every head together, "
+    "as qk_norm_type per_layer) before RoPE, partial rotary: the leading 12 of 24 dims rotate in rotate_half pairs "
+    "(rotary_dim 12, which MiniMaxM2Config turns into partial_rotary_factor 0.5), RoPE theta 5e6 (the class "
+    "default). A MoE block in every layer, Mixtral's layout (block_sparse_moe.gate, experts.E.w1/w2/w3, "
+    "intermediate 16) under a sigmoid router: 8 experts, top-2 by sigmoid(x @ gate.T) + "
+    "block_sparse_moe.e_score_correction_bias (randomised), weighted by their sigmoid scores renormalised to sum 1; "
+    "no shared expert. Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=16, num_local_experts=8,
+            num_experts_per_tok=2, rotary_dim=12),
+    _rope(theta=5000000.0, partial_rotary_factor=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("qk_norm_off", "e_score_bias_off", "rotary_whole_head"),
+))
+# Baidu's ERNIE 4.5 MoE.
+FIXTURES.append(Fixture(
+    "ernie4.5-moe", "ernie4_5_moe",
+    "ERNIE-4.5-21B-A3B-like (Ernie4_5_MoeForCausalLM), 3 layers, vocabulary 128: ERNIE 4.5's attention (RoPE over "
+    "interleaved pairs of each head, GQA 4 query / 2 KV heads of head_dim 16, theta 5e5), layer 0 a dense MLP "
+    "(moe_layer_start_index 1, intermediate 32), layers 1 and 2 a MoE block: softmax(x @ gate.T) in float32, top-2 of "
+    "8 experts (moe_intermediate 16) chosen by score + mlp.moe_statics.e_score_correction_bias ([1, 8], "
+    "randomised), weighted by their scores renormalised (moe_norm_min 1e-12), plus 1 shared expert (16) every token "
+    "runs through; lm_head tied (the class default). Weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, moe_num_experts=8, moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1,
+            tie_word_embeddings=True),
+    _rope(theta=500000.0),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "rope_halves"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1160,6 +1222,10 @@ SEED_BASES = {
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
     "glm-moe-dsa": 62000,
+    "minimax-m2": 73000,
+    "ernie4.5-interleaved-rope": 74000,
+    "ernie4.5-moe": 75000,
+    "hunyuan-moe": 76000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
