@@ -56,7 +56,6 @@ export interface RopeTable {
   sin: Float32Array;
 }
 
-/** One attention layer's geometry and options, as its kernels need them. */
 /** A query's temperature by its position (AttentionParams.queryTemperature). */
 export interface QueryTemperature {
   floorScale: number;
@@ -65,6 +64,7 @@ export interface QueryTemperature {
   positionOffset: number;
 }
 
+/** One attention layer's geometry and options, as its kernels need them. */
 export interface AttentionParams {
   numHeads: number;
   numKvHeads: number;

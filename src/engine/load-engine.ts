@@ -334,8 +334,7 @@ export async function loadModel(options: EngineOptions): Promise<LoadedModel> {
   // This thread is rank 0: the first stage's first tensor-parallel rank (parallel/rank-layout.ts).
   const model = createTargetModel(architecture, maxModelLen, requested, pipelineStage(modelConfig.numLayers, 0, stages));
   const allKvLayers = stages === 1 ? model.kvLayers : createTargetModel(architecture, maxModelLen, requested).kvLayers;
-  const keepsStates = keepsSequenceState(allKvLayers);
-  const config = keepsStates ? withSequenceStates(requested, modelConfig.modelType) : requested;
+  const config = keepsSequenceState(allKvLayers) ? withSequenceStates(requested, modelConfig.modelType) : requested;
   if (config.loadFormat === 'dummy' && architecture.quantization !== null) {
     throw invalidArgument(`--load-format dummy makes 16-bit weights, not ${architecture.quantization.method} ones: drop quantization_config from ${modelPath}/config.json, and use --quantization for quantized dummy weights`);
   }
@@ -513,8 +512,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
-    // One state slot per sequence that may run at once, and one past them for graph steps' padding rows.
-    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs, config.speculative !== null);
+    // The sequences' state slots (with their snapshots under speculation), then the padding rows' scratch slot.
+    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config);
     const stateSlots = deviceStateSlots === 0 ? 0 : config.maxNumSeqs;
     const scratchStateSlot = deviceStateSlots === 0 ? null : deviceStateSlots - 1;
     const stateBytes = deviceStateSlots * stateBytesPerSlot(model.kvLayers);

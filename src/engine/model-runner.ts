@@ -214,7 +214,7 @@ export class ModelRunner {
     if (output.blockCopies.src.length > 0) {
       for (const cache of this.caches) this.backend.copyBlocks(cache, output.blockCopies.src, output.blockCopies.dst);
     }
-    // State layers are the target's alone: drafting is refused for models that keep states.
+    // State layers are the target's alone: models that keep states draft by n-gram only, with no draft cache.
     if (output.stateCopies.src.length > 0) this.backend.copyStateSlots(this.caches[0], output.stateCopies.src, output.stateCopies.dst);
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));

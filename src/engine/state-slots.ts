@@ -1,14 +1,14 @@
 import { keepsSequenceState, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 
 /**
- * The state slots a cache of `layers` holds on the device: none without state layers, else one
- * for each of `maxNumSeqs` sequences that may run at once, with `snapshots` (speculative decoding)
- * as many again, where each keeps its state from before a verification (`snapshotSlot`), and one
- * past them that no sequence owns, where graph steps' padding rows keep their state (as they
- * write to the scratch block).
+ * The state slots a cache of `layers` holds on the device, on every rank alike: none without
+ * state layers, else one for each of `maxNumSeqs` sequences that may run at once, with speculative
+ * decoding as many again, where each keeps its state from before a verification
+ * (`snapshotSlot`), and one past them that no sequence owns, where graph steps' padding rows keep
+ * their state (as they write to the scratch block).
  */
-export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], maxNumSeqs: number, snapshots: boolean): number {
-  return keepsSequenceState(layers) ? (snapshots ? 2 : 1) * maxNumSeqs + 1 : 0;
+export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], config: { maxNumSeqs: number; speculative: object | null }): number {
+  return keepsSequenceState(layers) ? (config.speculative === null ? 1 : 2) * config.maxNumSeqs + 1 : 0;
 }
 
 /** Where slot `slot`'s state is kept across a verification: the slot as many places on as there are sequence slots. */

@@ -99,16 +99,16 @@ export class GatedDeltaNet implements Layer {
     return [keyRows(0), keyRows(numKeyHeads * keyDim), { start: 2 * numKeyHeads * keyDim + values.start * valueDim, count: values.count * valueDim }];
   }
 
-  /** This device's convolution channels. */
-  private get convChannels(): number {
+  /** The convolution's channels (queries, keys, values) of `heads`: this device's by default. */
+  private convChannels(heads: { numKeyHeads: number; numValueHeads: number } = this.heads): number {
     const { keyDim, valueDim } = this.options;
-    return 2 * this.heads.numKeyHeads * keyDim + this.heads.numValueHeads * valueDim;
+    return 2 * heads.numKeyHeads * keyDim + heads.numValueHeads * valueDim;
   }
 
   /** The convolution's last kernel − 1 inputs and the recurrent matrix of every value head this device holds. */
   get kvSpec(): SequenceStateSpec {
     const { keyDim, valueDim, convKernel } = this.options;
-    return { kind: 'state', convElements: (convKernel - 1) * this.convChannels, recurrentElements: this.heads.numValueHeads * keyDim * valueDim };
+    return { kind: 'state', convElements: (convKernel - 1) * this.convChannels(), recurrentElements: this.heads.numValueHeads * keyDim * valueDim };
   }
 
   /** It attends to no cached key: its cost per token does not grow with the context. */
@@ -125,7 +125,7 @@ export class GatedDeltaNet implements Layer {
     const { numKeyHeads, numValueHeads, keyDim, valueDim, hiddenSize, convKernel, projections, prefix } = this.options;
     const names = this.vectorNames;
     const vectors: ParameterSpec[] = [
-      { name: names.conv, shape: [2 * numKeyHeads * keyDim + numValueHeads * valueDim, 1, convKernel] },
+      { name: names.conv, shape: [this.convChannels(this.options), 1, convKernel] },
       { name: names.aLog, shape: [numValueHeads] },
       { name: names.dtBias, shape: [numValueHeads] },
       { name: names.norm, shape: [valueDim] },
@@ -155,9 +155,9 @@ export class GatedDeltaNet implements Layer {
     }
     this.out.load(source, uploader);
     const names = this.vectorNames;
-    const conv = shard.size === 1 ? source.read(names.conv) : readRowRanges(source, names.conv, this.channelRanges(shard));
+    const conv = readRowRanges(source, names.conv, this.channelRanges(shard));
     // [channels, 1, kernel] depthwise filters, one row per channel.
-    this.conv = uploader.loadWeight({ ...conv, shape: [this.convChannels, this.options.convKernel] });
+    this.conv = uploader.loadWeight({ ...conv, shape: [this.convChannels(), this.options.convKernel] });
     // transformers computes the decay in float32 whatever the model's dtype.
     this.aLog = uploader.loadWeight(readSlice(source, names.aLog, { dim: 0, ...values }), { float32: true });
     this.dtBias = uploader.loadWeight(readSlice(source, names.dtBias, { dim: 0, ...values }), { float32: true });

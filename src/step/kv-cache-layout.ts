@@ -296,13 +296,12 @@ export interface KvRetention {
  * window, if any. With streaming, a layer whose own window is no wider than the streaming window
  * reads only its window; any other layer reads the sinks and the streaming window. A head's rows
  * are read at every computed position a draft may start from: kept whole. A state layer reads no
- * block: it joins the full layers' group, which keeps one block table for both (under streaming
- * the sinks' and window's: a group of its own would hold a block for every position).
+ * block: it is retained as a full layer, so it joins the full layers' group, which keeps one block
+ * table for both (under streaming the sinks' and window's).
  */
 export function layerRetention(spec: LayerKvSpec, streaming: StreamingWindow | null): KvRetention | null {
   const own = spec.kind === 'attention' ? spec.slidingWindow : null;
   if (spec.kind === 'rows') return null;
-  if (spec.kind === 'state') return streaming === null ? null : { sinks: streaming.sinks, window: streaming.window };
   if (streaming !== null && (own === null || own > streaming.window)) return { sinks: streaming.sinks, window: streaming.window };
   return own === null ? null : { sinks: 0, window: own };
 }

@@ -637,7 +637,9 @@ export class CudaBackend implements Backend {
     checkCopyPairs('copyStateSlots', 'state slot', src, dst, numSlots);
     if (src.length === 0) return;
     const { srcPtr, dstPtr } = this.uploadPairs(src, dst);
-    // One launch per state layer: forks are rare (n > 1 once a request, beam search once a step).
+    // One launch per state layer, as verified on the H200 (2026-12-05); n-gram speculation copies
+    // every step (a snapshot, and a rewind after a rejection), where one launch over the layers'
+    // back-to-back slot arrays would do.
     kv.layout.layers.forEach((spec, index) => {
       if (spec.kind !== 'state') return;
       const { ptr, slotStride } = kv.stateSlots((kv.layout.firstLayer ?? 0) + index, 'copyStateSlots');

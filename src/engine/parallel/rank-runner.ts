@@ -52,7 +52,7 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
     loaded: {
-      kvBlocks: Math.floor((backend.kvCacheBudgetBytes(config) - stateSlotsOnDevice(model.kvLayers, config.maxNumSeqs, config.speculative !== null) * stateBytesPerSlot(model.kvLayers)) / bytesPerBlock),
+      kvBlocks: Math.floor((backend.kvCacheBudgetBytes(config) - stateSlotsOnDevice(model.kvLayers, config) * stateBytesPerSlot(model.kvLayers)) / bytesPerBlock),
       kvBytesPerBlock: bytesPerBlock,
       weightHostBytes: offload?.stream.hostBytes ?? 0,
     },
