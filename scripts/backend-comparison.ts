@@ -14,6 +14,7 @@ import { loadModelWeights, resolveEngineConfig } from '../src/engine/load-engine
 import type { HiddenStateTap } from '../src/models/causal-lm.ts';
 import { createModel, modelArchitectureOf } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
+import { keepsSequenceState } from '../src/step/kv-cache-layout.ts';
 import { withBf16Activations } from '../test/helpers/bf16-activations.ts';
 
 /** `cpu-bf16`: the CPU backend with weights and activations rounded to bf16 as CUDA stores them: what bf16 alone costs. */
@@ -99,16 +100,24 @@ export async function traceBackend(modelDir: string, backendName: BackendName, p
     let nextBlock = 0;
     const promptStarts: number[] = [];
     let numTokens = 0;
-    const chunks = prompts.map((tokens) => {
+    // A state layer (Gated DeltaNet) keeps each prompt's recurrent state in a slot of its own.
+    const stateSlots = keepsSequenceState(model.kvLayers) ? prompts.length : 0;
+    const chunks = prompts.map((tokens, i) => {
       const blocks = Math.ceil(tokens.length / blockSize);
       const blockTable = Array.from({ length: blocks }, (_, b) => nextBlock + b);
       nextBlock += blocks;
       promptStarts.push(numTokens);
       numTokens += tokens.length;
       const rotaryRow = model.rotaryRow?.bind(model);
-      return { tokens, startPos: 0, blockTables: [blockTable], ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }) };
+      return {
+        tokens,
+        startPos: 0,
+        blockTables: [blockTable],
+        ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }),
+        ...(stateSlots > 0 && { stateSlot: i }),
+      };
     });
-    const cache = backend.createKvCache({ numBlocks: nextBlock, blockSize, layers: model.kvLayers });
+    const cache = backend.createKvCache({ numBlocks: nextBlock, blockSize, layers: model.kvLayers, stateSlots });
     const ops: OpRecord[] = [];
     const traced = options.ops ? tracingOps(backend, ops) : backend;
     let layerInputs: Float32Array[] = [];

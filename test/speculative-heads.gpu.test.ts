@@ -6,7 +6,7 @@ import { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
-import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
+import { assertGreedyUpToNearTieOrFloat32 } from './helpers/near-tie.ts';
 
 // Speculative heads and self-speculation on CUDA (float32 checkpoints run in bf16). Medusa: the
 // heads' residual blocks (silu), the gather of each sequence's hidden row, the tree-masked
@@ -14,8 +14,11 @@ import { assertGreedyUpToNearTie } from './helpers/near-tie.ts';
 // back (readCacheRows), EAGLE's concatenated inputs (concatColumns), the head's own paged
 // attention (a tree-masked chunk for trees), the MTP layer's block of its family (DeepSeek-V3's
 // MLA, GLM-4.5's GQA, chains and trees, GLM-5's MLA with its indexer). Greedy outputs must equal
-// plain CUDA decoding's up to a near-tie (see speculative-decoding.gpu.test.ts); with an 8-bit KV
-// cache, plain decoding over the same cache dtype (the head's K/V 8-bit, its feature rows bf16).
+// plain CUDA decoding's up to a near-tie (see speculative-decoding.gpu.test.ts), or where they part
+// further, the float32 CPU backend must pick what the speculative run picked: over the MoE fixtures
+// a verification chunk and a decode step round the router's scores differently and may choose other
+// experts, which moves logits past a near-tie's gap (GLM-4.5's fixture on the H100, 2026-12-05); with
+// an 8-bit KV cache, plain decoding over the same cache dtype (the head's K/V 8-bit, its feature rows bf16).
 
 const TARGET = join(FIXTURES_DIR, 'llama-gqa');
 const HEADS = join(FIXTURES_DIR, 'spec-heads');
@@ -46,7 +49,7 @@ for (const [label, model, speculative, accepts, extra] of CASES) {
     const llm = await LLM.load({ ...base, speculative });
     try {
       const outputs = await llm.generate(PROMPTS, GREEDY);
-      assertGreedyUpToNearTie(outputs, expected.map((e) => e.outputs[0]));
+      await assertGreedyUpToNearTieOrFloat32(outputs, expected.map((e) => e.outputs[0]), model);
       const stats = llm.stats();
       assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every block is free at the end');
       const speculation = stats.speculation!;
@@ -99,7 +102,7 @@ for (const [label, model, speculative] of GRAPH_CASES) {
     const llm = await LLM.load({ ...base, speculative });
     try {
       const { result: outputs, replays, headReplays } = await countingReplays(() => generate(llm));
-      assertGreedyUpToNearTie(outputs, expected.map((e) => e.outputs[0]));
+      await assertGreedyUpToNearTieOrFloat32(outputs, expected.map((e) => e.outputs[0]), model);
       assert.ok(replays > 0, 'plain decode steps replayed graphs');
       // EAGLE, EAGLE-3 and MTP chains' drafting passes (after the catch-up) replay the head's graphs; trees and Medusa run eagerly.
       const chain = speculative!.method !== 'medusa' && speculative!.treeWidth === undefined;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { assertGreedyMatches, logitsFailure, logitTolerance, type ParityOptions } from './helpers/transformers-parity.ts';
+import { traceBackend } from '../scripts/backend-comparison.ts';
 import { listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
 
 // What the CUDA parity suite accepts from a bf16 backend where rounding flips a near-tie the way
@@ -59,4 +60,23 @@ test('logits beyond the float32 tolerance are accepted from a bf16 backend when 
   // The same distance from the float32 logits, away from the bf16 ones: refused, naming both distances.
   const elsewhere = fp32.map((v, i) => (i === worst ? v - (flipped[i] - v) : v));
   assert.match(logitsFailure(elsewhere, fixture, prompt, CUDA)!, /from transformers' bf16 logits/);
+});
+
+test("logits as far from the float32 ones as the bf16 twin's are accepted from a bf16 backend, with the tolerance's slack and no more", async () => {
+  // llama4-text's prompt 2: bf16 at Keel's rounding points flips an expert choice transformers' bf16 run keeps.
+  const llama4 = listOracleFixtures().find((f) => f.name === 'llama4-text')!;
+  const prompt = 2;
+  const fp32 = llama4.oracle.last_logits[prompt];
+  const twin = (await traceBackend(llama4.dir, 'cpu-bf16', llama4.oracle.prompts, { ops: false })).logits[prompt];
+  const twinDiff = maxAbsDiff(twin, fp32);
+  const tolerance = logitTolerance(llama4, prompt, CUDA);
+  assert.ok(twinDiff > tolerance, `the twin (${twinDiff}) departs beyond the tolerance (${tolerance})`);
+  assert.notEqual(logitsFailure(twin, llama4, prompt, CUDA), null, 'without the twin its departure fails');
+  assert.equal(logitsFailure(twin, llama4, prompt, CUDA, twin), null);
+  // Error of a kernel's own on top of the twin's: refused, naming the twin's distance.
+  const worst = twin.reduce((w, v, i) => (Math.abs(v - fp32[i]) > Math.abs(twin[w] - fp32[w]) ? i : w), 0);
+  const beyond = twin.map((v, i) => (i === worst ? v + 1.5 * tolerance * Math.sign(v - fp32[i]) : v));
+  assert.match(logitsFailure(beyond, llama4, prompt, CUDA, twin)!, /beyond the bf16 twin's/);
+  // A float32 backend is never given the twin's allowance.
+  assert.match(logitsFailure(twin, llama4, prompt, CPU, twin)!, new RegExp(`^prompt ${prompt}: max \\|Δlogit\\|`));
 });

@@ -248,7 +248,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
     const runLayers = this.stageLayers.slice(0, endLayer - firstLayer);
     let i = firstLayer;
     for (const layer of this.offload === null ? runLayers : this.offload.inOrder(b, runLayers)) {
-      if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, step, stream));
+      if (wanted?.layers.includes(i)) inputs.set(i, layerInput(b, stream));
       stream.pending = this.layerForward(b, layer, stream, step, cache);
       i++;
     }
@@ -304,9 +304,13 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
   }
 }
 
-/** A copy of the residual stream entering a layer (residual + the output still pending), which later layers leave alone. */
-function layerInput(b: Backend, step: StepInputs, { residual, pending }: ResidualStream): Tensor {
-  const copy = b.gatherRows(residual, Int32Array.from({ length: step.batch.numTokens }, (_, i) => i));
+/**
+ * A copy of the residual stream entering a layer (residual + the output still pending), which later
+ * layers leave alone. The copy is a one-part concatColumns, a device copy: a gather would upload its
+ * row indices, which a forward recorded into a CUDA graph cannot do.
+ */
+function layerInput(b: Backend, { residual, pending }: ResidualStream): Tensor {
+  const copy = b.concatColumns([residual]);
   if (pending !== null) b.addInto(copy, pending, null);
   return copy;
 }
