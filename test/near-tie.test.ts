@@ -14,9 +14,8 @@ const PROMPT = [90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101];
 
 /** A reference that took `other` at step 1 where float32 takes the run's token, with `other` alone in its top list. */
 function referenceFlippedAt1(run: CompletionOutput, other: number): CompletionOutput {
-  const logprobs = run.logprobs!.map((position, step) =>
-    step === 1 ? { ...position, sampled: { tokenId: other, logprob: -1 }, top: [{ tokenId: other, logprob: -1 }] } : position,
-  );
+  const flipped = { tokenId: other, token: '', logprob: -1 };
+  const logprobs = run.logprobs!.map((position, step) => (step === 1 ? { sampled: flipped, top: [flipped] } : position));
   return { ...run, tokenIds: run.tokenIds.map((t, step) => (step === 1 ? other : t)), logprobs };
 }
 

@@ -2,21 +2,25 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import type { AttentionParams, KvCache, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
-import type { CpuKvCache } from '../../../src/backend/cpu/cpu-tensor.ts';
+import type { CpuKvCache, CpuTensor } from '../../../src/backend/cpu/cpu-tensor.ts';
+import { blockScore } from '../../../src/backend/cpu/ops/key-summaries.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import type { CudaKvCache } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { BlockAssignment, bf16Tensor, bf16Value, buildBatch, randomBf16Values, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
 import { describeBatch } from '../../../src/step/batch.ts';
 import { buildRopeTable } from '../../../src/layers/rotary.ts';
-import type { KvCacheDtype, KvCacheLayout, SparseAttention } from '../../../src/step/kv-cache-layout.ts';
-import { relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
+import { sparseBlockCounts, type KvCacheDtype, type KvCacheLayout, type SparseAttention } from '../../../src/step/kv-cache-layout.ts';
+import { kvCodeTolerance, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
 // Quest's sparse decode attention on CUDA (key_summary_kernel, sparse_select_kernel, decode
 // attention with SPARSE=1) against the CPU twin: the key summaries after prefill chunks and
 // decodes, and each decode's output, which differs from dense attention as soon as one block is
 // chosen differently; verification chains and trees, whose every token selects as a decode at its
-// position (of its path, for a tree) would. Each block's keys are scaled by a factor of its own, so block scores stand
-// far apart and bf16 rounding cannot reorder them. Step tensors are poisoned with NaN.
+// position (of its path, for a tree) would. Each block's keys are scaled by a factor of its own, so block scores
+// mostly stand far apart; where the twin's last block taken and first left out still score within
+// NEAR_TIE, bf16 rounding may take the other, and those heads' rows are not compared (a quarter of a
+// step's selections at most, or the scenario fails). 8-bit caches compare at kvCodeTolerance. Step
+// tensors are poisoned with NaN.
 
 const rng = seededRng(testSeed('cuda sparse attention'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
@@ -25,6 +29,46 @@ after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
 const LAYER = 1;
+/**
+ * Relative score gap under which the last block a selection takes and the first it leaves out are
+ * a near-tie: CUDA rotates and keeps the query in bf16 where the twin keeps float32, and an 8-bit
+ * cache's codes may land one step apart, so either block may be taken; the head's output then
+ * differs by design, and those rows are left out of the comparison.
+ */
+const NEAR_TIE = 0.02;
+
+/** Near-tie selections (see NEAR_TIE) as token * numKvHeads + kvHead, and how many selections the step makes. */
+function nearTieRows(s: Scenario, specs: SeqSpec[], positions: Int32Array, qkv: Float32Array, summaries: Float32Array, tables: readonly (readonly number[])[]): Set<number> & { selecting: number } {
+  const ties = Object.assign(new Set<number>(), { selecting: 0 });
+  const counts = sparseBlockCounts(s.sparse, s.blockSize);
+  const keep = counts.budget - counts.sinks - counts.window;
+  const width = (s.numKvHeads * s.group + 2 * s.numKvHeads) * s.headDim;
+  let t = 0;
+  specs.forEach((q, i) => {
+    const selects = q.query === 1 || q.verification === true;
+    for (let j = 0; j < q.query; j++, t++) {
+      const numBlocks = Math.ceil((positions[t] + 1) / s.blockSize);
+      if (!selects || numBlocks <= counts.budget) continue;
+      for (let kvHead = 0; kvHead < s.numKvHeads; kvHead++) {
+        ties.selecting++;
+        const scores: number[] = [];
+        for (let b = counts.sinks; b < numBlocks - counts.window; b++) {
+          scores.push(blockScore(qkv, t * width + kvHead * s.group * s.headDim, s.group, summaries, tables[i][b], kvHead, s.numKvHeads, s.headDim));
+        }
+        scores.sort((x, y) => y - x);
+        if (scores[keep - 1] - scores[keep] < NEAR_TIE * Math.abs(scores[keep - 1])) ties.add(t * s.numKvHeads + kvHead);
+      }
+    }
+  });
+  return ties;
+}
+
+/** `out` [tokens, heads * headDim] with the query heads of each near-tie selection zeroed. */
+function withoutRows(out: Float32Array, ties: Set<number>, group: number, headDim: number): Float32Array {
+  const copy = out.slice();
+  for (const tie of ties) copy.fill(0, tie * group * headDim, (tie + 1) * group * headDim);
+  return copy;
+}
 
 interface Scenario {
   headDim: number;
@@ -53,6 +97,7 @@ interface Scenario {
 }
 
 function run(s: Scenario): void {
+  const tolerance = s.dtype === 'auto' ? TOLERANCE : kvCodeTolerance(s.dtype);
   const numHeads = s.numKvHeads * s.group;
   const verifyLength = s.tree?.length ?? s.verify ?? 0;
   const longest = Math.max(...s.prompts) + s.decodes + 3 * verifyLength;
@@ -100,15 +145,18 @@ function run(s: Scenario): void {
       gpu.ropeAndCacheWrite(slidingQkv[1], rope[1], caches[1], 0, steps[1], slidingAttn);
       const slidingOut = [cpu.attention(slidingQkv[0], caches[0], 0, steps[0], slidingAttn), gpu.attention(slidingQkv[1], caches[1], 0, steps[1], slidingAttn)];
       const slidingErr = relativeError(gpu.toHost(slidingOut[1]), cpu.toHost(slidingOut[0]));
-      assert.ok(slidingErr < TOLERANCE, `${label}: sliding layer attention relative error ${slidingErr}`);
+      assert.ok(slidingErr < tolerance, `${label}: sliding layer attention relative error ${slidingErr}`);
     }
     cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], attn);
     gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], attn);
-    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], attn), gpu.attention(qkv[1], caches[1], LAYER, steps[1], attn)];
-    const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
-    assert.ok(err < TOLERANCE, `${label}: attention relative error ${err}`);
-    // Every block the sequences hold: its summaries on both backends.
     const cpuSummaries = (caches[0] as CpuKvCache).layerPools(LAYER)[2].codes as Float32Array;
+    const ties = nearTieRows(s, specs, batch.positions, (qkv[0] as CpuTensor).data, cpuSummaries, blocks.tables);
+    assert.ok(ties.size <= ties.selecting / 4, `${label}: ${ties.size} of ${ties.selecting} selections are near-ties: the scenario no longer tests selection`);
+    const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], attn), gpu.attention(qkv[1], caches[1], LAYER, steps[1], attn)];
+    const [gpuOut, cpuOut] = [gpu.toHost(out[1]), cpu.toHost(out[0])].map((o) => withoutRows(o, ties, s.group, s.headDim));
+    const err = relativeError(gpuOut, cpuOut);
+    assert.ok(err < tolerance, `${label}: attention relative error ${err}${ties.size > 0 ? ` (${ties.size} near-tie selections left out)` : ''}`);
+    // Every block the sequences hold: its summaries on both backends.
     const perBlock = 2 * s.numKvHeads * s.headDim;
     const held = blocks.tables.slice(0, numSeqs).flatMap((t, i) => t.slice(0, Math.ceil((specs[i].cached + specs[i].query) / s.blockSize)));
     const bits = new Uint16Array(perBlock);
@@ -120,7 +168,7 @@ function run(s: Scenario): void {
       cpuRows.push(...cpuSummaries.subarray(b * perBlock, (b + 1) * perBlock));
     }
     const summaryErr = relativeError(Float32Array.from(gpuRows), Float32Array.from(cpuRows));
-    assert.ok(summaryErr < TOLERANCE, `${label}: key summary relative error ${summaryErr}`);
+    assert.ok(summaryErr < tolerance, `${label}: key summary relative error ${summaryErr}`);
   };
   let specs: SeqSpec[] = s.prompts.map((n) => ({ cached: 0, query: n }));
   step(specs, 'prefill');
