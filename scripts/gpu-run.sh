@@ -31,7 +31,8 @@
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
 # multi-turn on Llama-3.1-8B with a 2,048-block KV pool, a quarter of the conversations' tokens,
 # without and with a 32 GiB host tier), offload (8B batch 1 and 8, eager, --cpu-offload-gb 0, 4, 8,
-# 12), preemption (8B batch 64, 512 in / 256 out, in a 2,048-block pool: recompute, then swap),
+# 12), preemption (8B batch 16, 2,048 in / 256 out, in a 2,048-block pool: recompute, then swap; contexts
+# past the 2,048-token step budget, which swap mode swaps rather than recomputes),
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
 # $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
@@ -184,7 +185,7 @@ for s in "$@"; do
           --batch-size 1,8 --input-len 128 --output-len 64 --num-iters 3 --num-iters-warmup 1 --output "$out/results/offload-8b-$g-$kind.json"
       done ;;
     preemption) for mode in recompute swap; do
-        step "preemption-$mode" 200 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --batch-size 64 --input-len 512 \
+        step "preemption-$mode" 200 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --batch-size 16 --input-len 2048 \
           --output-len 256 --num-iters 3 --num-iters-warmup 1 --num-kv-blocks 2048 --preemption-mode $mode --swap-space 16 \
           --output "$out/results/latency-llama-3.1-8b-preemption-$mode-$kind.json"
       done ;;

@@ -10,7 +10,7 @@ export function latencyLine(row: LatencyBatch): string {
     `batch ${row.batch_size}: TTFT ${ms(row.mean_ttft_ms)}, TPOT ${ms(row.mean_tpot_ms)}, e2e ${ms(row.mean_e2el_ms)} ` +
     `(p99 ${ms(row.p99_e2el_ms)}), ${rate(row.output_tokens_per_s, 'output tok/s')}${roofline}` +
     (row.offload?.fraction == null ? '' : `, ${(row.offload.fraction * 100).toFixed(1)}% of the host-to-device copy bound`) +
-    (row.preemptions ? `, ${row.preemptions} preemptions` : '') +
+    (row.preemptions ? `, ${row.preemptions} preemptions${row.swaps ? ` (${row.swaps} swapped)` : ''}` : '') +
     (row.speculation ? `, ${speculationText(row.speculation)}` : '') +
     (row.speedup_vs_baseline == null ? '' : `, ${row.speedup_vs_baseline.toFixed(2)}x the baseline's TPOT`)
   );

@@ -81,7 +81,7 @@ export async function runLatencySuite(
     });
     const after = llm.stats();
     const row = {
-      ...latencyRow(batchSize, options, timings, roofline, after.numPreemptionsTotal - before.numPreemptionsTotal),
+      ...latencyRow(batchSize, options, timings, roofline, { preemptions: after.numPreemptionsTotal - before.numPreemptionsTotal, swaps: after.numSwapsTotal - before.numSwapsTotal }),
       speculation: speculationFigures(before.speculation, after.speculation),
       ...(steps === null ? {} : { step_timeline: steps }),
     };
@@ -118,7 +118,7 @@ async function timeBatch(llm: LLM, prompts: number[][], outputLen: number, struc
   return { ttftMs: lastFirstToken - start, e2eMs: performance.now() - start };
 }
 
-export function latencyRow(batchSize: number, options: LatencyOptions, timings: BatchTiming[], roofline: RooflineInputs, preemptions: number | null): LatencyBatch {
+export function latencyRow(batchSize: number, options: LatencyOptions, timings: BatchTiming[], roofline: RooflineInputs, preempted: { preemptions: number; swaps: number } | null): LatencyBatch {
   const tpots = timings.map((t) => (t.e2eMs - t.ttftMs) / (options.outputLen - 1));
   const meanTpotMs = mean(tpots);
   const meanE2eMs = mean(timings.map((t) => t.e2eMs));
@@ -137,7 +137,8 @@ export function latencyRow(batchSize: number, options: LatencyOptions, timings: 
         ? decodeRoofline(roofline, { batchSize, inputLen: options.inputLen, outputLen: options.outputLen, stepSeconds: meanTpotMs / 1000 }, options.bandwidthBytesPerSecond)
         : null,
     offload: options.offload && meanTpotMs > 0 ? offloadBound(options.offload.hostBytesPerStep, options.offload.hostToDeviceBytesPerSecond, meanTpotMs / 1000) : null,
-    preemptions,
+    preemptions: preempted?.preemptions ?? null,
+    swaps: preempted?.swaps ?? null,
   };
 }
 

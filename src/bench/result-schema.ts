@@ -164,6 +164,8 @@ const LatencyBatchSchema = z.strictObject({
   offload: OffloadBoundSchema.nullable().optional(),
   /** Preemptions during the measured iterations (KV pool too small for the batch). */
   preemptions: count.nullable(),
+  /** Of those, the preemptions that swapped the sequence's K/V to host memory (the others recomputed it); absent in results before 2026-12-05. */
+  swaps: count.nullable().optional(),
   speculation: SpeculationSchema.nullable().optional(),
   /** With --baseline: the baseline run's mean TPOT at this batch size over this run's (a decode step's speedup), null without that batch size there. */
   speedup_vs_baseline: optionalFigure.optional(),

@@ -40,6 +40,19 @@ test('bench latency: one row per batch size, every figure measured, the roofline
   }
 });
 
+test('bench latency counts the preemptions of the measured runs and, with --preemption-mode swap, those that swapped', async () => {
+  const output = join(dir, 'latency-swap.json');
+  // 4 sequences of 16 + 8 tokens need 24 blocks of 4; a 14-block pool preempts, and a context longer than
+  // the 8-token step budget is swapped rather than recomputed (docs/long-context.md).
+  const pool = ['--block-size', '4', '--num-kv-blocks', '14', '--max-num-batched-tokens', '8'];
+  const run = await keelOk(['bench', 'latency', ...MODEL, ...pool, '--preemption-mode', 'swap', '--swap-space', '1', '--batch-size', '4', '--input-len', '16', '--output-len', '8', '--num-iters', '1', '--num-iters-warmup', '0', '--output', output]);
+  assert.match(run.stdout, /\d+ preemptions \(\d+ swapped\)/);
+  const result = readResult(output);
+  if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+  const [row] = result.results.batches;
+  assert.ok((row.preemptions as number) > 0 && (row.swaps as number) > 0 && (row.swaps as number) <= (row.preemptions as number), JSON.stringify(row));
+});
+
 test('bench latency --cpu-offload-gb: each row has the offloaded bytes a step copies (no host-to-device rate on the CPU backend)', async () => {
   const output = join(dir, 'latency-offload.json');
   await keelOk(['bench', 'latency', ...MODEL, '--batch-size', '1', '--input-len', '8', '--output-len', '3', '--num-iters', '1', '--num-iters-warmup', '0', '--cpu-offload-gb', '1', '--output', output]);

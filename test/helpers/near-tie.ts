@@ -2,8 +2,13 @@ import assert from 'node:assert/strict';
 import { LLM } from '../../src/engine/llm.ts';
 import type { CompletionOutput, RequestOutput } from '../../src/engine/outputs.ts';
 
-/** Logprob gap below which bf16 rounding may flip the argmax (one bf16 step of a logit in [8, 16) is 0.0625). */
-const NEAR_TIE = 0.1;
+/**
+ * Logprob gap up to which bf16 rounding may flip the argmax between two runs: one bf16 step of a
+ * logit in [8, 16) is 0.0625, and each run rounds both logits of the pair, so the reference's gap can
+ * sit two steps (0.125) from the other run's; keel-tiny's draft case on CUDA parted at exactly that
+ * gap on the H200 and the H100 alike.
+ */
+const NEAR_TIE = 0.13;
 
 /**
  * Each output's first completion has the reference completion's greedy tokens up to a first
