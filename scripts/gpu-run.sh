@@ -42,7 +42,8 @@
 # Each step runs in its
 # own process group under a time limit and the whole group is killed after it, so no test process
 # keeps GPU memory into the next step; GPU memory in use is printed between steps. Logs and result
-# JSON go to $OUT (8 files at most come back: results are packed into one tarball).
+# JSON go to $OUT (8 files at most come back: results and logs are packed into two tarballs). Set
+# GPU_RUN_SECONDS to the call's limit (less a margin): steps are cut to fit and the tarballs still get made.
 set -uo pipefail
 source .gpu/env.sh
 source .gpu/source.sh
@@ -53,9 +54,15 @@ export KEEL_CACHE_DIR=/tmp/keel-cache
 kind=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]\+' | head -1 | tr 'H' 'h')
 dummy="--load-format dummy --backend cuda --no-progress --max-model-len 4096"
 
+# GPU_RUN_SECONDS bounds the whole run (the device call's limit): each step's limit is cut to what is
+# left, less 20 s for packing, and a step with under 10 s left is skipped, so results always come back.
+deadline=$(( $(date +%s) + ${GPU_RUN_SECONDS:-86400} - 20 ))
 step() { # name, seconds, command...
   local name=$1 limit=$2
   shift 2
+  local left=$(( deadline - $(date +%s) ))
+  if (( left < 10 )); then echo "[$name] skipped: GPU_RUN_SECONDS spent"; return; fi
+  (( limit > left )) && limit=$left
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed "s/^/[$name] GPU memory in use before: /"
   setsid timeout -k 5 "$limit" "$@" > "$out/$name.log" 2>&1 &
   local pid=$!
@@ -212,3 +219,7 @@ for s in "$@"; do
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
 tar czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"
+# At most 8 files come back from a device call: the steps' logs travel as one tarball.
+# (run.log, where a call may send this script's own output, stays.)
+logs=$(cd "$out" && ls *.log 2>/dev/null | grep -vx run.log)
+[ -n "$logs" ] && (cd "$out" && tar czf logs.tgz $logs && rm -f $logs)
