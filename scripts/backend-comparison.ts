@@ -7,6 +7,7 @@
  * when asked, the result of every backend op the forward calls, in call order.
  */
 import type { Backend, Tensor } from '../src/backend/backend.ts';
+import type { EngineOptions } from '../src/config.ts';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { selectBackend } from '../src/backend/select-backend.ts';
 import { openModelFiles } from '../src/checkpoint/model-files.ts';
@@ -86,14 +87,19 @@ async function openBackend(name: BackendName): Promise<Backend> {
  * own blocks of `blockSize`), as the parity suites' logits test does. Returns what it recorded
  * and releases the backend.
  */
-export async function traceBackend(modelDir: string, backendName: BackendName, prompts: number[][], options: { ops: boolean; blockSize?: number }): Promise<Trace> {
+export async function traceBackend(
+  modelDir: string,
+  backendName: BackendName,
+  prompts: readonly number[][],
+  options: { ops: boolean; blockSize?: number; quantization?: EngineOptions['quantization'] },
+): Promise<Trace> {
   const blockSize = options.blockSize ?? 16;
   const longest = prompts.reduce((n, p) => Math.max(n, p.length), 0);
   const files = openModelFiles(modelDir);
   const architecture = modelArchitectureOf(files);
   if (longest > architecture.config.contextLength) throw new Error(`a prompt of ${longest} tokens is longer than ${modelDir}'s ${architecture.config.contextLength} positions`);
   const model = createModel(architecture, Math.max(longest, Math.min(architecture.config.contextLength, 4096)));
-  const config = resolveEngineConfig({ model: modelDir, backend: backendName === 'cuda' ? 'cuda' : 'cpu', showProgress: false });
+  const config = resolveEngineConfig({ model: modelDir, backend: backendName === 'cuda' ? 'cuda' : 'cpu', showProgress: false, quantization: options.quantization });
   const backend = await openBackend(backendName);
   try {
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: 1, expertParallel: false });
