@@ -5,7 +5,7 @@
  * to read it.
  *
  *   node scripts/compare-backends.ts --model test/fixtures/deepseek-v32 [--backends cpu,cpu-bf16,cuda]
- *     [--prompt 5,9,11 ...] [--ops] [--threshold 0.05] [--block-size 16] [--set index_topk=128 ...]
+ *     [--prompt 5,9,11 ...] [--ops] [--threshold 0.05] [--block-size 16] [--set index_topk=128 ...] [--quantization int4]
  *
  * (Node 22 strips the types itself; under Node 20: node --import tsx scripts/compare-backends.ts ...)
  */
@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { LOAD_TIME_QUANTIZATIONS, type LoadTimeQuantization } from '../src/tensor/quantize-rtn.ts';
 import { BACKEND_NAMES, compareTraces, difference, relative, tokenOf, traceBackend, type BackendName, type ComparedRow, type Trace } from './backend-comparison.ts';
 
 const USAGE = `usage: node scripts/compare-backends.ts --model DIR [options]
@@ -34,6 +35,8 @@ logits against transformers' float32 ones, and its bfloat16 ones where the oracl
   --set KEY=JSON       run a copy of DIR whose config.json has KEY set to the JSON value, e.g.
                        index_topk=128 (every position selected); repeatable; the oracle's logits,
                        which are for DIR's config, are then not compared
+  --quantization Q     quantize the weights at load on every backend (${LOAD_TIME_QUANTIZATIONS.join(', ')}),
+                       as --quantization does for keel: a format's kernels against the CPU twin
   --help               this text`;
 
 const { values } = parseArgs({
@@ -45,6 +48,7 @@ const { values } = parseArgs({
     threshold: { type: 'string', default: '0.05' },
     'block-size': { type: 'string', default: '16' },
     set: { type: 'string', multiple: true },
+    quantization: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -66,6 +70,8 @@ const backends = values.backends.split(',').map((name) => {
 if (backends.length < 2) fail('--backends needs at least two backends: the reference, then those compared with it');
 const threshold = Number(values.threshold);
 if (!(threshold > 0)) fail(`--threshold must be a positive number, not ${values.threshold}`);
+const quantization = values.quantization as LoadTimeQuantization | undefined;
+if (quantization !== undefined && !LOAD_TIME_QUANTIZATIONS.includes(quantization)) fail(`unknown --quantization "${values.quantization}" (one of ${LOAD_TIME_QUANTIZATIONS.join(', ')})`);
 const blockSize = Number(values['block-size']);
 if (!(Number.isInteger(blockSize) && blockSize > 0)) fail(`--block-size must be a positive integer, not ${values['block-size']}`);
 
@@ -97,12 +103,12 @@ const prompts = values.prompt?.map((text) => {
   return ids;
 }) ?? oracle?.prompts ?? fail(`give --prompt (${modelDir} has no oracle.json whose prompts to use)`);
 // transformers' float32 logits of the oracle's prompts, and (newer oracles) those of its bfloat16 run.
-const oracleLogits = values.prompt === undefined && values.set === undefined ? [['float32', oracle?.last_logits], ['bf16', oracle?.bf16_last_logits]].filter((e): e is [string, number[][]] => e[1] !== undefined) : [];
+const oracleLogits = values.prompt === undefined && values.set === undefined && quantization === undefined ? [['float32', oracle?.last_logits], ['bf16', oracle?.bf16_last_logits]].filter((e): e is [string, number[][]] => e[1] !== undefined) : [];
 
 const traces: Trace[] = [];
 for (const backend of backends) {
   const began = performance.now();
-  traces.push(await traceBackend(modelDir, backend, prompts, { ops: values.ops, blockSize }));
+  traces.push(await traceBackend(modelDir, backend, prompts, { ops: values.ops, blockSize, quantization }));
   process.stderr.write(`compare-backends: ${backend} done in ${((performance.now() - began) / 1000).toFixed(1)} s\n`);
 }
 const [reference, ...others] = traces;
