@@ -18,24 +18,29 @@ import { keelOk } from './helpers/keel-cli.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
 import { checkUnchanged, completions, mixedRequests, PARITY_PROMPTS } from './helpers/speculative-parity.ts';
 
-// The multi-token prediction layer stored in a target's checkpoint after its decoder layers, one
+// The multi-token prediction layer stored in a target's checkpoint beside its decoder layers, one
 // decoder layer of the target's family: DeepSeek-V3's (MLA + MoE, test/fixtures/deepseek-v3),
 // GLM-4.5's (GQA with biases and q/k norms + MoE, glm4-moe) and GLM-5's (MLA with its own lightning
-// indexer + MoE, glm-moe-dsa); random weights, stored by tools/oracle/make_fixtures.py. Each head
-// reads exactly the checkpoint's tensors of that layer, its outputs match a PyTorch reference built
-// on transformers' own decoder layer of the family (tools/oracle/make_spec_heads.py), and drafting
-// with it changes no output. GLM-4.7-Flash's layer (DeepSeek-V3's block under glm4_moe_lite) runs on
-// random weights (--load-format dummy). Random weights accept few drafts: the tests check outputs,
-// not acceptance.
+// indexer + MoE, glm-moe-dsa), stored as layer num_hidden_layers; Qwen3.5's (gated attention + dense
+// MLP, qwen3.5-hybrid) and Qwen3-Next's (gated attention + MoE, qwen3-next-moe), stored as mtp.*,
+// whose targets keep a Gated DeltaNet state that every rejected draft rewinds; random weights,
+// stored by tools/oracle/make_fixtures.py. Each head reads exactly the checkpoint's tensors of that
+// layer, its outputs match a PyTorch reference built on transformers' own decoder layer of the
+// family (tools/oracle/make_spec_heads.py), and drafting with it changes no output. GLM-4.7-Flash's
+// layer (DeepSeek-V3's block under glm4_moe_lite) runs on random weights (--load-format dummy).
+// Random weights accept few drafts: the tests check outputs, not acceptance.
 
 const MTP = { method: 'mtp', numSpeculativeTokens: 3 } as const;
 const base = (model: string) => ({ model, backend: 'cpu', showProgress: false, numKvBlocks: 128, asyncScheduling: false }) as const;
 /** PARITY_PROMPTS within a vocabulary of `size` ids. */
 const promptsFor = (size: number) => PARITY_PROMPTS.map((prompt) => prompt.map((id) => id % size));
 
-const TARGETS = ['deepseek-v3', 'glm4-moe', 'glm-moe-dsa'].map((name) => {
+const TARGETS = ['deepseek-v3', 'glm4-moe', 'glm-moe-dsa', 'qwen3.5-hybrid', 'qwen3-next-moe'].map((name) => {
   const dir = join(FIXTURES_DIR, name);
-  return { name, dir, prompts: promptsFor(readModelArchitecture(dir).config.vocabSize), oracle: join(FIXTURES_DIR, 'spec-heads', `mtp-${name}`, 'head_oracle.json') };
+  const { config } = readModelArchitecture(dir);
+  // Where the checkpoint keeps the MTP layer's tensors: after the decoder's layers, or under mtp.
+  const tensorPrefix = mtpLayersOf(config).layout.kind === 'shared-head' ? `model.layers.${config.numLayers}.` : 'mtp.';
+  return { name, dir, tensorPrefix, prompts: promptsFor(config.vocabSize), oracle: join(FIXTURES_DIR, 'spec-heads', `mtp-${name}`, 'head_oracle.json') };
 });
 
 const plain = new Map<string, LLM>();
@@ -46,17 +51,16 @@ after(async () => {
   for (const llm of plain.values()) await llm.close();
 });
 
-for (const { name, dir, oracle: oraclePath } of TARGETS) {
-  test(`${name}: the MTP layer reads exactly the checkpoint's tensors of layer num_hidden_layers and gives the PyTorch reference's outputs and logits`, () => {
+for (const { name, dir, tensorPrefix, oracle: oraclePath } of TARGETS) {
+  test(`${name}: the MTP layer reads exactly the checkpoint's tensors under ${tensorPrefix} and gives the PyTorch reference's outputs and logits`, () => {
     const backend = new CpuBackend();
     const architecture = readModelArchitecture(dir);
     const { config } = architecture;
     const target = createModel(architecture, 64);
     const ckpt = openCheckpoint(dir);
     loadWeights(target, ckpt, backend);
-    const head = MtpHead.forTarget(config, mtpLayersOf(config), target.embedding, ckpt, 64);
-    const mtpLayer = `model.layers.${config.numLayers}.`;
-    assert.deepEqual(new Set(head.parameters().map((p) => p.name)), new Set(ckpt.tensorNames.filter((n) => n.startsWith(mtpLayer))));
+    const head = MtpHead.forTarget(config, mtpLayersOf(config), target, ckpt, 64);
+    assert.deepEqual(new Set(head.parameters().map((p) => p.name)), new Set(ckpt.tensorNames.filter((n) => n.startsWith(tensorPrefix))));
     loadWeights(head, ckpt, backend);
     ckpt.close();
     const oracle = JSON.parse(readFileSync(oraclePath, 'utf8')) as { tokens: number[]; states: number[][][]; hidden: number[][]; logits: number[][] };
