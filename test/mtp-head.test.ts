@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { writeSafetensors } from '../src/checkpoint/safetensors-writer.ts';
+import type { HostTensor } from '../src/tensor/host-tensor.ts';
 import type { EngineOptions } from '../src/config.ts';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
@@ -12,7 +14,7 @@ import { MtpHead } from '../src/models/mtp-head.ts';
 import { readResult } from '../src/bench/result-file.ts';
 import { createModel, mtpLayersOf, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
-import { FIXTURES_DIR } from './helpers/oracle-fixtures.ts';
+import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
 import { hostWaitsPerStep } from './helpers/host-waits.ts';
 import { keelOk } from './helpers/keel-cli.ts';
 import { tempDir } from './helpers/model-temp-dir.ts';
@@ -136,15 +138,90 @@ test("GLM-4.7-Flash's MTP layer (glm4_moe_lite: DeepSeek-V3's block) drafts with
   }
 });
 
+/**
+ * A copy of the qwen3.5-hybrid fixture whose MTP layer drafts the token it reads again: mtp.fc
+ * passes the normed embedding alone ([I | 0]), the block adds nothing (o_proj and down_proj zero),
+ * and the tied LM head scores that token's own row highest. The target repeats tokens (its greedy
+ * runs of 57s and 92s), so such drafts are accepted there and rejected elsewhere: verifications
+ * keep some drafts and rewind the state past the others.
+ */
+function repeatingMtpCheckpoint(t: TestContext): string {
+  const from = join(FIXTURES_DIR, 'qwen3.5-hybrid');
+  const dir = tempDir(t, 'keel-mtp-repeat-');
+  const ckpt = openCheckpoint(from);
+  const h = readModelArchitecture(from).config.hiddenSize;
+  const zeros = (shape: number[]): HostTensor => ({ dtype: 'f32', shape, data: new Uint8Array(4 * shape[0] * (shape[1] ?? 1)) });
+  const passEmbedding = new Float32Array(h * 2 * h);
+  for (let i = 0; i < h; i++) passEmbedding[i * 2 * h + i] = 1;
+  const changed: Record<string, HostTensor> = {
+    'mtp.fc.weight': { dtype: 'f32', shape: [h, 2 * h], data: new Uint8Array(passEmbedding.buffer) },
+    'mtp.pre_fc_norm_embedding.weight': zeros([h]),
+    'mtp.norm.weight': zeros([h]),
+    'mtp.layers.0.self_attn.o_proj.weight': zeros(ckpt.info('mtp.layers.0.self_attn.o_proj.weight').shape),
+    'mtp.layers.0.mlp.down_proj.weight': zeros(ckpt.info('mtp.layers.0.mlp.down_proj.weight').shape),
+  };
+  writeSafetensors(join(dir, 'model.safetensors'), Object.fromEntries(ckpt.tensorNames.map((name) => [name, changed[name] ?? ckpt.read(name)])));
+  ckpt.close();
+  for (const file of ['config.json', 'generation_config.json']) symlinkSync(join(from, file), join(dir, file));
+  return dir;
+}
+
+test("qwen3.5-hybrid: MTP drafts that are partly accepted rewind the Gated DeltaNet state to the kept tokens, and change no output (small steps, preemption, n = 2 forks)", async (t) => {
+  const dir = repeatingMtpCheckpoint(t);
+  const { prompts } = TARGETS[3];
+  const target = base(dir);
+  const plainRepeat = await LLM.load(target);
+  try {
+    (await checkUnchanged(plainRepeat, target, { speculative: MTP }, true, prompts)).close();
+    (await checkUnchanged(plainRepeat, target, { speculative: MTP, maxNumBatchedTokens: 5, blockSize: 4 }, true, prompts)).close();
+    (await checkUnchanged(plainRepeat, target, { speculative: MTP, numKvBlocks: 14, blockSize: 4, maxNumSeqs: 3 }, true, prompts)).close();
+  } finally {
+    await plainRepeat.close();
+  }
+});
+
+test("the hybrids' MTP chains give transformers' greedy tokens for the oracle prompts, batched, in 7-token steps over 4-token blocks, and with drafts partly accepted", async (t) => {
+  const oracleOf = (name: string) => listOracleFixtures().find((f) => f.name === name)!.oracle;
+  const runs = [
+    ...['qwen3.5-hybrid', 'qwen3-next-moe', 'qwen3.5-moe-vl'].map((name) => ({ dir: join(FIXTURES_DIR, name), oracle: oracleOf(name), accepts: false })),
+    { dir: repeatingMtpCheckpoint(t), oracle: oracleOf('qwen3.5-hybrid'), accepts: true },
+  ];
+  for (const { dir, oracle, accepts } of runs) {
+    const llm = await LLM.load({ ...base(dir), speculative: MTP, maxNumBatchedTokens: 7, blockSize: 4 });
+    try {
+      const outputs = await llm.generate(oracle.prompts, { temperature: 0, ignoreEos: true, maxTokens: oracle.max_new_tokens });
+      outputs.forEach((o, i) => assert.deepEqual(o.outputs[0].tokenIds, oracle.greedy[i], `${dir}: prompt ${i}`));
+      const { numDraftTokens, numAcceptedTokens } = llm.stats().speculation!;
+      assert.ok(numDraftTokens > 0, 'drafts were proposed');
+      if (accepts) assert.ok(numAcceptedTokens > 0 && numAcceptedTokens < numDraftTokens, `drafts were accepted and rejected: ${numAcceptedTokens} of ${numDraftTokens}`);
+    } finally {
+      await llm.close();
+    }
+  }
+});
+
+test("qwen3.5-moe-vl: the wrapper's MTP layer, stored at its top level (mtp.*) beside model.language_model.*, drafts without changing any output", async () => {
+  const dir = join(FIXTURES_DIR, 'qwen3.5-moe-vl');
+  const plainVl = await LLM.load(base(dir));
+  try {
+    (await checkUnchanged(plainVl, base(dir), { speculative: MTP, numKvBlocks: 14, blockSize: 4 }, false, promptsFor(readModelArchitecture(dir).config.vocabSize))).close();
+  } finally {
+    await plainVl.close();
+  }
+});
+
 test('MTP on a target without MTP layers, on one whose checkpoint lacks them, and MTP trees over latent attention, are refused', async (t) => {
   const refused = (options: EngineOptions, pattern: RegExp) => assert.rejects(LLM.load({ ...base(TARGETS[0].dir), ...options }), (e: unknown) => e instanceof KeelError && pattern.test(e.message));
-  const supported = 'model_type deepseek_v3, glm4_moe_lite, glm_moe_dsa, glm4_moe';
+  const supported = 'model_type deepseek_v3, glm4_moe_lite, glm_moe_dsa, glm4_moe, qwen3_next, qwen3_5_text, qwen3_5_moe_text';
   await refused({ model: join(FIXTURES_DIR, 'llama-gqa'), speculative: MTP }, new RegExp(`mtp reads the multi-token prediction layers of ${supported}; the target is model_type llama`));
   await refused({ model: join(FIXTURES_DIR, 'deepseek-v2-lite'), speculative: MTP }, /the target is model_type deepseek_v2$/);
   await refused({ model: join(FIXTURES_DIR, 'deepseek-v32'), speculative: MTP }, /the target is model_type deepseek_v32$/);
   await refused({ model: join(FIXTURES_DIR, 'glm4-moe-lite'), speculative: MTP }, /model_type glm4_moe_lite\) carries no multi-token prediction layers \(num_nextn_predict_layers is 0\)/);
   await refused({ model: withConfig(t, 'glm4-moe', { num_nextn_predict_layers: 0 }), speculative: MTP }, /model_type glm4_moe\) carries no multi-token prediction layers \(num_nextn_predict_layers is 0\)/);
-  await refused({ model: withConfig(t, 'glm4-moe-lite', { num_nextn_predict_layers: 1 }), speculative: MTP }, /declares 1 MTP layers, but the checkpoint has no model\.layers\.3\./);
+  await refused({ model: withConfig(t, 'glm4-moe-lite', { num_nextn_predict_layers: 1 }), speculative: MTP }, /declares 1 MTP layers \(num_nextn_predict_layers\), but the checkpoint has no model\.layers\.3\./);
+  const hybrid = TARGETS[3];
+  await refused({ model: withConfig(t, hybrid.name, { mtp_num_hidden_layers: 0 }), speculative: MTP }, /model_type qwen3_5_text\) carries no multi-token prediction layers \(mtp_num_hidden_layers is 0\)/);
+  await refused({ model: withConfig(t, hybrid.name, { mtp_use_dedicated_embeddings: true }), speculative: MTP }, /mtp_use_dedicated_embeddings is true for qwen3_5_text/);
   await refused({ speculative: { ...MTP, treeWidth: 2 } }, /multi-head latent attention has no tree attention/);
   await refused({ model: TARGETS[2].dir, speculative: { ...MTP, treeWidth: 2 } }, /multi-head latent attention has no tree attention/);
   await refused({ speculative: { ...MTP, model: TARGETS[0].dir } }, /method mtp needs no model/);
