@@ -14,6 +14,8 @@ import { MtpHead } from '../src/models/mtp-head.ts';
 import { readResult } from '../src/bench/result-file.ts';
 import { createModel, mtpLayersOf, readModelArchitecture } from '../src/models/registry.ts';
 import { describeBatch } from '../src/step/batch.ts';
+import { layerGroup } from '../src/step/kv-cache-layout.ts';
+import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
 import { hostWaitsPerStep } from './helpers/host-waits.ts';
 import { keelOk } from './helpers/keel-cli.ts';
@@ -178,6 +180,65 @@ test("qwen3.5-hybrid: MTP drafts that are partly accepted rewind the Gated Delta
   } finally {
     await plainRepeat.close();
   }
+});
+
+/** The target's final-norm rows of `tokens`, from a prefill on a model of its own: what the head's feature rows of those positions must hold. */
+function targetFeatures(dir: string): (tokens: readonly number[]) => Float32Array {
+  const backend = new CpuBackend();
+  const architecture = readModelArchitecture(dir);
+  const model = createModel(architecture, 256);
+  const ckpt = openCheckpoint(dir);
+  loadWeights(model, ckpt, backend);
+  ckpt.close();
+  return (tokens) => {
+    const blockSize = 16;
+    const blocks = Math.ceil(tokens.length / blockSize);
+    const cache = backend.createKvCache({ numBlocks: blocks, blockSize, layers: model.kvLayers, stateSlots: 1 });
+    const step = backend.beginStep(describeBatch([{ tokens: [...tokens], startPos: 0, blockTables: [Array.from({ length: blocks }, (_, i) => i)], stateSlot: 0 }], blockSize));
+    let rows: Float32Array | null = null;
+    model.forward(backend, step, cache, { tokenFinalRows: (hidden) => (rows = backend.toHost(hidden)) });
+    return rows!;
+  };
+}
+
+test("after every rewind of the Gated DeltaNet state, the MTP head's catch-up reads the target's own features of the kept tokens and of the new one, not the rejected drafts'", async (t) => {
+  const dir = repeatingMtpCheckpoint(t);
+  const reference = targetFeatures(dir);
+  const h = readModelArchitecture(dir).config.hiddenSize;
+  const propose = HeadProposer.prototype.propose;
+  let checked = 0;
+  let worst = 0;
+  // Before each drafting pass, every position up to the one before the last sampled token (all the
+  // catch-up may read) holds in the head's cache the feature a fresh prefill of those tokens gives.
+  HeadProposer.prototype.propose = function (this: HeadProposer, b, seqs, graphs) {
+    const { layout } = this.cache;
+    // The head's cache holds its layer's K/V, then the feature rows (HeadProposer.cacheLayers).
+    const group = layerGroup(layout, 1);
+    for (const seq of seqs) {
+      const root = seq.numTokens - seq.numDraftTokens - 1;
+      const slots = Int32Array.from({ length: root }, (_, p) => seq.blockTables[group][Math.floor(p / layout.blockSize)] * layout.blockSize + (p % layout.blockSize));
+      const stored = b.toHost(b.readCacheRows(this.cache, 1, slots));
+      const expected = reference(seq.tokenIds.slice(0, root));
+      for (let i = 0; i < root * h; i++) worst = Math.max(worst, Math.abs(stored[i] - expected[i]) / (1 + Math.abs(expected[i])));
+      checked++;
+    }
+    propose.call(this, b, seqs, graphs);
+  };
+  t.after(() => {
+    HeadProposer.prototype.propose = propose;
+  });
+  for (const options of [{}, { maxNumBatchedTokens: 5, blockSize: 4 }, { numKvBlocks: 14, blockSize: 4 }] as const) {
+    const llm = await LLM.load({ ...base(dir), speculative: MTP, ...options });
+    try {
+      await llm.generate(promptsFor(256), { temperature: 0, ignoreEos: true, maxTokens: 30 });
+      const { numAcceptedTokens, numDraftTokens } = llm.stats().speculation!;
+      assert.ok(numAcceptedTokens > 0 && numAcceptedTokens < numDraftTokens, `drafts were accepted and rejected (${JSON.stringify(options)}): ${numAcceptedTokens} of ${numDraftTokens}`);
+    } finally {
+      await llm.close();
+    }
+  }
+  assert.ok(checked > 0, 'drafting passes were checked');
+  assert.ok(worst < 1e-5, `worst relative difference of a feature row: ${worst}`);
 });
 
 test("the hybrids' MTP chains give transformers' greedy tokens for the oracle prompts, batched, in 7-token steps over 4-token blocks, and with drafts partly accepted", async (t) => {
