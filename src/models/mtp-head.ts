@@ -21,7 +21,10 @@ import type { ModelConfig } from './model-config.ts';
  *   norm(h) is the next feature and gives logits through the target's LM head (vLLM's and
  *   SGLang's Qwen3-Next MTP read it so; the checkpoints hold no head of the module's own).
  */
-export type MtpLayout = { kind: 'shared-head'; prefix: string } | { kind: 'target-head'; prefix: string };
+export interface MtpLayout {
+  kind: 'shared-head' | 'target-head';
+  prefix: string;
+}
 
 /** A family's decoder layer as an MTP module's block: a pre-norm layer whose attention declares its KV spec. */
 export type MtpBlock = Layer & PreNormLayer & { attention: { kvSpec: LayerKvSpec } };
