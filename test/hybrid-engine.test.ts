@@ -23,8 +23,9 @@ async function rejectsWith(options: Parameters<typeof LLM.load>[0], ...fragments
 }
 
 test('features that need a prefix\'s history are refused by name', async () => {
-  await rejectsWith({ backend: 'cpu', speculative: { model: FIXTURE, numSpeculativeTokens: 2 } }, 'speculative decoding other than chains of n-gram drafts', '--speculative-method draft', 'qwen3_5_text');
+  await rejectsWith({ backend: 'cpu', speculative: { model: FIXTURE, numSpeculativeTokens: 2 } }, 'speculative decoding other than n-gram and MTP chains', '--speculative-method draft', 'qwen3_5_text');
   await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2, ngramBranches: 2 } }, '--ngram-branches 2');
+  await rejectsWith({ backend: 'cpu', speculative: { method: 'mtp', numSpeculativeTokens: 2, treeWidth: 2 } }, 'other than n-gram and MTP chains (--speculative-tree-width 2)');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
 });
 

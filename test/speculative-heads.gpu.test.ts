@@ -38,6 +38,9 @@ const CASES: [string, string, EngineOptions['speculative'], boolean, EngineOptio
   ['an EAGLE-3 tree over an int8 KV cache', TARGET, { method: 'eagle3', model: join(HEADS, 'eagle3-llama-gqa'), numSpeculativeTokens: 3, treeWidth: 2 }, false, { kvCacheDtype: 'int8' }],
   ['MTP over an fp8 KV cache', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3 }, false, { kvCacheDtype: 'fp8' }],
   ['self-speculation (1 of 3 layers)', join(FIXTURES_DIR, 'llama-sharded'), { method: 'self', selfSpecLayers: 1, numSpeculativeTokens: 3 }, false],
+  ["Qwen3.5's MTP (a rejection rewinds the target's Gated DeltaNet state)", join(FIXTURES_DIR, 'qwen3.5-hybrid'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
+  ["Qwen3-Next's MTP (a MoE block)", join(FIXTURES_DIR, 'qwen3-next-moe'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
+  ["Qwen3.5-MoE's MTP (mtp.* at the wrapper's top level)", join(FIXTURES_DIR, 'qwen3.5-moe-vl'), { method: 'mtp', numSpeculativeTokens: 3 }, false],
 ];
 
 for (const [label, model, speculative, accepts, extra] of CASES) {

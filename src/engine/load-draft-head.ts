@@ -53,13 +53,13 @@ export function loadEagleHead(dir: string, version: 1 | 3, target: HeadTarget): 
   }
 }
 
-/** The target's own multi-token prediction module (its layer num_hidden_layers: DeepSeek-V3's, GLM's), read from its checkpoint. */
+/** The target's own multi-token prediction module (DeepSeek-V3's, GLM's, Qwen3-Next's, Qwen3.5's), read from its checkpoint. */
 export function loadMtpHead(target: HeadTarget, openTargetCheckpoint: () => Checkpoint): MtpHead {
   const layers = mtpLayersOf(target.modelConfig);
   const dummy = target.config.loadFormat === 'dummy';
   const ckpt = dummy ? null : openTargetCheckpoint();
   try {
-    const head = MtpHead.forTarget(target.modelConfig, layers, target.model.embedding, ckpt, target.maxModelLen);
+    const head = MtpHead.forTarget(target.modelConfig, layers, target.model, ckpt, target.maxModelLen);
     if (ckpt === null) loadDummyWeights(head, target.modelConfig.dtype, target.backend, target.config.seed);
     else loadWeightsWithProgress(head, ckpt, target.backend, { showProgress: target.config.showProgress });
     return head;

@@ -640,11 +640,13 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
     throw invalidArgument(`${what} is not supported for ${modelType}: its Gated DeltaNet layers keep a recurrent state per sequence, not per token`);
   };
   // A verification runs the drafts through the state, which goes back to its snapshot unless all
-  // were kept: a chain of n-gram drafts. A draft model or heads would need their own state (or
-  // hidden rows) rewound too, and a tree's branches would each need a state.
+  // were kept, and the kept tokens run again: a chain of n-gram or MTP drafts. The MTP layer is
+  // full attention whose K/V and feature rows the rerun rewrites before the next catch-up reads
+  // them. A draft model would need its own state rewound, EAGLE and Medusa heads are not published
+  // for these models, and a tree's branches would each need a state.
   const spec = config.speculative;
-  if (spec !== null && (spec.method !== 'ngram' || spec.ngramBranches > 1)) {
-    refuse(`speculative decoding other than chains of n-gram drafts (--speculative-method ${spec.method}${spec.method === 'ngram' ? ` --ngram-branches ${spec.ngramBranches}` : ''})`);
+  if (spec !== null && ((spec.method !== 'ngram' && spec.method !== 'mtp') || draftsTrees(spec))) {
+    refuse(`speculative decoding other than n-gram and MTP chains (${draftsTrees(spec) ? treeOption(spec) : `--speculative-method ${spec.method}`})`);
   }
   if (config.preemptionMode === 'swap') refuse('preemptionMode swap');
   if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');

@@ -17,6 +17,7 @@ import { drawFor, type Draw } from '../sampling/draw.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
 import { Scheduler } from './scheduler.ts';
+import { stateSlotsOnDevice } from './state-slots.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 
 const BLOCK_SIZE = 4;
@@ -190,10 +191,11 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
 });
 
 // Heads drafting chains: keel-tiny's EAGLE-3 head, and the MTP layers of GLM-4.5 (GQA) and GLM-5
-// (MLA with its indexer) in the oracle fixtures' checkpoints (vocabulary 128).
+// (MLA with its indexer) in the oracle fixtures' checkpoints (vocabulary 128), and Qwen3-Next's
+// (gated attention + MoE, over a target whose Gated DeltaNet layers keep a state slot per sequence).
 const GRAPHED_HEADS: { label: string; target: string; head: (model: Awaited<ReturnType<typeof loadModel>>) => DraftHead; prompts: number[][] }[] = [
   { label: 'an EAGLE-3 head', target: DEFAULT_MODEL_DIR, head: (model) => loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model), prompts: [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]] },
-  ...['glm4-moe', 'glm-moe-dsa'].map((name) => ({
+  ...['glm4-moe', 'glm-moe-dsa', 'qwen3-next-moe'].map((name) => ({
     label: `${name}'s MTP layer`,
     target: join(FIXTURES_DIR, name),
     head: (model: Awaited<ReturnType<typeof loadModel>>) => loadMtpHead(model, () => openCheckpoint(join(FIXTURES_DIR, name))),
@@ -210,11 +212,14 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
     const replayed: Replayed[] = [];
     const counting = countingBackend(model.backend, events, []);
     const backend = graphs ? recordingBackend(counting, replayed) : counting;
-    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
-    const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head) }), BLOCK_SIZE, 1);
-    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1 });
+    // A state layer's slots, as the engine lays them out with speculation on: a slot and a snapshot per sequence, then the graphs' scratch slot.
+    const deviceStateSlots = stateSlotsOnDevice(model.model.kvLayers, { maxNumSeqs: 8, speculative: {} });
+    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers, stateSlots: deviceStateSlots };
+    const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head), stateSlots: 0 }), BLOCK_SIZE, 1);
+    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1, stateSlots: deviceStateSlots === 0 ? 0 : 8 });
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { head: proposer });
+    const scratchStateSlot = deviceStateSlots === 0 ? null : deviceStateSlots - 1;
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot } : null, { head: proposer });
     const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
     for (const seq of seqs) scheduler.add(seq);
     const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({

@@ -64,7 +64,7 @@ test('glm4_moe_lite as GLM-4.7-Flash\'s config.json spells it: whole rope dims, 
 /** The tensors the MTP head of `json`'s model reads under its MTP layer (model.layers.<num_hidden_layers>), without the experts'. */
 function mtpTensors(json: Record<string, unknown>): string[] {
   const architecture = parseModelArchitecture(json, 'test/config.json');
-  const head = MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), createModel(architecture, 64).embedding, null, 64);
+  const head = MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), createModel(architecture, 64), null, 64);
   return head.parameters().map((p) => p.name).filter((name) => !/\.experts\.\d+\./.test(name));
 }
 

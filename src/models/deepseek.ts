@@ -360,10 +360,12 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
 function deepseekMtpLayers(config: DeepseekConfig): MtpLayers {
   return {
     count: config.numNextnPredictLayers,
+    countKey: 'num_nextn_predict_layers',
+    layout: { kind: 'shared-head', prefix: `model.layers.${config.numLayers}` },
     rmsNormEps: config.rmsNormEps,
-    block: (index, maxPositions) => {
+    block: (maxPositions) => {
       const rotary = deepseekRotary(config, maxPositions);
-      return { rotary, block: new DeepseekDecoderLayer(config, index, rotary, 0) };
+      return { rotary, block: new DeepseekDecoderLayer(config, config.numLayers, rotary, 0) };
     },
   };
 }

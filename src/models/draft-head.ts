@@ -9,7 +9,7 @@ import type { LayerKvSpec } from '../step/kv-cache-layout.ts';
  */
 export type TargetStates = { kind: 'final' } | { kind: 'layerInputs'; layers: readonly number[] };
 
-/** What a head shares with its target: the token embedding, and the LM head (EAGLE). */
+/** What a head shares with its target: the token embedding, and the LM head (EAGLE, Qwen's MTP). */
 export interface TargetLayers {
   embedding: VocabEmbedding;
   lmHead: LmHead;

@@ -59,7 +59,7 @@ test('GLM-4.5-Air reads transformers\' parameter count, its MTP layer (model.lay
 test("GLM-4.5-Air's MTP head reads layer 46 as vLLM and SGLang name it: GLM-4.5's own decoder layer with the MoE block, not the layer's copy of the embedding", () => {
   const architecture = parseModelArchitecture(GLM45_AIR, 'test/config.json');
   const model = createModel(architecture, 64);
-  const names = new Set(MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), model.embedding, null, 64).parameters().map((p) => p.name));
+  const names = new Set(MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), model, null, 64).parameters().map((p) => p.name));
   const p = 'model.layers.46';
   const expected = [
     ...['enorm', 'hnorm', 'eh_proj', 'shared_head.norm', 'shared_head.head', 'input_layernorm', 'post_attention_layernorm'].map((n) => `${p}.${n}.weight`),

@@ -60,10 +60,12 @@ function glm4Mlp(config: Glm4MoeConfig, index: number): FeedForward {
 function glm4MtpLayers(config: Glm4MoeConfig): MtpLayers {
   return {
     count: config.numNextnPredictLayers,
+    countKey: 'num_nextn_predict_layers',
+    layout: { kind: 'shared-head', prefix: `model.layers.${config.numLayers}` },
     rmsNormEps: config.rmsNormEps,
-    block: (index, maxPositions) => {
+    block: (maxPositions) => {
       const rotary = new RotaryEmbedding(decoderRope(config), maxPositions);
-      return { rotary, block: new DecoderLayer(config, index, rotary, null, glm4Mlp(config, index), 0) };
+      return { rotary, block: new DecoderLayer(config, config.numLayers, rotary, null, glm4Mlp(config, config.numLayers), 0) };
     },
   };
 }

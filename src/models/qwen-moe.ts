@@ -80,18 +80,20 @@ function parseSlidingWindows(fields: ConfigFields, modelType: QwenMoeModelType, 
  * What a Qwen feed-forward reads of its model's config (Qwen2-MoE, Qwen3-MoE, and the hybrid
  * Qwen3-Next and Qwen3.5-MoE): `intermediateSize` is null where no layer is dense.
  */
-export type QwenFeedForwardConfig = Pick<QwenMoeConfig, 'hiddenSize' | 'activation' | 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb' | 'sharedExpertIntermediateSize' | 'sparseLayers'> & {
+export type QwenFeedForwardConfig = Pick<QwenMoeConfig, 'hiddenSize' | 'activation' | 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb' | 'sharedExpertIntermediateSize'> & {
   intermediateSize: number | null;
 };
 
-/** Layer `index`'s `mlp`: a MoE block (router `gate`, `experts.E.*_proj`, a `shared_expert` + `shared_expert_gate` where it has one) or a dense MLP. */
-export function qwenMlp(config: QwenFeedForwardConfig, index: number): FeedForward {
-  const p = `model.layers.${index}.mlp`;
+/**
+ * The `mlp` at prefix `p` (`model.layers.N.mlp`): a MoE block (router `gate`, `experts.E.*_proj`, a
+ * `shared_expert` + `shared_expert_gate` where it has one) where `sparse`, else a dense MLP.
+ */
+export function qwenMlp(config: QwenFeedForwardConfig, p: string, sparse: boolean): FeedForward {
   const { hiddenSize } = config;
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
     new GatedMlp({ gate: `${prefix}.gate_proj.weight`, up: `${prefix}.up_proj.weight`, down: `${prefix}.down_proj.weight` }, hiddenSize, width, config.activation, { sharedExpert });
-  if (!config.sparseLayers[index]) {
-    if (config.intermediateSize === null) throw new Error(`layer ${index} is dense, but its config gives no intermediate size`);
+  if (!sparse) {
+    if (config.intermediateSize === null) throw new Error(`${p} is dense, but its config gives no intermediate size`);
     return gatedMlp(p, config.intermediateSize);
   }
   const shared = config.sharedExpertIntermediateSize;
@@ -112,5 +114,5 @@ export const qwenMoeFamily: ModelFamily<QwenMoeConfig> = {
   name: 'Qwen-MoE',
   modelTypes: ['qwen2_moe', 'qwen3_moe'],
   parseConfig: parseQwenMoeConfig,
-  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => qwenMlp(config, i)),
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => qwenMlp(config, `model.layers.${i}.mlp`, config.sparseLayers[i])),
 };

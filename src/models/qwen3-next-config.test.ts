@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 import { stateBytesPerSlot } from '../step/kv-cache-layout.ts';
+import { MtpHead } from './mtp-head.ts';
 import type { QwenHybridConfig } from './qwen3-next.ts';
-import { createModel, parseModelArchitecture } from './registry.ts';
+import { createModel, mtpLayersOf, parseModelArchitecture } from './registry.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json');
 const config = (json: Record<string, unknown>) => parse(json).config as QwenHybridConfig;
@@ -127,4 +128,28 @@ test('num_experts 0 makes every Qwen3-Next layer a dense MLP', () => {
   const c = config({ ...QWEN3_NEXT_80B, num_experts: 0 });
   assert.equal(c.moe, null);
   assert.ok(c.sparseLayers.every((sparse) => !sparse));
+});
+
+test("the MTP layer (mtp_num_hidden_layers) reads mtp.*: fc over [embedding, hidden] with its pre-fc norms, one gated full-attention layer (Qwen3-Next's a MoE block, Qwen3.5's dense), mtp.norm, and the target's LM head", () => {
+  const mtpTensors = (json: Record<string, unknown>) => {
+    const architecture = parse(json);
+    const head = MtpHead.forTarget(architecture.config, mtpLayersOf(architecture.config), createModel(architecture, 64), null, 64);
+    return head.parameters().map((p) => ({ name: p.name, shape: p.shape }));
+  };
+  const around = (h: number) => [
+    { name: 'mtp.pre_fc_norm_embedding.weight', shape: [h] },
+    { name: 'mtp.pre_fc_norm_hidden.weight', shape: [h] },
+    { name: 'mtp.fc.weight', shape: [h, 2 * h] },
+    { name: 'mtp.norm.weight', shape: [h] },
+  ];
+  const next = mtpTensors({ ...QWEN3_NEXT_80B, mtp_num_hidden_layers: 1, mtp_use_dedicated_embeddings: false });
+  assert.ok(next.every((t) => t.name.startsWith('mtp.')), 'the embedding and LM head are the target\'s');
+  for (const t of around(2048)) assert.deepEqual(next.find((n) => n.name === t.name), t);
+  assert.deepEqual(next.find((t) => t.name === 'mtp.layers.0.self_attn.q_proj.weight')?.shape, [2 * 16 * 256, 2048], 'each head\'s query and output gate');
+  assert.equal(next.filter((t) => /^mtp\.layers\.0\.mlp\.experts\.\d+\.down_proj\.weight$/.test(t.name)).length, 512);
+  assert.ok(next.some((t) => t.name === 'mtp.layers.0.mlp.shared_expert_gate.weight'));
+  const vl = mtpTensors({ ...QWEN3_5_VL, text_config: { ...QWEN3_5_VL.text_config, mtp_num_hidden_layers: 1 } });
+  for (const t of around(4096)) assert.deepEqual(vl.find((n) => n.name === t.name), t);
+  assert.deepEqual(vl.find((t) => t.name === 'mtp.layers.0.mlp.gate_proj.weight')?.shape, [12288, 4096]);
+  assert.ok(!vl.some((t) => t.name.includes('linear_attn') || t.name.includes('experts')));
 });

@@ -14,6 +14,7 @@ import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseHeadDim, parseHeads, parseRopeParameters, ropeParameterFields } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
+import type { MtpLayers } from './mtp-head.ts';
 import { parseExpertsPerToken, parseQwenSparseLayers } from './moe-fields.ts';
 import { qwenMlp, type QwenFeedForwardConfig } from './qwen-moe.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -58,6 +59,12 @@ export interface QwenHybridConfig extends ModelConfig {
   moe: HybridMoeConfig | null;
   /** Per layer: a MoE block (true) or the dense MLP. */
   sparseLayers: boolean[];
+  /**
+   * The multi-token prediction layers stored under `mtp.` (`mtp_num_hidden_layers`, a key the
+   * Hub's configs carry and transformers' classes do not read; 0 without it), and whether they
+   * would embed with an embedding of their own (`mtp_use_dedicated_embeddings`).
+   */
+  mtp: { numLayers: number; dedicatedEmbeddings: boolean };
 }
 
 const DEFAULT_MAX_POSITIONS = 32768;
@@ -107,6 +114,7 @@ function parseHybridConfig(json: Record<string, unknown>, source: string): QwenH
     intermediateSize: modelType === 'qwen3_5_moe_text' ? null : fields.positiveInt('intermediate_size'),
     moe,
     sparseLayers: parseSparseLayers(fields, modelType, moe, common.numLayers),
+    mtp: { numLayers: fields.nonNegativeInt('mtp_num_hidden_layers', 0), dedicatedEmbeddings: fields.boolean('mtp_use_dedicated_embeddings', false) },
   };
 }
 
@@ -170,13 +178,31 @@ function parseSparseLayers(fields: ConfigFields, modelType: HybridModelType, moe
   return modelType === 'qwen3_5_moe_text' ? new Array<boolean>(numLayers).fill(true) : parseQwenSparseLayers(fields, numLayers);
 }
 
-/** Layer `index`'s feed-forward: a dense gated MLP, or Qwen's MoE block with its sigmoid-gated shared expert. */
-function hybridMlp(config: QwenHybridConfig, index: number): FeedForward {
+/** The feed-forward at prefix `p`: a dense gated MLP, or (`sparse`) Qwen's MoE block with its sigmoid-gated shared expert. */
+function hybridMlp(config: QwenHybridConfig, p: string, sparse: boolean): FeedForward {
   const { moe, hiddenSize, intermediateSize, activation } = config;
-  if (moe !== null) return qwenMlp({ ...config, ...moe }, index);
-  const p = `model.layers.${index}.mlp`;
+  if (moe !== null) return qwenMlp({ ...config, ...moe }, p, sparse);
   return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, hiddenSize, intermediateSize!, activation);
 }
+
+/**
+ * Where a layer's tensors are (`model.layers.N`, or `mtp.layers.0` for the MTP layer), which
+ * layer of its cache it keeps its K/V or state in, and its kinds of mixer and feed-forward.
+ */
+interface HybridLayerPlace {
+  prefix: string;
+  cacheLayer: number;
+  linear: boolean;
+  sparse: boolean;
+}
+
+/** The decoder's layer `index`. */
+const decoderLayerPlace = (config: QwenHybridConfig, index: number): HybridLayerPlace => ({
+  prefix: `model.layers.${index}`,
+  cacheLayer: index,
+  linear: config.linearLayers[index],
+  sparse: config.sparseLayers[index],
+});
 
 /** One layer: h += mixer(inputNorm(h)); h += mlp(postAttentionNorm(h)), the mixer Gated DeltaNet or gated full attention. */
 class HybridLayer extends ComposedLayer implements PreNormLayer {
@@ -185,16 +211,16 @@ class HybridLayer extends ComposedLayer implements PreNormLayer {
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: FeedForward;
 
-  constructor(config: QwenHybridConfig, index: number, rotary: RotaryEmbedding) {
+  constructor(config: QwenHybridConfig, place: HybridLayerPlace, rotary: RotaryEmbedding) {
     super();
-    const p = `model.layers.${index}`;
+    const { prefix: p, cacheLayer } = place;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     const zeroCentred = (name: string, size: number) => new RmsNorm(name, size, eps, { offset: 1 });
     this.inputNorm = zeroCentred(`${p}.input_layernorm.weight`, hiddenSize);
-    this.attention = config.linearLayers[index]
-      ? new GatedDeltaNet({ layer: index, prefix: `${p}.linear_attn`, hiddenSize, eps, ...config.deltaNet })
+    this.attention = place.linear
+      ? new GatedDeltaNet({ layer: cacheLayer, prefix: `${p}.linear_attn`, hiddenSize, eps, ...config.deltaNet })
       : new SelfAttention({
-          layer: index,
+          layer: cacheLayer,
           hiddenSize,
           numHeads,
           numKvHeads,
@@ -211,7 +237,7 @@ class HybridLayer extends ComposedLayer implements PreNormLayer {
           outputGate: true,
         });
     this.postAttentionNorm = zeroCentred(`${p}.post_attention_layernorm.weight`, hiddenSize);
-    this.mlp = hybridMlp(config, index);
+    this.mlp = hybridMlp(config, `${p}.mlp`, place.sparse);
   }
 
   protected get sublayers(): Layer[] {
@@ -226,15 +252,14 @@ class HybridLayer extends ComposedLayer implements PreNormLayer {
 /** The hybrid decoder: embedding, hybrid layers, zero-centred final norm, LM head. */
 export class QwenHybridModel extends DecoderStack<QwenHybridConfig, HybridLayer> {
   constructor(config: QwenHybridConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
-    const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
-    const rotary = new RotaryEmbedding(rope, maxPositions, streaming);
+    const rotary = hybridRotary(config, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     super(
       config,
       {
         rotaries: [rotary],
         embedding,
-        layers: Array.from({ length: config.numLayers }, (_, i) => new HybridLayer(config, i, rotary)),
+        layers: Array.from({ length: config.numLayers }, (_, i) => new HybridLayer(config, decoderLayerPlace(config, i), rotary)),
         finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 }),
         lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
       },
@@ -247,9 +272,38 @@ export class QwenHybridModel extends DecoderStack<QwenHybridConfig, HybridLayer>
   }
 }
 
+function hybridRotary(config: QwenHybridConfig, maxPositions: number, streaming: StreamingWindow | null): RotaryEmbedding {
+  const rope = { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
+  return new RotaryEmbedding(rope, maxPositions, streaming);
+}
+
+/**
+ * The MTP layers (`mtp.*`, as vLLM's and SGLang's Qwen3-Next and Qwen3.5 MTP modules read them):
+ * `mtp.layers.0` is one gated full-attention layer of the family, its feed-forward chosen by the
+ * sparse-layer rule at index 0 (vLLM's: the layer's index within `mtp.layers`), which makes it a
+ * MoE block on the MoE models; its tensors around the block are the `target-head` layout.
+ */
+function hybridMtpLayers(config: QwenHybridConfig): MtpLayers {
+  if (config.mtp.dedicatedEmbeddings) {
+    throw invalidModel(`mtp_use_dedicated_embeddings is true for ${config.modelType}: Keel's MTP head embeds with the target's embedding, as the Hub's checkpoints do (false)`);
+  }
+  return {
+    count: config.mtp.numLayers,
+    countKey: 'mtp_num_hidden_layers',
+    layout: { kind: 'target-head', prefix: 'mtp' },
+    rmsNormEps: config.rmsNormEps,
+    block: (maxPositions) => {
+      const rotary = hybridRotary(config, maxPositions, null);
+      const place = { prefix: 'mtp.layers.0', cacheLayer: 0, linear: false, sparse: config.sparseLayers[0] };
+      return { rotary, block: new HybridLayer(config, place, rotary) };
+    },
+  };
+}
+
 export const qwenHybridFamily: ModelFamily<QwenHybridConfig> = {
   name: 'Qwen3-Next / Qwen3.5 (hybrid Gated DeltaNet)',
   modelTypes: MODEL_TYPES,
   parseConfig: parseHybridConfig,
   create: (config, maxPositions, streaming, stage) => new QwenHybridModel(config, maxPositions, streaming, stage),
+  mtp: { modelTypes: MODEL_TYPES, layers: hybridMtpLayers },
 };

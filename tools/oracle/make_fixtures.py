@@ -1076,8 +1076,9 @@ FIXTURES.append(Fixture(
     "zero-centred q/k norms, partial rotary 0.25 of head_dim 16 (4 dims), GQA 4 query / 2 KV heads. "
     "mRoPE sections (interleaved) with text positions: plain RoPE. Every other RMSNorm multiplies by (1 + w). "
     "Dense MLP 64, lm_head tied to the embedding. The prompts' prefill runs transformers' chunked delta rule, its "
-    "decodes the recurrent one.",
-    _fields(intermediate_size=64, tie_word_embeddings=True, **HYBRID_FIELDS),
+    "decodes the recurrent one. One MTP layer (mtp_num_hidden_layers 1) stored as mtp.* (add_hybrid_mtp_layers), "
+    "which transformers ignores and Keel's MTP head reads.",
+    _fields(intermediate_size=64, tie_word_embeddings=True, mtp_num_hidden_layers=1, **HYBRID_FIELDS),
     _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
     norm_center=0.0,
     init_overrides=HYBRID_NORMS,
@@ -1088,9 +1089,11 @@ FIXTURES.append(Fixture(
     "(in_proj_qkvz: per key head its q, k, then its 2 value heads' v and z; in_proj_ba: per key head its value "
     "heads' b then a), and MoE feed-forwards: layers 0, 2, 3 sparse (mlp_only_layers [1], dense 32), 4 experts "
     "(moe_intermediate 16), top-2 of softmax(x @ gate.T), renormalised (norm_topk_prob), plus a shared expert "
-    "(16) scaled by sigmoid(shared_expert_gate(x)). Partial rotary 0.25, RoPE theta 1e4.",
+    "(16) scaled by sigmoid(shared_expert_gate(x)). Partial rotary 0.25, RoPE theta 1e4. One MTP layer "
+    "(mtp_num_hidden_layers 1) stored as mtp.* (add_hybrid_mtp_layers), its block a MoE one, untied lm_head.",
     _fields(intermediate_size=32, moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4,
-            num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1], **HYBRID_FIELDS),
+            num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+            mtp_num_hidden_layers=1, **HYBRID_FIELDS),
     _rope(partial_rotary_factor=0.25),
     norm_center=0.0,
     init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
@@ -1102,9 +1105,10 @@ FIXTURES.append(Fixture(
     "in every layer: 4 experts (moe_intermediate 16), saved per expert (transformers fuses them at load), top-2 of "
     "softmax(x @ gate.T) always renormalised (Qwen3.5-MoE has no norm_topk_prob), plus a shared expert (16) scaled by sigmoid(shared_expert_gate(x)). Weights under "
     "model.language_model.*, lm_head tied to the embedding (tie_word_embeddings at the top level), beside a 1-block "
-    "vision tower model.visual.*, which the engine skips.",
+    "vision tower model.visual.*, which the engine skips. One MTP layer (text_config's mtp_num_hidden_layers 1) "
+    "stored at the top level as mtp.*, as the Hub's Qwen3.5 checkpoints keep it (add_hybrid_mtp_layers).",
     _fields(moe_intermediate_size=16, shared_expert_intermediate_size=16, num_experts=4, num_experts_per_tok=2,
-            tie_word_embeddings=True, **HYBRID_FIELDS),
+            tie_word_embeddings=True, mtp_num_hidden_layers=1, **HYBRID_FIELDS),
     _rope(partial_rotary_factor=0.25, mrope_section=[1, 1, 0], mrope_interleaved=True),
     norm_center=0.0,
     init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), *HYBRID_NORMS),
@@ -1613,6 +1617,51 @@ def save_checkpoint(model, fx: Fixture, out_dir: Path) -> None:
             raise RuntimeError(f"expected a sharded checkpoint, got {weights}")
 
 
+def _checkpoint_tensors(out_dir: Path) -> tuple[dict, dict | None]:
+    """A saved checkpoint's tensors, and its index where it is sharded."""
+    index_path = out_dir / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else None
+    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
+    return {name: t for f in files for name, t in load_file(out_dir / f).items()}, index
+
+
+def _draw_mtp_tensors(shapes: dict, dtypes: dict, gen: torch.Generator, norm_center: float) -> dict:
+    """Random tensors of `shapes`, drawn in name order as randomize_parameters draws them (norm
+    weights around `norm_center`, routers wider), each stored in its `dtypes` entry."""
+    drawn = {}
+    for name in sorted(shapes):
+        noise = torch.randn(shapes[name], generator=gen, dtype=torch.float32)
+        if _is_norm_weight(name):
+            value = norm_center + 0.1 * noise
+        elif name.endswith("e_score_correction_bias"):
+            value = 0.1 * noise
+        elif name.endswith("mlp.gate.weight"):
+            value = 0.3 * noise
+        else:
+            value = INIT_STD * noise
+        drawn[name] = value.to(dtypes[name]).contiguous()
+    return drawn
+
+
+def _append_tensors(out_dir: Path, tensors: dict, index: dict | None, extra: dict) -> None:
+    """Adds `extra` to the saved checkpoint: into model.safetensors, or a sharded checkpoint's
+    shard of their own (model-mtp.safetensors), listed in its index."""
+    if index is None:
+        save_file({**tensors, **extra}, out_dir / "model.safetensors", metadata={"format": "pt"})
+        return
+    save_file(extra, out_dir / "model-mtp.safetensors", metadata={"format": "pt"})
+    index["weight_map"].update({name: "model-mtp.safetensors" for name in extra})
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _last_layer_block(tensors: dict, prefix: str) -> dict:
+    """The tensors under `prefix` (the decoder's last layer's), by their names within the layer."""
+    block = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    if not any(name.startswith("mlp.experts.") or name.startswith("mlp.gate_proj.") for name in block):
+        raise RuntimeError(f"{prefix}* holds no feed-forward the MTP block could copy")
+    return block
+
+
 @torch.no_grad()
 def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
     """DeepSeek-V3's multi-token prediction layers, which transformers does not model, appended to
@@ -1622,13 +1671,8 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
     generator, after the model: the decoder's weights and oracle do not change. Stored in the
     checkpoint's dtype, as the decoder's tensors are (each block tensor in its decoder twin's).
     A sharded checkpoint gets them in a shard of their own, listed in its index."""
-    index_path = out_dir / "model.safetensors.index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else None
-    files = sorted(set(index["weight_map"].values())) if index else ["model.safetensors"]
-    tensors = {name: t for f in files for name, t in load_file(out_dir / f).items()}
-    last = config.num_hidden_layers - 1
-    prefix = f"model.layers.{last}."
-    block = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    tensors, index = _checkpoint_tensors(out_dir)
+    block = _last_layer_block(tensors, f"model.layers.{config.num_hidden_layers - 1}.")
     if not any(name.startswith("mlp.experts.") for name in block):
         raise RuntimeError("the MTP block copies the last layer's tensor names, which must be a MoE layer's")
     h = config.hidden_size
@@ -1636,26 +1680,37 @@ def add_mtp_layers(out_dir: Path, config, seed: int) -> None:
     shapes.update({"enorm.weight": (h,), "hnorm.weight": (h,), "eh_proj.weight": (h, 2 * h),
                    "shared_head.norm.weight": (h,), "shared_head.head.weight": (config.vocab_size, h)})
     dtype = tensors["model.embed_tokens.weight"].dtype
+    dtypes = {name: block[name].dtype if name in block else dtype for name in shapes}
     gen = torch.Generator().manual_seed(seed + 500)
     mtp = {}
     for k in range(config.num_nextn_predict_layers):
-        for name in sorted(shapes):
-            noise = torch.randn(shapes[name], generator=gen, dtype=torch.float32)
-            if _is_norm_weight(name) or name in ("enorm.weight", "hnorm.weight"):
-                value = 1.0 + 0.1 * noise
-            elif name.endswith("e_score_correction_bias"):
-                value = 0.1 * noise
-            elif name.endswith("mlp.gate.weight"):
-                value = 0.3 * noise
-            else:
-                value = INIT_STD * noise
-            mtp[f"model.layers.{config.num_hidden_layers + k}.{name}"] = value.to(block[name].dtype if name in block else dtype).contiguous()
-    if index is None:
-        save_file({**tensors, **mtp}, out_dir / "model.safetensors", metadata={"format": "pt"})
-        return
-    save_file(mtp, out_dir / "model-mtp.safetensors", metadata={"format": "pt"})
-    index["weight_map"].update({name: "model-mtp.safetensors" for name in mtp})
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        mtp.update({f"model.layers.{config.num_hidden_layers + k}.{name}": t for name, t in _draw_mtp_tensors(shapes, dtypes, gen, 1.0).items()})
+    _append_tensors(out_dir, tensors, index, mtp)
+
+
+@torch.no_grad()
+def add_hybrid_mtp_layers(out_dir: Path, text_config, norm_center: float, seed: int) -> None:
+    """Qwen3-Next's and Qwen3.5's multi-token prediction layer, which transformers ignores
+    (`_keys_to_ignore_on_load_unexpected` ^mtp.*), appended to the saved checkpoint as the Hub's
+    checkpoints hold it, at the top level also in a vision-language wrapper's: mtp.fc [H, 2H] (over
+    [embedding, hidden]), mtp.pre_fc_norm_embedding, mtp.pre_fc_norm_hidden, mtp.norm, and
+    mtp.layers.0.* a decoder block named as the decoder's last layer's (full attention, and its
+    MoE block or dense MLP). No head: the target's LM head gives its logits. Norm weights are the
+    family's (1 + w), drawn around `norm_center`; drawn after the model from their own generator."""
+    tensors, index = _checkpoint_tensors(out_dir)
+    last = text_config.num_hidden_layers - 1
+    if text_config.layer_types[last] != "full_attention":
+        raise RuntimeError("the MTP block copies the last layer's tensor names, which must be a full-attention layer's")
+    stored = next(name for name in tensors if name.endswith(f"layers.{last}.input_layernorm.weight"))
+    block = _last_layer_block(tensors, stored[: -len("input_layernorm.weight")])
+    h = text_config.hidden_size
+    shapes = {f"layers.0.{name}": tuple(t.shape) for name, t in block.items()}
+    shapes.update({"fc.weight": (h, 2 * h), "pre_fc_norm_embedding.weight": (h,), "pre_fc_norm_hidden.weight": (h,), "norm.weight": (h,)})
+    dtype = next(t.dtype for name, t in tensors.items() if name.endswith("embed_tokens.weight"))
+    dtypes = {name: dtype for name in shapes}
+    gen = torch.Generator().manual_seed(seed + 500)
+    drawn = _draw_mtp_tensors(shapes, dtypes, gen, norm_center)
+    _append_tensors(out_dir, tensors, index, {f"mtp.{name}": t for name, t in drawn.items()})
 
 
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
@@ -1726,6 +1781,8 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         (out_dir / "config.json").write_text(json.dumps({**saved, **fx.saved_config_overrides}, indent=2, sort_keys=True) + "\n")
     if fx.fields.get("num_nextn_predict_layers"):
         add_mtp_layers(out_dir, model.config, seed)
+    if fx.fields.get("mtp_num_hidden_layers"):
+        add_hybrid_mtp_layers(out_dir, model.config.get_text_config(), fx.norm_center, seed)
     if fx.quantization:
         write_checkpoint(out_dir, fx.quantization, packed)
     saved_config = check_saved_config(fx, out_dir)

@@ -28,6 +28,11 @@ test/fixtures/llama-gqa (hidden 64, vocabulary 256):
                                  num_hidden_layers: enorm, hnorm, eh_proj, a MoE decoder block of the
                                  family, GLM-5's with its indexer, shared_head), its block run by
                                  transformers' own decoder layer
+  test/fixtures/spec-heads/mtp-{qwen3.5-hybrid,qwen3-next-moe}/head_oracle.json
+                                 the same for the Qwen MTP layer make_fixtures.py stores in
+                                 test/fixtures/qwen3.5-hybrid and qwen3-next-moe (mtp.fc over
+                                 [embedding, hidden] with their pre-fc norms, a full-attention
+                                 decoder block of the family, mtp.norm, the target's lm_head)
   each EAGLE dir: head_oracle.json  six positions of one sequence: the tokens, the target's states,
                                  and the head's outputs and logits there (eagle_reference.py, float32
                                  on the bf16 weights), for the head's parity test
@@ -312,6 +317,53 @@ def write_mtp_oracle(target, out, n):
     print(f"wrote {out}")
 
 
+# The hybrid fixtures whose checkpoints make_fixtures.py gives a Qwen MTP layer (mtp.*), and the head directory of each.
+HYBRID_MTP_TARGETS = {"qwen3.5-hybrid": "mtp-qwen3.5-hybrid", "qwen3-next-moe": "mtp-qwen3-next-moe"}
+
+
+@torch.no_grad()
+def write_hybrid_mtp_oracle(target, out, n):
+    """A Qwen3-Next / Qwen3.5 MTP module on the target's final states of one greedy sequence, as
+    vLLM and SGLang run it: x = mtp.fc([pre_fc_norm_embedding(embed(token after p)),
+    pre_fc_norm_hidden(state p)]), mtp.layers.0 (transformers' own full-attention decoder layer of
+    the family, loaded as layer num_hidden_layers of a one-layer-longer model from a copy of the
+    checkpoint whose mtp.layers.0.* are renamed so, its experts fused by from_pretrained), then
+    h = mtp.norm(block output) and logits = the target's lm_head(h). Every norm multiplies by (1 + w)."""
+    import tempfile
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    config = model.config
+    if getattr(config, "mtp_num_hidden_layers", 0) < 1:
+        raise RuntimeError(f"{target} carries no MTP layer: rebuild it with make_fixtures.py --only {target.name}")
+    layer = config.num_hidden_layers
+    w = {name: t.float() for name, t in load_file(target / "model.safetensors").items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        renamed = {name.replace("mtp.layers.0.", f"model.layers.{layer}."): t for name, t in w.items() if not name.startswith("mtp.") or name.startswith("mtp.layers.0.")}
+        save_file(renamed, Path(tmp) / "model.safetensors", metadata={"format": "pt"})
+        saved = json.loads((target / "config.json").read_text())
+        saved.update(num_hidden_layers=layer + 1, layer_types=saved["layer_types"] + ["full_attention"])
+        (Path(tmp) / "config.json").write_text(json.dumps(saved))
+        longer = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager").eval()
+    block, rotary = longer.model.layers[layer], longer.model.rotary_emb
+    eps = config.rms_norm_eps
+    norm = lambda x, name: eagle_reference.rms_norm(x, 1 + w[f"mtp.{name}.weight"], eps)
+    g = torch.Generator().manual_seed(SEED + 7)
+    prompt = torch.randint(3, config.vocab_size, (1, 10), generator=g)
+    sequence = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    final = model(sequence, output_hidden_states=True).hidden_states[-1][0]
+    tokens, features = sequence[0, 1 : n + 1], final[:n]
+    x = torch.cat([norm(model.model.embed_tokens.weight[tokens], "pre_fc_norm_embedding"), norm(features, "pre_fc_norm_hidden")], -1) @ w["mtp.fc.weight"].T
+    positions = torch.arange(n)[None]
+    # Qwen3.5's rotary is mRoPE: a text token's temporal, height and width positions are its own.
+    rope_positions = positions.expand(3, 1, n) if hasattr(rotary, "mrope_section") else positions
+    mask = torch.full((n, n), float("-inf")).triu(1)[None, None]
+    h = block(x[None], attention_mask=mask, position_ids=positions, position_embeddings=rotary(x[None], rope_positions))
+    h = norm((h[0] if isinstance(h, tuple) else h)[0], "norm")
+    logits = model.lm_head(h)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "head_oracle.json").write_text(json.dumps(head_oracle(tokens, [features], h, logits, n)) + "\n")
+    print(f"wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(ROOT / "test/fixtures/spec-heads"))
@@ -334,6 +386,8 @@ def main():
     if "mtp" in wanted:
         for target, (head, positions) in MTP_TARGETS.items():
             write_mtp_oracle(ROOT / "test/fixtures" / target, root / head, positions)
+        for target, head in HYBRID_MTP_TARGETS.items():
+            write_hybrid_mtp_oracle(ROOT / "test/fixtures" / target, root / head, ORACLE_POSITIONS)
 
 
 def write_medusa(out, model, hidden, tokens):
