@@ -93,6 +93,8 @@ const GRAPH_CASES: [string, string, EngineOptions['speculative']][] = [
   ['MTP', join(FIXTURES_DIR, 'deepseek-v3'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
   ["GLM-4.5's MTP", join(FIXTURES_DIR, 'glm4-moe'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
   ["GLM-5's MTP", join(FIXTURES_DIR, 'glm-moe-dsa'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
+  // A hybrid: graphs pad with the scratch state slot, and the speculating request rewinds its state.
+  ["Qwen3.5's MTP", join(FIXTURES_DIR, 'qwen3.5-hybrid'), { method: 'mtp', numSpeculativeTokens: 3, disableByBatchSize: 2 }],
 ];
 
 for (const [label, model, speculative] of GRAPH_CASES) {
