@@ -493,6 +493,9 @@ def gen_llama4_text(r, name):
 
 def gen_llama4(r, name):
     f = _llama4_text(r)
+    # transformers 5.18's wrapper builds its cache's chunked layers from attention_chunk_size and fails on
+    # null (TypeError in cache_utils); llama4_text takes null, the wrapper gets a size.
+    f["attention_chunk_size"] = f["attention_chunk_size"] or r.choice((8, 16))
     return fx(name, "llama4", f, rope(r, f, ("default", "llama3")), init_overrides=LLAMA4_ROUTER, text_model_type="llama4_text",
               wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"],
                                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
