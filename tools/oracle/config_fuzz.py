@@ -129,7 +129,8 @@ def sliding(r: random.Random, fields: dict, qwen: bool) -> None:
         fields["use_sliding_window"] = window is not None and r.random() < 0.8
         if r.random() < 0.5:
             fields["max_window_layers"] = r.choice((0, 1, 2))
-        elif window is not None and r.random() < 0.5:
+        elif fields["use_sliding_window"] and r.random() < 0.5:
+            # Without use_sliding_window transformers sets the window to None, and a sliding layer then fails.
             fields["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(fields["num_hidden_layers"])]
 
 
@@ -251,6 +252,9 @@ def gen_mistral3(r, name):
 def gen_phi3(r, name):
     f = base(r)
     f.update(hidden_act=act(r, "silu"), original_max_position_embeddings=32, sliding_window=r.choice((None, 16)))
+    # Phi3Config checks longrope's factor lists against hidden_size / num_attention_heads, not a head_dim
+    # key (which its attention would read): Phi-3 checkpoints carry none, so neither do the variants.
+    f.pop("head_dim", None)
     # int(head_dim * factor) must be even (rotate_half pairs), as for GLM below.
     partial = r.choice([p for p in (1.0, 0.5, 0.75) if int(head_dim_of(f) * p) % 2 == 0])
     # Phi3Config accepts default and longrope only.
@@ -271,7 +275,18 @@ def gen_mixtral(r, name):
         # MixtralConfig has no such key: transformers always renormalizes.
         f["norm_topk_prob"] = False
     sliding(r, f, qwen=False)
-    return fx(name, "mixtral", f, rope(r, f), init_overrides=MOE_ROUTER)
+    rope_ = rope(r, f)
+    if rope_["rope_type"] == "dynamic":
+        # transformers' dynamic NTK reads config.head_dim, which MixtralConfig leaves None unless given.
+        f.setdefault("head_dim", f["hidden_size"] // f["num_attention_heads"])
+    return fx(name, "mixtral", f, rope_, init_overrides=MOE_ROUTER)
+
+
+def _some_sparse_layer(f):
+    """At least one MoE layer (i sparse when not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0)."""
+    n = f["num_hidden_layers"]
+    if not any(i not in f["mlp_only_layers"] and (i + 1) % f["decoder_sparse_step"] == 0 for i in range(n)):
+        f["decoder_sparse_step"] = 1
 
 
 def gen_qwen2_moe(r, name):
@@ -281,6 +296,7 @@ def gen_qwen2_moe(r, name):
              shared_expert_intermediate_size=r.choice((16, 48)), norm_topk_prob=r.random() < 0.5,
              decoder_sparse_step=r.choice((1, 2)), mlp_only_layers=r.choice(([], [0], [n - 1])),
              qkv_bias=r.random() < 0.7, hidden_act=act(r, "silu"))
+    _some_sparse_layer(f)
     sliding(r, f, qwen=True)
     return fx(name, "qwen2_moe", f, rope(r, f), init_overrides=MOE_ROUTER)
 
@@ -291,6 +307,7 @@ def gen_qwen3_moe(r, name):
     f.update(num_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
              norm_topk_prob=r.random() < 0.5, decoder_sparse_step=r.choice((1, 2)),
              mlp_only_layers=r.choice(([], [0], [n - 1])), attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    _some_sparse_layer(f)
     sliding(r, f, qwen=True)
     return fx(name, "qwen3_moe", f, rope(r, f), init_overrides=MOE_ROUTER)
 
@@ -310,6 +327,14 @@ def _mla(r, f):
         f["moe_layer_freq"] = 2
 
 
+def _mla_rope(r, f):
+    """DeepSeek's RoPE: transformers reads the scaling's factor for the softmax mscale whenever the type is not default."""
+    rope_ = rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"])
+    if rope_["rope_type"] != "default":
+        rope_.setdefault("factor", r.choice((2.0, 8.0)))
+    return rope_
+
+
 def gen_deepseek_v2(r, name):
     f = base(r)
     _mla(r, f)
@@ -317,8 +342,7 @@ def gen_deepseek_v2(r, name):
     f["topk_method"] = method
     if method == "group_limited_greedy":
         f.update(n_group=2, topk_group=r.choice((1, 2)))
-    return fx(name, "deepseek_v2", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
-              init_overrides=MOE_ROUTER)
+    return fx(name, "deepseek_v2", f, _mla_rope(r, f), init_overrides=MOE_ROUTER)
 
 
 def gen_deepseek_v3(r, name):
@@ -327,7 +351,7 @@ def gen_deepseek_v3(r, name):
     # Each kept group must hold at least top-2 candidates (transformers sums each group's top 2).
     f.update(n_group=r.choice([g for g in (1, 2, 4) if f["n_routed_experts"] // g >= 2]), rope_interleave=r.random() < 0.6)
     f["topk_group"] = r.choice([g for g in (1, 2, 4) if g <= f["n_group"]])
-    return fx(name, "deepseek_v3", f, rope(r, f, ("default", "yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"]),
+    return fx(name, "deepseek_v3", f, _mla_rope(r, f),
               init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
