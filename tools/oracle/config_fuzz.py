@@ -489,11 +489,13 @@ def gen_gpt_oss(r, name):
 
 
 def _llama4_text(r):
+    # attention_chunk_size is never null: transformers 5.18 builds its cache's chunked (RoPE) layers
+    # from it and fails on null (TypeError in cache_utils), and Llama 4 checkpoints all set it.
     f = base(r)
     n = r.choice((2, 3, 4))
     f.update(num_hidden_layers=n, head_dim=f.get("head_dim", 16), intermediate_size=16, intermediate_size_mlp=48,
              num_local_experts=r.choice((3, 4)), num_experts_per_tok=r.choice((1, 2)),
-             use_qk_norm=r.random() < 0.5, attention_chunk_size=r.choice((None, 8, 16)),
+             use_qk_norm=r.random() < 0.5, attention_chunk_size=r.choice((8, 16)),
              attn_temperature_tuning=r.random() < 0.7, floor_scale=r.choice((4, 8)), attn_scale=r.choice((0.1, 0.3)),
              attention_bias=r.random() < 0.3)
     if r.random() < 0.5:
@@ -517,9 +519,6 @@ def gen_llama4_text(r, name):
 
 def gen_llama4(r, name):
     f = _llama4_text(r)
-    # transformers 5.18's wrapper builds its cache's chunked layers from attention_chunk_size and fails on
-    # null (TypeError in cache_utils); llama4_text takes null, the wrapper gets a size.
-    f["attention_chunk_size"] = f["attention_chunk_size"] or r.choice((8, 16))
     return fx(name, "llama4", f, rope(r, f, ("default", "llama3")), init_overrides=LLAMA4_ROUTER, text_model_type="llama4_text",
               wrapper_fields=dict(tie_word_embeddings=f["tie_word_embeddings"],
                                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
