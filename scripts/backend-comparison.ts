@@ -14,9 +14,8 @@ import { openModelFiles } from '../src/checkpoint/model-files.ts';
 import { loadModelWeights, resolveEngineConfig } from '../src/engine/load-engine.ts';
 import type { HiddenStateTap } from '../src/models/causal-lm.ts';
 import { createModel, modelArchitectureOf } from '../src/models/registry.ts';
-import { describeBatch } from '../src/step/batch.ts';
-import { keepsSequenceState } from '../src/step/kv-cache-layout.ts';
 import { withBf16Activations } from '../test/helpers/bf16-activations.ts';
+import { promptsPrefill } from '../test/helpers/prompts-prefill.ts';
 
 /** `cpu-bf16`: the CPU backend with weights and activations rounded to bf16 as CUDA stores them: what bf16 alone costs. */
 export const BACKEND_NAMES = ['cpu', 'cpu-bf16', 'cuda'] as const;
@@ -103,27 +102,10 @@ export async function traceBackend(
   const backend = await openBackend(backendName);
   try {
     loadModelWeights(model, files, architecture, config, backend, { rank: 0, size: 1, expertParallel: false });
-    let nextBlock = 0;
-    const promptStarts: number[] = [];
-    let numTokens = 0;
-    // A state layer (Gated DeltaNet) keeps each prompt's recurrent state in a slot of its own.
-    const stateSlots = keepsSequenceState(model.kvLayers) ? prompts.length : 0;
-    const chunks = prompts.map((tokens, i) => {
-      const blocks = Math.ceil(tokens.length / blockSize);
-      const blockTable = Array.from({ length: blocks }, (_, b) => nextBlock + b);
-      nextBlock += blocks;
-      promptStarts.push(numTokens);
-      numTokens += tokens.length;
-      const rotaryRow = model.rotaryRow?.bind(model);
-      return {
-        tokens,
-        startPos: 0,
-        blockTables: [blockTable],
-        ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }),
-        ...(stateSlots > 0 && { stateSlot: i }),
-      };
-    });
-    const cache = backend.createKvCache({ numBlocks: nextBlock, blockSize, layers: model.kvLayers, stateSlots });
+    const { batch, numBlocks, stateSlots } = promptsPrefill(prompts, blockSize, model);
+    const promptStarts = Array.from(batch.queryStartLoc.subarray(0, prompts.length));
+    const numTokens = batch.numTokens;
+    const cache = backend.createKvCache({ numBlocks, blockSize, layers: model.kvLayers, stateSlots });
     const ops: OpRecord[] = [];
     const traced = options.ops ? tracingOps(backend, ops) : backend;
     let layerInputs: Float32Array[] = [];
@@ -140,7 +122,7 @@ export async function traceBackend(
         },
       },
     };
-    const step = traced.beginStep(describeBatch(chunks, blockSize));
+    const step = traced.beginStep(batch);
     const all = backend.toHost(model.forward(traced, step, cache, tap));
     const vocab = all.length / prompts.length;
     const logits = prompts.map((_, i) => all.slice(i * vocab, (i + 1) * vocab));

@@ -2,13 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { EngineOptions } from '../../src/config.ts';
 import type { SpeculationStats } from '../../src/engine/outputs.ts';
-import { describeBatch, type BatchDescription, type SequenceChunk } from '../../src/step/batch.ts';
-import type { CausalLM } from '../../src/models/causal-lm.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
 import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
 import { keepsSequenceState, kvBytesPerBlock, kvCacheGroups, type LayerKvSpec } from '../../src/step/kv-cache-layout.ts';
 import { traceBackend } from '../../scripts/backend-comparison.ts';
+import { promptsPrefill } from './prompts-prefill.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -204,11 +203,8 @@ export async function checkLogits(fixture: OracleFixture, options: ParityOptions
   const loaded = await loadModel({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize });
   try {
     const prompts = fixture.oracle.prompts;
-    const blocksPer = prompts.map((p) => Math.ceil(p.length / blockSize));
-    const layers = loaded.model.kvLayers;
-    const stateSlots = keepsSequenceState(layers) ? prompts.length : 0;
-    const cache = loaded.backend.createKvCache({ numBlocks: blocksPer.reduce((a, b) => a + b, 0), blockSize, layers, stateSlots });
-    const batch = prefillBatch(prompts, blockSize, loaded.model, stateSlots > 0);
+    const { batch, numBlocks, stateSlots } = promptsPrefill(prompts, blockSize, loaded.model);
+    const cache = loaded.backend.createKvCache({ numBlocks, blockSize, layers: loaded.model.kvLayers, stateSlots });
     const logits = loaded.backend.toHost(loaded.model.forward(loaded.backend, loaded.backend.beginStep(batch), cache));
     const vocab = loaded.modelConfig.vocabSize;
     const rows = prompts.map((_, i) => logits.subarray(i * vocab, (i + 1) * vocab));
@@ -221,28 +217,6 @@ export async function checkLogits(fixture: OracleFixture, options: ParityOptions
   } finally {
     loaded.backend.dispose();
   }
-}
-
-/**
- * Every prompt prefilled in one step, each in its own consecutive run of blocks (and with
- * `stateSlots`, state slot i for prompt i), rotated as the model runner would.
- */
-function prefillBatch(prompts: number[][], blockSize: number, model: CausalLM, stateSlots: boolean): BatchDescription {
-  let nextBlock = 0;
-  const chunks = prompts.map((tokens, i): SequenceChunk => {
-    const numBlocks = Math.ceil(tokens.length / blockSize);
-    const blockTable = Array.from({ length: numBlocks }, (_, b) => nextBlock + b);
-    nextBlock += numBlocks;
-    const rotaryRow = model.rotaryRow?.bind(model);
-    return {
-      tokens,
-      startPos: 0,
-      blockTables: [blockTable],
-      ...(rotaryRow && { rotaryRow: (position: number) => rotaryRow(position, tokens.length) }),
-      ...(stateSlots && { stateSlot: i }),
-    };
-  });
-  return describeBatch(chunks, blockSize);
 }
 
 const GREEDY = { temperature: 0, ignoreEos: true } as const;
