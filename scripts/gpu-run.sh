@@ -3,7 +3,8 @@
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
 # Steps: tests (npm run test:gpu), checks (the same split over seven processes that run at once:
-# the kernel tests, and the CUDA parity suite over six groups of fixtures), soak (the server's
+# the kernel tests, and the CUDA parity suite over six groups of fixtures), files (the GPU test files named
+# in $GPU_TEST_FILES), soak (the server's
 # chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
@@ -96,6 +97,9 @@ for s in "$@"; do
         grep -hE "^# (tests|pass|fail)" "$out/$log.log" | tr '\n' ' ' | sed "s/^/[$log] /"; echo
         grep -hE "^ *not ok" "$out/$log.log" | head -20 | sed "s/^/[$log] /"
       done ;;
+    files) # The GPU test files named in $GPU_TEST_FILES, two at a time.
+      step files 500 node --test --test-concurrency=2 ${GPU_TEST_FILES:?name the test files}
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/files.log" | head -30 | sed "s/^/[files] /" ;;
     speculative) step speculative 280 node --test test/speculative-decoding.gpu.test.ts
       step parity-speculative 280 env KEEL_PARITY_FIXTURES='^(llama-gqa|mixtral-moe|deepseek-v2-lite|gemma2-softcap|phi3-longrope|keel-tiny)$' \
         node --test --test-name-pattern='speculative' test/transformers-parity.gpu.test.ts ;;
@@ -214,7 +218,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
