@@ -25,7 +25,7 @@
 # (latency batch 1 on the other three bench/configs), linear (keel bench linear over every weight format and
 # 1..256 rows), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization, with and without
 # KEEL_MARLIN=1, and with --sparsity 2:4), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
-# quest (8B decode at 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
+# quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
@@ -165,7 +165,7 @@ for s in "$@"; do
     seventy) for q in fp8 int4; do
         step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95
       done ;;
-    quest) for ctx in 32768 131072; do for budget in dense 2048 4096; do
+    quest) for ctx in ${QUEST_CONTEXTS:-32768 131072}; do for budget in dense 2048 4096; do
         sparse=$([ "$budget" = dense ] || echo "--sparse-attention quest --sparse-token-budget $budget")
         step "quest-$ctx-$budget" 300 node bin/keel bench latency --model bench/configs/llama-3.1-8b --load-format dummy --backend cuda \
           --no-progress --max-model-len $((ctx + 256)) --batch-size "$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)" --input-len "$ctx" \
