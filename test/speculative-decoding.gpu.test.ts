@@ -73,7 +73,7 @@ test("CUDA: keel-tiny-draft with penalized requests chains its passes on the dev
     for (const penalties of [{ repetitionPenalty: 1.2 }, { frequencyPenalty: 0.8, presencePenalty: 0.3 }]) {
       const params = { ...GREEDY, ...penalties };
       const want = await plain.generate(PROMPTS, params);
-      assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]), `${JSON.stringify(penalties)}: `, true);
+      assertGreedyUpToNearTie(await llm.generate(PROMPTS, params), want.map((e) => e.outputs[0]), `${JSON.stringify(penalties)}: `, penalties);
     }
   } finally {
     CudaBackend.prototype.replayForward = original;

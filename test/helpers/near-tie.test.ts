@@ -35,7 +35,7 @@ test('a run equal to the reference passes; one that parts at a near-tie passes, 
   assertGreedyUpToNearTie([run([...BEFORE, 16, 7])], [reference(2067)]);
   // The third candidate, 0.074 below the first: bf16 logits put all three within a step or two, and ties go to the lower id.
   assertGreedyUpToNearTie([run([...BEFORE, 13, 7])], [reference(2067)]);
-  assertGreedyUpToNearTie([run([...BEFORE, 13, 7])], [reference(2067)], '', true);
+  assertGreedyUpToNearTie([run([...BEFORE, 13, 7])], [reference(2067)], '', { repetitionPenalty: 1.2 });
 });
 
 test('a difference that is no near-tie, or a token beyond the reference\'s candidates, fails', () => {
@@ -44,10 +44,21 @@ test('a difference that is no near-tie, or a token beyond the reference\'s candi
   assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE.slice(0, 3), 9])], [reference(2067)]), /prompt 0, step 3: 9 is not among the reference's top 1/);
 });
 
-test('with penalties, a near-tie counts only between tokens the penalties leave alone (raw logprobs are not the penalized ones)', () => {
+test('with a repetition penalty, a near-tie counts only between tokens it leaves alone (raw logprobs are not the penalized ones)', () => {
   // 1201, already in the output, within 0.02 of 2067 in raw logprobs: its penalized logit is another.
   const top = [CANDIDATES[0], CANDIDATES[4], CANDIDATES[1]];
   assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, top)]);
-  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, top)], '', true), /the penalties touch 1201/);
-  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 2067, 7])], [reference(1201, top)], 'rep 1.2: ', true), /rep 1\.2: prompt 0, step 9: 2067 for the reference's 1201, and the penalties touch 1201/);
+  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, top)], '', { repetitionPenalty: 1.2 }), /the repetition penalty touches 1201/);
+  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 2067, 7])], [reference(1201, top)], 'rep 1.2: ', { repetitionPenalty: 1.2 }), /rep 1\.2: prompt 0, step 9: 2067 for the reference's 1201, and the repetition penalty touches 1201/);
+});
+
+test('with presence and frequency penalties, the gap judged is the penalized one', () => {
+  const penalties = { presencePenalty: 0.3, frequencyPenalty: 0.8 };
+  // 1201 is once in the output: 1.1 comes off its logit. Raw, 0.018 from 2067; penalized, 1.118.
+  const close = [CANDIDATES[0], CANDIDATES[4]];
+  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, close)], '', penalties), /a gap of 1\.11\d* \(penalized; 0\.01\d* raw\) is no near-tie/);
+  // Raw, 1201 leads by 1.072; penalized, it trails 2067 by 0.028: a near-tie either run may take.
+  const leading = [CANDIDATES[0], { tokenId: 1201, token: '', logprob: -0.1 }];
+  assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, leading)], '', penalties);
+  assert.throws(() => assertGreedyUpToNearTie([run([...BEFORE, 1201, 7])], [reference(2067, leading)]), /a gap of 1\.07\d* is no near-tie/);
 });

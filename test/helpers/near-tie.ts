@@ -17,13 +17,16 @@ const NEAR_TIE = 0.13;
  * flip a near-tie, between two candidates or among several (bf16 logits tie often, and equal
  * logits go to the lower id), and later tokens follow another context and are not compared. The
  * reference must have been generated with `logprobs` (a candidate beyond its top list fails).
- * Logprobs are raw, before penalties: with `penalized` requests the flip is judged only between
- * tokens the penalties leave alone (in neither the prompt nor the output before it), whose raw gap
- * is their penalized gap. `what` prefixes the messages.
+ * Logprobs are raw, before penalties: with `penalties` the gap judged is the penalized one. The
+ * presence and frequency penalties subtract from a logit what the output so far holds of its token,
+ * so a raw gap (logprobs part as logits do) less the two penalties' difference is the penalized
+ * gap; a repetition penalty divides or multiplies the logit itself, which logprobs do not give, so
+ * with one the flip is judged only between tokens it leaves alone (in neither the prompt nor the
+ * output before it). `what` prefixes the messages.
  */
-export function assertGreedyUpToNearTie(outputs: RequestOutput[], expected: CompletionOutput[], what = '', penalized = false): void {
+export function assertGreedyUpToNearTie(outputs: RequestOutput[], expected: CompletionOutput[], what = '', penalties: Penalties | null = null): void {
   outputs.forEach((output, i) => {
-    const failure = nearTieFailure(output, expected[i], `${what}prompt ${i}`, penalized);
+    const failure = nearTieFailure(output, expected[i], `${what}prompt ${i}`, penalties);
     assert.ok(failure === null, failure ?? '');
   });
 }
@@ -39,7 +42,7 @@ export async function assertGreedyUpToNearTieOrFloat32(outputs: RequestOutput[],
   let cpu: LLM | null = null;
   try {
     for (const [i, output] of outputs.entries()) {
-      const failure = nearTieFailure(output, expected[i], `${what}prompt ${i}`, false);
+      const failure = nearTieFailure(output, expected[i], `${what}prompt ${i}`, null);
       if (failure === null) continue;
       const got = output.outputs[0].tokenIds;
       const step = got.findIndex((token, j) => token !== expected[i].tokenIds[j]);
@@ -53,8 +56,15 @@ export async function assertGreedyUpToNearTieOrFloat32(outputs: RequestOutput[],
   }
 }
 
+/** The sampling penalties of the requests compared (SamplingParams' names; absent: none). */
+export interface Penalties {
+  repetitionPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+}
+
 /** Why `output`'s first completion is not `want`'s up to a near-tie (see assertGreedyUpToNearTie), or null. */
-function nearTieFailure(output: RequestOutput, want: CompletionOutput, at: string, penalized: boolean): string | null {
+function nearTieFailure(output: RequestOutput, want: CompletionOutput, at: string, penalties: Penalties | null): string | null {
   const got = output.outputs[0].tokenIds;
   const step = got.findIndex((token, j) => token !== want.tokenIds[j]);
   if (step === -1) return null;
@@ -62,11 +72,20 @@ function nearTieFailure(output: RequestOutput, want: CompletionOutput, at: strin
   const { sampled, top } = want.logprobs![step];
   const taken = top.find((candidate) => candidate.tokenId === got[step]);
   if (taken === undefined) return `${where}: ${got[step]} is not among the reference's top ${top.length} (${top.map((c) => c.tokenId).join(', ')})`;
-  const gap = Math.abs(sampled.logprob - taken.logprob);
-  if (gap >= NEAR_TIE) return `${where}: ${got[step]} for the reference's ${sampled.tokenId}: a gap of ${gap} is no near-tie`;
-  if (!penalized) return null;
-  const history = new Set([...output.promptTokenIds, ...got.slice(0, step)]);
-  const touched = [sampled.tokenId, got[step]].filter((token) => history.has(token));
-  if (touched.length === 0) return null;
-  return `${where}: ${got[step]} for the reference's ${sampled.tokenId}, and the penalties touch ${touched.join(' and ')}: their raw gap is not their penalized one`;
+  const rawGap = sampled.logprob - taken.logprob;
+  if ((penalties?.repetitionPenalty ?? 1) !== 1) {
+    if (Math.abs(rawGap) >= NEAR_TIE) return `${where}: ${got[step]} for the reference's ${sampled.tokenId}: a gap of ${Math.abs(rawGap)} is no near-tie`;
+    const history = new Set([...output.promptTokenIds, ...got.slice(0, step)]);
+    const touched = [sampled.tokenId, got[step]].filter((token) => history.has(token));
+    if (touched.length === 0) return null;
+    return `${where}: ${got[step]} for the reference's ${sampled.tokenId}, and the repetition penalty touches ${touched.join(' and ')}: their raw gap is not their penalized one`;
+  }
+  const penalty = (token: number) => {
+    const count = got.slice(0, step).filter((t) => t === token).length;
+    return count === 0 ? 0 : (penalties?.presencePenalty ?? 0) + count * (penalties?.frequencyPenalty ?? 0);
+  };
+  const gap = Math.abs(rawGap - penalty(sampled.tokenId) + penalty(got[step]));
+  if (gap < NEAR_TIE) return null;
+  const penalizedNote = gap === Math.abs(rawGap) ? '' : ` (penalized; ${Math.abs(rawGap)} raw)`;
+  return `${where}: ${got[step]} for the reference's ${sampled.tokenId}: a gap of ${gap}${penalizedNote} is no near-tie`;
 }
