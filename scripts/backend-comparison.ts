@@ -42,6 +42,19 @@ export interface Trace {
   logits: Float32Array[];
   /** With `ops`: every op's result in call order; else empty. */
   ops: OpRecord[];
+  /**
+   * On a CPU backend, each prompt's closest discrete choice over its tokens and layers (MoE expert
+   * routing, the lightning indexer's positions; src/backend/cpu/ops/selection-margin.ts), or null
+   * where it makes none; empty on CUDA, which does not report them.
+   */
+  closestChoices: (ClosestChoice | null)[];
+}
+
+/** A prompt's closest discrete choice: what chose, at which position of the prompt, and its margin. */
+export interface ClosestChoice {
+  op: string;
+  position: number;
+  margin: number;
 }
 
 /** Ops that set up a step, load weights or read results rather than compute a forward's values. */
@@ -106,6 +119,15 @@ export async function traceBackend(
     const promptStarts = Array.from(batch.queryStartLoc.subarray(0, prompts.length));
     const numTokens = batch.numTokens;
     const cache = backend.createKvCache({ numBlocks, blockSize, layers: model.kvLayers, stateSlots });
+    const closestChoices: (ClosestChoice | null)[] = backend instanceof CpuBackend ? prompts.map(() => null) : [];
+    if (backend instanceof CpuBackend) {
+      backend.selectionMargins = (op, token, margin) => {
+        let prompt = promptStarts.length - 1;
+        while (promptStarts[prompt] > token) prompt--;
+        const closest = closestChoices[prompt];
+        if (closest === null || margin < closest.margin) closestChoices[prompt] = { op, position: token - promptStarts[prompt], margin };
+      };
+    }
     const ops: OpRecord[] = [];
     const traced = options.ops ? tracingOps(backend, ops) : backend;
     let layerInputs: Float32Array[] = [];
@@ -126,7 +148,7 @@ export async function traceBackend(
     const all = backend.toHost(model.forward(traced, step, cache, tap));
     const vocab = all.length / prompts.length;
     const logits = prompts.map((_, i) => all.slice(i * vocab, (i + 1) * vocab));
-    return { backend: backendName, promptStarts, numTokens, layerInputs, finalRows, logits, ops };
+    return { backend: backendName, promptStarts, numTokens, layerInputs, finalRows, logits, ops, closestChoices };
   } finally {
     backend.dispose();
   }

@@ -148,6 +148,14 @@ for (const [dtype, refs] of oracleLogits) {
   console.log(`\nlast-token logits against transformers' ${dtype} ones (oracle.json): max|Δ| per prompt`);
   for (const trace of traces) console.log(`${trace.backend.padEnd(12)}${refs.map((ref, i) => fmt(difference(ref, trace.logits[i]).maxAbs)).join('  ')}`);
 }
+const choosing = traces.filter((trace) => trace.closestChoices.some((c) => c !== null));
+if (choosing.length > 0) {
+  console.log(`\neach prompt's closest discrete choice (margin: its gap over the candidates' spread; a small one may go the other way on another backend)`);
+  for (const trace of choosing) {
+    const cells = trace.closestChoices.map((c, i) => (c === null ? `p${i}: none` : `p${i}:${c.position} ${c.op} ${(100 * c.margin).toFixed(2)} %`));
+    console.log(`${trace.backend.padEnd(12)}${cells.join('  ')}`);
+  }
+}
 if (values.ops) {
   printTable(`every op's result against ${reference.backend}'s, in call order:`, ops);
   others.forEach((o, k) => {

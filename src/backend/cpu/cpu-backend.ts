@@ -56,6 +56,7 @@ import { headwiseLinear, mlaAttention, mlaRopeAndCacheWrite } from './ops/mla.ts
 import { indexerRopeAndCacheWrite, indexerTopK } from './ops/lightning-indexer.ts';
 import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens, type CpuExpertMatrix } from './ops/moe.ts';
+import type { SelectionMarginSink } from './ops/selection-margin.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
 import { causalConv1d, gatedDeltaRule, gatedRmsNorm } from './ops/gated-delta-net.ts';
@@ -72,6 +73,12 @@ export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   /** Float32 values in an `auto` cache; 8-bit caches keep their codes (and int8 scales) as they are. */
   readonly kvElementBytes = 4;
+  /**
+   * Where each token's closest discrete choice is reported (selection-margin.ts), or null: a
+   * diagnostic for tests and scripts/compare-backends.ts, which ask how near another backend's
+   * rounding came to choosing other experts or positions.
+   */
+  selectionMargins: SelectionMarginSink | null = null;
   /** The latest sampling pass's ids: where a step's tokenSources and the next pass's pending tokens point. */
   private lastSampled: Int32Array = new Int32Array(0);
   /** The latest sampling pass's results: expandDraftTrees reads its top candidates. */
@@ -483,7 +490,9 @@ export class CpuBackend implements Backend {
     const w = asCpuTensor(weights, 'indexerTopK weights');
     if (w.rows !== numTokens || w.cols !== indexer.numHeads) throw new Error(`indexerTopK: weights [${w.shape.join(', ')}] are not [${numTokens}, ${indexer.numHeads}]`);
     const positions = new Int32Array(numTokens * indexer.topK);
-    indexerTopK(queries.data, w.data, indexKeyPool(cache, layer, indexer), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), indexer, positions);
+    const sink = this.selectionMargins;
+    const onMargin = sink === null ? undefined : (t: number, margin: number) => sink('index selection', t, margin);
+    indexerTopK(queries.data, w.data, indexKeyPool(cache, layer, indexer), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), indexer, positions, onMargin);
     return new CpuTokenSelection(numTokens, indexer.topK, positions);
   }
 
@@ -554,7 +563,8 @@ export class CpuBackend implements Backend {
     assertRoutingParams(params, numExperts);
     const bias = params.selectionBias === null ? null : asCpuTensor(params.selectionBias, 'routing selection bias').data;
     if (bias !== null && bias.length !== numExperts) throw new Error(`routeExperts: selection bias of ${bias.length} values for ${numExperts} experts`);
-    const routes = routeTokens(l.data, l.rows, numExperts, { ...params, selectionBias: bias });
+    const sink = this.selectionMargins;
+    const routes = routeTokens(l.data, l.rows, numExperts, { ...params, selectionBias: bias }, sink === null ? undefined : (t, margin) => sink('expert routing', t, margin));
     return new CpuExpertRouting(l.rows, params.topK, numExperts, routes);
   }
 

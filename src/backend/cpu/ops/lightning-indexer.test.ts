@@ -6,6 +6,7 @@ import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { plainRopeTable } from '../../../../test/helpers/cpu-random-llama.ts';
 import { createKvPool, float32Pool, loadSlot, storeSlot } from './kv-codes.ts';
 import { indexerRopeAndCacheWrite, indexerTopK } from './lightning-indexer.ts';
+import { selectionMargin } from './selection-margin.ts';
 
 const random = new TestRandom(testSeed('lightning indexer ops'));
 
@@ -108,7 +109,8 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
     const q = random.floats(batch.numTokens * numHeads * headDim);
     const weights = random.floats(batch.numTokens * numHeads);
     const out = new Int32Array(batch.numTokens * topK);
-    indexerTopK(q, weights, keyPool, blockSize, batch, indexer, out);
+    const margins = new Map<number, number>();
+    indexerTopK(q, weights, keyPool, blockSize, batch, indexer, out, (t, margin) => margins.set(t, margin));
     for (let s = 0; s < lens.length; s++) {
       for (let t = batch.queryStartLoc[s]; t < batch.queryStartLoc[s + 1]; t++) {
         const visible = batch.positions[t] + 1;
@@ -123,6 +125,9 @@ test('indexerTopK keeps the topK best index scores of the positions each token s
           return total;
         };
         const ranked = Array.from({ length: visible }, (_, j) => j).sort((a, b) => score(b) - score(a) || a - b);
+        // A token that sees more positions than it keeps reports how close its choice came.
+        const margin = visible > topK ? selectionMargin(ranked.map(score), topK) : undefined;
+        assert.ok(margin === margins.get(t) || Math.abs(margin! - margins.get(t)!) < 1e-9, `${dtype} trial ${trial} token ${t}: margin ${margins.get(t)} for ${margin}`);
         const expected = ranked.slice(0, topK).sort((a, b) => a - b);
         while (expected.length < topK) expected.push(-1);
         assert.deepEqual(Array.from(out.subarray(t * topK, (t + 1) * topK)), expected, `${dtype} trial ${trial} token ${t}`);

@@ -3,6 +3,7 @@ import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
+import { selectionMargin } from './selection-margin.ts';
 
 /**
  * For each token t: LayerNorm k[t] ([numTokens, headDim]; mean and variance in float64, then
@@ -53,6 +54,7 @@ export function indexerRopeAndCacheWrite(
  * key_j), the keys read from `pool` ([slots, headDim], an 8-bit pool's as the values its codes
  * stand for) through s's block table, in float64; it keeps the topK highest (ties to the earlier
  * position), or every j ≤ p when p < topK, listed in increasing position and padded with -1.
+ * `onMargin` hears the selectionMargin of each token that chose (p ≥ topK).
  */
 export function indexerTopK(
   q: Float32Array,
@@ -62,6 +64,7 @@ export function indexerTopK(
   batch: BatchDescription,
   indexer: IndexerParams,
   out: Int32Array,
+  onMargin?: (token: number, margin: number) => void,
 ): void {
   const { numHeads, headDim, topK, scale, weightScale } = indexer;
   out.fill(-1);
@@ -95,6 +98,7 @@ export function indexerTopK(
         scores[j] = score;
         order[j] = j;
       }
+      onMargin?.(t, selectionMargin(scores.subarray(0, visible), topK));
       const chosen = Array.from(order.subarray(0, visible))
         .sort((a, b) => scores[b] - scores[a] || a - b)
         .slice(0, topK)

@@ -5,6 +5,7 @@ import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 import { gatedValue } from './activation.ts';
 import { dequantizeMxfp4, gatherMxfp4Rows, quantizeMxfp4 } from '../../../tensor/mxfp4.ts';
 import { addGatedRows, expertMlpRows, routeTokens, type CpuExperts, type CpuRoutingParams } from './moe.ts';
+import { selectionMargin } from './selection-margin.ts';
 
 const random = new TestRandom(testSeed('cpu moe'));
 
@@ -72,6 +73,18 @@ test('group-limited choice by the sum of each group\'s two best (DeepSeek-V3) ca
   const p = softmax(logits);
   assert.deepEqual(byMax.experts, [3, 4]);
   assertWeights(byMax.weights, [p[3], p[4]]);
+});
+
+test('each token\'s closest call is reported: its experts\' margin, or its groups\' where that is smaller', () => {
+  const margins: [number, number][] = [];
+  const logits = [1, 2, 1.98, -1, /* token 1 */ 0, 3, -2, 1];
+  routeTokens(Float32Array.from(logits), 2, 4, { ...PLAIN, topK: 1 }, (t, margin) => margins.push([t, margin]));
+  assert.deepEqual(margins.map(([t]) => t), [0, 1]);
+  margins.forEach(([t, margin]) => assert.ok(Math.abs(margin - selectionMargin(softmax(logits.slice(4 * t, 4 * t + 4).map(Math.fround)), 1)) < 1e-12, `token ${t}`));
+  // Groups of 2 by their best member: groups 0 and 1 at 2 and 1.98, far closer than experts 1 and 0 within group 0.
+  const grouped: number[] = [];
+  routeTokens(Float32Array.of(1, 2, 1.98, -1), 1, 4, { ...PLAIN, scoring: 'topk-softmax', topK: 1, groups: { numGroups: 2, topkGroups: 1, score: 'max' } }, (_, m) => grouped.push(m));
+  assert.ok(Math.abs(grouped[0] - selectionMargin([2, Math.fround(1.98)], 1)) < 1e-12, `groups' margin ${grouped[0]}`);
 });
 
 test('ties go to the lower expert id, for experts and for groups', () => {

@@ -3,6 +3,7 @@ import { decodeMxfp4, isMxfp4, type Mxfp4Weight } from '../../../tensor/mxfp4.ts
 import { decodeRow, rowPerm, type QuantizedWeight } from '../../../tensor/quantized-weight.ts';
 import { gatedActivation } from './activation.ts';
 import { matmulTransposed } from './matmul.ts';
+import { selectionMargin } from './selection-margin.ts';
 
 /** RoutingParams with the selection bias as host values. */
 export interface CpuRoutingParams extends Omit<RoutingParams, 'selectionBias'> {
@@ -38,9 +39,10 @@ export class CpuExpertRouting implements ExpertRouting {
  * plus the selection bias to choose; if grouped, only experts of the best-scoring groups are
  * candidates; the top k candidates (ties to the lower id); their unbiased scores (a softmax over
  * the chosen logits for topk-softmax) as weights, normalized if asked, times the scale. Computed
- * in float64; the weights are rounded to float32 once.
+ * in float64; the weights are rounded to float32 once. `onMargin` hears each token's closest choice
+ * (the selectionMargin of its experts, or of its groups where that is smaller).
  */
-export function routeTokens(logits: Float32Array, numTokens: number, numExperts: number, params: CpuRoutingParams): TokenRoutes {
+export function routeTokens(logits: Float32Array, numTokens: number, numExperts: number, params: CpuRoutingParams, onMargin?: (token: number, margin: number) => void): TokenRoutes {
   const { topK } = params;
   const experts = new Int32Array(numTokens * topK);
   const weights = new Float32Array(numTokens * topK);
@@ -50,7 +52,8 @@ export function routeTokens(logits: Float32Array, numTokens: number, numExperts:
     const row = logits.subarray(t * numExperts, (t + 1) * numExperts);
     scoreRow(row, params.scoring, scores);
     for (let e = 0; e < numExperts; e++) choice[e] = scores[e] + (params.selectionBias === null ? 0 : params.selectionBias[e]);
-    if (params.groups !== null) keepBestGroups(choice, params.groups);
+    const groupMargin = params.groups === null ? Infinity : keepBestGroups(choice, params.groups);
+    onMargin?.(t, Math.min(groupMargin, selectionMargin(choice, topK)));
     const chosen = topIndices(choice, topK);
     const w = chosen.map((e) => scores[e]);
     if (params.scoring === 'topk-softmax') softmaxInPlace(w);
@@ -78,8 +81,8 @@ function scoreRow(row: Float32Array, scoring: RoutingParams['scoring'], out: Flo
   }
 }
 
-/** Sets the choice of every expert outside the `topkGroups` best groups to -Infinity. */
-function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams['groups']>): void {
+/** Sets the choice of every expert outside the `topkGroups` best groups to -Infinity; returns the groups' selectionMargin. */
+function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams['groups']>): number {
   const size = choice.length / groups.numGroups;
   const groupScores = Array.from({ length: groups.numGroups }, (_, g) => {
     const members = Array.from(choice.subarray(g * size, (g + 1) * size)).sort((a, b) => b - a);
@@ -87,6 +90,7 @@ function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams[
   });
   const kept = new Set(topIndices(Float64Array.from(groupScores), groups.topkGroups));
   for (let e = 0; e < choice.length; e++) if (!kept.has(Math.floor(e / size))) choice[e] = -Infinity;
+  return selectionMargin(groupScores, groups.topkGroups);
 }
 
 /** Indices of the k largest values, best first; ties go to the lower index. */
