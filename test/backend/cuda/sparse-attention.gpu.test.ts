@@ -12,7 +12,7 @@ import { buildRopeTable } from '../../../src/layers/rotary.ts';
 import { sparseBlockCounts, type KvCacheDtype, type KvCacheLayout, type SparseAttention } from '../../../src/step/kv-cache-layout.ts';
 import { kvCodeTolerance, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
-// Quest's sparse decode attention on CUDA (key_summary_kernel, sparse_select_kernel, decode
+// Quest's sparse decode attention on CUDA (key_summary_kernel, sparse_score_kernel and sparse_select_kernel, decode
 // attention with SPARSE=1) against the CPU twin: the key summaries after prefill chunks and
 // decodes, and each decode's output, which differs from dense attention as soon as one block is
 // chosen differently; verification chains and trees, whose every token selects as a decode at its

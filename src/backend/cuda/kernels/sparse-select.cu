@@ -12,8 +12,14 @@
 // token's tree row, and a row holds up to `width` blocks (budget plus the tree's). The candidates
 // lie before the chunk (the engine checks that the window reaches past a tree). A query of no more
 // than `budget` blocks keeps its table up to its cache index, window_key and window_index 0. decode_attention_kernel (SPARSE=1) then
-// reads these tables. The grid and the buffers depend only on the step's shape, so the launch
-// records into a CUDA graph.
+// reads these tables. The grids and the buffers depend only on the step's shape, so the launches
+// record into a CUDA graph.
+//
+// Two kernels: sparse_score_kernel scores the candidates, SCORE_BLOCKS of them per CTA, so a
+// batch-1 decode's thousands of candidates spread over the GPU (one CTA per kv head scored them
+// one after another per warp, latency-bound: 4.8 ms a step at 32k context on an H100, more than
+// the dense attention it replaced); sparse_select_kernel then finds the keep-th largest score a
+// byte at a time (four passes of a 256-bin histogram) and compacts the table.
 #include "common.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=3
@@ -29,6 +35,9 @@ namespace {
 constexpr int D = HEAD_DIM;
 constexpr int NT = 256;
 constexpr int WARPS = NT / 32;
+// Candidate blocks one scoring CTA takes (SPARSE_SCORE_BLOCKS in sparse-select.ts): 8 per warp.
+constexpr int SCORE_BLOCKS = 64;
+static_assert(NT == 256, "the selection's histogram gives each thread one of 256 bins");
 
 // Scores as unsigned keys in the same order (larger score, larger key).
 __device__ __forceinline__ unsigned int ordered_key(float s) {
@@ -60,20 +69,64 @@ __device__ __forceinline__ int block_exclusive_scan(int v, int* s_warp, int* tot
 }
 }  // namespace
 
-// grid (numKvHeads, numDecode), block NT. out_tables [numDecode * numKvHeads, width] block ids,
-// out_lens [numDecode * numKvHeads] keys, out_windows [numDecode * numKvHeads, 3] (window_key,
-// window_index, the cache index of the token's chunk's first token); scores [numDecode *
-// numKvHeads, max_blocks_per_seq] scratch. summaries [numBlocks, numKvHeads, 2, D] bf16
-// (key-summaries.cu).
-extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
-    int* __restrict__ out_tables, int* __restrict__ out_lens, int* __restrict__ out_windows, unsigned int* __restrict__ scores,
-    const bf16* __restrict__ qkv, const bf16* __restrict__ summaries, const int* __restrict__ decode_seqs,
-    const int* __restrict__ decode_tokens, const int* __restrict__ query_start, const int* __restrict__ positions,
-    const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_kv_heads, int width, int budget, int sink_blocks, int window_blocks) {
+// grid (numKvHeads, numDecode, ceil(max_blocks_per_seq / SCORE_BLOCKS)), block NT. Writes the
+// ordered keys of candidate blocks [z * SCORE_BLOCKS, (z + 1) * SCORE_BLOCKS) of each decode and kv
+// head that has more blocks than the budget into scores [numDecode * numKvHeads, max_blocks_per_seq].
+// summaries [numBlocks, numKvHeads, 2, D] bf16 (key-summaries.cu).
+extern "C" __global__ void __launch_bounds__(NT) sparse_score_kernel(
+    unsigned int* __restrict__ scores, const bf16* __restrict__ qkv, const bf16* __restrict__ summaries,
+    const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ positions,
+    const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, int budget,
+    int sink_blocks, int window_blocks) {
   PDL_PROLOGUE();
   __shared__ float s_q[GROUP * D];
+  const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;
+  const int seq = decode_seqs[di];
+  const int token = decode_tokens[di];
+  const int num_blocks = (positions[token] + block_size) / block_size;  // of its position + 1 keys
+  const int first = max(sink_blocks, (int)blockIdx.z * SCORE_BLOCKS);
+  const int end = min(num_blocks - window_blocks, ((int)blockIdx.z + 1) * SCORE_BLOCKS);
+  if (num_blocks <= budget || first >= end) return;  // the same for the whole CTA
+
+  const int num_heads = num_kv_heads * GROUP;
+  const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
+  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]);
+  __syncthreads();
+
+  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+  unsigned int* keys = scores + ((long long)di * num_kv_heads + kvh) * max_blocks_per_seq;
+  // A warp per candidate block, lanes over channels: each summary row is read coalesced.
+  const int warp = tid >> 5, lane = tid & 31;
+  for (int b = first + warp; b < end; b += WARPS) {
+    const bf16* lo = summaries + ((long long)table[b] * num_kv_heads + kvh) * 2 * D;
+    const bf16* hi = lo + D;
+    float s = 0.f;
+    for (int c = lane; c < D; c += 32) {
+      const float mn = bf16_to_f32(lo[c]), mx = bf16_to_f32(hi[c]);
+#pragma unroll
+      for (int h = 0; h < GROUP; h++) {
+        const float qv = s_q[h * D + c];
+        s += fmaxf(qv * mn, qv * mx);
+      }
+    }
+    s = warp_sum(s);
+    if (lane == 0) keys[b] = ordered_key(s);
+  }
+}
+
+// grid (numKvHeads, numDecode), block NT, after sparse_score_kernel. out_tables [numDecode *
+// numKvHeads, width] block ids, out_lens [numDecode * numKvHeads] keys, out_windows [numDecode *
+// numKvHeads, 3] (window_key, window_index, the cache index of the token's chunk's first token);
+// scores as sparse_score_kernel left them.
+extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
+    int* __restrict__ out_tables, int* __restrict__ out_lens, int* __restrict__ out_windows, const unsigned int* __restrict__ scores,
+    const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ query_start,
+    const int* __restrict__ positions, const int* __restrict__ seq_lens, const int* __restrict__ block_tables,
+    int max_blocks_per_seq, int block_size, int num_kv_heads, int width, int budget, int sink_blocks, int window_blocks) {
+  PDL_PROLOGUE();
   __shared__ int s_warp[WARPS];
+  __shared__ int s_hist[256];
+  __shared__ int s_pick[2];
   const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;
   const int seq = decode_seqs[di];
   const int token = decode_tokens[di];
@@ -95,42 +148,39 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
     return;
   }
 
-  const int num_heads = num_kv_heads * GROUP;
-  const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
-  for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]);
-  __syncthreads();
-
   const int first = sink_blocks, end = num_blocks - window_blocks, keep = budget - sink_blocks - window_blocks;
-  unsigned int* keys = scores + row * max_blocks_per_seq;
-  // A warp per candidate block, lanes over channels: each summary row is read coalesced.
-  const int warp = tid >> 5, lane = tid & 31;
-  for (int b = first + warp; b < end; b += WARPS) {
-    const bf16* lo = summaries + ((long long)table[b] * num_kv_heads + kvh) * 2 * D;
-    const bf16* hi = lo + D;
-    float s = 0.f;
-    for (int c = lane; c < D; c += 32) {
-      const float mn = bf16_to_f32(lo[c]), mx = bf16_to_f32(hi[c]);
-#pragma unroll
-      for (int h = 0; h < GROUP; h++) {
-        const float qv = s_q[h * D + c];
-        s += fmaxf(qv * mn, qv * mx);
-      }
-    }
-    s = warp_sum(s);
-    if (lane == 0) keys[b] = ordered_key(s);
-  }
-  __syncthreads();
+  const unsigned int* keys = scores + row * max_blocks_per_seq;
 
-  // The keep-th largest key, bit by bit from the top: the largest T with at least `keep` keys >= T.
-  unsigned int threshold = 0;
-  int total = 0;
-  for (int bit = 31; bit >= 0; bit--) {
-    const unsigned int candidate = threshold | (1u << bit);
-    int count = 0;
-    for (int b = first + tid; b < end; b += NT) count += keys[b] >= candidate;
-    block_exclusive_scan(count, s_warp, &total);
-    if (total >= keep) threshold = candidate;
+  // The keep-th largest key, a byte at a time from the top: each pass counts, by their next byte,
+  // the keys that carry the bytes found so far, and takes the byte where the keep-th largest falls
+  // (thread t holds byte 255 - t's count, so its exclusive scan is the count of larger bytes).
+  unsigned int threshold = 0xffffffffu, mask = 0;
+  int need = keep;  // of the keys carrying `threshold & mask`, the rank sought among them
+  if (keep > 0) {
+    threshold = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      s_hist[tid] = 0;
+      __syncthreads();
+      for (int b = first + tid; b < end; b += NT) {
+        const unsigned int key = keys[b];
+        if ((key & mask) == threshold) atomicAdd(&s_hist[(key >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      const int count = s_hist[255 - tid];
+      int total = 0;
+      const int larger = block_exclusive_scan(count, s_warp, &total);
+      if (larger < need && need <= larger + count) {
+        s_pick[0] = 255 - tid;
+        s_pick[1] = larger;
+      }
+      __syncthreads();
+      threshold |= (unsigned int)s_pick[0] << shift;
+      mask |= 255u << shift;
+      need -= s_pick[1];
+      __syncthreads();  // s_pick and s_hist are rewritten by the next pass
+    }
   }
+  int total = 0;
   int above = 0;
   for (int b = first + tid; b < end; b += NT) above += keys[b] > threshold;
   block_exclusive_scan(above, s_warp, &total);

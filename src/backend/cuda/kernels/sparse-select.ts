@@ -37,7 +37,14 @@ export interface SparseSelection {
   width: number;
 }
 
-/** Quest's block selection for the step's decodes, a verification chain's tokens among them (sparse-select.cu). */
+/** Candidate blocks one scoring CTA takes (SCORE_BLOCKS in sparse-select.cu). */
+const SPARSE_SCORE_BLOCKS = 64;
+
+/**
+ * Quest's block selection for the step's decodes, a verification chain's tokens among them
+ * (sparse-select.cu): the candidates scored over a grid as wide as the block tables, then per
+ * decode and kv head the budget's blocks chosen and compacted.
+ */
 export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): SparseSelection {
   const rows = a.numDecode * a.numKvHeads;
   const width = a.blocks.budget + a.treeBlocks;
@@ -46,14 +53,30 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
   const windows = a.alloc(Math.max(1, rows * 3) * 4);
   const scores = a.alloc(Math.max(1, rows * a.maxBlocksPerSeq) * 4);
   if (rows === 0) return { tables, lens, windows, width };
-  const kernel = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppppiiiiiii', { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads });
-  device.launch(kernel, [a.numKvHeads, a.numDecode], [256], 0, [
+  const defines = { HEAD_DIM: a.headDim, GROUP: a.numHeads / a.numKvHeads };
+  const { budget, sinks, window } = a.blocks;
+  const score = device.kernel('sparse-select.cu', 'sparse_score_kernel', 'pppppppiiiiii', defines);
+  device.launch(score, [a.numKvHeads, a.numDecode, Math.ceil(a.maxBlocksPerSeq / SPARSE_SCORE_BLOCKS)], [256], 0, [
+    scores,
+    a.qkv,
+    a.summaries,
+    a.decodeSeqs,
+    a.decodeTokens,
+    a.positions,
+    a.blockTables,
+    a.maxBlocksPerSeq,
+    a.blockSize,
+    a.numKvHeads,
+    budget,
+    sinks,
+    window,
+  ]);
+  const select = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiiii', defines);
+  device.launch(select, [a.numKvHeads, a.numDecode], [256], 0, [
     tables,
     lens,
     windows,
     scores,
-    a.qkv,
-    a.summaries,
     a.decodeSeqs,
     a.decodeTokens,
     a.queryStartLoc,
@@ -64,9 +87,9 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
     a.blockSize,
     a.numKvHeads,
     width,
-    a.blocks.budget,
-    a.blocks.sinks,
-    a.blocks.window,
+    budget,
+    sinks,
+    window,
   ]);
   return { tables, lens, windows, width };
 }
