@@ -17,8 +17,9 @@ export interface GraphOptions {
 
 /**
  * Steps of one token per sequence (the target's and a draft model's decode steps, their
- * proposal passes, a head's drafting passes) padded to a recorded batch size, so that a backend
- * that records graphs replays one graph per size.
+ * proposal passes, a head's drafting passes), and verification steps whose every sequence
+ * verifies the same number of drafts, padded to a recorded batch size, so that a backend that
+ * records graphs replays one graph per size (and per verification length).
  */
 export class GraphBatches {
   readonly options: GraphOptions;
@@ -29,25 +30,30 @@ export class GraphBatches {
     this.blockSize = blockSize;
   }
 
-  /** The recorded batch size a step of `numSeqs` single-token rows pads to, or null to run it eagerly. */
+  /** The recorded batch size a step of `numSeqs` rows pads to, or null to run it eagerly. */
   sizeFor(numSeqs: number): number | null {
     if (numSeqs > this.options.maxBatchSize) return null;
     return GRAPH_BATCH_SIZES.find((size) => size >= numSeqs) ?? null;
   }
 
   /**
-   * A graph step of single-token `chunks`: padded to `size` rows with one-token rows in the
-   * scratch block (two entries of it, so that the slot after a padding row's token is the
-   * scratch block's too) and the scratch state slot, its block tables widened to a power of two, and logits asked for every
-   * row, so that its shape stays put while its sequences grow. Row i's logits are row i.
+   * A graph step of `chunks`, each of `rowTokens` tokens (1 for decode steps; a verification
+   * step's last sampled token and its drafts): padded to `size` rows of as many tokens in the
+   * scratch block (entries of it enough that the slot after a padding row's last token is the
+   * scratch block's too), verification rows where the chunks verify, with the scratch state slot,
+   * its block tables widened to a power of two, and logits asked for every token, so that its
+   * shape stays put while its sequences grow. Row i's logits are rows i · rowTokens onwards.
    */
-  padded(chunks: SequenceChunk[], size: number): BatchDescription {
+  padded(chunks: SequenceChunk[], size: number, rowTokens = 1): BatchDescription {
     const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
     const scratch = this.options.scratchBlock;
-    const scratchTables = chunks[0].blockTables.map(() => [scratch, scratch]);
+    const entries = Math.max(2, Math.ceil((rowTokens + 1) / this.blockSize));
+    const scratchTables = chunks[0].blockTables.map(() => new Array<number>(entries).fill(scratch));
     const stateSlot = this.options.scratchStateSlot ?? undefined;
     const rows = [...chunks];
-    while (rows.length < size) rows.push({ tokens: [0], startPos: 0, blockTables: scratchTables, stateSlot });
-    return describeBatch(rows, this.blockSize, rows.map((_, i) => i), 2 ** Math.ceil(Math.log2(widest)));
+    const padding: SequenceChunk = { tokens: new Array<number>(rowTokens).fill(0), startPos: 0, blockTables: scratchTables, stateSlot };
+    if (rowTokens > 1) padding.verification = true;
+    while (rows.length < size) rows.push(padding);
+    return describeBatch(rows, this.blockSize, Array.from({ length: size * rowTokens }, (_, i) => i), 2 ** Math.ceil(Math.log2(widest)));
   }
 }

@@ -190,6 +190,51 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
   }
 });
 
+test('a verification step whose sequences all verify K drafts replays a graph of K + 1 tokens a row, the draft model\'s catch-up too, and verifies what an eager step verifies', async () => {
+  const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
+  const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300]];
+  const K = 3;
+  const run = (graphs: boolean) => {
+    const replayed: Replayed[] = [];
+    const backend = graphs ? recordingBackend(model.backend, replayed) : model.backend;
+    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
+    const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
+    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
+    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
+    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { draft });
+    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
+    for (const seq of seqs) scheduler.add(seq);
+    const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({
+      drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
+      draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
+      draftDrawReadsDrafts: () => false,
+      promptTopLogprobs: () => 0,
+    });
+    const verified: number[][] = [];
+    // The prefill, then two verification steps of K drafts each, all accepted (the target drafts for itself).
+    for (let step = 0; step < 3; step++) {
+      if (step > 0) seqs.forEach((seq) => seq.appendDraftTokens(new Array<number>(K).fill(UNPROPOSED_DRAFT)));
+      const output = scheduler.schedule();
+      replayed.length = 0;
+      const result = runner.execute(output, draws(output));
+      const tokens = result.read().tokenIds;
+      const rows = result.samplingRows.map((s, row) => [...tokens.subarray(result.firstDraw[row], result.firstDraw[row] + output.scheduled[s].seq.numDraftTokens + 1)]);
+      scheduler.onStepComplete(output);
+      // Each accepted draft becomes a sampled token, then the token after them.
+      result.samplingRows.forEach((s, row) => rows[row].forEach((token) => output.scheduled[s].seq.appendToken(token)));
+      verified.push(...rows);
+      if (graphs && step > 0) {
+        // K proposal passes of 3 sequences padded to 4, the draft model's catch-up over the chunks, then the target's verification.
+        assert.deepEqual(replayed.map((r) => [r.owner === runner ? 'target' : 'draft', r.numSeqs, r.logitsRows]), [...new Array(K).fill(['draft', 4, 4]), ['draft', 4, 4 * (K + 1)], ['target', 4, 4 * (K + 1)]]);
+      }
+    }
+    return verified;
+  };
+  const eager = run(false);
+  assert.deepEqual(run(true), eager);
+  assert.equal(eager.length, 9);
+});
+
 // Heads drafting chains: keel-tiny's EAGLE-3 head, and the MTP layers of GLM-4.5 (GQA) and GLM-5
 // (MLA with its indexer) in the oracle fixtures' checkpoints (vocabulary 128), and Qwen3-Next's
 // (gated attention + MoE, over a target whose Gated DeltaNet layers keep a state slot per sequence).
@@ -203,7 +248,7 @@ const GRAPHED_HEADS: { label: string; target: string; head: (model: Awaited<Retu
   })),
 ];
 
-for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`with ${label}, plain decode steps and the chain's drafting passes replay graphs, and draft what eager steps draft`, async () => {
+for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`with ${label}, plain decode steps, the chain's drafting passes and the verification replay graphs, and draft and verify what eager steps do`, async () => {
   const model = await loadModel({ model: target, backend: 'cpu', showProgress: false });
   const head = loadHead(model);
   const K = 4;
@@ -230,6 +275,7 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
     });
     // The prefill, two plain decode steps (graphs, with the head's feature rows written inside), then a step of K drafts each.
     const drafts: number[][] = [];
+    const verified: number[][] = [];
     for (let step = 0; step < 4; step++) {
       if (step === 3) seqs.forEach((seq) => seq.appendDraftTokens(new Array<number>(K).fill(UNPROPOSED_DRAFT)));
       const output = scheduler.schedule();
@@ -244,13 +290,18 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
         continue;
       }
       seqs.forEach((seq) => drafts.push(Array.from({ length: K }, (_, d) => seq.draftTokenId(d))));
+      result.samplingRows.forEach((s, row) => verified.push([...tokens.subarray(result.firstDraw[row], result.firstDraw[row] + K + 1)]));
       // The catch-up and K - 1 drafting passes, read once, then the target's verification.
       assert.deepEqual(events, [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read'), 'sample', 'read']);
-      if (graphs) assert.deepEqual(replayed.map((r) => [r.owner === proposer, r.numSeqs]), new Array(K - 1).fill([true, 4]), 'the drafting passes replay the head\'s graphs');
+      if (graphs) {
+        // Every sequence verifies K drafts: the verification replays a graph of 4 rows of K + 1 tokens, unless state layers keep per-token snapshots.
+        const verification = scratchStateSlot === null ? [[false, 4, 4 * (K + 1)]] : [];
+        assert.deepEqual(replayed.map((r) => [r.owner === proposer, r.numSeqs, r.logitsRows]), [...new Array(K - 1).fill([true, 4, 4]), ...verification], 'the drafting passes replay the head\'s graphs, and the verification the target\'s');
+      }
     }
-    return drafts;
+    return { drafts, verified };
   };
   const eager = run(false);
   assert.deepEqual(run(true), eager);
-  assert.ok(eager.flat().every((token) => token >= 0 && token < model.modelConfig.vocabSize));
+  assert.ok(eager.drafts.flat().every((token) => token >= 0 && token < model.modelConfig.vocabSize));
 });

@@ -411,9 +411,21 @@ export class ModelRunner {
     return draw;
   }
 
-  /** The recorded batch size a decode-only step pads to, or null to run it eagerly. */
+  /**
+   * The recorded batch size a step pads to, or null to run it eagerly: decode-only steps, and
+   * steps whose every sequence verifies the same number of drafts (chains or trees; not over state
+   * layers, whose verification keeps per-token snapshots, nor scoring prompt positions).
+   */
   private graphBatchSize(output: SchedulerOutput): number | null {
-    if (this.graphs === null || !output.scheduled.every((entry) => entry.numNewTokens === 1)) return null;
+    if (this.graphs === null || output.scheduled.length === 0) return null;
+    const rowTokens = output.scheduled[0].numNewTokens;
+    if (!output.scheduled.every((entry) => entry.numNewTokens === rowTokens)) return null;
+    if (rowTokens > 1) {
+      if (this.graphs.options.scratchStateSlot !== null) return null;
+      const verifies = ({ seq, numNewTokens }: SchedulerOutput['scheduled'][number]) =>
+        numNewTokens === seq.numDraftTokens + 1 && seq.numComputedTokens + numNewTokens === seq.numTokens && !seq.needsPromptLogits;
+      if (!output.scheduled.every(verifies)) return null;
+    }
     return this.graphs.sizeFor(output.scheduled.length);
   }
 
@@ -467,8 +479,10 @@ export class ModelRunner {
       const scoredRows = scored.map(({ s, position, token }) => ({ s, position, row: logitsIndices.push(token) - 1 }));
       return { batch: describeBatch(chunks, this.blockSize, logitsIndices), samplingRows, logitsRows, scoredRows };
     }
-    // Every row of a decode step is its own token, so a sequence's logits row is its index.
+    // Every token of a graph step has its logits, in order: sequence s's rows start at s · rowTokens.
+    const rowTokens = output.scheduled[0].numNewTokens;
     const scoredRows = scored.map(({ s, position }) => ({ s, position, row: s }));
-    return { batch: this.graphs.padded(chunks, graphBatch), samplingRows, logitsRows: samplingRows, scoredRows };
+    if (rowTokens > 1 && scoredRows.length > 0) throw new Error('a verification step recorded as a graph scores no prompt positions');
+    return { batch: this.graphs.padded(chunks, graphBatch, rowTokens), samplingRows, logitsRows: samplingRows.map((s) => s * rowTokens), scoredRows };
   }
 }

@@ -1938,8 +1938,9 @@ export class CudaBackend implements Backend {
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));
-    // A step with adapters runs the LoRA launches, one without none: they are recorded apart.
-    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${s.plan.wideTiles.length}/${this.prefillAttention}/${b.loraSlots === null ? 'base' : 'lora'}`;
+    // A step with adapters runs the LoRA launches, one without none: they are recorded apart; so
+    // are verification steps with a tree mask (other kernels) and without.
+    const key = `${ownerId}:${b.numTokens}/${b.numSeqs}/${b.maxBlocksPerSeq}/${b.logitsIndices.length}/${s.plan.decodeSeqs.length}/${s.plan.prefillTiles.length}/${s.plan.wideTiles.length}/${this.prefillAttention}/${b.loraSlots === null ? 'base' : 'lora'}/${b.treeMaskWords}/${b.verificationChunks === null ? 0 : 1}`;
     const recorded = this.graphs.get(key);
     if (recorded) {
       recorded.graph.replay();
