@@ -1,4 +1,4 @@
-import type { LatencyBatch, MultiTurnResults, ServeResults, SpeculationFigures, StepTimelineSummary, ThroughputResults, VerifyResults } from './result-schema.ts';
+import type { LatencyBatch, MultiTurnResults, ServeResults, ServerMetricsResults, SpeculationFigures, StepTimelineSummary, ThroughputResults, VerifyResults } from './result-schema.ts';
 
 const ms = (v: number | null) => (v === null ? 'n/a' : `${v.toFixed(2)} ms`);
 const rate = (v: number | null, unit: string) => (v === null ? 'n/a' : `${v.toFixed(2)} ${unit}`);
@@ -79,22 +79,34 @@ export function serveReport(r: ServeResults): string {
     ...block('Inter-token Latency', 'itl_ms'),
     ...block('End-to-end Latency', 'e2el_ms'),
     ...(r.multi_turn ? multiTurnLines(r.multi_turn, line) : []),
+    ...(r.server_metrics ? serverLines(r.server_metrics, line) : []),
     '='.repeat(WIDTH),
     ...r.errors.map((e) => `error: ${e}`),
   ].join('\n');
 }
 
-/** The multi-turn figures: TTFT of first and later turns, and the prefix cache's hit rates. */
+/** The multi-turn figures: TTFT of first and later turns. */
 function multiTurnLines(m: MultiTurnResults, line: (label: string, value: string) => string): string[] {
-  const percent = (v: number) => `${(v * 100).toFixed(1)} %`;
   return [
     centered(` Multi-turn (${m.num_conversations} conversations x ${m.num_turns} turns) `, '-'),
     line('Mean TTFT, first turns (ms):', m.mean_first_turn_ttft_ms?.toFixed(2) ?? 'n/a'),
     line('Mean TTFT, later turns (ms):', m.mean_later_turns_ttft_ms?.toFixed(2) ?? 'n/a'),
     line('P99 TTFT, later turns (ms):', m.p99_later_turns_ttft_ms?.toFixed(2) ?? 'n/a'),
     line('Mean TTFT by turn (ms):', m.mean_ttft_ms_by_turn.map((v) => v?.toFixed(1) ?? 'n/a').join(' ')),
-    line('Prefix cache hit rate, GPU:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.device) : 'n/a'),
-    line('Prefix cache hit rate, host:', m.prefix_cache_hit_rate ? percent(m.prefix_cache_hit_rate.host) : 'n/a'),
+  ];
+}
+
+/** The server's own figures over the run: prefix cache, preemptions, speculative decoding. */
+function serverLines(s: ServerMetricsResults, line: (label: string, value: string) => string): string[] {
+  const percent = (v: number) => `${(v * 100).toFixed(1)} %`;
+  const spec = s.speculation;
+  return [
+    centered(' Server (its /metrics over the run) ', '-'),
+    line('Prefix cache hit rate, GPU:', percent(s.prefix_cache_hit_rate.device)),
+    line('Prefix cache hit rate, host:', percent(s.prefix_cache_hit_rate.host)),
+    line('Preemptions (swapped):', `${s.preemptions} (${s.swaps})`),
+    ...(spec ? [line('Speculative decoding:', speculationText(spec))] : []),
+    ...(spec && spec.acceptance_rate_by_position.length > 0 ? [line('Acceptance by draft position (%):', spec.acceptance_rate_by_position.map((v) => (v * 100).toFixed(1)).join(' '))] : []),
   ];
 }
 

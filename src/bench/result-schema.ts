@@ -226,11 +226,25 @@ const MultiTurnSchema = z.strictObject({
   ...summaryFields('later_turns_ttft_ms'),
   /** Mean TTFT of each turn's completed requests (turn 1 first); null where none completed. */
   mean_ttft_ms_by_turn: z.array(optionalFigure),
-  /**
-   * Prompt tokens the server served from its prefix cache over prompt tokens admitted during the
-   * run, by tier (device pool, host tier); null when the server reports no such counters.
-   */
-  prefix_cache_hit_rate: z.strictObject({ device: figure, host: figure }).nullable(),
+  /** Results before 2026-12-05 only: now server_metrics.prefix_cache_hit_rate, for every dataset. */
+  prefix_cache_hit_rate: z.strictObject({ device: figure, host: figure }).nullable().optional(),
+});
+
+/**
+ * A Keel server's own counters over a serve run (its /metrics read after the warm-up and once the
+ * run's requests have finished): the figures vLLM's /metrics gives beside `vllm bench serve`.
+ * Counters are server-wide: another client's requests during the run count too.
+ */
+const ServerMetricsSchema = z.strictObject({
+  /** Prompt tokens the server admitted (a preempted sequence's recomputed prompt counts again). */
+  prompt_tokens: count,
+  /** Of prompt_tokens, the fraction served from the prefix cache, by tier: the device pool, the host tier (--kv-offload-gb). */
+  prefix_cache_hit_rate: z.strictObject({ device: figure, host: figure }),
+  /** Sequences preempted for lack of KV blocks, and of those the ones swapped out to host memory (the others recomputed). */
+  preemptions: count,
+  swaps: count,
+  /** Null when the server does not speculate; acceptance_rate_by_position is empty from a server that exports no drafts by position. */
+  speculation: SpeculationSchema.nullable(),
 });
 
 const ServeResultsSchema = z.strictObject({
@@ -250,6 +264,8 @@ const ServeResultsSchema = z.strictObject({
   ...summaryFields('e2el_ms'),
   /** The first few failures' messages. */
   errors: z.array(z.string()),
+  /** Null against a server without Keel's /metrics; absent in results before 2026-12-05. */
+  server_metrics: ServerMetricsSchema.nullable().optional(),
   multi_turn: MultiTurnSchema.optional(),
 });
 
@@ -496,4 +512,5 @@ export type StepTimelineSummary = z.infer<typeof StepTimelineSchema>;
 export type StepKindFigures = z.infer<typeof StepKindSchema>;
 export type ServeResults = z.infer<typeof ServeResultsSchema>;
 export type MultiTurnResults = z.infer<typeof MultiTurnSchema>;
+export type ServerMetricsResults = z.infer<typeof ServerMetricsSchema>;
 export type VerifyResults = z.infer<typeof VerifyResultsSchema>;

@@ -5,6 +5,7 @@ import { poissonArrivalTimesMs } from './poisson-arrivals.ts';
 import type { BenchRequest } from './random-dataset.ts';
 import type { MultiTurnResults, ServeResults } from './result-schema.ts';
 import { serveMetrics } from './serve-metrics.ts';
+import { serverMetricsOverRun, type ServerCounters } from './server-counters.ts';
 import { flatSummary, summarize } from './statistics.ts';
 
 export interface ServeOptions {
@@ -14,6 +15,8 @@ export interface ServeOptions {
   /** Most requests in flight at once; null for no limit. */
   maxConcurrency: number | null;
   seed: number;
+  /** The server's counters (scrapeServerCounters), read after the warm-up and after the run; null when it has none. */
+  serverCounters: () => Promise<ServerCounters | null>;
   /** Called as each request completes. */
   onRequestDone?(): void;
 }
@@ -24,11 +27,13 @@ const WARMUP_OUTPUT_TOKENS = 8;
 /**
  * `keel bench serve`: one warm-up request (which also decides how tokens are timed), then every
  * request sent at its Poisson arrival time, at most `maxConcurrency` in flight. A request's clock
- * starts when it is sent, after any wait for a concurrency slot, as in vLLM.
+ * starts when it is sent, after any wait for a concurrency slot, as in vLLM. The server's own
+ * figures over the run (prefix cache, preemptions, speculation) are its counters' differences.
  */
 export async function runServeSuite(target: CompletionTarget, options: ServeOptions): Promise<ServeResults> {
   const tokenTiming = await warmUp(target, options.requests[0]);
   const perTokenLogprobs = tokenTiming === 'logprobs';
+  const before = await options.serverCounters();
   const arrivals = poissonArrivalTimesMs(options.requests.length, options.requestRate, options.seed);
   const slots = new ConcurrencyLimit(options.maxConcurrency ?? Infinity);
   const start = performance.now();
@@ -45,7 +50,8 @@ export async function runServeSuite(target: CompletionTarget, options: ServeOpti
     );
   }
   const timings = await Promise.all(inFlight);
-  return serveMetrics(timings, (performance.now() - start) / 1000, tokenTiming);
+  const durationS = (performance.now() - start) / 1000;
+  return { ...serveMetrics(timings, durationS, tokenTiming), server_metrics: serverMetricsOverRun(before, await options.serverCounters()) };
 }
 
 export interface MultiTurnOptions {
@@ -56,16 +62,8 @@ export interface MultiTurnOptions {
   /** Most requests in flight at once; null for no limit. */
   maxConcurrency: number | null;
   seed: number;
-  /** The server's prefix-cache counters (prompt tokens, hits by tier), read before and after; null when it has none. */
-  prefixCache: () => Promise<PrefixCacheCounters | null>;
+  serverCounters: () => Promise<ServerCounters | null>;
   onRequestDone?(): void;
-}
-
-/** Totals since the server started. */
-export interface PrefixCacheCounters {
-  promptTokens: number;
-  deviceHitTokens: number;
-  hostHitTokens: number;
 }
 
 /**
@@ -73,14 +71,15 @@ export interface PrefixCacheCounters {
  * arrival times, each sending its turns in order (a turn is sent when the previous one has
  * completed), at most `maxConcurrency` requests in flight. Reports the serve figures over every
  * request, TTFT of first turns and of later turns apart (the later ones re-send a history the
- * server may have cached), and the server's prefix-cache hit rates by tier over the run.
+ * server may have cached), and the server's figures over the run (its prefix-cache hit rates by
+ * tier are this workload's point).
  */
 export async function runMultiTurnSuite(target: CompletionTarget, options: MultiTurnOptions): Promise<ServeResults> {
   const first = options.conversations[0]?.[0];
   if (first === undefined) throw new KeelError('invalid_argument', 'a multi-turn run needs at least one conversation with a turn');
   const tokenTiming = await warmUp(target, first);
   const perTokenLogprobs = tokenTiming === 'logprobs';
-  const before = await options.prefixCache();
+  const before = await options.serverCounters();
   const arrivals = poissonArrivalTimesMs(options.conversations.length, options.requestRate, options.seed);
   const slots = new ConcurrencyLimit(options.maxConcurrency ?? Infinity);
   const start = performance.now();
@@ -98,7 +97,7 @@ export async function runMultiTurnSuite(target: CompletionTarget, options: Multi
   });
   await Promise.all(conversations);
   const durationS = (performance.now() - start) / 1000;
-  const after = await options.prefixCache();
+  const after = await options.serverCounters();
   const ttfts = (timings: CompletionTiming[]) => timings.flatMap((t) => (t.ok && t.ttftMs !== null ? [t.ttftMs] : []));
   const multiTurn: MultiTurnResults = {
     num_conversations: options.conversations.length,
@@ -106,16 +105,8 @@ export async function runMultiTurnSuite(target: CompletionTarget, options: Multi
     ...flatSummary('first_turn_ttft_ms', summarize(ttfts(byTurn[0]))),
     ...flatSummary('later_turns_ttft_ms', summarize(byTurn.slice(1).flatMap(ttfts))),
     mean_ttft_ms_by_turn: byTurn.map((timings) => summarize(ttfts(timings))?.mean ?? null),
-    prefix_cache_hit_rate: before === null || after === null ? null : hitRates(before, after),
   };
-  return { ...serveMetrics(byTurn.flat(), durationS, tokenTiming), multi_turn: multiTurn };
-}
-
-/** Hit rates over the prompt tokens admitted between two readings of the counters. */
-function hitRates(before: PrefixCacheCounters, after: PrefixCacheCounters): MultiTurnResults['prefix_cache_hit_rate'] {
-  const prompts = after.promptTokens - before.promptTokens;
-  const rate = (hits: number) => (prompts === 0 ? 0 : hits / prompts);
-  return { device: rate(after.deviceHitTokens - before.deviceHitTokens), host: rate(after.hostHitTokens - before.hostHitTokens) };
+  return { ...serveMetrics(byTurn.flat(), durationS, tokenTiming), server_metrics: serverMetricsOverRun(before, after), multi_turn: multiTurn };
 }
 
 /**

@@ -1,11 +1,14 @@
 import type { SpeculationStats } from '../engine/outputs.ts';
 import type { SpeculationFigures } from './result-schema.ts';
 
+/** The running totals of speculative decoding that its figures are computed from: the engine's stats, or a server's /metrics counters. */
+export type SpeculationTotals = Pick<SpeculationStats, 'numSteps' | 'numDraftTokens' | 'numAcceptedTokens' | 'draftTokensByPosition' | 'acceptedTokensByPosition'>;
+
 /**
- * Speculative decoding's figures between two readings of the engine's stats (before and after the
+ * Speculative decoding's figures between two readings of its totals (before and after the
  * measured runs); null when the engine does not speculate.
  */
-export function speculationFigures(before: SpeculationStats | null, after: SpeculationStats | null): SpeculationFigures | null {
+export function speculationFigures(before: SpeculationTotals | null, after: SpeculationTotals | null): SpeculationFigures | null {
   if (before === null || after === null) return null;
   const drafted = after.draftTokensByPosition.map((n, i) => n - (before.draftTokensByPosition[i] ?? 0));
   const accepted = after.acceptedTokensByPosition.map((n, i) => n - (before.acceptedTokensByPosition[i] ?? 0));

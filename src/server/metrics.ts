@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStats } from '../engine/llm-engine.ts';
-import type { RequestOutput } from '../engine/outputs.ts';
+import type { RequestOutput, SpeculationStats } from '../engine/outputs.ts';
 import { kvUsage } from './engine-host/engine-replicas.ts';
 import { registerReplicaMetrics, registerRouterProtocolMetrics, type MeteredEngine } from './router-metrics.ts';
 
@@ -121,19 +121,23 @@ export class ServerMetrics {
     counter('keel_spec_decode_num_accepted_tokens_total', 'Draft tokens accepted.', (s) => spec(s).numAcceptedTokens);
     gauge('keel_spec_decode_acceptance_ratio', 'Accepted over verified draft tokens, since start (0 before any).', (s) => spec(s).acceptanceRate ?? 0);
     gauge('keel_spec_decode_mean_accepted_length', 'Tokens a verification gives on average (accepted drafts and the token after them), since start (0 before any).', (s) => spec(s).meanAcceptedLength ?? 0);
-    const seen: number[] = [];
-    new Counter({
-      name: 'keel_spec_decode_num_accepted_tokens_per_pos_total',
-      help: 'Draft tokens accepted, by position among the drafts (0: first).',
-      labelNames: ['position'],
-      registers,
-      collect() {
-        spec(stats()).acceptedTokensByPosition.forEach((total, i) => {
-          this.inc({ position: String(i) }, total - (seen[i] ?? 0));
-          seen[i] = total;
-        });
-      },
-    });
+    const positionCounter = (name: string, help: string, read: (s: SpeculationStats) => number[]) => {
+      const seen: number[] = [];
+      new Counter({
+        name,
+        help,
+        labelNames: ['position'],
+        registers,
+        collect() {
+          read(spec(stats())).forEach((total, i) => {
+            this.inc({ position: String(i) }, total - (seen[i] ?? 0));
+            seen[i] = total;
+          });
+        },
+      });
+    };
+    positionCounter('keel_spec_decode_num_draft_tokens_per_pos_total', 'Verifications with a draft at this position (0: first): the draft tokens verified there.', (s) => s.draftTokensByPosition);
+    positionCounter('keel_spec_decode_num_accepted_tokens_per_pos_total', 'Draft tokens accepted, by position among the drafts (0: first).', (s) => s.acceptedTokensByPosition);
     new Gauge({
       name: 'keel_spec_decode_acceptance_ratio_per_pos',
       help: 'Of the verifications with a draft at this position, the fraction that accepted it, since start.',

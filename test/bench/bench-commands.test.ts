@@ -223,6 +223,29 @@ test('bench serve --launch: every request completes; a model without a tokenizer
   assert.equal(result.results.token_timing, 'logprobs');
   assert.ok((result.results.mean_ttft_ms as number) > 0 && (result.results.mean_itl_ms as number) > 0 && (result.results.mean_tpot_ms as number) > 0);
   assert.equal(result.config.max_concurrency, 2);
+  // The server's counters over the run: the warm-up request's prompt is not counted.
+  assert.match(run.stdout, /Preemptions \(swapped\): +0 \(0\)/);
+  assert.deepEqual(result.results.server_metrics, { prompt_tokens: 48, prefix_cache_hit_rate: { device: 0, host: 0 }, preemptions: 0, swaps: 0, speculation: null });
+});
+
+test('bench serve --launch with a draft model: the server\'s speculative decoding figures over the run, the warm-up left out', async () => {
+  const output = join(dir, 'serve-speculative.json');
+  const draft = ['--speculative-model', 'test/fixtures/llama-gqa', '--num-speculative-tokens', '2'];
+  const run = await keelOk(['bench', 'serve', '--launch', ...MODEL, ...draft, '--num-prompts', '4', '--input-len', '8', '--output-len', '6', '--max-concurrency', '2', '--output', output]);
+  assert.match(run.stdout, /Speculative decoding: +2\.50 tokens per verification \(100\.0% of 12 drafts accepted\)/);
+  const result = readResult(output);
+  if (result.suite !== 'serve' || !result.results) throw new Error('expected a serve result');
+  assert.equal(result.results.total_output_tokens, 24);
+  // The fixture drafting for itself: each request's 6 tokens are the prefill's, then verifications
+  // of 2 drafts and of 1, all accepted (as in bench latency above), 4 requests over.
+  assert.deepEqual(result.results.server_metrics?.speculation, {
+    drafts: 8,
+    draft_tokens: 12,
+    accepted_tokens: 12,
+    acceptance_rate: 1,
+    mean_accepted_length: 2.5,
+    acceptance_rate_by_position: [1, 1],
+  });
 });
 
 test('bench serve --dataset multi-turn --launch: every turn completes, and with a host tier later turns find their history there', async () => {
@@ -241,7 +264,8 @@ test('bench serve --dataset multi-turn --launch: every turn completes, and with 
     assert.equal(multiTurn.mean_ttft_ms_by_turn.length, 3);
     assert.ok(multiTurn.mean_first_turn_ttft_ms! > 0 && multiTurn.mean_later_turns_ttft_ms! > 0);
     assert.equal(result.config.dataset, 'multi-turn');
-    rates.push(multiTurn.prefix_cache_hit_rate!);
+    assert.equal(multiTurn.prefix_cache_hit_rate, undefined, 'the hit rates are in server_metrics');
+    rates.push(result.results.server_metrics!.prefix_cache_hit_rate);
   }
   assert.equal(rates[0].host, 0, 'no host tier, no host hits');
   assert.ok(rates[1].host > 0, 'with the tier, evicted histories are loaded from the host');
@@ -260,6 +284,8 @@ test('bench serve --base-url: against a running server with a tokenizer, at a Po
     assert.equal(result.results.completed, 5);
     assert.equal(result.results.total_output_tokens, 15);
     assert.equal(result.config.request_rate, '50/s');
+    assert.equal(result.results.server_metrics?.prompt_tokens, 30);
+    assert.equal(result.results.server_metrics?.speculation, null);
   } finally {
     await server.close();
   }

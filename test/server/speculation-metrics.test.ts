@@ -27,6 +27,7 @@ test('/metrics reports speculative decoding: totals, acceptance rate, mean accep
   assert.equal(metricValue(text, 'keel_spec_decode_mean_accepted_length'), 3);
   assert.equal(metricValue(text, 'keel_spec_decode_num_accepted_tokens_per_pos_total', { position: '0' }), 2);
   assert.equal(metricValue(text, 'keel_spec_decode_num_accepted_tokens_per_pos_total', { position: '2' }), 1);
+  assert.equal(metricValue(text, 'keel_spec_decode_num_draft_tokens_per_pos_total', { position: '2' }), 2);
   assert.equal(metricValue(text, 'keel_spec_decode_acceptance_ratio_per_pos', { position: '1' }), 0.5);
   // Counters advance by what the engine added between scrapes.
   tally.record(1, 0);

@@ -80,4 +80,4 @@ export async function waitForIdleEngine(url: string, timeoutMs = 5000): Promise<
 }
 
 /** The value of a sample in /metrics text (the benchmark client reads them the same way). */
-export { metricSample as metricValue } from '../../src/bench/prefix-cache-scrape.ts';
+export { metricSample as metricValue } from '../../src/bench/server-counters.ts';

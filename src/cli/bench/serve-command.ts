@@ -14,8 +14,8 @@ import { RESULT_SCHEMA_VERSION, type BenchResult } from '../../bench/result-sche
 import { parameterCount } from '../../bench/roofline.ts';
 import { collectEnvironment } from '../../bench/run-environment.ts';
 import { multiTurnConversations } from '../../bench/multi-turn-dataset.ts';
-import { scrapePrefixCacheCounters } from '../../bench/prefix-cache-scrape.ts';
 import { runMultiTurnSuite, runServeSuite } from '../../bench/serve-suite.ts';
+import { scrapeServerCounters } from '../../bench/server-counters.ts';
 import { benchProgress } from '../../bench/progress.ts';
 import { discoverServer, loopbackBaseUrl, type DiscoveredServer } from '../../bench/serve-target.ts';
 import {
@@ -40,7 +40,9 @@ Online serving, as \`vllm bench serve\` measures it: streamed /v1/completions re
 token-id prompts (greedy, EOS ignored) arrive as a Poisson process of --request-rate per second
 (inf: all at once), at most --max-concurrency in flight. Reports per-request TTFT, TPOT, ITL and
 end-to-end latency (mean, median, p90, p99), request and token throughput, duration, completed
-and failed requests. Writes JSON to ./bench-results/ (or --output).
+and failed requests; against a Keel server also its own figures over the run, from its /metrics
+(server_metrics: prefix-cache hit rates, preemptions and swaps, speculative decoding's acceptance).
+Writes JSON to ./bench-results/ (or --output).
 
   --base-url URL                 a running keel serve, on this machine (default ${DEFAULT_BASE_URL})
   --launch                       start a server in this process instead, with the engine options
@@ -141,20 +143,20 @@ export async function serveBenchCommand(argv: string[]): Promise<void> {
     const rate = requestRate === Infinity ? 'inf' : `${requestRate}/s`;
     const limit = maxConcurrency ? `, at most ${maxConcurrency} at once` : '';
     const { target } = server;
+    const serverCounters = () => scrapeServerCounters(target.baseUrl, target.apiKey);
     let results;
     if (multiTurn !== null) {
       const conversations = multiTurnConversations({ ...multiTurn, vocabSize, seed });
       const numRequests = multiTurn.numConversations * multiTurn.numTurns;
       console.log(`keel bench serve: ${multiTurn.numConversations} conversations of ${multiTurn.numTurns} turns to ${target.baseUrl} (model ${target.model}), started at ${rate}${limit}`);
       const progress = benchProgress('requests', numRequests, 'done', engineConfig.showProgress ?? true);
-      const prefixCache = () => scrapePrefixCacheCounters(target.baseUrl, target.apiKey);
-      results = await runMultiTurnSuite(target, { conversations, requestRate, maxConcurrency, seed, prefixCache, onRequestDone: () => progress.tick() });
+      results = await runMultiTurnSuite(target, { conversations, requestRate, maxConcurrency, seed, serverCounters, onRequestDone: () => progress.tick() });
       progress.stop();
     } else {
       const requests = workloadRequests(workload!, vocabSize, seed, tokenizer);
       console.log(`keel bench serve: ${requests.length} requests to ${target.baseUrl} (model ${target.model}) at ${rate}${limit}`);
       const progress = benchProgress('requests', requests.length, 'done', engineConfig.showProgress ?? true);
-      results = await runServeSuite(target, { requests, requestRate, maxConcurrency, seed, onRequestDone: () => progress.tick() });
+      results = await runServeSuite(target, { requests, requestRate, maxConcurrency, seed, serverCounters, onRequestDone: () => progress.tick() });
       progress.stop();
     }
     console.log(serveReport(results));
