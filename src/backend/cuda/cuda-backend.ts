@@ -110,8 +110,9 @@ export interface CudaBackendOptions {
   prefillAttention?: PrefillAttentionPath;
   /**
    * Which kernel runs MLA decode: `flash` (mla-decode.cu: heads as the tensor-core rows, where the
-   * shape and shared memory allow) or `tiled` (mla.cu's kernel shared with prefill). Default:
-   * $KEEL_MLA_DECODE, else tiled until the flash kernel has passed its GPU test and bench.
+   * shape and shared memory allow; elsewhere tiled runs) or `tiled` (mla.cu's kernel shared with
+   * prefill). Default: $KEEL_MLA_DECODE, else flash (its GPU tests pass on the H100 and H200, and
+   * it reads 1.7-1.9x as fast as tiled at 16 heads, faster at 128 too).
    */
   mlaDecode?: MlaDecodeKernel;
   /**
@@ -181,7 +182,7 @@ function prefillAttentionFromEnv(): PrefillAttentionPath {
 /** KEEL_MLA_DECODE, for comparing the two MLA decode kernels without a code change. */
 function mlaDecodeFromEnv(): MlaDecodeKernel {
   const value = process.env.KEEL_MLA_DECODE;
-  if (value === undefined || value === '') return 'tiled';
+  if (value === undefined || value === '') return 'flash';
   if ((MLA_DECODE_KERNELS as readonly string[]).includes(value)) return value as MlaDecodeKernel;
   throw new KeelError('invalid_argument', `KEEL_MLA_DECODE must be one of ${MLA_DECODE_KERNELS.join(', ')}, not '${value}'`);
 }
