@@ -4,8 +4,9 @@ import { DEFAULT_ENGINE_CONFIG, type EngineOptions } from '../config.ts';
 import { LLM } from '../engine/llm.ts';
 import { probeBackend, type BackendFacts } from './backend-probe.ts';
 import type { BenchResult, ModelInfo } from './result-schema.ts';
-import { parameterCount } from './roofline.ts';
+import { parameterCount, type RooflineInputs } from './roofline.ts';
 import { collectEnvironment, type RunEnvironment } from './run-environment.ts';
+import { resolveKvCacheDtype } from '../step/kv-cache-layout.ts';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -20,6 +21,11 @@ export interface BackendMeasures {
 export interface BenchEngine {
   llm: LLM;
   facts: BackendFacts;
+}
+
+/** What the rooflines count a loaded engine's steps by: its loaded model, the backend's element sizes, the cache's dtype and blocks. */
+export function rooflineInputs({ llm, facts }: BenchEngine): RooflineInputs {
+  return { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype), blockSize: llm.config.blockSize };
 }
 
 /**

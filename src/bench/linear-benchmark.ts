@@ -32,7 +32,8 @@ import { describeBatch } from '../step/batch.ts';
 import { float32Tensor } from '../tensor/host-ops.ts';
 import { quantizeMxfp4 } from '../tensor/mxfp4.ts';
 import { quantizeRoundToNearest, type LinearQuantization } from '../tensor/quantize-rtn.ts';
-import { aqlmLayout, AQLM_GROUP, numGroups, rowBytes, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { aqlmLayout, AQLM_GROUP, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { storedSize } from '../tensor/stored-size.ts';
 import { medianGraphMs } from './graph-timing.ts';
 import { linearShapeProblem, type LinearBenchFormat, type LinearPath } from './linear-bench-options.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from './synthetic-batch.ts';
@@ -218,10 +219,10 @@ function marlinCopy(backend: CudaBackend, w: CudaQuantizedTensor): CudaQuantized
   return new CudaQuantizedTensor({ ...w, shape: w.shape, ...to, layout: 'marlin' });
 }
 
-/** Bytes a quantized weight's kernels read: codes, f32 scales, u8 zeros, AQLM's float16 codebooks. */
+/** Bytes a quantized weight's kernels read on CUDA: its stored size, AQLM's codebooks in float16. */
 function quantizedBytes(w: QuantizedWeight): number {
-  const groups = w.rows * numGroups(w);
-  return w.rows * rowBytes(w.format, w.cols) + 4 * groups + (w.zeros === null ? 0 : groups) + 2 * (w.codebooks?.values.length ?? 0);
+  const { elements, bytes } = storedSize(w);
+  return bytes + 2 * elements;
 }
 
 /** An AQLM weight [n, k] of random codes (every codebook vector equally likely) and float16 codebooks. */

@@ -1,6 +1,14 @@
 import type { ParameterSpec } from '../layers/parameters.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
-import { kvBytesPerToken, type KvCacheDtype, type LayerKvSpec } from '../step/kv-cache-layout.ts';
+import {
+  attendedBytesPerToken,
+  indexKeyBytesPerToken,
+  keySummaryElementsPerBlock,
+  sparseBlockCounts,
+  type DecodeSelection,
+  type KvCacheDtype,
+  type LayerKvSpec,
+} from '../step/kv-cache-layout.ts';
 
 const elements = (p: ParameterSpec) => p.shape.reduce((a, b) => a * b, 1);
 
@@ -10,19 +18,33 @@ export function parameterCount(model: CausalLM): number {
 }
 
 /**
- * Parameters a step of `numTokens` tokens reads: every weight, except that an untied input
- * embedding table gives only its tokens' rows (a tied one is read whole as the LM head), and an
- * expert is read only if a token routes to it: with routing spread evenly, a share of
+ * The share of a tensor a step of `numTokens` tokens reads: all of it, except that an untied input
+ * embedding table gives only its tokens' rows (counted as none; a tied one is read whole as the LM
+ * head), and an expert is read only if a token routes to it: with routing spread evenly, a share of
  * 1 - (1 - topK / numExperts) ^ numTokens of the experts.
  */
+function shareRead(model: CausalLM, p: ParameterSpec, numTokens: number): number {
+  if (p.access === undefined) return 1;
+  if (p.access.kind === 'rows') return model.config.tieWordEmbeddings ? 1 : 0;
+  return 1 - (1 - p.access.topK / p.access.numExperts) ** numTokens;
+}
+
+/** Parameters a step of `numTokens` tokens reads (`shareRead` of each tensor's elements): what its FLOPs scale with. */
 export function parametersReadPerStep(model: CausalLM, numTokens: number): number {
-  let count = 0;
-  for (const p of model.parameters()) {
-    if (p.access === undefined) count += elements(p);
-    else if (p.access.kind === 'rows') count += model.config.tieWordEmbeddings ? elements(p) : 0;
-    else count += elements(p) * (1 - (1 - p.access.topK / p.access.numExperts) ** numTokens);
-  }
-  return count;
+  return model.parameters().reduce((n, p) => n + elements(p) * shareRead(model, p, numTokens), 0);
+}
+
+/**
+ * Weight bytes a step of `numTokens` tokens reads: `shareRead` of each tensor's bytes in the format
+ * its layer loaded it in (`ParameterSpec.stored`: quantized codes with their scales, zeros, mins
+ * and permutation, 2:4 values and metadata, MXFP4 blocks and scales), and of a 16-bit tensor's
+ * elements at `weightElementBytes`, the backend's weight dtype.
+ */
+export function weightBytesReadPerStep(model: CausalLM, numTokens: number, weightElementBytes: number): number {
+  return model.parameters().reduce((bytes, p) => {
+    const stored = p.stored ?? { elements: elements(p), bytes: 0 };
+    return bytes + (stored.elements * weightElementBytes + stored.bytes) * shareRead(model, p, numTokens);
+  }, 0);
 }
 
 /** Positions a layer reads back: its sliding window, or all of them. */
@@ -31,12 +53,15 @@ function windowOf(spec: LayerKvSpec): number {
 }
 
 export interface RooflineInputs {
+  /** The loaded model: its layers say each weight's format (`ParameterSpec.stored`) and each layer's sparse decode. */
   model: CausalLM;
-  /** Bytes per weight element on the backend (CPU float32: 4, CUDA bf16: 2). */
+  /** Bytes per element of a 16-bit weight on the backend (CPU float32: 4, CUDA bf16: 2). */
   weightElementBytes: number;
   /** Bytes per KV element of an `auto` cache; `kvCacheDtype` (absent: auto) says what the cache holds. */
   kvElementBytes: number;
   kvCacheDtype?: KvCacheDtype;
+  /** Tokens per KV block: Quest selects whole blocks. */
+  blockSize: number;
 }
 
 export interface DecodeRoofline {
@@ -51,11 +76,31 @@ export interface DecodeRoofline {
 }
 
 /**
- * How close a decode step came to the memory-bandwidth bound. A step must read every weight once
- * and every sequence's cached keys and values; for `outputLen` tokens after an `inputLen` prompt
- * the decode steps attend over inputLen + 1 ... inputLen + outputLen - 1 tokens, inputLen +
- * outputLen / 2 on average (capped by each layer's sliding window). Activations are left out: at
- * decode batch sizes they are orders of magnitude smaller.
+ * Bytes one sequence's decode at `context` cached tokens reads of a layer's cache: the keys and
+ * values (or MLA rows) of every position in its window; with Quest, once the sequence has more
+ * blocks than the budget, the budget's blocks and the key summaries of every block (scored to
+ * choose them); with DeepSeek Sparse Attention, the top-k positions' rows and, in a layer with an
+ * indexer of its own, every position's index key (scored to choose them).
+ */
+function kvBytesPerSequence(inputs: RooflineInputs, spec: LayerKvSpec, selection: DecodeSelection | null, context: number): number {
+  const attended = attendedBytesPerToken(spec, inputs.kvElementBytes, inputs.kvCacheDtype);
+  const indexKeys = indexKeyBytesPerToken(spec, inputs.kvElementBytes, inputs.kvCacheDtype);
+  const positions = Math.min(context, windowOf(spec));
+  if (selection === null) return positions * (attended + indexKeys);
+  if (selection.kind === 'top-k') return Math.min(positions, selection.topK) * attended + positions * indexKeys;
+  const { blockSize } = inputs;
+  const budget = sparseBlockCounts(selection.sparse, blockSize).budget;
+  const blocks = Math.ceil(positions / blockSize);
+  if (blocks <= budget) return positions * attended;
+  return budget * blockSize * attended + blocks * keySummaryElementsPerBlock(spec) * inputs.kvElementBytes;
+}
+
+/**
+ * How close a decode step came to the memory-bandwidth bound. A step must read every weight once,
+ * in its loaded format (`weightBytesReadPerStep`), and what every sequence's attention reads of
+ * the cache (`kvBytesPerSequence`); for `outputLen` tokens after an `inputLen` prompt the decode
+ * steps attend over inputLen + 1 ... inputLen + outputLen - 1 tokens, inputLen + outputLen / 2 on
+ * average. Activations are left out: at decode batch sizes they are orders of magnitude smaller.
  */
 export function decodeRoofline(
   inputs: RooflineInputs,
@@ -64,9 +109,8 @@ export function decodeRoofline(
 ): DecodeRoofline {
   const { model } = inputs;
   const meanContext = step.inputLen + step.outputLen / 2;
-  const weightBytes = parametersReadPerStep(model, step.batchSize) * inputs.weightElementBytes;
-  const kvBytesPerSequence = model.kvLayers.reduce((sum, spec) => sum + kvBytesPerToken([spec], inputs.kvElementBytes, inputs.kvCacheDtype) * Math.min(meanContext, windowOf(spec)), 0);
-  const kvBytes = step.batchSize * kvBytesPerSequence;
+  const weightBytes = weightBytesReadPerStep(model, step.batchSize, inputs.weightElementBytes);
+  const kvBytes = step.batchSize * model.kvLayers.reduce((sum, spec, i) => sum + kvBytesPerSequence(inputs, spec, model.decodeSelections[i], meanContext), 0);
   const bytes = weightBytes + kvBytes;
   const achieved = bytes / step.stepSeconds;
   return {
@@ -160,7 +204,7 @@ export function throughputRoofline(
 ): ThroughputRoofline {
   const flops = workloadFlops(inputs.model, requests);
   const longestOutput = Math.max(0, ...requests.map((r) => r.outputLen));
-  const weightBytes = longestOutput * parametersReadPerStep(inputs.model, 1) * inputs.weightElementBytes;
+  const weightBytes = longestOutput * weightBytesReadPerStep(inputs.model, 1, inputs.weightElementBytes);
   const bounds = [
     device.flopsPerSecond === null ? null : flops / device.flopsPerSecond,
     device.bandwidthBytesPerSecond === null ? null : weightBytes / device.bandwidthBytesPerSecond,

@@ -1,5 +1,5 @@
 import type { AttentionParams, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
-import type { AttentionKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
+import type { AttentionKvSpec, DecodeSelection, SparseAttention } from '../step/kv-cache-layout.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
@@ -89,6 +89,11 @@ export class PagedAttention implements Layer {
     if (this.kvSpec.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window or attention chunk: sparse attention does not apply to it`);
     if (this.options.rotary.streaming !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window)');
     this.sparse = sparse;
+  }
+
+  /** Quest's choice of blocks when sparse attention is on (`useSparseAttention`). */
+  get decodeSelection(): DecodeSelection | null {
+    return this.sparse === null ? null : { kind: 'quest', sparse: this.sparse };
   }
 
   /** Multiply-adds per query token for each cached key it attends to: a score and a value row per head. */
@@ -307,6 +312,10 @@ export class SelfAttention implements Layer {
 
   useSparseAttention(sparse: SparseAttention): void {
     this.core.useSparseAttention(sparse);
+  }
+
+  get decodeSelection(): DecodeSelection | null {
+    return this.core.decodeSelection;
   }
 
   get macsPerKey(): number {

@@ -2,6 +2,7 @@ import type { Backend, StepInputs, Tensor } from '../backend/backend.ts';
 import { Linear } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
 import { isQuantized } from '../tensor/quantized-weight.ts';
+import { storedSize, type StoredSize } from '../tensor/stored-size.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /**
@@ -17,6 +18,8 @@ export class VocabEmbedding implements Layer {
   private table: ReturnType<WeightUploader['loadWeight']> | null = null;
   /** The vocabulary id of this device's first row. */
   private firstRow = 0;
+  /** The table's size in the format the source gave it (ParameterSpec.stored); null before loading, or for a 16-bit shard. */
+  private stored: StoredSize | null = null;
 
   constructor(name: string, vocabSize: number, hiddenSize: number, scale = 1) {
     this.name = name;
@@ -26,7 +29,7 @@ export class VocabEmbedding implements Layer {
   }
 
   parameters(): ParameterSpec[] {
-    return [{ name: this.name, shape: [this.vocabSize, this.hiddenSize], access: { kind: 'rows' } }];
+    return [{ name: this.name, shape: [this.vocabSize, this.hiddenSize], access: { kind: 'rows' }, ...(this.stored && { stored: this.stored }) }];
   }
 
   /**
@@ -39,6 +42,7 @@ export class VocabEmbedding implements Layer {
     if (shard.size === 1 && source.readVocabulary !== undefined) {
       const w = source.readVocabulary(this.name);
       this.table = isQuantized(w) ? uploader.loadQuantizedWeight(w, { table: true }) : uploader.loadWeight(w);
+      this.stored = storedSize(w);
       return;
     }
     const rows = evenPart(this.vocabSize, shard, `the vocabulary of ${this.name}`);

@@ -35,7 +35,13 @@ export interface LightningIndexerOptions {
  * shared layer never attends with another step's choice.
  */
 export class SelectionRelay {
+  /** Positions each choice holds: the indexers' index_topk. */
+  readonly topK: number;
   private latest: { step: StepInputs; selection: TokenSelection } | null = null;
+
+  constructor(topK: number) {
+    this.topK = topK;
+  }
 
   publish(step: StepInputs, selection: TokenSelection): void {
     this.latest = { step, selection };
@@ -79,6 +85,11 @@ export class LightningIndexer implements Layer {
     this.key = Linear.single(`${prefix}.wk.weight`, headDim, hiddenSize, 'replicated');
     this.keyNorm = new LayerNorm(`${prefix}.k_norm`, headDim, KEY_NORM_EPS);
     this.weights = new Linear({ parts: [{ name: `${prefix}.weights_proj.weight`, rows: numHeads }], inFeatures: hiddenSize, bias: false, shard: 'replicated', dense: true, float32Output: true });
+  }
+
+  /** Positions it chooses for each token (index_topk). */
+  get topK(): number {
+    return this.options.topK;
   }
 
   get indexKeys(): IndexKeysSpec {

@@ -6,6 +6,7 @@ import type { HostTensor } from '../tensor/host-tensor.ts';
 import { concatRows, float32Tensor } from '../tensor/host-ops.ts';
 import { concatQuantizedRows, dequantizeWeight, isQuantized, stackingProblem, type LinearWeight, type QuantizedWeight } from '../tensor/quantized-weight.ts';
 import { concatSparse24Rows, expandSparse24, isSparse24, type Sparse24Weight } from '../tensor/sparse24.ts';
+import { storedSize, type StoredSize } from '../tensor/stored-size.ts';
 import { loaded, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
 
@@ -95,6 +96,8 @@ export class Linear implements Layer {
   private readonly oneMatmul: boolean;
   /** The loaded weight: one matmul, or one per run of parts in one format, in output order. */
   private matmuls: Matmul[] | null = null;
+  /** What each part occupies on the device once loaded whole (ParameterSpec.stored); null before, or for a shard. */
+  private stored: StoredSize[] | null = null;
   private lora: LoraWeights | null = null;
 
   constructor(options: LinearOptions) {
@@ -116,7 +119,7 @@ export class Linear implements Layer {
   }
 
   parameters(): ParameterSpec[] {
-    const weights = this.parts.map((p) => ({ name: p.name, shape: [p.rows, this.inFeatures] }));
+    const weights = this.parts.map((p, i) => ({ name: p.name, shape: [p.rows, this.inFeatures], ...(this.stored && { stored: this.stored[i] }) }));
     const biases = this.hasBias ? this.parts.map((p) => ({ name: biasName(p.name), shape: [p.rows] })) : [];
     return [...weights, ...biases];
   }
@@ -131,7 +134,10 @@ export class Linear implements Layer {
     const biases = (read: (name: string, index: number) => HostTensor) => (this.hasBias ? this.parts.map((p, i) => read(biasName(p.name), i)) : null);
     if (shard.size === 1 || this.shard === 'replicated') {
       const read = this.vocabulary && source.readVocabulary !== undefined ? source.readVocabulary : this.dense || source.readLinear === undefined ? source.read : source.readLinear;
-      this.matmuls = this.upload(this.parts.map((p) => read.call(source, p.name)), biases((name) => source.read(name)), uploader);
+      const weights = this.parts.map((p) => read.call(source, p.name));
+      this.matmuls = this.upload(weights, biases((name) => source.read(name)), uploader);
+      // A oneMatmul layer whose parts come in different formats holds them all 16-bit (uploadStacked).
+      this.stored = this.oneMatmul && formatRuns(weights).length > 1 ? this.parts.map((p) => ({ elements: p.rows * this.inFeatures, bytes: 0 })) : weights.map(storedSize);
       return;
     }
     if (!this.dense && source.readLinear !== undefined) {

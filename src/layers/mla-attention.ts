@@ -1,5 +1,5 @@
 import type { Backend, KvCache, MlaParams, StepInputs, Tensor } from '../backend/backend.ts';
-import type { MlaKvSpec } from '../step/kv-cache-layout.ts';
+import type { DecodeSelection, MlaKvSpec } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
 import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
@@ -110,6 +110,12 @@ export class MlaAttention implements Layer {
   get kvSpec(): MlaKvSpec {
     const { latentDim, ropeDim, indexer } = this.options;
     return { kind: 'mla', latentDim, ropeDim, ...(indexer === null ? {} : { indexKeys: indexer.indexKeys }) };
+  }
+
+  /** DeepSeek Sparse Attention's top-k positions: its indexer's, or those of the layer it shares a choice with. */
+  get decodeSelection(): DecodeSelection | null {
+    const topK = this.options.indexer?.topK ?? this.options.sharedSelection?.topK;
+    return topK === undefined ? null : { kind: 'top-k', topK };
   }
 
   /** Multiply-adds per query token for each cached row it attends to, in the absorbed form Keel runs. */

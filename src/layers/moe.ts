@@ -8,6 +8,7 @@ import { expertKernelsTake, isQuantized, stackExperts, stackingProblem, type Qua
 import type { GatedMlp } from './gated-mlp.ts';
 import { Linear } from './linear.ts';
 import { evenPart, readSlice, shardOf } from './shard.ts';
+import { storedShare, storedSize, type StoredSize } from '../tensor/stored-size.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
 /** How a checkpoint stores the routed experts. */
@@ -71,6 +72,8 @@ export class MoeBlock implements Layer {
   private count: number;
   private selectionBias: Tensor | null = null;
   private experts: ExpertWeights | null = null;
+  /** The gate/up and down stacks' sizes on one device (ParameterSpec.stored); null before loading, or for a shard. */
+  private stored: { gateUp: StoredSize; down: StoredSize } | null = null;
 
   constructor(options: MoeOptions) {
     const { numExperts, hiddenSize } = options;
@@ -105,17 +108,22 @@ export class MoeBlock implements Layer {
   parameters(): ParameterSpec[] {
     const { numExperts, hiddenSize: hidden, intermediateSize: n, routing, experts } = this.options;
     const access = { kind: 'expert', numExperts, topK: routing.topK } as const;
+    // Each matrix holds its share of its stack's stored size: the formats are row-wise, so a stack's rows cost alike.
+    const matrix = (name: string, shape: number[], stack: 'gateUp' | 'down'): ParameterSpec => {
+      const stored = this.stored && storedShare(this.stored[stack], shape.reduce((a, b) => a * b, 1) / ((stack === 'gateUp' ? 2 : 1) * this.count * n * hidden));
+      return { name, shape, access, ...(stored && { stored }) };
+    };
     const expertTensors: ParameterSpec[] =
       experts.layout === 'per-expert'
         ? Array.from({ length: this.count }, (_, i) => this.first + i).flatMap((e) => [
-            { name: experts.name(e, 'gate'), shape: [n, hidden], access },
-            { name: experts.name(e, 'up'), shape: [n, hidden], access },
-            { name: experts.name(e, 'down'), shape: [hidden, n], access },
+            matrix(experts.name(e, 'gate'), [n, hidden], 'gateUp'),
+            matrix(experts.name(e, 'up'), [n, hidden], 'gateUp'),
+            matrix(experts.name(e, 'down'), [hidden, n], 'down'),
           ])
         : [
-            { name: experts.gateUp, shape: [numExperts, hidden, 2 * n], access },
+            matrix(experts.gateUp, [numExperts, hidden, 2 * n], 'gateUp'),
             ...(experts.gateUpBias === null ? [] : [{ name: experts.gateUpBias, shape: [numExperts, 2 * n], access }]),
-            { name: experts.down, shape: [numExperts, n, hidden], access },
+            matrix(experts.down, [numExperts, n, hidden], 'down'),
             ...(experts.downBias === null ? [] : [{ name: experts.downBias, shape: [numExperts, hidden], access }]),
           ];
     const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: this.options.selectionBiasShape ?? [numExperts] }];
@@ -151,6 +159,7 @@ export class MoeBlock implements Layer {
       gateUpBias: host.gateUpBias === null ? null : uploader.loadWeight(host.gateUpBias),
       downBias: host.downBias === null ? null : uploader.loadWeight(host.downBias),
     };
+    if (shard.size === 1) this.stored = { gateUp: storedSize(host.gateUp), down: storedSize(host.down) };
   }
 
   /** 16-bit experts in the device layout, quantized to MXFP4 when the source asks for it (`--quantization mxfp4`). */

@@ -3,6 +3,7 @@ import type { LoraAdapter } from '../tensor/lora-adapter.ts';
 import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Mxfp4Weight } from '../tensor/mxfp4.ts';
 import type { LinearWeight, QuantizedWeight } from '../tensor/quantized-weight.ts';
+import type { StoredSize } from '../tensor/stored-size.ts';
 import type { TensorSlice } from '../tensor/tensor-slice.ts';
 
 /** A checkpoint tensor a layer reads, with the shape its config implies. */
@@ -14,6 +15,13 @@ export interface ParameterSpec {
    * table); `expert`, all of it but only when a token routes to this expert. Absent: all of it.
    */
   access?: { kind: 'rows' } | { kind: 'expert'; numExperts: number; topK: number };
+  /**
+   * Once a layer has loaded it on one device, what it holds of it there in the format it chose
+   * (quantized codes and scales, 2:4, MXFP4, or 16-bit: `storedSize`). Absent: the tensor's
+   * elements in the backend's weight dtype (not loaded yet, or loaded as a tensor-parallel shard,
+   * which is 16-bit).
+   */
+  stored?: StoredSize;
 }
 
 /** Where loading reads checkpoint tensors (a checkpoint, or random weights of the same shapes). */

@@ -1,7 +1,7 @@
 import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { Layer, LoraTarget, ParameterSpec } from '../layers/parameters.ts';
-import type { LayerKvSpec, SparseAttention, StreamingWindow } from '../step/kv-cache-layout.ts';
+import type { DecodeSelection, LayerKvSpec, SparseAttention, StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { MtpLayers } from './mtp-head.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -36,6 +36,8 @@ export interface CausalLM extends Layer {
    * Throws for a model whose attention cannot run it (MLA); absent on a model that never can (a draft).
    */
   useSparseAttention?(sparse: SparseAttention, denseLayers: readonly number[]): void;
+  /** Each layer's choice of positions for a sparse decode, or null where a decode attends to every one its window holds. */
+  readonly decodeSelections: readonly (DecodeSelection | null)[];
   /** Each layer's multiply-adds per token for each key it attends to (scores and values). */
   readonly attentionMacsPerKey: readonly number[];
   /**

@@ -3,7 +3,7 @@ import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { RmsNorm } from '../layers/norm.ts';
 import { parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
-import type { LayerKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
+import type { DecodeSelection, LayerKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
 import type { CausalLM, HiddenStateTap } from './causal-lm.ts';
 import { LayerOffload } from './layer-offload.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -15,6 +15,8 @@ export interface StackLayer extends Layer {
   readonly attention: {
     readonly kvSpec: LayerKvSpec;
     readonly macsPerKey: number;
+    /** Its sparse decode's choice of positions (CausalLM.decodeSelections); absent or null: dense. */
+    readonly decodeSelection?: DecodeSelection | null;
     /** Switches the layer to Quest-style sparse decode attention; absent where it cannot run it (MLA). */
     useSparseAttention?(sparse: SparseAttention): void;
   };
@@ -97,6 +99,10 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
       }
       attention.useSparseAttention(sparse);
     });
+  }
+
+  get decodeSelections(): (DecodeSelection | null)[] {
+    return this.stageLayers.map((l) => l.attention.decodeSelection ?? null);
   }
 
   get attentionMacsPerKey(): number[] {
@@ -205,6 +211,7 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
       config: this.config,
       stage: wholeModel(numLayers),
       kvLayers: this.kvLayers.slice(0, numLayers),
+      decodeSelections: this.decodeSelections.slice(0, numLayers),
       attentionMacsPerKey: this.attentionMacsPerKey.slice(0, numLayers),
       embedding: this.embedding,
       lmHead: this.lmHead,

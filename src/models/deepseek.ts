@@ -312,7 +312,7 @@ export class DeepseekModel extends DecoderStack<DeepseekConfig, DeepseekDecoderL
   constructor(config: DeepseekConfig, maxPositions: number, stage: PipelineStage) {
     const rotary = deepseekRotary(config, maxPositions);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    const relay = config.sparseAttention?.sharedLayers.includes(true) ? new SelectionRelay() : null;
+    const relay = config.sparseAttention?.sharedLayers.includes(true) ? new SelectionRelay(config.sparseAttention.topK) : null;
     super(config, {
       rotaries: [rotary],
       embedding,

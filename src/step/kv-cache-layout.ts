@@ -176,10 +176,23 @@ export function indexKeyElementsPerToken(spec: LayerKvSpec): number {
  * dtypes plus int8's scales; an indexer key is stored like its layer's row.
  */
 export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
-  return layers.reduce((bytes, spec) => {
-    const elementBytes = kvLayerDtype(spec, dtype) === 'auto' ? autoElementBytes : 1;
-    return bytes + (kvElementsPerToken(spec) + indexKeyElementsPerToken(spec)) * elementBytes + kvScalesPerToken(spec, dtype) * 4;
-  }, 0);
+  return layers.reduce((bytes, spec) => bytes + attendedBytesPerToken(spec, autoElementBytes, dtype) + indexKeyBytesPerToken(spec, autoElementBytes, dtype), 0);
+}
+
+/** Of `kvBytesPerToken`, one layer's keys and values (or MLA row) with their int8 scales: what its attention reads of each position it attends to. */
+export function attendedBytesPerToken(spec: LayerKvSpec, autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
+  const rowScales = kvScalesPerToken(spec, dtype) - indexKeyScalesPerToken(spec, dtype);
+  return kvElementsPerToken(spec) * kvElementBytes(spec, autoElementBytes, dtype) + rowScales * 4;
+}
+
+/** Of `kvBytesPerToken`, the lightning indexer's key with its scale, stored like its layer's row: what the indexer reads of each cached position. */
+export function indexKeyBytesPerToken(spec: LayerKvSpec, autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
+  return indexKeyElementsPerToken(spec) * kvElementBytes(spec, autoElementBytes, dtype) + indexKeyScalesPerToken(spec, dtype) * 4;
+}
+
+/** Bytes of one value in a layer's pools: `autoElementBytes` stored as `auto`, one byte a code in the 8-bit dtypes. */
+function kvElementBytes(spec: LayerKvSpec, autoElementBytes: number, dtype: KvCacheDtype): number {
+  return kvLayerDtype(spec, dtype) === 'auto' ? autoElementBytes : 1;
 }
 
 /**
@@ -261,6 +274,14 @@ export interface SparseAttention {
   sinkTokens: number;
   windowTokens: number;
 }
+
+/**
+ * How a sparse layer's decode chooses the cached positions it attends to, for cost models: Quest's
+ * blocks, ranked by their key summaries (`SparseAttention`), or DeepSeek Sparse Attention's `topK`
+ * positions, ranked by the lightning indexer over every cached index key (or, in a layer without
+ * an indexer of its own, as the layer before it chose).
+ */
+export type DecodeSelection = { kind: 'quest'; sparse: SparseAttention } | { kind: 'top-k'; topK: number };
 
 /** Blocks a sparse decode attends to in all, and of them the sinks and the recent window it always keeps. */
 export function sparseBlockCounts(sparse: SparseAttention, blockSize: number): { budget: number; sinks: number; window: number } {

@@ -6,7 +6,7 @@ import { createModel, readModelArchitecture } from '../../src/models/registry.ts
 test('a latency row: TPOT is (e2e - TTFT) / (output - 1), throughputs follow from the means', () => {
   const options: LatencyOptions = { batchSizes: [4], inputLen: 64, outputLen: 11, numIters: 2, numItersWarmup: 0, seed: 0, bandwidthBytesPerSecond: 1e9, structuredOutput: null };
   const model = createModel(readModelArchitecture('models/keel-tiny'), 2048);
-  const row = latencyRow(4, options, [{ ttftMs: 100, e2eMs: 200 }, { ttftMs: 120, e2eMs: 240 }], { model, weightElementBytes: 4, kvElementBytes: 4 }, { preemptions: 0, swaps: 0 });
+  const row = latencyRow(4, options, [{ ttftMs: 100, e2eMs: 200 }, { ttftMs: 120, e2eMs: 240 }], { model, weightElementBytes: 4, kvElementBytes: 4, blockSize: 16 }, { preemptions: 0, swaps: 0 });
   assert.equal(row.mean_ttft_ms, 110);
   assert.equal(row.mean_tpot_ms, 11);
   assert.equal(row.mean_e2el_ms, 220);
@@ -23,7 +23,7 @@ test('with weight offload, a latency row compares the step with copying the offl
   const model = createModel(readModelArchitecture('models/keel-tiny'), 2048);
   const base = { batchSizes: [1], inputLen: 8, outputLen: 11, numIters: 1, numItersWarmup: 0, seed: 0, bandwidthBytesPerSecond: null, structuredOutput: null };
   const timings = [{ ttftMs: 100, e2eMs: 300 }];
-  const inputs = { model, weightElementBytes: 4, kvElementBytes: 4 };
+  const inputs = { model, weightElementBytes: 4, kvElementBytes: 4, blockSize: 16 };
   // 20 ms a step; 1 GB copied at 100 GB/s takes 10 ms: half the step.
   const row = latencyRow(1, { ...base, offload: { hostBytesPerStep: 1e9, hostToDeviceBytesPerSecond: 1e11 } }, timings, inputs, { preemptions: 0, swaps: 0 });
   assert.deepEqual(row.offload, { host_bytes_per_step: 1e9, host_to_device_bytes_per_s: 1e11, bound_step_s: 0.01, fraction: 0.5 });

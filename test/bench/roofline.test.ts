@@ -3,8 +3,9 @@ import { test } from 'node:test';
 import { decodeRoofline, parameterCount, parametersReadPerStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
 import { measureHostCopyBandwidth } from '../../src/bench/memory-bandwidth.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
-import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { createModel, parseModelArchitecture, readModelArchitecture } from '../../src/models/registry.ts';
 import { kvBytesPerToken } from '../../src/step/kv-cache-layout.ts';
+import { GLM5 } from '../helpers/deepseek-configs.ts';
 
 const modelOf = (dir: string, edit: (c: LlamaConfig) => LlamaConfig = (c) => c) => {
   const architecture = readModelArchitecture(dir);
@@ -25,7 +26,7 @@ test('KV bytes per token: K and V of every layer and KV head', () => {
 });
 
 test('roofline: (weights + KV at the mean context) / step time / bandwidth', () => {
-  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 };
   const r = decodeRoofline(inputs, { batchSize: 4, inputLen: 128, outputLen: 256, stepSeconds: 0.01 }, 3.35e12);
   const weights = (8_030_261_248 - 128256 * 4096) * 2;
   // Decode steps attend over 129..383 tokens: 256 on average.
@@ -38,15 +39,48 @@ test('roofline: (weights + KV at the mean context) / step time / bandwidth', () 
 });
 
 test('the llama.cpp bar: 166.7 tok/s on Llama-3.1-8B F16 is ~2.5 TB/s of weights read', () => {
-  const r = decodeRoofline({ model: llama8b, weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 0, outputLen: 2, stepSeconds: 1 / 166.7 }, null);
+  const r = decodeRoofline({ model: llama8b, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 }, { batchSize: 1, inputLen: 0, outputLen: 2, stepSeconds: 1 / 166.7 }, null);
   assert.ok(Math.abs(r.achieved_bytes_per_s / 1e12 - 2.5) < 0.05, String(r.achieved_bytes_per_s));
   assert.equal(r.fraction, null);
   assert.equal(r.bandwidth_bytes_per_s, null);
 });
 
 test('a sliding window caps the context a step reads', () => {
-  const r = decodeRoofline({ model: windowed(100), weightElementBytes: 2, kvElementBytes: 2 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
+  const r = decodeRoofline({ model: windowed(100), weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 }, { batchSize: 1, inputLen: 1000, outputLen: 10, stepSeconds: 1 }, null);
   assert.equal(r.kv_bytes_per_step, 100 * 131072);
+});
+
+test('Quest: a sparse layer reads its budget\'s blocks and every block\'s key summaries; dense layers and short contexts read every position', () => {
+  const quest = (tokenBudget: number) => {
+    const model = modelOf('bench/configs/llama-3.1-8b');
+    model.useSparseAttention!({ tokenBudget, sinkTokens: 4, windowTokens: 64 }, [0, 1]);
+    return model;
+  };
+  const step = { batchSize: 16, inputLen: 32767, outputLen: 2, stepSeconds: 1 };
+  const r = decodeRoofline({ model: quest(2048), weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 }, step, null);
+  // 8 kv heads × 128 dims × 2 bytes, for keys and for values: 4 KiB a position and layer; summaries, a min and a max a channel, 4 KiB a block.
+  const perPosition = 4096;
+  const perBlockSummaries = 4096;
+  // Decodes attend over 32768 positions on average: 2048 blocks of 16, more than the budget's 128.
+  const sparseLayer = 2048 * perPosition + 2048 * perBlockSummaries;
+  const denseLayer = 32768 * perPosition;
+  assert.equal(r.kv_bytes_per_step, 16 * (2 * denseLayer + 30 * sparseLayer));
+  const dense = decodeRoofline({ model: llama8b, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 }, step, null);
+  assert.equal(dense.kv_bytes_per_step, 16 * 32 * denseLayer);
+  assert.equal(r.weight_bytes_per_step, dense.weight_bytes_per_step);
+  const wideBudget = decodeRoofline({ model: quest(32768), weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 }, step, null);
+  assert.equal(wideBudget.kv_bytes_per_step, dense.kv_bytes_per_step, 'a budget holding the whole context attends densely');
+});
+
+test('DeepSeek Sparse Attention: the top-k positions\' latent rows, and every position\'s index key in a layer with an indexer of its own', () => {
+  const json = { ...GLM5, num_hidden_layers: 4, num_nextn_predict_layers: 0, first_k_dense_replace: 1, indexer_types: ['full', 'shared', 'full', 'shared'] };
+  const model = createModel(parseModelArchitecture(json, 'test/config.json'), 65536);
+  const inputs = { model, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 };
+  // A latent row of 512 + 64 values, an index key of 128, 2 bytes each; index_topk 2048.
+  const long = decodeRoofline(inputs, { batchSize: 1, inputLen: 9999, outputLen: 2, stepSeconds: 1 }, null);
+  assert.equal(long.kv_bytes_per_step, 4 * 2048 * 576 * 2 + 2 * 10000 * 128 * 2);
+  const short = decodeRoofline(inputs, { batchSize: 1, inputLen: 999, outputLen: 2, stepSeconds: 1 }, null);
+  assert.equal(short.kv_bytes_per_step, 1000 * kvBytesPerToken(model.kvLayers, 2), 'fewer positions than top-k: all of them');
 });
 
 test('the host copy bandwidth is a positive, finite rate', () => {
@@ -68,7 +102,7 @@ test('workload FLOPs: 2 per weight multiply-add for every token that runs, the L
 });
 
 test('throughput roofline: the longer of compute at the matmul rate and the weight reads of the longest output', () => {
-  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2 };
+  const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 };
   const requests = Array.from({ length: 256 }, () => ({ inputLen: 512, outputLen: 256 }));
   const flops = workloadFlops(llama8b, requests);
   const computeBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e12, bandwidthBytesPerSecond: 3e12 });

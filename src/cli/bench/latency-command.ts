@@ -4,7 +4,7 @@ import { latencyLine, stepTimelineReport } from '../../bench/console-report.ts';
 import { STEP_TIMELINE_HELP, writeStepTimeline } from '../../bench/step-timeline-file.ts';
 import { stepTimelineLine } from '../../engine/step-timeline-file.ts';
 import type { StepRecord } from '../../engine/step-timeline.ts';
-import { engineSettings, keelRunHeader, loadBenchEngine, type BenchEngine } from '../../bench/keel-run.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine, rooflineInputs, type BenchEngine } from '../../bench/keel-run.ts';
 import { readLatencyBaseline, withSpeedup } from '../../bench/latency-baseline.ts';
 import { runLatencySuite, type LatencyOptions } from '../../bench/latency-suite.ts';
 import { benchProgress, type Progress } from '../../bench/progress.ts';
@@ -13,7 +13,6 @@ import { RESULT_SCHEMA_VERSION } from '../../bench/result-schema.ts';
 import { nonNegativeIntFlag, positiveIntFlag, positiveIntList, SYNTHETIC_ACCEPTANCE_HELP, withSyntheticAcceptance } from './bench-flags.ts';
 import { parseFlags } from '../parse-flags.ts';
 import { structuredOutputFromFlags } from '../structured-output-flags.ts';
-import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** vLLM's `bench latency` defaults. */
 const DEFAULTS = { batchSize: '8', inputLen: 32, outputLen: 128, numIters: 30, numItersWarmup: 10 };
@@ -116,7 +115,7 @@ export async function benchLatency(
   const measured = await runLatencySuite(
     llm,
     options,
-    { model: llm.model, weightElementBytes: facts.weightElementBytes, kvElementBytes: facts.kvElementBytes, kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype) },
+    rooflineInputs(bench),
     {
       onBatchStart: (size, runs) => {
         batchSize = size;

@@ -4,7 +4,7 @@ import { stepTimelineReport, throughputReport } from '../../bench/console-report
 import { STEP_TIMELINE_HELP, writeStepTimeline } from '../../bench/step-timeline-file.ts';
 import { stepTimelineLine } from '../../engine/step-timeline-file.ts';
 import type { StepRecord } from '../../engine/step-timeline.ts';
-import { engineSettings, keelRunHeader, loadBenchEngine } from '../../bench/keel-run.ts';
+import { engineSettings, keelRunHeader, loadBenchEngine, rooflineInputs } from '../../bench/keel-run.ts';
 import { NANO_VLLM_WORKLOAD } from '../../bench/random-dataset.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import type { SamplingParams } from '../../sampling/sampling-params.ts';
@@ -18,7 +18,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeRandomLoraAdapter } from '../../bench/random-lora.ts';
-import { resolveKvCacheDtype } from '../../step/kv-cache-layout.ts';
 
 /** Rank of the random adapters of --lora-adapters: a common fine-tuning rank. */
 const DEFAULT_LORA_RANK = 16;
@@ -138,10 +137,7 @@ export async function throughputCommand(argv: string[]): Promise<void> {
         requestsOf(run),
         sampling,
         {
-          model: llm.model,
-          weightElementBytes: facts.weightElementBytes,
-          kvElementBytes: facts.kvElementBytes,
-          kvCacheDtype: resolveKvCacheDtype(llm.config.kvCacheDtype),
+          ...rooflineInputs(bench),
           flopsPerSecond: facts.matmulFlopsPerSecond,
           bandwidthBytesPerSecond: facts.bandwidth?.bytesPerSecond ?? null,
         },
