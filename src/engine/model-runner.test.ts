@@ -131,6 +131,18 @@ function countingBackend(backend: Backend, events: string[], deviceTokens: numbe
   return counting;
 }
 
+/** A runner over `model` drafting for itself from a cache of its own, its scheduler, and the prompts' sequences, added. */
+function selfDrafting(backend: Backend, model: Awaited<ReturnType<typeof loadModel>>, prompts: number[][], graphs: boolean) {
+  const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
+  const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
+  const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
+  const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
+  const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { draft });
+  const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
+  for (const seq of seqs) scheduler.add(seq);
+  return { draft, scheduler, runner, seqs };
+}
+
 test('a draft model\'s proposal passes chain on the device, are read once, and replay its decode graphs', async () => {
   const model = await loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', showProgress: false });
   const prompts = [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300]];
@@ -144,13 +156,7 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
     const replayed: Replayed[] = [];
     const counting = countingBackend(model.backend, events, deviceTokens);
     const backend = graphs ? recordingBackend(counting, replayed) : counting;
-    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
-    const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
-    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
-    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { draft });
-    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
-    for (const seq of seqs) scheduler.add(seq);
+    const { draft, scheduler, runner, seqs } = selfDrafting(backend, model, prompts, graphs);
     const plainDraws: StepDraws = {
       drawsFor: (_s, site) => [greedyDraw(site)],
       draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
@@ -197,13 +203,7 @@ test('a verification step whose sequences all verify K drafts replays a graph of
   const run = (graphs: boolean) => {
     const replayed: Replayed[] = [];
     const backend = graphs ? recordingBackend(model.backend, replayed) : model.backend;
-    const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers };
-    const draft: DraftModel = { model: model.model, cache: backend.createKvCache(layout) };
-    const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS });
-    const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 256, blockSize: BLOCK_SIZE, maxModelLen: 256 }, kv);
-    const runner = new ModelRunner(backend, model.model, backend.createKvCache(layout), BLOCK_SIZE, graphs ? { maxBatchSize: 8, scratchBlock: NUM_BLOCKS, scratchStateSlot: null } : null, { draft });
-    const seqs = prompts.map((p, i) => new Sequence(`r${i}`, p));
-    for (const seq of seqs) scheduler.add(seq);
+    const { draft, scheduler, runner, seqs } = selfDrafting(backend, model, prompts, graphs);
     const draws = (output: ReturnType<Scheduler['schedule']>): StepDraws => ({
       drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
       draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
