@@ -1,8 +1,9 @@
 // What one target pass of speculative verification costs (what `keel bench verify` reports): each
 // sequence of a batch runs a verification chunk of q tokens (its last sampled token and q - 1
-// drafts) after the same cached context, with logits at all q positions, eagerly, as the model
-// runner runs a verification step; beside a plain decode step of the same batch, replayed as a
-// CUDA graph where the engine would replay one. The sampling pass after the forward is not timed.
+// drafts) after the same cached context, with logits at all q positions, beside a plain decode
+// step of the same batch; both replayed as CUDA graphs of the padded batch where the engine would
+// replay them (every sequence verifying q - 1 drafts, as here), eagerly elsewhere. The sampling
+// pass after the forward is not timed.
 import type { Backend, KvCache } from '../backend/backend.ts';
 import { invalidArgument } from '../errors.ts';
 import { GraphBatches } from '../engine/graph-batch.ts';
@@ -62,13 +63,15 @@ export function runVerifyBenchmark(target: VerifyTarget, options: VerifyOptions)
   for (const batchSize of options.batchSizes) {
     const specs = (query: number, verification: boolean): SeqSpec[] => Array.from({ length: batchSize }, () => ({ cached: options.contextLen, query, verification }));
     const graphSize = graphs?.sizeFor(batchSize) ?? null;
-    const decode =
+    // A step of `query` tokens a sequence, as the model runner runs it.
+    const step = (query: number, verification: boolean) =>
       graphSize === null
-        ? timeSteps(backend, run(buildBatch(specs(1, false), blocks, blockSize)), options)
-        : timeSteps(backend, replayDecode(target, cache, graphs!.padded(seqChunks(specs(1, false), blocks, blockSize), graphSize)), options);
+        ? run(buildBatch(specs(query, verification), blocks, blockSize))
+        : replayed(target, cache, graphs!.padded(seqChunks(specs(query, verification), blocks, blockSize), graphSize, query));
+    const decode = timeSteps(backend, step(1, false), options);
     results.decode.push({ batch_size: batchSize, mean_step_ms: decode.mean, median_step_ms: decode.median, ms_per_token: decode.mean / batchSize, cuda_graph: graphSize !== null });
     for (const query of options.queryTokens) {
-      const verify = timeSteps(backend, run(buildBatch(specs(query, true), blocks, blockSize)), options);
+      const verify = timeSteps(backend, step(query, true), options);
       results.verify.push({
         batch_size: batchSize,
         query_tokens: query,
@@ -76,7 +79,7 @@ export function runVerifyBenchmark(target: VerifyTarget, options: VerifyOptions)
         median_step_ms: verify.median,
         ms_per_query_token: verify.mean / (batchSize * query),
         ratio_to_decode: verify.mean / decode.mean,
-        cuda_graph: false,
+        cuda_graph: graphSize !== null,
       });
     }
   }
@@ -98,8 +101,8 @@ function prefill(target: VerifyTarget, cache: KvCache, blocks: BlockAssignment, 
   waitForDevice(backend);
 }
 
-/** A decode step as the model runner replays it: the graph of its padded shape, recorded at the first call. */
-function replayDecode(target: VerifyTarget, cache: KvCache, batch: BatchDescription): () => void {
+/** A step as the model runner replays it: the graph of its padded shape, recorded at the first call. */
+function replayed(target: VerifyTarget, cache: KvCache, batch: BatchDescription): () => void {
   const { backend, model } = target;
   const owner = {};
   return () => {

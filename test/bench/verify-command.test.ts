@@ -48,7 +48,7 @@ test('bench verify on keel-tiny: a decode row per batch size and a verification 
   }
 });
 
-test('bench verify: verification steps run eagerly with logits at every query position; decode steps replay a padded graph where the backend records them', async () => {
+test('bench verify: decode and verification steps replay padded graphs where the backend records them, with logits at every query position', async () => {
   const loaded = await loadModel({ model: 'models/keel-tiny', backend: 'cpu', showProgress: false });
   try {
     const replayed: Replayed[] = [];
@@ -62,18 +62,17 @@ test('bench verify: verification steps run eagerly with logits at every query po
     const options = { batchSizes: [3], queryTokens: [4], contextLen: 7, numIters: 2, numItersWarmup: 1 };
     const results = runVerifyBenchmark({ ...loaded, backend }, options);
     assert.equal(results.decode[0].cuda_graph, true);
-    assert.equal(results.verify[0].cuda_graph, false);
+    assert.equal(results.verify[0].cuda_graph, true);
     const steps = options.numIters + options.numItersWarmup;
-    // Batch 3 pads to the next recorded size; every row has logits, so the shape stays put.
-    assert.equal(replayed.length, steps);
-    const padded = GRAPH_BATCH_SIZES.find((size) => size >= 3);
-    for (const r of replayed) assert.deepEqual([r.numSeqs, r.logitsRows], [padded, padded]);
+    // Batch 3 pads to the next recorded size; every token has logits, so the shape stays put.
+    const padded = GRAPH_BATCH_SIZES.find((size) => size >= 3)!;
+    assert.deepEqual(replayed.map((r) => [r.numSeqs, r.logitsRows]), [...new Array(steps).fill([padded, padded]), ...new Array(steps).fill([padded, 4 * padded])]);
     const verification = begun.filter((b) => b.verificationChunks !== null);
     assert.equal(verification.length, steps);
     for (const b of verification) {
-      assert.deepEqual([...b.verificationChunks!], [1, 1, 1]);
-      assert.deepEqual([...b.seqLens], [11, 11, 11], 'four query tokens after seven cached ones');
-      assert.deepEqual([...b.logitsIndices], Array.from({ length: 12 }, (_, t) => t), 'logits at every query position');
+      assert.deepEqual([...b.verificationChunks!], new Array(padded).fill(1), 'the padding rows verify too');
+      assert.deepEqual([...b.seqLens.subarray(0, 3)], [11, 11, 11], 'four query tokens after seven cached ones');
+      assert.deepEqual([...b.logitsIndices], Array.from({ length: 4 * padded }, (_, t) => t), 'logits at every query position');
     }
   } finally {
     loaded.backend.dispose();

@@ -19,10 +19,9 @@ export const VERIFY_HELP = `Usage: keel bench verify [options]
 
 What verifying drafts costs the target model: for each batch size and each query length q, one
 forward pass in which every sequence runs a verification chunk of q tokens (its last sampled token
-and q - 1 drafts) after --context-len cached tokens, with logits at all q positions, eagerly, as
-the engine runs a verification step; beside a plain decode step (one token per sequence) of the
-same batch and context, replayed as a CUDA graph where the engine replays one (the result says
-which). A step's time is the wall clock of its uploads and forward, the device synchronized after
+and q - 1 drafts) after --context-len cached tokens, with logits at all q positions, beside a
+plain decode step (one token per sequence) of the same batch and context; each replayed as a CUDA
+graph of the padded batch where the engine replays one, else eager (the result says which). A step's time is the wall clock of its uploads and forward, the device synchronized after
 it; sampling is not timed. Reports each step's mean and median ms, ms per query token (over batch
 × q tokens) and its ratio to the decode step's. The context is written by prefill steps first.
 Without --model: Llama-3.1-8B's shapes (bench/configs/llama-3.1-8b) with --load-format dummy.
@@ -91,7 +90,7 @@ export async function verifyCommand(argv: string[]): Promise<void> {
           num_iters_warmup: options.numItersWarmup,
           seed: config.seed,
           timing: 'wall clock of beginStep + forward, the device synchronized after each step; sampling not timed',
-          verify_steps: 'eager, a causal chain of q tokens per sequence with logits at every position (BatchDescription.verificationChunks)',
+          verify_steps: 'a causal chain of q tokens per sequence with logits at every position (BatchDescription.verificationChunks), replayed as a graph of the padded batch where the engine replays one (cuda_graph)',
           engine: { model: repoRelative(config.model), block_size: config.blockSize, kv_cache_dtype: resolveKvCacheDtype(config.kvCacheDtype), max_num_seqs: config.maxNumSeqs, max_num_batched_tokens: config.maxNumBatchedTokens, enforce_eager: config.enforceEager, quantization: config.quantization },
         },
         results,
