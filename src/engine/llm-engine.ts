@@ -3,6 +3,8 @@ import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { drawFor, drawnToken, hasPenalties, maskWords, MAX_TOP_LOGPROBS, topTokensDraw, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
+import { intersectAllowed, requestTokenFilters } from '../sampling/request-token-filters.ts';
+import { checkTokenIds } from '../sampling/validate.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
 import type { CompiledGrammar } from '../structured/grammar-compiler.ts';
@@ -175,6 +177,7 @@ export class LLMEngine {
     const { id, promptTokenIds, params } = input;
     if (this.requests.has(id)) throw invalidArgument(`request id ${id} is already in use`);
     this.validatePrompt(promptTokenIds, params);
+    checkTokenIds(params, this.parts.vocabSize);
     if (params.stop.length > 0 && this.parts.tokenizer === null) {
       throw invalidArgument('stop strings need a tokenizer, and this model has no tokenizer.json; use stop token ids');
     }
@@ -207,6 +210,7 @@ export class LLMEngine {
       prompt: input.prompt,
       promptTokenIds,
       params,
+      tokenFilters: requestTokenFilters(params, this.parts.vocabSize),
       promptLogprobs: params.promptLogprobs === null ? null : new Array<PositionLogprobs | null>(promptTokenIds.length).fill(null),
       completions,
       metrics: {
@@ -434,7 +438,15 @@ export class LLMEngine {
         const { request, completion } = this.bySequence.get(seq)!;
         // A speculative step follows a step that was read: the constraint catches up with known tokens alone.
         const constraint = this.constraintAt(completion, -1);
-        const start = { params: request.params, rng: completion.rng, penaltyTokens: completion.penaltyTokens, eosTokenIds: this.parts.eosTokenIds, constraint, vocabSize: this.parts.vocabSize };
+        const start = {
+          params: request.params,
+          tokenFilters: request.tokenFilters,
+          rng: completion.rng,
+          penaltyTokens: completion.penaltyTokens,
+          eosTokenIds: this.parts.eosTokenIds,
+          constraint,
+          vocabSize: this.parts.vocabSize,
+        };
         verifications.set(s, (v = { lookahead: new LookaheadDraws(start, seq), numDrafts: seq.numDraftTokens, numPositions: 0, accepted: [] }));
       }
       return v;
@@ -502,8 +514,13 @@ export class LLMEngine {
 
   private drawFor(request: Request, c: Completion, seq: Sequence, site: DrawSite): Draw {
     const constraint = this.constraintAt(c, site.pendingDraw);
-    let allowedTokens: Int32Array | null = null;
-    if (constraint !== null) constraint.fillAllowed((allowedTokens = new Int32Array(maskWords(this.parts.vocabSize))));
+    const filters = request.tokenFilters;
+    let allowedTokens = filters.allowedTokens;
+    if (constraint !== null) {
+      const grammarMask = new Int32Array(maskWords(this.parts.vocabSize));
+      constraint.fillAllowed(grammarMask);
+      allowedTokens = intersectAllowed(grammarMask, filters.allowedTokens);
+    }
     // Spelled out rather than spread from `site`: a spread object is slower to build and to read, once per row per step.
     return drawFor(request.params, {
       row: site.row,
@@ -515,6 +532,7 @@ export class LLMEngine {
       numOutputTokens: seq.numOutputTokens,
       eosTokenIds: this.parts.eosTokenIds,
       allowedTokens,
+      logitBias: filters.logitBias,
     });
   }
 

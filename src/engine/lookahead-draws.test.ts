@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { DRAFT_HISTORY_COLUMNS } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import { forkStream } from '../sampling/rng.ts';
+import { requestTokenFilters } from '../sampling/request-token-filters.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from '../sampling/sampling-params.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
 import { LookaheadDraws } from './lookahead-draws.ts';
@@ -15,7 +16,7 @@ function lookahead(params: SamplingParams, numDrafts: number, constraint: TokenC
   seq.appendDraftTokens(new Array<number>(numDrafts).fill(UNPROPOSED_DRAFT));
   const penaltyTokens = params.frequencyPenalty !== 0 ? new PenaltyTokens([4, 5], false) : null;
   penaltyTokens?.add(6);
-  const draws = new LookaheadDraws({ params, rng: forkStream(1, 0), penaltyTokens, eosTokenIds: [2], constraint, vocabSize: 64 }, seq);
+  const draws = new LookaheadDraws({ params, tokenFilters: requestTokenFilters(params, 64), rng: forkStream(1, 0), penaltyTokens, eosTokenIds: [2], constraint, vocabSize: 64 }, seq);
   return { seq, draws };
 }
 

@@ -1,5 +1,6 @@
 import { DRAFT_HISTORY_COLUMNS, drawFor, maskWords, type Draw } from '../sampling/draw.ts';
 import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
+import { intersectAllowed, type RequestTokenFilters } from '../sampling/request-token-filters.ts';
 import type { Rng } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
@@ -8,6 +9,8 @@ import { UNPROPOSED_DRAFT, type Sequence } from './sequence.ts';
 /** What a completion's draws start from: its random stream and its penalty tokens, neither of which a lookahead changes. */
 export interface LookaheadStart {
   params: SamplingParams;
+  /** The request's logit bias and allowed tokens: every draw here applies them, as plain decoding's do. */
+  tokenFilters: RequestTokenFilters;
   rng: Rng;
   penaltyTokens: PenaltyTokens | null;
   eosTokenIds: readonly number[];
@@ -90,6 +93,7 @@ export class LookaheadDraws {
       draftHistory: onDevice ? { row: draftHistoryRow, length: depth } : null,
       eosTokenIds: this.start.eosTokenIds,
       allowedTokens: this.allowedAfter(path),
+      logitBias: this.start.tokenFilters.logitBias,
     });
     if (this.rngs.length === depth + 1) this.rngs.push(rng);
     return draw;
@@ -105,21 +109,21 @@ export class LookaheadDraws {
   private rngBefore(depth: number): Rng {
     while (this.rngs.length <= depth) {
       const rng = this.rngs[this.rngs.length - 1].clone();
-      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null });
+      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null });
       this.rngs.push(rng);
     }
     return this.rngs[depth];
   }
 
-  /** The constraint's mask after the path's tokens (up to the first it refuses); null for free text. */
+  /** The constraint's mask after the path's tokens (up to the first it refuses) within the request's allowed tokens; without a constraint, those alone. */
   private allowedAfter(path: readonly number[]): Int32Array | null {
     const constraint = this.start.constraint;
-    if (constraint === null) return null;
+    if (constraint === null) return this.start.tokenFilters.allowedTokens;
     let taken = 0;
     while (taken < path.length && constraint.tryAccept(path[taken])) taken++;
     const mask = new Int32Array(maskWords(this.start.vocabSize));
     constraint.fillAllowed(mask);
     constraint.rollback(taken);
-    return mask;
+    return intersectAllowed(mask, this.start.tokenFilters.allowedTokens);
   }
 }

@@ -1,5 +1,6 @@
 import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
 import type { Rng } from '../sampling/rng.ts';
+import type { RequestTokenFilters } from '../sampling/request-token-filters.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { StopStringMatcher } from '../sampling/stop-strings.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
@@ -37,6 +38,8 @@ export interface Request {
   prompt: string | null;
   promptTokenIds: number[];
   params: SamplingParams;
+  /** Its logit bias and allowed tokens as every one of its draws takes them. */
+  tokenFilters: RequestTokenFilters;
   /** Filled as prompt positions are scored (params.promptLogprobs); index 0 stays null. */
   promptLogprobs: (PositionLogprobs | null)[] | null;
   completions: Completion[];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { drawDistribution, sampleDraw, sampleDraws } from './draw-sampler.ts';
-import { allowedMask, penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
+import { allowedMask, logitBias, penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
 import { DRAFT_HISTORY_COLUMNS, scoreDraw, type Draw } from './draw.ts';
 
 const row = (values: number[]) => Float32Array.from(values);
@@ -36,6 +36,51 @@ test('masked tokens are never drawn, even when they are penalized too', () => {
   assert.equal(sampleDraw(row([0, 5, 4, 1]), greedy({ ...masked, repetitionPenalty: 1.1, ...penalties([[1, 2]]) }), []).tokenId, 3);
   for (let seed = 0; seed < 200; seed++) assert.ok(![1, 2].includes(sampleDraw(row([0, 5, 4, 1]), draw({ ...masked, seed }), []).tokenId));
   assert.equal(sampleDraw(row([0, 1]), greedy({ maskedTokenIds: Int32Array.of(0, 1) }), []).tokenId, -1);
+});
+
+test('a logit bias flips the argmax; -100 bans a token and +100 forces one, at any temperature', () => {
+  const logits = row([3, 2.5, -1, 0.5]);
+  assert.equal(sampleDraw(logits, greedy(logitBias([[1, 0.75]])), []).tokenId, 1, '2.5 + 0.75 > 3');
+  assert.equal(sampleDraw(logits, greedy(logitBias([[0, -0.75]])), []).tokenId, 1);
+  for (let seed = 0; seed < 200; seed++) {
+    assert.notEqual(sampleDraw(logits, draw({ seed, temperature: 1.5, ...logitBias([[0, -100], [1, -100], [3, -100]]) }), []).tokenId, 0, 'banned');
+    assert.equal(sampleDraw(logits, draw({ seed, temperature: 1.5, ...logitBias([[2, 100]]) }), []).tokenId, 2, 'forced');
+  }
+});
+
+test('a logit bias comes before the penalties, which treat a biased token like any other', () => {
+  const logits = row([3, 2.9, -1]);
+  // Repetition divides the biased logit: (3 + 1) / 2 = 2 < 2.9; penalizing first would give 3 / 2 + 1 = 2.5, the same winner, so presence shows the order.
+  assert.equal(sampleDraw(logits, greedy({ repetitionPenalty: 2, ...penalties([[0, 0]]), ...logitBias([[0, 1]]) }), []).tokenId, 1);
+  assert.equal(sampleDraw(logits, greedy({ presencePenalty: 0.5, ...penalties([[0, 1]]), ...logitBias([[0, 0.3]]) }), []).tokenId, 1, '3 + 0.3 - 0.5 < 2.9');
+  assert.equal(sampleDraw(logits, greedy({ presencePenalty: 0.5, ...penalties([[0, 1]]), ...logitBias([[0, 0.7]]) }), []).tokenId, 0, '3 + 0.7 - 0.5 > 2.9');
+  // A biased token the output holds only as the pending token: the penalty counts it all the same.
+  assert.equal(sampleDraw(logits, greedy({ presencePenalty: 0.5, ...logitBias([[0, 0.3]]) }), [0]).tokenId, 1);
+  // An unseen biased token: the repetition penalty leaves it alone (0.5 + 3 = 3.5 > 3 / 2).
+  assert.equal(sampleDraw(row([3, 0.5]), greedy({ repetitionPenalty: 2, ...penalties([[0, 0]]), ...logitBias([[1, 3]]) }), []).tokenId, 1);
+  assert.equal(sampleDraw(row([3, 0.5]), greedy({ repetitionPenalty: 2, ...penalties([[0, 0]]), ...logitBias([[1, 0.9]]) }), []).tokenId, 0, '1.4 < 1.5');
+});
+
+test('top-k, top-p and min-p truncate the biased values, and the logprobs stay raw', () => {
+  const logits = fromProbs([0.1, 0.2, 0.3, 0.4]);
+  const boosted = logitBias([[0, Math.log(8)]]); // token 0 becomes 0.8 against 0.2, 0.3, 0.4: the most likely
+  const distribution = drawDistribution(logits, draw({ topK: 1, ...boosted }), []);
+  assert.deepEqual([...distribution], [1, 0, 0, 0]);
+  // Biased, token 0 holds 0.8 / 1.7 = 0.47 of the mass: enough for top-p 0.45 alone; unbiased, tokens 3 and 2 would be kept.
+  assert.deepEqual([...drawDistribution(logits, draw({ topP: 0.45, ...boosted }), [])], [1, 0, 0, 0]);
+  const minP = drawDistribution(logits, draw({ minP: 0.6, ...boosted }), []);
+  assert.deepEqual([...minP], [1, 0, 0, 0], 'min-p 0.6 of the biased maximum 0.8 keeps token 0 alone');
+  const outcome = sampleDraw(logits, draw({ topK: 1, topLogprobs: 2, ...boosted }), []);
+  assert.equal(outcome.tokenId, 0);
+  assert.ok(Math.abs(outcome.logprob - Math.log(0.1)) < 1e-6, 'the drawn token\'s raw logprob');
+  assert.deepEqual(outcome.topIds, [3, 2], 'the raw ranking');
+});
+
+test('a logit bias and an allowed-token mask combine: the mask wins over a +100 bias', () => {
+  const logits = row([0, 1, 2, 3]);
+  const mask = { allowedTokens: allowedMask(4, [0, 1]) };
+  assert.equal(sampleDraw(logits, greedy({ ...mask, ...logitBias([[3, 100], [0, 2]]) }), []).tokenId, 0);
+  assert.equal(sampleDraw(logits, greedy({ ...mask, maskedTokenIds: Int32Array.of(0), ...logitBias([[0, 100]]) }), []).tokenId, 1, 'a masked token stays masked');
 });
 
 function frequencies(logits: Float32Array, fields: Partial<Draw>, draws: number): number[] {

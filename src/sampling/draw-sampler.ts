@@ -1,4 +1,4 @@
-import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, drawEntries, isAllowed, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
+import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, drawEntries, entryCount, isAllowed, penalizedLogit, type Draw, type DrawResults } from './draw.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logSumExp, topTokenIds } from './logprobs.ts';
 
@@ -12,7 +12,7 @@ export interface DrawOutcome {
 
 /**
  * The CPU twin of the GPU's sampling pass (kernels/sample-rows.cu), step for step in float32:
- * `raw` is the row's logits, untouched; `outputTokens` the output tokens the host has not listed
+ * `raw` is the row's logits, untouched (its logit biases added to a copy); `outputTokens` the output tokens the host has not listed
  * in the draw's entries (its pending token and the drafts before it in the draft history), which
  * the penalties count as well. A draw with a scored token reports that token instead of drawing.
  * Truncation is a threshold on the scaled logits: min-p's, the k-th largest, then the smallest
@@ -38,10 +38,11 @@ function penalizedRow(raw: Float32Array, draw: Draw, outputTokens: readonly numb
   // How often each unlisted output token occurs: each occurrence is one more output count.
   const extra = new Map<number, number>();
   for (const id of outputTokens) extra.set(id, (extra.get(id) ?? 0) + 1);
-  const entries = drawEntries(draw);
-  for (let e = 0; e < entries.length; e += 2) {
-    const [id, count] = [entries[e], entries[e + 1]];
-    values[id] = penalizedLogit(raw[id], count >= 0 ? count + (extra.get(id) ?? 0) : count, draw);
+  const { pairs, biases } = drawEntries(draw);
+  for (let e = 0; e < pairs.length; e += 2) {
+    const [id, count] = [pairs[e], pairs[e + 1]];
+    const biased = biases === null ? raw[id] : Math.fround(raw[id] + biases[e / 2]);
+    values[id] = penalizedLogit(biased, entryCount(count, extra.get(id) ?? 0), draw);
     extra.delete(id);
   }
   for (const [id, count] of extra) values[id] = penalizedLogit(raw[id], count, draw);

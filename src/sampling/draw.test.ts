@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
-import { checkDraws, drawEntries, drawFor, drawnToken, MASKED, penalizedLogit, type DrawContext, type DrawResults } from './draw.ts';
-import { penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
+import { checkDraws, drawEntries, drawFor, drawnToken, entryCount, MASKED, penalizedLogit, UNSEEN, type DrawContext, type DrawResults } from './draw.ts';
+import { logitBias, penaltyEntries, testDraw } from '../../test/helpers/sampling-draw.ts';
 import { PenaltyTokens } from './penalty-tokens.ts';
 import type { Rng } from './rng.ts';
 import { DEFAULT_SAMPLING_PARAMS, type SamplingParams } from './sampling-params.ts';
@@ -20,7 +20,7 @@ function penaltyTokens(withPrompt: boolean): PenaltyTokens {
 }
 
 function context(fields: Partial<DrawContext> = {}): DrawContext {
-  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, draftHistory: null, eosTokenIds: [2], allowedTokens: null, ...fields };
+  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, draftHistory: null, eosTokenIds: [2], allowedTokens: null, logitBias: null, ...fields };
 }
 const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
 
@@ -56,9 +56,21 @@ test('below minTokens EOS and the stop ids are masked, EOS only unless ignoreEos
 
 test('drawEntries lists each token once, a masked one as MASKED', () => {
   const draw = drawFor(params({ presencePenalty: 1, minTokens: 9 }), context({ eosTokenIds: [9, 11], penaltyTokens: penaltyTokens(false) }));
-  assert.deepEqual([...drawEntries(draw)], [5, 2, 9, MASKED, 11, MASKED]);
+  assert.deepEqual([...drawEntries(draw).pairs], [5, 2, 9, MASKED, 11, MASKED]);
+  assert.equal(drawEntries(draw).biases, null);
   const unmasked = drawFor(params({ presencePenalty: 1 }), context({ penaltyTokens: penaltyTokens(false) }));
-  assert.equal(drawEntries(unmasked), unmasked.penaltyEntries, 'no masks: the entries as they are, not a copy');
+  assert.equal(drawEntries(unmasked).pairs, unmasked.penaltyEntries, 'no masks: the entries as they are, not a copy');
+});
+
+test('drawEntries gives each listed token its bias, a token only biased as UNSEEN', () => {
+  const draw = testDraw({ ...penaltyEntries([[5, 2], [9, 1]]), maskedTokenIds: Int32Array.of(9, 11), ...logitBias([[5, -3], [11, 4], [20, 1.5]]) });
+  const { pairs, biases } = drawEntries(draw);
+  assert.deepEqual([...pairs], [5, 2, 9, MASKED, 11, MASKED, 20, UNSEEN]);
+  assert.deepEqual([...biases!], [-3, 0, 4, 1.5]);
+});
+
+test('entryCount adds the unlisted output occurrences: an UNSEEN token becomes seen once it is output', () => {
+  assert.deepEqual([entryCount(2, 1), entryCount(0, 0), entryCount(MASKED, 2), entryCount(UNSEEN, 0), entryCount(UNSEEN, 2)], [3, 0, MASKED, UNSEEN, 2]);
 });
 
 test('penalizedLogit rounds each operation to float32, as the GPU does', () => {
@@ -67,6 +79,12 @@ test('penalizedLogit rounds each operation to float32, as the GPU does', () => {
   assert.equal(penalizedLogit(2.5, 0, draw), f(2.5 / f(1.3)));
   assert.equal(penalizedLogit(-2.5, 3, draw), f(f(-2.5 * f(1.3)) - f(f(f(0.1) * 3) + 0.25)));
   assert.equal(penalizedLogit(2.5, MASKED, draw), -Infinity);
+  assert.equal(penalizedLogit(2.5, UNSEEN, draw), 2.5, 'a token neither in the prompt nor the output keeps its (biased) logit');
+});
+
+test('a draw carries its request\'s logit bias', () => {
+  const bias = logitBias([[3, -100]]).logitBias;
+  assert.equal(drawFor(params({}), context({ logitBias: bias })).logitBias, bias);
 });
 
 test('drawnToken gives the logprobs asked for and fails for a draw with nothing finite', () => {
@@ -89,6 +107,9 @@ test('checkDraws names the draw and what it reads out of bounds', () => {
   assert.throws(() => checkDraws([testDraw({ pendingDraw: 2 })], 3, 10, 2), /draw 0's pending token 2 is outside the 2 previous draws/);
   assert.throws(() => checkDraws([testDraw({ maskedTokenIds: Int32Array.of(10) })], 1, 10, 0), /draw 0 names token 10, outside the 10 columns/);
   assert.throws(() => checkDraws([testDraw(penaltyEntries([[3, 1], [-1, 0]]))], 1, 10, 0), /draw 0 names token -1/);
+  assert.throws(() => checkDraws([testDraw(logitBias([[3, 1], [10, -1]]))], 1, 10, 0), /draw 0 names token 10/);
+  const uneven = { logitBias: { tokenIds: Int32Array.of(1, 2), biases: Float32Array.of(1) } };
+  assert.throws(() => checkDraws([testDraw(uneven)], 1, 10, 0), /logit bias has 2 token ids but 1 biases/);
 });
 
 test('checkDraws refuses an allowed-token mask whose length does not cover the columns', () => {

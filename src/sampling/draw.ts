@@ -19,7 +19,7 @@ export const GREEDY_TEMPERATURE = 1e-5;
 /**
  * One token to draw from one row of a step's logits: all the backend's sampling pass needs, so
  * that logits never leave the device. In vLLM's order: the masked tokens are removed, the
- * penalties applied, then a greedy draw takes the argmax, and a random one divides by the
+ * logit biases added and the penalties applied, then a greedy draw takes the argmax, and a random one divides by the
  * temperature, keeps the tokens that min-p, top-k and top-p keep (each keeps every token tied
  * with its last one) and draws among them by Gumbel-max with `seed` (gumbel.ts).
  */
@@ -44,10 +44,16 @@ export interface Draw {
    * when no penalty applies.
    */
   penaltyEntries: Int32Array;
+  /**
+   * Added to the logits of its tokens before the penalties (OpenAI's logit_bias, as vLLM applies
+   * it); null: none. Like the masks it changes what is drawn, never the raw logprobs.
+   */
+  logitBias: LogitBias | null;
   /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens. */
   maskedTokenIds: Int32Array;
   /**
-   * The only tokens that can be drawn (a grammar's mask for structured output): bit t % 32 of word
+   * The only tokens that can be drawn (a request's allowed token ids, a grammar's mask for
+   * structured output, or both intersected): bit t % 32 of word
    * floor(t / 32) set for an allowed token t, ceil(cols / 32) words; null: every token. Like the
    * masked tokens it changes what is drawn, never the raw logprobs.
    */
@@ -77,6 +83,12 @@ export interface Draw {
   scoredToken: number;
 }
 
+/** Biases of a draw's logits: distinct token ids and the bias of each, the same length. */
+export interface LogitBias {
+  tokenIds: Int32Array;
+  biases: Float32Array;
+}
+
 /** What a sampling pass returns for its draws. */
 export interface DrawResults {
   /** The drawn token of each draw; -1 where no logit was left finite. */
@@ -104,6 +116,8 @@ export interface DrawContext {
   eosTokenIds: readonly number[];
   /** See Draw.allowedTokens. */
   allowedTokens: Int32Array | null;
+  /** The request's logit bias (Draw.logitBias), built once for all its draws: logitBiasOf(params). */
+  logitBias: LogitBias | null;
 }
 
 const NO_TOKENS = new Int32Array(0);
@@ -125,6 +139,7 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
     presencePenalty: params.presencePenalty,
     frequencyPenalty: params.frequencyPenalty,
     penaltyEntries: context.penaltyTokens?.entries() ?? NO_TOKENS,
+    logitBias: context.logitBias,
     maskedTokenIds: masked.length === 0 ? NO_TOKENS : Int32Array.from(new Set(masked)),
     allowedTokens: context.allowedTokens,
     pendingDraw: penalized ? context.pendingDraw : -1,
@@ -158,6 +173,7 @@ export function scoreDraw(row: number, token: number, topLogprobs: number): Draw
     presencePenalty: 0,
     frequencyPenalty: 0,
     penaltyEntries: NO_TOKENS,
+    logitBias: null,
     maskedTokenIds: NO_TOKENS,
     allowedTokens: null,
     pendingDraw: -1,
@@ -190,6 +206,10 @@ export function checkDraws(draws: readonly Draw[], rows: number, cols: number, p
     }
     let bad = draw.scoredToken >= 0 && outside(draw.scoredToken) ? draw.scoredToken : draw.maskedTokenIds.find(outside);
     for (let e = 0; e < draw.penaltyEntries.length && bad === undefined; e += 2) if (outside(draw.penaltyEntries[e])) bad = draw.penaltyEntries[e];
+    if (draw.logitBias !== null) {
+      if (draw.logitBias.tokenIds.length !== draw.logitBias.biases.length) throw new RangeError(`sampleRows: draw ${d}'s logit bias has ${draw.logitBias.tokenIds.length} token ids but ${draw.logitBias.biases.length} biases`);
+      bad ??= draw.logitBias.tokenIds.find(outside);
+    }
     if (bad !== undefined) throw new RangeError(`sampleRows: draw ${d} names token ${bad}, outside the ${cols} columns`);
   });
 }
@@ -217,27 +237,58 @@ export function hasPenalties(params: SamplingParams): boolean {
 /** A count that marks a masked token among a draw's entries. */
 export const MASKED = -1;
 
-/**
- * A draw's penalty tokens and masked tokens as one list of (token id, output count) pairs, each
- * token once, MASKED for a masked token: what both backends walk.
- */
-export function drawEntries(draw: Draw): Int32Array {
-  if (draw.maskedTokenIds.length === 0) return draw.penaltyEntries;
+/** A count that marks a token listed only for its logit bias: no penalty touches it, unless it is an unlisted output token. */
+export const UNSEEN = -2;
+
+/** What both backends walk of a draw besides its row: its listed tokens, each once. */
+export interface DrawEntries {
+  /** (token id, output count) pairs: the penalty entries' counts, MASKED for a masked token, UNSEEN for one only biased. */
+  pairs: Int32Array;
+  /** Each pair's logit bias (0 for a token without one); null when the draw has no logit bias. */
+  biases: Float32Array | null;
+}
+
+/** A draw's penalty tokens, masked tokens and biased tokens as one list (DrawEntries). */
+export function drawEntries(draw: Draw): DrawEntries {
+  const bias = draw.logitBias;
+  if (draw.maskedTokenIds.length === 0 && bias === null) return { pairs: draw.penaltyEntries, biases: null };
   const masked = new Set(draw.maskedTokenIds);
-  const entries = Int32Array.from(draw.penaltyEntries);
-  for (let e = 0; e < entries.length; e += 2) {
-    if (masked.delete(entries[e])) entries[e + 1] = MASKED;
+  const pairs = Array.from(draw.penaltyEntries);
+  const listed = new Set<number>();
+  for (let e = 0; e < pairs.length; e += 2) {
+    listed.add(pairs[e]);
+    if (masked.has(pairs[e])) pairs[e + 1] = MASKED;
   }
-  return Int32Array.from([...entries, ...[...masked].flatMap((id) => [id, MASKED])]);
+  const list = (id: number, count: number) => {
+    if (listed.has(id)) return;
+    listed.add(id);
+    pairs.push(id, count);
+  };
+  for (const id of masked) list(id, MASKED);
+  if (bias === null) return { pairs: Int32Array.from(pairs), biases: null };
+  for (const id of bias.tokenIds) list(id, UNSEEN);
+  const biasOf = new Map<number, number>();
+  bias.tokenIds.forEach((id, i) => biasOf.set(id, bias.biases[i]));
+  const biases = new Float32Array(pairs.length / 2);
+  for (let e = 0; e < pairs.length; e += 2) biases[e / 2] = biasOf.get(pairs[e]) ?? 0;
+  return { pairs: Int32Array.from(pairs), biases };
+}
+
+/** An entry's count once `extra` more occurrences of its token among the output count too. */
+export function entryCount(count: number, extra: number): number {
+  if (count === MASKED) return MASKED;
+  if (count === UNSEEN) return extra > 0 ? extra : UNSEEN;
+  return count + extra;
 }
 
 /**
  * A penalized logit in float32, operation by operation as the GPU computes it: the repetition
  * penalty divides a positive logit and multiplies a negative one of every token seen; presence
- * and frequency subtract from a token generated `count` > 0 times.
+ * and frequency subtract from a token generated `count` > 0 times. `logit` is already biased.
  */
 export function penalizedLogit(logit: number, count: number, draw: Draw): number {
   if (count === MASKED) return -Infinity;
+  if (count === UNSEEN) return logit;
   const r = Math.fround(draw.repetitionPenalty);
   let v = logit > 0 ? Math.fround(logit / r) : Math.fround(logit * r);
   if (count > 0) {

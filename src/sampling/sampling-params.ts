@@ -19,6 +19,14 @@ export interface SamplingParams {
   presencePenalty: number;
   /** Subtracted per occurrence from the logit of every token already generated. */
   frequencyPenalty: number;
+  /**
+   * Added to the logits of these token ids before the penalties (OpenAI's logit_bias), each bias in
+   * [-100, 100]: -100 all but bans a token, 100 all but forces it. Null: none. The logprobs
+   * returned stay raw, unbiased.
+   */
+  logitBias: Readonly<Record<number, number>> | null;
+  /** The only token ids that can be drawn (vLLM's allowed_token_ids; with a structuredOutput, those both allow); null: every token. */
+  allowedTokenIds: number[] | null;
   /** Per-request seed: the same seed gives the same tokens whatever else is in the batch. */
   seed: number | null;
   stop: string[];
@@ -58,6 +66,8 @@ export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
   repetitionPenalty: 1,
   presencePenalty: 0,
   frequencyPenalty: 0,
+  logitBias: null,
+  allowedTokenIds: null,
   seed: null,
   stop: [],
   stopTokenIds: [],

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { KeelError } from '../errors.ts';
 import { DEFAULT_SAMPLING_PARAMS } from './sampling-params.ts';
-import { resolveSamplingParams } from './validate.ts';
+import { checkTokenIds, resolveSamplingParams } from './validate.ts';
 
 function rejects(input: unknown, message: string | RegExp, defaults = {}): void {
   assert.throws(
@@ -133,4 +133,36 @@ test('bad defaults are reported as defaults', () => {
   rejects({}, 'sampling default temperature must be a number in [0, 100] (got -1)', { temperature: -1 });
   rejects({}, 'unknown sampling default "top_k" (did you mean "topK"?)', { top_k: 5 });
   rejects({ maxTokens: 4 }, 'minTokens must be an integer in [0, maxTokens=4] (got 8)', { minTokens: 8 });
+});
+
+test('logitBias maps token ids to biases in [-100, 100], naming the key that is not', () => {
+  const resolved = resolveSamplingParams({ logitBias: { '50256': -100, 7: 100, '0': 0.5 } });
+  assert.deepEqual(resolved.logitBias, { 0: 0.5, 7: 100, 50256: -100 });
+  rejects({ logitBias: { abc: 1 } }, 'logitBias key "abc" is not a token id (a non-negative integer)');
+  rejects({ logitBias: { '-3': 1 } }, /key "-3" is not a token id/);
+  rejects({ logitBias: { '2.5': 1 } }, /key "2.5" is not a token id/);
+  rejects({ logitBias: { '5': 100.5 } }, 'logitBias key "5" must map to a number in [-100, 100] (got 100.5)');
+  rejects({ logitBias: { '5': '1' } }, /key "5" must map to a number in \[-100, 100\] \(got "1"\)/);
+  rejects({ logitBias: [1] }, /logitBias must be an object mapping token ids to biases/);
+  assert.equal(resolveSamplingParams({ logitBias: null }).logitBias, null);
+});
+
+test('allowedTokenIds is a non-empty list of token ids', () => {
+  assert.deepEqual(resolveSamplingParams({ allowedTokenIds: [3, 1] }).allowedTokenIds, [3, 1]);
+  rejects({ allowedTokenIds: [] }, /allowedTokenIds must be a non-empty array of non-negative integers/);
+  rejects({ allowedTokenIds: [1, -1] }, /allowedTokenIds must be/);
+});
+
+test('the token ids of logitBias and allowedTokenIds must lie in the vocabulary', () => {
+  const inside = resolveSamplingParams({ logitBias: { 9: 1 }, allowedTokenIds: [0, 9] });
+  checkTokenIds(inside, 10);
+  const invalid = (params: unknown, message: string) =>
+    assert.throws(() => checkTokenIds(resolveSamplingParams(params), 10), (e: unknown) => e instanceof KeelError && e.kind === 'invalid_argument' && e.message === message);
+  invalid({ logitBias: { 10: 1 } }, 'logitBias key "10" is outside the vocabulary (0..9)');
+  invalid({ allowedTokenIds: [3, 12] }, 'allowedTokenIds holds 12, outside the vocabulary (0..9)');
+});
+
+test('beam search refuses a logit bias and allowed token ids, which it would not apply', () => {
+  rejects({ useBeamSearch: true, n: 1, logitBias: { 1: 5 } }, 'logitBias is not supported with useBeamSearch (stop token ids are)');
+  rejects({ useBeamSearch: true, n: 1, allowedTokenIds: [1] }, 'allowedTokenIds is not supported with useBeamSearch (stop token ids are)');
 });

@@ -8,6 +8,8 @@ const MAX_REPETITION_PENALTY = 100;
 const MAX_STOP_STRINGS = 16;
 const MAX_LOGPROBS = 20;
 const MAX_LENGTH_PENALTY = 100;
+/** OpenAI's bounds on a logit bias. */
+const MAX_LOGIT_BIAS = 100;
 
 /** What a field accepts, in words for the error message, and how to read it (undefined = rejected). */
 interface Rule<T> {
@@ -24,6 +26,14 @@ const RULES: { [K in keyof SamplingParams]: Rule<SamplingParams[K]> } = {
   repetitionPenalty: numberIn(0, MAX_REPETITION_PENALTY, { excludeMin: true }),
   presencePenalty: numberIn(-2, 2),
   frequencyPenalty: numberIn(-2, 2),
+  logitBias: nullable({
+    expected: `an object mapping token ids to biases in [-${MAX_LOGIT_BIAS}, ${MAX_LOGIT_BIAS}]`,
+    parse: (value) => (typeof value === 'object' && value !== null && !Array.isArray(value) ? parseLogitBias(value) : undefined),
+  }),
+  allowedTokenIds: nullable({
+    expected: 'a non-empty array of non-negative integers',
+    parse: (value) => (Array.isArray(value) && value.length > 0 && value.every((id) => Number.isSafeInteger(id) && id >= 0) ? [...value] : undefined),
+  }),
   seed: nullable(integerIn(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)),
   stop: {
     expected: `a non-empty string or an array of at most ${MAX_STOP_STRINGS} non-empty strings`,
@@ -94,7 +104,38 @@ export function resolveSamplingParams(input: unknown, defaults: Partial<Sampling
   }
   checkBeamSearch(resolved);
   // Fresh arrays: the caller's input and the shared defaults never alias a request's params.
-  return { ...resolved, stop: [...resolved.stop], stopTokenIds: [...resolved.stopTokenIds] };
+  return {
+    ...resolved,
+    stop: [...resolved.stop],
+    stopTokenIds: [...resolved.stopTokenIds],
+    logitBias: resolved.logitBias === null ? null : { ...resolved.logitBias },
+    allowedTokenIds: resolved.allowedTokenIds === null ? null : [...resolved.allowedTokenIds],
+  };
+}
+
+/**
+ * What resolveSamplingParams cannot check without the model: the token ids of logitBias and
+ * allowedTokenIds lie within its vocabulary of `vocabSize` tokens (vLLM refuses them too).
+ */
+export function checkTokenIds(params: SamplingParams, vocabSize: number): void {
+  const vocabulary = `the vocabulary (0..${vocabSize - 1})`;
+  const outside = Object.keys(params.logitBias ?? {}).find((key) => Number(key) >= vocabSize);
+  if (outside !== undefined) throw invalidArgument(`logitBias key "${outside}" is outside ${vocabulary}`);
+  const notAllowed = params.allowedTokenIds?.find((id) => id >= vocabSize);
+  if (notAllowed !== undefined) throw invalidArgument(`allowedTokenIds holds ${notAllowed}, outside ${vocabulary}`);
+}
+
+/** A logit bias with every key a token id (a decimal integer, as the OpenAI API sends it) and every bias in range; it throws naming the key that is not. */
+function parseLogitBias(value: object): Record<number, number> {
+  const bias: Record<number, number> = {};
+  for (const [key, b] of Object.entries(value)) {
+    if (!/^(0|[1-9][0-9]*)$/.test(key) || !Number.isSafeInteger(Number(key))) throw invalidArgument(`logitBias key ${JSON.stringify(key)} is not a token id (a non-negative integer)`);
+    if (!(typeof b === 'number' && b >= -MAX_LOGIT_BIAS && b <= MAX_LOGIT_BIAS)) {
+      throw invalidArgument(`logitBias key "${key}" must map to a number in [-${MAX_LOGIT_BIAS}, ${MAX_LOGIT_BIAS}] (got ${describe(b)})`);
+    }
+    bias[Number(key)] = b;
+  }
+  return bias;
 }
 
 /** Beam search's own fields go with useBeamSearch, which returns beams, not samples: what shapes samples is refused. */
@@ -106,7 +147,14 @@ function checkBeamSearch(p: SamplingParams): void {
   }
   const width = p.beamWidth ?? p.n;
   if (p.n > width) throw invalidArgument(`n must be at most beamWidth (${width}) with useBeamSearch: it returns the n best beams (got ${p.n})`);
-  const refused = p.stop.length > 0 ? 'stop' : p.logprobs !== null ? 'logprobs' : p.structuredOutput !== null ? 'structuredOutput' : p.minTokens > 0 ? 'minTokens' : null;
+  const refused =
+    p.stop.length > 0 ? 'stop'
+    : p.logprobs !== null ? 'logprobs'
+    : p.structuredOutput !== null ? 'structuredOutput'
+    : p.minTokens > 0 ? 'minTokens'
+    : p.logitBias !== null ? 'logitBias'
+    : p.allowedTokenIds !== null ? 'allowedTokenIds'
+    : null;
   if (refused !== null) throw invalidArgument(`${refused} is not supported with useBeamSearch (stop token ids are)`);
 }
 

@@ -15,6 +15,7 @@ export function testDraw(fields: Partial<Draw> = {}): Draw {
     presencePenalty: 0,
     frequencyPenalty: 0,
     penaltyEntries: NONE,
+    logitBias: null,
     maskedTokenIds: NONE,
     allowedTokens: null,
     pendingDraw: -1,
@@ -36,4 +37,9 @@ export function allowedMask(cols: number, ids: Iterable<number>): Int32Array {
   const mask = new Int32Array(Math.ceil(cols / 32));
   for (const id of ids) mask[id >>> 5] |= 1 << (id & 31);
   return mask;
+}
+
+/** A logit bias (Draw.logitBias) from (token id, bias) pairs. */
+export function logitBias(pairs: [number, number][]): Pick<Draw, 'logitBias'> {
+  return { logitBias: { tokenIds: Int32Array.from(pairs, ([id]) => id), biases: Float32Array.from(pairs, ([, bias]) => bias) } };
 }

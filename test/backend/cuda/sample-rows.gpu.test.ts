@@ -3,7 +3,7 @@ import { after, test } from 'node:test';
 import type { Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../../../src/sampling/draw.ts';
-import { allowedMask, penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
+import { allowedMask, logitBias, penaltyEntries, testDraw } from '../../helpers/sampling-draw.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { floatToBf16Bits } from '../../../src/tensor/host-dtype.ts';
 import { bf16Tensor, bf16Value, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
@@ -169,6 +169,54 @@ test('a structured output\'s allowed-token mask limits greedy and random draws a
     assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
     assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
     assertLogprobsClose(results, `masked ${cols} columns`);
+  }
+});
+
+test('logit biases change greedy and random draws exactly as on the CPU, with penalties, masks and truncation, leaving the raw logprobs alone', () => {
+  for (const cols of [1000, 152064]) {
+    const rows = 24;
+    const values = randomBf16Values(rng, rows * cols, 4);
+    const x = logits(rows, cols, values);
+    // A first pass leaves known tokens where the pending reads of the penalized rows find them.
+    both(x, Array.from({ length: rows }, (_, row) => testDraw({ row, temperature: 0 })));
+    const leaders = (row: number) =>
+      Array.from(values.subarray(row * cols, (row + 1) * cols).keys())
+        .sort((a, b) => values[row * cols + b] - values[row * cols + a])
+        .slice(0, 4);
+    // Row by row: a ban of the leader, a boost of a token far down, both; a biased token that is
+    // also penalized, masked, pending or outside an allowed mask; greedy and random, truncated.
+    const draws = Array.from({ length: rows }, (_, row) => {
+      const [top, second, third] = leaders(row);
+      const low = (row * 7919) % cols;
+      const choices: [number, number][] = [[top, -100], [low, 5 + (row % 3)], [second, -0.5]];
+      const biases = [choices[row % 3]];
+      if (row % 4 === 1) biases.push([third, 1.25]);
+      return testDraw({
+        row,
+        temperature: row % 2 === 0 ? 0 : 0.7,
+        seed: seed(),
+        topK: row % 6 === 1 ? 10 : 0,
+        topP: row % 6 === 3 ? 0.9 : 1,
+        ...logitBias(biases),
+        repetitionPenalty: row % 5 === 0 ? 1.3 : 1,
+        presencePenalty: row % 5 === 0 ? 0.4 : 0,
+        ...(row % 5 === 0 ? penaltyEntries([[second, 1], [top, 0]]) : {}),
+        pendingDraw: row % 5 === 0 ? row : -1,
+        maskedTokenIds: row % 7 === 3 ? Int32Array.of(low) : new Int32Array(0),
+        allowedTokens: row % 8 === 5 ? allowedMask(cols, [top, second, low]) : null,
+        topLogprobs: 3,
+      });
+    });
+    const results = both(x, draws);
+    draws.forEach((d, i) => {
+      if (d.temperature === 0) assert.equal(results.gpu.tokenIds[i], results.cpu.tokenIds[i], `${cols} columns: greedy draw ${i}`);
+    });
+    const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
+    assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
+    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
+    assertLogprobsClose(results, `biased ${cols} columns`);
+    const unbiased = both(x, draws.map((d) => ({ ...d, logitBias: null, pendingDraw: -1 })));
+    assert.ok(agreeing(results.gpu.tokenIds, unbiased.gpu.tokenIds) < rows, 'the biases changed some draws');
   }
 });
 

@@ -1,4 +1,4 @@
-// The sampling pass on the GPU, one block per draw: masks and penalties, greedy argmax or
+// The sampling pass on the GPU, one block per draw: masks, logit biases and penalties, greedy argmax or
 // temperature, min-p, top-k, top-p and a Gumbel-max draw, the drawn token's raw logprob and the
 // top raw alternatives'. Only token ids and requested logprobs cross to the host, never a row of
 // logits. Its CPU twin, step for step, is src/sampling/draw-sampler.ts.
@@ -10,6 +10,8 @@
 #define MAX_CANDIDATES 2048
 #define DRAFT_HISTORY_COLUMNS 64  // draw.ts's DRAFT_HISTORY_COLUMNS: ids per row of the draft history
 #define MAX_EXTRA (1 + DRAFT_HISTORY_COLUMNS)  // a pending token and a full history row
+#define MASKED -1  // draw.ts's MASKED: an entry's count for a token that cannot be drawn
+#define UNSEEN -2  // draw.ts's UNSEEN: an entry's count for a token listed only for its logit bias
 
 // One draw as packDraws (sample-rows.ts) lays it out: 18 words.
 struct Draw {
@@ -23,14 +25,14 @@ struct Draw {
   float repetition;
   float presence;
   float frequency;
-  int entries_begin;     // [begin, end) of the entries: (token, output count), count -1 = masked
+  int entries_begin;     // [begin, end) of the entries: (token, output count), or count MASKED / UNSEEN
   int entries_end;
   int num_top;           // raw logprobs of this many most likely tokens
   int scored;            // >= 0: report this token (a known prompt token) instead of a draw
   int allowed_begin;     // word offset from the entries of the allowed-token bitmask, or -1: all allowed
   int history_row;       // row of the draft history: the drafts before this draw, and where its token goes; -1: none
   int history_length;    // drafts before it in that row
-  int pad;
+  int bias_begin;        // word offset from the entries of the entries' float logit biases (one per entry), or -1: none
 };
 
 // The noise of src/sampling/gumbel.ts, bit for bit up to logf's rounding.
@@ -124,6 +126,7 @@ struct Row {
   const unsigned int* allowed;  // null: every token
   const unsigned int* listed;  // null when the draw has no entries
   const int2* entries;
+  const float* biases;  // one per entry, added to its logit before the penalties; null: none
   int num_entries;
   const int* extra_tokens;  // distinct, those not among the entries first
   const int* extra_counts;
@@ -132,9 +135,11 @@ struct Row {
   float repetition, presence, frequency;
 };
 
-// The operations of penalizedLogit in draw.ts, each rounded alone (no fused multiply-add).
+// The operations of penalizedLogit in draw.ts, each rounded alone (no fused multiply-add), on a
+// logit already biased.
 __device__ __forceinline__ float penalized(float v, int count, const Row& r) {
-  if (count < 0) return NEG_INF;
+  if (count == MASKED) return NEG_INF;
+  if (count == UNSEEN) return v;
   v = v > 0.f ? __fdiv_rn(v, r.repetition) : __fmul_rn(v, r.repetition);
   if (count > 0) v = __fsub_rn(v, __fadd_rn(__fmul_rn(r.frequency, (float)count), r.presence));
   return v;
@@ -154,22 +159,34 @@ __device__ __forceinline__ int extra_count(const Row& r, int token) {
   return 0;
 }
 
-// f(token, value) for every entry's token (and every unlisted extra one), with its penalized value.
+// An entry's count once its token's extra occurrences count too (entryCount in draw.ts).
+__device__ __forceinline__ int entry_count(int count, int extra) {
+  if (count == MASKED) return MASKED;
+  if (count == UNSEEN) return extra > 0 ? extra : UNSEEN;
+  return count + extra;
+}
+
+// f(token, value) for every entry's token (and every unlisted extra one), with its biased and
+// penalized value.
 template <typename F>
 __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
   if (r.listed == nullptr) return;
   const int n = r.num_entries + r.num_unlisted;
   for (int e = threadIdx.x; e < n; e += THREADS) {
     int token, count;
+    float v;
     if (e < r.num_entries) {
       const int2 entry = r.entries[e];
       token = entry.x;
-      count = entry.y >= 0 ? entry.y + extra_count(r, token) : entry.y;
+      count = entry_count(entry.y, extra_count(r, token));
+      v = bf16_to_f32(r.x[token]);
+      if (r.biases != nullptr) v = __fadd_rn(v, r.biases[e]);
     } else {
       token = r.extra_tokens[e - r.num_entries];
       count = r.extra_counts[e - r.num_entries];
+      v = bf16_to_f32(r.x[token]);
     }
-    f(token, drawable(r, token, penalized(bf16_to_f32(r.x[token]), count, r)));
+    f(token, drawable(r, token, penalized(v, count, r)));
   }
 }
 
@@ -449,6 +466,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
   r.cols = cols;
   r.allowed = d.allowed_begin >= 0 ? reinterpret_cast<const unsigned int*>(entries) + d.allowed_begin : nullptr;
   r.entries = entries + d.entries_begin;
+  r.biases = d.bias_begin >= 0 ? reinterpret_cast<const float*>(entries) + d.bias_begin : nullptr;
   r.num_entries = d.entries_end - d.entries_begin;
   r.repetition = d.repetition;
   r.presence = d.presence;

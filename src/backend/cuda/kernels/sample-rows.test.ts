@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { penaltyEntries, testDraw } from '../../../../test/helpers/sampling-draw.ts';
+import { allowedMask, logitBias, penaltyEntries, testDraw } from '../../../../test/helpers/sampling-draw.ts';
+import { UNSEEN } from '../../../sampling/draw.ts';
 import { packDraws, unpackDrawResults } from './sample-rows.ts';
 
 // The layout sample-rows.cu reads (struct Draw, 18 words; int2 entries) is checked here without a GPU.
@@ -24,11 +25,30 @@ test('packDraws lays out the entries, then one 18-word struct Draw per draw', ()
   assert.deepEqual([greedy[10], greedy[11]], [3, 3]);
   assert.deepEqual([words[13], greedy[13]], [-1, 42], 'the scored token');
   assert.deepEqual([words[15], words[16], greedy[15], greedy[16]], [6, 2, -1, 0], 'the draft history row and the drafts before the draw there');
+  assert.deepEqual([words[17], greedy[17]], [-1, -1], 'no logit bias');
   assert.equal(packed.hasEntries, true);
   assert.equal(packed.topWidth, 5);
   assert.equal(packDraws([testDraw()], 100).hasEntries, false);
   assert.equal(packDraws([testDraw({ draftHistoryRow: 0, draftHistoryLength: 0 })], 100).hasEntries, false, 'no draft before it: nothing to list');
   assert.equal(packDraws([testDraw({ draftHistoryRow: 0, draftHistoryLength: 1 })], 100).hasEntries, true);
+});
+
+test('packDraws puts the allowed-token masks, then the entries\' logit biases, after the draws', () => {
+  const draws = [
+    testDraw({ ...penaltyEntries([[7, 1]]), ...logitBias([[7, -2.5], [3, 100]]), allowedTokens: allowedMask(40, [3, 39]) }),
+    testDraw({ ...logitBias([[5, 0.25]]) }),
+  ];
+  const packed = packDraws(draws, 40);
+  const floats = new Float32Array(packed.words.buffer);
+  assert.deepEqual([...packed.words.subarray(0, 6)], [7, 1, 3, UNSEEN, 5, UNSEEN], 'entries: a biased token without a penalty is UNSEEN');
+  const [first, second] = [packed.words.subarray(6, 24), packed.words.subarray(24, 42)];
+  assert.deepEqual([first[10], first[11], second[10], second[11]], [0, 2, 2, 3]);
+  assert.deepEqual([first[14], second[14]], [42, -1], 'the mask right after the draws');
+  assert.deepEqual([...packed.words.subarray(42, 44)], [...allowedMask(40, [3, 39])]);
+  assert.deepEqual([first[17], second[17]], [44, 46], 'then each draw\'s biases, one per entry');
+  assert.deepEqual([...floats.subarray(44, 47)], [-2.5, 100, 0.25]);
+  assert.equal(packed.words.length, 47);
+  assert.equal(packed.hasEntries, true);
 });
 
 test('packDraws rejects what the kernel has no room for', () => {

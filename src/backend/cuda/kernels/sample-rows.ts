@@ -14,7 +14,8 @@ const MAX_BITMAP_BYTES = 96 * 1024;
 
 /**
  * Draws in sample-rows.cu's layout: every draw's entries (int pairs), then the draws, then the
- * allowed-token masks of the draws that have one: one upload carries them all.
+ * allowed-token masks of the draws that have one, then the entries' logit biases (float32) of the
+ * draws that have one: one upload carries them all.
  */
 export interface PackedDraws {
   words: Int32Array;
@@ -27,17 +28,20 @@ export interface PackedDraws {
 /** `draws` (checked: checkDraws) laid out for the kernel over rows of `cols` logits. */
 export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
   const entries = draws.map(drawEntries);
-  const entryWords = entries.reduce((n, e) => n + e.length, 0);
+  const entryWords = entries.reduce((n, e) => n + e.pairs.length, 0);
   const masksOffset = entryWords + DRAW_WORDS * draws.length;
   const maskWordCount = draws.reduce((n, draw) => n + (draw.allowedTokens?.length ?? 0), 0);
-  const words = new Int32Array(masksOffset + maskWordCount);
+  const biasWordCount = entries.reduce((n, e) => n + (e.biases?.length ?? 0), 0);
+  const words = new Int32Array(masksOffset + maskWordCount + biasWordCount);
   let nextMask = masksOffset;
+  let nextBias = masksOffset + maskWordCount;
   const floats = new Float32Array(words.buffer);
   let next = 0;
   let topWidth = 0;
   draws.forEach((draw, d) => {
     if (draw.topLogprobs > MAX_TOP) throw new RangeError(`sampleRows: draw ${d} asks ${draw.topLogprobs} top logprobs, more than ${MAX_TOP}`);
-    words.set(entries[d], next);
+    const { pairs, biases } = entries[d];
+    words.set(pairs, next);
     const at = entryWords + DRAW_WORDS * d;
     words[at] = draw.row;
     words[at + 1] = draw.seed | 0;
@@ -50,7 +54,7 @@ export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
     floats[at + 8] = draw.presencePenalty;
     floats[at + 9] = draw.frequencyPenalty;
     words[at + 10] = next / 2;
-    words[at + 11] = (next += entries[d].length) / 2;
+    words[at + 11] = (next += pairs.length) / 2;
     words[at + 12] = draw.topLogprobs;
     words[at + 13] = draw.scoredToken;
     // Word offset of the mask from the entries' start, the same buffer: -1 when every token may be drawn.
@@ -61,9 +65,15 @@ export function packDraws(draws: readonly Draw[], cols: number): PackedDraws {
       words.set(draw.allowedTokens, nextMask);
       nextMask += draw.allowedTokens.length;
     }
+    // Word offset of the entries' biases from the entries' start, one per entry: -1 without a logit bias.
+    words[at + 17] = biases === null ? -1 : nextBias;
+    if (biases !== null) {
+      floats.set(biases, nextBias);
+      nextBias += biases.length;
+    }
     topWidth = Math.max(topWidth, draw.topLogprobs);
   });
-  const hasEntries = draws.some((draw, d) => entries[d].length > 0 || draw.pendingDraw >= 0 || draw.draftHistoryLength > 0);
+  const hasEntries = draws.some((draw, d) => entries[d].pairs.length > 0 || draw.pendingDraw >= 0 || draw.draftHistoryLength > 0);
   if (hasEntries && 4 * Math.ceil(cols / 32) > MAX_BITMAP_BYTES) {
     throw new RangeError(`sampleRows: penalties and masks need a bitmap of ${cols} tokens, more than ${8 * MAX_BITMAP_BYTES} fit in shared memory`);
   }
