@@ -549,7 +549,9 @@ export class LLMEngine {
     if (pendingDraw >= 0 && constraint.numTokens === known.length) {
       const previous = this.inFlight[this.inFlight.length - 1];
       if (this.pipelined || previous === undefined) throw new Error(`a pending token in draw ${pendingDraw} with no step of async scheduling in flight`);
-      constraint.accept(this.read(previous.result).tokenIds[pendingDraw]);
+      const pending = this.read(previous.result).tokenIds[pendingDraw];
+      // -1: nothing could be drawn (allowed token ids leaving the grammar no token), which fails the request once that step is read.
+      if (pending >= 0) constraint.accept(pending);
     }
     return constraint;
   }
