@@ -46,8 +46,9 @@ before(async () => {
 });
 after(() => plain.close());
 
-/** Requests of every kind, each with its own prompt and length, all submitted together. */
-async function mixedRequests(llm: LLM, stopId: number): Promise<RequestOutput[]> {
+/** Requests of every kind, each with its own prompt and length, all submitted together; `probe` is a greedy output whose tokens they stop at, bias and allow. */
+async function mixedRequests(llm: LLM, probe: number[]): Promise<RequestOutput[]> {
+  const stopId = probe[7];
   const mixed: Partial<SamplingParams>[] = [
     { temperature: 0, maxTokens: 40, ignoreEos: true },
     { temperature: 0, maxTokens: 30, stopTokenIds: [stopId] },
@@ -59,6 +60,9 @@ async function mixedRequests(llm: LLM, stopId: number): Promise<RequestOutput[]>
     { temperature: 0, maxTokens: 20, minTokens: 12, stopTokenIds: [stopId] },
     { temperature: 0, maxTokens: 36, ignoreEos: true, logprobs: 2 },
     { temperature: 0, maxTokens: 1 },
+    { temperature: 0, maxTokens: 30, ignoreEos: true, logitBias: { [probe[2]]: -100, [probe[5]]: 2.5 } },
+    { temperature: 0.9, seed: 21, maxTokens: 26, frequencyPenalty: 0.4, logitBias: { [stopId]: 4, [probe[3]]: -100 } },
+    { temperature: 0.7, seed: 13, maxTokens: 20, ignoreEos: true, allowedTokenIds: probe, logitBias: { [probe[0]]: -1.5 } },
   ];
   return Promise.all(mixed.map((params, i) => llm.generate([PROMPTS[i % PROMPTS.length]], params).then(([o]) => o)));
 }
@@ -70,11 +74,10 @@ function completions(outputs: RequestOutput[]) {
 /** The outputs of the mixed requests with `config`, checked against plain decoding's. */
 async function checkUnchanged(config: EngineOptions): Promise<{ outputs: RequestOutput[]; llm: LLM }> {
   const [probe] = await plain.generate([PROMPTS[1]], { temperature: 0, maxTokens: 12, ignoreEos: true });
-  const stopId = probe.outputs[0].tokenIds[7];
-  const expected = await mixedRequests(plain, stopId);
+  const expected = await mixedRequests(plain, probe.outputs[0].tokenIds);
   const llm = await LLM.load({ ...BASE, ...config });
   try {
-    const outputs = await mixedRequests(llm, stopId);
+    const outputs = await mixedRequests(llm, probe.outputs[0].tokenIds);
     assert.deepEqual(completions(outputs), completions(expected));
     assert.equal(expected[1].outputs[0].finishReason, 'stop', 'the stop id was reached');
     const stats = llm.stats();
