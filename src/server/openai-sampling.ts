@@ -1,6 +1,6 @@
 import { KeelError } from '../errors.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
-import { resolveSamplingParams } from '../sampling/validate.ts';
+import { checkTokenIds, resolveSamplingParams } from '../sampling/validate.ts';
 import { ApiError, badRequest } from './openai-errors.ts';
 
 /** A sampling parameter as the request spells it: its name in the API, the field it sets, its value (null = absent). */
@@ -21,6 +21,8 @@ export interface CommonSamplingBody {
   frequency_penalty?: number | null;
   repetition_penalty?: number | null;
   seed?: number | null;
+  logit_bias?: Record<string, number> | null;
+  allowed_token_ids?: number[] | null;
   stop?: string | string[] | null;
   stop_token_ids?: number[] | null;
   min_tokens?: number | null;
@@ -44,6 +46,8 @@ export function commonSamplingFields(body: CommonSamplingBody): RequestField[] {
     { name: 'frequency_penalty', field: 'frequencyPenalty', value: body.frequency_penalty },
     { name: 'repetition_penalty', field: 'repetitionPenalty', value: body.repetition_penalty },
     { name: 'seed', field: 'seed', value: body.seed },
+    { name: 'logit_bias', field: 'logitBias', value: body.logit_bias },
+    { name: 'allowed_token_ids', field: 'allowedTokenIds', value: body.allowed_token_ids },
     { name: 'stop', field: 'stop', value: body.stop },
     { name: 'stop_token_ids', field: 'stopTokenIds', value: body.stop_token_ids },
     { name: 'min_tokens', field: 'minTokens', value: body.min_tokens },
@@ -89,14 +93,16 @@ export function maxTokensBound(name: string, value: number | null | undefined, f
 }
 
 /**
- * Validates the request's sampling fields over the model's defaults. The validator names Keel's
- * fields (`topP`); its errors are re-worded with the request's names (`top_p`), which also become
- * the error's `param`.
+ * Validates the request's sampling fields over the model's defaults, its token ids within the
+ * model's `vocabSize`. The validator names Keel's fields (`topP`); its errors are re-worded with
+ * the request's names (`top_p`), which also become the error's `param`.
  */
-export function resolveRequestParams(fields: RequestField[], defaults: Partial<SamplingParams>): SamplingParams {
+export function resolveRequestParams(fields: RequestField[], defaults: Partial<SamplingParams>, vocabSize: number): SamplingParams {
   const present = fields.filter((f) => f.value !== null && f.value !== undefined);
   try {
-    return resolveSamplingParams(Object.fromEntries(present.map((f) => [f.field, f.value])), defaults);
+    const params = resolveSamplingParams(Object.fromEntries(present.map((f) => [f.field, f.value])), defaults);
+    checkTokenIds(params, vocabSize);
+    return params;
   } catch (error) {
     if (!(error instanceof KeelError)) throw error;
     const culprit = present.find((f) => error.message.startsWith(`${f.field} `));

@@ -7,7 +7,7 @@ import { structuredOutputFields } from './structured-output-request.ts';
  * ranges are the sampling validator's (openai-sampling.ts), so they have one source of truth.
  * Unknown fields are rejected as OpenAI rejects them. OpenAI fields Keel does not implement are
  * accepted where ignoring them changes nothing (`user`, `store`...)
- * and rejected where ignoring them would silently answer a different question (logit_bias).
+ * and rejected where ignoring them would silently answer a different question (`suffix`).
  */
 
 const number = z.number().nullish();
@@ -29,10 +29,8 @@ const samplingFields = {
   max_tokens: number,
   stream: z.boolean().nullish(),
   stream_options: z.strictObject({ include_usage: z.boolean().nullish(), include_obfuscation: z.boolean().nullish() }).nullish(),
-  logit_bias: z
-    .record(z.string(), z.number())
-    .refine((bias) => Object.keys(bias).length === 0, 'logit_bias is not supported')
-    .nullish(),
+  logit_bias: z.record(z.string(), z.number()).nullish(),
+  allowed_token_ids: integerArray.nullish(),
   user: z.string().nullish(),
   ignore_eos: z.boolean().nullish(),
   stop_token_ids: integerArray.nullish(),

@@ -194,6 +194,27 @@ test('aborting a stream mid-way aborts the request and returns its KV blocks to 
   assert.equal(metricValue(metricsAfter, 'keel_request_success_total', { finished_reason: 'abort' }), abortedBefore + 1);
 });
 
+/** Token ids of `text` and each one's text, from the server's own tokenizer. */
+async function tokensOf(text: string): Promise<{ id: number; text: string }[]> {
+  const post = async (path: string, body: unknown) => (await fetch(`${server.url}${path}`, { method: 'POST', body: JSON.stringify(body) })).json();
+  const { tokens } = (await post('/tokenize', { prompt: text, add_special_tokens: false })) as { tokens: number[] };
+  return Promise.all(tokens.map(async (id) => ({ id, text: ((await post('/detokenize', { tokens: [id] })) as { prompt: string }).prompt })));
+}
+
+test('logit_bias forces or bans a token, alone and within allowed_token_ids, on both endpoints; the logprobs stay raw', async () => {
+  const [a, b] = await tokensOf(' hello world');
+  assert.notEqual(a.text, b.text);
+  const forced = await client.chat.completions.create(chatParams({ logit_bias: { [b.id]: 100 }, logprobs: true, temperature: 1, seed: 3 }));
+  const content = forced.choices[0].logprobs?.content ?? [];
+  assert.deepEqual(content.map((t) => t.token), new Array<string>(12).fill(b.text), 'every token is the forced one');
+  // Raw: the forced token's logprob under the unbiased model, far from log(1) = 0.
+  assert.ok(content.every((t) => t.logprob < -0.5), `raw logprobs: ${content.map((t) => t.logprob)}`);
+  for (const [bias, expected] of [[100, a.text], [-100, b.text]] as const) {
+    const completion = await client.completions.create(completionParams({ logit_bias: { [a.id]: bias }, allowed_token_ids: [a.id, b.id], logprobs: 0, temperature: 1, seed: 5 }));
+    assert.deepEqual(completion.choices[0].logprobs?.tokens, new Array<string>(12).fill(expected), `a biased by ${bias} among the allowed a and b`);
+  }
+});
+
 test('4xx errors surface as the SDK\'s APIError subclasses with status, param and code', async () => {
   const rejectsWith = async (call: Promise<unknown>, expected: { status: number; param?: string | null; code?: string | null; type: abstract new (...args: never[]) => unknown }) => {
     await assert.rejects(call, (error: unknown) => {
@@ -213,6 +234,10 @@ test('4xx errors surface as the SDK\'s APIError subclasses with status, param an
   await rejectsWith(client.chat.completions.create(chatParams({ model: 'gpt-4o' })), { status: 404, param: 'model', code: 'model_not_found', type: OpenAI.NotFoundError });
   await rejectsWith(client.chat.completions.create(chatParams({ messages: [] })), { status: 400, param: 'messages', type: OpenAI.BadRequestError });
   await rejectsWith(client.completions.create(completionParams({ prompt: [100_000] })), { status: 400, param: 'prompt', type: OpenAI.BadRequestError });
+  await rejectsWith(client.completions.create(completionParams({ logit_bias: { '50': 101 } })), { status: 400, param: 'logit_bias', type: OpenAI.BadRequestError });
+  await rejectsWith(client.chat.completions.create(chatParams({ logit_bias: { '100000': 1 } })), { status: 400, param: 'logit_bias', type: OpenAI.BadRequestError });
+  await rejectsWith(client.chat.completions.create(chatParams({ allowed_token_ids: [] })), { status: 400, param: 'allowed_token_ids', type: OpenAI.BadRequestError });
+  await assert.rejects(client.completions.create(completionParams({ logit_bias: { abc: 1 } })), (e: unknown) => e instanceof OpenAI.BadRequestError && e.message.includes('logit_bias key "abc" is not a token id'));
   await rejectsWith(client.models.retrieve('other'), { status: 404, type: OpenAI.NotFoundError });
   // Streaming requests are validated before the stream starts, so they fail the same way.
   await rejectsWith(client.chat.completions.create({ ...chatParams({ n: 0 }), stream: true } as ChatCompletionCreateParamsStreaming), { status: 400, param: 'n', type: OpenAI.BadRequestError });

@@ -17,7 +17,7 @@ export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Prom
   if (body.top_logprobs !== null && body.top_logprobs !== undefined && body.logprobs !== true) {
     throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
   }
-  const { limits, maxModelLen, samplingDefaults } = ctx.settings;
+  const { limits, maxModelLen, samplingDefaults, vocabSize } = ctx.settings;
   const maxTokensName = body.max_completion_tokens !== null && body.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens;
   const parser = ctx.settings.toolCallParser === null ? null : (toolCallFormat(ctx.settings.toolCallParser) ?? null);
@@ -35,14 +35,14 @@ export async function prepareChat(ctx: PreprocessContext, raw: Uint8Array): Prom
     { name: 'top_logprobs', field: 'logprobs', value: body.logprobs === true ? (body.top_logprobs ?? 0) : null },
     ...(constraint ? [constraint] : []),
   ];
-  const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, null, maxModelLen)], samplingDefaults);
+  const checked = resolveRequestParams([...fields, maxTokensBound(maxTokensName, maxTokens, null, maxModelLen)], samplingDefaults, vocabSize);
   checkN(checked.n, limits);
   checkSequences(1, checked.n, limits);
   const messages = toChatMessages(body.messages);
   checkPromptBytes(messageBytes(messages) + (tools.tools ? Buffer.byteLength(JSON.stringify(tools.tools)) : 0), limits, 'messages');
   const turn = ctx.continuation === null ? null : encodeChatTurn(ctx, ctx.continuation.previous, messages, tools.tools);
   const tokenIds = turn?.tokenIds ?? encodeChat(ctx, messages, tools.tools);
-  const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults);
+  const params = resolveRequestParams([...fields, maxTokensField(maxTokensName, maxTokens, null, tokenIds.length, maxModelLen, 'messages')], samplingDefaults, vocabSize);
   checkPromptTokens(tokenIds.length, limits, 'messages');
   return {
     prompt: { tokenIds, params: tools.keepSpecialTokens ? { ...params, skipSpecialTokens: false } : params, lora },

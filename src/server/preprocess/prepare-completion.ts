@@ -28,10 +28,10 @@ export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array)
   if (body.best_of !== null && body.best_of !== undefined && body.best_of !== (body.n ?? 1)) {
     throw badRequest('best_of other than n is not supported', 'best_of');
   }
-  const { limits, maxModelLen, samplingDefaults } = ctx.settings;
+  const { limits, maxModelLen, samplingDefaults, vocabSize } = ctx.settings;
   const structured = await structuredOutputField(body);
   const fields: RequestField[] = [...commonSamplingFields(body), { name: 'logprobs', field: 'logprobs', value: body.logprobs }, ...(structured ? [structured] : [])];
-  const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, maxModelLen)], samplingDefaults);
+  const checked = resolveRequestParams([...fields, maxTokensBound('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, maxModelLen)], samplingDefaults, vocabSize);
   if (ctx.chat === null && checked.stop.length > 0) {
     throw badRequest('stop strings need the model\'s tokenizer, and this model has none: use stop_token_ids', 'stop');
   }
@@ -45,7 +45,7 @@ export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array)
 
   const encoded = texts.map((text) => (typeof text === 'string' ? { tokenIds: encodeText(ctx, text), text } : { tokenIds: text, text: null }));
   const prompts = encoded.map(({ tokenIds, text }) => {
-    const params = resolveRequestParams([...fields, maxTokensField('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, tokenIds.length, maxModelLen, 'prompt')], samplingDefaults);
+    const params = resolveRequestParams([...fields, maxTokensField('max_tokens', body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS, tokenIds.length, maxModelLen, 'prompt')], samplingDefaults, vocabSize);
     return { tokenIds, params, text };
   });
   checkPromptTokens(
