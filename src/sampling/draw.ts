@@ -18,10 +18,10 @@ export const GREEDY_TEMPERATURE = 1e-5;
 
 /**
  * One token to draw from one row of a step's logits: all the backend's sampling pass needs, so
- * that logits never leave the device. In vLLM's order: the masked tokens are removed, the
- * logit biases added and the penalties applied, then a greedy draw takes the argmax, and a random one divides by the
- * temperature, keeps the tokens that min-p, top-k and top-p keep (each keeps every token tied
- * with its last one) and draws among them by Gumbel-max with `seed` (gumbel.ts).
+ * that logits never leave the device. In vLLM's order: the masked tokens are removed, the logit
+ * biases added and the penalties applied, then a greedy draw takes the argmax, and a random one
+ * divides by the temperature, keeps the tokens that min-p, top-k and top-p keep (each keeps every
+ * token tied with its last one) and draws among them by Gumbel-max with `seed` (gumbel.ts).
  */
 export interface Draw {
   /** The logits row it reads. A row forking into n completions is drawn n times. */
