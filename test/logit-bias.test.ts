@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
+import type { StructuredOutput } from '../src/sampling/structured-output.ts';
 
 // logitBias and allowedTokenIds through the library API over the default model (keel-tiny) on the
 // CPU backend: a banned token never comes, a forced one always does, and only allowed ids are drawn.
@@ -63,7 +64,7 @@ test('allowedTokenIds intersects a structured output\'s grammar: only the choice
   const encode = (text: string) => llm.tokenizer!.encode(text, { addSpecialTokens: false });
   // Single letters too, so that whichever allowed token a draw takes, "banana" can still be finished (and none starts another choice).
   const banana = [...encode('banana'), ...encode('b'), ...encode('a'), ...encode('n')];
-  const choice = { type: 'choice', choices: ['cherry', 'banana', 'plum'] } as const;
+  const choice: StructuredOutput = { type: 'choice', choices: ['cherry', 'banana', 'plum'] };
   const outputs = await llm.generate(PROMPTS, { temperature: 1, seed: 6, n: 2, maxTokens: 16, structuredOutput: choice, allowedTokenIds: [...banana, ...llm.modelConfig.eosTokenIds] });
   for (const c of outputs.flatMap((o) => o.outputs)) assert.equal(c.text, 'banana');
   // Allowed tokens that spell no choice leave a draw nothing to take: a clear error, not a token the grammar refuses.

@@ -40,6 +40,18 @@ function assertLogprobsClose(results: { gpu: DrawResults; cpu: DrawResults }, wh
 
 const seed = () => Math.floor(rng() * 2 ** 32);
 
+/** A pass of greedy and random draws against the CPU's: greedy ones equal, all but two random ones too, the raw top logprobs equal. */
+function assertMixedDrawsMatch(results: { gpu: DrawResults; cpu: DrawResults }, draws: Draw[], what: string): void {
+  draws.forEach((d, i) => {
+    if (d.temperature === 0) assert.equal(results.gpu.tokenIds[i], results.cpu.tokenIds[i], `${what}: greedy draw ${i}`);
+  });
+  const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
+  assert.ok(agree >= draws.length - 2, `${what}: ${agree} of ${draws.length} draws agree`);
+  assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], `${what}: top logprobs describe the raw row`);
+  assertLogprobsClose(results, what);
+}
+
+
 test('greedy draws and top logprobs match the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
   for (const cols of [7, 1000, 128256, 152064]) {
     const rows = randInt(rng, 2, 9);
@@ -162,13 +174,7 @@ test('a structured output\'s allowed-token mask limits greedy and random draws a
       const mask = masks[d];
       assert.ok(mask === null || ((mask[t >>> 5] >>> (t & 31)) & 1) === 1, `${cols} columns: draw ${d} took token ${t}, outside its mask`);
     });
-    draws.forEach((d, i) => {
-      if (d.temperature === 0) assert.equal(results.gpu.tokenIds[i], results.cpu.tokenIds[i], `${cols} columns: greedy draw ${i}`);
-    });
-    const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
-    assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
-    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
-    assertLogprobsClose(results, `masked ${cols} columns`);
+    assertMixedDrawsMatch(results, draws, `masked ${cols} columns`);
   }
 });
 
@@ -208,13 +214,7 @@ test('logit biases change greedy and random draws exactly as on the CPU, with pe
       });
     });
     const results = both(x, draws);
-    draws.forEach((d, i) => {
-      if (d.temperature === 0) assert.equal(results.gpu.tokenIds[i], results.cpu.tokenIds[i], `${cols} columns: greedy draw ${i}`);
-    });
-    const agree = agreeing(results.gpu.tokenIds, results.cpu.tokenIds);
-    assert.ok(agree >= rows - 2, `${cols} columns: ${agree} of ${rows} draws agree`);
-    assert.deepEqual([...results.gpu.topIds], [...results.cpu.topIds], 'top logprobs describe the raw row');
-    assertLogprobsClose(results, `biased ${cols} columns`);
+    assertMixedDrawsMatch(results, draws, `biased ${cols} columns`);
     const unbiased = both(x, draws.map((d) => ({ ...d, logitBias: null, pendingDraw: -1 })));
     assert.ok(agreeing(results.gpu.tokenIds, unbiased.gpu.tokenIds) < rows, 'the biases changed some draws');
   }
