@@ -75,7 +75,7 @@ const targetRows = await logitRows(targetDir, sequences);
 const draftRows = await logitRows(draftDir, sequences);
 console.log(`${targetRows.length} positions of ${PROMPTS.length} sampled continuations; target ${targetDir}, draft ${draftDir}`);
 for (const fields of SETTINGS) {
-  const draw = drawFor(resolveSamplingParams({ ...fields, maxTokens: 1 }, {}), { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 1, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null });
+  const draw = drawFor(resolveSamplingParams({ ...fields, maxTokens: 1 }, {}), { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 1, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null, bannedTokenIds: [] });
   let rejection = 0;
   let coupling = 0;
   targetRows.forEach((row, i) => {

@@ -4,8 +4,9 @@ import { KeelError } from '../src/errors.ts';
 import { LLM } from '../src/engine/llm.ts';
 import type { StructuredOutput } from '../src/sampling/structured-output.ts';
 
-// logitBias and allowedTokenIds through the library API over the default model (keel-tiny) on the
-// CPU backend: a banned token never comes, a forced one always does, and only allowed ids are drawn.
+// logitBias, allowedTokenIds and badWords through the library API over the default model
+// (keel-tiny) on the CPU backend, with async scheduling: a banned token never comes, a forced one
+// always does, only allowed ids are drawn, and bad words are never spelled.
 
 const PROMPTS = ['def fibonacci(n):', 'import os\n', 'class Stack:\n'];
 
@@ -72,6 +73,35 @@ test('allowedTokenIds intersects a structured output\'s grammar: only the choice
     llm.generate(PROMPTS.slice(0, 1), { temperature: 0, maxTokens: 16, structuredOutput: choice, allowedTokenIds: encode('z') }),
     (e: unknown) => e instanceof KeelError && /no token can be sampled/.test(e.message),
   );
+});
+
+/** Whether `tokens` hold `sequence` somewhere, one token after another. */
+function holds(tokens: readonly number[], sequence: readonly number[]): boolean {
+  return tokens.some((_, i) => sequence.every((id, j) => tokens[i + j] === id));
+}
+
+test('bad words never come in any spelling the tokenizer gives them, greedy or sampled, the pending token counted', async () => {
+  const tokenizer = llm.tokenizer!;
+  const encode = (text: string) => tokenizer.encode(text, { addSpecialTokens: false });
+  const plain = await tokensOf({ temperature: 0, maxTokens: 24, ignoreEos: true });
+  // From each greedy output, a word it spells in two tokens as the tokenizer would; from the first, a one-token word too.
+  const wordOf = (tokens: number[], length: number) => {
+    for (let i = 0; i + length <= tokens.length; i++) {
+      const word = tokenizer.decode(tokens.slice(i, i + length), { skipSpecialTokens: true });
+      if (word.trim().length > 0 && encode(word).join() === tokens.slice(i, i + length).join()) return word;
+    }
+    throw new Error(`no ${length}-token word in ${tokens}`);
+  };
+  const words = [...plain.map((tokens) => wordOf(tokens, 2)), wordOf(plain[0], 1)];
+  const spellings = words.flatMap((word) => [encode(word.trimStart()), encode(` ${word.trimStart()}`)]);
+  assert.ok(words.every((word, w) => holds(plain[w % plain.length], encode(word))), 'plain decoding spells the words');
+  for (const params of [{ temperature: 0 }, { temperature: 1, seed: 8, n: 2 }, { temperature: 0.9, seed: 2, topK: 30, repetitionPenalty: 1.3 }]) {
+    const outputs = await tokensOf({ ...params, maxTokens: 24, ignoreEos: true, badWords: words });
+    for (const tokens of outputs) {
+      const found = spellings.find((sequence) => holds(tokens, sequence));
+      assert.equal(found, undefined, `${JSON.stringify(params)}: ${tokens} spells ${found} of ${JSON.stringify(words)}`);
+    }
+  }
 });
 
 test('token ids outside the vocabulary are an invalid argument naming the field', async () => {

@@ -63,6 +63,8 @@ async function mixedRequests(llm: LLM, probe: number[]): Promise<RequestOutput[]
     { temperature: 0, maxTokens: 30, ignoreEos: true, logitBias: { [probe[2]]: -100, [probe[5]]: 2.5 } },
     { temperature: 0.9, seed: 21, maxTokens: 26, frequencyPenalty: 0.4, logitBias: { [stopId]: 4, [probe[3]]: -100 } },
     { temperature: 0.7, seed: 13, maxTokens: 20, ignoreEos: true, allowedTokenIds: probe, logitBias: { [probe[0]]: -1.5 } },
+    { temperature: 0, maxTokens: 30, ignoreEos: true, badWords: ['return', 'self.', 'os.path', 'print('] },
+    { temperature: 0.8, seed: 17, maxTokens: 24, presencePenalty: 0.6, badWords: ['import', 'def '] },
   ];
   return Promise.all(mixed.map((params, i) => llm.generate([PROMPTS[i % PROMPTS.length]], params).then(([o]) => o)));
 }

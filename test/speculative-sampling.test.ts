@@ -54,7 +54,7 @@ async function targetProbabilities(params: SamplingParams): Promise<Map<string, 
     rows.forEach((output, i) => {
       const raw = new Float32Array(VOCAB);
       for (const { tokenId, logprob } of output.outputs[0].logprobs![0].top) raw[tokenId] = logprob;
-      const draw = drawFor(params, { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: length, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null });
+      const draw = drawFor(params, { row: 0, rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: length, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null, bannedTokenIds: [] });
       const base = probabilities.get(prefixes[i])!;
       drawDistribution(raw, draw, []).forEach((p, token) => {
         if (p > 0) probabilities.set(prefixes[i] ? `${prefixes[i]},${token}` : `${token}`, base * p);

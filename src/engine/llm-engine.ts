@@ -3,7 +3,7 @@ import { KeelError, invalidArgument } from '../errors.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { drawFor, drawnToken, hasPenalties, maskWords, MAX_TOP_LOGPROBS, topTokensDraw, type Draw, type DrawResults, type SampledToken } from '../sampling/draw.ts';
 import { PenaltyTokens } from '../sampling/penalty-tokens.ts';
-import { intersectAllowed, requestTokenFilters } from '../sampling/request-token-filters.ts';
+import { bannedTokenIds, intersectAllowed, requestTokenFilters } from '../sampling/request-token-filters.ts';
 import { checkTokenIds } from '../sampling/validate.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import { StopStringMatcher } from '../sampling/stop-strings.ts';
@@ -210,7 +210,7 @@ export class LLMEngine {
       prompt: input.prompt,
       promptTokenIds,
       params,
-      tokenFilters: requestTokenFilters(params, this.parts.vocabSize),
+      tokenFilters: requestTokenFilters(params, this.parts.vocabSize, this.encoder()),
       promptLogprobs: params.promptLogprobs === null ? null : new Array<PositionLogprobs | null>(promptTokenIds.length).fill(null),
       completions,
       metrics: {
@@ -441,6 +441,7 @@ export class LLMEngine {
         const start = {
           params: request.params,
           tokenFilters: request.tokenFilters,
+          outputTokenIds: completion.output.tokenIds,
           rng: completion.rng,
           penaltyTokens: completion.penaltyTokens,
           eosTokenIds: this.parts.eosTokenIds,
@@ -533,7 +534,31 @@ export class LLMEngine {
       eosTokenIds: this.parts.eosTokenIds,
       allowedTokens,
       logitBias: filters.logitBias,
+      bannedTokenIds: bannedTokenIds(filters, () => this.outputWithPending(c, site.pendingDraw)),
     });
+  }
+
+  /** A completion's output tokens: those the host knows, then the one pending in draw `pendingDraw` of the step in flight (-1: none). */
+  private outputWithPending(c: Completion, pendingDraw: number): number[] {
+    const pending = pendingDraw >= 0 ? this.pendingToken(pendingDraw) : -1;
+    return pending >= 0 ? [...c.output.tokenIds, pending] : c.output.tokenIds;
+  }
+
+  /**
+   * The token of draw `pendingDraw` of the step still in flight under async scheduling, read as
+   * soon as that step's sampling is done (while this step's forward runs); -1 when nothing could be
+   * drawn, which fails its request once that step is read.
+   */
+  private pendingToken(pendingDraw: number): number {
+    const previous = this.inFlight[this.inFlight.length - 1];
+    if (this.pipelined || previous === undefined) throw new Error(`a pending token in draw ${pendingDraw} with no step of async scheduling in flight`);
+    return this.read(previous.result).tokenIds[pendingDraw];
+  }
+
+  /** Tokenizes text as bad words are (without special tokens); null without a tokenizer. */
+  private encoder(): ((text: string) => number[]) | null {
+    const tokenizer = this.parts.tokenizer;
+    return tokenizer === null ? null : (text) => tokenizer.encode(text, { addSpecialTokens: false });
   }
 
   /**
@@ -547,10 +572,7 @@ export class LLMEngine {
     const known = c.output.tokenIds;
     for (let i = constraint.numTokens; i < known.length; i++) constraint.accept(known[i]);
     if (pendingDraw >= 0 && constraint.numTokens === known.length) {
-      const previous = this.inFlight[this.inFlight.length - 1];
-      if (this.pipelined || previous === undefined) throw new Error(`a pending token in draw ${pendingDraw} with no step of async scheduling in flight`);
-      const pending = this.read(previous.result).tokenIds[pendingDraw];
-      // -1: nothing could be drawn (allowed token ids leaving the grammar no token), which fails the request once that step is read.
+      const pending = this.pendingToken(pendingDraw);
       if (pending >= 0) constraint.accept(pending);
     }
     return constraint;

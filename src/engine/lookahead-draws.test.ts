@@ -16,7 +16,7 @@ function lookahead(params: SamplingParams, numDrafts: number, constraint: TokenC
   seq.appendDraftTokens(new Array<number>(numDrafts).fill(UNPROPOSED_DRAFT));
   const penaltyTokens = params.frequencyPenalty !== 0 ? new PenaltyTokens([4, 5], false) : null;
   penaltyTokens?.add(6);
-  const draws = new LookaheadDraws({ params, tokenFilters: requestTokenFilters(params, 64), rng: forkStream(1, 0), penaltyTokens, eosTokenIds: [2], constraint, vocabSize: 64 }, seq);
+  const draws = new LookaheadDraws({ params, tokenFilters: requestTokenFilters(params, 64, null), outputTokenIds: [6], rng: forkStream(1, 0), penaltyTokens, eosTokenIds: [2], constraint, vocabSize: 64 }, seq);
   return { seq, draws };
 }
 

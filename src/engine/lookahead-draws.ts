@@ -1,6 +1,6 @@
 import { DRAFT_HISTORY_COLUMNS, drawFor, maskWords, type Draw } from '../sampling/draw.ts';
 import type { PenaltyTokens } from '../sampling/penalty-tokens.ts';
-import { intersectAllowed, type RequestTokenFilters } from '../sampling/request-token-filters.ts';
+import { bannedTokenIds, intersectAllowed, type RequestTokenFilters } from '../sampling/request-token-filters.ts';
 import type { Rng } from '../sampling/rng.ts';
 import type { SamplingParams } from '../sampling/sampling-params.ts';
 import type { TokenConstraint } from '../structured/token-constraint.ts';
@@ -11,6 +11,8 @@ export interface LookaheadStart {
   params: SamplingParams;
   /** The request's logit bias and allowed tokens: every draw here applies them, as plain decoding's do. */
   tokenFilters: RequestTokenFilters;
+  /** The completion's output tokens the host knows (all of them: a speculative step follows a step that was read). */
+  outputTokenIds: readonly number[];
   rng: Rng;
   penaltyTokens: PenaltyTokens | null;
   eosTokenIds: readonly number[];
@@ -53,13 +55,15 @@ export class LookaheadDraws {
 
   /**
    * Whether a draw reads the tokens of the drafts on its path on the host, so that they must be
-   * known there before it is asked: a grammar's mask follows them, and so do penalties past what
+   * known there before it is asked: a grammar's mask follows them, so do the bans of bad words of
+   * more than one token, and so do penalties past what
    * the draft history holds (DRAFT_HISTORY_COLUMNS drafts). Otherwise a drafting pass can draw
    * draft i while the drafts before it are still on the device: penalties count them in the draft
    * history (`draw`'s `draftHistoryRow`), and nothing else reads them.
    */
   get readsPathOnHost(): boolean {
-    return this.start.constraint !== null || (this.start.penaltyTokens !== null && this.seq.numDraftTokens > DRAFT_HISTORY_COLUMNS);
+    const { constraint, penaltyTokens, tokenFilters } = this.start;
+    return constraint !== null || tokenFilters.badWords?.readsOutput === true || (penaltyTokens !== null && this.seq.numDraftTokens > DRAFT_HISTORY_COLUMNS);
   }
 
   /**
@@ -94,6 +98,7 @@ export class LookaheadDraws {
       eosTokenIds: this.start.eosTokenIds,
       allowedTokens: this.allowedAfter(path),
       logitBias: this.start.tokenFilters.logitBias,
+      bannedTokenIds: bannedTokenIds(this.start.tokenFilters, () => [...this.start.outputTokenIds, ...path]),
     });
     if (this.rngs.length === depth + 1) this.rngs.push(rng);
     return draw;
@@ -109,7 +114,7 @@ export class LookaheadDraws {
   private rngBefore(depth: number): Rng {
     while (this.rngs.length <= depth) {
       const rng = this.rngs[this.rngs.length - 1].clone();
-      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null });
+      drawFor(this.start.params, { row: 0, rng, penaltyTokens: this.start.penaltyTokens, numOutputTokens: 0, pendingDraw: -1, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null, bannedTokenIds: [] });
       this.rngs.push(rng);
     }
     return this.rngs[depth];

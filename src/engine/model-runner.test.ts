@@ -24,7 +24,7 @@ const BLOCK_SIZE = 4;
 const NUM_BLOCKS = 64;
 
 function greedyDraw(site: DrawSite): Draw {
-  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null };
+  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null, bannedTokenIds: [] };
   return drawFor({ ...DEFAULT_SAMPLING_PARAMS, temperature: 0 }, { ...context, ...site });
 }
 

@@ -20,7 +20,7 @@ function penaltyTokens(withPrompt: boolean): PenaltyTokens {
 }
 
 function context(fields: Partial<DrawContext> = {}): DrawContext {
-  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, draftHistory: null, eosTokenIds: [2], allowedTokens: null, logitBias: null, ...fields };
+  return { row: 3, rng: countingRng(), penaltyTokens: null, numOutputTokens: 3, pendingDraw: 7, draftHistory: null, eosTokenIds: [2], allowedTokens: null, logitBias: null, bannedTokenIds: [], ...fields };
 }
 const params = (fields: Partial<SamplingParams>): SamplingParams => ({ ...DEFAULT_SAMPLING_PARAMS, ...fields });
 
@@ -52,6 +52,11 @@ test('below minTokens EOS and the stop ids are masked, EOS only unless ignoreEos
   assert.deepEqual([...drawFor(params({ minTokens: 4 }), context()).maskedTokenIds], [2]);
   assert.deepEqual([...drawFor(params({ minTokens: 4, ignoreEos: true }), context()).maskedTokenIds], []);
   assert.deepEqual([...drawFor(params(early), context({ numOutputTokens: 4 })).maskedTokenIds], []);
+});
+
+test('the tokens bad words ban are masked, with the minTokens ones', () => {
+  assert.deepEqual([...drawFor(params({}), context({ bannedTokenIds: [5, 8] })).maskedTokenIds], [5, 8]);
+  assert.deepEqual([...drawFor(params({ minTokens: 4 }), context({ bannedTokenIds: [5, 2] })).maskedTokenIds], [2, 5]);
 });
 
 test('drawEntries lists each token once, a masked one as MASKED', () => {

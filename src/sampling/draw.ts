@@ -49,7 +49,7 @@ export interface Draw {
    * it); null: none. Like the masks it changes what is drawn, never the raw logprobs.
    */
   logitBias: LogitBias | null;
-  /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens. */
+  /** Tokens that cannot be drawn: EOS and the stop ids while the output is shorter than minTokens, and those bad words ban. */
   maskedTokenIds: Int32Array;
   /**
    * The only tokens that can be drawn (a request's allowed token ids, a grammar's mask for
@@ -116,8 +116,10 @@ export interface DrawContext {
   eosTokenIds: readonly number[];
   /** See Draw.allowedTokens. */
   allowedTokens: Int32Array | null;
-  /** The request's logit bias (Draw.logitBias), built once for all its draws: logitBiasOf(params). */
+  /** The request's logit bias (Draw.logitBias), built once for all its draws (request-token-filters.ts). */
   logitBias: LogitBias | null;
+  /** Tokens the request's bad words ban at this draw (BadWords.bannedAfter), masked like the minTokens ones. */
+  bannedTokenIds: readonly number[];
 }
 
 const NO_TOKENS = new Int32Array(0);
@@ -127,7 +129,8 @@ export function drawFor(params: SamplingParams, context: DrawContext): Draw {
   const greedy = params.temperature < GREEDY_TEMPERATURE;
   const penalized = hasPenalties(params);
   if (penalized !== (context.penaltyTokens !== null)) throw new Error('drawFor: penalty tokens are kept exactly when a penalty applies');
-  const masked = context.numOutputTokens < params.minTokens ? [...params.stopTokenIds, ...(params.ignoreEos ? [] : context.eosTokenIds)] : [];
+  const early = context.numOutputTokens < params.minTokens ? [...params.stopTokenIds, ...(params.ignoreEos ? [] : context.eosTokenIds)] : [];
+  const masked = context.bannedTokenIds.length === 0 ? early : [...early, ...context.bannedTokenIds];
   return {
     row: context.row,
     temperature: greedy ? 0 : params.temperature,

@@ -1,4 +1,6 @@
+import { BadWords } from './bad-words.ts';
 import { maskWords, type LogitBias } from './draw.ts';
+import { invalidArgument } from '../errors.ts';
 import type { SamplingParams } from './sampling-params.ts';
 
 /**
@@ -10,10 +12,16 @@ export interface RequestTokenFilters {
   logitBias: LogitBias | null;
   /** params.allowedTokenIds as a bitmask over the vocabulary (Draw.allowedTokens); null: every token. */
   allowedTokens: Int32Array | null;
+  /** params.badWords tokenized; null: none. */
+  badWords: BadWords | null;
 }
 
-/** The filters of `params` over logits of `vocabSize` columns (token ids checked already: checkTokenIds). */
-export function requestTokenFilters(params: SamplingParams, vocabSize: number): RequestTokenFilters {
+/**
+ * The filters of `params` over logits of `vocabSize` columns (token ids checked already:
+ * checkTokenIds); `encode` tokenizes the bad words (a tokenizer's, without special tokens), null
+ * for a model without a tokenizer.
+ */
+export function requestTokenFilters(params: SamplingParams, vocabSize: number, encode: ((text: string) => number[]) | null): RequestTokenFilters {
   let logitBias: LogitBias | null = null;
   if (params.logitBias !== null && Object.keys(params.logitBias).length > 0) {
     const entries = Object.entries(params.logitBias);
@@ -24,8 +32,22 @@ export function requestTokenFilters(params: SamplingParams, vocabSize: number): 
     allowedTokens = new Int32Array(maskWords(vocabSize));
     for (const id of params.allowedTokenIds) allowedTokens[id >>> 5] |= 1 << (id & 31);
   }
-  return { logitBias, allowedTokens };
+  let badWords: BadWords | null = null;
+  if (params.badWords.length > 0) {
+    if (encode === null) throw invalidArgument('badWords need a tokenizer, and this model has no tokenizer.json');
+    badWords = BadWords.tokenize(params.badWords, encode);
+  }
+  return { logitBias, allowedTokens, badWords };
 }
+
+/** The tokens the request's bad words ban at a draw after `output` (its output tokens so far, drafts on the path included). */
+export function bannedTokenIds(filters: RequestTokenFilters, output: () => readonly number[]): readonly number[] {
+  const badWords = filters.badWords;
+  if (badWords === null) return NO_TOKENS;
+  return badWords.bannedAfter(badWords.readsOutput ? output() : NO_TOKENS);
+}
+
+const NO_TOKENS: readonly number[] = [];
 
 /**
  * The tokens both a grammar's mask (`grammarMask`, filled for this draw and changed in place) and

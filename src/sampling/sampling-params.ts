@@ -27,6 +27,8 @@ export interface SamplingParams {
   logitBias: Readonly<Record<number, number>> | null;
   /** The only token ids that can be drawn (vLLM's allowed_token_ids; with a structuredOutput, those both allow); null: every token. */
   allowedTokenIds: number[] | null;
+  /** Words never generated (vLLM's bad_words): their token sequences, as the tokenizer spells them, are cut before their last token (bad-words.ts). */
+  badWords: string[];
   /** Per-request seed: the same seed gives the same tokens whatever else is in the batch. */
   seed: number | null;
   stop: string[];
@@ -68,6 +70,7 @@ export const DEFAULT_SAMPLING_PARAMS: SamplingParams = {
   frequencyPenalty: 0,
   logitBias: null,
   allowedTokenIds: null,
+  badWords: [],
   seed: null,
   stop: [],
   stopTokenIds: [],

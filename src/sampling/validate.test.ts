@@ -162,7 +162,14 @@ test('the token ids of logitBias and allowedTokenIds must lie in the vocabulary'
   invalid({ allowedTokenIds: [3, 12] }, 'allowedTokenIds holds 12, outside the vocabulary (0..9)');
 });
 
-test('beam search refuses a logit bias and allowed token ids, which it would not apply', () => {
+test('badWords is a list of words, none blank', () => {
+  assert.deepEqual(resolveSamplingParams({ badWords: ['foo', ' bar baz'] }).badWords, ['foo', ' bar baz']);
+  rejects({ badWords: ['ok', '  '] }, /badWords must be an array of at most 256 strings, none blank/);
+  rejects({ badWords: 'foo' }, /badWords must be/);
+});
+
+test('beam search refuses a logit bias, allowed token ids and bad words, which it would not apply', () => {
   rejects({ useBeamSearch: true, n: 1, logitBias: { 1: 5 } }, 'logitBias is not supported with useBeamSearch (stop token ids are)');
   rejects({ useBeamSearch: true, n: 1, allowedTokenIds: [1] }, 'allowedTokenIds is not supported with useBeamSearch (stop token ids are)');
+  rejects({ useBeamSearch: true, n: 1, badWords: ['x'] }, 'badWords is not supported with useBeamSearch (stop token ids are)');
 });

@@ -6,6 +6,7 @@ const MAX_N = 128;
 const MAX_TEMPERATURE = 100;
 const MAX_REPETITION_PENALTY = 100;
 const MAX_STOP_STRINGS = 16;
+const MAX_BAD_WORDS = 256;
 const MAX_LOGPROBS = 20;
 const MAX_LENGTH_PENALTY = 100;
 /** OpenAI's bounds on a logit bias. */
@@ -34,6 +35,10 @@ const RULES: { [K in keyof SamplingParams]: Rule<SamplingParams[K]> } = {
     expected: 'a non-empty array of non-negative integers',
     parse: (value) => (Array.isArray(value) && value.length > 0 && value.every((id) => Number.isSafeInteger(id) && id >= 0) ? [...value] : undefined),
   }),
+  badWords: {
+    expected: `an array of at most ${MAX_BAD_WORDS} strings, none blank`,
+    parse: (value) => (Array.isArray(value) && value.length <= MAX_BAD_WORDS && value.every((w) => typeof w === 'string' && w.trim().length > 0) ? [...value] : undefined),
+  },
   seed: nullable(integerIn(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)),
   stop: {
     expected: `a non-empty string or an array of at most ${MAX_STOP_STRINGS} non-empty strings`,
@@ -110,6 +115,7 @@ export function resolveSamplingParams(input: unknown, defaults: Partial<Sampling
     stopTokenIds: [...resolved.stopTokenIds],
     logitBias: resolved.logitBias === null ? null : { ...resolved.logitBias },
     allowedTokenIds: resolved.allowedTokenIds === null ? null : [...resolved.allowedTokenIds],
+    badWords: [...resolved.badWords],
   };
 }
 
@@ -154,6 +160,7 @@ function checkBeamSearch(p: SamplingParams): void {
     : p.minTokens > 0 ? 'minTokens'
     : p.logitBias !== null ? 'logitBias'
     : p.allowedTokenIds !== null ? 'allowedTokenIds'
+    : p.badWords.length > 0 ? 'badWords'
     : null;
   if (refused !== null) throw invalidArgument(`${refused} is not supported with useBeamSearch (stop token ids are)`);
 }

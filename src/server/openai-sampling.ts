@@ -23,6 +23,7 @@ export interface CommonSamplingBody {
   seed?: number | null;
   logit_bias?: Record<string, number> | null;
   allowed_token_ids?: number[] | null;
+  bad_words?: string[] | null;
   stop?: string | string[] | null;
   stop_token_ids?: number[] | null;
   min_tokens?: number | null;
@@ -48,6 +49,7 @@ export function commonSamplingFields(body: CommonSamplingBody): RequestField[] {
     { name: 'seed', field: 'seed', value: body.seed },
     { name: 'logit_bias', field: 'logitBias', value: body.logit_bias },
     { name: 'allowed_token_ids', field: 'allowedTokenIds', value: body.allowed_token_ids },
+    { name: 'bad_words', field: 'badWords', value: body.bad_words },
     { name: 'stop', field: 'stop', value: body.stop },
     { name: 'stop_token_ids', field: 'stopTokenIds', value: body.stop_token_ids },
     { name: 'min_tokens', field: 'minTokens', value: body.min_tokens },

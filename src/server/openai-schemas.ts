@@ -31,6 +31,7 @@ const samplingFields = {
   stream_options: z.strictObject({ include_usage: z.boolean().nullish(), include_obfuscation: z.boolean().nullish() }).nullish(),
   logit_bias: z.record(z.string(), z.number()).nullish(),
   allowed_token_ids: integerArray.nullish(),
+  bad_words: z.array(z.string()).nullish(),
   user: z.string().nullish(),
   ignore_eos: z.boolean().nullish(),
   stop_token_ids: integerArray.nullish(),

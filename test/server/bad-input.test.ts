@@ -105,6 +105,7 @@ const BAD_FIELDS: Record<string, unknown[]> = {
   stop_token_ids: [[-1], [1.5], 'x', [[1]]],
   logit_bias: [{ x: 5 }, { '-1': 5 }, { '1.5': 5 }, { '01': 5 }, { '1': 101 }, { '1': -100.5 }, { '1': 'x' }, { '100000': 1 }, 'x', [1]],
   allowed_token_ids: [[], [-1], [1.5], [100_000], 'x'],
+  bad_words: ['x', [''], ['  '], [1]],
   user: [5],
   skip_special_tokens: ['no'],
   response_format: [{ type: 'xml' }, { type: 'json_schema', json_schema: {} }, { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'nope' } } }, 'text'],

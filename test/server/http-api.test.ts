@@ -189,7 +189,7 @@ test('GET /v1/engine/stats reports the engine in JSON', async () => {
   for (const key of ['running', 'waiting', 'prefix_cache_hit_rate', 'generation_tokens_per_second', 'preemptions_total']) assert.equal(typeof stats[key], 'number', key);
 });
 
-test('a model without a tokenizer serves token-id prompts; text, chat and stop strings are 400', async () => {
+test('a model without a tokenizer serves token-id prompts; text, chat, stop strings and bad words are 400', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-server-no-tokenizer-'));
   // A head dim of 8 (32 / 4 heads): the CUDA backend needs a multiple of 8.
   writeTinyCheckpoint(dir, { ...TINY_LLAMA_CONFIG, hidden_size: 32 });
@@ -202,6 +202,7 @@ test('a model without a tokenizer serves token-id prompts; text, chat and stop s
     assert.equal(ok.choices[0].text, '');
     assert.equal((await expectError(await send('/v1/completions', { prompt: 'hello' }), 400)).param, 'prompt');
     assert.equal((await expectError(await send('/v1/completions', { prompt: [1], stop: 'x' }), 400)).param, 'stop');
+    assert.equal((await expectError(await send('/v1/completions', { prompt: [1], bad_words: ['x'] }), 400)).param, 'bad_words');
     assert.equal((await expectError(await send('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }), 400)).param, 'messages');
     await expectError(await send('/tokenize', { prompt: 'hello' }), 400);
   } finally {

@@ -215,6 +215,15 @@ test('logit_bias forces or bans a token, alone and within allowed_token_ids, on 
   }
 });
 
+test('bad_words keeps a word the greedy completion spells out of it', async () => {
+  const plain = await client.completions.create(completionParams({ prompt: 'def fibonacci(n):', temperature: 0, max_tokens: 24 }));
+  const word = plain.choices[0].text.match(/[A-Za-z_]{3,}/)?.[0];
+  assert.ok(word, `a word in ${JSON.stringify(plain.choices[0].text)}`);
+  const banned = await client.completions.create(completionParams({ prompt: 'def fibonacci(n):', temperature: 0, max_tokens: 24, bad_words: [word] }));
+  assert.notEqual(banned.choices[0].text, plain.choices[0].text);
+  assert.ok(!banned.choices[0].text.includes(word), `${JSON.stringify(word)} in ${JSON.stringify(banned.choices[0].text)}`);
+});
+
 test('4xx errors surface as the SDK\'s APIError subclasses with status, param and code', async () => {
   const rejectsWith = async (call: Promise<unknown>, expected: { status: number; param?: string | null; code?: string | null; type: abstract new (...args: never[]) => unknown }) => {
     await assert.rejects(call, (error: unknown) => {
@@ -237,6 +246,7 @@ test('4xx errors surface as the SDK\'s APIError subclasses with status, param an
   await rejectsWith(client.completions.create(completionParams({ logit_bias: { '50': 101 } })), { status: 400, param: 'logit_bias', type: OpenAI.BadRequestError });
   await rejectsWith(client.chat.completions.create(chatParams({ logit_bias: { '100000': 1 } })), { status: 400, param: 'logit_bias', type: OpenAI.BadRequestError });
   await rejectsWith(client.chat.completions.create(chatParams({ allowed_token_ids: [] })), { status: 400, param: 'allowed_token_ids', type: OpenAI.BadRequestError });
+  await rejectsWith(client.chat.completions.create(chatParams({ bad_words: [' '] })), { status: 400, param: 'bad_words', type: OpenAI.BadRequestError });
   await assert.rejects(client.completions.create(completionParams({ logit_bias: { abc: 1 } })), (e: unknown) => e instanceof OpenAI.BadRequestError && e.message.includes('logit_bias key "abc" is not a token id'));
   await rejectsWith(client.models.retrieve('other'), { status: 404, type: OpenAI.NotFoundError });
   // Streaming requests are validated before the stream starts, so they fail the same way.

@@ -35,6 +35,7 @@ export async function prepareCompletion(ctx: PreprocessContext, raw: Uint8Array)
   if (ctx.chat === null && checked.stop.length > 0) {
     throw badRequest('stop strings need the model\'s tokenizer, and this model has none: use stop_token_ids', 'stop');
   }
+  if (ctx.chat === null && checked.badWords.length > 0) throw badRequest('bad_words need the model\'s tokenizer, and this model has none', 'bad_words');
   const texts = promptTexts(body.prompt);
   checkN(checked.n, limits);
   checkPromptCount(texts.length, limits);
