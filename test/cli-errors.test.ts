@@ -71,6 +71,9 @@ test('invalid sampling parameters name the flag, before any model loads', () => 
   assertCleanError(keel([...model, ...PROMPT, '--temperature=-1']), /^keel: --temperature must be/m);
   assertCleanError(keel([...model, ...PROMPT, '--n', '0']), /^keel: --n must be/m);
   assertCleanError(keel([...model, ...PROMPT, '--max-tokens', 'lots']), /--max-tokens expects an integer|--max-tokens expects a number/);
+  assertCleanError(keel([...model, ...PROMPT, '--logit-bias', '{"7": 200}']), /^keel: --logit-bias key "7" must map to a number in \[-100, 100\] \(got 200\)$/m);
+  assertCleanError(keel([...model, ...PROMPT, '--logit-bias', '7:1']), /^keel: --logit-bias expects JSON/m);
+  assertCleanError(keel([...model, ...PROMPT, '--allowed-token-ids', '1,x']), /^keel: --allowed-token-ids expects a number \(got "x"\)$/m);
 });
 
 test('invalid engine options name the flag, before any weights load', () => {

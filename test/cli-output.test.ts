@@ -48,3 +48,14 @@ test('--json output keys are snake_case, logprobs shaped as the HTTP API complet
   assert.equal(doctor.status, 0, doctor.stderr);
   for (const key of [...keysOf(line), ...keysOf(JSON.parse(doctor.stdout))]) assert.match(key, /^[a-z0-9_]+$/);
 });
+
+test('--logit-bias, --bad-words and --allowed-token-ids reach the engine: a forced token, unless a bad word, and only allowed ones', () => {
+  const generate = (flags: string[]) => {
+    const result = spawnSync(BIN, ['generate', '--backend', 'cpu', '--no-progress', '--prompt', 'x', '--max-tokens', '4', '--ignore-eos', '--json', ...flags], { encoding: 'utf8' });
+    assert.equal(result.status, 0, result.stderr);
+    return (JSON.parse(result.stdout) as { token_ids: number[] }).token_ids;
+  };
+  assert.deepEqual(generate(['--logit-bias', '{"300": 100}']), [300, 300, 300, 300], 'token 300 is " s"');
+  assert.ok(!generate(['--logit-bias', '{"300": 100}', '--bad-words', 'never', '--bad-words', 's']).includes(300), 'the bad word " s" wins over the bias');
+  assert.deepEqual(generate(['--allowed-token-ids', '301', '--temperature', '1']), [301, 301, 301, 301]);
+});

@@ -19,6 +19,9 @@ export const SAMPLING_FLAGS = {
   'stop-token-ids': { type: 'string' },
   'ignore-eos': { type: 'boolean' },
   logprobs: { type: 'string' },
+  'logit-bias': { type: 'string' },
+  'allowed-token-ids': { type: 'string' },
+  'bad-words': { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
 export const SAMPLING_FLAGS_HELP = `Sampling options:
@@ -31,7 +34,10 @@ export const SAMPLING_FLAGS_HELP = `Sampling options:
   --stop TEXT                    stop string (repeatable)
   --stop-token-ids 1,2           stop token ids
   --ignore-eos                   keep generating past EOS
-  --logprobs N                   return the top-N logprobs of each generated token`;
+  --logprobs N                   return the top-N logprobs of each generated token
+  --logit-bias JSON              biases in [-100, 100] by token id: '{"50256": -100}' bans token 50256
+  --allowed-token-ids 1,2        the only tokens that may be drawn
+  --bad-words WORD               a word never generated (repeatable)`;
 
 type SamplingFlagValues = {
   [K in keyof typeof SAMPLING_FLAGS]?: (typeof SAMPLING_FLAGS)[K] extends { multiple: true }
@@ -57,6 +63,9 @@ export const SAMPLING_FIELD_OF_FLAG = {
   'stop-token-ids': 'stopTokenIds',
   'ignore-eos': 'ignoreEos',
   logprobs: 'logprobs',
+  'logit-bias': 'logitBias',
+  'allowed-token-ids': 'allowedTokenIds',
+  'bad-words': 'badWords',
 } as const satisfies Record<keyof typeof SAMPLING_FLAGS, keyof SamplingParams>;
 
 const INTEGER_FLAGS = new Set(['max-tokens', 'top-k', 'request-seed', 'n', 'logprobs']);
@@ -73,12 +82,22 @@ export function samplingParamsFromFlags(values: SamplingFlagValues): Partial<Sam
     const name = `--${flag}`;
     let value: unknown;
     if (typeof raw !== 'string') value = raw;
-    else if (flag === 'stop-token-ids') value = idList(name, raw);
+    else if (flag === 'stop-token-ids' || flag === 'allowed-token-ids') value = idList(name, raw);
+    else if (flag === 'logit-bias') value = jsonFlag(name, raw);
     else value = INTEGER_FLAGS.has(flag) ? integerFlag(name, raw) : numberFlag(name, raw);
     resolveSamplingParams({ [field]: value });
     params[field] = value;
   }
   return params as Partial<SamplingParams>;
+}
+
+/** A flag's JSON value; text that is not JSON names the flag. */
+function jsonFlag(name: string, raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw invalidArgument(`${name} expects JSON, such as '{"50256": -100}' (got ${raw})`);
+  }
 }
 
 /** "1,2,3" -> [1, 2, 3]; a bad entry names the flag and the entry. */
