@@ -19,7 +19,8 @@
 // batch-1 decode's thousands of candidates spread over the GPU (one CTA per kv head scored them
 // one after another per warp, latency-bound: 4.8 ms a step at 32k context on an H100, more than
 // the dense attention it replaced); sparse_select_kernel then finds the keep-th largest score a
-// byte at a time (four passes of a 256-bin histogram) and compacts the table.
+// byte at a time (four passes of a 256-bin histogram) and compacts the table, each thread over a
+// contiguous run of the candidates (three block scans in all, where there were two per 256).
 #include "common.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=3
