@@ -91,13 +91,6 @@ export class StateCheckpoints {
     }
   }
 
-  /** Checkpoints some pending copy fills or reads (none once the copies are taken). */
-  get numPending(): number {
-    let count = 0;
-    for (const c of this.byHash.values()) if (c.filling || c.read) count++;
-    return count;
-  }
-
   /** Throws unless every slot is either free or held by exactly one checkpoint. */
   checkInvariants(): void {
     const held = [...this.byHash.values()].map((c) => c.slot);
