@@ -157,7 +157,7 @@ export class KvCacheManager {
   }
 
   /** Whether states are kept at block boundaries (`checkpointState`): prefill chunks should end there. */
-  get checkpointsStates(): boolean {
+  get keepsStateCheckpoints(): boolean {
     return this.checkpoints !== null;
   }
 

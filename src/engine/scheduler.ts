@@ -269,7 +269,7 @@ export class Scheduler {
 
   /**
    * How many of the sequence's tokens from `start` on its next step runs: as many as the budget
-   * allows, but where the KV-cache manager keeps states at block boundaries (`checkpointsStates`),
+   * allows, but where the KV-cache manager keeps states at block boundaries (`keepsStateCheckpoints`),
    * a prefill chunk ends at the last block boundary it passes, and the last one at the last
    * boundary before the sequence's last token, so that a state is kept there for prefix hits (a
    * hit always leaves the last token to compute: the same prompt again hits that boundary); the
@@ -277,7 +277,7 @@ export class Scheduler {
    */
   private chunkLength(seq: Sequence, start: number, budget: number): number {
     const length = Math.min(seq.numTokens - start, budget);
-    if (!this.kv.checkpointsStates || seq.numDraftTokens > 0) return length;
+    if (!this.kv.keepsStateCheckpoints || seq.numDraftTokens > 0) return length;
     const { blockSize } = this.config;
     const boundary = Math.floor(Math.min(start + length, seq.numTokens - 1) / blockSize) * blockSize;
     return boundary > start ? boundary - start : length;
