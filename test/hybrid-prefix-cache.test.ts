@@ -116,6 +116,19 @@ test('preemption, aborts and forks (n = 2) over prefix hits give transformers\' 
   });
 });
 
+test('MTP drafts continue from a restored state as from a computed one: the second run, served from the prefix cache, gives transformers\' tokens', async () => {
+  await withLLM({ speculative: { method: 'mtp', numSpeculativeTokens: 2 } }, async (llm) => {
+    const params = { ...GREEDY, maxTokens: oracle.max_new_tokens };
+    await llm.generate(oracle.prompts, params);
+    const again = await llm.generate(oracle.prompts, params);
+    again.forEach((o, i) => assert.deepEqual(o.outputs[0].tokenIds, oracle.greedy[i], `prompt ${i}`));
+    // Each prompt's prefill stopped at the last block boundary before its last token.
+    assert.deepEqual(again.map((o) => o.metrics.numCachedTokens), oracle.prompts.map((p) => Math.floor((p.length - 1) / 4) * 4));
+    assert.ok(llm.stats().speculation!.numDraftTokens > 0);
+    assertPoolsWhole(llm);
+  });
+});
+
 test('prefix caching stays off for a hybrid model without state checkpoints', async () => {
   await withLLM({ numStateCheckpoints: 0 }, async (llm) => {
     await llm.generate([oracle.prompts[1]], { ...GREEDY, maxTokens: 2 });
