@@ -15,7 +15,8 @@
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
-# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), sampling (Qwen2.5-7B
+# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B),
+# perf-leads (the same with int4 weights, and on a 5-token verification step at 200 and 32k context), sampling (Qwen2.5-7B
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
 # configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes), lora (the
@@ -149,6 +150,11 @@ for s in "$@"; do
         grep -hE "^Throughput|output tokens/s" "$out/throughput-lora$n-r$r.log" | sed "s/^/[lora$n-r$r] /"
       done; done ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
+    perf-leads) # Op-by-op profiles of the open performance leads: int4 batch-1 decode, a 5-token verification step, and one at 32k context.
+      step profile-int4 200 node scripts/profile-decode-step.ts --quantization int4
+      step profile-verify5 120 node scripts/profile-decode-step.ts --query-tokens 5
+      step profile-verify5-32k 150 node scripts/profile-decode-step.ts --query-tokens 5 --context 32768
+      for log in profile-int4 profile-verify5 profile-verify5-32k; do head -8 "$out/$log.log" | sed "s/^/[$log] /"; tail -1 "$out/$log.log" | sed "s/^/[$log] /"; done ;;
     sampling) for variant in plain "truncated-penalized --top-p 0.9 --top-k 50 --repetition-penalty 1.1 --logprobs 5" "top-p --top-p 0.9"; do
         options=${variant#"${variant%% *}"} name=throughput-qwen2.5-7b-sampling-${variant%% *}
         step "$name" 120 node bin/keel bench throughput --model bench/configs/qwen2.5-7b $dummy \
@@ -218,7 +224,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

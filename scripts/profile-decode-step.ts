@@ -1,7 +1,11 @@
 // Where a decode step's GPU time goes, op by op, on the GPU host (CUDA backend, random weights):
 //
 //   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
+//     [--quantization int4] [--query-tokens 5]
 //
+// --quantization quantizes the weights at load as keel does; --query-tokens N > 1 profiles a
+// verification step instead (the last sampled token and N - 1 drafts, logits at every one), as
+// speculative decoding runs it.
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
@@ -11,24 +15,31 @@
 // KEEL_MOE_DECODE=split profiles the MoE block's split path (router, routing, expert GEMVs).
 import { parseArgs } from 'node:util';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
+import type { EngineOptions } from '../src/config.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, context: { type: 'string' } } });
+const { values } = parseArgs({ options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' } } });
 const context = Number(values.context ?? 200);
-const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false });
+const queryTokens = Number(values['query-tokens'] ?? 1);
+if (!(Number.isInteger(queryTokens) && queryTokens >= 1)) throw new Error(`--query-tokens must be a positive integer, not ${values['query-tokens']}`);
+const quantization = values.quantization as EngineOptions['quantization'];
+const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false, quantization });
 if (loaded.backend.name !== 'cuda') throw new Error('profile-decode-step needs the CUDA backend');
 const backend = loaded.backend as CudaBackend;
 const { model, modelConfig } = loaded;
 const device = backend.device;
 
 const blockSize = 16;
-const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + 1) / blockSize)));
+const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + queryTokens) / blockSize)));
 const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model.kvLayers });
 const blockTable = Array.from({ length: width }, (_, i) => i);
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
 backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [blockTable] }], blockSize)), cache));
-const decodeStep = () => backend.beginStep(describeBatch([{ tokens: [7], startPos: context, blockTables: [blockTable] }], blockSize, undefined, width));
+// A decode step, or a verification chunk of queryTokens tokens with logits at every one.
+const chunk = { tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [blockTable], verification: queryTokens > 1 };
+const logitsRows = queryTokens > 1 ? Array.from({ length: queryTokens }, (_, i) => i) : undefined;
+const decodeStep = () => backend.beginStep(describeBatch([chunk], blockSize, logitsRows, width));
 
 const OPS = [
   'embedding',
@@ -95,6 +106,7 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
   sumMs += (us * count) / 1000;
   console.log(`${key.padEnd(36)} ${String(count).padStart(4)} × ${us.toFixed(2).padStart(8)} µs = ${((us * count) / 1000).toFixed(3)} ms`);
 }
-const step = decodeStep();
-console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(backend, step, cache), 5).toFixed(3)} ms (context ${context})`);
+const forwardStep = decodeStep();
+const what = `context ${context}${queryTokens > 1 ? `, a verification chunk of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}`;
+console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(backend, forwardStep, cache), 5).toFixed(3)} ms (${what})`);
 backend.dispose();

@@ -59,6 +59,13 @@ export interface EngineConfig {
   /** Token budget of one step: decodes plus prefill chunks. */
   maxNumBatchedTokens: number;
   enablePrefixCaching: boolean;
+  /**
+   * With prefix caching, for a model whose layers keep a state per sequence (Gated DeltaNet): the
+   * device state slots that keep states at cached block boundaries, which a prefix hit needs
+   * (docs/long-context.md, "Prefix caching of hybrid models"). Each costs one sequence's state
+   * slot of memory, taken from the KV budget. 0: no prefix caching for such a model.
+   */
+  numStateCheckpoints: number;
   /** Run every step op by op; otherwise decode steps replay recorded CUDA graphs (CUDA backend). */
   enforceEager: boolean;
   /**
@@ -253,6 +260,7 @@ export const DEFAULT_ENGINE_CONFIG: Omit<EngineConfig, 'model'> = {
   maxNumSeqs: 256,
   maxNumBatchedTokens: 2048,
   enablePrefixCaching: true,
+  numStateCheckpoints: 32,
   enforceEager: false,
   asyncScheduling: true,
   seed: 0,

@@ -8,7 +8,8 @@ import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
 
 // A hybrid model's Gated DeltaNet layers keep one recurrent state per sequence (a state slot), not
 // entries per token: what needs a prefix's history or a copy of a sequence is refused by name,
-// prefix caching turns itself off, and a sequence takes turns for slots as it does for blocks.
+// prefix caching needs state checkpoints (test/hybrid-prefix-cache.test.ts), and a sequence takes
+// turns for slots as it does for blocks.
 
 const FIXTURE = join(FIXTURES_DIR, 'qwen3.5-hybrid');
 const oracle = listOracleFixtures().find((f) => f.name === 'qwen3.5-hybrid')!.oracle;
@@ -27,14 +28,17 @@ test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', speculative: { method: 'ngram', numSpeculativeTokens: 2, ngramMin: 1, ngramMax: 2, ngramBranches: 2 } }, '--ngram-branches 2');
   await rejectsWith({ backend: 'cpu', speculative: { method: 'mtp', numSpeculativeTokens: 2, treeWidth: 2 } }, 'other than n-gram and MTP chains (--speculative-tree-width 2)');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
+  await rejectsWith({ backend: 'cpu', kvOffloadGb: 0.01 }, 'the host tier of the prefix cache (kvOffloadGb)', 'qwen3_5_text');
 });
 
-test('prefix caching turns itself off, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {
-  const loaded = await loadEngine({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64 });
-  try {
-    assert.equal(loaded.config.enablePrefixCaching, false);
-  } finally {
-    loaded.backend.dispose();
+test('prefix caching turns itself off without state checkpoints, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {
+  for (const numStateCheckpoints of [0, 4]) {
+    const loaded = await loadEngine({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64, numStateCheckpoints });
+    try {
+      assert.equal(loaded.config.enablePrefixCaching, numStateCheckpoints > 0);
+    } finally {
+      loaded.backend.dispose();
+    }
   }
   // Two slots for four prompts: the others wait for a slot, and every continuation is transformers'.
   const llm = await LLM.load({ model: FIXTURE, backend: 'cpu', showProgress: false, numKvBlocks: 64, maxNumSeqs: 2 });

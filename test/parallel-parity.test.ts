@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import type { EngineOptions } from '../src/config.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { listOracleFixtures, type OracleFixture } from './helpers/oracle-fixtures.ts';
-import { checkGreedy, checkPrefixCacheRerun, fixtureKeepsSequenceState, fixtureSlides, type ParityOptions } from './helpers/transformers-parity.ts';
+import { checkGreedy, checkPrefixCacheRerun, fixtureSlides, type ParityOptions } from './helpers/transformers-parity.ts';
 
 // Tensor, expert and pipeline parallel on the CPU backend (ranks in worker threads,
 // docs/parallelism.md): every fixture family's greedy continuations equal transformers' (and so
@@ -125,12 +125,10 @@ for (const { fixture: name, parallel } of RUNS) {
       // A model with sliding layers frees their blocks (KV groups): the same memory holds its batch.
       await checkGreedy(fixture, PARITY, { ...parallel, backend: 'cpu', numKvBlocks: 8 }, !fixtureSlides(fixture, 'some'));
     });
-    // A model keeping a recurrent state per sequence turns prefix caching off (load-engine.ts).
-    if (!fixtureKeepsSequenceState(fixture)) {
-      test('greedy continuation served from the prefix cache equals transformers\'', async () => {
-        await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });
-      });
-    }
+    // A model keeping a recurrent state per sequence hits where every rank kept its part of the state (state checkpoints).
+    test('greedy continuation served from the prefix cache equals transformers\'', async () => {
+      await checkPrefixCacheRerun(fixture, PARITY, { ...parallel, backend: 'cpu' });
+    });
     // Stages alone pass activations whole: nothing is summed in another order.
     const tolerance = (parallel.tensorParallelSize ?? 1) === 1 ? 0 : LOGPROB_TOLERANCE;
     test(`the first tokens' top logprobs equal one device's within ${tolerance}`, async () => {

@@ -97,6 +97,9 @@ export class SyntheticEngine implements ServedLLM {
       numKvBlocks: this.numKvBlocks,
       numFreeKvBlocks: this.freeBlocks,
       numCachedKvBlocks: 0,
+      numStateSlots: 0,
+      numFreeStateSlots: 0,
+      numStateCheckpoints: 0,
       prefixCacheHitRate: 0,
       // No prefix cache: nothing is cached on either tier.
       deviceCachedPromptTokensTotal: 0,

@@ -22,6 +22,7 @@ export const ENGINE_FLAGS = {
   'max-num-seqs': { type: 'string' },
   'max-num-batched-tokens': { type: 'string' },
   'no-prefix-caching': { type: 'boolean' },
+  'num-state-checkpoints': { type: 'string' },
   'enforce-eager': { type: 'boolean' },
   'no-async-scheduling': { type: 'boolean' },
   seed: { type: 'string' },
@@ -93,6 +94,9 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --max-num-seqs N               most sequences per step (default ${DEFAULT_ENGINE_CONFIG.maxNumSeqs})
   --max-num-batched-tokens N     token budget per step (default ${DEFAULT_ENGINE_CONFIG.maxNumBatchedTokens})
   --no-prefix-caching            disable automatic prefix caching
+  --num-state-checkpoints N      hybrid (linear-attention) models: states kept at cached block boundaries,
+                                 each the size of a sequence's state slot; a prefix hit needs one
+                                 (default ${DEFAULT_ENGINE_CONFIG.numStateCheckpoints}; 0: no prefix caching for them; docs/long-context.md)
   --enforce-eager                run decode steps op by op instead of replaying CUDA graphs
   --no-async-scheduling          read each step's tokens before launching the next
   --seed N                       seed for requests that bring none (default ${DEFAULT_ENGINE_CONFIG.seed})
@@ -184,6 +188,7 @@ export function engineConfigFromFlags(values: EngineFlagValues): EngineOptions {
     maxNumSeqs: integerFlag('--max-num-seqs', values['max-num-seqs']),
     maxNumBatchedTokens: integerFlag('--max-num-batched-tokens', values['max-num-batched-tokens']),
     enablePrefixCaching: values['no-prefix-caching'] ? false : undefined,
+    numStateCheckpoints: integerFlag('--num-state-checkpoints', values['num-state-checkpoints']),
     enforceEager: values['enforce-eager'] ? true : undefined,
     asyncScheduling: values['no-async-scheduling'] ? false : undefined,
     seed: integerFlag('--seed', values.seed),
@@ -294,6 +299,7 @@ export const ENGINE_FIELD_OF_FLAG = {
   'max-num-seqs': 'maxNumSeqs',
   'max-num-batched-tokens': 'maxNumBatchedTokens',
   'no-prefix-caching': 'enablePrefixCaching',
+  'num-state-checkpoints': 'numStateCheckpoints',
   'enforce-eager': 'enforceEager',
   'no-async-scheduling': 'asyncScheduling',
   seed: 'seed',

@@ -3,6 +3,7 @@ import type { HostCacheTransfers, HostPrefixCache } from './host-prefix-cache.ts
 import type { KvRetention } from '../step/kv-cache-layout.ts';
 import { chainStart, hashBlock } from './prefix-hash.ts';
 import type { Sequence, SequenceId } from './sequence.ts';
+import type { StateCheckpoints } from './state-checkpoints.ts';
 import { snapshotSlot, StateSlotPool } from './state-slots.ts';
 
 /** A run of cached full blocks matching a sequence's first tokens, in every KV group. */
@@ -44,10 +45,12 @@ export interface KvCacheManagerOptions {
   hostCache?: HostPrefixCache | null;
   /**
    * Per-sequence state slots (a model with state layers: `SequenceStateSpec`), one per running
-   * sequence; absent or 0: none. Such a model's history lives in no block, so it takes no prefix
-   * hits, forks, nor swaps.
+   * sequence; absent or 0: none. Such a model's history lives in no block, so it takes no swaps,
+   * and prefix hits only where `stateCheckpoints` kept the state after the prefix.
    */
   stateSlots?: number;
+  /** With prefix caching and state slots, the states kept at cached block boundaries (required then). */
+  stateCheckpoints?: StateCheckpoints | null;
 }
 
 /** The blocks one KV group with this retention holds at once (`KvCacheManager.blocksHeldAtOnce`). */
@@ -99,6 +102,9 @@ export class KvCacheManager {
   private pendingStateCopies: { src: number; dst: number }[] = [];
   /** Released slots that a pending state copy still reads: free again once the copies are taken. */
   private releasedCopySources: number[] = [];
+  private readonly checkpoints: StateCheckpoints | null;
+  /** Per sequence, the prefix hash of its latest checkpoint past its prompt (demoted when it takes the next). */
+  private readonly latestDecodeCheckpoint = new Map<SequenceId, string>();
 
   constructor(pool: BlockPool, options: KvCacheManagerOptions) {
     if (options.enablePrefixCaching && !pool.enableCaching) throw new Error('prefix caching needs a block pool created with caching enabled');
@@ -115,9 +121,14 @@ export class KvCacheManager {
     this.hostCache = options.hostCache ?? null;
     if (this.hostCache !== null && !options.enablePrefixCaching) throw new Error('a host tier of the prefix cache needs prefix caching');
     this.stateSlots = (options.stateSlots ?? 0) > 0 ? new StateSlotPool(options.stateSlots!) : null;
-    if (this.stateSlots !== null && (options.enablePrefixCaching || this.swapPool !== null)) {
-      throw new Error('per-sequence state slots rule out prefix caching and swapping: the state of a prefix lives in no block');
+    this.checkpoints = options.stateCheckpoints ?? null;
+    if (this.stateSlots !== null && (this.swapPool !== null || this.hostCache !== null)) {
+      throw new Error('per-sequence state slots rule out swapping and the host tier of the prefix cache: the state of a prefix lives in no block');
     }
+    if (this.stateSlots !== null && options.enablePrefixCaching && this.checkpoints === null) {
+      throw new Error('prefix caching with per-sequence state slots needs state checkpoints: the state of a prefix lives in no block');
+    }
+    if (this.checkpoints !== null && (this.stateSlots === null || !options.enablePrefixCaching)) throw new Error('state checkpoints serve prefix caching of a model with state slots');
   }
 
   /**
@@ -135,9 +146,24 @@ export class KvCacheManager {
     this.pendingStateCopies.push({ src: snapshotSlot(seq.stateSlot, this.stateSlots!.numSlots), dst: seq.stateSlot });
   }
 
-  /** State slots not held by a sequence (0 for a model without state layers). */
+  /** Per-sequence state slots (0 for a model without state layers), and those not held by a sequence. */
+  get numStateSlots(): number {
+    return this.stateSlots?.numSlots ?? 0;
+  }
+
+  /** Those a pending copy still reads count as free: no sequence holds them. */
   get numFreeStateSlots(): number {
-    return this.stateSlots?.numFree ?? 0;
+    return (this.stateSlots?.numFree ?? 0) + this.releasedCopySources.length;
+  }
+
+  /** Whether states are kept at block boundaries (`checkpointState`): prefill chunks should end there. */
+  get keepsStateCheckpoints(): boolean {
+    return this.checkpoints !== null;
+  }
+
+  /** States kept at cached block boundaries (0 without state checkpoints). */
+  get numStateCheckpoints(): number {
+    return this.checkpoints?.size ?? 0;
   }
 
   get numGroups(): number {
@@ -188,8 +214,9 @@ export class KvCacheManager {
    * The longest run of the sequence's leading full blocks whose every group has what it reads
    * cached, each block found in the device pool or else in the host tier: a full-attention group
    * needs all of the run's blocks, a sliding group only its sinks' and those its window reaches
-   * from the first token computed after the run. At least one token is always left to compute,
-   * since a step must run a token to produce logits.
+   * from the first token computed after the run. With state layers, the run also ends at a block
+   * after which a state checkpoint is kept (`checkpointState`). At least one token is always left
+   * to compute, since a step must run a token to produce logits.
    */
   getComputedBlocks(seq: Sequence): ComputedBlocks {
     if (!this.enablePrefixCaching) return NO_COMPUTED_BLOCKS;
@@ -209,8 +236,11 @@ export class KvCacheManager {
       for (let i = 0; i < numHit; i++) if (needed(g, numHit, i) && lookup(g, i) === undefined) return false;
       return true;
     };
+    const checkpoints = this.checkpoints;
+    const hasState = (numHit: number) => checkpoints === null || checkpoints.lookup(this.blockHash(seq, numHit - 1)) !== undefined;
     // A run that suits every group: shortened until no group lacks a block it reads (a shorter run
-    // may need older blocks of a sliding group, so each group is asked again until all agree).
+    // may need older blocks of a sliding group, so each group is asked again until all agree) and
+    // the state after it is kept.
     let numHit = maxBlocks;
     for (let settled = false; !settled; ) {
       settled = true;
@@ -219,6 +249,10 @@ export class KvCacheManager {
           numHit--;
           settled = false;
         }
+      }
+      while (numHit > 0 && !hasState(numHit)) {
+        numHit--;
+        settled = false;
       }
     }
     let numHostBlocks = 0;
@@ -287,7 +321,37 @@ export class KvCacheManager {
       table.push(...this.allocate(numNewBlocks));
     });
     if (computed.numTokens > 0) this.numRegisteredBlocks.set(seq.id, computed.numTokens / this.blockSize);
+    // The state after the hit's last block, copied into the sequence's slot before its first step.
+    if (computed.numTokens > 0 && this.checkpoints !== null) {
+      this.pendingStateCopies.push({ src: this.checkpoints.read(this.blockHash(seq, computed.numTokens / this.blockSize - 1)), dst: seq.stateSlot });
+    }
     return true;
+  }
+
+  /**
+   * After a step that advanced the sequence to a block boundary (its chunk ended there: a decode
+   * that filled a block, or a prefill chunk the scheduler ended there), keeps its state in a state
+   * checkpoint under that block's prefix hash, copied before the next forward: a later prefix hit
+   * up to that block restores it. Nothing when a checkpoint of that prefix is already kept, or
+   * every checkpoint slot is pending (no checkpoint: a later request recomputes). A sequence's
+   * checkpoints past its prompt roll: each new one puts the one before it first in line for
+   * eviction, so a long generation keeps its latest state (what a conversation's next turn hits)
+   * without crowding out other prefixes' states.
+   */
+  checkpointState(seq: Sequence): void {
+    if (this.checkpoints === null || seq.stateSlot < 0) return;
+    const numTokens = seq.numComputedTokens;
+    if (numTokens === 0 || numTokens % this.blockSize !== 0) return;
+    const hash = this.blockHash(seq, numTokens / this.blockSize - 1);
+    if (this.checkpoints.has(hash)) return;
+    const pastPrompt = numTokens > seq.numPromptTokens;
+    const previous = pastPrompt ? this.latestDecodeCheckpoint.get(seq.id) : undefined;
+    // Demoted first, so that the new one may take its slot.
+    if (previous !== undefined) this.checkpoints.demote(previous);
+    const slot = this.checkpoints.add(hash);
+    if (slot === null) return;
+    this.pendingStateCopies.push({ src: seq.stateSlot, dst: slot });
+    if (pastPrompt) this.latestDecodeCheckpoint.set(seq.id, hash);
   }
 
   /** Gives the sequence a state slot if the model keeps states and it holds none; false when every slot is held. */
@@ -379,6 +443,7 @@ export class KvCacheManager {
     if (seq.stateSlot >= 0) this.releaseStateSlot(seq.stateSlot);
     seq.stateSlot = -1;
     this.numRegisteredBlocks.delete(seq.id);
+    this.latestDecodeCheckpoint.delete(seq.id);
     // A copy into a block that nobody holds any more would only race with the block's next owner.
     const orphaned = this.pendingCopies.filter(({ dst }) => this.pool.refCount(dst) === 0);
     if (orphaned.length === 0) return;
@@ -496,15 +561,18 @@ export class KvCacheManager {
   }
 
   /**
-   * The state copies recorded since the last call (forks' children from their parents). As with
-   * block copies, a source slot released meanwhile is handed out again only now, so that no
-   * sequence writes it before the copy has read it.
+   * The state copies recorded since the last call (forks' children from their parents, snapshots
+   * and rewinds around verifications, state checkpoints filled and restored). As with block
+   * copies, a source slot released meanwhile is handed out again only now, so that no sequence
+   * writes it before the copy has read it; likewise a checkpoint becomes readable, and evictable,
+   * only now (`StateCheckpoints.settle`), so no list of copies both writes and reads a slot.
    */
   takeStateCopies(): BlockCopies {
     const copies = this.pendingStateCopies;
     this.pendingStateCopies = [];
     for (const slot of this.releasedCopySources) this.stateSlots!.release(slot);
     this.releasedCopySources = [];
+    this.checkpoints?.settle();
     return blockCopies(copies);
   }
 
@@ -571,6 +639,7 @@ export class KvCacheManager {
     }
     this.pool.checkInvariants();
     this.hostCache?.checkInvariants();
+    this.checkpoints?.checkInvariants();
     if (this.swapPool === null) return;
     const hostHolders = new Int32Array(this.swapPool.numBlocks);
     for (const tables of this.swappedTables.values()) for (const id of tables.flat()) if (id !== null) hostHolders[id]++;

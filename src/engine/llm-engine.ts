@@ -89,6 +89,14 @@ export interface EngineStats {
   numKvBlocks: number;
   numFreeKvBlocks: number;
   numCachedKvBlocks: number;
+  /**
+   * A model whose layers keep a state per sequence (Gated DeltaNet): its sequence state slots
+   * (max-num-seqs), those no sequence holds, and the prefix cache's states kept at block
+   * boundaries (`numStateCheckpoints`); all 0 for other models.
+   */
+  numStateSlots: number;
+  numFreeStateSlots: number;
+  numStateCheckpoints: number;
   /** Prompt tokens served from the prefix cache (either tier) over prompt tokens admitted, since start. */
   prefixCacheHitRate: number;
   /** Prompt tokens served from the prefix cache since start: found in the device pool, and loaded from the host tier. */
@@ -268,6 +276,9 @@ export class LLMEngine {
       numKvBlocks: this.parts.numKvBlocks,
       numFreeKvBlocks: this.parts.kv.numFreeBlocks,
       numCachedKvBlocks: this.parts.kv.numCachedBlocks,
+      numStateSlots: this.parts.kv.numStateSlots,
+      numFreeStateSlots: this.parts.kv.numFreeStateSlots,
+      numStateCheckpoints: this.parts.kv.numStateCheckpoints,
       prefixCacheHitRate: this.promptTokensTotal === 0 ? 0 : this.cachedPromptTokensTotal / this.promptTokensTotal,
       deviceCachedPromptTokensTotal: this.cachedPromptTokensTotal - this.hostCachedPromptTokensTotal,
       hostCachedPromptTokensTotal: this.hostCachedPromptTokensTotal,

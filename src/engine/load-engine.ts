@@ -27,7 +27,8 @@ import { loadTokenizerIfPresent, type Tokenizer } from '../tokenizer/tokenizer.t
 import { BlockPool } from './block-pool.ts';
 import { HostPrefixCache } from './host-prefix-cache.ts';
 import { blocksHeldAtOnce, KvCacheManager } from './kv-cache-manager.ts';
-import { stateSlotsOnDevice } from './state-slots.ts';
+import { StateCheckpoints } from './state-checkpoints.ts';
+import { stateSlotLayout } from './state-slots.ts';
 import { LLMEngine } from './llm-engine.ts';
 import { DEFAULT_MEDUSA_TREE, MedusaProposer, staticTree } from './medusa-proposer.ts';
 import { ModelRunner } from './model-runner.ts';
@@ -69,6 +70,7 @@ export function resolveEngineConfig(options: EngineOptions): EngineConfig {
   positiveInt('blockSize');
   positiveInt('maxNumSeqs');
   positiveInt('maxNumBatchedTokens');
+  if (!(Number.isInteger(config.numStateCheckpoints) && config.numStateCheckpoints >= 0)) throw invalidArgument(`numStateCheckpoints must be a non-negative integer (got ${config.numStateCheckpoints})`);
   if (config.numKvBlocks !== null) positiveInt('numKvBlocks');
   if (config.maxModelLen !== null) positiveInt('maxModelLen');
   if (config.quantization !== null && !LOAD_TIME_QUANTIZATIONS.includes(config.quantization)) {
@@ -512,10 +514,10 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
     // An 8-bit cache stores the head's attention K/V in that dtype too; its rows stay 16-bit (kvLayerDtype).
     const kvDtype = resolveKvCacheDtype(config.kvCacheDtype);
     const bytesPerBlock = Object.values(caches).reduce((sum, c) => sum + kvBytesPerBlock(c.layers, config.blockSize, backend.kvElementBytes, kvDtype, c.groups), 0);
-    // The sequences' state slots (with their snapshots under speculation), then the padding rows' scratch slot.
-    const deviceStateSlots = stateSlotsOnDevice(model.kvLayers, config);
-    const stateSlots = deviceStateSlots === 0 ? 0 : config.maxNumSeqs;
-    const scratchStateSlot = deviceStateSlots === 0 ? null : deviceStateSlots - 1;
+    // The sequences' state slots (with their snapshots under speculation), the prefix cache's state checkpoints, then the padding rows' scratch slot.
+    const stateLayout = stateSlotLayout(model.kvLayers, config);
+    const deviceStateSlots = stateLayout.total;
+    const scratchStateSlot = stateLayout.scratch;
     const stateBytes = deviceStateSlots * stateBytesPerSlot(model.kvLayers);
     const numKvBlocks = config.numKvBlocks ?? kvBlocksForBudget(backend, loaded.ranks, config, retentions, loaded.maxModelLen, bytesPerBlock, stateBytes);
     const poolTokens = numKvBlocks * config.blockSize;
@@ -536,7 +538,8 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       // A head rewrites the entry of each sequence's last computed token (head-proposer.ts).
       lookback: head === null ? 0 : 1,
       hostCache: numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null,
-      stateSlots,
+      stateSlots: stateLayout.sequences,
+      stateCheckpoints: stateLayout.checkpoints > 0 ? new StateCheckpoints(stateLayout.firstCheckpoint, stateLayout.checkpoints) : null,
     });
     // One sequence must fit in the pool on its own, or it would preempt itself forever.
     const fits = (length: number) => kv.blocksHeldAtOnce(length, config.maxNumBatchedTokens) <= numKvBlocks;
@@ -548,7 +551,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
       process.stderr.write(
         `keel: ${backend.name} backend, KV cache (${kvDtype}) ${numKvBlocks} blocks × ${config.blockSize} tokens = ${poolTokens} tokens ` +
           `(${((numKvBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB), max model length ${maxModelLen}` +
-          (stateSlots > 0 ? `, ${stateSlots} sequence state slots (${(stateBytes / 2 ** 30).toFixed(2)} GiB)` : '') +
+          (stateLayout.sequences > 0
+            ? `, ${stateLayout.sequences} sequence state slots` + (stateLayout.checkpoints > 0 ? ` and ${stateLayout.checkpoints} prefix-cache state checkpoints` : '') + ` (${deviceStateSlots} slots, ${(stateBytes / 2 ** 30).toFixed(2)} GiB)`
+            : '') +
           (numSwapBlocks > 0 ? `, swap space ${numSwapBlocks} blocks (${((numSwapBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (numHostCacheBlocks > 0 ? `, host prefix-cache tier ${numHostCacheBlocks} blocks (${((numHostCacheBlocks * bytesPerBlock) / 2 ** 30).toFixed(2)} GiB)` : '') +
           (offload === null
@@ -632,8 +637,9 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
 /**
  * The engine settings for a model whose layers keep a per-sequence state (Gated DeltaNet): a
  * sequence's history lives in its state slot, not in KV blocks, so what needs the history of a
- * prefix or a copy of a sequence is refused by name, and prefix caching turns itself off (as vLLM
- * does for such models), with a notice.
+ * prefix or a copy of a sequence is refused by name (swapping, the host tier of the prefix cache),
+ * and prefix caching, which keeps states at cached block boundaries in state checkpoints
+ * (`StateCheckpoints`), turns itself off with a notice when there are none.
  */
 export function withSequenceStates(config: EngineConfig, modelType: string): EngineConfig {
   const refuse = (what: string) => {
@@ -650,8 +656,9 @@ export function withSequenceStates(config: EngineConfig, modelType: string): Eng
   }
   if (config.preemptionMode === 'swap') refuse('preemptionMode swap');
   if (config.kvOffloadGb > 0) refuse('the host tier of the prefix cache (kvOffloadGb)');
-  if (!config.enablePrefixCaching) return config;
-  if (config.showProgress) process.stderr.write(`keel: prefix caching is off for ${modelType}: its recurrent state of a prefix is not kept in KV blocks\n`);
+  // A prefix hit needs the state after the prefix, which only a state checkpoint keeps.
+  if (!config.enablePrefixCaching || config.numStateCheckpoints > 0) return config;
+  if (config.showProgress) process.stderr.write(`keel: prefix caching is off for ${modelType}: its recurrent state of a prefix is kept in no KV block, and numStateCheckpoints is 0\n`);
   return { ...config, enablePrefixCaching: false };
 }
 

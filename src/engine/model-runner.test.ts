@@ -17,7 +17,7 @@ import { drawFor, type Draw } from '../sampling/draw.ts';
 import { forkStream } from '../sampling/rng.ts';
 import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
 import { Scheduler } from './scheduler.ts';
-import { stateSlotsOnDevice } from './state-slots.ts';
+import { stateSlotLayout } from './state-slots.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
 
 const BLOCK_SIZE = 4;
@@ -258,7 +258,7 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
     const counting = countingBackend(model.backend, events, []);
     const backend = graphs ? recordingBackend(counting, replayed) : counting;
     // A state layer's slots, as the engine lays them out with speculation on: a slot and a snapshot per sequence, then the graphs' scratch slot.
-    const deviceStateSlots = stateSlotsOnDevice(model.model.kvLayers, { maxNumSeqs: 8, speculative: {} });
+    const deviceStateSlots = stateSlotLayout(model.model.kvLayers, { maxNumSeqs: 8, speculative: {}, enablePrefixCaching: false, numStateCheckpoints: 0 }).total;
     const layout = { numBlocks: NUM_BLOCKS + 1, blockSize: BLOCK_SIZE, layers: model.model.kvLayers, stateSlots: deviceStateSlots };
     const proposer = new HeadProposer(head, backend.createKvCache({ ...layout, layers: HeadProposer.cacheLayers(head), stateSlots: 0 }), BLOCK_SIZE, 1);
     const kv = new KvCacheManager(new BlockPool(NUM_BLOCKS, true), { blockSize: BLOCK_SIZE, enablePrefixCaching: false, groups: [null], nullBlock: NUM_BLOCKS, lookback: 1, stateSlots: deviceStateSlots === 0 ? 0 : 8 });

@@ -7,6 +7,7 @@ import { HostPrefixCache } from './host-prefix-cache.ts';
 import { KvCacheManager } from './kv-cache-manager.ts';
 import { Scheduler, type SchedulerOutput } from './scheduler.ts';
 import { Sequence } from './sequence.ts';
+import { StateCheckpoints } from './state-checkpoints.ts';
 
 const NUM_SEEDS = 8;
 const NUM_OPERATIONS = 500;
@@ -70,10 +71,23 @@ interface Coverage {
   /** Blocks stored into the prefix cache's host tier, and loaded back from it. */
   hostStores: number;
   hostLoads: number;
+  /** A model keeping a state per sequence: states copied into checkpoints, and restored from them for prefix hits. */
+  stateCheckpoints: number;
+  stateRestores: number;
 }
 
-/** Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each step. */
-function runRandomSchedule(seed: number): Coverage {
+/** What a sequence's state slot holds after its first `count` tokens ('' for none): like a Gated DeltaNet state, it depends on every one of them. */
+function stateFingerprint(tokens: readonly number[], count: number): string {
+  return count === 0 ? '' : `${count}:${kvFingerprints(tokens, count)[count - 1]}`;
+}
+
+const NO_COVERAGE: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0, stateCheckpoints: 0, stateRestores: 0 };
+
+/**
+ * Random arrivals, steps, forks and aborts against a tiny pool, checking everything after each
+ * step; `stateful`: the model keeps a state per sequence, which each step checks and advances.
+ */
+function runRandomSchedule(seed: number, options: { stateful: boolean } = { stateful: false }): Coverage {
   const draw = new Draws(seed);
   const blockSize = draw.int(1, 4);
   const numBlocks = draw.int(2, 16);
@@ -81,15 +95,30 @@ function runRandomSchedule(seed: number): Coverage {
   const maxNumSeqs = draw.int(1, 6);
   const maxNumBatchedTokens = draw.int(1, 24);
   const caching = draw.chance(0.75);
-  const numSwapBlocks = draw.chance(0.5) ? draw.int(1, 2 * numBlocks) : 0;
-  const numHostCacheBlocks = caching && draw.chance(0.5) ? draw.int(1, 3 * numBlocks) : 0;
+  // A model keeping a state per sequence (Gated DeltaNet) takes no swaps, host tier nor drafts here.
+  const stateful = options.stateful;
+  const numSwapBlocks = !stateful && draw.chance(0.5) ? draw.int(1, 2 * numBlocks) : 0;
+  const numHostCacheBlocks = !stateful && caching && draw.chance(0.5) ? draw.int(1, 3 * numBlocks) : 0;
+  const numCheckpoints = stateful && caching ? draw.int(1, 4) : 0;
   const where =
     `seed ${seed} (blockSize ${blockSize}, ${numBlocks} blocks, ${numSwapBlocks} swap blocks, ${numHostCacheBlocks} host cache blocks, ` +
-    `maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching})`;
+    `maxModelLen ${maxModelLen}, maxNumSeqs ${maxNumSeqs}, budget ${maxNumBatchedTokens}, caching ${caching}, ` +
+    `${stateful ? `state slots, ${numCheckpoints} state checkpoints` : 'no state'})`;
 
   const swapPool = numSwapBlocks > 0 ? new BlockPool(numSwapBlocks, false) : null;
   const hostCache = numHostCacheBlocks > 0 ? new HostPrefixCache(numHostCacheBlocks) : null;
-  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), { blockSize, enablePrefixCaching: caching, groups: [null], nullBlock: numBlocks, swapPool, hostCache });
+  const kv = new KvCacheManager(new BlockPool(numBlocks, caching), {
+    blockSize,
+    enablePrefixCaching: caching,
+    groups: [null],
+    nullBlock: numBlocks,
+    swapPool,
+    hostCache,
+    stateSlots: stateful ? maxNumSeqs : 0,
+    stateCheckpoints: numCheckpoints > 0 ? new StateCheckpoints(maxNumSeqs, numCheckpoints) : null,
+  });
+  /** Each state slot's content: the sequences' slots, then the checkpoints'. */
+  const states = new Array<string>(maxNumSeqs + numCheckpoints).fill('');
   const scheduler = new Scheduler({ maxNumSeqs, maxNumBatchedTokens, blockSize, maxModelLen }, kv);
   const slots = new Int32Array(numBlocks * blockSize).fill(-1);
   const hostSlots = new Int32Array(numSwapBlocks * blockSize).fill(-1);
@@ -98,7 +127,7 @@ function runRandomSchedule(seed: number): Coverage {
   /** The length at which each sequence ends, as max_tokens would end it. */
   const targetLength = new Map<Sequence, number>();
   const prefixes = [draw.tokens(maxModelLen), draw.tokens(maxModelLen), draw.tokens(maxModelLen)];
-  const coverage: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0 };
+  const coverage: Coverage = { ...NO_COVERAGE };
 
   const slotOf = (seq: Sequence, pos: number) => seq.blockTables[0][Math.floor(pos / blockSize)] * blockSize + (pos % blockSize);
   const end = (seq: Sequence) => {
@@ -126,6 +155,7 @@ function runRandomSchedule(seed: number): Coverage {
    * their length allows (a step gives one token more than its drafts).
    */
   function propose(): void {
+    if (stateful) return;
     for (const seq of live) {
       const decoding = seq.status === 'running' && seq.numTokens - seq.numComputedTokens === 1;
       const room = targetLength.get(seq)! - seq.numTokens - 1;
@@ -180,6 +210,9 @@ function runRandomSchedule(seed: number): Coverage {
     const dsts = new Set(dst);
     assert.equal(dsts.size, dst.length, `${where}: two copies into one block`);
     assert.ok(!src.some((id) => dsts.has(id)), `${where}: a block is both a copy source and destination`);
+    const stateDsts = new Set(output.stateCopies.dst);
+    assert.equal(stateDsts.size, output.stateCopies.dst.length, `${where}: two copies into one state slot`);
+    assert.ok(!output.stateCopies.src.some((slot) => stateDsts.has(slot)), `${where}: a state slot is both a copy source and destination`);
   }
 
   /**
@@ -197,6 +230,8 @@ function runRandomSchedule(seed: number): Coverage {
     const { src, dst } = output.blockCopies;
     const rows = Array.from(src, (id) => slots.slice(id * blockSize, (id + 1) * blockSize));
     rows.forEach((row, i) => slots.set(row, dst[i] * blockSize));
+    const copied = Array.from(output.stateCopies.src, (slot) => states[slot]);
+    copied.forEach((state, i) => (states[output.stateCopies.dst[i]] = state));
 
     const holders = new Map<BlockId, number>();
     for (const seq of live) for (const id of seq.blockTables.flat()) holders.set(id, (holders.get(id) ?? 0) + 1);
@@ -211,6 +246,10 @@ function runRandomSchedule(seed: number): Coverage {
         assert.equal(holders.get(block), 1, `${where}: sequence ${seq.id} writes into shared block ${block}`);
         slots[slotOf(seq, pos)] = expected[pos];
       }
+      if (!stateful) continue;
+      // A chunk at position 0 starts from zeros; any other continues the state of the tokens before it.
+      if (seq.numComputedTokens > 0) assert.equal(states[seq.stateSlot], stateFingerprint(seq.tokenIds, seq.numComputedTokens), `${where}: sequence ${seq.id} reads a wrong state`);
+      states[seq.stateSlot] = stateFingerprint(seq.tokenIds, end);
     }
   }
 
@@ -226,6 +265,10 @@ function runRandomSchedule(seed: number): Coverage {
     coverage.swapIns += output.swapIn.src.length;
     coverage.hostStores += output.hostCache.store.src.length;
     coverage.hostLoads += output.hostCache.load.src.length;
+    for (const [i, slot] of output.stateCopies.src.entries()) {
+      if (slot >= maxNumSeqs) coverage.stateRestores++;
+      else if (output.stateCopies.dst[i] >= maxNumSeqs) coverage.stateCheckpoints++;
+    }
     for (const { numCachedTokens } of output.scheduled) coverage.cachedTokens += numCachedTokens ?? 0;
     checkOutput(output);
     execute(output);
@@ -253,6 +296,7 @@ function runRandomSchedule(seed: number): Coverage {
   assert.equal(live.size, 0, where);
   assert.equal(kv.numFreeBlocks, numBlocks, `${where}: blocks leaked`);
   assert.equal(kv.numFreeSwapBlocks, numSwapBlocks, `${where}: host blocks leaked`);
+  assert.equal(kv.numFreeStateSlots, kv.numStateSlots, `${where}: state slots leaked`);
   kv.checkInvariants([]);
   return coverage;
 }
@@ -261,7 +305,7 @@ test('random schedules, with drafts accepted and rejected and sequences swapped 
   const fromEnv = process.env.KEEL_TEST_SEED;
   const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
   console.log(`scheduler property test: seeds ${base}..${base + NUM_SEEDS - 1} (replay with KEEL_TEST_SEED=${base})`);
-  const total: Coverage = { steps: 0, preemptions: 0, copies: 0, cachedTokens: 0, forks: 0, rejected: 0, drafts: 0, rejectedDrafts: 0, swapOuts: 0, swapIns: 0, hostStores: 0, hostLoads: 0 };
+  const total: Coverage = { ...NO_COVERAGE };
   for (let i = 0; i < NUM_SEEDS; i++) {
     const coverage = runRandomSchedule(base + i);
     for (const key of Object.keys(total) as (keyof Coverage)[]) total[key] += coverage[key];
@@ -287,4 +331,13 @@ test('random schedules store evicted blocks in the host tier and load them back 
   let hostLoads = 0;
   for (let seed = base; seed < base + 200 && hostLoads < 20; seed++) hostLoads += runRandomSchedule(seed).hostLoads;
   assert.ok(hostLoads >= 20, `random schedules loaded only ${hostLoads} blocks from the host tier`);
+});
+
+test('random schedules of a model keeping a state per sequence keep states at block boundaries and restore exactly the state after a prefix hit', () => {
+  const fromEnv = process.env.KEEL_TEST_SEED;
+  const base = fromEnv === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(fromEnv);
+  console.log(`scheduler state-checkpoint test: seeds from ${base} (replay with KEEL_TEST_SEED=${base})`);
+  let restores = 0;
+  for (let seed = base; seed < base + 200 && restores < 20; seed++) restores += runRandomSchedule(seed, { stateful: true }).stateRestores;
+  assert.ok(restores >= 20, `random schedules restored only ${restores} states from checkpoints`);
 });

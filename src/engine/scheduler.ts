@@ -195,7 +195,7 @@ export class Scheduler {
       if (seq.parked && seq.numComputedTokens === seq.numTokens) continue;
       // A verification chunk must reach the sequence's end, so drafts beyond the budget are dropped.
       if (seq.numDraftTokens > 0) seq.dropDraftTokens(Math.min(seq.numDraftTokens, plan.budget - 1));
-      const numNewTokens = this.allocateOrPreempt(seq, Math.min(seq.numTokens - seq.numComputedTokens, plan.budget), plan);
+      const numNewTokens = this.allocateOrPreempt(seq, this.chunkLength(seq, seq.numComputedTokens, plan.budget), plan);
       if (numNewTokens > 0) {
         // Drafts run through a sequence's state (Gated DeltaNet): keep it as it is before them.
         if (seq.numDraftTokens > 0 && seq.stateSlot >= 0) this.kv.snapshotState(seq);
@@ -243,6 +243,7 @@ export class Scheduler {
         this.kv.rewindState(seq);
       } else {
         seq.numComputedTokens = Math.min(seq.numComputedTokens + numNewTokens, seq.numTokens);
+        this.kv.checkpointState(seq);
       }
       this.kv.cacheFullBlocks(seq);
       this.kv.freeBlocksPastEnd(seq);
@@ -264,6 +265,22 @@ export class Scheduler {
     if (microBatches === 1) return this.config.maxNumSeqs;
     const live = this.running.length + this.waiting.filter((seq) => !seq.parked).length;
     return Math.min(this.config.maxNumSeqs, Math.max(1, Math.ceil(live / microBatches)));
+  }
+
+  /**
+   * How many of the sequence's tokens from `start` on its next step runs: as many as the budget
+   * allows, but where the KV-cache manager keeps states at block boundaries (`keepsStateCheckpoints`),
+   * a prefill chunk ends at the last block boundary it passes, and the last one at the last
+   * boundary before the sequence's last token, so that a state is kept there for prefix hits (a
+   * hit always leaves the last token to compute: the same prompt again hits that boundary); the
+   * rest runs in the next step. Decodes and verifications (drafts) run whole.
+   */
+  private chunkLength(seq: Sequence, start: number, budget: number): number {
+    const length = Math.min(seq.numTokens - start, budget);
+    if (!this.kv.keepsStateCheckpoints || seq.numDraftTokens > 0) return length;
+    const { blockSize } = this.config;
+    const boundary = Math.floor(Math.min(start + length, seq.numTokens - 1) / blockSize) * blockSize;
+    return boundary > start ? boundary - start : length;
   }
 
   private hasRoom(plan: StepPlan): boolean {
@@ -374,7 +391,7 @@ export class Scheduler {
       const { maxLoras } = this.config;
       if (seq.lora !== null && !adapters.has(seq.lora.id) && maxLoras !== undefined && adapters.size >= maxLoras) continue;
       const computed = seq.needsPromptLogits ? NO_COMPUTED_BLOCKS : this.kv.getComputedBlocks(seq);
-      const numNewTokens = Math.min(seq.numTokens - computed.numTokens, plan.budget);
+      const numNewTokens = this.chunkLength(seq, computed.numTokens, plan.budget);
       if (!this.kv.allocateSlots(seq, numNewTokens, computed)) break;
       seq.numComputedTokens = computed.numTokens;
       if (seq.numPreemptions === 0) seq.numCachedTokens = computed.numTokens;

@@ -72,15 +72,20 @@ test('a parent freed before its child\'s copy ran keeps its slot from other sequ
   kv.free(parent);
   const late = new Sequence('late', [7]);
   assert.equal(kv.allocateSlots(late, 1), false, 'the parent\'s slot is still read by the pending copy');
+  assert.equal(kv.numFreeStateSlots, 1, 'no sequence holds it');
   assert.deepEqual(Array.from(kv.takeStateCopies().src), [slotOfParent]);
   assert.equal(kv.allocateSlots(late, 1), true);
   assert.equal(late.stateSlot, slotOfParent);
 });
 
-test('state slots refuse prefix caching and swapping', () => {
+test('state slots refuse swapping, and prefix caching without state checkpoints', () => {
   assert.throws(
     () => new KvCacheManager(new BlockPool(8, true), { blockSize: 4, enablePrefixCaching: true, groups: [null], nullBlock: 8, stateSlots: 1 }),
-    /prefix caching and swapping/,
+    /needs state checkpoints/,
+  );
+  assert.throws(
+    () => new KvCacheManager(new BlockPool(8, false), { blockSize: 4, enablePrefixCaching: false, groups: [null], nullBlock: 8, stateSlots: 1, swapPool: new BlockPool(4, false) }),
+    /rule out swapping/,
   );
 });
 

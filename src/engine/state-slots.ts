@@ -1,14 +1,27 @@
 import { keepsSequenceState, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 
+/** What the engine's config says about state slots. */
+export interface StateSlotConfig {
+  maxNumSeqs: number;
+  speculative: object | null;
+  enablePrefixCaching: boolean;
+  numStateCheckpoints: number;
+}
+
 /**
- * The state slots a cache of `layers` holds on the device, on every rank alike: none without
- * state layers, else one for each of `maxNumSeqs` sequences that may run at once, with speculative
- * decoding as many again, where each keeps its state from before a verification
- * (`snapshotSlot`), and one past them that no sequence owns, where graph steps' padding rows keep
- * their state (as they write to the scratch block).
+ * The state slots a cache of `layers` holds on the device, on every rank alike, in this order:
+ * none without state layers, else one for each of `maxNumSeqs` sequences that may run at once;
+ * with speculative decoding as many again, where each keeps its state from before a verification
+ * (`snapshotSlot`); with prefix caching `numStateCheckpoints` prefix-cache checkpoints
+ * (`StateCheckpoints`); then one that no sequence owns, where graph steps' padding rows keep their
+ * state (as they write to the scratch block).
  */
-export function stateSlotsOnDevice(layers: readonly LayerKvSpec[], config: { maxNumSeqs: number; speculative: object | null }): number {
-  return keepsSequenceState(layers) ? (config.speculative === null ? 1 : 2) * config.maxNumSeqs + 1 : 0;
+export function stateSlotLayout(layers: readonly LayerKvSpec[], config: StateSlotConfig): { sequences: number; firstCheckpoint: number; checkpoints: number; scratch: number | null; total: number } {
+  if (!keepsSequenceState(layers)) return { sequences: 0, firstCheckpoint: 0, checkpoints: 0, scratch: null, total: 0 };
+  const firstCheckpoint = (config.speculative === null ? 1 : 2) * config.maxNumSeqs;
+  const checkpoints = config.enablePrefixCaching ? config.numStateCheckpoints : 0;
+  const scratch = firstCheckpoint + checkpoints;
+  return { sequences: config.maxNumSeqs, firstCheckpoint, checkpoints, scratch, total: scratch + 1 };
 }
 
 /** Where slot `slot`'s state is kept across a verification: the slot as many places on as there are sequence slots. */

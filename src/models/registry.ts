@@ -115,12 +115,22 @@ export function parseModelArchitecture(json: unknown, source: string, tensorName
  * family builds them; refused, naming the model types Keel reads them for, for any other model_type.
  */
 export function mtpLayersOf(config: ModelConfig): MtpLayers {
-  const mtp = FAMILIES.find((f) => f.modelTypes.includes(config.modelType))?.mtp;
-  if (mtp === undefined || !mtp.modelTypes.includes(config.modelType)) {
+  const mtp = familyMtp(config);
+  if (mtp === null) {
     const supported = FAMILIES.flatMap((f) => f.mtp?.modelTypes ?? []);
     throw invalidModel(`--speculative-method mtp reads the multi-token prediction layers of model_type ${supported.join(', ')}; the target is model_type ${config.modelType}`);
   }
   return mtp.layers(config);
+}
+
+/** The MTP layers of a model_type Keel reads them for (whatever count its config declares), or null for another. */
+export function mtpLayersIfRead(config: ModelConfig): MtpLayers | null {
+  return familyMtp(config)?.layers(config) ?? null;
+}
+
+function familyMtp(config: ModelConfig): NonNullable<ModelFamily['mtp']> | null {
+  const mtp = FAMILIES.find((f) => f.modelTypes.includes(config.modelType))?.mtp;
+  return mtp !== undefined && mtp.modelTypes.includes(config.modelType) ? mtp : null;
 }
 
 /** The checkpoint of `files` with its tensors named as `architecture`'s model names them. */

@@ -44,6 +44,7 @@ export class ServerMetrics {
     gauge('keel_prefix_cache_hit_ratio', 'Prompt tokens served from the prefix cache (either tier) over prompt tokens admitted, since start.', (s) => s.prefixCacheHitRate);
     gauge('keel_host_kv_cache_total_blocks', 'Host blocks of the prefix cache\'s host tier (--kv-offload-gb).', (s) => s.numHostCacheBlocks);
     gauge('keel_host_kv_cache_cached_blocks', 'Host-tier blocks holding a block evicted from the device prefix cache.', (s) => s.numHostCachedBlocks);
+    gauge('keel_state_checkpoints', 'States kept at cached block boundaries for prefix hits of a hybrid (linear-attention) model (--num-state-checkpoints).', (s) => s.numStateCheckpoints);
     this.registerPrefixCacheTiers(stats);
 
     // The engine keeps running totals; each scrape advances the counters by what was added since.

@@ -4,7 +4,8 @@ import type { EngineOptions } from '../../src/config.ts';
 import type { SpeculationStats } from '../../src/engine/outputs.ts';
 import { LLM } from '../../src/engine/llm.ts';
 import { loadModel } from '../../src/engine/load-engine.ts';
-import { createModel, readModelArchitecture } from '../../src/models/registry.ts';
+import { openModelFiles } from '../../src/checkpoint/model-files.ts';
+import { createModel, mtpLayersIfRead, readModelArchitecture } from '../../src/models/registry.ts';
 import { keepsSequenceState, kvBytesPerBlock, kvCacheGroups, type LayerKvSpec } from '../../src/step/kv-cache-layout.ts';
 import { traceBackend } from '../../scripts/backend-comparison.ts';
 import { promptsPrefill } from './prompts-prefill.ts';
@@ -70,10 +71,14 @@ interface EngineVariant {
   preemption?: 'unless-windowed' | 'unless-sliding' | 'windowed';
   /** The fixture is its own draft model: every draft must be accepted (where logits are exact). */
   selfDraft?: true;
+  /** Drafts by the checkpoint's own multi-token prediction layers: run on fixtures that hold them. */
+  needsMtp?: true;
 }
 
 /** n-gram drafts that even short, repetitive continuations propose often, and reject often. */
 const NGRAM: EngineOptions['speculative'] = { method: 'ngram', numSpeculativeTokens: 4, ngramMin: 1, ngramMax: 3 };
+/** Chains from the checkpoint's MTP layers: random ones, so most drafts are rejected and rewound. */
+const MTP: EngineOptions['speculative'] = { method: 'mtp', numSpeculativeTokens: 3 };
 
 const ENGINE_VARIANTS: EngineVariant[] = [
   { name: 'all prompts in one batch', config: {} },
@@ -109,6 +114,8 @@ const ENGINE_VARIANTS: EngineVariant[] = [
     preemption: 'unless-windowed',
     selfDraft: true,
   },
+  { name: 'speculative MTP chain', config: { speculative: MTP }, needsMtp: true },
+  { name: 'speculative MTP chain, block size 4 with 7-token chunks', config: { speculative: MTP, blockSize: 4, maxNumBatchedTokens: 7 }, needsMtp: true },
 ];
 
 /** transformers' logits and greedy continuations, reproduced by every fixture on one backend. */
@@ -139,15 +146,18 @@ export function parityChecks(fixture: OracleFixture, options: ParityOptions): Pa
   const checks: ParityCheck[] = [{ name: 'last-token logits of every prompt, batched together', run: () => checkLogits(fixture, options) }];
   const windowed = fixtureSlides(fixture, 'every');
   const sliding = fixtureSlides(fixture, 'some');
-  // A model keeping a recurrent state per sequence (Gated DeltaNet) has no per-token history to
-  // hit in the prefix cache, and rewinds its state past rejected drafts from a snapshot, which a
-  // draft model's own state would need too: the engine turns prefix caching off for it and takes
-  // n-gram drafts alone (load-engine.ts, withSequenceStates).
+  // A model keeping a recurrent state per sequence (Gated DeltaNet) rewinds its state past
+  // rejected drafts from a snapshot, which a draft model's own state would need too, so it takes
+  // n-gram and its own MTP drafts alone; its prefix hits restore a state kept at a block boundary
+  // (state checkpoints), which the host tier of the prefix cache does not keep (load-engine.ts,
+  // withSequenceStates).
   const recurrent = fixtureKeepsSequenceState(fixture);
+  const mtp = fixtureHasMtpLayers(fixture);
   for (const variant of ENGINE_VARIANTS.filter((v) => !options.variants || options.variants.includes(v.name))) {
     if (variant.preemption === 'windowed' && !windowed) continue;
+    if (variant.needsMtp && !mtp) continue;
     const { speculative } = resolvedConfig(variant, fixture);
-    if (recurrent && speculative != null && speculative.method !== 'ngram') continue;
+    if (recurrent && speculative != null && speculative.method !== 'ngram' && speculative.method !== 'mtp') continue;
     checks.push({
       name: `greedy continuation: ${variant.name}`,
       run: async () => {
@@ -160,12 +170,11 @@ export function parityChecks(fixture: OracleFixture, options: ParityOptions): Pa
     });
   }
   checks.push({ name: 'greedy continuation: n = 2, the second completion forked after the prefill (block size 4)', run: () => checkForkedGreedy(fixture, options) });
-  if (recurrent) return checks;
   checks.push(
     { name: 'greedy continuation: second run served from the prefix cache', run: () => checkPrefixCacheRerun(fixture, options, {}) },
     { name: 'greedy continuation: second run served from the prefix cache, with n-gram drafts', run: () => checkPrefixCacheRerun(fixture, options, { speculative: NGRAM }) },
-    { name: 'greedy continuation: second run loaded from the host tier of the prefix cache', run: () => checkHostTierRerun(fixture, options) },
   );
+  if (!recurrent) checks.push({ name: 'greedy continuation: second run loaded from the host tier of the prefix cache', run: () => checkHostTierRerun(fixture, options) });
   return checks;
 }
 
@@ -177,6 +186,14 @@ function resolvedConfig(variant: EngineVariant, fixture: OracleFixture): EngineO
 export function fixtureKvLayers(fixture: OracleFixture): readonly LayerKvSpec[] {
   const architecture = readModelArchitecture(fixture.dir);
   return createModel(architecture, architecture.config.contextLength).kvLayers;
+}
+
+/** Whether the fixture's checkpoint holds multi-token prediction layers that Keel's MTP head reads. */
+export function fixtureHasMtpLayers(fixture: OracleFixture): boolean {
+  const layers = mtpLayersIfRead(readModelArchitecture(fixture.dir).config);
+  if (layers === null || layers.count < 1) return false;
+  const names = openModelFiles(fixture.dir).tensorNames() ?? [];
+  return names.some((name) => name.startsWith(`${layers.layout.prefix}.`));
 }
 
 /** Whether the fixture's model keeps a state per sequence (a `SequenceStateSpec` layer). */

@@ -658,6 +658,23 @@ def _hybrid_rope(r, f):
 HYBRID_INIT = ((r"linear_attn\.norm\.weight$", 1.0, 0.1), (r"linear_attn\.conv1d\.weight$", 0.0, 0.5))
 
 
+def _maybe_hybrid_mtp(r, f):
+    """Sometimes one MTP layer (mtp_num_hidden_layers 1, stored as mtp.* by
+    make_fixtures.add_hybrid_mtp_layers; only --speculative-method mtp reads it), whose block copies
+    the last layer's tensor names: that layer is made a full-attention one."""
+    if r.random() >= 0.3:
+        return
+    n = f["num_hidden_layers"]
+    if "layer_types" in f:
+        kinds = f["layer_types"]
+        j = kinds.index("full_attention")
+        kinds[j], kinds[-1] = kinds[-1], kinds[j]
+    elif n % f["full_attention_interval"] != 0:
+        del f["full_attention_interval"]
+        f["layer_types"] = ["linear_attention"] * (n - 1) + ["full_attention"]
+    f["mtp_num_hidden_layers"] = 1
+
+
 def gen_qwen3_next(r, name):
     f = _hybrid(r)
     n = f["num_hidden_layers"]
@@ -666,11 +683,17 @@ def gen_qwen3_next(r, name):
     f.update(num_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2)), moe_intermediate_size=16,
              shared_expert_intermediate_size=r.choice((16, 32)), norm_topk_prob=r.random() < 0.5,
              decoder_sparse_step=step, mlp_only_layers=r.choice(([], [0], [n - 1])))
+    _maybe_hybrid_mtp(r, f)
+    if f.get("mtp_num_hidden_layers"):
+        # The MTP block's feed-forward follows layer 0's sparse rule (vLLM's), and its stored tensors
+        # are named as the last layer's: both layers sparse keeps the two alike.
+        f.update(decoder_sparse_step=1, mlp_only_layers=[])
     return fx(name, "qwen3_next", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=MOE_ROUTER + HYBRID_INIT)
 
 
 def gen_qwen3_5_text(r, name):
     f = _hybrid(r)
+    _maybe_hybrid_mtp(r, f)
     return fx(name, "qwen3_5_text", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=HYBRID_INIT)
 
 

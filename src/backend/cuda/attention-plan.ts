@@ -12,6 +12,12 @@ export const DECODE_TILE_KEYS = 32;
  * ties at 2,000; 32 loses at 2,000.
  */
 export const MIN_KEYS_PER_PARTITION = 64;
+/**
+ * Longest verification chain whose tokens dense layers run as decodes (AttentionPlan.chainsAsDecodes):
+ * each token reads the context once more, which a prefill tile of up to 64 rows would read once,
+ * so past a few tokens the tiles win back what the decode kernel's split over the context gains.
+ */
+export const MAX_CHAIN_DECODES = 8;
 /** Decode CTAs to aim for per multiprocessor: enough loads in flight to saturate HBM. */
 const DECODE_CTAS_PER_SM = 4;
 
@@ -41,12 +47,20 @@ export interface AttentionPlan extends AttentionSplit {
   /** Longest seqLen among the dense split's decodes (0 when there are none). */
   maxDecodeSeqLen: number;
   sparse: AttentionSplit;
+  /**
+   * Whether dense layers take `sparse`'s split too: the step verifies chains (no tree mask) of at
+   * most MAX_CHAIN_DECODES tokens each. A prefill tile gives one CTA per head to a few rows over the
+   * whole context; as decodes, each token's keys (up to its position) are split over the context
+   * and shared by its kv head's query heads, as a plain decode step's are.
+   */
+  chainsAsDecodes: boolean;
 }
 
 export function planAttention(batch: BatchDescription): AttentionPlan {
   const dense = new SplitBuilder();
   const sparse = new SplitBuilder();
   let maxDecodeSeqLen = 0;
+  let shortChains = batch.verificationChunks !== null && batch.treeMask === null;
   for (let s = 0; s < batch.numSeqs; s++) {
     const start = batch.queryStartLoc[s];
     const len = batch.queryStartLoc[s + 1] - start;
@@ -57,10 +71,12 @@ export function planAttention(batch: BatchDescription): AttentionPlan {
       continue;
     }
     dense.chunk(batch, s);
-    if (batch.verificationChunks?.[s] === 1) for (let t = start; t < start + len; t++) sparse.decode(s, t);
-    else sparse.chunk(batch, s);
+    if (batch.verificationChunks?.[s] === 1) {
+      for (let t = start; t < start + len; t++) sparse.decode(s, t);
+      if (len > MAX_CHAIN_DECODES) shortChains = false;
+    } else sparse.chunk(batch, s);
   }
-  return { ...dense.split(), maxDecodeSeqLen, sparse: sparse.split() };
+  return { ...dense.split(), maxDecodeSeqLen, sparse: sparse.split(), chainsAsDecodes: shortChains };
 }
 
 class SplitBuilder {

@@ -1091,10 +1091,13 @@ export class CudaBackend implements Backend {
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
     };
-    // A sparse layer runs a verification chunk's tokens as decodes (AttentionPlan.sparse).
+    // A sparse layer runs a verification chunk's tokens as decodes (AttentionPlan.sparse), and so
+    // does a dense one where the step verifies short chains (AttentionPlan.chainsAsDecodes; not a
+    // StreamingLLM layer, whose sink pass is left on the path its tests cover).
     const isSparse = (attn.sparse ?? null) !== null;
-    const split = isSparse ? s.plan.sparse : s.plan;
-    const arrays = isSparse
+    const asDecodes = isSparse || (s.plan.chainsAsDecodes && attn.streaming === null);
+    const split = asDecodes ? s.plan.sparse : s.plan;
+    const arrays = asDecodes
       ? { decodeSeqs: s.device.sparseDecodeSeqs, decodeTokens: s.device.sparseDecodeTokens, prefillTiles: s.device.sparsePrefillTiles, wideTiles: s.device.sparseWideTiles }
       : s.device;
     const numDecode = split.decodeSeqs.length;

@@ -6,7 +6,7 @@ import { kvBytesPerBlock, kvCacheGroups, resolveKvCacheDtype, stateBytesPerSlot 
 import { queueHostTransfers } from '../host-transfers.ts';
 import { createTargetModel, loadModelWeights, offloadLayers, pipelineMicroBatchesOf, streamingOf } from '../load-engine.ts';
 import { MicroBatchPipeline } from '../micro-batch-pipeline.ts';
-import { stateSlotsOnDevice } from '../state-slots.ts';
+import { stateSlotLayout } from '../state-slots.ts';
 import type { RankLoaded, RankPlace, ToRank } from './rank-messages.ts';
 
 /** A rank other than the engine's, loaded: it runs the engine's orders in the order they come. */
@@ -52,7 +52,7 @@ export function loadRank(place: RankPlace, backend: Backend): RankRunner {
   return {
     // Sized in the cache's dtype, as rank 0 sizes its own: an 8-bit cache holds more blocks.
     loaded: {
-      kvBlocks: Math.floor((backend.kvCacheBudgetBytes(config) - stateSlotsOnDevice(model.kvLayers, config) * stateBytesPerSlot(model.kvLayers)) / bytesPerBlock),
+      kvBlocks: Math.floor((backend.kvCacheBudgetBytes(config) - stateSlotLayout(model.kvLayers, config).total * stateBytesPerSlot(model.kvLayers)) / bytesPerBlock),
       kvBytesPerBlock: bytesPerBlock,
       weightHostBytes: offload?.stream.hostBytes ?? 0,
     },

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MAX_CHAIN_DECODES, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { describeBatch } from '../../../src/step/batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
@@ -42,6 +42,15 @@ test('sparse layers run each token of a verification chain as a decode at its po
   assert.deepEqual([...plan.sparse.decodeTokens], [0, 1, 2, 3, 4]);
   assert.deepEqual([...plan.sparse.prefillTiles], [2, 0]);
   assert.deepEqual([...plan.sparse.wideTiles], [2, 0]);
+});
+
+test('dense layers take the sparse split where the step verifies chains of at most MAX_CHAIN_DECODES tokens, and no trees', () => {
+  const chain = (length: number, extra: object = {}) => ({ tokens: Array(length).fill(1), startPos: 40, blockTables: [[0, 1, 2, 3]], verification: true, ...extra });
+  const prefill = { tokens: Array(20).fill(6), startPos: 0, blockTables: [[4, 5]] };
+  assert.equal(planAttention(describeBatch([chain(5), chain(MAX_CHAIN_DECODES), prefill], 16)).chainsAsDecodes, true, 'beside a prefill chunk too');
+  assert.equal(planAttention(describeBatch([chain(5), chain(MAX_CHAIN_DECODES + 1)], 16)).chainsAsDecodes, false, 'one chain too long');
+  assert.equal(planAttention(describeBatch([chain(5, { treeParents: [-1, 0, 0, 1, 1] })], 16)).chainsAsDecodes, false, 'a tree');
+  assert.equal(planAttention(describeBatch([prefill, { tokens: [5], startPos: 7, blockTables: [[3]] }], 16)).chainsAsDecodes, false, 'no verification');
 });
 
 test('prefill tiles are ordered longest context first', () => {
