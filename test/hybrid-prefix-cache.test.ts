@@ -154,7 +154,7 @@ function runWaves(backend: Backend, model: LoadedModel, waves: number[][][], gra
   });
   const scheduler = new Scheduler({ maxNumSeqs: 4, maxNumBatchedTokens: 256, blockSize, maxModelLen: 256 }, kv);
   const runner = new ModelRunner(backend, model.model, cache, blockSize, graphs ? { maxBatchSize: 4, scratchBlock: numBlocks, scratchStateSlot: layout.scratch } : null);
-  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null };
+  const context = { rng: forkStream(0, 0), penaltyTokens: null, numOutputTokens: 0, draftHistory: null, eosTokenIds: [], allowedTokens: null, logitBias: null, bannedTokenIds: [] };
   const outputs: number[][] = [];
   const cached: number[] = [];
   for (const prompts of waves) {
