@@ -276,8 +276,8 @@ def gen_mixtral(r, name):
         f["norm_topk_prob"] = False
     sliding(r, f, qwen=False)
     rope_ = rope(r, f)
-    if rope_["rope_type"] == "dynamic":
-        # transformers' dynamic NTK reads config.head_dim, which MixtralConfig leaves None unless given.
+    if rope_["rope_type"] in ("dynamic", "yarn"):
+        # transformers' dynamic NTK and YaRN read config.head_dim, which MixtralConfig leaves None unless given.
         f.setdefault("head_dim", f["hidden_size"] // f["num_attention_heads"])
     return fx(name, "mixtral", f, rope_, init_overrides=MOE_ROUTER)
 
