@@ -25,7 +25,7 @@
 # and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
 # (latency batch 1 on the other three bench/configs), linear (keel bench linear over every weight format and
 # 1..256 rows), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
-# fp8 nf4 llm-int8 sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
+# fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
 # quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
@@ -163,7 +163,7 @@ for s in "$@"; do
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
     linear) step linear 400 node bin/keel bench linear --format bf16,fp8,int8,int4,nf4,aqlm-2x8,2:4 --rows 1,8,16,32,64,128,256 \
         --output "$out/results/linear-llama-3.1-8b-formats-$kind.json" ;;
-    formats) for q in ${FORMATS:-int4 int8 fp8 nf4 llm-int8 sparse24}; do
+    formats) for q in ${FORMATS:-int4 int8 fp8 nf4 llm-int8 aqlm-2x8 sparse24}; do
         if [ "$q" = sparse24 ]; then step latency-8b-sparse24 200 $(latency llama-3.1-8b 1,16,64 sparse24) --sparsity 2:4; continue; fi
         step "latency-8b-$q" 200 $(latency llama-3.1-8b 1,16,64 "$q") --quantization "$q"
         case $q in int4 | int8 | fp8) step "latency-8b-$q-marlin" 200 env KEEL_MARLIN=1 $(latency llama-3.1-8b 1,16,64 "$q-marlin") --quantization "$q" ;; esac

@@ -23,8 +23,9 @@ export interface EngineConfig {
    * 128 columns, `nf4` (bitsandbytes NF4) in blocks of 64, `llm-int8` int8 multiplied by
    * LLM.int8()'s outlier decomposition (threshold 6); fp8, int8 and int4 take routed MoE experts
    * too (docs/quantization.md); `mxfp4` quantizes the routed MoE experts instead (OCP MXFP4, as
-   * gpt-oss ships them). null keeps the checkpoint's format (a quantized
-   * checkpoint is read as it is).
+   * gpt-oss ships them). `aqlm-2x8` / `aqlm-1x16` draw random AQLM linear layers, with
+   * loadFormat `dummy` only (benchmarks; a real checkpoint's AQLM codes take `keel quantize
+   * --method vq`). null keeps the checkpoint's format (a quantized checkpoint is read as it is).
    */
   quantization: LoadTimeQuantization | null;
   /**

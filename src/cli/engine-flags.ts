@@ -69,14 +69,16 @@ export const ENGINE_FLAGS_HELP = `Engine options:
                                  cache only) (default: keel-tiny)
   --backend auto|cpu|cuda        default ${DEFAULT_ENGINE_CONFIG.backend}: CUDA when a GPU is usable, else CPU
   --load-format auto|dummy       dummy: random weights with the config's architecture
-  --quantization fp8|int8|int4|mxfp4|nf4|llm-int8
+  --quantization fp8|int8|int4|mxfp4|nf4|llm-int8|aqlm-2x8|aqlm-1x16
                                  quantize a 16-bit checkpoint at load (round to nearest): its linear
                                  layers (int4 in groups of 128; nf4: bitsandbytes NF4, blocks of 64;
                                  llm-int8: int8 weights run by LLM.int8(), outlier threshold 6), with
                                  fp8/int8/int4 routed MoE experts too, or with mxfp4 its routed MoE
-                                 experts only; quantized checkpoints (GPTQ, AWQ,
-                                 compressed-tensors, fp8, gpt-oss's MXFP4, bitsandbytes, AQLM 1x16
-                                 and 2x8) are read as they are (docs/quantization.md)
+                                 experts only; aqlm-2x8/aqlm-1x16: random AQLM linear layers, with
+                                 --load-format dummy only (real ones: keel quantize --method vq);
+                                 quantized checkpoints (GPTQ, AWQ, compressed-tensors, fp8, gpt-oss's
+                                 MXFP4, bitsandbytes, AQLM 1x16 and 2x8) are read as they are
+                                 (docs/quantization.md)
   --sparsity 2:4                 run the linear layers as 2:4 sparse (cuSPARSELt on CUDA); every one
                                  must be 2:4 (keel prune writes such checkpoints). Implied by a
                                  checkpoint whose config declares it (docs/sparsity.md)

@@ -10,7 +10,17 @@ import { loadDummyWeights } from './dummy-weights.ts';
 import { loadWeights } from './load-weights.ts';
 import { LINEAR_QUANTIZATIONS, roundToNearestLayout } from '../tensor/quantize-rtn.ts';
 import { decodeRow, type QuantizedWeight } from '../tensor/quantized-weight.ts';
-import { createModel, parseModelArchitecture } from './registry.ts';
+import { createModel, parseModelArchitecture, readModelArchitecture } from './registry.ts';
+import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
+import { quantizedMatmul } from '../backend/cpu/ops/quantized-matmul.ts';
+import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
+import { aqlmCodes } from '../tensor/aqlm.ts';
+import { DUMMY_ONLY_QUANTIZATIONS } from '../tensor/quantize-rtn.ts';
+import { AQLM_GROUP, aqlmLayout, dequantizeWeight } from '../tensor/quantized-weight.ts';
+import { storedSize } from '../tensor/stored-size.ts';
+import { aqlmReference } from '../../test/helpers/aqlm-weights.ts';
+import { referenceMatmul } from '../../test/helpers/reference-matmul.ts';
+import { TestRandom, testSeed } from '../../test/helpers/cpu-random.ts';
 
 /** The host tensors a model of `hf` uploads when loaded with dummy weights. */
 function dummyUploads(hf: Record<string, unknown>, seed: number): HostTensor[] {
@@ -106,3 +116,62 @@ test('with a linear quantization, projections are random codes in the layout --q
     }
   }
 });
+
+/** A CPU backend that also keeps the quantized weights it is handed, as they arrive. */
+class KeepingCpuBackend extends CpuBackend {
+  readonly quantized: QuantizedWeight[] = [];
+
+  override loadQuantizedWeight(w: QuantizedWeight, options: { table?: boolean } = {}) {
+    this.quantized.push(w);
+    return super.loadQuantizedWeight(w, options);
+  }
+}
+
+test('--quantization aqlm-2x8 / aqlm-1x16 dummy weights: keel-tiny\'s projections are AQLM weights the CPU matmul multiplies by their values, sized as stored', () => {
+  const architecture = readModelArchitecture(DEFAULT_MODEL_DIR);
+  const random = new TestRandom(testSeed('dummy-aqlm'));
+  for (const format of DUMMY_ONLY_QUANTIZATIONS) {
+    const backend = new KeepingCpuBackend();
+    const model = createModel(architecture, 64);
+    loadDummyWeights(model, architecture.config.dtype, backend, 1, format);
+    const projections = model.parameters().filter(({ name }) => name.endsWith('_proj.weight'));
+    const { codebooks, size } = aqlmLayout(format);
+    // q/k/v and gate/up arrive stacked: one weight per stack, each part its own codebooks.
+    const parts = backend.quantized.reduce((n, w) => n + (w.codebooks?.partRows.length ?? 0), 0);
+    assert.equal(parts, projections.length, `${format}: every projection is an AQLM part`);
+    for (const w of backend.quantized) {
+      const what = `${format} ${describe(w)}`;
+      assert.equal(w.format, format, what);
+      const books = w.codebooks!;
+      assert.equal(books.values.length, books.partRows.length * codebooks * size * AQLM_GROUP, what);
+      assert.ok(books.values.every((v) => Math.abs(v) <= 1 && Math.fround(v) === v), `${what}: codebook values in ±1`);
+      assert.ok(new Set(books.values).size > 1000, `${what}: codebooks are not constant`);
+      const codes = Array.from({ length: w.rows }, (_, r) => Array.from({ length: w.cols / AQLM_GROUP }, (_, g) => aqlmCodes(w, r, g)));
+      const dense = aqlmReference({ w, codes });
+      assert.deepEqual(dequantizeWeight(w), dense, `${what}: dequantized by AQLM's definition`);
+      const bound = 1 / Math.sqrt(w.cols);
+      assert.ok(dense.every((v) => Math.abs(v) <= bound * 1.0001), `${what}: within ±${bound}`);
+      const x = random.floats(2 * w.cols);
+      const out = new Float32Array(2 * w.rows);
+      quantizedMatmul(x, 2, w, null, out);
+      assert.deepEqual(out, referenceMatmul(x, 2, dense, w.rows, w.cols, null), `${what}: CPU matmul`);
+    }
+    // The roofline weighs what parameters() reports: codes and scales as bytes, codebooks as values.
+    const stored = projections.map((p) => p.stored!);
+    const total = (f: (s: { elements: number; bytes: number }) => number) => stored.reduce((n, s) => n + f(s), 0);
+    const sizes = backend.quantized.map(storedSize);
+    assert.equal(total((s) => s.bytes), sizes.reduce((n, s) => n + s.bytes, 0), format);
+    assert.equal(total((s) => s.bytes), projections.reduce((n, p) => n + p.shape[0] * ((p.shape[1] / AQLM_GROUP) * 2 + 4), 0), `${format}: 2-byte code words and a float32 scale a row`);
+    assert.equal(total((s) => s.elements), projections.length * codebooks * size * AQLM_GROUP, `${format}: one codebook set a projection`);
+  }
+});
+
+test('--quantization aqlm-* dummy weights need input widths that are multiples of 8', () => {
+  const hf = { ...TINY_LLAMA_CONFIG, intermediate_size: 36 };
+  const model = createModel(parseModelArchitecture(hf, 'config.json'), 64);
+  assert.throws(() => loadDummyWeights(model, 'bf16', new KeepingCpuBackend(), 1, 'aqlm-2x8'), /--quantization aqlm-2x8: model\.layers\.0\.mlp\.down_proj\.weight has 36 input columns, not a multiple of 8/);
+});
+
+function describe(w: QuantizedWeight): string {
+  return `[${w.rows}, ${w.cols}] parts ${w.codebooks?.partRows.join('+')}`;
+}

@@ -10,8 +10,10 @@ import type { LinearWeight } from '../tensor/quantized-weight.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { sparsityCovers, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { prune24 } from '../tensor/prune24.ts';
-import { LINEAR_QUANTIZATIONS, roundToNearestLayout, type LinearQuantization, type LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
-import { fillInt4Padding, FP8_E4M3_MAX, isFourBit, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { DUMMY_ONLY_QUANTIZATIONS, LINEAR_QUANTIZATIONS, roundToNearestLayout, type LinearQuantization, type LoadTimeQuantization } from '../tensor/quantize-rtn.ts';
+import { AQLM_GROUP, aqlmLayout, fillInt4Padding, FP8_E4M3_MAX, isAqlm, isFourBit, type AqlmFormat, type QuantizedWeight } from '../tensor/quantized-weight.ts';
+import { emptyAqlmWeight } from '../tensor/aqlm.ts';
+import { invalidArgument } from '../errors.ts';
 
 /**
  * Random weights of the shapes a model's layers ask for, in `dtype`, for `--load-format dummy`
@@ -20,7 +22,9 @@ import { fillInt4Padding, FP8_E4M3_MAX, isFourBit, type QuantizedWeight } from '
  * `quantization` quantizes their linear layers (or MoE experts) as `--quantization` does a checkpoint's,
  * except that linear layers draw random codes straight into the quantized layout (same format,
  * groups and zero points) instead of quantizing random floats: quantizing an 8B model's values on
- * the host took minutes, drawing its codes takes as long as copying them.
+ * the host took minutes, drawing its codes takes as long as copying them. The AQLM layouts
+ * (aqlm-2x8, aqlm-1x16) are drawn so too, codes and float16 codebooks alike: dummy weights are the
+ * only ones --quantization makes in them (a real checkpoint's take AQLM's search).
  * `sparsity` 2:4-prunes the linear layers it covers by magnitude and loads them sparse.
  */
 export function loadDummyWeights(
@@ -32,7 +36,7 @@ export function loadDummyWeights(
   shard?: TensorParallelShard,
   sparsity: CheckpointSparsity | null = null,
 ): void {
-  const linear = LINEAR_QUANTIZATIONS.find((m) => m === quantization) ?? null;
+  const linear = [...LINEAR_QUANTIZATIONS, ...DUMMY_ONLY_QUANTIZATIONS].find((m) => m === quantization) ?? null;
   const random = new RandomCheckpoint(model, dtype, seed, linear);
   const ckpt = sparsity !== null ? magnitudePruned(random, sparsity) : linear !== null ? random : withQuantization(random, null, quantization);
   loadWeights(model, ckpt, uploader, shard && { shard });
@@ -56,6 +60,20 @@ function magnitudePruned(random: RandomCheckpoint, sparsity: CheckpointSparsity)
  * each). The length is odd, so rows of a power-of-two width each start at a different place.
  */
 const POOL_ELEMENTS = (1 << 20) + 1;
+
+/** The layouts dummy weights draw their linear layers' codes in. */
+type DrawnQuantization = LinearQuantization | AqlmFormat;
+
+/** Fills `into` from `pool`, starting at `from` and going round the pool as often as it takes; returns `into`. */
+function tile<T extends Uint8Array | Float32Array>(pool: T, from: number, into: T): T {
+  for (let offset = 0; offset < into.length; ) {
+    const n = Math.min(pool.length - from, into.length - offset);
+    into.set(pool.subarray(from, from + n), offset);
+    offset += n;
+    from = 0;
+  }
+  return into;
+}
 const BIAS_RANGE = 0.02;
 
 class RandomCheckpoint implements Checkpoint {
@@ -69,11 +87,13 @@ class RandomCheckpoint implements Checkpoint {
   private readonly encodedPools = new Map<number, Uint8Array>();
   /** Random code bytes for quantized linear layers (every byte a valid code of the method), or null. */
   private readonly codePool: Uint8Array | null;
-  private readonly linearQuantization: LinearQuantization | null;
+  private readonly linearQuantization: DrawnQuantization | null;
+  /** The unit pool rounded to float16, AQLM codebooks' values (made on first use). */
+  private halfUnit: Float32Array | null = null;
   /** Present (as a checkpoint's own readLinear) only with a linear quantization. */
   readonly readLinear?: (name: string) => QuantizedWeight;
 
-  constructor(model: Layer, dtype: WeightDType, seed: number, linearQuantization: LinearQuantization | null) {
+  constructor(model: Layer, dtype: WeightDType, seed: number, linearQuantization: DrawnQuantization | null) {
     this.dtype = dtype;
     this.linearQuantization = linearQuantization;
     this.shapes = new Map(model.parameters().map(({ name, shape }) => [name, shape]));
@@ -101,21 +121,32 @@ class RandomCheckpoint implements Checkpoint {
    */
   private randomQuantized(name: string): QuantizedWeight {
     const method = this.linearQuantization!;
+    if (isAqlm(method)) return this.randomAqlm(name, method);
     const [rows, cols] = this.shape(name);
     const w = roundToNearestLayout(rows, cols, method);
-    const pool = this.codePool!;
-    let from = this.startOf.get(name) ?? 0;
-    for (let offset = 0; offset < w.codes.length; ) {
-      const n = Math.min(pool.length - from, w.codes.length - offset);
-      w.codes.set(pool.subarray(from, from + n), offset);
-      offset += n;
-      from = 0;
-    }
+    tile(this.codePool!, this.startOf.get(name) ?? 0, w.codes);
     const range = 1 / Math.sqrt(cols);
     const half = isFourBit(w.format) ? (method === 'nf4' ? 1 : 8) : method === 'fp8' ? FP8_E4M3_MAX : 128;
     w.scales.fill(range / half);
     w.zeros?.fill(8);
     fillInt4Padding(w);
+    return w;
+  }
+
+  /**
+   * Random AQLM codes (every byte pair is a valid code word of either layout) and codebooks of
+   * float16 values in ±1, tiled from the pools from the tensor's own place, with every row's scale
+   * spreading the sum over the codebooks over ±1/sqrt(fan_in), as read()'s values are.
+   */
+  private randomAqlm(name: string, format: AqlmFormat): QuantizedWeight {
+    const [rows, cols] = this.shape(name);
+    if (cols % AQLM_GROUP !== 0) throw invalidArgument(`--quantization ${format}: ${name} has ${cols} input columns, not a multiple of ${AQLM_GROUP} (AQLM codes groups of ${AQLM_GROUP} columns)`);
+    const { codebooks, size } = aqlmLayout(format);
+    const start = this.startOf.get(name) ?? 0;
+    this.halfUnit ??= hostTensorToFloat32(float32ToHostTensor(this.unit, 'f16', [POOL_ELEMENTS]));
+    const w = emptyAqlmWeight(format, rows, cols, tile(this.halfUnit, start, new Float32Array(codebooks * size * AQLM_GROUP)));
+    tile(this.codePool!, start, w.codes);
+    w.scales.fill(1 / Math.sqrt(cols) / codebooks);
     return w;
   }
 
@@ -139,16 +170,8 @@ class RandomCheckpoint implements Checkpoint {
     // (range 0 stands for them). Matrices are [out, in] and stacked experts [experts, out, in] or
     // [experts, in, out]: dimension 1 is near enough to fan_in for a benchmark's values.
     const range = name.endsWith('norm.weight') ? 0 : shape.length >= 2 ? 1 / Math.sqrt(shape[1]) : BIAS_RANGE;
-    const pool = this.encodedPool(range);
     const elementBytes = DTYPE_BYTES[this.dtype];
-    const data = new Uint8Array(elements * elementBytes);
-    let from = (this.startOf.get(name) ?? 0) * elementBytes;
-    for (let offset = 0; offset < data.length; ) {
-      const n = Math.min(pool.length - from, data.length - offset);
-      data.set(pool.subarray(from, from + n), offset);
-      offset += n;
-      from = 0;
-    }
+    const data = tile(this.encodedPool(range), (this.startOf.get(name) ?? 0) * elementBytes, new Uint8Array(elements * elementBytes));
     return { dtype: this.dtype, shape, data };
   }
 

@@ -7,6 +7,7 @@ import {
   INT4_COLUMN_SLOT,
   numGroups,
   rowBytes,
+  type AqlmFormat,
   type QuantizedWeight,
 } from './quantized-weight.ts';
 
@@ -16,11 +17,14 @@ export type LinearQuantization = 'fp8' | 'int8' | 'int4' | 'nf4' | 'llm-int8';
 /**
  * What `--quantization` makes of a 16-bit checkpoint at load: its linear layers in one of Keel's
  * layouts, or (`mxfp4`) its routed MoE experts in MXFP4, as gpt-oss ships them (src/tensor/mxfp4.ts).
+ * The AQLM layouts are for `--load-format dummy` alone (random codes and codebooks, for
+ * benchmarks): a real checkpoint's AQLM codes come from a search of hours (`keel quantize --method vq`).
  */
-export type LoadTimeQuantization = LinearQuantization | 'mxfp4';
+export type LoadTimeQuantization = LinearQuantization | 'mxfp4' | AqlmFormat;
 
 export const LINEAR_QUANTIZATIONS: readonly LinearQuantization[] = ['fp8', 'int8', 'int4', 'nf4', 'llm-int8'];
-export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = ['fp8', 'int8', 'int4', 'mxfp4', 'nf4', 'llm-int8'];
+export const DUMMY_ONLY_QUANTIZATIONS: readonly AqlmFormat[] = ['aqlm-2x8', 'aqlm-1x16'];
+export const LOAD_TIME_QUANTIZATIONS: readonly LoadTimeQuantization[] = ['fp8', 'int8', 'int4', 'mxfp4', 'nf4', 'llm-int8', ...DUMMY_ONLY_QUANTIZATIONS];
 
 /** Input columns per int4 scale group (the common choice of GPTQ and AWQ checkpoints). */
 export const INT4_GROUP_SIZE = 128;

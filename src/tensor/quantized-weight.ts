@@ -99,7 +99,7 @@ export const INT4_SLOT_COLUMN: readonly number[] = [0, 2, 4, 6, 1, 3, 5, 7];
 /** The nibble slot of each of a word's 8 columns (the inverse of INT4_SLOT_COLUMN). */
 export const INT4_COLUMN_SLOT: readonly number[] = [0, 4, 1, 5, 2, 6, 3, 7];
 
-export function isAqlm(format: QuantizedFormat): format is AqlmFormat {
+export function isAqlm(format: string): format is AqlmFormat {
   return format === 'aqlm-1x16' || format === 'aqlm-2x8';
 }
 

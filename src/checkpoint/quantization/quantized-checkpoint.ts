@@ -1,8 +1,9 @@
+import { invalidArgument } from '../../errors.ts';
 import { float32Tensor } from '../../tensor/host-ops.ts';
 import { hostTensorToFloat32 } from '../../tensor/host-dtype.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { quantizeRoundToNearest, type LoadTimeQuantization } from '../../tensor/quantize-rtn.ts';
-import { dequantizeWeight, type LinearWeight } from '../../tensor/quantized-weight.ts';
+import { dequantizeWeight, isAqlm, type LinearWeight } from '../../tensor/quantized-weight.ts';
 import { storedTensors, type Checkpoint } from '../checkpoint.ts';
 import type { RawTensor, SafetensorsEntry } from '../safetensors.ts';
 import { aqlmReader } from './aqlm.ts';
@@ -105,6 +106,12 @@ class ReaderCheckpoint implements Checkpoint {
  * reads as stored.
  */
 export function quantizeAtLoad(inner: Checkpoint, method: LoadTimeQuantization): Checkpoint {
+  if (isAqlm(method)) {
+    // AQLM's codes and codebooks come from a search of hours over a model's layers, not a rounding.
+    throw invalidArgument(
+      `--quantization ${method} makes random AQLM weights for --load-format dummy only: quantize ${inner.dir} with \`keel quantize --method vq --codebooks ${method.slice('aqlm-'.length)}\` (AQLM's codebook search, hours for an 8B model) and load that checkpoint, or load an AQLM checkpoint, without --quantization`,
+    );
+  }
   const stored = storedTensors(inner);
   if (method === 'mxfp4') return Object.assign(stored, { expertQuantization: 'mxfp4' as const });
   const quantizeLinear = (t: HostTensor) => {
