@@ -5,11 +5,12 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.ts';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
 import { quantizeAtLoad } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
 import { engineConfigFromFlags } from '../src/cli/engine-flags.ts';
-import { loadModel } from '../src/engine/load-engine.ts';
+import { DEFAULT_MODEL_DIR, loadModel } from '../src/engine/load-engine.ts';
 import { loadWeights } from '../src/models/load-weights.ts';
 import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { float32Tensor } from '../src/tensor/host-ops.ts';
-import { LINEAR_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
+import { DUMMY_ONLY_QUANTIZATIONS, LINEAR_QUANTIZATIONS } from '../src/tensor/quantize-rtn.ts';
+import { LLM } from '../src/engine/llm.ts';
 import { dequantizeMxfp4, type Mxfp4Weight } from '../src/tensor/mxfp4.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { FIXTURES_DIR, listOracleFixtures, maxAbsDiff } from './helpers/oracle-fixtures.ts';
@@ -89,12 +90,13 @@ test('--quantization mxfp4 on a model without routed experts is refused, naming 
   await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'mxfp4', showProgress: false }), /--quantization mxfp4 quantizes routed MoE experts, and .*llama-gqa has none; use fp8, int8, int4, nf4 or llm-int8/);
 });
 
-test('--quantization takes fp8, int8, int4, mxfp4, nf4 or llm-int8, and the library option likewise', async () => {
+test('--quantization takes fp8, int8, int4, mxfp4, nf4, llm-int8 or (dummy weights) aqlm-2x8 / aqlm-1x16, and the library option likewise', async () => {
   assert.equal(engineConfigFromFlags({ quantization: 'int4' }).quantization, 'int4');
   assert.equal(engineConfigFromFlags({ quantization: 'mxfp4' }).quantization, 'mxfp4');
   assert.equal(engineConfigFromFlags({ quantization: 'nf4' }).quantization, 'nf4');
-  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8 \(got "int3"\)/);
-  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'int3' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8 or null \(got "int3"\)/);
+  assert.equal(engineConfigFromFlags({ quantization: 'aqlm-1x16' }).quantization, 'aqlm-1x16');
+  assert.throws(() => engineConfigFromFlags({ quantization: 'int3' }), /--quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8, aqlm-2x8, aqlm-1x16 \(got "int3"\)/);
+  await assert.rejects(loadModel({ model: FIXTURE.dir, backend: 'cpu', quantization: 'int3' as 'int4', showProgress: false }), /quantization must be one of fp8, int8, int4, mxfp4, nf4, llm-int8, aqlm-2x8, aqlm-1x16 or null \(got "int3"\)/);
 });
 
 test('dummy weights are quantized by --quantization too', async () => {
@@ -102,4 +104,17 @@ test('dummy weights are quantized by --quantization too', async () => {
   const logits = promptLogits(loaded.backend, loaded.model, FIXTURE);
   assert.ok(logits.every((row) => row.every(Number.isFinite)));
   await assert.rejects(loadModel({ model: join(FIXTURES_DIR, 'quant-fp8-block'), backend: 'cpu', loadFormat: 'dummy', showProgress: false }), /--load-format dummy makes 16-bit weights, not fp8 ones/);
+});
+
+test('keel-tiny with dummy AQLM weights (2x8 and 1x16) generates; a real checkpoint with --quantization aqlm-* is refused', async () => {
+  for (const quantization of DUMMY_ONLY_QUANTIZATIONS) {
+    const llm = await LLM.load({ loadFormat: 'dummy', quantization, backend: 'cpu', showProgress: false, numKvBlocks: 16 });
+    const [output] = await llm.generate([[1, 2, 3, 4]], { temperature: 0, maxTokens: 4, ignoreEos: true });
+    assert.equal(output.outputs[0].tokenIds.length, 4, quantization);
+    await llm.close();
+  }
+  await assert.rejects(
+    loadModel({ model: DEFAULT_MODEL_DIR, backend: 'cpu', quantization: 'aqlm-2x8', showProgress: false }),
+    /--quantization aqlm-2x8 makes random AQLM weights for --load-format dummy only: quantize .*keel-tiny with `keel quantize --method vq --codebooks 2x8`/,
+  );
 });

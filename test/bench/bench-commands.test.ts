@@ -359,3 +359,27 @@ test('a benchmark off a terminal reports its progress in lines', (t) => {
   silent.tick();
   assert.equal(lines.length, 3);
 });
+
+test('bench latency --load-format dummy --quantization aqlm-2x8 runs keel-tiny, its roofline weighing AQLM code words, scales and codebooks', async () => {
+  const weightBytes = async (quantization: string[]) => {
+    const output = join(dir, `latency-dummy${quantization.join('-')}.json`);
+    const shape = ['--batch-size', '1', '--input-len', '4', '--output-len', '2', '--num-iters', '1', '--num-iters-warmup', '0', '--num-kv-blocks', '16'];
+    await keelOk(['bench', 'latency', '--load-format', 'dummy', ...quantization, '--backend', 'cpu', '--no-progress', ...shape, '--output', output]);
+    const result = readResult(output);
+    if (result.suite !== 'latency' || !result.results) throw new Error('expected a latency result');
+    assert.equal((result.config.engine as { quantization: unknown }).quantization, quantization[1] ?? null);
+    return result.results.batches[0].roofline!.weight_bytes_per_step;
+  };
+  const dense = await weightBytes([]);
+  const aqlm = await weightBytes(['--quantization', 'aqlm-2x8']);
+  // keel-tiny's stacked projections per layer, [rows, cols, parts]: q/k/v, o, gate/up, down (models/keel-tiny/config.json).
+  const c = JSON.parse(readFileSync('models/keel-tiny/config.json', 'utf8')) as Record<string, number>;
+  const q = c.num_attention_heads * c.head_dim;
+  const kv = c.num_key_value_heads * c.head_dim;
+  const projections = [[q + 2 * kv, c.hidden_size, 3], [c.hidden_size, q, 1], [2 * c.intermediate_size, c.hidden_size, 2], [c.hidden_size, c.intermediate_size, 1]];
+  const float32 = 4;
+  // Each projection's float32 values (the CPU backend's weight dtype) become a 2-byte code word per
+  // 8 columns and a float32 scale per row, plus each part's 2 × 256 × 8 codebook values.
+  const saved = projections.reduce((n, [rows, cols, parts]) => n + rows * cols * float32 - rows * ((cols / 8) * 2 + 4) - parts * 2 * 256 * 8 * float32, 0);
+  assert.equal(dense - aqlm, c.num_hidden_layers * saved);
+});
