@@ -60,6 +60,7 @@ function magnitudePruned(random: RandomCheckpoint, sparsity: CheckpointSparsity)
  * each). The length is odd, so rows of a power-of-two width each start at a different place.
  */
 const POOL_ELEMENTS = (1 << 20) + 1;
+const BIAS_RANGE = 0.02;
 
 /** The layouts dummy weights draw their linear layers' codes in. */
 type DrawnQuantization = LinearQuantization | AqlmFormat;
@@ -74,7 +75,6 @@ function tile<T extends Uint8Array | Float32Array>(pool: T, from: number, into: 
   }
   return into;
 }
-const BIAS_RANGE = 0.02;
 
 class RandomCheckpoint implements Checkpoint {
   readonly dir = '<dummy weights>';
@@ -134,9 +134,9 @@ class RandomCheckpoint implements Checkpoint {
   }
 
   /**
-   * Random AQLM codes (every byte pair is a valid code word of either layout) and codebooks of
-   * float16 values in ±1, tiled from the pools from the tensor's own place, with every row's scale
-   * spreading the sum over the codebooks over ±1/sqrt(fan_in), as read()'s values are.
+   * Random AQLM code words (every byte pair is one in either layout) and codebooks of float16
+   * values in ±1, tiled from the pools from the tensor's own place; each row's scale maps its sums
+   * of codebook vectors (within ±codebooks) into ±1/sqrt(fan_in), as read()'s values are.
    */
   private randomAqlm(name: string, format: AqlmFormat): QuantizedWeight {
     const [rows, cols] = this.shape(name);
