@@ -422,9 +422,7 @@ export class ModelRunner {
     if (!output.scheduled.every((entry) => entry.numNewTokens === rowTokens)) return null;
     if (rowTokens > 1) {
       if (this.graphs.options.scratchStateSlot !== null) return null;
-      const verifies = ({ seq, numNewTokens }: SchedulerOutput['scheduled'][number]) =>
-        numNewTokens === seq.numDraftTokens + 1 && seq.numComputedTokens + numNewTokens === seq.numTokens && !seq.needsPromptLogits;
-      if (!output.scheduled.every(verifies)) return null;
+      if (!output.scheduled.every(({ seq, numNewTokens }) => verifiesDrafts(seq, numNewTokens) && !seq.needsPromptLogits)) return null;
     }
     return this.graphs.sizeFor(output.scheduled.length);
   }
@@ -465,7 +463,7 @@ export class ModelRunner {
       }
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTables: seq.blockTables };
       // Its last sampled token and its drafts: sparse attention attends from each as a decode there.
-      if (seq.numDraftTokens > 0 && numNewTokens === seq.numDraftTokens + 1 && start + numNewTokens === seq.numTokens) chunk.verification = true;
+      if (verifiesDrafts(seq, numNewTokens)) chunk.verification = true;
       // The last sampled token is the tree's root, draft i its token i + 1.
       if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
@@ -485,4 +483,9 @@ export class ModelRunner {
     if (rowTokens > 1 && scoredRows.length > 0) throw new Error('a verification step recorded as a graph scores no prompt positions');
     return { batch: this.graphs.padded(chunks, graphBatch, rowTokens), samplingRows, logitsRows: samplingRows.map((s) => s * rowTokens), scoredRows };
   }
+}
+
+/** Whether a scheduled chunk of `numNewTokens` is the sequence's last sampled token and all its drafts, up to its end: a verification. */
+function verifiesDrafts(seq: Sequence, numNewTokens: number): boolean {
+  return seq.numDraftTokens > 0 && numNewTokens === seq.numDraftTokens + 1 && seq.numComputedTokens + numNewTokens === seq.numTokens;
 }
