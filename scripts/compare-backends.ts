@@ -150,7 +150,7 @@ for (const [dtype, refs] of oracleLogits) {
 }
 const choosing = traces.filter((trace) => trace.closestChoices.some((c) => c !== null));
 if (choosing.length > 0) {
-  console.log(`\neach prompt's closest discrete choice (margin: its gap over the candidates' spread; a small one may go the other way on another backend)`);
+  console.log(`\neach prompt's closest discrete choice (margin: its gap over the candidates' largest magnitude; a small one may go the other way on another backend)`);
   for (const trace of choosing) {
     const cells = trace.closestChoices.map((c, i) => (c === null ? `p${i}: none` : `p${i}:${c.position} ${c.op} ${(100 * c.margin).toFixed(2)} %`));
     console.log(`${trace.backend.padEnd(12)}${cells.join('  ')}`);

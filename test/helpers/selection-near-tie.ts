@@ -2,7 +2,7 @@ import type { EngineOptions } from '../../src/config.ts';
 import { traceBackend } from '../../scripts/backend-comparison.ts';
 
 /**
- * Margin (a choice's gap over its candidates' spread, src/backend/cpu/ops/selection-margin.ts)
+ * Margin (a choice's gap over its candidates' largest magnitude, src/backend/cpu/ops/selection-margin.ts)
  * under which bf16 may choose the other way: CUDA's activations sit up to about 1 % of their range
  * from float32's after a few layers (llama4-text with int4 experts on the H100: 1.3 % at the last
  * router's input, which chose another expert where float32's two candidates were 0.5 % apart).

@@ -52,8 +52,9 @@ export function routeTokens(logits: Float32Array, numTokens: number, numExperts:
     const row = logits.subarray(t * numExperts, (t + 1) * numExperts);
     scoreRow(row, params.scoring, scores);
     for (let e = 0; e < numExperts; e++) choice[e] = scores[e] + (params.selectionBias === null ? 0 : params.selectionBias[e]);
-    const groupMargin = params.groups === null ? Infinity : keepBestGroups(choice, params.groups);
-    onMargin?.(t, Math.min(groupMargin, selectionMargin(choice, topK)));
+    const groupScores = params.groups === null ? null : keepBestGroups(choice, params.groups);
+    // Margins are worked out only for a listener (the call's arguments are not evaluated without one).
+    onMargin?.(t, Math.min(groupScores === null ? Infinity : selectionMargin(groupScores, params.groups!.topkGroups), selectionMargin(choice, topK)));
     const chosen = topIndices(choice, topK);
     const w = chosen.map((e) => scores[e]);
     if (params.scoring === 'topk-softmax') softmaxInPlace(w);
@@ -81,8 +82,8 @@ function scoreRow(row: Float32Array, scoring: RoutingParams['scoring'], out: Flo
   }
 }
 
-/** Sets the choice of every expert outside the `topkGroups` best groups to -Infinity; returns the groups' selectionMargin. */
-function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams['groups']>): number {
+/** Sets the choice of every expert outside the `topkGroups` best groups to -Infinity; returns the groups' scores. */
+function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams['groups']>): number[] {
   const size = choice.length / groups.numGroups;
   const groupScores = Array.from({ length: groups.numGroups }, (_, g) => {
     const members = Array.from(choice.subarray(g * size, (g + 1) * size)).sort((a, b) => b - a);
@@ -90,7 +91,7 @@ function keepBestGroups(choice: Float64Array, groups: NonNullable<RoutingParams[
   });
   const kept = new Set(topIndices(Float64Array.from(groupScores), groups.topkGroups));
   for (let e = 0; e < choice.length; e++) if (!kept.has(Math.floor(e / size))) choice[e] = -Infinity;
-  return selectionMargin(groupScores, groups.topkGroups);
+  return groupScores;
 }
 
 /** Indices of the k largest values, best first; ties go to the lower index. */
