@@ -78,6 +78,10 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'ernie4.5-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
   // Hunyuan MoE: per-head norms after RoPE split with their heads; each layer's own top k, the shared MLP split as a dense one.
   { fixture: 'hunyuan-moe', parallel: { tensorParallelSize: 2 } },
+  // GLM-4: q/k rows permuted within each head's rotary part (partial, interleaved RoPE), then split with their heads;
+  // each rank's gate rows and up rows of the fused gate_up_proj. GLM-4-0414's sandwich norms on both stages.
+  { fixture: 'glm-partial-interleaved', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'glm4-sandwich-norms', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -11,10 +11,11 @@ import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFie
 
 /**
  * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
- * hunyuan_v1_dense, apertus and ernie4_5 differ only in defaults, biases, q/k norms (before RoPE, or
- * after it: Hunyuan's), norm names, windows, NoPE layers (SmolLM3's), multipliers (Granite's), a
- * query scale by position (Ministral 3's), NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's
- * relu², Apertus's xIELU) and RoPE over interleaved pairs (ERNIE 4.5's).
+ * hunyuan_v1_dense, apertus, ernie4_5, glm and glm4 differ only in defaults, biases, q/k norms
+ * (before RoPE, or after it: Hunyuan's), norm names (GLM-4's sandwich norms among them), windows,
+ * NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral 3's),
+ * NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's relu², Apertus's xIELU), gate and up stored
+ * as one tensor (GLM's), partial rotary (GLM's) and RoPE over interleaved pairs (ERNIE 4.5's, GLM's).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -27,9 +28,11 @@ export interface LlamaConfig extends DecoderConfig {
    * (Apertus), which reads no `activation`.
    */
   mlp: 'gated' | 'relu2' | 'xielu';
+  /** A gated MLP's gate and up rows are stored as one `mlp.gate_up_proj`, gate first (GLM, as Phi-3). */
+  fusedGateUp: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus' | 'ernie4_5';
+type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus' | 'ernie4_5' | 'glm' | 'glm4';
 
 /** Where a model_type's config puts attention biases. */
 type AttentionBiasRule =
@@ -39,6 +42,8 @@ type AttentionBiasRule =
   | 'qkv'
   /** `attention_bias` (default true) on q, k and v, `attention_out_bias` on o (Seed-OSS). */
   | 'attention_bias+attention_out_bias'
+  /** `attention_bias` (default true) on q, k and v, never on o (GLM). */
+  | 'attention_bias-qkv'
   /** `use_bias` on q, k, v and o, and on the MLP (ERNIE 4.5). */
   | 'use_bias'
   /** None (Mistral). */
@@ -62,6 +67,10 @@ interface LlamaTypeTraits {
   intermediateSize?: number;
   /** RoPE pairs each head's dims (x[2i], x[2i+1]) (ERNIE 4.5's), not rotate_half's halves. */
   interleavedRope?: boolean;
+  /** partial_rotary_factor's default where the class rotates part of each head (else the key is refused unless 1). */
+  partialRotaryFactor?: number;
+  /** gate and up stored as one `mlp.gate_up_proj` (GLM). */
+  fusedGateUp?: boolean;
   tiedByDefault: boolean;
   /** Per-head q/k RMSNorms, applied before RoPE or after it; absent: none. */
   qkNorm?: 'before-rope' | 'after-rope';
@@ -76,6 +85,23 @@ interface LlamaTypeTraits {
   defaultRope?: Record<string, unknown>;
 }
 
+/**
+ * GlmConfig's and Glm4Config's defaults: GLM-4-9B-chat-hf (glm) and GLM-4-0414 (glm4) differ only in
+ * glm4's sandwich norms.
+ */
+const GLM_TRAITS: LlamaTypeTraits = {
+  maxPositions: 131072,
+  headDim: 128,
+  numKvHeads: 2,
+  rmsNormEps: 1.5625e-7,
+  intermediateSize: 13696,
+  attentionBias: 'attention_bias-qkv',
+  mlpBias: false,
+  tiedByDefault: false,
+  interleavedRope: true,
+  partialRotaryFactor: 0.5,
+  fusedGateUp: true,
+};
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
   mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
@@ -138,6 +164,8 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
     intermediateSize: 3072,
     interleavedRope: true,
   },
+  glm: GLM_TRAITS,
+  glm4: { ...GLM_TRAITS, normNames: { ...LLAMA_NORM_NAMES, attentionOutput: 'post_self_attn_layernorm', mlpOutput: 'post_mlp_layernorm' } },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
@@ -167,6 +195,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     numKvHeads: traits.numKvHeads,
     ropeTheta: traits.ropeTheta,
     rmsNormEps: traits.rmsNormEps,
+    partialRotaryFactor: traits.partialRotaryFactor,
     // relu² runs as the gated relu (relu(u) · u); an xIELU MLP reads no activation.
     ...(mlp !== 'gated' && { activation: { kind: 'relu' } }),
   });
@@ -178,6 +207,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     mlpBias: traits.mlpBias !== false && fields.boolean(traits.mlpBias, false),
     interleavedRope: traits.interleavedRope ?? false,
     mlp,
+    fusedGateUp: traits.fusedGateUp ?? false,
     ...parseAttentionBiases(fields, traits.attentionBias),
     qkNorm: traits.qkNorm !== undefined,
     qkNormAfterRope: traits.qkNorm === 'after-rope',
@@ -229,6 +259,8 @@ function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { 
       return { attentionBias: true, outputBias: false };
     case 'attention_bias+attention_out_bias':
       return { attentionBias: fields.boolean('attention_bias', true), outputBias: fields.boolean('attention_out_bias', false) };
+    case 'attention_bias-qkv':
+      return { attentionBias: fields.boolean('attention_bias', true), outputBias: false };
     case 'use_bias': {
       const bias = fields.boolean('use_bias', false);
       return { attentionBias: bias, outputBias: bias };
@@ -273,14 +305,14 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite, Seed-OSS, Hunyuan and Apertus never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * Llama, Granite, Seed-OSS, Hunyuan, Apertus and GLM never slide. Mistral slides every layer (by default 4096), Ministral 3
  * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
  * only layers whose `layer_types` entry is "sliding_attention" (derived, when absent, as the layers
  * from `max_window_layers` on).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss' || modelType === 'hunyuan_v1_dense' || modelType === 'apertus') return all(null);
+  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss' || modelType === 'hunyuan_v1_dense' || modelType === 'apertus' || modelType === 'glm' || modelType === 'glm4') return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
@@ -304,8 +336,10 @@ export class LlamaModel extends DecoderModel {
       const p = `model.layers.${i}.mlp`;
       const projections = { up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
       if (config.mlp === 'xielu') return new XieluMlp({ ...projections, activation: `${p}.act_fn` }, config.hiddenSize, config.intermediateSize);
+      const options = { bias: config.mlpBias };
+      if (config.fusedGateUp) return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: projections.down }, config.hiddenSize, config.intermediateSize, config.activation, options);
       const gate = config.mlp === 'relu2' ? {} : { gate: `${p}.gate_proj.weight` };
-      return new GatedMlp({ ...gate, ...projections }, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
+      return new GatedMlp({ ...gate, ...projections }, config.hiddenSize, config.intermediateSize, config.activation, options);
     });
   }
 }

@@ -123,6 +123,8 @@ CONFIG_CLASS_NAMES = {
     "ernie4_5": "Ernie4_5Config",
     "ernie4_5_moe": "Ernie4_5_MoeConfig",
     "hunyuan_v1_moe": "HunYuanMoEV1Config",
+    "glm": "GlmConfig",
+    "glm4": "Glm4Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -1153,6 +1155,32 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "rope_halves"),
 ))
+# Z.ai's dense GLM-4: GLM-4-9B-chat-hf (glm), GLM-4-0414 and GLM-Z1 (glm4).
+FIXTURES.append(Fixture(
+    "glm-partial-interleaved", "glm",
+    "GLM-4-9B-chat-hf-like (GlmForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (given; "
+    "the class defaults it to 128), q/k/v biases by GlmConfig's default attention_bias (true, absent from the "
+    "fixture's fields; o_proj has none), partial rotary by the class default (partial_rotary_factor 0.5, absent): the "
+    "leading 12 of 24 dims rotate in interleaved pairs (x[2i], x[2i+1]) (cos/sin repeat_interleaved), RoPE theta 1e4; "
+    "gate and up as one mlp.gate_up_proj (gate rows first, intermediate 64); untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=64),
+    _rope(),
+    stored_dtype="bfloat16",
+    probes=("rope_halves", "rotary_whole_head"),
+))
+FIXTURES.append(Fixture(
+    "glm4-sandwich-norms", "glm4",
+    "GLM-4-0414-like (Glm4ForCausalLM), 2 layers, vocabulary 128: glm-partial-interleaved's layer plus the sandwich "
+    "norms post_self_attn_layernorm (attention's output) and post_mlp_layernorm (the MLP's output) before each "
+    "residual add; GQA 4 query / 1 KV head of head_dim 16, partial_rotary_factor 0.75 in rope_parameters (the leading "
+    "12 of 16 dims rotate in interleaved pairs), RoPE theta 5e5, attention_bias (q, k, v), gate_up_proj "
+    "(intermediate 48), lm_head tied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=1, head_dim=16, intermediate_size=48, attention_bias=True,
+            tie_word_embeddings=True),
+    _rope(theta=500000.0, partial_rotary_factor=0.75),
+    stored_dtype="bfloat16",
+    probes=("sandwich_norms_off", "rope_halves", "rotary_whole_head"),
+))
 
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
@@ -1230,6 +1258,8 @@ SEED_BASES = {
     "ernie4.5-interleaved-rope": 74000,
     "ernie4.5-moe": 75000,
     "hunyuan-moe": 76000,
+    "glm-partial-interleaved": 87000,
+    "glm4-sandwich-norms": 88000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
