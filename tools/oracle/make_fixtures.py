@@ -1172,8 +1172,9 @@ FIXTURES.append(Fixture(
     "glm4-sandwich-norms", "glm4",
     "GLM-4-0414-like (Glm4ForCausalLM), 2 layers, vocabulary 128: glm-partial-interleaved's layer plus the sandwich "
     "norms post_self_attn_layernorm (attention's output) and post_mlp_layernorm (the MLP's output) before each "
-    "residual add; GQA 4 query / 1 KV head of head_dim 16, partial_rotary_factor 0.75 in rope_parameters (the leading "
-    "12 of 16 dims rotate in interleaved pairs), RoPE theta 5e5, attention_bias (q, k, v), gate_up_proj "
+    "residual add; 4 query heads / 1 KV head of head_dim 16, partial_rotary_factor 0.75 in rope_parameters (the leading "
+    "12 of 16 dims rotate in interleaved pairs; Glm4Config writes its default 0.5 at the top level beside it, which the "
+    "dict's overrides), RoPE theta 5e5, attention_bias (q, k, v), gate_up_proj "
     "(intermediate 48), lm_head tied; bf16.",
     _fields(vocab_size=128, num_key_value_heads=1, head_dim=16, intermediate_size=48, attention_bias=True,
             tie_word_embeddings=True),
