@@ -5,9 +5,9 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
 export interface AttentionOptions {
@@ -348,8 +348,10 @@ export class SelfAttention implements Layer {
     loadLayers([this.core, this.o], source, uploader);
   }
 
-  loraTargets(): Linear[] {
-    return [...this.projections, this.o];
+  /** The projections; with interleaved RoPE, the q/k adapters' B rows permuted as q_proj's and k_proj's rows are. */
+  loraTargets(): LoraTarget[] {
+    const rows = this.ropeRows;
+    return [...(rows === null ? this.projections : this.projections.map((p) => withPermutedLoraRows(p, rows))), this.o];
   }
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {

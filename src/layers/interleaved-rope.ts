@@ -1,4 +1,6 @@
-import type { WeightSource } from './parameters.ts';
+import type { LoraAdapter } from '../tensor/lora-adapter.ts';
+import { gatherElements } from '../tensor/host-ops.ts';
+import type { LoraTarget, WeightSource } from './parameters.ts';
 import { selectedRows } from './row-selection.ts';
 
 /*
@@ -17,4 +19,30 @@ export function interleavedRow(k: number, ropeDim: number): number {
 /** `source` with the rows of the tensors named in `rowsOf` permuted: row r of the result is row `rowsOf[name](r)` of the checkpoint's. */
 export function withPermutedRows(source: WeightSource, rowsOf: Record<string, (row: number) => number>): WeightSource {
   return selectedRows(source, Object.fromEntries(Object.entries(rowsOf).map(([name, row]) => [name, { row }])));
+}
+
+/**
+ * `target` as LoRA drives it, with an adapter's B rows of the tensors named in `rowsOf` permuted as
+ * their weights' rows are at load, so that B · A adds to the rows it adapts in the checkpoint.
+ */
+export function withPermutedLoraRows(target: LoraTarget, rowsOf: Record<string, (row: number) => number>): LoraTarget {
+  const permuted = (adapter: LoraAdapter): LoraAdapter => ({
+    ...adapter,
+    modules: new Map(
+      [...adapter.modules].map(([module, weights]) => {
+        const row = rowsOf[`${module}.weight`];
+        if (row === undefined) return [module, weights];
+        const [rows, rank] = weights.b.shape;
+        return [module, { ...weights, b: gatherElements(weights.b, [rows, rank], (r, c) => row(r) * rank + c) }];
+      }),
+    ),
+  });
+  return {
+    loraModules: target.loraModules,
+    parts: target.parts,
+    inFeatures: target.inFeatures,
+    enableLora: (b, slots, maxRank) => target.enableLora(b, slots, maxRank),
+    checkLoraAdapter: (adapter, what) => target.checkLoraAdapter(adapter, what),
+    setLoraSlot: (b, slot, adapter) => target.setLoraSlot(b, slot, permuted(adapter)),
+  };
 }
