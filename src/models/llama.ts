@@ -304,6 +304,9 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
   return sliding.map((s) => (s ? window : null));
 }
 
+/** The model types whose config classes have no sliding window. */
+const NEVER_SLIDING: ReadonlySet<LlamaModelType> = new Set(['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'glm', 'glm4']);
+
 /**
  * Llama, Granite, Seed-OSS, Hunyuan, Apertus and GLM never slide. Mistral slides every layer (by default 4096), Ministral 3
  * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
@@ -312,7 +315,7 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (modelType === 'llama' || modelType === 'granite' || modelType === 'seed_oss' || modelType === 'hunyuan_v1_dense' || modelType === 'apertus' || modelType === 'glm' || modelType === 'glm4') return all(null);
+  if (NEVER_SLIDING.has(modelType)) return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
