@@ -178,11 +178,14 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
   return { qkv: { q: `${module}.q_proj.weight`, k: `${module}.k_proj.weight`, v: `${module}.v_proj.weight` }, o: `${module}.o_proj.weight` };
 }
 
-/** q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims read from their interleaved pairs. */
+/**
+ * q_proj's and k_proj's rows (weights and biases), and the per-head q/k norms' weights, in
+ * rotate_half order, each head's rotary dims read from their interleaved pairs.
+ */
 function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row: number) => number> {
-  const { qkv, headDim, rotary } = options;
-  if ('qkv' in qkv || options.qkNorm || options.projectionNorm || options.outputGate === true) {
-    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without q/k norms or an output gate`);
+  const { qkv, headDim, rotary, qkNorm } = options;
+  if ('qkv' in qkv || options.projectionNorm || options.outputGate === true) {
+    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without projection norms or an output gate`);
   }
   const ropeDim = rotary.config.rotaryDim;
   const row = (r: number) => {
@@ -190,7 +193,8 @@ function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row
     return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
   };
   const bias = (name: string) => name.replace(/\.weight$/, '.bias');
-  return { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row };
+  const norms = qkNorm === null ? {} : { [qkNorm.q.name]: row, [qkNorm.k.name]: row };
+  return { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row, ...norms };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { gatherElements } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { WeightSource } from './parameters.ts';
 
 /**
@@ -22,13 +23,16 @@ export function selectedRows(source: WeightSource, selections: Readonly<Record<s
   return {
     ...(source.shard === undefined ? {} : { shard: source.shard }),
     read: (name) => {
-      const t = source.read(name);
       const selection = selections[name];
-      if (selection === undefined) return t;
-      const cols = t.shape.length === 2 ? t.shape[1] : 1;
-      const count = selection.count ?? t.shape[0];
-      const shape = t.shape.length === 2 ? [count, cols] : [count];
-      return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
+      return selection === undefined ? source.read(name) : selectRows(source.read(name), selection);
     },
   };
+}
+
+/** The rows of `t` (a matrix, or the elements of a vector) that `selection` picks, in order. */
+export function selectRows(t: HostTensor, selection: RowSelection): HostTensor {
+  const cols = t.shape.length === 2 ? t.shape[1] : 1;
+  const count = selection.count ?? t.shape[0];
+  const shape = t.shape.length === 2 ? [count, cols] : [count];
+  return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
 }
