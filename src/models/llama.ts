@@ -250,8 +250,8 @@ function parseMlp(fields: ConfigFields, modelType: LlamaModelType, ungated: read
   return mlp;
 }
 
-/** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
-function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
+/** GraniteConfig's multipliers (GraniteMoE's too), each 1 by default (the attention's too: not head_dim^-0.5). */
+export function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
   return {
     embedding: fields.finiteNumber('embedding_multiplier', 1),
     residual: fields.finiteNumber('residual_multiplier', 1),
