@@ -2,6 +2,7 @@ import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
 import { ConfigFields, parseSlidingLayerTypes } from './hf-config.ts';
+import { parseAttentionBiases } from './llama.ts';
 
 /**
  * rednote's dots.llm1 (`dots1`): Qwen3's attention (per-head q/k RMSNorms before RoPE, GQA,
@@ -28,11 +29,9 @@ function parseDots1Config(json: Record<string, unknown>, source: string): Dots1C
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, DEFAULTS);
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
-  const attentionBias = fields.boolean('attention_bias', false);
   return {
     ...decoder,
-    attentionBias,
-    outputBias: attentionBias,
+    ...parseAttentionBiases(fields, 'attention_bias'),
     qkNorm: true,
     slidingWindows: parseDots1Windows(fields, decoder.numLayers),
     intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),

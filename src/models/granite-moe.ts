@@ -3,7 +3,7 @@ import { MoeBlock } from '../layers/moe.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import { ConfigFields } from './hf-config.ts';
-import { parseGraniteMultipliers } from './llama.ts';
+import { parseAttentionBiases, parseGraniteMultipliers } from './llama.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 
 /**
@@ -32,11 +32,9 @@ function parseGraniteMoeConfig(json: Record<string, unknown>, source: string): G
   const fields = new ConfigFields(json, source);
   const decoder = parseDecoderFields(fields, DEFAULTS);
   const numExperts = parseNumExperts(fields, DEFAULTS.numExperts);
-  const attentionBias = fields.boolean('attention_bias', false);
   return {
     ...decoder,
-    attentionBias,
-    outputBias: attentionBias,
+    ...parseAttentionBiases(fields, 'attention_bias'),
     qkNorm: false,
     slidingWindows: new Array<number | null>(decoder.numLayers).fill(null),
     multipliers: parseGraniteMultipliers(fields),

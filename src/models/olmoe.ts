@@ -2,6 +2,7 @@ import { invalidModel } from '../errors.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderModel, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import { ConfigFields } from './hf-config.ts';
+import { parseAttentionBiases } from './llama.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 import { qwenMlp } from './qwen-moe.ts';
 
@@ -31,11 +32,9 @@ function parseOlmoeConfig(json: Record<string, unknown>, source: string): OlmoeC
   }
   if (fields.raw('clip_qkv') != null) throw invalidModel(`${source}: clip_qkv ${JSON.stringify(fields.raw('clip_qkv'))} is not supported for olmoe (Keel does not clamp q, k and v)`);
   const numExperts = parseNumExperts(fields, DEFAULTS.numExperts);
-  const attentionBias = fields.boolean('attention_bias', false);
   return {
     ...decoder,
-    attentionBias,
-    outputBias: attentionBias,
+    ...parseAttentionBiases(fields, 'attention_bias'),
     qkNorm: true,
     qkNormOver: 'projection',
     // OlmoeModel builds a causal mask without a window, whatever sliding_window says.

@@ -1187,19 +1187,16 @@ FIXTURES.append(Fixture(
     stored_dtype="bfloat16",
     init_overrides=((r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3),),
 ))
-FIXTURES.append(Fixture(
-    "granitemoeshared", "granitemoeshared",
-    "Granite MoE with a shared MLP (GraniteMoeSharedForCausalLM), 2 layers, vocabulary 128: granitemoe's layers and "
+FIXTURES.append(derived(
+    "granitemoe",
+    {"shared_intermediate_size": 32, "attention_bias": True, "logits_scaling": 0.5, "tie_word_embeddings": False},
+    name="granitemoeshared",
+    model_type="granitemoeshared",
+    description="Granite MoE with a shared MLP (GraniteMoeSharedForCausalLM), 2 layers, vocabulary 128: granitemoe's layers and "
     "multipliers (embedding 12, attention 0.0625, residual 0.22, logits divided by 0.5) with attention_bias on q, k, v and o, top-2 "
     "of 4 experts (intermediate 16, input_linear / output_linear), plus shared_mlp (shared_intermediate_size 32: "
     "input_linear [64, 64] gate rows then up rows, output_linear [64, 32]) every token runs through, added to the "
     "experts before the residual multiplier. Untied; bf16.",
-    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
-            shared_intermediate_size=32, attention_bias=True, embedding_multiplier=12.0, attention_multiplier=0.0625,
-            residual_multiplier=0.22, logits_scaling=0.5),
-    _rope(),
-    stored_dtype="bfloat16",
-    init_overrides=((r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3),),
 ))
 FIXTURES.append(Fixture(
     "dots1", "dots1",
