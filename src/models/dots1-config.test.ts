@@ -7,7 +7,7 @@ import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
 
 const parse = (json: Record<string, unknown>) => parseModelArchitecture(json, 'test/config.json').config as Dots1Config;
 
-/** dots.llm1's config.json shape (n_group / topk_group null, as the released checkpoints write them). */
+/** dots.llm1's config.json shape, with n_group / topk_group written null (read as one group). */
 const DOTS1 = {
   architectures: ['Dots1ForCausalLM'],
   model_type: 'dots1',
