@@ -89,6 +89,22 @@ function fusedTensors(dtype: 'f32' | 'bf16'): Record<string, HostTensor> {
   };
 }
 
+/** The same experts as GraniteMoE stores them: output-major input_linear [E, 2n, hidden] (gate rows, then up) and output_linear [E, hidden, n]. */
+function outputMajorTensors(): Record<string, HostTensor> {
+  const gateUp = new Float32Array(E * 2 * N * HIDDEN);
+  const down = new Float32Array(E * HIDDEN * N);
+  experts.forEach((x, e) => {
+    gateUp.set(x.gate, e * 2 * N * HIDDEN);
+    gateUp.set(x.up, (e * 2 + 1) * N * HIDDEN);
+    down.set(x.down, e * HIDDEN * N);
+  });
+  return {
+    'moe.router.layer.weight': float32Tensor(router, [E, HIDDEN]),
+    'moe.input_linear.weight': float32Tensor(gateUp, [E, 2 * N, HIDDEN]),
+    'moe.output_linear.weight': float32Tensor(down, [E, HIDDEN, N]),
+  };
+}
+
 const MIXTRAL: MoeOptions = {
   hiddenSize: HIDDEN,
   intermediateSize: N,
@@ -114,6 +130,12 @@ const GPT_OSS: MoeOptions = {
     downBias: 'mlp.experts.down_proj_bias',
   },
   activation: SWIGLU,
+};
+
+const GRANITE: MoeOptions = {
+  ...MIXTRAL,
+  router: 'moe.router.layer.weight',
+  experts: { layout: 'fused-output-major', gateUp: 'moe.input_linear.weight', gateUpBias: null, down: 'moe.output_linear.weight', downBias: null },
 };
 
 /**
@@ -201,6 +223,19 @@ test('gpt-oss fused, interleaved experts with biases, router bias and clamped sw
   assert.ok(Math.abs(values[(e * 2 * N + N + j) * HIDDEN + h] - experts[e].up[j * HIDDEN + h]) < 1e-2, 'up row j of expert e');
 });
 
+test('GraniteMoE\'s output-major fused experts (input_linear, output_linear) read as the per-expert ones, whole and sharded', () => {
+  const rows = 6;
+  const x = random.floats(rows * HIDDEN, 1);
+  const expected = reference(x, rows, { routerBias: false, biases: false, activation: { kind: 'silu' } });
+  assertClose(forward(GRANITE, outputMajorTensors(), x, rows), expected, 1e-5, 'granite');
+  assert.deepEqual(
+    new MoeBlock(GRANITE).parameters().filter((p) => p.name.includes('_linear')).map((p) => p.shape),
+    [[E, 2 * N, HIDDEN], [E, HIDDEN, N]],
+  );
+  const experts = [{ first: 0, count: 2 }, { first: 2, count: 4 }].map((shard) => forward({ ...GRANITE, shard }, outputMajorTensors(), x, rows));
+  assertClose(expected, experts[0].map((v, i) => v + experts[1][i]), 1e-5, 'expert shards');
+});
+
 test('expert shards load only their experts and sum to the whole block', () => {
   const rows = 6;
   const x = random.floats(rows * HIDDEN, 1);
@@ -230,6 +265,7 @@ test('tensor-parallel devices each hold every expert\'s part of the intermediate
     ['per-expert', MIXTRAL, perExpertTensors()],
     ['fused, interleaved gate/up, with biases', GPT_OSS, fusedTensors('f32')],
     ['fused, gate then up', halves, fusedTensors('f32')],
+    ['fused, output-major', GRANITE, outputMajorTensors()],
   ] as const) {
     const whole = forward(options, tensors, x, rows);
     const parts = [0, 1].map((rank) => forward(options, tensors, x, rows, { rank, size: 2, expertParallel: false }));

@@ -22,9 +22,11 @@ export type ExpertTensors =
    * All experts in one tensor, input-major: gateUp [E, hidden, 2n] and its bias [E, 2n]; down
    * [E, n, hidden] and its bias [E, hidden]. gpt-oss interleaves gate and up in the last dimension
    * (`fused-interleaved`: gate = [..., 0::2], up = [..., 1::2], the bias alike); Llama 4 puts the
-   * gate first (`fused-halves`: gate = [..., :n], up = [..., n:]).
+   * gate first (`fused-halves`: gate = [..., :n], up = [..., n:]). `fused-output-major` stores them
+   * as the device layout does, gateUp [E, 2n, hidden] gate rows then up rows and down [E, hidden, n]
+   * (GraniteMoE's `input_linear` / `output_linear`).
    */
-  | { layout: 'fused-interleaved' | 'fused-halves'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
+  | { layout: 'fused-interleaved' | 'fused-halves' | 'fused-output-major'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
 
 type FusedExperts = Exclude<ExpertTensors, { layout: 'per-expert' }>;
 
@@ -121,9 +123,9 @@ export class MoeBlock implements Layer {
             matrix(experts.name(e, 'down'), [hidden, n], 'down'),
           ])
         : [
-            matrix(experts.gateUp, [numExperts, hidden, 2 * n], 'gateUp'),
+            matrix(experts.gateUp, outputMajor(experts) ? [numExperts, 2 * n, hidden] : [numExperts, hidden, 2 * n], 'gateUp'),
             ...(experts.gateUpBias === null ? [] : [{ name: experts.gateUpBias, shape: [numExperts, 2 * n], access }]),
-            matrix(experts.down, [numExperts, n, hidden], 'down'),
+            matrix(experts.down, outputMajor(experts) ? [numExperts, hidden, n] : [numExperts, n, hidden], 'down'),
             ...(experts.downBias === null ? [] : [{ name: experts.downBias, shape: [numExperts, hidden], access }]),
           ];
     const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: this.options.selectionBiasShape ?? [numExperts] }];
@@ -229,10 +231,15 @@ export class MoeBlock implements Layer {
       return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, downRows, part), ...biases };
     }
     if (packedGateUp !== null || packedDown !== null) throw invalidModel(`${names.gateUp} and ${names.down} must both be MXFP4 or both 16-bit`);
-    // gate_up [E, hidden, 2n] -> [count, 2n', hidden], gate rows then up rows.
-    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * total + column(row));
-    // down [E, n, hidden] -> [count, hidden, n'].
-    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * total + part.start + col) * hidden + row);
+    // gate_up [E, hidden, 2n] (or output-major [E, 2n, hidden]) -> [count, 2n', hidden], gate rows then up rows.
+    const inputMajor = !outputMajor(names);
+    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) =>
+      inputMajor ? ((first + e) * hidden + col) * 2 * total + column(row) : ((first + e) * 2 * total + column(row)) * hidden + col,
+    );
+    // down [E, n, hidden] (or output-major [E, hidden, n]) -> [count, hidden, n'].
+    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) =>
+      inputMajor ? ((first + e) * total + part.start + col) * hidden + row : ((first + e) * hidden + row) * total + part.start + col,
+    );
     return { ...(this.quantizedAtLoad(source, gateUp, down) ?? this.atLoad(source, gateUp, down)), ...biases };
   }
 
@@ -301,7 +308,12 @@ function interleaved(r: number, n: number): number {
   return r < n ? 2 * r : 2 * (r - n) + 1;
 }
 
-/** Where row r of a gate-then-up block sits among a fused tensor's gate/up columns. */
+/** Whether a fused checkpoint stores its experts output-major, as the device layout (GraniteMoE), not input-major. */
+function outputMajor(names: FusedExperts): boolean {
+  return names.layout === 'fused-output-major';
+}
+
+/** Where row r of a gate-then-up block sits among a fused tensor's gate/up columns (rows, output-major). */
 function gateUpColumn(names: FusedExperts): (r: number, n: number) => number {
   return names.layout === 'fused-interleaved' ? interleaved : (r) => r;
 }

@@ -32,7 +32,7 @@ export interface LlamaConfig extends DecoderConfig {
 type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus' | 'ernie4_5';
 
 /** Where a model_type's config puts attention biases. */
-type AttentionBiasRule =
+export type AttentionBiasRule =
   /** `attention_bias` on q, k, v and o (Llama, Qwen3, SmolLM3, Granite). */
   | 'attention_bias'
   /** Always on q, k and v, never on o (Qwen2). */
@@ -219,7 +219,8 @@ function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling):
   return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };
 }
 
-function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
+/** The attention biases as `rule` spells them (`attention_bias`: q, k, v and o alike, as Llama's and most families'). */
+export function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
   switch (rule) {
     case 'attention_bias': {
       const bias = fields.boolean('attention_bias', false);
@@ -250,8 +251,8 @@ function parseMlp(fields: ConfigFields, modelType: LlamaModelType, ungated: read
   return mlp;
 }
 
-/** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
-function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
+/** GraniteConfig's multipliers (GraniteMoE's too), each 1 by default (the attention's too: not head_dim^-0.5). */
+export function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
   return {
     embedding: fields.finiteNumber('embedding_multiplier', 1),
     residual: fields.finiteNumber('residual_multiplier', 1),

@@ -123,14 +123,19 @@ CONFIG_CLASS_NAMES = {
     "ernie4_5": "Ernie4_5Config",
     "ernie4_5_moe": "Ernie4_5_MoeConfig",
     "hunyuan_v1_moe": "HunYuanMoEV1Config",
+    "olmoe": "OlmoeConfig",
+    "granitemoe": "GraniteMoeConfig",
+    "granitemoeshared": "GraniteMoeSharedConfig",
+    "dots1": "Dots1Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
-                   "hunyuan_v1_moe"}
+                   "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "dots1"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
-SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
+                              "dots1"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1154,6 +1159,64 @@ FIXTURES.append(Fixture(
     probes=("e_score_bias_off", "rope_halves"),
 ))
 
+# AI2's OLMoE, IBM's Granite MoE (plain and with a shared MLP), rednote's dots.llm1.
+FIXTURES.append(Fixture(
+    "olmoe", "olmoe",
+    "OLMoE-1B-7B-like (OlmoeForCausalLM), 2 layers, vocabulary 128: Llama's pre-norm layers whose q_norm / k_norm "
+    "RMSNorms cover the whole q and k projections (64 and 32 wide, every head together, as OLMo 2) before RoPE, GQA "
+    "4 query / 2 KV heads; a MoE block in every layer as Qwen2-MoE routes it: top-2 of softmax(x @ mlp.gate.T) over 8 "
+    "experts (intermediate_size 16 each), not renormalised (norm_topk_prob false, the class default), no shared "
+    "expert, saved per expert (mlp.experts.E.gate_proj/up_proj/down_proj). Untied; weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=16, num_experts=8, num_experts_per_tok=2),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    probes=("qk_norm_off", "norm_topk_flipped"),
+))
+FIXTURES.append(Fixture(
+    "granitemoe", "granitemoe",
+    "Granite 3.0 MoE-like (GraniteMoeForCausalLM), 2 layers, vocabulary 128: Granite's multipliers (embedding 12, "
+    "attention 0.0625 as the softmax scale, residual 0.22 on each sublayer's output, logits divided by 4) over "
+    "Llama's layers, GQA 4 query / 2 KV heads; block_sparse_moe in every layer: top-2 of 4 experts (intermediate 16) "
+    "by softmax over the two best router logits (block_sparse_moe.router.layer), experts fused output-major as the "
+    "Hub stores them (input_linear [4, 32, 64]: gate rows then up rows; output_linear [4, 64, 16]). Tied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+            embedding_multiplier=12.0, attention_multiplier=0.0625, residual_multiplier=0.22, logits_scaling=4.0,
+            tie_word_embeddings=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3),),
+))
+FIXTURES.append(derived(
+    "granitemoe",
+    {"shared_intermediate_size": 32, "attention_bias": True, "logits_scaling": 0.5, "tie_word_embeddings": False},
+    name="granitemoeshared",
+    model_type="granitemoeshared",
+    description="Granite MoE with a shared MLP (GraniteMoeSharedForCausalLM), 2 layers, vocabulary 128: granitemoe's layers and "
+    "multipliers (embedding 12, attention 0.0625, residual 0.22, logits divided by 0.5) with attention_bias on q, k, v and o, top-2 "
+    "of 4 experts (intermediate 16, input_linear / output_linear), plus shared_mlp (shared_intermediate_size 32: "
+    "input_linear [64, 64] gate rows then up rows, output_linear [64, 32]) every token runs through, added to the "
+    "experts before the residual multiplier. Untied; bf16.",
+))
+FIXTURES.append(Fixture(
+    "dots1", "dots1",
+    "dots.llm1-like (Dots1ForCausalLM), 3 layers, vocabulary 128: Qwen3's attention (per-head q_norm / k_norm before "
+    "RoPE, head_dim 16, GQA 4 query / 2 KV heads), layer 2 sliding (window 16: Dots1Config derives layer_types from "
+    "max_window_layers 2); layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32), layers 1 and 2 DeepSeek-V3's "
+    "MoE: sigmoid(x @ mlp.gate.T) + mlp.gate.e_score_correction_bias (randomised) picks the top-2 of 8 experts "
+    "(intermediate 16) within the best of 2 groups (n_group 2, topk_group 1, groups scored by their two best), weighted "
+    "by their sigmoid scores renormalised (norm_topk_prob) times routed_scaling_factor 2.5, plus 1 shared expert (16). "
+    "Untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2,
+            topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=1, sliding_window=16,
+            max_window_layers=2),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1230,6 +1293,10 @@ SEED_BASES = {
     "ernie4.5-interleaved-rope": 74000,
     "ernie4.5-moe": 75000,
     "hunyuan-moe": 76000,
+    "olmoe": 91000,
+    "granitemoe": 92000,
+    "granitemoeshared": 93000,
+    "dots1": 94000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
