@@ -96,6 +96,11 @@ interface LlamaTypeTraits {
   maxWindowLayers?: number;
   /** Multimodal RoPE (the Qwen VL language models), which text positions turn into 1-D RoPE. */
   mrope?: Mrope;
+  /**
+   * The attention sizes its heads hidden_size / num_attention_heads whatever `head_dim` says
+   * (Qwen2-VL's); its rotary reads head_dim, so transformers fails on one that differs: refused.
+   */
+  headDimFromHidden?: boolean;
 }
 
 /** Qwen2VLTextConfig and Qwen2_5_VLTextConfig, alike: Qwen2's layers with defaults of their own. */
@@ -110,6 +115,7 @@ const QWEN2_VL_TEXT: LlamaTypeTraits = {
   tiedByDefault: false,
   maxWindowLayers: 80,
   mrope: { layout: 'chunks', defaultSections: [16, 24, 24] },
+  headDimFromHidden: true,
 };
 
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
@@ -222,6 +228,9 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     ...(mlp !== 'gated' && { activation: { kind: 'relu' } }),
   });
   const ropeLayers = modelType === 'smollm3' ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
+  if (traits.headDimFromHidden && decoder.headDim * decoder.numHeads !== decoder.hiddenSize) {
+    throw invalidModel(`${source}: head_dim ${decoder.headDim} is not hidden_size / num_attention_heads (${decoder.hiddenSize} / ${decoder.numHeads}), which ${modelType}'s attention always uses`);
+  }
   if (traits.mrope !== undefined) checkMropeSections(fields, traits.mrope, decoder.rotaryDim);
   return {
     ...decoder,

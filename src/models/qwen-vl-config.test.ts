@@ -202,6 +202,8 @@ test('Qwen VL configs Keel cannot serve are refused, naming the key', () => {
   assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: { type: 'mrope', mrope_section: [16, 24, 16] } }), 'test/config.json rope_scaling', 'mrope_section [16,24,16]', 'sums to 56', '64 rotary frequencies');
   assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: null, hidden_size: 1792 }), 'mrope_section [16,24,24] (the default)', 'head_dim 64');
   assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: { type: 'mrope', mrope_section: 'thw' } }), 'mrope_section "thw"', 'list of non-negative integers');
+  // Qwen2-VL's attention sizes heads by hidden_size alone, while its rotary would read head_dim.
+  assertInvalidModel(() => parse({ ...QWEN2_VL_7B, head_dim: 64 }), 'head_dim 64', 'hidden_size / num_attention_heads (3584 / 28)', 'qwen2_vl_text');
   // Interleaved sections read three of them; Qwen3VLTextConfig does not rename an "mrope" type.
   const qwen3Rope = (rope: Record<string, unknown>) => ({ ...QWEN3_VL_8B, text_config: { ...QWEN3_VL_8B.text_config, rope_scaling: rope } });
   assertInvalidModel(() => parse(qwen3Rope({ mrope_interleaved: true, mrope_section: [32, 32], rope_type: 'default' })), 'test/config.json text_config rope_scaling', 'must give 3 sections');
