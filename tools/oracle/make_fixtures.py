@@ -1870,27 +1870,28 @@ def add_hybrid_mtp_layers(out_dir: Path, text_config, norm_center: float, seed: 
 
 def flatten_text_config(out_dir: Path) -> None:
     """config.json as the Hub's Qwen2-VL configs are: text_config's keys at the top level (its own
-    model_type dropped), RoPE spelled as transformers 4.x's rope_theta + rope_scaling, whose
+    model_type dropped, the wrapper's keys kept where both have one), RoPE spelled as transformers 4.x's rope_theta + rope_scaling, whose
     "mrope" type the text config class reads as "default"."""
     saved = json.loads((out_dir / "config.json").read_text())
     text = saved.pop("text_config")
     del text["model_type"]
     rope = text.pop("rope_parameters")
     text["rope_theta"] = rope.pop("rope_theta")
-    text["rope_scaling"] = {"type": "mrope", **{k: v for k, v in rope.items() if k != "rope_type"}}
-    (out_dir / "config.json").write_text(json.dumps({**saved, **text}, indent=2, sort_keys=True) + "\n")
+    rope_type = rope.pop("rope_type")
+    text["rope_scaling"] = {"type": "mrope" if rope_type == "default" else rope_type, **rope}
+    # The wrapper's own keys win (its tie_word_embeddings is the one transformers applies).
+    (out_dir / "config.json").write_text(json.dumps({**text, **saved}, indent=2, sort_keys=True) + "\n")
 
 
 def write_input_major_experts(out_dir: Path) -> None:
     """Qwen3-VL-MoE's fused experts as the Hub's checkpoints hold them, input-major (gate_up_proj
     [E, H, 2I], down_proj [E, I, H]); transformers 5.18's save_pretrained writes its in-memory
     [E, 2I, H] and [E, H, I], and its loader transposes whichever does not match (check_dims)."""
-    tensors, index = _checkpoint_tensors(out_dir)
-    if index is not None:
-        raise RuntimeError("write_input_major_experts expects one safetensors file")
     fused = re.compile(r"\.mlp\.experts\.(gate_up_proj|down_proj)$")
-    moved = {name: t.transpose(1, 2).contiguous() if fused.search(name) else t for name, t in tensors.items()}
-    save_file(moved, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    for path in sorted(out_dir.glob("*.safetensors")):
+        tensors = load_file(path)
+        moved = {name: t.transpose(1, 2).contiguous() if fused.search(name) else t for name, t in tensors.items()}
+        save_file(moved, str(path), metadata={"format": "pt"})
 
 
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
