@@ -9,7 +9,7 @@ import { isObject, ropeParameterFields, type ConfigFields } from './hf-config.ts
  * one row of positions to three when no image is in the prompt), so whichever id a frequency
  * reads, it turns by the same angle as in 1-D RoPE with the same inverse frequencies. Keel serves
  * text prompts only, so the rotary these models run is the 1-D one their text families already
- * run; the sections matter only as far as transformers' own rotary fails without them.
+ * run, and mrope_section is checked only where transformers' own rotary would fail on it.
  */
 
 /** How a model's rotary lays the sections over the frequencies. */

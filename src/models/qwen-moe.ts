@@ -14,7 +14,8 @@ import { checkMropeSections, type Mrope } from './mrope.ts';
  * 235B-A22B) is Qwen3 with q/k norms and routed experts only. Both route by a softmax over all
  * experts, renormalized only with `norm_topk_prob`, and may keep some layers dense. Qwen3-VL-MoE's
  * language model (qwen3_vl_moe_text) is Qwen3-MoE that always renormalizes, never slides, keeps its
- * experts fused and reads multimodal RoPE, which text positions turn into 1-D RoPE (mrope.ts).
+ * experts fused (per expert in quantized checkpoints) and reads multimodal RoPE, which text
+ * positions turn into 1-D RoPE (mrope.ts).
  */
 export interface QwenMoeConfig extends DecoderConfig {
   /** Width of the dense layers' MLP (`intermediate_size`). */

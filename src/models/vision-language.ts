@@ -3,8 +3,9 @@ import { isObject } from './hf-config.ts';
 
 /*
  * Vision-language checkpoints Keel serves as their language model alone, for text prompts: the
- * config nests the language model's config under `text_config` and the weights nest it under a
- * prefix (checkpoint/language-model-tensors.ts); the vision tower and projector are never loaded.
+ * config nests the language model's config under `text_config` (or, in the Hub's Qwen2-VL and
+ * Qwen2.5-VL configs, keeps it at its top level) and the weights nest it under a prefix
+ * (checkpoint/language-model-tensors.ts); the vision tower and projector are never loaded.
  * Text-only, transformers' forward of these wrappers is their language model's.
  */
 
