@@ -110,11 +110,10 @@ function parseSlidingWindows(fields: ConfigFields, modelType: QwenMoeModelType, 
  * What a Qwen feed-forward reads of its model's config (Qwen2-MoE, Qwen3-MoE, and the hybrid
  * Qwen3-Next and Qwen3.5-MoE): `intermediateSize` is null where no layer is dense.
  */
-export type QwenFeedForwardConfig = Pick<
-  QwenMoeConfig,
-  'hiddenSize' | 'activation' | 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb' | 'sharedExpertIntermediateSize' | 'expertTensors'
-> & {
+export type QwenFeedForwardConfig = Pick<QwenMoeConfig, 'hiddenSize' | 'activation' | 'moeIntermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'normTopkProb' | 'sharedExpertIntermediateSize'> & {
   intermediateSize: number | null;
+  /** How the checkpoint holds the routed experts (QwenMoeConfig.expertTensors); absent: per expert. */
+  expertTensors?: QwenMoeConfig['expertTensors'];
 };
 
 /**
@@ -139,7 +138,7 @@ export function qwenMlp(config: QwenFeedForwardConfig, p: string, sparse: boolea
     routerBias: false,
     routing: { topK: config.numExpertsPerToken, scoring: 'softmax', selectionBias: null, groups: null, normalize: config.normTopkProb, scale: 1 },
     experts:
-      config.expertTensors === 'per-expert'
+      config.expertTensors !== 'fused'
         ? { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` }
         : { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
     activation: config.activation,

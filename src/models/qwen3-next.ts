@@ -181,7 +181,7 @@ function parseSparseLayers(fields: ConfigFields, modelType: HybridModelType, moe
 /** The feed-forward at prefix `p`: a dense gated MLP, or (`sparse`) Qwen's MoE block with its sigmoid-gated shared expert. */
 function hybridMlp(config: QwenHybridConfig, p: string, sparse: boolean): FeedForward {
   const { moe, hiddenSize, intermediateSize, activation } = config;
-  if (moe !== null) return qwenMlp({ ...config, ...moe, expertTensors: 'per-expert' }, p, sparse);
+  if (moe !== null) return qwenMlp({ ...config, ...moe }, p, sparse);
   return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, hiddenSize, intermediateSize!, activation);
 }
 
