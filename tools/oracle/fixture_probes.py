@@ -61,13 +61,13 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
     """
     k = config.num_experts_per_tok
     h = hidden.reshape(-1, hidden.shape[-1])
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "olmoe", *INDEX_FIRST_ROUTERS):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_vl_moe", "olmoe", *INDEX_FIRST_ROUTERS):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
         weights, idx = torch.topk(probs, k, dim=-1)
-        # Mixtral, Qwen3.5-MoE and GraniteMoE (a softmax over the k best logits) always renormalise the k
-        # probabilities; Qwen and OLMoE otherwise only with norm_topk_prob.
-        if model_type in ("mixtral", "qwen3_5_moe", *INDEX_FIRST_ROUTERS) or config.norm_topk_prob:
+        # Mixtral, Qwen3.5-MoE, Qwen3-VL-MoE and GraniteMoE (a softmax over the k best logits) always renormalise
+        # the k probabilities; Qwen and OLMoE otherwise only with norm_topk_prob.
+        if model_type in ("mixtral", "qwen3_5_moe", "qwen3_vl_moe", *INDEX_FIRST_ROUTERS) or config.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type == "deepseek_v2":
@@ -677,6 +677,26 @@ HUB_LAYOUT = {
          r"^vision_tower\.", r"^multi_modal_projector\."],
         [r"^model\.", r"^lm_head"],
     ),
+    # Qwen2-VL and Qwen2.5-VL keep the causal LM's own names beside visual.*; Qwen3-VL nests them.
+    "qwen2_vl": (
+        [r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^model\.embed_tokens\.weight$", r"^lm_head\.weight$", r"^visual\."],
+        [r"language_model", r"o_proj\.bias"],
+    ),
+    "qwen2_5_vl": (
+        [r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^model\.embed_tokens\.weight$", r"^visual\."],
+        [r"language_model", r"o_proj\.bias", r"lm_head"],
+    ),
+    "qwen3_vl": (
+        [r"^model\.language_model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$", r"^model\.language_model\.embed_tokens\.weight$",
+         r"^model\.visual\.deepstack_merger_list\."],
+        [r"^language_model\.", r"_proj\.bias", r"lm_head"],
+    ),
+    "qwen3_vl_moe": (
+        [r"^model\.language_model\.layers\.\d+\.mlp\.experts\.gate_up_proj$", r"^model\.language_model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.gate\.weight$", r"^model\.language_model\.layers\.\d+\.mlp\.gate_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$", r"^lm_head\.weight$", r"^model\.visual\."],
+        [r"experts\.\d+\.", r"shared_expert", r"_proj\.bias"],
+    ),
     "mixtral": (
         [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w1\.weight$",
@@ -862,3 +882,11 @@ def check_hub_layout(model_type: str, tensors: dict[str, list], config) -> None:
             tail = name.rsplit(".", 1)[-1]
             if ".mlp.experts." in name and shape != want[tail]:
                 raise RuntimeError(f"{name} has shape {shape}, the Hub layout is {want[tail]}")
+    if model_type == "qwen3_vl_moe":
+        text = config.get_text_config()
+        e, h, i = text.num_experts, text.hidden_size, text.moe_intermediate_size
+        want = {"gate_up_proj": [e, h, 2 * i], "down_proj": [e, i, h]}
+        for name, (shape, _) in tensors.items():
+            tail = name.rsplit(".", 1)[-1]
+            if ".mlp.experts." in name and shape != want[tail]:
+                raise RuntimeError(f"{name} has shape {shape}, the Hub layout (input-major) is {want[tail]}")
