@@ -14,7 +14,8 @@ import { MoeBlock, type MoeOptions } from './moe.ts';
 import type { TensorParallelShard, WeightSource } from './parameters.ts';
 
 const random = new TestRandom(testSeed('moe layer'));
-const [E, HIDDEN, N, TOP_K] = [6, 16, 8, 2];
+// 2n differs from the hidden size, so a fused stack stored either way round has a shape of its own.
+const [E, HIDDEN, N, TOP_K] = [6, 16, 12, 2];
 const SWIGLU: Activation = { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 };
 
 /** One expert's matrices as transformers holds them: gate and up [n, hidden], down [hidden, n], optional biases. */
@@ -234,6 +235,30 @@ test('GraniteMoE\'s output-major fused experts (input_linear, output_linear) rea
   );
   const experts = [{ first: 0, count: 2 }, { first: 2, count: 4 }].map((shard) => forward({ ...GRANITE, shard }, outputMajorTensors(), x, rows));
   assertClose(expected, experts[0].map((v, i) => v + experts[1][i]), 1e-5, 'expert shards');
+});
+
+test('Qwen3-VL-MoE\'s fused experts read either way round: input-major as the Hub ships them, output-major as transformers 5 saves them', () => {
+  const rows = 5;
+  const x = random.floats(rows * HIDDEN, 1);
+  const expected = reference(x, rows, { routerBias: false, biases: false, activation: { kind: 'silu' } });
+  const either: MoeOptions = { ...GRANITE, experts: { ...(GRANITE.experts as Extract<MoeOptions['experts'], { gateUp: string }>), layout: 'fused-halves-either-major' } };
+  const outputMajor = outputMajorTensors();
+  // The Hub's orientation: each expert's [rows, cols] stored transposed, [cols, rows].
+  const transposed = (t: HostTensor): HostTensor => {
+    const [e, r, c] = t.shape;
+    const from = float32Values(t);
+    const to = new Float32Array(from.length);
+    for (let i = 0; i < e; i++) for (let j = 0; j < r; j++) for (let k = 0; k < c; k++) to[(i * c + k) * r + j] = from[(i * r + j) * c + k];
+    return float32Tensor(to, [e, c, r]);
+  };
+  const inputMajor = { ...outputMajor, 'moe.input_linear.weight': transposed(outputMajor['moe.input_linear.weight']), 'moe.output_linear.weight': transposed(outputMajor['moe.output_linear.weight']) };
+  for (const [what, tensors] of [['output-major', outputMajor], ['input-major', inputMajor]] as const) {
+    assertClose(forward(either, tensors, x, rows), expected, 1e-5, what);
+    const parts = [0, 1].map((rank) => forward(either, tensors, x, rows, { rank, size: 2, expertParallel: false }));
+    assertClose(expected, parts[0].map((v, i) => v + parts[1][i]), 1e-5, `${what}, tensor-parallel halves`);
+  }
+  const specs = new MoeBlock(either).parameters().filter((p) => p.name.includes('_linear'));
+  assert.deepEqual(specs.map((p) => [p.shape, p.orShape]), [[[E, 2 * N, HIDDEN], [E, HIDDEN, 2 * N]], [[E, HIDDEN, N], [E, N, HIDDEN]]]);
 });
 
 test('expert shards load only their experts and sum to the whole block', () => {

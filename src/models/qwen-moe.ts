@@ -140,7 +140,7 @@ export function qwenMlp(config: QwenFeedForwardConfig, p: string, sparse: boolea
     experts:
       config.expertTensors !== 'fused'
         ? { layout: 'per-expert', name: (e, proj) => `${p}.experts.${e}.${proj}_proj.weight` }
-        : { layout: 'fused-halves', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
+        : { layout: 'fused-halves-either-major', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null },
     activation: config.activation,
     shared: shared === null ? null : { mlp: gatedMlp(`${p}.shared_expert`, shared, true), gate: `${p}.shared_expert_gate.weight` },
   });
