@@ -78,6 +78,14 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'ernie4.5-moe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
   // Hunyuan MoE: per-head norms after RoPE split with their heads; each layer's own top k, the shared MLP split as a dense one.
   { fixture: 'hunyuan-moe', parallel: { tensorParallelSize: 2 } },
+  // OLMoE: q/k norms over the whole projections (attention replicated), the experts split by intermediate size.
+  { fixture: 'olmoe', parallel: { tensorParallelSize: 2 } },
+  // Granite MoE's output-major fused experts split by intermediate size, or by experts; the shared MLP's
+  // fused input_linear split as gate and up halves; the logits scaling on the last stage.
+  { fixture: 'granitemoe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  { fixture: 'granitemoeshared', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // dots.llm1: the dense layer and a MoE layer on the first stage, the sliding MoE layer on the last.
+  { fixture: 'dots1', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
   // GLM-4: q/k rows permuted within each head's rotary part (partial, interleaved RoPE), then split with their heads;
   // each rank's gate rows and up rows of the fused gate_up_proj. GLM-4-0414's sandwich norms on both stages.
   { fixture: 'glm-partial-interleaved', parallel: { tensorParallelSize: 2 } },

@@ -10,7 +10,7 @@ import { languageModelTensors } from './language-model-tensors.ts';
 
 const tensor = (...values: number[]) => float32ToHostTensor(Float32Array.from(values), 'f32', [values.length]);
 
-/** Both layouts vision-language checkpoints are written in, with what lies beside their language model. */
+/** The layouts vision-language checkpoints are written in, with what lies beside their language model. */
 const LAYOUTS = {
   'the Hub and transformers 5 (language_model.model.*)': {
     'language_model.model.embed_tokens.weight': tensor(1, 2),
@@ -25,6 +25,13 @@ const LAYOUTS = {
     'lm_head.weight': tensor(4, 5),
     'model.vision_tower.vision_model.embeddings.patch_embedding.weight': tensor(6),
     'model.multi_modal_projector.linear_1.weight': tensor(7),
+  },
+  "Qwen2-VL's and Qwen2.5-VL's (the causal LM's own names, visual.*)": {
+    'model.embed_tokens.weight': tensor(1, 2),
+    'model.layers.0.self_attn.q_proj.weight': tensor(3),
+    'lm_head.weight': tensor(4, 5),
+    'visual.patch_embed.proj.weight': tensor(6),
+    'visual.merger.mlp.0.weight': tensor(7),
   },
 };
 

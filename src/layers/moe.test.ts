@@ -14,7 +14,8 @@ import { MoeBlock, type MoeOptions } from './moe.ts';
 import type { TensorParallelShard, WeightSource } from './parameters.ts';
 
 const random = new TestRandom(testSeed('moe layer'));
-const [E, HIDDEN, N, TOP_K] = [6, 16, 8, 2];
+// 2n differs from the hidden size, so a fused stack stored either way round has a shape of its own.
+const [E, HIDDEN, N, TOP_K] = [6, 16, 12, 2];
 const SWIGLU: Activation = { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 };
 
 /** One expert's matrices as transformers holds them: gate and up [n, hidden], down [hidden, n], optional biases. */
@@ -89,6 +90,22 @@ function fusedTensors(dtype: 'f32' | 'bf16'): Record<string, HostTensor> {
   };
 }
 
+/** The same experts as GraniteMoE stores them: output-major input_linear [E, 2n, hidden] (gate rows, then up) and output_linear [E, hidden, n]. */
+function outputMajorTensors(): Record<string, HostTensor> {
+  const gateUp = new Float32Array(E * 2 * N * HIDDEN);
+  const down = new Float32Array(E * HIDDEN * N);
+  experts.forEach((x, e) => {
+    gateUp.set(x.gate, e * 2 * N * HIDDEN);
+    gateUp.set(x.up, (e * 2 + 1) * N * HIDDEN);
+    down.set(x.down, e * HIDDEN * N);
+  });
+  return {
+    'moe.router.layer.weight': float32Tensor(router, [E, HIDDEN]),
+    'moe.input_linear.weight': float32Tensor(gateUp, [E, 2 * N, HIDDEN]),
+    'moe.output_linear.weight': float32Tensor(down, [E, HIDDEN, N]),
+  };
+}
+
 const MIXTRAL: MoeOptions = {
   hiddenSize: HIDDEN,
   intermediateSize: N,
@@ -114,6 +131,12 @@ const GPT_OSS: MoeOptions = {
     downBias: 'mlp.experts.down_proj_bias',
   },
   activation: SWIGLU,
+};
+
+const GRANITE: MoeOptions = {
+  ...MIXTRAL,
+  router: 'moe.router.layer.weight',
+  experts: { layout: 'fused-output-major', gateUp: 'moe.input_linear.weight', gateUpBias: null, down: 'moe.output_linear.weight', downBias: null },
 };
 
 /**
@@ -201,6 +224,43 @@ test('gpt-oss fused, interleaved experts with biases, router bias and clamped sw
   assert.ok(Math.abs(values[(e * 2 * N + N + j) * HIDDEN + h] - experts[e].up[j * HIDDEN + h]) < 1e-2, 'up row j of expert e');
 });
 
+test('GraniteMoE\'s output-major fused experts (input_linear, output_linear) read as the per-expert ones, whole and sharded', () => {
+  const rows = 6;
+  const x = random.floats(rows * HIDDEN, 1);
+  const expected = reference(x, rows, { routerBias: false, biases: false, activation: { kind: 'silu' } });
+  assertClose(forward(GRANITE, outputMajorTensors(), x, rows), expected, 1e-5, 'granite');
+  assert.deepEqual(
+    new MoeBlock(GRANITE).parameters().filter((p) => p.name.includes('_linear')).map((p) => p.shape),
+    [[E, 2 * N, HIDDEN], [E, HIDDEN, N]],
+  );
+  const experts = [{ first: 0, count: 2 }, { first: 2, count: 4 }].map((shard) => forward({ ...GRANITE, shard }, outputMajorTensors(), x, rows));
+  assertClose(expected, experts[0].map((v, i) => v + experts[1][i]), 1e-5, 'expert shards');
+});
+
+test('Qwen3-VL-MoE\'s fused experts read either way round: input-major as the Hub ships them, output-major as transformers 5 saves them', () => {
+  const rows = 5;
+  const x = random.floats(rows * HIDDEN, 1);
+  const expected = reference(x, rows, { routerBias: false, biases: false, activation: { kind: 'silu' } });
+  const either: MoeOptions = { ...GRANITE, experts: { ...(GRANITE.experts as Extract<MoeOptions['experts'], { gateUp: string }>), layout: 'fused-halves-either-major' } };
+  const outputMajor = outputMajorTensors();
+  // The Hub's orientation: each expert's [rows, cols] stored transposed, [cols, rows].
+  const transposed = (t: HostTensor): HostTensor => {
+    const [e, r, c] = t.shape;
+    const from = float32Values(t);
+    const to = new Float32Array(from.length);
+    for (let i = 0; i < e; i++) for (let j = 0; j < r; j++) for (let k = 0; k < c; k++) to[(i * c + k) * r + j] = from[(i * r + j) * c + k];
+    return float32Tensor(to, [e, c, r]);
+  };
+  const inputMajor = { ...outputMajor, 'moe.input_linear.weight': transposed(outputMajor['moe.input_linear.weight']), 'moe.output_linear.weight': transposed(outputMajor['moe.output_linear.weight']) };
+  for (const [what, tensors] of [['output-major', outputMajor], ['input-major', inputMajor]] as const) {
+    assertClose(forward(either, tensors, x, rows), expected, 1e-5, what);
+    const parts = [0, 1].map((rank) => forward(either, tensors, x, rows, { rank, size: 2, expertParallel: false }));
+    assertClose(expected, parts[0].map((v, i) => v + parts[1][i]), 1e-5, `${what}, tensor-parallel halves`);
+  }
+  const specs = new MoeBlock(either).parameters().filter((p) => p.name.includes('_linear'));
+  assert.deepEqual(specs.map((p) => [p.shape, p.orShape]), [[[E, 2 * N, HIDDEN], [E, HIDDEN, 2 * N]], [[E, HIDDEN, N], [E, N, HIDDEN]]]);
+});
+
 test('expert shards load only their experts and sum to the whole block', () => {
   const rows = 6;
   const x = random.floats(rows * HIDDEN, 1);
@@ -230,6 +290,7 @@ test('tensor-parallel devices each hold every expert\'s part of the intermediate
     ['per-expert', MIXTRAL, perExpertTensors()],
     ['fused, interleaved gate/up, with biases', GPT_OSS, fusedTensors('f32')],
     ['fused, gate then up', halves, fusedTensors('f32')],
+    ['fused, output-major', GRANITE, outputMajorTensors()],
   ] as const) {
     const whole = forward(options, tensors, x, rows);
     const parts = [0, 1].map((rank) => forward(options, tensors, x, rows, { rank, size: 2, expertParallel: false }));

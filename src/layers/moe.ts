@@ -22,9 +22,19 @@ export type ExpertTensors =
    * All experts in one tensor, input-major: gateUp [E, hidden, 2n] and its bias [E, 2n]; down
    * [E, n, hidden] and its bias [E, hidden]. gpt-oss interleaves gate and up in the last dimension
    * (`fused-interleaved`: gate = [..., 0::2], up = [..., 1::2], the bias alike); Llama 4 puts the
-   * gate first (`fused-halves`: gate = [..., :n], up = [..., n:]).
+   * gate first (`fused-halves`: gate = [..., :n], up = [..., n:]). `fused-output-major` stores them
+   * as the device layout does, gateUp [E, 2n, hidden] gate rows then up rows and down [E, hidden, n]
+   * (GraniteMoE's `input_linear` / `output_linear`). `fused-halves-either-major` takes each tensor
+   * either way, by the shape it has, output-major where both fit, as transformers 5 reads Qwen3-VL-MoE:
+   * the Hub's checkpoints are input-major, and its save_pretrained writes them output-major.
    */
-  | { layout: 'fused-interleaved' | 'fused-halves'; gateUp: string; gateUpBias: string | null; down: string; downBias: string | null };
+  | {
+      layout: 'fused-interleaved' | 'fused-halves' | 'fused-output-major' | 'fused-halves-either-major';
+      gateUp: string;
+      gateUpBias: string | null;
+      down: string;
+      downBias: string | null;
+    };
 
 type FusedExperts = Exclude<ExpertTensors, { layout: 'per-expert' }>;
 
@@ -113,6 +123,12 @@ export class MoeBlock implements Layer {
       const stored = this.stored && storedShare(this.stored[stack], shape.reduce((a, b) => a * b, 1) / ((stack === 'gateUp' ? 2 : 1) * this.count * n * hidden));
       return { name, shape, access, ...(stored && { stored }) };
     };
+    // A fused stack, given output-major [E, rows, cols]: stored so, transposed, or either.
+    const stack = (name: string, [e, rows, cols]: number[], which: 'gateUp' | 'down'): ParameterSpec => {
+      const orientation = fusedOrientation(experts as FusedExperts);
+      const spec = matrix(name, orientation === 'input-major' ? [e, cols, rows] : [e, rows, cols], which);
+      return orientation === 'either' ? { ...spec, orShape: [e, cols, rows] } : spec;
+    };
     const expertTensors: ParameterSpec[] =
       experts.layout === 'per-expert'
         ? Array.from({ length: this.count }, (_, i) => this.first + i).flatMap((e) => [
@@ -121,9 +137,9 @@ export class MoeBlock implements Layer {
             matrix(experts.name(e, 'down'), [hidden, n], 'down'),
           ])
         : [
-            matrix(experts.gateUp, [numExperts, hidden, 2 * n], 'gateUp'),
+            stack(experts.gateUp, [numExperts, 2 * n, hidden], 'gateUp'),
             ...(experts.gateUpBias === null ? [] : [{ name: experts.gateUpBias, shape: [numExperts, 2 * n], access }]),
-            matrix(experts.down, [numExperts, n, hidden], 'down'),
+            stack(experts.down, [numExperts, hidden, n], 'down'),
             ...(experts.downBias === null ? [] : [{ name: experts.downBias, shape: [numExperts, hidden], access }]),
           ];
     const bias = routing.selectionBias === null ? [] : [{ name: routing.selectionBias, shape: this.options.selectionBiasShape ?? [numExperts] }];
@@ -229,10 +245,18 @@ export class MoeBlock implements Layer {
       return { gateUp: gatherMxfp4Rows(packedGateUp, local, gateUpRows), down: gatherMxfp4Rows(packedDown, local, downRows, part), ...biases };
     }
     if (packedGateUp !== null || packedDown !== null) throw invalidModel(`${names.gateUp} and ${names.down} must both be MXFP4 or both 16-bit`);
-    // gate_up [E, hidden, 2n] -> [count, 2n', hidden], gate rows then up rows.
-    const gateUp = gatherElements(source.read(names.gateUp), [count, 2 * n, hidden], (e, row, col) => ((first + e) * hidden + col) * 2 * total + column(row));
-    // down [E, n, hidden] -> [count, hidden, n'].
-    const down = gatherElements(source.read(names.down), [count, hidden, n], (e, row, col) => ((first + e) * total + part.start + col) * hidden + row);
+    // gate_up [E, hidden, 2n] (or output-major [E, 2n, hidden]) -> [count, 2n', hidden], gate rows then up rows.
+    const storedGateUp = source.read(names.gateUp);
+    const gateUpInputMajor = inputMajor(names, storedGateUp, 2 * total);
+    const gateUp = gatherElements(storedGateUp, [count, 2 * n, hidden], (e, row, col) =>
+      gateUpInputMajor ? ((first + e) * hidden + col) * 2 * total + column(row) : ((first + e) * 2 * total + column(row)) * hidden + col,
+    );
+    // down [E, n, hidden] (or output-major [E, hidden, n]) -> [count, hidden, n'].
+    const storedDown = source.read(names.down);
+    const downInputMajor = inputMajor(names, storedDown, hidden);
+    const down = gatherElements(storedDown, [count, hidden, n], (e, row, col) =>
+      downInputMajor ? ((first + e) * total + part.start + col) * hidden + row : ((first + e) * hidden + row) * total + part.start + col,
+    );
     return { ...(this.quantizedAtLoad(source, gateUp, down) ?? this.atLoad(source, gateUp, down)), ...biases };
   }
 
@@ -301,7 +325,19 @@ function interleaved(r: number, n: number): number {
   return r < n ? 2 * r : 2 * (r - n) + 1;
 }
 
-/** Where row r of a gate-then-up block sits among a fused tensor's gate/up columns. */
+/** How a fused checkpoint stores its expert stacks: input-major, output-major as the device layout (GraniteMoE), or either. */
+function fusedOrientation(names: FusedExperts): 'input-major' | 'output-major' | 'either' {
+  if (names.layout === 'fused-output-major') return 'output-major';
+  return names.layout === 'fused-halves-either-major' ? 'either' : 'input-major';
+}
+
+/** Whether a stored stack ([E, outRows, cols] output-major) is input-major: by its layout, or by its shape where either is taken. */
+function inputMajor(names: FusedExperts, stored: HostTensor, outRows: number): boolean {
+  const orientation = fusedOrientation(names);
+  return orientation === 'either' ? stored.shape[1] !== outRows : orientation === 'input-major';
+}
+
+/** Where row r of a gate-then-up block sits among a fused tensor's gate/up columns (rows, output-major). */
 function gateUpColumn(names: FusedExperts): (r: number, n: number) => number {
   return names.layout === 'fused-interleaved' ? interleaved : (r) => r;
 }

@@ -11,6 +11,11 @@ export interface ParameterSpec {
   name: string;
   shape: number[];
   /**
+   * The shape a checkpoint may store it in instead (the same elements in another order, such as a
+   * transposed stack of experts), which the layer tells apart by the shape it reads. Absent: `shape` only.
+   */
+  orShape?: number[];
+  /**
    * How much of it a step reads, for cost models: `rows`, only its tokens' rows (an embedding
    * table); `expert`, all of it but only when a token routes to this expert. Absent: all of it.
    */

@@ -23,15 +23,17 @@ export interface DeepseekMoeConfig {
   routing: Omit<RoutingParams, 'selectionBias'> & { selectionBias: boolean };
 }
 
-/** A config class's defaults for the MoE keys a config.json may leave out. */
+/** A config class's defaults for the MoE keys a config.json may leave out; undefined where the class has none (the key is required). */
 export interface DeepseekMoeDefaults {
-  numExperts: number;
+  numExperts: number | undefined;
   expertWidth: number;
-  sharedExperts: number;
+  sharedExperts: number | undefined;
   routedScale: number;
   /** n_group and topk_group. */
   groups: number;
   topkGroups: number;
+  /** norm_topk_prob's default for V3-style routing (true where absent: DeepseekV3Config's). */
+  normTopkProb?: boolean;
 }
 
 /**
@@ -76,7 +78,7 @@ export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaul
       selectionBias: v3,
       // One group holds every expert: the same choice without the group step.
       groups: numGroups > 1 ? { numGroups, topkGroups, score: v3 ? 'top2-sum' : 'max' } : null,
-      normalize: v3 && fields.boolean('norm_topk_prob', true),
+      normalize: v3 && fields.boolean('norm_topk_prob', defaults.normTopkProb ?? true),
       scale: fields.finiteNumber('routed_scaling_factor', defaults.routedScale),
     },
   };
@@ -110,3 +112,12 @@ export function deepseekMoeBlock(
   });
 }
 
+
+/**
+ * The `mlp` at prefix `p` of a decoder with DeepSeek's MoE layers: the MoE block where `sparse`,
+ * else a dense gated MLP (`gate_proj`, `up_proj`, `down_proj`) `intermediateSize` wide.
+ */
+export function deepseekMlp(config: { hiddenSize: number; intermediateSize: number; activation: Activation; moe: DeepseekMoeConfig }, p: string, sparse: boolean): GatedMlp | MoeBlock {
+  if (sparse) return deepseekMoeBlock(config.moe, p, config.hiddenSize, config.activation);
+  return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
+}

@@ -1,7 +1,7 @@
 import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import { GatedMlp } from '../layers/gated-mlp.ts';
+import type { GatedMlp } from '../layers/gated-mlp.ts';
 import { LightningIndexer, SelectionRelay } from '../layers/lightning-indexer.ts';
 import { MlaAttention } from '../layers/mla-attention.ts';
 import type { MoeBlock } from '../layers/moe.ts';
@@ -12,7 +12,7 @@ import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
-import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
+import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
 import { preNormLayerForward } from './decoder.ts';
 import type { PreNormLayer } from './pre-norm-layer.ts';
 import type { MtpLayers } from './mtp-head.ts';
@@ -289,9 +289,7 @@ export class DeepseekDecoderLayer extends ComposedLayer implements PreNormLayer 
       sharedSelection: shared ? relay : null,
     });
     this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
-    this.mlp = config.sparseLayers[index]
-      ? deepseekMoeBlock(config.moe, `${p}.mlp`, hiddenSize, config.activation)
-      : new GatedMlp({ gate: `${p}.mlp.gate_proj.weight`, up: `${p}.mlp.up_proj.weight`, down: `${p}.mlp.down_proj.weight` }, hiddenSize, config.intermediateSize, config.activation);
+    this.mlp = deepseekMlp(config, `${p}.mlp`, config.sparseLayers[index]);
   }
 
   get sublayers(): Layer[] {

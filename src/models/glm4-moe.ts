@@ -1,9 +1,8 @@
-import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderLayer, DecoderModel, decoderRope, parseDecoderFields, type DecoderConfig } from './decoder.ts';
 import type { FeedForward } from './pre-norm-layer.ts';
-import { deepseekMoeBlock, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
+import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
 import { ConfigFields } from './hf-config.ts';
 import type { MtpLayers } from './mtp-head.ts';
 
@@ -51,9 +50,7 @@ function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4
 
 /** Layer `index`'s `mlp`: DeepSeek's MoE block, or a dense gated MLP. */
 function glm4Mlp(config: Glm4MoeConfig, index: number): FeedForward {
-  const p = `model.layers.${index}.mlp`;
-  if (config.sparseLayers[index]) return deepseekMoeBlock(config.moe, p, config.hiddenSize, config.activation);
-  return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
+  return deepseekMlp(config, `model.layers.${index}.mlp`, config.sparseLayers[index]);
 }
 
 /** The MTP layers: each a decoder layer as the model's own (GQA with the config's biases and q/k norms), with the MoE block. */

@@ -322,7 +322,7 @@ export class ConfigFields {
     return this.json[key] === null ? null : this.positiveNumber(key);
   }
 
-  nonNegativeInt(key: string, fallback: number): number {
+  nonNegativeInt(key: string, fallback?: number): number {
     const v = this.present(key, fallback);
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw this.invalid(key, 'a non-negative integer');
     return v;

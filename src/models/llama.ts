@@ -8,6 +8,7 @@ import { DecoderModel, LLAMA_NORM_NAMES, parseDecoderFields, type DecoderConfig,
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFields } from './hf-config.ts';
+import { checkMropeSections, withMropeTypeAsDefault, type Mrope } from './mrope.ts';
 
 /**
  * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
@@ -16,6 +17,9 @@ import { ConfigFields, parseRopeLayers, parseSlidingLayerTypes, ropeParameterFie
  * NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral 3's),
  * NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's relu², Apertus's xIELU), gate and up stored
  * as one tensor (GLM's), partial rotary (GLM's) and RoPE over interleaved pairs (ERNIE 4.5's, GLM's).
+ * The language models of Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers)
+ * and Qwen3-VL (qwen3_vl_text: Qwen3's) are rows too, their multimodal RoPE read for text
+ * positions (mrope.ts).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -32,10 +36,27 @@ export interface LlamaConfig extends DecoderConfig {
   fusedGateUp: boolean;
 }
 
-type LlamaModelType = 'llama' | 'mistral' | 'ministral3' | 'qwen2' | 'qwen3' | 'smollm3' | 'granite' | 'seed_oss' | 'arcee' | 'hunyuan_v1_dense' | 'apertus' | 'ernie4_5' | 'glm' | 'glm4';
+type LlamaModelType =
+  | 'llama'
+  | 'mistral'
+  | 'ministral3'
+  | 'qwen2'
+  | 'qwen3'
+  | 'smollm3'
+  | 'granite'
+  | 'seed_oss'
+  | 'arcee'
+  | 'hunyuan_v1_dense'
+  | 'apertus'
+  | 'ernie4_5'
+  | 'qwen2_vl_text'
+  | 'qwen2_5_vl_text'
+  | 'qwen3_vl_text'
+  | 'glm'
+  | 'glm4';
 
 /** Where a model_type's config puts attention biases. */
-type AttentionBiasRule =
+export type AttentionBiasRule =
   /** `attention_bias` on q, k, v and o (Llama, Qwen3, SmolLM3, Granite). */
   | 'attention_bias'
   /** Always on q, k and v, never on o (Qwen2). */
@@ -83,6 +104,15 @@ interface LlamaTypeTraits {
   ungatedActivations?: readonly ('relu2' | 'xielu')[];
   /** `rope_parameters` where the config gives neither it nor `rope_scaling` (the class's __post_init__ default). */
   defaultRope?: Record<string, unknown>;
+  /** max_window_layers' default where the class has its own (else 28). */
+  maxWindowLayers?: number;
+  /** Multimodal RoPE (the Qwen VL language models), which text positions turn into 1-D RoPE. */
+  mrope?: Mrope;
+  /**
+   * The attention sizes its heads hidden_size / num_attention_heads whatever `head_dim` says
+   * (Qwen2-VL's); its rotary reads head_dim, so transformers fails on one that differs: refused.
+   */
+  headDimFromHidden?: boolean;
 }
 
 /**
@@ -102,6 +132,22 @@ const GLM_TRAITS: LlamaTypeTraits = {
   partialRotaryFactor: 0.5,
   fusedGateUp: true,
 };
+
+/** Qwen2VLTextConfig and Qwen2_5_VLTextConfig, alike: Qwen2's layers with defaults of their own. */
+const QWEN2_VL_TEXT: LlamaTypeTraits = {
+  maxPositions: 32768,
+  numKvHeads: 8,
+  ropeTheta: 1_000_000,
+  rmsNormEps: 1e-5,
+  intermediateSize: 29568,
+  attentionBias: 'qkv',
+  mlpBias: false,
+  tiedByDefault: false,
+  maxWindowLayers: 80,
+  mrope: { layout: 'chunks', defaultSections: [16, 24, 24] },
+  headDimFromHidden: true,
+};
+
 const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   llama: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
   mistral: { maxPositions: 4096 * 32, attentionBias: 'none', mlpBias: false, tiedByDefault: false },
@@ -126,6 +172,20 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
   },
   qwen2: { maxPositions: 32768, attentionBias: 'qkv', mlpBias: false, tiedByDefault: false },
   qwen3: { maxPositions: 32768, headDim: 128, attentionBias: 'attention_bias', mlpBias: false, tiedByDefault: false, qkNorm: 'before-rope' },
+  qwen2_vl_text: QWEN2_VL_TEXT,
+  qwen2_5_vl_text: QWEN2_VL_TEXT,
+  qwen3_vl_text: {
+    maxPositions: 128000,
+    headDim: 128,
+    numKvHeads: 32,
+    ropeTheta: 500_000,
+    intermediateSize: 22016,
+    attentionBias: 'attention_bias',
+    mlpBias: false,
+    tiedByDefault: false,
+    qkNorm: 'before-rope',
+    mrope: { layout: 'interleaved', defaultSections: [24, 20, 20] },
+  },
   smollm3: { maxPositions: 32768, ropeTheta: 2_000_000, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: true },
   granite: { maxPositions: 2048, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
   seed_oss: { maxPositions: 524288, headDim: 128, attentionBias: 'attention_bias+attention_out_bias', mlpBias: 'mlp_bias', tiedByDefault: false },
@@ -187,7 +247,8 @@ export function parseHunyuanConfig(json: Record<string, unknown>, source: string
 function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, modelType: LlamaModelType): LlamaConfig {
   const traits = TRAITS[modelType];
   const defaultRope = traits.defaultRope !== undefined && json.rope_parameters == null && json.rope_scaling == null;
-  const fields = new ConfigFields(defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json, source);
+  const withRope = defaultRope ? { ...json, rope_parameters: traits.defaultRope } : json;
+  const fields = new ConfigFields(traits.mrope === undefined ? withRope : withMropeTypeAsDefault(withRope, traits.mrope), source);
   const mlp = parseMlp(fields, modelType, traits.ungatedActivations);
   const decoder = parseDecoderFields(fields, {
     maxPositionEmbeddings: traits.maxPositions,
@@ -200,6 +261,10 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     ...(mlp !== 'gated' && { activation: { kind: 'relu' } }),
   });
   const ropeLayers = modelType === 'smollm3' ? parseRopeLayers(fields, decoder.numLayers) : decoder.ropeLayers;
+  if (traits.headDimFromHidden && decoder.headDim * decoder.numHeads !== decoder.hiddenSize) {
+    throw invalidModel(`${source}: head_dim ${decoder.headDim} is not hidden_size / num_attention_heads (${decoder.hiddenSize} / ${decoder.numHeads}), which ${modelType}'s attention always uses`);
+  }
+  if (traits.mrope !== undefined) checkMropeSections(fields, traits.mrope, decoder.rotaryDim);
   return {
     ...decoder,
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
@@ -212,7 +277,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     qkNorm: traits.qkNorm !== undefined,
     qkNormAfterRope: traits.qkNorm === 'after-rope',
     normNames: traits.normNames ?? LLAMA_NORM_NAMES,
-    slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers),
+    slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers, traits.maxWindowLayers),
     ropeLayers,
     multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
     queryTemperature: modelType === 'ministral3' ? parseMinistral3Temperature(fields, decoder.ropeScaling) : null,
@@ -249,7 +314,8 @@ function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling):
   return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };
 }
 
-function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
+/** The attention biases as `rule` spells them (`attention_bias`: q, k, v and o alike, as Llama's and most families'). */
+export function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
   switch (rule) {
     case 'attention_bias': {
       const bias = fields.boolean('attention_bias', false);
@@ -282,8 +348,8 @@ function parseMlp(fields: ConfigFields, modelType: LlamaModelType, ungated: read
   return mlp;
 }
 
-/** GraniteConfig's multipliers, each 1 by default (the attention's too: not head_dim^-0.5). */
-function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
+/** GraniteConfig's multipliers (GraniteMoE's too), each 1 by default (the attention's too: not head_dim^-0.5). */
+export function parseGraniteMultipliers(fields: ConfigFields): DecoderMultipliers {
   return {
     embedding: fields.finiteNumber('embedding_multiplier', 1),
     residual: fields.finiteNumber('residual_multiplier', 1),
@@ -304,18 +370,16 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
   return sliding.map((s) => (s ? window : null));
 }
 
-/** The model types whose config classes have no sliding window. */
-const NEVER_SLIDING: ReadonlySet<LlamaModelType> = new Set(['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'glm', 'glm4']);
-
 /**
- * Llama, Granite, Seed-OSS, Hunyuan, Apertus and GLM never slide. Mistral slides every layer (by default 4096), Ministral 3
- * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 slide only when `use_sliding_window` is true, and then
- * only layers whose `layer_types` entry is "sliding_attention" (derived, when absent, as the layers
- * from `max_window_layers` on).
+ * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL and GLM never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 (and Qwen2-VL's and Qwen2.5-VL's language models) slide
+ * only when `use_sliding_window` is true, and then only layers whose `layer_types` entry is "sliding_attention" (derived, when
+ * absent, as the layers from `max_window_layers` on, by default `maxWindowLayers`).
  */
-function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number): (number | null)[] {
+function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number, maxWindowLayers = DEFAULT_MAX_WINDOW_LAYERS): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  if (NEVER_SLIDING.has(modelType)) return all(null);
+  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4'];
+  if (neverSlides.includes(modelType)) return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
   if (!fields.boolean('use_sliding_window', false)) return all(null);
@@ -328,7 +392,7 @@ function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModel
     }
     return layerTypes.map((t) => (t === 'sliding_attention' ? window : null));
   }
-  const firstSliding = fields.nonNegativeInt('max_window_layers', DEFAULT_MAX_WINDOW_LAYERS);
+  const firstSliding = fields.nonNegativeInt('max_window_layers', maxWindowLayers);
   return Array.from({ length: numLayers }, (_, i) => (i >= firstSliding ? window : null));
 }
 

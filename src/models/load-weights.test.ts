@@ -6,6 +6,8 @@ import { RecordingUploader } from '../../test/helpers/model-recording-uploader.t
 import { tempDir } from '../../test/helpers/model-temp-dir.ts';
 import { TINY_LLAMA_CONFIG, writeTinyCheckpoint } from '../../test/helpers/model-tiny-checkpoint.ts';
 import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint.ts';
+import { writeSafetensors } from '../checkpoint/safetensors-writer.ts';
+import type { Layer } from '../layers/parameters.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { concatRows } from '../tensor/host-ops.ts';
 import type { CausalLM } from './causal-lm.ts';
@@ -146,6 +148,21 @@ test('missing tensors and shapes that disagree with config.json are named before
   const llama = tempDir(t);
   writeTinyCheckpoint(llama, TINY_LLAMA_CONFIG);
   rejectsModel(() => loadWeights(modelFor({ ...TINY_LLAMA_CONFIG, model_type: 'qwen2' }), open(t, llama), uploader), '"model.layers.0.self_attn.q_proj.bias"');
+});
+
+test('a tensor a layer takes in two shapes (orShape) loads in either, and one in neither names both', (t) => {
+  const layer: Layer = {
+    parameters: () => [{ name: 'experts', shape: [2, 6, 4], orShape: [2, 4, 6] }],
+    load: (source) => void source.read('experts'),
+  };
+  for (const shape of [[2, 6, 4], [2, 4, 6]]) {
+    const dir = tempDir(t);
+    writeSafetensors(`${dir}/model.safetensors`, { experts: float32ToHostTensor(new Float32Array(48), 'f32', shape) });
+    loadWeights(layer, open(t, dir), new RecordingUploader());
+  }
+  const dir = tempDir(t);
+  writeSafetensors(`${dir}/model.safetensors`, { experts: float32ToHostTensor(new Float32Array(48), 'f32', [4, 6, 2]) });
+  rejectsModel(() => loadWeights(layer, open(t, dir), new RecordingUploader()), '"experts"', '[4, 6, 2]', '[2, 6, 4] or [2, 4, 6]');
 });
 
 test('loadWeightsWithProgress closes the checkpoint, also when loading fails', (t) => {

@@ -17,11 +17,12 @@ export interface LoadProgress {
  */
 export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUploader, opts: LoadProgress = {}): void {
   const expected = model.parameters();
-  for (const { name, shape } of expected) {
+  for (const { name, shape, orShape } of expected) {
     if (!ckpt.has(name)) throw invalidModel(`checkpoint ${ckpt.dir} is missing tensor "${name}" (expected shape [${shape.join(', ')}])`);
     const actual = ckpt.info(name).shape;
-    if (actual.length !== shape.length || actual.some((d, i) => d !== shape[i])) {
-      throw invalidModel(`checkpoint ${ckpt.dir}: tensor "${name}" has shape [${actual.join(', ')}] but config.json implies [${shape.join(', ')}]`);
+    if (!sameShape(actual, shape) && !(orShape && sameShape(actual, orShape))) {
+      const implied = [shape, ...(orShape ? [orShape] : [])].map((s) => `[${s.join(', ')}]`).join(' or ');
+      throw invalidModel(`checkpoint ${ckpt.dir}: tensor "${name}" has shape [${actual.join(', ')}] but config.json implies ${implied}`);
     }
   }
   let done = 0;
@@ -47,6 +48,10 @@ export function loadWeights(model: Layer, ckpt: Checkpoint, uploader: WeightUplo
   if (ckpt.expertQuantization) source.expertQuantization = ckpt.expertQuantization;
   if (ckpt.quantizeLinear) source.quantizeLinear = ckpt.quantizeLinear.bind(ckpt);
   model.load(source, uploader);
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
 /**

@@ -7,17 +7,20 @@ import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
 import { deepseekFamily } from './deepseek.ts';
+import { dots1Family } from './dots1.ts';
 import { ernieMoeFamily } from './ernie-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
+import { graniteMoeFamily } from './granite-moe.ts';
 import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { olmoFamily } from './olmo.ts';
+import { olmoeFamily } from './olmoe.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { MtpLayers } from './mtp-head.ts';
 import { phi3Family } from './phi3.ts';
@@ -43,6 +46,9 @@ const FAMILIES: readonly ModelFamily[] = [
   family(minimaxM2Family),
   family(ernieMoeFamily),
   family(hunyuanMoeFamily),
+  family(olmoeFamily),
+  family(graniteMoeFamily),
+  family(dots1Family),
 ];
 
 /**

@@ -636,6 +636,47 @@ def gen_hunyuan_v1_moe(r, name):
     return gen_hunyuan_v1_dense(r, name, "hunyuan_v1_moe", f, init_overrides=((r"\.mlp\.gate\.wg\.weight$", 0.0, 0.3),))
 
 
+def gen_olmoe(r, name):
+    """Qwen2-MoE's routing (norm_topk_prob drawn) under q/k norms over the whole projections."""
+    f = base(r)
+    # OlmoeAttention sizes its q/k norms by hidden_size: head_dim is hidden / heads.
+    f.pop("head_dim", None)
+    f.update(num_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), intermediate_size=r.choice((16, 32)),
+             norm_topk_prob=r.random() < 0.5, attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    return fx(name, "olmoe", f, rope(r, f), init_overrides=MOE_ROUTER)
+
+
+def gen_granitemoe(r, name, model_type="granitemoe"):
+    """Granite's multipliers (as gen_granite draws them) over a block_sparse_moe in every layer; granitemoeshared's shared MLP (0: none)."""
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), num_local_experts=r.choice((4, 6)),
+             num_experts_per_tok=r.choice((1, 2, 3)), intermediate_size=r.choice((16, 32)),
+             embedding_multiplier=r.choice((1.0, 4.0, 12.0)), residual_multiplier=r.choice((1.0, 0.22, 0.5)),
+             attention_multiplier=r.choice((1.0, 0.0625, 0.015625)), logits_scaling=r.choice((1.0, 2.0, 8.0)))
+    if model_type == "granitemoeshared":
+        f["shared_intermediate_size"] = r.choice((0, 16, 48))
+    return fx(name, model_type, f, rope(r, f), init_overrides=((r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3),))
+
+
+def gen_granitemoeshared(r, name):
+    return gen_granitemoe(r, name, "granitemoeshared")
+
+
+def gen_dots1(r, name):
+    """Qwen3's attention (q/k norms, windows by layer_types or max_window_layers) over DeepSeek-V3's MoE after first_k_dense_replace."""
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), n_routed_experts=r.choice((4, 8)),
+             moe_intermediate_size=16, n_shared_experts=r.choice((1, 2)), first_k_dense_replace=r.choice((0, 1)),
+             routed_scaling_factor=r.choice((1.0, 2.5)), norm_topk_prob=r.random() < 0.6,
+             sliding_window=r.choice((None, 8, 16, 32)), max_window_layers=r.choice((0, 1, 2, 62)))
+    _v3_groups(r, f)
+    f["num_experts_per_tok"] = r.choice([k for k in (1, 2, 3) if k <= f["topk_group"] * f["n_routed_experts"] // f["n_group"]])
+    if f["sliding_window"] is not None and r.random() < 0.4:
+        # transformers' masks read layer_types (a sliding layer without a window fails there).
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(max(2, f["num_hidden_layers"]))]
+    return fx(name, "dots1", f, rope(r, f), init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
 XIELU_INIT = ((r"act_fn\.alpha_p$", 0.5, 0.3), (r"act_fn\.alpha_n$", 0.0, 0.3), (r"act_fn\.beta$", 0.5, 0.2), (r"act_fn\.eps$", -0.05, 0.02))
 
 
@@ -719,6 +760,68 @@ def gen_qwen3_next(r, name):
     return fx(name, "qwen3_next", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=MOE_ROUTER + HYBRID_INIT)
 
 
+def _mrope_sections(r, head_dim: int) -> list[int]:
+    """Three M-RoPE sections (temporal, height, width) splitting the head_dim / 2 frequencies at random."""
+    half = head_dim // 2
+    a, b = sorted(r.sample(range(half + 1), 2))
+    return [a, b - a, half - b]
+
+
+QWEN_VL_ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+
+
+def _qwen2_vl(r, name, model_type):
+    """Qwen2-VL / Qwen2.5-VL: Qwen2's keys under text_config (or flat at the top level, as the Hub's
+    configs are), chunked M-RoPE sections that must cover head_dim / 2, and a tie by either config."""
+    f = base(r)
+    # Their attention sizes heads as hidden / heads: a head_dim key would reach the rotary alone.
+    f.pop("head_dim", None)
+    f["hidden_act"] = act(r, "silu")
+    sliding(r, f, qwen=True)
+    rope_ = rope(r, f, QWEN_VL_ROPE_TYPES)
+    rope_["mrope_section"] = _mrope_sections(r, head_dim_of(f))
+    vision = (mf.QWEN2_VL_VISION if model_type == "qwen2_vl" else mf.QWEN2_5_VL_VISION) | {"hidden_size" if model_type == "qwen2_vl" else "out_hidden_size": f["hidden_size"]}
+    return fx(name, model_type, f, rope_, text_model_type=f"{model_type}_text", flat_text_config=r.random() < 0.5,
+              wrapper_fields=dict(tie_word_embeddings=r.random() < 0.3, vision_config=vision))
+
+
+def gen_qwen2_vl(r, name):
+    return _qwen2_vl(r, name, "qwen2_vl")
+
+
+def gen_qwen2_5_vl(r, name):
+    return _qwen2_vl(r, name, "qwen2_5_vl")
+
+
+def _qwen3_vl_text(r):
+    """Qwen3-VL's language model: Qwen3's keys (no sliding), interleaved M-RoPE of three sections."""
+    f = base(r)
+    f.update(head_dim=f.get("head_dim", r.choice((8, 16))), attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"))
+    rope_ = rope(r, f, QWEN_VL_ROPE_TYPES)
+    rope_.update(mrope_section=_mrope_sections(r, f["head_dim"]), mrope_interleaved=True)
+    return f, rope_
+
+
+def _qwen3_vl_wrapper(r, f):
+    return dict(tie_word_embeddings=r.random() < 0.4, vision_config=mf.QWEN3_VL_VISION | {"out_hidden_size": f["hidden_size"]})
+
+
+def gen_qwen3_vl(r, name):
+    f, rope_ = _qwen3_vl_text(r)
+    return fx(name, "qwen3_vl", f, rope_, text_model_type="qwen3_vl_text", wrapper_fields=_qwen3_vl_wrapper(r, f))
+
+
+def gen_qwen3_vl_moe(r, name):
+    f, rope_ = _qwen3_vl_text(r)
+    n = f["num_hidden_layers"]
+    # norm_topk_prob is drawn though the class ignores it: its router always renormalises.
+    f.update(num_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             norm_topk_prob=r.random() < 0.5, decoder_sparse_step=r.choice((1, 2)), mlp_only_layers=r.choice(([], [0], [n - 1])))
+    _some_sparse_layer(f)
+    return fx(name, "qwen3_vl_moe", f, rope_, init_overrides=MOE_ROUTER, text_model_type="qwen3_vl_moe_text",
+              wrapper_fields=_qwen3_vl_wrapper(r, f))
+
+
 def gen_qwen3_5_text(r, name):
     f = _hybrid(r)
     _maybe_hybrid_mtp(r, f)
@@ -737,6 +840,8 @@ GENERATORS = {
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,
+    "olmoe": gen_olmoe, "granitemoe": gen_granitemoe, "granitemoeshared": gen_granitemoeshared, "dots1": gen_dots1,
+    "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "glm": gen_glm, "glm4": gen_glm4,
 }
 

@@ -44,7 +44,9 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1")
+# GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
+INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared")
 
 
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
@@ -59,12 +61,13 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
     """
     k = config.num_experts_per_tok
     h = hidden.reshape(-1, hidden.shape[-1])
-    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe"):
+    if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_vl_moe", "olmoe", *INDEX_FIRST_ROUTERS):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
         weights, idx = torch.topk(probs, k, dim=-1)
-        # Mixtral and Qwen3.5-MoE always renormalise the k probabilities; Qwen otherwise only with norm_topk_prob.
-        if model_type in ("mixtral", "qwen3_5_moe") or config.norm_topk_prob:
+        # Mixtral, Qwen3.5-MoE, Qwen3-VL-MoE and GraniteMoE (a softmax over the k best logits) always renormalise
+        # the k probabilities; Qwen and OLMoE otherwise only with norm_topk_prob.
+        if model_type in ("mixtral", "qwen3_5_moe", "qwen3_vl_moe", *INDEX_FIRST_ROUTERS) or config.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type == "deepseek_v2":
@@ -141,7 +144,8 @@ def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
     """(layer index, router module) for every sparse MoE layer."""
     out = []
     for i, layer in enumerate(decoder_layers(model)):
-        mlp = getattr(layer, "mlp", None) or layer.feed_forward
+        # GraniteMoE's layers hold their block as `block_sparse_moe`.
+        mlp = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or layer.feed_forward
         if not hasattr(mlp, "experts"):
             continue
         router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
@@ -175,6 +179,8 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
             if model_type in ("llama4", "llama4_text"):
                 # Llama4Router returns every expert's score (sigmoid of the chosen logits, 0 elsewhere) and the logits.
                 their_weights, their_idx = torch.topk(output[0], config.num_experts_per_tok, dim=-1)
+            elif model_type in INDEX_FIRST_ROUTERS:
+                their_idx, their_weights, _ = output
             else:
                 _, their_weights, their_idx = output
             seen[layer].append({"mine": mine, "idx": their_idx.detach(), "weights": their_weights.detach()})
@@ -679,6 +685,26 @@ HUB_LAYOUT = {
          r"^vision_tower\.", r"^multi_modal_projector\."],
         [r"^model\.", r"^lm_head"],
     ),
+    # Qwen2-VL and Qwen2.5-VL keep the causal LM's own names beside visual.*; Qwen3-VL nests them.
+    "qwen2_vl": (
+        [r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^model\.embed_tokens\.weight$", r"^lm_head\.weight$", r"^visual\."],
+        [r"language_model", r"o_proj\.bias"],
+    ),
+    "qwen2_5_vl": (
+        [r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^model\.embed_tokens\.weight$", r"^visual\."],
+        [r"language_model", r"o_proj\.bias", r"lm_head"],
+    ),
+    "qwen3_vl": (
+        [r"^model\.language_model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$", r"^model\.language_model\.embed_tokens\.weight$",
+         r"^model\.visual\.deepstack_merger_list\."],
+        [r"^language_model\.", r"_proj\.bias", r"lm_head"],
+    ),
+    "qwen3_vl_moe": (
+        [r"^model\.language_model\.layers\.\d+\.mlp\.experts\.gate_up_proj$", r"^model\.language_model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.gate\.weight$", r"^model\.language_model\.layers\.\d+\.mlp\.gate_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$", r"^lm_head\.weight$", r"^model\.visual\."],
+        [r"experts\.\d+\.", r"shared_expert", r"_proj\.bias"],
+    ),
     "mixtral": (
         [r"^model\.layers\.\d+\.block_sparse_moe\.gate\.weight$",
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w1\.weight$",
@@ -692,6 +718,36 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w[123]\.weight$",
          r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
         [r"\.mlp\.", r"gate_up_proj", r"experts\.(gate|down|up)_proj", r"gate\.e_score_correction_bias"],
+    ),
+    "olmoe": (
+        [r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert"],
+    ),
+    # GraniteMoE's Hub layout: experts fused output-major as input_linear / output_linear, router under router.layer.
+    "granitemoe": (
+        [r"^model\.layers\.\d+\.block_sparse_moe\.router\.layer\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.input_linear\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.output_linear\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\.", r"shared_mlp"],
+    ),
+    "granitemoeshared": (
+        [r"^model\.layers\.\d+\.block_sparse_moe\.router\.layer\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.input_linear\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.output_linear\.weight$",
+         r"^model\.layers\.\d+\.shared_mlp\.input_linear\.weight$",
+         r"^model\.layers\.\d+\.shared_mlp\.output_linear\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\."],
+    ),
+    "dots1": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$"],
     ),
     "qwen2_moe": (
         [r"^model\.layers\.\d+\.mlp\.gate\.weight$",
@@ -843,3 +899,11 @@ def check_hub_layout(model_type: str, tensors: dict[str, list], config) -> None:
             tail = name.rsplit(".", 1)[-1]
             if ".mlp.experts." in name and shape != want[tail]:
                 raise RuntimeError(f"{name} has shape {shape}, the Hub layout is {want[tail]}")
+    if model_type == "qwen3_vl_moe":
+        text = config.get_text_config()
+        e, h, i = text.num_experts, text.hidden_size, text.moe_intermediate_size
+        want = {"gate_up_proj": [e, h, 2 * i], "down_proj": [e, i, h]}
+        for name, (shape, _) in tensors.items():
+            tail = name.rsplit(".", 1)[-1]
+            if ".mlp.experts." in name and shape != want[tail]:
+                raise RuntimeError(f"{name} has shape {shape}, the Hub layout (input-major) is {want[tail]}")

@@ -123,6 +123,18 @@ CONFIG_CLASS_NAMES = {
     "ernie4_5": "Ernie4_5Config",
     "ernie4_5_moe": "Ernie4_5_MoeConfig",
     "hunyuan_v1_moe": "HunYuanMoEV1Config",
+    "olmoe": "OlmoeConfig",
+    "granitemoe": "GraniteMoeConfig",
+    "granitemoeshared": "GraniteMoeSharedConfig",
+    "dots1": "Dots1Config",
+    "qwen2_vl": "Qwen2VLConfig",
+    "qwen2_vl_text": "Qwen2VLTextConfig",
+    "qwen2_5_vl": "Qwen2_5_VLConfig",
+    "qwen2_5_vl_text": "Qwen2_5_VLTextConfig",
+    "qwen3_vl": "Qwen3VLConfig",
+    "qwen3_vl_text": "Qwen3VLTextConfig",
+    "qwen3_vl_moe": "Qwen3VLMoeConfig",
+    "qwen3_vl_moe_text": "Qwen3VLMoeTextConfig",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
 }
@@ -130,9 +142,11 @@ CONFIG_CLASS_NAMES = {
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
-                   "hunyuan_v1_moe"}
+                   "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "dots1",
+                   "qwen3_vl_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
-SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe"}
+SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
+                              "dots1"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -184,6 +198,10 @@ class Fixture:
     # Top-level config.json keys set after saving: a re-saved checkpoint whose config disagrees with
     # its tensors, which the oracle reads as transformers' from_pretrained does.
     saved_config_overrides: dict = field(default_factory=dict)
+    # A vision-language config.json written flat, as the Hub's Qwen2-VL and Qwen2.5-VL ones are:
+    # text_config's keys at the top level (RoPE as 4.x's rope_theta + rope_scaling), from which
+    # transformers builds text_config.
+    flat_text_config: bool = False
     # Filled in while building, for the summary and the manifest.
     result: dict = field(default_factory=dict)
 
@@ -1120,6 +1138,77 @@ FIXTURES.append(Fixture(
                                            num_position_embeddings=16)),
 ))
 
+# The Qwen VL models as their ...ForConditionalGeneration, run on text: three position ids per token
+# (M-RoPE) that a text prompt makes equal, and the smallest vision towers their configs allow.
+QWEN2_VL_VISION = dict(depth=1, embed_dim=16, hidden_size=64, num_heads=2, mlp_ratio=1, patch_size=2, temporal_patch_size=1,
+                       spatial_merge_size=1)
+QWEN2_5_VL_VISION = dict(depth=1, hidden_size=16, intermediate_size=16, out_hidden_size=64, num_heads=2, patch_size=2,
+                         temporal_patch_size=1, spatial_merge_size=1, window_size=4, fullatt_block_indexes=[0])
+QWEN3_VL_VISION = dict(depth=1, hidden_size=16, intermediate_size=16, out_hidden_size=64, num_heads=2, patch_size=2,
+                       temporal_patch_size=1, spatial_merge_size=1, num_position_embeddings=16, deepstack_visual_indexes=[0])
+FIXTURES.append(Fixture(
+    "qwen2-vl", "qwen2_vl",
+    "Qwen2-VL as Qwen2VLForConditionalGeneration (model_type qwen2_vl), run on text, with config.json flat as the Hub's "
+    "Qwen2-VL configs are (the language model's keys at the top level, rope_theta 1e6 + rope_scaling {type: mrope, "
+    "mrope_section [2, 3, 3]}: transformers builds text_config from them). A qwen2_vl_text model of 2 layers: GQA 4 "
+    "query / 2 KV heads of 16, q/k/v biases (randomised), no o bias; M-RoPE's chunked sections over the 8 frequencies, "
+    "which a text prompt's equal position ids make 1-D RoPE. lm_head untied. Weights bf16 under the causal LM's own "
+    "names (model.*, lm_head.*) beside a 1-block vision tower visual.*, which the engine skips.",
+    _fields(num_key_value_heads=2, intermediate_size=64, rms_norm_eps=1e-6),
+    _rope(theta=1000000.0, mrope_section=[2, 3, 3]),
+    stored_dtype="bfloat16",
+    text_model_type="qwen2_vl_text",
+    wrapper_fields=dict(tie_word_embeddings=False, vision_config=QWEN2_VL_VISION),
+    flat_text_config=True,
+))
+FIXTURES.append(Fixture(
+    "qwen2.5-vl", "qwen2_5_vl",
+    "Qwen2.5-VL as Qwen2_5_VLForConditionalGeneration (model_type qwen2_5_vl), run on text: text_config a "
+    "qwen2_5_vl_text model of 3 layers, GQA 4 query / 1 KV head of 16, q/k/v biases, M-RoPE's chunked sections "
+    "[4, 2, 2] (theta 1e4). lm_head tied by text_config's tie_word_embeddings alone: config.json's top level says false "
+    "(set after saving), and Qwen2_5_VLConfig forwards text_config's true to the wrapper, so the checkpoint holds no "
+    "lm_head. Weights bf16 under model.* beside a 1-block vision tower visual.*, which the engine skips.",
+    _fields(num_key_value_heads=1, num_hidden_layers=3, intermediate_size=64, tie_word_embeddings=True),
+    _rope(theta=10000.0, mrope_section=[4, 2, 2]),
+    stored_dtype="bfloat16",
+    text_model_type="qwen2_5_vl_text",
+    wrapper_fields=dict(vision_config=QWEN2_5_VL_VISION),
+    saved_config_overrides=dict(tie_word_embeddings=False),
+))
+FIXTURES.append(Fixture(
+    "qwen3-vl", "qwen3_vl",
+    "Qwen3-VL as Qwen3VLForConditionalGeneration (model_type qwen3_vl), run on text: text_config a qwen3_vl_text "
+    "model of 2 layers, GQA 4 query / 2 KV heads of head_dim 16 (explicit: the class default is 128), per-head q/k "
+    "RMSNorms before RoPE, no biases, interleaved M-RoPE (mrope_section [4, 2, 2], mrope_interleaved), theta 5e6. "
+    "lm_head tied by the top level's tie_word_embeddings. Weights bf16 under model.language_model.* beside a 1-block "
+    "vision tower model.visual.* (with a deepstack merger, whose features touch only image tokens), which the engine skips.",
+    _fields(num_key_value_heads=2, head_dim=16, intermediate_size=64, tie_word_embeddings=True),
+    _rope(theta=5000000.0, mrope_section=[4, 2, 2], mrope_interleaved=True),
+    stored_dtype="bfloat16",
+    probes=("qk_norm_off",),
+    text_model_type="qwen3_vl_text",
+    wrapper_fields=dict(tie_word_embeddings=True, vision_config=QWEN3_VL_VISION),
+))
+FIXTURES.append(Fixture(
+    "qwen3-vl-moe", "qwen3_vl_moe",
+    "Qwen3-VL-MoE as Qwen3VLMoeForConditionalGeneration (model_type qwen3_vl_moe), run on text: text_config a "
+    "qwen3_vl_moe_text model of 3 layers, q/k norms, head_dim 16, interleaved M-RoPE (mrope_section [4, 2, 2]), theta "
+    "1e4; layers 0 and 2 a MoE block of 4 experts (moe_intermediate 16), top-2 of softmax(x @ gate.T) always "
+    "renormalised (the class has no norm_topk_prob), no shared expert; layer 1 dense (mlp_only_layers [1], intermediate "
+    "64). The experts fused as the Hub's Qwen3-VL-MoE checkpoints hold them, input-major: experts.gate_up_proj [E, H, 2I] "
+    "(gate columns first) and experts.down_proj [E, I, H] (transformers 5.18's save_pretrained writes them as it holds "
+    "them, [E, 2I, H] and [E, H, I]; its loader takes either, by shape). lm_head untied: the top level's "
+    "tie_word_embeddings false wins over text_config's true. Weights bf16 under model.language_model.* beside a 1-block "
+    "vision tower model.visual.*, which the engine skips.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, head_dim=16, intermediate_size=64, moe_intermediate_size=16,
+            num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=True),
+    _rope(theta=10000.0, mrope_section=[4, 2, 2], mrope_interleaved=True),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    text_model_type="qwen3_vl_moe_text",
+    wrapper_fields=dict(tie_word_embeddings=False, vision_config=QWEN3_VL_VISION),
+))
+
 # MiniMax's MiniMax-M2.
 FIXTURES.append(Fixture(
     "minimax-m2", "minimax_m2",
@@ -1181,6 +1270,64 @@ FIXTURES.append(Fixture(
     _rope(theta=500000.0, partial_rotary_factor=0.75),
     stored_dtype="bfloat16",
     probes=("sandwich_norms_off", "rope_halves", "rotary_whole_head"),
+))
+
+# AI2's OLMoE, IBM's Granite MoE (plain and with a shared MLP), rednote's dots.llm1.
+FIXTURES.append(Fixture(
+    "olmoe", "olmoe",
+    "OLMoE-1B-7B-like (OlmoeForCausalLM), 2 layers, vocabulary 128: Llama's pre-norm layers whose q_norm / k_norm "
+    "RMSNorms cover the whole q and k projections (64 and 32 wide, every head together, as OLMo 2) before RoPE, GQA "
+    "4 query / 2 KV heads; a MoE block in every layer as Qwen2-MoE routes it: top-2 of softmax(x @ mlp.gate.T) over 8 "
+    "experts (intermediate_size 16 each), not renormalised (norm_topk_prob false, the class default), no shared "
+    "expert, saved per expert (mlp.experts.E.gate_proj/up_proj/down_proj). Untied; weights bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=16, num_experts=8, num_experts_per_tok=2),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    probes=("qk_norm_off", "norm_topk_flipped"),
+))
+FIXTURES.append(Fixture(
+    "granitemoe", "granitemoe",
+    "Granite 3.0 MoE-like (GraniteMoeForCausalLM), 2 layers, vocabulary 128: Granite's multipliers (embedding 12, "
+    "attention 0.0625 as the softmax scale, residual 0.22 on each sublayer's output, logits divided by 4) over "
+    "Llama's layers, GQA 4 query / 2 KV heads; block_sparse_moe in every layer: top-2 of 4 experts (intermediate 16) "
+    "by softmax over the two best router logits (block_sparse_moe.router.layer), experts fused output-major as the "
+    "Hub stores them (input_linear [4, 32, 64]: gate rows then up rows; output_linear [4, 64, 16]). Tied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
+            embedding_multiplier=12.0, attention_multiplier=0.0625, residual_multiplier=0.22, logits_scaling=4.0,
+            tie_word_embeddings=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3),),
+))
+FIXTURES.append(derived(
+    "granitemoe",
+    {"shared_intermediate_size": 32, "attention_bias": True, "logits_scaling": 0.5, "tie_word_embeddings": False},
+    name="granitemoeshared",
+    model_type="granitemoeshared",
+    description="Granite MoE with a shared MLP (GraniteMoeSharedForCausalLM), 2 layers, vocabulary 128: granitemoe's layers and "
+    "multipliers (embedding 12, attention 0.0625, residual 0.22, logits divided by 0.5) with attention_bias on q, k, v and o, top-2 "
+    "of 4 experts (intermediate 16, input_linear / output_linear), plus shared_mlp (shared_intermediate_size 32: "
+    "input_linear [64, 64] gate rows then up rows, output_linear [64, 32]) every token runs through, added to the "
+    "experts before the residual multiplier. Untied; bf16.",
+))
+FIXTURES.append(Fixture(
+    "dots1", "dots1",
+    "dots.llm1-like (Dots1ForCausalLM), 3 layers, vocabulary 128: Qwen3's attention (per-head q_norm / k_norm before "
+    "RoPE, head_dim 16, GQA 4 query / 2 KV heads), layer 2 sliding (window 16: Dots1Config derives layer_types from "
+    "max_window_layers 2); layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32), layers 1 and 2 DeepSeek-V3's "
+    "MoE: sigmoid(x @ mlp.gate.T) + mlp.gate.e_score_correction_bias (randomised) picks the top-2 of 8 experts "
+    "(intermediate 16) within the best of 2 groups (n_group 2, topk_group 1, groups scored by their two best), weighted "
+    "by their sigmoid scores renormalised (norm_topk_prob) times routed_scaling_factor 2.5, plus 1 shared expert (16). "
+    "Untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2,
+            topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5, first_k_dense_replace=1, sliding_window=16,
+            max_window_layers=2),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
 ))
 
 
@@ -1259,6 +1406,14 @@ SEED_BASES = {
     "ernie4.5-interleaved-rope": 74000,
     "ernie4.5-moe": 75000,
     "hunyuan-moe": 76000,
+    "olmoe": 91000,
+    "granitemoe": 92000,
+    "granitemoeshared": 93000,
+    "dots1": 94000,
+    "qwen2-vl": 77000,
+    "qwen2.5-vl": 78000,
+    "qwen3-vl": 79000,
+    "qwen3-vl-moe": 80000,
     "glm-partial-interleaved": 87000,
     "glm4-sandwich-norms": 88000,
 }
@@ -1744,16 +1899,45 @@ def add_hybrid_mtp_layers(out_dir: Path, text_config, norm_center: float, seed: 
     _append_tensors(out_dir, tensors, index, {f"mtp.{name}": t for name, t in drawn.items()})
 
 
+def flatten_text_config(out_dir: Path) -> None:
+    """config.json as the Hub's Qwen2-VL configs are: text_config's keys at the top level (its own
+    model_type dropped, the wrapper's keys kept where both have one), RoPE spelled as transformers 4.x's rope_theta + rope_scaling, whose
+    "mrope" type the text config class reads as "default"."""
+    saved = json.loads((out_dir / "config.json").read_text())
+    text = saved.pop("text_config")
+    del text["model_type"]
+    rope = text.pop("rope_parameters")
+    text["rope_theta"] = rope.pop("rope_theta")
+    rope_type = rope.pop("rope_type")
+    text["rope_scaling"] = {"type": "mrope" if rope_type == "default" else rope_type, **rope}
+    # The wrapper's own keys win (its tie_word_embeddings is the one transformers applies).
+    (out_dir / "config.json").write_text(json.dumps({**text, **saved}, indent=2, sort_keys=True) + "\n")
+
+
+def write_input_major_experts(out_dir: Path) -> None:
+    """Qwen3-VL-MoE's fused experts as the Hub's checkpoints hold them, input-major (gate_up_proj
+    [E, H, 2I], down_proj [E, I, H]); transformers 5.18's save_pretrained writes its in-memory
+    [E, 2I, H] and [E, H, I], and its loader transposes whichever does not match (check_dims)."""
+    fused = re.compile(r"\.mlp\.experts\.(gate_up_proj|down_proj)$")
+    for path in sorted(out_dir.glob("*.safetensors")):
+        tensors = load_file(path)
+        moved = {name: t.transpose(1, 2).contiguous() if fused.search(name) else t for name, t in tensors.items()}
+        save_file(moved, str(path), metadata={"format": "pt"})
+
+
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
     saved = json.loads((out_dir / "config.json").read_text())
     if saved.get("model_type") != fx.model_type:
         raise RuntimeError(f"saved model_type {saved.get('model_type')!r} != {fx.model_type!r}")
-    text = saved["text_config"] if fx.text_model_type else saved
+    text = saved["text_config"] if fx.text_model_type and not fx.flat_text_config else saved
     rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     saved_by_type = _rope_by_layer_type(rope) if rope else {"": {}}
     for layer_type, want in _rope_by_layer_type(fx.rope).items():
         got = saved_by_type.get(layer_type) or {}
         rope_type = got.get("rope_type", got.get("type", "default"))
+        # Qwen2-VL's 4.x spelling of default frequencies split into M-RoPE sections.
+        if rope_type == "mrope" and fx.flat_text_config:
+            rope_type = "default"
         if rope_type != want["rope_type"]:
             raise RuntimeError(f"saved config has rope_type {rope_type!r} for {layer_type or 'all layers'}, "
                                f"expected {want['rope_type']!r}")
@@ -1810,6 +1994,10 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
     if fx.saved_config_overrides:
         saved = json.loads((out_dir / "config.json").read_text())
         (out_dir / "config.json").write_text(json.dumps({**saved, **fx.saved_config_overrides}, indent=2, sort_keys=True) + "\n")
+    if fx.flat_text_config:
+        flatten_text_config(out_dir)
+    if fx.model_type == "qwen3_vl_moe":
+        write_input_major_experts(out_dir)
     if fx.fields.get("num_nextn_predict_layers"):
         add_mtp_layers(out_dir, model.config, seed)
     if fx.fields.get("mtp_num_hidden_layers"):
