@@ -1,6 +1,6 @@
 import { gatherElements } from '../tensor/host-ops.ts';
 import type { WeightSource } from './parameters.ts';
-import { selectedRows } from './row-selection.ts';
+import { selectedRows, transformedTensors } from './row-selection.ts';
 
 /*
  * Checkpoints whose rotary dims pair as (x[2i], x[2i+1]) (DeepSeek's MLA, GLM-5's indexer) are
@@ -26,14 +26,9 @@ export function withPermutedRows(source: WeightSource, rowsOf: Record<string, (r
  * checkpoint's (a norm weight [heads, headDim] of the heads whose rows are permuted).
  */
 export function withPermutedElements(source: WeightSource, elementsOf: Record<string, (element: number) => number>): WeightSource {
-  return {
-    ...(source.shard === undefined ? {} : { shard: source.shard }),
-    read: (name) => {
-      const t = source.read(name);
-      const element = elementsOf[name];
-      if (element === undefined) return t;
-      const count = t.shape.reduce((n, d) => n * d, 1);
-      return { ...gatherElements(t, [count], element), shape: t.shape };
-    },
-  };
+  return transformedTensors(source, (name) => {
+    const element = elementsOf[name];
+    if (element === undefined) return null;
+    return (t) => ({ ...gatherElements(t, [t.shape.reduce((n, d) => n * d, 1)], element), shape: t.shape });
+  });
 }
