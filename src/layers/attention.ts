@@ -5,7 +5,7 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, withPermutedElements, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -178,11 +178,16 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
   return { qkv: { q: `${module}.q_proj.weight`, k: `${module}.k_proj.weight`, v: `${module}.v_proj.weight` }, o: `${module}.o_proj.weight` };
 }
 
-/** q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims read from their interleaved pairs. */
-function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row: number) => number> {
-  const { qkv, headDim, rotary } = options;
-  if ('qkv' in qkv || options.qkNorm || options.projectionNorm || options.outputGate === true) {
-    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without q/k norms or an output gate`);
+/**
+ * q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims
+ * read from their interleaved pairs, and the elements of projection norms' weights alike (a norm
+ * over a head, or over the whole projection, reads its values in any order, as long as its
+ * weights follow them).
+ */
+function interleavedRopeOrder(options: SelfAttentionOptions): { rows: Record<string, (row: number) => number>; elements: Record<string, (element: number) => number> } {
+  const { qkv, headDim, rotary, projectionNorm } = options;
+  if ('qkv' in qkv || options.qkNorm || options.outputGate === true) {
+    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without per-head q/k norms or an output gate`);
   }
   const ropeDim = rotary.config.rotaryDim;
   const row = (r: number) => {
@@ -190,8 +195,15 @@ function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row
     return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
   };
   const bias = (name: string) => name.replace(/\.weight$/, '.bias');
-  return { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row };
+  const normWeights = projectionNorm ? [projectionNorm.q, projectionNorm.k].flatMap((norm) => norm.parameters().map((p) => p.name)) : [];
+  return {
+    rows: { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row },
+    elements: Object.fromEntries(normWeights.map((name) => [name, row])),
+  };
 }
+
+/** A norm over a whole q or k projection (SelfAttentionOptions.projectionNorm): [numTokens, heads · headDim] in and out. */
+export type ProjectionNorm = Layer & { forward(b: Backend, x: Tensor): Tensor };
 
 /**
  * A layer's q and k RMSNorms, weights `names.q` / `names.k`: per head (`over` 'head', each head_dim
@@ -223,15 +235,16 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   outputGate?: boolean;
   /**
-   * RMSNorms over the whole query projection and the whole key projection, every head together
-   * (OLMo 2 and 3), in place of per-head norms. q, k and v then run as three matmuls so each
-   * output can be normed alone; since a norm reads every head, each tensor-parallel device holds
+   * Norms over the whole query projection and the whole key projection, in place of per-head
+   * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
+   * per head with each head's own weights. q, k and v then run as three matmuls so each output
+   * can be normed alone; since a norm's weights span every head, each tensor-parallel device holds
    * all of them (transformers' own plan for OLMo 2 gathers q/k/v too): attention is replicated,
    * and only the MLP is sharded.
    */
-  projectionNorm?: { q: RmsNorm; k: RmsNorm } | null;
+  projectionNorm?: { q: ProjectionNorm; k: ProjectionNorm } | null;
   /**
-   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5): q_proj's and k_proj's rows
+   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere): q_proj's and k_proj's rows
    * (and biases) are read permuted into rotate_half order (interleaved-rope.ts). Absent: false.
    */
   interleavedRope?: boolean;
@@ -242,14 +255,14 @@ export class SelfAttention implements Layer {
   readonly core: PagedAttention;
   /** The fused q/k/v projection, or with projection norms q, k and v apiece. */
   private readonly projections: Linear[];
-  private readonly projectionNorm: { q: RmsNorm; k: RmsNorm } | null;
+  private readonly projectionNorm: { q: ProjectionNorm; k: ProjectionNorm } | null;
   private readonly o: Linear;
   /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
   private readonly gate: Linear | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
-  /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads (`interleavedRope`), or null. */
-  private readonly ropeRows: Record<string, (row: number) => number> | null;
+  /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
+  private readonly ropeOrder: ReturnType<typeof interleavedRopeOrder> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -293,7 +306,7 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
-    this.ropeRows = options.interleavedRope === true ? interleavedRopeRows(options) : null;
+    this.ropeOrder = options.interleavedRope === true ? interleavedRopeOrder(options) : null;
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
@@ -336,7 +349,7 @@ export class SelfAttention implements Layer {
   }
 
   load(checkpoint: WeightSource, uploader: WeightUploader): void {
-    const source = this.ropeRows === null ? checkpoint : withPermutedRows(checkpoint, this.ropeRows);
+    const source = this.ropeOrder === null ? checkpoint : withPermutedElements(withPermutedRows(checkpoint, this.ropeOrder.rows), this.ropeOrder.elements);
     if (this.gate === null) {
       loadLayers(this.sublayers, source, uploader);
       return;
