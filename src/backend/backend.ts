@@ -517,6 +517,13 @@ export interface Backend {
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
   /**
+   * LayerNorm without a bias over each group of `width` consecutive values of x's rows (width =
+   * cols: the whole row; width = head dim: each head of a projection), (v − mean) / √(var + eps) ·
+   * w, with mean and variance over the group in float32 and one rounding; weight [cols] (one
+   * value per column: each group its own weights), x [rows, cols] with cols a multiple of width.
+   */
+  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor;
+  /**
    * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. The weight's format is
    * its own: from `loadWeight` (the compute dtype), `loadQuantizedWeight` (multiplied from its
    * codes, equal to multiplying by its dequantized values) or `loadSparseWeight` (equal to

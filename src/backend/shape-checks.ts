@@ -8,6 +8,11 @@ export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void 
   if (cols !== width) throw new Error(`qkv has ${cols} columns, the attention shape needs ${width}`);
 }
 
+/** layerNorm's groups: `width` values that tile a row of `cols`. */
+export function assertGroupWidth(cols: number, width: number): void {
+  if (!(Number.isInteger(width) && width >= 1 && cols % width === 0)) throw new Error(`layerNorm: groups of ${width} do not tile rows of ${cols}`);
+}
+
 /** The layer's KV spec, checked to be an attention layer holding the heads `attn` reads. */
 export function attentionKvLayer(layout: KvCacheLayout, layer: number, attn: AttentionParams): AttentionKvSpec {
   const spec = layout.layers[layoutIndex(layout, layer)];

@@ -5,7 +5,7 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import { interleavedRow, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -179,13 +179,15 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
 }
 
 /**
- * q_proj's and k_proj's rows (weights and biases), and the per-head q/k norms' weights, in
- * rotate_half order, each head's rotary dims read from their interleaved pairs.
+ * q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims
+ * read from their interleaved pairs, and the elements of the q/k norms' weights alike (a norm
+ * over a head, or over the whole projection, reads its values in any order, as long as its
+ * weights follow them: per-head norms' shared [headDim] weights, projection norms' whole ones).
  */
-function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row: number) => number> {
-  const { qkv, headDim, rotary, qkNorm } = options;
-  if ('qkv' in qkv || options.projectionNorm || options.outputGate === true) {
-    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without projection norms or an output gate`);
+function interleavedRopeOrder(options: SelfAttentionOptions): { rows: Record<string, (row: number) => number>; elements: Record<string, (element: number) => number> } {
+  const { qkv, headDim, rotary, qkNorm, projectionNorm } = options;
+  if ('qkv' in qkv || options.outputGate === true) {
+    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without an output gate`);
   }
   const ropeDim = rotary.config.rotaryDim;
   const row = (r: number) => {
@@ -193,9 +195,16 @@ function interleavedRopeRows(options: SelfAttentionOptions): Record<string, (row
     return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
   };
   const bias = (name: string) => name.replace(/\.weight$/, '.bias');
-  const norms = qkNorm === null ? {} : { [qkNorm.q.name]: row, [qkNorm.k.name]: row };
-  return { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row, ...norms };
+  const norms = [qkNorm, projectionNorm].flatMap((pair) => (pair ? [pair.q, pair.k] : []));
+  const normWeights = norms.flatMap((norm) => norm.parameters().map((p) => p.name));
+  return {
+    rows: { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row },
+    elements: Object.fromEntries(normWeights.map((name) => [name, row])),
+  };
 }
+
+/** A norm over a whole q or k projection (SelfAttentionOptions.projectionNorm): [numTokens, heads · headDim] in and out. */
+export type ProjectionNorm = Layer & { forward(b: Backend, x: Tensor): Tensor };
 
 /**
  * A layer's q and k RMSNorms, weights `names.q` / `names.k`: per head (`over` 'head', each head_dim
@@ -227,16 +236,18 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   outputGate?: boolean;
   /**
-   * RMSNorms over the whole query projection and the whole key projection, every head together
-   * (OLMo 2 and 3), in place of per-head norms. q, k and v then run as three matmuls so each
-   * output can be normed alone; since a norm reads every head, each tensor-parallel device holds
+   * Norms over the whole query projection and the whole key projection, in place of per-head
+   * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
+   * per head with each head's own weights. q, k and v then run as three matmuls so each output
+   * can be normed alone; since a norm's weights span every head, each tensor-parallel device holds
    * all of them (transformers' own plan for OLMo 2 gathers q/k/v too): attention is replicated,
    * and only the MLP is sharded.
    */
-  projectionNorm?: { q: RmsNorm; k: RmsNorm } | null;
+  projectionNorm?: { q: ProjectionNorm; k: ProjectionNorm } | null;
   /**
-   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5): q_proj's and k_proj's rows
-   * (and biases) are read permuted into rotate_half order (interleaved-rope.ts). Absent: false.
+   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere, GLM-4, Llama 4): q_proj's
+   * and k_proj's rows (and biases) are read permuted into rotate_half order, quantized ones as codes
+   * (interleaved-rope.ts). Absent: false.
    */
   interleavedRope?: boolean;
 }
@@ -246,14 +257,14 @@ export class SelfAttention implements Layer {
   readonly core: PagedAttention;
   /** The fused q/k/v projection, or with projection norms q, k and v apiece. */
   private readonly projections: Linear[];
-  private readonly projectionNorm: { q: RmsNorm; k: RmsNorm } | null;
+  private readonly projectionNorm: { q: ProjectionNorm; k: ProjectionNorm } | null;
   private readonly o: Linear;
   /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
   private readonly gate: Linear | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
-  /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads (`interleavedRope`), or null. */
-  private readonly ropeRows: Record<string, (row: number) => number> | null;
+  /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
+  private readonly ropeOrder: ReturnType<typeof interleavedRopeOrder> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -297,7 +308,7 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
-    this.ropeRows = options.interleavedRope === true ? interleavedRopeRows(options) : null;
+    this.ropeOrder = options.interleavedRope === true ? interleavedRopeOrder(options) : null;
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
@@ -340,7 +351,7 @@ export class SelfAttention implements Layer {
   }
 
   load(checkpoint: WeightSource, uploader: WeightUploader): void {
-    const source = this.ropeRows === null ? checkpoint : withPermutedRows(checkpoint, this.ropeRows);
+    const source = this.ropeOrder === null ? checkpoint : withPermutedElements(withPermutedRows(checkpoint, this.ropeOrder.rows), this.ropeOrder.elements);
     if (this.gate === null) {
       loadLayers(this.sublayers, source, uploader);
       return;
@@ -354,7 +365,7 @@ export class SelfAttention implements Layer {
 
   /** The projections; with interleaved RoPE, the q/k adapters' B rows permuted as q_proj's and k_proj's rows are. */
   loraTargets(): LoraTarget[] {
-    const rows = this.ropeRows;
+    const rows = this.ropeOrder?.rows ?? null;
     return [...(rows === null ? this.projections : this.projections.map((p) => withPermutedLoraRows(p, rows))), this.o];
   }
 

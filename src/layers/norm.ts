@@ -3,13 +3,20 @@ import { mapValues } from '../tensor/host-ops.ts';
 import { float32ToHostTensor } from '../tensor/host-dtype.ts';
 import { loaded, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from './parameters.ts';
 
+/** A norm a decoder's residual stream runs through: of x, or of the residual after x is added to it in place. */
+export interface ResidualNorm extends Layer {
+  forward(b: Backend, x: Tensor): Tensor;
+  /** residual += x; returns the norm of the new residual. */
+  addAndForward(b: Backend, x: Tensor, residual: Tensor): Tensor;
+}
+
 /**
  * RMSNorm over `size` values: x / rms(x) · w. Gemma's variant multiplies by (1 + w) instead; its
  * weight is stored with the 1 added at load (`offset: 1`), so both run as the same op. A
  * `weightless` norm (Llama 4's L2 norm of queries and keys) has no checkpoint tensor: its weight
  * is ones.
  */
-export class RmsNorm implements Layer {
+export class RmsNorm implements ResidualNorm {
   readonly name: string;
   readonly size: number;
   readonly eps: number;
@@ -51,6 +58,43 @@ export class RmsNorm implements Layer {
   /** residual += x; returns the norm of the new residual. */
   addAndForward(b: Backend, x: Tensor, residual: Tensor): Tensor {
     return b.addRmsNorm(x, residual, this.weight, this.eps);
+  }
+}
+
+/**
+ * LayerNorm without a bias (Cohere's), (x − mean) / √(var + eps) · w over groups of the last
+ * dimension of its weight's `shape`: [size] for a norm of whole rows, [heads, headDim] for one
+ * per head of a projection with each head's own weights (Cohere's q/k norms).
+ */
+export class BiaslessLayerNorm implements ResidualNorm {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly eps: number;
+  private weightTensor: Tensor | null = null;
+
+  /** `name` names the weight's tensor. */
+  constructor(name: string, shape: readonly number[], eps: number) {
+    this.name = name;
+    this.shape = shape;
+    this.eps = eps;
+  }
+
+  parameters(): ParameterSpec[] {
+    return [{ name: this.name, shape: [...this.shape] }];
+  }
+
+  load(source: WeightSource, uploader: WeightUploader): void {
+    this.weightTensor = uploader.loadWeight(source.read(this.name));
+  }
+
+  forward(b: Backend, x: Tensor): Tensor {
+    return b.layerNorm(x, loaded(this.weightTensor, this.name), this.eps, this.shape[this.shape.length - 1]);
+  }
+
+  /** No op fuses the add into this norm: the add, then the norm. */
+  addAndForward(b: Backend, x: Tensor, residual: Tensor): Tensor {
+    b.addInto(residual, x, null);
+    return this.forward(b, residual);
   }
 }
 

@@ -20,13 +20,11 @@ export interface RowSelection {
  * reads through `read` alone, so such a layer loads 16-bit weights.
  */
 export function selectedRows(source: WeightSource, selections: Readonly<Record<string, RowSelection>>): WeightSource {
-  return {
-    ...(source.shard === undefined ? {} : { shard: source.shard }),
-    read: (name) => {
-      const selection = selections[name];
-      return selection === undefined ? source.read(name) : selectRows(source.read(name), selection);
-    },
-  };
+  return transformedTensors(source, (name) => {
+    const selection = selections[name];
+    if (selection === undefined) return null;
+    return (t) => selectRows(t, selection);
+  });
 }
 
 /** The rows of `t` (a matrix, or the elements of a vector) that `selection` picks, in order. */
@@ -35,4 +33,18 @@ export function selectRows(t: HostTensor, selection: RowSelection): HostTensor {
   const count = selection.count ?? t.shape[0];
   const shape = t.shape.length === 2 ? [count, cols] : [count];
   return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
+}
+
+/**
+ * `source` where a tensor reads as `transformOf(name)` makes it of the checkpoint's (null: as
+ * stored). It reads through `read` alone (see selectedRows).
+ */
+export function transformedTensors(source: WeightSource, transformOf: (name: string) => ((t: HostTensor) => HostTensor) | null): WeightSource {
+  return {
+    ...(source.shard === undefined ? {} : { shard: source.shard }),
+    read: (name) => {
+      const t = source.read(name);
+      return transformOf(name)?.(t) ?? t;
+    },
+  };
 }

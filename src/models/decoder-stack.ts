@@ -1,6 +1,6 @@
 import type { Backend, KvCache, StepInputs, Tensor, WeightStream } from '../backend/backend.ts';
 import type { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import type { RmsNorm } from '../layers/norm.ts';
+import type { ResidualNorm } from '../layers/norm.ts';
 import { parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { DecodeSelection, LayerKvSpec, SparseAttention } from '../step/kv-cache-layout.ts';
@@ -28,7 +28,7 @@ export interface DecoderParts<L extends StackLayer> {
   rotaries: readonly RotaryEmbedding[];
   embedding: VocabEmbedding;
   layers: readonly L[];
-  finalNorm: RmsNorm;
+  finalNorm: ResidualNorm;
   lmHead: LmHead;
 }
 

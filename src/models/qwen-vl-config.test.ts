@@ -189,10 +189,14 @@ test('Qwen3-VL-MoE: Qwen3-MoE always renormalizing its top k, its experts fused 
   assert.equal((parse({ ...QWEN3_VL_30B_A3B, text_config: { ...QWEN3_VL_30B_A3B.text_config, norm_topk_prob: false } }).config as QwenMoeConfig).normTopkProb, true);
   // Its config class never slides.
   assert.ok((parse({ ...QWEN3_VL_30B_A3B, text_config: { ...QWEN3_VL_30B_A3B.text_config, use_sliding_window: true, sliding_window: 4096 } }).config as QwenMoeConfig).slidingWindows.every((w) => w === null));
-  // The Hub's fused experts, input-major; an llm-compressor checkpoint's per-expert tensors.
-  const shapes = (names: string[] | null) => new Map(createModel(parse(QWEN3_VL_30B_A3B, names), 64).parameters().map((p) => [p.name, p.shape]));
-  const fused = shapes(['model.language_model.layers.0.mlp.experts.gate_up_proj', 'model.visual.blocks.0.attn.qkv.weight']);
-  assert.deepEqual([fused.get('model.layers.0.mlp.experts.gate_up_proj'), fused.get('model.layers.0.mlp.experts.down_proj')], [[128, 2048, 1536], [128, 768, 2048]]);
+  // Fused experts, output-major as transformers 5 saves them or input-major as the Hub's; an llm-compressor checkpoint's per-expert tensors.
+  const specs = (names: string[] | null) => new Map(createModel(parse(QWEN3_VL_30B_A3B, names), 64).parameters().map((p) => [p.name, p]));
+  const fused = specs(['model.language_model.layers.0.mlp.experts.gate_up_proj', 'model.visual.blocks.0.attn.qkv.weight']);
+  assert.deepEqual(
+    ['gate_up_proj', 'down_proj'].map((t) => fused.get(`model.layers.0.mlp.experts.${t}`)).map((p) => [p?.shape, p?.orShape]),
+    [[[128, 1536, 2048], [128, 2048, 1536]], [[128, 2048, 768], [128, 768, 2048]]],
+  );
+  const shapes = (names: string[] | null) => new Map([...specs(names)].map(([name, p]) => [name, p.shape]));
   const perExpert = shapes(['model.language_model.layers.0.mlp.experts.0.gate_proj.weight_packed']);
   assert.deepEqual([perExpert.get('model.layers.0.mlp.experts.127.up_proj.weight'), perExpert.has('model.layers.0.mlp.experts.gate_up_proj')], [[768, 2048], false]);
 });

@@ -6,6 +6,7 @@ import type { ModelFiles } from '../checkpoint/model-documents.ts';
 import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
+import { cohereFamily } from './cohere.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { dots1Family } from './dots1.ts';
 import { ernieMoeFamily } from './ernie-moe.ts';
@@ -49,6 +50,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(olmoeFamily),
   family(graniteMoeFamily),
   family(dots1Family),
+  family(cohereFamily),
 ];
 
 /**

@@ -87,8 +87,8 @@ test('Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_c
   assert.equal(text.finalLogitSoftcap, 30);
 });
 
-test('a Mistral 3 config is read as its Mistral text model, untied unless the wrapper or text_config says otherwise', () => {
-  const architecture = parse(MISTRAL_SMALL_31);
+test('a Mistral 3 config is read as its Mistral text model, tied by the wrapper alone (default true), reading the lm_head its checkpoint holds', () => {
+  const architecture = parseModelArchitecture(MISTRAL_SMALL_31, 'test/config.json', ['lm_head.weight']);
   assert.equal(architecture.family.name, 'Llama');
   assert.ok(architecture.languageModelOnly);
   const c = architecture.config as LlamaConfig;
@@ -97,11 +97,11 @@ test('a Mistral 3 config is read as its Mistral text model, untied unless the wr
     { type: 'mistral', hidden: 5120, layers: 40, headDim: 128, dtype: 'bf16', tied: false },
   );
   assert.ok(c.slidingWindows.every((w) => w === null));
-  // transformers 5 ties the wrapper's lm_head by the wrapper's tie_word_embeddings, which wins over text_config's.
+  // transformers 5 ties the wrapper's lm_head by the wrapper's tie_word_embeddings alone (Mistral3Config's default true).
   const tied = (top: boolean | undefined, text: boolean | undefined) =>
     (parse({ ...MISTRAL_SMALL_31, ...(top !== undefined && { tie_word_embeddings: top }), text_config: { ...MISTRAL_SMALL_31.text_config, ...(text !== undefined && { tie_word_embeddings: text }) } }).config as LlamaConfig)
       .tieWordEmbeddings;
-  assert.deepEqual([tied(true, false), tied(false, true), tied(undefined, true), tied(undefined, undefined)], [true, false, true, false]);
+  assert.deepEqual([tied(true, false), tied(false, true), tied(undefined, false), tied(undefined, undefined)], [true, false, true, true]);
   // text_config's own dtype and special tokens win over the top level's.
   const own = parse({ ...MISTRAL_SMALL_31, eos_token_id: 7, text_config: { ...MISTRAL_SMALL_31.text_config, dtype: 'float32', eos_token_id: 2 } }).config;
   assert.deepEqual([own.dtype, own.eosTokenIds], ['f32', [2]]);

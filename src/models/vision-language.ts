@@ -15,14 +15,14 @@ interface VisionLanguageWrapper {
   /** text_config keys the wrapper's forward does not read, set to what it does instead. */
   overrides?: Record<string, unknown>;
   /**
-   * Whose `tie_word_embeddings` ties the LM head: `wrapper`, the wrapper's where it sets one, else
-   * text_config's (the wrapper owns the lm_head: Gemma 3, Mistral 3); `wrapper-alone`, the
-   * wrapper's, false where unset, text_config's ignored (Qwen3-VL); `either`, true where the wrapper
-   * or text_config sets it (Qwen2-VL's config class forwards a true text_config's to the wrapper,
-   * whose default is false); `text_config`, text_config's alone (Llama 4's lm_head is its
-   * Llama4ForCausalLM's, which reads its own config).
+   * Whose `tie_word_embeddings` ties the LM head: `{ wrapper: d }`, the wrapper's alone, its config
+   * class's default d where unset, text_config's ignored (the wrapper owns the lm_head: Gemma 3,
+   * Mistral 3, Qwen3.5, Qwen3-VL); `either`, true where the wrapper or text_config sets it (Qwen2-VL's
+   * config class forwards a true text_config's to the wrapper, whose default is false);
+   * `text_config`, text_config's alone (Llama 4's lm_head is its Llama4ForCausalLM's, which reads
+   * its own config).
    */
-  tiedBy: 'wrapper' | 'wrapper-alone' | 'either' | 'text_config';
+  tiedBy: { wrapper: boolean } | 'either' | 'text_config';
   /**
    * The text_config model_type of a config without text_config, which then holds its language
    * model's keys at its top level (the Hub's Qwen2-VL and Qwen2.5-VL configs, written before
@@ -35,16 +35,15 @@ interface VisionLanguageWrapper {
 const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
-  gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: 'wrapper' },
-  mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: 'wrapper' },
+  gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: { wrapper: true } },
+  mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: { wrapper: true } },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
-  // Qwen3_5ForConditionalGeneration owns its lm_head and ties it by its own config.
-  qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: 'wrapper' },
-  qwen3_5_moe: { textModelTypes: ['qwen3_5_moe_text'], tiedBy: 'wrapper' },
+  qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: { wrapper: false } },
+  qwen3_5_moe: { textModelTypes: ['qwen3_5_moe_text'], tiedBy: { wrapper: false } },
   qwen2_vl: { textModelTypes: ['qwen2_vl_text'], tiedBy: 'either', flatTextModelType: 'qwen2_vl_text' },
   qwen2_5_vl: { textModelTypes: ['qwen2_5_vl_text'], tiedBy: 'either', flatTextModelType: 'qwen2_5_vl_text' },
-  qwen3_vl: { textModelTypes: ['qwen3_vl_text'], tiedBy: 'wrapper-alone' },
-  qwen3_vl_moe: { textModelTypes: ['qwen3_vl_moe_text'], tiedBy: 'wrapper-alone' },
+  qwen3_vl: { textModelTypes: ['qwen3_vl_text'], tiedBy: { wrapper: false } },
+  qwen3_vl_moe: { textModelTypes: ['qwen3_vl_moe_text'], tiedBy: { wrapper: false } },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);
@@ -66,8 +65,8 @@ export interface LanguageModelConfig {
  * VISION_LANGUAGE_MODEL_TYPES): its text_config (or, for a wrapper with `flatTextModelType` and no
  * text_config, its top level), with the keys it leaves out taken from the top level and the
  * wrapper's overrides. `tie_word_embeddings` follows the wrapper's `tiedBy`, as transformers 5 ties
- * the wrapper's lm_head by the wrapper's config (the Hub's Mistral Small configs set none and ship
- * an lm_head: the family's default, untied, reads it).
+ * the wrapper's lm_head by the wrapper's config (the Hub's Mistral Small configs set none, so tie by
+ * the class default, and ship an lm_head, which a tied config reads: registry.ts).
  */
 export function languageModelConfig(json: Record<string, unknown>, source: string): LanguageModelConfig {
   const modelType = json.model_type as string;
@@ -92,11 +91,8 @@ export function languageModelConfig(json: Record<string, unknown>, source: strin
 
 /** The `tie_word_embeddings` the language model reads by the wrapper's rule (`tiedBy`); undefined: text_config's own, or the family's default. */
 function tiedBy(wrapper: VisionLanguageWrapper, top: Record<string, unknown>, text: Record<string, unknown>): unknown {
+  if (typeof wrapper.tiedBy === 'object') return top.tie_word_embeddings ?? wrapper.tiedBy.wrapper;
   switch (wrapper.tiedBy) {
-    case 'wrapper':
-      return top.tie_word_embeddings ?? undefined;
-    case 'wrapper-alone':
-      return top.tie_word_embeddings ?? false;
     case 'either':
       return top.tie_word_embeddings === true ? true : (text.tie_word_embeddings ?? top.tie_word_embeddings ?? undefined);
     case 'text_config':

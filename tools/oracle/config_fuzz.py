@@ -699,6 +699,39 @@ def gen_exaone4(r, name):
     return fx(name, "exaone4", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
 
 
+def _cohere_fields(r):
+    """Keys both Cohere classes read: biases, activation, LayerNorm eps, a tied head by default, and
+    logit_scale (absent: 0.0625) with final norm weights around its inverse, so the logits keep the
+    spread of the other families' (greedy margins)."""
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), layer_norm_eps=r.choice((1e-5, 1e-3)))
+    if r.random() < 0.3:
+        del f["tie_word_embeddings"]  # CohereConfig's and Cohere2Config's default: tied
+    scale = r.choice((None, 0.25, 1.0))
+    if scale is not None:
+        f["logit_scale"] = scale
+    centre = 1.0 / (scale or 0.0625)
+    return f, ((r"^model\.norm\.weight$", centre, 0.1 * centre),)
+
+
+def gen_cohere(r, name):
+    f, norm = _cohere_fields(r)
+    f["use_qk_norm"] = r.random() < 0.5
+    return fx(name, "cohere", f, rope(r, f), init_overrides=norm)
+
+
+def gen_cohere2(r, name):
+    f, norm = _cohere_fields(r)
+    n = r.choice((2, 3, 4))
+    f.update(num_hidden_layers=n, sliding_window=r.choice((8, 16, 32)))
+    if r.random() < 0.5:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    else:
+        f["sliding_window_pattern"] = r.choice((2, 3, 4))
+    # The full layers are NoPE: LongRoPE only where every layer shares one table.
+    return fx(name, "cohere2", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")), init_overrides=norm)
+
+
 def _hybrid(r):
     """A Qwen3-Next / Qwen3.5 layer mix: Gated DeltaNet heads and conv width, the full layers' head size and partial rotary."""
     f = base(r)
@@ -842,6 +875,7 @@ GENERATORS = {
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,
     "olmoe": gen_olmoe, "granitemoe": gen_granitemoe, "granitemoeshared": gen_granitemoeshared, "dots1": gen_dots1,
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
+    "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4,
 }
 

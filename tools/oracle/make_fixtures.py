@@ -135,6 +135,8 @@ CONFIG_CLASS_NAMES = {
     "qwen3_vl_text": "Qwen3VLTextConfig",
     "qwen3_vl_moe": "Qwen3VLMoeConfig",
     "qwen3_vl_moe_text": "Qwen3VLMoeTextConfig",
+    "cohere": "CohereConfig",
+    "cohere2": "Cohere2Config",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
 }
@@ -992,6 +994,35 @@ FIXTURES.append(Fixture(
     probes=("rope_halves",),
 ))
 FIXTURES.append(Fixture(
+    "cohere-qknorm", "cohere",
+    "Cohere Command-R+ (CohereForCausalLM): parallel layers, h = x + attn(ln(x)) + mlp(ln(x)) with one input "
+    "LayerNorm (mean-subtracting, weight only) per layer and a LayerNorm final norm; use_qk_norm: q and k "
+    "LayerNorm-ed per head before RoPE with each head's own weights (q_norm [4, 16], k_norm [2, 16]); RoPE over "
+    "interleaved pairs (x[2i], x[2i+1]); attention_bias on q, k, v and o; logits times logit_scale 0.25; GQA 4 "
+    "query / 2 KV heads, head_dim 16, theta 5e5 (the class default), lm_head tied (the class default); final norm "
+    "weights around 4 so that the scaled logits spread out (greedy margins); bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, intermediate_size=64, use_qk_norm=True, attention_bias=True,
+            logit_scale=0.25, layer_norm_eps=1e-5, tie_word_embeddings=True),
+    _rope(theta=500000.0),
+    stored_dtype="bfloat16",
+    init_overrides=((r"^model\.norm\.weight$", 4.0, 0.4),),
+    probes=("qk_norm_off", "rope_halves"),
+))
+FIXTURES.append(Fixture(
+    "cohere2-sliding-nope", "cohere2",
+    "Cohere 2 (Command-A / R7B, Cohere2ForCausalLM): Cohere's parallel layers and LayerNorms, layers 0-2 sliding "
+    "(window 16) with RoPE over interleaved pairs, layer 3 full attention without RoPE (the default "
+    "sliding_window_pattern 4), logit_scale 0.0625 (the class default: the fixture sets no logit_scale), no biases, GQA 4 "
+    "query / 2 KV heads, head_dim 16, RoPE theta 1e4, lm_head tied (the class default); final norm weights "
+    "around 12 so that the scaled logits spread out (greedy margins); bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=4, intermediate_size=64, sliding_window=16,
+            layer_norm_eps=1e-5, tie_word_embeddings=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"^model\.norm\.weight$", 12.0, 1.0),),
+    probes=("sliding_window_off", "rope_halves"),
+))
+FIXTURES.append(Fixture(
     "hunyuan-moe", "hunyuan_v1_moe",
     "Hunyuan MoE (HunYuanMoEV1, Hunyuan-A13B-like): hunyuan-dense-norm-after-rope's attention (per-head "
     "query_layernorm / key_layernorm after RoPE, NTK-alpha RoPE, q/k/v/o biases, head_dim 16, GQA 4 query / 2 KV heads) "
@@ -1414,6 +1445,8 @@ SEED_BASES = {
     "qwen2.5-vl": 78000,
     "qwen3-vl": 79000,
     "qwen3-vl-moe": 80000,
+    "cohere-qknorm": 88100,
+    "cohere2-sliding-nope": 88200,
     "glm-partial-interleaved": 87000,
     "glm4-sandwich-norms": 88000,
 }

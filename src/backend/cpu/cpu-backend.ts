@@ -1,4 +1,4 @@
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -58,7 +58,7 @@ import { addLoraRows, CpuLoraWeights } from './ops/lora.ts';
 import { addGatedRows, CpuExpertRouting, expertMlpRows, routeTokens, type CpuExpertMatrix } from './ops/moe.ts';
 import type { SelectionMarginSink } from './ops/selection-margin.ts';
 import { composeMoe } from '../moe-composition.ts';
-import { addRmsNorm, headRmsNorm, rmsNorm } from './ops/norm.ts';
+import { addRmsNorm, headRmsNorm, layerNorm, rmsNorm } from './ops/norm.ts';
 import { causalConv1d, gatedDeltaRule, gatedRmsNorm } from './ops/gated-delta-net.ts';
 import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
@@ -320,6 +320,15 @@ export class CpuBackend implements Backend {
     const w = normWeight(weight, res.cols, 'addRmsNorm');
     const out = CpuTensor.zeros(res.shape);
     addRmsNorm(input.data, res.data, res.rows, res.cols, w, eps, out.data);
+    return out;
+  }
+
+  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor {
+    const input = asCpuTensor(x, 'layerNorm input');
+    assertGroupWidth(input.cols, width);
+    const w = normWeight(weight, input.cols, 'layerNorm');
+    const out = CpuTensor.zeros(input.shape);
+    layerNorm(input.data, input.rows, input.cols, width, w, eps, out.data);
     return out;
   }
 

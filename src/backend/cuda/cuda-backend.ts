@@ -44,7 +44,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -76,6 +76,7 @@ import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv
 import { launchMlaAttention } from './kernels/mla.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from './kernels/mla-decode.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
+import { launchLayerNorm } from './kernels/layer-norm.ts';
 import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
@@ -870,6 +871,16 @@ export class CudaBackend implements Backend {
     const w = normWeight(weight, res.cols, 'addRmsNorm');
     const out = this.stepTensor(res.shape);
     launchAddRmsNorm(this.device, out.ptr, res.ptr, input.ptr, w.ptr, res.rows, res.cols, eps);
+    return out;
+  }
+
+  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor {
+    const input = asBf16(x, 'layerNorm input');
+    assertGroupWidth(input.cols, width);
+    requireMultipleOf8(width, 'layerNorm group width');
+    const w = normWeight(weight, input.cols, 'layerNorm');
+    const out = this.stepTensor(input.shape);
+    launchLayerNorm(this.device, out.ptr, input.ptr, w.ptr, input.rows, input.cols, width, eps);
     return out;
   }
 

@@ -2,6 +2,7 @@ import type { IndexerParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { layerNormStatistics } from './norm.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 import { selectionMargin } from './selection-margin.ts';
 
@@ -35,12 +36,7 @@ export function indexerRopeAndCacheWrite(
     const slot = slotMapping[t];
     if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`indexerRopeAndCacheWrite: slot ${slot} is outside [0, ${numSlots})`);
     const keyAt = t * headDim;
-    let sum = 0;
-    for (let i = 0; i < headDim; i++) sum += k[keyAt + i];
-    const mean = sum / headDim;
-    let squares = 0;
-    for (let i = 0; i < headDim; i++) squares += (k[keyAt + i] - mean) ** 2;
-    const inverseStd = 1 / Math.sqrt(squares / headDim + eps);
+    const { mean, inverseStd } = layerNormStatistics(k, keyAt, headDim, eps);
     for (let i = 0; i < headDim; i++) k[keyAt + i] = (k[keyAt + i] - mean) * inverseStd * normWeight[i] + normBias[i];
     rotateHead(k, keyAt, rope, row, k, keyAt, ropeDim);
     for (let h = 0; h < numHeads; h++) rotateHead(q, (t * numHeads + h) * headDim, rope, row, q, (t * numHeads + h) * headDim, ropeDim);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { addRmsNorm, headRmsNorm, rmsNorm } from './norm.ts';
+import { addRmsNorm, headRmsNorm, layerNorm, rmsNorm } from './norm.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
 
 const random = new TestRandom(testSeed('norm'));
@@ -70,4 +70,40 @@ test('headRmsNorm normalizes only the chosen heads of each packed row', () => {
       else assert.deepEqual(head, original, `row ${r} head ${h} must be untouched`);
     }
   }
+});
+
+function naiveLayerNorm(group: ArrayLike<number>, weight: ArrayLike<number>, eps: number): number[] {
+  const values = Array.from(group);
+  const mean = values.reduce((s, v) => s + v, 0) / values.length;
+  const variance = values.reduce((s, v) => s + (v - mean) ** 2, 0) / values.length;
+  return values.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * weight[i]);
+}
+
+test('layerNorm normalizes each group of width values of a row with that group\'s own weights', () => {
+  for (let i = 0; i < 20; i++) {
+    const rows = random.int(1, 6);
+    const width = random.int(1, 40);
+    const groups = random.int(1, 5);
+    const cols = width * groups;
+    const eps = random.pick([1e-5, 1e-6]);
+    // An offset far from zero: the mean must come off before the variance is taken.
+    const offset = random.pick([0, 30]);
+    const x = random.floats(rows * cols, random.pick([1e-3, 1, 50])).map((v) => v + offset);
+    const weight = random.floats(cols);
+    const out = new Float32Array(rows * cols);
+    layerNorm(x, rows, cols, width, weight, eps, out);
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groups; g++) {
+        const [start, end] = [r * cols + g * width, r * cols + (g + 1) * width];
+        const expected = naiveLayerNorm(x.subarray(start, end), weight.subarray(g * width, (g + 1) * width), eps);
+        assertClose(out.subarray(start, end), expected, `row ${r} group ${g} of ${rows}x${groups}x${width}`);
+      }
+    }
+  }
+});
+
+test('layerNorm of a constant group is zero, not NaN (eps guards the division)', () => {
+  const out = new Float32Array(4);
+  layerNorm(Float32Array.of(3, 3, 3, 3), 1, 4, 4, Float32Array.of(1, 2, 3, 4), 1e-5, out);
+  assert.deepEqual(out, new Float32Array(4));
 });

@@ -65,3 +65,28 @@ function normalizeSpan(
   const inverseRms = 1 / Math.sqrt(sumSquares / len + eps);
   for (let i = 0; i < len; i++) dst[dstAt + i] = src[srcAt + i] * inverseRms * weight[i];
 }
+
+/**
+ * out = LayerNorm without a bias of each group of `width` consecutive values of `rows` rows of
+ * `cols` (cols a multiple of width): (v − mean) / √(var + eps) · weight[col], weight [cols].
+ */
+export function layerNorm(x: Float32Array, rows: number, cols: number, width: number, weight: Float32Array, eps: number, out: Float32Array): void {
+  for (let at = 0; at < rows * cols; at += width) {
+    const { mean, inverseStd } = layerNormStatistics(x, at, width, eps);
+    const weightAt = at % cols;
+    for (let i = 0; i < width; i++) out[at + i] = (x[at + i] - mean) * inverseStd * weight[weightAt + i];
+  }
+}
+
+/**
+ * LayerNorm's mean and 1 / √(var + eps) of x[at .. at + width), the variance taken of v − mean.
+ * In float64 where transformers uses float32 (the same last-bit caveat as RMSNorm's).
+ */
+export function layerNormStatistics(x: Float32Array, at: number, width: number, eps: number): { mean: number; inverseStd: number } {
+  let sum = 0;
+  for (let i = 0; i < width; i++) sum += x[at + i];
+  const mean = sum / width;
+  let squares = 0;
+  for (let i = 0; i < width; i++) squares += (x[at + i] - mean) ** 2;
+  return { mean, inverseStd: 1 / Math.sqrt(squares / width + eps) };
+}
