@@ -10,7 +10,7 @@ import { compressSparse24 } from '../tensor/sparse24.ts';
 import { randomAqlmWeight } from '../../test/helpers/aqlm-weights.ts';
 import { TestRandom, testSeed } from '../../test/helpers/cpu-random.ts';
 import { assertInvalidModel } from '../../test/helpers/invalid-model.ts';
-import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, withPermutedElements, withPermutedRows } from './interleaved-rope.ts';
 import type { WeightSource } from './parameters.ts';
 
 const ROWS = 8;
@@ -41,6 +41,18 @@ test('withPermutedRows moves the named rows of 16-bit and quantized weights alik
     assert.ok(isQuantized(moved), `${method}: the rows move as codes`);
     assert.deepEqual(dequantizeWeight(moved), rowsOf(dequantizeWeight(quantized), ORDER), `${method}: codes, scales and zeros move with their rows`);
   }
+});
+
+test("withPermutedElements permutes a norm weight's elements and keeps the source's linear weights and optional tensors", () => {
+  const random = new TestRandom(testSeed('interleaved-rope elements'));
+  const values = random.floats(ROWS * COLS, 0.5);
+  const quantized = quantizeRoundToNearest(values, ROWS, COLS, 'int8');
+  const norm = float32Tensor(Float32Array.from({ length: ROWS }, (_, i) => i), [ROWS]);
+  const base = source(values, () => quantized);
+  const permuted = withPermutedElements({ ...base, read: (name) => (name === 'norm' ? norm : base.read(name)) }, { norm: row });
+  assert.deepEqual(hostTensorToFloat32(permuted.read('norm')), Float32Array.from(ORDER));
+  assert.equal(permuted.readLinear!('q'), quantized, 'a linear weight reads as the source holds it');
+  assert.deepEqual(hostTensorToFloat32(permuted.readOptional!('k_scale')!), Float32Array.of(0.5));
 });
 
 test('withPermutedRows refuses, naming the tensor, the weights whose rows cannot move: AQLM (codebooks by row ranges) and 2:4 sparse', () => {
