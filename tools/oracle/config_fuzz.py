@@ -406,6 +406,34 @@ def gen_ernie4_5(r, name):
     return fx(name, "ernie4_5", f, rope(r, f, head_dim_default=128))
 
 
+def _glm_dense(r, name, model_type):
+    """GLM-4 dense (glm; glm4 adds sandwich norms): attention_bias on q/k/v (absent: the class's true), partial
+    rotary over interleaved pairs, fused gate_up_proj; head_dim absent is GlmConfig's 128."""
+    f = base(r)
+    head_dim = head_dim_of(f, 128)
+    # int(head_dim * factor) must be even; absent, the class's default 0.5.
+    factors = [p for p in (0.25, 0.5, 0.75, 1.0) if int(head_dim * p) % 2 == 0 and int(head_dim * p) > 0]
+    partial = r.choice(factors) if r.random() < 0.7 else None
+    if partial is None and int(head_dim * 0.5) % 2 != 0:
+        partial = 1.0
+    if r.random() < 0.7:
+        f["attention_bias"] = r.random() < 0.7
+    f["hidden_act"] = act(r, "silu")
+    rope_ = rope(r, f, partial=partial if partial is not None else 0.5, head_dim_default=128)
+    if partial is not None:
+        # In the RoPE dict (transformers 5) or at the top level (the Hub's configs): the dict's wins.
+        (rope_ if r.random() < 0.5 else f)["partial_rotary_factor"] = partial
+    return fx(name, model_type, f, rope_)
+
+
+def gen_glm(r, name):
+    return _glm_dense(r, name, "glm")
+
+
+def gen_glm4(r, name):
+    return _glm_dense(r, name, "glm4")
+
+
 def gen_ernie4_5_moe(r, name):
     f = base(r)
     n = max(2, f["num_hidden_layers"])
@@ -848,6 +876,7 @@ GENERATORS = {
     "olmoe": gen_olmoe, "granitemoe": gen_granitemoe, "granitemoeshared": gen_granitemoeshared, "dots1": gen_dots1,
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
+    "glm": gen_glm, "glm4": gen_glm4,
 }
 
 

@@ -137,6 +137,8 @@ CONFIG_CLASS_NAMES = {
     "qwen3_vl_moe_text": "Qwen3VLMoeTextConfig",
     "cohere": "CohereConfig",
     "cohere2": "Cohere2Config",
+    "glm": "GlmConfig",
+    "glm4": "Glm4Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -1273,6 +1275,33 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "rope_halves"),
 ))
+# Z.ai's dense GLM-4: GLM-4-9B-chat-hf (glm), GLM-4-0414 and GLM-Z1 (glm4).
+FIXTURES.append(Fixture(
+    "glm-partial-interleaved", "glm",
+    "GLM-4-9B-chat-hf-like (GlmForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (given; "
+    "the class defaults it to 128), q/k/v biases by GlmConfig's default attention_bias (true, absent from the "
+    "fixture's fields; o_proj has none), partial rotary by the class default (partial_rotary_factor 0.5, absent): the "
+    "leading 12 of 24 dims rotate in interleaved pairs (x[2i], x[2i+1]) (cos/sin repeat_interleaved), RoPE theta 1e4; "
+    "gate and up as one mlp.gate_up_proj (gate rows first, intermediate 64); untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=64),
+    _rope(),
+    stored_dtype="bfloat16",
+    probes=("rope_halves", "rotary_whole_head"),
+))
+FIXTURES.append(Fixture(
+    "glm4-sandwich-norms", "glm4",
+    "GLM-4-0414-like (Glm4ForCausalLM), 2 layers, vocabulary 128: glm-partial-interleaved's layer plus the sandwich "
+    "norms post_self_attn_layernorm (attention's output) and post_mlp_layernorm (the MLP's output) before each "
+    "residual add; 4 query heads / 1 KV head of head_dim 16, partial_rotary_factor 0.75 in rope_parameters (the leading "
+    "12 of 16 dims rotate in interleaved pairs; Glm4Config writes its default 0.5 at the top level beside it, which the "
+    "dict's overrides), RoPE theta 5e5, attention_bias (q, k, v), gate_up_proj "
+    "(intermediate 48), lm_head tied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=1, head_dim=16, intermediate_size=48, attention_bias=True,
+            tie_word_embeddings=True),
+    _rope(theta=500000.0, partial_rotary_factor=0.75),
+    stored_dtype="bfloat16",
+    probes=("sandwich_norms_off", "rope_halves", "rotary_whole_head"),
+))
 
 # AI2's OLMoE, IBM's Granite MoE (plain and with a shared MLP), rednote's dots.llm1.
 FIXTURES.append(Fixture(
@@ -1418,6 +1447,8 @@ SEED_BASES = {
     "qwen3-vl-moe": 80000,
     "cohere-qknorm": 88100,
     "cohere2-sliding-nope": 88200,
+    "glm-partial-interleaved": 87000,
+    "glm4-sandwich-norms": 88000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
