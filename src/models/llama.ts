@@ -17,9 +17,9 @@ import { checkMropeSections, withMropeTypeAsDefault, type Mrope } from './mrope.
  * NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral 3's),
  * NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's relu², Apertus's xIELU), gate and up stored
  * as one tensor (GLM's), partial rotary (GLM's) and RoPE over interleaved pairs (ERNIE 4.5's, GLM's).
- * The language models of Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers)
- * and Qwen3-VL (qwen3_vl_text: Qwen3's) are rows too, their multimodal RoPE read for text
- * positions (mrope.ts).
+ * The language models of Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers),
+ * Qwen3-VL (qwen3_vl_text: Qwen3's) and GLM-4.1V (glm4v_text: GLM-4's) are rows too, their
+ * multimodal RoPE read for text positions (mrope.ts).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -53,7 +53,8 @@ type LlamaModelType =
   | 'qwen2_5_vl_text'
   | 'qwen3_vl_text'
   | 'glm'
-  | 'glm4';
+  | 'glm4'
+  | 'glm4v_text';
 
 /** Where a model_type's config puts attention biases. */
 export type AttentionBiasRule =
@@ -110,7 +111,7 @@ interface LlamaTypeTraits {
   mrope?: Mrope;
   /**
    * The attention sizes its heads hidden_size / num_attention_heads whatever `head_dim` says
-   * (Qwen2-VL's); its rotary reads head_dim, so transformers fails on one that differs: refused.
+   * (Qwen2-VL's, GLM-4.1V's); its rotary reads head_dim, so transformers fails on one that differs: refused.
    */
   headDimFromHidden?: boolean;
 }
@@ -133,6 +134,9 @@ const GLM_TRAITS: LlamaTypeTraits = {
   fusedGateUp: true,
 };
 
+/** GLM-4's sandwich norms: attention's and the MLP's outputs normed before each residual add. */
+const GLM4_NORM_NAMES: DecoderNormNames = { ...LLAMA_NORM_NAMES, attentionOutput: 'post_self_attn_layernorm', mlpOutput: 'post_mlp_layernorm' };
+
 /** Qwen2VLTextConfig and Qwen2_5_VLTextConfig, alike: Qwen2's layers with defaults of their own. */
 const QWEN2_VL_TEXT: LlamaTypeTraits = {
   maxPositions: 32768,
@@ -144,7 +148,7 @@ const QWEN2_VL_TEXT: LlamaTypeTraits = {
   mlpBias: false,
   tiedByDefault: false,
   maxWindowLayers: 80,
-  mrope: { layout: 'chunks', defaultSections: [16, 24, 24] },
+  mrope: { layout: 'chunks', defaultSections: [16, 24, 24], mropeTypeIsDefault: true },
   headDimFromHidden: true,
 };
 
@@ -225,7 +229,25 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
     interleavedRope: true,
   },
   glm: GLM_TRAITS,
-  glm4: { ...GLM_TRAITS, normNames: { ...LLAMA_NORM_NAMES, attentionOutput: 'post_self_attn_layernorm', mlpOutput: 'post_mlp_layernorm' } },
+  glm4: { ...GLM_TRAITS, normNames: GLM4_NORM_NAMES },
+  // Glm4vTextConfig: glm4's layer, whose attention biases q, k and v whatever attention_bias says and
+  // sizes heads hidden_size / num_attention_heads; the whole head rotates unless
+  // partial_rotary_factor says otherwise (the Hub's configs say 0.5).
+  glm4v_text: {
+    maxPositions: 32768,
+    numKvHeads: 2,
+    rmsNormEps: 1e-5,
+    intermediateSize: 13696,
+    attentionBias: 'qkv',
+    mlpBias: false,
+    tiedByDefault: false,
+    interleavedRope: true,
+    partialRotaryFactor: 1,
+    fusedGateUp: true,
+    normNames: GLM4_NORM_NAMES,
+    mrope: { layout: 'chunks', defaultSections: [8, 12, 12] },
+    headDimFromHidden: true,
+  },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
@@ -371,14 +393,14 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL and GLM never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL, GLM and GLM-4.1V never slide. Mistral slides every layer (by default 4096), Ministral 3
  * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 (and Qwen2-VL's and Qwen2.5-VL's language models) slide
  * only when `use_sliding_window` is true, and then only layers whose `layer_types` entry is "sliding_attention" (derived, when
  * absent, as the layers from `max_window_layers` on, by default `maxWindowLayers`).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number, maxWindowLayers = DEFAULT_MAX_WINDOW_LAYERS): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4'];
+  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4', 'glm4v_text'];
   if (neverSlides.includes(modelType)) return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));

@@ -44,7 +44,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared")
 
@@ -413,7 +413,7 @@ def _rope_not_interleaved(model):
 def _rope_halves(model):
     """ERNIE 4.5's and GLM's interleaved pairs read as rotate_half's halves: q/k rows reordered so that
     their (x[2i], x[2i+1]) rotation of the leading r rotary dims turns the original rows' (x[i], x[i + r/2]) pairs."""
-    r = model.model.rotary_emb.inv_freq.shape[0] * 2
+    r = model.get_decoder().rotary_emb.inv_freq.shape[0] * 2
     for layer in _layers(model):
         attn = layer.self_attn
         d = attn.head_dim
@@ -845,6 +845,20 @@ HUB_LAYOUT = {
         [r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$", r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$",
          r"^model\.layers\.\d+\.post_self_attn_layernorm\.weight$", r"^model\.layers\.\d+\.post_mlp_layernorm\.weight$"],
         [r"mlp\.(gate|up)_proj", r"o_proj\.bias"],
+    ),
+    # GLM-4.1V and GLM-4.5V nest the language model under model.language_model.*.
+    "glm4v": (
+        [r"^model\.language_model\.layers\.\d+\.mlp\.gate_up_proj\.weight$", r"^model\.language_model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$",
+         r"^model\.language_model\.layers\.\d+\.post_self_attn_layernorm\.weight$", r"^model\.visual\."],
+        [r"^language_model\.", r"o_proj\.bias", r"lm_head"],
+    ),
+    "glm4v_moe": (
+        [r"^model\.language_model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^lm_head\.weight$", r"^model\.visual\."],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"o_proj\.bias", r"[qk]_norm"],
     ),
     "phi3": (
         [r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$",
