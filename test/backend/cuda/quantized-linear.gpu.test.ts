@@ -116,20 +116,23 @@ test('the GEMV with its columns split over the grid (few output rows, long rows)
   }
 });
 
-test('the tensor-core int4 GEMV (KEEL_INT4_GEMV=tensor-cores) matches the CPU: groups of 128 or whole rows, zeros, act-order, partial row tiles, split steps', () => {
-  const mma = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, int4Gemv: 'tensor-cores' });
+test('the tensor-core GEMV (KEEL_QUANTIZED_GEMV=tensor-cores) matches the CPU on int4 and fp8: groups of a step or whole rows, zeros, act-order, partial row tiles, split steps', () => {
+  const mma = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, quantizedGemv: 'tensor-cores' });
   try {
     const cases: Case[] = [];
-    for (let trial = 0; trial < 14; trial++) {
-      const cols = 128 * randInt(rng, 1, 60);
-      cases.push({ format: 'int4', rows: randInt(rng, 1, 700), cols, groupSize: pick(rng, [cols, 128, 256].filter((g) => g <= cols && cols % g === 0)), asymmetric: rng() < 0.5, actOrder: rng() < 0.3 });
+    for (const [format, step] of [['int4', 128], ['fp8-e4m3', 64]] as const) {
+      for (let trial = 0; trial < 12; trial++) {
+        const cols = step * randInt(rng, 1, 100);
+        const groupSize = pick(rng, [cols, step, 2 * step, 128].filter((g) => g <= cols && cols % g === 0 && g % step === 0));
+        cases.push({ format, rows: randInt(rng, 1, 700), cols, groupSize, asymmetric: format === 'int4' && rng() < 0.5, actOrder: rng() < 0.3 });
+      }
+      // Few output rows over long ones: the steps split over the grid.
+      for (const [rows, cols] of [[6, 14336], [61, 8192], [100, 4096]]) cases.push({ format, rows, cols, groupSize: 128, asymmetric: format === 'int4' && rng() < 0.5, actOrder: false });
     }
-    // Few output rows over long ones: the steps split over the grid.
-    for (const [rows, cols] of [[6, 14336], [61, 8192], [100, 4096]]) cases.push({ format: 'int4', rows, cols, groupSize: 128, asymmetric: rng() < 0.5, actOrder: false });
     for (const c of cases) {
       const weight = randomWeight(c);
       const w = { cpu: cpu.loadQuantizedWeight(weight), gpu: mma.loadQuantizedWeight(weight) };
-      assert.equal(quantizedPath(w.gpu as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv-mma', `${describeQuantized(weight)} takes the tensor-core GEMV`);
+      assert.equal(quantizedPath(w.gpu as CudaQuantizedTensor, 1, mma.quantizedGemv), 'gemv-mma', `${describeQuantized(weight)} takes the tensor-core GEMV`);
       for (const xRows of [1, randInt(rng, 2, 7), QUANTIZED_GEMV_MAX_ROWS]) {
         const t = bf16Tensor([xRows, c.cols], randomBf16Values(rng, xRows * c.cols, 1));
         const biasValues = rng() < 0.3 ? bf16Tensor([c.rows], randomBf16Values(rng, c.rows, 1)) : null;
@@ -139,11 +142,14 @@ test('the tensor-core int4 GEMV (KEEL_INT4_GEMV=tensor-cores) matches the CPU: g
         assert.ok(err < TOLERANCE, `tensor-core GEMV ${describeQuantized(weight)} x ${xRows} rows: relative error ${err}`);
       }
     }
-    // GGUF's groups of 32 with mins, and other formats, stay on the CUDA-core GEMV.
-    const q4k = randomWeight({ format: 'int4', rows: 64, cols: 256, groupSize: 32, asymmetric: true, actOrder: false });
-    assert.equal(quantizedPath(mma.loadQuantizedWeight(q4k) as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv');
-    const int8 = randomWeight({ format: 'int8', rows: 64, cols: 256, groupSize: 128, asymmetric: false, actOrder: false });
-    assert.equal(quantizedPath(mma.loadQuantizedWeight(int8) as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv');
+    // GGUF's int4 groups of 32, and the other formats, stay on the CUDA-core GEMV.
+    for (const c of [
+      { format: 'int4', rows: 64, cols: 256, groupSize: 32, asymmetric: true, actOrder: false },
+      { format: 'int8', rows: 64, cols: 256, groupSize: 128, asymmetric: false, actOrder: false },
+      { format: 'nf4', rows: 64, cols: 256, groupSize: 64, asymmetric: false, actOrder: false },
+    ] as const) {
+      assert.equal(quantizedPath(mma.loadQuantizedWeight(randomWeight(c)) as CudaQuantizedTensor, 1, mma.quantizedGemv), 'gemv', c.format);
+    }
   } finally {
     mma.dispose();
   }
