@@ -74,18 +74,19 @@ function compareSteps<I>(what: string, steps: BatchDescription[], inputsFor: (ba
   });
 }
 
-test('causalConv1d matches the CPU over chunks carried in state slots', () => {
+test('causalConv1d matches the CPU over chunks carried in state slots, with a bias or without', () => {
   for (let trial = 0; trial < 8; trial++) {
     const channels = randInt(rng, 1, 300);
     const kernel = randInt(rng, 2, 5);
     const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
     const weight = bf16Pair([channels, kernel], 0.5);
+    const bias = trial % 2 === 0 ? null : bf16Pair([channels], 0.5);
     const caches = stateCaches({ kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 }, 6);
     compareSteps(
-      `trial ${trial} (${channels} channels, kernel ${kernel})`,
+      `trial ${trial} (${channels} channels, kernel ${kernel}, ${bias === null ? 'no' : 'a'} bias)`,
       steps,
       (batch) => bf16Pair([batch.numTokens, channels]),
-      (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], 0, step),
+      (b, step, which, x) => b.causalConv1d(x[which], weight[which], bias?.[which] ?? null, caches[which], 0, step),
     );
   }
 });
@@ -127,7 +128,7 @@ test('copyStateSlots copies every state layer\'s slots in order, as the CPU does
   const weight = bf16Pair([channels, kernel], 0.5);
   const conv = (steps: BatchDescription[], what: string) =>
     [0, 1].forEach((layer) =>
-      compareSteps(`${what}, layer ${layer}`, steps, (batch) => bf16Pair([batch.numTokens, channels]), (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], layer, step)),
+      compareSteps(`${what}, layer ${layer}`, steps, (batch) => bf16Pair([batch.numTokens, channels]), (b, step, which, x) => b.causalConv1d(x[which], weight[which], null, caches[which], layer, step)),
     );
   conv(chunkedSteps([7, 5]), 'filling slots 2 and 3');
   // Pairs run in order: slot 5 takes 2's state, then 4 takes what 5 now holds, and 2 takes 3's.

@@ -48,15 +48,16 @@ function randomChunks(length: number): number[] {
   return chunks;
 }
 
-test('causalConv1d is the zero-padded depthwise convolution then silu, however the sequence is chunked', () => {
+test('causalConv1d is the zero-padded depthwise convolution plus bias then silu, however the sequence is chunked', () => {
   for (let trial = 0; trial < 10; trial++) {
     const [channels, kernel, length] = [random.int(1, 6), random.int(2, 5), random.int(1, 14)];
     const x = random.floats(length * channels);
     const weight = new CpuTensor([channels, kernel], random.floats(channels * kernel));
+    const bias = trial % 2 === 0 ? null : new CpuTensor([channels], random.floats(channels));
     const expected = new Float32Array(length * channels);
     for (let t = 0; t < length; t++) {
       for (let c = 0; c < channels; c++) {
-        let sum = 0;
+        let sum = bias === null ? 0 : bias.data[c];
         for (let j = 0; j < kernel; j++) {
           const p = t - (kernel - 1) + j;
           if (p >= 0) sum += weight.data[c * kernel + j] * x[p * channels + c];
@@ -67,11 +68,11 @@ test('causalConv1d is the zero-padded depthwise convolution then silu, however t
     const spec: SequenceStateSpec = { kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 };
     const cache = stateCache(spec, 3);
     // A slot left dirty by an earlier sequence: a chunk at position 0 starts from zeros anyway.
-    backend.causalConv1d(new CpuTensor([2, channels], random.floats(2 * channels)), weight, cache, 0, step([5], [2], [1]));
+    backend.causalConv1d(new CpuTensor([2, channels], random.floats(2 * channels)), weight, bias, cache, 0, step([5], [2], [1]));
     const out: number[] = [];
     let at = 0;
     for (const n of randomChunks(length)) {
-      out.push(...(backend.causalConv1d(rows(x, channels, at, n), weight, cache, 0, step([at], [n], [1])) as CpuTensor).data);
+      out.push(...(backend.causalConv1d(rows(x, channels, at, n), weight, bias, cache, 0, step([at], [n], [1])) as CpuTensor).data);
       at += n;
     }
     assertClose(out, expected, 1e-5, `trial ${trial}`);
@@ -158,5 +159,5 @@ test('gatedRmsNorm normalizes each group, scales by the weight and gates by silu
 test('a state op refuses a step without state slots', () => {
   const cache = stateCache({ kind: 'state', convElements: 2, recurrentElements: 0 }, 1);
   const batch = describeBatch([{ tokens: [3], startPos: 0, blockTables: [[0]] }], 16);
-  assert.throws(() => backend.causalConv1d(new CpuTensor([1, 2], random.floats(2)), new CpuTensor([2, 2], random.floats(4)), cache, 0, backend.beginStep(batch)), /no state slots/);
+  assert.throws(() => backend.causalConv1d(new CpuTensor([1, 2], random.floats(2)), new CpuTensor([2, 2], random.floats(4)), null, cache, 0, backend.beginStep(batch)), /no state slots/);
 });
