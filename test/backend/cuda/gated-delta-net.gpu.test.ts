@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Backend, DeltaRuleParams, KvCache, StepInputs, Tensor } from '../../../src/backend/backend.ts';
+import type { Backend, DeltaRuleParams, KvCache, SelectiveScanParams, StepInputs, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
@@ -10,8 +10,9 @@ import type { HostTensor } from '../../../src/tensor/host-tensor.ts';
 import { float32Tensor } from '../../../src/tensor/host-ops.ts';
 import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
-// Gated DeltaNet's state ops (gated-delta-net.cu) against their CPU twins, on random shapes, with
-// several sequences in their own state slots carried over chunks of several steps. Inputs are
+// The state layers' ops (gated-delta-net.cu: Gated DeltaNet's, and the conv Mamba-2 shares;
+// selective-scan.cu: Mamba-2's scan) against their CPU twins, on random shapes, with several
+// sequences in their own state slots carried over chunks of several steps. Inputs are
 // bf16-representable; the GPU rounds its bf16 outputs (and the conv output before silu, as
 // transformers' bf16 modules do), the states stay float32 on both.
 
@@ -106,6 +107,31 @@ test('gatedDeltaRule matches the CPU over chunks carried in state slots', () => 
       steps,
       (batch) => ({ qkv: bf16Pair([batch.numTokens, width]), ba: bf16Pair([batch.numTokens, 2 * p.numValueHeads], 3) }),
       (b, step, which, { qkv, ba }) => b.gatedDeltaRule(qkv[which], ba[which], aLog[which], dtBias[which], caches[which], 0, step, p),
+    );
+  }
+});
+
+/** Mamba-2 scan shapes: Granite 4.0's (64 × 128 heads) first, then random ones, every third with a binding time_step_limit. */
+function scanParams(trial: number): SelectiveScanParams {
+  if (trial === 0) return { numHeads: 4, headDim: 64, numGroups: 1, stateSize: 128, dtMin: 0, dtMax: Infinity };
+  const numGroups = randInt(rng, 1, 2);
+  const clamp = trial % 3 === 2 ? { dtMin: 0.05, dtMax: 0.5 } : { dtMin: 0, dtMax: Infinity };
+  return { numHeads: numGroups * randInt(rng, 1, 3), headDim: randInt(rng, 1, 80), numGroups, stateSize: randInt(rng, 1, 140), ...clamp };
+}
+
+test('selectiveScan matches the CPU over chunks carried in state slots', () => {
+  for (let trial = 0; trial < 8; trial++) {
+    const p = scanParams(trial);
+    const width = p.numHeads * p.headDim + 2 * p.numGroups * p.stateSize;
+    const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
+    const perHead = () => float32Pair(Float32Array.from({ length: p.numHeads }, () => rng() * 2 - 1));
+    const [aLog, dtBias, d] = [perHead(), perHead(), perHead()];
+    const caches = stateCaches({ kind: 'state', convElements: randInt(rng, 0, 40), recurrentElements: p.numHeads * p.headDim * p.stateSize }, 6);
+    compareSteps(
+      `trial ${trial} (${JSON.stringify(p)})`,
+      steps,
+      (batch) => ({ xbc: bf16Pair([batch.numTokens, width]), dt: bf16Pair([batch.numTokens, p.numHeads], 2), z: bf16Pair([batch.numTokens, p.numHeads * p.headDim], 2) }),
+      (b, step, which, { xbc, dt, z }) => b.selectiveScan(xbc[which], dt[which], z[which], aLog[which], dtBias[which], d[which], caches[which], 0, step, p),
     );
   }
 });

@@ -3,30 +3,14 @@ import assert from 'node:assert/strict';
 import type { KvCache, SelectiveScanParams } from '../../backend.ts';
 import { CpuBackend } from '../cpu-backend.ts';
 import { CpuTensor } from '../cpu-tensor.ts';
-import { describeBatch, type SequenceChunk } from '../../../step/batch.ts';
 import type { SequenceStateSpec } from '../../../step/kv-cache-layout.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { assertClose, stateStep } from '../../../../test/helpers/state-steps.ts';
 
 const random = new TestRandom(testSeed('selective scan op'));
 const backend = new CpuBackend();
 
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < expected.length; i++) {
-    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * Math.max(1, Math.abs(expected[i])), `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
-  }
-}
-
-/** One step: sequence s runs `lengths[s]` tokens from `starts[s]` in state slot `slots[s]`. */
-function step(starts: number[], lengths: number[], slots: number[]) {
-  const chunks: SequenceChunk[] = lengths.map((n, s) => ({
-    tokens: new Array<number>(n).fill(3),
-    startPos: starts[s],
-    blockTables: [Array.from({ length: Math.ceil((starts[s] + n) / 16) }, (_, b) => s * 16 + b)],
-    stateSlot: slots[s],
-  }));
-  return backend.beginStep(describeBatch(chunks, 16));
-}
+const step = (starts: number[], lengths: number[], slots: number[]) => stateStep(backend, starts, lengths, slots);
 
 function randomParams(): SelectiveScanParams {
   const numGroups = random.int(1, 2);
