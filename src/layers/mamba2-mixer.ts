@@ -52,10 +52,11 @@ export class Mamba2Mixer implements Layer {
     if (numHeads % numGroups !== 0) throw new Error(`${numHeads} Mamba heads do not split evenly over ${numGroups} groups`);
     this.layer = options.layer;
     this.options = options;
-    const part = (name: string, rows: number) => new Linear({ parts: [{ name: `${prefix}.in_proj.${name}.weight`, rows }], inFeatures: hiddenSize, bias: projectionBias, shard: 'replicated' });
-    this.z = part('z', this.innerSize);
-    this.xbc = part('xbc', this.convChannels);
-    this.dt = part('dt', numHeads);
+    // Each reads its rows of in_proj (load), under in_proj's own name.
+    const part = (rows: number) => new Linear({ parts: [{ name: `${prefix}.in_proj.weight`, rows }], inFeatures: hiddenSize, bias: projectionBias, shard: 'replicated' });
+    this.z = part(this.innerSize);
+    this.xbc = part(this.convChannels);
+    this.dt = part(numHeads);
     this.norm = new RmsNorm(`${prefix}.norm.weight`, this.innerSize, options.eps);
     this.out = Linear.single(`${prefix}.out_proj.weight`, hiddenSize, this.innerSize, 'replicated', projectionBias);
   }
@@ -106,16 +107,14 @@ export class Mamba2Mixer implements Layer {
 
   load(source: WeightSource, uploader: WeightUploader): void {
     const names = this.names;
-    // in_proj's rows are [z | xBC | dt]: each part read under a name of its own.
-    const parts = { z: [0, this.innerSize], xbc: [this.innerSize, this.convChannels], dt: [this.innerSize + this.convChannels, this.options.numHeads] } as const;
-    const selections = Object.fromEntries(
-      Object.entries(parts).flatMap(([part, [first, count]]) => {
-        const rows = { count, row: (r: number) => first + r };
-        return ['weight', 'bias'].map((kind) => [`${names.inProj}.${part}.${kind}`, rows]);
-      }),
-    );
-    const renamed: WeightSource = { ...source, read: (name) => source.read(name.replace(/\.in_proj\.(z|xbc|dt)\./, '.in_proj.')) };
-    loadLayers([this.z, this.xbc, this.dt], selectedRows(renamed, selections), uploader);
+    // in_proj's rows are [z | xBC | dt] (its bias's too): each part reads its own.
+    let first = 0;
+    for (const part of [this.z, this.xbc, this.dt]) {
+      const start = first;
+      const rows = { count: part.outFeatures, row: (r: number) => start + r };
+      part.load(selectedRows(source, { [`${names.inProj}.weight`]: rows, [`${names.inProj}.bias`]: rows }), uploader);
+      first += part.outFeatures;
+    }
     loadLayers([this.norm, this.out], source, uploader);
     const conv = source.read(names.conv);
     // [channels, 1, kernel] depthwise filters, one row per channel.
