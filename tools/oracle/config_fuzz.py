@@ -642,7 +642,8 @@ def gen_granitemoehybrid(r, name):
     n = r.choice((2, 3, 4))
     expand = r.choice((1, 2))
     mamba_heads = r.choice([h for h in (1, 2, 4, 8) if expand * f["hidden_size"] % h == 0])
-    attention = r.sample(range(n), min(n, r.choice((1, 1, 2))) if r.random() < 0.85 else n)
+    # Mostly 1 or 2 attention layers beside Mamba ones; sometimes attention alone (granite-4.0-micro).
+    attention = r.sample(range(n), n if r.random() < 0.1 else min(n - 1, r.choice((1, 1, 2))))
     mamba_name, attention_name = r.choice((("mamba", "attention"), ("linear_attention", "full_attention")))
     experts = r.choice((0, 4, 6))
     f.update(num_hidden_layers=n, hidden_act="silu", attention_bias=r.random() < 0.3,
