@@ -23,10 +23,11 @@ import { promptLogits } from './helpers/prompt-logits.ts';
 // rotate_half order) and holds its routed experts in fused tensors. Quantized, the rows move as
 // codes, scales and zeros, and the fused experts quantize as stacks: the model must compute exactly
 // what the checkpoint of the same round-to-nearest weights, dequantized in the Hub's layout, does.
-// gpt-oss's fused (interleaved, biased) experts take the same path. Drift bounds as in
-// test/moe-quantization.test.ts.
+// gpt-oss's fused (interleaved, biased) experts take the same path, and so do the q/k rows of the
+// other models whose RoPE pairs interleaved dims (ERNIE 4.5; Cohere, its per-head norm weights
+// permuted alike; GLM-4, over the rotary part of each head). Drift bounds as in test/moe-quantization.test.ts.
 const DRIFT_BOUND = { int8: 0.5, fp8: 1, int4: 2 };
-const FIXTURES = ['llama4-text', 'llama4-vl', 'gpt-oss'];
+const FIXTURES = ['llama4-text', 'llama4-vl', 'gpt-oss', 'ernie4.5-interleaved-rope', 'cohere-qknorm', 'glm-partial-interleaved', 'glm4-sandwich-norms'];
 
 function fixture(name: string): OracleFixture {
   const found = listOracleFixtures().find((f) => f.name === name);
@@ -59,7 +60,7 @@ function roundTripFused(t: HostTensor, method: LinearQuantization): HostTensor {
   return float32Tensor(out, t.shape);
 }
 
-test('--quantization fp8|int8|int4 runs Llama 4 quantized (q/k rows moved as codes, fused experts quantized), exactly as its round-to-nearest weights dequantized in the Hub\'s layout', async () => {
+test('--quantization fp8|int8|int4 runs Llama 4, ERNIE 4.5, Cohere and GLM-4 quantized (q/k rows moved as codes, fused experts quantized), exactly as their round-to-nearest weights dequantized in the Hub\'s layout', async () => {
   for (const name of FIXTURES) {
     const f = fixture(name);
     const architecture = readModelArchitecture(f.dir);

@@ -90,6 +90,10 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'granite4-hybrid-dense-rope', parallel: { tensorParallelSize: 2 } },
   // dots.llm1: the dense layer and a MoE layer on the first stage, the sliding MoE layer on the last.
   { fixture: 'dots1', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  // GLM-4: q/k rows permuted within each head's rotary part (partial, interleaved RoPE), then split with their heads;
+  // each rank's gate rows and up rows of the fused gate_up_proj. GLM-4-0414's sandwich norms on both stages.
+  { fixture: 'glm-partial-interleaved', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'glm4-sandwich-norms', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

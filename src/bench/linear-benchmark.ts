@@ -23,6 +23,7 @@ import { prune24 } from '../tensor/prune24.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
+import { int4GemvMmaFits, launchInt4GemvMma } from '../backend/cuda/kernels/int4-gemv-mma.ts';
 import { AQLM_GEMV_MAX_ROWS, launchAqlmDequantize, launchAqlmGemv } from '../backend/cuda/kernels/aqlm-linear.ts';
 import { emptyAqlmWeight } from '../tensor/aqlm.ts';
 import { floatToF16Bits, halfToFloatTable } from '../tensor/host-dtype.ts';
@@ -146,6 +147,9 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           }
           if (rows <= QUANTIZED_GEMV_MAX_ROWS) {
             add(figure(q.format, 'gemv', medianGraphMs(backend, () => () => launchQuantizedGemv(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+            if (int4GemvMmaFits(q.tensor)) {
+              add(figure(q.format, 'gemv-mma', medianGraphMs(backend, () => () => launchInt4GemvMma(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
+            }
             continue;
           }
           add(figure(q.format, 'gemm', medianGraphMs(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));

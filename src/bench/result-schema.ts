@@ -182,6 +182,8 @@ const LatencyResultsSchema = z.strictObject({
 const ThroughputRooflineSchema = z.strictObject({
   flops: figure,
   weight_bytes_lower_bound: figure,
+  // Absent from results written before the bound counted the cache's reads (their bound_s is weights or FLOPs alone).
+  kv_bytes_lower_bound: figure.optional(),
   peak_flops_per_s: figure.nullable(),
   bandwidth_bytes_per_s: figure.nullable(),
   bound_s: figure.nullable(),

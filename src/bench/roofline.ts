@@ -183,9 +183,11 @@ export interface ThroughputRoofline {
   flops: number;
   /** Every decode step reads every weight, and the longest output needs that many steps. */
   weight_bytes_lower_bound: number;
+  /** Every decode step of every request reads that request's cache (`kvBytesOverDecode`), which no other request shares. */
+  kv_bytes_lower_bound: number;
   peak_flops_per_s: number | null;
   bandwidth_bytes_per_s: number | null;
-  /** The least time the workload can take: max(flops / peak, weight bytes / bandwidth). */
+  /** The least time the workload can take: max(flops / peak, (weight + KV bytes) / bandwidth). */
   bound_s: number | null;
   /** bound_s / elapsed: 1 means the run was as fast as the device allows. */
   fraction: number | null;
@@ -193,8 +195,8 @@ export interface ThroughputRoofline {
 
 /**
  * How close an offline run came to the device's limits: the workload's model FLOPs at the
- * measured matmul rate, or the weight bytes its decode steps must read at the measured bandwidth,
- * whichever takes longer.
+ * measured matmul rate, or the bytes its decode steps must read (the weights once a step, each
+ * request's cache once for each of its steps) at the measured bandwidth, whichever takes longer.
  */
 export function throughputRoofline(
   inputs: RooflineInputs,
@@ -205,17 +207,42 @@ export function throughputRoofline(
   const flops = workloadFlops(inputs.model, requests);
   const longestOutput = Math.max(0, ...requests.map((r) => r.outputLen));
   const weightBytes = longestOutput * weightBytesReadPerStep(inputs.model, 1, inputs.weightElementBytes);
+  const kvBytes = requests.reduce((sum, r) => sum + kvBytesOverDecode(inputs, r), 0);
   const bounds = [
     device.flopsPerSecond === null ? null : flops / device.flopsPerSecond,
-    device.bandwidthBytesPerSecond === null ? null : weightBytes / device.bandwidthBytesPerSecond,
+    device.bandwidthBytesPerSecond === null ? null : (weightBytes + kvBytes) / device.bandwidthBytesPerSecond,
   ].filter((b): b is number => b !== null);
   const bound = bounds.length === 0 ? null : Math.max(...bounds);
   return {
     flops,
     weight_bytes_lower_bound: weightBytes,
+    kv_bytes_lower_bound: kvBytes,
     peak_flops_per_s: device.flopsPerSecond,
     bandwidth_bytes_per_s: device.bandwidthBytesPerSecond,
     bound_s: bound,
     fraction: bound === null ? null : bound / elapsedSeconds,
   };
+}
+
+/**
+ * Cache bytes a request's decode steps read: the step that feeds output token j (1 ... outputLen - 1)
+ * attends over inputLen + j positions of every layer (`kvBytesPerSequence`: windows, Quest, sparse
+ * attention). Dense layers sum in closed form, selecting ones step by step.
+ */
+export function kvBytesOverDecode(inputs: RooflineInputs, { inputLen, outputLen }: WorkloadRequest): number {
+  const first = inputLen + 1;
+  const last = inputLen + outputLen - 1;
+  if (last < first) return 0;
+  const { model } = inputs;
+  return model.kvLayers.reduce((sum, spec, i) => {
+    const selection = model.decodeSelections[i];
+    if (selection === null) {
+      const perPosition = attendedBytesPerToken(spec, inputs.kvElementBytes, inputs.kvCacheDtype) + indexKeyBytesPerToken(spec, inputs.kvElementBytes, inputs.kvCacheDtype);
+      const window = windowOf(spec);
+      return sum + perPosition * (keysAttended(last, window) - keysAttended(first - 1, window));
+    }
+    let bytes = 0;
+    for (let context = first; context <= last; context++) bytes += kvBytesPerSequence(inputs, spec, selection, context);
+    return sum + bytes;
+  }, 0);
 }

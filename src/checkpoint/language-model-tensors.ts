@@ -2,12 +2,13 @@ import type { Checkpoint } from './checkpoint.ts';
 
 /*
  * A vision-language checkpoint (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration,
- * Llama4ForConditionalGeneration, the Qwen VL models) nests its language model under a prefix,
- * beside a vision tower and a projector. The Hub's checkpoints and transformers 5's save_pretrained
- * write `language_model.model.*` and `language_model.lm_head.*`; transformers 4.52+ wrote
- * `model.language_model.*` and a bare `lm_head.*` (as the Hub's Qwen3-VL checkpoints are). The Hub's
- * Qwen2-VL and Qwen2.5-VL checkpoints, and transformers 5's save_pretrained of them, keep the causal
- * LM's own names (`model.embed_tokens`, `model.layers`, `model.norm`, `lm_head`) beside `visual.*`.
+ * Llama4ForConditionalGeneration, the Qwen VL and GLM-4.1V / GLM-4.5V models) nests its language
+ * model under a prefix, beside a vision tower and a projector. The Hub's checkpoints and
+ * transformers 5's save_pretrained write `language_model.model.*` and `language_model.lm_head.*`;
+ * transformers 4.52+ wrote `model.language_model.*` and a bare `lm_head.*` (as the Hub's Qwen3-VL
+ * and GLM-4.xV checkpoints are). The Hub's Qwen2-VL and Qwen2.5-VL checkpoints, and transformers
+ * 5's save_pretrained of them, keep the causal LM's own names (`model.embed_tokens`,
+ * `model.layers`, `model.norm`, `lm_head`) beside `visual.*`.
  * Every way the language model's tensors are a causal LM's under another name, or its own.
  */
 const TEXT_PREFIXES: readonly (readonly [stored: string, text: string])[] = [

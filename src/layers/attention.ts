@@ -5,9 +5,9 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import { interleavedRow, withPermutedElements, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
-import { loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
+import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
 
 export interface AttentionOptions {
@@ -180,14 +180,14 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
 
 /**
  * q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims
- * read from their interleaved pairs, and the elements of projection norms' weights alike (a norm
+ * read from their interleaved pairs, and the elements of the q/k norms' weights alike (a norm
  * over a head, or over the whole projection, reads its values in any order, as long as its
- * weights follow them).
+ * weights follow them: per-head norms' shared [headDim] weights, projection norms' whole ones).
  */
 function interleavedRopeOrder(options: SelfAttentionOptions): { rows: Record<string, (row: number) => number>; elements: Record<string, (element: number) => number> } {
-  const { qkv, headDim, rotary, projectionNorm } = options;
-  if ('qkv' in qkv || options.qkNorm || options.outputGate === true) {
-    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without per-head q/k norms or an output gate`);
+  const { qkv, headDim, rotary, qkNorm, projectionNorm } = options;
+  if ('qkv' in qkv || options.outputGate === true) {
+    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without an output gate`);
   }
   const ropeDim = rotary.config.rotaryDim;
   const row = (r: number) => {
@@ -195,7 +195,8 @@ function interleavedRopeOrder(options: SelfAttentionOptions): { rows: Record<str
     return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
   };
   const bias = (name: string) => name.replace(/\.weight$/, '.bias');
-  const normWeights = projectionNorm ? [projectionNorm.q, projectionNorm.k].flatMap((norm) => norm.parameters().map((p) => p.name)) : [];
+  const norms = [qkNorm, projectionNorm].flatMap((pair) => (pair ? [pair.q, pair.k] : []));
+  const normWeights = norms.flatMap((norm) => norm.parameters().map((p) => p.name));
   return {
     rows: { [qkv.q]: row, [bias(qkv.q)]: row, [qkv.k]: row, [bias(qkv.k)]: row },
     elements: Object.fromEntries(normWeights.map((name) => [name, row])),
@@ -244,8 +245,9 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   projectionNorm?: { q: ProjectionNorm; k: ProjectionNorm } | null;
   /**
-   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere): q_proj's and k_proj's rows
-   * (and biases) are read permuted into rotate_half order (interleaved-rope.ts). Absent: false.
+   * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere, GLM-4, Llama 4): q_proj's
+   * and k_proj's rows (and biases) are read permuted into rotate_half order, quantized ones as codes
+   * (interleaved-rope.ts). Absent: false.
    */
   interleavedRope?: boolean;
 }
@@ -361,8 +363,10 @@ export class SelfAttention implements Layer {
     loadLayers([this.core, this.o], source, uploader);
   }
 
-  loraTargets(): Linear[] {
-    return [...this.projections, this.o];
+  /** The projections; with interleaved RoPE, the q/k adapters' B rows permuted as q_proj's and k_proj's rows are. */
+  loraTargets(): LoraTarget[] {
+    const rows = this.ropeOrder?.rows ?? null;
+    return [...(rows === null ? this.projections : this.projections.map((p) => withPermutedLoraRows(p, rows))), this.o];
   }
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {

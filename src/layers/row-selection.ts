@@ -23,13 +23,16 @@ export function selectedRows(source: WeightSource, selections: Readonly<Record<s
   return transformedTensors(source, (name) => {
     const selection = selections[name];
     if (selection === undefined) return null;
-    return (t) => {
-      const cols = t.shape.length === 2 ? t.shape[1] : 1;
-      const count = selection.count ?? t.shape[0];
-      const shape = t.shape.length === 2 ? [count, cols] : [count];
-      return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
-    };
+    return (t) => selectRows(t, selection);
   });
+}
+
+/** The rows of `t` (a matrix, or the elements of a vector) that `selection` picks, in order. */
+export function selectRows(t: HostTensor, selection: RowSelection): HostTensor {
+  const cols = t.shape.length === 2 ? t.shape[1] : 1;
+  const count = selection.count ?? t.shape[0];
+  const shape = t.shape.length === 2 ? [count, cols] : [count];
+  return gatherElements(t, shape, (row, col = 0) => selection.row(row) * cols + col);
 }
 
 /**

@@ -68,6 +68,9 @@ export interface DecoderNormNames {
   /** Per-head query and key norms: `self_attn.q_norm` / `self_attn.k_norm` (Hunyuan: `query_layernorm` / `key_layernorm`). */
   q: string;
   k: string;
+  /** Sandwich norms of attention's and the MLP's outputs (GLM-4: `post_self_attn_layernorm`, `post_mlp_layernorm`); absent: none. */
+  attentionOutput?: string;
+  mlpOutput?: string;
 }
 
 /** Llama's names, which most families keep. */
@@ -134,25 +137,31 @@ export function parseDecoderFields(
 /**
  * One layer of a pre-norm decoder. The residual stream is summed in HF's order (embeddings +
  * attention out + mlp out + ...); each sublayer's output is added inside the next fused
- * addRmsNorm, so the MLP's output is left pending. `residualScale` multiplies each sublayer's
- * output first (Granite's residual_multiplier).
+ * addRmsNorm, so the MLP's output is left pending. A sandwich layer norms each sublayer's output
+ * first; `residualScale` then multiplies it (Granite's residual_multiplier).
  */
 export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache, residualScale = 1): Tensor {
-  const scaled = (x: Tensor) => {
-    if (residualScale !== 1) b.scale(x, residualScale);
-    return x;
+  const output = (x: Tensor, norm: RmsNorm | null | undefined) => {
+    const normed = norm ? norm.forward(b, x) : x;
+    if (residualScale !== 1) b.scale(normed, residualScale);
+    return normed;
   };
   const attnIn: Tensor = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
-  const attnOut = scaled(layer.attention.forward(b, attnIn, step, cache));
-  return scaled(layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step));
+  const attnOut = output(layer.attention.forward(b, attnIn, step, cache), layer.attentionOutputNorm);
+  return output(layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attnOut, residual), step), layer.mlpOutputNorm);
 }
 
-/** One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)). */
+/**
+ * One pre-norm layer: h += attention(inputNorm(h)); h += mlp(postAttentionNorm(h)), or with
+ * sandwich norms (`normNames.attentionOutput` / `mlpOutput`) each output normed before the add.
+ */
 export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
+  readonly attentionOutputNorm: RmsNorm | null;
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: FeedForward;
+  readonly mlpOutputNorm: RmsNorm | null;
 
   /**
    * Hugging Face's names under `model.layers.<index>`: the norms' (`config.normNames`), self_attn.*.
@@ -185,12 +194,15 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       oBias: config.outputBias,
       interleavedRope: config.interleavedRope,
     });
+    const norm = (name: string | undefined) => (name === undefined ? null : new RmsNorm(`${p}.${name}.weight`, hiddenSize, eps));
+    this.attentionOutputNorm = norm(names.attentionOutput);
     this.postAttentionNorm = new RmsNorm(`${p}.${names.postAttention}.weight`, hiddenSize, eps);
     this.mlp = mlp;
+    this.mlpOutputNorm = norm(names.mlpOutput);
   }
 
   get sublayers(): Layer[] {
-    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
+    return [this.inputNorm, this.attention, this.attentionOutputNorm, this.postAttentionNorm, this.mlp, this.mlpOutputNorm].filter((l) => l !== null);
   }
 
   loraTargets(): LoraTarget[] {

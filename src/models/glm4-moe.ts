@@ -5,6 +5,7 @@ import type { FeedForward } from './pre-norm-layer.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig, type DeepseekMoeDefaults } from './deepseek-moe.ts';
 import { ConfigFields } from './hf-config.ts';
 import type { MtpLayers } from './mtp-head.ts';
+import { checkMropeSections, type Mrope } from './mrope.ts';
 
 /**
  * Z.ai's GLM-4.5, GLM-4.5-Air, GLM-4.6 and GLM-4.7 (`glm4_moe`): grouped-query attention with
@@ -13,7 +14,9 @@ import type { MtpLayers } from './mtp-head.ts';
  * rotate_half pairs), and DeepSeek-V3's mixture of experts after the first dense layers. The
  * checkpoints' multi-token prediction layers (`num_nextn_predict_layers`, stored from layer
  * num_hidden_layers on, each one decoder layer of the family with a MoE block) are the model's
- * only with --speculative-method mtp (MtpHead).
+ * only with --speculative-method mtp (MtpHead). GLM-4.5V's language model (`glm4v_moe_text`) is the
+ * same decoder without q/k norms or MTP layers, its multimodal RoPE read for text positions
+ * (mrope.ts).
  */
 export interface Glm4MoeConfig extends DecoderConfig {
   /** Width of the dense layers' MLP (`intermediate_size`). */
@@ -25,25 +28,44 @@ export interface Glm4MoeConfig extends DecoderConfig {
   numNextnPredictLayers: number;
 }
 
-/** transformers' Glm4MoeConfig defaults for keys a config.json may leave out. */
-const DEFAULTS = { maxPositionEmbeddings: 131072, numKvHeads: 8, rmsNormEps: 1e-5, partialRotaryFactor: 0.5, intermediateSize: 10944, firstDense: 1, numNextnPredictLayers: 1 };
+type Glm4MoeModelType = 'glm4_moe' | 'glm4v_moe_text';
+
+/** What each model_type's config class reads differently, with its defaults. */
+interface Glm4MoeTypeTraits {
+  maxPositionEmbeddings: number;
+  attentionBias: boolean;
+  /** The class reads `use_qk_norm` and `num_nextn_predict_layers` (Glm4vMoeTextConfig has neither: no q/k norms, no MTP layers). */
+  qkNormAndMtp: boolean;
+  mrope?: Mrope;
+}
+
+const TRAITS: Record<Glm4MoeModelType, Glm4MoeTypeTraits> = {
+  glm4_moe: { maxPositionEmbeddings: 131072, attentionBias: false, qkNormAndMtp: true },
+  glm4v_moe_text: { maxPositionEmbeddings: 65536, attentionBias: true, qkNormAndMtp: false, mrope: { layout: 'chunks', defaultSections: [8, 12, 12] } },
+};
+
+/** transformers' Glm4MoeConfig and Glm4vMoeTextConfig defaults, alike, for keys a config.json may leave out. */
+const DEFAULTS = { numKvHeads: 8, rmsNormEps: 1e-5, partialRotaryFactor: 0.5, intermediateSize: 10944, firstDense: 1, numNextnPredictLayers: 1 };
 const MOE_DEFAULTS: DeepseekMoeDefaults = { numExperts: 128, expertWidth: 1408, sharedExperts: 1, routedScale: 1, groups: 1, topkGroups: 1 };
 
 function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4MoeConfig {
+  const modelType = json.model_type as Glm4MoeModelType;
+  const traits = TRAITS[modelType];
   const fields = new ConfigFields(json, source);
-  const decoder = parseDecoderFields(fields, DEFAULTS);
+  const decoder = parseDecoderFields(fields, { ...DEFAULTS, maxPositionEmbeddings: traits.maxPositionEmbeddings });
+  if (traits.mrope !== undefined) checkMropeSections(fields, traits.mrope, decoder.rotaryDim);
   const firstDense = fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
-  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', DEFAULTS.numNextnPredictLayers);
+  const numNextnPredictLayers = traits.qkNormAndMtp ? fields.nonNegativeInt('num_nextn_predict_layers', DEFAULTS.numNextnPredictLayers) : 0;
   const allLayers = decoder.numLayers + numNextnPredictLayers;
   return {
     ...decoder,
-    attentionBias: fields.boolean('attention_bias', false),
+    attentionBias: fields.boolean('attention_bias', traits.attentionBias),
     outputBias: false,
-    qkNorm: fields.boolean('use_qk_norm', false),
+    qkNorm: traits.qkNormAndMtp && fields.boolean('use_qk_norm', false),
     slidingWindows: new Array<number | null>(allLayers).fill(null),
     intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
     sparseLayers: Array.from({ length: allLayers }, (_, i) => i >= firstDense),
-    moe: parseDeepseekMoe(fields, 'glm4_moe', MOE_DEFAULTS),
+    moe: parseDeepseekMoe(fields, modelType, MOE_DEFAULTS),
     numNextnPredictLayers,
   };
 }
@@ -69,7 +91,7 @@ function glm4MtpLayers(config: Glm4MoeConfig): MtpLayers {
 
 export const glm4MoeFamily: ModelFamily<Glm4MoeConfig> = {
   name: 'GLM-4-MoE',
-  modelTypes: ['glm4_moe'],
+  modelTypes: Object.keys(TRAITS),
   parseConfig: parseGlm4MoeConfig,
   create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => glm4Mlp(config, i)),
   mtp: { modelTypes: ['glm4_moe'], layers: glm4MtpLayers },

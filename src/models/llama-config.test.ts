@@ -92,6 +92,7 @@ test('a transformers 4.x Llama 3.1 config parses to the expected ModelConfig', (
     qkNormAfterRope: false,
     qkNormOver: 'head',
     interleavedRope: false,
+    fusedGateUp: false,
     normNames: LLAMA_NORM_NAMES,
     tieWordEmbeddings: false,
     dtype: 'bf16',

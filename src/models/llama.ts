@@ -12,12 +12,14 @@ import { checkMropeSections, withMropeTypeAsDefault, type Mrope } from './mrope.
 
 /**
  * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
- * hunyuan_v1_dense, apertus and ernie4_5 differ only in defaults, biases, q/k norms (before RoPE, or
- * after it: Hunyuan's), norm names, windows, NoPE layers (SmolLM3's), multipliers (Granite's), a
- * query scale by position (Ministral 3's), NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's
- * relu², Apertus's xIELU) and RoPE over interleaved pairs (ERNIE 4.5's). The language models of
- * Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers) and Qwen3-VL
- * (qwen3_vl_text: Qwen3's) are rows too, their multimodal RoPE read for text positions (mrope.ts).
+ * hunyuan_v1_dense, apertus, ernie4_5, glm and glm4 differ only in defaults, biases, q/k norms
+ * (before RoPE, or after it: Hunyuan's), norm names (GLM-4's sandwich norms among them), windows,
+ * NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral 3's),
+ * NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's relu², Apertus's xIELU), gate and up stored
+ * as one tensor (GLM's), partial rotary (GLM's) and RoPE over interleaved pairs (ERNIE 4.5's, GLM's).
+ * The language models of Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers),
+ * Qwen3-VL (qwen3_vl_text: Qwen3's) and GLM-4.1V (glm4v_text: GLM-4's) are rows too, their
+ * multimodal RoPE read for text positions (mrope.ts).
  */
 export interface LlamaConfig extends DecoderConfig {
   intermediateSize: number;
@@ -30,6 +32,8 @@ export interface LlamaConfig extends DecoderConfig {
    * (Apertus), which reads no `activation`.
    */
   mlp: 'gated' | 'relu2' | 'xielu';
+  /** A gated MLP's gate and up rows are stored as one `mlp.gate_up_proj`, gate first (GLM, as Phi-3). */
+  fusedGateUp: boolean;
 }
 
 type LlamaModelType =
@@ -47,7 +51,10 @@ type LlamaModelType =
   | 'ernie4_5'
   | 'qwen2_vl_text'
   | 'qwen2_5_vl_text'
-  | 'qwen3_vl_text';
+  | 'qwen3_vl_text'
+  | 'glm'
+  | 'glm4'
+  | 'glm4v_text';
 
 /** Where a model_type's config puts attention biases. */
 export type AttentionBiasRule =
@@ -57,6 +64,8 @@ export type AttentionBiasRule =
   | 'qkv'
   /** `attention_bias` (default true) on q, k and v, `attention_out_bias` on o (Seed-OSS). */
   | 'attention_bias+attention_out_bias'
+  /** `attention_bias` (default true) on q, k and v, never on o (GLM). */
+  | 'attention_bias-qkv'
   /** `use_bias` on q, k, v and o, and on the MLP (ERNIE 4.5). */
   | 'use_bias'
   /** None (Mistral). */
@@ -80,6 +89,10 @@ interface LlamaTypeTraits {
   intermediateSize?: number;
   /** RoPE pairs each head's dims (x[2i], x[2i+1]) (ERNIE 4.5's), not rotate_half's halves. */
   interleavedRope?: boolean;
+  /** partial_rotary_factor's default where the class rotates part of each head (else the key is refused unless 1). */
+  partialRotaryFactor?: number;
+  /** gate and up stored as one `mlp.gate_up_proj` (GLM). */
+  fusedGateUp?: boolean;
   tiedByDefault: boolean;
   /** Per-head q/k RMSNorms, applied before RoPE or after it; absent: none. */
   qkNorm?: 'before-rope' | 'after-rope';
@@ -98,10 +111,31 @@ interface LlamaTypeTraits {
   mrope?: Mrope;
   /**
    * The attention sizes its heads hidden_size / num_attention_heads whatever `head_dim` says
-   * (Qwen2-VL's); its rotary reads head_dim, so transformers fails on one that differs: refused.
+   * (Qwen2-VL's, GLM-4.1V's); its rotary reads head_dim, so transformers fails on one that differs: refused.
    */
   headDimFromHidden?: boolean;
 }
+
+/**
+ * GlmConfig's and Glm4Config's defaults: GLM-4-9B-chat-hf (glm) and GLM-4-0414 (glm4) differ only in
+ * glm4's sandwich norms.
+ */
+const GLM_TRAITS: LlamaTypeTraits = {
+  maxPositions: 131072,
+  headDim: 128,
+  numKvHeads: 2,
+  rmsNormEps: 1.5625e-7,
+  intermediateSize: 13696,
+  attentionBias: 'attention_bias-qkv',
+  mlpBias: false,
+  tiedByDefault: false,
+  interleavedRope: true,
+  partialRotaryFactor: 0.5,
+  fusedGateUp: true,
+};
+
+/** GLM-4's sandwich norms: attention's and the MLP's outputs normed before each residual add. */
+const GLM4_NORM_NAMES: DecoderNormNames = { ...LLAMA_NORM_NAMES, attentionOutput: 'post_self_attn_layernorm', mlpOutput: 'post_mlp_layernorm' };
 
 /** Qwen2VLTextConfig and Qwen2_5_VLTextConfig, alike: Qwen2's layers with defaults of their own. */
 const QWEN2_VL_TEXT: LlamaTypeTraits = {
@@ -114,7 +148,7 @@ const QWEN2_VL_TEXT: LlamaTypeTraits = {
   mlpBias: false,
   tiedByDefault: false,
   maxWindowLayers: 80,
-  mrope: { layout: 'chunks', defaultSections: [16, 24, 24] },
+  mrope: { layout: 'chunks', defaultSections: [16, 24, 24], mropeTypeIsDefault: true },
   headDimFromHidden: true,
 };
 
@@ -194,6 +228,26 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
     intermediateSize: 3072,
     interleavedRope: true,
   },
+  glm: GLM_TRAITS,
+  glm4: { ...GLM_TRAITS, normNames: GLM4_NORM_NAMES },
+  // Glm4vTextConfig: glm4's layer, whose attention biases q, k and v whatever attention_bias says and
+  // sizes heads hidden_size / num_attention_heads; the whole head rotates unless
+  // partial_rotary_factor says otherwise (the Hub's configs say 0.5).
+  glm4v_text: {
+    maxPositions: 32768,
+    numKvHeads: 2,
+    rmsNormEps: 1e-5,
+    intermediateSize: 13696,
+    attentionBias: 'qkv',
+    mlpBias: false,
+    tiedByDefault: false,
+    interleavedRope: true,
+    partialRotaryFactor: 1,
+    fusedGateUp: true,
+    normNames: GLM4_NORM_NAMES,
+    mrope: { layout: 'chunks', defaultSections: [8, 12, 12] },
+    headDimFromHidden: true,
+  },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
@@ -224,6 +278,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     numKvHeads: traits.numKvHeads,
     ropeTheta: traits.ropeTheta,
     rmsNormEps: traits.rmsNormEps,
+    partialRotaryFactor: traits.partialRotaryFactor,
     // relu² runs as the gated relu (relu(u) · u); an xIELU MLP reads no activation.
     ...(mlp !== 'gated' && { activation: { kind: 'relu' } }),
   });
@@ -239,6 +294,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     mlpBias: traits.mlpBias !== false && fields.boolean(traits.mlpBias, false),
     interleavedRope: traits.interleavedRope ?? false,
     mlp,
+    fusedGateUp: traits.fusedGateUp ?? false,
     ...parseAttentionBiases(fields, traits.attentionBias),
     qkNorm: traits.qkNorm !== undefined,
     qkNormAfterRope: traits.qkNorm === 'after-rope',
@@ -291,6 +347,8 @@ export function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRu
       return { attentionBias: true, outputBias: false };
     case 'attention_bias+attention_out_bias':
       return { attentionBias: fields.boolean('attention_bias', true), outputBias: fields.boolean('attention_out_bias', false) };
+    case 'attention_bias-qkv':
+      return { attentionBias: fields.boolean('attention_bias', true), outputBias: false };
     case 'use_bias': {
       const bias = fields.boolean('use_bias', false);
       return { attentionBias: bias, outputBias: bias };
@@ -335,14 +393,14 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite, Seed-OSS, Hunyuan, Apertus and Qwen3-VL never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL, GLM and GLM-4.1V never slide. Mistral slides every layer (by default 4096), Ministral 3
  * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 (and Qwen2-VL's and Qwen2.5-VL's language models) slide
  * only when `use_sliding_window` is true, and then only layers whose `layer_types` entry is "sliding_attention" (derived, when
  * absent, as the layers from `max_window_layers` on, by default `maxWindowLayers`).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number, maxWindowLayers = DEFAULT_MAX_WINDOW_LAYERS): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text'];
+  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4', 'glm4v_text'];
   if (neverSlides.includes(modelType)) return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));
@@ -367,8 +425,10 @@ export class LlamaModel extends DecoderModel {
       const p = `model.layers.${i}.mlp`;
       const projections = { up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` };
       if (config.mlp === 'xielu') return new XieluMlp({ ...projections, activation: `${p}.act_fn` }, config.hiddenSize, config.intermediateSize);
+      const options = { bias: config.mlpBias };
+      if (config.fusedGateUp) return new GatedMlp({ gateUp: `${p}.gate_up_proj.weight`, down: projections.down }, config.hiddenSize, config.intermediateSize, config.activation, options);
       const gate = config.mlp === 'relu2' ? {} : { gate: `${p}.gate_proj.weight` };
-      return new GatedMlp({ ...gate, ...projections }, config.hiddenSize, config.intermediateSize, config.activation, { bias: config.mlpBias });
+      return new GatedMlp({ ...gate, ...projections }, config.hiddenSize, config.intermediateSize, config.activation, options);
     });
   }
 }

@@ -8,10 +8,6 @@ import { RmsNorm } from '../layers/norm.ts';
 import { loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
-import { gatherElements } from '../tensor/host-ops.ts';
-import type { HostTensor } from '../tensor/host-tensor.ts';
-import { isQuantized, selectQuantizedRows } from '../tensor/quantized-weight.ts';
-import { isSparse24 } from '../tensor/sparse24.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseDecoderFields, preNormLayerForward, type DecoderFields } from './decoder.ts';
@@ -131,27 +127,17 @@ function parseAttentionChunks(fields: ConfigFields, ropeLayers: boolean[]): (num
   return chunked.map((c) => (c ? chunk : null));
 }
 
-/** Rotary row k of rotate_half order within a head of `headDim` is the checkpoint's row 2k (k < headDim / 2) or 2(k - headDim / 2) + 1. */
-function fromInterleaved(k: number, headDim: number): number {
-  const half = headDim / 2;
-  return k < half ? 2 * k : 2 * (k - half) + 1;
-}
-
 class Llama4DecoderLayer implements Layer, PreNormLayer {
   readonly inputNorm: RmsNorm;
   readonly attention: SelfAttention;
   readonly postAttentionNorm: RmsNorm;
   readonly mlp: FeedForward;
-  private readonly prefix: string;
   private readonly rotates: boolean;
-  private readonly headDim: number;
 
   constructor(config: Llama4Config, index: number, rotary: { rope: RotaryEmbedding; none: RotaryEmbedding }) {
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
-    this.prefix = p;
     this.rotates = config.ropeLayers[index];
-    this.headDim = headDim;
     this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
     const l2 = (which: string) => new RmsNorm(`${p}.self_attn ${which} L2 norm`, headDim, eps, { weightless: true });
     this.attention = new SelfAttention({
@@ -171,6 +157,7 @@ class Llama4DecoderLayer implements Layer, PreNormLayer {
       ...projectionNames(`${p}.self_attn`),
       qkvBias: config.attentionBias,
       oBias: config.attentionBias,
+      interleavedRope: this.rotates,
     });
     this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
     this.mlp = feedForward(config, index);
@@ -185,45 +172,11 @@ class Llama4DecoderLayer implements Layer, PreNormLayer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    loadLayers([this.inputNorm, this.postAttentionNorm, this.mlp], source, uploader);
-    this.attention.load(this.rotates ? this.ropePermuted(source) : source, uploader);
+    loadLayers(this.sublayers, source, uploader);
   }
 
   loraTargets(): LoraTarget[] {
     return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
-  }
-
-  /**
-   * The attention's tensors with q_proj's and k_proj's rows (and biases) of every head in
-   * rotate_half order: 16-bit ones, and quantized ones (`readLinear`: a quantized checkpoint's or
-   * `--quantization`'s), whose rows are independent in every layout (codes, scales, zeros and mins
-   * by output row), so moving whole rows is exact.
-   */
-  private ropePermuted(source: WeightSource): WeightSource {
-    const { headDim, prefix } = this;
-    const permuted = new Set([`${prefix}.self_attn.q_proj.weight`, `${prefix}.self_attn.k_proj.weight`, `${prefix}.self_attn.q_proj.bias`, `${prefix}.self_attn.k_proj.bias`]);
-    const rowOf = (r: number) => r - (r % headDim) + fromInterleaved(r % headDim, headDim);
-    const permute = (t: HostTensor) => {
-      const cols = t.shape.length === 2 ? t.shape[1] : 1;
-      return gatherElements(t, [...t.shape], (row, col = 0) => rowOf(row) * cols + col);
-    };
-    const out: WeightSource = {
-      ...(source.shard === undefined ? {} : { shard: source.shard }),
-      ...(source.readOptional === undefined ? {} : { readOptional: source.readOptional }),
-      read: (name) => (permuted.has(name) ? permute(source.read(name)) : source.read(name)),
-    };
-    const readLinear = source.readLinear?.bind(source);
-    if (readLinear !== undefined) {
-      out.readLinear = (name) => {
-        const w = readLinear(name);
-        if (!permuted.has(name)) return w;
-        if (isSparse24(w)) throw invalidArgument(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which 2:4 sparse weights cannot take; leave --sparsity out`);
-        if (!isQuantized(w)) return permute(w);
-        if (w.codebooks !== null) throw invalidModel(`${name}: Llama 4 moves the rows of q_proj and k_proj at load (interleaved RoPE pairs), which ${w.format} weights (codebooks by row ranges) cannot take`);
-        return selectQuantizedRows(w, Int32Array.from({ length: w.rows }, (_, r) => rowOf(r)));
-      };
-    }
-    return out;
   }
 }
 

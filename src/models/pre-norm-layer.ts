@@ -12,10 +12,18 @@ export interface FeedForward extends Layer {
   forward(b: Backend, x: Tensor, step: StepInputs): Tensor;
 }
 
-/** A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormLayerForward runs. */
+/**
+ * A pre-norm layer's parts, whatever its attention (full, windowed, latent): what preNormLayerForward
+ * runs. A sandwich layer (GLM-4's) norms attention's and the MLP's outputs too before they join the
+ * residual stream.
+ */
 export interface PreNormLayer {
   inputNorm: RmsNorm;
   attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
+  /** Norm of attention's output before the residual add; absent or null: none. */
+  attentionOutputNorm?: RmsNorm | null;
   postAttentionNorm: RmsNorm;
   mlp: FeedForward;
+  /** Norm of the MLP's output before the residual add; absent or null: none. */
+  mlpOutputNorm?: RmsNorm | null;
 }

@@ -203,8 +203,8 @@ test('Qwen3-VL-MoE: Qwen3-MoE always renormalizing its top k, its experts fused 
 
 test('Qwen VL configs Keel cannot serve are refused, naming the key', () => {
   // Chunked M-RoPE sections must split head_dim / 2 frequencies, as transformers' torch.split needs.
-  assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: { type: 'mrope', mrope_section: [16, 24, 16] } }), 'test/config.json rope_scaling', 'mrope_section [16,24,16]', 'sums to 56', '64 rotary frequencies');
-  assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: null, hidden_size: 1792 }), 'mrope_section [16,24,24] (the default)', 'head_dim 64');
+  assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: { type: 'mrope', mrope_section: [16, 24, 16] } }), 'test/config.json rope_scaling', 'mrope_section [16,24,16]', 'sums to 56', '64 frequencies');
+  assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: null, hidden_size: 1792 }), 'mrope_section [16,24,24] (the default)', '64 rotary dims');
   assertInvalidModel(() => parse({ ...QWEN2_VL_7B, rope_scaling: { type: 'mrope', mrope_section: 'thw' } }), 'mrope_section "thw"', 'list of non-negative integers');
   // Qwen2-VL's attention sizes heads by hidden_size alone, while its rotary would read head_dim.
   assertInvalidModel(() => parse({ ...QWEN2_VL_7B, head_dim: 64 }), 'head_dim 64', 'hidden_size / num_attention_heads (3584 / 28)', 'qwen2_vl_text');

@@ -18,7 +18,8 @@ interface VisionLanguageWrapper {
    * Whose `tie_word_embeddings` ties the LM head: `{ wrapper: d }`, the wrapper's alone, its config
    * class's default d where unset, text_config's ignored (the wrapper owns the lm_head: Gemma 3,
    * Mistral 3, Qwen3.5, Qwen3-VL); `either`, true where the wrapper or text_config sets it (Qwen2-VL's
-   * config class forwards a true text_config's to the wrapper, whose default is false);
+   * and GLM-4.1V's / GLM-4.5V's config classes forward a true text_config's to the wrapper, whose
+   * default is false);
    * `text_config`, text_config's alone (Llama 4's lm_head is its Llama4ForCausalLM's, which reads
    * its own config).
    */
@@ -44,6 +45,8 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   qwen2_5_vl: { textModelTypes: ['qwen2_5_vl_text'], tiedBy: 'either', flatTextModelType: 'qwen2_5_vl_text' },
   qwen3_vl: { textModelTypes: ['qwen3_vl_text'], tiedBy: { wrapper: false } },
   qwen3_vl_moe: { textModelTypes: ['qwen3_vl_moe_text'], tiedBy: { wrapper: false } },
+  glm4v: { textModelTypes: ['glm4v_text'], tiedBy: 'either' },
+  glm4v_moe: { textModelTypes: ['glm4v_moe_text'], tiedBy: 'either' },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);

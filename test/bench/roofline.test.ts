@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeRoofline, parameterCount, parametersReadPerStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
+import { decodeRoofline, kvBytesOverDecode, parameterCount, parametersReadPerStep, throughputRoofline, workloadFlops } from '../../src/bench/roofline.ts';
 import { measureHostCopyBandwidth } from '../../src/bench/memory-bandwidth.ts';
 import type { LlamaConfig } from '../../src/models/llama.ts';
 import { createModel, parseModelArchitecture, readModelArchitecture } from '../../src/models/registry.ts';
@@ -101,7 +101,7 @@ test('workload FLOPs: 2 per weight multiply-add for every token that runs, the L
   assert.equal(workloadFlops(llama8b, [{ inputLen: 3, outputLen: 2 }, { inputLen: 3, outputLen: 2 }]), 2 * expected);
 });
 
-test('throughput roofline: the longer of compute at the matmul rate and the weight reads of the longest output', () => {
+test('throughput roofline: the longer of compute at the matmul rate and the weight reads of the longest output with every request\'s cache reads', () => {
   const inputs = { model: llama8b, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 };
   const requests = Array.from({ length: 256 }, () => ({ inputLen: 512, outputLen: 256 }));
   const flops = workloadFlops(llama8b, requests);
@@ -110,8 +110,10 @@ test('throughput roofline: the longer of compute at the matmul rate and the weig
   assert.equal(computeBound.weight_bytes_lower_bound, 256 * parametersReadPerStep(llama8b, 1) * 2);
   assert.ok(Math.abs((computeBound.bound_s as number) - flops / 800e12) < 1e-9, 'at 800 TFLOP/s the FLOPs take longer');
   assert.ok(Math.abs((computeBound.fraction as number) - flops / 800e12 / 10) < 1e-12);
+  // Each request's 255 decode steps attend over 513 ... 767 positions of 128 KiB.
+  assert.equal(computeBound.kv_bytes_lower_bound, 256 * ((513 + 767) / 2) * 255 * 131072);
   const memoryBound = throughputRoofline(inputs, requests, 10, { flopsPerSecond: 800e15, bandwidthBytesPerSecond: 3e12 });
-  assert.ok(Math.abs((memoryBound.bound_s as number) - memoryBound.weight_bytes_lower_bound / 3e12) < 1e-9);
+  assert.ok(Math.abs((memoryBound.bound_s as number) - (memoryBound.weight_bytes_lower_bound + memoryBound.kv_bytes_lower_bound) / 3e12) < 1e-9);
   const unknown = throughputRoofline(inputs, requests, 10, { flopsPerSecond: null, bandwidthBytesPerSecond: null });
   assert.equal(unknown.bound_s, null);
   assert.equal(unknown.fraction, null);
@@ -127,4 +129,17 @@ test('an MoE step reads each expert with the chance that some token routes to it
     assert.ok(Math.abs(parametersReadPerStep(model, tokens) - (rest + expertParams * share)) < 1e-6, `${tokens} tokens`);
   }
   assert.ok(Math.abs(parametersReadPerStep(model, 1000) - (parameterCount(model) - 256 * 64)) < 1e-6, 'a large step reads every expert');
+});
+
+test('a request\'s decode reads, summed in closed form, equal its steps\' cache reads one by one (windows, Quest)', () => {
+  const quest = modelOf('bench/configs/llama-3.1-8b');
+  quest.useSparseAttention!({ tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, [0, 1]);
+  for (const model of [llama8b, windowed(300), quest]) {
+    const inputs = { model, weightElementBytes: 2, kvElementBytes: 2, blockSize: 16 };
+    for (const request of [{ inputLen: 200, outputLen: 250 }, { inputLen: 7, outputLen: 1 }, { inputLen: 1000, outputLen: 40 }]) {
+      let expected = 0;
+      for (let j = 1; j < request.outputLen; j++) expected += decodeRoofline(inputs, { batchSize: 1, inputLen: request.inputLen + j, outputLen: 0, stepSeconds: 1 }, null).kv_bytes_per_step;
+      assert.equal(kvBytesOverDecode(inputs, request), expected, `${JSON.stringify(request)}`);
+    }
+  }
 });

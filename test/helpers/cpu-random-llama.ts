@@ -40,6 +40,7 @@ export function llamaConfig(overrides: Partial<LlamaConfig> = {}): LlamaConfig {
     intermediateSize: 48,
     mlpBias: false,
     mlp: 'gated',
+    fusedGateUp: false,
     numLayers,
     numHeads: 4,
     numKvHeads: 2,

@@ -375,27 +375,47 @@ def _v3_groups(r, f):
     f["topk_group"] = r.choice([g for g in (1, 2, 4) if g <= f["n_group"]])
 
 
-def gen_glm4_moe(r, name):
-    f = base(r)
-    f["num_hidden_layers"] = max(2, f["num_hidden_layers"])
-    head_dim = head_dim_of(f)
-    # int(head_dim * factor) must be even (rotate_half pairs); absent, Glm4MoeConfig's default 0.5.
+def _glm_partial(r, head_dim: int, default: float) -> float | None:
+    """A partial_rotary_factor whose int(head_dim * factor) rotary dims pair up, or None (absent: the class's
+    `default`, unless that one's rotary dims would not pair up: then 1.0)."""
     factors = [p for p in (0.25, 0.5, 0.75, 1.0) if int(head_dim * p) % 2 == 0 and int(head_dim * p) > 0]
     partial = r.choice(factors) if r.random() < 0.7 else None
-    if partial is None and int(head_dim * 0.5) % 2 != 0:
+    if partial is None and int(head_dim * default) % 2 != 0:
         partial = 1.0
+    return partial
+
+
+def _glm_rope(r, f: dict, partial: float | None, default: float, types=("default", "linear", "dynamic", "yarn", "llama3", "longrope"),
+              head_dim_default: int | None = None) -> dict:
+    """rope() over the rotary dims, with a drawn partial_rotary_factor in the RoPE dict (transformers 5) or at the
+    top level (4.x, the Hub's configs): the dict's wins, either is read."""
+    rope_ = rope(r, f, types, partial=partial if partial is not None else default, head_dim_default=head_dim_default)
+    if partial is not None:
+        (rope_ if r.random() < 0.5 else f)["partial_rotary_factor"] = partial
+    return rope_
+
+
+def _glm4_moe_keys(r, f: dict) -> None:
+    """GLM-4.5's attention and MoE keys: biases, q/k norms, experts in groups, shared experts, first dense layers."""
+    f["num_hidden_layers"] = max(2, f["num_hidden_layers"])
     f.update(attention_bias=r.random() < 0.7, use_qk_norm=r.random() < 0.5, n_routed_experts=r.choice((4, 8)),
              moe_intermediate_size=16, n_shared_experts=r.choice((1, 2)), first_k_dense_replace=r.choice((0, 1)),
              routed_scaling_factor=r.choice((1.0, 2.5)), norm_topk_prob=r.random() < 0.7, hidden_act=act(r, "silu"))
     _v3_groups(r, f)
     f["num_experts_per_tok"] = r.choice([k for k in (1, 2, 3) if k <= f["topk_group"] * f["n_routed_experts"] // f["n_group"]])
+
+
+GLM4_MOE_ROUTER = MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),)
+
+
+def gen_glm4_moe(r, name):
+    f = base(r)
+    # int(head_dim * factor) must be even (rotate_half pairs); absent, Glm4MoeConfig's default 0.5.
+    partial = _glm_partial(r, head_dim_of(f), 0.5)
+    _glm4_moe_keys(r, f)
     if r.random() < 0.3:
         f["num_nextn_predict_layers"] = 1  # stored after the decoder's layers (make_fixtures.add_mtp_layers); only --speculative-method mtp reads it
-    rope_ = rope(r, f, partial=partial if partial is not None else 0.5)
-    if partial is not None:
-        # transformers 5 spelling (in the RoPE dict) or 4.x (top level): the dict's wins, either is read.
-        (rope_ if r.random() < 0.5 else f)["partial_rotary_factor"] = partial
-    return fx(name, "glm4_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+    return fx(name, "glm4_moe", f, _glm_rope(r, f, partial, 0.5), init_overrides=GLM4_MOE_ROUTER)
 
 
 def gen_ernie4_5(r, name):
@@ -404,6 +424,26 @@ def gen_ernie4_5(r, name):
     if r.random() < 0.3:
         del f["tie_word_embeddings"]  # Ernie4_5Config's default: tied
     return fx(name, "ernie4_5", f, rope(r, f, head_dim_default=128))
+
+
+def _glm_dense(r, name, model_type):
+    """GLM-4 dense (glm; glm4 adds sandwich norms): attention_bias on q/k/v (absent: the class's true), partial
+    rotary over interleaved pairs, fused gate_up_proj; head_dim absent is GlmConfig's 128."""
+    f = base(r)
+    # int(head_dim * factor) must be even; absent, the class's default 0.5.
+    partial = _glm_partial(r, head_dim_of(f, 128), 0.5)
+    if r.random() < 0.7:
+        f["attention_bias"] = r.random() < 0.7
+    f["hidden_act"] = act(r, "silu")
+    return fx(name, model_type, f, _glm_rope(r, f, partial, 0.5, head_dim_default=128))
+
+
+def gen_glm(r, name):
+    return _glm_dense(r, name, "glm")
+
+
+def gen_glm4(r, name):
+    return _glm_dense(r, name, "glm4")
 
 
 def gen_ernie4_5_moe(r, name):
@@ -855,6 +895,47 @@ def gen_qwen3_vl_moe(r, name):
               wrapper_fields=_qwen3_vl_wrapper(r, f))
 
 
+def _glm4v_wrapper(r, f: dict) -> dict:
+    """GLM-4.1V's and GLM-4.5V's wrapper: a tie by either config (text_config's drawn by base), the smallest vision tower."""
+    wrapper = dict(vision_config=mf.GLM4V_VISION | {"out_hidden_size": f["hidden_size"]})
+    if r.random() < 0.6:
+        wrapper["tie_word_embeddings"] = r.random() < 0.4
+    return wrapper
+
+
+def _glm4v_mrope(r, f: dict, rope_: dict, factor: float) -> None:
+    """Chunked M-RoPE sections covering the frequencies of the int(head_dim * factor) rotary dims (the class's
+    default [8, 12, 12] fits none of the drawn heads)."""
+    rope_["mrope_section"] = _mrope_sections(r, int(head_dim_of(f) * factor))
+
+
+def gen_glm4v(r, name):
+    """GLM-4.1V's language model: glm4's layer whose attention biases q/k/v whatever attention_bias says (drawn) and
+    sizes heads hidden / heads (no head_dim key), partial rotary over interleaved pairs (absent: the class's 1.0)."""
+    f = base(r)
+    f.pop("head_dim", None)
+    partial = _glm_partial(r, head_dim_of(f), 1.0)
+    if r.random() < 0.6:
+        f["attention_bias"] = r.random() < 0.5
+    f["hidden_act"] = act(r, "silu")
+    rope_ = _glm_rope(r, f, partial, 1.0)
+    _glm4v_mrope(r, f, rope_, partial or 1.0)
+    return fx(name, "glm4v", f, rope_, text_model_type="glm4v_text", wrapper_fields=_glm4v_wrapper(r, f))
+
+
+def gen_glm4v_moe(r, name):
+    """GLM-4.5V's language model: glm4_moe's keys (use_qk_norm drawn, never read; attention_bias absent: the class's true)."""
+    f = base(r)
+    partial = _glm_partial(r, head_dim_of(f), 0.5)
+    _glm4_moe_keys(r, f)
+    if r.random() < 0.3:
+        del f["attention_bias"]
+    rope_ = _glm_rope(r, f, partial, 0.5)
+    _glm4v_mrope(r, f, rope_, partial or 0.5)
+    return fx(name, "glm4v_moe", f, rope_, init_overrides=GLM4_MOE_ROUTER, text_model_type="glm4v_moe_text",
+              wrapper_fields=_glm4v_wrapper(r, f))
+
+
 def gen_qwen3_5_text(r, name):
     f = _hybrid(r)
     _maybe_hybrid_mtp(r, f)
@@ -877,6 +958,7 @@ GENERATORS = {
     "granitemoehybrid": gen_granitemoehybrid, "dots1": gen_dots1,
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
+    "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
 }
 
 

@@ -44,7 +44,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
@@ -411,12 +411,13 @@ def _rope_not_interleaved(model):
 
 
 def _rope_halves(model):
-    """ERNIE 4.5's interleaved pairs read as rotate_half's halves: q/k rows reordered so that its
-    (x[2i], x[2i+1]) rotation turns the original rows' (x[i], x[i + d/2]) pairs."""
+    """ERNIE 4.5's and GLM's interleaved pairs read as rotate_half's halves: q/k rows reordered so that
+    their (x[2i], x[2i+1]) rotation of the leading r rotary dims turns the original rows' (x[i], x[i + r/2]) pairs."""
+    r = model.get_decoder().rotary_emb.inv_freq.shape[0] * 2
     for layer in _layers(model):
         attn = layer.self_attn
         d = attn.head_dim
-        perm = torch.arange(d).view(2, d // 2).t().reshape(-1)  # 0, d/2, 1, d/2 + 1, ...
+        perm = torch.cat([torch.arange(r).view(2, r // 2).t().reshape(-1), torch.arange(r, d)])  # 0, r/2, 1, r/2 + 1, ..., then the unrotated dims
         for proj in (attn.q_proj, attn.k_proj):
             rows = torch.cat([h * d + perm for h in range(proj.out_features // d)])
             proj.weight.data = proj.weight.data[rows]
@@ -524,6 +525,12 @@ def _indexer_rope_half(model):
             t.copy_(t[perm])
 
 
+def _no_sandwich_norms(model):
+    for layer in _layers(model):
+        layer.post_self_attn_layernorm = torch.nn.Identity()
+        layer.post_mlp_layernorm = torch.nn.Identity()
+
+
 def _rotary_whole_head(model):
     """GLM-4.5's partial rotary (half of each head) replaced by rotating the whole head."""
     rotary = model.model.rotary_emb
@@ -560,6 +567,7 @@ PROBES = {
     "shared_layers_dense": ("GLM-5's shared layers attend to every position, not the previous full layer's top-k", _shared_layers_dense),
     "indexer_rope_half": ("GLM-5's indexer rotates rotate_half pairs instead of interleaved ones", _indexer_rope_half),
     "rotary_whole_head": ("partial_rotary_factor ignored: the whole head rotates", _rotary_whole_head),
+    "sandwich_norms_off": ("GLM-4's post_self_attn_layernorm / post_mlp_layernorm removed", _no_sandwich_norms),
     "rope_halves": ("interleaved RoPE pairs read as rotate_half halves", _rope_halves),
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
@@ -833,6 +841,29 @@ HUB_LAYOUT = {
         [r"^model\.layers\.\d+\.(pre|post)_feedforward_layernorm\.weight$",
          r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
         [r"^lm_head\.", r"language_model"],
+    ),
+    "glm": (
+        [r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$", r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$"],
+        [r"mlp\.(gate|up)_proj", r"o_proj\.bias", r"post_self_attn_layernorm", r"post_mlp_layernorm"],
+    ),
+    "glm4": (
+        [r"^model\.layers\.\d+\.mlp\.gate_up_proj\.weight$", r"^model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$",
+         r"^model\.layers\.\d+\.post_self_attn_layernorm\.weight$", r"^model\.layers\.\d+\.post_mlp_layernorm\.weight$"],
+        [r"mlp\.(gate|up)_proj", r"o_proj\.bias"],
+    ),
+    # GLM-4.1V and GLM-4.5V nest the language model under model.language_model.*.
+    "glm4v": (
+        [r"^model\.language_model\.layers\.\d+\.mlp\.gate_up_proj\.weight$", r"^model\.language_model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$",
+         r"^model\.language_model\.layers\.\d+\.post_self_attn_layernorm\.weight$", r"^model\.visual\."],
+        [r"^language_model\.", r"o_proj\.bias", r"lm_head"],
+    ),
+    "glm4v_moe": (
+        [r"^model\.language_model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.language_model\.layers\.\d+\.self_attn\.[qkv]_proj\.bias$", r"^lm_head\.weight$", r"^model\.visual\."],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"o_proj\.bias", r"[qk]_norm"],
     ),
     "phi3": (
         [r"^model\.layers\.\d+\.self_attn\.qkv_proj\.weight$",

@@ -136,18 +136,24 @@ CONFIG_CLASS_NAMES = {
     "qwen3_vl_text": "Qwen3VLTextConfig",
     "qwen3_vl_moe": "Qwen3VLMoeConfig",
     "qwen3_vl_moe_text": "Qwen3VLMoeTextConfig",
+    "glm4v": "Glm4vConfig",
+    "glm4v_text": "Glm4vTextConfig",
+    "glm4v_moe": "Glm4vMoeConfig",
+    "glm4v_moe_text": "Glm4vMoeTextConfig",
     "cohere": "CohereConfig",
     "cohere2": "Cohere2Config",
+    "glm": "GlmConfig",
+    "glm4": "Glm4Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe"}
+                   "qwen3_vl_moe", "glm4v_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1"}
+                              "dots1", "glm4v_moe"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1274,6 +1280,76 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "rope_halves"),
 ))
+# Z.ai's dense GLM-4: GLM-4-9B-chat-hf (glm), GLM-4-0414 and GLM-Z1 (glm4).
+FIXTURES.append(Fixture(
+    "glm-partial-interleaved", "glm",
+    "GLM-4-9B-chat-hf-like (GlmForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (given; "
+    "the class defaults it to 128), q/k/v biases by GlmConfig's default attention_bias (true, absent from the "
+    "fixture's fields; o_proj has none), partial rotary by the class default (partial_rotary_factor 0.5, absent): the "
+    "leading 12 of 24 dims rotate in interleaved pairs (x[2i], x[2i+1]) (cos/sin repeat_interleaved), RoPE theta 1e4; "
+    "gate and up as one mlp.gate_up_proj (gate rows first, intermediate 64); untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=64),
+    _rope(),
+    stored_dtype="bfloat16",
+    probes=("rope_halves", "rotary_whole_head"),
+))
+FIXTURES.append(Fixture(
+    "glm4-sandwich-norms", "glm4",
+    "GLM-4-0414-like (Glm4ForCausalLM), 2 layers, vocabulary 128: glm-partial-interleaved's layer plus the sandwich "
+    "norms post_self_attn_layernorm (attention's output) and post_mlp_layernorm (the MLP's output) before each "
+    "residual add; 4 query heads / 1 KV head of head_dim 16, partial_rotary_factor 0.75 in rope_parameters (the leading "
+    "12 of 16 dims rotate in interleaved pairs; Glm4Config writes its default 0.5 at the top level beside it, which the "
+    "dict's overrides), RoPE theta 5e5, attention_bias (q, k, v), gate_up_proj "
+    "(intermediate 48), lm_head tied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=1, head_dim=16, intermediate_size=48, attention_bias=True,
+            tie_word_embeddings=True),
+    _rope(theta=500000.0, partial_rotary_factor=0.75),
+    stored_dtype="bfloat16",
+    probes=("sandwich_norms_off", "rope_halves", "rotary_whole_head"),
+))
+# GLM-4.1V-Thinking (glm4v) and GLM-4.5V (glm4v_moe) as their ...ForConditionalGeneration, run on text: M-RoPE's
+# three position ids, equal for a text prompt, over GLM-4's and GLM-4.5's partial rotary; the smallest vision tower.
+GLM4V_VISION = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2, patch_size=2, image_size=4, temporal_patch_size=1,
+                    spatial_merge_size=1, out_hidden_size=64)
+FIXTURES.append(Fixture(
+    "glm4v", "glm4v",
+    "GLM-4.1V-Thinking as Glm4vForConditionalGeneration (model_type glm4v), run on text: text_config a glm4v_text model "
+    "of 2 layers, vocabulary 128, GQA 4 query / 2 KV heads of 16 (hidden_size / num_attention_heads, which its attention "
+    "always uses), q/k/v biases whatever attention_bias says (false here; o_proj has none), GLM-4's sandwich norms and "
+    "fused gate_up_proj (intermediate 48), M-RoPE's chunked sections [2, 1, 1] over the leading 8 of 16 dims "
+    "(partial_rotary_factor 0.5; the class default is 1) rotating in interleaved pairs, theta 1e4. lm_head tied by "
+    "text_config's tie_word_embeddings alone: config.json's top level says false (set after saving), and Glm4vConfig "
+    "forwards text_config's true to the wrapper, so the checkpoint holds no lm_head. "
+    "Weights bf16 under model.language_model.* beside a 1-block vision tower model.visual.*, which the engine skips.",
+    _fields(vocab_size=128, num_key_value_heads=2, intermediate_size=48, attention_bias=False, tie_word_embeddings=True),
+    _rope(partial_rotary_factor=0.5, mrope_section=[2, 1, 1]),
+    stored_dtype="bfloat16",
+    probes=("sandwich_norms_off", "rope_halves"),
+    text_model_type="glm4v_text",
+    wrapper_fields=dict(vision_config=GLM4V_VISION),
+    saved_config_overrides=dict(tie_word_embeddings=False),
+))
+FIXTURES.append(Fixture(
+    "glm4v-moe", "glm4v_moe",
+    "GLM-4.5V as Glm4vMoeForConditionalGeneration (model_type glm4v_moe), run on text: text_config a glm4v_moe_text "
+    "model of 2 layers, vocabulary 128, GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) with q/k/v biases by the "
+    "class default attention_bias (true, absent), no q/k norms (use_qk_norm true in the config, which the class never "
+    "reads), M-RoPE's chunked sections [2, 2, 2] over the leading 12 of 24 dims (partial_rotary_factor by the class "
+    "default 0.5, absent) in rotate_half halves, theta 1e4. Layer 0 a dense MLP (first_k_dense_replace 1, intermediate "
+    "32); layer 1: sigmoid router + e_score_correction_bias over 8 experts (moe_intermediate 8) in n_group 2 groups, "
+    "topk_group 1, top-2 renormalised times routed_scaling_factor 2.5, plus 1 shared expert; the experts saved per "
+    "expert (transformers fuses them at load). lm_head untied. Weights bf16 under model.language_model.* beside a "
+    "1-block vision tower model.visual.*, which the engine skips.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=24, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+            first_k_dense_replace=1, norm_topk_prob=True, routed_scaling_factor=2.5, use_qk_norm=True),
+    _rope(mrope_section=[2, 2, 2]),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "routed_scale_one"),
+    text_model_type="glm4v_moe_text",
+    wrapper_fields=dict(tie_word_embeddings=False, vision_config=GLM4V_VISION),
+))
 
 # AI2's OLMoE, IBM's Granite MoE (plain and with a shared MLP), rednote's dots.llm1.
 FIXTURES.append(Fixture(
@@ -1458,6 +1534,10 @@ SEED_BASES = {
     "qwen3-vl-moe": 80000,
     "cohere-qknorm": 88100,
     "cohere2-sliding-nope": 88200,
+    "glm-partial-interleaved": 87000,
+    "glm4-sandwich-norms": 88000,
+    "glm4v": 88500,
+    "glm4v-moe": 88600,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})

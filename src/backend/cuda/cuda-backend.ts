@@ -43,7 +43,8 @@ import { launchDequantize, launchEmbedQuantizedTokens, launchPermuteColumns, lau
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
-import { loadsInMarlinLayout, quantizedPath } from './kernels/quantized-path.ts';
+import { INT4_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type Int4GemvKernel } from './kernels/quantized-path.ts';
+import { launchInt4GemvMma } from './kernels/int4-gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
@@ -125,6 +126,14 @@ export interface CudaBackendOptions {
    */
   marlin?: boolean;
   /**
+   * Which kernel multiplies int4 weights (row layout) at decode batch sizes: `cuda-cores`
+   * (quantized_gemv_kernel, bound by its per-code instructions: 1.3-2.6 TB/s measured) or
+   * `tensor-cores` (int4-gemv-mma.cu: the decoded pairs as mma.sync operands). Default:
+   * $KEEL_INT4_GEMV, else cuda-cores (until the tensor-core kernel's GPU tests and `keel bench
+   * linear` figures are in).
+   */
+  int4Gemv?: Int4GemvKernel;
+  /**
    * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
    * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
    * hiding the launch gap between the small dependent kernels of a batch-1 step. Default:
@@ -155,6 +164,15 @@ function marlinFromEnv(): boolean {
   if (value === undefined || value === '' || value === '0') return false;
   if (value === '1') return true;
   throw new KeelError('invalid_argument', `KEEL_MARLIN must be '0' or '1', not '${value}'`);
+}
+
+/** KEEL_INT4_GEMV, for comparing the two int4 decode GEMVs without a code change. */
+function int4GemvFromEnv(): Int4GemvKernel {
+  const value = process.env.KEEL_INT4_GEMV;
+  if (value === undefined || value === '') return 'cuda-cores';
+  const kernel = INT4_GEMV_KERNELS.find((k) => k === value);
+  if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_INT4_GEMV must be one of ${INT4_GEMV_KERNELS.join(', ')}, not '${value}'`);
+  return kernel;
 }
 
 /** KEEL_PDL: 1 launches kernels with programmatic dependent launch where the GPU has it, 0 or unset does not. */
@@ -268,6 +286,8 @@ export class CudaBackend implements Backend {
   mlaDecode: MlaDecodeKernel;
   /** Whether quantized weights that fit load in the fragment layout (CudaBackendOptions.marlin). */
   readonly marlin: boolean;
+  /** Which kernel multiplies int4 decode rows (CudaBackendOptions.int4Gemv). */
+  readonly int4Gemv: Int4GemvKernel;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -285,6 +305,7 @@ export class CudaBackend implements Backend {
     this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
     this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
     this.marlin = options.marlin ?? marlinFromEnv();
+    this.int4Gemv = options.int4Gemv ?? int4GemvFromEnv();
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -956,7 +977,7 @@ export class CudaBackend implements Backend {
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
-    const path = quantizedPath(w, input.rows);
+    const path = quantizedPath(w, input.rows, this.int4Gemv);
     // Only a vocabulary table the GEMM takes is larger than the scratch (loadQuantizedWeightInto).
     const fitsScratch = (this.dequantized?.bytes ?? 0) >= 2 * w.rows * w.cols;
     if (!fitsScratch && (path === 'dequantize' || input.rows === 0)) return this.slicedQuantizedGemm(input, w, b);
@@ -967,7 +988,7 @@ export class CudaBackend implements Backend {
         xs = this.stepTensor(input.shape).ptr;
         launchPermuteColumns(this.device, xs, input.ptr, w.perm, input.rows, input.cols);
       }
-      const launch = { gemv: launchQuantizedGemv, gemm: launchQuantizedGemm, marlin: launchMarlinGemm }[path];
+      const launch = { gemv: launchQuantizedGemv, 'gemv-mma': launchInt4GemvMma, gemm: launchQuantizedGemm, marlin: launchMarlinGemm }[path];
       launch(this.device, out.ptr, xs, w, b?.ptr ?? 0, input.rows, (bytes) => this.arena.alloc(bytes));
       return out;
     }

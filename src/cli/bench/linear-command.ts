@@ -13,7 +13,8 @@ Times Keel's linear-layer kernels alone on the GPU (CUDA events over graph repla
 [n, k] (out x in), batch rows and format: microseconds, weight GB/s (beside the device's measured read
 bandwidth), TFLOP/s and the speed-up over bf16 cuBLAS on the same shape. Quantized formats (fp8, int8,
 int4, nf4, quantized as --quantization does) are timed on every kernel that takes the batch: the
-decode GEMV up to 8 rows, past it the tensor-core GEMM and dequantize + cuBLAS, and fp8, int8 and
+decode GEMV up to 8 rows (int4 also on the tensor-core GEMV, path "gemv-mma", whether or not
+KEEL_INT4_GEMV makes the backend use it), past it the tensor-core GEMM and dequantize + cuBLAS, and fp8, int8 and
 int4 also on the fragment-layout (Marlin-style) GEMM at every row count (path "marlin", whether or
 not KEEL_MARLIN makes the backend use it), so the thresholds between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
 down [k, n/2]) beside the same MLP in bf16. aqlm-2x8 and aqlm-1x16 (random codes) time the AQLM
@@ -76,7 +77,7 @@ export async function linearCommand(argv: string[]): Promise<void> {
   const path = writeResult(
     {
       ...cudaKernelRun(started, result.driverCudaVersion),
-      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, quantized-gemm.cu, marlin-gemm.cu, moe-gemv.cu, moe-gemm.cu, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
+      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, int4-gemv-mma.cu, quantized-gemm.cu, marlin-gemm.cu, moe-gemv.cu, moe-gemm.cu, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
       suite: 'linear',
       results: { figures: result.figures, read_gb_per_s: result.read_gb_per_s },
     },

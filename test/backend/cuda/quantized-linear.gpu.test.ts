@@ -5,6 +5,7 @@ import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { QUANTIZED_GEMV_MAX_ROWS, quantizedGemvSplits } from '../../../src/backend/cuda/kernels/quantized-linear.ts';
 import { QUANTIZED_GEMM_MAX_ROWS, quantizedGemmSplits } from '../../../src/backend/cuda/kernels/quantized-gemm.ts';
+import { quantizedPath } from '../../../src/backend/cuda/kernels/quantized-path.ts';
 import { CudaQuantizedTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { quantizeRoundToNearest } from '../../../src/tensor/quantize-rtn.ts';
@@ -112,6 +113,39 @@ test('the GEMV with its columns split over the grid (few output rows, long rows)
       assert.ok(splits > 1, `[${rows}, ${cols}] ${format} is split (${splits})`);
       for (const xRows of [1, 4, QUANTIZED_GEMV_MAX_ROWS]) check('split GEMV', weight, xRows, rng() < 0.5);
     }
+  }
+});
+
+test('the tensor-core int4 GEMV (KEEL_INT4_GEMV=tensor-cores) matches the CPU: groups of 128 or whole rows, zeros, act-order, partial row tiles, split steps', () => {
+  const mma = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, int4Gemv: 'tensor-cores' });
+  try {
+    const cases: Case[] = [];
+    for (let trial = 0; trial < 14; trial++) {
+      const cols = 128 * randInt(rng, 1, 60);
+      cases.push({ format: 'int4', rows: randInt(rng, 1, 700), cols, groupSize: pick(rng, [cols, 128, 256].filter((g) => g <= cols && cols % g === 0)), asymmetric: rng() < 0.5, actOrder: rng() < 0.3 });
+    }
+    // Few output rows over long ones: the steps split over the grid.
+    for (const [rows, cols] of [[6, 14336], [61, 8192], [100, 4096]]) cases.push({ format: 'int4', rows, cols, groupSize: 128, asymmetric: rng() < 0.5, actOrder: false });
+    for (const c of cases) {
+      const weight = randomWeight(c);
+      const w = { cpu: cpu.loadQuantizedWeight(weight), gpu: mma.loadQuantizedWeight(weight) };
+      assert.equal(quantizedPath(w.gpu as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv-mma', `${describeQuantized(weight)} takes the tensor-core GEMV`);
+      for (const xRows of [1, randInt(rng, 2, 7), QUANTIZED_GEMV_MAX_ROWS]) {
+        const t = bf16Tensor([xRows, c.cols], randomBf16Values(rng, xRows * c.cols, 1));
+        const biasValues = rng() < 0.3 ? bf16Tensor([c.rows], randomBf16Values(rng, c.rows, 1)) : null;
+        const got = mma.toHost(mma.linear(mma.loadWeight(t), w.gpu, biasValues && mma.loadWeight(biasValues)));
+        const want = cpu.toHost(cpu.linear(cpu.loadWeight(t), w.cpu, biasValues && cpu.loadWeight(biasValues)));
+        const err = relativeError(got, want);
+        assert.ok(err < TOLERANCE, `tensor-core GEMV ${describeQuantized(weight)} x ${xRows} rows: relative error ${err}`);
+      }
+    }
+    // GGUF's groups of 32 with mins, and other formats, stay on the CUDA-core GEMV.
+    const q4k = randomWeight({ format: 'int4', rows: 64, cols: 256, groupSize: 32, asymmetric: true, actOrder: false });
+    assert.equal(quantizedPath(mma.loadQuantizedWeight(q4k) as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv');
+    const int8 = randomWeight({ format: 'int8', rows: 64, cols: 256, groupSize: 128, asymmetric: false, actOrder: false });
+    assert.equal(quantizedPath(mma.loadQuantizedWeight(int8) as CudaQuantizedTensor, 1, mma.int4Gemv), 'gemv');
+  } finally {
+    mma.dispose();
   }
 });
 
