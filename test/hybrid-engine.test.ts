@@ -6,7 +6,7 @@ import { LLM } from '../src/engine/llm.ts';
 import { loadEngine } from '../src/engine/load-engine.ts';
 import { FIXTURES_DIR, listOracleFixtures } from './helpers/oracle-fixtures.ts';
 
-// A hybrid model's Gated DeltaNet layers keep one recurrent state per sequence (a state slot), not
+// A hybrid model's Gated DeltaNet (or Mamba-2) layers keep one recurrent state per sequence (a state slot), not
 // entries per token: what needs a prefix's history or a copy of a sequence is refused by name,
 // prefix caching needs state checkpoints (test/hybrid-prefix-cache.test.ts), and a sequence takes
 // turns for slots as it does for blocks.
@@ -29,6 +29,12 @@ test('features that need a prefix\'s history are refused by name', async () => {
   await rejectsWith({ backend: 'cpu', speculative: { method: 'mtp', numSpeculativeTokens: 2, treeWidth: 2 } }, 'other than n-gram and MTP chains (--speculative-tree-width 2)');
   await rejectsWith({ backend: 'cpu', preemptionMode: 'swap' }, 'preemptionMode swap');
   await rejectsWith({ backend: 'cpu', kvOffloadGb: 0.01 }, 'the host tier of the prefix cache (kvOffloadGb)', 'qwen3_5_text');
+});
+
+test('a Mamba-2 hybrid (Granite 4.0) keeps a state per sequence too: the same features are refused by name', async () => {
+  const granite = { model: join(FIXTURES_DIR, 'granite4-hybrid'), backend: 'cpu' } as const;
+  await rejectsWith({ ...granite, preemptionMode: 'swap' }, 'preemptionMode swap', 'granitemoehybrid', 'Mamba-2');
+  await rejectsWith({ ...granite, kvOffloadGb: 0.01 }, 'the host tier of the prefix cache (kvOffloadGb)', 'granitemoehybrid');
 });
 
 test('prefix caching turns itself off without state checkpoints, one slot per sequence holds max-num-seqs sequences at once, and forks copy or recompute a state', async () => {

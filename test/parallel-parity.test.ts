@@ -84,6 +84,10 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // fused input_linear split as gate and up halves; the logits scaling on the last stage.
   { fixture: 'granitemoe', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
   { fixture: 'granitemoeshared', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
+  // Granite 4.0 hybrids: the Mamba-2 mixers replicated on every rank (their norm spans all heads), each stage's
+  // states in its own slots; attention and experts split as Granite MoE's.
+  { fixture: 'granite4-hybrid', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  { fixture: 'granite4-hybrid-dense-rope', parallel: { tensorParallelSize: 2 } },
   // dots.llm1: the dense layer and a MoE layer on the first stage, the sliding MoE layer on the last.
   { fixture: 'dots1', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
   // GLM-4: q/k rows permuted within each head's rotary part (partial, interleaved RoPE), then split with their heads;

@@ -181,6 +181,20 @@ export interface DeltaRuleParams {
   valueDim: number;
 }
 
+/**
+ * One Mamba-2 layer's geometry (the selective state space recurrence, SSD: Dao & Gu, "Transformers
+ * are SSMs", ICML 2024). Head h reads the B and C of group floor(h / (numHeads / numGroups)), as
+ * transformers' repeat_interleave pairs them; dt is clamped to [dtMin, dtMax] after its softplus.
+ */
+export interface SelectiveScanParams {
+  numHeads: number;
+  headDim: number;
+  numGroups: number;
+  stateSize: number;
+  dtMin: number;
+  dtMax: number;
+}
+
 /** The activation between a gated MLP's up and down projections: act(gate) * up. */
 export type Activation =
   | { kind: 'silu' }
@@ -659,12 +673,13 @@ export interface Backend {
 
   /**
    * The short causal convolution of a state layer (`SequenceStateSpec`), then silu: x [numTokens,
-   * channels], weight [channels, kernel] (depthwise, no bias). Each sequence's tokens continue from
-   * the last kernel - 1 inputs kept in its state slot (`step.batch.stateSlots`; zeros for a chunk
-   * starting at cache index 0), and the slot then keeps its chunk's last kernel - 1 inputs (the
-   * slot's first `(kernel - 1) · channels` values, [kernel - 1, channels]). Returns [numTokens, channels].
+   * channels], weight [channels, kernel] (depthwise), plus bias [channels] (before the silu) if
+   * given. Each sequence's tokens continue from the last kernel - 1 inputs kept in its state slot
+   * (`step.batch.stateSlots`; zeros for a chunk starting at cache index 0), and the slot then keeps
+   * its chunk's last kernel - 1 inputs (the slot's first `(kernel - 1) · channels` values,
+   * [kernel - 1, channels]). Returns [numTokens, channels].
    */
-  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor;
+  causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, cache: KvCache, layer: number, step: StepInputs): Tensor;
   /**
    * The gated delta rule over each sequence's chunk, token by token, from the recurrent state in
    * its slot (zeros for a chunk starting at cache index 0; the slot's values after the conv
@@ -676,6 +691,17 @@ export interface Backend {
    * S ← exp(g) · S; S ← S + k ⊗ β(v − Sᵀk); out = Sᵀq. Returns [numTokens, numValueHeads · valueDim].
    */
   gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor;
+  /**
+   * Mamba-2's selective scan over each sequence's chunk, token by token, from the state in its
+   * slot (zeros for a chunk starting at cache index 0; the slot's values after the conv state:
+   * [numHeads, headDim, stateSize], float32), which it leaves updated. xbc [numTokens, numHeads ·
+   * headDim + 2 · numGroups · stateSize] holds x, then every group's B, then every group's C; dt
+   * [numTokens, numHeads] the raw time steps; z [numTokens, numHeads · headDim] the output gate.
+   * Per token and head h (aLog, dtBias, d [numHeads] float32): Δ = clamp(softplus(dt_h + dtBias_h),
+   * dtMin, dtMax), S ← exp(−exp(aLog_h) · Δ) · S + Δ · x_h ⊗ B, y = S · C + d_h · x_h, out =
+   * y · silu(z_h). Returns [numTokens, numHeads · headDim].
+   */
+  selectiveScan(xbc: Tensor, dt: Tensor, z: Tensor, aLog: Tensor, dtBias: Tensor, d: Tensor, cache: KvCache, layer: number, step: StepInputs, params: SelectiveScanParams): Tensor;
   /**
    * Gated RMSNorm per group of `weight.length` columns: x / rms(x) · weight · silu(gate), x and
    * gate [rows, groups · width] (Gated DeltaNet's output norm, one group per value head).

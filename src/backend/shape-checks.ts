@@ -1,11 +1,21 @@
 import { groupBlockTables, type BatchDescription } from '../step/batch.ts';
 import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec, type RowsKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, DraftTreeDepth, DraftTrees, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams } from './backend.ts';
+import type { AttentionParams, DraftTreeDepth, DraftTrees, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams, SelectiveScanParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
   const width = (attn.numHeads + 2 * attn.numKvHeads) * attn.headDim;
   if (cols !== width) throw new Error(`qkv has ${cols} columns, the attention shape needs ${width}`);
+}
+
+/** selectiveScan's operands ([rows, cols] each) for a step of `numTokens` tokens: a mismatch is a bug in the caller. */
+export function assertSelectiveScanShapes(shapes: { xbc: readonly number[]; dt: readonly number[]; z: readonly number[] }, numTokens: number, params: SelectiveScanParams): void {
+  const { numHeads, headDim, numGroups, stateSize } = params;
+  if (numHeads % numGroups !== 0) throw new Error(`selectiveScan: ${numHeads} heads do not split evenly over ${numGroups} groups`);
+  const expected = { xbc: [numTokens, numHeads * headDim + 2 * numGroups * stateSize], dt: [numTokens, numHeads], z: [numTokens, numHeads * headDim] };
+  for (const name of ['xbc', 'dt', 'z'] as const) {
+    if (shapes[name].join() !== expected[name].join()) throw new Error(`selectiveScan: ${name} [${shapes[name].join(', ')}] is not [${expected[name].join(', ')}] for ${JSON.stringify(params)}`);
+  }
 }
 
 /** layerNorm's groups: `width` values that tile a row of `cols`. */

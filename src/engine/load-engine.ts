@@ -635,7 +635,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
 }
 
 /**
- * The engine settings for a model whose layers keep a per-sequence state (Gated DeltaNet): a
+ * The engine settings for a model whose layers keep a per-sequence state (Gated DeltaNet, Mamba-2): a
  * sequence's history lives in its state slot, not in KV blocks, so what needs the history of a
  * prefix or a copy of a sequence is refused by name (swapping, the host tier of the prefix cache),
  * and prefix caching, which keeps states at cached block boundaries in state checkpoints
@@ -643,7 +643,7 @@ export async function loadEngine(options: EngineOptions): Promise<LoadedEngine> 
  */
 export function withSequenceStates(config: EngineConfig, modelType: string): EngineConfig {
   const refuse = (what: string) => {
-    throw invalidArgument(`${what} is not supported for ${modelType}: its Gated DeltaNet layers keep a recurrent state per sequence, not per token`);
+    throw invalidArgument(`${what} is not supported for ${modelType}: its recurrent layers (Gated DeltaNet, Mamba-2) keep a state per sequence, not per token`);
   };
   // A verification runs the drafts through the state, which goes back to its snapshot unless all
   // were kept, and the kept tokens run again: a chain of n-gram or MTP drafts. The MTP layer is

@@ -203,7 +203,7 @@ export class GatedDeltaNet implements Layer {
     const { keyDim, valueDim } = options;
     const { numKeyHeads, numValueHeads } = this.heads;
     const names = this.vectorNames;
-    const qkv = b.causalConv1d(this.qkv.forward(b, x), loaded(this.conv, names.conv), cache, layer, step);
+    const qkv = b.causalConv1d(this.qkv.forward(b, x), loaded(this.conv, names.conv), null, cache, layer, step);
     const params = { numKeyHeads, numValueHeads, keyDim, valueDim };
     const core = b.gatedDeltaRule(qkv, this.ba.forward(b, x), loaded(this.aLog, names.aLog), loaded(this.dtBias, names.dtBias), cache, layer, step, params);
     const normed = b.gatedRmsNorm(core, this.z.forward(b, x), loaded(this.norm, names.norm), options.eps);

@@ -46,8 +46,11 @@ function parseGraniteMoeConfig(json: Record<string, unknown>, source: string): G
   };
 }
 
+/** What Granite's MoE block reads of a config: GraniteMoE's, or Granite 4.0's hybrid one (granite-hybrid.ts). */
+export type GraniteMoeBlockConfig = Pick<GraniteMoeConfig, 'hiddenSize' | 'activation' | 'intermediateSize' | 'numExperts' | 'numExpertsPerToken' | 'sharedIntermediateSize'>;
+
 /** Layer `index`'s `block_sparse_moe`, with granitemoeshared's `shared_mlp` where the config gives it a width. */
-function graniteMoe(config: GraniteMoeConfig, index: number): MoeBlock {
+export function graniteMoe(config: GraniteMoeBlockConfig, index: number): MoeBlock {
   const p = `model.layers.${index}`;
   const { hiddenSize, activation } = config;
   const fused = (prefix: string) => ({ gateUp: `${prefix}.input_linear.weight`, down: `${prefix}.output_linear.weight` });

@@ -14,6 +14,7 @@ import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
+import { graniteHybridFamily } from './granite-hybrid.ts';
 import { graniteMoeFamily } from './granite-moe.ts';
 import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { llamaFamily } from './llama.ts';
@@ -49,6 +50,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(hunyuanMoeFamily),
   family(olmoeFamily),
   family(graniteMoeFamily),
+  family(graniteHybridFamily),
   family(dots1Family),
   family(cohereFamily),
 ];

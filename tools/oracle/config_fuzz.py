@@ -674,6 +674,34 @@ def gen_granitemoeshared(r, name):
     return gen_granitemoe(r, name, "granitemoeshared")
 
 
+def gen_granitemoehybrid(r, name):
+    """Granite 4.0's hybrids: Mamba-2 and attention layers by layer_types (old or new names, at least one attention
+    layer, sometimes no Mamba one), RoPE or none, Mamba heads, groups, state, conv width and biases, Granite's
+    multipliers, a MoE block beside the shared MLP or the shared MLP alone (0 experts)."""
+    f = base(r)
+    n = r.choice((2, 3, 4))
+    expand = r.choice((1, 2))
+    mamba_heads = r.choice([h for h in (1, 2, 4, 8) if expand * f["hidden_size"] % h == 0])
+    # Mostly 1 or 2 attention layers beside Mamba ones; sometimes attention alone (granite-4.0-micro).
+    attention = r.sample(range(n), n if r.random() < 0.1 else min(n - 1, r.choice((1, 1, 2))))
+    mamba_name, attention_name = r.choice((("mamba", "attention"), ("linear_attention", "full_attention")))
+    experts = r.choice((0, 4, 6))
+    f.update(num_hidden_layers=n, hidden_act="silu", attention_bias=r.random() < 0.3,
+             layer_types=[attention_name if i in attention else mamba_name for i in range(n)],
+             position_embedding_type=r.choice((None, "nope", "rope", "rope")),
+             mamba_n_heads=mamba_heads, mamba_n_groups=r.choice([g for g in (1, 2, 4) if mamba_heads % g == 0]),
+             mamba_d_state=r.choice((4, 8, 16)), mamba_d_conv=r.choice((2, 3, 4)), mamba_expand=expand,
+             mamba_chunk_size=r.choice((8, 16, 256)), mamba_conv_bias=r.random() < 0.7, mamba_proj_bias=r.random() < 0.3,
+             num_local_experts=experts, num_experts_per_tok=r.choice((1, 2, 3)), intermediate_size=r.choice((16, 32)),
+             shared_intermediate_size=r.choice((16, 32, 48)),
+             embedding_multiplier=r.choice((1.0, 4.0, 12.0)), residual_multiplier=r.choice((1.0, 0.22, 0.5)),
+             attention_multiplier=r.choice((1.0, 0.0625, 0.015625)), logits_scaling=r.choice((1.0, 2.0, 8.0)))
+    draws = mf.GRANITE_HYBRID_DRAWS
+    # An override must match some tensor: the Mamba draws need a Mamba layer, the router's experts.
+    overrides = (draws[:3] if len(attention) < n else ()) + (draws[3:] if experts else ())
+    return fx(name, "granitemoehybrid", f, rope(r, f), init_overrides=overrides)
+
+
 def gen_dots1(r, name):
     """Qwen3's attention (q/k norms, windows by layer_types or max_window_layers) over DeepSeek-V3's MoE after first_k_dense_replace."""
     f = base(r)
@@ -926,7 +954,8 @@ GENERATORS = {
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,
-    "olmoe": gen_olmoe, "granitemoe": gen_granitemoe, "granitemoeshared": gen_granitemoeshared, "dots1": gen_dots1,
+    "olmoe": gen_olmoe, "granitemoe": gen_granitemoe, "granitemoeshared": gen_granitemoeshared,
+    "granitemoehybrid": gen_granitemoehybrid, "dots1": gen_dots1,
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,

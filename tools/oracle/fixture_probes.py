@@ -46,7 +46,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
 SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
-INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared")
+INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
 
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
@@ -144,8 +144,8 @@ def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
     """(layer index, router module) for every sparse MoE layer."""
     out = []
     for i, layer in enumerate(decoder_layers(model)):
-        # GraniteMoE's layers hold their block as `block_sparse_moe`.
-        mlp = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or layer.feed_forward
+        # GraniteMoE's layers hold their block as `block_sparse_moe` (None in a dense Granite 4.0 hybrid).
+        mlp = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or getattr(layer, "feed_forward", None)
         if not hasattr(mlp, "experts"):
             continue
         router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
@@ -739,6 +739,11 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.shared_mlp\.input_linear\.weight$",
          r"^model\.layers\.\d+\.shared_mlp\.output_linear\.weight$"],
         [r"\.mlp\.", r"gate_up_proj", r"experts\."],
+    ),
+    "granitemoehybrid": (
+        [r"^model\.layers\.\d+\.mamba\.in_proj\.weight$", r"^model\.layers\.\d+\.mamba\.conv1d\.weight$",
+         r"^model\.layers\.\d+\.mamba\.A_log$", r"^model\.layers\.\d+\.shared_mlp\.input_linear\.weight$"],
+        [r"\.mlp\.", r"gate_up_proj", r"experts\.", r"router\.weight$"],
     ),
     "dots1": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

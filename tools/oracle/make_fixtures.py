@@ -126,6 +126,7 @@ CONFIG_CLASS_NAMES = {
     "olmoe": "OlmoeConfig",
     "granitemoe": "GraniteMoeConfig",
     "granitemoeshared": "GraniteMoeSharedConfig",
+    "granitemoehybrid": "GraniteMoeHybridConfig",
     "dots1": "Dots1Config",
     "qwen2_vl": "Qwen2VLConfig",
     "qwen2_vl_text": "Qwen2VLTextConfig",
@@ -148,7 +149,7 @@ CONFIG_CLASS_NAMES = {
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
-                   "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "dots1",
+                   "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
                    "qwen3_vl_moe", "glm4v_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
@@ -1389,6 +1390,43 @@ FIXTURES.append(derived(
     "input_linear [64, 64] gate rows then up rows, output_linear [64, 32]) every token runs through, added to the "
     "experts before the residual multiplier. Untied; bf16.",
 ))
+# Granite 4.0's hybrids (GraniteMoeHybridForCausalLM): Mamba-2 mixers and attention by layer_types.
+# The mixers' conv filters, A_log and D drawn wider than INIT_STD so the state carries information;
+# mamba_chunk_size 16 makes transformers' prefill run its SSD across chunks (the prompts reach 70 tokens).
+GRANITE_HYBRID_DRAWS = ((r"\.mamba\.conv1d\.weight$", 0.0, 0.5), (r"\.mamba\.A_log$", 0.0, 0.5), (r"\.mamba\.D$", 1.0, 0.3),
+                        (r"\.block_sparse_moe\.router\.weight$", 0.0, 0.3))
+FIXTURES.append(Fixture(
+    "granite4-hybrid", "granitemoehybrid",
+    "Granite 4.0-H-like (GraniteMoeHybridForCausalLM), 3 layers, vocabulary 128: layer_types mamba, attention, mamba. "
+    "Mamba-2 mixer: in_proj to z (64) | xBC (64 + 2 groups x B and C of state 8) | dt (4 heads), causal depthwise "
+    "conv1d of width 4 with bias and silu over xBC, the SSD scan per head (head dim 16, heads 0-1 read group 0, 2-3 "
+    "group 1) with A = -exp(A_log), dt = softplus(dt + dt_bias), D skip, then y * silu(z) RMS-normed over all 64 "
+    "values (norm.weight), out_proj; transformers' prefill runs the chunked SSD (mamba_chunk_size 16), its decodes the "
+    "recurrent step. Attention: GQA 4 query / 2 KV heads, no RoPE (position_embedding_type nope, as the Hub's hybrids). "
+    "Granite's multipliers (embedding 12, attention 0.125 as the softmax scale, residual 0.22, logits divided by 4). "
+    "Every layer: block_sparse_moe (top-2 of 4 experts, intermediate 16, input_linear / output_linear, router.layer) "
+    "plus shared_mlp (32). Untied; bf16.",
+    _fields(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_key_value_heads=2, intermediate_size=16,
+            num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=32,
+            embedding_multiplier=12.0, attention_multiplier=0.125, residual_multiplier=0.22, logits_scaling=4.0,
+            layer_types=["mamba", "attention", "mamba"], position_embedding_type="nope",
+            mamba_n_heads=4, mamba_n_groups=2, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16,
+            mamba_conv_bias=True, mamba_proj_bias=False),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=GRANITE_HYBRID_DRAWS,
+))
+FIXTURES.append(derived(
+    "granite4-hybrid",
+    {"num_local_experts": 0, "position_embedding_type": "rope", "mamba_proj_bias": True, "mamba_n_groups": 1,
+     "layer_types": ["attention", "mamba", "mamba"], "tie_word_embeddings": True},
+    name="granite4-hybrid-dense-rope",
+    init_overrides=GRANITE_HYBRID_DRAWS[:3],
+    description="Granite 4.0-H-Micro-like dense hybrid: granite4-hybrid's geometry with no experts (num_local_experts 0: "
+    "each layer's feed-forward is shared_mlp alone), RoPE on the attention layer (position_embedding_type rope, theta "
+    "1e4), layer_types attention, mamba, mamba, one group of B and C for all 4 Mamba heads, biases on in_proj and "
+    "out_proj (mamba_proj_bias), lm_head tied to the embedding. bf16.",
+))
 FIXTURES.append(Fixture(
     "dots1", "dots1",
     "dots.llm1-like (Dots1ForCausalLM), 3 layers, vocabulary 128: Qwen3's attention (per-head q_norm / k_norm before "
@@ -1487,6 +1525,8 @@ SEED_BASES = {
     "olmoe": 91000,
     "granitemoe": 92000,
     "granitemoeshared": 93000,
+    "granite4-hybrid": 95000,
+    "granite4-hybrid-dense-rope": 96000,
     "dots1": 94000,
     "qwen2-vl": 77000,
     "qwen2.5-vl": 78000,
@@ -2048,7 +2088,8 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
     base_seed = SEED_BASES[fx.name]
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
-    is_moe = fx.model_type in MOE_MODEL_TYPES
+    # A Granite 4.0 hybrid without experts (num_local_experts 0) is dense.
+    is_moe = fx.model_type in MOE_MODEL_TYPES and fx.fields.get("num_local_experts") != 0
 
     # Re-draw weights until no greedy step is a near-tie (and, for MoE, no routing choice is
     # one and every expert is used); keep the best draw otherwise.

@@ -1,4 +1,4 @@
-import { assertGroupWidth, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -21,6 +21,7 @@ import type {
   MoeWeights,
   RopeTable,
   RoutingParams,
+  SelectiveScanParams,
   SampledTokens,
   StepInputs,
   SwapSpace,
@@ -60,6 +61,7 @@ import type { SelectionMarginSink } from './ops/selection-margin.ts';
 import { composeMoe } from '../moe-composition.ts';
 import { addRmsNorm, headRmsNorm, layerNorm, rmsNorm } from './ops/norm.ts';
 import { causalConv1d, gatedDeltaRule, gatedRmsNorm } from './ops/gated-delta-net.ts';
+import { selectiveScan } from './ops/selective-scan.ts';
 import { poolArrays, type CpuKvPool, type KvPoolArray } from './ops/kv-codes.ts';
 import { ropeAndCacheWrite, type LayerKvPools } from './ops/rope-cache-write.ts';
 
@@ -619,13 +621,24 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor {
+  causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, cache: KvCache, layer: number, step: StepInputs): Tensor {
     const input = asCpuTensor(x, 'causalConv1d input');
     const w = asCpuTensor(weight, 'causalConv1d weight');
     const [channels, kernel] = w.shape;
     if (input.cols !== channels || input.rows !== step.batch.numTokens) throw new Error(`causalConv1d: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}] and ${step.batch.numTokens} tokens`);
+    const b = bias === null ? null : normWeight(bias, channels, 'causalConv1d bias');
     const out = CpuTensor.zeros(input.shape);
-    causalConv1d(input.data, channels, w.data, kernel, step.batch, asCpuKvCache(cache).layerState(layer, 'causalConv1d'), out.data);
+    causalConv1d(input.data, channels, w.data, b, kernel, step.batch, asCpuKvCache(cache).layerState(layer, 'causalConv1d'), out.data);
+    return out;
+  }
+
+  selectiveScan(xbc: Tensor, dt: Tensor, z: Tensor, aLog: Tensor, dtBias: Tensor, d: Tensor, cache: KvCache, layer: number, step: StepInputs, params: SelectiveScanParams): Tensor {
+    const [x, steps, gate] = [asCpuTensor(xbc, 'selectiveScan xbc'), asCpuTensor(dt, 'selectiveScan dt'), asCpuTensor(z, 'selectiveScan z')];
+    const n = step.batch.numTokens;
+    assertSelectiveScanShapes({ xbc: x.shape, dt: steps.shape, z: gate.shape }, n, params);
+    const perHead = (t: Tensor, what: string) => normWeight(t, params.numHeads, `selectiveScan ${what}`);
+    const out = CpuTensor.zeros([n, params.numHeads * params.headDim]);
+    selectiveScan(x.data, steps.data, gate.data, perHead(aLog, 'aLog'), perHead(dtBias, 'dtBias'), perHead(d, 'd'), step.batch, asCpuKvCache(cache).layerState(layer, 'selectiveScan'), params, out.data);
     return out;
   }
 

@@ -1,5 +1,5 @@
 import type { KvCache, SwapSpace, Tensor } from '../backend.ts';
-import type { LayerStateSlots } from './ops/gated-delta-net.ts';
+import type { LayerStateSlots } from './ops/state-slots.ts';
 import { indexKeyElementsPerToken, kvElementsPerToken, kvLayerDtype, kvStorage, layoutIndex, type KvCacheLayout, type LayerKvSpec } from '../../step/kv-cache-layout.ts';
 import type { Mxfp4Weight } from '../../tensor/mxfp4.ts';
 import type { QuantizedWeight } from '../../tensor/quantized-weight.ts';

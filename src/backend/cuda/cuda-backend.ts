@@ -20,6 +20,7 @@ import type {
   MoeWeights,
   RopeTable,
   RoutingParams,
+  SelectiveScanParams,
   SampledTokens,
   StepInputs,
   SwapSpace,
@@ -45,7 +46,7 @@ import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-lay
 import { QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertGroupWidth, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { invalidArgument, KeelError } from '../../errors.ts';
@@ -58,6 +59,7 @@ import { launchGatedActivation } from './kernels/activation.ts';
 import { launchAddBias, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
 import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, launchMultiplySigmoid, type StateSlotArgs } from './kernels/gated-delta-net.ts';
+import { launchSelectiveScan } from './kernels/selective-scan.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
 import { expertGemmTakes, expertGemvTakes, launchExpertMlp } from './kernels/moe-experts.ts';
@@ -1510,14 +1512,34 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  causalConv1d(x: Tensor, weight: Tensor, cache: KvCache, layer: number, step: StepInputs): Tensor {
+  causalConv1d(x: Tensor, weight: Tensor, bias: Tensor | null, cache: KvCache, layer: number, step: StepInputs): Tensor {
     const input = asBf16(x, 'causalConv1d input');
     const w = asBf16(weight, 'causalConv1d weight');
     const [channels, kernel] = w.shape;
     const s = asCudaStep(step);
     if (input.cols !== channels || input.rows !== s.batch.numTokens) throw new Error(`causalConv1d: input [${input.shape.join(', ')}] does not fit weight [${w.shape.join(', ')}] and ${s.batch.numTokens} tokens`);
+    const b = bias === null ? null : asBf16(bias, 'causalConv1d bias');
+    if (b !== null && b.numel !== channels) throw new Error(`causalConv1d: a bias of ${b.numel} values for ${channels} channels`);
     const out = this.stepTensor(input.shape);
-    launchCausalConv1d(this.device, out.ptr, input.ptr, w.ptr, this.stateSlotArgs(cache, layer, s, 'causalConv1d'), channels, kernel);
+    launchCausalConv1d(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? null, this.stateSlotArgs(cache, layer, s, 'causalConv1d'), channels, kernel);
+    return out;
+  }
+
+  selectiveScan(xbc: Tensor, dt: Tensor, z: Tensor, aLog: Tensor, dtBias: Tensor, d: Tensor, cache: KvCache, layer: number, step: StepInputs, params: SelectiveScanParams): Tensor {
+    const s = asCudaStep(step);
+    const n = s.batch.numTokens;
+    const [x, steps, gate] = [asBf16(xbc, 'selectiveScan xbc'), asBf16(dt, 'selectiveScan dt'), asBf16(z, 'selectiveScan z')];
+    assertSelectiveScanShapes({ xbc: x.shape, dt: steps.shape, z: gate.shape }, n, params);
+    const perHead = (t: Tensor, what: string) => {
+      const f = asCudaTensor(t, `selectiveScan ${what}`);
+      if (f.dtype !== 'f32' || f.numel !== params.numHeads) throw new Error(`selectiveScan: ${what} must be ${params.numHeads} float32 values (loadWeight with float32), not ${f.numel} ${f.dtype}`);
+      return f.ptr;
+    };
+    const constants = { aLog: perHead(aLog, 'aLog'), dtBias: perHead(dtBias, 'dtBias'), d: perHead(d, 'd') };
+    const slots = this.stateSlotArgs(cache, layer, s, 'selectiveScan');
+    const { convElements } = asCudaKvCache(cache).stateSlots(layer, 'selectiveScan');
+    const out = this.stepTensor([n, params.numHeads * params.headDim]);
+    launchSelectiveScan(this.device, out.ptr, x.ptr, steps.ptr, gate.ptr, constants, slots, convElements, params);
     return out;
   }
 

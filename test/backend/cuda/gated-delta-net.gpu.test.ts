@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Backend, DeltaRuleParams, KvCache, StepInputs, Tensor } from '../../../src/backend/backend.ts';
+import type { Backend, DeltaRuleParams, KvCache, SelectiveScanParams, StepInputs, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
@@ -10,8 +10,9 @@ import type { HostTensor } from '../../../src/tensor/host-tensor.ts';
 import { float32Tensor } from '../../../src/tensor/host-ops.ts';
 import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
-// Gated DeltaNet's state ops (gated-delta-net.cu) against their CPU twins, on random shapes, with
-// several sequences in their own state slots carried over chunks of several steps. Inputs are
+// The state layers' ops (gated-delta-net.cu: Gated DeltaNet's, and the conv Mamba-2 shares;
+// selective-scan.cu: Mamba-2's scan) against their CPU twins, on random shapes, with several
+// sequences in their own state slots carried over chunks of several steps. Inputs are
 // bf16-representable; the GPU rounds its bf16 outputs (and the conv output before silu, as
 // transformers' bf16 modules do), the states stay float32 on both.
 
@@ -74,18 +75,19 @@ function compareSteps<I>(what: string, steps: BatchDescription[], inputsFor: (ba
   });
 }
 
-test('causalConv1d matches the CPU over chunks carried in state slots', () => {
+test('causalConv1d matches the CPU over chunks carried in state slots, with a bias or without', () => {
   for (let trial = 0; trial < 8; trial++) {
     const channels = randInt(rng, 1, 300);
     const kernel = randInt(rng, 2, 5);
     const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
     const weight = bf16Pair([channels, kernel], 0.5);
+    const bias = trial % 2 === 0 ? null : bf16Pair([channels], 0.5);
     const caches = stateCaches({ kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 }, 6);
     compareSteps(
-      `trial ${trial} (${channels} channels, kernel ${kernel})`,
+      `trial ${trial} (${channels} channels, kernel ${kernel}, ${bias === null ? 'no' : 'a'} bias)`,
       steps,
       (batch) => bf16Pair([batch.numTokens, channels]),
-      (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], 0, step),
+      (b, step, which, x) => b.causalConv1d(x[which], weight[which], bias?.[which] ?? null, caches[which], 0, step),
     );
   }
 });
@@ -109,6 +111,31 @@ test('gatedDeltaRule matches the CPU over chunks carried in state slots', () => 
   }
 });
 
+/** Mamba-2 scan shapes: Granite 4.0's (64 × 128 heads) first, then random ones, every third with a binding time_step_limit. */
+function scanParams(trial: number): SelectiveScanParams {
+  if (trial === 0) return { numHeads: 4, headDim: 64, numGroups: 1, stateSize: 128, dtMin: 0, dtMax: Infinity };
+  const numGroups = randInt(rng, 1, 2);
+  const clamp = trial % 3 === 2 ? { dtMin: 0.05, dtMax: 0.5 } : { dtMin: 0, dtMax: Infinity };
+  return { numHeads: numGroups * randInt(rng, 1, 3), headDim: randInt(rng, 1, 80), numGroups, stateSize: randInt(rng, 1, 140), ...clamp };
+}
+
+test('selectiveScan matches the CPU over chunks carried in state slots', () => {
+  for (let trial = 0; trial < 8; trial++) {
+    const p = scanParams(trial);
+    const width = p.numHeads * p.headDim + 2 * p.numGroups * p.stateSize;
+    const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
+    const perHead = () => float32Pair(Float32Array.from({ length: p.numHeads }, () => rng() * 2 - 1));
+    const [aLog, dtBias, d] = [perHead(), perHead(), perHead()];
+    const caches = stateCaches({ kind: 'state', convElements: randInt(rng, 0, 40), recurrentElements: p.numHeads * p.headDim * p.stateSize }, 6);
+    compareSteps(
+      `trial ${trial} (${JSON.stringify(p)})`,
+      steps,
+      (batch) => ({ xbc: bf16Pair([batch.numTokens, width]), dt: bf16Pair([batch.numTokens, p.numHeads], 2), z: bf16Pair([batch.numTokens, p.numHeads * p.headDim], 2) }),
+      (b, step, which, { xbc, dt, z }) => b.selectiveScan(xbc[which], dt[which], z[which], aLog[which], dtBias[which], d[which], caches[which], 0, step, p),
+    );
+  }
+});
+
 test('gatedRmsNorm and multiplySigmoid match the CPU', () => {
   for (let trial = 0; trial < 8; trial++) {
     const [rows, groups, width] = [randInt(rng, 1, 40), randInt(rng, 1, 8), 8 * randInt(rng, 1, 32)];
@@ -127,7 +154,7 @@ test('copyStateSlots copies every state layer\'s slots in order, as the CPU does
   const weight = bf16Pair([channels, kernel], 0.5);
   const conv = (steps: BatchDescription[], what: string) =>
     [0, 1].forEach((layer) =>
-      compareSteps(`${what}, layer ${layer}`, steps, (batch) => bf16Pair([batch.numTokens, channels]), (b, step, which, x) => b.causalConv1d(x[which], weight[which], caches[which], layer, step)),
+      compareSteps(`${what}, layer ${layer}`, steps, (batch) => bf16Pair([batch.numTokens, channels]), (b, step, which, x) => b.causalConv1d(x[which], weight[which], null, caches[which], layer, step)),
     );
   conv(chunkedSteps([7, 5]), 'filling slots 2 and 3');
   // Pairs run in order: slot 5 takes 2's state, then 4 takes what 5 now holds, and 2 takes 3's.

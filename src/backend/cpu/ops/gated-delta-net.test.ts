@@ -3,35 +3,20 @@ import assert from 'node:assert/strict';
 import type { DeltaRuleParams, KvCache, Tensor } from '../../backend.ts';
 import { CpuBackend } from '../cpu-backend.ts';
 import { CpuTensor } from '../cpu-tensor.ts';
-import { describeBatch, type SequenceChunk } from '../../../step/batch.ts';
+import { describeBatch } from '../../../step/batch.ts';
 import type { SequenceStateSpec } from '../../../step/kv-cache-layout.ts';
 import { TestRandom, testSeed } from '../../../../test/helpers/cpu-random.ts';
+import { assertClose, stateStep } from '../../../../test/helpers/state-steps.ts';
 
 const random = new TestRandom(testSeed('gated delta net ops'));
 const backend = new CpuBackend();
-
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  for (let i = 0; i < expected.length; i++) {
-    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * Math.max(1, Math.abs(expected[i])), `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
-  }
-}
 
 /** A cache of one state layer with `slots` slots (and a block pool it never uses). */
 function stateCache(spec: SequenceStateSpec, slots: number): KvCache {
   return backend.createKvCache({ numBlocks: 64, blockSize: 16, layers: [spec], stateSlots: slots });
 }
 
-/** One step: sequence s runs `lengths[s]` tokens from `starts[s]` in state slot `slots[s]`. */
-function step(starts: number[], lengths: number[], slots: number[]) {
-  const chunks: SequenceChunk[] = lengths.map((n, s) => ({
-    tokens: new Array<number>(n).fill(3),
-    startPos: starts[s],
-    blockTables: [Array.from({ length: Math.ceil((starts[s] + n) / 16) }, (_, b) => s * 16 + b)],
-    stateSlot: slots[s],
-  }));
-  return backend.beginStep(describeBatch(chunks, 16));
-}
+const step = (starts: number[], lengths: number[], slots: number[]) => stateStep(backend, starts, lengths, slots);
 
 function rows(data: Float32Array, width: number, first: number, count: number): CpuTensor {
   return new CpuTensor([count, width], data.slice(first * width, (first + count) * width));
@@ -48,15 +33,16 @@ function randomChunks(length: number): number[] {
   return chunks;
 }
 
-test('causalConv1d is the zero-padded depthwise convolution then silu, however the sequence is chunked', () => {
+test('causalConv1d is the zero-padded depthwise convolution plus bias then silu, however the sequence is chunked', () => {
   for (let trial = 0; trial < 10; trial++) {
     const [channels, kernel, length] = [random.int(1, 6), random.int(2, 5), random.int(1, 14)];
     const x = random.floats(length * channels);
     const weight = new CpuTensor([channels, kernel], random.floats(channels * kernel));
+    const bias = trial % 2 === 0 ? null : new CpuTensor([channels], random.floats(channels));
     const expected = new Float32Array(length * channels);
     for (let t = 0; t < length; t++) {
       for (let c = 0; c < channels; c++) {
-        let sum = 0;
+        let sum = bias === null ? 0 : bias.data[c];
         for (let j = 0; j < kernel; j++) {
           const p = t - (kernel - 1) + j;
           if (p >= 0) sum += weight.data[c * kernel + j] * x[p * channels + c];
@@ -67,11 +53,11 @@ test('causalConv1d is the zero-padded depthwise convolution then silu, however t
     const spec: SequenceStateSpec = { kind: 'state', convElements: (kernel - 1) * channels, recurrentElements: 0 };
     const cache = stateCache(spec, 3);
     // A slot left dirty by an earlier sequence: a chunk at position 0 starts from zeros anyway.
-    backend.causalConv1d(new CpuTensor([2, channels], random.floats(2 * channels)), weight, cache, 0, step([5], [2], [1]));
+    backend.causalConv1d(new CpuTensor([2, channels], random.floats(2 * channels)), weight, bias, cache, 0, step([5], [2], [1]));
     const out: number[] = [];
     let at = 0;
     for (const n of randomChunks(length)) {
-      out.push(...(backend.causalConv1d(rows(x, channels, at, n), weight, cache, 0, step([at], [n], [1])) as CpuTensor).data);
+      out.push(...(backend.causalConv1d(rows(x, channels, at, n), weight, bias, cache, 0, step([at], [n], [1])) as CpuTensor).data);
       at += n;
     }
     assertClose(out, expected, 1e-5, `trial ${trial}`);
@@ -158,5 +144,5 @@ test('gatedRmsNorm normalizes each group, scales by the weight and gates by silu
 test('a state op refuses a step without state slots', () => {
   const cache = stateCache({ kind: 'state', convElements: 2, recurrentElements: 0 }, 1);
   const batch = describeBatch([{ tokens: [3], startPos: 0, blockTables: [[0]] }], 16);
-  assert.throws(() => backend.causalConv1d(new CpuTensor([1, 2], random.floats(2)), new CpuTensor([2, 2], random.floats(4)), cache, 0, backend.beginStep(batch)), /no state slots/);
+  assert.throws(() => backend.causalConv1d(new CpuTensor([1, 2], random.floats(2)), new CpuTensor([2, 2], random.floats(4)), null, cache, 0, backend.beginStep(batch)), /no state slots/);
 });

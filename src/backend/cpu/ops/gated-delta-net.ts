@@ -1,52 +1,22 @@
 import type { DeltaRuleParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
+import { recurrentState, sequenceRuns, slotStride, softplus, type LayerStateSlots } from './state-slots.ts';
+
+// Reference ops of the state layers: the short causal convolution (Gated DeltaNet's and Mamba-2's)
+// and the gated delta rule, each continuing from its part of the sequence's state slot.
 
 /**
- * Reference ops of a layer with a per-sequence state (Gated DeltaNet): the short causal
- * convolution and the gated delta rule, each continuing from its part of the sequence's state
- * slot. `state` is the layer's slots, [stateSlots, convElements + recurrentElements] float32.
- */
-export interface LayerStateSlots {
-  state: Float32Array;
-  convElements: number;
-  recurrentElements: number;
-}
-
-/** Sequence s of the step: its tokens, its slot, and whether its chunk starts the sequence (from a zero state). */
-interface SequenceRun {
-  first: number;
-  end: number;
-  slot: number;
-  fresh: boolean;
-}
-
-function sequenceRuns(batch: BatchDescription, op: string, numSlots: number): SequenceRun[] {
-  const slots = batch.stateSlots;
-  if (slots === null) throw new Error(`${op}: the step has no state slots (BatchDescription.stateSlots), which a state layer reads`);
-  return Array.from({ length: batch.numSeqs }, (_, s) => {
-    const first = batch.queryStartLoc[s];
-    const end = batch.queryStartLoc[s + 1];
-    const slot = slots[s];
-    if (!(slot >= 0 && slot < numSlots)) throw new RangeError(`${op}: sequence ${s}'s state slot ${slot} is outside [0, ${numSlots})`);
-    return { first, end, slot, fresh: batch.seqLens[s] === end - first };
-  });
-}
-
-function slotStride(slots: LayerStateSlots): number {
-  return slots.convElements + slots.recurrentElements;
-}
-
-/**
- * out = silu(depthwise causal conv of x) per sequence, x and out [numTokens, channels], weight
- * [channels, kernel]: out[t, c] = Σ_j weight[c, j] · input(t − (kernel − 1) + j, c), where inputs
+ * out = silu(depthwise causal conv of x + bias) per sequence, x and out [numTokens, channels], weight
+ * [channels, kernel], bias [channels] or null: out[t, c] = silu(bias[c] + Σ_j weight[c, j] ·
+ * input(t − (kernel − 1) + j, c)), where inputs
  * before the chunk come from the slot's conv state ([kernel − 1, channels], oldest first), which
  * then keeps the latest kernel − 1 inputs.
  */
-export function causalConv1d(x: Float32Array, channels: number, weight: Float32Array, kernel: number, batch: BatchDescription, slots: LayerStateSlots, out: Float32Array): void {
+export function causalConv1d(x: Float32Array, channels: number, weight: Float32Array, bias: Float32Array | null, kernel: number, batch: BatchDescription, slots: LayerStateSlots, out: Float32Array): void {
   const history = kernel - 1;
   if (slots.convElements !== history * channels) throw new Error(`causalConv1d: the layer's conv state holds ${slots.convElements} values, not ${history} inputs of ${channels} channels`);
   const stride = slotStride(slots);
-  for (const { first, end, slot, fresh } of sequenceRuns(batch, 'causalConv1d', slots.state.length / stride)) {
+  for (const { first, end, slot, fresh } of sequenceRuns(batch, 'causalConv1d', slots)) {
     const conv = slots.state.subarray(slot * stride, slot * stride + slots.convElements);
     if (fresh) conv.fill(0);
     // The chunk's inputs after the kept ones: input(i) for i in [-history, n).
@@ -54,7 +24,7 @@ export function causalConv1d(x: Float32Array, channels: number, weight: Float32A
     const input = (i: number, c: number) => (i < 0 ? conv[(history + i) * channels + c] : x[(first + i) * channels + c]);
     for (let i = 0; i < n; i++) {
       for (let c = 0; c < channels; c++) {
-        let sum = 0;
+        let sum = bias === null ? 0 : bias[c];
         for (let j = 0; j < kernel; j++) sum += weight[c * kernel + j] * input(i - history + j, c);
         out[(first + i) * channels + c] = sum / (1 + Math.exp(-sum));
       }
@@ -63,11 +33,6 @@ export function causalConv1d(x: Float32Array, channels: number, weight: Float32A
     for (let r = 0; r < history; r++) for (let c = 0; c < channels; c++) kept[r * channels + c] = input(n - history + r, c);
     conv.set(kept);
   }
-}
-
-/** torch.nn.functional.softplus (beta 1, threshold 20). */
-function softplus(x: number): number {
-  return x > 20 ? x : Math.log1p(Math.exp(x));
 }
 
 /** v · rsqrt(Σv² + 1e-6), as transformers' (and FLA's) l2norm. */
@@ -88,12 +53,11 @@ export function gatedDeltaRule(qkv: Float32Array, ba: Float32Array, aLog: Float3
   if (slots.recurrentElements !== hv * dk * dv) throw new Error(`gatedDeltaRule: the layer's recurrent state holds ${slots.recurrentElements} values, not ${hv} heads of ${dk} × ${dv}`);
   const width = 2 * hk * dk + hv * dv;
   const group = hv / hk;
-  const stride = slotStride(slots);
   const scale = dk ** -0.5;
   const memory = new Float64Array(dv);
-  for (const { first, end, slot, fresh } of sequenceRuns(batch, 'gatedDeltaRule', slots.state.length / stride)) {
-    const recurrent = slots.state.subarray(slot * stride + slots.convElements, (slot + 1) * stride);
-    if (fresh) recurrent.fill(0);
+  for (const run of sequenceRuns(batch, 'gatedDeltaRule', slots)) {
+    const recurrent = recurrentState(slots, run);
+    const { first, end } = run;
     for (let t = first; t < end; t++) {
       for (let h = 0; h < hv; h++) {
         const kh = Math.floor(h / group);

@@ -1,5 +1,5 @@
 // Gated DeltaNet's ops (layers/gated-deltanet.ts), the CUDA twins of backend/cpu/ops/gated-delta-net.ts:
-// the short causal convolution and the gated delta rule, each continuing from its part of the
+// the short causal convolution (Mamba-2's too) and the gated delta rule, each continuing from its part of the
 // sequence's state slot (float32: [conv kernel - 1, channels], then [value heads, key dim, value dim]),
 // the gated output norm, and the attention output gate. Activations are bf16 and rounded where
 // transformers' bf16 modules round them.
@@ -14,11 +14,11 @@ __device__ __forceinline__ bool starts_fresh(const int* query_start, const int* 
   return seq_lens[s] == query_start[s + 1] - query_start[s];
 }
 
-// out = silu(conv(x)) per sequence, x and out [tokens, channels], weight [channels, kernel] (kernel <= MAX_CONV_KERNEL).
-// grid (sequences, ceil(channels / blockDim)): a thread per (sequence, channel) walks the chunk's tokens in order
+// out = silu(conv(x) + bias) per sequence, x and out [tokens, channels], weight [channels, kernel] (kernel <= MAX_CONV_KERNEL),
+// bias [channels] or null (Mamba-2's conv has one, Gated DeltaNet's none). grid (sequences, ceil(channels / blockDim)): a thread per (sequence, channel) walks the chunk's tokens in order
 // with the kernel - 1 previous inputs in registers, then leaves the latest ones in the slot's conv state.
 extern "C" __global__ void causal_conv1d_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ weight,
-                                                float* __restrict__ state, const int* __restrict__ query_start,
+                                                const bf16* __restrict__ bias, float* __restrict__ state, const int* __restrict__ query_start,
                                                 const int* __restrict__ seq_lens, const int* __restrict__ state_slots, int slot_stride,
                                                 int channels, int kernel) {
   PDL_PROLOGUE();
@@ -30,9 +30,10 @@ extern "C" __global__ void causal_conv1d_kernel(bf16* __restrict__ out, const bf
   float window[MAX_CONV_KERNEL], w[MAX_CONV_KERNEL];
   for (int j = 0; j < history; j++) window[j] = fresh ? 0.f : conv[j * channels + c];
   for (int j = 0; j < kernel; j++) w[j] = bf16_to_f32(weight[c * kernel + j]);
+  const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[c]);
   for (int t = query_start[s]; t < query_start[s + 1]; t++) {
     const float input = bf16_to_f32(x[(long long)t * channels + c]);
-    float sum = 0.f;
+    float sum = b;
     for (int j = 0; j < history; j++) sum = fmaf(w[j], window[j], sum);
     // The convolution's bf16 output, then silu of it (rounded again), as F.conv1d and ACT2FN in bf16.
     const float y = round_bf16(fmaf(w[history], input, sum));

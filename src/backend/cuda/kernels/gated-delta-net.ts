@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
-/** The conv's largest kernel (MAX_CONV_KERNEL in gated-delta-net.cu): Qwen3-Next and Qwen3.5 use 4. */
+/** The conv's largest kernel (MAX_CONV_KERNEL in gated-delta-net.cu): Qwen3-Next, Qwen3.5 and Granite 4.0 use 4. */
 export const MAX_CONV_KERNEL = 8;
 
 const THREADS = 128;
@@ -17,14 +17,15 @@ export interface StateSlotArgs {
   numSeqs: number;
 }
 
-/** out = silu(causal depthwise conv of x) [tokens, channels], weight [channels, kernel], continuing from each slot's conv state. */
-export function launchCausalConv1d(device: CudaDevice, out: DevicePtr, x: DevicePtr, weight: DevicePtr, slots: StateSlotArgs, channels: number, kernel: number): void {
+/** out = silu(causal depthwise conv of x + bias) [tokens, channels], weight [channels, kernel], bias [channels] or null, continuing from each slot's conv state. */
+export function launchCausalConv1d(device: CudaDevice, out: DevicePtr, x: DevicePtr, weight: DevicePtr, bias: DevicePtr | null, slots: StateSlotArgs, channels: number, kernel: number): void {
   if (slots.numSeqs === 0) return;
   if (kernel > MAX_CONV_KERNEL) throw new Error(`causalConv1d: a kernel of ${kernel} exceeds the CUDA kernel's ${MAX_CONV_KERNEL}`);
-  device.launch(device.kernel('gated-delta-net.cu', 'causal_conv1d_kernel', 'pppppppiii'), [slots.numSeqs, Math.ceil(channels / THREADS)], [THREADS], 0, [
+  device.launch(device.kernel('gated-delta-net.cu', 'causal_conv1d_kernel', 'ppppppppiii'), [slots.numSeqs, Math.ceil(channels / THREADS)], [THREADS], 0, [
     out,
     x,
     weight,
+    bias ?? 0,
     slots.state,
     slots.queryStartLoc,
     slots.seqLens,
