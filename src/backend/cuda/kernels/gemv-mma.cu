@@ -61,9 +61,12 @@ constexpr int MMAS = LANE_COLS / 4;               // mmas of a step, two pairs o
 constexpr int X_LOADS = LANE_COLS / 8;            // 16-byte activation loads of a lane per step
 constexpr int WK = 8;                             // warps of a block, over the same 16 rows
 constexpr int UNROLL = 2;                         // steps a warp loads before it multiplies
+#if FORMAT == 0
 constexpr unsigned int BF16X2_ONES = 0x3f803f80u;
+#else
 constexpr unsigned int BF16X2_2P120 = 0x7b807b80u;
 constexpr unsigned int BF16X2_NEG_ZERO = 0x80008000u;
+#endif
 static_assert(32 * WK == 256, "the launch bounds are the block");
 }  // namespace
 
