@@ -146,11 +146,15 @@ export class StepTimeline {
     }
   }
 
-  /** The runner starts the step's device work. */
+  /**
+   * The runner starts the step's device work. The launch time is read after the step's first mark
+   * is queued, so that on a backend whose marks are the host clock (the CPU twin) the device times
+   * anchored at it never start before their mark, however long queueing the first mark took.
+   */
   launchStarts(): void {
     const step = this.step();
-    step.launchHostMs = performance.now() - this.origin;
     this.mark('batch');
+    step.launchHostMs = performance.now() - this.origin;
   }
 
   /** The runner asks the step's draws. */
