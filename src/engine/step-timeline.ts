@@ -153,8 +153,9 @@ export class StepTimeline {
    */
   launchStarts(): void {
     const step = this.step();
-    this.mark('batch');
+    step.marks.push(this.backend.markTime());
     step.launchHostMs = performance.now() - this.origin;
+    this.enter('batch');
   }
 
   /** The runner asks the step's draws. */
