@@ -24,7 +24,8 @@
 # kernels each, then keel bench attention, which times both), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
 # and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
 # (latency batch 1 on the other three bench/configs), linear (keel bench linear over every weight format and
-# 1..256 rows), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
+# 1..256 rows), gemv-mma (int4 and fp8 linears at 1..16 rows, then 8B latency at batch 1 and 8 with
+# KEEL_QUANTIZED_GEMV=cuda-cores and tensor-cores), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
 # fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
 # quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
@@ -163,6 +164,13 @@ for s in "$@"; do
     archs) for a in qwen3-0.6b qwen2.5-7b mistral-7b; do step "latency-$a" 150 $(latency "$a" 1 batch1); done ;;
     linear) step linear 400 node bin/keel bench linear --format bf16,fp8,int8,int4,nf4,aqlm-2x8,2:4 --rows 1,8,16,32,64,128,256 \
         --output "$out/results/linear-llama-3.1-8b-formats-$kind.json" ;;
+    gemv-mma) # The tensor-core int4/fp8 decode GEMV against the CUDA-core one: kernels alone, then 8B decode per kernel.
+      step linear-gemv 150 node bin/keel bench linear --format int4,fp8 --rows 1,2,4,8,16 \
+        --output "$out/results/linear-llama-3.1-8b-gemv-mma-$kind.json"
+      for q in int4 fp8; do for k in cuda-cores tensor-cores; do
+        step "latency-8b-$q-$k" 120 env KEEL_QUANTIZED_GEMV=$k $(latency llama-3.1-8b 1,8 "$q-gemv-$k") --quantization "$q"
+        grep -h "^batch " "$out/latency-8b-$q-$k.log" | sed "s/^/[$q $k] /"
+      done; done ;;
     formats) for q in ${FORMATS:-int4 int8 fp8 nf4 llm-int8 aqlm-2x8 sparse24}; do
         if [ "$q" = sparse24 ]; then step latency-8b-sparse24 200 $(latency llama-3.1-8b 1,16,64 sparse24) --sparsity 2:4; continue; fi
         step "latency-8b-$q" 200 $(latency llama-3.1-8b 1,16,64 "$q") --quantization "$q"
@@ -224,7 +232,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
