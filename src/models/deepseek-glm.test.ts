@@ -92,7 +92,7 @@ test('GLM-5: V3.2\'s sparse MLA with a 32 × 128 indexer rotating interleaved pa
   assert.deepEqual(c.sparseAttention, { numHeads: 32, headDim: 128, topK: 2048, interleavedRope: true, sharedLayers: new Array<boolean>(79).fill(false) });
   assert.equal(c.interleavedRope, true);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 79 }, (_, i) => i >= 3));
-  assert.deepEqual(c.moe.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 2.5 });
+  assert.deepEqual(c.moe?.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 2.5 });
   // transformers 5.18 writes every layer's type as indexed_attention.
   assert.ok(parse({ ...GLM5, layer_types: new Array(78).fill('indexed_attention') }).sparseAttention);
 });

@@ -32,9 +32,19 @@ export interface DeepseekMoeDefaults {
   /** n_group and topk_group. */
   groups: number;
   topkGroups: number;
+  /** num_experts_per_tok's default where the class has one; undefined: the key is required. */
+  topK?: number;
   /** norm_topk_prob's default for V3-style routing (true where absent: DeepseekV3Config's). */
   normTopkProb?: boolean;
 }
+
+/** The keys giving the routed and shared expert counts: DeepSeek's, or a family's own spelling (EXAONE MoE's). */
+export interface DeepseekMoeKeys {
+  numExperts: string;
+  sharedExperts: string;
+}
+
+const DEEPSEEK_MOE_KEYS: DeepseekMoeKeys = { numExperts: 'n_routed_experts', sharedExperts: 'n_shared_experts' };
 
 /**
  * The MoE keys. V2 (transformers' DeepseekV2TopkRouter): a softmax over all experts, `greedy` top
@@ -46,12 +56,12 @@ export interface DeepseekMoeDefaults {
  * weighted by their scores, renormalized when norm_topk_prob, × routed_scaling_factor. The GLM
  * models route as V3 does (transformers' Glm4MoeTopkRouter, under their own defaults).
  */
-export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaults: DeepseekMoeDefaults): DeepseekMoeConfig {
+export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaults: DeepseekMoeDefaults, keys: DeepseekMoeKeys = DEEPSEEK_MOE_KEYS): DeepseekMoeConfig {
   const v3 = modelType !== 'deepseek_v2';
-  const numExperts = fields.positiveInt('n_routed_experts', defaults.numExperts);
-  const numExpertsPerToken = parseExpertsPerToken(fields, numExperts);
+  const numExperts = fields.positiveInt(keys.numExperts, defaults.numExperts);
+  const numExpertsPerToken = parseExpertsPerToken(fields, numExperts, defaults.topK);
   const expertIntermediateSize = fields.positiveInt('moe_intermediate_size', defaults.expertWidth);
-  const sharedExperts = fields.nonNegativeInt('n_shared_experts', defaults.sharedExperts);
+  const sharedExperts = fields.nonNegativeInt(keys.sharedExperts, defaults.sharedExperts);
   const method = fields.string('topk_method', v3 ? 'noaux_tc' : 'greedy');
   const methods = v3 ? ['noaux_tc'] : ['greedy', 'group_limited_greedy'];
   if (!methods.includes(method)) throw invalidModel(`${fields.source}: topk_method "${method}" is not supported for ${modelType} (supported: ${methods.join(', ')})`);
@@ -117,7 +127,10 @@ export function deepseekMoeBlock(
  * The `mlp` at prefix `p` of a decoder with DeepSeek's MoE layers: the MoE block where `sparse`,
  * else a dense gated MLP (`gate_proj`, `up_proj`, `down_proj`) `intermediateSize` wide.
  */
-export function deepseekMlp(config: { hiddenSize: number; intermediateSize: number; activation: Activation; moe: DeepseekMoeConfig }, p: string, sparse: boolean): GatedMlp | MoeBlock {
-  if (sparse) return deepseekMoeBlock(config.moe, p, config.hiddenSize, config.activation);
+export function deepseekMlp(config: { hiddenSize: number; intermediateSize: number; activation: Activation; moe: DeepseekMoeConfig | null }, p: string, sparse: boolean): GatedMlp | MoeBlock {
+  if (sparse) {
+    if (config.moe === null) throw new Error(`${p}: a sparse layer in a model without experts`);
+    return deepseekMoeBlock(config.moe, p, config.hiddenSize, config.activation);
+  }
   return new GatedMlp({ gate: `${p}.gate_proj.weight`, up: `${p}.up_proj.weight`, down: `${p}.down_proj.weight` }, config.hiddenSize, config.intermediateSize, config.activation);
 }

@@ -18,7 +18,7 @@ test('DeepSeek-V3.2-Exp as published: V3\'s MLA and routing, a 64 × 128 indexer
   assert.deepEqual([c.numHeads, c.queryRank, c.latentDim, c.ropeDim], [128, 1536, 512, 64]);
   assert.equal(c.interleavedRope, true);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 62 }, (_, i) => i >= 3));
-  assert.deepEqual(c.moe.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
+  assert.deepEqual(c.moe?.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
   const model = createModel(parseModelArchitecture(DEEPSEEK_V32, 'test/config.json'), 64);
   const names = new Set(model.parameters().map((p) => p.name));
   for (const tensor of ['wq_b.weight', 'wk.weight', 'k_norm.weight', 'k_norm.bias', 'weights_proj.weight']) {

@@ -55,7 +55,7 @@ test('the oracle fixtures parse: MLA shapes, softmax scale with mscale², interl
 
   const group = fixture('deepseek-v2-group');
   assert.equal(group.queryRank, 24);
-  assert.deepEqual(group.moe.routing, { topK: 2, scoring: 'softmax', selectionBias: false, groups: { numGroups: 2, topkGroups: 1, score: 'max' }, normalize: false, scale: 16 });
+  assert.deepEqual(group.moe?.routing, { topK: 2, scoring: 'softmax', selectionBias: false, groups: { numGroups: 2, topkGroups: 1, score: 'max' }, normalize: false, scale: 16 });
   // The cos/sin factor mscale(4, 1) / mscale(4, 0.707) lives in the rotary table; the softmax scale takes mscale(4, 0.707)².
   assert.equal(group.ropeScaling.type === 'yarn' && group.ropeScaling.attentionFactor, mscale(4, 1) / mscale(4, 0.707));
   assert.ok(Math.abs(group.attentionScale - 24 ** -0.5 * mscale(4, 0.707) ** 2) < 1e-12);
@@ -63,7 +63,7 @@ test('the oracle fixtures parse: MLA shapes, softmax scale with mscale², interl
   const v3 = fixture('deepseek-v3');
   assert.equal(v3.interleavedRope, true);
   assert.ok(Math.abs(v3.attentionScale - 24 ** -0.5 * mscale(4, 1) ** 2) < 1e-12);
-  assert.deepEqual(v3.moe.routing, { topK: 2, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 4, topkGroups: 2, score: 'top2-sum' }, normalize: true, scale: 2.5 });
+  assert.deepEqual(v3.moe?.routing, { topK: 2, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 4, topkGroups: 2, score: 'top2-sum' }, normalize: true, scale: 2.5 });
 });
 
 test('DeepSeek-V3 as published: Hub spellings, noaux_tc over 8 groups, three dense layers, the MTP layer left out', () => {
@@ -74,8 +74,8 @@ test('DeepSeek-V3 as published: Hub spellings, noaux_tc over 8 groups, three den
   // The MTP layer (61) is sparse too.
   assert.equal(c.numNextnPredictLayers, 1);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 62 }, (_, i) => i >= 3));
-  assert.deepEqual(c.moe.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
-  assert.equal(c.moe.sharedIntermediateSize, 2048);
+  assert.deepEqual(c.moe?.routing, { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 });
+  assert.equal(c.moe?.sharedIntermediateSize, 2048);
   const names = createModel(parseModelArchitecture(DEEPSEEK_V3, 'test/config.json'), 64).parameters().map((p) => p.name);
   assert.ok(names.includes('model.layers.60.mlp.gate.e_score_correction_bias'));
   assert.ok(!names.some((n) => n.startsWith('model.layers.61.')), 'the multi-token-prediction layer is not part of the model');
@@ -100,13 +100,13 @@ test('first_k_dense_replace picks the sparse layers; moe_layer_freq is not read,
 });
 
 test('V2 never renormalizes, whatever norm_topk_prob says (transformers 5.17 does not read it)', () => {
-  assert.equal(parse({ ...TINY_V2, norm_topk_prob: true }).moe.routing.normalize, false);
-  assert.equal(parse({ ...DEEPSEEK_V3, norm_topk_prob: false }).moe.routing.normalize, false);
+  assert.equal(parse({ ...TINY_V2, norm_topk_prob: true }).moe?.routing.normalize, false);
+  assert.equal(parse({ ...DEEPSEEK_V3, norm_topk_prob: false }).moe?.routing.normalize, false);
 });
 
 test('a shared-expert count of zero means no shared experts', () => {
   const architecture = parseModelArchitecture({ ...TINY_V2, n_shared_experts: 0 }, 'test/config.json');
-  assert.equal((architecture.config as DeepseekConfig).moe.sharedIntermediateSize, 0);
+  assert.equal((architecture.config as DeepseekConfig).moe?.sharedIntermediateSize, 0);
   assert.ok(!createModel(architecture, 64).parameters().some((p) => p.name.includes('shared_experts')));
 });
 

@@ -13,6 +13,7 @@ import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
+import { parseMlpLayerTypes } from './moe-fields.ts';
 import { preNormLayerForward } from './decoder.ts';
 import type { PreNormLayer } from './pre-norm-layer.ts';
 import type { MtpLayers } from './mtp-head.ts';
@@ -23,7 +24,8 @@ import type { PipelineStage } from './pipeline-stage.ts';
  * indexer), and mixture-of-experts layers after the first dense ones. Z.ai's MLA models are the
  * same architecture under other names and defaults: GLM-4.7-Flash (`glm4_moe_lite`) is V3, GLM-5
  * (`glm_moe_dsa`) V3.2 with an indexer rotating interleaved pairs and layers that reuse the
- * previous indexer's choice.
+ * previous indexer's choice. Tencent's Youtu-LLM (`youtu`) is V3's attention over a dense MLP in
+ * every layer (YoutuConfig reads none of the MoE keys nor MTP layers), tied by default.
  */
 export interface DeepseekConfig extends ModelConfig {
   numHeads: number;
@@ -49,10 +51,10 @@ export interface DeepseekConfig extends ModelConfig {
   maxPositionEmbeddings: number;
   /** Width of the dense layers' MLP. */
   intermediateSize: number;
-  /** Per layer: a mixture of experts, or a dense MLP. */
   /** Per layer, the MTP layers after the decoder's included: whether its feed-forward is the MoE block. */
   sparseLayers: boolean[];
-  moe: DeepseekMoeConfig;
+  /** The MoE layers' block; null for a model without any (Youtu). */
+  moe: DeepseekMoeConfig | null;
   /** The multi-token prediction layers stored after the decoder's (`num_nextn_predict_layers`: DeepSeek-V3's, GLM-4.7-Flash's, GLM-5's). */
   numNextnPredictLayers: number;
   /** DeepSeek-V3.2's sparse attention (every layer's MLA through a lightning indexer); null for V2 and V3. */
@@ -73,8 +75,8 @@ export interface DeepseekSparseAttention {
   sharedLayers: boolean[];
 }
 
-type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32' | 'glm4_moe_lite' | 'glm_moe_dsa';
-const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32', 'glm4_moe_lite', 'glm_moe_dsa'];
+type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32' | 'glm4_moe_lite' | 'glm_moe_dsa' | 'youtu';
+const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32', 'glm4_moe_lite', 'glm_moe_dsa', 'youtu'];
 /** The model types whose every layer attends sparsely, through DeepSeek Sparse Attention's indexer. */
 const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa'];
 
@@ -83,14 +85,16 @@ const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa
  * GlmMoeDsaConfig defaults for keys a config.json may leave out. `firstDense` is
  * first_k_dense_replace's default; Glm4MoeLiteConfig has no such key (its default layer pattern
  * makes layer 0 alone dense). `nextnLayers` is num_nextn_predict_layers' (DeepseekV3Config's
- * num_mtp_layers, 1 since transformers 5.18; the other classes have no such key).
+ * num_mtp_layers, 1 since transformers 5.18; the other classes have no such key). YoutuConfig has
+ * no MoE keys (their entries go unread) and defaults intermediate_size (`intermediateSize`) and
+ * tie_word_embeddings (`tied`).
  */
 const DEFAULTS: Record<
   DeepseekModelType,
   {
     maxPositions: number; queryRank: number; nopeDim: number; valueDim: number; rmsNormEps: number; firstDense: number;
     numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number; groups: number; topkGroups: number; indexHeads: number;
-    nextnLayers: number;
+    nextnLayers: number; intermediateSize?: number; tied?: boolean;
   }
 > = {
   deepseek_v2: { maxPositions: 2048, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 0 },
@@ -98,6 +102,7 @@ const DEFAULTS: Record<
   deepseek_v32: { maxPositions: 163840, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64, nextnLayers: 0 },
   glm4_moe_lite: { maxPositions: 202752, queryRank: 768, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0 },
   glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32, nextnLayers: 0 },
+  youtu: { maxPositions: 131072, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 0, expertWidth: 0, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0, intermediateSize: 6144, tied: true },
 };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
 const LATENT_NORM_EPS = 1e-6;
@@ -106,7 +111,8 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const fields = new ConfigFields(json, source);
   const modelType = fields.raw('model_type') as DeepseekModelType;
   const defaults = DEFAULTS[modelType];
-  const common = parseCommonFields(fields, modelType);
+  const dense = modelType === 'youtu';
+  const common = { ...parseCommonFields(fields, modelType), tieWordEmbeddings: fields.boolean('tie_word_embeddings', defaults.tied ?? false) };
   const numHeads = fields.positiveInt('num_attention_heads');
   // MLA has one shared latent, not kv heads; transformers' repeat_kv would be wrong for any other count.
   const numKvHeads = fields.positiveInt('num_key_value_heads', numHeads);
@@ -121,15 +127,17 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   const numLayers = common.numLayers;
   // transformers' Glm4MoeLiteConfig does not read first_k_dense_replace (its layer pattern alone says).
   const firstDense = modelType === 'glm4_moe_lite' ? defaults.firstDense : fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
-  const numNextnPredictLayers = fields.nonNegativeInt('num_nextn_predict_layers', defaults.nextnLayers);
+  const numNextnPredictLayers = dense ? 0 : fields.nonNegativeInt('num_nextn_predict_layers', defaults.nextnLayers);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = SPARSE_TYPES.includes(modelType) ? parseSparseAttention(fields, modelType, queryRank, ropeDim, numLayers, numNextnPredictLayers) : null;
   // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
   // moe_layer_freq (DeepSeek's own code does; every released config sets it to 1), and its checkpoints
   // hold experts in every such layer whatever the key says.
-  const sparseLayers = modelType === 'deepseek_v2' || modelType === 'deepseek_v3'
+  const sparseLayers = dense
+    ? new Array<boolean>(numLayers).fill(false)
+    : modelType === 'deepseek_v2' || modelType === 'deepseek_v3'
     ? Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense)
-    : parseMlpLayerTypes(fields, numLayers, firstDense, numNextnPredictLayers);
+    : parseMlpLayers(fields, numLayers, firstDense, numNextnPredictLayers);
   return {
     ...common,
     contextLength: ropeContextLength({ scaling: rope.ropeScaling, maxPositionEmbeddings }),
@@ -141,15 +149,15 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     ropeDim,
     valueDim: fields.positiveInt('v_head_dim', defaults.valueDim),
     attentionScale: (nopeDim + ropeDim) ** -0.5 * softmaxMscale(fields, rope.ropeScaling) ** 2,
-    // transformers' V3.2 and GLM-5 rotate MLA's rope dims in interleaved pairs whatever rope_interleave says.
-    interleavedRope: (modelType !== 'deepseek_v3' && modelType !== 'glm4_moe_lite') || fields.boolean('rope_interleave', true),
+    // transformers' V2, V3.2 and GLM-5 rotate MLA's rope dims in interleaved pairs whatever rope_interleave says.
+    interleavedRope: !['deepseek_v3', 'glm4_moe_lite', 'youtu'].includes(modelType) || fields.boolean('rope_interleave', true),
     attentionBias: fields.boolean('attention_bias', false),
     rmsNormEps: fields.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
     ...rope,
     maxPositionEmbeddings,
-    intermediateSize: fields.positiveInt('intermediate_size'),
+    intermediateSize: fields.positiveInt('intermediate_size', defaults.intermediateSize),
     sparseLayers,
-    moe: parseDeepseekMoe(fields, modelType, DEFAULTS[modelType]),
+    moe: dense ? null : parseDeepseekMoe(fields, modelType, DEFAULTS[modelType]),
     numNextnPredictLayers,
     sparseAttention,
   };
@@ -222,17 +230,11 @@ function parseIndexerTypes(fields: ConfigFields, numLayers: number): boolean[] {
 }
 
 /**
- * V3.2's, GLM-4.7-Flash's and GLM-5's feed-forward per layer, as transformers reads it:
- * `mlp_layer_types` ("dense" or "sparse" per decoder layer), else the first `firstDense` dense;
- * MTP layers are MoE.
+ * V3.2's, GLM-4.7-Flash's and GLM-5's feed-forward per layer, as transformers reads it
+ * (`parseMlpLayerTypes`); MTP layers are MoE.
  */
-function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
-  const types = fields.raw('mlp_layer_types');
-  const decoder = types == null ? Array.from({ length: numLayers }, (_, i) => i >= firstDense) : null;
-  if (decoder === null && !(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {
-    throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
-  }
-  return [...(decoder ?? (types as string[]).map((t) => t === 'sparse')), ...new Array<boolean>(numNextnPredictLayers).fill(true)];
+function parseMlpLayers(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
+  return [...parseMlpLayerTypes(fields, numLayers, firstDense), ...new Array<boolean>(numNextnPredictLayers).fill(true)];
 }
 
 /**

@@ -16,7 +16,9 @@ import { checkMropeSections, type Mrope } from './mrope.ts';
  * num_hidden_layers on, each one decoder layer of the family with a MoE block) are the model's
  * only with --speculative-method mtp (MtpHead). GLM-4.5V's language model (`glm4v_moe_text`) is the
  * same decoder without q/k norms or MTP layers, its multimodal RoPE read for text positions
- * (mrope.ts).
+ * (mrope.ts). Upstage's Solar Open (`solar_open`) is the same decoder with Llama's attention (no q/k
+ * norms, the whole head rotating: transformers' fails on a partial_rotary_factor) and a MoE block in
+ * every layer (SolarOpenConfig reads no intermediate_size or first_k_dense_replace), no MTP layers.
  */
 export interface Glm4MoeConfig extends DecoderConfig {
   /** Width of the dense layers' MLP (`intermediate_size`). */
@@ -28,7 +30,7 @@ export interface Glm4MoeConfig extends DecoderConfig {
   numNextnPredictLayers: number;
 }
 
-type Glm4MoeModelType = 'glm4_moe' | 'glm4v_moe_text';
+type Glm4MoeModelType = 'glm4_moe' | 'glm4v_moe_text' | 'solar_open';
 
 /** What each model_type's config class reads differently, with its defaults. */
 interface Glm4MoeTypeTraits {
@@ -37,11 +39,27 @@ interface Glm4MoeTypeTraits {
   /** The class reads `use_qk_norm` and `num_nextn_predict_layers` (Glm4vMoeTextConfig has neither: no q/k norms, no MTP layers). */
   qkNormAndMtp: boolean;
   mrope?: Mrope;
+  /** Every layer sparse, no dense MLP keys read (Solar Open); else dense before first_k_dense_replace. */
+  allSparse?: boolean;
+  /**
+   * Defaults where the class's differ from Glm4MoeConfig's (DEFAULTS, MOE_DEFAULTS); partialRotaryFactor
+   * undefined: the whole head rotates, as Llama's attention needs (transformers fails on a partial one).
+   */
+  defaults?: { partialRotaryFactor: undefined; ropeTheta: number; headDim: number };
+  moeDefaults?: Partial<DeepseekMoeDefaults>;
 }
 
 const TRAITS: Record<Glm4MoeModelType, Glm4MoeTypeTraits> = {
   glm4_moe: { maxPositionEmbeddings: 131072, attentionBias: false, qkNormAndMtp: true },
   glm4v_moe_text: { maxPositionEmbeddings: 65536, attentionBias: true, qkNormAndMtp: false, mrope: { layout: 'chunks', defaultSections: [8, 12, 12] } },
+  solar_open: {
+    maxPositionEmbeddings: 131072,
+    attentionBias: false,
+    qkNormAndMtp: false,
+    allSparse: true,
+    defaults: { partialRotaryFactor: undefined, ropeTheta: 1e6, headDim: 128 },
+    moeDefaults: { expertWidth: 1280, topK: 8 },
+  },
 };
 
 /** transformers' Glm4MoeConfig and Glm4vMoeTextConfig defaults, alike, for keys a config.json may leave out. */
@@ -52,9 +70,9 @@ function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4
   const modelType = json.model_type as Glm4MoeModelType;
   const traits = TRAITS[modelType];
   const fields = new ConfigFields(json, source);
-  const decoder = parseDecoderFields(fields, { ...DEFAULTS, maxPositionEmbeddings: traits.maxPositionEmbeddings });
+  const decoder = parseDecoderFields(fields, { ...DEFAULTS, ...traits.defaults, maxPositionEmbeddings: traits.maxPositionEmbeddings });
   if (traits.mrope !== undefined) checkMropeSections(fields, traits.mrope, decoder.rotaryDim);
-  const firstDense = fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
+  const firstDense = traits.allSparse ? 0 : fields.nonNegativeInt('first_k_dense_replace', DEFAULTS.firstDense);
   const numNextnPredictLayers = traits.qkNormAndMtp ? fields.nonNegativeInt('num_nextn_predict_layers', DEFAULTS.numNextnPredictLayers) : 0;
   const allLayers = decoder.numLayers + numNextnPredictLayers;
   return {
@@ -63,9 +81,10 @@ function parseGlm4MoeConfig(json: Record<string, unknown>, source: string): Glm4
     outputBias: false,
     qkNorm: traits.qkNormAndMtp && fields.boolean('use_qk_norm', false),
     slidingWindows: new Array<number | null>(allLayers).fill(null),
-    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
+    // Solar Open has no dense layer to read a width for.
+    intermediateSize: traits.allSparse ? 0 : fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
     sparseLayers: Array.from({ length: allLayers }, (_, i) => i >= firstDense),
-    moe: parseDeepseekMoe(fields, modelType, MOE_DEFAULTS),
+    moe: parseDeepseekMoe(fields, modelType, { ...MOE_DEFAULTS, ...traits.moeDefaults }),
     numNextnPredictLayers,
   };
 }

@@ -42,3 +42,17 @@ export function parseQwenSparseLayers(fields: ConfigFields, numLayers: number): 
   return Array.from({ length: numLayers }, (_, i) => !dense.includes(i) && (i + 1) % step === 0);
 }
 
+
+/**
+ * Whether each layer's feed-forward is sparse, as DeepSeek-V3.2's, GLM-4.7-Flash's, EXAONE MoE's and
+ * Hy3's config classes read it: `mlp_layer_types` ("dense" or "sparse" per layer), else the first
+ * `firstDense` layers dense and the rest sparse.
+ */
+export function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number): boolean[] {
+  const types = fields.raw('mlp_layer_types');
+  if (types == null) return Array.from({ length: numLayers }, (_, i) => i >= firstDense);
+  if (!(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {
+    throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
+  }
+  return types.map((t) => t === 'sparse');
+}

@@ -62,9 +62,8 @@ function parseOlmoConfig(json: Record<string, unknown>, source: string): OlmoCon
   const { numHeads, numKvHeads } = parseHeads(fields);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
   const { fullRope, slidingRope } = modelType === 'olmo3' ? parseOlmo3Rope(fields, maxPositionEmbeddings) : { fullRope: parseRope(fields, maxPositionEmbeddings), slidingRope: null };
-  const slidingWindows = modelType === 'olmo2' ? new Array<null>(common.numLayers).fill(null) : modelType === 'olmo3' ? parseOlmo3Windows(fields, common.numLayers) : parseExaone4Windows(fields, common.numLayers);
-  // EXAONE 4 rotates its sliding layers only, or every layer when it has no window.
-  const exaoneNoPe = modelType === 'exaone4' && fields.raw('sliding_window') !== null;
+  const layers = modelType === 'exaone4' ? parseExaone4Layers(fields, common.numLayers) : null;
+  const slidingWindows = layers?.slidingWindows ?? (modelType === 'olmo3' ? parseOlmo3Windows(fields, common.numLayers) : new Array<null>(common.numLayers).fill(null));
   return {
     ...common,
     modelType,
@@ -80,7 +79,7 @@ function parseOlmoConfig(json: Record<string, unknown>, source: string): OlmoCon
     attentionBias: modelType !== 'exaone4' && fields.boolean('attention_bias', false),
     qkNormOver: modelType === 'exaone4' ? 'head' : 'projection',
     slidingWindows,
-    ropeLayers: slidingWindows.map((w) => !exaoneNoPe || w !== null),
+    ropeLayers: layers?.ropeLayers ?? new Array<boolean>(common.numLayers).fill(true),
     fullRope,
     slidingRope,
   };
@@ -94,6 +93,17 @@ function parseOlmo3Windows(fields: ConfigFields, numLayers: number): (number | n
   const window = fields.optionalPositiveInt('sliding_window', OLMO3.slidingWindow);
   const sliding = parseSlidingLayerTypes(fields, numLayers) ?? Array.from({ length: numLayers }, (_, i) => (i + 1) % OLMO3.fullEvery !== 0);
   return sliding.map((s) => (s ? window : null));
+}
+
+/**
+ * EXAONE 4's layers (EXAONE MoE's too, whose attention is EXAONE 4's): the windows, and which layers
+ * rotate, its sliding layers only (its full layers are NoPE), or every layer when `sliding_window`
+ * is null.
+ */
+export function parseExaone4Layers(fields: ConfigFields, numLayers: number): { slidingWindows: (number | null)[]; ropeLayers: boolean[] } {
+  const slidingWindows = parseExaone4Windows(fields, numLayers);
+  const noPe = fields.raw('sliding_window') !== null;
+  return { slidingWindows, ropeLayers: slidingWindows.map((w) => !noPe || w !== null) };
 }
 
 /**

@@ -10,6 +10,7 @@ import { cohereFamily } from './cohere.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { dots1Family } from './dots1.ts';
 import { ernieMoeFamily } from './ernie-moe.ts';
+import { exaoneMoeFamily } from './exaone-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
@@ -53,6 +54,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(graniteHybridFamily),
   family(dots1Family),
   family(cohereFamily),
+  family(exaoneMoeFamily),
 ];
 
 /**

@@ -113,8 +113,8 @@ test('DeepSeek-V2-Lite: MLA without q LoRA, 64 experts of 1408 (top 6) and 2 sha
   assert.deepEqual([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.vocabSize], [2048, 10944, 27, 16, 102400]);
   assert.deepEqual([c.queryRank, c.latentDim, c.nopeDim, c.ropeDim, c.valueDim], [null, 512, 128, 64, 128]);
   assert.deepEqual(c.sparseLayers, Array.from({ length: 27 }, (_, i) => i >= 1));
-  assert.deepEqual([c.moe.numExperts, c.moe.numExpertsPerToken, c.moe.expertIntermediateSize, c.moe.sharedIntermediateSize], [64, 6, 1408, 2816]);
-  assert.deepEqual(c.moe.routing, { topK: 6, scoring: 'softmax', selectionBias: false, groups: null, normalize: false, scale: 1 });
+  assert.deepEqual([c.moe?.numExperts, c.moe?.numExpertsPerToken, c.moe?.expertIntermediateSize, c.moe?.sharedIntermediateSize], [64, 6, 1408, 2816]);
+  assert.deepEqual(c.moe?.routing, { topK: 6, scoring: 'softmax', selectionBias: false, groups: null, normalize: false, scale: 1 });
   assert.equal(c.contextLength, 163840);
   assert.ok(Math.abs(c.attentionScale - 192 ** -0.5 * (0.1 * 0.707 * Math.log(40) + 1) ** 2) < 1e-12);
 });

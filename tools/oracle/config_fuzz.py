@@ -355,6 +355,17 @@ def gen_deepseek_v3(r, name):
               init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
+def gen_youtu(r, name):
+    """DeepSeek-V3's MLA keys (rope_interleave drawn) over a dense MLP in every layer: YoutuConfig has no MoE keys.
+    No pad_token_id (the class default): transformers zeroes the padding row of the embedding when it loads one."""
+    f = base(r)
+    _mla(r, f)
+    for key in ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_shared_experts",
+                "first_k_dense_replace", "routed_scaling_factor", "norm_topk_prob", "moe_layer_freq"):
+        f.pop(key, None)
+    f.update(rope_interleave=r.random() < 0.6, pad_token_id=None)
+    return fx(name, "youtu", f, _mla_rope(r, f))
+
 def gen_deepseek_v32(r, name):
     f = base(r)
     _mla(r, f)
@@ -417,6 +428,14 @@ def gen_glm4_moe(r, name):
         f["num_nextn_predict_layers"] = 1  # stored after the decoder's layers (make_fixtures.add_mtp_layers); only --speculative-method mtp reads it
     return fx(name, "glm4_moe", f, _glm_rope(r, f, partial, 0.5), init_overrides=GLM4_MOE_ROUTER)
 
+
+def gen_solar_open(r, name):
+    """GLM-4.5's keys on Llama's attention: no q/k norms or MTP layers, every layer sparse (first_k_dense_replace and
+    use_qk_norm drawn, never read), the whole head rotating (a partial_rotary_factor below 1 fails in transformers),
+    head_dim absent: the class's 128."""
+    f = base(r)
+    _glm4_moe_keys(r, f)
+    return fx(name, "solar_open", f, rope(r, f, head_dim_default=128), init_overrides=GLM4_MOE_ROUTER)
 
 def gen_ernie4_5(r, name):
     f = base(r)
@@ -739,6 +758,30 @@ def gen_exaone4(r, name):
     return fx(name, "exaone4", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")))
 
 
+def gen_exaone_moe(r, name):
+    """EXAONE 4's attention and layer pattern in pre-norm layers over DeepSeek-V3's MoE, counted by num_experts /
+    num_shared_experts; dense layers by mlp_layer_types or first_k_dense_replace."""
+    f = base(r)
+    n = r.choice((2, 3, 4))
+    # ExaoneMoeConfig refuses a null sliding_window (an int field).
+    f.update(num_hidden_layers=n, hidden_act=act(r, "silu"), sliding_window=r.choice((8, 16, 32)),
+             n_routed_experts=r.choice((4, 8)), moe_intermediate_size=16, num_shared_experts=r.choice((0, 1, 2)),
+             routed_scaling_factor=r.choice((1.0, 2.5)), norm_topk_prob=r.random() < 0.7)
+    if r.random() < 0.5:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    else:
+        f["sliding_window_pattern"] = r.choice((2, 3, 4))
+    if r.random() < 0.5:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(n - 1)] + ["sparse"]
+    else:
+        f["first_k_dense_replace"] = r.choice((0, 1))
+    _v3_groups(r, f)
+    f["num_experts"] = f.pop("n_routed_experts")
+    f["num_experts_per_tok"] = r.choice([k for k in (1, 2, 3) if k <= f["topk_group"] * f["num_experts"] // f["n_group"]])
+    # The full layers are NoPE: LongRoPE only where every layer shares one table.
+    rope_ = rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3"))
+    return fx(name, "exaone_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
 def _cohere_fields(r):
     """Keys both Cohere classes read: biases, activation, LayerNorm eps, a tied head by default, and
     logit_scale (absent: 0.0625) with final norm weights around its inverse, so the logits keep the
@@ -959,6 +1002,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu,
 }
 
 

@@ -44,7 +44,8 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe",
+                        "exaone_moe", "solar_open")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
@@ -95,11 +96,13 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
-        n_group, per = config.n_group, config.n_routed_experts // config.n_group
+        # The router's rows: n_routed_experts, or EXAONE MoE's num_experts.
+        n_experts = router.weight.shape[0]
+        n_group, per = config.n_group, n_experts // config.n_group
         group_scores = choice.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
         group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
         allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, n_experts)
         masked = choice.masked_fill(~allowed, -math.inf)
         idx = torch.topk(masked, k, dim=-1).indices
         weights = scores.gather(1, idx)  # the bias picks experts but does not weight them
@@ -753,6 +756,15 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
          r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$"],
+    ),
+    "exaone_moe": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"gate\.e_score_correction_bias"],
     ),
     "qwen2_moe": (
         [r"^model\.layers\.\d+\.mlp\.gate\.weight$",

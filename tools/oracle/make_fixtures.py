@@ -144,16 +144,19 @@ CONFIG_CLASS_NAMES = {
     "cohere2": "Cohere2Config",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
+    "exaone_moe": "ExaoneMoeConfig",
+    "solar_open": "SolarOpenConfig",
+    "youtu": "YoutuConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe"}
+                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe"}
+                              "dots1", "glm4v_moe", "exaone_moe", "solar_open"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1446,6 +1449,59 @@ FIXTURES.append(Fixture(
     probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
 ))
 
+FIXTURES.append(Fixture(
+    "exaone-moe", "exaone_moe",
+    "K-EXAONE-like (ExaoneMoeForCausalLM), 3 layers, vocabulary 128: EXAONE 4's attention (per-head q_norm / k_norm "
+    "before RoPE, head_dim 16, GQA 4 query / 2 KV heads; layers 0-1 sliding (window 16) with RoPE, layer 2 global "
+    "without RoPE, sliding_window_pattern 3) in OLMoE's pre-norm layers; layer 0 a dense MLP (first_k_dense_replace 1, "
+    "intermediate 32), layers 1-2 DeepSeek-V3's MoE under EXAONE's key names: sigmoid(x @ mlp.gate.T) + "
+    "e_score_correction_bias (randomised) picks the top-2 of num_experts 8 (intermediate 16) within the best of 2 "
+    "groups, renormalised (norm_topk_prob, the class default), times routed_scaling_factor 2.5 (the class default), "
+    "plus num_shared_experts 1 (16); the selection bias saved beside the router as the Hub's checkpoints hold it "
+    "(mlp.e_score_correction_bias). Untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, num_shared_experts=1, n_group=2,
+            topk_group=1, first_k_dense_replace=1, sliding_window=16, sliding_window_pattern=3),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
+))
+
+FIXTURES.append(Fixture(
+    "solar-open", "solar_open",
+    "Solar-Open-like (SolarOpenForCausalLM), 2 layers, vocabulary 128: GLM-4.5's decoder with Llama's attention "
+    "(attention_bias on q, k and v, none on o_proj; no q/k norms; the whole head of 16 rotates: SolarOpenConfig has "
+    "no partial_rotary_factor default), GQA 4 query / 2 KV heads, RoPE theta 1e6 (the class default); a MoE block in "
+    "every layer (no dense layer: the class reads no first_k_dense_replace): sigmoid(x @ mlp.gate.T) + "
+    "mlp.gate.e_score_correction_bias (randomised) picks the top-2 of 8 experts (intermediate 16) within the best of "
+    "2 groups, renormalised, times routed_scaling_factor 2.0, plus 1 shared expert (16). Untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, moe_intermediate_size=16, n_routed_experts=8,
+            num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1, routed_scaling_factor=2.0,
+            attention_bias=True),
+    _rope(theta=1000000.0),
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER,
+    probes=("e_score_bias_off", "routed_scale_one"),
+))
+
+FIXTURES.append(Fixture(
+    "youtu", "youtu",
+    "Youtu-LLM-like (YoutuForCausalLM), 2 layers, vocabulary 128: DeepSeek-V3's MLA (q_lora_rank 24, kv_lora_rank 32, "
+    "16 nope + 8 rope / 16 v head dims, 4 heads; RoPE over interleaved pairs by the class default rope_interleave) "
+    "with YaRN factor 4 / original 32 and mscale = mscale_all_dim = 1 (softmax scale 24^-0.5 * (0.1 ln 4 + 1)^2), over "
+    "Qwen3's dense gated MLP in every layer (intermediate 64; YoutuConfig has no MoE keys), lm_head tied (the class "
+    "default); no pad_token_id (the class default: YoutuPreTrainedModel's init zeroes the padding row of the "
+    "embedding when from_pretrained loads a checkpoint, which the reload check would catch); bf16.",
+    _fields(vocab_size=128, num_key_value_heads=4, intermediate_size=64, q_lora_rank=24, kv_lora_rank=32,
+            qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            pad_token_id=None),
+    _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=32, mscale=1.0, mscale_all_dim=1.0,
+          beta_fast=32.0, beta_slow=1.0),
+    stored_dtype="bfloat16",
+    probes=("mscale_off", "rope_not_interleaved"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1538,6 +1594,9 @@ SEED_BASES = {
     "glm4-sandwich-norms": 88000,
     "glm4v": 88500,
     "glm4v-moe": 88600,
+    "exaone-moe": 110000,
+    "solar-open": 111000,
+    "youtu": 112000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
