@@ -531,12 +531,13 @@ export interface Backend {
   /** residual += x (in place); returns rmsNorm(residual). */
   addRmsNorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number): Tensor;
   /**
-   * LayerNorm without a bias over each group of `width` consecutive values of x's rows (width =
-   * cols: the whole row; width = head dim: each head of a projection), (v − mean) / √(var + eps) ·
-   * w, with mean and variance over the group in float32 and one rounding; weight [cols] (one
-   * value per column: each group its own weights), x [rows, cols] with cols a multiple of width.
+   * LayerNorm over each group of `width` consecutive values of x's rows (width = cols: the whole
+   * row; width = head dim: each head of a projection), (v − mean) / √(var + eps) · w (+ b), with
+   * mean and variance over the group in float32 and one rounding; weight and bias [cols] (one
+   * value per column: each group its own), bias null for a LayerNorm without one (Cohere's), x
+   * [rows, cols] with cols a multiple of width.
    */
-  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor;
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number, width: number): Tensor;
   /**
    * x [rows, in] times weightᵀ, weight [out, in], plus bias [out] if given. The weight's format is
    * its own: from `loadWeight` (the compute dtype), `loadQuantizedWeight` (multiplied from its

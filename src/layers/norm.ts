@@ -88,7 +88,7 @@ export class BiaslessLayerNorm implements ResidualNorm {
   }
 
   forward(b: Backend, x: Tensor): Tensor {
-    return b.layerNorm(x, loaded(this.weightTensor, this.name), this.eps, this.shape[this.shape.length - 1]);
+    return b.layerNorm(x, loaded(this.weightTensor, this.name), null, this.eps, this.shape[this.shape.length - 1]);
   }
 
   /** No op fuses the add into this norm: the add, then the norm. */
@@ -99,11 +99,11 @@ export class BiaslessLayerNorm implements ResidualNorm {
 }
 
 /**
- * LayerNorm's parameters over `size` values, (x - mean) / sqrt(var + eps) · w + b: `name.weight`
- * and `name.bias`. No backend op runs it alone; the op it belongs to fuses it (DeepSeek-V3.2's
- * indexer key norm, in `indexerRopeAndCacheWrite`).
+ * LayerNorm over `size` values, (x - mean) / sqrt(var + eps) · w + b: `name.weight` and
+ * `name.bias`. A residual stream's norm (Jais 2's, through the backend's `layerNorm`), or parameters
+ * an op fuses (DeepSeek-V3.2's indexer key norm, in `indexerRopeAndCacheWrite`).
  */
-export class LayerNorm implements Layer {
+export class LayerNorm implements ResidualNorm {
   readonly name: string;
   readonly size: number;
   readonly eps: number;
@@ -132,5 +132,15 @@ export class LayerNorm implements Layer {
 
   get bias(): Tensor {
     return loaded(this.tensors, this.name).bias;
+  }
+
+  forward(b: Backend, x: Tensor): Tensor {
+    return b.layerNorm(x, this.weight, this.bias, this.eps, this.size);
+  }
+
+  /** No op fuses the add into this norm: the add, then the norm. */
+  addAndForward(b: Backend, x: Tensor, residual: Tensor): Tensor {
+    b.addInto(residual, x, null);
+    return this.forward(b, residual);
   }
 }

@@ -72,10 +72,10 @@ test('scale multiplies every element in place by the float32 factor', () => {
 test('layerNorm reads a per-head weight [heads, width] as one value per column, and refuses groups that do not tile a row', () => {
   // Two heads of 2: each normalizes to (-1, 1) (eps 0), then takes its own head's weights.
   const x = load(Float32Array.of(1, 3, 10, 30), [1, 4]);
-  const out = backend.toHost(backend.layerNorm(x, load(Float32Array.of(1, 2, 3, 4), [2, 2]), 0, 2));
+  const out = backend.toHost(backend.layerNorm(x, load(Float32Array.of(1, 2, 3, 4), [2, 2]), null, 0, 2));
   assert.deepEqual([...out], [-1, 2, -3, 4]);
-  assert.throws(() => backend.layerNorm(x, load(new Float32Array(4), [4]), 1e-5, 3), /groups of 3 do not tile rows of 4/);
-  assert.throws(() => backend.layerNorm(x, load(new Float32Array(2), [2]), 1e-5, 2), /layerNorm: weight of 2 values for rows of 4/);
+  assert.throws(() => backend.layerNorm(x, load(new Float32Array(4), [4]), null, 1e-5, 3), /groups of 3 do not tile rows of 4/);
+  assert.throws(() => backend.layerNorm(x, load(new Float32Array(2), [2]), null, 1e-5, 2), /layerNorm: weight of 2 values for rows of 4/);
 });
 
 test('linear names both shapes when they do not fit', () => {

@@ -325,12 +325,13 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor {
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number, width: number): Tensor {
     const input = asCpuTensor(x, 'layerNorm input');
     assertGroupWidth(input.cols, width);
     const w = normWeight(weight, input.cols, 'layerNorm');
+    const b = bias === null ? null : normWeight(bias, input.cols, 'layerNorm bias');
     const out = CpuTensor.zeros(input.shape);
-    layerNorm(input.data, input.rows, input.cols, width, w, eps, out.data);
+    layerNorm(input.data, input.rows, input.cols, width, w, b, eps, out.data);
     return out;
   }
 

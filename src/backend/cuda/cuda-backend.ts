@@ -897,13 +897,14 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  layerNorm(x: Tensor, weight: Tensor, eps: number, width: number): Tensor {
+  layerNorm(x: Tensor, weight: Tensor, bias: Tensor | null, eps: number, width: number): Tensor {
     const input = asBf16(x, 'layerNorm input');
     assertGroupWidth(input.cols, width);
     requireMultipleOf8(width, 'layerNorm group width');
     const w = normWeight(weight, input.cols, 'layerNorm');
+    const b = bias === null ? null : normWeight(bias, input.cols, 'layerNorm bias');
     const out = this.stepTensor(input.shape);
-    launchLayerNorm(this.device, out.ptr, input.ptr, w.ptr, input.rows, input.cols, width, eps);
+    launchLayerNorm(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, input.cols, width, eps);
     return out;
   }
 

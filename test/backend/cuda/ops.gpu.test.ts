@@ -135,7 +135,7 @@ test('rmsNorm and addRmsNorm (output and in-place residual)', () => {
   }
 });
 
-test('layerNorm over whole rows and over each head with its own weights, around a far-off mean', () => {
+test('layerNorm over whole rows and over each head with its own weights (and biases, on alternate trials), around a far-off mean', () => {
   for (let trial = 0; trial < 6; trial++) {
     const rows = randInt(rng, 1, 70);
     const width = 8 * randInt(rng, 1, trial < 3 ? 1100 : 32);
@@ -143,7 +143,9 @@ test('layerNorm over whole rows and over each head with its own weights, around 
     // Values around 20 (bf16 steps of 1/8 there): the mean must come off before the variance is taken.
     const x = load(bf16Tensor([rows, cols], randomBf16Values(rng, rows * cols, 3).map((v) => bf16Value(floatToBf16Bits(v + 20)))));
     const w = randomWeight([cols], 2);
-    assertClose(`layerNorm ${rows}x${cols} in groups of ${width}`, { cpu: cpu.layerNorm(x.cpu, w.cpu, 1e-5, width), gpu: gpu.layerNorm(x.gpu, w.gpu, 1e-5, width) });
+    const bias = trial % 2 === 0 ? null : randomWeight([cols], 2);
+    const out = { cpu: cpu.layerNorm(x.cpu, w.cpu, bias?.cpu ?? null, 1e-5, width), gpu: gpu.layerNorm(x.gpu, w.gpu, bias?.gpu ?? null, 1e-5, width) };
+    assertClose(`layerNorm ${rows}x${cols} in groups of ${width}${bias === null ? '' : ' with bias'}`, out);
   }
 });
 

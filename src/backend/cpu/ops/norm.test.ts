@@ -79,7 +79,7 @@ function naiveLayerNorm(group: ArrayLike<number>, weight: ArrayLike<number>, eps
   return values.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * weight[i]);
 }
 
-test('layerNorm normalizes each group of width values of a row with that group\'s own weights', () => {
+test('layerNorm normalizes each group of width values of a row with that group\'s own weights, and adds its own biases when given', () => {
   for (let i = 0; i < 20; i++) {
     const rows = random.int(1, 6);
     const width = random.int(1, 40);
@@ -90,13 +90,14 @@ test('layerNorm normalizes each group of width values of a row with that group\'
     const offset = random.pick([0, 30]);
     const x = random.floats(rows * cols, random.pick([1e-3, 1, 50])).map((v) => v + offset);
     const weight = random.floats(cols);
+    const bias = random.pick([null, random.floats(cols)]);
     const out = new Float32Array(rows * cols);
-    layerNorm(x, rows, cols, width, weight, eps, out);
+    layerNorm(x, rows, cols, width, weight, bias, eps, out);
     for (let r = 0; r < rows; r++) {
       for (let g = 0; g < groups; g++) {
         const [start, end] = [r * cols + g * width, r * cols + (g + 1) * width];
-        const expected = naiveLayerNorm(x.subarray(start, end), weight.subarray(g * width, (g + 1) * width), eps);
-        assertClose(out.subarray(start, end), expected, `row ${r} group ${g} of ${rows}x${groups}x${width}`);
+        const expected = naiveLayerNorm(x.subarray(start, end), weight.subarray(g * width, (g + 1) * width), eps).map((v, i) => v + (bias?.[g * width + i] ?? 0));
+        assertClose(out.subarray(start, end), expected, `row ${r} group ${g} of ${rows}x${groups}x${width}${bias === null ? '' : ' with bias'}`);
       }
     }
   }
@@ -104,6 +105,6 @@ test('layerNorm normalizes each group of width values of a row with that group\'
 
 test('layerNorm of a constant group is zero, not NaN (eps guards the division)', () => {
   const out = new Float32Array(4);
-  layerNorm(Float32Array.of(3, 3, 3, 3), 1, 4, 4, Float32Array.of(1, 2, 3, 4), 1e-5, out);
+  layerNorm(Float32Array.of(3, 3, 3, 3), 1, 4, 4, Float32Array.of(1, 2, 3, 4), null, 1e-5, out);
   assert.deepEqual(out, new Float32Array(4));
 });

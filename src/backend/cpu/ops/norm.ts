@@ -67,14 +67,15 @@ function normalizeSpan(
 }
 
 /**
- * out = LayerNorm without a bias of each group of `width` consecutive values of `rows` rows of
- * `cols` (cols a multiple of width): (v − mean) / √(var + eps) · weight[col], weight [cols].
+ * out = LayerNorm of each group of `width` consecutive values of `rows` rows of `cols` (cols a
+ * multiple of width): (v − mean) / √(var + eps) · weight[col] (+ bias[col]), weight and bias [cols],
+ * bias null for none.
  */
-export function layerNorm(x: Float32Array, rows: number, cols: number, width: number, weight: Float32Array, eps: number, out: Float32Array): void {
+export function layerNorm(x: Float32Array, rows: number, cols: number, width: number, weight: Float32Array, bias: Float32Array | null, eps: number, out: Float32Array): void {
   for (let at = 0; at < rows * cols; at += width) {
     const { mean, inverseStd } = layerNormStatistics(x, at, width, eps);
     const weightAt = at % cols;
-    for (let i = 0; i < width; i++) out[at + i] = (x[at + i] - mean) * inverseStd * weight[weightAt + i];
+    for (let i = 0; i < width; i++) out[at + i] = (x[at + i] - mean) * inverseStd * weight[weightAt + i] + (bias === null ? 0 : bias[weightAt + i]);
   }
 }
 
