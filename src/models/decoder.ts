@@ -1,7 +1,7 @@
 import type { Activation, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import { projectionNames, qkNormLayers, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import { RmsNorm } from '../layers/norm.ts';
+import { LayerNorm, RmsNorm, type ResidualNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling, type RotaryConfig } from '../layers/rotary.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
@@ -25,7 +25,10 @@ export interface DecoderConfig extends ModelConfig {
   headDim: number;
   /** Leading dims of each head that rotate: the head dim, or a fraction of it (Phi-4-mini's partial_rotary_factor). */
   rotaryDim: number;
+  /** The norms' epsilon (a LayerNorm family's `layer_norm_eps`). */
   rmsNormEps: number;
+  /** The layers' and the final norm: RMSNorm (absent), or LayerNorm with a weight and a bias (Jais 2's). */
+  norm?: 'rms' | 'layer';
   ropeTheta: number;
   ropeScaling: RopeScaling;
   maxPositionEmbeddings: number;
@@ -141,7 +144,7 @@ export function parseDecoderFields(
  * first; `residualScale` then multiplies it (Granite's residual_multiplier).
  */
 export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual, pending }: ResidualStream, step: StepInputs, cache: KvCache, residualScale = 1): Tensor {
-  const output = (x: Tensor, norm: RmsNorm | null | undefined) => {
+  const output = (x: Tensor, norm: ResidualNorm | null | undefined) => {
     const normed = norm ? norm.forward(b, x) : x;
     if (residualScale !== 1) b.scale(normed, residualScale);
     return normed;
@@ -156,12 +159,12 @@ export function preNormLayerForward(b: Backend, layer: PreNormLayer, { residual,
  * sandwich norms (`normNames.attentionOutput` / `mlpOutput`) each output normed before the add.
  */
 export class DecoderLayer extends ComposedLayer implements PreNormLayer {
-  readonly inputNorm: RmsNorm;
+  readonly inputNorm: ResidualNorm;
   readonly attention: SelfAttention;
-  readonly attentionOutputNorm: RmsNorm | null;
-  readonly postAttentionNorm: RmsNorm;
+  readonly attentionOutputNorm: ResidualNorm | null;
+  readonly postAttentionNorm: ResidualNorm;
   readonly mlp: FeedForward;
-  readonly mlpOutputNorm: RmsNorm | null;
+  readonly mlpOutputNorm: ResidualNorm | null;
 
   /**
    * Hugging Face's names under `model.layers.<index>`: the norms' (`config.normNames`), self_attn.*.
@@ -173,7 +176,7 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
     const p = `model.layers.${index}`;
     const { hiddenSize, numHeads, numKvHeads, headDim, rmsNormEps: eps } = config;
     const names = config.normNames;
-    this.inputNorm = new RmsNorm(`${p}.${names.input}.weight`, hiddenSize, eps);
+    this.inputNorm = decoderNorm(config, `${p}.${names.input}`);
     this.attention = new SelfAttention({
       layer: cacheLayer,
       hiddenSize,
@@ -194,9 +197,9 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       oBias: config.outputBias,
       interleavedRope: config.interleavedRope,
     });
-    const norm = (name: string | undefined) => (name === undefined ? null : new RmsNorm(`${p}.${name}.weight`, hiddenSize, eps));
+    const norm = (name: string | undefined) => (name === undefined ? null : decoderNorm(config, `${p}.${name}`));
     this.attentionOutputNorm = norm(names.attentionOutput);
-    this.postAttentionNorm = new RmsNorm(`${p}.${names.postAttention}.weight`, hiddenSize, eps);
+    this.postAttentionNorm = decoderNorm(config, `${p}.${names.postAttention}`);
     this.mlp = mlp;
     this.mlpOutputNorm = norm(names.mlpOutput);
   }
@@ -208,6 +211,11 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
   loraTargets(): LoraTarget[] {
     return [...this.attention.loraTargets(), ...(this.mlp.loraTargets?.() ?? [])];
   }
+}
+
+/** The norm of the module at `name` (`model.norm`, `model.layers.3.input_layernorm`): its `.weight`, and a LayerNorm's `.bias`. */
+function decoderNorm(config: DecoderConfig, name: string): ResidualNorm {
+  return config.norm === 'layer' ? new LayerNorm(name, config.hiddenSize, config.rmsNormEps) : new RmsNorm(`${name}.weight`, config.hiddenSize, config.rmsNormEps);
 }
 
 /** The rotary table's settings of a decoder's layers. */
@@ -229,7 +237,7 @@ export class DecoderModel extends DecoderStack<DecoderConfig, DecoderLayer> {
       rotaries: none === null ? [rotary] : [rotary, none],
       embedding,
       layers: Array.from({ length: config.numLayers }, (_, i) => new DecoderLayer(config, i, config.ropeLayers[i] || none === null ? rotary : none, none, mlpOf(i))),
-      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
+      finalNorm: decoderNorm(config, 'model.norm'),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
     }, stage);
   }

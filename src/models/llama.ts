@@ -12,11 +12,12 @@ import { checkMropeSections, withMropeTypeAsDefault, type Mrope } from './mrope.
 
 /**
  * The Llama family: llama, mistral, ministral3, qwen2, qwen3, smollm3, granite, seed_oss, arcee,
- * hunyuan_v1_dense, apertus, ernie4_5, glm and glm4 differ only in defaults, biases, q/k norms
+ * hunyuan_v1_dense, apertus, ernie4_5, glm, glm4 and jais2 differ only in defaults, biases, q/k norms
  * (before RoPE, or after it: Hunyuan's), norm names (GLM-4's sandwich norms among them), windows,
  * NoPE layers (SmolLM3's), multipliers (Granite's), a query scale by position (Ministral 3's),
  * NTK-alpha RoPE (Hunyuan's), a gateless MLP (Arcee's relu², Apertus's xIELU), gate and up stored
- * as one tensor (GLM's), partial rotary (GLM's) and RoPE over interleaved pairs (ERNIE 4.5's, GLM's).
+ * as one tensor (GLM's), partial rotary (GLM's), RoPE over interleaved pairs (ERNIE 4.5's, GLM's) and
+ * LayerNorms with biases in place of RMSNorms (Jais 2's).
  * The language models of Qwen2-VL and Qwen2.5-VL (qwen2_vl_text, qwen2_5_vl_text: Qwen2's layers),
  * Qwen3-VL (qwen3_vl_text: Qwen3's) and GLM-4.1V (glm4v_text: GLM-4's) are rows too, their
  * multimodal RoPE read for text positions (mrope.ts).
@@ -54,7 +55,8 @@ type LlamaModelType =
   | 'qwen3_vl_text'
   | 'glm'
   | 'glm4'
-  | 'glm4v_text';
+  | 'glm4v_text'
+  | 'jais2';
 
 /** Where a model_type's config puts attention biases. */
 export type AttentionBiasRule =
@@ -85,6 +87,10 @@ interface LlamaTypeTraits {
   attentionBias: AttentionBiasRule;
   /** The key that gives the MLP biases, or false for none. */
   mlpBias: 'mlp_bias' | 'use_bias' | false;
+  /** attention_bias's and mlp_bias's default where the class has its own (Jais2Config's true; else false). */
+  biasDefault?: boolean;
+  /** LayerNorms with a bias, of epsilon `layer_norm_eps` (Jais 2's, default 1e-5), in place of RMSNorms. */
+  layerNorm?: boolean;
   /** intermediate_size's default where the class has one (else the key is required). */
   intermediateSize?: number;
   /** RoPE pairs each head's dims (x[2i], x[2i+1]) (ERNIE 4.5's), not rotate_half's halves. */
@@ -248,9 +254,13 @@ const TRAITS: Record<LlamaModelType, LlamaTypeTraits> = {
     mrope: { layout: 'chunks', defaultSections: [8, 12, 12] },
     headDimFromHidden: true,
   },
+  // Jais2Config: Llama's attention, NemotronMLP's up → relu² → down, and nn.LayerNorm (with biases) for every norm.
+  jais2: { maxPositions: 8192, attentionBias: 'attention_bias', mlpBias: 'mlp_bias', biasDefault: true, tiedByDefault: false, ungatedActivations: ['relu2'], layerNorm: true },
 };
 const MODEL_TYPES = Object.keys(TRAITS) as LlamaModelType[];
 const DEFAULT_SLIDING_WINDOW = 4096;
+/** layer_norm_eps's default (Jais2Config's). */
+const LAYER_NORM_EPS = 1e-5;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
 
 function parseLlamaConfig(json: Record<string, unknown>, source: string): LlamaConfig {
@@ -291,11 +301,12 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     ...decoder,
     tieWordEmbeddings: fields.boolean('tie_word_embeddings', traits.tiedByDefault),
     intermediateSize: fields.positiveInt('intermediate_size', traits.intermediateSize),
-    mlpBias: traits.mlpBias !== false && fields.boolean(traits.mlpBias, false),
+    mlpBias: traits.mlpBias !== false && fields.boolean(traits.mlpBias, traits.biasDefault ?? false),
     interleavedRope: traits.interleavedRope ?? false,
     mlp,
     fusedGateUp: traits.fusedGateUp ?? false,
-    ...parseAttentionBiases(fields, traits.attentionBias),
+    ...parseAttentionBiases(fields, traits.attentionBias, traits.biasDefault),
+    ...(traits.layerNorm && { norm: 'layer' as const, rmsNormEps: fields.positiveNumber('layer_norm_eps', LAYER_NORM_EPS) }),
     qkNorm: traits.qkNorm !== undefined,
     qkNormAfterRope: traits.qkNorm === 'after-rope',
     normNames: traits.normNames ?? LLAMA_NORM_NAMES,
@@ -336,11 +347,14 @@ function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling):
   return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };
 }
 
-/** The attention biases as `rule` spells them (`attention_bias`: q, k, v and o alike, as Llama's and most families'). */
-export function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule): { attentionBias: boolean; outputBias: boolean } {
+/**
+ * The attention biases as `rule` spells them (`attention_bias`: q, k, v and o alike, as Llama's and
+ * most families', absent `fallback`: false but for Jais 2's).
+ */
+export function parseAttentionBiases(fields: ConfigFields, rule: AttentionBiasRule, fallback = false): { attentionBias: boolean; outputBias: boolean } {
   switch (rule) {
     case 'attention_bias': {
-      const bias = fields.boolean('attention_bias', false);
+      const bias = fields.boolean('attention_bias', fallback);
       return { attentionBias: bias, outputBias: bias };
     }
     case 'qkv':
@@ -393,14 +407,14 @@ function parseSmolLM3Windows(fields: ConfigFields, ropeLayers: boolean[]): (numb
 }
 
 /**
- * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL, GLM and GLM-4.1V never slide. Mistral slides every layer (by default 4096), Ministral 3
+ * Llama, Granite, Seed-OSS, Hunyuan, Apertus, Qwen3-VL, GLM, GLM-4.1V and Jais 2 never slide. Mistral slides every layer (by default 4096), Ministral 3
  * too where it gives a sliding_window (its default is none). Qwen2/Qwen3 (and Qwen2-VL's and Qwen2.5-VL's language models) slide
  * only when `use_sliding_window` is true, and then only layers whose `layer_types` entry is "sliding_attention" (derived, when
  * absent, as the layers from `max_window_layers` on, by default `maxWindowLayers`).
  */
 function parseSlidingWindows(fields: ConfigFields, modelType: Exclude<LlamaModelType, 'smollm3'>, numLayers: number, maxWindowLayers = DEFAULT_MAX_WINDOW_LAYERS): (number | null)[] {
   const all = (window: number | null) => new Array<number | null>(numLayers).fill(window);
-  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4', 'glm4v_text'];
+  const neverSlides: readonly LlamaModelType[] = ['llama', 'granite', 'seed_oss', 'hunyuan_v1_dense', 'apertus', 'qwen3_vl_text', 'glm', 'glm4', 'glm4v_text', 'jais2'];
   if (neverSlides.includes(modelType)) return all(null);
   if (modelType === 'mistral') return all(fields.optionalPositiveInt('sliding_window', DEFAULT_SLIDING_WINDOW));
   if (modelType === 'ministral3') return all(fields.optionalPositiveInt('sliding_window', null));

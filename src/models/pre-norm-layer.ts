@@ -1,5 +1,5 @@
 import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
-import type { RmsNorm } from '../layers/norm.ts';
+import type { ResidualNorm } from '../layers/norm.ts';
 import type { Layer } from '../layers/parameters.ts';
 
 // The parts of a pre-norm decoder layer as the layers that run them see them (decoder.ts's
@@ -18,12 +18,12 @@ export interface FeedForward extends Layer {
  * residual stream.
  */
 export interface PreNormLayer {
-  inputNorm: RmsNorm;
+  inputNorm: ResidualNorm;
   attention: { forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor };
   /** Norm of attention's output before the residual add; absent or null: none. */
-  attentionOutputNorm?: RmsNorm | null;
-  postAttentionNorm: RmsNorm;
+  attentionOutputNorm?: ResidualNorm | null;
+  postAttentionNorm: ResidualNorm;
   mlp: FeedForward;
   /** Norm of the MLP's output before the residual add; absent or null: none. */
-  mlpOutputNorm?: RmsNorm | null;
+  mlpOutputNorm?: ResidualNorm | null;
 }

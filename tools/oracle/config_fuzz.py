@@ -647,6 +647,17 @@ def gen_arcee(r, name):
     return fx(name, "arcee", f, rope(r, f))
 
 
+def gen_jais2(r, name):
+    """Llama's attention with an ungated relu² MLP and LayerNorms with biases: layer_norm_eps (Jais2Config has no
+    rms_norm_eps), attention_bias and mlp_bias drawn or absent (the class's true), every RoPE type."""
+    f = base(r)
+    del f["rms_norm_eps"]
+    f["layer_norm_eps"] = r.choice((1e-6, 1e-5, 1e-2))
+    for key in ("attention_bias", "mlp_bias"):
+        if r.random() < 0.6:
+            f[key] = r.random() < 0.5
+    return fx(name, "jais2", f, rope(r, f))
+
 def gen_hunyuan_v1_dense(r, name, model_type="hunyuan_v1_dense", f=None, **kw):
     f = base(r) if f is None else f
     # HunYuanDenseV1Config leaves head_dim None, which its attention fails on: always give one.
@@ -1002,7 +1013,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
-    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2,
 }
 
 

@@ -147,6 +147,7 @@ CONFIG_CLASS_NAMES = {
     "exaone_moe": "ExaoneMoeConfig",
     "solar_open": "SolarOpenConfig",
     "youtu": "YoutuConfig",
+    "jais2": "Jais2Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -1502,6 +1503,17 @@ FIXTURES.append(Fixture(
     probes=("mscale_off", "rope_not_interleaved"),
 ))
 
+FIXTURES.append(Fixture(
+    "jais2-layernorm", "jais2",
+    "Jais 2 (Jais2ForCausalLM): Llama's attention with q/k/v/o biases (Jais2Config's default attention_bias, absent "
+    "from the fixture's fields), NemotronMLP's ungated down(relu(up(x))^2) with up and down biases (mlp_bias, the "
+    "class default), every norm an nn.LayerNorm with a weight and a bias (input_layernorm, post_attention_layernorm, "
+    "model.norm; layer_norm_eps 1e-5, biases drawn N(0, 0.1)), GQA 4 query / 2 KV heads, RoPE theta 1e4, untied; bf16.",
+    {k: v for k, v in _fields(num_key_value_heads=2, intermediate_size=96, layer_norm_eps=1e-5).items() if k != "rms_norm_eps"},
+    _rope(),
+    stored_dtype="bfloat16",
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1597,6 +1609,7 @@ SEED_BASES = {
     "exaone-moe": 110000,
     "solar-open": 111000,
     "youtu": 112000,
+    "jais2-layernorm": 113000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
