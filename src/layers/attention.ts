@@ -5,7 +5,7 @@ import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
 import { selectedRows } from './row-selection.ts';
-import { interleavedRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
+import { interleavedRow, swappedHalvesRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
 import type { RotaryEmbedding } from './rotary.ts';
@@ -180,19 +180,23 @@ export function projectionNames(module: string): { qkv: QkvNames; o: string } {
 
 /**
  * q_proj's and k_proj's rows (weights and biases) in rotate_half order, each head's rotary dims
- * read from their interleaved pairs, and the elements of the q/k norms' weights alike (a norm
- * over a head, or over the whole projection, reads its values in any order, as long as its
- * weights follow them: per-head norms' shared [headDim] weights, projection norms' whole ones).
+ * read from where the checkpoint's rotation pairs them (`rotaryRow`: interleaved pairs, or halves
+ * swapped), and the elements of the q/k norms' weights alike (a norm over a head, or over the
+ * whole projection, reads its values in any order, as long as its weights follow them: per-head
+ * norms' shared [headDim] weights, projection norms' whole ones).
  */
-function interleavedRopeOrder(options: SelfAttentionOptions): { rows: Record<string, (row: number) => number>; elements: Record<string, (element: number) => number> } {
+function rotaryRowOrder(
+  options: SelfAttentionOptions,
+  rotaryRow: (k: number, ropeDim: number) => number,
+): { rows: Record<string, (row: number) => number>; elements: Record<string, (element: number) => number> } {
   const { qkv, headDim, rotary, qkNorm, projectionNorm } = options;
   if ('qkv' in qkv || options.outputGate === true) {
-    throw new Error(`${options.o}: interleaved RoPE reads q_proj and k_proj apiece, without an output gate`);
+    throw new Error(`${options.o}: permuted RoPE rows read q_proj and k_proj apiece, without an output gate`);
   }
   const ropeDim = rotary.config.rotaryDim;
   const row = (r: number) => {
     const within = r % headDim;
-    return within < ropeDim ? r - within + interleavedRow(within, ropeDim) : r;
+    return within < ropeDim ? r - within + rotaryRow(within, ropeDim) : r;
   };
   const bias = (name: string) => name.replace(/\.weight$/, '.bias');
   const norms = [qkNorm, projectionNorm].flatMap((pair) => (pair ? [pair.q, pair.k] : []));
@@ -250,6 +254,11 @@ export interface SelfAttentionOptions extends AttentionOptions {
    * (interleaved-rope.ts). Absent: false.
    */
   interleavedRope?: boolean;
+  /**
+   * The checkpoint rotates by −θ (NanoChat's rotate_half, (x2, −x1)): q_proj's and k_proj's rows are
+   * read with each head's rotary halves swapped, as `interleavedRope` permutes them. Absent: false.
+   */
+  reversedRope?: boolean;
 }
 
 /** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
@@ -264,7 +273,7 @@ export class SelfAttention implements Layer {
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
   /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
-  private readonly ropeOrder: ReturnType<typeof interleavedRopeOrder> | null;
+  private readonly ropeOrder: ReturnType<typeof rotaryRowOrder> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -308,7 +317,7 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
-    this.ropeOrder = options.interleavedRope === true ? interleavedRopeOrder(options) : null;
+    this.ropeOrder = options.interleavedRope === true ? rotaryRowOrder(options, interleavedRow) : options.reversedRope === true ? rotaryRowOrder(options, swappedHalvesRow) : null;
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */

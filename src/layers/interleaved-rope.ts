@@ -21,6 +21,16 @@ export function interleavedRow(k: number, ropeDim: number): number {
 }
 
 /**
+ * Row k of a rotary block in rotate_half order is this row of a checkpoint that rotates by −θ
+ * (NanoChat's rotate_half, (x2, −x1)): its halves swapped, which the backends' +θ rotation turns
+ * into the checkpoint's outputs with their halves swapped, alike in q and k.
+ */
+export function swappedHalvesRow(k: number, ropeDim: number): number {
+  const half = ropeDim / 2;
+  return k < half ? k + half : k - half;
+}
+
+/**
  * `source` with the rows of the tensors named in `rowsOf` permuted: row r of the result is row
  * `rowsOf[name](r)` of the checkpoint's. 16-bit tensors through `read`; a linear weight also in
  * the format `readLinear` gives it (a quantized checkpoint's, or `--quantization`'s), whose rows

@@ -219,7 +219,7 @@ function decoderNorm(config: DecoderConfig, name: string): ResidualNorm {
 }
 
 /** The rotary table's settings of a decoder's layers. */
-export function decoderRope(config: DecoderConfig): RotaryConfig {
+export function decoderRope(config: Pick<DecoderConfig, 'rotaryDim' | 'ropeTheta' | 'ropeScaling' | 'maxPositionEmbeddings'>): RotaryConfig {
   return { rotaryDim: config.rotaryDim, theta: config.ropeTheta, scaling: config.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings };
 }
 

@@ -22,6 +22,7 @@ import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
+import { nanochatFamily } from './nanochat.ts';
 import { olmoFamily } from './olmo.ts';
 import { olmoeFamily } from './olmoe.ts';
 import type { ModelConfig } from './model-config.ts';
@@ -55,6 +56,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(dots1Family),
   family(cohereFamily),
   family(exaoneMoeFamily),
+  family(nanochatFamily),
 ];
 
 /**

@@ -658,6 +658,15 @@ def gen_jais2(r, name):
             f[key] = r.random() < 0.5
     return fx(name, "jais2", f, rope(r, f))
 
+def gen_nanochat(r, name):
+    """Weightless norms, NanoChat's reversed rotate_half, an ungated relu² MLP (the only hidden_act Keel runs for it),
+    final_logit_softcapping absent (15), drawn or null; attention_bias; every RoPE type over the whole head."""
+    f = base(r)
+    f.update(attention_bias=r.random() < 0.4, hidden_act="relu2")
+    if r.random() < 0.6:
+        f["final_logit_softcapping"] = r.choice((None, 5.0, 30.0))
+    return fx(name, "nanochat", f, rope(r, f))
+
 def gen_hunyuan_v1_dense(r, name, model_type="hunyuan_v1_dense", f=None, **kw):
     f = base(r) if f is None else f
     # HunYuanDenseV1Config leaves head_dim None, which its attention fails on: always give one.
@@ -1013,7 +1022,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
-    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat,
 }
 
 

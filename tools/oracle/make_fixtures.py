@@ -148,6 +148,7 @@ CONFIG_CLASS_NAMES = {
     "solar_open": "SolarOpenConfig",
     "youtu": "YoutuConfig",
     "jais2": "Jais2Config",
+    "nanochat": "NanoChatConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -1514,6 +1515,19 @@ FIXTURES.append(Fixture(
     stored_dtype="bfloat16",
 ))
 
+FIXTURES.append(Fixture(
+    "nanochat", "nanochat",
+    "nanochat (NanoChatForCausalLM): Llama's pre-norm layers with every norm a weightless RMSNorm (Llama 4's L2 "
+    "norm), the embedding normed before layer 0; Qwen3's attention with weightless q/k norms after RoPE and NanoChat's "
+    "rotate_half (x2, -x1), a rotation by -theta; CLIP's MLP fc1 -> relu2 -> fc2 without a gate; the final logits "
+    "soft-capped at final_logit_softcapping 15 (the class default); attention_bias (q, k, v and o), GQA 4 query / 2 "
+    "KV heads, RoPE theta 1e4, untied; bf16.",
+    _fields(num_key_value_heads=2, intermediate_size=96, attention_bias=True, rms_norm_eps=1e-6),
+    _rope(),
+    stored_dtype="bfloat16",
+    probes=("final_softcap_off",),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1610,6 +1624,7 @@ SEED_BASES = {
     "solar-open": 111000,
     "youtu": 112000,
     "jais2-layernorm": 113000,
+    "nanochat": 114000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
