@@ -18,6 +18,7 @@ import { gptOssFamily } from './gpt-oss.ts';
 import { graniteHybridFamily } from './granite-hybrid.ts';
 import { graniteMoeFamily } from './granite-moe.ts';
 import { hunyuanMoeFamily } from './hunyuan-moe.ts';
+import { hyV3Family } from './hy-v3.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
@@ -57,6 +58,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(cohereFamily),
   family(exaoneMoeFamily),
   family(nanochatFamily),
+  family(hyV3Family),
 ];
 
 /**

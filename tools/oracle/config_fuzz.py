@@ -802,6 +802,19 @@ def gen_exaone_moe(r, name):
     rope_ = rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3"))
     return fx(name, "exaone_moe", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
+def gen_hy_v3(r, name):
+    """Apertus's attention (q/k norms, attention_bias) over a dense layer 0 (or mlp_layer_types) and MiniMax-M2's
+    sigmoid router times router_scaling_factor, 0 to 2 shared experts (0: a shared MLP intermediate_size wide)."""
+    f = base(r)
+    n = max(2, f["num_hidden_layers"])
+    f.update(num_hidden_layers=n, attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), num_experts=r.choice((4, 8)),
+             moe_intermediate_size=16, num_shared_experts=r.choice((0, 1, 2)), router_scaling_factor=r.choice((1.0, 2.826)))
+    f["num_experts_per_tok"] = r.choice((1, 2, 3))
+    if r.random() < 0.5:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(n - 1)] + ["sparse"]
+    return fx(name, "hy_v3", f, rope(r, f, head_dim_default=128),
+              init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1)))
+
 def _cohere_fields(r):
     """Keys both Cohere classes read: biases, activation, LayerNorm eps, a tied head by default, and
     logit_scale (absent: 0.0625) with final norm weights around its inverse, so the logits keep the
@@ -1022,7 +1035,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
-    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3,
 }
 
 

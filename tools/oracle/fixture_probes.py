@@ -131,6 +131,14 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         idx = torch.topk(choice, k, dim=-1).indices
         weights = scores.gather(1, idx)
         return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
+    if model_type == "hy_v3":
+        # MiniMax-M2's rule, renormalised over sum + 1e-20, times router_scaling_factor.
+        scores = F.linear(h.float(), router.weight.float()).sigmoid()
+        choice = scores + selection_bias
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20) * config.router_scaling_factor
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(choice, k)}
     if model_type == "gpt_oss":
         logits = F.linear(h, router.weight, router.bias)
         top, idx = torch.topk(logits, k, dim=-1)
@@ -765,6 +773,14 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
          r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"gate\.e_score_correction_bias"],
+    ),
+    "hy_v3": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.router\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.expert_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_mlp\.(gate|up|down)_proj\.weight$"],
+        [r"gate_up_proj", r"e_score_correction_bias", r"shared_experts", r"mlp\.gate\.weight$"],
     ),
     "qwen2_moe": (
         [r"^model\.layers\.\d+\.mlp\.gate\.weight$",

@@ -149,16 +149,17 @@ CONFIG_CLASS_NAMES = {
     "youtu": "YoutuConfig",
     "jais2": "Jais2Config",
     "nanochat": "NanoChatConfig",
+    "hy_v3": "HYV3Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open"}
+                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe", "exaone_moe", "solar_open"}
+                              "dots1", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1528,6 +1529,22 @@ FIXTURES.append(Fixture(
     probes=("final_softcap_off",),
 ))
 
+FIXTURES.append(Fixture(
+    "hy-v3", "hy_v3",
+    "Hy3-like (HYV3ForCausalLM), 3 layers, vocabulary 128: Apertus's attention (per-head q_norm / k_norm before "
+    "RoPE, attention_bias on q, k, v and o, head_dim 16, GQA 4 query / 2 KV heads, RoPE theta 1e4); layer 0 a dense "
+    "gated MLP (HYV3Config's default mlp_layer_types, intermediate 32), layers 1-2 MiniMax-M2's sigmoid router: "
+    "sigmoid(x @ mlp.router.gate.T) + mlp.expert_bias (randomised) picks the top-2 of 8 experts (intermediate 16), "
+    "weighted by their sigmoid scores renormalised, times router_scaling_factor 2.826 (the class default), plus "
+    "mlp.shared_mlp (num_shared_experts 1, 16), saved under the Hub's names. Untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2, num_shared_experts=1, attention_bias=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("e_score_bias_off", "qk_norm_off"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1625,6 +1642,7 @@ SEED_BASES = {
     "youtu": 112000,
     "jais2-layernorm": 113000,
     "nanochat": 114000,
+    "hy-v3": 115000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
