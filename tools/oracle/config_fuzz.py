@@ -848,6 +848,34 @@ def gen_cohere2(r, name):
     return fx(name, "cohere2", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3")), init_overrides=norm)
 
 
+def gen_cohere2_moe(r, name):
+    """Cohere 2's keys (no LongRoPE beside the NoPE layers) with RMSNorms (rms_norm_eps drawn) or LayerNorms (absent),
+    a dense prefix (first_k_dense_replace, its own width and window pattern) or mlp_layer_types, 4 or 8 experts under
+    a softmax or sigmoid over the top-k logits, 0 to 2 shared experts summed in."""
+    f, norm = _cohere_fields(r)
+    n = r.choice((2, 3, 4))
+    f.update(num_hidden_layers=n, sliding_window=r.choice((8, 16, 32)), num_experts=r.choice((4, 8)),
+             num_experts_per_tok=r.choice((1, 2, 3)), expert_selection_fn=r.choice(("softmax", "sigmoid")),
+             norm_topk_prob=r.random() < 0.7, num_shared_experts=r.choice((0, 1, 2)), intermediate_size=16)
+    if f["num_shared_experts"] > 0 or r.random() < 0.5:
+        f["shared_expert_combination_strategy"] = "sum"
+    if r.random() < 0.5:
+        del f["rms_norm_eps"]  # absent: Cohere's LayerNorm (layer_norm_eps)
+    if r.random() < 0.5:
+        f.update(first_k_dense_replace=1, prefix_dense_sliding_window_pattern=r.choice((1, 2)),
+                 prefix_dense_intermediate_size=r.choice((32, 48)))
+    elif r.random() < 0.5:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(n - 1)] + ["sparse"]
+    if r.random() < 0.4:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    else:
+        f["sliding_window_pattern"] = r.choice((2, 3, 4))
+    # Cohere2MoeConfig declares rope_scaling (never read) but not rope_parameters, which make_fixtures would pass
+    # as rope_scaling: the drawn RoPE goes in as a rope_parameters key, which the class reads.
+    rope_ = rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3"))
+    f["rope_parameters"] = dict(rope_)
+    return fx(name, "cohere2_moe", f, rope_, init_overrides=norm + ((r"\.mlp\.gate\.weight$", 0.0, 0.3),))
+
 def _hybrid(r):
     """A Qwen3-Next / Qwen3.5 layer mix: Gated DeltaNet heads and conv width, the full layers' head size and partial rotary."""
     f = base(r)
@@ -1035,7 +1063,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
-    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3, "cohere2_moe": gen_cohere2_moe,
 }
 
 

@@ -139,6 +139,17 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = scores.gather(1, idx)
         weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20) * config.router_scaling_factor
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(choice, k)}
+    if model_type == "cohere2_moe":
+        # The top-k logits, then a softmax over them, or their sigmoids renormalised with norm_topk_prob.
+        logits = F.linear(h, router.weight)
+        top, idx = torch.topk(logits, k, dim=-1)
+        if config.expert_selection_fn == "softmax":
+            weights = torch.softmax(top.float(), dim=-1)
+        else:
+            weights = torch.sigmoid(top.float())
+            if config.norm_topk_prob:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type == "gpt_oss":
         logits = F.linear(h, router.weight, router.bias)
         top, idx = torch.topk(logits, k, dim=-1)

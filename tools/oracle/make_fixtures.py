@@ -150,13 +150,14 @@ CONFIG_CLASS_NAMES = {
     "jais2": "Jais2Config",
     "nanochat": "NanoChatConfig",
     "hy_v3": "HYV3Config",
+    "cohere2_moe": "Cohere2MoeConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
+                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
                               "dots1", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
@@ -1545,6 +1546,26 @@ FIXTURES.append(Fixture(
     probes=("e_score_bias_off", "qk_norm_off"),
 ))
 
+FIXTURES.append(Fixture(
+    "cohere2-moe", "cohere2_moe",
+    "Cohere 2 MoE (Cohere2MoeForCausalLM), 3 layers, vocabulary 128: Cohere's parallel layers on RMSNorms "
+    "(rms_norm_eps set; absent: Cohere's LayerNorm), RoPE over interleaved pairs, GQA 4 query / 2 KV heads, head_dim 16; "
+    "layer 0 dense (first_k_dense_replace 1, prefix_dense_intermediate_size 48), full attention that still rotates "
+    "(prefix_dense_sliding_window_pattern 1, the class default); layers 1-2 by sliding_window_pattern 2: layer 1 "
+    "sliding (window 16) with RoPE, layer 2 full without; their MoE: the top-2 of 8 logits of mlp.gate, a softmax over "
+    "those two (expert_selection_fn softmax), Mixtral's experts (intermediate_size 16), plus 1 shared expert (16) "
+    "added (shared_expert_combination_strategy sum); logit_scale 0.0625 (the class default), final norm weights "
+    "around 12 (logits spread for greedy margins), tied (the class default); bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=16,
+            num_experts=8, num_experts_per_tok=2, num_shared_experts=1, shared_expert_combination_strategy="sum",
+            first_k_dense_replace=1, prefix_dense_intermediate_size=48, sliding_window=16, sliding_window_pattern=2,
+            rms_norm_eps=1e-5, tie_word_embeddings=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"^model\.norm\.weight$", 12.0, 1.0), (r"\.mlp\.gate\.weight$", 0.0, 0.3)),
+    probes=("sliding_window_off", "rope_halves"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1643,6 +1664,7 @@ SEED_BASES = {
     "jais2-layernorm": 113000,
     "nanochat": 114000,
     "hy-v3": 115000,
+    "cohere2-moe": 116000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
