@@ -234,11 +234,12 @@ export interface SelfAttentionOptions extends AttentionOptions {
   qkvBias: boolean;
   oBias: boolean;
   /**
-   * The query projection holds each head's query followed by its output gate (Qwen3-Next,
-   * Qwen3.5: 2 · headDim rows a head), and the attention output is multiplied by σ(gate) before
-   * the output projection. Absent: no gate.
+   * The attention output is multiplied by σ(gate) before the output projection, the gate a
+   * projection of the layer's input: true, the query projection holds each head's query followed
+   * by its gate (Qwen3-Next, Qwen3.5: 2 · headDim rows a head); `{ gate }`, a tensor of its own
+   * [numHeads · headDim, hidden] without a bias (AFMoE's `self_attn.gate_proj`). Absent: no gate.
    */
-  outputGate?: boolean;
+  outputGate?: boolean | { gate: string };
   /**
    * Norms over the whole query projection and the whole key projection, in place of per-head
    * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
@@ -316,7 +317,11 @@ export class SelfAttention implements Layer {
     this.headDim = headDim;
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
-    this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+    const ownGate = typeof options.outputGate === 'object' ? options.outputGate.gate : null;
+    this.gate =
+      this.gatedQuery !== null
+        ? Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias)
+        : ownGate === null ? null : Linear.single(ownGate, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', false);
     this.ropeOrder = options.interleavedRope === true ? rotaryRowOrder(options, interleavedRow) : options.reversedRope === true ? rotaryRowOrder(options, swappedHalvesRow) : null;
   }
 
@@ -348,12 +353,14 @@ export class SelfAttention implements Layer {
 
   private get sublayers(): Layer[] {
     const norms = this.projectionNorm === null ? [] : [this.projectionNorm.q, this.projectionNorm.k];
-    return [...this.projections, ...norms, this.core, this.o];
+    // A gate of its own is a layer of its own; one read from the query projection's rows is loaded with it.
+    const gate = this.gate !== null && this.gatedQuery === null ? [this.gate] : [];
+    return [...this.projections, ...norms, ...gate, this.core, this.o];
   }
 
   parameters(): ParameterSpec[] {
     const params = parametersOf(this.sublayers);
-    if (this.gate === null) return params;
+    if (this.gate === null || this.gatedQuery === null) return params;
     // The checkpoint's query projection holds the gate's rows too.
     const gated = new Set(this.gate.parameters().map((p) => p.name));
     return params.map((p) => (gated.has(p.name) ? { ...p, shape: [2 * p.shape[0], ...p.shape.slice(1)] } : p));
@@ -361,7 +368,7 @@ export class SelfAttention implements Layer {
 
   load(checkpoint: WeightSource, uploader: WeightUploader): void {
     const source = this.ropeOrder === null ? checkpoint : withPermutedElements(withPermutedRows(checkpoint, this.ropeOrder.rows), this.ropeOrder.elements);
-    if (this.gate === null) {
+    if (this.gate === null || this.gatedQuery === null) {
       loadLayers(this.sublayers, source, uploader);
       return;
     }

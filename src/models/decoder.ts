@@ -60,6 +60,8 @@ export interface DecoderConfig extends ModelConfig {
   multipliers: DecoderMultipliers | null;
   /** Every layer's query scale by position (Ministral 3's llama_4_scaling_beta), or null. */
   queryTemperature: QueryTemperature | null;
+  /** Attention's output times σ(`self_attn.gate_proj`(x)) before o_proj (AFMoE); absent: no gate. */
+  outputGate?: boolean;
 }
 
 /** Names, under `model.layers.<index>.`, of a pre-norm layer's norms, which some families spell their own way. */
@@ -196,6 +198,7 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
       interleavedRope: config.interleavedRope,
+      ...(config.outputGate && { outputGate: { gate: `${p}.self_attn.gate_proj.weight` } }),
     });
     const norm = (name: string | undefined) => (name === undefined ? null : decoderNorm(config, `${p}.${name}`));
     this.attentionOutputNorm = norm(names.attentionOutput);

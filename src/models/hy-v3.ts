@@ -73,8 +73,15 @@ function parseHyV3Config(json: Record<string, unknown>, source: string): HyV3Con
   };
 }
 
-/** Layer `index`'s `mlp`: the MoE block under the Hub's names, or a dense gated MLP. */
-function hyV3Mlp(config: HyV3Config, index: number): FeedForward {
+/** The experts and routing keys Hy3's and AFMoE's MoE blocks share. */
+export type RouterGateMoeConfig = Pick<HyV3Config, 'hiddenSize' | 'activation' | 'intermediateSize' | 'sparseLayers' | 'numExperts' | 'numExpertsPerToken' | 'expertIntermediateSize' | 'sharedIntermediateSize' | 'routedScale'>;
+
+/**
+ * Layer `index`'s `mlp` as Hy3 and AFMoE store it: a dense gated MLP, or the MoE block whose router
+ * is `router.gate` (sigmoid scores, top k by score + the block's `expert_bias`, renormalized, ×
+ * routedScale) over per-expert experts, plus the shared experts under `shared` (none where 0 wide).
+ */
+export function routerGateMlp(config: RouterGateMoeConfig, index: number, shared: string): FeedForward {
   const p = `model.layers.${index}.mlp`;
   const { hiddenSize, activation } = config;
   const gatedMlp = (prefix: string, width: number, sharedExpert = false) =>
@@ -89,7 +96,7 @@ function hyV3Mlp(config: HyV3Config, index: number): FeedForward {
     routing: { topK: config.numExpertsPerToken, scoring: 'sigmoid', selectionBias: `${p}.expert_bias`, groups: null, normalize: true, scale: config.routedScale },
     experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
     activation,
-    shared: { mlp: gatedMlp(`${p}.shared_mlp`, config.sharedIntermediateSize, true), gate: null },
+    shared: config.sharedIntermediateSize === 0 ? null : { mlp: gatedMlp(`${p}.${shared}`, config.sharedIntermediateSize, true), gate: null },
   });
 }
 
@@ -97,5 +104,5 @@ export const hyV3Family: ModelFamily<HyV3Config> = {
   name: 'Hy3',
   modelTypes: ['hy_v3'],
   parseConfig: parseHyV3Config,
-  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => hyV3Mlp(config, i)),
+  create: (config, maxPositions, streaming, stage) => new DecoderModel(config, maxPositions, streaming, stage, (i) => routerGateMlp(config, i, 'shared_mlp')),
 };

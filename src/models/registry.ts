@@ -6,6 +6,7 @@ import type { ModelFiles } from '../checkpoint/model-documents.ts';
 import { openModelFiles } from '../checkpoint/model-files.ts';
 import { parseQuantizationConfig, type CheckpointQuantization } from '../checkpoint/quantization/quantization-config.ts';
 import { parseSparsityConfig, type CheckpointSparsity } from '../checkpoint/sparsity-config.ts';
+import { afmoeFamily } from './afmoe.ts';
 import { cohereFamily } from './cohere.ts';
 import { deepseekFamily } from './deepseek.ts';
 import { dots1Family } from './dots1.ts';
@@ -59,6 +60,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(exaoneMoeFamily),
   family(nanochatFamily),
   family(hyV3Family),
+  family(afmoeFamily),
 ];
 
 /**

@@ -876,6 +876,23 @@ def gen_cohere2_moe(r, name):
     f["rope_parameters"] = dict(rope_)
     return fx(name, "cohere2_moe", f, rope_, init_overrides=norm + ((r"\.mlp\.gate\.weight$", 0.0, 0.3),))
 
+def gen_afmoe(r, name):
+    """Gated attention with q/k norms, sliding layers that rotate beside NoPE full ones (layer_types or
+    global_attn_every_n_layers; no LongRoPE beside the identity table), sandwich norms, num_dense_layers, Hy3's
+    router (route_scale), 0 to 2 shared experts, mup_enabled."""
+    f = base(r)
+    n = r.choice((2, 3, 4))
+    f.update(num_hidden_layers=n, attention_bias=r.random() < 0.4, hidden_act=act(r, "silu"), sliding_window=r.choice((8, 16, 32)),
+             num_experts=r.choice((4, 8)), num_experts_per_tok=r.choice((1, 2, 3)), moe_intermediate_size=16,
+             num_shared_experts=r.choice((0, 1, 2)), route_scale=r.choice((1.0, 2.5)), num_dense_layers=r.choice((0, 1)),
+             mup_enabled=r.random() < 0.4)
+    if r.random() < 0.4:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    else:
+        f["global_attn_every_n_layers"] = r.choice((2, 3, 4))
+    return fx(name, "afmoe", f, rope(r, f, ("default", "linear", "dynamic", "yarn", "llama3"), head_dim_default=128),
+              init_overrides=((r"\.mlp\.router\.gate\.weight$", 0.0, 0.3), (r"\.expert_bias$", 0.0, 0.1)))
+
 def _hybrid(r):
     """A Qwen3-Next / Qwen3.5 layer mix: Gated DeltaNet heads and conv width, the full layers' head size and partial rotary."""
     f = base(r)
@@ -1063,7 +1080,7 @@ GENERATORS = {
     "qwen2_vl": gen_qwen2_vl, "qwen2_5_vl": gen_qwen2_5_vl, "qwen3_vl": gen_qwen3_vl, "qwen3_vl_moe": gen_qwen3_vl_moe,
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
-    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3, "cohere2_moe": gen_cohere2_moe,
+    "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3, "cohere2_moe": gen_cohere2_moe, "afmoe": gen_afmoe,
 }
 
 

@@ -131,13 +131,16 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         idx = torch.topk(choice, k, dim=-1).indices
         weights = scores.gather(1, idx)
         return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
-    if model_type == "hy_v3":
-        # MiniMax-M2's rule, renormalised over sum + 1e-20, times router_scaling_factor.
-        scores = F.linear(h.float(), router.weight.float()).sigmoid()
+    if model_type in ("hy_v3", "afmoe"):
+        # MiniMax-M2's rule, renormalised over sum + 1e-20, times router_scaling_factor (AFMoE's route_scale).
+        # AFMoE's router holds its linear as `gate`.
+        weight = router.gate.weight if model_type == "afmoe" else router.weight
+        scores = F.linear(h.float(), weight.float()).sigmoid()
         choice = scores + selection_bias
         idx = torch.topk(choice, k, dim=-1).indices
         weights = scores.gather(1, idx)
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20) * config.router_scaling_factor
+        scale = config.route_scale if model_type == "afmoe" else config.router_scaling_factor
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20) * scale
         return {"idx": idx, "weights": weights, "margin": _sorted_gap(choice, k)}
     if model_type == "cohere2_moe":
         # The top-k logits, then a softmax over them, or their sigmoids renormalised with norm_topk_prob.
@@ -217,8 +220,9 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
             handle.remove()
 
     k = config.num_experts_per_tok
-    # Hunyuan MoE's router holds its linear as `wg`.
-    n_experts = getattr(routers[0][1], "wg", routers[0][1]).weight.shape[0]
+    # Hunyuan MoE's router holds its linear as `wg`, AFMoE's as `gate`.
+    router = routers[0][1]
+    n_experts = (getattr(router, "wg", None) or getattr(router, "gate", None) or router).weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
     for layer, calls in seen.items():

@@ -151,13 +151,14 @@ CONFIG_CLASS_NAMES = {
     "nanochat": "NanoChatConfig",
     "hy_v3": "HYV3Config",
     "cohere2_moe": "Cohere2MoeConfig",
+    "afmoe": "AfmoeConfig",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe"}
+                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe", "afmoe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
                               "dots1", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
@@ -1566,6 +1567,24 @@ FIXTURES.append(Fixture(
     probes=("sliding_window_off", "rope_halves"),
 ))
 
+FIXTURES.append(Fixture(
+    "afmoe", "afmoe",
+    "AFMoE (Arcee Trinity, AfmoeForCausalLM), 3 layers, vocabulary 128: Llama's attention with per-head q_norm / k_norm "
+    "before RoPE and an output gate sigmoid(self_attn.gate_proj(x)) before o_proj, layers 0-1 sliding (window 16) "
+    "with RoPE, layer 2 full attention without RoPE (global_attn_every_n_layers 3); four norms a "
+    "layer (input, post_attention on attention's output, pre_mlp, post_mlp on the MLP's output); layer 0 a dense MLP "
+    "(num_dense_layers 1, intermediate 32), layers 1-2 sigmoid(x @ mlp.router.gate.T) + mlp.expert_bias (randomised) "
+    "picks the top-2 of 4 experts (intermediate 16), renormalised, times route_scale 2.0, plus 1 shared expert (16); "
+    "mup_enabled: embeddings times sqrt(64); head_dim 16, GQA 4 query / 2 KV heads, untied; bf16.",
+    _fields(vocab_size=128, num_key_value_heads=2, head_dim=16, num_hidden_layers=3, intermediate_size=32,
+            moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2, num_shared_experts=1, route_scale=2.0,
+            num_dense_layers=1, sliding_window=16, global_attn_every_n_layers=3, mup_enabled=True),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.router\.gate\.weight$", 0.0, 0.3), (r"\.expert_bias$", 0.0, 0.1)),
+    probes=("qk_norm_off", "sliding_window_off"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1665,6 +1684,7 @@ SEED_BASES = {
     "nanochat": 114000,
     "hy-v3": 115000,
     "cohere2-moe": 116000,
+    "afmoe": 117000,
 }
 _missing = [fx.name for fx in FIXTURES if fx.name not in SEED_BASES]
 _unused = sorted(set(SEED_BASES) - {fx.name for fx in FIXTURES})
