@@ -200,3 +200,10 @@ test('a KV-shared layer stores nothing: it reads the pool and the block tables o
   assert.throws(() => kvStorage([full, shares(sliding(8), 2)]), /layer 1 shares the keys and values of layer -1/);
   assert.throws(() => kvStorage([{ ...full, numKvHeads: 1 }, shares(full, 1)]), /not an attention layer of its kv heads and head dim/);
 });
+
+test('layers of different retentions storing different shapes keep one block table, retaining what every layer reads', () => {
+  const wideFull: LayerKvSpec = { kind: 'attention', numKvHeads: 1, headDim: 16, slidingWindow: null };
+  assert.deepEqual(kvCacheGroups([sliding(8), sliding(8), wideFull], null), { retentions: [null], groupOf: [0, 0, 0] });
+  const narrow: LayerKvSpec = { kind: 'attention', numKvHeads: 1, headDim: 8, slidingWindow: 4 };
+  assert.deepEqual(kvCacheGroups([sliding(8), narrow], null), { retentions: [{ sinks: 0, window: 8 }], groupOf: [0, 0] });
+});

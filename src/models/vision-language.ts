@@ -37,6 +37,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
   gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: { wrapper: true } },
+  gemma4: { textModelTypes: ['gemma4_text'], tiedBy: { wrapper: true } },
   mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: { wrapper: true } },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
   qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: { wrapper: false } },

@@ -266,8 +266,7 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
       poolOf.push(poolOf[source]);
       return;
     }
-    // What a pool stores, whatever window its layers read through and whether they keep summaries.
-    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
+    const shape = storedShape(spec);
     const groupKey = `${groups?.[i] ?? 0}/${shape}`;
     const rank = seen.get(groupKey) ?? 0;
     seen.set(groupKey, rank + 1);
@@ -282,6 +281,11 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
     poolOf.push(pool);
   });
   return { pools, poolOf };
+}
+
+/** What a layer's pool stores, whatever window it reads through and whether it keeps key summaries. */
+function storedShape(spec: LayerKvSpec): string {
+  return JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
 }
 
 /**
@@ -395,6 +399,17 @@ export function kvCacheGroups(layers: readonly LayerKvSpec[], streaming: Streami
   const size = Math.min(...[...kinds.values()].map((kind) => kind.layers.length));
   const retentions: (KvRetention | null)[] = [];
   const groupOf = new Array<number>(layers.length);
+  // Groups pay off where they share pools (kvStorage), a block then holding one group's layers. Where
+  // no shape is stored under two retentions (Gemma 4's sliding and full layers differ in head dim and
+  // kv heads), no pool is shared: a block would hold every pool whichever group owned it, and more
+  // tables only take more blocks. Such a model keeps one table, retaining what its every layer reads.
+  const shapesByKind = [...kinds.values()].map((kind) => new Set(kind.layers.map((i) => storedShape(layers[i]))));
+  const shared = shapesByKind.some((shapes, k) => [...shapes].some((shape) => shapesByKind.some((other, j) => j !== k && other.has(shape))));
+  if (kinds.size > 1 && !shared) {
+    const all = [...kinds.values()].map((kind) => kind.retention);
+    const widest = all.includes(null) ? null : { sinks: Math.max(...all.map((r) => r!.sinks)), window: Math.max(...all.map((r) => r!.window)) };
+    return { retentions: [widest], groupOf: groupOf.fill(0) };
+  }
   for (const { retention, layers: members } of kinds.values()) {
     for (let start = 0; start < members.length; start += size) {
       for (const i of members.slice(start, start + size)) groupOf[i] = retentions.length;
