@@ -10,7 +10,7 @@ import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { parseGemma4Config, type Gemma4Config } from './gemma4-config.ts';
 import { Gemma4Attention, Gemma4Experts, LayerScalar, PerLayerInputGate, PerLayerInputs, type StepKeysValues } from './gemma4-layers.ts';
-import type { PipelineStage } from './pipeline-stage.ts';
+import { isFirstStage, type PipelineStage } from './pipeline-stage.ts';
 
 /*
  * Gemma 4 (transformers' Gemma4ForCausalLM, and the language model of Gemma4ForConditionalGeneration):
@@ -82,14 +82,23 @@ interface ForwardState {
 export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> {
   private readonly perLayerInputs: PerLayerInputs | null;
   /**
-   * The current forward's shared state, set as its first layer runs (every forward starts at layer
-   * 0: the model runs on one pipeline stage), from the token embeddings the residual stream holds then.
+   * The current forward's shared state, set as the stage's first layer runs: the per-layer inputs
+   * computed from the token embeddings the residual stream holds then (first stage), or received
+   * from the stage before (`receiveHandoff`).
    */
   private forwardState: ForwardState | null = null;
+  /** On a later pipeline stage, the per-layer inputs the stage before sent for this forward, by layer. */
+  private receivedInputs: Tensor[] | null = null;
 
   constructor(config: Gemma4Config, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
-    // Per-layer inputs and KV-shared layers read what earlier layers of the same forward computed.
-    if (stage.count > 1) throw invalidArgument('Gemma 4 runs on one pipeline stage (its per-layer inputs and KV-shared layers read across layers)');
+    // A KV-shared layer reads its source layer's cache, which must be on its device.
+    const straddling = config.layers.findIndex((l, i) => l.kvSource !== null && i >= stage.firstLayer && i < stage.endLayer && l.kvSource < stage.firstLayer);
+    if (straddling >= 0) {
+      throw invalidArgument(
+        `pipeline stage ${stage.index} holds layer ${straddling}, which reads the keys and values of layer ${config.layers[straddling].kvSource} on an earlier stage: ` +
+          "Gemma 4's KV-shared layers run on their source layer's stage (use fewer pipeline stages)",
+      );
+    }
     const rotary = (headDim: number, rope: Gemma4Config['fullRope']) =>
       new RotaryEmbedding({ rotaryDim: headDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
     const headDimOf = (sliding: boolean) => config.layers.find((l) => l.sliding === sliding)?.headDim;
@@ -99,7 +108,8 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize, Math.fround(Math.sqrt(config.hiddenSize)));
     const layers: Gemma4DecoderLayer[] = [];
     for (let i = 0; i < config.numLayers; i++) layers.push(new Gemma4DecoderLayer(config, i, { sliding, full }, layers));
-    const perLayerInputs = config.perLayerInput === null ? null : new PerLayerInputs(config);
+    // Computed on the first stage, which sends the later stages theirs.
+    const perLayerInputs = config.perLayerInput === null || !isFirstStage(stage) ? null : new PerLayerInputs(config);
     super(
       config,
       {
@@ -131,9 +141,10 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
   protected layerForward(b: Backend, layer: Gemma4DecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
     const { residual, pending } = stream;
     const index = layer.attention.layer;
-    if (index === 0) {
-      // The residual stream holds the token embeddings until the first norm adds to it.
-      this.forwardState = { perLayerInputs: this.perLayerInputs?.forward(b, residual, step) ?? null, keysValues: new Map() };
+    if (index === this.stage.firstLayer) {
+      // On the first stage the residual stream holds the token embeddings until the first norm adds to it.
+      const inputs = isFirstStage(this.stage) ? (this.perLayerInputs?.forward(b, residual, step) ?? null) : this.receivedInputs;
+      this.forwardState = { perLayerInputs: inputs, keysValues: new Map() };
     }
     const state = this.forwardState!;
     const attnIn = pending === null ? layer.inputNorm.forward(b, residual) : layer.inputNorm.addAndForward(b, pending, residual);
@@ -156,6 +167,23 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
       b.scale(out, scalar);
     }
     return out;
+  }
+
+  /** The per-layer inputs of the layers after this stage's, sent after the residual stream. */
+  protected override stageHandoff(_step: StepInputs): (b: Backend) => void {
+    const inputs = this.forwardState?.perLayerInputs ?? null;
+    const next = this.stage.index + 1;
+    return (b) => {
+      if (inputs !== null) for (let i = this.stage.endLayer; i < this.config.numLayers; i++) b.sendToStage(inputs[i], next);
+    };
+  }
+
+  protected override receiveHandoff(b: Backend, step: StepInputs): void {
+    const width = this.config.perLayerInput?.hiddenSize;
+    if (width === undefined) return;
+    const inputs: Tensor[] = [];
+    for (let i = this.stage.firstLayer; i < this.config.numLayers; i++) inputs[i] = b.receiveFromStage([step.batch.numTokens, width], this.stage.index - 1);
+    this.receivedInputs = inputs;
   }
 
   protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
