@@ -3,12 +3,13 @@ import { attentionHeadShard, PagedAttention } from '../layers/attention.ts';
 import { Linear } from '../layers/linear.ts';
 import { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { loaded, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
+import { ComposedLayer, loaded, loadLayers, parametersOf, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { transformedTensors } from '../layers/row-selection.ts';
 import type { RotaryEmbedding } from '../layers/rotary.ts';
-import type { AttentionKvSpec } from '../step/kv-cache-layout.ts';
+import type { AttentionKvSpec, DecodeSelection, SparseAttention } from '../step/kv-cache-layout.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import { gatherElements, mapValues } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 import type { Gemma4Config } from './gemma4-config.ts';
 
 /*
@@ -98,6 +99,15 @@ export class Gemma4Attention implements Layer {
     return this.core.macsPerKey;
   }
 
+  get decodeSelection(): DecodeSelection | null {
+    return this.core.decodeSelection;
+  }
+
+  /** Quest on a full layer that caches its own keys (a KV-shared layer refuses it: add it to --sparse-dense-layers). */
+  useSparseAttention(sparse: SparseAttention): void {
+    this.core.useSparseAttention(sparse);
+  }
+
   private get sublayers(): Layer[] {
     return [this.q, ...(this.kv === null ? [] : [this.kv]), this.core, this.o];
   }
@@ -109,25 +119,26 @@ export class Gemma4Attention implements Layer {
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    for (const layer of this.sublayers) layer.load(source, uploader);
+    loadLayers(this.sublayers, source, uploader);
   }
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache, keysValues: StepKeysValues): Tensor {
-    let kv: Tensor;
-    if (this.kv !== null) {
-      kv = this.kv.forward(b, x);
-      keysValues.set(this.layer, kv);
-    } else {
-      const sourceLayer = this.source!.layer;
-      kv = keysValues.get(sourceLayer) ?? fail(`layer ${this.layer} runs before layer ${sourceLayer}, whose keys and values it reads`);
-    }
-    const heads = this.core.forward(b, b.concatColumns([this.q.forward(b, x), kv]), step, cache);
+    const heads = this.core.forward(b, b.concatColumns([this.q.forward(b, x), this.keysValues(b, x, keysValues)]), step, cache);
     return b.allReduce(this.o.forward(b, heads));
   }
-}
 
-function fail(message: string): never {
-  throw new Error(message);
+  /** Its raw k/v projection of x, kept for the layers sharing it; a KV-shared layer's, its source's of this step. */
+  private keysValues(b: Backend, x: Tensor, step: StepKeysValues): Tensor {
+    if (this.kv !== null) {
+      const kv = this.kv.forward(b, x);
+      step.set(this.layer, kv);
+      return kv;
+    }
+    const source = this.source!.layer;
+    const kv = step.get(source);
+    if (kv === undefined) throw new Error(`layer ${this.layer} runs before layer ${source}, whose keys and values it reads`);
+    return kv;
+  }
 }
 
 /**
@@ -194,7 +205,7 @@ export class Gemma4Experts implements Layer {
 }
 
 /** Expert e's down projection [E, hidden, n] times scales[e]. */
-function scaleExperts(down: ReturnType<WeightSource['read']>, scales: Float32Array): ReturnType<WeightSource['read']> {
+function scaleExperts(down: HostTensor, scales: Float32Array): HostTensor {
   const values = hostTensorToFloat32(down);
   const perExpert = values.length / scales.length;
   for (let i = 0; i < values.length; i++) values[i] *= scales[Math.floor(i / perExpert)];
@@ -262,13 +273,14 @@ export class PerLayerInputs implements Layer {
 }
 
 /** A layer's per-layer input gate: h += norm(projection(act(gate(h)) · input)). */
-export class PerLayerInputGate implements Layer {
+export class PerLayerInputGate extends ComposedLayer {
   private readonly gate: Linear;
   private readonly projection: Linear;
   readonly norm: RmsNorm;
   private readonly activation: Gemma4Config['activation'];
 
   constructor(config: Gemma4Config, layer: number) {
+    super();
     const p = `model.layers.${layer}`;
     const width = config.perLayerInput!.hiddenSize;
     this.gate = Linear.single(`${p}.per_layer_input_gate.weight`, width, config.hiddenSize, 'replicated');
@@ -277,12 +289,8 @@ export class PerLayerInputGate implements Layer {
     this.activation = config.activation;
   }
 
-  parameters(): ParameterSpec[] {
-    return parametersOf([this.gate, this.projection, this.norm]);
-  }
-
-  load(source: WeightSource, uploader: WeightUploader): void {
-    for (const layer of [this.gate, this.projection, this.norm]) layer.load(source, uploader);
+  protected get sublayers(): Layer[] {
+    return [this.gate, this.projection, this.norm];
   }
 
   /** What the layer adds to the residual stream h [numTokens, hidden] for its input [numTokens, width]. */

@@ -3,7 +3,7 @@ import { invalidArgument } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
-import { ComposedLayer, type Layer } from '../layers/parameters.ts';
+import { ComposedLayer, type Layer, type ParameterSpec, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
@@ -124,13 +124,13 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
     this.perLayerInputs = perLayerInputs;
   }
 
-  override parameters(): ReturnType<DecoderStack<Gemma4Config, Gemma4DecoderLayer>['parameters']> {
+  override parameters(): ParameterSpec[] {
     return [...super.parameters(), ...(this.perLayerInputs?.parameters() ?? [])];
   }
 
-  override load(...args: Parameters<DecoderStack<Gemma4Config, Gemma4DecoderLayer>['load']>): void {
-    super.load(...args);
-    this.perLayerInputs?.load(...args);
+  override load(source: WeightSource, uploader: WeightUploader): void {
+    super.load(source, uploader);
+    this.perLayerInputs?.load(source, uploader);
   }
 
   /**
