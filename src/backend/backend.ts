@@ -614,8 +614,11 @@ export interface Backend {
   /** Receives the [numTokens, topK] choice that stage `stage` sends with sendSelectionToStage. */
   receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection;
 
-  /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;
+  /**
+   * In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim],
+   * and, given vWeight, of the value heads with it (Gemma 4 norms its values, with unit weights).
+   */
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight?: Tensor | null): void;
   /**
    * In place: rotate the leading rope.rotaryDim dimensions of query and key heads by position,
    * then write keys and values to the layer's slots.

@@ -41,6 +41,16 @@ export interface AttentionOptions {
   kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
   /** Every device holds every head, whatever its tensor-parallel shard (OLMo 2's attention: SelfAttentionOptions.projectionNorm). */
   replicatedHeads?: boolean;
+  /** A per-head norm of the values before they are cached (Gemma 4's weightless v_norm); runs with qkNorm. Absent: none. */
+  valueNorm?: RmsNorm | null;
+  /**
+   * An earlier layer whose cached keys and values this one reads instead of caching its own
+   * (Gemma 4's KV-shared layers): its KV spec says so (`sharedKvDistance`), `qkNorm.k` is that
+   * layer's key norm (listed and loaded there), and the k/v heads of its packed qkv must be that
+   * layer's of the same step, which the cache write then stores again unchanged (no op rotates
+   * queries without caching). Absent: its own cache.
+   */
+  kvSource?: PagedAttention | null;
 }
 
 /**
@@ -68,6 +78,11 @@ export class PagedAttention implements Layer {
     if (options.qkNormAfterRope && options.rotary.streaming !== null) {
       throw invalidArgument(`layer ${options.layer} norms q and k after RoPE: StreamingLLM (--streaming-sinks/--streaming-window) does not apply to it`);
     }
+    if (options.valueNorm && options.qkNorm === null) throw new Error(`layer ${options.layer}: a value norm runs with the q/k norms`);
+    const source = options.kvSource ?? null;
+    if (source !== null && !(source.layer < options.layer && source.options.numKvHeads === options.numKvHeads && source.options.headDim === options.headDim)) {
+      throw new Error(`layer ${options.layer} cannot read the keys and values of layer ${source.layer}: it must come earlier, with the same kv heads and head dim`);
+    }
     this.layer = options.layer;
     this.options = options;
     this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
@@ -79,6 +94,11 @@ export class PagedAttention implements Layer {
    * it as a window of that width.
    */
   get kvSpec(): AttentionKvSpec {
+    const source = this.options.kvSource ?? null;
+    if (source !== null) {
+      const { keySummaries: _, ...spec } = source.kvSpec;
+      return { ...spec, sharedKvDistance: this.layer - source.layer };
+    }
     const { headDim, slidingWindow, attentionChunk } = this.options;
     const spec: AttentionKvSpec = { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow: slidingWindow ?? attentionChunk ?? null };
     return this.sparse === null ? spec : { ...spec, keySummaries: true };
@@ -86,9 +106,15 @@ export class PagedAttention implements Layer {
 
   /** Decodes attend to the blocks Quest selects (`SparseAttention`); set before the cache is laid out. */
   useSparseAttention(sparse: SparseAttention): void {
+    if (this.options.kvSource) throw invalidArgument(`layer ${this.layer} reads another layer's keys and values: sparse attention does not apply to it (add it to --sparse-dense-layers)`);
     if (this.kvSpec.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window or attention chunk: sparse attention does not apply to it`);
     if (this.options.rotary.streaming !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window)');
     this.sparse = sparse;
+  }
+
+  /** The per-head key norm, or null. */
+  get keyNorm(): RmsNorm | null {
+    return this.options.qkNorm?.k ?? null;
   }
 
   /** Quest's choice of blocks when sparse attention is on (`useSparseAttention`). */
@@ -101,19 +127,28 @@ export class PagedAttention implements Layer {
     return 2 * this.heads.numHeads * this.options.headDim;
   }
 
+  /** Its q/k (and value) norms, less a KV-shared layer's key norm, which is its source's. */
+  private get ownNorms(): Layer[] {
+    const { qkNorm, kvSource, valueNorm } = this.options;
+    if (qkNorm === null) return [];
+    return [qkNorm.q, ...(kvSource ? [] : [qkNorm.k]), ...(valueNorm ? [valueNorm] : [])];
+  }
+
   parameters(): ParameterSpec[] {
-    const { sinks, qkNorm, numHeads } = this.options;
-    return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(qkNorm === null ? [] : [qkNorm.q, qkNorm.k])];
+    const { sinks, numHeads } = this.options;
+    return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(this.ownNorms)];
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { sinks, qkNorm, numHeads, numKvHeads, replicatedHeads } = this.options;
+    const { sinks, numHeads, numKvHeads, replicatedHeads } = this.options;
     const { q, kv } = attentionHeadShard(numHeads, numKvHeads, replicatedHeads ? WHOLE : shardOf(source));
     this.heads = { numHeads: q.count, numKvHeads: kv.count };
     if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
-    if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+    loadLayers(this.ownNorms, source, uploader);
     const names = this.options.kvScaleNames;
-    if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
+    // A KV-shared layer stores its source's keys again: with its source's scales, so the codes are the same.
+    if (this.options.kvSource) this.kvScales = this.options.kvSource.kvScales;
+    else if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
   }
 
   private get params(): AttentionParams {
@@ -132,8 +167,9 @@ export class PagedAttention implements Layer {
   forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
     const { qkNorm, qkNormAfterRope } = this.options;
+    const valueNorm = this.options.valueNorm?.weight ?? null;
     const norm = () => {
-      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps);
+      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps, valueNorm);
     };
     if (!qkNormAfterRope) norm();
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);

@@ -12,6 +12,7 @@ import { dots1Family } from './dots1.ts';
 import { ernieMoeFamily } from './ernie-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
+import { gemma4Family } from './gemma4.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { graniteHybridFamily } from './granite-hybrid.ts';
@@ -38,6 +39,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(mixtralFamily),
   family(qwenMoeFamily),
   family(gemmaFamily),
+  family(gemma4Family),
   family(phi3Family),
   family(gptOssFamily),
   family(deepseekFamily),

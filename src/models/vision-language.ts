@@ -47,6 +47,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   qwen3_vl_moe: { textModelTypes: ['qwen3_vl_moe_text'], tiedBy: { wrapper: false } },
   glm4v: { textModelTypes: ['glm4v_text'], tiedBy: 'either' },
   glm4v_moe: { textModelTypes: ['glm4v_moe_text'], tiedBy: 'either' },
+  gemma4: { textModelTypes: ['gemma4_text'], tiedBy: { wrapper: true } },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);

@@ -240,6 +240,58 @@ def gen_gemma3(r, name):
                                                      num_attention_heads=2, image_size=28, patch_size=14)))
 
 
+def _gemma4_text(r):
+    """Gemma4TextConfig's keys: per-layer head dims and kv heads, keys as values, KV-shared layers, double-wide MLPs,
+    per-layer inputs, the mixture of experts beside the dense MLP, proportional RoPE on the full layers."""
+    f = base(r)
+    n = f["num_hidden_layers"] = r.choice((2, 3, 4, 5))
+    f.update(head_dim=f.get("head_dim", 16), attention_bias=r.random() < 0.3, hidden_activation=act(r, "gelu_pytorch_tanh"),
+             sliding_window=r.choice((8, 16, 32)), global_head_dim=r.choice((16, 32, 48)),
+             attention_k_eq_v=r.random() < 0.5, final_logit_softcapping=r.choice((None, 10.0, 30.0)),
+             use_double_wide_mlp=r.random() < 0.5, vocab_size_per_layer_input=f["vocab_size"],
+             hidden_size_per_layer_input=r.choice((0, 0, 4, 8)))
+    if r.random() < 0.3:
+        f["use_bidirectional_attention"] = "vision"
+    if f["attention_k_eq_v"] and r.random() < 0.7:
+        f["num_global_key_value_heads"] = r.choice([k for k in (1, 2, 4) if f["num_attention_heads"] % k == 0])
+    if r.random() < 0.7:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    types = list(f.get("layer_types") or ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n)])
+    types[-1] = "full_attention"
+    # The last layers may read the last earlier layer of their type: only where every one of them has one.
+    shared = r.choice(range(n))
+    if any(t not in types[:n - shared] for t in types[n - shared:]):
+        shared = 0
+    f["num_kv_shared_layers"] = shared
+    if r.random() < 0.4:
+        f.update(enable_moe_block=True, num_experts=r.choice((4, 8)), top_k_experts=r.choice((1, 2)),
+                 moe_intermediate_size=r.choice((8, 16)))
+    full = r.choice(("proportional", "proportional", "default", "linear"))
+    full_rope = (mf._rope("proportional", r.choice((10000.0, 1000000.0)), partial_rotary_factor=r.choice((0.25, 0.5, 1.0)),
+                          **({"factor": 2.0} if r.random() < 0.3 else {}))
+                 if full == "proportional" else rope(r, f, (full,)))
+    return f, {"sliding_attention": rope(r, f, ("default", "linear")), "full_attention": full_rope}
+
+
+# Gemma 4's layer_scalar buffers around 1 (a draw around 0 all but erases the residual stream), its routers wide.
+GEMMA4_DRAWS = ((r"layer_scalar$", 1.0, 0.2), (r"router\.proj\.weight$", 0.0, 0.3), (r"router\.(scale|per_expert_scale)$", 1.0, 0.2))
+
+
+def _gemma4_overrides(f: dict) -> tuple:
+    return GEMMA4_DRAWS if f.get("enable_moe_block") else GEMMA4_DRAWS[:1]
+
+
+def gen_gemma4_text(r, name):
+    f, rope_ = _gemma4_text(r)
+    return fx(name, "gemma4_text", f, rope_, init_overrides=_gemma4_overrides(f))
+
+
+def gen_gemma4(r, name):
+    f, rope_ = _gemma4_text(r)
+    return fx(name, "gemma4", f, rope_, text_model_type="gemma4_text", init_overrides=_gemma4_overrides(f),
+              wrapper_fields=dict(tie_word_embeddings=r.random() < 0.8))
+
+
 def gen_mistral3(r, name):
     f = base(r)
     sliding(r, f, qwen=False)
@@ -945,6 +997,7 @@ def gen_qwen3_5_text(r, name):
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "ministral3": gen_ministral3, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
+    "gemma4_text": gen_gemma4_text, "gemma4": gen_gemma4,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,

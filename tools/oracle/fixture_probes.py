@@ -49,6 +49,11 @@ SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lit
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
 
+def _top_k(config) -> int:
+    """Experts per token: num_experts_per_tok, or Gemma 4's top_k_experts."""
+    return getattr(config, "num_experts_per_tok", None) or config.top_k_experts
+
+
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
     """transformers' routing decision for each token, recomputed from the router's input
     (`selection_bias`: the e_score_correction_bias a MiniMax-M2 router is passed by its block).
@@ -59,8 +64,17 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
     smaller). For softmax routers the margin is taken on the logits: softmax is monotone, so the
     order is the same, and logits are where a re-implementation's rounding error is absolute.
     """
-    k = config.num_experts_per_tok
+    k = _top_k(config)
     h = hidden.reshape(-1, hidden.shape[-1])
+    if model_type in ("gemma4_text", "gemma4"):
+        # Gemma4TextRouter: a weightless RMSNorm of the residual, times scale and hidden^-0.5, softmax,
+        # top k renormalised, each weight times its expert's per_expert_scale.
+        x = h.float() * torch.pow(h.float().pow(2).mean(-1, keepdim=True) + config.rms_norm_eps, -0.5)
+        logits = F.linear(x * router.scale * h.shape[-1] ** -0.5, router.proj.weight)
+        probs = torch.softmax(logits.float(), dim=-1)
+        weights, idx = torch.topk(probs, k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True) * router.per_expert_scale[idx]
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_vl_moe", "olmoe", *INDEX_FIRST_ROUTERS):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
@@ -146,6 +160,9 @@ def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
     for i, layer in enumerate(decoder_layers(model)):
         # GraniteMoE's layers hold their block as `block_sparse_moe` (None in a dense Granite 4.0 hybrid).
         mlp = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or getattr(layer, "feed_forward", None)
+        # Gemma 4's layers hold their router and experts beside their dense mlp.
+        if hasattr(layer, "experts") and hasattr(layer, "router"):
+            mlp = layer
         if not hasattr(mlp, "experts"):
             continue
         router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
@@ -194,9 +211,10 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
         for handle in handles:
             handle.remove()
 
-    k = config.num_experts_per_tok
-    # Hunyuan MoE's router holds its linear as `wg`.
-    n_experts = getattr(routers[0][1], "wg", routers[0][1]).weight.shape[0]
+    k = _top_k(config)
+    # Hunyuan MoE's router holds its linear as `wg`, Gemma 4's as `proj`.
+    first = routers[0][1]
+    n_experts = (getattr(first, "wg", None) or getattr(first, "proj", None) or first).weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
     for layer, calls in seen.items():

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 # Vision-language checkpoints, run on text prompts through their ...ForConditionalGeneration class
 # (AutoModelForCausalLM has no entry for some of them, and builds Llama 4's text model alone).
 VISION_LANGUAGE_MODEL_TYPES = {"gemma3", "mistral3", "llama4", "qwen3_5", "qwen3_5_moe", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-                              "glm4v", "glm4v_moe"}
+                              "glm4v", "glm4v_moe", "gemma4"}
 
 
 def auto_class(model_type: str):

@@ -144,13 +144,15 @@ CONFIG_CLASS_NAMES = {
     "cohere2": "Cohere2Config",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
+    "gemma4_text": "Gemma4TextConfig",
+    "gemma4": "Gemma4Config",
 }
 # The families of the first fixtures, whose oracle.json and manifest entries keep their original fields.
 FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe"}
+                   "qwen3_vl_moe", "glm4v_moe", "gemma4_text", "gemma4"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
                               "dots1", "glm4v_moe"}
@@ -1446,6 +1448,65 @@ FIXTURES.append(Fixture(
     probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
 ))
 
+# Gemma 4: plain x * w norms (norm weights around 1), q/k/v norms, per-layer head dims. Its
+# layer_scalar buffers are drawn around 1 so that no layer all but erases the residual stream.
+GEMMA4_INIT = ((r"layer_scalar$", 1.0, 0.2),)
+GEMMA4_FIELDS = dict(num_key_value_heads=2, head_dim=16, global_head_dim=32, sliding_window=16,
+                     hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, rms_norm_eps=1e-6)
+GEMMA4_ROPE = {"sliding_attention": _rope("default", 10000.0),
+               "full_attention": _rope("proportional", 1000000.0, partial_rotary_factor=0.25)}
+FIXTURES.append(Fixture(
+    "gemma4-dense", "gemma4_text",
+    "Gemma 4 dense (the 31B's shape): 4 layers sliding (window 16), full, sliding, full; sliding layers head_dim 16 with "
+    "2 KV heads and default RoPE theta 1e4, full layers head_dim 32 (global_head_dim) with 1 KV head "
+    "(num_global_key_value_heads, saved as per_layer_config) whose values are k_proj's output (attention_k_eq_v: no "
+    "v_proj) and proportional RoPE (theta 1e6, partial_rotary_factor 0.25: 4 of 16 pairs rotate, over the whole head); "
+    "q_norm / k_norm and a weightless v_norm per head, scores unscaled; four x * w norms per layer; layer_scalar drawn "
+    "around 1; gelu_pytorch_tanh; embeddings times sqrt(64); final_logit_softcapping 10; no per-layer inputs "
+    "(hidden_size_per_layer_input 0); lm_head tied; bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=4, intermediate_size=48, attention_k_eq_v=True, num_global_key_value_heads=1,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            hidden_size_per_layer_input=0, final_logit_softcapping=10.0),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT,
+))
+FIXTURES.append(Fixture(
+    "gemma4-ple-kv-shared", "gemma4_text",
+    "Gemma 4 small (E2B/E4B's shape): 4 layers alternating sliding (window 16, head_dim 16) and full (head_dim 32, "
+    "proportional RoPE over a quarter), 2 KV heads everywhere, v_proj on every layer; the last 2 layers "
+    "(num_kv_shared_layers 2) have no k/v projections and read the keys and values of layers 0 (sliding) and 1 (full), "
+    "with twice the MLP width (use_double_wide_mlp: 48 for 24); per-layer inputs (hidden_size_per_layer_input 8, "
+    "vocab_size_per_layer_input 256): embed_tokens_per_layer times sqrt(8) plus per_layer_model_projection of the "
+    "embeddings times 64^-0.5 through per_layer_projection_norm, times 2^-0.5, gating each layer's "
+    "per_layer_input_gate / per_layer_projection / post_per_layer_input_norm; layer_scalar around 1; lm_head tied; bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=4, intermediate_size=24, num_kv_shared_layers=2, use_double_wide_mlp=True,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+            hidden_size_per_layer_input=8, vocab_size_per_layer_input=256),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT,
+))
+FIXTURES.append(Fixture(
+    "gemma4-moe-vl", "gemma4",
+    "Gemma 4 MoE (the 26B-A4B's shape) as Gemma4ForConditionalGeneration (model_type gemma4, no vision or audio "
+    "tower), run on text: text_config a gemma4_text model of 3 layers (sliding, sliding, full), keys as values on the "
+    "full layer (1 KV head of 32), and beside each layer's dense MLP (intermediate 32) a mixture of 4 experts "
+    "(moe_intermediate_size 16, top 2): the router norms the residual without weights, times router.scale and 64^-0.5, "
+    "softmax over router.proj's logits, top 2 renormalised, times router.per_expert_scale; experts.gate_up_proj "
+    "[4, 32, 64] and down_proj [4, 64, 16] on pre_feedforward_layernorm_2 of the residual; the dense MLP's output "
+    "through post_feedforward_layernorm_1 and the experts' through post_feedforward_layernorm_2, summed, then "
+    "post_feedforward_layernorm. Weights under model.language_model.*, lm_head tied (the wrapper's default); bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=3, intermediate_size=32, attention_k_eq_v=True, num_global_key_value_heads=1,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+            enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT + ((r"router\.proj\.weight$", 0.0, 0.3), (r"router\.(scale|per_expert_scale)$", 1.0, 0.2)),
+    text_model_type="gemma4_text",
+    wrapper_fields=dict(tie_word_embeddings=True),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1528,6 +1589,9 @@ SEED_BASES = {
     "granite4-hybrid": 95000,
     "granite4-hybrid-dense-rope": 96000,
     "dots1": 94000,
+    "gemma4-dense": 101000,
+    "gemma4-ple-kv-shared": 102000,
+    "gemma4-moe-vl": 103000,
     "qwen2-vl": 77000,
     "qwen2.5-vl": 78000,
     "qwen3-vl": 79000,
@@ -2088,8 +2152,9 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
     base_seed = SEED_BASES[fx.name]
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
-    # A Granite 4.0 hybrid without experts (num_local_experts 0) is dense.
-    is_moe = fx.model_type in MOE_MODEL_TYPES and fx.fields.get("num_local_experts") != 0
+    # A Granite 4.0 hybrid without experts (num_local_experts 0) is dense, as is a Gemma 4 without enable_moe_block.
+    is_moe = fx.model_type in MOE_MODEL_TYPES and fx.fields.get("num_local_experts") != 0 and (
+        fx.model_type not in ("gemma4_text", "gemma4") or fx.fields.get("enable_moe_block", False))
 
     # Re-draw weights until no greedy step is a near-tie (and, for MoE, no routing choice is
     # one and every expert is used); keep the best draw otherwise.

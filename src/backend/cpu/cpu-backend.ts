@@ -349,13 +349,14 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const { numHeads, numKvHeads, headDim } = attn;
     const qw = normWeight(qWeight, headDim, 'qkNorm');
     const kw = normWeight(kWeight, headDim, 'qkNorm');
     headRmsNorm(packed.data, packed.rows, packed.cols, 0, numHeads, headDim, qw, eps);
     headRmsNorm(packed.data, packed.rows, packed.cols, numHeads, numKvHeads, headDim, kw, eps);
+    if (vWeight !== null) headRmsNorm(packed.data, packed.rows, packed.cols, numHeads + numKvHeads, numKvHeads, headDim, normWeight(vWeight, headDim, 'qkNorm'), eps);
   }
 
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {

@@ -1041,11 +1041,12 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const qw = normWeight(qWeight, attn.headDim, 'qkNorm');
     const kw = normWeight(kWeight, attn.headDim, 'qkNorm');
-    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
+    const vw = vWeight === null ? null : normWeight(vWeight, attn.headDim, 'qkNorm');
+    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, vw?.ptr ?? null, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
   }
 
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
