@@ -49,7 +49,7 @@ import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { invalidArgument, KeelError } from '../../errors.ts';
+import { KeelError } from '../../errors.ts';
 import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
@@ -87,6 +87,7 @@ import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows, launchScatterRowsAfter } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
+import { checkCudaKvLayout } from './kv-layout-limits.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { CudaTimeMarks } from './time-marks.ts';
 import { CudaWeightStream } from './weight-stream.ts';
@@ -580,27 +581,7 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
-    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
-    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
-    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
-      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
-    }
-    for (const spec of layout.layers) {
-      if (spec.kind === 'mla') {
-        if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
-          throw new KeelError('invalid_model', `the CUDA backend needs an MLA latent dim that is a multiple of 32 and a rope dim that is a multiple of 8, not ${spec.latentDim} and ${spec.ropeDim}`);
-        }
-        if (spec.indexKeys !== undefined && spec.indexKeys.keyDim % 8 !== 0) {
-          throw new KeelError('invalid_model', `the CUDA backend needs a sparse-attention indexer head dim that is a multiple of 8, not ${spec.indexKeys.keyDim}`);
-        }
-      } else if (spec.kind === 'state') {
-        continue;
-      } else if (spec.kind === 'rows') {
-        if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
-      } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
-        throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
-      }
-    }
+    checkCudaKvLayout(layout);
     const bytes = new CudaKvCache(layout, 0).totalBytes;
     const base = this.ownedAlloc(bytes);
     // Zeroed so a stray read of an unwritten slot yields zeros, never NaN patterns.
