@@ -56,12 +56,17 @@ export interface RopeTable {
   sin: Float32Array;
 }
 
-/** A query's temperature by its position (AttentionParams.queryTemperature). */
+/** A query's temperature by its position (AttentionParams.queryTemperature, MlaParams.queryTemperature). */
 export interface QueryTemperature {
   floorScale: number;
   attnScale: number;
-  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3. */
+  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3 and Mistral 4. */
   positionOffset: number;
+}
+
+/** The factor a query at `position` is scaled by: 1 + attnScale · ln(1 + ⌊(position + positionOffset) / floorScale⌋). */
+export function queryTemperatureFactor(t: QueryTemperature, position: number): number {
+  return 1 + t.attnScale * Math.log1p(Math.floor((position + t.positionOffset) / t.floorScale));
 }
 
 /** One attention layer's geometry and options, as its kernels need them. */
@@ -140,6 +145,13 @@ export interface MlaParams {
   nopeDim: number;
   /** Softmax scale. */
   scale: number;
+  /**
+   * Attention temperature tuning (Mistral 4's llama_4_scaling_beta): `mlaRopeAndCacheWrite`
+   * multiplies each token's whole query (every head's nope part and rotated rope part) by the
+   * factor of its position, after rotating it, as transformers scales the query states. Absent or
+   * null: none.
+   */
+  queryTemperature?: QueryTemperature | null;
 }
 
 /**
@@ -628,7 +640,8 @@ export interface Backend {
    * MLA's cache write: kv [numTokens, latentDim + ropeDim] (the latent, then the shared key's
    * rotary part) has its latent RMS-normalized by `latentNorm` and its rotary part rotated, in
    * place, and is written to the layer's slots; the rotary part of every head of q [numTokens,
-   * numHeads * (nopeDim + ropeDim)] is rotated in place too. `rope` covers ropeDim dimensions.
+   * numHeads * (nopeDim + ropeDim)] is rotated in place too, and then scaled by its position's
+   * temperature where `mla.queryTemperature` sets one. `rope` covers ropeDim dimensions.
    */
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void;
   /**

@@ -108,6 +108,23 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "mistral4":
+        # DeepSeek-V2's softmax scores, V3's groups (the sum of each group's two best probabilities), no bias.
+        logits = F.linear(h.float(), router.weight.float())
+        probs = logits.softmax(dim=-1)
+        n_group, per = config.n_group, config.n_routed_experts // config.n_group
+        group_scores = probs.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
+        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        masked = probs.masked_fill(~allowed, -math.inf)
+        weights, idx = torch.topk(masked, k, dim=-1)
+        if config.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * config.routed_scaling_factor
+        # The experts' order is the logits' within the kept groups; the groups' order is their probability sums'.
+        margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(logits.masked_fill(~allowed, -math.inf), k))
+        return {"idx": idx, "weights": weights, "margin": margin}
     if model_type == "hunyuan_v1_moe":
         # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
         logits = F.linear(h.float(), router.wg.weight.float())
@@ -541,6 +558,11 @@ def _rotary_whole_head(model):
     rotary.original_inv_freq = inv.clone()
 
 
+def _no_llama4_scaling(model):
+    # get_llama_4_attn_scale reads the beta from the config at every forward.
+    model.config.get_text_config().rope_parameters["llama_4_scaling_beta"] = 0.0
+
+
 def _rope_yarn_attention_factor_one(model):
     model.model.rotary_emb.attention_scaling = 1.0
 
@@ -572,6 +594,7 @@ PROBES = {
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
     "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
 }
@@ -803,6 +826,17 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
          r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "mistral4": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj$",
+         r"^model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
+        [r"experts\.\d+\.", r"e_score_correction_bias", r"self_attn\.q_proj"],
     ),
     "glm4_moe": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

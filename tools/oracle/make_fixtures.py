@@ -114,6 +114,7 @@ CONFIG_CLASS_NAMES = {
     "apertus": "ApertusConfig",
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
+    "mistral4": "Mistral4Config",
     "glm_moe_dsa": "GlmMoeDsaConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
@@ -150,7 +151,7 @@ FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe"}
+                   "qwen3_vl_moe", "glm4v_moe", "mistral4"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
                               "dots1", "glm4v_moe"}
@@ -1070,6 +1071,29 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
 ))
+# Mistral Small 4 (mistral4): DeepSeek-V3's MLA and MoE with Ministral 3's query scale and a softmax router.
+FIXTURES.append(Fixture(
+    "mistral4", "mistral4",
+    "Mistral-Small-4-like (Mistral4ForCausalLM), 3 layers: DeepSeek-V3's MLA (q_lora_rank 24 -> q_a_layernorm -> q_b_proj, "
+    "kv_lora_rank 32, 16 nope + 8 rope / 16 v head dims, 4 heads, RoPE on interleaved pairs as rope_interleave True) with "
+    "YaRN (factor 4, original_max_position_embeddings 16, theta 1e4, mscale = mscale_all_dim = 1: softmax scale "
+    "24^-0.5 * (0.1*ln4+1)^2) over the 8 rope dims (partial_rotary_factor 8/24, which Mistral4Config sets), and every "
+    "query (nope and rope parts) scaled after RoPE by 1 + llama_4_scaling_beta (0.5) * ln(1 + floor(p / 16)), up to 1.9 "
+    "at the prompts' later positions. Layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32); layers 1-2: "
+    "Mistral4TopkRouter, a softmax over 8 experts (moe_intermediate 8) in n_group 4 groups of 2, the topk_group 2 "
+    "groups whose two probabilities sum highest kept, top-2 probabilities renormalised (norm_topk_prob) times "
+    "routed_scaling_factor 1.5, no selection bias; experts fused as transformers holds them (experts.gate_up_proj "
+    "[8, 16, 64], experts.down_proj [8, 64, 8]), plus 1 shared expert. Weights bf16.",
+    _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=4,
+            topk_group=2, norm_topk_prob=True, routed_scaling_factor=1.5, q_lora_rank=24, kv_lora_rank=32,
+            qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6),
+    _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=16, mscale=1.0, mscale_all_dim=1.0,
+          beta_fast=32.0, beta_slow=1.0, llama_4_scaling_beta=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    probes=("llama4_scaling_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+))
 FIXTURES.append(Fixture(
     "glm4-moe", "glm4_moe",
     "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
@@ -1517,6 +1541,7 @@ SEED_BASES = {
     "qwen3.5-moe-vl": 53000,
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
+    "mistral4": 97000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,

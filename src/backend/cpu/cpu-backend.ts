@@ -460,14 +460,14 @@ export class CpuBackend implements Backend {
   }
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
-    const { numTokens, rotaryRows, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
+    const { numTokens, rotaryRows, positions, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asCpuTensor(kv, 'mlaRopeAndCacheWrite kv');
     if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
       throw new Error(`mlaRopeAndCacheWrite: kv [${rows.shape.join(', ')}] is not [${numTokens}, ${mla.latentDim} + ${mla.ropeDim}]`);
     }
     const norm = normWeight(latentNorm, mla.latentDim, 'mlaRopeAndCacheWrite');
-    mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
+    mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, positions, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null): Tensor {

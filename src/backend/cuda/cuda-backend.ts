@@ -1363,6 +1363,8 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
+      positions: s.device.positions,
+      queryTemperature: mla.queryTemperature ?? null,
       slotMapping: groupSlots(s, layerGroup(kvCache.layout, layer)),
       pool: kvCache.rows(layer),
       dtype: kvCache.dtype,
