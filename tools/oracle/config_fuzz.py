@@ -517,6 +517,23 @@ def gen_glm_moe_dsa(r, name):
                                            (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
 
 
+def gen_mistral4(r, name):
+    f = base(r)
+    _mla(r, f)
+    _v3_groups(r, f)
+    f.pop("moe_layer_freq", None)
+    f["rope_interleave"] = r.random() < 0.7
+    # Mistral4RotaryEmbedding's default RoPE spans the whole head, which its rope part cannot take: scaled types only,
+    # over the rope part (partial_rotary_factor rope / head_dim, written or left to Mistral4Config).
+    rope_ = rope(r, f, ("yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"])
+    rope_.setdefault("factor", r.choice((2.0, 8.0)))
+    if r.random() < 0.5:
+        rope_["partial_rotary_factor"] = f["qk_rope_head_dim"] / (f["qk_nope_head_dim"] + f["qk_rope_head_dim"])
+    # get_llama_4_attn_scale reads both from the RoPE dict: an original context the prompts cross.
+    rope_.update(llama_4_scaling_beta=r.choice((0.1, 0.5, 1.0)), original_max_position_embeddings=r.choice((8, 16, 32)))
+    return fx(name, "mistral4", f, rope_, init_overrides=MOE_ROUTER)
+
+
 def gen_gpt_oss(r, name):
     f = base(r)
     f.update(head_dim=f.get("head_dim", 16), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
@@ -951,6 +968,7 @@ GENERATORS = {
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
+    "mistral4": gen_mistral4,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,
