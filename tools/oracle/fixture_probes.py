@@ -44,7 +44,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe", "mimo_v2_flash")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
@@ -362,7 +362,9 @@ def _no_sliding_window(model):
 
 def _no_sinks(model):
     for layer in _layers(model):
-        layer.self_attn.sinks.data.fill_(-1e30)
+        # MiMo-V2-Flash's full-attention layers have none.
+        if layer.self_attn.sinks is not None:
+            layer.self_attn.sinks.data.fill_(-1e30)
 
 
 def _no_attn_softcap(model):
@@ -558,6 +560,11 @@ def _rotary_whole_head(model):
     rotary.original_inv_freq = inv.clone()
 
 
+def _value_scale_one(model):
+    for layer in _layers(model):
+        layer.self_attn.v_scale = 1.0
+
+
 def _no_llama4_scaling(model):
     # get_llama_4_attn_scale reads the beta from the config at every forward.
     model.config.get_text_config().rope_parameters["llama_4_scaling_beta"] = 0.0
@@ -594,6 +601,7 @@ PROBES = {
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "value_scale_one": ("attention_value_scale replaced by 1 (values cached unscaled)", _value_scale_one),
     "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
     "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
@@ -837,6 +845,15 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
          r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
         [r"experts\.\d+\.", r"e_score_correction_bias", r"self_attn\.q_proj"],
+    ),
+    "mimo_v2_flash": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.[12]\.self_attn\.attention_sink_bias$",
+         r"^model\.layers\.\d+\.self_attn\.v_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert", r"self_attn\.sinks", r"o_proj\.bias",
+         r"^model\.layers\.0\.self_attn\.attention_sink_bias"],
     ),
     "glm4_moe": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

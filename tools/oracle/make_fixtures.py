@@ -115,6 +115,7 @@ CONFIG_CLASS_NAMES = {
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
     "mistral4": "Mistral4Config",
+    "mimo_v2_flash": "MiMoV2FlashConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
@@ -151,10 +152,10 @@ FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "mistral4"}
+                   "qwen3_vl_moe", "glm4v_moe", "mistral4", "mimo_v2_flash"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe"}
+                              "dots1", "glm4v_moe", "mimo_v2_flash"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1094,6 +1095,30 @@ FIXTURES.append(Fixture(
     init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
     probes=("llama4_scaling_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
 ))
+# Xiaomi's MiMo-V2-Flash (mimo_v2_flash): GLM-4.5-like GQA with value heads narrower than q/k, sliding layers with sinks.
+FIXTURES.append(Fixture(
+    "mimo-v2-flash", "mimo_v2_flash",
+    "MiMo-V2-Flash-like (MiMoV2FlashForCausalLM), 4 layers: layer_types [full, sliding, sliding, full] (window 16), "
+    "mlp_layer_types [dense, sparse, sparse, dense] (dense intermediate 32). q/k heads of head_dim 24, value heads of "
+    "v_head_dim 16, values times attention_value_scale 0.5 before caching; 4 query heads over 1 KV head on the full "
+    "layers and 2 (twice num_key_value_heads) on the sliding ones, which also have a learned sink logit per head "
+    "(self_attn.attention_sink_bias on the Hub, transformers' sinks); q/k/v biases (attention_bias), o_proj without. "
+    "RoPE per layer type in rotate_half pairs over the leading dims: the full layers theta 1e6 over 12 of 24 dims "
+    "(partial_rotary_factor 0.5), the sliding ones theta 1e4 over int(24 * 0.334) = 8 dims (the factor left to "
+    "MiMoV2FlashRotaryEmbedding's default). MoE: sigmoid router + e_score_correction_bias (randomised) over 8 experts "
+    "(moe_intermediate 8) in n_group 2 groups of 4, topk_group 1, top-2 renormalised times routed_scaling_factor 2, no "
+    "shared experts, saved per expert (mlp.experts.E.*_proj). Weights bf16.",
+    _fields(num_key_value_heads=1, num_hidden_layers=4, head_dim=24, v_head_dim=16, attention_value_scale=0.5,
+            sliding_window=16, attention_bias=True, intermediate_size=32, moe_intermediate_size=8, n_routed_experts=8,
+            num_experts_per_tok=2, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.0,
+            layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+            mlp_layer_types=["dense", "sparse", "sparse", "dense"]),
+    {"full_attention": _rope("default", 1000000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER + ((r"\.self_attn\.sinks$", 0.0, 1.0),),
+    probes=("sinks_off", "sliding_window_off", "value_scale_one", "e_score_bias_off", "routed_scale_one"),
+))
 FIXTURES.append(Fixture(
     "glm4-moe", "glm4_moe",
     "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
@@ -1542,6 +1567,7 @@ SEED_BASES = {
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
     "mistral4": 97000,
+    "mimo-v2-flash": 98000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,

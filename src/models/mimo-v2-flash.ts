@@ -1,0 +1,231 @@
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { projectionNames, SelfAttention } from '../layers/attention.ts';
+import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
+import { RmsNorm } from '../layers/norm.ts';
+import { ComposedLayer, type Layer } from '../layers/parameters.ts';
+import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
+import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
+import { preNormLayerForward } from './decoder.ts';
+import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
+import { ConfigFields, layerTypeRopeFields, parseActivation, parseCommonFields, parseHeads, parseRopeParameters, parseSlidingLayerTypes } from './hf-config.ts';
+import type { ModelConfig } from './model-config.ts';
+import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
+import type { PipelineStage } from './pipeline-stage.ts';
+import type { StreamingWindow } from '../step/kv-cache-layout.ts';
+
+/**
+ * Xiaomi's MiMo-V2-Flash (`mimo_v2_flash`), as transformers 5.18's MiMoV2FlashForCausalLM: GQA
+ * whose q/k heads (`head_dim`, 192) are wider than its value heads (`v_head_dim`, 128), values
+ * scaled by `attention_value_scale` before they are cached; sliding-window and full layers
+ * (`layer_types`), the sliding ones with twice the KV heads and a learned sink logit per head; a
+ * RoPE per layer type over the leading `partial_rotary_factor` of each head; DeepSeek-V3's routed
+ * experts without shared ones where `mlp_layer_types` says "sparse", a dense MLP elsewhere.
+ */
+export interface MimoV2FlashConfig extends ModelConfig {
+  numHeads: number;
+  /** The full-attention layers' KV heads; the sliding layers hold twice as many. */
+  numKvHeads: number;
+  /** Query and key head width (`head_dim`). */
+  headDim: number;
+  /** Value head width (`v_head_dim`), at most headDim. */
+  valueDim: number;
+  /** Values times this before they are cached (`attention_value_scale`; null: 1). */
+  valueScale: number;
+  rmsNormEps: number;
+  maxPositionEmbeddings: number;
+  /** q/k/v projections carry a bias (`attention_bias`); o_proj never does. */
+  attentionBias: boolean;
+  /** Per layer: whether it is a sliding-window layer (`layer_types`). */
+  slidingLayers: boolean[];
+  slidingWindow: number;
+  /** The RoPE of the full and of the sliding layers (`rope_parameters` per layer type). */
+  fullRope: LayerTypeRope;
+  slidingRope: LayerTypeRope;
+  activation: Activation;
+  /** Width of the dense layers' MLP. */
+  intermediateSize: number;
+  /** Per layer: whether its feed-forward is the MoE block (`mlp_layer_types`). */
+  sparseLayers: boolean[];
+  moe: DeepseekMoeConfig;
+}
+
+/** One layer type's RoPE: its theta and scaling over the leading `rotaryDim` dims of each head. */
+export interface LayerTypeRope {
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  rotaryDim: number;
+}
+
+/** MiMoV2FlashConfig's defaults for keys a config.json may leave out. */
+const DEFAULTS = {
+  maxPositions: 131072, numKvHeads: 4, headDim: 192, valueDim: 128, valueScale: 0.707, rmsNormEps: 1e-5, intermediateSize: 16384, slidingWindow: 128,
+  // Full attention at layer 0 and every sixth layer.
+  fullEvery: 6,
+};
+const MOE_DEFAULTS = { numExperts: 256, expertWidth: 2048, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, topK: 8 };
+/**
+ * The class's RoPE where a config.json gives no rope_parameters (it reads neither rope_scaling nor
+ * a top-level rope_theta): default RoPE of theta 5e6 on the full layers, 1e4 on the sliding ones,
+ * over 0.334 of each head.
+ */
+const DEFAULT_ROPE = {
+  full_attention: { rope_type: 'default', rope_theta: 5_000_000, partial_rotary_factor: 0.334 },
+  sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 0.334 },
+};
+/** MiMoV2FlashRotaryEmbedding's partial_rotary_factor where a default-RoPE entry leaves it out; the scaled types' functions read 1. */
+const DEFAULT_PARTIAL_ROTARY = 0.334;
+
+function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): MimoV2FlashConfig {
+  const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: DEFAULT_ROPE } : json, source);
+  const common = parseCommonFields(fields, 'mimo_v2_flash');
+  const { numLayers } = common;
+  const { numHeads, numKvHeads } = parseHeads(fields, DEFAULTS.numKvHeads);
+  const slidingLayers = parseSlidingLayerTypes(fields, numLayers) ?? Array.from({ length: numLayers }, (_, i) => i !== 0 && (i + 1) % DEFAULTS.fullEvery !== 0);
+  if (slidingLayers.includes(true) && numHeads % (2 * numKvHeads) !== 0) {
+    throw invalidModel(`${source}: num_attention_heads (${numHeads}) must be a multiple of the sliding layers' 2 × num_key_value_heads (${2 * numKvHeads}) key/value heads`);
+  }
+  const headDim = fields.positiveInt('head_dim', DEFAULTS.headDim);
+  const valueDim = fields.positiveInt('v_head_dim', DEFAULTS.valueDim);
+  if (valueDim > headDim) throw invalidModel(`${source}: v_head_dim (${valueDim}) wider than head_dim (${headDim}) is not supported (Keel pads value heads to the q/k heads' width)`);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
+  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, headDim, maxPositionEmbeddings, slidingLayers);
+  const sparseLayers = parseMlpLayerTypes(fields, numLayers);
+  // MiMoV2FlashConfig has no shared experts (it removes n_shared_experts), whatever the key says.
+  const moe = { ...parseDeepseekMoe(fields, 'mimo_v2_flash', MOE_DEFAULTS), sharedIntermediateSize: 0 };
+  return {
+    ...common,
+    contextLength: ropeContextLength({ scaling: fullRope.ropeScaling, maxPositionEmbeddings }),
+    numHeads,
+    numKvHeads,
+    headDim,
+    valueDim,
+    // An explicit null is MiMoV2FlashAttention's 1; an absent key the class's 0.707.
+    valueScale: 'attention_value_scale' in json && json.attention_value_scale === null ? 1 : fields.finiteNumber('attention_value_scale', DEFAULTS.valueScale),
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
+    maxPositionEmbeddings,
+    attentionBias: fields.boolean('attention_bias', false),
+    slidingLayers,
+    slidingWindow: fields.positiveInt('sliding_window', DEFAULTS.slidingWindow),
+    fullRope,
+    slidingRope,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
+    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
+    sparseLayers,
+    moe,
+  };
+}
+
+/**
+ * `rope_parameters` per layer type, as MiMoV2FlashRotaryEmbedding reads them: each layer type the
+ * model has needs its entry with its own rope_theta (transformers reads nothing at the top level),
+ * rotating int(head_dim × partial_rotary_factor) leading dims (0.334 where a default-RoPE entry
+ * leaves the factor out, 1 for the scaled types). A layer type the model lacks is read as the other.
+ */
+function parseLayerTypeRopes(fields: ConfigFields, headDim: number, maxPositionEmbeddings: number, slidingLayers: boolean[]): { fullRope: LayerTypeRope; slidingRope: LayerTypeRope } {
+  const perLayerType = layerTypeRopeFields(fields);
+  if (perLayerType === null) {
+    throw invalidModel(`${fields.source}: mimo_v2_flash reads rope_parameters per layer type ({"full_attention": {...}, "sliding_attention": {...}}), not one RoPE dict`);
+  }
+  const noTopLevel = new ConfigFields({}, fields.source);
+  const parse = (entry: ConfigFields): LayerTypeRope => {
+    const ropeTheta = entry.positiveNumber('rope_theta');
+    const settings = parseRopeParameters(entry, noTopLevel, maxPositionEmbeddings, ropeTheta, perLayerType.outer);
+    const partial = entry.positiveNumber('partial_rotary_factor', settings.ropeScaling.type === 'default' ? DEFAULT_PARTIAL_ROTARY : 1);
+    const rotaryDim = Math.trunc(headDim * partial);
+    if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
+      throw invalidModel(`${entry.source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
+    }
+    return { ...settings, rotaryDim };
+  };
+  const full = slidingLayers.includes(false) ? parse(perLayerType.full) : null;
+  const sliding = slidingLayers.includes(true) ? parse(perLayerType.sliding) : null;
+  return { fullRope: full ?? sliding!, slidingRope: sliding ?? full! };
+}
+
+/** `mlp_layer_types` ("dense" or "sparse" per layer), by default layer 0 dense and the others sparse. */
+function parseMlpLayerTypes(fields: ConfigFields, numLayers: number): boolean[] {
+  const types = fields.raw('mlp_layer_types');
+  if (types == null) return Array.from({ length: numLayers }, (_, i) => i > 0);
+  if (!(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {
+    throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
+  }
+  return types.map((t) => t === 'sparse');
+}
+
+/** One layer: pre-norm GQA (sliding: twice the KV heads and sinks) and a dense MLP or the MoE block. */
+class MimoDecoderLayer extends ComposedLayer implements PreNormLayer {
+  readonly inputNorm: RmsNorm;
+  readonly attention: SelfAttention;
+  readonly postAttentionNorm: RmsNorm;
+  readonly mlp: FeedForward;
+
+  constructor(config: MimoV2FlashConfig, index: number, rotary: RotaryEmbedding) {
+    super();
+    const p = `model.layers.${index}`;
+    const { hiddenSize, headDim, rmsNormEps: eps } = config;
+    const sliding = config.slidingLayers[index];
+    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
+    this.attention = new SelfAttention({
+      layer: index,
+      hiddenSize,
+      numHeads: config.numHeads,
+      numKvHeads: sliding ? 2 * config.numKvHeads : config.numKvHeads,
+      headDim,
+      scale: headDim ** -0.5,
+      slidingWindow: sliding ? config.slidingWindow : null,
+      softcap: null,
+      // The Hub's name; transformers' module calls it `sinks`.
+      sinks: sliding ? `${p}.self_attn.attention_sink_bias` : null,
+      rotary,
+      qkNorm: null,
+      ...projectionNames(`${p}.self_attn`),
+      qkvBias: config.attentionBias,
+      oBias: false,
+      narrowValues: { valueDim: config.valueDim, scale: config.valueScale },
+    });
+    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
+    this.mlp = deepseekMlp(config, `${p}.mlp`, config.sparseLayers[index]);
+  }
+
+  get sublayers(): Layer[] {
+    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
+  }
+}
+
+export class MimoV2FlashModel extends DecoderStack<MimoV2FlashConfig, MimoDecoderLayer> {
+  constructor(config: MimoV2FlashConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
+    const table = (rope: LayerTypeRope) =>
+      new RotaryEmbedding({ rotaryDim: rope.rotaryDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
+    const full = table(config.fullRope);
+    const sliding = table(config.slidingRope);
+    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
+    super(config, {
+      rotaries: [full, sliding],
+      embedding,
+      layers: Array.from({ length: config.numLayers }, (_, i) => new MimoDecoderLayer(config, i, config.slidingLayers[i] ? sliding : full)),
+      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
+      lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+    }, stage);
+  }
+
+  override get tapsLayerInputs(): boolean {
+    return true;
+  }
+
+  protected layerForward(b: Backend, layer: MimoDecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
+    return preNormLayerForward(b, layer, stream, step, cache);
+  }
+
+  earlyExit(numLayers: number): CausalLM {
+    return this.earlyExitAfter(numLayers);
+  }
+}
+
+export const mimoV2FlashFamily: ModelFamily<MimoV2FlashConfig> = {
+  name: 'MiMo-V2-Flash',
+  modelTypes: ['mimo_v2_flash'],
+  parseConfig: parseMimoV2FlashConfig,
+  create: (config, maxPositions, streaming, stage) => new MimoV2FlashModel(config, maxPositions, streaming, stage),
+};
