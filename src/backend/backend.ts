@@ -56,6 +56,9 @@ export interface RopeTable {
   sin: Float32Array;
 }
 
+/** The function of an attention output gate (Backend.multiplyGate): σ(g), or softplus(g) = ln(1 + eᵍ) (g itself past 20, as torch's). */
+export type GateFunction = 'sigmoid' | 'softplus';
+
 /** A query's temperature by its position (AttentionParams.queryTemperature, MlaParams.queryTemperature). */
 export interface QueryTemperature {
   floorScale: number;
@@ -603,8 +606,13 @@ export interface Backend {
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
    */
   headwiseLinear(x: Tensor, weight: Tensor): Tensor;
-  /** x · σ(gate), element by element, both [rows, cols] (an attention output gate: Qwen3-Next, Qwen3.5). */
-  multiplySigmoid(x: Tensor, gate: Tensor): Tensor;
+  /**
+   * An attention output gate: x [rows, cols] times fn(gate), gate [rows, cols] (one value per element:
+   * Qwen3-Next's and Qwen3.5's σ, Laguna's per-element softplus) or [rows, cols / k] (one value per k
+   * consecutive columns, a gate per head: Laguna's per-head softplus). fn(gate) is rounded to the
+   * activation dtype before the product.
+   */
+  multiplyGate(x: Tensor, gate: Tensor, fn: GateFunction): Tensor;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /**

@@ -19,6 +19,16 @@ export function assertSelectiveScanShapes(shapes: { xbc: readonly number[]; dt: 
 }
 
 /** layerNorm's groups: `width` values that tile a row of `cols`. */
+/** The columns of x each value of an output gate covers (Backend.multiplyGate): 1, or a head's width where the gate has one value per head. */
+export function gateGroup(x: readonly number[], gate: readonly number[]): number {
+  const [rows, cols] = x;
+  const [gateRows, gateCols] = gate;
+  if (x.length !== 2 || gate.length !== 2 || gateRows !== rows || !(gateCols >= 1 && cols % gateCols === 0)) {
+    throw new Error(`multiplyGate: a gate [${gate.join(', ')}] does not cover an input [${x.join(', ')}] in equal groups of columns`);
+  }
+  return cols / gateCols;
+}
+
 export function assertGroupWidth(cols: number, width: number): void {
   if (!(Number.isInteger(width) && width >= 1 && cols % width === 0)) throw new Error(`layerNorm: groups of ${width} do not tile rows of ${cols}`);
 }

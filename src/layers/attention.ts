@@ -438,7 +438,7 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.project(b, x, step), step, cache);
-    const gated = this.gate === null ? heads : b.multiplySigmoid(heads, this.gate.forward(b, x));
+    const gated = this.gate === null ? heads : b.multiplyGate(heads, this.gate.forward(b, x), 'sigmoid');
     const out = this.o.forwardWithLora(b, gated, step);
     // A replicated output projection is whole on every device: nothing to sum.
     return this.projectionNorm === null ? b.allReduce(out) : out;
