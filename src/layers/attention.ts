@@ -238,6 +238,12 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   outputGate?: boolean;
   /**
+   * An output gate of its own projection, `name` [numHeads (perHead) or numHeads · headDim, hidden]
+   * without a bias: the attention output times softplus of it, one value per head broadcast over
+   * the head, or one per element (Laguna's g_proj). Absent or null: none.
+   */
+  softplusGate?: { name: string; perHead: boolean } | null;
+  /**
    * Norms over the whole query projection and the whole key projection, in place of per-head
    * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
    * per head with each head's own weights. q, k and v then run as three matmuls so each output
@@ -314,6 +320,19 @@ function narrowValueTensors(options: SelfAttentionOptions, narrow: NarrowValues)
   };
 }
 
+/** The projection of a softplus gate (SelfAttentionOptions.softplusGate): column-parallel by query heads, unless the attention is replicated. */
+function softplusGateProjection(options: SelfAttentionOptions, gate: { name: string; perHead: boolean }, replicated: boolean): Linear {
+  const { numHeads, numKvHeads, headDim, hiddenSize } = options;
+  const width = gate.perHead ? 1 : headDim;
+  const inFeatures = options.inputSize ?? hiddenSize;
+  if (replicated) return Linear.single(gate.name, numHeads * width, inFeatures, 'replicated', false);
+  const shardRows = (_index: number, shard: TensorParallelShard): RowRange[] => {
+    const { q } = attentionHeadShard(numHeads, numKvHeads, shard);
+    return [{ start: q.start * width, count: q.count * width }];
+  };
+  return new Linear({ parts: [{ name: gate.name, rows: numHeads * width }], inFeatures, bias: false, shard: 'column', shardRows });
+}
+
 /** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
 export class SelfAttention implements Layer {
   readonly core: PagedAttention;
@@ -323,6 +342,8 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
   /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
   private readonly gate: Linear | null;
+  /** The softplus gate's own projection, or null (`SelfAttentionOptions.softplusGate`). */
+  private readonly softplusGate: Linear | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
   /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
@@ -372,6 +393,7 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+    this.softplusGate = options.softplusGate == null ? null : softplusGateProjection(options, options.softplusGate, replicated);
     this.ropeOrder = options.interleavedRope === true ? interleavedRopeOrder(options) : null;
     this.narrowValues = options.narrowValues == null ? null : narrowValueTensors(options, options.narrowValues);
   }
@@ -404,7 +426,7 @@ export class SelfAttention implements Layer {
 
   private get sublayers(): Layer[] {
     const norms = this.projectionNorm === null ? [] : [this.projectionNorm.q, this.projectionNorm.k];
-    return [...this.projections, ...norms, this.core, this.o];
+    return [...this.projections, ...norms, this.core, ...(this.softplusGate === null ? [] : [this.softplusGate]), this.o];
   }
 
   parameters(): ParameterSpec[] {
@@ -438,7 +460,10 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.project(b, x, step), step, cache);
-    const gated = this.gate === null ? heads : b.multiplyGate(heads, this.gate.forward(b, x), 'sigmoid');
+    const gated =
+      this.gate !== null ? b.multiplyGate(heads, this.gate.forward(b, x), 'sigmoid')
+      : this.softplusGate !== null ? b.multiplyGate(heads, this.softplusGate.forward(b, x), 'softplus')
+      : heads;
     const out = this.o.forwardWithLora(b, gated, step);
     // A replicated output projection is whole on every device: nothing to sum.
     return this.projectionNorm === null ? b.allReduce(out) : out;

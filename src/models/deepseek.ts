@@ -271,7 +271,7 @@ function parseIndexerTypes(fields: ConfigFields, numLayers: number): boolean[] {
  * `mlp_layer_types` ("dense" or "sparse" per decoder layer), else the first `firstDense` dense;
  * MTP layers are MoE.
  */
-function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
+export function parseMlpLayerTypes(fields: ConfigFields, numLayers: number, firstDense: number, numNextnPredictLayers: number): boolean[] {
   const types = fields.raw('mlp_layer_types');
   const decoder = types == null ? Array.from({ length: numLayers }, (_, i) => i >= firstDense) : null;
   if (decoder === null && !(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {

@@ -4,12 +4,14 @@ import { projectionNames, SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer } from '../layers/parameters.ts';
-import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
+import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
+import { parseMlpLayerTypes } from './deepseek.ts';
+import { layerTypeRopeTables, parseLayerTypeRopes, type LayerTypeRope } from './layer-type-rope.ts';
 import { preNormLayerForward } from './decoder.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { ConfigFields, layerTypeRopeFields, parseActivation, parseCommonFields, parseHeads, parseRopeParameters, parseSlidingLayerTypes } from './hf-config.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
@@ -51,13 +53,6 @@ export interface MimoV2FlashConfig extends ModelConfig {
   moe: DeepseekMoeConfig;
 }
 
-/** One layer type's RoPE: its theta and scaling over the leading `rotaryDim` dims of each head. */
-export interface LayerTypeRope {
-  ropeTheta: number;
-  ropeScaling: RopeScaling;
-  rotaryDim: number;
-}
-
 /** MiMoV2FlashConfig's defaults for keys a config.json may leave out. */
 const DEFAULTS = {
   maxPositions: 131072, numKvHeads: 4, headDim: 192, valueDim: 128, valueScale: 0.707, rmsNormEps: 1e-5, intermediateSize: 16384, slidingWindow: 128,
@@ -75,7 +70,7 @@ const DEFAULT_ROPE = {
   sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 0.334 },
 };
 /** MiMoV2FlashRotaryEmbedding's partial_rotary_factor where a default-RoPE entry leaves it out; the scaled types' functions read 1. */
-const DEFAULT_PARTIAL_ROTARY = 0.334;
+const partialRotaryDefault = (ropeType: string) => (ropeType === 'default' ? 0.334 : 1);
 
 function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): MimoV2FlashConfig {
   const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: DEFAULT_ROPE } : json, source);
@@ -90,8 +85,8 @@ function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): 
   const valueDim = fields.positiveInt('v_head_dim', DEFAULTS.valueDim);
   if (valueDim > headDim) throw invalidModel(`${source}: v_head_dim (${valueDim}) wider than head_dim (${headDim}) is not supported (Keel pads value heads to the q/k heads' width)`);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
-  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, headDim, maxPositionEmbeddings, slidingLayers);
-  const sparseLayers = parseMlpLayerTypes(fields, numLayers);
+  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, { headDim, maxPositionEmbeddings, slidingLayers, partialRotaryDefault });
+  const sparseLayers = parseMlpLayerTypes(fields, numLayers, 1, 0);
   // MiMoV2FlashConfig has no shared experts (it removes n_shared_experts), whatever the key says.
   const moe = { ...parseDeepseekMoe(fields, 'mimo_v2_flash', MOE_DEFAULTS), sharedIntermediateSize: 0 };
   return {
@@ -115,43 +110,6 @@ function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): 
     sparseLayers,
     moe,
   };
-}
-
-/**
- * `rope_parameters` per layer type, as MiMoV2FlashRotaryEmbedding reads them: each layer type the
- * model has needs its entry with its own rope_theta (transformers reads nothing at the top level),
- * rotating int(head_dim × partial_rotary_factor) leading dims (0.334 where a default-RoPE entry
- * leaves the factor out, 1 for the scaled types). A layer type the model lacks is read as the other.
- */
-function parseLayerTypeRopes(fields: ConfigFields, headDim: number, maxPositionEmbeddings: number, slidingLayers: boolean[]): { fullRope: LayerTypeRope; slidingRope: LayerTypeRope } {
-  const perLayerType = layerTypeRopeFields(fields);
-  if (perLayerType === null) {
-    throw invalidModel(`${fields.source}: mimo_v2_flash reads rope_parameters per layer type ({"full_attention": {...}, "sliding_attention": {...}}), not one RoPE dict`);
-  }
-  const noTopLevel = new ConfigFields({}, fields.source);
-  const parse = (entry: ConfigFields): LayerTypeRope => {
-    const ropeTheta = entry.positiveNumber('rope_theta');
-    const settings = parseRopeParameters(entry, noTopLevel, maxPositionEmbeddings, ropeTheta, perLayerType.outer);
-    const partial = entry.positiveNumber('partial_rotary_factor', settings.ropeScaling.type === 'default' ? DEFAULT_PARTIAL_ROTARY : 1);
-    const rotaryDim = Math.trunc(headDim * partial);
-    if (partial > 1 || rotaryDim % 2 !== 0 || rotaryDim === 0) {
-      throw invalidModel(`${entry.source}: partial_rotary_factor ${partial} gives ${rotaryDim} rotary dims of head_dim ${headDim}; Keel needs an even number, at most the head`);
-    }
-    return { ...settings, rotaryDim };
-  };
-  const full = slidingLayers.includes(false) ? parse(perLayerType.full) : null;
-  const sliding = slidingLayers.includes(true) ? parse(perLayerType.sliding) : null;
-  return { fullRope: full ?? sliding!, slidingRope: sliding ?? full! };
-}
-
-/** `mlp_layer_types` ("dense" or "sparse" per layer), by default layer 0 dense and the others sparse. */
-function parseMlpLayerTypes(fields: ConfigFields, numLayers: number): boolean[] {
-  const types = fields.raw('mlp_layer_types');
-  if (types == null) return Array.from({ length: numLayers }, (_, i) => i > 0);
-  if (!(Array.isArray(types) && types.length === numLayers && types.every((t) => t === 'dense' || t === 'sparse'))) {
-    throw invalidModel(`${fields.source}: mlp_layer_types must list "dense" or "sparse" for each of the ${numLayers} layers, not ${JSON.stringify(types)}`);
-  }
-  return types.map((t) => t === 'sparse');
 }
 
 /** One layer: pre-norm GQA (sliding: twice the KV heads and sinks) and a dense MLP or the MoE block. */
@@ -196,10 +154,7 @@ class MimoDecoderLayer extends ComposedLayer implements PreNormLayer {
 
 export class MimoV2FlashModel extends DecoderStack<MimoV2FlashConfig, MimoDecoderLayer> {
   constructor(config: MimoV2FlashConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
-    const table = (rope: LayerTypeRope) =>
-      new RotaryEmbedding({ rotaryDim: rope.rotaryDim, theta: rope.ropeTheta, scaling: rope.ropeScaling, maxPositionEmbeddings: config.maxPositionEmbeddings }, maxPositions, streaming);
-    const full = table(config.fullRope);
-    const sliding = table(config.slidingRope);
+    const { full, sliding } = layerTypeRopeTables(config, maxPositions, streaming);
     const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
     super(config, {
       rotaries: [full, sliding],
