@@ -255,6 +255,11 @@ export interface RoutingParams {
    * (Llama 4). Absent: false.
    */
   weightInputs?: boolean;
+  /**
+   * Router logits become cap · tanh(logit / cap) before they are scored (Laguna's
+   * moe_router_logit_softcapping). Absent or null: as they are.
+   */
+  logitSoftcap?: number | null;
 }
 
 /**

@@ -86,10 +86,12 @@ export function rowsKvLayer(layout: KvCacheLayout, layer: number, slots: Int32Ar
 }
 
 /** Routing parameters that make sense for `numExperts` experts (a config error otherwise, caught at load). */
-export function assertRoutingParams(params: Pick<RoutingParams, 'topK' | 'groups' | 'scale'>, numExperts: number): void {
+export function assertRoutingParams(params: Pick<RoutingParams, 'topK' | 'groups' | 'scale' | 'logitSoftcap'>, numExperts: number): void {
   const { topK, groups } = params;
   if (!(Number.isInteger(topK) && topK >= 1 && topK <= numExperts)) throw new Error(`routing: top-k ${topK} is outside [1, ${numExperts}] experts`);
   if (!Number.isFinite(params.scale)) throw new Error(`routing: scale ${params.scale} is not finite`);
+  const cap = params.logitSoftcap ?? null;
+  if (cap !== null && !(cap > 0 && Number.isFinite(cap))) throw new Error(`routing: logit soft-cap ${cap} is not a positive number`);
   if (groups === null) return;
   const { numGroups, topkGroups } = groups;
   if (!(Number.isInteger(numGroups) && numGroups >= 1 && numExperts % numGroups === 0)) {
