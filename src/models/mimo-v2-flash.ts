@@ -1,21 +1,13 @@
-import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { projectionNames, SelfAttention } from '../layers/attention.ts';
-import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
-import { RmsNorm } from '../layers/norm.ts';
-import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
-import type { CausalLM, ModelFamily } from './causal-lm.ts';
+import type { ModelFamily } from './causal-lm.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
 import { parseMlpLayerTypes } from './deepseek.ts';
-import { layerTypeRopeTables, parseLayerTypeRopes, type LayerTypeRope } from './layer-type-rope.ts';
-import { preNormLayerForward } from './decoder.ts';
-import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
-import type { ModelConfig } from './model-config.ts';
-import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
-import type { PipelineStage } from './pipeline-stage.ts';
-import type { StreamingWindow } from '../step/kv-cache-layout.ts';
+import { LayerTypeDecoderModel, type LayerTypeDecoderConfig } from './layer-type-decoder.ts';
+import { parseLayerTypeRopes } from './layer-type-rope.ts';
 
 /**
  * Xiaomi's MiMo-V2-Flash (`mimo_v2_flash`), as transformers 5.18's MiMoV2FlashForCausalLM: GQA
@@ -25,7 +17,7 @@ import type { StreamingWindow } from '../step/kv-cache-layout.ts';
  * RoPE per layer type over the leading `partial_rotary_factor` of each head; DeepSeek-V3's routed
  * experts without shared ones where `mlp_layer_types` says "sparse", a dense MLP elsewhere.
  */
-export interface MimoV2FlashConfig extends ModelConfig {
+export interface MimoV2FlashConfig extends LayerTypeDecoderConfig {
   numHeads: number;
   /** The full-attention layers' KV heads; the sliding layers hold twice as many. */
   numKvHeads: number;
@@ -35,16 +27,9 @@ export interface MimoV2FlashConfig extends ModelConfig {
   valueDim: number;
   /** Values times this before they are cached (`attention_value_scale`; null: 1). */
   valueScale: number;
-  rmsNormEps: number;
-  maxPositionEmbeddings: number;
   /** q/k/v projections carry a bias (`attention_bias`); o_proj never does. */
   attentionBias: boolean;
-  /** Per layer: whether it is a sliding-window layer (`layer_types`). */
-  slidingLayers: boolean[];
   slidingWindow: number;
-  /** The RoPE of the full and of the sliding layers (`rope_parameters` per layer type). */
-  fullRope: LayerTypeRope;
-  slidingRope: LayerTypeRope;
   activation: Activation;
   /** Width of the dense layers' MLP. */
   intermediateSize: number;
@@ -112,75 +97,38 @@ function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): 
   };
 }
 
-/** One layer: pre-norm GQA (sliding: twice the KV heads and sinks) and a dense MLP or the MoE block. */
-class MimoDecoderLayer extends ComposedLayer implements PreNormLayer {
-  readonly inputNorm: RmsNorm;
-  readonly attention: SelfAttention;
-  readonly postAttentionNorm: RmsNorm;
-  readonly mlp: FeedForward;
-
-  constructor(config: MimoV2FlashConfig, index: number, rotary: RotaryEmbedding) {
-    super();
-    const p = `model.layers.${index}`;
-    const { hiddenSize, headDim, rmsNormEps: eps } = config;
-    const sliding = config.slidingLayers[index];
-    this.inputNorm = new RmsNorm(`${p}.input_layernorm.weight`, hiddenSize, eps);
-    this.attention = new SelfAttention({
-      layer: index,
-      hiddenSize,
-      numHeads: config.numHeads,
-      numKvHeads: sliding ? 2 * config.numKvHeads : config.numKvHeads,
-      headDim,
-      scale: headDim ** -0.5,
-      slidingWindow: sliding ? config.slidingWindow : null,
-      softcap: null,
-      // The Hub's name; transformers' module calls it `sinks`.
-      sinks: sliding ? `${p}.self_attn.attention_sink_bias` : null,
-      rotary,
-      qkNorm: null,
-      ...projectionNames(`${p}.self_attn`),
-      qkvBias: config.attentionBias,
-      oBias: false,
-      narrowValues: { valueDim: config.valueDim, scale: config.valueScale },
-    });
-    this.postAttentionNorm = new RmsNorm(`${p}.post_attention_layernorm.weight`, hiddenSize, eps);
-    this.mlp = deepseekMlp(config, `${p}.mlp`, config.sparseLayers[index]);
-  }
-
-  get sublayers(): Layer[] {
-    return [this.inputNorm, this.attention, this.postAttentionNorm, this.mlp];
-  }
-}
-
-export class MimoV2FlashModel extends DecoderStack<MimoV2FlashConfig, MimoDecoderLayer> {
-  constructor(config: MimoV2FlashConfig, maxPositions: number, streaming: StreamingWindow | null, stage: PipelineStage) {
-    const { full, sliding } = layerTypeRopeTables(config, maxPositions, streaming);
-    const embedding = new VocabEmbedding('model.embed_tokens.weight', config.vocabSize, config.hiddenSize);
-    super(config, {
-      rotaries: [full, sliding],
-      embedding,
-      layers: Array.from({ length: config.numLayers }, (_, i) => new MimoDecoderLayer(config, i, config.slidingLayers[i] ? sliding : full)),
-      finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
-      lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
-    }, stage);
-  }
-
-  override get tapsLayerInputs(): boolean {
-    return true;
-  }
-
-  protected layerForward(b: Backend, layer: MimoDecoderLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
-    return preNormLayerForward(b, layer, stream, step, cache);
-  }
-
-  earlyExit(numLayers: number): CausalLM {
-    return this.earlyExitAfter(numLayers);
-  }
+/** Layer `index`'s attention: GQA with narrow values; on a sliding layer twice the KV heads, the window and sinks. */
+function mimoAttention(config: MimoV2FlashConfig, index: number, rotary: RotaryEmbedding): SelfAttention {
+  const p = `model.layers.${index}.self_attn`;
+  const { headDim } = config;
+  const sliding = config.slidingLayers[index];
+  return new SelfAttention({
+    layer: index,
+    hiddenSize: config.hiddenSize,
+    numHeads: config.numHeads,
+    numKvHeads: sliding ? 2 * config.numKvHeads : config.numKvHeads,
+    headDim,
+    scale: headDim ** -0.5,
+    slidingWindow: sliding ? config.slidingWindow : null,
+    softcap: null,
+    // The Hub's name; transformers' module calls it `sinks`.
+    sinks: sliding ? `${p}.attention_sink_bias` : null,
+    rotary,
+    qkNorm: null,
+    ...projectionNames(p),
+    qkvBias: config.attentionBias,
+    oBias: false,
+    narrowValues: { valueDim: config.valueDim, scale: config.valueScale },
+  });
 }
 
 export const mimoV2FlashFamily: ModelFamily<MimoV2FlashConfig> = {
   name: 'MiMo-V2-Flash',
   modelTypes: ['mimo_v2_flash'],
   parseConfig: parseMimoV2FlashConfig,
-  create: (config, maxPositions, streaming, stage) => new MimoV2FlashModel(config, maxPositions, streaming, stage),
+  create: (config, maxPositions, streaming, stage) =>
+    new LayerTypeDecoderModel(config, maxPositions, streaming, stage, {
+      attention: (i, rotary) => mimoAttention(config, i, rotary),
+      mlp: (i) => deepseekMlp(config, `model.layers.${i}.mlp`, config.sparseLayers[i]),
+    }),
 };
