@@ -125,6 +125,17 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         # The experts' order is the logits' within the kept groups; the groups' order is their probability sums'.
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(logits.masked_fill(~allowed, -math.inf), k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "laguna":
+        # Sigmoid of the (optionally tanh soft-capped) float32 logits; the bias picks, the scores weigh, always renormalised.
+        logits = F.linear(h, router.weight).float()
+        cap = config.moe_router_logit_softcapping
+        if cap > 0:
+            logits = torch.tanh(logits / cap) * cap
+        scores = logits.sigmoid()
+        choice = scores + router.e_score_correction_bias.float()
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
     if model_type == "hunyuan_v1_moe":
         # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
         logits = F.linear(h.float(), router.wg.weight.float())
@@ -565,6 +576,27 @@ def _value_scale_one(model):
         layer.self_attn.v_scale = 1.0
 
 
+def _no_router_softcap(model):
+    for _, router in moe_routers(model):
+        router.router_logit_softcapping = 0.0
+
+
+class _ConstantGate(torch.nn.Module):
+    """A g_proj whose every output is ln(e - 1), so that softplus of it is 1."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, h):
+        return torch.full((*h.shape[:-1], self.width), math.log(math.e - 1), dtype=h.dtype)
+
+
+def _output_gate_one(model):
+    for layer in _layers(model):
+        layer.self_attn.g_proj = _ConstantGate(layer.self_attn.g_proj.out_features)
+
+
 def _no_llama4_scaling(model):
     # get_llama_4_attn_scale reads the beta from the config at every forward.
     model.config.get_text_config().rope_parameters["llama_4_scaling_beta"] = 0.0
@@ -601,6 +633,8 @@ PROBES = {
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "router_softcap_off": ("router logits not soft-capped (moe_router_logit_softcapping 0)", _no_router_softcap),
+    "output_gate_one": ("attention output gate softplus(g_proj(x)) replaced by 1", _output_gate_one),
     "value_scale_one": ("attention_value_scale replaced by 1 (values cached unscaled)", _value_scale_one),
     "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
@@ -854,6 +888,16 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.v_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert", r"self_attn\.sinks", r"o_proj\.bias",
          r"^model\.layers\.0\.self_attn\.attention_sink_bias"],
+    ),
+    "laguna": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_expert\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.g_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_experts\.", r"mlp\.gate\.e_score_correction_bias"],
     ),
     "glm4_moe": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

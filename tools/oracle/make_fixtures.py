@@ -116,6 +116,7 @@ CONFIG_CLASS_NAMES = {
     "glm4_moe_lite": "Glm4MoeLiteConfig",
     "mistral4": "Mistral4Config",
     "mimo_v2_flash": "MiMoV2FlashConfig",
+    "laguna": "LagunaConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
@@ -152,7 +153,7 @@ FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "mistral4", "mimo_v2_flash"}
+                   "qwen3_vl_moe", "glm4v_moe", "mistral4", "mimo_v2_flash", "laguna"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
                               "dots1", "glm4v_moe", "mimo_v2_flash"}
@@ -1119,6 +1120,29 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER + ((r"\.self_attn\.sinks$", 0.0, 1.0),),
     probes=("sinks_off", "sliding_window_off", "value_scale_one", "e_score_bias_off", "routed_scale_one"),
 ))
+# Poolside's Laguna (laguna): per-layer query heads, softplus output gates, per-layer-type partial RoPE, capped sigmoid routing.
+FIXTURES.append(Fixture(
+    "laguna", "laguna",
+    "Laguna-like (LagunaForCausalLM), 3 layers: layer_types [full, sliding, sliding] (window 16), "
+    "num_attention_heads_per_layer [4, 8, 4] over 2 KV heads of head_dim 16, per-head q_norm/k_norm RMSNorm before "
+    "RoPE, q/k/v/o biases (attention_bias), the attention output times softplus(g_proj(x)), one gate per head "
+    "(gating true) broadcast over it. RoPE per layer type in rotate_half pairs: the full layer theta 5e5 over the "
+    "leading 8 of 16 dims (partial_rotary_factor 0.5), the sliding ones theta 1e4 over the whole head (the factor "
+    "left to LagunaRotaryEmbedding's default 1). Layer 0 a dense MLP (intermediate 32), layers 1-2 the MoE block: "
+    "router logits soft-capped to 2 * tanh(l / 2) (moe_router_logit_softcapping 2), sigmoid scores + "
+    "e_score_correction_bias (randomised) pick the top-2 of 8 experts (moe_intermediate 8), weights renormalised, "
+    "the experts' sum times moe_routed_scaling_factor 1.5, plus an ungated shared expert 16 wide. Weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, head_dim=16, num_attention_heads_per_layer=[4, 8, 4],
+            layer_types=["full_attention", "sliding_attention", "sliding_attention"], sliding_window=16,
+            attention_bias=True, intermediate_size=32, moe_intermediate_size=8, shared_expert_intermediate_size=16,
+            num_experts=8, num_experts_per_tok=2, moe_routed_scaling_factor=1.5, moe_router_logit_softcapping=2.0,
+            rms_norm_eps=1e-6),
+    {"full_attention": _rope("default", 500000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("output_gate_one", "router_softcap_off", "sliding_window_off", "qk_norm_off", "e_score_bias_off"),
+))
 FIXTURES.append(Fixture(
     "glm4-moe", "glm4_moe",
     "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
@@ -1568,6 +1592,7 @@ SEED_BASES = {
     "glm4-moe": 61000,
     "mistral4": 97000,
     "mimo-v2-flash": 98000,
+    "laguna": 99000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,

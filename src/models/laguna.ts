@@ -1,0 +1,179 @@
+import type { Activation } from '../backend/backend.ts';
+import { invalidModel } from '../errors.ts';
+import { projectionNames, qkNormLayers, SelfAttention } from '../layers/attention.ts';
+import { GatedMlp } from '../layers/gated-mlp.ts';
+import { MoeBlock } from '../layers/moe.ts';
+import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
+import type { ModelFamily } from './causal-lm.ts';
+import { parseMlpLayerTypes } from './deepseek.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
+import { LayerTypeDecoderModel, type LayerTypeDecoderConfig } from './layer-type-decoder.ts';
+import { parseLayerTypeRopes } from './layer-type-rope.ts';
+import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
+import type { FeedForward } from './pre-norm-layer.ts';
+
+/**
+ * Poolside's Laguna (`laguna`), as transformers 5.18's LagunaForCausalLM: GQA with per-head q/k
+ * RMSNorms before RoPE, a query head count per layer (`num_attention_heads_per_layer`), the
+ * attention output times softplus(g_proj(x)) per head or per element (`gating`), full and
+ * sliding-window layers (`layer_types`) each with their RoPE over a leading share of the head;
+ * where `mlp_layer_types` says "sparse", a sigmoid router over (optionally soft-capped) logits whose
+ * selection bias picks the top k, renormalized, the experts' sum scaled, beside an ungated shared
+ * expert; dense MLPs elsewhere.
+ */
+export interface LagunaConfig extends LayerTypeDecoderConfig {
+  /** Query heads per layer (`num_attention_heads_per_layer`, else num_attention_heads everywhere). */
+  numHeadsPerLayer: number[];
+  numKvHeads: number;
+  headDim: number;
+  /** q, k, v and o carry biases (`attention_bias`). */
+  attentionBias: boolean;
+  /** The output gate: one softplus value per head, or per element (`gating`). */
+  gatePerHead: boolean;
+  slidingWindow: number;
+  activation: Activation;
+  /** Width of the dense layers' MLP. */
+  intermediateSize: number;
+  /** Per layer: whether its feed-forward is the MoE block (`mlp_layer_types`). */
+  sparseLayers: boolean[];
+  numExperts: number;
+  numExpertsPerToken: number;
+  /** Each routed expert's width (moe_intermediate_size), and the shared expert's (shared_expert_intermediate_size). */
+  expertIntermediateSize: number;
+  sharedIntermediateSize: number;
+  /** Multiplies the routed experts' sum (`moe_routed_scaling_factor`). */
+  routedScale: number;
+  /** Router logits soft-capped at this (`moe_router_logit_softcapping`; 0 or less: none). */
+  routerLogitSoftcap: number | null;
+}
+
+/** LagunaConfig's defaults for keys a config.json may leave out. */
+const DEFAULTS = {
+  maxPositions: 131072, numKvHeads: 8, headDim: 128, rmsNormEps: 1e-6, intermediateSize: 8192, slidingWindow: 512,
+  numExperts: 256, topK: 8, expertWidth: 512, sharedWidth: 512,
+};
+/**
+ * The class's RoPE where a config.json gives no rope_parameters (it reads neither rope_scaling nor a
+ * top-level rope_theta): default RoPE of theta 5e5 over half of each head on the full layers, 1e4 over
+ * the whole head on the sliding ones.
+ */
+const DEFAULT_ROPE = {
+  full_attention: { rope_type: 'default', rope_theta: 500_000, partial_rotary_factor: 0.5 },
+  sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 1 },
+};
+
+function parseLagunaConfig(json: Record<string, unknown>, source: string): LagunaConfig {
+  const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: DEFAULT_ROPE } : json, source);
+  const common = parseCommonFields(fields, 'laguna');
+  const { numLayers } = common;
+  const { numHeads, numKvHeads } = parseHeads(fields, DEFAULTS.numKvHeads);
+  const numHeadsPerLayer = parseHeadsPerLayer(fields, numLayers, numHeads, numKvHeads);
+  const headDim = fields.positiveInt('head_dim', DEFAULTS.headDim);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
+  const slidingLayers = parseSlidingLayerTypes(fields, numLayers) ?? new Array<boolean>(numLayers).fill(false);
+  // LagunaRotaryEmbedding's partial_rotary_factor where an entry leaves it out, for every RoPE type.
+  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, { headDim, maxPositionEmbeddings, slidingLayers, partialRotaryDefault: () => 1 });
+  if (fields.boolean('moe_apply_router_weight_on_input', false)) {
+    throw invalidModel(`${source}: moe_apply_router_weight_on_input true is not supported for laguna (transformers does not implement it either)`);
+  }
+  const numExperts = parseNumExperts(fields, DEFAULTS.numExperts);
+  const cap = fields.finiteNumber('moe_router_logit_softcapping', 0);
+  return {
+    ...common,
+    contextLength: ropeContextLength({ scaling: fullRope.ropeScaling, maxPositionEmbeddings }),
+    numHeadsPerLayer,
+    numKvHeads,
+    headDim,
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
+    maxPositionEmbeddings,
+    attentionBias: fields.boolean('attention_bias', false),
+    gatePerHead: parseGating(fields),
+    slidingLayers,
+    slidingWindow: fields.positiveInt('sliding_window', DEFAULTS.slidingWindow),
+    fullRope,
+    slidingRope,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
+    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
+    sparseLayers: parseMlpLayerTypes(fields, numLayers, 1, 0),
+    numExperts,
+    numExpertsPerToken: parseExpertsPerToken(fields, numExperts, DEFAULTS.topK),
+    expertIntermediateSize: fields.positiveInt('moe_intermediate_size', DEFAULTS.expertWidth),
+    sharedIntermediateSize: fields.positiveInt('shared_expert_intermediate_size', DEFAULTS.sharedWidth),
+    routedScale: fields.finiteNumber('moe_routed_scaling_factor', 1),
+    // transformers caps only where the value is positive.
+    routerLogitSoftcap: cap > 0 ? cap : null,
+  };
+}
+
+/** `num_attention_heads_per_layer`, each a multiple of the KV heads it shares them over; else num_attention_heads in every layer. */
+function parseHeadsPerLayer(fields: ConfigFields, numLayers: number, numHeads: number, numKvHeads: number): number[] {
+  const perLayer = fields.raw('num_attention_heads_per_layer');
+  if (perLayer == null) return new Array<number>(numLayers).fill(numHeads);
+  if (!(Array.isArray(perLayer) && perLayer.length === numLayers && perLayer.every((n) => Number.isSafeInteger(n) && n > 0 && n % numKvHeads === 0))) {
+    throw invalidModel(`${fields.source}: num_attention_heads_per_layer must give each of the ${numLayers} layers a multiple of num_key_value_heads (${numKvHeads}), not ${JSON.stringify(perLayer)}`);
+  }
+  return perLayer as number[];
+}
+
+/** `gating`: true or "per-head" gates each head by one value; false or "per-element" each value by its own (LagunaAttention). */
+function parseGating(fields: ConfigFields): boolean {
+  const gating = fields.raw('gating') ?? true;
+  if (gating === true || gating === 'per-head') return true;
+  if (gating === false || gating === 'per-element') return false;
+  throw invalidModel(`${fields.source}: gating ${JSON.stringify(gating)} is not one of true, false, "per-head", "per-element"`);
+}
+
+/** Layer `index`'s attention: its query heads, per-head q/k norms, the window on a sliding layer, the softplus output gate. */
+function lagunaAttention(config: LagunaConfig, index: number, rotary: RotaryEmbedding): SelfAttention {
+  const p = `model.layers.${index}.self_attn`;
+  const { headDim, numKvHeads } = config;
+  const numHeads = config.numHeadsPerLayer[index];
+  return new SelfAttention({
+    layer: index,
+    hiddenSize: config.hiddenSize,
+    numHeads,
+    numKvHeads,
+    headDim,
+    scale: headDim ** -0.5,
+    slidingWindow: config.slidingLayers[index] ? config.slidingWindow : null,
+    softcap: null,
+    sinks: null,
+    rotary,
+    ...qkNormLayers({ q: `${p}.q_norm.weight`, k: `${p}.k_norm.weight` }, 'head', { numHeads, numKvHeads, headDim }, config.rmsNormEps),
+    ...projectionNames(p),
+    qkvBias: config.attentionBias,
+    oBias: config.attentionBias,
+    softplusGate: { name: `${p}.g_proj.weight`, perHead: config.gatePerHead },
+  });
+}
+
+/**
+ * Layer `index`'s `mlp`: the MoE block (router `gate`, its selection bias stored as
+ * `experts.e_score_correction_bias`, experts per expert, `shared_expert` always added), or a dense MLP.
+ */
+function lagunaMlp(config: LagunaConfig, index: number): FeedForward {
+  const p = `model.layers.${index}.mlp`;
+  const { hiddenSize, activation } = config;
+  const projections = (module: string) => ({ gate: `${module}.gate_proj.weight`, up: `${module}.up_proj.weight`, down: `${module}.down_proj.weight` });
+  if (!config.sparseLayers[index]) return new GatedMlp(projections(p), hiddenSize, config.intermediateSize, activation);
+  return new MoeBlock({
+    hiddenSize,
+    intermediateSize: config.expertIntermediateSize,
+    numExperts: config.numExperts,
+    router: `${p}.gate.weight`,
+    routerBias: false,
+    // The experts' sum times moe_routed_scaling_factor is each weight times it.
+    routing: { topK: config.numExpertsPerToken, scoring: 'sigmoid', selectionBias: `${p}.experts.e_score_correction_bias`, groups: null, normalize: true, scale: config.routedScale, logitSoftcap: config.routerLogitSoftcap },
+    experts: { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` },
+    activation,
+    shared: { mlp: new GatedMlp(projections(`${p}.shared_expert`), hiddenSize, config.sharedIntermediateSize, activation, { sharedExpert: true }), gate: null },
+  });
+}
+
+export const lagunaFamily: ModelFamily<LagunaConfig> = {
+  name: 'Laguna',
+  modelTypes: ['laguna'],
+  parseConfig: parseLagunaConfig,
+  create: (config, maxPositions, streaming, stage) =>
+    new LayerTypeDecoderModel(config, maxPositions, streaming, stage, { attention: (i, rotary) => lagunaAttention(config, i, rotary), mlp: (i) => lagunaMlp(config, i) }),
+};
