@@ -49,6 +49,20 @@ SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lit
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
 
+def _best_groups(choice: torch.Tensor, config, group_score) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek's group-limited choice: each group's score (`group_score` of its [tokens, groups, per-group] choices)
+    and which experts belong to the topk_group best groups."""
+    n_group, per = config.n_group, config.n_routed_experts // config.n_group
+    group_scores = group_score(choice.view(-1, n_group, per))
+    group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+    allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+    return group_scores, allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+
+
+def _top2_sum(groups: torch.Tensor) -> torch.Tensor:
+    return groups.topk(2, dim=-1).values.sum(dim=-1)
+
+
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
     """transformers' routing decision for each token, recomputed from the router's input
     (`selection_bias`: the e_score_correction_bias a MiniMax-M2 router is passed by its block).
@@ -78,10 +92,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
             margin = _sorted_gap(logits, k)
         elif config.topk_method == "group_limited_greedy":
             n_group, per = config.n_group, config.n_routed_experts // config.n_group
-            group_scores = probs.view(-1, n_group, per).max(dim=-1).values
-            group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-            allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-            allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+            _, allowed = _best_groups(probs, config, lambda groups: groups.max(dim=-1).values)
             masked = probs.masked_fill(~allowed, 0.0)
             weights, idx = torch.topk(masked, k, dim=-1)
             group_logits = logits.view(-1, n_group, per).max(dim=-1).values
@@ -95,11 +106,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
-        n_group, per = config.n_group, config.n_routed_experts // config.n_group
-        group_scores = choice.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
-        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        group_scores, allowed = _best_groups(choice, config, _top2_sum)
         masked = choice.masked_fill(~allowed, -math.inf)
         idx = torch.topk(masked, k, dim=-1).indices
         weights = scores.gather(1, idx)  # the bias picks experts but does not weight them
@@ -112,11 +119,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         # DeepSeek-V2's softmax scores, V3's groups (the sum of each group's two best probabilities), no bias.
         logits = F.linear(h.float(), router.weight.float())
         probs = logits.softmax(dim=-1)
-        n_group, per = config.n_group, config.n_routed_experts // config.n_group
-        group_scores = probs.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
-        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        group_scores, allowed = _best_groups(probs, config, _top2_sum)
         masked = probs.masked_fill(~allowed, -math.inf)
         weights, idx = torch.topk(masked, k, dim=-1)
         if config.norm_topk_prob:
