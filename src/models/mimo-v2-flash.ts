@@ -118,7 +118,8 @@ function mimoAttention(config: MimoV2FlashConfig, index: number, rotary: RotaryE
     ...projectionNames(p),
     qkvBias: config.attentionBias,
     oBias: false,
-    narrowValues: { valueDim: config.valueDim, scale: config.valueScale },
+    // Heads as wide as q/k's and unscaled values need no padding (nor its 16-bit-only read).
+    narrowValues: config.valueDim === headDim && config.valueScale === 1 ? null : { valueDim: config.valueDim, scale: config.valueScale },
   });
 }
 

@@ -568,7 +568,10 @@ def gen_mimo_v2_flash(r, name):
     if r.random() < 0.6:
         f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(layers - 1)] + ["sparse"]
     rope_ = {layer_type: _layer_type_rope(r, f, head_dim, 0.334) for layer_type in ("full_attention", "sliding_attention")}
-    return fx(name, "mimo_v2_flash", f, rope_, init_overrides=GLM4_MOE_ROUTER + ((r"\.self_attn\.sinks$", 0.0, 1.0),))
+    # Only sliding layers have sinks (by default every layer but the first of these few).
+    sliding = "sliding_attention" in f.get("layer_types", ["sliding_attention"])
+    sinks = ((r"\.self_attn\.sinks$", 0.0, 1.0),) if sliding else ()
+    return fx(name, "mimo_v2_flash", f, rope_, init_overrides=GLM4_MOE_ROUTER + sinks)
 
 
 def gen_laguna(r, name):
