@@ -1,14 +1,11 @@
-import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { projectionNames, qkNormLayers, SelfAttention } from '../layers/attention.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
 import { MoeBlock } from '../layers/moe.ts';
-import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
+import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
-import { parseMlpLayerTypes } from './deepseek.ts';
-import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
-import { LayerTypeDecoderModel, type LayerTypeDecoderConfig } from './layer-type-decoder.ts';
-import { parseLayerTypeRopes } from './layer-type-rope.ts';
+import type { ConfigFields } from './hf-config.ts';
+import { LayerTypeDecoderModel, parseLayerTypeDecoderFields, type LayerTypeDecoderDefaults, type LayerTypeDecoderFields } from './layer-type-decoder.ts';
 import { parseExpertsPerToken, parseNumExperts } from './moe-fields.ts';
 import type { FeedForward } from './pre-norm-layer.ts';
 
@@ -21,21 +18,11 @@ import type { FeedForward } from './pre-norm-layer.ts';
  * selection bias picks the top k, renormalized, the experts' sum scaled, beside an ungated shared
  * expert; dense MLPs elsewhere.
  */
-export interface LagunaConfig extends LayerTypeDecoderConfig {
+export interface LagunaConfig extends LayerTypeDecoderFields {
   /** Query heads per layer (`num_attention_heads_per_layer`, else num_attention_heads everywhere). */
   numHeadsPerLayer: number[];
-  numKvHeads: number;
-  headDim: number;
-  /** q, k, v and o carry biases (`attention_bias`). */
-  attentionBias: boolean;
   /** The output gate: one softplus value per head, or per element (`gating`). */
   gatePerHead: boolean;
-  slidingWindow: number;
-  activation: Activation;
-  /** Width of the dense layers' MLP. */
-  intermediateSize: number;
-  /** Per layer: whether its feed-forward is the MoE block (`mlp_layer_types`). */
-  sparseLayers: boolean[];
   numExperts: number;
   numExpertsPerToken: number;
   /** Each routed expert's width (moe_intermediate_size), and the shared expert's (shared_expert_intermediate_size). */
@@ -47,58 +34,38 @@ export interface LagunaConfig extends LayerTypeDecoderConfig {
   routerLogitSoftcap: number | null;
 }
 
-/** LagunaConfig's defaults for keys a config.json may leave out. */
-const DEFAULTS = {
-  maxPositions: 131072, numKvHeads: 8, headDim: 128, rmsNormEps: 1e-6, intermediateSize: 8192, slidingWindow: 512,
-  numExperts: 256, topK: 8, expertWidth: 512, sharedWidth: 512,
-};
 /**
- * The class's RoPE where a config.json gives no rope_parameters (it reads neither rope_scaling nor a
- * top-level rope_theta): default RoPE of theta 5e5 over half of each head on the full layers, 1e4 over
- * the whole head on the sliding ones.
+ * LagunaConfig's defaults for keys a config.json may leave out. Its RoPE where a config.json gives
+ * no rope_parameters: default RoPE of theta 5e5 over half of each head on the full layers, 1e4 over
+ * the whole head on the sliding ones (LagunaRotaryEmbedding's factor 1 where an entry leaves it out,
+ * for every RoPE type). Every layer full.
  */
-const DEFAULT_ROPE = {
-  full_attention: { rope_type: 'default', rope_theta: 500_000, partial_rotary_factor: 0.5 },
-  sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 1 },
+const DEFAULTS: LayerTypeDecoderDefaults = {
+  maxPositions: 131072, numKvHeads: 8, headDim: 128, rmsNormEps: 1e-6, intermediateSize: 8192, slidingWindow: 512,
+  rope: {
+    full_attention: { rope_type: 'default', rope_theta: 500_000, partial_rotary_factor: 0.5 },
+    sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 1 },
+  },
+  partialRotaryDefault: () => 1,
+  slidingLayers: (numLayers) => new Array<boolean>(numLayers).fill(false),
 };
+const MOE_DEFAULTS = { numExperts: 256, topK: 8, expertWidth: 512, sharedWidth: 512 };
 
 function parseLagunaConfig(json: Record<string, unknown>, source: string): LagunaConfig {
-  const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: DEFAULT_ROPE } : json, source);
-  const common = parseCommonFields(fields, 'laguna');
-  const { numLayers } = common;
-  const { numHeads, numKvHeads } = parseHeads(fields, DEFAULTS.numKvHeads);
-  const numHeadsPerLayer = parseHeadsPerLayer(fields, numLayers, numHeads, numKvHeads);
-  const headDim = fields.positiveInt('head_dim', DEFAULTS.headDim);
-  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
-  const slidingLayers = parseSlidingLayerTypes(fields, numLayers) ?? new Array<boolean>(numLayers).fill(false);
-  // LagunaRotaryEmbedding's partial_rotary_factor where an entry leaves it out, for every RoPE type.
-  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, { headDim, maxPositionEmbeddings, slidingLayers, partialRotaryDefault: () => 1 });
+  const { fields, decoder } = parseLayerTypeDecoderFields(json, source, 'laguna', DEFAULTS);
   if (fields.boolean('moe_apply_router_weight_on_input', false)) {
     throw invalidModel(`${source}: moe_apply_router_weight_on_input true is not supported for laguna (transformers does not implement it either)`);
   }
-  const numExperts = parseNumExperts(fields, DEFAULTS.numExperts);
+  const numExperts = parseNumExperts(fields, MOE_DEFAULTS.numExperts);
   const cap = fields.finiteNumber('moe_router_logit_softcapping', 0);
   return {
-    ...common,
-    contextLength: ropeContextLength({ scaling: fullRope.ropeScaling, maxPositionEmbeddings }),
-    numHeadsPerLayer,
-    numKvHeads,
-    headDim,
-    rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
-    maxPositionEmbeddings,
-    attentionBias: fields.boolean('attention_bias', false),
+    ...decoder,
+    numHeadsPerLayer: parseHeadsPerLayer(fields, decoder.numLayers, decoder.numHeads, decoder.numKvHeads),
     gatePerHead: parseGating(fields),
-    slidingLayers,
-    slidingWindow: fields.positiveInt('sliding_window', DEFAULTS.slidingWindow),
-    fullRope,
-    slidingRope,
-    activation: parseActivation(fields, 'hidden_act', 'silu'),
-    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
-    sparseLayers: parseMlpLayerTypes(fields, numLayers, 1, 0),
     numExperts,
-    numExpertsPerToken: parseExpertsPerToken(fields, numExperts, DEFAULTS.topK),
-    expertIntermediateSize: fields.positiveInt('moe_intermediate_size', DEFAULTS.expertWidth),
-    sharedIntermediateSize: fields.positiveInt('shared_expert_intermediate_size', DEFAULTS.sharedWidth),
+    numExpertsPerToken: parseExpertsPerToken(fields, numExperts, MOE_DEFAULTS.topK),
+    expertIntermediateSize: fields.positiveInt('moe_intermediate_size', MOE_DEFAULTS.expertWidth),
+    sharedIntermediateSize: fields.positiveInt('shared_expert_intermediate_size', MOE_DEFAULTS.sharedWidth),
     routedScale: fields.finiteNumber('moe_routed_scaling_factor', 1),
     // transformers caps only where the value is positive.
     routerLogitSoftcap: cap > 0 ? cap : null,
@@ -142,6 +109,7 @@ function lagunaAttention(config: LagunaConfig, index: number, rotary: RotaryEmbe
     ...qkNormLayers({ q: `${p}.q_norm.weight`, k: `${p}.k_norm.weight` }, 'head', { numHeads, numKvHeads, headDim }, config.rmsNormEps),
     ...projectionNames(p),
     qkvBias: config.attentionBias,
+    // Laguna's o_proj follows attention_bias too.
     oBias: config.attentionBias,
     softplusGate: { name: `${p}.g_proj.weight`, perHead: config.gatePerHead },
   });

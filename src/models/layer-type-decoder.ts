@@ -1,14 +1,16 @@
-import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import type { SelfAttention } from '../layers/attention.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer } from '../layers/parameters.ts';
-import type { RotaryEmbedding } from '../layers/rotary.ts';
+import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
 import type { CausalLM } from './causal-lm.ts';
 import { preNormLayerForward } from './decoder.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { layerTypeRopeTables, type LayerTypeRope } from './layer-type-rope.ts';
+import { parseMlpLayerTypes } from './deepseek.ts';
+import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
+import { layerTypeRopeTables, parseLayerTypeRopes, type LayerTypeRope } from './layer-type-rope.ts';
 import type { ModelConfig } from './model-config.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 import type { FeedForward, PreNormLayer } from './pre-norm-layer.ts';
@@ -22,6 +24,71 @@ export interface LayerTypeDecoderConfig extends ModelConfig {
   /** The RoPE of the full and of the sliding layers (`rope_parameters` per layer type). */
   fullRope: LayerTypeRope;
   slidingRope: LayerTypeRope;
+}
+
+/** The keys MiMo-V2-Flash and Laguna read alike: the decoder's, its heads, window, dense MLPs and MoE layers. */
+export interface LayerTypeDecoderFields extends LayerTypeDecoderConfig {
+  numHeads: number;
+  numKvHeads: number;
+  /** Query and key head width (`head_dim`). */
+  headDim: number;
+  /** q/k/v projections carry a bias (`attention_bias`). */
+  attentionBias: boolean;
+  slidingWindow: number;
+  activation: Activation;
+  /** Width of the dense layers' MLP. */
+  intermediateSize: number;
+  /** Per layer: whether its feed-forward is the MoE block (`mlp_layer_types`, by default all but layer 0). */
+  sparseLayers: boolean[];
+}
+
+/** A config class's defaults for those keys, its RoPE dict per layer type where a config gives none, and its layer types. */
+export interface LayerTypeDecoderDefaults {
+  maxPositions: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  slidingWindow: number;
+  intermediateSize: number;
+  rope: Record<'full_attention' | 'sliding_attention', Record<string, unknown>>;
+  /** partial_rotary_factor where a RoPE entry of this type leaves it out. */
+  partialRotaryDefault: (ropeType: string) => number;
+  /** Whether each layer slides where `layer_types` is absent. */
+  slidingLayers: (numLayers: number) => boolean[];
+}
+
+/**
+ * `json` read with a layer-type family's defaults (the class's RoPE per layer type where it gives no
+ * rope_parameters: those classes read neither rope_scaling nor a top-level rope_theta); returns the
+ * fields read with those defaults, for the family's own keys.
+ */
+export function parseLayerTypeDecoderFields(json: Record<string, unknown>, source: string, modelType: string, defaults: LayerTypeDecoderDefaults): { fields: ConfigFields; decoder: LayerTypeDecoderFields } {
+  const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: defaults.rope } : json, source);
+  const common = parseCommonFields(fields, modelType);
+  const { numLayers } = common;
+  const { numHeads, numKvHeads } = parseHeads(fields, defaults.numKvHeads);
+  const headDim = fields.positiveInt('head_dim', defaults.headDim);
+  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
+  const slidingLayers = parseSlidingLayerTypes(fields, numLayers) ?? defaults.slidingLayers(numLayers);
+  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, { headDim, maxPositionEmbeddings, slidingLayers, partialRotaryDefault: defaults.partialRotaryDefault });
+  const decoder: LayerTypeDecoderFields = {
+    ...common,
+    contextLength: ropeContextLength({ scaling: fullRope.ropeScaling, maxPositionEmbeddings }),
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: fields.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
+    maxPositionEmbeddings,
+    attentionBias: fields.boolean('attention_bias', false),
+    slidingLayers,
+    slidingWindow: fields.positiveInt('sliding_window', defaults.slidingWindow),
+    fullRope,
+    slidingRope,
+    activation: parseActivation(fields, 'hidden_act', 'silu'),
+    intermediateSize: fields.positiveInt('intermediate_size', defaults.intermediateSize),
+    sparseLayers: parseMlpLayerTypes(fields, numLayers, 1, 0),
+  };
+  return { fields, decoder };
 }
 
 /** A pre-norm layer under `model.layers.<index>`: input_layernorm, self_attn, post_attention_layernorm, mlp. */

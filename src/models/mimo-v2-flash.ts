@@ -1,13 +1,9 @@
-import type { Activation } from '../backend/backend.ts';
 import { invalidModel } from '../errors.ts';
 import { projectionNames, SelfAttention } from '../layers/attention.ts';
-import { ropeContextLength, type RotaryEmbedding } from '../layers/rotary.ts';
+import type { RotaryEmbedding } from '../layers/rotary.ts';
 import type { ModelFamily } from './causal-lm.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
-import { parseMlpLayerTypes } from './deepseek.ts';
-import { ConfigFields, parseActivation, parseCommonFields, parseHeads, parseSlidingLayerTypes } from './hf-config.ts';
-import { LayerTypeDecoderModel, type LayerTypeDecoderConfig } from './layer-type-decoder.ts';
-import { parseLayerTypeRopes } from './layer-type-rope.ts';
+import { LayerTypeDecoderModel, parseLayerTypeDecoderFields, type LayerTypeDecoderDefaults, type LayerTypeDecoderFields } from './layer-type-decoder.ts';
 
 /**
  * Xiaomi's MiMo-V2-Flash (`mimo_v2_flash`), as transformers 5.18's MiMoV2FlashForCausalLM: GQA
@@ -17,83 +13,47 @@ import { parseLayerTypeRopes } from './layer-type-rope.ts';
  * RoPE per layer type over the leading `partial_rotary_factor` of each head; DeepSeek-V3's routed
  * experts without shared ones where `mlp_layer_types` says "sparse", a dense MLP elsewhere.
  */
-export interface MimoV2FlashConfig extends LayerTypeDecoderConfig {
-  numHeads: number;
-  /** The full-attention layers' KV heads; the sliding layers hold twice as many. */
-  numKvHeads: number;
-  /** Query and key head width (`head_dim`). */
-  headDim: number;
+export interface MimoV2FlashConfig extends LayerTypeDecoderFields {
   /** Value head width (`v_head_dim`), at most headDim. */
   valueDim: number;
   /** Values times this before they are cached (`attention_value_scale`; null: 1). */
   valueScale: number;
-  /** q/k/v projections carry a bias (`attention_bias`); o_proj never does. */
-  attentionBias: boolean;
-  slidingWindow: number;
-  activation: Activation;
-  /** Width of the dense layers' MLP. */
-  intermediateSize: number;
-  /** Per layer: whether its feed-forward is the MoE block (`mlp_layer_types`). */
-  sparseLayers: boolean[];
   moe: DeepseekMoeConfig;
 }
 
-/** MiMoV2FlashConfig's defaults for keys a config.json may leave out. */
-const DEFAULTS = {
-  maxPositions: 131072, numKvHeads: 4, headDim: 192, valueDim: 128, valueScale: 0.707, rmsNormEps: 1e-5, intermediateSize: 16384, slidingWindow: 128,
-  // Full attention at layer 0 and every sixth layer.
-  fullEvery: 6,
-};
-const MOE_DEFAULTS = { numExperts: 256, expertWidth: 2048, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, topK: 8 };
 /**
- * The class's RoPE where a config.json gives no rope_parameters (it reads neither rope_scaling nor
- * a top-level rope_theta): default RoPE of theta 5e6 on the full layers, 1e4 on the sliding ones,
- * over 0.334 of each head.
+ * MiMoV2FlashConfig's defaults for keys a config.json may leave out. Its RoPE where a config.json
+ * gives no rope_parameters: default RoPE of theta 5e6 on the full layers, 1e4 on the sliding ones,
+ * over 0.334 of each head (MiMoV2FlashRotaryEmbedding's factor where a default-RoPE entry leaves it
+ * out; the scaled types' functions read 1). Full attention at layer 0 and every sixth layer.
  */
-const DEFAULT_ROPE = {
-  full_attention: { rope_type: 'default', rope_theta: 5_000_000, partial_rotary_factor: 0.334 },
-  sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 0.334 },
+const DEFAULTS: LayerTypeDecoderDefaults = {
+  maxPositions: 131072, numKvHeads: 4, headDim: 192, rmsNormEps: 1e-5, intermediateSize: 16384, slidingWindow: 128,
+  rope: {
+    full_attention: { rope_type: 'default', rope_theta: 5_000_000, partial_rotary_factor: 0.334 },
+    sliding_attention: { rope_type: 'default', rope_theta: 10_000, partial_rotary_factor: 0.334 },
+  },
+  partialRotaryDefault: (ropeType) => (ropeType === 'default' ? 0.334 : 1),
+  slidingLayers: (numLayers) => Array.from({ length: numLayers }, (_, i) => i !== 0 && (i + 1) % 6 !== 0),
 };
-/** MiMoV2FlashRotaryEmbedding's partial_rotary_factor where a default-RoPE entry leaves it out; the scaled types' functions read 1. */
-const partialRotaryDefault = (ropeType: string) => (ropeType === 'default' ? 0.334 : 1);
+const VALUE_DEFAULTS = { valueDim: 128, valueScale: 0.707 };
+const MOE_DEFAULTS = { numExperts: 256, expertWidth: 2048, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, topK: 8 };
 
 function parseMimoV2FlashConfig(json: Record<string, unknown>, source: string): MimoV2FlashConfig {
-  const fields = new ConfigFields(json.rope_parameters == null ? { ...json, rope_parameters: DEFAULT_ROPE } : json, source);
-  const common = parseCommonFields(fields, 'mimo_v2_flash');
-  const { numLayers } = common;
-  const { numHeads, numKvHeads } = parseHeads(fields, DEFAULTS.numKvHeads);
-  const slidingLayers = parseSlidingLayerTypes(fields, numLayers) ?? Array.from({ length: numLayers }, (_, i) => i !== 0 && (i + 1) % DEFAULTS.fullEvery !== 0);
-  if (slidingLayers.includes(true) && numHeads % (2 * numKvHeads) !== 0) {
+  const { fields, decoder } = parseLayerTypeDecoderFields(json, source, 'mimo_v2_flash', DEFAULTS);
+  const { numHeads, numKvHeads, headDim } = decoder;
+  if (decoder.slidingLayers.includes(true) && numHeads % (2 * numKvHeads) !== 0) {
     throw invalidModel(`${source}: num_attention_heads (${numHeads}) must be a multiple of the sliding layers' 2 × num_key_value_heads (${2 * numKvHeads}) key/value heads`);
   }
-  const headDim = fields.positiveInt('head_dim', DEFAULTS.headDim);
-  const valueDim = fields.positiveInt('v_head_dim', DEFAULTS.valueDim);
+  const valueDim = fields.positiveInt('v_head_dim', VALUE_DEFAULTS.valueDim);
   if (valueDim > headDim) throw invalidModel(`${source}: v_head_dim (${valueDim}) wider than head_dim (${headDim}) is not supported (Keel pads value heads to the q/k heads' width)`);
-  const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', DEFAULTS.maxPositions);
-  const { fullRope, slidingRope } = parseLayerTypeRopes(fields, { headDim, maxPositionEmbeddings, slidingLayers, partialRotaryDefault });
-  const sparseLayers = parseMlpLayerTypes(fields, numLayers, 1, 0);
-  // MiMoV2FlashConfig has no shared experts (it removes n_shared_experts), whatever the key says.
-  const moe = { ...parseDeepseekMoe(fields, 'mimo_v2_flash', MOE_DEFAULTS), sharedIntermediateSize: 0 };
   return {
-    ...common,
-    contextLength: ropeContextLength({ scaling: fullRope.ropeScaling, maxPositionEmbeddings }),
-    numHeads,
-    numKvHeads,
-    headDim,
+    ...decoder,
     valueDim,
     // An explicit null is MiMoV2FlashAttention's 1; an absent key the class's 0.707.
-    valueScale: 'attention_value_scale' in json && json.attention_value_scale === null ? 1 : fields.finiteNumber('attention_value_scale', DEFAULTS.valueScale),
-    rmsNormEps: fields.positiveNumber('rms_norm_eps', DEFAULTS.rmsNormEps),
-    maxPositionEmbeddings,
-    attentionBias: fields.boolean('attention_bias', false),
-    slidingLayers,
-    slidingWindow: fields.positiveInt('sliding_window', DEFAULTS.slidingWindow),
-    fullRope,
-    slidingRope,
-    activation: parseActivation(fields, 'hidden_act', 'silu'),
-    intermediateSize: fields.positiveInt('intermediate_size', DEFAULTS.intermediateSize),
-    sparseLayers,
-    moe,
+    valueScale: 'attention_value_scale' in json && json.attention_value_scale === null ? 1 : fields.finiteNumber('attention_value_scale', VALUE_DEFAULTS.valueScale),
+    // MiMoV2FlashConfig has no shared experts (it removes n_shared_experts), whatever the key says.
+    moe: { ...parseDeepseekMoe(fields, 'mimo_v2_flash', MOE_DEFAULTS), sharedIntermediateSize: 0 },
   };
 }
 
