@@ -1,10 +1,12 @@
 import type { AttentionParams, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec, DecodeSelection, SparseAttention } from '../step/kv-cache-layout.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { float32Tensor } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
-import { selectedRows } from './row-selection.ts';
+import { selectedRows, transformedTensors } from './row-selection.ts';
 import { interleavedRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
@@ -272,6 +274,12 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   outputGate?: boolean;
   /**
+   * An output gate of its own projection, `name` [numHeads (perHead) or numHeads · headDim, hidden]
+   * without a bias: the attention output times softplus of it, one value per head broadcast over
+   * the head, or one per element (Laguna's g_proj). Absent or null: none.
+   */
+  softplusGate?: { name: string; perHead: boolean } | null;
+  /**
    * Norms over the whole query projection and the whole key projection, in place of per-head
    * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
    * per head with each head's own weights. q, k and v then run as three matmuls so each output
@@ -281,11 +289,84 @@ export interface SelfAttentionOptions extends AttentionOptions {
    */
   projectionNorm?: { q: ProjectionNorm; k: ProjectionNorm } | null;
   /**
+   * Values narrower than the q/k heads (MiMo-V2-Flash's v_head_dim), times `scale` (its
+   * attention_value_scale): `NarrowValues`. Absent or null: values as wide as the heads, unscaled.
+   */
+  narrowValues?: NarrowValues | null;
+  /**
    * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere, GLM-4, Llama 4): q_proj's
    * and k_proj's rows (and biases) are read permuted into rotate_half order, quantized ones as codes
    * (interleaved-rope.ts). Absent: false.
    */
   interleavedRope?: boolean;
+}
+
+/**
+ * Value heads of `valueDim` < headDim, scaled by `scale` before they are cached. The layer reads
+ * v_proj's rows (and bias) zero-padded per head to headDim and times `scale`, and o_proj's columns
+ * zero-padded per head alike, so the KV cache, the attention kernels and tensor parallelism see
+ * heads of one width: exact, since a zero value row adds zeros to each head's output, which o_proj's
+ * zero columns ignore, at the cost of caching headDim − valueDim zeros per kv head. Read through
+ * `read` (transformedTensors), so such a layer loads 16-bit weights.
+ */
+export interface NarrowValues {
+  valueDim: number;
+  scale: number;
+}
+
+/** `source` with v_proj and o_proj read as NarrowValues pads them; `parameters` maps their shapes back to the checkpoint's. */
+function narrowValueTensors(options: SelfAttentionOptions, narrow: NarrowValues): { source: (s: WeightSource) => WeightSource; checkpointShape: (p: ParameterSpec) => ParameterSpec } {
+  const { qkv, o, headDim } = options;
+  if ('qkv' in qkv) throw new Error(`${o}: narrow value heads are read from a separate v_proj`);
+  const { valueDim, scale } = narrow;
+  const vBias = qkv.v.replace(/\.weight$/, '.bias');
+  // Row r of a padded [heads · headDim, cols] tensor: row h · valueDim + (r % headDim) of the checkpoint's, or zero.
+  const padRows = (t: HostTensor, factor: number): HostTensor => {
+    const cols = t.shape.length === 2 ? t.shape[1] : 1;
+    const heads = t.shape[0] / valueDim;
+    const values = hostTensorToFloat32(t);
+    const out = new Float32Array(heads * headDim * cols);
+    for (let h = 0; h < heads; h++) {
+      for (let d = 0; d < valueDim; d++) {
+        for (let c = 0; c < cols; c++) out[(h * headDim + d) * cols + c] = values[(h * valueDim + d) * cols + c] * factor;
+      }
+    }
+    return float32Tensor(out, t.shape.length === 2 ? [heads * headDim, cols] : [heads * headDim]);
+  };
+  // Column c of a padded [rows, heads · headDim] tensor: column h · valueDim + (c % headDim) of the checkpoint's, or zero.
+  const padColumns = (t: HostTensor): HostTensor => {
+    const [rows, cols] = t.shape;
+    const heads = cols / valueDim;
+    const values = hostTensorToFloat32(t);
+    const out = new Float32Array(rows * heads * headDim);
+    for (let r = 0; r < rows; r++) {
+      for (let h = 0; h < heads; h++) {
+        for (let d = 0; d < valueDim; d++) out[r * heads * headDim + h * headDim + d] = values[r * cols + h * valueDim + d];
+      }
+    }
+    return float32Tensor(out, [rows, heads * headDim]);
+  };
+  const narrowed = (n: number) => (n / headDim) * valueDim;
+  return {
+    source: (s) => transformedTensors(s, (name) => (name === qkv.v || name === vBias ? (t) => padRows(t, scale) : name === o ? padColumns : null)),
+    checkpointShape: (p) => {
+      if (p.name === qkv.v || p.name === vBias) return { ...p, shape: [narrowed(p.shape[0]), ...p.shape.slice(1)] };
+      return p.name === o ? { ...p, shape: [p.shape[0], narrowed(p.shape[1])] } : p;
+    },
+  };
+}
+
+/** The projection of a softplus gate (SelfAttentionOptions.softplusGate): column-parallel by query heads, unless the attention is replicated. */
+function softplusGateProjection(options: SelfAttentionOptions, gate: { name: string; perHead: boolean }, replicated: boolean): Linear {
+  const { numHeads, numKvHeads, headDim, hiddenSize } = options;
+  const width = gate.perHead ? 1 : headDim;
+  const inFeatures = options.inputSize ?? hiddenSize;
+  if (replicated) return Linear.single(gate.name, numHeads * width, inFeatures, 'replicated', false);
+  const shardRows = (_index: number, shard: TensorParallelShard): RowRange[] => {
+    const { q } = attentionHeadShard(numHeads, numKvHeads, shard);
+    return [{ start: q.start * width, count: q.count * width }];
+  };
+  return new Linear({ parts: [{ name: gate.name, rows: numHeads * width }], inFeatures, bias: false, shard: 'column', shardRows });
 }
 
 /** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
@@ -297,10 +378,14 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
   /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
   private readonly gate: Linear | null;
+  /** The softplus gate's own projection, or null (`SelfAttentionOptions.softplusGate`). */
+  private readonly softplusGate: Linear | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
   /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
   private readonly ropeOrder: ReturnType<typeof interleavedRopeOrder> | null;
+  /** v_proj and o_proj padded to whole heads (`narrowValues`), or null. */
+  private readonly narrowValues: ReturnType<typeof narrowValueTensors> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -344,7 +429,9 @@ export class SelfAttention implements Layer {
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
     this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+    this.softplusGate = options.softplusGate == null ? null : softplusGateProjection(options, options.softplusGate, replicated);
     this.ropeOrder = options.interleavedRope === true ? interleavedRopeOrder(options) : null;
+    this.narrowValues = options.narrowValues == null ? null : narrowValueTensors(options, options.narrowValues);
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
@@ -375,11 +462,12 @@ export class SelfAttention implements Layer {
 
   private get sublayers(): Layer[] {
     const norms = this.projectionNorm === null ? [] : [this.projectionNorm.q, this.projectionNorm.k];
-    return [...this.projections, ...norms, this.core, this.o];
+    return [...this.projections, ...norms, this.core, ...(this.softplusGate === null ? [] : [this.softplusGate]), this.o];
   }
 
   parameters(): ParameterSpec[] {
-    const params = parametersOf(this.sublayers);
+    const narrow = this.narrowValues;
+    const params = narrow === null ? parametersOf(this.sublayers) : parametersOf(this.sublayers).map(narrow.checkpointShape);
     if (this.gate === null) return params;
     // The checkpoint's query projection holds the gate's rows too.
     const gated = new Set(this.gate.parameters().map((p) => p.name));
@@ -387,7 +475,8 @@ export class SelfAttention implements Layer {
   }
 
   load(checkpoint: WeightSource, uploader: WeightUploader): void {
-    const source = this.ropeOrder === null ? checkpoint : withPermutedElements(withPermutedRows(checkpoint, this.ropeOrder.rows), this.ropeOrder.elements);
+    const padded = this.narrowValues === null ? checkpoint : this.narrowValues.source(checkpoint);
+    const source = this.ropeOrder === null ? padded : withPermutedElements(withPermutedRows(padded, this.ropeOrder.rows), this.ropeOrder.elements);
     if (this.gate === null) {
       loadLayers(this.sublayers, source, uploader);
       return;
@@ -407,7 +496,10 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.project(b, x, step), step, cache);
-    const gated = this.gate === null ? heads : b.multiplySigmoid(heads, this.gate.forward(b, x));
+    const gated =
+      this.gate !== null ? b.multiplyGate(heads, this.gate.forward(b, x), 'sigmoid')
+      : this.softplusGate !== null ? b.multiplyGate(heads, this.softplusGate.forward(b, x), 'softplus')
+      : heads;
     const out = this.o.forwardWithLora(b, gated, step);
     // A replicated output projection is whole on every device: nothing to sum.
     return this.projectionNorm === null ? b.allReduce(out) : out;

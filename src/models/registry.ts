@@ -20,6 +20,8 @@ import { graniteMoeFamily } from './granite-moe.ts';
 import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
+import { lagunaFamily } from './laguna.ts';
+import { mimoV2FlashFamily } from './mimo-v2-flash.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { olmoFamily } from './olmo.ts';
@@ -55,6 +57,8 @@ const FAMILIES: readonly ModelFamily[] = [
   family(graniteHybridFamily),
   family(dots1Family),
   family(cohereFamily),
+  family(mimoV2FlashFamily),
+  family(lagunaFamily),
 ];
 
 /**

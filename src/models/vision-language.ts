@@ -37,7 +37,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
   gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: { wrapper: true } },
-  mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: { wrapper: true } },
+  mistral3: { textModelTypes: ['mistral', 'ministral3', 'mistral4'], tiedBy: { wrapper: true } },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
   qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: { wrapper: false } },
   qwen3_5_moe: { textModelTypes: ['qwen3_5_moe_text'], tiedBy: { wrapper: false } },

@@ -569,6 +569,82 @@ def gen_glm_moe_dsa(r, name):
                                            (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
 
 
+def gen_mistral4(r, name):
+    f = base(r)
+    _mla(r, f)
+    _v3_groups(r, f)
+    f.pop("moe_layer_freq", None)
+    f["rope_interleave"] = r.random() < 0.7
+    # Mistral4RotaryEmbedding's default RoPE spans the whole head, which its rope part cannot take: scaled types only,
+    # over the rope part (partial_rotary_factor rope / head_dim, written or left to Mistral4Config).
+    rope_ = rope(r, f, ("yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"])
+    rope_.setdefault("factor", r.choice((2.0, 8.0)))
+    if r.random() < 0.5:
+        rope_["partial_rotary_factor"] = f["qk_rope_head_dim"] / (f["qk_nope_head_dim"] + f["qk_rope_head_dim"])
+    # get_llama_4_attn_scale reads both from the RoPE dict: an original context the prompts cross.
+    rope_.update(llama_4_scaling_beta=r.choice((0.1, 0.5, 1.0)), original_max_position_embeddings=r.choice((8, 16, 32)))
+    return fx(name, "mistral4", f, rope_, init_overrides=MOE_ROUTER)
+
+
+def _layer_type_rope(r, f: dict, head_dim: int, default_rope_share: float) -> dict:
+    """One layer type's RoPE dict (MiMo-V2-Flash's, Laguna's): default RoPE over partial_rotary_factor (absent: the
+    family's `default_rope_share`) or a scaled type over the whole head unless a factor is written; only factors whose
+    int(head_dim * factor) rotary dims pair up."""
+    rope_ = rope(r, f, ("default", "default", "linear", "yarn"), head_dim_default=head_dim)
+    default_share = default_rope_share if rope_["rope_type"] == "default" else 1.0
+    shares = [p for p in (0.25, 0.5, 1.0) if int(head_dim * p) % 2 == 0 and int(head_dim * p) > 0]
+    if r.random() < 0.6 or int(head_dim * default_share) % 2 != 0:
+        rope_["partial_rotary_factor"] = r.choice(shares)
+    return rope_
+
+
+def gen_mimo_v2_flash(r, name):
+    f = base(r)
+    n = f["num_attention_heads"]
+    # The sliding layers hold twice num_key_value_heads, which must divide the query heads.
+    f["num_key_value_heads"] = r.choice([k for k in (1, 2, 4) if n % (2 * k) == 0])
+    f["head_dim"] = head_dim = r.choice((16, 24, 32))
+    f["v_head_dim"] = r.choice([v for v in (8, 16, head_dim) if v <= head_dim])
+    f["num_hidden_layers"] = layers = max(2, f["num_hidden_layers"])
+    f.update(sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.5, moe_intermediate_size=16,
+             n_routed_experts=r.choice((4, 8)), num_experts_per_tok=2, norm_topk_prob=r.random() < 0.5,
+             routed_scaling_factor=r.choice((1.0, 2.5, None)), hidden_act=act(r, "silu"))
+    _v3_groups(r, f)
+    pick = r.random()
+    if pick < 0.3:
+        f["attention_value_scale"] = None
+    elif pick < 0.7:
+        f["attention_value_scale"] = r.choice((0.5, 1.3))
+    if r.random() < 0.6:
+        f["layer_types"] = [r.choice(("full_attention", "sliding_attention")) for _ in range(layers)]
+    if r.random() < 0.6:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(layers - 1)] + ["sparse"]
+    rope_ = {layer_type: _layer_type_rope(r, f, head_dim, 0.334) for layer_type in ("full_attention", "sliding_attention")}
+    # Only sliding layers have sinks (by default every layer but the first of these few).
+    sliding = "sliding_attention" in f.get("layer_types", ["sliding_attention"])
+    sinks = ((r"\.self_attn\.sinks$", 0.0, 1.0),) if sliding else ()
+    return fx(name, "mimo_v2_flash", f, rope_, init_overrides=GLM4_MOE_ROUTER + sinks)
+
+
+def gen_laguna(r, name):
+    f = base(r)
+    f["num_hidden_layers"] = layers = max(2, f["num_hidden_layers"])
+    kv = f["num_key_value_heads"]
+    f["head_dim"] = head_dim = r.choice((16, 24, 32))
+    if r.random() < 0.5:
+        f["num_attention_heads_per_layer"] = [r.choice([h for h in (2, 4, 8) if h % kv == 0]) for _ in range(layers)]
+    f.update(sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.5, gating=r.choice((True, False, "per-head", "per-element")),
+             moe_intermediate_size=16, shared_expert_intermediate_size=r.choice((8, 16, 32)), num_experts=r.choice((4, 8)),
+             num_experts_per_tok=2, moe_routed_scaling_factor=r.choice((1.0, 2.5)),
+             moe_router_logit_softcapping=r.choice((0.0, 0.0, 2.0, 5.0)), hidden_act=act(r, "silu"))
+    if r.random() < 0.7:
+        f["layer_types"] = [r.choice(("full_attention", "sliding_attention")) for _ in range(layers)]
+    if r.random() < 0.6:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(layers - 1)] + ["sparse"]
+    rope_ = {layer_type: _layer_type_rope(r, f, head_dim, 1.0) for layer_type in ("full_attention", "sliding_attention")}
+    return fx(name, "laguna", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
+
+
 def gen_gpt_oss(r, name):
     f = base(r)
     f.update(head_dim=f.get("head_dim", 16), num_local_experts=r.choice((4, 6)), num_experts_per_tok=r.choice((1, 2, 3)),
@@ -1004,6 +1080,7 @@ GENERATORS = {
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
+    "mistral4": gen_mistral4, "mimo_v2_flash": gen_mimo_v2_flash, "laguna": gen_laguna,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,

@@ -44,7 +44,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe")
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe", "mimo_v2_flash")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
@@ -52,6 +52,20 @@ INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 def _top_k(config) -> int:
     """Experts per token: num_experts_per_tok, or Gemma 4's top_k_experts."""
     return getattr(config, "num_experts_per_tok", None) or config.top_k_experts
+
+
+def _best_groups(choice: torch.Tensor, config, group_score) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek's group-limited choice: each group's score (`group_score` of its [tokens, groups, per-group] choices)
+    and which experts belong to the topk_group best groups."""
+    n_group, per = config.n_group, config.n_routed_experts // config.n_group
+    group_scores = group_score(choice.view(-1, n_group, per))
+    group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+    allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+    return group_scores, allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+
+
+def _top2_sum(groups: torch.Tensor) -> torch.Tensor:
+    return groups.topk(2, dim=-1).values.sum(dim=-1)
 
 
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
@@ -92,10 +106,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
             margin = _sorted_gap(logits, k)
         elif config.topk_method == "group_limited_greedy":
             n_group, per = config.n_group, config.n_routed_experts // config.n_group
-            group_scores = probs.view(-1, n_group, per).max(dim=-1).values
-            group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-            allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-            allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+            _, allowed = _best_groups(probs, config, lambda groups: groups.max(dim=-1).values)
             masked = probs.masked_fill(~allowed, 0.0)
             weights, idx = torch.topk(masked, k, dim=-1)
             group_logits = logits.view(-1, n_group, per).max(dim=-1).values
@@ -109,11 +120,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
-        n_group, per = config.n_group, config.n_routed_experts // config.n_group
-        group_scores = choice.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
-        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+        group_scores, allowed = _best_groups(choice, config, _top2_sum)
         masked = choice.masked_fill(~allowed, -math.inf)
         idx = torch.topk(masked, k, dim=-1).indices
         weights = scores.gather(1, idx)  # the bias picks experts but does not weight them
@@ -122,6 +129,30 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "mistral4":
+        # DeepSeek-V2's softmax scores, V3's groups (the sum of each group's two best probabilities), no bias.
+        logits = F.linear(h.float(), router.weight.float())
+        probs = logits.softmax(dim=-1)
+        group_scores, allowed = _best_groups(probs, config, _top2_sum)
+        masked = probs.masked_fill(~allowed, -math.inf)
+        weights, idx = torch.topk(masked, k, dim=-1)
+        if config.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * config.routed_scaling_factor
+        # The experts' order is the logits' within the kept groups; the groups' order is their probability sums'.
+        margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(logits.masked_fill(~allowed, -math.inf), k))
+        return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "laguna":
+        # Sigmoid of the (optionally tanh soft-capped) float32 logits; the bias picks, the scores weigh, always renormalised.
+        logits = F.linear(h, router.weight).float()
+        cap = config.moe_router_logit_softcapping
+        if cap > 0:
+            logits = torch.tanh(logits / cap) * cap
+        scores = logits.sigmoid()
+        choice = scores + router.e_score_correction_bias.float()
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
     if model_type == "hunyuan_v1_moe":
         # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
         logits = F.linear(h.float(), router.wg.weight.float())
@@ -363,7 +394,9 @@ def _no_sliding_window(model):
 
 def _no_sinks(model):
     for layer in _layers(model):
-        layer.self_attn.sinks.data.fill_(-1e30)
+        # MiMo-V2-Flash's full-attention layers have none.
+        if layer.self_attn.sinks is not None:
+            layer.self_attn.sinks.data.fill_(-1e30)
 
 
 def _no_attn_softcap(model):
@@ -559,6 +592,37 @@ def _rotary_whole_head(model):
     rotary.original_inv_freq = inv.clone()
 
 
+def _value_scale_one(model):
+    for layer in _layers(model):
+        layer.self_attn.v_scale = 1.0
+
+
+def _no_router_softcap(model):
+    for _, router in moe_routers(model):
+        router.router_logit_softcapping = 0.0
+
+
+class _ConstantGate(torch.nn.Module):
+    """A g_proj whose every output is ln(e - 1), so that softplus of it is 1."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, h):
+        return torch.full((*h.shape[:-1], self.width), math.log(math.e - 1), dtype=h.dtype)
+
+
+def _output_gate_one(model):
+    for layer in _layers(model):
+        layer.self_attn.g_proj = _ConstantGate(layer.self_attn.g_proj.out_features)
+
+
+def _no_llama4_scaling(model):
+    # get_llama_4_attn_scale reads the beta from the config at every forward.
+    model.config.get_text_config().rope_parameters["llama_4_scaling_beta"] = 0.0
+
+
 def _rope_yarn_attention_factor_one(model):
     model.model.rotary_emb.attention_scaling = 1.0
 
@@ -590,6 +654,10 @@ PROBES = {
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "router_softcap_off": ("router logits not soft-capped (moe_router_logit_softcapping 0)", _no_router_softcap),
+    "output_gate_one": ("attention output gate softplus(g_proj(x)) replaced by 1", _output_gate_one),
+    "value_scale_one": ("attention_value_scale replaced by 1 (values cached unscaled)", _value_scale_one),
+    "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
     "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
 }
@@ -821,6 +889,36 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
          r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "mistral4": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj$",
+         r"^model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
+        [r"experts\.\d+\.", r"e_score_correction_bias", r"self_attn\.q_proj"],
+    ),
+    "mimo_v2_flash": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.[12]\.self_attn\.attention_sink_bias$",
+         r"^model\.layers\.\d+\.self_attn\.v_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert", r"self_attn\.sinks", r"o_proj\.bias",
+         r"^model\.layers\.0\.self_attn\.attention_sink_bias"],
+    ),
+    "laguna": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_expert\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.g_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_experts\.", r"mlp\.gate\.e_score_correction_bias"],
     ),
     "glm4_moe": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

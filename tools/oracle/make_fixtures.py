@@ -114,6 +114,9 @@ CONFIG_CLASS_NAMES = {
     "apertus": "ApertusConfig",
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
+    "mistral4": "Mistral4Config",
+    "mimo_v2_flash": "MiMoV2FlashConfig",
+    "laguna": "LagunaConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
@@ -152,10 +155,11 @@ FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "gemma4_text", "gemma4"}
+                   "qwen3_vl_moe", "glm4v_moe", "gemma4_text", "gemma4",
+                   "mistral4", "mimo_v2_flash", "laguna"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe"}
+                              "dots1", "glm4v_moe", "mimo_v2_flash"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1072,6 +1076,76 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
 ))
+# Mistral Small 4 (mistral4): DeepSeek-V3's MLA and MoE with Ministral 3's query scale and a softmax router.
+FIXTURES.append(Fixture(
+    "mistral4", "mistral4",
+    "Mistral-Small-4-like (Mistral4ForCausalLM), 3 layers: DeepSeek-V3's MLA (q_lora_rank 24 -> q_a_layernorm -> q_b_proj, "
+    "kv_lora_rank 32, 16 nope + 8 rope / 16 v head dims, 4 heads, RoPE on interleaved pairs as rope_interleave True) with "
+    "YaRN (factor 4, original_max_position_embeddings 16, theta 1e4, mscale = mscale_all_dim = 1: softmax scale "
+    "24^-0.5 * (0.1*ln4+1)^2) over the 8 rope dims (partial_rotary_factor 8/24, which Mistral4Config sets), and every "
+    "query (nope and rope parts) scaled after RoPE by 1 + llama_4_scaling_beta (0.5) * ln(1 + floor(p / 16)), up to 1.9 "
+    "at the prompts' later positions. Layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32); layers 1-2: "
+    "Mistral4TopkRouter, a softmax over 8 experts (moe_intermediate 8) in n_group 4 groups of 2, the topk_group 2 "
+    "groups whose two probabilities sum highest kept, top-2 probabilities renormalised (norm_topk_prob) times "
+    "routed_scaling_factor 1.5, no selection bias; experts fused as transformers holds them (experts.gate_up_proj "
+    "[8, 16, 64], experts.down_proj [8, 64, 8]), plus 1 shared expert. Weights bf16.",
+    _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=4,
+            topk_group=2, norm_topk_prob=True, routed_scaling_factor=1.5, q_lora_rank=24, kv_lora_rank=32,
+            qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6),
+    _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=16, mscale=1.0, mscale_all_dim=1.0,
+          beta_fast=32.0, beta_slow=1.0, llama_4_scaling_beta=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    probes=("llama4_scaling_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+))
+# Xiaomi's MiMo-V2-Flash (mimo_v2_flash): GLM-4.5-like GQA with value heads narrower than q/k, sliding layers with sinks.
+FIXTURES.append(Fixture(
+    "mimo-v2-flash", "mimo_v2_flash",
+    "MiMo-V2-Flash-like (MiMoV2FlashForCausalLM), 4 layers: layer_types [full, sliding, sliding, full] (window 16), "
+    "mlp_layer_types [dense, sparse, sparse, dense] (dense intermediate 32). q/k heads of head_dim 24, value heads of "
+    "v_head_dim 16, values times attention_value_scale 0.5 before caching; 4 query heads over 1 KV head on the full "
+    "layers and 2 (twice num_key_value_heads) on the sliding ones, which also have a learned sink logit per head "
+    "(self_attn.attention_sink_bias on the Hub, transformers' sinks); q/k/v biases (attention_bias), o_proj without. "
+    "RoPE per layer type in rotate_half pairs over the leading dims: the full layers theta 1e6 over 12 of 24 dims "
+    "(partial_rotary_factor 0.5), the sliding ones theta 1e4 over int(24 * 0.334) = 8 dims (the factor left to "
+    "MiMoV2FlashRotaryEmbedding's default). MoE: sigmoid router + e_score_correction_bias (randomised) over 8 experts "
+    "(moe_intermediate 8) in n_group 2 groups of 4, topk_group 1, top-2 renormalised times routed_scaling_factor 2, no "
+    "shared experts, saved per expert (mlp.experts.E.*_proj). Weights bf16.",
+    _fields(num_key_value_heads=1, num_hidden_layers=4, head_dim=24, v_head_dim=16, attention_value_scale=0.5,
+            sliding_window=16, attention_bias=True, intermediate_size=32, moe_intermediate_size=8, n_routed_experts=8,
+            num_experts_per_tok=2, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.0,
+            layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+            mlp_layer_types=["dense", "sparse", "sparse", "dense"]),
+    {"full_attention": _rope("default", 1000000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER + ((r"\.self_attn\.sinks$", 0.0, 1.0),),
+    probes=("sinks_off", "sliding_window_off", "value_scale_one", "e_score_bias_off", "routed_scale_one"),
+))
+# Poolside's Laguna (laguna): per-layer query heads, softplus output gates, per-layer-type partial RoPE, capped sigmoid routing.
+FIXTURES.append(Fixture(
+    "laguna", "laguna",
+    "Laguna-like (LagunaForCausalLM), 3 layers: layer_types [full, sliding, sliding] (window 16), "
+    "num_attention_heads_per_layer [4, 8, 4] over 2 KV heads of head_dim 16, per-head q_norm/k_norm RMSNorm before "
+    "RoPE, q/k/v/o biases (attention_bias), the attention output times softplus(g_proj(x)), one gate per head "
+    "(gating true) broadcast over it. RoPE per layer type in rotate_half pairs: the full layer theta 5e5 over the "
+    "leading 8 of 16 dims (partial_rotary_factor 0.5), the sliding ones theta 1e4 over the whole head (the factor "
+    "left to LagunaRotaryEmbedding's default 1). Layer 0 a dense MLP (intermediate 32), layers 1-2 the MoE block: "
+    "router logits soft-capped to 2 * tanh(l / 2) (moe_router_logit_softcapping 2), sigmoid scores + "
+    "e_score_correction_bias (randomised) pick the top-2 of 8 experts (moe_intermediate 8), weights renormalised, "
+    "the experts' sum times moe_routed_scaling_factor 1.5, plus an ungated shared expert 16 wide. Weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, head_dim=16, num_attention_heads_per_layer=[4, 8, 4],
+            layer_types=["full_attention", "sliding_attention", "sliding_attention"], sliding_window=16,
+            attention_bias=True, intermediate_size=32, moe_intermediate_size=8, shared_expert_intermediate_size=16,
+            num_experts=8, num_experts_per_tok=2, moe_routed_scaling_factor=1.5, moe_router_logit_softcapping=2.0,
+            rms_norm_eps=1e-6),
+    {"full_attention": _rope("default", 500000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("output_gate_one", "router_softcap_off", "sliding_window_off", "qk_norm_off", "e_score_bias_off"),
+))
 FIXTURES.append(Fixture(
     "glm4-moe", "glm4_moe",
     "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
@@ -1578,6 +1652,9 @@ SEED_BASES = {
     "qwen3.5-moe-vl": 53000,
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
+    "mistral4": 97000,
+    "mimo-v2-flash": 98000,
+    "laguna": 99000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,

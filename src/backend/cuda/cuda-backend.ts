@@ -9,6 +9,7 @@ import type {
   DraftTrees,
   ExpertRouting,
   ExpertWeights,
+  GateFunction,
   IndexerParams,
   KvBudgetLimits,
   KvCache,
@@ -46,7 +47,7 @@ import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-lay
 import { QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -56,9 +57,9 @@ import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
+import { launchAddBias, launchMultiplyGate, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
-import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, launchMultiplySigmoid, type StateSlotArgs } from './kernels/gated-delta-net.ts';
+import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, type StateSlotArgs } from './kernels/gated-delta-net.ts';
 import { launchSelectiveScan } from './kernels/selective-scan.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
@@ -1345,6 +1346,8 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
+      positions: s.device.positions,
+      queryTemperature: mla.queryTemperature ?? null,
       slotMapping: groupSlots(s, layerGroup(kvCache.layout, layer)),
       pool: kvCache.rows(layer),
       dtype: kvCache.dtype,
@@ -1485,12 +1488,12 @@ export class CudaBackend implements Backend {
     return new CudaTokenSelection(numTokens, indexer.topK, out);
   }
 
-  multiplySigmoid(x: Tensor, gate: Tensor): Tensor {
-    const input = asBf16(x, 'multiplySigmoid input');
-    const g = asBf16(gate, 'multiplySigmoid gate');
-    if (g.numel !== input.numel || g.cols !== input.cols) throw new Error(`multiplySigmoid: input [${input.shape.join(', ')}] and gate [${g.shape.join(', ')}] differ`);
+  multiplyGate(x: Tensor, gate: Tensor, fn: GateFunction): Tensor {
+    const input = asBf16(x, 'multiplyGate input');
+    const g = asBf16(gate, 'multiplyGate gate');
+    const group = gateGroup(input.shape, g.shape);
     const out = this.stepTensor(input.shape);
-    launchMultiplySigmoid(this.device, out.ptr, input.ptr, g.ptr, input.numel);
+    launchMultiplyGate(this.device, { out: out.ptr, x: input.ptr, gate: g.ptr, numel: input.numel, cols: input.cols, group, fn });
     return out;
   }
 
