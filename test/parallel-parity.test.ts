@@ -57,6 +57,11 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   { fixture: 'seed-oss-biases', parallel: { tensorParallelSize: 2 } },
   // Arcee's gateless MLP: each rank's part of up is its own gate.
   { fixture: 'arcee-relu2', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // Gemma 4: each layer type's own kv heads split or replicated (the full layers' one head), per-layer
+  // inputs replicated on every rank, the MoE beside the dense MLP split by experts or their width.
+  { fixture: 'gemma4-dense', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  { fixture: 'gemma4-ple-kv-shared', parallel: { tensorParallelSize: 2 } },
+  { fixture: 'gemma4-moe-vl', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
   // GLM-4.5: q/k/v biases and q/k norms split with their heads, partial rotary; DeepSeek's MoE block split by experts.
   { fixture: 'glm4-moe', parallel: { tensorParallelSize: 2, enableExpertParallel: true } },
   // GLM-5: layers [full, shared, full]. Two stages: the shared layer reuses its own stage's full layer's

@@ -56,12 +56,20 @@ export interface RopeTable {
   sin: Float32Array;
 }
 
-/** A query's temperature by its position (AttentionParams.queryTemperature). */
+/** The function of an attention output gate (Backend.multiplyGate): σ(g), or softplus(g) = ln(1 + eᵍ) (g itself past 20, as torch's). */
+export type GateFunction = 'sigmoid' | 'softplus';
+
+/** A query's temperature by its position (AttentionParams.queryTemperature, MlaParams.queryTemperature). */
 export interface QueryTemperature {
   floorScale: number;
   attnScale: number;
-  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3. */
+  /** Added to the position before the floor: 1 for Llama 4, 0 for Ministral 3 and Mistral 4. */
   positionOffset: number;
+}
+
+/** The factor a query at `position` is scaled by: 1 + attnScale · ln(1 + ⌊(position + positionOffset) / floorScale⌋). */
+export function queryTemperatureFactor(t: QueryTemperature, position: number): number {
+  return 1 + t.attnScale * Math.log1p(Math.floor((position + t.positionOffset) / t.floorScale));
 }
 
 /** One attention layer's geometry and options, as its kernels need them. */
@@ -140,6 +148,13 @@ export interface MlaParams {
   nopeDim: number;
   /** Softmax scale. */
   scale: number;
+  /**
+   * Attention temperature tuning (Mistral 4's llama_4_scaling_beta): `mlaRopeAndCacheWrite`
+   * multiplies each token's whole query (every head's nope part and rotated rope part) by the
+   * factor of its position, after rotating it, as transformers scales the query states. Absent or
+   * null: none.
+   */
+  queryTemperature?: QueryTemperature | null;
 }
 
 /**
@@ -240,6 +255,11 @@ export interface RoutingParams {
    * (Llama 4). Absent: false.
    */
   weightInputs?: boolean;
+  /**
+   * Router logits become cap · tanh(logit / cap) before they are scored (Laguna's
+   * moe_router_logit_softcapping). Absent or null: as they are.
+   */
+  logitSoftcap?: number | null;
 }
 
 /**
@@ -592,8 +612,13 @@ export interface Backend {
    * head h's leading `in` values of each row give [rows, heads * out] (MLA's absorbed projections).
    */
   headwiseLinear(x: Tensor, weight: Tensor): Tensor;
-  /** x · σ(gate), element by element, both [rows, cols] (an attention output gate: Qwen3-Next, Qwen3.5). */
-  multiplySigmoid(x: Tensor, gate: Tensor): Tensor;
+  /**
+   * An attention output gate: x [rows, cols] times fn(gate), gate [rows, cols] (one value per element:
+   * Qwen3-Next's and Qwen3.5's σ, Laguna's per-element softplus) or [rows, cols / k] (one value per k
+   * consecutive columns, a gate per head: Laguna's per-head softplus). fn(gate) is rounded to the
+   * activation dtype before the product.
+   */
+  multiplyGate(x: Tensor, gate: Tensor, fn: GateFunction): Tensor;
   /** In place: target += x, each row scaled by σ(gate[row]) when a gate [rows, 1] is given (Qwen2-MoE's shared expert). */
   addInto(target: Tensor, x: Tensor, gate: Tensor | null): void;
   /**
@@ -615,8 +640,11 @@ export interface Backend {
   /** Receives the [numTokens, topK] choice that stage `stage` sends with sendSelectionToStage. */
   receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection;
 
-  /** In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim]. */
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void;
+  /**
+   * In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim],
+   * and, given vWeight, of the value heads with it (Gemma 4 norms its values, with unit weights).
+   */
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight?: Tensor | null): void;
   /**
    * In place: rotate the leading rope.rotaryDim dimensions of query and key heads by position,
    * then write keys and values to the layer's slots.
@@ -629,7 +657,8 @@ export interface Backend {
    * MLA's cache write: kv [numTokens, latentDim + ropeDim] (the latent, then the shared key's
    * rotary part) has its latent RMS-normalized by `latentNorm` and its rotary part rotated, in
    * place, and is written to the layer's slots; the rotary part of every head of q [numTokens,
-   * numHeads * (nopeDim + ropeDim)] is rotated in place too. `rope` covers ropeDim dimensions.
+   * numHeads * (nopeDim + ropeDim)] is rotated in place too, and then scaled by its position's
+   * temperature where `mla.queryTemperature` sets one. `rope` covers ropeDim dimensions.
    */
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void;
   /**

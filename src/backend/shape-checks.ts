@@ -19,6 +19,16 @@ export function assertSelectiveScanShapes(shapes: { xbc: readonly number[]; dt: 
 }
 
 /** layerNorm's groups: `width` values that tile a row of `cols`. */
+/** The columns of x each value of an output gate covers (Backend.multiplyGate): 1, or a head's width where the gate has one value per head. */
+export function gateGroup(x: readonly number[], gate: readonly number[]): number {
+  const [rows, cols] = x;
+  const [gateRows, gateCols] = gate;
+  if (x.length !== 2 || gate.length !== 2 || gateRows !== rows || !(gateCols >= 1 && cols % gateCols === 0)) {
+    throw new Error(`multiplyGate: a gate [${gate.join(', ')}] does not cover an input [${x.join(', ')}] in equal groups of columns`);
+  }
+  return cols / gateCols;
+}
+
 export function assertGroupWidth(cols: number, width: number): void {
   if (!(Number.isInteger(width) && width >= 1 && cols % width === 0)) throw new Error(`layerNorm: groups of ${width} do not tile rows of ${cols}`);
 }
@@ -76,10 +86,12 @@ export function rowsKvLayer(layout: KvCacheLayout, layer: number, slots: Int32Ar
 }
 
 /** Routing parameters that make sense for `numExperts` experts (a config error otherwise, caught at load). */
-export function assertRoutingParams(params: Pick<RoutingParams, 'topK' | 'groups' | 'scale'>, numExperts: number): void {
+export function assertRoutingParams(params: Pick<RoutingParams, 'topK' | 'groups' | 'scale' | 'logitSoftcap'>, numExperts: number): void {
   const { topK, groups } = params;
   if (!(Number.isInteger(topK) && topK >= 1 && topK <= numExperts)) throw new Error(`routing: top-k ${topK} is outside [1, ${numExperts}] experts`);
   if (!Number.isFinite(params.scale)) throw new Error(`routing: scale ${params.scale} is not finite`);
+  const cap = params.logitSoftcap ?? null;
+  if (cap !== null && !(cap > 0 && Number.isFinite(cap))) throw new Error(`routing: logit soft-cap ${cap} is not a positive number`);
   if (groups === null) return;
   const { numGroups, topkGroups } = groups;
   if (!(Number.isInteger(numGroups) && numGroups >= 1 && numExperts % numGroups === 0)) {

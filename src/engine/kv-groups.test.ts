@@ -184,3 +184,26 @@ test('blocks evicted from every group go to the host tier and come back under th
   assert.ok(loadedSliding <= 3);
   kv.checkInvariants([again]);
 });
+
+test('a KV-shared layer stores nothing: it reads the pool and the block tables of the layer it shares', () => {
+  const shares = (spec: LayerKvSpec, distance: number): LayerKvSpec => ({ ...spec, sharedKvDistance: distance }) as LayerKvSpec;
+  // Gemma 4's small models: the last layers read the last sliding and the last full layer before them.
+  const layers = [sliding(8), full, sliding(8), full, shares(sliding(8), 2), shares(full, 2)];
+  const { retentions, groupOf } = kvCacheGroups(layers, null);
+  assert.deepEqual(retentions, [{ sinks: 0, window: 8 }, null]);
+  assert.deepEqual(groupOf, [0, 1, 0, 1, 0, 1]);
+  const { pools, poolOf } = kvStorage(layers, groupOf);
+  assert.equal(pools.length, 2, 'one pool per layer of a group, the groups sharing them');
+  assert.deepEqual(poolOf, [0, 0, 1, 1, poolOf[2], poolOf[3]]);
+  const unshared = [sliding(8), full, sliding(8), full];
+  assert.equal(kvBytesPerBlock(layers, BLOCK_SIZE, 2, 'auto', groupOf), kvBytesPerBlock(unshared, BLOCK_SIZE, 2, 'auto', groupOf.slice(0, 4)));
+  assert.throws(() => kvStorage([full, shares(sliding(8), 2)]), /layer 1 shares the keys and values of layer -1/);
+  assert.throws(() => kvStorage([{ ...full, numKvHeads: 1 }, shares(full, 1)]), /not an attention layer of its kv heads and head dim/);
+});
+
+test('layers of different retentions storing different shapes keep one block table, retaining what every layer reads', () => {
+  const wideFull: LayerKvSpec = { kind: 'attention', numKvHeads: 1, headDim: 16, slidingWindow: null };
+  assert.deepEqual(kvCacheGroups([sliding(8), sliding(8), wideFull], null), { retentions: [null], groupOf: [0, 0, 0] });
+  const narrow: LayerKvSpec = { kind: 'attention', numKvHeads: 1, headDim: 8, slidingWindow: 4 };
+  assert.deepEqual(kvCacheGroups([sliding(8), narrow], null), { retentions: [{ sinks: 0, window: 8 }], groupOf: [0, 0] });
+});

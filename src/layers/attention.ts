@@ -1,10 +1,12 @@
 import type { AttentionParams, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import type { AttentionKvSpec, DecodeSelection, SparseAttention } from '../step/kv-cache-layout.ts';
 import { hostTensorToFloat32 } from '../tensor/host-dtype.ts';
+import { float32Tensor } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { Linear, type RowRange } from './linear.ts';
 import { evenPart, readSlice, shardOf, WHOLE } from './shard.ts';
-import { selectedRows } from './row-selection.ts';
+import { selectedRows, transformedTensors } from './row-selection.ts';
 import { interleavedRow, swappedHalvesRow, withPermutedElements, withPermutedLoraRows, withPermutedRows } from './interleaved-rope.ts';
 import { RmsNorm } from './norm.ts';
 import { loaded, loadLayers, parametersOf, type Layer, type LoraTarget, type ParameterSpec, type TensorParallelShard, type WeightSource, type WeightUploader } from './parameters.ts';
@@ -41,6 +43,16 @@ export interface AttentionOptions {
   kvScaleNames?: { k: readonly string[]; v: readonly string[] } | null;
   /** Every device holds every head, whatever its tensor-parallel shard (OLMo 2's attention: SelfAttentionOptions.projectionNorm). */
   replicatedHeads?: boolean;
+  /** A per-head norm of the values before they are cached (Gemma 4's weightless v_norm); runs with qkNorm. Absent: none. */
+  valueNorm?: RmsNorm | null;
+  /**
+   * An earlier layer whose cached keys and values this one reads instead of caching its own
+   * (Gemma 4's KV-shared layers): its KV spec says so (`sharedKvDistance`), `qkNorm.k` is that
+   * layer's key norm (listed and loaded there), and the k/v heads of its packed qkv must be that
+   * layer's of the same step, which the cache write then stores again unchanged (no op rotates
+   * queries without caching). Absent: its own cache.
+   */
+  kvSource?: PagedAttention | null;
 }
 
 /**
@@ -68,6 +80,11 @@ export class PagedAttention implements Layer {
     if (options.qkNormAfterRope && options.rotary.streaming !== null) {
       throw invalidArgument(`layer ${options.layer} norms q and k after RoPE: StreamingLLM (--streaming-sinks/--streaming-window) does not apply to it`);
     }
+    if (options.valueNorm && options.qkNorm === null) throw new Error(`layer ${options.layer}: a value norm runs with the q/k norms`);
+    const source = options.kvSource ?? null;
+    if (source !== null && !(source.layer < options.layer && source.options.numKvHeads === options.numKvHeads && source.options.headDim === options.headDim)) {
+      throw new Error(`layer ${options.layer} cannot read the keys and values of layer ${source.layer}: it must come earlier, with the same kv heads and head dim`);
+    }
     this.layer = options.layer;
     this.options = options;
     this.heads = { numHeads: options.numHeads, numKvHeads: options.numKvHeads };
@@ -79,6 +96,11 @@ export class PagedAttention implements Layer {
    * it as a window of that width.
    */
   get kvSpec(): AttentionKvSpec {
+    const source = this.options.kvSource ?? null;
+    if (source !== null) {
+      const { keySummaries: _, ...spec } = source.kvSpec;
+      return { ...spec, sharedKvDistance: this.layer - source.layer };
+    }
     const { headDim, slidingWindow, attentionChunk } = this.options;
     const spec: AttentionKvSpec = { kind: 'attention', numKvHeads: this.heads.numKvHeads, headDim, slidingWindow: slidingWindow ?? attentionChunk ?? null };
     return this.sparse === null ? spec : { ...spec, keySummaries: true };
@@ -86,9 +108,15 @@ export class PagedAttention implements Layer {
 
   /** Decodes attend to the blocks Quest selects (`SparseAttention`); set before the cache is laid out. */
   useSparseAttention(sparse: SparseAttention): void {
+    if (this.options.kvSource) throw invalidArgument(`layer ${this.layer} reads another layer's keys and values: sparse attention does not apply to it (add it to --sparse-dense-layers)`);
     if (this.kvSpec.slidingWindow !== null) throw invalidArgument(`layer ${this.layer} has a sliding window or attention chunk: sparse attention does not apply to it`);
     if (this.options.rotary.streaming !== null) throw invalidArgument('sparse attention does not combine with StreamingLLM (--streaming-sinks/--streaming-window)');
     this.sparse = sparse;
+  }
+
+  /** The per-head key norm, or null. */
+  get keyNorm(): RmsNorm | null {
+    return this.options.qkNorm?.k ?? null;
   }
 
   /** Quest's choice of blocks when sparse attention is on (`useSparseAttention`). */
@@ -101,19 +129,28 @@ export class PagedAttention implements Layer {
     return 2 * this.heads.numHeads * this.options.headDim;
   }
 
+  /** Its q/k (and value) norms, less a KV-shared layer's key norm, which is its source's. */
+  private get ownNorms(): Layer[] {
+    const { qkNorm, kvSource, valueNorm } = this.options;
+    if (qkNorm === null) return [];
+    return [qkNorm.q, ...(kvSource ? [] : [qkNorm.k]), ...(valueNorm ? [valueNorm] : [])];
+  }
+
   parameters(): ParameterSpec[] {
-    const { sinks, qkNorm, numHeads } = this.options;
-    return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(qkNorm === null ? [] : [qkNorm.q, qkNorm.k])];
+    const { sinks, numHeads } = this.options;
+    return [...(sinks === null ? [] : [{ name: sinks, shape: [numHeads] }]), ...parametersOf(this.ownNorms)];
   }
 
   load(source: WeightSource, uploader: WeightUploader): void {
-    const { sinks, qkNorm, numHeads, numKvHeads, replicatedHeads } = this.options;
+    const { sinks, numHeads, numKvHeads, replicatedHeads } = this.options;
     const { q, kv } = attentionHeadShard(numHeads, numKvHeads, replicatedHeads ? WHOLE : shardOf(source));
     this.heads = { numHeads: q.count, numKvHeads: kv.count };
     if (sinks !== null) this.sinks = uploader.loadWeight(readSlice(source, sinks, { dim: 0, ...q }));
-    if (qkNorm !== null) loadLayers([qkNorm.q, qkNorm.k], source, uploader);
+    loadLayers(this.ownNorms, source, uploader);
     const names = this.options.kvScaleNames;
-    if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
+    // A KV-shared layer stores its source's keys again: with its source's scales, so the codes are the same.
+    if (this.options.kvSource) this.kvScales = this.options.kvSource.kvScales;
+    else if (names) this.kvScales = { k: optionalScale(source, names.k), v: optionalScale(source, names.v) };
   }
 
   private get params(): AttentionParams {
@@ -132,8 +169,9 @@ export class PagedAttention implements Layer {
   forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
     const { qkNorm, qkNormAfterRope } = this.options;
+    const valueNorm = this.options.valueNorm?.weight ?? null;
     const norm = () => {
-      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps);
+      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps, valueNorm);
     };
     if (!qkNormAfterRope) norm();
     b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
@@ -234,12 +272,18 @@ export interface SelfAttentionOptions extends AttentionOptions {
   qkvBias: boolean;
   oBias: boolean;
   /**
-   * The attention output is multiplied by σ(gate) before the output projection, the gate a
-   * projection of the layer's input: true, the query projection holds each head's query followed
-   * by its gate (Qwen3-Next, Qwen3.5: 2 · headDim rows a head); `{ gate }`, a tensor of its own
-   * [numHeads · headDim, hidden] without a bias (AFMoE's `self_attn.gate_proj`). Absent: no gate.
+   * The query projection holds each head's query followed by its output gate (Qwen3-Next,
+   * Qwen3.5: 2 · headDim rows a head), and the attention output is multiplied by σ(gate) before
+   * the output projection. Absent: no gate.
    */
-  outputGate?: boolean | { gate: string };
+  outputGate?: boolean;
+  /**
+   * An output gate of its own projection, `name` [numHeads (perHead) or numHeads · headDim, hidden]
+   * without a bias: the attention output times `activation` of it, one value per head broadcast
+   * over the head, or one per element (Laguna's softplus g_proj, AFMoE's sigmoid gate_proj).
+   * Absent or null: none.
+   */
+  projectedGate?: ProjectedGate | null;
   /**
    * Norms over the whole query projection and the whole key projection, in place of per-head
    * norms of shared weights: OLMo 2 and 3's RMSNorms over every head together, Cohere's LayerNorms
@@ -249,6 +293,11 @@ export interface SelfAttentionOptions extends AttentionOptions {
    * and only the MLP is sharded.
    */
   projectionNorm?: { q: ProjectionNorm; k: ProjectionNorm } | null;
+  /**
+   * Values narrower than the q/k heads (MiMo-V2-Flash's v_head_dim), times `scale` (its
+   * attention_value_scale): `NarrowValues`. Absent or null: values as wide as the heads, unscaled.
+   */
+  narrowValues?: NarrowValues | null;
   /**
    * The checkpoint's rotary dims pair as (x[2i], x[2i+1]) (ERNIE 4.5, Cohere, GLM-4, Llama 4): q_proj's
    * and k_proj's rows (and biases) are read permuted into rotate_half order, quantized ones as codes
@@ -262,6 +311,81 @@ export interface SelfAttentionOptions extends AttentionOptions {
   reversedRope?: boolean;
 }
 
+/**
+ * Value heads of `valueDim` < headDim, scaled by `scale` before they are cached. The layer reads
+ * v_proj's rows (and bias) zero-padded per head to headDim and times `scale`, and o_proj's columns
+ * zero-padded per head alike, so the KV cache, the attention kernels and tensor parallelism see
+ * heads of one width: exact, since a zero value row adds zeros to each head's output, which o_proj's
+ * zero columns ignore, at the cost of caching headDim − valueDim zeros per kv head. Read through
+ * `read` (transformedTensors), so such a layer loads 16-bit weights.
+ */
+export interface NarrowValues {
+  valueDim: number;
+  scale: number;
+}
+
+/** `source` with v_proj and o_proj read as NarrowValues pads them; `parameters` maps their shapes back to the checkpoint's. */
+function narrowValueTensors(options: SelfAttentionOptions, narrow: NarrowValues): { source: (s: WeightSource) => WeightSource; checkpointShape: (p: ParameterSpec) => ParameterSpec } {
+  const { qkv, o, headDim } = options;
+  if ('qkv' in qkv) throw new Error(`${o}: narrow value heads are read from a separate v_proj`);
+  const { valueDim, scale } = narrow;
+  const vBias = qkv.v.replace(/\.weight$/, '.bias');
+  // Row r of a padded [heads · headDim, cols] tensor: row h · valueDim + (r % headDim) of the checkpoint's, or zero.
+  const padRows = (t: HostTensor, factor: number): HostTensor => {
+    const cols = t.shape.length === 2 ? t.shape[1] : 1;
+    const heads = t.shape[0] / valueDim;
+    const values = hostTensorToFloat32(t);
+    const out = new Float32Array(heads * headDim * cols);
+    for (let h = 0; h < heads; h++) {
+      for (let d = 0; d < valueDim; d++) {
+        for (let c = 0; c < cols; c++) out[(h * headDim + d) * cols + c] = values[(h * valueDim + d) * cols + c] * factor;
+      }
+    }
+    return float32Tensor(out, t.shape.length === 2 ? [heads * headDim, cols] : [heads * headDim]);
+  };
+  // Column c of a padded [rows, heads · headDim] tensor: column h · valueDim + (c % headDim) of the checkpoint's, or zero.
+  const padColumns = (t: HostTensor): HostTensor => {
+    const [rows, cols] = t.shape;
+    const heads = cols / valueDim;
+    const values = hostTensorToFloat32(t);
+    const out = new Float32Array(rows * heads * headDim);
+    for (let r = 0; r < rows; r++) {
+      for (let h = 0; h < heads; h++) {
+        for (let d = 0; d < valueDim; d++) out[r * heads * headDim + h * headDim + d] = values[r * cols + h * valueDim + d];
+      }
+    }
+    return float32Tensor(out, [rows, heads * headDim]);
+  };
+  const narrowed = (n: number) => (n / headDim) * valueDim;
+  return {
+    source: (s) => transformedTensors(s, (name) => (name === qkv.v || name === vBias ? (t) => padRows(t, scale) : name === o ? padColumns : null)),
+    checkpointShape: (p) => {
+      if (p.name === qkv.v || p.name === vBias) return { ...p, shape: [narrowed(p.shape[0]), ...p.shape.slice(1)] };
+      return p.name === o ? { ...p, shape: [p.shape[0], narrowed(p.shape[1])] } : p;
+    },
+  };
+}
+
+/** SelfAttentionOptions.projectedGate: the gate's projection, its width and its activation. */
+export interface ProjectedGate {
+  name: string;
+  perHead: boolean;
+  activation: 'sigmoid' | 'softplus';
+}
+
+/** The projection of a projected gate (SelfAttentionOptions.projectedGate): column-parallel by query heads, unless the attention is replicated. */
+function projectedGateLinear(options: SelfAttentionOptions, gate: ProjectedGate, replicated: boolean): Linear {
+  const { numHeads, numKvHeads, headDim, hiddenSize } = options;
+  const width = gate.perHead ? 1 : headDim;
+  const inFeatures = options.inputSize ?? hiddenSize;
+  if (replicated) return Linear.single(gate.name, numHeads * width, inFeatures, 'replicated', false);
+  const shardRows = (_index: number, shard: TensorParallelShard): RowRange[] => {
+    const { q } = attentionHeadShard(numHeads, numKvHeads, shard);
+    return [{ start: q.start * width, count: q.count * width }];
+  };
+  return new Linear({ parts: [{ name: gate.name, rows: numHeads * width }], inFeatures, bias: false, shard: 'column', shardRows });
+}
+
 /** q/k/v projection (one matmul, or three with projection norms), the paged attention core, and the output projection. */
 export class SelfAttention implements Layer {
   readonly core: PagedAttention;
@@ -271,10 +395,14 @@ export class SelfAttention implements Layer {
   private readonly o: Linear;
   /** The output gate's rows of the query projection, or null (`SelfAttentionOptions.outputGate`). */
   private readonly gate: Linear | null;
+  /** The gate's own projection and activation, or null (`SelfAttentionOptions.projectedGate`). */
+  private readonly projectedGate: { linear: Linear; activation: ProjectedGate['activation'] } | null;
   private readonly gatedQuery: string | null;
   private readonly headDim: number;
   /** Per tensor, the checkpoint row each loaded row of q_proj and k_proj reads, and element of a projection norm's weight (`interleavedRope`), or null. */
   private readonly ropeOrder: ReturnType<typeof rotaryRowOrder> | null;
+  /** v_proj and o_proj padded to whole heads (`narrowValues`), or null. */
+  private readonly narrowValues: ReturnType<typeof narrowValueTensors> | null;
 
   constructor(options: SelfAttentionOptions) {
     // The fp8 KV scales sit beside the projections: `self_attn.k_scale` (vLLM, llm-compressor) or
@@ -317,12 +445,11 @@ export class SelfAttention implements Layer {
     this.headDim = headDim;
     this.gatedQuery = options.outputGate === true && !('qkv' in qkv) ? qkv.q : null;
     if (options.outputGate === true && this.gatedQuery === null) throw new Error('an attention output gate is read from a separate q_proj, not a fused qkv projection');
-    const ownGate = typeof options.outputGate === 'object' ? options.outputGate.gate : null;
-    this.gate =
-      this.gatedQuery !== null
-        ? Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias)
-        : ownGate === null ? null : Linear.single(ownGate, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', false);
+    this.gate = this.gatedQuery === null ? null : Linear.single(this.gatedQuery, numHeads * headDim, options.inputSize ?? hiddenSize, 'column', options.qkvBias);
+    const gate = options.projectedGate;
+    this.projectedGate = gate == null ? null : { linear: projectedGateLinear(options, gate, replicated), activation: gate.activation };
     this.ropeOrder = options.interleavedRope === true ? rotaryRowOrder(options, interleavedRow) : options.reversedRope === true ? rotaryRowOrder(options, swappedHalvesRow) : null;
+    this.narrowValues = options.narrowValues == null ? null : narrowValueTensors(options, options.narrowValues);
   }
 
   /** `source` with the gated query projection read as its query rows (for qkv) or its gate rows (for gate). */
@@ -353,22 +480,22 @@ export class SelfAttention implements Layer {
 
   private get sublayers(): Layer[] {
     const norms = this.projectionNorm === null ? [] : [this.projectionNorm.q, this.projectionNorm.k];
-    // A gate of its own is a layer of its own; one read from the query projection's rows is loaded with it.
-    const gate = this.gate !== null && this.gatedQuery === null ? [this.gate] : [];
-    return [...this.projections, ...norms, ...gate, this.core, this.o];
+    return [...this.projections, ...norms, this.core, ...(this.projectedGate === null ? [] : [this.projectedGate.linear]), this.o];
   }
 
   parameters(): ParameterSpec[] {
-    const params = parametersOf(this.sublayers);
-    if (this.gate === null || this.gatedQuery === null) return params;
+    const narrow = this.narrowValues;
+    const params = narrow === null ? parametersOf(this.sublayers) : parametersOf(this.sublayers).map(narrow.checkpointShape);
+    if (this.gate === null) return params;
     // The checkpoint's query projection holds the gate's rows too.
     const gated = new Set(this.gate.parameters().map((p) => p.name));
     return params.map((p) => (gated.has(p.name) ? { ...p, shape: [2 * p.shape[0], ...p.shape.slice(1)] } : p));
   }
 
   load(checkpoint: WeightSource, uploader: WeightUploader): void {
-    const source = this.ropeOrder === null ? checkpoint : withPermutedElements(withPermutedRows(checkpoint, this.ropeOrder.rows), this.ropeOrder.elements);
-    if (this.gate === null || this.gatedQuery === null) {
+    const padded = this.narrowValues === null ? checkpoint : this.narrowValues.source(checkpoint);
+    const source = this.ropeOrder === null ? padded : withPermutedElements(withPermutedRows(padded, this.ropeOrder.rows), this.ropeOrder.elements);
+    if (this.gate === null) {
       loadLayers(this.sublayers, source, uploader);
       return;
     }
@@ -387,7 +514,10 @@ export class SelfAttention implements Layer {
 
   forward(b: Backend, x: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const heads = this.core.forward(b, this.project(b, x, step), step, cache);
-    const gated = this.gate === null ? heads : b.multiplySigmoid(heads, this.gate.forward(b, x));
+    const gated =
+      this.gate !== null ? b.multiplyGate(heads, this.gate.forward(b, x), 'sigmoid')
+      : this.projectedGate !== null ? b.multiplyGate(heads, this.projectedGate.linear.forward(b, x), this.projectedGate.activation)
+      : heads;
     const out = this.o.forwardWithLora(b, gated, step);
     // A replicated output projection is whole on every device: nothing to sum.
     return this.projectionNorm === null ? b.allReduce(out) : out;

@@ -23,6 +23,8 @@ interface Shape {
   value: number;
   interleaved: boolean;
   bias: boolean;
+  /** Mistral 4's query temperature: 1 + beta · ln(1 + ⌊p / floor⌋) at position p; absent: none. */
+  temperature?: { floor: number; beta: number };
 }
 
 const ROTARY: Omit<RotaryConfig, 'rotaryDim'> = {
@@ -97,7 +99,8 @@ function referenceOutputs(s: Shape, w: Map<string, Float32Array>, xs: Float32Arr
     const q = s.queryRank === null ? project(get('q_proj.weight')!, x) : project(get('q_b_proj.weight')!, rmsNorm(project(get('q_a_proj.weight')!, x, get('q_a_proj.bias')), get('q_a_layernorm.weight')!, 1e-6));
     return Array.from({ length: s.heads }, (_, h) => {
       const head = q.slice(h * headWidth, (h + 1) * headWidth);
-      return [...head.slice(0, s.nope), ...rotate(head.slice(s.nope), position)];
+      const factor = s.temperature === undefined ? 1 : 1 + s.temperature.beta * Math.log(1 + Math.floor(position / s.temperature.floor));
+      return [...head.slice(0, s.nope), ...rotate(head.slice(s.nope), position)].map((v) => v * factor);
     });
   });
   const keysAndValues = xs.map((x, position) => {
@@ -133,6 +136,7 @@ function checkLayer(s: Shape): void {
     ropeDim: s.rope,
     valueDim: s.value,
     scale,
+    queryTemperature: s.temperature === undefined ? null : { floorScale: s.temperature.floor, attnScale: s.temperature.beta, positionOffset: 0 },
     normEps: 1e-6,
     rotary: new RotaryEmbedding({ ...ROTARY, rotaryDim: s.rope }, MAX_POSITIONS),
     interleavedRope: s.interleaved,
@@ -186,6 +190,13 @@ test('absorbed MLA equals attention with keys and values expanded by kv_b_proj, 
   }
 });
 
+test('Mistral 4\'s query temperature scales every query after RoPE by its position\'s factor', () => {
+  // Positions run to 7: floors of 2 and 3 give factors of 1 up to 1 + beta · ln 4.
+  for (const floor of [2, 3]) {
+    checkLayer({ hidden: 24, heads: 3, queryRank: 12, latent: 10, nope: 6, rope: 8, value: 5, interleaved: true, bias: false, temperature: { floor, beta: 0.7 } });
+  }
+});
+
 test('absorbed MLA on random shapes', () => {
   for (let trial = 0; trial < 6; trial++) {
     checkLayer({
@@ -206,7 +217,7 @@ test('the layer declares one cached row of latent + rope per token', () => {
   const rotary = new RotaryEmbedding({ ...ROTARY, rotaryDim: 64 }, MAX_POSITIONS);
   const layer = new MlaAttention({
     layer: 0, hiddenSize: 2048, numHeads: 16, queryRank: null, latentDim: 512, nopeDim: 128, ropeDim: 64, valueDim: 128,
-    scale: 1, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX, indexer: null, sharedSelection: null,
+    scale: 1, queryTemperature: null, normEps: 1e-6, rotary, interleavedRope: true, bias: false, prefix: PREFIX, indexer: null, sharedSelection: null,
   });
   assert.deepEqual(layer.kvSpec, { kind: 'mla', latentDim: 512, ropeDim: 64 });
   assert.equal(layer.macsPerKey, 16 * (512 + 512 + 64));

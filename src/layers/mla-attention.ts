@@ -1,4 +1,4 @@
-import type { Backend, KvCache, MlaParams, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Backend, KvCache, MlaParams, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import type { DecodeSelection, MlaKvSpec } from '../step/kv-cache-layout.ts';
 import { gatherElements } from '../tensor/host-ops.ts';
 import { interleavedRow, withPermutedRows } from './interleaved-rope.ts';
@@ -24,6 +24,8 @@ export interface MlaAttentionOptions {
   ropeDim: number;
   valueDim: number;
   scale: number;
+  /** Each query scaled by its position's temperature after RoPE (Mistral 4's llama_4_scaling_beta); null: none. */
+  queryTemperature: QueryTemperature | null;
   /** Epsilon of q_a_layernorm and kv_a_layernorm. */
   normEps: number;
   /** Rotates ropeDim dimensions. */
@@ -125,8 +127,8 @@ export class MlaAttention implements Layer {
   }
 
   private get params(): MlaParams {
-    const { latentDim, ropeDim, nopeDim, scale } = this.options;
-    return { numHeads: this.numHeads, latentDim, ropeDim, nopeDim, scale };
+    const { latentDim, ropeDim, nopeDim, scale, queryTemperature } = this.options;
+    return { numHeads: this.numHeads, latentDim, ropeDim, nopeDim, scale, queryTemperature };
   }
 
   private get projections(): Layer[] {

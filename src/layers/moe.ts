@@ -310,6 +310,17 @@ export class MoeBlock implements Layer {
   forward(b: Backend, x: Tensor): Tensor {
     return b.allReduce(b.moe(x, this.weights));
   }
+
+  /**
+   * The routed experts held here on x, chosen by the router on `routerInput` [numTokens, hidden]
+   * (Gemma 4 routes by one norm of the residual stream and feeds its experts another), summed over
+   * devices; a block with shared experts runs `forward`.
+   */
+  forwardRoutedBy(b: Backend, routerInput: Tensor, x: Tensor): Tensor {
+    if (this.options.shared !== null) throw new Error(`${this.options.router}: a block with shared experts routes and runs them on one input (forward)`);
+    const { routing, experts, activation } = this.weights;
+    return b.allReduce(b.expertMlp(x, b.routeExperts(this.router.forward(b, routerInput), routing), experts, activation));
+  }
 }
 
 /** The experts as host tensors (16-bit, MXFP4, or int4/int8/fp8 stacked along the rows) in the device layout, before upload. */

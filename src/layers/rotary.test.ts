@@ -190,3 +190,12 @@ test('tables match transformers RotaryEmbedding for every rope type, from config
     }
   }
 });
+
+test("proportional rope (Gemma 4): the first ⌊partial · d / 2⌋ pairs at the whole head's default frequencies over factor, the rest not rotating", () => {
+  const c = config(16, { type: 'proportional', factor: 2, partialRotaryFactor: 0.25 });
+  // d = 16: pairs 0 and 1 rotate at 1e4^(-2i/16) / 2; pairs 2..7 have frequency 0.
+  assertClose(inverseFrequencies(c, 0), [0.5, 10000 ** (-2 / 16) / 2, 0, 0, 0, 0, 0, 0], 1e-15, 'inv_freq');
+  const table = buildRopeTable(c, 4);
+  assert.deepEqual(row(table.cos, 3, 8).slice(2), [1, 1, 1, 1, 1, 1], 'unrotated pairs: cos 1');
+  assert.deepEqual(row(table.sin, 3, 8).slice(2), [0, 0, 0, 0, 0, 0], 'unrotated pairs: sin 0');
+});

@@ -11,6 +11,13 @@ export type RopeScaling =
    */
   | { type: 'none' }
   | { type: 'linear'; factor: number }
+  /**
+   * Gemma 4's full-attention RoPE: the head's leading floor(partialRotaryFactor · d / 2) pairs rotate
+   * at default frequencies over the whole head (1 / theta^(2i/d), d = rotaryDim, the head dim) divided
+   * by `factor`; the other pairs have frequency 0 and do not rotate. Unlike a partial rotary dim, the
+   * pairs are rotate_half's over the whole head: dimension i with i + d/2.
+   */
+  | { type: 'proportional'; factor: number; partialRotaryFactor: number }
   | { type: 'dynamic'; factor: number }
   | {
       type: 'llama3';
@@ -128,6 +135,7 @@ export function ropeContextLength(config: Pick<RotaryConfig, 'scaling' | 'maxPos
       return Math.max(config.maxPositionEmbeddings, Math.floor(scaling.originalMaxPositionEmbeddings * scaling.factor));
     case 'default':
     case 'none':
+    case 'proportional':
     case 'llama3':
     case 'longrope':
       return config.maxPositionEmbeddings;
@@ -219,6 +227,10 @@ export function inverseFrequencies(config: RotaryConfig, position: number): Floa
       return new Float64Array(dim / 2);
     case 'linear':
       return baseInverseFrequencies(config.theta, dim).map((f) => f / scaling.factor);
+    case 'proportional': {
+      const rotated = Math.floor((scaling.partialRotaryFactor * dim) / 2);
+      return baseInverseFrequencies(config.theta, dim).map((f, i) => (i < rotated ? f / scaling.factor : 0));
+    }
     case 'dynamic': {
       const maxPositions = config.maxPositionEmbeddings;
       const seqLen = Math.max(position + 1, maxPositions);

@@ -198,7 +198,7 @@ export class DecoderLayer extends ComposedLayer implements PreNormLayer {
       qkvBias: config.attentionBias,
       oBias: config.outputBias,
       interleavedRope: config.interleavedRope,
-      ...(config.outputGate && { outputGate: { gate: `${p}.self_attn.gate_proj.weight` } }),
+      ...(config.outputGate && { projectedGate: { name: `${p}.self_attn.gate_proj.weight`, perHead: false, activation: 'sigmoid' } }),
     });
     const norm = (name: string | undefined) => (name === undefined ? null : decoderNorm(config, `${p}.${name}`));
     this.attentionOutputNorm = norm(names.attentionOutput);

@@ -41,6 +41,7 @@ test('glm4_moe_lite takes Glm4MoeLiteConfig\'s defaults: V3\'s MLA at 192 nope /
     numExpertsPerToken: 4,
     expertIntermediateSize: 1536,
     sharedIntermediateSize: 1536,
+    fusedExperts: false,
     routing: { topK: 4, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 1.8 },
   });
 });

@@ -50,6 +50,7 @@ test('the oracle fixtures parse: MLA shapes, softmax scale with mscale², interl
     numExpertsPerToken: 2,
     expertIntermediateSize: 16,
     sharedIntermediateSize: 16,
+    fusedExperts: false,
     routing: { topK: 2, scoring: 'softmax', selectionBias: false, groups: null, normalize: false, scale: 1.5 },
   });
 

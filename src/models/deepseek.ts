@@ -1,4 +1,4 @@
-import type { Activation, Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
+import type { Activation, Backend, KvCache, QueryTemperature, StepInputs, Tensor } from '../backend/backend.ts';
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import type { GatedMlp } from '../layers/gated-mlp.ts';
@@ -10,7 +10,8 @@ import { ComposedLayer, type Layer } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength, type RopeScaling } from '../layers/rotary.ts';
 import type { CausalLM, ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
-import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope } from './hf-config.ts';
+import { ConfigFields, isObject, parseActivation, parseCommonFields, parseRope, ropeParameterFields } from './hf-config.ts';
+import { parseLlama4ScalingTemperature } from './llama.ts';
 import type { ModelConfig } from './model-config.ts';
 import { deepseekMlp, parseDeepseekMoe, type DeepseekMoeConfig } from './deepseek-moe.ts';
 import { parseMlpLayerTypes } from './moe-fields.ts';
@@ -24,8 +25,10 @@ import type { PipelineStage } from './pipeline-stage.ts';
  * indexer), and mixture-of-experts layers after the first dense ones. Z.ai's MLA models are the
  * same architecture under other names and defaults: GLM-4.7-Flash (`glm4_moe_lite`) is V3, GLM-5
  * (`glm_moe_dsa`) V3.2 with an indexer rotating interleaved pairs and layers that reuse the
- * previous indexer's choice. Tencent's Youtu-LLM (`youtu`) is V3's attention over a dense MLP in
- * every layer (YoutuConfig reads none of the MoE keys nor MTP layers), tied by default.
+ * previous indexer's choice. Mistral Small 4 (`mistral4`) is V3's MLA with Llama 4's query
+ * temperature, a softmax router over groups and fused expert tensors. Tencent's Youtu-LLM (`youtu`)
+ * is V3's attention over a dense MLP in every layer (YoutuConfig reads none of the MoE keys nor MTP
+ * layers), tied by default.
  */
 export interface DeepseekConfig extends ModelConfig {
   numHeads: number;
@@ -41,6 +44,8 @@ export interface DeepseekConfig extends ModelConfig {
   valueDim: number;
   /** qk_head_dim^-0.5, times YaRN's mscale(factor, mscale_all_dim)² when the config sets mscale_all_dim. */
   attentionScale: number;
+  /** Mistral 4's query scale by position after RoPE (the RoPE dict's llama_4_scaling_beta); null for the others. */
+  queryTemperature: QueryTemperature | null;
   /** The checkpoint's rotary dims pair as (x[2i], x[2i+1]): always in V2, V3's `rope_interleave` (default true). */
   interleavedRope: boolean;
   /** attention_bias: q_a_proj, kv_a_proj_with_mqa and o_proj carry biases. */
@@ -75,15 +80,15 @@ export interface DeepseekSparseAttention {
   sharedLayers: boolean[];
 }
 
-type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32' | 'glm4_moe_lite' | 'glm_moe_dsa' | 'youtu';
-const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32', 'glm4_moe_lite', 'glm_moe_dsa', 'youtu'];
+type DeepseekModelType = 'deepseek_v2' | 'deepseek_v3' | 'deepseek_v32' | 'glm4_moe_lite' | 'glm_moe_dsa' | 'mistral4' | 'youtu';
+const MODEL_TYPES: readonly DeepseekModelType[] = ['deepseek_v2', 'deepseek_v3', 'deepseek_v32', 'glm4_moe_lite', 'glm_moe_dsa', 'mistral4', 'youtu'];
 /** The model types whose every layer attends sparsely, through DeepSeek Sparse Attention's indexer. */
 const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa'];
 
 /**
  * transformers' DeepseekV2Config / DeepseekV3Config / DeepseekV32Config / Glm4MoeLiteConfig /
- * GlmMoeDsaConfig defaults for keys a config.json may leave out. `firstDense` is
- * first_k_dense_replace's default; Glm4MoeLiteConfig has no such key (its default layer pattern
+ * GlmMoeDsaConfig / Mistral4Config defaults for keys a config.json may leave out. `firstDense` is
+ * first_k_dense_replace's default; `topK` num_experts_per_tok's, where the class has one; Glm4MoeLiteConfig has no such key (its default layer pattern
  * makes layer 0 alone dense). `nextnLayers` is num_nextn_predict_layers' (DeepseekV3Config's
  * num_mtp_layers, 1 since transformers 5.18; the other classes have no such key). YoutuConfig has
  * no MoE keys (their entries go unread) and defaults intermediate_size (`intermediateSize`) and
@@ -92,24 +97,25 @@ const SPARSE_TYPES: readonly DeepseekModelType[] = ['deepseek_v32', 'glm_moe_dsa
 const DEFAULTS: Record<
   DeepseekModelType,
   {
-    maxPositions: number; queryRank: number; nopeDim: number; valueDim: number; rmsNormEps: number; firstDense: number;
-    numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number; groups: number; topkGroups: number; indexHeads: number;
+    maxPositions: number; queryRank: number; latentDim: number; nopeDim: number; valueDim: number; rmsNormEps: number; firstDense: number;
+    numExperts: number; expertWidth: number; sharedExperts: number; routedScale: number; groups: number; topkGroups: number; topK?: number; indexHeads: number;
     nextnLayers: number; intermediateSize?: number; tied?: boolean;
   }
 > = {
-  deepseek_v2: { maxPositions: 2048, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 0 },
-  deepseek_v3: { maxPositions: 4096, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 1 },
-  deepseek_v32: { maxPositions: 163840, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64, nextnLayers: 0 },
-  glm4_moe_lite: { maxPositions: 202752, queryRank: 768, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0 },
-  glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32, nextnLayers: 0 },
-  youtu: { maxPositions: 131072, queryRank: 1536, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 0, expertWidth: 0, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0, intermediateSize: 6144, tied: true },
+  deepseek_v2: { maxPositions: 2048, queryRank: 1536, latentDim: 512, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 64, expertWidth: 1407, sharedExperts: 2, routedScale: 1, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 0 },
+  deepseek_v3: { maxPositions: 4096, queryRank: 1536, latentDim: 512, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 0, nextnLayers: 1 },
+  deepseek_v32: { maxPositions: 163840, queryRank: 1536, latentDim: 512, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 8, topkGroups: 4, indexHeads: 64, nextnLayers: 0 },
+  glm4_moe_lite: { maxPositions: 202752, queryRank: 768, latentDim: 512, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 1, numExperts: 64, expertWidth: 1536, sharedExperts: 1, routedScale: 1.8, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0 },
+  glm_moe_dsa: { maxPositions: 202752, queryRank: 2048, latentDim: 512, nopeDim: 192, valueDim: 256, rmsNormEps: 1e-5, firstDense: 3, numExperts: 256, expertWidth: 2048, sharedExperts: 1, routedScale: 2.5, groups: 1, topkGroups: 1, indexHeads: 32, nextnLayers: 0 },
+  mistral4: { maxPositions: 1048576, queryRank: 1024, latentDim: 256, nopeDim: 64, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 128, expertWidth: 2048, sharedExperts: 1, routedScale: 1, groups: 1, topkGroups: 1, topK: 4, indexHeads: 0, nextnLayers: 0 },
+  youtu: { maxPositions: 131072, queryRank: 1536, latentDim: 512, nopeDim: 128, valueDim: 128, rmsNormEps: 1e-6, firstDense: 0, numExperts: 0, expertWidth: 0, sharedExperts: 0, routedScale: 1, groups: 1, topkGroups: 1, indexHeads: 0, nextnLayers: 0, intermediateSize: 6144, tied: true },
 };
 /** q_a_layernorm and kv_a_layernorm keep their class's default epsilon: transformers does not pass rms_norm_eps to them. */
 const LATENT_NORM_EPS = 1e-6;
 
 function parseDeepseekConfig(json: Record<string, unknown>, source: string): DeepseekConfig {
-  const fields = new ConfigFields(json, source);
-  const modelType = fields.raw('model_type') as DeepseekModelType;
+  const modelType = json.model_type as DeepseekModelType;
+  const fields = new ConfigFields(modelType === 'mistral4' ? withMistral4Rope(json) : json, source);
   const defaults = DEFAULTS[modelType];
   const dense = modelType === 'youtu';
   const common = { ...parseCommonFields(fields, modelType), tieWordEmbeddings: fields.boolean('tie_word_embeddings', defaults.tied ?? false) };
@@ -119,15 +125,19 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   if (numKvHeads !== numHeads) throw invalidModel(`${source}: num_key_value_heads (${numKvHeads}) must equal num_attention_heads (${numHeads}) for MLA`);
   if (fields.boolean('mlp_bias', false)) throw invalidModel(`${source}: mlp_bias=true is not supported (Keel's MLP projections carry no bias)`);
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings', defaults.maxPositions);
-  const rope = parseRope(fields, maxPositionEmbeddings);
+  const mistral4 = modelType === 'mistral4';
+  // Mistral 4's RoPE dict names its rotary share of the head (checked by checkMistral4Rotary).
+  const rope = parseRope(fields, maxPositionEmbeddings, { partialRotary: mistral4 });
   // DeepSeek writes `head_dim` = qk_rope_head_dim (transformers sets it so); it is not a head size and is not read.
   const nopeDim = fields.positiveInt('qk_nope_head_dim', defaults.nopeDim);
   const ropeDim = fields.positiveInt('qk_rope_head_dim', 64);
   if (ropeDim % 2 !== 0) throw invalidModel(`${source}: qk_rope_head_dim must be even for rotary embeddings (got ${ropeDim})`);
+  if (mistral4) checkMistral4Rotary(fields, nopeDim, ropeDim, rope.ropeScaling);
   const numLayers = common.numLayers;
   // transformers' Glm4MoeLiteConfig does not read first_k_dense_replace (its layer pattern alone says).
   const firstDense = modelType === 'glm4_moe_lite' ? defaults.firstDense : fields.nonNegativeInt('first_k_dense_replace', defaults.firstDense);
-  const numNextnPredictLayers = dense ? 0 : fields.nonNegativeInt('num_nextn_predict_layers', defaults.nextnLayers);
+  // Mistral4Config and YoutuConfig have no MTP layers to read.
+  const numNextnPredictLayers = mistral4 || dense ? 0 : fields.nonNegativeInt('num_nextn_predict_layers', defaults.nextnLayers);
   const queryRank = fields.optionalPositiveInt('q_lora_rank', defaults.queryRank);
   const sparseAttention = SPARSE_TYPES.includes(modelType) ? parseSparseAttention(fields, modelType, queryRank, ropeDim, numLayers, numNextnPredictLayers) : null;
   // V2/V3: every layer from first_k_dense_replace on, as transformers 5.17 builds them. It does not read
@@ -135,7 +145,7 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
   // hold experts in every such layer whatever the key says.
   const sparseLayers = dense
     ? new Array<boolean>(numLayers).fill(false)
-    : modelType === 'deepseek_v2' || modelType === 'deepseek_v3'
+    : modelType === 'deepseek_v2' || modelType === 'deepseek_v3' || mistral4
     ? Array.from({ length: numLayers + numNextnPredictLayers }, (_, i) => i >= firstDense)
     : parseMlpLayers(fields, numLayers, firstDense, numNextnPredictLayers);
   return {
@@ -144,13 +154,14 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     numHeads,
     activation: parseActivation(fields, 'hidden_act', 'silu'),
     queryRank,
-    latentDim: fields.positiveInt('kv_lora_rank', 512),
+    latentDim: fields.positiveInt('kv_lora_rank', defaults.latentDim),
     nopeDim,
     ropeDim,
     valueDim: fields.positiveInt('v_head_dim', defaults.valueDim),
     attentionScale: (nopeDim + ropeDim) ** -0.5 * softmaxMscale(fields, rope.ropeScaling) ** 2,
+    queryTemperature: mistral4 ? parseLlama4ScalingTemperature(fields, rope.ropeScaling) : null,
     // transformers' V2, V3.2 and GLM-5 rotate MLA's rope dims in interleaved pairs whatever rope_interleave says.
-    interleavedRope: !['deepseek_v3', 'glm4_moe_lite', 'youtu'].includes(modelType) || fields.boolean('rope_interleave', true),
+    interleavedRope: !['deepseek_v3', 'glm4_moe_lite', 'mistral4', 'youtu'].includes(modelType) || fields.boolean('rope_interleave', true),
     attentionBias: fields.boolean('attention_bias', false),
     rmsNormEps: fields.positiveNumber('rms_norm_eps', defaults.rmsNormEps),
     ...rope,
@@ -161,6 +172,41 @@ function parseDeepseekConfig(json: Record<string, unknown>, source: string): Dee
     numNextnPredictLayers,
     sparseAttention,
   };
+}
+
+/**
+ * Mistral4Config's RoPE where a config.json gives neither rope_parameters nor rope_scaling: YaRN
+ * over the rope part of each head, with Llama 4's query temperature.
+ */
+function withMistral4Rope(json: Record<string, unknown>): Record<string, unknown> {
+  if (json.rope_parameters != null || json.rope_scaling != null) return json;
+  const nope = typeof json.qk_nope_head_dim === 'number' ? json.qk_nope_head_dim : DEFAULTS.mistral4.nopeDim;
+  const rope = typeof json.qk_rope_head_dim === 'number' ? json.qk_rope_head_dim : 64;
+  return {
+    ...json,
+    rope_parameters: {
+      rope_type: 'yarn', rope_theta: 10000, factor: 128, original_max_position_embeddings: 8192, beta_fast: 32, beta_slow: 1,
+      mscale_all_dim: 1, mscale: 1, llama_4_scaling_beta: 0.1, partial_rotary_factor: rope / (nope + rope),
+    },
+  };
+}
+
+/**
+ * Mistral4RotaryEmbedding builds its table over head_dim = qk_nope_head_dim + qk_rope_head_dim
+ * for default RoPE, and over int(head_dim × partial_rotary_factor) dims for the scaled types (the
+ * RoPE dict's factor; rope/head_dim where rope_parameters leave it out, 1 for a 4.x rope_scaling).
+ * Only a table as wide as the rope part fits the rotation transformers applies to it.
+ */
+function checkMistral4Rotary(fields: ConfigFields, nopeDim: number, ropeDim: number, scaling: RopeScaling): void {
+  const headDim = nopeDim + ropeDim;
+  const params = ropeParameterFields(fields);
+  const partial = params.raw('partial_rotary_factor') != null
+    ? params.positiveNumber('partial_rotary_factor')
+    : fields.raw('rope_parameters') != null ? ropeDim / headDim : 1;
+  const rotaryDim = scaling.type === 'default' ? headDim : Math.trunc(headDim * partial);
+  if (rotaryDim !== ropeDim) {
+    throw invalidModel(`${fields.source}: mistral4's rotary table covers ${rotaryDim} dims (head_dim ${headDim}${scaling.type === 'default' ? ', as default RoPE always does' : ` × partial_rotary_factor ${partial}`}), not the qk_rope_head_dim ${ropeDim} it rotates`);
+  }
 }
 
 const SPARSE_LAYER_TYPES: readonly unknown[] = ['indexed_attention', 'deepseek_sparse_attention'];
@@ -280,6 +326,7 @@ export class DeepseekDecoderLayer extends ComposedLayer implements PreNormLayer 
       ropeDim: config.ropeDim,
       valueDim: config.valueDim,
       scale: config.attentionScale,
+      queryTemperature: config.queryTemperature,
       normEps: LATENT_NORM_EPS,
       rotary,
       interleavedRope: config.interleavedRope,

@@ -46,6 +46,7 @@ test('dots.llm1: per-head q/k norms, layer 0 dense, then sigmoid + bias routing 
     numExpertsPerToken: 6,
     expertIntermediateSize: 1408,
     sharedIntermediateSize: 2 * 1408,
+    fusedExperts: false,
     // n_group and topk_group null: one group (transformers' router cannot run them null; Dots1Config's default is 1).
     routing: { topK: 6, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 2.5 },
   });

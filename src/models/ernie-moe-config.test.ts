@@ -51,6 +51,7 @@ test('ERNIE-4.5-21B-A3B: GQA 20/4 of 128 with interleaved RoPE, layer 0 dense, t
     numExpertsPerToken: 6,
     expertIntermediateSize: 1536,
     sharedIntermediateSize: 3072,
+    fusedExperts: false,
     routing: { topK: 6, scoring: 'softmax', selectionBias: true, groups: null, normalize: true, scale: 1 },
   });
 });

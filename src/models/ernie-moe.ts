@@ -69,6 +69,7 @@ function parseErnieMoe(fields: ConfigFields): DeepseekMoeConfig {
     numExpertsPerToken: topK,
     expertIntermediateSize,
     sharedIntermediateSize: expertIntermediateSize * fields.nonNegativeInt('moe_num_shared_experts', MOE_DEFAULTS.sharedExperts),
+    fusedExperts: false,
     routing: { topK, scoring: 'softmax', selectionBias: true, groups: null, normalize: true, scale: 1 },
   };
 }

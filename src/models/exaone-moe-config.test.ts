@@ -23,6 +23,7 @@ test("EXAONE MoE takes ExaoneMoeConfig's defaults: EXAONE 4's layers over 4, 32 
     numExpertsPerToken: 8,
     expertIntermediateSize: 1024,
     sharedIntermediateSize: 1024,
+    fusedExperts: false,
     routing: { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 2.5 },
   });
 });

@@ -42,6 +42,7 @@ test('GLM-4.5-Air as published: GQA 96/8 of 128 with q/k/v biases, half of each 
     numExpertsPerToken: 8,
     expertIntermediateSize: 1408,
     sharedIntermediateSize: 1408,
+    fusedExperts: false,
     routing: { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 1 },
   });
   assert.deepEqual(c.eosTokenIds, [151329, 151336, 151338]);

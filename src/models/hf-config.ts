@@ -12,7 +12,7 @@ import type { ModelConfig } from './model-config.ts';
  */
 
 const DEFAULT_ROPE_THETA = 10000;
-const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn', 'longrope'];
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'dynamic', 'llama3', 'yarn', 'longrope', 'proportional'];
 const DTYPES: Record<string, WeightDType> = { float32: 'f32', float16: 'f16', bfloat16: 'bf16' };
 
 /** The keys every family shares; `contextLength` is the family's to derive. */
@@ -176,6 +176,11 @@ export function parseRopeParameters(params: ConfigFields, fields: ConfigFields, 
       return { ropeTheta, ropeScaling: { type: 'linear', factor: params.positiveNumber('factor') } };
     case 'dynamic':
       return { ropeTheta, ropeScaling: { type: 'dynamic', factor: params.positiveNumber('factor') } };
+    case 'proportional': {
+      const partialRotaryFactor = params.positiveNumber('partial_rotary_factor', 1);
+      if (partialRotaryFactor > 1) throw invalidModel(`${params.source}: partial_rotary_factor ${partialRotaryFactor} of proportional RoPE must be at most 1`);
+      return { ropeTheta, ropeScaling: { type: 'proportional', factor: params.positiveNumber('factor', 1), partialRotaryFactor } };
+    }
     case 'llama3': {
       const lowFreqFactor = params.positiveNumber('low_freq_factor');
       const highFreqFactor = params.positiveNumber('high_freq_factor');

@@ -313,7 +313,7 @@ function parseLlamaTypeConfig(json: Record<string, unknown>, source: string, mod
     slidingWindows: modelType === 'smollm3' ? parseSmolLM3Windows(fields, ropeLayers) : parseSlidingWindows(fields, modelType, decoder.numLayers, traits.maxWindowLayers),
     ropeLayers,
     multipliers: modelType === 'granite' ? parseGraniteMultipliers(fields) : null,
-    queryTemperature: modelType === 'ministral3' ? parseMinistral3Temperature(fields, decoder.ropeScaling) : null,
+    queryTemperature: modelType === 'ministral3' ? parseLlama4ScalingTemperature(fields, decoder.ropeScaling) : null,
     ...(modelType === 'hunyuan_v1_dense' && parseHunyuan(fields, decoder)),
   };
 }
@@ -336,12 +336,13 @@ function parseHunyuan(fields: ConfigFields, decoder: DecoderFields): Partial<Dec
 }
 
 /**
- * Ministral 3 scales every query after RoPE by 1 + β · ln(1 + ⌊p / original⌋) at position p, with
- * β the RoPE dict's `llama_4_scaling_beta` and original its `original_max_position_embeddings`
- * (for YaRN, llama3 and LongRoPE the one the scaling reads, which transformers puts there; other
- * RoPE types must give it). transformers fails without either, so Keel requires both.
+ * Ministral 3 and Mistral 4 scale every query after RoPE by 1 + β · ln(1 + ⌊p / original⌋) at
+ * position p (transformers' get_llama_4_attn_scale), with β the RoPE dict's `llama_4_scaling_beta`
+ * and original its `original_max_position_embeddings` (for YaRN, llama3 and LongRoPE the one the
+ * scaling reads, which transformers puts there; other RoPE types must give it). transformers fails
+ * without either, so Keel requires both.
  */
-function parseMinistral3Temperature(fields: ConfigFields, scaling: RopeScaling): QueryTemperature {
+export function parseLlama4ScalingTemperature(fields: ConfigFields, scaling: RopeScaling): QueryTemperature {
   const rope = ropeParameterFields(fields);
   const floorScale = 'originalMaxPositionEmbeddings' in scaling ? scaling.originalMaxPositionEmbeddings : rope.positiveInt('original_max_position_embeddings');
   return { floorScale, attnScale: rope.finiteNumber('llama_4_scaling_beta'), positionOffset: 0 };

@@ -14,6 +14,7 @@ import { ernieMoeFamily } from './ernie-moe.ts';
 import { exaoneMoeFamily } from './exaone-moe.ts';
 import { isObject } from './hf-config.ts';
 import { gemmaFamily } from './gemma.ts';
+import { gemma4Family } from './gemma4.ts';
 import { glm4MoeFamily } from './glm4-moe.ts';
 import { gptOssFamily } from './gpt-oss.ts';
 import { graniteHybridFamily } from './granite-hybrid.ts';
@@ -22,6 +23,8 @@ import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { hyV3Family } from './hy-v3.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
+import { lagunaFamily } from './laguna.ts';
+import { mimoV2FlashFamily } from './mimo-v2-flash.ts';
 import { minimaxM2Family } from './minimax-m2.ts';
 import { mixtralFamily } from './mixtral.ts';
 import { nanochatFamily } from './nanochat.ts';
@@ -42,6 +45,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(mixtralFamily),
   family(qwenMoeFamily),
   family(gemmaFamily),
+  family(gemma4Family),
   family(phi3Family),
   family(gptOssFamily),
   family(deepseekFamily),
@@ -57,6 +61,8 @@ const FAMILIES: readonly ModelFamily[] = [
   family(graniteHybridFamily),
   family(dots1Family),
   family(cohereFamily),
+  family(mimoV2FlashFamily),
+  family(lagunaFamily),
   family(exaoneMoeFamily),
   family(nanochatFamily),
   family(hyV3Family),

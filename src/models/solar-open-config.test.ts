@@ -20,6 +20,7 @@ test("Solar Open takes SolarOpenConfig's defaults: GQA 64/8 of 128, the whole he
     numExpertsPerToken: 8,
     expertIntermediateSize: 1280,
     sharedIntermediateSize: 1280,
+    fusedExperts: false,
     routing: { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 1 },
   });
 });

@@ -37,7 +37,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   // Gemma3ForConditionalGeneration never soft-caps its logits, whatever text_config's
   // final_logit_softcapping says (Gemma3ForCausalLM does).
   gemma3: { textModelTypes: ['gemma3_text'], overrides: { final_logit_softcapping: null }, tiedBy: { wrapper: true } },
-  mistral3: { textModelTypes: ['mistral', 'ministral3'], tiedBy: { wrapper: true } },
+  mistral3: { textModelTypes: ['mistral', 'ministral3', 'mistral4'], tiedBy: { wrapper: true } },
   llama4: { textModelTypes: ['llama4_text'], tiedBy: 'text_config' },
   qwen3_5: { textModelTypes: ['qwen3_5_text'], tiedBy: { wrapper: false } },
   qwen3_5_moe: { textModelTypes: ['qwen3_5_moe_text'], tiedBy: { wrapper: false } },
@@ -47,6 +47,7 @@ const WRAPPERS: Readonly<Record<string, VisionLanguageWrapper>> = {
   qwen3_vl_moe: { textModelTypes: ['qwen3_vl_moe_text'], tiedBy: { wrapper: false } },
   glm4v: { textModelTypes: ['glm4v_text'], tiedBy: 'either' },
   glm4v_moe: { textModelTypes: ['glm4v_moe_text'], tiedBy: 'either' },
+  gemma4: { textModelTypes: ['gemma4_text'], tiedBy: { wrapper: true } },
 };
 
 export const VISION_LANGUAGE_MODEL_TYPES: readonly string[] = Object.keys(WRAPPERS);

@@ -16,6 +16,13 @@ export interface AttentionKvSpec {
    * the backend's activation dtype. Absent: none.
    */
   keySummaries?: boolean;
+  /**
+   * The layer caches nothing of its own and reads the keys and values of the layer this many places
+   * before it in the layout, whose spec it repeats (Gemma 4's KV-shared layers): it stores in that
+   * layer's pool (`kvStorage`) and reads through that layer's block tables (`kvCacheGroups`), so
+   * paging, prefix caching, copy-on-write and swaps move its keys with that layer's. Absent: its own.
+   */
+  sharedKvDistance?: number;
 }
 
 /**
@@ -171,12 +178,37 @@ export function indexKeyElementsPerToken(spec: LayerKvSpec): number {
 }
 
 /**
- * Bytes one cached token holds across `layers` (each one's own pool): `autoElementBytes` (the
+ * Where `layers[index]` keeps its keys and values: its own index, or for a KV-shared layer
+ * (`AttentionKvSpec.sharedKvDistance`) that of the layer it reads, which must be an attention
+ * layer of the same kv heads and head dim that caches its own.
+ */
+export function kvSourceIndex(layers: readonly LayerKvSpec[], index: number): number {
+  const spec = layers[index];
+  if (spec.kind !== 'attention' || spec.sharedKvDistance === undefined) return index;
+  const source = index - spec.sharedKvDistance;
+  const target = layers[source];
+  if (
+    !(spec.sharedKvDistance > 0 && source >= 0) ||
+    target.kind !== 'attention' ||
+    target.sharedKvDistance !== undefined ||
+    target.numKvHeads !== spec.numKvHeads ||
+    target.headDim !== spec.headDim
+  ) {
+    throw new Error(`KV layout: layer ${index} shares the keys and values of layer ${source}, which is not an attention layer of its kv heads and head dim caching its own`);
+  }
+  return source;
+}
+
+/**
+ * Bytes one cached token holds across `layers` (each one's own pool; a KV-shared layer none): `autoElementBytes` (the
  * backend's activation dtype) a value in a layer stored as `auto`, one byte a code with the 8-bit
  * dtypes plus int8's scales; an indexer key is stored like its layer's row.
  */
 export function kvBytesPerToken(layers: readonly LayerKvSpec[], autoElementBytes: number, dtype: KvCacheDtype = 'auto'): number {
-  return layers.reduce((bytes, spec) => bytes + attendedBytesPerToken(spec, autoElementBytes, dtype) + indexKeyBytesPerToken(spec, autoElementBytes, dtype), 0);
+  return layers.reduce(
+    (bytes, spec, i) => (kvSourceIndex(layers, i) !== i ? bytes : bytes + attendedBytesPerToken(spec, autoElementBytes, dtype) + indexKeyBytesPerToken(spec, autoElementBytes, dtype)),
+    0,
+  );
 }
 
 /** Of `kvBytesPerToken`, one layer's keys and values (or MLA row) with their int8 scales: what its attention reads of each position it attends to. */
@@ -229,8 +261,12 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
   const seen = new Map<string, number>();
   const byRank = new Map<string, number>();
   layers.forEach((spec, i) => {
-    // What a pool stores, whatever window its layers read through and whether they keep summaries.
-    const shape = JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
+    const source = kvSourceIndex(layers, i);
+    if (source !== i) {
+      poolOf.push(poolOf[source]);
+      return;
+    }
+    const shape = storedShape(spec);
     const groupKey = `${groups?.[i] ?? 0}/${shape}`;
     const rank = seen.get(groupKey) ?? 0;
     seen.set(groupKey, rank + 1);
@@ -245,6 +281,11 @@ export function kvStorage(layers: readonly LayerKvSpec[], groups?: readonly numb
     poolOf.push(pool);
   });
   return { pools, poolOf };
+}
+
+/** What a layer's pool stores, whatever window it reads through and whether it keeps key summaries. */
+function storedShape(spec: LayerKvSpec): string {
+  return JSON.stringify(spec.kind === 'attention' ? { ...spec, slidingWindow: null, keySummaries: undefined } : spec);
 }
 
 /**
@@ -346,7 +387,10 @@ export interface KvCacheGroups {
 export function kvCacheGroups(layers: readonly LayerKvSpec[], streaming: StreamingWindow | null): KvCacheGroups {
   const keyOf = (r: KvRetention | null) => (r === null ? 'full' : `${r.sinks}/${r.window}`);
   const kinds = new Map<string, { retention: KvRetention | null; layers: number[] }>();
+  // A KV-shared layer stores nothing: it reads through the block tables of the layer it shares.
+  const sources = layers.map((_, i) => kvSourceIndex(layers, i));
   layers.forEach((spec, i) => {
+    if (sources[i] !== i) return;
     const retention = layerRetention(spec, streaming);
     const key = keyOf(retention);
     if (!kinds.has(key)) kinds.set(key, { retention, layers: [] });
@@ -355,11 +399,25 @@ export function kvCacheGroups(layers: readonly LayerKvSpec[], streaming: Streami
   const size = Math.min(...[...kinds.values()].map((kind) => kind.layers.length));
   const retentions: (KvRetention | null)[] = [];
   const groupOf = new Array<number>(layers.length);
+  // Groups pay off where they share pools (kvStorage), a block then holding one group's layers. Where
+  // no shape is stored under two retentions (Gemma 4's sliding and full layers differ in head dim and
+  // kv heads), no pool is shared: a block would hold every pool whichever group owned it, and more
+  // tables only take more blocks. Such a model keeps one table, retaining what its every layer reads.
+  const shapesByKind = [...kinds.values()].map((kind) => new Set(kind.layers.map((i) => storedShape(layers[i]))));
+  const shared = shapesByKind.some((shapes, k) => [...shapes].some((shape) => shapesByKind.some((other, j) => j !== k && other.has(shape))));
+  if (kinds.size > 1 && !shared) {
+    const all = [...kinds.values()].map((kind) => kind.retention);
+    const widest = all.includes(null) ? null : { sinks: Math.max(...all.map((r) => r!.sinks)), window: Math.max(...all.map((r) => r!.window)) };
+    return { retentions: [widest], groupOf: groupOf.fill(0) };
+  }
   for (const { retention, layers: members } of kinds.values()) {
     for (let start = 0; start < members.length; start += size) {
       for (const i of members.slice(start, start + size)) groupOf[i] = retentions.length;
       retentions.push(retention);
     }
   }
+  sources.forEach((source, i) => {
+    if (source !== i) groupOf[i] = groupOf[source];
+  });
   return { retentions: retentions.length === 0 ? [null] : retentions, groupOf };
 }

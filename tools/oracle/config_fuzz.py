@@ -240,6 +240,58 @@ def gen_gemma3(r, name):
                                                      num_attention_heads=2, image_size=28, patch_size=14)))
 
 
+def _gemma4_text(r):
+    """Gemma4TextConfig's keys: per-layer head dims and kv heads, keys as values, KV-shared layers, double-wide MLPs,
+    per-layer inputs, the mixture of experts beside the dense MLP, proportional RoPE on the full layers."""
+    f = base(r)
+    n = f["num_hidden_layers"] = r.choice((2, 3, 4, 5))
+    f.update(head_dim=f.get("head_dim", 16), attention_bias=r.random() < 0.3, hidden_activation=act(r, "gelu_pytorch_tanh"),
+             sliding_window=r.choice((8, 16, 32)), global_head_dim=r.choice((16, 32, 48)),
+             attention_k_eq_v=r.random() < 0.5, final_logit_softcapping=r.choice((None, 10.0, 30.0)),
+             use_double_wide_mlp=r.random() < 0.5, vocab_size_per_layer_input=f["vocab_size"],
+             hidden_size_per_layer_input=r.choice((0, 0, 4, 8)))
+    if r.random() < 0.3:
+        f["use_bidirectional_attention"] = "vision"
+    if f["attention_k_eq_v"] and r.random() < 0.7:
+        f["num_global_key_value_heads"] = r.choice([k for k in (1, 2, 4) if f["num_attention_heads"] % k == 0])
+    if r.random() < 0.7:
+        f["layer_types"] = [r.choice(("sliding_attention", "full_attention")) for _ in range(n)]
+    types = list(f.get("layer_types") or ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n)])
+    types[-1] = "full_attention"
+    # The last layers may read the last earlier layer of their type: only where every one of them has one.
+    shared = r.choice(range(n))
+    if any(t not in types[:n - shared] for t in types[n - shared:]):
+        shared = 0
+    f["num_kv_shared_layers"] = shared
+    if r.random() < 0.4:
+        f.update(enable_moe_block=True, num_experts=r.choice((4, 8)), top_k_experts=r.choice((1, 2)),
+                 moe_intermediate_size=r.choice((8, 16)))
+    full = r.choice(("proportional", "proportional", "default", "linear"))
+    full_rope = (mf._rope("proportional", r.choice((10000.0, 1000000.0)), partial_rotary_factor=r.choice((0.25, 0.5, 1.0)),
+                          **({"factor": 2.0} if r.random() < 0.3 else {}))
+                 if full == "proportional" else rope(r, f, (full,)))
+    return f, {"sliding_attention": rope(r, f, ("default", "linear")), "full_attention": full_rope}
+
+
+# Gemma 4's layer_scalar buffers around 1 (a draw around 0 all but erases the residual stream), its routers wide.
+GEMMA4_DRAWS = ((r"layer_scalar$", 1.0, 0.2), (r"router\.proj\.weight$", 0.0, 0.3), (r"router\.(scale|per_expert_scale)$", 1.0, 0.2))
+
+
+def _gemma4_overrides(f: dict) -> tuple:
+    return GEMMA4_DRAWS if f.get("enable_moe_block") else GEMMA4_DRAWS[:1]
+
+
+def gen_gemma4_text(r, name):
+    f, rope_ = _gemma4_text(r)
+    return fx(name, "gemma4_text", f, rope_, init_overrides=_gemma4_overrides(f))
+
+
+def gen_gemma4(r, name):
+    f, rope_ = _gemma4_text(r)
+    return fx(name, "gemma4", f, rope_, text_model_type="gemma4_text", init_overrides=_gemma4_overrides(f),
+              wrapper_fields=dict(tie_word_embeddings=r.random() < 0.8))
+
+
 def gen_mistral3(r, name):
     f = base(r)
     sliding(r, f, qwen=False)
@@ -534,6 +586,82 @@ def gen_glm_moe_dsa(r, name):
     return fx(name, "glm_moe_dsa", f, rope(r, f, ("default", "yarn")),
               init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),
                                            (r"\.indexer\.(wq_b|wk|weights_proj)\.weight$", 0.0, 0.3)))
+
+
+def gen_mistral4(r, name):
+    f = base(r)
+    _mla(r, f)
+    _v3_groups(r, f)
+    f.pop("moe_layer_freq", None)
+    f["rope_interleave"] = r.random() < 0.7
+    # Mistral4RotaryEmbedding's default RoPE spans the whole head, which its rope part cannot take: scaled types only,
+    # over the rope part (partial_rotary_factor rope / head_dim, written or left to Mistral4Config).
+    rope_ = rope(r, f, ("yarn", "linear", "longrope"), head_dim_default=f["qk_rope_head_dim"])
+    rope_.setdefault("factor", r.choice((2.0, 8.0)))
+    if r.random() < 0.5:
+        rope_["partial_rotary_factor"] = f["qk_rope_head_dim"] / (f["qk_nope_head_dim"] + f["qk_rope_head_dim"])
+    # get_llama_4_attn_scale reads both from the RoPE dict: an original context the prompts cross.
+    rope_.update(llama_4_scaling_beta=r.choice((0.1, 0.5, 1.0)), original_max_position_embeddings=r.choice((8, 16, 32)))
+    return fx(name, "mistral4", f, rope_, init_overrides=MOE_ROUTER)
+
+
+def _layer_type_rope(r, f: dict, head_dim: int, default_rope_share: float) -> dict:
+    """One layer type's RoPE dict (MiMo-V2-Flash's, Laguna's): default RoPE over partial_rotary_factor (absent: the
+    family's `default_rope_share`) or a scaled type over the whole head unless a factor is written; only factors whose
+    int(head_dim * factor) rotary dims pair up."""
+    rope_ = rope(r, f, ("default", "default", "linear", "yarn"), head_dim_default=head_dim)
+    default_share = default_rope_share if rope_["rope_type"] == "default" else 1.0
+    shares = [p for p in (0.25, 0.5, 1.0) if int(head_dim * p) % 2 == 0 and int(head_dim * p) > 0]
+    if r.random() < 0.6 or int(head_dim * default_share) % 2 != 0:
+        rope_["partial_rotary_factor"] = r.choice(shares)
+    return rope_
+
+
+def gen_mimo_v2_flash(r, name):
+    f = base(r)
+    n = f["num_attention_heads"]
+    # The sliding layers hold twice num_key_value_heads, which must divide the query heads.
+    f["num_key_value_heads"] = r.choice([k for k in (1, 2, 4) if n % (2 * k) == 0])
+    f["head_dim"] = head_dim = r.choice((16, 24, 32))
+    f["v_head_dim"] = r.choice([v for v in (8, 16, head_dim) if v <= head_dim])
+    f["num_hidden_layers"] = layers = max(2, f["num_hidden_layers"])
+    f.update(sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.5, moe_intermediate_size=16,
+             n_routed_experts=r.choice((4, 8)), num_experts_per_tok=2, norm_topk_prob=r.random() < 0.5,
+             routed_scaling_factor=r.choice((1.0, 2.5, None)), hidden_act=act(r, "silu"))
+    _v3_groups(r, f)
+    pick = r.random()
+    if pick < 0.3:
+        f["attention_value_scale"] = None
+    elif pick < 0.7:
+        f["attention_value_scale"] = r.choice((0.5, 1.3))
+    if r.random() < 0.6:
+        f["layer_types"] = [r.choice(("full_attention", "sliding_attention")) for _ in range(layers)]
+    if r.random() < 0.6:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(layers - 1)] + ["sparse"]
+    rope_ = {layer_type: _layer_type_rope(r, f, head_dim, 0.334) for layer_type in ("full_attention", "sliding_attention")}
+    # Only sliding layers have sinks (by default every layer but the first of these few).
+    sliding = "sliding_attention" in f.get("layer_types", ["sliding_attention"])
+    sinks = ((r"\.self_attn\.sinks$", 0.0, 1.0),) if sliding else ()
+    return fx(name, "mimo_v2_flash", f, rope_, init_overrides=GLM4_MOE_ROUTER + sinks)
+
+
+def gen_laguna(r, name):
+    f = base(r)
+    f["num_hidden_layers"] = layers = max(2, f["num_hidden_layers"])
+    kv = f["num_key_value_heads"]
+    f["head_dim"] = head_dim = r.choice((16, 24, 32))
+    if r.random() < 0.5:
+        f["num_attention_heads_per_layer"] = [r.choice([h for h in (2, 4, 8) if h % kv == 0]) for _ in range(layers)]
+    f.update(sliding_window=r.choice((8, 16, 32)), attention_bias=r.random() < 0.5, gating=r.choice((True, False, "per-head", "per-element")),
+             moe_intermediate_size=16, shared_expert_intermediate_size=r.choice((8, 16, 32)), num_experts=r.choice((4, 8)),
+             num_experts_per_tok=2, moe_routed_scaling_factor=r.choice((1.0, 2.5)),
+             moe_router_logit_softcapping=r.choice((0.0, 0.0, 2.0, 5.0)), hidden_act=act(r, "silu"))
+    if r.random() < 0.7:
+        f["layer_types"] = [r.choice(("full_attention", "sliding_attention")) for _ in range(layers)]
+    if r.random() < 0.6:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(layers - 1)] + ["sparse"]
+    rope_ = {layer_type: _layer_type_rope(r, f, head_dim, 1.0) for layer_type in ("full_attention", "sliding_attention")}
+    return fx(name, "laguna", f, rope_, init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),))
 
 
 def gen_gpt_oss(r, name):
@@ -1066,12 +1194,14 @@ def gen_qwen3_5_text(r, name):
 GENERATORS = {
     "llama": gen_llama, "mistral": gen_mistral, "ministral3": gen_ministral3, "qwen2": gen_qwen2, "qwen3": gen_qwen3, "gemma": gen_gemma,
     "gemma2": gen_gemma2, "gemma3_text": gen_gemma3_text, "gemma3": gen_gemma3, "mistral3": gen_mistral3,
+    "gemma4_text": gen_gemma4_text, "gemma4": gen_gemma4,
     "phi3": gen_phi3, "mixtral": gen_mixtral, "qwen2_moe": gen_qwen2_moe, "qwen3_moe": gen_qwen3_moe,
     "deepseek_v2": gen_deepseek_v2, "deepseek_v3": gen_deepseek_v3, "deepseek_v32": gen_deepseek_v32, "gpt_oss": gen_gpt_oss,
     "llama4_text": gen_llama4_text, "llama4": gen_llama4,
     "olmo2": gen_olmo2, "olmo3": gen_olmo3, "smollm3": gen_smollm3, "granite": gen_granite, "seed_oss": gen_seed_oss, "exaone4": gen_exaone4, "arcee": gen_arcee,
     "hunyuan_v1_dense": gen_hunyuan_v1_dense, "apertus": gen_apertus,
     "glm4_moe": gen_glm4_moe, "glm4_moe_lite": gen_glm4_moe_lite, "glm_moe_dsa": gen_glm_moe_dsa,
+    "mistral4": gen_mistral4, "mimo_v2_flash": gen_mimo_v2_flash, "laguna": gen_laguna,
     "qwen3_next": gen_qwen3_next, "qwen3_5_text": gen_qwen3_5_text, "minimax_m2": gen_minimax_m2,
     "ernie4_5": gen_ernie4_5, "ernie4_5_moe": gen_ernie4_5_moe,
     "hunyuan_v1_moe": gen_hunyuan_v1_moe,

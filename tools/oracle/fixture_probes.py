@@ -44,10 +44,31 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
-SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe",
+SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe", "mimo_v2_flash",
                         "exaone_moe", "solar_open")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
+
+
+def _top_k(config) -> int:
+    """Experts per token: num_experts_per_tok, or Gemma 4's top_k_experts."""
+    return getattr(config, "num_experts_per_tok", None) or config.top_k_experts
+
+
+def _best_groups(choice: torch.Tensor, config, group_score) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek's group-limited choice: each group's score (`group_score` of its [tokens, groups, per-group] choices)
+    and which experts belong to the topk_group best groups."""
+    # Every expert's choice score: n_routed_experts of them, or EXAONE MoE's num_experts.
+    n_experts = choice.shape[-1]
+    n_group, per = config.n_group, n_experts // config.n_group
+    group_scores = group_score(choice.view(-1, n_group, per))
+    group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
+    allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
+    return group_scores, allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, n_experts)
+
+
+def _top2_sum(groups: torch.Tensor) -> torch.Tensor:
+    return groups.topk(2, dim=-1).values.sum(dim=-1)
 
 
 def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias: torch.Tensor | None = None) -> dict:
@@ -60,8 +81,17 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
     smaller). For softmax routers the margin is taken on the logits: softmax is monotone, so the
     order is the same, and logits are where a re-implementation's rounding error is absolute.
     """
-    k = config.num_experts_per_tok
+    k = _top_k(config)
     h = hidden.reshape(-1, hidden.shape[-1])
+    if model_type in ("gemma4_text", "gemma4"):
+        # Gemma4TextRouter: a weightless RMSNorm of the residual, times scale and hidden^-0.5, softmax,
+        # top k renormalised, each weight times its expert's per_expert_scale.
+        x = h.float() * torch.pow(h.float().pow(2).mean(-1, keepdim=True) + config.rms_norm_eps, -0.5)
+        logits = F.linear(x * router.scale * h.shape[-1] ** -0.5, router.proj.weight)
+        probs = torch.softmax(logits.float(), dim=-1)
+        weights, idx = torch.topk(probs, k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True) * router.per_expert_scale[idx]
+        return {"idx": idx, "weights": weights, "margin": _sorted_gap(logits.float(), k)}
     if model_type in ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_vl_moe", "olmoe", *INDEX_FIRST_ROUTERS):
         logits = F.linear(h, router.weight)
         probs = torch.softmax(logits.float(), dim=-1)
@@ -79,10 +109,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
             margin = _sorted_gap(logits, k)
         elif config.topk_method == "group_limited_greedy":
             n_group, per = config.n_group, config.n_routed_experts // config.n_group
-            group_scores = probs.view(-1, n_group, per).max(dim=-1).values
-            group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-            allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-            allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, config.n_routed_experts)
+            _, allowed = _best_groups(probs, config, lambda groups: groups.max(dim=-1).values)
             masked = probs.masked_fill(~allowed, 0.0)
             weights, idx = torch.topk(masked, k, dim=-1)
             group_logits = logits.view(-1, n_group, per).max(dim=-1).values
@@ -96,13 +123,7 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         logits = F.linear(h.float(), router.weight.float())
         scores = logits.sigmoid()
         choice = scores + router.e_score_correction_bias
-        # The router's rows: n_routed_experts, or EXAONE MoE's num_experts.
-        n_experts = router.weight.shape[0]
-        n_group, per = config.n_group, n_experts // config.n_group
-        group_scores = choice.view(-1, n_group, per).topk(2, dim=-1).values.sum(dim=-1)
-        group_idx = torch.topk(group_scores, config.topk_group, dim=-1).indices
-        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-        allowed = allowed.unsqueeze(-1).expand(-1, n_group, per).reshape(-1, n_experts)
+        group_scores, allowed = _best_groups(choice, config, _top2_sum)
         masked = choice.masked_fill(~allowed, -math.inf)
         idx = torch.topk(masked, k, dim=-1).indices
         weights = scores.gather(1, idx)  # the bias picks experts but does not weight them
@@ -111,6 +132,30 @@ def route(model_type: str, router, config, hidden: torch.Tensor, selection_bias:
         weights = weights * config.routed_scaling_factor
         margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(masked, k))
         return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "mistral4":
+        # DeepSeek-V2's softmax scores, V3's groups (the sum of each group's two best probabilities), no bias.
+        logits = F.linear(h.float(), router.weight.float())
+        probs = logits.softmax(dim=-1)
+        group_scores, allowed = _best_groups(probs, config, _top2_sum)
+        masked = probs.masked_fill(~allowed, -math.inf)
+        weights, idx = torch.topk(masked, k, dim=-1)
+        if config.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * config.routed_scaling_factor
+        # The experts' order is the logits' within the kept groups; the groups' order is their probability sums'.
+        margin = torch.minimum(_sorted_gap(group_scores, config.topk_group), _finite_gap(logits.masked_fill(~allowed, -math.inf), k))
+        return {"idx": idx, "weights": weights, "margin": margin}
+    if model_type == "laguna":
+        # Sigmoid of the (optionally tanh soft-capped) float32 logits; the bias picks, the scores weigh, always renormalised.
+        logits = F.linear(h, router.weight).float()
+        cap = config.moe_router_logit_softcapping
+        if cap > 0:
+            logits = torch.tanh(logits / cap) * cap
+        scores = logits.sigmoid()
+        choice = scores + router.e_score_correction_bias.float()
+        idx = torch.topk(choice, k, dim=-1).indices
+        weights = scores.gather(1, idx)
+        return {"idx": idx, "weights": weights / weights.sum(dim=-1, keepdim=True), "margin": _sorted_gap(choice, k)}
     if model_type == "hunyuan_v1_moe":
         # Mixtral's rule with the router's own top k (moe_topk may differ per layer), over gate.wg.
         logits = F.linear(h.float(), router.wg.weight.float())
@@ -171,6 +216,9 @@ def moe_routers(model) -> list[tuple[int, torch.nn.Module]]:
     for i, layer in enumerate(decoder_layers(model)):
         # GraniteMoE's layers hold their block as `block_sparse_moe` (None in a dense Granite 4.0 hybrid).
         mlp = getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None) or getattr(layer, "feed_forward", None)
+        # Gemma 4's layers hold their router and experts beside their dense mlp.
+        if hasattr(layer, "experts") and hasattr(layer, "router"):
+            mlp = layer
         if not hasattr(mlp, "experts"):
             continue
         router = getattr(mlp, "router", None) or getattr(mlp, "gate", None)
@@ -219,10 +267,10 @@ def routing_stats(model, model_type: str, prompts: list[list[int]], greedy: list
         for handle in handles:
             handle.remove()
 
-    k = config.num_experts_per_tok
-    # Hunyuan MoE's router holds its linear as `wg`, AFMoE's as `gate`.
-    router = routers[0][1]
-    n_experts = (getattr(router, "wg", None) or getattr(router, "gate", None) or router).weight.shape[0]
+    k = _top_k(config)
+    # Hunyuan MoE's router holds its linear as `wg`, Gemma 4's as `proj`, AFMoE's as `gate`.
+    first = routers[0][1]
+    n_experts = (getattr(first, "wg", None) or getattr(first, "proj", None) or getattr(first, "gate", None) or first).weight.shape[0]
     layers = {}
     worst_margin, worst_weight_diff, disagreements = math.inf, 0.0, 0
     for layer, calls in seen.items():
@@ -371,7 +419,9 @@ def _no_sliding_window(model):
 
 def _no_sinks(model):
     for layer in _layers(model):
-        layer.self_attn.sinks.data.fill_(-1e30)
+        # MiMo-V2-Flash's full-attention layers have none.
+        if layer.self_attn.sinks is not None:
+            layer.self_attn.sinks.data.fill_(-1e30)
 
 
 def _no_attn_softcap(model):
@@ -567,6 +617,37 @@ def _rotary_whole_head(model):
     rotary.original_inv_freq = inv.clone()
 
 
+def _value_scale_one(model):
+    for layer in _layers(model):
+        layer.self_attn.v_scale = 1.0
+
+
+def _no_router_softcap(model):
+    for _, router in moe_routers(model):
+        router.router_logit_softcapping = 0.0
+
+
+class _ConstantGate(torch.nn.Module):
+    """A g_proj whose every output is ln(e - 1), so that softplus of it is 1."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, h):
+        return torch.full((*h.shape[:-1], self.width), math.log(math.e - 1), dtype=h.dtype)
+
+
+def _output_gate_one(model):
+    for layer in _layers(model):
+        layer.self_attn.g_proj = _ConstantGate(layer.self_attn.g_proj.out_features)
+
+
+def _no_llama4_scaling(model):
+    # get_llama_4_attn_scale reads the beta from the config at every forward.
+    model.config.get_text_config().rope_parameters["llama_4_scaling_beta"] = 0.0
+
+
 def _rope_yarn_attention_factor_one(model):
     model.model.rotary_emb.attention_scaling = 1.0
 
@@ -598,6 +679,10 @@ PROBES = {
     "rope_attention_factor_one": ("YaRN/longrope cos/sin attention factor replaced by 1", _rope_yarn_attention_factor_one),
     "attention_chunks_off": ("chunked attention off (attention_chunk_size unbounded: the chunked layers attend to the whole prefix)", _no_attention_chunks),
     "attn_temperature_off": ("attention temperature tuning of the NoPE layers off", _no_attn_temperature),
+    "router_softcap_off": ("router logits not soft-capped (moe_router_logit_softcapping 0)", _no_router_softcap),
+    "output_gate_one": ("attention output gate softplus(g_proj(x)) replaced by 1", _output_gate_one),
+    "value_scale_one": ("attention_value_scale replaced by 1 (values cached unscaled)", _value_scale_one),
+    "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
     "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
 }
@@ -846,6 +931,36 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.self_attn\.indexer\.k_norm\.(weight|bias)$",
          r"^model\.layers\.\d+\.self_attn\.indexer\.weights_proj\.weight$"],
         [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"self_attn\.q_proj"],
+    ),
+    "mistral4": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj$",
+         r"^model\.layers\.\d+\.mlp\.experts\.down_proj$",
+         r"^model\.layers\.\d+\.mlp\.shared_experts\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.q_a_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.kv_b_proj\.weight$"],
+        [r"experts\.\d+\.", r"e_score_correction_bias", r"self_attn\.q_proj"],
+    ),
+    "mimo_v2_flash": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.[12]\.self_attn\.attention_sink_bias$",
+         r"^model\.layers\.\d+\.self_attn\.v_proj\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_expert", r"self_attn\.sinks", r"o_proj\.bias",
+         r"^model\.layers\.0\.self_attn\.attention_sink_bias"],
+    ),
+    "laguna": (
+        [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.gate\.weight$",
+         r"^model\.layers\.\d+\.mlp\.experts\.e_score_correction_bias$",
+         r"^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.mlp\.shared_expert\.(gate|up|down)_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.g_proj\.weight$",
+         r"^model\.layers\.\d+\.self_attn\.[qk]_norm\.weight$"],
+        [r"gate_up_proj", r"experts\.(gate|down|up)_proj$", r"shared_experts\.", r"mlp\.gate\.e_score_correction_bias"],
     ),
     "glm4_moe": (
         [r"^model\.layers\.0\.mlp\.gate_proj\.weight$",

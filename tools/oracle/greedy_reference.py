@@ -11,12 +11,16 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 # Vision-language checkpoints, run on text prompts through their ...ForConditionalGeneration class
 # (AutoModelForCausalLM has no entry for some of them, and builds Llama 4's text model alone).
 VISION_LANGUAGE_MODEL_TYPES = {"gemma3", "mistral3", "llama4", "qwen3_5", "qwen3_5_moe", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe",
-                              "glm4v", "glm4v_moe"}
+                              "glm4v", "glm4v_moe", "gemma4"}
+# Causal LMs transformers 5.18 registers under AutoModelForImageTextToText (and pre-training) but not
+# AutoModelForCausalLM: Mistral 4, whose checkpoints usually come wrapped in mistral3.
+IMAGE_TEXT_AUTO_CAUSAL_LMS = {"mistral4"}
 
 
 def auto_class(model_type: str):
     """The Auto class that builds a model_type's checkpoint as the Hub ships it."""
-    return AutoModelForImageTextToText if model_type in VISION_LANGUAGE_MODEL_TYPES else AutoModelForCausalLM
+    image_text = model_type in VISION_LANGUAGE_MODEL_TYPES or model_type in IMAGE_TEXT_AUTO_CAUSAL_LMS
+    return AutoModelForImageTextToText if image_text else AutoModelForCausalLM
 
 
 def load_fp32(path: Path):

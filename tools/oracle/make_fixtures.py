@@ -114,6 +114,9 @@ CONFIG_CLASS_NAMES = {
     "apertus": "ApertusConfig",
     "glm4_moe": "Glm4MoeConfig",
     "glm4_moe_lite": "Glm4MoeLiteConfig",
+    "mistral4": "Mistral4Config",
+    "mimo_v2_flash": "MiMoV2FlashConfig",
+    "laguna": "LagunaConfig",
     "glm_moe_dsa": "GlmMoeDsaConfig",
     "qwen3_next": "Qwen3NextConfig",
     "qwen3_5_text": "Qwen3_5TextConfig",
@@ -144,6 +147,8 @@ CONFIG_CLASS_NAMES = {
     "cohere2": "Cohere2Config",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
+    "gemma4_text": "Gemma4TextConfig",
+    "gemma4": "Gemma4Config",
     "exaone_moe": "ExaoneMoeConfig",
     "solar_open": "SolarOpenConfig",
     "youtu": "YoutuConfig",
@@ -158,10 +163,11 @@ FIRST_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "deepseek_v32", "gpt_oss", "llama4", "llama4_text",
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
-                   "qwen3_vl_moe", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe", "afmoe"}
+                   "qwen3_vl_moe", "glm4v_moe", "gemma4_text", "gemma4",
+                   "mistral4", "mimo_v2_flash", "laguna", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe", "afmoe"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe", "exaone_moe", "solar_open", "hy_v3"}
+                              "dots1", "glm4v_moe", "mimo_v2_flash", "exaone_moe", "solar_open", "hy_v3"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1078,6 +1084,76 @@ FIXTURES.append(Fixture(
     init_overrides=SELECTION_BIAS_ROUTER,
     probes=("e_score_bias_off", "routed_scale_one", "rope_not_interleaved"),
 ))
+# Mistral Small 4 (mistral4): DeepSeek-V3's MLA and MoE with Ministral 3's query scale and a softmax router.
+FIXTURES.append(Fixture(
+    "mistral4", "mistral4",
+    "Mistral-Small-4-like (Mistral4ForCausalLM), 3 layers: DeepSeek-V3's MLA (q_lora_rank 24 -> q_a_layernorm -> q_b_proj, "
+    "kv_lora_rank 32, 16 nope + 8 rope / 16 v head dims, 4 heads, RoPE on interleaved pairs as rope_interleave True) with "
+    "YaRN (factor 4, original_max_position_embeddings 16, theta 1e4, mscale = mscale_all_dim = 1: softmax scale "
+    "24^-0.5 * (0.1*ln4+1)^2) over the 8 rope dims (partial_rotary_factor 8/24, which Mistral4Config sets), and every "
+    "query (nope and rope parts) scaled after RoPE by 1 + llama_4_scaling_beta (0.5) * ln(1 + floor(p / 16)), up to 1.9 "
+    "at the prompts' later positions. Layer 0 a dense MLP (first_k_dense_replace 1, intermediate 32); layers 1-2: "
+    "Mistral4TopkRouter, a softmax over 8 experts (moe_intermediate 8) in n_group 4 groups of 2, the topk_group 2 "
+    "groups whose two probabilities sum highest kept, top-2 probabilities renormalised (norm_topk_prob) times "
+    "routed_scaling_factor 1.5, no selection bias; experts fused as transformers holds them (experts.gate_up_proj "
+    "[8, 16, 64], experts.down_proj [8, 64, 8]), plus 1 shared expert. Weights bf16.",
+    _fields(num_key_value_heads=4, num_hidden_layers=3, intermediate_size=32, moe_intermediate_size=8,
+            n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=4,
+            topk_group=2, norm_topk_prob=True, routed_scaling_factor=1.5, q_lora_rank=24, kv_lora_rank=32,
+            qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, rms_norm_eps=1e-6),
+    _rope("yarn", 10000.0, factor=4.0, original_max_position_embeddings=16, mscale=1.0, mscale_all_dim=1.0,
+          beta_fast=32.0, beta_slow=1.0, llama_4_scaling_beta=0.5),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    probes=("llama4_scaling_off", "routed_scale_one", "mscale_off", "rope_not_interleaved"),
+))
+# Xiaomi's MiMo-V2-Flash (mimo_v2_flash): GLM-4.5-like GQA with value heads narrower than q/k, sliding layers with sinks.
+FIXTURES.append(Fixture(
+    "mimo-v2-flash", "mimo_v2_flash",
+    "MiMo-V2-Flash-like (MiMoV2FlashForCausalLM), 4 layers: layer_types [full, sliding, sliding, full] (window 16), "
+    "mlp_layer_types [dense, sparse, sparse, dense] (dense intermediate 32). q/k heads of head_dim 24, value heads of "
+    "v_head_dim 16, values times attention_value_scale 0.5 before caching; 4 query heads over 1 KV head on the full "
+    "layers and 2 (twice num_key_value_heads) on the sliding ones, which also have a learned sink logit per head "
+    "(self_attn.attention_sink_bias on the Hub, transformers' sinks); q/k/v biases (attention_bias), o_proj without. "
+    "RoPE per layer type in rotate_half pairs over the leading dims: the full layers theta 1e6 over 12 of 24 dims "
+    "(partial_rotary_factor 0.5), the sliding ones theta 1e4 over int(24 * 0.334) = 8 dims (the factor left to "
+    "MiMoV2FlashRotaryEmbedding's default). MoE: sigmoid router + e_score_correction_bias (randomised) over 8 experts "
+    "(moe_intermediate 8) in n_group 2 groups of 4, topk_group 1, top-2 renormalised times routed_scaling_factor 2, no "
+    "shared experts, saved per expert (mlp.experts.E.*_proj). Weights bf16.",
+    _fields(num_key_value_heads=1, num_hidden_layers=4, head_dim=24, v_head_dim=16, attention_value_scale=0.5,
+            sliding_window=16, attention_bias=True, intermediate_size=32, moe_intermediate_size=8, n_routed_experts=8,
+            num_experts_per_tok=2, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.0,
+            layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+            mlp_layer_types=["dense", "sparse", "sparse", "dense"]),
+    {"full_attention": _rope("default", 1000000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=SELECTION_BIAS_ROUTER + ((r"\.self_attn\.sinks$", 0.0, 1.0),),
+    probes=("sinks_off", "sliding_window_off", "value_scale_one", "e_score_bias_off", "routed_scale_one"),
+))
+# Poolside's Laguna (laguna): per-layer query heads, softplus output gates, per-layer-type partial RoPE, capped sigmoid routing.
+FIXTURES.append(Fixture(
+    "laguna", "laguna",
+    "Laguna-like (LagunaForCausalLM), 3 layers: layer_types [full, sliding, sliding] (window 16), "
+    "num_attention_heads_per_layer [4, 8, 4] over 2 KV heads of head_dim 16, per-head q_norm/k_norm RMSNorm before "
+    "RoPE, q/k/v/o biases (attention_bias), the attention output times softplus(g_proj(x)), one gate per head "
+    "(gating true) broadcast over it. RoPE per layer type in rotate_half pairs: the full layer theta 5e5 over the "
+    "leading 8 of 16 dims (partial_rotary_factor 0.5), the sliding ones theta 1e4 over the whole head (the factor "
+    "left to LagunaRotaryEmbedding's default 1). Layer 0 a dense MLP (intermediate 32), layers 1-2 the MoE block: "
+    "router logits soft-capped to 2 * tanh(l / 2) (moe_router_logit_softcapping 2), sigmoid scores + "
+    "e_score_correction_bias (randomised) pick the top-2 of 8 experts (moe_intermediate 8), weights renormalised, "
+    "the experts' sum times moe_routed_scaling_factor 1.5, plus an ungated shared expert 16 wide. Weights bf16.",
+    _fields(num_key_value_heads=2, num_hidden_layers=3, head_dim=16, num_attention_heads_per_layer=[4, 8, 4],
+            layer_types=["full_attention", "sliding_attention", "sliding_attention"], sliding_window=16,
+            attention_bias=True, intermediate_size=32, moe_intermediate_size=8, shared_expert_intermediate_size=16,
+            num_experts=8, num_experts_per_tok=2, moe_routed_scaling_factor=1.5, moe_router_logit_softcapping=2.0,
+            rms_norm_eps=1e-6),
+    {"full_attention": _rope("default", 500000.0, partial_rotary_factor=0.5),
+     "sliding_attention": _rope("default", 10000.0)},
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1)),
+    probes=("output_gate_one", "router_softcap_off", "sliding_window_off", "qk_norm_off", "e_score_bias_off"),
+))
 FIXTURES.append(Fixture(
     "glm4-moe", "glm4_moe",
     "GLM-4.5-like (Glm4MoeForCausalLM), 2 layers, vocabulary 128: GQA 4 query / 2 KV heads of head_dim 24 (!= 64 / 4) "
@@ -1454,6 +1530,64 @@ FIXTURES.append(Fixture(
     probes=("e_score_bias_off", "routed_scale_one", "qk_norm_off", "sliding_window_off"),
 ))
 
+# Gemma 4: plain x * w norms (norm weights around 1), q/k/v norms, per-layer head dims. Its
+# layer_scalar buffers are drawn around 1 so that no layer all but erases the residual stream.
+GEMMA4_INIT = ((r"layer_scalar$", 1.0, 0.2),)
+GEMMA4_FIELDS = dict(num_key_value_heads=2, head_dim=16, global_head_dim=32, sliding_window=16,
+                     hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True, rms_norm_eps=1e-6)
+GEMMA4_ROPE = {"sliding_attention": _rope("default", 10000.0),
+               "full_attention": _rope("proportional", 1000000.0, partial_rotary_factor=0.25)}
+FIXTURES.append(Fixture(
+    "gemma4-dense", "gemma4_text",
+    "Gemma 4 dense (the 31B's shape): 4 layers sliding (window 16), full, sliding, full; sliding layers head_dim 16 with "
+    "2 KV heads and default RoPE theta 1e4, full layers head_dim 32 (global_head_dim) with 1 KV head "
+    "(num_global_key_value_heads, saved as per_layer_config) whose values are k_proj's output (attention_k_eq_v: no "
+    "v_proj) and proportional RoPE (theta 1e6, partial_rotary_factor 0.25: 4 of 16 pairs rotate, over the whole head); "
+    "q_norm / k_norm and a weightless v_norm per head, scores unscaled; four x * w norms per layer; layer_scalar drawn "
+    "around 1; gelu_pytorch_tanh; embeddings times sqrt(64); final_logit_softcapping 10; no per-layer inputs "
+    "(hidden_size_per_layer_input 0); lm_head tied; bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=4, intermediate_size=48, attention_k_eq_v=True, num_global_key_value_heads=1,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+            hidden_size_per_layer_input=0, final_logit_softcapping=10.0),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT,
+))
+FIXTURES.append(Fixture(
+    "gemma4-ple-kv-shared", "gemma4_text",
+    "Gemma 4 small (E2B/E4B's shape): 4 layers alternating sliding (window 16, head_dim 16) and full (head_dim 32, "
+    "proportional RoPE over a quarter), 2 KV heads everywhere, v_proj on every layer; the last 2 layers "
+    "(num_kv_shared_layers 2) have no k/v projections and read the keys and values of layers 0 (sliding) and 1 (full), "
+    "with twice the MLP width (use_double_wide_mlp: 48 for 24); per-layer inputs (hidden_size_per_layer_input 8, "
+    "vocab_size_per_layer_input 256): embed_tokens_per_layer times sqrt(8) plus per_layer_model_projection of the "
+    "embeddings times 64^-0.5 through per_layer_projection_norm, times 2^-0.5, gating each layer's "
+    "per_layer_input_gate / per_layer_projection / post_per_layer_input_norm; layer_scalar around 1; lm_head tied; bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=4, intermediate_size=24, num_kv_shared_layers=2, use_double_wide_mlp=True,
+            layer_types=["sliding_attention", "full_attention"] * 2,
+            hidden_size_per_layer_input=8, vocab_size_per_layer_input=256),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT,
+))
+FIXTURES.append(Fixture(
+    "gemma4-moe-vl", "gemma4",
+    "Gemma 4 MoE (the 26B-A4B's shape) as Gemma4ForConditionalGeneration (model_type gemma4, no vision or audio "
+    "tower), run on text: text_config a gemma4_text model of 3 layers (sliding, sliding, full), keys as values on the "
+    "full layer (1 KV head of 32), and beside each layer's dense MLP (intermediate 32) a mixture of 4 experts "
+    "(moe_intermediate_size 16, top 2): the router norms the residual without weights, times router.scale and 64^-0.5, "
+    "softmax over router.proj's logits, top 2 renormalised, times router.per_expert_scale; experts.gate_up_proj "
+    "[4, 32, 64] and down_proj [4, 64, 16] on pre_feedforward_layernorm_2 of the residual; the dense MLP's output "
+    "through post_feedforward_layernorm_1 and the experts' through post_feedforward_layernorm_2, summed, then "
+    "post_feedforward_layernorm. Weights under model.language_model.*, lm_head tied (the wrapper's default); bf16.",
+    _fields(**GEMMA4_FIELDS, num_hidden_layers=3, intermediate_size=32, attention_k_eq_v=True, num_global_key_value_heads=1,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"], hidden_size_per_layer_input=0,
+            enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16),
+    GEMMA4_ROPE,
+    stored_dtype="bfloat16",
+    init_overrides=GEMMA4_INIT + ((r"router\.proj\.weight$", 0.0, 0.3), (r"router\.(scale|per_expert_scale)$", 1.0, 0.2)),
+    text_model_type="gemma4_text",
+    wrapper_fields=dict(tie_word_embeddings=True),
+))
 FIXTURES.append(Fixture(
     "exaone-moe", "exaone_moe",
     "K-EXAONE-like (ExaoneMoeForCausalLM), 3 layers, vocabulary 128: EXAONE 4's attention (per-head q_norm / k_norm "
@@ -1656,6 +1790,9 @@ SEED_BASES = {
     "qwen3.5-moe-vl": 53000,
     "glm4-moe-lite": 60000,
     "glm4-moe": 61000,
+    "mistral4": 97000,
+    "mimo-v2-flash": 98000,
+    "laguna": 99000,
     "glm-moe-dsa": 62000,
     "minimax-m2": 73000,
     "ernie4.5-interleaved-rope": 74000,
@@ -1667,6 +1804,9 @@ SEED_BASES = {
     "granite4-hybrid": 95000,
     "granite4-hybrid-dense-rope": 96000,
     "dots1": 94000,
+    "gemma4-dense": 101000,
+    "gemma4-ple-kv-shared": 102000,
+    "gemma4-moe-vl": 103000,
     "qwen2-vl": 77000,
     "qwen2.5-vl": 78000,
     "qwen3-vl": 79000,
@@ -2235,8 +2375,9 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         shutil.rmtree(out_dir)  # stale shards from an earlier run would confuse loaders
     base_seed = SEED_BASES[fx.name]
     prompts = make_prompts(base_seed + 7, fx.fields["vocab_size"], fx.prompt_lengths)
-    # A Granite 4.0 hybrid without experts (num_local_experts 0) is dense.
-    is_moe = fx.model_type in MOE_MODEL_TYPES and fx.fields.get("num_local_experts") != 0
+    # A Granite 4.0 hybrid without experts (num_local_experts 0) is dense, as is a Gemma 4 without enable_moe_block.
+    is_moe = fx.model_type in MOE_MODEL_TYPES and fx.fields.get("num_local_experts") != 0 and (
+        fx.model_type not in ("gemma4_text", "gemma4") or fx.fields.get("enable_moe_block", False))
 
     # Re-draw weights until no greedy step is a near-tie (and, for MoE, no routing choice is
     # one and every expert is used); keep the best draw otherwise.

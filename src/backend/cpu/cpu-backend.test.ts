@@ -185,6 +185,15 @@ test('qkNorm normalizes q heads and k heads with their own weights and leaves v 
   assert.deepEqual(Array.from(backend.toHost(qkv)), [3 / qRms, 4 / qRms, (6 / kRms) * 2, (8 / kRms) * 2, 5, 7].map(Math.fround));
 });
 
+test('qkNorm with a value weight normalizes the value heads with it too', () => {
+  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null, streaming: null };
+  const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 12), [1, 6]);
+  const ones = load(Float32Array.of(1, 1), [2]);
+  backend.qkNorm(qkv, ones, ones, shape, 0, load(Float32Array.of(3, 3), [2]));
+  const vRms = Math.sqrt((5 * 5 + 12 * 12) / 2);
+  assert.deepEqual(Array.from(backend.toHost(qkv)).slice(4), [(5 / vRms) * 3, (12 / vRms) * 3].map(Math.fround));
+});
+
 test('rejects a tensor that is not a CPU tensor', () => {
   const foreign: Tensor = { shape: [1, 1] };
   assert.throws(() => backend.toHost(foreign), /not a CPU tensor/);

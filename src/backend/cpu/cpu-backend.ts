@@ -1,4 +1,4 @@
-import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -10,6 +10,7 @@ import type {
   DraftTrees,
   ExpertRouting,
   ExpertWeights,
+  GateFunction,
   IndexerParams,
   KvBudgetLimits,
   KvCache,
@@ -350,13 +351,14 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const { numHeads, numKvHeads, headDim } = attn;
     const qw = normWeight(qWeight, headDim, 'qkNorm');
     const kw = normWeight(kWeight, headDim, 'qkNorm');
     headRmsNorm(packed.data, packed.rows, packed.cols, 0, numHeads, headDim, qw, eps);
     headRmsNorm(packed.data, packed.rows, packed.cols, numHeads, numKvHeads, headDim, kw, eps);
+    if (vWeight !== null) headRmsNorm(packed.data, packed.rows, packed.cols, numHeads + numKvHeads, numKvHeads, headDim, normWeight(vWeight, headDim, 'qkNorm'), eps);
   }
 
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
@@ -461,14 +463,14 @@ export class CpuBackend implements Backend {
   }
 
   mlaRopeAndCacheWrite(q: Tensor, kv: Tensor, latentNorm: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams): void {
-    const { numTokens, rotaryRows, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
+    const { numTokens, rotaryRows, positions, slotMapping } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     const queries = mlaQueries(q, mla, numTokens);
     const rows = asCpuTensor(kv, 'mlaRopeAndCacheWrite kv');
     if (rows.rows !== numTokens || rows.cols !== mla.latentDim + mla.ropeDim) {
       throw new Error(`mlaRopeAndCacheWrite: kv [${rows.shape.join(', ')}] is not [${numTokens}, ${mla.latentDim} + ${mla.ropeDim}]`);
     }
     const norm = normWeight(latentNorm, mla.latentDim, 'mlaRopeAndCacheWrite');
-    mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
+    mlaRopeAndCacheWrite(queries.data, rows.data, rotaryRows, positions, slotMapping, norm, eps, asCpuRopeTable(rope), mlaPool(cache, layer, mla), mla);
   }
 
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null): Tensor {
@@ -657,11 +659,13 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  multiplySigmoid(x: Tensor, gate: Tensor): Tensor {
-    const input = asCpuTensor(x, 'multiplySigmoid input');
-    const g = asCpuTensor(gate, 'multiplySigmoid gate');
-    if (g.rows !== input.rows || g.cols !== input.cols) throw new Error(`multiplySigmoid: input [${input.shape.join(', ')}] and gate [${g.shape.join(', ')}] differ`);
-    return new CpuTensor(input.shape, input.data.map((v, i) => v / (1 + Math.exp(-g.data[i]))));
+  multiplyGate(x: Tensor, gate: Tensor, fn: GateFunction): Tensor {
+    const input = asCpuTensor(x, 'multiplyGate input');
+    const g = asCpuTensor(gate, 'multiplyGate gate');
+    const group = gateGroup(input.shape, g.shape);
+    const gateOf = fn === 'sigmoid' ? (v: number) => 1 / (1 + Math.exp(-v)) : (v: number) => (v > 20 ? v : Math.log1p(Math.exp(v)));
+    const { cols } = input;
+    return new CpuTensor(input.shape, input.data.map((v, i) => v * Math.fround(gateOf(g.data[Math.floor(i / cols) * g.cols + Math.floor((i % cols) / group)]))));
   }
 
   gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor {

@@ -9,6 +9,7 @@ import type {
   DraftTrees,
   ExpertRouting,
   ExpertWeights,
+  GateFunction,
   IndexerParams,
   KvBudgetLimits,
   KvCache,
@@ -46,19 +47,19 @@ import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-lay
 import { QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertGroupWidth, assertSelectiveScanShapes, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
-import { invalidArgument, KeelError } from '../../errors.ts';
+import { KeelError } from '../../errors.ts';
 import { checkDraws, DRAFT_HISTORY_COLUMNS, draftHistoryRows, type Draw } from '../../sampling/draw.ts';
 import { planAttention } from './attention-plan.ts';
 import { type CudaGraph, CudaDevice } from './cuda-device.ts';
 import { CudaKvCache, CudaLoraWeights, CudaMxfp4Tensor, CudaQuantizedExperts, CudaQuantizedTensor, CudaRopeTable, CudaSparse24Tensor, CudaStepInputs, CudaTensor, type DeviceDType, type StepDeviceArrays } from './cuda-tensor.ts';
 import type { DevicePtr } from './driver-api.ts';
 import { launchGatedActivation } from './kernels/activation.ts';
-import { launchAddBias, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
+import { launchAddBias, launchMultiplyGate, launchScale, launchSilu, launchSoftcap, launchXielu } from './kernels/elementwise.ts';
 import { launchAddInto } from './kernels/add-into.ts';
-import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, launchMultiplySigmoid, type StateSlotArgs } from './kernels/gated-delta-net.ts';
+import { launchCausalConv1d, launchGatedDeltaRule, launchGatedRmsNorm, type StateSlotArgs } from './kernels/gated-delta-net.ts';
 import { launchSelectiveScan } from './kernels/selective-scan.ts';
 import { launchLora, LORA_MAX_SLICES, loraShrinkSplit } from './kernels/lora.ts';
 import { planLoraTiles } from './lora-tiles.ts';
@@ -87,6 +88,7 @@ import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows, launchScatterRowsAfter } from './kernels/rows.ts';
 import { NcclCommunicator, type DeviceBuffer } from './nccl.ts';
 import type { FailureBoard } from '../../parallel/failure-board.ts';
+import { checkCudaKvLayout } from './kv-layout-limits.ts';
 import { CudaSwapSpace, KvSwapper } from './kv-swap.ts';
 import { CudaTimeMarks } from './time-marks.ts';
 import { CudaWeightStream } from './weight-stream.ts';
@@ -580,27 +582,7 @@ export class CudaBackend implements Backend {
   }
 
   createKvCache(layout: KvCacheLayout): KvCache {
-    // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
-    // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
-    if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
-      throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
-    }
-    for (const spec of layout.layers) {
-      if (spec.kind === 'mla') {
-        if (spec.latentDim % 32 !== 0 || spec.ropeDim % 8 !== 0) {
-          throw new KeelError('invalid_model', `the CUDA backend needs an MLA latent dim that is a multiple of 32 and a rope dim that is a multiple of 8, not ${spec.latentDim} and ${spec.ropeDim}`);
-        }
-        if (spec.indexKeys !== undefined && spec.indexKeys.keyDim % 8 !== 0) {
-          throw new KeelError('invalid_model', `the CUDA backend needs a sparse-attention indexer head dim that is a multiple of 8, not ${spec.indexKeys.keyDim}`);
-        }
-      } else if (spec.kind === 'state') {
-        continue;
-      } else if (spec.kind === 'rows') {
-        if (spec.width % 8 !== 0) throw new KeelError('invalid_model', `the CUDA backend needs hidden-state rows of a multiple of 8 values, not ${spec.width}`);
-      } else if (spec.headDim % 8 !== 0 || spec.headDim > 256) {
-        throw new KeelError('invalid_model', `the CUDA backend needs a head dim that is a multiple of 8 and at most 256, not ${spec.headDim}`);
-      }
-    }
+    checkCudaKvLayout(layout);
     const bytes = new CudaKvCache(layout, 0).totalBytes;
     const base = this.ownedAlloc(bytes);
     // Zeroed so a stray read of an unwritten slot yields zeros, never NaN patterns.
@@ -1042,11 +1024,12 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number): void {
+  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const qw = normWeight(qWeight, attn.headDim, 'qkNorm');
     const kw = normWeight(kWeight, attn.headDim, 'qkNorm');
-    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
+    const vw = vWeight === null ? null : normWeight(vWeight, attn.headDim, 'qkNorm');
+    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, vw?.ptr ?? null, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
   }
 
   ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
@@ -1364,6 +1347,8 @@ export class CudaBackend implements Backend {
       cos: table.cos,
       sin: table.sin,
       rotaryRows: s.device.rotaryRows,
+      positions: s.device.positions,
+      queryTemperature: mla.queryTemperature ?? null,
       slotMapping: groupSlots(s, layerGroup(kvCache.layout, layer)),
       pool: kvCache.rows(layer),
       dtype: kvCache.dtype,
@@ -1504,12 +1489,12 @@ export class CudaBackend implements Backend {
     return new CudaTokenSelection(numTokens, indexer.topK, out);
   }
 
-  multiplySigmoid(x: Tensor, gate: Tensor): Tensor {
-    const input = asBf16(x, 'multiplySigmoid input');
-    const g = asBf16(gate, 'multiplySigmoid gate');
-    if (g.numel !== input.numel || g.cols !== input.cols) throw new Error(`multiplySigmoid: input [${input.shape.join(', ')}] and gate [${g.shape.join(', ')}] differ`);
+  multiplyGate(x: Tensor, gate: Tensor, fn: GateFunction): Tensor {
+    const input = asBf16(x, 'multiplyGate input');
+    const g = asBf16(gate, 'multiplyGate gate');
+    const group = gateGroup(input.shape, g.shape);
     const out = this.stepTensor(input.shape);
-    launchMultiplySigmoid(this.device, out.ptr, input.ptr, g.ptr, input.numel);
+    launchMultiplyGate(this.device, { out: out.ptr, x: input.ptr, gate: g.ptr, numel: input.numel, cols: input.cols, group, fn });
     return out;
   }
 

@@ -55,6 +55,73 @@ test('head dims 72 and 256 (padded and largest tiles)', () => {
   }
 });
 
+// Head dims over 256 split each head across a pair of warps in prefill (32-row CTAs, half a planned
+// tile each, so short chunks leave the second half empty) and fill the decode CTA's largest tiles.
+test('head dim 512 (Gemma 4\'s full layers) and 264 (a split head with padded slices): prefill chunks, then a mixed decode/chunk step', () => {
+  for (const [headDim, trials] of [[512, 4], [264, 1]] as const) {
+    for (let trial = 0; trial < trials; trial++) {
+      const first = randomChunks(rng, randInt(rng, 1, 4), 150);
+      run({
+        name: `d${headDim} trial ${trial}`,
+        headDim,
+        numKvHeads: randInt(rng, 1, 2),
+        group: pick(rng, [1, 2, 8]),
+        blockSize: pick(rng, [8, 16, 32]),
+        window: rng() < 0.3 ? randInt(rng, 16, 120) : null,
+        steps: [first, continueSeqs(rng, first, 100)],
+        attend: [true, true],
+      });
+    }
+  }
+});
+
+test('head dim 512: soft-capped scores and learned sinks in prefill and long split decodes, GQA 8, with and without a window', () => {
+  for (const window of [null, 500]) {
+    const history = [1500, 600, 33].map((n) => ({ cached: 0, query: n }));
+    const mixed = [{ cached: 1500, query: 1 }, { cached: 600, query: 70 }, { cached: 33, query: 1 }];
+    run({
+      name: `d512 softcap sinks window ${window}`,
+      headDim: 512,
+      numKvHeads: 1,
+      group: 8,
+      blockSize: 16,
+      window,
+      steps: [history, mixed, mixed.map((q) => ({ cached: q.cached + q.query, query: 1 }))],
+      attend: [true, true, true],
+      scale: 8 * 512 ** -0.5,
+      softcap: 30,
+      sinks: randomBf16Values(rng, 8, 3),
+    });
+  }
+});
+
+test('head dim 512 with a rotary dim of 128 (Gemma 4\'s partial RoPE) and with StreamingLLM\'s sinks and window', () => {
+  const first = randomChunks(rng, 3, 200);
+  run({
+    name: 'd512 rotary 128',
+    headDim: 512,
+    numKvHeads: 2,
+    group: 2,
+    blockSize: 16,
+    window: null,
+    steps: [first, continueSeqs(rng, first, 80)],
+    attend: [true, true],
+    rotaryDim: 128,
+  });
+  const history = [1200, 300].map((n) => ({ cached: 0, query: n }));
+  run({
+    name: 'd512 streaming',
+    headDim: 512,
+    numKvHeads: 1,
+    group: 4,
+    blockSize: 16,
+    window: null,
+    steps: [history, [{ cached: 1200, query: 1 }, { cached: 300, query: 90 }]],
+    attend: [true, true],
+    streaming: { sinks: 4, window: 200 },
+  });
+});
+
 test('long-context decode split over many partitions, with and without a sliding window', () => {
   for (const window of [null, 1500]) {
     const history = [4000, 2500, 1000, 37].map((n) => ({ cached: 0, query: n }));

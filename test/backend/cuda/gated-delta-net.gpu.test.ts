@@ -136,12 +136,16 @@ test('selectiveScan matches the CPU over chunks carried in state slots', () => {
   }
 });
 
-test('gatedRmsNorm and multiplySigmoid match the CPU', () => {
+test('gatedRmsNorm and multiplyGate (σ per element; softplus per element and per head) match the CPU', () => {
   for (let trial = 0; trial < 8; trial++) {
     const [rows, groups, width] = [randInt(rng, 1, 40), randInt(rng, 1, 8), 8 * randInt(rng, 1, 32)];
     const [x, z, w] = [bf16Pair([rows, groups * width]), bf16Pair([rows, groups * width], 3), bf16Pair([width], 2)];
+    // Gate logits past softplus's threshold of 20 too.
+    const perHead = bf16Pair([rows, groups], 30);
     assertClose(`gatedRmsNorm trial ${trial}`, { cpu: cpu.gatedRmsNorm(x.cpu, z.cpu, w.cpu, 1e-6), gpu: gpu.gatedRmsNorm(x.gpu, z.gpu, w.gpu, 1e-6) });
-    assertClose(`multiplySigmoid trial ${trial}`, { cpu: cpu.multiplySigmoid(x.cpu, z.cpu), gpu: gpu.multiplySigmoid(x.gpu, z.gpu) });
+    assertClose(`multiplyGate sigmoid trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, z.cpu, 'sigmoid'), gpu: gpu.multiplyGate(x.gpu, z.gpu, 'sigmoid') });
+    assertClose(`multiplyGate softplus trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, z.cpu, 'softplus'), gpu: gpu.multiplyGate(x.gpu, z.gpu, 'softplus') });
+    assertClose(`multiplyGate softplus per head trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, perHead.cpu, 'softplus'), gpu: gpu.multiplyGate(x.gpu, perHead.gpu, 'softplus') });
   }
 });
 

@@ -93,7 +93,7 @@ function next(r: Rng, prev: SeqSpec[], maxQuery: number): SeqSpec[] {
 
 for (const { dtype, kvScales } of DTYPES) {
   const tag = `${dtype} (k ${kvScales.k}, v ${kvScales.v})`;
-  for (const headDim of [64, 72, 128]) {
+  for (const headDim of [64, 72, 128, 512]) {
     test(`${tag}: prefill chunks then a mixed decode/chunk step, head dim ${headDim}`, () => {
       for (let trial = 0; trial < 2; trial++) {
         const first = chunks(rng, randInt(rng, 1, 4), 200);

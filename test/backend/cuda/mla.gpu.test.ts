@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { KvCache, MlaParams, StepInputs, Tensor } from '../../../src/backend/backend.ts';
+import type { KvCache, MlaParams, QueryTemperature, StepInputs, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, ropeTables, seededRng, type SeqSpec } from '../../../src/bench/synthetic-batch.ts';
@@ -89,8 +89,8 @@ const FIXTURE: Shape = { heads: 4, latent: 32, rope: 8, nope: 16 };
 const V2_LITE: Shape = { heads: 16, latent: 512, rope: 64, nope: 128 };
 const V3: Shape = { heads: 128, latent: 512, rope: 64, nope: 128 };
 
-function mlaParams(s: Shape): MlaParams {
-  return { numHeads: s.heads, latentDim: s.latent, ropeDim: s.rope, nopeDim: s.nope, scale: (s.nope + s.rope) ** -0.5 * 1.2 };
+function mlaParams(s: Shape, queryTemperature: QueryTemperature | null = null): MlaParams {
+  return { numHeads: s.heads, latentDim: s.latent, ropeDim: s.rope, nopeDim: s.nope, scale: (s.nope + s.rope) ** -0.5 * 1.2, queryTemperature };
 }
 
 /** An attention layer first, so the MLA layer's pool sits at an offset, as in a real model's cache. */
@@ -107,10 +107,12 @@ interface Scenario {
   steps: SeqSpec[][];
   /** Steps whose attention output is compared (others only fill the cache). */
   attend: boolean[];
+  /** Mistral 4's query temperature, applied as the queries are rotated; absent: none. */
+  queryTemperature?: QueryTemperature;
 }
 
 function runScenario(s: Scenario): void {
-  const mla = mlaParams(s.shape);
+  const mla = mlaParams(s.shape, s.queryTemperature ?? null);
   const { heads, latent, rope, nope } = s.shape;
   const numSeqs = Math.max(...s.steps.map((step) => step.length));
   const longest = Math.max(...s.steps.flat().map((q) => q.cached + q.query));
@@ -167,6 +169,14 @@ for (const kernel of MLA_DECODE_KERNELS) {
       });
     });
   }
+
+  test(`Mistral 4's query temperature scales each token's queries by its position as they are rotated (${kernel} decode)`, () => {
+    withDecodeKernel(kernel, () => {
+      const first = randomChunks(rng, 3, 120);
+      const queryTemperature = { floorScale: 16, attnScale: 0.5, positionOffset: 0 };
+      runScenario({ name: 'temperature', shape: V2_LITE, blockSize: 16, steps: [first, continueSeqs(rng, first, 40)], attend: [true, true], queryTemperature });
+    });
+  });
 
   test(`DeepSeek-V3 shape (128 heads: two row tiles per decode, half a token per prefill tile) (${kernel} decode)`, () => {
     withDecodeKernel(kernel, () => {

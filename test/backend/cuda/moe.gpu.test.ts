@@ -100,7 +100,8 @@ function randomRoutingCase(tokens: number, experts: number, topK: number): Routi
   return {
     tokens,
     experts,
-    params: { topK, scoring, selectionBias: null, groups, normalize: rng() < 0.5, scale: pick(rng, [1, 2.5]) },
+    // A soft-cap keeps the logits' order, so the decisive logits stay decisive (Laguna's router).
+    params: { topK, scoring, selectionBias: null, groups, normalize: rng() < 0.5, scale: pick(rng, [1, 2.5]), logitSoftcap: rng() < 0.3 ? pick(rng, [4, 8]) : null },
     bias,
     logitsFloat32: rng() < 0.3,
   };
@@ -452,6 +453,17 @@ const MOE_CASES: Omit<MoeCase, 'first' | 'count'>[] = [
     m: 128,
     selectionBias: true,
     params: { topK: 8, scoring: 'sigmoid', groups: { numGroups: 8, topkGroups: 4, score: 'top2-sum' }, normalize: true, scale: 2.5 },
+  },
+  {
+    ...PLAIN,
+    what: 'Laguna-like: router logits soft-capped, sigmoid with a selection bias, renormalized, scaled, shared expert',
+    experts: 32,
+    topK: 4,
+    hidden: 128,
+    n: 64,
+    m: 64,
+    selectionBias: true,
+    params: { topK: 4, scoring: 'sigmoid', groups: null, normalize: true, scale: 1.5, logitSoftcap: 4 },
   },
   { ...PLAIN, what: 'a shared expert narrower than n, gelu-tanh', experts: 16, topK: 2, hidden: 264, n: 256, m: 136, activation: ACTIVATIONS[1], params: SOFTMAX(2, true) },
   { ...PLAIN, what: 'thirteen lane groups per row (top-8 and a shared expert 5n wide)', experts: 128, topK: 8, hidden: 128, n: 32, m: 160, params: SOFTMAX(8, true) },

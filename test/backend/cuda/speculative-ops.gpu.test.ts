@@ -29,7 +29,7 @@ function randomTree(size: number): number[] {
   return Array.from({ length: size }, (_, i) => (i === 0 ? -1 : randInt(rng, Math.max(0, i - 5), i - 1)));
 }
 
-for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128].map((headDim) => [headDim, dtype] as const))) {
+for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128, 512].map((headDim) => [headDim, dtype] as const))) {
   test(`tree-masked prefill attention matches the CPU, head dim ${headDim}, ${dtype} cache`, () => {
     for (let trial = 0; trial < 4; trial++) {
       const numKvHeads = randInt(rng, 1, 2);

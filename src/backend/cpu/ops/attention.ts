@@ -1,4 +1,4 @@
-import { attentionSpan, type AttentionParams } from '../../backend.ts';
+import { attentionSpan, queryTemperatureFactor, type AttentionParams } from '../../backend.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { sparseBlockCounts } from '../../../step/kv-cache-layout.ts';
 import { selectKvBlocks } from './key-summaries.ts';
@@ -98,7 +98,7 @@ export function pagedAttention(
       }
       const windowFirst = span.window === null ? 0 : Math.max(0, position - span.window + 1);
       const first = chunk === null ? windowFirst : Math.max(windowFirst, position - (position % chunk));
-      scale = temperature === null ? params.scale : params.scale * (1 + temperature.attnScale * Math.log1p(Math.floor((position + temperature.positionOffset) / temperature.floorScale)));
+      scale = temperature === null ? params.scale : params.scale * queryTemperatureFactor(temperature, position);
       // Sink positions 0 .. numSinks - 1 lie behind the window; those inside it are window keys.
       const numSinks = Math.min(span.sinks, first);
       // Offsets of the visible keys' rows, shared by all heads of this token: the sinks, then the

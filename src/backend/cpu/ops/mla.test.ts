@@ -53,9 +53,11 @@ function rotated(values: ArrayLike<number>, cos: ArrayLike<number>, sin: ArrayLi
   return out;
 }
 
-test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rope, and writes the row to its slot', () => {
+test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rope, scales queries by their temperature, and writes the row to its slot', () => {
   for (let trial = 0; trial < 20; trial++) {
-    const mla = randomMla();
+    // Every other trial with Mistral 4's query temperature, read at positions the rotary rows need not equal.
+    const temperature = trial % 2 === 1 ? { floorScale: random.int(1, 16), attnScale: random.uniform(0.1, 1), positionOffset: 0 } : null;
+    const mla = { ...randomMla(), queryTemperature: temperature };
     const { numHeads, latentDim, ropeDim, nopeDim } = mla;
     const rowWidth = latentDim + ropeDim;
     const headWidth = nopeDim + ropeDim;
@@ -66,14 +68,16 @@ test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rop
     const kv = random.floats(numTokens * rowWidth, 3);
     const weight = random.floats(latentDim);
     const eps = 1e-6;
-    const positions = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
+    const rotaryRows = Int32Array.from({ length: numTokens }, () => random.int(0, 63));
+    const positions = Int32Array.from({ length: numTokens }, () => random.int(0, 200));
     const slots = Int32Array.from(random.shuffled(Array.from({ length: numSlots }, (_, i) => i)).slice(0, numTokens));
     const pool = new Float32Array(numSlots * rowWidth);
     const [q0, kv0] = [q.slice(), kv.slice()];
-    mlaRopeAndCacheWrite(q, kv, positions, slots, weight, eps, rope, float32Pool(pool, 1, rowWidth), mla);
+    mlaRopeAndCacheWrite(q, kv, rotaryRows, positions, slots, weight, eps, rope, float32Pool(pool, 1, rowWidth), mla);
 
     for (let t = 0; t < numTokens; t++) {
-      const tableRow = (table: Float32Array) => table.subarray(positions[t] * (ropeDim / 2), (positions[t] + 1) * (ropeDim / 2));
+      const tableRow = (table: Float32Array) => table.subarray(rotaryRows[t] * (ropeDim / 2), (rotaryRows[t] + 1) * (ropeDim / 2));
+      const factor = temperature === null ? 1 : 1 + temperature.attnScale * Math.log(1 + Math.floor(positions[t] / temperature.floorScale));
       const [cos, sin] = [tableRow(rope.cos), tableRow(rope.sin)];
       const latent = Array.from(kv0.subarray(t * rowWidth, t * rowWidth + latentDim));
       const rms = Math.sqrt(latent.reduce((a, v) => a + v * v, 0) / latentDim + eps);
@@ -82,8 +86,9 @@ test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rop
       assert.deepEqual(pool.subarray(slots[t] * rowWidth, (slots[t] + 1) * rowWidth), kv.subarray(t * rowWidth, (t + 1) * rowWidth), `token ${t}'s slot`);
       for (let h = 0; h < numHeads; h++) {
         const headAt = (t * numHeads + h) * headWidth;
-        assert.deepEqual(q.subarray(headAt, headAt + nopeDim), q0.subarray(headAt, headAt + nopeDim), 'q_nope is left alone');
-        assertClose(q.subarray(headAt + nopeDim, headAt + headWidth), rotated(q0.subarray(headAt + nopeDim, headAt + headWidth), cos, sin), 1e-6, `q_rope of head ${h}`);
+        assertClose(q.subarray(headAt, headAt + nopeDim), Array.from(q0.subarray(headAt, headAt + nopeDim), (v) => v * factor), 1e-6, `q_nope of head ${h}, only scaled`);
+        const rope0 = rotated(q0.subarray(headAt + nopeDim, headAt + headWidth), cos, sin);
+        assertClose(q.subarray(headAt + nopeDim, headAt + headWidth), rope0.map((v) => v * factor), 1e-6, `q_rope of head ${h}`);
       }
     }
     const written = new Set(slots);
@@ -96,7 +101,7 @@ test('mlaRopeAndCacheWrite normalizes the latent, rotates k_rope and every q_rop
 test('mlaRopeAndCacheWrite rejects rotary rows past the table and slots outside the pool', () => {
   const mla: MlaParams = { numHeads: 1, latentDim: 4, ropeDim: 2, nopeDim: 2, scale: 1 };
   const call = (row: number, slot: number) =>
-    mlaRopeAndCacheWrite(new Float32Array(4), new Float32Array(6), Int32Array.of(row), Int32Array.of(slot), new Float32Array(4).fill(1), 1e-6, plainRopeTable(2, 10000, 8), float32Pool(new Float32Array(12), 1, 6), mla);
+    mlaRopeAndCacheWrite(new Float32Array(4), new Float32Array(6), Int32Array.of(row), Int32Array.of(row), Int32Array.of(slot), new Float32Array(4).fill(1), 1e-6, plainRopeTable(2, 10000, 8), float32Pool(new Float32Array(12), 1, 6), mla);
   assert.throws(() => call(8, 0), (e: unknown) => e instanceof KeelError && e.kind === 'context_overflow' && /rotary row 8/.test(e.message));
   assert.throws(() => call(0, 2), /slot 2/);
 });

@@ -1,4 +1,4 @@
-import type { MlaParams } from '../../backend.ts';
+import { queryTemperatureFactor, type MlaParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
@@ -37,12 +37,14 @@ export function headwiseLinear(
  * in float64), rotate kv[t, latentDim ..] and the trailing ropeDim of each of q's heads by the
  * rotary table's row rotaryRows[t] (rotate_half pairing i <-> i + ropeDim / 2), all in place, then copy kv's row to
  * pool row slotMapping[t] ([slots, latentDim + ropeDim], in the cache's dtype: an fp8 row with
- * scale 1, an int8 row with one scale for the row).
+ * scale 1, an int8 row with one scale for the row). With `mla.queryTemperature`, every value of
+ * q's row is then multiplied by the temperature of the token's position (positions[t]).
  */
 export function mlaRopeAndCacheWrite(
   q: Float32Array,
   kv: Float32Array,
   rotaryRows: Int32Array,
+  positions: Int32Array,
   slotMapping: Int32Array,
   normWeight: Float32Array,
   eps: number,
@@ -69,6 +71,11 @@ export function mlaRopeAndCacheWrite(
     for (let i = 0; i < latentDim; i++) kv[rowAt + i] = kv[rowAt + i] * inverseRms * normWeight[i];
     rotateHead(kv, rowAt + latentDim, rope, row, kv, rowAt + latentDim, ropeDim);
     for (let h = 0; h < numHeads; h++) rotateHead(q, (t * numHeads + h) * headWidth + nopeDim, rope, row, q, (t * numHeads + h) * headWidth + nopeDim, ropeDim);
+    if (mla.queryTemperature != null) {
+      const factor = queryTemperatureFactor(mla.queryTemperature, positions[t]);
+      const queries = q.subarray(t * numHeads * headWidth, (t + 1) * numHeads * headWidth);
+      for (let i = 0; i < queries.length; i++) queries[i] *= factor;
+    }
     storeSlot(pool, slot, kv, rowAt, 1);
   }
 }

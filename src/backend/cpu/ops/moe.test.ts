@@ -87,6 +87,15 @@ test('each token\'s closest call is reported: its experts\' margin, or its group
   assert.ok(Math.abs(grouped[0] - selectionMargin([2, Math.fround(1.98)], 1)) < 1e-12, `groups' margin ${grouped[0]}`);
 });
 
+test('a logit soft-cap (Laguna) scores cap · tanh(logit / cap): the order kept, the weights flattened', () => {
+  const logits = [6, 1, -2, 3];
+  const capped = logits.map((v) => 2 * Math.tanh(v / 2));
+  const r = route(logits, { scoring: 'sigmoid', normalize: true, logitSoftcap: 2 });
+  assert.deepEqual(r.experts, [0, 3]);
+  const [a, b] = [sigmoid(capped[0]), sigmoid(capped[3])];
+  assertWeights(r.weights, [a / (a + b), b / (a + b)]);
+});
+
 test('ties go to the lower expert id, for experts and for groups', () => {
   assert.deepEqual(route([1, 2, 2, 2], {}).experts, [1, 2]);
   const groups = { numGroups: 2, topkGroups: 1, score: 'max' as const };

@@ -48,8 +48,11 @@ export function routeTokens(logits: Float32Array, numTokens: number, numExperts:
   const weights = new Float32Array(numTokens * topK);
   const scores = new Float64Array(numExperts);
   const choice = new Float64Array(numExperts);
+  const cap = params.logitSoftcap ?? null;
   for (let t = 0; t < numTokens; t++) {
-    const row = logits.subarray(t * numExperts, (t + 1) * numExperts);
+    const logitsRow = logits.subarray(t * numExperts, (t + 1) * numExperts);
+    // transformers soft-caps the float32 logits, rounding the capped values to float32.
+    const row = cap === null ? logitsRow : logitsRow.map((v) => cap * Math.tanh(v / cap));
     scoreRow(row, params.scoring, scores);
     for (let e = 0; e < numExperts; e++) choice[e] = scores[e] + (params.selectionBias === null ? 0 : params.selectionBias[e]);
     const groupScores = params.groups === null ? null : keepBestGroups(choice, params.groups);

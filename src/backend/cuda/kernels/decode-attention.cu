@@ -38,6 +38,9 @@
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1 -DTREE=0
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=1 -DTREE=1
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=3 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DSPARSE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=512 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=512 -DGROUP=1 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=512 -DGROUP=16 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DSPARSE=1 -DTREE=1
 
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE) || !defined(SPARSE) || !defined(TREE)
 #error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> -DSPARSE=<0|1> -DTREE=<0|1>"
@@ -72,11 +75,13 @@ constexpr int ITEMS = GROUP * D8;
 constexpr int KS = ITEMS >= NT ? 1 : min_c(TK, pow2_floor(NT / ITEMS));
 constexpr int LANES_PER_KS = NT / KS;
 constexpr int ITEMS_PER_THREAD = (ITEMS + LANES_PER_KS - 1) / LANES_PER_KS;
-static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most 256");
+static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most 512");
 }  // namespace
 
 // grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes):
-// 2 * 2 * TK * ROW * 2 (K and V tiles, two stages) + (GROUP * D + GROUP * TK + 3 * GROUP) * 4.
+// 2 * 2 * TK * ROW * 2 (K and V tiles, two stages) + (GROUP * D + GROUP * TK + 3 * GROUP) * 4: at D = 512,
+// 130 KiB + 2.1 KiB per query head of the group (147 KiB for Gemma 4's group of 8), which A100's and
+// Hopper's opt-in limits hold; the nvcc-check's GROUP=16 (164 KiB) fits Hopper's only.
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks

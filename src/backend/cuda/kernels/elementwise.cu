@@ -1,5 +1,5 @@
 // Elementwise ops on activations: a projection's bias (bf16 or f32 output), the final logits' soft-cap,
-// SiLU (Medusa heads' residual blocks), xIELU (Apertus's MLP).
+// SiLU (Medusa heads' residual blocks), xIELU (Apertus's MLP), attention output gates.
 #include "common.cuh"
 
 // In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
@@ -69,5 +69,21 @@ extern "C" __global__ void xielu_kernel(bf16* __restrict__ x, long long n, float
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     const float v = bf16_to_f32(x[i]);
     x[i] = f32_to_bf16(v > 0.f ? alpha_p * v * v + beta * v : (expm1f(fminf(v, eps)) - v) * alpha_n + beta * v);
+  }
+}
+
+// out = x · fn(gate) over n elements of rows `cols` wide, fn(gate) rounded to bf16 first: an attention
+// output gate. Each gate value covers `group` consecutive columns (1: one per element; a head's width:
+// one per head), the gate row being cols / group wide. softplus 0: σ(g); 1: ln(1 + eᵍ), g itself past
+// 20 as torch's. Grid-stride; any n.
+extern "C" __global__ void multiply_gate_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ gate, long long n,
+                                                int cols, int group, int softplus) {
+  PDL_PROLOGUE();
+  const int gate_cols = cols / group;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const long long row = i / cols;
+    const float z = bf16_to_f32(gate[row * gate_cols + (int)(i - row * cols) / group]);
+    const float g = bf16_to_f32(f32_to_bf16(softplus ? (z > 20.f ? z : log1pf(expf(z))) : 1.f / (1.f + expf(-z))));
+    out[i] = f32_to_bf16(bf16_to_f32(x[i]) * g);
   }
 }

@@ -1,4 +1,4 @@
-import type { XieluParams } from '../../backend.ts';
+import type { GateFunction, XieluParams } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
@@ -53,4 +53,24 @@ export function launchXielu(device: CudaDevice, x: DevicePtr, numel: number, p: 
   if (numel === 0) return;
   const blocks = Math.min(MAX_BLOCKS, Math.ceil(numel / THREADS));
   device.launch(device.kernel('elementwise.cu', 'xielu_kernel', 'plffff'), [blocks], [THREADS], 0, [x, numel, p.alphaP, p.alphaN, p.beta, p.eps]);
+}
+
+export interface MultiplyGateArgs {
+  out: DevicePtr;
+  /** [numel / cols, cols] bf16. */
+  x: DevicePtr;
+  /** [numel / cols, cols / group] bf16. */
+  gate: DevicePtr;
+  numel: number;
+  cols: number;
+  /** Consecutive columns of x each gate value covers. */
+  group: number;
+  fn: GateFunction;
+}
+
+/** out = x · fn(gate), each gate value over `group` consecutive columns (Backend.multiplyGate). */
+export function launchMultiplyGate(device: CudaDevice, a: MultiplyGateArgs): void {
+  if (a.numel === 0) return;
+  const blocks = Math.min(MAX_BLOCKS, Math.ceil(a.numel / THREADS));
+  device.launch(device.kernel('elementwise.cu', 'multiply_gate_kernel', 'pppliii'), [blocks], [THREADS], 0, [a.out, a.x, a.gate, a.numel, a.cols, a.group, a.fn === 'softplus' ? 1 : 0]);
 }

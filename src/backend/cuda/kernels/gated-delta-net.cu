@@ -125,12 +125,3 @@ extern "C" __global__ void gated_rms_norm_kernel(bf16* __restrict__ out, const b
     out[at + i] = f32_to_bf16(scaled * (z / (1.f + expf(-z))));
   }
 }
-
-// out = x * sigmoid(gate), element by element (n values): an attention output gate, σ rounded to bf16 first.
-extern "C" __global__ void multiply_sigmoid_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ gate, long long n) {
-  PDL_PROLOGUE();
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float g = round_bf16(1.f / (1.f + expf(-bf16_to_f32(gate[i]))));
-  out[i] = f32_to_bf16(bf16_to_f32(x[i]) * g);
-}

@@ -76,8 +76,3 @@ export function launchGatedRmsNorm(device: CudaDevice, out: DevicePtr, x: Device
   device.launch(device.kernel('gated-delta-net.cu', 'gated_rms_norm_kernel', 'ppppif'), [groups], [threads], 0, [out, x, gate, weight, width, eps]);
 }
 
-/** out = x · σ(gate), n values. */
-export function launchMultiplySigmoid(device: CudaDevice, out: DevicePtr, x: DevicePtr, gate: DevicePtr, n: number): void {
-  if (n === 0) return;
-  device.launch(device.kernel('gated-delta-net.cu', 'multiply_sigmoid_kernel', 'pppl'), [Math.ceil(n / 256)], [256], 0, [out, x, gate, n]);
-}

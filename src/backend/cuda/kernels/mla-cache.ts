@@ -1,5 +1,6 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { QueryTemperature } from '../../backend.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { kvDtypeDefine, launchKvQuantizeWrite } from './kv-quantize.ts';
 
@@ -14,6 +15,10 @@ export interface MlaCacheWriteArgs {
   sin: DevicePtr;
   /** [numTokens] each token's row of the rotary tables (its position unless the model maps it). */
   rotaryRows: DevicePtr;
+  /** [numTokens] each token's position, which its query temperature reads. */
+  positions: DevicePtr;
+  /** Scales each token's queries by its position's temperature after rotating them; null: none. */
+  queryTemperature: QueryTemperature | null;
   slotMapping: DevicePtr;
   /** The layer's pool of rows [slots, latentDim + ropeDim]: bf16, or 8-bit codes (`dtype`, fp8 with scale 1). */
   pool: DevicePtr;
@@ -39,7 +44,8 @@ function threadsFor(a: MlaCacheWriteArgs): number {
  */
 export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): void {
   if (a.numTokens === 0) return;
-  const kernel = device.kernel('mla-cache.cu', 'mla_rope_cache_write_kernel', 'ppppppppiiiiif', { KV_DTYPE: kvDtypeDefine(a.dtype) });
+  const kernel = device.kernel('mla-cache.cu', 'mla_rope_cache_write_kernel', 'pppppppppiiiiifffi', { KV_DTYPE: kvDtypeDefine(a.dtype) });
+  const temperature = a.queryTemperature;
   device.launch(kernel, [a.numTokens], [threadsFor(a)], 0, [
     a.q,
     a.kv,
@@ -47,6 +53,7 @@ export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): v
     a.cos,
     a.sin,
     a.rotaryRows,
+    a.positions,
     a.slotMapping,
     a.pool,
     a.numHeads,
@@ -55,6 +62,9 @@ export function launchMlaCacheWrite(device: CudaDevice, a: MlaCacheWriteArgs): v
     a.latentDim,
     a.ropeDim,
     a.eps,
+    temperature?.floorScale ?? 0,
+    temperature?.attnScale ?? 0,
+    temperature?.positionOffset ?? 0,
   ]);
   if (a.dtype === 'auto') return;
   const width = a.latentDim + a.ropeDim;

@@ -194,7 +194,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     const unsigned char* __restrict__ gate_up_scales, const unsigned char* __restrict__ down_scales, const bf16* __restrict__ gate_up_bias, const bf16* __restrict__ down_bias, const uint4* __restrict__ shared_gate_up,
     const uint4* __restrict__ shared_down, const uint4* __restrict__ shared_gate, float* logits, bf16* h, unsigned int* sync, int hidden,
     int n, int m, int num_experts, int top_k, int first, int count, int scoring, int bias_kind, int group_score, int num_groups,
-    int topk_groups, int normalize, float scale, float alpha, float limit) {
+    int topk_groups, int normalize, float scale, float softcap, float alpha, float limit) {
   PDL_PROLOGUE();
   extern __shared__ uint4 smem[];
   __shared__ int ids[MAX_SEGMENTS];
@@ -222,7 +222,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
 
   // Phase 1: warp 0 routes while the other warps stream the shared expert's gate/up rows.
   if (warp == 0) {
-    const RouteRule rule = {scoring, bias_kind, group_score, 1, num_groups, topk_groups, normalize, scale};
+    const RouteRule rule = {scoring, bias_kind, group_score, 1, num_groups, topk_groups, normalize, scale, softcap};
     int rank;
     route_token(logits, selection_bias, ids, weights, 0, num_experts, top_k, rule, rank);
   } else {

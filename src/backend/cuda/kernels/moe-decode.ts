@@ -61,7 +61,7 @@ export interface MoeDecodeArgs extends MoeDecodeShape {
 
 function decodeKernel(device: CudaDevice, s: MoeDecodeShape): Kernel {
   const { ACT } = activationDefines(s.activation);
-  return device.kernel('moe-decode.cu', 'moe_decode_kernel', 'pppppppppppppppppiiiiiiiiiiiiifff', { PER_LANE: expertsPerLane(s.numExperts), ACT, MXFP4: s.mxfp4 ? 1 : 0 });
+  return device.kernel('moe-decode.cu', 'moe_decode_kernel', 'pppppppppppppppppiiiiiiiiiiiiiffff', { PER_LANE: expertsPerLane(s.numExperts), ACT, MXFP4: s.mxfp4 ? 1 : 0 });
 }
 
 function sharedBytes(s: MoeDecodeShape): number {

@@ -66,9 +66,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) moe_route_kernel(
     const void* __restrict__ logits, const void* __restrict__ bias, int* __restrict__ ids, float* __restrict__ weights,
     int* __restrict__ offsets, int* __restrict__ tile_start, int* __restrict__ tiles, int* __restrict__ sorted_pairs,
     int* __restrict__ pair_pos, unsigned int* __restrict__ done, int num_tokens, int num_experts, int top_k, int logits_f32, int scoring,
-    int bias_kind, int group_score, int num_groups, int topk_groups, int normalize, float scale, int tile_rows) {
+    int bias_kind, int group_score, int num_groups, int topk_groups, int normalize, float scale, float softcap, int tile_rows) {
   PDL_PROLOGUE();
-  const RouteRule rule = {scoring, bias_kind, group_score, logits_f32, num_groups, topk_groups, normalize, scale};
+  const RouteRule rule = {scoring, bias_kind, group_score, logits_f32, num_groups, topk_groups, normalize, scale, softcap};
   const int t = blockIdx.x * WARPS + (threadIdx.x >> 5);
   int rank = 0;
   const int my_id = t < num_tokens ? route_token(logits, bias, ids, weights, t, num_experts, top_k, rule, rank) : 0;

@@ -17,7 +17,8 @@
 #define NO_EXPERT 0x7fffffff
 
 // How a token picks its experts (RoutingParams): scoring 0 softmax, 1 sigmoid, 2 top-k softmax;
-// bias_kind 0 none, 1 bf16, 2 f32; group_score 0 no groups, 1 a group's best, 2 the sum of its two best.
+// bias_kind 0 none, 1 bf16, 2 f32; group_score 0 no groups, 1 a group's best, 2 the sum of its two best;
+// softcap > 0: logits become softcap · tanh(logit / softcap) before they are scored.
 struct RouteRule {
   int scoring;
   int bias_kind;
@@ -27,6 +28,7 @@ struct RouteRule {
   int topk_groups;
   int normalize;
   float scale;
+  float softcap;
 };
 
 // An L2 load (ld.global.cg): values written by other blocks of the running launch must not come
@@ -83,6 +85,7 @@ __device__ __forceinline__ int route_token(const void* logits, const void* bias,
   for (int i = 0; i < PER_LANE; i++) {
     const int e = i * 32 + lane;
     score[i] = e < num_experts ? logit_at(logits, row + e, rule.logits_f32) : NEG_INF;
+    if (rule.softcap > 0.f && e < num_experts) score[i] = rule.softcap * tanhf(score[i] / rule.softcap);
   }
   if (rule.scoring == 0) {
     float m = NEG_INF;

@@ -93,7 +93,7 @@ export function expertsPerLane(numExperts: number): number {
 
 /**
  * RouteRule's fields (moe-route.cuh) but the logits' dtype, in kernel-argument order: scoring,
- * bias kind, group score, groups, kept groups, normalize, scale.
+ * bias kind, group score, groups, kept groups, normalize, scale, logit soft-cap (0: none).
  */
 export function routeRuleArgs(params: Omit<RoutingParams, 'selectionBias'>, biasDtype: 'bf16' | 'f32' | null): number[] {
   const { groups } = params;
@@ -105,6 +105,7 @@ export function routeRuleArgs(params: Omit<RoutingParams, 'selectionBias'>, bias
     groups?.topkGroups ?? 1,
     params.normalize ? 1 : 0,
     params.scale,
+    params.logitSoftcap ?? 0,
   ];
 }
 
@@ -123,7 +124,7 @@ export function launchRouteExperts(device: CudaDevice, a: RouteArgs): CudaExpert
     sortedPairs: a.alloc(4 * pairs),
     pairPos: a.alloc(4 * pairs),
   };
-  const kernel = device.kernel('moe-route.cu', 'moe_route_kernel', 'ppppppppppiiiiiiiiiifi', { PER_LANE: expertsPerLane(numExperts) });
+  const kernel = device.kernel('moe-route.cu', 'moe_route_kernel', 'ppppppppppiiiiiiiiiiffi', { PER_LANE: expertsPerLane(numExperts) });
   const b = buffers;
   const weightInputs = params.weightInputs ?? false;
   if (numTokens === 0) return new CudaExpertRouting(0, topK, numExperts, tileRows, buffers, weightInputs);

@@ -29,12 +29,16 @@ export function launchAddRmsNorm(
   device.launch(kernel, [rows], [threadsForRow(cols)], 0, [out, residual, x, w, cols / 8, eps]);
 }
 
-/** In place per-head RMSNorm of the query heads (qWeight) and key heads (kWeight) of packed qkv rows. */
+/**
+ * In place per-head RMSNorm of the query heads (qWeight) and key heads (kWeight) of packed qkv rows,
+ * and of the value heads (vWeight) where one is given.
+ */
 export function launchHeadRmsNorm(
   device: CudaDevice,
   qkv: DevicePtr,
   qWeight: DevicePtr,
   kWeight: DevicePtr,
+  vWeight: DevicePtr | null,
   rows: number,
   numHeads: number,
   numKvHeads: number,
@@ -42,7 +46,8 @@ export function launchHeadRmsNorm(
   eps: number,
 ): void {
   if (rows === 0) return;
-  const kernel = device.kernel('norm.cu', 'head_rms_norm_kernel', 'pppiiiif');
+  const kernel = device.kernel('norm.cu', 'head_rms_norm_kernel', 'ppppiiiiif');
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
-  device.launch(kernel, [rows], [128], 0, [qkv, qWeight, kWeight, numHeads, numKvHeads, headDim, rowWidth, eps]);
+  const normedHeads = numHeads + (vWeight === null ? 1 : 2) * numKvHeads;
+  device.launch(kernel, [rows], [128], 0, [qkv, qWeight, kWeight, vWeight ?? 0, numHeads, numKvHeads, normedHeads, headDim, rowWidth, eps]);
 }

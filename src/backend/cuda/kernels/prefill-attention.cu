@@ -5,8 +5,16 @@
 // Keys come from the cache for the whole context, the current chunk included (ropeAndCacheWrite
 // ran first), so chunked prefill and prefix-cache hits need nothing special.
 //
-// Specialized by HEAD_DIM (a multiple of 8 up to 256; dims that are not a multiple of 16 are
-// zero-padded in shared memory to the mma's k-step), and by the options a model may turn on, so
+// Head dims over 256 (Gemma 4's global layers, 512) split the head across a pair of warps
+// (DSPLIT = 2): a warp's output accumulators for 16 rows of the whole head would need 256 registers
+// a thread. Each warp of a pair holds the same 16 rows and one half of the head: it scores Q Kᵀ over
+// its half, the pair swaps those partial scores through shared memory and adds them (float addition
+// commutes, so both warps hold bitwise equal scores, maxima and probabilities), and each accumulates
+// P V for its half. A CTA then takes 32 query rows, half of a planned 64-row tile (the grid's y
+// counts both halves), with 16-key tiles: about 100 KiB of shared memory, two CTAs per Hopper SM.
+//
+// Specialized by HEAD_DIM (a multiple of 8 up to 512; dims that are not a multiple of the mma's
+// k-step, 16 per warp, are zero-padded in shared memory), and by the options a model may turn on, so
 // that plain attention pays nothing for them: SOFTCAP=1 caps each score at cap · tanh(score / cap)
 // (Gemma 2); SINKS=1 adds each head's learned sink logit to its softmax's denominator (gpt-oss);
 // STREAMING=1 is StreamingLLM: queries arrive unrotated and are rotated as the Q tile is loaded,
@@ -36,6 +44,10 @@
 // nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=0 -DTREE=1
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=2 -DTREE=1
 // nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=264 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
 #error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> [-DTREE=<0|1>]"
@@ -49,17 +61,23 @@
 
 namespace {
 constexpr int D = HEAD_DIM;
-constexpr int DP = (D + 15) / 16 * 16;  // padded to the mma k-step
-constexpr int DCH = D / 8;              // 16-byte chunks of real data per row
-constexpr int BM = 64;                  // query rows per CTA
-constexpr int BN = D <= 128 ? 64 : 32;  // keys per tile (smaller for large heads to bound registers)
+constexpr int DSPLIT = D <= 256 ? 1 : 2;          // warps that share a row group, each one slice of the head
+constexpr int DP = (D + 16 * DSPLIT - 1) / (16 * DSPLIT) * (16 * DSPLIT);  // padded to the mma k-step per slice
+constexpr int DS = DP / DSPLIT;                   // a warp's slice of the (padded) head
+constexpr int DCH = D / 8;                        // 16-byte chunks of real data per row
+constexpr int PLAN_ROWS = 64;                     // query rows of a planned tile (attention-plan.ts)
+constexpr int BM = PLAN_ROWS / DSPLIT;            // query rows per CTA: 16 per row group of warps
+constexpr int BN = D <= 128 ? 64 : D <= 256 ? 32 : 16;  // keys per tile (smaller for large heads to bound registers and smem)
 constexpr int NT = 128;
-constexpr int ROW = DP + 8;             // smem row in bf16; the 16-byte pad keeps ldmatrix conflict-free
-static_assert(D % 8 == 0 && D <= 256, "head dim must be a multiple of 8, at most 256");
+constexpr int ROW = DP + 8;                       // smem row in bf16; the 16-byte pad keeps ldmatrix conflict-free
+constexpr int SWAP = BN / 8 * 4;                  // partial scores a thread swaps with its pair (DSPLIT 2)
+static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most 512");
+static_assert(DS % 16 == 0 && DS <= 256, "a warp's slice must be whole k-steps of at most 256 dims");
 }  // namespace
 
-// grid (numHeads, numTiles), block NT. tiles [numTiles, 2] = (sequence, first query row in it).
-// Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q tile, K and V tiles in two stages).
+// grid (numHeads, numTiles * DSPLIT), block NT. tiles [numTiles, 2] = (sequence, first query row in it),
+// each CTA taking its BM-row part of a tile. Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q
+// tile, K and V tiles in two stages), and with DSPLIT 2 the swapped scores, NT * SWAP * 4 bytes.
 // Query rows of a tile are assumed to have increasing positions (true of any chunk). Scores live
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
@@ -83,11 +101,14 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   bf16* s_q = reinterpret_cast<bf16*>(smem);  // [BM][ROW]
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
   bf16* s_v = s_k + 2 * BN * ROW;             // [2][BN][ROW]
+  float* s_swap = reinterpret_cast<float*>(s_v + 2 * BN * ROW);  // [NT / 32 warps][SWAP][32 lanes], DSPLIT 2 only
 
   const int head = blockIdx.x;
-  const int seq = tiles[2 * blockIdx.y], q0 = tiles[2 * blockIdx.y + 1];
+  const unsigned int plan_tile = blockIdx.y / DSPLIT;
+  const int seq = tiles[2 * plan_tile], q0 = tiles[2 * plan_tile + 1] + (blockIdx.y % DSPLIT) * BM;
   const int qstart = query_start[seq];
   const int rows = min(BM, query_start[seq + 1] - qstart - q0);
+  if (DSPLIT > 1 && rows <= 0) return;  // the second half of a short tile
   const int kvh = head / (num_heads / num_kv_heads);
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
 #if TREE
@@ -102,9 +123,13 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   const int k_begin = (window > 0 ? max(0, first_pos - window + 1) : 0) / BN * BN;
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  // The warp's 16 rows of the tile and its slice of the head.
+  const int row_group = warp / DSPLIT, slice = (warp % DSPLIT) * DS;
 
   if (DP != D) {  // zero the pad columns of every row (Q, then both K and V stages) once
-    for (int r = tid; r < BM + 4 * BN; r += NT) *reinterpret_cast<uint4*>(s_q + r * ROW + D) = make_uint4(0, 0, 0, 0);
+    for (int r = tid; r < BM + 4 * BN; r += NT)
+#pragma unroll
+      for (int c = D; c < DP; c += 8) *reinterpret_cast<uint4*>(s_q + r * ROW + c) = make_uint4(0, 0, 0, 0);
   }
 #if STREAMING
   // Rotated as they are loaded (padding rows zero); the writes are seen after run_keys' first barrier.
@@ -131,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
 
   // This thread's two rows of the warp's 16 (mma accumulator layout: row g and g + 8).
   const int g = lane >> 2, t4 = lane & 3;
-  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  const int r0 = row_group * 16 + g, r1 = r0 + 8;
   const int qp0 = r0 < rows ? positions[qstart + q0 + r0] : -1;  // -1: padding row, every key masked
   const int qp1 = r1 < rows ? positions[qstart + q0 + r1] : -1;
   const int lo0 = max(window > 0 ? qp0 - window + 1 : 0, chunk_first_key(qp0, chunk));
@@ -154,9 +179,9 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   // Sink keys behind each row's window (none for a padding row).
   const int sink_end0 = min(stream_sinks, max(0, lo0)), sink_end1 = min(stream_sinks, max(0, lo1));
 
-  float o[DP / 8][4];
+  float o[DS / 8][4];
 #pragma unroll
-  for (int n = 0; n < DP / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  for (int n = 0; n < DS / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
 
   // Keys [from, to) into the running softmax and accumulators: the sinks behind each row's window
@@ -183,21 +208,34 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
       const bf16* tk = s_k + (it & 1) * BN * ROW;
       const bf16* tv = s_v + (it & 1) * BN * ROW;
 
-      // S = Q Kᵀ for the warp's 16 rows and BN keys.
+      // S = Q Kᵀ for the warp's 16 rows and BN keys (over its slice of the head).
       float s[BN / 8][4];
 #pragma unroll
       for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < DP / 16; kk++) {
+      for (int kk = 0; kk < DS / 16; kk++) {
         unsigned int a[4];
-        ldmatrix_x4(a, s_q + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+        ldmatrix_x4(a, s_q + (row_group * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + slice + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
         for (int nn = 0; nn < BN / 16; nn++) {
           unsigned int b[4];
-          ldmatrix_x4(b, tk + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
+          ldmatrix_x4(b, tk + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * ROW + slice + kk * 16 + ((lane >> 3) & 1) * 8);
           mma_bf16_16816(s[2 * nn], a, b[0], b[1]);
           mma_bf16_16816(s[2 * nn + 1], a, b[2], b[3]);
         }
+      }
+      if constexpr (DSPLIT == 2) {
+        // Add the pair's partial scores: same rows, keys and accumulator layout, so lane to lane.
+        // The next write to s_swap follows the tile's closing barrier, after every read of it.
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s_swap[(warp * SWAP + n * 4 + e) * 32 + lane] = s[n][e];
+        __syncthreads();
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[n][e] += s_swap[((warp ^ 1) * SWAP + n * 4 + e) * 32 + lane];
       }
 
       // Causal and sliding-window mask, then the online softmax update (log2 domain).
@@ -248,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
       l0 = l0 * alpha0 + sum0;
       l1 = l1 * alpha1 + sum1;
 #pragma unroll
-      for (int n = 0; n < DP / 8; n++) {
+      for (int n = 0; n < DS / 8; n++) {
         o[n][0] *= alpha0;
         o[n][1] *= alpha0;
         o[n][2] *= alpha1;
@@ -264,9 +302,9 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
         a[2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         a[3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-        for (int dd = 0; dd < DP / 16; dd++) {
+        for (int dd = 0; dd < DS / 16; dd++) {
           unsigned int b[4];
-          ldmatrix_x4_trans(b, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
+          ldmatrix_x4_trans(b, tv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW + slice + dd * 16 + (lane >> 4) * 8);
           mma_bf16_16816(o[2 * dd], a, b[0], b[1]);
           mma_bf16_16816(o[2 * dd + 1], a, b[2], b[3]);
         }
@@ -301,8 +339,8 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * D;
   bf16* out1 = out0 + 8 * out_row;
 #pragma unroll
-  for (int n = 0; n < DP / 8; n++) {
-    const int col = n * 8 + t4 * 2;
+  for (int n = 0; n < DS / 8; n++) {
+    const int col = slice + n * 8 + t4 * 2;
     if (col >= D) continue;
     if (r0 < rows) *reinterpret_cast<unsigned int*>(out0 + col) = pack_bf16x2(o[n][0] * inv0, o[n][1] * inv0);
     if (r1 < rows) *reinterpret_cast<unsigned int*>(out1 + col) = pack_bf16x2(o[n][2] * inv1, o[n][3] * inv1);

@@ -1,11 +1,10 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { KeelError } from '../../../errors.ts';
-import { WIDE_PREFILL_TILE_ROWS } from '../attention-plan.ts';
+import { PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../attention-plan.ts';
 import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, positionKernelArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
-const TILE_ROWS = 64;
 
 /**
  * Which kernel runs prefill attention: `legacy`, prefill-attention.cu (mma.sync, every GPU and
@@ -15,11 +14,21 @@ const TILE_ROWS = 64;
 export type PrefillAttentionPath = 'legacy' | 'auto' | 'wgmma';
 export const PREFILL_ATTENTION_PATHS: readonly PrefillAttentionPath[] = ['legacy', 'auto', 'wgmma'];
 
-/** Dynamic shared memory of prefill_attention_kernel: a Q tile and two stages of K and V tiles. */
+/**
+ * Warps that share one row group of prefill_attention_kernel, each taking a slice of the head (its
+ * DSPLIT): 2 for head dims over 256, whose CTAs then take half a planned tile each.
+ */
+export function prefillHeadSplit(headDim: number): number {
+  return headDim <= 256 ? 1 : 2;
+}
+
+/** Dynamic shared memory of prefill_attention_kernel: a Q tile, two stages of K and V tiles, and a split head's swapped scores. */
 export function prefillSharedBytes(headDim: number): number {
-  const padded = Math.ceil(headDim / 16) * 16;
-  const keys = headDim <= 128 ? 64 : 32;
-  return (TILE_ROWS + 4 * keys) * (padded + 8) * 2;
+  const split = prefillHeadSplit(headDim);
+  const padded = Math.ceil(headDim / (16 * split)) * 16 * split;
+  const keys = headDim <= 128 ? 64 : headDim <= 256 ? 32 : 16;
+  const swapped = split === 1 ? 0 : THREADS * (keys / 2) * 4;
+  return (PREFILL_TILE_ROWS / split + 4 * keys) * (padded + 8) * 2 + swapped;
 }
 
 // prefill-attention-wgmma.cu: 128 query rows, BN keys per tile, two stages; a loader warpgroup and two consumers.
@@ -68,7 +77,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpiiffi', defines);
-  device.launch(kernel, [numHeads, a.numTiles], [THREADS], prefillSharedBytes(headDim), [
+  device.launch(kernel, [numHeads, a.numTiles * prefillHeadSplit(headDim)], [THREADS], prefillSharedBytes(headDim), [
     a.out,
     a.qkv,
     a.kPool,

@@ -27,6 +27,7 @@
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=4
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=8
 // nvcc-check: -DHEAD_DIM=72 -DGROUP=1
+// nvcc-check: -DHEAD_DIM=512 -DGROUP=8
 
 #if !defined(HEAD_DIM) || !defined(GROUP)
 #error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head>"
@@ -39,6 +40,9 @@ constexpr int WARPS = NT / 32;
 // Candidate blocks one scoring CTA takes (SPARSE_SCORE_BLOCKS in sparse-select.ts): 8 per warp.
 constexpr int SCORE_BLOCKS = 64;
 static_assert(NT == 256, "the selection's histogram gives each thread one of 256 bins");
+// sparse_score_kernel keeps a kv head's query heads in static shared memory (48 KB at most): with
+// head dim 512, groups of up to 24 query heads.
+static_assert(GROUP * D * 4 <= 48 * 1024, "GROUP * HEAD_DIM query values must fit 48 KB of static shared memory");
 
 // Scores as unsigned keys in the same order (larger score, larger key).
 __device__ __forceinline__ unsigned int ordered_key(float s) {
