@@ -106,5 +106,5 @@ test('a gpt-oss layer reads biased projections, sinks, a biased router and the f
 test('unsupported gpt-oss options are named', () => {
   rejects({ ...BF16_20B, layer_types: alternating(23) }, 'layer_types', '24 layers');
   rejects({ ...BF16_20B, num_experts_per_tok: 33 }, 'num_experts_per_tok', '32 experts');
-  rejects({ ...BF16_20B, rope_scaling: { rope_type: 'proportional', factor: 2 } }, 'rope type "proportional"');
+  rejects({ ...BF16_20B, rope_scaling: { rope_type: 'ntk-aware', factor: 2 } }, 'rope type "ntk-aware"');
 });
