@@ -2,8 +2,8 @@
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
 # Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
-# Steps: tests (npm run test:gpu), checks (the same split over seven processes that run at once:
-# the kernel tests, or the GPU test files in $CHECKS_KERNEL_FILES, and the CUDA parity suite over six groups of fixtures), files (the GPU test files named
+# Steps: tests (npm run test:gpu), checks (the same split over eight processes that run at once:
+# the kernel tests, or the GPU test files in $CHECKS_KERNEL_FILES, and the CUDA parity suite over seven groups of fixtures), files (the GPU test files named
 # in $GPU_TEST_FILES), soak (the server's
 # chaos soak on the CUDA backend, 30 s phases), speculative (test/speculative-decoding.gpu.test.ts, and the
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
@@ -88,11 +88,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 for s in "$@"; do
   case $s in
     tests) step tests 300 node scripts/run-tests.mjs gpu ;;
-    checks) # The kernel tests beside the CUDA parity suite over six groups of fixtures that cover them all.
+    checks) # The kernel tests beside the CUDA parity suite over seven groups of fixtures that cover them all.
       step kernels 420 node --test --test-concurrency=4 ${CHECKS_KERNEL_FILES:-$(ls test/backend/cuda/*.gpu.test.ts src/backend/cuda/*.gpu.test.ts)} &
       groups=(llama '^llama' mistral-qwen '^(mistral|qwen2-bias|qwen3-qk|keel)' mla '^(?!quant-)(deepseek|glm)'
         moe '^(?!quant-)(?!deepseek|glm).*(moe|gpt-oss)' quant 'quant|lora|spec|bnb'
-        dense '^(?!llama|mistral|qwen2-bias|qwen3-qk|keel|deepseek|glm)(?!.*(quant|lora|spec|bnb|moe|gpt-oss))')
+        dense-a-l '^(?!llama|mistral|qwen2-bias|qwen3-qk|keel|deepseek|glm)(?!.*(quant|lora|spec|bnb|moe|gpt-oss))[a-l]'
+        dense-m-z '^(?!llama|mistral|qwen2-bias|qwen3-qk|keel|deepseek|glm)(?!.*(quant|lora|spec|bnb|moe|gpt-oss))[m-z]')
       for ((i = 0; i < ${#groups[@]}; i += 2)); do
         step "parity-${groups[i]}" 420 env KEEL_PARITY_FIXTURES="${groups[i+1]}" node --test test/transformers-parity.gpu.test.ts &
       done
