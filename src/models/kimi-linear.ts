@@ -2,8 +2,8 @@ import type { Backend, KvCache, StepInputs, Tensor } from '../backend/backend.ts
 import { invalidArgument, invalidModel } from '../errors.ts';
 import { LmHead, VocabEmbedding } from '../layers/embedding.ts';
 import { GatedMlp } from '../layers/gated-mlp.ts';
-import { KimiDeltaAttention } from '../layers/kimi-delta-attention.ts';
-import { MlaAttention } from '../layers/mla-attention.ts';
+import { KimiDeltaAttention, type KimiDeltaAttentionOptions } from '../layers/kimi-delta-attention.ts';
+import { MlaAttention, type MlaAttentionOptions } from '../layers/mla-attention.ts';
 import type { MoeBlock } from '../layers/moe.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
@@ -24,19 +24,9 @@ import type { PipelineStage } from './pipeline-stage.ts';
 export interface KimiLinearConfig extends ModelConfig {
   rmsNormEps: number;
   intermediateSize: number;
-  mla: {
-    numHeads: number;
-    /** q_lora_rank: queries through q_a_proj, q_a_layernorm and q_b_proj; null for one q_proj. */
-    queryRank: number | null;
-    latentDim: number;
-    nopeDim: number;
-    /** qk_rope_head_dim: the key part shared by every head, never rotated (NoPE). */
-    ropeDim: number;
-    valueDim: number;
-    /** attention_bias: q_a_proj, kv_a_proj_with_mqa and o_proj carry biases. */
-    bias: boolean;
-  };
-  kda: { numHeads: number; headDim: number; convKernel: number };
+  /** The MLA layers' geometry (qk_rope_head_dim: the key part shared by every head, never rotated here: NoPE). */
+  mla: Pick<MlaAttentionOptions, 'numHeads' | 'queryRank' | 'latentDim' | 'nopeDim' | 'ropeDim' | 'valueDim' | 'bias'>;
+  kda: Pick<KimiDeltaAttentionOptions, 'numHeads' | 'headDim' | 'convKernel'>;
   /** Per layer: Kimi Delta Attention, or MLA. */
   linearLayers: boolean[];
   /** Per layer: the mixture of experts, or a dense MLP. */
@@ -45,45 +35,28 @@ export interface KimiLinearConfig extends ModelConfig {
 }
 
 /**
- * KimiLinearConfig's attribute_map: the names it saves (left) and their aliases, which transformers
- * maps onto them. Both present must agree. The Hub's configs use the saved names.
+ * KimiLinearConfig's attribute_map: each key it saves (the Hub's configs use these), the alias
+ * transformers maps onto it (both present must agree), the DeepSeek spelling parseDeepseekMoe reads,
+ * and the class's default (Kimi-Linear-48B-A3B's).
  */
-const ALIASES: readonly [saved: string, alias: string][] = [
-  ['num_experts', 'num_local_experts'],
-  ['num_experts_per_token', 'num_experts_per_tok'],
-  ['moe_renormalize', 'norm_topk_prob'],
-  ['num_expert_group', 'n_group'],
-  ['num_shared_experts', 'n_shared_experts'],
-  ['model_max_length', 'max_position_embeddings'],
+const ATTRIBUTE_MAP: readonly { saved: string; alias: string; deepseek: string; fallback: number | boolean }[] = [
+  { saved: 'num_experts', alias: 'num_local_experts', deepseek: 'n_routed_experts', fallback: 256 },
+  { saved: 'num_experts_per_token', alias: 'num_experts_per_tok', deepseek: 'num_experts_per_tok', fallback: 8 },
+  { saved: 'moe_renormalize', alias: 'norm_topk_prob', deepseek: 'norm_topk_prob', fallback: true },
+  { saved: 'num_expert_group', alias: 'n_group', deepseek: 'n_group', fallback: 1 },
+  { saved: 'num_shared_experts', alias: 'n_shared_experts', deepseek: 'n_shared_experts', fallback: 1 },
+  { saved: 'model_max_length', alias: 'max_position_embeddings', deepseek: 'max_position_embeddings', fallback: 1048576 },
 ];
 
-/** KimiLinearConfig's defaults (Kimi-Linear-48B-A3B's geometry) for the keys a config.json may leave out. */
-const DEFAULTS = {
-  num_experts: 256,
-  num_experts_per_token: 8,
-  moe_renormalize: true,
-  num_expert_group: 1,
-  num_shared_experts: 1,
-  model_max_length: 1048576,
-};
-
-/** The config's keys under DeepSeek's spellings (which parseDeepseekMoe reads), each from its Kimi name or its alias, else the default. */
+/** The config under DeepSeek's spellings: each attribute_map key from its saved name or its alias, else the default. */
 function deepseekSpelling(json: Record<string, unknown>, source: string): Record<string, unknown> {
-  const deepseekNames: Record<string, string> = {
-    num_experts: 'n_routed_experts',
-    num_experts_per_token: 'num_experts_per_tok',
-    moe_renormalize: 'norm_topk_prob',
-    num_expert_group: 'n_group',
-    num_shared_experts: 'n_shared_experts',
-    model_max_length: 'max_position_embeddings',
-  };
   const out: Record<string, unknown> = { ...json };
-  for (const [saved, alias] of ALIASES) {
+  for (const { saved, alias, deepseek, fallback } of ATTRIBUTE_MAP) {
     const [a, b] = [json[saved], json[alias]];
     if (a != null && b != null && a !== b) throw invalidModel(`${source}: ${saved} (${JSON.stringify(a)}) and its alias ${alias} (${JSON.stringify(b)}) disagree`);
-    delete out[alias];
     delete out[saved];
-    out[deepseekNames[saved]] = a ?? b ?? DEFAULTS[saved as keyof typeof DEFAULTS];
+    delete out[alias];
+    out[deepseek] = a ?? b ?? fallback;
   }
   return out;
 }
