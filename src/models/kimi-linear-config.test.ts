@@ -67,6 +67,8 @@ test('Kimi Linear: KDA and MLA layers from linear_attn_config (1-indexed), DeepS
   assert.deepEqual(aliased.moe, c.moe);
   const typed = parse({ ...KIMI_LINEAR_48B, layer_types: ['full_attention', 'linear_attention', 'linear_attention', 'linear_attention'] });
   assert.deepEqual(typed.linearLayers, [false, true, true, true]);
+  // KimiLinearForCausalLM never ties its lm_head to the embedding.
+  assert.equal(parse({ ...KIMI_LINEAR_48B, tie_word_embeddings: true }).tieWordEmbeddings, false);
 });
 
 test("Kimi Linear takes KimiLinearConfig's defaults: every fourth layer after the first MLA, layer 0 dense", () => {

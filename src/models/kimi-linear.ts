@@ -124,6 +124,8 @@ function parseKimiLinearConfig(json: Record<string, unknown>, source: string): K
   const maxPositionEmbeddings = fields.positiveInt('max_position_embeddings');
   return {
     ...common,
+    // KimiLinearForCausalLM ties nothing (_tied_weights_keys is empty): its lm_head is its own whatever the config says.
+    tieWordEmbeddings: false,
     // No layer rotates: the context is what the config allows.
     contextLength: maxPositionEmbeddings,
     rmsNormEps: fields.positiveNumber('rms_norm_eps', 1e-5),

@@ -2371,11 +2371,21 @@ def name_dense_mlps_as_hub(out_dir: Path, config) -> None:
     5.18 reads both spellings (it renames block_sparse_moe to mlp), but its save_pretrained reverses that
     rename for every layer, dense ones included."""
     dense = [i for i, t in enumerate(config.mlp_layer_types) if t == "dense"]
+    if not dense:
+        return
     pattern = re.compile(r"^model\.layers\.(%s)\.block_sparse_moe\." % "|".join(map(str, dense)))
+
+    def rename(name: str) -> str:
+        return pattern.sub(r"model.layers.\1.mlp.", name)
+
     for path in sorted(out_dir.glob("*.safetensors")):
         tensors = load_file(path)
-        renamed = {pattern.sub(r"model.layers.\1.mlp.", name): t for name, t in tensors.items()}
-        save_file(renamed, str(path), metadata={"format": "pt"})
+        save_file({rename(name): t for name, t in tensors.items()}, str(path), metadata={"format": "pt"})
+    index_path = out_dir / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        index["weight_map"] = {rename(name): file for name, file in index["weight_map"].items()}
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
