@@ -67,6 +67,9 @@ test('Kimi Linear: KDA and MLA layers from linear_attn_config (1-indexed), DeepS
   assert.deepEqual(aliased.moe, c.moe);
   const typed = parse({ ...KIMI_LINEAR_48B, layer_types: ['full_attention', 'linear_attention', 'linear_attention', 'linear_attention'] });
   assert.deepEqual(typed.linearLayers, [false, true, true, true]);
+  // No shared key part at all (qk_rope_head_dim 0), which transformers runs too: MLA of the nope dims alone.
+  const noShared = createModel(parseModelArchitecture({ ...KIMI_LINEAR_48B, qk_rope_head_dim: 0 }, 'test/config.json'), 64);
+  assert.deepEqual(noShared.parameters().find((p) => p.name === 'model.layers.3.self_attn.kv_a_proj_with_mqa.weight')?.shape, [512, 2304]);
   // KimiLinearForCausalLM never ties its lm_head to the embedding.
   assert.equal(parse({ ...KIMI_LINEAR_48B, tie_word_embeddings: true }).tieWordEmbeddings, false);
 });

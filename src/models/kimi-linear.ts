@@ -135,7 +135,7 @@ function parseKimiLinearConfig(json: Record<string, unknown>, source: string): K
       queryRank: fields.optionalPositiveInt('q_lora_rank', null),
       latentDim: fields.positiveInt('kv_lora_rank', 512),
       nopeDim: fields.positiveInt('qk_nope_head_dim', 128),
-      ropeDim: fields.positiveInt('qk_rope_head_dim', 64),
+      ropeDim: fields.nonNegativeInt('qk_rope_head_dim', 64),
       valueDim: fields.positiveInt('v_head_dim', 128),
       bias: fields.boolean('attention_bias', false),
     },

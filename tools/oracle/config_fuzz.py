@@ -1105,7 +1105,7 @@ def _kimi_layer_kinds(r, f: dict) -> None:
 
 def gen_kimi_linear(r, name):
     """Kimi Linear: KDA heads and conv width (in linear_attn_config or as the class's top-level keys), MLA without
-    RoPE, DeepSeek-V3's routing under Kimi's key names or their attribute_map aliases, dense layers by
+    RoPE (a shared key part of 0 to 8 dims), DeepSeek-V3's routing under Kimi's key names or their attribute_map aliases, dense layers by
     first_k_dense_replace or mlp_layer_types."""
     f = base(r)
     # KimiLinearForCausalLM ties nothing (its _tied_weights_keys is empty), so a tied config makes no tied model.
@@ -1117,7 +1117,7 @@ def gen_kimi_linear(r, name):
     alias = r.random() < 0.3
     f.update(num_hidden_layers=n, hidden_act="silu", num_key_value_heads=f["num_attention_heads"],
              kv_lora_rank=r.choice((16, 32)), q_lora_rank=r.choice((None, 24)), qk_nope_head_dim=r.choice((8, 16)),
-             qk_rope_head_dim=r.choice((2, 4, 8)), v_head_dim=r.choice((8, 16)), attention_bias=r.random() < 0.3,
+             qk_rope_head_dim=r.choice((0, 2, 4, 8)), v_head_dim=r.choice((8, 16)), attention_bias=r.random() < 0.3,
              moe_intermediate_size=16, routed_scaling_factor=r.choice((1.0, 2.446)), topk_group=r.choice([g for g in (1, 2) if g <= groups]),
              **{("num_local_experts" if alias else "num_experts"): experts,
                 ("num_experts_per_tok" if alias else "num_experts_per_token"): r.choice((1, 2)),
