@@ -60,6 +60,7 @@ test('Kimi Linear: KDA and MLA layers from linear_attn_config (1-indexed), DeepS
     numExpertsPerToken: 8,
     expertIntermediateSize: 1024,
     sharedIntermediateSize: 1024,
+    fusedExperts: false,
     routing: { topK: 8, scoring: 'sigmoid', selectionBias: true, groups: null, normalize: true, scale: 2.446 },
   });
   // transformers' attribute_map aliases read the same; layer_types wins over linear_attn_config.
