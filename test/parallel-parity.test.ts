@@ -99,6 +99,11 @@ const RUNS: { fixture: string; parallel: EngineOptions }[] = [
   // each rank's gate rows and up rows of the fused gate_up_proj. GLM-4-0414's sandwich norms on both stages.
   { fixture: 'glm-partial-interleaved', parallel: { tensorParallelSize: 2 } },
   { fixture: 'glm4-sandwich-norms', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2 } },
+  // Kimi Linear: KDA split by heads (the low-rank f_a / g_a projections replicated, A_log and dt_bias
+  // sliced with their heads), its NoPE MLA split as DeepSeek's, the experts by rank; the stages hold
+  // [KDA, KDA] and [MLA, KDA] layers.
+  { fixture: 'kimi-linear', parallel: { tensorParallelSize: 2, pipelineParallelSize: 2, enableExpertParallel: true } },
+  { fixture: 'kimi-linear', parallel: { tensorParallelSize: 2 } },
 ];
 
 /** Largest |logprob difference| of the first generated tokens' top candidates, parallel against one device. */

@@ -194,7 +194,16 @@ export interface DeltaRuleParams {
   numValueHeads: number;
   keyDim: number;
   valueDim: number;
+  /**
+   * How finely the state decays: `head`, one decay per value head (Gated DeltaNet: Qwen3-Next,
+   * Qwen3.5), or `keyChannel`, one per key channel of each head, decaying each row of its state
+   * apiece (Kimi Delta Attention, KDA: Kimi Linear).
+   */
+  decay: 'head' | 'keyChannel';
 }
+
+/** The gate of a gated RMSNorm: silu (Qwen3-Next's, Mamba-2's) or sigmoid (Kimi Linear's). */
+export type NormGate = 'silu' | 'sigmoid';
 
 /**
  * One Mamba-2 layer's geometry (the selective state space recurrence, SSD: Dao & Gu, "Transformers
@@ -733,10 +742,11 @@ export interface Backend {
    */
   selectiveScan(xbc: Tensor, dt: Tensor, z: Tensor, aLog: Tensor, dtBias: Tensor, d: Tensor, cache: KvCache, layer: number, step: StepInputs, params: SelectiveScanParams): Tensor;
   /**
-   * Gated RMSNorm per group of `weight.length` columns: x / rms(x) · weight · silu(gate), x and
-   * gate [rows, groups · width] (Gated DeltaNet's output norm, one group per value head).
+   * Gated RMSNorm per group of `weight.length` columns: x / rms(x) · weight · act(gate), act silu or
+   * sigmoid (`activation`), x and gate [rows, groups · width] (Gated DeltaNet's and KDA's output
+   * norm, one group per value head).
    */
-  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor;
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number, activation: NormGate): Tensor;
 
   /** Rows `step.batch.logitsIndices` of x. */
   gatherLogitsRows(x: Tensor, step: StepInputs): Tensor;

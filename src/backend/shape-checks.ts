@@ -1,6 +1,6 @@
 import { groupBlockTables, type BatchDescription } from '../step/batch.ts';
 import { layoutIndex, type AttentionKvSpec, type KvCacheLayout, type MlaKvSpec, type RowsKvSpec } from '../step/kv-cache-layout.ts';
-import type { AttentionParams, DraftTreeDepth, DraftTrees, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams, SelectiveScanParams } from './backend.ts';
+import type { AttentionParams, DeltaRuleParams, DraftTreeDepth, DraftTrees, ExpertWeights, IndexerParams, LoraShape, LoraSliceValues, MlaParams, RoutingParams, SelectiveScanParams } from './backend.ts';
 
 /** Checks shared by every backend's attention ops: a mismatch here is a bug in the caller. */
 export function assertPackedQkvWidth(cols: number, attn: AttentionParams): void {
@@ -16,6 +16,21 @@ export function assertSelectiveScanShapes(shapes: { xbc: readonly number[]; dt: 
   for (const name of ['xbc', 'dt', 'z'] as const) {
     if (shapes[name].join() !== expected[name].join()) throw new Error(`selectiveScan: ${name} [${shapes[name].join(', ')}] is not [${expected[name].join(', ')}] for ${JSON.stringify(params)}`);
   }
+}
+
+/** How many decays a delta rule's token carries: one per value head, or one per key channel of each. */
+export function deltaRuleDecays(params: DeltaRuleParams): number {
+  return params.numValueHeads * (params.decay === 'keyChannel' ? params.keyDim : 1);
+}
+
+/** gatedDeltaRule's qkv and ba ([rows, cols] each) for a step of `numTokens` tokens: a mismatch is a bug in the caller. */
+export function assertDeltaRuleShapes(qkv: readonly number[], ba: readonly number[], numTokens: number, params: DeltaRuleParams): void {
+  const { numKeyHeads, numValueHeads, keyDim, valueDim } = params;
+  if (numValueHeads % numKeyHeads !== 0) throw new Error(`gatedDeltaRule: ${numValueHeads} value heads do not split evenly over ${numKeyHeads} key heads`);
+  const width = 2 * numKeyHeads * keyDim + numValueHeads * valueDim;
+  if (qkv.join() !== [numTokens, width].join()) throw new Error(`gatedDeltaRule: qkv [${qkv.join(', ')}] does not fit ${numTokens} tokens of ${JSON.stringify(params)}`);
+  const gates = numValueHeads + deltaRuleDecays(params);
+  if (ba.join() !== [numTokens, gates].join()) throw new Error(`gatedDeltaRule: ba [${ba.join(', ')}] is not [${numTokens}, ${gates}]`);
 }
 
 /** layerNorm's groups: `width` values that tile a row of `cols`. */

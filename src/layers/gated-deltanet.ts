@@ -13,7 +13,7 @@ import { evenPart, readRowRanges, readSlice, shardOf } from './shard.ts';
  */
 export type DeltaNetProjections = 'grouped' | 'separate';
 
-export interface GatedDeltaNetOptions extends DeltaRuleParams {
+export interface GatedDeltaNetOptions extends Omit<DeltaRuleParams, 'decay'> {
   /** This layer's index in the KV cache layout. */
   layer: number;
   /** Checkpoint prefix of the layer's tensors (`model.layers.<i>.linear_attn`). */
@@ -204,9 +204,9 @@ export class GatedDeltaNet implements Layer {
     const { numKeyHeads, numValueHeads } = this.heads;
     const names = this.vectorNames;
     const qkv = b.causalConv1d(this.qkv.forward(b, x), loaded(this.conv, names.conv), null, cache, layer, step);
-    const params = { numKeyHeads, numValueHeads, keyDim, valueDim };
+    const params: DeltaRuleParams = { numKeyHeads, numValueHeads, keyDim, valueDim, decay: 'head' };
     const core = b.gatedDeltaRule(qkv, this.ba.forward(b, x), loaded(this.aLog, names.aLog), loaded(this.dtBias, names.dtBias), cache, layer, step, params);
-    const normed = b.gatedRmsNorm(core, this.z.forward(b, x), loaded(this.norm, names.norm), options.eps);
+    const normed = b.gatedRmsNorm(core, this.z.forward(b, x), loaded(this.norm, names.norm), options.eps, 'silu');
     return b.allReduce(this.out.forward(b, normed));
   }
 }

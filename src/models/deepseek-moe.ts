@@ -106,10 +106,15 @@ export function parseDeepseekMoe(fields: ConfigFields, modelType: string, defaul
   };
 }
 
+/** A routed expert's projection names its tensor: DeepSeek's `experts.E.gate_proj` (up_proj, down_proj). */
+export type ExpertTensorName = (prefix: string, expert: number, projection: 'gate' | 'up' | 'down') => string;
+
+const deepseekExpertName: ExpertTensorName = (p, e, projection) => `${p}.experts.${e}.${projection}_proj.weight`;
+
 /**
  * A sparse layer's `mlp`: router `gate` (with V3's `gate.e_score_correction_bias`, or the tensor
  * `selectionBias` names where a family stores it elsewhere), the routed experts (`experts.E.*_proj`,
- * or fused), `shared_experts.*_proj`.
+ * the names `expertName` gives, or fused), `shared_experts.*_proj`.
  */
 export function deepseekMoeBlock(
   moe: DeepseekMoeConfig,
@@ -117,10 +122,11 @@ export function deepseekMoeBlock(
   hiddenSize: number,
   activation: Activation,
   selectionBias: { name: string; shape: number[] } = { name: `${p}.gate.e_score_correction_bias`, shape: [moe.numExperts] },
+  expertName: ExpertTensorName = deepseekExpertName,
 ): MoeBlock {
   const experts: ExpertTensors = moe.fusedExperts
     ? { layout: 'fused-output-major', gateUp: `${p}.experts.gate_up_proj`, gateUpBias: null, down: `${p}.experts.down_proj`, downBias: null }
-    : { layout: 'per-expert', name: (e, projection) => `${p}.experts.${e}.${projection}_proj.weight` };
+    : { layout: 'per-expert', name: (e, projection) => expertName(p, e, projection) };
   const shared = moe.sharedIntermediateSize === 0
     ? null
     : { mlp: new GatedMlp({ gate: `${p}.shared_experts.gate_proj.weight`, up: `${p}.shared_experts.up_proj.weight`, down: `${p}.shared_experts.down_proj.weight` }, hiddenSize, moe.sharedIntermediateSize, activation, { sharedExpert: true }), gate: null };

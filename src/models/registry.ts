@@ -21,6 +21,7 @@ import { graniteHybridFamily } from './granite-hybrid.ts';
 import { graniteMoeFamily } from './granite-moe.ts';
 import { hunyuanMoeFamily } from './hunyuan-moe.ts';
 import { hyV3Family } from './hy-v3.ts';
+import { kimiLinearFamily } from './kimi-linear.ts';
 import { llamaFamily } from './llama.ts';
 import { llama4Family } from './llama4.ts';
 import { lagunaFamily } from './laguna.ts';
@@ -67,6 +68,7 @@ const FAMILIES: readonly ModelFamily[] = [
   family(nanochatFamily),
   family(hyV3Family),
   family(afmoeFamily),
+  family(kimiLinearFamily),
 ];
 
 /**

@@ -1082,6 +1082,64 @@ def gen_qwen3_next(r, name):
     return fx(name, "qwen3_next", f, _hybrid_rope(r, f), norm_center=0.0, init_overrides=MOE_ROUTER + HYBRID_INIT)
 
 
+# KDA's per-channel decays drawn wide (A_log around -1, dt_bias N(0, 1)), its convolutions as the hybrids'.
+KDA_INIT = ((r"self_attn\.conv1d\.weight$", 0.0, 0.5), (r"forget_gate\.A_log$", -1.0, 0.5), (r"forget_gate\.dt_bias$", 0.0, 1.0))
+
+
+def _kimi_layer_kinds(r, f: dict) -> None:
+    """KDA and MLA layers, at least one of each: linear_attn_config's 1-indexed kda_layers / full_attn_layers,
+    or layer_types, or neither (KimiLinearConfig's pattern: layer i > 0 with i % 4 == 0 is MLA, so 5 layers)."""
+    pick = r.random()
+    if pick < 0.25:
+        f["num_hidden_layers"] = 5
+        return
+    n = f["num_hidden_layers"]
+    kinds = [r.choice((True, False)) for _ in range(n - 2)] + [True, False]
+    r.shuffle(kinds)
+    if pick < 0.65:
+        f["linear_attn_config"]["kda_layers"] = [i + 1 for i, kda in enumerate(kinds) if kda]
+        f["linear_attn_config"]["full_attn_layers"] = [i + 1 for i, kda in enumerate(kinds) if not kda]
+    else:
+        f["layer_types"] = ["linear_attention" if kda else "full_attention" for kda in kinds]
+
+
+def gen_kimi_linear(r, name):
+    """Kimi Linear: KDA heads and conv width (in linear_attn_config or as the class's top-level keys), MLA without
+    RoPE (a shared key part of 0 to 8 dims), DeepSeek-V3's routing under Kimi's key names or their attribute_map aliases, dense layers by
+    first_k_dense_replace or mlp_layer_types."""
+    f = base(r)
+    # KimiLinearForCausalLM ties nothing (its _tied_weights_keys is empty), so a tied config makes no tied model.
+    f.pop("head_dim", None)
+    f["tie_word_embeddings"] = False
+    n = r.choice((2, 3, 4))
+    experts = r.choice((4, 8))
+    groups = r.choice([g for g in (1, 2) if experts // g >= 2])
+    alias = r.random() < 0.3
+    f.update(num_hidden_layers=n, hidden_act="silu", num_key_value_heads=f["num_attention_heads"],
+             kv_lora_rank=r.choice((16, 32)), q_lora_rank=r.choice((None, 24)), qk_nope_head_dim=r.choice((8, 16)),
+             qk_rope_head_dim=r.choice((0, 2, 4, 8)), v_head_dim=r.choice((8, 16)), attention_bias=r.random() < 0.3,
+             moe_intermediate_size=16, routed_scaling_factor=r.choice((1.0, 2.446)), topk_group=r.choice([g for g in (1, 2) if g <= groups]),
+             **{("num_local_experts" if alias else "num_experts"): experts,
+                ("num_experts_per_tok" if alias else "num_experts_per_token"): r.choice((1, 2)),
+                ("norm_topk_prob" if alias else "moe_renormalize"): r.random() < 0.6,
+                ("n_group" if alias else "num_expert_group"): groups,
+                ("n_shared_experts" if alias else "num_shared_experts"): r.choice((1, 2))})
+    kda = dict(num_heads=r.choice((1, 2, 3)), head_dim=r.choice((4, 8, 16)), short_conv_kernel_size=r.choice((2, 3, 4)))
+    if r.random() < 0.7:
+        f["linear_attn_config"] = kda
+    else:
+        f.update(linear_num_heads=kda["num_heads"], linear_head_dim=kda["head_dim"], linear_conv_kernel_dim=kda["short_conv_kernel_size"])
+        f["linear_attn_config"] = {}
+    _kimi_layer_kinds(r, f)
+    if not f["linear_attn_config"]:
+        del f["linear_attn_config"]
+    n = f["num_hidden_layers"]
+    if r.random() < 0.3:
+        f["mlp_layer_types"] = [r.choice(("dense", "sparse")) for _ in range(n - 1)] + ["sparse"]
+    else:
+        f["first_k_dense_replace"] = r.choice((0, 1, n - 1))
+    return fx(name, "kimi_linear", f, mf._rope(), init_overrides=MOE_ROUTER + ((r"\.e_score_correction_bias$", 0.0, 0.1),) + KDA_INIT)
+
 def _mrope_sections(r, head_dim: int) -> list[int]:
     """Three M-RoPE sections (temporal, height, width) splitting the head_dim / 2 frequencies at random."""
     half = head_dim // 2
@@ -1211,6 +1269,7 @@ GENERATORS = {
     "cohere": gen_cohere, "cohere2": gen_cohere2,
     "glm": gen_glm, "glm4": gen_glm4, "glm4v": gen_glm4v, "glm4v_moe": gen_glm4v_moe,
     "exaone_moe": gen_exaone_moe, "solar_open": gen_solar_open, "youtu": gen_youtu, "jais2": gen_jais2, "nanochat": gen_nanochat, "hy_v3": gen_hy_v3, "cohere2_moe": gen_cohere2_moe, "afmoe": gen_afmoe,
+    "kimi_linear": gen_kimi_linear,
 }
 
 

@@ -45,7 +45,7 @@ def _finite_gap(values: torch.Tensor, k: int) -> torch.Tensor:
 
 # The families routing as DeepSeek-V3 does (noaux_tc: sigmoid scores, selection bias, groups).
 SIGMOID_GROUP_ROUTED = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "dots1", "glm4v_moe", "mimo_v2_flash",
-                        "exaone_moe", "solar_open")
+                        "exaone_moe", "solar_open", "kimi_linear")
 # GraniteMoE's routers return (indices, weights, logits); the others (logits, weights, indices).
 INDEX_FIRST_ROUTERS = ("granitemoe", "granitemoeshared", "granitemoehybrid")
 
@@ -459,6 +459,16 @@ def _routed_scale_one(model):
         router.routed_scaling_factor = 1.0
 
 
+def _kda_decay_per_head(model):
+    """Kimi Delta Attention's decay per head, not per key channel: each head's channels take their mean g."""
+    for layer in _layers(model):
+        gate = getattr(layer.self_attn, "forget_gate", None)
+        if gate is None:
+            continue
+        per_channel = gate.forward
+        gate.forward = lambda x, f=per_channel: (lambda g: g.mean(-1, keepdim=True).expand_as(g))(f(x))
+
+
 def _flip_norm_topk(model):
     for _, router in moe_routers(model):
         router.norm_topk_prob = not router.norm_topk_prob
@@ -685,6 +695,7 @@ PROBES = {
     "llama4_scaling_off": ("queries not scaled by 1 + llama_4_scaling_beta * ln(1 + floor(p / original)) (beta 0)", _no_llama4_scaling),
     "qk_l2_norm_off": ("L2 norm of q and k on the RoPE layers removed", _no_qk_l2_norm),
     "expert_output_weighted": ("routing weight on the expert's output, w * expert(x), not its input", _expert_weights_on_outputs),
+    "kda_decay_per_head": ("Kimi Delta Attention's decay shared by each head's key channels (their mean)", _kda_decay_per_head),
 }
 
 
@@ -1037,6 +1048,16 @@ HUB_LAYOUT = {
          r"^model\.layers\.\d+\.mlp\.experts\.down_proj$",
          r"^model\.layers\.\d+\.mlp\.experts\.down_proj_bias$"],
         [r"experts\.\d+\.", r"_blocks$", r"_scales$"],
+    ),
+    # Kimi Linear as the Hub's checkpoints: KDA's three convolutions and its forget gate's tensors
+    # beside the projections, MoE layers under block_sparse_moe with Mixtral-style per-expert w1/w2/w3,
+    # dense layers under mlp.
+    "kimi_linear": (
+        [r"^model\.layers\.\d+\.self_attn\.q_conv1d\.weight$", r"^model\.layers\.\d+\.self_attn\.A_log$",
+         r"^model\.layers\.\d+\.self_attn\.f_b_proj\.weight$", r"^model\.layers\.\d+\.self_attn\.kv_a_proj_with_mqa\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.experts\.\d+\.w[123]\.weight$",
+         r"^model\.layers\.\d+\.block_sparse_moe\.gate\.e_score_correction_bias$", r"^model\.layers\.0\.mlp\.gate_proj\.weight$"],
+        [r"\.forget_gate\.", r"self_attn\.conv1d", r"experts\.(gate_up|down)_proj$", r"^model\.layers\.0\.block_sparse_moe\."],
     ),
 }
 

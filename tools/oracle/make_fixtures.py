@@ -145,6 +145,7 @@ CONFIG_CLASS_NAMES = {
     "glm4v_moe_text": "Glm4vMoeTextConfig",
     "cohere": "CohereConfig",
     "cohere2": "Cohere2Config",
+    "kimi_linear": "KimiLinearConfig",
     "glm": "GlmConfig",
     "glm4": "Glm4Config",
     "gemma4_text": "Gemma4TextConfig",
@@ -164,10 +165,10 @@ MOE_MODEL_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek
                    "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "qwen3_next", "qwen3_5_moe", "minimax_m2", "ernie4_5_moe",
                    "hunyuan_v1_moe", "olmoe", "granitemoe", "granitemoeshared", "granitemoehybrid", "dots1",
                    "qwen3_vl_moe", "glm4v_moe", "gemma4_text", "gemma4",
-                   "mistral4", "mimo_v2_flash", "laguna", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe", "afmoe"}
+                   "mistral4", "mimo_v2_flash", "laguna", "exaone_moe", "solar_open", "hy_v3", "cohere2_moe", "afmoe", "kimi_linear"}
 # The families with DeepSeek-V3's router (its e_score_correction_bias buffer) and V3.2's lightning indexer.
 SELECTION_BIAS_MODEL_TYPES = {"deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "minimax_m2", "ernie4_5_moe",
-                              "dots1", "glm4v_moe", "mimo_v2_flash", "exaone_moe", "solar_open", "hy_v3"}
+                              "dots1", "glm4v_moe", "mimo_v2_flash", "exaone_moe", "solar_open", "hy_v3", "kimi_linear"}
 INDEXER_MODEL_TYPES = {"deepseek_v32", "glm_moe_dsa"}
 # Those routers' draws: weights wider than INIT_STD so top-k choices are decisive, a bias that moves some.
 SELECTION_BIAS_ROUTER = ((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1))
@@ -1719,6 +1720,36 @@ FIXTURES.append(Fixture(
     probes=("qk_norm_off", "sliding_window_off"),
 ))
 
+FIXTURES.append(Fixture(
+    "kimi-linear", "kimi_linear",
+    "Kimi Linear (KimiLinearForCausalLM), 4 layers: layers 0, 1, 3 Kimi Delta Attention and layer 2 MLA "
+    "(linear_attn_config's 1-indexed kda_layers [1, 2, 4] and full_attn_layers [3]). KDA: 2 heads of 8, "
+    "q/k/v_proj each through its own depthwise causal conv1d of width 4 (q_conv1d, k_conv1d, v_conv1d; no bias) "
+    "and silu, l2-normalised q and k, q scaled by 8^-0.5, beta = sigmoid(b_proj(x)) per head, a decay per key "
+    "channel g = -exp(A_log_h) * softplus(f_b_proj(f_a_proj(x)) + dt_bias) (A_log [1, 1, 2, 1], dt_bias [16], "
+    "drawn wide so the channels' decays differ), each row of the head's state decayed by its own exp(g_i); "
+    "RMSNorm(x) * w * sigmoid(g_b_proj(g_a_proj(x))) per head (o_norm), o_proj. MLA without RoPE (NoPE): one "
+    "q_proj (q_lora_rank null), kv_lora_rank 16, 8 nope + 4 shared-key / 8 v head dims, the shared key part "
+    "unrotated, softmax scale 12^-0.5. Layer 0 a dense MLP (first_k_dense_replace 1) stored as mlp.* as the "
+    "Hub's checkpoints (transformers 5.18's save writes it under block_sparse_moe.*, renamed after saving); "
+    "layers 1-3 DeepSeek-V3's MoE under block_sparse_moe: sigmoid scores in float32, top 2 of 4 experts by "
+    "score + e_score_correction_bias (one group), weighted by their scores renormalised (moe_renormalize), "
+    "times routed_scaling_factor 2.446, experts.E.w1/w3/w2 (gate/up/down) per expert, plus 1 shared expert. "
+    "The prompts' prefill runs transformers' chunked KDA, its decodes the recurrent one. Weights stored as bfloat16.",
+    _fields(hidden_size=32, num_hidden_layers=4, intermediate_size=64, moe_intermediate_size=16, num_attention_heads=4,
+            num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=4,
+            v_head_dim=8, num_experts=4, num_experts_per_token=2, num_shared_experts=1, num_expert_group=1,
+            topk_group=1, moe_renormalize=True, routed_scaling_factor=2.446, first_k_dense_replace=1,
+            linear_attn_config=dict(full_attn_layers=[3], kda_layers=[1, 2, 4], head_dim=8, num_heads=2,
+                                    short_conv_kernel_size=4)),
+    _rope(),
+    stored_dtype="bfloat16",
+    init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3), (r"\.e_score_correction_bias$", 0.0, 0.1),
+                    (r"self_attn\.conv1d\.weight$", 0.0, 0.5), (r"forget_gate\.A_log$", -1.0, 0.5),
+                    (r"forget_gate\.dt_bias$", 0.0, 1.0)),
+    probes=("kda_decay_per_head", "e_score_bias_off", "routed_scale_one"),
+))
+
 
 # Each fixture's first seed (its weights try base, base + 1, ...; its prompts draw from base + 7),
 # by name, so that adding or moving a fixture never changes another's bytes. The committed
@@ -1813,6 +1844,7 @@ SEED_BASES = {
     "qwen3-vl-moe": 80000,
     "cohere-qknorm": 88100,
     "cohere2-sliding-nope": 88200,
+    "kimi-linear": 131000,
     "glm-partial-interleaved": 87000,
     "glm4-sandwich-norms": 88000,
     "glm4v": 88500,
@@ -2334,6 +2366,28 @@ def write_input_major_experts(out_dir: Path) -> None:
         save_file(moved, str(path), metadata={"format": "pt"})
 
 
+def name_dense_mlps_as_hub(out_dir: Path, config) -> None:
+    """Kimi Linear's dense layers as the Hub's checkpoints name them, model.layers.N.mlp.*: transformers
+    5.18 reads both spellings (it renames block_sparse_moe to mlp), but its save_pretrained reverses that
+    rename for every layer, dense ones included."""
+    dense = [i for i, t in enumerate(config.mlp_layer_types) if t == "dense"]
+    if not dense:
+        return
+    pattern = re.compile(r"^model\.layers\.(%s)\.block_sparse_moe\." % "|".join(map(str, dense)))
+
+    def rename(name: str) -> str:
+        return pattern.sub(r"model.layers.\1.mlp.", name)
+
+    for path in sorted(out_dir.glob("*.safetensors")):
+        tensors = load_file(path)
+        save_file({rename(name): t for name, t in tensors.items()}, str(path), metadata={"format": "pt"})
+    index_path = out_dir / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        index["weight_map"] = {rename(name): file for name, file in index["weight_map"].items()}
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
 def check_saved_config(fx: Fixture, out_dir: Path) -> dict:
     saved = json.loads((out_dir / "config.json").read_text())
     if saved.get("model_type") != fx.model_type:
@@ -2409,6 +2463,8 @@ def build_fixture(fx: Fixture, root: Path, versions: dict) -> dict:
         flatten_text_config(out_dir)
     if fx.model_type == "qwen3_vl_moe":
         write_input_major_experts(out_dir)
+    if fx.model_type == "kimi_linear":
+        name_dense_mlps_as_hub(out_dir, model.config)
     if fx.fields.get("num_nextn_predict_layers"):
         add_mtp_layers(out_dir, model.config, seed)
     if fx.fields.get("mtp_num_hidden_layers"):

@@ -1,4 +1,4 @@
-import { assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertDeltaRuleShapes, assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, deltaRuleDecays, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import type {
   Activation,
   AttentionParams,
@@ -20,6 +20,7 @@ import type {
   LoraWeights,
   MlaParams,
   MoeWeights,
+  NormGate,
   RopeTable,
   RoutingParams,
   SelectiveScanParams,
@@ -646,16 +647,14 @@ export class CpuBackend implements Backend {
   }
 
   gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor {
-    const { numKeyHeads, numValueHeads, keyDim, valueDim } = params;
-    if (numValueHeads % numKeyHeads !== 0) throw new Error(`gatedDeltaRule: ${numValueHeads} value heads do not split evenly over ${numKeyHeads} key heads`);
     const packed = asCpuTensor(qkv, 'gatedDeltaRule qkv');
     const gates = asCpuTensor(ba, 'gatedDeltaRule ba');
     const n = step.batch.numTokens;
-    if (packed.rows !== n || packed.cols !== 2 * numKeyHeads * keyDim + numValueHeads * valueDim) throw new Error(`gatedDeltaRule: qkv [${packed.shape.join(', ')}] does not fit ${n} tokens of ${JSON.stringify(params)}`);
-    if (gates.rows !== n || gates.cols !== 2 * numValueHeads) throw new Error(`gatedDeltaRule: ba [${gates.shape.join(', ')}] is not [${n}, ${2 * numValueHeads}]`);
-    const out = CpuTensor.zeros([n, numValueHeads * valueDim]);
-    const perHead = (t: Tensor, what: string) => normWeight(t, numValueHeads, `gatedDeltaRule ${what}`);
-    gatedDeltaRule(packed.data, gates.data, perHead(aLog, 'aLog'), perHead(dtBias, 'dtBias'), step.batch, asCpuKvCache(cache).layerState(layer, 'gatedDeltaRule'), params, out.data);
+    assertDeltaRuleShapes(packed.shape, gates.shape, n, params);
+    const out = CpuTensor.zeros([n, params.numValueHeads * params.valueDim]);
+    const a = normWeight(aLog, params.numValueHeads, 'gatedDeltaRule aLog');
+    const bias = normWeight(dtBias, deltaRuleDecays(params), 'gatedDeltaRule dtBias');
+    gatedDeltaRule(packed.data, gates.data, a, bias, step.batch, asCpuKvCache(cache).layerState(layer, 'gatedDeltaRule'), params, out.data);
     return out;
   }
 
@@ -668,7 +667,7 @@ export class CpuBackend implements Backend {
     return new CpuTensor(input.shape, input.data.map((v, i) => v * Math.fround(gateOf(g.data[Math.floor(i / cols) * g.cols + Math.floor((i % cols) / group)]))));
   }
 
-  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor {
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number, activation: NormGate): Tensor {
     const input = asCpuTensor(x, 'gatedRmsNorm input');
     const z = asCpuTensor(gate, 'gatedRmsNorm gate');
     const w = asCpuTensor(weight, 'gatedRmsNorm weight').data;
@@ -676,7 +675,7 @@ export class CpuBackend implements Backend {
       throw new Error(`gatedRmsNorm: input [${input.shape.join(', ')}], gate [${z.shape.join(', ')}] and a weight of ${w.length} values do not fit`);
     }
     const out = CpuTensor.zeros(input.shape);
-    gatedRmsNorm(input.data, z.data, w, eps, out.data);
+    gatedRmsNorm(input.data, z.data, w, eps, activation, out.data);
     return out;
   }
 

@@ -19,6 +19,7 @@ import type {
   LoraWeights,
   MlaParams,
   MoeWeights,
+  NormGate,
   RopeTable,
   RoutingParams,
   SelectiveScanParams,
@@ -47,7 +48,7 @@ import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-lay
 import { QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
-import { assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
+import { assertDeltaRuleShapes, assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, deltaRuleDecays, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
 import { groupBlockTables, groupSlotMapping, type BatchDescription } from '../../step/batch.ts';
 import { keySummaryElementsPerBlock, kvStorage, layerGroup, layoutIndex, sparseBlockCounts, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import { KeelError } from '../../errors.ts';
@@ -1530,27 +1531,25 @@ export class CudaBackend implements Backend {
   }
 
   gatedDeltaRule(qkv: Tensor, ba: Tensor, aLog: Tensor, dtBias: Tensor, cache: KvCache, layer: number, step: StepInputs, params: DeltaRuleParams): Tensor {
-    const { numKeyHeads, numValueHeads, keyDim, valueDim } = params;
-    if (numValueHeads % numKeyHeads !== 0) throw new Error(`gatedDeltaRule: ${numValueHeads} value heads do not split evenly over ${numKeyHeads} key heads`);
     const s = asCudaStep(step);
     const n = s.batch.numTokens;
     const packed = asBf16(qkv, 'gatedDeltaRule qkv');
     const gates = asBf16(ba, 'gatedDeltaRule ba');
-    if (packed.rows !== n || packed.cols !== 2 * numKeyHeads * keyDim + numValueHeads * valueDim) throw new Error(`gatedDeltaRule: qkv [${packed.shape.join(', ')}] does not fit ${n} tokens of ${JSON.stringify(params)}`);
-    if (gates.rows !== n || gates.cols !== 2 * numValueHeads) throw new Error(`gatedDeltaRule: ba [${gates.shape.join(', ')}] is not [${n}, ${2 * numValueHeads}]`);
-    const perHead = (t: Tensor, what: string) => {
+    assertDeltaRuleShapes(packed.shape, gates.shape, n, params);
+    const float32s = (t: Tensor, count: number, what: string) => {
       const f = asCudaTensor(t, `gatedDeltaRule ${what}`);
-      if (f.dtype !== 'f32' || f.numel !== numValueHeads) throw new Error(`gatedDeltaRule: ${what} must be ${numValueHeads} float32 values (loadWeight with float32), not ${f.numel} ${f.dtype}`);
+      if (f.dtype !== 'f32' || f.numel !== count) throw new Error(`gatedDeltaRule: ${what} must be ${count} float32 values (loadWeight with float32), not ${f.numel} ${f.dtype}`);
       return f.ptr;
     };
     const slots = this.stateSlotArgs(cache, layer, s, 'gatedDeltaRule');
     const { convElements } = asCudaKvCache(cache).stateSlots(layer, 'gatedDeltaRule');
-    const out = this.stepTensor([n, numValueHeads * valueDim]);
-    launchGatedDeltaRule(this.device, out.ptr, packed.ptr, gates.ptr, perHead(aLog, 'aLog'), perHead(dtBias, 'dtBias'), slots, { convElements, ...params });
+    const out = this.stepTensor([n, params.numValueHeads * params.valueDim]);
+    const decays = { aLog: float32s(aLog, params.numValueHeads, 'aLog'), dtBias: float32s(dtBias, deltaRuleDecays(params), 'dtBias') };
+    launchGatedDeltaRule(this.device, out.ptr, packed.ptr, gates.ptr, decays, slots, { convElements, ...params });
     return out;
   }
 
-  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number): Tensor {
+  gatedRmsNorm(x: Tensor, gate: Tensor, weight: Tensor, eps: number, activation: NormGate): Tensor {
     const input = asBf16(x, 'gatedRmsNorm input');
     const z = asBf16(gate, 'gatedRmsNorm gate');
     const w = asBf16(weight, 'gatedRmsNorm weight');
@@ -1558,7 +1557,7 @@ export class CudaBackend implements Backend {
       throw new Error(`gatedRmsNorm: input [${input.shape.join(', ')}], gate [${z.shape.join(', ')}] and a weight of ${w.numel} values do not fit`);
     }
     const out = this.stepTensor(input.shape);
-    launchGatedRmsNorm(this.device, out.ptr, input.ptr, z.ptr, w.ptr, input.numel / w.numel, w.numel, eps);
+    launchGatedRmsNorm(this.device, out.ptr, input.ptr, z.ptr, w.ptr, input.numel / w.numel, w.numel, eps, activation);
     return out;
   }
 

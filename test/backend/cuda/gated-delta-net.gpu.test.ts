@@ -3,6 +3,7 @@ import { after, test } from 'node:test';
 import type { Backend, DeltaRuleParams, KvCache, SelectiveScanParams, StepInputs, Tensor } from '../../../src/backend/backend.ts';
 import { CpuBackend } from '../../../src/backend/cpu/cpu-backend.ts';
 import { CudaBackend } from '../../../src/backend/cuda/cuda-backend.ts';
+import { deltaRuleDecays } from '../../../src/backend/shape-checks.ts';
 import { bf16Tensor, randomBf16Values, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { describeBatch, type BatchDescription } from '../../../src/step/batch.ts';
 import type { SequenceStateSpec } from '../../../src/step/kv-cache-layout.ts';
@@ -10,7 +11,7 @@ import type { HostTensor } from '../../../src/tensor/host-tensor.ts';
 import { float32Tensor } from '../../../src/tensor/host-ops.ts';
 import { randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 
-// The state layers' ops (gated-delta-net.cu: Gated DeltaNet's, and the conv Mamba-2 shares;
+// The state layers' ops (gated-delta-net.cu: Gated DeltaNet's and Kimi Delta Attention's, and the conv Mamba-2 shares;
 // selective-scan.cu: Mamba-2's scan) against their CPU twins, on random shapes, with several
 // sequences in their own state slots carried over chunks of several steps. Inputs are
 // bf16-representable; the GPU rounds its bf16 outputs (and the conv output before silu, as
@@ -92,20 +93,27 @@ test('causalConv1d matches the CPU over chunks carried in state slots, with a bi
   }
 });
 
-test('gatedDeltaRule matches the CPU over chunks carried in state slots', () => {
+/** Delta rule shapes: Kimi Linear's (a decay per key channel, 128-wide heads) first, then random ones, every other with a decay per key channel. */
+function deltaRuleParams(trial: number): DeltaRuleParams {
+  if (trial === 0) return { numKeyHeads: 2, numValueHeads: 2, keyDim: 128, valueDim: 128, decay: 'keyChannel' };
+  const numKeyHeads = randInt(rng, 1, 4);
+  const decay = trial % 2 === 0 ? 'head' : 'keyChannel';
+  return { numKeyHeads, numValueHeads: numKeyHeads * randInt(rng, 1, 2), keyDim: 8 * randInt(rng, 1, 16), valueDim: 8 * randInt(rng, 1, 16), decay };
+}
+
+test('gatedDeltaRule matches the CPU over chunks carried in state slots, with a decay per head or per key channel', () => {
   for (let trial = 0; trial < 8; trial++) {
-    const numKeyHeads = randInt(rng, 1, 4);
-    const p: DeltaRuleParams = { numKeyHeads, numValueHeads: numKeyHeads * randInt(rng, 1, 2), keyDim: 8 * randInt(rng, 1, 16), valueDim: 8 * randInt(rng, 1, 16) };
+    const p = deltaRuleParams(trial);
     const width = 2 * p.numKeyHeads * p.keyDim + p.numValueHeads * p.valueDim;
     const steps = chunkedSteps(Array.from({ length: randInt(rng, 1, 4) }, () => randInt(rng, 1, 20)));
     const aLog = float32Pair(Float32Array.from({ length: p.numValueHeads }, () => rng() * 2 - 1));
-    const dtBias = float32Pair(Float32Array.from({ length: p.numValueHeads }, () => rng() * 2 - 1));
+    const dtBias = float32Pair(Float32Array.from({ length: deltaRuleDecays(p) }, () => rng() * 2 - 1));
     const conv = randInt(rng, 0, 40);
     const caches = stateCaches({ kind: 'state', convElements: conv, recurrentElements: p.numValueHeads * p.keyDim * p.valueDim }, 6);
     compareSteps(
       `trial ${trial} (${JSON.stringify(p)})`,
       steps,
-      (batch) => ({ qkv: bf16Pair([batch.numTokens, width]), ba: bf16Pair([batch.numTokens, 2 * p.numValueHeads], 3) }),
+      (batch) => ({ qkv: bf16Pair([batch.numTokens, width]), ba: bf16Pair([batch.numTokens, p.numValueHeads + deltaRuleDecays(p)], 3) }),
       (b, step, which, { qkv, ba }) => b.gatedDeltaRule(qkv[which], ba[which], aLog[which], dtBias[which], caches[which], 0, step, p),
     );
   }
@@ -136,13 +144,14 @@ test('selectiveScan matches the CPU over chunks carried in state slots', () => {
   }
 });
 
-test('gatedRmsNorm and multiplyGate (σ per element; softplus per element and per head) match the CPU', () => {
+test('gatedRmsNorm (silu or sigmoid gate) and multiplyGate (σ per element; softplus per element and per head) match the CPU', () => {
   for (let trial = 0; trial < 8; trial++) {
     const [rows, groups, width] = [randInt(rng, 1, 40), randInt(rng, 1, 8), 8 * randInt(rng, 1, 32)];
     const [x, z, w] = [bf16Pair([rows, groups * width]), bf16Pair([rows, groups * width], 3), bf16Pair([width], 2)];
     // Gate logits past softplus's threshold of 20 too.
     const perHead = bf16Pair([rows, groups], 30);
-    assertClose(`gatedRmsNorm trial ${trial}`, { cpu: cpu.gatedRmsNorm(x.cpu, z.cpu, w.cpu, 1e-6), gpu: gpu.gatedRmsNorm(x.gpu, z.gpu, w.gpu, 1e-6) });
+    const gate = trial % 2 === 0 ? 'silu' : 'sigmoid';
+    assertClose(`gatedRmsNorm trial ${trial} (${gate})`, { cpu: cpu.gatedRmsNorm(x.cpu, z.cpu, w.cpu, 1e-6, gate), gpu: gpu.gatedRmsNorm(x.gpu, z.gpu, w.gpu, 1e-6, gate) });
     assertClose(`multiplyGate sigmoid trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, z.cpu, 'sigmoid'), gpu: gpu.multiplyGate(x.gpu, z.gpu, 'sigmoid') });
     assertClose(`multiplyGate softplus trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, z.cpu, 'softplus'), gpu: gpu.multiplyGate(x.gpu, z.gpu, 'softplus') });
     assertClose(`multiplyGate softplus per head trial ${trial}`, { cpu: cpu.multiplyGate(x.cpu, perHead.cpu, 'softplus'), gpu: gpu.multiplyGate(x.gpu, perHead.gpu, 'softplus') });

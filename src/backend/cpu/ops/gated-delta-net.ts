@@ -1,4 +1,5 @@
-import type { DeltaRuleParams } from '../../backend.ts';
+import type { DeltaRuleParams, NormGate } from '../../backend.ts';
+import { deltaRuleDecays } from '../../shape-checks.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { recurrentState, sequenceRuns, slotStride, softplus, type LayerStateSlots } from './state-slots.ts';
 
@@ -45,16 +46,21 @@ function l2Normalized(values: Float32Array, scale: number): Float32Array {
 
 /**
  * The gated delta rule, token by token (`Backend.gatedDeltaRule` says what it computes): qkv
- * [numTokens, 2 · Hk · dk + Hv · dv], ba [numTokens, 2 · Hv], out [numTokens, Hv · dv]; each
- * sequence's recurrent state [Hv, dk, dv] lives in its slot after the conv state.
+ * [numTokens, 2 · Hk · dk + Hv · dv], ba [numTokens, Hv + D] (D decays per token: Hv, or Hv · dk
+ * with a decay per key channel), out [numTokens, Hv · dv]; each sequence's recurrent state
+ * [Hv, dk, dv] lives in its slot after the conv state.
  */
 export function gatedDeltaRule(qkv: Float32Array, ba: Float32Array, aLog: Float32Array, dtBias: Float32Array, batch: BatchDescription, slots: LayerStateSlots, params: DeltaRuleParams, out: Float32Array): void {
   const { numKeyHeads: hk, numValueHeads: hv, keyDim: dk, valueDim: dv } = params;
   if (slots.recurrentElements !== hv * dk * dv) throw new Error(`gatedDeltaRule: the layer's recurrent state holds ${slots.recurrentElements} values, not ${hv} heads of ${dk} × ${dv}`);
   const width = 2 * hk * dk + hv * dv;
+  const gates = hv + deltaRuleDecays(params);
+  // Decays per head: the head's one decay applies to every row of its state, or each row has its own.
+  const headDecays = params.decay === 'keyChannel' ? dk : 1;
   const group = hv / hk;
   const scale = dk ** -0.5;
   const memory = new Float64Array(dv);
+  const decay = new Float64Array(dk);
   for (const run of sequenceRuns(batch, 'gatedDeltaRule', slots)) {
     const recurrent = recurrentState(slots, run);
     const { first, end } = run;
@@ -65,14 +71,17 @@ export function gatedDeltaRule(qkv: Float32Array, ba: Float32Array, aLog: Float3
         const q = l2Normalized(qkv.subarray(row + kh * dk, row + (kh + 1) * dk), scale);
         const k = l2Normalized(qkv.subarray(row + (hk + kh) * dk, row + (hk + kh + 1) * dk), 1);
         const v = qkv.subarray(row + 2 * hk * dk + h * dv, row + 2 * hk * dk + (h + 1) * dv);
-        const beta = 1 / (1 + Math.exp(-ba[t * 2 * hv + h]));
-        const decay = Math.exp(-Math.exp(aLog[h]) * softplus(ba[t * 2 * hv + hv + h] + dtBias[h]));
+        const beta = 1 / (1 + Math.exp(-ba[t * gates + h]));
+        for (let i = 0; i < dk; i++) {
+          const at = h * headDecays + (headDecays === 1 ? 0 : i);
+          decay[i] = Math.exp(-Math.exp(aLog[h]) * softplus(ba[t * gates + hv + at] + dtBias[at]));
+        }
         // S [dk, dv]: decay it, read what it recalls for k, write back the β-weighted correction.
         const s = recurrent.subarray(h * dk * dv, (h + 1) * dk * dv);
         memory.fill(0);
         for (let i = 0; i < dk; i++) {
           for (let j = 0; j < dv; j++) {
-            s[i * dv + j] *= decay;
+            s[i * dv + j] *= decay[i];
             memory[j] += s[i * dv + j] * k[i];
           }
         }
@@ -90,8 +99,8 @@ export function gatedDeltaRule(qkv: Float32Array, ba: Float32Array, aLog: Float3
   }
 }
 
-/** out = x / rms(x) · weight · silu(gate) over each group of weight.length columns of x and gate [rows, cols]. */
-export function gatedRmsNorm(x: Float32Array, gate: Float32Array, weight: Float32Array, eps: number, out: Float32Array): void {
+/** out = x / rms(x) · weight · act(gate) over each group of weight.length columns of x and gate [rows, cols], act silu or sigmoid. */
+export function gatedRmsNorm(x: Float32Array, gate: Float32Array, weight: Float32Array, eps: number, activation: NormGate, out: Float32Array): void {
   const width = weight.length;
   for (let at = 0; at < x.length; at += width) {
     let sum = 0;
@@ -99,7 +108,8 @@ export function gatedRmsNorm(x: Float32Array, gate: Float32Array, weight: Float3
     const inv = 1 / Math.sqrt(sum / width + eps);
     for (let i = 0; i < width; i++) {
       const z = gate[at + i];
-      out[at + i] = x[at + i] * inv * weight[i] * (z / (1 + Math.exp(-z)));
+      const sigmoid = 1 / (1 + Math.exp(-z));
+      out[at + i] = x[at + i] * inv * weight[i] * (activation === 'silu' ? z * sigmoid : sigmoid);
     }
   }
 }

@@ -1,4 +1,4 @@
-// Gated DeltaNet's ops (layers/gated-deltanet.ts), the CUDA twins of backend/cpu/ops/gated-delta-net.ts:
+// Gated DeltaNet's and Kimi Delta Attention's ops (layers/gated-deltanet.ts), the CUDA twins of backend/cpu/ops/gated-delta-net.ts:
 // the short causal convolution (Mamba-2's too) and the gated delta rule, each continuing from its part of the
 // sequence's state slot (float32: [conv kernel - 1, channels], then [value heads, key dim, value dim]),
 // the gated output norm, and the attention output gate. Activations are bf16 and rounded where
@@ -44,19 +44,23 @@ extern "C" __global__ void causal_conv1d_kernel(bf16* __restrict__ out, const bf
   for (int j = 0; j < history; j++) conv[j * channels + c] = window[j];
 }
 
-// The gated delta rule (Backend.gatedDeltaRule): qkv [tokens, 2 Hk dk + Hv dv], ba [tokens, 2 Hv] (b, then a),
-// a_log and dt_bias [Hv] float32, out [tokens, Hv dv]. grid (sequences, Hv), a block of at least value_dim threads
-// (a multiple of 32) and 2 * key_dim floats of shared memory: thread j owns column j of the head's state S
-// [dk, dv], kept in the slot in float32, and the block walks the chunk's tokens in order.
+// The gated delta rule (Backend.gatedDeltaRule): qkv [tokens, 2 Hk dk + Hv dv], ba [tokens, Hv + Hv head_decays]
+// (b, then a), a_log [Hv] and dt_bias [Hv head_decays] float32, out [tokens, Hv dv]. head_decays is 1 (Gated
+// DeltaNet: one decay per head) or key_dim (Kimi Delta Attention: row i of the state decays by its own g_i).
+// grid (sequences, Hv), a block of at least value_dim threads (a multiple of 32) and 3 * key_dim floats of shared
+// memory (q, k, each row's decay): thread j owns column j of the head's state S [dk, dv], kept in the slot in
+// float32, and the block walks the chunk's tokens in order.
 extern "C" __global__ void gated_delta_rule_kernel(bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ ba,
                                                    const float* __restrict__ a_log, const float* __restrict__ dt_bias,
                                                    float* __restrict__ state, const int* __restrict__ query_start,
                                                    const int* __restrict__ seq_lens, const int* __restrict__ state_slots, int slot_stride,
-                                                   int conv_elements, int num_key_heads, int num_value_heads, int key_dim, int value_dim) {
+                                                   int conv_elements, int num_key_heads, int num_value_heads, int key_dim, int value_dim,
+                                                   int head_decays) {
   PDL_PROLOGUE();
   extern __shared__ float qk[];
   float* q = qk;
   float* k = qk + key_dim;
+  float* decay = qk + 2 * key_dim;
   const int s = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
   const int kh = h / (num_value_heads / num_key_heads);
   const int width = 2 * num_key_heads * key_dim + num_value_heads * value_dim;
@@ -66,8 +70,10 @@ extern "C" __global__ void gated_delta_rule_kernel(bf16* __restrict__ out, const
   }
   const float A = expf(a_log[h]);
   const float scale = rsqrtf((float)key_dim);
+  const int gates = num_value_heads * (1 + head_decays);
   for (int t = query_start[s]; t < query_start[s + 1]; t++) {
     const bf16* row = qkv + (long long)t * width;
+    const bf16* a_row = ba + (long long)t * gates + num_value_heads + h * head_decays;
     float qq = 0.f, kk = 0.f;
     for (int i = j; i < key_dim; i += blockDim.x) {
       const float qi = bf16_to_f32(row[kh * key_dim + i]);
@@ -76,20 +82,21 @@ extern "C" __global__ void gated_delta_rule_kernel(bf16* __restrict__ out, const
       k[i] = ki;
       qq += qi * qi;
       kk += ki * ki;
+      const int d = head_decays == 1 ? 0 : i;
+      const float a = bf16_to_f32(a_row[d]) + dt_bias[h * head_decays + d];
+      decay[i] = expf(-A * (a > 20.f ? a : log1pf(expf(a))));
     }
-    // block_sum's barriers also publish q and k to the whole block.
+    // block_sum's barriers also publish q, k and the decays to the whole block.
     qq = block_sum(qq);
     kk = block_sum(kk);
     const float q_scale = scale * rsqrtf(qq + 1e-6f), k_scale = rsqrtf(kk + 1e-6f);
-    const float b = bf16_to_f32(ba[(long long)t * 2 * num_value_heads + h]);
-    const float a = bf16_to_f32(ba[(long long)t * 2 * num_value_heads + num_value_heads + h]) + dt_bias[h];
+    const float b = bf16_to_f32(ba[(long long)t * gates + h]);
     const float beta = 1.f / (1.f + expf(-b));
-    const float decay = expf(-A * (a > 20.f ? a : log1pf(expf(a))));
     if (j < value_dim) {
       // Decay S, read what it recalls for k, then write the β-weighted correction and read for q.
       float recalled = 0.f;
       for (int i = 0; i < key_dim; i++) {
-        const float v = S[i * value_dim + j] * decay;
+        const float v = S[i * value_dim + j] * decay[i];
         S[i * value_dim + j] = v;
         recalled = fmaf(v, k[i] * k_scale, recalled);
       }
@@ -102,15 +109,16 @@ extern "C" __global__ void gated_delta_rule_kernel(bf16* __restrict__ out, const
       }
       out[((long long)t * num_value_heads + h) * value_dim + j] = f32_to_bf16(o);
     }
-    __syncthreads();  // the next token overwrites q and k
+    __syncthreads();  // the next token overwrites q, k and the decays
   }
 }
 
-// out = x / rms(x) * weight * silu(gate) over each group of `width` columns, x, gate and out [rows, groups * width],
-// weight [width]; grid rows * groups, a block of a multiple of 32 threads. Rounded as transformers' bf16
-// Qwen3NextRMSNormGated: the normalized x and its product with the weight are bf16, silu(gate) float32.
+// out = x / rms(x) * weight * act(gate) over each group of `width` columns, x, gate and out [rows, groups * width],
+// weight [width]; grid rows * groups, a block of a multiple of 32 threads. act is silu, rounded as transformers'
+// bf16 Qwen3NextRMSNormGated (the normalized x and its product with the weight bf16, silu(gate) float32), or with
+// sigmoid_gate sigmoid, in float32 rounded once as KimiLinearRMSNormGated (FLA's) computes it.
 extern "C" __global__ void gated_rms_norm_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, const bf16* __restrict__ gate,
-                                                 const bf16* __restrict__ weight, int width, float eps) {
+                                                 const bf16* __restrict__ weight, int width, float eps, int sigmoid_gate) {
   PDL_PROLOGUE();
   const long long at = (long long)blockIdx.x * width;
   float ss = 0.f;
@@ -121,7 +129,12 @@ extern "C" __global__ void gated_rms_norm_kernel(bf16* __restrict__ out, const b
   const float inv = rsqrtf(block_sum(ss) / width + eps);
   for (int i = threadIdx.x; i < width; i += blockDim.x) {
     const float z = bf16_to_f32(gate[at + i]);
-    const float scaled = round_bf16(bf16_to_f32(weight[i]) * round_bf16(bf16_to_f32(x[at + i]) * inv));
-    out[at + i] = f32_to_bf16(scaled * (z / (1.f + expf(-z))));
+    const float sigmoid = 1.f / (1.f + expf(-z));
+    if (sigmoid_gate) {
+      out[at + i] = f32_to_bf16(bf16_to_f32(weight[i]) * bf16_to_f32(x[at + i]) * inv * sigmoid);
+    } else {
+      const float scaled = round_bf16(bf16_to_f32(weight[i]) * round_bf16(bf16_to_f32(x[at + i]) * inv));
+      out[at + i] = f32_to_bf16(scaled * z * sigmoid);
+    }
   }
 }

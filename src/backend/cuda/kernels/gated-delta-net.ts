@@ -1,3 +1,4 @@
+import type { DeltaRuleParams, NormGate } from '../../backend.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
@@ -36,26 +37,29 @@ export function launchCausalConv1d(device: CudaDevice, out: DevicePtr, x: Device
   ]);
 }
 
-export interface DeltaRuleShape {
+export interface DeltaRuleShape extends DeltaRuleParams {
   convElements: number;
-  numKeyHeads: number;
-  numValueHeads: number;
-  keyDim: number;
-  valueDim: number;
+}
+
+/** The decay's float32 constants: aLog [Hv], dtBias [Hv] or [Hv · dk] (a decay per key channel). */
+export interface DeltaRuleDecays {
+  aLog: DevicePtr;
+  dtBias: DevicePtr;
 }
 
 /** The gated delta rule over each sequence's chunk from its slot's recurrent state: out [tokens, Hv · dv]. */
-export function launchGatedDeltaRule(device: CudaDevice, out: DevicePtr, qkv: DevicePtr, ba: DevicePtr, aLog: DevicePtr, dtBias: DevicePtr, slots: StateSlotArgs, shape: DeltaRuleShape): void {
+export function launchGatedDeltaRule(device: CudaDevice, out: DevicePtr, qkv: DevicePtr, ba: DevicePtr, decays: DeltaRuleDecays, slots: StateSlotArgs, shape: DeltaRuleShape): void {
   if (slots.numSeqs === 0) return;
   const threads = Math.ceil(shape.valueDim / 32) * 32;
   if (threads > 1024) throw new Error(`gatedDeltaRule: a value head of ${shape.valueDim} exceeds one block of 1024 threads`);
-  const kernel = device.kernel('gated-delta-net.cu', 'gated_delta_rule_kernel', 'pppppppppiiiiii');
-  device.launch(kernel, [slots.numSeqs, shape.numValueHeads], [threads], 2 * shape.keyDim * 4, [
+  const kernel = device.kernel('gated-delta-net.cu', 'gated_delta_rule_kernel', 'pppppppppiiiiiii');
+  // Shared memory: the token's q, k and the decay of each row of the head's state.
+  device.launch(kernel, [slots.numSeqs, shape.numValueHeads], [threads], 3 * shape.keyDim * 4, [
     out,
     qkv,
     ba,
-    aLog,
-    dtBias,
+    decays.aLog,
+    decays.dtBias,
     slots.state,
     slots.queryStartLoc,
     slots.seqLens,
@@ -66,13 +70,15 @@ export function launchGatedDeltaRule(device: CudaDevice, out: DevicePtr, qkv: De
     shape.numValueHeads,
     shape.keyDim,
     shape.valueDim,
+    shape.decay === 'keyChannel' ? shape.keyDim : 1,
   ]);
 }
 
-/** out = x / rms(x) · weight · silu(gate) per group of `width` columns; `groups` = rows × groups per row. */
-export function launchGatedRmsNorm(device: CudaDevice, out: DevicePtr, x: DevicePtr, gate: DevicePtr, weight: DevicePtr, groups: number, width: number, eps: number): void {
+/** out = x / rms(x) · weight · act(gate) per group of `width` columns, act silu or sigmoid; `groups` = rows × groups per row. */
+export function launchGatedRmsNorm(device: CudaDevice, out: DevicePtr, x: DevicePtr, gate: DevicePtr, weight: DevicePtr, groups: number, width: number, eps: number, activation: NormGate): void {
   if (groups === 0) return;
   const threads = Math.min(1024, Math.max(32, Math.ceil(width / 32) * 32));
-  device.launch(device.kernel('gated-delta-net.cu', 'gated_rms_norm_kernel', 'ppppif'), [groups], [threads], 0, [out, x, gate, weight, width, eps]);
+  const sigmoidGate = activation === 'sigmoid' ? 1 : 0;
+  device.launch(device.kernel('gated-delta-net.cu', 'gated_rms_norm_kernel', 'ppppifi'), [groups], [threads], 0, [out, x, gate, weight, width, eps, sigmoidGate]);
 }
 
