@@ -30,6 +30,8 @@ export interface DecoderParts<L extends StackLayer> {
   layers: readonly L[];
   finalNorm: ResidualNorm;
   lmHead: LmHead;
+  /** cap · tanh(logits / cap) on the final logits (Gemma 2's final_logit_softcapping and its heirs); absent or null: none. */
+  finalLogitSoftcap?: number | null;
 }
 
 /**
@@ -307,7 +309,10 @@ export abstract class DecoderStack<C extends ModelConfig, L extends StackLayer> 
       hidden = pending === null ? finalNorm.forward(b, rows) : finalNorm.addAndForward(b, b.gatherLogitsRows(pending, step), rows);
     }
     tap?.finalRows?.(hidden);
-    return lmHead.forward(b, hidden);
+    const logits = lmHead.forward(b, hidden);
+    const cap = this.parts.finalLogitSoftcap ?? null;
+    if (cap !== null) b.softcap(logits, cap);
+    return logits;
   }
 }
 

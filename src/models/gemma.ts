@@ -6,7 +6,7 @@ import { GatedMlp } from '../layers/gated-mlp.ts';
 import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget } from '../layers/parameters.ts';
 import { RotaryEmbedding, ropeContextLength } from '../layers/rotary.ts';
-import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
+import type { ModelFamily } from './causal-lm.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import type { PipelineStage } from './pipeline-stage.ts';
 import {
@@ -245,6 +245,7 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
       layers: Array.from({ length: config.numLayers }, (_, i) => new GemmaDecoderLayer(config, i, { global, local })),
       finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps, { offset: 1 }),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+      finalLogitSoftcap: config.finalLogitSoftcap,
     }, stage);
   }
 
@@ -255,12 +256,6 @@ export class GemmaModel extends DecoderStack<GemmaConfig, GemmaDecoderLayer> {
     if (layer.preFeedforwardNorm === null || layer.postFeedforwardNorm === null) return layer.mlp.forward(b, layer.postAttentionNorm.addAndForward(b, attention, residual), step);
     const attnOut = layer.postAttentionNorm.forward(b, attention);
     return layer.postFeedforwardNorm.forward(b, layer.mlp.forward(b, layer.preFeedforwardNorm.addAndForward(b, attnOut, residual), step));
-  }
-
-  protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
-    const logits = super.finalLogits(b, step, stream, tap);
-    if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
-    return logits;
   }
 }
 

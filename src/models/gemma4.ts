@@ -118,6 +118,7 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
         layers,
         finalNorm: new RmsNorm('model.norm.weight', config.hiddenSize, config.rmsNormEps),
         lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+        finalLogitSoftcap: config.finalLogitSoftcap,
       },
       stage,
     );
@@ -188,9 +189,7 @@ export class Gemma4Model extends DecoderStack<Gemma4Config, Gemma4DecoderLayer> 
 
   protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
     this.forwardState = null;
-    const logits = super.finalLogits(b, step, stream, tap);
-    if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
-    return logits;
+    return super.finalLogits(b, step, stream, tap);
   }
 }
 

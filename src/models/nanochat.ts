@@ -7,7 +7,7 @@ import { RmsNorm } from '../layers/norm.ts';
 import { ComposedLayer, type Layer, type LoraTarget, type WeightSource, type WeightUploader } from '../layers/parameters.ts';
 import { RotaryEmbedding } from '../layers/rotary.ts';
 import type { StreamingWindow } from '../step/kv-cache-layout.ts';
-import type { HiddenStateTap, ModelFamily } from './causal-lm.ts';
+import type { ModelFamily } from './causal-lm.ts';
 import { decoderRope, parseDecoderFields, preNormLayerForward, type DecoderFields } from './decoder.ts';
 import { DecoderStack, type ResidualStream } from './decoder-stack.ts';
 import { ConfigFields } from './hf-config.ts';
@@ -136,6 +136,7 @@ export class NanochatModel extends DecoderStack<NanochatConfig, NanochatLayer> {
       layers: Array.from({ length: config.numLayers }, (_, i) => new NanochatLayer(config, i, rotary)),
       finalNorm: weightlessNorm('model.norm', config),
       lmHead: new LmHead('lm_head.weight', embedding, config.tieWordEmbeddings),
+      finalLogitSoftcap: config.finalLogitSoftcap,
     }, stage);
   }
 
@@ -145,12 +146,6 @@ export class NanochatModel extends DecoderStack<NanochatConfig, NanochatLayer> {
 
   protected layerForward(b: Backend, layer: NanochatLayer, stream: ResidualStream, step: StepInputs, cache: KvCache): Tensor {
     return preNormLayerForward(b, layer, stream, step, cache);
-  }
-
-  protected override finalLogits(b: Backend, step: StepInputs, stream: ResidualStream, tap: HiddenStateTap | undefined): Tensor {
-    const logits = super.finalLogits(b, step, stream, tap);
-    if (this.config.finalLogitSoftcap !== null) b.softcap(logits, this.config.finalLogitSoftcap);
-    return logits;
   }
 }
 
