@@ -130,10 +130,9 @@ export interface CudaBackendOptions {
   marlin?: boolean;
   /**
    * Which kernel multiplies int4 and fp8 weights (row layout) at decode batch sizes: `cuda-cores`
-   * (quantized_gemv_kernel, bound by its per-code instructions: int4 1.3-2.6 TB/s measured) or
-   * `tensor-cores` (gemv-mma.cu: the decoded pairs as mma.sync operands). Default:
-   * $KEEL_QUANTIZED_GEMV, else cuda-cores (until the tensor-core kernel's GPU tests and `keel
-   * bench linear` figures are in).
+   * (quantized_gemv_kernel), `tensor-cores` (gemv-mma.cu: the decoded pairs as mma.sync operands)
+   * or `auto`, each format's and row count's faster one (kernels/quantized-path.ts). Default:
+   * $KEEL_QUANTIZED_GEMV, else auto.
    */
   quantizedGemv?: QuantizedGemvKernel;
   /**
@@ -172,7 +171,7 @@ function marlinFromEnv(): boolean {
 /** KEEL_QUANTIZED_GEMV, for comparing the two int4 and fp8 decode GEMVs without a code change. */
 function quantizedGemvFromEnv(): QuantizedGemvKernel {
   const value = process.env.KEEL_QUANTIZED_GEMV;
-  if (value === undefined || value === '') return 'cuda-cores';
+  if (value === undefined || value === '') return 'auto';
   const kernel = QUANTIZED_GEMV_KERNELS.find((k) => k === value);
   if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_QUANTIZED_GEMV must be one of ${QUANTIZED_GEMV_KERNELS.join(', ')}, not '${value}'`);
   return kernel;

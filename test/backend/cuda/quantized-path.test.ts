@@ -30,7 +30,7 @@ function weight(format: QuantizedFormat, rows: number, cols: number, groupSize: 
 test('the tensor-core GEMV takes int4 in 128-column steps and fp8 in 64-column ones, each inside a group, when chosen', () => {
   const int4 = weight('int4', 4096, 4096, 128);
   assert.deepEqual([1, 8, 9].map((rows) => quantizedPath(int4, rows, 'tensor-cores')), ['gemv-mma', 'gemv-mma', 'gemm']);
-  assert.equal(quantizedPath(int4, 1), 'gemv', 'the CUDA-core GEMV by default');
+  assert.equal(quantizedPath(int4, 1, 'cuda-cores'), 'gemv', 'the CUDA-core GEMV when chosen');
   assert.equal(quantizedPath(weight('fp8-e4m3', 4096, 14336, 14336), 1, 'tensor-cores'), 'gemv-mma', 'fp8 per channel');
   assert.equal(quantizedPath(weight('fp8-e4m3', 4096, 4096, 128), 1, 'tensor-cores'), 'gemv-mma', 'fp8 in 128-column blocks');
   for (const [what, w] of [
@@ -45,6 +45,14 @@ test('the tensor-core GEMV takes int4 in 128-column steps and fp8 in 64-column o
     assert.equal(quantizedPath(w, 1, 'tensor-cores'), 'gemv', what);
   }
   assert.equal(quantizedPath(weight('int4', 4096, 4096, 128, { layout: 'marlin' }), 1, 'tensor-cores'), 'marlin', 'the fragment layout keeps its GEMM');
+});
+
+test('auto, the default, puts fp8 on the tensor cores at every decode row count and int4 from two rows', () => {
+  const int4 = weight('int4', 4096, 14336, 128);
+  const fp8 = weight('fp8-e4m3', 4096, 14336, 14336);
+  assert.deepEqual([1, 2, 8, 9].map((rows) => quantizedPath(int4, rows)), ['gemv', 'gemv-mma', 'gemv-mma', 'gemm']);
+  assert.deepEqual([1, 2, 8, 9].map((rows) => quantizedPath(fp8, rows)), ['gemv-mma', 'gemv-mma', 'gemv-mma', 'gemm']);
+  assert.deepEqual([1, 2].map((rows) => quantizedPath(weight('int4', 4096, 4096, 128, { mins: true }), rows)), ['gemv', 'gemv'], 'int4 with mins stays on the CUDA cores');
 });
 
 test('the tensor-core GEMV splits the steps of few output rows over the grid, at least a round of its block\'s warps each', () => {

@@ -26,11 +26,21 @@ export function loadsInMarlinLayout(w: QuantizedWeight, enabled: boolean): boole
 export type QuantizedPath = 'gemv' | 'gemv-mma' | 'gemm' | 'marlin' | 'dequantize';
 
 /**
- * Which GEMV multiplies int4 and fp8 decode rows: `cuda-cores` (quantized-linear.cu, every format)
- * or `tensor-cores` (gemv-mma.cu, where gemvMmaFits; the other formats stay on the CUDA cores).
+ * Which GEMV multiplies int4 and fp8 decode rows: `cuda-cores` (quantized-linear.cu, every format),
+ * `tensor-cores` (gemv-mma.cu, where gemvMmaFits; the other formats stay on the CUDA cores) or
+ * `auto`, the measured winner of each (bench/results/linear-llama-3.1-8b-gemv-mma-h200.json, H200):
+ * the tensor cores for fp8 at every decode row count (1.2-1.4x the CUDA-core GEMV at one row, more
+ * past it) and for int4 from two rows (1.2-1.6x), the CUDA cores for int4 at one row, where they
+ * stream the largest layers faster (gate_up 27.8 against 32.1 us, down 18.1 against 19.5).
  */
-export type QuantizedGemvKernel = 'cuda-cores' | 'tensor-cores';
-export const QUANTIZED_GEMV_KERNELS: readonly QuantizedGemvKernel[] = ['cuda-cores', 'tensor-cores'];
+export type QuantizedGemvKernel = 'auto' | 'cuda-cores' | 'tensor-cores';
+export const QUANTIZED_GEMV_KERNELS: readonly QuantizedGemvKernel[] = ['auto', 'cuda-cores', 'tensor-cores'];
+
+function usesTensorCores(w: CudaQuantizedTensor, rows: number, gemv: QuantizedGemvKernel): boolean {
+  if (!gemvMmaFits(w)) return false;
+  if (gemv === 'auto') return w.format === 'fp8-e4m3' || rows >= 2;
+  return gemv === 'tensor-cores';
+}
 
 /**
  * The kernel for `rows` batch rows (`gemv` picks the decode GEMV of int4 and fp8):
@@ -40,9 +50,9 @@ export const QUANTIZED_GEMV_KERNELS: readonly QuantizedGemvKernel[] = ['cuda-cor
  *   on the CUDA cores), the shared-memory-decoding tensor-core GEMM up to its rows, dequantize +
  *   cuBLAS past them or for shapes neither takes.
  */
-export function quantizedPath(w: CudaQuantizedTensor, rows: number, gemv: QuantizedGemvKernel = 'cuda-cores'): QuantizedPath {
+export function quantizedPath(w: CudaQuantizedTensor, rows: number, gemv: QuantizedGemvKernel = 'auto'): QuantizedPath {
   if (w.layout === 'marlin') return rows <= MARLIN_MAX_ROWS ? 'marlin' : 'dequantize';
   if (!quantizedGemvFits(w) || rows > QUANTIZED_GEMM_MAX_ROWS) return 'dequantize';
   if (rows > QUANTIZED_GEMV_MAX_ROWS) return 'gemm';
-  return gemv === 'tensor-cores' && gemvMmaFits(w) ? 'gemv-mma' : 'gemv';
+  return usesTensorCores(w, rows, gemv) ? 'gemv-mma' : 'gemv';
 }
