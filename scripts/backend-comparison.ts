@@ -97,13 +97,14 @@ async function openBackend(name: BackendName): Promise<Backend> {
 /**
  * Loads the model at `modelDir` on `backendName` and prefills `prompts` in one step (each in its
  * own blocks of `blockSize`), as the parity suites' logits test does. Returns what it recorded
- * and releases the backend.
+ * and releases the backend. `choicesFrom`: per prompt, the first position whose discrete choices
+ * count towards its closest choice (default 0, all).
  */
 export async function traceBackend(
   modelDir: string,
   backendName: BackendName,
   prompts: readonly number[][],
-  options: { ops: boolean; blockSize?: number; quantization?: EngineOptions['quantization'] },
+  options: { ops: boolean; blockSize?: number; quantization?: EngineOptions['quantization']; choicesFrom?: readonly number[] },
 ): Promise<Trace> {
   const blockSize = options.blockSize ?? 16;
   const longest = prompts.reduce((n, p) => Math.max(n, p.length), 0);
@@ -124,8 +125,10 @@ export async function traceBackend(
       backend.selectionMargins = (op, token, margin) => {
         let prompt = promptStarts.length - 1;
         while (promptStarts[prompt] > token) prompt--;
+        const position = token - promptStarts[prompt];
+        if (position < (options.choicesFrom?.[prompt] ?? 0)) return;
         const closest = closestChoices[prompt];
-        if (closest === null || margin < closest.margin) closestChoices[prompt] = { op, position: token - promptStarts[prompt], margin };
+        if (closest === null || margin < closest.margin) closestChoices[prompt] = { op, position, margin };
       };
     }
     const ops: OpRecord[] = [];

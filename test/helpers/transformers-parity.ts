@@ -9,7 +9,7 @@ import { createModel, mtpLayersIfRead, readModelArchitecture } from '../../src/m
 import { keepsSequenceState, kvBytesPerBlock, kvCacheGroups, kvStorage, type LayerKvSpec } from '../../src/step/kv-cache-layout.ts';
 import { traceBackend } from '../../scripts/backend-comparison.ts';
 import { promptsPrefill } from './prompts-prefill.ts';
-import { unexcusedBySelectionNearTies } from './selection-near-tie.ts';
+import { unexcusedBySelectionNearTies, unexcusedGreedyDepartures, type GreedyDeparture } from './selection-near-tie.ts';
 import { listOracleFixtures, maxAbsDiff, type OracleFixture } from './oracle-fixtures.ts';
 
 export interface ParityOptions {
@@ -276,7 +276,7 @@ export async function checkGreedy(fixture: OracleFixture, options: ParityOptions
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, ...config, numKvBlocks });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens });
-    outputs.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
+    await assertGreedyContinuations(firstCompletions(outputs), fixture, options);
     const preempted = outputs.some((o) => o.metrics.numPreemptions > 0);
     if (preemptionChecked === true) assert.ok(preempted, 'the pool was meant to be too small for the batch, but no request was preempted');
     else if (preemptionChecked === false && config.numKvBlocks !== undefined) assert.ok(!preempted, 'blocks behind the sliding window were meant to be freed, but a request was preempted');
@@ -303,7 +303,7 @@ export async function checkForkedGreedy(fixture: OracleFixture, options: ParityO
   const llm = await LLM.load({ model: fixture.dir, backend: options.backend, showProgress: false, blockSize: 4, numKvBlocks });
   try {
     const outputs = await llm.generate(fixture.oracle.prompts, { ...GREEDY, n: 2, maxTokens: fixture.oracle.max_new_tokens });
-    outputs.forEach((output, i) => output.outputs.forEach((o) => assertGreedyMatches(o.tokenIds, fixture, i, options)));
+    await assertGreedyContinuations(outputs.flatMap((output, prompt) => output.outputs.map((o) => ({ prompt, tokens: o.tokenIds }))), fixture, options);
     const stats = llm.stats();
     assert.equal(stats.numFreeKvBlocks, stats.numKvBlocks, 'every KV block is free once all requests finished');
   } finally {
@@ -323,7 +323,7 @@ export async function checkPrefixCacheRerun(fixture: OracleFixture, options: Par
     const params = { ...GREEDY, maxTokens: fixture.oracle.max_new_tokens };
     await llm.generate(fixture.oracle.prompts, params);
     const again = await llm.generate(fixture.oracle.prompts, params);
-    again.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
+    await assertGreedyContinuations(firstCompletions(again), fixture, options);
     assert.ok(
       again.some((o) => o.metrics.numCachedTokens > 0),
       'the second run should have been served from the prefix cache',
@@ -352,7 +352,7 @@ export async function checkHostTierRerun(fixture: OracleFixture, options: Parity
     // The fillers repeat after four, so with several KV groups (blocks filling faster) a repeat may load from the host too.
     const hostBefore = llm.stats().hostCachedPromptTokensTotal;
     const again = await llm.generate(prompts, params);
-    again.forEach((output, i) => assertGreedyMatches(output.outputs[0].tokenIds, fixture, i, options));
+    await assertGreedyContinuations(firstCompletions(again), fixture, options);
     assert.ok(again.some((o) => o.metrics.numHostCachedTokens > 0), 'the second run should have loaded blocks from the host tier');
     assert.equal(llm.stats().hostCachedPromptTokensTotal - hostBefore, again.reduce((n, o) => n + o.metrics.numHostCachedTokens, 0));
   } finally {
@@ -394,23 +394,47 @@ export function logitTolerance(fixture: OracleFixture, prompt: number, options: 
 }
 
 export function assertGreedyMatches(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): void {
+  const departure = greedyDeparture(actual, fixture, prompt, options);
+  assert.ok(departure === null, departure?.message);
+}
+
+/**
+ * Every run's greedy tokens match transformers' (greedyDeparture). For a bf16 backend, a prompt
+ * whose continuation departs at a step whose float32 run made a discrete choice within a near-tie
+ * is excused, at most half the prompts (selection-near-tie.ts): rounding may flip an expert there
+ * as it may in the prompt, which the logits check excuses alike.
+ */
+export async function assertGreedyContinuations(runs: readonly { prompt: number; tokens: number[] }[], fixture: OracleFixture, options: ParityOptions): Promise<void> {
+  const departures = runs.map((r) => greedyDeparture(r.tokens, fixture, r.prompt, options)).filter((d) => d !== null);
+  const unexcused = options.acceptBf16ReferenceError ? await unexcusedGreedyDepartures(fixture.dir, departures, fixture.oracle.prompts.length) : departures.map((d) => d.message);
+  assert.ok(unexcused.length === 0, unexcused.join('; '));
+}
+
+/** Each prompt's first (and only) completion. */
+function firstCompletions(outputs: readonly { outputs: readonly { tokenIds: number[] }[] }[]): { prompt: number; tokens: number[] }[] {
+  return outputs.map((output, prompt) => ({ prompt, tokens: output.outputs[0].tokenIds }));
+}
+
+/**
+ * Where `actual` leaves transformers' greedy path beyond what `options.greedy` accepts, or null.
+ * `exact`: any difference. `top-candidates`: a first differing token that transformers in bf16
+ * chose too, or that lies within twice the logit tolerance of transformers' best there, is accepted.
+ */
+function greedyDeparture(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): GreedyDeparture | null {
   const expected = fixture.oracle.greedy[prompt];
-  if (options.greedy === 'exact') {
-    assert.deepEqual(actual, expected, `prompt ${prompt}`);
-    return;
-  }
-  assert.equal(actual.length, expected.length, `prompt ${prompt}: token count`);
+  const promptTokens = fixture.oracle.prompts[prompt];
+  const departure = (step: number, message: string): GreedyDeparture => ({ prompt, path: [...promptTokens, ...expected.slice(0, step)], message });
+  if (actual.length !== expected.length) return departure(0, `prompt ${prompt}: ${actual.length} tokens, transformers ${expected.length}`);
   const step = actual.findIndex((token, i) => token !== expected[i]);
-  if (step === -1) return;
+  if (step === -1) return null;
+  if (options.greedy === 'exact') return departure(step, `prompt ${prompt}, step ${step}: token ${actual[step]}, transformers ${expected[step]} (${JSON.stringify(actual)} against ${JSON.stringify(expected)})`);
   // transformers in bf16 left the float32 path here too, for the same token.
   const bf16 = options.acceptBf16ReferenceError ? fixture.oracle.bf16_greedy?.[prompt] : undefined;
-  if (bf16 !== undefined && bf16.slice(0, step + 1).every((token, i) => token === actual[i])) return;
+  if (bf16 !== undefined && bf16.slice(0, step + 1).every((token, i) => token === actual[i])) return null;
   const candidates = fixture.oracle.greedy_top_logprobs?.[prompt]?.[step];
-  assert.ok(candidates, 'oracle.json has no greedy_top_logprobs: regenerate it with tools/oracle/make_fixtures.py');
+  if (!candidates) return departure(step, 'oracle.json has no greedy_top_logprobs: regenerate it with tools/oracle/make_fixtures.py');
   const allowance = 2 * logitTolerance(fixture, prompt, options);
   const picked = candidates.find(([tokenId]) => tokenId === actual[step]);
-  assert.ok(
-    picked !== undefined && picked[1] >= candidates[0][1] - allowance,
-    `prompt ${prompt}, step ${step}: token ${actual[step]} is not within ${allowance.toFixed(3)} nats of transformers' best among its candidates ${JSON.stringify(candidates)}`,
-  );
+  if (picked !== undefined && picked[1] >= candidates[0][1] - allowance) return null;
+  return departure(step, `prompt ${prompt}, step ${step}: token ${actual[step]} is not within ${allowance.toFixed(3)} nats of transformers' best among its candidates ${JSON.stringify(candidates)}`);
 }
