@@ -28,7 +28,8 @@
 # KEEL_QUANTIZED_GEMV=cuda-cores and tensor-cores), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
 # fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
 # quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
-# (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding),
+# (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
+# drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
@@ -196,6 +197,13 @@ for s in "$@"; do
         step "spec-draft1b-$n" 200 $(latency llama-3.1-8b 1,8,32 "spec-draft1b-n$n") --baseline "$base" \
           --speculative-model bench/configs/llama-3.2-1b --num-speculative-tokens 4 --synthetic-accepted-drafts "$n"
       done ;;
+    spec-fitted) # EAGLE-3 drafting only what is accepted: N of N drafts, the mean accepted length N + 1.
+      base="$out/results/latency-llama-3.1-8b-spec-base-$kind.json"
+      [ -f "$base" ] || step spec-base 200 $(latency llama-3.1-8b 1,8,32 spec-base)
+      for n in 2 4; do
+        step "spec-eagle3-k$n" 200 $(latency llama-3.1-8b 1,8,32 "spec-eagle3-k$n-n$n") --baseline "$base" --speculative-method eagle3 \
+          --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens "$n" --synthetic-accepted-drafts "$n"
+      done ;;
     spec-real) d="--dataset custom --dataset-path bench/datasets/code-prompts.jsonl --output-len 128 --backend cuda --no-progress"
       for m in plain "draft --speculative-model models/keel-tiny-draft" "ngram --speculative-method ngram"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
@@ -235,7 +243,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
