@@ -233,9 +233,11 @@ test('mapSampledIds maps the ids where the next step reads its tokens, as the CP
   assert.deepEqual(got.rows, mappedRows);
 });
 
-test('concatColumns lays the parts side by side as the CPU does', () => {
-  const shapes = [[5, 16], [5, 40], [5, 8]];
-  const parts = shapes.map((shape) => bf16Tensor(shape, randomBf16Values(rng, shape[0] * shape[1])));
-  const [got, expected] = [gpu, cpu].map((backend) => backend.toHost(backend.concatColumns(parts.map((p) => backend.loadWeight(p)))));
-  assert.deepEqual([...got], [...expected]);
+test('concatColumns lays the parts side by side as the CPU does, in whole 16-byte chunks or not', () => {
+  // The second set: widths of a few heads' per-head values (Kimi Delta Attention's beta beside its forget gate).
+  for (const widths of [[16, 40, 8], [2, 16], [3, 5, 8]]) {
+    const parts = widths.map((cols) => bf16Tensor([5, cols], randomBf16Values(rng, 5 * cols)));
+    const [got, expected] = [gpu, cpu].map((backend) => backend.toHost(backend.concatColumns(parts.map((p) => backend.loadWeight(p)))));
+    assert.deepEqual([...got], [...expected], `widths ${widths.join(', ')}`);
+  }
 });

@@ -77,6 +77,16 @@ extern "C" __global__ void copy_columns_kernel(uint4* __restrict__ out, const ui
   for (int c = threadIdx.x; c < chunks; c += blockDim.x) to[c] = from[c];
 }
 
+// The same copy in bf16 elements, for parts whose width is not whole 16-byte chunks (a few heads'
+// per-head values: Kimi Delta Attention's beta, or a tensor-parallel shard of them). One block per row.
+extern "C" __global__ void copy_columns_elements_kernel(bf16* __restrict__ out, const bf16* __restrict__ src,
+                                                        int out_cols, int offset, int cols) {
+  PDL_PROLOGUE();
+  const bf16* from = src + (long long)blockIdx.x * cols;
+  bf16* to = out + (long long)blockIdx.x * out_cols + offset;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) to[c] = from[c];
+}
+
 // An all-gather's blocks [blocks, rows, chunks] (device b's [rows, chunks] at block b) laid side by
 // side: out[r, b * chunks + c] = in[b, r, c], a vocab-parallel LM head's logits in vocabulary
 // order. One block per (output row, gathered block).

@@ -29,10 +29,14 @@ export function launchScatterRowsAfter(device: CudaDevice, out: DevicePtr, src: 
   device.launch(device.kernel('rows.cu', 'scatter_rows_after_kernel', 'ppppiii'), [numSeqs], [rowThreads(cols)], 0, [out, src, at.tables, at.seqLens, at.maxBlocks, at.blockSize, cols / 8]);
 }
 
-/** Columns offset .. offset + cols of out [numRows, outCols] = src [numRows, cols], bf16; every width and offset a multiple of 8. */
+/** Columns offset .. offset + cols of out [numRows, outCols] = src [numRows, cols], bf16: in 16-byte chunks where every width and the offset are multiples of 8, else element by element. */
 export function launchCopyColumns(device: CudaDevice, out: DevicePtr, outCols: number, offset: number, src: DevicePtr, numRows: number, cols: number): void {
   if (numRows === 0) return;
-  device.launch(device.kernel('rows.cu', 'copy_columns_kernel', 'ppiii'), [numRows], [rowThreads(cols)], 0, [out, src, outCols / 8, offset / 8, cols / 8]);
+  if (outCols % 8 === 0 && offset % 8 === 0 && cols % 8 === 0) {
+    device.launch(device.kernel('rows.cu', 'copy_columns_kernel', 'ppiii'), [numRows], [rowThreads(cols)], 0, [out, src, outCols / 8, offset / 8, cols / 8]);
+  } else {
+    device.launch(device.kernel('rows.cu', 'copy_columns_elements_kernel', 'ppiii'), [numRows], [Math.min(256, 32 * Math.ceil(cols / 32))], 0, [out, src, outCols, offset, cols]);
+  }
 }
 
 export interface EmbedTokensArgs {
