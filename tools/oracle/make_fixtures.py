@@ -1729,15 +1729,15 @@ FIXTURES.append(Fixture(
     "channel g = -exp(A_log_h) * softplus(f_b_proj(f_a_proj(x)) + dt_bias) (A_log [1, 1, 2, 1], dt_bias [16], "
     "drawn wide so the channels' decays differ), each row of the head's state decayed by its own exp(g_i); "
     "RMSNorm(x) * w * sigmoid(g_b_proj(g_a_proj(x))) per head (o_norm), o_proj. MLA without RoPE (NoPE): one "
-    "q_proj (q_lora_rank null), kv_lora_rank 16, 8 nope + 4 shared-key / 8 v head dims, the shared key part "
-    "unrotated, softmax scale 12^-0.5. Layer 0 a dense MLP (first_k_dense_replace 1) stored as mlp.* as the "
+    "q_proj (q_lora_rank null), kv_lora_rank 32, 8 nope + 8 shared-key / 8 v head dims (the CUDA MLA kernels' "
+    "smallest: a latent of 32, a shared key of 8), the shared key part unrotated, softmax scale 16^-0.5. Layer 0 a dense MLP (first_k_dense_replace 1) stored as mlp.* as the "
     "Hub's checkpoints (transformers 5.18's save writes it under block_sparse_moe.*, renamed after saving); "
     "layers 1-3 DeepSeek-V3's MoE under block_sparse_moe: sigmoid scores in float32, top 2 of 4 experts by "
     "score + e_score_correction_bias (one group), weighted by their scores renormalised (moe_renormalize), "
     "times routed_scaling_factor 2.446, experts.E.w1/w3/w2 (gate/up/down) per expert, plus 1 shared expert. "
     "The prompts' prefill runs transformers' chunked KDA, its decodes the recurrent one. Weights stored as bfloat16.",
     _fields(hidden_size=32, num_hidden_layers=4, intermediate_size=64, moe_intermediate_size=16, num_attention_heads=4,
-            num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=4,
+            num_key_value_heads=4, kv_lora_rank=32, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=8,
             v_head_dim=8, num_experts=4, num_experts_per_token=2, num_shared_experts=1, num_expert_group=1,
             topk_group=1, moe_renormalize=True, routed_scaling_factor=2.446, first_k_dense_replace=1,
             linear_attn_config=dict(full_attn_layers=[3], kda_layers=[1, 2, 4], head_dim=8, num_heads=2,
