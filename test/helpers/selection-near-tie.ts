@@ -42,6 +42,8 @@ export interface GreedyDeparture {
   /** The prompt, then transformers' tokens before the departing step: the context whose last position chose differently. */
   path: number[];
   message: string;
+  /** False for what no near-tie explains (a wrong token count, an oracle without candidates). */
+  excusable: boolean;
 }
 
 /**
@@ -59,7 +61,7 @@ export async function unexcusedGreedyDepartures(model: string, departures: reado
     const c = closestChoices[i];
     return c === null ? 'no discrete choice at the position that departed' : `its closest choice there: ${c.op} at position ${c.position}, ${(100 * c.margin).toFixed(2)} % apart in float32`;
   };
-  const nearTie = departures.map((_, i) => (closestChoices[i]?.margin ?? Infinity) < SELECTION_NEAR_TIE);
+  const nearTie = departures.map((d, i) => d.excusable && (closestChoices[i]?.margin ?? Infinity) < SELECTION_NEAR_TIE);
   const excusedPrompts = new Set(departures.filter((_, i) => nearTie[i]).map((d) => d.prompt));
   if (excusedPrompts.size > numPrompts / 2) {
     return departures.map((d, i) => `${d.message} (${describe(i)}; near-ties would excuse ${excusedPrompts.size} of ${numPrompts} prompts, more than half)`);

@@ -423,8 +423,8 @@ function firstCompletions(outputs: readonly { outputs: readonly { tokenIds: numb
 function greedyDeparture(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): GreedyDeparture | null {
   const expected = fixture.oracle.greedy[prompt];
   const promptTokens = fixture.oracle.prompts[prompt];
-  const departure = (step: number, message: string): GreedyDeparture => ({ prompt, path: [...promptTokens, ...expected.slice(0, step)], message });
-  if (actual.length !== expected.length) return departure(0, `prompt ${prompt}: ${actual.length} tokens, transformers ${expected.length}`);
+  const departure = (step: number, message: string, excusable = true): GreedyDeparture => ({ prompt, path: [...promptTokens, ...expected.slice(0, step)], message, excusable });
+  if (actual.length !== expected.length) return departure(0, `prompt ${prompt}: ${actual.length} tokens, transformers ${expected.length}`, false);
   const step = actual.findIndex((token, i) => token !== expected[i]);
   if (step === -1) return null;
   if (options.greedy === 'exact') return departure(step, `prompt ${prompt}, step ${step}: token ${actual[step]}, transformers ${expected[step]} (${JSON.stringify(actual)} against ${JSON.stringify(expected)})`);
@@ -432,7 +432,7 @@ function greedyDeparture(actual: number[], fixture: OracleFixture, prompt: numbe
   const bf16 = options.acceptBf16ReferenceError ? fixture.oracle.bf16_greedy?.[prompt] : undefined;
   if (bf16 !== undefined && bf16.slice(0, step + 1).every((token, i) => token === actual[i])) return null;
   const candidates = fixture.oracle.greedy_top_logprobs?.[prompt]?.[step];
-  if (!candidates) return departure(step, 'oracle.json has no greedy_top_logprobs: regenerate it with tools/oracle/make_fixtures.py');
+  if (!candidates) return departure(step, 'oracle.json has no greedy_top_logprobs: regenerate it with tools/oracle/make_fixtures.py', false);
   const allowance = 2 * logitTolerance(fixture, prompt, options);
   const picked = candidates.find(([tokenId]) => tokenId === actual[step]);
   if (picked !== undefined && picked[1] >= candidates[0][1] - allowance) return null;
