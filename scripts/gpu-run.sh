@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU host's agenda in one device call (device time is scarce: one machine start for all).
-# Run from the repo root there, after `bash scripts/pack-gpu.sh` here and with carry [".gpu"]:
+# Run from the repo root there, after `bash scripts/pack-gpu.sh` and `bash scripts/gpu-carry.sh pack` (the
+# fixtures travel compressed in .gpu, so that the tree and .gpu fit the 64 MiB carry) here, with carry [".gpu"]:
 #   bash scripts/gpu-run.sh tests server latency hf-latency throughput serve
 # Steps: tests (npm run test:gpu), checks (the same split over eight processes that run at once:
 # the kernel tests, or the GPU test files in $CHECKS_KERNEL_FILES, and the CUDA parity suite over seven groups of fixtures), files (the GPU test files named
