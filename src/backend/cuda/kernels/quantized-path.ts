@@ -29,9 +29,10 @@ export type QuantizedPath = 'gemv' | 'gemv-mma' | 'gemm' | 'marlin' | 'dequantiz
  * Which GEMV multiplies int4 and fp8 decode rows: `cuda-cores` (quantized-linear.cu, every format),
  * `tensor-cores` (gemv-mma.cu, where gemvMmaFits; the other formats stay on the CUDA cores) or
  * `auto`, the measured winner of each (bench/results/linear-llama-3.1-8b-gemv-mma-h200.json, H200):
- * the tensor cores for fp8 at every decode row count (1.2-1.4x the CUDA-core GEMV at one row, more
- * past it) and for int4 from two rows (1.2-1.6x), the CUDA cores for int4 at one row, where they
- * stream the largest layers faster (gate_up 27.8 against 32.1 us, down 18.1 against 19.5).
+ * the tensor cores for fp8 at every decode row count (1.18-1.35x the CUDA-core GEMV at one row,
+ * 2.2-2.9x at eight) and for int4 from two rows (1.14-1.42x at two, 2.1-2.4x at eight), the CUDA
+ * cores for int4 at one row, where they stream three of the 8B's four shapes faster (gate_up 27.8
+ * against 32.1 us, down 18.1 against 19.5).
  */
 export type QuantizedGemvKernel = 'auto' | 'cuda-cores' | 'tensor-cores';
 export const QUANTIZED_GEMV_KERNELS: readonly QuantizedGemvKernel[] = ['auto', 'cuda-cores', 'tensor-cores'];
