@@ -41,9 +41,24 @@ test('a greedy departure right after a near-tie on transformers\' own path is ex
   await assertGreedyContinuations([{ prompt: 0, tokens: observed }, { prompt: 1, tokens: hy.oracle.greedy[1] }], hy, CUDA);
   // Departing at step 1 instead: its input routes 1.61 % apart, and the step before does not count.
   const early = [expected[0], 75, ...expected.slice(2)];
-  await assert.rejects(assertGreedyContinuations([{ prompt: 0, tokens: early }], hy, CUDA), /prompt 0, step 1: .* \(its closest choice there: expert routing at position 5, 1\.61 % apart in float32\)/);
+  await assert.rejects(assertGreedyContinuations([{ prompt: 0, tokens: early }], hy, CUDA), /prompt 0, step 1: .* \(its closest choice there: expert routing at position 5, 1\.61 % apart in float32; the bf16 twin picks \d+ there\)/);
   // A float32 backend is held to exact tokens.
   await assert.rejects(assertGreedyContinuations([{ prompt: 0, tokens: observed }], hy, { backend: 'cpu', logitTolerance: 1e-4, greedy: 'exact' }), /prompt 0, step 5: token 75, transformers 14/);
+});
+
+// kimi-linear on the H100 (2026-12-06): prompt 1 left transformers' greedy path at step 9 with token
+// 13, which transformers in float32 ranks below its 51 candidates there, on every decode variant.
+// The float32 CPU routes that position 2.41 % apart; Keel's bf16 twin, prefilling the same path,
+// routes it 1.19 % apart the other way and picks 13 as well: bf16 rounding, not a kernel, departs.
+test('a greedy departure to the token Keel\'s bf16 twin picks on the same path is excused from a bf16 backend; another token is not', async () => {
+  const kimi = fixture('kimi-linear');
+  const expected = kimi.oracle.greedy[1];
+  const departing = (token: number) => [{ prompt: 1, tokens: [...expected.slice(0, 9), token, ...expected.slice(10)] }];
+  await assertGreedyContinuations(departing(13), kimi, CUDA);
+  await assert.rejects(
+    assertGreedyContinuations(departing(51), kimi, CUDA),
+    /prompt 1, step 9: token 51 is not within .* \(its closest choice there: expert routing at position 25, 2\.41 % apart in float32; the bf16 twin picks 13 there\)/,
+  );
 });
 
 test('greedy departures on more than half the prompts are not excused, near-ties or not', async () => {

@@ -400,9 +400,10 @@ export function assertGreedyMatches(actual: number[], fixture: OracleFixture, pr
 
 /**
  * Every run's greedy tokens match transformers' (greedyDeparture). For a bf16 backend, a prompt
- * whose continuation departs at a step whose float32 run made a discrete choice within a near-tie
- * is excused, at most half the prompts (selection-near-tie.ts): rounding may flip an expert there
- * as it may in the prompt, which the logits check excuses alike.
+ * that departs for the token Keel's bf16 twin picks on the same path is excused, as is one whose
+ * float32 run made a discrete choice within a near-tie at the departing step, at most half the
+ * prompts (selection-near-tie.ts): rounding may flip an expert there as it may in the prompt, which
+ * the logits check excuses alike.
  */
 export async function assertGreedyContinuations(runs: readonly { prompt: number; tokens: number[] }[], fixture: OracleFixture, options: ParityOptions): Promise<void> {
   const departures = runs.map((r) => greedyDeparture(r.tokens, fixture, r.prompt, options)).filter((d) => d !== null);
@@ -423,7 +424,13 @@ function firstCompletions(outputs: readonly { outputs: readonly { tokenIds: numb
 function greedyDeparture(actual: number[], fixture: OracleFixture, prompt: number, options: ParityOptions): GreedyDeparture | null {
   const expected = fixture.oracle.greedy[prompt];
   const promptTokens = fixture.oracle.prompts[prompt];
-  const departure = (step: number, message: string, excusable = true): GreedyDeparture => ({ prompt, path: [...promptTokens, ...expected.slice(0, step)], message, excusable });
+  const departure = (step: number, message: string, excusable = true): GreedyDeparture => ({
+    prompt,
+    path: [...promptTokens, ...expected.slice(0, step)],
+    token: actual.length === expected.length ? actual[step] : null,
+    message,
+    excusable,
+  });
   if (actual.length !== expected.length) return departure(0, `prompt ${prompt}: ${actual.length} tokens, transformers ${expected.length}`, false);
   const step = actual.findIndex((token, i) => token !== expected[i]);
   if (step === -1) return null;
