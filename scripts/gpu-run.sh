@@ -16,7 +16,9 @@
 # eager and static-cache + compile peers at batch 1, same lengths), throughput (nano-vllm workload on
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
-# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), profile (scripts/profile-decode-step.ts on Llama-3.1-8B),
+# minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), throughput-small (Qwen3-0.6B 256 x 512/256
+# with bf16 and fp8 KV, then HF generate_batch on it), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), profile-verify
+# (the same for verification steps of 1, 3 and 5 query tokens at 512 cached tokens),
 # perf-leads (the same with int4 weights, and on a 5-token verification step at 200 and 32k context), sampling (Qwen2.5-7B
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
@@ -156,6 +158,15 @@ for s in "$@"; do
         grep -hE "^Throughput|output tokens/s" "$out/throughput-lora$n-r$r.log" | sed "s/^/[lora$n-r$r] /"
       done; done ;;
     profile) step profile 120 node scripts/profile-decode-step.ts ;;
+    profile-verify) # Where a verification step's time goes beside a decode step's: 8B, 512 cached tokens, q = 1 (decode), 3 and 5.
+      for q in 1 3 5; do step "profile-verify$q" 100 node scripts/profile-decode-step.ts --query-tokens "$q" --context 512; done
+      for q in 1 3 5; do cat "$out/profile-verify$q.log" | sed "s/^/[profile-verify$q] /"; done ;;
+    throughput-small) # Issue 17's small-model figure: Qwen3-0.6B 256 x 512/256 with bf16 and fp8 KV, then HF generate_batch on the same workload.
+      for kv in auto fp8; do
+        step "throughput-qwen3-0.6b-kv-$kv" 120 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --num-prompts 256 \
+          --input-len 512 --output-len 256 --kv-cache-dtype "$kv" --output "$out/results/throughput-qwen3-0.6b-random-kv-$kv-$kind.json"
+      done
+      step hf-throughput-qwen3-0.6b 200 python3 tools/peers/hf_peers.py --arch qwen3-0.6b --only throughput-batch --out-dir "$out/results" ;;
     perf-leads) # Op-by-op profiles of the open performance leads: int4 batch-1 decode, a 5-token verification step, and one at 32k context.
       step profile-int4 200 node scripts/profile-decode-step.ts --quantization int4
       step profile-verify5 120 node scripts/profile-decode-step.ts --query-tokens 5
@@ -244,7 +255,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
