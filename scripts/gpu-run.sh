@@ -30,9 +30,11 @@
 # 1..256 rows), gemv-mma (int4 and fp8 linears at 1..16 rows, then 8B latency at batch 1 and 8 with
 # KEEL_QUANTIZED_GEMV=cuda-cores and tensor-cores), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
 # fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
-# quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096), spec-synthetic
+# quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096; batch sizes
+# $QUEST_BATCHES, default 1,16 at 32k and 1,4 past it, $QUEST_ITERS measured iterations, default 2), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
-# drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts),
+# drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts), spec-timeline (batch 1
+# plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
@@ -198,8 +200,8 @@ for s in "$@"; do
     quest) for ctx in ${QUEST_CONTEXTS:-32768 131072}; do for budget in dense 2048 4096; do
         sparse=$([ "$budget" = dense ] || echo "--sparse-attention quest --sparse-token-budget $budget")
         step "quest-$ctx-$budget" 300 node bin/keel bench latency --model bench/configs/llama-3.1-8b --load-format dummy --backend cuda \
-          --no-progress --max-model-len $((ctx + 256)) --batch-size "$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)" --input-len "$ctx" \
-          --output-len 128 --num-iters 2 --num-iters-warmup 1 $sparse --output "$out/results/latency-llama-3.1-8b-ctx$ctx-$budget-$kind.json"
+          --no-progress --max-model-len $((ctx + 256)) --batch-size "${QUEST_BATCHES:-$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)}" --input-len "$ctx" \
+          --output-len 128 --num-iters "${QUEST_ITERS:-2}" --num-iters-warmup 1 $sparse --output "$out/results/latency-llama-3.1-8b-ctx$ctx-$budget-$kind.json"
       done; done ;;
     spec-synthetic) base="$out/results/latency-llama-3.1-8b-spec-base-$kind.json"
       step spec-base 200 $(latency llama-3.1-8b 1,8,32 spec-base)
@@ -216,6 +218,14 @@ for s in "$@"; do
         step "spec-eagle3-k$n" 200 $(latency llama-3.1-8b 1,8,32 "spec-eagle3-k$n-n$n") --baseline "$base" --speculative-method eagle3 \
           --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens "$n" --synthetic-accepted-drafts "$n"
       done ;;
+    spec-timeline) # Where a speculative step's time goes at batch 1, on the host and the device: plain, then EAGLE-3 drafting 2 and 4, all accepted.
+      for k in 0 2 4; do
+        spec=$([ "$k" = 0 ] || echo "--speculative-method eagle3 --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens $k --synthetic-accepted-drafts $k")
+        step "spec-timeline-k$k" 150 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --batch-size 1 --input-len 128 \
+          --output-len 128 --num-iters 2 --num-iters-warmup 1 $spec --step-timeline "$out/results/timeline-spec-k$k-$kind.jsonl" \
+          --output "$out/results/latency-llama-3.1-8b-spec-timeline-k$k-$kind.json"
+      done
+      gzip -f "$out"/results/timeline-spec-*.jsonl ;;
     spec-real) d="--dataset custom --dataset-path bench/datasets/code-prompts.jsonl --output-len 128 --backend cuda --no-progress"
       for m in plain "draft --speculative-model models/keel-tiny-draft" "ngram --speculative-method ngram"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
@@ -255,7 +265,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
