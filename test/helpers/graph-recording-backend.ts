@@ -1,4 +1,5 @@
 import type { Backend, StepInputs } from '../../src/backend/backend.ts';
+import { backendView } from './backend-view.ts';
 
 /** A step a backend posing as one that records graphs was asked to replay. */
 export interface Replayed {
@@ -10,12 +11,12 @@ export interface Replayed {
 
 /** The CPU backend posing as one that records graphs, logging each step it is asked to replay. */
 export function recordingBackend(backend: Backend, replayed: Replayed[]): Backend {
-  const posing = Object.create(backend) as Backend & { recordsGraphs: boolean };
-  Object.defineProperty(posing, 'recordsGraphs', { value: true });
-  posing.replayForward = <T>(step: StepInputs, owner: object, forward: () => T): T => {
-    const b = step.batch;
-    replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
-    return forward();
-  };
-  return posing;
+  return backendView(backend, {
+    recordsGraphs: true,
+    replayForward: <T>(step: StepInputs, owner: object, forward: () => T): T => {
+      const b = step.batch;
+      replayed.push({ numSeqs: b.numSeqs, width: b.maxBlocksPerSeq, logitsRows: b.logitsIndices.length, owner });
+      return forward();
+    },
+  });
 }
