@@ -93,17 +93,25 @@ test('EAGLE-3 chains and trees, authors\' and speculators format, change nothing
   (await check({ speculative: { ...EAGLE3, model: SPECULATORS_DIR, treeWidth: 2 } })).close();
 });
 
-test('EAGLE and EAGLE-3 chains and trees draft on the device (a step waits for the host once for its drafts)', async () => {
-  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { temperature: 0, maxTokens: 12, ignoreEos: true } }));
+test('EAGLE and EAGLE-3 chains and trees draft on the device: a chain\'s step waits for the host once (its drafts read with the verification), a tree\'s twice; a penalized chain reads its drafts first', async () => {
+  const greedy = { temperature: 0, maxTokens: 12, ignoreEos: true };
+  const requests = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: greedy }));
   for (const speculative of [EAGLE, EAGLE3, { ...EAGLE3, model: SPECULATORS_DIR }, { ...EAGLE3, treeWidth: 2 }, { ...EAGLE, treeWidth: 3 }]) {
+    const chain = !('treeWidth' in speculative);
     const drafting = (await hostWaitsPerStep({ ...BASE, speculative }, requests)).filter((s) => s.passes > 1);
     assert.ok(drafting.length > 0, `${JSON.stringify(speculative)}: steps drafted`);
     for (const { passes, waits, deviceTokens } of drafting) {
-      // The catch-up and drafting passes, then the target's: a chain or a tree waits for its drafts and for the verification.
-      assert.equal(waits, 2, `${JSON.stringify(speculative)}: ${passes} passes, ${waits} waits`);
-      if (passes > 2) assert.ok(deviceTokens > 0, `${JSON.stringify(speculative)}: ${deviceTokens} drafts read on the device`);
+      // The catch-up and drafting passes, then the target's: a chain's verification reads its drafts
+      // on the device, and the host reads them with its draws; a tree is read before it is verified.
+      assert.equal(waits, chain ? 1 : 2, `${JSON.stringify(speculative)}: ${passes} passes, ${waits} waits`);
+      if (chain) assert.ok(deviceTokens >= 2 * (passes - 1) - 1, `${JSON.stringify(speculative)}: ${passes} passes, ${deviceTokens} tokens read on the device`);
+      else if (passes > 2) assert.ok(deviceTokens > 0, `${JSON.stringify(speculative)}: ${deviceTokens} drafts read on the device`);
     }
   }
+  // Penalties count a verification's drafts on the host: the chain is read before the verification.
+  const penalized = PARITY_PROMPTS.slice(0, 3).map((prompt) => ({ prompt, params: { ...greedy, repetitionPenalty: 1.2 } }));
+  const steps = (await hostWaitsPerStep({ ...BASE, speculative: EAGLE3 }, penalized)).filter((s) => s.passes > 1);
+  assert.ok(steps.length > 0 && steps.every(({ waits }) => waits === 2), `penalized chains wait twice a step: ${JSON.stringify(steps)}`);
 });
 
 test('EAGLE heads change nothing with 5-token steps and 4-token blocks, with preemption by recompute and by swap, and from the prefix cache', async () => {

@@ -167,6 +167,7 @@ function runWaves(backend: Backend, model: LoadedModel, waves: number[][][], gra
         drawsFor: (_s, site) => [drawFor({ ...DEFAULT_SAMPLING_PARAMS, temperature: 0 }, { ...context, ...site })],
         draftDraw: () => assert.fail('no draft model'),
         draftDrawReadsDrafts: () => assert.fail('no draft model'),
+        verificationReadsDrafts: () => assert.fail('no drafting head'),
         promptTopLogprobs: () => 0,
       });
       scheduler.onStepComplete(output);

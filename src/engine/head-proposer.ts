@@ -31,6 +31,19 @@ interface TreeShape {
 }
 
 /**
+ * A chain's drafts left on the device for the verification that follows their drafting: its
+ * chunks read them where `sources` says (`SequenceChunk.tokenSources`), so the host need not wait
+ * for the drafting passes before it launches the verification, and `read` gives them to their
+ * sequences once the step is read.
+ */
+export interface DraftsOnDevice {
+  /** Per drafting sequence, where each of its drafts lies for the next step's tokenSources. */
+  sources: Map<Sequence, number[]>;
+  /** Waits for the device and sets each sequence's drafts. */
+  read(): void;
+}
+
+/**
  * Drafts with a head over the target's hidden states (EAGLE, EAGLE-3, MTP), which keeps a paged
  * cache of its own indexed by the target's block ids: its layer's K/V, and the feature row of
  * every token the target ran (`storeFeatures`, after each forward), so a feature outlives its step
@@ -41,7 +54,8 @@ interface TreeShape {
  * target's features (its earlier drafts' entries are replaced) up to the one before the last
  * sampled token, whose output gives the first drafts. Then each depth runs the newest drafts with
  * the outputs of their parents as features: a chain one token at a time, chained on the device
- * (each pass reads the draft the pass before drew there; the host reads the chain at the end); a
+ * (each pass reads the draft the pass before drew there; the host reads the chain at the end, or
+ * with the verification that reads it on the device: `DraftsOnDevice`); a
  * tree (width > 1) as a token tree over everything drafted so far (recomputed, so that each node
  * sees its ancestors alone), each node at cache index root + its index, keeping the `width`
  * children of best path probability per depth (EAGLE-2's expansion, ranked on the device:
@@ -106,14 +120,17 @@ export class HeadProposer {
   /**
    * Fills each sequence's reserved drafts. They sample on the backend: no scheduled sequence may
    * have a pending token. A chain's single-token passes replay graphs padded by `graphs` (null:
-   * eagerly).
+   * eagerly). With `leaveOnDevice`, chains stay on the device for the step's verification to read
+   * (the returned DraftsOnDevice); trees, and chains otherwise, are read before this returns (null).
    */
-  propose(b: Backend, seqs: readonly Sequence[], graphs: GraphBatches | null): void {
-    if (seqs.length === 0) return;
+  propose(b: Backend, seqs: readonly Sequence[], graphs: GraphBatches | null, leaveOnDevice = false): DraftsOnDevice | null {
+    if (seqs.length === 0) return null;
     const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens }));
     for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
-    if (this.width === 1) this.draftChains(b, drafting, graphs);
-    else this.draftTrees(b, drafting);
+    if (this.width > 1) this.draftTrees(b, drafting);
+    else if (leaveOnDevice) return this.draftChainsOnDevice(b, drafting, graphs);
+    else this.draftChains(b, drafting, graphs);
+    return null;
   }
 
   /**
@@ -187,6 +204,53 @@ export class HeadProposer {
       draw(this.runInPlace(b, chunks, graphs), active, depth);
     }
     readPasses();
+  }
+
+  /**
+   * Chains drafted as `draftChains` drafts them, each kept on the device as a tree of one node a
+   * depth (`expandDraftTrees` keeping each newest node's best candidate): sequence t's draft i lies
+   * at t · size + i, where the next pass reads its newest draft and the verification all of them.
+   * No pass is read here: the host launches the verification while the device drafts.
+   */
+  private draftChainsOnDevice(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): DraftsOnDevice {
+    const size = Math.max(...drafting.map((d) => d.size));
+    const trees = b.beginDraftTrees(drafting.length, size);
+    // The chains growing at `depth` (their rows in the pass, in order) keep their best candidate as node `depth`.
+    const keep = (logits: Tensor, growing: number[], depth: number) => {
+      b.sampleRows(logits, growing.map((_, row) => scoreDraw(row, 0, 1)));
+      const counts = Int32Array.from(drafting, (d) => Math.min(depth, d.size));
+      const keeps = new Int32Array(drafting.length);
+      const rows = new Int32Array(drafting.length);
+      growing.forEach((t, row) => {
+        keeps[t] = 1;
+        rows[t] = row;
+      });
+      b.expandDraftTrees(trees, { counts, frontiers: counts.map((count) => Math.min(count, 1)), keeps, rows }, this.head.draftToTarget);
+    };
+    keep(this.catchUp(b, drafting), drafting.map((_, t) => t), 0);
+    for (let depth = 1; ; depth++) {
+      const growing = drafting.flatMap((d, t) => (d.size > depth ? [t] : []));
+      if (growing.length === 0) break;
+      // Position root + depth - 1 runs with draft depth - 1, and as feature the output the pass before left there.
+      const chunks = growing.map((t): SequenceChunk => {
+        const { seq, root } = drafting[t];
+        return { tokens: [0], startPos: root + depth - 1, blockTables: seq.blockTables, lastTokenSource: t * size + depth - 1 };
+      });
+      keep(this.runInPlace(b, chunks, graphs), growing, depth);
+    }
+    return {
+      sources: new Map(drafting.map((d, t) => [d.seq, Array.from({ length: d.size }, (_, i) => t * size + i)])),
+      read: () => {
+        const { tokens } = trees.read();
+        drafting.forEach(({ seq, size: n }, t) => {
+          for (let i = 0; i < n; i++) {
+            const id = tokens[t * size + i];
+            if (id < 0) throw new KeelError('backend', `the ${this.head.name} head gave no draft to propose`);
+            seq.setDraftToken(i, id);
+          }
+        });
+      },
+    };
   }
 
   /**

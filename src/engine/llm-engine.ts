@@ -486,6 +486,7 @@ export class LLMEngine {
       },
       draftDraw: (s, index, row, historyRow) => verification(s).lookahead.draw(index - 1, row, historyRow),
       draftDrawReadsDrafts: (s) => verification(s).lookahead.readsPathOnHost,
+      verificationReadsDrafts: (s) => this.bySequence.has(output.scheduled[s].seq) && verification(s).lookahead.verificationReadsPath,
       promptTopLogprobs: (s) => this.bySequence.get(output.scheduled[s].seq)?.request.params.promptLogprobs ?? 0,
     }, timeline);
     return { output, result, drawers, verifications };

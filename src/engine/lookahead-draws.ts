@@ -67,6 +67,15 @@ export class LookaheadDraws {
   }
 
   /**
+   * Whether this sequence's verification draws (each after its path, `draw` with no draft history
+   * row) read the path's drafts on the host: readsPathOnHost's cases, and penalties, which count
+   * the path there. Otherwise its drafts may still be on the device when they are asked.
+   */
+  get verificationReadsPath(): boolean {
+    return this.readsPathOnHost || this.start.penaltyTokens !== null;
+  }
+
+  /**
    * The draw of the token after draft `after` (-1: after the last sampled token) reading logits
    * row `row`. With `draftHistoryRow` -1 the drafts on its path must be known when the draw reads
    * them (`readsPathOnHost`, or penalties). Otherwise its path is a chain (drafts 0..after) that the

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Backend } from '../backend/backend.ts';
+import type { Backend, SampledTokens, StepInputs, Tensor } from '../backend/backend.ts';
 import { openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { DraftHead } from '../models/draft-head.ts';
 import { FIXTURES_DIR } from '../../test/helpers/oracle-fixtures.ts';
+import { backendView } from '../../test/helpers/backend-view.ts';
 import { recordingBackend, type Replayed } from '../../test/helpers/graph-recording-backend.ts';
 import { dirname, join } from 'node:path';
 import { BlockPool } from './block-pool.ts';
@@ -19,6 +20,7 @@ import { DEFAULT_SAMPLING_PARAMS } from '../sampling/sampling-params.ts';
 import { Scheduler } from './scheduler.ts';
 import { stateSlotLayout } from './state-slots.ts';
 import { Sequence, UNPROPOSED_DRAFT } from './sequence.ts';
+import type { BatchDescription } from '../step/batch.ts';
 
 const BLOCK_SIZE = 4;
 const NUM_BLOCKS = 64;
@@ -38,7 +40,7 @@ function greedyRun(backend: Backend, model: Awaited<ReturnType<typeof loadModel>
   for (const seq of seqs) scheduler.add(seq);
   for (let i = 0; i < steps; i++) {
     const output = scheduler.schedule();
-    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+    const result = runner.execute(output, { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), verificationReadsDrafts: () => assert.fail('no drafting head'), promptTopLogprobs: () => 0 });
     scheduler.onStepComplete(output);
     result.samplingRows.forEach((s, row) => output.scheduled[s].seq.appendToken(result.read().tokenIds[result.firstDraw[row]]));
   }
@@ -70,7 +72,7 @@ test('a row drawn n times gets n consecutive draws of its own logits; a row nobo
     const scheduler = new Scheduler({ maxNumSeqs: 8, maxNumBatchedTokens: 64, blockSize: BLOCK_SIZE, maxModelLen: 32 }, kv);
     const runner = new ModelRunner(model.backend, model.model, cache, BLOCK_SIZE);
     for (const [i, prompt] of [[1, 2, 3], [4, 5], [6]].entries()) scheduler.add(new Sequence(`s${i}`, prompt));
-    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+    const result = runner.execute(scheduler.schedule(), { drawsFor: (s, site) => Array.from({ length: drawsPerRow[s] }, () => greedyDraw(site)), draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), verificationReadsDrafts: () => assert.fail('no drafting head'), promptTopLogprobs: () => 0 });
     return { firstDraw: result.firstDraw, tokens: [...result.read().tokenIds] };
   };
   const single = run([1, 1, 1]);
@@ -101,14 +103,14 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
   recomputed.appendToken(11);
   scheduler.add(new Sequence('fresh', [1, 2]));
   scheduler.add(recomputed);
-  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 });
+  runner.execute(scheduler.schedule(), { drawsFor: (_s, site) => [greedyDraw(site)], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), verificationReadsDrafts: () => assert.fail('no drafting head'), promptTopLogprobs: () => 0 });
   assert.deepEqual(batches, [{ positions: [0, 1, 0, 1, 2, 3, 4], rotaryRows: [2, 3, 3, 4, 5, 6, 7] }]);
 
   batches.length = 0;
   const NO_BLOCKS = { src: new Int32Array(0), dst: new Int32Array(0) };
   new ModelRunner(backend, model.model, cache, BLOCK_SIZE).execute(
     { scheduled: [{ seq: Object.assign(new Sequence('plain', [1, 2, 3]), { blockTables: [[0]] }), numNewTokens: 3 }], preempted: [], blockCopies: NO_BLOCKS, stateCopies: NO_BLOCKS, swapOut: NO_BLOCKS, swapIn: NO_BLOCKS, hostCache: { store: NO_BLOCKS, load: NO_BLOCKS }, numScheduledTokens: 3 },
-    { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), promptTopLogprobs: () => 0 },
+    { drawsFor: () => [], draftDraw: () => assert.fail('no draft model'), draftDrawReadsDrafts: () => assert.fail('no draft model'), verificationReadsDrafts: () => assert.fail('no drafting head'), promptTopLogprobs: () => 0 },
   );
   assert.deepEqual(batches[0].rotaryRows, batches[0].positions, 'without the hook, rows are positions');
 });
@@ -118,17 +120,17 @@ test('rotary rows come from the model\'s hook with each sequence\'s original pro
  * many of each step's tokens are read from the latest pass on the device (tokenSources).
  */
 function countingBackend(backend: Backend, events: string[], deviceTokens: number[]): Backend {
-  const counting = Object.create(backend) as Backend;
-  counting.sampleRows = (x, draws) => {
-    events.push('sample');
-    const sampled = backend.sampleRows(x, draws);
-    return { read: () => (events.push('read'), sampled.read()) };
-  };
-  counting.beginStep = (batch) => {
-    deviceTokens.push(batch.tokenSources.filter((source) => source >= 0).length);
-    return backend.beginStep(batch);
-  };
-  return counting;
+  return backendView(backend, {
+    sampleRows: (x: Tensor, draws: readonly Draw[]): SampledTokens => {
+      events.push('sample');
+      const sampled = backend.sampleRows(x, draws);
+      return { read: () => (events.push('read'), sampled.read()) };
+    },
+    beginStep: (batch: BatchDescription): StepInputs => {
+      deviceTokens.push(batch.tokenSources.filter((source) => source >= 0).length);
+      return backend.beginStep(batch);
+    },
+  });
 }
 
 /** A runner over `model` drafting for itself from a cache of its own, its scheduler, and the prompts' sequences, added. */
@@ -161,6 +163,7 @@ test('a draft model\'s proposal passes chain on the device, are read once, and r
       drawsFor: (_s, site) => [greedyDraw(site)],
       draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
       draftDrawReadsDrafts: () => readsDrafts,
+      verificationReadsDrafts: () => assert.fail('no drafting head'),
       promptTopLogprobs: () => 0,
     };
     // The prefill: every sequence gets its first token.
@@ -208,6 +211,7 @@ test('a verification step whose sequences all verify K drafts replays a graph of
       drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
       draftDraw: (_s, _index, row) => greedyDraw({ row, pendingDraw: -1 }),
       draftDrawReadsDrafts: () => false,
+      verificationReadsDrafts: () => assert.fail('no drafting head'),
       promptTopLogprobs: () => 0,
     });
     const verified: number[][] = [];
@@ -252,10 +256,12 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
   const model = await loadModel({ model: target, backend: 'cpu', showProgress: false });
   const head = loadHead(model);
   const K = 4;
-  const run = (graphs: boolean) => {
+  // `readsDrafts`: the verification draws read the drafts on the host (penalties), so the chain is read before the verification is launched.
+  const run = (graphs: boolean, readsDrafts: boolean) => {
     const events: string[] = [];
     const replayed: Replayed[] = [];
-    const counting = countingBackend(model.backend, events, []);
+    const deviceTokens: number[] = [];
+    const counting = countingBackend(model.backend, events, deviceTokens);
     const backend = graphs ? recordingBackend(counting, replayed) : counting;
     // A state layer's slots, as the engine lays them out with speculation on: a slot and a snapshot per sequence, then the graphs' scratch slot.
     const deviceStateSlots = stateSlotLayout(model.model.kvLayers, { maxNumSeqs: 8, speculative: {}, enablePrefixCaching: false, numStateCheckpoints: 0 }).total;
@@ -271,6 +277,7 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
       drawsFor: (s, site) => Array.from({ length: output.scheduled[s].seq.numDraftTokens + 1 }, (_, r) => greedyDraw({ ...site, row: site.row + r })),
       draftDraw: () => assert.fail('no draft model'),
       draftDrawReadsDrafts: () => assert.fail('no draft model'),
+      verificationReadsDrafts: () => readsDrafts,
       promptTopLogprobs: () => 0,
     });
     // The prefill, two plain decode steps (graphs, with the head's feature rows written inside), then a step of K drafts each.
@@ -281,6 +288,7 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
       const output = scheduler.schedule();
       events.length = 0;
       replayed.length = 0;
+      deviceTokens.length = 0;
       const result = runner.execute(output, draws(output));
       const tokens = result.read().tokenIds;
       if (step < 3) {
@@ -291,8 +299,14 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
       }
       seqs.forEach((seq) => drafts.push(Array.from({ length: K }, (_, d) => seq.draftTokenId(d))));
       result.samplingRows.forEach((s, row) => verified.push([...tokens.subarray(result.firstDraw[row], result.firstDraw[row] + K + 1)]));
-      // The catch-up and K - 1 drafting passes, read once, then the target's verification.
-      assert.deepEqual(events, [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read'), 'sample', 'read']);
+      if (readsDrafts) {
+        // The catch-up and K - 1 drafting passes, read once, then the target's verification.
+        assert.deepEqual(events, [...new Array<string>(K).fill('sample'), ...new Array<string>(K).fill('read'), 'sample', 'read']);
+      } else {
+        // The catch-up and K - 1 drafting passes, then the target's verification reading all K drafts on the device; the host reads the chains with its draws.
+        assert.deepEqual(events, [...new Array<string>(K).fill('sample'), 'sample', 'read']);
+        assert.equal(deviceTokens[deviceTokens.length - 1], seqs.length * K, 'the verification reads every draft on the device');
+      }
       if (graphs) {
         // Every sequence verifies K drafts: the verification replays a graph of 4 rows of K + 1 tokens, unless state layers keep per-token snapshots.
         const verification = scratchStateSlot === null ? [[false, 4, 4 * (K + 1)]] : [];
@@ -301,7 +315,9 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
     }
     return { drafts, verified };
   };
-  const eager = run(false);
-  assert.deepEqual(run(true), eager);
+  const eager = run(false, true);
+  assert.deepEqual(run(true, true), eager);
+  assert.deepEqual(run(false, false), eager, 'chains left on the device draft and verify what chains read first do');
+  assert.deepEqual(run(true, false), eager);
   assert.ok(eager.drafts.flat().every((token) => token >= 0 && token < model.modelConfig.vocabSize));
 });

@@ -1,7 +1,7 @@
 import { READABLE_SAMPLING_PASSES, type Backend, type KvCache, type SampledTokens, type StepInputs, type SwapSpace, type Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
-import type { HeadProposer } from './head-proposer.ts';
+import type { DraftsOnDevice, HeadProposer } from './head-proposer.ts';
 import { queueHostTransfers, type HostTransfers } from './host-transfers.ts';
 import type { MedusaProposer } from './medusa-proposer.ts';
 import { scoreDraw, type Draw, type DrawResults } from '../sampling/draw.ts';
@@ -97,6 +97,12 @@ export interface StepDraws {
    * penalties count them in the draft history).
    */
   draftDrawReadsDrafts(s: number): boolean;
+  /**
+   * Whether scheduled sequence `s`'s verification draws read its drafts on the host (a grammar's
+   * mask, penalties): the drafts must then be read before the verification is launched. Otherwise
+   * a head's chain stays on the device until the step is read.
+   */
+  verificationReadsDrafts(s: number): boolean;
   /**
    * For a sequence whose prompt positions are scored (`Sequence.needsPromptLogits`): how many top
    * alternatives each prompt logprob carries.
@@ -218,7 +224,7 @@ export class ModelRunner {
     if (output.stateCopies.src.length > 0) this.backend.copyStateSlots(this.caches[0], output.stateCopies.src, output.stateCopies.dst);
     // Medusa heads read the latest forward's hidden rows, which the next beginStep releases.
     if (this.medusa !== null) this.medusa.propose(this.backend, this.unproposed(output));
-    if (this.head !== null) this.head.propose(this.backend, this.unproposed(output), this.graphs);
+    const onDevice = this.head === null ? null : this.head.propose(this.backend, this.unproposed(output), this.graphs, this.leavesDraftsOnDevice(output, draws));
     const graphBatch = this.graphBatchSize(output);
     const loraSlots = this.assignLoraSlots(output);
     const draft = this.draft;
@@ -230,7 +236,7 @@ export class ModelRunner {
       if (graphBatch === null) forward();
       else this.backend.replayForward(draftStep, draft, forward);
     }
-    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots);
+    const { batch, samplingRows, logitsRows, scoredRows } = this.describe(output, graphBatch, this.model, loraSlots, onDevice?.sources ?? null);
     timeline?.drawsStart();
     // The draws are asked before the forward: the other ranks of a parallel run get them with the step.
     const all: Draw[] = [];
@@ -266,7 +272,17 @@ export class ModelRunner {
     if (this.medusa !== null) this.medusa.received(hidden, new Map(samplingRows.map((s, i) => [output.scheduled[s].seq, logitsRows[i]])));
     const sampled = this.backend.sampleRows(logits, all);
     timeline?.sampled();
-    return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled) };
+    return { samplingRows, firstDraw, promptScores, read: this.reader(() => sampled, onDevice) };
+  }
+
+  /**
+   * Whether a head's chains may stay on the device for this step's verification: no scheduled
+   * sequence's verification draws read its drafts on the host, and the step runs on this device
+   * alone (no other ranks, no pipeline, which would need the drafts with the step).
+   */
+  private leavesDraftsOnDevice(output: SchedulerOutput, draws: StepDraws): boolean {
+    if (this.ranks !== null || this.pipeline !== null) return false;
+    return output.scheduled.every(({ seq }, s) => seq.numDraftTokens === 0 || !draws.verificationReadsDrafts(s));
   }
 
   /**
@@ -286,13 +302,14 @@ export class ModelRunner {
     });
   }
 
-  /** Reads a step's draws once, however often asked. */
-  private reader(sampled: () => SampledTokens): () => DrawResults {
+  /** Reads a step's draws once, however often asked, and gives the sequences their drafts still on the device (`onDevice`). */
+  private reader(sampled: () => SampledTokens, onDevice: DraftsOnDevice | null = null): () => DrawResults {
     let results: DrawResults | null = null;
     const read = (): DrawResults => {
       let drawn: DrawResults;
       try {
         drawn = sampled().read();
+        onDevice?.read();
       } finally {
         // A wait that a dead rank cut short (its collectives aborted) read nothing worth keeping, nor failed for any other reason.
         this.ranks?.throwIfFailed();
@@ -437,6 +454,7 @@ export class ModelRunner {
     graphBatch: number | null,
     model: CausalLM,
     loraSlots: Map<number, number> | null,
+    draftSources: Map<Sequence, number[]> | null = null,
   ): { batch: BatchDescription; samplingRows: number[]; logitsRows: number[]; scoredRows: { s: number; position: number; row: number }[] } {
     const logitsIndices: number[] = [];
     const samplingRows: number[] = [];
@@ -464,6 +482,9 @@ export class ModelRunner {
       const chunk: SequenceChunk = { tokens: seq.tokenIds.slice(start, start + numNewTokens), startPos: start, blockTables: seq.blockTables };
       // Its last sampled token and its drafts: sparse attention attends from each as a decode there.
       if (verifiesDrafts(seq, numNewTokens)) chunk.verification = true;
+      // Drafts still on the device (DraftsOnDevice): read where the drafting passes left them.
+      const sources = draftSources?.get(seq);
+      if (sources !== undefined && chunk.verification === true) chunk.tokenSources = [-1, ...sources];
       // The last sampled token is the tree's root, draft i its token i + 1.
       if (seq.hasDraftTree) chunk.treeParents = [-1, ...Array.from({ length: seq.numDraftTokens }, (_, i) => seq.draftParent(i) + 1)];
       if (seq.hasPendingToken && start + numNewTokens === seq.numTokens) chunk.lastTokenSource = this.pendingTokenDraw(seq);
