@@ -199,8 +199,10 @@ for s in "$@"; do
       done ;;
     quest) for ctx in ${QUEST_CONTEXTS:-32768 131072}; do for budget in dense 2048 4096; do
         sparse=$([ "$budget" = dense ] || echo "--sparse-attention quest --sparse-token-budget $budget")
+        # 128 generated tokens and a margin past the prompt, within Llama-3.1's 131,072 positions (128k prompts are 256 short).
+        len=$(( ctx + 256 > 131072 ? 131072 : ctx + 256 ))
         step "quest-$ctx-$budget" 300 node bin/keel bench latency --model bench/configs/llama-3.1-8b --load-format dummy --backend cuda \
-          --no-progress --max-model-len $((ctx + 256)) --batch-size "${QUEST_BATCHES:-$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)}" --input-len "$ctx" \
+          --no-progress --max-model-len "$len" --batch-size "${QUEST_BATCHES:-$([ $ctx = 32768 ] && echo 1,16 || echo 1,4)}" --input-len "$((len - 256))" \
           --output-len 128 --num-iters "${QUEST_ITERS:-2}" --num-iters-warmup 1 $sparse --output "$out/results/latency-llama-3.1-8b-ctx$ctx-$budget-$kind.json"
       done; done ;;
     spec-synthetic) base="$out/results/latency-llama-3.1-8b-spec-base-$kind.json"
