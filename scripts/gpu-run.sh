@@ -18,7 +18,8 @@
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
 # minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), throughput-small (Qwen3-0.6B 256 x 512/256
 # with bf16 and fp8 KV, then HF generate_batch on it), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), profile-verify
-# (the same for verification steps of 1, 3 and 5 query tokens at 512 cached tokens),
+# (the same for verification steps of 1, 3 and 5 query tokens at 512 cached tokens), profile-head (the EAGLE-3 head's
+# drafting pass and its catch-up over 3 and 5 tokens, op by op),
 # perf-leads (the same with int4 weights, and on a 5-token verification step at 200 and 32k context), sampling (Qwen2.5-7B
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
@@ -163,6 +164,11 @@ for s in "$@"; do
     profile-verify) # Where a verification step's time goes beside a decode step's: 8B, 512 cached tokens, q = 1 (decode), 3 and 5.
       for q in 1 3 5; do step "profile-verify$q" 100 node scripts/profile-decode-step.ts --query-tokens "$q" --context 512; done
       for q in 1 3 5; do cat "$out/profile-verify$q.log" | sed "s/^/[profile-verify$q] /"; done ;;
+    profile-head) # The EAGLE-3 head's passes op by op: a chain's single-token pass, then catch-ups over 3 and 5 tokens.
+      for q in 1 3 5; do
+        step "profile-head-q$q" 100 node scripts/profile-decode-step.ts --eagle3-head bench/configs/eagle3-llama-3.1-8b --context 512 --query-tokens "$q"
+      done
+      for q in 1 3 5; do sed "s/^/[profile-head-q$q] /" "$out/profile-head-q$q.log"; done ;;
     throughput-small) # Issue 17's small-model figure: Qwen3-0.6B 256 x 512/256 with bf16 and fp8 KV, then HF generate_batch on the same workload.
       for kv in auto fp8; do
         step "throughput-qwen3-0.6b-kv-$kv" 120 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --num-prompts 256 \
@@ -267,7 +273,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -1,11 +1,13 @@
 // Where a decode step's GPU time goes, op by op, on the GPU host (CUDA backend, random weights):
 //
 //   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
-//     [--quantization int4] [--query-tokens 5]
+//     [--quantization int4] [--query-tokens 5] [--eagle3-head bench/configs/eagle3-llama-3.1-8b]
 //
 // --quantization quantizes the weights at load as keel does; --query-tokens N > 1 profiles a
 // verification step instead (the last sampled token and N - 1 drafts, logits at every one), as
-// speculative decoding runs it.
+// speculative decoding runs it. --eagle3-head DIR profiles that EAGLE-3 head's pass instead of the
+// target's forward (random weights): one drafting pass of a chain, or with --query-tokens N the
+// catch-up over N tokens (logits at the last), as speculative decoding runs them.
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
@@ -18,8 +20,12 @@ import type { CudaBackend } from '../src/backend/cuda/cuda-backend.ts';
 import type { EngineOptions } from '../src/config.ts';
 import { describeBatch } from '../src/step/batch.ts';
 import { loadModel } from '../src/engine/load-engine.ts';
+import { HeadProposer } from '../src/engine/head-proposer.ts';
+import { loadEagleHead } from '../src/engine/load-draft-head.ts';
 
-const { values } = parseArgs({ options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' } } });
+const { values } = parseArgs({
+  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' } },
+});
 const context = Number(values.context ?? 200);
 const queryTokens = Number(values['query-tokens'] ?? 1);
 if (!(Number.isInteger(queryTokens) && queryTokens >= 1)) throw new Error(`--query-tokens must be a positive integer, not ${values['query-tokens']}`);
@@ -36,10 +42,18 @@ const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model
 const blockTable = Array.from({ length: width }, (_, i) => i);
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
 backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [blockTable] }], blockSize)), cache));
-// A decode step, or a verification chunk of queryTokens tokens with logits at every one.
-const chunk = { tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [blockTable], verification: queryTokens > 1 };
-const logitsRows = queryTokens > 1 ? Array.from({ length: queryTokens }, (_, i) => i) : undefined;
+const headDir = values['eagle3-head'];
+// A decode step, or a verification chunk of queryTokens tokens with logits at every one; a head's pass has logits at its last token.
+const chunk = { tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [blockTable], verification: queryTokens > 1 && headDir === undefined };
+const logitsRows = queryTokens > 1 && headDir === undefined ? Array.from({ length: queryTokens }, (_, i) => i) : undefined;
 const decodeStep = () => backend.beginStep(describeBatch([chunk], blockSize, logitsRows, width));
+// What is profiled: the target's forward, or the head's pass reading its feature rows from its own cache.
+let forwardOnce = (step: ReturnType<typeof decodeStep>) => model.forward(backend, step, cache);
+if (headDir !== undefined) {
+  const head = loadEagleHead(headDir, 3, loaded);
+  const headCache = backend.createKvCache({ numBlocks: width, blockSize, layers: HeadProposer.cacheLayers(head) });
+  forwardOnce = (step) => head.forward(backend, step, headCache, backend.readStepCacheRows(headCache, 1, step)).logits;
+}
 
 const OPS = [
   'embedding',
@@ -58,6 +72,8 @@ const OPS = [
   'moe',
   'addInto',
   'gatherLogitsRows',
+  'concatColumns',
+  'readStepCacheRows',
 ] as const;
 type Op = (...args: unknown[]) => unknown;
 const ops = backend as unknown as Record<(typeof OPS)[number], Op>;
@@ -80,7 +96,7 @@ for (const [name, original] of originals) {
     }
   };
 }
-backend.toHost(model.forward(backend, decodeStep(), cache));
+backend.toHost(forwardOnce(decodeStep()));
 for (const [name, original] of originals) ops[name] = original;
 
 /** Milliseconds per run of `run`, replayed `reps` times in one graph (median of 5 replays). */
@@ -107,6 +123,7 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
   console.log(`${key.padEnd(36)} ${String(count).padStart(4)} × ${us.toFixed(2).padStart(8)} µs = ${((us * count) / 1000).toFixed(3)} ms`);
 }
 const forwardStep = decodeStep();
-const what = `context ${context}${queryTokens > 1 ? `, a verification chunk of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}`;
-console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void model.forward(backend, forwardStep, cache), 5).toFixed(3)} ms (${what})`);
+const chunkKind = headDir === undefined ? 'a verification chunk' : `the head's catch-up`;
+const what = `context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}`;
+console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void forwardOnce(forwardStep), 5).toFixed(3)} ms (${what})`);
 backend.dispose();
