@@ -1,8 +1,8 @@
-import { READABLE_SAMPLING_PASSES, type Backend, type DraftTrees, type KvCache, type SampledTokens, type StepInputs, type Tensor } from '../backend/backend.ts';
+import type { Backend, DraftTrees, KvCache, StepInputs, Tensor } from '../backend/backend.ts';
 import { KeelError } from '../errors.ts';
 import type { HiddenStateTap } from '../models/causal-lm.ts';
 import type { DraftHead } from '../models/draft-head.ts';
-import { scoreDraw, topTokensDraw } from '../sampling/draw.ts';
+import { scoreDraw } from '../sampling/draw.ts';
 import { describeBatch, type SequenceChunk } from '../step/batch.ts';
 import { layerGroup, type LayerKvSpec } from '../step/kv-cache-layout.ts';
 import type { GraphBatches } from './graph-batch.ts';
@@ -127,9 +127,13 @@ export class HeadProposer {
     if (seqs.length === 0) return null;
     const drafting: Drafting[] = seqs.map((seq) => ({ seq, root: seq.numTokens - seq.numDraftTokens - 1, size: seq.numDraftTokens }));
     for (const d of drafting) if (d.root < 1) throw new Error(`sequence ${d.seq.id} drafts before it has a token to draft after`);
-    if (this.width > 1) this.draftTrees(b, drafting);
-    else if (leaveOnDevice) return this.draftChainsOnDevice(b, drafting, graphs);
-    else this.draftChains(b, drafting, graphs);
+    if (this.width > 1) {
+      this.draftTrees(b, drafting);
+      return null;
+    }
+    const chains = this.draftChains(b, drafting, graphs);
+    if (leaveOnDevice) return chains;
+    chains.read();
     return null;
   }
 
@@ -168,51 +172,15 @@ export class HeadProposer {
 
   /**
    * Chains (width 1), drafted on the device: after the catch-up, depth j runs draft j - 1 (read
-   * where the pass before drew it, `SequenceChunk.lastTokenSource`, mapped to the target's ids on
-   * the device for a head of its own vocabulary) with the output the pass before left at its
-   * position as feature, and draws draft j as the argmax of its logits; each such pass is one
-   * token per sequence and replays a graph where decode steps do. The host reads the drafts once,
-   * after the last pass (in groups of the passes that stay readable).
+   * where the pass before left it, `SequenceChunk.lastTokenSource`) with the output the pass before
+   * left at its position as feature, and keeps the argmax of its logits as draft j. Each chain is
+   * kept as a tree of one node a depth (`expandDraftTrees` keeping each newest node's best
+   * candidate, mapped to the target's ids for a head of its own vocabulary): sequence t's draft i
+   * lies at t · size + i, where the next pass reads its newest draft and the verification all of
+   * them. Each pass after the catch-up is one token per sequence and replays a graph where decode
+   * steps do. No pass is read here: the host reads the chains once, with `read`.
    */
-  private draftChains(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): void {
-    const map = this.head.draftToTarget;
-    let unread: { sampled: SampledTokens; active: Drafting[]; depth: number }[] = [];
-    const readPasses = () => {
-      for (const { sampled, active, depth } of unread) {
-        const { tokenIds } = sampled.read();
-        active.forEach((d, row) => {
-          const id = tokenIds[row];
-          if (id < 0) throw new KeelError('backend', `the ${this.head.name} head gave no draft to propose`);
-          d.seq.setDraftToken(depth, map === null ? id : map[id]);
-        });
-      }
-      unread = [];
-    };
-    const draw = (logits: Tensor, active: Drafting[], depth: number) => {
-      if (unread.length === READABLE_SAMPLING_PASSES) readPasses();
-      unread.push({ sampled: b.sampleRows(logits, active.map((_, row) => topTokensDraw(row, 1))), active, depth });
-      if (map !== null) b.mapSampledIds(map);
-    };
-    draw(this.catchUp(b, drafting), drafting, 0);
-    for (let depth = 1, active = drafting; ; depth++) {
-      // Each sequence's row in the pass before: where its draft depth - 1 was drawn.
-      const rows = new Map(active.map((d, row) => [d, row]));
-      active = active.filter((d) => d.size > depth);
-      if (active.length === 0) break;
-      // Position root + depth - 1 runs with the token after it, draft depth - 1, and as feature the output the pass before left there.
-      const chunks = active.map((d): SequenceChunk => ({ tokens: [0], startPos: d.root + depth - 1, blockTables: d.seq.blockTables, lastTokenSource: rows.get(d)! }));
-      draw(this.runInPlace(b, chunks, graphs), active, depth);
-    }
-    readPasses();
-  }
-
-  /**
-   * Chains drafted as `draftChains` drafts them, each kept on the device as a tree of one node a
-   * depth (`expandDraftTrees` keeping each newest node's best candidate): sequence t's draft i lies
-   * at t · size + i, where the next pass reads its newest draft and the verification all of them.
-   * No pass is read here: the host launches the verification while the device drafts.
-   */
-  private draftChainsOnDevice(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): DraftsOnDevice {
+  private draftChains(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): DraftsOnDevice {
     const size = Math.max(...drafting.map((d) => d.size));
     const trees = b.beginDraftTrees(drafting.length, size);
     // The chains growing at `depth` (their rows in the pass, in order) keep their best candidate as node `depth`.
