@@ -36,6 +36,7 @@
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
 # drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts), spec-timeline (batch 1
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
+# spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
@@ -234,6 +235,12 @@ for s in "$@"; do
           --output "$out/results/latency-llama-3.1-8b-spec-timeline-k$k-$kind.json"
       done
       gzip -f "$out"/results/timeline-spec-*.jsonl ;;
+    spec-host-profile) # The host's side of EAGLE-3 drafting 2 tokens at batch 1 (all accepted), as a V8 CPU profile, summarized.
+      step spec-host-profile 150 node --cpu-prof --cpu-prof-dir "$out/prof" bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy \
+        --batch-size 1 --input-len 128 --output-len 256 --num-iters 2 --num-iters-warmup 1 --speculative-method eagle3 \
+        --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens 2 --synthetic-accepted-drafts 2
+      for p in "$out"/prof/*.cpuprofile; do node scripts/cpu-profile-top.ts "$p" --top 60 > "$out/spec-host-profile-top.log"; done
+      rm -rf "$out/prof"; head -70 "$out/spec-host-profile-top.log" ;;
     spec-real) d="--dataset custom --dataset-path bench/datasets/code-prompts.jsonl --output-len 128 --backend cuda --no-progress"
       for m in plain "draft --speculative-model models/keel-tiny-draft" "ngram --speculative-method ngram"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \
@@ -273,7 +280,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
