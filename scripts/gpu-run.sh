@@ -36,7 +36,8 @@
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
 # drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts), spec-timeline (batch 1
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
-# spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed),
+# spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed), profile-quest (a Quest
+# decode step at 128k context op by op, dense and at budget $QUEST_BUDGET, and its sparse kernels under Nsight Compute),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
@@ -170,12 +171,23 @@ for s in "$@"; do
         step "profile-head-q$q" 100 node scripts/profile-decode-step.ts --eagle3-head bench/configs/eagle3-llama-3.1-8b --context 512 --query-tokens "$q"
       done
       for q in 1 3 5; do sed "s/^/[profile-head-q$q] /" "$out/profile-head-q$q.log"; done ;;
-    throughput-small) # Issue 17's small-model figure: Qwen3-0.6B 256 x 512/256 with bf16 and fp8 KV, then HF generate_batch on the same workload.
+    throughput-small) # Issue 17's small-model figure: Qwen3-0.6B 256 x 512/256 with bf16 and fp8 KV (each with its step timeline), then HF generate_batch on the same workload unless SMALL_PEER=0.
       for kv in auto fp8; do
         step "throughput-qwen3-0.6b-kv-$kv" 120 node bin/keel bench throughput --model bench/configs/qwen3-0.6b $dummy --num-prompts 256 \
-          --input-len 512 --output-len 256 --kv-cache-dtype "$kv" --output "$out/results/throughput-qwen3-0.6b-random-kv-$kv-$kind.json"
+          --input-len 512 --output-len 256 --kv-cache-dtype "$kv" --step-timeline "$out/results/timeline-qwen3-0.6b-kv-$kv-$kind.jsonl" \
+          --output "$out/results/throughput-qwen3-0.6b-random-kv-$kv-$kind.json"
+        grep -hE -A12 "^Throughput" "$out/throughput-qwen3-0.6b-kv-$kv.log" | sed "s/^/[kv $kv] /"
       done
-      step hf-throughput-qwen3-0.6b 200 python3 tools/peers/hf_peers.py --arch qwen3-0.6b --only throughput-batch --out-dir "$out/results" ;;
+      gzip -f "$out"/results/timeline-qwen3-0.6b-kv-*.jsonl
+      [ "${SMALL_PEER:-1}" = 0 ] || step hf-throughput-qwen3-0.6b 200 python3 tools/peers/hf_peers.py --arch qwen3-0.6b --only throughput-batch --out-dir "$out/results" ;;
+    profile-quest) # Where a Quest decode step's time goes at 128k context (130,816 cached tokens): dense, then budget $QUEST_BUDGET (default 4,096) op by op, then the sparse layers' kernels timed one by one by Nsight Compute.
+      budget=${QUEST_BUDGET:-4096}
+      step profile-quest-dense 200 node scripts/profile-decode-step.ts --context 130816
+      step profile-quest-sparse 200 node scripts/profile-decode-step.ts --context 130816 --sparse-token-budget "$budget"
+      step profile-quest-ncu 200 ncu --clock-control none --kernel-name regex:'sparse_|decode_attention|key_summary' --launch-count 16 \
+        --metrics gpu__time_duration.sum node scripts/profile-decode-step.ts --context 130816 --sparse-token-budget "$budget"
+      for p in dense sparse; do sed "s/^/[profile-quest-$p] /" "$out/profile-quest-$p.log"; done
+      grep -E "^  [a-z_]+.*\(|gpu__time_duration" "$out/profile-quest-ncu.log" | sed "s/^/[profile-quest-ncu] /" ;;
     perf-leads) # Op-by-op profiles of the open performance leads: int4 batch-1 decode, a 5-token verification step, and one at 32k context.
       step profile-int4 200 node scripts/profile-decode-step.ts --quantization int4
       step profile-verify5 120 node scripts/profile-decode-step.ts --query-tokens 5
@@ -280,7 +292,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

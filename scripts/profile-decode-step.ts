@@ -2,12 +2,16 @@
 //
 //   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
 //     [--quantization int4] [--query-tokens 5] [--eagle3-head bench/configs/eagle3-llama-3.1-8b]
+//     [--sparse-token-budget 4096]
 //
 // --quantization quantizes the weights at load as keel does; --query-tokens N > 1 profiles a
 // verification step instead (the last sampled token and N - 1 drafts, logits at every one), as
 // speculative decoding runs it. --eagle3-head DIR profiles that EAGLE-3 head's pass instead of the
 // target's forward (random weights): one drafting pass of a chain, or with --query-tokens N the
 // catch-up over N tokens (logits at the last), as speculative decoding runs them.
+// --sparse-token-budget N loads the model with Quest sparse attention at that budget (the sinks,
+// window and dense layers at their defaults): each sparse layer's attention op then holds the
+// block selection's two kernels and the sparse decode attention.
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
@@ -24,13 +28,15 @@ import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { loadEagleHead } from '../src/engine/load-draft-head.ts';
 
 const { values } = parseArgs({
-  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' } },
+  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' }, 'sparse-token-budget': { type: 'string' } },
 });
 const context = Number(values.context ?? 200);
 const queryTokens = Number(values['query-tokens'] ?? 1);
 if (!(Number.isInteger(queryTokens) && queryTokens >= 1)) throw new Error(`--query-tokens must be a positive integer, not ${values['query-tokens']}`);
 const quantization = values.quantization as EngineOptions['quantization'];
-const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false, quantization });
+const sparseBudget = values['sparse-token-budget'] === undefined ? null : Number(values['sparse-token-budget']);
+const sparse: Partial<EngineOptions> = sparseBudget === null ? {} : { sparseAttention: 'quest', sparseTokenBudget: sparseBudget };
+const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false, quantization, ...sparse });
 if (loaded.backend.name !== 'cuda') throw new Error('profile-decode-step needs the CUDA backend');
 const backend = loaded.backend as CudaBackend;
 const { model, modelConfig } = loaded;
@@ -124,6 +130,6 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
 }
 const forwardStep = decodeStep();
 const chunkKind = headDir === undefined ? 'a verification chunk' : `the head's catch-up`;
-const what = `context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}`;
+const what = `context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
 console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void forwardOnce(forwardStep), 5).toFixed(3)} ms (${what})`);
 backend.dispose();
