@@ -249,10 +249,10 @@ for s in "$@"; do
       gzip -f "$out"/results/timeline-spec-*.jsonl ;;
     spec-host-profile) # The host's side of EAGLE-3 drafting 2 tokens at batch 1 (all accepted), as a V8 CPU profile, summarized.
       step spec-host-profile 150 node --cpu-prof --cpu-prof-dir "$out/prof" bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy \
-        --batch-size 1 --input-len 128 --output-len 256 --num-iters 2 --num-iters-warmup 1 --speculative-method eagle3 \
+        --batch-size 1 --input-len 128 --output-len 256 --num-iters 4 --num-iters-warmup 1 --speculative-method eagle3 \
         --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens 2 --synthetic-accepted-drafts 2
-      for p in "$out"/prof/*.cpuprofile; do node scripts/cpu-profile-top.ts "$p" --top 60 > "$out/spec-host-profile-top.log"; done
-      rm -rf "$out/prof"; head -70 "$out/spec-host-profile-top.log" ;;
+      for p in "$out"/prof/*.cpuprofile; do node scripts/cpu-profile-top.ts "$p" --top 60 --after compile > "$out/spec-host-profile-top.log"; done
+      rm -rf "$out/prof"; head -130 "$out/spec-host-profile-top.log" ;;
     spec-real) d="--dataset custom --dataset-path bench/datasets/code-prompts.jsonl --output-len 128 --backend cuda --no-progress"
       for m in plain "draft --speculative-model models/keel-tiny-draft" "ngram --speculative-method ngram"; do
         step "spec-real-${m%% *}" 150 node bin/keel bench serve --launch $d --max-concurrency 1 ${m#"${m%% *}"} \

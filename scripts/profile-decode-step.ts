@@ -47,7 +47,11 @@ const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + queryTokens) / block
 const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model.kvLayers });
 const blockTable = Array.from({ length: width }, (_, i) => i);
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
-backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens: prompt, startPos: 0, blockTables: [blockTable] }], blockSize)), cache));
+// Prefilled in chunks of 8,192 tokens, as the engine's chunked prefill would (a 128k context in one chunk needs ~10 GB of activations).
+for (let start = 0; start < context; start += 8192) {
+  const tokens = prompt.slice(start, start + 8192);
+  backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens, startPos: start, blockTables: [blockTable] }], blockSize)), cache));
+}
 const headDir = values['eagle3-head'];
 // A decode step, or a verification chunk of queryTokens tokens with logits at every one; a head's pass has logits at its last token.
 const chunk = { tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [blockTable], verification: queryTokens > 1 && headDir === undefined };

@@ -10,6 +10,7 @@ import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
+import type { KvCacheDtype } from '../step/kv-cache-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -17,6 +18,12 @@ export const PREFILL_SEQ_LENS = [512, 2048, 8192];
 export const DECODE_CONTEXTS = [1024, 8192, 32768];
 export const DECODE_BATCHES = [1, 16];
 const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, scale: 128 ** -0.5, slidingWindow: null, softcap: null, sinks: null, streaming: null };
+/**
+ * Offline throughput's decode shape on the small model (Qwen3-0.6B's 16 query and 8 kv heads,
+ * 256 sequences at 640 tokens, midway through 512 in / 256 out), with each KV cache dtype.
+ */
+const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
+export const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8'] as const };
 const BLOCK_SIZE = 16;
 /** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
 export const MLA_HEADS = [16, 128];
@@ -38,6 +45,8 @@ export interface PrefillFigure {
 }
 
 export interface DecodeFigure {
+  /** How the cache stores K and V (KvCacheLayout.dtype). */
+  kv_dtype: KvCacheDtype;
   batch: number;
   context_len: number;
   num_heads: number;
@@ -93,7 +102,10 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       driverCudaVersion: bench.backend.device.info.driverCudaVersion,
       ceilings,
       prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
-      decode: DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
+      decode: [
+        ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
+        ...BATCHED_DECODE.kvDtypes.map((dtype) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype)),
+      ],
       mlaDecode: MLA_HEADS.flatMap((heads) =>
         MLA_DECODE_CONTEXTS.flatMap((ctx) =>
           DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
@@ -135,15 +147,16 @@ class KernelTimer {
     };
   }
 
-  decode(contextLen: number, batch: number, shape: AttentionParams): DecodeFigure {
+  /** Decode attention's K and V bytes read per second; a quantized cache's codes count, its scales do not. */
+  decode(contextLen: number, batch: number, shape: AttentionParams, dtype: KvCacheDtype = 'auto'): DecodeFigure {
     const seqs = Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 }));
-    const { cache, batch: described, qkv } = this.setup(shape, seqs);
+    const { cache, batch: described, qkv } = this.setup(shape, seqs, dtype);
     const ms = this.timeGraph(() => {
       const step = this.backend.beginStep(described);
       return () => this.backend.attention(qkv, cache, 0, step, shape);
     }, 20);
-    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * 2;
-    return { batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
+    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * (dtype === 'auto' ? 2 : 1);
+    return { kv_dtype: dtype, batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
   }
 
   prefill(seqLen: number, shape: AttentionParams, kernel: PrefillFigure['kernel']): PrefillFigure {
@@ -217,11 +230,12 @@ class KernelTimer {
     fillRandomBf16(this.backend, this.rng, ptr, bytes);
   }
 
-  private setup(shape: AttentionParams, seqs: SeqSpec[]) {
+  /** A cache of random bytes (a quantized one's codes and scales alike) holding `seqs`, and their qkv. */
+  private setup(shape: AttentionParams, seqs: SeqSpec[], dtype: KvCacheDtype = 'auto') {
     const longest = Math.max(...seqs.map((s) => s.cached + s.query));
     const numBlocks = seqs.reduce((n, s) => n + Math.ceil((s.cached + s.query) / BLOCK_SIZE), 0) + 1;
     const layers = [{ kind: 'attention' as const, numKvHeads: shape.numKvHeads, headDim: shape.headDim, slidingWindow: shape.slidingWindow }];
-    const cache = this.backend.createKvCache({ numBlocks, blockSize: BLOCK_SIZE, layers }) as CudaKvCache;
+    const cache = this.backend.createKvCache({ numBlocks, blockSize: BLOCK_SIZE, layers, dtype }) as CudaKvCache;
     this.fillRandom(cache.base, cache.totalBytes);
     const batch = buildBatch(seqs, new BlockAssignment(this.rng, numBlocks, seqs.length), BLOCK_SIZE);
     const width = (shape.numHeads + 2 * shape.numKvHeads) * shape.headDim;

@@ -11,6 +11,9 @@ import { LaunchParams, type KernelSignature } from './launch-params.ts';
 import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
 
+/** CUDA's limit on a grid's y and z dimensions: kernels that put rows or tiles there stride past it or refuse. */
+export const MAX_GRID_Y = 65535;
+
 export interface CudaDeviceInfo {
   ordinal: number;
   name: string;

@@ -243,6 +243,16 @@ test('gatedLinear with silu, gelu-tanh, clamped SwiGLU, gelu and relu, fused (1-
   }
 });
 
+test('gatedLinear and a bias over more rows than a grid is high (65,535), as a long prefill chunk has', () => {
+  const rows = 70_001;
+  const x = activation(rows, 16);
+  const w = randomWeight([2 * 8, 16], 12 / 4);
+  assertClose(`gatedLinear silu ${rows}x16 -> 8`, { cpu: cpu.gatedLinear(x.cpu, w.cpu, { kind: 'silu' }), gpu: gpu.gatedLinear(x.gpu, w.gpu, { kind: 'silu' }) });
+  const lw = randomWeight([8, 16], 1 / 4);
+  const b = randomWeight([8]);
+  assertClose(`linear+bias ${rows}x16x8`, { cpu: cpu.linear(x.cpu, lw.cpu, b.cpu), gpu: gpu.linear(x.gpu, lw.gpu, b.gpu) });
+});
+
 test('softcap caps every element in place, whatever the tensor\'s size', () => {
   for (const [rows, cols] of [[1, 7], [3, 256], [5, 262144], [1, 1]]) {
     const cap = pick(rng, [10, 30]);

@@ -13,18 +13,20 @@
 #endif
 
 // out [rows, n] = act(gate) * up with gateUp [rows, 2n] (gate columns first); n8 = n / 8.
-// grid (ceil(n8 / blockDim), rows). Computed in f32 from the bf16 inputs, rounded once. alpha and
+// grid (ceil(n8 / blockDim), min(rows, 65535)). Computed in f32 from the bf16 inputs, rounded once. alpha and
 // limit are the clamped SwiGLU's (ACT=2 only).
-extern "C" __global__ void gated_activation_kernel(uint4* __restrict__ out, const uint4* __restrict__ gate_up, int n8, float alpha,
-                                                   float limit) {
+extern "C" __global__ void gated_activation_kernel(uint4* __restrict__ out, const uint4* __restrict__ gate_up, int rows, int n8,
+                                                   float alpha, float limit) {
   PDL_PROLOGUE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
-  const long long row = blockIdx.y;
-  float g[8], u[8], o[8];
-  unpack8(gate_up[row * 2 * n8 + c], g);
-  unpack8(gate_up[row * 2 * n8 + n8 + c], u);
+  // Rows stride by the grid's height: a launch holds at most 65,535 of them (a long prefill chunk has more).
+  for (long long row = blockIdx.y; row < rows; row += gridDim.y) {
+    float g[8], u[8], o[8];
+    unpack8(gate_up[row * 2 * n8 + c], g);
+    unpack8(gate_up[row * 2 * n8 + n8 + c], u);
 #pragma unroll
-  for (int i = 0; i < 8; i++) o[i] = gated_activation(g[i], u[i], alpha, limit);
-  out[row * n8 + c] = pack8(o);
+    for (int i = 0; i < 8; i++) o[i] = gated_activation(g[i], u[i], alpha, limit);
+    out[row * n8 + c] = pack8(o);
+  }
 }

@@ -1,5 +1,5 @@
 import type { Activation } from '../../backend.ts';
-import type { CudaDevice } from '../cuda-device.ts';
+import { MAX_GRID_Y, type CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 const THREADS = 128;
@@ -28,6 +28,6 @@ export function launchGatedActivation(device: CudaDevice, out: DevicePtr, gateUp
   if (rows === 0) return;
   const n8 = n / 8;
   const { ACT, alpha, limit } = activationDefines(activation);
-  const kernel = device.kernel('activation.cu', 'gated_activation_kernel', 'ppiff', { ACT });
-  device.launch(kernel, [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [out, gateUp, n8, alpha, limit]);
+  const kernel = device.kernel('activation.cu', 'gated_activation_kernel', 'ppiiff', { ACT });
+  device.launch(kernel, [Math.ceil(n8 / THREADS), Math.min(rows, MAX_GRID_Y)], [THREADS], 0, [out, gateUp, rows, n8, alpha, limit]);
 }

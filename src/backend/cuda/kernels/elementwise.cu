@@ -2,26 +2,21 @@
 // SiLU (Medusa heads' residual blocks), xIELU (Apertus's MLP), attention output gates.
 #include "common.cuh"
 
-// In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), rows).
-extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* __restrict__ bias, int n8) {
+// In place: y [rows, n] += bias [n]; n8 = n / 8. grid (ceil(n8 / blockDim), min(rows, 65535)).
+extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* __restrict__ bias, int rows, int n8) {
   PDL_PROLOGUE();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n8) return;
-  const long long at = (long long)blockIdx.y * n8 + c;
-  float v[8], b[8];
-  unpack8(y[at], v);
+  float b[8];
   unpack8(bias[c], b);
+  // Rows stride by the grid's height: a launch holds at most 65,535 of them (a long prefill chunk has more).
+  for (long long row = blockIdx.y; row < rows; row += gridDim.y) {
+    const long long at = row * n8 + c;
+    float v[8];
+    unpack8(y[at], v);
 #pragma unroll
-  for (int i = 0; i < 8; i++) v[i] += b[i];
-  y[at] = pack8(v);
-}
-
-// In place: y [rows, n] += bias [n] for any n, one element a thread (a narrow projection, such as
-// a router over a few experts, whose rows are not 16-byte aligned). Grid-stride over rows * n.
-extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
-  PDL_PROLOGUE();
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(bias[i % n]));
+    for (int i = 0; i < 8; i++) v[i] += b[i];
+    y[at] = pack8(v);
   }
 }
 

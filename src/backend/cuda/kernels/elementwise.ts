@@ -1,5 +1,5 @@
 import type { GateFunction, XieluParams } from '../../backend.ts';
-import type { CudaDevice } from '../cuda-device.ts';
+import { MAX_GRID_Y, type CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 
 const THREADS = 128;
@@ -19,7 +19,7 @@ export function launchAddBias(device: CudaDevice, y: DevicePtr, bias: DevicePtr,
   }
   if (n % 8 === 0) {
     const n8 = n / 8;
-    device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppi'), [Math.ceil(n8 / THREADS), rows], [THREADS], 0, [y, bias, n8]);
+    device.launch(device.kernel('elementwise.cu', 'add_bias_kernel', 'ppii'), [Math.ceil(n8 / THREADS), Math.min(rows, MAX_GRID_Y)], [THREADS], 0, [y, bias, rows, n8]);
     return;
   }
   const total = rows * n;

@@ -1,6 +1,6 @@
 import type { Activation } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
-import type { CudaDevice } from '../cuda-device.ts';
+import { MAX_GRID_Y, type CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { activationDefines } from './activation.ts';
@@ -11,8 +11,6 @@ const GEMM_TILE_COLS = 64;
 const GEMM_THREADS = 128;
 const COMBINE_THREADS = 128;
 const PERMUTE_THREADS = 128;
-/** CUDA's limit on a grid's y dimension, where the GEMMs put their tiles. */
-const MAX_GRID_Y = 65535;
 
 /**
  * Dynamic shared memory of moe_gemm_kernel: 3 stages of BM A rows and (2 or 1) × 64 B rows, 40
