@@ -184,7 +184,7 @@ for s in "$@"; do
       budget=${QUEST_BUDGET:-4096}
       step profile-quest-dense 200 node scripts/profile-decode-step.ts --context 130816
       step profile-quest-sparse 200 node scripts/profile-decode-step.ts --context 130816 --sparse-token-budget "$budget"
-      step profile-quest-ncu 200 ncu --clock-control none --kernel-name regex:'sparse_|decode_attention|key_summary' --launch-count 16 \
+      step profile-quest-ncu 200 ncu --clock-control none --kernel-name regex:'sparse_|decode_attention' --launch-count 12 \
         --metrics gpu__time_duration.sum node scripts/profile-decode-step.ts --context 130816 --sparse-token-budget "$budget"
       for p in dense sparse; do sed "s/^/[profile-quest-$p] /" "$out/profile-quest-$p.log"; done
       grep -E "^  [a-z_]+.*\(|gpu__time_duration" "$out/profile-quest-ncu.log" | sed "s/^/[profile-quest-ncu] /" ;;

@@ -96,7 +96,9 @@ for (const [name, original] of originals) {
     // Weight ops are told apart by the weight's shape (the experts' stacked gate/up); the others are one op each.
     const experts = name === 'expertMlp' ? args[2] : name === 'moe' ? (args[1] as { experts: unknown }).experts : null;
     const weight = name === 'linear' || name === 'gatedLinear' || name === 'headwiseLinear' ? args[1] : experts === null ? null : (experts as { gateUp: unknown }).gateUp;
-    const key = weight === null ? name : `${name} ${(weight as { shape: number[] }).shape.join('x')}`;
+    // A Quest model's attention is dense in some layers and selects blocks in the others.
+    const sparse = name === 'attention' && ((args[4] as { sparse?: unknown }).sparse ?? null) !== null ? ' (sparse)' : '';
+    const key = weight === null ? `${name}${sparse}` : `${name} ${(weight as { shape: number[] }).shape.join('x')}`;
     if (depth === 0) recorded.push({ key, run: () => void original.apply(backend, args) });
     depth++;
     try {

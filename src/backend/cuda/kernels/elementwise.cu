@@ -20,6 +20,15 @@ extern "C" __global__ void add_bias_kernel(uint4* __restrict__ y, const uint4* _
   }
 }
 
+// In place: y [rows, n] += bias [n] for any n, one element a thread (a narrow projection, such as
+// a router over a few experts, whose rows are not 16-byte aligned). Grid-stride over rows * n.
+extern "C" __global__ void add_bias_unaligned_kernel(bf16* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
+  PDL_PROLOGUE();
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(bias[i % n]));
+  }
+}
+
 // In place: y [rows, n] += bias [n] with y f32 (an MoE router's logits, kept unrounded), bias bf16.
 // Grid-stride over rows * n.
 extern "C" __global__ void add_bias_f32_kernel(float* __restrict__ y, const bf16* __restrict__ bias, long long total, int n) {
