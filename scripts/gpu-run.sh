@@ -31,7 +31,7 @@
 # 1..256 rows), gemv-mma (int4 and fp8 linears at 1..16 rows, then 8B latency at batch 1 and 8 with
 # KEEL_QUANTIZED_GEMV=cuda-cores and tensor-cores), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
 # fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
-# quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096; batch sizes
+# quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096 or $QUEST_BUDGETS; batch sizes
 # $QUEST_BATCHES, default 1,16 at 32k and 1,4 past it, $QUEST_ITERS measured iterations, default 2), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
 # drafting 2 and 4 tokens, all accepted: the mean accepted lengths 3 and 5 without wasted drafts), spec-timeline (batch 1
@@ -216,7 +216,7 @@ for s in "$@"; do
     seventy) for q in fp8 int4; do
         step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95
       done ;;
-    quest) for ctx in ${QUEST_CONTEXTS:-32768 131072}; do for budget in dense 2048 4096; do
+    quest) for ctx in ${QUEST_CONTEXTS:-32768 131072}; do for budget in ${QUEST_BUDGETS:-dense 2048 4096}; do
         sparse=$([ "$budget" = dense ] || echo "--sparse-attention quest --sparse-token-budget $budget")
         # 128 generated tokens and a margin past the prompt, within Llama-3.1's 131,072 positions (128k prompts are 256 short).
         len=$(( ctx + 256 > 131072 ? 131072 : ctx + 256 ))

@@ -89,7 +89,7 @@ export function seqChunks(specs: readonly SeqSpec[], blocks: BlockAssignment, bl
  * The batch of `seqChunks`. Logits are asked as the model runner asks them: for a chunk's last
  * token, and for every token of a verification chunk (each decides a draft; the last follows them).
  */
-export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number): BatchDescription {
+export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, blockSize: number, minBlocksPerSeq = 1): BatchDescription {
   const chunks = seqChunks(specs, blocks, blockSize);
   const logitsIndices: number[] = [];
   let end = 0;
@@ -97,7 +97,7 @@ export function buildBatch(specs: readonly SeqSpec[], blocks: BlockAssignment, b
     end += chunk.tokens.length;
     for (let t = chunk.verification ? end - chunk.tokens.length : end - 1; t < end; t++) logitsIndices.push(t);
   }
-  return describeBatch(chunks, blockSize, logitsIndices);
+  return describeBatch(chunks, blockSize, logitsIndices, minBlocksPerSeq);
 }
 
 /** HF default RoPE tables (theta 10000), rotate_half layout over whole heads, as the model builds them. */

@@ -95,6 +95,12 @@ __device__ __forceinline__ void unpack8(const uint4 v, float* f) {
   f[6] = bf16x2_lo(v.w); f[7] = bf16x2_hi(v.w);
 }
 
+// Four bf16 values (one 8-byte access) unpacked to floats.
+__device__ __forceinline__ void unpack4(const uint2 v, float* f) {
+  f[0] = bf16x2_lo(v.x); f[1] = bf16x2_hi(v.x);
+  f[2] = bf16x2_lo(v.y); f[3] = bf16x2_hi(v.y);
+}
+
 __device__ __forceinline__ uint4 pack8(const float* f) {
   uint4 v;
   v.x = pack_bf16x2(f[0], f[1]);
@@ -153,6 +159,15 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+// cp.async of 8 or 4 bytes (.ca: the sizes under 16 bytes); src_bytes 0 zero-fills.
+__device__ __forceinline__ void cp_async8(void* smem, const void* gmem, int src_bytes) {
+  const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_bytes) {
+  const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -282,4 +297,41 @@ __device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const un
     *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = v;
   }
   cp_async_commit();
+}
+
+// An 8-bit cache's tile in two steps, so that its loads overlap the previous tile's math as the
+// bf16 path's cp.async staging does: stage_kv_code_bytes copies the codes of kv head `kvh` (rows of
+// CHUNKS 8-byte chunks, `ck`/`cv`) and with KV 2 each row's scale (`sk`/`sv`) asynchronously, one
+// commit group; positions at or past `end` are zero-filled (code 0 is 0 in both formats). Once the
+// group has landed and the block has met a barrier, dequantize_kv_tile writes them to the shared
+// bf16 rows `row_stride` apart that the attention math reads.
+template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
+__device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned char* cv, float* sk, float* sv, const unsigned char* k_pool,
+                                                    const unsigned char* v_pool, const float* k_scales, const float* v_scales,
+                                                    const int* block_table, int k0, int end, int block_size, int num_kv_heads, int kvh) {
+  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+    const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    const bool valid = k0 + r < end;
+    const long long head = valid ? kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh : 0;
+    const long long at = head * (CHUNKS * 8) + ch * 8;
+    cp_async8(ck + r * CHUNKS * 8 + ch * 8, k_pool + at, valid ? 8 : 0);
+    cp_async8(cv + r * CHUNKS * 8 + ch * 8, v_pool + at, valid ? 8 : 0);
+    if (KV == 2 && ch == 0) {
+      cp_async4(sk + r, k_scales + head, valid ? 4 : 0);
+      cp_async4(sv + r, v_scales + head, valid ? 4 : 0);
+    }
+  }
+  cp_async_commit();
+}
+
+template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
+__device__ __forceinline__ void dequantize_kv_tile(bf16* dk, bf16* dv, const unsigned char* ck, const unsigned char* cv, const float* sk,
+                                                   const float* sv, float k_scale, float v_scale, int row_stride) {
+  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+    const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    const uint2 k = *reinterpret_cast<const uint2*>(ck + r * CHUNKS * 8 + ch * 8);
+    const uint2 v = *reinterpret_cast<const uint2*>(cv + r * CHUNKS * 8 + ch * 8);
+    *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize8<KV>(k, KV == 2 ? sk[r] : k_scale);
+    *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize8<KV>(v, KV == 2 ? sv[r] : v_scale);
+  }
 }
