@@ -67,6 +67,10 @@ constexpr int D8 = D / 8;       // 16-byte chunks per head row
 constexpr int NT = 128;         // threads per CTA
 constexpr int TK = 32;          // keys per tile: one per lane in the softmax step
 constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consecutive rows on different banks
+// 8-bit caches: two stages of K and V codes and of int8's row scales, one stage of bf16 rows.
+constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * D;
+constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4;
+constexpr int ROW_STAGES = KV_DTYPE == 0 ? 2 : 1;
 constexpr int PAIRS = GROUP * TK;
 // Scores: QK_SPLIT consecutive lanes share one (head, key) dot product when there are fewer pairs than threads.
 constexpr int QK_SPLIT = min_c(pow2_floor(D8), max_c(1, pow2_floor(NT / PAIRS)));
@@ -78,10 +82,13 @@ constexpr int ITEMS_PER_THREAD = (ITEMS + LANES_PER_KS - 1) / LANES_PER_KS;
 static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most 512");
 }  // namespace
 
-// grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes):
-// 2 * 2 * TK * ROW * 2 (K and V tiles, two stages) + (GROUP * D + GROUP * TK + 3 * GROUP) * 4: at D = 512,
-// 130 KiB + 2.1 KiB per query head of the group (147 KiB for Gemma 4's group of 8), which A100's and
-// Hopper's opt-in limits hold; the nvcc-check's GROUP=16 (164 KiB) fits Hopper's only.
+// grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes,
+// decodeSharedBytes): CODE_BYTES + SCALE_BYTES + 2 * ROW_STAGES * TK * ROW * 2 (K and V tiles) +
+// (GROUP * D + GROUP * TK + 3 * GROUP) * 4: at D = 512, 130 KiB + 2.1 KiB per query head of the group
+// (147 KiB for Gemma 4's group of 8), which A100's and Hopper's opt-in limits hold; the nvcc-check's
+// GROUP=16 (164 KiB) fits Hopper's only. An 8-bit cache's codes stream in by cp.async while the
+// previous tile's math runs (its loads through registers, one tile at a time, ran at about 1 TB/s
+// on an H100 where bf16 reached 2.7 TB/s: 256 decodes at 640 tokens, 2026-12-06).
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
@@ -104,9 +111,17 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* s_k = reinterpret_cast<bf16*>(smem);  // [2][TK][ROW]
-  bf16* s_v = s_k + 2 * TK * ROW;             // [2][TK][ROW]
-  float* s_q = reinterpret_cast<float*>(s_v + 2 * TK * ROW);  // [GROUP][D], pre-scaled by q_scale
+  // An 8-bit cache double-buffers its codes (and int8's row scales) and dequantizes each tile into a
+  // single stage of bf16 rows; a bf16 cache double-buffers the rows themselves.
+#if KV_DTYPE
+  unsigned char* s_kc = smem;                  // [2][TK][D] codes
+  unsigned char* s_vc = s_kc + CODE_BYTES / 2; // [2][TK][D]
+  float* s_kscale = reinterpret_cast<float*>(s_vc + CODE_BYTES / 2);  // [2][TK] (int8 only)
+  float* s_vscale = s_kscale + 2 * TK;
+#endif
+  bf16* s_k = reinterpret_cast<bf16*>(smem + CODE_BYTES + SCALE_BYTES);  // [ROW_STAGES][TK][ROW]
+  bf16* s_v = s_k + ROW_STAGES * TK * ROW;     // [ROW_STAGES][TK][ROW]
+  float* s_q = reinterpret_cast<float*>(s_v + ROW_STAGES * TK * ROW);  // [GROUP][D], pre-scaled by q_scale
   float* s_s = s_q + GROUP * D;               // [GROUP][TK] scores, then probabilities
   float* s_m = s_s + GROUP * TK;              // running max per head (log2 domain)
   float* s_l = s_m + GROUP;                   // running sum per head
@@ -187,7 +202,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #if KV_DTYPE == 0
       stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
 #else
-      stage_kv_codes_tile<KV_DTYPE, TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, k_pool, v_pool, k_scales, v_scales, k_scale, v_scale, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+      stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * D, s_vc + stage * TK * D, s_kscale + stage * TK, s_vscale + stage * TK, k_pool, v_pool, k_scales, v_scales, table, k0, to, block_size, num_kv_heads, kvh);
 #endif
     };
     const int num_tiles = (to - from + TK - 1) / TK;
@@ -201,8 +216,16 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         cp_async_wait<0>();
       }
       __syncthreads();
+#if KV_DTYPE == 0
       const bf16* tk = s_k + (t & 1) * TK * ROW;
       const bf16* tv = s_v + (t & 1) * TK * ROW;
+#else
+      // The last tile's math ended on a barrier, so the one stage of rows is free.
+      dequantize_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, s_kscale + (t & 1) * TK, s_vscale + (t & 1) * TK, k_scale, v_scale, ROW);
+      __syncthreads();
+      const bf16* tk = s_k;
+      const bf16* tv = s_v;
+#endif
 
       // Scores. The trip count is uniform across the block so the shuffles see full warps.
       for (int base = 0; base < PAIRS * QK_SPLIT; base += NT) {

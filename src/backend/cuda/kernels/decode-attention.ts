@@ -1,15 +1,19 @@
 import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import type { SparseSelection } from './sparse-select.ts';
 import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, positionKernelArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
 
 const THREADS = 128;
 
 /** Dynamic shared memory of decode_attention_kernel (see the kernel's layout comment). */
-export function decodeSharedBytes(headDim: number, group: number): number {
+export function decodeSharedBytes(headDim: number, group: number, dtype: KvCacheDtype): number {
   const row = headDim + 8;
-  return 2 * 2 * DECODE_TILE_KEYS * row * 2 + (group * headDim + group * DECODE_TILE_KEYS + 3 * group) * 4;
+  const eightBit = dtype !== 'auto';
+  // An 8-bit cache: two stages of codes and row scales, one of bf16 rows; bf16: two stages of rows.
+  const codes = eightBit ? 2 * 2 * DECODE_TILE_KEYS * headDim + 2 * 2 * DECODE_TILE_KEYS * 4 : 0;
+  return codes + 2 * (eightBit ? 1 : 2) * DECODE_TILE_KEYS * row * 2 + (group * headDim + group * DECODE_TILE_KEYS + 3 * group) * 4;
 }
 
 /** Bytes of f32 workspace the partial results of a split decode need. */
@@ -55,7 +59,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
-  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group), [
+  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
     a.out,
     partAcc,
     partMl,
