@@ -38,13 +38,14 @@ export class GraphBatches {
 
   /**
    * A graph step of `chunks`, each of `rowTokens` tokens (1 for decode steps; a verification
-   * step's last sampled token and its drafts): padded to `size` rows of as many tokens in the
-   * scratch block (entries of it enough that the slot after a padding row's last token is the
-   * scratch block's too), verification rows where the chunks verify, with the scratch state slot,
-   * its block tables widened to a power of two, and logits asked for every token, so that its
-   * shape stays put while its sequences grow. Row i's logits are rows i · rowTokens onwards.
+   * step's last sampled token and its drafts; a head's catch-up over the tokens a verification
+   * kept): padded to `size` rows of as many tokens in the scratch block (entries of it enough that
+   * the slot after a padding row's last token is the scratch block's too), verification rows where
+   * the chunks verify, with the scratch state slot, its block tables widened to a power of two, and
+   * logits asked for every token (row i's are rows i · rowTokens onwards), or with `logits: 'last'`
+   * for each row's last (row i's is row i), so that its shape stays put while its sequences grow.
    */
-  padded(chunks: SequenceChunk[], size: number, rowTokens = 1): BatchDescription {
+  padded(chunks: SequenceChunk[], size: number, rowTokens = 1, logits: 'every' | 'last' = 'every'): BatchDescription {
     const widest = Math.max(1, ...chunks.map((c) => c.blockTables[0].length));
     const scratch = this.options.scratchBlock;
     const entries = Math.max(2, Math.ceil((rowTokens + 1) / this.blockSize));
@@ -52,8 +53,9 @@ export class GraphBatches {
     const stateSlot = this.options.scratchStateSlot ?? undefined;
     const rows = [...chunks];
     const padding: SequenceChunk = { tokens: new Array<number>(rowTokens).fill(0), startPos: 0, blockTables: scratchTables, stateSlot };
-    if (rowTokens > 1) padding.verification = true;
+    if (chunks[0].verification === true) padding.verification = true;
     while (rows.length < size) rows.push(padding);
-    return describeBatch(rows, this.blockSize, Array.from({ length: size * rowTokens }, (_, i) => i), 2 ** Math.ceil(Math.log2(widest)));
+    const logitsIndices = logits === 'every' ? Array.from({ length: size * rowTokens }, (_, i) => i) : Array.from({ length: size }, (_, i) => (i + 1) * rowTokens - 1);
+    return describeBatch(rows, this.blockSize, logitsIndices, 2 ** Math.ceil(Math.log2(widest)));
   }
 }

@@ -140,15 +140,21 @@ export class HeadProposer {
   /**
    * Runs each sequence's positions from the first without a target-fed entry through the one
    * before its root; that position's output is the first depth's feature, and the logits it
-   * returns (a row per sequence) give the first depth's nodes.
+   * returns (a row per sequence) give the first depth's nodes. After a verification each sequence
+   * catches up over what it kept (its last sampled token, and its accepted drafts): where every
+   * sequence catches up over as many tokens, no more than a chain holds, the pass replays a graph
+   * padded by `graphs` (its eager launches cost about as much as the pass's own device time); a
+   * first catch-up over a prompt, and uneven ones, run eagerly.
    */
-  private catchUp(b: Backend, drafting: Drafting[]): Tensor {
+  private catchUp(b: Backend, drafting: Drafting[], graphs: GraphBatches | null): Tensor {
     const chunks = drafting.map(({ seq, root }): SequenceChunk => {
       const from = Math.min(this.caughtUp.get(seq) ?? 0, root - 1);
       return { tokens: seq.tokenIds.slice(from + 1, root + 1), startPos: from, blockTables: seq.blockTables };
     });
+    const rowTokens = chunks[0].tokens.length;
+    const even = rowTokens <= Math.max(...drafting.map((d) => d.size)) + 1 && chunks.every((c) => c.tokens.length === rowTokens);
     // Its last position is the one before the root: its output goes to the root's slot.
-    const logits = this.runInPlace(b, chunks, null);
+    const logits = this.runInPlace(b, chunks, even ? graphs : null, rowTokens);
     for (const d of drafting) this.caughtUp.set(d.seq, d.root);
     return logits;
   }
@@ -156,12 +162,12 @@ export class HeadProposer {
   /**
    * The head over `chunks`, each token reading the feature row at its own slot, and each
    * sequence's output (on its last token) written to the slot after it, where the next position
-   * reads it: the step's own slots, found on the device, so a single-token pass can replay a
-   * graph (`graphs`). Returns the logits, a row per sequence.
+   * reads it: the step's own slots, found on the device, so a pass whose chunks are all of
+   * `rowTokens` tokens can replay a graph (`graphs`). Returns the logits, a row per sequence.
    */
-  private runInPlace(b: Backend, chunks: SequenceChunk[], graphs: GraphBatches | null): Tensor {
+  private runInPlace(b: Backend, chunks: SequenceChunk[], graphs: GraphBatches | null, rowTokens = 1): Tensor {
     const size = graphs?.sizeFor(chunks.length) ?? null;
-    const step = b.beginStep(size === null ? describeBatch(chunks, this.blockSize) : graphs!.padded(chunks, size));
+    const step = b.beginStep(size === null ? describeBatch(chunks, this.blockSize) : graphs!.padded(chunks, size, rowTokens, 'last'));
     const forward = (): Tensor => {
       const { hidden, logits } = this.head.forward(b, step, this.cache, b.readStepCacheRows(this.cache, FEATURES, step));
       b.writeNextCacheRows(this.cache, FEATURES, hidden, step);
@@ -195,7 +201,7 @@ export class HeadProposer {
       });
       b.expandDraftTrees(trees, { counts, frontiers: counts.map((count) => Math.min(count, 1)), keeps, rows }, this.head.draftToTarget);
     };
-    keep(this.catchUp(b, drafting), drafting.map((_, t) => t), 0);
+    keep(this.catchUp(b, drafting, graphs), drafting.map((_, t) => t), 0);
     for (let depth = 1; ; depth++) {
       const growing = drafting.flatMap((d, t) => (d.size > depth ? [t] : []));
       if (growing.length === 0) break;
@@ -253,7 +259,7 @@ export class HeadProposer {
         shape.frontier = keeps[t];
       }
     };
-    expand(this.catchUp(b, drafting), drafting.map((_, t) => t));
+    expand(this.catchUp(b, drafting, null), drafting.map((_, t) => t));
     for (let growing = this.growing(drafting, shapes); growing.length > 0; growing = this.growing(drafting, shapes)) {
       expand(this.treePass(b, trees, drafting, shapes, growing), growing);
     }

@@ -242,8 +242,12 @@ test('a verification step whose sequences all verify K drafts replays a graph of
 // Heads drafting chains: keel-tiny's EAGLE-3 head, and the MTP layers of GLM-4.5 (GQA) and GLM-5
 // (MLA with its indexer) in the oracle fixtures' checkpoints (vocabulary 128), and Qwen3-Next's
 // (gated attention + MoE, over a target whose Gated DeltaNet layers keep a state slot per sequence).
+// Prompts of one length (3) make every sequence's first catch-up as long as a chain's (K + 1
+// tokens): that pass replays a graph too.
+const eagle3 = (model: Awaited<ReturnType<typeof loadModel>>) => loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model);
 const GRAPHED_HEADS: { label: string; target: string; head: (model: Awaited<ReturnType<typeof loadModel>>) => DraftHead; prompts: number[][] }[] = [
-  { label: 'an EAGLE-3 head', target: DEFAULT_MODEL_DIR, head: (model) => loadEagleHead(join(dirname(DEFAULT_MODEL_DIR), 'keel-tiny-eagle3'), 3, model), prompts: [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]] },
+  { label: 'an EAGLE-3 head', target: DEFAULT_MODEL_DIR, head: eagle3, prompts: [[5, 9, 2, 77, 31], [8, 8, 100, 3, 41, 2, 9, 19, 4], [300, 12]] },
+  { label: 'an EAGLE-3 head catching up over as many tokens in every sequence', target: DEFAULT_MODEL_DIR, head: eagle3, prompts: [[5, 9, 2], [8, 8, 100], [300, 12, 7]] },
   ...['glm4-moe', 'glm-moe-dsa', 'qwen3-next-moe'].map((name) => ({
     label: `${name}'s MTP layer`,
     target: join(FIXTURES_DIR, name),
@@ -305,7 +309,13 @@ for (const { label, target, head: loadHead, prompts } of GRAPHED_HEADS) test(`wi
       if (graphs) {
         // Every sequence verifies K drafts: the verification replays a graph of 4 rows of K + 1 tokens, unless state layers keep per-token snapshots.
         const verification = scratchStateSlot === null ? [[false, 4, 4 * (K + 1)]] : [];
-        assert.deepEqual(replayed.map((r) => [r.owner === proposer, r.numSeqs, r.logitsRows]), [...new Array(K - 1).fill([true, 4, 4]), ...verification], 'the drafting passes replay the head\'s graphs, and the verification the target\'s');
+        // The catch-up over K + 1 tokens in every sequence replays a graph with a logits row a sequence.
+        const evenCatchUp = prompts.every((p) => p.length === 3) ? [[true, 4, 4]] : [];
+        assert.deepEqual(
+          replayed.map((r) => [r.owner === proposer, r.numSeqs, r.logitsRows]),
+          [...evenCatchUp, ...new Array(K - 1).fill([true, 4, 4]), ...verification],
+          'the drafting passes replay the head\'s graphs, and the verification the target\'s',
+        );
       }
     }
     return { drafts, verified };
