@@ -25,8 +25,8 @@
 // into shared memory, where they fit (about 55,000 candidates: 880k tokens in blocks of 16). At
 // 128k context, batch 1, on an H100 the two kernels took 18 and 23 µs a layer beside 14 µs of
 // sparse attention (Nsight Compute, 2026-12-06), before the scoring's loads were widened and kept
-// in flight and the selection read its keys once, skipped shared bytes and added its histogram a
-// bin per warp.
+// in flight and the selection read its keys once, skipped shared bytes and added a warp's
+// histogram entries at once where they share a bin.
 #include "common.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=3
@@ -48,6 +48,7 @@ constexpr int WARPS = NT / 32;
 constexpr int SCORE_BLOCKS = 64;
 constexpr int D4_PER_LANE = (D + 127) / 128;
 constexpr int SCORE_INFLIGHT = D4_PER_LANE > 2 ? 2 : 4;  // registers: 4 blocks' rows of up to 256 channels
+constexpr bool Q_IN_REGS = D4_PER_LANE * GROUP <= 8;      // at most 32 floats of query a lane
 static_assert(D % 4 == 0, "the scoring loads 4 channels of a summary row at once");
 static_assert(NT == 256, "the selection's histogram gives each thread one of 256 bins");
 // sparse_score_kernel keeps a kv head's query heads in static shared memory (48 KB at most): with
@@ -94,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_score_kernel(
     const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, int budget,
     int sink_blocks, int window_blocks) {
   PDL_PROLOGUE();
-  __shared__ float s_q[GROUP * D];
+  __shared__ __align__(16) float s_q[GROUP * D];
   const int kvh = blockIdx.x, di = blockIdx.y, tid = threadIdx.x;
   const int seq = decode_seqs[di];
   const int token = decode_tokens[di];
@@ -114,6 +115,19 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_score_kernel(
   // its max row (8-byte loads, each row read coalesced); a warp loads SCORE_INFLIGHT blocks' rows
   // before it scores them, so enough bytes are in flight to stream the summaries at full bandwidth.
   const int warp = tid >> 5, lane = tid & 31;
+  // The lane's query values (its 4 channels of each span, every head of the group), in registers
+  // where they fit: read from shared memory per block, a lane's 4 consecutive floats would meet
+  // those of every eighth lane in one bank (a 4-way conflict per read, which took the kernel from 18
+  // to about 30 µs a layer at 128k context).
+  float4 q_regs[Q_IN_REGS ? D4_PER_LANE * GROUP : 1];
+  if constexpr (Q_IN_REGS) {
+#pragma unroll
+    for (int u = 0; u < D4_PER_LANE; u++) {
+      const int c = 4 * (lane + 32 * u);
+#pragma unroll
+      for (int h = 0; h < GROUP; h++) q_regs[u * GROUP + h] = c < D ? *reinterpret_cast<const float4*>(s_q + h * D + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
   for (int b0 = first + warp * SCORE_INFLIGHT; b0 < end; b0 += WARPS * SCORE_INFLIGHT) {
     uint2 lo[SCORE_INFLIGHT][D4_PER_LANE], hi[SCORE_INFLIGHT][D4_PER_LANE];
 #pragma unroll
@@ -138,11 +152,12 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_score_kernel(
         unpack4(hi[j][u], mx);
 #pragma unroll
         for (int h = 0; h < GROUP; h++) {
+          float4 q4;
+          if constexpr (Q_IN_REGS) q4 = q_regs[u * GROUP + h];
+          else q4 = *reinterpret_cast<const float4*>(s_q + h * D + c);  // 16 bytes a lane: no bank meets another lane's
+          const float qv[4] = {q4.x, q4.y, q4.z, q4.w};
 #pragma unroll
-          for (int i = 0; i < 4; i++) {
-            const float qv = s_q[h * D + c + i];
-            s += fmaxf(qv * mn[i], qv * mx[i]);
-          }
+          for (int i = 0; i < 4; i++) s += fmaxf(qv[i] * mn[i], qv[i] * mx[i]);
         }
       }
       s = warp_sum(s);
@@ -243,9 +258,15 @@ extern "C" __global__ void __launch_bounds__(NT) sparse_select_kernel(
         const unsigned int key = i < candidates ? key_at(i) : 0u;
         const bool counts = i < candidates && (key & mask) == threshold;
         const unsigned int bin = (key >> shift) & 255u;
-        // The lanes of one bin add once: a pass's keys crowd into a few bins.
-        const unsigned int peers = __match_any_sync(FULL_MASK, counts ? bin : 256u + lane);
-        if (counts && lane == __ffs(peers) - 1) atomicAdd(&s_hist[bin], __popc(peers));
+        // A warp whose counted keys all share one bin adds once (a pass's keys crowd into a few
+        // bins, the first's often into one); otherwise each lane adds its own.
+        const unsigned int counted = __ballot_sync(FULL_MASK, counts);
+        const unsigned int lead_bin = __shfl_sync(FULL_MASK, bin, counted == 0 ? 0 : __ffs(counted) - 1);
+        if (__all_sync(FULL_MASK, !counts || bin == lead_bin)) {
+          if (counted != 0 && lane == __ffs(counted) - 1) atomicAdd(&s_hist[bin], __popc(counted));
+        } else if (counts) {
+          atomicAdd(&s_hist[bin], 1);
+        }
       }
       __syncthreads();
       const int count = s_hist[255 - tid];
