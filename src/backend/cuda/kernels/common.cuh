@@ -95,12 +95,6 @@ __device__ __forceinline__ void unpack8(const uint4 v, float* f) {
   f[6] = bf16x2_lo(v.w); f[7] = bf16x2_hi(v.w);
 }
 
-// Four bf16 values (one 8-byte access) unpacked to floats.
-__device__ __forceinline__ void unpack4(const uint2 v, float* f) {
-  f[0] = bf16x2_lo(v.x); f[1] = bf16x2_hi(v.x);
-  f[2] = bf16x2_lo(v.y); f[3] = bf16x2_hi(v.y);
-}
-
 __device__ __forceinline__ uint4 pack8(const float* f) {
   uint4 v;
   v.x = pack_bf16x2(f[0], f[1]);

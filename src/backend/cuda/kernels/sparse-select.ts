@@ -39,13 +39,6 @@ export interface SparseSelection {
 
 /** Candidate blocks one scoring CTA takes (SCORE_BLOCKS in sparse-select.cu). */
 const SPARSE_SCORE_BLOCKS = 64;
-/** Room the selection's static shared memory (histogram, scans) leaves of the per-block limit. */
-const SELECT_STATIC_SHARED_BYTES = 2048;
-
-/** Dynamic shared memory of a selection that stages up to `maxBlocksPerSeq` keys, one padding word per 32. */
-export function stagedKeyBytes(maxBlocksPerSeq: number): number {
-  return (maxBlocksPerSeq + (maxBlocksPerSeq >> 5) + 1) * 4;
-}
 
 /**
  * Quest's block selection for the step's decodes, a verification chain's tokens among them
@@ -78,10 +71,8 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
     sinks,
     window,
   ]);
-  const select = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiiiii', defines);
-  // The keys go to shared memory where they fit (about 55,000 blocks on an H100); longer tables are read from L2 each pass.
-  const staged = stagedKeyBytes(a.maxBlocksPerSeq) <= device.info.maxSharedMemoryPerBlockOptin - SELECT_STATIC_SHARED_BYTES;
-  device.launch(select, [a.numKvHeads, a.numDecode], [256], staged ? stagedKeyBytes(a.maxBlocksPerSeq) : 0, [
+  const select = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiiii', defines);
+  device.launch(select, [a.numKvHeads, a.numDecode], [256], 0, [
     tables,
     lens,
     windows,
@@ -99,7 +90,6 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
     budget,
     sinks,
     window,
-    staged ? 1 : 0,
   ]);
   return { tables, lens, windows, width };
 }
