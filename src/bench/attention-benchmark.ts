@@ -23,7 +23,7 @@ const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, s
  * 256 sequences at 640 tokens, midway through 512 in / 256 out), with each KV cache dtype.
  */
 const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
-export const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8'] as const };
+const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8'] as const };
 const BLOCK_SIZE = 16;
 /** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
 export const MLA_HEADS = [16, 128];

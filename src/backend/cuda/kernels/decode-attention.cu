@@ -87,8 +87,9 @@ static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most
 // (GROUP * D + GROUP * TK + 3 * GROUP) * 4: at D = 512, 130 KiB + 2.1 KiB per query head of the group
 // (147 KiB for Gemma 4's group of 8), which A100's and Hopper's opt-in limits hold; the nvcc-check's
 // GROUP=16 (164 KiB) fits Hopper's only. An 8-bit cache's codes stream in by cp.async while the
-// previous tile's math runs (its loads through registers, one tile at a time, ran at about 1 TB/s
-// on an H100 where bf16 reached 2.7 TB/s: 256 decodes at 640 tokens, 2026-12-06).
+// previous tile's math runs: at 256 decodes of 640 tokens and a group of 2 on an H100 (2026-12-06)
+// fp8 reads its codes at 1.16 TB/s (1.0 through registers) where bf16 reads 2.7 TB/s, the
+// per-value dequantization, not the loads, now bounding it (docs/quantization.md).
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
