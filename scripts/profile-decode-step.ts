@@ -2,7 +2,7 @@
 //
 //   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
 //     [--quantization int4] [--query-tokens 5] [--eagle3-head bench/configs/eagle3-llama-3.1-8b]
-//     [--sparse-token-budget 4096]
+//     [--sparse-token-budget 4096] [--batch 136 --prefill-chunk 2048]
 //
 // --quantization quantizes the weights at load as keel does; --query-tokens N > 1 profiles a
 // verification step instead (the last sampled token and N - 1 drafts, logits at every one), as
@@ -11,7 +11,9 @@
 // catch-up over N tokens (logits at the last), as speculative decoding runs them.
 // --sparse-token-budget N loads the model with Quest sparse attention at that budget (the sinks,
 // window and dense layers at their defaults): each sparse layer's attention op then holds the
-// block selection's two kernels and the sparse decode attention.
+// block selection's two kernels and the sparse decode attention. --batch B runs B sequences of
+// --context tokens each; --prefill-chunk T adds a new sequence's first T tokens to the profiled step,
+// as a mixed step of offline throughput holds (prefill chunks beside decodes).
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
@@ -28,12 +30,16 @@ import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { loadEagleHead } from '../src/engine/load-draft-head.ts';
 
 const { values } = parseArgs({
-  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' }, 'sparse-token-budget': { type: 'string' } },
+  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' }, 'sparse-token-budget': { type: 'string' }, batch: { type: 'string' }, 'prefill-chunk': { type: 'string' } },
 });
 const context = Number(values.context ?? 200);
 const queryTokens = Number(values['query-tokens'] ?? 1);
 if (!(Number.isInteger(queryTokens) && queryTokens >= 1)) throw new Error(`--query-tokens must be a positive integer, not ${values['query-tokens']}`);
 const quantization = values.quantization as EngineOptions['quantization'];
+const batch = Number(values.batch ?? 1);
+const prefillChunk = Number(values['prefill-chunk'] ?? 0);
+if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`--batch must be a positive integer, not ${values.batch}`);
+if (!(Number.isInteger(prefillChunk) && prefillChunk >= 0)) throw new Error(`--prefill-chunk must be a non-negative integer, not ${values['prefill-chunk']}`);
 const sparseBudget = values['sparse-token-budget'] === undefined ? null : Number(values['sparse-token-budget']);
 const sparse: Partial<EngineOptions> = sparseBudget === null ? {} : { sparseAttention: 'quest', sparseTokenBudget: sparseBudget };
 const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false, quantization, ...sparse });
@@ -42,21 +48,33 @@ const backend = loaded.backend as CudaBackend;
 const { model, modelConfig } = loaded;
 const device = backend.device;
 
+const headDir = values['eagle3-head'];
+if (headDir !== undefined && (batch > 1 || prefillChunk > 0)) throw new Error('--eagle3-head profiles one sequence: no --batch or --prefill-chunk');
 const blockSize = 16;
 const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + queryTokens) / blockSize)));
-const cache = backend.createKvCache({ numBlocks: width, blockSize, layers: model.kvLayers });
-const blockTable = Array.from({ length: width }, (_, i) => i);
+const prefillBlocks = Math.ceil(prefillChunk / blockSize);
+const cache = backend.createKvCache({ numBlocks: batch * width + prefillBlocks, blockSize, layers: model.kvLayers });
+const tables = Array.from({ length: batch }, (_, s) => Array.from({ length: width }, (_, i) => s * width + i));
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
-// Prefilled in chunks of 8,192 tokens, as the engine's chunked prefill would (a 128k context in one chunk needs ~10 GB of activations).
-for (let start = 0; start < context; start += 8192) {
-  const tokens = prompt.slice(start, start + 8192);
-  backend.toHost(model.forward(backend, backend.beginStep(describeBatch([{ tokens, startPos: start, blockTables: [blockTable] }], blockSize)), cache));
+// Prefilled in steps of up to 8,192 tokens, as the engine's chunked prefill would (a 128k context in one chunk needs ~10 GB of activations).
+for (let first = 0; first < batch; ) {
+  const perStep = Math.max(1, Math.floor(8192 / Math.max(1, context)));
+  const seqs = tables.slice(first, first + perStep);
+  for (let start = 0; start < context; start += 8192) {
+    const chunks = seqs.map((table) => ({ tokens: prompt.slice(start, start + 8192), startPos: start, blockTables: [table] }));
+    backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
+  }
+  first += seqs.length;
 }
-const headDir = values['eagle3-head'];
-// A decode step, or a verification chunk of queryTokens tokens with logits at every one; a head's pass has logits at its last token.
-const chunk = { tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [blockTable], verification: queryTokens > 1 && headDir === undefined };
-const logitsRows = queryTokens > 1 && headDir === undefined ? Array.from({ length: queryTokens }, (_, i) => i) : undefined;
-const decodeStep = () => backend.beginStep(describeBatch([chunk], blockSize, logitsRows, width));
+// A decode step (a token a sequence), or verification chunks of queryTokens tokens with logits at
+// every one; with --prefill-chunk, a new sequence's first chunk beside them (logits at its last
+// token); a head's pass has logits at its last token.
+const verification = queryTokens > 1 && headDir === undefined;
+const chunks = tables.map((table) => ({ tokens: Array.from({ length: queryTokens }, (_, i) => 7 + i), startPos: context, blockTables: [table], verification }));
+const prefill = Array.from({ length: prefillBlocks }, (_, i) => batch * width + i);
+if (prefillChunk > 0) chunks.push({ tokens: prompt.slice(0, prefillChunk), startPos: 0, blockTables: [prefill], verification: false });
+const logitsRows = verification ? [...Array.from({ length: batch * queryTokens }, (_, i) => i), ...(prefillChunk > 0 ? [batch * queryTokens + prefillChunk - 1] : [])] : undefined;
+const decodeStep = () => backend.beginStep(describeBatch(chunks, blockSize, logitsRows, width));
 // What is profiled: the target's forward, or the head's pass reading its feature rows from its own cache.
 let forwardOnce = (step: ReturnType<typeof decodeStep>) => model.forward(backend, step, cache);
 if (headDir !== undefined) {
@@ -136,6 +154,6 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
 }
 const forwardStep = decodeStep();
 const chunkKind = headDir === undefined ? 'a verification chunk' : `the head's catch-up`;
-const what = `context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
+const what = `${batch > 1 ? `batch ${batch}, ` : ''}${prefillChunk > 0 ? `a prefill chunk of ${prefillChunk} beside, ` : ''}context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
 console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void forwardOnce(forwardStep), 5).toFixed(3)} ms (${what})`);
 backend.dispose();
