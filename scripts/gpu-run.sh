@@ -38,7 +38,8 @@
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
 # spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed), profile-quest (a Quest
 # decode step at 128k context op by op, dense and at budget $QUEST_BUDGET, and its sparse kernels under Nsight Compute), profile-mixed
-# (Qwen3-0.6B's offline decode and mixed steps op by op),
+# (Qwen3-0.6B's offline decode and mixed steps op by op), profile-drafting (EAGLE-3's K = 4 steps kernel by kernel under
+# Nsight Compute, summarized by scripts/ncu-kernel-summary.ts),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
 # verify (keel bench verify: Llama-3.1-8B's verification pass of 1..32 query tokens at batch 1, 8
 # and 32 against its plain decode step, 512 cached tokens), multi-turn (keel bench serve --dataset
@@ -185,6 +186,12 @@ for s in "$@"; do
       done
       gzip -f "$out"/results/timeline-qwen3-0.6b-kv-*.jsonl
       [ "${SMALL_PEER:-1}" = 0 ] || step hf-throughput-qwen3-0.6b 200 python3 tools/peers/hf_peers.py --arch qwen3-0.6b --only throughput-batch --out-dir "$out/results" ;;
+    profile-drafting) # EAGLE-3 drafting 4 at batch 1 (all accepted), its kernels timed one by one by Nsight Compute over about four steady steps (launches 20,000 to 23,000): where a step's drafting time goes between the head's passes, the sampling passes and the tree expansions.
+      step profile-drafting 300 ncu --clock-control none --csv --metrics gpu__time_duration.sum --launch-skip 20000 --launch-count 3000 \
+        node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --batch-size 1 --input-len 128 --output-len 256 --num-iters 1 \
+        --num-iters-warmup 1 --speculative-method eagle3 --speculative-model bench/configs/eagle3-llama-3.1-8b --num-speculative-tokens 4 \
+        --synthetic-accepted-drafts 4
+      node scripts/ncu-kernel-summary.ts "$out/profile-drafting.log" | head -40 | sed "s/^/[profile-drafting] /" ;;
     profile-mixed) # Offline throughput's two kinds of step on Qwen3-0.6B, op by op: a decode of 221 sequences at 640 tokens, and a mixed step (136 decodes at 600 beside a 2,048-token prefill chunk).
       step profile-small-decode 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 221 --context 640
       step profile-small-mixed 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 136 --context 600 --prefill-chunk 2048
@@ -301,7 +308,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
