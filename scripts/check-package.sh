@@ -2,7 +2,7 @@
 # Checks the package as a user gets it: packs the tarball (which builds dist/), checks what it
 # holds and its size, installs it in an empty directory (its dependencies from the registry, or
 # npm's cache where `npm ci` left them), and there: imports the library from an ESM file and
-# generates; type-checks a TypeScript consumer under --module nodenext --strict; runs
+# generates, and `keel/server` and serves a completion; type-checks a TypeScript consumer under --module nodenext --strict; runs
 # `npx keel --version`, `npx keel generate`, and `keel serve` long enough to answer a completion
 # and serve the playground (worker threads and static files found beside the compiled code).
 set -euo pipefail
@@ -51,8 +51,25 @@ await llm.close();
 EOF
 node generate.mjs
 
+cat > serve.mjs <<'EOF'
+import { serve } from 'keel/server';
+
+const server = await serve({ engine: { backend: 'cpu', showProgress: false }, server: { port: 0, logLevel: 'warn' } });
+const response = await fetch(`${server.url}/v1/completions`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ prompt: 'def f(x):', max_tokens: 4, ignore_eos: true }),
+});
+const { usage } = await response.json();
+if (usage.completion_tokens !== 4) throw new Error(`keel/server answered ${JSON.stringify(usage)}`);
+const report = await server.close();
+console.log(`keel/server: served ${server.model} at ${server.url}, closed (${report.cut} cut)`);
+EOF
+node serve.mjs
+
 cat > consumer.ts <<'EOF'
 import { DEFAULT_ENGINE_CONFIG, KeelError, LLM, type EngineConfig, type RequestOutput, type SamplingParams } from 'keel';
+import { serve, type OpenAIServer, type ServeOptions } from 'keel/server';
 
 const config: Partial<EngineConfig> = { ...DEFAULT_ENGINE_CONFIG, backend: 'cpu' };
 const params: Partial<SamplingParams> = { temperature: 0, maxTokens: 8 };
@@ -61,6 +78,9 @@ const outputs: RequestOutput[] = await llm.generate(['x = '], params);
 for await (const update of llm.stream('y = ', params)) process.stdout.write(update.deltas.map((d) => d.text).join(''));
 console.log(outputs[0].outputs[0].text, KeelError.name);
 await llm.close();
+const serveOptions: ServeOptions = { engine: { backend: 'cpu' }, server: { port: 0 } };
+const server: OpenAIServer = await serve(serveOptions);
+await server.close({ timeoutMs: 1000 });
 EOF
 npx tsc --module nodenext --moduleResolution nodenext --target es2022 --strict --noEmit --types node consumer.ts
 echo "TypeScript consumer: type-checks under --module nodenext --strict"
