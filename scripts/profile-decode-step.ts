@@ -57,14 +57,14 @@ const cache = backend.createKvCache({ numBlocks: batch * width + prefillBlocks, 
 const tables = Array.from({ length: batch }, (_, s) => Array.from({ length: width }, (_, i) => s * width + i));
 const prompt = Array.from({ length: context }, (_, i) => (i * 37) % modelConfig.vocabSize);
 // Prefilled in steps of up to 8,192 tokens, as the engine's chunked prefill would (a 128k context in one chunk needs ~10 GB of activations).
-for (let first = 0; first < batch; ) {
-  const perStep = Math.max(1, Math.floor(8192 / Math.max(1, context)));
-  const seqs = tables.slice(first, first + perStep);
-  for (let start = 0; start < context; start += 8192) {
-    const chunks = seqs.map((table) => ({ tokens: prompt.slice(start, start + 8192), startPos: start, blockTables: [table] }));
+const PREFILL_STEP_TOKENS = 8192;
+const seqsPerStep = Math.max(1, Math.floor(PREFILL_STEP_TOKENS / Math.max(1, context)));
+for (let first = 0; first < batch; first += seqsPerStep) {
+  const seqs = tables.slice(first, first + seqsPerStep);
+  for (let start = 0; start < context; start += PREFILL_STEP_TOKENS) {
+    const chunks = seqs.map((table) => ({ tokens: prompt.slice(start, start + PREFILL_STEP_TOKENS), startPos: start, blockTables: [table] }));
     backend.toHost(model.forward(backend, backend.beginStep(describeBatch(chunks, blockSize)), cache));
   }
-  first += seqs.length;
 }
 // A decode step (a token a sequence), or verification chunks of queryTokens tokens with logits at
 // every one; with --prefill-chunk, a new sequence's first chunk beside them (logits at its last
