@@ -297,8 +297,8 @@ __device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const un
 // bf16 path's cp.async staging does: stage_kv_code_bytes copies the codes of kv head `kvh` (rows of
 // CHUNKS 8-byte chunks, `ck`/`cv`) and with KV 2 each row's scale (`sk`/`sv`) asynchronously, one
 // commit group; positions at or past `end` are zero-filled (code 0 is 0 in both formats). Once the
-// group has landed and the block has met a barrier, dequantize_kv_tile writes them to the shared
-// bf16 rows `row_stride` apart that the attention math reads.
+// group has landed and the block has met a barrier, unit_kv_tile writes them to the shared f16
+// rows that the attention math reads.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned char* cv, float* sk, float* sv, const unsigned char* k_pool,
                                                     const unsigned char* v_pool, const float* k_scales, const float* v_scales,
@@ -318,14 +318,42 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
   cp_async_commit();
 }
 
+// Two 8-bit codes (bytes 0 and 1 of `w` for lo, 2 and 3 for hi) as an f16 pair holding each code's
+// unit value exactly, a few integer ops a pair: KV 1 an e4m3 code's bits moved into a half's, which
+// is its value / 256 (e4m3_over_256); KV 2 int8's integer, 1024 + 128 + code made by bits and the
+// 1,152 taken off in half arithmetic (exact: every integer up to 2,048 is an f16).
+template <int KV>
+__device__ __forceinline__ unsigned int codes_to_f16x2(unsigned int w, bool hi) {
+  const unsigned int t = __byte_perm(w, 0u, hi ? 0x4342u : 0x4140u);  // code 2i in bits 0-7, code 2i+1 in bits 16-23
+  if (KV == 1) return ((t & 0x007f007fu) << 7) | ((t & 0x00800080u) << 8);
+  const unsigned int biased = (t ^ 0x00800080u) | 0x64006400u;
+  unsigned int out;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(biased), "r"(0x64806480u));
+  return out;
+}
+
+// Eight f16 values (one 16-byte access) unpacked to floats.
+__device__ __forceinline__ void unpack8_f16(const uint4 v, float* f) {
+  const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = f16_to_f32((unsigned short)(w[i] & 0xffffu));
+    f[2 * i + 1] = f16_to_f32((unsigned short)(w[i] >> 16));
+  }
+}
+
+// A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2): the scales
+// (per tensor for fp8, with fp8's 256; per row for int8) are the attention's to apply, to the query
+// and output or to each key's score and probability, not to every value.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
-__device__ __forceinline__ void dequantize_kv_tile(bf16* dk, bf16* dv, const unsigned char* ck, const unsigned char* cv, const float* sk,
-                                                   const float* sv, float k_scale, float v_scale, int row_stride) {
+__device__ __forceinline__ void unit_kv_tile(unsigned short* dk, unsigned short* dv, const unsigned char* ck, const unsigned char* cv, int row_stride) {
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
     const uint2 k = *reinterpret_cast<const uint2*>(ck + r * CHUNKS * 8 + ch * 8);
     const uint2 v = *reinterpret_cast<const uint2*>(cv + r * CHUNKS * 8 + ch * 8);
-    *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize8<KV>(k, KV == 2 ? sk[r] : k_scale);
-    *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize8<KV>(v, KV == 2 ? sv[r] : v_scale);
+    *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =
+        make_uint4(codes_to_f16x2<KV>(k.x, false), codes_to_f16x2<KV>(k.x, true), codes_to_f16x2<KV>(k.y, false), codes_to_f16x2<KV>(k.y, true));
+    *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) =
+        make_uint4(codes_to_f16x2<KV>(v.x, false), codes_to_f16x2<KV>(v.x, true), codes_to_f16x2<KV>(v.y, false), codes_to_f16x2<KV>(v.y, true));
   }
 }

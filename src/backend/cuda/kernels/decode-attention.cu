@@ -71,6 +71,11 @@ constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consec
 constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * D;
 constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4;
 constexpr int ROW_STAGES = KV_DTYPE == 0 ? 2 : 1;
+// A shared K/V row's 8 values: bf16, or an 8-bit cache's unit values in f16 (unit_kv_tile).
+__device__ __forceinline__ void unpack_row8(const uint4 v, float* f) {
+  if (KV_DTYPE == 0) unpack8(v, f);
+  else unpack8_f16(v, f);
+}
 constexpr int PAIRS = GROUP * TK;
 // Scores: QK_SPLIT consecutive lanes share one (head, key) dot product when there are fewer pairs than threads.
 constexpr int QK_SPLIT = min_c(pow2_floor(D8), max_c(1, pow2_floor(NT / PAIRS)));
@@ -88,8 +93,9 @@ static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most
 // (147 KiB for Gemma 4's group of 8), which A100's and Hopper's opt-in limits hold; the nvcc-check's
 // GROUP=16 (164 KiB) fits Hopper's only. An 8-bit cache's codes stream in by cp.async while the
 // previous tile's math runs: at 256 decodes of 640 tokens and a group of 2 on an H100 (2026-12-06)
-// fp8 reads its codes at 1.16 TB/s (1.0 through registers) where bf16 reads 2.7 TB/s, the
-// per-value dequantization, not the loads, now bounding it (docs/quantization.md).
+// fp8 read its codes at 1.16 TB/s (1.0 through registers) where bf16 reads 2.7 TB/s, bound by
+// dequantizing every value; the tile now becomes f16 unit values (unit_kv_tile), the scales applied
+// to the query and output (fp8) or to each key's score and probability (int8).
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
@@ -172,7 +178,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 
   const int row_width = (num_heads + 2 * num_kv_heads) * D;
   const bf16* q = qkv + (long long)token * row_width + (long long)kvh * GROUP * D;
-  const float q_scale_t = q_scale * query_temperature(positions[token], temp_floor, temp_scale, temp_offset);
+  // An fp8 cache's rows hold value / 256 (unit_kv_tile): its key scale, and the 256, go to the query.
+  const float q_scale_t = q_scale * query_temperature(positions[token], temp_floor, temp_scale, temp_offset) * (KV_DTYPE == 1 ? k_scale * 256.f : 1.f);
   // s_q's writes are seen after the first tile's barrier in run_keys.
   auto load_query = [&](int row) {
 #if STREAMING
@@ -222,7 +229,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
       const bf16* tv = s_v + (t & 1) * TK * ROW;
 #else
       // The last tile's math ended on a barrier, so the one stage of rows is free.
-      dequantize_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, s_kscale + (t & 1) * TK, s_vscale + (t & 1) * TK, k_scale, v_scale, ROW);
+      unit_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, ROW);
       __syncthreads();
       const bf16* tk = s_k;
       const bf16* tv = s_v;
@@ -238,7 +245,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         if (ok) {
           for (int c = sub; c < D8; c += QK_SPLIT) {
             float kf[8];
-            unpack8(*reinterpret_cast<const uint4*>(tk + key * ROW + c * 8), kf);
+            unpack_row8(*reinterpret_cast<const uint4*>(tk + key * ROW + c * 8), kf);
             const float* qh = s_q + h * D + c * 8;
 #pragma unroll
             for (int i = 0; i < 8; i++) dot += qh[i] * kf[i];
@@ -246,6 +253,9 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         }
 #pragma unroll
         for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+#if KV_DTYPE == 2
+        dot *= s_kscale[(t & 1) * TK + key];  // int8: the key's own scale, once per score
+#endif
 #if SOFTCAP
         dot = softcap_log2 * fast_tanh(dot);
 #endif
@@ -294,9 +304,13 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #pragma unroll
           for (int i = 0; i < 8; i++) acc[j][i] *= alpha;
           for (int key = ks; key < TK; key += KS) {
+#if KV_DTYPE == 2
+            const float p = s_s[h * TK + key] * s_vscale[(t & 1) * TK + key];  // int8: the value's own scale
+#else
             const float p = s_s[h * TK + key];
+#endif
             float vf[8];
-            unpack8(*reinterpret_cast<const uint4*>(tv + key * ROW + c * 8), vf);
+            unpack_row8(*reinterpret_cast<const uint4*>(tv + key * ROW + c * 8), vf);
 #pragma unroll
             for (int i = 0; i < 8; i++) acc[j][i] += p * vf[i];
           }
@@ -337,6 +351,13 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
       }
   }
   if (ks != 0) return;
+#if KV_DTYPE == 1
+  // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output.
+#pragma unroll
+  for (int j = 0; j < ITEMS_PER_THREAD; j++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[j][i] *= v_scale * 256.f;
+#endif
 
 #pragma unroll
   for (int j = 0; j < ITEMS_PER_THREAD; j++) {
