@@ -58,38 +58,42 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
-  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
-    a.out,
-    partAcc,
-    partMl,
-    a.qkv,
-    a.kPool,
-    a.vPool,
-    a.decodeSeqs,
-    a.decodeTokens,
-    a.positions,
-    a.seqLens,
-    a.blockTables,
-    a.maxBlocksPerSeq,
-    a.blockSize,
-    numKvHeads,
-    qScale,
-    softcapLog2,
-    a.sinks,
-    window,
-    partitionSize,
-    numPartitions,
-    ...streamingKernelArgs(a),
-    ...kvCodeKernelArgs(a),
-    sparse?.tables ?? 0,
-    sparse?.lens ?? 0,
-    sparse?.width ?? 0,
-    sparse?.windows ?? 0,
-    tree?.mask ?? 0,
-    tree?.words ?? 0,
-    ...positionKernelArgs(a.shape),
-  ]);
+  if (sparse === null && runsOnTensorCores(a, group)) {
+    launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale });
+  } else {
+    const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
+    device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
+      a.out,
+      partAcc,
+      partMl,
+      a.qkv,
+      a.kPool,
+      a.vPool,
+      a.decodeSeqs,
+      a.decodeTokens,
+      a.positions,
+      a.seqLens,
+      a.blockTables,
+      a.maxBlocksPerSeq,
+      a.blockSize,
+      numKvHeads,
+      qScale,
+      softcapLog2,
+      a.sinks,
+      window,
+      partitionSize,
+      numPartitions,
+      ...streamingKernelArgs(a),
+      ...kvCodeKernelArgs(a),
+      sparse?.tables ?? 0,
+      sparse?.lens ?? 0,
+      sparse?.width ?? 0,
+      sparse?.windows ?? 0,
+      tree?.mask ?? 0,
+      tree?.words ?? 0,
+      ...positionKernelArgs(a.shape),
+    ]);
+  }
   if (numPartitions > 1) {
     const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
     device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
@@ -102,4 +106,55 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
       numPartitions,
     ]);
   }
+}
+
+/**
+ * Whether an 8-bit cache's plain decode runs decode-attention-mma.cu (tensor cores): a group of at
+ * most 16 query heads (one mma row tile), head dims a multiple of 16 up to 256, and none of
+ * soft-capping, sinks or StreamingLLM (Quest's sparse tables are the caller's to rule out).
+ */
+function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
+  const { headDim, softcap, sinks, streaming } = a.shape;
+  return a.dtype !== 'auto' && group <= 16 && headDim % 16 === 0 && headDim <= 256 && softcap === null && sinks === null && streaming === null;
+}
+
+/** Keys per tile of decode_attention_mma_kernel (TK in decode-attention-mma.cu). */
+const MMA_TILE_KEYS = 64;
+
+/** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment). */
+function decodeMmaSharedBytes(headDim: number): number {
+  const row = headDim + 8;
+  return 2 * 2 * MMA_TILE_KEYS * headDim + 2 * 2 * MMA_TILE_KEYS * 4 + 2 * MMA_TILE_KEYS * row * 2 + 16 * row * 2 + 4 * 16 * 2 * 4;
+}
+
+function launchDecodeAttentionMma(
+  device: CudaDevice,
+  a: DecodeAttentionArgs,
+  p: { group: number; window: number; numPartitions: number; partitionSize: number; partAcc: DevicePtr; partMl: DevicePtr; qScale: number },
+): void {
+  const { numKvHeads, headDim } = a.shape;
+  const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE: attentionOptionDefines(a).KV_DTYPE };
+  const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiifiiippffiffi', defines);
+  device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim), [
+    a.out,
+    p.partAcc,
+    p.partMl,
+    a.qkv,
+    a.kPool,
+    a.vPool,
+    a.decodeSeqs,
+    a.decodeTokens,
+    a.positions,
+    a.seqLens,
+    a.blockTables,
+    a.maxBlocksPerSeq,
+    a.blockSize,
+    numKvHeads,
+    p.qScale,
+    p.window,
+    p.partitionSize,
+    p.numPartitions,
+    ...kvCodeKernelArgs(a),
+    ...positionKernelArgs(a.shape),
+  ]);
 }

@@ -1,0 +1,259 @@
+// Decode attention over an 8-bit KV cache on tensor cores (mma.sync m16n8k16, f16 in, f32
+// accumulators). decode-attention.cu does the math on CUDA cores, where the group's few query heads
+// get only a few multiply-adds from each value it loads: over bf16 that reaches the read bandwidth,
+// over 8-bit codes (half the bytes) the instructions bound it. Here a CTA of (kv head, decode,
+// partition) holds the GROUP query heads as the 16 rows of an mma tile (rows past GROUP are zeros),
+// streams the partition's keys in tiles of TK with their codes double-buffered by cp.async, turns
+// each landed tile into f16 unit values (unit_kv_tile: fp8 value / 256, int8's integer; both
+// exact), and each of its 4 warps takes 16 keys of the tile: S = Q Kᵀ on tensor cores, scaled per
+// key (int8's row scale) or per tensor (fp8's, with the 256), an online softmax per row, then
+// O += P V on tensor cores, P scaled by int8's value row scale. The warps' running max, sum and
+// output are merged at the end; with partitions the CTA writes them as decode-attention.cu's
+// partials, which its decode_reduce_kernel merges. Plain attention only (a sliding window, chunked
+// attention and query temperature included): soft-capping, sinks, StreamingLLM and Quest's sparse
+// tables go to decode-attention.cu.
+#include "common.cuh"
+#include "mma.cuh"
+#include "attention-span.cuh"
+
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=3 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=16 -DKV_DTYPE=1
+
+#if !defined(HEAD_DIM) || !defined(GROUP) || !defined(KV_DTYPE)
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8>"
+#endif
+
+namespace {
+constexpr int D = HEAD_DIM;
+constexpr int D8 = D / 8;        // 8-byte code chunks (and 16-byte f16 chunks) per row
+constexpr int KSTEPS = D / 16;   // mma k-steps over the head
+constexpr int DTILES = D / 8;    // 8-column output tiles
+constexpr int NT = 128;          // 4 warps
+constexpr int WARPS = NT / 32;
+constexpr int TK = 64;           // keys per tile: 16 per warp
+constexpr int ROW = D + 8;       // f16 row stride in shared memory; the pad keeps ldmatrix conflict-free
+static_assert(KV_DTYPE == 1 || KV_DTYPE == 2, "8-bit caches only: bf16 runs decode-attention.cu");
+static_assert(D % 16 == 0 && D <= 256, "head dim a multiple of 16, at most 256");
+static_assert(GROUP >= 1 && GROUP <= 16, "a group of at most 16 query heads (one mma row tile)");
+
+// d (16x8 f32) += a (16x16 f16) * b (16x8 f16).
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
+  unsigned int r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+}  // namespace
+
+// Dynamic shared memory (decodeMmaSharedBytes): two stages of K and V codes [2][TK][D] bytes each,
+// int8's row scales [2][2][TK] floats, one stage of f16 K and V rows [TK][ROW], the query rows
+// [16][ROW] f16, and each warp's row maxima and sums [WARPS][16][2] floats. The code stages serve
+// again, once every tile is done, as the warps' output exchange [WARPS][16][D] floats (as many bytes).
+// grid (numKvHeads, numDecode, numPartitions), block NT. Arguments as decode_attention_kernel's
+// plain subset: out [numTokens, numHeads * D]; part_acc / part_ml as its partials.
+extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
+    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, const bf16* __restrict__ qkv,
+    const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool, const int* __restrict__ decode_seqs,
+    const int* __restrict__ decode_tokens, const int* __restrict__ positions, const int* __restrict__ seq_lens,
+    const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, float q_scale, int window,
+    int partition_size, int num_partitions, const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale,
+    float v_scale, int chunk, float temp_floor, float temp_scale, int temp_offset) {
+  PDL_PROLOGUE();
+  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* s_kc = smem;                                         // [2][TK][D]
+  unsigned char* s_vc = s_kc + 2 * TK * D;                            // [2][TK][D]
+  float* s_kscale = reinterpret_cast<float*>(s_vc + 2 * TK * D);     // [2][TK] (int8)
+  float* s_vscale = s_kscale + 2 * TK;                                // [2][TK] (int8)
+  unsigned short* s_k = reinterpret_cast<unsigned short*>(s_vscale + 2 * TK);  // [TK][ROW] f16
+  unsigned short* s_v = s_k + TK * ROW;                               // [TK][ROW] f16
+  unsigned short* s_q = s_v + TK * ROW;                               // [16][ROW] f16
+  float* s_ml = reinterpret_cast<float*>(s_q + 16 * ROW);            // [WARPS][16][2]
+  float* s_out = reinterpret_cast<float*>(smem);                      // [WARPS][16][D], once the codes are done
+
+  const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
+  const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int num_heads = num_kv_heads * GROUP;
+  const int token = decode_tokens[di];
+  const int seq = decode_seqs[di];
+  const int qpos = positions[token];
+  const int lo = max(window > 0 ? max(0, qpos - window + 1) : 0, chunk_first_key(qpos, chunk));
+  const int hi = min(seq_lens[seq], qpos + 1);
+  const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+  const int begin = lo + part * partition_size;
+  const int end = min(hi, begin + partition_size);
+  const long long head0 = (long long)di * num_heads + kvh * GROUP;
+
+  if (begin >= end) {  // nothing visible in this partition
+    if (num_partitions > 1) {
+      if (tid < GROUP) {
+        part_ml[((head0 + tid) * num_partitions + part) * 2] = NEG_INF;
+        part_ml[((head0 + tid) * num_partitions + part) * 2 + 1] = 0.f;
+      }
+    } else {
+      for (int i = tid; i < GROUP * D; i += NT) out[(long long)token * num_heads * D + kvh * GROUP * D + i] = 0;
+    }
+    return;
+  }
+
+  // The query rows in f16, scaled into the log2 domain (an fp8 cache's key scale and 256 apply to
+  // the scores instead: a query times 256 could leave f16's range).
+  const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
+  const float q_scale_t = q_scale * query_temperature(qpos, temp_floor, temp_scale, temp_offset);
+  for (int i = tid; i < 16 * D; i += NT) {
+    const int h = i / D, c = i - h * D;
+    const float v = h < GROUP ? bf16_to_f32(q[h * D + c]) * q_scale_t : 0.f;
+    s_q[h * ROW + c] = (unsigned short)(pack_f16x2(v, 0.f) & 0xffffu);
+  }
+
+  float o[DTILES][4];
+#pragma unroll
+  for (int j = 0; j < DTILES; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) o[j][i] = 0.f;
+  float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // rows g and g + 8
+  const float k_factor = KV_DTYPE == 1 ? k_scale * 256.f : 1.f;
+
+  auto load_tile = [&](int stage, int k0) {
+    stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * D, s_vc + stage * TK * D, s_kscale + stage * TK, s_vscale + stage * TK, k_pool, v_pool,
+                                              k_scales, v_scales, table, k0, end, block_size, num_kv_heads, kvh);
+  };
+  const int num_tiles = (end - begin + TK - 1) / TK;
+  load_tile(0, begin);
+  unsigned int qa[KSTEPS][4];
+  for (int t = 0; t < num_tiles; t++) {
+    const int k0 = begin + t * TK;
+    if (t + 1 < num_tiles) {
+      load_tile((t + 1) & 1, k0 + TK);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // the tile's codes landed; the last tile's rows are read (it ended on a barrier)
+    unit_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, ROW);
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int kk = 0; kk < KSTEPS; kk++) ldmatrix_x4(qa[kk], s_q + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+    }
+
+    // S: the 16 rows against the warp's 16 keys (two 8-key tiles).
+    const unsigned short* wk = s_k + warp * 16 * ROW;
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+      unsigned int b[4];
+      ldmatrix_x4(b, wk + ((lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
+      mma_f16_16816(s[0], qa[kk], b[0], b[1]);
+      mma_f16_16816(s[1], qa[kk], b[2], b[3]);
+    }
+    // Each key's scale, the tile's tail masked; lane holds rows g (s[n][0..1]) and g + 8 (s[n][2..3]), keys 8n + 2 t4 + {0, 1}.
+    const float* ks = s_kscale + (t & 1) * TK + warp * 16;
+    const float* vs = s_vscale + (t & 1) * TK + warp * 16;
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int key = 8 * n + 2 * t4 + (i & 1);
+        const bool visible = k0 + warp * 16 + key < end;
+        s[n][i] = visible ? s[n][i] * (KV_DTYPE == 2 ? ks[key] : k_factor) : NEG_INF;
+      }
+    // Online softmax per row over the warp's keys: a row's 16 scores lie in one quad of lanes.
+    unsigned int pa[4];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      // A warp whose keys are all past the end keeps m at -inf: nothing added, nothing rescaled.
+      const float alpha = m_new == NEG_INF ? 1.f : fast_exp2(m[r] - m_new);
+      float p[4];
+#pragma unroll
+      for (int n = 0; n < 2; n++)
+#pragma unroll
+        for (int c = 0; c < 2; c++) p[2 * n + c] = m_new == NEG_INF ? 0.f : fast_exp2(s[n][2 * r + c] - m_new);
+      float sum = p[0] + p[1] + p[2] + p[3];
+      sum += __shfl_xor_sync(FULL_MASK, sum, 1);
+      sum += __shfl_xor_sync(FULL_MASK, sum, 2);
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int j = 0; j < DTILES; j++) {
+        o[j][2 * r] *= alpha;
+        o[j][2 * r + 1] *= alpha;
+      }
+      // P as the A fragment of O += P V (the accumulator layout of two 8-key tiles is the A layout of
+      // one 16-key step): int8 scales each value row, so each probability takes its key's scale.
+#pragma unroll
+      for (int n = 0; n < 2; n++) {
+        const int key = 8 * n + 2 * t4;
+        const float v0 = KV_DTYPE == 2 ? vs[key] : 1.f, v1 = KV_DTYPE == 2 ? vs[key + 1] : 1.f;
+        pa[2 * n + r] = pack_f16x2(p[2 * n] * v0, p[2 * n + 1] * v1);
+      }
+    }
+    // O += P V over the warp's 16 keys: V rows [key][dim] read transposed.
+    const unsigned short* wv = s_v + warp * 16 * ROW;
+#pragma unroll
+    for (int dd = 0; dd < D / 16; dd++) {
+      unsigned int b[4];
+      ldmatrix_x4_trans(b, wv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
+      mma_f16_16816(o[2 * dd], pa, b[0], b[1]);
+      mma_f16_16816(o[2 * dd + 1], pa, b[2], b[3]);
+    }
+    __syncthreads();  // the rows are read: the next tile's dequantization may write them
+  }
+
+  // Merge the warps: each row's maximum over the warps, each warp's share rescaled to it.
+  if (t4 == 0) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      s_ml[(warp * 16 + g + 8 * r) * 2] = m[r];
+      s_ml[(warp * 16 + g + 8 * r) * 2 + 1] = l[r];
+    }
+  }
+  __syncthreads();
+  float scale[2];
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int row = g + 8 * r;
+    float top = NEG_INF;
+    for (int w = 0; w < WARPS; w++) top = fmaxf(top, s_ml[(w * 16 + row) * 2]);
+    scale[r] = m[r] == NEG_INF ? 0.f : fast_exp2(m[r] - top);
+  }
+  // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output.
+  const float v_factor = KV_DTYPE == 1 ? v_scale * 256.f : 1.f;
+#pragma unroll
+  for (int j = 0; j < DTILES; j++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) s_out[(warp * 16 + g + 8 * (i >> 1)) * D + 8 * j + 2 * t4 + (i & 1)] = o[j][i] * scale[i >> 1] * v_factor;
+  __syncthreads();
+  for (int i = tid; i < GROUP * D; i += NT) {
+    const int h = i / D, c = i - h * D;
+    float top = NEG_INF, sum = 0.f, acc = 0.f;
+    for (int w = 0; w < WARPS; w++) top = fmaxf(top, s_ml[(w * 16 + h) * 2]);
+    for (int w = 0; w < WARPS; w++) {
+      const float mw = s_ml[(w * 16 + h) * 2];
+      if (mw != NEG_INF) sum += s_ml[(w * 16 + h) * 2 + 1] * fast_exp2(mw - top);
+      acc += s_out[(w * 16 + h) * D + c];
+    }
+    if (num_partitions == 1) {
+      out[(long long)token * num_heads * D + (kvh * GROUP + h) * D + c] = f32_to_bf16(acc / sum);
+    } else {
+      const long long row = (head0 + h) * num_partitions + part;
+      part_acc[row * D + c] = acc;
+      if (c == 0) {
+        part_ml[row * 2] = top;
+        part_ml[row * 2 + 1] = sum;
+      }
+    }
+  }
+}
