@@ -24,6 +24,8 @@ const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, s
  */
 const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
 const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8'] as const };
+/** Long-context decode with 8-bit caches on Llama-3.1-8B's heads (bf16 is DECODE_CONTEXTS' row at 32k, batch 16). */
+const LONG_DECODE = { batch: 16, contextLen: 32768, kvDtypes: ['fp8_e4m3', 'int8'] as const };
 const BLOCK_SIZE = 16;
 /** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
 export const MLA_HEADS = [16, 128];
@@ -105,6 +107,7 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       decode: [
         ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
         ...BATCHED_DECODE.kvDtypes.map((dtype) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype)),
+        ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype)),
       ],
       mlaDecode: MLA_HEADS.flatMap((heads) =>
         MLA_DECODE_CONTEXTS.flatMap((ctx) =>

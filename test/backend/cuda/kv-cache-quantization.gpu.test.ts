@@ -93,7 +93,7 @@ function next(r: Rng, prev: SeqSpec[], maxQuery: number): SeqSpec[] {
 
 for (const { dtype, kvScales } of DTYPES) {
   const tag = `${dtype} (k ${kvScales.k}, v ${kvScales.v})`;
-  for (const headDim of [64, 72, 128, 512]) {
+  for (const headDim of [64, 72, 96, 128, 256, 512]) {
     test(`${tag}: prefill chunks then a mixed decode/chunk step, head dim ${headDim}`, () => {
       for (let trial = 0; trial < 2; trial++) {
         const first = chunks(rng, randInt(rng, 1, 4), 200);
@@ -103,7 +103,7 @@ for (const { dtype, kvScales } of DTYPES) {
           kvScales,
           headDim,
           numKvHeads: randInt(rng, 1, 2),
-          group: pick(rng, [1, 2, 4, 8]),
+          group: pick(rng, [1, 2, 4, 8, 16]),
           blockSize: pick(rng, [8, 16, 32]),
           window: rng() < 0.3 ? randInt(rng, 16, 120) : null,
           steps: [first, next(rng, first, 150)],

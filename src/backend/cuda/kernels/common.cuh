@@ -184,17 +184,19 @@ __device__ __forceinline__ long long kv_slot(const int* block_table, int pos, in
 }
 
 // Queues (cp.async, one commit group) the keys and values of positions k0 .. k0 + TILE_ROWS - 1 of kv
-// head `kvh` from the paged pools into shared rows `row_stride` bf16 apart, CHUNKS 16-byte chunks each,
-// shared by THREADS threads; positions at or past `end` are zero-filled.
-template <int TILE_ROWS, int CHUNKS, int THREADS>
-__device__ __forceinline__ void stage_kv_tile(bf16* dk, bf16* dv, const bf16* k_pool, const bf16* v_pool, const int* block_table,
-                                              int k0, int end, int block_size, int num_kv_heads, int kvh, int row_stride) {
+// head `kvh` from the paged pools into shared rows `row_stride` elements apart, CHUNKS 16-byte chunks
+// each (8 bf16, or 16 codes of an 8-bit cache), shared by THREADS threads; positions at or past
+// `end` are zero-filled. Whatever the thread queued before (an 8-bit cache's row scales) joins the group.
+template <int TILE_ROWS, int CHUNKS, int THREADS, typename T>
+__device__ __forceinline__ void stage_kv_tile(T* dk, T* dv, const T* k_pool, const T* v_pool, const int* block_table, int k0, int end,
+                                              int block_size, int num_kv_heads, int kvh, int row_stride) {
+  constexpr int PER = 16 / sizeof(T);
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
     const bool valid = k0 + r < end;
-    const long long src = valid ? (kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh) * (CHUNKS * 8) + ch * 8 : 0;
-    cp_async16(dk + r * row_stride + ch * 8, k_pool + src, valid ? 16 : 0);
-    cp_async16(dv + r * row_stride + ch * 8, v_pool + src, valid ? 16 : 0);
+    const long long src = valid ? (kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh) * (CHUNKS * PER) + ch * PER : 0;
+    cp_async16(dk + r * row_stride + ch * PER, k_pool + src, valid ? 16 : 0);
+    cp_async16(dv + r * row_stride + ch * PER, v_pool + src, valid ? 16 : 0);
   }
   cp_async_commit();
 }
@@ -318,19 +320,21 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
   cp_async_commit();
 }
 
-// Two 8-bit codes (bytes 0 and 1 of `w` for lo, 2 and 3 for hi) as an f16 pair holding each code's
-// unit value exactly, a few integer ops a pair: KV 1 an e4m3 code's bits moved into a half's, which
-// is its value / 256 (e4m3_over_256); KV 2 int8's integer, 1024 + 128 + code made by bits and the
-// 1,152 taken off in half arithmetic (exact: every integer up to 2,048 is an f16).
+// Two 8-bit codes of `w` (the bytes `sel` names, as __byte_perm selects them: 0x4140 bytes 0 and 1,
+// 0x4342 bytes 2 and 3, 0x4240 bytes 0 and 2, 0x4341 bytes 1 and 3) as an f16 pair holding each
+// code's unit value exactly, a few integer ops a pair: KV 1 an e4m3 code's bits moved into a half's,
+// which is its value / 256 (e4m3_over_256); KV 2 int8's integer, 1024 + 128 + code made by bits and
+// the 1,152 taken off in half arithmetic (exact: every integer up to 2,048 is an f16).
 template <int KV>
-__device__ __forceinline__ unsigned int codes_to_f16x2(unsigned int w, bool hi) {
-  const unsigned int t = __byte_perm(w, 0u, hi ? 0x4342u : 0x4140u);  // code 2i in bits 0-7, code 2i+1 in bits 16-23
+__device__ __forceinline__ unsigned int codes_to_f16x2(unsigned int w, unsigned int sel) {
+  const unsigned int t = __byte_perm(w, 0u, sel);  // the first code in bits 0-7, the second in bits 16-23
   if (KV == 1) return ((t & 0x007f007fu) << 7) | ((t & 0x00800080u) << 8);
   const unsigned int biased = (t ^ 0x00800080u) | 0x64006400u;
   unsigned int out;
   asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(biased), "r"(0x64806480u));
   return out;
 }
+constexpr unsigned int CODES_01 = 0x4140u, CODES_23 = 0x4342u, CODES_02 = 0x4240u, CODES_13 = 0x4341u;
 
 // Eight f16 values (one 16-byte access) unpacked to floats.
 __device__ __forceinline__ void unpack8_f16(const uint4 v, float* f) {
@@ -352,8 +356,8 @@ __device__ __forceinline__ void unit_kv_tile(unsigned short* dk, unsigned short*
     const uint2 k = *reinterpret_cast<const uint2*>(ck + r * CHUNKS * 8 + ch * 8);
     const uint2 v = *reinterpret_cast<const uint2*>(cv + r * CHUNKS * 8 + ch * 8);
     *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =
-        make_uint4(codes_to_f16x2<KV>(k.x, false), codes_to_f16x2<KV>(k.x, true), codes_to_f16x2<KV>(k.y, false), codes_to_f16x2<KV>(k.y, true));
+        make_uint4(codes_to_f16x2<KV>(k.x, CODES_01), codes_to_f16x2<KV>(k.x, CODES_23), codes_to_f16x2<KV>(k.y, CODES_01), codes_to_f16x2<KV>(k.y, CODES_23));
     *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) =
-        make_uint4(codes_to_f16x2<KV>(v.x, false), codes_to_f16x2<KV>(v.x, true), codes_to_f16x2<KV>(v.y, false), codes_to_f16x2<KV>(v.y, true));
+        make_uint4(codes_to_f16x2<KV>(v.x, CODES_01), codes_to_f16x2<KV>(v.x, CODES_23), codes_to_f16x2<KV>(v.y, CODES_01), codes_to_f16x2<KV>(v.y, CODES_23));
   }
 }

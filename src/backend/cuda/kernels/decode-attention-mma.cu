@@ -2,16 +2,20 @@
 // accumulators). decode-attention.cu does the math on CUDA cores, where the group's few query heads
 // get only a few multiply-adds from each value it loads: over bf16 that reaches the read bandwidth,
 // over 8-bit codes (half the bytes) the instructions bound it. Here a CTA of (kv head, decode,
-// partition) holds the GROUP query heads as the 16 rows of an mma tile (rows past GROUP are zeros),
-// streams the partition's keys in tiles of TK with their codes double-buffered by cp.async, turns
-// each landed tile into f16 unit values (unit_kv_tile: fp8 value / 256, int8's integer; both
-// exact), and each of its 4 warps takes 16 keys of the tile: S = Q Kᵀ on tensor cores, scaled per
-// key (int8's row scale) or per tensor (fp8's, with the 256), an online softmax per row, then
-// O += P V on tensor cores, P scaled by int8's value row scale. The warps' running max, sum and
-// output are merged at the end; with partitions the CTA writes them as decode-attention.cu's
-// partials, which its decode_reduce_kernel merges. Plain attention only (a sliding window, chunked
-// attention and query temperature included): soft-capping, sinks, StreamingLLM and Quest's sparse
-// tables go to decode-attention.cu.
+// partition) holds the GROUP query heads as the 16 rows of an mma tile (rows past GROUP are zeros)
+// and streams the partition's keys in tiles of TK, their codes queued STAGES - 1 tiles ahead by
+// cp.async. Each of its 4 warps takes 16 keys of a tile and reads their codes straight into mma
+// fragments with ldmatrix, turning each code pair into an f16 pair of unit values in registers
+// (codes_to_f16x2: fp8 value / 256, int8's integer; both exact): every code is read from shared
+// memory once and converted once. An 8-bit ldmatrix hands a lane four adjacent codes where an f16
+// fragment wants pairs further apart, so the head dims are permuted, which a dot product does not
+// see: the query is staged in the keys' order (query_column), and the output's dims come out in
+// the values' order (output_column). S = Q Kᵀ is scaled per key (int8's row scale) or per tensor
+// (fp8's, with the 256), an online softmax runs per row, then O += P V, P scaled by int8's value
+// row scale. The warps' running max, sum and output are merged at the end; with partitions the
+// CTA writes them as decode-attention.cu's partials, which its decode_reduce_kernel merges. Plain
+// attention only (a sliding window, chunked attention and query temperature included): soft-capping,
+// sinks, StreamingLLM and Quest's sparse tables go to decode-attention.cu.
 #include "common.cuh"
 #include "mma.cuh"
 #include "attention-span.cuh"
@@ -28,16 +32,30 @@
 
 namespace {
 constexpr int D = HEAD_DIM;
-constexpr int D8 = D / 8;        // 8-byte code chunks (and 16-byte f16 chunks) per row
 constexpr int KSTEPS = D / 16;   // mma k-steps over the head
 constexpr int DTILES = D / 8;    // 8-column output tiles
 constexpr int NT = 128;          // 4 warps
 constexpr int WARPS = NT / 32;
 constexpr int TK = 64;           // keys per tile: 16 per warp
-constexpr int ROW = D + 8;       // f16 row stride in shared memory; the pad keeps ldmatrix conflict-free
+constexpr int STAGES = 3;        // code tiles in shared memory: STAGES - 1 in flight while one is read
+constexpr int ROWB = D + 16;     // code row stride in bytes; the pad keeps ldmatrix conflict-free
+constexpr int STAGE_BYTES = 2 * TK * ROWB;  // K then V codes
+constexpr int QROW = D + 8;      // f16 query row stride
 static_assert(KV_DTYPE == 1 || KV_DTYPE == 2, "8-bit caches only: bf16 runs decode-attention.cu");
-static_assert(D % 16 == 0 && D <= 256, "head dim a multiple of 16, at most 256");
+static_assert(D % 32 == 0 && D <= 256, "head dim a multiple of 32, at most 256");
 static_assert(GROUP >= 1 && GROUP <= 16, "a group of at most 16 query heads (one mma row tile)");
+static_assert(WARPS * 16 * D * 4 <= STAGES * STAGE_BYTES, "the output exchange fits in the code stages");
+
+// The head dim that the keys' fragments put at k-column L: a lane's ldmatrix word holds codes
+// 4 t4 .. 4 t4 + 3 of a 16-code half of a 32-dim chunk, which serve as the pairs at 2 t4 and 2 t4 + 8.
+__device__ __forceinline__ int query_column(int L) {
+  return 32 * (L >> 5) + 16 * ((L >> 4) & 1) + 4 * ((L & 7) >> 1) + 2 * ((L >> 3) & 1) + (L & 1);
+}
+// The head dim of column n of output tile j = 4 c + q: a transposed ldmatrix word holds the code
+// pair at dims 2 g, 2 g + 1 of a 16-dim half (q >> 1) of chunk c, the two dims split into q & 1.
+__device__ __forceinline__ int output_column(int j, int n) {
+  return 32 * (j >> 2) + 16 * ((j >> 1) & 1) + 2 * n + (j & 1);
+}
 
 // d (16x8 f32) += a (16x16 f16) * b (16x8 f16).
 __device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1) {
@@ -54,10 +72,10 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 }
 }  // namespace
 
-// Dynamic shared memory (decodeMmaSharedBytes): two stages of K and V codes [2][TK][D] bytes each,
-// int8's row scales [2][2][TK] floats, one stage of f16 K and V rows [TK][ROW], the query rows
-// [16][ROW] f16, and each warp's row maxima and sums [WARPS][16][2] floats. The code stages serve
-// again, once every tile is done, as the warps' output exchange [WARPS][16][D] floats (as many bytes).
+// Dynamic shared memory (decodeMmaSharedBytes): STAGES stages of K then V codes [TK][ROWB] bytes,
+// int8's row scales [STAGES][2][TK] floats, the query rows [16][QROW] f16, and each warp's row
+// maxima and sums [WARPS][16][2] floats. The code stages serve again, once every tile is done, as
+// the warps' output exchange [WARPS][16][D] floats.
 // grid (numKvHeads, numDecode, numPartitions), block NT. Arguments as decode_attention_kernel's
 // plain subset: out [numTokens, numHeads * D]; part_acc / part_ml as its partials.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
@@ -69,15 +87,11 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     float v_scale, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
-  unsigned char* s_kc = smem;                                         // [2][TK][D]
-  unsigned char* s_vc = s_kc + 2 * TK * D;                            // [2][TK][D]
-  float* s_kscale = reinterpret_cast<float*>(s_vc + 2 * TK * D);     // [2][TK] (int8)
-  float* s_vscale = s_kscale + 2 * TK;                                // [2][TK] (int8)
-  unsigned short* s_k = reinterpret_cast<unsigned short*>(s_vscale + 2 * TK);  // [TK][ROW] f16
-  unsigned short* s_v = s_k + TK * ROW;                               // [TK][ROW] f16
-  unsigned short* s_q = s_v + TK * ROW;                               // [16][ROW] f16
-  float* s_ml = reinterpret_cast<float*>(s_q + 16 * ROW);            // [WARPS][16][2]
-  float* s_out = reinterpret_cast<float*>(smem);                      // [WARPS][16][D], once the codes are done
+  unsigned char* s_codes = smem;                                              // [STAGES][2][TK][ROWB]
+  float* s_scale = reinterpret_cast<float*>(smem + STAGES * STAGE_BYTES);    // [STAGES][2][TK] (int8)
+  unsigned short* s_q = reinterpret_cast<unsigned short*>(s_scale + STAGES * 2 * TK);  // [16][QROW] f16
+  float* s_ml = reinterpret_cast<float*>(s_q + 16 * QROW);                   // [WARPS][16][2]
+  float* s_out = reinterpret_cast<float*>(smem);                              // [WARPS][16][D], once the codes are done
 
   const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
@@ -104,14 +118,35 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     return;
   }
 
-  // The query rows in f16, scaled into the log2 domain (an fp8 cache's key scale and 256 apply to
-  // the scores instead: a query times 256 could leave f16's range).
+  // Tile t's codes (and int8's row scales) into stage t % STAGES, one commit group a tile; a tile
+  // past the last commits an empty group, so that every iteration waits on the same count.
+  const int num_tiles = (end - begin + TK - 1) / TK;
+  auto load_tile = [&](int t) {
+    if (t < num_tiles) {
+      const int k0 = begin + t * TK;
+      unsigned char* stage = s_codes + (t % STAGES) * STAGE_BYTES;
+      if (KV_DTYPE == 2 && tid < 2 * TK) {
+        const int r = tid % TK;
+        const bool valid = k0 + r < end;
+        const long long at = valid ? kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh : 0;
+        cp_async4(s_scale + ((t % STAGES) * 2 + tid / TK) * TK + r, (tid < TK ? k_scales : v_scales) + at, valid ? 4 : 0);
+      }
+      stage_kv_tile<TK, D / 16, NT>(stage, stage + TK * ROWB, k_pool, v_pool, table, k0, end, block_size, num_kv_heads, kvh, ROWB);
+    } else {
+      cp_async_commit();
+    }
+  };
+#pragma unroll
+  for (int t = 0; t < STAGES - 1; t++) load_tile(t);
+
+  // The query rows in f16, scaled into the log2 domain and in the keys' dim order (query_column);
+  // an fp8 cache's key scale and 256 apply to the scores instead (a query times 256 could leave f16's range).
   const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
   const float q_scale_t = q_scale * query_temperature(qpos, temp_floor, temp_scale, temp_offset);
   for (int i = tid; i < 16 * D; i += NT) {
     const int h = i / D, c = i - h * D;
-    const float v = h < GROUP ? bf16_to_f32(q[h * D + c]) * q_scale_t : 0.f;
-    s_q[h * ROW + c] = (unsigned short)(pack_f16x2(v, 0.f) & 0xffffu);
+    const float v = h < GROUP ? bf16_to_f32(q[h * D + query_column(c)]) * q_scale_t : 0.f;
+    s_q[h * QROW + c] = (unsigned short)(pack_f16x2(v, 0.f) & 0xffffu);
   }
 
   float o[DTILES][4];
@@ -121,43 +156,35 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     for (int i = 0; i < 4; i++) o[j][i] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // rows g and g + 8
   const float k_factor = KV_DTYPE == 1 ? k_scale * 256.f : 1.f;
-
-  auto load_tile = [&](int stage, int k0) {
-    stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * D, s_vc + stage * TK * D, s_kscale + stage * TK, s_vscale + stage * TK, k_pool, v_pool,
-                                              k_scales, v_scales, table, k0, end, block_size, num_kv_heads, kvh);
-  };
-  const int num_tiles = (end - begin + TK - 1) / TK;
-  load_tile(0, begin);
   unsigned int qa[KSTEPS][4];
   for (int t = 0; t < num_tiles; t++) {
     const int k0 = begin + t * TK;
-    if (t + 1 < num_tiles) {
-      load_tile((t + 1) & 1, k0 + TK);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // the tile's codes landed; the last tile's rows are read (it ended on a barrier)
-    unit_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, ROW);
-    __syncthreads();
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // tile t landed for every thread; tile t - 1's stage is read by every warp
+    load_tile(t + STAGES - 1);
     if (t == 0) {
 #pragma unroll
-      for (int kk = 0; kk < KSTEPS; kk++) ldmatrix_x4(qa[kk], s_q + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW + kk * 16 + (lane >> 4) * 8);
+      for (int kk = 0; kk < KSTEPS; kk++) ldmatrix_x4(qa[kk], s_q + ((lane & 7) + ((lane >> 3) & 1) * 8) * QROW + kk * 16 + (lane >> 4) * 8);
     }
+    const unsigned char* wk = s_codes + (t % STAGES) * STAGE_BYTES + warp * 16 * ROWB;  // the warp's 16 keys
+    const unsigned char* wv = wk + TK * ROWB;
 
-    // S: the 16 rows against the warp's 16 keys (two 8-key tiles).
-    const unsigned short* wk = s_k + warp * 16 * ROW;
+    // S: the 16 rows against the warp's keys 0-7 (s[0]) and 8-15 (s[1]). A 32-dim chunk's ldmatrix
+    // gives words of keys g (w[0], w[1]) and 8 + g (w[2], w[3]), dims 4 t4 (w[0], w[2]) and 16 + 4 t4.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-    for (int kk = 0; kk < KSTEPS; kk++) {
-      unsigned int b[4];
-      ldmatrix_x4(b, wk + ((lane & 7) + (lane >> 4) * 8) * ROW + kk * 16 + ((lane >> 3) & 1) * 8);
-      mma_f16_16816(s[0], qa[kk], b[0], b[1]);
-      mma_f16_16816(s[1], qa[kk], b[2], b[3]);
+    for (int c = 0; c < D / 32; c++) {
+      unsigned int w[4];
+      ldmatrix_x4(w, wk + ((lane & 7) + (lane >> 4) * 8) * ROWB + 32 * c + ((lane >> 3) & 1) * 16);
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        mma_f16_16816(s[0], qa[2 * c + h], codes_to_f16x2<KV_DTYPE>(w[h], CODES_01), codes_to_f16x2<KV_DTYPE>(w[h], CODES_23));
+        mma_f16_16816(s[1], qa[2 * c + h], codes_to_f16x2<KV_DTYPE>(w[2 + h], CODES_01), codes_to_f16x2<KV_DTYPE>(w[2 + h], CODES_23));
+      }
     }
     // Each key's scale, the tile's tail masked; lane holds rows g (s[n][0..1]) and g + 8 (s[n][2..3]), keys 8n + 2 t4 + {0, 1}.
-    const float* ks = s_kscale + (t & 1) * TK + warp * 16;
-    const float* vs = s_vscale + (t & 1) * TK + warp * 16;
+    const float* ks = s_scale + (t % STAGES) * 2 * TK + warp * 16;
+    const float* vs = ks + TK;
 #pragma unroll
     for (int n = 0; n < 2; n++)
 #pragma unroll
@@ -200,17 +227,21 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
         pa[2 * n + r] = pack_f16x2(p[2 * n] * v0, p[2 * n + 1] * v1);
       }
     }
-    // O += P V over the warp's 16 keys: V rows [key][dim] read transposed.
-    const unsigned short* wv = s_v + warp * 16 * ROW;
+    // O += P V over the warp's 16 keys. A 32-dim chunk's transposed ldmatrix gives words of keys
+    // 2 t4, 2 t4 + 1 (w[0], w[2]) and 2 t4 + 8, 2 t4 + 9 (w[1], w[3]), each the dim pair 2 g, 2 g + 1
+    // of the chunk's first (w[0], w[1]) or second 16 dims: output tiles 4 c .. 4 c + 3 (output_column).
 #pragma unroll
-    for (int dd = 0; dd < D / 16; dd++) {
-      unsigned int b[4];
-      ldmatrix_x4_trans(b, wv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW + dd * 16 + (lane >> 4) * 8);
-      mma_f16_16816(o[2 * dd], pa, b[0], b[1]);
-      mma_f16_16816(o[2 * dd + 1], pa, b[2], b[3]);
+    for (int c = 0; c < D / 32; c++) {
+      unsigned int w[4];
+      ldmatrix_x4_trans(w, wv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROWB + 32 * c + (lane >> 4) * 16);
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        mma_f16_16816(o[4 * c + 2 * h], pa, codes_to_f16x2<KV_DTYPE>(w[2 * h], CODES_02), codes_to_f16x2<KV_DTYPE>(w[2 * h + 1], CODES_02));
+        mma_f16_16816(o[4 * c + 2 * h + 1], pa, codes_to_f16x2<KV_DTYPE>(w[2 * h], CODES_13), codes_to_f16x2<KV_DTYPE>(w[2 * h + 1], CODES_13));
+      }
     }
-    __syncthreads();  // the rows are read: the next tile's dequantization may write them
   }
+  cp_async_wait<0>();  // only empty groups are left; the stages become the output exchange below
 
   // Merge the warps: each row's maximum over the warps, each warp's share rescaled to it.
   if (t4 == 0) {
@@ -234,7 +265,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
 #pragma unroll
   for (int j = 0; j < DTILES; j++)
 #pragma unroll
-    for (int i = 0; i < 4; i++) s_out[(warp * 16 + g + 8 * (i >> 1)) * D + 8 * j + 2 * t4 + (i & 1)] = o[j][i] * scale[i >> 1] * v_factor;
+    for (int i = 0; i < 4; i++)
+      s_out[(warp * 16 + g + 8 * (i >> 1)) * D + output_column(j, 2 * t4 + (i & 1))] = o[j][i] * scale[i >> 1] * v_factor;
   __syncthreads();
   for (int i = tid; i < GROUP * D; i += NT) {
     const int h = i / D, c = i - h * D;

@@ -110,21 +110,24 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
 
 /**
  * Whether an 8-bit cache's plain decode runs decode-attention-mma.cu (tensor cores): a group of at
- * most 16 query heads (one mma row tile), head dims a multiple of 16 up to 256, and none of
+ * most 16 query heads (one mma row tile), head dims a multiple of 32 up to 256, and none of
  * soft-capping, sinks or StreamingLLM (Quest's sparse tables are the caller's to rule out).
  */
 function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
   const { headDim, softcap, sinks, streaming } = a.shape;
-  return a.dtype !== 'auto' && group <= 16 && headDim % 16 === 0 && headDim <= 256 && softcap === null && sinks === null && streaming === null;
+  return a.dtype !== 'auto' && group <= 16 && headDim % 32 === 0 && headDim <= 256 && softcap === null && sinks === null && streaming === null;
 }
 
-/** Keys per tile of decode_attention_mma_kernel (TK in decode-attention-mma.cu). */
+/** decode_attention_mma_kernel's keys per tile (TK), code stages (STAGES) and warps (WARPS). */
 const MMA_TILE_KEYS = 64;
+const MMA_STAGES = 3;
+const MMA_WARPS = 4;
 
 /** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment). */
 function decodeMmaSharedBytes(headDim: number): number {
-  const row = headDim + 8;
-  return 2 * 2 * MMA_TILE_KEYS * headDim + 2 * 2 * MMA_TILE_KEYS * 4 + 2 * MMA_TILE_KEYS * row * 2 + 16 * row * 2 + 4 * 16 * 2 * 4;
+  const codes = MMA_STAGES * 2 * MMA_TILE_KEYS * (headDim + 16);
+  const scales = MMA_STAGES * 2 * MMA_TILE_KEYS * 4;
+  return codes + scales + 16 * (headDim + 8) * 2 + MMA_WARPS * 16 * 2 * 4;
 }
 
 function launchDecodeAttentionMma(
