@@ -32,7 +32,8 @@ const col = (name: string) => {
   return i;
 };
 const [nameCol, metricCol, unitCol, valueCol] = ['Kernel Name', 'Metric Name', 'Metric Unit', 'Metric Value'].map(col);
-const usPerUnit: Record<string, number> = { nsecond: 1e-3, usecond: 1, msecond: 1e3, second: 1e6 };
+// ncu names the unit in full (nsecond) or short (ns), by version.
+const usPerUnit: Record<string, number> = { nsecond: 1e-3, usecond: 1, msecond: 1e3, second: 1e6, ns: 1e-3, us: 1, ms: 1e3, s: 1e6 };
 
 const byKernel = new Map<string, { launches: number; us: number }>();
 for (const line of lines.slice(headerAt + 1)) {
