@@ -20,6 +20,12 @@ if grep -nE '\[[&=]?\]\(([^)]*[(,] *)?(const )?auto' "$kernels"/*.cu "$kernels"/
   exit 1
 fi
 
+# NVRTC has no host headers: math.h's INFINITY and NAN are undefined there (use NEG_INF, -NEG_INF).
+if grep -nwE 'INFINITY|NAN' "$kernels"/*.cu "$kernels"/*.cuh >&2; then
+  echo "host math macros above: NVRTC does not define them" >&2
+  exit 1
+fi
+
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 jobs="$out/jobs"
