@@ -4,8 +4,8 @@
  * HTTP API, metrics and the playground on the same port.
  */
 import type { EngineOptions } from './config.ts';
-import { EngineReplicas } from './server/engine-host/engine-replicas.ts';
-import { startServer, type ServerOptions, type ShutdownReport } from './server/server.ts';
+import type { ServerOptions, ShutdownReport } from './server/server.ts';
+import { startServing } from './server/start-serving.ts';
 
 /** The HTTP server's settings: `keel serve`'s flags (docs/server.md), `DEFAULT_SERVER_OPTIONS` where left out. */
 export type ServerSettings = Omit<ServerOptions, 'engine'>;
@@ -37,14 +37,7 @@ export interface OpenAIServer {
 
 /** Loads the model and serves it; the engine is closed again if the server cannot start. */
 export async function serve(options: ServeOptions = {}): Promise<OpenAIServer> {
-  const engine = await EngineReplicas.start(options.engine ?? {});
-  let server: Awaited<ReturnType<typeof startServer>>;
-  try {
-    server = await startServer({ ...options.server, engine });
-  } catch (error) {
-    await engine.close();
-    throw error;
-  }
+  const { engine, server } = await startServing(options.engine ?? {}, options.server ?? {});
   return {
     url: server.url,
     model: options.server?.servedModelName ?? engine.info.model,

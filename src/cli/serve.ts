@@ -1,9 +1,10 @@
 import { constants } from 'node:os';
 import type { parseArgs } from 'node:util';
 import { invalidArgument } from '../errors.ts';
-import { EngineReplicas } from '../server/engine-host/engine-replicas.ts';
+import type { EngineReplicas } from '../server/engine-host/engine-replicas.ts';
 import { LOG_LEVELS } from '../server/json-logger.ts';
-import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, startServer, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
+import { DEFAULT_SERVER_OPTIONS, PROMPT_BYTES_PER_TOKEN, type RunningServer, type ServerOptions, type ShutdownReport } from '../server/server.ts';
+import { startServing } from '../server/start-serving.ts';
 import { ENGINE_FLAGS, ENGINE_FLAGS_HELP, engineConfigFromFlags, integerFlag, numberFlag, oneOf } from './engine-flags.ts';
 import { TOOL_CALL_PARSERS } from '../server/tool-calls/tool-call-formats.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -111,14 +112,7 @@ export async function serveCommand(argv: string[], engineEntry?: URL): Promise<n
     return 0;
   }
   const serverOptions = serverOptionsFromFlags(values);
-  const engine = await EngineReplicas.start(engineConfigFromFlags(values), engineEntry);
-  let server: RunningServer;
-  try {
-    server = await startServer({ engine, ...serverOptions });
-  } catch (error) {
-    await engine.close();
-    throw error;
-  }
+  const { engine, server } = await startServing(engineConfigFromFlags(values), serverOptions, engineEntry);
   const replicas = engine.size > 1 ? ` on ${engine.size} replicas` : '';
   console.log(`Keel is serving ${engine.info.model}${replicas} at ${server.url} (playground: ${server.url}/, API: ${server.url}/v1)`);
   const { report, engineFailure } = await untilShutdown(server, engine, serverOptions.shutdownTimeoutMs);
