@@ -19,6 +19,7 @@
 #include "common.cuh"
 #include "mma.cuh"
 #include "attention-span.cuh"
+#include "decode-partials.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DKV_DTYPE=1
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DKV_DTYPE=1
@@ -107,14 +108,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
   const long long head0 = (long long)di * num_heads + kvh * GROUP;
 
   if (begin >= end) {  // nothing visible in this partition
-    if (num_partitions > 1) {
-      if (tid < GROUP) {
-        part_ml[((head0 + tid) * num_partitions + part) * 2] = NEG_INF;
-        part_ml[((head0 + tid) * num_partitions + part) * 2 + 1] = 0.f;
-      }
-    } else {
-      for (int i = tid; i < GROUP * D; i += NT) out[(long long)token * num_heads * D + kvh * GROUP * D + i] = 0;
-    }
+    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
     return;
   }
 

@@ -20,6 +20,7 @@
 // token's tree_mask row sets their bit (its ancestors and itself).
 #include "common.cuh"
 #include "attention-span.cuh"
+#include "decode-partials.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
 // nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
@@ -67,7 +68,7 @@ constexpr int D8 = D / 8;       // 16-byte chunks per head row
 constexpr int NT = 128;         // threads per CTA
 constexpr int TK = 32;          // keys per tile: one per lane in the softmax step
 constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consecutive rows on different banks
-// 8-bit caches: two stages of K and V codes and of int8's row scales, one stage of bf16 rows.
+// 8-bit caches: two stages of K and V codes and of int8's row scales, one stage of f16 unit-value rows.
 constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * D;
 constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4;
 constexpr int ROW_STAGES = KV_DTYPE == 0 ? 2 : 1;
@@ -118,8 +119,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
-  // An 8-bit cache double-buffers its codes (and int8's row scales) and dequantizes each tile into a
-  // single stage of bf16 rows; a bf16 cache double-buffers the rows themselves.
+  // An 8-bit cache double-buffers its codes (and int8's row scales) and turns each tile into a
+  // single stage of f16 unit-value rows (unit_kv_tile); a bf16 cache double-buffers the rows themselves.
 #if KV_DTYPE
   unsigned char* s_kc = smem;                  // [2][TK][D] codes
   unsigned char* s_vc = s_kc + CODE_BYTES / 2; // [2][TK][D]
@@ -165,14 +166,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   const long long head0 = (long long)di * num_heads + kvh * GROUP;  // first query head's row in the partials
 
   if (begin >= end) {  // a shorter sequence of the batch: nothing visible in this partition
-    if (num_partitions > 1) {
-      if (tid < GROUP) {
-        part_ml[((head0 + tid) * num_partitions + part) * 2] = NEG_INF;
-        part_ml[((head0 + tid) * num_partitions + part) * 2 + 1] = 0.f;
-      }
-    } else {
-      for (int i = tid; i < GROUP * D; i += NT) out[(long long)token * num_heads * D + kvh * GROUP * D + i] = 0;
-    }
+    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
     return;
   }
 

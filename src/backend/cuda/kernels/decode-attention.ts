@@ -63,20 +63,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
     device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
-      a.out,
-      partAcc,
-      partMl,
-      a.qkv,
-      a.kPool,
-      a.vPool,
-      a.decodeSeqs,
-      a.decodeTokens,
-      a.positions,
-      a.seqLens,
-      a.blockTables,
-      a.maxBlocksPerSeq,
-      a.blockSize,
-      numKvHeads,
+      ...decodeArgsPrefix(a, partAcc, partMl),
       qScale,
       softcapLog2,
       a.sinks,
@@ -106,6 +93,11 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
       numPartitions,
     ]);
   }
+}
+
+/** The arguments both decode kernels take first: output, partials, the step's tables, the pools' geometry. */
+function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: DevicePtr): number[] {
+  return [a.out, partAcc, partMl, a.qkv, a.kPool, a.vPool, a.decodeSeqs, a.decodeTokens, a.positions, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, a.shape.numKvHeads];
 }
 
 /**
@@ -139,20 +131,7 @@ function launchDecodeAttentionMma(
   const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE: attentionOptionDefines(a).KV_DTYPE };
   const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiifiiippffiffi', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim), [
-    a.out,
-    p.partAcc,
-    p.partMl,
-    a.qkv,
-    a.kPool,
-    a.vPool,
-    a.decodeSeqs,
-    a.decodeTokens,
-    a.positions,
-    a.seqLens,
-    a.blockTables,
-    a.maxBlocksPerSeq,
-    a.blockSize,
-    numKvHeads,
+    ...decodeArgsPrefix(a, p.partAcc, p.partMl),
     p.qScale,
     p.window,
     p.partitionSize,
