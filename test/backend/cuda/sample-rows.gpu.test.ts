@@ -53,7 +53,7 @@ function assertMixedDrawsMatch(results: { gpu: DrawResults; cpu: DrawResults }, 
 
 
 test('greedy draws and top logprobs match the CPU: ties to the lowest index, -1 for rows with nothing finite', () => {
-  for (const cols of [7, 1000, 128256, 152064]) {
+  for (const cols of [7, 1000, 1003, 128256, 152064]) {
     const rows = randInt(rng, 2, 9);
     const values = randomBf16Values(rng, rows * cols, 4);
     // Ties at the maximum in row 0 (for the argmax and the top logprobs); the last row all -inf.

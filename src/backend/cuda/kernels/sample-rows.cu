@@ -190,12 +190,41 @@ __device__ __forceinline__ void for_each_entry(const Row& r, F& f) {
   }
 }
 
+// g(c, v) for every column c of a row of logits with its raw value v. One block reads the whole row, so
+// its loads must overlap: 16-byte loads, LOADS_IN_FLIGHT of them a thread at a time, where the row
+// is 16-byte aligned (an unaligned row, and the columns past the last 8, one by one).
+constexpr int LOADS_IN_FLIGHT = 2;
+template <typename G>
+__device__ __forceinline__ void for_each_logit(const bf16* x, int cols, G& g) {
+  const int vectors = (reinterpret_cast<unsigned long long>(x) & 15) == 0 ? cols >> 3 : 0;
+  const uint4* x8 = reinterpret_cast<const uint4*>(x);
+  auto visit8 = [&](const uint4 w, int c) {
+    const unsigned int words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      g(c + 2 * k, __uint_as_float(words[k] << 16));
+      g(c + 2 * k + 1, __uint_as_float(words[k] & 0xffff0000u));
+    }
+  };
+  int i = threadIdx.x;
+  for (; i + (LOADS_IN_FLIGHT - 1) * THREADS < vectors; i += LOADS_IN_FLIGHT * THREADS) {
+    uint4 w[LOADS_IN_FLIGHT];
+#pragma unroll
+    for (int u = 0; u < LOADS_IN_FLIGHT; u++) w[u] = __ldg(x8 + i + u * THREADS);
+#pragma unroll
+    for (int u = 0; u < LOADS_IN_FLIGHT; u++) visit8(w[u], 8 * (i + u * THREADS));
+  }
+  for (; i < vectors; i += THREADS) visit8(__ldg(x8 + i), 8 * i);
+  for (int c = 8 * vectors + threadIdx.x; c < cols; c += THREADS) g(c, bf16_to_f32(x[c]));
+}
+
 // f(token, value) for every token of the row, each once, with the value the sampling sees.
 template <typename F>
 __device__ __forceinline__ void for_each_value(const Row& r, F& f) {
-  for (int c = threadIdx.x; c < r.cols; c += THREADS) {
-    if (!is_listed(r, c)) f(c, drawable(r, c, bf16_to_f32(r.x[c])));
-  }
+  auto unlisted = [&](int c, float v) {
+    if (!is_listed(r, c)) f(c, drawable(r, c, v));
+  };
+  for_each_logit(r.x, r.cols, unlisted);
   for_each_entry(r, f);
 }
 
@@ -256,15 +285,13 @@ struct RawKeys {
   int cols;
   template <typename F>
   __device__ void operator()(F& add) const {
-    for (int c = threadIdx.x; c < cols; c += THREADS) {
-      const float v = bf16_to_f32(x[c]);
-      add(v == v ? order_key(v) : 0u);
-    }
+    auto f = [&](int, float v) { add(v == v ? order_key(v) : 0u); };
+    for_each_logit(x, cols, f);
   }
 };
 
 // The key of the k-th largest scaled value, or KEY_FINITE (keep all) when fewer are finite.
-__device__ unsigned int kth_largest_key(const Row& r, float inv, int k) {
+__device__ __noinline__ unsigned int kth_largest_key(const Row& r, float inv, int k) {
   ScaledKeys keys{r, inv};
   const unsigned int key = kth_largest(keys, k);
   return key == 0u ? KEY_FINITE : key;
@@ -324,7 +351,7 @@ __device__ unsigned int nucleus_key_bisecting(const Row& r, float inv, unsigned 
 // the key lies among the heavier ones (half that bound leaves room for rounding): when they are
 // few, as in a peaked distribution or after top-k, they are sorted in shared memory and summed
 // largest first; else the whole row is bisected.
-__device__ unsigned int nucleus_key(const Row& r, float inv, unsigned int floor, float max_s, float top_p) {
+__device__ __noinline__ unsigned int nucleus_key(const Row& r, float inv, unsigned int floor, float max_s, float top_p) {
   __shared__ unsigned int candidates[MAX_CANDIDATES];
   __shared__ int num_candidates;
   __shared__ unsigned int chosen;
@@ -369,7 +396,7 @@ __device__ unsigned int nucleus_key(const Row& r, float inv, unsigned int floor,
 }
 
 // The Gumbel-max draw among the tokens whose scaled value has key >= floor.
-__device__ int draw_above(const Row& r, float inv, unsigned int seed, unsigned int floor) {
+__device__ __noinline__ int draw_above(const Row& r, float inv, unsigned int seed, unsigned int floor) {
   float best = NEG_INF;
   int best_i = NO_INDEX;
   auto f = [&](int c, float v) {
@@ -390,15 +417,43 @@ __device__ int draw_above(const Row& r, float inv, unsigned int seed, unsigned i
 // How many raw (non-NaN) logits have key >= `key`.
 __device__ __noinline__ int raw_count_at_least(const bf16* x, int cols, unsigned int key) {
   int n = 0;
-  for (int c = threadIdx.x; c < cols; c += THREADS) {
-    const float v = bf16_to_f32(x[c]);
-    n += v == v && order_key(v) >= key;
-  }
+  auto f = [&](int, float v) { n += v == v && order_key(v) >= key; };
+  for_each_logit(x, cols, f);
   return block_count(n);
 }
 
+// A few largest raw logits, one pass each: the best that the previous one beats (beats' order).
+// Drafting asks one or a tree's few candidates a row, where this takes fewer passes than selection.
+constexpr int TOP_BY_PASSES = 4;
+__device__ __noinline__ void top_raw_by_passes(const bf16* x, int cols, int num_top, float lse, int* ids, float* logprobs) {
+  float prev = -NEG_INF;  // +inf: every value comes after it
+  int prev_i = -1;
+  for (int i = 0; i < num_top; i++) {
+    float best = NEG_INF;
+    int best_i = NO_INDEX;
+    auto f = [&](int c, float v) {
+      if (beats(prev, prev_i, v, c) && beats(v, c, best, best_i)) {
+        best = v;
+        best_i = c;
+      }
+    };
+    for_each_logit(x, cols, f);
+    block_argmax(best, best_i);
+    if (threadIdx.x == 0) {
+      ids[i] = best_i == NO_INDEX ? -1 : best_i;
+      logprobs[i] = best_i == NO_INDEX ? NEG_INF : best - lse;
+    }
+    prev = best;
+    prev_i = best_i;  // once nothing is left (NO_INDEX), nothing comes after it either
+  }
+}
+
 // The `num_top` largest raw logits, largest first, lower index among equals, as ids and logprobs.
-__device__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* ids, float* logprobs) {
+__device__ __noinline__ void top_raw(const bf16* x, int cols, int num_top, float lse, int* ids, float* logprobs) {
+  if (num_top <= TOP_BY_PASSES) {
+    top_raw_by_passes(x, cols, num_top, lse, ids, logprobs);
+    return;
+  }
   __shared__ int chosen[MAX_TOP];
   __shared__ int num_chosen;
   const int k = min(num_top, raw_count_at_least(x, cols, KEY_NEG_INF));
@@ -539,11 +594,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) sample_rows_kernel(int* __
       best_i = c;
     }
   };
-  for (int c = threadIdx.x; c < cols; c += THREADS) {
-    const float v = bf16_to_f32(r.x[c]);
-    if (v > NEG_INF) merge_lse(m, s, v, 1.f);
+  auto first_pass = [&](int c, float v) {
+    if (v > m) {  // the running log-sum-exp: rescaled only when the maximum moves
+      s = s * __expf(m - v) + 1.f;
+      m = v;
+    } else if (v > NEG_INF) {
+      s += __expf(v - m);
+    }
     if (!is_listed(r, c)) consider(c, drawable(r, c, v));
-  }
+  };
+  for_each_logit(r.x, r.cols, first_pass);
   for_each_entry(r, consider);
   block_lse(m, s);
   max_v = block_max(max_v);
