@@ -272,27 +272,43 @@ __device__ __forceinline__ uint4 dequantize8(const uint2 codes, float scale) {
   return pack8(f);
 }
 
-// stage_kv_tile for an 8-bit cache (KV 1 or 2): the codes of kv head `kvh` are read and written to
-// the shared tiles dequantized to bf16, so the attention math after staging is the bf16 path's.
-// Loads go through registers, not cp.async; one (empty) commit group keeps the callers' group counts.
-template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
-__device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const unsigned char* k_pool, const unsigned char* v_pool,
-                                                    const float* k_scales, const float* v_scales, float k_scale, float v_scale,
-                                                    const int* block_table, int k0, int end, int block_size, int num_kv_heads,
-                                                    int kvh, int row_stride) {
-  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
-    const int r = c / CHUNKS, ch = c - r * CHUNKS;
-    uint4 k = make_uint4(0, 0, 0, 0), v = k;
-    if (k0 + r < end) {
-      const long long head = kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh;
-      const long long at = head * (CHUNKS * 8) + ch * 8;
-      k = dequantize8<KV>(*reinterpret_cast<const uint2*>(k_pool + at), KV == 2 ? k_scales[head] : k_scale);
-      v = dequantize8<KV>(*reinterpret_cast<const uint2*>(v_pool + at), KV == 2 ? v_scales[head] : v_scale);
+// A landed code tile (stage_kv_code_bytes, codes at the start of `dk` and `dv`) rewritten in place as
+// bf16 rows `row_stride` apart of code · scale, as the bf16 path stages them: every thread reads its
+// codes, the block meets a barrier, then each writes its rows (and zeros in the columns
+// CHUNKS * 8 .. PAD_END that the mma's k-steps read) and the block meets another. The loads thus
+// overlap the previous tile's math as cp.async does for bf16; only the conversion does not.
+template <int KV, int TILE_ROWS, int CHUNKS, int THREADS, int PAD_END>
+__device__ __forceinline__ void bf16_rows_from_codes(bf16* dk, bf16* dv, const float* sk, const float* sv, float k_scale, float v_scale,
+                                                     int row_stride) {
+  constexpr int PER = (TILE_ROWS * CHUNKS + THREADS - 1) / THREADS;
+  uint2 k[PER], v[PER];
+#pragma unroll
+  for (int i = 0; i < PER; i++) {
+    const int c = threadIdx.x + i * THREADS;
+    if (c < TILE_ROWS * CHUNKS) {
+      k[i] = reinterpret_cast<const uint2*>(dk)[c];
+      v[i] = reinterpret_cast<const uint2*>(dv)[c];
     }
-    *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = k;
-    *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = v;
   }
-  cp_async_commit();
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < PER; i++) {
+    const int c = threadIdx.x + i * THREADS;
+    if (c < TILE_ROWS * CHUNKS) {
+      const int r = c / CHUNKS, ch = c - r * CHUNKS;
+      *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize8<KV>(k[i], KV == 2 ? sk[r] : k_scale);
+      *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize8<KV>(v[i], KV == 2 ? sv[r] : v_scale);
+    }
+  }
+  if (PAD_END > CHUNKS * 8) {
+    for (int r = threadIdx.x; r < TILE_ROWS; r += THREADS)
+#pragma unroll
+      for (int c = CHUNKS * 8; c < PAD_END; c += 8) {
+        *reinterpret_cast<uint4*>(dk + r * row_stride + c) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(dv + r * row_stride + c) = make_uint4(0, 0, 0, 0);
+      }
+  }
+  __syncthreads();
 }
 
 // An 8-bit cache's tile in two steps, so that its loads overlap the previous tile's math as the

@@ -77,7 +77,8 @@ static_assert(DS % 16 == 0 && DS <= 256, "a warp's slice must be whole k-steps o
 
 // grid (numHeads, numTiles * DSPLIT), block NT. tiles [numTiles, 2] = (sequence, first query row in it),
 // each CTA taking its BM-row part of a tile. Dynamic shared memory: (BM + 4 * BN) * ROW * 2 bytes (Q
-// tile, K and V tiles in two stages), and with DSPLIT 2 the swapped scores, NT * SWAP * 4 bytes.
+// tile, K and V tiles in two stages), with DSPLIT 2 the swapped scores, NT * SWAP * 4 bytes, then
+// int8's row scales, 2 * 2 * BN * 4 bytes.
 // Query rows of a tile are assumed to have increasing positions (true of any chunk). Scores live
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
@@ -102,6 +103,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
   bf16* s_v = s_k + 2 * BN * ROW;             // [2][BN][ROW]
   float* s_swap = reinterpret_cast<float*>(s_v + 2 * BN * ROW);  // [NT / 32 warps][SWAP][32 lanes], DSPLIT 2 only
+  float* s_scales = s_swap + (DSPLIT == 2 ? NT * SWAP : 0);        // [2 stages][K, V][BN]: int8's row scales
 
   const int head = blockIdx.x;
   const unsigned int plan_tile = blockIdx.y / DSPLIT;
@@ -191,7 +193,10 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
 #if KV_DTYPE == 0
       stage_kv_tile<BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
 #else
-      stage_kv_codes_tile<KV_DTYPE, BN, DCH, NT>(s_k + stage * BN * ROW, s_v + stage * BN * ROW, k_pool, v_pool, k_scales, v_scales, k_scale, v_scale, table, k0, to, block_size, num_kv_heads, kvh, ROW);
+      // An 8-bit tile's codes land in its stage, whose rows they become once landed (bf16_rows_from_codes).
+      stage_kv_code_bytes<KV_DTYPE, BN, DCH, NT>(reinterpret_cast<unsigned char*>(s_k + stage * BN * ROW), reinterpret_cast<unsigned char*>(s_v + stage * BN * ROW),
+                                                 s_scales + stage * 2 * BN, s_scales + stage * 2 * BN + BN, k_pool, v_pool, k_scales, v_scales, table, k0, to,
+                                                 block_size, num_kv_heads, kvh);
 #endif
     };
     const int num_tiles = (to - from + BN - 1) / BN;
@@ -205,6 +210,10 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
         cp_async_wait<0>();
       }
       __syncthreads();
+#if KV_DTYPE != 0
+      bf16_rows_from_codes<KV_DTYPE, BN, DCH, NT, DP>(s_k + (it & 1) * BN * ROW, s_v + (it & 1) * BN * ROW, s_scales + (it & 1) * 2 * BN,
+                                                      s_scales + (it & 1) * 2 * BN + BN, k_scale, v_scale, ROW);
+#endif
       const bf16* tk = s_k + (it & 1) * BN * ROW;
       const bf16* tv = s_v + (it & 1) * BN * ROW;
 

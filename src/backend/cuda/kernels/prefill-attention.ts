@@ -22,13 +22,14 @@ export function prefillHeadSplit(headDim: number): number {
   return headDim <= 256 ? 1 : 2;
 }
 
-/** Dynamic shared memory of prefill_attention_kernel: a Q tile, two stages of K and V tiles, and a split head's swapped scores. */
+/** Dynamic shared memory of prefill_attention_kernel: a Q tile, two stages of K and V tiles, a split head's swapped scores and int8's row scales. */
 export function prefillSharedBytes(headDim: number): number {
   const split = prefillHeadSplit(headDim);
   const padded = Math.ceil(headDim / (16 * split)) * 16 * split;
   const keys = headDim <= 128 ? 64 : headDim <= 256 ? 32 : 16;
   const swapped = split === 1 ? 0 : THREADS * (keys / 2) * 4;
-  return (PREFILL_TILE_ROWS / split + 4 * keys) * (padded + 8) * 2 + swapped;
+  const rowScales = 2 * 2 * keys * 4; // int8's, per stage, K and V
+  return (PREFILL_TILE_ROWS / split + 4 * keys) * (padded + 8) * 2 + swapped + rowScales;
 }
 
 // prefill-attention-wgmma.cu: 128 query rows, BN keys per tile, two stages; a loader warpgroup and two consumers.
