@@ -135,6 +135,26 @@ for (const { dtype, kvScales } of DTYPES) {
     });
   });
 
+  test(`${tag}: soft-capping and learned sinks without StreamingLLM (decode on tensor cores), one partition and several`, () => {
+    for (const [name, longest] of [['short', 300], ['split', 1500]] as const) {
+      const first = chunks(rng, 2, longest);
+      const group = pick(rng, [1, 2, 4, 8]);
+      attentionScenario({
+        name: `${tag} capped ${name}`,
+        dtype,
+        kvScales,
+        headDim: pick(rng, [64, 128, 256]),
+        numKvHeads: 2,
+        group,
+        blockSize: 16,
+        window: null,
+        softcap: 30,
+        sinks: randomBf16Values(rng, 2 * group, 1),
+        steps: [first, first.map((q) => ({ cached: q.cached + q.query, query: 1 }))],
+      });
+    }
+  });
+
   test(`${tag}: a copied block (copy-on-write) carries its codes and scales`, () => {
     attendThroughMovedBlocks(`${tag} cow`, dtype, kvScales, (b, cache, src, dst) => b.copyBlocks(cache, src, dst));
   });

@@ -13,22 +13,33 @@
 // the values' order (output_column). S = Q Kᵀ is scaled per key (int8's row scale) or per tensor
 // (fp8's, with the 256), an online softmax runs per row, then O += P V, P scaled by int8's value
 // row scale. The warps' running max, sum and output are merged at the end; with partitions the
-// CTA writes them as decode-attention.cu's partials, which its decode_reduce_kernel merges. Plain
-// attention only (a sliding window, chunked attention and query temperature included): soft-capping,
-// sinks, StreamingLLM and Quest's sparse tables go to decode-attention.cu.
+// CTA writes them as decode-attention.cu's partials, which its decode_reduce_kernel merges. As
+// there, SOFTCAP=1 caps each score at cap · tanh(score / cap) and SINKS=1 adds each head's learned
+// sink logit to the softmax's denominator (here when one partition ends the decode, else in the
+// merge); sliding windows, chunked attention and query temperature are runtime arguments.
+// StreamingLLM and Quest's sparse tables go to decode-attention.cu.
 #include "common.cuh"
 #include "mma.cuh"
 #include "attention-span.cuh"
 #include "decode-partials.cuh"
 
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DKV_DTYPE=1 -DSOFTCAP=1
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DKV_DTYPE=2 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DKV_DTYPE=2 -DSOFTCAP=1 -DSINKS=1
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DKV_DTYPE=1
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=96 -DGROUP=3 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=256 -DGROUP=16 -DKV_DTYPE=1
 
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8>"
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8> [-DSOFTCAP=<0|1>] [-DSINKS=<0|1>]"
+#endif
+#ifndef SOFTCAP
+#define SOFTCAP 0
+#endif
+#ifndef SINKS
+#define SINKS 0
 #endif
 
 namespace {
@@ -78,12 +89,14 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 // maxima and sums [WARPS][16][2] floats. The code stages serve again, once every tile is done, as
 // the warps' output exchange [WARPS][16][D] floats.
 // grid (numKvHeads, numDecode, numPartitions), block NT. Arguments as decode_attention_kernel's
-// plain subset: out [numTokens, numHeads * D]; part_acc / part_ml as its partials.
+// subset: out [numTokens, numHeads * D]; part_acc / part_ml as its partials; with SOFTCAP q_scale
+// is scale / cap and softcap_log2 cap · log2(e); sinks [numHeads] bf16, read only with SINKS.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, const bf16* __restrict__ qkv,
     const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool, const int* __restrict__ decode_seqs,
     const int* __restrict__ decode_tokens, const int* __restrict__ positions, const int* __restrict__ seq_lens,
-    const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, float q_scale, int window,
+    const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, float q_scale,
+    float softcap_log2, const bf16* __restrict__ sinks, int window,
     int partition_size, int num_partitions, const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale,
     float v_scale, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
@@ -185,7 +198,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
       for (int i = 0; i < 4; i++) {
         const int key = 8 * n + 2 * t4 + (i & 1);
         const bool visible = k0 + warp * 16 + key < end;
-        s[n][i] = visible ? s[n][i] * (KV_DTYPE == 2 ? ks[key] : k_factor) : NEG_INF;
+        const float score = s[n][i] * (KV_DTYPE == 2 ? ks[key] : k_factor);
+        s[n][i] = visible ? (SOFTCAP ? softcap_log2 * fast_tanh(score) : score) : NEG_INF;
       }
     // Online softmax per row over the warp's keys: a row's 16 scores lie in one quad of lanes.
     unsigned int pa[4];
@@ -272,7 +286,12 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
       acc += s_out[(w * 16 + h) * D + c];
     }
     if (num_partitions == 1) {
-      out[(long long)token * num_heads * D + (kvh * GROUP + h) * D + c] = f32_to_bf16(acc / sum);
+#if SINKS
+      const float inv = sink_normalizer(top, sum, bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
+#else
+      const float inv = 1.f / sum;
+#endif
+      out[(long long)token * num_heads * D + (kvh * GROUP + h) * D + c] = f32_to_bf16(acc * inv);
     } else {
       const long long row = (head0 + h) * num_partitions + part;
       part_acc[row * D + c] = acc;

@@ -59,7 +59,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   if (sparse === null && runsOnTensorCores(a, group)) {
-    launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale });
+    launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
     device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
@@ -101,13 +101,13 @@ function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: De
 }
 
 /**
- * Whether an 8-bit cache's plain decode runs decode-attention-mma.cu (tensor cores): a group of at
- * most 16 query heads (one mma row tile), head dims a multiple of 32 up to 256, and none of
- * soft-capping, sinks or StreamingLLM (Quest's sparse tables are the caller's to rule out).
+ * Whether an 8-bit cache's decode runs decode-attention-mma.cu (tensor cores): a group of at most
+ * 16 query heads (one mma row tile), head dims a multiple of 32 up to 256, and no StreamingLLM
+ * (Quest's sparse tables are the caller's to rule out).
  */
 function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
-  const { headDim, softcap, sinks, streaming } = a.shape;
-  return a.dtype !== 'auto' && group <= 16 && headDim % 32 === 0 && headDim <= 256 && softcap === null && sinks === null && streaming === null;
+  const { headDim, streaming } = a.shape;
+  return a.dtype !== 'auto' && group <= 16 && headDim % 32 === 0 && headDim <= 256 && streaming === null;
 }
 
 /** decode_attention_mma_kernel's keys per tile (TK), code stages (STAGES) and warps (WARPS). */
@@ -125,14 +125,17 @@ function decodeMmaSharedBytes(headDim: number): number {
 function launchDecodeAttentionMma(
   device: CudaDevice,
   a: DecodeAttentionArgs,
-  p: { group: number; window: number; numPartitions: number; partitionSize: number; partAcc: DevicePtr; partMl: DevicePtr; qScale: number },
+  p: { group: number; window: number; numPartitions: number; partitionSize: number; partAcc: DevicePtr; partMl: DevicePtr; qScale: number; softcapLog2: number },
 ): void {
   const { numKvHeads, headDim } = a.shape;
-  const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE: attentionOptionDefines(a).KV_DTYPE };
-  const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiifiiippffiffi', defines);
+  const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
+  const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE, SOFTCAP, SINKS };
+  const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiiffpiiippffiffi', defines);
   device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim), [
     ...decodeArgsPrefix(a, p.partAcc, p.partMl),
     p.qScale,
+    p.softcapLog2,
+    a.sinks,
     p.window,
     p.partitionSize,
     p.numPartitions,
