@@ -14,7 +14,7 @@ import { plainAttention } from '../../helpers/kv-layout.ts';
 
 // 8-bit KV caches on the GPU against the CPU twin (backend/cpu/ops/kv-codes.ts): the quantizing
 // cache write after RoPE (fp8 with per-tensor scales, int8 with a scale per token and kv head), and
-// the decode, prefill and MLA attention kernels reading the codes back, over head dims, GQA, block
+// the decode, prefill (both kernels on Hopper) and MLA attention kernels reading the codes back, over head dims, GQA, block
 // sizes, split decodes, windows, soft-capping, sinks and StreamingLLM; quantized blocks moved by
 // copy-on-write, by a swap out to host memory and back, and slot by slot (copySlots); keel-tiny's perplexity on CUDA against the CPU's with the same cache dtype. The CPU keeps
 // keys in float32 and the GPU in bf16 before quantizing, so a value near a rounding boundary may
@@ -24,6 +24,8 @@ const rng = seededRng(testSeed('cuda kv quantization'));
 const gpu = new CudaBackend({ poisonStepTensors: true });
 const cpu = new CpuBackend();
 after(() => gpu.dispose());
+
+const hopperOnly = gpu.device.info.arch === 'sm_90a' ? false : `needs a Hopper GPU (sm_90a), not ${gpu.device.info.arch}`;
 
 const LAYER = 1;
 const DTYPES: { dtype: Exclude<KvCacheDtype, 'auto'>; kvScales: { k: number; v: number } }[] = [
@@ -111,6 +113,29 @@ for (const { dtype, kvScales } of DTYPES) {
       }
     });
   }
+
+  test(`${tag}: prefill chunks on the Hopper kernel (prefill-attention-wgmma.cu), head dims 64, 128 and 256`, { skip: hopperOnly }, () => {
+    const path = gpu.prefillAttention;
+    gpu.prefillAttention = 'wgmma'; // throws rather than fall back to the legacy kernel
+    try {
+      for (const headDim of [64, 128, 256]) {
+        const first = chunks(rng, randInt(rng, 1, 3), 300);
+        attentionScenario({
+          name: `${tag} wgmma d${headDim}`,
+          dtype,
+          kvScales,
+          headDim,
+          numKvHeads: randInt(rng, 1, 2),
+          group: pick(rng, [1, 2, 4]),
+          blockSize: pick(rng, [8, 16, 32]),
+          window: rng() < 0.3 ? randInt(rng, 16, 200) : null,
+          steps: [first, next(rng, first, 200)],
+        });
+      }
+    } finally {
+      gpu.prefillAttention = path;
+    }
+  });
 
   test(`${tag}: long-context decodes split over partitions`, () => {
     const first = chunks(rng, 3, 1500);

@@ -11,10 +11,15 @@
 // only tiles that reach a row's own position (or a window's edge, or the padding rows of a short
 // last tile) pay for the mask. Register budgets move from the loader to the consumers (setmaxnreg).
 //
-// Covers bf16 caches, head dims 64 / 128 / 256, sliding windows, soft-capping (SOFTCAP=1) and
-// sinks (SINKS=1): the scores, masks and normalization match prefill-attention.cu, which remains
-// the path for everything else (8-bit caches, StreamingLLM, tree masks, other head dims, GPUs
-// before Hopper). Keys come from the cache for the whole context (the chunk's own keys included,
+// Over an 8-bit cache (KV_DTYPE 1 fp8, 2 int8) the loader reads a tile's codes 8 bytes at a time
+// into registers, CODE_LOADS in flight a thread, and stores them dequantized to bf16 (code · scale,
+// as prefill-attention.cu and the CPU twin round them) into the same swizzled layout, then arrives
+// on the stage's "full" mbarrier as a plain arrival: the consumers' MMAs are the bf16 path's.
+//
+// Covers bf16 and 8-bit caches, head dims 64 / 128 / 256, sliding windows, soft-capping (SOFTCAP=1)
+// and sinks (SINKS=1): the scores, masks and normalization match prefill-attention.cu, which
+// remains the path for everything else (StreamingLLM, tree masks, other head dims, GPUs before
+// Hopper). Keys come from the cache for the whole context (the chunk's own keys included,
 // written by ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
 #include "common.cuh"
 #include "wgmma.cuh"
@@ -27,9 +32,16 @@
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=1 -DSINKS=1
 // nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=0
 // nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=1
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<64|128|256> -DSOFTCAP=<0|1> -DSINKS=<0|1>"
+#error "compile with -DHEAD_DIM=<64|128|256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8>]"
+#endif
+#ifndef KV_DTYPE
+#define KV_DTYPE 0
 #endif
 
 namespace {
@@ -43,6 +55,8 @@ constexpr int TILE_BYTES = BN * D * 2;        // one K or V tile
 constexpr int LOADERS = 128;                  // warpgroup 0
 constexpr int CONSUMER_WARPS = 8;             // warpgroups 1 and 2
 constexpr int THREADS = LOADERS + 32 * CONSUMER_WARPS;
+constexpr int CODE_LOADS = 4;                 // an 8-bit cache's 8-byte code loads in flight a loader thread
+static_assert(BN * CHUNKS % (LOADERS * CODE_LOADS) == 0, "a tile's code chunks split evenly over the loads in flight");
 static_assert(D == 64 || D == 128 || D == 256, "head dim must be 64, 128 or 256");
 }  // namespace
 
@@ -60,10 +74,11 @@ __device__ __forceinline__ unsigned int tile_offset(int r, int ch) {
 // (true of any chunk). Scores in the log2 domain as in prefill-attention.cu: q_scale · q · k, or
 // with SOFTCAP softcap_log2 · tanh(q_scale · q · k); sinks [numHeads] bf16 read only with SINKS.
 extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma_kernel(
-    bf16* __restrict__ out, const bf16* __restrict__ qkv, const bf16* __restrict__ k_pool, const bf16* __restrict__ v_pool,
+    bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
     const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window, int chunk,
+    int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
+    const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale, float v_scale, int chunk,
     float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -115,23 +130,51 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     }
     mbarrier_arrive_on_copies(q_full);
     const int* table = block_tables + (long long)seq * max_blocks_per_seq;
-    auto load_tile = [&](const bf16* pool, unsigned int dst, int k0) {
+#if KV_DTYPE == 0
+    // A tile's rows by cp.async; the stage's barrier completes once they land.
+    auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int k0, unsigned int full) {
       for (int c = tid; c < BN * CHUNKS; c += LOADERS) {
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const bool valid = k0 + r < k_end;
         const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
-        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), pool + src, valid ? 16 : 0);
+        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), reinterpret_cast<const bf16*>(pool) + src, valid ? 16 : 0);
       }
+      mbarrier_arrive_on_copies(full);
     };
+#else
+    // A tile's codes through registers, CODE_LOADS chunks in flight, stored as bf16 rows; the
+    // arrival releases the stores to the consumers (who fence before their MMAs read them).
+    auto load_tile = [&](const unsigned char* pool, const float* row_scales, float scale, unsigned int dst, int k0, unsigned int full) {
+      for (int c0 = tid; c0 < BN * CHUNKS; c0 += CODE_LOADS * LOADERS) {
+        uint2 codes[CODE_LOADS];
+        float scales[CODE_LOADS];
+#pragma unroll
+        for (int i = 0; i < CODE_LOADS; i++) {
+          const int c = c0 + i * LOADERS, r = c / CHUNKS, ch = c % CHUNKS;
+          codes[i] = make_uint2(0, 0);
+          scales[i] = 0.f;
+          if (k0 + r < k_end) {
+            const long long slot_head = kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh;
+            codes[i] = *reinterpret_cast<const uint2*>(pool + slot_head * D + ch * 8);
+            scales[i] = KV_DTYPE == 2 ? row_scales[slot_head] : scale;
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < CODE_LOADS; i++) {
+          const int c = c0 + i * LOADERS;
+          *reinterpret_cast<uint4*>(smem + (dst - base) + tile_offset<BN>(c / CHUNKS, c % CHUNKS)) = dequantize8<KV_DTYPE>(codes[i], scales[i]);
+        }
+      }
+      mbarrier_arrive(full);
+    };
+#endif
     for (int t = 0; t < num_tiles; t++) {
       const int st = t % STAGES;
       const unsigned int reuse_parity = (t / STAGES - 1) & 1;  // the phase that frees tile t - STAGES
       if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
-      load_tile(k_pool, s_k + st * TILE_BYTES, k_begin + t * BN);
-      mbarrier_arrive_on_copies(k_full(st));
+      load_tile(k_pool, k_scales, k_scale, s_k + st * TILE_BYTES, k_begin + t * BN, k_full(st));
       if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
-      load_tile(v_pool, s_v + st * TILE_BYTES, k_begin + t * BN);
-      mbarrier_arrive_on_copies(v_full(st));
+      load_tile(v_pool, v_scales, v_scale, s_v + st * TILE_BYTES, k_begin + t * BN, v_full(st));
     }
     // Leave no copy in flight behind an exiting thread.
     asm volatile("cp.async.wait_all;\n" ::: "memory");

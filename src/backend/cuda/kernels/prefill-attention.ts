@@ -60,7 +60,6 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
   if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
   if (!WGMMA_HEAD_DIMS.includes(a.shape.headDim)) return `head dim ${a.shape.headDim} is not one of ${WGMMA_HEAD_DIMS.join(', ')}`;
-  if (a.dtype !== 'auto') return `the KV cache holds ${a.dtype} codes`;
   if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
   if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
   return null;
@@ -106,9 +105,9 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
 
 function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
   const { numHeads, numKvHeads, headDim } = a.shape;
-  const { SOFTCAP, SINKS } = attentionOptionDefines(a);
+  const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpiiffi', { HEAD_DIM: headDim, SOFTCAP, SINKS });
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpippffiffi', { HEAD_DIM: headDim, SOFTCAP, SINKS, KV_DTYPE });
   device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -127,6 +126,7 @@ function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
     softcapLog2,
     a.sinks,
     kernelWindow(a.shape),
+    ...kvCodeKernelArgs(a),
     ...positionKernelArgs(a.shape),
   ]);
 }
