@@ -4,6 +4,8 @@
 #   // nvcc-check: -DNAME=value ...
 # (once with no defines when it lists none). A file for one architecture only says so with
 #   // nvcc-targets: sm_90a
+# and one specialization for it alone with
+#   // nvcc-check-sm90a: -DNAME=value ...
 # Fails on any compile error.
 # Usage: scripts/compile-kernels.sh [-v]   -v prints registers, shared memory and spills per kernel.
 set -euo pipefail
@@ -44,6 +46,10 @@ for cu in "$kernels"/*.cu; do
     done
     i=$((i + 1))
   done <<< "$specs"
+  while IFS= read -r defines; do
+    printf '%s\t%s\t%s\t%s\n' "$cu" "-gencode=arch=compute_90a,code=sm_90a" "$defines" "$out/$name-$i-sm_90a.cubin" >> "$jobs"
+    i=$((i + 1))
+  done < <(sed -n 's|^// nvcc-check-sm90a:||p' "$cu")
 done
 
 compile_one() {

@@ -39,6 +39,8 @@ export interface SparseSelection {
 
 /** Candidate blocks one scoring CTA takes (SCORE_BLOCKS in sparse-select.cu). */
 const SPARSE_SCORE_BLOCKS = 64;
+/** CTAs of the thread block cluster that selects one decode's blocks for one kv head on Hopper (at most 8, the portable size). */
+const SELECT_CLUSTER_CTAS = 8;
 
 /**
  * Quest's block selection for the step's decodes, a verification chain's tokens among them
@@ -71,8 +73,10 @@ export function launchSparseSelect(device: CudaDevice, a: SparseSelectArgs): Spa
     sinks,
     window,
   ]);
-  const select = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiiii', defines);
-  device.launch(select, [a.numKvHeads, a.numDecode], [256], 0, [
+  // On Hopper a thread block cluster shares each decode and kv head's selection (SELECT_CLUSTER).
+  const cluster = device.info.arch === 'sm_90a' ? SELECT_CLUSTER_CTAS : 1;
+  const select = device.kernel('sparse-select.cu', 'sparse_select_kernel', 'ppppppppppiiiiiii', { ...defines, SELECT_CLUSTER: cluster });
+  device.launch(select, [a.numKvHeads * cluster, a.numDecode], [256], 0, [
     tables,
     lens,
     windows,
