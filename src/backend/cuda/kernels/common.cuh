@@ -215,9 +215,10 @@ __device__ __forceinline__ float rotated_query_element(const bf16* head, int d, 
   return bf16_to_f32(f32_to_bf16(d < half ? x1 * c - x2 * s : x2 * c + x1 * s));
 }
 
-// 8-bit KV caches (step/kv-cache-layout.ts; backend/cpu/ops/kv-codes.ts is the CPU twin). Kernels
-// that read or write the cache are compiled with KV_DTYPE: 0 bf16, 1 fp8 e4m3 (one scale per pool),
-// 2 int8 (a float32 scale per (slot, head)).
+// Quantized KV caches (step/kv-cache-layout.ts; backend/cpu/ops/kv-codes.ts is the CPU twin).
+// Kernels that read or write the cache are compiled with KV_DTYPE: 0 bf16, 1 fp8 e4m3 (one scale per
+// pool), 2 int8 (a float32 scale per (slot, head)), 3 int4 (two codes a byte, value 2i in the low
+// nibble of byte i, and a float32 (scale, minimum) pair per (slot, head): x = code · scale + minimum).
 
 // The e4m3 code nearest x (ties to even), saturating at ±448; NaN gives 0x7f. Bit arithmetic on
 // the float32, so it runs on every architecture (the cvt to e4m3 needs sm_89) and equals the
@@ -272,9 +273,30 @@ __device__ __forceinline__ uint4 dequantize8(const uint2 codes, float scale) {
   return pack8(f);
 }
 
-// stage_kv_tile for an 8-bit cache (KV 1 or 2): the codes of kv head `kvh` are read and written to
-// the shared tiles dequantized to bf16, so the attention math after staging is the bf16 path's.
-// Loads go through registers, not cp.async; one (empty) commit group keeps the callers' group counts.
+// int4's scale from a head's extremes: (max − min) / 15, 1 for a head of equal values.
+__device__ __forceinline__ float int4_scale(float lo, float hi) {
+  return hi == lo ? 1.f : __fdiv_rn(__fsub_rn(hi, lo), 15.f);
+}
+
+// x's int4 code at (scale s, minimum lo): round((x − lo) / s), ties to even, within 0..15; the
+// difference and the quotient float32 operations, as the CPU twin rounds them.
+__device__ __forceinline__ unsigned int int4_encode(float x, float lo, float s) {
+  return (unsigned int)max(0, min(15, __float2int_rn(__fdiv_rn(__fsub_rn(x, lo), s))));
+}
+
+// Eight int4 codes (one 4-byte access) as bf16 values code · scale + minimum, rounded once (fmaf,
+// as the CPU twin's float64 sum of an exact product), packed for shared memory.
+__device__ __forceinline__ uint4 dequantize_int4x8(unsigned int codes, float scale, float lo) {
+  float f[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) f[i] = __fmaf_rn((float)((codes >> (4 * i)) & 0xfu), scale, lo);
+  return pack8(f);
+}
+
+// stage_kv_tile for a quantized cache (KV 1, 2 or 3): the codes of kv head `kvh` are read and
+// written to the shared tiles dequantized to bf16, so the attention math after staging is the bf16
+// path's. A row's CHUNKS chunks of 8 values are 8 bytes of codes each (4 with int4). Loads go through
+// registers, not cp.async; one (empty) commit group keeps the callers' group counts.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const unsigned char* k_pool, const unsigned char* v_pool,
                                                     const float* k_scales, const float* v_scales, float k_scale, float v_scale,
@@ -285,9 +307,15 @@ __device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const un
     uint4 k = make_uint4(0, 0, 0, 0), v = k;
     if (k0 + r < end) {
       const long long head = kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh;
-      const long long at = head * (CHUNKS * 8) + ch * 8;
-      k = dequantize8<KV>(*reinterpret_cast<const uint2*>(k_pool + at), KV == 2 ? k_scales[head] : k_scale);
-      v = dequantize8<KV>(*reinterpret_cast<const uint2*>(v_pool + at), KV == 2 ? v_scales[head] : v_scale);
+      if (KV == 3) {
+        const long long at = head * (CHUNKS * 4) + ch * 4;
+        k = dequantize_int4x8(*reinterpret_cast<const unsigned int*>(k_pool + at), k_scales[2 * head], k_scales[2 * head + 1]);
+        v = dequantize_int4x8(*reinterpret_cast<const unsigned int*>(v_pool + at), v_scales[2 * head], v_scales[2 * head + 1]);
+      } else {
+        const long long at = head * (CHUNKS * 8) + ch * 8;
+        k = dequantize8<KV>(*reinterpret_cast<const uint2*>(k_pool + at), KV == 2 ? k_scales[head] : k_scale);
+        v = dequantize8<KV>(*reinterpret_cast<const uint2*>(v_pool + at), KV == 2 ? v_scales[head] : v_scale);
+      }
     }
     *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = k;
     *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = v;
@@ -295,26 +323,39 @@ __device__ __forceinline__ void stage_kv_codes_tile(bf16* dk, bf16* dv, const un
   cp_async_commit();
 }
 
-// An 8-bit cache's tile in two steps, so that its loads overlap the previous tile's math as the
+// A quantized cache's tile in two steps, so that its loads overlap the previous tile's math as the
 // bf16 path's cp.async staging does: stage_kv_code_bytes copies the codes of kv head `kvh` (rows of
-// CHUNKS 8-byte chunks, `ck`/`cv`) and with KV 2 each row's scale (`sk`/`sv`) asynchronously, one
-// commit group; positions at or past `end` are zero-filled (code 0 is 0 in both formats). Once the
-// group has landed and the block has met a barrier, unit_kv_tile writes them to the shared f16
-// rows that the attention math reads.
+// CHUNKS chunks of 8 codes, `ck`/`cv`: kv_code_chunk bytes each) and with KV 2 each row's scale,
+// with KV 3 its (scale, minimum) pair (`sk`/`sv`, kv_row_scales floats a row) asynchronously, one
+// commit group; positions at or past `end` are zero-filled (code 0 is 0 in the 8-bit formats, and
+// an int4 row of zero scale and minimum is 0). Once the group has landed and the block has met a
+// barrier, unit_kv_tile writes them to the shared f16 rows that the attention math reads.
+__host__ __device__ constexpr int kv_code_chunk(int kv) { return kv == 3 ? 4 : 8; }
+__host__ __device__ constexpr int kv_row_scales(int kv) { return kv == 3 ? 2 : kv == 2 ? 1 : 0; }
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned char* cv, float* sk, float* sv, const unsigned char* k_pool,
                                                     const unsigned char* v_pool, const float* k_scales, const float* v_scales,
                                                     const int* block_table, int k0, int end, int block_size, int num_kv_heads, int kvh) {
+  constexpr int BYTES = kv_code_chunk(KV);
+  constexpr int SCALES = kv_row_scales(KV);
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
     const bool valid = k0 + r < end;
     const long long head = valid ? kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh : 0;
-    const long long at = head * (CHUNKS * 8) + ch * 8;
-    cp_async8(ck + r * CHUNKS * 8 + ch * 8, k_pool + at, valid ? 8 : 0);
-    cp_async8(cv + r * CHUNKS * 8 + ch * 8, v_pool + at, valid ? 8 : 0);
-    if (KV == 2 && ch == 0) {
+    const long long at = head * (CHUNKS * BYTES) + ch * BYTES;
+    if (BYTES == 4) {
+      cp_async4(ck + r * CHUNKS * BYTES + ch * BYTES, k_pool + at, valid ? 4 : 0);
+      cp_async4(cv + r * CHUNKS * BYTES + ch * BYTES, v_pool + at, valid ? 4 : 0);
+    } else {
+      cp_async8(ck + r * CHUNKS * BYTES + ch * BYTES, k_pool + at, valid ? 8 : 0);
+      cp_async8(cv + r * CHUNKS * BYTES + ch * BYTES, v_pool + at, valid ? 8 : 0);
+    }
+    if (SCALES == 1 && ch == 0) {
       cp_async4(sk + r, k_scales + head, valid ? 4 : 0);
       cp_async4(sv + r, v_scales + head, valid ? 4 : 0);
+    } else if (SCALES == 2 && ch == 0) {
+      cp_async8(sk + 2 * r, k_scales + 2 * head, valid ? 8 : 0);
+      cp_async8(sv + 2 * r, v_scales + 2 * head, valid ? 8 : 0);
     }
   }
   cp_async_commit();
@@ -346,13 +387,32 @@ __device__ __forceinline__ void unpack8_f16(const uint4 v, float* f) {
   }
 }
 
-// A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2): the scales
-// (per tensor for fp8, with fp8's 256; per row for int8) are the attention's to apply, to the query
-// and output or to each key's score and probability, not to every value.
+// Codes j (low nibble) and j + 1 of an int4 byte as an f16 pair of their values 0..15, exactly:
+// 1024 + code made by bits in each half, less 1024 in half arithmetic.
+__device__ __forceinline__ unsigned int int4_byte_to_f16x2(unsigned int b) {
+  const unsigned int biased = (b & 0xfu) | ((b & 0xf0u) << 12) | 0x64006400u;
+  unsigned int out;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(biased), "r"(0x64006400u));
+  return out;
+}
+
+// A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2, or int4's codes
+// 0..15): the scales (per tensor for fp8, with fp8's 256; per row for int8 and int4, with int4's
+// minimum) are the attention's to apply, to the query and output or to each key's score and
+// probability, not to every value.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void unit_kv_tile(unsigned short* dk, unsigned short* dv, const unsigned char* ck, const unsigned char* cv, int row_stride) {
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    if (KV == 3) {
+      const unsigned int k = *reinterpret_cast<const unsigned int*>(ck + r * CHUNKS * 4 + ch * 4);
+      const unsigned int v = *reinterpret_cast<const unsigned int*>(cv + r * CHUNKS * 4 + ch * 4);
+      *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =
+          make_uint4(int4_byte_to_f16x2(k & 0xffu), int4_byte_to_f16x2((k >> 8) & 0xffu), int4_byte_to_f16x2((k >> 16) & 0xffu), int4_byte_to_f16x2(k >> 24));
+      *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) =
+          make_uint4(int4_byte_to_f16x2(v & 0xffu), int4_byte_to_f16x2((v >> 8) & 0xffu), int4_byte_to_f16x2((v >> 16) & 0xffu), int4_byte_to_f16x2(v >> 24));
+      continue;
+    }
     const uint2 k = *reinterpret_cast<const uint2*>(ck + r * CHUNKS * 8 + ch * 8);
     const uint2 v = *reinterpret_cast<const uint2*>(cv + r * CHUNKS * 8 + ch * 8);
     *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =

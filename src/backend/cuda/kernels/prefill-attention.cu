@@ -48,9 +48,13 @@
 // nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
 // nvcc-check: -DHEAD_DIM=264 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3 -DTREE=1
+// nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> [-DTREE=<0|1>]"
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4> [-DTREE=<0|1>]"
 #endif
 #ifndef TREE
 #define TREE 0
@@ -82,7 +86,8 @@ static_assert(DS % 16 == 0 && DS <= 256, "a warp's slice must be whole k-steps o
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
 // (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
-// k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
+// k_scales/v_scales (f32 [slots, num_kv_heads], int4 [slots, num_kv_heads, 2]) only with KV_DTYPE 2 and 3, k_scale/v_scale
+// only with KV_DTYPE 1;
 // tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
 // past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions. chunk limits
 // each row to its attention chunk and temp_floor / temp_scale / temp_offset scale its scores by its temperature
