@@ -38,8 +38,10 @@ export interface EngineConfig {
   /**
    * How the KV cache stores keys and values (vLLM's names): `auto`, the backend's activation dtype;
    * `fp8` / `fp8_e4m3`, e4m3 codes with a per-layer scale for keys and one for values (the
-   * checkpoint's k_scale / v_scale, else 1); `int8`, codes with a scale per token and kv head.
-   * The 8-bit dtypes fit twice the tokens of bf16 in the same memory (docs/quantization.md).
+   * checkpoint's k_scale / v_scale, else 1); `int8`, codes with a scale per token and kv head;
+   * `int4`, two codes a byte with a scale and a minimum per token and kv head (attention layers
+   * only, not MLA). The 8-bit dtypes fit twice the tokens of bf16 in the same memory, int4 about
+   * four times (docs/quantization.md).
    */
   kvCacheDtype: KvCacheDtypeName;
   /** Tokens per KV-cache block. */

@@ -23,9 +23,9 @@ const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, s
  * 256 sequences at 640 tokens, midway through 512 in / 256 out), with each KV cache dtype.
  */
 const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
-const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8'] as const };
-/** Long-context decode with 8-bit caches on Llama-3.1-8B's heads (bf16 is DECODE_CONTEXTS' row at 32k, batch 16). */
-const LONG_DECODE = { batch: 16, contextLen: 32768, kvDtypes: ['fp8_e4m3', 'int8'] as const };
+const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8', 'int4'] as const };
+/** Long-context decode with quantized caches on Llama-3.1-8B's heads (bf16 is DECODE_CONTEXTS' row at 32k, batch 16). */
+const LONG_DECODE = { batch: 16, contextLen: 32768, kvDtypes: ['fp8_e4m3', 'int8', 'int4'] as const };
 const BLOCK_SIZE = 16;
 /** MLA's latent 512 + rope 64 and nope 128, with DeepSeek-V2-Lite's 16 and DeepSeek-V3's 128 heads. */
 export const MLA_HEADS = [16, 128];
@@ -158,7 +158,7 @@ class KernelTimer {
       const step = this.backend.beginStep(described);
       return () => this.backend.attention(qkv, cache, 0, step, shape);
     }, 20);
-    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * (dtype === 'auto' ? 2 : 1);
+    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * (dtype === 'auto' ? 2 : dtype === 'int4' ? 0.5 : 1);
     return { kv_dtype: dtype, batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
   }
 

@@ -292,7 +292,7 @@ const AttentionResultsSchema = z.strictObject({
     .array(
       z.strictObject({
         /** The cache's dtype (KvCacheLayout.dtype); absent in results before 2026-12-06, whose caches were bf16. */
-        kv_dtype: z.enum(['auto', 'fp8_e4m3', 'int8']).optional(),
+        kv_dtype: z.enum(['auto', 'fp8_e4m3', 'int8', 'int4']).optional(),
         batch: count,
         context_len: count,
         num_heads: count,

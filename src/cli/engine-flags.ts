@@ -82,11 +82,13 @@ export const ENGINE_FLAGS_HELP = `Engine options:
   --sparsity 2:4                 run the linear layers as 2:4 sparse (cuSPARSELt on CUDA); every one
                                  must be 2:4 (keel prune writes such checkpoints). Implied by a
                                  checkpoint whose config declares it (docs/sparsity.md)
-  --kv-cache-dtype auto|fp8|fp8_e4m3|int8  how the KV cache stores keys and values: auto, the
-                                 backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale (the
-                                 checkpoint's k_scale/v_scale, else 1); int8, a scale per token and
-                                 kv head (DeepSeek-V3.2's indexer keys: a scale per key in either).
-                                 8-bit fits twice the tokens of bf16 (default auto)
+  --kv-cache-dtype auto|fp8|fp8_e4m3|int8|int4  how the KV cache stores keys and values: auto,
+                                 the backend's dtype; fp8 (= fp8_e4m3), e4m3 with a per-layer scale
+                                 (the checkpoint's k_scale/v_scale, else 1); int8, a scale per token
+                                 and kv head (DeepSeek-V3.2's indexer keys: a scale per key in
+                                 either); int4, two codes a byte with a scale and minimum per token
+                                 and kv head (attention layers; not MLA). 8-bit fits twice the
+                                 tokens of bf16, int4 about four times (default auto)
   --block-size N                 tokens per KV block (default ${DEFAULT_ENGINE_CONFIG.blockSize})
   --num-kv-blocks N              KV blocks in the pool (default: sized from memory)
   --gpu-memory-utilization F     fraction of GPU memory Keel may use (default ${DEFAULT_ENGINE_CONFIG.gpuMemoryUtilization})

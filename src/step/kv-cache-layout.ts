@@ -1,3 +1,5 @@
+import { invalidArgument } from '../errors.ts';
+
 /**
  * What each layer keeps in the paged KV cache, declared by its attention layer (layers/) and read
  * by the block manager and the backends alike: nobody else computes KV sizes.
@@ -97,12 +99,16 @@ export function stateBytesPerSlot(layers: readonly LayerKvSpec[]): number {
  *   checkpoint's `k_scale` / `v_scale`, else 1, as vLLM does);
  * - `int8`: one symmetric code −127..127 a value, with a float32 scale max|x| / 127 per (token,
  *   kv head) for keys and for values each (per token for an MLA row), computed as the token is
- *   written, so it needs no calibration.
+ *   written, so it needs no calibration;
+ * - `int4`: two 4-bit codes a byte (element 2i in the low nibble), asymmetric: per (token, kv head)
+ *   of keys and of values, a float32 scale (max − min) / 15 and the minimum, each x kept as
+ *   round((x − min) / scale) · scale + min, as LMDeploy's int4 cache keeps them. Attention layers
+ *   only: an MLA row (one shared latent a token, read by every head) takes the 8-bit dtypes.
  */
-export type KvCacheDtype = 'auto' | 'fp8_e4m3' | 'int8';
+export type KvCacheDtype = 'auto' | 'fp8_e4m3' | 'int8' | 'int4';
 
-/** What `--kv-cache-dtype` accepts (vLLM's names; `fp8` means `fp8_e4m3`). */
-export const KV_CACHE_DTYPE_NAMES = ['auto', 'fp8', 'fp8_e4m3', 'int8'] as const;
+/** What `--kv-cache-dtype` accepts (vLLM's names; `fp8` means `fp8_e4m3`; `int4` is Keel's own). */
+export const KV_CACHE_DTYPE_NAMES = ['auto', 'fp8', 'fp8_e4m3', 'int8', 'int4'] as const;
 export type KvCacheDtypeName = (typeof KV_CACHE_DTYPE_NAMES)[number];
 
 export function resolveKvCacheDtype(name: KvCacheDtypeName): KvCacheDtype {
@@ -115,6 +121,9 @@ export function resolveKvCacheDtype(name: KvCacheDtypeName): KvCacheDtype {
  * attention kernel dequantizes, and which have no per-layer scale a checkpoint could give.
  */
 export function kvLayerDtype(spec: LayerKvSpec, dtype: KvCacheDtype): KvCacheDtype {
+  if (spec.kind === 'mla' && dtype === 'int4') {
+    throw invalidArgument('an int4 KV cache stores attention layers\' keys and values; multi-head latent attention (MLA) rows take --kv-cache-dtype fp8 or int8');
+  }
   return spec.kind === 'rows' || spec.kind === 'state' ? 'auto' : dtype;
 }
 
@@ -152,11 +161,14 @@ export function layoutIndex(layout: KvCacheLayout, layer: number): number {
 
 /**
  * Float32 scales a token keeps in a layer's pools: with int8, one per kv head for keys and one for
- * values, or one per MLA row; with either 8-bit dtype, one per indexer key (`indexKeyScalesPerToken`).
+ * values, or one per MLA row; with int4, a scale and a minimum per kv head for each; with either
+ * 8-bit dtype, one per indexer key (`indexKeyScalesPerToken`).
  */
 export function kvScalesPerToken(spec: LayerKvSpec, dtype: KvCacheDtype): number {
   const keyScales = indexKeyScalesPerToken(spec, dtype);
-  if (kvLayerDtype(spec, dtype) !== 'int8') return keyScales;
+  const layerDtype = kvLayerDtype(spec, dtype);
+  if (layerDtype === 'int4' && spec.kind === 'attention') return 4 * spec.numKvHeads;
+  if (layerDtype !== 'int8') return keyScales;
   return spec.kind === 'attention' ? 2 * spec.numKvHeads : 1 + keyScales;
 }
 
@@ -222,9 +234,10 @@ export function indexKeyBytesPerToken(spec: LayerKvSpec, autoElementBytes: numbe
   return indexKeyElementsPerToken(spec) * kvElementBytes(spec, autoElementBytes, dtype) + indexKeyScalesPerToken(spec, dtype) * 4;
 }
 
-/** Bytes of one value in a layer's pools: `autoElementBytes` stored as `auto`, one byte a code in the 8-bit dtypes. */
+/** Bytes of one value in a layer's pools: `autoElementBytes` stored as `auto`, one byte a code in the 8-bit dtypes, half a byte in int4. */
 function kvElementBytes(spec: LayerKvSpec, autoElementBytes: number, dtype: KvCacheDtype): number {
-  return kvLayerDtype(spec, dtype) === 'auto' ? autoElementBytes : 1;
+  const layerDtype = kvLayerDtype(spec, dtype);
+  return layerDtype === 'auto' ? autoElementBytes : layerDtype === 'int4' ? 0.5 : 1;
 }
 
 /**

@@ -196,8 +196,9 @@ export class CudaKvCache implements KvCache {
       // A state layer keeps nothing per token: its slots follow the pools.
       if (spec.kind === 'state') continue;
       const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
-      // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
-      const elementBytes = kvLayerDtype(spec, this.dtype) === 'auto' ? 2 : 1;
+      // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype); int4 packs two codes a byte.
+      const layerDtype = kvLayerDtype(spec, this.dtype);
+      const elementBytes = layerDtype === 'auto' ? 2 : layerDtype === 'int4' ? 0.5 : 1;
       for (const elements of codePools) add(layout.blockSize * elements * elementBytes);
       const indexKeyScales = indexKeyScalesPerToken(spec, this.dtype);
       const scales = kvScalesPerToken(spec, this.dtype) - indexKeyScales;
@@ -237,18 +238,23 @@ export class CudaKvCache implements KvCache {
     return this.pool(layer, 1);
   }
 
-  /** int8: the float32 scale pools of keys and values [slots, numKvHeads]; 0 for other dtypes. */
+  /** The float32 scale pools of keys and values: int8 [slots, numKvHeads], int4 [slots, numKvHeads, 2] (scale, minimum); 0 for other dtypes. */
   keyScales(layer: number): DevicePtr {
-    return this.dtype === 'int8' ? this.pool(layer, 2) : 0;
+    return this.headScales() ? this.pool(layer, 2) : 0;
   }
 
   valueScales(layer: number): DevicePtr {
-    return this.dtype === 'int8' ? this.pool(layer, 3) : 0;
+    return this.headScales() ? this.pool(layer, 3) : 0;
   }
 
   /** The key summaries [numBlocks, numKvHeads, 2, headDim] bf16 of a layer that keeps them (after its code and scale pools). */
   keySummaries(layer: number): DevicePtr {
-    return this.pool(layer, this.dtype === 'int8' ? 4 : 2);
+    return this.pool(layer, this.headScales() ? 4 : 2);
+  }
+
+  /** Whether an attention layer's keys and values keep scales per (slot, head) in pools of their own. */
+  private headScales(): boolean {
+    return this.dtype === 'int8' || this.dtype === 'int4';
   }
 
   /** The one pool of rows of an MLA layer or a rows layer. */

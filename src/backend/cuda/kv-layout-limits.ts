@@ -13,7 +13,8 @@ export const MAX_CUDA_HEAD_DIM = 512;
  */
 export function checkCudaKvLayout(layout: KvCacheLayout): void {
   // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
-  // a multiple of 4, every 8-bit pool and int8 scale pool holds whole units per block.
+  // a multiple of 4, every 8-bit or int4 pool (head dims are multiples of 8) and scale pool holds
+  // whole units per block.
   if ((layout.dtype ?? 'auto') !== 'auto' && layout.blockSize % 4 !== 0) {
     throw invalidArgument(`an ${layout.dtype} KV cache on the CUDA backend needs a block size that is a multiple of 4, not ${layout.blockSize}`);
   }

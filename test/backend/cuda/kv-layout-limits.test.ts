@@ -13,7 +13,7 @@ import { FIXTURES_DIR } from '../../helpers/oracle-fixtures.ts';
 // layers of head dim 512) pass it in every cache dtype, and head dims the kernels do not take fail
 // with the limit named.
 
-const DTYPES: readonly KvCacheDtype[] = ['auto', 'fp8_e4m3', 'int8'];
+const DTYPES: readonly KvCacheDtype[] = ['auto', 'fp8_e4m3', 'int8', 'int4'];
 
 function layout(layers: readonly LayerKvSpec[], dtype: KvCacheDtype): KvCacheLayout {
   return { numBlocks: 8, blockSize: 16, layers, dtype };

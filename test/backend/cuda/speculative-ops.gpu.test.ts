@@ -23,7 +23,7 @@ const cpu = new CpuBackend();
 after(() => gpu.dispose());
 
 const TOLERANCE = 1e-2;
-const DTYPES = ['auto', 'fp8_e4m3', 'int8'] as const;
+const DTYPES = ['auto', 'fp8_e4m3', 'int8', 'int4'] as const;
 
 function randomTree(size: number): number[] {
   return Array.from({ length: size }, (_, i) => (i === 0 ? -1 : randInt(rng, Math.max(0, i - 5), i - 1)));
@@ -79,8 +79,8 @@ for (const [headDim, dtype] of DTYPES.flatMap((dtype) => [64, 128, 512].map((hea
   });
 }
 
-// Head dim 72 with one kv head: an 8-bit slot is 72 bytes and an int8 scale slot 4, not 16-byte multiples.
-for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72], ['int8', 1, 72], ['int8', 2, 64]] as const) {
+// Head dim 72 with one kv head: an 8-bit slot is 72 bytes, an int4 slot 36 and an int8 scale slot 4, not 16-byte multiples.
+for (const [dtype, numKvHeads, headDim] of [['auto', 2, 64], ['fp8_e4m3', 1, 72], ['int8', 1, 72], ['int8', 2, 64], ['int4', 1, 72]] as const) {
   test(`copySlots moves slots in every layer, pairs in order, as the CPU does: ${dtype} cache, ${numKvHeads} kv heads of ${headDim}`, () => {
     const layout = { ...attentionLayout({ numLayers: 3, numBlocks: 6, blockSize: 4, numKvHeads, headDim }), dtype };
     const caches = [cpu.createKvCache(layout), gpu.createKvCache(layout)];

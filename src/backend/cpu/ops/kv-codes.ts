@@ -2,7 +2,7 @@ import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
 import { floatToFp8E4m3, fp8E4m3Values } from '../../../tensor/quantized-weight.ts';
 
-/** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, or the float32 scales of int8 (or of fp8 scaled per head). */
+/** The typed arrays a pool keeps: float32 values, e4m3 codes, int8 codes, int4 code pairs, or the float32 scales of int8 and int4 (or of fp8 scaled per head). */
 export type KvPoolArray = Float32Array | Uint8Array | Int8Array;
 
 /**
@@ -11,22 +11,33 @@ export type KvPoolArray = Float32Array | Uint8Array | Int8Array;
  * `fp8_e4m3` e4m3 codes, each x / scale with one scale for the whole pool (given at each call:
  * `AttentionParams.kvScales`), or, in a pool made with `fp8HeadScales` (the indexer keys, as
  * DeepSeek stores them), a float32 scale max|x| / 448 per (slot, head) in `scales`; `int8`
- * symmetric codes with a float32 scale max|x| / 127 per (slot, head) in `scales`.
+ * symmetric codes with a float32 scale max|x| / 127 per (slot, head) in `scales`; `int4` codes
+ * 0..15 two a byte (value 2i in the low nibble of byte i) with a float32 scale (max − min) / 15 and
+ * the minimum per (slot, head) in `scales`.
  */
 export interface CpuKvPool {
   readonly dtype: KvCacheDtype;
   readonly heads: number;
   readonly width: number;
   readonly codes: KvPoolArray;
-  /** int8, and fp8 scaled per head: [slots, heads]; empty otherwise. */
+  /** int8, and fp8 scaled per head: [slots, heads]; int4 [slots, heads, 2] (scale, minimum); empty otherwise. */
   readonly scales: Float32Array;
 }
 
 export function createKvPool(dtype: KvCacheDtype, slots: number, heads: number, width: number, fp8HeadScales = false): CpuKvPool {
   const n = slots * heads * width;
   if (dtype === 'auto') return float32Pool(new Float32Array(n), heads, width);
+  if (dtype === 'int4') {
+    if (width % 2 !== 0) throw new Error(`an int4 KV pool packs two values a byte, so its rows need an even width, not ${width}`);
+    return { dtype, heads, width, codes: new Uint8Array(n / 2), scales: new Float32Array(2 * slots * heads) };
+  }
   const codes = dtype === 'fp8_e4m3' ? new Uint8Array(n) : new Int8Array(n);
   return { dtype, heads, width, codes, scales: new Float32Array(dtype === 'int8' || fp8HeadScales ? n / width : 0) };
+}
+
+/** The slots a pool holds. */
+export function poolSlots(pool: CpuKvPool): number {
+  return (pool.codes.length * (pool.dtype === 'int4' ? 2 : 1)) / (pool.heads * pool.width);
 }
 
 /** An `auto` pool over float32 values [slots, heads, width], kept by reference. */
@@ -46,13 +57,19 @@ export function poolArrays(pool: CpuKvPool): KvPoolArray[] {
  * Stores slot `slot`'s heads × width values from src[srcAt ..]. fp8: e4m3(x / tensorScale), ties to
  * even, saturating at ±448; scaled per head, as int8 with e4m3 codes and 448 for 127. int8: per
  * head, scale = max|x| / 127 (1 for a head of zeros) and codes round(x / scale), ties to even.
- * Every quotient is rounded to float32 first, as the CUDA kernels compute it.
+ * int4: per head, scale = (max − min) / 15 (1 for a head of equal values) and codes
+ * round((x − min) / scale), ties to even. Every difference and quotient is rounded to float32
+ * first, as the CUDA kernels compute them.
  */
 export function storeSlot(pool: CpuKvPool, slot: number, src: Float32Array, srcAt: number, tensorScale: number): void {
   const { heads, width, codes } = pool;
   const at = slot * heads * width;
   if (pool.dtype === 'auto') {
     codes.set(src.subarray(srcAt, srcAt + heads * width), at);
+    return;
+  }
+  if (pool.dtype === 'int4') {
+    for (let h = 0; h < heads; h++) storeInt4Head(pool, slot * heads + h, src, srcAt + h * width);
     return;
   }
   const fp8 = pool.dtype === 'fp8_e4m3';
@@ -72,16 +89,50 @@ export function storeSlot(pool: CpuKvPool, slot: number, src: Float32Array, srcA
   }
 }
 
+/** One head's int4 codes and its (scale, minimum), `head` counting (slot, head) pairs. */
+function storeInt4Head(pool: CpuKvPool, head: number, src: Float32Array, from: number): void {
+  const { width, codes, scales } = pool;
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < width; i++) {
+    min = Math.min(min, src[from + i]);
+    max = Math.max(max, src[from + i]);
+  }
+  const scale = max === min ? 1 : Math.fround(Math.fround(max - min) / 15);
+  scales[2 * head] = scale;
+  scales[2 * head + 1] = min;
+  const byteAt = (head * width) / 2;
+  for (let i = 0; i < width; i += 2) {
+    const lo = int4Code(src[from + i], min, scale);
+    const hi = int4Code(src[from + i + 1], min, scale);
+    codes[byteAt + i / 2] = lo | (hi << 4);
+  }
+}
+
+function int4Code(x: number, min: number, scale: number): number {
+  return Math.min(15, Math.max(0, roundHalfEven(Math.fround(Math.fround(x - min) / scale))));
+}
+
 /**
  * Slot `slot`'s heads × width values as float32 into out[outAt ..]: the stored value, or code ×
  * scale rounded to float32 (what the cache holds for that value): the head's own scale where the
- * pool keeps one, else `tensorScale`.
+ * pool keeps one, else `tensorScale`; int4's code × scale + minimum, rounded once (a fused multiply-add).
  */
 export function loadSlot(pool: CpuKvPool, slot: number, tensorScale: number, out: Float32Array, outAt: number): void {
   const { heads, width, codes } = pool;
   const at = slot * heads * width;
   if (pool.dtype === 'auto') {
     out.set(codes.subarray(at, at + heads * width), outAt);
+    return;
+  }
+  if (pool.dtype === 'int4') {
+    for (let h = 0; h < heads; h++) {
+      const head = slot * heads + h;
+      const scale = pool.scales[2 * head];
+      const min = pool.scales[2 * head + 1];
+      // The product of a 4-bit code and a float32 is exact in float64: one rounding, as fmaf's.
+      for (let i = 0; i < width; i++) out[outAt + h * width + i] = Math.fround(int4CodeAt(pool, head, i) * scale + min);
+    }
     return;
   }
   const table = pool.dtype === 'fp8_e4m3' ? fp8E4m3Values() : null;
@@ -92,6 +143,12 @@ export function loadSlot(pool: CpuKvPool, slot: number, tensorScale: number, out
       out[outAt + h * width + i] = (table === null ? code : table[code]) * scale;
     }
   }
+}
+
+/** The int4 code of element i of (slot, head) pair `head`. */
+export function int4CodeAt(pool: CpuKvPool, head: number, i: number): number {
+  const byte = pool.codes[(head * pool.width + i) >> 1];
+  return i % 2 === 0 ? byte & 0xf : byte >> 4;
 }
 
 function roundHalfEven(v: number): number {

@@ -1,7 +1,7 @@
 import type { IndexerParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { poolSlots, SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { layerNormStatistics } from './norm.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 import { selectionMargin } from './selection-margin.ts';
@@ -26,7 +26,7 @@ export function indexerRopeAndCacheWrite(
   indexer: IndexerParams,
 ): void {
   const { numHeads, headDim, ropeDim } = indexer;
-  const numSlots = pool.codes.length / headDim;
+  const numSlots = poolSlots(pool);
   if (rope.rotaryDim !== ropeDim) throw new Error(`indexerRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];

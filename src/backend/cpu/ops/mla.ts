@@ -1,7 +1,7 @@
 import { queryTemperatureFactor, type MlaParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
 import type { BatchDescription } from '../../../step/batch.ts';
-import { SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { poolSlots, SequenceRows, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import { rotateHead, type RopeTables } from './rope-cache-write.ts';
 
 /**
@@ -55,7 +55,7 @@ export function mlaRopeAndCacheWrite(
   const { numHeads, latentDim, ropeDim, nopeDim } = mla;
   const rowWidth = latentDim + ropeDim;
   const headWidth = nopeDim + ropeDim;
-  const numSlots = pool.codes.length / rowWidth;
+  const numSlots = poolSlots(pool);
   if (rope.rotaryDim !== ropeDim) throw new Error(`mlaRopeAndCacheWrite: rotary dim ${rope.rotaryDim} != rope dim ${ropeDim}`);
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];

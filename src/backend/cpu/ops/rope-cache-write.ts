@@ -1,6 +1,6 @@
 import type { AttentionParams } from '../../backend.ts';
 import { KeelError } from '../../../errors.ts';
-import { storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { poolSlots, storeSlot, type CpuKvPool } from './kv-codes.ts';
 
 /** Rotary tables [maxPositions rows, rotaryDim / 2], HF rotate_half layout over a head's leading rotaryDim dimensions. */
 export interface RopeTables {
@@ -68,7 +68,7 @@ export function ropeAndCacheWrite(
   const { numHeads, numKvHeads, headDim } = shape;
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const kvWidth = numKvHeads * headDim;
-  const numSlots = pools.keys.codes.length / kvWidth;
+  const numSlots = poolSlots(pools.keys);
   for (let t = 0; t < rotaryRows.length; t++) {
     const row = rotaryRows[t];
     checkRotaryRow(row, rope);

@@ -215,9 +215,10 @@ __device__ __forceinline__ float rotated_query_element(const bf16* head, int d, 
   return bf16_to_f32(f32_to_bf16(d < half ? x1 * c - x2 * s : x2 * c + x1 * s));
 }
 
-// 8-bit KV caches (step/kv-cache-layout.ts; backend/cpu/ops/kv-codes.ts is the CPU twin). Kernels
-// that read or write the cache are compiled with KV_DTYPE: 0 bf16, 1 fp8 e4m3 (one scale per pool),
-// 2 int8 (a float32 scale per (slot, head)).
+// Quantized KV caches (step/kv-cache-layout.ts; backend/cpu/ops/kv-codes.ts is the CPU twin).
+// Kernels that read or write the cache are compiled with KV_DTYPE: 0 bf16, 1 fp8 e4m3 (one scale per
+// pool), 2 int8 (a float32 scale per (slot, head)), 3 int4 (two codes a byte, value 2i in the low
+// nibble of byte i, and a float32 (scale, minimum) pair per (slot, head): x = code · scale + minimum).
 
 // The e4m3 code nearest x (ties to even), saturating at ±448; NaN gives 0x7f. Bit arithmetic on
 // the float32, so it runs on every architecture (the cvt to e4m3 needs sm_89) and equals the
@@ -272,22 +273,48 @@ __device__ __forceinline__ uint4 dequantize8(const uint2 codes, float scale) {
   return pack8(f);
 }
 
+// int4's scale from a head's extremes: (max − min) / 15, 1 for a head of equal values.
+__device__ __forceinline__ float int4_scale(float lo, float hi) {
+  return hi == lo ? 1.f : __fdiv_rn(__fsub_rn(hi, lo), 15.f);
+}
+
+// x's int4 code at (scale s, minimum lo): round((x − lo) / s), ties to even, within 0..15; the
+// difference and the quotient float32 operations, as the CPU twin rounds them.
+__device__ __forceinline__ unsigned int int4_encode(float x, float lo, float s) {
+  return (unsigned int)max(0, min(15, __float2int_rn(__fdiv_rn(__fsub_rn(x, lo), s))));
+}
+
+// Eight int4 codes (one 4-byte access) as bf16 values code · scale + minimum, rounded once (fmaf,
+// as the CPU twin's float64 sum of an exact product), packed for shared memory.
+__device__ __forceinline__ uint4 dequantize_int4x8(unsigned int codes, float scale, float lo) {
+  float f[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) f[i] = __fmaf_rn((float)((codes >> (4 * i)) & 0xfu), scale, lo);
+  return pack8(f);
+}
+
 // A landed code tile (stage_kv_code_bytes, codes at the start of `dk` and `dv`) rewritten in place as
-// bf16 rows `row_stride` apart of code · scale, as the bf16 path stages them: every thread reads its
-// codes, the block meets a barrier, then each writes its rows (and zeros in the columns
-// CHUNKS * 8 .. PAD_END that the mma's k-steps read) and the block meets another. The loads thus
-// overlap the previous tile's math as cp.async does for bf16; only the conversion does not.
+// bf16 rows `row_stride` apart of code · scale (int4: code · scale + minimum, `sk`/`sv` holding a
+// row's pair), as the bf16 path stages them: every thread reads its codes, the block meets a
+// barrier, then each writes its rows (and zeros in the columns CHUNKS * 8 .. PAD_END that the mma's
+// k-steps read) and the block meets another. The loads thus overlap the previous tile's math as
+// cp.async does for bf16; only the conversion does not.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS, int PAD_END>
 __device__ __forceinline__ void bf16_rows_from_codes(bf16* dk, bf16* dv, const float* sk, const float* sv, float k_scale, float v_scale,
                                                      int row_stride) {
   constexpr int PER = (TILE_ROWS * CHUNKS + THREADS - 1) / THREADS;
-  uint2 k[PER], v[PER];
+  uint2 k[PER], v[PER];  // a chunk's 8 codes: 8 bytes, or int4's 4 in .x
 #pragma unroll
   for (int i = 0; i < PER; i++) {
     const int c = threadIdx.x + i * THREADS;
     if (c < TILE_ROWS * CHUNKS) {
-      k[i] = reinterpret_cast<const uint2*>(dk)[c];
-      v[i] = reinterpret_cast<const uint2*>(dv)[c];
+      if (KV == 3) {
+        k[i].x = reinterpret_cast<const unsigned int*>(dk)[c];
+        v[i].x = reinterpret_cast<const unsigned int*>(dv)[c];
+      } else {
+        k[i] = reinterpret_cast<const uint2*>(dk)[c];
+        v[i] = reinterpret_cast<const uint2*>(dv)[c];
+      }
     }
   }
   __syncthreads();
@@ -296,8 +323,13 @@ __device__ __forceinline__ void bf16_rows_from_codes(bf16* dk, bf16* dv, const f
     const int c = threadIdx.x + i * THREADS;
     if (c < TILE_ROWS * CHUNKS) {
       const int r = c / CHUNKS, ch = c - r * CHUNKS;
-      *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize8<KV>(k[i], KV == 2 ? sk[r] : k_scale);
-      *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize8<KV>(v[i], KV == 2 ? sv[r] : v_scale);
+      if (KV == 3) {
+        *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize_int4x8(k[i].x, sk[2 * r], sk[2 * r + 1]);
+        *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize_int4x8(v[i].x, sv[2 * r], sv[2 * r + 1]);
+      } else {
+        *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) = dequantize8<KV>(k[i], KV == 2 ? sk[r] : k_scale);
+        *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) = dequantize8<KV>(v[i], KV == 2 ? sv[r] : v_scale);
+      }
     }
   }
   if (PAD_END > CHUNKS * 8) {
@@ -311,26 +343,39 @@ __device__ __forceinline__ void bf16_rows_from_codes(bf16* dk, bf16* dv, const f
   __syncthreads();
 }
 
-// An 8-bit cache's tile in two steps, so that its loads overlap the previous tile's math as the
+// A quantized cache's tile in two steps, so that its loads overlap the previous tile's math as the
 // bf16 path's cp.async staging does: stage_kv_code_bytes copies the codes of kv head `kvh` (rows of
-// CHUNKS 8-byte chunks, `ck`/`cv`) and with KV 2 each row's scale (`sk`/`sv`) asynchronously, one
-// commit group; positions at or past `end` are zero-filled (code 0 is 0 in both formats). Once the
-// group has landed and the block has met a barrier, unit_kv_tile writes them to the shared f16
-// rows that the attention math reads.
+// CHUNKS chunks of 8 codes, `ck`/`cv`: kv_code_chunk bytes each) and with KV 2 each row's scale,
+// with KV 3 its (scale, minimum) pair (`sk`/`sv`, kv_row_scales floats a row) asynchronously, one
+// commit group; positions at or past `end` are zero-filled (code 0 is 0 in the 8-bit formats, and
+// an int4 row of zero scale and minimum is 0). Once the group has landed and the block has met a
+// barrier, unit_kv_tile writes them to the shared f16 rows that the attention math reads.
+__host__ __device__ constexpr int kv_code_chunk(int kv) { return kv == 3 ? 4 : 8; }
+__host__ __device__ constexpr int kv_row_scales(int kv) { return kv == 3 ? 2 : kv == 2 ? 1 : 0; }
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned char* cv, float* sk, float* sv, const unsigned char* k_pool,
                                                     const unsigned char* v_pool, const float* k_scales, const float* v_scales,
                                                     const int* block_table, int k0, int end, int block_size, int num_kv_heads, int kvh) {
+  constexpr int BYTES = kv_code_chunk(KV);
+  constexpr int SCALES = kv_row_scales(KV);
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
     const bool valid = k0 + r < end;
     const long long head = valid ? kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh : 0;
-    const long long at = head * (CHUNKS * 8) + ch * 8;
-    cp_async8(ck + r * CHUNKS * 8 + ch * 8, k_pool + at, valid ? 8 : 0);
-    cp_async8(cv + r * CHUNKS * 8 + ch * 8, v_pool + at, valid ? 8 : 0);
-    if (KV == 2 && ch == 0) {
+    const long long at = head * (CHUNKS * BYTES) + ch * BYTES;
+    if (BYTES == 4) {
+      cp_async4(ck + r * CHUNKS * BYTES + ch * BYTES, k_pool + at, valid ? 4 : 0);
+      cp_async4(cv + r * CHUNKS * BYTES + ch * BYTES, v_pool + at, valid ? 4 : 0);
+    } else {
+      cp_async8(ck + r * CHUNKS * BYTES + ch * BYTES, k_pool + at, valid ? 8 : 0);
+      cp_async8(cv + r * CHUNKS * BYTES + ch * BYTES, v_pool + at, valid ? 8 : 0);
+    }
+    if (SCALES == 1 && ch == 0) {
       cp_async4(sk + r, k_scales + head, valid ? 4 : 0);
       cp_async4(sv + r, v_scales + head, valid ? 4 : 0);
+    } else if (SCALES == 2 && ch == 0) {
+      cp_async8(sk + 2 * r, k_scales + 2 * head, valid ? 8 : 0);
+      cp_async8(sv + 2 * r, v_scales + 2 * head, valid ? 8 : 0);
     }
   }
   cp_async_commit();
@@ -362,13 +407,32 @@ __device__ __forceinline__ void unpack8_f16(const uint4 v, float* f) {
   }
 }
 
-// A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2): the scales
-// (per tensor for fp8, with fp8's 256; per row for int8) are the attention's to apply, to the query
-// and output or to each key's score and probability, not to every value.
+// Codes j (low nibble) and j + 1 of an int4 byte as an f16 pair of their values 0..15, exactly:
+// 1024 + code made by bits in each half, less 1024 in half arithmetic.
+__device__ __forceinline__ unsigned int int4_byte_to_f16x2(unsigned int b) {
+  const unsigned int biased = (b & 0xfu) | ((b & 0xf0u) << 12) | 0x64006400u;
+  unsigned int out;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(biased), "r"(0x64006400u));
+  return out;
+}
+
+// A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2, or int4's codes
+// 0..15): the scales (per tensor for fp8, with fp8's 256; per row for int8 and int4, with int4's
+// minimum) are the attention's to apply, to the query and output or to each key's score and
+// probability, not to every value.
 template <int KV, int TILE_ROWS, int CHUNKS, int THREADS>
 __device__ __forceinline__ void unit_kv_tile(unsigned short* dk, unsigned short* dv, const unsigned char* ck, const unsigned char* cv, int row_stride) {
   for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    if (KV == 3) {
+      const unsigned int k = *reinterpret_cast<const unsigned int*>(ck + r * CHUNKS * 4 + ch * 4);
+      const unsigned int v = *reinterpret_cast<const unsigned int*>(cv + r * CHUNKS * 4 + ch * 4);
+      *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =
+          make_uint4(int4_byte_to_f16x2(k & 0xffu), int4_byte_to_f16x2((k >> 8) & 0xffu), int4_byte_to_f16x2((k >> 16) & 0xffu), int4_byte_to_f16x2(k >> 24));
+      *reinterpret_cast<uint4*>(dv + r * row_stride + ch * 8) =
+          make_uint4(int4_byte_to_f16x2(v & 0xffu), int4_byte_to_f16x2((v >> 8) & 0xffu), int4_byte_to_f16x2((v >> 16) & 0xffu), int4_byte_to_f16x2(v >> 24));
+      continue;
+    }
     const uint2 k = *reinterpret_cast<const uint2*>(ck + r * CHUNKS * 8 + ch * 8);
     const uint2 v = *reinterpret_cast<const uint2*>(cv + r * CHUNKS * 8 + ch * 8);
     *reinterpret_cast<uint4*>(dk + r * row_stride + ch * 8) =

@@ -42,9 +42,13 @@
 // nvcc-check: -DHEAD_DIM=512 -DGROUP=8 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0 -DSPARSE=0 -DTREE=0
 // nvcc-check: -DHEAD_DIM=512 -DGROUP=1 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2 -DSPARSE=0 -DTREE=0
 // nvcc-check: -DHEAD_DIM=512 -DGROUP=16 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DSPARSE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=72 -DGROUP=3 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=3 -DSPARSE=0 -DTREE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=16 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3 -DSPARSE=1 -DTREE=1
+// nvcc-check: -DHEAD_DIM=512 -DGROUP=8 -DSOFTCAP=0 -DSINKS=1 -DSTREAMING=0 -DKV_DTYPE=3 -DSPARSE=0 -DTREE=0
 
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE) || !defined(SPARSE) || !defined(TREE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> -DSPARSE=<0|1> -DTREE=<0|1>"
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4> -DSPARSE=<0|1> -DTREE=<0|1>"
 #endif
 #if TREE && !SPARSE
 #error "TREE is a mode of SPARSE"
@@ -68,11 +72,14 @@ constexpr int D8 = D / 8;       // 16-byte chunks per head row
 constexpr int NT = 128;         // threads per CTA
 constexpr int TK = 32;          // keys per tile: one per lane in the softmax step
 constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consecutive rows on different banks
-// 8-bit caches: two stages of K and V codes and of int8's row scales, one stage of f16 unit-value rows.
-constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * D;
-constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4;
+// Quantized caches: two stages of K and V codes (a row CODE_ROW bytes) and of int8's row scales or
+// int4's (scale, minimum) pairs, one stage of f16 unit-value rows.
+constexpr int CODE_ROW = KV_DTYPE == 3 ? D / 2 : D;
+constexpr int ROW_SCALES = kv_row_scales(KV_DTYPE);
+constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * CODE_ROW;
+constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4 * (ROW_SCALES == 2 ? 2 : 1);
 constexpr int ROW_STAGES = KV_DTYPE == 0 ? 2 : 1;
-// A shared K/V row's 8 values: bf16, or an 8-bit cache's unit values in f16 (unit_kv_tile).
+// A shared K/V row's 8 values: bf16, or a quantized cache's unit values in f16 (unit_kv_tile).
 __device__ __forceinline__ void unpack_row8(const uint4 v, float* f) {
   if (KV_DTYPE == 0) unpack8(v, f);
   else unpack8_f16(v, f);
@@ -90,13 +97,16 @@ static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most
 
 // grid (numKvHeads, numDecodeSeqs, numPartitions), block NT. Dynamic shared memory (bytes,
 // decodeSharedBytes): CODE_BYTES + SCALE_BYTES + 2 * ROW_STAGES * TK * ROW * 2 (K and V tiles) +
-// (GROUP * D + GROUP * TK + 3 * GROUP) * 4: at D = 512, 130 KiB + 2.1 KiB per query head of the group
+// (GROUP * D + GROUP * TK + 3 * GROUP) * 4, and with int4 2 * GROUP * 4 more: at D = 512, 130 KiB + 2.1 KiB per query head of the group
 // (147 KiB for Gemma 4's group of 8), which A100's and Hopper's opt-in limits hold; the nvcc-check's
 // GROUP=16 (164 KiB) fits Hopper's only. An 8-bit cache's codes stream in by cp.async while the
 // previous tile's math runs: at 256 decodes of 640 tokens and a group of 2 on an H100 (2026-12-06)
 // fp8 read its codes at 1.16 TB/s (1.0 through registers) where bf16 reads 2.7 TB/s, bound by
 // dequantizing every value; the tile now becomes f16 unit values (unit_kv_tile), the scales applied
-// to the query and output (fp8) or to each key's score and probability (int8).
+// to the query and output (fp8) or to each key's score and probability (int8). int4 (2026-12-06,
+// not yet run on a GPU) does the same with its row's minimum: a score is scale · (q · codes) +
+// minimum · Σq, and the values' minima, weighted by the probabilities, add to each head's outputs
+// through one running sum a head (s_pm), rescaled with the accumulators.
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks
@@ -119,13 +129,14 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ tree_mask, int tree_mask_words, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
-  // An 8-bit cache double-buffers its codes (and int8's row scales) and turns each tile into a
-  // single stage of f16 unit-value rows (unit_kv_tile); a bf16 cache double-buffers the rows themselves.
+  // A quantized cache double-buffers its codes (and int8's row scales, int4's scale and minimum
+  // pairs) and turns each tile into a single stage of f16 unit-value rows (unit_kv_tile); a bf16
+  // cache double-buffers the rows themselves.
 #if KV_DTYPE
-  unsigned char* s_kc = smem;                  // [2][TK][D] codes
-  unsigned char* s_vc = s_kc + CODE_BYTES / 2; // [2][TK][D]
-  float* s_kscale = reinterpret_cast<float*>(s_vc + CODE_BYTES / 2);  // [2][TK] (int8 only)
-  float* s_vscale = s_kscale + 2 * TK;
+  unsigned char* s_kc = smem;                  // [2][TK][CODE_ROW] codes
+  unsigned char* s_vc = s_kc + CODE_BYTES / 2; // [2][TK][CODE_ROW]
+  float* s_kscale = reinterpret_cast<float*>(s_vc + CODE_BYTES / 2);  // [2][TK][ROW_SCALES] (int8, int4)
+  float* s_vscale = s_kscale + 2 * TK * (ROW_SCALES == 2 ? 2 : 1);
 #endif
   bf16* s_k = reinterpret_cast<bf16*>(smem + CODE_BYTES + SCALE_BYTES);  // [ROW_STAGES][TK][ROW]
   bf16* s_v = s_k + ROW_STAGES * TK * ROW;     // [ROW_STAGES][TK][ROW]
@@ -134,6 +145,10 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   float* s_m = s_s + GROUP * TK;              // running max per head (log2 domain)
   float* s_l = s_m + GROUP;                   // running sum per head
   float* s_alpha = s_l + GROUP;               // rescale factor of the current tile
+#if KV_DTYPE == 3
+  float* s_qsum = s_alpha + GROUP;            // per head, Σ of its pre-scaled query (int4's minima meet it)
+  float* s_pm = s_qsum + GROUP;               // per head, the running Σ p · value minimum
+#endif
 
   const int kvh = blockIdx.x, di = blockIdx.y, part = blockIdx.z, tid = threadIdx.x;
   const int num_heads = num_kv_heads * GROUP;
@@ -184,10 +199,22 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #else
     for (int i = tid; i < GROUP * D; i += NT) s_q[i] = bf16_to_f32(q[i]) * q_scale_t;
 #endif
+#if KV_DTYPE == 3
+    __syncthreads();
+    for (int h = tid >> 5; h < GROUP; h += NT / 32) {
+      float sum = 0.f;
+      for (int i = tid & 31; i < D; i += 32) sum += s_q[h * D + i];
+      sum = warp_sum(sum);
+      if ((tid & 31) == 0) s_qsum[h] = sum;
+    }
+#endif
   };
   if (tid < GROUP) {
     s_m[tid] = NEG_INF;
     s_l[tid] = 0.f;
+#if KV_DTYPE == 3
+    s_pm[tid] = 0.f;
+#endif
   }
 
   const int ks = tid / LANES_PER_KS, item_lane = tid - ks * LANES_PER_KS;
@@ -204,7 +231,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #if KV_DTYPE == 0
       stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
 #else
-      stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * D, s_vc + stage * TK * D, s_kscale + stage * TK, s_vscale + stage * TK, k_pool, v_pool, k_scales, v_scales, table, k0, to, block_size, num_kv_heads, kvh);
+      stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * CODE_ROW, s_vc + stage * TK * CODE_ROW, s_kscale + stage * TK * ROW_SCALES, s_vscale + stage * TK * ROW_SCALES, k_pool, v_pool, k_scales, v_scales, table, k0, to, block_size, num_kv_heads, kvh);
 #endif
     };
     const int num_tiles = (to - from + TK - 1) / TK;
@@ -223,7 +250,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
       const bf16* tv = s_v + (t & 1) * TK * ROW;
 #else
       // The last tile's math ended on a barrier, so the one stage of rows is free.
-      unit_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * D, s_vc + (t & 1) * TK * D, ROW);
+      unit_kv_tile<KV_DTYPE, TK, D8, NT>(s_k, s_v, s_kc + (t & 1) * TK * CODE_ROW, s_vc + (t & 1) * TK * CODE_ROW, ROW);
       __syncthreads();
       const bf16* tk = s_k;
       const bf16* tv = s_v;
@@ -249,6 +276,11 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         for (int o = QK_SPLIT / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
 #if KV_DTYPE == 2
         dot *= s_kscale[(t & 1) * TK + key];  // int8: the key's own scale, once per score
+#elif KV_DTYPE == 3
+        if (ok) {  // int4: scale · (q · codes) + minimum · Σq
+          const float* key_scale = s_kscale + ((t & 1) * TK + key) * 2;
+          dot = __fmaf_rn(dot, key_scale[0], key_scale[1] * s_qsum[h]);
+        }
 #endif
 #if SOFTCAP
         dot = softcap_log2 * fast_tanh(dot);
@@ -274,6 +306,10 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         const float p = fast_exp2(s - m_new);
 #endif
         const float sum = warp_sum(p);
+#if KV_DTYPE == 3
+        // int4: this tile's Σ p · value minimum (zero-filled keys past the end carry p = 0 and minimum 0).
+        const float pm = warp_sum(p * s_vscale[((t & 1) * TK + lane) * 2 + 1]);
+#endif
         s_s[h * TK + lane] = p;
         if (lane == 0) {
 #if TREE
@@ -283,6 +319,9 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #endif
           s_alpha[h] = alpha;
           s_l[h] = s_l[h] * alpha + sum;
+#if KV_DTYPE == 3
+          s_pm[h] = s_pm[h] * alpha + pm;
+#endif
           s_m[h] = m_new;
         }
       }
@@ -300,6 +339,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
           for (int key = ks; key < TK; key += KS) {
 #if KV_DTYPE == 2
             const float p = s_s[h * TK + key] * s_vscale[(t & 1) * TK + key];  // int8: the value's own scale
+#elif KV_DTYPE == 3
+            const float p = s_s[h * TK + key] * s_vscale[((t & 1) * TK + key) * 2];  // int4: the value's own scale
 #else
             const float p = s_s[h * TK + key];
 #endif
@@ -351,6 +392,16 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   for (int j = 0; j < ITEMS_PER_THREAD; j++)
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[j][i] *= v_scale * 256.f;
+#endif
+#if KV_DTYPE == 3
+  // int4: the values' minima, Σ p · minimum a head, go to every one of its outputs.
+#pragma unroll
+  for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+    const int item = item_lane + j * LANES_PER_KS;
+    if (item < ITEMS)
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[j][i] += s_pm[item / D8];
+  }
 #endif
 
 #pragma unroll

@@ -10,10 +10,12 @@ const THREADS = 128;
 /** Dynamic shared memory of decode_attention_kernel (see the kernel's layout comment). */
 export function decodeSharedBytes(headDim: number, group: number, dtype: KvCacheDtype): number {
   const row = headDim + 8;
-  const eightBit = dtype !== 'auto';
-  // An 8-bit cache: two stages of codes and row scales, one of bf16 rows; bf16: two stages of rows.
-  const codes = eightBit ? 2 * 2 * DECODE_TILE_KEYS * headDim + 2 * 2 * DECODE_TILE_KEYS * 4 : 0;
-  return codes + 2 * (eightBit ? 1 : 2) * DECODE_TILE_KEYS * row * 2 + (group * headDim + group * DECODE_TILE_KEYS + 3 * group) * 4;
+  const quantized = dtype !== 'auto';
+  const int4 = dtype === 'int4';
+  // A quantized cache: two stages of codes (half a byte each with int4) and row scales (int4: a
+  // scale and a minimum), one of f16 rows; bf16: two stages of rows. int4 keeps two more floats a head.
+  const codes = quantized ? 2 * 2 * DECODE_TILE_KEYS * (int4 ? headDim / 2 : headDim) + 2 * 2 * DECODE_TILE_KEYS * 4 * (int4 ? 2 : 1) : 0;
+  return codes + 2 * (quantized ? 1 : 2) * DECODE_TILE_KEYS * row * 2 + (group * headDim + group * DECODE_TILE_KEYS + (int4 ? 5 : 3) * group) * 4;
 }
 
 /** Bytes of f32 workspace the partial results of a split decode need. */
@@ -103,11 +105,11 @@ function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: De
 /**
  * Whether an 8-bit cache's decode runs decode-attention-mma.cu (tensor cores): a group of at most
  * 16 query heads (one mma row tile), head dims a multiple of 32 up to 256, and no StreamingLLM
- * (Quest's sparse tables are the caller's to rule out).
+ * (Quest's sparse tables are the caller's to rule out). An int4 cache always takes the CUDA-core kernel.
  */
 function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
   const { headDim, streaming } = a.shape;
-  return a.dtype !== 'auto' && group <= 16 && headDim % 32 === 0 && headDim <= 256 && streaming === null;
+  return (a.dtype === 'fp8_e4m3' || a.dtype === 'int8') && group <= 16 && headDim % 32 === 0 && headDim <= 256 && streaming === null;
 }
 
 /** decode_attention_mma_kernel's keys per tile (TK), code stages (STAGES) and warps (WARPS). */

@@ -4,7 +4,7 @@ import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 
 /** The KV_DTYPE define of every kernel that reads or writes the cache. */
 export function kvDtypeDefine(dtype: KvCacheDtype): number {
-  return dtype === 'auto' ? 0 : dtype === 'fp8_e4m3' ? 1 : 2;
+  return { auto: 0, fp8_e4m3: 1, int8: 2, int4: 3 }[dtype];
 }
 
 export interface KvQuantizeWriteArgs {
@@ -12,19 +12,19 @@ export interface KvQuantizeWriteArgs {
   src: DevicePtr;
   srcStride: number;
   slotMapping: DevicePtr;
-  /** Codes [slots, heads, width]. */
+  /** Codes [slots, heads, width] (int4: two a byte). */
   pool: DevicePtr;
-  /** int8: float32 [slots, heads]; unread for fp8. */
+  /** int8: float32 [slots, heads]; int4: float32 [slots, heads, 2], each (scale, minimum); unread for fp8. */
   scales: DevicePtr;
   numTokens: number;
   heads: number;
   width: number;
-  /** fp8: what each value is divided by before encoding; unread for int8. */
+  /** fp8: what each value is divided by before encoding; unread for int8 and int4. */
   tensorScale: number;
   dtype: Exclude<KvCacheDtype, 'auto'>;
 }
 
-/** Quantizes `heads` heads of every token of the step into their slots of an 8-bit pool. */
+/** Quantizes `heads` heads of every token of the step into their slots of an 8-bit or int4 pool. */
 export function launchKvQuantizeWrite(device: CudaDevice, a: KvQuantizeWriteArgs): void {
   if (a.numTokens === 0) return;
   const kernel = device.kernel('kv-quantize.cu', 'kv_quantize_write_kernel', 'pipppiif', { KV_DTYPE: kvDtypeDefine(a.dtype) });

@@ -48,9 +48,13 @@
 // nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=1 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=1 -DTREE=1
 // nvcc-check: -DHEAD_DIM=264 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=72 -DSOFTCAP=1 -DSINKS=1 -DSTREAMING=1 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3 -DTREE=1
+// nvcc-check: -DHEAD_DIM=512 -DSOFTCAP=0 -DSINKS=0 -DSTREAMING=0 -DKV_DTYPE=3
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS) || !defined(STREAMING) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8> [-DTREE=<0|1>]"
+#error "compile with -DHEAD_DIM=<head dim> -DSOFTCAP=<0|1> -DSINKS=<0|1> -DSTREAMING=<0|1> -DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4> [-DTREE=<0|1>]"
 #endif
 #ifndef TREE
 #define TREE 0
@@ -71,6 +75,9 @@ constexpr int BN = D <= 128 ? 64 : D <= 256 ? 32 : 16;  // keys per tile (smalle
 constexpr int NT = 128;
 constexpr int ROW = DP + 8;                       // smem row in bf16; the 16-byte pad keeps ldmatrix conflict-free
 constexpr int SWAP = BN / 8 * 4;                  // partial scores a thread swaps with its pair (DSPLIT 2)
+#if KV_DTYPE
+constexpr int RS = KV_DTYPE == 3 ? 2 : 1;         // floats a cached row keeps beside its codes: int8's scale, int4's (scale, minimum)
+#endif
 static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most 512");
 static_assert(DS % 16 == 0 && DS <= 256, "a warp's slice must be whole k-steps of at most 256 dims");
 }  // namespace
@@ -83,7 +90,8 @@ static_assert(DS % 16 == 0 && DS <= 256, "a warp's slice must be whole k-steps o
 // in the log2 domain: q_scale · q · k, or with SOFTCAP softcap_log2 · tanh(q_scale · q · k) (q_scale
 // = scale / cap, softcap_log2 = cap · log2(e)). sinks [numHeads] bf16 is read only with SINKS; cos/sin
 // (the layer's f32 rotary table), rotary_rows, rotary_dim, stream_sinks and sink_row_cap only with STREAMING;
-// k_scales/v_scales (f32 [slots, num_kv_heads]) only with KV_DTYPE 2, k_scale/v_scale only with KV_DTYPE 1;
+// k_scales/v_scales (f32 [slots, num_kv_heads], int4 [slots, num_kv_heads, 2]) only with KV_DTYPE 2 and 3, k_scale/v_scale
+// only with KV_DTYPE 1;
 // tree_mask [numTokens, tree_words] only with TREE (bit j of a row: the chunk's j-th key is seen; keys
 // past 32 * tree_words are seen). With TREE the tile's rows need not have increasing positions. chunk limits
 // each row to its attention chunk and temp_floor / temp_scale / temp_offset scale its scores by its temperature
@@ -103,7 +111,9 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
   bf16* s_k = s_q + BM * ROW;                 // [2][BN][ROW]
   bf16* s_v = s_k + 2 * BN * ROW;             // [2][BN][ROW]
   float* s_swap = reinterpret_cast<float*>(s_v + 2 * BN * ROW);  // [NT / 32 warps][SWAP][32 lanes], DSPLIT 2 only
-  float* s_scales = s_swap + (DSPLIT == 2 ? NT * SWAP : 0);        // [2 stages][K, V][BN]: int8's row scales
+#if KV_DTYPE
+  float* s_scales = s_swap + (DSPLIT == 2 ? NT * SWAP : 0);        // [2 stages][K, V][BN][RS]: int8's row scales, int4's pairs
+#endif
 
   const int head = blockIdx.x;
   const unsigned int plan_tile = blockIdx.y / DSPLIT;
@@ -195,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
 #else
       // An 8-bit tile's codes land in its stage, whose rows they become once landed (bf16_rows_from_codes).
       stage_kv_code_bytes<KV_DTYPE, BN, DCH, NT>(reinterpret_cast<unsigned char*>(s_k + stage * BN * ROW), reinterpret_cast<unsigned char*>(s_v + stage * BN * ROW),
-                                                 s_scales + stage * 2 * BN, s_scales + stage * 2 * BN + BN, k_pool, v_pool, k_scales, v_scales, table, k0, to,
+                                                 s_scales + stage * 2 * BN * RS, s_scales + (stage * 2 + 1) * BN * RS, k_pool, v_pool, k_scales, v_scales, table, k0, to,
                                                  block_size, num_kv_heads, kvh);
 #endif
     };
@@ -211,8 +221,8 @@ extern "C" __global__ void __launch_bounds__(NT) prefill_attention_kernel(
       }
       __syncthreads();
 #if KV_DTYPE != 0
-      bf16_rows_from_codes<KV_DTYPE, BN, DCH, NT, DP>(s_k + (it & 1) * BN * ROW, s_v + (it & 1) * BN * ROW, s_scales + (it & 1) * 2 * BN,
-                                                      s_scales + (it & 1) * 2 * BN + BN, k_scale, v_scale, ROW);
+      bf16_rows_from_codes<KV_DTYPE, BN, DCH, NT, DP>(s_k + (it & 1) * BN * ROW, s_v + (it & 1) * BN * ROW, s_scales + (it & 1) * 2 * BN * RS,
+                                                      s_scales + ((it & 1) * 2 + 1) * BN * RS, k_scale, v_scale, ROW);
 #endif
       const bf16* tk = s_k + (it & 1) * BN * ROW;
       const bf16* tv = s_v + (it & 1) * BN * ROW;

@@ -1,5 +1,6 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { KeelError } from '../../../errors.ts';
 import { PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../attention-plan.ts';
 import { attentionOptionDefines, kernelWindow, kvCodeKernelArgs, type PagedAttentionArgs, positionKernelArgs, scoreScales, streamingKernelArgs } from './paged-attention-args.ts';
@@ -22,13 +23,13 @@ export function prefillHeadSplit(headDim: number): number {
   return headDim <= 256 ? 1 : 2;
 }
 
-/** Dynamic shared memory of prefill_attention_kernel: a Q tile, two stages of K and V tiles, a split head's swapped scores and int8's row scales. */
-export function prefillSharedBytes(headDim: number): number {
+/** Dynamic shared memory of prefill_attention_kernel: a Q tile, two stages of K and V tiles, a split head's swapped scores and the row scales of int8 (int4's pairs). */
+export function prefillSharedBytes(headDim: number, dtype: KvCacheDtype): number {
   const split = prefillHeadSplit(headDim);
   const padded = Math.ceil(headDim / (16 * split)) * 16 * split;
   const keys = headDim <= 128 ? 64 : headDim <= 256 ? 32 : 16;
   const swapped = split === 1 ? 0 : THREADS * (keys / 2) * 4;
-  const rowScales = 2 * 2 * keys * 4; // int8's, per stage, K and V
+  const rowScales = 2 * 2 * keys * 4 * (dtype === 'int4' ? 2 : 1); // int8's scales or int4's (scale, minimum) pairs, per stage, K and V
   return (PREFILL_TILE_ROWS / split + 4 * keys) * (padded + 8) * 2 + swapped + rowScales;
 }
 
@@ -60,6 +61,7 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
   if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
   if (!WGMMA_HEAD_DIMS.includes(a.shape.headDim)) return `head dim ${a.shape.headDim} is not one of ${WGMMA_HEAD_DIMS.join(', ')}`;
+  if (a.dtype === 'int4') return 'it reads bf16 and 8-bit caches, not int4 codes';
   if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
   if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
   return null;
@@ -77,7 +79,7 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const kernel = device.kernel('prefill-attention.cu', 'prefill_attention_kernel', 'pppppppppiiiiffpipppiiippffpiiffi', defines);
-  device.launch(kernel, [numHeads, a.numTiles * prefillHeadSplit(headDim)], [THREADS], prefillSharedBytes(headDim), [
+  device.launch(kernel, [numHeads, a.numTiles * prefillHeadSplit(headDim)], [THREADS], prefillSharedBytes(headDim, a.dtype), [
     a.out,
     a.qkv,
     a.kPool,
