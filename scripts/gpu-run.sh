@@ -31,7 +31,7 @@
 # 1..256 rows), gemv-mma (int4 and fp8 linears at 1..16 rows, then 8B latency at batch 1 and 8 with
 # KEEL_QUANTIZED_GEMV=cuda-cores and tensor-cores), formats (Llama-3.1-8B latency at batch 1/16/64 per --quantization of $FORMATS, default int4 int8
 # fp8 nf4 llm-int8 aqlm-2x8 (dummy AQLM weights) sparse24 (--sparsity 2:4), int4/int8/fp8 also with KEEL_MARLIN=1), seventy (the 70B shape in fp8 and int4 at batch 1 and 32),
-# kv-long (8B decode with $KV_LONG_BATCHES, default 16, sequences at 32k: bf16, fp8 and int8 KV, or $KV_LONG_DTYPES),
+# kv-long (8B decode with $KV_LONG_BATCHES, default 16, sequences at 32k: bf16, fp8, int8 and int4 KV, or $KV_LONG_DTYPES),
 # quest (8B decode at $QUEST_CONTEXTS, default 32k and 128k context, dense and Quest budgets 2,048 and 4,096 or $QUEST_BUDGETS; batch sizes
 # $QUEST_BATCHES, default 1,16 at 32k and 1,4 past it, $QUEST_ITERS measured iterations, default 2), spec-synthetic
 # (8B with an EAGLE-3 head and a 1B draft at --synthetic-accepted-drafts 1..3 against plain decoding), spec-fitted (EAGLE-3
@@ -241,7 +241,7 @@ for s in "$@"; do
         step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95
       done ;;
     kv-long) # Issue 16's long-context figure: 8B decode with $KV_LONG_BATCHES (default 16) sequences at 32k, bf16 against 8-bit KV (bf16 needs an H200's memory at 16).
-      for kv in ${KV_LONG_DTYPES:-auto fp8_e4m3 int8}; do
+      for kv in ${KV_LONG_DTYPES:-auto fp8_e4m3 int8 int4}; do
         step "kv-long-$kv" 300 node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy --max-model-len 33024 \
           --batch-size "${KV_LONG_BATCHES:-16}" --input-len 32768 --output-len 128 --num-iters 2 --num-iters-warmup 1 --kv-cache-dtype "$kv" \
           --gpu-memory-utilization 0.95 --output "$out/results/latency-llama-3.1-8b-ctx32768-kv-$kv-$kind.json"
