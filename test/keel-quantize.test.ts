@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../src/checkpoint/checkpoint.ts';
+import { compressedTensorsReader } from '../src/checkpoint/quantization/compressed-tensors.ts';
+import { writeSafetensorsFile } from '../src/checkpoint/safetensors-writer.ts';
 import { quantizedCheckpoint } from '../src/checkpoint/quantization/quantized-checkpoint.ts';
 import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
@@ -12,6 +14,7 @@ import { perplexity } from '../src/eval/perplexity.ts';
 import { readModelArchitecture } from '../src/models/registry.ts';
 import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
+import { packCompressedTensors } from '../src/quantize/pack.ts';
 import { quantizeCheckpoint, type QuantizeOptions } from '../src/quantize/quantize-checkpoint.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
@@ -96,6 +99,55 @@ test('keel quantize --method rtn --bits 8: Keel reads back exactly the round-to-
   }
 });
 
+test('compressed-tensors packing reads back through the reader as written: 4 and 8 bits, symmetric and with zero points, act-order g_idx', (t) => {
+  const [rows, cols, n, groupSize] = [24, 64, 128, 16];
+  const w = Float64Array.from({ length: rows * cols }, () => random.uniform(-1, 1));
+  const x = correlatedInputs(n, cols);
+  const base = 'model.layers.0.mlp.down_proj';
+  for (const bits of [4, 8] as const) {
+    for (const symmetric of [true, false]) {
+      const q = gptqQuantize(w.slice(), rows, cols, hessianOf(x, n, cols), { bits, symmetric, groupSize, actOrder: true, damp: 0.01 });
+      assert.ok(q.groupOf.some((g, i) => g !== Math.floor(i / groupSize)), 'act-order moved columns between groups');
+      const tensors = packCompressedTensors(q, symmetric);
+      assert.equal('weight_zero_point' in tensors, !symmetric);
+      const dir = tempDir(t);
+      writeSafetensorsFile(join(dir, 'model.safetensors'), new Map(Object.entries(tensors).map(([key, tensor]) => [`${base}.${key}`, tensor])));
+      const scheme = { targets: ['Linear'], type: 'int' as const, bits, strategy: 'group' as const, groupSize, blockStructure: null, symmetric };
+      const reader = compressedTensorsReader(openCheckpoint(dir), { method: 'compressed-tensors', format: 'pack-quantized', schemes: [scheme] });
+      assert.deepEqual(reader.shape(base), [rows, cols]);
+      assert.deepEqual(Array.from(dequantizeWeight(reader.read(base))), Array.from(dequantizeGroups(q), Math.fround), `${bits}-bit, ${symmetric ? 'symmetric' : 'zero points'}`);
+    }
+  }
+});
+
+test('keel quantize --format compressed-tensors writes pack-quantized weights that Keel reads as the GPTQ layout\'s, and generates alike', async (t) => {
+  const [gptqDir, ctDir] = [tempDir(t), tempDir(t)];
+  quantizeCheckpoint(options(gptqDir, { method: 'rtn', samples: [] }));
+  quantizeCheckpoint(options(ctDir, { method: 'rtn', samples: [], layout: 'compressed-tensors' }));
+  const config = JSON.parse(readFileSync(join(ctDir, 'config.json'), 'utf8')).quantization_config;
+  assert.deepEqual([config.quant_method, config.format, config.quantization_status, config.ignore], ['compressed-tensors', 'pack-quantized', 'compressed', ['lm_head']]);
+  assert.deepEqual(config.config_groups.group_0.weights, { num_bits: 4, type: 'int', symmetric: true, strategy: 'group', group_size: 128, actorder: null, dynamic: false, observer: 'minmax' });
+  const ckpt = openCheckpoint(ctDir);
+  assert.ok(ckpt.has('model.layers.0.self_attn.q_proj.weight_packed') && !ckpt.has('model.layers.0.self_attn.q_proj.qweight'));
+  const read = (dir: string) => quantizedCheckpoint(openCheckpoint(dir), readModelArchitecture(dir).quantization!);
+  const [gptq, ct] = [read(gptqDir), read(ctDir)];
+  for (const name of ['model.layers.0.self_attn.q_proj.weight', 'model.layers.3.mlp.down_proj.weight']) {
+    const [fromCt, fromGptq] = [ct.readLinear!(name), gptq.readLinear!(name)];
+    assert.ok(isQuantized(fromCt) && isQuantized(fromGptq) && fromCt.format === 'int4', name);
+    assert.deepEqual(Array.from(dequantizeWeight(fromCt)), Array.from(dequantizeWeight(fromGptq)), name);
+  }
+  const greedy = async (model: string) => {
+    const llm = await LLM.load({ model, backend: 'cpu', showProgress: false });
+    try {
+      return (await llm.generate('def read_lines(path):', { maxTokens: 12, temperature: 0 }))[0].outputs[0].tokenIds;
+    } finally {
+      await llm.close();
+    }
+  };
+  assert.deepEqual(await greedy(ctDir), await greedy(gptqDir));
+  assert.throws(() => quantizeCheckpoint(options(tempDir(t), { method: 'awq', layout: 'gptq' })), /--method awq writes its own layout \(awq\) or compressed-tensors, not gptq/);
+});
+
 test('keel quantize --method awq on keel-tiny: the searched scales never do worse than none, the norms absorb them, and the checkpoint loads in Keel', async (t) => {
   const output = tempDir(t);
   const reports = quantizeCheckpoint(options(output, { method: 'awq' }));
@@ -110,10 +162,12 @@ test('keel quantize --method awq on keel-tiny: the searched scales never do wors
   await assertRunsNearBf16(output, 1.25);
 });
 
-test('keel quantize names what is wrong: no method, AWQ at 8 bits, no calibration text, a quantized model, a vision-language model', (t) => {
+test('keel quantize names what is wrong: no method, an unknown layout, a layout vq does not write, AWQ at 8 bits, no calibration text, a quantized model, a vision-language model', (t) => {
   const run = (args: string[]) => spawnSync(BIN, ['quantize', ...args], { encoding: 'utf8' });
   const out = join(tempDir(t), 'out');
   assert.match(run(['--bits', '4', '--output', out]).stderr, /--method must be one of gptq, awq, rtn/);
+  assert.match(run(['--method', 'rtn', '--bits', '4', '--format', 'exl2', '--output', out]).stderr, /--format must be one of gptq, awq, compressed-tensors \(got exl2\)/);
+  assert.match(run(['--method', 'vq', '--format', 'gptq', '--output', out]).stderr, /vq writes AQLM's layout: --format is for gptq, awq and rtn/);
   assert.match(run(['--method', 'awq', '--bits', '8', '--calibration', CALIBRATION, '--output', out]).stderr, /AWQ writes the 4-bit GEMM layout/);
   assert.match(run(['--method', 'gptq', '--bits', '4', '--output', out]).stderr, /need calibration text: --calibration FILE/);
   const fixture = fileURLToPath(new URL('./fixtures/quant-awq-int4', import.meta.url));

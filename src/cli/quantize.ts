@@ -2,7 +2,7 @@ import { isGgufPath } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
-import { QUANTIZE_METHODS, quantizeCheckpoint, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
+import { QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
 import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
 import { integerFlag } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -33,6 +33,10 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
+  --format gptq|awq|compressed-tensors
+                                 the checkpoint layout: the method's own (gptq and rtn: GPTQ's;
+                                 awq: AutoAWQ's GEMM), or compressed-tensors' pack-quantized
+                                 (llm-compressor's int4/int8 weight-only layout) for any of the three
   --calibration FILE             text tokenized with the model's tokenizer (gptq, awq; vq: weights
                                  its objective; rtn: only to measure its error)
 ${CALIBRATION_WINDOW_HELP}
@@ -50,6 +54,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       codebooks: { type: 'string' },
       'group-size': { type: 'string' },
       'act-order': { type: 'boolean' },
+      format: { type: 'string' },
       ...CALIBRATION_FLAGS,
       output: { type: 'string' },
       json: { type: 'boolean' },
@@ -73,10 +78,12 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
+  const layout = values.format as QuantizedLayout | undefined;
+  if (layout !== undefined && !QUANTIZED_LAYOUTS.includes(layout)) throw invalidArgument(`--format must be one of ${QUANTIZED_LAYOUTS.join(', ')} (got ${layout})`);
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
-  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
+  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
   if (values.json) {
     console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
   } else if (samples.length === 0) {

@@ -56,6 +56,41 @@ export function packAwqGemm(q: GroupQuantized): Record<'qweight' | 'qzeros' | 's
 }
 
 /**
+ * A layer in compressed-tensors' pack-quantized layout (llm-compressor's int4/int8 weight-only
+ * checkpoints, `format: pack-quantized`), W [out, in] with pack = 32 / bits codes a word:
+ * `weight_packed` I32 [out, ceil(in / pack)] (input i of output j in word [j, i / pack], field
+ * i % pack, stored as the signed value plus 2^(bits − 1): the code itself, whose zero GPTQ's
+ * symmetric grid puts at 2^(bits − 1)), `weight_scale` F16 [out, groups], and for an asymmetric
+ * grid `weight_zero_point` I32 [ceil(out / pack), groups] (output j's zero in word [j / pack, g],
+ * field j % pack, offset alike); `weight_g_idx` I32 [in] when act-order moved columns between
+ * groups; `weight_shape` I64 [2] = [out, in].
+ */
+export function packCompressedTensors(q: GroupQuantized, symmetric: boolean): Record<string, SafetensorsTensor> {
+  const { rows: out, cols: inDim, bits } = q;
+  const pack = 32 / bits;
+  const groups = q.scales.length / out;
+  const wordsPerRow = Math.ceil(inDim / pack);
+  const packed = new Uint32Array(out * wordsPerRow);
+  for (let j = 0; j < out; j++) {
+    for (let i = 0; i < inDim; i++) packed[j * wordsPerRow + Math.floor(i / pack)] |= q.codes[j * inDim + i] << (bits * (i % pack));
+  }
+  const tensors: Record<string, SafetensorsTensor> = {
+    weight_packed: int32Tensor(packed, [out, wordsPerRow]),
+    weight_scale: f16Tensor(q.scales, [out, groups]),
+    weight_shape: { dtype: 'I64', shape: [2], data: new Uint8Array(BigInt64Array.of(BigInt(out), BigInt(inDim)).buffer) },
+  };
+  if (!symmetric) {
+    const zeros = new Uint32Array(Math.ceil(out / pack) * groups);
+    for (let j = 0; j < out; j++) for (let g = 0; g < groups; g++) zeros[Math.floor(j / pack) * groups + g] |= q.zeros[j * groups + g] << (bits * (j % pack));
+    tensors.weight_zero_point = int32Tensor(zeros, [Math.ceil(out / pack), groups]);
+  }
+  if (q.groupOf.some((g, i) => g !== Math.floor(i / q.groupSize))) {
+    tensors.weight_g_idx = int32Tensor(new Uint32Array(q.groupOf.buffer, q.groupOf.byteOffset, q.groupOf.length), [inDim]);
+  }
+  return tensors;
+}
+
+/**
  * An AQLM layer (one codebook set) as the aqlm library's QuantizedLinear saves it, W [out, in]
  * with M codebooks of 2^B vectors: `codes` [out, in / 8, M] (I16 for B = 16, I8 for B = 8: codes
  * stored signed, c − 2^B above 2^(B−1), whose little-endian bytes are Keel's code words as they

@@ -12,11 +12,15 @@ import { awqSearchScales, type AwqSearch } from './awq.ts';
 import { calibrate, type LinearInputs } from './calibration.ts';
 import { gptqQuantize } from './gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
-import { packAqlm, packAwqGemm, packGptq } from './pack.ts';
+import { packAqlm, packAwqGemm, packCompressedTensors, packGptq } from './pack.ts';
 import { VQ_DEFAULTS, vqQuantize } from './vq.ts';
 
 export type QuantizeMethod = 'gptq' | 'awq' | 'rtn' | 'vq';
 export const QUANTIZE_METHODS: readonly QuantizeMethod[] = ['gptq', 'awq', 'rtn', 'vq'];
+
+/** The checkpoint layouts an integer method writes: its own (GPTQ's for gptq and rtn, AutoAWQ's for awq) or compressed-tensors' pack-quantized. */
+export type QuantizedLayout = 'gptq' | 'awq' | 'compressed-tensors';
+export const QUANTIZED_LAYOUTS: readonly QuantizedLayout[] = ['gptq', 'awq', 'compressed-tensors'];
 
 export interface QuantizeOptions {
   /** A 16-bit model directory. */
@@ -30,6 +34,8 @@ export interface QuantizeOptions {
   groupSize: number | null;
   /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
   actOrder: boolean;
+  /** gptq, awq and rtn: the layout written; absent, the method's own (`defaultLayout`). */
+  layout?: QuantizedLayout;
   /** Calibration token windows; rtn needs none (given, they only measure its error). */
   samples: number[][];
   output: string;
@@ -50,17 +56,36 @@ export interface LayerReport {
 /** Model types whose decoder layout AWQ's scale folding knows (llama's names, plain RMSNorm weights). */
 const AWQ_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3'];
 
+/** The layout a method writes unless told: GPTQ's for gptq and rtn, AutoAWQ's for awq. */
+export function defaultLayout(method: Exclude<QuantizeMethod, 'vq'>): QuantizedLayout {
+  return method === 'awq' ? 'awq' : 'gptq';
+}
+
+/** The layout `o` writes: AQLM's (null) for vq, else the method's own or compressed-tensors. */
+function chosenLayout(o: QuantizeOptions): QuantizedLayout | null {
+  if (o.method === 'vq') {
+    if (o.layout !== undefined) throw invalidArgument('vq writes AQLM\'s layout: --format is for gptq, awq and rtn');
+    return null;
+  }
+  const own = defaultLayout(o.method);
+  const layout = o.layout ?? own;
+  if (layout !== own && layout !== 'compressed-tensors') throw invalidArgument(`--method ${o.method} writes its own layout (${own}) or compressed-tensors, not ${layout}`);
+  return layout;
+}
+
 /**
  * `keel quantize`: quantizes the linear layers Keel runs quantized (attention and dense MLP
  * projections; embeddings, norms and the LM head stay 16-bit) and writes the checkpoint to
  * `output` with config.json's `quantization_config`, the other files of the model directory
  * copied: GPTQ's layout for `gptq` and `rtn` (symmetric, `checkpoint_format: gptq`), AutoAWQ's
- * GEMM layout for `awq` (4-bit, zero points). docs/quantization.md says how each method works.
+ * GEMM layout for `awq` (4-bit, zero points), or for any of the three compressed-tensors'
+ * pack-quantized layout (`layout`). docs/quantization.md says how each method works.
  */
 export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   const architecture = readModelArchitecture(o.model);
   if (architecture.quantization !== null) throw invalidArgument(`${o.model} is already quantized (quant_method ${architecture.quantization.method}): keel quantize reads 16-bit checkpoints`);
   if (architecture.languageModelOnly) throw invalidArgument(`${o.model} is a vision-language checkpoint: keel quantize writes text-only ones, whose tensors are named as a causal LM's`);
+  const layout = chosenLayout(o);
   if (o.method === 'awq' && o.bits !== 4) throw invalidArgument('AWQ writes the 4-bit GEMM layout: use --bits 4 with --method awq');
   const modelType = architecture.config.modelType;
   if (o.method === 'awq' && !AWQ_MODEL_TYPES.includes(modelType)) {
@@ -94,7 +119,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
         const part = sliceRows(quantized, first, rows[i]);
         first += rows[i];
         const base = name.slice(0, -'.weight'.length);
-        const packed = o.method === 'awq' ? packAwqGemm(part) : packGptq(part);
+        const packed = layout === 'compressed-tensors' ? packCompressedTensors(part, o.method !== 'awq') : layout === 'awq' ? packAwqGemm(part) : packGptq(part);
         for (const [key, t] of Object.entries(packed)) tensors.set(`${base}.${key}`, t);
       });
     }
@@ -251,10 +276,11 @@ function denseLinearWeights(tensors: Map<string, SafetensorsTensor>, config: Rec
   return names.flatMap((name) => [name, name.slice(0, -'.weight'.length)]);
 }
 
-/** config.json's quantization_config, as AutoGPTQ / AutoAWQ write it (and transformers, vLLM and Keel read it). */
+/** config.json's quantization_config, as AutoGPTQ / AutoAWQ / llm-compressor write it (and transformers, vLLM and Keel read it). */
 function quantizationConfig(o: QuantizeOptions, dense: string[]): Record<string, unknown> {
   const groupSize = o.groupSize ?? -1;
   const meta = { quantizer: [`keel quantize --method ${o.method}`] };
+  if (o.method !== 'vq' && o.layout === 'compressed-tensors') return compressedTensorsConfig(o);
   if (o.method === 'vq') {
     const { codebooks, bits } = aqlmLayout(o.codebooks ?? 'aqlm-2x8');
     // transformers replaces every nn.Linear not listed here by AQLM's QuantizedLinear.
@@ -272,5 +298,33 @@ function quantizationConfig(o: QuantizeOptions, dense: string[]): Record<string,
     static_groups: false,
     true_sequential: false,
     meta,
+  };
+}
+
+/**
+ * compressed-tensors' quantization_config for a pack-quantized checkpoint: one config group over
+ * every Linear module (the LM head ignored, as llm-compressor's recipes leave it), integer weights
+ * of `bits`, symmetric except AWQ's, per group of input columns (or per output channel with one
+ * group a row), GPTQ's act-order as `actorder: group` (its `weight_g_idx`).
+ */
+function compressedTensorsConfig(o: QuantizeOptions): Record<string, unknown> {
+  const weights = {
+    num_bits: o.bits,
+    type: 'int',
+    symmetric: o.method !== 'awq',
+    strategy: o.groupSize === null ? 'channel' : 'group',
+    group_size: o.groupSize,
+    actorder: o.method === 'gptq' && o.actOrder ? 'group' : null,
+    dynamic: false,
+    observer: 'minmax',
+  };
+  return {
+    quant_method: 'compressed-tensors',
+    format: 'pack-quantized',
+    quantization_status: 'compressed',
+    config_groups: { group_0: { targets: ['Linear'], weights, input_activations: null, output_activations: null } },
+    ignore: ['lm_head'],
+    kv_cache_scheme: null,
+    quantizer: `keel quantize --method ${o.method}`,
   };
 }
