@@ -31,6 +31,9 @@ extern "C" __global__ void missing_kernel(int* out) {
 extern "C" __global__ void commented_kernel(int* out) {
   // PDL_PROLOGUE();
   out[0] = 1;
+}
+extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(128) clustered_kernel(int* out) {
+  PDL_PROLOGUE();
 }`;
   assert.deepEqual(
     [...kernelPrologues(source)],
@@ -40,6 +43,7 @@ extern "C" __global__ void commented_kernel(int* out) {
       ['late_kernel', false],
       ['missing_kernel', false],
       ['commented_kernel', false],
+      ['clustered_kernel', true],
     ],
   );
 });

@@ -5,7 +5,8 @@
  */
 export const PDL_PROLOGUE = 'PDL_PROLOGUE();';
 
-const KERNEL = /extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(/g;
+// Between `void` and the name: launch bounds, or a macro that expands to attributes (sparse-select.cu's cluster dims).
+const KERNEL = /extern "C" __global__ void (?:(?:__launch_bounds__\([^)]*\)|[A-Z][A-Z0-9_]*) )*(\w+)\(/g;
 
 /**
  * For every `extern "C" __global__` kernel of a .cu source, whether its body begins with

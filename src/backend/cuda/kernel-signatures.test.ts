@@ -11,7 +11,7 @@ function kernelSignatures(): Map<string, string> {
   const out = new Map<string, string>();
   for (const file of readdirSync(KERNEL_DIR).filter((f) => f.endsWith('.cu'))) {
     const source = readFileSync(new URL(file, KERNEL_DIR), 'utf8');
-    for (const match of source.matchAll(/extern "C" __global__ void (?:__launch_bounds__\([\w, ]+\) )?(\w+)\(([^)]*)\)/g)) {
+    for (const match of source.matchAll(/extern "C" __global__ void (?:(?:__launch_bounds__\([\w, ]+\)|[A-Z][A-Z0-9_]*) )*(\w+)\(([^)]*)\)/g)) {
       const letters = match[2].split(',').map((param) => {
         const p = param.trim();
         if (p.includes('*')) return 'p';
