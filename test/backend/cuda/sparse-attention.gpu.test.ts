@@ -19,7 +19,7 @@ import { kvCodeTolerance, relativeError, testSeed } from '../../helpers/gpu-test
 // position (of its path, for a tree) would. Each block's keys are scaled by a factor of its own, so block scores
 // mostly stand apart; where the twin's last block taken and first left out still score within
 // nearTie(dtype), rounding may take the other, and those heads' rows are not compared (half of a
-// scenario's selections at most, or it fails). 8-bit caches compare at kvCodeTolerance. A failure
+// scenario's selections at most, or it fails). Quantized caches compare at kvCodeTolerance. A failure
 // names the worst token and whether it verifies. Step tensors are poisoned with NaN.
 
 const rng = seededRng(testSeed('cuda sparse attention'));
@@ -34,11 +34,12 @@ const LAYER = 1;
  * a near-tie, so either may be taken and the head's output differs by design: CUDA rotates and keeps
  * the query in bf16 where the twin keeps float32 (a score moves by about 1e-4 of itself: 0.1 %
  * rounding over a sum of 512 products), and an 8-bit cache's codes may land a step apart where the
- * bf16 and float32 keys straddle a rounding boundary (a bound moves by up to 1/127 of its row). On
- * the CPU, 0.3 % of the scenarios' selections lie within 1e-4 and 2 % within 1e-3; 15 % within 1e-2.
+ * bf16 and float32 keys straddle a rounding boundary (a bound moves by up to 1/127 of its row, an
+ * int4 one by up to 1/15 of its range). On the CPU, 0.3 % of the scenarios' selections lie within
+ * 1e-4 and 2 % within 1e-3; 15 % within 1e-2. int4's 7e-2 is set from its step, before any GPU run.
  */
 function nearTie(dtype: KvCacheDtype): number {
-  return dtype === 'int8' ? 1e-2 : 1e-3;
+  return dtype === 'int8' ? 1e-2 : dtype === 'int4' ? 7e-2 : 1e-3;
 }
 
 /** Near-tie selections (see nearTie) as token * numKvHeads + kvHead, and how many selections the step makes. */
@@ -219,6 +220,7 @@ const CASES: (Scenario & { name: string })[] = [
   { name: 'head dim 512 (Gemma 4\'s full layers), GQA 8, int8, budget 192, draft trees of 7', headDim: 512, numKvHeads: 1, group: 8, blockSize: 16, dtype: 'int8', sparse: { tokenBudget: 192, sinkTokens: 4, windowTokens: 32 }, prompts: [700, 300], decodes: 1, tree: [-1, 0, 1, 0, 3, 2, 4] },
   { name: 'head dim 512, GQA 2, bf16, budget 256 of up to 900 tokens', headDim: 512, numKvHeads: 2, group: 2, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [900, 400], decodes: 3 },
   { name: 'block tables of 60,000 entries about sequences of a few dozen blocks, GQA 4, bf16, budget 256', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700], decodes: 2, tableWidth: 60_000 },
+  { name: 'GQA 4, int4, budget 256 of up to 1,000 tokens', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'int4', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1000, 600], decodes: 3 },
   { name: 'a draft tree of 5 within a covering budget, fp8', headDim: 64, numKvHeads: 2, group: 2, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [300, 40], decodes: 1, tree: [-1, 0, 0, 2, 2] },
   // Small heads: the CPU twin's prefill of 9,000 tokens at 8 kv heads x 4 of 128 took 524 s (the file's limit is 150 s);
   // one kv head splits the context over more decode partitions, not fewer.

@@ -26,6 +26,7 @@ const CASES: Case[] = [
   { numHeads: 6, numKvHeads: 2, headDim: 8, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 40, sinkTokens: 1, windowTokens: 9 } },
   { numHeads: 2, numKvHeads: 2, headDim: 8, blockSize: 4, dtype: 'fp8_e4m3', sparse: { tokenBudget: 12, sinkTokens: 0, windowTokens: 4 } },
   { numHeads: 8, numKvHeads: 1, headDim: 16, blockSize: 3, dtype: 'auto', sparse: { tokenBudget: 9, sinkTokens: 2, windowTokens: 2 } },
+  { numHeads: 4, numKvHeads: 2, headDim: 16, blockSize: 4, dtype: 'int4', sparse: { tokenBudget: 20, sinkTokens: 2, windowTokens: 6 } },
 ];
 
 /** Keys and values of position j of a sequence as the cache holds them (dequantized), per kv head. */
@@ -179,7 +180,7 @@ test('a budget covering the whole sequence attends exactly as dense attention do
   }
 });
 
-for (const dtype of ['auto', 'int8', 'fp8_e4m3'] as const) {
+for (const dtype of ['auto', 'int8', 'fp8_e4m3', 'int4'] as const) {
   test(`copySlots (a tree's accepted path moved into place) recomputes the summaries of the destination blocks from their keys (${dtype} cache, seed ${seed})`, () => {
     const c: Case = { numHeads: 4, numKvHeads: 2, headDim: 8, blockSize: 4, dtype, sparse: { tokenBudget: 16, sinkTokens: 4, windowTokens: 8 } };
     const backend = new CpuBackend();

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pagedAttention, type CpuAttentionParams } from './attention.ts';
-import { createKvPool, poolArrays, storeSlot, type CpuKvPool } from './kv-codes.ts';
+import { createKvPool, poolArrays, poolSlots, storeSlot, type CpuKvPool } from './kv-codes.ts';
 import type { LayerKvPools } from './rope-cache-write.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { describeBatch, type SequenceChunk } from '../../../step/batch.ts';
@@ -31,11 +31,11 @@ function emptyPools(dtype: KvCacheDtype, slots: number, numKvHeads: number, head
   return { keys: createKvPool(dtype, slots, numKvHeads, headDim), values: createKvPool(dtype, slots, numKvHeads, headDim), kScale: 0.5, vScale: 2 };
 }
 
-/** Copies slot `from` of `src` to slot `to` of `dst` as stored (an int8 pool's scales too). */
+/** Copies slot `from` of `src` to slot `to` of `dst` as stored (an int8 or int4 pool's scales too). */
 function copySlot(src: CpuKvPool, from: number, dst: CpuKvPool, to: number): void {
   const dstArrays = poolArrays(dst);
   poolArrays(src).forEach((array, a) => {
-    const width = src.heads * (a === 0 ? src.width : 1);
+    const width = array.length / poolSlots(src);
     dstArrays[a].set(array.subarray(from * width, (from + 1) * width), to * width);
   });
 }
@@ -117,8 +117,8 @@ test('a tree token attends to the context, its ancestors and itself, at position
   }
 });
 
-test("with an 8-bit cache, a tree token reads the dequantized keys and values at its path's cache indices", () => {
-  for (const dtype of ['fp8_e4m3', 'int8'] as const) {
+test("with an 8-bit or int4 cache, a tree token reads the dequantized keys and values at its path's cache indices", () => {
+  for (const dtype of ['fp8_e4m3', 'int8', 'int4'] as const) {
     for (let i = 0; i < 8; i++) {
       const numKvHeads = random.pick([1, 2]);
       const seqs = Array.from({ length: random.int(1, 3) }, () => ({ context: random.int(0, 30), parents: randomTree(random.int(1, 24)) }));
