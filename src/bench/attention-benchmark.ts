@@ -10,7 +10,7 @@ import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
-import type { KvCacheDtype } from '../step/kv-cache-layout.ts';
+import { kvValueBytes, type KvCacheDtype } from '../step/kv-cache-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
 
 /** Prefill: batch 1 at these lengths with Llama-3.1-8B's heads, as the SDPA peer runs them. */
@@ -158,7 +158,7 @@ class KernelTimer {
       const step = this.backend.beginStep(described);
       return () => this.backend.attention(qkv, cache, 0, step, shape);
     }, 20);
-    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * (dtype === 'auto' ? 2 : dtype === 'int4' ? 0.5 : 1);
+    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * kvValueBytes(dtype, 2);
     return { kv_dtype: dtype, batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
   }
 

@@ -234,10 +234,14 @@ export function indexKeyBytesPerToken(spec: LayerKvSpec, autoElementBytes: numbe
   return indexKeyElementsPerToken(spec) * kvElementBytes(spec, autoElementBytes, dtype) + indexKeyScalesPerToken(spec, dtype) * 4;
 }
 
-/** Bytes of one value in a layer's pools: `autoElementBytes` stored as `auto`, one byte a code in the 8-bit dtypes, half a byte in int4. */
+/** Bytes of one value in a layer's pools (kvValueBytes of the layer's dtype). */
 function kvElementBytes(spec: LayerKvSpec, autoElementBytes: number, dtype: KvCacheDtype): number {
-  const layerDtype = kvLayerDtype(spec, dtype);
-  return layerDtype === 'auto' ? autoElementBytes : layerDtype === 'int4' ? 0.5 : 1;
+  return kvValueBytes(kvLayerDtype(spec, dtype), autoElementBytes);
+}
+
+/** Bytes of one cached value in `dtype`: `autoElementBytes` stored as `auto`, one byte a code in the 8-bit dtypes, half a byte in int4. */
+export function kvValueBytes(dtype: KvCacheDtype, autoElementBytes: number): number {
+  return dtype === 'auto' ? autoElementBytes : dtype === 'int4' ? 0.5 : 1;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { KvCache, LoraShape, LoraWeights, StepInputs, Tensor } from '../backend.ts';
 import type { BatchDescription } from '../../step/batch.ts';
-import { indexKeyElementsPerToken, indexKeyScalesPerToken, keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
+import { indexKeyElementsPerToken, indexKeyScalesPerToken, keySummaryElementsPerBlock, kvElementsPerToken, kvLayerDtype, kvScalesPerToken, kvStorage, kvValueBytes, layoutIndex, type KvCacheDtype, type KvCacheLayout } from '../../step/kv-cache-layout.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
@@ -196,9 +196,8 @@ export class CudaKvCache implements KvCache {
       // A state layer keeps nothing per token: its slots follow the pools.
       if (spec.kind === 'state') continue;
       const codePools = spec.kind === 'attention' ? [kvElementsPerToken(spec) / 2, kvElementsPerToken(spec) / 2] : [kvElementsPerToken(spec)];
-      // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype); int4 packs two codes a byte.
-      const layerDtype = kvLayerDtype(spec, this.dtype);
-      const elementBytes = layerDtype === 'auto' ? 2 : layerDtype === 'int4' ? 0.5 : 1;
+      // A head's rows stay bf16 whatever the cache's dtype (kvLayerDtype).
+      const elementBytes = kvValueBytes(kvLayerDtype(spec, this.dtype), 2);
       for (const elements of codePools) add(layout.blockSize * elements * elementBytes);
       const indexKeyScales = indexKeyScalesPerToken(spec, this.dtype);
       const scales = kvScalesPerToken(spec, this.dtype) - indexKeyScales;
