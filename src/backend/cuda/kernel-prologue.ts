@@ -5,8 +5,12 @@
  */
 export const PDL_PROLOGUE = 'PDL_PROLOGUE();';
 
-// Between `void` and the name: launch bounds, or a macro that expands to attributes (sparse-select.cu's cluster dims).
-const KERNEL = /extern "C" __global__ void (?:(?:__launch_bounds__\([^)]*\)|[A-Z][A-Z0-9_]*) )*(\w+)\(/g;
+/**
+ * The head of a kernel's declaration up to its opening parenthesis, the name in group 1: between
+ * `void` and the name, launch bounds or a macro that expands to attributes (sparse-select.cu's
+ * cluster dims). kernel-signatures.test.ts reads the parameters after it.
+ */
+export const KERNEL_DECLARATION = /extern "C" __global__ void (?:(?:__launch_bounds__\([^)]*\)|[A-Z][A-Z0-9_]*) )*(\w+)\(/g;
 
 /**
  * For every `extern "C" __global__` kernel of a .cu source, whether its body begins with
@@ -17,7 +21,7 @@ const KERNEL = /extern "C" __global__ void (?:(?:__launch_bounds__\([^)]*\)|[A-Z
  */
 export function kernelPrologues(source: string): Map<string, boolean> {
   const out = new Map<string, boolean>();
-  for (const match of source.matchAll(KERNEL)) {
+  for (const match of source.matchAll(KERNEL_DECLARATION)) {
     const body = bodyStart(source, match.index + match[0].length);
     if (body !== null) out.set(match[1], afterComments(source, body).startsWith(PDL_PROLOGUE));
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { KERNEL_DECLARATION } from './kernel-prologue.ts';
 
 // A launcher whose parameter letters disagree with the kernel's C signature passes garbage to the
 // GPU without any error, so every launch site is checked against the .cu source here, without a GPU.
@@ -11,7 +12,7 @@ function kernelSignatures(): Map<string, string> {
   const out = new Map<string, string>();
   for (const file of readdirSync(KERNEL_DIR).filter((f) => f.endsWith('.cu'))) {
     const source = readFileSync(new URL(file, KERNEL_DIR), 'utf8');
-    for (const match of source.matchAll(/extern "C" __global__ void (?:(?:__launch_bounds__\([\w, ]+\)|[A-Z][A-Z0-9_]*) )*(\w+)\(([^)]*)\)/g)) {
+    for (const match of source.matchAll(new RegExp(`${KERNEL_DECLARATION.source}([^)]*)\\)`, 'g'))) {
       const letters = match[2].split(',').map((param) => {
         const p = param.trim();
         if (p.includes('*')) return 'p';
