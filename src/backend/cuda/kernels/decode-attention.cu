@@ -75,9 +75,9 @@ constexpr int ROW = D + 8;      // smem row in bf16; the 16-byte pad puts consec
 // Quantized caches: two stages of K and V codes (a row CODE_ROW bytes) and of int8's row scales or
 // int4's (scale, minimum) pairs, one stage of f16 unit-value rows.
 constexpr int CODE_ROW = KV_DTYPE == 3 ? D / 2 : D;
-constexpr int ROW_SCALES = kv_row_scales(KV_DTYPE);
+constexpr int RS = KV_DTYPE == 3 ? 2 : 1;  // floats a row's scales take: int8's scale, int4's (scale, minimum)
 constexpr int CODE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * CODE_ROW;
-constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * 4 * (ROW_SCALES == 2 ? 2 : 1);
+constexpr int SCALE_BYTES = KV_DTYPE == 0 ? 0 : 2 * 2 * TK * RS * 4;
 constexpr int ROW_STAGES = KV_DTYPE == 0 ? 2 : 1;
 // A shared K/V row's 8 values: bf16, or a quantized cache's unit values in f16 (unit_kv_tile).
 __device__ __forceinline__ void unpack_row8(const uint4 v, float* f) {
@@ -135,8 +135,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #if KV_DTYPE
   unsigned char* s_kc = smem;                  // [2][TK][CODE_ROW] codes
   unsigned char* s_vc = s_kc + CODE_BYTES / 2; // [2][TK][CODE_ROW]
-  float* s_kscale = reinterpret_cast<float*>(s_vc + CODE_BYTES / 2);  // [2][TK][ROW_SCALES] (int8, int4)
-  float* s_vscale = s_kscale + 2 * TK * (ROW_SCALES == 2 ? 2 : 1);
+  float* s_kscale = reinterpret_cast<float*>(s_vc + CODE_BYTES / 2);  // [2][TK][RS] (int8, int4)
+  float* s_vscale = s_kscale + 2 * TK * RS;
 #endif
   bf16* s_k = reinterpret_cast<bf16*>(smem + CODE_BYTES + SCALE_BYTES);  // [ROW_STAGES][TK][ROW]
   bf16* s_v = s_k + ROW_STAGES * TK * ROW;     // [ROW_STAGES][TK][ROW]
@@ -231,7 +231,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
 #if KV_DTYPE == 0
       stage_kv_tile<TK, D8, NT>(s_k + stage * TK * ROW, s_v + stage * TK * ROW, reinterpret_cast<const bf16*>(k_pool), reinterpret_cast<const bf16*>(v_pool), table, k0, to, block_size, num_kv_heads, kvh, ROW);
 #else
-      stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * CODE_ROW, s_vc + stage * TK * CODE_ROW, s_kscale + stage * TK * ROW_SCALES, s_vscale + stage * TK * ROW_SCALES, k_pool, v_pool, k_scales, v_scales, table, k0, to, block_size, num_kv_heads, kvh);
+      stage_kv_code_bytes<KV_DTYPE, TK, D8, NT>(s_kc + stage * TK * CODE_ROW, s_vc + stage * TK * CODE_ROW, s_kscale + stage * TK * RS, s_vscale + stage * TK * RS, k_pool, v_pool, k_scales, v_scales, table, k0, to, block_size, num_kv_heads, kvh);
 #endif
     };
     const int num_tiles = (to - from + TK - 1) / TK;

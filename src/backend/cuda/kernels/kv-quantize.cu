@@ -28,7 +28,7 @@ extern "C" __global__ void kv_quantize_write_kernel(const bf16* __restrict__ src
   const bf16* x = src + (long long)t * src_stride + (long long)h * width;
   const long long head = (long long)slots[t] * heads + h;
 #if KV_DTYPE == 3
-  float lo = __int_as_float(0x7f800000), hi = NEG_INF;
+  float lo = -NEG_INF, hi = NEG_INF;
   for (int i = lane; i < width; i += 32) {
     const float v = bf16_to_f32(x[i]);
     lo = fminf(lo, v);
