@@ -12,6 +12,7 @@ import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { perplexity } from '../src/eval/perplexity.ts';
 import { readModelArchitecture } from '../src/models/registry.ts';
+import { awqClip } from '../src/quantize/awq.ts';
 import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
 import { packCompressedTensors } from '../src/quantize/pack.ts';
@@ -148,13 +149,50 @@ test('keel quantize --format compressed-tensors writes pack-quantized weights th
   assert.throws(() => quantizeCheckpoint(options(tempDir(t), { method: 'awq', layout: 'gptq' })), /--method awq writes its own layout \(awq\) or compressed-tensors, not gptq/);
 });
 
-test('keel quantize --method awq on keel-tiny: the searched scales never do worse than none, the norms absorb them, and the checkpoint loads in Keel', async (t) => {
+test('AWQ clipping: a group stretched by an outlier on a quiet input channel is clamped and its error falls; no group\'s own output error rises; zero groups stay', () => {
+  const rows = 6;
+  const cols = 256;
+  const group = 128;
+  const n = 64;
+  const grid = { bits: 4 as const, symmetric: false };
+  const w = Float64Array.from({ length: rows * cols }, (_, i) => (Math.floor(i / cols) === 5 ? 0 : random.uniform(-1, 1)));
+  w[5] = 12; // row 0, group 0: one weight 12x the rest, on a channel whose input is small
+  const x = Float32Array.from({ length: n * cols }, (_, i) => (i % cols === 5 ? 0.01 : 1) * random.uniform(-1, 1));
+  const clipped = w.slice();
+  const count = awqClip(clipped, cols, 0, rows, x, n, group, grid);
+  assert.ok(count >= 1 && clipped[5] < 12, `the outlier's group clamped (${count} groups, w = ${clipped[5]})`);
+  assert.deepEqual(Array.from(clipped.subarray(5 * cols)), new Array(cols).fill(0), 'a zero row stays zero');
+  // What the clipping minimizes: each (row, group)'s partial outputs x_g · w_gᵀ after round to nearest.
+  const rtn = dequantizeGroups(quantizeRoundToNearestGroups(w, rows, cols, group, grid));
+  const rtnClipped = dequantizeGroups(quantizeRoundToNearestGroups(clipped, rows, cols, group, grid));
+  const partialError = (approx: Float64Array, r: number, g: number) => {
+    let total = 0;
+    for (let t = 0; t < n; t++) {
+      let s = 0;
+      for (let c = g * group; c < (g + 1) * group; c++) s += x[t * cols + c] * (w[r * cols + c] - approx[r * cols + c]);
+      total += s * s;
+    }
+    return total;
+  };
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < cols / group; g++) assert.ok(partialError(rtnClipped, r, g) <= partialError(rtn, r, g), `row ${r} group ${g}`);
+  }
+  assert.ok(partialError(rtnClipped, 0, 0) < 0.5 * partialError(rtn, 0, 0), 'the outlier\'s group gains');
+});
+
+test('keel quantize --method awq on keel-tiny: scales, and with --awq-clip clipping, lower the calibration error below round to nearest, the norms absorb the scales, and the checkpoint loads in Keel', async (t) => {
   const output = tempDir(t);
   const reports = quantizeCheckpoint(options(output, { method: 'awq' }));
   const searched = reports.filter((r) => !r.names[0].endsWith('o_proj.weight'));
   assert.equal(searched.length, 12);
-  for (const r of searched) assert.ok(r.error <= r.rtnError, `${r.names[0]}: AWQ ${r.error} vs unscaled ${r.rtnError}`);
+  for (const r of reports) assert.ok(r.error <= r.rtnError, `${r.names[0]}: AWQ ${r.error} vs round to nearest ${r.rtnError}`);
   assert.ok(searched.some((r) => r.alpha! > 0 && r.error < r.rtnError), 'some layer gains from scaling');
+  assert.ok(reports.every((r) => r.clippedGroups === 0), 'no clipping unless asked');
+  const clipped = quantizeCheckpoint(options(tempDir(t), { method: 'awq', awqClip: true }));
+  for (const [i, r] of clipped.entries()) {
+    assert.ok(r.clippedGroups! > 0, `${r.names[0]}: some groups clamped`);
+    assert.ok(r.error <= r.rtnError && r.error < reports[i].error, `${r.names[0]}: clipped ${r.error}, unclipped ${reports[i].error}, round to nearest ${r.rtnError}`);
+  }
   const config = JSON.parse(readFileSync(join(output, 'config.json'), 'utf8')).quantization_config;
   assert.deepEqual([config.quant_method, config.bits, config.version, config.zero_point], ['awq', 4, 'gemm', true]);
   const norm = (dir: string) => hostTensorToFloat32(openCheckpoint(dir).read('model.layers.0.input_layernorm.weight'));
@@ -162,7 +200,7 @@ test('keel quantize --method awq on keel-tiny: the searched scales never do wors
   await assertRunsNearBf16(output, 1.25);
 });
 
-test('keel quantize names what is wrong: no method, an unknown layout, a layout vq does not write, AWQ at 8 bits, no calibration text, a quantized model, a vision-language model', (t) => {
+test('keel quantize names what is wrong: no method, an unknown layout, a layout vq does not write, AWQ at 8 bits, no calibration text, AWQ clipping asked of GPTQ, a quantized model, a vision-language model', (t) => {
   const run = (args: string[]) => spawnSync(BIN, ['quantize', ...args], { encoding: 'utf8' });
   const out = join(tempDir(t), 'out');
   assert.match(run(['--bits', '4', '--output', out]).stderr, /--method must be one of gptq, awq, rtn/);
@@ -170,6 +208,7 @@ test('keel quantize names what is wrong: no method, an unknown layout, a layout 
   assert.match(run(['--method', 'vq', '--format', 'gptq', '--output', out]).stderr, /vq writes AQLM's layout: --format is for gptq, awq and rtn/);
   assert.match(run(['--method', 'awq', '--bits', '8', '--calibration', CALIBRATION, '--output', out]).stderr, /AWQ writes the 4-bit GEMM layout/);
   assert.match(run(['--method', 'gptq', '--bits', '4', '--output', out]).stderr, /need calibration text: --calibration FILE/);
+  assert.match(run(['--method', 'gptq', '--bits', '4', '--awq-clip', '--calibration', CALIBRATION, '--output', out]).stderr, /--awq-clip is an AWQ option/);
   const fixture = fileURLToPath(new URL('./fixtures/quant-awq-int4', import.meta.url));
   assert.match(run(['--model', fixture, '--method', 'rtn', '--bits', '4', '--output', out]).stderr, /already quantized \(quant_method awq\)/);
   const visionLanguage = fileURLToPath(new URL('./fixtures/mistral3-vl', import.meta.url));

@@ -33,6 +33,9 @@ Runs on the CPU backend: the default model and small models take seconds to minu
   --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
+  --awq-clip                     awq: then clamp each group's largest weights where that lowers its
+                                 outputs' error on the calibration inputs (AutoAWQ's auto_clip; on
+                                 keel-tiny it raised held-out perplexity, so it is off by default)
   --format gptq|awq|compressed-tensors
                                  the checkpoint layout: the method's own (gptq and rtn: GPTQ's;
                                  awq: AutoAWQ's GEMM), or compressed-tensors' pack-quantized
@@ -54,6 +57,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       codebooks: { type: 'string' },
       'group-size': { type: 'string' },
       'act-order': { type: 'boolean' },
+      'awq-clip': { type: 'boolean' },
       format: { type: 'string' },
       ...CALIBRATION_FLAGS,
       output: { type: 'string' },
@@ -78,14 +82,15 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
+  if (values['awq-clip'] && method !== 'awq') throw invalidArgument('--awq-clip is an AWQ option');
   const layout = values.format as QuantizedLayout | undefined;
   if (layout !== undefined && !QUANTIZED_LAYOUTS.includes(layout)) throw invalidArgument(`--format must be one of ${QUANTIZED_LAYOUTS.join(', ')} (got ${layout})`);
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
-  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
+  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
   if (values.json) {
-    console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }) })) }));
+    console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }), ...(r.clippedGroups === undefined ? {} : { clipped_groups: r.clippedGroups }) })) }));
   } else if (samples.length === 0) {
     console.log(`wrote ${values.output}: ${reports.length} layers ${method} ${vq ? codebooks : `${bits}-bit`}`);
   } else {

@@ -1,4 +1,4 @@
-import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type QuantizerOptions } from './group-quantizer.ts';
+import { codeOf, dequantizeGroups, fitGrid, outputError, quantizeRoundToNearestGroups, type QuantizerOptions } from './group-quantizer.ts';
 
 /** α of s = mean|x|^α tried by the search (the paper's grid of 20 points in [0, 1)). */
 export const AWQ_GRID = 20;
@@ -68,4 +68,55 @@ function scaleColumns(w: Float64Array, rows: number, cols: number, s: Float64Arr
   const out = new Float64Array(w.length);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = w[r * cols + c] * s[c];
   return out;
+}
+
+/** AWQ's clipping grid: a group's max|w| × (1 − i / AWQ_CLIP_GRID) for i < AWQ_CLIP_STEPS (AutoAWQ's n_grid 20, max_shrink 0.5). */
+export const AWQ_CLIP_GRID = 20;
+const AWQ_CLIP_STEPS = 10;
+
+/**
+ * AWQ's weight clipping (AutoAWQ's auto_clip, after the scales are folded): a group's largest
+ * weights stretch its grid over values most of it never takes, so clamping them to ±r · max|w|
+ * can lower the output error though it changes those few weights. For each (row, group) of rows
+ * [from, to) of w [rows, cols], in place, the r of the grid whose clamped round-to-nearest gives the
+ * group's own partial outputs x_g · w_gᵀ over x [n, cols] (the inputs as the scaled weight sees
+ * them) the smallest squared error is kept (r = 1 keeps the group as it is). Returns how many
+ * groups were clamped.
+ */
+export function awqClip(w: Float64Array, cols: number, from: number, to: number, x: Float32Array, n: number, groupSize: number | null, o: QuantizerOptions): number {
+  const size = groupSize ?? cols;
+  const values = new Float64Array(size);
+  const exact = new Float64Array(n);
+  let clipped = 0;
+  for (let r = from; r < to; r++) {
+    for (let c0 = 0; c0 < cols; c0 += size) {
+      const len = Math.min(size, cols - c0);
+      const at = r * cols + c0;
+      let top = 0;
+      for (let c = 0; c < len; c++) top = Math.max(top, Math.abs(w[at + c]));
+      if (top === 0) continue;
+      for (let t = 0; t < n; t++) exact[t] = groupDot(x, t * cols + c0, w, at, len);
+      let best = { error: Infinity, bound: top };
+      for (let i = 0; i < AWQ_CLIP_STEPS; i++) {
+        const bound = top * (1 - i / AWQ_CLIP_GRID);
+        for (let c = 0; c < len; c++) values[c] = Math.min(bound, Math.max(-bound, w[at + c]));
+        const grid = fitGrid(values, 0, len, o);
+        for (let c = 0; c < len; c++) values[c] = grid.scale * (codeOf(values[c], grid, o.bits) - grid.zero);
+        let error = 0;
+        for (let t = 0; t < n; t++) error += (groupDot(x, t * cols + c0, values, 0, len) - exact[t]) ** 2;
+        if (error < best.error) best = { error, bound };
+      }
+      if (best.bound < top) {
+        clipped++;
+        for (let c = 0; c < len; c++) w[at + c] = Math.min(best.bound, Math.max(-best.bound, w[at + c]));
+      }
+    }
+  }
+  return clipped;
+}
+
+function groupDot(x: Float32Array, xAt: number, w: ArrayLike<number>, wAt: number, len: number): number {
+  let s = 0;
+  for (let c = 0; c < len; c++) s += x[xAt + c] * w[wAt + c];
+  return s;
 }

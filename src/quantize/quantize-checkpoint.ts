@@ -8,7 +8,7 @@ import { createModel, readModelArchitecture } from '../models/registry.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
-import { awqSearchScales, type AwqSearch } from './awq.ts';
+import { awqClip, awqSearchScales, type AwqSearch } from './awq.ts';
 import { calibrate, type LinearInputs } from './calibration.ts';
 import { gptqQuantize } from './gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
@@ -34,6 +34,8 @@ export interface QuantizeOptions {
   groupSize: number | null;
   /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
   actOrder: boolean;
+  /** AWQ: clip each group's weights after scaling (awqClip; AutoAWQ's auto_clip). Off unless set: on keel-tiny it lowers the calibration error but raises held-out perplexity. */
+  awqClip?: boolean;
   /** gptq, awq and rtn: the layout written; absent, the method's own (`defaultLayout`). */
   layout?: QuantizedLayout;
   /** Calibration token windows; rtn needs none (given, they only measure its error). */
@@ -51,6 +53,8 @@ export interface LayerReport {
   rtnError: number;
   /** AWQ: the α its search chose. */
   alpha?: number;
+  /** AWQ: how many (row, group)s its clipping clamped. */
+  clippedGroups?: number;
 }
 
 /** Model types whose decoder layout AWQ's scale folding knows (llama's names, plain RMSNorm weights). */
@@ -101,7 +105,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
     const linears = calibrate(model, ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
-    const searches = o.method === 'awq' ? foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o) : new Map<LinearInputs, AwqSearch>();
+    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
     for (const linear of linears) {
@@ -112,7 +116,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
         reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
-      const { quantized, report } = quantizeLinear(stacked, total, linear, o, searches.get(linear) ?? null);
+      const { quantized, report } = quantizeLinear(stacked, total, linear, o, awq.get(linear) ?? null);
       reports.push(report);
       let first = 0;
       linear.names.forEach((name, i) => {
@@ -139,22 +143,25 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   }
 }
 
-function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: QuantizeOptions, search: AwqSearch | null): { quantized: GroupQuantized; report: LayerReport } {
+function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: QuantizeOptions, awq: AwqLayer | null): { quantized: GroupQuantized; report: LayerReport } {
   const { cols, hessian } = linear;
   const grid = { bits: o.bits, symmetric: o.method !== 'awq' };
+  if (awq !== null) {
+    // AWQ: the weight arrives scaled and clipped (foldAwqScales, clipAwqWeights) and is rounded to
+    // nearest; its error is against the scaled weight before clipping, on the inputs that weight
+    // sees, which equals the error of the unscaled weight on the layer's own inputs.
+    const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
+    const unfolded = (m: Float64Array) => m.map((v, i) => v * awq.rowDivisors[Math.floor(i / cols)]);
+    const error = outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantized)), rows, cols);
+    const rtnError = awq.search?.unscaledError ?? outputError(awq.inputs, linear.sampleRows, awq.reference, dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid)), rows, cols);
+    return { quantized, report: { names: linear.names, error, rtnError, alpha: awq.search?.alpha ?? 0, clippedGroups: awq.clippedGroups } };
+  }
   const error = (q: GroupQuantized) => outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
   const rtn = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
   const rtnError = error(rtn);
   if (o.method === 'rtn') return { quantized: rtn, report: { names: linear.names, error: rtnError, rtnError } };
-  if (o.method === 'gptq') {
-    const quantized = gptqQuantize(w.slice(), rows, cols, hessian, { ...grid, groupSize: o.groupSize, actOrder: o.actOrder, damp: 0.01 });
-    return { quantized, report: { names: linear.names, error: error(quantized), rtnError } };
-  }
-  // AWQ: the weight arrives scaled (foldAwqScales) and is rounded to nearest; its error and
-  // round-to-nearest's are the search's, on the sampled inputs (a layer without a search is RTN).
-  const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
-  if (search === null) return { quantized, report: { names: linear.names, error: rtnError, rtnError, alpha: 0 } };
-  return { quantized, report: { names: linear.names, error: search.error, rtnError: search.unscaledError, alpha: search.alpha } };
+  const quantized = gptqQuantize(w.slice(), rows, cols, hessian, { ...grid, groupSize: o.groupSize, actOrder: o.actOrder, damp: 0.01 });
+  return { quantized, report: { names: linear.names, error: error(quantized), rtnError } };
 }
 
 /**
@@ -209,9 +216,10 @@ function foldAwqScales(
   replaced: Map<string, Float32Array>,
   read: (name: string) => HostTensor,
   o: QuantizeOptions,
-): Map<LinearInputs, AwqSearch> {
+): AwqFolds {
   const grid = { bits: o.bits, symmetric: false };
   const searches = new Map<LinearInputs, AwqSearch>();
+  const rowDivisors = new Map<string, Float64Array>();
   for (const linear of linears) {
     const { names, cols } = linear;
     const last = names[names.length - 1];
@@ -238,10 +246,58 @@ function foldAwqScales(
       const up = weights.get(before.name)!;
       const upCols = up.length / cols;
       for (let r = 0; r < cols; r++) for (let c = 0; c < upCols; c++) up[r * upCols + c] /= search.scales[r];
+      rowDivisors.set(before.name, search.scales);
     }
     searches.set(linear, search);
   }
-  return searches;
+  return { searches, rowDivisors };
+}
+
+/** AWQ's scales: each searched linear's, and the weights whose rows absorbed the next one's (up_proj's, divided by down_proj's scales). */
+interface AwqFolds {
+  searches: Map<LinearInputs, AwqSearch>;
+  rowDivisors: Map<string, Float64Array>;
+}
+
+/**
+ * What AWQ did to one linear: its scale search (none for o_proj), its sampled inputs as the
+ * scaled weight sees them (x / s), its scaled weight before clipping (what the report's error is
+ * measured against), the divisor each of its rows took from the next layer's scales (1 but for
+ * up_proj's; the error is measured with them multiplied back, in the units the search saw), and
+ * how many (row, group)s the clipping clamped.
+ */
+interface AwqLayer {
+  search: AwqSearch | null;
+  inputs: Float32Array;
+  reference: Float64Array;
+  rowDivisors: Float64Array;
+  clippedGroups: number;
+}
+
+/**
+ * Each linear's AWQ record, with `awqClip` its clipping (awqClip) done, once every scale is
+ * folded, as AutoAWQ clips a block after scaling it: every part of every linear except q_proj and
+ * k_proj, whose errors pass through the attention's softmax, which a layer's own output error
+ * does not see (AutoAWQ leaves them too).
+ */
+function awqLayers(linears: LinearInputs[], weights: Map<string, Float64Array>, folds: AwqFolds, o: QuantizeOptions): Map<LinearInputs, AwqLayer> {
+  const grid = { bits: o.bits, symmetric: false };
+  const layers = new Map<LinearInputs, AwqLayer>();
+  for (const linear of linears) {
+    const { names, cols, sample, sampleRows } = linear;
+    const search = folds.searches.get(linear) ?? null;
+    const inputs = search === null ? sample : sample.map((v, i) => v / search.scales[i % cols]);
+    const reference = concat(names.map((n) => weights.get(n)!));
+    const rowDivisors = concat(names.map((n) => folds.rowDivisors.get(n) ?? new Float64Array(weights.get(n)!.length / cols).fill(1)));
+    let clippedGroups = 0;
+    for (const name of names) {
+      if (o.awqClip !== true || /\.(q_proj|k_proj)\.weight$/.test(name)) continue;
+      const w = weights.get(name)!;
+      clippedGroups += awqClip(w, cols, 0, w.length / cols, inputs, sampleRows, o.groupSize, grid);
+    }
+    layers.set(linear, { search, inputs, reference, rowDivisors, clippedGroups });
+  }
+  return layers;
 }
 
 function concat(parts: Float64Array[]): Float64Array {
