@@ -11,8 +11,9 @@ import { quantizedCheckpoint } from '../src/checkpoint/quantization/quantized-ch
 import { DEFAULT_MODEL_DIR } from '../src/engine/load-engine.ts';
 import { LLM } from '../src/engine/llm.ts';
 import { perplexity } from '../src/eval/perplexity.ts';
-import { readModelArchitecture } from '../src/models/registry.ts';
+import { createModel, readModelArchitecture } from '../src/models/registry.ts';
 import { awqClip } from '../src/quantize/awq.ts';
+import { calibrate } from '../src/quantize/calibration.ts';
 import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
 import { packCompressedTensors } from '../src/quantize/pack.ts';
@@ -71,7 +72,7 @@ test('GPTQ on a random layer: lower output error than round to nearest on the sa
   assert.deepEqual(plain.codes, quantizeRoundToNearestGroups(w, rows, cols, 16, { bits: 4, symmetric: true }).codes);
 });
 
-test('keel quantize --method gptq on keel-tiny: every layer reconstructs its calibration outputs better than round to nearest, and the checkpoint loads in Keel', async (t) => {
+test('keel quantize --method gptq on keel-tiny, layer by layer: every layer reconstructs its calibration outputs better than round to nearest, and the checkpoint loads in Keel', async (t) => {
   const output = tempDir(t);
   const reports = quantizeCheckpoint(options(output, { method: 'gptq', actOrder: true }));
   assert.equal(reports.length, 16, 'q/k/v, o, gate/up and down of 4 layers');
@@ -83,6 +84,24 @@ test('keel quantize --method gptq on keel-tiny: every layer reconstructs its cal
   const gIdx = new Int32Array(raw.data.slice().buffer);
   assert.ok(gIdx.some((g, i) => g !== Math.floor(i / 128)), 'g_idx follows the activation order');
   await assertRunsNearBf16(output, 1.25);
+});
+
+test('calibration with replaced weights (GPTQ layer by layer): the layers after a replaced weight see other inputs, the layer before it the same', (t) => {
+  const ckpt = openCheckpoint(DEFAULT_MODEL_DIR);
+  t.after(() => ckpt.close());
+  const architecture = readModelArchitecture(DEFAULT_MODEL_DIR);
+  const samples = calibrationSamples().slice(0, 2);
+  const run = (replaced?: Map<string, Float32Array>) => calibrate(createModel(architecture, 64), ckpt, samples, replaced);
+  const down = 'model.layers.1.mlp.down_proj.weight';
+  const halved = hostTensorToFloat32(ckpt.read(down)).map((v) => v / 2);
+  const [plain, replaced] = [run(), run(new Map([[down, halved]]))];
+  const hessianIn = (inputs: ReturnType<typeof run>, name: string) => inputs.find((l) => l.names[0] === name)!.hessian;
+  for (const name of ['model.layers.0.self_attn.q_proj.weight', 'model.layers.1.mlp.down_proj.weight']) {
+    assert.deepEqual(hessianIn(replaced, name), hessianIn(plain, name), `${name}: before the replaced weight's output`);
+  }
+  for (const name of ['model.layers.2.self_attn.q_proj.weight', 'model.layers.3.mlp.down_proj.weight']) {
+    assert.notDeepEqual(hessianIn(replaced, name), hessianIn(plain, name), `${name}: after it`);
+  }
 });
 
 test('keel quantize --method rtn --bits 8: Keel reads back exactly the round-to-nearest weights', (t) => {

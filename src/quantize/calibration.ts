@@ -5,7 +5,10 @@ import { invalidArgument } from '../errors.ts';
 import type { WeightSource, WeightUploader } from '../layers/parameters.ts';
 import type { CausalLM } from '../models/causal-lm.ts';
 import { describeBatch } from '../step/batch.ts';
+import { float32Tensor } from '../tensor/host-ops.ts';
+import type { HostTensor } from '../tensor/host-tensor.ts';
 import { hessianOf } from './gptq.ts';
+import { dequantizeGroups, type GroupQuantized } from './group-quantizer.ts';
 
 /**
  * What calibration saw at the input of one linear layer: the checkpoint weights stacked into it
@@ -76,9 +79,11 @@ class CalibrationBackend extends CpuBackend {
  * Loads `model` from a 16-bit checkpoint on the CPU backend and runs the calibration samples
  * through it, one prefill each, recording the inputs of every quantizable linear layer (those a
  * quantized checkpoint stores quantized: the source's `readLinear`). Returns them in load order,
- * with mean |x| averaged over the tokens.
+ * with mean |x| averaged over the tokens. `replaced` weights (float32, the checkpoint's shapes)
+ * stand in for the checkpoint's: GPTQ's layers already quantized, so that the layers after them
+ * see the inputs the quantized model gives them.
  */
-export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly number[][]): LinearInputs[] {
+export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly number[][], replaced: ReadonlyMap<string, Float32Array> = new Map()): LinearInputs[] {
   if (samples.length === 0) throw invalidArgument('calibration needs at least one sample of tokens');
   const backend = new CalibrationBackend();
   const totalTokens = samples.reduce((n, s) => n + s.length, 0);
@@ -86,11 +91,15 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
   // A linear layer reads its parts with readLinear, then uploads them stacked with one loadWeight:
   // the names read since the last upload are that weight's.
   let pending: string[] = [];
+  const read = (name: string): HostTensor => {
+    const values = replaced.get(name);
+    return values === undefined ? ckpt.read(name) : float32Tensor(values, ckpt.info(name).shape);
+  };
   const source: WeightSource = {
-    read: (name) => ckpt.read(name),
+    read,
     readLinear: (name) => {
       pending.push(name);
-      return ckpt.read(name);
+      return read(name);
     },
   };
   const uploader: WeightUploader = {
@@ -121,4 +130,48 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
   const inputs = [...backend.inputs.values()];
   for (const entry of inputs) for (let c = 0; c < entry.cols; c++) entry.meanAbs[c] /= entry.tokens;
   return inputs;
+}
+
+/**
+ * GPTQ layer by layer, as AutoGPTQ runs it: a decoder layer's linears are calibrated on the inputs
+ * the model gives them with every layer before already quantized (their dequantized weights in
+ * place of the checkpoint's), so each layer's GPTQ also corrects for the error that reaches it.
+ * One calibration pass per decoder layer (the first is the 16-bit model's); within a layer, every
+ * linear sees the 16-bit layer's inputs (AutoGPTQ's `true_sequential` goes further).
+ */
+export class SequentialCalibration {
+  private readonly dequantized = new Map<string, Float32Array>();
+  private readonly recalibrate: (replaced: ReadonlyMap<string, Float32Array>) => LinearInputs[];
+  private current: LinearInputs[];
+  private currentLayer: string | null = null;
+  private stale = false;
+
+  constructor(first: LinearInputs[], recalibrate: (replaced: ReadonlyMap<string, Float32Array>) => LinearInputs[]) {
+    this.current = first;
+    this.recalibrate = recalibrate;
+  }
+
+  /** The calibration record of `linear` with every layer before its own quantized. */
+  inputsOf(linear: LinearInputs): LinearInputs {
+    const layer = decoderLayerOf(linear.names[0]);
+    if (layer !== this.currentLayer) {
+      if (this.stale) this.current = this.recalibrate(this.dequantized);
+      this.currentLayer = layer;
+      this.stale = false;
+    }
+    const found = this.current.find((l) => l.names[0] === linear.names[0]);
+    if (found === undefined) throw new Error(`calibration lost ${linear.names[0]} between passes`);
+    return found;
+  }
+
+  /** Records a quantized part, which the next layer's calibration runs with. */
+  quantized(name: string, part: GroupQuantized): void {
+    this.dequantized.set(name, Float32Array.from(dequantizeGroups(part)));
+    this.stale = true;
+  }
+}
+
+/** The decoder layer a weight belongs to (`model.layers.3.self_attn.q_proj.weight`: `model.layers.3`), or the name itself outside one. */
+function decoderLayerOf(name: string): string {
+  return /^(.*?\.layers\.\d+)\./.exec(name)?.[1] ?? name;
 }

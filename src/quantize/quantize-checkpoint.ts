@@ -9,7 +9,7 @@ import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.t
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
 import { awqClip, awqSearchScales, type AwqSearch } from './awq.ts';
-import { calibrate, type LinearInputs } from './calibration.ts';
+import { calibrate, type LinearInputs, SequentialCalibration } from './calibration.ts';
 import { gptqQuantize } from './gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
 import { packAqlm, packAwqGemm, packCompressedTensors, packGptq } from './pack.ts';
@@ -99,10 +99,11 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   if (resolve(o.output) === resolve(o.model)) throw invalidArgument('--output must be a new directory, not the model directory');
   const ckpt = openCheckpoint(o.model);
   try {
-    const model = createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
+    const newModel = () => createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
     if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
-    const linears = calibrate(model, ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
+    const linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
+    const sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced) => calibrate(newModel(), ckpt, o.samples, replaced)) : null;
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
     const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o), o) : new Map<LinearInputs, AwqLayer>();
@@ -116,11 +117,12 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
         reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
-      const { quantized, report } = quantizeLinear(stacked, total, linear, o, awq.get(linear) ?? null);
+      const { quantized, report } = quantizeLinear(stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
       reports.push(report);
       let first = 0;
       linear.names.forEach((name, i) => {
         const part = sliceRows(quantized, first, rows[i]);
+        sequential?.quantized(name, part);
         first += rows[i];
         const base = name.slice(0, -'.weight'.length);
         const packed = layout === 'compressed-tensors' ? packCompressedTensors(part, o.method !== 'awq') : layout === 'awq' ? packAwqGemm(part) : packGptq(part);
@@ -147,13 +149,13 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
   const { cols, hessian } = linear;
   const grid = { bits: o.bits, symmetric: o.method !== 'awq' };
   if (awq !== null) {
-    // AWQ: the weight arrives scaled and clipped (foldAwqScales, clipAwqWeights) and is rounded to
+    // AWQ: the weight arrives scaled and clipped (foldAwqScales, awqLayers) and is rounded to
     // nearest; its error is against the scaled weight before clipping, on the inputs that weight
     // sees, which equals the error of the unscaled weight on the layer's own inputs.
     const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
     const unfolded = (m: Float64Array) => m.map((v, i) => v * awq.rowDivisors[Math.floor(i / cols)]);
     const error = outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantized)), rows, cols);
-    const rtnError = awq.search?.unscaledError ?? outputError(awq.inputs, linear.sampleRows, awq.reference, dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid)), rows, cols);
+    const rtnError = awq.search?.unscaledError ?? outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid))), rows, cols);
     return { quantized, report: { names: linear.names, error, rtnError, alpha: awq.search?.alpha ?? 0, clippedGroups: awq.clippedGroups } };
   }
   const error = (q: GroupQuantized) => outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
