@@ -16,7 +16,8 @@ Quantizes a 16-bit checkpoint's attention and MLP projections (embeddings, norms
 stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quantization.md):
 
   gptq   GPTQ: columns quantized one by one, each one's error compensated on the columns still
-         to come through the inverse Hessian of the calibration inputs (GPTQ layout, symmetric)
+         to come through the inverse Hessian of the calibration inputs, layer by layer (each
+         decoder layer calibrated with the ones before it quantized; GPTQ layout, symmetric)
   awq    AWQ: per-input-channel scales searched on the calibration activations, folded into the
          norm or projection before, then round to nearest (AutoAWQ's GEMM layout, 4-bit only)
   rtn    round to nearest, no calibration needed (GPTQ layout, symmetric)
