@@ -172,10 +172,11 @@ test('AWQ clipping: a group stretched by an outlier on a quiet input channel is 
   const rows = 6;
   const cols = 256;
   const group = 128;
-  const n = 64;
+  const n = 512; // well over the 128 columns of a group, so that x·e measures e's norm, not its direction
   const grid = { bits: 4 as const, symmetric: false };
   const w = Float64Array.from({ length: rows * cols }, (_, i) => (Math.floor(i / cols) === 5 ? 0 : random.uniform(-1, 1)));
-  w[5] = 12; // row 0, group 0: one weight 12x the rest, on a channel whose input is small
+  // Row 0, group 0: weights spread evenly over [-1, 1] but one 12 times larger, on a channel whose input is small.
+  for (let c = 0; c < group; c++) w[c] = c === 5 ? 12 : -1 + (2 * c) / (group - 1);
   const x = Float32Array.from({ length: n * cols }, (_, i) => (i % cols === 5 ? 0.01 : 1) * random.uniform(-1, 1));
   const clipped = w.slice();
   const count = awqClip(clipped, cols, 0, rows, x, n, group, grid);
@@ -194,9 +195,10 @@ test('AWQ clipping: a group stretched by an outlier on a quiet input channel is 
     return total;
   };
   for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < cols / group; g++) assert.ok(partialError(rtnClipped, r, g) <= partialError(rtn, r, g), `row ${r} group ${g}`);
+    // (within rounding: the clipping summed the same error in another order)
+    for (let g = 0; g < cols / group; g++) assert.ok(partialError(rtnClipped, r, g) <= partialError(rtn, r, g) * (1 + 1e-9), `row ${r} group ${g}`);
   }
-  assert.ok(partialError(rtnClipped, 0, 0) < 0.5 * partialError(rtn, 0, 0), 'the outlier\'s group gains');
+  assert.ok(partialError(rtnClipped, 0, 0) < 0.6 * partialError(rtn, 0, 0), 'the outlier\'s group gains');
 });
 
 test('keel quantize --method awq on keel-tiny: scales, and with --awq-clip clipping, lower the calibration error below round to nearest, the norms absorb the scales, and the checkpoint loads in Keel', async (t) => {
