@@ -5,11 +5,13 @@
 # models/ from the work tree; `restore` brings both back from git, keeping the tarball for the next
 # call; `clean` restores and deletes the tarball. Run `bash scripts/pack-gpu.sh` first. While packed,
 # never `git commit -a`: the removals would be committed. GPU tests that load models/ (keel-tiny's)
-# fail on the host while packed.
+# fail on the host while packed; for them, `pack-models` carries models/keel-tiny (19 MB) instead of
+# any fixture (the tarball set aside as .gpu-fixtures.tar.xz until `restore`), so fixture-reading
+# tests fail instead.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 paths=(test/fixtures models)
-case ${1:?usage: gpu-carry.sh pack|repack|restore|clean} in
+case ${1:?usage: gpu-carry.sh pack|repack|pack-models|restore|clean} in
   pack | repack)
     if [ -n "$(git status --porcelain -- "${paths[@]}" | grep -v '^ D')" ]; then
       echo "gpu-carry: uncommitted changes under ${paths[*]}: commit them first (restore checks these paths out from git)" >&2
@@ -26,7 +28,17 @@ case ${1:?usage: gpu-carry.sh pack|repack|restore|clean} in
     tree=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}') || true
     gpu=$(find .gpu -type f -printf '%s\n' | awk '{s += $1} END {print s}')
     echo "carry: $((tree + gpu)) bytes of $((64 * 1024 * 1024))" ;;
-  restore) git checkout -- "${paths[@]}" ;;
-  clean) git checkout -- "${paths[@]}"; rm -f .gpu/fixtures.tar.xz ;;
-  *) echo "usage: gpu-carry.sh pack|repack|restore|clean" >&2; exit 2 ;;
+  pack-models)
+    if [ -n "$(git status --porcelain -- "${paths[@]}" | grep -v '^ D')" ]; then
+      echo "gpu-carry: uncommitted changes under ${paths[*]}: commit them first (restore checks these paths out from git)" >&2
+      exit 1
+    fi
+    git ls-files test/fixtures | grep -vx test/fixtures/MANIFEST.json | xargs rm -f
+    git ls-files models | grep -v '^models/keel-tiny/' | xargs rm -f
+    find "${paths[@]}" -type d -empty -delete 2>/dev/null || true
+    mkdir -p test/fixtures
+    if [ -f .gpu/fixtures.tar.xz ]; then mv .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz; fi ;;
+  restore) git checkout -- "${paths[@]}"; if [ -f .gpu-fixtures.tar.xz ]; then mv .gpu-fixtures.tar.xz .gpu/fixtures.tar.xz; fi ;;
+  clean) git checkout -- "${paths[@]}"; rm -f .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz ;;
+  *) echo "usage: gpu-carry.sh pack|repack|pack-models|restore|clean" >&2; exit 2 ;;
 esac
