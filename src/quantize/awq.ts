@@ -77,18 +77,18 @@ const AWQ_CLIP_STEPS = 10;
 /**
  * AWQ's weight clipping (AutoAWQ's auto_clip, after the scales are folded): a group's largest
  * weights stretch its grid over values most of it never takes, so clamping them to ±r · max|w|
- * can lower the output error though it changes those few weights. For each (row, group) of rows
- * [from, to) of w [rows, cols], in place, the r of the grid whose clamped round-to-nearest gives the
- * group's own partial outputs x_g · w_gᵀ over x [n, cols] (the inputs as the scaled weight sees
- * them) the smallest squared error is kept (r = 1 keeps the group as it is). Returns how many
- * groups were clamped.
+ * can lower the output error though it changes those few weights. For each (row, group) of w
+ * [rows, cols], in place, the r of the grid whose clamped round-to-nearest gives the group's own
+ * partial outputs x_g · w_gᵀ over x [n, cols] (the inputs as the scaled weight sees them) the
+ * smallest squared error is kept (r = 1 keeps the group as it is). Returns how many groups were
+ * clamped.
  */
-export function awqClip(w: Float64Array, cols: number, from: number, to: number, x: Float32Array, n: number, groupSize: number | null, o: QuantizerOptions): number {
+export function awqClip(w: Float64Array, cols: number, x: Float32Array, n: number, groupSize: number | null, o: QuantizerOptions): number {
   const size = groupSize ?? cols;
   const values = new Float64Array(size);
   const exact = new Float64Array(n);
   let clipped = 0;
-  for (let r = from; r < to; r++) {
+  for (let r = 0; r < w.length / cols; r++) {
     for (let c0 = 0; c0 < cols; c0 += size) {
       const len = Math.min(size, cols - c0);
       const at = r * cols + c0;

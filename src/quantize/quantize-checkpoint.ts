@@ -294,8 +294,7 @@ function awqLayers(linears: LinearInputs[], weights: Map<string, Float64Array>, 
     let clippedGroups = 0;
     for (const name of names) {
       if (o.awqClip !== true || /\.(q_proj|k_proj)\.weight$/.test(name)) continue;
-      const w = weights.get(name)!;
-      clippedGroups += awqClip(w, cols, 0, w.length / cols, inputs, sampleRows, o.groupSize, grid);
+      clippedGroups += awqClip(weights.get(name)!, cols, inputs, sampleRows, o.groupSize, grid);
     }
     layers.set(linear, { search, inputs, reference, rowDivisors, clippedGroups });
   }
