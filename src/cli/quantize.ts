@@ -2,9 +2,10 @@ import { isGgufPath } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
+import { selectQuantizeDevice } from '../quantize/quantize-device.ts';
 import { QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
 import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
-import { integerFlag } from './engine-flags.ts';
+import { integerFlag, oneOf } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
 
 const DEFAULTS = { groupSize: 128 };
@@ -26,7 +27,9 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
          over the codes alternating with least-squares codebook updates on the output error
          (calibration: XᵀX; without it, the weight error), from k-means; no fine-tuning
 
-Runs on the CPU backend: the default model and small models take seconds to minutes.
+Runs on the GPU when there is one (--backend): the calibration passes, GPTQ and the error
+reports; AWQ's scale search and clipping and vq run on the CPU either way. On the CPU the default
+model and small models take seconds to minutes.
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)
   --method gptq|awq|rtn
@@ -45,6 +48,7 @@ Runs on the CPU backend: the default model and small models take seconds to minu
                                  its objective; rtn: only to measure its error)
 ${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the quantized checkpoint is written
+  --backend auto|cpu|cuda        where it runs (default auto: the GPU when one is usable)
   --json                         print one JSON line: each layer's output error on sampled calibration
                                  inputs beside round-to-nearest's`;
 
@@ -62,6 +66,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       format: { type: 'string' },
       ...CALIBRATION_FLAGS,
       output: { type: 'string' },
+      backend: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -89,7 +94,13 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
-  const reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` });
+  const device = await selectQuantizeDevice(oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const) ?? 'auto');
+  let reports;
+  try {
+    reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` }, device);
+  } finally {
+    device.dispose();
+  }
   if (values.json) {
     console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }), ...(r.clippedGroups === undefined ? {} : { clipped_groups: r.clippedGroups }) })) }));
   } else if (samples.length === 0) {

@@ -4,7 +4,7 @@ import type { SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
 import { writeModelDirectory } from '../checkpoint/write-model-directory.ts';
 import { invalidArgument } from '../errors.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
-import { calibrate } from '../quantize/calibration.ts';
+import { calibrate, recordedHessian } from '../quantize/calibration.ts';
 import { outputError } from '../quantize/group-quantizer.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
 import type { SparsityPattern } from '../tensor/sparse24.ts';
@@ -53,7 +53,7 @@ export function pruneCheckpoint(o: PruneOptions): PruneReport[] {
     const reports: PruneReport[] = [];
     let zeros = 0;
     for (const linear of linears) {
-      const norms = o.method === 'wanda' ? inputNormsFromGram(linear.hessian, linear.cols) : null;
+      const norms = o.method === 'wanda' ? inputNormsFromGram(recordedHessian(linear).toHost(), linear.cols) : null;
       for (const name of linear.names) {
         const raw = ckpt.read(name);
         const [rows, cols] = raw.shape;

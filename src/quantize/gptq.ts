@@ -30,9 +30,7 @@ export function gptqQuantize(w: Float64Array, rows: number, cols: number, hessia
       for (let r = 0; r < rows; r++) w[r * cols + c] = 0;
     }
   }
-  // Column order: act-order quantizes the columns with the largest activations first.
-  const order = Int32Array.from({ length: cols }, (_, i) => i);
-  if (o.actOrder) order.sort((a, b) => h[b * cols + b] - h[a * cols + a] || a - b);
+  const order = columnOrder(Float64Array.from({ length: cols }, (_, c) => h[c * cols + c]), o.actOrder);
   const wp = new Float64Array(rows * cols);
   const hp = new Float64Array(cols * cols);
   for (let i = 0; i < cols; i++) {
@@ -76,6 +74,13 @@ export function gptqQuantize(w: Float64Array, rows: number, cols: number, hessia
   }
   for (let i = 0; i < cols; i++) for (let r = 0; r < rows; r++) w[r * cols + order[i]] = wp[r * cols + i];
   return q;
+}
+
+/** The order GPTQ quantizes columns in: act-order's takes those with the largest activations (diagonal of H) first, ties by index. */
+export function columnOrder(diagonal: Float64Array, actOrder: boolean): Int32Array {
+  const order = Int32Array.from({ length: diagonal.length }, (_, i) => i);
+  if (actOrder) order.sort((a, b) => diagonal[b] - diagonal[a] || a - b);
+  return order;
 }
 
 /** H = XᵀX [cols, cols] of calibration inputs x [n, cols] (float64 sums; only the upper triangle is computed, then mirrored). */

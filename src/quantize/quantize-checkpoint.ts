@@ -9,10 +9,11 @@ import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.t
 import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
 import { awqClip, awqSearchScales, type AwqSearch } from './awq.ts';
-import { calibrate, type LinearInputs, SequentialCalibration } from './calibration.ts';
-import { gptqQuantize } from './gptq.ts';
+import { calibrate, type LinearInputs, recordedHessian, SequentialCalibration } from './calibration.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
+import { HostQuantizeDevice } from './host-quantize-device.ts';
 import { packAqlm, packAwqGemm, packCompressedTensors, packGptq } from './pack.ts';
+import type { QuantizeDevice } from './quantize-device.ts';
 import { VQ_DEFAULTS, vqQuantize } from './vq.ts';
 
 export type QuantizeMethod = 'gptq' | 'awq' | 'rtn' | 'vq';
@@ -83,9 +84,11 @@ function chosenLayout(o: QuantizeOptions): QuantizedLayout | null {
  * `output` with config.json's `quantization_config`, the other files of the model directory
  * copied: GPTQ's layout for `gptq` and `rtn` (symmetric, `checkpoint_format: gptq`), AutoAWQ's
  * GEMM layout for `awq` (4-bit, zero points), or for any of the three compressed-tensors'
- * pack-quantized layout (`layout`). docs/quantization.md says how each method works.
+ * pack-quantized layout (`layout`). docs/quantization.md says how each method works. `device`
+ * runs the calibration passes, GPTQ and the reports' errors (AWQ's search and clipping and vq
+ * run on the host either way).
  */
-export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
+export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = new HostQuantizeDevice()): LayerReport[] {
   const architecture = readModelArchitecture(o.model);
   if (architecture.quantization !== null) throw invalidArgument(`${o.model} is already quantized (quant_method ${architecture.quantization.method}): keel quantize reads 16-bit checkpoints`);
   if (architecture.languageModelOnly) throw invalidArgument(`${o.model} is a vision-language checkpoint: keel quantize writes text-only ones, whose tensors are named as a causal LM's`);
@@ -98,12 +101,15 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
   if (o.groupSize !== null && !(Number.isInteger(o.groupSize) && o.groupSize > 0)) throw invalidArgument(`the group size must be a positive integer or -1 (got ${o.groupSize})`);
   if (resolve(o.output) === resolve(o.model)) throw invalidArgument('--output must be a new directory, not the model directory');
   const ckpt = openCheckpoint(o.model);
+  let linears: LinearInputs[] = [];
+  let sequential: SequentialCalibration | null = null;
   try {
     const newModel = () => createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
     if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
-    const linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples);
-    const sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced) => calibrate(newModel(), ckpt, o.samples, replaced)) : null;
+    // GPTQ records one decoder layer a pass (SequentialCalibration), beginning with the first.
+    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, layer: o.method === 'gptq' ? 0 : undefined });
+    sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, layer) => calibrate(newModel(), ckpt, o.samples, { device, replaced, layer })) : null;
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
     const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o), o) : new Map<LinearInputs, AwqLayer>();
@@ -117,7 +123,7 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
         reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
-      const { quantized, report } = quantizeLinear(stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
+      const { quantized, report } = quantizeLinear(device, stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
       reports.push(report);
       let first = 0;
       linear.names.forEach((name, i) => {
@@ -142,11 +148,13 @@ export function quantizeCheckpoint(o: QuantizeOptions): LayerReport[] {
     return reports;
   } finally {
     ckpt.close();
+    sequential?.release();
+    for (const linear of linears) linear.hessian?.dispose();
   }
 }
 
-function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: QuantizeOptions, awq: AwqLayer | null): { quantized: GroupQuantized; report: LayerReport } {
-  const { cols, hessian } = linear;
+function quantizeLinear(device: QuantizeDevice, w: Float64Array, rows: number, linear: LinearInputs, o: QuantizeOptions, awq: AwqLayer | null): { quantized: GroupQuantized; report: LayerReport } {
+  const { cols } = linear;
   const grid = { bits: o.bits, symmetric: o.method !== 'awq' };
   if (awq !== null) {
     // AWQ: the weight arrives scaled and clipped (foldAwqScales, awqLayers) and is rounded to
@@ -158,11 +166,11 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
     const rtnError = awq.search?.unscaledError ?? outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid))), rows, cols);
     return { quantized, report: { names: linear.names, error, rtnError, alpha: awq.search?.alpha ?? 0, clippedGroups: awq.clippedGroups } };
   }
-  const error = (q: GroupQuantized) => outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
+  const error = (q: GroupQuantized) => device.outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
   const rtn = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
   const rtnError = error(rtn);
   if (o.method === 'rtn') return { quantized: rtn, report: { names: linear.names, error: rtnError, rtnError } };
-  const quantized = gptqQuantize(w.slice(), rows, cols, hessian, { ...grid, groupSize: o.groupSize, actOrder: o.actOrder, damp: 0.01 });
+  const quantized = device.gptq(w, rows, cols, recordedHessian(linear), { ...grid, groupSize: o.groupSize, actOrder: o.actOrder, damp: 0.01 });
   return { quantized, report: { names: linear.names, error: error(quantized), rtnError } };
 }
 
@@ -175,7 +183,7 @@ function quantizeLinear(w: Float64Array, rows: number, linear: LinearInputs, o: 
 function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
   const { cols } = linear;
   // The calibration inputs' XᵀX, damped (VQ_DAMP); none: every column alike and independent.
-  const hessian = calibrated ? dampedHessian(linear.hessian, cols) : null;
+  const hessian = calibrated ? dampedHessian(recordedHessian(linear).toHost(), cols) : null;
   if (cols % AQLM_GROUP !== 0) throw invalidArgument(`vq codes groups of ${AQLM_GROUP} input columns, and ${linear.names.join(', ')} has ${cols}`);
   const parts = linear.names.map((name, i) => {
     const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, hessian });
