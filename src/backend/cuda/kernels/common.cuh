@@ -416,6 +416,15 @@ __device__ __forceinline__ unsigned int int4_byte_to_f16x2(unsigned int b) {
   return out;
 }
 
+// Nibbles i and 4 + i of a 32-bit word of int4 codes (codes 0..7, code 2 b in byte b's low nibble)
+// as an f16 pair of their values 0..15, exactly, as int4_byte_to_f16x2 makes them.
+__device__ __forceinline__ unsigned int nibbles_to_f16x2(unsigned int w, int i) {
+  const unsigned int biased = ((w >> (4 * i)) & 0x000f000fu) | 0x64006400u;
+  unsigned int out;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(biased), "r"(0x64006400u));
+  return out;
+}
+
 // A landed code tile as f16 rows `row_stride` apart of unit values (codes_to_f16x2, or int4's codes
 // 0..15): the scales (per tensor for fp8, with fp8's 256; per row for int8 and int4, with int4's
 // minimum) are the attention's to apply, to the query and output or to each key's score and

@@ -1,5 +1,5 @@
-// Decode attention over an 8-bit KV cache on tensor cores (mma.sync m16n8k16, f16 in, f32
-// accumulators). decode-attention.cu does the math on CUDA cores, where the group's few query heads
+// Decode attention over a quantized KV cache (fp8, int8, int4) on tensor cores (mma.sync m16n8k16,
+// f16 in, f32 accumulators). decode-attention.cu does the math on CUDA cores, where the group's few query heads
 // get only a few multiply-adds from each value it loads: over bf16 that reaches the read bandwidth,
 // over 8-bit codes (half the bytes) the instructions bound it. Here a CTA of (kv head, decode,
 // partition) holds the GROUP query heads as the 16 rows of an mma tile (rows past GROUP are zeros)
@@ -18,6 +18,12 @@
 // sink logit to the softmax's denominator (here when one partition ends the decode, else in the
 // merge); sliding windows, chunked attention and query temperature are runtime arguments.
 // StreamingLLM and Quest's sparse tables go to decode-attention.cu.
+// int4 (two codes a byte, head dims a multiple of 64) reads half the bytes through the same path: an
+// ldmatrix word holds eight codes of a key (or, transposed, four of each of two keys), and each
+// shift-and-mask (nibbles_to_f16x2) takes the f16 pair an mma fragment wants from it, the dims
+// permuted to match as for 8-bit codes. A score is the key's scale · (q · codes) + its minimum ·
+// Σq (the row's query sum, once a CTA); P is scaled by the values' scales, and each row keeps a
+// running Σ p · value minimum, rescaled with its accumulators and added to each of its outputs.
 #include "common.cuh"
 #include "mma.cuh"
 #include "attention-span.cuh"
@@ -31,9 +37,13 @@
 // nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=96 -DGROUP=3 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=256 -DGROUP=16 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=4 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DKV_DTYPE=3 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DKV_DTYPE=3 -DSOFTCAP=1
+// nvcc-check: -DHEAD_DIM=192 -DGROUP=16 -DKV_DTYPE=3
 
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8> [-DSOFTCAP=<0|1>] [-DSINKS=<0|1>]"
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8|3 int4> [-DSOFTCAP=<0|1>] [-DSINKS=<0|1>]"
 #endif
 #ifndef SOFTCAP
 #define SOFTCAP 0
@@ -49,23 +59,32 @@ constexpr int DTILES = D / 8;    // 8-column output tiles
 constexpr int NT = 128;          // 4 warps
 constexpr int WARPS = NT / 32;
 constexpr int TK = 64;           // keys per tile: 16 per warp
-constexpr int STAGES = 3;        // code tiles in shared memory: STAGES - 1 in flight while one is read
-constexpr int ROWB = D + 16;     // code row stride in bytes; the pad keeps ldmatrix conflict-free
+constexpr int CODE_ROW = KV_DTYPE == 3 ? D / 2 : D;  // a row's code bytes
+constexpr int RS = KV_DTYPE == 3 ? 2 : 1;  // floats of a row's scales: int8's scale, int4's (scale, minimum)
+// Code tiles in shared memory, STAGES - 1 in flight while one is read: int4's tiles are half the
+// bytes, so one stage more keeps as many in flight (and holds the output exchange below).
+constexpr int STAGES = KV_DTYPE == 3 ? 4 : 3;
+constexpr int ROWB = CODE_ROW + 16;  // code row stride in bytes: an odd count of 16-byte units keeps ldmatrix conflict-free
 constexpr int STAGE_BYTES = 2 * TK * ROWB;  // K then V codes
 constexpr int QROW = D + 8;      // f16 query row stride
-static_assert(KV_DTYPE == 1 || KV_DTYPE == 2, "8-bit caches only: bf16 runs decode-attention.cu");
-static_assert(D % 32 == 0 && D <= 256, "head dim a multiple of 32, at most 256");
+static_assert(KV_DTYPE >= 1 && KV_DTYPE <= 3, "quantized caches only: bf16 runs decode-attention.cu");
+static_assert(D % (KV_DTYPE == 3 ? 64 : 32) == 0 && D <= 256, "head dim a multiple of 32 (int4: 64), at most 256");
 static_assert(GROUP >= 1 && GROUP <= 16, "a group of at most 16 query heads (one mma row tile)");
 static_assert(WARPS * 16 * D * 4 <= STAGES * STAGE_BYTES, "the output exchange fits in the code stages");
 
-// The head dim that the keys' fragments put at k-column L: a lane's ldmatrix word holds codes
+// The head dim that the keys' fragments put at k-column L. 8-bit: a lane's ldmatrix word holds codes
 // 4 t4 .. 4 t4 + 3 of a 16-code half of a 32-dim chunk, which serve as the pairs at 2 t4 and 2 t4 + 8.
+// int4: it holds codes 8 t4 .. 8 t4 + 7 of the 32-dim chunk, whose nibble pairs (i, 4 + i) serve
+// k-step h (L >> 4 & 1) as the pairs at 2 t4 (i = 2 h) and 2 t4 + 8 (i = 2 h + 1).
 __device__ __forceinline__ int query_column(int L) {
+  if (KV_DTYPE == 3) return 32 * (L >> 5) + 8 * ((L & 7) >> 1) + 2 * ((L >> 4) & 1) + ((L >> 3) & 1) + 4 * (L & 1);
   return 32 * (L >> 5) + 16 * ((L >> 4) & 1) + 4 * ((L & 7) >> 1) + 2 * ((L >> 3) & 1) + (L & 1);
 }
-// The head dim of column n of output tile j = 4 c + q: a transposed ldmatrix word holds the code
-// pair at dims 2 g, 2 g + 1 of a 16-dim half (q >> 1) of chunk c, the two dims split into q & 1.
+// The head dim of column n of output tile j = 4 c + q. 8-bit: a transposed ldmatrix word holds the
+// code pair at dims 2 g, 2 g + 1 of a 16-dim half (q >> 1) of chunk c, the two dims split into q & 1.
+// int4: it holds dims 4 g .. 4 g + 3 of chunk c, nibble q of each key going to tile 4 c + q.
 __device__ __forceinline__ int output_column(int j, int n) {
+  if (KV_DTYPE == 3) return 32 * (j >> 2) + 4 * n + (j & 3);
   return 32 * (j >> 2) + 16 * ((j >> 1) & 1) + 2 * n + (j & 1);
 }
 
@@ -85,7 +104,7 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 }  // namespace
 
 // Dynamic shared memory (decodeMmaSharedBytes): STAGES stages of K then V codes [TK][ROWB] bytes,
-// int8's row scales [STAGES][2][TK] floats, the query rows [16][QROW] f16, and each warp's row
+// the row scales [STAGES][2][TK][RS] floats (int8, int4), the query rows [16][QROW] f16, and each warp's row
 // maxima and sums [WARPS][16][2] floats. The code stages serve again, once every tile is done, as
 // the warps' output exchange [WARPS][16][D] floats.
 // grid (numKvHeads, numDecode, numPartitions), block NT. Arguments as decode_attention_kernel's
@@ -102,8 +121,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* s_codes = smem;                                              // [STAGES][2][TK][ROWB]
-  float* s_scale = reinterpret_cast<float*>(smem + STAGES * STAGE_BYTES);    // [STAGES][2][TK] (int8)
-  unsigned short* s_q = reinterpret_cast<unsigned short*>(s_scale + STAGES * 2 * TK);  // [16][QROW] f16
+  float* s_scale = reinterpret_cast<float*>(smem + STAGES * STAGE_BYTES);    // [STAGES][2][TK][RS] (int8, int4)
+  unsigned short* s_q = reinterpret_cast<unsigned short*>(s_scale + STAGES * 2 * TK * RS);  // [16][QROW] f16
   float* s_ml = reinterpret_cast<float*>(s_q + 16 * QROW);                   // [WARPS][16][2]
   float* s_out = reinterpret_cast<float*>(smem);                              // [WARPS][16][D], once the codes are done
 
@@ -125,20 +144,22 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     return;
   }
 
-  // Tile t's codes (and int8's row scales) into stage t % STAGES, one commit group a tile; a tile
-  // past the last commits an empty group, so that every iteration waits on the same count.
+  // Tile t's codes (and int8's and int4's row scales) into stage t % STAGES, one commit group a tile;
+  // a tile past the last commits an empty group, so that every iteration waits on the same count.
   const int num_tiles = (end - begin + TK - 1) / TK;
   auto load_tile = [&](int t) {
     if (t < num_tiles) {
       const int k0 = begin + t * TK;
       unsigned char* stage = s_codes + (t % STAGES) * STAGE_BYTES;
-      if (KV_DTYPE == 2 && tid < 2 * TK) {
+      if (KV_DTYPE != 1 && tid < 2 * TK) {
         const int r = tid % TK;
         const bool valid = k0 + r < end;
-        const long long at = valid ? kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh : 0;
-        cp_async4(s_scale + ((t % STAGES) * 2 + tid / TK) * TK + r, (tid < TK ? k_scales : v_scales) + at, valid ? 4 : 0);
+        const long long at = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * RS : 0;
+        float* dst = s_scale + (((t % STAGES) * 2 + tid / TK) * TK + r) * RS;
+        if (KV_DTYPE == 3) cp_async8(dst, (tid < TK ? k_scales : v_scales) + at, valid ? 8 : 0);
+        else cp_async4(dst, (tid < TK ? k_scales : v_scales) + at, valid ? 4 : 0);
       }
-      stage_kv_tile<TK, D / 16, NT>(stage, stage + TK * ROWB, k_pool, v_pool, table, k0, end, block_size, num_kv_heads, kvh, ROWB);
+      stage_kv_tile<TK, CODE_ROW / 16, NT>(stage, stage + TK * ROWB, k_pool, v_pool, table, k0, end, block_size, num_kv_heads, kvh, ROWB);
     } else {
       cp_async_commit();
     }
@@ -155,6 +176,18 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     const float v = h < GROUP ? bf16_to_f32(q[h * D + query_column(c)]) * q_scale_t : 0.f;
     s_q[h * QROW + c] = (unsigned short)(pack_f16x2(v, 0.f) & 0xffffu);
   }
+  // int4: Σ of rows g and g + 8 of the f16 query, which its key minima meet; a quad's lanes share a row.
+  float qsum[2] = {0.f, 0.f};
+#if KV_DTYPE == 3
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float sum = 0.f;
+    for (int c = t4; c < D; c += 4) sum += f16_to_f32(s_q[(g + 8 * r) * QROW + c]);
+    sum += __shfl_xor_sync(FULL_MASK, sum, 1);
+    qsum[r] = sum + __shfl_xor_sync(FULL_MASK, sum, 2);
+  }
+#endif
 
   float o[DTILES][4];
 #pragma unroll
@@ -162,6 +195,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
 #pragma unroll
     for (int i = 0; i < 4; i++) o[j][i] = 0.f;
   float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // rows g and g + 8
+  float pm[2] = {0.f, 0.f};  // int4: the lane's share of Σ p · value minimum, rows g and g + 8
   const float k_factor = KV_DTYPE == 1 ? k_scale * 256.f : 1.f;
   unsigned int qa[KSTEPS][4];
   for (int t = 0; t < num_tiles; t++) {
@@ -179,6 +213,23 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     // S: the 16 rows against the warp's keys 0-7 (s[0]) and 8-15 (s[1]). A 32-dim chunk's ldmatrix
     // gives words of keys g (w[0], w[1]) and 8 + g (w[2], w[3]), dims 4 t4 (w[0], w[2]) and 16 + 4 t4.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#if KV_DTYPE == 3
+    // int4: a 64-dim span's ldmatrix gives words of keys g (w[0]) and 8 + g (w[1]) over its first
+    // 32 dims, w[2] and w[3] over the next; each word feeds two k-steps (query_column).
+#pragma unroll
+    for (int c = 0; c < D / 64; c++) {
+      unsigned int w[4];
+      ldmatrix_x4(w, wk + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROWB + 32 * c + (lane >> 4) * 16);
+#pragma unroll
+      for (int half = 0; half < 2; half++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int kk = 4 * c + 2 * half + h;
+          mma_f16_16816(s[0], qa[kk], nibbles_to_f16x2(w[2 * half], 2 * h), nibbles_to_f16x2(w[2 * half], 2 * h + 1));
+          mma_f16_16816(s[1], qa[kk], nibbles_to_f16x2(w[2 * half + 1], 2 * h), nibbles_to_f16x2(w[2 * half + 1], 2 * h + 1));
+        }
+    }
+#else
 #pragma unroll
     for (int c = 0; c < D / 32; c++) {
       unsigned int w[4];
@@ -189,16 +240,18 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
         mma_f16_16816(s[1], qa[2 * c + h], codes_to_f16x2<KV_DTYPE>(w[2 + h], CODES_01), codes_to_f16x2<KV_DTYPE>(w[2 + h], CODES_23));
       }
     }
+#endif
     // Each key's scale, the tile's tail masked; lane holds rows g (s[n][0..1]) and g + 8 (s[n][2..3]), keys 8n + 2 t4 + {0, 1}.
-    const float* ks = s_scale + (t % STAGES) * 2 * TK + warp * 16;
-    const float* vs = ks + TK;
+    const float* ks = s_scale + ((t % STAGES) * 2 * TK + warp * 16) * RS;
+    const float* vs = ks + TK * RS;
 #pragma unroll
     for (int n = 0; n < 2; n++)
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int key = 8 * n + 2 * t4 + (i & 1);
         const bool visible = k0 + warp * 16 + key < end;
-        const float score = s[n][i] * (KV_DTYPE == 2 ? ks[key] : k_factor);
+        const float score = KV_DTYPE == 3 ? __fmaf_rn(s[n][i], ks[2 * key], ks[2 * key + 1] * qsum[i >> 1])
+                                          : s[n][i] * (KV_DTYPE == 2 ? ks[key] : k_factor);
         s[n][i] = visible ? (SOFTCAP ? softcap_log2 * fast_tanh(score) : score) : NEG_INF;
       }
     // Online softmax per row over the warp's keys: a row's 16 scores lie in one quad of lanes.
@@ -227,17 +280,38 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
         o[j][2 * r + 1] *= alpha;
       }
       // P as the A fragment of O += P V (the accumulator layout of two 8-key tiles is the A layout of
-      // one 16-key step): int8 scales each value row, so each probability takes its key's scale.
+      // one 16-key step): int8 and int4 scale each value row, so each probability takes its key's scale.
+#if KV_DTYPE == 3
+      pm[r] *= alpha;
+#endif
 #pragma unroll
       for (int n = 0; n < 2; n++) {
         const int key = 8 * n + 2 * t4;
-        const float v0 = KV_DTYPE == 2 ? vs[key] : 1.f, v1 = KV_DTYPE == 2 ? vs[key + 1] : 1.f;
+        const float v0 = KV_DTYPE != 1 ? vs[key * RS] : 1.f, v1 = KV_DTYPE != 1 ? vs[(key + 1) * RS] : 1.f;
         pa[2 * n + r] = pack_f16x2(p[2 * n] * v0, p[2 * n + 1] * v1);
+#if KV_DTYPE == 3
+        pm[r] += p[2 * n] * vs[key * 2 + 1] + p[2 * n + 1] * vs[key * 2 + 3];
+#endif
       }
     }
     // O += P V over the warp's 16 keys. A 32-dim chunk's transposed ldmatrix gives words of keys
     // 2 t4, 2 t4 + 1 (w[0], w[2]) and 2 t4 + 8, 2 t4 + 9 (w[1], w[3]), each the dim pair 2 g, 2 g + 1
     // of the chunk's first (w[0], w[1]) or second 16 dims: output tiles 4 c .. 4 c + 3 (output_column).
+#if KV_DTYPE == 3
+    // int4: a 64-dim span's transposed ldmatrix gives words of keys 2 t4, 2 t4 + 1 (w[0]) and
+    // 2 t4 + 8, 2 t4 + 9 (w[1]), dims 4 g .. 4 g + 3 of its first 32, w[2] and w[3] of the next;
+    // nibble q of each goes to output tile 4 (32-dim chunk) + q (output_column).
+#pragma unroll
+    for (int c = 0; c < D / 64; c++) {
+      unsigned int w[4];
+      ldmatrix_x4_trans(w, wv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROWB + 32 * c + (lane >> 4) * 16);
+#pragma unroll
+      for (int half = 0; half < 2; half++)
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+          mma_f16_16816(o[8 * c + 4 * half + q], pa, nibbles_to_f16x2(w[2 * half], q), nibbles_to_f16x2(w[2 * half + 1], q));
+    }
+#else
 #pragma unroll
     for (int c = 0; c < D / 32; c++) {
       unsigned int w[4];
@@ -248,6 +322,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
         mma_f16_16816(o[4 * c + 2 * h + 1], pa, codes_to_f16x2<KV_DTYPE>(w[2 * h], CODES_13), codes_to_f16x2<KV_DTYPE>(w[2 * h + 1], CODES_13));
       }
     }
+#endif
   }
   cp_async_wait<0>();  // only empty groups are left; the stages become the output exchange below
 
@@ -268,13 +343,22 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     for (int w = 0; w < WARPS; w++) top = fmaxf(top, s_ml[(w * 16 + row) * 2]);
     scale[r] = m[r] == NEG_INF ? 0.f : fast_exp2(m[r] - top);
   }
-  // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output.
+  // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output. int4's
+  // Σ p · minimum, summed over the row's quad, goes to each of the row's outputs.
   const float v_factor = KV_DTYPE == 1 ? v_scale * 256.f : 1.f;
+#if KV_DTYPE == 3
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    pm[r] += __shfl_xor_sync(FULL_MASK, pm[r], 1);
+    pm[r] += __shfl_xor_sync(FULL_MASK, pm[r], 2);
+  }
+#endif
 #pragma unroll
   for (int j = 0; j < DTILES; j++)
 #pragma unroll
     for (int i = 0; i < 4; i++)
-      s_out[(warp * 16 + g + 8 * (i >> 1)) * D + output_column(j, 2 * t4 + (i & 1))] = o[j][i] * scale[i >> 1] * v_factor;
+      s_out[(warp * 16 + g + 8 * (i >> 1)) * D + output_column(j, 2 * t4 + (i & 1))] =
+          (KV_DTYPE == 3 ? o[j][i] + pm[i >> 1] : o[j][i]) * scale[i >> 1] * v_factor;
   __syncthreads();
   for (int i = tid; i < GROUP * D; i += NT) {
     const int h = i / D, c = i - h * D;

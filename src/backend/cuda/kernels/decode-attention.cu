@@ -106,8 +106,8 @@ static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most
 // to the query and output (fp8) or to each key's score and probability (int8). int4 does the same
 // with its row's minimum: a score is scale · (q · codes) + minimum · Σq, and the values' minima,
 // weighted by the probabilities, add to each head's outputs through one running sum a head (s_pm),
-// rescaled with the accumulators. The instructions bound it there too: 491 GB/s over int4 codes at
-// 16 decodes of 32k on an H100 (2026-12-06), where decode-attention-mma.cu reads int8 at 2,242.
+// rescaled with the accumulators. Here the instructions bound it too (491 GB/s at 16 decodes of 32k
+// on an H100, 2026-12-06), so 8-bit and int4 decodes that decode-attention-mma.cu can take go there.
 // out [numTokens, numHeads * D]; part_acc [numDecode, numHeads, numPartitions, D]; part_ml [..., 2].
 // Scores live in the log2 domain: q_scale is scale · log2(e), or with SOFTCAP scale / cap, the
 // capped score then being softcap_log2 · tanh(q · k) with softcap_log2 = cap · log2(e). sinks

@@ -103,24 +103,26 @@ function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: De
 }
 
 /**
- * Whether an 8-bit cache's decode runs decode-attention-mma.cu (tensor cores): a group of at most
- * 16 query heads (one mma row tile), head dims a multiple of 32 up to 256, and no StreamingLLM
- * (Quest's sparse tables are the caller's to rule out). An int4 cache always takes the CUDA-core kernel.
+ * Whether a quantized cache's decode runs decode-attention-mma.cu (tensor cores): a group of at most
+ * 16 query heads (one mma row tile), head dims a multiple of 32 (int4: 64) up to 256, and no
+ * StreamingLLM (Quest's sparse tables are the caller's to rule out).
  */
 function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
   const { headDim, streaming } = a.shape;
-  return (a.dtype === 'fp8_e4m3' || a.dtype === 'int8') && group <= 16 && headDim % 32 === 0 && headDim <= 256 && streaming === null;
+  if (a.dtype === 'auto' || group > 16 || headDim > 256 || streaming !== null) return false;
+  return headDim % (a.dtype === 'int4' ? 64 : 32) === 0;
 }
 
-/** decode_attention_mma_kernel's keys per tile (TK), code stages (STAGES) and warps (WARPS). */
+/** decode_attention_mma_kernel's keys per tile (TK) and warps (WARPS). */
 const MMA_TILE_KEYS = 64;
-const MMA_STAGES = 3;
 const MMA_WARPS = 4;
 
-/** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment). */
-function decodeMmaSharedBytes(headDim: number): number {
-  const codes = MMA_STAGES * 2 * MMA_TILE_KEYS * (headDim + 16);
-  const scales = MMA_STAGES * 2 * MMA_TILE_KEYS * 4;
+/** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment: STAGES, ROWB, RS). */
+function decodeMmaSharedBytes(headDim: number, dtype: KvCacheDtype): number {
+  const int4 = dtype === 'int4';
+  const stages = int4 ? 4 : 3;
+  const codes = stages * 2 * MMA_TILE_KEYS * ((int4 ? headDim / 2 : headDim) + 16);
+  const scales = stages * 2 * MMA_TILE_KEYS * (int4 ? 2 : 1) * 4;
   return codes + scales + 16 * (headDim + 8) * 2 + MMA_WARPS * 16 * 2 * 4;
 }
 
@@ -133,7 +135,7 @@ function launchDecodeAttentionMma(
   const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
   const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE, SOFTCAP, SINKS };
   const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiiffpiiippffiffi', defines);
-  device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim), [
+  device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim, a.dtype), [
     ...decodeArgsPrefix(a, p.partAcc, p.partMl),
     p.qScale,
     p.softcapLog2,
