@@ -117,7 +117,13 @@ extern "C" __global__ void gptq_block_kernel(const float* __restrict__ u, const 
   for (int t = 0; t < GPTQ_SLOTS; t++) v[t] = lane + 32 * t < count ? wr[start + lane + 32 * t] : 0.f;
   const int groups = (cols + group_size - 1) / group_size;
   const float maxq = (float)((1 << bits) - 1);
+  // A group that began in an earlier block keeps the grid fitted there.
   float scale = 1.f, zero = 0.f;
+  if (start % group_size != 0) {
+    const long long g = (long long)r * groups + start / group_size;
+    scale = scales[g];
+    zero = (float)zeros[g];
+  }
 #pragma unroll
   for (int t = 0; t < GPTQ_SLOTS; t++) {
     for (int l = 0; l < 32; l++) {
