@@ -466,6 +466,15 @@ const LlamaBatchedBenchResultsSchema = z.strictObject({
   ),
 });
 
+/** `keel quantize --result`: one checkpoint quantized, how long it took and how close its layers came (LayerReport summed). */
+const QuantizeResultsSchema = z.strictObject({
+  seconds: figure,
+  layers: count,
+  /** Σ over the layers of their output error on the sampled calibration inputs, and round to nearest's on the same grid. */
+  summed_error: figure,
+  summed_rtn_error: figure,
+});
+
 const base = {
   schema_version: z.literal(RESULT_SCHEMA_VERSION),
   /** keel, or the peer: hf-eager, hf-static-compile, hf-generate-batch, torch-sdpa, llama.cpp. */
@@ -501,6 +510,7 @@ export const BenchResultSchema = z
     suite('llama-bench', LlamaBenchResultsSchema),
     suite('llama-batched-bench', LlamaBatchedBenchResultsSchema),
     suite('gguf-parity', GgufParityResultsSchema),
+    suite('quantize', QuantizeResultsSchema),
   ])
   .refine((r) => (r.status === 'ok') === (r.results !== null) && (r.status === 'failed') === (r.error !== null), {
     message: 'an ok result has results and no error; a failed one has an error and no results',

@@ -55,10 +55,11 @@ function nvidiaDriverVersion(): string | null {
 }
 
 /**
- * The envelope of a kernel benchmark's result (`keel bench attention`, `keel bench linear`): Keel on
- * the CUDA backend, no model, the driver's CUDA version (as cuDriverGetVersion gives it, e.g. 12080).
+ * The envelope of a result with no model of its own (`keel bench attention`, `keel bench linear`,
+ * `keel quantize --result`): Keel, the driver's CUDA version (as cuDriverGetVersion gives it, e.g.
+ * 12080; null on the CPU).
  */
-export function cudaKernelRun(started: RunEnvironment, driverCudaVersion: number): Omit<BenchResult, 'suite' | 'results' | 'config'> {
+export function cudaKernelRun(started: RunEnvironment, driverCudaVersion: number | null): Omit<BenchResult, 'suite' | 'results' | 'config'> {
   const v = driverCudaVersion;
   return {
     schema_version: RESULT_SCHEMA_VERSION,
@@ -66,7 +67,7 @@ export function cudaKernelRun(started: RunEnvironment, driverCudaVersion: number
     status: 'ok',
     error: null,
     ...started,
-    device: { ...started.device, cuda_version: `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
+    device: { ...started.device, cuda_version: v === null ? null : `${Math.floor(v / 1000)}.${(v % 1000) / 10}` },
     model: null,
   };
 }

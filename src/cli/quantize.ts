@@ -3,7 +3,9 @@ import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { selectQuantizeDevice } from '../quantize/quantize-device.ts';
-import { QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
+import { collectEnvironment, cudaKernelRun } from '../bench/run-environment.ts';
+import { writeResult } from '../bench/result-file.ts';
+import { defaultLayout, QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
 import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
 import { integerFlag, oneOf } from './engine-flags.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -49,6 +51,8 @@ model and small models take seconds to minutes.
 ${CALIBRATION_WINDOW_HELP}
   --output DIR                   where the quantized checkpoint is written
   --backend auto|cpu|cuda        where it runs (default auto: the GPU when one is usable)
+  --result FILE                  also write a benchmark result (suite quantize: the seconds it took,
+                                 the summed output errors; device, date and commit)
   --json                         print one JSON line: each layer's output error on sampled calibration
                                  inputs beside round-to-nearest's`;
 
@@ -67,6 +71,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       ...CALIBRATION_FLAGS,
       output: { type: 'string' },
       backend: { type: 'string' },
+      result: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -95,11 +100,19 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
   const device = await selectQuantizeDevice(oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const) ?? 'auto');
+  const started = collectEnvironment({ backend: device.name, name: device.deviceName, cuda_version: null });
+  const startedAt = performance.now();
   let reports;
   try {
     reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` }, device);
   } finally {
     device.dispose();
+  }
+  const seconds = (performance.now() - startedAt) / 1000;
+  if (values.result !== undefined) {
+    const config = { model: dir, method, ...(vq ? { codebooks } : { bits, group_size: groupFlag, act_order: values['act-order'] ?? false, format: layout ?? defaultLayout(method) }), samples: samples.length, tokens: samples.reduce((n, s) => n + s.length, 0) };
+    const results = { seconds, layers: reports.length, summed_error: reports.reduce((e, r) => e + r.error, 0), summed_rtn_error: reports.reduce((e, r) => e + r.rtnError, 0) };
+    console.error(`wrote ${writeResult({ ...cudaKernelRun(started, device.driverCudaVersion), suite: 'quantize', config, results }, values.result)}`);
   }
   if (values.json) {
     console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }), ...(r.clippedGroups === undefined ? {} : { clipped_groups: r.clippedGroups }) })) }));

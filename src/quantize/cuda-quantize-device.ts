@@ -63,6 +63,8 @@ class RecordingCudaBackend extends CudaBackend {
 export class CudaQuantizeDevice implements QuantizeDevice {
   readonly name = 'cuda' as const;
   private readonly device = new CudaDevice(0);
+  readonly deviceName = this.device.info.name;
+  readonly driverCudaVersion = this.device.info.driverCudaVersion;
 
   newBackend(onLinear: (x: Tensor, weight: Tensor) => void): RecordingCudaBackend {
     return new RecordingCudaBackend(onLinear);

@@ -1,3 +1,4 @@
+import { cpus } from 'node:os';
 import type { Activation, Tensor } from '../backend/backend.ts';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { gptqQuantize, hessianOf, type GptqOptions } from './gptq.ts';
@@ -44,6 +45,8 @@ class RecordingCpuBackend extends CpuBackend {
 /** Quantization on the CPU, in float64: the reference the GPU's is tested against. */
 export class HostQuantizeDevice implements QuantizeDevice {
   readonly name = 'cpu' as const;
+  readonly deviceName = cpus()[0]?.model.trim() ?? 'unknown';
+  readonly driverCudaVersion = null;
 
   newBackend(onLinear: (x: Tensor, weight: Tensor) => void): RecordingCpuBackend {
     return new RecordingCpuBackend(onLinear);

@@ -20,6 +20,10 @@ export interface Hessian {
  */
 export interface QuantizeDevice {
   readonly name: 'cpu' | 'cuda';
+  /** The GPU's name, or the host CPU's model. */
+  readonly deviceName: string;
+  /** The driver's CUDA version (as cuDriverGetVersion gives it, e.g. 13000); null on the CPU. */
+  readonly driverCudaVersion: number | null;
   /** A fresh backend for one calibration pass, calling `onLinear` with the input of every `linear` and `gatedLinear` before it multiplies (a gatedLinear that multiplies through linear calls it twice for one input). */
   newBackend(onLinear: (x: Tensor, weight: Tensor) => void): Backend;
   /** hessian (null: a new one) += xᵀx for a linear's input x [n, cols] on the pass's backend, also given on the host. */

@@ -29,6 +29,9 @@ export function launchAddRmsNorm(
   device.launch(kernel, [rows], [threadsForRow(cols)], 0, [out, residual, x, w, cols / 8, eps]);
 }
 
+/** Warps (heads) of a head_rms_norm_kernel block. */
+const HEAD_NORM_WARPS = 4;
+
 /**
  * In place per-head RMSNorm of the query heads (qWeight) and key heads (kWeight) of packed qkv rows,
  * and of the value heads (vWeight) where one is given.
@@ -49,5 +52,5 @@ export function launchHeadRmsNorm(
   const kernel = device.kernel('norm.cu', 'head_rms_norm_kernel', 'ppppiiiiif');
   const rowWidth = (numHeads + 2 * numKvHeads) * headDim;
   const normedHeads = numHeads + (vWeight === null ? 1 : 2) * numKvHeads;
-  device.launch(kernel, [rows], [128], 0, [qkv, qWeight, kWeight, vWeight ?? 0, numHeads, numKvHeads, normedHeads, headDim, rowWidth, eps]);
+  device.launch(kernel, [rows, Math.ceil(normedHeads / HEAD_NORM_WARPS)], [32 * HEAD_NORM_WARPS], 0, [qkv, qWeight, kWeight, vWeight ?? 0, numHeads, numKvHeads, normedHeads, headDim, rowWidth, eps]);
 }
