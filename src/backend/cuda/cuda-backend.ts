@@ -138,8 +138,8 @@ export interface CudaBackendOptions {
   /**
    * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
    * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
-   * hiding the launch gap between the small dependent kernels of a batch-1 step. Default:
-   * $KEEL_PDL=1, else off (until its GPU tests and benchmark are in).
+   * hiding the launch gap between the small dependent kernels of a batch-1 step. Default: on,
+   * unless $KEEL_PDL=0.
    */
   pdl?: boolean;
   /**
@@ -177,11 +177,11 @@ function quantizedGemvFromEnv(): QuantizedGemvKernel {
   return kernel;
 }
 
-/** KEEL_PDL: 1 launches kernels with programmatic dependent launch where the GPU has it, 0 or unset does not. */
+/** KEEL_PDL: 1 or unset launches kernels with programmatic dependent launch where the GPU has it, 0 does not. */
 export function pdlFromEnv(env: NodeJS.ProcessEnv = process.env): boolean {
   const value = env.KEEL_PDL;
-  if (value === undefined || value === '' || value === '0') return false;
-  if (value === '1') return true;
+  if (value === undefined || value === '' || value === '1') return true;
+  if (value === '0') return false;
   throw new KeelError('invalid_argument', `KEEL_PDL must be '0' or '1', not '${value}'`);
 }
 
