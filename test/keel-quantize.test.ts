@@ -17,7 +17,7 @@ import { calibrate, recordedHessian } from '../src/quantize/calibration.ts';
 import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
 import { packCompressedTensors } from '../src/quantize/pack.ts';
-import { quantizeCheckpoint, type QuantizeOptions } from '../src/quantize/quantize-checkpoint.ts';
+import { foldAwqScales, quantizeCheckpoint, type QuantizeOptions } from '../src/quantize/quantize-checkpoint.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
 import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
@@ -84,6 +84,22 @@ test('keel quantize --method gptq on keel-tiny, layer by layer: every layer reco
   const gIdx = new Int32Array(raw.data.slice().buffer);
   assert.ok(gIdx.some((g, i) => g !== Math.floor(i / 128)), 'g_idx follows the activation order');
   await assertRunsNearBf16(output, 1.25);
+});
+
+test('keel quantize --method gptq --true-sequential: each projection calibrated after the ones before it in its layer; the first sees what layer-by-layer GPTQ sees, o_proj other inputs', async (t) => {
+  const [plain, sequential] = [false, true].map((trueSequential) => {
+    const output = tempDir(t);
+    return { output, reports: quantizeCheckpoint(options(output, { trueSequential })) };
+  });
+  assert.deepEqual(sequential.reports.map((r) => r.names), plain.reports.map((r) => r.names));
+  const error = (run: typeof plain, name: string) => run.reports.find((r) => r.names[0] === name)!.error;
+  assert.equal(error(sequential, 'model.layers.0.self_attn.q_proj.weight'), error(plain, 'model.layers.0.self_attn.q_proj.weight'), 'q/k/v of the first layer: the 16-bit model\'s inputs either way');
+  for (const name of ['model.layers.0.self_attn.o_proj.weight', 'model.layers.0.mlp.down_proj.weight']) {
+    assert.notEqual(error(sequential, name), error(plain, name), `${name}: calibrated with the projections before it quantized`);
+  }
+  const config = JSON.parse(readFileSync(join(sequential.output, 'config.json'), 'utf8')).quantization_config;
+  assert.equal(config.true_sequential, true);
+  await assertRunsNearBf16(sequential.output, 1.25);
 });
 
 test('calibration with replaced weights (GPTQ layer by layer): the layers after a replaced weight see other inputs, the layer before it the same', (t) => {
@@ -221,7 +237,37 @@ test('keel quantize --method awq on keel-tiny: scales, and with --awq-clip clipp
   await assertRunsNearBf16(output, 1.25);
 });
 
-test('keel quantize names what is wrong: no method, an unknown layout, a layout vq does not write, AWQ at 8 bits, no calibration text, AWQ clipping asked of GPTQ, a quantized model, a vision-language model', (t) => {
+test('AWQ on a model with a kv head per query head: o_proj is searched too and its scales folded into v_proj\'s rows, keeping o_proj · v_proj (the layer\'s v → o map) exactly', (t) => {
+  const model = fileURLToPath(new URL('./fixtures/llama-mha-bf16', import.meta.url));
+  const vocab = JSON.parse(readFileSync(join(model, 'config.json'), 'utf8')).vocab_size;
+  const samples = Array.from({ length: 4 }, () => Array.from({ length: 64 }, () => random.int(0, vocab - 1)));
+  const ckpt = openCheckpoint(model);
+  t.after(() => ckpt.close());
+  const o = { model, method: 'awq' as const, bits: 4 as const, groupSize: 32, actOrder: false, samples, output: '' };
+  const linears = calibrate(createModel(readModelArchitecture(model), 64), ckpt, samples);
+  const weights = new Map(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
+  const original = new Map([...weights].map(([n, w]) => [n, w.slice()]));
+  const folds = foldAwqScales(linears, weights, new Map(), { read: (n) => ckpt.read(n), has: (n) => ckpt.tensorNames.includes(n) }, o);
+  // Attention mixes each value channel over the keys alone, so with a kv head per query head the
+  // v → o map is the product o_proj · v_proj: s in o_proj's columns and 1/s in v_proj's rows keep it
+  // (v_proj's columns carry q/k/v's own scales, the input norm's 1/s: undone here).
+  const product = (w: Map<string, Float64Array>, layer: number) => {
+    const [out, v] = ['o_proj', 'v_proj'].map((p) => w.get(`model.layers.${layer}.self_attn.${p}.weight`)!);
+    const n = Math.sqrt(out.length);
+    const m = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let k = 0; k < n; k++) for (let j = 0; j < n; j++) m[i * n + j] += out[i * n + k] * v[k * n + j];
+    return m;
+  };
+  const oProjScales = [0, 1].map((layer) => folds.searches.get(linears.find((l) => l.names[0] === `model.layers.${layer}.self_attn.o_proj.weight`)!)!.scales);
+  assert.ok(oProjScales.some((scales) => scales.some((s) => Math.abs(s - 1) > 0.05)), 'some o_proj is scaled');
+  for (const layer of [0, 1]) {
+    const qkv = folds.searches.get(linears.find((l) => l.names[0] === `model.layers.${layer}.self_attn.q_proj.weight`)!)!.scales;
+    const [folded, exact] = [product(weights, layer).map((v, i) => v / qkv[i % qkv.length]), product(original, layer)];
+    folded.forEach((v, i) => assert.ok(Math.abs(v - exact[i]) <= 1e-9 * (1 + Math.abs(exact[i])), `layer ${layer}: o_proj · v_proj moved at ${i}: ${v} vs ${exact[i]}`));
+  }
+});
+
+test('keel quantize names what is wrong: no method, an unknown layout, a layout vq does not write, AWQ at 8 bits, no calibration text, AWQ clipping asked of GPTQ, true-sequential asked of RTN, an unknown backend, a quantized model, a vision-language model', (t) => {
   const run = (args: string[]) => spawnSync(BIN, ['quantize', ...args], { encoding: 'utf8' });
   const out = join(tempDir(t), 'out');
   assert.match(run(['--bits', '4', '--output', out]).stderr, /--method must be one of gptq, awq, rtn/);
@@ -230,6 +276,8 @@ test('keel quantize names what is wrong: no method, an unknown layout, a layout 
   assert.match(run(['--method', 'awq', '--bits', '8', '--calibration', CALIBRATION, '--output', out]).stderr, /AWQ writes the 4-bit GEMM layout/);
   assert.match(run(['--method', 'gptq', '--bits', '4', '--output', out]).stderr, /need calibration text: --calibration FILE/);
   assert.match(run(['--method', 'gptq', '--bits', '4', '--awq-clip', '--calibration', CALIBRATION, '--output', out]).stderr, /--awq-clip is an AWQ option/);
+  assert.match(run(['--method', 'rtn', '--bits', '4', '--true-sequential', '--output', out]).stderr, /--true-sequential is a GPTQ option/);
+  assert.match(run(['--method', 'rtn', '--bits', '4', '--backend', 'tpu', '--output', out]).stderr, /--backend must be one of auto, cpu, cuda \(got "tpu"\)/);
   const fixture = fileURLToPath(new URL('./fixtures/quant-awq-int4', import.meta.url));
   assert.match(run(['--model', fixture, '--method', 'rtn', '--bits', '4', '--output', out]).stderr, /already quantized \(quant_method awq\)/);
   const visionLanguage = fileURLToPath(new URL('./fixtures/mistral3-vl', import.meta.url));

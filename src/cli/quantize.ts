@@ -39,6 +39,9 @@ model and small models take seconds to minutes.
   --codebooks 2x8|1x16           vq: two 256-vector codebooks or one of 65536 (default 2x8)
   --group-size G                 input columns per scale group, -1 for one per row (default ${DEFAULTS.groupSize})
   --act-order                    gptq: quantize columns by decreasing activation (desc_act)
+  --true-sequential              gptq: calibrate each projection with those before it in its layer
+                                 quantized (o_proj after q/k/v, gate/up after the attention, down
+                                 after gate/up; one pass each), not only the layers before
   --awq-clip                     awq: then clamp each group's largest weights where that lowers its
                                  outputs' error on the calibration inputs (AutoAWQ's auto_clip; on
                                  keel-tiny it raised held-out perplexity, so it is off by default)
@@ -66,6 +69,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
       codebooks: { type: 'string' },
       'group-size': { type: 'string' },
       'act-order': { type: 'boolean' },
+      'true-sequential': { type: 'boolean' },
       'awq-clip': { type: 'boolean' },
       format: { type: 'string' },
       ...CALIBRATION_FLAGS,
@@ -93,6 +97,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values.output === undefined) throw invalidArgument('give the directory to write the checkpoint to with --output');
   const groupFlag = integerFlag('--group-size', values['group-size']) ?? DEFAULTS.groupSize;
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
+  if (values['true-sequential'] && method !== 'gptq') throw invalidArgument('--true-sequential is a GPTQ option');
   if (values['awq-clip'] && method !== 'awq') throw invalidArgument('--awq-clip is an AWQ option');
   const layout = values.format as QuantizedLayout | undefined;
   if (layout !== undefined && !QUANTIZED_LAYOUTS.includes(layout)) throw invalidArgument(`--format must be one of ${QUANTIZED_LAYOUTS.join(', ')} (got ${layout})`);
@@ -104,13 +109,13 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const startedAt = performance.now();
   let reports;
   try {
-    reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` }, device);
+    reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, trueSequential: values['true-sequential'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` }, device);
   } finally {
     device.dispose();
   }
   const seconds = (performance.now() - startedAt) / 1000;
   if (values.result !== undefined) {
-    const config = { model: dir, method, ...(vq ? { codebooks } : { bits, group_size: groupFlag, act_order: values['act-order'] ?? false, format: layout ?? defaultLayout(method) }), samples: samples.length, tokens: samples.reduce((n, s) => n + s.length, 0) };
+    const config = { model: dir, method, ...(vq ? { codebooks } : { bits, group_size: groupFlag, act_order: values['act-order'] ?? false, true_sequential: values['true-sequential'] ?? false, format: layout ?? defaultLayout(method) }), samples: samples.length, tokens: samples.reduce((n, s) => n + s.length, 0) };
     const results = { seconds, layers: reports.length, summed_error: reports.reduce((e, r) => e + r.error, 0), summed_rtn_error: reports.reduce((e, r) => e + r.rtnError, 0) };
     console.error(`wrote ${writeResult({ ...cudaKernelRun(started, device.driverCudaVersion), suite: 'quantize', config, results }, values.result)}`);
   }

@@ -14,8 +14,8 @@ import type { Hessian, QuantizeDevice } from './quantize-device.ts';
  * What calibration saw at the input of one linear layer: the checkpoint weights stacked into it
  * (q/k/v, gate/up, or one), H = XᵀX over every calibration token's input row x, the mean |x| of
  * each input channel, and a sample of the rows themselves (AWQ's search measures output errors on
- * them). A linear outside the decoder layer a pass records (CalibrationOptions.layer) is listed
- * with no statistics: a null Hessian and no tokens.
+ * them). A linear a pass does not record (CalibrationOptions.records) is listed with no
+ * statistics: a null Hessian and no tokens.
  */
 export interface LinearInputs {
   names: string[];
@@ -45,11 +45,8 @@ export interface CalibrationOptions {
   device?: QuantizeDevice;
   /** Weights (float32, the checkpoint's shapes) standing in for the checkpoint's. */
   replaced?: ReadonlyMap<string, Float32Array>;
-  /**
-   * Record only the linears of this decoder layer (its index among the decoder layers, in load
-   * order); the others are listed unrecorded. Default: every linear.
-   */
-  layer?: number;
+  /** Record only the linears whose first weight is named here; the others are listed unrecorded. Default: every linear. */
+  records?: ReadonlySet<string>;
 }
 
 /**
@@ -103,15 +100,12 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
         return read(name);
       },
     };
-    const layers: string[] = [];
     const uploader: WeightUploader = {
       loadWeight: (t, loadOptions) => {
         const tensor = backend.loadWeight(t, loadOptions);
         if (pending.length > 0) {
-          const layer = decoderLayerOf(pending[0]);
-          if (!layers.includes(layer)) layers.push(layer);
           inputs.set(tensor, { names: pending, cols: tensor.shape[1], hessian: null, meanAbs: new Float64Array(tensor.shape[1]), sample: new Float32Array(0), sampleRows: 0, tokens: 0 });
-          if (options.layer === undefined || layers.indexOf(layer) === options.layer) recorded.add(tensor);
+          if (options.records === undefined || options.records.has(pending[0])) recorded.add(tensor);
         }
         pending = [];
         return tensor;
@@ -144,38 +138,46 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
  * GPTQ layer by layer, as AutoGPTQ runs it: a decoder layer's linears are calibrated on the inputs
  * the model gives them with every layer before already quantized (their dequantized weights in
  * place of the checkpoint's), so each layer's GPTQ also corrects for the error that reaches it.
- * One calibration pass per decoder layer, recording that layer alone (the first is the 16-bit
- * model's, given); within a layer, every linear sees the 16-bit layer's inputs (AutoGPTQ's
- * `true_sequential` goes further).
+ * One calibration pass per decoder layer, recording that layer alone; within a layer every linear
+ * sees the 16-bit layer's inputs. With `trueSequential` (AutoGPTQ's `true_sequential`) the unit is
+ * the linear instead: o_proj is calibrated with q/k/v quantized, gate/up with the attention
+ * quantized, down_proj with gate/up quantized (one pass per linear).
  */
 export class SequentialCalibration {
   private readonly dequantized = new Map<string, Float32Array>();
-  private readonly recalibrate: (replaced: ReadonlyMap<string, Float32Array>, layer: number) => LinearInputs[];
-  private readonly layers: string[];
-  private current: LinearInputs[];
-  private currentLayer = 0;
+  private readonly recalibrate: (replaced: ReadonlyMap<string, Float32Array>, records: ReadonlySet<string>) => LinearInputs[];
+  private readonly unitOf: (linear: LinearInputs) => string;
+  private readonly units = new Map<string, Set<string>>();
+  private current: LinearInputs[] = [];
+  private currentUnit: string | null = null;
 
-  /** `first`: every linear, the first decoder layer's recorded (calibrate's `layer` 0); `recalibrate` runs a pass recording `layer`. */
-  constructor(first: LinearInputs[], recalibrate: (replaced: ReadonlyMap<string, Float32Array>, layer: number) => LinearInputs[]) {
-    this.current = first;
+  /** `linears`: every linear, in load order; `recalibrate` runs a pass recording the linears whose first weights are named. */
+  constructor(linears: LinearInputs[], recalibrate: (replaced: ReadonlyMap<string, Float32Array>, records: ReadonlySet<string>) => LinearInputs[], trueSequential: boolean) {
     this.recalibrate = recalibrate;
-    this.layers = [...new Set(first.map((l) => decoderLayerOf(l.names[0])))];
+    this.unitOf = (l) => (trueSequential ? l.names[0] : decoderLayerOf(l.names[0]));
+    for (const l of linears) {
+      const unit = this.unitOf(l);
+      if (!this.units.has(unit)) this.units.set(unit, new Set());
+      this.units.get(unit)!.add(l.names[0]);
+    }
   }
 
-  /** The calibration record of `linear` with every layer before its own quantized. */
+  /** The calibration record of `linear` with every unit before its own quantized. */
   inputsOf(linear: LinearInputs): LinearInputs {
-    const layer = this.layers.indexOf(decoderLayerOf(linear.names[0]));
-    if (layer !== this.currentLayer) {
+    const unit = this.unitOf(linear);
+    if (unit !== this.currentUnit) {
       this.release();
-      this.current = this.recalibrate(this.dequantized, layer);
-      this.currentLayer = layer;
+      const records = this.units.get(unit);
+      if (records === undefined) throw new Error(`${linear.names[0]} was not among the calibrated linears`);
+      this.current = this.recalibrate(this.dequantized, records);
+      this.currentUnit = unit;
     }
     const found = this.current.find((l) => l.names[0] === linear.names[0]);
     if (found?.hessian == null) throw new Error(`calibration lost ${linear.names[0]} between passes`);
     return found;
   }
 
-  /** Records a quantized part, which the next layer's calibration runs with. */
+  /** Records a quantized part, which the next unit's calibration runs with. */
   quantized(name: string, part: GroupQuantized): void {
     this.dequantized.set(name, Float32Array.from(dequantizeGroups(part)));
   }

@@ -35,6 +35,8 @@ export interface QuantizeOptions {
   groupSize: number | null;
   /** GPTQ: quantize columns by decreasing activation (`desc_act`). */
   actOrder: boolean;
+  /** GPTQ: calibrate each linear with the ones before it in its decoder layer quantized (AutoGPTQ's `true_sequential`), not only the layers before. */
+  trueSequential?: boolean;
   /** AWQ: clip each group's weights after scaling (awqClip; AutoAWQ's auto_clip). Off unless set: on keel-tiny it lowers the calibration error but raises held-out perplexity. */
   awqClip?: boolean;
   /** gptq, awq and rtn: the layout written; absent, the method's own (`defaultLayout`). */
@@ -107,12 +109,12 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     const newModel = () => createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
     if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
-    // GPTQ records one decoder layer a pass (SequentialCalibration), beginning with the first.
-    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, layer: o.method === 'gptq' ? 0 : undefined });
-    sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, layer) => calibrate(newModel(), ckpt, o.samples, { device, replaced, layer })) : null;
+    // GPTQ's passes record one unit each (SequentialCalibration); its first pass only lists the linears.
+    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, records: o.method === 'gptq' ? new Set() : undefined });
+    sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, replaced, records }), o.trueSequential === true) : null;
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
-    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, (name) => ckpt.read(name), o), o) : new Map<LinearInputs, AwqLayer>();
+    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
     for (const linear of linears) {
@@ -217,14 +219,17 @@ function dampedHessian(h: Float64Array, cols: number): Float64Array {
  * AWQ: searches each layer's input-channel scales s and folds them into the model so that its
  * function is unchanged: the weight's columns × s, and the op before ÷ s: the RMSNorm before
  * q/k/v (input_layernorm) and before gate/up (post_attention_layernorm), and up_proj's rows before
- * down_proj (act(gate) · up feeds down channel by channel). o_proj keeps s = 1: with grouped
- * kv heads v_proj's rows do not map one-to-one onto o_proj's inputs (AutoAWQ skips it then too).
+ * down_proj (act(gate) · up feeds down channel by channel), and v_proj's rows (and bias) before
+ * o_proj when every query head has its own kv head: attention mixes each value channel over the
+ * keys alone, so o_proj's input channel c is v_proj's output channel c times a constant per
+ * token. With grouped kv heads a value channel feeds several of o_proj's inputs, which one scale
+ * each cannot follow: o_proj then keeps s = 1, as AutoAWQ leaves it.
  */
-function foldAwqScales(
+export function foldAwqScales(
   linears: LinearInputs[],
   weights: Map<string, Float64Array>,
   replaced: Map<string, Float32Array>,
-  read: (name: string) => HostTensor,
+  checkpoint: { read: (name: string) => HostTensor; has: (name: string) => boolean },
   o: QuantizeOptions,
 ): AwqFolds {
   const grid = { bits: o.bits, symmetric: false };
@@ -238,7 +243,10 @@ function foldAwqScales(
     if (/self_attn\.v_proj\.weight$/.test(last)) before = { kind: 'norm', name: `${layer}.input_layernorm.weight` };
     else if (/mlp\.up_proj\.weight$/.test(last)) before = { kind: 'norm', name: `${layer}.post_attention_layernorm.weight` };
     else if (/mlp\.down_proj\.weight$/.test(last)) before = { kind: 'rows', name: `${layer}.mlp.up_proj.weight` };
-    else if (/self_attn\.o_proj\.weight$/.test(last)) before = null;
+    else if (/self_attn\.o_proj\.weight$/.test(last)) {
+      const v = `${layer}.self_attn.v_proj.weight`;
+      before = weights.get(v)!.length / cols === cols ? { kind: 'rows', name: v } : null;
+    }
     else throw invalidArgument(`AWQ does not know which layer feeds ${names.join(', ')}`);
     if (before === null) continue;
     const rowsOf = names.map((n) => weights.get(n)!.length / cols);
@@ -250,12 +258,14 @@ function foldAwqScales(
       for (let r = 0; r < w.length / cols; r++) for (let c = 0; c < cols; c++) w[r * cols + c] *= search.scales[c];
     }
     if (before.kind === 'norm') {
-      const norm = replaced.get(before.name) ?? hostTensorToFloat32(read(before.name));
+      const norm = replaced.get(before.name) ?? hostTensorToFloat32(checkpoint.read(before.name));
       replaced.set(before.name, norm.map((v, c) => v / search.scales[c]));
     } else {
       const up = weights.get(before.name)!;
       const upCols = up.length / cols;
       for (let r = 0; r < cols; r++) for (let c = 0; c < upCols; c++) up[r * upCols + c] /= search.scales[r];
+      const bias = before.name.replace(/\.weight$/, '.bias');
+      if (checkpoint.has(bias)) replaced.set(bias, (replaced.get(bias) ?? hostTensorToFloat32(checkpoint.read(bias))).map((v, r) => v / search.scales[r]));
       rowDivisors.set(before.name, search.scales);
     }
     searches.set(linear, search);
@@ -263,14 +273,14 @@ function foldAwqScales(
   return { searches, rowDivisors };
 }
 
-/** AWQ's scales: each searched linear's, and the weights whose rows absorbed the next one's (up_proj's, divided by down_proj's scales). */
-interface AwqFolds {
+/** AWQ's scales: each searched linear's, and the weights whose rows absorbed the next one's (up_proj's, divided by down_proj's scales; v_proj's by o_proj's). */
+export interface AwqFolds {
   searches: Map<LinearInputs, AwqSearch>;
   rowDivisors: Map<string, Float64Array>;
 }
 
 /**
- * What AWQ did to one linear: its scale search (none for o_proj), its sampled inputs as the
+ * What AWQ did to one linear: its scale search (none for o_proj under grouped kv heads), its sampled inputs as the
  * scaled weight sees them (x / s), its scaled weight before clipping (what the report's error is
  * measured against), the divisor each of its rows took from the next layer's scales (1 but for
  * up_proj's; the error is measured with them multiplied back, in the units the search saw), and
@@ -361,7 +371,7 @@ function quantizationConfig(o: QuantizeOptions, dense: string[]): Record<string,
     checkpoint_format: 'gptq',
     damp_percent: 0.01,
     static_groups: false,
-    true_sequential: false,
+    true_sequential: o.method === 'gptq' && o.trueSequential === true,
     meta,
   };
 }
