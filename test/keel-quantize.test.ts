@@ -17,6 +17,7 @@ import { calibrate, recordedHessian } from '../src/quantize/calibration.ts';
 import { gptqQuantize, hessianOf } from '../src/quantize/gptq.ts';
 import { dequantizeGroups, outputError, quantizeRoundToNearestGroups } from '../src/quantize/group-quantizer.ts';
 import { packCompressedTensors } from '../src/quantize/pack.ts';
+import { HostQuantizeDevice } from '../src/quantize/host-quantize-device.ts';
 import { foldAwqScales, quantizeCheckpoint, type QuantizeOptions } from '../src/quantize/quantize-checkpoint.ts';
 import { hostTensorToFloat32 } from '../src/tensor/host-dtype.ts';
 import { dequantizeWeight, isQuantized } from '../src/tensor/quantized-weight.ts';
@@ -247,7 +248,7 @@ test('AWQ on a model with a kv head per query head: o_proj is searched too and i
   const linears = calibrate(createModel(readModelArchitecture(model), 64), ckpt, samples);
   const weights = new Map(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
   const original = new Map([...weights].map(([n, w]) => [n, w.slice()]));
-  const folds = foldAwqScales(linears, weights, new Map(), { read: (n) => ckpt.read(n), has: (n) => ckpt.tensorNames.includes(n) }, o);
+  const folds = foldAwqScales(new HostQuantizeDevice(), linears, weights, new Map(), { read: (n) => ckpt.read(n), has: (n) => ckpt.tensorNames.includes(n) }, o);
   // Attention mixes each value channel over the keys alone, so with a kv head per query head the
   // v → o map is the product o_proj · v_proj: s in o_proj's columns and 1/s in v_proj's rows keep it
   // (v_proj's columns carry q/k/v's own scales, the input norm's 1/s: undone here).

@@ -29,8 +29,9 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
          over the codes alternating with least-squares codebook updates on the output error
          (calibration: XᵀX; without it, the weight error), from k-means; no fine-tuning
 
-Runs on the GPU when there is one (--backend): the calibration passes, GPTQ and the error
-reports; AWQ's scale search and clipping and vq run on the CPU either way. On the CPU the default
+Runs on the GPU when there is one (--backend): the calibration passes, GPTQ and the output
+errors (the reports', AWQ's search's); AWQ's round-to-nearest trials and clipping and vq run on
+the CPU either way. On the CPU the default
 model and small models take seconds to minutes.
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)

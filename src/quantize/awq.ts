@@ -1,4 +1,4 @@
-import { codeOf, dequantizeGroups, fitGrid, outputError, quantizeRoundToNearestGroups, type QuantizerOptions } from './group-quantizer.ts';
+import { codeOf, dequantizeGroups, fitGrid, quantizeRoundToNearestGroups, type QuantizerOptions } from './group-quantizer.ts';
 
 /** α of s = mean|x|^α tried by the search (the paper's grid of 20 points in [0, 1)). */
 export const AWQ_GRID = 20;
@@ -19,24 +19,25 @@ export interface AwqSearch {
  * rounding error. For α on a grid in [0, 1), s = mean|x|^α per input channel (normalized by
  * √(max · min) so the scales straddle 1, as AutoAWQ does); the weight W·diag(s) is quantized
  * round-to-nearest, and the α whose Q(W·diag(s))·diag(1/s) gives the smallest output error on
- * the calibration inputs x [n, cols] wins. The caller folds 1/s into the op before the layer.
+ * the calibration inputs wins: `outputErrorOf(approx)`, outputError of W against approx on them
+ * (on the quantization device: QuantizeDevice.outputError). The caller folds 1/s into the op
+ * before the layer.
  */
 export function awqSearchScales(
   w: Float64Array,
   rows: number,
   cols: number,
-  x: Float32Array,
-  n: number,
   meanAbs: Float64Array,
   groupSize: number | null,
   o: QuantizerOptions,
+  outputErrorOf: (approx: Float64Array) => number,
 ): AwqSearch {
   let best: AwqSearch | null = null;
   let unscaledError = NaN;
   for (let step = 0; step < AWQ_GRID; step++) {
     const alpha = step / AWQ_GRID;
     const scales = channelScales(meanAbs, alpha);
-    const error = outputError(x, n, w, scaledRoundTrip(w, rows, cols, scales, groupSize, o), rows, cols);
+    const error = outputErrorOf(scaledRoundTrip(w, rows, cols, scales, groupSize, o));
     if (step === 0) unscaledError = error;
     if (best === null || error < best.error) best = { scales, alpha, error, unscaledError: NaN };
   }

@@ -15,7 +15,7 @@ import type { Hessian, QuantizeDevice } from './quantize-device.ts';
  * (q/k/v, gate/up, or one), H = XᵀX over every calibration token's input row x, the mean |x| of
  * each input channel, and a sample of the rows themselves (AWQ's search measures output errors on
  * them). A linear a pass does not record (CalibrationOptions.records) is listed with no
- * statistics: a null Hessian and no tokens.
+ * statistics: a null Hessian and no tokens; a pass without Hessians leaves them null too.
  */
 export interface LinearInputs {
   names: string[];
@@ -47,6 +47,8 @@ export interface CalibrationOptions {
   replaced?: ReadonlyMap<string, Float32Array>;
   /** Record only the linears whose first weight is named here; the others are listed unrecorded. Default: every linear. */
   records?: ReadonlySet<string>;
+  /** Sum the Hessians (default true); without, recorded linears get mean |x| and sampled rows alone (what AWQ and round to nearest use). */
+  hessians?: boolean;
 }
 
 /**
@@ -74,7 +76,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
     const { cols } = entry;
     const host = backend.toHost(x);
     const n = host.length / cols;
-    entry.hessian = device.accumulateHessian(entry.hessian, x, host, cols);
+    if (options.hessians !== false) entry.hessian = device.accumulateHessian(entry.hessian, x, host, cols);
     for (let t = 0; t < n; t++) for (let c = 0; c < cols; c++) entry.meanAbs[c] += Math.abs(host[t * cols + c]);
     const kept: number[] = [];
     for (let t = 0; t < n; t++) if ((seen + t) % sampleEvery === 0) kept.push(t);

@@ -10,7 +10,7 @@ import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
 import { awqClip, awqSearchScales, type AwqSearch } from './awq.ts';
 import { calibrate, type LinearInputs, recordedHessian, SequentialCalibration } from './calibration.ts';
-import { dequantizeGroups, outputError, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
+import { dequantizeGroups, quantizeRoundToNearestGroups, type GroupQuantized } from './group-quantizer.ts';
 import { HostQuantizeDevice } from './host-quantize-device.ts';
 import { packAqlm, packAwqGemm, packCompressedTensors, packGptq } from './pack.ts';
 import type { QuantizeDevice } from './quantize-device.ts';
@@ -87,8 +87,8 @@ function chosenLayout(o: QuantizeOptions): QuantizedLayout | null {
  * copied: GPTQ's layout for `gptq` and `rtn` (symmetric, `checkpoint_format: gptq`), AutoAWQ's
  * GEMM layout for `awq` (4-bit, zero points), or for any of the three compressed-tensors'
  * pack-quantized layout (`layout`). docs/quantization.md says how each method works. `device`
- * runs the calibration passes, GPTQ and the reports' errors (AWQ's search and clipping and vq
- * run on the host either way).
+ * runs the calibration passes, GPTQ and the output errors (the reports', AWQ's search's); AWQ's
+ * round-to-nearest trials and clipping and vq run on the host either way.
  */
 export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = new HostQuantizeDevice()): LayerReport[] {
   const architecture = readModelArchitecture(o.model);
@@ -109,12 +109,14 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     const newModel = () => createModel(architecture, Math.max(...o.samples.map((s) => s.length), 2));
     if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
-    // GPTQ's passes record one unit each (SequentialCalibration); its first pass only lists the linears.
-    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, records: o.method === 'gptq' ? new Set() : undefined });
+    // GPTQ's passes record one unit each (SequentialCalibration); its first pass only lists the
+    // linears. AWQ and round to nearest use no Hessians (on the GPU, a layer's stack of them is
+    // more memory than its weights).
+    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, records: o.method === 'gptq' ? new Set() : undefined, hessians: o.method === 'vq' });
     sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, replaced, records }), o.trueSequential === true) : null;
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
-    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
+    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
     for (const linear of linears) {
@@ -122,7 +124,7 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
       const stacked = concat(linear.names.map((n) => weights.get(n)!));
       const total = rows.reduce((a, b) => a + b, 0);
       if (o.method === 'vq') {
-        reports.push(quantizeVq(linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
+        reports.push(quantizeVq(device, linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
       const { quantized, report } = quantizeLinear(device, stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
@@ -164,8 +166,8 @@ function quantizeLinear(device: QuantizeDevice, w: Float64Array, rows: number, l
     // sees, which equals the error of the unscaled weight on the layer's own inputs.
     const quantized = quantizeRoundToNearestGroups(w, rows, cols, o.groupSize, grid);
     const unfolded = (m: Float64Array) => m.map((v, i) => v * awq.rowDivisors[Math.floor(i / cols)]);
-    const error = outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantized)), rows, cols);
-    const rtnError = awq.search?.unscaledError ?? outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid))), rows, cols);
+    const error = device.outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantized)), rows, cols);
+    const rtnError = awq.search?.unscaledError ?? device.outputError(awq.inputs, linear.sampleRows, unfolded(awq.reference), unfolded(dequantizeGroups(quantizeRoundToNearestGroups(awq.reference, rows, cols, o.groupSize, grid))), rows, cols);
     return { quantized, report: { names: linear.names, error, rtnError, alpha: awq.search?.alpha ?? 0, clippedGroups: awq.clippedGroups } };
   }
   const error = (q: GroupQuantized) => device.outputError(linear.sample, linear.sampleRows, w, dequantizeGroups(q), rows, cols);
@@ -182,7 +184,7 @@ function quantizeLinear(device: QuantizeDevice, w: Float64Array, rows: number, l
  * round-to-nearest error is 2-bit round to nearest in groups of 128 (2.125 bits a weight and more),
  * the scalar format of about the same size.
  */
-function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
+function quantizeVq(device: QuantizeDevice, linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
   const { cols } = linear;
   // The calibration inputs' XᵀX, damped (VQ_DAMP); none: every column alike and independent.
   const hessian = calibrated ? dampedHessian(recordedHessian(linear).toHost(), cols) : null;
@@ -194,9 +196,9 @@ function quantizeVq(linear: LinearInputs, weights: Map<string, Float64Array>, ro
   });
   const total = rows.reduce((a, b) => a + b, 0);
   const stacked = concat(linear.names.map((n) => weights.get(n)!));
-  const error = outputError(linear.sample, linear.sampleRows, stacked, concat(parts), total, cols);
+  const error = device.outputError(linear.sample, linear.sampleRows, stacked, concat(parts), total, cols);
   const rtn = dequantizeGroups(quantizeRoundToNearestGroups(stacked, total, cols, Math.min(128, cols), { bits: 2, symmetric: false }));
-  return { names: linear.names, error, rtnError: outputError(linear.sample, linear.sampleRows, stacked, rtn, total, cols) };
+  return { names: linear.names, error, rtnError: device.outputError(linear.sample, linear.sampleRows, stacked, rtn, total, cols) };
 }
 
 /**
@@ -226,6 +228,7 @@ function dampedHessian(h: Float64Array, cols: number): Float64Array {
  * each cannot follow: o_proj then keeps s = 1, as AutoAWQ leaves it.
  */
 export function foldAwqScales(
+  device: QuantizeDevice,
   linears: LinearInputs[],
   weights: Map<string, Float64Array>,
   replaced: Map<string, Float32Array>,
@@ -252,7 +255,7 @@ export function foldAwqScales(
     const rowsOf = names.map((n) => weights.get(n)!.length / cols);
     const total = rowsOf.reduce((a, b) => a + b, 0);
     const stacked = concat(names.map((n) => weights.get(n)!));
-    const search = awqSearchScales(stacked, total, cols, linear.sample, linear.sampleRows, linear.meanAbs, o.groupSize, grid);
+    const search = awqSearchScales(stacked, total, cols, linear.meanAbs, o.groupSize, grid, (approx) => device.outputError(linear.sample, linear.sampleRows, stacked, approx, total, cols));
     for (const n of names) {
       const w = weights.get(n)!;
       for (let r = 0; r < w.length / cols; r++) for (let c = 0; c < cols; c++) w[r * cols + c] *= search.scales[c];

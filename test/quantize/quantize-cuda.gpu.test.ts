@@ -20,8 +20,8 @@ import { tempDir } from '../helpers/model-temp-dir.ts';
 // keel quantize on the GPU against its CPU twin: gptqOnCuda (float32, blocked Cholesky, lazy
 // batch updates) against gptq.ts (float64, column by column) on random layers over group sizes
 // that take every block rule, act-order, 4 and 8 bits, both grids and a column no input reaches;
-// then keel-tiny's calibration Hessians and a whole GPTQ checkpoint on the CUDA device against the
-// CPU's. Float32 against float64 rounding moves a few codes, and GPTQ's error feedback carries
+// then keel-tiny's calibration Hessians and whole GPTQ and AWQ checkpoints (AWQ's search measuring
+// its output errors on the device) on the CUDA device against the CPU's. Float32 against float64 rounding moves a few codes, and GPTQ's error feedback carries
 // each move along its row, so codes are compared by the share that agree and the layers by their
 // output error on the calibration inputs.
 
@@ -98,7 +98,7 @@ function calibrationSamples(): number[][] {
   return Array.from({ length: 4 }, (_, i) => tokens.slice(i * 64, (i + 1) * 64));
 }
 
-test('keel-tiny on the CUDA device: calibration Hessians near the CPU’s, a GPTQ checkpoint with the CPU’s output errors', (t) => {
+test('keel-tiny on the CUDA device: calibration Hessians near the CPU’s, GPTQ and AWQ checkpoints with the CPU’s output errors', (t) => {
   const cuda = new CudaQuantizeDevice();
   const host = new HostQuantizeDevice();
   t.after(() => cuda.dispose());
@@ -125,10 +125,12 @@ test('keel-tiny on the CUDA device: calibration Hessians near the CPU’s, a GPT
   } finally {
     ckpt.close();
   }
-  const run = (d: CudaQuantizeDevice | HostQuantizeDevice) => quantizeCheckpoint({ model: DEFAULT_MODEL_DIR, method: 'gptq', bits: 4, groupSize: 128, actOrder: true, samples, output: tempDir(t) }, d);
-  const [gpu, cpu] = [run(cuda), run(host)];
-  assert.deepEqual(gpu.map((r) => r.names), cpu.map((r) => r.names));
-  const sum = (reports: typeof gpu, key: 'error' | 'rtnError') => reports.reduce((s, r) => s + r[key], 0);
-  assert.ok(Math.abs(sum(gpu, 'error') - sum(cpu, 'error')) < 0.05 * sum(cpu, 'error'), `summed GPTQ error ${sum(gpu, 'error')} on the GPU, ${sum(cpu, 'error')} on the CPU`);
-  assert.ok(sum(gpu, 'error') < sum(gpu, 'rtnError'), 'GPTQ below round to nearest on the GPU');
+  for (const method of ['gptq', 'awq'] as const) {
+    const run = (d: CudaQuantizeDevice | HostQuantizeDevice) => quantizeCheckpoint({ model: DEFAULT_MODEL_DIR, method, bits: 4, groupSize: 128, actOrder: method === 'gptq', samples, output: tempDir(t) }, d);
+    const [gpu, cpu] = [run(cuda), run(host)];
+    assert.deepEqual(gpu.map((r) => r.names), cpu.map((r) => r.names));
+    const sum = (reports: typeof gpu, key: 'error' | 'rtnError') => reports.reduce((s, r) => s + r[key], 0);
+    assert.ok(Math.abs(sum(gpu, 'error') - sum(cpu, 'error')) < 0.05 * sum(cpu, 'error'), `${method}: summed error ${sum(gpu, 'error')} on the GPU, ${sum(cpu, 'error')} on the CPU`);
+    assert.ok(sum(gpu, 'error') < sum(gpu, 'rtnError'), `${method} below round to nearest on the GPU`);
+  }
 });
