@@ -2,7 +2,7 @@ import { isGgufPath } from '../checkpoint/model-files.ts';
 import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
-import { selectQuantizeDevice } from '../quantize/quantize-device.ts';
+import { selectQuantizeDevice } from '../quantize/select-quantize-device.ts';
 import { collectEnvironment, cudaKernelRun } from '../bench/run-environment.ts';
 import { writeResult } from '../bench/result-file.ts';
 import { defaultLayout, QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';

@@ -1,4 +1,4 @@
-import type { Activation, Tensor } from '../backend/backend.ts';
+import type { Tensor } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaDevice } from '../backend/cuda/cuda-device.ts';
 import { CudaTensor } from '../backend/cuda/cuda-tensor.ts';
@@ -7,6 +7,7 @@ import type { GptqOptions } from './gptq.ts';
 import { gptqOnCuda } from './gptq-cuda.ts';
 import type { GroupQuantized } from './group-quantizer.ts';
 import type { Hessian, QuantizeDevice } from './quantize-device.ts';
+import { type LinearObserver, recordingBackend } from './recording-backend.ts';
 
 /** A Hessian summed in float32 in device memory (the primary context's: every pass's backend and this device share it). */
 class CudaHessian implements Hessian {
@@ -35,25 +36,7 @@ class CudaHessian implements Hessian {
   }
 }
 
-/** The CUDA backend, calling `onLinear` with the input of each linear and gated linear (which may multiply through `linear`: the same call twice, calibrate counts once). */
-class RecordingCudaBackend extends CudaBackend {
-  private readonly onLinear: (x: Tensor, weight: Tensor) => void;
-
-  constructor(onLinear: (x: Tensor, weight: Tensor) => void) {
-    super();
-    this.onLinear = onLinear;
-  }
-
-  override linear(x: Tensor, weight: Tensor, bias: Tensor | null, options?: { float32?: boolean }): Tensor {
-    this.onLinear(x, weight);
-    return super.linear(x, weight, bias, options);
-  }
-
-  override gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
-    this.onLinear(x, gateUp);
-    return super.gatedLinear(x, gateUp, activation);
-  }
-}
+const RecordingCudaBackend = recordingBackend(CudaBackend);
 
 /**
  * Quantization on the GPU: calibration passes on the CUDA backend, Hessians summed by cuBLAS from
@@ -66,8 +49,8 @@ export class CudaQuantizeDevice implements QuantizeDevice {
   readonly deviceName = this.device.info.name;
   readonly driverCudaVersion = this.device.info.driverCudaVersion;
 
-  newBackend(onLinear: (x: Tensor, weight: Tensor) => void): RecordingCudaBackend {
-    return new RecordingCudaBackend(onLinear);
+  newBackend(observe: LinearObserver): CudaBackend {
+    return new RecordingCudaBackend(observe);
   }
 
   accumulateHessian(hessian: Hessian | null, x: Tensor, host: Float32Array, cols: number): Hessian {

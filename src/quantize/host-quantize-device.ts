@@ -1,9 +1,10 @@
 import { cpus } from 'node:os';
-import type { Activation, Tensor } from '../backend/backend.ts';
+import type { Tensor } from '../backend/backend.ts';
 import { CpuBackend } from '../backend/cpu/cpu-backend.ts';
 import { gptqQuantize, hessianOf, type GptqOptions } from './gptq.ts';
 import { outputError, type GroupQuantized } from './group-quantizer.ts';
 import type { Hessian, QuantizeDevice } from './quantize-device.ts';
+import { type LinearObserver, recordingBackend } from './recording-backend.ts';
 
 /** A Hessian summed in float64 on the host. */
 class HostHessian implements Hessian {
@@ -22,25 +23,7 @@ class HostHessian implements Hessian {
   dispose(): void {}
 }
 
-/** The CPU backend, calling `onLinear` with the input of each linear and gated linear (which may multiply through `linear`: the same call twice, calibrate counts once). */
-class RecordingCpuBackend extends CpuBackend {
-  private readonly onLinear: (x: Tensor, weight: Tensor) => void;
-
-  constructor(onLinear: (x: Tensor, weight: Tensor) => void) {
-    super();
-    this.onLinear = onLinear;
-  }
-
-  override linear(x: Tensor, weight: Tensor, bias: Tensor | null, options?: { float32?: boolean }): Tensor {
-    this.onLinear(x, weight);
-    return super.linear(x, weight, bias, options);
-  }
-
-  override gatedLinear(x: Tensor, gateUp: Tensor, activation: Activation): Tensor {
-    this.onLinear(x, gateUp);
-    return super.gatedLinear(x, gateUp, activation);
-  }
-}
+const RecordingCpuBackend = recordingBackend(CpuBackend);
 
 /** Quantization on the CPU, in float64: the reference the GPU's is tested against. */
 export class HostQuantizeDevice implements QuantizeDevice {
@@ -48,8 +31,8 @@ export class HostQuantizeDevice implements QuantizeDevice {
   readonly deviceName = cpus()[0]?.model.trim() ?? 'unknown';
   readonly driverCudaVersion = null;
 
-  newBackend(onLinear: (x: Tensor, weight: Tensor) => void): RecordingCpuBackend {
-    return new RecordingCpuBackend(onLinear);
+  newBackend(observe: LinearObserver): CpuBackend {
+    return new RecordingCpuBackend(observe);
   }
 
   accumulateHessian(hessian: Hessian | null, _x: Tensor, host: Float32Array, cols: number): Hessian {
