@@ -31,8 +31,7 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
 
 Runs on the GPU when there is one (--backend): the calibration passes, GPTQ and the output
 errors (the reports', AWQ's search's); AWQ's round-to-nearest trials and clipping and vq run on
-the CPU either way. On the CPU the default
-model and small models take seconds to minutes.
+the CPU either way. On the CPU the default model and small models take seconds to minutes.
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)
   --method gptq|awq|rtn
@@ -100,12 +99,13 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values['act-order'] && method !== 'gptq') throw invalidArgument('--act-order is a GPTQ option');
   if (values['true-sequential'] && method !== 'gptq') throw invalidArgument('--true-sequential is a GPTQ option');
   if (values['awq-clip'] && method !== 'awq') throw invalidArgument('--awq-clip is an AWQ option');
+  const backend = oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const) ?? 'auto';
   const layout = values.format as QuantizedLayout | undefined;
   if (layout !== undefined && !QUANTIZED_LAYOUTS.includes(layout)) throw invalidArgument(`--format must be one of ${QUANTIZED_LAYOUTS.join(', ')} (got ${layout})`);
   const dir = values.model === undefined ? DEFAULT_MODEL_DIR : (await locateModel(values.model, { showProgress: true })).path;
   if (isGgufPath(dir)) throw invalidArgument(`${dir} is a GGUF file: keel quantize reads a 16-bit Hugging Face model directory (config.json, safetensors)`);
   const samples = calibrationFromFlags(dir, values, method === 'rtn' || vq, 'gptq and awq');
-  const device = await selectQuantizeDevice(oneOf('--backend', values.backend, ['auto', 'cpu', 'cuda'] as const) ?? 'auto');
+  const device = await selectQuantizeDevice(backend);
   const started = collectEnvironment({ backend: device.name, name: device.deviceName, cuda_version: null });
   const startedAt = performance.now();
   let reports;

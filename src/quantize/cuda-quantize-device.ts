@@ -57,9 +57,8 @@ export class CudaQuantizeDevice implements QuantizeDevice {
     // x was just read back to `host`, so the pass's stream has written it; this stream is
     // synchronized after, before the pass goes on and may reuse its memory.
     if (!(x instanceof CudaTensor)) throw new Error('CudaQuantizeDevice: a linear input is not a CUDA tensor');
-    const t = x;
     const into = (hessian as CudaHessian | null) ?? new CudaHessian(this.device, cols);
-    this.device.cublas.accumulateGram(into.ptr, t.ptr, host.length / cols, cols, t.dtype);
+    this.device.cublas.accumulateGram(into.ptr, x.ptr, host.length / cols, cols, x.dtype);
     this.device.synchronize();
     return into;
   }
