@@ -15,13 +15,14 @@ import type { Hessian, QuantizeDevice } from './quantize-device.ts';
  * (q/k/v, gate/up, or one), H = XᵀX over every calibration token's input row x, the mean |x| of
  * each input channel, and a sample of the rows themselves (AWQ's search measures output errors on
  * them). A linear a pass does not record (CalibrationOptions.records) is listed with no
- * statistics: a null Hessian and no tokens; a pass without Hessians leaves them null too.
+ * statistics: a null Hessian and mean, and no tokens; a statistic a pass was not asked for
+ * (CalibrationOptions.statistics) stays null too.
  */
 export interface LinearInputs {
   names: string[];
   cols: number;
   hessian: Hessian | null;
-  meanAbs: Float64Array;
+  meanAbs: Float64Array | null;
   /** Sampled input rows [sampleRows, cols]. */
   sample: Float32Array;
   sampleRows: number;
@@ -47,8 +48,12 @@ export interface CalibrationOptions {
   replaced?: ReadonlyMap<string, Float32Array>;
   /** Record only the linears whose first weight is named here; the others are listed unrecorded. Default: every linear. */
   records?: ReadonlySet<string>;
-  /** Sum the Hessians (default true); without, recorded linears get mean |x| and sampled rows alone (what AWQ and round to nearest use). */
-  hessians?: boolean;
+  /**
+   * The statistics recorded beside the sampled rows (default both): the Hessians (GPTQ, vq) and
+   * the mean |x| of each input channel (AWQ). One not asked for stays null: on the GPU a stack of
+   * Hessians outweighs the model, and the mean needs every input row on the host.
+   */
+  statistics?: { hessian: boolean; meanAbs: boolean };
 }
 
 /**
@@ -69,20 +74,31 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
   const sampleEvery = Math.max(1, Math.floor(totalTokens / SAMPLE_ROWS));
   let seen = 0;
   let last: [Tensor, Tensor] | null = null;
+  const statistics = options.statistics ?? { hessian: true, meanAbs: true };
   const backend = device.newBackend((x, weight) => {
     if (!recorded.has(weight) || (last !== null && last[0] === x && last[1] === weight)) return;
     last = [x, weight];
     const entry = inputs.get(weight)!;
     const { cols } = entry;
-    const host = backend.toHost(x);
-    const n = host.length / cols;
-    if (options.hessians !== false) entry.hessian = device.accumulateHessian(entry.hessian, x, host, cols);
-    for (let t = 0; t < n; t++) for (let c = 0; c < cols; c++) entry.meanAbs[c] += Math.abs(host[t * cols + c]);
+    const n = x.shape[0];
+    // Every row on the host only where something needs them (the CPU's Hessian, the mean).
+    let host: Float32Array | null = null;
+    const readHost = () => (host ??= backend.toHost(x));
+    if (statistics.hessian) entry.hessian = device.accumulateHessian(entry.hessian, x, readHost);
+    if (statistics.meanAbs) {
+      const all = readHost();
+      const meanAbs = (entry.meanAbs ??= new Float64Array(cols));
+      for (let t = 0; t < n; t++) for (let c = 0; c < cols; c++) meanAbs[c] += Math.abs(all[t * cols + c]);
+    }
     const kept: number[] = [];
     for (let t = 0; t < n; t++) if ((seen + t) % sampleEvery === 0) kept.push(t);
+    const rows = host !== null ? host : kept.length > 0 ? backend.toHost(backend.gatherRows(x, Int32Array.from(kept))) : new Float32Array(0);
     const sample = new Float32Array((entry.sampleRows + kept.length) * cols);
     sample.set(entry.sample);
-    kept.forEach((t, i) => sample.set(host.subarray(t * cols, (t + 1) * cols), (entry.sampleRows + i) * cols));
+    kept.forEach((t, i) => {
+      const from = host !== null ? t : i;
+      sample.set(rows.subarray(from * cols, (from + 1) * cols), (entry.sampleRows + i) * cols);
+    });
     entry.sample = sample;
     entry.sampleRows += kept.length;
     entry.tokens += n;
@@ -106,7 +122,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
       loadWeight: (t, loadOptions) => {
         const tensor = backend.loadWeight(t, loadOptions);
         if (pending.length > 0) {
-          inputs.set(tensor, { names: pending, cols: tensor.shape[1], hessian: null, meanAbs: new Float64Array(tensor.shape[1]), sample: new Float32Array(0), sampleRows: 0, tokens: 0 });
+          inputs.set(tensor, { names: pending, cols: tensor.shape[1], hessian: null, meanAbs: null, sample: new Float32Array(0), sampleRows: 0, tokens: 0 });
           if (options.records === undefined || options.records.has(pending[0])) recorded.add(tensor);
         }
         pending = [];
@@ -132,7 +148,7 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
     backend.dispose();
   }
   const linears = [...inputs.values()];
-  for (const entry of linears) for (let c = 0; c < entry.cols && entry.tokens > 0; c++) entry.meanAbs[c] /= entry.tokens;
+  for (const { meanAbs, tokens } of linears) meanAbs?.forEach((v, c) => (meanAbs[c] = v / tokens));
   return linears;
 }
 

@@ -20,7 +20,9 @@ class CudaHessian implements Hessian {
     this.device = device;
     this.cols = cols;
     this.ptr = device.alloc(cols * cols * 4);
+    // Zeroed on this device's stream, before a pass's stream adds to it.
     device.fillBytes(this.ptr, 0, cols * cols * 4);
+    device.synchronize();
   }
 
   toHost(): Float64Array {
@@ -40,26 +42,29 @@ const RecordingCudaBackend = recordingBackend(CudaBackend);
 
 /**
  * Quantization on the GPU: calibration passes on the CUDA backend, Hessians summed by cuBLAS from
- * the bf16 activations in place (fp32 sums), GPTQ by gptqOnCuda, output errors by an fp32 GEMM.
- * Its own CudaDevice (stream, cuBLAS) does the arithmetic between passes.
+ * the bf16 activations in place (fp32 sums, on the pass's stream), GPTQ by gptqOnCuda, output
+ * errors by an fp32 GEMM. Its own CudaDevice (stream, cuBLAS) does the arithmetic between passes.
  */
 export class CudaQuantizeDevice implements QuantizeDevice {
   readonly name = 'cuda' as const;
   private readonly device = new CudaDevice(0);
   readonly deviceName = this.device.info.name;
   readonly driverCudaVersion = this.device.info.driverCudaVersion;
+  /** The latest pass's backend, on whose stream its Hessians are summed. */
+  private pass: CudaBackend | null = null;
 
   newBackend(observe: LinearObserver): CudaBackend {
-    return new RecordingCudaBackend(observe);
+    this.pass = new RecordingCudaBackend(observe);
+    return this.pass;
   }
 
-  accumulateHessian(hessian: Hessian | null, x: Tensor, host: Float32Array, cols: number): Hessian {
-    // x was just read back to `host`, so the pass's stream has written it; this stream is
-    // synchronized after, before the pass goes on and may reuse its memory.
-    if (!(x instanceof CudaTensor)) throw new Error('CudaQuantizeDevice: a linear input is not a CUDA tensor');
+  accumulateHessian(hessian: Hessian | null, x: Tensor): Hessian {
+    if (!(x instanceof CudaTensor) || this.pass === null) throw new Error('CudaQuantizeDevice: a linear input that is not its pass backend\'s');
+    const [n, cols] = x.shape;
     const into = (hessian as CudaHessian | null) ?? new CudaHessian(this.device, cols);
-    this.device.cublas.accumulateGram(into.ptr, x.ptr, host.length / cols, cols, x.dtype);
-    this.device.synchronize();
+    // On the pass's stream, in order with the forward that writes x and may reuse its memory
+    // after; the pass's backend synchronizes when it is disposed, before GPTQ reads the sums.
+    this.pass.device.cublas.accumulateGram(into.ptr, x.ptr, n, cols, x.dtype);
     return into;
   }
 

@@ -35,9 +35,10 @@ export class HostQuantizeDevice implements QuantizeDevice {
     return new RecordingCpuBackend(observe);
   }
 
-  accumulateHessian(hessian: Hessian | null, _x: Tensor, host: Float32Array, cols: number): Hessian {
+  accumulateHessian(hessian: Hessian | null, x: Tensor, readHost: () => Float32Array): Hessian {
+    const [n, cols] = x.shape;
     const into = (hessian as HostHessian | null) ?? new HostHessian(cols);
-    const h = hessianOf(host, host.length / cols, cols);
+    const h = hessianOf(readHost(), n, cols);
     for (let i = 0; i < h.length; i++) into.values[i] += h[i];
     return into;
   }

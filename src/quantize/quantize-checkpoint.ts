@@ -110,10 +110,10 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     if ((o.method === 'gptq' || o.method === 'awq') && o.samples.length === 0) throw invalidArgument(`${o.method} needs calibration text`);
     // Without calibration (rtn), a two-token probe finds the layers; their errors then mean nothing.
     // GPTQ's passes record one unit each (SequentialCalibration); its first pass only lists the
-    // linears. AWQ and round to nearest use no Hessians (on the GPU, a layer's stack of them is
-    // more memory than its weights).
-    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, records: o.method === 'gptq' ? new Set() : undefined, hessians: o.method === 'vq' });
-    sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, replaced, records }), o.trueSequential === true) : null;
+    // linears. Each method asks for the statistics it uses.
+    const statistics = { hessian: o.method === 'gptq' || o.method === 'vq', meanAbs: o.method === 'awq' };
+    linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, statistics, records: o.method === 'gptq' ? new Set() : undefined });
+    sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, statistics, replaced, records }), o.trueSequential === true) : null;
     const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
     const replaced = new Map<string, Float32Array>();
     const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
@@ -255,6 +255,7 @@ export function foldAwqScales(
     const rowsOf = names.map((n) => weights.get(n)!.length / cols);
     const total = rowsOf.reduce((a, b) => a + b, 0);
     const stacked = concat(names.map((n) => weights.get(n)!));
+    if (linear.meanAbs === null) throw new Error(`calibration did not record ${names[0]}'s mean inputs`);
     const search = awqSearchScales(stacked, total, cols, linear.meanAbs, o.groupSize, grid, (approx) => device.outputError(linear.sample, linear.sampleRows, stacked, approx, total, cols));
     for (const n of names) {
       const w = weights.get(n)!;

@@ -27,8 +27,8 @@ export interface QuantizeDevice {
   readonly driverCudaVersion: number | null;
   /** A fresh backend for one calibration pass, calling `observe` with the input of every linear before it multiplies (recording-backend.ts). */
   newBackend(observe: LinearObserver): Backend;
-  /** hessian (null: a new one) += xᵀx for a linear's input x [n, cols] on the pass's backend, also given on the host. */
-  accumulateHessian(hessian: Hessian | null, x: Tensor, host: Float32Array, cols: number): Hessian;
+  /** hessian (null: a new one) += xᵀx for a linear's input x [n, cols] on the pass's backend; `readHost` copies x to the host (once). */
+  accumulateHessian(hessian: Hessian | null, x: Tensor, readHost: () => Float32Array): Hessian;
   /** gptqQuantize (gptq.ts) of w [rows, cols] (not modified) on this device. */
   gptq(w: Float64Array, rows: number, cols: number, hessian: Hessian, o: GptqOptions): GroupQuantized;
   /** outputError (group-quantizer.ts): Σ‖x (w − approx)ᵀ‖² over x [n, cols]. */
