@@ -10,8 +10,8 @@
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
 # default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
-# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), quantize (keel quantize --method gptq
-# --backend cuda on a random-weight Llama-3.2-1B written by tools/oracle/random_checkpoint.py with keel-tiny's tokenizer:
+# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), quantize (keel quantize --method
+# $QUANTIZE_METHODS, default gptq, --backend cuda on a random-weight Llama-3.2-1B written by tools/oracle/random_checkpoint.py with keel-tiny's tokenizer:
 # carry models/keel-tiny, gpu-carry.sh pack-models), moe-quant (the MoE
 # kernel tests, then Qwen3-30B-A3B at batch 1 and 64 in bf16 and with --quantization fp8, int8, int4), server (test/server, the HTTP server driven by the openai SDK, on
 # the CUDA backend: KEEL_TEST_BACKEND=cuda), latency (Llama-3.1-8B batch 1/16/64), hf-latency (the HF
@@ -141,8 +141,10 @@ for s in "$@"; do
         for path in split fused; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a"; done
       done ;;
     quantize) step random-1b 120 python3 tools/oracle/random_checkpoint.py bench/configs/llama-3.2-1b /tmp/random-llama-3.2-1b --tokenizer models/keel-tiny
-      step quantize-gptq 420 node bin/keel quantize --model /tmp/random-llama-3.2-1b --method gptq --bits 4 --calibration tools/oracle/make_fixtures.py \
-        --backend cuda --output /tmp/random-llama-3.2-1b-gptq --result "$out/results/quantize-gptq-llama-3.2-1b-$kind.json" ;;
+      for m in ${QUANTIZE_METHODS:-gptq}; do
+        step "quantize-$m" 420 node bin/keel quantize --model /tmp/random-llama-3.2-1b --method "$m" --bits 4 --calibration tools/oracle/make_fixtures.py \
+          --backend cuda --output "/tmp/random-llama-3.2-1b-$m" --result "$out/results/quantize-$m-llama-3.2-1b-$kind.json"
+      done ;;
     server) step server 300 env KEEL_TEST_BACKEND=cuda node scripts/run-tests.mjs cpu test/server ;;
     latency) step latency 240 $(latency llama-3.1-8b 1,16,64 batched) ;;
     hf-latency) step hf-latency 300 python3 tools/peers/hf_peers.py --arch llama-3.1-8b --only latency-eager,latency-compile \
