@@ -114,19 +114,23 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     const statistics = { hessian: o.method === 'gptq' || o.method === 'vq', meanAbs: o.method === 'awq' };
     linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, statistics, records: o.method === 'gptq' ? new Set() : undefined });
     sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, statistics, replaced, records }), o.trueSequential === true) : null;
-    const weights = new Map<string, Float64Array>(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
+    // AWQ folds its scales across linears, so it holds every weight at once; the other methods read
+    // a linear's weights when they come to it (an 8B model's, all in float64, would take 56 GB).
+    const read = (name: string) => Float64Array.from(hostTensorToFloat32(ckpt.read(name)));
+    const weights = new Map<string, Float64Array>(o.method === 'awq' ? linears.flatMap((l) => l.names.map((n) => [n, read(n)] as const)) : []);
     const replaced = new Map<string, Float32Array>();
     const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
     for (const linear of linears) {
       const rows = linear.names.map((n) => ckpt.info(n).shape[0]);
-      const stacked = concat(linear.names.map((n) => weights.get(n)!));
-      const total = rows.reduce((a, b) => a + b, 0);
+      const parts = linear.names.map((n) => weights.get(n) ?? read(n));
       if (o.method === 'vq') {
-        reports.push(quantizeVq(device, linear, weights, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
+        reports.push(quantizeVq(device, linear, parts, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
+      const stacked = concat(parts);
+      const total = rows.reduce((a, b) => a + b, 0);
       const { quantized, report } = quantizeLinear(device, stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
       reports.push(report);
       let first = 0;
@@ -184,18 +188,18 @@ function quantizeLinear(device: QuantizeDevice, w: Float64Array, rows: number, l
  * round-to-nearest error is 2-bit round to nearest in groups of 128 (2.125 bits a weight and more),
  * the scalar format of about the same size.
  */
-function quantizeVq(device: QuantizeDevice, linear: LinearInputs, weights: Map<string, Float64Array>, rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
+function quantizeVq(device: QuantizeDevice, linear: LinearInputs, weights: Float64Array[], rows: number[], format: AqlmFormat, calibrated: boolean, tensors: Map<string, SafetensorsTensor>): LayerReport {
   const { cols } = linear;
   // The calibration inputs' XᵀX, damped (VQ_DAMP); none: every column alike and independent.
   const hessian = calibrated ? dampedHessian(recordedHessian(linear).toHost(), cols) : null;
   if (cols % AQLM_GROUP !== 0) throw invalidArgument(`vq codes groups of ${AQLM_GROUP} input columns, and ${linear.names.join(', ')} has ${cols}`);
   const parts = linear.names.map((name, i) => {
-    const q = vqQuantize(weights.get(name)!, rows[i], cols, { format, ...VQ_DEFAULTS, hessian });
+    const q = vqQuantize(weights[i], rows[i], cols, { format, ...VQ_DEFAULTS, hessian });
     for (const [key, t] of Object.entries(packAqlm(q))) tensors.set(`${name.slice(0, -'.weight'.length)}.${key}`, t);
     return Float64Array.from(dequantizeWeight(q));
   });
   const total = rows.reduce((a, b) => a + b, 0);
-  const stacked = concat(linear.names.map((n) => weights.get(n)!));
+  const stacked = concat(weights);
   const error = device.outputError(linear.sample, linear.sampleRows, stacked, concat(parts), total, cols);
   const rtn = dequantizeGroups(quantizeRoundToNearestGroups(stacked, total, cols, Math.min(128, cols), { bits: 2, symmetric: false }));
   return { names: linear.names, error, rtnError: device.outputError(linear.sample, linear.sampleRows, stacked, rtn, total, cols) };
