@@ -248,7 +248,7 @@ test('AWQ on a model with a kv head per query head: o_proj is searched too and i
   const linears = calibrate(createModel(readModelArchitecture(model), 64), ckpt, samples);
   const weights = new Map(linears.flatMap((l) => l.names.map((n) => [n, Float64Array.from(hostTensorToFloat32(ckpt.read(n)))] as const)));
   const original = new Map([...weights].map(([n, w]) => [n, w.slice()]));
-  const folds = foldAwqScales(new HostQuantizeDevice(), linears, weights, new Map(), { read: (n) => ckpt.read(n), has: (n) => ckpt.tensorNames.includes(n) }, o);
+  const folds = foldAwqScales(new HostQuantizeDevice(), linears, weights, new Map(), ckpt, o);
   // Attention mixes each value channel over the keys alone, so with a kv head per query head the
   // v → o map is the product o_proj · v_proj: s in o_proj's columns and 1/s in v_proj's rows keep it
   // (v_proj's columns carry q/k/v's own scales, the input norm's 1/s: undone here).

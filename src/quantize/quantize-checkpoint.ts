@@ -1,12 +1,12 @@
 import { join, resolve } from 'node:path';
 import { readJsonFile } from '../checkpoint/json-file.ts';
-import { openCheckpoint } from '../checkpoint/checkpoint.ts';
+import { type Checkpoint, openCheckpoint } from '../checkpoint/checkpoint.ts';
 import type { SafetensorsTensor } from '../checkpoint/safetensors-writer.ts';
 import { writeModelDirectory } from '../checkpoint/write-model-directory.ts';
 import { invalidArgument } from '../errors.ts';
 import { createModel, readModelArchitecture } from '../models/registry.ts';
 import { float32ToHostTensor, hostTensorToFloat32 } from '../tensor/host-dtype.ts';
-import type { HostTensor, WeightDType } from '../tensor/host-tensor.ts';
+import type { WeightDType } from '../tensor/host-tensor.ts';
 import { AQLM_GROUP, aqlmLayout, dequantizeWeight, type AqlmFormat } from '../tensor/quantized-weight.ts';
 import { awqClip, awqSearchScales, type AwqSearch } from './awq.ts';
 import { calibrate, type LinearInputs, recordedHessian, SequentialCalibration } from './calibration.ts';
@@ -119,7 +119,7 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     const read = (name: string) => Float64Array.from(hostTensorToFloat32(ckpt.read(name)));
     const weights = new Map<string, Float64Array>(o.method === 'awq' ? linears.flatMap((l) => l.names.map((n) => [n, read(n)] as const)) : []);
     const replaced = new Map<string, Float32Array>();
-    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, { read: (name) => ckpt.read(name), has: (name) => ckpt.tensorNames.includes(name) }, o), o) : new Map<LinearInputs, AwqLayer>();
+    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, ckpt, o), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
     for (const linear of linears) {
@@ -236,7 +236,7 @@ export function foldAwqScales(
   linears: LinearInputs[],
   weights: Map<string, Float64Array>,
   replaced: Map<string, Float32Array>,
-  checkpoint: { read: (name: string) => HostTensor; has: (name: string) => boolean },
+  checkpoint: Pick<Checkpoint, 'read' | 'has'>,
   o: QuantizeOptions,
 ): AwqFolds {
   const grid = { bits: o.bits, symmetric: false };
