@@ -81,7 +81,8 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
     const entry = inputs.get(weight)!;
     const { cols } = entry;
     const n = x.shape[0];
-    // Every row on the host only where something needs them (the CPU's Hessian, the mean).
+    // Every row on the host only where something needs them (the CPU's Hessian, the mean); the
+    // sampled rows alone otherwise.
     let host: Float32Array | null = null;
     const readHost = () => (host ??= backend.toHost(x));
     if (statistics.hessian) entry.hessian = device.accumulateHessian(entry.hessian, x, readHost);
@@ -92,14 +93,12 @@ export function calibrate(model: CausalLM, ckpt: Checkpoint, samples: readonly n
     }
     const kept: number[] = [];
     for (let t = 0; t < n; t++) if ((seen + t) % sampleEvery === 0) kept.push(t);
-    const rows = host !== null ? host : kept.length > 0 ? backend.toHost(backend.gatherRows(x, Int32Array.from(kept))) : new Float32Array(0);
-    const sample = new Float32Array((entry.sampleRows + kept.length) * cols);
-    sample.set(entry.sample);
-    kept.forEach((t, i) => {
-      const from = host !== null ? t : i;
-      sample.set(rows.subarray(from * cols, (from + 1) * cols), (entry.sampleRows + i) * cols);
-    });
-    entry.sample = sample;
+    if (kept.length > 0) {
+      const sample = new Float32Array((entry.sampleRows + kept.length) * cols);
+      sample.set(entry.sample);
+      sample.set(backend.toHost(backend.gatherRows(x, Int32Array.from(kept))), entry.sampleRows * cols);
+      entry.sample = sample;
+    }
     entry.sampleRows += kept.length;
     entry.tokens += n;
   });
