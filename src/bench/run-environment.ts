@@ -59,7 +59,7 @@ function nvidiaDriverVersion(): string | null {
  * `keel quantize --result`): Keel, the driver's CUDA version (as cuDriverGetVersion gives it, e.g.
  * 12080; null on the CPU).
  */
-export function cudaKernelRun(started: RunEnvironment, driverCudaVersion: number | null): Omit<BenchResult, 'suite' | 'results' | 'config'> {
+export function modelFreeRun(started: RunEnvironment, driverCudaVersion: number | null): Omit<BenchResult, 'suite' | 'results' | 'config'> {
   const v = driverCudaVersion;
   return {
     schema_version: RESULT_SCHEMA_VERSION,

@@ -3,7 +3,7 @@ import { DEFAULT_MODEL_DIR } from '../engine/load-engine.ts';
 import { invalidArgument } from '../errors.ts';
 import { locateModel } from '../model-source/locate-model.ts';
 import { selectQuantizeDevice } from '../quantize/select-quantize-device.ts';
-import { collectEnvironment, cudaKernelRun } from '../bench/run-environment.ts';
+import { collectEnvironment, modelFreeRun } from '../bench/run-environment.ts';
 import { writeResult } from '../bench/result-file.ts';
 import { defaultLayout, QUANTIZE_METHODS, QUANTIZED_LAYOUTS, quantizeCheckpoint, type QuantizedLayout, type QuantizeMethod } from '../quantize/quantize-checkpoint.ts';
 import { CALIBRATION_FLAGS, CALIBRATION_WINDOW_HELP, calibrationFromFlags } from './calibration-samples.ts';
@@ -118,7 +118,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   if (values.result !== undefined) {
     const config = { model: dir, method, ...(vq ? { codebooks } : { bits, group_size: groupFlag, act_order: values['act-order'] ?? false, true_sequential: values['true-sequential'] ?? false, format: layout ?? defaultLayout(method) }), samples: samples.length, tokens: samples.reduce((n, s) => n + s.length, 0) };
     const results = { seconds, layers: reports.length, summed_error: reports.reduce((e, r) => e + r.error, 0), summed_rtn_error: reports.reduce((e, r) => e + r.rtnError, 0) };
-    console.error(`wrote ${writeResult({ ...cudaKernelRun(started, device.driverCudaVersion), suite: 'quantize', config, results }, values.result)}`);
+    console.error(`wrote ${writeResult({ ...modelFreeRun(started, device.driverCudaVersion), suite: 'quantize', config, results }, values.result)}`);
   }
   if (values.json) {
     console.log(JSON.stringify({ method, ...(vq ? { codebooks } : { bits, group_size: groupFlag }), output: values.output, calibrated: samples.length > 0, layers: reports.map((r) => ({ names: r.names, error: r.error, rtn_error: r.rtnError, ...(r.alpha === undefined ? {} : { alpha: r.alpha }), ...(r.clippedGroups === undefined ? {} : { clipped_groups: r.clippedGroups }) })) }));

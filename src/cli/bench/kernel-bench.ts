@@ -1,7 +1,7 @@
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
 import type { BenchResult } from '../../bench/result-schema.ts';
-import { collectEnvironment, cudaKernelRun } from '../../bench/run-environment.ts';
+import { collectEnvironment, modelFreeRun } from '../../bench/run-environment.ts';
 import { parseFlags } from '../parse-flags.ts';
 
 /** What a kernel suite records: its name, settings and figures. */
@@ -31,6 +31,6 @@ export async function kernelBench<F extends { driverCudaVersion: number }>(
   const started = collectEnvironment({ backend: 'cuda', name: available.deviceName, cuda_version: null });
   const figures = await measure();
   // The spread of a union of suites is not narrowed by TypeScript; writeResult checks it with the schema.
-  const path = writeResult({ ...cudaKernelRun(started, figures.driverCudaVersion), ...record(figures) } as BenchResult, values.output);
+  const path = writeResult({ ...modelFreeRun(started, figures.driverCudaVersion), ...record(figures) } as BenchResult, values.output);
   report(figures, path);
 }

@@ -1,6 +1,6 @@
 import { KeelError } from '../../errors.ts';
 import { writeResult } from '../../bench/result-file.ts';
-import { collectEnvironment, cudaKernelRun } from '../../bench/run-environment.ts';
+import { collectEnvironment, modelFreeRun } from '../../bench/run-environment.ts';
 import { DEFAULT_BENCH_ROWS, LINEAR_BENCH_FORMATS as FORMATS, linearShapeProblem, LLAMA_8B_SHAPES } from '../../bench/linear-bench-options.ts';
 import { parseFlags } from '../parse-flags.ts';
 
@@ -76,7 +76,7 @@ export async function linearCommand(argv: string[]): Promise<void> {
   });
   const path = writeResult(
     {
-      ...cudaKernelRun(started, result.driverCudaVersion),
+      ...modelFreeRun(started, result.driverCudaVersion),
       config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, gemv-mma.cu, quantized-gemm.cu, marlin-gemm.cu, moe-gemv.cu, moe-gemm.cu, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
       suite: 'linear',
       results: { figures: result.figures, read_gb_per_s: result.read_gb_per_s },
