@@ -10,6 +10,8 @@
 # parity suite's speculative variants on six fixtures), moe-mla (latency of Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1 and 64), moe-decode (the MoE kernel tests, then each of $MOE_ARCHS,
 # default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
+# decode-attention (the attention and quantized-KV kernel tests, keel bench attention, then Qwen3-30B-A3B batch 1 and
+# Llama-3.1-8B batch 1 and 64 with KEEL_DECODE_ATTENTION=cuda-cores and tensor-cores),
 # moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), quantize (keel quantize --method
 # $QUANTIZE_METHODS, default gptq, --backend cuda on a random-weight Llama-3.2-1B written by tools/oracle/random_checkpoint.py with keel-tiny's tokenizer:
 # carry models/keel-tiny, gpu-carry.sh pack-models), moe-quant (the MoE
@@ -136,6 +138,15 @@ for s in "$@"; do
       for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
         step "latency-$a-split" 170 env KEEL_MOE_DECODE=split $(latency "$a" 1 moe-split)
         step "latency-$a-fused" 170 env KEEL_MOE_DECODE=fused $(latency "$a" 1,64 moe-fused)
+      done ;;
+    decode-attention) # bf16 decode attention on tensor cores against CUDA cores: the kernel tests, the kernels alone, then whole models at batch 1 (and 8B at 64).
+      step decode-attention-tests 300 node --test test/backend/cuda/attention.gpu.test.ts test/backend/cuda/kv-cache-quantization.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/decode-attention-tests.log" | head -20 | sed "s/^/[decode-attention-tests] /"
+      step attention 300 node bin/keel bench attention --output "$out/results/attention-keel-decode-kernels-$kind.json"
+      grep -h "^decode" "$out/attention.log" | head -20
+      for k in cuda-cores tensor-cores; do
+        step "latency-qwen3-30b-a3b-$k" 170 env KEEL_DECODE_ATTENTION=$k $(latency qwen3-30b-a3b 1 "decode-$k")
+        step "latency-llama-3.1-8b-$k" 170 env KEEL_DECODE_ATTENTION=$k $(latency llama-3.1-8b 1,64 "decode-$k")
       done ;;
     moe-profile) for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
         for path in split fused; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a"; done

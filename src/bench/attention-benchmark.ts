@@ -1,6 +1,6 @@
 // The attention kernels timed on the GPU (what `keel bench attention` reports), with CUDA events
 // over CUDA-graph replays so host launch cost stays out: decode attention as KV bytes read per
-// second at 1k / 8k / 32k context, prefill attention as causal TFLOP/s on the shapes the PyTorch
+// second at 1k / 8k / 32k context (a bf16 cache with each decode kernel), prefill attention as causal TFLOP/s on the shapes the PyTorch
 // SDPA peer runs (tools/peers/hf_peers.py --only sdpa), and the device's ceilings measured alike.
 // MLA (absorbed, over the latent cache) with DeepSeek-V2-Lite's and DeepSeek-V3's head counts:
 // decode as cached rows read per second with each decode kernel (flash and tiled, in one run),
@@ -9,6 +9,7 @@ import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
+import { DECODE_ATTENTION_KERNELS, type DecodeAttentionKernel } from '../backend/cuda/kernels/decode-attention.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { kvValueBytes, type KvCacheDtype } from '../step/kv-cache-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
@@ -23,6 +24,11 @@ const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, s
  * 256 sequences at 640 tokens, midway through 512 in / 256 out), with each KV cache dtype.
  */
 const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
+/**
+ * Batch-1 decode at a short context with Qwen3-30B-A3B's heads (32 query, 4 kv): a few kilobytes
+ * of cache a head, where the launch and the kernel's fixed steps are the whole cost.
+ */
+const SHORT_DECODE = { shape: { ...LLAMA_8B, numKvHeads: 4 } as AttentionParams, contextLen: 256 };
 const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8', 'int4'] as const };
 /** Long-context decode with quantized caches on Llama-3.1-8B's heads (bf16 is DECODE_CONTEXTS' row at 32k, batch 16). */
 const LONG_DECODE = { batch: 16, contextLen: 32768, kvDtypes: ['fp8_e4m3', 'int8', 'int4'] as const };
@@ -49,6 +55,8 @@ export interface PrefillFigure {
 export interface DecodeFigure {
   /** How the cache stores K and V (KvCacheLayout.dtype). */
   kv_dtype: KvCacheDtype;
+  /** The decode kernel asked for (CudaBackend.decodeAttention): tensor-cores where its shape limits allow. */
+  kernel: DecodeAttentionKernel;
   batch: number;
   context_len: number;
   num_heads: number;
@@ -105,9 +113,12 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       ceilings,
       prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
       decode: [
-        ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.map((batch) => bench.decode(ctx, batch, LLAMA_8B))),
-        ...BATCHED_DECODE.kvDtypes.map((dtype) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype)),
-        ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype)),
+        ...DECODE_ATTENTION_KERNELS.map((kernel) => bench.decode(SHORT_DECODE.contextLen, 1, SHORT_DECODE.shape, 'auto', kernel)),
+        ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.flatMap((batch) => DECODE_ATTENTION_KERNELS.map((kernel) => bench.decode(ctx, batch, LLAMA_8B, 'auto', kernel)))),
+        ...BATCHED_DECODE.kvDtypes.flatMap((dtype) =>
+          (dtype === 'auto' ? DECODE_ATTENTION_KERNELS : (['tensor-cores'] as const)).map((kernel) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype, kernel)),
+        ),
+        ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype, 'tensor-cores')),
       ],
       mlaDecode: MLA_HEADS.flatMap((heads) =>
         MLA_DECODE_CONTEXTS.flatMap((ctx) =>
@@ -151,15 +162,21 @@ class KernelTimer {
   }
 
   /** Decode attention's K and V bytes read per second; a quantized cache's codes count, its scales do not. */
-  decode(contextLen: number, batch: number, shape: AttentionParams, dtype: KvCacheDtype = 'auto'): DecodeFigure {
+  decode(contextLen: number, batch: number, shape: AttentionParams, dtype: KvCacheDtype, kernel: DecodeAttentionKernel): DecodeFigure {
     const seqs = Array.from({ length: batch }, () => ({ cached: contextLen - 1, query: 1 }));
     const { cache, batch: described, qkv } = this.setup(shape, seqs, dtype);
-    const ms = this.timeGraph(() => {
-      const step = this.backend.beginStep(described);
-      return () => this.backend.attention(qkv, cache, 0, step, shape);
-    }, 20);
-    const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * kvValueBytes(dtype, 2);
-    return { kv_dtype: dtype, batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
+    const chosen = this.backend.decodeAttention;
+    this.backend.decodeAttention = kernel;
+    try {
+      const ms = this.timeGraph(() => {
+        const step = this.backend.beginStep(described);
+        return () => this.backend.attention(qkv, cache, 0, step, shape);
+      }, 20);
+      const bytes = batch * contextLen * shape.numKvHeads * shape.headDim * 2 * kvValueBytes(dtype, 2);
+      return { kv_dtype: dtype, kernel, batch, context_len: contextLen, ...heads(shape), us: ms * 1e3, gb_per_s: bytes / (ms * 1e-3) / 1e9 };
+    } finally {
+      this.backend.decodeAttention = chosen;
+    }
   }
 
   prefill(seqLen: number, shape: AttentionParams, kernel: PrefillFigure['kernel']): PrefillFigure {

@@ -73,7 +73,7 @@ import { launchDraftTreeMask, launchDraftTreeSlots, launchExpandDraftTrees, type
 import { launchReadBandwidth } from './kernels/bandwidth.ts';
 import { launchBf16ToF32, launchToBf16 } from './kernels/convert.ts';
 import { launchCopyBlocks, launchCopySlots } from './kernels/copy-blocks.ts';
-import { launchDecodeAttention } from './kernels/decode-attention.ts';
+import { DECODE_ATTENTION_KERNELS, launchDecodeAttention, type DecodeAttentionKernel } from './kernels/decode-attention.ts';
 import { launchKeySummaries } from './kernels/key-summaries.ts';
 import { launchSparseSelect } from './kernels/sparse-select.ts';
 import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
@@ -122,6 +122,12 @@ export interface CudaBackendOptions {
    * it reads 1.7-1.9x as fast as tiled at 16 heads, faster at 128 too).
    */
   mlaDecode?: MlaDecodeKernel;
+  /**
+   * Which kernel runs decode attention where both can (kernels/decode-attention.ts):
+   * `tensor-cores` (decode-attention-mma.cu) or `cuda-cores` (decode-attention.cu). Default:
+   * $KEEL_DECODE_ATTENTION, else tensor-cores.
+   */
+  decodeAttention?: DecodeAttentionKernel;
   /**
    * Load int4, int8 and fp8 linear weights in the fragment layout and multiply them with the
    * Marlin-style GEMM (kernels/marlin-gemm.cu) at every batch size up to MARLIN_MAX_ROWS.
@@ -200,6 +206,15 @@ function prefillAttentionFromEnv(): PrefillAttentionPath {
   const path = PREFILL_ATTENTION_PATHS.find((p) => p === value);
   if (path === undefined) throw new KeelError('invalid_argument', `KEEL_PREFILL_ATTENTION must be one of ${PREFILL_ATTENTION_PATHS.join(', ')}, not '${value}'`);
   return path;
+}
+
+/** KEEL_DECODE_ATTENTION, for comparing the two decode attention kernels without a code change. */
+function decodeAttentionFromEnv(): DecodeAttentionKernel {
+  const value = process.env.KEEL_DECODE_ATTENTION;
+  if (value === undefined || value === '') return 'tensor-cores';
+  const kernel = DECODE_ATTENTION_KERNELS.find((k) => k === value);
+  if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_DECODE_ATTENTION must be one of ${DECODE_ATTENTION_KERNELS.join(', ')}, not '${value}'`);
+  return kernel;
 }
 
 /** KEEL_MLA_DECODE, for comparing the two MLA decode kernels without a code change. */
@@ -286,6 +301,8 @@ export class CudaBackend implements Backend {
   prefillAttention: PrefillAttentionPath;
   /** Set between steps to switch MLA decode kernels (the attention bench times both); a recorded graph keeps its own. */
   mlaDecode: MlaDecodeKernel;
+  /** Set between steps to switch decode attention kernels (the attention bench times both); a recorded graph keeps its own. */
+  decodeAttention: DecodeAttentionKernel;
   /** Whether quantized weights that fit load in the fragment layout (CudaBackendOptions.marlin). */
   readonly marlin: boolean;
   /** Which kernel multiplies int4 and fp8 decode rows (CudaBackendOptions.quantizedGemv). */
@@ -306,6 +323,7 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
     this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
+    this.decodeAttention = options.decodeAttention ?? decodeAttentionFromEnv();
     this.marlin = options.marlin ?? marlinFromEnv();
     this.quantizedGemv = options.quantizedGemv ?? quantizedGemvFromEnv();
     if (options.parallel !== undefined) {
@@ -1153,6 +1171,7 @@ export class CudaBackend implements Backend {
       workspace: (bytes) => this.arena.alloc(bytes),
       sparse,
       treeMask: s.batch.treeMask === null ? null : { mask: s.device.treeMask, words: s.batch.treeMaskWords },
+      kernel: this.decodeAttention,
     });
     launchPrefillAttention(this.device, {
       ...common,

@@ -8,7 +8,7 @@ import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, 
 import { pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 import { continueSeqs, randomChunks, runScenario, type Scenario, TOLERANCE } from '../../helpers/attention-scenario.ts';
 
-// RoPE + paged KV write and both attention kernels (split-KV decode, tiled prefill) against the
+// RoPE + paged KV write and the attention kernels (split-KV decode on tensor and CUDA cores, tiled prefill) against the
 // CPU backend: head dims, GQA ratios, block sizes, contexts that cross blocks and decode
 // partitions, mixed decode/prefill batches, sliding windows, soft-capped scores, learned sinks and
 // partial rotary dims, StreamingLLM's sinks and window. Step tensors are poisoned with NaN, so any output element a kernel fails to
@@ -38,6 +38,37 @@ for (const headDim of [64, 96, 128]) {
     }
   });
 }
+
+// bf16 decodes run on tensor cores (decode-attention-mma.cu) wherever its shape limits allow, so
+// the scenarios above test it; decode-attention.cu keeps StreamingLLM, Quest, head dims 72 and 512
+// and KEEL_DECODE_ATTENTION=cuda-cores, and these run it on the cases the other kernel takes.
+test('bf16 decodes on the CUDA-core kernel: mixed steps, long split decodes with a window, soft-capping and sinks', () => {
+  gpu.decodeAttention = 'cuda-cores';
+  try {
+    for (const [headDim, group] of [[64, 1], [128, 8], [96, 4], [256, 2]] as const) {
+      const first = randomChunks(rng, 3, 200);
+      run({ name: `cuda cores d${headDim} g${group}`, headDim, numKvHeads: 2, group, blockSize: 16, window: null, steps: [first, continueSeqs(rng, first, 150)], attend: [true, true] });
+    }
+    const history = [4000, 2500, 37].map((n) => ({ cached: 0, query: n }));
+    const decode = history.map((q) => ({ cached: q.query, query: 1 }));
+    run({ name: 'cuda cores long decode, window 1500', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, window: 1500, steps: [history, decode], attend: [false, true] });
+    run({
+      name: 'cuda cores long decode, softcap and sinks',
+      headDim: 128,
+      numKvHeads: 2,
+      group: 4,
+      blockSize: 16,
+      window: null,
+      steps: [history, decode],
+      attend: [false, true],
+      scale: 8 / 16,
+      softcap: 10,
+      sinks: randomBf16Values(rng, 8, 3),
+    });
+  } finally {
+    gpu.decodeAttention = 'tensor-cores';
+  }
+});
 
 test('head dims 72 and 256 (padded and largest tiles)', () => {
   for (const headDim of [72, 256]) {

@@ -1,7 +1,9 @@
-// Decode attention over a quantized KV cache (fp8, int8, int4) on tensor cores (mma.sync m16n8k16,
-// f16 in, f32 accumulators). decode-attention.cu does the math on CUDA cores, where the group's few query heads
-// get only a few multiply-adds from each value it loads: over bf16 that reaches the read bandwidth,
-// over 8-bit codes (half the bytes) the instructions bound it. Here a CTA of (kv head, decode,
+// Decode attention on tensor cores (mma.sync m16n8k16, f32 accumulators) over a bf16 cache (bf16 in)
+// or a quantized one (fp8, int8, int4; f16 in). decode-attention.cu does the math on CUDA cores,
+// where the group's few query heads get only a few multiply-adds from each value it loads: over
+// 8-bit codes (half the bytes) the instructions bound it, and over bf16 each 32-key tile costs four
+// barriers and a chain of shared-memory round trips, which at short contexts (a few tiles a CTA)
+// is most of the launch. Here a CTA of (kv head, decode,
 // partition) holds the GROUP query heads as the 16 rows of an mma tile (rows past GROUP are zeros)
 // and streams the partition's keys in tiles of TK, their codes queued STAGES - 1 tiles ahead by
 // cp.async. Each of its 4 warps takes 16 keys of a tile and reads their codes straight into mma
@@ -18,6 +20,8 @@
 // sink logit to the softmax's denominator (here when one partition ends the decode, else in the
 // merge); sliding windows, chunked attention and query temperature are runtime arguments.
 // StreamingLLM and Quest's sparse tables go to decode-attention.cu.
+// bf16 (KV_DTYPE=0) needs no conversion: rows are staged as they lie in the pool, keys feed
+// ldmatrix in their own dim order, and P is rounded to bf16 for O += P V, as FlashAttention does.
 // int4 (two codes a byte, head dims a multiple of 64) reads half the bytes through the same path: an
 // ldmatrix word holds eight codes of a key (or, transposed, four of each of two keys), and each
 // shift-and-mask (nibbles_to_f16x2) takes the f16 pair an mma fragment wants from it, the dims
@@ -29,6 +33,10 @@
 #include "attention-span.cuh"
 #include "decode-partials.cuh"
 
+// nvcc-check: -DHEAD_DIM=128 -DGROUP=8 -DKV_DTYPE=0
+// nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DKV_DTYPE=0 -DSINKS=1
+// nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DKV_DTYPE=0 -DSOFTCAP=1
+// nvcc-check: -DHEAD_DIM=96 -DGROUP=16 -DKV_DTYPE=0
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=1 -DKV_DTYPE=1
 // nvcc-check: -DHEAD_DIM=256 -DGROUP=2 -DKV_DTYPE=1 -DSOFTCAP=1
 // nvcc-check: -DHEAD_DIM=64 -DGROUP=8 -DKV_DTYPE=2 -DSINKS=1
@@ -43,7 +51,7 @@
 // nvcc-check: -DHEAD_DIM=192 -DGROUP=16 -DKV_DTYPE=3
 
 #if !defined(HEAD_DIM) || !defined(GROUP) || !defined(KV_DTYPE)
-#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<1 fp8|2 int8|3 int4> [-DSOFTCAP=<0|1>] [-DSINKS=<0|1>]"
+#error "compile with -DHEAD_DIM=<head dim> -DGROUP=<query heads per kv head, at most 16> -DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4> [-DSOFTCAP=<0|1>] [-DSINKS=<0|1>]"
 #endif
 #ifndef SOFTCAP
 #define SOFTCAP 0
@@ -59,15 +67,16 @@ constexpr int DTILES = D / 8;    // 8-column output tiles
 constexpr int NT = 128;          // 4 warps
 constexpr int WARPS = NT / 32;
 constexpr int TK = 64;           // keys per tile: 16 per warp
-constexpr int CODE_ROW = KV_DTYPE == 3 ? D / 2 : D;  // a row's code bytes
+constexpr int CODE_ROW = KV_DTYPE == 0 ? 2 * D : KV_DTYPE == 3 ? D / 2 : D;  // a row's bytes (bf16 values or codes)
 constexpr int RS = KV_DTYPE == 3 ? 2 : 1;  // floats of a row's scales: int8's scale, int4's (scale, minimum)
 // Code tiles in shared memory, STAGES - 1 in flight while one is read: int4's tiles are half the
-// bytes, so one stage more keeps as many in flight (and holds the output exchange below).
-constexpr int STAGES = KV_DTYPE == 3 ? 4 : 3;
+// bytes, so one stage more keeps as many in flight (and holds the output exchange below); bf16's
+// are twice the bytes, and past 128 dims two stages (135 KiB at 256) keep within A100's 163 KiB.
+constexpr int STAGES = KV_DTYPE == 3 ? 4 : KV_DTYPE == 0 && D > 128 ? 2 : 3;
 constexpr int ROWB = CODE_ROW + 16;  // code row stride in bytes: an odd count of 16-byte units keeps ldmatrix conflict-free
 constexpr int STAGE_BYTES = 2 * TK * ROWB;  // K then V codes
-constexpr int QROW = D + 8;      // f16 query row stride
-static_assert(KV_DTYPE >= 1 && KV_DTYPE <= 3, "quantized caches only: bf16 runs decode-attention.cu");
+constexpr int QROW = D + 8;      // query row stride (f16, bf16 over a bf16 cache)
+static_assert(KV_DTYPE >= 0 && KV_DTYPE <= 3, "KV_DTYPE 0 bf16, 1 fp8, 2 int8 or 3 int4");
 static_assert(D % (KV_DTYPE == 3 ? 64 : 32) == 0 && D <= 256, "head dim a multiple of 32 (int4: 64), at most 256");
 static_assert(GROUP >= 1 && GROUP <= 16, "a group of at most 16 query heads (one mma row tile)");
 static_assert(WARPS * 16 * D * 4 <= STAGES * STAGE_BYTES, "the output exchange fits in the code stages");
@@ -77,6 +86,7 @@ static_assert(WARPS * 16 * D * 4 <= STAGES * STAGE_BYTES, "the output exchange f
 // int4: it holds codes 8 t4 .. 8 t4 + 7 of the 32-dim chunk, whose nibble pairs (i, 4 + i) serve
 // k-step h (L >> 4 & 1) as the pairs at 2 t4 (i = 2 h) and 2 t4 + 8 (i = 2 h + 1).
 __device__ __forceinline__ int query_column(int L) {
+  if (KV_DTYPE == 0) return L;
   if (KV_DTYPE == 3) return 32 * (L >> 5) + 8 * ((L & 7) >> 1) + 2 * ((L >> 4) & 1) + ((L >> 3) & 1) + 4 * (L & 1);
   return 32 * (L >> 5) + 16 * ((L >> 4) & 1) + 4 * ((L & 7) >> 1) + 2 * ((L >> 3) & 1) + (L & 1);
 }
@@ -84,6 +94,7 @@ __device__ __forceinline__ int query_column(int L) {
 // code pair at dims 2 g, 2 g + 1 of a 16-dim half (q >> 1) of chunk c, the two dims split into q & 1.
 // int4: it holds dims 4 g .. 4 g + 3 of chunk c, nibble q of each key going to tile 4 c + q.
 __device__ __forceinline__ int output_column(int j, int n) {
+  if (KV_DTYPE == 0) return 8 * j + n;
   if (KV_DTYPE == 3) return 32 * (j >> 2) + 4 * n + (j & 3);
   return 32 * (j >> 2) + 16 * ((j >> 1) & 1) + 2 * n + (j & 1);
 }
@@ -151,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     if (t < num_tiles) {
       const int k0 = begin + t * TK;
       unsigned char* stage = s_codes + (t % STAGES) * STAGE_BYTES;
-      if (KV_DTYPE != 1 && tid < 2 * TK) {
+      if (KV_DTYPE >= 2 && tid < 2 * TK) {
         const int r = tid % TK;
         const bool valid = k0 + r < end;
         const long long at = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * RS : 0;
@@ -167,14 +178,15 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
 #pragma unroll
   for (int t = 0; t < STAGES - 1; t++) load_tile(t);
 
-  // The query rows in f16, scaled into the log2 domain and in the keys' dim order (query_column);
-  // an fp8 cache's key scale and 256 apply to the scores instead (a query times 256 could leave f16's range).
+  // The query rows in f16 (bf16 over a bf16 cache), scaled into the log2 domain and in the keys' dim
+  // order (query_column); an fp8 cache's key scale and 256 apply to the scores instead (a query
+  // times 256 could leave f16's range).
   const bf16* q = qkv + (long long)token * (num_heads + 2 * num_kv_heads) * D + (long long)kvh * GROUP * D;
   const float q_scale_t = q_scale * query_temperature(qpos, temp_floor, temp_scale, temp_offset);
   for (int i = tid; i < 16 * D; i += NT) {
     const int h = i / D, c = i - h * D;
     const float v = h < GROUP ? bf16_to_f32(q[h * D + query_column(c)]) * q_scale_t : 0.f;
-    s_q[h * QROW + c] = (unsigned short)(pack_f16x2(v, 0.f) & 0xffffu);
+    s_q[h * QROW + c] = (unsigned short)((KV_DTYPE == 0 ? pack_bf16x2(v, 0.f) : pack_f16x2(v, 0.f)) & 0xffffu);
   }
   // int4: Σ of rows g and g + 8 of the f16 query, which its key minima meet; a quad's lanes share a row.
   float qsum[2] = {0.f, 0.f};
@@ -228,6 +240,16 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
           mma_f16_16816(s[0], qa[kk], nibbles_to_f16x2(w[2 * half], 2 * h), nibbles_to_f16x2(w[2 * half], 2 * h + 1));
           mma_f16_16816(s[1], qa[kk], nibbles_to_f16x2(w[2 * half + 1], 2 * h), nibbles_to_f16x2(w[2 * half + 1], 2 * h + 1));
         }
+    }
+#elif KV_DTYPE == 0
+    // bf16: a k-step's ldmatrix gives keys g (w[0], w[1]) and 8 + g (w[2], w[3]), dims 2 t4 of its
+    // first and second 8: the column fragments as they are.
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+      unsigned int w[4];
+      ldmatrix_x4(w, wk + ((lane & 7) + (lane >> 4) * 8) * ROWB + 32 * kk + ((lane >> 3) & 1) * 16);
+      mma_bf16_16816(s[0], qa[kk], w[0], w[1]);
+      mma_bf16_16816(s[1], qa[kk], w[2], w[3]);
     }
 #else
 #pragma unroll
@@ -287,8 +309,8 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
 #pragma unroll
       for (int n = 0; n < 2; n++) {
         const int key = 8 * n + 2 * t4;
-        const float v0 = KV_DTYPE != 1 ? vs[key * RS] : 1.f, v1 = KV_DTYPE != 1 ? vs[(key + 1) * RS] : 1.f;
-        pa[2 * n + r] = pack_f16x2(p[2 * n] * v0, p[2 * n + 1] * v1);
+        const float v0 = KV_DTYPE >= 2 ? vs[key * RS] : 1.f, v1 = KV_DTYPE >= 2 ? vs[(key + 1) * RS] : 1.f;
+        pa[2 * n + r] = KV_DTYPE == 0 ? pack_bf16x2(p[2 * n], p[2 * n + 1]) : pack_f16x2(p[2 * n] * v0, p[2 * n + 1] * v1);
 #if KV_DTYPE == 3
         pm[r] += p[2 * n] * vs[key * 2 + 1] + p[2 * n + 1] * vs[key * 2 + 3];
 #endif
@@ -310,6 +332,16 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
 #pragma unroll
         for (int q = 0; q < 4; q++)
           mma_f16_16816(o[8 * c + 4 * half + q], pa, nibbles_to_f16x2(w[2 * half], q), nibbles_to_f16x2(w[2 * half + 1], q));
+    }
+#elif KV_DTYPE == 0
+    // bf16: a 16-dim span's transposed ldmatrix gives keys 2 t4, 2 t4 + 1 (w[0], w[2]) and 2 t4 + 8,
+    // 2 t4 + 9 (w[1], w[3]) at dim g of its first (w[0], w[1]) and second 8: output tiles 2 c, 2 c + 1.
+#pragma unroll
+    for (int c = 0; c < D / 16; c++) {
+      unsigned int w[4];
+      ldmatrix_x4_trans(w, wv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROWB + 32 * c + (lane >> 4) * 16);
+      mma_bf16_16816(o[2 * c], pa, w[0], w[1]);
+      mma_bf16_16816(o[2 * c + 1], pa, w[2], w[3]);
     }
 #else
 #pragma unroll

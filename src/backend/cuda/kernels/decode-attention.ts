@@ -23,6 +23,13 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
   return numDecode * numHeads * numPartitions * (headDim + 2) * 4;
 }
 
+/**
+ * Which kernel runs a decode where both could: `tensor-cores` (decode-attention-mma.cu, wherever
+ * its shape limits allow) or `cuda-cores` (decode-attention.cu, which takes every case).
+ */
+export type DecodeAttentionKernel = 'tensor-cores' | 'cuda-cores';
+export const DECODE_ATTENTION_KERNELS: readonly DecodeAttentionKernel[] = ['tensor-cores', 'cuda-cores'];
+
 export interface DecodeAttentionArgs extends PagedAttentionArgs {
   /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan). */
   decodeSeqs: DevicePtr;
@@ -35,6 +42,7 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
   sparse?: SparseSelection;
   /** With `sparse`, a draft tree's mask (BatchDescription.treeMask on the device, `words` per token), or null without trees. */
   treeMask?: { mask: DevicePtr; words: number } | null;
+  kernel: DecodeAttentionKernel;
 }
 
 /** Split-KV decode attention for every decode of the plan, plus the merge when split. */
@@ -60,7 +68,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  if (sparse === null && runsOnTensorCores(a, group)) {
+  if (sparse === null && a.kernel === 'tensor-cores' && runsOnTensorCores(a, group)) {
     launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
@@ -103,13 +111,13 @@ function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: De
 }
 
 /**
- * Whether a quantized cache's decode runs decode-attention-mma.cu (tensor cores): a group of at most
- * 16 query heads (one mma row tile), head dims a multiple of 32 (int4: 64) up to 256, and no
- * StreamingLLM (Quest's sparse tables are the caller's to rule out).
+ * Whether decode-attention-mma.cu (tensor cores) takes a decode: a group of at most 16 query heads
+ * (one mma row tile), head dims a multiple of 32 (int4: 64) up to 256, and no StreamingLLM (Quest's
+ * sparse tables are the caller's to rule out).
  */
 function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
   const { headDim, streaming } = a.shape;
-  if (a.dtype === 'auto' || group > 16 || headDim > 256 || streaming !== null) return false;
+  if (group > 16 || headDim > 256 || streaming !== null) return false;
   return headDim % (a.dtype === 'int4' ? 64 : 32) === 0;
 }
 
@@ -117,11 +125,13 @@ function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
 const MMA_TILE_KEYS = 64;
 const MMA_WARPS = 4;
 
-/** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment: STAGES, ROWB, RS). */
+/** Dynamic shared memory of decode_attention_mma_kernel (see the kernel's layout comment: STAGES, CODE_ROW, ROWB, RS). */
 function decodeMmaSharedBytes(headDim: number, dtype: KvCacheDtype): number {
   const int4 = dtype === 'int4';
-  const stages = int4 ? 4 : 3;
-  const codes = stages * 2 * MMA_TILE_KEYS * ((int4 ? headDim / 2 : headDim) + 16);
+  const bf16 = dtype === 'auto';
+  const stages = int4 ? 4 : bf16 && headDim > 128 ? 2 : 3;
+  const rowBytes = bf16 ? 2 * headDim : int4 ? headDim / 2 : headDim;
+  const codes = stages * 2 * MMA_TILE_KEYS * (rowBytes + 16);
   const scales = stages * 2 * MMA_TILE_KEYS * (int4 ? 2 : 1) * 4;
   return codes + scales + 16 * (headDim + 8) * 2 + MMA_WARPS * 16 * 2 * 4;
 }
