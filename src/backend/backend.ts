@@ -138,6 +138,18 @@ export function attentionSpan(attn: { slidingWindow: number | null; streaming: {
  * Multi-head latent attention in its absorbed form: queries are projected into the latent space,
  * so every head attends over the one cached row per token (layers/mla-attention.ts says how).
  */
+/**
+ * A per-head RMSNorm of packed qkv heads before their rotation (Qwen3's and Gemma 3's q_norm and
+ * k_norm): query heads with `q`, key heads with `k`, and value heads with `v` when given (Gemma 4
+ * norms its values, with unit weights); each weight [headDim].
+ */
+export interface HeadNorm {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor | null;
+  eps: number;
+}
+
 export interface MlaParams {
   numHeads: number;
   /** Cached normalized latent width (kv_lora_rank). */
@@ -650,15 +662,11 @@ export interface Backend {
   receiveSelectionFromStage(numTokens: number, topK: number, stage: number): TokenSelection;
 
   /**
-   * In place: per-head RMSNorm of the query heads with qWeight and key heads with kWeight [headDim],
-   * and, given vWeight, of the value heads with it (Gemma 4 norms its values, with unit weights).
+   * In place: norm the heads with `norm` when given, rotate the leading rope.rotaryDim dimensions
+   * of query and key heads by position, then write keys and values to the layer's slots. One op, so
+   * that a backend can keep each head in registers from its norm to its cache slot.
    */
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight?: Tensor | null): void;
-  /**
-   * In place: rotate the leading rope.rotaryDim dimensions of query and key heads by position,
-   * then write keys and values to the layer's slots.
-   */
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void;
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams, norm?: HeadNorm | null): void;
   /** Causal attention of each token's query heads over its sequence's cached keys/values. [numTokens, numHeads * headDim] */
   attention(qkv: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): Tensor;
 

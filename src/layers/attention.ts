@@ -169,15 +169,13 @@ export class PagedAttention implements Layer {
   forward(b: Backend, qkv: Tensor, step: StepInputs, cache: KvCache): Tensor {
     const params = this.params;
     const { qkNorm, qkNormAfterRope } = this.options;
-    const valueNorm = this.options.valueNorm?.weight ?? null;
-    const norm = () => {
-      if (qkNorm !== null) b.qkNorm(qkv, qkNorm.q.weight, qkNorm.k.weight, params, qkNorm.q.eps, valueNorm);
-    };
-    if (!qkNormAfterRope) norm();
-    b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
+    const norm = qkNorm === null ? null : { q: qkNorm.q.weight, k: qkNorm.k.weight, v: this.options.valueNorm?.weight ?? null, eps: qkNorm.q.eps };
     if (qkNormAfterRope) {
-      norm();
-      b.ropeAndCacheWrite(qkv, qkNormAfterRope.identity.table, cache, this.layer, step, params);
+      // Normed after the rotation: rotate and cache, then norm and cache again under the identity rotation.
+      b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params);
+      b.ropeAndCacheWrite(qkv, qkNormAfterRope.identity.table, cache, this.layer, step, params, norm);
+    } else {
+      b.ropeAndCacheWrite(qkv, this.options.rotary.table, cache, this.layer, step, params, norm);
     }
     return b.attention(qkv, cache, this.layer, step, params);
   }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { AttentionParams, Backend, KvCache, QueryTemperature, Tensor } from '../../src/backend/backend.ts';
+import type { AttentionParams, Backend, HeadNorm, KvCache, QueryTemperature, Tensor } from '../../src/backend/backend.ts';
 import { attentionLayout, plainAttention } from './kv-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, type Rng, type SeqSpec } from '../../src/bench/synthetic-batch.ts';
 import { buildRopeTable } from '../../src/layers/rotary.ts';
@@ -38,6 +38,18 @@ export interface Scenario {
   attentionChunk?: number;
   /** Query temperature tuning (Llama 4's NoPE layers). */
   queryTemperature?: QueryTemperature;
+  /** Random per-head RMSNorm weights for query and key heads (Qwen3), and value heads too with `values`, applied by ropeAndCacheWrite. */
+  headNorm?: { values: boolean };
+}
+
+/** The same random head norm ([headDim] weights about 1) on the CPU and GPU backends, for ropeAndCacheWrite. */
+export function randomHeadNorm(rng: Rng, headDim: number, values: boolean, cpu: Backend, gpu: Backend): [HeadNorm, HeadNorm] {
+  const weights = Array.from({ length: values ? 3 : 2 }, () => bf16Tensor([headDim], randomBf16Values(rng, headDim, 0.5).map((w) => 1 + w)));
+  const on = (b: Backend): HeadNorm => {
+    const [q, k, v] = weights.map((w) => b.loadWeight(w));
+    return { q, k, v: v ?? null, eps: 1e-6 };
+  };
+  return [on(cpu), on(gpu)];
 }
 
 /** Runs `s` on `gpu` and `cpu` with random inputs from `rng`, failing on any step whose outputs differ. */
@@ -68,6 +80,7 @@ export function runScenario(s: Scenario, gpu: Backend, cpu: Backend, rng: Rng): 
   const shapes = [withOptions(sinks && cpu.loadWeight(sinks), rope[0]), withOptions(sinks && gpu.loadWeight(sinks), rope[1])] as const;
   const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
   const width = (plain.numHeads + 2 * plain.numKvHeads) * s.headDim;
+  const norms = s.headNorm === undefined ? [null, null] : randomHeadNorm(rng, s.headDim, s.headNorm.values, cpu, gpu);
 
   s.steps.forEach((specs, i) => {
     const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
@@ -76,8 +89,8 @@ export function runScenario(s: Scenario, gpu: Backend, cpu: Backend, rng: Rng): 
     const qkvHost = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
     const qkv: [Tensor, Tensor] = [cpu.loadWeight(qkvHost), gpu.loadWeight(qkvHost)];
     const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0]);
-    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1]);
+    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0], norms[0]);
+    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1], norms[1]);
     const ropeErr = relativeError(gpu.toHost(qkv[1]), cpu.toHost(qkv[0]));
     assert.ok(ropeErr < TOLERANCE, `${label}: rotated qkv relative error ${ropeErr}`);
     if (!s.attend[i]) return;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { CpuBackend } from './cpu-backend.ts';
 import type { CpuKvCache } from './cpu-tensor.ts';
 import { poolArrays } from './ops/kv-codes.ts';
-import type { Tensor } from '../backend.ts';
+import type { HeadNorm, Tensor } from '../backend.ts';
 import { DEFAULT_ENGINE_CONFIG } from '../../config.ts';
 import { KeelError } from '../../errors.ts';
 import { describeBatch } from '../../step/batch.ts';
@@ -176,22 +176,32 @@ test('ropeAndCacheWrite then attention: a single cached token attends only to it
   assert.ok((cache as CpuKvCache).pools[0].every((pool) => pool.codes.every((v) => v === 0)), 'layer 0 must be untouched');
 });
 
-test('qkNorm normalizes q heads and k heads with their own weights and leaves v alone', () => {
+/** ropeAndCacheWrite of one token at position 0 (an identity rotation) with `norm`; returns qkv and the cached key and value. */
+function normAtPositionZero(values: Float32Array, norm: HeadNorm): { qkv: number[]; key: number[]; value: number[] } {
   const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null, streaming: null };
-  const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 7), [1, 6]);
-  backend.qkNorm(qkv, load(Float32Array.of(1, 1), [2]), load(Float32Array.of(2, 2), [2]), shape, 0);
+  const cache = backend.createKvCache({ numBlocks: 1, blockSize: 4, layers: [{ kind: 'attention', numKvHeads: 1, headDim: 2, slidingWindow: null }] });
+  const step = backend.beginStep(describeBatch([{ tokens: [0], startPos: 0, blockTables: [[0]] }], 4));
+  const qkv = load(values, [1, 6]);
+  backend.ropeAndCacheWrite(qkv, backend.uploadRopeTable(plainRopeTable(2, 10000, 4)), cache, 0, step, shape, norm);
+  const [keys, vals] = (cache as CpuKvCache).pools[0];
+  return { qkv: Array.from(backend.toHost(qkv)), key: Array.from(keys.codes.subarray(0, 2)), value: Array.from(vals.codes.subarray(0, 2)) };
+}
+
+test('ropeAndCacheWrite with a head norm normalizes q heads and k heads with their own weights, caches the normed key, leaves v alone', () => {
+  const out = normAtPositionZero(Float32Array.of(3, 4, 6, 8, 5, 7), { q: load(Float32Array.of(1, 1), [2]), k: load(Float32Array.of(2, 2), [2]), v: null, eps: 0 });
   const qRms = Math.sqrt((3 * 3 + 4 * 4) / 2);
   const kRms = Math.sqrt((6 * 6 + 8 * 8) / 2);
-  assert.deepEqual(Array.from(backend.toHost(qkv)), [3 / qRms, 4 / qRms, (6 / kRms) * 2, (8 / kRms) * 2, 5, 7].map(Math.fround));
+  assert.deepEqual(out.qkv, [3 / qRms, 4 / qRms, (6 / kRms) * 2, (8 / kRms) * 2, 5, 7].map(Math.fround));
+  assert.deepEqual(out.key, out.qkv.slice(2, 4));
+  assert.deepEqual(out.value, [5, 7]);
 });
 
-test('qkNorm with a value weight normalizes the value heads with it too', () => {
-  const shape = { numHeads: 1, numKvHeads: 1, headDim: 2, scale: 1, slidingWindow: null, softcap: null, sinks: null, streaming: null };
-  const qkv = load(Float32Array.of(3, 4, 6, 8, 5, 12), [1, 6]);
+test('ropeAndCacheWrite with a value weight in its head norm normalizes and caches the value heads with it too', () => {
   const ones = load(Float32Array.of(1, 1), [2]);
-  backend.qkNorm(qkv, ones, ones, shape, 0, load(Float32Array.of(3, 3), [2]));
+  const out = normAtPositionZero(Float32Array.of(3, 4, 6, 8, 5, 12), { q: ones, k: ones, v: load(Float32Array.of(3, 3), [2]), eps: 0 });
   const vRms = Math.sqrt((5 * 5 + 12 * 12) / 2);
-  assert.deepEqual(Array.from(backend.toHost(qkv)).slice(4), [(5 / vRms) * 3, (12 / vRms) * 3].map(Math.fround));
+  assert.deepEqual(out.qkv.slice(4), [(5 / vRms) * 3, (12 / vRms) * 3].map(Math.fround));
+  assert.deepEqual(out.value, out.qkv.slice(4));
 });
 
 test('rejects a tensor that is not a CPU tensor', () => {

@@ -11,6 +11,7 @@ import type {
   ExpertRouting,
   ExpertWeights,
   GateFunction,
+  HeadNorm,
   IndexerParams,
   KvBudgetLimits,
   KvCache,
@@ -352,23 +353,21 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
-    const packed = asPackedQkv(qkv, attn);
-    const { numHeads, numKvHeads, headDim } = attn;
-    const qw = normWeight(qWeight, headDim, 'qkNorm');
-    const kw = normWeight(kWeight, headDim, 'qkNorm');
-    headRmsNorm(packed.data, packed.rows, packed.cols, 0, numHeads, headDim, qw, eps);
-    headRmsNorm(packed.data, packed.rows, packed.cols, numHeads, numKvHeads, headDim, kw, eps);
-    if (vWeight !== null) headRmsNorm(packed.data, packed.rows, packed.cols, numHeads + numKvHeads, numKvHeads, headDim, normWeight(vWeight, headDim, 'qkNorm'), eps);
-  }
-
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams, norm: HeadNorm | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const table = asCpuRopeTable(rope);
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
     const pools = layerPools(cache, layer, attn);
     const { rotaryRows, slotMapping, numTokens } = groupBatch(step.batch, layerGroup(cache.layout, layer));
     if (packed.rows !== numTokens) throw new Error(`ropeAndCacheWrite: qkv has ${packed.rows} rows for ${numTokens} tokens`);
+    if (norm !== null) {
+      const { numHeads, numKvHeads, headDim } = attn;
+      const heads = (first: number, count: number, weight: Tensor) =>
+        headRmsNorm(packed.data, packed.rows, packed.cols, first, count, headDim, normWeight(weight, headDim, 'ropeAndCacheWrite norm'), norm.eps);
+      heads(0, numHeads, norm.q);
+      heads(numHeads, numKvHeads, norm.k);
+      if (norm.v !== null) heads(numHeads + numKvHeads, numKvHeads, norm.v);
+    }
     ropeAndCacheWrite(packed.data, rotaryRows, slotMapping, table, pools, attn, attn.streaming !== null);
     if (pools.summaries) writeKeySummaries(pools.keys, pools.summaries, slotMapping, cache.layout.blockSize);
   }

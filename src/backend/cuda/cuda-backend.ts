@@ -10,6 +10,7 @@ import type {
   ExpertRouting,
   ExpertWeights,
   GateFunction,
+  HeadNorm,
   IndexerParams,
   KvBudgetLimits,
   KvCache,
@@ -82,7 +83,7 @@ import { launchMlaAttention } from './kernels/mla.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from './kernels/mla-decode.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchLayerNorm } from './kernels/layer-norm.ts';
-import { launchAddRmsNorm, launchHeadRmsNorm, launchRmsNorm } from './kernels/norm.ts';
+import { launchAddRmsNorm, launchRmsNorm } from './kernels/norm.ts';
 import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
@@ -1042,15 +1043,7 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  qkNorm(qkv: Tensor, qWeight: Tensor, kWeight: Tensor, attn: AttentionParams, eps: number, vWeight: Tensor | null = null): void {
-    const packed = asPackedQkv(qkv, attn);
-    const qw = normWeight(qWeight, attn.headDim, 'qkNorm');
-    const kw = normWeight(kWeight, attn.headDim, 'qkNorm');
-    const vw = vWeight === null ? null : normWeight(vWeight, attn.headDim, 'qkNorm');
-    launchHeadRmsNorm(this.device, packed.ptr, qw.ptr, kw.ptr, vw?.ptr ?? null, packed.rows, attn.numHeads, attn.numKvHeads, attn.headDim, eps);
-  }
-
-  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams): void {
+  ropeAndCacheWrite(qkv: Tensor, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, attn: AttentionParams, norm: HeadNorm | null = null): void {
     const packed = asPackedQkv(qkv, attn);
     const table = asRopeTable(rope);
     if (table.rotaryDim > attn.headDim) throw new Error(`ropeAndCacheWrite: rotary dim ${table.rotaryDim} exceeds head dim ${attn.headDim}`);
@@ -1077,6 +1070,7 @@ export class CudaBackend implements Backend {
       headDim: attn.headDim,
       rotaryDim: table.rotaryDim,
       keysOnly: attn.streaming !== null,
+      norm: norm === null ? null : headNormWeights(norm, attn.headDim),
     });
     // The layer's own spec: a pool shared with a sparse layer of another KV group keeps summaries this layer does not write.
     if (keySummaryElementsPerBlock(kv.layout.layers[layoutIndex(kv.layout, layer)]) > 0) {
@@ -2148,6 +2142,12 @@ function normWeight(weight: Tensor, width: number, op: string): CudaTensor {
   if (w.numel !== width) throw new Error(`${op}: weight of ${w.numel} values for rows of ${width}`);
   requireMultipleOf8(width, `${op} width`);
   return w;
+}
+
+/** ropeAndCacheWrite's norm as device pointers (v 0 for none), each weight checked against the head dim. */
+function headNormWeights(norm: HeadNorm, headDim: number): { q: DevicePtr; k: DevicePtr; v: DevicePtr; eps: number } {
+  const weight = (t: Tensor) => normWeight(t, headDim, 'ropeAndCacheWrite norm').ptr;
+  return { q: weight(norm.q), k: weight(norm.k), v: norm.v === null ? 0 : weight(norm.v), eps: norm.eps };
 }
 
 function asPackedQkv(qkv: Tensor, attn: AttentionParams): CudaTensor {

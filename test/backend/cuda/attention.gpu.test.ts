@@ -70,6 +70,20 @@ test('bf16 decodes on the CUDA-core kernel: mixed steps, long split decodes with
   }
 });
 
+// Qwen3's q/k norms: ropeAndCacheWrite norms, rotates and caches in one kernel (rope-norm-cache.cu)
+// where the whole head rotates and its dim is a multiple of 64; elsewhere the norm runs first.
+test('head norms before the rotation: fused (head dims 64 to 512), and norm first (head dim 96, a partial rotary dim, value norms, StreamingLLM)', () => {
+  const scenario = (name: string, headDim: number, extra: Partial<Scenario>) => {
+    const first = randomChunks(rng, 3, 150);
+    run({ name, headDim, numKvHeads: 2, group: pick(rng, [1, 4, 8]), blockSize: 16, window: null, steps: [first, continueSeqs(rng, first, 100)], attend: [true, true], headNorm: { values: false }, ...extra });
+  };
+  for (const headDim of [64, 128, 256, 512]) scenario(`fused head norm d${headDim}`, headDim, {});
+  scenario('head norm d96', 96, {});
+  scenario('head norm, rotary dim 64 of 128', 128, { rotaryDim: 64 });
+  scenario('head norm with value norms d128', 128, { headNorm: { values: true } });
+  scenario('head norm with StreamingLLM', 64, { streaming: { sinks: 4, window: 60 } });
+});
+
 test('head dims 72 and 256 (padded and largest tiles)', () => {
   for (const headDim of [72, 256]) {
     const first = randomChunks(rng, 3, 150);

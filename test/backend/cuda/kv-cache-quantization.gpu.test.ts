@@ -11,6 +11,7 @@ import type { KvCacheDtype, KvCacheLayout } from '../../../src/step/kv-cache-lay
 import { MLA_DECODE_KERNELS } from '../../../src/backend/cuda/kernels/mla-decode.ts';
 import { kvCodeTolerance, pick, randInt, relativeError, testSeed } from '../../helpers/gpu-test-support.ts';
 import { plainAttention } from '../../helpers/kv-layout.ts';
+import { randomHeadNorm } from '../../helpers/attention-scenario.ts';
 
 // Quantized KV caches on the GPU against the CPU twin (backend/cpu/ops/kv-codes.ts): the quantizing
 // cache write after RoPE (fp8 with per-tensor scales, int8 with a scale per token and kv head, int4
@@ -49,6 +50,8 @@ interface Scenario {
   softcap?: number;
   sinks?: Float32Array;
   streaming?: { sinks: number; window: number };
+  /** Random q/k head norms (Qwen3) applied by ropeAndCacheWrite before the quantized write. */
+  headNorm?: boolean;
 }
 
 function attentionScenario(s: Scenario): { caches: [KvCache, KvCache]; shapes: readonly [AttentionParams, AttentionParams]; blocks: BlockAssignment } {
@@ -72,14 +75,15 @@ function attentionScenario(s: Scenario): { caches: [KvCache, KvCache]; shapes: r
   const shapes = [options(cpu, rope[0]), options(gpu, rope[1])] as const;
   const blocks = new BlockAssignment(rng, numBlocks, numSeqs);
   const width = (plain.numHeads + 2 * plain.numKvHeads) * s.headDim;
+  const norms = s.headNorm ? randomHeadNorm(rng, s.headDim, false, cpu, gpu) : [null, null];
   s.steps.forEach((specs, i) => {
     const label = `${s.name} step ${i} [${specs.map((q) => `${q.cached}+${q.query}`).join(' ')}]`;
     const batch = buildBatch(specs, blocks, s.blockSize);
     const host = bf16Tensor([batch.numTokens, width], randomBf16Values(rng, batch.numTokens * width, 2));
     const qkv = [cpu.loadWeight(host), gpu.loadWeight(host)] as const;
     const steps = [cpu.beginStep(batch), gpu.beginStep(batch)] as const;
-    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0]);
-    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1]);
+    cpu.ropeAndCacheWrite(qkv[0], rope[0], caches[0], LAYER, steps[0], shapes[0], norms[0]);
+    gpu.ropeAndCacheWrite(qkv[1], rope[1], caches[1], LAYER, steps[1], shapes[1], norms[1]);
     const out = [cpu.attention(qkv[0], caches[0], LAYER, steps[0], shapes[0]), gpu.attention(qkv[1], caches[1], LAYER, steps[1], shapes[1])];
     const err = relativeError(gpu.toHost(out[1]), cpu.toHost(out[0]));
     assert.ok(err < kvCodeTolerance(s.dtype), `${label}: attention relative error ${err}`);
@@ -111,6 +115,7 @@ for (const { dtype, kvScales } of DTYPES) {
           blockSize: pick(rng, [8, 16, 32]),
           window: rng() < 0.3 ? randInt(rng, 16, 120) : null,
           steps: [first, next(rng, first, 150)],
+          headNorm: trial === 1,
         });
       }
     });

@@ -198,35 +198,6 @@ test('linear with a float32 output (MoE routers) keeps the f32 sums and bias unr
   }
 });
 
-test('qkNorm normalizes query and key heads in place and leaves values alone', () => {
-  for (const headDim of [64, 96, 128]) {
-    const numKvHeads = randInt(rng, 1, 4);
-    const numHeads = numKvHeads * randInt(rng, 1, 4);
-    const rows = randInt(rng, 1, 50);
-    const x = activation(rows, (numHeads + 2 * numKvHeads) * headDim, 2);
-    const qw = randomWeight([headDim], 2);
-    const kw = randomWeight([headDim], 2);
-    const shape = plainAttention({ numHeads, numKvHeads, headDim, scale: headDim ** -0.5, slidingWindow: null });
-    cpu.qkNorm(x.cpu, qw.cpu, kw.cpu, shape, 1e-6);
-    gpu.qkNorm(x.gpu, qw.gpu, kw.gpu, shape, 1e-6);
-    assertClose(`qkNorm d${headDim} h${numHeads}/${numKvHeads}`, x);
-  }
-});
-
-test('qkNorm with a value weight normalizes the value heads too (Gemma 4)', () => {
-  for (const headDim of [64, 256, 512]) {
-    const numKvHeads = randInt(rng, 1, 4);
-    const numHeads = numKvHeads * randInt(rng, 1, 4);
-    const rows = randInt(rng, 1, 50);
-    const x = activation(rows, (numHeads + 2 * numKvHeads) * headDim, 2);
-    const [qw, kw, vw] = [randomWeight([headDim], 2), randomWeight([headDim], 2), randomWeight([headDim], 2)];
-    const shape = plainAttention({ numHeads, numKvHeads, headDim, scale: 1, slidingWindow: null });
-    cpu.qkNorm(x.cpu, qw.cpu, kw.cpu, shape, 1e-6, vw.cpu);
-    gpu.qkNorm(x.gpu, qw.gpu, kw.gpu, shape, 1e-6, vw.gpu);
-    assertClose(`qkNorm with values d${headDim} h${numHeads}/${numKvHeads}`, x);
-  }
-});
-
 test('gatedLinear with silu, gelu-tanh, clamped SwiGLU, gelu and relu, fused (1-2 rows) and as GEMM + activation', () => {
   // Products reach about ±12, so the SwiGLU's clamp at 7 and gelu's negative tail are both exercised.
   const activations: Activation[] = [{ kind: 'silu' }, { kind: 'gelu-tanh' }, { kind: 'clamped-swiglu', alpha: 1.702, limit: 7 }, { kind: 'gelu' }, { kind: 'relu' }];

@@ -99,8 +99,8 @@ __device__ __forceinline__ int output_column(int j, int n) {
   return 32 * (j >> 2) + 16 * ((j >> 1) & 1) + 2 * n + (j & 1);
 }
 
-// d (16x8 f32) += a (16x16 f16) * b (16x8 f16).
-__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1) {
+// d (16x8 f32) += a (16x16 f16) * b (16x8 f16). Unused over a bf16 cache, which takes mma_bf16_16816.
+[[maybe_unused]] __device__ __forceinline__ void mma_f16_16816(float (&d)[4], const unsigned int (&a)[4], unsigned int b0, unsigned int b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
