@@ -62,20 +62,12 @@ function fusesNorm(a: RopeCacheWriteArgs): boolean {
 function launchRopeNormCacheWrite(device: CudaDevice, a: RopeCacheWriteArgs, norm: NonNullable<RopeCacheWriteArgs['norm']>): void {
   const kernel = device.kernel('rope-norm-cache.cu', 'rope_norm_cache_write_kernel', 'pppppppppiif', { HEAD_DIM: a.headDim, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const heads = a.numHeads + 2 * a.numKvHeads;
-  device.launch(kernel, [a.numTokens, Math.ceil(heads / NORM_WARPS)], [32 * NORM_WARPS], 0, [
-    a.qkv,
-    a.cos,
-    a.sin,
-    a.rotaryRows,
-    a.slotMapping,
-    a.kPool,
-    a.vPool,
-    norm.q,
-    norm.k,
-    a.numHeads,
-    a.numKvHeads,
-    norm.eps,
-  ]);
+  device.launch(kernel, [a.numTokens, Math.ceil(heads / NORM_WARPS)], [32 * NORM_WARPS], 0, [...leadingArgs(a), norm.q, norm.k, a.numHeads, a.numKvHeads, norm.eps]);
+}
+
+/** The arguments both RoPE kernels take first: qkv, the rotary tables and rows, the slots and the pools. */
+function leadingArgs(a: RopeCacheWriteArgs): DevicePtr[] {
+  return [a.qkv, a.cos, a.sin, a.rotaryRows, a.slotMapping, a.kPool, a.vPool];
 }
 
 /** rope_cache_write_kernel: the rotation, and with a bf16 cache the KV write. */
@@ -84,18 +76,5 @@ function launchRope(device: CudaDevice, a: RopeCacheWriteArgs): void {
   const kernel = device.kernel('rope-cache.cu', 'rope_cache_write_kernel', 'pppppppiiiii', { PARTIAL_ROTARY: partial ? 1 : 0, KV_DTYPE: kvDtypeDefine(a.dtype) });
   const firstHead = a.keysOnly ? a.numHeads : 0;
   const perToken = Math.max((a.numHeads + a.numKvHeads - firstHead) * (a.rotaryDim / 2), a.numKvHeads * a.headDim);
-  device.launch(kernel, [a.numTokens, Math.ceil(perToken / THREADS)], [THREADS], 0, [
-    a.qkv,
-    a.cos,
-    a.sin,
-    a.rotaryRows,
-    a.slotMapping,
-    a.kPool,
-    a.vPool,
-    a.numHeads,
-    a.numKvHeads,
-    a.headDim,
-    a.rotaryDim,
-    firstHead,
-  ]);
+  device.launch(kernel, [a.numTokens, Math.ceil(perToken / THREADS)], [THREADS], 0, [...leadingArgs(a), a.numHeads, a.numKvHeads, a.headDim, a.rotaryDim, firstHead]);
 }
