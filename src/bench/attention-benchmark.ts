@@ -9,7 +9,7 @@ import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
-import { DECODE_ATTENTION_KERNELS, type DecodeAttentionKernel } from '../backend/cuda/kernels/decode-attention.ts';
+import type { DecodeAttentionKernel } from '../backend/cuda/kernels/decode-attention.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { kvValueBytes, type KvCacheDtype } from '../step/kv-cache-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
@@ -29,6 +29,8 @@ const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
  * of cache a head, where the launch and the kernel's fixed steps are the whole cost.
  */
 const SHORT_DECODE = { shape: { ...LLAMA_8B, numKvHeads: 4 } as AttentionParams, contextLen: 256 };
+/** A bf16 cache's decodes are timed on each kernel (the `auto` choice between them follows these figures). */
+const BF16_KERNELS = ['tensor-cores', 'cuda-cores'] as const;
 const BATCHED_DECODE = { batch: 256, contextLen: 640, kvDtypes: ['auto', 'fp8_e4m3', 'int8', 'int4'] as const };
 /** Long-context decode with quantized caches on Llama-3.1-8B's heads (bf16 is DECODE_CONTEXTS' row at 32k, batch 16). */
 const LONG_DECODE = { batch: 16, contextLen: 32768, kvDtypes: ['fp8_e4m3', 'int8', 'int4'] as const };
@@ -55,7 +57,7 @@ export interface PrefillFigure {
 export interface DecodeFigure {
   /** How the cache stores K and V (KvCacheLayout.dtype). */
   kv_dtype: KvCacheDtype;
-  /** The decode kernel asked for (CudaBackend.decodeAttention): tensor-cores where its shape limits allow. */
+  /** The decode kernel asked for (CudaBackend.decodeAttention): bf16 is timed on each; quantized caches take `auto` (tensor cores). */
   kernel: DecodeAttentionKernel;
   batch: number;
   context_len: number;
@@ -113,12 +115,12 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       ceilings,
       prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
       decode: [
-        ...DECODE_ATTENTION_KERNELS.map((kernel) => bench.decode(SHORT_DECODE.contextLen, 1, SHORT_DECODE.shape, 'auto', kernel)),
-        ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.flatMap((batch) => DECODE_ATTENTION_KERNELS.map((kernel) => bench.decode(ctx, batch, LLAMA_8B, 'auto', kernel)))),
+        ...BF16_KERNELS.map((kernel) => bench.decode(SHORT_DECODE.contextLen, 1, SHORT_DECODE.shape, 'auto', kernel)),
+        ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.flatMap((batch) => BF16_KERNELS.map((kernel) => bench.decode(ctx, batch, LLAMA_8B, 'auto', kernel)))),
         ...BATCHED_DECODE.kvDtypes.flatMap((dtype) =>
-          (dtype === 'auto' ? DECODE_ATTENTION_KERNELS : (['tensor-cores'] as const)).map((kernel) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype, kernel)),
+          (dtype === 'auto' ? BF16_KERNELS : (['auto'] as const)).map((kernel) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype, kernel)),
         ),
-        ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype, 'tensor-cores')),
+        ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype, 'auto')),
       ],
       mlaDecode: MLA_HEADS.flatMap((heads) =>
         MLA_DECODE_CONTEXTS.flatMap((ctx) =>

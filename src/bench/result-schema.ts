@@ -294,7 +294,7 @@ const AttentionResultsSchema = z.strictObject({
         /** The cache's dtype (KvCacheLayout.dtype); absent in results before 2026-12-06, whose caches were bf16. */
         kv_dtype: z.enum(['auto', 'fp8_e4m3', 'int8', 'int4']).optional(),
         /** The decode kernel asked for; absent in results before both were timed (bf16 ran on CUDA cores, quantized caches on tensor cores where they could). */
-        kernel: z.enum(['tensor-cores', 'cuda-cores']).optional(),
+        kernel: z.enum(['auto', 'tensor-cores', 'cuda-cores']).optional(),
         batch: count,
         context_len: count,
         num_heads: count,

@@ -125,8 +125,9 @@ export interface CudaBackendOptions {
   mlaDecode?: MlaDecodeKernel;
   /**
    * Which kernel runs decode attention where both can (kernels/decode-attention.ts):
-   * `tensor-cores` (decode-attention-mma.cu) or `cuda-cores` (decode-attention.cu). Default:
-   * $KEEL_DECODE_ATTENTION, else tensor-cores.
+   * `tensor-cores` (decode-attention-mma.cu), `cuda-cores` (decode-attention.cu) or `auto` (the
+   * one measured faster for the cache's dtype and the step's grid). Default:
+   * $KEEL_DECODE_ATTENTION, else auto.
    */
   decodeAttention?: DecodeAttentionKernel;
   /**
@@ -212,7 +213,7 @@ function prefillAttentionFromEnv(): PrefillAttentionPath {
 /** KEEL_DECODE_ATTENTION, for comparing the two decode attention kernels without a code change. */
 function decodeAttentionFromEnv(): DecodeAttentionKernel {
   const value = process.env.KEEL_DECODE_ATTENTION;
-  if (value === undefined || value === '') return 'tensor-cores';
+  if (value === undefined || value === '') return 'auto';
   const kernel = DECODE_ATTENTION_KERNELS.find((k) => k === value);
   if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_DECODE_ATTENTION must be one of ${DECODE_ATTENTION_KERNELS.join(', ')}, not '${value}'`);
   return kernel;

@@ -15,7 +15,8 @@ import { continueSeqs, randomChunks, runScenario, type Scenario, TOLERANCE } fro
 // write fails the comparison.
 
 const rng = seededRng(testSeed('cuda attention'));
-const gpu = new CudaBackend({ poisonStepTensors: true });
+// Tensor cores for every decode their shape limits allow (auto would leave larger grids on CUDA cores), the CUDA-core kernel in its own test below.
+const gpu = new CudaBackend({ poisonStepTensors: true, decodeAttention: 'tensor-cores' });
 const cpu = new CpuBackend();
 after(() => gpu.dispose());
 const run = (s: Scenario): void => runScenario(s, gpu, cpu, rng);
@@ -39,9 +40,10 @@ for (const headDim of [64, 96, 128]) {
   });
 }
 
-// bf16 decodes run on tensor cores (decode-attention-mma.cu) wherever its shape limits allow, so
-// the scenarios above test it; decode-attention.cu keeps StreamingLLM, Quest, head dims 72 and 512
-// and KEEL_DECODE_ATTENTION=cuda-cores, and these run it on the cases the other kernel takes.
+// This file's backend runs bf16 decodes on tensor cores (decode-attention-mma.cu) wherever its shape
+// limits allow, so the other scenarios test it; decode-attention.cu keeps StreamingLLM, Quest, head
+// dims 72 and 512, most of `auto`'s larger grids and KEEL_DECODE_ATTENTION=cuda-cores, and these
+// run it on the cases the other kernel takes.
 test('bf16 decodes on the CUDA-core kernel: mixed steps, long split decodes with a window, soft-capping and sinks', () => {
   gpu.decodeAttention = 'cuda-cores';
   try {

@@ -25,10 +25,28 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
 
 /**
  * Which kernel runs a decode where both could: `tensor-cores` (decode-attention-mma.cu, wherever
- * its shape limits allow) or `cuda-cores` (decode-attention.cu, which takes every case).
+ * its shape limits allow), `cuda-cores` (decode-attention.cu, which takes every case), or `auto`:
+ * tensor cores for a quantized cache, and for a bf16 one where they were measured faster
+ * (bf16OnTensorCores).
  */
-export type DecodeAttentionKernel = 'tensor-cores' | 'cuda-cores';
-export const DECODE_ATTENTION_KERNELS: readonly DecodeAttentionKernel[] = ['tensor-cores', 'cuda-cores'];
+export type DecodeAttentionKernel = 'auto' | 'tensor-cores' | 'cuda-cores';
+export const DECODE_ATTENTION_KERNELS: readonly DecodeAttentionKernel[] = ['auto', 'tensor-cores', 'cuda-cores'];
+
+/** Keys a partition must stream for a bf16 decode to take the tensor cores on a grid of several CTAs a multiprocessor. */
+const BF16_MMA_MIN_PARTITION_KEYS = 2048;
+
+/**
+ * Whether `auto` runs a bf16 decode on tensor cores. Measured on the H200 (2026-12-06, both kernels
+ * alone, `keel bench attention`): with at most one CTA a multiprocessor the step is latency-bound
+ * and the CUDA-core kernel's four barriers a 32-key tile weigh most (Qwen3-30B-A3B's heads at 256
+ * tokens, batch 1: 6.9 µs against 9.4; 8B's at 1k: 8.7 against 9.5); long partitions stream faster
+ * on tensor cores (8B at 32k, batch 16: 720 µs against 827). Between, the CUDA-core kernel's
+ * occupancy (35 KB of shared memory a CTA against 109 KB) wins: 256 decodes at 640 tokens 187 µs
+ * against 226, 16 at 1k 33.0 against 36.6, one at 8k (128-key partitions) 27.4 against 28.8.
+ */
+function bf16OnTensorCores(ctas: number, partitionSize: number, multiprocessors: number): boolean {
+  return ctas <= multiprocessors || partitionSize >= BF16_MMA_MIN_PARTITION_KEYS;
+}
 
 export interface DecodeAttentionArgs extends PagedAttentionArgs {
   /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan). */
@@ -68,7 +86,9 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  if (sparse === null && a.kernel === 'tensor-cores' && runsOnTensorCores(a, group)) {
+  const ctas = a.numDecode * numKvHeads * numPartitions;
+  const tensorCores = a.kernel === 'tensor-cores' || (a.kernel === 'auto' && (a.dtype !== 'auto' || bf16OnTensorCores(ctas, partitionSize, device.info.multiprocessorCount)));
+  if (sparse === null && tensorCores && runsOnTensorCores(a, group)) {
     launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
