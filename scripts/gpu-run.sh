@@ -12,6 +12,7 @@
 # default both MoE configs, at batch 1 with KEEL_MOE_DECODE=split and at batch 1 and 64 fused),
 # decode-attention (the attention and quantized-KV kernel tests, keel bench attention, then Qwen3-30B-A3B batch 1 and
 # Llama-3.1-8B batch 1 and 64 with KEEL_DECODE_ATTENTION=cuda-cores and tensor-cores),
+# model-latency (keel bench latency on each of $LATENCY_ARCHS at $LATENCY_BATCHES, tagged $LATENCY_TAG),
 # moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, split then fused), quantize (keel quantize --method
 # $QUANTIZE_METHODS, default gptq, --backend cuda on a random-weight Llama-3.2-1B written by tools/oracle/random_checkpoint.py with keel-tiny's tokenizer:
 # carry models/keel-tiny, gpu-carry.sh pack-models), moe-quant (the MoE
@@ -148,6 +149,8 @@ for s in "$@"; do
         step "latency-qwen3-30b-a3b-$k" 170 env KEEL_DECODE_ATTENTION=$k $(latency qwen3-30b-a3b 1 "decode-$k")
         step "latency-llama-3.1-8b-$k" 170 env KEEL_DECODE_ATTENTION=$k $(latency llama-3.1-8b 1,64 "decode-$k")
       done ;;
+    model-latency) # keel bench latency on each config of $LATENCY_ARCHS (default llama-3.1-8b) at $LATENCY_BATCHES (default 1), results tagged $LATENCY_TAG (default batched).
+      for a in ${LATENCY_ARCHS:-llama-3.1-8b}; do step "latency-$a" 170 $(latency "$a" "${LATENCY_BATCHES:-1}" "${LATENCY_TAG:-batched}"); grep -h "TPOT" "$out/latency-$a.log"; done ;;
     moe-profile) for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
         for path in split fused; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a"; done
       done ;;
