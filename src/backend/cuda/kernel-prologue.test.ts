@@ -34,6 +34,19 @@ extern "C" __global__ void commented_kernel(int* out) {
 }
 extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(128) clustered_kernel(int* out) {
   PDL_PROLOGUE();
+}
+extern "C" __global__ void prefetching_kernel(int* out, const int* w) {
+  PDL_PREFETCH(prefetch_rows(w, f(1, 2)));
+  // and a second
+  PDL_PREFETCH(prefetch_l2(w));
+  PDL_PROLOGUE();
+}
+extern "C" __global__ void loading_kernel(int* out, const int* w) {
+  const int v = w[0];
+  PDL_PROLOGUE();
+}
+extern "C" __global__ void unterminated_kernel(int* out, const int* w) {
+  PDL_PREFETCH(prefetch_l2(w)) PDL_PROLOGUE();
 }`;
   assert.deepEqual(
     [...kernelPrologues(source)],
@@ -44,6 +57,9 @@ extern "C" __global__ void CLUSTER_DIMS __launch_bounds__(128) clustered_kernel(
       ['missing_kernel', false],
       ['commented_kernel', false],
       ['clustered_kernel', true],
+      ['prefetching_kernel', true],
+      ['loading_kernel', false],
+      ['unterminated_kernel', false],
     ],
   );
 });

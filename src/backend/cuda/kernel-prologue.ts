@@ -12,9 +12,12 @@ export const PDL_PROLOGUE = 'PDL_PROLOGUE();';
  */
 export const KERNEL_DECLARATION = /extern "C" __global__ void (?:(?:__launch_bounds__\([^)]*\)|[A-Z][A-Z0-9_]*) )*(\w+)\(/g;
 
+/** The one kind of statement allowed before PDL_PROLOGUE(): L2 prefetches of weights (common.cuh says why they are safe). */
+export const PDL_PREFETCH = 'PDL_PREFETCH(';
+
 /**
  * For every `extern "C" __global__` kernel of a .cu source, whether its body begins with
- * PDL_PROLOGUE() (comments and blank lines before it allowed). CudaDevice launches a kernel with
+ * PDL_PROLOGUE() (comments, blank lines and PDL_PREFETCH(...) statements before it allowed). CudaDevice launches a kernel with
  * PDL only where this says true: a kernel that does not wait would read its inputs while the kernel
  * before it still writes them. A kernel written in a shape this does not recognize is absent, so it
  * gets the plain launch (kernel-prologue.test.ts checks that every kernel of the tree is found).
@@ -23,9 +26,25 @@ export function kernelPrologues(source: string): Map<string, boolean> {
   const out = new Map<string, boolean>();
   for (const match of source.matchAll(KERNEL_DECLARATION)) {
     const body = bodyStart(source, match.index + match[0].length);
-    if (body !== null) out.set(match[1], afterComments(source, body).startsWith(PDL_PROLOGUE));
+    if (body !== null) out.set(match[1], afterPrefetches(afterComments(source, body)).startsWith(PDL_PROLOGUE));
   }
   return out;
+}
+
+/** `rest` past the PDL_PREFETCH(...); statements (and comments) that lead it. */
+function afterPrefetches(rest: string): string {
+  while (rest.startsWith(PDL_PREFETCH)) {
+    let depth = 1;
+    let i = PDL_PREFETCH.length;
+    for (; i < rest.length && depth > 0; i++) {
+      if (rest[i] === '(') depth++;
+      else if (rest[i] === ')') depth--;
+    }
+    const end = /^\s*;/.exec(rest.slice(i));
+    if (end === null) return rest;
+    rest = afterComments(rest, i + end[0].length);
+  }
+  return rest;
 }
 
 /** The index just past the `{` that opens the body, given the index just past the parameter list's `(`. */

@@ -35,6 +35,17 @@ typedef unsigned short bf16;
   } while (0)
 #endif
 
+// Pulls the 128-byte line holding p into L2 (normal eviction priority).
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// The only statements a kernel may put before PDL_PROLOGUE() (kernel-prologue.ts allows these
+// alone): a call that issues L2 prefetches (prefetch_l2) of what no kernel of a step writes, its
+// weights, computing their addresses from its arguments and indices only. A prefetch hands the
+// kernel no value, and L2 is where every device write lands, so it cannot read anything stale
+// whatever the kernel before still writes; it only lets the kernel's first weight lines stream in
+// while that kernel finishes, where otherwise its loads would start after the wait.
+#define PDL_PREFETCH(call) call
+
 __device__ __forceinline__ float bf16_to_f32(bf16 h) { return __uint_as_float(((unsigned int)h) << 16); }
 
 // Round to nearest even, as PyTorch's .to(torch.bfloat16).

@@ -52,19 +52,46 @@ __device__ __forceinline__ float dot8(const float* a, const float* b) {
   return s;
 }
 
+// The weight row and the slice of its k8 16-byte chunks [c_begin, c_end) a warp sums; `active`
+// false for a warp past the last row. Slices start on whole warps of chunks, so every load of a
+// warp stays coalesced.
+struct WarpSlice {
+  int row, c_begin, c_end;
+  bool active;
+};
+__device__ __forceinline__ WarpSlice warp_slice(int n, int k8) {
+  const int warp = threadIdx.x >> 5;
+  const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
+  const int span = ((k8 + KSPLIT - 1) / KSPLIT + 31) / 32 * 32;
+  const int c_begin = (warp % KSPLIT) * span;
+  return {row, c_begin, min(k8, c_begin + span), row < n};
+}
+
+// The lines of the warp's first round of weight loads, into L2 before the wait on the kernel
+// before: a 128-byte line holds 8 chunks, so lanes 0, 8, 16 and 24 name the round's lines.
+__device__ __forceinline__ void prefetch_first_round(const uint4* w, int n, int k8) {
+  const WarpSlice s = warp_slice(n, k8);
+  const int lane = threadIdx.x & 31;
+  if (!s.active || (lane & 7) != 0) return;
+#pragma unroll
+  for (int m = 0; m < MATS; m++)
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+      const int c = s.c_begin + u * 32 + lane;
+      if (c < s.c_end) prefetch_l2(w + ((long long)s.row + (long long)m * n) * k8 + c);
+    }
+}
+
 // grid ceil(n * KSPLIT / warps per block), block a multiple of 32 * KSPLIT; n output columns;
 // k8 = k / 8; bias (not with GATED) may be null. KSPLIT warps share a row, each summing a slice of
 // k, so that a matrix of few rows still has enough warps, each with a short chain of loads.
 // alpha and limit are the clamped SwiGLU's (GATED with ACT=2 only).
 extern "C" __global__ void __launch_bounds__(128) gemv_kernel(out_t* __restrict__ out, const uint4* __restrict__ x, const uint4* __restrict__ w,
                                                               const bf16* __restrict__ bias, int n, int k8, float alpha, float limit) {
+  PDL_PREFETCH(prefetch_first_round(w, n, k8));
   PDL_PROLOGUE();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row = blockIdx.x * ((blockDim.x >> 5) / KSPLIT) + warp / KSPLIT;
-  // Slices start on whole warps of chunks, so every load of a warp stays coalesced.
-  const int span = ((k8 + KSPLIT - 1) / KSPLIT + 31) / 32 * 32;
-  const int c_begin = (warp % KSPLIT) * span, c_end = min(k8, c_begin + span);
-  const bool active = row < n;
+  const int lane = threadIdx.x & 31;
+  const auto [row, c_begin, c_end, active] = warp_slice(n, k8);
   const uint4* w_rows[MATS];
 #pragma unroll
   for (int m = 0; m < MATS; m++) w_rows[m] = w + ((long long)(active ? row : 0) + (long long)m * n) * k8;
@@ -105,6 +132,7 @@ extern "C" __global__ void __launch_bounds__(128) gemv_kernel(out_t* __restrict_
     for (int r = 0; r < ROWS; r++) acc[m][r] = warp_sum(acc[m][r]);
 #if KSPLIT > 1
   // The first warp of each row adds the other slices' sums, in slice order.
+  const int warp = threadIdx.x >> 5;
   __shared__ float partial[4][MATS][ROWS];
   if (lane == 0) {
 #pragma unroll

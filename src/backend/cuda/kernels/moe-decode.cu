@@ -93,10 +93,22 @@ __device__ __forceinline__ unsigned int load_acquire(const unsigned int* p) {
   return v;
 }
 
-// Pulls the 128-byte line holding p into L2. Normal eviction priority: an evict_last mark could
-// outlive this launch and crowd later layers' weights out of L2; the gate/up rows still streaming
-// after a warp's prefetch (at most one round, ~17 MB) leave the ~25 MB of down rows room.
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// prefetch_l2 (common.cuh) keeps normal eviction priority: an evict_last mark could outlive this
+// launch and crowd later layers' weights out of L2; the gate/up rows still streaming after a
+// warp's prefetch of its down rows (at most one round, ~17 MB) leave the ~25 MB of those room.
+
+// Phase 0's router rows (and the shared gate's row) this warp reads, into L2 before the wait on the
+// kernel before: a row's lines one a lane.
+__device__ __forceinline__ void prefetch_router_rows(const uint4* router, const uint4* shared_gate, int num_experts, int hidden) {
+  const int lane = threadIdx.x & 31;
+  const int gw = blockIdx.x * WARPS + (threadIdx.x >> 5), num_warps = gridDim.x * WARPS;
+  const int hidden8 = hidden / 8;
+  const int items = shared_gate == nullptr ? num_experts : num_experts + 1;
+  for (int item = gw; item < items; item += num_warps) {
+    const uint4* row = item == num_experts ? shared_gate : router + (long long)item * hidden8;
+    for (int c = lane * 8; c < hidden8; c += 32 * 8) prefetch_l2(row + c);
+  }
+}
 
 // Every block waits until `target` blocks have arrived at *arrived (each barrier of a launch adds
 // gridDim.x). Writes before it (made visible by the fence) are read after it through L2 (ld.cg).
@@ -195,6 +207,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) moe_decode_kernel(
     const uint4* __restrict__ shared_down, const uint4* __restrict__ shared_gate, float* logits, bf16* h, unsigned int* sync, int hidden,
     int n, int m, int num_experts, int top_k, int first, int count, int scoring, int bias_kind, int group_score, int num_groups,
     int topk_groups, int normalize, float scale, float softcap, float alpha, float limit) {
+  PDL_PREFETCH(prefetch_router_rows(router, shared_gate, num_experts, hidden));
   PDL_PROLOGUE();
   extern __shared__ uint4 smem[];
   __shared__ int ids[MAX_SEGMENTS];
