@@ -88,7 +88,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const ctas = a.numDecode * numKvHeads * numPartitions;
   const tensorCores = a.kernel === 'tensor-cores' || (a.kernel === 'auto' && (a.dtype !== 'auto' || bf16OnTensorCores(ctas, partitionSize, device.info.multiprocessorCount)));
-  if (sparse === null && tensorCores && runsOnTensorCores(a, group)) {
+  if (sparse === null && tensorCores && runsOnTensorCores(device, a, group)) {
     launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
@@ -132,13 +132,14 @@ function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: De
 
 /**
  * Whether decode-attention-mma.cu (tensor cores) takes a decode: a group of at most 16 query heads
- * (one mma row tile), head dims a multiple of 32 (int4: 64) up to 256, and no StreamingLLM (Quest's
- * sparse tables are the caller's to rule out).
+ * (one mma row tile), head dims a multiple of 32 (int4: 64) up to 256, no StreamingLLM (Quest's
+ * sparse tables are the caller's to rule out), and its shared memory within the GPU's opt-in limit
+ * (bf16 at head dim 128 takes 109 KB, more than the 99 KB of Ada and consumer Ampere cards).
  */
-function runsOnTensorCores(a: DecodeAttentionArgs, group: number): boolean {
+function runsOnTensorCores(device: CudaDevice, a: DecodeAttentionArgs, group: number): boolean {
   const { headDim, streaming } = a.shape;
   if (group > 16 || headDim > 256 || streaming !== null) return false;
-  return headDim % (a.dtype === 'int4' ? 64 : 32) === 0;
+  return headDim % (a.dtype === 'int4' ? 64 : 32) === 0 && decodeMmaSharedBytes(headDim, a.dtype) <= device.info.maxSharedMemoryPerBlockOptin;
 }
 
 /** decode_attention_mma_kernel's keys per tile (TK) and warps (WARPS). */
