@@ -220,9 +220,17 @@ test('AWQ clipping: a group stretched by an outlier on a quiet input channel is 
 
 test('keel quantize --method awq on keel-tiny: scales, and with --awq-clip clipping, lower the calibration error below round to nearest, the norms absorb the scales, and the checkpoint loads in Keel', async (t) => {
   const output = tempDir(t);
-  const reports = quantizeCheckpoint(options(output, { method: 'awq' }));
+  const lines: string[] = [];
+  const reports = quantizeCheckpoint(options(output, { method: 'awq', progress: (line) => lines.push(line) }));
   const searched = reports.filter((r) => !r.names[0].endsWith('o_proj.weight'));
   assert.equal(searched.length, 12);
+  // Progress: calibration, each scale search, then each linear with its errors, in that order.
+  const kinds = lines.map((l) => l.split(/[: ]/)[0]);
+  assert.deepEqual(kinds, ['calibrated', ...Array(12).fill('AWQ'), ...Array(reports.length).fill('quantized')], lines.join('\n'));
+  reports.forEach((r, i) => {
+    const line = lines[13 + i];
+    assert.ok(line.startsWith(`quantized ${i + 1}/${reports.length} ${r.names.join(', ')}: output error ${r.error.toExponential(3)} (round to nearest ${r.rtnError.toExponential(3)}) (`), line);
+  });
   for (const r of reports) assert.ok(r.error <= r.rtnError, `${r.names[0]}: AWQ ${r.error} vs round to nearest ${r.rtnError}`);
   assert.ok(searched.some((r) => r.alpha! > 0 && r.error < r.rtnError), 'some layer gains from scaling');
   assert.ok(reports.every((r) => r.clippedGroups === 0), 'no clipping unless asked');

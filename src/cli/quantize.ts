@@ -32,6 +32,8 @@ stay 16-bit) and writes a checkpoint Keel, transformers and vLLM load (docs/quan
 Runs on the GPU when there is one (--backend): the calibration passes, GPTQ and the output
 errors (the reports', AWQ's search's); AWQ's round-to-nearest trials and clipping and vq run on
 the CPU either way. On the CPU the default model and small models take seconds to minutes.
+Progress goes to stderr, a line per stage (calibrated, each AWQ scale search, each linear
+quantized with its output error), each with the seconds since calibration began.
 
   --model DIR|ORG/NAME[@REV]     the 16-bit model (default: keel-tiny)
   --method gptq|awq|rtn
@@ -110,7 +112,7 @@ export async function quantizeCommand(argv: string[]): Promise<void> {
   const startedAt = performance.now();
   let reports;
   try {
-    reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, trueSequential: values['true-sequential'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}` }, device);
+    reports = quantizeCheckpoint({ model: dir, method, bits, groupSize: groupFlag === -1 ? null : groupFlag, actOrder: values['act-order'] ?? false, trueSequential: values['true-sequential'] ?? false, awqClip: values['awq-clip'] ?? false, layout, samples, output: values.output, codebooks: `aqlm-${codebooks}`, progress: (line) => console.error(line) }, device);
   } finally {
     device.dispose();
   }

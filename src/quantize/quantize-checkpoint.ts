@@ -44,6 +44,8 @@ export interface QuantizeOptions {
   /** Calibration token windows; rtn needs none (given, they only measure its error). */
   samples: number[][];
   output: string;
+  /** Told a line at each stage that takes time (calibrated, each AWQ scale search, each linear quantized): a run takes minutes on a GPU, hours on a CPU. */
+  progress?: (line: string) => void;
 }
 
 /**
@@ -112,27 +114,34 @@ export function quantizeCheckpoint(o: QuantizeOptions, device: QuantizeDevice = 
     // GPTQ's passes record one unit each (SequentialCalibration); its first pass only lists the
     // linears. Each method asks for the statistics it uses.
     const statistics = { hessian: o.method === 'gptq' || o.method === 'vq', meanAbs: o.method === 'awq' };
+    const started = performance.now();
+    const progress = (line: string) => o.progress?.(`${line} (${((performance.now() - started) / 1000).toFixed(1)} s)`);
     linears = calibrate(newModel(), ckpt, o.samples.length === 0 ? [[0, 0]] : o.samples, { device, statistics, records: o.method === 'gptq' ? new Set() : undefined });
+    progress(`calibrated: ${linears.length} linears over ${o.samples.length} windows`);
     sequential = o.method === 'gptq' ? new SequentialCalibration(linears, (replaced, records) => calibrate(newModel(), ckpt, o.samples, { device, statistics, replaced, records }), o.trueSequential === true) : null;
     // AWQ folds its scales across linears, so it holds every weight at once; the other methods read
     // a linear's weights when they come to it (an 8B model's, all in float64, would take 56 GB).
     const read = (name: string) => Float64Array.from(hostTensorToFloat32(ckpt.read(name)));
     const weights = new Map<string, Float64Array>(o.method === 'awq' ? linears.flatMap((l) => l.names.map((n) => [n, read(n)] as const)) : []);
     const replaced = new Map<string, Float32Array>();
-    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, ckpt, o), o) : new Map<LinearInputs, AwqLayer>();
+    const awq = o.method === 'awq' ? awqLayers(linears, weights, foldAwqScales(device, linears, weights, replaced, ckpt, { ...o, progress }), o) : new Map<LinearInputs, AwqLayer>();
     const tensors = new Map<string, SafetensorsTensor>();
     const reports: LayerReport[] = [];
+    const done = (report: LayerReport) => {
+      reports.push(report);
+      progress(`quantized ${reports.length}/${linears.length} ${report.names.join(', ')}: output error ${report.error.toExponential(3)} (round to nearest ${report.rtnError.toExponential(3)})`);
+    };
     for (const linear of linears) {
       const rows = linear.names.map((n) => ckpt.info(n).shape[0]);
       const parts = linear.names.map((n) => weights.get(n) ?? read(n));
       if (o.method === 'vq') {
-        reports.push(quantizeVq(device, linear, parts, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
+        done(quantizeVq(device, linear, parts, rows, o.codebooks ?? 'aqlm-2x8', o.samples.length > 0, tensors));
         continue;
       }
       const stacked = concat(parts);
       const total = rows.reduce((a, b) => a + b, 0);
       const { quantized, report } = quantizeLinear(device, stacked, total, sequential?.inputsOf(linear) ?? linear, o, awq.get(linear) ?? null);
-      reports.push(report);
+      done(report);
       let first = 0;
       linear.names.forEach((name, i) => {
         const part = sliceRows(quantized, first, rows[i]);
@@ -277,6 +286,7 @@ export function foldAwqScales(
       rowDivisors.set(before.name, search.scales);
     }
     searches.set(linear, search);
+    o.progress?.(`AWQ scales ${searches.size}: ${names.join(', ')}, alpha ${search.alpha}`);
   }
   return { searches, rowDivisors };
 }
