@@ -40,7 +40,9 @@ extern "C" __global__ void rope_norm_cache_write_kernel(bf16* __restrict__ qkv, 
   const int total = num_heads + 2 * num_kv_heads;
   if (h >= total) return;
   bf16* head = qkv + ((long long)blockIdx.x * total + h) * D;
+#if KV_DTYPE == 0
   const long long slot_at = (long long)slots[blockIdx.x] * num_kv_heads * D;
+#endif
   if (h >= num_heads + num_kv_heads) {  // a value head goes to the cache as it is
 #if KV_DTYPE == 0
     bf16* v = v_pool + slot_at + (long long)(h - num_heads - num_kv_heads) * D;
