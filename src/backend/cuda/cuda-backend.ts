@@ -176,13 +176,16 @@ function marlinFromEnv(): boolean {
   throw new KeelError('invalid_argument', `KEEL_MARLIN must be '0' or '1', not '${value}'`);
 }
 
-/** KEEL_QUANTIZED_GEMV, for comparing the two int4 and fp8 decode GEMVs without a code change. */
-function quantizedGemvFromEnv(): QuantizedGemvKernel {
-  const value = process.env.KEEL_QUANTIZED_GEMV;
-  if (value === undefined || value === '') return 'auto';
-  const kernel = QUANTIZED_GEMV_KERNELS.find((k) => k === value);
-  if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_QUANTIZED_GEMV must be one of ${QUANTIZED_GEMV_KERNELS.join(', ')}, not '${value}'`);
-  return kernel;
+/**
+ * A kernel or path chosen by environment variable `name`, for comparing them without a code
+ * change: one of `choices`, or `fallback` when unset or empty; any other value is refused by name.
+ */
+function choiceFromEnv<T extends string>(name: string, choices: readonly T[], fallback: T): T {
+  const value = process.env[name];
+  if (value === undefined || value === '') return fallback;
+  const choice = choices.find((c) => c === value);
+  if (choice === undefined) throw new KeelError('invalid_argument', `${name} must be one of ${choices.join(', ')}, not '${value}'`);
+  return choice;
 }
 
 /** KEEL_PDL: 1 or unset launches kernels with programmatic dependent launch where the GPU has it, 0 does not. */
@@ -199,32 +202,6 @@ function moeDecodeFromEnv(): MoeDecodePath {
   if (value === undefined || value === '' || value === 'fused') return 'fused';
   if (value === 'split') return 'split';
   throw new KeelError('invalid_argument', `KEEL_MOE_DECODE must be 'fused' or 'split', not '${value}'`);
-}
-
-/** KEEL_PREFILL_ATTENTION, for comparing the prefill attention kernels without a code change. */
-function prefillAttentionFromEnv(): PrefillAttentionPath {
-  const value = process.env.KEEL_PREFILL_ATTENTION;
-  if (value === undefined || value === '') return 'legacy';
-  const path = PREFILL_ATTENTION_PATHS.find((p) => p === value);
-  if (path === undefined) throw new KeelError('invalid_argument', `KEEL_PREFILL_ATTENTION must be one of ${PREFILL_ATTENTION_PATHS.join(', ')}, not '${value}'`);
-  return path;
-}
-
-/** KEEL_DECODE_ATTENTION, for comparing the two decode attention kernels without a code change. */
-function decodeAttentionFromEnv(): DecodeAttentionKernel {
-  const value = process.env.KEEL_DECODE_ATTENTION;
-  if (value === undefined || value === '') return 'auto';
-  const kernel = DECODE_ATTENTION_KERNELS.find((k) => k === value);
-  if (kernel === undefined) throw new KeelError('invalid_argument', `KEEL_DECODE_ATTENTION must be one of ${DECODE_ATTENTION_KERNELS.join(', ')}, not '${value}'`);
-  return kernel;
-}
-
-/** KEEL_MLA_DECODE, for comparing the two MLA decode kernels without a code change. */
-function mlaDecodeFromEnv(): MlaDecodeKernel {
-  const value = process.env.KEEL_MLA_DECODE;
-  if (value === undefined || value === '') return 'flash';
-  if ((MLA_DECODE_KERNELS as readonly string[]).includes(value)) return value as MlaDecodeKernel;
-  throw new KeelError('invalid_argument', `KEEL_MLA_DECODE must be one of ${MLA_DECODE_KERNELS.join(', ')}, not '${value}'`);
 }
 
 const DEFAULT_ARENA_BYTES = 256 * 1024 * 1024;
@@ -323,11 +300,11 @@ export class CudaBackend implements Backend {
     this.moeSync = this.ownedAlloc(8);
     this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
-    this.prefillAttention = options.prefillAttention ?? prefillAttentionFromEnv();
-    this.mlaDecode = options.mlaDecode ?? mlaDecodeFromEnv();
-    this.decodeAttention = options.decodeAttention ?? decodeAttentionFromEnv();
+    this.prefillAttention = options.prefillAttention ?? choiceFromEnv('KEEL_PREFILL_ATTENTION', PREFILL_ATTENTION_PATHS, 'legacy');
+    this.mlaDecode = options.mlaDecode ?? choiceFromEnv('KEEL_MLA_DECODE', MLA_DECODE_KERNELS, 'flash');
+    this.decodeAttention = options.decodeAttention ?? choiceFromEnv('KEEL_DECODE_ATTENTION', DECODE_ATTENTION_KERNELS, 'auto');
     this.marlin = options.marlin ?? marlinFromEnv();
-    this.quantizedGemv = options.quantizedGemv ?? quantizedGemvFromEnv();
+    this.quantizedGemv = options.quantizedGemv ?? choiceFromEnv('KEEL_QUANTIZED_GEMV', QUANTIZED_GEMV_KERNELS, 'auto');
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
