@@ -34,12 +34,7 @@ export function kernelPrologues(source: string): Map<string, boolean> {
 /** `rest` past the PDL_PREFETCH(...); statements (and comments) that lead it. */
 function afterPrefetches(rest: string): string {
   while (rest.startsWith(PDL_PREFETCH)) {
-    let depth = 1;
-    let i = PDL_PREFETCH.length;
-    for (; i < rest.length && depth > 0; i++) {
-      if (rest[i] === '(') depth++;
-      else if (rest[i] === ')') depth--;
-    }
+    const i = pastClosingParen(rest, PDL_PREFETCH.length);
     const end = /^\s*;/.exec(rest.slice(i));
     if (end === null) return rest;
     rest = afterComments(rest, i + end[0].length);
@@ -49,14 +44,20 @@ function afterPrefetches(rest: string): string {
 
 /** The index just past the `{` that opens the body, given the index just past the parameter list's `(`. */
 function bodyStart(source: string, from: number): number | null {
+  const i = pastClosingParen(source, from);
+  const brace = /^\s*\{/.exec(source.slice(i));
+  return brace === null ? null : i + brace[0].length;
+}
+
+/** The index just past the `)` that closes a parenthesis opened just before `from` (the end of `source` if none does). */
+function pastClosingParen(source: string, from: number): number {
   let depth = 1;
   let i = from;
   for (; i < source.length && depth > 0; i++) {
     if (source[i] === '(') depth++;
     else if (source[i] === ')') depth--;
   }
-  const brace = /^\s*\{/.exec(source.slice(i));
-  return brace === null ? null : i + brace[0].length;
+  return i;
 }
 
 /** The source from `at` on, without the whitespace and comments that lead it. */
