@@ -1,6 +1,7 @@
 // Shared device helpers. NVRTC compiles these kernels with no system headers, so bf16 is handled
 // as raw 16-bit patterns with PTX conversions instead of <cuda_bf16.h>.
 #pragma once
+#include "kv-tile-rows.cuh"
 
 typedef unsigned short bf16;
 
@@ -194,6 +195,19 @@ __device__ __forceinline__ long long kv_slot(const int* block_table, int pos, in
   return (long long)block_table[pos / block_size] * block_size + pos % block_size;
 }
 
+// The cache slot this lane looks up for the tile at k0 (KvTileRows::lane_row, kv-tile-rows.cuh),
+// -1 past `end` or for no row. Every lane of the warp calls it; an int holds any slot a pool has.
+template <typename Rows>
+__device__ __forceinline__ int lane_kv_slot(const int* block_table, int k0, int end, int block_size) {
+  const int r = Rows::lane_row(threadIdx.x, threadIdx.x & 31);
+  return r >= 0 && k0 + r < end ? (int)kv_slot(block_table, k0 + r, block_size) : -1;
+}
+// The slot of the row this thread copies in round `round`, from the lane that looked it up.
+template <typename Rows>
+__device__ __forceinline__ int round_kv_slot(int lane_slot, int round) {
+  return __shfl_sync(FULL_MASK, lane_slot, Rows::source_lane(threadIdx.x, round));
+}
+
 // Queues (cp.async, one commit group) the keys and values of positions k0 .. k0 + TILE_ROWS - 1 of kv
 // head `kvh` from the paged pools into shared rows `row_stride` elements apart, CHUNKS 16-byte chunks
 // each (8 bf16, or 16 codes of an 8-bit cache), shared by THREADS threads; positions at or past
@@ -202,12 +216,22 @@ template <int TILE_ROWS, int CHUNKS, int THREADS, typename T>
 __device__ __forceinline__ void stage_kv_tile(T* dk, T* dv, const T* k_pool, const T* v_pool, const int* block_table, int k0, int end,
                                               int block_size, int num_kv_heads, int kvh, int row_stride) {
   constexpr int PER = 16 / sizeof(T);
-  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+  using Rows = KvTileRows<TILE_ROWS, CHUNKS, THREADS>;
+  auto copy = [&](int c, long long slot) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
-    const bool valid = k0 + r < end;
-    const long long src = valid ? (kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh) * (CHUNKS * PER) + ch * PER : 0;
-    cp_async16(dk + r * row_stride + ch * PER, k_pool + src, valid ? 16 : 0);
-    cp_async16(dv + r * row_stride + ch * PER, v_pool + src, valid ? 16 : 0);
+    const long long src = slot >= 0 ? (slot * num_kv_heads + kvh) * (CHUNKS * PER) + ch * PER : 0;
+    cp_async16(dk + r * row_stride + ch * PER, k_pool + src, slot >= 0 ? 16 : 0);
+    cp_async16(dv + r * row_stride + ch * PER, v_pool + src, slot >= 0 ? 16 : 0);
+  };
+  if constexpr (Rows::BY_LANE) {
+    const int lane_slot = lane_kv_slot<Rows>(block_table, k0, end, block_size);
+#pragma unroll 2
+    for (int i = 0; i < Rows::ROUNDS; i++) copy(threadIdx.x + i * THREADS, round_kv_slot<Rows>(lane_slot, i));
+  } else {
+    for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+      const int pos = k0 + c / CHUNKS;
+      copy(c, pos < end ? kv_slot(block_table, pos, block_size) : -1);
+    }
   }
   cp_async_commit();
 }
@@ -369,10 +393,11 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
                                                     const int* block_table, int k0, int end, int block_size, int num_kv_heads, int kvh) {
   constexpr int BYTES = kv_code_chunk(KV);
   constexpr int SCALES = kv_row_scales(KV);
-  for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+  using Rows = KvTileRows<TILE_ROWS, CHUNKS, THREADS>;
+  auto copy = [&](int c, long long slot) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
-    const bool valid = k0 + r < end;
-    const long long head = valid ? kv_slot(block_table, k0 + r, block_size) * num_kv_heads + kvh : 0;
+    const bool valid = slot >= 0;
+    const long long head = valid ? slot * num_kv_heads + kvh : 0;
     const long long at = head * (CHUNKS * BYTES) + ch * BYTES;
     if (BYTES == 4) {
       cp_async4(ck + r * CHUNKS * BYTES + ch * BYTES, k_pool + at, valid ? 4 : 0);
@@ -387,6 +412,16 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
     } else if (SCALES == 2 && ch == 0) {
       cp_async8(sk + 2 * r, k_scales + 2 * head, valid ? 8 : 0);
       cp_async8(sv + 2 * r, v_scales + 2 * head, valid ? 8 : 0);
+    }
+  };
+  if constexpr (Rows::BY_LANE) {
+    const int lane_slot = lane_kv_slot<Rows>(block_table, k0, end, block_size);
+#pragma unroll 2
+    for (int i = 0; i < Rows::ROUNDS; i++) copy(threadIdx.x + i * THREADS, round_kv_slot<Rows>(lane_slot, i));
+  } else {
+    for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
+      const int pos = k0 + c / CHUNKS;
+      copy(c, pos < end ? kv_slot(block_table, pos, block_size) : -1);
     }
   }
   cp_async_commit();

@@ -130,38 +130,44 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     }
     mbarrier_arrive_on_copies(q_full);
     const int* table = block_tables + (long long)seq * max_blocks_per_seq;
+    // Chunk c = tid + i · LOADERS of a K or V tile in round i; each row's slot is looked up once a
+    // tile, for K and V alike, by one lane of the warp (kv-tile-rows.cuh).
+    using Rows = KvTileRows<BN, CHUNKS, LOADERS>;
+    static_assert(Rows::BY_LANE, "a loader warp's lanes hold the slots of the rows it copies");
 #if KV_DTYPE == 0
     // A tile's rows by cp.async; the stage's barrier completes once they land.
-    auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int k0, unsigned int full) {
-      for (int c = tid; c < BN * CHUNKS; c += LOADERS) {
-        const int r = c / CHUNKS, ch = c % CHUNKS;
-        const bool valid = k0 + r < k_end;
-        const long long src = valid ? (kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh) * D + ch * 8 : 0;
-        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), reinterpret_cast<const bf16*>(pool) + src, valid ? 16 : 0);
+    auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
+#pragma unroll 4
+      for (int i = 0; i < Rows::ROUNDS; i++) {
+        const int c = tid + i * LOADERS, r = c / CHUNKS, ch = c % CHUNKS;
+        const int slot = round_kv_slot<Rows>(lane_slot, i);
+        const long long src = slot >= 0 ? ((long long)slot * num_kv_heads + kvh) * D + ch * 8 : 0;
+        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), reinterpret_cast<const bf16*>(pool) + src, slot >= 0 ? 16 : 0);
       }
       mbarrier_arrive_on_copies(full);
     };
 #else
     // A tile's codes through registers, CODE_LOADS chunks in flight, stored as bf16 rows; the
     // arrival releases the stores to the consumers (who fence before their MMAs read them).
-    auto load_tile = [&](const unsigned char* pool, const float* row_scales, float scale, unsigned int dst, int k0, unsigned int full) {
-      for (int c0 = tid; c0 < BN * CHUNKS; c0 += CODE_LOADS * LOADERS) {
+    auto load_tile = [&](const unsigned char* pool, const float* row_scales, float scale, unsigned int dst, int lane_slot, unsigned int full) {
+      for (int i0 = 0; i0 < Rows::ROUNDS; i0 += CODE_LOADS) {
         uint2 codes[CODE_LOADS];
         float scales[CODE_LOADS];
 #pragma unroll
         for (int i = 0; i < CODE_LOADS; i++) {
-          const int c = c0 + i * LOADERS, r = c / CHUNKS, ch = c % CHUNKS;
+          const int c = tid + (i0 + i) * LOADERS, ch = c % CHUNKS;
+          const int slot = round_kv_slot<Rows>(lane_slot, i0 + i);
           codes[i] = make_uint2(0, 0);
           scales[i] = 0.f;
-          if (k0 + r < k_end) {
-            const long long slot_head = kv_slot(table, k0 + r, block_size) * num_kv_heads + kvh;
+          if (slot >= 0) {
+            const long long slot_head = (long long)slot * num_kv_heads + kvh;
             codes[i] = *reinterpret_cast<const uint2*>(pool + slot_head * D + ch * 8);
             scales[i] = KV_DTYPE == 2 ? row_scales[slot_head] : scale;
           }
         }
 #pragma unroll
         for (int i = 0; i < CODE_LOADS; i++) {
-          const int c = c0 + i * LOADERS;
+          const int c = tid + (i0 + i) * LOADERS;
           *reinterpret_cast<uint4*>(smem + (dst - base) + tile_offset<BN>(c / CHUNKS, c % CHUNKS)) = dequantize8<KV_DTYPE>(codes[i], scales[i]);
         }
       }
@@ -171,10 +177,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     for (int t = 0; t < num_tiles; t++) {
       const int st = t % STAGES;
       const unsigned int reuse_parity = (t / STAGES - 1) & 1;  // the phase that frees tile t - STAGES
+      const int lane_slot = lane_kv_slot<Rows>(table, k_begin + t * BN, k_end, block_size);  // its table read overlaps the wait
       if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
-      load_tile(k_pool, k_scales, k_scale, s_k + st * TILE_BYTES, k_begin + t * BN, k_full(st));
+      load_tile(k_pool, k_scales, k_scale, s_k + st * TILE_BYTES, lane_slot, k_full(st));
       if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
-      load_tile(v_pool, v_scales, v_scale, s_v + st * TILE_BYTES, k_begin + t * BN, v_full(st));
+      load_tile(v_pool, v_scales, v_scale, s_v + st * TILE_BYTES, lane_slot, v_full(st));
     }
     // Leave no copy in flight behind an exiting thread.
     asm volatile("cp.async.wait_all;\n" ::: "memory");
