@@ -47,6 +47,11 @@ export interface CudaDeviceOptions {
 const KERNEL_DIR = new URL('./kernels/', import.meta.url);
 const DEFAULT_DYNAMIC_SHARED_LIMIT = 48 * 1024;
 const CUBLAS_WORKSPACE_BYTES = 32 * 1024 * 1024;
+/**
+ * Arrival counters kept for kernels whose last CTA finishes their joint result (common.cuh's
+ * last_to_arrive): a launch uses one per group of CTAs that meet, far fewer than this.
+ */
+const ARRIVAL_COUNTERS = 65536;
 /** Hopper's griddepcontrol instructions, which PDL_PROLOGUE() compiles to, start with sm_90. */
 const PROGRAMMATIC_LAUNCH_MIN_MAJOR = 9;
 
@@ -72,6 +77,7 @@ export class CudaDevice {
   private readonly sharedLimits = new Map<Handle, number>();
   private readonly headers: NvrtcHeader[];
   private readonly cublasWorkspace: DevicePtr;
+  private readonly arrival: DevicePtr;
   /** Bound on first use: only 2:4 sparse weights need cuSPARSELt (cusparselt.ts). */
   private sparse: CusparseLt | null = null;
   private readonly timerStart: Handle;
@@ -103,6 +109,8 @@ export class CudaDevice {
       .filter((f) => f.endsWith('.cuh'))
       .map((name) => ({ name, source: readFileSync(new URL(name, KERNEL_DIR), 'utf8') }));
     this.cublasWorkspace = this.driver.alloc(CUBLAS_WORKSPACE_BYTES);
+    this.arrival = this.driver.alloc(ARRIVAL_COUNTERS * 4);
+    this.driver.memsetD8Async(this.arrival, 0, ARRIVAL_COUNTERS * 4, this.stream);
     this.cublas = new Cublas(libs.cublas.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
     this.timerStart = this.driver.createEvent();
     this.timerEnd = this.driver.createEvent();
@@ -179,6 +187,16 @@ export class CudaDevice {
 
   alloc(bytes: number): DevicePtr {
     return this.driver.alloc(bytes);
+  }
+
+  /**
+   * `count` u32 arrival counters for one launch (common.cuh's last_to_arrive), zero as every
+   * launch finds them and leaves them. Every kernel on this device's stream shares them: kernels
+   * run one after another there, so no two launches count at once.
+   */
+  arrivalCounters(count: number): DevicePtr {
+    if (count > ARRIVAL_COUNTERS) throw new RangeError(`a launch needs ${count} arrival counters; the device keeps ${ARRIVAL_COUNTERS}`);
+    return this.arrival;
   }
 
   free(ptr: DevicePtr): void {
@@ -266,6 +284,7 @@ export class CudaDevice {
     this.launchConfig.dispose();
     for (const module of this.modules) this.driver.unloadModule(module);
     this.driver.free(this.cublasWorkspace);
+    this.driver.free(this.arrival);
     this.driver.destroyEvent(this.timerStart);
     this.driver.destroyEvent(this.timerEnd);
     this.driver.destroyStream(this.stream);

@@ -161,6 +161,31 @@ __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
   return v;
 }
 
+// A float another CTA of this kernel wrote, read from L2 (this SM's L1 may hold a stale line).
+__device__ __forceinline__ float load_from_l2(const float* p) {
+  float v;
+  asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Whether this CTA is the last of the `count` CTAs sharing `counter` to get here, so that it can
+// finish their joint result (a merge, a split-K sum) without a kernel of its own. Every thread of
+// the CTA calls it once, after writing what the last one will read: the fence and barrier put
+// those writes before thread 0's count, and the last CTA, fenced after the count, sees every CTA's.
+// The last one sets the counter back to zero, as every launch finds it: counters are
+// CudaDevice.arrivalCounters, zeroed once, and only kernels on the device's one compute stream
+// use them, each finished before the next reads them (stream order; with PDL, griddepcontrol.wait).
+__device__ __forceinline__ bool last_to_arrive(unsigned int* counter, unsigned int count) {
+  __threadfence();
+  __syncthreads();
+  const bool last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(counter, 1u) == count - 1);
+  if (last) {
+    if (threadIdx.x == 0) *counter = 0u;
+    __threadfence();
+  }
+  return last;
+}
+
 // 16-byte global -> shared copy that bypasses L1; src_bytes 0 writes zeros (rows past the end).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned int s = (unsigned int)__cvta_generic_to_shared(smem);

@@ -15,7 +15,7 @@
 // the values' order (output_column). S = Q Kᵀ is scaled per key (int8's row scale) or per tensor
 // (fp8's, with the 256), an online softmax runs per row, then O += P V, P scaled by int8's value
 // row scale. The warps' running max, sum and output are merged at the end; with partitions the
-// CTA writes them as decode-attention.cu's partials, which its decode_reduce_kernel merges. As
+// CTA writes them as decode-attention.cu's partials, and the last to finish merges them. As
 // there, SOFTCAP=1 caps each score at cap · tanh(score / cap) and SINKS=1 adds each head's learned
 // sink logit to the softmax's denominator (here when one partition ends the decode, else in the
 // merge); sliding windows, chunked attention and query temperature are runtime arguments.
@@ -122,7 +122,7 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 // subset: out [numTokens, numHeads * D]; part_acc / part_ml as its partials; with SOFTCAP q_scale
 // is scale / cap and softcap_log2 cap · log2(e); sinks [numHeads] bf16, read only with SINKS.
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
-    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, const bf16* __restrict__ qkv,
+    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, unsigned int* __restrict__ arrival, const bf16* __restrict__ qkv,
     const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool, const int* __restrict__ decode_seqs,
     const int* __restrict__ decode_tokens, const int* __restrict__ positions, const int* __restrict__ seq_lens,
     const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, float q_scale,
@@ -150,8 +150,14 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
   const int end = min(hi, begin + partition_size);
   const long long head0 = (long long)di * num_heads + kvh * GROUP;
 
+  // With partitions, the last of the kv head's CTAs merges them (decode-partials.cuh).
+  auto merge_if_last = [&]() {
+    if (num_partitions > 1)
+      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, token, num_heads, kvh, sinks, arrival, reinterpret_cast<float*>(smem));
+  };
   if (begin >= end) {  // nothing visible in this partition
     write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
+    merge_if_last();
     return;
   }
 
@@ -417,4 +423,5 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
       }
     }
   }
+  merge_if_last();
 }

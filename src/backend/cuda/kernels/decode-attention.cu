@@ -1,8 +1,9 @@
 // Decode attention (one query token per entry: decode_seqs[i] its sequence, decode_tokens[i] its
 // flattened token, keys up to its position) over the paged KV cache, Flash-Decoding style:
 // the context is cut into partitions handled by different CTAs, each writing a partial softmax
-// (max, sum, unnormalized accumulator) that decode_reduce_kernel merges. With one partition the
-// CTA writes the final output directly.
+// (max, sum, unnormalized accumulator), and the last of a kv head's CTAs to finish merges them
+// (merge_partitions_if_last, decode-partials.cuh). With one partition the CTA writes the final
+// output directly.
 //
 // GQA: a CTA owns one KV head and all GROUP query heads that read it, so every K/V byte is
 // loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP, and by the
@@ -118,7 +119,7 @@ static_assert(D % 8 == 0 && D <= 512, "head dim must be a multiple of 8, at most
 // chunk (Llama 4's chunked attention: keys from qpos - qpos % chunk on; 0: none) narrows the dense
 // span; temp_floor, temp_scale and temp_offset scale each query by its temperature (attention-span.cuh; 0: none).
 extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
-    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
+    bf16* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml, unsigned int* __restrict__ arrival,
     const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
     const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
@@ -181,8 +182,14 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   const int end = min(hi, begin + partition_size);
   const long long head0 = (long long)di * num_heads + kvh * GROUP;  // first query head's row in the partials
 
+  // With partitions, the last of the kv head's CTAs merges them (decode-partials.cuh).
+  auto merge_if_last = [&]() {
+    if (num_partitions > 1)
+      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, token, num_heads, kvh, sinks, arrival, reinterpret_cast<float*>(smem));
+  };
   if (begin >= end) {  // a shorter sequence of the batch: nothing visible in this partition
     write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
+    merge_if_last();
     return;
   }
 
@@ -386,82 +393,52 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
         acc[0][i] = v;
       }
   }
-  if (ks != 0) return;
+  // Threads of the other key slices only wait for the merge.
+  if (ks == 0) {
 #if KV_DTYPE == 1
-  // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output.
+    // An fp8 cache's values came as value / 256: their scale, and the 256, go to the output.
 #pragma unroll
-  for (int j = 0; j < ITEMS_PER_THREAD; j++)
+    for (int j = 0; j < ITEMS_PER_THREAD; j++)
 #pragma unroll
-    for (int i = 0; i < 8; i++) acc[j][i] *= v_scale * 256.f;
+      for (int i = 0; i < 8; i++) acc[j][i] *= v_scale * 256.f;
 #endif
 #if KV_DTYPE == 3
-  // int4: the values' minima, Σ p · minimum a head, go to every one of its outputs.
+    // int4: the values' minima, Σ p · minimum a head, go to every one of its outputs.
 #pragma unroll
-  for (int j = 0; j < ITEMS_PER_THREAD; j++) {
-    const int item = item_lane + j * LANES_PER_KS;
-    if (item < ITEMS)
+    for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+      const int item = item_lane + j * LANES_PER_KS;
+      if (item < ITEMS)
 #pragma unroll
-      for (int i = 0; i < 8; i++) acc[j][i] += s_pm[item / D8];
-  }
+        for (int i = 0; i < 8; i++) acc[j][i] += s_pm[item / D8];
+    }
 #endif
 
 #pragma unroll
-  for (int j = 0; j < ITEMS_PER_THREAD; j++) {
-    const int item = item_lane + j * LANES_PER_KS;
-    if (item >= ITEMS) continue;
-    const int h = item / D8, c = item - h * D8;
-    if (num_partitions == 1) {
+    for (int j = 0; j < ITEMS_PER_THREAD; j++) {
+      const int item = item_lane + j * LANES_PER_KS;
+      if (item >= ITEMS) continue;
+      const int h = item / D8, c = item - h * D8;
+      if (num_partitions == 1) {
 #if SINKS
-      const float inv = sink_normalizer(s_m[h], s_l[h], bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
+        const float inv = sink_normalizer(s_m[h], s_l[h], bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
 #else
-      const float inv = 1.f / s_l[h];
+        const float inv = 1.f / s_l[h];
 #endif
-      float o[8];
+        float o[8];
 #pragma unroll
-      for (int i = 0; i < 8; i++) o[i] = acc[j][i] * inv;
-      *reinterpret_cast<uint4*>(out + (long long)token * num_heads * D + (kvh * GROUP + h) * D + c * 8) = pack8(o);
-    } else {
-      const long long row = (head0 + h) * num_partitions + part;
-      float4* dst = reinterpret_cast<float4*>(part_acc + row * D + c * 8);
-      dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
-      dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
-      if (c == 0) {
-        part_ml[row * 2] = s_m[h];
-        part_ml[row * 2 + 1] = s_l[h];
+        for (int i = 0; i < 8; i++) o[i] = acc[j][i] * inv;
+        *reinterpret_cast<uint4*>(out + (long long)token * num_heads * D + (kvh * GROUP + h) * D + c * 8) = pack8(o);
+      } else {
+        const long long row = (head0 + h) * num_partitions + part;
+        float4* dst = reinterpret_cast<float4*>(part_acc + row * D + c * 8);
+        dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+        dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+        if (c == 0) {
+          part_ml[row * 2] = s_m[h];
+          part_ml[row * 2 + 1] = s_l[h];
+        }
       }
     }
   }
-}
-
-// Merges the partitions of each (decode sequence, query head): grid (numHeads, numDecodeSeqs).
-// Empty partitions carry l = 0 and are skipped, so their accumulators are never read. The sink,
-// with SINKS, joins the merged denominator here, once: the partitions' sums leave it out.
-extern "C" __global__ void decode_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ part_acc,
-                                                const float* __restrict__ part_ml,
-                                                const int* __restrict__ decode_tokens, const bf16* __restrict__ sinks,
-                                                int num_heads, int num_partitions) {
-  PDL_PROLOGUE();
-  const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
-  float m = NEG_INF;
-  for (int p = 0; p < num_partitions; p++)
-    if (part_ml[(row0 + p) * 2 + 1] > 0.f) m = fmaxf(m, part_ml[(row0 + p) * 2]);
-  float l = 0.f;
-  for (int p = 0; p < num_partitions; p++) {
-    const float lp = part_ml[(row0 + p) * 2 + 1];
-    if (lp > 0.f) l += fast_exp2(part_ml[(row0 + p) * 2] - m) * lp;
-  }
-#if SINKS
-  const float inv = sink_normalizer(m, l, bf16_to_f32(sinks[blockIdx.x]) * LOG2E);
-#else
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-#endif
-  const int token = decode_tokens[blockIdx.y];
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.f;
-    for (int p = 0; p < num_partitions; p++) {
-      const float lp = part_ml[(row0 + p) * 2 + 1];
-      if (lp > 0.f) o += fast_exp2(part_ml[(row0 + p) * 2] - m) * part_acc[(row0 + p) * D + d];
-    }
-    out[(long long)token * num_heads * D + (long long)blockIdx.x * D + d] = f32_to_bf16(o * inv);
-  }
+  merge_if_last();
 }

@@ -63,7 +63,7 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
   kernel: DecodeAttentionKernel;
 }
 
-/** Split-KV decode attention for every decode of the plan, plus the merge when split. */
+/** Split-KV decode attention for every decode of the plan; when split, the last CTA of each (decode, kv head) merges its partitions. */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
@@ -78,22 +78,25 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
+  let arrival = 0;
   if (numPartitions > 1) {
     const accBytes = a.numDecode * numHeads * numPartitions * headDim * 4;
     partAcc = a.workspace(decodeWorkspaceBytes(a.numDecode, numHeads, numPartitions, headDim));
     partMl = partAcc + accBytes;
+    arrival = device.arrivalCounters(a.numDecode * numKvHeads);
   }
+  const partials = { partAcc, partMl, arrival, numPartitions };
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const ctas = a.numDecode * numKvHeads * numPartitions;
   const tensorCores = a.kernel === 'tensor-cores' || (a.kernel === 'auto' && (a.dtype !== 'auto' || bf16OnTensorCores(ctas, partitionSize, device.info.multiprocessorCount)));
   if (sparse === null && tensorCores && runsOnTensorCores(device, a, group)) {
-    launchDecodeAttentionMma(device, a, { group, window, numPartitions, partitionSize, partAcc, partMl, qScale, softcapLog2 });
+    launchDecodeAttentionMma(device, a, { group, window, partitionSize, partials, qScale, softcapLog2 });
   } else {
-    const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'pppppppppppiiiffpiiipppiiippffppippiiffi', defines);
-    device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], decodeSharedBytes(headDim, group, a.dtype), [
-      ...decodeArgsPrefix(a, partAcc, partMl),
+    const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'ppppppppppppiiiffpiiipppiiippffppippiiffi', defines);
+    device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeSharedBytes(headDim, group, a.dtype), numPartitions), [
+      ...decodeArgsPrefix(a, partials),
       qScale,
       softcapLog2,
       a.sinks,
@@ -111,23 +114,27 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
       ...positionKernelArgs(a.shape),
     ]);
   }
-  if (numPartitions > 1) {
-    const reduce = device.kernel('decode-attention.cu', 'decode_reduce_kernel', 'pppppii', defines);
-    device.launch(reduce, [numHeads, a.numDecode], [Math.min(256, Math.ceil(headDim / 32) * 32)], 0, [
-      a.out,
-      partAcc,
-      partMl,
-      a.decodeTokens,
-      a.sinks,
-      numHeads,
-      numPartitions,
-    ]);
-  }
+}
+
+/** A split decode's partial results, and the arrival counters whose last CTA merges them (none with one partition). */
+interface DecodePartials {
+  partAcc: DevicePtr;
+  partMl: DevicePtr;
+  arrival: DevicePtr;
+  numPartitions: number;
+}
+
+/**
+ * A decode kernel's dynamic shared memory, at least what its merge of `numPartitions` partitions
+ * takes once the keys are done (decode-partials.cuh: a warp's weights, one float a partition).
+ */
+function withMergeScratch(sharedBytes: number, numPartitions: number): number {
+  return numPartitions > 1 ? Math.max(sharedBytes, (THREADS / 32) * numPartitions * 4) : sharedBytes;
 }
 
 /** The arguments both decode kernels take first: output, partials, the step's tables, the pools' geometry. */
-function decodeArgsPrefix(a: DecodeAttentionArgs, partAcc: DevicePtr, partMl: DevicePtr): number[] {
-  return [a.out, partAcc, partMl, a.qkv, a.kPool, a.vPool, a.decodeSeqs, a.decodeTokens, a.positions, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, a.shape.numKvHeads];
+function decodeArgsPrefix(a: DecodeAttentionArgs, p: DecodePartials): number[] {
+  return [a.out, p.partAcc, p.partMl, p.arrival, a.qkv, a.kPool, a.vPool, a.decodeSeqs, a.decodeTokens, a.positions, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, a.shape.numKvHeads];
 }
 
 /**
@@ -160,20 +167,21 @@ function decodeMmaSharedBytes(headDim: number, dtype: KvCacheDtype): number {
 function launchDecodeAttentionMma(
   device: CudaDevice,
   a: DecodeAttentionArgs,
-  p: { group: number; window: number; numPartitions: number; partitionSize: number; partAcc: DevicePtr; partMl: DevicePtr; qScale: number; softcapLog2: number },
+  p: { group: number; window: number; partitionSize: number; partials: DecodePartials; qScale: number; softcapLog2: number },
 ): void {
   const { numKvHeads, headDim } = a.shape;
   const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
   const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE, SOFTCAP, SINKS };
-  const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'pppppppppppiiiffpiiippffiffi', defines);
-  device.launch(kernel, [numKvHeads, a.numDecode, p.numPartitions], [THREADS], decodeMmaSharedBytes(headDim, a.dtype), [
-    ...decodeArgsPrefix(a, p.partAcc, p.partMl),
+  const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'ppppppppppppiiiffpiiippffiffi', defines);
+  const numPartitions = p.partials.numPartitions;
+  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeMmaSharedBytes(headDim, a.dtype), numPartitions), [
+    ...decodeArgsPrefix(a, p.partials),
     p.qScale,
     p.softcapLog2,
     a.sinks,
     p.window,
     p.partitionSize,
-    p.numPartitions,
+    numPartitions,
     ...kvCodeKernelArgs(a),
     ...positionKernelArgs(a.shape),
   ]);
