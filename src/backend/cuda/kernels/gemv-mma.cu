@@ -24,10 +24,11 @@
 // - A step lies in one scale group, so it ends with acc += s (D - (128 + z) Σ x) (int4) or s D
 //   (fp8) per output, in f32. A block is WK warps over the same 16 rows, taking UNROLL steps at a
 //   time in turn; their sums meet in shared memory. With too few blocks to fill the GPU the steps
-//   are also split over gridDim.y, each split writing f32 partial sums that
-//   quantized_gemv_reduce_kernel adds.
+//   are also split over gridDim.y, and the last split of a block's rows adds the splits' f32
+//   partial sums (split-k.cuh).
 #include "common.cuh"
 #include "mma.cuh"
+#include "split-k.cuh"
 
 // nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=0
 // nvcc-check: -DFORMAT=0 -DROWS=3 -DZEROS=1
@@ -91,9 +92,10 @@ __device__ __forceinline__ unsigned int code_pair(const uint4& codes, int p) {
 }
 
 // grid (ceil(n / 16), splits), block 32 · WK = 256. Split y covers steps [y · split_steps,
-// min(k / STEP_COLS, (y + 1) · split_steps)) of every row. One split: out [ROWS, n] bf16 (+ bias).
-// More: partial [splits, ROWS, n] f32 (no bias).
-extern "C" __global__ void __launch_bounds__(256) gemv_mma_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
+// min(k / STEP_COLS, (y + 1) · split_steps)) of every row. out [ROWS, n] bf16 (+ bias); with splits,
+// through partial [splits, ROWS, n] f32 and arrival (a counter a block: CudaDevice.arrivalCounters).
+extern "C" __global__ void __launch_bounds__(256) gemv_mma_kernel(bf16* __restrict__ out, float* __restrict__ partial, unsigned int* __restrict__ arrival,
+                                                                 const bf16* __restrict__ x,
                                                                  const uint4* __restrict__ codes, const float* __restrict__ scales,
                                                                  const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int n, int k,
                                                                  int groups, int group_size, int split_steps) {
@@ -176,4 +178,5 @@ extern "C" __global__ void __launch_bounds__(256) gemv_mma_kernel(bf16* __restri
       out[(long long)b * n + row] = f32_to_bf16(v + (bias == nullptr ? 0.f : bf16_to_f32(bias[row])));
     }
   }
+  if (gridDim.y > 1) split_sum_if_last(out, partial, bias, ROWS, n, gridDim.y, 0, ROWS, row0, min(n, row0 + 16), arrival + blockIdx.x);
 }

@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { formatCode, launchSplitReduce, QUANTIZED_GEMV_MAX_ROWS } from './quantized-linear.ts';
+import { formatCode, QUANTIZED_GEMV_MAX_ROWS, splitWorkspace } from './quantized-linear.ts';
 
 /** Warps of a block (WK), and steps one warp loads at once (UNROLL). */
 const WARPS = 8;
@@ -43,11 +43,10 @@ export function gemvMmaSplits(w: CudaQuantizedTensor, multiprocessors: number): 
 export function launchGemvMma(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchGemvMma: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!gemvMmaFits(w)) throw new Error(`launchGemvMma: ${w.format} [${w.rows}, ${w.cols}] in groups of ${w.groupSize} is not int4 or fp8 in whole steps of one group`);
-  const kernel = device.kernel('gemv-mma.cu', 'gemv_mma_kernel', 'pppppppiiiii', { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 });
+  const kernel = device.kernel('gemv-mma.cu', 'gemv_mma_kernel', 'ppppppppiiiii', { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1 });
   const steps = w.cols / stepCols(w)!;
   const splitSteps = Math.ceil(steps / gemvMmaSplits(w, device.info.multiprocessorCount));
   const grid = [Math.ceil(w.rows / 16), Math.ceil(steps / splitSteps)];
-  const partial = grid[1] > 1 ? workspace(4 * grid[1] * rows * w.rows) : 0;
-  device.launch(kernel, grid, [32 * WARPS], 0, [out, partial, x, w.codes, w.scales, w.zeros, bias, w.rows, w.cols, w.groups, Math.min(w.groupSize, w.cols), splitSteps]);
-  if (grid[1] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[1]);
+  const split = splitWorkspace(device, workspace, grid[1], rows, w.rows, grid[0]);
+  device.launch(kernel, grid, [32 * WARPS], 0, [out, split.partial, split.arrival, x, w.codes, w.scales, w.zeros, bias, w.rows, w.cols, w.groups, Math.min(w.groupSize, w.cols), splitSteps]);
 }

@@ -19,9 +19,10 @@
 //   [strip][group][16] so a warp's are 64 (16) contiguous bytes.
 // - A block has 8 warps: WN along n (NS strips each) and WK along k, each WK warp taking its own
 //   64 columns of a stage; the WK partial sums are added through shared memory at the end. With
-//   too few blocks to fill the GPU the stages are also split over gridDim.z, each split writing
-//   f32 partial sums that quantized_gemv_reduce_kernel (quantized-linear.cu) adds with the bias.
+//   too few blocks to fill the GPU the stages are also split over gridDim.z, and the last split of
+//   a tile adds the splits' f32 partial sums (split-k.cuh).
 #include "common.cuh"
+#include "split-k.cuh"
 #include "mma.cuh"
 
 // nvcc-check: -DFORMAT=0 -DZEROS=0 -DMT=1 -DWK=8 -DNS=2
@@ -145,9 +146,10 @@ __device__ __forceinline__ void decode_step(const uint4* u, int step, const Grou
 // marlin_shared_bytes (marlin-gemm.ts: STAGES stages, or the WK reduction if larger).
 // x [m, k] bf16 in the weight's stored column order; codes, scales f32 and zeros u8 (ZEROS) in
 // marlin-layout.cu's layout; n a multiple of 16, k of 64, group_size of 64 (or k: one group).
-// Split z covers stages [z · split_stages, ...) of SK columns. One split: out [m, n] bf16 (+ bias);
-// more: partial [splits, m, n] f32, no bias.
-extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
+// Split z covers stages [z · split_stages, ...) of SK columns. out [m, n] bf16 (+ bias); with splits,
+// through partial [splits, m, n] f32 and arrival (a counter a tile: CudaDevice.arrivalCounters).
+extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __restrict__ out, float* __restrict__ partial, unsigned int* __restrict__ arrival,
+                                                                    const bf16* __restrict__ x,
                                                                     const uint4* __restrict__ codes, const float* __restrict__ scales,
                                                                     const unsigned char* __restrict__ zeros, const bf16* __restrict__ bias, int m,
                                                                     int n, int k, int groups, int group_size, int split_stages) {
@@ -252,7 +254,9 @@ extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __rest
   }
   cp_async_wait<0>();
 
-  // The WK warps of the same strips add their sums: warps wk > 0 leave theirs in shared memory.
+  // The WK warps of the same strips add their sums: warps wk > 0 leave theirs in shared memory for
+  // warp wk 0, which writes the tile.
+  const bool writes = wk == 0;
   if (WK > 1) {
     __syncthreads();
     float* red = reinterpret_cast<float*>(smem);
@@ -266,21 +270,22 @@ extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __rest
           for (int e = 0; e < 4; e++) mine[((mt * 2 * NS + nt) * 4 + e) * 32 + lane] = acc[mt][nt][e];
     }
     __syncthreads();
-    if (wk > 0) return;
+    if (writes) {
 #pragma unroll
-    for (int j = 0; j < WK - 1; j++) {
-      const float* theirs = red + (j * WN + wn) * 32 * ACC;
+      for (int j = 0; j < WK - 1; j++) {
+        const float* theirs = red + (j * WN + wn) * 32 * ACC;
 #pragma unroll
-      for (int mt = 0; mt < MT; mt++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < 2 * NS; nt++)
+          for (int nt = 0; nt < 2 * NS; nt++)
 #pragma unroll
-          for (int e = 0; e < 4; e++) acc[mt][nt][e] += theirs[((mt * 2 * NS + nt) * 4 + e) * 32 + lane];
+            for (int e = 0; e < 4; e++) acc[mt][nt][e] += theirs[((mt * 2 * NS + nt) * 4 + e) * 32 + lane];
+      }
     }
   }
 
   const int first_strip = (blockIdx.x * WN + wn) * NS;
-  for_each_accumulator_pair<MT, 2 * NS>([&](int mt, int nt, int half, int tr, int tc) {
+  if (writes) for_each_accumulator_pair<MT, 2 * NS>([&](int mt, int nt, int half, int tr, int tc) {
     const int r = m0 + tr;
     // Accumulator tile nt is rows 8 (nt % 2) .. + 7 of strip nt / 2: tc = 16 (nt / 2) + 8 (nt % 2) + 2 (lane % 4).
     if (r >= m || first_strip + nt / 2 >= strips) return;
@@ -293,4 +298,8 @@ extern "C" __global__ void __launch_bounds__(NT) marlin_gemm_kernel(bf16* __rest
       *reinterpret_cast<unsigned int*>(out + (long long)r * n + col) = pack_bf16x2(v0 + b0, v1 + b1);
     }
   });
+  if (gridDim.z > 1) {
+    const int c0 = blockIdx.x * WN * NS * 16;
+    split_sum_if_last(out, partial, bias, m, n, gridDim.z, m0, min(m, m0 + BM), c0, min(n, c0 + WN * NS * 16), arrival + blockIdx.y * gridDim.x + blockIdx.x);
+  }
 }

@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { formatCode, launchSplitReduce } from './quantized-linear.ts';
+import { formatCode, splitWorkspace } from './quantized-linear.ts';
 
 // marlin-gemm.cu: x [rows, k] · Wᵀ with W in the fragment layout (marlin-layout.cu), 1 row and up.
 
@@ -75,12 +75,11 @@ export function launchMarlinGemm(device: CudaDevice, out: DevicePtr, x: DevicePt
   if (w.layout !== 'marlin') throw new Error(`launchMarlinGemm: the [${w.rows}, ${w.cols}] ${w.format} weight is in Keel's row layout, not the fragment layout`);
   const zeros = w.zeros !== 0;
   const c = marlinConfig(w.rows, w.cols, rows, device.info.multiprocessorCount, w.format, zeros);
-  const kernel = device.kernel('marlin-gemm.cu', 'marlin_gemm_kernel', 'pppppppiiiiii', {
+  const kernel = device.kernel('marlin-gemm.cu', 'marlin_gemm_kernel', 'ppppppppiiiiii', {
     FORMAT: formatCode(w.format), ZEROS: zeros ? 1 : 0, MT: c.mTiles, WK: c.kWarps, NS: STRIPS_PER_WARP,
   });
-  const partial = c.grid[2] > 1 ? workspace(4 * c.grid[2] * rows * w.rows) : 0;
+  const split = splitWorkspace(device, workspace, c.grid[2], rows, w.rows, c.grid[0] * c.grid[1]);
   device.launch(kernel, c.grid, [THREADS], c.sharedBytes, [
-    out, partial, x, w.codes, w.scales, w.zeros, bias, rows, w.rows, w.cols, w.groups, Math.min(w.groupSize, w.cols), c.splitStages,
+    out, split.partial, split.arrival, x, w.codes, w.scales, w.zeros, bias, rows, w.rows, w.cols, w.groups, Math.min(w.groupSize, w.cols), c.splitStages,
   ]);
-  if (c.grid[2] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, c.grid[2]);
 }

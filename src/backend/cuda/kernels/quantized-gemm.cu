@@ -13,10 +13,11 @@
 //   value a dequantized bf16 weight would hold; the chunk's scale and zero are loaded with its
 //   codes and stored to shared memory once the previous stage's products are issued;
 // - the decoded tile feeds the same ldmatrix/mma fragments as moe-gemm.cu.
-// SPLITS > 1 (too few tiles to fill the GPU) splits k over gridDim.z: each split writes f32 partial
-// sums, which quantized_gemv_reduce_kernel (quantized-linear.cu) adds with the bias.
+// With too few tiles to fill the GPU k is split over gridDim.z, and the last split of a tile adds
+// the splits' f32 partial sums (split-k.cuh).
 #include "common.cuh"
 #include "mma.cuh"
+#include "split-k.cuh"
 
 // nvcc-check: -DFORMAT=0 -DBM=16
 // nvcc-check: -DFORMAT=0 -DBM=128
@@ -119,8 +120,10 @@ __device__ __forceinline__ void decode_chunk_bf16(uint4 v, float scale, float ze
 // + BN * ROW * 2. x [m, k] bf16 (in the weight's stored column order); codes [n, row_bytes];
 // scales f32 and zeros u8 (or null: symmetric) [n, groups]; mins f32 [n, groups] (read when MINS); k and group_size multiples of
 // CHUNK_COLS (group_size = k: one group a row). Split z covers k tiles [z · split_tiles, ...).
-// One split: out [m, n] bf16 (+ bias); more: partial [splits, m, n] f32, no bias.
-extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
+// out [m, n] bf16 (+ bias); with splits, through partial [splits, m, n] f32 and arrival (a counter
+// a tile: CudaDevice.arrivalCounters).
+extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __restrict__ out, float* __restrict__ partial, unsigned int* __restrict__ arrival,
+                                                                       const bf16* __restrict__ x,
                                                                        const unsigned char* __restrict__ codes, const float* __restrict__ scales,
                                                                        const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
                                                                        const bf16* __restrict__ bias, int m,
@@ -253,4 +256,5 @@ extern "C" __global__ void __launch_bounds__(NT) quantized_gemm_kernel(bf16* __r
       else out[(long long)r * n + col] = f32_to_bf16(v + (bias == nullptr ? 0.f : bf16_to_f32(bias[col])));
     }
   });
+  if (gridDim.z > 1) split_sum_if_last(out, partial, bias, m, n, gridDim.z, m0, min(m, m0 + BM), n0, min(n, n0 + BN), arrival + blockIdx.y * gridDim.x + blockIdx.x);
 }

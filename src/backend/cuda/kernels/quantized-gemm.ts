@@ -1,7 +1,7 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { CudaQuantizedTensor } from '../cuda-tensor.ts';
 import type { DevicePtr } from '../driver-api.ts';
-import { chunkCols, formatCode, launchSplitReduce, quantizedGemvFits } from './quantized-linear.ts';
+import { chunkCols, formatCode, quantizedGemvFits, splitWorkspace } from './quantized-linear.ts';
 
 /**
  * Most batch rows the tensor-core GEMM takes; larger batches (long prefills) dequantize the weight
@@ -51,15 +51,14 @@ export function quantizedGemmSplits(tiles: number, kTiles: number, multiprocesso
 export function launchQuantizedGemm(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemm: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const tileRows = quantizedGemmTileRows(rows);
-  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'ppppppppiiiiiii', { FORMAT: formatCode(w.format), BM: tileRows, MINS: w.mins === 0 ? 0 : 1 });
+  const kernel = device.kernel('quantized-gemm.cu', 'quantized_gemm_kernel', 'pppppppppiiiiiii', { FORMAT: formatCode(w.format), BM: tileRows, MINS: w.mins === 0 ? 0 : 1 });
   const tiles = Math.ceil(w.rows / TILE_COLS) * Math.ceil(rows / tileRows);
   const kTiles = Math.ceil(w.cols / TILE_K);
   const splits = quantizedGemmSplits(tiles, kTiles, device.info.multiprocessorCount, rows);
   const splitTiles = Math.ceil(kTiles / splits);
   const grid = [Math.ceil(w.rows / TILE_COLS), Math.ceil(rows / tileRows), Math.ceil(kTiles / splitTiles)];
-  const partial = grid[2] > 1 ? workspace(4 * grid[2] * rows * w.rows) : 0;
+  const split = splitWorkspace(device, workspace, grid[2], rows, w.rows, grid[0] * grid[1]);
   device.launch(kernel, grid, [THREADS], quantizedGemmSharedBytes(tileRows, w), [
-    out, partial, x, w.codes, w.scales, w.zeros, w.mins, bias, rows, w.rows, w.cols, w.rowBytes, w.groups, Math.min(w.groupSize, w.cols), splitTiles,
+    out, split.partial, split.arrival, x, w.codes, w.scales, w.zeros, w.mins, bias, rows, w.rows, w.cols, w.rowBytes, w.groups, Math.min(w.groupSize, w.cols), splitTiles,
   ]);
-  if (grid[2] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[2]);
 }

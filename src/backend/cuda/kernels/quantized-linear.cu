@@ -19,8 +19,8 @@
 //   into a half's give its value / 2^8, the 2^8 folded into the scale;
 // - nf4 and fp4 codes (int4's packing) index their 16-value table in shared memory, with no zero;
 // - each chunk's sum is multiplied by its scale once; the lanes' sums are reduced by shuffles.
-// With too few output rows to fill the GPU (SPLITS > 1) the columns are split over gridDim.y and
-// each split writes f32 partial sums, which quantized_gemv_reduce_kernel adds (with the bias).
+// With too few output rows to fill the GPU the columns are split over gridDim.y, and the last split
+// of a block's rows adds the splits' f32 partial sums (split-k.cuh).
 //
 // dequantize_kernel writes the bf16 weight in input column order (act-order permutation applied),
 // for prefill GEMMs through cuBLAS and for shapes the GEMV does not take. permute_columns_kernel
@@ -28,6 +28,7 @@
 // embed_quantized_tokens_kernel is the embedding lookup from a quantized table, decoding as
 // dequantize_kernel does only the rows it looks up.
 #include "common.cuh"
+#include "split-k.cuh"
 
 // nvcc-check: -DFORMAT=0 -DROWS=1 -DZEROS=1
 // nvcc-check: -DFORMAT=0 -DROWS=8 -DZEROS=0
@@ -99,9 +100,11 @@ __device__ __forceinline__ void decode_word(unsigned int word, float zero_magic,
 
 // grid (ceil(n / (RPW · warps per block)), splits), block a multiple of 32. Split y covers chunks
 // [y · split_chunks, min(row_chunks, (y + 1) · split_chunks)) of every row; row_chunks = k / CHUNK_COLS.
-// One split: out [ROWS, n] bf16 = x [ROWS, k] · Wᵀ (+ bias). More: partial [splits, ROWS, n] f32
-// (no bias). k and group_size multiples of CHUNK_COLS (or group_size = k).
-extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __restrict__ out, float* __restrict__ partial, const bf16* __restrict__ x,
+// out [ROWS, n] bf16 = x [ROWS, k] · Wᵀ (+ bias); with splits, through partial [splits, ROWS, n] f32
+// and arrival (a counter a block: CudaDevice.arrivalCounters). k and group_size multiples of
+// CHUNK_COLS (or group_size = k).
+extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __restrict__ out, float* __restrict__ partial, unsigned int* __restrict__ arrival,
+                                                                        const bf16* __restrict__ x,
                                                                         const uint4* __restrict__ codes, const float* __restrict__ scales,
                                                                         const unsigned char* __restrict__ zeros, const float* __restrict__ mins,
                                                                         const bf16* __restrict__ bias, int n,
@@ -110,8 +113,9 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
   __shared__ float table_shared[16];
   const float* table = load_table(table_shared);
   const int lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * RPW;
-  if (row0 >= n) return;
+  const int block_rows = (blockDim.x >> 5) * RPW;
+  const int row0 = blockIdx.x * block_rows + (threadIdx.x >> 5) * RPW;
+  const bool active = row0 < n;  // a warp past the last row only joins its block's split count
   const int c_begin = blockIdx.y * split_chunks, c_end = min(row_chunks, c_begin + split_chunks);
   const int k = row_chunks * CHUNK_COLS;
   // Rows past n read row n - 1 again and write nothing.
@@ -124,7 +128,7 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
 #pragma unroll
     for (int r = 0; r < ROWS; r++) acc[i][r] = 0.f;
 
-  for (int base = c_begin + lane; base < c_end; base += 32 * STEPS) {
+  for (int base = c_begin + lane; active && base < c_end; base += 32 * STEPS) {
     uint4 wv[STEPS][RPW];
 #pragma unroll
     for (int u = 0; u < STEPS; u++)
@@ -214,31 +218,24 @@ extern "C" __global__ void __launch_bounds__(128) quantized_gemv_kernel(bf16* __
   for (int i = 0; i < RPW; i++)
 #pragma unroll
     for (int r = 0; r < ROWS; r++) acc[i][r] = warp_sum(acc[i][r]);
-  if (lane != 0) return;
+  if (lane == 0) {
 #pragma unroll
-  for (int i = 0; i < RPW; i++) {
-    const int row = row0 + i;
-    if (row >= n) continue;
-    if (gridDim.y > 1) {
+    for (int i = 0; i < RPW; i++) {
+      const int row = row0 + i;
+      if (row >= n) continue;
+      if (gridDim.y > 1) {
 #pragma unroll
-      for (int r = 0; r < ROWS; r++) partial[((long long)blockIdx.y * ROWS + r) * n + row] = acc[i][r];
-    } else {
-      const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
+        for (int r = 0; r < ROWS; r++) partial[((long long)blockIdx.y * ROWS + r) * n + row] = acc[i][r];
+      } else {
+        const float b = bias == nullptr ? 0.f : bf16_to_f32(bias[row]);
 #pragma unroll
-      for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[i][r] + b);
+        for (int r = 0; r < ROWS; r++) out[(long long)r * n + row] = f32_to_bf16(acc[i][r] + b);
+      }
     }
   }
-}
-
-// out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] (+ bias), the splits in order.
-extern "C" __global__ void quantized_gemv_reduce_kernel(bf16* __restrict__ out, const float* __restrict__ partial, const bf16* __restrict__ bias,
-                                                        int rows, int n, int splits) {
-  PDL_PROLOGUE();
-  const long long total = (long long)rows * n;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    float v = 0.f;
-    for (int s = 0; s < splits; s++) v += partial[s * total + i];
-    out[i] = f32_to_bf16(v + (bias == nullptr ? 0.f : bf16_to_f32(bias[i % n])));
+  if (gridDim.y > 1) {
+    const int first = blockIdx.x * block_rows;
+    split_sum_if_last(out, partial, bias, ROWS, n, gridDim.y, 0, ROWS, first, min(n, first + block_rows), arrival + blockIdx.x);
   }
 }
 

@@ -56,29 +56,33 @@ export function quantizedGemvSplits(w: CudaQuantizedTensor, multiprocessors: num
 /**
  * out [rows, n] = x [rows, k] · Wᵀ (+ bias) for 1 ≤ rows ≤ QUANTIZED_GEMV_MAX_ROWS, x in W's
  * stored column order (an act-order weight's activations permuted first), quantizedGemvFits(w).
- * `workspace` gives step memory for the split-K partial sums when the columns are split.
+ * `workspace` gives step memory for the split-K partial sums when the columns are split; the last
+ * split of each block adds them (split-k.cuh).
  */
 export function launchQuantizedGemv(device: CudaDevice, out: DevicePtr, x: DevicePtr, w: CudaQuantizedTensor, bias: DevicePtr, rows: number, workspace: (bytes: number) => DevicePtr): void {
   if (!(rows >= 1 && rows <= QUANTIZED_GEMV_MAX_ROWS)) throw new RangeError(`launchQuantizedGemv: ${rows} rows is outside [1, ${QUANTIZED_GEMV_MAX_ROWS}]`);
   if (!quantizedGemvFits(w)) throw new Error(`launchQuantizedGemv: [${w.rows}, ${w.cols}] in groups of ${w.groupSize} does not split into ${chunkCols(w)}-column chunks`);
   const defines = { FORMAT: formatCode(w.format), ROWS: rows, ZEROS: w.zeros === 0 ? 0 : 1, MINS: w.mins === 0 ? 0 : 1 };
-  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'ppppppppiiiii', defines);
+  const kernel = device.kernel('quantized-linear.cu', 'quantized_gemv_kernel', 'pppppppppiiiii', defines);
   const rowChunks = w.cols / chunkCols(w);
   const splits = quantizedGemvSplits(w, device.info.multiprocessorCount);
   // Whole 32-chunk strides per split, so every lane of a split starts inside it.
   const splitChunks = Math.ceil(rowChunks / splits / 32) * 32;
   const grid = [Math.ceil(w.rows / (WARPS_PER_BLOCK * GEMV_ROWS_PER_WARP)), Math.ceil(rowChunks / splitChunks)];
-  const partial = grid[1] > 1 ? workspace(4 * grid[1] * rows * w.rows) : 0;
+  const split = splitWorkspace(device, workspace, grid[1], rows, w.rows, grid[0]);
   device.launch(kernel, grid, [32 * WARPS_PER_BLOCK], 0, [
-    out, partial, x, w.codes, w.scales, w.zeros, w.mins, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
+    out, split.partial, split.arrival, x, w.codes, w.scales, w.zeros, w.mins, bias, w.rows, rowChunks, w.groups, Math.min(w.groupSize, w.cols), splitChunks,
   ]);
-  if (grid[1] > 1) launchSplitReduce(device, out, partial, bias, rows, w.rows, grid[1]);
 }
 
-/** out [rows, n] bf16 = Σ over splits of partial [splits, rows, n] f32 (+ bias): the end of a split-K launch. */
-export function launchSplitReduce(device: CudaDevice, out: DevicePtr, partial: DevicePtr, bias: DevicePtr, rows: number, n: number, splits: number): void {
-  const reduce = device.kernel('quantized-linear.cu', 'quantized_gemv_reduce_kernel', 'pppiii');
-  device.launch(reduce, [Math.min(MAX_BLOCKS, Math.ceil((rows * n) / THREADS))], [THREADS], 0, [out, partial, bias, rows, n, splits]);
+/**
+ * What a split-K launch of `splits` splits passes its kernel (split-k.cuh): partial [splits, rows,
+ * n] f32 from the step's workspace and one arrival counter for each of its `tiles` output tiles;
+ * both null for one split.
+ */
+export function splitWorkspace(device: CudaDevice, workspace: (bytes: number) => DevicePtr, splits: number, rows: number, n: number, tiles: number): { partial: DevicePtr; arrival: DevicePtr } {
+  if (splits === 1) return { partial: 0, arrival: 0 };
+  return { partial: workspace(4 * splits * rows * n), arrival: device.arrivalCounters(tiles) };
 }
 
 /**
