@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,16 +46,9 @@ ${shapes.map(([r, c, t]) => `  check<${r}, ${c}, ${t}>();`).join('\n')}
 }
 `;
 
-function hasCompiler(): boolean {
-  try {
-    execFileSync('g++', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+const skip = spawnSync('g++', ['--version'], { stdio: 'ignore' }).status === 0 ? false : 'no g++';
 
-test('every staged copy takes its own row’s slot from the lane that looked it up', { skip: hasCompiler() ? false : 'no g++' }, () => {
+test('every staged copy takes its own row’s slot from the lane that looked it up', { skip }, () => {
   const shapes: [number, number, number][] = [];
   for (const rows of [16, 32, 64, 128]) for (const chunks of [1, 2, 4, 8, 10, 12, 16, 20, 32, 64]) for (const threads of [64, 128, 256]) shapes.push([rows, chunks, threads]);
   const dir = mkdtempSync(join(tmpdir(), 'keel-kv-tile-rows-'));

@@ -232,22 +232,12 @@ template <typename Rows>
 __device__ __forceinline__ int round_kv_slot(int lane_slot, int round) {
   return __shfl_sync(FULL_MASK, lane_slot, Rows::source_lane(threadIdx.x, round));
 }
-
-// Queues (cp.async, one commit group) the keys and values of positions k0 .. k0 + TILE_ROWS - 1 of kv
-// head `kvh` from the paged pools into shared rows `row_stride` elements apart, CHUNKS 16-byte chunks
-// each (8 bf16, or 16 codes of an 8-bit cache), shared by THREADS threads; positions at or past
-// `end` are zero-filled. Whatever the thread queued before (an 8-bit cache's row scales) joins the group.
-template <int TILE_ROWS, int CHUNKS, int THREADS, typename T>
-__device__ __forceinline__ void stage_kv_tile(T* dk, T* dv, const T* k_pool, const T* v_pool, const int* block_table, int k0, int end,
-                                              int block_size, int num_kv_heads, int kvh, int row_stride) {
-  constexpr int PER = 16 / sizeof(T);
+// copy(c, slot) for each chunk c of the tile at k0 that this thread copies (chunk c of row
+// c / CHUNKS), slot its row's cache slot or -1 at or past `end`: by the lanes' shuffled slots where
+// the tile's shape allows, else looked up per chunk. Every thread of the block calls it.
+template <int TILE_ROWS, int CHUNKS, int THREADS, typename Copy>
+__device__ __forceinline__ void for_each_tile_chunk(const int* block_table, int k0, int end, int block_size, Copy copy) {
   using Rows = KvTileRows<TILE_ROWS, CHUNKS, THREADS>;
-  auto copy = [&](int c, long long slot) {
-    const int r = c / CHUNKS, ch = c - r * CHUNKS;
-    const long long src = slot >= 0 ? (slot * num_kv_heads + kvh) * (CHUNKS * PER) + ch * PER : 0;
-    cp_async16(dk + r * row_stride + ch * PER, k_pool + src, slot >= 0 ? 16 : 0);
-    cp_async16(dv + r * row_stride + ch * PER, v_pool + src, slot >= 0 ? 16 : 0);
-  };
   if constexpr (Rows::BY_LANE) {
     const int lane_slot = lane_kv_slot<Rows>(block_table, k0, end, block_size);
 #pragma unroll 2
@@ -258,6 +248,23 @@ __device__ __forceinline__ void stage_kv_tile(T* dk, T* dv, const T* k_pool, con
       copy(c, pos < end ? kv_slot(block_table, pos, block_size) : -1);
     }
   }
+}
+
+// Queues (cp.async, one commit group) the keys and values of positions k0 .. k0 + TILE_ROWS - 1 of kv
+// head `kvh` from the paged pools into shared rows `row_stride` elements apart, CHUNKS 16-byte chunks
+// each (8 bf16, or 16 codes of an 8-bit cache), shared by THREADS threads; positions at or past
+// `end` are zero-filled. Whatever the thread queued before (an 8-bit cache's row scales) joins the group.
+template <int TILE_ROWS, int CHUNKS, int THREADS, typename T>
+__device__ __forceinline__ void stage_kv_tile(T* dk, T* dv, const T* k_pool, const T* v_pool, const int* block_table, int k0, int end,
+                                              int block_size, int num_kv_heads, int kvh, int row_stride) {
+  constexpr int PER = 16 / sizeof(T);
+  auto copy = [&](int c, long long slot) {
+    const int r = c / CHUNKS, ch = c - r * CHUNKS;
+    const long long src = slot >= 0 ? (slot * num_kv_heads + kvh) * (CHUNKS * PER) + ch * PER : 0;
+    cp_async16(dk + r * row_stride + ch * PER, k_pool + src, slot >= 0 ? 16 : 0);
+    cp_async16(dv + r * row_stride + ch * PER, v_pool + src, slot >= 0 ? 16 : 0);
+  };
+  for_each_tile_chunk<TILE_ROWS, CHUNKS, THREADS>(block_table, k0, end, block_size, copy);
   cp_async_commit();
 }
 
@@ -418,7 +425,6 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
                                                     const int* block_table, int k0, int end, int block_size, int num_kv_heads, int kvh) {
   constexpr int BYTES = kv_code_chunk(KV);
   constexpr int SCALES = kv_row_scales(KV);
-  using Rows = KvTileRows<TILE_ROWS, CHUNKS, THREADS>;
   auto copy = [&](int c, long long slot) {
     const int r = c / CHUNKS, ch = c - r * CHUNKS;
     const bool valid = slot >= 0;
@@ -439,16 +445,7 @@ __device__ __forceinline__ void stage_kv_code_bytes(unsigned char* ck, unsigned 
       cp_async8(sv + 2 * r, v_scales + 2 * head, valid ? 8 : 0);
     }
   };
-  if constexpr (Rows::BY_LANE) {
-    const int lane_slot = lane_kv_slot<Rows>(block_table, k0, end, block_size);
-#pragma unroll 2
-    for (int i = 0; i < Rows::ROUNDS; i++) copy(threadIdx.x + i * THREADS, round_kv_slot<Rows>(lane_slot, i));
-  } else {
-    for (int c = threadIdx.x; c < TILE_ROWS * CHUNKS; c += THREADS) {
-      const int pos = k0 + c / CHUNKS;
-      copy(c, pos < end ? kv_slot(block_table, pos, block_size) : -1);
-    }
-  }
+  for_each_tile_chunk<TILE_ROWS, CHUNKS, THREADS>(block_table, k0, end, block_size, copy);
   cp_async_commit();
 }
 

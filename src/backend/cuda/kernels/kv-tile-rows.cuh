@@ -8,7 +8,7 @@
 // only, so test/backend/cuda/kv-tile-rows.test.ts checks it on the host.
 #pragma once
 
-#ifndef __CUDACC__
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)  // a host compiler (the header's test): no execution spaces
 #define __host__
 #define __device__
 #endif
