@@ -265,16 +265,12 @@ export class CudaBackend implements Backend {
   private dequantizedDown: { ptr: DevicePtr; bytes: number } | null = null;
   private expertsDequantize = false;
   private largestExpertStackBytes = 0;
-  /** moe_route_kernel's completion counter: zero between launches (each resets it), so one serves every layer and graph. */
-  private readonly routeDone: DevicePtr;
   /** Created with the first swap space; its pinned allocations are freed on dispose. */
   private swapper: KvSwapper | null = null;
   private readonly swapSpaces: CudaSwapSpace[] = [];
   private readonly weightStreams: CudaWeightStream[] = [];
   /** Backend.markTime's events, created as marks are made. */
   private readonly timeMarks: CudaTimeMarks;
-  /** moe_decode_kernel's two barrier counters, zero between launches likewise. */
-  private readonly moeSync: DevicePtr;
   readonly moeDecode: MoeDecodePath;
   /** Read at each attention call: a benchmark may switch it between recordings. */
   prefillAttention: PrefillAttentionPath;
@@ -295,10 +291,6 @@ export class CudaBackend implements Backend {
     this.timeMarks = new CudaTimeMarks(this.device.driver, this.device.stream);
     this.poison = options.poisonStepTensors ?? false;
     this.sampled = { ptr: this.ownedAlloc(INITIAL_SAMPLED_ROWS * 4), capacity: INITIAL_SAMPLED_ROWS, rows: 0 };
-    this.routeDone = this.ownedAlloc(4);
-    this.device.fillBytes(this.routeDone, 0, 4);
-    this.moeSync = this.ownedAlloc(8);
-    this.device.fillBytes(this.moeSync, 0, 8);
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     this.prefillAttention = options.prefillAttention ?? choiceFromEnv('KEEL_PREFILL_ATTENTION', PREFILL_ATTENTION_PATHS, 'legacy');
     this.mlaDecode = options.mlaDecode ?? choiceFromEnv('KEEL_MLA_DECODE', MLA_DECODE_KERNELS, 'flash');
@@ -1640,7 +1632,7 @@ export class CudaBackend implements Backend {
       numTokens,
       numExperts,
       params,
-      done: this.routeDone,
+      done: this.device.arrivalCounters(1),
       alloc: (bytes) => this.arena.alloc(bytes),
     });
   }
@@ -1787,7 +1779,7 @@ export class CudaBackend implements Backend {
         sharedGateUp: shared?.gateUp.ptr ?? 0,
         sharedDown: shared?.down.ptr ?? 0,
         sharedGate: shared?.gate?.ptr ?? 0,
-        sync: this.moeSync,
+        sync: this.device.arrivalCounters(2),
         alloc: (bytes) => this.arena.alloc(bytes),
       },
       blocks,

@@ -53,7 +53,7 @@ export interface MoeDecodeArgs extends MoeDecodeShape {
   sharedGateUp: DevicePtr;
   sharedDown: DevicePtr;
   sharedGate: DevicePtr;
-  /** Two uint32 counters, zero, that the launch leaves zero (one pair serves every layer on the stream). */
+  /** Two uint32 counters, zero, that the launch leaves zero (CudaDevice.arrivalCounters). */
   sync: DevicePtr;
   /** Step-lifetime device memory. */
   alloc: (bytes: number) => DevicePtr;

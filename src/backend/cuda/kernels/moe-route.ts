@@ -75,7 +75,7 @@ export interface RouteArgs {
   numTokens: number;
   numExperts: number;
   params: Omit<RoutingParams, 'selectionBias'>;
-  /** A zeroed int32 the kernel leaves zeroed (its completion counter); one per stream. */
+  /** A zeroed uint32 the kernel leaves zeroed, its completion counter (CudaDevice.arrivalCounters). */
   done: DevicePtr;
   /** Step-lifetime device memory. */
   alloc: (bytes: number) => DevicePtr;
