@@ -7,11 +7,19 @@ import type { KvCacheLayout } from '../../step/kv-cache-layout.ts';
  */
 export const MAX_CUDA_HEAD_DIM = 512;
 
+/** Token slots a CUDA KV pool may have (an int32 indexes them in the attention kernels' staging). */
+export const MAX_CUDA_KV_SLOTS = 2 ** 31 - 1;
+
 /**
  * Throws, naming the layer's shape and the limit, for a KV cache layout the CUDA kernels cannot run:
  * checked where the cache is created, before any weight is loaded onto the device.
  */
 export function checkCudaKvLayout(layout: KvCacheLayout): void {
+  // The attention kernels' K/V staging hands a row's cache slot between lanes as an int
+  // (kv-tile-rows.cuh), so a pool's token slots must fit one.
+  if (layout.numBlocks * layout.blockSize > MAX_CUDA_KV_SLOTS) {
+    throw invalidArgument(`a KV cache of ${layout.numBlocks} blocks of ${layout.blockSize} tokens has more token slots than the CUDA kernels address (${MAX_CUDA_KV_SLOTS}); lower --num-kv-blocks, --max-num-seqs or --max-model-len`);
+  }
   // Blocks are copied (copy-on-write) and codes read in 16-byte units: with a block size that is
   // a multiple of 4, every 8-bit or int4 pool (head dims are multiples of 8) and scale pool holds
   // whole units per block.

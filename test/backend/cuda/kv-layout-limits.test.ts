@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { checkCudaKvLayout, MAX_CUDA_HEAD_DIM } from '../../../src/backend/cuda/kv-layout-limits.ts';
+import { checkCudaKvLayout, MAX_CUDA_HEAD_DIM, MAX_CUDA_KV_SLOTS } from '../../../src/backend/cuda/kv-layout-limits.ts';
 import { createModel, parseModelArchitecture } from '../../../src/models/registry.ts';
 import type { KvCacheDtype, KvCacheLayout, LayerKvSpec } from '../../../src/step/kv-cache-layout.ts';
 import { assertInvalidModel } from '../../helpers/invalid-model.ts';
@@ -68,4 +68,11 @@ test('head dims past the CUDA kernels\' limit or off multiples of 8 fail, naming
     assertInvalidModel(() => checkCudaKvLayout(layout([attention(256), attention(headDim)], 'auto')), `at most ${MAX_CUDA_HEAD_DIM}`, `not ${headDim}`);
   }
   for (const headDim of [8, 264, MAX_CUDA_HEAD_DIM]) assert.doesNotThrow(() => checkCudaKvLayout(layout([attention(headDim)], 'int8')), `head dim ${headDim}`);
+});
+
+test('a pool with more token slots than an int32 indexes fails, naming the blocks and the limit', () => {
+  const layers: readonly LayerKvSpec[] = [{ kind: 'attention', numKvHeads: 1, headDim: 8, slidingWindow: null }];
+  const pool = (numBlocks: number): KvCacheLayout => ({ numBlocks, blockSize: 16, layers, dtype: 'int4' });
+  assert.doesNotThrow(() => checkCudaKvLayout(pool(Math.floor(MAX_CUDA_KV_SLOTS / 16))));
+  assert.throws(() => checkCudaKvLayout(pool(2 ** 27)), (err: Error) => err.message.includes(`${2 ** 27} blocks of 16 tokens`) && err.message.includes(`${MAX_CUDA_KV_SLOTS}`));
 });

@@ -221,7 +221,8 @@ __device__ __forceinline__ long long kv_slot(const int* block_table, int pos, in
 }
 
 // The cache slot this lane looks up for the tile at k0 (KvTileRows::lane_row, kv-tile-rows.cuh),
-// -1 past `end` or for no row. Every lane of the warp calls it; an int holds any slot a pool has.
+// -1 past `end` or for no row. Every lane of the warp calls it; a pool's slots fit an int
+// (checkCudaKvLayout refuses larger pools).
 template <typename Rows>
 __device__ __forceinline__ int lane_kv_slot(const int* block_table, int k0, int end, int block_size) {
   const int r = Rows::lane_row(threadIdx.x, threadIdx.x & 31);
