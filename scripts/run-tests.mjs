@@ -4,6 +4,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
 const suite = process.argv[2] ?? 'cpu';
 const wanted = (name) =>
@@ -27,7 +28,9 @@ if (files.length === 0) {
 }
 // Node 22.18+ runs TypeScript itself (the GPU host carries no tsx); older Node needs tsx's loader.
 const loader = process.features.typescript ? [] : ['--import', 'tsx'];
-const result = spawnSync(process.execPath, [...loader, '--test', '--test-concurrency=2', ...extra, ...files], {
+// TAP as the run goes, then the failing tests again at the very end, where a log cut short keeps them.
+const reporters = ['tap', fileURLToPath(new URL('./failed-tests-reporter.mjs', import.meta.url))].flatMap((r) => [`--test-reporter=${r}`, '--test-reporter-destination=stdout']);
+const result = spawnSync(process.execPath, [...loader, '--test', '--test-concurrency=2', ...reporters, ...extra, ...files], {
   stdio: 'inherit',
 });
 process.exit(result.status ?? 1);
