@@ -34,13 +34,18 @@ export interface Grid {
 
 /** The grid for values `w[from .. to)` (GPTQ's quantizer; a group of zeros gets scale 1, as an empty range would divide by zero). */
 export function fitGrid(w: ArrayLike<number>, from: number, to: number, o: QuantizerOptions): Grid {
-  const maxq = 2 ** o.bits - 1;
   let lo = 0;
   let hi = 0;
   for (let i = from; i < to; i++) {
     lo = Math.min(lo, w[i]);
     hi = Math.max(hi, w[i]);
   }
+  return gridOfRange(lo, hi, o);
+}
+
+/** fitGrid's grid for values whose range, widened to hold 0, is [lo, hi]. */
+export function gridOfRange(lo: number, hi: number, o: QuantizerOptions): Grid {
+  const maxq = 2 ** o.bits - 1;
   if (o.symmetric) {
     const top = Math.max(-lo, hi);
     lo = -top;
@@ -54,7 +59,12 @@ export function fitGrid(w: ArrayLike<number>, from: number, to: number, o: Quant
 
 /** The code of w on the grid (round to nearest, ties to even, clamped to the codes). */
 export function codeOf(w: number, grid: Grid, bits: number): number {
-  return Math.min(2 ** bits - 1, Math.max(0, roundHalfEven(w / grid.scale) + grid.zero));
+  return codeInRange(w / grid.scale, grid.zero, 2 ** bits - 1);
+}
+
+/** codeOf for a value already divided by the grid's scale, the largest code given: for hot loops. */
+export function codeInRange(scaled: number, zero: number, maxq: number): number {
+  return Math.min(maxq, Math.max(0, roundHalfEven(scaled) + zero));
 }
 
 export function roundHalfEven(v: number): number {
