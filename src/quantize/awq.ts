@@ -1,4 +1,4 @@
-import { codeInRange, codeOf, fitGrid, gridOfRange, type QuantizerOptions } from './group-quantizer.ts';
+import { codeOf, fitGrid, gridOfRange, type QuantizerOptions } from './group-quantizer.ts';
 
 /** α of s = mean|x|^α tried by the search (the paper's grid of 20 points in [0, 1)). */
 export const AWQ_GRID = 20;
@@ -65,11 +65,10 @@ function channelScales(meanAbs: Float64Array, alpha: number): Float64Array {
  */
 function scaledRoundTrip(w: Float64Array, rows: number, cols: number, s: Float64Array, groupSize: number | null, o: QuantizerOptions): Float64Array {
   const size = groupSize ?? cols;
-  const maxq = 2 ** o.bits - 1;
   const out = new Float64Array(w.length);
   for (let r = 0; r < rows; r++) {
+    const at = r * cols;
     for (let c0 = 0; c0 < cols; c0 += size) {
-      const at = r * cols;
       const c1 = Math.min(cols, c0 + size);
       let lo = 0;
       let hi = 0;
@@ -79,8 +78,8 @@ function scaledRoundTrip(w: Float64Array, rows: number, cols: number, s: Float64
         lo = Math.min(lo, v);
         hi = Math.max(hi, v);
       }
-      const { scale, zero } = gridOfRange(lo, hi, o);
-      for (let c = c0; c < c1; c++) out[at + c] = (scale * (codeInRange(out[at + c] / scale, zero, maxq) - zero)) / s[c];
+      const grid = gridOfRange(lo, hi, o);
+      for (let c = c0; c < c1; c++) out[at + c] = (grid.scale * (codeOf(out[at + c], grid, o.bits) - grid.zero)) / s[c];
     }
   }
   return out;

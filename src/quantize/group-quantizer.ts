@@ -59,12 +59,7 @@ export function gridOfRange(lo: number, hi: number, o: QuantizerOptions): Grid {
 
 /** The code of w on the grid (round to nearest, ties to even, clamped to the codes). */
 export function codeOf(w: number, grid: Grid, bits: number): number {
-  return codeInRange(w / grid.scale, grid.zero, 2 ** bits - 1);
-}
-
-/** codeOf for a value already divided by the grid's scale, the largest code given: for hot loops. */
-export function codeInRange(scaled: number, zero: number, maxq: number): number {
-  return Math.min(maxq, Math.max(0, roundHalfEven(scaled) + zero));
+  return Math.min(2 ** bits - 1, Math.max(0, roundHalfEven(w / grid.scale) + grid.zero));
 }
 
 export function roundHalfEven(v: number): number {
