@@ -44,7 +44,7 @@
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
 # spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed), profile-quest (a Quest
 # decode step at 128k context op by op, dense and at budget $QUEST_BUDGET, and its sparse kernels under Nsight Compute), profile-prefill
-# (both prefill attention kernels at 8k under Nsight Compute, full sections), profile-mixed
+# (both prefill attention kernels at 8k under Nsight Compute, full sections, or those in $PROFILE_PREFILL_KERNELS), profile-mixed
 # (Qwen3-0.6B's offline decode and mixed steps op by op), profile-drafting (EAGLE-3's K = 4 steps kernel by kernel under
 # Nsight Compute, summarized by scripts/ncu-kernel-summary.ts),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
@@ -220,7 +220,7 @@ for s in "$@"; do
       step profile-small-mixed 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 136 --context 600 --prefill-chunk 2048
       for p in decode mixed; do sed "s/^/[profile-small-$p] /" "$out/profile-small-$p.log"; done ;;
     profile-prefill) # Prefill attention at 8k tokens under Nsight Compute, both kernels (full sections): where the Hopper kernel's time goes (keel bench attention launches each shape 45 times, 512 / 2k / 8k in turn, so the 91st launch is the first at 8k).
-      for k in prefill_attention_kernel prefill_attention_wgmma_kernel; do
+      for k in ${PROFILE_PREFILL_KERNELS:-prefill_attention_kernel prefill_attention_wgmma_kernel}; do
         step "profile-$k" 300 ncu --clock-control none --set full --kernel-name "$k" --launch-skip 90 --launch-count 1 \
           node bin/keel bench attention --output "$out/ncu-attention-$k.json"
         grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per Thread|Achieved Occupancy|Stall" "$out/profile-$k.log" | head -30 | sed "s/^/[profile-$k] /"
