@@ -44,7 +44,8 @@
 # plain and EAGLE-3 drafting 2 and 4, all accepted, with --step-timeline: host phases and device gaps per step),
 # spec-host-profile (a V8 CPU profile of EAGLE-3 drafting 2 at batch 1, its top functions printed), profile-quest (a Quest
 # decode step at 128k context op by op, dense and at budget $QUEST_BUDGET, and its sparse kernels under Nsight Compute), profile-prefill
-# (both prefill attention kernels at 8k under Nsight Compute, full sections, or those in $PROFILE_PREFILL_KERNELS), profile-mixed
+# (both prefill attention kernels at 8k under Nsight Compute, full sections, or those in $PROFILE_PREFILL_KERNELS), sass (the machine code of cached
+# kernels named by $SASS_KERNELS, default the wgmma prefill kernel, and an opcode count), profile-mixed
 # (Qwen3-0.6B's offline decode and mixed steps op by op), profile-drafting (EAGLE-3's K = 4 steps kernel by kernel under
 # Nsight Compute, summarized by scripts/ncu-kernel-summary.ts),
 # spec-real (keel-tiny on bench/datasets/code-prompts.jsonl at batch 1: plain, its draft, n-gram),
@@ -224,6 +225,15 @@ for s in "$@"; do
         step "profile-$k" 300 ncu --clock-control none --set full --kernel-name "$k" --launch-skip 90 --launch-count 1 \
           node bin/keel bench attention --output "$out/ncu-attention-$k.json"
         grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per Thread|Achieved Occupancy|Stall" "$out/profile-$k.log" | head -30 | sed "s/^/[profile-$k] /"
+      done ;;
+    sass) # The machine code of the kernels the earlier steps compiled whose file names match $SASS_KERNELS (default prefill-attention-wgmma), from the kernel cache: full listings into $OUT, an opcode count printed (HGMMA present? LDL/STL spills? barriers?).
+      for cubin in "$KEEL_CACHE_DIR"/kernels/${SASS_KERNELS:-prefill-attention-wgmma}*.cubin; do
+        [ -f "$cubin" ] || { echo "[sass] no cached cubin matches ${SASS_KERNELS:-prefill-attention-wgmma}"; continue; }
+        name=$(basename "$cubin" .cubin)
+        cuobjdump -sass "$cubin" > "$out/sass-$name.txt" 2>&1
+        grep -oE '^ +/\*[0-9a-f]+\*/ +(@!?U?P[0-9T] +)?[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*' "$out/sass-$name.txt" | awk '{print $NF}' | sed 's/\..*//' |
+          sort | uniq -c | sort -rn | head -40 | tr '\n' ' ' | sed "s/^/[sass $name] /"
+        echo
       done ;;
     profile-quest) # Where a Quest decode step's time goes at 128k context (130,816 cached tokens): dense, then budget $QUEST_BUDGET (default 4,096) op by op, then the sparse layers' kernels timed one by one by Nsight Compute.
       budget=${QUEST_BUDGET:-4096}
