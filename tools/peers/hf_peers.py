@@ -3,7 +3,7 @@
   hf-eager            transformers `generate`, eager, dynamic cache
   hf-static-compile   `generate` with a static cache, which it compiles with torch.compile (mode reduce-overhead)
   hf-generate-batch   transformers continuous batching, `generate_batch`, paged attention
-  torch-sdpa          PyTorch scaled_dot_product_attention, flash backend, on prefill shapes
+  torch-sdpa          PyTorch scaled_dot_product_attention, flash and cuDNN backends, on prefill shapes
 
 on the architectures of bench/configs/ with random bf16 weights (`from_config`), over the
 workloads Keel's commands run, with the very same prompts (bench_result.py ports Keel's seeded
@@ -38,6 +38,8 @@ RUNS = ["latency-eager", "latency-compile", "throughput-eager", "throughput-batc
 # transformers' names for paged attention in continuous batching, newest spelling first.
 PAGED_ATTENTION = ["paged|sdpa", "sdpa_paged"]
 SDPA_SEQ_LENS = [512, 2048, 8192]
+# The flash backend (FlashAttention-2) and cuDNN's fused attention, each timed on every shape.
+SDPA_BACKENDS = ["FLASH_ATTENTION", "CUDNN_ATTENTION"]
 
 
 def parse_args():
@@ -212,42 +214,52 @@ class Peer:
                 self.model.set_attn_implementation("sdpa")
         raise RuntimeError("generate_batch failed with every paged attention: " + " | ".join(errors))
 
-    # --- attention: SDPA's flash backend on this architecture's prefill shapes ---
+    # --- attention: SDPA's flash and cuDNN backends on this architecture's prefill shapes ---
 
     def sdpa(self):
         c = self.config_json
-        config = {"batch": 1, "seq_lens": SDPA_SEQ_LENS, "causal": True, "backend": "FLASH_ATTENTION", "dtype": "bf16",
+        config = {"batch": 1, "seq_lens": SDPA_SEQ_LENS, "causal": True, "backends": SDPA_BACKENDS, "dtype": "bf16",
                   "kv_heads": "expanded to the query heads (repeat_interleave), as transformers' sdpa path does"}
         self.record("attention", "torch-sdpa", {**config, "num_heads": c["num_attention_heads"]}, self._sdpa)
 
     def _sdpa(self):
-        torch = self.torch
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.attention import SDPBackend
 
         c = self.config_json
         heads, kv_heads = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
         head_dim = c.get("head_dim") or c["hidden_size"] // heads
         shapes = []
-        for seq in SDPA_SEQ_LENS:
-            q = torch.randn(1, heads, seq, head_dim, device="cuda", dtype=torch.bfloat16)
-            k = torch.randn(1, kv_heads, seq, head_dim, device="cuda", dtype=torch.bfloat16).repeat_interleave(heads // kv_heads, dim=1)
-            v = torch.randn_like(k)
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                for _ in range(3):
-                    torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                iters = 20
-                begin.record()
-                for _ in range(iters):
-                    torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-                end.record()
-            torch.cuda.synchronize()
-            ms = begin.elapsed_time(end) / iters
-            # QKᵀ and PV, 2 FLOPs per multiply-add each, half of the square under the causal mask.
-            flops = 4 * heads * seq * seq * head_dim / 2
-            shapes.append({"batch": 1, "seq_len": seq, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim, "causal": True,
-                           "ms": ms, "tflops": flops / (ms / 1000) / 1e12})
+        for backend in SDPA_BACKENDS:
+            for seq in SDPA_SEQ_LENS:
+                shape = {"backend": backend, "batch": 1, "seq_len": seq, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim, "causal": True}
+                try:
+                    ms = self._sdpa_ms(getattr(SDPBackend, backend), heads, kv_heads, head_dim, seq)
+                except RuntimeError as e:  # a backend this build or GPU lacks says so in its row
+                    shapes.append({**shape, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                # QKᵀ and PV, 2 FLOPs per multiply-add each, half of the square under the causal mask.
+                flops = 4 * heads * seq * seq * head_dim / 2
+                shapes.append({**shape, "ms": ms, "tflops": flops / (ms / 1000) / 1e12})
         return {"shapes": shapes}
+
+    def _sdpa_ms(self, backend, heads, kv_heads, head_dim, seq):
+        torch = self.torch
+        from torch.nn.attention import sdpa_kernel
+
+        q = torch.randn(1, heads, seq, head_dim, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, kv_heads, seq, head_dim, device="cuda", dtype=torch.bfloat16).repeat_interleave(heads // kv_heads, dim=1)
+        v = torch.randn_like(k)
+        with sdpa_kernel(backend):
+            for _ in range(3):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            iters = 20
+            begin.record()
+            for _ in range(iters):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            end.record()
+        torch.cuda.synchronize()
+        return begin.elapsed_time(end) / iters
 
     def close(self):
         del self.model

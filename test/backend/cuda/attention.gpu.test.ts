@@ -15,8 +15,10 @@ import { continueSeqs, randomChunks, runScenario, type Scenario, TOLERANCE } fro
 // write fails the comparison.
 
 const rng = seededRng(testSeed('cuda attention'));
-// Tensor cores for every decode their shape limits allow (auto would leave larger grids on CUDA cores), the CUDA-core kernel in its own test below.
-const gpu = new CudaBackend({ poisonStepTensors: true, decodeAttention: 'tensor-cores' });
+// Tensor cores for every decode their shape limits allow (auto would leave larger grids on CUDA cores), the CUDA-core kernel in its own test below;
+// prefill on prefill-attention.cu, which Hopper's default would leave for the wgmma kernel where that covers the layer
+// (prefill-attention-wgmma.gpu.test.ts tests that one).
+const gpu = new CudaBackend({ poisonStepTensors: true, decodeAttention: 'tensor-cores', prefillAttention: 'legacy' });
 const cpu = new CpuBackend();
 after(() => gpu.dispose());
 const run = (s: Scenario): void => runScenario(s, gpu, cpu, rng);
