@@ -277,6 +277,8 @@ const AttentionResultsSchema = z.strictObject({
     z.strictObject({
       /** Which prefill kernel (results before the Hopper kernel have one, unnamed: legacy). */
       kernel: z.enum(['legacy', 'wgmma']).optional(),
+      /** The torch SDPA peer's backend (results before 2026-12-07 timed FLASH_ATTENTION alone and leave it out). */
+      backend: z.enum(['FLASH_ATTENTION', 'CUDNN_ATTENTION']).optional(),
       batch: count,
       seq_len: count,
       num_heads: count,

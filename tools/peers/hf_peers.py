@@ -234,8 +234,8 @@ class Peer:
                 shape = {"backend": backend, "batch": 1, "seq_len": seq, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim, "causal": True}
                 try:
                     ms = self._sdpa_ms(getattr(SDPBackend, backend), heads, kv_heads, head_dim, seq)
-                except RuntimeError as e:  # a backend this build or GPU lacks says so in its row
-                    shapes.append({**shape, "error": f"{type(e).__name__}: {e}"})
+                except RuntimeError as e:  # a backend this build or GPU lacks: no row, the reason on stderr
+                    print(f"torch-sdpa {backend} at {seq} tokens: {type(e).__name__}: {e}", file=sys.stderr)
                     continue
                 # QKᵀ and PV, 2 FLOPs per multiply-add each, half of the square under the causal mask.
                 flops = 4 * heads * seq * seq * head_dim / 2
