@@ -113,7 +113,7 @@ export interface CudaBackendOptions {
   /**
    * Which prefill attention kernel runs (kernels/prefill-attention.ts): `legacy` (mma.sync), `auto`
    * (the Hopper wgmma kernel where it covers the layer) or `wgmma` (that kernel or an error).
-   * Default: $KEEL_PREFILL_ATTENTION, else `auto` (on the H100, 2026-12-07: 1.11–1.64× the legacy kernel at 512–8k tokens).
+   * Default: $KEEL_PREFILL_ATTENTION, else `auto` (on the H100, 2026-12-07: 1.31–1.64× the legacy kernel at 512–8k tokens).
    */
   prefillAttention?: PrefillAttentionPath;
   /**

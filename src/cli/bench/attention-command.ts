@@ -4,7 +4,7 @@ export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 
 Times Keel's CUDA attention kernels alone (CUDA events over graph replays): prefill attention in
 causal TFLOP/s at batch 1 and 512 / 2048 / 8192 tokens with Llama-3.1-8B's heads (32 query, 8 KV,
-head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's flash SDPA — once per
+head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's SDPA (flash and cuDNN backends) — once per
 prefill kernel (prefill-attention.cu, and on a Hopper GPU prefill-attention-wgmma.cu too), and
 decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 1 and 16 and at
 256 tokens, batch 1, with Qwen3-30B-A3B's heads (32 query, 4 KV), each over a bf16 cache with both
