@@ -95,7 +95,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
     launchDecodeAttentionMma(device, a, { group, window, partitionSize, partials, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'ppppppppppppiiiffpiiipppiiippffppippiiffi', defines);
-    device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeSharedBytes(headDim, group, a.dtype), numPartitions), [
+    device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeSharedBytes(headDim, group, a.dtype), numPartitions, group), [
       ...decodeArgsPrefix(a, partials),
       qScale,
       softcapLog2,
@@ -126,10 +126,11 @@ interface DecodePartials {
 
 /**
  * A decode kernel's dynamic shared memory, at least what its merge of `numPartitions` partitions
- * takes once the keys are done (decode-partials.cuh: a warp's weights, one float a partition).
+ * takes once the keys are done (decode-partials.cuh: a weight a partition and a normalizer for
+ * each of the kv head's `group` query heads).
  */
-function withMergeScratch(sharedBytes: number, numPartitions: number): number {
-  return numPartitions > 1 ? Math.max(sharedBytes, (THREADS / 32) * numPartitions * 4) : sharedBytes;
+function withMergeScratch(sharedBytes: number, numPartitions: number, group: number): number {
+  return numPartitions > 1 ? Math.max(sharedBytes, group * (numPartitions + 1) * 4) : sharedBytes;
 }
 
 /** The arguments both decode kernels take first: output, partials, the step's tables, the pools' geometry. */
@@ -174,7 +175,7 @@ function launchDecodeAttentionMma(
   const defines = { HEAD_DIM: headDim, GROUP: p.group, KV_DTYPE, SOFTCAP, SINKS };
   const kernel = device.kernel('decode-attention-mma.cu', 'decode_attention_mma_kernel', 'ppppppppppppiiiffpiiippffiffi', defines);
   const numPartitions = p.partials.numPartitions;
-  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeMmaSharedBytes(headDim, a.dtype), numPartitions), [
+  device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeMmaSharedBytes(headDim, a.dtype), numPartitions, p.group), [
     ...decodeArgsPrefix(a, p.partials),
     p.qScale,
     p.softcapLog2,
