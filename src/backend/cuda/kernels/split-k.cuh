@@ -17,7 +17,8 @@ __device__ __forceinline__ void split_sum_if_last(bf16* out, const float* partia
   for (int i = threadIdx.x; i < (r_end - r_begin) * width; i += blockDim.x) {
     const long long at = (long long)(r_begin + i / width) * n + c_begin + i % width;
     float v = 0.f;
-    for (int s = 0; s < splits; s++) v += load_from_l2(partial + s * total + at);
+#pragma unroll 4
+    for (int s = 0; s < splits; s++) v += load_from_l2(partial + s * total + at);  // unrolled: the loads in flight together
     out[at] = f32_to_bf16(v + (bias == nullptr ? 0.f : bf16_to_f32(bias[c_begin + i % width])));
   }
 }
