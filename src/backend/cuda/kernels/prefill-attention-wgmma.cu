@@ -135,14 +135,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     using Rows = KvTileRows<BN, CHUNKS, LOADERS>;
     static_assert(Rows::BY_LANE, "a loader warp's lanes hold the slots of the rows it copies");
 #if KV_DTYPE == 0
-    // A tile's rows by cp.async; the stage's barrier completes once they land.
+    // A tile's rows by cp.async; the stage's barrier completes once they land. The thread copies
+    // the same 16-byte column of every row it takes, ROW_STEP rows apart: the source moves by the
+    // row's slot alone, and the destination by ROW_STEP rows (with whole 8-row swizzle atoms a
+    // constant; the copies are most of the loader's instructions, so nothing else is left in them).
+    constexpr int ROW_STEP = LOADERS / CHUNKS;
+    const int ch = tid % CHUNKS, row0 = tid / CHUNKS;
+    const int slot_elems = num_kv_heads * D;
     auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
-#pragma unroll 4
+      const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * D + ch * 8;
+      unsigned char* tile = smem + (dst - base);
+#pragma unroll
       for (int i = 0; i < Rows::ROUNDS; i++) {
-        const int c = tid + i * LOADERS, r = c / CHUNKS, ch = c % CHUNKS;
         const int slot = round_kv_slot<Rows>(lane_slot, i);
-        const long long src = slot >= 0 ? ((long long)slot * num_kv_heads + kvh) * D + ch * 8 : 0;
-        cp_async16(smem + (dst - base) + tile_offset<BN>(r, ch), reinterpret_cast<const bf16*>(pool) + src, slot >= 0 ? 16 : 0);
+        const unsigned int at = ROW_STEP % 8 == 0 ? tile_offset<BN>(row0, ch) + i * ROW_STEP * 128 : tile_offset<BN>(row0 + i * ROW_STEP, ch);
+        cp_async16(tile + at, src + (long long)(slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? 16 : 0);
       }
       mbarrier_arrive_on_copies(full);
     };
@@ -244,21 +251,22 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
           s[4 * n + e] = seen0 ? softcap_log2 * fast_tanh(s[4 * n + e] * q_scale0) : NEG_INF;
           s[4 * n + 2 + e] = seen1 ? softcap_log2 * fast_tanh(s[4 * n + 2 + e] * q_scale1) : NEG_INF;
 #else
-          s[4 * n + e] = seen0 ? s[4 * n + e] * q_scale0 : NEG_INF;
-          s[4 * n + 2 + e] = seen1 ? s[4 * n + 2 + e] * q_scale1 : NEG_INF;
+          if (!seen0) s[4 * n + e] = NEG_INF;
+          if (!seen1) s[4 * n + 2 + e] = NEG_INF;
 #endif
         }
       }
-    } else {
-#pragma unroll
-      for (int i = 0; i < BN / 2; i++) {
-#if SOFTCAP
-        s[i] = softcap_log2 * fast_tanh(s[i] * ((i & 2) ? q_scale1 : q_scale0));
-#else
-        s[i] *= (i & 2) ? q_scale1 : q_scale0;
-#endif
-      }
     }
+#if SOFTCAP
+    else {
+#pragma unroll
+      for (int i = 0; i < BN / 2; i++) s[i] = softcap_log2 * fast_tanh(s[i] * ((i & 2) ? q_scale1 : q_scale0));
+    }
+    constexpr float mul0 = 1.f, mul1 = 1.f;
+#else
+    // Raw scores stay unscaled: the scale rides in the exponent's FMA (q_scale > 0 keeps the max).
+    const float mul0 = q_scale0, mul1 = q_scale1;
+#endif
     float mx0 = NEG_INF, mx1 = NEG_INF;
 #pragma unroll
     for (int n = 0; n < BN / 8; n++) {
@@ -269,7 +277,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     mx0 = fmaxf(mx0, __shfl_xor_sync(FULL_MASK, mx0, 2));
     mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 1));
     mx1 = fmaxf(mx1, __shfl_xor_sync(FULL_MASK, mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float mn0 = fmaxf(m0, mx0 * mul0), mn1 = fmaxf(m1, mx1 * mul1);
     // A row with no visible key yet keeps max -inf; exponentiate against 0 so nothing becomes NaN.
     const float ref0 = mn0 == NEG_INF ? 0.f : mn0, ref1 = mn1 == NEG_INF ? 0.f : mn1;
     alpha0 = fast_exp2(m0 - ref0);
@@ -279,10 +287,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
     for (int n = 0; n < BN / 8; n++) {
-      s[4 * n] = fast_exp2(s[4 * n] - ref0);
-      s[4 * n + 1] = fast_exp2(s[4 * n + 1] - ref0);
-      s[4 * n + 2] = fast_exp2(s[4 * n + 2] - ref1);
-      s[4 * n + 3] = fast_exp2(s[4 * n + 3] - ref1);
+      s[4 * n] = fast_exp2(fmaf(s[4 * n], mul0, -ref0));
+      s[4 * n + 1] = fast_exp2(fmaf(s[4 * n + 1], mul0, -ref0));
+      s[4 * n + 2] = fast_exp2(fmaf(s[4 * n + 2], mul1, -ref1));
+      s[4 * n + 3] = fast_exp2(fmaf(s[4 * n + 3], mul1, -ref1));
       sum0 += s[4 * n] + s[4 * n + 1];
       sum1 += s[4 * n + 2] + s[4 * n + 3];
     }
