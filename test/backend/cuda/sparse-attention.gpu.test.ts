@@ -212,7 +212,8 @@ function run(s: Scenario): void {
 
 const CASES: (Scenario & { name: string })[] = [
   { name: 'GQA 4, bf16, budget 256 of up to 1,200 tokens', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 40], decodes: 4 },
-  { name: 'GQA 3, head dim 64, int8, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 24 }, prompts: [500, 333], decodes: 3 },
+  // Six decodes: with three, its 12 selections were too few for the near-tie check (7 of 12 at seed 508002, H100).
+  { name: 'GQA 3, head dim 64, int8, budget 96', headDim: 64, numKvHeads: 2, group: 3, blockSize: 8, dtype: 'int8', sparse: { tokenBudget: 96, sinkTokens: 8, windowTokens: 24 }, prompts: [500, 333], decodes: 6 },
   { name: 'one kv head of 8 queries, fp8, a budget covering every sequence', headDim: 128, numKvHeads: 1, group: 8, blockSize: 16, dtype: 'fp8_e4m3', sparse: { tokenBudget: 4096, sinkTokens: 4, windowTokens: 64 }, prompts: [900, 100], decodes: 2 },
   { name: 'KV groups: beside a sliding layer sharing its pool, int8, budget 128', headDim: 64, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'int8', sparse: { tokenBudget: 128, sinkTokens: 4, windowTokens: 32 }, prompts: [700, 260, 30], decodes: 3, slidingWindow: 64 },
   { name: 'verification chains of 5 beside decodes, GQA 4, bf16, budget 256', headDim: 128, numKvHeads: 2, group: 4, blockSize: 16, dtype: 'auto', sparse: { tokenBudget: 256, sinkTokens: 4, windowTokens: 64 }, prompts: [1200, 700, 500], decodes: 1, verify: 5 },
