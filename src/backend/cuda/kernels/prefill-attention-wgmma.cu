@@ -220,10 +220,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   // Operand descriptors. Q (A) and K (B) are K-major: 8-row groups 1024 bytes apart, a k-step of
   // 16 elements is 32 bytes along the 128-byte row, four per panel. V (B) is MN-major: a k-step
   // is 16 keys (2048 bytes), its N = D columns span the panels (BN · 128 bytes apart).
-  const unsigned int q_slab = s_q + cw * 64 * 128;
-  auto q_desc = [&](int kk) { return wgmma_desc(q_slab + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024); };
-  auto k_desc = [&](int st, int kk) { return wgmma_desc(s_k + st * TILE_BYTES + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024); };
-  auto v_desc = [&](int st, int kk) { return wgmma_desc(s_v + st * TILE_BYTES + kk * 16 * 128, BN * 128, 1024); };
+  // Each built once and moved by constant offsets (and the stage's) before every MMA.
+  const u64 q_desc0 = wgmma_desc(s_q + cw * 64 * 128, 16, 1024), k_desc0 = wgmma_desc(s_k, 16, 1024), v_desc0 = wgmma_desc(s_v, BN * 128, 1024);
+  auto q_desc = [&](int kk) { return wgmma_desc_advance(q_desc0, (kk >> 2) * (BM * 128) + (kk & 3) * 32); };
+  auto k_desc = [&](int st, int kk) { return wgmma_desc_advance(k_desc0, st * TILE_BYTES + (kk >> 2) * (BN * 128) + (kk & 3) * 32); };
+  auto v_desc = [&](int st, int kk) { return wgmma_desc_advance(v_desc0, st * TILE_BYTES + kk * 16 * 128); };
 
   auto issue_scores = [&](int st) {
     wgmma_fence();

@@ -35,6 +35,13 @@ __device__ __forceinline__ u64 wgmma_desc(unsigned int addr, unsigned int leadin
          ((u64)((stride_bytes >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
 
+// The descriptor of the operand `bytes` (a multiple of 16) further into shared memory: the start
+// address is the low field, so a 32-bit add moves it (no carry out of its 14 bits: shared memory
+// is under 256 KB). Cheaper than a fresh descriptor before each MMA.
+__device__ __forceinline__ u64 wgmma_desc_advance(u64 desc, unsigned int bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | (unsigned int)((unsigned int)desc + (bytes >> 4));
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
