@@ -10,6 +10,7 @@ import { ProgrammaticLaunchConfig } from './launch-config.ts';
 import { LaunchParams, type KernelSignature } from './launch-params.ts';
 import { loadCudaLibraries, processDiscoveryEnv } from './library-discovery.ts';
 import { Nvrtc, type NvrtcHeader } from './nvrtc.ts';
+import { TensorMaps } from './tensor-maps.ts';
 
 /** CUDA's limit on a grid's y and z dimensions: kernels that put rows or tiles there stride past it or refuse. */
 export const MAX_GRID_Y = 65535;
@@ -68,6 +69,8 @@ export class CudaDevice {
   readonly stream: Handle;
   /** CudaDeviceOptions.programmaticLaunch, where the GPU has it. */
   readonly programmaticLaunch: boolean;
+  /** TMA's tensor maps (encoded where the GPU and driver have them: TensorMaps.encodes). */
+  readonly tensorMaps: TensorMaps;
   private readonly staging: HostStaging;
   private readonly compiler: KernelCompiler;
   private readonly params = new LaunchParams();
@@ -100,6 +103,7 @@ export class CudaDevice {
       driverCudaVersion: this.driver.driverVersion(),
     };
     this.programmaticLaunch = (options.programmaticLaunch ?? false) && major >= PROGRAMMATIC_LAUNCH_MIN_MAJOR;
+    this.tensorMaps = new TensorMaps(this.driver, this.info.arch === 'sm_90a');
     this.driver.retainPrimaryContext(device);
     this.stream = this.driver.createStream();
     this.staging = new HostStaging(this.driver, this.stream);
@@ -281,6 +285,7 @@ export class CudaDevice {
     this.sparse?.dispose();
     this.staging.dispose();
     this.params.dispose();
+    this.tensorMaps.dispose();
     this.launchConfig.dispose();
     for (const module of this.modules) this.driver.unloadModule(module);
     this.driver.free(this.cublasWorkspace);

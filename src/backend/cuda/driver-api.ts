@@ -17,6 +17,12 @@ const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 const CU_STREAM_NON_BLOCKING = 1;
 const CU_EVENT_DISABLE_TIMING = 2;
 const CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+// cuda.h's CUtensorMap enums, the values cuTensorMapEncodeTiled takes here.
+const CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9;
+const CU_TENSOR_MAP_INTERLEAVE_NONE = 0;
+const CU_TENSOR_MAP_SWIZZLE_128B = 3;
+const CU_TENSOR_MAP_L2_PROMOTION_L2_256B = 3;
+const CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0;
 
 /** A koffi-bound C function. */
 export type NativeFn = (...args: unknown[]) => unknown;
@@ -80,6 +86,15 @@ export class CudaDriver {
       'int cuGraphExecDestroy(void *exec)',
       'int cuGraphDestroy(void *graph)',
     ].forEach(declare);
+    // Tensor maps came with CUDA 12.0; without them TMA is off (hasTensorMaps). The map by address
+    // (tensor-maps.ts keeps them in native memory), the tensor's by number.
+    try {
+      declare(
+        'int cuTensorMapEncodeTiled(uint64_t map, int dtype, uint32_t rank, uint64_t address, const uint64_t *dims, const uint64_t *strides, const uint32_t *box, const uint32_t *elementStrides, int interleave, int swizzle, int l2Promotion, int oobFill)',
+      );
+    } catch {
+      // An older driver: the kernels copy their tiles themselves.
+    }
     // The swap space's page-locked memory by address, so that copies can start inside it.
     this.fns.cuMemFreeHostAddress = lib.func('cuMemFreeHost', 'int', ['uint64_t']);
     this.fns.cuMemcpyDtoHAsyncToAddress = lib.func('cuMemcpyDtoHAsync_v2', 'int', ['uint64_t', 'uint64_t', 'size_t', 'void *']);
@@ -317,5 +332,34 @@ export class CudaDriver {
 
   destroyGraph(graph: Handle): void {
     this.call('cuGraphDestroy', graph);
+  }
+
+  /** Whether the driver encodes tensor maps (CUDA 12.0 and later), which TMA loads need. */
+  get hasTensorMaps(): boolean {
+    return 'cuTensorMapEncodeTiled' in this.fns;
+  }
+
+  /**
+   * Writes a tiled tensor map (cuTensorMapEncodeTiled) at `map` (128 bytes, 64-byte aligned): a
+   * bf16 tensor at `address`, its dims and box innermost first, byte strides of the outer dims,
+   * every element of the box loaded, the 128-byte swizzle, L2 lines fetched 256 bytes at a time.
+   */
+  encodeTensorMapBf16(map: bigint, address: DevicePtr, dims: readonly number[], strides: readonly number[], box: readonly number[]): void {
+    const rank = dims.length;
+    this.call(
+      'cuTensorMapEncodeTiled',
+      map,
+      CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+      rank,
+      address,
+      BigUint64Array.from(dims, BigInt),
+      BigUint64Array.from(strides, BigInt),
+      Uint32Array.from(box),
+      new Uint32Array(rank).fill(1),
+      CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+    );
   }
 }

@@ -15,6 +15,7 @@ function kernelSignatures(): Map<string, string> {
     for (const match of source.matchAll(new RegExp(`${KERNEL_DECLARATION.source}([^)]*)\\)`, 'g'))) {
       const letters = match[2].split(',').map((param) => {
         const p = param.trim();
+        if (/^const __grid_constant__ TensorMap /.test(p)) return 't';
         if (p.includes('*')) return 'p';
         if (/^(const )?long long /.test(p)) return 'l';
         if (/^(const )?int /.test(p)) return 'i';

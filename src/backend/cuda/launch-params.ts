@@ -3,7 +3,9 @@ import type { Handle } from './driver-api.ts';
 
 /**
  * How a kernel's parameters are laid out, one letter each: `p` pointer, `l` 64-bit integer,
- * `i` 32-bit integer, `f` float. Must match the kernel's C signature exactly.
+ * `i` 32-bit integer, `f` float, `t` a tensor map passed by value (`const __grid_constant__
+ * TensorMap`; the argument is the native address of its 128 bytes, tensor-maps.ts). Must match
+ * the kernel's C signature exactly.
  */
 export type KernelSignature = string;
 
@@ -19,13 +21,16 @@ export class LaunchParams {
   private readonly values: bigint;
   private readonly pointers: bigint;
   private readonly view: DataView;
+  private readonly pointerView: DataView;
+  /** Parameters whose pointer names a tensor map rather than their value slot, as the last launch left them. */
+  private readonly redirected = new Set<number>();
 
   constructor() {
     this.values = koffi.alloc('uint8_t', MAX_PARAMS * SLOT) as bigint;
     this.pointers = koffi.alloc('uint64_t', MAX_PARAMS) as bigint;
     this.view = new DataView(koffi.view(this.values, MAX_PARAMS * SLOT));
-    const pointerView = new DataView(koffi.view(this.pointers, MAX_PARAMS * 8));
-    for (let i = 0; i < MAX_PARAMS; i++) pointerView.setBigUint64(i * 8, this.values + BigInt(i * SLOT), true);
+    this.pointerView = new DataView(koffi.view(this.pointers, MAX_PARAMS * 8));
+    for (let i = 0; i < MAX_PARAMS; i++) this.pointToSlot(i);
   }
 
   /** Writes `args` per `signature` and returns the kernelParams pointer for cuLaunchKernel. */
@@ -35,6 +40,13 @@ export class LaunchParams {
     for (let i = 0; i < args.length; i++) {
       const at = i * SLOT;
       const v = args[i];
+      if (signature[i] === 't') {
+        // The driver reads the parameter's 128 bytes where its pointer points: at the map itself.
+        this.pointerView.setBigUint64(i * 8, BigInt(v), true);
+        this.redirected.add(i);
+        continue;
+      }
+      if (this.redirected.delete(i)) this.pointToSlot(i);
       switch (signature[i]) {
         case 'p':
         case 'l':
@@ -52,6 +64,10 @@ export class LaunchParams {
       }
     }
     return this.pointers;
+  }
+
+  private pointToSlot(i: number): void {
+    this.pointerView.setBigUint64(i * 8, this.values + BigInt(i * SLOT), true);
   }
 
   dispose(): void {

@@ -3,7 +3,10 @@
 // then K and V tiles of BN keys from the paged cache into a two-stage ring (cp.async, 16 bytes a
 // thread, straight into the 128-byte-swizzled layout wgmma reads; each stage's K and V have their
 // own "full" mbarrier, completed by cp.async.mbarrier.arrive, and "empty" mbarrier, arrived on by
-// the consumer warps once their MMAs have read it). Warpgroups 1 and 2 each own 64 query rows:
+// the consumer warps once their MMAs have read it). Over a bf16 cache whose blocks tile BN (`tma`),
+// whole tiles come by TMA instead, a box per cache block and 64-column panel through the pool's
+// tensor map (tensor-maps.ts), which writes the same swizzled layout; the last, partial tile is
+// still copied, so that its rows past the end are zeros. Warpgroups 1 and 2 each own 64 query rows:
 // S = Q Kᵀ by wgmma with both operands in shared memory, the online softmax in registers, then
 // O += P V by wgmma with P straight from the score registers (A from registers) and V read
 // MN-major. The score MMA of tile t is issued before the P V MMA of tile t - 1 and the softmax of
@@ -73,13 +76,15 @@ __device__ __forceinline__ unsigned int tile_offset(int r, int ch) {
 // (sequence, first query row) of 128-row tiles. Query rows of a tile have increasing positions
 // (true of any chunk). Scores in the log2 domain as in prefill-attention.cu: q_scale · q · k, or
 // with SOFTCAP softcap_log2 · tanh(q_scale · q · k); sinks [numHeads] bf16 read only with SINKS.
+// k_map / v_map: the pools' tensor maps, read only with `tma` (else zeros).
 extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
     const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
     const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale, float v_scale, int chunk,
-    float temp_floor, float temp_scale, int temp_offset) {
+    float temp_floor, float temp_scale, int temp_offset, int tma, const __grid_constant__ TensorMap k_map,
+    const __grid_constant__ TensorMap v_map) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Swizzle atoms must be 1024-aligned (the descriptors' base offset stays 0).
@@ -145,13 +150,30 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
       const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * D + ch * 8;
       unsigned char* tile = smem + (dst - base);
-#pragma unroll
+#pragma unroll 8
       for (int i = 0; i < Rows::ROUNDS; i++) {
         const int slot = round_kv_slot<Rows>(lane_slot, i);
         const unsigned int at = ROW_STEP % 8 == 0 ? tile_offset<BN>(row0, ch) + i * ROW_STEP * 128 : tile_offset<BN>(row0 + i * ROW_STEP, ch);
         cp_async16(tile + at, src + (long long)(slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? 16 : 0);
       }
       mbarrier_arrive_on_copies(full);
+    };
+    // A whole tile by TMA: lane j of warp 0 loads the tile's cache block j (its first slot in
+    // block_slot), a box per 64-column panel, into rows j · block_size onward (whole swizzle atoms:
+    // the block size is a multiple of 8); lane 0 has the barrier expect the tile's bytes before any
+    // box is issued, and every loader thread arrives once, as with copies.
+    auto tma_tile = [&](const TensorMap* map, unsigned int dst, int block_slot, unsigned int full) {
+      if (tid < 32) {
+        if (tid == 0) mbarrier_arrive_expect_tx(full, TILE_BYTES);
+        __syncwarp();
+        if (tid < BN / block_size) {
+#pragma unroll
+          for (int p = 0; p < D / 64; p++) tma_load_3d(dst + p * (BN * 128) + tid * block_size * 128, map, p * 64, kvh, block_slot, full);
+        }
+        if (tid > 0) mbarrier_arrive(full);
+      } else {
+        mbarrier_arrive(full);
+      }
     };
 #else
     // A tile's codes through registers, CODE_LOADS chunks in flight, stored as bf16 rows; the
@@ -184,8 +206,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     for (int t = 0; t < num_tiles; t++) {
       const int st = t % STAGES;
       const unsigned int reuse_parity = (t / STAGES - 1) & 1;  // the phase that frees tile t - STAGES
-      const int lane_slot = lane_kv_slot<Rows>(table, k_begin + t * BN, k_end, block_size);  // its table read overlaps the wait
+      const int k0 = k_begin + t * BN;
+      // With `tma` (a bf16 cache whose blocks tile BN), whole tiles come by TMA; the last, partial
+      // one by copies, which zero the rows past the end where a block would bring stale ones.
+      const bool by_tma = KV_DTYPE == 0 && tma && k0 + BN <= k_end;
+      // Its table read overlaps the wait: a block's first slot for TMA, else this lane's row's slot.
+      const int lane_slot = by_tma ? (tid < BN / block_size ? table[k0 / block_size + tid] * block_size : 0) : lane_kv_slot<Rows>(table, k0, k_end, block_size);
       if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
+#if KV_DTYPE == 0
+      if (by_tma) {
+        tma_tile(&k_map, s_k + st * TILE_BYTES, lane_slot, k_full(st));
+        if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
+        tma_tile(&v_map, s_v + st * TILE_BYTES, lane_slot, v_full(st));
+        continue;
+      }
+#endif
       load_tile(k_pool, k_scales, k_scale, s_k + st * TILE_BYTES, lane_slot, k_full(st));
       if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
       load_tile(v_pool, v_scales, v_scale, s_v + st * TILE_BYTES, lane_slot, v_full(st));

@@ -38,9 +38,14 @@ const WGMMA_THREADS = 384;
 const WGMMA_STAGES = 2;
 const WGMMA_HEAD_DIMS = [64, 128, 256];
 
+/** Keys per K or V tile of prefill_attention_wgmma_kernel (its BN). */
+function wgmmaTileKeys(headDim: number): number {
+  return headDim <= 128 ? 128 : 64;
+}
+
 /** Dynamic shared memory of prefill_attention_wgmma_kernel: alignment slack, Q, K and V stages, mbarriers. */
 export function prefillWgmmaSharedBytes(headDim: number): number {
-  const keys = headDim <= 128 ? 128 : 64;
+  const keys = wgmmaTileKeys(headDim);
   return 1024 + WIDE_PREFILL_TILE_ROWS * headDim * 2 + 2 * WGMMA_STAGES * keys * headDim * 2 + 8 * (1 + 4 * WGMMA_STAGES);
 }
 
@@ -105,11 +110,23 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
   ]);
 }
 
+/**
+ * Whether the wgmma kernel's whole K and V tiles come by TMA, a box a cache block: over a bf16 cache
+ * whose blocks tile a key tile in whole 8-row swizzle atoms, where the device has tensor maps.
+ */
+export function wgmmaTilesByTma(hasTensorMaps: boolean, dtype: KvCacheDtype, blockSize: number, headDim: number): boolean {
+  return hasTensorMaps && dtype === 'auto' && blockSize % 8 === 0 && wgmmaTileKeys(headDim) % blockSize === 0;
+}
+
 function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
   const { numHeads, numKvHeads, headDim } = a.shape;
   const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpippffiffi', { HEAD_DIM: headDim, SOFTCAP, SINKS, KV_DTYPE });
+  const maps = device.tensorMaps;
+  const tma = wgmmaTilesByTma(maps.encodes, a.dtype, a.blockSize, headDim);
+  const kMap = tma ? maps.kvPool(a.kPool, numKvHeads, headDim, a.blockSize) : maps.zero();
+  const vMap = tma ? maps.kvPool(a.vPool, numKvHeads, headDim, a.blockSize) : maps.zero();
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpippffiffiitt', { HEAD_DIM: headDim, SOFTCAP, SINKS, KV_DTYPE });
   device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
     a.out,
     a.qkv,
@@ -130,5 +147,8 @@ function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
     kernelWindow(a.shape),
     ...kvCodeKernelArgs(a),
     ...positionKernelArgs(a.shape),
+    tma ? 1 : 0,
+    kMap,
+    vMap,
   ]);
 }

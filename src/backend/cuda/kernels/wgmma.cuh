@@ -16,6 +16,7 @@
 //   A and C fragments (D: per 8 columns n, d[4n], d[4n+1] at row g, columns 8n + 2t, +1 and
 //   d[4n+2], d[4n+3] at row g + 8, with g = lane / 4, t = lane % 4).
 // - wgmma.fence / wgmma.commit_group / wgmma.wait_group; mbarrier; cp.async.mbarrier.arrive; setmaxnreg.
+// - "Tensor Copy" (cp.async.bulk.tensor) and mbarrier's expect-tx / complete-tx: TMA loads.
 // Only the sm_90a target has wgmma and setmaxnreg: include this from code compiled for it.
 #pragma once
 #include "mma.cuh"
@@ -141,6 +142,26 @@ __device__ __forceinline__ void mbarrier_wait(unsigned int bar, unsigned int par
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
       "@!done bra WAIT;\n}\n" ::"r"(bar),
       "r"(parity)
+      : "memory");
+}
+
+// Sets the phase to also wait for `bytes` more of asynchronous copies (TMA) and arrives, in one.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned int bar, unsigned int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// A tensor map (cuda.h's CUtensorMap, written by cuTensorMapEncodeTiled on the host: tensor-maps.ts),
+// passed by value as a `const __grid_constant__` kernel parameter so that TMA can read it in place.
+struct alignas(64) TensorMap {
+  unsigned long long opaque[16];
+};
+
+// TMA: the box of `map` at coordinates (c0, c1, c2), innermost first, into shared memory at `dst`
+// in the map's swizzled layout; its bytes complete-tx on `bar`.
+__device__ __forceinline__ void tma_load_3d(unsigned int dst, const TensorMap* map, int c0, int c1, int c2, unsigned int bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
       : "memory");
 }
 
