@@ -128,9 +128,11 @@ export interface DecodePartitions {
 }
 
 /**
- * Flash-Decoding split: enough partitions that numDecode × numKvHeads × partitions CTAs keep every
- * multiprocessor busy, but no partition shorter than MIN_KEYS_PER_PARTITION. `maxVisibleKeys` is
- * the longest visible span (seqLen, or the sliding window when smaller).
+ * Flash-Decoding split of a launch: enough partitions that numDecode × numKvHeads × partitions CTAs
+ * keep every multiprocessor busy, but no partition shorter than MIN_KEYS_PER_PARTITION.
+ * `maxVisibleKeys` is the longest visible span the launch provides for (what the block tables
+ * hold, or the sliding window when smaller). Each decode then splits its own keys the same way
+ * within these partitions (the kernels' decode-split.cuh), and its CTAs past them return at once.
  */
 export function chooseDecodePartitions(
   numDecode: number,

@@ -127,7 +127,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
     const int* __restrict__ decode_tokens, const int* __restrict__ positions, const int* __restrict__ seq_lens,
     const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size, int num_kv_heads, float q_scale,
     float softcap_log2, const bf16* __restrict__ sinks, int window,
-    int partition_size, int num_partitions, const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale,
+    int min_partition_keys, int num_partitions, const float* __restrict__ k_scales, const float* __restrict__ v_scales, float k_scale,
     float v_scale, int chunk, float temp_floor, float temp_scale, int temp_offset) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
@@ -146,17 +146,20 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
   const int lo = max(window > 0 ? max(0, qpos - window + 1) : 0, chunk_first_key(qpos, chunk));
   const int hi = min(seq_lens[seq], qpos + 1);
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
-  const int begin = lo + part * partition_size;
-  const int end = min(hi, begin + partition_size);
+  const DecodeSplit split = decode_split(hi - lo, num_partitions, min_partition_keys);
+  if (part >= split.used) return;  // a CTA for keys this decode does not have
+  const int begin = lo + part * split.size;
+  const int end = min(hi, begin + split.size);
   const long long head0 = (long long)di * num_heads + kvh * GROUP;
 
   // With partitions, the last of the kv head's CTAs merges them (decode-partials.cuh).
   auto merge_if_last = [&]() {
-    if (num_partitions > 1)
-      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, token, num_heads, kvh, sinks, arrival, reinterpret_cast<float*>(smem));
+    if (split.used > 1)
+      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, split.used, token, num_heads, kvh, sinks, arrival,
+                                                    reinterpret_cast<float*>(smem));
   };
   if (begin >= end) {  // nothing visible in this partition
-    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
+    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, split.used, token, num_heads, kvh);
     merge_if_last();
     return;
   }
@@ -407,7 +410,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_mma_kernel(
       if (mw != NEG_INF) sum += s_ml[(w * 16 + h) * 2 + 1] * fast_exp2(mw - top);
       acc += s_out[(w * 16 + h) * D + c];
     }
-    if (num_partitions == 1) {
+    if (split.used == 1) {
 #if SINKS
       const float inv = sink_normalizer(top, sum, bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
 #else

@@ -2,8 +2,9 @@
 // flattened token, keys up to its position) over the paged KV cache, Flash-Decoding style:
 // the context is cut into partitions handled by different CTAs, each writing a partial softmax
 // (max, sum, unnormalized accumulator), and the last of a kv head's CTAs to finish merges them
-// (merge_partitions_if_last, decode-partials.cuh). With one partition the CTA writes the final
-// output directly.
+// (merge_partitions_if_last, decode-partials.cuh). The launch has partitions for the longest
+// context the block tables hold; each decode uses as many as its own keys need (decode-split.cuh)
+// and the rest return at once. With one partition the CTA writes the final output directly.
 //
 // GQA: a CTA owns one KV head and all GROUP query heads that read it, so every K/V byte is
 // loaded once per partition. Specialized at compile time by HEAD_DIM and GROUP, and by the
@@ -124,7 +125,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
     const int* __restrict__ decode_seqs, const int* __restrict__ decode_tokens, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq,
     int block_size, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
-    int partition_size, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+    int min_partition_keys, int num_partitions, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ rotary_rows, int rotary_dim, int stream_sinks, int sink_row_cap, const float* __restrict__ k_scales,
     const float* __restrict__ v_scales, float k_scale, float v_scale, const int* __restrict__ sparse_tables,
     const int* __restrict__ sparse_lens, int sparse_width, const int* __restrict__ sparse_windows,
@@ -178,17 +179,20 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
   const int* table = block_tables + (long long)seq * max_blocks_per_seq;
 #endif
   // Partitions split the visible keys [lo, hi), so a sliding window needs no more CTAs than its width.
-  const int begin = lo + part * partition_size;
-  const int end = min(hi, begin + partition_size);
+  const DecodeSplit split = decode_split(hi - lo, num_partitions, min_partition_keys);
+  if (part >= split.used) return;  // a CTA for keys this decode does not have
+  const int begin = lo + part * split.size;
+  const int end = min(hi, begin + split.size);
   const long long head0 = (long long)di * num_heads + kvh * GROUP;  // first query head's row in the partials
 
   // With partitions, the last of the kv head's CTAs merges them (decode-partials.cuh).
   auto merge_if_last = [&]() {
-    if (num_partitions > 1)
-      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, token, num_heads, kvh, sinks, arrival, reinterpret_cast<float*>(smem));
+    if (split.used > 1)
+      merge_partitions_if_last<GROUP, D, NT, SINKS>(out, part_acc, part_ml, head0, num_partitions, split.used, token, num_heads, kvh, sinks, arrival,
+                                                    reinterpret_cast<float*>(smem));
   };
   if (begin >= end) {  // a shorter sequence of the batch: nothing visible in this partition
-    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, token, num_heads, kvh);
+    write_empty_partition<GROUP, D, NT>(out, part_ml, head0, part, num_partitions, split.used, token, num_heads, kvh);
     merge_if_last();
     return;
   }
@@ -418,7 +422,7 @@ extern "C" __global__ void __launch_bounds__(NT) decode_attention_kernel(
       const int item = item_lane + j * LANES_PER_KS;
       if (item >= ITEMS) continue;
       const int h = item / D8, c = item - h * D8;
-      if (num_partitions == 1) {
+      if (split.used == 1) {
 #if SINKS
         const float inv = sink_normalizer(s_m[h], s_l[h], bf16_to_f32(sinks[kvh * GROUP + h]) * LOG2E);
 #else

@@ -1,4 +1,4 @@
-import { chooseDecodePartitions, DECODE_TILE_KEYS } from '../attention-plan.ts';
+import { chooseDecodePartitions, DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
@@ -63,7 +63,11 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
   kernel: DecodeAttentionKernel;
 }
 
-/** Split-KV decode attention for every decode of the plan; when split, the last CTA of each (decode, kv head) merges its partitions. */
+/**
+ * Split-KV decode attention for every decode of the plan: the launch has partitions for the longest
+ * context the tables hold, each decode uses those its own keys need (decode-split.cuh, no partition
+ * under MIN_KEYS_PER_PARTITION keys), and where it uses several the last of its CTAs merges them.
+ */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;
   const { numHeads, numKvHeads, headDim } = a.shape;
@@ -92,7 +96,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const ctas = a.numDecode * numKvHeads * numPartitions;
   const tensorCores = a.kernel === 'tensor-cores' || (a.kernel === 'auto' && (a.dtype !== 'auto' || bf16OnTensorCores(ctas, partitionSize, device.info.multiprocessorCount)));
   if (sparse === null && tensorCores && runsOnTensorCores(device, a, group)) {
-    launchDecodeAttentionMma(device, a, { group, window, partitionSize, partials, qScale, softcapLog2 });
+    launchDecodeAttentionMma(device, a, { group, window, partials, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'ppppppppppppiiiffpiiipppiiippffppippiiffi', defines);
     device.launch(kernel, [numKvHeads, a.numDecode, numPartitions], [THREADS], withMergeScratch(decodeSharedBytes(headDim, group, a.dtype), numPartitions, group), [
@@ -101,7 +105,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
       softcapLog2,
       a.sinks,
       window,
-      partitionSize,
+      MIN_KEYS_PER_PARTITION,
       numPartitions,
       ...streamingKernelArgs(a),
       ...kvCodeKernelArgs(a),
@@ -168,7 +172,7 @@ function decodeMmaSharedBytes(headDim: number, dtype: KvCacheDtype): number {
 function launchDecodeAttentionMma(
   device: CudaDevice,
   a: DecodeAttentionArgs,
-  p: { group: number; window: number; partitionSize: number; partials: DecodePartials; qScale: number; softcapLog2: number },
+  p: { group: number; window: number; partials: DecodePartials; qScale: number; softcapLog2: number },
 ): void {
   const { numKvHeads, headDim } = a.shape;
   const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
@@ -181,7 +185,7 @@ function launchDecodeAttentionMma(
     p.softcapLog2,
     a.sinks,
     p.window,
-    p.partitionSize,
+    MIN_KEYS_PER_PARTITION,
     numPartitions,
     ...kvCodeKernelArgs(a),
     ...positionKernelArgs(a.shape),

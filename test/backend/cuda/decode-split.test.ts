@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION } from '../../../src/backend/cuda/attention-plan.ts';
+
+// decode-split.cuh compiled for the host: how one decode spreads its visible keys over the launch's
+// partitions. Every key must fall in exactly one used partition (a gap or an overlap would drop or
+// double-count keys, which only a GPU run would show otherwise), no more partitions than the launch
+// has, whole tiles, and no partition of fewer than min_keys unless the decode has fewer keys or the
+// split needs a short last one.
+
+const KERNELS = fileURLToPath(new URL('../../../src/backend/cuda/kernels/', import.meta.url));
+
+const CHECK_PROGRAM = `
+#include <cstdio>
+#include "decode-split.cuh"
+
+int main() {
+  const int launches[] = {1, 2, 3, 4, 16, 64, 132, 528};
+  const int mins[] = {32, 64, 256};
+  for (int min_keys : mins) {
+    for (int num_partitions : launches) {
+      for (int visible = -3; visible <= 70000; visible += visible < 2000 ? 1 : 997) {
+        const DecodeSplit s = decode_split(visible, num_partitions, min_keys);
+        const int keys = visible > 0 ? visible : 0;
+        int errors = 0;
+        if (s.used < 1 || s.used > num_partitions || s.size % DECODE_SPLIT_TILE != 0 || s.size < DECODE_SPLIT_TILE) errors++;
+        // Partitions [p · size, min(keys, (p + 1) · size)) for p < used cover [0, keys) once, each non-empty but (with no keys) the first.
+        if ((long long)s.used * s.size < keys || (keys > 0 && (long long)(s.used - 1) * s.size >= keys)) errors++;
+        // Every partition but the last holds at least min_keys (the last at least one key).
+        if (s.used > 1 && s.size < min_keys) errors++;
+        if (errors > 0) std::printf("{\\"visible\\": %d, \\"partitions\\": %d, \\"min\\": %d, \\"used\\": %d, \\"size\\": %d}\\n", visible, num_partitions, min_keys, s.used, s.size);
+      }
+    }
+  }
+  const DecodeSplit a = decode_split(200, 132, 64), b = decode_split(32768, 132, 64), c = decode_split(32768, 2, 64);
+  std::printf("{\\"short\\": [%d, %d], \\"long\\": [%d, %d], \\"few\\": [%d, %d]}\\n", a.used, a.size, b.used, b.size, c.used, c.size);
+}
+`;
+
+const skip = spawnSync('g++', ['--version'], { stdio: 'ignore' }).status === 0 ? false : 'no g++';
+
+test("a decode's keys fall in exactly one of the partitions it uses, whole tiles, none short but the last", { skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keel-decode-split-'));
+  try {
+    writeFileSync(join(dir, 'check.cpp'), CHECK_PROGRAM);
+    execFileSync('g++', ['-std=c++17', `-I${KERNELS}`, '-o', join(dir, 'check'), join(dir, 'check.cpp')]);
+    const lines = execFileSync(join(dir, 'check'), { encoding: 'utf8' }).trim().split('\n');
+    const summary = JSON.parse(lines.pop()!) as { short: number[]; long: number[]; few: number[] };
+    assert.deepEqual(lines, [], `splits that break the rules:\n${lines.slice(0, 10).join('\n')}`);
+    // 200 keys of a launch sized for 40k: 3 partitions, not 132 (a decode of Qwen3-30B-A3B at batch 1).
+    assert.deepEqual(summary.short, [3, 96]);
+    assert.deepEqual(summary.long, [128, 256]);
+    assert.deepEqual(summary.few, [2, 16384]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the header's tile is the host's DECODE_TILE_KEYS, and the kernels get MIN_KEYS_PER_PARTITION", () => {
+  const header = readFileSync(join(KERNELS, 'decode-split.cuh'), 'utf8');
+  assert.match(header, new RegExp(`constexpr int DECODE_SPLIT_TILE = ${DECODE_TILE_KEYS};`));
+  const launcher = readFileSync(join(KERNELS, 'decode-attention.ts'), 'utf8');
+  assert.equal(launcher.match(/MIN_KEYS_PER_PARTITION,\n/g)?.length, 2, 'both decode kernels take min_partition_keys');
+  assert.ok(MIN_KEYS_PER_PARTITION >= DECODE_TILE_KEYS);
+});
