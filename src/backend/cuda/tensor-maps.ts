@@ -15,7 +15,7 @@ export interface TiledMapShape {
 }
 
 /** TMA's box is at most 256 elements a dimension, and the 128-byte swizzle's rows are 64 bf16 wide. */
-export const MAX_TMA_BOX_ROWS = 256;
+const MAX_TMA_BOX_ROWS = 256;
 const SWIZZLE_ROW_ELEMENTS = 64;
 /** Slots are ints (checkCudaKvLayout): the slot dimension's bound; loads name only slots a block table holds. */
 const MAX_SLOTS = 2 ** 31 - 1;
