@@ -125,8 +125,8 @@ export interface CudaBackendOptions {
   mlaDecode?: MlaDecodeKernel;
   /**
    * Which kernel runs decode attention where both can (kernels/decode-attention.ts):
-   * `tensor-cores` (decode-attention-mma.cu), `cuda-cores` (decode-attention.cu) or `auto` (the
-   * one measured faster for the cache's dtype and the step's grid). Default:
+   * `tensor-cores` (decode-attention-mma.cu), `cuda-cores` (decode-attention.cu) or `auto` (tensor
+   * cores wherever their kernel takes the shape: measured faster at every shape timed). Default:
    * $KEEL_DECODE_ATTENTION, else auto.
    */
   decodeAttention?: DecodeAttentionKernel;

@@ -44,7 +44,7 @@ for (const headDim of [64, 96, 128]) {
 
 // This file's backend runs bf16 decodes on tensor cores (decode-attention-mma.cu) wherever its shape
 // limits allow, so the other scenarios test it; decode-attention.cu keeps StreamingLLM, Quest, head
-// dims 72 and 512, most of `auto`'s larger grids and KEEL_DECODE_ATTENTION=cuda-cores, and these
+// dims 72 and 512 and KEEL_DECODE_ATTENTION=cuda-cores, and these
 // run it on the cases the other kernel takes.
 test('bf16 decodes on the CUDA-core kernel: mixed steps, long split decodes with a window, soft-capping and sinks', () => {
   gpu.decodeAttention = 'cuda-cores';

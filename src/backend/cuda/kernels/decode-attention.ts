@@ -25,28 +25,16 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
 
 /**
  * Which kernel runs a decode where both could: `tensor-cores` (decode-attention-mma.cu, wherever
- * its shape limits allow), `cuda-cores` (decode-attention.cu, which takes every case), or `auto`:
- * tensor cores for a quantized cache, and for a bf16 one where they were measured faster
- * (bf16OnTensorCores).
+ * its shape limits allow), `cuda-cores` (decode-attention.cu, which takes every case), or `auto`,
+ * the tensor cores. On the H100 at 73fd71e (`keel bench attention`, both kernels alone over bf16)
+ * they were faster at all twelve shapes timed: Qwen3-30B-A3B's heads at 256 tokens, batch 1, 9.4 µs
+ * against 11.5; 256 decodes at 640 tokens 228 against 244; 8B's at 8k, batch 1, 23.3 against 25.6;
+ * at 32k, batch 16, 769 against 839. (Before session 26's changes to both kernels the H200 had the
+ * CUDA-core kernel ahead on grids of several CTAs a multiprocessor and short partitions, and `auto`
+ * picked it there — for Qwen3-30B-A3B at batch 1 too, whose 40,960-key tables counted 528 CTAs.)
  */
 export type DecodeAttentionKernel = 'auto' | 'tensor-cores' | 'cuda-cores';
 export const DECODE_ATTENTION_KERNELS: readonly DecodeAttentionKernel[] = ['auto', 'tensor-cores', 'cuda-cores'];
-
-/** Keys a partition must stream for a bf16 decode to take the tensor cores on a grid of several CTAs a multiprocessor. */
-const BF16_MMA_MIN_PARTITION_KEYS = 2048;
-
-/**
- * Whether `auto` runs a bf16 decode on tensor cores. Measured on the H200 (2026-12-06, both kernels
- * alone, `keel bench attention`): with at most one CTA a multiprocessor the step is latency-bound
- * and the CUDA-core kernel's four barriers a 32-key tile weigh most (Qwen3-30B-A3B's heads at 256
- * tokens, batch 1: 6.9 µs against 9.4; 8B's at 1k: 8.7 against 9.5); long partitions stream faster
- * on tensor cores (8B at 32k, batch 16: 720 µs against 827). Between, the CUDA-core kernel's
- * occupancy (35 KB of shared memory a CTA against 109 KB) wins: 256 decodes at 640 tokens 187 µs
- * against 226, 16 at 1k 33.0 against 36.6, one at 8k (128-key partitions) 27.4 against 28.8.
- */
-function bf16OnTensorCores(ctas: number, partitionSize: number, multiprocessors: number): boolean {
-  return ctas <= multiprocessors || partitionSize >= BF16_MMA_MIN_PARTITION_KEYS;
-}
 
 export interface DecodeAttentionArgs extends PagedAttentionArgs {
   /** [numDecode] each decode's sequence and its flattened token index (AttentionPlan). */
@@ -79,7 +67,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   // A query sees at most its window's keys, and at most its chunk's (chunked layers).
   const chunk = a.shape.attentionChunk ?? 0;
   const visible = Math.min(longest, window === 0 ? Infinity : window, chunk === 0 ? Infinity : chunk);
-  const { numPartitions, partitionSize } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
+  const { numPartitions } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
   let arrival = 0;
@@ -93,9 +81,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   const tree = sparse === null ? null : (a.treeMask ?? null);
   const defines = { HEAD_DIM: headDim, GROUP: group, ...attentionOptionDefines(a), SPARSE: sparse === null ? 0 : 1, TREE: tree === null ? 0 : 1 };
   const { qScale, softcapLog2 } = scoreScales(a.shape);
-  const ctas = a.numDecode * numKvHeads * numPartitions;
-  const tensorCores = a.kernel === 'tensor-cores' || (a.kernel === 'auto' && (a.dtype !== 'auto' || bf16OnTensorCores(ctas, partitionSize, device.info.multiprocessorCount)));
-  if (sparse === null && tensorCores && runsOnTensorCores(device, a, group)) {
+  if (sparse === null && a.kernel !== 'cuda-cores' && runsOnTensorCores(device, a, group)) {
     launchDecodeAttentionMma(device, a, { group, window, partials, qScale, softcapLog2 });
   } else {
     const kernel = device.kernel('decode-attention.cu', 'decode_attention_kernel', 'ppppppppppppiiiffpiiipppiiippffppippiiffi', defines);
