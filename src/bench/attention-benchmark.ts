@@ -24,6 +24,9 @@ const LLAMA_8B: AttentionParams = { numHeads: 32, numKvHeads: 8, headDim: 128, s
  * 256 sequences at 640 tokens, midway through 512 in / 256 out), with each KV cache dtype.
  */
 const QWEN3_06B: AttentionParams = { ...LLAMA_8B, numHeads: 16 };
+/** Prefill at a head dim the wgmma kernel pads in shared memory: Phi-3-mini's 32 heads of 96 (as 128), at 2k and 8k tokens. */
+const PHI3_MINI: AttentionParams = { ...LLAMA_8B, numKvHeads: 32, headDim: 96, scale: 96 ** -0.5 };
+const PADDED_PREFILL_SEQ_LENS = [2048, 8192];
 /**
  * Batch-1 decode at a short context with Qwen3-30B-A3B's heads (32 query, 4 kv): a few kilobytes
  * of cache a head, where the launch and the kernel's fixed steps are the whole cost.
@@ -113,7 +116,10 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
       deviceName: bench.backend.device.info.name,
       driverCudaVersion: bench.backend.device.info.driverCudaVersion,
       ceilings,
-      prefill: prefillKernels(bench.backend).flatMap((kernel) => PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel))),
+      prefill: prefillKernels(bench.backend).flatMap((kernel) => [
+        ...PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel)),
+        ...PADDED_PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, PHI3_MINI, kernel)),
+      ]),
       decode: [
         ...BF16_KERNELS.map((kernel) => bench.decode(SHORT_DECODE.contextLen, 1, SHORT_DECODE.shape, 'auto', kernel)),
         ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.flatMap((batch) => BF16_KERNELS.map((kernel) => bench.decode(ctx, batch, LLAMA_8B, 'auto', kernel)))),

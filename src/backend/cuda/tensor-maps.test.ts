@@ -21,6 +21,7 @@ test('whole tiles come by TMA only over a bf16 cache whose blocks tile a key til
   assert.equal(wgmmaTilesByTma(true, 'auto', 128, 128), true);
   assert.equal(wgmmaTilesByTma(true, 'auto', 64, 256), true);
   assert.equal(wgmmaTilesByTma(true, 'auto', 128, 256), false, 'a head dim 256 tile holds 64 keys');
+  assert.equal(wgmmaTilesByTma(true, 'auto', 16, 96), false, 'a head padded in shared memory (96 as 128) is copied');
   assert.equal(wgmmaTilesByTma(true, 'auto', 4, 128), false, 'under a swizzle atom');
   assert.equal(wgmmaTilesByTma(true, 'auto', 24, 128), false, 'blocks that do not tile 128 keys');
   assert.equal(wgmmaTilesByTma(true, 'fp8_e4m3', 16, 128), false, 'codes are dequantized by the loader');

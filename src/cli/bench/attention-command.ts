@@ -5,7 +5,9 @@ export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
 Times Keel's CUDA attention kernels alone (CUDA events over graph replays): prefill attention in
 causal TFLOP/s at batch 1 and 512 / 2048 / 8192 tokens with Llama-3.1-8B's heads (32 query, 8 KV,
 head dim 128) — the shapes tools/peers/hf_peers.py --only sdpa gives PyTorch's SDPA (flash and cuDNN backends) — once per
-prefill kernel (prefill-attention.cu, and on a Hopper GPU prefill-attention-wgmma.cu too), and
+prefill kernel (prefill-attention.cu, and on a Hopper GPU prefill-attention-wgmma.cu too), the same
+at 2048 / 8192 tokens with Phi-3-mini's heads (32 query and KV, head dim 96, which the wgmma kernel
+pads to 128 in shared memory; hf_peers.py --arch phi-3-mini --only sdpa is their peer), and
 decode attention in KV bytes read per second at 1k / 8k / 32k context for batch 1 and 16 and at
 256 tokens, batch 1, with Qwen3-30B-A3B's heads (32 query, 4 KV), each over a bf16 cache with both
 decode kernels (tensor-cores: decode-attention-mma.cu; cuda-cores: decode-attention.cu;
@@ -32,7 +34,9 @@ export async function attentionCommand(argv: string[]): Promise<void> {
       results: { shapes: figures.prefill, decode: figures.decode, mla_decode: figures.mlaDecode, mla_prefill: figures.mlaPrefill, ceilings: figures.ceilings },
     }),
     (figures, path) => {
-      for (const p of figures.prefill) console.log(`prefill ${p.seq_len} tokens (${p.kernel}): ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      for (const p of figures.prefill) {
+        console.log(`prefill ${p.num_heads}/${p.num_kv_heads} heads of ${p.head_dim}, ${p.seq_len} tokens (${p.kernel}): ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      }
       for (const d of figures.decode) {
         console.log(`decode (${d.kernel}) ${d.num_heads}/${d.num_kv_heads} heads, batch ${d.batch} at ${d.context_len}, ${d.kv_dtype} KV: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s`);
       }

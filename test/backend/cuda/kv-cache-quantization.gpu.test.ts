@@ -121,11 +121,11 @@ for (const { dtype, kvScales } of DTYPES) {
     });
   }
 
-  test(`${tag}: prefill chunks on the Hopper kernel (prefill-attention-wgmma.cu), head dims 64, 128 and 256`, { skip: dtype === 'int4' ? 'the Hopper kernel reads bf16 and 8-bit caches' : hopperOnly }, () => {
+  test(`${tag}: prefill chunks on the Hopper kernel (prefill-attention-wgmma.cu), head dims 64, 96, 128, 192 and 256`, { skip: dtype === 'int4' ? 'the Hopper kernel reads bf16 and 8-bit caches' : hopperOnly }, () => {
     const path = gpu.prefillAttention;
     gpu.prefillAttention = 'wgmma'; // throws rather than fall back to the legacy kernel
     try {
-      for (const headDim of [64, 128, 256]) {
+      for (const headDim of [64, 96, 128, 192, 256]) {
         const first = chunks(rng, randInt(rng, 1, 3), 300);
         attentionScenario({
           name: `${tag} wgmma d${headDim}`,

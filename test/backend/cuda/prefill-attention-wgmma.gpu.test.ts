@@ -51,6 +51,15 @@ test('head dims 64 and 256', { skip }, () => {
   }
 });
 
+test('head dims padded in shared memory: 80 and 96 as 128, 192 as 256', { skip }, () => {
+  for (const headDim of [80, 96, 192]) {
+    run(oneChunk(`d${headDim} one tile`, headDim, 0, 128));
+    run(oneChunk(`d${headDim} context`, headDim, 333, 421, { numKvHeads: 2, group: 2 }));
+  }
+  run(oneChunk('d96 softcap', 96, 200, 300, { scale: 8 * 96 ** -0.5, softcap: 20 }));
+  run(oneChunk('d96 sinks', 96, 200, 300, { numKvHeads: 2, group: 2, sinks: randomBf16Values(rng, 4, 4) }));
+});
+
 test('sliding windows, inside one tile and across many', { skip }, () => {
   for (const window of [16, 100, 128, 300]) run(oneChunk(`window ${window}`, 128, 500, 700, { window, numKvHeads: 2, group: 2 }));
 });
@@ -64,7 +73,7 @@ test('soft-capped scores and learned sinks', { skip }, () => {
 
 test('random batches: several sequences, then a mixed decode/chunk step', { skip }, () => {
   for (let trial = 0; trial < 6; trial++) {
-    const headDim = pick(rng, [64, 128, 256]);
+    const headDim = pick(rng, [64, 96, 128, 256]);
     const first = randomChunks(rng, randInt(rng, 1, 5), 600);
     run({
       name: `d${headDim} trial ${trial}`,

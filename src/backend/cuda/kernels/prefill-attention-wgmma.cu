@@ -19,10 +19,14 @@
 // as prefill-attention.cu and the CPU twin round them) into the same swizzled layout, then arrives
 // on the stage's "full" mbarrier as a plain arrival: the consumers' MMAs are the bf16 path's.
 //
-// Covers bf16 and 8-bit caches, head dims 64 / 128 / 256, sliding windows, soft-capping (SOFTCAP=1)
-// and sinks (SINKS=1): the scores, masks and normalization match prefill-attention.cu, which
-// remains the path for everything else (StreamingLLM, tree masks, other head dims, GPUs before
-// Hopper). Keys come from the cache for the whole context (the chunk's own keys included,
+// Covers bf16 and 8-bit caches, head dims that are multiples of 16 up to 256 (the launcher sends it
+// those from 64), sliding windows,
+// soft-capping (SOFTCAP=1) and sinks (SINKS=1): the scores, masks and normalization match
+// prefill-attention.cu, which remains the path for everything else (StreamingLLM, tree masks, other
+// head dims, GPUs before Hopper). A head dim other than 64, 128 or 256 lies in shared memory padded to
+// the next of them (DP: whole 64-column panels; Phi-3's 96 as 128): the loader zero-fills the
+// padding columns, the score MMA reads only the head's own (D / 16 k-steps), and the P V MMA runs
+// over DP columns, of which only the head's D are stored. Keys come from the cache for the whole context (the chunk's own keys included,
 // written by ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
 #include "common.cuh"
 #include "wgmma.cuh"
@@ -39,9 +43,12 @@
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=256 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=64 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=1
+// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=80 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=2
+// nvcc-check: -DHEAD_DIM=192 -DSOFTCAP=0 -DSINKS=0
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<64|128|256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8>]"
+#error "compile with -DHEAD_DIM=<a multiple of 16 up to 256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8>]"
 #endif
 #ifndef KV_DTYPE
 #define KV_DTYPE 0
@@ -49,18 +56,20 @@
 
 namespace {
 constexpr int D = HEAD_DIM;
+constexpr int DP = D <= 64 ? 64 : D <= 128 ? 128 : 256;  // a row's width in shared memory (padded)
 constexpr int BM = 128;                       // query rows per CTA, 64 per consumer warpgroup
-constexpr int BN = D <= 128 ? 128 : 64;       // keys per tile (fewer for 256 to bound registers)
+constexpr int BN = DP <= 128 ? 128 : 64;      // keys per tile (fewer for 256 to bound registers)
 constexpr int STAGES = 2;
-constexpr int CHUNKS = D / 8;                 // 16-byte chunks per row
-constexpr int Q_BYTES = BM * D * 2;
-constexpr int TILE_BYTES = BN * D * 2;        // one K or V tile
+constexpr int CHUNKS = DP / 8;                // 16-byte chunks per shared-memory row
+constexpr int HEAD_CHUNKS = D / 8;            // those the head has; the rest are zero-filled
+constexpr int Q_BYTES = BM * DP * 2;
+constexpr int TILE_BYTES = BN * DP * 2;       // one K or V tile
 constexpr int LOADERS = 128;                  // warpgroup 0
 constexpr int CONSUMER_WARPS = 8;             // warpgroups 1 and 2
 constexpr int THREADS = LOADERS + 32 * CONSUMER_WARPS;
 constexpr int CODE_LOADS = 4;                 // an 8-bit cache's 8-byte code loads in flight a loader thread
 static_assert(BN * CHUNKS % (LOADERS * CODE_LOADS) == 0, "a tile's code chunks split evenly over the loads in flight");
-static_assert(D == 64 || D == 128 || D == 256, "head dim must be 64, 128 or 256");
+static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 up to 256");
 }  // namespace
 
 // Offset of 16-byte chunk `ch` of row `r` in a tile of `Rows` rows: the row is cut into 128-byte
@@ -129,7 +138,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     const long long row_width = (long long)(num_heads + 2 * num_kv_heads) * D;
     for (int c = tid; c < BM * CHUNKS; c += LOADERS) {
       const int r = c / CHUNKS, ch = c % CHUNKS;
-      const bool valid = r < rows;
+      const bool valid = r < rows && ch < HEAD_CHUNKS;
       const long long src = valid ? (qstart + q0 + r) * row_width + head * D + ch * 8 : 0;
       cp_async16(smem + tile_offset<BM>(r, ch), qkv + src, valid ? 16 : 0);
     }
@@ -147,14 +156,15 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     constexpr int ROW_STEP = LOADERS / CHUNKS;
     const int ch = tid % CHUNKS, row0 = tid / CHUNKS;
     const int slot_elems = num_kv_heads * D;
+    const int bytes = ch < HEAD_CHUNKS ? 16 : 0;  // a padding column's thread only zero-fills
     auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
-      const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * D + ch * 8;
+      const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * D + (ch < HEAD_CHUNKS ? ch : 0) * 8;
       unsigned char* tile = smem + (dst - base);
 #pragma unroll 8
       for (int i = 0; i < Rows::ROUNDS; i++) {
         const int slot = round_kv_slot<Rows>(lane_slot, i);
         const unsigned int at = ROW_STEP % 8 == 0 ? tile_offset<BN>(row0, ch) + i * ROW_STEP * 128 : tile_offset<BN>(row0 + i * ROW_STEP, ch);
-        cp_async16(tile + at, src + (long long)(slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? 16 : 0);
+        cp_async16(tile + at, src + (long long)(slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? bytes : 0);
       }
       mbarrier_arrive_on_copies(full);
     };
@@ -188,7 +198,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
           const int slot = round_kv_slot<Rows>(lane_slot, i0 + i);
           codes[i] = make_uint2(0, 0);
           scales[i] = 0.f;
-          if (slot >= 0) {
+          if (slot >= 0 && ch < HEAD_CHUNKS) {
             const long long slot_head = (long long)slot * num_kv_heads + kvh;
             codes[i] = *reinterpret_cast<const uint2*>(pool + slot_head * D + ch * 8);
             scales[i] = KV_DTYPE == 2 ? row_scales[slot_head] : scale;
@@ -209,7 +219,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
       const int k0 = k_begin + t * BN;
       // With `tma` (a bf16 cache whose blocks tile BN), whole tiles come by TMA; the last, partial
       // one by copies, which zero the rows past the end where a block would bring stale ones.
-      const bool by_tma = KV_DTYPE == 0 && tma && k0 + BN <= k_end;
+      const bool by_tma = KV_DTYPE == 0 && D == DP && tma && k0 + BN <= k_end;
       // Its table read overlaps the wait: a block's first slot for TMA, else this lane's row's slot.
       const int lane_slot = by_tma ? (tid < BN / block_size ? table[k0 / block_size + tid] * block_size : 0) : lane_kv_slot<Rows>(table, k0, k_end, block_size);
       if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
@@ -245,16 +255,16 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   // Keys below this are seen by every row of the warp: tiles that end there skip the mask.
   const int unmasked_end = window == 0 && chunk == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
 
-  float o[D / 2];
+  float o[DP / 2];
 #pragma unroll
-  for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+  for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
   float s[BN / 2];
   unsigned int p[BN / 16][4];  // P as the P V MMA reads it
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
 
   // Operand descriptors. Q (A) and K (B) are K-major: 8-row groups 1024 bytes apart, a k-step of
   // 16 elements is 32 bytes along the 128-byte row, four per panel. V (B) is MN-major: a k-step
-  // is 16 keys (2048 bytes), its N = D columns span the panels (BN · 128 bytes apart).
+  // is 16 keys (2048 bytes), its N = DP columns span the panels (BN · 128 bytes apart).
   // Each built once and moved by constant offsets (and the stage's) before every MMA.
   const u64 q_desc0 = wgmma_desc(s_q + cw * 64 * 128, 16, 1024), k_desc0 = wgmma_desc(s_k, 16, 1024), v_desc0 = wgmma_desc(s_v, BN * 128, 1024);
   auto q_desc = [&](int kk) { return wgmma_desc_advance(q_desc0, (kk >> 2) * (BM * 128) + (kk & 3) * 32); };
@@ -270,7 +280,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   auto issue_pv = [&](int st) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_mn<D>(o, p[kk], v_desc(st, kk), 1);
+    for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_mn<DP>(o, p[kk], v_desc(st, kk), 1);
     wgmma_commit();
   };
   // Scores of the tile at k0 (in s) into probabilities (in place), the running max and sums;
@@ -378,7 +388,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
       pin_registers(p);
       release(v_empty(prev));
 #pragma unroll
-      for (int n = 0; n < D / 8; n++) {
+      for (int n = 0; n < D / 8; n++) {  // the padding columns stay zero
         o[4 * n] *= alpha0;
         o[4 * n + 1] *= alpha0;
         o[4 * n + 2] *= alpha1;

@@ -36,17 +36,30 @@ export function prefillSharedBytes(headDim: number, dtype: KvCacheDtype): number
 // prefill-attention-wgmma.cu: 128 query rows, BN keys per tile, two stages; a loader warpgroup and two consumers.
 const WGMMA_THREADS = 384;
 const WGMMA_STAGES = 2;
-const WGMMA_HEAD_DIMS = [64, 128, 256];
+
+/**
+ * Whether prefill_attention_wgmma_kernel takes a head dim: multiples of 16 from 64 to 256 (the kernel
+ * takes 16 and up, but below 64 the padding to a 64-column panel would be most of its work).
+ */
+function wgmmaHeadDim(headDim: number): boolean {
+  return headDim % 16 === 0 && headDim >= 64 && headDim <= 256;
+}
+
+/** A head's row width in the kernel's shared memory (its DP): the head dim padded to 64, 128 or 256. */
+function wgmmaPaddedHeadDim(headDim: number): number {
+  return headDim <= 64 ? 64 : headDim <= 128 ? 128 : 256;
+}
 
 /** Keys per K or V tile of prefill_attention_wgmma_kernel (its BN). */
 function wgmmaTileKeys(headDim: number): number {
-  return headDim <= 128 ? 128 : 64;
+  return wgmmaPaddedHeadDim(headDim) <= 128 ? 128 : 64;
 }
 
 /** Dynamic shared memory of prefill_attention_wgmma_kernel: alignment slack, Q, K and V stages, mbarriers. */
 export function prefillWgmmaSharedBytes(headDim: number): number {
   const keys = wgmmaTileKeys(headDim);
-  return 1024 + WIDE_PREFILL_TILE_ROWS * headDim * 2 + 2 * WGMMA_STAGES * keys * headDim * 2 + 8 * (1 + 4 * WGMMA_STAGES);
+  const width = wgmmaPaddedHeadDim(headDim);
+  return 1024 + WIDE_PREFILL_TILE_ROWS * width * 2 + 2 * WGMMA_STAGES * keys * width * 2 + 8 * (1 + 4 * WGMMA_STAGES);
 }
 
 export interface PrefillAttentionArgs extends PagedAttentionArgs {
@@ -65,7 +78,7 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 /** Why prefill-attention-wgmma.cu cannot run this layer on this device, or null when it can. */
 export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
   if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
-  if (!WGMMA_HEAD_DIMS.includes(a.shape.headDim)) return `head dim ${a.shape.headDim} is not one of ${WGMMA_HEAD_DIMS.join(', ')}`;
+  if (!wgmmaHeadDim(a.shape.headDim)) return `head dim ${a.shape.headDim} is not a multiple of 16 from 64 to 256`;
   if (a.dtype === 'int4') return 'it reads bf16 and 8-bit caches, not int4 codes';
   if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
   if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
@@ -112,10 +125,11 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
 
 /**
  * Whether the wgmma kernel's whole K and V tiles come by TMA, a box a cache block: over a bf16 cache
- * whose blocks tile a key tile in whole 8-row swizzle atoms, where the device has tensor maps.
+ * whose blocks tile a key tile in whole 8-row swizzle atoms, with a head of whole 64-column panels
+ * (no padding), where the device has tensor maps.
  */
 export function wgmmaTilesByTma(hasTensorMaps: boolean, dtype: KvCacheDtype, blockSize: number, headDim: number): boolean {
-  return hasTensorMaps && dtype === 'auto' && blockSize % 8 === 0 && wgmmaTileKeys(headDim) % blockSize === 0;
+  return hasTensorMaps && dtype === 'auto' && blockSize % 8 === 0 && wgmmaPaddedHeadDim(headDim) === headDim && wgmmaTileKeys(headDim) % blockSize === 0;
 }
 
 function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
