@@ -19,43 +19,53 @@ const CHECK_PROGRAM = `
 #include <cstdio>
 #include "decode-split.cuh"
 
+template <int TILE>
+void check(int visible, int num_partitions, int min_keys) {
+  const DecodeSplit s = decode_split<TILE>(visible, num_partitions, min_keys);
+  const int keys = visible > 0 ? visible : 0;
+  int errors = 0;
+  if (s.used < 1 || s.used > num_partitions || s.size % TILE != 0 || s.size < TILE) errors++;
+  // Partitions [p · size, min(keys, (p + 1) · size)) for p < used cover [0, keys) once, each non-empty but (with no keys) the first.
+  if ((long long)s.used * s.size < keys || (keys > 0 && (long long)(s.used - 1) * s.size >= keys)) errors++;
+  // Every partition but the last holds at least min_keys (the last at least one key).
+  if (s.used > 1 && s.size < min_keys) errors++;
+  if (errors > 0) std::printf("{\\"tile\\": %d, \\"visible\\": %d, \\"partitions\\": %d, \\"min\\": %d, \\"used\\": %d, \\"size\\": %d}\\n", TILE, visible, num_partitions, min_keys, s.used, s.size);
+}
+
 int main() {
   const int launches[] = {1, 2, 3, 4, 16, 64, 132, 528};
   const int mins[] = {32, 64, 256};
   for (int min_keys : mins) {
     for (int num_partitions : launches) {
       for (int visible = -3; visible <= 70000; visible += visible < 2000 ? 1 : 997) {
-        const DecodeSplit s = decode_split(visible, num_partitions, min_keys);
-        const int keys = visible > 0 ? visible : 0;
-        int errors = 0;
-        if (s.used < 1 || s.used > num_partitions || s.size % DECODE_SPLIT_TILE != 0 || s.size < DECODE_SPLIT_TILE) errors++;
-        // Partitions [p · size, min(keys, (p + 1) · size)) for p < used cover [0, keys) once, each non-empty but (with no keys) the first.
-        if ((long long)s.used * s.size < keys || (keys > 0 && (long long)(s.used - 1) * s.size >= keys)) errors++;
-        // Every partition but the last holds at least min_keys (the last at least one key).
-        if (s.used > 1 && s.size < min_keys) errors++;
-        if (errors > 0) std::printf("{\\"visible\\": %d, \\"partitions\\": %d, \\"min\\": %d, \\"used\\": %d, \\"size\\": %d}\\n", visible, num_partitions, min_keys, s.used, s.size);
+        check<DECODE_SPLIT_TILE>(visible, num_partitions, min_keys);
+        check<64>(visible, num_partitions, min_keys);  // MLA's decode kernel
       }
     }
   }
   const DecodeSplit a = decode_split(200, 132, 64), b = decode_split(32768, 132, 64), c = decode_split(32768, 2, 64);
-  std::printf("{\\"short\\": [%d, %d], \\"long\\": [%d, %d], \\"few\\": [%d, %d]}\\n", a.used, a.size, b.used, b.size, c.used, c.size);
+  const DecodeSplit m = decode_split<64>(200, 132, 256), n = decode_split<64>(4096, 132, 256);
+  std::printf("{\\"short\\": [%d, %d], \\"long\\": [%d, %d], \\"few\\": [%d, %d], \\"mlaShort\\": [%d, %d], \\"mla4k\\": [%d, %d]}\\n", a.used, a.size, b.used, b.size, c.used, c.size, m.used, m.size, n.used, n.size);
 }
 `;
 
 const skip = spawnSync('g++', ['--version'], { stdio: 'ignore' }).status === 0 ? false : 'no g++';
 
-test("a decode's keys fall in exactly one of the partitions it uses, whole tiles, none short but the last", { skip }, () => {
+test("a decode's keys fall in exactly one of the partitions it uses, whole tiles (32 keys, and MLA's 64), none short but the last", { skip }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'keel-decode-split-'));
   try {
     writeFileSync(join(dir, 'check.cpp'), CHECK_PROGRAM);
     execFileSync('g++', ['-std=c++17', `-I${KERNELS}`, '-o', join(dir, 'check'), join(dir, 'check.cpp')]);
     const lines = execFileSync(join(dir, 'check'), { encoding: 'utf8' }).trim().split('\n');
-    const summary = JSON.parse(lines.pop()!) as { short: number[]; long: number[]; few: number[] };
+    const summary = JSON.parse(lines.pop()!) as { short: number[]; long: number[]; few: number[]; mlaShort: number[]; mla4k: number[] };
     assert.deepEqual(lines, [], `splits that break the rules:\n${lines.slice(0, 10).join('\n')}`);
     // 200 keys of a launch sized for 40k: 3 partitions, not 132 (a decode of Qwen3-30B-A3B at batch 1).
     assert.deepEqual(summary.short, [3, 96]);
     assert.deepEqual(summary.long, [128, 256]);
     assert.deepEqual(summary.few, [2, 16384]);
+    // MLA (64-key tiles, 256 keys at least): a 200-key decode in one partition, 4,096 keys in 16 of 256.
+    assert.deepEqual(summary.mlaShort, [1, 256]);
+    assert.deepEqual(summary.mla4k, [16, 256]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

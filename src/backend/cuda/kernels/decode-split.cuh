@@ -19,14 +19,16 @@ constexpr int DECODE_SPLIT_TILE = 32;
 
 struct DecodeSplit {
   int used;  // partitions that hold keys: 1 writes the output directly, more write partials and merge
-  int size;  // keys a partition, a multiple of DECODE_SPLIT_TILE
+  int size;  // keys a partition, a multiple of the kernel's tile
 };
 
+// TILE: the kernel's keys a tile (MLA's decode kernel takes 64).
+template <int TILE = DECODE_SPLIT_TILE>
 __host__ __device__ __forceinline__ DecodeSplit decode_split(int visible, int num_partitions, int min_keys) {
   const int keys = visible > 0 ? visible : 0;
   const int wanted = keys < min_keys ? 1 : (keys / min_keys < num_partitions ? keys / min_keys : num_partitions);
   const int per = (keys + wanted - 1) / wanted;
-  const int size = per <= DECODE_SPLIT_TILE ? DECODE_SPLIT_TILE : (per + DECODE_SPLIT_TILE - 1) / DECODE_SPLIT_TILE * DECODE_SPLIT_TILE;
+  const int size = per <= TILE ? TILE : (per + TILE - 1) / TILE * TILE;
   const int used = (keys + size - 1) / size;
   return {used > 0 ? used : 1, size};
 }

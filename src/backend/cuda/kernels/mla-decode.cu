@@ -4,7 +4,9 @@
 // columns, for the scores) and as V (its first LATENT columns, for the output).
 //
 // A CTA takes BM = 16 * MT heads of one sequence and one partition of its context (Flash-Decoding:
-// grid.z partitions, merged by mla_decode_combine_kernel). Per BN = 64-key tile, 8 warps:
+// grid.z partitions, merged by mla_decode_combine_kernel). The launch has partitions for the longest
+// context the block tables hold (graphs replay while sequences grow); each decode uses as many as
+// its own keys are worth (decode-split.cuh, whole 64-key tiles) and the other CTAs return at once. Per BN = 64-key tile, 8 warps:
 //   S [BM x BN] = Q [BM x D] . K^T      warp w: m-tile w % MT, keys (w / MT) * KW .. + KW
 //   O [BM x LATENT] += P [BM x BN] . V  warp w: all BM rows, latent columns w * CW .. + CW
 // so Q is read from shared memory 8 / MT times per tile and K 1 .. MT times (not 8 times Q, as when
@@ -29,6 +31,7 @@
 //     ldmatrix.trans: lane l holds (rows 2(l%4), +1, column l/4) of each 8x8 matrix.
 //   C/D (16x8 f32): c0c1 (row g, cols 2t, 2t+1), c2c3 (row g+8, same cols).
 #include "common.cuh"
+#include "decode-split.cuh"
 #include "mma.cuh"
 
 // nvcc-check: -DLATENT=512 -DROPE=64 -DMT=1 -DKV_DTYPE=0
@@ -94,7 +97,8 @@ __device__ __forceinline__ void prefetch_row_l2(const unsigned char* row, int qu
 
 // grid (ceil(H / BM), numDecode, numPartitions), block 256, dynamic shared memory
 // mlaDecodeSharedBytes() in mla-decode.ts. Decode i is sequence items[i], one query token at
-// query_start[seq]; its keys [part * partition_size, + partition_size) of the visible ones.
+// query_start[seq]; its keys [part * size, + size) of the visible ones, for the split
+// decode_split gives its keys (no partition under min_partition_keys unless it has fewer).
 // q_latent [numTokens, H * LATENT], q [numTokens, H * q_width] (rotary part of head h at
 // h * q_width + nope); out [numTokens, H * LATENT]; when split, part_acc [numDecode, H,
 // numPartitions, LATENT] (unnormalized, relative to the partition's max) and part_ml [.., 2] (max in
@@ -104,7 +108,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
     const bf16* __restrict__ q_latent, const bf16* __restrict__ q, const unsigned char* __restrict__ pool,
     const int* __restrict__ items, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
-    int num_heads, int q_width, int nope, float scale_log2, int partition_size, int num_partitions,
+    int num_heads, int q_width, int nope, float scale_log2, int min_partition_keys, int num_partitions,
     const float* __restrict__ row_scales, float row_scale) {
   PDL_PROLOGUE();
   extern __shared__ __align__(16) unsigned char smem[];
@@ -121,10 +125,12 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
   const int h0 = blockIdx.x * BM;
   const int rows = min(BM, num_heads - h0);
   const int k_end = min(seq_lens[seq], positions[token] + 1);
-  const int k_begin = blockIdx.z * partition_size;
-  const int k_stop = min(k_end, k_begin + partition_size);
+  const DecodeSplit split = decode_split<BN>(k_end, num_partitions, min_partition_keys);
+  if ((int)blockIdx.z >= split.used) return;  // a CTA for keys this decode does not have
+  const int k_begin = blockIdx.z * split.size;
+  const int k_stop = min(k_end, k_begin + split.size);
 
-  if (k_begin >= k_stop) {  // a shorter sequence of a split decode: nothing visible in this partition
+  if (k_begin >= k_stop) {  // a decode with no visible key: its one partition writes an empty one
     for (int r = tid; r < rows; r += NT) {
       const long long at = ((long long)blockIdx.y * num_heads + h0 + r) * num_partitions + blockIdx.z;
       part_ml[at * 2] = NEG_INF;
@@ -352,7 +358,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
 #pragma unroll
       for (int w = 0; w < WN; w++) total += s_red[w * BM + r];
       const long long h = h0 + r;
-      if (num_partitions == 1) {
+      if (split.used == 1) {
         const float inv = total > 0.f ? 1.f / total : 0.f;
         bf16* dst = out + (token * num_heads + h) * L + warp * CW + t4 * 2;
 #pragma unroll
@@ -372,23 +378,30 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mla_decode_kernel(
 }
 
 // Merges the partitions of each (decode, head): grid (numHeads, numDecode), block 128, dynamic
-// shared memory numPartitions floats. Each partition's weight 2^(m_p - m) / l is computed once
-// into shared memory; partitions that saw no key (sum 0) weigh 0. Thread i sums columns 4i .. 4i + 3.
+// shared memory numPartitions floats. Only the partitions the decode used (the same decode_split as
+// mla_decode_kernel's) are read; with one, that kernel wrote the output itself. Each partition's
+// weight 2^(m_p - m) / l is computed once into shared memory; partitions that saw no key (sum 0)
+// weigh 0. Thread i sums columns 4i .. 4i + 3.
 extern "C" __global__ void __launch_bounds__(128) mla_decode_combine_kernel(
     bf16* __restrict__ out, const float* __restrict__ part_acc, const float* __restrict__ part_ml,
-    const int* __restrict__ items, const int* __restrict__ query_start, int num_heads, int num_partitions) {
+    const int* __restrict__ items, const int* __restrict__ query_start, const int* __restrict__ positions,
+    const int* __restrict__ seq_lens, int num_heads, int num_partitions, int min_partition_keys) {
   PDL_PROLOGUE();
   extern __shared__ float s_weight[];
   __shared__ float s_inv;
+  const int seq = items[blockIdx.y];
+  const long long token = query_start[seq];
+  const int used = decode_split<BN>(min(seq_lens[seq], positions[token] + 1), num_partitions, min_partition_keys).used;
+  if (used == 1) return;
   const long long row0 = ((long long)blockIdx.y * num_heads + blockIdx.x) * num_partitions;
   const float* ml = part_ml + row0 * 2;
   if (threadIdx.x < 32) {
     float m = NEG_INF;
-    for (int p = threadIdx.x; p < num_partitions; p += 32)
+    for (int p = threadIdx.x; p < used; p += 32)
       if (ml[p * 2 + 1] > 0.f) m = fmaxf(m, ml[p * 2]);
     for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL_MASK, m, off));
     float l = 0.f;
-    for (int p = threadIdx.x; p < num_partitions; p += 32) {
+    for (int p = threadIdx.x; p < used; p += 32) {
       const float lp = ml[p * 2 + 1];
       const float w = lp > 0.f ? fast_exp2(ml[p * 2] - m) : 0.f;
       s_weight[p] = w;
@@ -399,10 +412,9 @@ extern "C" __global__ void __launch_bounds__(128) mla_decode_combine_kernel(
   }
   __syncthreads();
   const float inv = s_inv;
-  const long long token = query_start[items[blockIdx.y]];
   for (int d = threadIdx.x * 4; d < L; d += 128 * 4) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int p = 0; p < num_partitions; p++) {
+    for (int p = 0; p < used; p++) {
       const float w = s_weight[p];
       if (w == 0.f) continue;
       const float4 v = *reinterpret_cast<const float4*>(part_acc + (row0 + p) * L + d);

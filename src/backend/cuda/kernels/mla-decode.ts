@@ -1,5 +1,5 @@
 import type { MlaParams } from '../../backend.ts';
-import { chooseMlaPartitions } from '../attention-plan.ts';
+import { chooseMlaPartitions, MLA_MIN_KEYS_PER_PARTITION } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
@@ -75,15 +75,17 @@ export interface MlaDecodeArgs {
 
 /**
  * Absorbed MLA over the decode sequences with mla_decode_kernel: a CTA per (16 · rowTiles heads,
- * sequence, partition), the context split so that one wave fills the multiprocessors, then
- * mla_decode_combine_kernel merges the partitions. Callers check mlaDecodeApplies first.
+ * sequence, partition), the launch's partitions sized for the longest context the tables hold so that
+ * one wave fills the multiprocessors, each decode using those its own keys need (decode-split.cuh,
+ * none under MLA_MIN_KEYS_PER_PARTITION keys); then mla_decode_combine_kernel merges a decode's
+ * partitions where it used several. Callers check mlaDecodeApplies first.
  */
 export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = a.mla;
   const rowTiles = mlaDecodeRowTiles(numHeads);
   const defines = { LATENT: latentDim, ROPE: ropeDim, MT: rowTiles, KV_DTYPE: kvDtypeDefine(a.dtype) };
   const headBlocks = Math.ceil(numHeads / (16 * rowTiles));
-  const { numPartitions, partitionSize } = chooseMlaPartitions(a.numDecode * headBlocks, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
+  const { numPartitions } = chooseMlaPartitions(a.numDecode * headBlocks, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
   if (numPartitions > 1) {
@@ -94,10 +96,12 @@ export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
   const kernel = device.kernel('mla-decode.cu', 'mla_decode_kernel', 'pppppppppppiiiiifiipf', defines);
   device.launch(kernel, [headBlocks, a.numDecode, numPartitions], [THREADS], mlaDecodeSharedBytes(latentDim, ropeDim, rowTiles), [
     a.out, partAcc, partMl, a.qLatent, a.q, a.pool, a.decodeSeqs, a.queryStartLoc, a.positions, a.seqLens, a.blockTables,
-    a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E, partitionSize, numPartitions, a.rowScales, 1,
+    a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E, MLA_MIN_KEYS_PER_PARTITION, numPartitions, a.rowScales, 1,
   ]);
   if (numPartitions > 1) {
-    const combine = device.kernel('mla-decode.cu', 'mla_decode_combine_kernel', 'pppppii', defines);
-    device.launch(combine, [numHeads, a.numDecode], [128], numPartitions * 4, [a.out, partAcc, partMl, a.decodeSeqs, a.queryStartLoc, numHeads, numPartitions]);
+    const combine = device.kernel('mla-decode.cu', 'mla_decode_combine_kernel', 'pppppppiii', defines);
+    device.launch(combine, [numHeads, a.numDecode], [128], numPartitions * 4, [
+      a.out, partAcc, partMl, a.decodeSeqs, a.queryStartLoc, a.positions, a.seqLens, numHeads, numPartitions, MLA_MIN_KEYS_PER_PARTITION,
+    ]);
   }
 }
