@@ -128,27 +128,28 @@ export interface DecodePartitions {
 }
 
 /**
- * Flash-Decoding split of a launch: enough partitions that numDecode × numKvHeads × partitions CTAs
- * keep every multiprocessor busy, but no partition shorter than MIN_KEYS_PER_PARTITION.
- * `maxVisibleKeys` is the longest visible span the launch provides for (what the block tables
- * hold, or the sliding window when smaller). Each decode then splits its own keys the same way
- * within these partitions (the kernels' decode-split.cuh), and its CTAs past them return at once.
+ * How one decode splits `visible` keys over at most `numPartitions` partitions: none shorter than
+ * `minKeys` unless it has fewer, sizes in whole tiles of `tileKeys`. The host twin of the kernels'
+ * decode_split (decode-split.cuh; test/backend/cuda/decode-split.test.ts compares them).
  */
-export function chooseDecodePartitions(
-  numDecode: number,
-  numKvHeads: number,
-  maxVisibleKeys: number,
-  multiprocessors: number,
-): DecodePartitions {
-  const ctas = numDecode * numKvHeads;
-  const wanted = Math.ceil((DECODE_CTAS_PER_SM * multiprocessors) / Math.max(1, ctas));
-  const worthwhile = Math.ceil(maxVisibleKeys / MIN_KEYS_PER_PARTITION);
-  const parts = Math.max(1, Math.min(wanted, worthwhile));
-  const partitionSize = Math.max(
-    DECODE_TILE_KEYS,
-    Math.ceil(Math.ceil(maxVisibleKeys / parts) / DECODE_TILE_KEYS) * DECODE_TILE_KEYS,
-  );
-  return { numPartitions: Math.max(1, Math.ceil(maxVisibleKeys / partitionSize)), partitionSize };
+export function decodeSplit(visible: number, numPartitions: number, minKeys: number, tileKeys: number): DecodePartitions {
+  const keys = Math.max(0, visible);
+  const wanted = keys < minKeys ? 1 : Math.min(Math.floor(keys / minKeys), numPartitions);
+  const per = Math.ceil(keys / wanted);
+  const partitionSize = per <= tileKeys ? tileKeys : Math.ceil(per / tileKeys) * tileKeys;
+  return { numPartitions: Math.max(1, Math.ceil(keys / partitionSize)), partitionSize };
+}
+
+/**
+ * Flash-Decoding partitions of a launch: enough that numDecode × numKvHeads × partitions CTAs keep
+ * every multiprocessor busy, as many as its longest decode's split uses (decodeSplit, no partition
+ * shorter than MIN_KEYS_PER_PARTITION). `maxVisibleKeys` is the longest visible span the launch
+ * provides for (what the block tables hold, or the sliding window when smaller); each decode then
+ * splits its own keys the same way within these partitions, and its CTAs past them return at once.
+ */
+export function chooseDecodePartitions(numDecode: number, numKvHeads: number, maxVisibleKeys: number, multiprocessors: number): number {
+  const wanted = Math.ceil((DECODE_CTAS_PER_SM * multiprocessors) / Math.max(1, numDecode * numKvHeads));
+  return decodeSplit(maxVisibleKeys, wanted, MIN_KEYS_PER_PARTITION, DECODE_TILE_KEYS).numPartitions;
 }
 
 /**
@@ -161,12 +162,9 @@ export const MLA_MIN_KEYS_PER_PARTITION = 256;
  * Flash-Decoding split for MLA decode: `ctas` CTAs per partition (decodes × head blocks). An MLA
  * CTA holds up to ~226 KB of shared memory, one per multiprocessor, so the split aims at a single
  * wave: as many partitions as leave every multiprocessor one CTA, none shorter than
- * MLA_MIN_KEYS_PER_PARTITION. Partition sizes are multiples of the kernel's `tileKeys`.
+ * MLA_MIN_KEYS_PER_PARTITION — the longest decode's decodeSplit in whole tiles of the kernel's
+ * `tileKeys` (mla-decode.cu splits each decode's own keys the same way; mla.cu takes the size).
  */
 export function chooseMlaPartitions(ctas: number, maxVisibleKeys: number, tileKeys: number, multiprocessors: number): DecodePartitions {
-  const wanted = Math.max(1, Math.floor(multiprocessors / Math.max(1, ctas)));
-  const worthwhile = Math.floor(maxVisibleKeys / MLA_MIN_KEYS_PER_PARTITION);
-  const parts = Math.max(1, Math.min(wanted, worthwhile));
-  const partitionSize = Math.max(tileKeys, Math.ceil(Math.ceil(maxVisibleKeys / parts) / tileKeys) * tileKeys);
-  return { numPartitions: Math.max(1, Math.ceil(maxVisibleKeys / partitionSize)), partitionSize };
+  return decodeSplit(maxVisibleKeys, Math.max(1, Math.floor(multiprocessors / Math.max(1, ctas))), MLA_MIN_KEYS_PER_PARTITION, tileKeys);
 }

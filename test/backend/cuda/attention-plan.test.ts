@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, MAX_CHAIN_DECODES, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, decodeSplit, MAX_CHAIN_DECODES, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { describeBatch } from '../../../src/step/batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
@@ -61,16 +61,19 @@ test('prefill tiles are ordered longest context first', () => {
   assert.deepEqual(seqs(plan.wideTiles), [1, 0]);
 });
 
-test('decode partitions cover the context in whole tiles and fill the GPU only when worthwhile', () => {
-  for (const [numDecode, numKvHeads, keys] of [[1, 8, 1024], [1, 8, 32768], [16, 8, 8192], [256, 8, 500], [1, 1, 1], [3, 2, 4000]]) {
-    const { numPartitions, partitionSize } = chooseDecodePartitions(numDecode, numKvHeads, keys, 132);
+test("a launch's decode partitions are its longest decode's split: whole tiles, the GPU filled only when worthwhile", () => {
+  for (const [numDecode, numKvHeads, keys] of [[1, 8, 1024], [1, 8, 32768], [16, 8, 8192], [256, 8, 500], [1, 1, 1], [3, 2, 4000], [1, 4, 200]]) {
+    const numPartitions = chooseDecodePartitions(numDecode, numKvHeads, keys, 132);
+    // The longest decode, split over the launch's partitions, uses them all.
+    const { numPartitions: used, partitionSize } = decodeSplit(keys, numPartitions, MIN_KEYS_PER_PARTITION, DECODE_TILE_KEYS);
+    assert.equal(used, numPartitions, `${keys} keys: no CTA of the launch idle for its longest decode`);
     assert.equal(partitionSize % DECODE_TILE_KEYS, 0);
     assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
-    assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
     assert.ok(partitionSize >= MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
   }
-  assert.equal(chooseDecodePartitions(256, 8, 500, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
-  assert.ok(chooseDecodePartitions(1, 8, 32768, 132).numPartitions >= 32, 'one long sequence is split');
+  assert.equal(chooseDecodePartitions(256, 8, 500, 132), 1, 'a wide batch fills the GPU unsplit');
+  assert.ok(chooseDecodePartitions(1, 8, 32768, 132) >= 32, 'one long sequence is split');
+  assert.equal(chooseDecodePartitions(1, 4, 200, 132), 3, '200 keys: three partitions of 96, 96 and 8');
 });
 
 test('MLA decode partitions: whole tiles, one wave of CTAs, none shorter than the minimum', () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DECODE_TILE_KEYS, MIN_KEYS_PER_PARTITION } from '../../../src/backend/cuda/attention-plan.ts';
+import { DECODE_TILE_KEYS, decodeSplit, MIN_KEYS_PER_PARTITION } from '../../../src/backend/cuda/attention-plan.ts';
 
 // decode-split.cuh compiled for the host: how one decode spreads its visible keys over the launch's
 // partitions. Every key must fall in exactly one used partition (a gap or an overlap would drop or
@@ -17,6 +17,7 @@ const KERNELS = fileURLToPath(new URL('../../../src/backend/cuda/kernels/', impo
 
 const CHECK_PROGRAM = `
 #include <cstdio>
+#include <initializer_list>
 #include "decode-split.cuh"
 
 template <int TILE>
@@ -43,6 +44,13 @@ int main() {
       }
     }
   }
+  // The host twin's inputs and the header's answers, for attention-plan.ts's decodeSplit to match.
+  for (int visible = -3; visible <= 70000; visible += visible < 300 ? 1 : 997)
+    for (int num_partitions : {1, 3, 132, 528})
+      for (int min_keys : {64, 256}) {
+        const DecodeSplit t32 = decode_split<32>(visible, num_partitions, min_keys), t64 = decode_split<64>(visible, num_partitions, min_keys);
+        std::printf("twin %d %d %d %d %d %d %d\\n", visible, num_partitions, min_keys, t32.used, t32.size, t64.used, t64.size);
+      }
   const DecodeSplit a = decode_split(200, 132, 64), b = decode_split(32768, 132, 64), c = decode_split(32768, 2, 64);
   const DecodeSplit m = decode_split<64>(200, 132, 256), n = decode_split<64>(4096, 132, 256);
   std::printf("{\\"short\\": [%d, %d], \\"long\\": [%d, %d], \\"few\\": [%d, %d], \\"mlaShort\\": [%d, %d], \\"mla4k\\": [%d, %d]}\\n", a.used, a.size, b.used, b.size, c.used, c.size, m.used, m.size, n.used, n.size);
@@ -56,7 +64,15 @@ test("a decode's keys fall in exactly one of the partitions it uses, whole tiles
   try {
     writeFileSync(join(dir, 'check.cpp'), CHECK_PROGRAM);
     execFileSync('g++', ['-std=c++17', `-I${KERNELS}`, '-o', join(dir, 'check'), join(dir, 'check.cpp')]);
-    const lines = execFileSync(join(dir, 'check'), { encoding: 'utf8' }).trim().split('\n');
+    const output = execFileSync(join(dir, 'check'), { encoding: 'utf8', maxBuffer: 1 << 24 }).trim().split('\n');
+    const twins = output.filter((l) => l.startsWith('twin ')).map((l) => l.split(' ').slice(1).map(Number));
+    const lines = output.filter((l) => !l.startsWith('twin '));
+    const mismatches = twins.filter(([visible, parts, min, used32, size32, used64, size64]) => {
+      const a = decodeSplit(visible, parts, min, 32), b = decodeSplit(visible, parts, min, 64);
+      return a.numPartitions !== used32 || a.partitionSize !== size32 || b.numPartitions !== used64 || b.partitionSize !== size64;
+    });
+    assert.ok(twins.length > 1000);
+    assert.deepEqual(mismatches.slice(0, 5), [], 'the host twin (attention-plan.ts decodeSplit) splits as decode-split.cuh does');
     const summary = JSON.parse(lines.pop()!) as { short: number[]; long: number[]; few: number[]; mlaShort: number[]; mla4k: number[] };
     assert.deepEqual(lines, [], `splits that break the rules:\n${lines.slice(0, 10).join('\n')}`);
     // 200 keys of a launch sized for 40k: 3 partitions, not 132 (a decode of Qwen3-30B-A3B at batch 1).

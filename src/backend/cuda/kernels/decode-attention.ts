@@ -67,7 +67,7 @@ export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs
   // A query sees at most its window's keys, and at most its chunk's (chunked layers).
   const chunk = a.shape.attentionChunk ?? 0;
   const visible = Math.min(longest, window === 0 ? Infinity : window, chunk === 0 ? Infinity : chunk);
-  const { numPartitions } = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
+  const numPartitions = chooseDecodePartitions(a.numDecode, numKvHeads, visible, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
   let arrival = 0;
