@@ -209,9 +209,9 @@ function run(s: Scenario): void {
   }
   // At int8's 1e-2 near-tie margin about half of random blocks' selections are near-ties (13 of 24 and
   // 7 of 12 in two int8 scenarios on one H100 run, their attention matching): the check asks for a
-  // quarter of the selections, and at least four, compared rather than half.
-  const compared = selections.total - selections.ties;
-  assert.ok(compared >= Math.max(4, selections.total / 4), `${selections.ties} of ${selections.total} selections are near-ties: the scenario no longer tests selection`);
+  // quarter of the selections compared rather than half. (Scenarios whose budget covers every
+  // sequence make none.)
+  assert.ok(selections.ties <= 0.75 * selections.total, `${selections.ties} of ${selections.total} selections are near-ties: the scenario no longer tests selection`);
 }
 
 const CASES: (Scenario & { name: string })[] = [
