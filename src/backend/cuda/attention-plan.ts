@@ -7,9 +7,9 @@ export const WIDE_PREFILL_TILE_ROWS = 128;
 /** Keys per decode tile; must match TK in kernels/decode-attention.cu. */
 export const DECODE_TILE_KEYS = 32;
 /**
- * Fewest keys worth a partition of their own: below this the merge costs more than it saves.
- * Measured on the H100 (8B, batch 1, whole decode step): 64 beats 128 by 0.13 ms at 200 keys and
- * ties at 2,000; 32 loses at 2,000.
+ * Keys a decode partition is sized for (decodeSplit: ceil(keys / this) partitions): below about
+ * this the merge costs more than it saves. Measured on the H100 (8B, batch 1, whole decode step):
+ * 64 beats 128 by 0.13 ms at 200 keys and ties at 2,000; 32 loses at 2,000.
  */
 export const MIN_KEYS_PER_PARTITION = 64;
 /**
@@ -128,13 +128,14 @@ export interface DecodePartitions {
 }
 
 /**
- * How one decode splits `visible` keys over at most `numPartitions` partitions: none shorter than
- * `minKeys` unless it has fewer, sizes in whole tiles of `tileKeys`. The host twin of the kernels'
- * decode_split (decode-split.cuh; test/backend/cuda/decode-split.test.ts compares them).
+ * How one decode splits `visible` keys over at most `numPartitions` partitions: ceil(keys / minKeys)
+ * of them, sizes in whole tiles of `tileKeys` (every partition but the last holds more than
+ * minKeys / 2). The host twin of the kernels' decode_split (decode-split.cuh, which says why it
+ * rounds up; test/backend/cuda/decode-split.test.ts compares them).
  */
 export function decodeSplit(visible: number, numPartitions: number, minKeys: number, tileKeys: number): DecodePartitions {
   const keys = Math.max(0, visible);
-  const wanted = keys < minKeys ? 1 : Math.min(Math.floor(keys / minKeys), numPartitions);
+  const wanted = Math.max(1, Math.min(Math.ceil(keys / minKeys), numPartitions));
   const per = Math.ceil(keys / wanted);
   const partitionSize = per <= tileKeys ? tileKeys : Math.ceil(per / tileKeys) * tileKeys;
   return { numPartitions: Math.max(1, Math.ceil(keys / partitionSize)), partitionSize };
@@ -142,8 +143,8 @@ export function decodeSplit(visible: number, numPartitions: number, minKeys: num
 
 /**
  * Flash-Decoding partitions of a launch: enough that numDecode × numKvHeads × partitions CTAs keep
- * every multiprocessor busy, as many as its longest decode's split uses (decodeSplit, no partition
- * shorter than MIN_KEYS_PER_PARTITION). `maxVisibleKeys` is the longest visible span the launch
+ * every multiprocessor busy, as many as its longest decode's split uses (decodeSplit, partitions of
+ * about MIN_KEYS_PER_PARTITION keys). `maxVisibleKeys` is the longest visible span the launch
  * provides for (what the block tables hold, or the sliding window when smaller); each decode then
  * splits its own keys the same way within these partitions, and its CTAs past them return at once.
  */
@@ -153,7 +154,7 @@ export function chooseDecodePartitions(numDecode: number, numKvHeads: number, ma
 }
 
 /**
- * Fewest keys worth an MLA decode partition of their own: a partition's CTA loads its query tile
+ * Keys an MLA decode partition is sized for (decodeSplit): a partition's CTA loads its query tile
  * and fills its pipeline before keys stream, and a split needs the merge. Not measured yet.
  */
 export const MLA_MIN_KEYS_PER_PARTITION = 256;
@@ -161,8 +162,8 @@ export const MLA_MIN_KEYS_PER_PARTITION = 256;
 /**
  * Flash-Decoding split for MLA decode: `ctas` CTAs per partition (decodes × head blocks). An MLA
  * CTA holds up to ~226 KB of shared memory, one per multiprocessor, so the split aims at a single
- * wave: as many partitions as leave every multiprocessor one CTA, none shorter than
- * MLA_MIN_KEYS_PER_PARTITION — the longest decode's decodeSplit in whole tiles of the kernel's
+ * wave: as many partitions as leave every multiprocessor one CTA, of about
+ * MLA_MIN_KEYS_PER_PARTITION keys — the longest decode's decodeSplit in whole tiles of the kernel's
  * `tileKeys` (mla-decode.cu splits each decode's own keys the same way; mla.cu takes the size).
  */
 export function chooseMlaPartitions(ctas: number, maxVisibleKeys: number, tileKeys: number, multiprocessors: number): DecodePartitions {

@@ -69,21 +69,21 @@ test("a launch's decode partitions are its longest decode's split: whole tiles, 
     assert.equal(used, numPartitions, `${keys} keys: no CTA of the launch idle for its longest decode`);
     assert.equal(partitionSize % DECODE_TILE_KEYS, 0);
     assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
-    assert.ok(partitionSize >= MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
+    assert.ok(2 * partitionSize > MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions longer than half the size they aim at');
   }
   assert.equal(chooseDecodePartitions(256, 8, 500, 132), 1, 'a wide batch fills the GPU unsplit');
   assert.ok(chooseDecodePartitions(1, 8, 32768, 132) >= 32, 'one long sequence is split');
-  assert.equal(chooseDecodePartitions(1, 4, 200, 132), 3, '200 keys: three partitions of 96, 96 and 8');
+  assert.equal(chooseDecodePartitions(1, 4, 200, 132), 4, '200 keys: four partitions of 64, 64, 64 and 8');
 });
 
-test('MLA decode partitions: whole tiles, one wave of CTAs, none shorter than the minimum', () => {
+test('MLA decode partitions: whole tiles, one wave of CTAs, none shorter than half the size they aim at', () => {
   for (const [ctas, keys, tileKeys] of [[1, 131072, 64], [2, 32768, 64], [64, 4096, 64], [200, 8000, 64], [1, 1, 16], [3, 700, 16]]) {
     const { numPartitions, partitionSize } = chooseMlaPartitions(ctas, keys, tileKeys, 132);
     assert.equal(partitionSize % tileKeys, 0);
     assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
     assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
     assert.ok(ctas * numPartitions <= Math.max(132, ctas), 'at most one CTA per multiprocessor when split');
-    assert.ok(partitionSize >= MLA_MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions not shorter than the minimum');
+    assert.ok(2 * partitionSize > MLA_MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions longer than half the size they aim at');
   }
   assert.ok(chooseMlaPartitions(1, 131072, 64, 132).numPartitions >= 0.95 * 132, 'batch 1 at long context spreads over (nearly) every multiprocessor');
   assert.equal(chooseMlaPartitions(200, 8000, 64, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
