@@ -29,9 +29,9 @@ export function decodeWorkspaceBytes(numDecode: number, numHeads: number, numPar
  * the tensor cores. On the H100 at 73fd71e (`keel bench attention`, both kernels alone over bf16)
  * they were faster at all twelve shapes timed: Qwen3-30B-A3B's heads at 256 tokens, batch 1, 9.4 µs
  * against 11.5; 256 decodes at 640 tokens 228 against 244; 8B's at 8k, batch 1, 23.3 against 25.6;
- * at 32k, batch 16, 769 against 839. (Before session 26's changes to both kernels the H200 had the
- * CUDA-core kernel ahead on grids of several CTAs a multiprocessor and short partitions, and `auto`
- * picked it there — for Qwen3-30B-A3B at batch 1 too, whose 40,960-key tables counted 528 CTAs.)
+ * at 32k, batch 16, 769 against 839; in Qwen3-30B-A3B's batch-1 step (200 keys) 9.96 µs a layer
+ * against 13.67. (Before session 26's changes to both kernels the H200 had the CUDA-core kernel
+ * ahead on grids of several CTAs a multiprocessor with short partitions, and `auto` picked it there.)
  */
 export type DecodeAttentionKernel = 'auto' | 'tensor-cores' | 'cuda-cores';
 export const DECODE_ATTENTION_KERNELS: readonly DecodeAttentionKernel[] = ['auto', 'tensor-cores', 'cuda-cores'];
