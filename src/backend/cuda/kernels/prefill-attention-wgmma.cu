@@ -20,14 +20,14 @@
 // on the stage's "full" mbarrier as a plain arrival: the consumers' MMAs are the bf16 path's.
 //
 // Covers bf16 and 8-bit caches, head dims that are multiples of 16 up to 256 (the launcher sends it
-// those from 64), sliding windows,
-// soft-capping (SOFTCAP=1) and sinks (SINKS=1): the scores, masks and normalization match
-// prefill-attention.cu, which remains the path for everything else (StreamingLLM, tree masks, other
-// head dims, GPUs before Hopper). A head dim other than 64, 128 or 256 lies in shared memory padded to
-// the next of them (DP: whole 64-column panels; Phi-3's 96 as 128): the loader zero-fills the
-// padding columns, the score MMA reads only the head's own (D / 16 k-steps), and the P V MMA runs
-// over DP columns, of which only the head's D are stored. Keys come from the cache for the whole context (the chunk's own keys included,
-// written by ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
+// those from 64), sliding windows, soft-capping (SOFTCAP=1) and sinks (SINKS=1): the scores, masks
+// and normalization match prefill-attention.cu, which remains the path for everything else
+// (StreamingLLM, tree masks, other head dims, GPUs before Hopper). A head dim other than 64, 128 or
+// 256 lies in shared memory padded to the next of them (DP: whole 64-column panels; Phi-3's 96 as
+// 128): the loader zero-fills the padding columns, the score MMA reads only the head's own (D / 16
+// k-steps), and the P V MMA runs over DP columns, of which only the head's D are stored. Keys come
+// from the cache for the whole context (the chunk's own keys included, written by
+// ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
 #include "common.cuh"
 #include "wgmma.cuh"
 #include "attention-span.cuh"
