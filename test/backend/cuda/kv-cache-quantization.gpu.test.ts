@@ -121,7 +121,7 @@ for (const { dtype, kvScales } of DTYPES) {
     });
   }
 
-  test(`${tag}: prefill chunks on the Hopper kernel (prefill-attention-wgmma.cu), head dims 64, 96, 128, 192 and 256`, { skip: dtype === 'int4' ? 'the Hopper kernel reads bf16 and 8-bit caches' : hopperOnly }, () => {
+  test(`${tag}: prefill chunks on the Hopper kernel (prefill-attention-wgmma.cu), head dims 64, 96, 128, 192 and 256`, { skip: hopperOnly }, () => {
     const path = gpu.prefillAttention;
     gpu.prefillAttention = 'wgmma'; // throws rather than fall back to the legacy kernel
     try {

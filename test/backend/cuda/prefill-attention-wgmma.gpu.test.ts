@@ -10,8 +10,8 @@ import { continueSeqs, randomChunks, runScenario, type Scenario } from '../../he
 // chunk here runs on it. The tests go from one CTA with one key tile (operand layouts and
 // descriptors alone) through several tiles (the mbarrier ring) and partial tiles (padding rows,
 // zero-filled keys) to paged context, GQA, windows, soft-capping and sinks: the first that fails
-// says where to look. Skipped on GPUs other than Hopper. Over 8-bit caches the kernel runs in
-// kv-cache-quantization.gpu.test.ts (head dims 64, 128 and 256, forced onto it there too).
+// says where to look. Skipped on GPUs other than Hopper. Over fp8, int8 and int4 caches the kernel
+// runs in kv-cache-quantization.gpu.test.ts (head dims 64, 96, 128, 192 and 256, forced onto it there too).
 
 const rng = seededRng(testSeed('cuda wgmma prefill attention'));
 const gpu = new CudaBackend({ poisonStepTensors: true, prefillAttention: 'wgmma' });

@@ -14,12 +14,13 @@
 // only tiles that reach a row's own position (or a window's edge, or the padding rows of a short
 // last tile) pay for the mask. Register budgets move from the loader to the consumers (setmaxnreg).
 //
-// Over an 8-bit cache (KV_DTYPE 1 fp8, 2 int8) the loader reads a tile's codes 8 bytes at a time
-// into registers, CODE_LOADS in flight a thread, and stores them dequantized to bf16 (code · scale,
-// as prefill-attention.cu and the CPU twin round them) into the same swizzled layout, then arrives
-// on the stage's "full" mbarrier as a plain arrival: the consumers' MMAs are the bf16 path's.
+// Over a quantized cache (KV_DTYPE 1 fp8, 2 int8, 3 int4) the loader reads a tile's codes into
+// registers (8 codes a load: 8 bytes, int4's 4), CODE_LOADS in flight a thread, and stores them
+// dequantized to bf16 (code · scale, int4's code · scale + minimum, as prefill-attention.cu and the
+// CPU twin round them) into the same swizzled layout, then arrives on the stage's "full" mbarrier as
+// a plain arrival: the consumers' MMAs are the bf16 path's.
 //
-// Covers bf16 and 8-bit caches, head dims that are multiples of 16 up to 256 (the launcher sends it
+// Covers bf16, 8-bit and int4 caches, head dims that are multiples of 16 up to 256 (the launcher sends it
 // those from 64), sliding windows, soft-capping (SOFTCAP=1) and sinks (SINKS=1): the scores, masks
 // and normalization match prefill-attention.cu, which remains the path for everything else
 // (StreamingLLM, tree masks, other head dims, GPUs before Hopper). A head dim other than 64, 128 or
@@ -46,9 +47,11 @@
 // nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=0 -DSINKS=0
 // nvcc-check: -DHEAD_DIM=80 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=2
 // nvcc-check: -DHEAD_DIM=192 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=3
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<a multiple of 16 up to 256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8>]"
+#error "compile with -DHEAD_DIM=<a multiple of 16 up to 256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4>]"
 #endif
 #ifndef KV_DTYPE
 #define KV_DTYPE 0
@@ -190,24 +193,32 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     // arrival releases the stores to the consumers (who fence before their MMAs read them).
     auto load_tile = [&](const unsigned char* pool, const float* row_scales, float scale, unsigned int dst, int lane_slot, unsigned int full) {
       for (int i0 = 0; i0 < Rows::ROUNDS; i0 += CODE_LOADS) {
-        uint2 codes[CODE_LOADS];
-        float scales[CODE_LOADS];
+        uint2 codes[CODE_LOADS];  // a chunk's 8 codes: 8 bytes, or int4's 4 in .x
+        float scales[CODE_LOADS], mins[CODE_LOADS];
 #pragma unroll
         for (int i = 0; i < CODE_LOADS; i++) {
           const int c = tid + (i0 + i) * LOADERS, ch = c % CHUNKS;
           const int slot = round_kv_slot<Rows>(lane_slot, i0 + i);
           codes[i] = make_uint2(0, 0);
           scales[i] = 0.f;
+          mins[i] = 0.f;  // a padding row or column: code 0 at scale and minimum 0 is 0
           if (slot >= 0 && ch < HEAD_CHUNKS) {
             const long long slot_head = (long long)slot * num_kv_heads + kvh;
-            codes[i] = *reinterpret_cast<const uint2*>(pool + slot_head * D + ch * 8);
-            scales[i] = KV_DTYPE == 2 ? row_scales[slot_head] : scale;
+            if (KV_DTYPE == 3) {
+              codes[i].x = *reinterpret_cast<const unsigned int*>(pool + slot_head * (D / 2) + ch * 4);
+              scales[i] = row_scales[2 * slot_head];
+              mins[i] = row_scales[2 * slot_head + 1];
+            } else {
+              codes[i] = *reinterpret_cast<const uint2*>(pool + slot_head * D + ch * 8);
+              scales[i] = KV_DTYPE == 2 ? row_scales[slot_head] : scale;
+            }
           }
         }
 #pragma unroll
         for (int i = 0; i < CODE_LOADS; i++) {
           const int c = tid + (i0 + i) * LOADERS;
-          *reinterpret_cast<uint4*>(smem + (dst - base) + tile_offset<BN>(c / CHUNKS, c % CHUNKS)) = dequantize8<KV_DTYPE>(codes[i], scales[i]);
+          *reinterpret_cast<uint4*>(smem + (dst - base) + tile_offset<BN>(c / CHUNKS, c % CHUNKS)) =
+              KV_DTYPE == 3 ? dequantize_int4x8(codes[i].x, scales[i], mins[i]) : dequantize8<KV_DTYPE>(codes[i], scales[i]);
         }
       }
       mbarrier_arrive(full);

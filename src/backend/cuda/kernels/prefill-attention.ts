@@ -79,7 +79,6 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
 export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
   if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
   if (!wgmmaHeadDim(a.shape.headDim)) return `head dim ${a.shape.headDim} is not a multiple of 16 from 64 to 256`;
-  if (a.dtype === 'int4') return 'it reads bf16 and 8-bit caches, not int4 codes';
   if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
   if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
   return null;
@@ -88,7 +87,10 @@ export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionA
 /** Tiled causal attention for every multi-token chunk of the step (tree-masked where the step has a tree mask). */
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
-  if (a.path !== 'legacy') {
+  // The wgmma loader's int4 path was written without a GPU: `auto` leaves int4 caches on the legacy
+  // kernel until its GPU test has passed (`wgmma` runs it, as that test does).
+  const untried = a.path === 'auto' && a.dtype === 'int4';
+  if (a.path !== 'legacy' && !untried) {
     const unsupported = wgmmaPrefillUnsupported(device, a);
     if (unsupported === null) return launchWgmma(device, a);
     if (a.path === 'wgmma') throw new KeelError('invalid_argument', `prefill attention: the wgmma kernel cannot run this layer: ${unsupported}`);
