@@ -2,7 +2,7 @@
 //
 //   source .gpu/env.sh && node scripts/profile-decode-step.ts [--model bench/configs/llama-3.1-8b] [--context 200]
 //     [--quantization int4] [--query-tokens 5] [--eagle3-head bench/configs/eagle3-llama-3.1-8b]
-//     [--sparse-token-budget 4096] [--batch 136 --prefill-chunk 2048]
+//     [--sparse-token-budget 4096] [--batch 136 --prefill-chunk 2048] [--table-keys 32768]
 //
 // --quantization quantizes the weights at load as keel does; --query-tokens N > 1 profiles a
 // verification step instead (the last sampled token and N - 1 drafts, logits at every one), as
@@ -13,7 +13,10 @@
 // window and dense layers at their defaults): each sparse layer's attention op then holds the
 // block selection's two kernels and the sparse decode attention. --batch B runs B sequences of
 // --context tokens each; --prefill-chunk T adds a new sequence's first T tokens to the profiled step,
-// as a mixed step of offline throughput holds (prefill chunks beside decodes).
+// as a mixed step of offline throughput holds (prefill chunks beside decodes). --table-keys K widens
+// the step's block tables to hold at least K keys (a power of two of blocks, as a graph's batch rounds
+// them), as a short decode's are beside a long sequence's: the decode kernels' launch is sized for
+// the widest table, and each decode splits only its own keys over it (decode-split.cuh).
 // Prefills --context tokens of one sequence, runs one batch-1 decode step eagerly while recording
 // each backend op it calls, then times every distinct op (by name and weight shape) replayed 20
 // times in a CUDA graph, so launch gaps count as they do in a recorded step. Prints per-op time
@@ -30,7 +33,7 @@ import { HeadProposer } from '../src/engine/head-proposer.ts';
 import { loadEagleHead } from '../src/engine/load-draft-head.ts';
 
 const { values } = parseArgs({
-  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' }, 'sparse-token-budget': { type: 'string' }, batch: { type: 'string' }, 'prefill-chunk': { type: 'string' } },
+  options: { model: { type: 'string' }, context: { type: 'string' }, quantization: { type: 'string' }, 'query-tokens': { type: 'string' }, 'eagle3-head': { type: 'string' }, 'sparse-token-budget': { type: 'string' }, batch: { type: 'string' }, 'prefill-chunk': { type: 'string' }, 'table-keys': { type: 'string' } },
 });
 const context = Number(values.context ?? 200);
 const queryTokens = Number(values['query-tokens'] ?? 1);
@@ -40,6 +43,8 @@ const batch = Number(values.batch ?? 1);
 const prefillChunk = Number(values['prefill-chunk'] ?? 0);
 if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`--batch must be a positive integer, not ${values.batch}`);
 if (!(Number.isInteger(prefillChunk) && prefillChunk >= 0)) throw new Error(`--prefill-chunk must be a non-negative integer, not ${values['prefill-chunk']}`);
+const tableKeys = Number(values['table-keys'] ?? 0);
+if (!(Number.isInteger(tableKeys) && tableKeys >= 0)) throw new Error(`--table-keys must be a non-negative integer, not ${values['table-keys']}`);
 const sparseBudget = values['sparse-token-budget'] === undefined ? null : Number(values['sparse-token-budget']);
 const sparse: Partial<EngineOptions> = sparseBudget === null ? {} : { sparseAttention: 'quest', sparseTokenBudget: sparseBudget };
 const loaded = await loadModel({ model: values.model ?? 'bench/configs/llama-3.1-8b', loadFormat: 'dummy', backend: 'cuda', showProgress: false, quantization, ...sparse });
@@ -51,7 +56,7 @@ const device = backend.device;
 const headDir = values['eagle3-head'];
 if (headDir !== undefined && (batch > 1 || prefillChunk > 0)) throw new Error('--eagle3-head profiles one sequence: no --batch or --prefill-chunk');
 const blockSize = 16;
-const width = 2 ** Math.ceil(Math.log2(Math.ceil((context + queryTokens) / blockSize)));
+const width = 2 ** Math.ceil(Math.log2(Math.ceil(Math.max(context + queryTokens, tableKeys) / blockSize)));
 const prefillBlocks = Math.ceil(prefillChunk / blockSize);
 const cache = backend.createKvCache({ numBlocks: batch * width + prefillBlocks, blockSize, layers: model.kvLayers });
 const tables = Array.from({ length: batch }, (_, s) => Array.from({ length: width }, (_, i) => s * width + i));
@@ -154,6 +159,6 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
 }
 const forwardStep = decodeStep();
 const chunkKind = headDir === undefined ? 'a verification chunk' : `the head's catch-up`;
-const what = `${batch > 1 ? `batch ${batch}, ` : ''}${prefillChunk > 0 ? `a prefill chunk of ${prefillChunk} beside, ` : ''}context ${context}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
+const what = `${batch > 1 ? `batch ${batch}, ` : ''}${prefillChunk > 0 ? `a prefill chunk of ${prefillChunk} beside, ` : ''}context ${context}${width * blockSize > context + queryTokens && tableKeys > 0 ? ` in tables of ${width * blockSize} keys` : ''}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
 console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void forwardOnce(forwardStep), 5).toFixed(3)} ms (${what})`);
 backend.dispose();
