@@ -159,6 +159,6 @@ for (const [key, { us, count }] of [...perOp].sort((a, b) => b[1].us * b[1].coun
 }
 const forwardStep = decodeStep();
 const chunkKind = headDir === undefined ? 'a verification chunk' : `the head's catch-up`;
-const what = `${batch > 1 ? `batch ${batch}, ` : ''}${prefillChunk > 0 ? `a prefill chunk of ${prefillChunk} beside, ` : ''}context ${context}${width * blockSize > context + queryTokens && tableKeys > 0 ? ` in tables of ${width * blockSize} keys` : ''}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
+const what = `${batch > 1 ? `batch ${batch}, ` : ''}${prefillChunk > 0 ? `a prefill chunk of ${prefillChunk} beside, ` : ''}context ${context}${tableKeys > 0 ? ` in tables of ${width * blockSize} keys` : ''}${headDir === undefined ? '' : `, the EAGLE-3 head at ${headDir}`}${queryTokens > 1 ? `, ${chunkKind} of ${queryTokens} tokens` : ''}${quantization ? `, ${quantization}` : ''}${sparseBudget === null ? '' : `, Quest budget ${sparseBudget}`}`;
 console.log(`sum of ${recorded.length} ops: ${sumMs.toFixed(3)} ms; whole forward in one graph: ${graphMs(() => void forwardOnce(forwardStep), 5).toFixed(3)} ms (${what})`);
 backend.dispose();

@@ -53,8 +53,8 @@ export interface DecodeAttentionArgs extends PagedAttentionArgs {
 
 /**
  * Split-KV decode attention for every decode of the plan: the launch has partitions for the longest
- * context the tables hold, each decode uses those its own keys need (decode-split.cuh, no partition
- * under MIN_KEYS_PER_PARTITION keys), and where it uses several the last of its CTAs merges them.
+ * context the tables hold, each decode uses those its own keys need (decode-split.cuh, partitions of
+ * about MIN_KEYS_PER_PARTITION keys), and where it uses several the last of its CTAs merges them.
  */
 export function launchDecodeAttention(device: CudaDevice, a: DecodeAttentionArgs): void {
   if (a.numDecode === 0) return;

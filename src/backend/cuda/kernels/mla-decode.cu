@@ -6,7 +6,8 @@
 // A CTA takes BM = 16 * MT heads of one sequence and one partition of its context (Flash-Decoding:
 // grid.z partitions, merged by mla_decode_combine_kernel). The launch has partitions for the longest
 // context the block tables hold (graphs replay while sequences grow); each decode uses as many as
-// its own keys are worth (decode-split.cuh, whole 64-key tiles) and the other CTAs return at once. Per BN = 64-key tile, 8 warps:
+// its own keys are worth (decode-split.cuh, whole 64-key tiles) and the other CTAs return at once.
+// Per BN = 64-key tile, 8 warps:
 //   S [BM x BN] = Q [BM x D] . K^T      warp w: m-tile w % MT, keys (w / MT) * KW .. + KW
 //   O [BM x LATENT] += P [BM x BN] . V  warp w: all BM rows, latent columns w * CW .. + CW
 // so Q is read from shared memory 8 / MT times per tile and K 1 .. MT times (not 8 times Q, as when
@@ -98,7 +99,7 @@ __device__ __forceinline__ void prefetch_row_l2(const unsigned char* row, int qu
 // grid (ceil(H / BM), numDecode, numPartitions), block 256, dynamic shared memory
 // mlaDecodeSharedBytes() in mla-decode.ts. Decode i is sequence items[i], one query token at
 // query_start[seq]; its keys [part * size, + size) of the visible ones, for the split
-// decode_split gives its keys (no partition under min_partition_keys unless it has fewer).
+// decode_split gives its keys (ceil(keys / min_partition_keys) partitions, at most num_partitions).
 // q_latent [numTokens, H * LATENT], q [numTokens, H * q_width] (rotary part of head h at
 // h * q_width + nope); out [numTokens, H * LATENT]; when split, part_acc [numDecode, H,
 // numPartitions, LATENT] (unnormalized, relative to the partition's max) and part_ml [.., 2] (max in

@@ -77,7 +77,7 @@ export interface MlaDecodeArgs {
  * Absorbed MLA over the decode sequences with mla_decode_kernel: a CTA per (16 · rowTiles heads,
  * sequence, partition), the launch's partitions sized for the longest context the tables hold so that
  * one wave fills the multiprocessors, each decode using those its own keys need (decode-split.cuh,
- * none under MLA_MIN_KEYS_PER_PARTITION keys); then mla_decode_combine_kernel merges a decode's
+ * partitions of about MLA_MIN_KEYS_PER_PARTITION keys); then mla_decode_combine_kernel merges a decode's
  * partitions where it used several. Callers check mlaDecodeApplies first.
  */
 export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
