@@ -13,7 +13,7 @@
 # decode-attention (the attention and quantized-KV kernel tests, keel bench attention, then Qwen3-30B-A3B batch 1 and
 # Llama-3.1-8B batch 1 and 64 with KEEL_DECODE_ATTENTION=cuda-cores and tensor-cores),
 # model-latency (keel bench latency on each of $LATENCY_ARCHS at $LATENCY_BATCHES, tagged $LATENCY_TAG),
-# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, on each MoE path of $MOE_PATHS, default split then fused), quantize (keel quantize --method
+# moe-profile (scripts/profile-decode-step.ts on $MOE_ARCHS, on each MoE path of $MOE_PATHS, default split then fused, with the extra arguments $PROFILE_ARGS, e.g. --table-keys 32768), quantize (keel quantize --method
 # $QUANTIZE_METHODS, default gptq, --backend cuda on a random-weight Llama-3.2-1B written by tools/oracle/random_checkpoint.py with keel-tiny's tokenizer:
 # carry models/keel-tiny, gpu-carry.sh pack-models), moe-quant (the MoE
 # kernel tests, then Qwen3-30B-A3B at batch 1 and 64 in bf16 and with --quantization fp8, int8, int4), server (test/server, the HTTP server driven by the openai SDK, on
@@ -153,7 +153,7 @@ for s in "$@"; do
     model-latency) # keel bench latency on each config of $LATENCY_ARCHS (default llama-3.1-8b) at $LATENCY_BATCHES (default 1), results tagged $LATENCY_TAG (default batched).
       for a in ${LATENCY_ARCHS:-llama-3.1-8b}; do step "latency-$a" 170 $(latency "$a" "${LATENCY_BATCHES:-1}" "${LATENCY_TAG:-batched}"); grep -h "TPOT" "$out/latency-$a.log"; done ;;
     moe-profile) for a in ${MOE_ARCHS:-qwen3-30b-a3b deepseek-v2-lite}; do
-        for path in ${MOE_PATHS:-split fused}; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a"; done
+        for path in ${MOE_PATHS:-split fused}; do step "profile-$a-$path" 150 env KEEL_MOE_DECODE=$path node scripts/profile-decode-step.ts --model "bench/configs/$a" ${PROFILE_ARGS:-}; done
       done ;;
     quantize) step random-1b 120 python3 tools/oracle/random_checkpoint.py bench/configs/llama-3.2-1b /tmp/random-llama-3.2-1b --tokenizer models/keel-tiny
       for m in ${QUANTIZE_METHODS:-gptq}; do
