@@ -169,6 +169,14 @@ export interface MlaParams {
   queryTemperature?: QueryTemperature | null;
 }
 
+/** MLA's per-head up-projections, the two halves of kv_b_proj (layers/mla-attention.ts). */
+export interface MlaUpProjections {
+  /** W_UKᵀ per head, [numHeads, latentDim, nopeDim]: a query's nope part into the latent space. */
+  keyAbsorption: Tensor;
+  /** W_UV per head, [numHeads, valueDim, latentDim]: a latent back to the head's value. */
+  valueAbsorption: Tensor;
+}
+
 /**
  * DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention; layers/lightning-indexer.ts): each
  * token's `numHeads` queries of `headDim` score every cached indexer key of its sequence, and the
@@ -685,6 +693,14 @@ export interface Backend {
    * of latents, [numTokens, numHeads * latentDim].
    */
   mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection?: TokenSelection | null): Tensor;
+  /**
+   * MLA from the queries to the heads' values, [numTokens, numHeads * valueDim]: by definition
+   * headwiseLinear(mlaAttention(headwiseLinear(q, up.keyAbsorption), q, …), up.valueAbsorption),
+   * the absorbed form. A backend may run long chunks in the expanded form instead (each context
+   * key projected to every head's key [W_UK c | k_rope] and value W_UV c, then ordinary attention):
+   * the same sums in another order.
+   */
+  mlaAttentionHeads(q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, up: MlaUpProjections, selection?: TokenSelection | null): Tensor;
   /**
    * The lightning indexer's cache write: k [numTokens, headDim] is LayerNorm-ed (mean and variance
    * over headDim, eps, then × normWeight + normBias), its leading ropeDim rotated, in place, and

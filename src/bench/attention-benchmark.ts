@@ -42,6 +42,8 @@ const BLOCK_SIZE = 16;
 export const MLA_HEADS = [16, 128];
 export const MLA_DECODE_CONTEXTS = [4096, 32768, 131072];
 export const MLA_PREFILL_SEQ_LENS = [2048, 8192];
+const MLA_VALUE_DIM = 128;
+const MLA_PREFILL_FORMS_TIMED = ['absorbed', 'expanded'] as const;
 const mlaShape = (numHeads: number): MlaParams => ({ numHeads, latentDim: 512, ropeDim: 64, nopeDim: 128, scale: 192 ** -0.5 });
 
 export interface PrefillFigure {
@@ -88,12 +90,18 @@ export interface MlaDecodeFigure {
 }
 
 export interface MlaPrefillFigure {
+  /** absorbed (mla.cu) or expanded (kernels/mla-expansion.ts: gather, two GEMMs, the wgmma kernel). */
+  form: 'absorbed' | 'expanded';
   seq_len: number;
   num_heads: number;
   latent_dim: number;
   rope_dim: number;
+  /** Backend.mlaAttentionHeads, queries to the heads' values: the form's projections included. */
   ms: number;
-  /** Absorbed form: 2 × heads × (2 × latent + rope) FLOPs per query-key pair, over the causal half. */
+  /**
+   * The form's attention FLOPs over the causal half, per query-key pair: absorbed 2 × heads × (2 ×
+   * latent + rope), expanded 2 × heads × (nope + rope + value). Its projections are not counted.
+   */
   tflops: number;
 }
 
@@ -133,7 +141,7 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
           DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
         ),
       ),
-      mlaPrefill: MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads)))),
+      mlaPrefill: MLA_PREFILL_FORMS_TIMED.flatMap((form) => MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads), form)))),
     };
   } finally {
     bench.backend.dispose();
@@ -214,13 +222,17 @@ class KernelTimer {
     }
   }
 
-  mlaPrefill(seqLen: number, mla: MlaParams): MlaPrefillFigure {
+  mlaPrefill(seqLen: number, mla: MlaParams, form: MlaPrefillFigure['form']): MlaPrefillFigure {
+    const chosen = this.backend.mlaPrefill;
+    // Set before the setup's step begins: the step carries the expansion's plan.
+    this.backend.mlaPrefill = form;
     const setup = this.mlaSetup(mla, [{ cached: 0, query: seqLen }]);
     try {
-      const ms = this.timeGraph(() => this.mlaRun(setup, mla), 5);
-      const flops = (2 * mla.numHeads * (2 * mla.latentDim + mla.ropeDim) * seqLen * seqLen) / 2;
-      return { seq_len: seqLen, ...mlaDims(mla), ms, tflops: flops / (ms * 1e-3) / 1e12 };
+      const ms = this.timeGraph(() => this.mlaHeadsRun(setup, mla), 5);
+      const pairFlops = 2 * mla.numHeads * (form === 'absorbed' ? 2 * mla.latentDim + mla.ropeDim : mla.nopeDim + mla.ropeDim + MLA_VALUE_DIM);
+      return { form, seq_len: seqLen, ...mlaDims(mla), ms, tflops: (pairFlops * seqLen * seqLen) / 2 / (ms * 1e-3) / 1e12 };
     } finally {
+      this.backend.mlaPrefill = chosen;
       setup.release();
     }
   }
@@ -241,13 +253,21 @@ class KernelTimer {
     };
     const qLatent = random(mla.numHeads * mla.latentDim);
     const q = random(mla.numHeads * (mla.nopeDim + mla.ropeDim));
-    return { cache, batch, qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
+    const weight = (shape: number[]) => this.backend.loadWeight(bf16Tensor(shape, randomBf16Values(this.rng, shape.reduce((a, b) => a * b, 1), 1 / Math.sqrt(mla.latentDim))));
+    const up = { keyAbsorption: weight([mla.numHeads, mla.latentDim, mla.nopeDim]), valueAbsorption: weight([mla.numHeads, MLA_VALUE_DIM, mla.latentDim]) };
+    return { cache, batch, qLatent, q, up, release: () => owned.forEach((ptr) => device.free(ptr)) };
   }
 
   /** Begins a step over the MLA setup's batch; returns one layer's MLA attention over it. */
   private mlaRun(setup: ReturnType<KernelTimer['mlaSetup']>, mla: MlaParams): () => void {
     const step = this.backend.beginStep(setup.batch);
     return () => this.backend.mlaAttention(setup.qLatent, setup.q, setup.cache, 0, step, mla);
+  }
+
+  /** The same from the queries to the heads' values, in the backend's MLA prefill form. */
+  private mlaHeadsRun(setup: ReturnType<KernelTimer['mlaSetup']>, mla: MlaParams): () => void {
+    const step = this.backend.beginStep(setup.batch);
+    return () => this.backend.mlaAttentionHeads(setup.q, setup.cache, 0, step, mla, setup.up);
   }
 
   private timeGraph(prepare: () => () => void, reps: number): number {

@@ -59,10 +59,11 @@ export interface MlaAttentionOptions {
  *
  *   q_nope · (W_UK[h] c) = (W_UK[h]ᵀ q_nope) · c,   Σ_j p_j W_UV[h] c_j = W_UV[h] Σ_j p_j c_j,
  *
- * so queries are projected into the latent space (headwiseLinear by W_UK[h]ᵀ), attention runs over
- * the cached rows themselves (mlaAttention), and its latent output is projected back per head
- * (headwiseLinear by W_UV[h]) before o_proj. kv_b_proj is split into those two per-head matrices
- * at load. Interleaved rotary pairs are permuted at load, in the rows of the query projection and
+ * so queries are projected into the latent space (by W_UK[h]ᵀ), attention runs over the cached
+ * rows themselves, and its latent output is projected back per head (by W_UV[h]) before o_proj:
+ * Backend.mlaAttentionHeads, which may run long chunks in the expanded form instead (the keys and
+ * values materialized from the cached rows, cheaper once many queries share them). kv_b_proj is
+ * split into those two per-head matrices at load. Interleaved rotary pairs are permuted at load, in the rows of the query projection and
  * of kv_a_proj_with_mqa that produce them, into rotate_half order: scores are dot products of
  * query and key rope parts, which a shared permutation leaves unchanged, so the backend's rotary
  * stays rotate_half.
@@ -170,9 +171,8 @@ export class MlaAttention implements Layer {
     const selection = indexer !== null && queryLatent !== null
       ? indexer.forward(b, x, queryLatent, step, cache)
       : sharedSelection?.take(step) ?? null;
-    const qLatent = b.headwiseLinear(q, loaded(this.keyAbsorption, this.kvUpName));
-    const latentOut = b.mlaAttention(qLatent, q, cache, this.layer, step, params, selection);
-    const heads = b.headwiseLinear(latentOut, loaded(this.valueAbsorption, this.kvUpName));
+    const up = { keyAbsorption: loaded(this.keyAbsorption, this.kvUpName), valueAbsorption: loaded(this.valueAbsorption, this.kvUpName) };
+    const heads = b.mlaAttentionHeads(q, cache, this.layer, step, params, up, selection);
     return b.allReduce(this.o.forward(b, heads));
   }
 

@@ -20,6 +20,7 @@ import type {
   WeightUploaderOps,
   LoraWeights,
   MlaParams,
+  MlaUpProjections,
   MoeWeights,
   NormGate,
   RopeTable,
@@ -485,6 +486,12 @@ export class CpuBackend implements Backend {
     const out = CpuTensor.zeros([numTokens, mla.numHeads * mla.latentDim]);
     mlaAttention(latent.data, queries.data, mlaPool(cache, layer, mla), cache.layout.blockSize, groupBatch(step.batch, layerGroup(cache.layout, layer)), mla, out.data, selected);
     return out;
+  }
+
+  /** The definition, in the absorbed form. */
+  mlaAttentionHeads(q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, up: MlaUpProjections, selection: TokenSelection | null = null): Tensor {
+    const latent = this.mlaAttention(this.headwiseLinear(q, up.keyAbsorption), q, cache, layer, step, mla, selection);
+    return this.headwiseLinear(latent, up.valueAbsorption);
   }
 
   indexerRopeAndCacheWrite(q: Tensor, k: Tensor, keyNorm: Tensor, keyNormBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void {

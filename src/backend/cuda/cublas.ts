@@ -120,6 +120,42 @@ export class Cublas {
     );
   }
 
+  /**
+   * Per head h < heads, y_h [m, n] = x [m, k] · w_hᵀ with one x for every head, all bf16 with fp32
+   * accumulation: y_h is the n columns at h · yHeadStride of y's rows, yRowStride apart. w holds the
+   * heads' matrices as [heads, n, k] (`rows`) or transposed, [heads, k, n] (`columns`). Column-major
+   * cuBLAS computes each y_hᵀ = w_h · xᵀ, x shared (stride 0), the heads strided in w and y.
+   */
+  sharedInputHeadsBf16(y: DevicePtr, yRowStride: number, yHeadStride: number, x: DevicePtr, w: DevicePtr, wLayout: 'rows' | 'columns', heads: number, m: number, n: number, k: number): void {
+    const rows = wLayout === 'rows';
+    this.call(
+      'cublasGemmStridedBatchedEx',
+      this.handle,
+      rows ? CUBLAS_OP_T : CUBLAS_OP_N,
+      CUBLAS_OP_N,
+      n,
+      m,
+      k,
+      this.one,
+      w,
+      CUDA_R_16BF,
+      rows ? k : n,
+      n * k,
+      x,
+      CUDA_R_16BF,
+      k,
+      0,
+      this.zero,
+      y,
+      CUDA_R_16BF,
+      yRowStride,
+      yHeadStride,
+      heads,
+      CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT,
+    );
+  }
+
   /** Row-major y [m, n] = x [m, k] · wᵀ with w [n, k], all f32 (full fp32 products: no TF32); as linearBf16. */
   linearF32(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number): void {
     this.call('cublasGemmEx', this.handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, this.one, w, CUDA_R_32F, k, x, CUDA_R_32F, k, this.zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);

@@ -19,6 +19,7 @@ import type {
   WeightUploaderOps,
   LoraWeights,
   MlaParams,
+  MlaUpProjections,
   MoeWeights,
   NormGate,
   RopeTable,
@@ -81,6 +82,16 @@ import { GEMV_MAX_ROWS, launchGemv } from './kernels/gemv.ts';
 import { HEADWISE_GEMV_MAX_ROWS, HEADWISE_GEMV_ROWS_PER_WARP, launchHeadwiseGemv } from './kernels/headwise-gemv.ts';
 import { launchMlaAttention } from './kernels/mla.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from './kernels/mla-decode.ts';
+import {
+  launchMlaExpandedPrefill,
+  MLA_EXPANSION_MAX_BYTES,
+  MLA_PREFILL_FORMS,
+  mlaExpansionBytes,
+  mlaExpansionUnsupported,
+  planMlaExpansion,
+  type MlaExpandedPrefillArgs,
+  type MlaPrefillForm,
+} from './kernels/mla-expansion.ts';
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchLayerNorm } from './kernels/layer-norm.ts';
 import { launchAddRmsNorm, launchRmsNorm } from './kernels/norm.ts';
@@ -123,6 +134,14 @@ export interface CudaBackendOptions {
    * it reads 1.7-1.9x as fast as tiled at 16 heads, faster at 128 too).
    */
   mlaDecode?: MlaDecodeKernel;
+  /**
+   * MLA's form for steps whose chunks all hold MLA_EXPANSION_MIN_CHUNK tokens or more
+   * (kernels/mla-expansion.ts; other steps run absorbed): `absorbed` (mla.cu, every token), `auto`
+   * (expanded where the wgmma kernel takes the shapes and the scratch fits, absorbed elsewhere) or
+   * `expanded` (that, or an error naming why not).
+   * Default: $KEEL_MLA_PREFILL, else absorbed (until the expanded form's GPU tests have run).
+   */
+  mlaPrefill?: MlaPrefillForm;
   /**
    * Which kernel runs decode attention where both can (kernels/decode-attention.ts):
    * `tensor-cores` (decode-attention-mma.cu), `cuda-cores` (decode-attention.cu) or `auto` (tensor
@@ -276,6 +295,12 @@ export class CudaBackend implements Backend {
   prefillAttention: PrefillAttentionPath;
   /** Set between steps to switch MLA decode kernels (the attention bench times both); a recorded graph keeps its own. */
   mlaDecode: MlaDecodeKernel;
+  /** Set between steps to switch MLA's prefill form (the attention bench times both). */
+  mlaPrefill: MlaPrefillForm;
+  /** MLA's expansion scratch (mla-expansion.ts), grown as steps need, up to MLA_EXPANSION_MAX_BYTES. */
+  private mlaScratch: { ptr: DevicePtr; bytes: number } | null = null;
+  /** While a graph records, when memory must not be reallocated (that synchronizes). */
+  private recording = false;
   /** Set between steps to switch decode attention kernels (the attention bench times both); a recorded graph keeps its own. */
   decodeAttention: DecodeAttentionKernel;
   /** Whether quantized weights that fit load in the fragment layout (CudaBackendOptions.marlin). */
@@ -294,6 +319,7 @@ export class CudaBackend implements Backend {
     this.moeDecode = options.moeDecode ?? moeDecodeFromEnv();
     this.prefillAttention = options.prefillAttention ?? choiceFromEnv('KEEL_PREFILL_ATTENTION', PREFILL_ATTENTION_PATHS, 'auto');
     this.mlaDecode = options.mlaDecode ?? choiceFromEnv('KEEL_MLA_DECODE', MLA_DECODE_KERNELS, 'flash');
+    this.mlaPrefill = options.mlaPrefill ?? choiceFromEnv('KEEL_MLA_PREFILL', MLA_PREFILL_FORMS, 'absorbed');
     this.decodeAttention = options.decodeAttention ?? choiceFromEnv('KEEL_DECODE_ATTENTION', DECODE_ATTENTION_KERNELS, 'auto');
     this.marlin = options.marlin ?? marlinFromEnv();
     this.quantizedGemv = options.quantizedGemv ?? choiceFromEnv('KEEL_QUANTIZED_GEMV', QUANTIZED_GEMV_KERNELS, 'auto');
@@ -784,7 +810,9 @@ export class CudaBackend implements Backend {
   beginStep(batch: BatchDescription): StepInputs {
     this.arena.reset();
     const plan = planAttention(batch);
-    const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots));
+    // Planned for any model while MLA may expand (cheap beside a step with long chunks): uploaded with the step, a recorded graph replays it.
+    const mlaExpansion = this.mlaPrefill === 'absorbed' ? null : planMlaExpansion(batch);
+    const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots), mlaExpansion);
     const base = this.arena.alloc(data.byteLength);
     this.device.uploadAsync(base, data);
     const at = (name: keyof StepDeviceArrays) => base + offsets[name] * 4;
@@ -812,8 +840,11 @@ export class CudaBackend implements Backend {
         loraTiles: at('loraTiles'),
         treeMask: at('treeMask'),
         stateSlots: at('stateSlots'),
+        mlaScratchBlocks: at('mlaScratchBlocks'),
+        mlaScratchTables: at('mlaScratchTables'),
       },
       plan,
+      mlaExpansion,
     );
   }
 
@@ -1344,7 +1375,8 @@ export class CudaBackend implements Backend {
     });
   }
 
-  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null): Tensor {
+  /** `chunks: false` leaves the chunks' rows unwritten (mlaAttentionHeads runs them expanded). */
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null, options = { chunks: true }): Tensor {
     const s = asCudaStep(step);
     if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
@@ -1402,11 +1434,87 @@ export class CudaBackend implements Backend {
       // Split by what the block tables can hold, as attention does: a recorded decode graph stays valid.
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
       prefillTiles: s.device.prefillTiles,
-      numPrefillTiles: s.plan.prefillTiles.length / 2,
+      numPrefillTiles: options.chunks ? s.plan.prefillTiles.length / 2 : 0,
       workspace: (bytes) => this.arena.alloc(bytes),
       decodeKernel: this.mlaDecode,
     });
     return out;
+  }
+
+  /**
+   * Chunks run expanded where `mlaPrefill` and the step allow (mlaExpansion); the step's decodes,
+   * and every token otherwise, absorbed. With both, the absorbed projections run over every row and
+   * the expanded attention then overwrites the chunks' rows.
+   */
+  mlaAttentionHeads(q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, up: MlaUpProjections, selection: TokenSelection | null = null): Tensor {
+    const s = asCudaStep(step);
+    const keyAbsorption = asBf16(up.keyAbsorption, 'mlaAttentionHeads keyAbsorption');
+    const valueAbsorption = asBf16(up.valueAbsorption, 'mlaAttentionHeads valueAbsorption');
+    const valueDim = valueAbsorption.shape[1];
+    const expansion = selection === null ? this.mlaExpansion(s, mla, valueDim) : null;
+    if (expansion === null) {
+      const latent = this.mlaAttention(this.headwiseLinear(q, keyAbsorption), q, cache, layer, step, mla, selection);
+      return this.headwiseLinear(latent, valueAbsorption);
+    }
+    const heads =
+      s.plan.decodeSeqs.length > 0
+        ? asBf16(this.headwiseLinear(this.mlaAttention(this.headwiseLinear(q, keyAbsorption), q, cache, layer, step, mla, null, { chunks: false }), valueAbsorption), 'mlaAttentionHeads')
+        : this.stepTensor([s.batch.numTokens, mla.numHeads * valueDim]);
+    const kv = mlaLayerCache(cache, layer, mla);
+    launchMlaExpandedPrefill(this.device, {
+      out: heads.ptr,
+      q: mlaQueries(q, mla, s.batch.numTokens).ptr,
+      pool: kv.rows(layer),
+      dtype: kv.dtype,
+      rowScales: kv.rowScales(layer),
+      keyAbsorption: keyAbsorption.ptr,
+      valueAbsorption: valueAbsorption.ptr,
+      valueDim,
+      mla,
+      ...expansion,
+      queryStartLoc: s.device.queryStartLoc,
+      positions: s.device.positions,
+      seqLens: s.device.seqLens,
+      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
+      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+      blockSize: kv.layout.blockSize,
+      wideTiles: s.device.wideTiles,
+      numWideTiles: s.plan.wideTiles.length / 2,
+    });
+    return heads;
+  }
+
+  /**
+   * The step's expansion plan with its scratch, or null where the chunks run absorbed: `mlaPrefill`
+   * is absorbed, the step has no chunk or a short one (no plan), the wgmma kernel cannot take the
+   * shapes, the scratch would pass MLA_EXPANSION_MAX_BYTES, or it would have to grow while a graph
+   * records.
+   */
+  private mlaExpansion(s: CudaStepInputs, mla: MlaParams, valueDim: number): Pick<MlaExpandedPrefillArgs, 'plan' | 'scratchBlocks' | 'scratchTables' | 'scratch'> | null {
+    const plan = s.mlaExpansion;
+    if (plan === null) return null;
+    const unsupported = mlaExpansionUnsupported(this.device, mla, valueDim);
+    if (unsupported !== null) {
+      if (this.mlaPrefill === 'expanded') throw new KeelError('invalid_argument', `MLA prefill: the expanded form cannot run this layer: ${unsupported}`);
+      return null;
+    }
+    const bytes = mlaExpansionBytes(plan.rows, mla, valueDim);
+    const refusal =
+      bytes > MLA_EXPANSION_MAX_BYTES
+        ? `its scratch for ${plan.rows} keys would take ${bytes} bytes, past ${MLA_EXPANSION_MAX_BYTES}`
+        : this.recording && (this.mlaScratch?.bytes ?? 0) < bytes
+          ? 'its scratch would have to grow while a graph records'
+          : null;
+    if (refusal !== null) {
+      if (this.mlaPrefill === 'expanded') throw new KeelError('invalid_argument', `MLA prefill: the expanded form cannot run this step: ${refusal}`);
+      return null;
+    }
+    if (this.mlaScratch === null || this.mlaScratch.bytes < bytes) {
+      // Grown by at least half again, so that a prompt's growing chunks do not reallocate every step.
+      const grown = Math.min(MLA_EXPANSION_MAX_BYTES, Math.max(bytes, Math.ceil(1.5 * (this.mlaScratch?.bytes ?? 0))));
+      this.mlaScratch = this.atLeast(this.mlaScratch, grown);
+    }
+    return { plan, scratchBlocks: s.device.mlaScratchBlocks, scratchTables: s.device.mlaScratchTables, scratch: this.mlaScratch.ptr };
   }
 
   indexerRopeAndCacheWrite(q: Tensor, k: Tensor, keyNorm: Tensor, keyNormBias: Tensor, eps: number, rope: Tensor, cache: KvCache, layer: number, step: StepInputs, indexer: IndexerParams): void {
@@ -1974,7 +2082,7 @@ export class CudaBackend implements Backend {
       return recorded.out as T;
     }
     let out: { value: T } | null = null;
-    const graph = this.device.captureGraph(() => {
+    const graph = this.captureGraph(() => {
       out = { value: forward() };
     });
     graph.replay();
@@ -2001,7 +2109,12 @@ export class CudaBackend implements Backend {
    * beginStep before capturing and before each replay: the replay reads that step's uploads.
    */
   captureGraph(record: () => void): CudaGraph {
-    return this.device.captureGraph(record);
+    this.recording = true;
+    try {
+      return this.device.captureGraph(record);
+    } finally {
+      this.recording = false;
+    }
   }
 
   dispose(): void {

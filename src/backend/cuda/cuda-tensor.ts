@@ -4,6 +4,7 @@ import { indexKeyElementsPerToken, indexKeyScalesPerToken, keySummaryElementsPer
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
+import type { MlaExpansionPlan } from './kernels/mla-expansion.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
 
 /** Element type on the device: weights and activations are bf16, rope tables and readbacks f32. */
@@ -309,6 +310,9 @@ export interface StepDeviceArrays {
   treeMask: DevicePtr;
   /** BatchDescription.stateSlots (one unread word without them). */
   stateSlots: DevicePtr;
+  /** The MLA expansion plan's scratch blocks and block tables (CudaStepInputs.mlaExpansion; one unread word without one). */
+  mlaScratchBlocks: DevicePtr;
+  mlaScratchTables: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {
@@ -318,10 +322,14 @@ export class CudaStepInputs implements StepInputs {
   /** The cache whose block ids this step's tables were checked against (checked once per step). */
   checkedCache: KvCache | null = null;
 
-  constructor(batch: BatchDescription, device: StepDeviceArrays, plan: AttentionPlan) {
+  /** Where MLA's expanded form lays out the chunks' contexts (kernels/mla-expansion.ts), or null where the step's chunks run absorbed. */
+  readonly mlaExpansion: MlaExpansionPlan | null;
+
+  constructor(batch: BatchDescription, device: StepDeviceArrays, plan: AttentionPlan, mlaExpansion: MlaExpansionPlan | null) {
     this.batch = batch;
     this.device = device;
     this.plan = plan;
+    this.mlaExpansion = mlaExpansion;
   }
 }
 

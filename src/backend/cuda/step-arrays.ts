@@ -2,6 +2,7 @@ import type { BatchDescription } from '../../step/batch.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { StepDeviceArrays } from './cuda-tensor.ts';
 import type { LoraTiles } from './lora-tiles.ts';
+import type { MlaExpansionPlan } from './kernels/mla-expansion.ts';
 
 /** Each array starts on a 64-byte boundary inside the packed upload. */
 const ALIGN_INTS = 16;
@@ -14,6 +15,7 @@ export function packStepArrays(
   batch: BatchDescription,
   plan: AttentionPlan,
   lora: LoraTiles | null,
+  mlaExpansion: MlaExpansionPlan | null,
 ): { data: Int32Array; offsets: Record<keyof StepDeviceArrays, number> } {
   const parts: [keyof StepDeviceArrays, Int32Array][] = [
     ['tokenIds', batch.tokenIds],
@@ -37,6 +39,8 @@ export function packStepArrays(
     ['loraTiles', lora?.tiles ?? new Int32Array(0)],
     ['treeMask', batch.treeMask ?? new Int32Array(0)],
     ['stateSlots', batch.stateSlots ?? new Int32Array(0)],
+    ['mlaScratchBlocks', mlaExpansion?.blocks ?? new Int32Array(0)],
+    ['mlaScratchTables', mlaExpansion?.tables ?? new Int32Array(0)],
   ];
   const offsets = {} as Record<keyof StepDeviceArrays, number>;
   let total = 0;

@@ -43,7 +43,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
       for (const d of figures.mlaDecode) {
         console.log(`MLA decode (${d.kernel}) ${d.num_heads} heads, batch ${d.batch} at ${d.context_len}: ${d.us.toFixed(1)} us, ${d.gb_per_s.toFixed(0)} GB/s (${d.read_fraction.toFixed(2)} of read)`);
       }
-      for (const p of figures.mlaPrefill) console.log(`MLA prefill ${p.num_heads} heads, ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
+      for (const p of figures.mlaPrefill) console.log(`MLA prefill ${p.form} ${p.num_heads} heads, ${p.seq_len} tokens: ${p.ms.toFixed(3)} ms, ${p.tflops.toFixed(1)} TFLOP/s`);
       console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);
       console.log(`wrote ${path}`);
     },

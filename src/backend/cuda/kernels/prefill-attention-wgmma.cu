@@ -29,6 +29,11 @@
 // k-steps), and the P V MMA runs over DP columns, of which only the head's D are stored. Keys come
 // from the cache for the whole context (the chunk's own keys included, written by
 // ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
+//
+// VALUE_DIM (default HEAD_DIM) sets a narrower value head, for MLA's expanded prefill
+// (cuda/mla-expansion.ts): keys of 192 (128 latent-projected + 64 rotary) beside values of 128. Its
+// V tiles, the P V MMA and the output then span the value's own padded width (DVP); such keys and
+// values are bf16 rows of a contiguous scratch laid out as a pool (blocks of the scratch's own tables).
 #include "common.cuh"
 #include "wgmma.cuh"
 #include "attention-span.cuh"
@@ -49,30 +54,41 @@
 // nvcc-check: -DHEAD_DIM=192 -DSOFTCAP=0 -DSINKS=0
 // nvcc-check: -DHEAD_DIM=128 -DSOFTCAP=0 -DSINKS=0 -DKV_DTYPE=3
 // nvcc-check: -DHEAD_DIM=96 -DSOFTCAP=1 -DSINKS=1 -DKV_DTYPE=3
+// nvcc-check: -DHEAD_DIM=192 -DVALUE_DIM=128 -DSOFTCAP=0 -DSINKS=0
+// nvcc-check: -DHEAD_DIM=96 -DVALUE_DIM=64 -DSOFTCAP=0 -DSINKS=0
 
 #if !defined(HEAD_DIM) || !defined(SOFTCAP) || !defined(SINKS)
-#error "compile with -DHEAD_DIM=<a multiple of 16 up to 256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4>]"
+#error "compile with -DHEAD_DIM=<a multiple of 16 up to 256> -DSOFTCAP=<0|1> -DSINKS=<0|1> [-DKV_DTYPE=<0 bf16|1 fp8|2 int8|3 int4>] [-DVALUE_DIM=<a narrower value head>]"
 #endif
 #ifndef KV_DTYPE
 #define KV_DTYPE 0
+#endif
+#ifndef VALUE_DIM
+#define VALUE_DIM HEAD_DIM
 #endif
 
 namespace {
 constexpr int D = HEAD_DIM;
 constexpr int DP = D <= 64 ? 64 : D <= 128 ? 128 : 256;  // a row's width in shared memory (padded)
+constexpr int DV = VALUE_DIM;
+constexpr int DVP = DV <= 64 ? 64 : DV <= 128 ? 128 : 256;  // a value row's
 constexpr int BM = 128;                       // query rows per CTA, 64 per consumer warpgroup
 constexpr int BN = DP <= 128 ? 128 : 64;      // keys per tile (fewer for 256 to bound registers)
 constexpr int STAGES = 2;
 constexpr int CHUNKS = DP / 8;                // 16-byte chunks per shared-memory row
 constexpr int HEAD_CHUNKS = D / 8;            // those the head has; the rest are zero-filled
 constexpr int Q_BYTES = BM * DP * 2;
-constexpr int TILE_BYTES = BN * DP * 2;       // one K or V tile
+constexpr int TILE_BYTES = BN * DP * 2;       // one K tile
+constexpr int V_CHUNKS = DVP / 8;
+constexpr int V_TILE_BYTES = BN * DVP * 2;    // one V tile
 constexpr int LOADERS = 128;                  // warpgroup 0
 constexpr int CONSUMER_WARPS = 8;             // warpgroups 1 and 2
 constexpr int THREADS = LOADERS + 32 * CONSUMER_WARPS;
 constexpr int CODE_LOADS = 4;                 // an 8-bit cache's 8-byte code loads in flight a loader thread
 static_assert(BN * CHUNKS % (LOADERS * CODE_LOADS) == 0, "a tile's code chunks split evenly over the loads in flight");
 static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 up to 256");
+static_assert(DV % 16 == 0 && DVP <= DP, "a value head is a multiple of 16, no wider than the key's padded width");
+static_assert(DV == D || KV_DTYPE == 0, "a narrower value head is read from bf16 rows only");
 }  // namespace
 
 // Offset of 16-byte chunk `ch` of row `r` in a tile of `Rows` rows: the row is cut into 128-byte
@@ -83,14 +99,38 @@ __device__ __forceinline__ unsigned int tile_offset(int r, int ch) {
   return (unsigned int)((ch >> 3) * Rows * 128) + swizzle128(r, ch & 7);
 }
 
+// A bf16 K or V tile's rows by cp.async, rows W wide (WP padded) in the pool; the stage's barrier
+// completes once they land. The loader thread `tid` copies the same 16-byte column of every row it
+// takes, ROW_STEP rows apart: the source moves by the row's slot alone, and the destination by
+// ROW_STEP rows (with whole 8-row swizzle atoms a constant; the copies are most of the loader's
+// instructions, so nothing else is left in them). lane_slot: lane_kv_slot's for this width.
+template <int W, int WP>
+__device__ __forceinline__ void load_bf16_rows(unsigned char* tile, const unsigned char* pool, int tid, int kvh, int num_kv_heads, int lane_slot, unsigned int full) {
+  constexpr int W_CHUNKS = WP / 8;
+  using TileRows = KvTileRows<BN, W_CHUNKS, LOADERS>;
+  constexpr int ROW_STEP = LOADERS / W_CHUNKS;
+  const int ch = tid % W_CHUNKS, row0 = tid / W_CHUNKS;
+  const int bytes = ch < W / 8 ? 16 : 0;  // a padding column's thread only zero-fills
+  const long long slot_elems = (long long)num_kv_heads * W;
+  const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * W + (bytes > 0 ? ch : 0) * 8;
+#pragma unroll 8
+  for (int i = 0; i < TileRows::ROUNDS; i++) {
+    const int slot = round_kv_slot<TileRows>(lane_slot, i);
+    const unsigned int at = ROW_STEP % 8 == 0 ? tile_offset<BN>(row0, ch) + i * ROW_STEP * 128 : tile_offset<BN>(row0 + i * ROW_STEP, ch);
+    cp_async16(tile + at, src + (slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? bytes : 0);
+  }
+  mbarrier_arrive_on_copies(full);
+}
+
 // grid (numHeads, numTiles), block 384, dynamic shared memory: prefillWgmmaSharedBytes (1024 of
-// alignment slack, the Q tile, two stages of K and V tiles, the mbarriers). tiles [numTiles, 2] =
+// alignment slack, the Q tile, two stages of K and V tiles, the mbarriers). Query rows are q_row
+// elements apart in qkv (head h's D at h · D), output rows num_heads · DV in out. tiles [numTiles, 2] =
 // (sequence, first query row) of 128-row tiles. Query rows of a tile have increasing positions
 // (true of any chunk). Scores in the log2 domain as in prefill-attention.cu: q_scale · q · k, or
 // with SOFTCAP softcap_log2 · tanh(q_scale · q · k); sinks [numHeads] bf16 read only with SINKS.
 // k_map / v_map: the pools' tensor maps, read only with `tma` (else zeros).
 extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma_kernel(
-    bf16* __restrict__ out, const bf16* __restrict__ qkv, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
+    bf16* __restrict__ out, const bf16* __restrict__ qkv, int q_row, const unsigned char* __restrict__ k_pool, const unsigned char* __restrict__ v_pool,
     const int* __restrict__ tiles, const int* __restrict__ query_start, const int* __restrict__ positions,
     const int* __restrict__ seq_lens, const int* __restrict__ block_tables, int max_blocks_per_seq, int block_size,
     int num_heads, int num_kv_heads, float q_scale, float softcap_log2, const bf16* __restrict__ sinks, int window,
@@ -104,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   const unsigned int base = (raw + 1023) & ~1023u;
   unsigned char* smem = smem_raw + (base - raw);
   const unsigned int s_q = base, s_k = base + Q_BYTES, s_v = s_k + STAGES * TILE_BYTES;
-  const unsigned int bars = s_v + STAGES * TILE_BYTES;
+  const unsigned int bars = s_v + STAGES * V_TILE_BYTES;
   const unsigned int q_full = bars;
   auto k_full = [&](int st) { return bars + 8 * (1 + st); };
   auto v_full = [&](int st) { return bars + 8 * (1 + STAGES + st); };
@@ -138,38 +178,25 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
     registers_release<40>();
     const int tid = threadIdx.x;
     const int kvh = head / (num_heads / num_kv_heads);
-    const long long row_width = (long long)(num_heads + 2 * num_kv_heads) * D;
     for (int c = tid; c < BM * CHUNKS; c += LOADERS) {
       const int r = c / CHUNKS, ch = c % CHUNKS;
       const bool valid = r < rows && ch < HEAD_CHUNKS;
-      const long long src = valid ? (qstart + q0 + r) * row_width + head * D + ch * 8 : 0;
+      const long long src = valid ? (long long)(qstart + q0 + r) * q_row + head * D + ch * 8 : 0;
       cp_async16(smem + tile_offset<BM>(r, ch), qkv + src, valid ? 16 : 0);
     }
     mbarrier_arrive_on_copies(q_full);
     const int* table = block_tables + (long long)seq * max_blocks_per_seq;
     // Chunk c = tid + i · LOADERS of a K or V tile in round i; each row's slot is looked up once a
-    // tile, for K and V alike, by one lane of the warp (kv-tile-rows.cuh).
+    // tile, for K and V alike (a narrower V apart), by one lane of the warp (kv-tile-rows.cuh).
     using Rows = KvTileRows<BN, CHUNKS, LOADERS>;
-    static_assert(Rows::BY_LANE, "a loader warp's lanes hold the slots of the rows it copies");
+    using ValueRows = KvTileRows<BN, V_CHUNKS, LOADERS>;
+    static_assert(Rows::BY_LANE && ValueRows::BY_LANE, "a loader warp's lanes hold the slots of the rows it copies");
 #if KV_DTYPE == 0
-    // A tile's rows by cp.async; the stage's barrier completes once they land. The thread copies
-    // the same 16-byte column of every row it takes, ROW_STEP rows apart: the source moves by the
-    // row's slot alone, and the destination by ROW_STEP rows (with whole 8-row swizzle atoms a
-    // constant; the copies are most of the loader's instructions, so nothing else is left in them).
-    constexpr int ROW_STEP = LOADERS / CHUNKS;
-    const int ch = tid % CHUNKS, row0 = tid / CHUNKS;
-    const int slot_elems = num_kv_heads * D;
-    const int bytes = ch < HEAD_CHUNKS ? 16 : 0;  // a padding column's thread only zero-fills
     auto load_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
-      const bf16* src = reinterpret_cast<const bf16*>(pool) + kvh * D + (ch < HEAD_CHUNKS ? ch : 0) * 8;
-      unsigned char* tile = smem + (dst - base);
-#pragma unroll 8
-      for (int i = 0; i < Rows::ROUNDS; i++) {
-        const int slot = round_kv_slot<Rows>(lane_slot, i);
-        const unsigned int at = ROW_STEP % 8 == 0 ? tile_offset<BN>(row0, ch) + i * ROW_STEP * 128 : tile_offset<BN>(row0 + i * ROW_STEP, ch);
-        cp_async16(tile + at, src + (long long)(slot >= 0 ? slot : 0) * slot_elems, slot >= 0 ? bytes : 0);
-      }
-      mbarrier_arrive_on_copies(full);
+      load_bf16_rows<D, DP>(smem + (dst - base), pool, tid, kvh, num_kv_heads, lane_slot, full);
+    };
+    auto load_value_tile = [&](const unsigned char* pool, const float*, float, unsigned int dst, int lane_slot, unsigned int full) {
+      load_bf16_rows<DV, DVP>(smem + (dst - base), pool, tid, kvh, num_kv_heads, lane_slot, full);
     };
     // A whole tile by TMA: lane j of warp 0 loads the tile's cache block j (its first slot in
     // block_slot), a box per 64-column panel, into rows j · block_size onward (whole swizzle atoms:
@@ -223,6 +250,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
       }
       mbarrier_arrive(full);
     };
+    const auto& load_value_tile = load_tile;  // DV == D
 #endif
     for (int t = 0; t < num_tiles; t++) {
       const int st = t % STAGES;
@@ -230,21 +258,23 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
       const int k0 = k_begin + t * BN;
       // With `tma` (a bf16 cache whose blocks tile BN), whole tiles come by TMA; the last, partial
       // one by copies, which zero the rows past the end where a block would bring stale ones.
-      const bool by_tma = KV_DTYPE == 0 && D == DP && tma && k0 + BN <= k_end;
+      const bool by_tma = KV_DTYPE == 0 && D == DP && DV == D && tma && k0 + BN <= k_end;
       // Its table read overlaps the wait: a block's first slot for TMA, else this lane's row's slot.
       const int lane_slot = by_tma ? (tid < BN / block_size ? table[k0 / block_size + tid] * block_size : 0) : lane_kv_slot<Rows>(table, k0, k_end, block_size);
+      // A narrower value row splits over the lanes differently: its rows' slots are looked up apart.
+      const int value_slot = V_CHUNKS == CHUNKS || by_tma ? lane_slot : lane_kv_slot<ValueRows>(table, k0, k_end, block_size);
       if (t >= STAGES) mbarrier_wait(k_empty(st), reuse_parity);
 #if KV_DTYPE == 0
       if (by_tma) {
         tma_tile(&k_map, s_k + st * TILE_BYTES, lane_slot, k_full(st));
         if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
-        tma_tile(&v_map, s_v + st * TILE_BYTES, lane_slot, v_full(st));
+        tma_tile(&v_map, s_v + st * V_TILE_BYTES, lane_slot, v_full(st));
         continue;
       }
 #endif
       load_tile(k_pool, k_scales, k_scale, s_k + st * TILE_BYTES, lane_slot, k_full(st));
       if (t >= STAGES) mbarrier_wait(v_empty(st), reuse_parity);
-      load_tile(v_pool, v_scales, v_scale, s_v + st * TILE_BYTES, lane_slot, v_full(st));
+      load_value_tile(v_pool, v_scales, v_scale, s_v + st * V_TILE_BYTES, value_slot, v_full(st));
     }
     // Leave no copy in flight behind an exiting thread.
     asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -266,21 +296,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   // Keys below this are seen by every row of the warp: tiles that end there skip the mask.
   const int unmasked_end = window == 0 && chunk == 0 && wrow + 15 < rows ? positions[qstart + q0 + wrow] + 1 : 0;
 
-  float o[DP / 2];
+  float o[DVP / 2];
 #pragma unroll
-  for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
+  for (int i = 0; i < DVP / 2; i++) o[i] = 0.f;
   float s[BN / 2];
   unsigned int p[BN / 16][4];  // P as the P V MMA reads it
   float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;  // l: this thread's share of the row sums
 
   // Operand descriptors. Q (A) and K (B) are K-major: 8-row groups 1024 bytes apart, a k-step of
   // 16 elements is 32 bytes along the 128-byte row, four per panel. V (B) is MN-major: a k-step
-  // is 16 keys (2048 bytes), its N = DP columns span the panels (BN · 128 bytes apart).
+  // is 16 keys (2048 bytes), its N = DVP columns span the panels (BN · 128 bytes apart).
   // Each built once and moved by constant offsets (and the stage's) before every MMA.
   const u64 q_desc0 = wgmma_desc(s_q + cw * 64 * 128, 16, 1024), k_desc0 = wgmma_desc(s_k, 16, 1024), v_desc0 = wgmma_desc(s_v, BN * 128, 1024);
   auto q_desc = [&](int kk) { return wgmma_desc_advance(q_desc0, (kk >> 2) * (BM * 128) + (kk & 3) * 32); };
   auto k_desc = [&](int st, int kk) { return wgmma_desc_advance(k_desc0, st * TILE_BYTES + (kk >> 2) * (BN * 128) + (kk & 3) * 32); };
-  auto v_desc = [&](int st, int kk) { return wgmma_desc_advance(v_desc0, st * TILE_BYTES + kk * 16 * 128); };
+  auto v_desc = [&](int st, int kk) { return wgmma_desc_advance(v_desc0, st * V_TILE_BYTES + kk * 16 * 128); };
 
   auto issue_scores = [&](int st) {
     wgmma_fence();
@@ -291,7 +321,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
   auto issue_pv = [&](int st) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_mn<DP>(o, p[kk], v_desc(st, kk), 1);
+    for (int kk = 0; kk < BN / 16; kk++) wgmma_rs_mn<DVP>(o, p[kk], v_desc(st, kk), 1);
     wgmma_commit();
   };
   // Scores of the tile at k0 (in s) into probabilities (in place), the running max and sums;
@@ -399,7 +429,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
       pin_registers(p);
       release(v_empty(prev));
 #pragma unroll
-      for (int n = 0; n < D / 8; n++) {  // the padding columns stay zero
+      for (int n = 0; n < DV / 8; n++) {  // the padding columns stay zero
         o[4 * n] *= alpha0;
         o[4 * n + 1] *= alpha0;
         o[4 * n + 2] *= alpha1;
@@ -425,11 +455,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) prefill_attention_wgmma
 #else
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #endif
-  const long long out_row = (long long)num_heads * D;
-  bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * D;
+  const long long out_row = (long long)num_heads * DV;
+  bf16* out0 = out + (long long)(qstart + q0 + r0) * out_row + head * DV;
   bf16* out1 = out0 + 8 * out_row;
 #pragma unroll
-  for (int n = 0; n < D / 8; n++) {
+  for (int n = 0; n < DV / 8; n++) {
     const int col = n * 8 + t4 * 2;
     if (r0 < rows) *reinterpret_cast<unsigned int*>(out0 + col) = pack_bf16x2(o[4 * n] * inv0, o[4 * n + 1] * inv0);
     if (r1 < rows) *reinterpret_cast<unsigned int*>(out1 + col) = pack_bf16x2(o[4 * n + 2] * inv1, o[4 * n + 3] * inv1);

@@ -56,10 +56,11 @@ function wgmmaTileKeys(headDim: number): number {
 }
 
 /** Dynamic shared memory of prefill_attention_wgmma_kernel: alignment slack, Q, K and V stages, mbarriers. */
-export function prefillWgmmaSharedBytes(headDim: number): number {
+export function prefillWgmmaSharedBytes(headDim: number, valueDim = headDim): number {
   const keys = wgmmaTileKeys(headDim);
   const width = wgmmaPaddedHeadDim(headDim);
-  return 1024 + WIDE_PREFILL_TILE_ROWS * width * 2 + 2 * WGMMA_STAGES * keys * width * 2 + 8 * (1 + 4 * WGMMA_STAGES);
+  const valueWidth = wgmmaPaddedHeadDim(valueDim);
+  return 1024 + WIDE_PREFILL_TILE_ROWS * width * 2 + WGMMA_STAGES * keys * (width + valueWidth) * 2 + 8 * (1 + 4 * WGMMA_STAGES);
 }
 
 export interface PrefillAttentionArgs extends PagedAttentionArgs {
@@ -73,14 +74,25 @@ export interface PrefillAttentionArgs extends PagedAttentionArgs {
   treeMask: DevicePtr;
   treeMaskWords: number;
   path: PrefillAttentionPath;
+  /**
+   * A value head narrower than the key's (MLA's expanded prefill, mla-expansion.ts; the wgmma kernel
+   * only): out is then [numTokens, numHeads * valueDim] and the value pool's rows that wide. Absent: headDim.
+   */
+  valueDim?: number;
+  /** Elements from one token's queries to the next in `qkv`. Absent: the packed qkv's (numHeads + 2 * numKvHeads) * headDim. */
+  queryRowStride?: number;
 }
 
 /** Why prefill-attention-wgmma.cu cannot run this layer on this device, or null when it can. */
-export function wgmmaPrefillUnsupported(device: CudaDevice, a: PrefillAttentionArgs): string | null {
+export function wgmmaPrefillUnsupported(device: CudaDevice, a: Pick<PrefillAttentionArgs, 'shape' | 'dtype' | 'treeMaskWords' | 'valueDim'>): string | null {
   if (device.info.arch !== 'sm_90a') return `it needs a Hopper GPU (sm_90a); this one compiles for ${device.info.arch}`;
   if (!wgmmaHeadDim(a.shape.headDim)) return `head dim ${a.shape.headDim} is not a multiple of 16 from 64 to 256`;
   if (a.shape.streaming !== null) return 'StreamingLLM rotates queries inside attention';
   if (a.treeMaskWords > 0) return 'the step verifies a speculative tree';
+  const valueDim = a.valueDim ?? a.shape.headDim;
+  if (valueDim !== a.shape.headDim && (valueDim % 16 !== 0 || wgmmaPaddedHeadDim(valueDim) > wgmmaPaddedHeadDim(a.shape.headDim) || a.dtype !== 'auto')) {
+    return `a value head of ${valueDim} beside keys of ${a.shape.headDim} over a ${a.dtype} cache (it takes a bf16 value head, a multiple of 16, no wider than the key's padded width)`;
+  }
   return null;
 }
 
@@ -94,6 +106,9 @@ export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionAr
     const unsupported = wgmmaPrefillUnsupported(device, a);
     if (unsupported === null) return launchWgmma(device, a);
     if (a.path === 'wgmma') throw new KeelError('invalid_argument', `prefill attention: the wgmma kernel cannot run this layer: ${unsupported}`);
+  }
+  if ((a.valueDim ?? a.shape.headDim) !== a.shape.headDim || a.queryRowStride !== undefined) {
+    throw new KeelError('invalid_argument', 'prefill attention: only the wgmma kernel takes a narrower value head or a query row stride');
   }
   const { numHeads, numKvHeads, headDim } = a.shape;
   const defines = { HEAD_DIM: headDim, ...attentionOptionDefines(a), TREE: a.treeMaskWords > 0 ? 1 : 0 };
@@ -136,16 +151,19 @@ export function wgmmaTilesByTma(hasTensorMaps: boolean, dtype: KvCacheDtype, blo
 
 function launchWgmma(device: CudaDevice, a: PrefillAttentionArgs): void {
   const { numHeads, numKvHeads, headDim } = a.shape;
+  const valueDim = a.valueDim ?? headDim;
   const { SOFTCAP, SINKS, KV_DTYPE } = attentionOptionDefines(a);
   const { qScale, softcapLog2 } = scoreScales(a.shape);
   const maps = device.tensorMaps;
-  const tma = wgmmaTilesByTma(maps.encodes, a.dtype, a.blockSize, headDim);
+  const tma = valueDim === headDim && wgmmaTilesByTma(maps.encodes, a.dtype, a.blockSize, headDim);
   const kMap = tma ? maps.kvPool(a.kPool, numKvHeads, headDim, a.blockSize) : maps.zero();
   const vMap = tma ? maps.kvPool(a.vPool, numKvHeads, headDim, a.blockSize) : maps.zero();
-  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'pppppppppiiiiffpippffiffiitt', { HEAD_DIM: headDim, SOFTCAP, SINKS, KV_DTYPE });
-  device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim), [
+  const defines = { HEAD_DIM: headDim, SOFTCAP, SINKS, KV_DTYPE, ...(valueDim === headDim ? {} : { VALUE_DIM: valueDim }) };
+  const kernel = device.kernel('prefill-attention-wgmma.cu', 'prefill_attention_wgmma_kernel', 'ppipppppppiiiiffpippffiffiitt', defines);
+  device.launch(kernel, [numHeads, a.numWideTiles], [WGMMA_THREADS], prefillWgmmaSharedBytes(headDim, valueDim), [
     a.out,
     a.qkv,
+    a.queryRowStride ?? (numHeads + 2 * numKvHeads) * headDim,
     a.kPool,
     a.vPool,
     a.wideTiles,

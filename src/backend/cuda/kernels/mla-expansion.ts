@@ -1,0 +1,157 @@
+import type { MlaParams } from '../../backend.ts';
+import type { BatchDescription } from '../../../step/batch.ts';
+import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
+import type { CudaDevice } from '../cuda-device.ts';
+import type { DevicePtr } from '../driver-api.ts';
+import { kvDtypeDefine } from './kv-quantize.ts';
+import { launchPrefillAttention, wgmmaPrefillUnsupported, type PrefillAttentionArgs } from './prefill-attention.ts';
+
+/**
+ * MLA's prefill in the expanded form. The absorbed form (mla.cu) scores every (query, key) pair
+ * over the latent and rotary part (2 · 512 + 64 multiply-adds a head for DeepSeek's shapes) and
+ * sums latent rows; the expanded form projects each key of the chunk's context once to every
+ * head's key [W_UK c | k_rope] and value W_UV c (as transformers computes it), then attends with
+ * keys of nope + rope (192) and values of valueDim (128): about a third of the multiply-adds a
+ * pair, on the wgmma prefill kernel. The projection costs a GEMM per key, which a chunk of many
+ * queries amortizes; decodes and short chunks stay absorbed.
+ */
+
+/** MLA's form for long chunks (CudaBackendOptions.mlaPrefill). */
+export type MlaPrefillForm = 'absorbed' | 'auto' | 'expanded';
+export const MLA_PREFILL_FORMS: readonly MlaPrefillForm[] = ['absorbed', 'auto', 'expanded'];
+
+/** Keys per block of the scratch's own block tables. */
+export const MLA_EXPANSION_BLOCK = 64;
+/** Chunks shorter than this take the absorbed form: projecting the context costs more than its pairs save. */
+export const MLA_EXPANSION_MIN_CHUNK = 64;
+/**
+ * Most bytes the scratch may take (latents, keys and values of every chunk's context): 94k keys of
+ * DeepSeek-V2-Lite's 16 heads, 12k of V3's 128. It comes out of the memory gpuMemoryUtilization
+ * leaves free of the KV cache; a step needing more runs absorbed.
+ */
+export const MLA_EXPANSION_MAX_BYTES = 1024 * 1024 * 1024;
+
+/** Where each chunk's context lies in the scratch. */
+export interface MlaExpansionPlan {
+  /** Scratch rows: every chunk's sequence length rounded up to whole blocks. */
+  rows: number;
+  /** [blocks, 2]: (sequence, first key) of each scratch block. */
+  blocks: Int32Array;
+  /** [numSeqs, maxBlocks]: each sequence's scratch blocks (zeros for sequences without a chunk). */
+  tables: Int32Array;
+  maxBlocks: number;
+}
+
+/** The scratch for the step's chunks, or null when it has none or one shorter than MLA_EXPANSION_MIN_CHUNK. */
+export function planMlaExpansion(batch: BatchDescription): MlaExpansionPlan | null {
+  const chunks: number[] = [];
+  for (let s = 0; s < batch.numSeqs; s++) {
+    const len = batch.queryStartLoc[s + 1] - batch.queryStartLoc[s];
+    if (len === 1) continue;
+    if (len < MLA_EXPANSION_MIN_CHUNK) return null;
+    chunks.push(s);
+  }
+  if (chunks.length === 0) return null;
+  const blocksOf = (s: number) => Math.ceil(batch.seqLens[s] / MLA_EXPANSION_BLOCK);
+  const maxBlocks = Math.max(...chunks.map(blocksOf));
+  const tables = new Int32Array(batch.numSeqs * maxBlocks);
+  const blocks: number[] = [];
+  for (const s of chunks) {
+    for (let b = 0; b < blocksOf(s); b++) {
+      tables[s * maxBlocks + b] = blocks.length / 2;
+      blocks.push(s, b * MLA_EXPANSION_BLOCK);
+    }
+  }
+  return { rows: (blocks.length / 2) * MLA_EXPANSION_BLOCK, blocks: Int32Array.from(blocks), tables, maxBlocks };
+}
+
+/** Scratch bytes for `rows` keys: their latents, every head's keys (nope + rope) and values. */
+export function mlaExpansionBytes(rows: number, mla: MlaParams, valueDim: number): number {
+  return 2 * rows * (mla.latentDim + mla.numHeads * (mla.nopeDim + mla.ropeDim + valueDim));
+}
+
+/** Why the expanded form cannot run this layer on this device, or null when it can. */
+export function mlaExpansionUnsupported(device: CudaDevice, mla: MlaParams, valueDim: number): string | null {
+  if (mla.latentDim % 8 !== 0 || mla.ropeDim % 8 !== 0 || mla.nopeDim % 8 !== 0) return 'latent, rope and nope widths must be multiples of 8';
+  return wgmmaPrefillUnsupported(device, { ...mlaAttentionShape(mla), valueDim, dtype: 'auto', treeMaskWords: 0 });
+}
+
+function mlaAttentionShape(mla: MlaParams): Pick<PrefillAttentionArgs, 'shape'> {
+  const headDim = mla.nopeDim + mla.ropeDim;
+  return { shape: { numHeads: mla.numHeads, numKvHeads: mla.numHeads, headDim, scale: mla.scale, slidingWindow: null, softcap: null, sinks: null, streaming: null } };
+}
+
+export interface MlaExpandedPrefillArgs {
+  /** [numTokens, numHeads * valueDim]: the chunks' rows are written, the others left as they are. */
+  out: DevicePtr;
+  /** [numTokens, numHeads * (nopeDim + ropeDim)] the queries, rotated (mlaRopeAndCacheWrite). */
+  q: DevicePtr;
+  /** The layer's pool of rows [latent | rope] and, for int8, its row scales. */
+  pool: DevicePtr;
+  dtype: KvCacheDtype;
+  rowScales: DevicePtr;
+  /** [numHeads, latentDim, nopeDim] W_UKᵀ and [numHeads, valueDim, latentDim] W_UV (layers/mla-attention.ts). */
+  keyAbsorption: DevicePtr;
+  valueAbsorption: DevicePtr;
+  valueDim: number;
+  mla: MlaParams;
+  plan: MlaExpansionPlan;
+  /** The plan's blocks and tables on the device. */
+  scratchBlocks: DevicePtr;
+  scratchTables: DevicePtr;
+  /** mlaExpansionBytes(plan.rows, …) of scratch. */
+  scratch: DevicePtr;
+  queryStartLoc: DevicePtr;
+  positions: DevicePtr;
+  seqLens: DevicePtr;
+  /** The cache's block tables and the step's 128-row chunk tiles (planAttention's wideTiles). */
+  blockTables: DevicePtr;
+  maxBlocksPerSeq: number;
+  blockSize: number;
+  wideTiles: DevicePtr;
+  numWideTiles: number;
+}
+
+/** Gathers the chunks' contexts, projects them to every head's keys and values, and attends. */
+export function launchMlaExpandedPrefill(device: CudaDevice, a: MlaExpandedPrefillArgs): void {
+  const { numHeads, latentDim, nopeDim, ropeDim } = a.mla;
+  const rows = a.plan.rows;
+  const headDim = nopeDim + ropeDim;
+  const latents = a.scratch;
+  const keys = latents + 2 * rows * latentDim;
+  const values = keys + 2 * rows * numHeads * headDim;
+  const gather = device.kernel('mla-expansion.cu', 'mla_expand_gather_kernel', 'ppppfpippiiiiii', { KV_DTYPE: kvDtypeDefine(a.dtype) });
+  device.launch(gather, [rows / MLA_EXPANSION_BLOCK], [256], 0, [
+    latents, keys, a.pool, a.rowScales, 1, a.scratchBlocks, MLA_EXPANSION_BLOCK, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim, latentDim, ropeDim,
+  ]);
+  device.cublas.sharedInputHeadsBf16(keys, numHeads * headDim, headDim, latents, a.keyAbsorption, 'columns', numHeads, rows, nopeDim, latentDim);
+  device.cublas.sharedInputHeadsBf16(values, numHeads * a.valueDim, a.valueDim, latents, a.valueAbsorption, 'rows', numHeads, rows, a.valueDim, latentDim);
+  launchPrefillAttention(device, {
+    ...mlaAttentionShape(a.mla),
+    out: a.out,
+    qkv: a.q,
+    queryRowStride: numHeads * headDim,
+    kPool: keys,
+    vPool: values,
+    valueDim: a.valueDim,
+    dtype: 'auto',
+    kScales: 0,
+    vScales: 0,
+    queryStartLoc: a.queryStartLoc,
+    positions: a.positions,
+    seqLens: a.seqLens,
+    blockTables: a.scratchTables,
+    maxBlocksPerSeq: a.plan.maxBlocks,
+    blockSize: MLA_EXPANSION_BLOCK,
+    sinks: 0,
+    rotary: null,
+    // The legacy kernel's tiles are never read: the wgmma path is required.
+    tiles: a.wideTiles,
+    numTiles: a.numWideTiles,
+    wideTiles: a.wideTiles,
+    numWideTiles: a.numWideTiles,
+    treeMask: 0,
+    treeMaskWords: 0,
+    path: 'wgmma',
+  });
+}
