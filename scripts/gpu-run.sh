@@ -28,7 +28,7 @@
 # perf-leads (the same with int4 weights, and on a 5-token verification step at 200 and 32k context), sampling (Qwen2.5-7B
 # throughput plain, with top-p, top-k, a repetition penalty and 5 logprobs, and with top-p alone over
 # the random weights' flat distribution, its slowest case: what they cost), serve (keel bench serve --launch on the four
-# configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes: Llama-3.1-8B's and Phi-3-mini's heads), lora (the
+# configs), attention (keel bench attention, then the PyTorch SDPA peer on the same shapes: Llama-3.1-8B's, Phi-3-mini's and DeepSeek-V2-Lite's expanded MLA heads), lora (the
 # LoRA GPU tests, then keel bench lora), mla-decode (the MLA and 8-bit KV GPU tests, both MLA decode
 # kernels each, then keel bench attention, which times both), lora-throughput (Llama-3.1-8B, 128 x 512/256, with 0, 1, 8
 # and 32 adapters at each rank of $LORA_RANKS, default 16 64; the base model once), archs
@@ -181,7 +181,7 @@ for s in "$@"; do
       step mla-bench 300 node bin/keel bench attention --output "$out/results/attention-keel-mla-decode-$kind.json"
       grep -h "^MLA decode" "$out/mla-bench.log" ;;
     attention) step attention 300 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
-      step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b,phi-3-mini --only sdpa --out-dir "$out/results" ;;
+      step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b,phi-3-mini,deepseek-v2-lite --only sdpa --out-dir "$out/results" ;;
     lora) step lora-tests 280 node --test test/backend/cuda/lora.gpu.test.ts test/backend/cuda/graphs.gpu.test.ts test/lora.gpu.test.ts
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/lora-tests.log" | head -20 | sed "s/^/[lora-tests] /"
       step lora-kernels 200 node bin/keel bench lora --output "$out/results/lora-kernels-llama-3.1-8b-$kind.json"

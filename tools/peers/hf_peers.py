@@ -34,8 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_result  # noqa: E402
 
 ARCHS = ["llama-3.1-8b", "qwen3-0.6b", "qwen2.5-7b", "mistral-7b"]
-# Named with --arch only: Phi-3-mini's heads of 96 are the SDPA peer's shape for a padded wgmma prefill.
-EXTRA_ARCHS = ["phi-3-mini"]
+# Named with --arch only: Phi-3-mini's heads of 96 are the SDPA peer's shape for a padded wgmma prefill;
+# DeepSeek-V2-Lite's MLA heads, expanded (keys of nope + rope, values of v_head_dim), for MLA's expanded prefill.
+EXTRA_ARCHS = ["phi-3-mini", "deepseek-v2-lite"]
 RUNS = ["latency-eager", "latency-compile", "throughput-eager", "throughput-batch", "sdpa"]
 # transformers' names for paged attention in continuous batching, newest spelling first.
 PAGED_ATTENTION = ["paged|sdpa", "sdpa_paged"]
@@ -77,7 +78,9 @@ class Peer:
             self.config_json = json.load(f)
         config = AutoConfig.from_pretrained(self.dir)
         torch.manual_seed(args.seed)
-        with torch.device("cuda"):
+        # SDPA alone needs no weights: the model is built on the meta device, only to count its parameters.
+        runs = [r for r in args.only.split(",") if r]
+        with torch.device("meta" if runs == ["sdpa"] else "cuda"):
             self.model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
         self.model.eval()
         self.vocab = config.vocab_size
@@ -229,28 +232,32 @@ class Peer:
 
         c = self.config_json
         heads, kv_heads = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
-        head_dim = c.get("head_dim") or c["hidden_size"] // heads
+        if "qk_nope_head_dim" in c:  # MLA, expanded: every head its own keys and values
+            head_dim, value_dim, kv_heads = c["qk_nope_head_dim"] + c["qk_rope_head_dim"], c["v_head_dim"], heads
+        else:
+            head_dim = c.get("head_dim") or c["hidden_size"] // heads
+            value_dim = head_dim
         shapes = []
         for backend in SDPA_BACKENDS:
             for seq in SDPA_SEQ_LENS:
-                shape = {"backend": backend, "batch": 1, "seq_len": seq, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim, "causal": True}
+                shape = {"backend": backend, "batch": 1, "seq_len": seq, "num_heads": heads, "num_kv_heads": kv_heads, "head_dim": head_dim, "value_dim": value_dim, "causal": True}
                 try:
-                    ms = self._sdpa_ms(getattr(SDPBackend, backend), heads, kv_heads, head_dim, seq)
+                    ms = self._sdpa_ms(getattr(SDPBackend, backend), heads, kv_heads, head_dim, value_dim, seq)
                 except RuntimeError as e:  # a backend this build or GPU lacks: no row, the reason on stderr
                     print(f"torch-sdpa {backend} at {seq} tokens: {type(e).__name__}: {e}", file=sys.stderr)
                     continue
                 # QKᵀ and PV, 2 FLOPs per multiply-add each, half of the square under the causal mask.
-                flops = 4 * heads * seq * seq * head_dim / 2
+                flops = 2 * heads * seq * seq * (head_dim + value_dim) / 2
                 shapes.append({**shape, "ms": ms, "tflops": flops / (ms / 1000) / 1e12})
         return {"shapes": shapes}
 
-    def _sdpa_ms(self, backend, heads, kv_heads, head_dim, seq):
+    def _sdpa_ms(self, backend, heads, kv_heads, head_dim, value_dim, seq):
         torch = self.torch
         from torch.nn.attention import sdpa_kernel
 
         q = torch.randn(1, heads, seq, head_dim, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, kv_heads, seq, head_dim, device="cuda", dtype=torch.bfloat16).repeat_interleave(heads // kv_heads, dim=1)
-        v = torch.randn_like(k)
+        v = torch.randn(1, heads, seq, value_dim, device="cuda", dtype=torch.bfloat16)
         with sdpa_kernel(backend):
             for _ in range(3):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
