@@ -9,6 +9,7 @@ import type { AttentionParams, MlaParams } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
+import { mlaExpansionUnsupported } from '../backend/cuda/kernels/mla-expansion.ts';
 import type { DecodeAttentionKernel } from '../backend/cuda/kernels/decode-attention.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { kvValueBytes, type KvCacheDtype } from '../step/kv-cache-layout.ts';
@@ -43,7 +44,6 @@ export const MLA_HEADS = [16, 128];
 export const MLA_DECODE_CONTEXTS = [4096, 32768, 131072];
 export const MLA_PREFILL_SEQ_LENS = [2048, 8192];
 const MLA_VALUE_DIM = 128;
-const MLA_PREFILL_FORMS_TIMED = ['absorbed', 'expanded'] as const;
 const mlaShape = (numHeads: number): MlaParams => ({ numHeads, latentDim: 512, ropeDim: 64, nopeDim: 128, scale: 192 ** -0.5 });
 
 export interface PrefillFigure {
@@ -141,7 +141,7 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
           DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
         ),
       ),
-      mlaPrefill: MLA_PREFILL_FORMS_TIMED.flatMap((form) => MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads), form)))),
+      mlaPrefill: mlaPrefillForms(bench.backend).flatMap((form) => MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads), form)))),
     };
   } finally {
     bench.backend.dispose();
@@ -151,6 +151,11 @@ export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
 /** The prefill kernels to time on this device: both on a Hopper GPU, where the wgmma kernel runs. */
 function prefillKernels(backend: CudaBackend): PrefillFigure['kernel'][] {
   return backend.device.info.arch === 'sm_90a' ? ['legacy', 'wgmma'] : ['legacy'];
+}
+
+/** MLA's prefill forms this device runs: the expanded one needs the wgmma kernel. */
+function mlaPrefillForms(backend: CudaBackend): MlaPrefillFigure['form'][] {
+  return mlaExpansionUnsupported(backend.device, mlaShape(MLA_HEADS[0]), MLA_VALUE_DIM) === null ? ['absorbed', 'expanded'] : ['absorbed'];
 }
 
 class KernelTimer {
