@@ -95,7 +95,7 @@ import {
 import { launchMlaCacheWrite } from './kernels/mla-cache.ts';
 import { launchLayerNorm } from './kernels/layer-norm.ts';
 import { launchAddRmsNorm, launchRmsNorm } from './kernels/norm.ts';
-import type { PagedAttentionArgs } from './kernels/paged-attention-args.ts';
+import type { PagedAttentionArgs, PagedSequences } from './kernels/paged-attention-args.ts';
 import { launchPrefillAttention, PREFILL_ATTENTION_PATHS, type PrefillAttentionPath } from './kernels/prefill-attention.ts';
 import { launchRopeCacheWrite } from './kernels/rope-cache.ts';
 import { launchColumnBlocks, launchCopyColumns, launchEmbedTokens, launchGatherRows, launchMapIds, launchScatterRows, launchScatterRowsAfter } from './kernels/rows.ts';
@@ -1112,12 +1112,7 @@ export class CudaBackend implements Backend {
       dtype: kv.dtype,
       kScales: kv.keyScales(layer),
       vScales: kv.valueScales(layer),
-      queryStartLoc: s.device.queryStartLoc,
-      positions: s.device.positions,
-      seqLens: s.device.seqLens,
-      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
-      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
-      blockSize: kv.layout.blockSize,
+      ...pagedSequences(s, kv, layer),
       shape: attn,
       sinks: sinks?.ptr ?? 0,
       rotary: attn.streaming === null ? null : this.streamingRotary(attn.streaming.rope, s),
@@ -1141,12 +1136,7 @@ export class CudaBackend implements Backend {
             decodeSeqs: arrays.decodeSeqs,
             decodeTokens: arrays.decodeTokens,
             numDecode,
-            queryStartLoc: s.device.queryStartLoc,
-            positions: s.device.positions,
-            seqLens: s.device.seqLens,
-            blockTables: common.blockTables,
-            maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
-            blockSize: kv.layout.blockSize,
+            ...pagedSequences(s, kv, layer),
             numHeads: attn.numHeads,
             numKvHeads: attn.numKvHeads,
             headDim: attn.headDim,
@@ -1422,12 +1412,7 @@ export class CudaBackend implements Backend {
       pool: kv.rows(layer),
       dtype: kv.dtype,
       rowScales: kv.rowScales(layer),
-      queryStartLoc: s.device.queryStartLoc,
-      positions: s.device.positions,
-      seqLens: s.device.seqLens,
-      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
-      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
-      blockSize: kv.layout.blockSize,
+      ...pagedSequences(s, kv, layer),
       mla,
       decodeSeqs: s.device.decodeSeqs,
       numDecode: s.plan.decodeSeqs.length,
@@ -1472,12 +1457,7 @@ export class CudaBackend implements Backend {
       valueDim,
       mla,
       ...expansion,
-      queryStartLoc: s.device.queryStartLoc,
-      positions: s.device.positions,
-      seqLens: s.device.seqLens,
-      blockTables: groupTables(s, layerGroup(kv.layout, layer)),
-      maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
-      blockSize: kv.layout.blockSize,
+      ...pagedSequences(s, kv, layer),
       wideTiles: s.device.wideTiles,
       numWideTiles: s.plan.wideTiles.length / 2,
     });
@@ -2322,6 +2302,18 @@ function groupSlots(s: CudaStepInputs, group: number): DevicePtr {
 /** The device block tables of group `group`'s layers ([numKvGroups, numSeqs, maxBlocksPerSeq] on the device). */
 function groupTables(s: CudaStepInputs, group: number): DevicePtr {
   return s.device.blockTables + group * s.batch.numSeqs * s.batch.maxBlocksPerSeq * 4;
+}
+
+/** The step's sequences in `layer`'s pool: the step's index arrays and its group's block tables. */
+function pagedSequences(s: CudaStepInputs, kv: CudaKvCache, layer: number): PagedSequences {
+  return {
+    queryStartLoc: s.device.queryStartLoc,
+    positions: s.device.positions,
+    seqLens: s.device.seqLens,
+    blockTables: groupTables(s, layerGroup(kv.layout, layer)),
+    maxBlocksPerSeq: s.batch.maxBlocksPerSeq,
+    blockSize: kv.layout.blockSize,
+  };
 }
 
 // A replayed graph runs none of the ops' own checks: the step's rotary rows, slots and block ids are

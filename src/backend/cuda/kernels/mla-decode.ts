@@ -4,6 +4,7 @@ import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { kvDtypeDefine } from './kv-quantize.ts';
+import type { PagedSequences } from './paged-attention-args.ts';
 
 /**
  * Which kernel runs MLA decode: 'flash' (mla-decode.cu: heads as the MMA rows, split-KV with a
@@ -45,7 +46,7 @@ export function mlaDecodeApplies(device: CudaDevice, mla: MlaParams): boolean {
   return mlaDecodeSharedBytes(mla.latentDim, mla.ropeDim, mlaDecodeRowTiles(mla.numHeads)) <= device.info.maxSharedMemoryPerBlockOptin;
 }
 
-export interface MlaDecodeArgs {
+export interface MlaDecodeArgs extends PagedSequences {
   /** [numTokens, numHeads * latentDim] bf16. */
   out: DevicePtr;
   /** [numTokens, numHeads * latentDim] bf16. */
@@ -57,12 +58,6 @@ export interface MlaDecodeArgs {
   dtype: KvCacheDtype;
   /** int8: the pool's float32 scale per row; 0 otherwise. */
   rowScales: DevicePtr;
-  queryStartLoc: DevicePtr;
-  positions: DevicePtr;
-  seqLens: DevicePtr;
-  blockTables: DevicePtr;
-  maxBlocksPerSeq: number;
-  blockSize: number;
   mla: MlaParams;
   /** [numDecode] single-token sequences, from planAttention. */
   decodeSeqs: DevicePtr;

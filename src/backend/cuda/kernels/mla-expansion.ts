@@ -4,6 +4,7 @@ import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import { kvDtypeDefine } from './kv-quantize.ts';
+import type { PagedSequences } from './paged-attention-args.ts';
 import { launchPrefillAttention, wgmmaPrefillUnsupported, type PrefillAttentionArgs } from './prefill-attention.ts';
 
 /**
@@ -81,7 +82,8 @@ function mlaAttentionShape(mla: MlaParams): Pick<PrefillAttentionArgs, 'shape'> 
   return { shape: { numHeads: mla.numHeads, numKvHeads: mla.numHeads, headDim, scale: mla.scale, slidingWindow: null, softcap: null, sinks: null, streaming: null } };
 }
 
-export interface MlaExpandedPrefillArgs {
+/** `PagedSequences`: the chunks' sequences in the layer's own pool, which the gather reads. */
+export interface MlaExpandedPrefillArgs extends PagedSequences {
   /** [numTokens, numHeads * valueDim]: the chunks' rows are written, the others left as they are. */
   out: DevicePtr;
   /** [numTokens, numHeads * (nopeDim + ropeDim)] the queries, rotated (mlaRopeAndCacheWrite). */
@@ -101,13 +103,7 @@ export interface MlaExpandedPrefillArgs {
   scratchTables: DevicePtr;
   /** mlaExpansionBytes(plan.rows, …) of scratch. */
   scratch: DevicePtr;
-  queryStartLoc: DevicePtr;
-  positions: DevicePtr;
-  seqLens: DevicePtr;
-  /** The cache's block tables and the step's 128-row chunk tiles (planAttention's wideTiles). */
-  blockTables: DevicePtr;
-  maxBlocksPerSeq: number;
-  blockSize: number;
+  /** The step's 128-row chunk tiles (planAttention's wideTiles). */
   wideTiles: DevicePtr;
   numWideTiles: number;
 }

@@ -3,8 +3,21 @@ import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
 import { kvDtypeDefine } from './kv-quantize.ts';
 
+/**
+ * Where a step's sequences lie in one layer's paged pool: the step's index arrays (token ranges,
+ * positions, lengths) and the block tables of the layer's group, which every paged kernel reads.
+ */
+export interface PagedSequences {
+  queryStartLoc: DevicePtr;
+  positions: DevicePtr;
+  seqLens: DevicePtr;
+  blockTables: DevicePtr;
+  maxBlocksPerSeq: number;
+  blockSize: number;
+}
+
 /** Device inputs both attention kernels read: the packed qkv, one layer's pools and the step's index arrays. */
-export interface PagedAttentionArgs {
+export interface PagedAttentionArgs extends PagedSequences {
   /** [numTokens, numHeads * headDim] bf16. */
   out: DevicePtr;
   /** [numTokens, (numHeads + 2 * numKvHeads) * headDim] bf16, queries rotated unless shape.streaming is set. */
@@ -16,12 +29,6 @@ export interface PagedAttentionArgs {
   /** int8: the pools' float32 scales [slots, numKvHeads]; 0 otherwise. */
   kScales: DevicePtr;
   vScales: DevicePtr;
-  queryStartLoc: DevicePtr;
-  positions: DevicePtr;
-  seqLens: DevicePtr;
-  blockTables: DevicePtr;
-  maxBlocksPerSeq: number;
-  blockSize: number;
   shape: AttentionParams;
   /** [numHeads] bf16 sink logits, or 0 when the layer has none (shape.sinks is null). */
   sinks: DevicePtr;

@@ -1,7 +1,8 @@
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
+import type { PagedSequences } from './paged-attention-args.ts';
 
-export interface SparseSelectArgs {
+export interface SparseSelectArgs extends PagedSequences {
   qkv: DevicePtr;
   /** The layer's key summaries [numBlocks, numKvHeads, 2, headDim] bf16. */
   summaries: DevicePtr;
@@ -9,12 +10,6 @@ export interface SparseSelectArgs {
   decodeSeqs: DevicePtr;
   decodeTokens: DevicePtr;
   numDecode: number;
-  queryStartLoc: DevicePtr;
-  positions: DevicePtr;
-  seqLens: DevicePtr;
-  blockTables: DevicePtr;
-  maxBlocksPerSeq: number;
-  blockSize: number;
   numHeads: number;
   numKvHeads: number;
   headDim: number;
