@@ -88,7 +88,6 @@ import {
   MLA_PREFILL_FORMS,
   mlaExpansionBytes,
   mlaExpansionUnsupported,
-  planMlaExpansion,
   type MlaExpandedPrefillArgs,
   type MlaPrefillForm,
 } from './kernels/mla-expansion.ts';
@@ -107,6 +106,7 @@ import { CudaTimeMarks } from './time-marks.ts';
 import { CudaWeightStream } from './weight-stream.ts';
 import { StepArena } from './step-arena.ts';
 import { packStepArrays } from './step-arrays.ts';
+import { planMlaExpansion } from './mla-expansion-plan.ts';
 
 export interface CudaBackendOptions {
   /** GPU ordinal (default 0). */

@@ -4,7 +4,7 @@ import { indexKeyElementsPerToken, indexKeyScalesPerToken, keySummaryElementsPer
 import type { AttentionPlan } from './attention-plan.ts';
 import type { DevicePtr } from './driver-api.ts';
 import type { CusparseLtWeight } from './cusparselt.ts';
-import type { MlaExpansionPlan } from './kernels/mla-expansion.ts';
+import type { MlaExpansionPlan } from './mla-expansion-plan.ts';
 import type { QuantizedFormat } from '../../tensor/quantized-weight.ts';
 
 /** Element type on the device: weights and activations are bf16, rope tables and readbacks f32. */

@@ -2,7 +2,7 @@ import type { BatchDescription } from '../../step/batch.ts';
 import type { AttentionPlan } from './attention-plan.ts';
 import type { StepDeviceArrays } from './cuda-tensor.ts';
 import type { LoraTiles } from './lora-tiles.ts';
-import type { MlaExpansionPlan } from './kernels/mla-expansion.ts';
+import type { MlaExpansionPlan } from './mla-expansion-plan.ts';
 
 /** Each array starts on a 64-byte boundary inside the packed upload. */
 const ALIGN_INTS = 16;

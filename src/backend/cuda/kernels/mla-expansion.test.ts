@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BlockAssignment, buildBatch, seededRng } from '../../../bench/synthetic-batch.ts';
-import { MLA_EXPANSION_BLOCK, MLA_EXPANSION_MIN_CHUNK, mlaExpansionBytes, planMlaExpansion } from './mla-expansion.ts';
+import { MLA_EXPANSION_BLOCK, MLA_EXPANSION_MIN_CHUNK, planMlaExpansion } from '../mla-expansion-plan.ts';
+import { mlaExpansionBytes } from './mla-expansion.ts';
 import { prefillWgmmaSharedBytes } from './prefill-attention.ts';
 
 // The expansion's scratch plan on the host: which sequences' contexts are laid out where, and the
