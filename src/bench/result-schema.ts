@@ -324,9 +324,14 @@ const AttentionResultsSchema = z.strictObject({
       }),
     )
     .optional(),
-  /** MLA prefill (absorbed, causal): TFLOP/s. */
+  /**
+   * MLA prefill (causal): each form's time and TFLOP/s (attention-benchmark.ts's MlaPrefillFigure).
+   * Without `form` (results before 2026-12-07): the absorbed kernel alone.
+   */
   mla_prefill: z
-    .array(z.strictObject({ seq_len: count, num_heads: count, latent_dim: count, rope_dim: count, ms: figure, tflops: figure }))
+    .array(
+      z.strictObject({ form: z.enum(['absorbed', 'expanded']).optional(), seq_len: count, num_heads: count, latent_dim: count, rope_dim: count, ms: figure, tflops: figure }),
+    )
     .optional(),
   /** The device measured alike: read and copy bandwidth, a large bf16 GEMM. */
   ceilings: z.strictObject({ read_gb_per_s: figure, copy_gb_per_s: figure, gemm_bf16_8192_tflops: figure }).optional(),

@@ -99,10 +99,7 @@ export function wgmmaPrefillUnsupported(device: CudaDevice, a: Pick<PrefillAtten
 /** Tiled causal attention for every multi-token chunk of the step (tree-masked where the step has a tree mask). */
 export function launchPrefillAttention(device: CudaDevice, a: PrefillAttentionArgs): void {
   if (a.numTiles === 0) return;
-  // The wgmma loader's int4 path was written without a GPU: `auto` leaves int4 caches on the legacy
-  // kernel until its GPU test has passed (`wgmma` runs it, as that test does).
-  const untried = a.path === 'auto' && a.dtype === 'int4';
-  if (a.path !== 'legacy' && !untried) {
+  if (a.path !== 'legacy') {
     const unsupported = wgmmaPrefillUnsupported(device, a);
     if (unsupported === null) return launchWgmma(device, a);
     if (a.path === 'wgmma') throw new KeelError('invalid_argument', `prefill attention: the wgmma kernel cannot run this layer: ${unsupported}`);
