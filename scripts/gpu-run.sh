@@ -58,6 +58,8 @@
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
 # $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
+# mla-prefill (MLA's expanded prefill: its GPU test, keel bench attention, SDPA on DeepSeek-V2-Lite's expanded heads, then
+# DeepSeek-V2-Lite's TTFT at 4,096 tokens with KEEL_MLA_PREFILL=absorbed and auto),
 # timeline (the throughput step's two workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B
 # nano-vllm, with --step-timeline: each result holds the summary, the steps' JSONL files are
 # gzipped beside them; the first step has 240 s, as it may compile the kernels).
@@ -180,6 +182,16 @@ for s in "$@"; do
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/mla-tests.log" | head -20 | sed "s/^/[mla-tests] /"
       step mla-bench 300 node bin/keel bench attention --output "$out/results/attention-keel-mla-decode-$kind.json"
       grep -h "^MLA decode" "$out/mla-bench.log" ;;
+    mla-prefill) # MLA's expanded prefill: its GPU test, the attention bench (both forms) with SDPA on the expanded shapes, then DeepSeek-V2-Lite's TTFT at 4k absorbed and auto.
+      step mla-expansion-tests 300 node --test test/backend/cuda/mla-expansion.gpu.test.ts
+      step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
+      grep -h "^MLA prefill" "$out/attention.log"
+      step sdpa 120 python3 tools/peers/hf_peers.py --arch deepseek-v2-lite --only sdpa --out-dir "$out/results"
+      for f in absorbed auto; do
+        step "ttft-deepseek-v2-lite-$f" 170 env KEEL_MLA_PREFILL=$f node bin/keel bench latency --model bench/configs/deepseek-v2-lite --load-format dummy --backend cuda \
+          --no-progress --max-model-len 8192 --batch-size 1 --input-len 4096 --output-len 4 --num-iters 2 --num-iters-warmup 1 --output "$out/results/latency-deepseek-v2-lite-mla-prefill-$f-$kind.json"
+        grep -h "TTFT" "$out/ttft-deepseek-v2-lite-$f.log"
+      done ;;
     attention) step attention 300 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
       step sdpa 200 python3 tools/peers/hf_peers.py --arch llama-3.1-8b,phi-3-mini,deepseek-v2-lite --only sdpa --out-dir "$out/results" ;;
     lora) step lora-tests 280 node --test test/backend/cuda/lora.gpu.test.ts test/backend/cuda/graphs.gpu.test.ts test/lora.gpu.test.ts
@@ -354,7 +366,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, mla-prefill, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done

@@ -135,8 +135,8 @@ export interface CudaBackendOptions {
    */
   mlaDecode?: MlaDecodeKernel;
   /**
-   * MLA's form for steps whose chunks all hold MLA_EXPANSION_MIN_CHUNK tokens or more
-   * (kernels/mla-expansion.ts; other steps run absorbed): `absorbed` (mla.cu, every token), `auto`
+   * MLA's form for chunks of MLA_EXPANSION_MIN_CHUNK tokens or more (kernels/mla-expansion.ts;
+   * decodes and shorter chunks run absorbed): `absorbed` (mla.cu, every token), `auto`
    * (expanded where the wgmma kernel takes the shapes and the scratch fits, absorbed elsewhere) or
    * `expanded` (that, or an error naming why not).
    * Default: $KEEL_MLA_PREFILL, else absorbed (until the expanded form's GPU tests have run).
@@ -811,7 +811,7 @@ export class CudaBackend implements Backend {
     this.arena.reset();
     const plan = planAttention(batch);
     // Planned for any model while MLA may expand (cheap beside a step with long chunks): uploaded with the step, a recorded graph replays it.
-    const mlaExpansion = this.mlaPrefill === 'absorbed' ? null : planMlaExpansion(batch);
+    const mlaExpansion = this.mlaPrefill === 'absorbed' ? null : planMlaExpansion(batch, plan);
     const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots), mlaExpansion);
     const base = this.arena.alloc(data.byteLength);
     this.device.uploadAsync(base, data);
@@ -842,6 +842,8 @@ export class CudaBackend implements Backend {
         stateSlots: at('stateSlots'),
         mlaScratchBlocks: at('mlaScratchBlocks'),
         mlaScratchTables: at('mlaScratchTables'),
+        mlaWideTiles: at('mlaWideTiles'),
+        mlaAbsorbedTiles: at('mlaAbsorbedTiles'),
       },
       plan,
       mlaExpansion,
@@ -1365,8 +1367,11 @@ export class CudaBackend implements Backend {
     });
   }
 
-  /** `chunks: false` leaves the chunks' rows unwritten (mlaAttentionHeads runs them expanded). */
-  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null, options = { chunks: true }): Tensor {
+  /**
+   * `chunks` narrows the prefill tiles to those given ([count, 2] on the device), leaving the other
+   * chunks' rows unwritten (mlaAttentionHeads runs them expanded).
+   */
+  mlaAttention(qLatent: Tensor, q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, selection: TokenSelection | null = null, chunks?: { tiles: DevicePtr; count: number }): Tensor {
     const s = asCudaStep(step);
     if (s.batch.treeMask !== null) throw new Error('mlaAttention: MLA takes no tree mask (draft trees are verified on attention layers only)');
     const { numTokens } = s.batch;
@@ -1418,8 +1423,8 @@ export class CudaBackend implements Backend {
       numDecode: s.plan.decodeSeqs.length,
       // Split by what the block tables can hold, as attention does: a recorded decode graph stays valid.
       maxDecodeSeqLen: s.batch.maxBlocksPerSeq * kv.layout.blockSize,
-      prefillTiles: s.device.prefillTiles,
-      numPrefillTiles: options.chunks ? s.plan.prefillTiles.length / 2 : 0,
+      prefillTiles: chunks?.tiles ?? s.device.prefillTiles,
+      numPrefillTiles: chunks?.count ?? s.plan.prefillTiles.length / 2,
       workspace: (bytes) => this.arena.alloc(bytes),
       decodeKernel: this.mlaDecode,
     });
@@ -1427,9 +1432,10 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Chunks run expanded where `mlaPrefill` and the step allow (mlaExpansion); the step's decodes,
-   * and every token otherwise, absorbed. With both, the absorbed projections run over every row and
-   * the expanded attention then overwrites the chunks' rows.
+   * Chunks of MLA_EXPANSION_MIN_CHUNK tokens or more run expanded where `mlaPrefill` and the step
+   * allow (mlaExpansion); the step's decodes and shorter chunks, and every token otherwise,
+   * absorbed. With both, the absorbed projections run over every row and the expanded attention
+   * then overwrites its chunks' rows.
    */
   mlaAttentionHeads(q: Tensor, cache: KvCache, layer: number, step: StepInputs, mla: MlaParams, up: MlaUpProjections, selection: TokenSelection | null = null): Tensor {
     const s = asCudaStep(step);
@@ -1441,9 +1447,13 @@ export class CudaBackend implements Backend {
       const latent = this.mlaAttention(this.headwiseLinear(q, keyAbsorption), q, cache, layer, step, mla, selection);
       return this.headwiseLinear(latent, valueAbsorption);
     }
+    const absorbedTiles = expansion.plan.absorbedTiles.length / 2;
     const heads =
-      s.plan.decodeSeqs.length > 0
-        ? asBf16(this.headwiseLinear(this.mlaAttention(this.headwiseLinear(q, keyAbsorption), q, cache, layer, step, mla, null, { chunks: false }), valueAbsorption), 'mlaAttentionHeads')
+      s.plan.decodeSeqs.length > 0 || absorbedTiles > 0
+        ? asBf16(
+            this.headwiseLinear(this.mlaAttention(this.headwiseLinear(q, keyAbsorption), q, cache, layer, step, mla, null, { tiles: s.device.mlaAbsorbedTiles, count: absorbedTiles }), valueAbsorption),
+            'mlaAttentionHeads',
+          )
         : this.stepTensor([s.batch.numTokens, mla.numHeads * valueDim]);
     const kv = mlaLayerCache(cache, layer, mla);
     launchMlaExpandedPrefill(this.device, {
@@ -1458,8 +1468,8 @@ export class CudaBackend implements Backend {
       mla,
       ...expansion,
       ...pagedSequences(s, kv, layer),
-      wideTiles: s.device.wideTiles,
-      numWideTiles: s.plan.wideTiles.length / 2,
+      wideTiles: s.device.mlaWideTiles,
+      numWideTiles: expansion.plan.wideTiles.length / 2,
     });
     return heads;
   }

@@ -310,9 +310,11 @@ export interface StepDeviceArrays {
   treeMask: DevicePtr;
   /** BatchDescription.stateSlots (one unread word without them). */
   stateSlots: DevicePtr;
-  /** The MLA expansion plan's scratch blocks and block tables (CudaStepInputs.mlaExpansion; one unread word without one). */
+  /** The MLA expansion plan's scratch blocks and block tables, and its two tile lists (CudaStepInputs.mlaExpansion; one unread word each without one). */
   mlaScratchBlocks: DevicePtr;
   mlaScratchTables: DevicePtr;
+  mlaWideTiles: DevicePtr;
+  mlaAbsorbedTiles: DevicePtr;
 }
 
 export class CudaStepInputs implements StepInputs {

@@ -41,6 +41,8 @@ export function packStepArrays(
     ['stateSlots', batch.stateSlots ?? new Int32Array(0)],
     ['mlaScratchBlocks', mlaExpansion?.blocks ?? new Int32Array(0)],
     ['mlaScratchTables', mlaExpansion?.tables ?? new Int32Array(0)],
+    ['mlaWideTiles', mlaExpansion?.wideTiles ?? new Int32Array(0)],
+    ['mlaAbsorbedTiles', mlaExpansion?.absorbedTiles ?? new Int32Array(0)],
   ];
   const offsets = {} as Record<keyof StepDeviceArrays, number>;
   let total = 0;

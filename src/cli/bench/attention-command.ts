@@ -16,8 +16,12 @@ KEEL_DECODE_ATTENTION picks the one models use), at offline throughput's small-m
 cache, and at 32k, batch 16, with fp8, int8 and int4 caches; MLA
 (latent 512 + rope 64) with 16 and 128 heads, decode at 4k / 32k / 128k context for batch 1 and 16
 in cached bytes read per second and as a fraction of the read bandwidth, each with both decode
-kernels (flash: mla-decode.cu; tiled: mla.cu; KEEL_MLA_DECODE picks the one models use), prefill at 2048 / 8192 tokens in absorbed TFLOP/s; beside the
-device's read and copy bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
+kernels (flash: mla-decode.cu; tiled: mla.cu; KEEL_MLA_DECODE picks the one models use), and
+prefill at 2048 / 8192 tokens from the queries to the heads' values in each form (absorbed: mla.cu;
+expanded, on a Hopper GPU: the context projected to keys of 192 and values of 128, then the wgmma
+kernel; KEEL_MLA_PREFILL picks the one models use; hf_peers.py --arch deepseek-v2-lite --only sdpa
+is the expanded shapes' peer), each in its own form's TFLOP/s; beside the device's read and copy
+bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
 Writes JSON to ./bench-results/ (or --output).
 
   --output FILE                  where to write the JSON result`;

@@ -13,7 +13,7 @@ import { kvCodeTolerance, pick, relativeError, testSeed } from '../../helpers/gp
 // pool, projected to every head's keys and values by two GEMMs, attended by the wgmma prefill
 // kernel with a value head narrower than the key's) against the CPU backend's mlaAttentionHeads,
 // the absorbed definition: chunks over cached prefixes, chunks beside decodes (those absorbed in
-// the same op), bf16 and 8-bit caches, DeepSeek-V2-Lite's, V3's and smaller shapes. Step tensors
+// the same op, as are shorter chunks), bf16 and 8-bit caches, DeepSeek-V2-Lite's, V3's and smaller shapes. Step tensors
 // are poisoned with NaN, so a chunk row left unwritten fails the comparison. Hopper only.
 
 const rng = seededRng(testSeed('cuda mla expansion'));
@@ -106,6 +106,7 @@ test('DeepSeek-V3 shape: 128 heads', { skip: !hopper && 'needs sm_90a' }, () => 
   runScenario('V3', V3, 'auto', 16, [[{ cached: 0, query: 200 }, { cached: 0, query: 96 }]]);
 });
 
-test(`a step with a chunk under ${MLA_EXPANSION_MIN_CHUNK} tokens runs absorbed, and matches too`, { skip: !hopper && 'needs sm_90a' }, () => {
-  runScenario('short chunk', V2_LITE, 'auto', 16, [[{ cached: 0, query: 200 }, { cached: 0, query: MLA_EXPANSION_MIN_CHUNK - 1 }]]);
+test(`chunks under ${MLA_EXPANSION_MIN_CHUNK} tokens run absorbed beside a long one expanded, in one step`, { skip: !hopper && 'needs sm_90a' }, () => {
+  runScenario('short chunks', V2_LITE, 'auto', 16, [[{ cached: 0, query: 200 }, { cached: 0, query: MLA_EXPANSION_MIN_CHUNK - 1 }, { cached: 0, query: 5 }]]);
+  runScenario('short chunks, 8-bit', V2_LITE, 'int8', 64, [[{ cached: 0, query: 40 }, { cached: 0, query: 150 }], [{ cached: 40, query: 17 }, { cached: 150, query: 90 }]]);
 });

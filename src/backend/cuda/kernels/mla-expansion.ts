@@ -65,7 +65,7 @@ export interface MlaExpandedPrefillArgs extends PagedSequences {
   scratchTables: DevicePtr;
   /** mlaExpansionBytes(plan.rows, …) of scratch. */
   scratch: DevicePtr;
-  /** The step's 128-row chunk tiles (planAttention's wideTiles). */
+  /** The expanded chunks' 128-row tiles (MlaExpansionPlan.wideTiles). */
   wideTiles: DevicePtr;
   numWideTiles: number;
 }
