@@ -400,6 +400,21 @@ FIXTURES = [
         probes=("mscale_off", "routed_scale_one"),
     ),
     Fixture(
+        "deepseek-v2-expanded", "deepseek_v2",
+        "DeepSeek-V2-like MLA whose head sizes Keel's expanded MLA prefill takes on a Hopper GPU: "
+        "4 heads x (48 nope + 16 rope) = keys of 64, values of 32, kv_lora_rank 64, q_lora_rank "
+        "None; interleaved-pair RoPE, default (no YaRN). A 64-token chunk or longer (the 70-token "
+        "prompt) projects its context to every head's keys and values and runs the wgmma prefill "
+        "kernel; shorter chunks and decodes run absorbed. 2 layers: layer 0 dense MLP, layer 1 "
+        "4 routed experts top-2 (greedy, renormalised) and 1 shared expert.",
+        _fields(num_key_value_heads=4, num_hidden_layers=2, intermediate_size=64, moe_intermediate_size=16,
+                n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                topk_method="greedy", norm_topk_prob=True, routed_scaling_factor=1.0, q_lora_rank=None,
+                kv_lora_rank=64, qk_nope_head_dim=48, qk_rope_head_dim=16, v_head_dim=32, rms_norm_eps=1e-6),
+        _rope(theta=10000.0),
+        init_overrides=((r"\.mlp\.gate\.weight$", 0.0, 0.3),),
+    ),
+    Fixture(
         "deepseek-v2-group", "deepseek_v2",
         "DeepSeek-V2-like MLA with q_lora_rank 24 (q_a_proj -> q_a_layernorm -> q_b_proj), kv_lora_rank "
         "32, 16 nope + 8 rope / 16 v head dims, interleaved-pair RoPE, 3 layers (layer 0 dense). "
@@ -1845,6 +1860,7 @@ SEED_BASES = {
     "cohere-qknorm": 88100,
     "cohere2-sliding-nope": 88200,
     "kimi-linear": 131000,
+    "deepseek-v2-expanded": 132000,
     "glm-partial-interleaved": 87000,
     "glm4-sandwich-norms": 88000,
     "glm4v": 88500,
