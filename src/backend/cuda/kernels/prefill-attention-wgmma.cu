@@ -31,7 +31,7 @@
 // ropeAndCacheWrite first), so chunked prefill and prefix hits need nothing special.
 //
 // VALUE_DIM (default HEAD_DIM) sets a narrower value head, for MLA's expanded prefill
-// (cuda/mla-expansion.ts): keys of 192 (128 latent-projected + 64 rotary) beside values of 128. Its
+// (mla-expansion.ts): keys of 192 (128 latent-projected + 64 rotary) beside values of 128. Its
 // V tiles, the P V MMA and the output then span the value's own padded width (DVP); such keys and
 // values are bf16 rows of a contiguous scratch laid out as a pool (blocks of the scratch's own tables).
 #include "common.cuh"
