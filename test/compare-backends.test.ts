@@ -20,7 +20,7 @@ test('the CPU traced twice: every layer input, final row, logit and op result is
   assert.deepEqual(a.promptStarts, [0, prompts[0].length]);
   assert.deepEqual(tokenOf(a, prompts[0].length + 2), { prompt: 1, position: 2 });
   a.logits.forEach((row, i) => assert.ok(maxAbsDiff(row, fixture.oracle.last_logits[i]) < 1e-4, `prompt ${i}'s logits are transformers'`));
-  for (const name of ['mlaAttention', 'moe', 'gatedLinear', 'headwiseLinear']) assert.ok(a.ops.some((op) => op.name === name), `${name} is traced`);
+  for (const name of ['mlaAttentionHeads', 'moe', 'gatedLinear']) assert.ok(a.ops.some((op) => op.name === name), `${name} is traced`);
   const { rows, ops, partedAt } = compareTraces(a, [b]);
   assert.deepEqual(partedAt, [null]);
   assert.equal(rows.length, 3 + 1 + prompts.length);

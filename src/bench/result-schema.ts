@@ -284,6 +284,8 @@ const AttentionResultsSchema = z.strictObject({
       num_heads: count,
       num_kv_heads: count,
       head_dim: count,
+      /** The value head where it is narrower than head_dim (the SDPA peer on MLA's expanded shapes); absent: head_dim. */
+      value_dim: count.optional(),
       causal: z.boolean(),
       ms: figure,
       tflops: figure,
