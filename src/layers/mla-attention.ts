@@ -63,10 +63,10 @@ export interface MlaAttentionOptions {
  * rows themselves, and its latent output is projected back per head (by W_UV[h]) before o_proj:
  * Backend.mlaAttentionHeads, which may run long chunks in the expanded form instead (the keys and
  * values materialized from the cached rows, cheaper once many queries share them). kv_b_proj is
- * split into those two per-head matrices at load. Interleaved rotary pairs are permuted at load, in the rows of the query projection and
- * of kv_a_proj_with_mqa that produce them, into rotate_half order: scores are dot products of
- * query and key rope parts, which a shared permutation leaves unchanged, so the backend's rotary
- * stays rotate_half.
+ * split into those two per-head matrices at load. Interleaved rotary pairs are permuted at load,
+ * in the rows of the query projection and of kv_a_proj_with_mqa that produce them, into
+ * rotate_half order: scores are dot products of query and key rope parts, which a shared
+ * permutation leaves unchanged, so the backend's rotary stays rotate_half.
  */
 export class MlaAttention implements Layer {
   readonly layer: number;
