@@ -1,15 +1,21 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BlockAssignment, buildBatch, seededRng } from '../../bench/synthetic-batch.ts';
+import { describeBatch } from '../../step/batch.ts';
 import { planAttention } from './attention-plan.ts';
 import { MLA_EXPANSION_BLOCK, MLA_EXPANSION_MIN_CHUNK, planMlaExpansion } from './mla-expansion-plan.ts';
 
 // The expansion's plan on the host: which chunks run expanded, where their contexts lie in the
 // scratch, the block tables the wgmma kernel reads them through, and how the step's tiles part.
 
-const rng = seededRng(7);
+const BLOCK_SIZE = 16;
+/** Sequences of `cached` tokens running `query` more, each in blocks of its own. */
 const planOf = (specs: { cached: number; query: number }[]) => {
-  const batch = buildBatch(specs, new BlockAssignment(rng, 400, specs.length), 16);
+  let nextBlock = 0;
+  const chunks = specs.map(({ cached, query }) => {
+    const blocks = Array.from({ length: Math.ceil((cached + query) / BLOCK_SIZE) }, () => nextBlock++);
+    return { tokens: Array.from({ length: query }, (_, i) => i + 1), startPos: cached, blockTables: [blocks] };
+  });
+  const batch = describeBatch(chunks, BLOCK_SIZE);
   return { plan: planMlaExpansion(batch, planAttention(batch)), attention: planAttention(batch) };
 };
 
