@@ -86,48 +86,21 @@ export class Cublas {
 
   /**
    * Per head h < heads, row-major y_h [m, n] = x_h [m, k] · w_hᵀ, all bf16 with fp32 accumulation,
-   * where w is [heads, n, k], x_h is the k leading columns of head h's `xWidth`-wide block of the
-   * rows of x [m, heads * xWidth], and y_h is head h's n-wide block of y [m, heads * n]. As in
-   * linearBf16, column-major cuBLAS computes each y_hᵀ = w_h · x_hᵀ, one GEMM per head in one call,
-   * the heads strided apart in each operand.
+   * in one strided-batched call (column-major cuBLAS computes each y_hᵀ = w_h · x_hᵀ). x_h is the k
+   * columns at h · x.headStride of x's rows, x.rowStride apart (head stride 0: one x for every head);
+   * y_h the n columns at h · y.headStride of y's rows, y.rowStride apart. w holds the heads'
+   * matrices as [heads, n, k] (`rows`) or transposed, [heads, k, n] (`columns`).
    */
-  headwiseLinearBf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, heads: number, m: number, n: number, k: number, xWidth: number): void {
-    this.call(
-      'cublasGemmStridedBatchedEx',
-      this.handle,
-      CUBLAS_OP_T,
-      CUBLAS_OP_N,
-      n,
-      m,
-      k,
-      this.one,
-      w,
-      CUDA_R_16BF,
-      k,
-      n * k,
-      x,
-      CUDA_R_16BF,
-      heads * xWidth,
-      xWidth,
-      this.zero,
-      y,
-      CUDA_R_16BF,
-      heads * n,
-      n,
-      heads,
-      CUBLAS_COMPUTE_32F,
-      CUBLAS_GEMM_DEFAULT,
-    );
-  }
-
-  /**
-   * Per head h < heads, y_h [m, n] = x [m, k] · w_hᵀ with one x for every head, all bf16 with fp32
-   * accumulation: y_h is the n columns at h · yHeadStride of y's rows, yRowStride apart. w holds the
-   * heads' matrices as [heads, n, k] (`rows`) or transposed, [heads, k, n] (`columns`). Column-major
-   * cuBLAS computes each y_hᵀ = w_h · xᵀ, x shared (stride 0), the heads strided in w and y.
-   */
-  sharedInputHeadsBf16(y: DevicePtr, yRowStride: number, yHeadStride: number, x: DevicePtr, w: DevicePtr, wLayout: 'rows' | 'columns', heads: number, m: number, n: number, k: number): void {
-    const rows = wLayout === 'rows';
+  headwiseBf16(
+    y: { ptr: DevicePtr; rowStride: number; headStride: number },
+    x: { ptr: DevicePtr; rowStride: number; headStride: number },
+    w: { ptr: DevicePtr; layout: 'rows' | 'columns' },
+    heads: number,
+    m: number,
+    n: number,
+    k: number,
+  ): void {
+    const rows = w.layout === 'rows';
     this.call(
       'cublasGemmStridedBatchedEx',
       this.handle,
@@ -137,19 +110,19 @@ export class Cublas {
       m,
       k,
       this.one,
-      w,
+      w.ptr,
       CUDA_R_16BF,
       rows ? k : n,
       n * k,
-      x,
+      x.ptr,
       CUDA_R_16BF,
-      k,
-      0,
+      x.rowStride,
+      x.headStride,
       this.zero,
-      y,
+      y.ptr,
       CUDA_R_16BF,
-      yRowStride,
-      yHeadStride,
+      y.rowStride,
+      y.headStride,
       heads,
       CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT,

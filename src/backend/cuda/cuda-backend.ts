@@ -1327,7 +1327,15 @@ export class CudaBackend implements Backend {
       launchHeadwiseGemv(this.device, out.ptr, input.ptr, w.ptr, input.rows, heads, outDim, inDim, width);
       return out;
     }
-    this.device.cublas.headwiseLinearBf16(out.ptr, input.ptr, w.ptr, heads, input.rows, outDim, inDim, width);
+    this.device.cublas.headwiseBf16(
+      { ptr: out.ptr, rowStride: heads * outDim, headStride: outDim },
+      { ptr: input.ptr, rowStride: heads * width, headStride: width },
+      { ptr: w.ptr, layout: 'rows' },
+      heads,
+      input.rows,
+      outDim,
+      inDim,
+    );
     return out;
   }
 

@@ -82,8 +82,10 @@ export function launchMlaExpandedPrefill(device: CudaDevice, a: MlaExpandedPrefi
   device.launch(gather, [rows / MLA_EXPANSION_BLOCK], [256], 0, [
     latents, keys, a.pool, a.rowScales, 1, a.scratchBlocks, MLA_EXPANSION_BLOCK, a.seqLens, a.blockTables, a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim, latentDim, ropeDim,
   ]);
-  device.cublas.sharedInputHeadsBf16(keys, numHeads * headDim, headDim, latents, a.keyAbsorption, 'columns', numHeads, rows, nopeDim, latentDim);
-  device.cublas.sharedInputHeadsBf16(values, numHeads * a.valueDim, a.valueDim, latents, a.valueAbsorption, 'rows', numHeads, rows, a.valueDim, latentDim);
+  // The latents are every head's input (head stride 0); keys' nope parts land in their rows of nope + rope.
+  const shared = { ptr: latents, rowStride: latentDim, headStride: 0 };
+  device.cublas.headwiseBf16({ ptr: keys, rowStride: numHeads * headDim, headStride: headDim }, shared, { ptr: a.keyAbsorption, layout: 'columns' }, numHeads, rows, nopeDim, latentDim);
+  device.cublas.headwiseBf16({ ptr: values, rowStride: numHeads * a.valueDim, headStride: a.valueDim }, shared, { ptr: a.valueAbsorption, layout: 'rows' }, numHeads, rows, a.valueDim, latentDim);
   launchPrefillAttention(device, {
     ...mlaAttentionShape(a.mla),
     out: a.out,
