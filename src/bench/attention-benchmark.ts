@@ -5,7 +5,7 @@
 // MLA (absorbed, over the latent cache) with DeepSeek-V2-Lite's and DeepSeek-V3's head counts:
 // decode as cached rows read per second with each decode kernel (flash and tiled, in one run),
 // prefill as absorbed TFLOP/s.
-import type { AttentionParams, MlaParams } from '../backend/backend.ts';
+import type { AttentionParams, MlaParams, MlaUpProjections } from '../backend/backend.ts';
 import { CudaBackend } from '../backend/cuda/cuda-backend.ts';
 import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
@@ -232,13 +232,15 @@ class KernelTimer {
     // Set before the setup's step begins: the step carries the expansion's plan.
     this.backend.mlaPrefill = form;
     const setup = this.mlaSetup(mla, [{ cached: 0, query: seqLen }]);
+    const up = this.mlaUpProjections(mla);
     try {
-      const ms = this.timeGraph(() => this.mlaHeadsRun(setup, mla), 5);
+      const ms = this.timeGraph(() => this.mlaHeadsRun(setup, mla, up.tensors), 5);
       const pairFlops = 2 * mla.numHeads * (form === 'absorbed' ? 2 * mla.latentDim + mla.ropeDim : mla.nopeDim + mla.ropeDim + MLA_VALUE_DIM);
       return { form, seq_len: seqLen, ...mlaDims(mla), ms, tflops: (pairFlops * seqLen * seqLen) / 2 / (ms * 1e-3) / 1e12 };
     } finally {
       this.backend.mlaPrefill = chosen;
       setup.release();
+      up.release();
     }
   }
 
@@ -250,17 +252,28 @@ class KernelTimer {
     this.fillRandom(cache.base, cache.totalBytes);
     const batch = buildBatch(seqs, new BlockAssignment(this.rng, numBlocks, seqs.length), BLOCK_SIZE);
     const owned: number[] = [];
-    const random = (cols: number) => {
-      const ptr = device.alloc(batch.numTokens * cols * 2);
-      owned.push(ptr);
-      this.fillRandom(ptr, batch.numTokens * cols * 2);
-      return new CudaTensor([batch.numTokens, cols], ptr, 'bf16');
+    const qLatent = this.randomTensor([batch.numTokens, mla.numHeads * mla.latentDim], owned);
+    const q = this.randomTensor([batch.numTokens, mla.numHeads * (mla.nopeDim + mla.ropeDim)], owned);
+    return { cache, batch, qLatent, q, release: () => owned.forEach((ptr) => device.free(ptr)) };
+  }
+
+  /** Random W_UKᵀ and W_UV for the MLA prefill's two forms; `release` frees them. */
+  private mlaUpProjections(mla: MlaParams) {
+    const owned: number[] = [];
+    const tensors = {
+      keyAbsorption: this.randomTensor([mla.numHeads, mla.latentDim, mla.nopeDim], owned),
+      valueAbsorption: this.randomTensor([mla.numHeads, MLA_VALUE_DIM, mla.latentDim], owned),
     };
-    const qLatent = random(mla.numHeads * mla.latentDim);
-    const q = random(mla.numHeads * (mla.nopeDim + mla.ropeDim));
-    const weight = (shape: number[]) => this.backend.loadWeight(bf16Tensor(shape, randomBf16Values(this.rng, shape.reduce((a, b) => a * b, 1), 1 / Math.sqrt(mla.latentDim))));
-    const up = { keyAbsorption: weight([mla.numHeads, mla.latentDim, mla.nopeDim]), valueAbsorption: weight([mla.numHeads, MLA_VALUE_DIM, mla.latentDim]) };
-    return { cache, batch, qLatent, q, up, release: () => owned.forEach((ptr) => device.free(ptr)) };
+    return { tensors, release: () => owned.forEach((ptr) => this.backend.device.free(ptr)) };
+  }
+
+  /** A random bf16 tensor on the device, its memory pushed to `owned`. */
+  private randomTensor(shape: number[], owned: number[]): CudaTensor {
+    const bytes = 2 * shape.reduce((a, b) => a * b, 1);
+    const ptr = this.backend.device.alloc(bytes);
+    owned.push(ptr);
+    this.fillRandom(ptr, bytes);
+    return new CudaTensor(shape, ptr, 'bf16');
   }
 
   /** Begins a step over the MLA setup's batch; returns one layer's MLA attention over it. */
@@ -270,9 +283,9 @@ class KernelTimer {
   }
 
   /** The same from the queries to the heads' values, in the backend's MLA prefill form. */
-  private mlaHeadsRun(setup: ReturnType<KernelTimer['mlaSetup']>, mla: MlaParams): () => void {
+  private mlaHeadsRun(setup: ReturnType<KernelTimer['mlaSetup']>, mla: MlaParams, up: MlaUpProjections): () => void {
     const step = this.backend.beginStep(setup.batch);
-    return () => this.backend.mlaAttentionHeads(setup.q, setup.cache, 0, step, mla, setup.up);
+    return () => this.backend.mlaAttentionHeads(setup.q, setup.cache, 0, step, mla, up);
   }
 
   private timeGraph(prepare: () => () => void, reps: number): number {
