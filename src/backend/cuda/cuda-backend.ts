@@ -270,6 +270,8 @@ export class CudaBackend implements Backend {
   private readonly graphOwners = new Map<object, number>();
   /** The smallest KV pool and rope table created: what a replayed step is checked against. */
   private limits = { blocks: Infinity, slots: Infinity, rotaryRows: Infinity };
+  /** Whether a cache this backend made holds MLA layers: only then do steps plan MLA's expansion. */
+  private servesMla = false;
   private blockPairs: { ptr: DevicePtr; bytes: number } | null = null;
   /** Σ output rows of the 2-D weights loaded, and the largest: the basis of the activation estimate. */
   private weightRows = 0;
@@ -604,6 +606,7 @@ export class CudaBackend implements Backend {
     this.device.fillBytes(base, 0, bytes);
     this.limits.blocks = Math.min(this.limits.blocks, layout.numBlocks);
     this.limits.slots = Math.min(this.limits.slots, layout.numBlocks * layout.blockSize);
+    this.servesMla ||= layout.layers.some((spec) => spec.kind === 'mla');
     return new CudaKvCache(layout, base);
   }
 
@@ -810,8 +813,8 @@ export class CudaBackend implements Backend {
   beginStep(batch: BatchDescription): StepInputs {
     this.arena.reset();
     const plan = planAttention(batch);
-    // Planned for any model while MLA may expand (cheap beside a step with long chunks): uploaded with the step, a recorded graph replays it.
-    const mlaExpansion = this.mlaPrefill === 'absorbed' ? null : planMlaExpansion(batch, plan);
+    // Uploaded with the step, so a recorded graph replays it.
+    const mlaExpansion = this.servesMla && this.mlaPrefill !== 'absorbed' ? planMlaExpansion(batch, plan) : null;
     const { data, offsets } = packStepArrays(batch, plan, batch.loraSlots === null ? null : planLoraTiles(batch.loraSlots), mlaExpansion);
     const base = this.arena.alloc(data.byteLength);
     this.device.uploadAsync(base, data);
