@@ -61,6 +61,7 @@
 # fixtures (tools/oracle/make_fixtures.py --only $FIXTURES into test/fixtures, copied into the results to commit),
 # mla-prefill (MLA's expanded prefill: its GPU test, parity of deepseek-v2-expanded with it where that fixture is present, keel bench attention, SDPA on DeepSeek-V2-Lite's expanded heads, then
 # DeepSeek-V2-Lite's TTFT at 4,096 tokens with KEEL_MLA_PREFILL=absorbed and auto),
+# variants ($VARIANT_COMMAND under each of $VARIANTS, scripts/gpu-variants.sh: an A/B of code edits in one call),
 # timeline (the throughput step's two workloads, Llama-3.1-8B 256 x 512/256 and Qwen3-0.6B
 # nano-vllm, with --step-timeline: each result holds the summary, the steps' JSONL files are
 # gzipped beside them; the first step has 240 s, as it may compile the kernels).
@@ -187,6 +188,9 @@ for s in "$@"; do
       step fixtures 300 python3 tools/oracle/make_fixtures.py --out test/fixtures --only ${FIXTURES:?name the fixtures}
       mkdir -p "$out/results/fixtures" && for f in $FIXTURES; do cp -r "test/fixtures/$f" "$out/results/fixtures/"; done
       cp test/fixtures/MANIFEST.json "$out/results/fixtures/" ;;
+    variants) # $VARIANTS (scripts/gpu-variants.sh: base is the tree, each other a directory of files over it) each running $VARIANT_COMMAND, $VARIANT_SECONDS in all (default 300).
+      step variants "${VARIANT_SECONDS:-300}" env OUT="$out" bash scripts/gpu-variants.sh run bash -c "${VARIANT_COMMAND:?name the command}"
+      cat "$out/variants.log" ;;
     mla-prefill) # MLA's expanded prefill: its GPU test (and parity of deepseek-v2-expanded with it, where that fixture is here), the attention bench (both forms) with SDPA on the expanded shapes, then DeepSeek-V2-Lite's TTFT at 4k absorbed and auto.
       step mla-expansion-tests 300 node --test test/backend/cuda/mla-expansion.gpu.test.ts
       [ -f test/fixtures/deepseek-v2-expanded/oracle.json ] && step parity-mla-expanded 200 env KEEL_MLA_PREFILL=auto KEEL_PARITY_FIXTURES='^deepseek-v2-expanded$' node --test test/transformers-parity.gpu.test.ts
@@ -372,7 +376,7 @@ for s in "$@"; do
         --step-timeline "$out/results/timeline-qwen3-0.6b-nano-vllm-$kind.jsonl" --output "$out/results/throughput-qwen3-0.6b-nano-vllm-timeline-$kind.json"
       gzip -f "$out"/results/timeline-*.jsonl
       for log in timeline-llama-3.1-8b timeline-qwen3-0.6b; do grep -hE -A12 "^Throughput" "$out/$log.log" | sed "s/^/[$log] /"; done ;;
-    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, timeline)"; exit 2 ;;
+    *) echo "unknown step $s (tests, checks, files, perf-leads, soak, moe-mla, moe-quant, moe-decode, moe-profile, server, latency, hf-latency, throughput, hf-throughput, lora, lora-throughput, profile, profile-verify, profile-head, throughput-small, sampling, serve, attention, archs, linear, gemv-mma, formats, seventy, quest, spec-synthetic, spec-fitted, spec-timeline, spec-host-profile, profile-quest, profile-mixed, profile-drafting, spec-real, verify, multi-turn, offload, preemption, pdl-tests, pdl, fixtures, mla-prefill, variants, timeline)"; exit 2 ;;
   esac
 done
 for log in tests server; do grep -hE "^# (tests|pass|fail)" "$out/$log.log" 2>/dev/null | sed "s/^/[$log] /"; done
