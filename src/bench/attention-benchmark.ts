@@ -11,6 +11,7 @@ import { CudaTensor, type CudaKvCache } from '../backend/cuda/cuda-tensor.ts';
 import { MLA_DECODE_KERNELS, type MlaDecodeKernel } from '../backend/cuda/kernels/mla-decode.ts';
 import { mlaExpansionUnsupported } from '../backend/cuda/kernels/mla-expansion.ts';
 import type { DecodeAttentionKernel } from '../backend/cuda/kernels/decode-attention.ts';
+import { ATTENTION_SECTIONS, type AttentionSection } from './attention-sections.ts';
 import { fillRandomBf16, medianGraphMs } from './graph-timing.ts';
 import { kvValueBytes, type KvCacheDtype } from '../step/kv-cache-layout.ts';
 import { BlockAssignment, bf16Tensor, buildBatch, randomBf16Values, ropeTables, seededRng, type SeqSpec } from './synthetic-batch.ts';
@@ -115,33 +116,43 @@ export interface AttentionBenchmark {
   mlaPrefill: MlaPrefillFigure[];
 }
 
-/** Runs every figure on GPU `ordinal`, with its own backend released at the end. */
-export function runAttentionBenchmark(ordinal = 0): AttentionBenchmark {
+/**
+ * Runs the figures of `sections` (all by default; the others come back empty) on GPU `ordinal`,
+ * with its own backend released at the end.
+ */
+export function runAttentionBenchmark(ordinal = 0, sections: ReadonlySet<AttentionSection> = new Set(ATTENTION_SECTIONS)): AttentionBenchmark {
   const bench = new KernelTimer(ordinal);
+  const run = <T>(section: AttentionSection, figures: () => T[]): T[] => (sections.has(section) ? figures() : []);
   try {
     const ceilings = bench.ceilings();
     return {
       deviceName: bench.backend.device.info.name,
       driverCudaVersion: bench.backend.device.info.driverCudaVersion,
       ceilings,
-      prefill: prefillKernels(bench.backend).flatMap((kernel) => [
-        ...PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel)),
-        ...PADDED_PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, PHI3_MINI, kernel)),
-      ]),
-      decode: [
+      prefill: run('prefill', () =>
+        prefillKernels(bench.backend).flatMap((kernel) => [
+          ...PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, LLAMA_8B, kernel)),
+          ...PADDED_PREFILL_SEQ_LENS.map((seqLen) => bench.prefill(seqLen, PHI3_MINI, kernel)),
+        ]),
+      ),
+      decode: run('decode', () => [
         ...BF16_KERNELS.map((kernel) => bench.decode(SHORT_DECODE.contextLen, 1, SHORT_DECODE.shape, 'auto', kernel)),
         ...DECODE_CONTEXTS.flatMap((ctx) => DECODE_BATCHES.flatMap((batch) => BF16_KERNELS.map((kernel) => bench.decode(ctx, batch, LLAMA_8B, 'auto', kernel)))),
         ...BATCHED_DECODE.kvDtypes.flatMap((dtype) =>
           (dtype === 'auto' ? BF16_KERNELS : (['auto'] as const)).map((kernel) => bench.decode(BATCHED_DECODE.contextLen, BATCHED_DECODE.batch, QWEN3_06B, dtype, kernel)),
         ),
         ...LONG_DECODE.kvDtypes.map((dtype) => bench.decode(LONG_DECODE.contextLen, LONG_DECODE.batch, LLAMA_8B, dtype, 'auto')),
-      ],
-      mlaDecode: MLA_HEADS.flatMap((heads) =>
-        MLA_DECODE_CONTEXTS.flatMap((ctx) =>
-          DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
+      ]),
+      mlaDecode: run('mla-decode', () =>
+        MLA_HEADS.flatMap((heads) =>
+          MLA_DECODE_CONTEXTS.flatMap((ctx) =>
+            DECODE_BATCHES.flatMap((batch) => MLA_DECODE_KERNELS.map((kernel) => bench.mlaDecode(ctx, batch, mlaShape(heads), ceilings.read_gb_per_s, kernel))),
+          ),
         ),
       ),
-      mlaPrefill: mlaPrefillForms(bench.backend).flatMap((form) => MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads), form)))),
+      mlaPrefill: run('mla-prefill', () =>
+        mlaPrefillForms(bench.backend).flatMap((form) => MLA_HEADS.flatMap((heads) => MLA_PREFILL_SEQ_LENS.map((seqLen) => bench.mlaPrefill(seqLen, mlaShape(heads), form)))),
+      ),
     };
   } finally {
     bench.backend.dispose();

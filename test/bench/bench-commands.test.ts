@@ -323,6 +323,8 @@ test('bench flags a user gets wrong are errors that say what to change', async (
     [['bench', 'linear', '--shape', '4096by4096'], /--shape: "4096by4096" is not NxK/],
     [['bench', 'linear', '--shape', '96x4096', '--format', 'mxfp4'], /n must be a multiple of 64/],
     [['bench', 'lora', '--rank', '8'], /unknown option --rank: see keel bench lora --help/],
+    [['bench', 'lora', '--only', 'decode'], /keel bench lora takes no --only/],
+    [['bench', 'attention', '--only', 'prefill,mla'], /--only: "mla" is not one of prefill, decode, mla-decode, mla-prefill/],
   ];
   for (const [args, message] of cases) {
     const run = await keel(args);

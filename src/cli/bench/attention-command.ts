@@ -1,6 +1,7 @@
+import { ATTENTION_SECTIONS } from '../../bench/attention-sections.ts';
 import { kernelBench } from './kernel-bench.ts';
 
-export const ATTENTION_HELP = `Usage: keel bench attention [--output FILE]
+export const ATTENTION_HELP = `Usage: keel bench attention [--only SECTIONS] [--output FILE]
 
 Times Keel's CUDA attention kernels alone (CUDA events over graph replays): prefill attention in
 causal TFLOP/s at batch 1 and 512 / 2048 / 8192 tokens with Llama-3.1-8B's heads (32 query, 8 KV,
@@ -24,6 +25,8 @@ is the expanded shapes' peer), each in its own form's TFLOP/s; beside the device
 bandwidth and a bf16 cuBLAS GEMM. Needs the CUDA backend.
 Writes JSON to ./bench-results/ (or --output).
 
+  --only SECTIONS                a comma-separated choice of ${ATTENTION_SECTIONS.join(', ')}
+                                 (default: all); the others' lists in the JSON are empty
   --output FILE                  where to write the JSON result`;
 
 export async function attentionCommand(argv: string[]): Promise<void> {
@@ -31,7 +34,7 @@ export async function attentionCommand(argv: string[]): Promise<void> {
     'attention',
     argv,
     ATTENTION_HELP,
-    async () => (await import('../../bench/attention-benchmark.ts')).runAttentionBenchmark(),
+    async (sections) => (await import('../../bench/attention-benchmark.ts')).runAttentionBenchmark(0, sections),
     (figures) => ({
       config: { kernels: 'prefill-attention.cu, prefill-attention-wgmma.cu (sm_90a), decode-attention.cu, decode-attention-mma.cu, mla.cu, mla-decode.cu', dtype: 'bf16', block_size: 16, timing: 'CUDA events over graph replays, median of 7' },
       suite: 'attention',
@@ -51,5 +54,6 @@ export async function attentionCommand(argv: string[]): Promise<void> {
       console.log(`ceilings: read ${figures.ceilings.read_gb_per_s.toFixed(0)} GB/s, copy ${figures.ceilings.copy_gb_per_s.toFixed(0)} GB/s, bf16 GEMM ${figures.ceilings.gemm_bf16_8192_tflops.toFixed(0)} TFLOP/s`);
       console.log(`wrote ${path}`);
     },
+    ATTENTION_SECTIONS,
   );
 }
