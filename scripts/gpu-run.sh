@@ -194,7 +194,7 @@ for s in "$@"; do
     mla-prefill) # MLA's expanded prefill: its GPU test (and parity of deepseek-v2-expanded with it, where that fixture is here), the attention bench (both forms) with SDPA on the expanded shapes, then DeepSeek-V2-Lite's TTFT at 4k absorbed and auto.
       step mla-expansion-tests 300 node --test test/backend/cuda/mla-expansion.gpu.test.ts
       [ -f test/fixtures/deepseek-v2-expanded/oracle.json ] && step parity-mla-expanded 200 env KEEL_MLA_PREFILL=auto KEEL_PARITY_FIXTURES='^deepseek-v2-expanded$' node --test test/transformers-parity.gpu.test.ts
-      step attention 200 node bin/keel bench attention --output "$out/results/attention-keel-llama-3.1-8b-heads-$kind.json"
+      step attention 200 node bin/keel bench attention --only mla-prefill --output "$out/results/attention-keel-mla-prefill-$kind.json"
       grep -h "^MLA prefill" "$out/attention.log"
       step sdpa 120 python3 tools/peers/hf_peers.py --arch deepseek-v2-lite --only sdpa --out-dir "$out/results"
       for f in absorbed auto; do
