@@ -18,8 +18,14 @@ export const MIN_KEYS_PER_PARTITION = 64;
  * so past a few tokens the tiles win back what the decode kernel's split over the context gains.
  */
 export const MAX_CHAIN_DECODES = 8;
-/** Decode CTAs to aim for per multiprocessor: enough loads in flight to saturate HBM. */
-const DECODE_CTAS_PER_SM = 4;
+/**
+ * Decode CTAs to aim for per multiprocessor: enough loads in flight to saturate HBM. Two, not four
+ * (H100, session 32, `keel bench attention --only decode`): batch 1 at 8k keys 16.1 µs against 23.1
+ * on the tensor cores, at 32k 55.2 against 60.5; 16 decodes at 32k over fp8 / int8 / int4 caches
+ * 401 / 425 / 357 µs against 443 / 466 / 374; no shape timed slower beyond noise. Fewer, longer
+ * partitions each stream more keys behind one Q load and write fewer partials to merge.
+ */
+const DECODE_CTAS_PER_SM = 2;
 
 /**
  * How one step's query tokens split between the two attention kernels: decodes (each with its
