@@ -242,10 +242,10 @@ for s in "$@"; do
       step profile-small-decode 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 221 --context 640
       step profile-small-mixed 150 node scripts/profile-decode-step.ts --model bench/configs/qwen3-0.6b --batch 136 --context 600 --prefill-chunk 2048
       for p in decode mixed; do sed "s/^/[profile-small-$p] /" "$out/profile-small-$p.log"; done ;;
-    profile-prefill) # Prefill attention at 8k tokens under Nsight Compute, both kernels (full sections): where the Hopper kernel's time goes (keel bench attention launches each shape 45 times, 512 / 2k / 8k in turn, so the 91st launch is the first at 8k).
+    profile-prefill) # Prefill attention at 8k tokens under Nsight Compute, both kernels (full sections): where the Hopper kernel's time goes (keel bench attention --only prefill launches each Llama shape 45 times, 512 / 2k / 8k in turn, so the 91st launch is the first at 8k).
       for k in ${PROFILE_PREFILL_KERNELS:-prefill_attention_kernel prefill_attention_wgmma_kernel}; do
         step "profile-$k" 300 ncu --clock-control none --set full --kernel-name "$k" --launch-skip 90 --launch-count 1 \
-          node bin/keel bench attention --output "$out/ncu-attention-$k.json"
+          node bin/keel bench attention --only prefill --output "$out/ncu-attention-$k.json"
         grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Registers Per Thread|Achieved Occupancy|Stall" "$out/profile-$k.log" | head -30 | sed "s/^/[profile-$k] /"
       done ;;
     sass) # The machine code of the kernels the earlier steps compiled whose file names match $SASS_KERNELS (default prefill-attention-wgmma), from the kernel cache: full listings into $OUT, an opcode count printed (HGMMA present? LDL/STL spills? barriers?).
