@@ -160,18 +160,24 @@ export function chooseDecodePartitions(numDecode: number, numKvHeads: number, ma
 }
 
 /**
- * Keys an MLA decode partition is sized for (decodeSplit): a partition's CTA loads its query tile
- * and fills its pipeline before keys stream, and a split needs the merge. Not measured yet.
+ * Keys an MLA decode partition is sized for (decodeSplit) when its CTA holds `headsPerCta` heads of
+ * a token: four rows of the latent cache a head of the query tile (whose load, with the pipeline's
+ * fill, a partition pays before keys stream), and at least 64. On the H100 (session 32, `keel bench
+ * attention`) 64 against 256 took a 16-head decode at 4k keys from 19.5 to 16.0 µs, and a CTA of 64
+ * heads (DeepSeek-V3's 128 in two) from 30.2 to 31.8: the query tile's cost grows with its heads.
  */
-export const MLA_MIN_KEYS_PER_PARTITION = 256;
+export function mlaMinKeysPerPartition(headsPerCta: number): number {
+  return Math.max(64, 4 * headsPerCta);
+}
 
 /**
- * Flash-Decoding split for MLA decode: `ctas` CTAs per partition (decodes × head blocks). An MLA
- * CTA holds up to ~226 KB of shared memory, one per multiprocessor, so the split aims at a single
- * wave: as many partitions as leave every multiprocessor one CTA, of about
- * MLA_MIN_KEYS_PER_PARTITION keys — the longest decode's decodeSplit in whole tiles of the kernel's
- * `tileKeys` (mla-decode.cu splits each decode's own keys the same way; mla.cu takes the size).
+ * Flash-Decoding split for MLA decode: `ctas` CTAs per partition (decodes × head blocks) of
+ * `headsPerCta` heads each. An MLA CTA holds up to ~226 KB of shared memory, one per
+ * multiprocessor, so the split aims at a single wave: as many partitions as leave every
+ * multiprocessor one CTA, of about mlaMinKeysPerPartition keys — the longest decode's decodeSplit
+ * in whole tiles of the kernel's `tileKeys` (mla-decode.cu splits each decode's own keys the same
+ * way; mla.cu takes the size).
  */
-export function chooseMlaPartitions(ctas: number, maxVisibleKeys: number, tileKeys: number, multiprocessors: number): DecodePartitions {
-  return decodeSplit(maxVisibleKeys, Math.max(1, Math.floor(multiprocessors / Math.max(1, ctas))), MLA_MIN_KEYS_PER_PARTITION, tileKeys);
+export function chooseMlaPartitions(ctas: number, headsPerCta: number, maxVisibleKeys: number, tileKeys: number, multiprocessors: number): DecodePartitions {
+  return decodeSplit(maxVisibleKeys, Math.max(1, Math.floor(multiprocessors / Math.max(1, ctas))), mlaMinKeysPerPartition(headsPerCta), tileKeys);
 }

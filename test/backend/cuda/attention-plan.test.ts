@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, decodeSplit, MAX_CHAIN_DECODES, MIN_KEYS_PER_PARTITION, MLA_MIN_KEYS_PER_PARTITION, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
+import { chooseDecodePartitions, chooseMlaPartitions, DECODE_TILE_KEYS, decodeSplit, MAX_CHAIN_DECODES, MIN_KEYS_PER_PARTITION, mlaMinKeysPerPartition, planAttention, PREFILL_TILE_ROWS, WIDE_PREFILL_TILE_ROWS } from '../../../src/backend/cuda/attention-plan.ts';
 import { BlockAssignment, buildBatch, seededRng } from '../../../src/bench/synthetic-batch.ts';
 import { describeBatch } from '../../../src/step/batch.ts';
 import { randInt, testSeed } from '../../helpers/gpu-test-support.ts';
@@ -77,14 +77,23 @@ test("a launch's decode partitions are its longest decode's split: whole tiles, 
 });
 
 test('MLA decode partitions: whole tiles, one wave of CTAs, none shorter than half the size they aim at', () => {
-  for (const [ctas, keys, tileKeys] of [[1, 131072, 64], [2, 32768, 64], [64, 4096, 64], [200, 8000, 64], [1, 1, 16], [3, 700, 16]]) {
-    const { numPartitions, partitionSize } = chooseMlaPartitions(ctas, keys, tileKeys, 132);
-    assert.equal(partitionSize % tileKeys, 0);
-    assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
-    assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
-    assert.ok(ctas * numPartitions <= Math.max(132, ctas), 'at most one CTA per multiprocessor when split');
-    assert.ok(2 * partitionSize > MLA_MIN_KEYS_PER_PARTITION || numPartitions === 1, 'partitions longer than half the size they aim at');
+  for (const heads of [16, 32, 64]) {
+    for (const [ctas, keys, tileKeys] of [[1, 131072, 64], [2, 32768, 64], [64, 4096, 64], [200, 8000, 64], [1, 1, 16], [3, 700, 16]]) {
+      const { numPartitions, partitionSize } = chooseMlaPartitions(ctas, heads, keys, tileKeys, 132);
+      assert.equal(partitionSize % tileKeys, 0);
+      assert.ok(numPartitions * partitionSize >= keys, `${keys} keys covered`);
+      assert.ok((numPartitions - 1) * partitionSize < keys, 'no empty trailing partition');
+      assert.ok(ctas * numPartitions <= Math.max(132, ctas), 'at most one CTA per multiprocessor when split');
+      assert.ok(2 * partitionSize > mlaMinKeysPerPartition(heads) || numPartitions === 1, 'partitions longer than half the size they aim at');
+    }
   }
-  assert.ok(chooseMlaPartitions(1, 131072, 64, 132).numPartitions >= 0.95 * 132, 'batch 1 at long context spreads over (nearly) every multiprocessor');
-  assert.equal(chooseMlaPartitions(200, 8000, 64, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
+  assert.ok(chooseMlaPartitions(1, 16, 131072, 64, 132).numPartitions >= 0.95 * 132, 'batch 1 at long context spreads over (nearly) every multiprocessor');
+  assert.equal(chooseMlaPartitions(200, 16, 8000, 64, 132).numPartitions, 1, 'a wide batch fills the GPU unsplit');
+});
+
+test('an MLA partition aims at more keys the more heads its CTA holds: 64 at 16 heads, 256 at 64', () => {
+  assert.deepEqual([16, 32, 64].map(mlaMinKeysPerPartition), [64, 128, 256]);
+  // DeepSeek-V2-Lite's 16 heads, one decode at 4k keys: 64 partitions of 64 where 256-key partitions made 16.
+  assert.equal(chooseMlaPartitions(1, 16, 4096, 64, 132).numPartitions, 64);
+  assert.equal(chooseMlaPartitions(2, 64, 4096, 64, 132).numPartitions, 16);
 });

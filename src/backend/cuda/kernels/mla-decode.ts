@@ -1,5 +1,5 @@
 import type { MlaParams } from '../../backend.ts';
-import { chooseMlaPartitions, MLA_MIN_KEYS_PER_PARTITION } from '../attention-plan.ts';
+import { chooseMlaPartitions, mlaMinKeysPerPartition } from '../attention-plan.ts';
 import type { CudaDevice } from '../cuda-device.ts';
 import type { DevicePtr } from '../driver-api.ts';
 import type { KvCacheDtype } from '../../../step/kv-cache-layout.ts';
@@ -72,7 +72,7 @@ export interface MlaDecodeArgs extends PagedSequences {
  * Absorbed MLA over the decode sequences with mla_decode_kernel: a CTA per (16 · rowTiles heads,
  * sequence, partition), the launch's partitions sized for the longest context the tables hold so that
  * one wave fills the multiprocessors, each decode using those its own keys need (decode-split.cuh,
- * partitions of about MLA_MIN_KEYS_PER_PARTITION keys); then mla_decode_combine_kernel merges a decode's
+ * partitions of about mlaMinKeysPerPartition keys); then mla_decode_combine_kernel merges a decode's
  * partitions where it used several. Callers check mlaDecodeApplies first.
  */
 export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
@@ -80,7 +80,8 @@ export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
   const rowTiles = mlaDecodeRowTiles(numHeads);
   const defines = { LATENT: latentDim, ROPE: ropeDim, MT: rowTiles, KV_DTYPE: kvDtypeDefine(a.dtype) };
   const headBlocks = Math.ceil(numHeads / (16 * rowTiles));
-  const { numPartitions } = chooseMlaPartitions(a.numDecode * headBlocks, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
+  const minKeys = mlaMinKeysPerPartition(16 * rowTiles);
+  const { numPartitions } = chooseMlaPartitions(a.numDecode * headBlocks, 16 * rowTiles, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
   if (numPartitions > 1) {
@@ -91,12 +92,12 @@ export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
   const kernel = device.kernel('mla-decode.cu', 'mla_decode_kernel', 'pppppppppppiiiiifiipf', defines);
   device.launch(kernel, [headBlocks, a.numDecode, numPartitions], [THREADS], mlaDecodeSharedBytes(latentDim, ropeDim, rowTiles), [
     a.out, partAcc, partMl, a.qLatent, a.q, a.pool, a.decodeSeqs, a.queryStartLoc, a.positions, a.seqLens, a.blockTables,
-    a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E, MLA_MIN_KEYS_PER_PARTITION, numPartitions, a.rowScales, 1,
+    a.maxBlocksPerSeq, a.blockSize, numHeads, nopeDim + ropeDim, nopeDim, scale * Math.LOG2E, minKeys, numPartitions, a.rowScales, 1,
   ]);
   if (numPartitions > 1) {
     const combine = device.kernel('mla-decode.cu', 'mla_decode_combine_kernel', 'pppppppiii', defines);
     device.launch(combine, [numHeads, a.numDecode], [128], numPartitions * 4, [
-      a.out, partAcc, partMl, a.decodeSeqs, a.queryStartLoc, a.positions, a.seqLens, numHeads, numPartitions, MLA_MIN_KEYS_PER_PARTITION,
+      a.out, partAcc, partMl, a.decodeSeqs, a.queryStartLoc, a.positions, a.seqLens, numHeads, numPartitions, minKeys,
     ]);
   }
 }

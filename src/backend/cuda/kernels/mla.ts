@@ -70,7 +70,7 @@ export function launchMlaAttention(device: CudaDevice, a: MlaAttentionArgs): voi
     const fit = fitTiles(device, a.mla, Math.min(4, Math.ceil(numHeads / 16)));
     const kernel = device.kernel('mla.cu', 'mla_attention_kernel', 'pppppppiippppiiiiifiipf', defines(fit));
     const headBlocks = Math.ceil(numHeads / (16 * fit.rowTiles));
-    const { numPartitions, partitionSize } = chooseMlaPartitions(a.numDecode * headBlocks, a.maxDecodeSeqLen, mlaTileKeys(latentDim), device.info.multiprocessorCount);
+    const { numPartitions, partitionSize } = chooseMlaPartitions(a.numDecode * headBlocks, 16 * fit.rowTiles, a.maxDecodeSeqLen, mlaTileKeys(latentDim), device.info.multiprocessorCount);
     let partAcc = 0;
     let partMl = 0;
     if (numPartitions > 1) {
