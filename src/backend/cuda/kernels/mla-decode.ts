@@ -79,9 +79,10 @@ export function launchMlaDecode(device: CudaDevice, a: MlaDecodeArgs): void {
   const { numHeads, latentDim, ropeDim, nopeDim, scale } = a.mla;
   const rowTiles = mlaDecodeRowTiles(numHeads);
   const defines = { LATENT: latentDim, ROPE: ropeDim, MT: rowTiles, KV_DTYPE: kvDtypeDefine(a.dtype) };
-  const headBlocks = Math.ceil(numHeads / (16 * rowTiles));
-  const minKeys = mlaMinKeysPerPartition(16 * rowTiles);
-  const { numPartitions } = chooseMlaPartitions(a.numDecode * headBlocks, 16 * rowTiles, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
+  const headsPerCta = 16 * rowTiles;
+  const headBlocks = Math.ceil(numHeads / headsPerCta);
+  const minKeys = mlaMinKeysPerPartition(headsPerCta);
+  const { numPartitions } = chooseMlaPartitions(a.numDecode * headBlocks, headsPerCta, a.maxDecodeSeqLen, MLA_DECODE_TILE_KEYS, device.info.multiprocessorCount);
   let partAcc = 0;
   let partMl = 0;
   if (numPartitions > 1) {
