@@ -18,6 +18,21 @@ export function nonNegativeIntFlag(flag: string, raw: string | undefined, fallba
   return value;
 }
 
+/** "a, b" -> ['a', 'b']: a comma-separated list, none of its items empty. */
+export function commaList(flag: string, value: string): string[] {
+  const items = value.split(',').map((s) => s.trim());
+  if (items.some((s) => s === '')) throw invalidArgument(`${flag} must be a comma-separated list (got "${value}")`);
+  return items;
+}
+
+/** A comma-separated list whose every item is one of `choices`. */
+export function choiceList<T extends string>(flag: string, value: string, choices: readonly T[]): T[] {
+  return commaList(flag, value).map((item) => {
+    if (!(choices as readonly string[]).includes(item)) throw invalidArgument(`${flag}: "${item}" is not one of ${choices.join(', ')}`);
+    return item as T;
+  });
+}
+
 /** "1,2,4" -> [1, 2, 4]. */
 export function positiveIntList(flag: string, raw: string): number[] {
   return raw.split(',').map((part) => positiveIntFlag(flag, part.trim(), 0));

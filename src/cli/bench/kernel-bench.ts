@@ -3,6 +3,7 @@ import { writeResult } from '../../bench/result-file.ts';
 import type { BenchResult } from '../../bench/result-schema.ts';
 import { collectEnvironment, modelFreeRun } from '../../bench/run-environment.ts';
 import { parseFlags } from '../parse-flags.ts';
+import { choiceList } from './bench-flags.ts';
 
 /** What a kernel suite records: its name, settings and figures. */
 type KernelRecord = Pick<Extract<BenchResult, { suite: 'attention' | 'lora' }>, 'suite' | 'config' | 'results'>;
@@ -45,8 +46,5 @@ export async function kernelBench<F extends { driverCudaVersion: number }, S ext
 function chosenSections<S extends string>(name: string, sections: readonly S[], only: string | undefined): ReadonlySet<S> {
   if (only === undefined) return new Set(sections);
   if (sections.length === 0) throw new KeelError('invalid_argument', `keel bench ${name} takes no --only: it has one set of figures`);
-  const names = only.split(',').map((s) => s.trim());
-  const unknown = names.find((s) => !(sections as readonly string[]).includes(s));
-  if (unknown !== undefined) throw new KeelError('invalid_argument', `keel bench ${name} --only: "${unknown}" is not one of ${sections.join(', ')}`);
-  return new Set(names as S[]);
+  return new Set(choiceList('--only', only, sections));
 }

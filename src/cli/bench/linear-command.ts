@@ -3,6 +3,7 @@ import { writeResult } from '../../bench/result-file.ts';
 import { collectEnvironment, modelFreeRun } from '../../bench/run-environment.ts';
 import { DEFAULT_BENCH_ROWS, LINEAR_BENCH_FORMATS as FORMATS, linearShapeProblem, LLAMA_8B_SHAPES } from '../../bench/linear-bench-options.ts';
 import { parseFlags } from '../parse-flags.ts';
+import { choiceList, commaList } from './bench-flags.ts';
 
 const DEFAULT_SHAPES = LLAMA_8B_SHAPES.map(([n, k]) => `${n}x${k}`).join(',');
 const DEFAULT_ROWS = DEFAULT_BENCH_ROWS.join(',');
@@ -28,12 +29,6 @@ up to 8 rows); its weight GB/s counts the compressed bytes. Needs the CUDA backe
   --shape LIST                   weights as NxK (default Llama-3.1-8B's: ${DEFAULT_SHAPES})
   --output FILE                  where to write the JSON result`;
 
-function list(flag: string, value: string): string[] {
-  const items = value.split(',').map((s) => s.trim());
-  if (items.some((s) => s === '')) throw new KeelError('invalid_argument', `${flag} must be a comma-separated list (got "${value}")`);
-  return items;
-}
-
 export async function linearCommand(argv: string[]): Promise<void> {
   const { values } = parseFlags('keel bench linear', {
     args: argv,
@@ -43,16 +38,13 @@ export async function linearCommand(argv: string[]): Promise<void> {
     console.log(LINEAR_HELP);
     return;
   }
-  const formats = list('--format', values.format ?? FORMATS.join(',')).map((f) => {
-    if (!(FORMATS as readonly string[]).includes(f)) throw new KeelError('invalid_argument', `--format: "${f}" is not one of ${FORMATS.join(', ')}`);
-    return f as (typeof FORMATS)[number];
-  });
-  const rows = list('--rows', values.rows ?? DEFAULT_ROWS).map((r) => {
+  const formats = choiceList('--format', values.format ?? FORMATS.join(','), FORMATS);
+  const rows = commaList('--rows', values.rows ?? DEFAULT_ROWS).map((r) => {
     const n = Number(r);
     if (!(Number.isInteger(n) && n >= 1)) throw new KeelError('invalid_argument', `--rows: "${r}" is not a positive integer`);
     return n;
   });
-  const shapes = list('--shape', values.shape ?? DEFAULT_SHAPES).map((s): [number, number] => {
+  const shapes = commaList('--shape', values.shape ?? DEFAULT_SHAPES).map((s): [number, number] => {
     const match = /^(\d+)x(\d+)$/.exec(s);
     if (match === null) throw new KeelError('invalid_argument', `--shape: "${s}" is not NxK (out x in, e.g. 4096x14336)`);
     const shape: [number, number] = [Number(match[1]), Number(match[2])];
