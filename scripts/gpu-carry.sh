@@ -7,10 +7,20 @@
 # never `git commit -a`: the removals would be committed. GPU tests that load models/ (keel-tiny's)
 # fail on the host while packed; for them, `pack-models` carries models/keel-tiny (19 MB) instead of
 # any fixture (the tarball set aside as .gpu-fixtures.tar.xz until `restore`), so fixture-reading
-# tests fail instead.
+# tests fail instead. Both also carry .gpu/node_modules as one xz tarball (8 MB of files become 1 MB),
+# the tree set aside as .gpu-node_modules until `restore`.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 paths=(test/fixtures models)
+pack_node_modules() {
+  [ -d .gpu/node_modules ] || return 0
+  tar cf - -C .gpu node_modules | xz -9 -T0 > .gpu/node_modules.tar.xz
+  rm -rf .gpu-node_modules && mv .gpu/node_modules .gpu-node_modules
+}
+unpack_node_modules() {
+  [ -d .gpu-node_modules ] || return 0
+  rm -rf .gpu/node_modules && mv .gpu-node_modules .gpu/node_modules && rm -f .gpu/node_modules.tar.xz
+}
 case ${1:?usage: gpu-carry.sh pack|repack|pack-models|restore|clean} in
   pack | repack)
     if [ -n "$(git status --porcelain -- "${paths[@]}" | grep -v '^ D')" ]; then
@@ -25,6 +35,7 @@ case ${1:?usage: gpu-carry.sh pack|repack|pack-models|restore|clean} in
     git ls-files models | xargs rm -f
     find "${paths[@]}" -type d -empty -delete 2>/dev/null || true
     mkdir -p test/fixtures
+    pack_node_modules
     tree=$(git ls-files -z | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}') || true
     gpu=$(find .gpu -type f -printf '%s\n' | awk '{s += $1} END {print s}')
     echo "carry: $((tree + gpu)) bytes of $((64 * 1024 * 1024))" ;;
@@ -37,8 +48,10 @@ case ${1:?usage: gpu-carry.sh pack|repack|pack-models|restore|clean} in
     git ls-files models | grep -v '^models/keel-tiny/' | xargs rm -f
     find "${paths[@]}" -type d -empty -delete 2>/dev/null || true
     mkdir -p test/fixtures
-    if [ -f .gpu/fixtures.tar.xz ]; then mv .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz; fi ;;
-  restore) git checkout -- "${paths[@]}"; if [ -f .gpu-fixtures.tar.xz ]; then mv .gpu-fixtures.tar.xz .gpu/fixtures.tar.xz; fi ;;
-  clean) git checkout -- "${paths[@]}"; rm -f .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz ;;
+    if [ -f .gpu/fixtures.tar.xz ]; then mv .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz; fi
+    pack_node_modules ;;
+  restore) git checkout -- "${paths[@]}"; if [ -f .gpu-fixtures.tar.xz ]; then mv .gpu-fixtures.tar.xz .gpu/fixtures.tar.xz; fi
+    unpack_node_modules ;;
+  clean) git checkout -- "${paths[@]}"; rm -f .gpu/fixtures.tar.xz .gpu-fixtures.tar.xz; unpack_node_modules ;;
   *) echo "usage: gpu-carry.sh pack|repack|pack-models|restore|clean" >&2; exit 2 ;;
 esac

@@ -71,6 +71,8 @@
 # JSON go to $OUT (8 files at most come back: results and logs are packed into two tarballs). Set
 # GPU_RUN_SECONDS to the call's limit (less a margin): steps are cut to fit and the tarballs still get made.
 set -uo pipefail
+# The packages travel as one tarball (scripts/gpu-carry.sh): env.sh links node_modules to the tree.
+[ -f .gpu/node_modules.tar.xz ] && [ ! -d .gpu/node_modules ] && tar xJf .gpu/node_modules.tar.xz -C .gpu
 source .gpu/env.sh
 source .gpu/source.sh
 # Test fixtures may travel compressed in the carry (the whole tree with them passes the call's 64 MiB).

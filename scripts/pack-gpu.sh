@@ -28,6 +28,8 @@ if [ "$(cat .gpu/engine.stamp 2>/dev/null)" != "$stamp" ]; then
   # zod ships its TypeScript sources, maps and declarations; node needs none of them.
   find .gpu/node_modules/zod \( -name '*.d.ts' -o -name '*.d.cts' -o -name '*.map' \) -delete
   find .gpu/node_modules/zod -type d -name src -prune -exec rm -rf {} +
+  # xgrammar's bundle carries a 1.2 MB source map: the tree has grown to within 2 MB of the limit.
+  find .gpu/node_modules/@mlc-ai -name '*.map' -delete
   # koffi ships its C++ sources and headers for building from source, and a musl build beside the
   # glibc one that the host loads: its JavaScript and that prebuilt binary are all it runs.
   find .gpu/node_modules/koffi -type f ! -name '*.js' ! -name '*.cjs' ! -name package.json ! -name 'LICENSE*' -delete
