@@ -22,7 +22,7 @@
 # Qwen3-0.6B; 256 x 512/256 on the 7B/8B configs), hf-throughput (HF eager generate and generate_batch
 # on the 256 x 512/256 workload of the configs in $HF_ARCHS, default all four; each 7B/8B config takes
 # minutes, so pick them per call, and $HF_LIMIT seconds bound the step, default 600), throughput-small (Qwen3-0.6B 256 x 512/256
-# with bf16 and fp8 KV, then HF generate_batch on it), profile (scripts/profile-decode-step.ts on Llama-3.1-8B), profile-verify
+# with bf16 and fp8 KV, then HF generate_batch on it), profile (scripts/profile-decode-step.ts on Llama-3.1-8B, with the extra arguments $PROFILE_ARGS, e.g. --batch 64), profile-verify
 # (the same for verification steps of 1, 3 and 5 query tokens at 512 cached tokens), profile-head (the EAGLE-3 head's
 # drafting pass and its catch-up over 3 and 5 tokens, op by op),
 # perf-leads (the same with int4 weights, and on a 5-token verification step at 200 and 32k context), sampling (Qwen2.5-7B
@@ -216,7 +216,7 @@ for s in "$@"; do
           --output-len 256 --lora-adapters "$n" --lora-rank "$r" --output "$out/results/throughput-llama-3.1-8b-lora$n-r$r-$kind.json"
         grep -hE "^Throughput|output tokens/s" "$out/throughput-lora$n-r$r.log" | sed "s/^/[lora$n-r$r] /"
       done; done ;;
-    profile) step profile 120 node scripts/profile-decode-step.ts ;;
+    profile) step profile 120 node scripts/profile-decode-step.ts ${PROFILE_ARGS:-} ;;
     profile-verify) # Where a verification step's time goes beside a decode step's: 8B, 512 cached tokens, q = 1 (decode), 3 and 5.
       for q in 1 3 5; do step "profile-verify$q" 100 node scripts/profile-decode-step.ts --query-tokens "$q" --context 512; done
       for q in 1 3 5; do cat "$out/profile-verify$q.log" | sed "s/^/[profile-verify$q] /"; done ;;
