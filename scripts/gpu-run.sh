@@ -58,6 +58,7 @@
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
 # $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
+# w8a8 (FP8 W8A8: its GPU test, keel bench linear on fp8 at 256 to 4,096 rows, 8B TTFT at 2,048 tokens in bf16, fp8 and fp8 W8A8),
 # fixtures (tools/oracle/make_fixtures.py --only $FIXTURES into test/fixtures, copied into the results to commit),
 # mla-prefill (MLA's expanded prefill: its GPU test, parity of deepseek-v2-expanded with it where that fixture is present, keel bench attention, SDPA on DeepSeek-V2-Lite's expanded heads, then
 # DeepSeek-V2-Lite's TTFT at 4,096 tokens with KEEL_MLA_PREFILL=absorbed and auto),
@@ -291,6 +292,18 @@ for s in "$@"; do
         if [ "$q" = sparse24 ]; then step latency-8b-sparse24 200 $(latency llama-3.1-8b 1,16,64 sparse24) --sparsity 2:4; continue; fi
         step "latency-8b-$q" 200 $(latency llama-3.1-8b 1,16,64 "$q") --quantization "$q"
         case $q in int4 | int8 | fp8) step "latency-8b-$q-marlin" 200 env KEEL_MARLIN=1 $(latency llama-3.1-8b 1,16,64 "$q-marlin") --quantization "$q" ;; esac
+      done ;;
+    w8a8) # FP8 W8A8 (cuBLASLt, per-token activation scales): its GPU test, keel bench linear on fp8 at prefill rows, then 8B TTFT at 2,048 tokens in bf16, fp8 weight-only and fp8 W8A8.
+      step w8a8-tests 200 node --test test/backend/cuda/w8a8-linear.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/w8a8-tests.log" | head -12 | sed "s/^/[w8a8-tests] /"
+      step linear-w8a8 200 node bin/keel bench linear --format bf16,fp8 --rows 256,1024,4096 --output "$out/results/linear-llama-3.1-8b-w8a8-$kind.json"
+      grep -hE "fp8 .*(w8a8|dequantize)|bf16 .*cublas" "$out/linear-w8a8.log" | head -40
+      for f in bf16 fp8-w8a16 fp8-w8a8; do
+        q=(); [ "$f" = bf16 ] || q=(--quantization fp8)
+        g=w8a16; [ "$f" = fp8-w8a8 ] && g=w8a8
+        step "ttft-8b-$f" 150 env KEEL_FP8_GEMM=$g node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy "${q[@]}" \
+          --batch-size 1 --input-len 2048 --output-len 4 --num-iters 3 --num-iters-warmup 1 --output "$out/results/latency-llama-3.1-8b-prefill2048-$f-$kind.json"
+        grep -h "TTFT" "$out/ttft-8b-$f.log" | sed "s/^/[$f] /"
       done ;;
     seventy) for q in fp8 int4; do
         step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95

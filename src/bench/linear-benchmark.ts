@@ -22,6 +22,7 @@ import { SPARSE_ROWS_MULTIPLE } from '../backend/cuda/cusparselt.ts';
 import { prune24 } from '../tensor/prune24.ts';
 import { compressSparse24 } from '../tensor/sparse24.ts';
 import { launchQuantizedGemm } from '../backend/cuda/kernels/quantized-gemm.ts';
+import { launchW8a8Linear, w8a8Fits } from '../backend/cuda/kernels/w8a8-linear.ts';
 import { launchDequantize, launchQuantizedGemv, QUANTIZED_GEMV_MAX_ROWS } from '../backend/cuda/kernels/quantized-linear.ts';
 import { gemvMmaFits, launchGemvMma } from '../backend/cuda/kernels/gemv-mma.ts';
 import { AQLM_GEMV_MAX_ROWS, launchAqlmDequantize, launchAqlmGemv } from '../backend/cuda/kernels/aqlm-linear.ts';
@@ -154,6 +155,13 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
           }
           add(figure(q.format, 'gemm', medianGraphMs(backend, () => () => launchQuantizedGemm(backend.device, out, xPtr, q.tensor, 0, rows, ws), REPS), q.bytes, cublasMs));
           add(dequantizeCublasFigure(q.format, q.bytes, () => launchDequantize(backend.device, dequantized, q.tensor)));
+          // The activations quantized per token and cuBLASLt's FP8 GEMM: what --fp8-gemm w8a8 runs past the GEMM's rows.
+          if (w8a8Fits(q.tensor) && backend.device.cublasLt.fp8RowScaledFits(rows, n, k)) {
+            const scratch = { codes: backend.device.alloc(rows * k), scales: backend.device.alloc(4 * rows) };
+            add(figure(q.format, 'w8a8', medianGraphMs(backend, () => () => launchW8a8Linear(backend.device, out, xPtr, q.tensor, 0, rows, scratch), REPS), q.bytes, cublasMs));
+            backend.device.free(scratch.codes);
+            backend.device.free(scratch.scales);
+          }
         }
         for (const q of aqlm) {
           if (rows <= AQLM_GEMV_MAX_ROWS) {

@@ -47,7 +47,8 @@ import { launchDequantize, launchEmbedQuantizedTokens, launchPermuteColumns, lau
 import { launchQuantizedGemm, QUANTIZED_GEMM_MAX_ROWS } from './kernels/quantized-gemm.ts';
 import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
-import { QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
+import { FP8_GEMMS, QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, takesW8a8, type Fp8Gemm, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
+import { launchW8a8Linear } from './kernels/w8a8-linear.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertDeltaRuleShapes, assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, deltaRuleDecays, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
@@ -164,6 +165,12 @@ export interface CudaBackendOptions {
    * $KEEL_QUANTIZED_GEMV, else auto.
    */
   quantizedGemv?: QuantizedGemvKernel;
+  /**
+   * How fp8 weights multiply prefill-sized batches (kernels/quantized-path.ts): `w8a16` (the
+   * weight dequantized for cuBLAS) or `w8a8` (activations quantized per token, cuBLASLt's FP8
+   * GEMM). Default: $KEEL_FP8_GEMM, else w8a16.
+   */
+  fp8Gemm?: Fp8Gemm;
   /**
    * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
    * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
@@ -311,6 +318,8 @@ export class CudaBackend implements Backend {
   readonly marlin: boolean;
   /** Which kernel multiplies int4 and fp8 decode rows (CudaBackendOptions.quantizedGemv). */
   readonly quantizedGemv: QuantizedGemvKernel;
+  /** How fp8 weights multiply prefill-sized batches (CudaBackendOptions.fp8Gemm). */
+  readonly fp8Gemm: Fp8Gemm;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -327,6 +336,7 @@ export class CudaBackend implements Backend {
     this.decodeAttention = options.decodeAttention ?? choiceFromEnv('KEEL_DECODE_ATTENTION', DECODE_ATTENTION_KERNELS, 'auto');
     this.marlin = options.marlin ?? marlinFromEnv();
     this.quantizedGemv = options.quantizedGemv ?? choiceFromEnv('KEEL_QUANTIZED_GEMV', QUANTIZED_GEMV_KERNELS, 'auto');
+    this.fp8Gemm = options.fp8Gemm ?? choiceFromEnv('KEEL_FP8_GEMM', FP8_GEMMS, 'w8a16');
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -978,7 +988,8 @@ export class CudaBackend implements Backend {
    * Decode-sized batches stream the codes through the quantized GEMV, batches up to
    * QUANTIZED_GEMM_MAX_ROWS through the tensor-core GEMM that decodes the weight tile by tile (an
    * act-order weight's activations gathered into its stored column order first for both); larger
-   * ones, and shapes neither takes, dequantize the weight to bf16 and take the 16-bit path.
+   * ones, and shapes neither takes, dequantize the weight to bf16 and take the 16-bit path, or, for
+   * fp8 weights under `fp8Gemm` w8a8, quantize the activations and run cuBLASLt's FP8 GEMM.
    */
   private quantizedLinear(x: Tensor, w: CudaQuantizedTensor, bias: Tensor | null): Tensor {
     const input = asBf16(x, 'linear input');
@@ -987,6 +998,11 @@ export class CudaBackend implements Backend {
     if (b !== null && b.numel !== w.rows) throw new Error(`linear: bias of ${b.numel} values for ${w.rows} outputs`);
     if (w.mixedInt8Threshold !== null) return this.llmInt8Linear(input, w, b);
     if (w.codebooks !== 0) return this.aqlmLinear(input, w, b);
+    if (takesW8a8(w, input.rows, this.fp8Gemm) && this.device.cublasLt.fp8RowScaledFits(input.rows, w.rows, w.cols)) {
+      const out = this.stepTensor([input.rows, w.rows]);
+      launchW8a8Linear(this.device, out.ptr, input.ptr, w, b?.ptr ?? 0, input.rows, { codes: this.arena.alloc(input.rows * w.cols), scales: this.arena.alloc(4 * input.rows) });
+      return out;
+    }
     const path = quantizedPath(w, input.rows, this.quantizedGemv);
     // Only a vocabulary table the GEMM takes is larger than the scratch (loadQuantizedWeightInto).
     const fitsScratch = (this.dequantized?.bytes ?? 0) >= 2 * w.rows * w.cols;

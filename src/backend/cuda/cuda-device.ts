@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { KeelError } from '../../errors.ts';
 import { Cublas } from './cublas.ts';
+import { CublasLt } from './cublas-lt.ts';
 import { CusparseLt } from './cusparselt.ts';
 import { CU_DEVICE_ATTRIBUTE, CudaDriver, type DevicePtr, type Handle } from './driver-api.ts';
 import { HostStaging, type PendingDownload } from './host-staging.ts';
@@ -65,6 +66,8 @@ export class CudaDevice {
   readonly driver: CudaDriver;
   readonly nvrtc: Nvrtc;
   readonly cublas: Cublas;
+  /** cuBLASLt, for FP8 GEMMs with per-row scales (W8A8), sharing cuBLAS's workspace. */
+  readonly cublasLt: CublasLt;
   readonly info: CudaDeviceInfo;
   readonly stream: Handle;
   /** CudaDeviceOptions.programmaticLaunch, where the GPU has it. */
@@ -116,6 +119,7 @@ export class CudaDevice {
     this.arrival = this.driver.alloc(ARRIVAL_COUNTERS * 4);
     this.driver.memsetD8Async(this.arrival, 0, ARRIVAL_COUNTERS * 4, this.stream);
     this.cublas = new Cublas(libs.cublas.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
+    this.cublasLt = new CublasLt(libs.cublasLt.handle, this.stream, this.cublasWorkspace, CUBLAS_WORKSPACE_BYTES);
     this.timerStart = this.driver.createEvent();
     this.timerEnd = this.driver.createEvent();
   }
@@ -282,6 +286,7 @@ export class CudaDevice {
   dispose(): void {
     this.driver.synchronizeStream(this.stream);
     this.cublas.dispose();
+    this.cublasLt.dispose();
     this.sparse?.dispose();
     this.staging.dispose();
     this.params.dispose();

@@ -17,7 +17,9 @@ int4, nf4, quantized as --quantization does) are timed on every kernel that take
 decode GEMV up to 8 rows (int4 and fp8 also on the tensor-core GEMV, path "gemv-mma", whether or
 not KEEL_QUANTIZED_GEMV makes the backend use it), past it the tensor-core GEMM and dequantize + cuBLAS, and fp8, int8 and
 int4 also on the fragment-layout (Marlin-style) GEMM at every row count (path "marlin", whether or
-not KEEL_MARLIN makes the backend use it), so the thresholds between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
+not KEEL_MARLIN makes the backend use it), and fp8 with one scale per row past 8 rows on W8A8 too (path
+"w8a8": activations quantized per token, cuBLASLt's FP8 GEMM; the backend's path for prefill batches
+under KEEL_FP8_GEMM=w8a8), so the thresholds between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
 down [k, n/2]) beside the same MLP in bf16. aqlm-2x8 and aqlm-1x16 (random codes) time the AQLM
 codebook-lookup GEMV up to 8 rows, past it dequantize + cuBLAS. 2:4 prunes the weight by magnitude
 and times cuSPARSELt at every row count (rows padded to 16) and the backend's choice (the dense GEMV

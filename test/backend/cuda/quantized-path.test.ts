@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CudaQuantizedTensor } from '../../../src/backend/cuda/cuda-tensor.ts';
 import { gemvMmaFits, gemvMmaSplits } from '../../../src/backend/cuda/kernels/gemv-mma.ts';
-import { quantizedPath } from '../../../src/backend/cuda/kernels/quantized-path.ts';
+import { quantizedPath, takesW8a8 } from '../../../src/backend/cuda/kernels/quantized-path.ts';
 import type { QuantizedFormat } from '../../../src/tensor/quantized-weight.ts';
 
 // The CUDA backend's choice of quantized kernel, without a GPU: only shapes and formats matter here.
@@ -62,4 +62,18 @@ test('the tensor-core GEMV splits the steps of few output rows over the grid, at
   assert.equal(gemvMmaSplits(weight('int4', 100, 4096, 128), 132), 2, '32 steps: at most 2 parts');
   assert.equal(gemvMmaSplits(weight('int4', 64, 1024, 128), 132), 1, '8 steps cannot split');
   assert.equal(gemvMmaSplits(weight('fp8-e4m3', 1024, 4096, 4096), 132), 4, 'fp8: 64 steps of 64 columns, 512 warps want 5 parts, 4 fit');
+});
+
+test('W8A8 takes fp8 weights with one scale per row past the tensor-core GEMM, only when chosen', () => {
+  const perChannel = weight('fp8-e4m3', 4096, 14336, 14336);
+  assert.deepEqual([128, 129, 4096].map((rows) => takesW8a8(perChannel, rows, 'w8a8')), [false, true, true]);
+  assert.equal(takesW8a8(perChannel, 4096, 'w8a16'), false, 'the weight-only path unless chosen');
+  for (const [what, w] of [
+    ['fp8 in 128-column blocks', weight('fp8-e4m3', 4096, 4096, 128)],
+    ['int8', weight('int8', 4096, 4096, 4096)],
+    ['fp8 rows not a multiple of 16', weight('fp8-e4m3', 4104, 4096, 4096)],
+    ['fp8 in the fragment layout', weight('fp8-e4m3', 4096, 4096, 4096, { layout: 'marlin' })],
+  ] as const) {
+    assert.equal(takesW8a8(w, 4096, 'w8a8'), false, what);
+  }
 });

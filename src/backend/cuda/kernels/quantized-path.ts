@@ -3,6 +3,7 @@ import { gemvMmaFits } from './gemv-mma.ts';
 import { marlinProblem } from './marlin-layout.ts';
 import { QUANTIZED_GEMM_MAX_ROWS } from './quantized-gemm.ts';
 import { QUANTIZED_GEMV_MAX_ROWS, quantizedGemvFits } from './quantized-linear.ts';
+import { w8a8Fits } from './w8a8-linear.ts';
 import type { QuantizedWeight } from '../../../tensor/quantized-weight.ts';
 
 // Which kernel multiplies a quantized linear weight: the one table of the CUDA backend's choices.
@@ -41,6 +42,20 @@ function usesTensorCores(w: CudaQuantizedTensor, rows: number, gemv: QuantizedGe
   if (!gemvMmaFits(w)) return false;
   if (gemv === 'auto') return w.format === 'fp8-e4m3' || rows >= 2;
   return gemv === 'tensor-cores';
+}
+
+/**
+ * How fp8 weights multiply batches past the tensor-core GEMM's rows (prefills): `w8a16`
+ * dequantizes the weight to bf16 for cuBLAS, the activations exact; `w8a8` quantizes the
+ * activations to e4m3 per token and runs cuBLASLt's FP8 GEMM (w8a8-linear.ts), where the weight's
+ * layout and the GPU allow it. Decode batches keep the weight-only GEMV and GEMM either way.
+ */
+export type Fp8Gemm = 'w8a16' | 'w8a8';
+export const FP8_GEMMS: readonly Fp8Gemm[] = ['w8a16', 'w8a8'];
+
+/** Whether `rows` batch rows of an fp8 weight take W8A8 under `fp8Gemm` (before asking cuBLASLt for the shape). */
+export function takesW8a8(w: CudaQuantizedTensor, rows: number, fp8Gemm: Fp8Gemm): boolean {
+  return fp8Gemm === 'w8a8' && rows > QUANTIZED_GEMM_MAX_ROWS && w8a8Fits(w);
 }
 
 /**

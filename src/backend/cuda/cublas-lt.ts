@@ -1,0 +1,177 @@
+import type { LibraryHandle } from 'koffi';
+import { cudaCallError } from './cuda-error.ts';
+import type { DevicePtr, Handle, NativeFn } from './driver-api.ts';
+
+// library_types.h, cublas_api.h and cublasLt.h enum values.
+const CUDA_R_32F = 0;
+const CUDA_R_16BF = 14;
+const CUDA_R_8F_E4M3 = 28;
+const CUBLAS_COMPUTE_32F = 68;
+const CUBLAS_OP_N = 0;
+const CUBLAS_OP_T = 1;
+const CUBLASLT_MATMUL_DESC_TRANSA = 3;
+const CUBLASLT_MATMUL_DESC_TRANSB = 4;
+const CUBLASLT_MATMUL_DESC_A_SCALE_POINTER = 17;
+const CUBLASLT_MATMUL_DESC_B_SCALE_POINTER = 18;
+const CUBLASLT_MATMUL_DESC_A_SCALE_MODE = 31;
+const CUBLASLT_MATMUL_DESC_B_SCALE_MODE = 32;
+/** A float32 scale per row of op(A) (per output channel) and per column of op(B) (per token). */
+const CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F = 3;
+const CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1;
+/** sizeof(cublasLtMatmulHeuristicResult_t): the algorithm's 64 bytes, then workspaceSize (size_t) and state (int). */
+const HEURISTIC_RESULT_BYTES = 96;
+const ALGO_BYTES = 64;
+const WORKSPACE_SIZE_OFFSET = 64;
+const STATE_OFFSET = 72;
+/** Candidates asked of the heuristic; the first that fits the workspace runs. */
+const HEURISTIC_CANDIDATES = 8;
+/** Shapes whose layouts and algorithm are kept (prefill chunks come in many lengths); the oldest goes first. */
+const MAX_PLANS = 256;
+
+/** What cublasLtMatmul needs for one (m, n, k): three layouts and the chosen algorithm, or null where none exists. */
+interface Fp8Plan {
+  a: Handle;
+  b: Handle;
+  d: Handle;
+  algo: Uint8Array;
+}
+
+/**
+ * cuBLASLt (libcublasLt.so) on one stream, sharing cuBLAS's caller-owned workspace (both run in
+ * stream order, so one never overwrites the other's), for what plain cuBLAS cannot do: FP8 GEMMs
+ * with a scale per output channel and per token (W8A8 with dynamic activation scales).
+ */
+export class CublasLt {
+  private readonly fns: Record<string, NativeFn> = {};
+  private readonly statusName: NativeFn;
+  private readonly handle: Handle;
+  private readonly stream: Handle;
+  private readonly workspace: DevicePtr;
+  private readonly workspaceBytes: number;
+  /** One descriptor for every FP8 matmul: its scale pointers are set per call. */
+  private fp8Desc: Handle | null = null;
+  private readonly fp8Plans = new Map<string, Fp8Plan | null>();
+  private readonly one = new Float32Array([1]);
+  private readonly zero = new Float32Array([0]);
+
+  constructor(lib: LibraryHandle, stream: Handle, workspace: DevicePtr, workspaceBytes: number) {
+    this.statusName = lib.func('const char *cublasLtGetStatusName(int status)');
+    for (const proto of [
+      'int cublasLtCreate(_Out_ void **handle)',
+      'int cublasLtDestroy(void *handle)',
+      'int cublasLtMatmulDescCreate(_Out_ void **desc, int computeType, int scaleType)',
+      'int cublasLtMatmulDescDestroy(void *desc)',
+      'int cublasLtMatmulDescSetAttribute(void *desc, int attr, const void *buf, size_t bytes)',
+      'int cublasLtMatrixLayoutCreate(_Out_ void **layout, int type, uint64_t rows, uint64_t cols, int64_t ld)',
+      'int cublasLtMatrixLayoutDestroy(void *layout)',
+      'int cublasLtMatmulPreferenceCreate(_Out_ void **pref)',
+      'int cublasLtMatmulPreferenceDestroy(void *pref)',
+      'int cublasLtMatmulPreferenceSetAttribute(void *pref, int attr, const void *buf, size_t bytes)',
+      'int cublasLtMatmulAlgoGetHeuristic(void *handle, void *desc, void *a, void *b, void *c, void *d, void *pref, int requested, void *results, _Out_ int *returned)',
+      'int cublasLtMatmul(void *handle, void *desc, const void *alpha, uint64_t A, void *Adesc, uint64_t B, void *Bdesc, const void *beta, uint64_t C, void *Cdesc, uint64_t D, void *Ddesc, const void *algo, uint64_t workspace, size_t workspaceBytes, void *stream)',
+    ]) {
+      this.fns[/\b(cublasLt\w+)\(/.exec(proto)![1]] = lib.func(proto);
+    }
+    this.handle = this.create('cublasLtCreate');
+    this.stream = stream;
+    this.workspace = workspace;
+    this.workspaceBytes = workspaceBytes;
+  }
+
+  private call(name: string, ...args: unknown[]): void {
+    const code = this.fns[name](...args) as number;
+    if (code !== 0) throw cudaCallError(name, code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
+  }
+
+  private create(name: string, ...args: unknown[]): Handle {
+    const box: unknown[] = [null];
+    this.call(name, box, ...args);
+    return box[0] as Handle;
+  }
+
+  private setAttribute(desc: Handle, attr: number, value: Int32Array | BigUint64Array): void {
+    this.call('cublasLtMatmulDescSetAttribute', desc, attr, value, value.byteLength);
+  }
+
+  private fp8Descriptor(): Handle {
+    if (this.fp8Desc !== null) return this.fp8Desc;
+    const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]));
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]));
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]));
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, new Int32Array([CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F]));
+    return (this.fp8Desc = desc);
+  }
+
+  /**
+   * The layouts and algorithm for y [m, n] = x [m, k] · wᵀ in e4m3, made on first use and kept
+   * (the heuristic is host work, tens of microseconds). Null when cuBLASLt has no algorithm for
+   * the shape on this GPU (FP8 with per-row scales needs Hopper or later, and a recent cuBLAS).
+   */
+  private fp8Plan(m: number, n: number, k: number): Fp8Plan | null {
+    const key = `${m},${n},${k}`;
+    const cached = this.fp8Plans.get(key);
+    if (cached !== undefined) return cached;
+    const desc = this.fp8Descriptor();
+    // Column-major, as linearBf16: w [n, k] row-major reads as wᵀ [k, n] (op T gives w back), x as xᵀ [k, m], and yᵀ [n, m] is y row-major.
+    const a = this.create('cublasLtMatrixLayoutCreate', CUDA_R_8F_E4M3, k, n, k);
+    const b = this.create('cublasLtMatrixLayoutCreate', CUDA_R_8F_E4M3, k, m, k);
+    const d = this.create('cublasLtMatrixLayoutCreate', CUDA_R_16BF, n, m, n);
+    const pref = this.create('cublasLtMatmulPreferenceCreate');
+    const results = new Uint8Array(HEURISTIC_RESULT_BYTES * HEURISTIC_CANDIDATES);
+    const returned = [0];
+    try {
+      this.call('cublasLtMatmulPreferenceSetAttribute', pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, new BigUint64Array([BigInt(this.workspaceBytes)]), 8);
+      const code = this.fns.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, d, d, pref, HEURISTIC_CANDIDATES, results, returned) as number;
+      // NOT_SUPPORTED (15): no algorithm for this combination on this GPU; anything else is an error.
+      if (code !== 0 && code !== 15) throw cudaCallError('cublasLtMatmulAlgoGetHeuristic', code, (this.statusName(code) as string | null) ?? `cublasStatus ${code}`);
+      if (code === 15) returned[0] = 0;
+    } finally {
+      this.call('cublasLtMatmulPreferenceDestroy', pref);
+    }
+    const view = new DataView(results.buffer);
+    let algo: Uint8Array | null = null;
+    for (let i = 0; i < returned[0] && algo === null; i++) {
+      const at = i * HEURISTIC_RESULT_BYTES;
+      const fits = view.getBigUint64(at + WORKSPACE_SIZE_OFFSET, true) <= BigInt(this.workspaceBytes);
+      if (view.getInt32(at + STATE_OFFSET, true) === 0 && fits) algo = results.slice(at, at + ALGO_BYTES);
+    }
+    let plan: Fp8Plan | null = null;
+    if (algo === null) for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+    else plan = { a, b, d, algo };
+    if (this.fp8Plans.size >= MAX_PLANS) this.forget(this.fp8Plans.keys().next().value!);
+    this.fp8Plans.set(key, plan);
+    return plan;
+  }
+
+  private forget(key: string): void {
+    const plan = this.fp8Plans.get(key);
+    if (plan) for (const layout of [plan.a, plan.b, plan.d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+    this.fp8Plans.delete(key);
+  }
+
+  /** Whether cuBLASLt multiplies e4m3 operands with per-row scales at this shape on this GPU. */
+  fp8RowScaledFits(m: number, n: number, k: number): boolean {
+    return this.fp8Plan(m, n, k) !== null;
+  }
+
+  /**
+   * Row-major y [m, n] (bf16) = (xScales ⊗ wScales) ∘ (x [m, k] · wᵀ), x and w e4m3 codes with w
+   * [n, k], xScales f32 [m] (one a token), wScales f32 [n] (one an output channel), fp32
+   * accumulation. Only where fp8RowScaledFits.
+   */
+  fp8RowScaled(y: DevicePtr, x: DevicePtr, xScales: DevicePtr, w: DevicePtr, wScales: DevicePtr, m: number, n: number, k: number): void {
+    const plan = this.fp8Plan(m, n, k);
+    if (plan === null) throw new Error(`cuBLASLt has no e4m3 row-scaled GEMM for [${m}, ${k}] · [${n}, ${k}]ᵀ on this GPU`);
+    const desc = this.fp8Descriptor();
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, new BigUint64Array([BigInt(wScales)]));
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, new BigUint64Array([BigInt(xScales)]));
+    this.call('cublasLtMatmul', this.handle, desc, this.one, w, plan.a, x, plan.b, this.zero, y, plan.d, y, plan.d, plan.algo, this.workspace, this.workspaceBytes, this.stream);
+  }
+
+  dispose(): void {
+    for (const key of [...this.fp8Plans.keys()]) this.forget(key);
+    if (this.fp8Desc !== null) this.call('cublasLtMatmulDescDestroy', this.fp8Desc);
+    this.call('cublasLtDestroy', this.handle);
+  }
+}
