@@ -5,7 +5,7 @@ export const LINEAR_BENCH_FORMATS = ['bf16', 'fp8', 'int8', 'int4', 'nf4', 'llm-
 export type LinearBenchFormat = (typeof LINEAR_BENCH_FORMATS)[number];
 
 /** The kernel a figure timed. */
-export const LINEAR_BENCH_PATHS = ['cublas', 'keel-bf16', 'gemv', 'gemv-mma', 'gemm', 'dequantize+cublas', 'marlin', 'llm-int8', 'expert-mlp', 'cusparselt', 'keel-2:4', 'w8a8'] as const;
+export const LINEAR_BENCH_PATHS = ['cublas', 'keel-bf16', 'gemv', 'gemv-mma', 'gemm', 'dequantize+cublas', 'marlin', 'llm-int8', 'expert-mlp', 'cusparselt', 'keel-2:4', 'w8a8', 'cublaslt-first', 'cublaslt-best'] as const;
 export type LinearPath = (typeof LINEAR_BENCH_PATHS)[number];
 
 /** Llama-3.1-8B's projections [out, in]: q/k/v stacked, o, gate/up stacked, down. */

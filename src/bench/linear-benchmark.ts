@@ -127,6 +127,13 @@ export function runLinearBenchmark(options: LinearBenchOptions, ordinal = 0): Li
         if (options.formats.includes('bf16')) {
           step();
           add(figure('bf16', 'keel-bf16', medianGraphMs(backend, () => () => backend.linear(x, dense, null), REPS), 2 * n * k, cublasMs));
+          // cuBLASLt's heuristic candidates each timed: its first choice, and the fastest (what tuning per shape would gain over cuBLAS's pick).
+          const lt = backend.device.cublasLt;
+          const candidates = Array.from({ length: lt.bf16Candidates(rows, n, k) }, (_, i) => medianGraphMs(backend, () => () => lt.bf16(out, xPtr, densePtr, rows, n, k, i), REPS));
+          if (candidates.length > 0) {
+            add(figure('bf16', 'cublaslt-first', candidates[0], 2 * n * k, cublasMs));
+            add(figure('bf16', 'cublaslt-best', Math.min(...candidates), 2 * n * k, cublasMs));
+          }
         }
         const ws = () => workspace;
         // The weight dequantized into the scratch matrix, then cuBLAS: the path past the kernels' rows.

@@ -23,23 +23,25 @@ const HEURISTIC_RESULT_BYTES = 96;
 const ALGO_BYTES = 64;
 const WORKSPACE_SIZE_OFFSET = 64;
 const STATE_OFFSET = 72;
-/** Candidates asked of the heuristic; the first that fits the workspace runs. */
+/** Candidates asked of the heuristic (FP8 runs the first that fits the workspace; the bench times each bf16 one). */
 const HEURISTIC_CANDIDATES = 8;
 /** Shapes whose layouts and algorithm are kept (prefill chunks come in many lengths); the oldest goes first. */
 const MAX_PLANS = 256;
 
-/** What cublasLtMatmul needs for one (m, n, k): three layouts and the chosen algorithm, or null where none exists. */
-interface Fp8Plan {
+/** What cublasLtMatmul needs for one (m, n, k): three layouts and the heuristic's algorithms, best first (never empty). */
+interface Plan {
   a: Handle;
   b: Handle;
   d: Handle;
-  algo: Uint8Array;
+  algos: Uint8Array[];
 }
 
 /**
  * cuBLASLt (libcublasLt.so) on one stream, sharing cuBLAS's caller-owned workspace (both run in
  * stream order, so one never overwrites the other's), for what plain cuBLAS cannot do: FP8 GEMMs
- * with a scale per output channel and per token (W8A8 with dynamic activation scales).
+ * with a scale per output channel and per token (W8A8 with dynamic activation scales), and bf16
+ * GEMMs run with each of the heuristic's candidate algorithms (which `keel bench linear` times
+ * against cuBLAS's own choice).
  */
 export class CublasLt {
   private readonly fns: Record<string, NativeFn> = {};
@@ -50,7 +52,9 @@ export class CublasLt {
   private readonly workspaceBytes: number;
   /** One descriptor for every FP8 matmul: its scale pointers are set per call. */
   private fp8Desc: Handle | null = null;
-  private readonly fp8Plans = new Map<string, Fp8Plan | null>();
+  private bf16Desc: Handle | null = null;
+  /** Per data type and (m, n, k); null where the heuristic has no algorithm. */
+  private readonly plans = new Map<string, Plan | null>();
   private readonly one = new Float32Array([1]);
   private readonly zero = new Float32Array([0]);
 
@@ -103,19 +107,28 @@ export class CublasLt {
     return (this.fp8Desc = desc);
   }
 
+  private bf16Descriptor(): Handle {
+    if (this.bf16Desc !== null) return this.bf16Desc;
+    const desc = this.create('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, new Int32Array([CUBLAS_OP_T]));
+    this.setAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, new Int32Array([CUBLAS_OP_N]));
+    return (this.bf16Desc = desc);
+  }
+
   /**
-   * The layouts and algorithm for y [m, n] = x [m, k] · wᵀ in e4m3, made on first use and kept
-   * (the heuristic is host work, tens of microseconds). Null when cuBLASLt has no algorithm for
-   * the shape on this GPU (FP8 with per-row scales needs Hopper or later, and a recent cuBLAS).
+   * The layouts and the heuristic's algorithms for y [m, n] = x [m, k] · wᵀ with x and w of
+   * `type` (e4m3 or bf16), y bf16, made on first use and kept (the heuristic is host work, tens of
+   * microseconds). Null when cuBLASLt has no algorithm for the shape on this GPU (FP8 with per-row
+   * scales needs Hopper or later, and a recent cuBLAS).
    */
-  private fp8Plan(m: number, n: number, k: number): Fp8Plan | null {
-    const key = `${m},${n},${k}`;
-    const cached = this.fp8Plans.get(key);
+  private plan(type: number, m: number, n: number, k: number): Plan | null {
+    const key = `${type}:${m},${n},${k}`;
+    const cached = this.plans.get(key);
     if (cached !== undefined) return cached;
-    const desc = this.fp8Descriptor();
-    // Column-major, as linearBf16: w [n, k] row-major reads as wᵀ [k, n] (op T gives w back), x as xᵀ [k, m], and yᵀ [n, m] is y row-major.
-    const a = this.create('cublasLtMatrixLayoutCreate', CUDA_R_8F_E4M3, k, n, k);
-    const b = this.create('cublasLtMatrixLayoutCreate', CUDA_R_8F_E4M3, k, m, k);
+    const desc = type === CUDA_R_8F_E4M3 ? this.fp8Descriptor() : this.bf16Descriptor();
+    // Column-major, as Cublas.linearBf16: w [n, k] row-major reads as wᵀ [k, n] (op T gives w back), x as xᵀ [k, m], and yᵀ [n, m] is y row-major.
+    const a = this.create('cublasLtMatrixLayoutCreate', type, k, n, k);
+    const b = this.create('cublasLtMatrixLayoutCreate', type, k, m, k);
     const d = this.create('cublasLtMatrixLayoutCreate', CUDA_R_16BF, n, m, n);
     const pref = this.create('cublasLtMatmulPreferenceCreate');
     const results = new Uint8Array(HEURISTIC_RESULT_BYTES * HEURISTIC_CANDIDATES);
@@ -130,29 +143,29 @@ export class CublasLt {
       this.call('cublasLtMatmulPreferenceDestroy', pref);
     }
     const view = new DataView(results.buffer);
-    let algo: Uint8Array | null = null;
-    for (let i = 0; i < returned[0] && algo === null; i++) {
+    const algos: Uint8Array[] = [];
+    for (let i = 0; i < returned[0]; i++) {
       const at = i * HEURISTIC_RESULT_BYTES;
       const fits = view.getBigUint64(at + WORKSPACE_SIZE_OFFSET, true) <= BigInt(this.workspaceBytes);
-      if (view.getInt32(at + STATE_OFFSET, true) === 0 && fits) algo = results.slice(at, at + ALGO_BYTES);
+      if (view.getInt32(at + STATE_OFFSET, true) === 0 && fits) algos.push(results.slice(at, at + ALGO_BYTES));
     }
-    let plan: Fp8Plan | null = null;
-    if (algo === null) for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
-    else plan = { a, b, d, algo };
-    if (this.fp8Plans.size >= MAX_PLANS) this.forget(this.fp8Plans.keys().next().value!);
-    this.fp8Plans.set(key, plan);
+    let plan: Plan | null = null;
+    if (algos.length === 0) for (const layout of [a, b, d]) this.call('cublasLtMatrixLayoutDestroy', layout);
+    else plan = { a, b, d, algos };
+    if (this.plans.size >= MAX_PLANS) this.forget(this.plans.keys().next().value!);
+    this.plans.set(key, plan);
     return plan;
   }
 
   private forget(key: string): void {
-    const plan = this.fp8Plans.get(key);
+    const plan = this.plans.get(key);
     if (plan) for (const layout of [plan.a, plan.b, plan.d]) this.call('cublasLtMatrixLayoutDestroy', layout);
-    this.fp8Plans.delete(key);
+    this.plans.delete(key);
   }
 
   /** Whether cuBLASLt multiplies e4m3 operands with per-row scales at this shape on this GPU. */
   fp8RowScaledFits(m: number, n: number, k: number): boolean {
-    return this.fp8Plan(m, n, k) !== null;
+    return this.plan(CUDA_R_8F_E4M3, m, n, k) !== null;
   }
 
   /**
@@ -161,17 +174,29 @@ export class CublasLt {
    * accumulation. Only where fp8RowScaledFits.
    */
   fp8RowScaled(y: DevicePtr, x: DevicePtr, xScales: DevicePtr, w: DevicePtr, wScales: DevicePtr, m: number, n: number, k: number): void {
-    const plan = this.fp8Plan(m, n, k);
+    const plan = this.plan(CUDA_R_8F_E4M3, m, n, k);
     if (plan === null) throw new Error(`cuBLASLt has no e4m3 row-scaled GEMM for [${m}, ${k}] · [${n}, ${k}]ᵀ on this GPU`);
     const desc = this.fp8Descriptor();
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, new BigUint64Array([BigInt(wScales)]));
     this.setAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, new BigUint64Array([BigInt(xScales)]));
-    this.call('cublasLtMatmul', this.handle, desc, this.one, w, plan.a, x, plan.b, this.zero, y, plan.d, y, plan.d, plan.algo, this.workspace, this.workspaceBytes, this.stream);
+    this.call('cublasLtMatmul', this.handle, desc, this.one, w, plan.a, x, plan.b, this.zero, y, plan.d, y, plan.d, plan.algos[0], this.workspace, this.workspaceBytes, this.stream);
+  }
+
+  /** How many candidate algorithms the heuristic offers for a bf16 y [m, n] = x [m, k] · wᵀ (0: none). */
+  bf16Candidates(m: number, n: number, k: number): number {
+    return this.plan(CUDA_R_16BF, m, n, k)?.algos.length ?? 0;
+  }
+
+  /** Row-major y [m, n] = x [m, k] · wᵀ, all bf16 with fp32 accumulation, by the heuristic's candidate `candidate` (0 its first choice). */
+  bf16(y: DevicePtr, x: DevicePtr, w: DevicePtr, m: number, n: number, k: number, candidate: number): void {
+    const plan = this.plan(CUDA_R_16BF, m, n, k);
+    if (plan === null || candidate >= plan.algos.length) throw new Error(`cuBLASLt has no bf16 candidate ${candidate} for [${m}, ${k}] · [${n}, ${k}]ᵀ`);
+    this.call('cublasLtMatmul', this.handle, this.bf16Descriptor(), this.one, w, plan.a, x, plan.b, this.zero, y, plan.d, y, plan.d, plan.algos[candidate], this.workspace, this.workspaceBytes, this.stream);
   }
 
   dispose(): void {
-    for (const key of [...this.fp8Plans.keys()]) this.forget(key);
-    if (this.fp8Desc !== null) this.call('cublasLtMatmulDescDestroy', this.fp8Desc);
+    for (const key of [...this.plans.keys()]) this.forget(key);
+    for (const desc of [this.fp8Desc, this.bf16Desc]) if (desc !== null) this.call('cublasLtMatmulDescDestroy', desc);
     this.call('cublasLtDestroy', this.handle);
   }
 }

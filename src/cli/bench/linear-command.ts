@@ -19,7 +19,9 @@ not KEEL_QUANTIZED_GEMV makes the backend use it), past it the tensor-core GEMM 
 int4 also on the fragment-layout (Marlin-style) GEMM at every row count (path "marlin", whether or
 not KEEL_MARLIN makes the backend use it), and fp8 with one scale per row past 8 rows on W8A8 too (path
 "w8a8": activations quantized per token, cuBLASLt's FP8 GEMM; the backend's path for prefill batches
-under KEEL_FP8_GEMM=w8a8), so the thresholds between them can be read off. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
+under KEEL_FP8_GEMM=w8a8), so the thresholds between them can be read off. bf16 also times each of cuBLASLt's
+heuristic candidates (up to 8): "cublaslt-first" is its first choice, "cublaslt-best" the fastest, what
+choosing per shape would gain over cuBLAS. llm-int8 times the backend's whole LLM.int8() decomposition. mxfp4 exists only for MoE experts: it times one expert MLP (gate/up [n, k],
 down [k, n/2]) beside the same MLP in bf16. aqlm-2x8 and aqlm-1x16 (random codes) time the AQLM
 codebook-lookup GEMV up to 8 rows, past it dequantize + cuBLAS. 2:4 prunes the weight by magnitude
 and times cuSPARSELt at every row count (rows padded to 16) and the backend's choice (the dense GEMV
@@ -71,7 +73,7 @@ export async function linearCommand(argv: string[]): Promise<void> {
   const path = writeResult(
     {
       ...modelFreeRun(started, result.driverCudaVersion),
-      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, gemv-mma.cu, quantized-gemm.cu, marlin-gemm.cu, moe-gemv.cu, moe-gemm.cu, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
+      config: { formats, rows, shapes: shapes.map(([n, k]) => `${n}x${k}`), kernels: 'quantized-linear.cu, gemv-mma.cu, quantized-gemm.cu, marlin-gemm.cu, moe-gemv.cu, moe-gemm.cu, fp8-activations.cu, cuBLASLt, cuSPARSELt', timing: 'CUDA events over graph replays of 20 calls, median of 7', weights: 'random bf16, round to nearest' },
       suite: 'linear',
       results: { figures: result.figures, read_gb_per_s: result.read_gb_per_s },
     },
