@@ -307,7 +307,17 @@ for s in "$@"; do
         step "ttft-8b-$f" 150 env KEEL_FP8_GEMM=$g node bin/keel bench latency --model bench/configs/llama-3.1-8b $dummy "${q[@]}" \
           --batch-size 1 --input-len 2048 --output-len 4 --num-iters 3 --num-iters-warmup 1 --output "$out/results/latency-llama-3.1-8b-prefill2048-$f-$kind.json"
         grep -h "TTFT" "$out/ttft-8b-$f.log" | sed "s/^/[$f] /"
-      done ;;
+      done
+      # What the activations' rounding costs: keel-tiny's perplexity over 512-token windows (prefill rows, so W8A8 runs), where models/ was carried (gpu-carry.sh pack-models).
+      if [ -f models/keel-tiny/config.json ]; then
+        head -c 6000 tools/oracle/quantized_fixtures.py > /tmp/keel-held-out.py
+        for f in bf16 fp8-w8a16 fp8-w8a8; do
+          q=(); [ "$f" = bf16 ] || q=(--quantization fp8)
+          g=w8a16; [ "$f" = fp8-w8a8 ] && g=w8a8
+          step "perplexity-$f" 120 env KEEL_FP8_GEMM=$g node bin/keel perplexity --model models/keel-tiny --backend cuda "${q[@]}" --file /tmp/keel-held-out.py --context-length 512 --stride 256 --json
+          tail -1 "$out/perplexity-$f.log" | sed "s/^/[perplexity $f] /"
+        done
+      fi ;;
     seventy) for q in fp8 int4; do
         step "latency-70b-$q" 400 $(latency llama-3.1-70b 1,32 "$q") --quantization "$q" --gpu-memory-utilization 0.95
       done ;;
