@@ -58,7 +58,8 @@
 # pdl-tests (the programmatic-dependent-launch GPU test), pdl (per config of $PDL_ARCHS, default Llama-3.1-8B at batch 1 and 64, Qwen3-30B-A3B and
 # DeepSeek-V2-Lite at batch 1: latency with KEEL_PDL=0, then KEEL_PDL=1 against it as the baseline;
 # $PDL_ROUNDS such pairs, default 1; 140 s a run: one config with two rounds per call stays under 10 minutes),
-# gemm-candidates (keel bench linear in bf16 at 16 to 256 rows: cuBLAS against each cuBLASLt heuristic candidate), w8a8 (FP8 W8A8: its GPU test, keel bench linear on fp8 at 256 to 4,096 rows, 8B TTFT at 2,048 tokens in bf16, fp8 and fp8 W8A8),
+# gemm-candidates (keel bench linear in bf16 at 16 to 256 rows: cuBLAS against each cuBLASLt heuristic candidate; then 8B latency
+# at batch 1, 16 and 64 with KEEL_BF16_GEMM=cublas and tuned), w8a8 (FP8 W8A8: its GPU test, keel bench linear on fp8 at 256 to 4,096 rows, 8B TTFT at 2,048 tokens in bf16, fp8 and fp8 W8A8),
 # fixtures (tools/oracle/make_fixtures.py --only $FIXTURES into test/fixtures, copied into the results to commit),
 # mla-prefill (MLA's expanded prefill: its GPU test, parity of deepseek-v2-expanded with it where that fixture is present, keel bench attention, SDPA on DeepSeek-V2-Lite's expanded heads, then
 # DeepSeek-V2-Lite's TTFT at 4,096 tokens with KEEL_MLA_PREFILL=absorbed and auto),
@@ -293,9 +294,15 @@ for s in "$@"; do
         step "latency-8b-$q" 200 $(latency llama-3.1-8b 1,16,64 "$q") --quantization "$q"
         case $q in int4 | int8 | fp8) step "latency-8b-$q-marlin" 200 env KEEL_MARLIN=1 $(latency llama-3.1-8b 1,16,64 "$q-marlin") --quantization "$q" ;; esac
       done ;;
-    gemm-candidates) # bf16 GEMMs at decode batch rows: cuBLAS's pick against each of cuBLASLt's heuristic candidates (issue 17's batch-64 lead).
+    gemm-candidates) # bf16 GEMMs at decode batch rows: cuBLAS's pick against each of cuBLASLt's heuristic candidates (issue 17's batch-64 lead), their GPU test, then 8B latency with KEEL_BF16_GEMM=cublas and tuned.
+      step cublas-lt-tests 150 node --test test/backend/cuda/cublas-lt.gpu.test.ts
+      grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/cublas-lt-tests.log" | head -12 | sed "s/^/[cublas-lt-tests] /"
       step gemm-candidates 200 node bin/keel bench linear --format bf16 --rows 16,32,64,128,256 --output "$out/results/linear-llama-3.1-8b-bf16-candidates-$kind.json"
-      grep -hE "bf16 .*(cublas|keel-bf16)" "$out/gemm-candidates.log" | head -80 ;;
+      grep -hE "bf16 .*(cublas|keel-bf16)" "$out/gemm-candidates.log" | head -80
+      for g in cublas tuned; do
+        step "latency-8b-gemm-$g" 170 env KEEL_BF16_GEMM=$g $(latency llama-3.1-8b 1,16,64 "gemm-$g")
+        grep -h "^batch" "$out/latency-8b-gemm-$g.log" | sed "s/^/[gemm $g] /"
+      done ;;
     w8a8) # FP8 W8A8 (cuBLASLt, per-token activation scales): its GPU test, keel bench linear on fp8 at prefill rows, then 8B TTFT at 2,048 tokens in bf16, fp8 weight-only and fp8 W8A8.
       step w8a8-tests 200 node --test test/backend/cuda/w8a8-linear.gpu.test.ts
       grep -hE "^# (tests|pass|fail)|^ *not ok" "$out/w8a8-tests.log" | head -12 | sed "s/^/[w8a8-tests] /"

@@ -49,6 +49,7 @@ import { launchMarlinGemm } from './kernels/marlin-gemm.ts';
 import { launchMarlinDequantize, launchMarlinLayout } from './kernels/marlin-layout.ts';
 import { FP8_GEMMS, QUANTIZED_GEMV_KERNELS, loadsInMarlinLayout, quantizedPath, takesW8a8, type Fp8Gemm, type QuantizedGemvKernel } from './kernels/quantized-path.ts';
 import { launchW8a8Linear } from './kernels/w8a8-linear.ts';
+import { BF16_GEMMS, GemmTuner, TUNED_GEMM_MAX_ROWS, type Bf16Gemm } from './gemm-tuner.ts';
 import { launchGemvMma } from './kernels/gemv-mma.ts';
 import type { HostTensor } from '../../tensor/host-tensor.ts';
 import { assertDeltaRuleShapes, assertGroupWidth, assertSelectiveScanShapes, gateGroup, assertLoraOperands, assertLoraSlot, assertPackedQkvWidth, assertRoutingParams, assertSwapPairs, assertTokenSources, attentionKvLayer, checkDraftTreeChunks, checkCopyPairs, checkDraftTreeDepth, deltaRuleDecays, expertWidth, indexKeysKvLayer, mlaKvLayer, nextSlots, rowsKvLayer } from '../shape-checks.ts';
@@ -171,6 +172,12 @@ export interface CudaBackendOptions {
    * GEMM). Default: $KEEL_FP8_GEMM, else w8a16.
    */
   fp8Gemm?: Fp8Gemm;
+  /**
+   * How bf16 linears of 9 to TUNED_GEMM_MAX_ROWS rows (decode batches) choose their GEMM:
+   * `cublas` (cuBLAS's pick) or `tuned` (timed against cuBLASLt's heuristic candidates once per
+   * shape, gemm-tuner.ts). Default: $KEEL_BF16_GEMM, else cublas.
+   */
+  bf16Gemm?: Bf16Gemm;
   /**
    * Programmatic dependent launch (docs/cuda-backend.md, "Programmatic dependent launch"): on
    * compute capability 9.0 and later each kernel may be launched while the one before it finishes,
@@ -320,6 +327,8 @@ export class CudaBackend implements Backend {
   readonly quantizedGemv: QuantizedGemvKernel;
   /** How fp8 weights multiply prefill-sized batches (CudaBackendOptions.fp8Gemm). */
   readonly fp8Gemm: Fp8Gemm;
+  /** Chooses decode-sized bf16 GEMMs by timing (CudaBackendOptions.bf16Gemm `tuned`); null: cuBLAS's pick. */
+  private readonly gemmTuner: GemmTuner | null;
   /** NCCL communicators of a parallel run; null on one device. */
   private readonly groups: CollectiveGroups<DeviceBuffer> | null = null;
 
@@ -337,6 +346,7 @@ export class CudaBackend implements Backend {
     this.marlin = options.marlin ?? marlinFromEnv();
     this.quantizedGemv = options.quantizedGemv ?? choiceFromEnv('KEEL_QUANTIZED_GEMV', QUANTIZED_GEMV_KERNELS, 'auto');
     this.fp8Gemm = options.fp8Gemm ?? choiceFromEnv('KEEL_FP8_GEMM', FP8_GEMMS, 'w8a16');
+    this.gemmTuner = (options.bf16Gemm ?? choiceFromEnv('KEEL_BF16_GEMM', BF16_GEMMS, 'cublas')) === 'tuned' ? new GemmTuner(this.device) : null;
     if (options.parallel !== undefined) {
       const scratch = this.ownedAlloc(4);
       const failures = options.parallel.failures ?? null;
@@ -949,7 +959,12 @@ export class CudaBackend implements Backend {
       launchGemv(this.device, out.ptr, input.ptr, w.ptr, b?.ptr ?? 0, input.rows, outDim, inDim, { float32 });
       return out;
     }
-    this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
+    if (this.gemmTuner !== null && !float32 && input.rows <= TUNED_GEMM_MAX_ROWS) {
+      const choice = this.gemmTuner.choice(input.rows, outDim, inDim, w.ptr, this.recording);
+      this.gemmTuner.run(choice, out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim);
+    } else {
+      this.device.cublas.linearBf16(out.ptr, input.ptr, w.ptr, input.rows, outDim, inDim, out.dtype);
+    }
     if (b !== null) launchAddBias(this.device, out.ptr, b.ptr, input.rows, outDim, { float32 });
     return out;
   }
@@ -2085,7 +2100,8 @@ export class CudaBackend implements Backend {
     const s = asCudaStep(step);
     checkReplayedStep(s.batch, this.limits);
     assertTokenSources(s.batch, this.sampled.rows);
-    if (this.arena.generation !== this.graphsGeneration) this.disposeGraphs();
+    // Shapes first met while recording are timed now; graphs recorded with cuBLAS's pick for them record again.
+    if (this.arena.generation !== this.graphsGeneration || this.gemmTuner?.tunePending()) this.disposeGraphs();
     const b = s.batch;
     let ownerId = this.graphOwners.get(owner);
     if (ownerId === undefined) this.graphOwners.set(owner, (ownerId = this.graphOwners.size));

@@ -34,3 +34,24 @@ test('every bf16 candidate of the heuristic gives the product cuBLAS gives', () 
     gpu.device.free(y);
   }
 });
+
+test('with tuned bf16 GEMMs the backend linear gives the product cuBLAS gives, first call and later', () => {
+  const tuned = new CudaBackend({ arenaBytes: 64 * 1024 * 1024, bf16Gemm: 'tuned' });
+  try {
+    for (const rows of [9, 64, 256]) {
+      const n = 8 * randInt(rng, 64, 800);
+      const k = 8 * randInt(rng, 64, 800);
+      const xValues = bf16Tensor([rows, k], randomBf16Values(rng, rows * k, 1));
+      const wValues = bf16Tensor([n, k], randomBf16Values(rng, n * k, 0.05));
+      const expected = gpu.toHost(gpu.linear(gpu.loadWeight(xValues), gpu.loadWeight(wValues), null));
+      const x = tuned.loadWeight(xValues);
+      const w = tuned.loadWeight(wValues);
+      for (let pass = 0; pass < 2; pass++) {
+        const err = relativeError(tuned.toHost(tuned.linear(x, w, null)), expected);
+        assert.ok(err < 1e-2, `[${rows}, ${k}] · [${n}, ${k}]ᵀ, pass ${pass}: relative error ${err}`);
+      }
+    }
+  } finally {
+    tuned.dispose();
+  }
+});
