@@ -25,8 +25,8 @@ const WORKSPACE_SIZE_OFFSET = 64;
 const STATE_OFFSET = 72;
 /** Candidates asked of the heuristic (FP8 runs the first that fits the workspace; the bench times each bf16 one). */
 const HEURISTIC_CANDIDATES = 8;
-/** Shapes whose layouts and algorithm are kept (prefill chunks come in many lengths); the oldest goes first. */
-const MAX_PLANS = 256;
+/** Shapes whose layouts and algorithms are kept (prefill chunks come in many lengths, tuned decode shapes one per graph size and weight); the oldest goes first. */
+const MAX_PLANS = 1024;
 
 /** What cublasLtMatmul needs for one (m, n, k): three layouts and the heuristic's algorithms, best first (never empty). */
 interface Plan {
